@@ -1,0 +1,73 @@
+"""depthlab: train deep networks and see, predict and cure vanishing/exploding gradients.
+
+Quick start::
+
+    import depthlab as dl
+    net = dl.mlp([64, 128, 128, 10], activation="tanh", init="glorot_uniform", seed=0)
+    hist = dl.fit(net, x, y, loss="cross_entropy", optimizer="adam", lr=1e-3, epochs=5)
+"""
+
+from __future__ import annotations
+
+from . import layers
+from .activations import ACTIVATIONS, get_activation
+from .initializers import INITIALIZERS, get_initializer
+from .losses import LOSSES, get_loss
+from .lsuv import lsuv
+from .models import mlp
+from .network import Network
+from .optimizers import OPTIMIZERS, get_optimizer
+from .parameter import Parameter
+from .regularizers import add_penalty_gradient, penalty
+from .training import DivergenceReport, History, Trainer, fit, mc_dropout_predict
+
+__version__ = "0.1.0"
+
+
+def loss(name: str, **kwargs):
+    """A loss object by name: ``mse``, ``cross_entropy``, ``binary_cross_entropy``, ``huber``."""
+    return get_loss(name, **kwargs)
+
+
+def optimizer(name: str, params, **kwargs):
+    """An optimizer by name (``sgd``, ``adagrad``, ``adadelta``, ``rmsprop``, ``adam``,
+    ``nadam``) over ``params``, with ``torch.optim`` hyperparameter names and defaults."""
+    return get_optimizer(name, params, **kwargs)
+
+
+def activation(name: str, **kwargs):
+    """An activation function object by name."""
+    return get_activation(name, **kwargs)
+
+
+def initializer(name: str, **kwargs):
+    """An initializer ``init(shape, rng, dtype)`` by name."""
+    return get_initializer(name, **kwargs)
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "INITIALIZERS",
+    "LOSSES",
+    "OPTIMIZERS",
+    "DivergenceReport",
+    "History",
+    "Network",
+    "Parameter",
+    "Trainer",
+    "activation",
+    "add_penalty_gradient",
+    "fit",
+    "get_activation",
+    "get_initializer",
+    "get_loss",
+    "get_optimizer",
+    "initializer",
+    "layers",
+    "loss",
+    "lsuv",
+    "mc_dropout_predict",
+    "mlp",
+    "optimizer",
+    "penalty",
+]

@@ -1,0 +1,568 @@
+"""Activation functions with their derivatives and fused backward passes.
+
+Every activation is an :class:`ActivationFn` with
+
+* ``forward(s) -> a = f(s)`` (same dtype as ``s``; stable for ``|s|`` up to at least 1000),
+* ``derivative(s, a) -> f'(s)`` elementwise (``a = f(s)`` is passed in to save work),
+* ``backward(s, a, grad_a) -> dL/ds = grad_a * f'(s)``; it **may overwrite** ``grad_a`` in place
+  and return it (the layer protocol allows this), which the hot-path activations do,
+* ``max_derivative``: ``sup_s |f'(s)|`` (the per-layer gain bound used by theory code),
+* ``taylor``: Maclaurin coefficients ``(f(0), f'(0), f''(0)/2, f'''(0)/6)`` as far as they exist
+  (``None`` when ``f`` is not differentiable at 0). The first two are the ``(beta, alpha)`` of the
+  linear-regime argument of Xu et al. (2016): ``f(s) ~ beta + alpha s``.
+
+Conventions at kinks follow PyTorch: relu'(0) = 0, leaky_relu'(0) = negative_slope,
+elu'(0) = alpha, selu'(0) = lambda*alpha, step'(s) = 0, penalized_tanh'(0) = a.
+
+Constants are kept as Python floats so that NumPy 2 (NEP 50) never promotes a float32
+computation to float64.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Any
+
+from .backend import Array, expit, ndtr, xp
+
+__all__ = [
+    "ACTIVATIONS",
+    "ActivationFn",
+    "ELU",
+    "GELU",
+    "Identity",
+    "LeakyReLU",
+    "Mish",
+    "PenalizedTanh",
+    "ReLU",
+    "SELU",
+    "Sigmoid",
+    "Softmax",
+    "Softsign",
+    "Step",
+    "Swish",
+    "Tanh",
+    "get_activation",
+]
+
+# Klambauer et al. (2017), identical to torch.nn.SELU.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_LAMBDA = 1.0507009873554804934193349852946
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+# sup_u |d/du [u sigma(u)]|, attained at u ~ 2.39936 (solved numerically; the sup of |swish'|
+# does not depend on beta != 0 because swish'(s) = g(beta s)).
+_SWISH_MAX_DERIV = 1.099839320128867
+# sup_x |Phi(x) + x phi(x)| = Phi(sqrt 2) + sqrt(2) phi(sqrt 2) (attained at x = sqrt 2).
+_GELU_MAX_DERIV = float(ndtr(math.sqrt(2.0)) + math.sqrt(2.0) * _INV_SQRT_2PI * math.exp(-1.0))
+# sup_x |mish'(x)|, attained at x ~ 1.49057 (solved numerically).
+_MISH_MAX_DERIV = 1.088498161251728
+
+
+def _real(name: str, value: Any) -> float:
+    """Validate a scalar setting and return it as a Python float (weak under NEP 50)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+class ActivationFn:
+    """Base class: an elementwise (or row-wise, for softmax) nonlinearity ``a = f(s)``.
+
+    Subclasses set ``name``, ``max_derivative`` and ``taylor`` and implement ``forward`` and
+    ``derivative``; the default ``backward`` multiplies ``grad_a`` in place by ``f'(s)``.
+    """
+
+    name: str = "activation"
+    max_derivative: float = math.nan
+    taylor: tuple[float, ...] | None = None
+    elementwise: bool = True
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The settings of this activation (empty when it has none)."""
+        return {}
+
+    def forward(self, s: Array) -> Array:
+        """a = f(s)."""
+        raise NotImplementedError
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        """f'(s) elementwise, as a new array of the dtype of ``s``."""
+        raise NotImplementedError
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        """dL/ds = grad_a * f'(s); may overwrite ``grad_a`` and return it."""
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+    def __call__(self, s: Array) -> Array:
+        return self.forward(s)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ActivationFn):
+            return NotImplemented
+        return type(self) is type(other) and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.params.items()))))
+
+
+class Sigmoid(ActivationFn):
+    """Logistic sigmoid sigma(s) = 1 / (1 + e^-s); sigma' = a (1 - a), at most 1/4."""
+
+    name = "sigmoid"
+    max_derivative = 0.25
+    taylor = (0.5, 0.25, 0.0, -1.0 / 48.0)
+
+    def forward(self, s: Array) -> Array:
+        return expit(s)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = 1 - a
+        d *= a
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= a
+        grad_a *= 1 - a
+        return grad_a
+
+
+class Tanh(ActivationFn):
+    """Hyperbolic tangent; tanh' = 1 - a^2, at most 1."""
+
+    name = "tanh"
+    max_derivative = 1.0
+    taylor = (0.0, 1.0, 0.0, -1.0 / 3.0)
+
+    def forward(self, s: Array) -> Array:
+        return xp.tanh(s)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = a * a
+        xp.subtract(1, d, out=d)
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+class Identity(ActivationFn):
+    """Identity f(s) = s; f' = 1. ``forward`` returns ``s`` itself (no copy)."""
+
+    name = "identity"
+    max_derivative = 1.0
+    taylor = (0.0, 1.0, 0.0, 0.0)
+
+    def forward(self, s: Array) -> Array:
+        return s
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        return xp.ones_like(s)
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        return grad_a
+
+
+class Step(ActivationFn):
+    """Heaviside step f(s) = 1[s > 0]; f' = 0 everywhere (no gradient flows)."""
+
+    name = "step"
+    max_derivative = 0.0
+    taylor = None
+
+    def forward(self, s: Array) -> Array:
+        return (s > 0).astype(s.dtype)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        return xp.zeros_like(s)
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a.fill(0)
+        return grad_a
+
+
+class ReLU(ActivationFn):
+    """Rectifier f(s) = max(s, 0); f'(s) = 1[s > 0] (0 at s = 0, as in PyTorch)."""
+
+    name = "relu"
+    max_derivative = 1.0
+    taylor = None
+
+    def forward(self, s: Array) -> Array:
+        return xp.maximum(s, 0)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        return (s > 0).astype(s.dtype)
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= s > 0  # bool operand: the float dtype of grad_a is kept
+        return grad_a
+
+
+class LeakyReLU(ActivationFn):
+    """f(s) = s for s > 0, negative_slope * s otherwise; f' = 1 or negative_slope
+    (negative_slope at s = 0, as in PyTorch)."""
+
+    name = "leaky_relu"
+    taylor = None
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        self.negative_slope = _real("negative_slope", negative_slope)
+        self.max_derivative = max(1.0, abs(self.negative_slope))
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"negative_slope": self.negative_slope}
+
+    def forward(self, s: Array) -> Array:
+        k = self.negative_slope
+        if 0.0 <= k <= 1.0:
+            return xp.maximum(s, s * k)
+        if k > 1.0:
+            return xp.minimum(s, s * k)
+        return xp.where(s > 0, s, s * k)
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = xp.multiply(s <= 0, s.dtype.type(self.negative_slope))
+        d += s > 0
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+class ELU(ActivationFn):
+    """f(s) = s for s > 0, alpha (e^s - 1) otherwise (expm1 on min(s, 0): no overflow);
+    f' = 1 for s > 0, alpha e^s otherwise (alpha at s = 0, as in PyTorch)."""
+
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = _real("alpha", alpha)
+        self.max_derivative = max(1.0, abs(self.alpha))
+        self.taylor = (0.0, 1.0) if self.alpha == 1.0 else None
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha}
+
+    def _scale(self) -> float:
+        return 1.0
+
+    def forward(self, s: Array) -> Array:
+        neg = xp.minimum(s, 0)
+        xp.expm1(neg, out=neg)
+        neg *= self.alpha
+        neg += xp.maximum(s, 0)
+        scale = self._scale()
+        if scale != 1.0:
+            neg *= scale
+        return neg
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        scale = self._scale()
+        d = xp.minimum(s, 0)
+        xp.exp(d, out=d)
+        d *= self.alpha * scale
+        d *= s <= 0
+        if scale == 1.0:
+            d += s > 0
+        else:
+            d += xp.multiply(s > 0, s.dtype.type(scale))
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+class SELU(ELU):
+    """Scaled ELU (Klambauer et al. 2017): lambda * elu_alpha(s) with alpha = 1.6732632...,
+    lambda = 1.0507009...; f' = lambda for s > 0, lambda alpha e^s otherwise."""
+
+    name = "selu"
+
+    def __init__(self) -> None:
+        super().__init__(alpha=SELU_ALPHA)
+        self.max_derivative = SELU_LAMBDA * SELU_ALPHA
+        self.taylor = None
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {}
+
+    def _scale(self) -> float:
+        return SELU_LAMBDA
+
+
+class Swish(ActivationFn):
+    """Swish f(s) = s sigma(beta s) (SiLU at beta = 1);
+    f' = sigma(beta s) + beta a (1 - sigma(beta s))."""
+
+    name = "swish"
+
+    def __init__(self, beta: float = 1.0) -> None:
+        self.beta = _real("beta", beta)
+        self.max_derivative = _SWISH_MAX_DERIV if self.beta != 0.0 else 0.5
+        self.taylor = (0.0, 0.5, self.beta / 4.0, 0.0)
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"beta": self.beta}
+
+    def _sig(self, s: Array) -> Array:
+        return expit(s) if self.beta == 1.0 else expit(s * self.beta)
+
+    def forward(self, s: Array) -> Array:
+        out = self._sig(s)
+        out *= s
+        return out
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        sig = self._sig(s)
+        d = 1 - sig
+        d *= a
+        if self.beta != 1.0:
+            d *= self.beta
+        d += sig
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+class Softmax(ActivationFn):
+    """Softmax along the last axis, a_i = e^(s_i - max s) / sum_j e^(s_j - max s).
+
+    ``backward`` is the Jacobian-vector product a * (g - sum(g * a, axis=-1)); ``derivative``
+    returns only the Jacobian diagonal a (1 - a) (entries of the Jacobian are at most 1/4).
+    """
+
+    name = "softmax"
+    max_derivative = 0.25
+    taylor = None
+    elementwise = False
+
+    def forward(self, s: Array) -> Array:
+        e = s - s.max(axis=-1, keepdims=True)
+        xp.exp(e, out=e)
+        e /= e.sum(axis=-1, keepdims=True)
+        return e
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = 1 - a
+        d *= a
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        dot = (grad_a * a).sum(axis=-1, keepdims=True)
+        grad_a -= dot
+        grad_a *= a
+        return grad_a
+
+
+class Softsign(ActivationFn):
+    """Softsign f(s) = s / (1 + |s|); f' = 1 / (1 + |s|)^2."""
+
+    name = "softsign"
+    max_derivative = 1.0
+    taylor = (0.0, 1.0)
+
+    def forward(self, s: Array) -> Array:
+        t = xp.abs(s)
+        t += 1
+        xp.divide(s, t, out=t)
+        return t
+
+    def _denominator(self, s: Array) -> Array:
+        t = xp.abs(s)
+        t += 1
+        t *= t
+        return t
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        t = self._denominator(s)
+        xp.divide(1, t, out=t)
+        return t
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a /= self._denominator(s)
+        return grad_a
+
+
+class GELU(ActivationFn):
+    """Exact GELU f(s) = s Phi(s) (Phi = standard normal CDF); f' = Phi(s) + s phi(s)."""
+
+    name = "gelu"
+    max_derivative = _GELU_MAX_DERIV
+    taylor = (0.0, 0.5, _INV_SQRT_2PI, 0.0)
+
+    def forward(self, s: Array) -> Array:
+        out = ndtr(s)
+        out *= s
+        return out
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = s * s
+        d *= -0.5
+        xp.exp(d, out=d)
+        d *= s
+        d *= _INV_SQRT_2PI
+        d += ndtr(s)
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+class Mish(ActivationFn):
+    """Mish f(s) = s tanh(softplus(s)), softplus(s) = log(1 + e^s) computed as logaddexp(0, s);
+    f' = t + s sigma(s) (1 - t^2) with t = tanh(softplus(s))."""
+
+    name = "mish"
+    max_derivative = _MISH_MAX_DERIV
+    taylor = (0.0, 0.6, 0.32, -0.016)
+
+    @staticmethod
+    def _t(s: Array) -> Array:
+        t = xp.logaddexp(0, s)
+        xp.tanh(t, out=t)
+        return t
+
+    def forward(self, s: Array) -> Array:
+        t = self._t(s)
+        t *= s
+        return t
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        t = self._t(s)
+        d = t * t
+        xp.subtract(1, d, out=d)
+        d *= expit(s)
+        d *= s
+        d += t
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+class PenalizedTanh(ActivationFn):
+    """Penalized tanh (Xu et al. 2016): tanh(s) for s > 0, a tanh(s) otherwise;
+    f' = 1 - tanh^2(s) for s > 0, a (1 - tanh^2(s)) otherwise (a at s = 0)."""
+
+    name = "penalized_tanh"
+    taylor = None
+
+    def __init__(self, a: float = 0.25) -> None:
+        self.a = _real("a", a)
+        self.max_derivative = max(1.0, abs(self.a))
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"a": self.a}
+
+    def _factor(self, s: Array) -> Array:
+        """1 for s > 0, a otherwise, in the dtype of s."""
+        f = xp.multiply(s <= 0, s.dtype.type(self.a))
+        f += s > 0
+        return f
+
+    def forward(self, s: Array) -> Array:
+        t = xp.tanh(s)
+        t *= self._factor(s)
+        return t
+
+    def derivative(self, s: Array, a: Array) -> Array:
+        d = xp.tanh(s)
+        d *= d
+        xp.subtract(1, d, out=d)
+        d *= self._factor(s)
+        return d
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        grad_a *= self.derivative(s, a)
+        return grad_a
+
+
+_REGISTRY: dict[str, type[ActivationFn]] = {
+    cls.name: cls
+    for cls in (
+        Sigmoid,
+        Tanh,
+        Identity,
+        Step,
+        ReLU,
+        LeakyReLU,
+        ELU,
+        SELU,
+        Swish,
+        Softmax,
+        Softsign,
+        GELU,
+        Mish,
+        PenalizedTanh,
+    )
+}
+
+_ALIASES = {
+    "logistic": "sigmoid",
+    "linear": "identity",
+    "heaviside": "step",
+    "silu": "swish",
+    "leakyrelu": "leaky_relu",
+    "lrelu": "leaky_relu",
+}
+
+ACTIVATIONS: tuple[str, ...] = tuple(_REGISTRY)
+"""The registered activation names (aliases accepted by ``get_activation`` are not listed)."""
+
+
+def get_activation(name: str | ActivationFn, **kwargs: Any) -> ActivationFn:
+    """Return the activation registered under ``name`` built with ``kwargs``.
+
+    An :class:`ActivationFn` instance passes through unchanged (no kwargs allowed then).
+    Names are case-insensitive and ``-`` may stand for ``_``. Unknown names raise ValueError,
+    unknown keyword arguments TypeError.
+    """
+    if isinstance(name, ActivationFn):
+        if kwargs:
+            raise TypeError(
+                f"cannot apply arguments {sorted(kwargs)} to an activation instance {name!r}"
+            )
+        return name
+    if not isinstance(name, str):
+        raise TypeError(
+            f"activation must be a name or an ActivationFn, got {type(name).__name__} "
+            f"{name!r}; expected one of: {', '.join(ACTIVATIONS)}"
+        )
+    key = name.strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown activation {name!r}; expected one of: {', '.join(ACTIVATIONS)}")
+    cls = _REGISTRY[key]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for k in kwargs:
+        if k not in accepted:
+            raise TypeError(
+                f"unknown argument {k!r} for activation {key!r}; accepted: "
+                f"{', '.join(accepted) if accepted else '(none)'}"
+            )
+    return cls(**kwargs)

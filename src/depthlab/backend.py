@@ -1,0 +1,73 @@
+"""Array backend: the one place that names the array library and the random generator.
+
+Layers import ``xp`` and helpers from here, never ``numpy`` directly for array
+creation, so that a GPU array library with NumPy's interface (CuPy) can stand in later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import special as _special
+
+xp = np
+"""The array module (NumPy)."""
+
+Array = np.ndarray
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def resolve_dtype(dtype: Any = "float32") -> np.dtype:
+    """Return the NumPy dtype for ``"float32"``/``"float64"`` (or a dtype object)."""
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+        return np.dtype(_DTYPES[dtype])
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"unknown dtype {dtype!r}; expected 'float32' or 'float64'") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"unsupported dtype {dt}; expected 'float32' or 'float64'")
+    return dt
+
+
+def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
+    """A ``numpy.random.Generator`` from a seed (never the global RNG)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def zeros(shape, dtype) -> Array:
+    return xp.zeros(shape, dtype=dtype)
+
+
+def ones(shape, dtype) -> Array:
+    return xp.ones(shape, dtype=dtype)
+
+
+def empty(shape, dtype) -> Array:
+    return xp.empty(shape, dtype=dtype)
+
+
+def full(shape, value, dtype) -> Array:
+    return xp.full(shape, value, dtype=dtype)
+
+
+def asarray(x, dtype=None) -> Array:
+    return xp.asarray(x, dtype=dtype)
+
+
+def to_numpy(x) -> np.ndarray:
+    """Bring an array back to host NumPy (identity for NumPy)."""
+    return np.asarray(x)
+
+
+# Special functions (stable, vectorised ufuncs).
+expit = _special.expit  # sigma(x) = 1 / (1 + e^-x), no overflow
+log_expit = _special.log_expit  # log sigma(x), stable
+erf = _special.erf
+ndtr = _special.ndtr  # standard normal CDF

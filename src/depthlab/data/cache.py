@@ -1,0 +1,49 @@
+"""On-disk cache (``$DEPTHLAB_CACHE``, default ``~/.cache/depthlab``) with atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "DEPTHLAB_CACHE"
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$DEPTHLAB_CACHE`` if set, else ``~/.cache/depthlab`` (not created)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "depthlab"
+
+
+def load_npz(name: str) -> dict[str, np.ndarray] | None:
+    """Arrays of cache file ``name`` or None when it is missing or unreadable."""
+    path = cache_dir() / name
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def save_npz(name: str, **arrays: np.ndarray) -> Path | None:
+    """Write ``arrays`` to cache file ``name`` atomically (temp file in the same folder, then
+    ``os.replace``). Returns the path, or None (with a warning) if the folder is not writable."""
+    folder = cache_dir()
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, folder / name)
+        return folder / name
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        warnings.warn(f"depthlab: could not write cache {folder / name}: {exc}", stacklevel=3)
+        return None

@@ -1,0 +1,296 @@
+"""The ``Dataset`` container, input validation, and the seeded subsample/split pipeline.
+
+Loaders return a :class:`RawData` (arrays as stored, possibly uint8 with a scale factor, and
+optionally an official test or validation part); :func:`build_dataset` validates it, subsamples
+``n`` rows, shuffles, splits and casts to the requested float dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from depthlab.backend import resolve_dtype, xp
+from depthlab.data.standardize import apply_standardizer, fit_standardizer
+
+_SPLITS = ("train", "val", "test")
+
+
+@dataclass(repr=False)
+class Dataset:
+    """Train/validation/test arrays: ``x_*`` float (n, d) flattened, ``y_*`` int64 labels (n,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        d = None
+        for split in _SPLITS:
+            x = getattr(self, f"x_{split}")
+            y = getattr(self, f"y_{split}")
+            if x.ndim != 2:
+                raise ValueError(f"{self.name}: x_{split} must be 2-D (n, d), got shape {x.shape}")
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"{self.name}: y_{split} shape {y.shape} does not match x_{split} {x.shape}"
+                )
+            if d is None:
+                d = x.shape[1]
+            elif x.shape[1] != d:
+                raise ValueError(f"{self.name}: x_{split} has {x.shape[1]} features, expected {d}")
+        if self.x_train.shape[0] == 0:
+            raise ValueError(f"{self.name}: the training split is empty")
+
+    @property
+    def n_features(self) -> int:
+        """Number of input features ``d``."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Number of samples per split."""
+        return {s: int(getattr(self, f"y_{s}").shape[0]) for s in _SPLITS}
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x_train.dtype
+
+    def standardized(self) -> Dataset:
+        """New Dataset with ``x <- (x - mean_train) / std_train`` on every split.
+
+        Statistics come from the training split only; constant features use std 1.
+        ``info['standardization']`` records ``mean`` and ``std``.
+        """
+        mean, std = fit_standardizer(self.x_train)
+        info = dict(self.info)
+        info["standardized"] = True
+        info["standardization"] = {"mean": mean, "std": std, "fitted_on": "train"}
+        return replace(
+            self,
+            x_train=apply_standardizer(self.x_train, mean, std),
+            x_val=apply_standardizer(self.x_val, mean, std),
+            x_test=apply_standardizer(self.x_test, mean, std),
+            info=info,
+        )
+
+    def __repr__(self) -> str:
+        s = self.sizes
+        return (
+            f"Dataset({self.name!r}, train={s['train']}, val={s['val']}, test={s['test']}, "
+            f"n_features={self.n_features}, n_classes={self.n_classes}, dtype={self.dtype})"
+        )
+
+
+@dataclass
+class RawData:
+    """Arrays as a loader produced them, before subsampling and splitting.
+
+    ``x`` may be any real dtype (e.g. uint8 pixels); it is multiplied by ``scale`` after the cast.
+    ``x_test``/``x_val`` are official held-out parts (used instead of random splits).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    n_classes: int | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    scale: float = 1.0
+    info: dict = field(default_factory=dict)
+    sized: bool = False  # True when the loader already produced exactly ``n`` samples
+
+
+def check_xy(x: Any, y: Any, source: str, part: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Validate one (x, y) pair; flatten x to (n, d); labels to int64.
+
+    Raises ValueError (naming ``source``) on: empty data, non-numeric or non-finite features,
+    labels that are not non-negative integers, or mismatched lengths.
+    """
+    where = f"{source}{' (' + part + ')' if part else ''}"
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: features must be numeric, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x.reshape(-1, 1)
+    if x.ndim < 2:
+        raise ValueError(f"{where}: features must have a sample axis, got shape {x.shape}")
+    if x.shape[0] == 0 or x.size == 0:
+        raise ValueError(f"{where}: empty data set (features of shape {x.shape})")
+    if x.ndim > 2:
+        x = x.reshape(x.shape[0], -1)
+    if y.ndim != 1:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        else:
+            raise ValueError(f"{where}: labels must be 1-D, got shape {y.shape}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{where}: mismatched lengths: {x.shape[0]} feature rows but {y.shape[0]} labels"
+        )
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{where}: features contain {bad} NaN/inf value(s)")
+    y = _as_int_labels(y, where)
+    return x, y
+
+
+def _as_int_labels(y: np.ndarray, where: str) -> np.ndarray:
+    if y.dtype.kind == "b":
+        return y.astype(np.int64)
+    if y.dtype.kind in "iu":
+        out = y.astype(np.int64)
+    elif y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.array_equal(y, np.round(y)):
+            sample = y[~np.isfinite(y) | (y != np.round(y))][:3]
+            raise ValueError(
+                f"{where}: labels must be integers, got non-integer values such as "
+                f"{sample.tolist()}"
+            )
+        out = y.astype(np.int64)
+    else:
+        raise ValueError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if out.size and out.min() < 0:
+        raise ValueError(f"{where}: labels must be non-negative integers, got {int(out.min())}")
+    return out
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
+    """Validate ``0 <= val, test < 1`` and ``val + test < 1``."""
+    v, t = float(val_fraction), float(test_fraction)
+    if not (0.0 <= v < 1.0):
+        raise ValueError(f"val_fraction={val_fraction!r} must be in [0, 1)")
+    if not (0.0 <= t < 1.0):
+        raise ValueError(f"test_fraction={test_fraction!r} must be in [0, 1)")
+    if v + t >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction = {v + t} leaves no training data; it must be < 1"
+        )
+    return v, t
+
+
+def check_n(n: Any) -> int | None:
+    """``n`` is None or a positive int."""
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer or None")
+    return int(n)
+
+
+def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray, dtype: np.dtype, scale: float):
+    xs = x[idx].astype(dtype, copy=False)  # fancy indexing copies: safe to scale in place
+    if scale != 1.0:
+        inv = 1.0 / scale
+        if inv == round(inv):  # e.g. 1/255: divide, so k/255 is correctly rounded
+            xp.divide(xs, dtype.type(round(inv)), out=xs)
+        else:
+            xp.multiply(xs, dtype.type(scale), out=xs)
+    return xs, y[idx]
+
+
+def build_dataset(
+    name: str,
+    raw: RawData,
+    *,
+    split_rng: np.random.Generator,
+    val_fraction: float,
+    test_fraction: float,
+    n: int | None,
+    dtype: Any = "float32",
+) -> Dataset:
+    """Validate ``raw``, subsample ``n`` rows (seeded), shuffle and split into train/val/test.
+
+    Random split sizes: ``n_test = round(test_fraction * N)``, ``n_val = round(val_fraction * N)``,
+    the rest is training data. An official test (or validation) part in ``raw`` replaces the
+    random one; ``n`` is then shared between the parts in proportion to their sizes.
+    """
+    dt = resolve_dtype(dtype)
+    vf, tf = check_fractions(val_fraction, test_fraction)
+    n = check_n(n)
+    source = str(raw.info.get("path", name))
+    x, y = check_xy(raw.x, raw.y, source, "train" if raw.x_test is not None else "")
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {"pool": (x, y)}
+    if raw.x_test is not None:
+        parts["test"] = check_xy(raw.x_test, raw.y_test, source, "test")
+    if raw.x_val is not None:
+        parts["val"] = check_xy(raw.x_val, raw.y_val, source, "val")
+    for key, (xp_, _) in parts.items():
+        if xp_.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"{source}: {key} part has {xp_.shape[1]} features but training data has "
+                f"{x.shape[1]}"
+            )
+
+    sizes = {k: v[1].shape[0] for k, v in parts.items()}
+    total = sum(sizes.values())
+    if n is not None and not raw.sized:
+        if n > total:
+            raise ValueError(f"{name}: n={n} is larger than the {total} samples available")
+        want = {k: int(round(n * s / total)) for k, s in sizes.items() if k != "pool"}
+        want = {k: max(1, min(v, sizes[k])) for k, v in want.items()}
+        want["pool"] = n - sum(want.values())
+        if want["pool"] < 1:
+            raise ValueError(f"{name}: n={n} is too small to leave any training data")
+    else:
+        want = dict(sizes)
+
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key in ("test", "val"):
+        if key in parts:
+            xk, yk = parts[key]
+            idx = split_rng.permutation(sizes[key])[: want[key]]
+            out[key] = _take(xk, yk, idx, dt, raw.scale)
+    n_pool = want["pool"]
+    perm = split_rng.permutation(sizes["pool"])[:n_pool]
+    n_test = 0 if "test" in parts else int(round(tf * n_pool))
+    n_val = 0 if "val" in parts else int(round(vf * n_pool))
+    if n_pool - n_test - n_val < 1:
+        raise ValueError(
+            f"{name}: {n_pool} samples are too few for val_fraction={vf} and test_fraction={tf}"
+        )
+    if "test" not in parts:
+        out["test"] = _take(x, y, perm[:n_test], dt, raw.scale)
+    if "val" not in parts:
+        out["val"] = _take(x, y, perm[n_test : n_test + n_val], dt, raw.scale)
+    out["train"] = _take(x, y, perm[n_test + n_val :], dt, raw.scale)
+
+    n_classes = raw.n_classes
+    max_label = max(int(v[1].max()) if v[1].size else -1 for v in out.values())
+    if n_classes is None:
+        all_labels = [v[1] for v in parts.values()]
+        n_classes = max(int(lab.max()) for lab in all_labels) + 1
+    elif max_label >= n_classes:
+        raise ValueError(f"{source}: label {max_label} out of range for {n_classes} classes")
+
+    info = dict(raw.info)
+    info.update(
+        name=name,
+        n_total=int(sum(v[1].shape[0] for v in out.values())),
+        test_split="official" if "test" in parts else "random",
+        val_split="official" if "val" in parts else "random",
+        val_fraction=vf,
+        test_fraction=tf,
+        dtype=str(dt),
+    )
+    return Dataset(
+        name=name,
+        x_train=out["train"][0],
+        y_train=out["train"][1],
+        x_val=out["val"][0],
+        y_val=out["val"][1],
+        x_test=out["test"][0],
+        y_test=out["test"][1],
+        n_classes=int(n_classes),
+        info=info,
+    )

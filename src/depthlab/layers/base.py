@@ -1,0 +1,54 @@
+"""The layer protocol shared by every layer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..backend import Array
+from ..parameter import Parameter
+
+
+class Layer:
+    """A differentiable map ``y = f(x)`` with an explicit backward pass.
+
+    * ``forward(x, training)`` caches what ``backward`` needs (references, not copies).
+    * ``backward(grad_y, input_grad=True)`` returns ``dL/dx`` and overwrites ``p.grad`` of
+      every parameter. It may overwrite ``grad_y`` in place unless ``overwrites_grad`` is
+      False. With ``input_grad=False`` a layer may skip computing ``dL/dx`` (returns None).
+    * ``parameters()`` lists trainable parameters in forward order.
+    """
+
+    overwrites_grad: bool = True
+    name: str = "layer"
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        raise NotImplementedError
+
+    def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:
+        return []
+
+    def leaves(self) -> Iterator[Layer]:
+        """Leaf layers in forward order (containers yield their children)."""
+        yield self
+
+    def cached_input(self) -> Array | None:
+        """The input seen by the last forward pass (None before any)."""
+        return getattr(self, "x", None)
+
+    def clear_cache(self) -> None:
+        """Drop cached arrays (memory) after an inference-only pass."""
+        for attr in ("x", "s", "a", "grad_s", "xhat", "mask"):
+            if hasattr(self, attr):
+                setattr(self, attr, None)
+
+    def calibrate(self, x: Array) -> Array:
+        """Inference pass used to compute whole-training-set batch-norm statistics."""
+        y = self.forward(x, training=False)
+        self.clear_cache()
+        return y
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"

@@ -1,0 +1,175 @@
+"""Batch normalization (Ioffe & Szegedy 2015) with hand-derived gradients.
+
+Training, over a mini-batch of m rows::
+
+    mu = (1/m) sum_i x_i            var = (1/m) sum_i (x_i - mu)^2      (biased)
+    xhat_i = (x_i - mu) / sqrt(var + eps)          y_i = gamma * xhat_i + beta
+
+Inference uses one of two estimates of the population statistics:
+
+* ``"ema"``: exponential moving average updated at each training batch,
+  ``mu <- (1 - momentum) mu + momentum mu_B`` (the seed's 0.99/0.01 is ``momentum=0.01``;
+  PyTorch's ``momentum`` has the same meaning). The running variance uses the unbiased batch
+  variance ``m/(m-1) var`` as PyTorch and Ioffe's Algorithm 2 do. ``ema_start="first_batch"``
+  (the seed: mu_1 = mu_B1) or ``"zero"`` (PyTorch: start at mean 0, variance 1).
+* ``"population"``: the whole training set treated as one big batch, computed by one pass
+  (:func:`depthlab.layers.sequential.Sequential.calibrate`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import Array, resolve_dtype, xp
+from ..parameter import Parameter
+from .base import Layer
+
+INFERENCE_MODES = ("ema", "population")
+EMA_STARTS = ("first_batch", "zero")
+
+
+class BatchNorm(Layer):
+    overwrites_grad = False
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float = 0.01,
+        inference: str = "ema",
+        ema_start: str = "first_batch",
+        dtype="float32",
+        name: str = "bn",
+    ) -> None:
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"BatchNorm size must be a positive integer, got {n!r}")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"BatchNorm momentum must be in (0, 1], got {momentum!r}")
+        if inference not in INFERENCE_MODES:
+            raise ValueError(
+                f"unknown BatchNorm inference mode {inference!r}; expected one of {INFERENCE_MODES}"
+            )
+        if ema_start not in EMA_STARTS:
+            raise ValueError(
+                f"unknown BatchNorm ema_start {ema_start!r}; expected one of {EMA_STARTS}"
+            )
+        dt = resolve_dtype(dtype)
+        self.name = name
+        self.n = int(n)
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.inference = inference
+        self.ema_start = ema_start
+        self.update_stats = True
+        self.gamma = Parameter(f"{name}.gamma", xp.ones(n, dtype=dt), "gamma")
+        self.beta = Parameter(f"{name}.beta", xp.zeros(n, dtype=dt), "beta")
+        self.running_mean = xp.zeros(n, dtype=dt)
+        self.running_var = xp.ones(n, dtype=dt)
+        self.num_batches = 0
+        self.population_mean: Array | None = None
+        self.population_var: Array | None = None
+        self.x = self.xhat = self.xc = self.inv_std = None
+        self._training = True
+
+    # -- statistics ---------------------------------------------------------------
+    def _update_running(self, mu: Array, var: Array, m: int) -> None:
+        unbiased = var * (m / (m - 1)) if m > 1 else var
+        if self.num_batches == 0 and self.ema_start == "first_batch":
+            self.running_mean[...] = mu
+            self.running_var[...] = unbiased
+        else:
+            mom = self.momentum
+            self.running_mean *= 1.0 - mom
+            self.running_mean += mom * mu
+            self.running_var *= 1.0 - mom
+            self.running_var += mom * unbiased
+        self.num_batches += 1
+
+    def inference_stats(self) -> tuple[Array, Array]:
+        """(mean, variance) used at inference by the selected mode."""
+        if self.inference == "population":
+            if self.population_mean is None:
+                raise RuntimeError(
+                    f"{self.name}: inference='population' needs whole-training-set statistics; "
+                    "call net.calibrate(x_train) (one pass over the training set) first"
+                )
+            return self.population_mean, self.population_var
+        return self.running_mean, self.running_var
+
+    # -- forward / backward -----------------------------------------------------------
+    def forward(self, x: Array, training: bool = True) -> Array:
+        self.x = x
+        self._training = training
+        if training:
+            m = x.shape[0]
+            if m < 2:
+                raise ValueError(
+                    f"{self.name}: batch normalization needs a batch of at least 2 rows "
+                    f"in training, got {m}"
+                )
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.einsum("ij,ij->j", xc, xc) / m
+            if self.update_stats:
+                self._update_running(mu, var, m)
+        else:
+            mu, var = self.inference_stats()
+            xc = x - mu
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat = xc * inv_std
+        self.xc, self.inv_std, self.xhat = xc, inv_std, xhat
+        return xhat * self.gamma.value + self.beta.value
+
+    def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
+        """The seed's chain rule, term by term (``g = dL/dy``)::
+
+            dL/dxhat = g * gamma
+            dL/dvar  = sum_i dL/dxhat_i (x_i - mu) * (-1/2) (var + eps)^(-3/2)
+            dL/dmu   = sum_i dL/dxhat_i * (-1/sqrt(var + eps)) + dL/dvar * sum_i -2 (x_i - mu) / m
+            dL/dx_i  = dL/dxhat_i / sqrt(var + eps) + dL/dvar * 2 (x_i - mu) / m + dL/dmu / m
+            dL/dgamma = sum_i g_i xhat_i          dL/dbeta = sum_i g_i
+
+        In inference the statistics are constants, so ``dL/dx = dL/dxhat / sqrt(var + eps)``.
+        """
+        np.einsum("ij,ij->j", grad, self.xhat, out=self.gamma.grad)
+        np.sum(grad, axis=0, out=self.beta.grad)
+        if not input_grad:
+            return None
+        dxhat = grad * self.gamma.value
+        inv_std = self.inv_std
+        if not self._training:
+            dxhat *= inv_std
+            return dxhat
+        m = grad.shape[0]
+        xc = self.xc
+        dvar = np.einsum("ij,ij->j", dxhat, xc) * (-0.5 * inv_std**3)
+        dmu = dxhat.sum(axis=0) * -inv_std + dvar * (xc.sum(axis=0) * (-2.0 / m))
+        dx = dxhat
+        dx *= inv_std
+        dx += xc * (dvar * (2.0 / m))
+        dx += dmu * (1.0 / m)
+        return dx
+
+    def calibrate(self, x: Array) -> Array:
+        """Set the population statistics from ``x`` (the whole training set, one big batch)."""
+        mu = x.mean(axis=0)
+        xc = x - mu
+        self.population_mean = mu
+        self.population_var = np.einsum("ij,ij->j", xc, xc) / x.shape[0]
+        inv_std = 1.0 / np.sqrt(self.population_var + self.eps)
+        return (xc * inv_std) * self.gamma.value + self.beta.value
+
+    def clear_cache(self) -> None:
+        self.x = self.xhat = self.xc = self.inv_std = None
+
+    def parameters(self) -> list[Parameter]:
+        return [self.gamma, self.beta]
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchNorm({self.n}, eps={self.eps}, momentum={self.momentum}, "
+            f"inference={self.inference!r})"
+        )

@@ -1,0 +1,72 @@
+"""Fully connected layer ``y = x W + b`` with ``W`` of shape (fan_in, fan_out)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import Array, resolve_dtype, xp
+from ..backend import rng as make_rng
+from ..initializers import get_initializer
+from ..parameter import Parameter
+from .base import Layer
+
+
+class Dense(Layer):
+    """``y = x W + b``.
+
+    Backward (generalized delta rule), with ``g = dL/dy``:
+    ``dL/dW = x^T g``, ``dL/db = sum_batch g``, ``dL/dx = g W^T``.
+    """
+
+    overwrites_grad = False
+
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        *,
+        bias: bool = True,
+        init="glorot_uniform",
+        bias_init="zeros",
+        rng=None,
+        dtype="float32",
+        name: str = "dense",
+    ) -> None:
+        for label, n in (("fan_in", fan_in), ("fan_out", fan_out)):
+            if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+                raise ValueError(f"Dense {label} must be a positive integer, got {n!r}")
+        self.name = name
+        self.fan_in, self.fan_out = int(fan_in), int(fan_out)
+        dt = resolve_dtype(dtype)
+        gen = make_rng(rng)
+        w = xp.asarray(get_initializer(init)((self.fan_in, self.fan_out), gen, dt), dtype=dt)
+        self.W = Parameter(f"{name}.W", w, "weight")
+        self.b = None
+        if bias:
+            b = xp.asarray(get_initializer(bias_init)((self.fan_out,), gen, dt), dtype=dt)
+            self.b = Parameter(f"{name}.b", b, "bias")
+        self.init = init
+        self.x: Array | None = None
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        self.x = x
+        y = x @ self.W.value
+        if self.b is not None:
+            y += self.b.value
+        return y
+
+    def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
+        np.matmul(self.x.T, grad, out=self.W.grad)
+        if self.b is not None:
+            np.sum(grad, axis=0, out=self.b.grad)
+        if not input_grad:
+            return None
+        return grad @ self.W.value.T
+
+    def parameters(self) -> list[Parameter]:
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def __repr__(self) -> str:
+        return (
+            f"Dense({self.fan_in}->{self.fan_out}, bias={self.b is not None}, init={self.init!r})"
+        )

@@ -1,0 +1,76 @@
+"""Dropout (inverted) and alpha dropout (for SELU networks)."""
+
+from __future__ import annotations
+
+import math
+
+from ..backend import Array
+from ..backend import rng as make_rng
+from .base import Layer
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_LAMBDA = 1.0507009873554804934193349852946
+
+
+def _check_rate(p: float) -> float:
+    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {p!r}")
+    return float(p)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training ``y = x * m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``;
+    identity at inference unless ``mc`` is set (Monte Carlo dropout)."""
+
+    def __init__(self, p: float = 0.5, *, rng=None, name: str = "dropout") -> None:
+        self.p = _check_rate(p)
+        self.rng = make_rng(rng)
+        self.name = name
+        self.mc = False
+        self.mask: Array | None = None
+
+    def _active(self, training: bool) -> bool:
+        return (training or self.mc) and self.p > 0.0
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        self.x = x
+        if not self._active(training):
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
+        self.mask = keep.astype(x.dtype)
+        self.mask *= x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self.mask
+
+    def backward(self, grad: Array, input_grad: bool = True) -> Array:
+        if self.mask is not None:
+            grad *= self.mask
+        return grad
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
+
+
+class AlphaDropout(Dropout):
+    """Alpha dropout (Klambauer et al. 2017): dropped units are set to ``a' = -lambda*alpha``
+    and ``y = A (x m + a' (1 - m)) + B`` with ``A = ((1-p)(1 + p a'^2))^(-1/2)`` and
+    ``B = -A a' p`` so that zero mean and unit variance are kept."""
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        self.x = x
+        if not self._active(training):
+            self.mask = None
+            return x
+        p = self.p
+        a_prime = -SELU_LAMBDA * SELU_ALPHA
+        A = 1.0 / math.sqrt((1.0 - p) * (1.0 + p * a_prime**2))
+        B = -A * a_prime * p
+        keep = (self.rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(p)).astype(x.dtype)
+        self.mask = keep * x.dtype.type(A)
+        # y = A*x*m + (A*a'*(1-m) + B)
+        y = x * self.mask
+        y += (1.0 - keep) * x.dtype.type(A * a_prime) + x.dtype.type(B)
+        return y
+
+    def __repr__(self) -> str:
+        return f"AlphaDropout(p={self.p})"

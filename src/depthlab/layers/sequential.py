@@ -1,0 +1,56 @@
+"""A chain of layers ``y = f_L(... f_1(x))``; backward applies the chain rule in reverse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..backend import Array
+from ..parameter import Parameter
+from .base import Layer
+
+
+class Sequential(Layer):
+    def __init__(self, layers: list[Layer], name: str = "seq") -> None:
+        self.layers = list(layers)
+        self.name = name
+
+    @property
+    def overwrites_grad(self) -> bool:  # type: ignore[override]
+        return bool(self.layers) and self.layers[-1].overwrites_grad
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            grad = self.layers[i].backward(grad, input_grad or i > 0)
+        return grad
+
+    def calibrate(self, x: Array) -> Array:
+        for layer in self.layers:
+            x = layer.calibrate(x)
+        return x
+
+    def parameters(self) -> list[Parameter]:
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def leaves(self) -> Iterator[Layer]:
+        for layer in self.layers:
+            yield from layer.leaves()
+
+    def clear_cache(self) -> None:
+        for layer in self.layers:
+            layer.clear_cache()
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> Layer:
+        return self.layers[i]
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}(\n  {inner}\n)"

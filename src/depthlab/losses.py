@@ -1,0 +1,363 @@
+"""Losses: ``forward(pred, target) -> float`` caches what ``backward() -> dL/dpred`` needs.
+
+All losses average over the batch (PyTorch ``reduction="mean"``). Gradients have the shape
+and dtype of ``pred``; targets are cast to the dtype of ``pred`` so float32 stays float32.
+
+* ``mse``: mean((pred - target)^2); grad 2 (pred - target) / N.
+* ``cross_entropy``: logits (B, C), integer labels (B,) or probability rows (B, C);
+  loss = -(1/B) sum_b sum_c y_bc log softmax(z_b)_c with log-softmax by log-sum-exp;
+  grad (softmax(z) - y) / B. ``label_smoothing`` eps mixes y with the uniform distribution:
+  y <- (1 - eps) y + eps / C (as in PyTorch).
+* ``binary_cross_entropy``: logits z, targets y in [0, 1];
+  loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
+* ``huber``: mean of 0.5 d^2 for |d| <= delta, delta (|d| - delta / 2) otherwise;
+  grad clip(d, -delta, delta) / N.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .backend import Array, expit, xp
+
+__all__ = [
+    "LOSSES",
+    "BinaryCrossEntropy",
+    "CrossEntropy",
+    "Huber",
+    "Loss",
+    "MSE",
+    "get_loss",
+]
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _as_float_array(x: Any, what: str) -> Array:
+    arr = xp.asarray(x)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def _check_pred(pred: Any) -> Array:
+    pred = xp.asarray(pred)
+    if pred.dtype.kind != "f":
+        raise TypeError(f"pred must be a float array, got dtype {pred.dtype}")
+    if pred.size == 0:
+        raise ValueError(f"pred is empty (shape {pred.shape})")
+    return pred
+
+
+def _check_finite_target(target: Array) -> None:
+    if target.dtype.kind == "f" and not np.all(np.isfinite(target)):
+        bad = target[~np.isfinite(target)].ravel()[0].item()
+        raise ValueError(f"target contains non-finite values (e.g. {bad!r})")
+
+
+def _match_shapes(pred: Array, target: Array, name: str) -> Array:
+    """Target reshaped to pred's shape; (B, 1) predictions accept (B,) targets."""
+    if target.shape == pred.shape:
+        return target
+    if pred.ndim == 2 and pred.shape[1] == 1 and target.shape == (pred.shape[0],):
+        return target.reshape(pred.shape)
+    raise ValueError(
+        f"{name}: pred shape {pred.shape} and target shape {target.shape} differ; expected "
+        f"equal shapes (or pred (B, 1) with target (B,))"
+    )
+
+
+class Loss:
+    """Base class of the losses. ``forward`` returns a Python float and caches what
+    ``backward`` needs; ``backward`` returns dL/dpred (a new array each call)."""
+
+    name = "loss"
+    has_accuracy = False
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The settings of this loss (empty when it has none)."""
+        return {}
+
+    def forward(self, pred: Array, target: Array) -> float:
+        """The mean loss over the batch."""
+        raise NotImplementedError
+
+    def backward(self) -> Array:
+        """dL/dpred for the last ``forward``."""
+        raise NotImplementedError
+
+    def accuracy(self, pred: Array, target: Array) -> float | None:
+        """Fraction of correct predictions; None for regression losses."""
+        return None
+
+    def __call__(self, pred: Array, target: Array) -> float:
+        return self.forward(pred, target)
+
+    def _cached(self) -> Any:
+        cache = getattr(self, "_cache", None)
+        if cache is None:
+            raise RuntimeError(f"{self.name}: backward() called before forward()")
+        return cache
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+class MSE(Loss):
+    """Mean squared error mean((pred - target)^2) over all elements; grad 2 (pred - target) / N."""
+
+    name = "mse"
+
+    def forward(self, pred: Array, target: Array) -> float:
+        pred = _check_pred(pred)
+        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
+        _check_finite_target(target)
+        diff = pred - target.astype(pred.dtype, copy=False)
+        self._cache = diff
+        flat = diff.ravel()
+        return float(xp.dot(flat, flat)) / diff.size
+
+    def backward(self) -> Array:
+        diff = self._cached()
+        return diff * (2.0 / diff.size)
+
+
+class Huber(Loss):
+    """Huber loss (PyTorch HuberLoss, mean): 0.5 d^2 if |d| <= delta else delta (|d| - delta/2),
+    d = pred - target; grad clip(d, -delta, delta) / N."""
+
+    name = "huber"
+
+    def __init__(self, delta: float = 1.0) -> None:
+        self.delta = _real("delta", delta)
+        if self.delta <= 0:
+            raise ValueError(f"delta must be > 0, got {delta!r}")
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"delta": self.delta}
+
+    def forward(self, pred: Array, target: Array) -> float:
+        pred = _check_pred(pred)
+        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
+        _check_finite_target(target)
+        diff = pred - target.astype(pred.dtype, copy=False)
+        self._cache = diff
+        a = xp.abs(diff)
+        q = xp.minimum(a, self.delta)
+        a -= q  # linear part |d| - min(|d|, delta)
+        total = 0.5 * float(xp.dot(q.ravel(), q.ravel())) + self.delta * float(
+            a.sum(dtype=np.float64)
+        )
+        return total / diff.size
+
+    def backward(self) -> Array:
+        diff = self._cached()
+        g = xp.clip(diff, -self.delta, self.delta)
+        g *= 1.0 / diff.size
+        return g
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy on logits (B, C) with integer labels (B,) or probability rows
+    (B, C): -(1/B) sum y log softmax(z); grad (softmax(z) - y) / B (PyTorch cross_entropy)."""
+
+    name = "cross_entropy"
+    has_accuracy = True
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = _real("label_smoothing", label_smoothing)
+        if not 0.0 <= self.label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"label_smoothing": self.label_smoothing}
+
+    def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
+        """(logits, target) with target either int64 labels (B,) or float rows (B, C)."""
+        pred = _check_pred(pred)
+        if pred.ndim != 2:
+            raise ValueError(
+                f"cross_entropy: pred must be logits of shape (B, C), got shape {pred.shape}"
+            )
+        b, c = pred.shape
+        target = _as_float_array(target, "target")
+        if target.ndim == 1:
+            if target.shape[0] != b:
+                raise ValueError(
+                    f"cross_entropy: {target.shape[0]} labels (target shape {target.shape}) for "
+                    f"pred shape {pred.shape}; expected target shape ({b},) or ({b}, {c})"
+                )
+            if target.dtype.kind == "f":
+                _check_finite_target(target)
+                frac = target != np.floor(target)
+                if frac.any():
+                    raise ValueError(
+                        f"cross_entropy: labels must be integers, got {target[frac][0].item()!r}"
+                    )
+            elif target.dtype.kind == "b":
+                raise TypeError("cross_entropy: labels must be integers, got a bool array")
+            lo, hi = target.min().item(), target.max().item()
+            if lo < 0 or hi >= c:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"cross_entropy: label {bad!r} out of range; expected labels in 0..{c - 1} "
+                    f"for pred shape {pred.shape}"
+                )
+            return pred, target.astype(np.intp, copy=False)
+        if target.shape != pred.shape:
+            raise ValueError(
+                f"cross_entropy: pred shape {pred.shape} and target shape {target.shape} "
+                f"differ; expected target shape ({b},) (labels) or ({b}, {c}) (probabilities)"
+            )
+        _check_finite_target(target)
+        lo, hi = target.min().item(), target.max().item()
+        if lo < 0 or hi > 1:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"cross_entropy: probability targets must lie in [0, 1], got {bad!r}"
+            )
+        return pred, target.astype(pred.dtype, copy=False)
+
+    def forward(self, pred: Array, target: Array) -> float:
+        z, y = self._check(pred, target)
+        b, c = z.shape
+        logp = z - z.max(axis=1, keepdims=True)
+        p = xp.exp(logp)
+        sums = p.sum(axis=1, keepdims=True)
+        p /= sums
+        logp -= xp.log(sums)
+        eps = self.label_smoothing
+        if y.ndim == 1:
+            picked = logp[xp.arange(b), y]
+            nll = -float(picked.sum(dtype=np.float64))
+            if eps:
+                smooth = -float(logp.sum(dtype=np.float64)) / c
+                nll = (1.0 - eps) * nll + eps * smooth
+        else:
+            yy = y * (1.0 - eps) + eps / c if eps else y
+            nll = -float(xp.einsum("ij,ij->", yy, logp, dtype=np.float64))
+        self._cache = (p, y)
+        return nll / b
+
+    def backward(self) -> Array:
+        p, y = self._cached()
+        b, c = p.shape
+        eps = self.label_smoothing
+        g = p - eps / c if eps else p.copy()
+        if y.ndim == 1:
+            g[xp.arange(b), y] -= 1.0 - eps
+        else:
+            g -= y * (1.0 - eps) if eps else y
+        g *= 1.0 / b
+        return g
+
+    def accuracy(self, pred: Array, target: Array) -> float:
+        """Fraction of rows whose argmax logit equals the label (argmax of probability rows)."""
+        z, y = self._check(pred, target)
+        labels = y if y.ndim == 1 else y.argmax(axis=1)
+        return float(np.mean(z.argmax(axis=1) == labels))
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on logits (PyTorch BCEWithLogitsLoss, mean):
+    mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N."""
+
+    name = "binary_cross_entropy"
+    has_accuracy = True
+
+    def _check(self, pred: Any, target: Any) -> tuple[Array, Array]:
+        pred = _check_pred(pred)
+        target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
+        _check_finite_target(target)
+        lo, hi = target.min().item(), target.max().item()
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"binary_cross_entropy: targets must lie in [0, 1], got {lo if lo < 0 else hi!r}"
+            )
+        return pred, target.astype(pred.dtype, copy=False)
+
+    def forward(self, pred: Array, target: Array) -> float:
+        z, y = self._check(pred, target)
+        t = xp.abs(z)
+        xp.negative(t, out=t)
+        xp.exp(t, out=t)
+        xp.log1p(t, out=t)
+        t += xp.maximum(z, 0)
+        t -= z * y
+        self._cache = (z, y)
+        return float(t.sum(dtype=np.float64)) / z.size
+
+    def backward(self) -> Array:
+        z, y = self._cached()
+        g = expit(z)
+        g -= y
+        g *= 1.0 / z.size
+        return g
+
+    def accuracy(self, pred: Array, target: Array) -> float:
+        """Fraction with (logit > 0) == (target > 0.5)."""
+        z, y = self._check(pred, target)
+        return float(np.mean((z > 0) == (y > 0.5)))
+
+
+_REGISTRY: dict[str, type[Loss]] = {
+    cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, Huber)
+}
+_ALIASES = {
+    "mean_squared_error": "mse",
+    "ce": "cross_entropy",
+    "categorical_cross_entropy": "cross_entropy",
+    "nll": "cross_entropy",
+    "bce": "binary_cross_entropy",
+    "log_loss": "binary_cross_entropy",
+}
+
+LOSSES: tuple[str, ...] = tuple(_REGISTRY)
+"""The registered loss names."""
+
+
+def get_loss(name: str | Loss, **kwargs: Any) -> Loss:
+    """The loss registered under ``name`` built with ``kwargs``; a Loss instance passes through.
+
+    Unknown names raise ValueError, unknown keyword arguments TypeError.
+    """
+    if isinstance(name, Loss):
+        if kwargs:
+            raise TypeError(f"cannot apply arguments {sorted(kwargs)} to a loss instance {name!r}")
+        return name
+    if not isinstance(name, str):
+        raise TypeError(
+            f"loss must be a name or a Loss, got {type(name).__name__} {name!r}; "
+            f"expected one of: {', '.join(LOSSES)}"
+        )
+    key = name.strip().lower().replace("-", "_")
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown loss {name!r}; expected one of: {', '.join(LOSSES)}")
+    cls = _REGISTRY[key]
+    accepted = [
+        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")
+    ]
+    for k in kwargs:
+        if k not in accepted:
+            raise TypeError(
+                f"unknown argument {k!r} for loss {key!r}; accepted: "
+                f"{', '.join(accepted) if accepted else '(none)'}"
+            )
+    return cls(**kwargs)

@@ -1,0 +1,47 @@
+"""Layer-sequential unit-variance initialization (Mishkin & Matas 2015)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import Array
+from .backend import rng as make_rng
+from .initializers import get_initializer
+from .network import Network
+
+
+def lsuv(
+    net: Network, x: Array, *, tol: float = 0.1, max_iter: int = 10, seed: int | None = 0
+) -> list[float]:
+    """Orthogonal weights, then for each Dense layer in forward order rescale
+    ``W <- W / sqrt(Var(xW + b))`` on the batch ``x`` until ``|Var - 1| < tol``.
+
+    Returns the final output variance of each Dense layer. Works in place on ``net``.
+    """
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol!r}")
+    x = net._check_input(x)
+    if x.shape[0] < 2:
+        raise ValueError(f"LSUV needs a batch of at least 2 rows, got {x.shape[0]}")
+    gen = make_rng(seed)
+    ortho = get_initializer("orthogonal")
+    denses = net.dense_layers()
+    for d in denses:
+        d.W.value[...] = ortho(d.W.value.shape, gen, d.W.value.dtype)
+    variances: list[float] = []
+    for d in denses:
+        var = float("nan")
+        for _ in range(max_iter):
+            net.forward(x, training=False)
+            out = d.x @ d.W.value
+            if d.b is not None:
+                out += d.b.value
+            var = float(np.var(out))
+            if not np.isfinite(var) or var == 0.0:
+                raise ValueError(f"LSUV: output variance of {d.name} is {var}; cannot rescale")
+            if abs(var - 1.0) < tol:
+                break
+            d.W.value *= d.W.value.dtype.type(1.0 / np.sqrt(var))
+        variances.append(var)
+    net.clear_cache()
+    return variances

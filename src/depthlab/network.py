@@ -1,0 +1,143 @@
+"""The trainable network: a ``Sequential`` with input checks, a dtype and probe points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backend import Array, resolve_dtype, xp
+from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
+
+
+@dataclass(frozen=True)
+class ProbePoint:
+    """Hidden layer ``index`` (1 = first): its nonlinearity and the Dense whose weights feed it."""
+
+    index: int
+    activation: Activation
+    dense: Dense | None
+
+
+class Network(Sequential):
+    """A feed-forward network. ``forward``/``backward`` follow the layer protocol;
+    ``backward`` copies the caller's gradient once so the caller's array is never changed."""
+
+    def __init__(
+        self,
+        layers: list[Layer],
+        *,
+        n_inputs: int,
+        dtype="float32",
+        config: dict[str, Any] | None = None,
+        name: str = "net",
+    ) -> None:
+        super().__init__(layers, name=name)
+        self.n_inputs = int(n_inputs)
+        self.dtype = resolve_dtype(dtype)
+        self.config = dict(config or {})
+
+    # -- checked entry points ---------------------------------------------------------
+    def _check_input(self, x: Array) -> Array:
+        if not isinstance(x, np.ndarray):
+            x = xp.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"input has shape {x.shape}; expected (batch, {self.n_inputs}) for this network"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("input batch is empty (0 rows)")
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    def forward(self, x: Array, training: bool = True) -> Array:
+        return super().forward(self._check_input(x), training)
+
+    def backward(self, grad: Array, input_grad: bool = True, copy: bool = True) -> Array | None:
+        out = self.output_cache_shape
+        if grad.shape != out:
+            raise ValueError(f"gradient has shape {grad.shape}; expected the output shape {out}")
+        g = grad.astype(self.dtype, copy=True) if copy or grad.dtype != self.dtype else grad
+        return super().backward(g, input_grad)
+
+    @property
+    def output_cache_shape(self) -> tuple[int, ...] | None:
+        x = self.layers[0].cached_input()
+        if x is None:
+            raise RuntimeError("backward called before forward")
+        return (x.shape[0], self.n_outputs)
+
+    @property
+    def n_outputs(self) -> int:
+        for layer in reversed(list(self.leaves())):
+            if isinstance(layer, Dense):
+                return layer.fan_out
+        return self.n_inputs
+
+    def predict(self, x: Array, batch_size: int = 4096) -> Array:
+        """Inference-mode outputs (dropout off, batch norm on its inference statistics)."""
+        x = self._check_input(x)
+        outs = [
+            Sequential.forward(self, x[i : i + batch_size], False)
+            for i in range(0, x.shape[0], batch_size)
+        ]
+        self.clear_cache()
+        return outs[0] if len(outs) == 1 else xp.concatenate(outs)
+
+    def calibrate(self, x: Array) -> Array:
+        """One pass over ``x`` (the whole training set) setting every BatchNorm's population
+        statistics (the seed's 'whole training set as one big batch')."""
+        return Sequential.calibrate(self, self._check_input(x))
+
+    def set_bn_inference(self, mode: str) -> None:
+        """Select batch-norm inference statistics: ``"ema"`` or ``"population"``."""
+        for bn in self.batchnorms():
+            if mode not in ("ema", "population"):
+                raise ValueError(
+                    f"unknown BatchNorm inference mode {mode!r}; expected 'ema' or 'population'"
+                )
+            bn.inference = mode
+
+    # -- structure --------------------------------------------------------------------
+    def dense_layers(self) -> list[Dense]:
+        return [layer for layer in self.leaves() if isinstance(layer, Dense)]
+
+    def batchnorms(self) -> list[BatchNorm]:
+        return [layer for layer in self.leaves() if isinstance(layer, BatchNorm)]
+
+    def dropouts(self) -> list[Dropout]:
+        return [layer for layer in self.leaves() if isinstance(layer, Dropout)]
+
+    def probe_points(self) -> list[ProbePoint]:
+        """Hidden nonlinearities in forward order (the output activation excluded)."""
+        points: list[ProbePoint] = []
+        last_dense: Dense | None = None
+        for layer in self.leaves():
+            if isinstance(layer, Dense):
+                last_dense = layer
+            elif isinstance(layer, Activation) and not getattr(layer, "is_output", False):
+                points.append(ProbePoint(len(points) + 1, layer, last_dense))
+        return points
+
+    @property
+    def depth(self) -> int:
+        """Number of weight layers (Dense)."""
+        return len(self.dense_layers())
+
+    def num_parameters(self) -> int:
+        return int(sum(p.value.size for p in self.parameters()))
+
+    def first_nonfinite(self, output: Array | None = None) -> str | None:
+        """Name of the first layer (forward order) whose output in the last pass was not
+        finite (``output`` is that pass's network output), or None. Used after a
+        non-finite loss to say where it started."""
+        leaves = list(self.leaves())
+        for i, layer in enumerate(leaves):
+            x = layer.cached_input()
+            if x is not None and not np.isfinite(x).all():
+                return leaves[i - 1].name if i > 0 else "input"
+        if output is not None and not np.isfinite(output).all():
+            return leaves[-1].name
+        return None

@@ -1,0 +1,53 @@
+"""Adagrad (``torch.optim.Adagrad``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..backend import xp
+from ..parameter import Parameter
+from .base import Optimizer, check_number
+
+
+class Adagrad(Optimizer):
+    """Adagrad as in ``torch.optim.Adagrad``.
+
+    ``d = ±g + wd*w``; ``s += d*d`` (``s`` starts at ``initial_accumulator_value``);
+    ``w -= clr * d / (sqrt(s) + eps)`` with ``clr = lr / (1 + (t - 1) * lr_decay)``.
+    """
+
+    name = "adagrad"
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, *, maximize: bool = False) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize)
+        self.lr_decay = check_number("lr_decay", lr_decay)
+        self.initial_accumulator_value = check_number(
+            "initial_accumulator_value", initial_accumulator_value)
+        self.eps = check_number("eps", eps)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps,
+                "maximize": self.maximize}
+
+    def _init_state(self, p: Parameter) -> dict[str, Any]:
+        return {"sum": xp.full_like(p.value, self.initial_accumulator_value)}
+
+    def _update(self, t: int) -> None:
+        clr = self.lr / (1 + (t - 1) * self.lr_decay)
+        eps = self.eps
+        for p in self.params:
+            w, work = p.value, self._scratch[p]
+            tmp = work[0]
+            d, sign = self._direction(p, work[-1])
+            acc = self.state[p]["sum"]
+            xp.multiply(d, d, out=tmp)
+            acc += tmp
+            xp.sqrt(acc, out=tmp)
+            tmp += eps
+            xp.divide(d, tmp, out=tmp)
+            tmp *= clr * sign
+            w -= tmp

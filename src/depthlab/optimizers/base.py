@@ -1,0 +1,205 @@
+"""Optimizer base class: parameter bookkeeping, validation and lazily allocated buffers.
+
+Every optimizer follows ``torch.optim`` (names, defaults, update rules). Updates are done
+in place with ufuncs on preallocated arrays: per parameter, the state buffers of the
+algorithm (allocated at the first :meth:`Optimizer.step`, same shape and dtype as the
+value) plus one scratch slot for temporaries. A second slot exists only where the rule
+needs two temporaries at once (Adadelta, NAdam) or where coupled ``weight_decay`` must
+hold the decayed gradient ``g + wd * w`` (``.grad`` itself is never modified).
+All per-step scalars are Python floats, so float32 parameters stay float32 (NEP 50).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from ..backend import Array, xp
+from ..parameter import Parameter
+
+
+def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None = None,
+                 high_inclusive: bool = True) -> float:
+    """Return ``float(value)`` after checking ``low <= value <= high`` (or ``< high``).
+
+    Raises TypeError for non-numbers (bools included) and ValueError naming the value when
+    it is out of range or NaN.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    ok = not math.isnan(v) and v >= low
+    if high is not None:
+        ok = ok and (v <= high if high_inclusive else v < high)
+    if not ok:
+        if high is None:
+            accepted = f">= {low}"
+        else:
+            accepted = f"in [{low}, {high}{']' if high_inclusive else ')'}"
+        raise ValueError(f"invalid {name} value: {value!r}; expected a number {accepted}")
+    return v
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``bool(value)`` for a bool (NumPy bools included); TypeError otherwise."""
+    if isinstance(value, (bool, xp.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_betas(value: Any) -> tuple[float, float]:
+    """Validate Adam-style ``betas = (beta1, beta2)``, each in [0, 1)."""
+    try:
+        b1, b2 = value
+    except (TypeError, ValueError):
+        raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}") from None
+    return (check_number("beta1 (betas[0])", b1, high=1.0, high_inclusive=False),
+            check_number("beta2 (betas[1])", b2, high=1.0, high_inclusive=False))
+
+
+def _param_list(params: Iterable[Parameter]) -> list[Parameter]:
+    if isinstance(params, Parameter):
+        params = [params]
+    try:
+        plist = list(params)
+    except TypeError:
+        raise TypeError(
+            f"params must be an iterable of depthlab Parameter objects, got {type(params).__name__}"
+        ) from None
+    if not plist:
+        raise ValueError("optimizer got an empty parameter list")
+    seen: set[int] = set()
+    for p in plist:
+        if not isinstance(p, Parameter):
+            raise TypeError(f"params must be depthlab Parameter objects, got {type(p).__name__}")
+        if id(p) in seen:
+            raise ValueError(f"parameter {p!r} appears more than once in params")
+        seen.add(id(p))
+    return plist
+
+
+def axpy(x: Array, c: float, y: Array, tmp: Array | None) -> None:
+    """In place ``x += c * y`` (``tmp`` receives ``c * y`` unless ``c`` is +-1)."""
+    if c == 1.0:
+        x += y
+    elif c == -1.0:
+        x -= y
+    else:
+        xp.multiply(y, c, out=tmp)
+        x += tmp
+
+
+def lerp(x: Array, g: Array, sign: float, weight: float, tmp: Array) -> None:
+    """In place ``x = lerp(x, sign*g, weight)`` in torch's two-branch form.
+
+    ``x + weight * (sign*g - x)`` for ``weight < 0.5``, else
+    ``sign*g - (sign*g - x) * (1 - weight)``.
+    """
+    if sign == 1.0:
+        xp.subtract(g, x, out=tmp)         # tmp = end - x
+    else:
+        xp.add(g, x, out=tmp)              # tmp = -(end - x)
+    if abs(weight) < 0.5:
+        tmp *= weight * sign
+        x += tmp
+    else:
+        tmp *= (1.0 - weight) * sign       # (end - x)(1 - weight)
+        if sign == 1.0:
+            xp.subtract(g, tmp, out=x)
+        else:                              # -g - tmp = -(g + tmp)
+            xp.add(g, tmp, out=x)
+            xp.negative(x, out=x)
+
+
+class Optimizer:
+    """Base class. Subclasses define ``_init_state``, ``_n_scratch`` and ``_update``.
+
+    ``step()`` applies one update from the ``.grad`` arrays to the ``.value`` arrays (in
+    place); ``lr`` may be changed between steps; ``state`` maps each Parameter object
+    (identity, not name) to its dict of buffers, filled at the first step.
+    """
+
+    name: ClassVar[str] = "optimizer"
+
+    def __init__(self, params: Iterable[Parameter], lr: float, *, weight_decay: float = 0.0,
+                 maximize: bool = False) -> None:
+        self.params: list[Parameter] = _param_list(params)
+        self.lr = lr
+        self.weight_decay = check_number("weight_decay", weight_decay)
+        self.maximize = check_flag("maximize", maximize)
+        self.state: dict[Parameter, dict[str, Any]] = {}
+        self.step_count = 0
+        self._scratch: dict[Parameter, tuple[Array, ...]] = {}
+
+    # -- learning rate ---------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """Learning rate (>= 0); may be reassigned between steps."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_number("lr", value)
+
+    # -- public API ------------------------------------------------------------------
+    def step(self) -> None:
+        """Apply one update to every parameter from its current ``.grad``."""
+        if not self.state:
+            self._allocate()
+        self.step_count += 1
+        self._update(self.step_count)
+
+    def zero_grad(self) -> None:
+        """Fill every ``.grad`` with zeros (in place)."""
+        for p in self.params:
+            p.grad.fill(0)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Constructor keyword arguments (name -> value), e.g. for logging or rebuilding."""
+        return {"lr": self.lr}
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({len(self.params)} parameters, {hp})"
+
+    # -- subclass hooks --------------------------------------------------------------
+    @property
+    def _coupled_wd(self) -> bool:
+        """True when weight decay is added to the gradient (``g + wd * w``)."""
+        return self.weight_decay != 0.0
+
+    def _init_state(self, p: Parameter) -> dict[str, Any]:
+        return {}
+
+    def _n_scratch(self) -> int:
+        return 1 + self._coupled_wd
+
+    def _update(self, t: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------------
+    def _allocate(self) -> None:
+        k = self._n_scratch()
+        for p in self.params:
+            self.state[p] = self._init_state(p)
+            block = xp.empty((k, *p.value.shape), dtype=p.value.dtype)
+            self._scratch[p] = tuple(block[i, ...] for i in range(k))  # views, 0-d safe
+
+    def _direction(self, p: Parameter, slot: Array) -> tuple[Array, float]:
+        """The gradient torch feeds its rule, as ``(G, sign)`` with ``grad' = sign * G``.
+
+        ``grad' = (-g if maximize else g) + wd * w``. Without coupled decay ``G`` is ``p.grad``
+        itself (read only) and the sign is folded into the caller's coefficients; with it
+        ``G`` is ``slot`` (the last scratch slot), filled here, and the sign is 1.
+        """
+        g = p.grad
+        if not self._coupled_wd:
+            return g, (-1.0 if self.maximize else 1.0)
+        xp.multiply(p.value, self.weight_decay, out=slot)
+        if self.maximize:
+            slot -= g
+        else:
+            slot += g
+        return slot, 1.0

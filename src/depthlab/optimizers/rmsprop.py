@@ -1,0 +1,75 @@
+"""RMSprop, plain or centered, with optional momentum (``torch.optim.RMSprop``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..backend import xp
+from ..parameter import Parameter
+from .base import Optimizer, axpy, check_flag, check_number, lerp
+
+
+class RMSprop(Optimizer):
+    """RMSprop as in ``torch.optim.RMSprop``.
+
+    ``d = ±g + wd*w``; ``v = alpha*v + (1-alpha)*d^2``; ``den = sqrt(v) + eps``, or when
+    ``centered`` ``m = lerp(m, d, 1-alpha)`` and ``den = sqrt(v - m^2) + eps``. With
+    ``momentum``: ``b = momentum*b + d/den``, ``w -= lr*b``; else ``w -= lr*d/den``.
+    """
+
+    name = "rmsprop"
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize)
+        self.alpha = check_number("alpha", alpha)
+        self.eps = check_number("eps", eps)
+        self.momentum = check_number("momentum", momentum)
+        self.centered = check_flag("centered", centered)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum,
+                "centered": self.centered, "maximize": self.maximize}
+
+    def _init_state(self, p: Parameter) -> dict[str, Any]:
+        st = {"square_avg": xp.zeros_like(p.value)}
+        if self.momentum > 0:
+            st["momentum_buffer"] = xp.zeros_like(p.value)
+        if self.centered:
+            st["grad_avg"] = xp.zeros_like(p.value)
+        return st
+
+    def _update(self, t: int) -> None:
+        lr, alpha, eps, mom = self.lr, self.alpha, self.eps, self.momentum
+        for p in self.params:
+            w, work = p.value, self._scratch[p]
+            tmp = work[0]
+            d, sign = self._direction(p, work[-1])
+            st = self.state[p]
+            v = st["square_avg"]
+            v *= alpha
+            xp.multiply(d, 1.0 - alpha, out=tmp)
+            tmp *= d
+            v += tmp
+            if self.centered:
+                m = st["grad_avg"]
+                lerp(m, d, sign, 1.0 - alpha, tmp)
+                xp.multiply(m, m, out=tmp)
+                xp.subtract(v, tmp, out=tmp)
+                xp.sqrt(tmp, out=tmp)
+            else:
+                xp.sqrt(v, out=tmp)
+            tmp += eps
+            xp.divide(d, tmp, out=tmp)
+            if mom > 0:
+                buf = st["momentum_buffer"]
+                buf *= mom
+                axpy(buf, sign, tmp, None)
+                xp.multiply(buf, lr, out=tmp)
+                w -= tmp
+            else:
+                tmp *= lr * sign
+                w -= tmp

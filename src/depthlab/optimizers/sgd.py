@@ -1,0 +1,70 @@
+"""Stochastic gradient descent with momentum, dampening and Nesterov (``torch.optim.SGD``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..backend import xp
+from ..parameter import Parameter
+from .base import Optimizer, axpy, check_flag, check_number
+
+
+class SGD(Optimizer):
+    """SGD as in ``torch.optim.SGD``.
+
+    ``d = ±g + wd*w`` (minus when ``maximize``). Without momentum ``w -= lr*d``. With momentum
+    ``mu``: ``b = d`` at the first step, then ``b = mu*b + (1 - dampening)*d``; the step is
+    ``w -= lr*(d + mu*b)`` with ``nesterov`` and ``w -= lr*b`` otherwise.
+    """
+
+    name = "sgd"
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize)
+        self.momentum = check_number("momentum", momentum)
+        self.dampening = check_number("dampening", dampening, low=-float("inf"))
+        nesterov = check_flag("nesterov", nesterov)
+        if nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(
+                "Nesterov momentum requires momentum > 0 and dampening == 0, got "
+                f"momentum={momentum!r}, dampening={dampening!r}"
+            )
+        self.nesterov = nesterov
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
+                "weight_decay": self.weight_decay, "nesterov": self.nesterov,
+                "maximize": self.maximize}
+
+    def _init_state(self, p: Parameter) -> dict[str, Any]:
+        if self.momentum != 0:
+            return {"momentum_buffer": xp.zeros_like(p.value)}
+        return {}
+
+    def _update(self, t: int) -> None:
+        lr, mu = self.lr, self.momentum
+        keep = 1.0 - self.dampening
+        for p in self.params:
+            w, work = p.value, self._scratch[p]
+            tmp = work[0]
+            d, sign = self._direction(p, work[-1])
+            if mu == 0:
+                xp.multiply(d, lr * sign, out=tmp)
+                w -= tmp
+                continue
+            buf = self.state[p]["momentum_buffer"]
+            if t == 1:
+                xp.multiply(d, sign, out=buf)       # b = d (torch clones the gradient)
+            else:
+                buf *= mu
+                axpy(buf, keep * sign, d, tmp)
+            if self.nesterov:
+                xp.multiply(buf, mu, out=tmp)
+                axpy(tmp, sign, d, None)           # d + mu*b
+                tmp *= lr
+            else:
+                xp.multiply(buf, lr, out=tmp)
+            w -= tmp

@@ -1,0 +1,41 @@
+"""Trainable parameter: a value array and the gradient array of the same shape."""
+
+from __future__ import annotations
+
+from .backend import Array, xp
+
+KINDS = ("weight", "bias", "gamma", "beta")
+
+
+class Parameter:
+    """A trainable array.
+
+    ``value`` is updated in place by optimizers; ``grad`` holds dL/d(value) after a
+    backward pass (overwritten each pass, never accumulated). ``regularized`` is True
+    only for weights: L1/L2 penalties skip biases and batch-norm parameters.
+    """
+
+    __slots__ = ("name", "value", "grad", "kind")
+
+    def __init__(self, name: str, value: Array, kind: str = "weight") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown parameter kind {kind!r}; expected one of {KINDS}")
+        self.name = name
+        self.value = value
+        self.grad = xp.zeros_like(value)
+        self.kind = kind
+
+    @property
+    def regularized(self) -> bool:
+        return self.kind == "weight"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r}, shape={self.value.shape}, dtype={self.value.dtype})"

@@ -1,0 +1,48 @@
+"""L1/L2 weight penalties (weights only: never biases or batch-norm parameters).
+
+``penalty = l1 * sum|w| + l2 * sum w^2``; gradient ``l1 * sign(w) + 2 * l2 * w``
+(``sign(0) = 0``). PyTorch's ``weight_decay = wd`` corresponds to ``l2 = wd / 2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from .parameter import Parameter
+
+
+def _check(l1: float, l2: float) -> None:
+    for label, v in (("l1", l1), ("l2", l2)):
+        if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"{label} penalty must be a finite number >= 0, got {v!r}")
+
+
+def penalty(params: Iterable[Parameter], l1: float = 0.0, l2: float = 0.0) -> float:
+    """``l1 * sum|w| + l2 * sum w^2`` over parameters with ``regularized`` set."""
+    _check(l1, l2)
+    total = 0.0
+    if l1 == 0.0 and l2 == 0.0:
+        return total
+    for p in params:
+        if p.regularized:
+            w = p.value.ravel()
+            if l1:
+                total += l1 * float(np.abs(w).sum())
+            if l2:
+                total += l2 * float(w @ w)
+    return total
+
+
+def add_penalty_gradient(params: Iterable[Parameter], l1: float = 0.0, l2: float = 0.0) -> None:
+    """``p.grad += l1 * sign(w) + 2 * l2 * w`` in place, for weights only."""
+    _check(l1, l2)
+    if l1 == 0.0 and l2 == 0.0:
+        return
+    for p in params:
+        if p.regularized:
+            if l2:
+                p.grad += (2.0 * l2) * p.value
+            if l1:
+                p.grad += l1 * np.sign(p.value)

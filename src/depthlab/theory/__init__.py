@@ -1,0 +1,64 @@
+"""Theory: predictions of signal and gradient propagation at initialisation.
+
+* :mod:`.taylor`    Taylor coefficients at 0 (Xu et al. 2016: sigmoid needs 16x tanh's variance);
+* :mod:`.variance`  layer-by-layer forward/backward variances (Glorot, He, LeCun derivations);
+* :mod:`.meanfield` q*, chi1, c*, depth scale xi_c (Poole et al. 2016, Schoenholz et al. 2017);
+* :mod:`.selu`      the SELU moment map and its attracting fixed point (Klambauer et al. 2017);
+* :mod:`.gaussian`  Gaussian quadrature rules and activation resolution.
+"""
+
+from .gaussian import (
+    ScalarActivation,
+    affine_activation,
+    gauss_expect,
+    gauss_expect_2d,
+    hermite_rule,
+    normal_rule,
+    rescaled_sigmoid,
+    resolve_activation,
+)
+from .meanfield import (
+    MeanField,
+    c_map,
+    critical_sigma_w2,
+    gradient_growth,
+    meanfield,
+    q_map,
+)
+from .selu import (
+    selu_fixed_point,
+    selu_jacobian,
+    selu_map,
+    selu_spectral_radius,
+    selu_trajectory,
+)
+from .taylor import TaylorCoefficients, numerical_taylor, taylor
+from .variance import gradient_ratio, preserving_weight_variance, propagate
+
+__all__ = [
+    "MeanField",
+    "ScalarActivation",
+    "TaylorCoefficients",
+    "affine_activation",
+    "c_map",
+    "critical_sigma_w2",
+    "gauss_expect",
+    "gauss_expect_2d",
+    "gradient_growth",
+    "gradient_ratio",
+    "hermite_rule",
+    "meanfield",
+    "normal_rule",
+    "numerical_taylor",
+    "preserving_weight_variance",
+    "propagate",
+    "q_map",
+    "rescaled_sigmoid",
+    "resolve_activation",
+    "selu_fixed_point",
+    "selu_jacobian",
+    "selu_map",
+    "selu_spectral_radius",
+    "selu_trajectory",
+    "taylor",
+]

@@ -1,0 +1,247 @@
+"""Gaussian expectations by quadrature, and activation resolution.
+
+All theory modules reduce to integrals ``E[g(s)]`` with ``s ~ N(0, q)`` or
+``E[g(u1, u2)]`` over a correlated Gaussian pair. Two rules are provided:
+
+* :func:`normal_rule` (used throughout): composite Gauss-Legendre in ``z = s / sqrt(q)`` with
+  weights ``phi(z)``. Panels are 0.5 wide in ``z`` and, where ``|s| < 16``, at most 0.5 wide in
+  ``s`` too, growing geometrically beyond, with ``z = 0`` a breakpoint. It therefore resolves
+  the unit-scale features of activations (the bump of ``tanh'``, the kink of ReLU at 0) for any
+  ``q`` from ~0 to ~1e12, to near machine precision for smooth ``g``;
+  Gauss-Hermite alone loses accuracy once ``sqrt(q)`` exceeds ~2 (1e-5 relative error for
+  ``E[sech^4]`` at ``q = 4``, 2% at ``q = 16``).
+* :func:`hermite_rule`: the probabilists' Gauss-Hermite rule (exact for polynomials of degree
+  ``2n - 1``), kept for smooth integrands at moderate variance.
+
+2-D expectations use product rules: ``E[g(z1, z2)] ~= sum_ij w_i w_j g(z_i, z_j)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..backend import xp
+
+DEFAULT_NODES = 160
+"""Default number of Gauss-Hermite nodes for :func:`hermite_rule`."""
+
+_FD_STEP = 1e-5
+_Z_MAX = 10.0      # the rule covers |z| <= 10 (tail mass 1.5e-23)
+_PANEL = 0.5       # panel width in z, and in s near the origin
+_S_NEAR = 16.0     # |s| below which panels are at most _PANEL wide in s
+_GROWTH = 1.3      # geometric growth of panels beyond _S_NEAR
+_GL_POINTS = 8     # Gauss-Legendre points per panel
+
+
+@lru_cache(maxsize=32)
+def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = np.polynomial.hermite_e.hermegauss(n)
+    weights = weights / weights.sum()
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
+
+
+def hermite_rule(n: int = DEFAULT_NODES) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``z_i`` and weights ``w_i`` (summing to 1) with ``E[g(z)] ~= sum w_i g(z_i)``.
+
+    ``z ~ N(0, 1)``; exact for polynomials of degree ``<= 2n - 1``.
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
+        raise ValueError(f"number of quadrature nodes must be an integer >= 2, got {n!r}")
+    return _hermite(int(n))
+
+
+@lru_cache(maxsize=256)
+def _standard_rule(scale: float) -> tuple[np.ndarray, np.ndarray]:
+    gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
+    step = _PANEL / scale if scale > 1.0 else _PANEL
+    z_near = min(_Z_MAX, _S_NEAR / scale) if scale > 0 else _Z_MAX
+    n_near = max(1, int(np.ceil(z_near / step)))
+    breaks = list(np.linspace(0.0, z_near, n_near + 1))
+    z = z_near
+    while z < _Z_MAX:
+        z = min(_Z_MAX, z * _GROWTH, z + _PANEL)
+        breaks.append(z)
+    b = np.asarray(breaks)
+    lo, hi = b[:-1, None], b[1:, None]
+    half = 0.5 * (hi - lo)
+    nodes = (lo + half * (1.0 + gl_x)).ravel()
+    weights = (half * gl_w * np.exp(-0.5 * (lo + half * (1.0 + gl_x)) ** 2)).ravel()
+    nodes = np.concatenate([-nodes[::-1], nodes])
+    weights = np.concatenate([weights[::-1], weights])
+    weights /= weights.sum()
+    nodes.setflags(write=False)
+    weights.setflags(write=False)
+    return nodes, weights
+
+
+def standard_rule(scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes/weights for ``E[g(scale z)]``, ``z ~ N(0, 1)``, resolving unit-scale features of g.
+
+    Composite 8-point Gauss-Legendre on ``|z| <= 10`` with weights ``phi(z)`` (normalised to
+    sum 1); breakpoint at 0; panels ``min(0.5, 0.5/scale)`` wide while ``|scale z| < 16``.
+    """
+    if not (np.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
+    # Round the scale up to 3 significant digits (finer panels never hurt) so that nearby
+    # calls share a cached rule.
+    key = 0.0
+    if scale > 0:
+        unit = 10.0 ** (math.floor(math.log10(scale)) - 2)
+        key = math.ceil(scale / unit) * unit
+    return _standard_rule(max(key, float(scale)))
+
+
+def normal_rule(var: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``s_i``, weights ``w_i``: ``E[g(s)] ~= sum w_i g(s_i)`` for ``s ~ N(0, var)``."""
+    if not (np.isfinite(var) and var >= 0):
+        raise ValueError(f"variance must be finite and >= 0, got {var!r}")
+    sd = float(np.sqrt(var))
+    z, w = standard_rule(sd)
+    return sd * z, w
+
+
+def gauss_expect(
+    g: Callable[[np.ndarray], np.ndarray],
+    var: float = 1.0,
+    mean: float = 0.0,
+) -> float:
+    """``E[g(s)]`` for ``s ~ N(mean, var)`` by :func:`normal_rule` (centred on ``mean``)."""
+    s, w = normal_rule(var)
+    return float(w @ np.asarray(g(mean + s), dtype=np.float64))
+
+
+def gauss_expect_2d(g: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
+    """``E[g(z1, z2)]`` for independent standard normals, by the product rule."""
+    z, w = standard_rule(1.0)
+    vals = np.asarray(g(z[:, None], z[None, :]), dtype=np.float64)
+    return float(w @ vals @ w)
+
+
+def correlated_pair(q1: float, q2: float, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid ``(u1, u2, W)`` with ``E[g(u1, u2)] ~= sum(W * g(u1, u2))`` for a Gaussian pair.
+
+    ``u1 = sqrt(q1) z1``, ``u2 = sqrt(q2) (c z1 + sqrt(1 - c^2) z2)``: variances ``q1, q2``,
+    correlation ``c`` in [-1, 1]; product of :func:`standard_rule` grids.
+    """
+    if not -1.0 <= c <= 1.0:
+        raise ValueError(f"correlation must lie in [-1, 1], got {c!r}")
+    for label, q in (("q1", q1), ("q2", q2)):
+        if not (np.isfinite(q) and q >= 0):
+            raise ValueError(f"{label} must be finite and >= 0, got {q!r}")
+    r1, r2 = float(np.sqrt(q1)), float(np.sqrt(q2))
+    z1, w1 = standard_rule(r1)
+    z2, w2 = standard_rule(r2)
+    z1 = z1[:, None]
+    z2 = z2[None, :]
+    u1 = np.broadcast_to(r1 * z1, (z1.shape[0], z2.shape[1]))
+    u2 = r2 * (c * z1 + np.sqrt(max(0.0, 1.0 - c * c)) * z2)
+    return u1, u2, np.outer(w1, w2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations seen as scalar functions with a derivative
+
+
+@dataclass(frozen=True)
+class ScalarActivation:
+    """A float64 view of an activation: ``f(s)`` and ``f'(s)`` on arrays.
+
+    Built by :func:`resolve_activation` from a registered name, an activation object (with
+    ``forward``/``derivative``) or a plain callable (derivative by central differences).
+    """
+
+    name: str
+    f: Callable[[np.ndarray], np.ndarray]
+    df: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        return self.f(s)
+
+
+def _from_object(obj: Any, name: str) -> ScalarActivation:
+    def f(s: np.ndarray) -> np.ndarray:
+        return np.asarray(obj.forward(xp.asarray(s, dtype=np.float64)), dtype=np.float64)
+
+    def df(s: np.ndarray) -> np.ndarray:
+        s = xp.asarray(s, dtype=np.float64)
+        a = obj.forward(s)
+        return np.asarray(obj.derivative(s, a), dtype=np.float64)
+
+    return ScalarActivation(name, f, df)
+
+
+def _from_callable(fn: Callable, name: str) -> ScalarActivation:
+    def f(s: np.ndarray) -> np.ndarray:
+        return np.asarray(fn(np.asarray(s, dtype=np.float64)), dtype=np.float64)
+
+    def df(s: np.ndarray) -> np.ndarray:
+        s = np.asarray(s, dtype=np.float64)
+        h = _FD_STEP * np.maximum(1.0, np.abs(s))
+        return (f(s + h) - f(s - h)) / (2.0 * h)
+
+    return ScalarActivation(name, f, df)
+
+
+def resolve_activation(activation: Any, **kw: Any) -> ScalarActivation:
+    """Turn ``activation`` into a :class:`ScalarActivation`.
+
+    Accepted: a name registered in ``depthlab.activations`` (``kw`` are passed to
+    ``get_activation``), an object with ``forward(s)`` and ``derivative(s, a)``, a plain
+    callable ``f(s)`` (its derivative is taken by central differences), or a
+    :class:`ScalarActivation`.
+    """
+    if isinstance(activation, ScalarActivation):
+        return activation
+    if isinstance(activation, str):
+        from ..activations import get_activation
+
+        return _from_object(get_activation(activation, **kw), activation)
+    if hasattr(activation, "forward") and hasattr(activation, "derivative"):
+        return _from_object(activation, str(getattr(activation, "name", type(activation).__name__)))
+    if callable(activation):
+        if kw:
+            raise TypeError(
+                f"keyword arguments {sorted(kw)} only apply to registered activation names, "
+                "not to a callable"
+            )
+        return _from_callable(activation, str(getattr(activation, "__name__", "callable")))
+    raise TypeError(
+        f"activation must be a registered name (str), an activation object with forward/"
+        f"derivative, or a callable f(s); got {type(activation).__name__}: {activation!r}"
+    )
+
+
+def affine_activation(
+    activation: Any, out_scale: float = 1.0, out_shift: float = 0.0, in_scale: float = 1.0, **kw
+) -> ScalarActivation:
+    """``g(s) = out_scale f(in_scale s) + out_shift``, ``g' = out_scale in_scale f'(in_scale s)``.
+
+    Example: the rescaled sigmoid of Xu et al. 2016 is
+    ``affine_activation("sigmoid", out_scale=4, out_shift=-2)`` = ``4 sigmoid(s) - 2``.
+    """
+    base = resolve_activation(activation, **kw)
+    a, b, k = float(out_scale), float(out_shift), float(in_scale)
+
+    def f(s: np.ndarray) -> np.ndarray:
+        return a * base.f(k * np.asarray(s, dtype=np.float64)) + b
+
+    def df(s: np.ndarray) -> np.ndarray:
+        return (a * k) * base.df(k * np.asarray(s, dtype=np.float64))
+
+    inner = f"{k:g}*s" if k != 1.0 else "s"
+    shift = f" {'-' if b < 0 else '+'} {abs(b):g}" if b != 0.0 else ""
+    name = f"{a:g}*{base.name}({inner}){shift}"
+    return ScalarActivation(name, f, df)
+
+
+def rescaled_sigmoid() -> ScalarActivation:
+    """Xu et al. 2016's rescaled sigmoid ``4 sigmoid(s) - 2`` (= 2 tanh(s/2); slope 1 at 0)."""
+    return affine_activation("sigmoid", out_scale=4.0, out_shift=-2.0)

@@ -1,0 +1,276 @@
+"""Mean-field signal propagation in wide random networks.
+
+Poole et al. 2016; Schoenholz et al. 2017. Weights ``W_ij ~ N(0, sigma_w^2 / n)``, biases
+``b_i ~ N(0, sigma_b^2)``, ``z, z1, z2`` i.i.d. N(0, 1):
+
+* length map    ``q_{l} = sigma_w^2 E[f(sqrt(q_{l-1}) z)^2] + sigma_b^2``, fixed point ``q*``;
+* slope         ``chi1 = sigma_w^2 E[f'(sqrt(q*) z)^2]`` (per-layer growth of squared gradients);
+* correlation   ``c_l = (sigma_w^2 E[f(u1) f(u2)] + sigma_b^2) / q*``,
+                ``u1 = sqrt(q*) z1``, ``u2 = sqrt(q*) (c_{l-1} z1 + sqrt(1 - c_{l-1}^2) z2)``,
+  fixed point ``c*`` (1 in the ordered phase ``chi1 < 1``, < 1 in the chaotic phase ``chi1 > 1``);
+* depth scale   ``1 / xi_c = -ln(sigma_w^2 E[f'(u1) f'(u2)])`` at ``c = c*``
+  (``= -ln chi1`` in the ordered phase, infinite at criticality ``chi1 = 1``);
+* networks are trainable up to depth ``~ 6 xi_c``.
+
+All expectations use composite Gaussian quadrature (``gaussian.normal_rule``; product rules
+in 2-D).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+
+from .gaussian import ScalarActivation, correlated_pair, normal_rule
+from .gaussian import resolve_activation as _resolve
+
+PHASES = ("ordered", "critical", "chaotic")
+Q_MAX = 1e12       # q above this is reported as diverging (q* = inf)
+Q_MIN = 1e-12      # q below this is reported as collapsing (q* = 0)
+_Q_EVAL_MIN = 1e-20  # variance used for chi1 / c-map when q* = 0 (the small-signal limit)
+
+
+@dataclass(frozen=True)
+class MeanField:
+    """Mean-field fixed point and depth scale of a random network.
+
+    ``q_star``: fixed point of the length map (``inf`` when it diverges, 0 when it collapses);
+    ``chi1``: ``sigma_w^2 E[f'(sqrt(q*) z)^2]``; ``c_star``: fixed point of the correlation map;
+    ``chi_c``: ``sigma_w^2 E[f'(u1) f'(u2)]`` at ``c*``; ``xi_c = -1 / ln chi_c``;
+    ``phase`` in {ordered, critical, chaotic}; ``trainable_depth = 6 xi_c``;
+    ``converged``: whether the length map reached a finite fixed point.
+    """
+
+    name: str
+    sigma_w2: float
+    sigma_b2: float
+    q_star: float
+    chi1: float
+    c_star: float
+    chi_c: float
+    xi_c: float
+    phase: str
+    trainable_depth: float
+    converged: bool = True
+
+
+def _check_sigmas(sigma_w2: float, sigma_b2: float) -> None:
+    if not (np.isfinite(sigma_w2) and sigma_w2 > 0):
+        raise ValueError(f"sigma_w2 must be finite and > 0, got {sigma_w2!r}")
+    if not (np.isfinite(sigma_b2) and sigma_b2 >= 0):
+        raise ValueError(f"sigma_b2 must be finite and >= 0, got {sigma_b2!r}")
+
+
+def _fn(name: Any, kw: dict) -> ScalarActivation:
+    return _resolve(name, **kw)
+
+
+def _q_map(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float) -> float:
+    s, w = normal_rule(q)
+    a = fn.f(s)
+    return float(sigma_w2 * (w @ (a * a)) + sigma_b2)
+
+
+def _chi1(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
+    s, w = normal_rule(q)
+    d = fn.df(s)
+    return float(sigma_w2 * (w @ (d * d)))
+
+
+def _c_map(fn: ScalarActivation, c: float, q: float, sigma_w2: float, sigma_b2: float) -> float:
+    u1, u2, W = correlated_pair(q, q, c)
+    return float((sigma_w2 * np.sum(W * fn.f(u1) * fn.f(u2)) + sigma_b2) / q)
+
+
+def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float) -> float:
+    u1, u2, W = correlated_pair(q, q, c)
+    return float(sigma_w2 * np.sum(W * fn.df(u1) * fn.df(u2)))
+
+
+def q_map(name: Any, q: float, sigma_w2: float, sigma_b2: float = 0.0, **kw: Any) -> float:
+    """One step of the length map: ``sigma_w^2 E[f(sqrt(q) z)^2] + sigma_b^2``."""
+    _check_sigmas(sigma_w2, sigma_b2)
+    if not (np.isfinite(q) and q >= 0):
+        raise ValueError(f"q must be finite and >= 0, got {q!r}")
+    return _q_map(_fn(name, kw), float(q), sigma_w2, sigma_b2)
+
+
+def c_map(name: Any, c: float, sigma_w2: float, sigma_b2: float = 0.0, q: float | None = None,
+          **kw: Any) -> float:
+    """One step of the correlation map ``(sigma_w^2 E[f(u1) f(u2)] + sigma_b^2) / q``.
+
+    ``u1, u2`` have variance ``q`` (default: ``q*``) and correlation ``c``.
+    """
+    _check_sigmas(sigma_w2, sigma_b2)
+    fn = _fn(name, kw)
+    if q is None:
+        q, _, _ = _q_fixed_point(fn, sigma_w2, sigma_b2)
+        q = _q_eval(q)
+    if not (np.isfinite(q) and q > 0):
+        raise ValueError(f"q must be finite and > 0, got {q!r}")
+    if not -1.0 <= c <= 1.0:
+        raise ValueError(f"c must lie in [-1, 1], got {c!r}")
+    return _c_map(fn, float(c), float(q), sigma_w2, sigma_b2)
+
+
+def _q_eval(q: float) -> float:
+    """Variance at which to evaluate chi1 and the c-map when q* is 0 or infinite."""
+    if q == 0.0:
+        return _Q_EVAL_MIN
+    if not np.isfinite(q):
+        return 1.0  # positively homogeneous maps (relu family): chi1 does not depend on q
+    return q
+
+
+def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
+                   max_iter: int = 2000, tol: float = 1e-12) -> tuple[float, bool, float]:
+    """Fixed point of the length map by iteration from q = 1; returns (q*, converged, last q).
+
+    Divergence beyond ``Q_MAX`` gives ``inf``, collapse below ``Q_MIN`` gives 0. When the
+    iteration is slow (near a bifurcation) the fixed point is polished by bracketing a root of
+    ``q_map(q) - q`` around the last iterate.
+    """
+    q = 1.0
+    for _ in range(max_iter):
+        q_new = _q_map(fn, q, sigma_w2, sigma_b2)
+        if not np.isfinite(q_new) or q_new > Q_MAX:
+            return math.inf, False, q
+        if q_new < Q_MIN:
+            return 0.0, True, q_new
+        if abs(q_new - q) <= tol * q:
+            return q_new, True, q_new
+        q = q_new
+    # Slow convergence: look for a sign change of h(q) = map(q) - q near the last iterate.
+    h = lambda x: _q_map(fn, x, sigma_w2, sigma_b2) - x  # noqa: E731
+    q_prev = q
+    q_next = _q_map(fn, q_prev, sigma_w2, sigma_b2)
+    lo, hi = (q_next, q_prev) if q_next < q_prev else (q_prev, q_next)
+    for _ in range(60):
+        if lo > 0 and h(lo) * h(hi) < 0:
+            return float(brentq(h, lo, hi, xtol=1e-14, rtol=1e-13)), True, q
+        lo, hi = lo / 2.0, hi * 2.0
+        if lo < Q_MIN:
+            break
+        if hi > Q_MAX:
+            return math.inf, False, q
+    # No root found: the iterate drifts to 0 (e.g. tanh with sigma_b2 = 0 at sigma_w2 <= 1).
+    if q_next < q_prev and sigma_b2 == 0.0:
+        return 0.0, True, q
+    return q, False, q
+
+
+def _c_fixed_point(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float,
+                   chi1: float, critical_tol: float) -> float:
+    """Stable fixed point of the correlation map: 1 unless chi1 > 1, else the root in [-1, 1)."""
+    if chi1 <= 1.0 + critical_tol:
+        return 1.0
+    h = lambda c: _c_map(fn, c, q, sigma_w2, sigma_b2) - c  # noqa: E731
+    # h(1) = 0 with slope chi1 - 1 > 0, so h < 0 just below 1; find such a point.
+    hi = None
+    for k in range(1, 13):
+        c = 1.0 - 10.0 ** (-k)
+        if h(c) < 0:
+            hi = c
+            break
+    if hi is None:
+        return 1.0
+    lo = -1.0
+    h_lo = h(lo)
+    if h_lo == 0.0:
+        return lo
+    if h_lo < 0:  # another root below: scan upwards for the sign change nearest to 1
+        grid = np.linspace(-1.0, hi, 41)
+        vals = [h(c) for c in grid]
+        lo = None
+        for a, b, va, vb in zip(grid[:-1], grid[1:], vals[:-1], vals[1:]):
+            if va >= 0 > vb or va > 0 >= vb:
+                lo, hi = a, b
+        if lo is None:
+            return 1.0
+    if h(hi) == 0.0:
+        return hi
+    return float(brentq(h, lo, hi, xtol=1e-13, rtol=1e-13))
+
+
+def meanfield(
+    name: Any,
+    sigma_w2: float,
+    sigma_b2: float = 0.0,
+    *,
+    critical_tol: float = 1e-9,
+    **kw: Any,
+) -> MeanField:
+    """Fixed points ``q*``, ``c*``, slope ``chi1`` and depth scale ``xi_c`` for activation ``name``.
+
+    ``q*`` by iterating ``q <- sigma_w^2 E[f(sqrt q z)^2] + sigma_b^2`` from ``q = 1``;
+    ``chi1 = sigma_w^2 E[f'(sqrt(q*) z)^2]``; phase ordered/chaotic as ``chi1 <> 1``
+    (critical within ``critical_tol``); ``xi_c = -1 / ln(sigma_w^2 E[f'(u1) f'(u2)])`` at ``c*``;
+    ``trainable_depth = 6 xi_c``. ``kw`` go to the activation.
+    """
+    _check_sigmas(sigma_w2, sigma_b2)
+    sigma_w2, sigma_b2 = float(sigma_w2), float(sigma_b2)
+    fn = _fn(name, kw)
+    q_star, converged, _ = _q_fixed_point(fn, sigma_w2, sigma_b2)
+    q = _q_eval(q_star)
+    chi1 = _chi1(fn, q, sigma_w2)
+    if abs(chi1 - 1.0) <= critical_tol:
+        phase = "critical"
+    else:
+        phase = "ordered" if chi1 < 1.0 else "chaotic"
+    c_star = _c_fixed_point(fn, q, sigma_w2, sigma_b2, chi1, critical_tol)
+    chi_c = chi1 if c_star == 1.0 else _chi_c(fn, c_star, q, sigma_w2)
+    if phase == "critical" or not 0.0 < chi_c < 1.0:
+        xi_c = math.inf if phase == "critical" or chi_c >= 1.0 else 0.0
+    else:
+        xi_c = -1.0 / math.log(chi_c)
+    return MeanField(
+        name=fn.name, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q_star=q_star, chi1=chi1,
+        c_star=c_star, chi_c=chi_c, xi_c=xi_c, phase=phase, trainable_depth=6.0 * xi_c,
+        converged=converged,
+    )
+
+
+def critical_sigma_w2(
+    name: Any,
+    sigma_b2: float = 0.0,
+    *,
+    bracket: tuple[float, float] = (1e-3, 1e3),
+    **kw: Any,
+) -> float:
+    """The ``sigma_w^2`` where ``chi1(sigma_w^2, sigma_b^2) = 1`` (order-to-chaos transition).
+
+    Solved with Brent's method on ``chi1 - 1`` over ``bracket``; ValueError if it has no sign
+    change there (e.g. an activation whose chi1 never reaches 1).
+    """
+    if not (np.isfinite(sigma_b2) and sigma_b2 >= 0):
+        raise ValueError(f"sigma_b2 must be finite and >= 0, got {sigma_b2!r}")
+    fn = _fn(name, kw)
+
+    def g(sw2: float) -> float:
+        q, _, _ = _q_fixed_point(fn, sw2, float(sigma_b2))
+        return _chi1(fn, _q_eval(q), sw2) - 1.0
+
+    lo, hi = map(float, bracket)
+    if not 0 < lo < hi:
+        raise ValueError(f"bracket must satisfy 0 < lo < hi, got {bracket!r}")
+    g_lo, g_hi = g(lo), g(hi)
+    if g_lo * g_hi > 0:
+        raise ValueError(
+            f"chi1 - 1 does not change sign on sigma_w2 in {bracket} for {fn.name!r} "
+            f"(values {g_lo + 1:.4g} and {g_hi + 1:.4g}); pass a wider bracket"
+        )
+    return float(brentq(g, lo, hi, xtol=1e-12, rtol=1e-12))
+
+
+def gradient_growth(name: Any, sigma_w2: float, sigma_b2: float, depth: int,
+                    **kw: Any) -> float:
+    """Predicted ratio of mean squared gradients, first over last of ``depth`` layers:
+    ``chi1^(depth - 1)``."""
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    mf = meanfield(name, sigma_w2, sigma_b2, **kw)
+    return float(mf.chi1 ** (int(depth) - 1))

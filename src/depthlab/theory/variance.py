@@ -1,0 +1,223 @@
+"""Layer-by-layer variance propagation at initialisation (Glorot & Bengio 2010, He et al. 2015,
+LeCun et al. 1998, Xu et al. 2016).
+
+Network: ``s_l = a_{l-1} W_l + b_l``, ``a_l = f(s_l)`` for ``l = 1..L``, ``a_0 = x``; ``W_l`` has
+shape ``(n_{l-1}, n_l)`` with i.i.d. zero-mean entries of variance ``v_l`` and biases of variance
+``sigma_b^2``. Treating pre-activations as Gaussian (wide layers):
+
+forward   ``Var(s_l) = n_{l-1} v_l E[a_{l-1}^2] + sigma_b^2``, ``E[s_l] = 0``
+          (the second moment ``E[a^2] = Var(a) + E[a]^2``: a non-zero mean such as the sigmoid's
+          1/2 feeds the next layer's variance);
+backward  ``dL/da_l = dL/ds_{l+1} W_{l+1}^T``, ``dL/ds_l = dL/da_l * f'(s_l)``, hence
+          ``Var(dL/ds_l) = n_{l+1} v_{l+1} E[f'(s_l)^2] Var(dL/ds_{l+1})``,
+          reported relative to the top layer (``grad_pre_var[L] = 1``).
+
+``method="exact"`` evaluates ``E[f(s)]``, ``E[f(s)^2]``, ``E[f'(s)^2]`` for ``s ~ N(0, Var s_l)`` by
+Gaussian quadrature; ``method="linear"`` uses the linear regime ``f(s) ~= beta + alpha s``
+(the Taylor coefficients at 0), which gives the classic closed forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .gaussian import ScalarActivation, normal_rule, resolve_activation
+from .taylor import taylor
+
+METHODS = ("exact", "linear")
+COLUMNS = (
+    "layer", "fan_in", "fan_out", "weight_var", "pre_var", "act_mean", "act_var", "act_sq",
+    "deriv_sq", "grad_pre_var", "weight_grad_var",
+)
+
+
+def _init_variance(init: Any, fan_in: int, fan_out: int, init_kw: dict) -> float:
+    """Weight variance of ``init`` for a layer: a number, a callable, or an initializer name."""
+    if isinstance(init, bool):
+        raise TypeError(f"init must be a name, a variance or a callable, got {init!r}")
+    if isinstance(init, (int, float, np.floating, np.integer)):
+        v = float(init)
+    elif callable(init):
+        v = float(init(fan_in, fan_out, **init_kw))
+    elif isinstance(init, str):
+        from ..initializers import weight_variance
+
+        # Accept both "glorot_uniform" and the distribution-free "glorot" (same variance).
+        candidates = [init]
+        for suffix in ("_uniform", "_normal"):
+            if init.endswith(suffix) and init not in ("fan_in_uniform",):
+                candidates.append(init[: -len(suffix)])
+        candidates.append(init + "_normal")
+        first_error: Exception | None = None
+        v = None
+        for cand in candidates:
+            try:
+                v = float(weight_variance(cand, fan_in, fan_out, **init_kw))
+                break
+            except ValueError as exc:
+                first_error = first_error or exc
+        if v is None:
+            assert first_error is not None
+            raise first_error
+    else:
+        raise TypeError(
+            f"init must be an initializer name (str), a weight variance (float) or a callable "
+            f"(fan_in, fan_out) -> variance; got {type(init).__name__}: {init!r}"
+        )
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"weight variance of init {init!r} must be finite and >= 0, got {v}")
+    return v
+
+
+def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    try:
+        out = [int(n) for n in sizes]
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"sizes must be a sequence of positive integers, got {sizes!r}") from exc
+    if len(out) < 2 or any(n < 1 for n in out) or any(
+        isinstance(n, bool) or float(n) != int(n) for n in sizes
+    ):
+        raise ValueError(
+            f"sizes must list >= 2 positive integer widths [n_0 (input), n_1, ..., n_L], "
+            f"got {sizes!r}"
+        )
+    return out
+
+
+def _moments_exact(fn: ScalarActivation, q: float) -> tuple[float, float, float]:
+    """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s ~ N(0, q)`` by quadrature."""
+    s, w = normal_rule(q)
+    a = fn.f(s)
+    d = fn.df(s)
+    return float(w @ a), float(w @ (a * a)), float(w @ (d * d))
+
+
+def _moments_linear(beta: float, alpha: float, q: float) -> tuple[float, float, float]:
+    """Linear regime ``f(s) = beta + alpha s``: ``beta``, ``beta^2 + alpha^2 q``, ``alpha^2``."""
+    return beta, beta * beta + alpha * alpha * q, alpha * alpha
+
+
+def propagate(
+    sizes: Sequence[int],
+    activation: Any,
+    init: str | float | Callable = "glorot_uniform",
+    input_var: float = 1.0,
+    input_mean: float = 0.0,
+    bias_var: float = 0.0,
+    *,
+    method: str = "exact",
+    init_kw: dict | None = None,
+    **kw: Any,
+) -> pd.DataFrame:
+    """Predicted per-layer statistics at initialisation, one row per layer ``l = 1..L``.
+
+    ``sizes = [n_0, n_1, ..., n_L]`` (input width first). ``init``: an initializer name
+    (``depthlab.initializers.weight_variance``; ``_uniform``/``_normal`` suffixes accepted),
+    a weight variance, or a callable ``(fan_in, fan_out) -> variance``. The input has i.i.d.
+    entries of mean ``input_mean`` and variance ``input_var``. ``kw`` go to the activation.
+
+    Columns: ``pre_var`` = Var(s_l) = n_{l-1} v_l E[a_{l-1}^2] + bias_var;
+    ``act_mean`` = E[f(s_l)], ``act_var`` = Var(f(s_l)), ``act_sq`` = E[f(s_l)^2];
+    ``deriv_sq`` = E[f'(s_l)^2]; ``grad_pre_var`` = Var(dL/ds_l) / Var(dL/ds_L) with
+    ``grad_pre_var[l] = n_{l+1} v_{l+1} deriv_sq[l] grad_pre_var[l+1]``;
+    ``weight_grad_var`` = E[a_{l-1}^2] grad_pre_var[l] (per example, same normalisation);
+    ``weight_var`` = v_l.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    widths = _check_sizes(sizes)
+    for label, val in (("input_var", input_var), ("bias_var", bias_var)):
+        if not np.isfinite(val) or val < 0:
+            raise ValueError(f"{label} must be finite and >= 0, got {val!r}")
+    if not np.isfinite(input_mean):
+        raise ValueError(f"input_mean must be finite, got {input_mean!r}")
+    init_kw = dict(init_kw or {})
+    fn = resolve_activation(activation, **kw)
+    if method == "linear":
+        tc = taylor(fn, order=1)
+        beta, alpha = tc.beta, tc.alpha
+
+    L = len(widths) - 1
+    wvar = [_init_variance(init, widths[l - 1], widths[l], init_kw) for l in range(1, L + 1)]
+    prev_sq = float(input_var) + float(input_mean) ** 2
+    rows = []
+    for l in range(1, L + 1):
+        q = widths[l - 1] * wvar[l - 1] * prev_sq + float(bias_var)
+        if not np.isfinite(q):
+            raise OverflowError(f"pre-activation variance overflowed at layer {l}")
+        if method == "exact":
+            mean, sq, dsq = _moments_exact(fn, q)
+        else:
+            mean, sq, dsq = _moments_linear(beta, alpha, q)
+        rows.append({
+            "layer": l, "fan_in": widths[l - 1], "fan_out": widths[l], "weight_var": wvar[l - 1],
+            "pre_var": q, "act_mean": mean, "act_var": max(sq - mean * mean, 0.0),
+            "act_sq": sq, "deriv_sq": dsq, "_prev_sq": prev_sq,
+        })
+        prev_sq = sq
+
+    grad = 1.0
+    rows[-1]["grad_pre_var"] = grad
+    for l in range(L - 1, 0, -1):  # row index l-1 holds layer l
+        grad = widths[l + 1] * wvar[l] * rows[l - 1]["deriv_sq"] * grad
+        rows[l - 1]["grad_pre_var"] = grad
+    for r in rows:
+        r["weight_grad_var"] = r.pop("_prev_sq") * r["grad_pre_var"]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def gradient_ratio(
+    sizes: Sequence[int],
+    activation: Any,
+    init: str | float | Callable = "glorot_uniform",
+    input_var: float = 1.0,
+    input_mean: float = 0.0,
+    bias_var: float = 0.0,
+    **kw: Any,
+) -> float:
+    """Predicted ``Var(dL/ds_1) / Var(dL/ds_L)``: < 1 vanishing, > 1 exploding towards the input.
+
+    Same arguments as :func:`propagate` (``method``, ``init_kw`` and activation
+    keywords pass through).
+    """
+    df = propagate(sizes, activation, init, input_var, input_mean, bias_var, **kw)
+    return float(df["grad_pre_var"].iloc[0] / df["grad_pre_var"].iloc[-1])
+
+
+def preserving_weight_variance(
+    activation: Any,
+    fan_in: int,
+    fan_out: int,
+    mode: str = "fan_in",
+    q: float = 1.0,
+    **kw: Any,
+) -> float:
+    """Weight variance that keeps variances constant through a layer, pre-activations at Var ``q``.
+
+    ``mode="fan_in"``: forward, ``v = q / (fan_in E[f(s)^2])`` (He: relu -> 2/fan_in;
+    LeCun: tanh in the linear regime -> 1/fan_in). ``mode="fan_out"``: backward,
+    ``v = 1 / (fan_out E[f'(s)^2])``. ``mode="average"``: Glorot's compromise, the harmonic
+    mean ``2 / (fan_in / g_f + fan_out / g_b)`` with gains ``g_f = q / E[f^2]``,
+    ``g_b = 1 / E[f'^2]`` (tanh, small q: ``2 / (fan_in + fan_out)``). ``s ~ N(0, q)``.
+    """
+    modes = ("fan_in", "fan_out", "average")
+    if mode not in modes:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {modes}")
+    if not (np.isfinite(q) and q > 0):
+        raise ValueError(f"q must be finite and > 0, got {q!r}")
+    for label, val in (("fan_in", fan_in), ("fan_out", fan_out)):
+        if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
+            raise ValueError(f"{label} must be a positive integer, got {val!r}")
+    fn = resolve_activation(activation, **kw)
+    _, sq, dsq = _moments_exact(fn, q)
+    g_f = q / sq if sq > 0 else np.inf
+    g_b = 1.0 / dsq if dsq > 0 else np.inf
+    if mode == "fan_in":
+        return float(g_f / fan_in)
+    if mode == "fan_out":
+        return float(g_b / fan_out)
+    return float(2.0 / (fan_in / g_f + fan_out / g_b))

@@ -1,0 +1,88 @@
+"""What a training run leaves behind: per-step loss, per-epoch metrics, divergence report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class DivergenceReport:
+    """Where and when training stopped on a non-finite loss."""
+
+    step: int
+    epoch: int
+    loss: float
+    layer: str | None
+    nonfinite_parameters: list[str]
+    max_grad: float | None = None
+
+    @property
+    def message(self) -> str:
+        where = (
+            f"first non-finite values came out of layer '{self.layer}'"
+            if self.layer
+            else ("the forward pass was finite; the loss itself overflowed")
+        )
+        params = (
+            f"; non-finite parameters: {', '.join(self.nonfinite_parameters[:5])}"
+            if self.nonfinite_parameters
+            else ""
+        )
+        grad = (
+            f"; largest |gradient| at the previous step {self.max_grad:.3g}"
+            if self.max_grad
+            else ""
+        )
+        return (
+            f"training diverged at step {self.step} (epoch {self.epoch}): loss = {self.loss}; "
+            f"{where}{params}{grad}. Lower the learning rate, use a variance-preserving "
+            "initializer, or add batch normalization."
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.loss,
+            "layer": self.layer,
+            "nonfinite_parameters": self.nonfinite_parameters,
+            "max_grad": self.max_grad,
+            "message": self.message,
+        }
+
+
+@dataclass
+class History:
+    step_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    evals: list[dict[str, float]] = field(default_factory=list)
+    divergence: DivergenceReport | None = None
+    seconds: float = 0.0
+
+    @property
+    def diverged(self) -> bool:
+        return self.divergence is not None
+
+    @property
+    def status(self) -> str:
+        return "diverged" if self.diverged else "finished"
+
+    @property
+    def steps(self) -> int:
+        return len(self.step_loss)
+
+    def steps_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"step": range(1, len(self.step_loss) + 1), "loss": self.step_loss})
+
+    def epochs_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.epochs)
+
+    def evals_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.evals)
+
+    def final(self) -> dict[str, float]:
+        """Last epoch's metrics (empty before the first epoch ends)."""
+        return dict(self.epochs[-1]) if self.epochs else {}

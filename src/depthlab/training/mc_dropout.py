@@ -1,0 +1,43 @@
+"""Monte Carlo dropout (Gal & Ghahramani 2016): average T stochastic forward passes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import get_activation
+from ..backend import Array
+from ..backend import rng as make_rng
+from ..network import Network
+
+
+def mc_dropout_predict(
+    net: Network, x: Array, T: int = 50, *, seed: int | None = None, output: str | None = None
+) -> tuple[Array, Array]:
+    """Mean and standard deviation over ``T`` passes with dropout active while batch norm
+    keeps its inference statistics. ``output="softmax"`` averages probabilities, not logits."""
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T (number of stochastic passes) must be a positive integer, got {T!r}")
+    drops = net.dropouts()
+    if not drops:
+        raise ValueError("the network has no dropout layer: Monte Carlo dropout needs dropout > 0")
+    fn = get_activation(output) if output is not None else None
+    if seed is not None:
+        gens = make_rng(seed).spawn(len(drops))
+        saved = [d.rng for d in drops]
+        for d, g in zip(drops, gens):
+            d.rng = g
+    for d in drops:
+        d.mc = True
+    try:
+        outs = []
+        for _ in range(T):
+            out = net.predict(x)
+            outs.append(fn.forward(out) if fn is not None else out)
+    finally:
+        for d in drops:
+            d.mc = False
+        if seed is not None:
+            for d, g in zip(drops, saved):
+                d.rng = g
+    stack = np.stack(outs)
+    return stack.mean(axis=0), stack.std(axis=0)

@@ -1,0 +1,246 @@
+"""Gradient-descent training loop: full batch, stochastic (batch 1) or mini-batch."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backend import Array
+from ..backend import rng as make_rng
+from ..layers import Standardize
+from ..losses import get_loss
+from ..network import Network
+from ..optimizers import get_optimizer
+from ..regularizers import add_penalty_gradient, penalty
+from .data_checks import check_xy
+from .history import DivergenceReport, History
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`. ``step`` counts optimizer updates from 1."""
+
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def before_update(self, trainer: Trainer, step: int) -> None: ...
+    def after_update(self, trainer: Trainer, step: int, loss: float) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
+    def on_train_end(self, trainer: Trainer, history: History) -> None: ...
+
+
+class Trainer:
+    """Train ``net`` on ``(x, y)`` with one seed controlling the shuffling.
+
+    ``batch_size``: an int (1 = stochastic), or ``None``/``"full"`` for full-batch gradient
+    descent. The loss minimised is ``loss(net(x), y) + l1 sum|w| + l2 sum w^2``. A non-finite
+    loss stops training and leaves a :class:`DivergenceReport` in the history.
+    """
+
+    def __init__(
+        self,
+        net: Network,
+        *,
+        loss: str = "cross_entropy",
+        optimizer: str = "sgd",
+        lr: float = 0.01,
+        batch_size: int | str | None = 32,
+        epochs: int | None = 1,
+        max_steps: int | None = None,
+        seed: int | None = 0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        standardize: bool = False,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        callbacks: Sequence[Callback] = (),
+        eval_every: int | None = None,
+        eval_train: bool = True,
+        progress: bool = False,
+        loss_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(net, Network):
+            raise TypeError(
+                f"net must be a depthlab Network (e.g. from dl.mlp), got {type(net).__name__}"
+            )
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"learning rate must be a finite number >= 0, got {lr!r}")
+        if batch_size not in (None, "full") and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size must be a positive integer, 'full' or None, got {batch_size!r}"
+            )
+        if epochs is None and max_steps is None:
+            raise ValueError("give epochs or max_steps")
+        for label, v in (("epochs", epochs), ("max_steps", max_steps), ("eval_every", eval_every)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{label} must be a positive integer, got {v!r}")
+        self.net = net
+        self.loss = get_loss(loss, **(loss_kwargs or {}))
+        self.optimizer = get_optimizer(
+            optimizer, net.parameters(), lr=lr, **(optimizer_kwargs or {})
+        )
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.rng = make_rng(seed)
+        self.l1, self.l2 = float(l1), float(l2)
+        penalty([], self.l1, self.l2)  # validates
+        self.standardize = standardize
+        self.callbacks = list(callbacks)
+        self.eval_every = eval_every
+        self.eval_train = eval_train
+        self.progress = progress
+        self.history = History()
+        self.evals: list[dict[str, float]] = []
+        self.step = 0
+        self.epoch = 0
+
+    # -- evaluation -------------------------------------------------------------------
+    def evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
+        """Inference-mode loss (data term) and accuracy on ``(x, y)``."""
+        out = self.net.predict(x, batch_size)
+        loss = self.loss.forward(out, y)
+        acc = self.loss.accuracy(out, y)
+        return {"loss": float(loss), "acc": float("nan") if acc is None else float(acc)}
+
+    def _prepare_inference(self) -> None:
+        if any(bn.inference == "population" for bn in self.net.batchnorms()):
+            self.net.calibrate(self._x)
+
+    def _metrics(self) -> dict[str, float]:
+        self._prepare_inference()
+        m: dict[str, float] = {"epoch": self.epoch, "step": self.step}
+        if self.eval_train:
+            tr = self.evaluate(self._x, self._y)
+            m.update(train_loss=tr["loss"], train_acc=tr["acc"])
+        if self._xv is not None:
+            va = self.evaluate(self._xv, self._yv)
+            m.update(val_loss=va["loss"], val_acc=va["acc"])
+        return m
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self, x, y, x_val=None, y_val=None) -> History:
+        net = self.net
+        x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=net.dtype)
+        if x_val is not None:
+            x_val, y_val = check_xy(
+                x_val, y_val, n_inputs=net.n_inputs, dtype=net.dtype, what="validation"
+            )
+        if self.standardize and not isinstance(net.layers[0], Standardize):
+            net.layers.insert(0, Standardize.fit(x, net.dtype))
+        self._x, self._y, self._xv, self._yv = x, y, x_val, y_val
+        n = x.shape[0]
+        bs = n if self.batch_size in (None, "full") else min(int(self.batch_size), n)
+        has_bn = bool(net.batchnorms())
+        if has_bn and bs < 2:
+            raise ValueError(
+                f"batch normalization needs batches of at least 2 rows; batch_size={bs}"
+            )
+        per_epoch = math.ceil(n / bs)
+        total = self.max_steps if self.epochs is None else per_epoch * self.epochs
+        if self.max_steps is not None:
+            total = min(total, self.max_steps)
+        params = net.parameters()
+        hist = self.history
+        bar = _progress(total, self.progress)
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        t0 = time.perf_counter()
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            self._loop(x, y, n, bs, has_bn, params, bar)
+        hist.seconds = time.perf_counter() - t0
+        hist.evals = self.evals
+        if bar is not None:
+            bar.close()
+        for cb in self.callbacks:
+            cb.on_train_end(self, hist)
+        return hist
+
+    def _loop(self, x, y, n, bs, has_bn, params, bar) -> None:
+        net, loss_fn, opt, hist = self.net, self.loss, self.optimizer, self.history
+        t0 = time.perf_counter()
+        done = False
+        while not done:
+            self.epoch += 1
+            order = self.rng.permutation(n) if bs < n else None
+            for start in range(0, n, bs):
+                if order is None:
+                    xb, yb = x, y
+                else:
+                    idx = order[start : start + bs]
+                    if has_bn and idx.shape[0] < 2:
+                        continue
+                    xb, yb = x[idx], y[idx]
+                out = net.forward(xb, training=True)
+                loss = loss_fn.forward(out, yb)
+                if self.l1 or self.l2:
+                    loss += penalty(params, self.l1, self.l2)
+                self.step += 1
+                if not math.isfinite(loss):
+                    hist.divergence = DivergenceReport(
+                        step=self.step,
+                        epoch=self.epoch,
+                        loss=float(loss),
+                        layer=net.first_nonfinite(out),
+                        nonfinite_parameters=[
+                            p.name for p in params if not np.isfinite(p.value).all()
+                        ],
+                    )
+                    done = True
+                    break
+                net.backward(loss_fn.backward(), input_grad=False, copy=False)
+                if self.l1 or self.l2:
+                    add_penalty_gradient(params, self.l1, self.l2)
+                for cb in self.callbacks:
+                    cb.before_update(self, self.step)
+                opt.step()
+                hist.step_loss.append(loss)
+                for cb in self.callbacks:
+                    cb.after_update(self, self.step, loss)
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 10 == 0:
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if self.eval_every and self.step % self.eval_every == 0:
+                    self._prepare_inference()
+                    row: dict[str, float] = {"step": self.step, "epoch": self.epoch}
+                    if self._xv is not None:
+                        va = self.evaluate(self._xv, self._yv)
+                        row.update(val_loss=va["loss"], val_acc=va["acc"])
+                    self.evals.append(row)
+                if self.max_steps is not None and self.step >= self.max_steps:
+                    done = True
+                    break
+            if hist.diverged:
+                break
+            metrics = self._metrics()
+            metrics["seconds"] = time.perf_counter() - t0
+            hist.epochs.append(metrics)
+            if bar is not None:
+                bar.set_postfix(
+                    {
+                        k: f"{v:.4f}"
+                        for k, v in metrics.items()
+                        if k in ("train_loss", "val_acc", "train_acc")
+                    },
+                    refresh=True,
+                )
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, self.epoch, metrics)
+            if self.epochs is not None and self.epoch >= self.epochs:
+                done = True
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True, leave=True)
+
+
+def fit(net: Network, x, y, x_val=None, y_val=None, **kwargs) -> History:
+    """Train ``net`` (see :class:`Trainer` for the options) and return its :class:`History`."""
+    return Trainer(net, **kwargs).fit(x, y, x_val, y_val)
