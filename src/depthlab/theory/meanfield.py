@@ -127,12 +127,12 @@ def _q_eval(q: float) -> float:
 
 
 def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
-                   max_iter: int = 2000, tol: float = 1e-12) -> tuple[float, bool, float]:
+                   max_iter: int = 200, tol: float = 1e-12) -> tuple[float, bool, float]:
     """Fixed point of the length map by iteration from q = 1; returns (q*, converged, last q).
 
     Divergence beyond ``Q_MAX`` gives ``inf``, collapse below ``Q_MIN`` gives 0. When the
-    iteration is slow (near a bifurcation) the fixed point is polished by bracketing a root of
-    ``q_map(q) - q`` around the last iterate.
+    iteration is slow (near a bifurcation) the fixed point is found by bracketing a root of
+    ``h(q) = q_map(q) - q`` in the direction the iterates move, then Brent's method.
     """
     q = 1.0
     for _ in range(max_iter):
@@ -144,23 +144,27 @@ def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
         if abs(q_new - q) <= tol * q:
             return q_new, True, q_new
         q = q_new
-    # Slow convergence: look for a sign change of h(q) = map(q) - q near the last iterate.
-    h = lambda x: _q_map(fn, x, sigma_w2, sigma_b2) - x  # noqa: E731
-    q_prev = q
-    q_next = _q_map(fn, q_prev, sigma_w2, sigma_b2)
-    lo, hi = (q_next, q_prev) if q_next < q_prev else (q_prev, q_next)
-    for _ in range(60):
-        if lo > 0 and h(lo) * h(hi) < 0:
-            return float(brentq(h, lo, hi, xtol=1e-14, rtol=1e-13)), True, q
-        lo, hi = lo / 2.0, hi * 2.0
-        if lo < Q_MIN:
-            break
-        if hi > Q_MAX:
-            return math.inf, False, q
-    # No root found: the iterate drifts to 0 (e.g. tanh with sigma_b2 = 0 at sigma_w2 <= 1).
-    if q_next < q_prev and sigma_b2 == 0.0:
-        return 0.0, True, q
-    return q, False, q
+
+    def h(x: float) -> float:
+        return _q_map(fn, x, sigma_w2, sigma_b2) - x
+
+    h_q = h(q)
+    if h_q < 0:  # moving down: find lo < q with h(lo) > 0
+        lo = q
+        while lo > Q_MIN:
+            lo /= 4.0
+            if h(lo) > 0:
+                return float(brentq(h, lo, q, xtol=1e-15, rtol=1e-13)), True, q
+        # no positive root: the iterates drift to 0 (e.g. tanh, sigma_b2 = 0, sigma_w2 <= 1)
+        return (0.0, True, q) if sigma_b2 == 0.0 else (q, False, q)
+    if h_q > 0:  # moving up: find hi > q with h(hi) < 0
+        hi = q
+        while hi < Q_MAX:
+            hi *= 4.0
+            if h(hi) < 0:
+                return float(brentq(h, q, hi, xtol=1e-15, rtol=1e-13)), True, q
+        return math.inf, False, q
+    return q, True, q
 
 
 def _c_fixed_point(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float,
