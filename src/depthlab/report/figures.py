@@ -1,0 +1,639 @@
+"""One function per report figure. Each takes pandas DataFrames (in the store's layout) and
+returns a :class:`matplotlib.figure.Figure` built directly (Agg canvas, no pyplot state), so
+figures can be produced from any thread and are freed as soon as they are dropped.
+
+Layouts (see ``depthlab.experiments.store``):
+``steps``: step, loss; ``epochs``: epoch, step, train_loss, train_acc, val_loss, val_acc, ...;
+``evals``: step, val_loss, val_acc, ...; ``probes``: step, layer, quantity, value (long format,
+layer 1 = first hidden layer, step 0 = initialisation); ``histograms``: step, layer, kind,
+bin_left, bin_right, count.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+
+# Okabe & Ito (2008) colour-blind-safe qualitative palette.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
+             "#000000")
+LAYER_CMAP = "viridis"  # ordered layers: perceptually uniform, colour-blind safe
+HEAT_CMAP = "magma"
+MAX_LAYER_LINES = 8
+DPI = 100
+
+
+
+# Fixed margins (in inches) for the per-run figures: constrained layout costs more than half of
+# the rendering time, and a sweep report draws a hundred or more of them.
+_MARGIN_IN = {"left": 0.85, "right": 0.15, "bottom": 0.55, "top": 0.38, "wspace": 0.28}
+
+
+def _new_figure(width: float = 6.4, height: float = 3.8, ncols: int = 1,
+                sharey: bool = False, fixed: bool = True, right: float | None = None,
+                top: float | None = None, bottom: float | None = None) -> tuple[Figure, list]:
+    """A figure with ``ncols`` axes in one row: fixed margins (``right``/``top``/``bottom`` in
+    inches override the defaults) or, with ``fixed=False``, constrained layout."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=None if fixed else "constrained")
+    FigureCanvasAgg(fig)
+    if fixed:
+        m = dict(_MARGIN_IN)
+        for k, v in (("right", right), ("top", top), ("bottom", bottom)):
+            if v is not None:
+                m[k] = v
+        fig.subplots_adjust(left=m["left"] / width, right=1 - m["right"] / width,
+                            bottom=m["bottom"] / height, top=1 - m["top"] / height,
+                            wspace=m["wspace"])
+    axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
+    for ax in axes:
+        _style(ax)
+    return fig, list(axes)
+
+
+def _style(ax) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True))
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.grid(True, alpha=0.25, linewidth=0.6)
+    ax.tick_params(labelsize=8.5)
+    ax.title.set_fontsize(10.5)
+    ax.xaxis.label.set_fontsize(9.5)
+    ax.yaxis.label.set_fontsize(9.5)
+
+
+def _legend(ax, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        kw.setdefault("fontsize", 8.5)
+        kw.setdefault("frameon", False)
+        ax.legend(**kw)
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes,
+            color="#666666", fontsize=9.5, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def _tidy_log_axis(axis, lo: float, hi: float) -> None:
+    """On a log axis spanning less than a decade matplotlib labels every minor tick; use a few
+    plain ticks instead."""
+    if lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 10:
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_major_locator(MaxNLocator(5))
+        fmt = ScalarFormatter(useMathText=True)
+        fmt.set_powerlimits((-2, 3))
+        axis.set_major_formatter(fmt)
+
+
+def figure_png(fig: Figure) -> bytes:
+    """Render ``fig`` to PNG bytes (Agg) and release its artists."""
+    buf = io.BytesIO()
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.print_png(buf)
+    fig.clear()
+    return buf.getvalue()
+
+
+# -- helpers on the long probe table --------------------------------------------------------
+def _quantity(probes: pd.DataFrame | None, quantity: str) -> pd.DataFrame:
+    """Wide table ``step x layer`` of one probe quantity (layers >= 1 only)."""
+    if probes is None or probes.empty:
+        return pd.DataFrame()
+    sel = probes[(probes["quantity"] == quantity) & (probes["layer"] >= 1)]
+    if sel.empty:
+        return pd.DataFrame()
+    wide = sel.pivot_table(index="step", columns="layer", values="value", aggfunc="mean")
+    wide = wide.sort_index()
+    return wide[sorted(wide.columns)]
+
+
+def hidden_layers(probes: pd.DataFrame | None) -> list[int]:
+    """Sorted hidden-layer numbers (>= 1) present in ``probes``."""
+    if probes is None or probes.empty:
+        return []
+    return sorted(int(v) for v in probes.loc[probes["layer"] >= 1, "layer"].unique())
+
+
+def _pick_layers(layers: Sequence[int], limit: int = MAX_LAYER_LINES) -> list[int]:
+    """At most ``limit`` layers, evenly spaced, always keeping the first and the last."""
+    layers = list(layers)
+    if len(layers) <= limit:
+        return layers
+    idx = np.unique(np.round(np.linspace(0, len(layers) - 1, limit)).astype(int))
+    return [layers[i] for i in idx]
+
+
+def _layer_colors(layers: Sequence[int]) -> dict[int, tuple]:
+    cmap = colormaps[LAYER_CMAP]
+    n = len(layers)
+    pos = np.linspace(0.0, 0.82, n) if n > 1 else np.array([0.0])
+    return {layer: cmap(p) for layer, p in zip(layers, pos)}
+
+
+def _layers_note(shown: Sequence[int], total: Sequence[int]) -> str:
+    return "" if len(shown) == len(total) else f" ({len(shown)} of {len(total)} layers)"
+
+
+def _ema(values: np.ndarray, span: float) -> np.ndarray:
+    """Exponential moving average ``m_t = (1-a) m_{t-1} + a x_t`` with ``a = 2/(span+1)``,
+    debiased at the start (pandas ``ewm(adjust=True)``)."""
+    return pd.Series(values).ewm(span=max(span, 1.0), adjust=True, ignore_na=True).mean().to_numpy()
+
+
+# -- per-run figures ---------------------------------------------------------------------------
+def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = None,
+                    evals: pd.DataFrame | None = None, title: str = "") -> Figure:
+    """Left: per-step training loss, raw (faint) and smoothed by an EMA of span ``n/50``;
+    epoch-level train/val loss as markers. Right: accuracy per epoch (train/val) or, without
+    epochs, the periodic evaluations over steps."""
+    fig, (ax_l, ax_a) = _new_figure(9.6, 3.6, ncols=2, top=0.62 if title else None)
+    epochs = epochs if epochs is not None else pd.DataFrame()
+    evals = evals if evals is not None else pd.DataFrame()
+    has_loss = steps is not None and not steps.empty
+    if has_loss:
+        s = steps.sort_values("step")
+        x = s["step"].to_numpy()
+        y = s["loss"].to_numpy(dtype=float)
+        finite = np.isfinite(y)
+        few = finite.sum() <= 5
+        ax_l.plot(x[finite], y[finite], "o-" if few else "-", color=OKABE_ITO[0],
+                  alpha=1.0 if few else 0.25, linewidth=1.2 if few else 0.8, markersize=4,
+                  label="per step")
+        if finite.sum() > 5:
+            sm = _ema(np.where(finite, y, np.nan), len(y) / 50)
+            ax_l.plot(x, sm, color=OKABE_ITO[0], linewidth=1.8, label="smoothed (EMA)")
+        pos = y[finite & (y > 0)]
+        if pos.size and pos.max() / max(pos.min(), 1e-300) > 30:
+            ax_l.set_yscale("log")
+    for col, color, lab in (("train_loss", OKABE_ITO[1], "train (epoch)"),
+                            ("val_loss", OKABE_ITO[3], "val (epoch)")):
+        if col in epochs and "step" in epochs and epochs[col].notna().any():
+            ax_l.plot(epochs["step"], epochs[col], "o-", color=color, markersize=3.5,
+                      linewidth=1.0, label=lab)
+    if not has_loss and not ax_l.lines:
+        _empty(ax_l, "no loss recorded")
+    else:
+        ax_l.set_xlabel("training step")
+        ax_l.set_ylabel("loss")
+        ax_l.set_title("Training loss")
+        _legend(ax_l)
+
+    plotted = False
+    acc_cols = [(c, col, lab) for c, col, lab in (("train_acc", OKABE_ITO[1], "train"),
+                                                  ("val_acc", OKABE_ITO[3], "validation"),
+                                                  ("test_acc", OKABE_ITO[2], "test"))]
+    if not epochs.empty and "epoch" in epochs:
+        for c, color, lab in acc_cols:
+            if c in epochs and epochs[c].notna().any():
+                ax_a.plot(epochs["epoch"], epochs[c], "o-", color=color, markersize=4,
+                          linewidth=1.4, label=lab)
+                plotted = True
+        if plotted:
+            ax_a.set_xlabel("epoch")
+            if epochs["epoch"].nunique() <= 12:
+                ax_a.set_xticks(sorted(epochs["epoch"].unique()))
+    if not plotted and not evals.empty and "step" in evals:
+        for c, color, lab in acc_cols:
+            if c in evals and evals[c].notna().any():
+                ax_a.plot(evals["step"], evals[c], "o-", color=color, markersize=3,
+                          linewidth=1.2, label=lab)
+                plotted = True
+        ax_a.set_xlabel("training step")
+    if plotted:
+        ax_a.set_ylabel("accuracy")
+        ax_a.set_title("Accuracy")
+        _legend(ax_a)
+    else:
+        _empty(ax_a, "no accuracy recorded")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
+                        max_points: int = 14) -> Figure:
+    """Glorot & Bengio (2010) Fig. 2 style: per layer, the mean of the activations (line) with
+    error bars of one standard deviation, over training."""
+    fig, (ax,) = _new_figure()
+    mean, std = _quantity(probes, f"{prefix}_mean"), _quantity(probes, f"{prefix}_std")
+    if mean.empty:
+        _empty(ax, f"no '{prefix}_mean' probes recorded")
+        return fig
+    layers = list(mean.columns)
+    shown = _pick_layers(layers)
+    colors = _layer_colors(shown)
+    steps = mean.index.to_numpy()
+    stride = max(1, int(np.ceil(len(steps) / max_points)))
+    span = (steps.max() - steps.min()) or 1
+    for k, layer in enumerate(shown):
+        m = mean[layer].to_numpy(dtype=float)
+        ax.plot(steps, m, color=colors[layer], linewidth=1.3, label=f"layer {layer}")
+        if not std.empty and layer in std:
+            sd = std[layer].reindex(mean.index).to_numpy(dtype=float)
+            sel = slice(k % stride, None, stride)
+            # a small horizontal offset per layer keeps the error bars apart
+            dx = (k - (len(shown) - 1) / 2) * span * 0.004
+            ax.errorbar(steps[sel] + dx, m[sel], yerr=sd[sel], fmt="none",
+                        ecolor=colors[layer], elinewidth=1.0, capsize=2, alpha=0.8)
+    what = "activation" if prefix == "act" else "pre-activation"
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{what} value")
+    ax.set_title(f"Mean ± std of each layer's {what}{_layers_note(shown, layers)}")
+    _legend(ax, ncols=2 if len(shown) > 4 else 1, loc="best")
+    return fig
+
+
+def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
+                     prefix: str = "pre") -> Figure:
+    """Ioffe & Szegedy (2015) Fig. 1b/c style: the 15th, 50th and 85th percentiles (and a
+    lighter 2nd-98th band when recorded) of one layer's pre-activation over training.
+    ``layer`` defaults to the last hidden layer."""
+    fig, (ax,) = _new_figure()
+    layers = hidden_layers(probes)
+    if not layers:
+        _empty(ax, "no probes recorded")
+        return fig
+    if layer is None:
+        layer = layers[-1]
+    if layer not in layers:
+        raise ValueError(f"layer {layer!r} has no probes; recorded layers: {layers}")
+
+    def q(name: str) -> pd.Series | None:
+        w = _quantity(probes, f"{prefix}_{name}")
+        return None if w.empty or layer not in w else w[layer]
+
+    p15, p50, p85, p2, p98 = q("p15"), q("p50"), q("p85"), q("p2"), q("p98")
+    if p50 is None:
+        _empty(ax, f"no '{prefix}_p50' probes recorded")
+        return fig
+    x = p50.index.to_numpy()
+    color = OKABE_ITO[0]
+    few = len(x) < 3
+    if p2 is not None and p98 is not None and not few:
+        ax.fill_between(x, p2.to_numpy(float), p98.to_numpy(float), color=color, alpha=0.12,
+                        linewidth=0, label="2–98th pct")
+    if p15 is not None and p85 is not None and not few:
+        ax.fill_between(x, p15.to_numpy(float), p85.to_numpy(float), color=color, alpha=0.28,
+                        linewidth=0, label="15–85th pct")
+        ax.plot(x, p15.to_numpy(float), color=color, linewidth=0.9, linestyle="--")
+        ax.plot(x, p85.to_numpy(float), color=color, linewidth=0.9, linestyle="--")
+    ax.plot(x, p50.to_numpy(float), "o-" if len(x) < 3 else "-", color=OKABE_ITO[3],
+            linewidth=1.8, markersize=4, label="median")
+    if few and p15 is not None and p85 is not None:
+        ax.errorbar(x, p50.to_numpy(float), yerr=[p50.to_numpy(float) - p15.to_numpy(float),
+                                                  p85.to_numpy(float) - p50.to_numpy(float)],
+                    fmt="none", ecolor=color, capsize=4, label="15–85th pct (few steps)")
+    what = "pre-activation" if prefix == "pre" else "activation"
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{what} value")
+    ax.set_title(f"Percentiles of layer {layer}'s {what} over training")
+    _legend(ax, loc="best")
+    return fig
+
+
+def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std") -> Figure:
+    """Back-propagated gradient standard deviation per layer (rows) and step (columns), on a
+    logarithmic colour scale; zero or non-finite cells are left blank."""
+    fig, (ax,) = _new_figure(right=1.3)
+    wide = _quantity(probes, quantity)
+    if wide.empty:
+        _empty(ax, f"no '{quantity}' probes recorded")
+        return fig
+    z = wide.to_numpy(dtype=float).T  # layers x steps
+    valid = np.isfinite(z) & (z > 0)
+    if not valid.any():
+        _empty(ax, "gradients are all zero or non-finite")
+        return fig
+    steps = wide.index.to_numpy(dtype=float)
+    layers = np.asarray(wide.columns, dtype=float)
+    x_edges = _edges(steps)
+    y_edges = _edges(layers)
+    lo, hi = z[valid].min(), z[valid].max()
+    if hi <= lo:
+        hi = lo * 10
+    mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~valid, z),
+                         norm=LogNorm(vmin=lo, vmax=hi), cmap=HEAT_CMAP, shading="flat")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("layer (1 = first hidden)")
+    if len(layers) <= 12:
+        ax.set_yticks(layers)
+    ax.grid(False)
+    cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
+    _tidy_log_axis(cb.ax.yaxis, lo, hi)
+    cb.set_label("std of dL/ds (log scale)")
+    ax.set_title("Back-propagated gradient std per layer")
+    return fig
+
+
+def _side_axis(fig: Figure, ax, gap_in: float = 0.12, width_in: float = 0.16):
+    """An axes for a colour bar just right of ``ax`` (fixed-margin figures)."""
+    pos = ax.get_position()
+    w = fig.get_figwidth()
+    return fig.add_axes((pos.x1 + gap_in / w, pos.y0, width_in / w, pos.height))
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres (midpoints; end cells mirrored)."""
+    c = np.asarray(centres, dtype=float)
+    if c.size == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = (c[:-1] + c[1:]) / 2
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = None,
+                     quantity: str = "grad_pre_std") -> Figure:
+    """Gradient std per layer at initialisation (first probed step, log y) and at the last
+    probed step, with the theory prediction: ``theory`` has columns ``layer, grad_pre_var``
+    (variance relative to any reference); it is shown as ``sqrt(grad_pre_var)`` scaled so that it
+    equals the measurement at the top hidden layer."""
+    fig, (ax,) = _new_figure()
+    wide = _quantity(probes, quantity)
+    if wide.empty:
+        _empty(ax, f"no '{quantity}' probes recorded")
+        return fig
+    first, last = wide.index.min(), wide.index.max()
+    init = wide.loc[first].dropna()
+    layers = init.index.to_numpy()
+    positive = init[init > 0]
+    ax.plot(layers, init.to_numpy(float), "o-", color=OKABE_ITO[0], linewidth=1.8,
+            markersize=5, label=f"measured, step {first}")
+    if last != first:
+        end = wide.loc[last].dropna()
+        ax.plot(end.index.to_numpy(), end.to_numpy(float), "s:", color=OKABE_ITO[1],
+                linewidth=1.2, markersize=4, label=f"measured, step {last}")
+    if theory is not None and not theory.empty and not positive.empty:
+        th = theory.set_index("layer")["grad_pre_var"].astype(float)
+        common = [layer for layer in positive.index if layer in th.index]
+        if common:
+            top = max(common)
+            pred = np.sqrt(th.loc[common].clip(lower=0))
+            ref = pred.loc[top]
+            if ref > 0 and np.isfinite(ref):
+                pred = pred * (positive.loc[top] / ref)
+                ax.plot(common, pred.to_numpy(float), "--", color=OKABE_ITO[3], linewidth=1.6,
+                        label="theory (scaled at top layer)")
+    vals = np.concatenate([ln.get_ydata() for ln in ax.lines]).astype(float)
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    if pos.size:
+        ax.set_yscale("log")
+        _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
+    ax.set_xlabel("layer (1 = first hidden)")
+    ax.set_ylabel("std of dL/ds")
+    if len(layers) <= 12:
+        ax.set_xticks(layers)
+    ax.set_title("Gradient std per layer: initialization vs theory")
+    _legend(ax, loc="best")
+    return fig
+
+
+def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figure:
+    """Glorot & Bengio (2010) Figs. 6-7 style: normalized histograms (density), one curve per
+    layer, at initialisation (left) and at the last recorded step (right)."""
+    fig, axes = _new_figure(9.6, 3.7, ncols=2, top=0.62)
+    what = {"act": "activation", "grad": "back-propagated gradient dL/ds",
+            "weight": "weight"}.get(kind, kind)
+    h = (histograms[histograms["kind"] == kind] if histograms is not None
+         and not histograms.empty else pd.DataFrame())
+    if h.empty:
+        for ax in axes:
+            _empty(ax, f"no '{kind}' histograms recorded")
+        return fig
+    steps = sorted(h["step"].unique())
+    chosen = [steps[0], steps[-1]] if len(steps) > 1 else [steps[0]]
+    layers = sorted(int(v) for v in h["layer"].unique())
+    shown = _pick_layers(layers)
+    colors = _layer_colors(shown)
+    for ax, step in zip(axes, chosen):
+        hs = h[h["step"] == step]
+        for layer in shown:
+            hl = hs[hs["layer"] == layer].sort_values("bin_left")
+            if hl.empty:
+                continue
+            left = hl["bin_left"].to_numpy(float)
+            right = hl["bin_right"].to_numpy(float)
+            cnt = hl["count"].to_numpy(float)
+            width = np.where(right > left, right - left, np.nan)
+            dens = cnt / max(cnt.sum(), 1) / width
+            ax.stairs(np.nan_to_num(dens), np.append(left, right[-1]), color=colors[layer],
+                      linewidth=1.4, label=f"layer {layer}")
+        label = "initialization" if step == 0 else f"step {step}"
+        ax.set_title(f"{label}{_layers_note(shown, layers)}")
+        ax.set_xlabel(f"{what} value")
+        ax.set_ylabel("density")
+        ax.xaxis.set_major_locator(MaxNLocator(6))
+        ax.ticklabel_format(axis="both", style="sci", scilimits=(-3, 4))
+    if len(chosen) == 1:
+        _empty(axes[1], "only one step recorded")
+    _legend(axes[0], ncols=2 if len(shown) > 4 else 1, loc="best")
+    fig.suptitle(f"Per-layer histograms: {what}", fontsize=11)
+    return fig
+
+
+def saturation_dead(probes: pd.DataFrame | None) -> Figure:
+    """Fraction of saturated units (left) and of dead units (right) per layer over training."""
+    fig, axes = _new_figure(9.6, 3.4, ncols=2)
+    for ax, (q, title) in zip(axes, (("saturated_frac", "Saturated units"),
+                                     ("dead_frac", "Dead units"))):
+        wide = _quantity(probes, q)
+        if wide.empty:
+            _empty(ax, f"no '{q}' probes recorded")
+            continue
+        layers = list(wide.columns)
+        shown = _pick_layers(layers)
+        colors = _layer_colors(shown)
+        for layer in shown:
+            ax.plot(wide.index, wide[layer], color=colors[layer], linewidth=1.4,
+                    label=f"layer {layer}")
+        top = float(np.nanmax(wide[shown].to_numpy(float))) if len(shown) else 0.0
+        ax.set_ylim(-0.02 * max(top, 0.05), min(1.02, max(top * 1.15, 0.05)))
+        ax.set_xlabel("training step")
+        ax.set_ylabel("fraction of units")
+        ax.set_title(f"{title}{_layers_note(shown, layers)}")
+        _legend(ax, ncols=2 if len(shown) > 4 else 1, loc="best")
+    return fig
+
+
+# -- sweep figures -----------------------------------------------------------------------------
+def _fmt_value(v) -> str:
+    """Short tick label: floats with ``%g``; lists run-length encoded (``[64, 32×4, 10]``)."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        parts: list[str] = []
+        k = 0
+        while k < len(v):
+            j = k
+            while j + 1 < len(v) and v[j + 1] == v[k]:
+                j += 1
+            n = j - k + 1
+            parts.append(_fmt_value(v[k]) + (f"×{n}" if n > 1 else ""))
+            k = j + 1
+        return "[" + ", ".join(parts) + "]"
+    return str(v)
+
+
+def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
+                        offset: float = 0.5) -> None:
+    """Category tick labels at cell centres, rotated when they would collide."""
+    labels = [_fmt_value(v) for v in values]
+    pos = np.arange(len(labels)) + offset
+    if axis == "y":
+        ax.set_yticks(pos, labels)
+        return
+    # about 11 characters per inch at 8.5 pt
+    crowded = sum(len(t) + 2 for t in labels) > width_in * 0.75 * 11
+    if crowded:
+        ax.set_xticks(pos, labels, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(pos, labels)
+
+
+def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val_acc",
+                  higher_is_better: bool = True) -> Figure:
+    """Heatmap of ``metric`` over two configuration keys. Each cell shows the best run with that
+    pair (over the other keys); cells whose runs all diverged or failed are hatched and
+    labelled."""
+    for key in (x_key, y_key, metric, "status"):
+        if key not in runs:
+            raise ValueError(f"column {key!r} not in the runs table; columns: {list(runs.columns)}")
+    xs = _ordered_values(runs[x_key])
+    ys = _ordered_values(runs[y_key])
+    z = np.full((len(ys), len(xs)), np.nan)
+    label = np.full((len(ys), len(xs)), "", dtype=object)
+    for (i, yv), (j, xv) in ((a, b) for a in enumerate(ys) for b in enumerate(xs)):
+        cell = runs[(runs[y_key].map(_key) == _key(yv)) & (runs[x_key].map(_key) == _key(xv))]
+        if cell.empty:
+            continue
+        vals = pd.to_numeric(cell[metric], errors="coerce")
+        ok = vals[np.isfinite(vals) & (cell["status"] == "finished")]
+        if not ok.empty:
+            z[i, j] = ok.max() if higher_is_better else ok.min()
+        statuses = set(cell["status"])
+        if ok.empty:
+            label[i, j] = "/".join(sorted(statuses - {"finished"})) or "n/a"
+    w = max(5.0, min(11.0, 1.3 + 0.85 * len(xs)))
+    h = max(3.0, min(8.0, 1.3 + 0.5 * len(ys)))
+    fig, (ax,) = _new_figure(w, h, fixed=False)
+    ax.grid(False)
+    finite = np.isfinite(z)
+    norm = Normalize(vmin=np.nanmin(z), vmax=np.nanmax(z)) if finite.any() else Normalize(0, 1)
+    cmap = colormaps["viridis" if higher_is_better else "viridis_r"].with_extremes(bad="#dddddd")
+    mesh = ax.pcolormesh(np.arange(len(xs) + 1), np.arange(len(ys) + 1),
+                         np.ma.masked_invalid(z), cmap=cmap, norm=norm, edgecolors="white",
+                         linewidth=1.5)
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if finite[i, j]:
+                v = z[i, j]
+                rgba = cmap(norm(v))
+                lum = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
+                ax.text(j + 0.5, i + 0.5, f"{v:.3g}", ha="center", va="center", fontsize=9,
+                        color="black" if lum > 0.55 else "white")
+            elif label[i, j]:
+                ax.add_patch(_hatch_rect(j, i))
+                ax.text(j + 0.5, i + 0.5, "✗ " + label[i, j], ha="center", va="center",
+                        fontsize=8.5, color="#8B0000", fontweight="bold")
+    _set_category_ticks(ax, "x", xs, w)
+    _set_category_ticks(ax, "y", ys, h)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    best = "best" if higher_is_better else "lowest"
+    ax.set_title(f"{metric} ({best} over the other keys)")
+    cb = fig.colorbar(mesh, ax=ax, pad=0.01)
+    cb.set_label(metric)
+    return fig
+
+
+def _hatch_rect(x: float, y: float):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x, y), 1, 1, fill=False, hatch="///", edgecolor="#c77", linewidth=0)
+
+
+def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
+               higher_is_better: bool = True) -> Figure:
+    """Bar chart of ``metric`` against one configuration key (best run per value); values whose
+    runs all diverged or failed get a marked placeholder bar."""
+    for col in (key, metric, "status"):
+        if col not in runs:
+            raise ValueError(f"column {col!r} not in the runs table; columns: {list(runs.columns)}")
+    xs = _ordered_values(runs[key])
+    fig, (ax,) = _new_figure(max(5.0, min(11.0, 1.5 + 0.7 * len(xs))), 3.6, fixed=False)
+    heights, notes = [], []
+    for xv in xs:
+        cell = runs[runs[key].map(_key) == _key(xv)]
+        vals = pd.to_numeric(cell[metric], errors="coerce")
+        ok = vals[np.isfinite(vals) & (cell["status"] == "finished")]
+        if ok.empty:
+            heights.append(np.nan)
+            notes.append("/".join(sorted(set(cell["status"]) - {"finished"})) or "n/a")
+        else:
+            heights.append(ok.max() if higher_is_better else ok.min())
+            notes.append("")
+    pos = np.arange(len(xs))
+    hv = np.array(heights, dtype=float)
+    ok_mask = np.isfinite(hv)
+    ax.bar(pos[ok_mask], hv[ok_mask], color=OKABE_ITO[0], width=0.7)
+    for p, v in zip(pos[ok_mask], hv[ok_mask]):
+        ax.text(p, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8.5)
+    ymax = np.nanmax(hv) if ok_mask.any() else 1.0
+    for p, note in zip(pos, notes):
+        if note:
+            ax.bar([p], [ymax * 0.15 if ymax > 0 else 0.1], color="none", edgecolor="#c77",
+                   hatch="///", width=0.7)
+            ax.text(p, (ymax * 0.17 if ymax > 0 else 0.11), "✗ " + note, ha="center",
+                    va="bottom", fontsize=8.5, color="#8B0000", fontweight="bold")
+    _set_category_ticks(ax, "x", xs, fig.get_figwidth(), offset=0.0)
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by {key}")
+    ax.grid(True, axis="y", alpha=0.25)
+    ax.grid(False, axis="x")
+    return fig
+
+
+def _key(v) -> str:
+    """Hashable, comparable identity of a config value (lists and dicts included)."""
+    if isinstance(v, float) and np.isnan(v):
+        return "nan"
+    return repr(v)
+
+
+def _ordered_values(col: pd.Series) -> list:
+    """Distinct values in a natural order: numbers ascending, else first appearance."""
+    seen: dict[str, object] = {}
+    for v in col:
+        seen.setdefault(_key(v), v)
+    vals = list(seen.values())
+    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+           for v in vals):
+        return sorted(vals)
+    return vals
+
+
+__all__ = [
+    "OKABE_ITO",
+    "activation_mean_std",
+    "figure_png",
+    "gradient_heatmap",
+    "gradient_profile",
+    "hidden_layers",
+    "layer_histograms",
+    "percentile_bands",
+    "saturation_dead",
+    "sweep_bars",
+    "sweep_heatmap",
+    "training_curves",
+]

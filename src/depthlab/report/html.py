@@ -1,0 +1,201 @@
+"""Self-contained HTML assembly: inline CSS, inline JS (table sorting), figures as base64 PNG
+data URIs. The page references no external resource, so it opens offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+CSS = """
+:root { --fg:#1d232b; --muted:#5b6573; --line:#d9dee5; --bg:#ffffff; --soft:#f5f7fa;
+  --accent:#0072B2; --bad:#b3261e; --warn:#8a5a00; --good:#00734f; }
+* { box-sizing: border-box; }
+body { margin:0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue",
+  Arial, sans-serif; color:var(--fg); background:var(--soft); }
+main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 60px; }
+header.page { background:var(--bg); border-bottom:1px solid var(--line); }
+header.page .inner { max-width:1240px; margin:0 auto; padding:22px 28px 16px; }
+h1 { font-size: 26px; margin: 0 0 6px; }
+h2 { font-size: 20px; margin: 34px 0 12px; padding-bottom:6px;
+  border-bottom:2px solid var(--line); }
+h3 { font-size: 16px; margin: 22px 0 8px; }
+.meta { color:var(--muted); font-size:14px; display:flex; gap:18px; flex-wrap:wrap; }
+.meta b { color:var(--fg); font-weight:600; }
+.note { color:var(--muted); font-size:14px; margin:6px 0 12px; }
+.card { background:var(--bg); border:1px solid var(--line); border-radius:8px;
+  padding:6px 18px 16px;
+  margin: 14px 0; }
+details.run { background:var(--bg); border:1px solid var(--line); border-radius:8px;
+  margin:12px 0; }
+details.run > summary { cursor:pointer; padding:12px 18px; font-size:16px; font-weight:600;
+  list-style:none; display:flex; gap:12px; align-items:center; flex-wrap:wrap; }
+details.run > summary::-webkit-details-marker { display:none; }
+details.run > summary::before { content:"\\25B6"; font-size:11px; color:var(--muted);
+  transition: transform .15s; }
+details.run[open] > summary::before { transform: rotate(90deg); }
+details.run > summary .sub { font-weight:400; color:var(--muted); font-size:14px; }
+details.run .body { padding: 0 18px 16px; border-top:1px solid var(--line); }
+.badge { display:inline-block; font-size:12px; font-weight:600; padding:1px 8px;
+  border-radius:10px;
+  border:1px solid currentColor; }
+.badge.finished { color:var(--good); } .badge.diverged { color:var(--bad); background:#fdecea; }
+.badge.failed { color:#fff; background:var(--bad); border-color:var(--bad); }
+.badge.best { color:var(--accent); }
+.grid { display:grid; grid-template-columns: repeat(auto-fit, minmax(540px, 1fr));
+  gap: 14px 18px; }
+figure { margin:0; background:var(--bg); }
+figure.wide { grid-column: 1 / -1; }
+figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
+figcaption { color:var(--muted); font-size:13px; margin-top:2px; }
+table { border-collapse: collapse; font-size:13.5px; background:var(--bg); }
+th, td { padding: 5px 10px; border-bottom:1px solid var(--line); text-align:left;
+  vertical-align:top; }
+td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
+thead th { background:#eef1f5; position: sticky; top: 0; }
+table.sortable thead th { cursor:pointer; user-select:none; white-space:nowrap; }
+table.sortable thead th::after { content:" \\21C5"; color:#9aa3ae; font-size:11px; }
+table.sortable thead th.asc::after { content:" \\25B2"; color:var(--fg); }
+table.sortable thead th.desc::after { content:" \\25BC"; color:var(--fg); }
+tr.diverged td { background:#fdecea; } tr.failed td { background:#f9d6d3; }
+.scroll { overflow-x:auto; max-width:100%; }
+.alert { border-left:4px solid var(--bad); background:#fdecea; padding:10px 14px;
+  border-radius:4px;
+  margin: 10px 0; }
+.alert pre { white-space:pre-wrap; margin:6px 0 0; font-size:12.5px; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  font-size:12.5px; }
+.kv { display:grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr));
+  gap:2px 18px; margin:10px 0; font-size:13.5px; }
+.kv div { display:flex; gap:8px; align-items:baseline; border-bottom:1px dotted var(--line);
+  padding:2px 0; min-width:0; }
+.kv span { color:var(--muted); white-space:nowrap; }
+.kv code { overflow-wrap:anywhere; }
+nav.toc { font-size:14px; margin: 8px 0 0; } nav.toc a { margin-right:14px;
+  color:var(--accent); }
+footer { color:var(--muted); font-size:12.5px; margin-top:40px; }
+"""
+
+# Click a header to sort; numbers (data-v attribute when present) sort numerically, blanks last.
+JS = """
+document.querySelectorAll('table.sortable').forEach(function (t) {
+  t.querySelectorAll('thead th').forEach(function (th, i) {
+    th.addEventListener('click', function () {
+      var asc = !th.classList.contains('asc');
+      t.querySelectorAll('thead th').forEach(function (h) { h.classList.remove('asc', 'desc'); });
+      th.classList.add(asc ? 'asc' : 'desc');
+      var body = t.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      var key = function (r) { var c = r.cells[i]; var v = c.getAttribute('data-v');
+        if (v === null) v = c.textContent.trim(); var n = parseFloat(v);
+        return (v !== '' && !isNaN(n) && isFinite(v)) ? n : v.toLowerCase(); };
+      rows.sort(function (a, b) { var x = key(a), y = key(b);
+        if (x === '' || x === 'nan') return 1; if (y === '' || y === 'nan') return -1;
+        if (typeof x === typeof y) return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+        return (typeof x === 'number' ? -1 : 1) * (asc ? 1 : -1); });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def esc(value: Any) -> str:
+    """HTML-escape ``str(value)`` (quotes included)."""
+    return html.escape(str(value), quote=True)
+
+
+def data_uri(png: bytes) -> str:
+    """``data:image/png;base64,...`` for PNG bytes."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Compact display of a cell value: floats to ``digits`` significant digits, None/NaN blank."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(fmt(v, digits) for v in value) + "]"
+    return str(value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def figure_block(png: bytes, title: str, caption: str = "", wide: bool = False,
+                 alt: str = "") -> str:
+    """A ``<figure>`` with an ``<h3>``-level title, the embedded image and a caption."""
+    cls = ' class="wide"' if wide else ""
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return (f"<figure{cls}><h3>{esc(title)}</h3><img alt=\"{esc(alt or title)}\" "
+            f"src=\"{data_uri(png)}\">{cap}</figure>")
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False,
+          row_classes: Sequence[str] | None = None, table_id: str | None = None,
+          raw_html_columns: Sequence[str] = ()) -> str:
+    """An HTML table. Numeric cells are right-aligned and carry ``data-v`` (the full value) so
+    sorting is numeric; ``raw_html_columns`` are inserted unescaped (already-built markup)."""
+    rows = list(rows)
+    numeric = [all(_is_number(r[i]) or r[i] is None for r in rows) and
+               any(_is_number(r[i]) for r in rows) for i in range(len(columns))]
+    attrs = ' class="sortable"' if sortable else ""
+    if table_id:
+        attrs += f' id="{esc(table_id)}"'
+    out = [f"<div class=\"scroll\"><table{attrs}><thead><tr>"]
+    for c, num in zip(columns, numeric):
+        th_cls = ' class="num"' if num else ""
+        out.append(f"<th{th_cls}>{esc(c)}</th>")
+    out.append("</tr></thead><tbody>")
+    for k, r in enumerate(rows):
+        cls = row_classes[k] if row_classes else ""
+        out.append(f"<tr class=\"{esc(cls)}\">" if cls else "<tr>")
+        for c, v, num in zip(columns, r, numeric):
+            if c in raw_html_columns:
+                out.append(f"<td>{v}</td>")
+            elif num:
+                dv = "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
+                out.append(f"<td class=\"num\" data-v=\"{esc(dv)}\">{esc(fmt(v))}</td>")
+            else:
+                out.append(f"<td>{esc(fmt(v))}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def badge(status: str) -> str:
+    return f"<span class=\"badge {esc(status)}\">{esc(status)}</span>"
+
+
+def key_values(pairs: Iterable[tuple[str, Any]]) -> str:
+    """A compact grid of ``key value`` pairs."""
+    items = "".join(f"<div><span>{esc(k)}</span><code>{esc(fmt(v))}</code></div>"
+                    for k, v in pairs)
+    return f"<div class=\"kv\">{items}</div>"
+
+
+def page(title: str, meta: Sequence[tuple[str, str]], body: str,
+         toc: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole document: header (title, ``meta`` label/value pairs, table of contents) and
+    ``body`` markup, with the inline CSS and JS."""
+    meta_html = "".join(f"<span>{esc(k)}: <b>{esc(v)}</b></span>" for k, v in meta)
+    toc_html = ("<nav class=\"toc\">" + "".join(f"<a href=\"#{esc(a)}\">{esc(t)}</a>"
+                                                  for a, t in toc) + "</nav>") if toc else ""
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<header class=\"page\"><div class=\"inner\"><h1>{esc(title)}</h1>"
+        f"<div class=\"meta\">{meta_html}</div>{toc_html}</div></header>"
+        f"<main>{body}<footer>Generated by depthlab. Self-contained: figures are embedded; "
+        "PNG copies are in the figures/ folder next to this file.</footer></main>"
+        f"<script>{JS}</script></body></html>\n"
+    )
