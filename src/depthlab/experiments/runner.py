@@ -1,0 +1,257 @@
+"""Execute one validated config: load the data, build the net, train with probes, evaluate on
+the test split, and return a :class:`~depthlab.experiments.store.RunRecord`."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import ConfigError
+from .config import run_id as make_run_id
+from .store import METRIC_KEYS, RunRecord, _clean
+
+
+class ExperimentError(ValueError):
+    """A user-facing problem found before training starts (data, sizes); one line."""
+
+
+@dataclass
+class Prepared:
+    """What :func:`prepare` builds from a config: resolved config, data, targets and net."""
+
+    config: dict[str, Any]
+    data: Any
+    net: Any
+    y_train: np.ndarray
+    y_val: np.ndarray | None
+    y_test: np.ndarray | None
+
+
+def load_data(config: dict[str, Any]):
+    """``depthlab.data.load_dataset`` called with the ``[data]`` section (dtype from the model);
+    any failure becomes an :class:`ExperimentError`."""
+    from ..data import load_dataset
+
+    d = config["data"]
+    kwargs = dict(d.get("options") or {})
+    if d.get("path") is not None and d.get("label") is not None:
+        kwargs["label"] = d["label"]
+    try:
+        return load_dataset(
+            d["name"] if d.get("name") is not None else d["path"], seed=d["seed"],
+            val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], n=d["n"],
+            standardize=d["standardize"], dtype=config["model"]["dtype"], **kwargs)
+    except (ValueError, TypeError, OSError, ImportError, KeyError) as e:
+        what = d.get("name") or d.get("path")
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ExperimentError(f"data {what!r}: {msg}") from e
+
+
+def _targets(loss: str, y: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
+    """Labels in the form ``loss`` expects: integer classes (cross-entropy), one-hot rows
+    (mse, huber) or 0/1 floats (binary cross-entropy)."""
+    if loss == "cross_entropy":
+        return y
+    if loss == "binary_cross_entropy":
+        return y.astype(dtype)
+    onehot = np.zeros((y.shape[0], n_classes), dtype=dtype)
+    onehot[np.arange(y.shape[0]), y.astype(np.int64)] = 1
+    return onehot
+
+
+def resolve_sizes(config: dict[str, Any], n_features: int, n_classes: int) -> list[int]:
+    """``model.sizes`` with ``"auto"`` replaced and both ends checked against the data."""
+    sizes = list(config["model"]["sizes"])
+    loss = config["train"]["loss"]
+    n_out = 1 if loss == "binary_cross_entropy" else n_classes
+    name = config["data"].get("name") or config["data"].get("path")
+    if sizes[0] == "auto":
+        sizes[0] = n_features
+    elif sizes[0] != n_features:
+        raise ExperimentError(
+            f"model.sizes[0] = {sizes[0]} but data set {name!r} has {n_features} input "
+            f"features; set it to {n_features} or \"auto\"")
+    if sizes[-1] == "auto":
+        sizes[-1] = n_out
+    elif sizes[-1] != n_out:
+        what = ("1 output (binary_cross_entropy)" if loss == "binary_cross_entropy"
+                else f"{n_classes} classes")
+        raise ExperimentError(
+            f"model.sizes[-1] = {sizes[-1]} but data set {name!r} has {what}; set it to "
+            f"{n_out} or \"auto\"")
+    if loss == "binary_cross_entropy" and n_classes != 2:
+        raise ExperimentError(
+            f"train.loss = \"binary_cross_entropy\" needs 2 classes; data set {name!r} has "
+            f"{n_classes}; use \"cross_entropy\"")
+    return sizes
+
+
+def build_net(config: dict[str, Any], sizes: list[int]):
+    """``depthlab.models.mlp`` from the ``[model]`` section (init seed = ``train.seed``)."""
+    from ..models import mlp
+
+    m = config["model"]
+    try:
+        return mlp(sizes, m["activation"], m["init"], batchnorm=m["batchnorm"],
+                   residual=m["residual"], dropout=m["dropout"], dtype=m["dtype"],
+                   seed=config["train"]["seed"], output_activation=m["output_activation"],
+                   output_init=m["output_init"], bias_init=m["bias_init"],
+                   activation_kwargs=m["activation_kwargs"] or None,
+                   dropout_type=m["dropout_type"], bn_momentum=m["bn_momentum"],
+                   bn_eps=m["bn_eps"], bn_inference=m["bn_inference"])
+    except (ValueError, TypeError) as e:
+        raise ExperimentError(f"model: {e}") from e
+
+
+def prepare(config: dict[str, Any]) -> Prepared:
+    """Load the data, resolve ``"auto"`` sizes, check them against the data and build the
+    net. Raises :class:`ExperimentError` for anything the user must fix."""
+    ds = load_data(config)
+    sizes = resolve_sizes(config, ds.n_features, ds.n_classes)
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
+    cfg["model"] = dict(config["model"], sizes=sizes)
+    cfg.pop("sweep", None)
+    net = build_net(cfg, sizes)
+    loss, dt = cfg["train"]["loss"], net.dtype
+    y_tr = _targets(loss, ds.y_train, ds.n_classes, dt)
+    y_va = _targets(loss, ds.y_val, ds.n_classes, dt) if len(ds.y_val) else None
+    y_te = _targets(loss, ds.y_test, ds.n_classes, dt) if len(ds.y_test) else None
+    return Prepared(cfg, ds, net, y_tr, y_va, y_te)
+
+
+def _probe_recorder(prep: Prepared):
+    p = prep.config["probes"]
+    if not p["every"]:
+        return None
+    from ..probes import ProbeRecorder
+
+    # the probe batch: held-out (validation) examples when there are any, else training rows
+    if prep.y_val is not None:
+        x, y = prep.data.x_val, prep.y_val
+    else:
+        x, y = prep.data.x_train, prep.y_train
+    n = min(p["batch"], x.shape[0])
+    kwargs: dict[str, Any] = {"every": p["every"], "jacobian_steps": tuple(p["jacobian"])}
+    if p["histogram_steps"] is not None:
+        kwargs["histogram_steps"] = tuple(p["histogram_steps"])
+    return ProbeRecorder(x[:n], y[:n], prep.config["train"]["loss"], **kwargs)
+
+
+def _frame(obj: Any, columns: tuple[str, ...]) -> pd.DataFrame:
+    if obj is None:
+        return pd.DataFrame({c: [] for c in columns})
+    return obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
+
+
+def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "run",
+          sweep: str | None = None, progress: bool = False, catch: bool = True) -> RunRecord:
+    """Train ``prep.net`` as the config says and return its record. A non-finite loss gives
+    status ``diverged``; with ``catch`` any exception gives status ``failed`` with the error
+    text (and the partial history) instead of propagating."""
+    from ..training import Trainer
+
+    cfg = prep.config
+    t = cfg["train"]
+    ds = prep.data
+    t0 = time.perf_counter()
+    recorder = None
+    trainer = None
+    hist = None
+    error = None
+    try:
+        recorder = _probe_recorder(prep)
+        trainer = Trainer(
+            prep.net, loss=t["loss"], optimizer=t["optimizer"], lr=t["lr"],
+            batch_size=t["batch_size"], epochs=t["epochs"], max_steps=t["max_steps"],
+            seed=t["seed"], l1=t["l1"], l2=t["l2"], optimizer_kwargs=t["optimizer_kwargs"],
+            callbacks=[recorder] if recorder is not None else [], eval_every=t["eval_every"],
+            progress=progress, loss_kwargs=t["loss_kwargs"] or None)
+        hist = trainer.fit(ds.x_train, prep.y_train,
+                           ds.x_val if prep.y_val is not None else None, prep.y_val)
+    except Exception as e:  # noqa: BLE001 - recorded as a failed run
+        if not catch:
+            raise
+        error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        error += "\n" + "".join(traceback.format_tb(e.__traceback__)[-3:])
+    seconds = time.perf_counter() - t0
+    metrics: dict[str, Any] = {k: None for k in ("train_loss", "train_acc", "val_loss",
+                                                  "val_acc", "test_loss", "test_acc")}
+    status = "failed"
+    divergence = None
+    if hist is not None:
+        status = hist.status
+        final = hist.final()
+        for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            if k in final:
+                metrics[k] = final[k]
+        if hist.divergence is not None:
+            divergence = hist.divergence.as_dict()
+        elif prep.y_test is not None and trainer is not None:
+            trainer._prepare_inference()
+            te = trainer.evaluate(ds.x_test, prep.y_test)
+            metrics.update(test_loss=te["loss"], test_acc=te["acc"])
+    metrics["steps"] = len(hist.step_loss) if hist is not None else (
+        len(trainer.history.step_loss) if trainer is not None else 0)
+    metrics["seconds"] = seconds
+    metrics["epochs"] = len(hist.epochs) if hist is not None else 0
+    metrics["n_parameters"] = prep.net.num_parameters()
+    h = hist if hist is not None else (trainer.history if trainer is not None else None)
+    steps = h.steps_frame() if h is not None else _frame(None, ("step", "loss"))
+    epochs = h.epochs_frame() if h is not None else pd.DataFrame()
+    evals = pd.DataFrame(trainer.evals) if trainer is not None else pd.DataFrame()
+    probes = hists = jac = None
+    if recorder is not None:
+        try:
+            probes = recorder.frame()
+            hists = recorder.histograms()
+            jac = recorder.jacobian()
+            if jac is not None and "idx" not in jac.columns and "index" in jac.columns:
+                jac = jac.rename(columns={"index": "idx"})
+        except Exception as e:  # noqa: BLE001 - keep the run, note the probe failure
+            if not catch:
+                raise
+            error = (error or "") + f"probe results could not be collected: {e}"
+            if status != "diverged":
+                status = "failed"
+    return RunRecord(
+        id=run_id, name=name or cfg.get("name"), kind=kind, sweep=sweep, status=status,
+        config=cfg, metrics=_clean(metrics), divergence=divergence, error=error,
+        seconds=seconds, steps=steps, epochs=epochs, evals=evals,
+        probes=_frame(probes, ("step", "layer", "quantity", "value")),
+        histograms=_frame(hists, ("step", "layer", "kind", "bin_left", "bin_right", "count")),
+        jacobian=_frame(jac, ("step", "example", "idx", "value")))
+
+
+def failed_record(config: dict[str, Any], run_id: str, error: str, *, name: str | None = None,
+                  kind: str = "run", sweep: str | None = None) -> RunRecord:
+    """A record for a run that could not even start (status ``failed``)."""
+    cfg = {k: v for k, v in config.items() if k != "sweep"}
+    return RunRecord(id=run_id, name=name or cfg.get("name"), kind=kind, sweep=sweep,
+                     status="failed", config=cfg, metrics={**dict.fromkeys(METRIC_KEYS),
+                                                           "steps": 0}, error=error)
+
+
+def execute(config: dict[str, Any], *, run_id: str | None = None, name: str | None = None,
+            kind: str = "run", sweep: str | None = None, progress: bool = False,
+            catch: bool = True) -> RunRecord:
+    """Run one validated config end to end and return its :class:`RunRecord`.
+
+    Setup problems (data, sizes) raise :class:`ExperimentError` unless ``catch``, in which
+    case they, like training errors, give a ``failed`` record. ``run_id`` defaults to
+    :func:`depthlab.experiments.config.run_id` of ``config`` (before ``"auto"`` sizes are
+    resolved; the stored config has them resolved).
+    """
+    rid = run_id or make_run_id(config)
+    try:
+        prep = prepare(config)
+    except (ExperimentError, ConfigError) as e:
+        if not catch:
+            raise
+        return failed_record(config, rid, str(e), name=name, kind=kind, sweep=sweep)
+    return train(prep, run_id=rid, name=name, kind=kind, sweep=sweep, progress=progress,
+                 catch=catch)

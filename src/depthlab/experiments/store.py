@@ -1,0 +1,431 @@
+"""The results store: one SQLite file ``DIR/depthlab.db`` (WAL mode).
+
+Every run is written by :meth:`Store.add_run` in a single transaction (the ``runs`` row and
+all of its per-step, per-epoch, probe, histogram, Jacobian and findings rows), so a process
+killed at any moment leaves either the whole run or nothing. Several processes may write at
+once (SQLite serialises the writers; a busy writer is waited for).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+DB_NAME = "depthlab.db"
+STATUSES: tuple[str, ...] = ("finished", "diverged", "failed")
+KINDS: tuple[str, ...] = ("run", "sweep-point", "doctor", "reproduce")
+METRIC_KEYS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
+                                "test_acc", "steps", "seconds")
+TABLES: tuple[str, ...] = ("runs", "steps", "epochs", "evals", "probes", "histograms",
+                           "jacobian", "findings")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, name TEXT, kind TEXT NOT NULL, sweep TEXT, status TEXT NOT NULL,
+    config TEXT NOT NULL, metrics TEXT NOT NULL, divergence TEXT, error TEXT,
+    created REAL NOT NULL, seconds REAL);
+CREATE TABLE IF NOT EXISTS steps (run_id TEXT NOT NULL, step INTEGER, loss REAL);
+CREATE TABLE IF NOT EXISTS epochs (run_id TEXT NOT NULL, epoch INTEGER, step INTEGER,
+    metrics TEXT);
+CREATE TABLE IF NOT EXISTS evals (run_id TEXT NOT NULL, step INTEGER, metrics TEXT);
+CREATE TABLE IF NOT EXISTS probes (run_id TEXT NOT NULL, step INTEGER, layer INTEGER,
+    quantity TEXT, value REAL);
+CREATE TABLE IF NOT EXISTS histograms (run_id TEXT NOT NULL, step INTEGER, layer INTEGER,
+    kind TEXT, bin_left REAL, bin_right REAL, count INTEGER);
+CREATE TABLE IF NOT EXISTS jacobian (run_id TEXT NOT NULL, step INTEGER, example INTEGER,
+    idx INTEGER, value REAL);
+CREATE TABLE IF NOT EXISTS findings (run_id TEXT NOT NULL, payload TEXT);
+CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
+CREATE INDEX IF NOT EXISTS epochs_run ON epochs(run_id);
+CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
+CREATE INDEX IF NOT EXISTS probes_run ON probes(run_id);
+CREATE INDEX IF NOT EXISTS histograms_run ON histograms(run_id);
+CREATE INDEX IF NOT EXISTS jacobian_run ON jacobian(run_id);
+CREATE INDEX IF NOT EXISTS findings_run ON findings(run_id);
+"""
+
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "steps": ("step", "loss"),
+    "probes": ("step", "layer", "quantity", "value"),
+    "histograms": ("step", "layer", "kind", "bin_left", "bin_right", "count"),
+    "jacobian": ("step", "example", "idx", "value"),
+}
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or read (one-line message)."""
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats become None, NumPy scalars Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON (NaN/inf written as null)."""
+    return json.dumps(_clean(obj), sort_keys=True, default=str)
+
+
+def _empty(columns: Iterable[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: [] for c in columns})
+
+
+@dataclass
+class RunRecord:
+    """Everything one run leaves behind (see the store contract)."""
+
+    id: str
+    name: str | None = None
+    kind: str = "run"
+    sweep: str | None = None
+    status: str = "finished"
+    config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    divergence: dict | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    steps: pd.DataFrame = field(default_factory=lambda: _empty(_COLUMNS["steps"]))
+    epochs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    evals: pd.DataFrame = field(default_factory=pd.DataFrame)
+    probes: pd.DataFrame = field(default_factory=lambda: _empty(_COLUMNS["probes"]))
+    histograms: pd.DataFrame = field(default_factory=lambda: _empty(_COLUMNS["histograms"]))
+    jacobian: pd.DataFrame = field(default_factory=lambda: _empty(_COLUMNS["jacobian"]))
+    findings: dict | None = None
+    created: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown run status {self.status!r}; expected one of {STATUSES}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown run kind {self.kind!r}; expected one of {KINDS}")
+
+
+def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
+    """``DIR/depthlab.db`` for a folder (or a path without a ``.db`` suffix), else the path."""
+    p = Path(path_or_dir)
+    if p.is_dir() or p.suffix not in (".db", ".sqlite", ".sqlite3"):
+        return p / DB_NAME
+    return p
+
+
+class Store:
+    """The SQLite results store at ``path_or_dir`` (a folder gets ``depthlab.db``).
+
+    ``create=False`` refuses to create a missing database (for read-only commands).
+    """
+
+    def __init__(self, path_or_dir: str | os.PathLike, *, create: bool = True,
+                 timeout: float = 120.0) -> None:
+        self.path = resolve_db_path(path_or_dir)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no results store at {str(self.path)!r} (run `depthlab run` "
+                                 "or `depthlab sweep` with --out first)")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create results folder {str(self.path.parent)!r}: "
+                                 f"{e.strerror or e}") from None
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=timeout,
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            with self._transaction():
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        self._conn.execute(stmt)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open results store {str(self.path)!r}: {e}") from None
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # -- writing ------------------------------------------------------------------------------
+    def add_run(self, record: RunRecord) -> None:
+        """Write ``record`` (the runs row and all its tables) in one transaction, replacing
+        any earlier run with the same id."""
+        created = record.created if record.created is not None else time.time()
+        rid = record.id
+        steps = _rows(record.steps, _COLUMNS["steps"], rid)
+        probes = _rows(record.probes, _COLUMNS["probes"], rid)
+        hists = _rows(record.histograms, _COLUMNS["histograms"], rid)
+        jac = _rows(record.jacobian, _COLUMNS["jacobian"], rid)
+        epochs = [(rid, _int_or_none(m.get("epoch")), _int_or_none(m.get("step")), dumps(m))
+                  for m in _records(record.epochs)]
+        evals = [(rid, _int_or_none(m.get("step")), dumps(m)) for m in _records(record.evals)]
+        with self._transaction() as c:
+            for table in TABLES[1:]:
+                c.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
+            c.execute("DELETE FROM runs WHERE id = ?", (rid,))
+            c.execute(
+                "INSERT INTO runs (id, name, kind, sweep, status, config, metrics, divergence, "
+                "error, created, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (rid, record.name, record.kind, record.sweep, record.status,
+                 dumps(record.config), dumps(record.metrics),
+                 None if record.divergence is None else dumps(record.divergence),
+                 record.error, created, float(record.seconds)))
+            c.executemany("INSERT INTO steps VALUES (?, ?, ?)", steps)
+            c.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?)", epochs)
+            c.executemany("INSERT INTO evals VALUES (?, ?, ?)", evals)
+            c.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?)", probes)
+            c.executemany("INSERT INTO histograms VALUES (?, ?, ?, ?, ?, ?, ?)", hists)
+            c.executemany("INSERT INTO jacobian VALUES (?, ?, ?, ?, ?)", jac)
+            if record.findings is not None:
+                c.execute("INSERT INTO findings VALUES (?, ?)", (rid, dumps(record.findings)))
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run and all of its rows (one transaction)."""
+        with self._transaction() as c:
+            for table in TABLES[1:]:
+                c.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+
+    # -- reading ------------------------------------------------------------------------------
+    def has_run(self, run_id: str, statuses: Iterable[str] | None = None) -> bool:
+        """Whether a run with this id is stored (with one of ``statuses`` if given)."""
+        row = self._conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return False
+        return statuses is None or row[0] in tuple(statuses)
+
+    def statuses(self) -> dict[str, str]:
+        """``{run id: status}`` for every stored run."""
+        return dict(self._conn.execute("SELECT id, status FROM runs").fetchall())
+
+    def runs(self, kind: str | None = None, sweep: str | None = None) -> pd.DataFrame:
+        """One row per run (oldest first): id, name, kind, sweep, status, created, seconds,
+        ``config`` and ``metrics`` as dicts, ``divergence`` (dict or None), ``error``, and
+        one column per final metric (``train_loss``, ``val_acc``, ``test_acc``, ...)."""
+        q = ("SELECT id, name, kind, sweep, status, created, seconds, config, metrics, "
+             "divergence, error FROM runs")
+        cond, args = [], []
+        if kind is not None:
+            cond.append("kind = ?")
+            args.append(kind)
+        if sweep is not None:
+            cond.append("sweep = ?")
+            args.append(sweep)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        q += " ORDER BY created, id"
+        rows = self._conn.execute(q, args).fetchall()
+        cols = ["id", "name", "kind", "sweep", "status", "created", "seconds", "config",
+                "metrics", "divergence", "error"]
+        columns: dict[str, list] = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
+        for c in ("config", "metrics", "divergence"):
+            columns[c] = [None if v is None else json.loads(v) for v in columns[c]]
+        columns["metrics"] = [m or {} for m in columns["metrics"]]
+        df = pd.DataFrame({c: pd.Series(v, dtype=object if c not in ("created", "seconds")
+                                        else "float64")
+                           for c, v in columns.items()})
+        keys = list(METRIC_KEYS)
+        for m in df["metrics"]:
+            keys += [k for k in m if k not in keys and not isinstance(m[k], dict | list)]
+        for k in keys:
+            df[k] = pd.array([_num(m.get(k)) for m in df["metrics"]], dtype="float64") \
+                if len(df) else pd.Series([], dtype="float64")
+        return df
+
+    def run(self, run_id: str) -> dict:
+        """The runs row of ``run_id`` as a dict (config/metrics/divergence parsed)."""
+        row = self._conn.execute(
+            "SELECT id, name, kind, sweep, status, config, metrics, divergence, error, "
+            "created, seconds FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no run with id {run_id!r} in {self.path}")
+        keys = ("id", "name", "kind", "sweep", "status", "config", "metrics", "divergence",
+                "error", "created", "seconds")
+        out = dict(zip(keys, row))
+        for c in ("config", "metrics", "divergence"):
+            out[c] = None if out[c] is None else json.loads(out[c])
+        return out
+
+    def _frame(self, table: str, run_id: str, columns: tuple[str, ...],
+               order: str) -> pd.DataFrame:
+        rows = self._conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE run_id = ? ORDER BY {order}",
+            (run_id,)).fetchall()
+        return pd.DataFrame(rows, columns=list(columns))
+
+    def steps(self, run_id: str) -> pd.DataFrame:
+        """Per-step training loss: columns step, loss."""
+        return self._frame("steps", run_id, _COLUMNS["steps"], "step")
+
+    def epochs(self, run_id: str) -> pd.DataFrame:
+        """Per-epoch metrics, one column per metric (epoch, step, train_loss, val_acc, ...)."""
+        return self._json_frame("epochs", run_id, "epoch")
+
+    def evals(self, run_id: str) -> pd.DataFrame:
+        """Periodic evaluations (``train.eval_every``): step, epoch, val_loss, val_acc."""
+        return self._json_frame("evals", run_id, "step")
+
+    def _json_frame(self, table: str, run_id: str, order: str) -> pd.DataFrame:
+        rows = self._conn.execute(
+            f"SELECT metrics FROM {table} WHERE run_id = ? ORDER BY {order}, rowid",
+            (run_id,)).fetchall()
+        recs = [json.loads(r[0]) for r in rows]
+        df = pd.DataFrame(recs)
+        for c in df.columns:  # JSON null (a NaN metric) -> NaN, keep numeric columns float
+            if df[c].dtype == object and all(v is None or isinstance(v, int | float)
+                                             for v in df[c]):
+                df[c] = df[c].astype("float64")
+        return df
+
+    def probes(self, run_id: str) -> pd.DataFrame:
+        """Probe measurements: columns step, layer, quantity, value."""
+        return self._frame("probes", run_id, _COLUMNS["probes"], "step, layer, quantity")
+
+    def histograms(self, run_id: str) -> pd.DataFrame:
+        """Histograms: columns step, layer, kind, bin_left, bin_right, count."""
+        return self._frame("histograms", run_id, _COLUMNS["histograms"],
+                           "step, layer, kind, bin_left")
+
+    def jacobian(self, run_id: str) -> pd.DataFrame:
+        """Input-output Jacobian singular values: columns step, example, idx, value."""
+        return self._frame("jacobian", run_id, _COLUMNS["jacobian"], "step, example, idx")
+
+    def findings(self, run_id: str) -> dict | None:
+        """The doctor's ``Diagnosis.to_dict()`` stored with ``run_id``, or None."""
+        row = self._conn.execute("SELECT payload FROM findings WHERE run_id = ? LIMIT 1",
+                                 (run_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table as stored (JSON columns as text)."""
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; expected one of {TABLES}")
+        cur = self._conn.execute(f"SELECT * FROM {name}")
+        cols = [d[0] for d in cur.description]
+        return pd.DataFrame(cur.fetchall(), columns=cols)
+
+    # -- export -------------------------------------------------------------------------------
+    def export(self, out_path: str | os.PathLike, fmt: str = "csv") -> list[Path]:
+        """Write every table to ``out_path/<table>.csv`` (or ``.parquet``); the runs table also
+        gets its final metrics as columns. Each file is written to a temporary name and then
+        renamed, so an interrupted export never leaves a half-written file."""
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'parquet'")
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise StoreError("parquet export needs pyarrow (pip install pyarrow)") from None
+        out = Path(out_path)
+        out.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        for name in TABLES:
+            df = self.table(name)
+            if name == "runs":
+                flat = self.runs()
+                for k in METRIC_KEYS + tuple(c for c in flat.columns if c not in df.columns
+                                             and c not in METRIC_KEYS):
+                    if k in flat.columns and k not in df.columns:
+                        df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
+            target = out / f"{name}.{fmt}"
+            tmp = out / f".{name}.{fmt}.tmp{os.getpid()}"
+            try:
+                if fmt == "csv":
+                    df.to_csv(tmp, index=False)
+                else:
+                    df.to_parquet(tmp, index=False)
+                os.replace(tmp, target)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            written.append(target)
+        return written
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    return float("nan")
+
+
+def _int_or_none(v: Any) -> int | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) else None
+
+
+def _records(df: Any) -> list[dict]:
+    if df is None:
+        return []
+    if isinstance(df, list):
+        return [dict(r) for r in df]
+    if len(df) == 0:
+        return []
+    return [_clean(r) for r in df.to_dict(orient="records")]
+
+
+def _py(v: Any) -> Any:
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _rows(df: Any, columns: tuple[str, ...], run_id: str) -> list[tuple]:
+    if df is None or len(df) == 0:
+        return []
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"frame for the store lacks columns {missing}; has {list(df.columns)}")
+    arrays = [df[c].tolist() for c in columns]
+    return [(run_id, *(_py(v) for v in row)) for row in zip(*arrays)]
+
+
+def load_runs(path_or_dir: str | os.PathLike) -> pd.DataFrame:
+    """All runs of the store at ``path_or_dir`` as a DataFrame (see :meth:`Store.runs`)."""
+    with Store(path_or_dir, create=False) as s:
+        return s.runs()

@@ -1,0 +1,56 @@
+"""``depthlab reproduce NAME [--quick] [--out DIR]`` (registered into ``depthlab.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import UserError, register_command
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="experiment name, or 'all' (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced version that still tests every claim (minutes for all)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: reproduce-out/NAME); claims.json + report.html")
+    p.add_argument("--data", default=None,
+                   help="alternative data set where the experiment supports one "
+                        "(e.g. ioffe2015 --data fashion-mnist)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when a claim does not hold")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from . import list_experiments, run_experiment
+
+    exps = list_experiments()
+    if args.list or args.name is None:
+        width = max(len(e.name) for e in exps)
+        for e in exps:
+            print(f"{e.name.ljust(width)}  {e.title} — {e.paper}")
+        if args.name is None and not args.list:
+            print("\nrun one with: depthlab reproduce NAME [--quick] [--out DIR]")
+        return 0
+    names = [e.name for e in exps]
+    chosen = names if args.name == "all" else [args.name]
+    if chosen[0] not in names:
+        raise UserError(f"unknown experiment {args.name!r}; expected one of: "
+                        f"{', '.join(names)} (or 'all')")
+    failed = 0
+    for name in chosen:
+        if args.out is None:
+            out = Path("reproduce-out") / name
+        else:
+            out = Path(args.out) / name if len(chosen) > 1 else Path(args.out)
+        result = run_experiment(name, quick=args.quick, out=out, data=args.data, progress=True)
+        failed += sum(not c.holds for c in result.claims)
+        print(f"claims: {out / 'claims.json'}   report: {out / 'report.html'}\n")
+    if failed:
+        print(f"{failed} claim(s) did not hold (see the notes in the report)")
+    return 1 if failed and args.strict else 0
+
+
+register_command("reproduce", "run a classic experiment and check its claims",
+                 _add_arguments, _run)

@@ -1,0 +1,238 @@
+"""The ``depthlab`` command line, run as ``python -m depthlab`` in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+       "MKL_NUM_THREADS": "1"}
+
+TINY = """\
+name = "tiny"
+[data]
+name = "clusters"
+n = 300
+options = {{d = 8, n_classes = 3}}
+[model]
+sizes = {sizes}
+activation = "{act}"
+init = "glorot_uniform"
+[train]
+lr = {lr}
+batch_size = 16
+epochs = 1
+[probes]
+every = {every}
+"""
+
+
+def cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "depthlab", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def tiny(tmp_path, name="c.toml", sizes='["auto", 8, "auto"]', lr=0.1, every=0,
+         extra="", act="tanh") -> str:
+    path = tmp_path / name
+    path.write_text(TINY.format(sizes=sizes, lr=lr, every=every, act=act) + extra)
+    return str(path)
+
+
+def assert_user_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("depthlab: error:"), lines
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    """One finished run (with probes) in a results folder, shared by the read-only tests."""
+    tmp = tmp_path_factory.mktemp("cli")
+    cfg = tiny(tmp, every=5, extra="jacobian = true\n")
+    res = cli("run", cfg, "--out", tmp / "out")
+    assert res.returncode == 0, res.stderr
+    assert "finished" in res.stdout and "test_acc=" in res.stdout
+    return tmp / "out"
+
+
+def test_run_writes_store(store_dir):
+    conn = sqlite3.connect(store_dir / "depthlab.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    (rid, status, kind, metrics), = conn.execute(
+        "SELECT id, status, kind, metrics FROM runs").fetchall()
+    m = json.loads(metrics)
+    assert status == "finished" and kind == "run" and len(rid) == 12
+    assert 0.0 <= m["test_acc"] <= 1.0 and m["test_loss"] > 0 and m["steps"] == 14
+    n_steps = conn.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?", (rid,)).fetchone()[0]
+    assert n_steps == m["steps"]
+    assert conn.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 1
+    quantities = {q for (q,) in conn.execute("SELECT DISTINCT quantity FROM probes")}
+    assert {"act_std", "grad_pre_std", "loss"} <= quantities
+    assert conn.execute("SELECT COUNT(*) FROM jacobian").fetchone()[0] > 0
+    conn.close()
+
+
+def test_runs_json_structure(store_dir):
+    res = cli("runs", store_dir, "--json")
+    assert res.returncode == 0, res.stderr
+    runs = json.loads(res.stdout)
+    assert isinstance(runs, list) and len(runs) == 1
+    r = runs[0]
+    for key in ("id", "status", "config", "metrics", "train_loss", "val_acc", "test_acc",
+                "name", "kind", "created"):
+        assert key in r, key
+    assert r["status"] in ("finished", "diverged", "failed") and r["name"] == "tiny"
+    assert r["config"]["model"]["sizes"] == [8, 8, 3]  # "auto" resolved from the data
+    for k in ("train_loss", "val_acc", "test_acc"):
+        assert r[k] == r["metrics"][k] and isinstance(r[k], float)
+    table = cli("runs", store_dir)
+    assert table.returncode == 0 and r["id"] in table.stdout and "test_acc" in table.stdout
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export(store_dir, tmp_path, fmt):
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    res = cli("export", store_dir, "--format", fmt, "--to", tmp_path / "x")
+    assert res.returncode == 0, res.stderr
+    read = pd.read_csv if fmt == "csv" else pd.read_parquet
+    runs = read(tmp_path / "x" / f"runs.{fmt}")
+    assert len(runs) == 1 and "test_acc" in runs.columns
+    probes = read(tmp_path / "x" / f"probes.{fmt}")
+    assert set(probes.columns) >= {"run_id", "step", "layer", "quantity", "value"}
+    assert len(probes) > 0
+
+
+def test_datasets():
+    res = cli("datasets")
+    assert res.returncode == 0, res.stderr
+    assert "digits" in res.stdout and "clusters" in res.stdout and "64" in res.stdout
+    js = json.loads(cli("datasets", "--json").stdout)
+    assert {d["name"] for d in js} >= {"digits", "clusters"}
+
+
+def test_diverged_run_recorded(tmp_path):
+    cfg = tiny(tmp_path, lr=1e9, sizes='["auto", 8, 8, "auto"]', act="relu")
+    res = cli("run", cfg, "--out", tmp_path / "o", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "diverged" in res.stderr
+    runs = json.loads(cli("runs", tmp_path / "o", "--json").stdout)
+    assert [r["status"] for r in runs] == ["diverged"]
+    assert runs[0]["divergence"]["step"] >= 1
+
+
+BAD_CONFIGS = {
+    "unknown key": ('[data]\nname = "clusters"\n[model]\nsizes = ["auto", "auto"]\n'
+                    'actvation = "relu"\n', ["unknown key 'model.actvation'", "activation"]),
+    "bad value": ('[data]\nname = "clusters"\n[model]\nsizes = ["auto", "auto"]\n[train]\n'
+                  'lr = -1\n', ["train.lr = -1", "> 0"]),
+    "bad name": ('[data]\nname = "clusters"\n[model]\nsizes = ["auto", "auto"]\n'
+                 'activation = "rleu"\n', ["model.activation", "rleu", "relu"]),
+    "syntax": ('[data]\nname = "clusters"\n[model\n', ["TOML syntax error", "line 3"]),
+    "size mismatch": ('[data]\nname = "clusters"\nn = 100\n[model]\nsizes = [5, 4, "auto"]\n',
+                      ["model.sizes[0] = 5", "64 input features"]),
+    "unknown data set": ('[data]\nname = "mnist9"\n[model]\nsizes = ["auto", "auto"]\n',
+                         ["data.name", "mnist9", "digits"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_exit_2(tmp_path, case):
+    text, fragments = BAD_CONFIGS[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    res = cli("run", path, "--out", tmp_path / "o")
+    assert_user_error(res, *fragments)
+    assert not (tmp_path / "o").exists()  # nothing written for a rejected config
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["run", "missing.toml"], ["missing.toml", "not found"]),
+    (["run"], ["config"]),
+    (["frobnicate"], ["frobnicate"]),
+    (["runs", "no-such-dir"], ["no results store"]),
+    (["export", "no-such-dir", "--format", "xlsx"], ["xlsx"]),
+    (["report", "no-such-dir"], ["no results store"]),
+    (["sweep", "c.toml", "--jobs", "0"], ["--jobs 0"]),
+    (["sweep", "c.toml"], ["no [sweep] table"]),
+])
+def test_user_errors_exit_2(tmp_path, args, fragments):
+    tiny(tmp_path)
+    res = cli(*args, cwd=tmp_path)
+    assert_user_error(res, *fragments)
+
+
+def test_debug_shows_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_CONFIGS["size mismatch"][0])
+    res = cli("run", path, "--out", tmp_path / "o", "--debug")
+    assert res.returncode == 2 and "Traceback" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("depthlab: error:")
+
+
+def test_register_command_extension(capsys):
+    from depthlab import cli as cli_mod
+
+    seen = {}
+
+    def add(p):
+        p.add_argument("--n", type=int, default=1)
+
+    def run(args):
+        seen["n"] = args.n
+        return 7
+
+    cli_mod.register_command("hello-test", "a test command", add, run)
+    try:
+        assert cli_mod.main(["hello-test", "--n", "3"]) == 7 and seen["n"] == 3
+        with pytest.raises(ValueError, match="already registered"):
+            cli_mod.register_command("hello-test", "again", add, run)
+        assert cli_mod.main(["run"]) == 2  # argparse errors are one line, status 2
+        err = capsys.readouterr().err
+        assert err.startswith("depthlab: error:") and len(err.strip().splitlines()) == 1
+    finally:
+        cli_mod.COMMANDS[:] = [c for c in cli_mod.COMMANDS if c.name != "hello-test"]
+
+
+def test_doctor_command(tmp_path):
+    mod = pytest.importorskip("depthlab.doctor")
+    if not hasattr(mod, "doctor"):
+        pytest.skip("depthlab.doctor.doctor is not available yet")
+    cfg = tiny(tmp_path, sizes='["auto", 8, 8, 8, "auto"]')
+    res = cli("doctor", cfg, "--out", tmp_path / "o", timeout=300)
+    assert res.returncode == 0, res.stderr
+    runs = json.loads(cli("runs", tmp_path / "o", "--json").stdout)
+    assert [r["kind"] for r in runs] == ["doctor"]
+    conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
+    (payload,), = conn.execute("SELECT payload FROM findings").fetchall()
+    assert isinstance(json.loads(payload), dict)
+
+
+def test_demo_quick(tmp_path):
+    res = cli("demo", "--out", tmp_path / "d", "--epochs", "1", "--no-report", "--jobs", "2")
+    assert res.returncode == 0, res.stderr
+    for recipe in ("sigmoid+normal", "tanh+glorot_uniform", "relu+he_normal",
+                   "relu+he_normal+batchnorm"):
+        assert recipe in res.stdout
+    runs = json.loads(cli("runs", tmp_path / "d", "--json").stdout)
+    assert len(runs) == 4 and {r["sweep"] for r in runs} == {"demo"}
+    assert all(r["config"]["model"]["depth"] == 10 for r in runs)
+    assert all(r["status"] == "finished" for r in runs)
+
+
+def test_module_help():
+    res = cli("--help")
+    assert res.returncode == 0
+    for name in ("run", "sweep", "runs", "export", "report", "doctor", "datasets", "demo"):
+        assert name in res.stdout

@@ -1,0 +1,215 @@
+"""Sweeps: grid expansion, parallel runs, SIGKILL-and-resume, diverged and failed points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from depthlab.experiments.config import ConfigError, read_toml, run_id
+from depthlab.experiments.sweep import expand
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+       "MKL_NUM_THREADS": "1"}
+
+ISSUE_EXAMPLE = """\
+[data]
+name = "digits"
+[model]
+sizes = [64, 128, 128, 10]
+activation = "tanh"
+init = "glorot_uniform"
+batchnorm = false
+residual = false
+dropout = 0.0
+[train]
+loss = "cross_entropy"
+optimizer = "sgd"
+lr = 0.05
+batch_size = 32
+epochs = 3
+seed = 0
+[probes]
+every = 10
+[sweep]
+"model.activation" = ["tanh", "relu"]
+"train.seed" = [0, 1]
+"""
+
+
+def cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "depthlab", *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def rows(db) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT id, status, kind, sweep, created, error, metrics FROM runs "
+                            "ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def test_expand_issue_example(tmp_path):
+    path = tmp_path / "ex.toml"
+    path.write_text(ISSUE_EXAMPLE)
+    points = expand(read_toml(path))
+    assert [p.name for p in points] == ["activation=tanh,seed=0", "activation=tanh,seed=1",
+                                        "activation=relu,seed=0", "activation=relu,seed=1"]
+    assert len({p.id for p in points}) == 4
+    for p in points:
+        assert "sweep" not in p.config
+        assert p.config["model"]["activation"] == p.overrides["model.activation"]
+        assert p.config["train"]["seed"] == p.overrides["train.seed"]
+        assert p.id == run_id(p.config)
+    # stable ids: expanding again gives the same ids (resume relies on it)
+    assert [p.id for p in expand(read_toml(path))] == [p.id for p in points]
+
+
+def test_expand_depth_and_direct_keys():
+    raw = {"data": {"name": "digits"},
+           "model": {"sizes": [64, 32, 10], "activation": "relu"},
+           "train": {"optimizer": "sgd"},
+           "sweep": {"model.depth": [1, 3], "train.momentum": [0.0, 0.9],
+                     "model.batchnorm": [False]}}
+    points = expand(raw)
+    assert len(points) == 4
+    sizes = {p.overrides["model.depth"]: p.config["model"]["sizes"] for p in points}
+    assert sizes == {1: [64, 32, 10], 3: [64, 32, 32, 32, 10]}
+    assert {p.config["train"]["optimizer_kwargs"]["momentum"] for p in points} == {0.0, 0.9}
+    assert "depth=3" in points[-1].name and "momentum=0.9" in points[-1].name
+    wide = expand({**raw, "sweep": {"model.depth": [2], "model.width": [16]}})
+    assert wide[0].config["model"]["sizes"] == [64, 16, 16, 10]
+
+
+def test_expand_rejects_bad_point_before_running():
+    raw = {"data": {"name": "digits"}, "model": {"sizes": [64, 10]},
+           "sweep": {"train.lr": [0.1, -1.0]}}
+    with pytest.raises(ConfigError, match=r"sweep point \(train.lr = -1\): train.lr = -1.0 is "
+                                          r"out of range"):
+        expand(raw)
+    with pytest.raises(ConfigError, match="did you mean"):
+        expand({**raw, "sweep": {"train.l": [0.1]}})
+
+
+SWEEP = """\
+[data]
+name = "clusters"
+n = {n}
+options = {{d = 16, n_classes = 4}}
+[model]
+sizes = {sizes}
+activation = "relu"
+init = "he_normal"
+[train]
+lr = 0.05
+batch_size = {batch}
+epochs = {epochs}
+[probes]
+every = {every}
+[sweep]
+{grid}
+"""
+
+
+def write(tmp_path, grid, n=300, epochs=1, batch=16, every=0,
+          sizes='["auto", 8, "auto"]') -> str:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(n=n, epochs=epochs, batch=batch, every=every, grid=grid,
+                                 sizes=sizes))
+    return str(path)
+
+
+def test_parallel_sweep_with_diverged_and_failed_points(tmp_path):
+    cfg = write(tmp_path, '"train.lr" = [0.05, 1e9]\n'
+                          '"model.sizes" = [["auto", 8, "auto"], [3, 8, "auto"]]\n', every=5)
+    res = cli("sweep", cfg, "--out", tmp_path / "o", "--jobs", "2")
+    assert res.returncode == 1, res.stderr  # failed points -> status 1, but the sweep went on
+    assert "Traceback" not in res.stderr
+    got = rows(tmp_path / "o" / "depthlab.db")
+    assert len(got) == 4
+    assert len({r[3] for r in got}) == 1 and got[0][3] is not None  # one sweep id
+    assert {r[2] for r in got} == {"sweep-point"}
+    by_status: dict[str, list] = {}
+    for r in got:
+        by_status.setdefault(r[1], []).append(r)
+    assert len(by_status["finished"]) == 1 and len(by_status["diverged"]) == 1
+    assert len(by_status["failed"]) == 2
+    for r in by_status["failed"]:
+        assert "model.sizes[0] = 3" in r[5]
+    conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
+    fin = by_status["finished"][0][0]
+    assert conn.execute("SELECT COUNT(*) FROM probes WHERE run_id = ?", (fin,)).fetchone()[0]
+    div = conn.execute("SELECT divergence FROM runs WHERE status = 'diverged'").fetchone()[0]
+    assert json.loads(div)["step"] >= 1
+    conn.close()
+    # running again skips the finished and diverged points, retries the failed ones
+    again = cli("sweep", cfg, "--out", tmp_path / "o", "--jobs", "2")
+    assert "skipped 2" in again.stdout
+    got2 = rows(tmp_path / "o" / "depthlab.db")
+    kept = {r[0]: r[4] for r in got if r[1] != "failed"}
+    assert {r[0]: r[4] for r in got2 if r[0] in kept} == kept  # not rewritten
+
+
+def _count_done(db) -> int:
+    if not os.path.exists(db):
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'finished'"
+                                ).fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_and_resume(tmp_path):
+    # 8 points of ~0.7 s each; kill the whole process group once one is stored
+    cfg = write(tmp_path, '"train.seed" = [0, 1, 2, 3, 4, 5, 6, 7]\n', n=4000, epochs=10,
+                batch=4, sizes='["auto", 64, 64, 64, "auto"]')
+    db = tmp_path / "o" / "depthlab.db"
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep", cfg, "--out",
+                             tmp_path / "o", "--jobs", "2"], env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while _count_done(db) < 1:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no point finished in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    before = rows(db)
+    assert 1 <= len(before) < 8, "the sweep should have been killed part-way"
+    for rid, status, *_rest, metrics in before:
+        assert status == "finished"
+        n_steps = conn.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?",
+                               (rid,)).fetchone()[0]
+        assert n_steps == json.loads(metrics)["steps"] > 0  # every stored run is whole
+    conn.close()
+
+    res = cli("sweep", cfg, "--out", tmp_path / "o", "--jobs", "2")
+    assert res.returncode == 0, res.stderr
+    assert f"skipped {len(before)}" in res.stdout
+    after = rows(db)
+    assert len(after) == 8 and {r[1] for r in after} == {"finished"}
+    old = {r[0]: r[4] for r in before}
+    assert {r[0]: r[4] for r in after if r[0] in old} == old  # earlier points not rerun
+    conn = sqlite3.connect(db)
+    for rid, *_rest, metrics in after:  # no duplicated child rows
+        n_steps = conn.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?",
+                               (rid,)).fetchone()[0]
+        assert n_steps == json.loads(metrics)["steps"]
+    conn.close()
