@@ -93,8 +93,10 @@ def matmul_rate(n: int = 2048, repeat: int = 5) -> float:
 
 
 CASES = [
-    ("784-100-100-100-10 sigmoid, batch 60", [784, 100, 100, 100, 10], "sigmoid", "glorot_uniform", 60, 400, 1.8),
-    ("20 ReLU layers of 256, batch 128", [256] + [256] * 20 + [10], "relu", "he_normal", 128, 60, 1.1),
+    ("784-100-100-100-10 sigmoid, batch 60", [784, 100, 100, 100, 10], "sigmoid",
+     "glorot_uniform", 60, 400, 1.8),
+    ("20 ReLU layers of 256, batch 128", [256] + [256] * 20 + [10], "relu",
+     "he_normal", 128, 60, 1.1),
     ("4 ReLU layers of 2048, batch 512", [2048] * 5 + [10], "relu", "he_normal", 512, 6, 1.0),
 ]
 
@@ -120,7 +122,7 @@ def main() -> None:
     t_dl = [_time(depthlab_step_fn(s, a, i, b), n, args.repeat) for _, s, a, i, b, n, _ in CASES]
     t_th = [_time(torch_step_fn(s, a, b), n, args.repeat) for _, s, a, i, b, n, _ in CASES]
     print(f"{'network':40s} {'depthlab ms':>12s} {'torch ms':>10s} {'ratio':>7s} {'target':>7s}")
-    for (name, sizes, act, init, batch, steps, target), t_d, t_t in zip(CASES, t_dl, t_th):
+    for (name, sizes, _act, _init, batch, _steps, target), t_d, t_t in zip(CASES, t_dl, t_th):
         ratio = t_t / t_d
         ok = "ok" if ratio >= target else "BELOW"
         print(f"{name:40s} {t_d * 1e3:12.3f} {t_t * 1e3:10.3f} {ratio:6.2f}x {target:5.1f}x {ok}")

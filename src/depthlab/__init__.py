@@ -9,8 +9,9 @@ Quick start::
 
 from __future__ import annotations
 
-from . import layers
+from . import layers, theory
 from .activations import ACTIVATIONS, get_activation
+from .diagnosis import Diagnosis, Finding, doctor
 from .initializers import INITIALIZERS, get_initializer
 from .losses import LOSSES, get_loss
 from .lsuv import lsuv
@@ -18,6 +19,7 @@ from .models import mlp
 from .network import Network
 from .optimizers import OPTIMIZERS, get_optimizer
 from .parameter import Parameter
+from .probes import ProbeRecorder, probe
 from .regularizers import add_penalty_gradient, penalty
 from .training import DivergenceReport, History, Trainer, fit, mc_dropout_predict
 
@@ -50,13 +52,17 @@ __all__ = [
     "INITIALIZERS",
     "LOSSES",
     "OPTIMIZERS",
+    "Diagnosis",
     "DivergenceReport",
+    "Finding",
     "History",
     "Network",
     "Parameter",
+    "ProbeRecorder",
     "Trainer",
     "activation",
     "add_penalty_gradient",
+    "doctor",
     "fit",
     "get_activation",
     "get_initializer",
@@ -70,4 +76,6 @@ __all__ = [
     "mlp",
     "optimizer",
     "penalty",
+    "probe",
+    "theory",
 ]

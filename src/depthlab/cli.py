@@ -344,7 +344,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps} is not accepted; accepted: an integer >= 1")
     prep = prepare(cfg)
-    from .doctor import doctor
+    from .diagnosis import doctor
 
     kwargs: dict[str, Any] = {"verify": args.verify}
     if args.steps is not None:

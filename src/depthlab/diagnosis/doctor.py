@@ -1,0 +1,271 @@
+"""``doctor``: train briefly with probes, diagnose, and (optionally) verify the prescriptions."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backend import rng as make_rng
+from ..backend import xp
+from ..models import mlp
+from ..network import Network
+from ..probes.recorder import ProbeRecorder
+from ..probes.stats import measurement_mode
+from ..training.history import History
+from ..training.trainer import Trainer
+from .findings import Diagnosis, Finding, Verification
+from .prescriptions import TRAINING_KEYS
+from .rules import RunContext, evaluate
+
+PROBE_EXAMPLES = 300
+"""Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
+
+VAL_FRACTION = 0.2
+"""Share held out for validation when ``data`` is a bare ``(x, y)`` pair."""
+
+
+@dataclass
+class _Data:
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+
+
+def _unpack(data: Any, seed: int | None) -> _Data:
+    """Accept a Dataset-like object (``x_train``, ``y_train``, optional ``x_val``/``y_val``) or a
+    tuple ``(x, y)`` / ``(x, y, x_val, y_val)``. A bare pair is split: a seeded permutation holds
+    out ``VAL_FRACTION`` of the rows for validation (when there are at least 10)."""
+    if hasattr(data, "x_train") and hasattr(data, "y_train"):
+        x, y = xp.asarray(data.x_train), xp.asarray(data.y_train)
+        xv, yv = getattr(data, "x_val", None), getattr(data, "y_val", None)
+        if xv is None or yv is None or len(xv) == 0:
+            xv = yv = None
+        return _Data(x, y, None if xv is None else xp.asarray(xv),
+                     None if yv is None else xp.asarray(yv))
+    if isinstance(data, (tuple, list)) and len(data) in (2, 4):
+        x, y = xp.asarray(data[0]), xp.asarray(data[1])
+        if len(data) == 4:
+            return _Data(x, y, xp.asarray(data[2]), xp.asarray(data[3]))
+        n = x.shape[0]
+        if n != y.shape[0]:
+            raise ValueError(f"x has {n} rows but y has {y.shape[0]}")
+        if n < 10:
+            return _Data(x, y, None, None)
+        order = make_rng(seed).permutation(n)
+        k = max(1, int(round(VAL_FRACTION * n)))
+        return _Data(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
+    raise TypeError(
+        "data must be a Dataset (with x_train, y_train, x_val, y_val) or a tuple (x, y) or "
+        f"(x, y, x_val, y_val), got {type(data).__name__}"
+    )
+
+
+@dataclass
+class _Run:
+    ctx: RunContext
+    findings: list[Finding]
+    metrics_by_kind: dict[str, float]
+    final: dict[str, float]
+
+
+def _final_metrics(hist: History, steps: int) -> dict[str, float]:
+    last = hist.final()
+    diverged = hist.diverged
+    nan = math.nan
+    return {
+        "train_loss": nan if diverged else float(last.get("train_loss", nan)),
+        "train_acc": nan if diverged else float(last.get("train_acc", nan)),
+        "val_loss": nan if diverged else float(last.get("val_loss", nan)),
+        "val_acc": nan if diverged else float(last.get("val_acc", nan)),
+        "diverged": bool(diverged),
+        "steps": int(hist.steps),
+        "budget": int(steps),
+        "seconds": float(hist.seconds),
+    }
+
+
+def _bn_drift(net: Network, x: np.ndarray) -> list[dict[str, float]]:
+    """Per BatchNorm (forward order): running (inference) statistics vs the statistics of the
+    probe batch ``x`` (training-mode forward without updating the running statistics).
+    ``mean_shift`` = mean over units of |mu_run - mu_batch| / sqrt(var_batch + eps);
+    ``log_var_ratio`` = mean over units of |log((var_run + eps) / (var_batch + eps))|."""
+    bns = net.batchnorms()
+    if not bns or x.shape[0] < 2:
+        return []
+    out = []
+    with measurement_mode(net), np.errstate(all="ignore"):
+        net.forward(x, training=True)
+        for bn in bns:
+            xin = np.asarray(bn.x, dtype=np.float64)
+            mu_b, var_b = xin.mean(axis=0), xin.var(axis=0)
+            try:
+                mu_r, var_r = (np.asarray(v, dtype=np.float64) for v in bn.inference_stats())
+            except RuntimeError:
+                continue
+            sd = np.sqrt(var_b + bn.eps)
+            out.append({
+                "mean_shift": float(np.mean(np.abs(mu_r - mu_b) / sd)),
+                "log_var_ratio": float(np.mean(np.abs(np.log((var_r + bn.eps)
+                                                              / (var_b + bn.eps))))),
+            })
+    net.clear_cache()
+    return out
+
+
+def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any],
+           probe_every: int) -> _Run:
+    src_x = data.x_val if data.x_val is not None else data.x
+    src_y = data.y_val if data.y_val is not None else data.y
+    px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
+    rec = ProbeRecorder(px, py, settings["loss"], every=probe_every, histogram_steps=())
+    trainer = Trainer(net, loss=settings["loss"], optimizer=settings["optimizer"],
+                      lr=settings["lr"], batch_size=settings["batch_size"], epochs=None,
+                      max_steps=settings["steps"], seed=settings["seed"], callbacks=[rec])
+    with np.errstate(all="ignore"):
+        hist = trainer.fit(data.x, data.y, data.x_val, data.y_val)
+        drift = [] if hist.diverged else _bn_drift(net, px.astype(net.dtype, copy=False))
+    ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
+                     history=hist, metrics=_final_metrics(hist, settings["steps"]),
+                     bn_drift=drift)
+    findings, by_kind = evaluate(ctx)
+    order = {"high": 0, "medium": 1, "low": 2}
+    findings.sort(key=lambda f: order.get(f.severity, 3))
+    return _Run(ctx, findings, by_kind, ctx.metrics)
+
+
+def _same_parameters(a: Network, b: Network) -> bool:
+    pa, pb = a.parameters(), b.parameters()
+    return len(pa) == len(pb) and all(
+        p.value.shape == q.value.shape and np.array_equal(p.value, q.value) for p, q in zip(pa, pb)
+    )
+
+
+def _better(after: dict[str, float], before: dict[str, float]) -> bool:
+    """Training improved: lower final train loss or higher validation accuracy
+    (non-finite counts as worst)."""
+    def val(d: dict[str, float], key: str, worst: float) -> float:
+        v = d.get(key, math.nan)
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else worst
+
+    loss_better = val(after, "train_loss", math.inf) < val(before, "train_loss", math.inf)
+    acc_better = val(after, "val_acc", -math.inf) > val(before, "val_acc", -math.inf)
+    return loss_better or acc_better
+
+
+def _metric_lower(after: float, before: float) -> bool:
+    if math.isnan(before):
+        return False
+    if math.isnan(after):
+        return False
+    return after < before
+
+
+def doctor(
+    net_or_config: Network | dict[str, Any],
+    data: Any,
+    *,
+    steps: int = 200,
+    loss: str = "cross_entropy",
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    batch_size: int = 32,
+    seed: int = 0,
+    verify: bool = False,
+    probe_every: int = 10,
+) -> Diagnosis:
+    """Diagnose a network: train a copy for ``steps`` optimizer steps with a
+    :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
+    examples), apply the rules of :mod:`depthlab.diagnosis.rules` and return a :class:`Diagnosis`.
+
+    ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the
+    ``mlp()`` arguments used to build prescribed variants) or a dict of ``mlp()`` arguments.
+    ``data``: a Dataset (``x_train``, ``y_train``, ``x_val``, ``y_val``) or ``(x, y)`` (20% held
+    out, seeded) or ``(x, y, x_val, y_val)``.
+
+    With ``verify=True`` every finding's prescription is applied (``mlp(**{**config, **changes})``
+    and/or changed training settings), the same budget is re-run with the same seed and data, and
+    a :class:`Verification` records final train loss, validation accuracy and the finding's own
+    metric before and after, with ``helped`` False when it did not help.
+    """
+    for label, v in (("steps", steps), ("probe_every", probe_every), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{label} must be a positive integer, got {v!r}")
+    if isinstance(net_or_config, Network):
+        net = copy.deepcopy(net_or_config)
+        config = dict(net_or_config.config)
+    elif isinstance(net_or_config, dict):
+        config = dict(net_or_config)
+        if "sizes" not in config:
+            raise ValueError(f"a config dict needs 'sizes' (mlp arguments), got keys "
+                             f"{sorted(config)}")
+        net = mlp(**config)
+        config = dict(net.config)
+    else:
+        raise TypeError(f"net_or_config must be a Network or a dict of mlp() arguments, got "
+                        f"{type(net_or_config).__name__}")
+    d = _unpack(data, seed)
+    if d.x.ndim != 2 or d.x.shape[1] != net.n_inputs:
+        raise ValueError(f"data has inputs of shape {d.x.shape}; the network expects "
+                         f"(n, {net.n_inputs})")
+    settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
+                "batch_size": batch_size, "seed": seed, "probe_every": probe_every}
+    base = _train(net, config, d, settings, probe_every)
+    diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
+                          probes=base.ctx.frame, config=config, settings=settings,
+                          bn_drift=base.ctx.bn_drift)
+    if not verify or not base.findings:
+        return diagnosis
+    if "sizes" not in config:
+        raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
+                         "or pass a dict of mlp() arguments")
+
+    reference = base
+    if isinstance(net_or_config, Network) and not _same_parameters(net_or_config, mlp(**config)):
+        # The given network is not a fresh build (e.g. already trained): compare prescriptions
+        # against a fresh build of the same config trained with the same budget.
+        reference = _train(mlp(**config), config, d, settings, probe_every)
+
+    cache: dict[str, _Run] = {}
+    for f in base.findings:
+        if not f.prescription:
+            continue
+        key = repr(sorted(f.prescription.items(), key=lambda kv: kv[0]))
+        if key not in cache:
+            net_changes = {k: v for k, v in f.prescription.items() if k not in TRAINING_KEYS}
+            train_changes = {k: v for k, v in f.prescription.items() if k in TRAINING_KEYS}
+            new_config = {**config, **net_changes}
+            variant = mlp(**new_config)
+            cache[key] = _train(variant, dict(variant.config), d,
+                                {**settings, **train_changes}, probe_every)
+        run = cache[key]
+        before_metric = reference.metrics_by_kind.get(f.kind, math.nan)
+        after_metric = run.metrics_by_kind.get(f.kind, math.nan)
+        after_kinds = [g.kind for g in run.findings]
+        resolved = f.kind not in after_kinds
+        improved = resolved or _metric_lower(after_metric, before_metric)
+        diagnosis.verifications.append(Verification(
+            kind=f.kind, prescription=dict(f.prescription), before=dict(reference.final),
+            after=dict(run.final), metric=_METRIC_NAMES.get(f.kind, "metric"),
+            metric_before=before_metric, metric_after=after_metric, resolved=resolved,
+            helped=bool(improved and _better(run.final, reference.final)),
+            new_findings=[k for k in after_kinds
+                          if k not in {g.kind for g in reference.findings}],
+        ))
+    return diagnosis
+
+
+_METRIC_NAMES = {
+    "divergence": "loss rise (last/first 10% of steps)",
+    "vanishing_gradients": "gradient ratio last/first layer",
+    "exploding_gradients": "gradient ratio first/last layer",
+    "saturation": "max saturated fraction",
+    "dead_relu": "max dead fraction",
+    "mean_shift": "max |mean activation|",
+    "init_mismatch": "init variance factor",
+    "bn_drift": "BN drift",
+}

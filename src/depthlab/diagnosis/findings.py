@@ -1,0 +1,199 @@
+"""What the doctor returns: findings, verifications of their prescriptions, the diagnosis."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+SEVERITIES = ("low", "medium", "high")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NumPy scalars turned into Python numbers, tuples into lists and
+    non-finite floats into None (strict JSON has no NaN/Infinity)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (ValueError, TypeError):
+            return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        return f"{v:.4g}"
+    return str(v)
+
+
+@dataclass
+class Finding:
+    """One problem found in a network.
+
+    ``kind``: one of :data:`depthlab.diagnosis.rules.KINDS`; ``layers``: hidden-layer indices
+    (1 = first; batch-norm layers numbered in forward order for ``bn_drift``; empty when the
+    finding concerns the whole network); ``evidence``: the numbers behind it, ``evidence["metric"]``
+    being the rule's summary number (lower is healthier; the rule fires above
+    ``evidence["threshold"]``); ``prescription``: config changes to try (``mlp()`` arguments or
+    training settings ``lr``/``optimizer``/``batch_size``), ``prescription_text`` says why.
+    """
+
+    kind: str
+    layers: list[int]
+    evidence: dict[str, float]
+    message: str
+    prescription: dict[str, Any] = field(default_factory=dict)
+    prescription_text: str = ""
+    severity: str = "medium"
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "kind": self.kind, "layers": list(self.layers), "evidence": self.evidence,
+            "message": self.message, "prescription": self.prescription,
+            "prescription_text": self.prescription_text, "severity": self.severity,
+        })
+
+
+@dataclass
+class Verification:
+    """A prescription re-run with the same budget, seed and data.
+
+    ``before``/``after``: final train loss, validation accuracy (and loss), divergence;
+    ``metric_before``/``metric_after``: the finding's own evidence metric (lower is healthier);
+    ``resolved``: the finding is absent from the re-run; ``helped``: the metric went down *and*
+    training got better (lower final train loss or higher validation accuracy; a non-finite
+    loss counts as worst).
+    """
+
+    kind: str
+    prescription: dict[str, Any]
+    before: dict[str, float]
+    after: dict[str, float]
+    metric: str
+    metric_before: float
+    metric_after: float
+    resolved: bool
+    helped: bool
+    new_findings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "kind": self.kind, "prescription": self.prescription, "before": self.before,
+            "after": self.after, "metric": self.metric, "metric_before": self.metric_before,
+            "metric_after": self.metric_after, "resolved": self.resolved,
+            "helped": self.helped, "new_findings": self.new_findings,
+        })
+
+    def summary(self) -> str:
+        b, a = self.before, self.after
+        verdict = "helped" if self.helped else "did NOT help"
+        return (f"train loss {_fmt(b.get('train_loss'))} -> {_fmt(a.get('train_loss'))}, "
+                f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
+                f"{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
+                f"{' (resolved)' if self.resolved else ''}: {verdict}")
+
+
+@dataclass
+class Diagnosis:
+    """The doctor's report: ``findings`` (empty = clean bill of health), the ``baseline`` run's
+    metrics, ``verifications`` (with ``verify=True``), the probe table ``probes`` (columns
+    step, layer, quantity, value), the network ``config`` and training ``settings``."""
+
+    findings: list[Finding]
+    baseline: dict[str, float]
+    probes: pd.DataFrame
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    verifications: list[Verification] = field(default_factory=list)
+    bn_drift: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when no rule fired."""
+        return not self.findings
+
+    @property
+    def kinds(self) -> list[str]:
+        return [f.kind for f in self.findings]
+
+    def finding(self, kind: str) -> Finding | None:
+        """The finding of ``kind``, or None."""
+        return next((f for f in self.findings if f.kind == kind), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (the probe table is not included; see ``probes``)."""
+        return jsonable({
+            "healthy": self.healthy,
+            "config": self.config,
+            "settings": self.settings,
+            "baseline": self.baseline,
+            "findings": [f.to_dict() for f in self.findings],
+            "verifications": [v.to_dict() for v in self.verifications],
+            "bn_drift": self.bn_drift,
+        })
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def __str__(self) -> str:
+        c, s, b = self.config, self.settings, self.baseline
+        sizes = c.get("sizes")
+        arch = "-".join(str(v) for v in sizes) if sizes else "network"
+        extras = [k for k in ("batchnorm", "residual") if c.get(k)]
+        if c.get("dropout"):
+            extras.append(f"dropout {c['dropout']}")
+        lines = [
+            f"depthlab doctor: {arch} {c.get('activation', '?')}, init {c.get('init', '?')}"
+            + (f" ({', '.join(extras)})" if extras else ""),
+            f"  run: {s.get('steps')} steps of {s.get('optimizer')} lr {s.get('lr')}, "
+            f"batch {s.get('batch_size')}, seed {s.get('seed')}",
+            f"  baseline: train loss {_fmt(b.get('train_loss'))}, "
+            f"val acc {_fmt(b.get('val_acc'))}"
+            + (" (diverged)" if b.get("diverged") else ""),
+        ]
+        if self.healthy:
+            lines.append("  clean bill of health: no findings.")
+            return "\n".join(lines)
+        lines.append(f"  findings ({len(self.findings)}):")
+        by_kind: dict[str, list[Verification]] = {}
+        for v in self.verifications:
+            by_kind.setdefault(v.kind, []).append(v)
+        for f in self.findings:
+            where = f" (layers {_ranges(f.layers)})" if f.layers else ""
+            lines.append(f"  [{f.severity}] {f.kind}{where}: {f.message}")
+            if f.prescription:
+                lines.append(f"      prescription {json.dumps(jsonable(f.prescription))}: "
+                             f"{f.prescription_text}")
+            for v in by_kind.get(f.kind, []):
+                lines.append(f"      verified: {v.summary()}")
+        return "\n".join(lines)
+
+
+def _ranges(layers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    out: list[str] = []
+    start = prev = None
+    for v in sorted(layers):
+        if start is None:
+            start = prev = v
+        elif v == prev + 1:
+            prev = v
+        else:
+            out.append(f"{start}-{prev}" if prev != start else f"{start}")
+            start = prev = v
+    if start is not None:
+        out.append(f"{start}-{prev}" if prev != start else f"{start}")
+    return ", ".join(out)

@@ -1,0 +1,142 @@
+"""Prescriptions: the config change to try for each finding, and the reasoning behind it.
+
+A prescription is a dict of ``mlp()`` arguments (``init``, ``activation``, ``batchnorm``,
+``bias_init``, ``bn_inference``, ``bn_momentum``) and/or training settings (``lr``,
+``optimizer``, ``batch_size``: :data:`TRAINING_KEYS`), plus a sentence saying why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size"})
+"""Prescription keys that change training settings rather than the network config."""
+
+RECOMMENDED_INIT: dict[str, str] = {
+    # Rectifier family: He et al. (2015), Var(W) = 2 / fan_in.
+    "relu": "he_normal", "leaky_relu": "he_normal", "elu": "he_normal", "gelu": "he_normal",
+    "swish": "he_normal", "mish": "he_normal",
+    # Symmetric saturating units: Glorot & Bengio (2010), Var(W) = 2 / (fan_in + fan_out).
+    "tanh": "glorot_uniform", "sigmoid": "glorot_uniform", "softsign": "glorot_uniform",
+    "penalized_tanh": "glorot_uniform", "identity": "glorot_uniform",
+    # SELU's fixed point needs Var(W) = 1 / fan_in (Klambauer et al. 2017).
+    "selu": "lecun_normal",
+}
+
+INIT_SHORTFALL = 0.75
+"""Measured Var(W) below this fraction of the recommended one counts as 'too small' when
+choosing the cure for vanishing gradients."""
+
+INIT_EXCESS = 1.33
+"""Measured Var(W) above this multiple of the recommended one counts as 'too large' when
+choosing the cure for exploding gradients or saturation."""
+
+
+def recommended_init(activation: str) -> str | None:
+    """The initializer recommended for ``activation`` (None when there is no rule)."""
+    return RECOMMENDED_INIT.get(activation)
+
+
+def _init_fix(activation: str, why: str) -> tuple[dict[str, Any], str]:
+    rec = recommended_init(activation)
+    return {"init": rec}, f"Initialize with {rec}: {why}"
+
+
+def _bn(why: str) -> tuple[dict[str, Any], str]:
+    return {"batchnorm": True}, f"Add batch normalization before each nonlinearity: {why}"
+
+
+def for_vanishing(activation: str, init_ratio: float, config: dict[str, Any]
+                  ) -> tuple[dict[str, Any], str]:
+    """Cure for vanishing gradients: a variance-preserving init when the weights are too small
+    for the activation, batch normalization otherwise (e.g. sigmoid: f' <= 1/4 per layer)."""
+    if config.get("batchnorm"):
+        if not config.get("residual") and _equal_widths(config):
+            return {"residual": True}, ("Add residual connections: the identity path carries "
+                                        "the gradient past every layer (He et al. 2016).")
+        return {}, "Batch normalization is already on; reduce depth or add skip connections."
+    if recommended_init(activation) and init_ratio < INIT_SHORTFALL:
+        return _init_fix(activation, "its variance keeps the back-propagated gradient's "
+                                     "variance constant from layer to layer.")
+    return _bn("it rescales each layer's back-propagated gradient by 1/std of its input, "
+               "so the gradient no longer shrinks by f'(s) * ||W|| at every layer.")
+
+
+def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
+                  ) -> tuple[dict[str, Any], str]:
+    """Cure for exploding gradients: smaller (recommended) init, else batch normalization."""
+    if recommended_init(activation) and init_ratio > INIT_EXCESS and not config.get("batchnorm"):
+        return _init_fix(activation, "the current weights amplify the gradient at every layer.")
+    if not config.get("batchnorm"):
+        return _bn("it normalizes each layer's scale, bounding the per-layer gradient gain.")
+    return {}, "Lower the learning rate or clip gradients."
+
+
+def for_saturation(activation: str, init_ratio: float, config: dict[str, Any]
+                   ) -> tuple[dict[str, Any], str]:
+    """Cure for saturated units: the recommended init when the weights are too large, else
+    batch normalization (keeps pre-activations in the linear range)."""
+    if recommended_init(activation) and init_ratio > INIT_EXCESS and not config.get("batchnorm"):
+        return _init_fix(activation, "smaller initial weights keep pre-activations out of the "
+                                     "flat tails of the nonlinearity.")
+    if not config.get("batchnorm"):
+        return _bn("it keeps pre-activations near zero mean and unit variance, where "
+                   "f'(s) is large (Ioffe & Szegedy 2015).")
+    return {"activation": "relu", "init": "he_normal", "activation_kwargs": {}}, (
+        "Use a non-saturating activation (ReLU with He initialization).")
+
+
+def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
+                  lr: float, config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Cure for dead rectifiers: a zero bias, the He init, a smaller learning rate (units died
+    during training) or a leaky rectifier."""
+    if config.get("bias_init", "zeros") not in ("zeros", "zero"):
+        return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
+    if dead_at_init > dead_threshold and init_ratio < INIT_SHORTFALL:
+        return {"init": "he_normal"}, ("Initialize with he_normal so that pre-activations are "
+                                       "not too small to recover.")
+    if dead_at_init <= dead_threshold:
+        return {"lr": lr / 10.0}, ("Units died during training: large updates pushed their "
+                                   "pre-activations negative for every input; use a 10x "
+                                   "smaller learning rate.")
+    return {"activation": "leaky_relu", "activation_kwargs": {}}, (
+        "Use leaky_relu: its negative slope keeps a gradient flowing to inactive units.")
+
+
+def for_mean_shift(init_ratio_tanh: float) -> tuple[dict[str, Any], str]:
+    """Cure for non-zero-centred activations: tanh (with Glorot init if needed)."""
+    changes: dict[str, Any] = {"activation": "tanh", "activation_kwargs": {}}
+    if not 0.25 <= init_ratio_tanh <= 4.0:
+        changes["init"] = "glorot_uniform"
+    return changes, ("Use a zero-centred activation (tanh): a sigmoid's mean output near 0.5 "
+                     "shifts every next layer's input and drives the top layer into saturation "
+                     "(Glorot & Bengio 2010).")
+
+
+def for_init_mismatch(activation: str) -> tuple[dict[str, Any], str]:
+    """Cure for a mismatched initializer: the recommended one."""
+    rec = recommended_init(activation)
+    return {"init": rec}, f"Use {rec}, the variance derived for {activation} units."
+
+
+def for_divergence(lr: float) -> tuple[dict[str, Any], str]:
+    """Cure for divergence: a 10x smaller learning rate."""
+    return {"lr": lr / 10.0}, f"Use a 10x smaller learning rate ({lr / 10.0:g})."
+
+
+def for_bn_drift(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Cure for lagging batch-norm running statistics: whole-training-set (population)
+    statistics, or a larger EMA momentum if already on population statistics."""
+    if config.get("bn_inference", "ema") != "population":
+        return {"bn_inference": "population"}, (
+            "Use population statistics computed in one pass over the training set instead of "
+            "the lagging moving average.")
+    mom = float(config.get("bn_momentum", 0.01))
+    return {"bn_momentum": min(1.0, mom * 10.0)}, (
+        "Use a 10x larger batch-norm momentum so the running statistics follow training.")
+
+
+def _equal_widths(config: dict[str, Any]) -> bool:
+    sizes = config.get("sizes") or []
+    hidden = sizes[1:-1]
+    return len(hidden) >= 2 and all(h == hidden[0] for h in hidden)

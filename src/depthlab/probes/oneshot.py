@@ -1,0 +1,53 @@
+"""One-shot probe: the per-layer statistics of a network at one instant, without training."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..backend import Array, xp
+from ..losses import Loss, get_loss
+from ..network import Network
+from .stats import PERCENTILES, check_percentiles, layer_quantities, layer_stats, measurement_pass
+
+
+def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
+          percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:
+    """Measure every hidden layer of ``net`` on the batch ``(x, y)``.
+
+    One forward in training mode (batch norm uses this batch's statistics but its running
+    statistics are not updated; dropout is off), the loss and one backward; then, per hidden
+    layer, the quantities of :mod:`depthlab.probes.stats` (``pre_mean``, ``pre_std``,
+    ``pre_pK``, ``act_mean``, ``act_std``, ``act_pK``, ``saturated_frac``, ``dead_frac``,
+    ``grad_pre_std``, ``grad_pre_absmean``, ``weight_std``, ``weight_grad_std``,
+    ``weight_grad_absmean``), and at layer 0 the ``loss`` (and ``acc`` for classification).
+
+    Returns a DataFrame with columns ``layer, quantity, value``. Parameter values, batch-norm
+    running statistics and dropout random streams are unchanged; ``p.grad`` of every parameter
+    is overwritten and the layers' caches are cleared.
+    """
+    if not isinstance(net, Network):
+        raise TypeError(f"net must be a depthlab Network (e.g. from mlp), got {type(net).__name__}")
+    x = xp.asarray(x)
+    y = xp.asarray(y)
+    if x.ndim != 2 or x.shape[1] != net.n_inputs:
+        raise ValueError(f"x has shape {x.shape}; expected (batch, {net.n_inputs})")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
+    if net.batchnorms() and x.shape[0] < 2:
+        raise ValueError("batch normalization needs a batch of at least 2 rows to probe")
+    qs = check_percentiles(percentiles)
+    loss_fn = get_loss(loss)
+    value, acc = measurement_pass(net, x, y, loss_fn)
+    rows: list[tuple[int, str, float]] = [(0, "loss", value)]
+    if acc is not None:
+        rows.append((0, "acc", acc))
+    names = layer_quantities(qs)
+    with np.errstate(all="ignore"):
+        for p in net.probe_points():
+            rows += [(p.index, n, v) for n, v in zip(names, layer_stats(p, qs))]
+    net.clear_cache()
+    df = pd.DataFrame(rows, columns=["layer", "quantity", "value"])
+    return df.astype({"layer": np.int64, "value": np.float64})

@@ -1,0 +1,356 @@
+"""``ProbeRecorder``: a training callback that measures every hidden layer as training goes.
+
+Schedule. Step ``k`` means "the network after ``k`` optimizer updates". The recorder measures
+at step 0 (initialization, in ``on_train_begin``), at every ``every``-th step and at the end of
+training (``on_train_end``), plus any step listed in ``histogram_steps`` or ``jacobian_steps``.
+
+Two sources of measurements:
+
+* **probe batch** (default, ``probe_x``/``probe_y`` given; Glorot & Bengio's 300 held-out
+  examples): after the update of a recorded step, one extra forward (training mode, batch norm
+  on the probe batch's statistics without touching its running statistics, dropout off), loss
+  and backward on the fixed probe batch; see :func:`depthlab.probes.stats.measurement_pass`.
+  Parameter gradients and layer caches are overwritten after the optimizer has used them, so
+  training is unchanged (same losses, same random numbers).
+* **training batch** (``probe_x=None``): no extra pass; the statistics of step ``k`` are read
+  from the caches of the forward/backward of update ``k + 1`` (the weights after ``k`` updates
+  on that step's mini-batch, with its dropout masks) just before the optimizer uses them, and
+  ``loss`` is that mini-batch's training loss (no ``acc``). The final state (after the last
+  update) has no mini-batch and is not measured. Cheapest; meant for ``every=1``.
+
+``update_ratio`` at step ``k`` is ``||W_k - W_{k-1}|| / ||W_{k-1}||`` (Frobenius norms) of the
+weights feeding each hidden layer: the weights are copied in ``before_update`` of recorded
+steps only. Only summaries are stored (compact ``array`` columns, no NumPy arrays), so memory
+grows with the number of records, not with batch or layer size.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..backend import Array, xp
+from ..losses import Loss, get_loss
+from ..training.trainer import Callback
+from .histograms import HISTOGRAM_KINDS, bin_counts, choose_edges
+from .jacobian import jacobian_singular_values
+from .stats import (
+    PERCENTILES,
+    check_percentiles,
+    layer_quantities,
+    layer_stats,
+    measurement_pass,
+)
+
+DEFAULT_JACOBIAN_EXAMPLES = 4
+"""Probe examples whose input-output Jacobian is decomposed at ``jacobian_steps``."""
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _step_set(name: str, steps: Iterable[Any] | None) -> tuple[set[int], bool]:
+    """Parse a collection of steps (ints >= 0 and/or ``"end"``) into (set, includes_end)."""
+    if steps is None:
+        return set(), False
+    if isinstance(steps, (str, int)):
+        steps = [steps]
+    out: set[int] = set()
+    end = False
+    for s in steps:
+        if isinstance(s, str) and s == "end":
+            end = True
+        elif isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0:
+            out.add(int(s))
+        else:
+            raise ValueError(
+                f"{name} entries must be step numbers >= 0 or 'end', got {s!r}"
+            )
+    return out, end
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+class ProbeRecorder(Callback):
+    """Per-layer statistics during training (a :class:`depthlab.training.Callback`).
+
+    Parameters
+    ----------
+    probe_x, probe_y:
+        The fixed probe batch (e.g. 300 held-out examples), or both None to measure on the
+        training mini-batches instead (see the module docstring).
+    loss:
+        Loss name or object for the probe batch; None uses the trainer's loss.
+    every:
+        Record every ``every`` optimizer steps (and at step 0 and at the end).
+    histogram_steps:
+        Steps with histograms (ints and/or ``"end"``). None (default): step 0, the recorded
+        steps ``every * 2^j`` (log-spaced) and the end. ``()`` for none.
+    n_bins:
+        Bins per histogram (edges fixed at the first histogram of each layer and kind).
+    jacobian_steps:
+        Steps (ints and/or ``"end"``) at which the singular values of the input-output
+        Jacobian of the first ``jacobian_examples`` probe examples are recorded.
+    percentiles:
+        Percentiles of pre-activations and activations recorded as ``pre_pK``/``act_pK``.
+    """
+
+    def __init__(
+        self,
+        probe_x: Array | None = None,
+        probe_y: Array | None = None,
+        loss: str | Loss | None = None,
+        every: int = 10,
+        histogram_steps: Iterable[int | str] | None = None,
+        n_bins: int = 50,
+        jacobian_steps: Iterable[int | str] = (),
+        percentiles: Sequence[float] = PERCENTILES,
+        jacobian_examples: int = DEFAULT_JACOBIAN_EXAMPLES,
+    ) -> None:
+        if (probe_x is None) != (probe_y is None):
+            raise ValueError("give both probe_x and probe_y, or neither (training-batch mode)")
+        if probe_x is not None:
+            probe_x = xp.asarray(probe_x)
+            probe_y = xp.asarray(probe_y)
+            if probe_x.ndim != 2 or probe_x.shape[0] == 0:
+                raise ValueError(f"probe_x must be a non-empty (n, d) array, got shape "
+                                 f"{probe_x.shape}")
+            if probe_y.shape[0] != probe_x.shape[0]:
+                raise ValueError(f"probe_y has {probe_y.shape[0]} rows but probe_x has "
+                                 f"{probe_x.shape[0]}")
+        self.probe_x = probe_x
+        self.probe_y = probe_y
+        self._loss_spec = get_loss(loss) if loss is not None else None
+        self.every = _positive_int("every", every)
+        self.n_bins = _positive_int("n_bins", n_bins)
+        self.jacobian_examples = _positive_int("jacobian_examples", jacobian_examples)
+        self.percentiles = check_percentiles(percentiles)
+        self._hist_default = histogram_steps is None
+        self._hist_steps, self._hist_end = _step_set("histogram_steps", histogram_steps)
+        if self._hist_default:
+            self._hist_end = True
+        self._jac_steps, self._jac_end = _step_set("jacobian_steps", jacobian_steps)
+        if probe_x is None and (self._jac_steps or self._jac_end):
+            raise ValueError("jacobian_steps need a probe batch (probe_x, probe_y)")
+        self._layer_q = layer_quantities(self.percentiles)
+        self._reset()
+
+    # -- storage -----------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._qnames: list[str] = []
+        self._qcode: dict[str, int] = {}
+        self._col_step = array("q")
+        self._col_layer = array("i")
+        self._col_q = array("H")
+        self._col_value = array("d")
+        self._hist: list[tuple[int, int, str, float, float, array]] = []
+        self._edges: dict[tuple[int, str], tuple[float, float]] = {}
+        self._jac: list[tuple[int, int, int, float]] = []
+        self._stat_steps: set[int] = set()
+        self._hist_done: set[int] = set()
+        self._jac_done: set[int] = set()
+        self._w_before: dict[int, Any] = {}
+        self._pending_loss: int | None = None
+        self._net = None
+        self._x = None
+        self._loss: Loss | None = None
+        self._layer_codes = array("H", [self._code(n) for n in self._layer_q])
+
+    def _code(self, name: str) -> int:
+        c = self._qcode.get(name)
+        if c is None:
+            c = self._qcode[name] = len(self._qnames)
+            self._qnames.append(name)
+        return c
+
+    def _add(self, step: int, layer: int, name: str, value: float) -> None:
+        self._col_step.append(step)
+        self._col_layer.append(layer)
+        self._col_q.append(self._code(name))
+        self._col_value.append(float(value))
+
+    def _add_layer(self, step: int, layer: int, values: list[float]) -> None:
+        codes = self._layer_codes
+        n = len(values)
+        self._col_step.extend([step] * n)
+        self._col_layer.extend([layer] * n)
+        self._col_q.extend(codes)
+        self._col_value.extend(values)
+
+    # -- schedule ----------------------------------------------------------------------
+    def _wants_stats(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def _wants_hist(self, step: int, final: bool = False) -> bool:
+        if final and self._hist_end:
+            return True
+        if self._hist_default:
+            return step == 0 or (step % self.every == 0 and _is_pow2(step // self.every))
+        return step in self._hist_steps
+
+    def _wants_jac(self, step: int, final: bool = False) -> bool:
+        return (final and self._jac_end) or step in self._jac_steps
+
+    def _wants_any(self, step: int) -> bool:
+        return self._wants_stats(step) or self._wants_hist(step) or self._wants_jac(step)
+
+    # -- measurement -------------------------------------------------------------------
+    def _layer_records(self, step: int, hist: bool) -> None:
+        net = self._net
+        with np.errstate(all="ignore"):
+            for p in net.probe_points():
+                self._add_layer(step, p.index, layer_stats(p, self.percentiles))
+                if hist:
+                    self._histograms(step, p)
+        self._stat_steps.add(step)
+        if hist:
+            self._hist_done.add(step)
+
+    def _histograms(self, step: int, point) -> None:
+        act = point.activation
+        arrays = {"pre": act.s, "act": act.a, "grad": act.grad_s,
+                  "weight": None if point.dense is None else point.dense.W.value}
+        for kind in HISTOGRAM_KINDS:
+            x = arrays[kind]
+            if x is None:
+                continue
+            key = (point.index, kind)
+            if key not in self._edges:
+                self._edges[key] = choose_edges(kind, x, act.fn)
+            lo, hi = self._edges[key]
+            counts = bin_counts(x, lo, hi, self.n_bins)
+            self._hist.append((step, point.index, kind, lo, hi, array("q", counts.tolist())))
+
+    def _probe_record(self, step: int, final: bool = False) -> None:
+        stats = step not in self._stat_steps
+        hist = self._wants_hist(step, final) and step not in self._hist_done
+        jac = self._wants_jac(step, final) and step not in self._jac_done
+        if stats or hist:
+            value, acc = measurement_pass(self._net, self._x, self.probe_y, self._loss)
+            if stats:
+                self._add(step, 0, "loss", value)
+                if acc is not None:
+                    self._add(step, 0, "acc", acc)
+                self._layer_records(step, hist)
+            else:
+                with np.errstate(all="ignore"):
+                    for p in self._net.probe_points():
+                        self._histograms(step, p)
+                self._hist_done.add(step)
+        if jac:
+            sv = jacobian_singular_values(self._net, self._x[: self.jacobian_examples])
+            for e in range(sv.shape[0]):
+                for i in range(sv.shape[1]):
+                    self._jac.append((step, e, i, float(sv[e, i])))
+            self._jac_done.add(step)
+
+    # -- Callback hooks ----------------------------------------------------------------
+    def on_train_begin(self, trainer) -> None:
+        self._reset()
+        net = trainer.net
+        self._net = net
+        self._loss = self._loss_spec if self._loss_spec is not None else trainer.loss
+        if self.probe_x is not None:
+            if self.probe_x.shape[1] != net.n_inputs:
+                raise ValueError(f"probe_x has {self.probe_x.shape[1]} features; the network "
+                                 f"expects {net.n_inputs}")
+            if net.batchnorms() and self.probe_x.shape[0] < 2:
+                raise ValueError("batch normalization needs a probe batch of at least 2 rows")
+            self._x = self.probe_x.astype(net.dtype, copy=False)
+            self._probe_record(0)
+
+    def before_update(self, trainer, step: int) -> None:
+        if self.probe_x is None and self._wants_any(step - 1):
+            label = step - 1
+            self._layer_records(label, self._wants_hist(label))
+            self._pending_loss = label
+        if self._wants_stats(step):
+            for p in self._net.probe_points():
+                if p.dense is not None:
+                    self._w_before[p.index] = p.dense.W.value.copy()
+
+    def after_update(self, trainer, step: int, loss: float) -> None:
+        if self._pending_loss is not None:
+            self._add(self._pending_loss, 0, "loss", loss)
+            self._pending_loss = None
+        if self._w_before:
+            ratios = []
+            for p in self._net.probe_points():
+                w0 = self._w_before.get(p.index)
+                if w0 is None:
+                    continue
+                f = w0.reshape(-1)
+                n0 = math.sqrt(float(np.dot(f, f)))
+                np.subtract(p.dense.W.value, w0, out=w0)
+                n1 = math.sqrt(float(np.dot(f, f)))
+                ratios.append((p.index, n1 / n0 if n0 > 0 else float("inf")))
+            self._w_before.clear()
+            for layer, r in ratios:
+                self._add(step, layer, "update_ratio", r)
+        if self.probe_x is not None and self._wants_any(step):
+            self._probe_record(step)
+
+    def on_train_end(self, trainer, history) -> None:
+        self._w_before.clear()
+        if self.probe_x is not None and self._net is not None:
+            self._probe_record(history.steps, final=True)
+
+    # -- results -----------------------------------------------------------------------
+    @property
+    def steps(self) -> list[int]:
+        """The steps at which per-layer statistics were recorded, ascending."""
+        return sorted(self._stat_steps)
+
+    @property
+    def n_records(self) -> int:
+        """Number of (step, layer, quantity, value) rows stored."""
+        return len(self._col_value)
+
+    def frame(self) -> pd.DataFrame:
+        """Tidy table with columns ``step, layer, quantity, value`` (layer 0: ``loss``/``acc``
+        of the probe batch; layers 1..L: the per-layer quantities and ``update_ratio``)."""
+        names = np.array(self._qnames if self._qnames else [""], dtype=object)
+        codes = np.frombuffer(self._col_q, dtype=np.uint16) if len(self._col_q) else \
+            np.zeros(0, dtype=np.uint16)
+        df = pd.DataFrame({
+            "step": np.array(self._col_step, dtype=np.int64),
+            "layer": np.array(self._col_layer, dtype=np.int64),
+            "quantity": names[codes.astype(np.intp)],
+            "value": np.array(self._col_value, dtype=np.float64),
+        })
+        return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
+
+    def histograms(self) -> pd.DataFrame:
+        """Columns ``step, layer, kind, bin_left, bin_right, count`` (kinds: ``pre``, ``act``,
+        ``grad`` = dL/ds, ``weight``); one row per bin."""
+        cols: dict[str, list] = {k: [] for k in
+                                 ("step", "layer", "kind", "bin_left", "bin_right", "count")}
+        for step, layer, kind, lo, hi, counts in self._hist:
+            n = len(counts)
+            edges = np.linspace(lo, hi, n + 1)
+            cols["step"] += [step] * n
+            cols["layer"] += [layer] * n
+            cols["kind"] += [kind] * n
+            cols["bin_left"] += edges[:-1].tolist()
+            cols["bin_right"] += edges[1:].tolist()
+            cols["count"] += counts.tolist()
+        df = pd.DataFrame(cols)
+        return df.astype({"step": np.int64, "layer": np.int64, "bin_left": np.float64,
+                          "bin_right": np.float64, "count": np.int64})
+
+    def jacobian(self) -> pd.DataFrame:
+        """Columns ``step, example, index, value``: singular value ``index`` (descending) of
+        the input-output Jacobian of probe example ``example``."""
+        df = pd.DataFrame(self._jac, columns=["step", "example", "index", "value"])
+        return df.astype({"step": np.int64, "example": np.int64, "index": np.int64,
+                          "value": np.float64})

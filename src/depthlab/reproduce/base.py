@@ -1,0 +1,135 @@
+"""Claims, results and the experiment registry behind ``depthlab reproduce``."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class Claim:
+    """One checked statement: the paper's number beside the number measured here."""
+
+    claim: str
+    paper: str
+    measured: str
+    holds: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["holds"] = bool(self.holds)
+        return d
+
+
+@dataclass
+class Result:
+    """What an experiment leaves: claims, figures (matplotlib Figures), tables, notes."""
+
+    name: str
+    title: str
+    claims: list[Claim] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    quick: bool = False
+    seconds: float = 0.0
+
+    @property
+    def all_hold(self) -> bool:
+        return all(c.holds for c in self.claims)
+
+    def claims_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.as_dict() for c in self.claims])
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered reproduction: ``run(quick=..., data=..., progress=...) -> Result``."""
+
+    name: str
+    title: str
+    paper: str
+    run: Callable[..., Result]
+    summary: str = ""
+
+
+REGISTRY: dict[str, Experiment] = {}
+
+
+def register(name: str, title: str, paper: str, summary: str = ""):
+    """Decorator registering ``fn(quick: bool, data: str | None, progress: bool) -> Result``."""
+
+    def deco(fn: Callable[..., Result]) -> Callable[..., Result]:
+        REGISTRY[name] = Experiment(name, title, paper, fn, summary)
+        return fn
+
+    return deco
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def format_claims(claims: list[Claim]) -> str:
+    """A plain-text claims table for the terminal."""
+    rows = [("claim", "paper", "measured here", "holds")]
+    rows += [(c.claim, c.paper, c.measured, "yes" if c.holds else "NO") for c in claims]
+    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((48, 34, 34, 5))]
+
+    def cut(s: str, w: int) -> str:
+        return s if len(s) <= w else s[: w - 1] + "…"
+
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(cut(v, w).ljust(w) for v, w in zip(r, widths)))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = None,
+                   data: str | None = None, progress: bool = False,
+                   echo: Callable[[str], None] | None = print) -> Result:
+    """Run a registered experiment, write ``out/claims.json``, figures and ``out/report.html``."""
+    from . import experiments  # noqa: F401  (registers the built-ins)
+
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ValueError(f"unknown experiment {name!r}; expected one of: {known}")
+    exp = REGISTRY[name]
+    t0 = time.perf_counter()
+    result = exp.run(quick=quick, data=data, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    result.quick = quick
+    if out is not None:
+        from .page import write_result
+
+        write_result(result, Path(out), exp)
+    if echo is not None:
+        echo(f"{exp.title} ({'quick' if quick else 'full'}, {result.seconds:.0f} s)")
+        echo(format_claims(result.claims))
+        for note in result.notes:
+            echo(f"note: {note}")
+    return result
+
+
+def claims_json(result: Result) -> str:
+    return json.dumps([c.as_dict() for c in result.claims], indent=2)
