@@ -246,13 +246,11 @@ def rule_mean_shift(ctx: RunContext) -> RuleResult:
     if ctx.fn is None or ctx.config.get("batchnorm"):
         return math.nan, None
     f0 = float(np.asarray(ctx.fn.forward(np.zeros(1)))[0])
-    if abs(f0) < 1e-6 or len(ctx.hidden) < MEAN_SHIFT_MIN_LAYERS:
-        return math.nan, None
     m = ctx.at(ctx.end, "act_mean").dropna().abs()
     if m.empty:
         return math.nan, None
-    metric = float(m.max())
-    if metric <= MEAN_SHIFT:
+    metric = float(m.max())  # measured for every activation, so a re-run can be compared
+    if abs(f0) < 1e-6 or len(ctx.hidden) < MEAN_SHIFT_MIN_LAYERS or metric <= MEAN_SHIFT:
         return metric, None
     layers = [int(i) for i, v in m.items() if v > MEAN_SHIFT]
     worst = int(m.idxmax())
