@@ -227,6 +227,9 @@ def test_demo_quick(tmp_path):
     assert len(runs) == 4 and {r["sweep"] for r in runs} == {"demo"}
     assert all(r["config"]["model"]["depth"] == 10 for r in runs)
     assert all(r["status"] == "finished" for r in runs)
+    # the gradient ratio column: sigmoid + N(0, 1) loses gradient on the way down
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("sigmoid+normal"))
+    assert 0 < float(line.split()[-1]) < 1
 
 
 def test_module_help():

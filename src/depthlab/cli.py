@@ -446,6 +446,17 @@ def demo_points(depth: int = 10, width: int = 64, epochs: int = 10) -> list:
     return points
 
 
+def _init_gradient_ratio(store: Any, run_id: str) -> float | None:
+    """std of dL/ds in the first hidden layer over that in the last, at the first probe step."""
+    df = store.probes(run_id)
+    g = df[(df["quantity"] == "grad_pre_std") & (df["layer"] >= 1)]
+    if g.empty:
+        return None
+    g = g[g["step"] == g["step"].min()].set_index("layer")["value"]
+    last = float(g.loc[g.index.max()])
+    return float(g.loc[g.index.min()]) / last if last > 0 else None
+
+
 def _args_demo(p: argparse.ArgumentParser) -> None:
     _add_out(p)
     p.add_argument("--jobs", "-j", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
@@ -468,12 +479,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                progress=_progress_enabled(args))
     with Store(args.out) as store:
         runs = {r["id"]: r for r in runs_as_dicts(store)}
+        ratios = {p.id: _init_gradient_ratio(store, p.id) for p in points if p.id in runs}
     rows = []
     for p in points:
         r = runs.get(p.id, {})
         rows.append([p.name, r.get("status", "?"), r.get("train_loss"), r.get("val_acc"),
-                     r.get("test_acc")])
-    print(format_table(rows, ["recipe", "status", "train_loss", "val_acc", "test_acc"]))
+                     r.get("test_acc"), ratios.get(p.id)])
+    print(format_table(rows, ["recipe", "status", "train_loss", "val_acc", "test_acc",
+                              "grad std layer 1 / layer 10 at init"]))
+    print("(below 1: gradients shrink on their way back to the first layer; above 1: they grow)")
     if not args.no_report:
         from .report import write_report
 
