@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from depthlab.reproduce import glorot2010, he2015, ioffe2015, klambauer2017
-from depthlab.reproduce.base import REGISTRY, Result
+from depthlab.reproduce import depth_ladder, glorot2010, he2015, ioffe2015, klambauer2017
+from depthlab.reproduce.base import REGISTRY, ExperimentDataError, Result
 
 try:
     from threadpoolctl import threadpool_limits
@@ -106,5 +106,32 @@ def test_selu_forward_fixed_point_small():
 
 
 def test_ioffe_rejects_unknown_data():
-    with pytest.raises(ValueError, match="mnist5k"):
+    with pytest.raises(ExperimentDataError, match="mnist5k"):
         ioffe2015.run(quick=True, data="cifar10")
+
+
+def test_unloadable_data_is_an_error_not_a_fallback():
+    with pytest.raises(ExperimentDataError, match="no-such-set"):
+        depth_ladder.run(quick=True, data="no-such-set")
+
+
+def test_cli_data_error_is_one_line_exit_2(capsys):
+    from depthlab.cli import main
+
+    assert main(["reproduce", "ioffe2015", "--quick", "--data", "cifar10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("depthlab: error: ioffe2015: data='cifar10'") and err.count("\n") == 1
+
+
+def test_ioffe_explanations_run_when_claims_fail(monkeypatch):
+    """Force the drift and inference-mode claims to fail: their notes carry the numbers."""
+    monkeypatch.setattr(ioffe2015, "DRIFT_FACTOR", 1e9)
+    monkeypatch.setattr(ioffe2015, "MODE_TOL", -1.0)
+    monkeypatch.setattr(ioffe2015, "_settings", lambda quick: dict(steps=300, evals=6))
+    with _limit():
+        res = ioffe2015.run(quick=True)
+    notes = " ".join(res.notes)
+    assert "Measured from step 0 instead" in notes
+    assert "The two BN inference modes differ" in notes and "mean variance ratio" in notes
+    drift_claim = next(c for c in res.claims if c.claim.startswith("percentiles of last-layer"))
+    assert not drift_claim.holds

@@ -160,6 +160,7 @@ class ProbeRecorder(Callback):
         self._hist_done: set[int] = set()
         self._jac_done: set[int] = set()
         self._w_before: dict[int, Any] = {}
+        self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
         self._pending_loss: int | None = None
         self._net = None
         self._x = None
@@ -277,7 +278,12 @@ class ProbeRecorder(Callback):
         if self._wants_stats(step):
             for p in self._net.probe_points():
                 if p.dense is not None:
-                    self._w_before[p.index] = p.dense.W.value.copy()
+                    w = p.dense.W.value
+                    buf = self._w_buffers.get(p.index)
+                    if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
+                        buf = self._w_buffers[p.index] = np.empty_like(w)
+                    np.copyto(buf, w)
+                    self._w_before[p.index] = buf
 
     def after_update(self, trainer, step: int, loss: float) -> None:
         if self._pending_loss is not None:
@@ -302,6 +308,7 @@ class ProbeRecorder(Callback):
 
     def on_train_end(self, trainer, history) -> None:
         self._w_before.clear()
+        self._w_buffers.clear()
         if self.probe_x is not None and self._net is not None:
             self._probe_record(history.steps, final=True)
 

@@ -64,6 +64,28 @@ class Experiment:
 REGISTRY: dict[str, Experiment] = {}
 
 
+class ExperimentDataError(ValueError):
+    """The data set asked of an experiment is not one it accepts, or cannot be loaded here."""
+
+
+def load_data(experiment: str, data: str | None, default: str, *,
+              accepted: tuple[str, ...] | None = None, **kwargs: Any) -> tuple[Any, str]:
+    """``load_dataset(data or default, **kwargs)`` and its name; a data set outside
+    ``accepted`` or one that fails to load raises :class:`ExperimentDataError` (never a silent
+    fallback to other data)."""
+    from depthlab.data import load_dataset
+
+    name = data or default
+    if accepted is not None and name not in accepted:
+        raise ExperimentDataError(f"{experiment}: data={name!r} is not accepted; expected one "
+                                  f"of: {', '.join(accepted)}")
+    try:
+        return load_dataset(name, **kwargs), name
+    except (ValueError, OSError) as exc:
+        raise ExperimentDataError(f"{experiment}: data set {name!r} could not be loaded: "
+                                  f"{exc}") from exc
+
+
 def register(name: str, title: str, paper: str, summary: str = ""):
     """Decorator registering ``fn(quick: bool, data: str | None, progress: bool) -> Result``."""
 

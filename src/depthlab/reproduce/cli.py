@@ -24,6 +24,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from . import list_experiments, run_experiment
+    from .base import ExperimentDataError
 
     exps = list_experiments()
     if args.list or args.name is None:
@@ -44,7 +45,11 @@ def _run(args: argparse.Namespace) -> int:
             out = Path("reproduce-out") / name
         else:
             out = Path(args.out) / name if len(chosen) > 1 else Path(args.out)
-        result = run_experiment(name, quick=args.quick, out=out, data=args.data, progress=True)
+        try:
+            result = run_experiment(name, quick=args.quick, out=out, data=args.data,
+                                    progress=True)
+        except ExperimentDataError as exc:
+            raise UserError(str(exc)) from exc
         failed += sum(not c.holds for c in result.claims)
         print(f"claims: {out / 'claims.json'}   report: {out / 'report.html'}\n")
     if failed:

@@ -23,10 +23,9 @@ from matplotlib.figure import Figure
 
 import depthlab as dl
 from depthlab.backend import rng as make_rng
-from depthlab.data import load_dataset
 from depthlab.theory import selu_trajectory
 
-from .base import Claim, Result, register
+from .base import Claim, Result, load_data, register
 
 N_LAYERS = 64  # depth of the forward-propagation check
 WIDTH_FWD = 256
@@ -151,8 +150,7 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     ))
 
     # -- (2) training smoothness -------------------------------------------------------------
-    name = data or "mnist5k"
-    ds = load_dataset(name, seed=0, standardize=True)
+    ds, name = load_data("klambauer2017", data, "mnist5k", seed=0, standardize=True)
     curves: dict[tuple[str, int], np.ndarray] = {}
     srows = []
     for depth in cfg["depths"]:
