@@ -8,10 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
+import torch  # a dev dependency: required, never skipped
 
 from depthlab.activations import ACTIVATIONS, ActivationFn, get_activation
 
-torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 

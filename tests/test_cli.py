@@ -103,7 +103,7 @@ def test_runs_json_structure(store_dir):
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export(store_dir, tmp_path, fmt):
     if fmt == "parquet":
-        pytest.importorskip("pyarrow")
+        import pyarrow  # noqa: F401  (a dev dependency: required)
     res = cli("export", store_dir, "--format", fmt, "--to", tmp_path / "x")
     assert res.returncode == 0, res.stderr
     read = pd.read_csv if fmt == "csv" else pd.read_parquet
@@ -215,6 +215,9 @@ def test_doctor_command(tmp_path):
     (payload,), = conn.execute("SELECT payload FROM findings").fetchall()
     diagnosis = json.loads(payload)
     assert isinstance(diagnosis, dict) and "findings" in diagnosis
+    # the doctor's probe table is stored with it, so the report can draw its figures
+    (n_probes,), = conn.execute("SELECT COUNT(*) FROM probes").fetchall()
+    assert n_probes > 0
 
 
 def test_demo_quick(tmp_path):

@@ -137,3 +137,12 @@ def test_bad_input():
         doctor("mlp", (X, Y))
     with pytest.raises(ValueError, match="steps"):
         doctor(dict(sizes=[20, 8, 4]), (X, Y), steps=0)
+
+
+def test_optimizer_kwargs_are_used_and_reported():
+    cfg = dict(sizes=[20, 16, 16, 4], activation="tanh", init="glorot_uniform", seed=0)
+    plain = doctor(cfg, (X, Y), steps=40, lr=0.01)
+    heavy = doctor(cfg, (X, Y), steps=40, lr=0.01, optimizer_kwargs={"momentum": 0.9})
+    assert heavy.settings["optimizer_kwargs"] == {"momentum": 0.9}
+    assert heavy.baseline["train_loss"] != plain.baseline["train_loss"]
+    assert "momentum 0.9" in str(heavy)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch  # a dev dependency: required, never skipped
 from gradcheck import fd_err, numeric_grad, rel_err
 
 from depthlab.layers import (
@@ -15,7 +16,6 @@ from depthlab.layers import (
     Standardize,
 )
 
-torch = pytest.importorskip("torch")
 F64 = "float64"
 
 

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+import torch  # a dev dependency: required, never skipped
 from gradcheck import fd_err, numeric_grad, rel_err
 
 import depthlab as dl
+from depthlab.bridge.torch_bridge import to_torch
 from depthlab.layers import Activation, BatchNorm, Dense
-
-torch = pytest.importorskip("torch")
-from depthlab.bridge.torch_bridge import to_torch  # noqa: E402
 
 
 def test_parameter_order_and_names():

@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import torch  # a dev dependency: required, never skipped
 
 from depthlab.backend import rng as make_rng
 from depthlab.optimizers import (
@@ -20,8 +21,6 @@ from depthlab.optimizers import (
     get_optimizer,
 )
 from depthlab.parameter import Parameter
-
-torch = pytest.importorskip("torch")
 
 SHAPES = [(6, 4), (4,), (2, 3, 2), ()]
 N_STEPS = 100

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch  # a dev dependency: required, never skipped
 
 from depthlab.losses import get_loss
 from depthlab.models import mlp
@@ -17,8 +18,6 @@ from depthlab.probes import (
 )
 from depthlab.probes.stats import mean_std
 from depthlab.training import Callback, fit
-
-torch = pytest.importorskip("torch")
 
 
 def _data(n=120, d=6, k=3, seed=0, dtype=np.float64):

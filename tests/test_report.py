@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -307,3 +308,26 @@ def test_end_to_end_real_training(tmp_path):
         png = tmp_path / "figures" / f"e2e000000001_{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC
     assert build.SECTION_SWEEP not in text  # a single run has no sweep overview
+
+
+def test_report_shows_a_real_verified_diagnosis(tmp_path):
+    """A Diagnosis from dl.doctor(verify=True), stored with its run, appears in the report with
+    its message, prescription and before/after verdict."""
+    import depthlab as dl
+
+    g = np.random.default_rng(0)
+    x = g.standard_normal((300, 8)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)
+    net = dl.mlp([8] + [16] * 6 + [3], activation="sigmoid", init="normal", seed=0)
+    diagnosis = dl.doctor(net, (x, y), steps=60, verify=True)
+    assert diagnosis.findings, "a deep sigmoid net with N(0, 1) weights has findings"
+    store = Store(tmp_path)
+    store.add_run(synthetic_record("doc00001", sweep=None, findings=diagnosis.to_dict()))
+    store.close()
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    section = text[text.index(f">{build.SECTION_FINDINGS}</h"):]
+    first = diagnosis.findings[0]
+    assert html.escape(first.message)[:60] in section
+    assert "Baseline run: 60 steps of sgd" in section
+    verdicts = section.count(": helped") + section.count(": did NOT help")
+    assert verdicts == len(diagnosis.findings)

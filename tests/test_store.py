@@ -126,7 +126,7 @@ def test_wal_mode_and_missing_store(tmp_path):
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export(tmp_path, fmt):
     if fmt == "parquet":
-        pytest.importorskip("pyarrow")
+        import pyarrow  # noqa: F401  (a dev dependency: required)
     store = Store(tmp_path)
     store.add_run(make_record())
     paths = store.export(tmp_path / "exp", fmt)

@@ -145,7 +145,7 @@ def test_l1_l2_penalties_on_weights_only():
 
 
 def test_l2_penalty_equals_torch_weight_decay_with_sgd():
-    torch = pytest.importorskip("torch")
+    import torch
     x, y = clusters(40, d=4)
     net = dl.mlp([4, 6, 3], activation="tanh", dtype="float64", seed=2)
     from depthlab.bridge.torch_bridge import to_torch

@@ -364,7 +364,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     metrics["seconds"] = seconds
     rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {Path(args.config).name}",
                     kind="doctor", status="finished", config=prep.config, metrics=metrics,
-                    seconds=seconds, findings=payload)
+                    seconds=seconds, findings=payload, probes=diag.probes)
     store = _open_store(args.out, create=True)
     store.add_run(rec)
     store.close()

@@ -124,7 +124,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
     rec = ProbeRecorder(px, py, settings["loss"], every=probe_every, histogram_steps=())
     trainer = Trainer(net, loss=settings["loss"], optimizer=settings["optimizer"],
-                      lr=settings["lr"], batch_size=settings["batch_size"], epochs=None,
+                      lr=settings["lr"], optimizer_kwargs=settings["optimizer_kwargs"],
+                      batch_size=settings["batch_size"], epochs=None,
                       max_steps=settings["steps"], seed=settings["seed"], callbacks=[rec])
     with np.errstate(all="ignore"):
         hist = trainer.fit(data.x, data.y, data.x_val, data.y_val)
@@ -173,6 +174,7 @@ def doctor(
     loss: str = "cross_entropy",
     optimizer: str = "sgd",
     lr: float = 0.01,
+    optimizer_kwargs: dict[str, Any] | None = None,
     batch_size: int = 32,
     seed: int = 0,
     verify: bool = False,
@@ -213,7 +215,8 @@ def doctor(
         raise ValueError(f"data has inputs of shape {d.x.shape}; the network expects "
                          f"(n, {net.n_inputs})")
     settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
-                "batch_size": batch_size, "seed": seed, "probe_every": probe_every}
+                "optimizer_kwargs": dict(optimizer_kwargs or {}), "batch_size": batch_size,
+                "seed": seed, "probe_every": probe_every}
     base = _train(net, config, d, settings, probe_every)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
                           probes=base.ctx.frame, config=config, settings=settings,
@@ -240,8 +243,10 @@ def doctor(
             train_changes = {k: v for k, v in f.prescription.items() if k in TRAINING_KEYS}
             new_config = {**config, **net_changes}
             variant = mlp(**new_config)
-            cache[key] = _train(variant, dict(variant.config), d,
-                                {**settings, **train_changes}, probe_every)
+            new_settings = {**settings, **train_changes}
+            if new_settings["optimizer"] != settings["optimizer"]:
+                new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
+            cache[key] = _train(variant, dict(variant.config), d, new_settings, probe_every)
         run = cache[key]
         before_metric = reference.metrics_by_kind.get(f.kind, math.nan)
         after_metric = run.metrics_by_kind.get(f.kind, math.nan)

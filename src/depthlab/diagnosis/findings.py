@@ -158,8 +158,9 @@ class Diagnosis:
         lines = [
             f"depthlab doctor: {arch} {c.get('activation', '?')}, init {c.get('init', '?')}"
             + (f" ({', '.join(extras)})" if extras else ""),
-            f"  run: {s.get('steps')} steps of {s.get('optimizer')} lr {s.get('lr')}, "
-            f"batch {s.get('batch_size')}, seed {s.get('seed')}",
+            f"  run: {s.get('steps')} steps of {s.get('optimizer')} lr {s.get('lr')}"
+            + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
+            + f", batch {s.get('batch_size')}, seed {s.get('seed')}",
             f"  baseline: train loss {_fmt(b.get('train_loss'))}, "
             f"val acc {_fmt(b.get('val_acc'))}"
             + (" (diverged)" if b.get("diverged") else ""),

@@ -237,7 +237,9 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
           "dead_frac_init_max": dead_init, "n_layers": len(layers)}
     msg = (f"{100 * metric:.0f}% of the units of layer {worst} are dead (zero derivative on "
            f"every probe example) after {ctx.end} steps ({100 * dead_init:.0f}% at "
-           f"initialization); {len(layers)} layers have more than {100 * DEAD_FRAC:.0f}%.")
+           f"initialization); {len(layers)} "
+           f"{'layer has' if len(layers) == 1 else 'layers have'} more than "
+           f"{100 * DEAD_FRAC:.0f}%.")
     return metric, Finding("dead_relu", layers, ev, msg, changes, text,
                            _severity(metric, DEAD_FRAC, log=False))
 

@@ -267,32 +267,59 @@ def _cellnum(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _verification_text(v: dict) -> str:
+    """``train loss a -> b, val acc a -> b, <metric> a -> b: helped`` from a Verification."""
+    b, a = _as_dict(v.get("before")), _as_dict(v.get("after"))
+    bits = [f"{label} {H.fmt(b.get(key))} → {H.fmt(a.get(key))}"
+            for label, key in (("train loss", "train_loss"), ("val acc", "val_acc"))
+            if key in b or key in a]
+    if v.get("metric"):
+        bits.append(f"{v['metric']} {H.fmt(v.get('metric_before'))} → "
+                    f"{H.fmt(v.get('metric_after'))}")
+    verdict = "helped" if v.get("helped") else "did NOT help"
+    return ", ".join(bits) + f": {verdict}" + (" (resolved)" if v.get("resolved") else "")
+
+
 def _findings_html(payload: dict) -> str:
-    """Table of the doctor's findings: kind, layers, evidence, prescription, verified."""
+    """The doctor's diagnosis: the baseline run, then one row per finding with its message,
+    evidence, prescription and (when verified) the before/after numbers."""
     items = payload.get("findings") if isinstance(payload.get("findings"), list) else None
     if items is None:
         items = [payload] if payload.get("kind") else []
+    verifs = {str(_as_dict(v).get("kind")): _as_dict(v)
+              for v in payload.get("verifications") or []}
     parts = []
     summary = payload.get("summary") or payload.get("message")
     if summary:
         parts.append(f"<p>{H.esc(summary)}</p>")
+    base, settings = _as_dict(payload.get("baseline")), _as_dict(payload.get("settings"))
+    if base:
+        run = (f"{settings.get('steps')} steps of {settings.get('optimizer')} lr "
+               f"{H.fmt(settings.get('lr'))}, " if settings else "")
+        parts.append(f"<p>Baseline run: {H.esc(run)}train loss "
+                     f"{H.esc(H.fmt(base.get('train_loss')))}, val acc "
+                     f"{H.esc(H.fmt(base.get('val_acc')))}.</p>")
     if not items:
-        parts.append("<p class=\"note\">The doctor found nothing to report.</p>")
+        parts.append("<p class=\"note\">Clean bill of health: the doctor found nothing to "
+                     "report.</p>")
         return "".join(parts)
     rows = []
     for f in items:
         f = _as_dict(f)
-        verified = f.get("verified", f.get("verification"))
-        before = f.get("before", _as_dict(verified).get("before") if verified else None)
-        after = f.get("after", _as_dict(verified).get("after") if verified else None)
+        presc = f.get("prescription", f.get("cure", ""))
+        text = f.get("prescription_text")
+        verified = verifs.get(str(f.get("kind")))
+        if verified:
+            check = _verification_text(verified)
+        else:
+            v = f.get("verified", f.get("verification"))
+            check = _text(v) if v is not None else "not verified (run with --verify)"
         rows.append([
-            _text(f.get("kind", "")), _text(f.get("layers", "")), _text(f.get("evidence", "")),
-            _text(f.get("prescription", f.get("cure", ""))),
-            _text(verified if not isinstance(verified, dict) else
-                  verified.get("ok", verified.get("verified", ""))),
-            _text(before), _text(after),
+            _text(f.get("severity", "")), _text(f.get("kind", "")), _text(f.get("layers", "")),
+            _text(f.get("message", "")), _text(f.get("evidence", "")),
+            (f"{text} ({_text(presc)})" if text else _text(presc)), check,
         ])
-    cols = ["kind", "layers", "evidence", "prescription", "verified", "before", "after"]
+    cols = ["severity", "kind", "layers", "finding", "evidence", "prescription", "verification"]
     keep = [i for i, c in enumerate(cols) if c == "kind" or any(r[i] for r in rows)]
     parts.append(H.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows]))
     return "".join(parts)
