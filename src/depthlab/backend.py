@@ -71,3 +71,22 @@ expit = _special.expit  # sigma(x) = 1 / (1 + e^-x), no overflow
 log_expit = _special.log_expit  # log sigma(x), stable
 erf = _special.erf
 ndtr = _special.ndtr  # standard normal CDF
+
+
+# -- small helpers ---------------------------------------------------------------------------
+_ONES: dict[np.dtype, Array] = {}
+
+
+def ones_vector(n: int, dtype: Any) -> Array:
+    """A read-only vector of ``n`` ones (one shared buffer per dtype, grown on demand), e.g.
+    for column sums as a matrix-vector product: ``ones_vector(B) @ G`` = ``G.sum(axis=0)``.
+
+    (BLAS calls stay within NumPy's own BLAS: SciPy ships a second OpenBLAS whose idle
+    threads spin and steal the cores from NumPy's right after each call.)"""
+    dt = np.dtype(dtype)
+    buf = _ONES.get(dt)
+    if buf is None or buf.size < n:
+        buf = xp.ones(max(n, 1024), dtype=dt)
+        buf.flags.writeable = False
+        _ONES[dt] = buf
+    return buf[:n]

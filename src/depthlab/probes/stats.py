@@ -31,10 +31,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
-from scipy.linalg import blas as _blas
 
 from ..activations import ActivationFn
-from ..backend import Array
+from ..backend import Array, ones_vector
 from ..losses import Loss
 from ..network import Network, ProbePoint
 
@@ -113,19 +112,6 @@ def is_nondecreasing(fn: ActivationFn) -> bool:
 _MONOTONE = frozenset({"sigmoid", "tanh", "identity", "step", "relu", "selu", "softsign"})
 _MONOTONE_IF_NONNEGATIVE = {"leaky_relu": "negative_slope", "elu": "alpha", "penalized_tanh": "a"}
 
-_ONES: dict[np.dtype, np.ndarray] = {}
-
-
-def _ones(n: int, dtype: np.dtype) -> np.ndarray:
-    """A read-only view of ``n`` ones (one shared buffer per dtype, grown on demand)."""
-    buf = _ONES.get(dtype)
-    if buf is None or buf.size < n:
-        buf = np.ones(max(n, 1024), dtype=dtype)
-        buf.flags.writeable = False
-        _ONES[dtype] = buf
-    return buf[:n]
-
-
 # Above this mean^2 / variance the one-pass formula E[x^2] - E[x]^2 loses precision and the
 # two-pass np.std is used instead.
 _CANCELLATION_RATIO = 10.0
@@ -141,7 +127,7 @@ def mean_std(x: Array) -> tuple[float, float]:
     f = x.reshape(-1)
     n = f.size
     if f.dtype.kind == "f" and f.dtype.itemsize in (4, 8):
-        s1 = float(np.dot(f, _ones(n, f.dtype)))
+        s1 = float(np.dot(f, ones_vector(n, f.dtype)))
         s2 = float(np.dot(f, f))
         m = s1 / n
         var = s2 / n - m * m
@@ -152,13 +138,9 @@ def mean_std(x: Array) -> tuple[float, float]:
 
 
 def abs_mean(x: Array) -> float:
-    """Mean of ``|x|`` over all entries (BLAS ``asum`` for float arrays)."""
-    f = x.reshape(-1)
-    if f.dtype == np.float32:
-        return float(_blas.sasum(f)) / f.size
-    if f.dtype == np.float64:
-        return float(_blas.dasum(f)) / f.size
-    return float(np.abs(f).mean())
+    """Mean of ``|x|`` over all entries (pairwise summation). Not SciPy's BLAS ``asum``: SciPy
+    ships a second OpenBLAS whose spinning threads would slow down NumPy's next products."""
+    return float(np.abs(x).sum()) / x.size
 
 
 def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -> list[float]:
@@ -179,7 +161,7 @@ def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -
     thr = SATURATION_RATIO * float(fn.max_derivative)
     out.append(np.count_nonzero(d < thr) / d.size)
     d2 = d.reshape(d.shape[0], -1)
-    col = _ones(d2.shape[0], d2.dtype) @ d2  # per-unit sum of |f'| over the batch
+    col = ones_vector(d2.shape[0], d2.dtype) @ d2  # per-unit sum of |f'| over the batch
     out.append(np.count_nonzero(col == 0) / col.size)
     if g is None:
         out += [float("nan")] * 2
