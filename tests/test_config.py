@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+from issue_example import ISSUE_EXAMPLE
 
 from depthlab.experiments.config import (
     ConfigError,
@@ -14,30 +15,6 @@ from depthlab.experiments.config import (
     run_id,
     validate,
 )
-
-ISSUE_EXAMPLE = """\
-[data]
-name = "digits"
-[model]
-sizes = [64, 128, 128, 10]
-activation = "tanh"
-init = "glorot_uniform"
-batchnorm = false
-residual = false
-dropout = 0.0
-[train]
-loss = "cross_entropy"
-optimizer = "sgd"
-lr = 0.05
-batch_size = 32
-epochs = 3
-seed = 0
-[probes]
-every = 10
-[sweep]
-"model.activation" = ["tanh", "relu"]
-"train.seed" = [0, 1]
-"""
 
 BASE = {
     "data": {"name": "digits"},

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from issue_example import ISSUE_EXAMPLE
 
 from depthlab.experiments.config import ConfigError, read_toml, run_id
 from depthlab.experiments.sweep import expand
@@ -18,29 +19,6 @@ from depthlab.experiments.sweep import expand
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1"}
 
-ISSUE_EXAMPLE = """\
-[data]
-name = "digits"
-[model]
-sizes = [64, 128, 128, 10]
-activation = "tanh"
-init = "glorot_uniform"
-batchnorm = false
-residual = false
-dropout = 0.0
-[train]
-loss = "cross_entropy"
-optimizer = "sgd"
-lr = 0.05
-batch_size = 32
-epochs = 3
-seed = 0
-[probes]
-every = 10
-[sweep]
-"model.activation" = ["tanh", "relu"]
-"train.seed" = [0, 1]
-"""
 
 
 def cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
