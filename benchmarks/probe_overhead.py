@@ -47,6 +47,9 @@ MODES = {
     "every=10, training batch": dict(every=10, probe=False),
     "every=1, training batch": dict(every=1, probe=False),
     "every=1, training batch, no histograms": dict(every=1, probe=False, histogram_steps=()),
+    "every=1, training batch, no histograms/percentiles": dict(every=1, probe=False,
+                                                              histogram_steps=(),
+                                                              percentiles=()),
     "every=1, probe batch 300": dict(every=1, probe=True),
 }
 
@@ -88,7 +91,7 @@ def main() -> None:
         print(f"\n{label}: {args.steps} steps, best of {args.repeat}")
         for m, t in best.items():
             extra = "" if m == "no probes" else f"  overhead {100 * (t / base - 1):6.1f}%"
-            print(f"  {m:42s} {1e3 * t:8.3f} ms/step{extra}")
+            print(f"  {m:50s} {1e3 * t:8.3f} ms/step{extra}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ effects, bounded memory."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -143,6 +145,23 @@ def test_recorder_schedule_and_columns():
     for q in ("pre_p15", "act_p85", "saturated_frac", "dead_frac", "grad_pre_std",
               "weight_grad_absmean", "update_ratio"):
         assert q in set(f.quantity)
+
+
+def test_no_percentiles_records_the_rest(monkeypatch):
+    import depthlab.probes.stats as stats
+
+    def no_sort(*args, **kwargs):
+        raise AssertionError("percentiles=() must not sort")
+
+    monkeypatch.setattr(stats, "_both_percentiles", no_sort)
+    monkeypatch.setattr(stats, "percentiles_of", no_sort)
+    x, y = _data(n=32)
+    net = mlp([6, 8, 8, 3], activation="tanh", seed=0)
+    rec = ProbeRecorder(every=2, histogram_steps=(), percentiles=())
+    fit(net, x, y, lr=0.1, batch_size=8, epochs=None, max_steps=6, callbacks=[rec])
+    q = set(rec.frame().quantity)
+    assert not [name for name in q if re.search(r"_p\d", name)]
+    assert {"pre_mean", "act_std", "saturated_frac", "grad_pre_std", "update_ratio"} <= q
 
 
 class _Grab(Callback):

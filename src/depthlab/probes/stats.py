@@ -151,7 +151,9 @@ def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -
     if s is None or a is None:
         raise RuntimeError(f"{act.name}: no cached forward pass to measure")
     fn = act.fn
-    if is_nondecreasing(fn) and a.shape == s.shape:
+    if not percentiles:
+        pre_p, act_p = [], []  # no sort at all
+    elif is_nondecreasing(fn) and a.shape == s.shape:
         pre_p, act_p = _both_percentiles(s, fn, percentiles)
     else:
         pre_p, act_p = percentiles_of(s, percentiles), percentiles_of(a, percentiles)
