@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-       "MKL_NUM_THREADS": "1"}
+from shared import cli
 
 TINY = """\
 name = "tiny"
@@ -31,11 +27,6 @@ epochs = 1
 [probes]
 every = {every}
 """
-
-
-def cli(*args: str, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "depthlab", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 def tiny(tmp_path, name="c.toml", sizes='["auto", 8, "auto"]', lr=0.1, every=0,

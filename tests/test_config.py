@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from issue_example import ISSUE_EXAMPLE
+from shared import ISSUE_EXAMPLE
 
 from depthlab.experiments.config import (
     ConfigError,

@@ -208,6 +208,17 @@ def test_histogram_counts_sum_to_entries_and_edges_are_fixed():
         assert (grp.groupby("step").size() == 12).all()
 
 
+def test_jacobian_with_population_batchnorm_during_training():
+    """Inference-mode Jacobians need whole-training-set BN statistics: the recorder gets them."""
+    x, y = _data(n=64, dtype=np.float32)
+    net = mlp([6, 8, 8, 3], activation="relu", batchnorm=True, bn_inference="population",
+              seed=0)
+    rec = ProbeRecorder(x[:16], y[:16], every=5, jacobian_steps=(0, "end"))
+    fit(net, x, y, lr=0.05, batch_size=16, epochs=None, max_steps=10, callbacks=[rec])
+    jac = rec.jacobian()
+    assert set(jac.step) == {0, 10} and np.isfinite(jac.value).all()
+
+
 def test_jacobian_of_linear_net_is_product_of_weights():
     x, y = _data(n=10, d=5, k=4)
     net = mlp([5, 7, 6, 4], activation="identity", init="glorot_normal", seed=3,

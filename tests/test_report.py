@@ -1,4 +1,4 @@
-"""Tests for depthlab.report: figures, the self-contained HTML page and atomic writing."""
+"""Tests for depthlab.report: figures and the self-contained HTML page."""
 
 from __future__ import annotations
 
@@ -207,19 +207,6 @@ def test_existing_report_survives_failure(tmp_path, monkeypatch):
     assert (out / "report.html").read_bytes() == before
     assert {p.name: p.stat().st_mtime_ns for p in (out / "figures").glob("*.png")} == figs_before
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
-
-
-def test_atomic_write_cleans_up(tmp_path):
-    target = tmp_path / "report.html"
-    target.write_text("old")
-    with pytest.raises(TypeError):
-        build._atomic_write(target, "not bytes")  # fails while writing the temporary file
-    assert target.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
-    build._atomic_write(target, b"new")
-    assert target.read_bytes() == b"new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
-    assert target.stat().st_mode & 0o644 == 0o644
 
 
 def test_empty_and_missing_store(tmp_path):

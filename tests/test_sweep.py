@@ -11,19 +11,10 @@ import sys
 import time
 
 import pytest
-from issue_example import ISSUE_EXAMPLE
+from shared import ENV, ISSUE_EXAMPLE, cli
 
 from depthlab.experiments.config import ConfigError, read_toml, run_id
 from depthlab.experiments.sweep import expand
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-       "MKL_NUM_THREADS": "1"}
-
-
-
-def cli(*args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "depthlab", *map(str, args)],
-                          capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
 def rows(db) -> list[tuple]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_write
 
 CACHE_ENV = "DEPTHLAB_CACHE"
 
@@ -34,16 +35,8 @@ def save_npz(name: str, **arrays: np.ndarray) -> Path | None:
     """Write ``arrays`` to cache file ``name`` atomically (temp file in the same folder, then
     ``os.replace``). Returns the path, or None (with a warning) if the folder is not writable."""
     folder = cache_dir()
-    tmp = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, folder / name)
-        return folder / name
+        return atomic_write(folder / name, lambda fh: np.savez(fh, **arrays))
     except OSError as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
         warnings.warn(f"depthlab: could not write cache {folder / name}: {exc}", stacklevel=3)
         return None

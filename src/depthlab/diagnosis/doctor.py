@@ -17,7 +17,7 @@ from ..probes.recorder import ProbeRecorder
 from ..probes.stats import measurement_mode
 from ..training.history import History
 from ..training.trainer import Trainer
-from .findings import Diagnosis, Finding, Verification
+from .findings import SEVERITIES, Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
 from .rules import RunContext, evaluate
 
@@ -70,7 +70,11 @@ class _Run:
     ctx: RunContext
     findings: list[Finding]
     metrics_by_kind: dict[str, float]
-    final: dict[str, float]
+
+    @property
+    def final(self) -> dict[str, float]:
+        """Final train/validation metrics of the run."""
+        return self.ctx.metrics
 
 
 def _final_metrics(hist: History, steps: int) -> dict[str, float]:
@@ -117,12 +121,12 @@ def _bn_drift(net: Network, x: np.ndarray) -> list[dict[str, float]]:
     return out
 
 
-def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any],
-           probe_every: int) -> _Run:
+def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any]) -> _Run:
     src_x = data.x_val if data.x_val is not None else data.x
     src_y = data.y_val if data.y_val is not None else data.y
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
-    rec = ProbeRecorder(px, py, settings["loss"], every=probe_every, histogram_steps=())
+    rec = ProbeRecorder(px, py, settings["loss"], every=settings["probe_every"],
+                        histogram_steps=())
     trainer = Trainer(net, loss=settings["loss"], optimizer=settings["optimizer"],
                       lr=settings["lr"], optimizer_kwargs=settings["optimizer_kwargs"],
                       batch_size=settings["batch_size"], epochs=None,
@@ -134,9 +138,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
                      history=hist, metrics=_final_metrics(hist, settings["steps"]),
                      bn_drift=drift)
     findings, by_kind = evaluate(ctx)
-    order = {"high": 0, "medium": 1, "low": 2}
-    findings.sort(key=lambda f: order.get(f.severity, 3))
-    return _Run(ctx, findings, by_kind, ctx.metrics)
+    findings.sort(key=lambda f: -SEVERITIES.index(f.severity))  # high first, stable
+    return _Run(ctx, findings, by_kind)
 
 
 def _same_parameters(a: Network, b: Network) -> bool:
@@ -156,14 +159,6 @@ def _better(after: dict[str, float], before: dict[str, float]) -> bool:
     loss_better = val(after, "train_loss", math.inf) < val(before, "train_loss", math.inf)
     acc_better = val(after, "val_acc", -math.inf) > val(before, "val_acc", -math.inf)
     return loss_better or acc_better
-
-
-def _metric_lower(after: float, before: float) -> bool:
-    if math.isnan(before):
-        return False
-    if math.isnan(after):
-        return False
-    return after < before
 
 
 def doctor(
@@ -217,7 +212,7 @@ def doctor(
     settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
                 "optimizer_kwargs": dict(optimizer_kwargs or {}), "batch_size": batch_size,
                 "seed": seed, "probe_every": probe_every}
-    base = _train(net, config, d, settings, probe_every)
+    base = _train(net, config, d, settings)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
                           probes=base.ctx.frame, config=config, settings=settings,
                           bn_drift=base.ctx.bn_drift)
@@ -228,10 +223,12 @@ def doctor(
                          "or pass a dict of mlp() arguments")
 
     reference = base
-    if isinstance(net_or_config, Network) and not _same_parameters(net_or_config, mlp(**config)):
-        # The given network is not a fresh build (e.g. already trained): compare prescriptions
-        # against a fresh build of the same config trained with the same budget.
-        reference = _train(mlp(**config), config, d, settings, probe_every)
+    if isinstance(net_or_config, Network):
+        fresh = mlp(**config)
+        if not _same_parameters(net_or_config, fresh):
+            # Not a fresh build (e.g. already trained): compare prescriptions against a fresh
+            # build of the same config trained with the same budget.
+            reference = _train(fresh, config, d, settings)
 
     cache: dict[str, _Run] = {}
     for f in base.findings:
@@ -246,13 +243,13 @@ def doctor(
             new_settings = {**settings, **train_changes}
             if new_settings["optimizer"] != settings["optimizer"]:
                 new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
-            cache[key] = _train(variant, dict(variant.config), d, new_settings, probe_every)
+            cache[key] = _train(variant, dict(variant.config), d, new_settings)
         run = cache[key]
         before_metric = reference.metrics_by_kind.get(f.kind, math.nan)
         after_metric = run.metrics_by_kind.get(f.kind, math.nan)
         after_kinds = [g.kind for g in run.findings]
         resolved = f.kind not in after_kinds
-        improved = resolved or _metric_lower(after_metric, before_metric)
+        improved = resolved or after_metric < before_metric  # False when either is NaN
         diagnosis.verifications.append(Verification(
             kind=f.kind, prescription=dict(f.prescription), before=dict(reference.final),
             after=dict(run.final), metric=_METRIC_NAMES.get(f.kind, "metric"),

@@ -40,13 +40,6 @@ class ConfigError(ValueError):
         self.key = key
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "<required>"
-
-
-REQUIRED = _Missing()
-
 # -- small value checkers ---------------------------------------------------------------
 # Each takes (key, value) and returns the normalised value or raises ConfigError.
 
@@ -293,7 +286,7 @@ def _label(key: str, v: Any) -> Any:
 
 
 # -- the schema -------------------------------------------------------------------------
-# section -> key -> (checker, default). REQUIRED defaults must be present.
+# section -> key -> (checker, default).
 
 Schema = dict[str, dict[str, tuple[Callable[[str, Any], Any], Any]]]
 

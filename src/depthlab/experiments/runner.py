@@ -192,7 +192,7 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
         if hist.divergence is not None:
             divergence = hist.divergence.as_dict()
         elif prep.y_test is not None and trainer is not None:
-            trainer._prepare_inference()
+            trainer.prepare_inference()
             te = trainer.evaluate(ds.x_test, prep.y_test)
             metrics.update(test_loss=te["loss"], test_acc=te["acc"])
     metrics["steps"] = len(hist.step_loss) if hist is not None else (

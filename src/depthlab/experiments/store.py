@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..atomic import atomic_write
+
 DB_NAME = "depthlab.db"
 STATUSES: tuple[str, ...] = ("finished", "diverged", "failed")
 KINDS: tuple[str, ...] = ("run", "sweep-point", "doctor", "reproduce")
@@ -364,18 +366,9 @@ class Store:
                                              and c not in METRIC_KEYS):
                     if k in flat.columns and k not in df.columns:
                         df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
-            target = out / f"{name}.{fmt}"
-            tmp = out / f".{name}.{fmt}.tmp{os.getpid()}"
-            try:
-                if fmt == "csv":
-                    df.to_csv(tmp, index=False)
-                else:
-                    df.to_parquet(tmp, index=False)
-                os.replace(tmp, target)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-            written.append(target)
+            writer = df.to_csv if fmt == "csv" else df.to_parquet
+            written.append(atomic_write(out / f"{name}.{fmt}",
+                                        lambda fh, w=writer: w(fh, index=False)))
         return written
 
 

@@ -237,11 +237,3 @@ def _record_crash(db_path: str, p: SweepPoint, sid: str, kind: str, error: str) 
             store.add_run(rec)
     return {"id": p.id, "name": p.name, "status": "failed", "metrics": {}, "error": error}
 
-
-def grid_keys(points: list[SweepPoint]) -> list[str]:
-    """The dotted keys that vary over ``points`` (for summary tables)."""
-    keys: list[str] = []
-    for p in points:
-        keys += [k for k in p.overrides if k not in keys]
-    return keys
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import Array, ones_vector, resolve_dtype, xp
+from ..backend import Array, resolve_dtype, xp
 from ..backend import rng as make_rng
 from ..initializers import get_initializer
 from ..parameter import Parameter
@@ -57,8 +57,8 @@ class Dense(Layer):
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
         np.matmul(self.x.T, grad, out=self.W.grad)
-        if self.b is not None:  # column sums as a BLAS matrix-vector product
-            np.matmul(ones_vector(grad.shape[0], grad.dtype), grad, out=self.b.grad)
+        if self.b is not None:
+            np.sum(grad, axis=0, out=self.b.grad)
         if not input_grad:
             return None
         return grad @ self.W.value.T

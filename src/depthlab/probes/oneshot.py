@@ -10,7 +10,13 @@ import pandas as pd
 from ..backend import Array, xp
 from ..losses import Loss, get_loss
 from ..network import Network
-from .stats import PERCENTILES, check_percentiles, layer_quantities, layer_stats, measurement_pass
+from .stats import (
+    PERCENTILES,
+    check_percentiles,
+    layer_quantities,
+    measurement_pass,
+    network_stats,
+)
 
 
 def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
@@ -45,9 +51,8 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     if acc is not None:
         rows.append((0, "acc", acc))
     names = layer_quantities(qs)
-    with np.errstate(all="ignore"):
-        for p in net.probe_points():
-            rows += [(p.index, n, v) for n, v in zip(names, layer_stats(p, qs))]
+    for index, values in network_stats(net, qs):
+        rows += [(index, n, v) for n, v in zip(names, values)]
     net.clear_cache()
     df = pd.DataFrame(rows, columns=["layer", "quantity", "value"])
     return df.astype({"layer": np.int64, "value": np.float64})

@@ -37,7 +37,7 @@ import pandas as pd
 from ..backend import Array, xp
 from ..losses import Loss, get_loss
 from ..training.trainer import Callback
-from .histograms import HISTOGRAM_KINDS, bin_counts, choose_edges
+from .histograms import HISTOGRAM_KINDS, bin_counts, bin_edges, choose_edges
 from .jacobian import jacobian_singular_values
 from .stats import (
     PERCENTILES,
@@ -164,6 +164,8 @@ class ProbeRecorder(Callback):
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
         self._pending_loss: int | None = None
         self._net = None
+        self._trainer = None
+        self._points: list = []  # the network's probe points, fixed from on_train_begin on
         self._x = None
         self._loss: Loss | None = None
         self._layer_codes = array("H", [self._code(n) for n in self._layer_q])
@@ -207,14 +209,15 @@ class ProbeRecorder(Callback):
         return self._wants_stats(step) or self._wants_hist(step) or self._wants_jac(step)
 
     # -- measurement -------------------------------------------------------------------
-    def _layer_records(self, step: int, hist: bool) -> None:
-        net = self._net
+    def _layer_records(self, step: int, hist: bool, stats: bool = True) -> None:
         with np.errstate(all="ignore"):
-            for p in net.probe_points():
-                self._add_layer(step, p.index, layer_stats(p, self.percentiles))
+            for p in self._points:
+                if stats:
+                    self._add_layer(step, p.index, layer_stats(p, self.percentiles))
                 if hist:
                     self._histograms(step, p)
-        self._stat_steps.add(step)
+        if stats:
+            self._stat_steps.add(step)
         if hist:
             self._hist_done.add(step)
 
@@ -243,13 +246,10 @@ class ProbeRecorder(Callback):
                 self._add(step, 0, "loss", value)
                 if acc is not None:
                     self._add(step, 0, "acc", acc)
-                self._layer_records(step, hist)
-            else:
-                with np.errstate(all="ignore"):
-                    for p in self._net.probe_points():
-                        self._histograms(step, p)
-                self._hist_done.add(step)
+            self._layer_records(step, hist, stats)
         if jac:
+            # an inference-mode pass: population batch norms need statistics for these weights
+            self._trainer.prepare_inference()
             sv = jacobian_singular_values(self._net, self._x[: self.jacobian_examples])
             for e in range(sv.shape[0]):
                 for i in range(sv.shape[1]):
@@ -261,6 +261,8 @@ class ProbeRecorder(Callback):
         self._reset()
         net = trainer.net
         self._net = net
+        self._trainer = trainer
+        self._points = net.probe_points()
         self._loss = self._loss_spec if self._loss_spec is not None else trainer.loss
         if self.probe_x is not None:
             if self.probe_x.shape[1] != net.n_inputs:
@@ -277,33 +279,27 @@ class ProbeRecorder(Callback):
             self._layer_records(label, self._wants_hist(label))
             self._pending_loss = label
         if self._wants_stats(step):
-            for p in self._net.probe_points():
+            for p in self._points:
                 if p.dense is not None:
                     w = p.dense.W.value
                     buf = self._w_buffers.get(p.index)
                     if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
                         buf = self._w_buffers[p.index] = np.empty_like(w)
                     np.copyto(buf, w)
-                    self._w_before[p.index] = buf
+                    self._w_before[p.index] = (p.dense.W, buf)
 
     def after_update(self, trainer, step: int, loss: float) -> None:
         if self._pending_loss is not None:
             self._add(self._pending_loss, 0, "loss", loss)
             self._pending_loss = None
         if self._w_before:
-            ratios = []
-            for p in self._net.probe_points():
-                w0 = self._w_before.get(p.index)
-                if w0 is None:
-                    continue
+            for layer, (weight, w0) in self._w_before.items():
                 f = w0.reshape(-1)
                 n0 = math.sqrt(float(np.dot(f, f)))
-                np.subtract(p.dense.W.value, w0, out=w0)
+                np.subtract(weight.value, w0, out=w0)  # w0 now holds the update
                 n1 = math.sqrt(float(np.dot(f, f)))
-                ratios.append((p.index, n1 / n0 if n0 > 0 else float("inf")))
+                self._add(step, layer, "update_ratio", n1 / n0 if n0 > 0 else float("inf"))
             self._w_before.clear()
-            for layer, r in ratios:
-                self._add(step, layer, "update_ratio", r)
         if self.probe_x is not None and self._wants_any(step):
             self._probe_record(step)
 
@@ -312,6 +308,7 @@ class ProbeRecorder(Callback):
         self._w_buffers.clear()
         if self.probe_x is not None and self._net is not None:
             self._probe_record(history.steps, final=True)
+        self._trainer = None  # do not keep the training data alive
 
     # -- results -----------------------------------------------------------------------
     @property
@@ -345,7 +342,7 @@ class ProbeRecorder(Callback):
                                  ("step", "layer", "kind", "bin_left", "bin_right", "count")}
         for step, layer, kind, lo, hi, counts in self._hist:
             n = len(counts)
-            edges = np.linspace(lo, hi, n + 1)
+            edges = bin_edges(lo, hi, n)
             cols["step"] += [step] * n
             cols["layer"] += [layer] * n
             cols["kind"] += [kind] * n

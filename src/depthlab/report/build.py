@@ -4,12 +4,10 @@ temporary name in its folder and moved into place with ``os.replace``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..atomic import atomic_write_bytes
 from . import figures
 from . import html as H
 
@@ -41,22 +40,6 @@ METRIC_COLUMNS = ("train_loss", "val_acc", "test_acc")
 
 
 # -- small utilities ---------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _as_dict(value: Any) -> dict:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return {}
@@ -110,24 +93,10 @@ def _clean_probes(probes: pd.DataFrame) -> pd.DataFrame:
 def _runs_table(store) -> pd.DataFrame:
     """One row per run: id, name, status, sweep, config/metrics dicts, flattened config columns
     (``cfg:<dotted key>``) and the metric columns of :data:`METRIC_COLUMNS`."""
-    runs = _get(store.runs())
+    runs = store.runs()  # config/metrics already parsed, metric columns float64
     if runs.empty:
         return runs
-    runs = runs.reset_index(drop=True).copy()
-    runs["config"] = [_as_dict(c) for c in runs["config"]]
-    runs["metrics"] = [_as_dict(m) for m in runs["metrics"]]
-    for col in (*METRIC_COLUMNS, "steps", "seconds"):
-        from_metrics = [_num(m.get(col)) for m in runs["metrics"]]
-        if col in runs:
-            runs[col] = [v if math.isfinite(_num(v)) else fm
-                         for v, fm in zip(runs[col], from_metrics)]
-        else:
-            runs[col] = from_metrics
-        runs[col] = pd.to_numeric(runs[col], errors="coerce")
-    for col in ("name", "sweep", "kind"):
-        if col not in runs:
-            runs[col] = None
-    runs["status"] = runs["status"].fillna("finished").astype(str)
+    runs["config"] = [c or {} for c in runs["config"]]
     flat = [_flatten(c) for c in runs["config"]]
     keys: list[str] = []
     for f in flat:
@@ -529,7 +498,7 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     for name, png in pngs.files.items():
-        _atomic_write(fig_dir / name, png)
+        atomic_write_bytes(fig_dir / name, png)
     target = out / "report.html"
-    _atomic_write(target, document.encode("utf-8"))
+    atomic_write_bytes(target, document.encode("utf-8"))
     return target

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from ..training import fit
 
 
 @dataclass
@@ -96,18 +97,22 @@ def register(name: str, title: str, paper: str, summary: str = ""):
     return deco
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def train_accuracy(net: Any, ds, steps: int, seed: int) -> tuple[float, bool]:
+    """Train with SGD (lr 0.01, momentum 0.9, batch 64) for ``steps``; returns (training
+    accuracy, diverged). A non-finite loss or non-finite predictions count as diverged, with
+    accuracy 0. The shared budget of the depth studies (depth-ladder, schoenholz2017)."""
+    hist = fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=0.01,
+               optimizer_kwargs={"momentum": 0.9}, batch_size=64, epochs=None,
+               max_steps=steps, seed=seed, eval_train=False)
+    if hist.diverged:
+        return 0.0, True
+    if net.batchnorms():
+        net.calibrate(ds.x_train)
+    with np.errstate(all="ignore"):
+        pred = net.predict(ds.x_train)
+    if not np.isfinite(pred).all():
+        return 0.0, True
+    return float(np.mean(np.argmax(pred, axis=1) == ds.y_train)), False
 
 
 def format_claims(claims: list[Claim]) -> str:

@@ -12,13 +12,12 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 import depthlab as dl
 
-from .base import Claim, Result, load_data, register
+from .base import Claim, Result, load_data, register, train_accuracy
 
 FRACTION = 0.9  # trains = accuracy >= 90% of the shallow reference (decided before running)
 RECIPES: dict[str, dict[str, Any]] = {
@@ -52,22 +51,6 @@ def build(recipe: str, depth: int, n_in: int, n_out: int, width: int, seed: int)
     if net.depth != depth:
         raise AssertionError(f"built depth {net.depth} != {depth} for {recipe}")
     return net
-
-
-def train_accuracy(net: dl.Network, ds, steps: int, seed: int) -> tuple[float, bool]:
-    """Train with SGD (lr 0.01, momentum 0.9, batch 64) for ``steps``; training accuracy."""
-    hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=0.01,
-                  optimizer_kwargs={"momentum": 0.9}, batch_size=64, epochs=None,
-                  max_steps=steps, seed=seed, eval_train=False)
-    if hist.diverged:
-        return 0.0, True
-    if net.batchnorms():
-        net.calibrate(ds.x_train)
-    with np.errstate(all="ignore"):
-        pred = net.predict(ds.x_train)
-    if not np.isfinite(pred).all():
-        return 0.0, True
-    return float(np.mean(np.argmax(pred, axis=1) == ds.y_train)), False
 
 
 

@@ -68,7 +68,7 @@ def _fig2(shapes, cfg: dict, progress: bool) -> tuple[pd.DataFrame, dict]:
                         every=cfg["fig2_every"], histogram_steps=())
     hist = dl.fit(net, shapes.x_train, shapes.y_train, optimizer="sgd", lr=cfg["lr"],
                   batch_size=BATCH, epochs=None, max_steps=cfg["fig2_steps"], seed=8,
-                  callbacks=[rec], progress=progress)
+                  callbacks=[rec], eval_train=False, progress=progress)
     f = rec.frame()
     f = f[f.quantity.isin(["act_mean", "act_std"]) & (f.layer >= 1)]
     wide = f.pivot_table(index=["step", "layer"], columns="quantity", values="value")
@@ -106,7 +106,7 @@ def _table(datasets: dict, cfg: dict, progress: bool) -> pd.DataFrame:
             t0 = time.perf_counter()
             hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=cfg["lr"],
                           batch_size=BATCH, epochs=None, max_steps=cfg["table_steps"],
-                          seed=12, progress=progress)
+                          seed=12, eval_train=False, progress=progress)
             pred = net.predict(ds.x_test)
             err = float(np.mean(np.argmax(pred, axis=1) != ds.y_test))
             rows.append(dict(data=dname, net=label, activation=act, init=init,

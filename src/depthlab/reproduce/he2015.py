@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 import depthlab as dl
 from depthlab.data import load_dataset
-from depthlab.probes import ProbeRecorder, probe
+from depthlab.probes import ProbeRecorder
 
 from .base import Claim, Result, register
 
@@ -68,14 +68,14 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     runs: dict[str, dict] = {}
     for init in INITS:
         net = dl.mlp(sizes, activation="relu", init=init, seed=1)
-        grad0 = probe(net, px, py)
         rec = ProbeRecorder(px, py, every=cfg["probe_every"], histogram_steps=())
         t0 = time.perf_counter()
         hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=LR, batch_size=BATCH,
                       epochs=None, max_steps=cfg["steps"], seed=2, callbacks=[rec],
-                      progress=progress)
-        runs[init] = dict(hist=hist, grad0=grad0, rec=rec.frame(),
-                          seconds=time.perf_counter() - t0)
+                      eval_train=False, progress=progress)
+        frame = rec.frame()
+        grad0 = frame[frame.step == 0].drop(columns="step")  # the network at initialization
+        runs[init] = dict(hist=hist, grad0=grad0, rec=frame, seconds=time.perf_counter() - t0)
 
     # -- measurements ----------------------------------------------------------------------
     n_head, n_tail = 10, max(10, cfg["steps"] // 20)

@@ -121,7 +121,8 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         t0 = time.perf_counter()
         hist = dl.fit(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, optimizer="sgd",
                       lr=LR, batch_size=BATCH, epochs=None, max_steps=steps, seed=6,
-                      eval_every=every, callbacks=[rec], progress=progress)
+                      eval_every=every, callbacks=[rec], eval_train=False,
+                      progress=progress)
         ev = pd.DataFrame(hist.evals)
         runs["bn" if bn else "plain"] = dict(net=net, hist=hist, evals=ev, rec=rec,
                                              seconds=time.perf_counter() - t0)

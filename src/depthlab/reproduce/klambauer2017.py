@@ -81,7 +81,7 @@ def _train(kind: str, depth: int, width: int, ds, steps: int, progress: bool):
         net = dl.mlp(sizes, activation="relu", init="he_normal", batchnorm=True, seed=3)
     t0 = time.perf_counter()
     hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=LR, batch_size=BATCH,
-                  epochs=None, max_steps=steps, seed=4, progress=progress)
+                  epochs=None, max_steps=steps, seed=4, eval_train=False, progress=progress)
     return hist, time.perf_counter() - t0
 
 

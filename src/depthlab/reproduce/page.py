@@ -7,7 +7,8 @@ import html
 import io
 from pathlib import Path
 
-from .base import Experiment, Result, atomic_write_text, claims_json
+from ..atomic import atomic_write_bytes, atomic_write_text
+from .base import Experiment, Result, claims_json
 
 _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
@@ -30,14 +31,10 @@ def write_result(result: Result, out: Path, exp: Experiment) -> Path:
     atomically). Returns the report path."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "claims.json", claims_json(result))
-    figdir = out / "figures"
-    figdir.mkdir(exist_ok=True)
     blocks = []
     for key, fig in result.figures.items():
         data = _png(fig)
-        tmp = figdir / f".{key}.png.tmp"
-        tmp.write_bytes(data)
-        tmp.replace(figdir / f"{key}.png")
+        atomic_write_bytes(out / "figures" / f"{key}.png", data)
         b64 = base64.b64encode(data).decode()
         blocks.append(f'<figure><img alt="{html.escape(key)}" src="data:image/png;base64,{b64}">'
                       f"<figcaption>{html.escape(key)}</figcaption></figure>")

@@ -15,18 +15,17 @@ first/last layer of 50-layer nets at initialisation against ``chi1^49``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 import depthlab as dl
-from depthlab.backend import Array
 from depthlab.backend import rng as make_rng
+from depthlab.initializers import normal, variance_scaling
 from depthlab.theory import critical_sigma_w2, meanfield
 
-from .base import Claim, Result, load_data, register
+from .base import Claim, Result, load_data, register, train_accuracy
 
 SIGMA_B2 = 0.05
 TRAIN_THRESHOLD = 0.5     # "trains": training accuracy >= 50% (chance 10%)
@@ -35,26 +34,11 @@ GRAD_DEPTH = 50
 GRAD_FACTOR = 3.0         # measured vs chi1^(L-1): within a factor 3
 
 
-def gaussian_init(variance_times_fan_in: float):
-    """Weights ``N(0, sigma_w^2 / fan_in)`` as an initializer ``(shape, rng, dtype)``."""
-    def init(shape: tuple[int, ...], rng: np.random.Generator, dtype: Any = "float32") -> Array:
-        std = math.sqrt(variance_times_fan_in / shape[0])
-        return (rng.standard_normal(shape) * std).astype(dtype)
-    return init
-
-
-def bias_init(variance: float):
-    """Biases ``N(0, sigma_b^2)``."""
-    def init(shape: tuple[int, ...], rng: np.random.Generator, dtype: Any = "float32") -> Array:
-        return (rng.standard_normal(shape) * math.sqrt(variance)).astype(dtype)
-    return init
-
-
 def tanh_net(sizes: list[int], sigma_w2: float, sigma_b2: float, seed: int,
              dtype: str = "float32") -> dl.Network:
     """``dl.mlp`` with tanh, ``W ~ N(0, sigma_w^2/n)``, ``b ~ N(0, sigma_b^2)`` in every layer."""
-    return dl.mlp(sizes, activation="tanh", init=gaussian_init(sigma_w2),
-                  bias_init=bias_init(sigma_b2), dtype=dtype, seed=seed)
+    return dl.mlp(sizes, activation="tanh", init=variance_scaling(sigma_w2, "fan_in", "normal"),
+                  bias_init=normal(math.sqrt(sigma_b2)), dtype=dtype, seed=seed)
 
 
 def gradient_growth_measured(sigma_w2: float, width: int, depth: int, seeds: list[int],
@@ -83,14 +67,8 @@ def gradient_growth_measured(sigma_w2: float, width: int, depth: int, seeds: lis
 def train_point(ds, sigma_w2: float, depth: int, width: int, steps: int, seed: int) -> dict:
     """Train a ``depth``-hidden-layer tanh net; training accuracy after ``steps`` SGD steps."""
     net = tanh_net([ds.n_features] + [width] * depth + [ds.n_classes], sigma_w2, SIGMA_B2, seed)
-    hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=0.01,
-                  optimizer_kwargs={"momentum": 0.9}, batch_size=64, epochs=None,
-                  max_steps=steps, seed=seed, eval_train=False)
-    if hist.diverged:
-        return {"acc": 0.0, "diverged": True}
-    pred = net.predict(ds.x_train)
-    acc = float(np.mean(np.argmax(pred, axis=1) == ds.y_train))
-    return {"acc": acc if math.isfinite(acc) else 0.0, "diverged": False}
+    acc, diverged = train_accuracy(net, ds, steps, seed)
+    return {"acc": acc, "diverged": diverged}
 
 
 @register(

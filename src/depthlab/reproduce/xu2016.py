@@ -26,6 +26,7 @@ import depthlab as dl
 from depthlab.activations import ActivationFn
 from depthlab.backend import Array, expit, xp
 from depthlab.backend import rng as make_rng
+from depthlab.initializers import variance_scaling
 from depthlab.theory import gradient_ratio, numerical_taylor, propagate, rescaled_sigmoid
 
 from .base import Claim, Result, register
@@ -55,18 +56,6 @@ class RescaledSigmoid(ActivationFn):
         return d
 
 
-def _scaled_glorot(scale: float):
-    """Glorot-uniform weights times ``scale`` (variance ``scale^2 * 2 / (fan_in + fan_out)``)."""
-    base = dl.get_initializer("glorot_uniform")
-
-    def init(shape: tuple[int, ...], rng: np.random.Generator, dtype: Any = "float32") -> Array:
-        w = base(shape, rng, dtype)
-        w *= scale
-        return w
-
-    return init
-
-
 def _configs() -> list[dict[str, Any]]:
     """(label, network activation, theory activation, weight-std scale vs glorot)."""
     return [
@@ -89,7 +78,8 @@ def measure_gradient_profile(activation: Any, width: int, scale: float, seeds: l
     totals = np.zeros(N_HIDDEN)
     for seed in seeds:
         net = dl.mlp([width] * (N_HIDDEN + 1) + [10], activation=activation,
-                     init=_scaled_glorot(scale), dtype="float64", seed=seed)
+                     init=variance_scaling(scale**2, "fan_avg", "uniform"),  # Glorot x scale
+                     dtype="float64", seed=seed)
         gen = make_rng(10_000 + seed)
         x = gen.standard_normal((batch, width))
         out = net.forward(x, training=False)

@@ -105,12 +105,14 @@ class Trainer:
         acc = self.loss.accuracy(out, y)
         return {"loss": float(loss), "acc": float("nan") if acc is None else float(acc)}
 
-    def _prepare_inference(self) -> None:
+    def prepare_inference(self) -> None:
+        """Make inference-mode passes valid now: batch norms in ``population`` mode get the
+        statistics of the whole training set under the current weights (one pass)."""
         if any(bn.inference == "population" for bn in self.net.batchnorms()):
             self.net.calibrate(self._x)
 
     def _metrics(self) -> dict[str, float]:
-        self._prepare_inference()
+        self.prepare_inference()
         m: dict[str, float] = {"epoch": self.epoch, "step": self.step}
         if self.eval_train:
             tr = self.evaluate(self._x, self._y)
@@ -204,7 +206,7 @@ class Trainer:
                     if self.step % 10 == 0:
                         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 if self.eval_every and self.step % self.eval_every == 0:
-                    self._prepare_inference()
+                    self.prepare_inference()
                     row: dict[str, float] = {"step": self.step, "epoch": self.epoch}
                     if self._xv is not None:
                         va = self.evaluate(self._xv, self._yv)
