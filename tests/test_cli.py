@@ -172,28 +172,20 @@ def test_debug_shows_traceback(tmp_path):
     assert res.stderr.strip().splitlines()[-1].startswith("depthlab: error:")
 
 
-def test_register_command_extension(capsys):
+def test_every_command_module_is_one_subcommand(capsys):
     from depthlab import cli as cli_mod
 
-    seen = {}
-
-    def add(p):
-        p.add_argument("--n", type=int, default=1)
-
-    def run(args):
-        seen["n"] = args.n
-        return 7
-
-    cli_mod.register_command("hello-test", "a test command", add, run)
-    try:
-        assert cli_mod.main(["hello-test", "--n", "3"]) == 7 and seen["n"] == 3
-        with pytest.raises(ValueError, match="already registered"):
-            cli_mod.register_command("hello-test", "again", add, run)
-        assert cli_mod.main(["run"]) == 2  # argparse errors are one line, status 2
-        err = capsys.readouterr().err
-        assert err.startswith("depthlab: error:") and len(err.strip().splitlines()) == 1
-    finally:
-        cli_mod.COMMANDS[:] = [c for c in cli_mod.COMMANDS if c.name != "hello-test"]
+    cmds = cli_mod.commands()
+    assert [c.name for c in cmds] == [m for m in cli_mod.COMMAND_MODULES]
+    parser = cli_mod.build_parser()
+    for c in cmds:  # each parses its own --help and exits 0
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([c.name, "--help"])
+        assert e.value.code == 0
+    capsys.readouterr()
+    assert cli_mod.main(["run"]) == 2  # argparse errors are one line, status 2
+    err = capsys.readouterr().err
+    assert err.startswith("depthlab: error:") and len(err.strip().splitlines()) == 1
 
 
 def test_doctor_command(tmp_path):

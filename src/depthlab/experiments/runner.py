@@ -13,7 +13,7 @@ import pandas as pd
 
 from .config import ConfigError
 from .config import run_id as make_run_id
-from .store import METRIC_KEYS, RunRecord, _clean
+from .store import METRIC_KEYS, RunRecord, jsonable
 
 
 class ExperimentError(ValueError):
@@ -220,7 +220,7 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
                 status = "failed"
     return RunRecord(
         id=run_id, name=name or cfg.get("name"), kind=kind, sweep=sweep, status=status,
-        config=cfg, metrics=_clean(metrics), divergence=divergence, error=error,
+        config=cfg, metrics=jsonable(metrics), divergence=divergence, error=error,
         seconds=seconds, steps=steps, epochs=epochs, evals=evals,
         probes=_frame(probes, ("step", "layer", "quantity", "value")),
         histograms=_frame(hists, ("step", "layer", "kind", "bin_left", "bin_right", "count")),

@@ -68,12 +68,12 @@ class StoreError(RuntimeError):
     """The store cannot be opened or read (one-line message)."""
 
 
-def _clean(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """JSON-safe copy: non-finite floats become None, NumPy scalars Python numbers."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -83,7 +83,7 @@ def _clean(obj: Any) -> Any:
 
 def dumps(obj: Any) -> str:
     """Strict JSON (NaN/inf written as null)."""
-    return json.dumps(_clean(obj), sort_keys=True, default=str)
+    return json.dumps(jsonable(obj), sort_keys=True, default=str)
 
 
 def _empty(columns: Iterable[str]) -> pd.DataFrame:
@@ -397,7 +397,7 @@ def _records(df: Any) -> list[dict]:
         return [dict(r) for r in df]
     if len(df) == 0:
         return []
-    return [_clean(r) for r in df.to_dict(orient="records")]
+    return [jsonable(r) for r in df.to_dict(orient="records")]
 
 
 def _py(v: Any) -> Any:
@@ -422,3 +422,20 @@ def load_runs(path_or_dir: str | os.PathLike) -> pd.DataFrame:
     """All runs of the store at ``path_or_dir`` as a DataFrame (see :meth:`Store.runs`)."""
     with Store(path_or_dir, create=False) as s:
         return s.runs()
+
+
+def runs_as_dicts(store: Store) -> list[dict[str, Any]]:
+    """One JSON-ready dict per run of ``store``: the runs row plus the final metrics both under
+    ``metrics`` and flattened at top level (missing metrics as None)."""
+    out = []
+    for row in store.runs().itertuples(index=False):
+        d = {"id": row.id, "name": row.name, "kind": row.kind, "sweep": row.sweep,
+             "status": row.status, "created": row.created, "seconds": row.seconds,
+             "config": row.config, "metrics": row.metrics, "divergence": row.divergence,
+             "error": row.error}
+        for k, v in (row.metrics or {}).items():
+            d.setdefault(k, v)
+        for k in METRIC_KEYS:
+            d.setdefault(k, None)
+        out.append(jsonable(d))
+    return out

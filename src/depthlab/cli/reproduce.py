@@ -1,14 +1,14 @@
-"""``depthlab reproduce NAME [--quick] [--out DIR]`` (registered into ``depthlab.cli``)."""
+"""``depthlab reproduce NAME [--quick] [--out DIR]``: run a classic experiment, check its claims."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..cli import UserError, register_command
+from .common import Command, UserError
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?", help="experiment name, or 'all' (see --list)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--quick", action="store_true",
@@ -22,9 +22,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="exit with status 1 when a claim does not hold")
 
 
-def _run(args: argparse.Namespace) -> int:
-    from . import list_experiments, run_experiment
-    from .base import ExperimentDataError
+def run(args: argparse.Namespace) -> int:
+    from ..reproduce import list_experiments, run_experiment
+    from ..reproduce.base import ExperimentDataError
 
     exps = list_experiments()
     if args.list or args.name is None:
@@ -57,5 +57,5 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed and args.strict else 0
 
 
-register_command("reproduce", "run a classic experiment and check its claims",
-                 _add_arguments, _run)
+COMMAND = Command("reproduce", "run a classic experiment and check its claims",
+                  add_arguments, run)

@@ -1,0 +1,131 @@
+"""The ``depthlab`` command line: parse, call one function, print.
+
+Each subcommand is a module of this package exposing ``COMMAND`` (a :class:`Command`:
+name, help, ``add_arguments(parser)``, ``run(args) -> exit status``); :data:`COMMAND_MODULES`
+lists them in the order ``depthlab --help`` shows them.
+
+Every user error exits with status 2 and one line on stderr starting with
+``depthlab: error:``; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+
+from .common import Command, UserError, one_line
+
+__all__ = ["COMMAND_MODULES", "Command", "UserError", "build_parser", "commands", "main"]
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "run", "sweep", "runs", "export", "report", "doctor", "datasets", "demo", "reproduce",
+)
+
+
+def commands() -> list[Command]:
+    """The subcommands, one per module of :data:`COMMAND_MODULES`."""
+    return [importlib.import_module(f"{__name__}.{m}").COMMAND for m in COMMAND_MODULES]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..experiments import ConfigError, ExperimentError, StoreError
+
+    return (UserError, ConfigError, ExperimentError, StoreError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``depthlab: error: ...`` and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"depthlab: error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``depthlab`` parser with one subparser per command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+    common.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="BLAS threads of this process (default: the library's; 1 is "
+                        "often fastest for small networks on a busy machine)")
+    parser = _Parser(prog="depthlab", description="Train deep networks and watch gradients "
+                     "vanish or explode: runs, sweeps, probes, reports.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"depthlab {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for cmd in commands():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, parents=[common])
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("depthlab")
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+@contextlib.contextmanager
+def _thread_limit(n: int | None) -> Iterator[None]:
+    """Limit BLAS/OpenMP threads to ``n`` (threadpoolctl) for the command's duration."""
+    if n is None:
+        yield
+        return
+    if n < 1:
+        raise UserError(f"--threads {n} is not accepted; accepted: an integer >= 1")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)  # inherited by sweep worker processes
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=n):
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``depthlab`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    if getattr(args, "_run", None) is None:
+        parser.print_help(sys.stderr)
+        sys.stderr.write("depthlab: error: give a command (see `depthlab --help`)\n")
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    user_errors = _user_errors()
+    try:
+        with _thread_limit(getattr(args, "threads", None)):
+            return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("depthlab: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        if isinstance(e, user_errors):
+            sys.stderr.write(f"depthlab: error: {one_line(e)}\n")
+            return 2
+        if not debug:
+            sys.stderr.write(f"depthlab: error: {type(e).__name__}: {one_line(e)} "
+                             "(internal error; run with --debug for the traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

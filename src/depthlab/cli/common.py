@@ -1,0 +1,106 @@
+"""Shared pieces of the command modules: the user-error type, output helpers, the store opener.
+
+Every user error exits with status 2 and one line on stderr starting with ``depthlab: error:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = "depthlab-out"
+
+
+class UserError(Exception):
+    """A problem the user must fix; printed as one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``add_arguments(parser)`` declares its options, ``run(args) -> int``
+    does the work and returns the exit status."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person at a terminal (never into a log or a pipe)."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def say(args: argparse.Namespace) -> Callable[[str], None]:
+    """A ``print`` that respects ``--quiet``."""
+    if getattr(args, "quiet", False):
+        return lambda _line: None
+    return lambda line: print(line, flush=True)
+
+
+def num(v: Any, digits: int = 4) -> str:
+    """A number to ``digits`` significant digits; missing or non-finite as ``-``."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) >= 1e4 or v != int(v) else f"{v:g}"
+    return str(v)
+
+
+def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Plain left-aligned text table (numbers to 4 significant digits, missing as '-')."""
+    cells = [[num(c) if not isinstance(c, str) else c for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line.rstrip(), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(out)
+
+
+def open_store(path: str, create: bool):
+    """The results store of folder ``path`` (``create=False``: it must exist)."""
+    from ..experiments import Store
+
+    p = Path(path)
+    if not create and p.exists() and p.is_file() and p.suffix not in (".db", ".sqlite",
+                                                                       ".sqlite3"):
+        raise UserError(f"{path!r} is a file, not a results folder")
+    return Store(path, create=create)
+
+
+def metrics_line(metrics: dict[str, Any]) -> str:
+    """``key=value`` pairs of the final metrics that are present."""
+    keys = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "steps")
+    return " ".join(f"{k}={num(metrics.get(k))}" for k in keys if metrics.get(k) is not None)
+
+
+def add_out(p: argparse.ArgumentParser) -> None:
+    """The ``--out DIR`` option of the commands that write a store."""
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"results folder (store DIR/depthlab.db; default ./{DEFAULT_OUT})")
+
+
+def add_dir(p: argparse.ArgumentParser) -> None:
+    """The positional results folder of the commands that read a store."""
+    p.add_argument("dir", nargs="?", default=DEFAULT_OUT,
+                   help=f"results folder (default ./{DEFAULT_OUT})")
+
+
+def check_jobs(jobs: int) -> int:
+    """``--jobs`` must be a positive integer."""
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} is not accepted; accepted: an integer >= 1")
+    return jobs
+
+
+def one_line(e: BaseException) -> str:
+    """An exception's message on one line."""
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, KeyError) and e.args:
+        text = str(e.args[0])
+    return " ".join(text.split())

@@ -1,0 +1,74 @@
+"""``depthlab doctor CONFIG``: diagnose a config's network on its data and store the diagnosis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import Command, UserError, add_out, open_store
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="TOML config whose [model] and [data] are diagnosed")
+    p.add_argument("--verify", action="store_true",
+                   help="verify each prescription with a short training run")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="training steps the doctor may use (default: the doctor's)")
+    add_out(p)
+    p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+
+
+def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
+    """The config's ``[train]`` settings as :func:`depthlab.doctor` keyword arguments."""
+    wanted = {"loss": train["loss"], "optimizer": train["optimizer"], "lr": train["lr"],
+              "batch_size": train["batch_size"], "seed": train["seed"],
+              "optimizer_kwargs": train["optimizer_kwargs"]}
+    if not isinstance(train["batch_size"], int):  # "full": the doctor's default batches
+        wanted.pop("batch_size")
+    return wanted
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from ..diagnosis import doctor
+    from ..experiments import RunRecord, load_config, prepare, run_id
+    from ..experiments.store import jsonable
+
+    cfg = load_config(args.config)
+    cfg.pop("sweep", None)
+    if args.steps is not None and args.steps < 1:
+        raise UserError(f"--steps {args.steps} is not accepted; accepted: an integer >= 1")
+    prep = prepare(cfg)
+    kwargs: dict[str, Any] = {"verify": args.verify}
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    kwargs.update(doctor_train_kwargs(prep.config["train"]))
+    t0 = time.perf_counter()
+    try:
+        diag = doctor(prep.net, prep.data, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"doctor: {e}") from e
+    seconds = time.perf_counter() - t0
+    payload = diag.to_dict()
+    rid = run_id(cfg, kind="doctor", extra={"verify": args.verify, "steps": args.steps})
+    baseline = payload.get("baseline") if isinstance(payload.get("baseline"), dict) else {}
+    metrics = {k: baseline[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc",
+                                        "steps") if k in baseline}
+    metrics["seconds"] = seconds
+    rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {Path(args.config).name}",
+                    kind="doctor", status="finished", config=prep.config, metrics=metrics,
+                    seconds=seconds, findings=payload, probes=diag.probes)
+    store = open_store(args.out, create=True)
+    store.add_run(rec)
+    store.close()
+    if not args.quiet:
+        print(json.dumps(jsonable(payload), indent=1) if args.json else str(diag))
+        print(f"diagnosis {rid} stored in {store.path}")
+    return 0
+
+
+COMMAND = Command("doctor", "diagnose a config's network on its data", add_arguments, run)

@@ -1,0 +1,30 @@
+"""``depthlab export [DIR]``: write the result tables as CSV or Parquet."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import Command, UserError, add_dir, open_store
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_dir(p)
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+                   help="file format (default csv)")
+    p.add_argument("--to", metavar="PATH", help="output folder (default DIR/export)")
+
+
+def run(args: argparse.Namespace) -> int:
+    store = open_store(args.dir, create=False)
+    target = Path(args.to) if args.to else Path(args.dir) / "export"
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--to {str(target)!r} is a file; expected a folder")
+    paths = store.export(target, args.format)
+    store.close()
+    for p in paths:
+        print(p)
+    return 0
+
+
+COMMAND = Command("export", "write the result tables as CSV or Parquet", add_arguments, run)

@@ -1,0 +1,44 @@
+"""``depthlab run CONFIG``: train one config and store the run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import Command, add_out, metrics_line, open_store, progress_enabled, say
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="TOML config file ([data], [model], [train], [probes])")
+    add_out(p)
+    p.add_argument("--name", help="a name for the run (default: the config's name)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments import load_config, prepare, run_id, train
+
+    cfg = load_config(args.config)
+    if "sweep" in cfg:
+        print("depthlab: note: the [sweep] table is ignored by `depthlab run` "
+              "(use `depthlab sweep`)", file=sys.stderr)
+        cfg.pop("sweep")
+    rid = run_id(cfg)
+    prep = prepare(cfg)
+    store = open_store(args.out, create=True)  # before training: a bad --out fails early
+    rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
+                progress=progress_enabled(args))
+    store.add_run(rec)
+    store.close()
+    echo = say(args)
+    echo(f"run {rec.id}: {rec.status} {metrics_line(rec.metrics)}")
+    if rec.divergence:
+        print(f"depthlab: {rec.divergence.get('message', 'training diverged')}", file=sys.stderr)
+    if rec.status == "failed":
+        first = (rec.error or "unknown error").splitlines()[0]
+        print(f"depthlab: run {rec.id} failed: {first}", file=sys.stderr)
+    echo(f"results: {store.path}")
+    return 1 if rec.status == "failed" else 0
+
+
+COMMAND = Command("run", "train one config and store the results", add_arguments, run)

@@ -1,0 +1,40 @@
+"""``depthlab runs [DIR]``: list the runs of a results folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import Command, add_dir, format_table, open_store
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_dir(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
+    p.add_argument("--kind", choices=("run", "sweep-point", "doctor", "reproduce"),
+                   help="only runs of this kind")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..experiments.store import runs_as_dicts
+
+    store = open_store(args.dir, create=False)
+    runs = runs_as_dicts(store)
+    store.close()
+    if args.kind:
+        runs = [r for r in runs if r["kind"] == args.kind]
+    if args.json:
+        print(json.dumps(runs, indent=1))
+        return 0
+    if not runs:
+        print(f"no runs in {args.dir}")
+        return 0
+    rows = [[r["id"], r["kind"], r["status"], r["name"] or "", r.get("train_loss"),
+             r.get("val_acc"), r.get("test_acc"), r.get("steps"), r.get("seconds")]
+            for r in runs]
+    print(format_table(rows, ["id", "kind", "status", "name", "train_loss", "val_acc",
+                              "test_acc", "steps", "seconds"]))
+    return 0
+
+
+COMMAND = Command("runs", "list the runs of a results folder", add_arguments, run)
