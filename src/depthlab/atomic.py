@@ -1,35 +1,108 @@
 """Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
 
 A crash or an exception mid-write never leaves a half-written file and never destroys the
-previous version; the temporary file is removed on failure.
+previous version; the temporary file is removed on failure. A process killed mid-write
+(SIGKILL) cannot remove its temporary file, so each temporary is named
+``.<target>.depthlab-<pid>-<random>.tmp`` and the next write into the same folder removes the
+temporaries whose writer process is gone (:func:`remove_stale_temporaries`).
+
+A write that fails for lack of space or permission raises :class:`AtomicWriteError` (an
+``OSError``) whose message is one line naming the file and the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+_TMP_TAG = "depthlab"
+_TMP_RE = re.compile(r"^\..+\." + _TMP_TAG + r"-(\d+)-[^.]+\.tmp$")
+
+
+class AtomicWriteError(OSError):
+    """A file could not be written (disk full, permission, ...); the old version is intact.
+    ``str(err)`` is the one-line message (no ``[Errno N]`` prefix)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete this module's temporaries in ``folder`` whose writing process no longer exists
+    (left by a killed writer); other files, and temporaries of live writers, are kept.
+    Returns the removed paths."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _TMP_RE.match(name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        p = Path(folder) / name
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc) or type(exc).__name__
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to
-    ``path`` (mode 0644: results are meant to be shared). Returns ``path``."""
+    ``path`` (mode 0644: results are meant to be shared). Returns ``path``.
+
+    Stale temporaries of killed writers in the folder are removed first. An ``OSError`` while
+    creating, writing or renaming becomes :class:`AtomicWriteError` ("cannot write PATH: no
+    space left on device"); ``path`` keeps its previous content."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}-"
+                                   f"{os.getpid()}-", suffix=".tmp")
+    except OSError as exc:
+        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)}") \
+            from exc
+    try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp creates 0600
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, AtomicWriteError) \
+                and exc.errno is not None:
+            raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)} "
+                                   "(the previous version is kept)") from exc
         raise
     return path
 

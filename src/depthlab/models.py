@@ -1,52 +1,36 @@
-"""Network builders."""
+"""Network builders: :func:`mlp` builds the network a :class:`~depthlab.spec.ModelSpec`
+describes (plain, batch-normalized and/or residual multilayer perceptrons)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from .activations import get_activation
 from .backend import resolve_dtype
 from .backend import rng as make_rng
-from .initializers import get_initializer
 from .layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Layer, Residual, Sequential
-from .layers.dropout import _check_rate
+from .memory import check_network
 from .network import Network
-
-
-def _check_sizes(sizes: Sequence[int]) -> list[int]:
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-        raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"sizes needs at least [n_inputs, n_outputs], got {sizes!r}")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ValueError(f"every layer size must be a positive integer, got {s!r} in {sizes!r}")
-    return sizes
+from .spec import ModelSpec
 
 
 def mlp(
     sizes: Sequence[int],
-    activation: str = "relu",
-    init: str = "glorot_uniform",
+    activation: Any = ModelSpec.activation,
+    init: Any = ModelSpec.init,
     *,
-    batchnorm: bool = False,
-    residual: bool = False,
-    dropout: float = 0.0,
-    dtype: str = "float32",
     seed: int | None = 0,
-    output_activation: str | None = None,
-    output_init: str | None = None,
-    bias_init: str = "zeros",
-    activation_kwargs: dict[str, Any] | None = None,
-    dropout_type: str = "auto",
-    bn_momentum: float = 0.01,
-    bn_eps: float = 1e-5,
-    bn_inference: str = "ema",
-    bn_ema_start: str = "first_batch",
+    **options: Any,
 ) -> Network:
     """Build a multilayer perceptron ``sizes = [n_in, h_1, ..., h_L, n_out]``.
+
+    ``options`` are the other :class:`~depthlab.spec.ModelSpec` fields (``batchnorm``,
+    ``residual``, ``dropout``, ``dtype``, ``output_activation``, ``bias_init``, ``bn_momentum``,
+    ...; their defaults, documentation and checks are declared there once). ``activation``,
+    ``init``, ``output_activation``, ``output_init`` and ``bias_init`` take registered names or
+    objects (an ``Initializer`` built with arguments). ``seed`` seeds the weights and dropout.
+    Bad settings raise ValueError/TypeError naming the value and what is accepted. The network's
+    ``config`` is ``spec.to_dict()`` plus ``seed``: ``mlp(**net.config)`` rebuilds it.
 
     Plain: ``Dense -> [BatchNorm] -> act -> [Dropout]`` per hidden layer, then a last
     ``Dense`` producing logits (``output_activation`` appends a nonlinearity). With
@@ -56,110 +40,92 @@ def mlp(
     further hidden width a block ``x + F(x)`` with
     ``F = [BN] -> act -> Dense -> [Dropout] -> [BN] -> act -> Dense`` (widths must be equal),
     then ``[BN] -> act -> Dense(h_L, n_out)``.
-
-    ``dropout_type``: ``"standard"``, ``"alpha"`` (for SELU) or ``"auto"`` (alpha for selu).
     """
-    sizes = _check_sizes(sizes)
-    dt = resolve_dtype(dtype)
-    act_kw = dict(activation_kwargs or {})
-    get_activation(activation, **act_kw)  # validate the name early
-    get_initializer(init)
-    p = _check_rate(dropout)
-    if dropout_type not in ("auto", "standard", "alpha"):
-        raise ValueError(
-            f"unknown dropout_type {dropout_type!r}; expected 'auto', 'standard' or 'alpha'"
-        )
-    alpha = dropout_type == "alpha" or (dropout_type == "auto" and activation == "selu")
-    gen = make_rng(seed)
-    counter = {"dense": 0, "bn": 0, "act": 0, "drop": 0}
+    unknown = [k for k in options if k not in ModelSpec.keys()]
+    if unknown:
+        raise TypeError(f"mlp() got an unknown option {unknown[0]!r}; accepted: "
+                        f"{', '.join(k for k in ModelSpec.keys() if k != 'sizes')}, seed")
+    if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
+    spec = ModelSpec(sizes=tuple(sizes), activation=activation, init=init, **options)
+    return build(spec, seed=seed)
 
-    def name(kind: str) -> str:
-        counter[kind] += 1
-        return f"{kind}{counter[kind]}"
 
-    def dense(n_in: int, n_out: int, bias: bool = True, w_init: str | None = None) -> Dense:
-        return Dense(
-            n_in,
-            n_out,
-            bias=bias,
-            init=w_init or init,
-            bias_init=bias_init,
-            rng=gen,
-            dtype=dt,
-            name=name("dense"),
-        )
-
-    def bn(n: int) -> BatchNorm:
-        return BatchNorm(
-            n,
-            eps=bn_eps,
-            momentum=bn_momentum,
-            inference=bn_inference,
-            ema_start=bn_ema_start,
-            dtype=dt,
-            name=name("bn"),
-        )
-
-    def act() -> Activation:
-        return Activation(activation, name=name("act"), **act_kw)
-
-    def drop() -> list[Layer]:
-        if p == 0.0:
-            return []
-        cls = AlphaDropout if alpha else Dropout
-        return [cls(p, rng=gen.spawn(1)[0], name=name("drop"))]
-
-    n_in, hidden, n_out = sizes[0], sizes[1:-1], sizes[-1]
-    layers: list[Layer] = []
-    if not residual or not hidden:
-        prev = n_in
-        for h in hidden:
-            layers.append(dense(prev, h, bias=not batchnorm))
-            if batchnorm:
-                layers.append(bn(h))
-            layers.append(act())
-            layers.extend(drop())
-            prev = h
-        layers.append(dense(prev, n_out, w_init=output_init))
-    else:
-        width = hidden[0]
-        if any(h != width for h in hidden):
-            raise ValueError(f"residual=True needs equal hidden widths, got {hidden!r}")
-        layers.append(dense(n_in, width, bias=not batchnorm))
-        for _ in hidden[1:]:
-            branch: list[Layer] = []
-            if batchnorm:
-                branch.append(bn(width))
-            branch += [act(), dense(width, width, bias=not batchnorm), *drop()]
-            if batchnorm:
-                branch.append(bn(width))
-            branch += [act(), dense(width, width, bias=not batchnorm)]
-            layers.append(Residual(Sequential(branch, name="branch"), name=f"res{len(layers)}"))
-        if batchnorm:
-            layers.append(bn(width))
-        layers.append(act())
-        layers.append(dense(width, n_out, w_init=output_init))
-    if output_activation is not None:
-        out = Activation(output_activation, name="output_act")
+def build(spec: ModelSpec, *, seed: int | None = 0) -> Network:
+    """The network described by ``spec`` (its sizes resolved: no ``"auto"``), weights and
+    dropout masks drawn from ``seed``."""
+    auto = [i for i in (0, -1) if spec.sizes[i] == "auto"]
+    if auto:
+        raise ValueError(f"sizes = {list(spec.sizes)}: \"auto\" is resolved from the data by "
+                         "`depthlab run`; mlp() needs the number of inputs and outputs")
+    check_network(list(spec.sizes), spec.dtype, what=f"mlp(sizes={list(spec.sizes)})")
+    parts = _Parts(spec, make_rng(seed))
+    layers = parts.residual() if spec.residual and spec.hidden else parts.plain()
+    if spec.output_activation is not None:
+        out = Activation(spec.output_activation, name="output_act")
         out.is_output = True
         layers.append(out)
-    config = dict(
-        sizes=sizes,
-        activation=activation,
-        init=init,
-        batchnorm=batchnorm,
-        residual=residual,
-        dropout=p,
-        dtype=str(dt),
-        seed=seed,
-        output_activation=output_activation,
-        output_init=output_init,
-        bias_init=bias_init,
-        activation_kwargs=act_kw,
-        dropout_type=dropout_type,
-        bn_momentum=bn_momentum,
-        bn_eps=bn_eps,
-        bn_inference=bn_inference,
-        bn_ema_start=bn_ema_start,
-    )
-    return Network(layers, n_inputs=n_in, dtype=dt, config=config)
+    return Network(layers, n_inputs=spec.sizes[0], dtype=spec.dtype,
+                   config={**spec.to_dict(), "seed": seed})
+
+
+class _Parts:
+    """The layers of one network, named ``dense1, bn1, act1, drop1, ...`` in creation order,
+    all drawing from one generator (weights in creation order, one stream per dropout)."""
+
+    def __init__(self, spec: ModelSpec, gen: Any) -> None:
+        self.spec, self.gen, self.dtype = spec, gen, resolve_dtype(spec.dtype)
+        self.counter = {"dense": 0, "bn": 0, "act": 0, "drop": 0}
+        self.alpha = spec.dropout_type == "alpha" or (
+            spec.dropout_type == "auto" and spec.activation == "selu")
+
+    def name(self, kind: str) -> str:
+        self.counter[kind] += 1
+        return f"{kind}{self.counter[kind]}"
+
+    def dense(self, n_in: int, n_out: int, bias: bool = True, w_init: Any = None) -> Dense:
+        s = self.spec
+        return Dense(n_in, n_out, bias=bias, init=w_init or s.init, bias_init=s.bias_init,
+                     rng=self.gen, dtype=self.dtype, name=self.name("dense"))
+
+    def hidden_dense(self, n_in: int, n_out: int) -> Dense:
+        """A hidden Dense: no bias before a batch norm."""
+        return self.dense(n_in, n_out, bias=not self.spec.batchnorm)
+
+    def bn(self, n: int) -> list[Layer]:
+        s = self.spec
+        if not s.batchnorm:
+            return []
+        return [BatchNorm(n, eps=s.bn_eps, momentum=s.bn_momentum, inference=s.bn_inference,
+                          ema_start=s.bn_ema_start, dtype=self.dtype, name=self.name("bn"))]
+
+    def act(self) -> Activation:
+        return Activation(self.spec.activation, name=self.name("act"),
+                          **self.spec.activation_kwargs)
+
+    def drop(self) -> list[Layer]:
+        if self.spec.dropout == 0.0:
+            return []
+        cls = AlphaDropout if self.alpha else Dropout
+        return [cls(self.spec.dropout, rng=self.gen.spawn(1)[0], name=self.name("drop"))]
+
+    def plain(self) -> list[Layer]:
+        """``Dense -> [BN] -> act -> [Dropout]`` per hidden width, then the output Dense."""
+        sizes = self.spec.sizes
+        layers: list[Layer] = []
+        for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+            layers += [self.hidden_dense(n_in, n_out), *self.bn(n_out), self.act(), *self.drop()]
+        layers.append(self.dense(sizes[-2], sizes[-1], w_init=self.spec.output_init))
+        return layers
+
+    def residual(self) -> list[Layer]:
+        """Stem, one pre-activation block per further hidden width, ``[BN] -> act -> Dense``."""
+        sizes, width = self.spec.sizes, self.spec.sizes[1]  # the spec checked equal widths
+        layers: list[Layer] = [self.hidden_dense(sizes[0], width)]
+        for _ in self.spec.hidden[1:]:
+            branch = [*self.bn(width), self.act(), self.hidden_dense(width, width), *self.drop(),
+                      *self.bn(width), self.act(), self.hidden_dense(width, width)]
+            layers.append(Residual(Sequential(branch, name="branch"), name=f"res{len(layers)}"))
+        layers += [*self.bn(width), self.act(),
+                   self.dense(width, sizes[-1], w_init=self.spec.output_init)]
+        return layers

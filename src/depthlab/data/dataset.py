@@ -165,6 +165,37 @@ def _as_int_labels(y: np.ndarray, where: str) -> np.ndarray:
     return out
 
 
+def check_fits_dtype(x: np.ndarray, dtype: Any, scale: float, source: str,
+                     part: str = "") -> None:
+    """Refuse features whose magnitude (after ``scale``) exceeds the largest finite value of
+    the run's float ``dtype`` (e.g. 1e300 in a float32 run), naming the value and its place."""
+    dt = np.dtype(dtype)
+    if x.dtype.kind != "f" or np.finfo(x.dtype).max <= np.finfo(dt).max or x.size == 0:
+        return
+    limit = float(np.finfo(dt).max) / max(abs(float(scale)), float(np.finfo(np.float64).tiny))
+    flat = np.abs(x).argmax()
+    biggest = float(np.abs(x).flat[flat])
+    if biggest > limit:
+        row, col = np.unravel_index(flat, x.shape)
+        where = f"{source}{' (' + part + ')' if part else ''}"
+        raise ValueError(
+            f"{where}: feature value {float(x[row, col]):g} (row {int(row)}, column {int(col)}) "
+            f"does not fit in {dt.name}; accepted: |x| <= {np.finfo(dt).max:.3g} "
+            f"(or model.dtype = \"float64\" / dtype=\"float64\")"
+        )
+
+
+def check_classes(parts: dict[str, tuple[np.ndarray, np.ndarray]], source: str) -> None:
+    """Refuse data whose labels take a single value: a classifier needs at least 2 classes."""
+    values = np.unique(np.concatenate([y for _, y in parts.values()]))
+    if values.size < 2:
+        n = sum(y.shape[0] for _, y in parts.values())
+        raise ValueError(
+            f"{source}: all {n} labels are {int(values[0])} (a single class); accepted: data "
+            "with at least 2 classes"
+        )
+
+
 def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
     """Validate ``0 <= val, test < 1`` and ``val + test < 1``."""
     v, t = float(val_fraction), float(test_fraction)
@@ -231,6 +262,8 @@ def build_dataset(
                 f"{source}: {key} part has {xp_.shape[1]} features but training data has "
                 f"{x.shape[1]}"
             )
+        check_fits_dtype(xp_, dt, raw.scale, source, "" if key == "pool" else key)
+    check_classes(parts, source)
 
     sizes = {k: v[1].shape[0] for k, v in parts.items()}
     total = sum(sizes.values())

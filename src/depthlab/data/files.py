@@ -2,8 +2,9 @@
 
 * ``.npz``: keys ``x``/``y``, ``X``/``y`` or ``x_train``/``y_train`` with optional
   ``x_val``/``y_val`` and ``x_test``/``y_test`` (official held-out parts).
-* ``.csv`` (optionally ``.csv.gz``): header row required; the label column is ``label=`` (default
-  ``"label"``), every other column is a numeric feature.
+* ``.csv`` (optionally ``.csv.gz``): header row required; the label column is ``label=`` (a
+  column name, default ``"label"``, or a 0-based column index), every other column is a numeric
+  feature.
 * IDX: an images file (``*-images-idx3-ubyte[.gz]``) whose labels file (``images`` -> ``labels``,
   ``idx3`` -> ``idx1``) lies next to it, or a folder holding ``train-images-idx3-ubyte[.gz]`` and
   ``train-labels-idx1-ubyte[.gz]`` (plus ``t10k-*`` or ``test-*`` files used as the test split).
@@ -12,13 +13,18 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import zipfile
+import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from depthlab.data.dataset import RawData
 from depthlab.data.idx import looks_like_idx, read_idx
+from depthlab.memory import MemoryRefusal, check_array
 
 FILE_KINDS = (".npz", ".csv", "IDX file or folder")
 NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_test]")
@@ -27,8 +33,12 @@ NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_t
 def _npz(path: Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as z:
+            for key, (shape, dtype) in _npz_headers(z).items():
+                check_array(shape, dtype, f"{str(path)!r} array {key!r}")
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, MemoryRefusal):
+            raise
         raise ValueError(f"{str(path)!r}: cannot read as .npz ({exc})") from exc
     keys = set(arrays)
     parts: dict[str, np.ndarray] = {}
@@ -63,16 +73,32 @@ def _npz(path: Path) -> RawData:
     )
 
 
-def _csv(path: Path, label: str) -> RawData:
-    import pandas as pd
+def _npz_headers(z: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of an open ``.npz`` from its ``.npy`` headers (nothing
+    is loaded)."""
+    out = {}
+    for key in z.files:
+        with z.zip.open(f"{key}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fh)
+        out[key] = (tuple(shape), dtype)
+    return out
 
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"{str(path)!r}: empty data set (no rows or header)") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{str(path)!r}: cannot parse as CSV ({exc})") from exc
-    columns = [str(c) for c in df.columns]
+
+def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
+    """The label column: a column name, or an integer 0-based column position (the same rule
+    as ``data.label`` in a config)."""
+    if isinstance(label, bool) or not isinstance(label, str | int | np.integer):
+        raise TypeError(f"label={label!r} is not accepted; accepted: a column name or a "
+                        "0-based column index")
+    if not isinstance(label, str):
+        if not 0 <= int(label) < len(columns):
+            raise ValueError(
+                f"{str(path)!r}: label={int(label)} is not a column index; accepted: 0 to "
+                f"{len(columns) - 1} (columns: {columns}) or a column name")
+        return columns[int(label)]
     if label not in columns:
         numeric_header = all(_is_number(c) for c in columns)
         hint = (
@@ -81,6 +107,24 @@ def _csv(path: Path, label: str) -> RawData:
             else f" Pass label='COLUMN' to name the label column (columns: {columns})."
         )
         raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
+    return label
+
+
+def _csv(path: Path, label: str | int) -> RawData:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError as exc:
+        raise ValueError(f"{str(path)!r}: empty data set (no rows or header)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r}: cannot parse as CSV ({exc})") from exc
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{str(path)!r}: corrupt gzip data ({exc or type(exc).__name__})") \
+            from exc
+    df.columns = [str(c) for c in df.columns]
+    columns = list(df.columns)
+    label = _label_column(path, label, columns)
     if df.shape[0] == 0:
         raise ValueError(f"{str(path)!r}: empty data set (header but no rows)")
     features = df.drop(columns=[label])
@@ -214,7 +258,7 @@ def looks_like_path(name: str | os.PathLike) -> bool:
 
 
 def load_file(
-    path: str | os.PathLike, *, label: str = "label", scale: float | None = None
+    path: str | os.PathLike, *, label: str | int = "label", scale: float | None = None
 ) -> RawData:
     """Read a user data file or IDX folder (see module docstring) into :class:`RawData`."""
     p = Path(path).expanduser()

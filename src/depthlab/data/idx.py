@@ -2,16 +2,22 @@
 
 Layout (all integers big-endian): two zero bytes, one type byte, one byte giving the number of
 dimensions ``k``, then ``k`` unsigned 32-bit sizes, then the data in C order.
-Gzip-compressed files (``.gz`` or starting with the gzip magic ``1f 8b``) are read transparently.
+Gzip-compressed files (``.gz`` or starting with the gzip magic ``1f 8b``) are read transparently,
+streamed, and must hold exactly the number of bytes their header declares.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+
+from depthlab.memory import check_array
 
 # IDX type byte -> big-endian NumPy dtype.
 IDX_TYPES: dict[int, str] = {
@@ -32,16 +38,38 @@ _CODE_FOR_KIND = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 24
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes as a stream, inflated on the fly when it starts with the gzip magic."""
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {str(path)!r}")
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{str(path)!r}: corrupt gzip stream ({exc})") from exc
-    return raw
+    fh = open(path, "rb")  # noqa: SIM115 - returned to the caller's ``with``
+    if fh.read(2) == _GZIP_MAGIC:
+        fh.seek(0)
+        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+    fh.seek(0)
+    return fh
+
+
+def _header(magic: bytes, source: str) -> tuple[np.dtype, int]:
+    if len(magic) < 4:
+        raise ValueError(f"{source!r}: not an IDX file ({len(magic)} bytes, need a 4-byte magic)")
+    if magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_TYPES:
+        raise ValueError(
+            f"{source!r}: bad IDX magic number {magic[:4].hex()!r}; expected 00 00 <type> <ndim> "
+            f"with type in {[hex(c) for c in IDX_TYPES]}"
+        )
+    if magic[3] == 0:
+        raise ValueError(f"{source!r}: bad IDX magic number {magic[:4].hex()!r} (0 dimensions)")
+    return np.dtype(IDX_TYPES[magic[2]]), int(magic[3])
+
+
+def _size_mismatch(source: str, dims: tuple, dtype: np.dtype, expected: int, what: str) -> str:
+    return (f"{source!r}: IDX size mismatch: header says shape {dims} of {dtype.str} "
+            f"({expected} bytes in all) but the file {what}")
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
@@ -49,37 +77,57 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
 
     Returns a native-byte-order array of shape ``(d_1, ..., d_ndim)``.
     """
-    if len(raw) < 4:
-        raise ValueError(f"{source!r}: not an IDX file ({len(raw)} bytes, need a 4-byte magic)")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
-        raise ValueError(
-            f"{source!r}: bad IDX magic number {raw[:4].hex()!r}; expected 00 00 <type> <ndim> "
-            f"with "
-            f"type in {[hex(c) for c in IDX_TYPES]}"
-        )
-    ndim = raw[3]
-    if ndim == 0:
-        raise ValueError(f"{source!r}: bad IDX magic number {raw[:4].hex()!r} (0 dimensions)")
+    dtype, ndim = _header(raw[:4], source)
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise ValueError(f"{source!r}: truncated IDX header ({len(raw)} bytes, need {header})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(IDX_TYPES[raw[2]])
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)
     expected = header + count * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(
-            f"{source!r}: IDX size mismatch: header says shape {dims} of {dtype.str} "
-            f"({expected} bytes in all) but the file has {len(raw)} bytes"
-        )
+        raise ValueError(_size_mismatch(source, dims, dtype, expected, f"has {len(raw)} bytes"))
     data = np.frombuffer(raw, dtype=dtype, count=count, offset=header)
     return data.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
 
+def _read_stream(fh: BinaryIO, source: str) -> np.ndarray:
+    dtype, ndim = _header(fh.read(4), source)
+    head = fh.read(4 * ndim)
+    header = 4 + 4 * ndim
+    if len(head) < 4 * ndim:
+        raise ValueError(f"{source!r}: truncated IDX header ({4 + len(head)} bytes, need "
+                         f"{header})")
+    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4"))
+    expected = header + math.prod(dims) * dtype.itemsize
+    check_array(dims, dtype, f"IDX file {source!r}")  # before allocating the declared size
+    out = np.empty(dims, dtype=dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    got = 0
+    while got < len(view):
+        n = fh.readinto(view[got : got + _CHUNK])
+        if not n:
+            raise ValueError(_size_mismatch(source, dims, dtype, expected,
+                                            f"has only {header + got} bytes"))
+        got += n
+    if fh.read(1):  # stop at the declared size: one byte more is enough to refuse
+        raise ValueError(_size_mismatch(source, dims, dtype, expected,
+                                        "is longer (data after the declared size)"))
+    return out.astype(dtype.newbyteorder("="), copy=False)
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed) into a NumPy array."""
+    """Read an IDX file (optionally gzip-compressed) into a NumPy array.
+
+    The file is streamed: the header's shape is checked against the memory available before
+    the array is allocated, and reading stops at the declared size, so a file that is shorter
+    or longer than its header says (or a gzip bomb) is refused without inflating it all.
+    """
     p = Path(path)
-    return parse_idx(_read_bytes(p), str(p))
+    try:
+        with _open(p) as fh:
+            return _read_stream(fh, str(p))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{str(p)!r}: corrupt gzip stream ({exc})") from exc
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:

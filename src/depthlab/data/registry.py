@@ -16,6 +16,7 @@ from depthlab.backend import rng as make_rng
 from depthlab.data import digits, fashion_mnist, mnist1d, mnist5k, shapeset, synthetic
 from depthlab.data.dataset import Dataset, RawData, build_dataset, check_fractions, check_n
 from depthlab.data.files import load_file, looks_like_path
+from depthlab.memory import check_array
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,20 @@ def list_datasets() -> list[dict]:
     return out
 
 
+def _check_generated_memory(spec: BuiltinSpec, n: int | None, kwargs: dict) -> None:
+    """Refuse a generated set whose ``(n + n_classes) x d`` float64 draws cannot fit, before
+    the generator allocates them (e.g. ``clusters`` with ``d=1e9``)."""
+    if not spec.generated:
+        return
+    rows, d, k = n or spec.n_samples, kwargs.get("d", spec.n_features), kwargs.get(
+        "n_classes", spec.n_classes)
+    if all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0
+           for v in (rows, d, k)):
+        options = ", ".join(f"{key}={kwargs[key]}" for key in ("d", "n_classes") if key in kwargs)
+        check_array((int(rows) + int(k), int(d)), np.float64,
+                    f"data set {spec.name!r} (n={rows}{', ' + options if options else ''})")
+
+
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed={seed!r} must be a non-negative integer")
@@ -175,6 +190,7 @@ def load_dataset(
                 raise TypeError(
                     f"{spec.name}: unknown option(s) {unknown}; accepted: {list(spec.options)}"
                 )
+        _check_generated_memory(spec, n, kwargs)
         raw = spec.loader(n=n, seed=seed, rng=gen_rng, dtype=dt, **kwargs)
         name = spec.name
     elif isinstance(name_or_path, str | os.PathLike) and looks_like_path(name_or_path):

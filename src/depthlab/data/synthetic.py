@@ -18,6 +18,8 @@ def _positive_int(name: str, value, minimum: int = 1) -> int:
 
 
 def _non_negative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name}={value!r} is not accepted; accepted: a finite number >= 0")
     v = float(value)
     if not np.isfinite(v) or v < 0:
         raise ValueError(f"{name}={value!r} must be a finite number >= 0")

@@ -108,11 +108,48 @@ def build_net(config: dict[str, Any], sizes: list[int]):
         raise ExperimentError(f"model: {e}") from e
 
 
+def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
+                 n_rows: int | None = None) -> None:
+    """Refuse a run whose network, batch activations and data cannot fit in memory
+    (:func:`depthlab.memory.run_bytes`). Before the data are loaded, ``"auto"`` ends and the
+    row count come from a built-in data set's header (1 and 0 for files)."""
+    from ..data import find_builtin
+    from ..memory import MemoryRefusal, check_fits, run_bytes
+
+    m, t, d = config["model"], config["train"], config["data"]
+    if sizes is None:
+        spec = find_builtin(d.get("name")) if d.get("name") else None
+        opts = d.get("options") or {}
+        n_in = opts.get("d", spec.n_features) if spec else 1
+        n_out = 1 if t["loss"] == "binary_cross_entropy" else (
+            opts.get("n_classes", spec.n_classes) if spec else 1)
+        n_rows = (d.get("n") or spec.n_samples) if spec else 0
+        sizes = list(m["sizes"])
+        sizes[0] = n_in if sizes[0] == "auto" else sizes[0]
+        sizes[-1] = n_out if sizes[-1] == "auto" else sizes[-1]
+        if not all(isinstance(v, int) and v > 0 for v in [*sizes, n_rows + 1]):
+            return  # a bad option: the loader names it
+    bs = t["batch_size"]
+    rows = max(n_rows or 0, 1) if bs == "full" else int(bs)
+    rows = max(rows, int(config.get("probes", {}).get("batch") or 0))
+    need = run_bytes(sizes, n_rows=n_rows or 0, dtype=m["dtype"], optimizer=t["optimizer"],
+                     momentum=bool((t.get("optimizer_kwargs") or {}).get("momentum")),
+                     batch_rows=rows, onehot=t["loss"] in ("mse", "huber"))
+    try:
+        check_fits(need, f"model.sizes = {sizes} with train.batch_size = {bs} on "
+                   f"{n_rows or 0} rows of data")
+    except MemoryRefusal as e:
+        raise ExperimentError(str(e)) from None
+
+
 def prepare(config: dict[str, Any]) -> Prepared:
     """Load the data, resolve ``"auto"`` sizes, check them against the data and build the
-    net. Raises :class:`ExperimentError` for anything the user must fix."""
+    net. Raises :class:`ExperimentError` for anything the user must fix (a run that cannot
+    fit in memory is refused from the config and the data set's header before loading)."""
+    check_memory(config)
     ds = load_data(config)
     sizes = resolve_sizes(config, ds.n_features, ds.n_classes)
+    check_memory(config, sizes, ds.sizes["train"] + ds.sizes["val"] + ds.sizes["test"])
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
     cfg["model"] = dict(config["model"], sizes=sizes)
     cfg.pop("sweep", None)

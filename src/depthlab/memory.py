@@ -1,0 +1,155 @@
+"""Refuse work that cannot fit in memory before allocating it.
+
+Sizes are counted from what is known before any array exists (a config's layer sizes, a data
+set's header or generator arguments) and compared with the memory available to this process:
+
+* network: ``P = sum_i (n_i * n_{i+1} + n_{i+1})`` parameters; values, gradients and the
+  optimizer's per-parameter state take ``P * itemsize * (2 + states)`` bytes
+  (``states``: 0 for plain SGD, 1 for SGD with momentum, Adagrad and RMSprop, 2 for Adam,
+  NAdam and Adadelta);
+* activations: ``rows * sum_i n_i * itemsize * 3`` (pre-activation, activation and gradient
+  of every layer for one batch of ``rows``);
+* data: ``n * d * itemsize`` for the features plus ``n * n_out * itemsize`` for one-hot
+  targets (mean-squared-error losses).
+
+Available memory: ``MemAvailable`` of ``/proc/meminfo`` (else the free physical pages), capped by
+a cgroup memory limit minus its usage, or the ``DEPTHLAB_MEMORY_LIMIT`` environment variable
+(bytes, or a number with a ``K``/``M``/``G``/``T`` suffix) when set.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MEMORY_ENV = "DEPTHLAB_MEMORY_LIMIT"
+OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "adagrad": 1, "rmsprop": 1, "adam": 2,
+                                    "nadam": 2, "adadelta": 2}
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+class MemoryRefusal(ValueError):
+    """The requested work needs more memory than is available (one-line message)."""
+
+
+def format_bytes(n: float) -> str:
+    """``1234567`` -> ``"1.18 MiB"`` (binary units, three significant digits)."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if abs(n) < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _parse_bytes(text: str) -> int:
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1] if t and t[-1] in _UNITS else ""
+    try:
+        value = float(t[: len(t) - len(unit)])
+    except ValueError:
+        raise ValueError(f"{MEMORY_ENV}={text!r} is not accepted; accepted: a number of bytes, "
+                         "optionally with a K, M, G or T suffix (e.g. 8G)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{MEMORY_ENV}={text!r} is not accepted; accepted: a positive size")
+    return int(value * _UNITS[unit])
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_available() -> int | None:
+    base = Path("/sys/fs/cgroup")
+    try:
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        used = int((base / "memory.current").read_text().strip())
+        return max(0, int(limit) - used)
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate (see the module docstring)."""
+    env = os.environ.get(MEMORY_ENV)
+    if env:
+        return _parse_bytes(env)
+    found = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    return min(found) if found else 2**62
+
+
+def check_fits(nbytes: float, what: str, *, available: int | None = None) -> None:
+    """Raise :class:`MemoryRefusal` naming ``what`` when ``nbytes`` exceed the memory
+    available (``available`` overrides :func:`available_memory`)."""
+    avail = available_memory() if available is None else int(available)
+    if nbytes > avail:
+        raise MemoryRefusal(
+            f"{what} needs about {format_bytes(nbytes)} of memory but only "
+            f"{format_bytes(avail)} is available; nothing was allocated")
+
+
+def _itemsize(dtype: Any) -> int:
+    return int(np.dtype(dtype).itemsize)
+
+
+def parameter_count(sizes: Sequence[int]) -> int:
+    """``sum_i (n_i * n_{i+1} + n_{i+1})``: weights and biases of the dense layers (exact
+    Python integers, so 1e30-wide layers do not overflow)."""
+    s = [int(v) for v in sizes]
+    return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+
+
+def network_bytes(sizes: Sequence[int], dtype: Any = "float32", *, optimizer: str = "sgd",
+                  momentum: bool = False, batch_rows: int = 0) -> int:
+    """Bytes of a network's parameters, gradients and optimizer state, plus the activations
+    of one batch of ``batch_rows`` (see the module docstring)."""
+    states = OPTIMIZER_STATES.get(str(optimizer).lower(), 2)
+    if optimizer == "sgd" and momentum:
+        states = 1
+    item = _itemsize(dtype)
+    params = parameter_count(sizes) * item * (2 + states)
+    acts = int(batch_rows) * sum(int(v) for v in sizes) * item * 3
+    return params + acts
+
+
+def check_network(sizes: Sequence[int], dtype: Any = "float32", *, what: str | None = None,
+                  **kwargs: Any) -> None:
+    """Refuse a network of layer ``sizes`` that cannot fit (see :func:`network_bytes`)."""
+    label = what or f"a network with sizes={list(sizes)}"
+    n = parameter_count(sizes)
+    check_fits(network_bytes(sizes, dtype, **kwargs), f"{label} ({n:,} parameters)")
+
+
+def check_array(shape: Sequence[int], dtype: Any, what: str) -> None:
+    """Refuse an array of ``shape`` and ``dtype`` that cannot fit."""
+    check_fits(math.prod(int(s) for s in shape) * _itemsize(dtype),
+               f"{what} (shape {tuple(int(s) for s in shape)}, {np.dtype(dtype).name})")
+
+
+def run_bytes(sizes: Sequence[int], *, n_rows: int, dtype: Any = "float32",
+              optimizer: str = "sgd", momentum: bool = False, batch_rows: int = 32,
+              onehot: bool = False) -> int:
+    """Memory of one training run: the network (:func:`network_bytes` with the largest of the
+    training batch, the probe batch and the evaluation chunk), the features of ``n_rows``
+    examples and, with ``onehot``, their one-hot targets."""
+    item = _itemsize(dtype)
+    sizes = [int(v) for v in sizes]
+    data = int(n_rows) * sizes[0] * item + (int(n_rows) * sizes[-1] * item if onehot else 0)
+    return network_bytes(sizes, dtype, optimizer=optimizer, momentum=momentum,
+                         batch_rows=batch_rows) + data
