@@ -1,0 +1,351 @@
+"""What depthlab measures inside a ``torch.nn.Module``: weight layers, the activation and
+normalization modules that follow them, and residual blocks.
+
+Weight layers
+    A module that owns (directly, not through a child) a parameter of >= 2 dimensions:
+    ``Linear``, ``Conv1d/2d/3d``, ``ConvTranspose*``, ``Embedding``, ``Bilinear``,
+    ``RNN/LSTM/GRU`` (all their ``weight_ih``/``weight_hh`` pooled), any custom module with such
+    a parameter. ``MultiheadAttention`` gives two layers: ``NAME`` (the input projection
+    ``in_proj_weight`` or ``q/k/v_proj_weight``; its output is internal to the attention
+    function, so only weight quantities are measured) and ``NAME.out_proj`` (whose output is
+    the attention module's output). Layers are numbered 1, 2, ... in the order they first run
+    in a forward pass (:func:`discover`); a module that never runs gets no number.
+
+Followers
+    The activation (:data:`ACTIVATIONS`) or normalization (:data:`NORMS`) module whose input is
+    the very tensor a layer produced (optionally a normalization and then an activation, as in
+    conv -> BatchNorm -> ReLU). Functional activations (``F.relu`` inside ``forward``) are not
+    modules and are not seen.
+
+Residual blocks
+    A module with children whose forward pass adds two paths that both start at its input
+    (``y = F(x) + x`` or ``F(x) + downsample(x)``: an ``add`` node of the autograd graph both of
+    whose operands depend on the input), innermost such module owning each ``add``; e.g.
+    torchvision's ``BasicBlock``/``Bottleneck`` and ``nn.TransformerEncoderLayer``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..activations import get_activation
+
+__all__ = [
+    "ACTIVATIONS",
+    "NORMS",
+    "ActivationSpec",
+    "LayerInfo",
+    "activation_spec",
+    "check_model",
+    "discover",
+    "feature_axis",
+    "is_norm",
+    "weight_modules",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# activations: derivative f'(s) and sup |f'|
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """An elementwise activation module seen by the probes.
+
+    ``derivative(s)`` computes ``f'(s)`` (same shape, float dtype of ``s``); ``max_derivative``
+    is ``sup_s |f'(s)|`` (the saturation threshold is ``SATURATION_RATIO * max_derivative``);
+    ``relu_family`` marks activations whose units are *inactive* (not saturated) for ``s <= 0``
+    (ReLU, LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Mish, ReLU6, Hardswish: the same family as
+    ``depthlab.probes.stats.RELU_FAMILY``; ``inactive_frac``); ``bounded`` marks activations
+    with a bounded range (sigmoid, tanh, softsign, hardtanh, ...) whose units saturate
+    (``saturated_frac``); ``function(s)`` evaluates ``f`` without
+    touching its input (for theory).
+    """
+
+    name: str
+    derivative: Callable[[torch.Tensor], torch.Tensor]
+    function: Callable[[torch.Tensor], torch.Tensor]
+    max_derivative: float
+    relu_family: bool
+    bounded: bool
+
+
+def _max_deriv(name: str, **kw) -> float:
+    return float(get_activation(name, **kw).max_derivative)
+
+
+def _autograd_derivative(fn: Callable[[torch.Tensor], torch.Tensor]
+                         ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def d(s: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            leaf = s.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(leaf).sum(), leaf)
+        return g
+
+    return d
+
+
+def _grid_sup(d: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """``max |f'|`` on a fine grid of [-30, 30] (float64) for activations without a table."""
+    s = torch.linspace(-30.0, 30.0, 60001, dtype=torch.float64)
+    return float(d(s).abs().max())
+
+
+def activation_spec(module: nn.Module) -> ActivationSpec | None:
+    """The :class:`ActivationSpec` of an activation module, or None if it is not one of
+    :data:`ACTIVATIONS`."""
+    for cls, make in _SPECS:
+        if type(module) is cls:
+            return make(module)
+    return None
+
+
+def _relu(m):
+    return ActivationSpec("relu", lambda s: (s > 0).to(s.dtype), torch.relu, 1.0, True, False)
+
+
+def _leaky(m):
+    k = float(m.negative_slope)
+    return ActivationSpec(
+        "leaky_relu", lambda s: torch.where(s > 0, 1.0, k).to(s.dtype),
+        lambda s: torch.nn.functional.leaky_relu(s, k), max(1.0, abs(k)), True, False)
+
+
+def _neg_exp(s: torch.Tensor, scale: float = 1.0, alpha: float = 1.0) -> torch.Tensor:
+    """``1`` for ``s > 0``, ``alpha exp(s / scale)`` otherwise (ELU/CELU/SELU derivatives)."""
+    return torch.where(s > 0, torch.ones_like(s), alpha * torch.exp(torch.clamp(s, max=0) / scale))
+
+
+def _elu(m):
+    a = float(m.alpha)
+    return ActivationSpec(
+        "elu", lambda s: _neg_exp(s, alpha=a),
+        lambda s: torch.nn.functional.elu(s, a), max(1.0, abs(a)), True, False)
+
+
+def _selu(m):
+    lam, alpha = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
+    return ActivationSpec(
+        "selu", lambda s: lam * _neg_exp(s, alpha=alpha),
+        torch.selu, _max_deriv("selu"), True, False)
+
+
+def _celu(m):
+    a = float(m.alpha)
+    return ActivationSpec(
+        "celu", lambda s: _neg_exp(s, scale=a),
+        lambda s: torch.nn.functional.celu(s, a), 1.0, True, False)
+
+
+def _gelu(m):
+    if m.approximate == "none":
+        def d(s):
+            phi = torch.exp(-0.5 * s * s) / math.sqrt(2 * math.pi)
+            return 0.5 * (1 + torch.erf(s / math.sqrt(2))) + s * phi
+        return ActivationSpec("gelu", d, torch.nn.functional.gelu, _max_deriv("gelu"), True, False)
+
+    def f(s):
+        return torch.nn.functional.gelu(s, approximate="tanh")
+    d = _autograd_derivative(f)
+    return ActivationSpec("gelu_tanh", d, f, _grid_sup(d), True, False)
+
+
+def _silu(m):
+    def d(s):
+        g = torch.sigmoid(s)
+        return g * (1 + s * (1 - g))
+    return ActivationSpec("silu", d, torch.nn.functional.silu, _max_deriv("swish"), True, False)
+
+
+def _sigmoid(m):
+    def d(s):
+        g = torch.sigmoid(s)
+        return g * (1 - g)
+    return ActivationSpec("sigmoid", d, torch.sigmoid, 0.25, False, True)
+
+
+def _tanh(m):
+    def d(s):
+        t = torch.tanh(s)
+        return 1 - t * t
+    return ActivationSpec("tanh", d, torch.tanh, 1.0, False, True)
+
+
+def _softsign(m):
+    return ActivationSpec("softsign", lambda s: 1.0 / (1.0 + s.abs()) ** 2,
+                          torch.nn.functional.softsign, 1.0, False, True)
+
+
+def _mish(m):
+    d = _autograd_derivative(torch.nn.functional.mish)
+    return ActivationSpec("mish", d, torch.nn.functional.mish, _max_deriv("mish"), True, False)
+
+
+def _softplus(m):
+    beta, thr = float(m.beta), float(m.threshold)
+
+    def d(s):
+        return torch.where(s * beta > thr, torch.ones_like(s), torch.sigmoid(beta * s))
+    return ActivationSpec("softplus", d,
+                          lambda s: torch.nn.functional.softplus(s, beta, thr), 1.0, False, False)
+
+
+def _hardtanh(m):
+    lo, hi = float(m.min_val), float(m.max_val)
+    name = "relu6" if type(m) is nn.ReLU6 else "hardtanh"
+    return ActivationSpec(name, lambda s: ((s > lo) & (s < hi)).to(s.dtype),
+                          lambda s: torch.clamp(s, lo, hi), 1.0, name == "relu6", True)
+
+
+def _hardsigmoid(m):
+    return ActivationSpec("hardsigmoid", lambda s: ((s > -3) & (s < 3)).to(s.dtype) / 6.0,
+                          torch.nn.functional.hardsigmoid, 1.0 / 6.0, False, True)
+
+
+def _hardswish(m):
+    def d(s):
+        mid = (2 * s + 3) / 6
+        return torch.where(s < -3, torch.zeros_like(s), torch.where(s > 3, torch.ones_like(s), mid))
+    return ActivationSpec("hardswish", d, torch.nn.functional.hardswish, 1.5, True, False)
+
+
+def _logsigmoid(m):
+    return ActivationSpec("logsigmoid", lambda s: torch.sigmoid(-s),
+                          torch.nn.functional.logsigmoid, 1.0, False, False)
+
+
+def _tanhshrink(m):
+    return ActivationSpec("tanhshrink", lambda s: torch.tanh(s) ** 2,
+                          torch.nn.functional.tanhshrink, 1.0, False, False)
+
+
+_SPECS: list[tuple[type, Callable[[nn.Module], ActivationSpec]]] = [
+    (nn.ReLU, _relu), (nn.LeakyReLU, _leaky), (nn.ELU, _elu), (nn.SELU, _selu),
+    (nn.CELU, _celu), (nn.GELU, _gelu), (nn.SiLU, _silu), (nn.Sigmoid, _sigmoid),
+    (nn.Tanh, _tanh), (nn.Softsign, _softsign), (nn.Mish, _mish), (nn.Softplus, _softplus),
+    (nn.Hardtanh, _hardtanh), (nn.ReLU6, _hardtanh), (nn.Hardsigmoid, _hardsigmoid),
+    (nn.Hardswish, _hardswish), (nn.LogSigmoid, _logsigmoid), (nn.Tanhshrink, _tanhshrink),
+]
+
+ACTIVATIONS: tuple[type, ...] = tuple(cls for cls, _ in _SPECS)
+"""Activation module classes the probes recognise (exact class match)."""
+
+NORMS: tuple[type, ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.LayerNorm,
+    nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.RMSNorm,
+    nn.LocalResponseNorm,
+)
+"""Normalization module classes the probes recognise (and subclasses)."""
+
+
+def is_norm(module: nn.Module) -> bool:
+    return isinstance(module, NORMS)
+
+
+# ----------------------------------------------------------------------------------------------
+# weight layers
+
+_CHANNEL_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                  nn.ConvTranspose3d)
+
+
+def feature_axis(module: nn.Module) -> int:
+    """Axis of a layer's output that indexes its units (features): 1 for convolutions
+    (channels), -1 (the last) otherwise. ``dead_frac`` counts units along this axis."""
+    return 1 if isinstance(module, _CHANNEL_FIRST) else -1
+
+
+def check_model(model: object) -> nn.Module:
+    """Raise a clear TypeError for anything but a plain ``nn.Module``; returns the model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise TypeError(f"{type(model).__name__} models are not supported; pass the wrapped "
+                        "module (model.module)")
+    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+        raise TypeError("compiled models (torch.compile) are not supported; pass the original "
+                        "module (model._orig_mod)")
+    return model
+
+
+def _own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+
+
+@dataclass
+class LayerInfo:
+    """One weight layer.
+
+    ``index`` (1-based, first-execution order; 0 until the layer has run), ``name`` (dotted
+    name from ``model.named_modules()``; ``NAME.out_proj`` for attention outputs), ``module``
+    (whose forward output is the layer's output, or None when it is internal, as for an
+    attention input projection), ``owner`` (the module whose forward hook sees it), ``weights``
+    (the parameters of >= 2 dims pooled as the layer's ``W``), ``kind`` (class name),
+    ``feature_axis`` (see :func:`feature_axis`), ``activation`` / ``norm`` (names of the
+    follower modules seen in the last discovery, or None).
+    """
+
+    name: str
+    owner: nn.Module
+    weights: list[nn.Parameter]
+    kind: str
+    feature_axis: int = -1
+    has_output: bool = True
+    index: int = 0
+    norm: str | None = None
+    activation: str | None = None
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def weight_modules(model: nn.Module) -> list[LayerInfo]:
+    """Every weight layer of ``model`` in ``named_modules()`` order (not yet numbered).
+
+    Raises ValueError when the model has none.
+    """
+    check_model(model)
+    out: list[LayerInfo] = []
+    skip: set[int] = set()
+    for name, m in model.named_modules():
+        if id(m) in skip:
+            continue
+        if isinstance(m, nn.MultiheadAttention):
+            own = _own_weights(m)
+            if own:
+                out.append(LayerInfo(name, m, [p for _, p in own], "MultiheadAttention.in_proj",
+                                     -1, has_output=False))
+            op = m.out_proj
+            skip.add(id(op))
+            out.append(LayerInfo(f"{name}.out_proj" if name else "out_proj", m, [op.weight],
+                                 "MultiheadAttention.out_proj", -1))
+            continue
+        own = _own_weights(m)
+        if own:
+            out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
+                                 feature_axis(m)))
+    if not out:
+        raise ValueError(f"model {type(model).__name__} has no weight layers (modules owning a "
+                         "parameter of >= 2 dimensions: Linear, Conv*, Embedding, RNN, ...)")
+    return out
+
+
+def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
+    """The weight layers of ``model`` numbered in first-execution order, with their followers
+    and residual blocks recorded in ``LayerInfo.extra["blocks"]`` of the last layer of each
+    block: one forward pass of ``model(*inputs, **kwargs)`` under ``torch.no_grad()`` would hide
+    residual additions, so the pass runs with gradients enabled; the model, its buffers (batch
+    norm running statistics), its mode, every ``.grad`` and the random number generators are
+    left exactly as found. Layers that did not run are left out."""
+    from .hooks import Recording
+
+    rec = Recording(model)
+    with rec.isolated():
+        rec.arm()
+        model(*inputs, **kwargs)
+        rec.disarm()
+    return rec.ran_layers()

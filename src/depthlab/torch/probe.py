@@ -1,0 +1,127 @@
+"""``probe(model, x, y, loss_fn)``: per-layer statistics of a ``torch.nn.Module`` at one instant.
+
+One forward of ``model(x)`` in the model's current mode (``train()`` or ``eval()``, as found),
+``loss = loss_fn(output, y)``, and the gradients of the loss with respect to the parameters by
+``torch.autograd.grad`` (``.grad`` attributes are never written). Hooks
+(:mod:`depthlab.torch.hooks`) measure on the way. Afterwards the model is exactly as found:
+parameters, buffers (batch-norm running statistics are restored), train/eval mode of every
+module, every ``.grad`` (the same tensor objects, or None), and the random number generators
+(dropout draws are undone).
+
+Table (``pandas.DataFrame``): columns ``step`` (0), ``layer``, ``module``, ``quantity``,
+``value``. Layer 0 (module ``""``): ``loss`` and, when ``y`` holds class indices for an output
+of shape ``(N, C, ...)``, ``acc``. Layers 1..L (see :mod:`depthlab.torch.layers`), with
+``s`` the layer's output, ``g = dL/ds``, ``W`` its weights, ``a`` the output of the
+activation/normalization module that follows it, ``f'`` the activation's derivative:
+
+========================  =====================================================================
+quantity                  definition (population statistics over all entries)
+========================  =====================================================================
+``pre_mean/pre_std``      mean and std (ddof = 0) of ``s``; ``pre_pK``: K-th percentile (NumPy's
+                          ``linear`` rule)
+``act_mean/act_std``      the same for ``a`` (``act_pK`` percentiles); only with a follower
+``saturated_frac``        fraction of entries with ``|f'(s)| < SATURATION_RATIO * sup|f'|``
+``inactive_frac``         ReLU-family activations: the same count (entries on the flat side)
+``dead_frac``             fraction of units (features; channels for convolutions) with
+                          ``f'(s) == 0`` on every entry of the batch
+``grad_pre_std``          std of ``g``; ``grad_pre_absmean``: mean of ``|g|``
+``weight_std``            std of the entries of ``W`` (all >= 2-dim parameters of the layer)
+``weight_grad_std``       std of ``dL/dW``; ``weight_grad_absmean``: mean of ``|dL/dW|``
+``block_grad_std``        residual blocks (module = the block): std of ``dL/d(block output)``;
+                          ``layer`` = the last layer inside the block
+========================  =====================================================================
+
+A module called several times in the pass pools all its calls. Outputs computed under
+``torch.no_grad()`` have no gradient rows. Under autocast, statistics are computed in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..probes.stats import PERCENTILES, check_percentiles
+from .hooks import Recording
+from .layers import check_model
+
+COLUMNS = ("step", "layer", "module", "quantity", "value")
+"""Columns of every depthlab.torch table."""
+
+
+def rows_frame(rows: list[tuple[int, int, str, str, float]]) -> pd.DataFrame:
+    """``(step, layer, module, quantity, value)`` tuples -> the tidy table (sorted by step and
+    layer, stable)."""
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = df.astype({"step": "int64", "layer": "int64", "module": object, "quantity": object,
+                    "value": "float64"})
+    return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
+
+
+def call_model(model: nn.Module, x: Any) -> Any:
+    """``model(*x)`` for a tuple/list of inputs, ``model(**x)`` for a dict, else ``model(x)``."""
+    if isinstance(x, (tuple, list)):
+        return model(*x)
+    if isinstance(x, dict):
+        return model(**x)
+    return model(x)
+
+
+def check_loss(loss: Any) -> torch.Tensor:
+    """The loss as a scalar floating tensor, or a ValueError/TypeError saying what was wrong."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn must return a scalar torch.Tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn must return a scalar (one-element) tensor, got shape "
+                         f"{tuple(loss.shape)}; use reduction='mean' or 'sum'")
+    if not loss.is_floating_point():
+        raise ValueError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
+    return loss.reshape(())
+
+
+def accuracy(output: Any, y: Any) -> torch.Tensor | None:
+    """Fraction of argmax(output, dim=1) == y when ``y`` holds class indices for an output of
+    shape ``(N, C, ...)`` (``y`` of shape ``(N, ...)``), else None."""
+    if not (isinstance(output, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return None
+    if y.is_floating_point() or y.dtype == torch.bool or not output.is_floating_point():
+        return None
+    if output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape:
+        return None
+    return (output.detach().argmax(dim=1) == y).to(torch.float32).mean()
+
+
+def probe(model: nn.Module, x: Any, y: Any,
+          loss_fn: Callable[[Any, Any], torch.Tensor],
+          percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:
+    """Measure every weight layer of ``model`` on the batch ``(x, y)``; see the module
+    docstring for the table. ``x``: a tensor (or a tuple/list of positional inputs, or a dict
+    of keyword inputs); ``loss_fn(model(x), y)`` must return a scalar tensor;
+    ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``."""
+    check_model(model)
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, got "
+                        f"{type(loss_fn).__name__}")
+    qs = check_percentiles(percentiles)
+    rec = Recording(model, qs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    with rec.isolated():
+        rec.arm()
+        output = call_model(model, x)
+        rec.disarm()
+        loss = check_loss(loss_fn(output, y))
+        acc = accuracy(output, y)
+        grads: dict[int, torch.Tensor | None] = {}
+        if loss.requires_grad and params:
+            got = torch.autograd.grad(loss, params, allow_unused=True)
+            grads = {id(p): g for p, g in zip(params, got)}
+        extra = [(0, "", "loss", loss.detach())]
+        if acc is not None:
+            extra.append((0, "", "acc", acc))
+        rows = rec.collect(weight_grads=grads, extra=extra)
+        if not rec.order:
+            raise ValueError(f"no weight layer of {type(model).__name__} ran in the forward pass")
+    return rows_frame([(0, *r) for r in rows])
