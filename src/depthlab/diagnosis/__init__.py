@@ -1,13 +1,14 @@
 """The doctor: findings with evidence and verified prescriptions.
 
 ``doctor(net_or_config, data, ...)`` trains a copy of a network briefly with probes, applies
-the rules of :mod:`depthlab.diagnosis.rules` (vanishing/exploding gradients, saturation, dead
-ReLUs, mean shift, initializer mismatch, divergence, batch-norm drift) and returns a
-:class:`Diagnosis`; with ``verify=True`` each prescription is re-run and judged.
+the rules of :mod:`depthlab.diagnosis.rules` (divergence, too-high learning rate, initializer
+mismatch, dead ReLUs, saturation, vanishing/exploding gradients, batch-norm drift, mean shift)
+and returns a :class:`Diagnosis`; with ``verify=True`` each prescription is re-run and judged,
+and the finding whose prescription helped most leads.
 """
 
 from .doctor import doctor
 from .findings import Diagnosis, Finding, Verification
-from .rules import KINDS, RULES
+from .rules import KINDS, RULES, Rule
 
-__all__ = ["KINDS", "RULES", "Diagnosis", "Finding", "Verification", "doctor"]
+__all__ = ["KINDS", "RULES", "Diagnosis", "Rule", "Finding", "Verification", "doctor"]

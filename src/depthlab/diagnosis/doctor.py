@@ -17,9 +17,9 @@ from ..probes.recorder import ProbeRecorder
 from ..probes.stats import measurement_mode
 from ..training.history import History
 from ..training.trainer import Trainer
-from .findings import SEVERITIES, Diagnosis, Finding, Verification
+from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
-from .rules import RunContext, evaluate
+from .rules import RULES, RunContext, evaluate
 
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
@@ -137,8 +137,7 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
                      history=hist, metrics=_final_metrics(hist, settings["steps"]),
                      bn_drift=drift)
-    findings, by_kind = evaluate(ctx)
-    findings.sort(key=lambda f: -SEVERITIES.index(f.severity))  # high first, stable
+    findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, findings, by_kind)
 
 
@@ -229,45 +228,64 @@ def doctor(
             # Not a fresh build (e.g. already trained): compare prescriptions against a fresh
             # build of the same config trained with the same budget.
             reference = _train(fresh, config, d, settings)
+    diagnosis.verifications = verify_prescriptions(base.findings, reference, config, d, settings)
+    diagnosis.findings = rank_findings(base.findings, diagnosis.verifications)
+    order = [f.kind for f in diagnosis.findings]
+    diagnosis.verifications.sort(key=lambda v: order.index(v.kind))
+    return diagnosis
 
+
+def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[str, Any],
+                         data: _Data, settings: dict[str, Any]) -> list[Verification]:
+    """Re-run each finding's prescription (``mlp(**{**config, **changes})`` and/or changed
+    training settings) under ``settings``' budget and seed, once per distinct prescription, and
+    judge it against ``reference``: ``resolved`` when the finding is gone, ``helped`` when its
+    metric went down (or it is gone) and training improved (:func:`_better`)."""
     cache: dict[str, _Run] = {}
-    for f in base.findings:
+    out = []
+    for f in findings:
         if not f.prescription:
             continue
         key = repr(sorted(f.prescription.items(), key=lambda kv: kv[0]))
         if key not in cache:
             net_changes = {k: v for k, v in f.prescription.items() if k not in TRAINING_KEYS}
             train_changes = {k: v for k, v in f.prescription.items() if k in TRAINING_KEYS}
-            new_config = {**config, **net_changes}
-            variant = mlp(**new_config)
+            variant = mlp(**{**config, **net_changes})
             new_settings = {**settings, **train_changes}
             if new_settings["optimizer"] != settings["optimizer"]:
                 new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
-            cache[key] = _train(variant, dict(variant.config), d, new_settings)
+            cache[key] = _train(variant, dict(variant.config), data, new_settings)
         run = cache[key]
         before_metric = reference.metrics_by_kind.get(f.kind, math.nan)
         after_metric = run.metrics_by_kind.get(f.kind, math.nan)
         after_kinds = [g.kind for g in run.findings]
         resolved = f.kind not in after_kinds
         improved = resolved or after_metric < before_metric  # False when either is NaN
-        diagnosis.verifications.append(Verification(
+        out.append(Verification(
             kind=f.kind, prescription=dict(f.prescription), before=dict(reference.final),
-            after=dict(run.final), metric=_METRIC_NAMES.get(f.kind, "metric"),
+            after=dict(run.final), metric=RULES[f.kind].metric,
             metric_before=before_metric, metric_after=after_metric, resolved=resolved,
             helped=bool(improved and _better(run.final, reference.final)),
             new_findings=[k for k in after_kinds
                           if k not in {g.kind for g in reference.findings}],
         ))
-    return diagnosis
+    return out
 
 
-_METRIC_NAMES = {
-    "divergence": "loss rise (last/first 10% of steps)",
-    "vanishing_gradients": "gradient ratio last/first layer",
-    "exploding_gradients": "gradient ratio first/last layer",
-    "saturation": "max saturated fraction",
-    "dead_relu": "max dead fraction",
-    "mean_shift": "max |mean activation|",
-    "init_mismatch": "init variance factor",
-    "bn_drift": "BN drift",
-}
+def rank_findings(findings: list[Finding], verifications: list[Verification]) -> list[Finding]:
+    """Findings whose verified prescription helped first, the largest gain
+    (:attr:`Verification.gain`) leading; then findings without a verification, then those whose
+    prescription did not help; priority order within each group."""
+    by_kind = {v.kind: v for v in verifications}
+
+    def key(item: tuple[int, Finding]) -> tuple:
+        pos, f = item
+        v = by_kind.get(f.kind)
+        if v is None:
+            return (1, 0.0, 0.0, pos)
+        if v.helped:
+            acc, loss = v.gain
+            return (0, -acc, -loss, pos)
+        return (2, 0.0, 0.0, pos)
+
+    return [f for _, f in sorted(enumerate(findings), key=key)]

@@ -97,13 +97,36 @@ class Verification:
             "helped": self.helped, "new_findings": self.new_findings,
         })
 
+    @property
+    def gain(self) -> tuple[float, float]:
+        """How much the prescription improved training: (validation accuracy after - before,
+        relative train-loss reduction (before - after) / before), a diverged or missing value
+        counting as accuracy 0 and loss +inf. Ranks the findings of a verified diagnosis."""
+        def acc(d: dict[str, float]) -> float:
+            v = d.get("val_acc", math.nan)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
+
+        def loss(d: dict[str, float]) -> float:
+            v = d.get("train_loss", math.nan)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
+
+        lb, la = loss(self.before), loss(self.after)
+        if math.isinf(lb):
+            rel = 0.0 if math.isinf(la) else 1.0
+        else:
+            rel = (lb - la) / lb if lb > 0 else 0.0
+        return acc(self.after) - acc(self.before), max(-1.0, min(1.0, rel))
+
     def summary(self) -> str:
         b, a = self.before, self.after
-        verdict = "helped" if self.helped else "did NOT help"
+        if self.helped:
+            verdict = "helped" + (" (finding resolved)" if self.resolved else "")
+        else:
+            verdict = "did not help"
         return (f"train loss {_fmt(b.get('train_loss'))} -> {_fmt(a.get('train_loss'))}, "
                 f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
                 f"{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
-                f"{' (resolved)' if self.resolved else ''}: {verdict}")
+                f": {verdict}")
 
 
 @dataclass

@@ -64,11 +64,18 @@ def for_vanishing(activation: str, init_ratio: float, config: dict[str, Any]
 
 def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
                   ) -> tuple[dict[str, Any], str]:
-    """Cure for exploding gradients: smaller (recommended) init, else batch normalization."""
+    """Cure for exploding gradients: smaller (recommended) init, else batch normalization; in a
+    plain batch-normalized network (where batch norm itself makes gradients grow about
+    sqrt(pi/(pi-1)) per ReLU layer, Yang et al. 2019) residual connections."""
     if recommended_init(activation) and init_ratio > INIT_EXCESS and not config.get("batchnorm"):
         return _init_fix(activation, "the current weights amplify the gradient at every layer.")
     if not config.get("batchnorm"):
         return _bn("it normalizes each layer's scale, bounding the per-layer gradient gain.")
+    if not config.get("residual") and _equal_widths(config):
+        return {"residual": True}, (
+            "Add residual connections: in a plain batch-normalized network batch norm itself "
+            "makes the gradient grow at every layer (Yang et al. 2019); the identity path "
+            "bounds the growth.")
     return {}, "Lower the learning rate or clip gradients."
 
 
@@ -140,3 +147,10 @@ def _equal_widths(config: dict[str, Any]) -> bool:
     sizes = config.get("sizes") or []
     hidden = sizes[1:-1]
     return len(hidden) >= 2 and all(h == hidden[0] for h in hidden)
+
+
+def for_lr_too_high(lr: float, update_ratio: float) -> tuple[dict[str, Any], str]:
+    """Cure for too-large steps: a 10x smaller learning rate."""
+    return {"lr": lr / 10.0}, (
+        f"Use a 10x smaller learning rate ({lr / 10.0:g}): updates of {update_ratio:.2g} of the "
+        "weights' norm per step overshoot; about 1e-3 per step is a healthy size.")

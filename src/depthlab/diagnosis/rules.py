@@ -1,28 +1,44 @@
-"""Diagnostic rules: each reads a short probed training run and returns its metric (lower is
-healthier) and, when the metric crosses its threshold, a :class:`Finding`.
+"""Diagnostic rules: each reads a short probed training run (the tidy probe table, whatever
+produced it, plus the loss history) and returns its metric (lower is healthier) and, when the
+metric crosses its threshold, a :class:`Finding`. A :class:`Rule` carries the finding kind, the
+metric's name, its threshold and the check; :data:`RULES` lists them in priority order, causes
+before symptoms (a too-large step before the loss it blows up, an initializer before the
+saturation and vanishing it causes, vanishing gradients before the units they leave inactive),
+which is the order of the findings before verification.
 
 Thresholds (module constants):
 
-==========================  ==================================================================
-``VANISHING_RATIO`` 100     std of dL/ds in the last hidden layer / in the first (median over
-                            the probed steps) above this: vanishing gradients
-``EXPLODING_RATIO`` 100     first / last above this: exploding gradients
-``SATURATION_FRAC`` 0.5     fraction of entries with |f'(s)| < 5% of sup|f'| in a layer at the
-                            end of training (bounded activations only)
-``DEAD_FRAC`` 0.3           fraction of units with f'(s) = 0 on every probe example at the end
-                            (activations with a zero-derivative region: ReLU, step)
-``MEAN_SHIFT`` 0.25         |mean activation| at the end, for activations with f(0) != 0
-                            (sigmoid) in networks with at least ``MEAN_SHIFT_MIN_LAYERS`` (4)
-                            hidden layers and no batch normalization
-``INIT_MISMATCH`` 4         measured initial Var(W) / the recommended initializer's variance
-                            (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
-                            above 4 or below 1/4 (not checked with batch normalization)
-``DIVERGENCE_RISE`` 1.5     mean training loss of the last 10% of steps / the first 10% above
-                            this, or a non-finite loss: divergence
-``BN_DRIFT`` 0.5            batch-norm running mean off the probe batch's mean by more than
-                            0.5 batch std (averaged over units), or mean |log variance ratio|
-                            above 0.5 (a factor ~1.65)
-==========================  ==================================================================
+============================  ================================================================
+``DIVERGENCE_RISE`` 1.5       non-finite loss, or the mean loss of the last 10% of steps above
+                              1.5 x the reference ``max(min(loss at step 0, running minimum of
+                              the 10%-window moving average), 0.1 x loss at step 0)``: the loss
+                              came back up from where it started or from its best (the floor
+                              keeps a near-zero loss's noise from counting)
+``UPDATE_RATIO_HIGH`` 0.1     largest per-step median over layers of ``||dW|| / ||W||``: about
+                              1e-3 is healthy, >= 1e-1 means each step rewrites a tenth of the
+                              weights: the learning rate is too high (CS231n's rule of thumb)
+``INIT_MISMATCH`` 4           measured initial Var(W) / the recommended initializer's variance
+                              (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
+                              above 4 or below 1/4 (not checked with batch normalization)
+``DEAD_FRAC`` 0.3             fraction of units with f'(s) = 0 on every probe example at the end
+                              (activations with a zero-derivative region: ReLU, step)
+``SATURATION_FRAC`` 0.5       fraction of entries with |f'(s)| < 5% of sup|f'| in a layer at the
+                              end of training (bounded activations only)
+``GRADIENT_DEPTH_SCALES`` 6   vanishing / exploding gradients: with ``R`` the ratio of the std of
+``GRADIENT_MIN_RATIO`` 10     dL/ds between the last and the first hidden layer (median over the
+                              probed steps) across ``n`` hidden layers, the per-layer factor is
+                              ``R^(1/(n-1))`` and the depth scale of the squared gradient is
+                              ``xi = (n - 1) / ln(R^2)`` layers; the finding fires when the
+                              network is deeper than 6 depth scales (``n / xi > 6``, mean-field
+                              theory's trainability limit ``L < 6 xi``, Schoenholz et al. 2017)
+                              and ``R >= 10`` (an order of magnitude between the ends)
+``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
+                              0.5 batch std (averaged over units), or mean |log variance ratio|
+                              above 0.5 (a factor ~1.65)
+``MEAN_SHIFT`` 0.25           |mean activation| at the end, for activations with f(0) != 0
+                              (sigmoid) in networks with at least ``MEAN_SHIFT_MIN_LAYERS`` (4)
+                              hidden layers and no batch normalization
+============================  ================================================================
 """
 
 from __future__ import annotations
@@ -42,18 +58,17 @@ from ..training.history import History
 from . import prescriptions as rx
 from .findings import Finding
 
-VANISHING_RATIO = 100.0
-EXPLODING_RATIO = 100.0
-SATURATION_FRAC = 0.5
+DIVERGENCE_RISE = 1.5
+DIVERGENCE_FLOOR = 0.1
+UPDATE_RATIO_HIGH = 0.1
+INIT_MISMATCH = 4.0
 DEAD_FRAC = 0.3
+SATURATION_FRAC = 0.5
+GRADIENT_DEPTH_SCALES = 6.0
+GRADIENT_MIN_RATIO = 10.0
+BN_DRIFT = 0.5
 MEAN_SHIFT = 0.25
 MEAN_SHIFT_MIN_LAYERS = 4
-INIT_MISMATCH = 4.0
-DIVERGENCE_RISE = 1.5
-BN_DRIFT = 0.5
-
-KINDS: tuple[str, ...] = ("divergence", "vanishing_gradients", "exploding_gradients",
-                          "saturation", "dead_relu", "mean_shift", "init_mismatch", "bn_drift")
 
 
 @dataclass
@@ -141,48 +156,60 @@ def _grad_ratios(ctx: RunContext) -> list[float]:
     return out
 
 
-def rule_vanishing(ctx: RunContext) -> RuleResult:
+def gradient_depth_scales(ratio: float, n_hidden: int) -> tuple[float, float]:
+    """``(per-layer factor, depth in depth scales)`` of a first/last gradient-std ratio
+    ``ratio`` (>= 1) across ``n_hidden`` hidden layers: the factor is
+    ``ratio^(1/(n_hidden - 1))`` and the squared gradient's depth scale is
+    ``xi = (n_hidden - 1) / ln(ratio^2)``, so the depth is ``n_hidden / xi`` scales."""
+    if n_hidden < 2 or not ratio > 0 or not math.isfinite(ratio):
+        return math.nan, math.nan
+    per_layer = ratio ** (1.0 / (n_hidden - 1))
+    return per_layer, 2.0 * n_hidden * math.log(ratio) / (n_hidden - 1)
+
+
+def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
+    """Shared body of the vanishing and exploding rules (see GRADIENT_DEPTH_SCALES)."""
     ratios = _grad_ratios(ctx)
+    if not vanishing:
+        ratios = [1.0 / r for r in ratios]
     if not ratios:
         return math.nan, None
-    metric = float(np.median(ratios))
-    if metric <= VANISHING_RATIO:
+    ratio = float(np.median(ratios))
+    n = len(ctx.hidden)
+    per_layer, metric = gradient_depth_scales(ratio, n)
+    if not (metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO):
         return metric, None
-    g0 = ctx.at(0, "grad_pre_std")
-    last = ctx.hidden[-1]
+    first, last = ctx.hidden[0], ctx.hidden[-1]
     med = ctx.table["grad_pre_std"].groupby(level="layer").median()
-    layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) < med.get(last) / 10.0]
-    ratio = ctx.mean_init_ratio()
-    changes, text = rx.for_vanishing(ctx.activation, ratio, ctx.config)
-    ev = {"metric": metric, "threshold": VANISHING_RATIO, "ratio_init": ratios[0],
-          "ratio_end": ratios[-1], "grad_pre_std_first_init": float(g0.get(ctx.hidden[0], np.nan)),
-          "grad_pre_std_last_init": float(g0.get(last, np.nan)), "init_variance_ratio": ratio}
-    msg = (f"Back-propagated gradients vanish: the std of dL/ds in layer {ctx.hidden[0]} is "
-           f"{metric:.3g}x smaller than in layer {last} (median over {len(ratios)} probes; "
-           f"{ratios[0]:.3g}x at initialization, {ratios[-1]:.3g}x at the end).")
-    return metric, Finding("vanishing_gradients", layers, ev, msg, changes, text,
-                           _severity(metric, VANISHING_RATIO))
+    if vanishing:
+        layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) < med.get(last) / 10.0]
+    else:
+        layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) > 10.0 * med.get(last)]
+    init_ratio = ctx.mean_init_ratio()
+    cure = rx.for_vanishing if vanishing else rx.for_exploding
+    changes, text = cure(ctx.activation, init_ratio, ctx.config)
+    ev = {"metric": metric, "threshold": GRADIENT_DEPTH_SCALES, "ratio": ratio,
+          "per_layer_factor": per_layer, "depth_scale": n / metric, "n_hidden": n,
+          "ratio_init": ratios[0], "ratio_end": ratios[-1], "init_variance_ratio": init_ratio}
+    word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
+    msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
+           f"{ratio:.3g}x {how} than in layer {last} (median over {len(ratios)} probes; "
+           f"{ratios[0]:.3g}x at initialization), a factor {per_layer:.3g} per layer: the "
+           f"{n} hidden layers span {metric:.3g} depth scales of {n / metric:.3g} layers "
+           f"(trainable up to about {GRADIENT_DEPTH_SCALES:g}).")
+    kind = "vanishing_gradients" if vanishing else "exploding_gradients"
+    return metric, Finding(kind, layers, ev, msg, changes, text,
+                           _severity(metric, GRADIENT_DEPTH_SCALES, log=False))
+
+
+def rule_vanishing(ctx: RunContext) -> RuleResult:
+    """Gradients shrink towards the input over more than 6 depth scales (and >= 10x)."""
+    return _gradient_flow(ctx, vanishing=True)
 
 
 def rule_exploding(ctx: RunContext) -> RuleResult:
-    ratios = [1.0 / r for r in _grad_ratios(ctx)]
-    if not ratios:
-        return math.nan, None
-    metric = float(np.median(ratios))
-    if metric <= EXPLODING_RATIO:
-        return metric, None
-    first = ctx.hidden[0]
-    med = ctx.table["grad_pre_std"].groupby(level="layer").median()
-    layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) > 10.0 * med.get(ctx.hidden[-1])]
-    ratio = ctx.mean_init_ratio()
-    changes, text = rx.for_exploding(ctx.activation, ratio, ctx.config)
-    ev = {"metric": metric, "threshold": EXPLODING_RATIO, "ratio_init": ratios[0],
-          "ratio_end": ratios[-1], "init_variance_ratio": ratio}
-    msg = (f"Back-propagated gradients explode: the std of dL/ds in layer {first} is "
-           f"{metric:.3g}x larger than in layer {ctx.hidden[-1]} (median over {len(ratios)} "
-           f"probes; {ratios[0]:.3g}x at initialization).")
-    return metric, Finding("exploding_gradients", layers, ev, msg, changes, text,
-                           _severity(metric, EXPLODING_RATIO))
+    """Gradients grow towards the input over more than 6 depth scales (and >= 10x)."""
+    return _gradient_flow(ctx, vanishing=False)
 
 
 def rule_saturation(ctx: RunContext) -> RuleResult:
@@ -290,7 +317,21 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
                            _severity(metric, INIT_MISMATCH))
 
 
+def loss_trajectory(losses: np.ndarray) -> dict[str, float]:
+    """Loss at step 0, running minimum of the moving average over 10% of the steps, mean of
+    the last 10% of steps, and the rise ``end / max(min(step 0, best), floor * step 0)``."""
+    k = max(1, losses.size // 10)
+    start = float(losses[0])
+    smooth = np.convolve(losses, np.ones(k) / k, mode="valid")
+    best = min(start, float(smooth.min()))
+    end = float(losses[-k:].mean())
+    ref = max(best, DIVERGENCE_FLOOR * start)
+    return {"loss_step0": start, "loss_best": best, "loss_end": end, "window": k,
+            "rise": end / ref if ref > 0 else math.nan}
+
+
 def rule_divergence(ctx: RunContext) -> RuleResult:
+    """Non-finite loss, or the loss ended well above its start or its best (finite)."""
     lr = float(ctx.settings.get("lr", 0.01))
     hist = ctx.history
     losses = np.asarray(hist.step_loss, dtype=np.float64)
@@ -303,17 +344,46 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
         return math.inf, Finding("divergence", [], ev, msg, changes, text, "high")
     if losses.size < 2:
         return math.nan, None
-    k = max(1, losses.size // 10)
-    first, last = float(losses[:k].mean()), float(losses[-k:].mean())
-    metric = last / first if first > 0 else math.nan
+    tr = loss_trajectory(losses)
+    metric = tr["rise"]
     if not metric > DIVERGENCE_RISE:
         return metric, None
-    ev = {"metric": metric, "threshold": DIVERGENCE_RISE, "loss_first": first,
-          "loss_last": last, "lr": lr}
-    msg = (f"Training loss rose from {first:.4g} to {last:.4g} ({metric:.3g}x, mean of the "
-           f"first and last {k} steps) with learning rate {lr:g}.")
+    ev = {"metric": metric, "threshold": DIVERGENCE_RISE, **tr, "lr": lr}
+    msg = (f"Training loss rose to {tr['loss_end']:.4g} (mean of the last {tr['window']} "
+           f"steps) from {tr['loss_step0']:.4g} at step 0 and a best moving average of "
+           f"{tr['loss_best']:.4g}: {metric:.3g}x, with learning rate {lr:g}.")
     return metric, Finding("divergence", [], ev, msg, changes, text,
                            _severity(metric, DIVERGENCE_RISE, log=False))
+
+
+def rule_lr_too_high(ctx: RunContext) -> RuleResult:
+    """Steps that rewrite >= 10% of the weights: ``||dW|| / ||W||`` per layer (median over the
+    layers at each probed step, largest over the steps) at or above ``UPDATE_RATIO_HIGH``."""
+    if ctx.table.empty or "update_ratio" not in ctx.table.columns:
+        return math.nan, None
+    ur = ctx.table["update_ratio"].dropna()
+    ur = ur[(ur.index.get_level_values("layer") >= 1) & np.isfinite(ur.to_numpy())]
+    if ur.empty:
+        return math.nan, None
+    per_step = ur.groupby(level="step").median()
+    metric = float(per_step.max())
+    if metric < UPDATE_RATIO_HIGH:
+        return metric, None
+    step = int(per_step.idxmax())
+    at = ur.xs(step, level="step")
+    layers = [int(i) for i, v in at.items() if v >= UPDATE_RATIO_HIGH]
+    lr = float(ctx.settings.get("lr", 0.01))
+    changes, text = rx.for_lr_too_high(lr, metric)
+    ev = {"metric": metric, "threshold": UPDATE_RATIO_HIGH, "step": step, "lr": lr,
+          "median_update_ratio": float(per_step.median()),
+          "n_steps_above": int((per_step >= UPDATE_RATIO_HIGH).sum()),
+          "n_steps": int(per_step.size)}
+    msg = (f"The learning rate {lr:g} is too high: at step {step} an update changed the "
+           f"weights by {metric:.3g} of their norm (median over layers; about 1e-3 is healthy), "
+           f"and {ev['n_steps_above']} of {per_step.size} probed steps were at or above "
+           f"{UPDATE_RATIO_HIGH:g}.")
+    return metric, Finding("lr_too_high", layers, ev, msg, changes, text,
+                           _severity(metric, UPDATE_RATIO_HIGH, log=False))
 
 
 def rule_bn_drift(ctx: RunContext) -> RuleResult:
@@ -336,20 +406,41 @@ def rule_bn_drift(ctx: RunContext) -> RuleResult:
                            _severity(metric, BN_DRIFT, log=False))
 
 
-RULES: dict[str, Callable[[RunContext], RuleResult]] = {
-    "divergence": rule_divergence,
-    "vanishing_gradients": rule_vanishing,
-    "exploding_gradients": rule_exploding,
-    "saturation": rule_saturation,
-    "dead_relu": rule_dead_relu,
-    "mean_shift": rule_mean_shift,
-    "init_mismatch": rule_init_mismatch,
-    "bn_drift": rule_bn_drift,
-}
+@dataclass(frozen=True)
+class Rule:
+    """A finding kind with its metric (lower is healthier), threshold and check.
+    ``rule(ctx)`` returns ``(metric, Finding or None)``."""
+
+    kind: str
+    metric: str
+    threshold: float
+    check: Callable[[RunContext], RuleResult]
+
+    def __call__(self, ctx: RunContext) -> RuleResult:
+        return self.check(ctx)
+
+
+RULES: dict[str, Rule] = {r.kind: r for r in (
+    Rule("lr_too_high", "largest update ratio ||dW||/||W||", UPDATE_RATIO_HIGH,
+         rule_lr_too_high),
+    Rule("divergence", "loss rise (end / min(step 0, best))", DIVERGENCE_RISE, rule_divergence),
+    Rule("init_mismatch", "init variance factor", INIT_MISMATCH, rule_init_mismatch),
+    Rule("saturation", "max saturated fraction", SATURATION_FRAC, rule_saturation),
+    Rule("vanishing_gradients", "depth in gradient depth scales", GRADIENT_DEPTH_SCALES,
+         rule_vanishing),
+    Rule("exploding_gradients", "depth in gradient depth scales", GRADIENT_DEPTH_SCALES,
+         rule_exploding),
+    Rule("dead_relu", "max dead fraction", DEAD_FRAC, rule_dead_relu),
+    Rule("bn_drift", "BN drift", BN_DRIFT, rule_bn_drift),
+    Rule("mean_shift", "max |mean activation|", MEAN_SHIFT, rule_mean_shift),
+)}
+"""Every rule, in priority order (the order of the findings before verification)."""
+
+KINDS: tuple[str, ...] = tuple(RULES)
 
 
 def evaluate(ctx: RunContext) -> tuple[list[Finding], dict[str, float]]:
-    """Run every rule: (findings, metric per kind)."""
+    """Run every rule: (findings in priority order, metric per kind)."""
     findings, metrics = [], {}
     with np.errstate(all="ignore"):
         for kind, rule in RULES.items():
