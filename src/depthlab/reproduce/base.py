@@ -17,38 +17,39 @@ from ..training import fit
 
 @dataclass
 class Claim:
-    """One checked statement: the paper's number beside the number measured here."""
+    """One checked statement: the paper's number beside the number measured here.
+
+    ``value``: the measured number the verdict rests on (a ratio, an accuracy, a count), so
+    tests can pin it in a band; None when the verdict is not one number."""
 
     claim: str
     paper: str
     measured: str
     holds: bool
+    value: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["holds"] = bool(self.holds)
+        d["value"] = None if self.value is None else float(self.value)
         return d
 
 
 @dataclass
 class Result:
-    """What an experiment leaves: claims, figures (matplotlib Figures), tables, notes."""
+    """What an experiment leaves: claims (the paper's results, counted), sanity checks
+    (identities the code must satisfy, e.g. a Taylor coefficient in closed form: reported,
+    not counted as reproduced), figures (matplotlib Figures), tables, notes."""
 
     name: str
     title: str
     claims: list[Claim] = field(default_factory=list)
+    checks: list[Claim] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     quick: bool = False
     seconds: float = 0.0
-
-    @property
-    def all_hold(self) -> bool:
-        return all(c.holds for c in self.claims)
-
-    def claims_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([c.as_dict() for c in self.claims])
 
 
 @dataclass(frozen=True)
@@ -97,11 +98,12 @@ def register(name: str, title: str, paper: str, summary: str = ""):
     return deco
 
 
-def train_accuracy(net: Any, ds, steps: int, seed: int) -> tuple[float, bool]:
-    """Train with SGD (lr 0.01, momentum 0.9, batch 64) for ``steps``; returns (training
+def train_accuracy(net: Any, ds, steps: int, seed: int, lr: float = 0.01) -> tuple[float, bool]:
+    """Train with SGD (``lr``, momentum 0.9, batch 64) for ``steps``; returns (training
     accuracy, diverged). A non-finite loss or non-finite predictions count as diverged, with
-    accuracy 0. The shared budget of the depth studies (depth-ladder, schoenholz2017)."""
-    hist = fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=0.01,
+    accuracy 0. The shared budget of the depth studies (depth-ladder, schoenholz2017,
+    yang2019)."""
+    hist = fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=lr,
                optimizer_kwargs={"momentum": 0.9}, batch_size=64, epochs=None,
                max_steps=steps, seed=seed, eval_train=False)
     if hist.diverged:
@@ -153,10 +155,20 @@ def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = N
     if echo is not None:
         echo(f"{exp.title} ({'quick' if quick else 'full'}, {result.seconds:.0f} s)")
         echo(format_claims(result.claims))
+        if result.checks:
+            echo("sanity checks (not counted as claims):")
+            echo(format_claims(result.checks))
         for note in result.notes:
             echo(f"note: {note}")
     return result
 
 
 def claims_json(result: Result) -> str:
+    """``claims.json``: the list of claims (``claim``, ``paper``, ``measured``, ``holds``,
+    ``value``); sanity checks are not in it (see :func:`checks_json`)."""
     return json.dumps([c.as_dict() for c in result.claims], indent=2)
+
+
+def checks_json(result: Result) -> str:
+    """``checks.json``: the sanity checks, in the same format as ``claims.json``."""
+    return json.dumps([c.as_dict() for c in result.checks], indent=2)
