@@ -24,6 +24,7 @@ __all__ = ["COMMAND_MODULES", "Command", "UserError", "build_parser", "commands"
 
 COMMAND_MODULES: tuple[str, ...] = (
     "run", "sweep", "runs", "export", "report", "doctor", "datasets", "demo", "reproduce",
+    "playground",
 )
 
 

@@ -1,0 +1,41 @@
+"""``depthlab playground``: serve the live browser playground on this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import Command, UserError
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is not a port number (0-65535; 0 = any free)")
+    return v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8765, help="TCP port (default 8765; 0 = any)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from ..playground.server import serve
+    except ImportError as e:
+        raise UserError(f"the playground needs its extra: pip install 'depthlab[playground]' "
+                        f"({e.name or e} is missing)") from None
+    try:
+        serve(args.host, args.port, open_browser=not args.no_browser)
+    except OSError as e:
+        raise UserError(str(e)) from None
+    return 0
+
+
+COMMAND = Command("playground", "live browser playground: train and watch gradients per layer",
+                  add_arguments, run)

@@ -1,0 +1,288 @@
+"""The playground's ASGI application (Starlette): the page, its assets, a small JSON API and one
+WebSocket per browser tab.
+
+Routes:
+
+* ``GET /``: the page; ``GET /static/...``: its JavaScript, CSS and the vendored uPlot (all
+  inside the package, nothing from the internet);
+* ``GET /api/schema``: the controls (:data:`setup.FIELDS`), presets and data sets;
+* ``GET /api/check?QUERY``: ``{"ok": bool, "message", "key", "parameters"}`` for a setup;
+* ``GET /api/preset?name=NAME&QUERY``: the query with a preset applied;
+* ``GET /api/export?QUERY``: the setup as a TOML file for ``depthlab run`` (400 with the message
+  for a bad setup);
+* ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
+  session: validated, memory-checked, then built and paused at step 0), ``play``, ``pause``,
+  ``step``, ``reset`` (the same setup from scratch) and ``doctor``; the server sends ``state``,
+  ``ready``, ``update`` (measurements), ``diverged``, ``error`` (``key`` names the control) and
+  ``doctor`` messages. Closing the socket (closing the tab) stops and frees the session; a tab
+  that vanishes without closing is detected by the WebSocket ping (:data:`PING_INTERVAL`).
+
+Every session lives in :class:`Registry`; training threads never touch the event loop, they hand
+messages to it with ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..data.registry import BUILTINS
+from .doctor_task import run_doctor
+from .memory_check import check_setup_memory, data_shape
+from .presets import PRESETS, apply_preset
+from .session import Session
+from .setup import FIELDS, SetupError, parse_setup, to_config, to_query, to_toml
+
+STATIC = Path(__file__).with_name("static")
+PING_INTERVAL = 20.0
+"""Seconds between WebSocket pings (uvicorn); a tab that answers none within another
+``PING_INTERVAL`` is dropped, so a vanished tab's session is freed within 40 s."""
+
+MAX_PENDING = 64
+"""Messages queued for a slow tab before older measurement updates are dropped."""
+
+
+class Registry:
+    """The live sessions, one per connected tab."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sessions: dict[int, Session] = {}
+
+    def put(self, tab: int, session: Session | None) -> None:
+        with self._lock:
+            old = self.sessions.pop(tab, None)
+            if session is not None:
+                self.sessions[tab] = session
+        if old is not None and old is not session:
+            old.stop()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.sessions)
+
+    def threads_alive(self) -> int:
+        with self._lock:
+            return sum(s.alive for s in self.sessions.values())
+
+
+def check(query: dict[str, Any], available: int | None = None
+          ) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """``(setup, validated config, parameter count)`` of a query, or :class:`SetupError`."""
+    setup = parse_setup(query)
+    config = to_config(setup)
+    params = check_setup_memory(setup, available)
+    return setup, config, params
+
+
+def _query(request: Request) -> dict[str, str]:
+    return {k: v for k, v in request.query_params.items() if k != "name"}
+
+
+def create_app(*, memory_limit: int | None = None) -> Starlette:
+    """The playground app. ``memory_limit`` (bytes) caps what one session may use (default:
+    the memory the machine has free)."""
+    registry = Registry()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def schema(request: Request) -> Response:
+        datasets = {}
+        for name, spec in BUILTINS.items():
+            datasets[name] = {"description": spec.description, "n_features": spec.n_features,
+                              "n_classes": spec.n_classes}
+        return JSONResponse({
+            "fields": [f.to_json() for f in FIELDS],
+            "presets": {k: {"title": v["title"], "why": v["why"]} for k, v in PRESETS.items()},
+            "datasets": datasets,
+        })
+
+    async def check_route(request: Request) -> Response:
+        try:
+            setup, _, params = check(_query(request), memory_limit)
+        except SetupError as e:
+            return JSONResponse({"ok": False, "message": str(e), "key": e.key})
+        n, d, k = data_shape(setup)
+        return JSONResponse({"ok": True, "message": "", "key": None, "parameters": params,
+                             "n_features": d})
+
+    async def preset(request: Request) -> Response:
+        try:
+            setup = parse_setup(_query(request))
+            out = apply_preset(setup, request.query_params.get("name", ""))
+        except (SetupError, ValueError) as e:
+            return JSONResponse({"ok": False, "message": str(e)}, status_code=400)
+        return JSONResponse({"ok": True, "query": to_query(out)})
+
+    async def export(request: Request) -> Response:
+        try:
+            setup, _, _ = check(_query(request), memory_limit)
+        except SetupError as e:
+            return PlainTextResponse(f"depthlab playground: {e}\n", status_code=400)
+        name = f"playground-{setup['data.name']}-{setup['model.depth']}x" \
+               f"{setup['model.width']}-{setup['model.activation']}.toml"
+        return PlainTextResponse(to_toml(setup), media_type="application/toml",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    async def sessions(request: Request) -> Response:
+        return JSONResponse({"sessions": len(registry), "threads": registry.threads_alive()})
+
+    async def ws_endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        await _Tab(ws, registry, memory_limit).serve()
+
+    routes = [
+        Route("/", index),
+        Route("/api/schema", schema),
+        Route("/api/check", check_route),
+        Route("/api/preset", preset),
+        Route("/api/export", export),
+        Route("/api/sessions", sessions),
+        WebSocketRoute("/ws", ws_endpoint),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.state.registry = registry
+    return app
+
+
+class _Tab:
+    """One connected tab: its WebSocket, its session and the queue between them."""
+
+    def __init__(self, ws: WebSocket, registry: Registry, memory_limit: int | None) -> None:
+        self.ws = ws
+        self.registry = registry
+        self.memory_limit = memory_limit
+        self.loop = asyncio.get_running_loop()
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.wake = asyncio.Event()
+        self.session: Session | None = None
+        self.setup: dict[str, Any] | None = None
+        self.doctor_busy = False
+        self.doctor_task: asyncio.Task | None = None
+        self.key = id(self)
+
+    # thread-safe: called from training and doctor threads
+    def emit_threadsafe(self, message: dict[str, Any]) -> None:
+        self.loop.call_soon_threadsafe(self._enqueue, message)
+
+    def _enqueue(self, message: dict[str, Any]) -> None:
+        if len(self.outbox) >= MAX_PENDING and message.get("type") == "update":
+            for i, old in enumerate(self.outbox):
+                if old.get("type") == "update":
+                    del self.outbox[i]
+                    break
+        self.outbox.append(message)
+        self.wake.set()
+
+    async def _sender(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.outbox:
+                await self.ws.send_text(json.dumps(self.outbox.popleft(), allow_nan=False))
+
+    async def serve(self) -> None:
+        sender = asyncio.create_task(self._sender())
+        try:
+            while True:
+                try:
+                    text = await self.ws.receive_text()
+                except WebSocketDisconnect:
+                    break
+                await self._handle(text)
+        finally:
+            for task in (sender, self.doctor_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            self.registry.put(self.key, None)
+            self.session = None
+
+    def _error(self, message: str, key: str | None = None) -> None:
+        self._enqueue({"type": "error", "message": message, "key": key})
+
+    async def _handle(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+            cmd = msg["cmd"]
+        except (ValueError, KeyError, TypeError):
+            self._error(f"not a command: {text[:80]!r}")
+            return
+        if cmd == "setup":
+            query = msg.get("query")
+            if not isinstance(query, dict):
+                self._error("setup needs a query object")
+                return
+            self._start(query, autoplay=bool(msg.get("play")))
+        elif cmd == "reset":
+            if self.setup is not None:
+                self._start(to_query(self.setup), autoplay=False)
+        elif cmd in ("play", "pause", "step"):
+            if self.session is None or self.session.state in ("diverged", "failed"):
+                self._error("nothing to train: fix the setup or press reset")
+                return
+            getattr(self.session, cmd)()
+        elif cmd == "doctor":
+            self.doctor_task = asyncio.create_task(self._doctor())
+        elif cmd == "ping":
+            self._enqueue({"type": "pong"})
+        else:
+            self._error(f"unknown command {cmd!r}; accepted: setup, play, pause, step, reset, "
+                        "doctor")
+
+    def _start(self, query: dict[str, Any], autoplay: bool) -> None:
+        try:
+            setup, config, params = check(query, self.memory_limit)
+        except SetupError as e:
+            self._error(str(e), e.key)
+            return
+        self.setup = setup
+        # messages of the previous session are dropped from here on
+        session = Session(config, self._emit_for(None))
+        session.emit = self._emit_for(session)
+        self.session = session
+        self.registry.put(self.key, session)
+        self._enqueue({"type": "accepted", "query": to_query(setup), "parameters": params})
+        session.start()
+        if autoplay:
+            session.play()
+
+    def _emit_for(self, session: Session | None):
+        def emit(message: dict[str, Any]) -> None:
+            if session is not None and self.session is session:
+                self.emit_threadsafe(message)
+        return emit
+
+    async def _doctor(self) -> None:
+        session = self.session
+        if session is None or session.prep is None or self.setup is None:
+            self._error("the doctor needs a network: wait until the setup has loaded")
+            return
+        if self.doctor_busy:
+            self._error("the doctor is already running")
+            return
+        self.doctor_busy = True
+        self._enqueue({"type": "doctor_started"})
+        setup = dict(self.setup)
+        try:
+            result = await asyncio.to_thread(run_doctor, session.prep, setup)
+            self._enqueue({"type": "doctor", **result})
+        except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
+            self._error(f"the doctor failed: {type(e).__name__}: {e}")
+        finally:
+            self.doctor_busy = False

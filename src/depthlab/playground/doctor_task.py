@@ -1,0 +1,43 @@
+"""The Doctor button: ``depthlab.doctor`` on the session's setup, as JSON for the page.
+
+The doctor trains its own fresh copy of the network (built from the same ``mlp()`` arguments
+and seed, on the session's data) for :data:`DOCTOR_STEPS` steps with the session's optimizer
+settings, with ``verify=True``: every prescription is re-run under the same budget and the
+before/after numbers come back. Each finding also carries the setup with its prescription
+applied (``apply``), i.e. the page's URL query after pressing "apply".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..diagnosis import doctor
+from ..diagnosis.findings import jsonable
+from .setup import SetupError, apply_prescription, to_query
+
+DOCTOR_STEPS = 200
+
+
+def run_doctor(prep: Any, setup: dict[str, Any], steps: int = DOCTOR_STEPS) -> dict[str, Any]:
+    """Diagnose the prepared run ``prep`` (``experiments.runner.Prepared``) of ``setup``."""
+    t = prep.config["train"]
+    ds = prep.data
+    data = ((ds.x_train, prep.y_train, ds.x_val, prep.y_val) if prep.y_val is not None
+            else (ds.x_train, prep.y_train))
+    batch = t["batch_size"] if isinstance(t["batch_size"], int) else int(ds.x_train.shape[0])
+    diagnosis = doctor(dict(prep.net.config), data, steps=steps, loss=t["loss"],
+                       optimizer=t["optimizer"], lr=t["lr"],
+                       optimizer_kwargs=t["optimizer_kwargs"], batch_size=batch,
+                       seed=t["seed"], verify=True)
+    out = diagnosis.to_dict()
+    out.pop("config", None)
+    for f in out["findings"]:
+        try:
+            f["apply"] = to_query(apply_prescription(setup, f["prescription"] or {}))
+        except SetupError as e:
+            f["apply"] = None
+            f["apply_error"] = str(e)
+        f["verifications"] = [v for v in out["verifications"] if v["kind"] == f["kind"]]
+    out["text"] = str(diagnosis)
+    out["steps"] = steps
+    return jsonable(out)

@@ -1,0 +1,162 @@
+"""What the page's panels show, measured on the training network between optimizer steps.
+
+One measurement (:meth:`Monitor.measure`) is a probe pass on a fixed batch of up to 300
+held-out examples (:func:`depthlab.probes.stats.measurement_pass`: training-mode forward with
+batch-norm statistics of the probe batch and dropout off, loss, backward) followed by the
+per-layer statistics of :func:`depthlab.probes.stats.network_stats` (no percentiles), so the
+numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
+
+* ``grad_std[l]``: std of ``dL/ds_l`` (the back-propagated gradient at the pre-activation);
+* ``act_mean[l]``, ``act_std[l]``; ``saturated[l]``, ``dead[l]`` (see ``probes.stats``);
+* ``update_ratio[l] = ||W_l(t) - W_l(t0)|| / ||W_l(t0)|| / (t - t0)``: the relative change of the
+  weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``;
+* activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
+  between) over fixed bins chosen at the first measurement
+  (:func:`depthlab.probes.histograms.choose_edges`), normalised to sum 1;
+* for 2-D inputs, the class the network predicts (inference mode) on a ``GRID x GRID`` grid
+  over the data's range, and its probability.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..diagnosis.findings import jsonable
+from ..losses import Loss
+from ..network import Network
+from ..probes.histograms import bin_counts, choose_edges
+from ..probes.stats import layer_quantities, measurement_pass, network_stats
+
+PROBE_ROWS = 300
+HIST_LAYERS = 6
+HIST_BINS = 30
+GRID = 40
+POINTS = 400
+
+_Q = layer_quantities(())
+_COLUMNS = {name: _Q.index(q) for name, q in (
+    ("grad_std", "grad_pre_std"), ("act_mean", "act_mean"), ("act_std", "act_std"),
+    ("saturated", "saturated_frac"), ("dead", "dead_frac"))}
+
+
+def pick_layers(n: int, k: int = HIST_LAYERS) -> list[int]:
+    """Up to ``k`` layer indices from 1..n: the first, the last and evenly spaced between."""
+    if n <= k:
+        return list(range(1, n + 1))
+    return sorted({int(round(1 + i * (n - 1) / (k - 1))) for i in range(k)})
+
+
+def _floats(values: list[float], digits: int = 5) -> list[float | None]:
+    return [float(f"{v:.{digits}g}") if math.isfinite(v) else None for v in values]
+
+
+class Monitor:
+    """Measurements of one training network on a fixed probe batch ``(x, y)``.
+
+    ``x_train`` is used for the decision-boundary grid's range (2-D inputs only).
+    """
+
+    def __init__(self, net: Network, x: np.ndarray, y: np.ndarray, loss: Loss,
+                 x_train: np.ndarray, y_train: np.ndarray) -> None:
+        self.net = net
+        self.x, self.y = x[:PROBE_ROWS], y[:PROBE_ROWS]
+        self.loss = loss
+        self.points = net.probe_points()
+        self.hist_layers = pick_layers(len(self.points))
+        self.edges: dict[int, tuple[float, float]] = {}
+        self._w_prev: list[np.ndarray] | None = None
+        self._w_step = 0
+        self.grid = self._make_grid(x_train) if net.n_inputs == 2 else None
+        self.sample = self._sample_points(x_train, y_train) if net.n_inputs == 2 else None
+
+    # -- decision boundary ------------------------------------------------------------------
+    def _make_grid(self, x: np.ndarray) -> dict[str, Any]:
+        lo, hi = x.min(axis=0).astype(float), x.max(axis=0).astype(float)
+        pad = 0.08 * (hi - lo + 1e-9)
+        lo, hi = lo - pad, hi + pad
+        gx = np.linspace(lo[0], hi[0], GRID)
+        gy = np.linspace(lo[1], hi[1], GRID)
+        xx, yy = np.meshgrid(gx, gy)  # row = y index, column = x index
+        pts = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(self.net.dtype)
+        return {"x0": lo[0], "x1": hi[0], "y0": lo[1], "y1": hi[1], "pts": pts}
+
+    def _sample_points(self, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+        idx = np.linspace(0, x.shape[0] - 1, min(POINTS, x.shape[0])).astype(int)
+        labels = y[idx]
+        if labels.ndim == 2:  # one-hot targets
+            labels = labels.argmax(axis=1)
+        return {"x": _floats(x[idx, 0].tolist(), 4), "y": _floats(x[idx, 1].tolist(), 4),
+                "label": [int(v) for v in np.asarray(labels).reshape(-1)]}
+
+    def boundary(self) -> dict[str, Any] | None:
+        """Predicted class and its probability on the grid (inference mode), or None."""
+        if self.grid is None:
+            return None
+        with np.errstate(all="ignore"):
+            out = np.asarray(self.net.predict(self.grid["pts"]), dtype=np.float64)
+        if out.shape[1] == 1:
+            p1 = 1.0 / (1.0 + np.exp(-out[:, 0]))
+            cls = (p1 > 0.5).astype(int)
+            conf = np.where(cls == 1, p1, 1 - p1)
+        else:
+            z = out - out.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            cls, conf = p.argmax(axis=1), p.max(axis=1)
+        ok = np.isfinite(out).all(axis=1)
+        cls = np.where(ok, cls, -1)
+        g = self.grid
+        return {"n": GRID, "x0": g["x0"], "x1": g["x1"], "y0": g["y0"], "y1": g["y1"],
+                "cls": cls.astype(int).tolist(),
+                "conf": np.round(np.where(ok, conf, 0.0), 3).tolist()}
+
+    # -- update ratio -----------------------------------------------------------------------
+    def _weights(self) -> list[np.ndarray]:
+        return [p.dense.W.value for p in self.points if p.dense is not None]
+
+    def _update_ratio(self, step: int) -> list[float | None]:
+        now = self._weights()
+        out: list[float] = []
+        if self._w_prev is not None and step > self._w_step:
+            k = step - self._w_step
+            for w, w0 in zip(now, self._w_prev):
+                n0 = float(np.linalg.norm(w0))
+                out.append(float(np.linalg.norm(w - w0)) / n0 / k if n0 > 0 else math.nan)
+        if self._w_prev is None:
+            self._w_prev = [w.copy() for w in now]
+        else:
+            for dst, src in zip(self._w_prev, now):
+                np.copyto(dst, src)
+        self._w_step = step
+        return _floats(out, 4)
+
+    # -- one measurement ---------------------------------------------------------------------
+    def measure(self, step: int, *, boundary: bool = True) -> dict[str, Any]:
+        """A JSON-able snapshot of every panel's numbers at optimizer step ``step``."""
+        loss, acc = measurement_pass(self.net, self.x, self.y, self.loss)
+        stats = network_stats(self.net, ())
+        cols = {name: _floats([row[i] for _, row in stats]) for name, i in _COLUMNS.items()}
+        hists = []
+        with np.errstate(all="ignore"):
+            for layer in self.hist_layers:
+                act = self.points[layer - 1].activation
+                a = np.asarray(act.a)
+                if layer not in self.edges:
+                    self.edges[layer] = choose_edges("act", a, act.fn)
+                lo, hi = self.edges[layer]
+                counts = bin_counts(a, lo, hi, HIST_BINS)
+                total = max(int(counts.sum()), 1)
+                hists.append({"layer": layer, "lo": lo, "hi": hi,
+                              "p": np.round(counts / total, 5).tolist()})
+        snap: dict[str, Any] = {
+            "step": int(step), "probe_loss": loss, "probe_acc": acc,
+            "layers": [p.index for p in self.points], **cols,
+            "update_ratio": self._update_ratio(step), "hist": hists,
+        }
+        if boundary and self.grid is not None:
+            snap["boundary"] = self.boundary()
+        self.net.clear_cache()
+        return jsonable(snap)

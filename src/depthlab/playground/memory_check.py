@@ -1,0 +1,71 @@
+"""Refuse a playground setup whose network would not fit in memory, before anything exists.
+
+Counted with :mod:`depthlab.memory` from the setup alone (the data set's feature and class
+counts come from the built-in table, nothing is loaded): the dense chain of the network
+(residual: a stem, two ``width x width`` layers per block, the output layer), its parameters,
+gradients, optimizer state and one more copy (the weights kept to measure the update ratio),
+the activations of the largest batch the session runs (training batch, the 300-example probe
+batch or an evaluation chunk of up to 4096 rows, times 2 with batch norm for its caches) and
+the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..data.registry import BUILTINS
+from ..memory import check_fits, parameter_count, run_bytes
+from .setup import SetupError
+
+PROBE_ROWS = 300
+EVAL_CHUNK = 4096
+
+
+def dense_chain(n_in: int, n_out: int, depth: int, width: int, residual: bool) -> list[int]:
+    """Widths of the chain of dense layers ``mlp`` builds: plain ``[n_in, w * depth, n_out]``;
+    residual ``[n_in, w, (w, w) per block ..., n_out]`` (``depth - 1`` blocks)."""
+    hidden = [width] * (1 + 2 * (depth - 1)) if residual else [width] * depth
+    return [n_in, *hidden, n_out]
+
+
+def data_shape(setup: Mapping[str, Any]) -> tuple[int, int, int]:
+    """``(n_samples, n_features, n_classes)`` of the setup's data set, from the built-in table
+    and the setup's data options."""
+    spec = BUILTINS[setup["data.name"]]
+    n, d, k = spec.n_samples, spec.n_features, spec.n_classes
+    if spec.options and "d" in spec.options:
+        d = int(setup.get("data.options.d", d))
+    if spec.options and "n_classes" in spec.options:
+        k = int(setup.get("data.options.n_classes", k))
+    return n, d, k
+
+
+def setup_bytes(setup: Mapping[str, Any]) -> tuple[int, int]:
+    """``(bytes, parameters)`` the session for ``setup`` needs (see the module docstring)."""
+    n, d, k = data_shape(setup)
+    n_out = 1 if setup["train.loss"] == "binary_cross_entropy" else k
+    sizes = dense_chain(d, n_out, setup["model.depth"], setup["model.width"],
+                        setup["model.residual"])
+    rows = max(setup["train.batch_size"], PROBE_ROWS, min(n, EVAL_CHUNK))
+    if setup["model.batchnorm"]:
+        rows *= 2
+    dtype = setup["model.dtype"]
+    total = run_bytes(sizes, n_rows=n, dtype=dtype, optimizer=setup["train.optimizer"],
+                      momentum=bool(setup.get("train.momentum")), batch_rows=rows,
+                      onehot=setup["train.loss"] in ("mse", "huber"))
+    params = parameter_count(sizes)
+    itemsize = 8 if dtype == "float64" else 4
+    return total + params * itemsize, params
+
+
+def check_setup_memory(setup: Mapping[str, Any], available: int | None = None) -> int:
+    """Raise :class:`SetupError` when the setup would not fit in memory (``available``
+    bytes, default: what the machine has free); returns the parameter count otherwise."""
+    need, params = setup_bytes(setup)
+    try:
+        check_fits(need, f"a {setup['model.depth']}-layer network of width "
+                         f"{setup['model.width']} ({params:,} parameters)", available=available)
+    except ValueError as e:
+        raise SetupError(str(e), "model.width") from None
+    return params

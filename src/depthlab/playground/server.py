@@ -1,0 +1,88 @@
+"""``serve``: run the playground on uvicorn (an ASGI server) until Ctrl-C."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import webbrowser
+
+from .app import PING_INTERVAL, create_app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``(host, port)`` (``port`` 0: any free port). Raises
+    ``OSError`` with a one-line message when the address is taken or not local."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.listen(128)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"http://{shown}:{port}/"
+
+
+def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = True,
+          memory_limit: int | None = None, announce=print) -> None:
+    """Serve the playground on ``host:port`` (127.0.0.1 unless told otherwise), print the URL
+    and open it in the default browser. Returns when interrupted (Ctrl-C)."""
+    import uvicorn
+
+    sock = bind(host, port)
+    url = url_of(sock)
+    config = uvicorn.Config(create_app(memory_limit=memory_limit), log_level="warning",
+                            ws_ping_interval=PING_INTERVAL, ws_ping_timeout=PING_INTERVAL,
+                            timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    announce(f"depthlab playground: {url}  (Ctrl-C stops it)")
+    if open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(url,)).start()
+    server.run(sockets=[sock])
+
+
+class Background:
+    """The playground served from a daemon thread (tests, notebooks): ``.url``, ``.app``,
+    ``.stop()``; also a context manager."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 memory_limit: int | None = None, ping_interval: float = PING_INTERVAL) -> None:
+        import uvicorn
+
+        sock = bind(host, port)
+        self.url = url_of(sock)
+        self.app = create_app(memory_limit=memory_limit)
+        self.server = uvicorn.Server(uvicorn.Config(
+            self.app, log_level="warning", ws_ping_interval=ping_interval,
+            ws_ping_timeout=ping_interval, timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                       name="depthlab-playground-server", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the playground server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop serving and every session."""
+        registry = self.app.state.registry
+        for s in list(registry.sessions.values()):
+            s.stop()
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,222 @@
+"""One training session per browser tab: a thread that trains with the NumPy engine.
+
+The thread runs ``depthlab.experiments.runner.prepare`` (the data and the network exactly as
+``depthlab run`` builds them from the same config) and then ``Trainer.fit`` with a callback
+(:class:`_Gate`) that, between optimizer steps,
+
+* measures the network for the panels when the last measurement is older than the update
+  interval (:data:`UPDATE_INTERVAL`, stretched to twice the cost of one measurement for very
+  deep networks so that training keeps most of the time), and after every single step;
+* waits while the session is paused (``step()`` lets exactly one optimizer step through);
+* raises :class:`Stopped` once :meth:`Session.stop` was called, so the thread ends within one
+  step.
+
+Messages for the page go to ``emit(message)`` (called from the training thread; the server
+forwards them to the tab's WebSocket). A non-finite loss ends training with a ``diverged``
+message saying the step and the first layer whose output was not finite.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..diagnosis.findings import jsonable
+from ..experiments.runner import ExperimentError, prepare
+from ..training.trainer import Callback, Trainer
+from .measure import Monitor
+from .prediction import theory_profile
+
+UPDATE_INTERVAL = 0.08
+"""Seconds between measurements while training runs (about 12 updates per second)."""
+
+BOUNDARY_INTERVAL = 0.25
+"""Seconds between decision-boundary evaluations (a forward pass over the grid)."""
+
+MAX_STEPS = 10**12
+"""The trainer's step budget: the playground trains until paused or stopped."""
+
+
+class Stopped(Exception):
+    """Raised inside the training loop when the session is stopped."""
+
+
+class _Gate(Callback):
+    def __init__(self, session: Session) -> None:
+        self.s = session
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.s._measure(0, force=True)
+        self.s._wait()
+
+    def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
+        s = self.s
+        s._losses.append(float(loss))
+        s._epoch = trainer.epoch
+        single = s._single
+        s._measure(step, force=single)
+        s._wait()
+
+
+class Session:
+    """Train the validated ``config`` in a thread; ``emit`` receives JSON-able messages.
+
+    The session starts paused at step 0 (after the initial measurement): ``play()``,
+    ``pause()``, ``step()``, ``stop()``; ``state`` is one of loading, paused, running,
+    diverged, failed, stopped.
+    """
+
+    def __init__(self, config: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> None:
+        self.config = config
+        self.emit = emit
+        self.state = "loading"
+        self.prep: Any = None
+        self._cond = threading.Condition()
+        self._running = False
+        self._steps_allowed = 0
+        self._single = False
+        self._stop = False
+        self._losses: list[float] = []
+        self._epoch = 0
+        self._last_measure = 0.0
+        self._measure_cost = 0.0
+        self._last_boundary = 0.0
+        self._t0 = time.perf_counter()
+        self.monitor: Monitor | None = None
+        self.thread = threading.Thread(target=self._main, name="depthlab-playground-session",
+                                       daemon=True)
+
+    # -- control (any thread) ------------------------------------------------------------
+    def start(self) -> Session:
+        self.thread.start()
+        return self
+
+    def play(self) -> None:
+        with self._cond:
+            self._running, self._single = True, False
+            self._cond.notify_all()
+        self._set_state("running")
+
+    def pause(self) -> None:
+        with self._cond:
+            self._running, self._steps_allowed = False, 0
+            self._cond.notify_all()
+        self._set_state("paused")
+
+    def step(self) -> None:
+        """Let one optimizer step through (and pause after it)."""
+        with self._cond:
+            self._running = False
+            self._steps_allowed += 1
+            self._single = True
+            self._cond.notify_all()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the training thread (it ends after the current step)."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if timeout is not None and self.thread.is_alive():
+            self.thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def _set_state(self, state: str) -> None:
+        if self.state in ("diverged", "failed", "stopped") or self.state == state:
+            return
+        if self.state == "loading" and state != "paused":
+            return  # the state is announced when loading has finished
+        self.state = state
+        self.emit({"type": "state", "state": state})
+
+    # -- the training thread -------------------------------------------------------------
+    def _wait(self) -> None:
+        with self._cond:
+            if self._stop:
+                raise Stopped
+            if self.state == "loading":
+                self.state = "paused"
+                self.emit({"type": "state", "state": "running" if self._running else "paused"})
+                if self._running:
+                    self.state = "running"
+            while not self._running and self._steps_allowed == 0 and not self._stop:
+                self._cond.wait(0.5)
+            if self._stop:
+                raise Stopped
+            if not self._running:
+                self._steps_allowed -= 1
+                self._single = True
+            else:
+                self._single = False
+
+    def _measure(self, step: int, *, force: bool = False) -> None:
+        now = time.perf_counter()
+        interval = max(UPDATE_INTERVAL, 2.0 * self._measure_cost)
+        if not force and now - self._last_measure < interval:
+            return
+        assert self.monitor is not None
+        boundary = force or now - self._last_boundary >= max(BOUNDARY_INTERVAL, interval)
+        snap = self.monitor.measure(step, boundary=boundary)
+        if boundary:
+            self._last_boundary = now
+        done = time.perf_counter()
+        self._measure_cost = done - now
+        self._last_measure = done
+        losses, self._losses = self._losses, []
+        snap.update(type="update", epoch=self._epoch, seconds=round(done - self._t0, 3),
+                    train_loss=float(np.mean(losses)) if losses else None,
+                    measure_ms=round(1000 * self._measure_cost, 1))
+        self.emit(jsonable(snap))
+
+    def _main(self) -> None:
+        try:
+            self._train()
+        except Stopped:
+            self.state = "stopped"
+        except ExperimentError as e:
+            self.state = "failed"
+            self.emit({"type": "error", "key": None, "message": str(e)})
+        except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
+            self.state = "failed"
+            first = "".join(traceback.format_exception_only(type(e), e)).strip()
+            self.emit({"type": "error", "key": None, "message": f"training failed: {first}"})
+
+    def _train(self) -> None:
+        self.emit({"type": "state", "state": "loading"})
+        prep = prepare(self.config)
+        self.prep = prep
+        if self._stop:
+            raise Stopped
+        cfg, net, ds = prep.config, prep.net, prep.data
+        t = cfg["train"]
+        trainer = Trainer(
+            net, loss=t["loss"], optimizer=t["optimizer"], lr=t["lr"],
+            batch_size=t["batch_size"], epochs=None, max_steps=MAX_STEPS, seed=t["seed"],
+            l1=t["l1"], l2=t["l2"], optimizer_kwargs=t["optimizer_kwargs"],
+            loss_kwargs=t["loss_kwargs"] or None, callbacks=[_Gate(self)])
+        px, py = (ds.x_val, prep.y_val) if prep.y_val is not None else (ds.x_train,
+                                                                        prep.y_train)
+        self.monitor = Monitor(net, px, py, trainer.loss, ds.x_train, prep.y_train)
+        info = {
+            "type": "ready", "config": cfg, "n_parameters": net.num_parameters(),
+            "n_layers": len(self.monitor.points), "n_features": ds.n_features,
+            "n_classes": ds.n_classes, "n_train": int(ds.x_train.shape[0]),
+            "hist_layers": self.monitor.hist_layers, "theory": theory_profile(cfg),
+            "points": self.monitor.sample,
+        }
+        self.emit(jsonable(info))
+        hist = trainer.fit(ds.x_train, prep.y_train,
+                           ds.x_val if prep.y_val is not None else None, prep.y_val)
+        if hist.divergence is not None:
+            d = hist.divergence
+            self.state = "diverged"
+            self.emit(jsonable({"type": "diverged", "step": d.step, "epoch": d.epoch,
+                                "layer": d.layer, "loss": d.loss, "message": d.message,
+                                "nonfinite_parameters": d.nonfinite_parameters[:10]}))

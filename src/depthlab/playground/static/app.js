@@ -1,0 +1,473 @@
+/* depthlab playground: controls <-> URL <-> WebSocket session, live panels (uPlot + canvas). */
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+  "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+const MAX_HISTORY = 1500;
+
+const S = {
+  schema: null, ws: null, query: null, state: "connecting", wantPlay: false,
+  ready: null, theory: null, init: null, last: null, plots: {}, updates: [],
+  hist: { step: [], train: [], probe: [], acc: [] }, evo: { step: [], mean: [], std: [] },
+};
+
+function viridis(t) {
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2), f = x - i;
+  const c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+const layerColor = (layer, n) => viridis(n <= 1 ? 0 : (layer - 1) / (n - 1));
+const fmt = (v) => (v === null || v === undefined || !isFinite(v)) ? "-" :
+  (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0)) ? v.toExponential(2) : (+v.toPrecision(4)).toString();
+const pos = (v) => (v === null || !(v > 0)) ? null : v;
+
+/* ---------------- controls ---------------- */
+function buildControls() {
+  for (const f of S.schema.fields) {
+    const box = document.createElement("div");
+    box.className = "field";
+    box.dataset.key = f.key;
+    const id = "f-" + f.key.replace(/\./g, "-");
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    label.textContent = f.key.split(".").pop().replace(/_/g, " ");
+    label.title = `${f.doc} (${f.accepts})`;
+    let input;
+    if (f.kind === "choice" || f.kind === "bool") {
+      input = document.createElement("select");
+      const opts = f.kind === "bool" ? ["false", "true"] : f.choices;
+      for (const c of opts) {
+        const o = document.createElement("option");
+        o.value = c; o.textContent = c; input.appendChild(o);
+      }
+    } else {
+      input = document.createElement("input");
+      input.type = "text";
+      input.inputMode = f.kind === "int" ? "numeric" : "decimal";
+    }
+    input.id = id; input.name = f.key; input.title = label.title;
+    input.addEventListener("change", onControlChange);
+    box.append(label, input);
+    $(f.group === "more" ? "fields-more" : "fields-main").appendChild(box);
+  }
+  for (const [name, p] of Object.entries(S.schema.presets)) {
+    const b = document.createElement("button");
+    b.textContent = p.title; b.dataset.preset = name; b.title = p.why;
+    b.addEventListener("click", () => choosePreset(name));
+    $("preset-buttons").appendChild(b);
+  }
+}
+
+function field(key) { return S.schema.fields.find((f) => f.key === key); }
+function inputOf(key) { return document.querySelector(`[name="${key}"]`); }
+
+function readControls() {
+  const q = {};
+  for (const f of S.schema.fields) q[f.key] = inputOf(f.key).value.trim();
+  return q;
+}
+
+function writeControls(q) {
+  for (const f of S.schema.fields) {
+    const v = q[f.key] !== undefined ? String(q[f.key]) : String(f.default);
+    const el = inputOf(f.key);
+    if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === v)) {
+      const o = document.createElement("option"); o.value = v; o.textContent = v; el.appendChild(o);
+    }
+    el.value = v;
+  }
+  refreshVisibility();
+}
+
+function refreshVisibility() {
+  const data = inputOf("data.name").value, opt = inputOf("train.optimizer").value;
+  for (const f of S.schema.fields) {
+    const hide = (f.datasets.length && !f.datasets.includes(data)) ||
+      (f.optimizers.length && !f.optimizers.includes(opt));
+    document.querySelector(`.field[data-key="${f.key}"]`).classList.toggle("hidden", !!hide);
+  }
+}
+
+function markInvalid(key) {
+  document.querySelectorAll(".field.invalid").forEach((e) => e.classList.remove("invalid"));
+  if (key) {
+    const box = document.querySelector(`.field[data-key="${key}"]`);
+    if (box) {
+      box.classList.add("invalid");
+      if (box.parentElement.id === "fields-more") $("more").open = true;
+    }
+  }
+}
+
+function onControlChange() {
+  refreshVisibility();
+  sendSetup(readControls(), S.state === "running");
+}
+
+async function choosePreset(name) {
+  const params = new URLSearchParams(readControls());
+  params.set("name", name);
+  const r = await fetch("/api/preset?" + params.toString());
+  const body = await r.json();
+  if (!body.ok) { showMessage(body.message); return; }
+  writeControls(body.query);
+  $("preset-why").textContent = S.schema.presets[name].why;
+  sendSetup(body.query, false);
+}
+
+/* ---------------- session ---------------- */
+function sendSetup(query, play) {
+  S.pendingQuery = query;
+  send({ cmd: "setup", query, play: !!play });
+}
+
+function send(msg) {
+  if (S.ws && S.ws.readyState === 1) S.ws.send(JSON.stringify(msg));
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${proto}//${location.host}/ws`);
+  S.ws = ws;
+  ws.onopen = () => sendSetup({ ...readControls(), ...(S.extra || {}) }, false);
+  ws.onmessage = (ev) => handle(JSON.parse(ev.data));
+  ws.onclose = () => {
+    setState("disconnected");
+    showMessage("lost the connection to the server; reload the page to reconnect");
+  };
+}
+
+function setState(state) {
+  S.state = state;
+  document.body.dataset.state = state;
+  $("state").textContent = state;
+}
+
+function showMessage(text) {
+  const m = $("message");
+  m.textContent = text || "";
+  m.hidden = !text;
+}
+
+function handle(m) {
+  switch (m.type) {
+    case "accepted": onAccepted(m); break;
+    case "state": setState(m.state); break;
+    case "ready": onReady(m); break;
+    case "update": onUpdate(m); break;
+    case "diverged": onDiverged(m); break;
+    case "error":
+      showMessage(m.message); markInvalid(m.key);
+      if (S.ready === null) setState("invalid");
+      break;
+    case "doctor_started":
+      $("doctor").disabled = true;
+      $("doctor-out").innerHTML = '<p class="note">the doctor is training copies of this network&hellip;</p>';
+      break;
+    case "doctor": onDoctor(m); break;
+    default: break;
+  }
+}
+
+function onAccepted(m) {
+  S.query = m.query;
+  showMessage(""); markInvalid(null);
+  $("diverged").hidden = true;
+  const qs = new URLSearchParams(m.query).toString();
+  history.replaceState(null, "", "?" + qs);
+  $("export").href = "/api/export?" + qs;
+  $("params").textContent = `${m.parameters.toLocaleString()} parameters`;
+  S.ready = null; S.init = null; S.last = null;
+  S.hist = { step: [], train: [], probe: [], acc: [] };
+  S.evo = { step: [], mean: [], std: [] };
+}
+
+function onReady(m) {
+  S.ready = m;
+  S.theory = m.theory;
+  $("theory-note").textContent = m.theory.note;
+  $("boundary-note").textContent = m.n_features === 2 ? "" :
+    `decision boundary: ${m.n_features}-D inputs (shown for 2-D data sets: spirals, clusters with d = 2)`;
+  buildPlots(m);
+}
+
+function onDiverged(m) {
+  setState("diverged");
+  const d = $("diverged");
+  d.hidden = false;
+  d.textContent = `training diverged at step ${m.step} (epoch ${m.epoch}): ${m.message}. ` +
+    "The panels show the last finite measurement; lower the learning rate or change the setup, then reset.";
+  d.dataset.step = m.step;
+  d.dataset.layer = m.layer || "";
+}
+
+/* ---------------- plots ---------------- */
+function plotWidth(id) { return Math.max(260, $(id).parentElement.clientWidth - 20); }
+
+function makePlot(id, opts, data) {
+  if (S.plots[id]) S.plots[id].destroy();
+  $(id).innerHTML = "";
+  const u = new uPlot({ width: plotWidth(id), height: 210, legend: { live: false }, ...opts }, data, $(id));
+  S.plots[id] = u;
+  return u;
+}
+
+const logScale = { distr: 3, log: 10 };
+const logTicks = (u, splits) => splits.map((v) => {
+  if (v === null || !(v > 0)) return "";
+  const e = Math.log10(v);
+  return Math.abs(e - Math.round(e)) < 1e-6 ? `1e${Math.round(e)}` : "";
+});
+const layerAxis = { label: "hidden layer", size: 30 };
+
+function buildPlots(m) {
+  const L = m.n_layers;
+  const layers = Array.from({ length: L }, (_, i) => i + 1);
+  makePlot("plot-grad", {
+    scales: { x: { time: false }, y: logScale },
+    axes: [layerAxis, { label: "std of dL/ds", size: 60, values: logTicks }],
+    series: [{ label: "layer" },
+      { label: "now", stroke: "#1f5fa8", width: 2, points: { show: L <= 60 } },
+      { label: "at init", stroke: "#8fa7c8", width: 1.5, dash: [5, 4], points: { show: false } },
+      { label: "theory", stroke: "#d62728", width: 1.5, dash: [2, 3], points: { show: false } }],
+  }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
+  makePlot("plot-loss", {
+    scales: { x: { time: false }, acc: { range: [0, 1] } },
+    axes: [{ label: "step" }, { label: "loss", size: 50 }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
+    series: [{ label: "step" },
+      { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: { show: false } },
+      { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: { show: false } },
+      { label: "held-out acc", stroke: "#2ca02c", width: 1.5, scale: "acc", points: { show: false } }],
+  }, [[], [], [], []]);
+  const hl = m.hist_layers;
+  makePlot("plot-hist", {
+    scales: { x: { time: false } },
+    axes: [{ label: "activation value" }, { label: "fraction", size: 50 }],
+    series: [{ label: "value" }, ...hl.map((l) => ({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } }))],
+  }, [[], ...hl.map(() => [])]);
+  const evoSeries = [{ label: "step" }];
+  for (const l of hl) {
+    evoSeries.push({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } });
+  }
+  for (const l of hl) {
+    for (const sign of ["+", "-"]) {
+      evoSeries.push({ label: `${sign}std ${l}`, stroke: layerColor(l, L), width: 0.8, dash: [3, 3], points: { show: false } });
+    }
+  }
+  makePlot("plot-evo", {
+    scales: { x: { time: false } },
+    axes: [{ label: "step" }, { label: "activation", size: 50 }],
+    legend: { show: false }, series: evoSeries,
+  }, evoSeries.map(() => []));
+  makePlot("plot-sat", {
+    scales: { x: { time: false }, y: { range: [0, 1] } },
+    axes: [layerAxis, { label: "fraction", size: 50 }],
+    series: [{ label: "layer" },
+      { label: "saturated", stroke: "#d62728", width: 1.5, points: { show: L <= 60 } },
+      { label: "dead", stroke: "#7f7f7f", width: 1.5, points: { show: L <= 60 } }],
+  }, [layers, layers.map(() => null), layers.map(() => null)]);
+  makePlot("plot-update", {
+    scales: { x: { time: false }, y: logScale },
+    axes: [layerAxis, { label: "update ratio", size: 60, values: logTicks }],
+    series: [{ label: "layer" }, { label: "||dW|| / ||W||", stroke: "#9467bd", width: 1.5, points: { show: L <= 60 } }],
+  }, [layers, layers.map(() => null)]);
+  drawBoundary(null);
+}
+
+function onUpdate(m) {
+  if (!S.ready) return;
+  S.last = m;
+  if (m.step === 0 || S.init === null) S.init = m;
+  const now = performance.now();
+  S.updates.push(now);
+  while (S.updates.length && now - S.updates[0] > 2000) S.updates.shift();
+  const ups = S.updates.length > 1 ? (S.updates.length - 1) / ((now - S.updates[0]) / 1000) : 0;
+  $("ups").textContent = `${ups.toFixed(1)} updates/s`;
+  $("ups").dataset.ups = ups.toFixed(2);
+  $("stepinfo").textContent = `step ${m.step}, epoch ${m.epoch}`;
+  $("stepinfo").dataset.step = m.step;
+
+  const layers = m.layers;
+  const grad = m.grad_std.map(pos);
+  const initGrad = S.init.grad_std.map(pos);
+  let theory = layers.map(() => null);
+  const rel = S.theory && S.theory.relative_std;
+  const top = initGrad[initGrad.length - 1];
+  if (rel && top) theory = rel.map((r) => (r === null ? null : pos(r * top)));
+  S.plots["plot-grad"].setData([layers, grad, initGrad, theory]);
+  const first = m.grad_std[0], last = m.grad_std[m.grad_std.length - 1];
+  const ratio = first !== null && last ? first / last : null;
+  const gs = $("grad-summary");
+  gs.dataset.first = first; gs.dataset.last = last; gs.dataset.ratio = ratio; gs.dataset.step = m.step;
+  gs.innerHTML = `step ${m.step}: layer 1 <b>${fmt(first)}</b>, layer ${layers.length} <b>${fmt(last)}</b>; ` +
+    `first / last = <b>${fmt(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+
+  const h = S.hist;
+  if (!h.step.length || h.step[h.step.length - 1] !== m.step) {
+    h.step.push(m.step); h.train.push(m.train_loss); h.probe.push(m.probe_loss); h.acc.push(m.probe_acc);
+    const e = S.evo;
+    e.step.push(m.step);
+    e.mean.push(m.hist.map((x) => m.act_mean[x.layer - 1]));
+    e.std.push(m.hist.map((x) => m.act_std[x.layer - 1]));
+    for (const arr of [h.step, h.train, h.probe, h.acc, e.step, e.mean, e.std]) {
+      if (arr.length > MAX_HISTORY) arr.splice(0, arr.length - MAX_HISTORY);
+    }
+  }
+  S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
+  const e = S.evo, k = m.hist.length;
+  const evo = [e.step];
+  for (let j = 0; j < k; j++) evo.push(e.mean.map((r) => r[j]));
+  for (let j = 0; j < k; j++) {
+    evo.push(e.mean.map((r, i) => (r[j] === null || e.std[i][j] === null) ? null : r[j] + e.std[i][j]));
+    evo.push(e.mean.map((r, i) => (r[j] === null || e.std[i][j] === null) ? null : r[j] - e.std[i][j]));
+  }
+  S.plots["plot-evo"].setData(evo);
+
+  if (m.hist.length) {
+    const h0 = m.hist[0], n = h0.p.length;
+    const x = Array.from({ length: n }, (_, i) => h0.lo + (i + 0.5) * (h0.hi - h0.lo) / n);
+    // every layer on the first layer's bins when they share a range (bounded activations)
+    const same = m.hist.every((hh) => hh.lo === h0.lo && hh.hi === h0.hi);
+    if (same) {
+      S.plots["plot-hist"].setData([x, ...m.hist.map((hh) => hh.p)]);
+    } else {
+      const lo = Math.min(...m.hist.map((hh) => hh.lo)), hi = Math.max(...m.hist.map((hh) => hh.hi));
+      const N = 60, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
+      const ys = m.hist.map((hh) => {
+        const out = new Array(N).fill(0);
+        hh.p.forEach((p, i) => {
+          const c = hh.lo + (i + 0.5) * (hh.hi - hh.lo) / hh.p.length;
+          out[Math.min(N - 1, Math.max(0, Math.floor((c - lo) / (hi - lo) * N)))] += p;
+        });
+        return out;
+      });
+      S.plots["plot-hist"].setData([xs, ...ys]);
+    }
+  }
+  S.plots["plot-sat"].setData([layers, m.saturated, m.dead]);
+  const ur = m.update_ratio.length ? m.update_ratio.map(pos) : layers.map(() => null);
+  S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
+  if (m.boundary) drawBoundary(m.boundary);
+}
+
+function drawBoundary(b) {
+  const cv = $("boundary"), ctx = cv.getContext("2d");
+  ctx.clearRect(0, 0, cv.width, cv.height);
+  const pts = S.ready && S.ready.points;
+  if (!pts) {
+    ctx.fillStyle = "#9aa5b8"; ctx.font = "13px system-ui"; ctx.textAlign = "center";
+    ctx.fillText(S.ready ? "not a 2-D data set" : "", cv.width / 2, cv.height / 2);
+    return;
+  }
+  const box = b || { x0: Math.min(...pts.x), x1: Math.max(...pts.x), y0: Math.min(...pts.y), y1: Math.max(...pts.y) };
+  const W = cv.width, H = cv.height;
+  const px = (x) => (x - box.x0) / (box.x1 - box.x0) * W;
+  const py = (y) => H - (y - box.y0) / (box.y1 - box.y0) * H;
+  if (b) {
+    const n = b.n, cw = W / n, ch = H / n;
+    for (let r = 0; r < n; r++) {
+      for (let c = 0; c < n; c++) {
+        const i = r * n + c, cls = b.cls[i];
+        if (cls < 0) { ctx.fillStyle = "#000"; ctx.globalAlpha = 0.5; } else {
+          ctx.fillStyle = CLASS_COLORS[cls % CLASS_COLORS.length];
+          ctx.globalAlpha = 0.12 + 0.45 * Math.max(0, (b.conf[i] - 0.5) * 2);
+        }
+        ctx.fillRect(c * cw, H - (r + 1) * ch, cw + 0.5, ch + 0.5);
+      }
+    }
+    ctx.globalAlpha = 1;
+  }
+  for (let i = 0; i < pts.x.length; i++) {
+    ctx.beginPath();
+    ctx.arc(px(pts.x[i]), py(pts.y[i]), 2.6, 0, 2 * Math.PI);
+    ctx.fillStyle = CLASS_COLORS[pts.label[i] % CLASS_COLORS.length];
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 0.8;
+    ctx.fill(); ctx.stroke();
+  }
+}
+
+/* ---------------- doctor ---------------- */
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function onDoctor(m) {
+  $("doctor").disabled = false;
+  const out = $("doctor-out");
+  out.innerHTML = "";
+  const b = m.baseline || {};
+  out.appendChild(el("p", "note", `${m.steps} steps of this setup: train loss ${fmt(b.train_loss)}, ` +
+    `held-out accuracy ${fmt(b.val_acc)}${b.diverged ? " (diverged)" : ""}.`));
+  if (!m.findings.length) {
+    out.appendChild(el("p", "finding healthy", "Clean bill of health: no findings."));
+    return;
+  }
+  for (const f of m.findings) {
+    const box = el("div", `finding ${f.severity}`);
+    box.dataset.kind = f.kind;
+    const head = el("div");
+    head.append(el("span", "kind", `[${f.severity}] ${f.kind}`),
+      document.createTextNode(f.layers.length ? ` (layers ${rangeText(f.layers)})` : ""));
+    box.append(head, el("div", "message", f.message));
+    const ev = Object.entries(f.evidence || {}).filter(([, v]) => typeof v !== "object" || v === null)
+      .map(([k, v]) => `${k} = ${typeof v === "number" ? fmt(v) : v}`).join(", ");
+    if (ev) box.appendChild(el("div", "evidence", "evidence: " + ev));
+    if (f.prescription_text) box.appendChild(el("div", "prescription", "prescription: " + f.prescription_text));
+    for (const v of f.verifications || []) {
+      const t = `verified: train loss ${fmt(v.before.train_loss)} → ${fmt(v.after.train_loss)}, ` +
+        `held-out acc ${fmt(v.before.val_acc)} → ${fmt(v.after.val_acc)}, ${v.metric} ` +
+        `${fmt(v.metric_before)} → ${fmt(v.metric_after)}${v.resolved ? " (resolved)" : ""}: ` +
+        (v.helped ? "helped" : "did NOT help");
+      box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
+    }
+    if (f.apply && Object.keys(f.prescription || {}).length) {
+      const a = el("button", "apply", "apply " + JSON.stringify(f.prescription));
+      a.addEventListener("click", () => { writeControls(f.apply); sendSetup(f.apply, false); });
+      box.appendChild(a);
+    } else if (f.apply_error) {
+      box.appendChild(el("div", "note", f.apply_error));
+    }
+    out.appendChild(box);
+  }
+}
+
+function rangeText(layers) {
+  const out = []; let a = null, p = null;
+  for (const v of [...layers].sort((x, y) => x - y)) {
+    if (a === null) { a = p = v; } else if (v === p + 1) { p = v; } else { out.push(a === p ? `${a}` : `${a}-${p}`); a = p = v; }
+  }
+  if (a !== null) out.push(a === p ? `${a}` : `${a}-${p}`);
+  return out.join(", ");
+}
+
+/* ---------------- start ---------------- */
+async function main() {
+  S.schema = await (await fetch("/api/schema")).json();
+  buildControls();
+  const q = {};
+  for (const [k, v] of new URLSearchParams(location.search)) q[k] = v;
+  writeControls(q);
+  // keys the page has no control for still go to the server, which names them
+  for (const k of Object.keys(q)) if (!field(k)) S.extra = { ...(S.extra || {}), [k]: q[k] };
+  $("play").addEventListener("click", () => { setState("running"); send({ cmd: "play" }); });
+  $("pause").addEventListener("click", () => { setState("paused"); send({ cmd: "pause" }); });
+  $("step").addEventListener("click", () => send({ cmd: "step" }));
+  $("reset").addEventListener("click", () => send({ cmd: "reset" }));
+  $("doctor").addEventListener("click", () => send({ cmd: "doctor" }));
+  $("share").addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(location.href); $("share").textContent = "link copied"; } catch (e) { prompt("link to this setup", location.href); }
+    setTimeout(() => { $("share").textContent = "copy link"; }, 1500);
+  });
+  window.addEventListener("resize", () => {
+    for (const [id, u] of Object.entries(S.plots)) u.setSize({ width: plotWidth(id), height: 210 });
+  });
+  connect();
+}
+
+main();
