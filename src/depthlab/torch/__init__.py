@@ -37,6 +37,7 @@ from .layers import (
     weight_modules,
 )
 from .probe import COLUMNS, probe
+from .watch import Watch
 
 __all__ = [
     "ACTIVATIONS",
@@ -45,6 +46,7 @@ __all__ = [
     "ActivationSpec",
     "LayerInfo",
     "Recording",
+    "Watch",
     "activation_spec",
     "check_model",
     "discover",

@@ -431,12 +431,14 @@ class Recording:
         return list(self.order)
 
     def collect(self, weight_grads: dict[int, torch.Tensor | None] | None = None,
-                extra: Sequence[tuple[int, str, str, torch.Tensor]] = ()
+                extra: Sequence[tuple[int, str, str, torch.Tensor]] = (),
+                also: torch.Tensor | None = None,
                 ) -> list[tuple[int, str, str, float]]:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
         ``weight_grads`` maps ``id(parameter)`` to its gradient (None: read ``p.grad``);
-        ``extra`` rows (device tensors) travel in the same transfer.
+        ``extra`` rows (device tensors) travel in the same transfer, and so does the 1-d
+        tensor ``also``, whose host values are left in ``self.also``.
         """
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
@@ -499,9 +501,17 @@ class Recording:
             g = p.block_grad.get(key)
             if g is not None and g.n:
                 put(block.layer, block.name, "block_grad_std", g.std())
+        n_also = 0
+        if also is not None and also.numel():
+            vals.append(also.reshape(-1))
+            n_also = also.numel()
+        self.also = []
         if not vals:
             return []
         host = torch.cat([v.to(device=dev, dtype=wide) for v in vals]).cpu().tolist()
+        if n_also:
+            self.also = host[len(host) - n_also:]
+            host = host[: len(host) - n_also]
         return [(a, b, c, v) for (a, b, c), v in zip(keys, host)]
 
 

@@ -8,7 +8,9 @@ Weight layers
     a parameter. ``MultiheadAttention`` gives two layers: ``NAME`` (the input projection
     ``in_proj_weight`` or ``q/k/v_proj_weight``; its output is internal to the attention
     function, so only weight quantities are measured) and ``NAME.out_proj`` (whose output is
-    the attention module's output). Layers are numbered 1, 2, ... in the order they first run
+    the attention module's output). The model itself counts only when it has no children (a
+    parameter such as a learned position table on the top-level module is not a layer).
+    Layers are numbered 1, 2, ... in the order they first run
     in a forward pass (:func:`discover`); a module that never runs gets no number.
 
 Followers
@@ -325,7 +327,7 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
                                  "MultiheadAttention.out_proj", -1))
             continue
         own = _own_weights(m)
-        if own:
+        if own and (m is not model or next(iter(m.children()), None) is None):
             out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
                                  feature_axis(m)))
     if not out:

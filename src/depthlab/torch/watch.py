@@ -1,0 +1,255 @@
+"""``Watch``: per-layer statistics of a ``torch.nn.Module`` inside the user's own training loop.
+
+::
+
+    watch = Watch(model, every=10, out="runs/")
+    for x, y in loader:
+        opt.zero_grad(); loss = loss_fn(model(x), y); loss.backward()
+        watch.step(loss)          # after backward, before opt.step()
+        opt.step()
+    watch.close()                 # hooks removed; the run stored in runs/depthlab.db
+    table = watch.frame()         # step, layer, module, quantity, value
+
+Step ``n`` is the ``n``-th call of :meth:`Watch.step` (0-based): the model after ``n`` optimizer
+updates, measured on that step's mini-batch (the forward/backward that produced ``loss``).
+Steps ``0, every, 2 every, ...`` are recorded with the quantities of :mod:`depthlab.torch.probe`
+(``loss`` at layer 0) plus ``update_ratio`` = ``||W_n - W_{n-1}|| / ||W_{n-1}||`` (Frobenius
+norms over the layer's weights), as in :class:`depthlab.probes.ProbeRecorder`.
+
+Cost. The hooks are installed only for the forward/backward of a recorded step (at the end of
+the preceding ``step()`` call) and removed right after it, so unrecorded steps run the model
+without any hook; their ``step()`` keeps a reference to the detached loss and, before a
+recorded step, copies the weights (for the update ratio). Statistics are computed on the
+model's device and copied to the host once per recorded step (together with the losses of the
+steps since the last record). Training is unchanged: hooks only read tensors, never draw
+random numbers, never write a gradient.
+
+The last forward of the model before a recorded ``step()`` is the one measured; with gradient
+accumulation the layer gradients are those of the last micro-batch (``weight_grad_*`` read
+``.grad``, the accumulated sum).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..probes.stats import PERCENTILES, check_percentiles
+from .hooks import Recording
+from .probe import COLUMNS, check_loss
+
+__all__ = ["Watch"]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+class Watch:
+    """Attach to a model; call :meth:`step` after each backward; :meth:`close` at the end.
+
+    Parameters
+    ----------
+    model:
+        A plain ``nn.Module`` (DataParallel and compiled modules are refused).
+    every:
+        Record every ``every``-th step (steps 0, every, 2 every, ...).
+    out:
+        A folder: :meth:`close` stores the run in ``out/depthlab.db`` (a
+        :class:`depthlab.experiments.store.RunRecord` that ``depthlab report out`` renders,
+        layers labelled by module name). None keeps it in memory only.
+    name:
+        The run's name in the store (default: the model's class name).
+    percentiles:
+        ``pre_pK``/``act_pK`` percentiles; ``()`` skips the sorts behind them.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
+                 *, name: str | None = None,
+                 percentiles: Sequence[float] = PERCENTILES) -> None:
+        self.every = _positive_int("every", every)
+        self._rec = Recording(model, check_percentiles(percentiles))
+        self.model = model
+        if out is not None and not isinstance(out, (str, os.PathLike)):
+            raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
+        self.out = None if out is None else Path(out)
+        self.name = name if name is not None else type(model).__name__
+        self._weights = [(info, p) for info in self._rec.layers for p in info.weights]
+        self._calls = 0
+        self._closed = False
+        self._started = time.time()
+        self._col_step = array("q")
+        self._col_layer = array("i")
+        self._col_module: list[str] = []
+        self._col_q: list[str] = []
+        self._col_value = array("d")
+        self._loss_steps = array("q")
+        self._loss_values = array("d")
+        self._pending: list[torch.Tensor] = []
+        self._snap: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.run_id: str | None = None
+        self._rec.arm()  # step 0 is recorded
+
+    # -- training loop -----------------------------------------------------------------------
+    @property
+    def steps_seen(self) -> int:
+        """Number of :meth:`step` calls so far."""
+        return self._calls
+
+    def step(self, loss: torch.Tensor | float) -> None:
+        """Mark the end of one training step's backward (call before ``optimizer.step()``)."""
+        if self._closed:
+            raise RuntimeError("Watch.step() after close()")
+        if isinstance(loss, torch.Tensor):
+            value = check_loss(loss).detach()
+        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            value = torch.tensor(float(loss), dtype=torch.float64)
+        else:
+            raise TypeError(f"loss must be a scalar tensor or a number, got "
+                            f"{type(loss).__name__}")
+        n = self._calls
+        self._pending.append(value)
+        if n % self.every == 0:
+            self._record(n)
+        if (n + 1) % self.every == 0:
+            self._snapshot()
+            self._rec.arm()
+        else:
+            self._rec.disarm()
+        self._calls += 1
+
+    def _check_backward(self) -> None:
+        trainable = [p for _, p in self._weights if p.requires_grad]
+        if trainable and all(p.grad is None for p in trainable):
+            raise ValueError("Watch.step(loss) was called before any backward: no weight has a "
+                             "gradient; call it after loss.backward() and before "
+                             "optimizer.step()")
+
+    def _snapshot(self) -> None:
+        with torch.no_grad():
+            for info in self._rec.layers:
+                self._snap[id(info)] = [(p, p.detach().clone()) for p in info.weights]
+
+    def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
+        rows = []
+        with torch.no_grad():
+            for info in self._rec.order:
+                pairs = self._snap.get(id(info))
+                if not pairs:
+                    continue
+                num = sum(((p.detach() - w0).to(torch.float64 if w0.dtype == torch.float64
+                                                else torch.float32) ** 2).sum()
+                          for p, w0 in pairs)
+                den = sum((w0.to(torch.float64 if w0.dtype == torch.float64
+                                 else torch.float32) ** 2).sum() for _, w0 in pairs)
+                rows.append((info.index, info.name, "update_ratio", torch.sqrt(num / den)))
+        self._snap.clear()
+        return rows
+
+    def _record(self, n: int) -> None:
+        self._check_backward()
+        extra = [(0, "", "loss", self._pending[-1])]
+        extra += self._update_ratios()
+        dev = self._pending[-1].device
+        losses = torch.stack([t.to(device=dev, dtype=torch.float64 if dev.type != "mps"
+                                   else torch.float32) for t in self._pending])
+        rows = self._rec.collect(extra=extra, also=losses)
+        first = n - len(self._pending) + 1
+        self._loss_steps.extend(range(first, n + 1))
+        self._loss_values.extend(self._rec.also)
+        self._pending.clear()
+        for layer, module, q, v in rows:
+            self._col_step.append(n)
+            self._col_layer.append(layer)
+            self._col_module.append(module)
+            self._col_q.append(q)
+            self._col_value.append(v)
+
+    def close(self) -> None:
+        """Remove the hooks and, with ``out``, store the run (idempotent)."""
+        if self._closed:
+            return
+        self._rec.disarm()
+        self._closed = True
+        self._snap.clear()
+        if self._pending:
+            dev = self._pending[-1].device
+            host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)
+                                for t in self._pending]).cpu().tolist()
+            first = self._calls - len(self._pending)
+            self._loss_steps.extend(range(first, self._calls))
+            self._loss_values.extend(host)
+            self._pending.clear()
+        if self.out is not None:
+            self._store()
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- results -----------------------------------------------------------------------------
+    def frame(self) -> pd.DataFrame:
+        """Tidy table ``step, layer, module, quantity, value`` of the recorded steps."""
+        df = pd.DataFrame({
+            "step": pd.array(self._col_step, dtype="int64"),
+            "layer": pd.array(self._col_layer, dtype="int64"),
+            "module": pd.Series(self._col_module, dtype=object),
+            "quantity": pd.Series(self._col_q, dtype=object),
+            "value": pd.array(self._col_value, dtype="float64"),
+        }, columns=list(COLUMNS))
+        return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
+
+    def losses(self) -> pd.DataFrame:
+        """``step, loss`` of every step seen (transferred at recorded steps and at close)."""
+        return pd.DataFrame({"step": pd.array(self._loss_steps, dtype="int64"),
+                             "loss": pd.array(self._loss_values, dtype="float64")})
+
+    def layer_names(self) -> dict[int, str]:
+        """Layer number -> dotted module name (layers that ran in a recorded step)."""
+        return {info.index: info.name for info in self._rec.order}
+
+    def record(self):
+        """The run as a :class:`depthlab.experiments.store.RunRecord` (kind ``run``)."""
+        from ..experiments.config import run_id
+        from ..experiments.store import RunRecord
+
+        losses = self.losses()
+        config = {
+            "source": "depthlab.torch.Watch",
+            "model": {"class": type(self.model).__name__,
+                      "layers": {str(k): v for k, v in self.layer_names().items()},
+                      "blocks": {b.name: b.layer for b in self._rec.blocks.values()},
+                      "parameters": int(sum(p.numel() for p in self.model.parameters()))},
+            "probes": {"every": self.every, "percentiles": list(self._rec.percentiles)},
+        }
+        if self.run_id is None:
+            self.run_id = run_id(config, extra={"created": self._started, "name": self.name})
+        last = float(losses["loss"].iloc[-1]) if len(losses) else math.nan
+        status = "finished" if math.isfinite(last) or not len(losses) else "diverged"
+        probes = self.frame()[["step", "layer", "quantity", "value"]]
+        return RunRecord(
+            id=self.run_id, name=self.name, kind="run", status=status, config=config,
+            metrics={"train_loss": last, "steps": self._calls,
+                     "seconds": time.time() - self._started},
+            seconds=time.time() - self._started, steps=losses, probes=probes,
+            created=self._started)
+
+    def _store(self) -> None:
+        from ..experiments.store import Store
+
+        record = self.record()
+        with Store(self.out) as store:
+            store.add_run(record)
