@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import torch_doctor
 from .common import Command, UserError, add_out, open_store
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML config whose [model] and [data] are diagnosed")
+    p.add_argument("config", nargs="?", default=None,
+                   help="TOML config whose [model] and [data] are diagnosed (or use --torch)")
     p.add_argument("--verify", action="store_true",
                    help="verify each prescription with a short training run")
     p.add_argument("--steps", type=int, default=None, metavar="N",
@@ -19,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out(p)
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    torch_doctor.add_arguments(p)
 
 
 def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import RunRecord, load_config, prepare, run_id
     from ..experiments.store import jsonable
 
+    if args.torch is not None:
+        return torch_doctor.run(args)
+    if args.config is None:
+        raise UserError("doctor needs a CONFIG file or --torch FILE.py:FUNCTION --data NAME")
     cfg = load_config(args.config)
     cfg.pop("sweep", None)
     if args.steps is not None and args.steps < 1:

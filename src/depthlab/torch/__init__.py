@@ -25,6 +25,7 @@ Every table has columns ``step, layer, module, quantity, value`` (``predict`` ad
 
 from __future__ import annotations
 
+from .doctor import doctor
 from .hooks import Recording
 from .layers import (
     ACTIVATIONS,
@@ -50,6 +51,7 @@ __all__ = [
     "activation_spec",
     "check_model",
     "discover",
+    "doctor",
     "probe",
     "weight_modules",
 ]

@@ -1,0 +1,151 @@
+"""``depthlab doctor --torch FILE.py:FUNCTION --data NAME_OR_PATH``: the torch doctor on a model
+factory in a user's file (options added to the ``doctor`` command by :func:`add_arguments`).
+
+Inputs: images are kept as ``(N, C, H, W)`` when the data set has an image shape (a
+``(H, W)`` shape gets one channel; ``(H, W, C)`` with C in 1, 3, 4 is moved to channels-first)
+and the model's first weight layer is a ``Conv2d``; a ``Conv1d`` model gets ``(N, 1, D)``;
+anything else gets the flattened ``(N, D)`` rows (MLPs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import UserError, say
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The torch options of ``depthlab doctor``."""
+    g = p.add_argument_group("PyTorch models (depthlab[torch])")
+    g.add_argument("--torch", metavar="FILE.py:FUNCTION", default=None,
+                   help="diagnose the torch.nn.Module that FUNCTION() in FILE.py returns "
+                        "(instead of a CONFIG)")
+    g.add_argument("--data", metavar="NAME_OR_PATH", default=None,
+                   help="data set for --torch: a built-in name (`depthlab datasets`) or a file")
+    g.add_argument("--n", type=int, default=None, metavar="N",
+                   help="use N examples of the data set (default: all)")
+    g.add_argument("--optimizer", default="sgd", metavar="NAME",
+                   help="optimizer for --torch (sgd, adam, adamw, nadam, rmsprop, adagrad, "
+                        "adadelta; default sgd)")
+    g.add_argument("--lr", type=float, default=0.1, help="learning rate for --torch "
+                                                         "(default 0.1)")
+    g.add_argument("--batch-size", type=int, default=64, metavar="B",
+                   help="mini-batch size for --torch (default 64)")
+    g.add_argument("--seed", type=int, default=0, help="seed for --torch (default 0)")
+    g.add_argument("--max-cures", type=int, default=3, metavar="K",
+                   help="cures verified per finding with --verify (default 3)")
+
+
+def load_factory(spec: str) -> Callable[[], Any]:
+    """``FILE.py:FUNCTION`` -> the function (the file is imported as a fresh module)."""
+    path_s, sep, name = spec.rpartition(":")
+    if not sep or not path_s or not name:
+        raise UserError(f"--torch {spec!r} is not accepted; expected FILE.py:FUNCTION")
+    path = Path(path_s)
+    if not path.is_file():
+        raise UserError(f"--torch: no such file {path_s!r}")
+    if not name.isidentifier():
+        raise UserError(f"--torch: {name!r} is not a Python name")
+    mod_name = f"_depthlab_user_{abs(hash(str(path.resolve())))}"
+    try:
+        mspec = importlib.util.spec_from_file_location(mod_name, path)
+        if mspec is None or mspec.loader is None:
+            raise UserError(f"--torch: cannot import {path_s!r} (not a Python file?)")
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[mod_name] = module
+        mspec.loader.exec_module(module)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's file failed to import
+        sys.modules.pop(mod_name, None)
+        raise UserError(f"--torch: importing {path_s!r} failed: {type(e).__name__}: {e}") \
+            from None
+    fn = getattr(module, name, None)
+    if fn is None:
+        raise UserError(f"--torch: {path_s!r} has no {name!r}")
+    if not callable(fn):
+        raise UserError(f"--torch: {name!r} in {path_s!r} is a {type(fn).__name__}, not a "
+                        "function returning a torch.nn.Module")
+    return fn
+
+
+def shape_inputs(x: np.ndarray, image_shape: Any, model: Any) -> np.ndarray:
+    """Rows ``x`` (N, D) shaped for ``model`` (see the module doc)."""
+    from torch import nn
+
+    first = next((m for m in model.modules()
+                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding,
+                                    nn.RNNBase))), None)
+    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    if isinstance(first, nn.Conv2d) and image_shape and len(image_shape) in (2, 3) \
+            and int(np.prod(image_shape)) == d:
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) == 2:
+            return x.reshape(n, 1, *shape)
+        if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+            return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
+        return x.reshape(n, *shape)
+    if isinstance(first, nn.Conv1d):
+        return x.reshape(n, 1, d)
+    return x.reshape(n, d)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the torch doctor for ``depthlab doctor --torch ...``."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError("--torch needs PyTorch: pip install 'depthlab[torch]'") from None
+    from ..data import load_dataset
+    from ..experiments.store import jsonable, resolve_db_path
+    from ..torch.doctor import doctor
+
+    if args.config is not None:
+        raise UserError("give either a CONFIG or --torch FILE.py:FUNCTION, not both")
+    if not args.data:
+        raise UserError("--torch needs --data NAME_OR_PATH (a built-in data set or a file)")
+    for label, v, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
+                          ("--max-cures", args.max_cures, 1), ("--seed", args.seed, 0),
+                          ("--n", args.n, 1)):
+        if v is not None and v < low:
+            raise UserError(f"{label} {v} is not accepted; accepted: an integer >= {low}")
+    if not args.lr > 0:
+        raise UserError(f"--lr {args.lr} is not accepted; accepted: a number > 0")
+    make_model = load_factory(args.torch)
+    try:
+        ds = load_dataset(args.data, seed=args.seed, n=args.n)
+    except (ValueError, TypeError, OSError) as e:
+        raise UserError(f"--data {args.data!r}: {e}") from None
+    try:
+        torch.manual_seed(args.seed)
+        probe_model = make_model()
+    except Exception as e:  # noqa: BLE001 - the user's factory failed
+        raise UserError(f"--torch: {args.torch} raised {type(e).__name__}: {e}") from None
+    if not isinstance(probe_model, torch.nn.Module):
+        raise UserError(f"--torch: {args.torch} returned a {type(probe_model).__name__}, not a "
+                        "torch.nn.Module")
+    shape = ds.info.get("image_shape")
+    data = (shape_inputs(ds.x_train, shape, probe_model), ds.y_train,
+            shape_inputs(ds.x_val, shape, probe_model), ds.y_val)
+    kwargs: dict[str, Any] = {"optimizer": (args.optimizer, {"lr": args.lr}),
+                              "batch_size": args.batch_size, "seed": args.seed,
+                              "verify": args.verify, "max_cures": args.max_cures,
+                              "out": args.out, "name": f"doctor {Path(args.torch).name}"}
+    if args.steps is not None:
+        kwargs["steps"] = args.steps
+    try:
+        diag = doctor(make_model, data, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"doctor: {e}") from None
+    out = say(args)
+    out(json.dumps(jsonable(diag.to_dict()), indent=1) if args.json else str(diag))
+    out(f"diagnosis {diag.settings.get('run_id')} stored in {resolve_db_path(args.out)}")
+    return 0

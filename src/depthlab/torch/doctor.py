@@ -1,0 +1,543 @@
+"""``doctor`` for any ``torch.nn.Module``: train a fresh copy briefly with probes, diagnose it
+with the NumPy doctor's rules, and verify cures by re-training.
+
+The rules (:mod:`depthlab.diagnosis.rules`) read a probe table and a :class:`RunContext`;
+:class:`TorchRunContext` gives them the torch model's view: the *hidden* layers are the weight
+layers followed (through normalization, dropout or pooling) by a known activation module
+(all weight layers but the last when fewer than two are), numbered as in the probe table; each
+hidden layer's fans come from its weight (``torch.nn.init``'s convention, conv: channels x
+kernel size) and its initializer is judged against the one recommended for *its own* following
+activation. The network's ``activation`` is the most common one.
+
+Verification (``verify=True``): for each finding, the rule's prescription translated to a
+module transform (:func:`depthlab.torch.prescriptions.translate`) and then the torch
+alternatives for that kind (:func:`~depthlab.torch.prescriptions.alternatives`) are applied to
+a fresh model (``make_model()`` after ``torch.manual_seed(seed)``, or a deep copy of the given
+instance), trained with the same seed, data order and budget, and compared with the baseline:
+``helped`` when the finding's metric went down (or the finding is gone) *and* the final training
+loss went down or the validation accuracy up. Up to ``max_cures`` applicable cures are verified
+per finding; the finding's prescription becomes the one that improved training most.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..activations import get_activation
+from ..diagnosis import doctor as numpy_doctor
+from ..diagnosis.findings import SEVERITIES, Diagnosis, Finding, Verification
+from ..diagnosis.prescriptions import recommended_init
+from ..diagnosis.rules import RunContext, evaluate
+from ..initializers import weight_variance
+from . import prescriptions as rx
+from .train import (
+    OPTIMIZERS,
+    TensorData,
+    TrainResult,
+    TrainSpec,
+    check_fits,
+    model_device_dtype,
+    scalar_loss,
+    train,
+)
+
+PROBE_EXAMPLES = 300
+"""Size of the fixed probe batch (the first 300 validation examples, as the NumPy doctor)."""
+
+VAL_FRACTION = 0.2
+"""Share of a bare ``(x, y)`` pair held out for validation (seeded), as the NumPy doctor."""
+
+TRACE_EXAMPLES = 8
+"""Rows of the data used to trace layers and to check transformed models."""
+
+LSUV_EXAMPLES = 256
+"""Rows of the training data LSUV rescales on."""
+
+
+# -- the rules' view of a torch model ----------------------------------------------------------
+
+@dataclass
+class _Fans:
+    fan_in: int
+    fan_out: int
+
+
+@dataclass
+class _Act:
+    fn: Any
+
+
+@dataclass
+class _Point:
+    """Duck-typed :class:`depthlab.network.ProbePoint`: what the rules read of a hidden layer."""
+
+    index: int
+    dense: _Fans | None
+    activation: _Act | None
+    module: str = ""
+    activation_name: str | None = None
+
+
+class _ModelView:
+    """Duck-typed network for :class:`RunContext`: ``probe_points()`` and ``batchnorms()``."""
+
+    def __init__(self, points: list[_Point]) -> None:
+        self._points = points
+
+    def probe_points(self) -> list[_Point]:
+        return list(self._points)
+
+    def batchnorms(self) -> list:
+        return []
+
+
+@dataclass
+class TorchRunContext(RunContext):
+    """:class:`RunContext` for a torch model: ``points`` from the traced layers; the initializer
+    of each hidden layer is judged against its own following activation."""
+
+    points_override: list[_Point] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.net = _ModelView(self.points_override)
+        frame = self.frame
+        if "module" in frame.columns:
+            self.frame = frame.drop(columns=["module"])
+        super().__post_init__()
+        self.frame = frame
+        name = self.config.get("activation")
+        if name:
+            self.fn = _depthlab_fn(name, self.config.get("activation_kwargs") or {})
+
+    def init_variance_ratios(self, activation: str | None = None) -> dict[int, float]:
+        """Initial Var(W) (``weight_std`` at step 0 squared) / the variance recommended for the
+        layer's following activation (or for ``activation`` when given), per hidden layer."""
+        w = self.at(0, "weight_std")
+        out: dict[int, float] = {}
+        for p in self.points:
+            rec = recommended_init(activation or p.activation_name or "")
+            if rec is None or p.dense is None or p.index not in w.index:
+                continue
+            target = weight_variance(rec, p.dense.fan_in, p.dense.fan_out)
+            out[p.index] = float(w[p.index]) ** 2 / target if target > 0 else math.nan
+        return out
+
+
+def _depthlab_fn(name: str, kwargs: dict[str, float]) -> Any:
+    try:
+        return get_activation(name, **kwargs)
+    except (ValueError, TypeError):
+        return None
+
+
+def _layer_index(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> dict[str, int]:
+    """Module name -> layer number of the probe table (``module`` column; forward order of the
+    traced layers when the table has none)."""
+    if "module" in table.columns:
+        rows = (table["layer"] >= 1) & (table["quantity"] != "update_ratio")
+        sub = table.loc[rows, ["layer", "module"]].drop_duplicates()
+        return {str(m): int(i) for i, m in zip(sub["layer"], sub["module"])}
+    return {t.name: i for i, t in enumerate(layers, 1)}
+
+
+def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
+    index = _layer_index(table, layers)
+    numbered = sorted(((index[t.name], t) for t in layers if t.name in index),
+                      key=lambda it: it[0])
+    hidden = [(i, t) for i, t in numbered if t.activation_name is not None]
+    if len(hidden) < 2:
+        hidden = numbered[:-1]
+    out = []
+    for i, t in hidden:
+        ws = rx.weight_tensors(t.module)
+        fan = _Fans(*rx.fans(ws[0])) if ws and not isinstance(t.module, nn.Embedding) else None
+        fn = _depthlab_fn(t.activation_name, rx.activation_kwargs(t.activation)) \
+            if t.activation_name else None
+        out.append(_Point(i, fan, _Act(fn) if fn is not None else None, t.name,
+                          t.activation_name))
+    return out
+
+
+def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
+    """The diagnosis ``config`` of a torch model: class name, most common activation (and its
+    parameters), whether normalization follows its layers, the weight layers' module names."""
+    act = rx.dominant_activation(layers)
+    act_module = next((t.activation for t in layers if t.activation_name == act), None)
+    return {
+        "model": type(model).__name__,
+        "framework": "torch",
+        "activation": act or "",
+        "activation_kwargs": rx.activation_kwargs(act_module),
+        "init": "as built",
+        "batchnorm": any(t.normalized for t in layers if t.activation_name),
+        "n_weight_layers": len(layers),
+        "modules": [t.name for t in layers],
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
+    """``fresh(seed)`` -> a new model: a deep copy of an instance, or ``make_model()`` called
+    after ``torch.manual_seed(seed)`` and checked to return a module."""
+    if isinstance(make_model_or_model, nn.Module):
+        template = make_model_or_model
+        if isinstance(template, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            raise TypeError("DataParallel/DistributedDataParallel models are not supported: "
+                            "pass the wrapped module (model.module)")
+        return lambda _seed: copy.deepcopy(template)
+    if isinstance(make_model_or_model, type) and issubclass(make_model_or_model, nn.Module):
+        pass  # a module class is a factory: calling it builds one
+    elif not callable(make_model_or_model):
+        raise TypeError(f"expected a torch.nn.Module or a function returning one, got "
+                        f"{type(make_model_or_model).__name__}")
+    make = make_model_or_model
+
+    def fresh(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        model = make()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"make_model() must return a torch.nn.Module, got "
+                            f"{type(model).__name__}")
+        return model
+
+    return fresh
+
+
+def _as_tensor(v: Any, label: str) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v.detach()
+    try:
+        return torch.as_tensor(np.asarray(v))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{label} must be an array or a tensor, got {type(v).__name__}: "
+                        f"{e}") from None
+
+
+def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) -> TensorData:
+    """``data`` -> tensors on ``device``: a Dataset-like object (``x_train``, ``y_train``,
+    ``x_val``, ``y_val``), ``(x, y)`` (``VAL_FRACTION`` held out by a seeded permutation when
+    there are at least 10 rows) or ``(x, y, x_val, y_val)``. Inputs are cast to the model's
+    floating ``dtype``; integer labels become int64, float targets ``dtype``."""
+    if hasattr(data, "x_train") and hasattr(data, "y_train"):
+        parts = [data.x_train, data.y_train, getattr(data, "x_val", None),
+                 getattr(data, "y_val", None)]
+        if parts[2] is None or parts[3] is None or len(parts[2]) == 0:
+            parts = parts[:2]
+    elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
+        parts = list(data)
+    else:
+        raise TypeError("data must be a Dataset (x_train, y_train, x_val, y_val) or a tuple "
+                        f"(x, y) or (x, y, x_val, y_val), got {type(data).__name__}")
+    ts = [_as_tensor(v, label) for v, label in zip(parts, ("x", "y", "x_val", "y_val"))]
+    for xs, ys, label in ((ts[0], ts[1], ""), *(((ts[2], ts[3], "_val"),) if len(ts) == 4
+                                                 else ())):
+        if xs.dim() < 1 or ys.dim() < 1 or xs.shape[0] != ys.shape[0]:
+            raise ValueError(f"x{label} has {tuple(xs.shape)} rows but y{label} has "
+                             f"{tuple(ys.shape)}; expected the same number of rows")
+    if ts[0].shape[0] == 0:
+        raise ValueError("the training data are empty")
+    check_fits(sum(t.numel() * max(t.element_size(), 4) for t in ts), device)
+
+    def conv(t: torch.Tensor, is_x: bool) -> torch.Tensor:
+        if is_x or t.is_floating_point():
+            if not (t.is_floating_point() or t.dtype in (torch.uint8, torch.int8, torch.int16,
+                                                          torch.int32, torch.int64, torch.bool)):
+                raise TypeError(f"inputs must be numeric, got dtype {t.dtype}")
+            return t.to(device=device, dtype=dtype if is_x or t.is_floating_point() else None)
+        return t.to(device=device, dtype=torch.int64)
+
+    x, y = conv(ts[0], True), conv(ts[1], False)
+    if len(ts) == 4:
+        return TensorData(x, y, conv(ts[2], True), conv(ts[3], False))
+    n = x.shape[0]
+    if n < 10:
+        return TensorData(x, y)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(device)
+    k = max(1, int(round(VAL_FRACTION * n)))
+    return TensorData(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
+
+
+def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
+          probe_every: int | None) -> TrainSpec:
+    if isinstance(optimizer, str):
+        name, kwargs = optimizer, {}
+    elif isinstance(optimizer, (tuple, list)) and len(optimizer) == 2 \
+            and isinstance(optimizer[0], str) and isinstance(optimizer[1], dict):
+        name, kwargs = optimizer[0], dict(optimizer[1])
+    else:
+        raise TypeError(f"optimizer must be a name or (name, kwargs) such as ('sgd', "
+                        f"{{'lr': 0.1}}), got {optimizer!r}")
+    if name.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    default_lr = 0.1 if name.lower() == "sgd" else 1e-3
+    lr = kwargs.pop("lr", default_lr)
+    for label, v in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{label} must be a positive integer, got {v!r}")
+    every = probe_every if probe_every is not None else max(1, steps // 10)
+    return TrainSpec(optimizer=name, lr=lr, optimizer_kwargs=kwargs, steps=steps,
+                     batch_size=batch_size, seed=seed, probe_every=every)
+
+
+# -- one diagnosed run -------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    ctx: TorchRunContext
+    result: TrainResult
+    findings: list[Finding]
+    metrics_by_kind: dict[str, float]
+
+
+def _probe_fn() -> Callable:
+    """:func:`depthlab.torch.probe` without percentiles (the rules read none)."""
+    from .probe import probe
+
+    return lambda model, x, y, loss_fn: probe(model, x, y, loss_fn, percentiles=())
+
+
+def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
+         settings: dict[str, Any]) -> _Run:
+    """Train ``model`` with probes and apply the rules."""
+    px, py = (t[:PROBE_EXAMPLES] for t in data.probe_source)
+    layers = rx.trace(model, px[:TRACE_EXAMPLES])
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no weight layers (modules owning a "
+                         "parameter of at least 2 dimensions) to diagnose")
+    weights = [(i, t.name, rx.weight_tensors(t.module)[0]) for i, t in enumerate(layers, 1)]
+    result = train(model, data, loss_fn, spec, probe=_probe_fn(), probe_batch=(px, py),
+                   weight_layers=weights)
+    index = _layer_index(result.probes, layers)
+    if "module" not in result.probes.columns or not len(result.probes):
+        index = {t.name: i for i, t in enumerate(layers, 1)}
+    ratios = result.probes["quantity"] == "update_ratio"
+    if ratios.any():  # update ratios were numbered in trace order: renumber as the probe does
+        by_name = result.probes.loc[ratios, "module"].map(index)
+        result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
+        result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
+    config = describe(model, layers)
+    ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
+                          history=result.history, metrics=result.metrics,
+                          points_override=_points(result.probes, layers))
+    findings, by_kind = evaluate(ctx)
+    findings.sort(key=lambda f: -SEVERITIES.index(f.severity) if f.severity in SEVERITIES
+                  else 0)
+    return _Run(ctx, result, findings, by_kind)
+
+
+def _settings(spec: TrainSpec, loss_fn: Callable, device: torch.device) -> dict[str, Any]:
+    return {**spec.as_dict(), "loss": type(loss_fn).__name__ if isinstance(loss_fn, nn.Module)
+            else getattr(loss_fn, "__name__", "loss_fn"), "device": str(device)}
+
+
+def _finite(d: dict[str, Any], key: str, worst: float) -> float:
+    v = d.get(key, math.nan)
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else worst
+
+
+def _better(after: dict[str, Any], before: dict[str, Any]) -> bool:
+    """Lower final train loss or higher validation accuracy (non-finite counts as worst)."""
+    return (_finite(after, "train_loss", math.inf) < _finite(before, "train_loss", math.inf)
+            or _finite(after, "val_acc", -math.inf) > _finite(before, "val_acc", -math.inf))
+
+
+def _gain(v: Verification) -> float:
+    """How much a verified cure improved training: relative drop of the final train loss."""
+    b = _finite(v.before, "train_loss", math.inf)
+    a = _finite(v.after, "train_loss", math.inf)
+    if not math.isfinite(b):
+        return 1.0 if math.isfinite(a) else 0.0
+    return (b - a) / b if b > 0 and math.isfinite(a) else -math.inf
+
+
+# -- the doctor --------------------------------------------------------------------------------
+
+def doctor(
+    make_model_or_model: nn.Module | Callable[[], nn.Module],
+    data: Any,
+    *,
+    loss_fn: Callable | None = None,
+    optimizer: str | tuple[str, dict[str, Any]] = ("sgd", {"lr": 0.1}),
+    steps: int = 200,
+    batch_size: int = 64,
+    seed: int = 0,
+    verify: bool = True,
+    max_cures: int = 3,
+    probe_every: int | None = None,
+    out: str | Path | None = None,
+    name: str | None = None,
+) -> Diagnosis:
+    """Diagnose a torch model and (``verify=True``) verify cures; see the module doc.
+
+    ``make_model_or_model``: a function returning a fresh ``nn.Module`` (called after
+    ``torch.manual_seed(seed)``) or a module instance (deep-copied, never modified).
+    ``data``: ``(x, y)``, ``(x, y, x_val, y_val)`` or a Dataset; arrays or tensors, moved to
+    the model's device. ``loss_fn(model(x), y)`` must return a scalar tensor (default
+    ``nn.CrossEntropyLoss()``). ``optimizer``: ``(name, kwargs)`` with a name of
+    :data:`depthlab.torch.train.OPTIMIZERS` (``lr`` in kwargs; other kwargs such as
+    ``momentum`` go to the optimizer). ``probe_every``: probe-table period (default
+    ``steps // 10``). ``max_cures``: cures verified per finding. ``out``: a results folder;
+    the diagnosis, its probe table and step losses are stored there (kind ``doctor``).
+
+    Returns the NumPy doctor's :class:`~depthlab.diagnosis.Diagnosis` (``config`` describes the
+    torch model, ``settings`` the training run, ``probes`` the baseline's probe table).
+    """
+    if isinstance(max_cures, bool) or not isinstance(max_cures, int) or max_cures < 1:
+        raise ValueError(f"max_cures must be a positive integer, got {max_cures!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(output, target), got "
+                        f"{type(loss_fn).__name__}")
+    spec = _spec(optimizer, steps, batch_size, seed, probe_every)
+    fresh = _factory(make_model_or_model)
+    t0 = time.perf_counter()
+    model = fresh(seed)
+    device, dtype = model_device_dtype(model)
+    d = tensor_data(data, device, dtype, seed)
+    _check_runs(model, d, loss_fn)
+    settings = _settings(spec, loss_fn, device)
+    base = _run(model, d, loss_fn, spec, settings)
+    diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
+                          probes=base.result.probes, config=base.ctx.config, settings=settings)
+    xs = d.x[:LSUV_EXAMPLES]
+    runs: dict[str, _Run] = {}
+    for f in diagnosis.findings:
+        cures = _cures(f, base, spec, fresh, seed, xs)
+        if cures:
+            f.prescription, f.prescription_text = cures[0]
+        else:
+            f.prescription, f.prescription_text = {}, (
+                f.prescription_text + " (no module transform applies to this model)")
+        if not verify:
+            continue
+        tried: list[tuple[Verification, str]] = []
+        for changes, text in cures[:max_cures]:
+            key = json.dumps(changes, sort_keys=True, default=str)
+            if key not in runs:
+                runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
+            run = runs[key]
+            tried.append((_verification(f, changes, base, run), text))
+        tried.sort(key=lambda vt: (not vt[0].helped, -_gain(vt[0])))
+        diagnosis.verifications.extend(v for v, _ in tried)
+        if tried and tried[0][0].helped:
+            f.prescription, f.prescription_text = dict(tried[0][0].prescription), tried[0][1]
+    if verify:
+        best = {f.kind: max((_gain(v) for v in diagnosis.verifications
+                             if v.kind == f.kind and v.helped), default=-math.inf)
+                for f in diagnosis.findings}
+        diagnosis.findings.sort(key=lambda f: -best[f.kind])
+        order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
+        diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
+    if out is not None:
+        _store(diagnosis, base, out, name, time.perf_counter() - t0, verify)
+    return diagnosis
+
+
+def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
+    """One forward and loss on two rows: a clear error before any training."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(d.x[:2])
+            scalar_loss(loss_fn, out, d.y[:2])
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
+        raise ValueError(f"the model or loss_fn fails on inputs of shape "
+                         f"{tuple(d.x.shape[1:])} per example: {type(e).__name__}: {e}") from None
+    finally:
+        model.train(was)
+
+
+def _cures(f: Finding, base: _Run, spec: TrainSpec, fresh: Callable[[int], nn.Module],
+           seed: int, xs: torch.Tensor) -> list[tuple[dict[str, Any], str]]:
+    """Applicable cures for finding ``f``: the rule's prescription translated, then the torch
+    alternatives, duplicates and transforms that change nothing in this model left out."""
+    config = base.ctx.config
+    candidates: list[tuple[dict[str, Any], str]] = []
+    first = rx.translate(f.prescription, spec) if f.prescription else None
+    if first:
+        candidates.append((first, f.prescription_text))
+    candidates += rx.alternatives(f.kind, config.get("activation") or None, spec,
+                                  bool(config.get("batchnorm")))
+    out: list[tuple[dict[str, Any], str]] = []
+    seen: set[str] = set()
+    for changes, text in candidates:
+        key = json.dumps(changes, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        if set(changes) & rx.MODEL_KEYS:
+            try:
+                rx.apply(changes, fresh(seed), spec, xs)
+            except rx.NotApplicable:
+                continue
+        out.append((changes, text))
+    return out
+
+
+def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed: int,
+                spec: TrainSpec, d: TensorData, loss_fn: Callable, settings: dict[str, Any],
+                xs: torch.Tensor) -> _Run:
+    model = fresh(seed)
+    torch.manual_seed(seed)  # re-initializations draw from the same stream every time
+    model, new_spec = rx.apply(changes, model, spec, xs)
+    return _run(model, d, loss_fn, new_spec, {**settings, **new_spec.as_dict()})
+
+
+def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run) -> Verification:
+    before_metric = base.metrics_by_kind.get(f.kind, math.nan)
+    after_metric = run.metrics_by_kind.get(f.kind, math.nan)
+    after_kinds = [g.kind for g in run.findings]
+    resolved = f.kind not in after_kinds
+    improved = resolved or after_metric < before_metric
+    names = getattr(numpy_doctor, "_METRIC_NAMES", {})
+    return Verification(
+        kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics),
+        after=dict(run.result.metrics), metric=names.get(f.kind, "metric"),
+        metric_before=before_metric, metric_after=after_metric, resolved=resolved,
+        helped=bool(improved and _better(run.result.metrics, base.result.metrics)),
+        new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
+    )
+
+
+def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
+           seconds: float, verify: bool) -> str:
+    """Write the diagnosis to the results store in ``out`` (one transaction); returns the id."""
+    from ..experiments.store import RunRecord, Store
+
+    payload = diagnosis.to_dict()
+    body = json.dumps({"config": payload["config"], "settings": payload["settings"],
+                       "verify": verify}, sort_keys=True, default=str)
+    rid = "torch-" + hashlib.sha256(body.encode()).hexdigest()[:12]
+    b = diagnosis.baseline
+    metrics = {k: b[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "steps")
+               if k in b}
+    metrics["seconds"] = seconds
+    hist = base.result.history
+    rec = RunRecord(id=rid, name=name or f"doctor {diagnosis.config.get('model')} (torch)",
+                    kind="doctor", status="finished", config=payload["config"],
+                    metrics=metrics, seconds=seconds, findings=payload,
+                    probes=diagnosis.probes, steps=hist.steps_frame())
+    with Store(out) as store:
+        store.add_run(rec)
+    diagnosis.settings["run_id"] = rid
+    return rid

@@ -1,0 +1,459 @@
+"""The torch doctor's prescriptions: module transforms applied to a fresh copy of a model, and
+training-setting changes, each a JSON-able dict of changes.
+
+==========================  ====================================================================
+change                      what it does
+==========================  ====================================================================
+``init``                    re-initialize every weight layer's ≥ 2-D weights (biases zeroed):
+                            ``matched`` (each layer by the activation that follows it: He
+                            ``Var = 2 / (fan_in (1 + a^2))`` for rectifiers with slope ``a``,
+                            Glorot ``Var = 2 / (fan_in + fan_out)`` for sigmoid/tanh/softsign
+                            and for layers without one, LeCun ``Var = 1 / fan_in`` for SELU),
+                            ``he_normal``/``he_uniform``/``glorot_normal``/``glorot_uniform``/
+                            ``lecun_normal`` for all layers, ``orthogonal`` (gain of the next
+                            activation), ``lsuv`` (orthogonal, then each layer in forward order
+                            rescaled until its output variance on a data batch is 1 ± 0.1,
+                            Mishkin & Matas 2016)
+``activation``              replace every activation module of a known kind by ``relu``,
+                            ``leaky_relu``, ``elu``, ``selu``, ``tanh``, ``gelu`` or ``swish``
+``normalization``           ``batchnorm``: insert ``BatchNorm1d/2d/3d`` after every
+                            ``Linear``/``Conv`` child of an ``nn.Sequential`` that is directly
+                            followed by an activation module
+``bias_init``               ``zeros``: every bias of a weight layer set to 0
+``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TrainSpec`): a
+``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
+``optimizer``               (``torch.nn.utils.clip_grad_norm_``), another optimizer (``adam``)
+==========================  ====================================================================
+
+A transform that finds nothing to change raises :class:`NotApplicable` (the doctor then tries
+the next cure). :func:`trace` discovers, in one forward pass with hooks, the order in which the
+weight layers run and which activation module follows each one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
+from .train import TrainSpec
+
+ACTIVATION_MODULES: dict[type[nn.Module], str] = {
+    nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", nn.SELU: "selu",
+    nn.GELU: "gelu", nn.SiLU: "swish", nn.Mish: "mish", nn.Sigmoid: "sigmoid",
+    nn.Tanh: "tanh", nn.Softsign: "softsign",
+}
+"""Activation module classes and their depthlab activation names."""
+
+NEW_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "selu": nn.SELU,
+    "tanh": nn.Tanh, "gelu": nn.GELU, "swish": nn.SiLU,
+}
+"""Activations a prescription may swap in."""
+
+NORM_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+PASS_THROUGH: tuple[type[nn.Module], ...] = NORM_MODULES + (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+    nn.Flatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
+    nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+)
+"""Modules that may sit between a weight layer and its activation."""
+
+INITS: tuple[str, ...] = ("matched", "he_normal", "he_uniform", "glorot_normal",
+                          "glorot_uniform", "lecun_normal", "orthogonal", "lsuv")
+TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size"})
+MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init"})
+
+LSUV_TOL = 0.1
+LSUV_ITERS = 10
+
+
+class NotApplicable(ValueError):
+    """The prescription finds nothing to change in this model."""
+
+
+def activation_name(module: nn.Module) -> str | None:
+    """The depthlab name of an activation module (None when not a known activation)."""
+    for cls, name in ACTIVATION_MODULES.items():
+        if type(module) is cls:
+            return name
+    return None
+
+
+def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
+    """The depthlab activation parameters of a module (LeakyReLU's slope, ELU's alpha)."""
+    if isinstance(module, nn.LeakyReLU):
+        return {"negative_slope": float(module.negative_slope)}
+    if isinstance(module, nn.ELU):
+        return {"alpha": float(module.alpha)}
+    return {}
+
+
+def weight_tensors(module: nn.Module) -> list[nn.Parameter]:
+    """The module's own parameters with at least 2 dimensions."""
+    return [p for p in module.parameters(recurse=False) if p.dim() >= 2]
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) as ``torch.nn.init`` computes them (conv: channels x kernel size)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    return int(fan_in), int(fan_out)
+
+
+@dataclass
+class TracedLayer:
+    """A weight layer in forward order: dotted ``name``, ``module``, the ``activation`` module
+    that follows it (through normalization, dropout or pooling; None if none) and whether a
+    normalization module sits in between (``normalized``)."""
+
+    name: str
+    module: nn.Module
+    activation: nn.Module | None
+    normalized: bool
+
+    @property
+    def activation_name(self) -> str | None:
+        return activation_name(self.activation) if self.activation is not None else None
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
+    """Weight layers (modules owning a ≥ 2-D parameter) in the order they first run on ``x``
+    (one forward pass, no gradients, the model's mode unchanged), each with the activation
+    module that runs next before any other weight layer; layers that never run come last."""
+    names = {m: n for n, m in model.named_modules()}
+    calls: list[nn.Module] = []
+
+    def hook(module: nn.Module, _inp: Any, _out: Any) -> None:
+        calls.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if weight_tensors(m) or not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out: list[TracedLayer] = []
+    seen: set[nn.Module] = set()
+    for i, m in enumerate(calls):
+        if m in seen or not weight_tensors(m):
+            continue
+        seen.add(m)
+        act, normed = None, False
+        for nxt in calls[i + 1:]:
+            if weight_tensors(nxt):
+                break
+            if activation_name(nxt) is not None:
+                act = nxt
+                break
+            if isinstance(nxt, NORM_MODULES):
+                normed = True
+            elif not isinstance(nxt, PASS_THROUGH):
+                break
+        out.append(TracedLayer(names.get(m, "?"), m, act, normed))
+    for m in model.modules():
+        if m not in seen and weight_tensors(m):
+            out.append(TracedLayer(names.get(m, "?"), m, None, False))
+    return out
+
+
+def dominant_activation(layers: list[TracedLayer]) -> str | None:
+    """The most common activation name after the weight layers (ties: the first seen)."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        if layer.activation_name:
+            counts[layer.activation_name] = counts.get(layer.activation_name, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+# -- initialization ----------------------------------------------------------------------------
+
+def _gain(act: nn.Module | None) -> float:
+    """``torch.nn.init.calculate_gain`` of the activation (1 for none or unknown)."""
+    name = activation_name(act) if act is not None else None
+    if name in ("relu", "elu", "gelu", "swish", "mish"):
+        return math.sqrt(2.0)
+    if name == "leaky_relu":
+        return nn.init.calculate_gain("leaky_relu", float(act.negative_slope))
+    if name == "tanh":
+        return 5.0 / 3.0
+    return 1.0
+
+
+def init_weight(w: torch.Tensor, name: str, act: nn.Module | None) -> None:
+    """Re-initialize ``w`` in place with initializer ``name`` (see the module table)."""
+    fan_in, fan_out = fans(w)
+    with torch.no_grad():
+        if name == "matched":
+            rec = recommended_init(activation_name(act) or "identity") if act is not None \
+                else "glorot_uniform"
+            if rec == "he_normal":
+                slope = float(act.negative_slope) if isinstance(act, nn.LeakyReLU) else 0.0
+                w.normal_(0.0, math.sqrt(2.0 / ((1.0 + slope ** 2) * fan_in)))
+                return
+            name = rec or "glorot_uniform"
+        if name == "he_normal":
+            w.normal_(0.0, math.sqrt(2.0 / fan_in))
+        elif name == "he_uniform":
+            b = math.sqrt(6.0 / fan_in)
+            w.uniform_(-b, b)
+        elif name == "glorot_normal":
+            w.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+        elif name == "glorot_uniform":
+            b = math.sqrt(6.0 / (fan_in + fan_out))
+            w.uniform_(-b, b)
+        elif name == "lecun_normal":
+            w.normal_(0.0, math.sqrt(1.0 / fan_in))
+        elif name in ("orthogonal", "lsuv"):
+            nn.init.orthogonal_(w, gain=_gain(act))
+        else:
+            raise ValueError(f"unknown init {name!r}; expected one of {INITS}")
+
+
+def reinitialize(model: nn.Module, layers: list[TracedLayer], name: str,
+                 x: torch.Tensor | None = None) -> None:
+    """Re-initialize every traced layer (embeddings excepted) with ``name``; biases zeroed.
+    ``lsuv`` needs a data batch ``x``."""
+    if name not in INITS:
+        raise ValueError(f"unknown init {name!r}; expected one of {INITS}")
+    todo = [t for t in layers if not isinstance(t.module, nn.Embedding)]
+    if not todo:
+        raise NotApplicable("the model has no weight layers to re-initialize")
+    for t in todo:
+        for w in weight_tensors(t.module):
+            init_weight(w, name, t.activation)
+        _zero_biases(t.module)
+    if name == "lsuv":
+        if x is None:
+            raise ValueError("lsuv needs a data batch")
+        _lsuv_scale(model, todo, x)
+
+
+def _zero_biases(module: nn.Module) -> None:
+    with torch.no_grad():
+        for n, p in module.named_parameters(recurse=False):
+            if p.dim() == 1 and "bias" in n:
+                p.zero_()
+
+
+def _first_tensor(out: Any) -> torch.Tensor | None:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) -> None:
+    """LSUV's second phase: per layer in forward order, divide its weights by the std of its
+    output on ``x`` until ``|Var - 1| < LSUV_TOL`` (at most ``LSUV_ITERS`` passes)."""
+    seen: list[float] = []
+
+    def hook(_m: nn.Module, _i: Any, out: Any) -> None:
+        o = _first_tensor(out)
+        if o is not None and not seen:
+            seen.append(float(o.detach().float().var(unbiased=False)))
+
+    for t in layers:
+
+        h = t.module.register_forward_hook(hook)
+        try:
+            for _ in range(LSUV_ITERS):
+                seen.clear()
+                with torch.no_grad():
+                    model(x)
+                if not seen or not math.isfinite(seen[0]) or seen[0] <= 0:
+                    break
+                if abs(seen[0] - 1.0) < LSUV_TOL:
+                    break
+                with torch.no_grad():
+                    for w in weight_tensors(t.module):
+                        w.div_(math.sqrt(seen[0]))
+        finally:
+            h.remove()
+
+
+# -- activation swap and normalization ---------------------------------------------------------
+
+def swap_activations(model: nn.Module, new: str) -> int:
+    """Replace every known activation module by ``NEW_ACTIVATIONS[new]()`` (in-place flags
+    kept for ReLU); returns how many were replaced (0: :class:`NotApplicable`)."""
+    if new not in NEW_ACTIVATIONS:
+        raise ValueError(f"unknown activation {new!r}; expected one of {sorted(NEW_ACTIVATIONS)}")
+    count = 0
+    for parent in model.modules():
+        for child_name, child in list(parent.named_children()):
+            old = activation_name(child)
+            if old is None or (old == new and not activation_kwargs(child)):
+                continue
+            repl = NEW_ACTIVATIONS[new]()
+            if new == "relu" and getattr(child, "inplace", False):
+                repl = nn.ReLU(inplace=True)
+            setattr(parent, child_name, repl)
+            count += 1
+    if not count:
+        raise NotApplicable(f"no activation module to replace by {new}")
+    return count
+
+
+def _norm_for(layer: nn.Module) -> nn.Module | None:
+    if isinstance(layer, nn.Linear):
+        return nn.BatchNorm1d(layer.out_features)
+    if isinstance(layer, nn.Conv1d):
+        return nn.BatchNorm1d(layer.out_channels)
+    if isinstance(layer, nn.Conv2d):
+        return nn.BatchNorm2d(layer.out_channels)
+    if isinstance(layer, nn.Conv3d):
+        return nn.BatchNorm3d(layer.out_channels)
+    return None
+
+
+def insert_batchnorm(model: nn.Module) -> int:
+    """Insert a batch norm after every Linear/Conv child of an ``nn.Sequential`` that is
+    directly followed by an activation module; returns how many were inserted."""
+    device, dtype = next(((p.device, p.dtype) for p in model.parameters()
+                          if p.is_floating_point()), (torch.device("cpu"), torch.float32))
+    count = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        items = list(seq.named_children())
+        new: list[tuple[str, nn.Module]] = []
+        for i, (name, child) in enumerate(items):
+            new.append((name, child))
+            nxt = items[i + 1][1] if i + 1 < len(items) else None
+            bn = _norm_for(child)
+            if bn is not None and nxt is not None and activation_name(nxt) is not None:
+                new.append((f"{name}_bn", bn.to(device=device, dtype=dtype)))
+                count += 1
+        if len(new) != len(items):
+            for name, _ in items:
+                delattr(seq, name)
+            for name, child in new:
+                seq.add_module(name, child)
+    if not count:
+        raise NotApplicable("no Linear/Conv layer followed by an activation inside an "
+                            "nn.Sequential")
+    return count
+
+
+# -- applying a prescription -------------------------------------------------------------------
+
+def apply(changes: dict[str, Any], model: nn.Module, spec: TrainSpec, x: torch.Tensor
+          ) -> tuple[nn.Module, TrainSpec]:
+    """Apply ``changes`` to ``model`` (in place; pass a fresh copy) and ``spec``: activation
+    swap first, then normalization, then re-initialization, then biases. ``x``: a data batch
+    (tracing, LSUV, checking that the transformed model still runs). Raises
+    :class:`NotApplicable` when a change finds nothing to change, ValueError for a bad one."""
+    unknown = set(changes) - TRAINING_KEYS - MODEL_KEYS
+    if unknown:
+        raise ValueError(f"unknown prescription keys {sorted(unknown)}; expected "
+                         f"{sorted(TRAINING_KEYS | MODEL_KEYS)}")
+    if "activation" in changes:
+        swap_activations(model, str(changes["activation"]))
+    if "normalization" in changes:
+        if changes["normalization"] != "batchnorm":
+            raise ValueError(f"unknown normalization {changes['normalization']!r}; expected "
+                             f"'batchnorm'")
+        insert_batchnorm(model)
+    if "init" in changes:
+        reinitialize(model, trace(model, x), str(changes["init"]), x)
+    if changes.get("bias_init") is not None:
+        if changes["bias_init"] not in ("zeros", "zero"):
+            raise ValueError(f"unknown bias_init {changes['bias_init']!r}; expected 'zeros'")
+        layers = trace(model, x)
+        if not any(p.dim() == 1 and "bias" in n and bool(p.detach().abs().max() > 0)
+                   for t in layers for n, p in t.module.named_parameters(recurse=False)):
+            raise NotApplicable("every bias is already zero")
+        for t in layers:
+            _zero_biases(t.module)
+    if MODEL_KEYS & set(changes):
+        try:
+            with torch.no_grad():
+                model(x)
+        except Exception as e:  # noqa: BLE001 - any failure means the transform broke it
+            raise NotApplicable(f"the transformed model does not run: {e}") from None
+    train_changes = {k: v for k, v in changes.items() if k in TRAINING_KEYS}
+    return model, spec.with_changes(**train_changes) if train_changes else spec
+
+
+# -- what to try for each finding ---------------------------------------------------------------
+
+SATURATING = ("sigmoid", "tanh", "softsign")
+
+
+def translate(rule_changes: dict[str, Any], spec: TrainSpec) -> dict[str, Any] | None:
+    """The NumPy rules' ``mlp()``-argument prescription as torch changes (None when it has
+    no torch counterpart, e.g. ``residual``)."""
+    out: dict[str, Any] = {}
+    for k, v in rule_changes.items():
+        if k == "init":
+            out["init"] = "matched" if v in RECOMMENDED_INIT.values() else v
+        elif k == "activation":
+            if v not in NEW_ACTIVATIONS:
+                return None
+            out["activation"] = v
+            out["init"] = "matched"
+        elif k == "batchnorm":
+            if v:
+                out["normalization"] = "batchnorm"
+        elif k == "bias_init":
+            out["bias_init"] = "zeros"
+        elif k in ("lr", "optimizer", "batch_size"):
+            out[k] = v
+        elif k == "activation_kwargs":
+            continue
+        else:  # residual, bn_inference, bn_momentum: no generic module transform
+            return None
+    if out.get("optimizer") not in (None, spec.optimizer) and "lr" not in out:
+        out["lr"] = 1e-3
+    return out or None
+
+
+def alternatives(kind: str, activation: str | None, spec: TrainSpec, normalized: bool
+                 ) -> list[tuple[dict[str, Any], str]]:
+    """Further cures to verify for a finding of ``kind`` (after the rule's own), each with
+    the reason it may help."""
+    lower = {"lr": spec.lr / 10.0}, "A 10x smaller learning rate keeps each update small."
+    adam = ({"optimizer": "adam", "lr": 1e-3},
+            "Adam (lr 1e-3) scales each parameter's step by its gradient's running RMS, so a "
+            "layer with tiny gradients still moves.")
+    relu = ({"activation": "relu", "init": "matched"},
+            "ReLU with He initialization: f' = 1 on active units, so the gradient is not "
+            "shrunk by f' <= 1/4 (sigmoid) at every layer.")
+    bn = ({"normalization": "batchnorm"},
+          "Batch normalization after each layer rescales the back-propagated gradient by "
+          "1 / std of its input (Ioffe & Szegedy 2015).")
+    lsuv = ({"init": "lsuv"}, "LSUV: orthogonal weights rescaled so that every layer's output "
+                              "has unit variance on a data batch (Mishkin & Matas 2016).")
+    matched = ({"init": "matched"}, "Re-initialize each layer for the activation that follows "
+                                    "it (He / Glorot / LeCun).")
+    warmup = ({"warmup": max(1, spec.steps // 10)},
+              "Linear learning-rate warm-up over the first 10% of the steps.")
+    clip = ({"clip_grad_norm": 1.0}, "Clip the gradient norm at 1 "
+                                     "(torch.nn.utils.clip_grad_norm_).")
+    leaky = ({"activation": "leaky_relu", "init": "matched"},
+             "Leaky ReLU keeps a gradient flowing to inactive units.")
+    saturating = activation in SATURATING
+    norm = [] if normalized else [bn]
+    table: dict[str, list[tuple[dict[str, Any], str]]] = {
+        "vanishing_gradients": ([relu] if saturating else []) + norm + [lsuv, adam],
+        "exploding_gradients": [matched, clip, lower] + norm,
+        "saturation": ([relu] if saturating else []) + [matched] + norm,
+        "dead_relu": [lower, leaky, warmup, adam],
+        "mean_shift": [({"activation": "tanh", "init": "matched"},
+                        "tanh is zero-centred (Glorot & Bengio 2010)."), relu],
+        "init_mismatch": [matched, lsuv],
+        "divergence": [lower, warmup, clip, adam],
+        "bn_drift": [lower],
+    }
+    if spec.optimizer == "adam":
+        table = {k: [c for c in v if c is not adam] for k, v in table.items()}
+    return table.get(kind, [lower, adam])

@@ -1,0 +1,347 @@
+"""A deterministic training loop for any ``torch.nn.Module`` (the torch doctor's yardstick).
+
+Two runs with the same :class:`TrainSpec` see the same mini-batches in the same order: the
+order comes from a NumPy generator seeded with ``spec.seed`` (a fresh permutation of the
+training rows per epoch), and ``torch.manual_seed(spec.seed)`` is set before the first step
+(dropout masks). Training runs on the model's device, in the model's floating dtype.
+
+Step ``k`` means "the model after ``k`` optimizer updates". The loop records
+
+* ``step_loss``: the training loss of every mini-batch (update ``k`` is ``step_loss[k - 1]``);
+* probe tables (``probe(model, x, y, loss_fn)``, columns ``step, layer, module, quantity,
+  value``) on a fixed probe batch at step 0, every ``spec.probe_every`` steps and at the end;
+* ``update_ratio`` = ``||W_k - W_(k-1)|| / ||W_(k-1)||`` (Frobenius norms) per weight layer at
+  the probed steps ``k >= 1`` (weights copied only before those updates);
+* final metrics: inference-mode (``model.eval()``) loss and accuracy on the training and
+  validation sets, as the NumPy trainer reports them.
+
+Learning-rate warm-up (``spec.warmup = W``): update ``k`` uses ``lr * min(1, k / W)``.
+Gradient clipping (``spec.clip_grad_norm = c``): ``torch.nn.utils.clip_grad_norm_(params, c)``
+between backward and the update. A non-finite loss stops training (``History.divergence``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..training.history import DivergenceReport, History
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "rmsprop": torch.optim.RMSprop,
+    "adagrad": torch.optim.Adagrad,
+    "adadelta": torch.optim.Adadelta,
+}
+"""Optimizer names accepted by :class:`TrainSpec` (``torch.optim`` classes)."""
+
+EVAL_BATCH = 1024
+"""Rows per forward pass when evaluating the final metrics."""
+
+TABLE_COLUMNS = ("step", "layer", "module", "quantity", "value")
+
+ProbeFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Callable], pd.DataFrame]
+
+
+def _positive_int(label: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{label} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything that decides a training run besides the model and the data.
+
+    ``optimizer``: a name of :data:`OPTIMIZERS`; ``lr``: its learning rate;
+    ``optimizer_kwargs``: its other arguments (e.g. ``{"momentum": 0.9}``); ``steps``: optimizer
+    updates; ``warmup``: linear warm-up steps (0: none); ``clip_grad_norm``: max gradient norm
+    (None: no clipping); ``probe_every``: probe-table period in steps.
+    """
+
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 200
+    batch_size: int = 64
+    seed: int = 0
+    warmup: int = 0
+    clip_grad_norm: float | None = None
+    probe_every: int = 20
+
+    def __post_init__(self) -> None:
+        name = str(self.optimizer).lower() if isinstance(self.optimizer, str) else None
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of "
+                             f"{sorted(OPTIMIZERS)}")
+        object.__setattr__(self, "optimizer", name)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or \
+                not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        object.__setattr__(self, "lr", float(self.lr))
+        if not isinstance(self.optimizer_kwargs, dict):
+            raise TypeError(f"optimizer_kwargs must be a dict, got "
+                            f"{type(self.optimizer_kwargs).__name__}")
+        object.__setattr__(self, "optimizer_kwargs", dict(self.optimizer_kwargs))
+        for label in ("steps", "batch_size", "probe_every"):
+            _positive_int(label, getattr(self, label))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, np.integer)) \
+                or self.warmup < 0:
+            raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
+        c = self.clip_grad_norm
+        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
+                              or not math.isfinite(c) or c <= 0):
+            raise ValueError(f"clip_grad_norm must be None or a positive number, got {c!r}")
+
+    def with_changes(self, **changes: Any) -> TrainSpec:
+        """A copy with ``changes``; a new optimizer drops the old one's extra arguments
+        (SGD's momentum means nothing to Adam)."""
+        if "optimizer" in changes and changes["optimizer"] != self.optimizer \
+                and "optimizer_kwargs" not in changes:
+            changes["optimizer_kwargs"] = {}
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer, "lr": self.lr,
+                "optimizer_kwargs": dict(self.optimizer_kwargs), "steps": self.steps,
+                "batch_size": self.batch_size, "seed": self.seed, "warmup": self.warmup,
+                "clip_grad_norm": self.clip_grad_norm, "probe_every": self.probe_every}
+
+
+def make_optimizer(spec: TrainSpec, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """``OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)``; a bad
+    argument becomes a ValueError naming the optimizer."""
+    try:
+        return OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)
+    except TypeError as e:
+        raise ValueError(f"optimizer {spec.optimizer!r} does not accept "
+                         f"{spec.optimizer_kwargs}: {e}") from None
+
+
+@dataclass
+class TensorData:
+    """Training and validation tensors on one device (``x_val``/``y_val`` may be None)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
+
+    @property
+    def probe_source(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation data when there is some, else training data."""
+        if self.x_val is not None and self.y_val is not None and len(self.x_val):
+            return self.x_val, self.y_val
+        return self.x, self.y
+
+
+def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's first floating parameter (CPU/float32
+    for a model without one)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def check_fits(nbytes: int, device: torch.device) -> None:
+    """Refuse (ValueError) to copy ``nbytes`` onto a CUDA device that has less free memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes > free:
+            raise ValueError(f"the data need {nbytes / 2**30:.2f} GiB on {device}, which has "
+                             f"{free / 2**30:.2f} GiB free")
+
+
+def scalar_loss(loss_fn: Callable, out: Any, y: torch.Tensor) -> torch.Tensor:
+    """``loss_fn(out, y)``, checked to be a scalar tensor."""
+    loss = loss_fn(out, y)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return a scalar tensor (e.g. a mean over the batch), "
+                         f"got {shape}")
+    return loss.reshape(())
+
+
+def is_classification(out: torch.Tensor, y: torch.Tensor) -> bool:
+    """Integer labels and one output column per class."""
+    return (not y.is_floating_point() and y.dim() == 1 and out.dim() == 2
+            and out.shape[0] == y.shape[0] and out.shape[1] > 1)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
+             ) -> dict[str, float]:
+    """Inference-mode (``eval()``) mean loss and accuracy on ``(x, y)`` in batches of
+    :data:`EVAL_BATCH` (the loss weighted by batch size); the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        total, correct, n, classify = 0.0, 0, 0, True
+        for i in range(0, len(x), EVAL_BATCH):
+            xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
+            out = model(xb)
+            loss = float(scalar_loss(loss_fn, out, yb))
+            total += loss * len(xb)
+            n += len(xb)
+            if classify and is_classification(out, yb):
+                correct += int((out.argmax(dim=1) == yb).sum())
+            else:
+                classify = False
+    finally:
+        model.train(was_training)
+    loss = total / n if n else math.nan
+    return {"loss": loss if math.isfinite(loss) else math.nan,
+            "acc": correct / n if classify and n else math.nan}
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` leaves behind: the per-step ``history`` (NumPy trainer's type), the
+    probe table ``probes`` (with ``update_ratio`` rows), and the final ``metrics``."""
+
+    history: History
+    probes: pd.DataFrame
+    metrics: dict[str, float]
+
+
+class _UpdateRatios:
+    """Copies the weight layers' tensors before a probed update, then computes
+    ``||W_k - W_(k-1)|| / ||W_(k-1)||`` on the device with one host transfer."""
+
+    def __init__(self, layers: Sequence[tuple[int, str, torch.Tensor]]) -> None:
+        self.layers = list(layers)
+        self.before: list[torch.Tensor] = []
+
+    def snapshot(self) -> None:
+        self.before = [w.detach().clone() for _, _, w in self.layers]
+
+    def rows(self, step: int) -> list[tuple]:
+        if not self.before:
+            return []
+        with torch.no_grad():
+            n0 = torch.stack([b.float().norm() for b in self.before])
+            n1 = torch.stack([(w.detach().float() - b.float()).norm()
+                              for (_, _, w), b in zip(self.layers, self.before)])
+            ratio = (n1 / n0).cpu().numpy().astype(np.float64)
+        self.before = []
+        return [(step, idx, name, "update_ratio", float(r))
+                for (idx, name, _), r in zip(self.layers, ratio)]
+
+
+def train(
+    model: torch.nn.Module,
+    data: TensorData,
+    loss_fn: Callable,
+    spec: TrainSpec,
+    *,
+    probe: ProbeFn | None = None,
+    probe_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weight_layers: Sequence[tuple[int, str, torch.Tensor]] = (),
+) -> TrainResult:
+    """Train ``model`` in place for ``spec.steps`` updates on ``data`` (see the module doc).
+
+    ``probe(model, x, y, loss_fn)`` returns a table with columns ``layer, module, quantity,
+    value`` (a ``step`` column is overwritten) for the ``probe_batch`` ``(x, y)``;
+    ``weight_layers``: ``(layer index, module name, weight tensor)`` for ``update_ratio``.
+    """
+    n = len(data.x)
+    if n == 0:
+        raise ValueError("the training data are empty")
+    order_rng = np.random.default_rng(spec.seed)
+    torch.manual_seed(spec.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    opt = make_optimizer(spec, params)
+    ratios = _UpdateRatios(weight_layers)
+    rows: list[tuple] = []
+    frames: list[pd.DataFrame] = []
+
+    def record(step: int) -> None:
+        if probe is None or probe_batch is None:
+            return
+        df = probe(model, probe_batch[0], probe_batch[1], loss_fn)
+        df = df.assign(step=step)
+        frames.append(df)
+
+    hist = History()
+    t0 = time.perf_counter()
+    model.train()
+    record(0)
+    perm = order_rng.permutation(n)
+    pos = 0
+    bs = min(spec.batch_size, n)
+    epoch = 0
+    last_probed = 0
+    for step in range(1, spec.steps + 1):
+        if pos + bs > n:
+            perm, pos, epoch = order_rng.permutation(n), 0, epoch + 1
+        idx = torch.from_numpy(perm[pos:pos + bs]).to(data.x.device)
+        pos += bs
+        xb, yb = data.x.index_select(0, idx), data.y.index_select(0, idx)
+        if spec.warmup:
+            for g in opt.param_groups:
+                g["lr"] = spec.lr * min(1.0, step / spec.warmup)
+        opt.zero_grad(set_to_none=True)
+        loss = scalar_loss(loss_fn, model(xb), yb)
+        value = float(loss.detach())
+        hist.step_loss.append(value)
+        if not math.isfinite(value):
+            hist.divergence = DivergenceReport(step=step, epoch=epoch, loss=value, layer=None,
+                                               nonfinite_parameters=[])
+            break
+        loss.backward()
+        if spec.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
+        probed = step % spec.probe_every == 0 or step == spec.steps
+        if probed and weight_layers:
+            ratios.snapshot()
+        opt.step()
+        if probed:
+            rows.extend(ratios.rows(step))
+            record(step)
+            last_probed = step
+    if hist.diverged:
+        opt.zero_grad(set_to_none=True)
+    elif last_probed != hist.steps:
+        record(hist.steps)
+    hist.seconds = time.perf_counter() - t0
+    metrics = final_metrics(model, data, loss_fn, hist, spec.steps)
+    frames.append(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
+    table = pd.concat([f for f in frames if len(f)], ignore_index=True) \
+        if any(len(f) for f in frames) else pd.DataFrame({c: [] for c in TABLE_COLUMNS})
+    table = table[list(TABLE_COLUMNS) + [c for c in table.columns if c not in TABLE_COLUMNS]]
+    table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
+    return TrainResult(history=hist, probes=table, metrics=metrics)
+
+
+def final_metrics(model: torch.nn.Module, data: TensorData, loss_fn: Callable, hist: History,
+                  budget: int) -> dict[str, float]:
+    """Final train/validation loss and accuracy (NaN after a divergence), steps run, budget,
+    seconds; the same keys as the NumPy doctor's metrics."""
+    nan = math.nan
+    out = {"train_loss": nan, "train_acc": nan, "val_loss": nan, "val_acc": nan,
+           "diverged": hist.diverged, "steps": hist.steps, "budget": int(budget),
+           "seconds": float(hist.seconds)}
+    if hist.diverged:
+        return out
+    tr = evaluate(model, data.x, data.y, loss_fn)
+    out.update(train_loss=tr["loss"], train_acc=tr["acc"])
+    if data.x_val is not None and data.y_val is not None and len(data.x_val):
+        va = evaluate(model, data.x_val, data.y_val, loss_fn)
+        out.update(val_loss=va["loss"], val_acc=va["acc"])
+    return out
