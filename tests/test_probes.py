@@ -189,7 +189,7 @@ def test_update_ratio_equals_hand_computation_for_sgd():
         assert got[layer] == pytest.approx(lr * np.linalg.norm(g) / np.linalg.norm(w), rel=1e-9)
 
 
-def test_histogram_counts_sum_to_entries_and_edges_are_fixed():
+def test_histogram_counts_sum_to_entries_and_edges_follow_the_data():
     x, y = _data(n=64)
     net = mlp([6, 10, 7, 3], activation="relu", init="he_normal", seed=0)
     rec = ProbeRecorder(x[:25], y[:25], every=4, n_bins=12)
@@ -203,9 +203,12 @@ def test_histogram_counts_sum_to_entries_and_edges_are_fixed():
     for (step, layer, kind), total in sums.items():
         assert total == (fans[layer] if kind == "weight" else 25 * widths[layer]), (step, kind)
     for (layer, kind), grp in h.groupby(["layer", "kind"]):
-        edges = grp.groupby("step")["bin_left"].apply(tuple)
-        assert len(set(edges)) == 1, (layer, kind)
         assert (grp.groupby("step").size() == 12).all()
+        if kind == "act":  # ReLU outputs: [0, hi] from each step's own data
+            assert (grp.groupby("step")["bin_left"].min() == 0).all()
+    w = h[(h.kind == "weight") & (h.layer == 1)]  # weights move: the range follows them
+    his = w.groupby("step")["bin_right"].max()
+    assert his.nunique() > 1
 
 
 def test_jacobian_with_population_batchnorm_during_training():

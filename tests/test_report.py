@@ -145,18 +145,26 @@ def test_sweep_report(sweep_store):
     assert path == out / "report.html"
     text = path.read_text(encoding="utf-8")
     _check_self_contained(text)
-    for heading in (build.SECTION_SWEEP, build.SECTION_RUNS, *RUN_HEADINGS,
-                    build.SECTION_FINDINGS, build.SECTION_DIVERGENCE, build.SECTION_ERROR):
+    for heading in (build.SECTION_FLOW, build.FIG_GRAD_OVERLAY, build.SECTION_RUNS,
+                    *RUN_HEADINGS, build.SECTION_FINDINGS, build.SECTION_DIVERGENCE,
+                    build.SECTION_ERROR):
         assert f">{heading}</h" in text, heading
-    # the sweep table lists every run exactly once, with its status
-    table = text[text.index('id="runs-table"'):]
+    # the overlaid gradient figure comes before every other figure
+    first_fig = re.search(r"<figure[^>]*><h3>([^<]+)</h3>", text).group(1)
+    assert first_fig == build.FIG_GRAD_OVERLAY
+    assert ">Sweep s1</h2>" in text
+    # the sweep table lists every run of the sweep exactly once, with its status
+    table = text[text.index('id="runs-table-sweep-s1"'):]
     table = table[:table.index("</table>")]
     assert table.count("<tr") == len(ids) + 1
     for rid in ids:
         assert rid in table
     assert "diverged</span>" in table and "failed</span>" in table
-    # the varying keys (depth via sizes, lr) are columns; constant ones are not
-    assert ">train.lr</th>" in table and "train.optimizer" not in table
+    # the varying keys (depth derived from sizes, lr) are columns; constant ones and the
+    # run's name are not
+    assert ">train.lr</th>" in table and ">depth</th>" in table
+    assert "train.optimizer" not in table and "model.sizes" not in table
+    assert ">name</th>" in table and "Varying: name" not in text
     # the best run (highest val acc among finished) is the one open
     opened = re.findall(r'<details class="run" id="run-([^"]+)" open>', text)
     assert opened == ["run04abcd"]
@@ -164,11 +172,12 @@ def test_sweep_report(sweep_store):
     assert "vanishing_gradients" in text and "he_normal" in text
     pngs = sorted((out / "figures").glob("*.png"))
     # 5 finished runs x 8 figures, the diverged run without histograms (6), the failed run's
-    # training curves, two sweep heatmaps
-    assert len(pngs) == 5 * 8 + 6 + 1 + 2
+    # training curves, two sweep heatmaps and the two overlaid per-layer figures
+    assert len(pngs) == 5 * 8 + 6 + 1 + 2 + 2
     names = {p.name for p in pngs}
-    assert {"sweep_val_acc.png", "sweep_train_loss.png", "run04abcd_grad_profile.png",
-            "run04abcd_hist_grad.png", "run05abcd_grad_heatmap.png"} <= names
+    assert {"sweep-s1_val_acc.png", "sweep-s1_train_loss.png",
+            "sweep-s1_gradient_per_layer.png", "depth4-lr0.01_gradient_per_layer.png",
+            "depth4-lr0.01_histograms_grad.png", "depth4-lr0.1_gradient_heatmap.png"} <= names
     for p in pngs:
         assert p.read_bytes()[:8] == PNG_MAGIC
     assert not [p for p in out.rglob("*.tmp")]
@@ -291,10 +300,11 @@ def test_end_to_end_real_training(tmp_path):
     for heading in RUN_HEADINGS:
         assert f">{heading}</h" in text, heading
     assert "theory: depthlab.theory.propagate" in text
-    for name in ("training", "grad_profile", "hist_act", "hist_grad", "saturation"):
-        png = tmp_path / "figures" / f"e2e000000001_{name}.png"
+    for name in ("training", "gradient_per_layer", "histograms_act", "histograms_grad",
+                 "saturation"):
+        png = tmp_path / "figures" / f"tiny_tanh_{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC
-    assert build.SECTION_SWEEP not in text  # a single run has no sweep overview
+    assert build.SECTION_FLOW not in text  # a single run has no sweep overview
 
 
 def test_report_shows_a_real_verified_diagnosis(tmp_path):

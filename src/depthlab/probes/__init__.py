@@ -6,7 +6,7 @@
 * :func:`input_output_jacobian`, :func:`jacobian_singular_values` — for small networks.
 """
 
-from .histograms import HISTOGRAM_KINDS, HISTOGRAM_MARGIN, bin_counts, choose_edges
+from .histograms import HISTOGRAM_KINDS, ROBUST_PERCENTILE, bin_counts, choose_edges
 from .jacobian import input_output_jacobian, jacobian_singular_values
 from .oneshot import probe
 from .recorder import ProbeRecorder
@@ -22,7 +22,7 @@ from .stats import (
 
 __all__ = [
     "HISTOGRAM_KINDS",
-    "HISTOGRAM_MARGIN",
+    "ROBUST_PERCENTILE",
     "PERCENTILES",
     "SATURATION_RATIO",
     "ProbeRecorder",

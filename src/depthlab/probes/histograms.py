@@ -1,15 +1,18 @@
-"""Fixed-bin histograms of activations, pre-activations, back-propagated gradients and weights.
+"""Histograms of activations, pre-activations, back-propagated gradients and weights.
 
-Bin edges are chosen once per (layer, kind) at the first histogram a recorder takes, so
-histograms from different steps can be compared bin by bin:
+Bin edges are chosen for every histogram (each layer, kind and step) from that array's data,
+so a layer whose values span 0-3 at initialization and 0-16 later is resolved at both times,
+and a layer of ~1e-3 gradients is not one spike on another layer's range:
 
-* ``act`` of a bounded activation (sigmoid, tanh, softsign, ...): the activation's range,
-  ``[f(-1e6), f(1e6)]``;
-* otherwise from that first step's data: ``[0, HISTOGRAM_MARGIN * max x]`` when every entry is
-  >= 0 (ReLU outputs), else the symmetric ``[-m, m]`` with ``m = HISTOGRAM_MARGIN * max|x|``.
+* from the central ``ROBUST_PERCENTILE``-th to ``100 - ROBUST_PERCENTILE``-th percentile of
+  the finite entries: ``[0, hi]`` when every entry is >= 0 (ReLU outputs), else the symmetric
+  ``[-m, m]`` with ``m = max(|lo|, |hi|)``;
+* ``act`` of a bounded activation (sigmoid, tanh, softsign, ...) is clipped to the
+  activation's range ``[f(-1e6), f(1e6)]``.
 
 Values outside the edges are counted in the outermost bins (so the counts of a histogram sum
-to the number of finite entries); NaN entries are not counted.
+to the number of finite entries); NaN entries are not counted. The edges are stored with the
+counts (``bin_left``, ``bin_right``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from ..backend import Array
 HISTOGRAM_KINDS: tuple[str, ...] = ("pre", "act", "grad", "weight")
 """``pre`` = s, ``act`` = f(s), ``grad`` = dL/ds, ``weight`` = entries of the feeding W."""
 
-HISTOGRAM_MARGIN = 1.5
-"""Data-derived ranges are widened by this factor to leave room for later growth."""
+ROBUST_PERCENTILE = 0.1
+"""Percentile cut at each end of the data range (a few extreme entries do not squeeze the
+bulk of the distribution into one or two bins)."""
 
 BOUNDED_LIMIT = 100.0
 """An activation with ``|f(+-1e6)| <= BOUNDED_LIMIT`` is treated as bounded."""
@@ -40,22 +44,26 @@ def activation_range(fn: ActivationFn) -> tuple[float, float] | None:
 
 
 def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[float, float]:
-    """The histogram range ``(lo, hi)`` for ``kind`` from the first observed array ``x``."""
+    """The histogram range ``(lo, hi)`` for ``kind`` from the array ``x`` (see the module
+    docstring)."""
     if kind not in HISTOGRAM_KINDS:
         raise ValueError(f"unknown histogram kind {kind!r}; expected one of {HISTOGRAM_KINDS}")
-    if kind == "act" and fn is not None:
-        r = activation_range(fn)
-        if r is not None:
-            return r
     finite = x[np.isfinite(x)] if not np.all(np.isfinite(x)) else x
     if finite.size == 0:
         return (-1.0, 1.0)
-    lo, hi = float(finite.min()), float(finite.max())
-    if lo >= 0.0:
-        top = HISTOGRAM_MARGIN * hi
-        return (0.0, top if top > 0 else 1.0)
-    m = HISTOGRAM_MARGIN * max(abs(lo), abs(hi))
-    return (-m, m)
+    lo, hi = (float(v) for v in np.percentile(
+        finite, (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE)))
+    if float(finite.min()) >= 0.0:
+        out = (0.0, hi if hi > 0 else max(float(finite.max()), 1.0))
+    else:
+        m = max(abs(lo), abs(hi))
+        out = (-m, m) if m > 0 else (-1.0, 1.0)
+    if kind == "act" and fn is not None:
+        r = activation_range(fn)
+        if r is not None:
+            clipped = (max(out[0], r[0]), min(out[1], r[1]))
+            out = clipped if clipped[1] > clipped[0] else r
+    return out
 
 
 def bin_counts(x: Array, lo: float, hi: float, n_bins: int) -> np.ndarray:

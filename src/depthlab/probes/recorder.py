@@ -97,7 +97,7 @@ class ProbeRecorder(Callback):
         Steps with histograms (ints and/or ``"end"``). None (default): step 0, the recorded
         steps ``every * 2^j`` (log-spaced) and the end. ``()`` for none.
     n_bins:
-        Bins per histogram (edges fixed at the first histogram of each layer and kind).
+        Bins per histogram (edges chosen from each histogram's own data).
     jacobian_steps:
         Steps (ints and/or ``"end"``) at which the singular values of the input-output
         Jacobian of the first ``jacobian_examples`` probe examples are recorded.
@@ -155,7 +155,6 @@ class ProbeRecorder(Callback):
         self._col_q = array("H")
         self._col_value = array("d")
         self._hist: list[tuple[int, int, str, float, float, array]] = []
-        self._edges: dict[tuple[int, str], tuple[float, float]] = {}
         self._jac: list[tuple[int, int, int, float]] = []
         self._stat_steps: set[int] = set()
         self._hist_done: set[int] = set()
@@ -229,10 +228,7 @@ class ProbeRecorder(Callback):
             x = arrays[kind]
             if x is None:
                 continue
-            key = (point.index, kind)
-            if key not in self._edges:
-                self._edges[key] = choose_edges(kind, x, act.fn)
-            lo, hi = self._edges[key]
+            lo, hi = choose_edges(kind, x, act.fn)  # per layer, kind and step
             counts = bin_counts(x, lo, hi, self.n_bins)
             self._hist.append((step, point.index, kind, lo, hi, array("q", counts.tolist())))
 

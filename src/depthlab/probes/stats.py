@@ -9,10 +9,13 @@ quantity                  definition (all units and examples of the batch pooled
 ``pre_mean/pre_std``      mean and (population) standard deviation of ``s``
 ``pre_pK``                K-th percentile of ``s`` (NumPy's default ``linear`` interpolation)
 ``act_*``                 the same for ``a``
-``saturated_frac``        fraction of (example, unit) entries with
-                          ``|f'(s)| < SATURATION_RATIO * sup|f'|``
+``saturated_frac``        bounded activations (sigmoid, tanh, softsign, ...): fraction of
+                          (example, unit) entries with ``|f'(s)| < SATURATION_RATIO * sup|f'|``;
+                          NaN for unbounded ones (an inactive ReLU is not saturated)
 ``dead_frac``             fraction of units with ``f'(s) == 0`` on *every* example of the batch
                           (dead ReLUs; ~0 for sigmoid/tanh unless float32 rounds ``f'`` to 0)
+``inactive_frac``         ReLU-family activations (:data:`RELU_FAMILY`): fraction of entries on
+                          the flat or negative side, ``s <= 0``; NaN for other activations
 ``grad_pre_std``          std of ``dL/ds``
 ``grad_pre_absmean``      mean of ``|dL/ds|``
 ``weight_std``            std of the entries of ``W``
@@ -42,6 +45,20 @@ PERCENTILES: tuple[float, ...] = (2, 15, 50, 85, 98)
 
 SATURATION_RATIO = 0.05
 """An entry is saturated when ``|f'(s)| < SATURATION_RATIO * max_derivative``."""
+
+
+RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "mish"})
+"""Activations whose units are *inactive* (not saturated) for ``s <= 0``."""
+
+
+def activation_family(fn: ActivationFn) -> str:
+    """``"bounded"`` (finite range: saturation applies), ``"relu"`` (:data:`RELU_FAMILY`:
+    inactivity applies) or ``"other"`` (e.g. identity: neither)."""
+    from .histograms import activation_range
+
+    if activation_range(fn) is not None:
+        return "bounded"
+    return "relu" if fn.name in RELU_FAMILY else "other"
 
 
 def percentile_names(prefix: str, percentiles: Sequence[float]) -> list[str]:
@@ -161,10 +178,12 @@ def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -
     d = fn.derivative(s, a)
     np.abs(d, out=d)
     thr = SATURATION_RATIO * float(fn.max_derivative)
-    out.append(np.count_nonzero(d < thr) / d.size)
+    family = activation_family(fn)
+    out.append(np.count_nonzero(d < thr) / d.size if family == "bounded" else math.nan)
     d2 = d.reshape(d.shape[0], -1)
     col = ones_vector(d2.shape[0], d2.dtype) @ d2  # per-unit sum of |f'| over the batch
     out.append(np.count_nonzero(col == 0) / col.size)
+    out.append(np.count_nonzero(s <= 0) / s.size if family == "relu" else math.nan)
     if g is None:
         out += [float("nan")] * 2
     else:
@@ -181,7 +200,7 @@ def layer_quantities(percentiles: Sequence[float] = PERCENTILES) -> list[str]:
     """Names of the per-layer quantities in the order :func:`layer_stats` returns them."""
     return ["pre_mean", "pre_std", *percentile_names("pre", percentiles),
             "act_mean", "act_std", *percentile_names("act", percentiles),
-            "saturated_frac", "dead_frac", "grad_pre_std", "grad_pre_absmean",
+            "saturated_frac", "dead_frac", "inactive_frac", "grad_pre_std", "grad_pre_absmean",
             "weight_std", "weight_grad_std", "weight_grad_absmean"]
 
 

@@ -23,13 +23,12 @@ from . import html as H
 MAX_RUNS = 12
 MAX_DIVERGED = 12
 
-SECTION_SWEEP = "Sweep overview"
 SECTION_RUNS = "Runs"
 FIG_TRAINING = "Training curves"
 FIG_ACTIVATIONS = "Activations over training"
 FIG_PERCENTILES = "Pre-activation percentiles"
 FIG_GRAD_HEATMAP = "Back-propagated gradients"
-FIG_GRAD_PROFILE = "Gradient std at initialization vs theory"
+FIG_GRAD_PROFILE = "Gradient std per layer vs theory"
 FIG_HIST_ACT = "Histograms of activations"
 FIG_HIST_GRAD = "Histograms of back-propagated gradients"
 FIG_SATURATION = "Saturation and dead units"
@@ -103,20 +102,40 @@ def _runs_table(store) -> pd.DataFrame:
         keys.extend(k for k in f if k not in keys)
     for k in keys:
         runs["cfg:" + k] = [f.get(k) for f in flat]
+    sizes = runs.get("cfg:model.sizes", pd.Series([None] * len(runs), index=runs.index))
+    runs["cfg:depth"] = [len(s) - 2 if isinstance(s, tuple) and len(s) >= 2 else None
+                         for s in sizes]
+    runs["cfg:width"] = [s[1] if isinstance(s, tuple) and len(s) >= 3 and len(set(s[1:-1])) == 1
+                         else None for s in sizes]
     return runs
 
 
+NEVER_VARYING = ("name", "sweep")
+"""Config keys that label a run rather than configure it: never listed as varying."""
+
+
 def varying_keys(runs: pd.DataFrame) -> list[str]:
-    """Dotted config keys whose value differs between runs, most distinct values first."""
-    out = []
-    for col in runs.columns:
-        if not col.startswith("cfg:"):
-            continue
-        n = len({figures._key(v) for v in runs[col]})
-        if n > 1:
-            out.append((n, col[4:]))
+    """Dotted config keys whose value differs between runs, most distinct values first.
+
+    ``name`` is never one; when ``model.sizes`` varies and the derived ``depth`` (hidden
+    layers) and ``width`` (hidden units, when all hidden layers share it) explain the
+    difference, the varying ones of them are listed in its place."""
+
+    def distinct(col: str) -> int:
+        return len({figures._key(v) for v in runs[col]}) if col in runs else 0
+
+    out = [(distinct(c), c[4:]) for c in runs.columns if c.startswith("cfg:")
+           and c[4:] not in (*NEVER_VARYING, "depth", "width") and distinct(c) > 1]
     out.sort(key=lambda t: -t[0])  # stable: ties keep config order
-    return [k for _, k in out]
+    keys = [k for _, k in out]
+    if "model.sizes" in keys:
+        derived = [k for k in ("depth", "width") if distinct("cfg:" + k) > 1]
+        pairs = {figures._key(p) for p in zip(runs["cfg:depth"], runs["cfg:width"])}
+        if derived and len(pairs) == distinct("cfg:model.sizes"):
+            i = keys.index("model.sizes")
+            keys[i:i + 1] = derived
+            keys = [k for k in keys if k not in ("model.depth", "model.width")]
+    return keys
 
 
 def _rank(runs: pd.DataFrame) -> pd.DataFrame:
@@ -131,27 +150,11 @@ def _rank(runs: pd.DataFrame) -> pd.DataFrame:
 
 # -- theory ------------------------------------------------------------------------------------
 def theory_for(config: dict) -> tuple[pd.DataFrame | None, str]:
-    """``depthlab.theory.propagate`` for a plain MLP config (no batchnorm, residual or dropout,
-    integer sizes), else ``(None, reason)``."""
-    model = _as_dict(config).get("model", {}) or {}
-    if model.get("batchnorm") or model.get("residual") or _num(model.get("dropout", 0)) > 0:
-        return None, "no theory curve: the prediction covers plain MLPs only"
-    sizes = model.get("sizes")
-    if not isinstance(sizes, (list, tuple)) or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in sizes):
-        return None, "no theory curve: the config has no explicit integer layer sizes"
-    from ..theory import propagate
+    """``depthlab.theory.propagate`` for a plain MLP config, else ``(None, reason)`` (see
+    :func:`depthlab.plot.theory_for_config`)."""
+    from .. import plot
 
-    try:
-        kw = dict(model.get("activation_kwargs") or {})
-        th = propagate(list(sizes), model.get("activation", "relu"),
-                       init=model.get("init", "glorot_uniform"), **kw)
-    except (ValueError, TypeError, OverflowError) as exc:
-        return None, f"no theory curve: {exc}"
-    note = "theory: depthlab.theory.propagate (Gaussian variance propagation at init"
-    if (_as_dict(config).get("data") or {}).get("standardize") is False:
-        note += "; assumes unit-variance inputs, but this run did not standardize them"
-    return th, note + ")"
+    return plot.theory_for_config(_as_dict(config))
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -162,14 +165,125 @@ class _Pngs:
         self.files: dict[str, bytes] = {}
 
     def add(self, name: str, fig_fn: Callable[..., Any], *args: Any, **kw: Any) -> bytes:
+        stem, k = name.rsplit(".", 1)[0], 2
+        while name in self.files:  # two runs with one name: keep both files
+            name = f"{stem}_{k}.png"
+            k += 1
         fig = fig_fn(*args, **kw)
         png = figures.figure_png(fig)
         self.files[name] = png
         return png
 
 
-def _sweep_section(runs: pd.DataFrame, keys: list[str], pngs: _Pngs, shown: set[str]) -> str:
-    parts = [f"<h2 id=\"sweep\">{H.esc(SECTION_SWEEP)}</h2>"]
+# -- groups: one section per sweep, per doctor diagnosis and per stand-alone run ---------------
+class _Group:
+    """Runs reported together: a sweep's points, or one stand-alone run / diagnosis."""
+
+    def __init__(self, anchor: str, title: str, kind: str, runs: pd.DataFrame) -> None:
+        self.anchor, self.title, self.kind, self.runs = anchor, title, kind, runs
+
+
+def _groups(runs: pd.DataFrame) -> list[_Group]:
+    """Sweeps first (in order of first appearance), then stand-alone runs and diagnoses."""
+    out: list[_Group] = []
+    sweeps = runs["sweep"].where(runs["sweep"].notna(), None) if "sweep" in runs else \
+        pd.Series([None] * len(runs), index=runs.index)
+    for name in dict.fromkeys(s for s in sweeps if s):
+        sel = runs[sweeps == name]
+        title = f"Sweep {name}" if name != "demo" else "Demo: one deep network, several recipes"
+        out.append(_Group(f"sweep-{_safe_name(name)}", title, "sweep", sel))
+    for _, row in runs[sweeps.isna() | (sweeps == "")].iterrows():
+        label = row.get("name") or row["id"]
+        kind = str(row.get("kind") or "run")
+        title = (f"Doctor: {label}" if kind == "doctor" else
+                 f"Reproduction: {label}" if kind == "reproduce" else f"Run {label}")
+        out.append(_Group(f"{kind}-{_safe_name(row['id'])}", title, kind,
+                          runs.loc[[row.name]]))
+    return out
+
+
+def _labels(runs: pd.DataFrame) -> dict[str, str]:
+    """A short unique label per run id: its name when names differ, else its id."""
+    names = [str(n) if n else "" for n in runs["name"]]
+    unique = len(set(names)) == len(names) and all(names)
+    return {str(r): (n if unique else str(r)) for r, n in zip(runs["id"], names)}
+
+
+# -- the headline: gradients and activations of every run, one figure --------------------------
+FIG_GRAD_OVERLAY = "Gradient std per layer, all runs"
+FIG_ACT_OVERLAY = "Activation std per layer, all runs"
+SECTION_FLOW = "Gradient flow"
+MAX_OVERLAY_RUNS = 8
+
+
+def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
+    """The overlaid per-layer gradient and activation figures and the first/last-layer gradient
+    ratio of each run (at initialization and at the end)."""
+    from .. import plot
+
+    ranked = _rank(group.runs)
+    ranked = ranked[ranked["status"] != "failed"].head(MAX_OVERLAY_RUNS)
+    labels = _labels(group.runs)
+    tables = {}
+    for _, r in ranked.iterrows():
+        probes = _clean_probes(_get(store.probes(str(r["id"]))))
+        if not probes.empty:
+            tables[str(r["id"])] = probes
+    if not tables:
+        return ""
+    series = {labels[rid]: t for rid, t in tables.items()}
+    theories = {}
+    for _, r in ranked.iterrows():
+        if str(r["id"]) in tables:
+            th, _ = theory_for(r["config"])
+            if th is not None:
+                theories[labels[str(r["id"])]] = th
+    prefix = _safe_name(group.anchor)
+    capped = (f" Showing the {len(tables)} best of {len(group.runs)} runs."
+              if len(group.runs) > len(tables) else "")
+    png = pngs.add(f"{prefix}_gradient_per_layer.png", plot.gradient_per_layer, series,
+                   theories or False)
+    blocks = [H.figure_block(
+        png, FIG_GRAD_OVERLAY,
+        "Std of dL/ds per hidden layer (log scale), one colour per run; left at "
+        "initialization, right at the end of training. Dashed: the theory's prediction for "
+        "the same network (scaled to its measured top layer). A line falling towards layer 1 "
+        "means vanishing gradients; a flat line means the gradient reaches the first layer "
+        "intact." + capped, wide=True, alt="gradient std per layer for every run")]
+    png = pngs.add(f"{prefix}_activation_per_layer.png", plot.activation_per_layer, series,
+                   theories or False)
+    blocks.append(H.figure_block(
+        png, FIG_ACT_OVERLAY,
+        "Std of each hidden layer's activations (log scale), one colour per run, at "
+        "initialization (left) and at the end (right); dashed: theory for unit-variance "
+        "inputs. Shrinking std with depth means the signal dies out going forward."
+        + capped, wide=True, alt="activation std per layer for every run"))
+    rows = []
+    for rid, t in tables.items():
+        r = group.runs[group.runs["id"].astype(str) == rid].iloc[0]
+        wide = figures._quantity(t, "grad_pre_std")
+        end = int(wide.index.max()) if not wide.empty else None
+        init_ratio = plot.gradient_ratio(t)
+        rows.append([labels[rid], _cellnum(init_ratio), _cellnum(plot.gradient_ratio(t, end))
+                     if end is not None else None, _describe_ratio(init_ratio),
+                     _cellnum(r["val_acc"])])
+    note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
+            "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
+            "vanishes on the way, far above 1 that it explodes.</p>")
+    table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
+    return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
+            f"<div class=\"grid\">{''.join(blocks)}</div>")
+
+
+def _describe_ratio(ratio: float) -> str:
+    from ..demo import describe_ratio
+
+    return describe_ratio(ratio)
+
+
+def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]) -> str:
+    runs = group.runs
+    parts = []
     counts = runs["status"].value_counts().to_dict()
     status_txt = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     parts.append(f"<p class=\"note\">{len(runs)} runs ({H.esc(status_txt)}). "
@@ -184,33 +298,37 @@ def _sweep_section(runs: pd.DataFrame, keys: list[str], pngs: _Pngs, shown: set[
         rid = str(r["id"])
         link = (f"<a href=\"#run-{H.esc(_safe_name(rid))}\"><code>{H.esc(rid)}</code></a>"
                 if rid in shown else f"<code>{H.esc(rid)}</code>")
-        status = H.badge(r["status"])
         vals = [_cell(r["cfg:" + k]) for k in keys]
-        rows.append([link, r.get("name") or "", status, *vals, _cellnum(r["train_loss"]),
-                     _cellnum(r["val_acc"]), _cellnum(r["test_acc"]), _cellnum(r["steps"]),
-                     _cellnum(r["seconds"])])
+        rows.append([link, r.get("name") or "", H.badge(r["status"]), *vals,
+                     _cellnum(r["train_loss"]), _cellnum(r["val_acc"]),
+                     _cellnum(r["test_acc"]), _cellnum(r["steps"]), _cellnum(r["seconds"])])
         classes.append(r["status"] if r["status"] != "finished" else "")
-    parts.append("<div class=\"card\">" + H.table(cols, rows, sortable=True, row_classes=classes,
-                                                  table_id="runs-table",
-                                                  raw_html_columns=("id", "status")) + "</div>")
+    parts.append("<div class=\"card\">" + H.table(
+        cols, rows, sortable=True, row_classes=classes,
+        table_id=f"runs-table-{_safe_name(group.anchor)}",
+        raw_html_columns=("id", "status")) + "</div>")
+    from .. import plot
+
     blocks = []
     metrics = [(m, hib) for m, hib in (("val_acc", True), ("train_loss", False))
                if np.isfinite(runs[m]).any()]
-    if len(keys) >= 2:
-        kx, ky = keys[0], keys[1]
+    prefix = _safe_name(group.anchor)
+    if keys:
+        use = keys[:2] if len(keys) == 2 and plot.forms_grid(
+            _plain(runs, tuple(keys)), keys[0], keys[1]) else keys
+        grid = len(use) == 2 and plot.forms_grid(_plain(runs, tuple(use)), use[0], use[1])
         for m, hib in metrics:
-            png = pngs.add(f"sweep_{_safe_name(m)}.png", figures.sweep_heatmap,
-                           _plain(runs, (kx, ky)), kx, ky, m, higher_is_better=hib)
-            blocks.append(H.figure_block(
-                png, f"{m} over {ky} × {kx}",
-                "Each cell: the best run with that pair over the other keys. "
-                "Hatched ✗ cells: every run there diverged or failed."))
-    elif len(keys) == 1:
-        for m, hib in metrics:
-            png = pngs.add(f"sweep_{_safe_name(m)}.png", figures.sweep_bars,
-                           _plain(runs, (keys[0],)), keys[0], m, higher_is_better=hib)
-            blocks.append(H.figure_block(png, f"{m} by {keys[0]}",
-                                         "Hatched ✗ bars: every run there diverged or failed."))
+            png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric,
+                           _plain(runs, tuple(use)), use, m, higher_is_better=hib)
+            if grid:
+                cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run; each "
+                       "cell holds the best run of the pair. Hatched ✗ cells: every run "
+                       "there diverged or failed.")
+            else:
+                cap = (f"{m} of each combination of {', '.join(use)} (the values do not form "
+                       "a full grid, so bars instead of a heatmap). Hatched ✗ bars: every run "
+                       "there diverged or failed.")
+            blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap))
     if blocks:
         parts.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     return "".join(parts)
@@ -218,7 +336,7 @@ def _sweep_section(runs: pd.DataFrame, keys: list[str], pngs: _Pngs, shown: set[
 
 def _plain(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     out = pd.DataFrame({k: runs["cfg:" + k].to_list() for k in keys})
-    for col in ("status", *METRIC_COLUMNS):
+    for col in ("name", "status", *METRIC_COLUMNS):
         out[col] = runs[col].to_list()
     return out
 
@@ -311,8 +429,71 @@ def _divergence_html(div: dict) -> str:
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
 
+FIG_TRAINING_CAP = ("Left: loss per step (faint) and its exponential moving average; right: "
+                    "accuracy. A flat loss from the start means the network is not learning.")
+
+
+def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
+                 percentile_layer: int | None) -> tuple[list[str], pd.DataFrame]:
+    from .. import plot
+
+    safe = _safe_name(label) if label else _safe_name(rid)
+    steps, epochs, evals = _get(store.steps(rid)), _get(store.epochs(rid)), _get(store.evals(rid))
+    probes = _clean_probes(_get(store.probes(rid)))
+    hists = _get(store.histograms(rid))
+    blocks: list[str] = []
+    if not probes.empty:
+        th, note = theory_for(config)
+        png = pngs.add(f"{safe}_gradient_per_layer.png", plot.gradient_per_layer,
+                       {label or rid: probes}, th if th is not None else False)
+        blocks.append(H.figure_block(
+            png, FIG_GRAD_PROFILE, "Std of dL/ds per hidden layer (log scale) at "
+            "initialization and at the end; dashed: theory. A line falling towards layer 1 "
+            f"means vanishing gradients. {note}.", wide=True))
+    if not (steps.empty and epochs.empty and evals.empty):
+        png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals)
+        blocks.append(H.figure_block(png, FIG_TRAINING, FIG_TRAINING_CAP, wide=True))
+    if not probes.empty:
+        png = pngs.add(f"{safe}_activations.png", plot.activation_bands, probes)
+        blocks.append(H.figure_block(
+            png, FIG_ACTIVATIONS, "Line: mean activation of each shown layer; shaded: ± one "
+            "standard deviation (Glorot & Bengio 2010, Fig. 2). Look for a layer whose band "
+            "collapses (saturation) or drifts away from the others."))
+        layers = figures.hidden_layers(probes)
+        layer = percentile_layer if percentile_layer in layers else None
+        png = pngs.add(f"{safe}_percentiles.png", figures.percentile_bands, probes, layer)
+        blocks.append(H.figure_block(
+            png, FIG_PERCENTILES, "15/50/85th percentiles (and 2–98th band) of one layer's "
+            "input to its nonlinearity (Ioffe & Szegedy 2015, Fig. 1b/c): a drifting band "
+            "is internal covariate shift."))
+        png = pngs.add(f"{safe}_gradient_heatmap.png", plot.gradient_heatmap, probes)
+        blocks.append(H.figure_block(
+            png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer (rows) and step (columns), log "
+            "colours: a colour change from top to bottom means vanishing or exploding "
+            "gradients; a change left to right, that training moved them."))
+    if not hists.empty:
+        for kind, title, what in (("act", FIG_HIST_ACT, "activations"),
+                                  ("grad", FIG_HIST_GRAD, "back-propagated gradients dL/ds")):
+            if not (hists["kind"] == kind).any():
+                continue
+            png = pngs.add(f"{safe}_histograms_{kind}.png", plot.activation_histograms,
+                           hists, kind)
+            blocks.append(H.figure_block(
+                png, title, f"Density of the {what} of each shown layer at the first and the "
+                "last recorded step (Glorot & Bengio 2010, Figs. 6–7). Every panel has its own "
+                "bins and states its range; layers shown: the first, the last and evenly "
+                "spaced ones between.", wide=True))
+    if not probes.empty:
+        png = pngs.add(f"{safe}_saturation.png", plot.saturation, probes)
+        blocks.append(H.figure_block(
+            png, FIG_SATURATION, "Saturated: entries of a bounded unit (sigmoid, tanh) whose "
+            "derivative is below 5% of its maximum; inactive: ReLU-family entries on the flat "
+            "side; dead: units inactive on every probe example.", wide=True))
+    return blocks, probes
+
+
 def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _Pngs,
-                 keys: list[str], percentile_layer: int | None) -> str:
+                 keys: list[str], percentile_layer: int | None, label: str = "") -> str:
     rid = str(row["id"])
     safe = _safe_name(rid)
     detail = _as_dict(store.run(rid)) if hasattr(store, "run") else {}
@@ -331,11 +512,19 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     head = (f"<summary>{' '.join(title_bits)}<span class=\"sub\">{H.esc(sub)}</span></summary>")
     body: list[str] = []
     config = row["config"]
+    findings = store.findings(rid) if hasattr(store, "findings") else None
+    if findings or row.get("kind") == "doctor":
+        body.append(f"<h3>{H.esc(SECTION_FINDINGS)}</h3>")
+        body.append(_findings_html(_as_dict(findings)))
     model = config.get("model", {}) if isinstance(config, dict) else {}
     train = config.get("train", {}) if isinstance(config, dict) else {}
-    summary_pairs = [(f"model.{k}", model[k]) for k in ("sizes", "activation", "init",
-                                                         "batchnorm", "residual", "dropout")
-                     if k in model]
+    summary_pairs: list[tuple[str, Any]] = []
+    sizes = model.get("sizes")
+    if isinstance(sizes, (list, tuple)) and len(sizes) >= 2:
+        summary_pairs.append(("depth (hidden layers)", len(sizes) - 2))
+    summary_pairs += [(f"model.{k}", model[k]) for k in ("sizes", "activation", "init",
+                                                          "batchnorm", "residual", "dropout")
+                      if k in model]
     summary_pairs += [(f"train.{k}", train[k]) for k in ("optimizer", "lr", "batch_size",
                                                          "epochs", "max_steps") if k in train]
     metrics = row["metrics"]
@@ -351,54 +540,13 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     if status == "failed" or (isinstance(error, str) and error):
         body.append(f"<h3>{H.esc(SECTION_ERROR)}</h3><div class=\"alert\"><pre>"
                     f"{H.esc(error or 'failed (no message recorded)')}</pre></div>")
-
-    steps, epochs, evals = _get(store.steps(rid)), _get(store.epochs(rid)), _get(store.evals(rid))
-    probes = _clean_probes(_get(store.probes(rid)))
-    hists = _get(store.histograms(rid))
-    blocks: list[str] = []
-    if not (steps.empty and epochs.empty and evals.empty):
-        png = pngs.add(f"{safe}_training.png", figures.training_curves, steps, epochs, evals)
-        blocks.append(H.figure_block(png, FIG_TRAINING, "Left: per-step loss (faint) and its "
-                                     "exponential moving average. Right: accuracy.", wide=True))
-    if not probes.empty:
-        png = pngs.add(f"{safe}_activations.png", figures.activation_mean_std, probes)
-        blocks.append(H.figure_block(png, FIG_ACTIVATIONS, "Line: mean activation per layer; "
-                                     "bars: ± one standard deviation (Glorot & Bengio 2010, "
-                                     "Fig. 2)."))
-        layers = figures.hidden_layers(probes)
-        layer = percentile_layer if percentile_layer in layers else None
-        png = pngs.add(f"{safe}_percentiles.png", figures.percentile_bands, probes, layer)
-        blocks.append(H.figure_block(png, FIG_PERCENTILES, "15/50/85th percentiles (and 2–98th "
-                                     "band) of one layer's input to its nonlinearity "
-                                     "(Ioffe & Szegedy 2015, Fig. 1b/c)."))
-        png = pngs.add(f"{safe}_grad_heatmap.png", figures.gradient_heatmap, probes)
-        blocks.append(H.figure_block(png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer and step; "
-                                     "a vertical colour gradient means vanishing or exploding "
-                                     "gradients."))
-        th, note = theory_for(config)
-        png = pngs.add(f"{safe}_grad_profile.png", figures.gradient_profile, probes, th)
-        blocks.append(H.figure_block(png, FIG_GRAD_PROFILE, note))
-    if not hists.empty:
-        png = pngs.add(f"{safe}_hist_act.png", figures.layer_histograms, hists, "act")
-        blocks.append(H.figure_block(png, FIG_HIST_ACT, "Glorot & Bengio 2010, Fig. 6 style.",
-                                     wide=True))
-        png = pngs.add(f"{safe}_hist_grad.png", figures.layer_histograms, hists, "grad")
-        blocks.append(H.figure_block(png, FIG_HIST_GRAD, "Glorot & Bengio 2010, Fig. 7 style.",
-                                     wide=True))
-    if not probes.empty:
-        png = pngs.add(f"{safe}_saturation.png", figures.saturation_dead, probes)
-        blocks.append(H.figure_block(png, FIG_SATURATION, "Saturated: |activation| near its "
-                                     "bound; dead: units that never fire on the probe batch.",
-                                     wide=True))
+    blocks, probes = _run_figures(store, rid, label or str(row.get("name") or rid), config,
+                                  pngs, percentile_layer)
     if blocks:
         body.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     if probes.empty and status != "failed":
         body.append("<p class=\"note\">No probes were recorded for this run "
                     "(enable them with <code>[probes] every = N</code>).</p>")
-    findings = store.findings(rid) if hasattr(store, "findings") else None
-    if findings:
-        body.append(f"<h3>{H.esc(SECTION_FINDINGS)}</h3>")
-        body.append(_findings_html(_as_dict(findings)))
     open_attr = " open" if is_open else ""
     return (f"<details class=\"run\" id=\"run-{H.esc(safe)}\"{open_attr}>{head}"
             f"<div class=\"body\">{''.join(body)}</div></details>")
@@ -407,15 +555,21 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
 # -- entry point -------------------------------------------------------------------------------
 def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | None = None, *,
                  max_runs: int = MAX_RUNS, max_diverged: int = MAX_DIVERGED,
-                 percentile_layer: int | None = None) -> Path:
+                 percentile_layer: int | None = None,
+                 echo: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` from the
     runs in ``store`` (default: ``Store(out_dir)``, i.e. ``out_dir/depthlab.db``, which must
     exist: a missing store raises ``depthlab.experiments.store.StoreError``).
 
-    Per-run sections are drawn for the ``max_runs`` best runs by validation accuracy plus up to
-    ``max_diverged`` diverged runs; every run appears in the sweep table. All figures are
-    rendered before any file is written, and every file is replaced atomically, so a failure
-    leaves the previous report untouched. Returns the path of ``report.html``.
+    One section per sweep (its gradient-flow figures overlaid over all its runs first, then
+    its runs table and metric chart, then per-run details) and one per stand-alone run or
+    doctor diagnosis (the diagnosis leads with its findings). Per sweep, details are drawn for
+    the ``max_runs`` best runs by validation accuracy plus up to ``max_diverged`` diverged
+    runs; every run appears in the sweep's table. Figures are named
+    ``<run or sweep>_<figure>.png``. ``echo`` receives a line per section being drawn.
+    All figures are rendered before any file is written, and every file is replaced
+    atomically, so a failure leaves the previous report untouched. Returns the path of
+    ``report.html``.
     """
     for label, v in (("max_runs", max_runs), ("max_diverged", max_diverged)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -428,73 +582,81 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
         store = Store(out, create=False)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _write(out, store, title, max_runs, max_diverged, percentile_layer)
+        return _write(out, store, title, max_runs, max_diverged, percentile_layer,
+                      echo or (lambda _line: None))
     finally:
         if own_store:
             store.close()
 
 
+def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_diverged: int,
+                   percentile_layer: int | None, first_open: bool) -> str:
+    runs = group.runs
+    body = [f"<h2 id=\"{H.esc(group.anchor)}\">{H.esc(group.title)}</h2>"]
+    if group.kind != "sweep":
+        row = runs.iloc[0]
+        body.append(_run_section(store, row, "", first_open, pngs, [], percentile_layer))
+        return "".join(body)
+    keys = varying_keys(runs)
+    ranked = _rank(runs)
+    div_mask = ranked["status"] == "diverged"
+    fail_mask = ranked["status"] == "failed"
+    best_rows = ranked[~div_mask & ~fail_mask].head(max_runs)
+    div_rows = ranked[div_mask].head(max_diverged)
+    failed_rows = ranked[fail_mask]
+    shown = {*best_rows["id"].astype(str), *div_rows["id"].astype(str),
+             *failed_rows["id"].astype(str)}
+    body.append(_flow_section(store, group, pngs))
+    body.append(_sweep_overview(group, keys, pngs, shown))
+    n_ok = int((~div_mask & ~fail_mask).sum())
+    note = [f"Showing {len(best_rows)} of {n_ok} finished runs"
+            + (f" (the {max_runs} best by validation accuracy)" if n_ok > max_runs else "")]
+    if div_mask.any():
+        note.append(f"{len(div_rows)} of {int(div_mask.sum())} diverged runs")
+    if fail_mask.any():
+        note.append(f"{int(fail_mask.sum())} failed runs (errors only)")
+    body.append(f"<h3>{H.esc(SECTION_RUNS)}</h3><p class=\"note\">{H.esc('; '.join(note))}. "
+                "The best run is expanded; click a run to expand it.</p>")
+    labels = _labels(runs)
+    first = first_open
+    for k, (_, row) in enumerate(pd.concat([best_rows, div_rows, failed_rows]).iterrows()):
+        label = "best" if k == 0 and len(best_rows) and len(runs) > 1 else ""
+        body.append(_run_section(store, row, label, first, pngs, keys, percentile_layer,
+                                 labels[str(row["id"])]))
+        first = False
+    return "".join(body)
+
+
 def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged: int,
-           percentile_layer: int | None) -> Path:
+           percentile_layer: int | None, echo: Callable[[str], None]) -> Path:
     runs = _runs_table(store)
     pngs = _Pngs()
     n = len(runs)
     body: list[str] = []
     toc: list[tuple[str, str]] = []
+    groups = _groups(runs) if n else []
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
                     "<p class=\"note\">The store holds no runs yet.</p>")
-    else:
-        ranked = _rank(runs)
-        keys = varying_keys(runs)
-        div_mask = ranked["status"] == "diverged"
-        fail_mask = ranked["status"] == "failed"
-        best_rows = ranked[~div_mask & ~fail_mask].head(max_runs)
-        div_rows = ranked[div_mask].head(max_diverged)
-        failed_rows = ranked[fail_mask]
-        shown_ids = [*best_rows["id"].astype(str), *div_rows["id"].astype(str),
-                     *failed_rows["id"].astype(str)]
-        if n > 1:
-            body.append(_sweep_section(runs, keys, pngs, set(shown_ids)))
-            toc.append(("sweep", SECTION_SWEEP))
-        body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>")
-        toc.append(("runs", SECTION_RUNS))
-        n_ok = int((~div_mask & ~fail_mask).sum())
-        note = [f"Showing {len(best_rows)} of {n_ok} finished runs"
-                + (f" (the {max_runs} best by validation accuracy)" if n_ok > max_runs else "")]
-        if div_mask.any():
-            note.append(f"{len(div_rows)} of {int(div_mask.sum())} diverged runs")
-        if fail_mask.any():
-            note.append(f"{int(fail_mask.sum())} failed runs (errors only)")
-        body.append(f"<p class=\"note\">{H.esc('; '.join(note))}. The best run is expanded; "
-                    "click a run to expand it.</p>")
-        first = True
-        for _, row in best_rows.iterrows():
-            label = "best" if first and n > 1 else ""
-            body.append(_run_section(store, row, label, first, pngs, keys, percentile_layer))
-            first = False
-        for _, row in div_rows.iterrows():
-            body.append(_run_section(store, row, "", first, pngs, keys, percentile_layer))
-            first = False
-        for _, row in failed_rows.iterrows():
-            body.append(_run_section(store, row, "", first, pngs, keys, percentile_layer))
-            first = False
+    for k, group in enumerate(groups):
+        echo(f"report: section {k + 1}/{len(groups)}: {group.title} "
+             f"({len(group.runs)} run{'s' if len(group.runs) != 1 else ''})")
+        body.append(_group_section(store, group, pngs, max_runs, max_diverged,
+                                   percentile_layer, first_open=(k == 0)))
+        toc.append((group.anchor, group.title))
 
     from .. import __version__
 
-    sweeps = sorted({str(s) for s in runs.get("sweep", pd.Series(dtype=object)).dropna()}) \
-        if n else []
     if title is None:
-        title = ("depthlab report — sweep " + ", ".join(sweeps) if sweeps else
-                 f"depthlab report — {runs['name'].iloc[0] or runs['id'].iloc[0]}" if n == 1
-                 else "depthlab report")
+        title = ("depthlab report — " + groups[0].title if len(groups) == 1 else
+                 f"depthlab report — {len(groups)} sections" if groups else "depthlab report")
     meta = [("generated", time.strftime("%Y-%m-%d %H:%M")), ("depthlab", __version__),
             ("runs", str(n))]
     if n:
         counts = runs["status"].value_counts().to_dict()
         meta.append(("status", ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))))
-    document = H.page(title, meta, "".join(body), toc=toc)
-
+    document = H.page(title, meta, "".join(body), toc=toc if len(toc) > 1 else ())
+    echo(f"report: writing {len(pngs.files)} figures and report.html")
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     for name, png in pngs.files.items():

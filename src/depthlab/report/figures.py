@@ -441,15 +441,28 @@ def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figu
     return fig
 
 
+SATURATION_QUANTITIES = (
+    ("saturated_frac", "Saturated entries (bounded units)", "fraction of entries"),
+    ("inactive_frac", "Inactive entries (ReLU-family units)", "fraction of entries"),
+    ("dead_frac", "Dead units (inactive on every example)", "fraction of units"),
+)
+
+
 def saturation_dead(probes: pd.DataFrame | None) -> Figure:
-    """Fraction of saturated units (left) and of dead units (right) per layer over training."""
-    fig, axes = _new_figure(9.6, 3.4, ncols=2)
-    for ax, (q, title) in zip(axes, (("saturated_frac", "Saturated units"),
-                                     ("dead_frac", "Dead units"))):
+    """Per layer over training, one panel per recorded quantity: ``saturated_frac`` (bounded
+    activations: |f'(s)| near 0), ``inactive_frac`` (ReLU-family units on their flat side) and
+    ``dead_frac`` (units inactive on every probe example). A quantity that is not defined for
+    the network's activation (all NaN) gets no panel."""
+    present = []
+    for q, title, ylabel in SATURATION_QUANTITIES:
         wide = _quantity(probes, q)
-        if wide.empty:
-            _empty(ax, f"no '{q}' probes recorded")
-            continue
+        if not wide.empty and np.isfinite(wide.to_numpy(float)).any():
+            present.append((q, title, ylabel, wide))
+    fig, axes = _new_figure(4.8 * max(len(present), 1), 3.4, ncols=max(len(present), 1))
+    if not present:
+        _empty(axes[0], "no saturation or dead-unit probes recorded")
+        return fig
+    for ax, (_q, title, ylabel, wide) in zip(axes, present):
         layers = list(wide.columns)
         shown = _pick_layers(layers)
         colors = _layer_colors(shown)
@@ -459,8 +472,8 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         top = float(np.nanmax(wide[shown].to_numpy(float))) if len(shown) else 0.0
         ax.set_ylim(-0.02 * max(top, 0.05), min(1.02, max(top * 1.15, 0.05)))
         ax.set_xlabel("training step")
-        ax.set_ylabel("fraction of units")
-        ax.set_title(f"{title}{_layers_note(shown, layers)}")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}{_layers_note(shown, layers)}", fontsize=9.5)
         _legend(ax, ncols=2 if len(shown) > 4 else 1, loc="best")
     return fig
 

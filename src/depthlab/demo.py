@@ -1,0 +1,113 @@
+"""The demo: one deep network, several recipes, and the number that tells them apart.
+
+The recipes live in a TOML file (default: the packaged ``depthlab/examples/demo.toml``, also
+``examples/demo.toml`` in the repository): an ordinary run config plus ``[[recipes]]``
+entries, each with a ``name``, a one-line ``meaning`` and the ``model`` keys it changes. The
+headline number of every recipe is the gradient ratio at initialization,
+
+    ratio = std(dL/ds_1) / std(dL/ds_L)
+
+(first over last hidden layer, measured on the probe batch): about 1 when the gradient reaches
+the first layer intact, orders of magnitude below 1 when it vanishes, above 1 when it grows.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEMO_CONFIG", "Recipe", "demo_recipes", "describe_ratio", "summary_lines"]
+
+DEMO_CONFIG = "demo.toml"
+"""Name of the packaged demo config in ``depthlab/examples``."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One demo recipe: its ``name``, what it shows (``meaning``) and its sweep ``point``."""
+
+    name: str
+    meaning: str
+    point: Any  # depthlab.experiments.SweepPoint
+
+
+def packaged_example(name: str) -> Path:
+    """Path of a file shipped in ``depthlab/examples`` (configs reachable after ``pip install``)."""
+    path = Path(str(resources.files("depthlab").joinpath("examples", name)))
+    if not path.is_file():
+        shipped = sorted(p.name for p in path.parent.glob("*.toml"))
+        raise ValueError(f"no packaged example {name!r}; shipped: {', '.join(shipped)}")
+    return path
+
+
+def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = None
+                 ) -> list[Recipe]:
+    """The recipes of the demo config at ``path`` (default: the packaged one), each validated
+    as a full run config (base config + the recipe's ``model`` keys); ``epochs`` overrides the
+    base config's ``train.epochs``. Raises ``ConfigError`` naming the bad recipe."""
+    from .experiments import ConfigError, SweepPoint, read_toml, run_id, validate
+
+    src = Path(path) if path is not None else packaged_example(DEMO_CONFIG)
+    raw = read_toml(src)
+    recipes = raw.pop("recipes", None)
+    if not isinstance(recipes, list) or not recipes:
+        raise ConfigError(f"{src}: no [[recipes]] entries; each needs name, meaning and a "
+                          "model table", "recipes")
+    if epochs is not None:
+        raw.setdefault("train", {})["epochs"] = epochs
+    out, names = [], set()
+    for i, rec in enumerate(recipes, 1):
+        if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
+            raise ConfigError(f"{src}: recipe {i} = {rec!r} needs a string 'name'", "recipes")
+        extra = set(rec) - {"name", "meaning", "model"}
+        if extra:
+            raise ConfigError(f"{src}: recipe {rec['name']!r} has unknown keys "
+                              f"{sorted(extra)}; accepted: name, meaning, model", "recipes")
+        if rec["name"] in names:
+            raise ConfigError(f"{src}: recipe name {rec['name']!r} appears twice", "recipes")
+        names.add(rec["name"])
+        cfg_raw = copy.deepcopy(raw)
+        cfg_raw.setdefault("model", {}).update(dict(rec.get("model") or {}))
+        try:
+            cfg = validate(cfg_raw, base_dir=src.parent)
+        except ConfigError as exc:
+            raise ConfigError(f"{src}: recipe {rec['name']!r}: {exc}", exc.key) from None
+        cfg.pop("sweep", None)
+        point = SweepPoint(run_id(cfg), rec["name"], {"recipe": rec["name"]}, cfg)
+        out.append(Recipe(rec["name"], str(rec.get("meaning", "")), point))
+    return out
+
+
+def describe_ratio(ratio: float | None) -> str:
+    """A few words on a first/last-layer gradient ratio (see the module docstring)."""
+    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+        return "not measured"
+    if ratio < 1e-2:
+        return f"vanishing: the first layer gets {1 / ratio:.2g}x less gradient"
+    if ratio > 1e2:
+        return f"exploding: the first layer gets {ratio:.2g}x more gradient"
+    return "flows: within a factor " + f"{max(ratio, 1 / ratio):.2g} of 1"
+
+
+def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per recipe: name, gradient ratio at init and what it means, accuracy.
+
+    ``rows``: dicts with ``name``, ``meaning``, ``ratio``, ``status``, ``val_acc``."""
+    width = max(len(r["name"]) for r in rows)
+    lines = []
+    for r in rows:
+        ratio = r.get("ratio")
+        rtxt = f"{ratio:.2g}" if ratio is not None and math.isfinite(ratio) else "-"
+        acc = r.get("val_acc")
+        atxt = f"{acc:.2f}" if isinstance(acc, float) and math.isfinite(acc) else "-"
+        status = "" if r.get("status") == "finished" else f" [{r.get('status')}]"
+        lines.append(f"{r['name'].ljust(width)}  ratio {rtxt:>8} ({describe_ratio(ratio)}); "
+                     f"val acc {atxt}{status}")
+        if r.get("meaning"):
+            lines.append(f"{'':{width}}  -> {r['meaning']}")
+    return lines

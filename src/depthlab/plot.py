@@ -1,0 +1,416 @@
+"""Public figures: matplotlib :class:`~matplotlib.figure.Figure` objects from depthlab's tables.
+
+Every function takes what a notebook has at hand — a probe table (columns ``step, layer,
+quantity, value``), a :class:`~depthlab.ProbeRecorder`, a :class:`~depthlab.History`, a
+:class:`~depthlab.experiments.RunRecord`, a :class:`~depthlab.Diagnosis`, or a mapping
+``{label: any of these}`` for several runs — and returns a figure drawn on an Agg canvas (no
+pyplot state; Jupyter shows it when it is the cell's value). ``depthlab.report`` builds its
+pages from these same functions.
+
+The headline figures are :func:`gradient_per_layer` and :func:`activation_per_layer`: the
+standard deviation of ``dL/ds`` (or of the activations) per layer, one line per run, on a log
+axis, at initialization and at the end of training, each run's theory prediction dashed
+beside it (``depthlab.theory.propagate``: ``Var(dL/ds_l) = n_{l+1} v_{l+1} E[f'(s_l)^2]
+Var(dL/ds_{l+1})`` scaled to the run's measured top layer; ``Std(a_l) = sqrt(Var f(s_l))``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .report import figures as _f
+
+__all__ = [
+    "activation_bands",
+    "activation_histograms",
+    "activation_per_layer",
+    "gradient_heatmap",
+    "gradient_per_layer",
+    "gradient_ratio",
+    "probe_table",
+    "saturation",
+    "sweep_metric",
+    "theory_for_config",
+    "training_curves",
+]
+
+RUN_COLORS = _f.OKABE_ITO
+HIST_MAX_LAYERS = 5
+"""Histogram figures show at most this many layers: the first, the last and evenly spaced
+ones between (the figure says which and why)."""
+
+
+# -- inputs ------------------------------------------------------------------------------------
+def probe_table(obj: Any) -> pd.DataFrame:
+    """The tidy probe table (``step, layer, quantity, value``) of ``obj``: a DataFrame
+    (``dl.probe``'s table without ``step`` gets step 0), a ProbeRecorder (``.frame()``), a
+    RunRecord or Diagnosis (``.probes``)."""
+    if isinstance(obj, pd.DataFrame):
+        return obj if "step" in obj.columns or obj.empty else obj.assign(step=0)
+    if hasattr(obj, "frame") and callable(obj.frame):
+        return obj.frame()
+    probes = getattr(obj, "probes", None)
+    if isinstance(probes, pd.DataFrame):
+        return probes
+    raise TypeError(f"expected a probe table (DataFrame with step, layer, quantity, value), a "
+                    f"ProbeRecorder, a RunRecord or a Diagnosis; got {type(obj).__name__}")
+
+
+def _label(obj: Any, default: str) -> str:
+    return str(getattr(obj, "name", None) or getattr(obj, "id", None) or default)
+
+
+def _runs(table_or_runs: Any) -> dict[str, tuple[pd.DataFrame, Any]]:
+    """``{label: (probe table, config or None)}`` from one run, a mapping or a sequence."""
+    if isinstance(table_or_runs, pd.DataFrame) and "run" in table_or_runs.columns:
+        return {str(k): (g.drop(columns="run"), None)
+                for k, g in table_or_runs.groupby("run", sort=False)}
+    if isinstance(table_or_runs, Mapping):
+        items = list(table_or_runs.items())
+    elif isinstance(table_or_runs, Sequence) and not isinstance(table_or_runs, (str, bytes)):
+        items = [(_label(r, f"run {i + 1}"), r) for i, r in enumerate(table_or_runs)]
+    else:
+        items = [(_label(table_or_runs, "run"), table_or_runs)]
+    if not items:
+        raise ValueError("no runs given: expected at least one probe table or run")
+    return {str(k): (probe_table(v), getattr(v, "config", None)) for k, v in items}
+
+
+def _theories(runs: dict[str, tuple[pd.DataFrame, Any]], theory: Any) -> dict[str, Any]:
+    """Theory frame per run label: ``theory`` as given (one frame for a single run, a mapping
+    label -> frame, False for none) or, by default, derived from each run's config."""
+    if theory is False:
+        return {}
+    if isinstance(theory, pd.DataFrame):
+        return {k: theory for k in runs}
+    if isinstance(theory, Mapping):
+        return {str(k): v for k, v in theory.items()}
+    out = {}
+    for k, (_, cfg) in runs.items():
+        if cfg:
+            th, _ = theory_for_config(cfg)
+            if th is not None:
+                out[k] = th
+    return out
+
+
+def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, str]:
+    """``depthlab.theory.propagate`` for a plain-MLP config (no batch norm, residual or dropout;
+    integer ``model.sizes``) and a note saying what it assumes; ``(None, reason)`` otherwise."""
+    model = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
+    if model.get("batchnorm") or model.get("residual") or float(model.get("dropout") or 0) > 0:
+        return None, "no theory curve: the prediction covers plain MLPs only"
+    sizes = model.get("sizes")
+    if not isinstance(sizes, (list, tuple)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        return None, "no theory curve: the config has no explicit integer layer sizes"
+    from .theory import propagate
+
+    try:
+        kw = dict(model.get("activation_kwargs") or {})
+        th = propagate(list(sizes), model.get("activation", "relu"),
+                       init=model.get("init", "glorot_uniform"), **kw)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return None, f"no theory curve: {exc}"
+    note = "theory: depthlab.theory.propagate (Gaussian variance propagation at init"
+    if (config.get("data") or {}).get("standardize") is False:
+        note += "; assumes unit-variance inputs, but this run did not standardize them"
+    return th, note + ")"
+
+
+# -- numbers -----------------------------------------------------------------------------------
+def gradient_ratio(table: Any, step: int | None = None,
+                   quantity: str = "grad_pre_std") -> float:
+    """``std(dL/ds)`` of the first hidden layer over that of the last one at ``step`` (default:
+    the first probed step, i.e. initialization). Far below 1: gradients vanish on their way
+    back to the input; far above 1: they explode; near 1: they flow. NaN when not recorded."""
+    wide = _f._quantity(probe_table(table), quantity)
+    if wide.empty:
+        return math.nan
+    row = wide.loc[wide.index.min() if step is None else step].dropna()
+    if row.empty or not row.iloc[-1] > 0:
+        return math.nan
+    return float(row.iloc[0] / row.iloc[-1])
+
+
+# -- the headline figures ----------------------------------------------------------------------
+def gradient_per_layer(table_or_runs: Any, theory: Any = None, *,
+                       quantity: str = "grad_pre_std", title: str | None = None) -> Figure:
+    """Std of the back-propagated gradient ``dL/ds`` per layer, one line per run (log y), at
+    initialization (left) and at the last probed step (right); each run's theory prediction
+    dashed in the same colour (scaled to the run's measured top layer: the theory predicts
+    ratios between layers, not the loss's scale).
+
+    ``table_or_runs``: a probe table, recorder, RunRecord or Diagnosis, a sequence of them or
+    a mapping ``{label: ...}`` (a table with a ``run`` column is split by it). ``theory``: a
+    theory frame (``layer, grad_pre_var``), a mapping label -> frame, False for none, or None to
+    derive it from each RunRecord's config."""
+    return _per_layer(table_or_runs, theory, quantity, "grad_pre_var", scale_to_top=True,
+                      ylabel="std of dL/ds (log scale)",
+                      title=title or "Back-propagated gradient std per layer")
+
+
+def activation_per_layer(table_or_runs: Any, theory: Any = None, *,
+                         quantity: str = "act_std", title: str | None = None) -> Figure:
+    """Std of the activations per layer, one line per run (log y), at initialization and at
+    the end, with each run's theory ``sqrt(act_var)`` dashed (unit-variance inputs assumed).
+    Arguments as for :func:`gradient_per_layer`."""
+    return _per_layer(table_or_runs, theory, quantity, "act_var", scale_to_top=False,
+                      ylabel="std of the activations (log scale)",
+                      title=title or "Activation std per layer")
+
+
+def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
+               scale_to_top: bool, ylabel: str, title: str) -> Figure:
+    runs = _runs(table_or_runs)
+    theories = _theories(runs, theory)
+    wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
+    has_end = any(not w.empty and w.index.max() != w.index.min() for w in wides.values())
+    ncols = 2 if has_end else 1
+    legend_w = 2.4
+    fig, axes = _f._new_figure(5.0 * ncols + legend_w, 3.9, ncols=ncols, sharey=True,
+                               right=legend_w + 0.1, top=0.7)
+    all_vals: list[float] = []
+    all_layers: set[int] = set()
+    for i, (label, wide) in enumerate(wides.items()):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        if wide.empty:
+            continue
+        first, last = wide.index.min(), wide.index.max()
+        for ax, step in zip(axes, (first, last)):
+            row = wide.loc[step].dropna()
+            row = row[row > 0]
+            if row.empty:
+                continue
+            x = row.index.to_numpy()
+            all_layers.update(int(v) for v in x)
+            ax.plot(x, row.to_numpy(float), "o-", color=color, linewidth=1.8, markersize=4,
+                    label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1 else label)
+            all_vals.extend(row.to_numpy(float))
+        th = theories.get(label)
+        init = wide.loc[first].dropna()
+        init = init[init > 0]
+        if th is None or theory_col not in getattr(th, "columns", ()) or init.empty:
+            continue
+        t = th.set_index("layer")[theory_col].astype(float).clip(lower=0)
+        common = [la for la in init.index if la in t.index]
+        if not common:
+            continue
+        pred = np.sqrt(t.loc[common])
+        if scale_to_top:
+            ref = pred.loc[max(common)]
+            if not (ref > 0 and np.isfinite(ref)):
+                continue
+            pred = pred * (init.loc[max(common)] / ref)
+        pred = pred[(pred > 0) & np.isfinite(pred)]
+        if pred.empty:
+            continue
+        axes[0].plot(pred.index.to_numpy(), pred.to_numpy(float), "--", color=color,
+                     linewidth=1.3, alpha=0.9, label=f"{label}: theory")
+        all_vals.extend(pred.to_numpy(float))
+    if not all_vals:
+        for ax in axes:
+            _f._empty(ax, f"no positive '{quantity}' probes recorded")
+        return fig
+    lo, hi = min(all_vals), max(all_vals)
+    for ax, when in zip(axes, ("at initialization", "at the end of training")):
+        ax.set_yscale("log")
+        _f._tidy_log_axis(ax.yaxis, lo, hi)
+        ax.set_xlabel("layer (1 = first hidden, nearest the input)")
+        ax.set_title(when)
+        if all_layers and len(all_layers) <= 12:
+            ax.set_xticks(sorted(all_layers))
+    axes[0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=11)
+    handles, labels = [], []
+    for ax in axes[:1]:
+        h, lab = ax.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    if handles:
+        fig.legend(handles, labels, loc="upper left", fontsize=8, frameon=False,
+                   bbox_to_anchor=(1 - (legend_w + 0.05) / fig.get_figwidth(), 0.88))
+    return fig
+
+
+# -- one-run figures ---------------------------------------------------------------------------
+def training_curves(history: Any, epochs: pd.DataFrame | None = None,
+                    evals: pd.DataFrame | None = None, title: str = "") -> Figure:
+    """Loss per step (raw and smoothed) and accuracy per epoch. ``history``: a
+    :class:`~depthlab.History`, a RunRecord (``steps/epochs/evals`` frames) or the per-step
+    DataFrame (``step, loss``) with optional ``epochs`` and ``evals`` frames."""
+    if hasattr(history, "steps_frame"):
+        steps, epochs, evals = (history.steps_frame(), history.epochs_frame(),
+                                history.evals_frame())
+    elif isinstance(getattr(history, "steps", None), pd.DataFrame):
+        steps, epochs, evals = history.steps, history.epochs, history.evals
+    elif isinstance(history, pd.DataFrame) or history is None:
+        steps = history
+    else:
+        raise TypeError(f"expected a History, a RunRecord or a DataFrame of (step, loss); got "
+                        f"{type(history).__name__}")
+    return _f.training_curves(steps, epochs, evals, title=title)
+
+
+def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Figure:
+    """Mean (line) ± one standard deviation (shaded band) of each shown layer's activations
+    over training (Glorot & Bengio 2010, Fig. 2), at most ``max_steps`` evenly spaced probed
+    steps; the legend sits outside the axes."""
+    probes = probe_table(table)
+    mean, std = _f._quantity(probes, f"{prefix}_mean"), _f._quantity(probes, f"{prefix}_std")
+    fig, (ax,) = _f._new_figure(7.6, 3.8, right=1.75, top=0.6)
+    if mean.empty:
+        _f._empty(ax, f"no '{prefix}_mean' probes recorded")
+        return fig
+    steps = mean.index.to_numpy()
+    keep = np.unique(np.round(np.linspace(0, len(steps) - 1,
+                                          min(max_steps, len(steps)))).astype(int))
+    layers = list(mean.columns)
+    shown = _f._pick_layers(layers, HIST_MAX_LAYERS)
+    colors = _f._layer_colors(shown)
+    x = steps[keep]
+    for layer in shown:
+        m = mean[layer].to_numpy(float)[keep]
+        ax.plot(x, m, "o-" if len(x) < 4 else "-", color=colors[layer], linewidth=1.5,
+                markersize=3.5, label=f"layer {layer}")
+        if not std.empty and layer in std:
+            sd = std[layer].reindex(mean.index).to_numpy(float)[keep]
+            ax.fill_between(x, m - sd, m + sd, color=colors[layer], alpha=0.15, linewidth=0)
+    what = "activation" if prefix == "act" else "pre-activation"
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{what} value")
+    ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers)}", fontsize=9.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
+def _layers_text(shown: Sequence[int], total: Sequence[int]) -> str:
+    if len(shown) == len(total):
+        return f"all {len(total)} layers"
+    return (f"layers {', '.join(map(str, shown))} of {len(total)}: first, last and evenly "
+            "spaced")
+
+
+def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int] | None = None,
+                          max_layers: int = HIST_MAX_LAYERS) -> Figure:
+    """Density histograms of one quantity (``act``, ``pre``, ``grad`` = dL/ds or ``weight``):
+    one row per shown layer, one column per step (default: the first and last recorded), each
+    panel on its own bins (recorded from that layer's data at that step; the panel title gives
+    the range). ``recorder``: a ProbeRecorder, a RunRecord or its histogram table."""
+    h = _hist_table(recorder)
+    h = h[h["kind"] == kind] if not h.empty else h
+    if h.empty:
+        fig, (ax,) = _f._new_figure()
+        _f._empty(ax, f"no '{kind}' histograms recorded")
+        return fig
+    all_steps = sorted(int(s) for s in h["step"].unique())
+    if steps is None:
+        steps = [all_steps[0], all_steps[-1]] if len(all_steps) > 1 else all_steps
+    missing = [s for s in steps if s not in all_steps]
+    if missing:
+        raise ValueError(f"no '{kind}' histograms at steps {missing}; recorded: {all_steps}")
+    layers = sorted(int(v) for v in h["layer"].unique())
+    shown = _f._pick_layers(layers, max_layers)
+    what = {"act": "activation", "pre": "pre-activation s",
+            "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
+    w, row_h = 3.9 * len(steps) + 0.6, 1.25
+    fig = Figure(figsize=(w, 0.9 + row_h * len(shown)), dpi=_f.DPI, layout="constrained")
+    _f.FigureCanvasAgg(fig)
+    axes = fig.subplots(len(shown), len(steps), squeeze=False)
+    colors = _f._layer_colors(shown)
+    for r, layer in enumerate(shown):
+        for c, step in enumerate(steps):
+            ax = axes[r][c]
+            _f._style(ax)
+            hs = h[(h["layer"] == layer) & (h["step"] == step)].sort_values("bin_left")
+            left, right = hs["bin_left"].to_numpy(float), hs["bin_right"].to_numpy(float)
+            count = hs["count"].to_numpy(float)
+            total = count.sum()
+            if total <= 0:
+                _f._empty(ax, "no finite values")
+                continue
+            dens = count / (total * np.maximum(right - left, 1e-300))
+            ax.stairs(dens, np.append(left, right[-1]), fill=True, alpha=0.45,
+                      color=colors[layer])
+            ax.stairs(dens, np.append(left, right[-1]), color=colors[layer], linewidth=1.0)
+            ax.set_title(f"layer {layer}, step {step}: range [{left[0]:.3g}, {right[-1]:.3g}]",
+                         fontsize=8.5)
+            ax.tick_params(labelsize=7.5)
+            ax.xaxis.set_major_locator(_f.MaxNLocator(5))
+            if c == 0:
+                ax.set_ylabel("density", fontsize=8.5)
+            if r == len(shown) - 1:
+                ax.set_xlabel(what, fontsize=9)
+    fig.suptitle(f"Histograms of the {what} ({_layers_text(shown, layers)}); each panel on "
+                 "its own bins", fontsize=10)
+    return fig
+
+
+def _hist_table(obj: Any) -> pd.DataFrame:
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    if hasattr(obj, "histograms"):
+        h = obj.histograms
+        return h() if callable(h) else h
+    raise TypeError(f"expected a ProbeRecorder, a RunRecord or a histogram table; got "
+                    f"{type(obj).__name__}")
+
+
+def gradient_heatmap(table: Any, quantity: str = "grad_pre_std") -> Figure:
+    """Std of ``dL/ds`` per layer (rows) and probed step (columns), log colour scale."""
+    return _f.gradient_heatmap(probe_table(table), quantity)
+
+
+def saturation(table: Any) -> Figure:
+    """Per layer over training: the fraction of saturated entries (``saturated_frac``, bounded
+    activations), of inactive entries (``inactive_frac``, ReLU-family units on their flat
+    side) and of dead units (``dead_frac``: inactive on every probe example)."""
+    return _f.saturation_dead(probe_table(table))
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+def forms_grid(runs: pd.DataFrame, x_key: str, y_key: str) -> bool:
+    """True when every pair of the distinct ``x_key`` and ``y_key`` values has a run (a
+    heatmap over the two keys has no empty cell)."""
+    pairs = {(_f._key(a), _f._key(b)) for a, b in zip(runs[x_key], runs[y_key])}
+    nx = len({_f._key(v) for v in runs[x_key]})
+    ny = len({_f._key(v) for v in runs[y_key]})
+    return len(pairs) == nx * ny
+
+
+def sweep_metric(runs: pd.DataFrame, keys: Sequence[str], metric: str = "val_acc",
+                 higher_is_better: bool = True) -> Figure:
+    """A sweep's ``metric`` against its varying ``keys``: a heatmap when the first two keys
+    form a complete grid, otherwise one bar per distinct combination of the keys (best run
+    of each), so no empty cell or hidden axis appears."""
+    keys = list(keys)
+    if not keys:
+        raise ValueError("sweep_metric needs at least one varying key")
+    if len(keys) == 2 and forms_grid(runs, keys[0], keys[1]):
+        return _f.sweep_heatmap(runs, keys[0], keys[1], metric,
+                                higher_is_better=higher_is_better)
+    if len(keys) == 1:
+        return _f.sweep_bars(runs, keys[0], metric, higher_is_better=higher_is_better)
+    combo = [", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, vals))
+             for vals in zip(*(runs[k] for k in keys))]
+    names = list(runs["name"]) if "name" in runs else []
+    by_name = (len(set(names)) == len(names) and all(names)
+               and len(set(combo)) == len(combo))  # one run per combination, named
+    frame = runs.assign(run=names if by_name else combo)
+    fig = _f.sweep_bars(frame, "run", metric, higher_is_better=higher_is_better)
+    fig.axes[0].set_xlabel("run (varying: " + ", ".join(k.split(".")[-1] for k in keys) + ")"
+                           if by_name else " / ".join(k.split(".")[-1] for k in keys))
+    fig.axes[0].set_title(f"{metric} by run")
+    return fig
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return f"[{len(v)} sizes]" if len(v) > 4 else "[" + ",".join(map(str, v)) + "]"
+    return str(v)
