@@ -159,7 +159,7 @@ def test_thousand_layer_residual_network_is_finite():
 
 
 def test_clear_errors_for_bad_input():
-    with pytest.raises(ValueError, match="unknown activation 'sigmod'"):
+    with pytest.raises(ValueError, match='activation = "sigmod" is not a known activation'):
         dl.mlp([3, 4, 2], activation="sigmod")
     with pytest.raises(ValueError, match="xavier"):
         dl.mlp([3, 4, 2], init="xavier")

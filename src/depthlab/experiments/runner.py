@@ -92,18 +92,14 @@ def resolve_sizes(config: dict[str, Any], n_features: int, n_classes: int) -> li
 
 
 def build_net(config: dict[str, Any], sizes: list[int]):
-    """``depthlab.models.mlp`` from the ``[model]`` section (init seed = ``train.seed``)."""
-    from ..models import mlp
+    """The network of the ``[model]`` section (a :class:`~depthlab.spec.ModelSpec`) with
+    ``sizes`` resolved; init seed = ``train.seed``."""
+    from ..models import build
+    from ..spec import ModelSpec
 
-    m = config["model"]
     try:
-        return mlp(sizes, m["activation"], m["init"], batchnorm=m["batchnorm"],
-                   residual=m["residual"], dropout=m["dropout"], dtype=m["dtype"],
-                   seed=config["train"]["seed"], output_activation=m["output_activation"],
-                   output_init=m["output_init"], bias_init=m["bias_init"],
-                   activation_kwargs=m["activation_kwargs"] or None,
-                   dropout_type=m["dropout_type"], bn_momentum=m["bn_momentum"],
-                   bn_eps=m["bn_eps"], bn_inference=m["bn_inference"])
+        return build(ModelSpec(**{**config["model"], "sizes": tuple(sizes)}),
+                     seed=config["train"]["seed"])
     except (ValueError, TypeError) as e:
         raise ExperimentError(f"model: {e}") from e
 

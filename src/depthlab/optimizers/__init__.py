@@ -6,7 +6,6 @@ place; float32 parameters stay float32.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,19 +46,25 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
         raise TypeError(
             f"optimizer must be a name (one of {OPTIMIZERS}) or an Optimizer, got {name!r}"
         )
-    cls = _REGISTRY.get(name.lower())
-    if cls is None:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    cls = optimizer_class(name)
     if params is None:
         raise TypeError(f"get_optimizer({name!r}) needs the parameters to optimize")
-    accepted = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self",
-                                                                                  "params")]
+    accepted = cls.hyperparameter_names()
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError(
             f"unknown hyperparameter(s) {unknown} for optimizer {name!r}; accepted: {accepted}"
         )
     return cls(params, **kwargs)
+
+
+def optimizer_class(name: str) -> type[Optimizer]:
+    """The optimizer class registered as ``name`` (case-insensitive); ValueError naming the
+    registered names otherwise."""
+    cls = _REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
+    return cls
 
 
 __all__ = [
@@ -72,4 +77,5 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "get_optimizer",
+    "optimizer_class",
 ]

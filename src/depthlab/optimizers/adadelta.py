@@ -27,9 +27,6 @@ class Adadelta(Optimizer):
         self.rho = check_number("rho", rho, high=1.0)
         self.eps = check_number("eps", eps)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "rho": self.rho, "eps": self.eps,
-                "weight_decay": self.weight_decay, "maximize": self.maximize}
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:
         return {"square_avg": xp.zeros_like(p.value), "acc_delta": xp.zeros_like(p.value)}

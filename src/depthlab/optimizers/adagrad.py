@@ -28,10 +28,6 @@ class Adagrad(Optimizer):
             "initial_accumulator_value", initial_accumulator_value)
         self.eps = check_number("eps", eps)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "lr_decay": self.lr_decay, "weight_decay": self.weight_decay,
-                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps,
-                "maximize": self.maximize}
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:
         return {"sum": xp.full_like(p.value, self.initial_accumulator_value)}

@@ -32,11 +32,6 @@ class Adam(Optimizer):
         self.decoupled_weight_decay = check_flag("decoupled_weight_decay",
                                                  decoupled_weight_decay)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "weight_decay": self.weight_decay, "amsgrad": self.amsgrad,
-                "maximize": self.maximize,
-                "decoupled_weight_decay": self.decoupled_weight_decay}
 
     @property
     def _coupled_wd(self) -> bool:

@@ -11,6 +11,7 @@ All per-step scalars are Python floats, so float32 parameters stay float32 (NEP 
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Iterable
@@ -59,7 +60,13 @@ def check_betas(value: Any) -> tuple[float, float]:
             check_number("beta2 (betas[1])", b2, high=1.0, high_inclusive=False))
 
 
+# Stands for "no parameters" in Optimizer.check_hyperparameters (an empty list is an error).
+_NO_PARAMETERS: tuple[Parameter, ...] = ()
+
+
 def _param_list(params: Iterable[Parameter]) -> list[Parameter]:
+    if params is _NO_PARAMETERS:
+        return []
     if isinstance(params, Parameter):
         params = [params]
     try:
@@ -156,9 +163,29 @@ class Optimizer:
         for p in self.params:
             p.grad.fill(0)
 
+    @classmethod
+    def hyperparameter_names(cls) -> list[str]:
+        """The constructor's keyword arguments (``lr`` first), read from its signature; each is
+        stored under the same attribute name."""
+        return [k for k in inspect.signature(cls.__init__).parameters
+                if k not in ("self", "params")]
+
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments (name -> value), e.g. for logging or rebuilding."""
-        return {"lr": self.lr}
+        return {k: getattr(self, k) for k in self.hyperparameter_names()}
+
+    @classmethod
+    def check_hyperparameters(cls, **hyperparameters: Any) -> dict[str, Any]:
+        """Run the constructor's checks without parameters to optimize (the experiment spec
+        validates a config with them) and return the normalised hyperparameters; TypeError
+        for an unknown name, ValueError naming a bad value."""
+        unknown = sorted(set(hyperparameters) - set(cls.hyperparameter_names()))
+        if unknown:
+            raise TypeError(f"unknown hyperparameter(s) {unknown} for optimizer {cls.name!r}; "
+                            f"accepted: {cls.hyperparameter_names()}")
+        bare = cls.__new__(cls)
+        cls.__init__(bare, _NO_PARAMETERS, **hyperparameters)
+        return bare.hyperparameters()
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

@@ -34,11 +34,6 @@ class NAdam(Optimizer):
                                                  decoupled_weight_decay)
         self.mu_product = 1.0
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "betas": self.betas, "eps": self.eps,
-                "weight_decay": self.weight_decay, "momentum_decay": self.momentum_decay,
-                "decoupled_weight_decay": self.decoupled_weight_decay,
-                "maximize": self.maximize}
 
     @property
     def _coupled_wd(self) -> bool:

@@ -29,10 +29,6 @@ class RMSprop(Optimizer):
         self.momentum = check_number("momentum", momentum)
         self.centered = check_flag("centered", centered)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
-                "weight_decay": self.weight_decay, "momentum": self.momentum,
-                "centered": self.centered, "maximize": self.maximize}
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:
         st = {"square_avg": xp.zeros_like(p.value)}

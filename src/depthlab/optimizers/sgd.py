@@ -34,10 +34,6 @@ class SGD(Optimizer):
             )
         self.nesterov = nesterov
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "momentum": self.momentum, "dampening": self.dampening,
-                "weight_decay": self.weight_decay, "nesterov": self.nesterov,
-                "maximize": self.maximize}
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:
         if self.momentum != 0:

@@ -16,6 +16,7 @@ from ..losses import get_loss
 from ..network import Network
 from ..optimizers import get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
+from ..spec import TrainSpec, check_field
 from .data_checks import check_xy
 from .history import DivergenceReport, History
 
@@ -63,19 +64,14 @@ class Trainer:
             raise TypeError(
                 f"net must be a depthlab Network (e.g. from dl.mlp), got {type(net).__name__}"
             )
-        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
-            raise ValueError(f"learning rate must be a finite number >= 0, got {lr!r}")
-        if batch_size not in (None, "full") and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(
-                f"batch_size must be a positive integer, 'full' or None, got {batch_size!r}"
-            )
+        # the same rules as a [train] section (depthlab.spec.TrainSpec); None = full batch
+        lr = check_field(TrainSpec, "lr", lr)
+        batch_size = "full" if batch_size is None else check_field(
+            TrainSpec, "batch_size", batch_size)
         if epochs is None and max_steps is None:
             raise ValueError("give epochs or max_steps")
-        for label, v in (("epochs", epochs), ("max_steps", max_steps), ("eval_every", eval_every)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{label} must be a positive integer, got {v!r}")
+        epochs, max_steps, eval_every = (check_field(TrainSpec, k, v) for k, v in (
+            ("epochs", epochs), ("max_steps", max_steps), ("eval_every", eval_every)))
         self.net = net
         self.loss = get_loss(loss, **(loss_kwargs or {}))
         self.optimizer = get_optimizer(

@@ -1,0 +1,335 @@
+"""Checks for the fields of a run spec (:mod:`depthlab.spec`): one small object per kind of value.
+
+A check is called as ``check(key, value)`` and returns the normalised value (``"ReLU"`` ->
+``"relu"``, ``[0, "end"]`` -> ``(0, "end")``) or raises :class:`ConfigError` with one line
+``key = value problem; accepted: what`` (``key`` is ``"model.dropout"`` for a TOML file and
+``"dropout"`` for a keyword argument). ``check.accepted`` is that "what" and ``check.schema()``
+describes the value for a user interface (type, choices, bounds).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype", "Float",
+    "Int", "JacobianSteps", "Label", "Name", "Sizes", "Steps", "Text", "Table", "fmt", "is_int",
+    "is_num",
+]
+
+
+class ConfigError(ValueError):
+    """A bad setting of a run; ``str(err)`` is a one-line message naming key, value and what
+    is accepted. ``key`` is the dotted key (``"model.dropout"``) or None."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def fmt(value: Any) -> str:
+    """A value as it is written in a TOML file (strings quoted, booleans lower case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {fmt(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return repr(value)
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A setting of the wrong type (also a TypeError, as the Python API raises for those)."""
+
+
+def bad(key: str, value: Any, accepted: str, problem: str = "is not accepted") -> ConfigError:
+    """``key = value problem; accepted: accepted`` as a :class:`ConfigError` (a
+    :class:`ConfigTypeError` when the problem is the type)."""
+    cls = ConfigTypeError if problem == "has the wrong type" else ConfigError
+    return cls(f"{key} = {fmt(value)} {problem}; accepted: {accepted}", key)
+
+
+def is_int(v: Any) -> bool:
+    """An integer that is not a bool."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_num(v: Any) -> bool:
+    """An int or float that is not a bool."""
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+class Check:
+    """Base class: ``__call__(key, value)`` normalises or raises; ``accepted``; ``schema()``."""
+
+    kind = "any"
+    accepted = "any value"
+
+    def __call__(self, key: str, value: Any) -> Any:
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        """``{"type": ..., "accepted": ...}`` plus choices/bounds where they exist."""
+        return {"type": self.kind, "accepted": self.accepted}
+
+
+class Int(Check):
+    """An integer ``>= lo``; ``optional``: None (omitted) is accepted too."""
+
+    kind = "int"
+
+    def __init__(self, lo: int | None = None, *, optional: bool = False) -> None:
+        self.lo, self.optional = lo, optional
+        self.accepted = ("an integer" if lo is None else f"an integer >= {lo}") + (
+            " (or omit it)" if optional else "")
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if v is None and self.optional:
+            return None
+        if not is_int(v):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        if self.lo is not None and v < self.lo:
+            raise bad(key, v, self.accepted, "is out of range")
+        return int(v)
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "min": self.lo, "optional": self.optional}
+
+
+class Float(Check):
+    """A finite number between ``lo`` and ``hi`` (each bound closed unless ``*_open``)."""
+
+    kind = "float"
+
+    def __init__(self, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False, hi_open: bool = True, what: str = "a finite number"
+                 ) -> None:
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        self.accepted = what + (" " + " and ".join(parts) if parts else "")
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not is_num(v):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        lo, hi = self.lo, self.hi
+        if (not math.isfinite(v) or (lo is not None and (v < lo or (self.lo_open and v == lo)))
+                or (hi is not None and (v > hi or (self.hi_open and v == hi)))):
+            raise bad(key, v, self.accepted, "is out of range")
+        return float(v)
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "min": self.lo, "max": self.hi,
+                "min_open": self.lo_open, "max_open": self.hi_open}
+
+
+class Bool(Check):
+    kind = "bool"
+    accepted = "true or false"
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not isinstance(v, bool):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        return v
+
+
+class Choice(Check):
+    """One of a few fixed strings (case and surrounding blanks ignored)."""
+
+    kind = "choice"
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+        self.accepted = ", ".join(fmt(c) for c in choices)
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not isinstance(v, str):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        if v.strip().lower() not in self.choices:
+            raise bad(key, v, self.accepted)
+        return v.strip().lower()
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "choices": list(self.choices)}
+
+
+class Dtype(Choice):
+    """``"float32"`` or ``"float64"``; NumPy dtypes (``np.float64``) are accepted too."""
+
+    def __init__(self) -> None:
+        super().__init__("float32", "float64")
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not isinstance(v, str):
+            import numpy as np
+
+            try:
+                v = np.dtype(v).name
+            except TypeError:
+                raise bad(key, v, self.accepted, "has the wrong type") from None
+        return super().__call__(key, v)
+
+
+class Table(Check):
+    """A table (dict) of keyword arguments, copied."""
+
+    kind = "table"
+    accepted = "a table of keyword arguments, e.g. {alpha = 0.1}"
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        return dict(v)
+
+
+class Text(Check):
+    kind = "str"
+    accepted = "a non-empty string"
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not isinstance(v, str) or not v.strip():
+            raise bad(key, v, self.accepted, "has the wrong type")
+        return v
+
+
+class Label(Check):
+    kind = "label"
+    accepted = "a column name or index"
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if v is None or (isinstance(v, str) and v) or is_int(v):
+            return v
+        raise bad(key, v, self.accepted, "has the wrong type")
+
+
+class Name(Check):
+    """A registered name (activation, initializer, loss, optimizer), returned canonical.
+
+    ``names()`` lists the registered names, ``resolve(name)`` returns the canonical name or
+    raises ValueError/TypeError; instances of ``objects`` (e.g. an ``Initializer`` built with
+    arguments) pass unchanged. ``none``: None or ``"none"`` means "no such thing".
+    """
+
+    kind = "name"
+
+    def __init__(self, what: str, names: Callable[[], tuple[str, ...]],
+                 resolve: Callable[[str], str], *, objects: Callable[[], type] | None = None,
+                 none: bool = False) -> None:
+        self.what, self._names, self._resolve = what, names, resolve
+        self._objects, self.none = objects, none
+
+    @property
+    def accepted(self) -> str:  # type: ignore[override]
+        return ", ".join(self._names()) + (' (or "none")' if self.none else "")
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if self.none and (v is None or (isinstance(v, str) and v.strip().lower() == "none")):
+            return None
+        if self._objects is not None and isinstance(v, self._objects()):
+            return v
+        if not isinstance(v, str):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        try:
+            return self._resolve(v)
+        except (ValueError, TypeError):
+            close = difflib.get_close_matches(v.strip().lower(), self._names(), n=1)
+            hint = f" (did you mean {fmt(close[0])}?)" if close else ""
+            raise ConfigError(f"{key} = {fmt(v)} is not a known {self.what}{hint}; accepted: "
+                              f"{self.accepted}", key) from None
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "choices": list(self._names()), "optional": self.none}
+
+
+class Sizes(Check):
+    """Layer widths ``[n_in, hidden..., n_out]``; the ends may be ``"auto"`` (from the data)."""
+
+    kind = "sizes"
+    accepted = ('a list of at least 2 positive integers [n_in, hidden..., n_out]; the first and '
+                'the last may be "auto"')
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if not isinstance(v, list | tuple) or len(v) < 2:
+            raise bad(key, v, self.accepted, "has the wrong type"
+                      if not isinstance(v, list | tuple) else "is too short")
+        out: list[Any] = []
+        for i, s in enumerate(v):
+            if isinstance(s, str) and s.strip().lower() == "auto" and i in (0, len(v) - 1):
+                out.append("auto")
+            elif is_int(s) and s >= 1:
+                out.append(int(s))
+            else:
+                raise ConfigError(f"{key}[{i}] = {fmt(s)} (in {key} = {fmt(v)}) is not "
+                                  f"accepted; accepted: {self.accepted}", key)
+        return tuple(out)
+
+
+class BatchSize(Check):
+    kind = "batch_size"
+    accepted = 'an integer >= 1 or "full" (full-batch gradient descent)'
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == "full":
+            return "full"
+        if not is_int(v):
+            raise bad(key, v, self.accepted, "has the wrong type")
+        if v < 1:
+            raise bad(key, v, self.accepted, "is out of range")
+        return int(v)
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "min": 1, "choices": ["full"]}
+
+
+def step_values(v: Any) -> tuple | None:
+    """Sorted unique steps (ints >= 0, then ``"end"``), or None if ``v`` is not such a list."""
+    if not isinstance(v, list | tuple):
+        return None
+    ints, end = set(), False
+    for s in v:
+        if is_int(s) and s >= 0:
+            ints.add(int(s))
+        elif isinstance(s, str) and s.strip().lower() == "end":
+            end = True
+        else:
+            return None
+    return (*sorted(ints), *(("end",) if end else ()))
+
+
+class Steps(Check):
+    """A list of training steps (ints >= 0 and/or ``"end"``), or None for the default."""
+
+    kind = "steps"
+    accepted = 'a list of step numbers >= 0 and/or "end" (or omit it for the recorder\'s default)'
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if v is None:
+            return None
+        out = step_values(v)
+        if out is None:
+            raise bad(key, v, self.accepted)
+        return out
+
+
+class JacobianSteps(Check):
+    """``true`` (= at step 0 and at the end), ``false`` (never) or a list of steps."""
+
+    kind = "steps"
+    accepted = 'true (at initialization and at the end), false, or a list of steps (ints, "end")'
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if isinstance(v, bool):
+            return (0, "end") if v else ()
+        out = step_values(v)
+        if out is None:
+            raise bad(key, v, self.accepted)
+        return out

@@ -1,0 +1,681 @@
+"""The recipe of a run, written once: :class:`ModelSpec`, :class:`TrainSpec`, :class:`DataSpec`,
+:class:`ProbeSpec` and :class:`RunSpec` (a name and the four sections).
+
+Every field carries its default, its documentation (``metadata["doc"]``) and its check
+(``metadata["check"]``, a :mod:`depthlab.fieldcheck` object that normalises the value or raises
+:class:`ConfigError` with one line naming key, value and what is accepted). Everything else is
+derived from these declarations:
+
+* the TOML schema of ``depthlab run`` (:meth:`RunSpec.from_dict` / :meth:`RunSpec.to_dict`,
+  used by :func:`depthlab.experiments.config.validate`) and :meth:`RunSpec.to_toml`,
+* ``mlp(sizes, **options)`` (its options are the :class:`ModelSpec` fields) and
+  ``Network.config`` (``spec.to_dict()`` plus the seed),
+* the experiment runner (``build_net``, the trainer's settings),
+* prescriptions (``dataclasses.replace(spec.model, init="he_normal")``),
+* user interfaces (:func:`fields_schema`: name, type, default, doc, choices and bounds).
+
+Specs are frozen; constructing one validates and normalises it (``ModelSpec(activation="ReLU")
+.activation == "relu"``), a ``None`` field takes its default, and ``replace`` re-validates.
+Error keys are the field names (``dropout = 1.5 ...``); inside :meth:`RunSpec.from_dict` they
+are dotted (``model.dropout = 1.5 ...``).
+
+Layer sizes: ``sizes = (n_in, h_1, ..., h_L, n_out)``; the first entry may be ``"auto"`` (the
+number of input features of the data) and the last ``"auto"`` (the number of classes; 1 for
+``binary_cross_entropy``). ``depth`` (number of hidden layers) and ``width``, when they disagree
+with ``sizes``, rebuild the hidden part: ``sizes = (n_in, *[width] * depth, n_out)`` (width
+defaults to the first hidden width); once normalised they describe ``sizes`` (``width`` is None
+for unequal widths). To change ``sizes`` with ``replace``, pass ``depth=None, width=None`` too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import difflib
+import json
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .fieldcheck import (
+    BatchSize,
+    Bool,
+    Check,
+    Choice,
+    ConfigError,
+    Dtype,
+    Float,
+    Int,
+    JacobianSteps,
+    Label,
+    Name,
+    Sizes,
+    Steps,
+    Table,
+    Text,
+    bad,
+    fmt,
+    is_num,
+)
+
+__all__ = [
+    "ConfigError", "DataSpec", "ModelSpec", "ProbeSpec", "RunSpec", "TrainSpec", "check_field",
+    "fields_schema", "optimizer_hyperparameters",
+]
+
+# "model." inside RunSpec.from_dict (keys in messages are dotted there), "" otherwise.
+_PREFIX: contextvars.ContextVar[str] = contextvars.ContextVar("spec_prefix", default="")
+# Folder that a relative data.path is resolved against (the TOML file's folder).
+_BASE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("spec_base", default=None)
+
+
+def option(default: Any, check: Check, doc: str) -> Any:
+    """A spec field: ``default`` (a dict or list default is copied per instance), its check and
+    its one-line documentation."""
+    meta = {"check": check, "doc": doc}
+    if isinstance(default, dict | list):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# -- registered names (imported when first checked: the registries import the engine) ------
+
+def _activation_names() -> tuple[str, ...]:
+    from .activations import ACTIVATIONS
+
+    return ACTIVATIONS
+
+
+def _activation(name: str) -> str:
+    from .activations import get_activation
+
+    return get_activation(name).name
+
+
+def _activation_type() -> type:
+    from .activations import ActivationFn
+
+    return ActivationFn
+
+
+def _init_names() -> tuple[str, ...]:
+    from .initializers import INITIALIZERS
+
+    return INITIALIZERS
+
+
+def _init(name: str) -> str:
+    from .initializers import get_initializer
+
+    return get_initializer(name).name
+
+
+def _init_type() -> type:
+    from .initializers import Initializer
+
+    return Initializer
+
+
+def _loss_names() -> tuple[str, ...]:
+    from .losses import LOSSES
+
+    return LOSSES
+
+
+def _loss(name: str) -> str:
+    from .losses import get_loss
+
+    return get_loss(name).name
+
+
+def _optimizer_names() -> tuple[str, ...]:
+    from .optimizers import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def _optimizer(name: str) -> str:
+    key = name.strip().lower()
+    if key not in _optimizer_names():
+        raise ValueError(name)
+    return key
+
+
+def _activation_check(none: bool = False) -> Name:
+    return Name("activation", _activation_names, _activation, objects=_activation_type,
+                none=none)
+
+
+def _init_check(none: bool = False) -> Name:
+    return Name("initializer", _init_names, _init, objects=_init_type, none=none)
+
+
+def optimizer_hyperparameters(name: str) -> list[str]:
+    """The keyword arguments optimizer ``name`` accepts besides ``params`` and ``lr``."""
+    from .optimizers import optimizer_class
+
+    return [k for k in optimizer_class(name).hyperparameter_names() if k != "lr"]
+
+
+def all_optimizer_hyperparameters() -> list[str]:
+    """Every optimizer hyperparameter name (each once, in registry order)."""
+    names: list[str] = []
+    for opt in _optimizer_names():
+        names += [k for k in optimizer_hyperparameters(opt) if k not in names]
+    return names
+
+
+def check_field(spec_cls: type, name: str, value: Any) -> Any:
+    """``value`` checked and normalised as field ``name`` of ``spec_cls`` is (the key in the
+    message is ``name``): the one rule for that setting, also where no spec is built."""
+    f = next(f for f in fields(spec_cls) if f.name == name)
+    return f.metadata["check"](name, value)
+
+
+# -- the base class ------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists and dicts copied, recursively (the form of a validated config dict)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" (did you mean {fmt(close[0])}?)" if close else ""
+    where = f"[{section}]" if section else "the top level"
+    full = f"{section}.{key}" if section else key
+    return ConfigError(
+        f"unknown key {full!r} in {where}{hint}; accepted keys: {', '.join(valid)}", full)
+
+
+class _Section:
+    """Shared behaviour of the four section specs (``section`` is the TOML table name)."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        prefix = _PREFIX.get()
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if v is None:
+                v = f.default_factory() if f.default_factory is not dataclasses.MISSING else (
+                    f.default)
+            else:
+                v = f.metadata["check"](prefix + f.name, v)
+            object.__setattr__(self, f.name, v)
+        self._finish(prefix)
+
+    def _finish(self, prefix: str) -> None:
+        """Checks across fields (after every field is normalised)."""
+
+    def _set(self, **values: Any) -> None:
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """The keys accepted in this section of a TOML file."""
+        return [f.name for f in fields(cls)]  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Any:
+        """The spec of a ``[section]`` table (unknown keys are an error naming the valid ones);
+        inside :meth:`RunSpec.from_dict` messages use dotted keys."""
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{cls.section} = {fmt(raw)} must be a table ([{cls.section}] "
+                              f"section); accepted keys: {', '.join(cls.keys())}", cls.section)
+        for k in raw:
+            if k not in cls.keys():
+                raise _unknown_key(cls.section, k, cls.keys())
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain data (tuples as lists): the validated config section."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore
+
+
+# -- the four sections ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataSpec(_Section):
+    """``[data]``: a built-in data set (``name``) or a user file (``path``), and its splits."""
+
+    section: ClassVar[str] = "data"
+
+    name: str | None = option(None, Text(), "built-in data set (see `depthlab datasets`)")
+    path: str | None = option(None, Text(), "a .npz, .csv or IDX file (instead of name); "
+                              "relative to the TOML file")
+    n: int | None = option(None, Int(1, optional=True), "use only the first n examples")
+    standardize: bool = option(True, Bool(), "standardize features with training statistics")
+    seed: int = option(0, Int(0), "seed of the train/validation/test split")
+    val_fraction: float = option(0.1, Float(0.0, 1.0), "fraction held out for validation")
+    test_fraction: float = option(0.2, Float(0.0, 1.0), "fraction held out for testing")
+    label: str | int | None = option(None, Label(), "label column of a .csv file (name or "
+                                     "index)")
+    options: dict = option({}, Table(), "options of the built-in data set")
+
+    def _finish(self, prefix: str) -> None:
+        from .data import DATASETS, find_builtin
+
+        if (self.name is None) == (self.path is None):
+            raise ConfigError(
+                f"[data] needs exactly one of name (a built-in data set: {', '.join(DATASETS)}"
+                ") or path (a .npz, .csv or IDX file)", prefix + "name")
+        if self.name is not None:
+            builtin = find_builtin(self.name)
+            if builtin is None:
+                close = difflib.get_close_matches(self.name.strip().lower(), DATASETS, n=1)
+                hint = f" (did you mean {fmt(close[0])}?)" if close else ""
+                raise ConfigError(
+                    f"{prefix}name = {fmt(self.name)} is not a built-in data set{hint}; "
+                    f"accepted: {', '.join(DATASETS)} (or use {prefix}path for a file)",
+                    prefix + "name")
+            self._set(name=builtin.name)
+            if builtin.options is not None:
+                wrong = [k for k in self.options if k not in builtin.options]
+                if wrong:
+                    raise ConfigError(
+                        f"{prefix}options.{wrong[0]} is not an option of data set "
+                        f"{builtin.name!r}; accepted: {', '.join(builtin.options) or '(none)'}",
+                        prefix + "options")
+            if self.label is not None:
+                raise ConfigError(
+                    f"{prefix}label = {fmt(self.label)} applies only to {prefix}path files; "
+                    f"data set {builtin.name!r} has its own labels", prefix + "label")
+        else:
+            p = Path(os.path.expanduser(self.path))
+            base = _BASE_DIR.get()
+            if not p.is_absolute() and base is not None:
+                p = base / p
+            if not p.exists():
+                raise ConfigError(f"{prefix}path = {fmt(self.path)}: no such file or folder "
+                                  f"({p})", prefix + "path")
+            self._set(path=str(p.resolve()))
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(
+                f"{prefix}val_fraction + {prefix}test_fraction = {self.val_fraction} + "
+                f"{self.test_fraction} leaves no training data; accepted: a sum < 1",
+                prefix.rstrip(".") or "val_fraction")
+
+
+@dataclass(frozen=True)
+class ModelSpec(_Section):
+    """``[model]``: the network (an MLP: plain, batch-normalized and/or residual)."""
+
+    section: ClassVar[str] = "model"
+
+    sizes: tuple | None = option(None, Sizes(), "layer widths [n_in, hidden..., n_out]; the "
+                                 'ends may be "auto" (from the data)')
+    depth: int | None = option(None, Int(0, optional=True), "number of hidden layers "
+                               "(rebuilds sizes with width)")
+    width: int | None = option(None, Int(1, optional=True), "width of every hidden layer "
+                               "(with depth)")
+    activation: Any = option("relu", _activation_check(), "hidden nonlinearity")
+    init: Any = option("glorot_uniform", _init_check(), "weight initializer")
+    batchnorm: bool = option(False, Bool(), "batch normalization before each nonlinearity "
+                             "(the Dense before it has no bias)")
+    residual: bool = option(False, Bool(), "pre-activation residual blocks (equal hidden "
+                            "widths)")
+    dropout: float = option(0.0, Float(0.0, 1.0, what="a dropout rate"), "dropout rate after "
+                            "each nonlinearity")
+    dropout_type: str = option("auto", Choice("auto", "standard", "alpha"),
+                               'dropout kind; "auto" = alpha dropout for selu')
+    output_activation: Any = option(None, _activation_check(none=True),
+                                    "nonlinearity after the last layer (none: logits)")
+    output_init: Any = option(None, _init_check(none=True), "initializer of the last layer "
+                              "(none: init)")
+    bias_init: Any = option("zeros", _init_check(), "bias initializer")
+    activation_kwargs: dict = option({}, Table(), "arguments of the activation, e.g. "
+                                     "{negative_slope = 0.1}")
+    bn_inference: str = option("ema", Choice("ema", "population"), "batch-norm statistics at "
+                               "inference: running average or whole training set")
+    bn_momentum: float = option(0.01, Float(0.0, 1.0, lo_open=True, hi_open=False),
+                                "weight of the new batch in the running averages")
+    bn_eps: float = option(1e-5, Float(0.0, lo_open=True), "added to the batch variance")
+    bn_ema_start: str = option("first_batch", Choice("first_batch", "zero"),
+                               "running averages start at the first batch's statistics or at "
+                               "mean 0, variance 1 (PyTorch)")
+    dtype: str = option("float32", Dtype(), "floating-point precision")
+
+    def _finish(self, prefix: str) -> None:
+        sizes, depth, width = self.sizes, self.depth, self.width
+        if sizes is None and depth is None:
+            raise ConfigError(
+                "[model] needs sizes (e.g. sizes = [\"auto\", 128, 128, \"auto\"]) or depth "
+                "and width", prefix + "sizes")
+        if sizes is None:
+            sizes = ("auto", "auto")
+        hidden = sizes[1:-1]
+        uniform = bool(hidden) and all(h == hidden[0] for h in hidden)
+        consistent = ((depth is None or depth == len(hidden))
+                      and (width is None or (uniform and hidden[0] == width)
+                           or (depth == 0 and not hidden)))
+        if not consistent:
+            if depth is None:
+                depth = len(hidden)
+            if width is None:
+                if not hidden and depth > 0:
+                    raise ConfigError(
+                        f"{prefix}depth = {depth} needs {prefix}width (no hidden width in "
+                        f"{prefix}sizes = {fmt(sizes)}); accepted: an integer >= 1",
+                        prefix + "width")
+                width = hidden[0] if hidden else 1
+            sizes = (sizes[0], *([width] * depth), sizes[-1])
+            hidden = sizes[1:-1]
+            uniform = bool(hidden)
+        self._set(sizes=sizes, depth=len(hidden), width=hidden[0] if uniform else None)
+        if self.residual and hidden and not uniform:
+            raise ConfigError(
+                f"{prefix}residual = true needs equal hidden widths, got {prefix}sizes = "
+                f"{fmt(sizes)}", prefix + "residual")
+        if self.activation_kwargs:
+            from .activations import get_activation
+
+            try:
+                get_activation(self.activation, **self.activation_kwargs)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{prefix}activation_kwargs = {fmt(self.activation_kwargs)}: "
+                                  f"{e}", prefix + "activation_kwargs") from None
+
+    @property
+    def hidden(self) -> tuple:
+        """The hidden widths ``sizes[1:-1]``."""
+        return self.sizes[1:-1]
+
+    def resolve_sizes(self, n_inputs: int, n_outputs: int) -> ModelSpec:
+        """This spec with ``"auto"`` ends replaced by ``n_inputs`` / ``n_outputs``."""
+        first = n_inputs if self.sizes[0] == "auto" else self.sizes[0]
+        last = n_outputs if self.sizes[-1] == "auto" else self.sizes[-1]
+        return dataclasses.replace(self, sizes=(first, *self.hidden, last))
+
+
+@dataclass(frozen=True)
+class TrainSpec(_Section):
+    """``[train]``: loss, optimizer and schedule. Optimizer hyperparameters may be given
+    directly (``momentum = 0.9``); they are moved into ``optimizer_kwargs``."""
+
+    section: ClassVar[str] = "train"
+
+    loss: str = option("cross_entropy", Name("loss", _loss_names, _loss), "loss function")
+    loss_kwargs: dict = option({}, Table(), "arguments of the loss, e.g. "
+                               "{label_smoothing = 0.1}")
+    optimizer: str = option("sgd", Name("optimizer", _optimizer_names, _optimizer),
+                            "optimizer (torch.optim names and defaults)")
+    optimizer_kwargs: dict = option({}, Table(), "optimizer hyperparameters, e.g. "
+                                    "{momentum = 0.9}")
+    lr: float = option(0.01, Float(0.0, lo_open=True, what="a learning rate, a finite number"),
+                       "learning rate (> 0; an optimizer's lr may be set to 0 between steps)")
+    batch_size: int | str = option(32, BatchSize(), 'examples per step, or "full"')
+    epochs: int | None = option(None, Int(1, optional=True), "passes over the training set "
+                                "(1 when max_steps is not given either)")
+    max_steps: int | None = option(None, Int(1, optional=True), "stop after this many steps")
+    seed: int = option(0, Int(0), "seed of the weights, shuffling and dropout")
+    l1: float = option(0.0, Float(0.0), "L1 penalty on the weights")
+    l2: float = option(0.0, Float(0.0), "L2 penalty on the weights")
+    eval_every: int | None = option(None, Int(1, optional=True), "validation every k steps")
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        own = [f.name for f in fields(cls)]
+        return own + [k for k in all_optimizer_hyperparameters() if k not in own]
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> TrainSpec:
+        """As :meth:`_Section.from_dict`; direct optimizer hyperparameters join
+        ``optimizer_kwargs`` (given both ways with different values is an error)."""
+        if isinstance(raw, dict):
+            own = {f.name for f in fields(cls)}
+            direct = {k: v for k, v in raw.items() if k not in own}
+            if direct:
+                for k in direct:
+                    if k not in cls.keys():
+                        raise _unknown_key(cls.section, k, cls.keys())
+                prefix = _PREFIX.get()
+                kwargs = dict(raw.get("optimizer_kwargs") or {})
+                for k, v in direct.items():
+                    if k in kwargs and kwargs[k] != v:
+                        raise ConfigError(f"{prefix}{k} is given twice (directly and in "
+                                          f"{prefix}optimizer_kwargs)", prefix + k)
+                    kwargs[k] = v
+                try:
+                    token = _DIRECT.set(frozenset(direct))
+                    return cls(**{k: v for k, v in raw.items() if k in own},
+                               optimizer_kwargs=kwargs)
+                finally:
+                    _DIRECT.reset(token)
+        return super().from_dict(raw)
+
+    def _finish(self, prefix: str) -> None:
+        name = self.optimizer
+        allowed = optimizer_hyperparameters(name)
+        direct = _DIRECT.get()
+        kwargs = dict(self.optimizer_kwargs)
+        for k in kwargs:
+            if k not in allowed:
+                where = f"{prefix}{k}" if k in direct else f"{prefix}optimizer_kwargs.{k}"
+                raise ConfigError(f"{where} is not a hyperparameter of optimizer {name!r}; "
+                                  f"accepted: {', '.join(allowed)}", where)
+        for k, v in kwargs.items():
+            if k == "betas":
+                if not (isinstance(v, list | tuple) and len(v) == 2
+                        and all(is_num(b) and 0 <= b < 1 for b in v)):
+                    raise bad(f"{prefix}betas", v, "two numbers in [0, 1), e.g. [0.9, 0.999]")
+                kwargs[k] = [float(b) for b in v]
+            elif isinstance(v, bool):
+                pass
+            elif is_num(v):
+                kwargs[k] = Float(0.0, what="a finite number")(f"{prefix}{k}", v)
+            else:
+                raise bad(f"{prefix}{k}", v, "a number or true/false", "has the wrong type")
+        from .optimizers import optimizer_class
+
+        try:  # the optimizer's own rules (e.g. nesterov needs momentum > 0)
+            optimizer_class(name).check_hyperparameters(lr=self.lr, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{prefix}optimizer = {name!r} with {fmt(kwargs)}: {e}",
+                              prefix + "optimizer_kwargs") from None
+        self._set(optimizer_kwargs={k: kwargs[k] for k in sorted(kwargs)})
+        if self.loss_kwargs:
+            from .losses import get_loss
+
+            try:
+                get_loss(self.loss, **self.loss_kwargs)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"{prefix}loss_kwargs = {fmt(self.loss_kwargs)}: {e}",
+                                  prefix + "loss_kwargs") from None
+        if self.epochs is None and self.max_steps is None:
+            self._set(epochs=1)
+
+
+# Names of the optimizer hyperparameters given as direct [train] keys (for messages).
+_DIRECT: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("spec_direct",
+                                                                   default=frozenset())
+
+
+@dataclass(frozen=True)
+class ProbeSpec(_Section):
+    """``[probes]``: what the probe recorder measures during training."""
+
+    section: ClassVar[str] = "probes"
+
+    every: int = option(10, Int(0), "measure every k steps (0: no probes)")
+    batch: int = option(300, Int(1), "examples in the probe batch (held-out rows first)")
+    histogram_steps: tuple | None = option(None, Steps(), "steps with histograms "
+                                           '(ints and/or "end")')
+    jacobian: tuple = option((), JacobianSteps(), "steps with input-output Jacobian "
+                             "spectra (true: 0 and end)")
+
+
+# -- the whole run -------------------------------------------------------------------------
+
+SECTIONS: tuple[str, ...] = ("data", "model", "train", "probes", "sweep")
+TOP_LEVEL_KEYS: tuple[str, ...] = ("name",)
+SPECS: dict[str, type] = {"data": DataSpec, "model": ModelSpec, "train": TrainSpec,
+                          "probes": ProbeSpec}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A whole run: an optional ``name``, the four sections and an optional ``sweep`` grid
+    (``"section.key"`` -> values; each point is validated again when the sweep expands)."""
+
+    data: DataSpec
+    model: ModelSpec
+    train: TrainSpec = field(default_factory=TrainSpec)
+    probes: ProbeSpec = field(default_factory=ProbeSpec)
+    name: str | None = None
+    sweep: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any, *, base_dir: str | os.PathLike | None = None) -> RunSpec:
+        """Validate a config dict as read from TOML (see
+        :func:`depthlab.experiments.config.validate`); ``base_dir`` resolves ``data.path``."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
+        for key in raw:
+            if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
+                valid = [*SECTIONS, *TOP_LEVEL_KEYS]
+                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+                hint = f" (did you mean [{close[0]}]?)" if close else ""
+                kind = "section" if isinstance(raw[key], dict) else "key"
+                raise ConfigError(
+                    f"unknown {kind} [{key}]{hint}; accepted sections: "
+                    + ", ".join(f"[{s}]" for s in SECTIONS) + "; top-level keys: name", key)
+        if "data" not in raw:
+            raise ConfigError("missing [data] section (name = a built-in data set, or path = "
+                              "a file)", "data")
+        if "model" not in raw:
+            raise ConfigError("missing [model] section (sizes = [n_in, hidden..., n_out])",
+                              "model")
+        name = raw.get("name")
+        if name is not None:
+            name = Text()("name", name)
+        base = _BASE_DIR.set(Path(base_dir) if base_dir is not None else None)
+        try:
+            parts = {}
+            for section, spec_cls in SPECS.items():
+                token = _PREFIX.set(section + ".")
+                try:
+                    parts[section] = spec_cls.from_dict(raw.get(section))
+                finally:
+                    _PREFIX.reset(token)
+        finally:
+            _BASE_DIR.reset(base)
+        sweep = _check_sweep(raw.get("sweep"))
+        return cls(name=name, sweep=sweep, **parts)
+
+    def __post_init__(self) -> None:
+        n_out = self.model.sizes[-1]
+        if self.train.loss == "binary_cross_entropy" and n_out not in ("auto", 1):
+            raise ConfigError(
+                f"model.sizes ends with {n_out} outputs but train.loss = "
+                "\"binary_cross_entropy\" needs 1 output; accepted: 1 or \"auto\"",
+                "model.sizes")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The validated config dict: ``name`` (if any), the four sections, ``sweep`` (if
+        any). ``RunSpec.from_dict(spec.to_dict()) == spec``."""
+        out: dict[str, Any] = {} if self.name is None else {"name": self.name}
+        for section in SPECS:
+            out[section] = getattr(self, section).to_dict()
+        if self.sweep:
+            out["sweep"] = _plain(self.sweep)
+        return out
+
+    def to_toml(self) -> str:
+        """A TOML file that ``depthlab run`` accepts and that reads back to this spec (unset
+        optional values are left out; initializer/activation objects cannot be written)."""
+        return to_toml(self.to_dict())
+
+
+def _check_sweep(raw: Any) -> dict[str, list]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep = {fmt(raw)} must be a table of \"section.key\" = [values]",
+                          "sweep")
+    valid = [f"{s}.{k}" for s, spec_cls in SPECS.items() for k in spec_cls.keys()]
+    out: dict[str, list] = {}
+    for key, values in raw.items():
+        if isinstance(values, dict):  # written as model.depth = [...] without quotes
+            for sub, vals in values.items():
+                out.update(_check_sweep({f"{key}.{sub}": vals}))
+            continue
+        if key not in valid:
+            raise _unknown_key("sweep", key, valid)
+        if not isinstance(values, list) or not values:
+            raise bad(f"sweep.{key}", values, "a non-empty list of values to try",
+                      "has the wrong type" if not isinstance(values, list) else "is empty")
+        out[key] = list(values)
+    return out
+
+
+# -- TOML output -----------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_value(key)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v) if v == v and abs(v) != float("inf") else (
+            "nan" if v != v else ("inf" if v > 0 else "-inf"))
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise ValueError(f"cannot write {v!r} ({type(v).__name__}) to TOML; use a registered name "
+                     "(e.g. init = \"he_normal\") instead of an object")
+
+
+def to_toml(config: dict[str, Any]) -> str:
+    """A validated config dict as TOML text (None values left out)."""
+    lines: list[str] = []
+    if config.get("name") is not None:
+        lines += [f"name = {_toml_value(config['name'])}", ""]
+    for section in SECTIONS:
+        body = config.get(section)
+        if not body:
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- for user interfaces ---------------------------------------------------------------------
+
+
+def fields_schema() -> list[dict[str, Any]]:
+    """One row per setting: ``section``, ``name``, ``key`` (``"model.dropout"``), ``type``,
+    ``default``, ``doc``, ``accepted`` (the words of the error message) and, where they exist,
+    ``choices``, ``min``/``max`` (with ``min_open``/``max_open``) and ``optional``. A user
+    interface builds its controls from these rows."""
+    rows = []
+    for section, spec_cls in SPECS.items():
+        for f in fields(spec_cls):
+            default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                       else f.default)
+            rows.append({"section": section, "name": f.name, "key": f"{section}.{f.name}",
+                         "default": _plain(default), "doc": f.metadata["doc"],
+                         **f.metadata["check"].schema()})
+    return rows
