@@ -1,37 +1,65 @@
-"""Training-step speed of depthlab against PyTorch CPU, measured in the same run.
+"""Training-step speed of depthlab against PyTorch eager and JAX ``jit`` on the CPU.
 
-One step = forward + loss + backward + optimizer update (plain SGD), float32, same number of
-threads for both. Also reports the share of the machine's float32 matrix-multiply rate that the
-wide network reaches. Usage: ``python benchmarks/engine_speed.py [--repeat 5] [--threads N]``.
+One step = forward + loss + backward + optimizer update (plain SGD, no input gradient for the
+first layer), float32 unless stated. Each framework's step is timed in blocks of steps, the
+blocks of the three frameworks interleaved round after round in one process, so that a change
+of the shared machine's load hits all three alike; the table gives each framework's median
+time per step over the rounds with the range, and the ratio of medians.
+
+Two settings, each in a child process of its own:
+- ``one core``: the process is pinned to one core (``os.sched_setaffinity``, as ``taskset -c``)
+  and every library runs one thread (JAX's thread flags do not bind XLA, the pin does);
+- ``all cores``: no pin, every library with as many threads as there are cores (OpenMP told to
+  sleep between operations, ``OMP_WAIT_POLICY=PASSIVE``, so that PyTorch's spinning workers do
+  not steal the cores from the framework timed next).
+
+Then, for depthlab: where the step's time goes (the matrix products replayed alone on the same
+buffers, the elementwise work, and the rest: Python and call overhead), the float32 rate of every
+product shape of the wide network with each BLAS at hand (NumPy's OpenBLAS, SciPy's BLAS,
+PyTorch's ``mm`` on the same buffers) and the share of the best rate that depthlab's step reaches,
+and the cost of float64 against float32.
+
+Usage: ``python benchmarks/engine_speed.py [--rounds 7] [--only one|all] [--no-jax]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 
+CASES = [
+    # name, sizes, activation, init, batch, steps per block
+    ("784-100-100-100-10 sigmoid, batch 60", [784, 100, 100, 100, 10], "sigmoid",
+     "glorot_uniform", 60, 200),
+    ("20 ReLU layers of 256, batch 128", [256] + [256] * 20 + [10], "relu", "he_normal", 128,
+     20),
+    ("4 ReLU layers of 2048, batch 512", [2048] * 5 + [10], "relu", "he_normal", 512, 2),
+]
+FRAMEWORKS = ("depthlab", "torch", "jax")
 
-def _time(fn, steps: int, repeat: int) -> float:
-    """Best-of-``repeat`` seconds per step (after one warm-up round)."""
-    fn(max(3, steps // 10))
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn(steps)
-        best = min(best, (time.perf_counter() - t) / steps)
-    return best
+
+# -- one training step per framework ------------------------------------------------------------
 
 
-def depthlab_step_fn(sizes, activation, init, batch, seed=0):
+def _data(sizes, batch, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], batch)
+    return x, y
+
+
+def depthlab_step(sizes, activation, init, batch, dtype="float32"):
     import depthlab as dl
 
-    net = dl.mlp(sizes, activation=activation, init=init, seed=seed)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, sizes[0]), dtype=np.float32)
-    y = rng.integers(0, sizes[-1], batch)
+    net = dl.mlp(sizes, activation=activation, init=init, seed=0, dtype=dtype)
+    x, y = _data(sizes, batch, dtype)
     loss = dl.loss("cross_entropy")
     opt = dl.optimizer("sgd", net.parameters(), lr=1e-3)
 
@@ -45,19 +73,19 @@ def depthlab_step_fn(sizes, activation, init, batch, seed=0):
     return run
 
 
-def torch_step_fn(sizes, activation, batch, seed=0):
+def torch_step(sizes, activation, init, batch, dtype="float32"):
     import torch
 
-    torch.manual_seed(seed)
+    torch.manual_seed(0)
     act = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[activation]
-    layers = []
+    layers: list = []
     for i in range(len(sizes) - 1):
         layers.append(torch.nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(act())
     net = torch.nn.Sequential(*layers)
-    x = torch.randn(batch, sizes[0])
-    y = torch.randint(0, sizes[-1], (batch,))
+    xn, yn = _data(sizes, batch, "float32")
+    x, y = torch.from_numpy(xn), torch.from_numpy(yn)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
     lossf = torch.nn.CrossEntropyLoss()
 
@@ -70,66 +98,264 @@ def torch_step_fn(sizes, activation, batch, seed=0):
     return run
 
 
-def step_flops(sizes, batch) -> float:
-    """Multiply-adds x2 of forward (x W), weight gradient (x^T g) and input gradient (g W^T,
-    not needed for the first layer)."""
-    total = 0.0
-    for i in range(len(sizes) - 1):
-        mm = 2.0 * batch * sizes[i] * sizes[i + 1]
-        total += mm * (2 if i == 0 else 3)
-    return total
+def jax_step(sizes, activation, init, batch, dtype="float32"):
+    import jax
+    import jax.numpy as jnp
+
+    act = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray(rng.standard_normal((a, b)).astype("float32") / np.sqrt(a)),
+               jnp.zeros((b,), jnp.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
+    xn, yn = _data(sizes, batch, "float32")
+    x, y = jnp.asarray(xn), jnp.asarray(yn)
+
+    def loss_fn(ps, x, y):
+        h = x
+        for i, (w, b) in enumerate(ps):
+            h = h @ w + b
+            if i < len(ps) - 1:
+                h = act(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def step(ps, x, y):
+        grads = jax.grad(loss_fn)(ps, x, y)  # no gradient w.r.t. x is requested
+        return [(w - 1e-3 * gw, b - 1e-3 * gb) for (w, b), (gw, gb) in zip(ps, grads)]
+
+    state = {"p": step(params, x, y)}  # compile
+    jax.block_until_ready(state["p"])
+
+    def run(steps: int) -> None:
+        p = state["p"]
+        for _ in range(steps):
+            p = step(p, x, y)
+        jax.block_until_ready(p)
+        state["p"] = p
+
+    return run
 
 
-def matmul_rate(n: int = 2048, repeat: int = 5) -> float:
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
-    a @ b
+STEP_FNS = {"depthlab": depthlab_step, "torch": torch_step, "jax": jax_step}
+
+
+def interleaved(fns: dict, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Seconds per step of each function, one block of ``steps`` per round, the order of the
+    functions rotated every round (after one warm-up block each)."""
+    names = list(fns)
+    for n in names:
+        fns[n](max(1, steps // 4))
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            fns[n](steps)
+            out[n].append((time.perf_counter() - t) / steps)
+    return out
+
+
+# -- where depthlab's step goes -----------------------------------------------------------------
+
+
+def _best(fn, repeat: int) -> float:
+    fn()
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        a @ b
+        fn()
         best = min(best, time.perf_counter() - t)
-    return 2.0 * n**3 / best
+    return best
 
 
-CASES = [
-    ("784-100-100-100-10 sigmoid, batch 60", [784, 100, 100, 100, 10], "sigmoid",
-     "glorot_uniform", 60, 400, 1.8),
-    ("20 ReLU layers of 256, batch 128", [256] + [256] * 20 + [10], "relu",
-     "he_normal", 128, 60, 1.1),
-    ("4 ReLU layers of 2048, batch 512", [2048] * 5 + [10], "relu", "he_normal", 512, 6, 1.0),
-]
+def breakdown(sizes, activation, batch, reps: int) -> dict[str, float]:
+    """Median-free split of one depthlab step (best of ``reps``): the matrix products alone on
+    buffers of the step's shapes, the elementwise work alone (activation forward and backward,
+    softmax cross-entropy, bias sums, the SGD update), and the step itself."""
+    import depthlab as dl
+
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    hs = [rng.standard_normal((batch, a)).astype(np.float32) for a in sizes]
+    gws = [np.empty_like(w) for w in ws]
+    fn = dl.activations.get_activation(activation)
+    loss = dl.loss("cross_entropy")
+    y = rng.integers(0, sizes[-1], batch)
+
+    def products():
+        for i, w in enumerate(ws):
+            hs[i] @ w
+            np.matmul(hs[i].T, hs[i + 1], out=gws[i])
+            if i:
+                hs[i + 1] @ w.T
+
+    bs = [np.zeros(b, np.float32) for b in sizes[1:]]
+
+    def elementwise():
+        for i in range(1, len(sizes) - 1):
+            a = fn.forward(hs[i])
+            fn.backward(hs[i], a, hs[i].copy())
+        loss.forward(hs[-1], y)
+        loss.backward()
+        for i, w in enumerate(ws):
+            np.sum(hs[i + 1], axis=0, out=bs[i])
+            w -= 1e-3 * gws[i]
+            bs[i] -= 1e-3 * bs[i]
+
+    step = depthlab_step(sizes, activation, "he_normal", batch)
+    t_step = _best(lambda: step(1), reps)
+    t_mm = _best(products, reps)
+    t_el = _best(elementwise, reps)
+    return {"step": t_step, "products": t_mm, "elementwise": t_el,
+            "overhead": max(0.0, t_step - t_mm - t_el)}
+
+
+def step_products(sizes, batch) -> list[tuple[str, int, int, int]]:
+    """The matrix products of one step: (kind, m, k, n) for an (m x k)(k x n) product."""
+    out = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        out.append(("x.W", batch, a, b))
+        out.append(("xT.g", a, batch, b))
+        if i:
+            out.append(("g.WT", batch, b, a))
+    return out
+
+
+def shape_rates(sizes, batch, reps: int) -> list[dict]:
+    """GFLOP/s of each distinct product shape with NumPy, SciPy's BLAS and torch.mm, on the
+    same float32 buffers in the layouts the step holds them in."""
+    from scipy.linalg import blas
+
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    rng = np.random.default_rng(0)
+    rows = []
+    for kind, m, k, n in dict.fromkeys(step_products(sizes, batch)):
+        flops = 2.0 * m * k * n
+        if kind == "x.W":
+            a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+            fns = {"numpy": lambda a=a, b=b: a @ b,
+                   "scipy": lambda a=a, b=b: blas.sgemm(1.0, a, b)}
+            tfn = (lambda a=a, b=b: torch.from_numpy(a) @ torch.from_numpy(b))
+        elif kind == "xT.g":
+            x, g = rng.standard_normal((k, m), np.float32), rng.standard_normal((k, n), np.float32)
+            fns = {"numpy": lambda x=x, g=g: x.T @ g,
+                   "scipy": lambda x=x, g=g: blas.sgemm(1.0, x, g, trans_a=1)}
+            tfn = (lambda x=x, g=g: torch.from_numpy(x).T @ torch.from_numpy(g))
+        else:
+            g, w = rng.standard_normal((m, k), np.float32), rng.standard_normal((n, k), np.float32)
+            fns = {"numpy": lambda g=g, w=w: g @ w.T,
+                   "scipy": lambda g=g, w=w: blas.sgemm(1.0, g, w, trans_b=1)}
+            tfn = (lambda g=g, w=w: torch.from_numpy(g) @ torch.from_numpy(w).T)
+        if torch is not None:
+            fns["torch"] = tfn
+        rates = {lib: flops / _best(f, reps) / 1e9 for lib, f in fns.items()}
+        rows.append({"kind": kind, "shape": f"({m}x{k})({k}x{n})", "flops": flops,
+                     "count": step_products(sizes, batch).count((kind, m, k, n)), **rates})
+    return rows
+
+
+# -- child: one setting --------------------------------------------------------------------------
+
+
+def child(cores: str, rounds: int, use_jax: bool) -> dict:
+    nthreads = 1 if cores == "one" else (os.cpu_count() or 1)
+    import torch
+
+    torch.set_num_threads(nthreads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(nthreads)
+    res: dict = {"cores": cores, "threads": nthreads, "cases": []}
+    frameworks = [f for f in FRAMEWORKS if use_jax or f != "jax"]
+    for name, sizes, act, init, batch, steps in CASES:
+        fns = {f: STEP_FNS[f](sizes, act, init, batch) for f in frameworks}
+        times = interleaved(fns, steps, rounds)
+        f64 = interleaved({"float32": depthlab_step(sizes, act, init, batch),
+                           "float64": depthlab_step(sizes, act, init, batch, "float64")},
+                          steps, max(3, rounds // 2))
+        case = {"name": name, "times": times,
+                "float64_ratio": statistics.median(f64["float64"]) /
+                statistics.median(f64["float32"]),
+                "breakdown": breakdown(sizes, act, batch, reps=max(5, rounds))}
+        if sizes[1] == 2048:
+            case["shapes"] = shape_rates(sizes, batch, reps=3)
+        res["cases"].append(case)
+    return res
+
+
+# -- parent: print ---------------------------------------------------------------------------------
+
+
+def _ms(v: float) -> str:
+    return f"{v * 1e3:.3f}"
+
+
+def report(res: dict) -> None:
+    print(f"\n## {res['cores']} core(s), {res['threads']} thread(s): ms per step, median "
+          f"(min-max) over rounds")
+    fws = list(res["cases"][0]["times"])
+    head = f"{'network':38s}" + "".join(f"{f:>24s}" for f in fws)
+    head += "".join(f"{f + '/depthlab':>16s}" for f in fws[1:])
+    print(head)
+    for c in res["cases"]:
+        med = {f: statistics.median(t) for f, t in c["times"].items()}
+        line = f"{c['name']:38s}"
+        for f in fws:
+            t = c["times"][f]
+            line += f"{_ms(med[f]):>9s} ({_ms(min(t))}-{_ms(max(t))})".rjust(24)
+        line += "".join(f"{med[f] / med['depthlab']:15.2f}x" for f in fws[1:])
+        print(line)
+    print("\ndepthlab's step (best of rounds), where the time goes; float64 / float32:")
+    for c in res["cases"]:
+        b = c["breakdown"]
+        print(f"  {c['name']:38s} step {_ms(b['step'])} ms = products {_ms(b['products'])} + "
+              f"elementwise {_ms(b['elementwise'])} + overhead {_ms(b['overhead'])}; "
+              f"float64 {c['float64_ratio']:.2f}x")
+    for c in res["cases"]:
+        if "shapes" not in c:
+            continue
+        libs = [k for k in ("numpy", "scipy", "torch") if k in c["shapes"][0]]
+        print(f"\n  {c['name']}: GFLOP/s per product shape ({', '.join(libs)})")
+        best_time = 0.0
+        for r in c["shapes"]:
+            best = max(r[k] for k in libs)
+            best_time += r["count"] * r["flops"] / (best * 1e9)
+            print(f"    {r['kind']:5s} {r['shape']:28s} x{r['count']}: "
+                  + "  ".join(f"{k} {r[k]:6.1f}" for k in libs))
+        t_dl = statistics.median(c["times"]["depthlab"])
+        print(f"    products at the best rate of each shape: {_ms(best_time)} ms; depthlab's "
+              f"step reaches {100 * best_time / t_dl:.0f}% of that rate (goal >= 90%)")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--only", choices=("one", "all"))
+    ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--child", choices=("one", "all"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    import torch
+    if args.child:
+        if args.child == "one":
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+        json.dump(child(args.child, args.rounds, not args.no_jax), sys.stdout)
+        return
+    import platform
 
-    torch.set_num_threads(args.threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(args.threads)
-    except ImportError:
-        pass
-    peak = max(matmul_rate(2048), matmul_rate(1024))
-    print(f"threads: {args.threads}; NumPy float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s")
-    # All depthlab timings first, then all torch timings: torch's OpenMP worker threads keep
-    # spinning after its last operation and would steal the cores from a NumPy run right after.
-    t_dl = [_time(depthlab_step_fn(s, a, i, b), n, args.repeat) for _, s, a, i, b, n, _ in CASES]
-    t_th = [_time(torch_step_fn(s, a, b), n, args.repeat) for _, s, a, i, b, n, _ in CASES]
-    print(f"{'network':40s} {'depthlab ms':>12s} {'torch ms':>10s} {'ratio':>7s} {'target':>7s}")
-    for (name, sizes, _act, _init, batch, _steps, target), t_d, t_t in zip(CASES, t_dl, t_th):
-        ratio = t_t / t_d
-        ok = "ok" if ratio >= target else "BELOW"
-        print(f"{name:40s} {t_d * 1e3:12.3f} {t_t * 1e3:10.3f} {ratio:6.2f}x {target:5.1f}x {ok}")
-        if sizes[1] == 2048:
-            rate = step_flops(sizes, batch) / t_d
-            print(f"{'':40s} depthlab reaches {rate / 1e9:.1f} GFLOP/s = "
-                  f"{100 * rate / peak:.0f}% of the matmul rate (target >= 85%)")
+    print(f"depthlab engine speed: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, NumPy {np.__version__}")
+    for cores in ("one", "all") if args.only is None else (args.only,):
+        n = "1" if cores == "one" else str(os.cpu_count() or 1)
+        env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+               "MKL_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE",
+               "XLA_FLAGS": ("--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+                             if cores == "one" else "")}
+        cmd = [sys.executable, __file__, "--child", cores, "--rounds", str(args.rounds)]
+        if args.no_jax:
+            cmd.append("--no-jax")
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        report(json.loads(out.stdout))
 
 
 if __name__ == "__main__":
