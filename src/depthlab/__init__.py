@@ -19,11 +19,21 @@ from .models import mlp
 from .network import Network
 from .optimizers import OPTIMIZERS, get_optimizer
 from .parameter import Parameter
+from .persist import load, save
 from .probes import ProbeRecorder, probe
 from .regularizers import add_penalty_gradient, penalty
 from .training import DivergenceReport, History, Trainer, fit, mc_dropout_predict
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``dl.plot`` imports matplotlib only when first used."""
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
+    raise AttributeError(f"module 'depthlab' has no attribute {name!r}")
 
 
 def loss(name: str, **kwargs):
@@ -71,11 +81,13 @@ __all__ = [
     "initializer",
     "layers",
     "loss",
+    "load",
     "lsuv",
     "mc_dropout_predict",
     "mlp",
     "optimizer",
     "penalty",
     "probe",
+    "save",
     "theory",
 ]

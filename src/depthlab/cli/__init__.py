@@ -24,7 +24,7 @@ __all__ = ["COMMAND_MODULES", "Command", "UserError", "build_parser", "commands"
 
 COMMAND_MODULES: tuple[str, ...] = (
     "run", "sweep", "runs", "export", "report", "doctor", "datasets", "demo", "reproduce",
-    "playground",
+    "playground", "predict", "init",
 )
 
 
@@ -34,9 +34,10 @@ def commands() -> list[Command]:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from ..atomic import AtomicWriteError
     from ..experiments import ConfigError, ExperimentError, StoreError
 
-    return (UserError, ConfigError, ExperimentError, StoreError)
+    return (UserError, ConfigError, ExperimentError, StoreError, AtomicWriteError)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import Command, add_out, metrics_line, open_store, progress_enabled, say
+from .common import Command, UserError, add_out, metrics_line, open_store, progress_enabled, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config file ([data], [model], [train], [probes])")
     add_out(p)
     p.add_argument("--name", help="a name for the run (default: the config's name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a stored run (or sweep point) with the same config; without "
+                   "it such a run is refused before training")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
 
 
@@ -25,13 +28,27 @@ def run(args: argparse.Namespace) -> int:
         cfg.pop("sweep")
     rid = run_id(cfg)
     prep = prepare(cfg)
-    store = open_store(args.out, create=True)  # before training: a bad --out fails early
+    # before training: a bad, read-only or full --out and a stored run with this config
+    # (whose record would be replaced) fail early
+    store = open_store(args.out, create=True)
+    store.check_writable()
+    existing = store.describe(rid)
+    if existing is not None and not args.overwrite:
+        store.close()
+        raise UserError(f"{existing} has this config and is stored in {str(store.path)!r}; "
+                        "pass --overwrite to replace it, or change the config or --out")
     rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
                 progress=progress_enabled(args))
-    store.add_run(rec)
-    store.close()
+    try:
+        store.add_run(rec, replace=args.overwrite)
+    finally:
+        store.close()
     echo = say(args)
     echo(f"run {rec.id}: {rec.status} {metrics_line(rec.metrics)}")
+    if rec.status == "finished":  # the trained network, for `depthlab predict RUN DATA`
+        from .predict import save_run_network
+
+        echo(f"network: {save_run_network(prep, args.out, rec.id)}")
     if rec.divergence:
         print(f"depthlab: {rec.divergence.get('message', 'training diverged')}", file=sys.stderr)
     if rec.status == "failed":

@@ -1,0 +1,133 @@
+"""Save and load networks: ``dl.save(net, path)`` / ``dl.load(path)``.
+
+One ``.npz`` file (NumPy's zip of ``.npy`` arrays, read with ``allow_pickle=False``: nothing in
+it is executed) holding
+
+* ``recipe``: the network's ``config`` as UTF-8 JSON (``mlp(**recipe)`` rebuilds the
+  architecture), with ``format`` and optional user ``meta`` (e.g. the loss, the input
+  standardization);
+* ``param:<k>:<name>``: the value of the k-th parameter in forward order (same dtype);
+* ``bn:<k>:<field>``: batch-norm state (running mean/variance, batch count, and the
+  whole-training-set statistics when ``calibrate`` computed them);
+* ``meta:<key>``: arrays given in ``meta`` (such as the standardization mean and std).
+
+Loading rebuilds the network with :func:`depthlab.mlp` and copies every array back, so the
+loaded network's predictions are bit-identical to the saved one's. The file is written
+atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write_bytes
+
+__all__ = ["FORMAT", "load", "load_meta", "save"]
+
+FORMAT = "depthlab-network/1"
+_BN_FIELDS = ("running_mean", "running_var", "population_mean", "population_var")
+
+
+def _json_bytes(obj: Any) -> np.ndarray:
+    try:
+        text = json.dumps(obj, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot save: the network's recipe is not plain JSON ({exc}); build "
+                        "it with dl.mlp using registered names, not objects") from None
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+
+def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``net`` (built by :func:`depthlab.mlp`) to ``path`` (``.npz`` appended when
+    missing). ``meta``: extra JSON values, or NumPy arrays stored beside the weights (e.g.
+    ``{"loss": "cross_entropy", "input_mean": m, "input_std": s}``). Returns the path."""
+    config = getattr(net, "config", None)
+    if not config or not hasattr(net, "parameters"):
+        raise TypeError(f"save() needs a network built by dl.mlp (with a .config recipe); got "
+                        f"{type(net).__name__}" + (" without a recipe" if hasattr(
+                            net, "parameters") else ""))
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    arrays: dict[str, np.ndarray] = {}
+    plain_meta: dict[str, Any] = {}
+    for key, value in (meta or {}).items():
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise TypeError(f"meta[{key!r}] is an object array; expected numbers")
+            arrays[f"meta:{key}"] = value
+        else:
+            plain_meta[key] = value
+    arrays["recipe"] = _json_bytes({"format": FORMAT, "config": config, "meta": plain_meta})
+    for k, p in enumerate(net.parameters()):
+        arrays[f"param:{k}:{p.name}"] = np.asarray(p.value)
+    for k, bn in enumerate(net.batchnorms()):
+        for field in _BN_FIELDS:
+            value = getattr(bn, field, None)
+            if value is not None:
+                arrays[f"bn:{k}:{field}"] = np.asarray(value)
+        arrays[f"bn:{k}:num_batches"] = np.asarray(int(bn.num_batches), dtype=np.int64)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _open(path: str | os.PathLike) -> tuple[dict, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved network at {str(path)!r}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        recipe = json.loads(bytes(data["recipe"]).decode("utf-8"))
+    except (ValueError, KeyError, OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a network saved by depthlab.save ({exc})") \
+            from None
+    if recipe.get("format") != FORMAT:
+        raise ValueError(f"{str(path)!r} has format {recipe.get('format')!r}; expected {FORMAT}")
+    return recipe, data
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``meta`` saved with a network (JSON values and arrays), without building it."""
+    recipe, data = _open(path)
+    out = dict(recipe.get("meta") or {})
+    out.update({k[5:]: data[k] for k in data.files if k.startswith("meta:")})
+    return out
+
+
+def load(path: str | os.PathLike) -> Any:
+    """The network saved at ``path``: rebuilt from its recipe with :func:`depthlab.mlp`,
+    weights and batch-norm state copied back (bit-identical predictions)."""
+    from .models import mlp
+
+    recipe, data = _open(path)
+    net = mlp(**recipe["config"])
+    params = net.parameters()
+    saved = sorted((k for k in data.files if k.startswith("param:")),
+                   key=lambda k: int(k.split(":")[1]))
+    if len(saved) != len(params):
+        raise ValueError(f"{str(path)!r} holds {len(saved)} parameters but its recipe builds "
+                         f"{len(params)}")
+    for key, p in zip(saved, params):
+        value = data[key]
+        if value.shape != p.value.shape or value.dtype != p.value.dtype:
+            raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} {value.dtype}; the "
+                             f"recipe expects {p.value.shape} {p.value.dtype}")
+        p.value[...] = value
+    for k, bn in enumerate(net.batchnorms()):
+        for field in _BN_FIELDS:
+            key = f"bn:{k}:{field}"
+            if key in data.files:
+                setattr(bn, field, data[key].copy())
+        if f"bn:{k}:num_batches" in data.files:
+            bn.num_batches = int(data[f"bn:{k}:num_batches"])
+    return net
