@@ -29,6 +29,7 @@ Residual blocks
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -269,7 +270,8 @@ def check_model(model: object) -> nn.Module:
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         raise TypeError(f"{type(model).__name__} models are not supported; pass the wrapped "
                         "module (model.module)")
-    if hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # imported once anything compiled
+    if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
         raise TypeError("compiled models (torch.compile) are not supported; pass the original "
                         "module (model._orig_mod)")
     return model

@@ -91,7 +91,8 @@ def accuracy(output: Any, y: Any) -> torch.Tensor | None:
         return None
     if output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape:
         return None
-    return (output.detach().argmax(dim=1) == y).to(torch.float32).mean()
+    wide = torch.float32 if output.device.type == "mps" else torch.float64
+    return (output.detach().argmax(dim=1) == y).to(wide).mean()
 
 
 def probe(model: nn.Module, x: Any, y: Any,
