@@ -1,41 +1,143 @@
-"""``depthlab sweep CONFIG``: run a ``[sweep]`` grid in parallel, resumable."""
+"""``depthlab sweep CONFIG``: run a ``[sweep]`` grid here (``--jobs N``) or on Dask
+(``--cluster local:N`` / ``--cluster tcp://HOST:PORT``); resumable.
+
+The grid's size is printed before anything runs; above :data:`CONFIRM_ABOVE` points the sweep
+needs ``--limit N`` (the first N points), ``--yes``, or a "y" at the terminal prompt.
+
+Interrupts: the first Ctrl-C (SIGINT) or SIGTERM drops every queued point, stops the workers
+(running points are abandoned, nothing half-done is stored), prints one line and exits with
+130 (SIGINT) or 143 (SIGTERM); a second one exits at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .common import Command, UserError, add_out, check_jobs, progress_enabled, say
+
+CONFIRM_ABOVE = 100_000
+_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so the sweep stops the same way."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config with a [sweep] table of \"section.key\" = [...]")
     add_out(p)
-    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
-                   help="parallel processes (default 1)")
+    p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                   help="parallel processes on this machine (default 1)")
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on Dask: local:N (a LocalCluster of N worker processes) or "
+                   "tcp://HOST:PORT (a running `dask scheduler`); needs depthlab[cluster]")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="run only the first N points of the grid")
+    p.add_argument("--yes", "-y", action="store_true",
+                   help=f"run grids above {CONFIRM_ABOVE:,} points without asking")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true",
+                   help="print the sweep's run records as a JSON list on stdout (messages "
+                   "go to stderr)")
+
+
+@contextmanager
+def _signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM: the first raises (KeyboardInterrupt / :class:`Terminated`), the
+    second exits at once. Yields a list that receives the signals seen."""
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        seen.append(signum)
+        if len(seen) > 1:
+            os.write(2, b"depthlab: interrupted again; exiting now\n")
+            os._exit(_EXIT.get(seen[0], 130))
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    old = {s: signal.signal(s, handler) for s in _EXIT}
+    try:
+        yield seen
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
+    if size <= CONFIRM_ABOVE or args.yes or args.limit is not None:
+        return
+    what = f"the grid has {size:,} points ({shape}), more than {CONFIRM_ABOVE:,}"
+    if not sys.stdin.isatty():
+        raise UserError(f"{what}; pass --limit N to run the first N points, or --yes to run "
+                        "them all")
+    answer = input(f"{what}. Run them all? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise UserError(f"{what}; not confirmed (use --limit N or --yes)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments import ConfigError, read_toml, run_sweep, validate
+    from ..experiments import ConfigError, read_toml, validate
+    from ..experiments.executors import make_executor
+    from ..experiments.grid import grid_shape, grid_size
+    from ..experiments.sweep import SweepInterrupted, run_sweep
 
-    jobs = check_jobs(args.jobs)
+    if args.cluster is not None and args.jobs is not None:
+        raise UserError("--jobs and --cluster do not go together; with --cluster local:N the "
+                        "cluster has N worker processes")
+    jobs = check_jobs(1 if args.jobs is None else args.jobs)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit} is not accepted; accepted: an integer >= 1")
     raw = read_toml(args.config)
     base_dir = Path(args.config).resolve().parent
-    try:
-        cfg = validate(raw, base_dir=base_dir)
-        if not cfg.get("sweep"):
-            raise UserError(f"{args.config}: no [sweep] table; add e.g. "
-                            "\"model.activation\" = [\"tanh\", \"relu\"] (or use `depthlab run`)")
-        res = run_sweep(raw, args.out, jobs=jobs, base_dir=base_dir, echo=say(args),
-                        progress=progress_enabled(args))
-    except ConfigError as e:
-        raise ConfigError(f"{args.config}: {e}", e.key) from None
-    say(args)(f"sweep {res.sweep}: {res.count('finished')} finished, "
-              f"{res.count('diverged')} diverged, {res.count('failed')} failed, "
-              f"{len(res.skipped)} skipped ({res.seconds:.1f}s); results: "
-              f"{Path(args.out) / 'depthlab.db'}")
+    echo = say(args)
+    with _signals() as seen:
+        try:
+            cfg = validate(raw, base_dir=base_dir)
+            if not cfg.get("sweep"):
+                raise UserError(f"{args.config}: no [sweep] table; add e.g. \"model.activation\""
+                                " = [\"tanh\", \"relu\"] (or use `depthlab run`)")
+            _confirm(grid_size(cfg["sweep"]), grid_shape(cfg["sweep"]), args)
+            executor = make_executor(jobs, args.cluster)
+            res = run_sweep(raw, args.out, executor=executor, base_dir=base_dir,
+                            limit=args.limit, echo=echo, progress=progress_enabled(args))
+        except ConfigError as e:
+            raise ConfigError(f"{args.config}: {e}", e.key) from None
+        except KeyboardInterrupt as e:
+            name = signal.Signals(seen[0]).name if seen else "SIGINT"
+            done = (f"{e.result.ran} point(s) stored in this sweep, the rest cancelled; "
+                    if isinstance(e, SweepInterrupted) else "")
+            sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
+                             "again to finish the grid\n")
+            return _EXIT.get(seen[0], 130) if seen else 130
+    failed = "".join(f"\n  failed {i} {n}: {err}" for i, n, err in res.failures)
+    echo(f"sweep {res.sweep}: {res.count('finished')} finished, {res.count('diverged')} "
+         f"diverged, {res.count('failed')} failed; skipped {res.skipped} already stored "
+         f"({res.seconds:.1f}s); results: {Path(args.out) / 'depthlab.db'}{failed}")
+    if args.json:
+        _print_records(args.out, res.sweep)
     return 1 if res.count("failed") else 0
 
 
-COMMAND = Command("sweep", "run a [sweep] grid in parallel (resumable)", add_arguments, run)
+def _print_records(out: str, sweep: str) -> None:
+    """The sweep's stored runs as one JSON list (``depthlab runs --json`` rows)."""
+    import json
+
+    from ..experiments import Store
+    from ..experiments.store import runs_as_dicts
+
+    with Store(out) as store:
+        rows = [r for r in runs_as_dicts(store) if r.get("sweep") == sweep]
+    print(json.dumps(rows, indent=1))
+
+
+COMMAND = Command("sweep", "run a [sweep] grid in parallel, here or on Dask (resumable)",
+                  add_arguments, run)

@@ -1,0 +1,23 @@
+"""Where sweep points are computed, behind one interface (:class:`Executor`): this process,
+a local process pool (``--jobs N``) or Dask distributed (``--cluster``). Executors compute;
+the sweep client commits each returned record to the store (the single writer)."""
+
+from __future__ import annotations
+
+from .base import ClusterError, Compute, Executor, InProcess, Task, compute_point, crash_record
+from .local import LocalPool
+
+__all__ = ["ClusterError", "Compute", "Executor", "InProcess", "LocalPool", "Task",
+           "compute_point", "crash_record", "make_executor"]
+
+
+def make_executor(jobs: int = 1, cluster: str | None = None) -> Executor:
+    """``cluster`` (``local:N`` / ``tcp://HOST:PORT``): a Dask executor (Dask imported only
+    then); else ``jobs`` processes (1: this process)."""
+    if cluster is not None:
+        from .dask import DaskExecutor
+
+        return DaskExecutor(cluster)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    return InProcess() if jobs == 1 else LocalPool(jobs)

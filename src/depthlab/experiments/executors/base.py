@@ -1,0 +1,96 @@
+"""The executor interface: something that computes sweep points and hands each finished
+:class:`~depthlab.experiments.store.RunRecord` back to the caller.
+
+Executors only compute; the caller (the sweep client) is the single writer of the store and
+commits every record it receives in one transaction. An executor calls ``done(task, record)``
+in the caller's thread, once per task it took from the iterator, and takes tasks lazily (a
+bounded number in flight), so a grid of any size costs bounded memory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..runner import ExperimentError
+from ..store import RunRecord
+
+
+class ClusterError(ExperimentError):
+    """The executor cannot start or reach its workers (one-line message, exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One point to compute: its run id, name, validated config, sweep id and run kind."""
+
+    id: str
+    name: str
+    config: dict[str, Any]
+    sweep: str | None
+    kind: str = "sweep-point"
+
+
+Compute = Callable[[Task], RunRecord]
+Done = Callable[[Task, RunRecord], None]
+
+
+def compute_point(task: Task) -> RunRecord:
+    """Run one point and return its record; any exception becomes a ``failed`` record with
+    the error text. Runs in a worker (process, Dask worker or the caller)."""
+    from ..runner import execute
+
+    try:
+        return execute(task.config, run_id=task.id, name=task.name, kind=task.kind,
+                       sweep=task.sweep, catch=True)
+    except Exception as e:  # noqa: BLE001 - execute(catch=True) should not raise; be safe
+        return crash_record(task, f"{type(e).__name__}: {e}")
+
+
+def crash_record(task: Task, error: str) -> RunRecord:
+    """The ``failed`` record of a point whose worker could not return one."""
+    from ..runner import failed_record
+
+    return failed_record(task.config, task.id, error, name=task.name, kind=task.kind,
+                         sweep=task.sweep)
+
+
+class Executor(ABC):
+    """Computes tasks; ``with executor:`` starts and stops its workers."""
+
+    #: how the executor describes itself in the sweep's first line ("2 processes")
+    description: str = ""
+
+    def __enter__(self) -> Executor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Start workers (or connect to them); raises :class:`ClusterError` on failure."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop what :meth:`start` started (idempotent)."""
+
+    @abstractmethod
+    def run(self, tasks: Iterator[Task], done: Done) -> None:
+        """Compute every task of ``tasks`` (taken lazily) and call ``done(task, record)`` for
+        each in the caller's thread. On any exception (``KeyboardInterrupt`` included) queued
+        tasks are dropped, running ones abandoned, and the exception propagates."""
+
+
+class InProcess(Executor):
+    """Points one after another in the calling process (``--jobs 1``)."""
+
+    description = "this process"
+
+    def __init__(self, compute: Compute = compute_point) -> None:
+        self.compute = compute
+
+    def run(self, tasks: Iterator[Task], done: Done) -> None:
+        for task in tasks:
+            done(task, self.compute(task))

@@ -1,0 +1,189 @@
+"""Sweep points on Dask distributed: ``depthlab sweep --cluster local:N`` or
+``--cluster tcp://HOST:PORT`` (needs the ``cluster`` extra: ``pip install 'depthlab[cluster]'``).
+
+``local:N`` starts a ``dask.distributed.LocalCluster`` of N worker processes with one thread
+each on 127.0.0.1; ``tcp://HOST:PORT`` connects to a running scheduler (``dask scheduler``,
+workers from ``dask worker`` or ``dask-jobqueue``). Workers only compute: each point is a
+task ``compute_point(task) -> RunRecord`` whose record comes back to this client, which
+commits it. Tasks are submitted in a sliding window (``window`` in flight, refilled as they
+finish), so the grid is never materialised. A worker that dies mid-point has its task
+rescheduled by the scheduler; after ``distributed.scheduler.allowed-failures`` deaths the task
+errs (``KilledWorker``) and the point's record is ``failed`` with that message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from .base import ClusterError, Compute, Done, Executor, Task, compute_point, crash_record
+
+_LOCAL = re.compile(r"local:(\d+)")
+_REMOTE = re.compile(r"(tcp|tls)://[^\s/:]+:\d+")
+ACCEPTED = "local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler)"
+
+
+def check_address(address: str) -> str:
+    """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
+    else :class:`ClusterError`."""
+    m = _LOCAL.fullmatch(address)
+    if (m and int(m.group(1)) >= 1) or _REMOTE.fullmatch(address):
+        return address
+    raise ClusterError(f"--cluster {address!r} is not accepted; accepted: {ACCEPTED}")
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Open and close a TCP connection to the scheduler's port, so a refused or unreachable
+    address fails at once (or after ``timeout`` s) instead of after Dask's connect retries."""
+    import socket
+
+    host, _, port = address.split("://", 1)[1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        if isinstance(e, TimeoutError | socket.timeout):
+            why = f"no answer within {timeout:g} s"
+        raise ClusterError(f"cannot reach the Dask scheduler at {address}: {why} (start one "
+                           "with `dask scheduler`, or check the address)") from None
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ClusterError("--cluster needs Dask distributed, which is not installed; "
+                           "install it with: pip install 'depthlab[cluster]'") from None
+    return distributed
+
+
+class DaskExecutor(Executor):
+    """Points as Dask tasks on ``address`` (see the module docstring).
+
+    ``window``: tasks in flight (default 4 per worker thread, at least 16); ``retries``:
+    Dask ``retries`` of a task that raised; ``allowed_failures``: worker deaths a task may
+    cause before it errs (set on a ``local:N`` scheduler; a remote scheduler uses its own
+    configuration); ``connect_timeout``: seconds to reach a remote scheduler.
+    """
+
+    def __init__(self, address: str, *, window: int | None = None, retries: int = 1,
+                 allowed_failures: int = 3, connect_timeout: float = 5.0,
+                 compute: Compute = compute_point) -> None:
+        self.address = check_address(address)
+        self.window = window
+        self.retries = retries
+        self.allowed_failures = allowed_failures
+        self.connect_timeout = connect_timeout
+        self.compute = compute
+        self.client: Any = None
+        self.cluster: Any = None
+        m = _LOCAL.fullmatch(address)
+        self.description = (f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
+                            else f"Dask scheduler {address}")
+
+    def start(self) -> None:
+        distributed = _import_distributed()
+        import dask
+
+        m = _LOCAL.fullmatch(self.address)
+        try:
+            with dask.config.set({"distributed.scheduler.allowed-failures":
+                                  self.allowed_failures}):
+                if m:
+                    # The cluster's event-loop thread and the worker processes it spawns
+                    # inherit this thread's signal mask: with SIGINT blocked they never see a
+                    # terminal's Ctrl-C; this client alone decides and stops them.
+                    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                    try:
+                        self.cluster = distributed.LocalCluster(
+                            n_workers=int(m.group(1)), threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address=None,
+                            silence_logs=logging.CRITICAL)
+                    finally:
+                        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+                    self.client = distributed.Client(self.cluster, set_as_default=False)
+                else:
+                    _probe(self.address, self.connect_timeout)
+                    self.client = distributed.Client(self.address, set_as_default=False,
+                                                     timeout=max(self.connect_timeout, 10.0))
+        except (OSError, TimeoutError) as e:
+            self.close()
+            why = " ".join(str(e).split()) or type(e).__name__
+            raise ClusterError(f"cannot reach the Dask scheduler at {self.address}: {why}"
+                               ) from None
+
+    def threads(self) -> int:
+        """Worker threads the scheduler has now (at least 1)."""
+        info = self.client.scheduler_info(n_workers=-1) if self.client is not None else {}
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+
+    def _kill_local_workers(self) -> None:
+        """SIGKILL the worker processes of our own LocalCluster (an interrupt: their running
+        points are abandoned anyway, and a graceful close waits for them)."""
+        for nanny in list(getattr(self.cluster, "workers", {}).values()):
+            pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def close(self) -> None:
+        client, cluster = self.client, self.cluster
+        self.client = self.cluster = None
+        for thing in (client, cluster):
+            if thing is not None:
+                try:
+                    thing.close(timeout=2)
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+
+    def run(self, tasks: Iterator[Task], done: Done) -> None:
+        distributed = _import_distributed()
+        if self.client is None:
+            raise RuntimeError("DaskExecutor.run before start() (use `with executor:`)")
+        window = self.window or max(16, 4 * self.threads())
+        tag = uuid.uuid4().hex[:8]
+        pending: dict[str, Task] = {}
+        futures: dict[str, Any] = {}
+        ac = distributed.as_completed(loop=self.client.loop)
+        tasks = iter(tasks)
+
+        def submit(n: int) -> None:
+            for task in tasks:
+                key = f"depthlab-{task.id}-{tag}"
+                fut = self.client.submit(self.compute, task, key=key, pure=False,
+                                         retries=self.retries)
+                pending[key], futures[key] = task, fut
+                ac.add(fut)
+                n -= 1
+                if n <= 0:
+                    return
+
+        try:
+            submit(window)
+            for fut in ac:
+                task = pending.pop(fut.key)
+                futures.pop(fut.key)
+                try:
+                    record = fut.result()
+                except Exception as e:  # noqa: BLE001 - KilledWorker, lost data, ...
+                    text = " ".join(str(e).split()) or "no message"
+                    record = crash_record(task, f"{type(e).__name__}: {text}")
+                fut.release()
+                done(task, record)
+                submit(1)
+        except BaseException:
+            if futures and self.client is not None:
+                try:
+                    self.client.cancel(list(futures.values()), force=True)
+                except Exception:  # noqa: BLE001 - the client may be gone already
+                    pass
+            if self.cluster is not None:
+                self._kill_local_workers()
+            raise

@@ -1,0 +1,142 @@
+"""Sweep grids, expanded lazily: the size first, then one validated point at a time.
+
+A ``[sweep]`` table ``{"section.key": [v_1, ..., v_k], ...}`` describes the Cartesian product
+of its value lists (``itertools.product`` in the order the keys are written), so a grid of
+keys with ``k_1, ..., k_m`` values has ``k_1 · k_2 · ... · k_m`` points. :func:`grid_size`
+computes that number without building anything; :func:`iter_points` yields the points one by
+one (each override applied to the base config and validated on its own), so a grid of 10⁶
+points costs the memory of one point, not of the grid.
+
+Before the first point, :func:`check_values` validates every *single* value of the grid on the
+base config (``k_1 + ... + k_m`` validations instead of the product), so a typo anywhere in the
+grid fails at once; a bad *combination* of individually valid values is found when its point
+is reached.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ConfigError, canonical_json, run_id, set_dotted, validate
+
+
+@dataclass
+class SweepPoint:
+    """One grid point: its run id, a short name (``activation=tanh,seed=0``), the overrides
+    and the validated config."""
+
+    id: str
+    name: str
+    overrides: dict[str, Any]
+    config: dict[str, Any]
+
+
+def grid_size(grid: dict[str, list] | None) -> int:
+    """Number of points of a grid: the product of the lengths of its value lists (1 for an
+    empty grid, a single run)."""
+    return math.prod(len(v) for v in (grid or {}).values())
+
+
+def grid_shape(grid: dict[str, list] | None) -> str:
+    """``"model.activation 2 × train.seed 6"``: the factors of :func:`grid_size`."""
+    return " × ".join(f"{k} {len(v)}" for k, v in (grid or {}).items()) or "a single point"
+
+
+def sweep_id(raw: dict[str, Any]) -> str:
+    """Stable id of a sweep: a hash of its validated base config and grid."""
+    return "sw-" + hashlib.sha256(canonical_json(raw).encode()).hexdigest()[:10]
+
+
+def _short(key: str, keys: list[str]) -> str:
+    tail = key.rsplit(".", 1)[-1]
+    return tail if sum(k.rsplit(".", 1)[-1] == tail for k in keys) == 1 else key
+
+
+def value_str(v: Any) -> str:
+    """A grid value as it appears in point names (``true``, ``0.1``, ``[64,32]``)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(value_str(x) for x in v) + "]"
+    return str(v)
+
+
+def _body(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k != "sweep"}
+
+
+def _point_config(body: dict[str, Any], overrides: dict[str, Any],
+                  base_dir: str | os.PathLike | None) -> dict[str, Any]:
+    point_raw = copy.deepcopy(body)
+    for k, v in overrides.items():
+        set_dotted(point_raw, k, v)
+    try:
+        return validate(point_raw, base_dir=base_dir)
+    except ConfigError as e:
+        where = ", ".join(f"{k} = {value_str(v)}" for k, v in overrides.items())
+        raise ConfigError(f"sweep point ({where}): {e}", e.key) from None
+
+
+def check_values(raw: dict[str, Any], grid: dict[str, list], *,
+                 base_dir: str | os.PathLike | None = None) -> None:
+    """Validate each value of ``grid`` alone on the base config of ``raw`` (raises
+    :class:`ConfigError` naming the key and value)."""
+    body = _body(raw)
+    for key, values in grid.items():
+        for v in values:
+            _point_config(body, {key: v}, base_dir)
+
+
+def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
+                grid: dict[str, list] | None = None, limit: int | None = None,
+                check: bool = True) -> Iterator[SweepPoint]:
+    """Yield the grid points of ``raw`` (a config dict as read from TOML, with ``[sweep]``)
+    one at a time, at most ``limit`` of them (the first ``limit`` combinations).
+
+    ``"model.depth" = [...]`` rebuilds the hidden sizes as ``[width] * depth`` (see
+    :mod:`depthlab.experiments.config`). Identical validated configs have the same run id;
+    this generator keeps no set of ids (its memory does not grow with the grid), so a caller
+    that must not run a point twice checks ids itself. ``check=True`` first validates every
+    single value (:func:`check_values`).
+    """
+    base = validate(raw, base_dir=base_dir)
+    if grid is None:
+        grid = base.get("sweep") or {}
+    if check:
+        check_values(raw, grid, base_dir=base_dir)
+    body = _body(raw)
+    keys = list(grid)
+    combos = itertools.product(*(grid[k] for k in keys)) if keys else iter([()])
+    if limit is not None:
+        combos = itertools.islice(combos, limit)
+    for combo in combos:
+        overrides = dict(zip(keys, combo))
+        cfg = _point_config(body, overrides, base_dir)
+        name = ",".join(f"{_short(k, keys)}={value_str(v)}" for k, v in overrides.items())
+        if base.get("name"):
+            name = f"{base['name']}:{name}" if name else base["name"]
+        rid = run_id(cfg)
+        yield SweepPoint(rid, name or rid, overrides, cfg)
+
+
+def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
+           grid: dict[str, list] | None = None) -> list[SweepPoint]:
+    """All grid points of ``raw`` as a list, every point validated before it returns (so a bad
+    value anywhere fails before anything runs); points with identical validated configs are
+    kept once. For large grids use :func:`iter_points`."""
+    points: list[SweepPoint] = []
+    seen: set[str] = set()
+    for p in iter_points(raw, base_dir=base_dir, grid=grid, check=False):
+        if p.id not in seen:
+            seen.add(p.id)
+            points.append(p)
+    return points
