@@ -531,6 +531,11 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     summary_pairs += [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))]
     if summary_pairs:
         body.append(H.key_values(summary_pairs))
+    names = model.get("layers")  # depthlab.torch runs: layer number -> module name
+    if isinstance(names, dict) and names:
+        body.append("<h3>Layers (module names)</h3>")
+        body.append(H.key_values([(f"layer {k}", v) for k, v in
+                                  sorted(names.items(), key=lambda kv: int(kv[0]))]))
 
     div = _as_dict(detail.get("divergence", row.get("divergence")))
     if status == "diverged" or div:
