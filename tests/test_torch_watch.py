@@ -1,0 +1,213 @@
+"""depthlab.torch.Watch: bit-identical training, the recorded rows equal a probe of the same
+batch, update ratios, losses, hooks only on recorded steps, the stored run and its report, bad
+input. CUDA variants run when a GPU is present."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.experiments.store import Store
+from depthlab.torch import zoo
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def _model(dropout=True):
+    mods = [nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(inplace=True)]
+    if dropout:
+        mods.append(nn.Dropout(0.3))
+    mods += [nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3)]
+    return nn.Sequential(*mods)
+
+
+def _data(device, n=96):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, 6, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return x.to(device), y.to(device)
+
+
+def _train(device, every=None, steps=12, dropout=True, before_step=None, **kw):
+    torch.manual_seed(0)
+    model = _model(dropout).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    x, y = _data(device)
+    watch = dlt.Watch(model, every=every, **kw) if every else None
+    losses = []
+    for step in range(steps):
+        idx = torch.arange(step * 8, step * 8 + 16) % x.shape[0]
+        if before_step is not None:
+            before_step(step, model, x[idx], y[idx])
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        if watch is not None:
+            watch.step(loss)
+        opt.step()
+        losses.append(loss.detach().clone())
+    if watch is not None:
+        watch.close()
+    return model, losses, watch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("every", [1, 3])
+def test_training_is_bit_identical(device, every):
+    ref, ref_losses, _ = _train(device)
+    got, got_losses, watch = _train(device, every=every)
+    assert all(torch.equal(a, b) for a, b in zip(ref_losses, got_losses))
+    for (n, a), b in zip(ref.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert sorted(watch.frame().step.unique()) == list(range(0, 12, every))
+    assert torch.equal(torch.get_rng_state(), _rng_after(device))
+
+
+def _rng_after(device):
+    _train(device)
+    return torch.get_rng_state()
+
+
+def test_recorded_rows_equal_a_probe_of_the_same_batch():
+    probes = {}
+
+    def before(step, model, xb, yb):
+        if step % 4 == 0:
+            probes[step] = dlt.probe(model, xb, yb, nn.CrossEntropyLoss())
+
+    model, losses, watch = _train("cpu", every=4, dropout=False, before_step=before)
+    table = watch.frame()
+    assert list(table.columns) == ["step", "layer", "module", "quantity", "value"]
+    for step, want in probes.items():
+        got = table[(table.step == step) & (table.quantity != "update_ratio")]
+        want = want[want.quantity != "acc"]
+        merged = want.merge(got, on=["layer", "module", "quantity"], how="outer", indicator=True)
+        assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"]
+        np.testing.assert_allclose(merged.value_y, merged.value_x, rtol=1e-5, atol=1e-9)
+    assert set(table[table.layer > 0].module) == {"0", "3", "5"}
+    lt = watch.losses()
+    assert list(lt.step) == list(range(12))
+    np.testing.assert_array_equal(lt.loss.to_numpy(), [float(v) for v in losses])
+
+
+def test_update_ratio_is_the_relative_weight_change():
+    snaps = {}
+
+    def before(step, model, xb, yb):
+        snaps[step] = [m.weight.detach().clone() for m in model if isinstance(m, nn.Linear)]
+
+    model, _, watch = _train("cpu", every=5, steps=11, before_step=before)
+    snaps[11] = [m.weight.detach().clone() for m in model if isinstance(m, nn.Linear)]
+    table = watch.frame()
+    ur = table[table.quantity == "update_ratio"]
+    assert sorted(ur.step.unique()) == [5, 10]
+    for step in (5, 10):
+        for layer in (1, 2, 3):
+            w0, w1 = snaps[step - 1][layer - 1], snaps[step][layer - 1]
+            want = float((w1 - w0).norm() / w0.norm())
+            got = ur[(ur.step == step) & (ur.layer == layer)].value.item()
+            assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_hooks_only_on_recorded_steps_and_removed_at_close():
+    torch.manual_seed(0)
+    model = zoo.mlp([4, 8, 2])
+    watch = dlt.Watch(model, every=3)
+
+    def n_hooks():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    armed = []
+    for _ in range(7):
+        armed.append(n_hooks() > 0)
+        model.zero_grad()
+        model(torch.randn(5, 4)).sum().backward()
+        watch.step(model(torch.randn(2, 4)).sum())
+    assert armed == [True, False, False, True, False, False, True]
+    watch.close()
+    assert n_hooks() == 0
+    with pytest.raises(RuntimeError, match="close"):
+        watch.step(torch.tensor(1.0))
+
+
+def test_run_is_stored_and_reported(tmp_path):
+    model, _, watch = _train("cpu", every=4, out=tmp_path, name="torch-mlp")
+    with Store(tmp_path) as store:
+        runs = store.runs()
+        assert list(runs.name) == ["torch-mlp"]
+        rid = runs.id.iloc[0]
+        probes = store.probes(rid)
+        steps = store.steps(rid)
+    assert len(probes) == len(watch.frame())
+    assert len(steps) == 12
+    from depthlab.report import write_report
+
+    write_report(tmp_path)
+    text = (tmp_path / "report.html").read_text()
+    assert "torch-mlp" in text and "Layers (module names)" in text
+
+
+def test_context_manager_and_close_idempotent():
+    torch.manual_seed(0)
+    model = zoo.mlp([4, 8, 2])
+    with dlt.Watch(model, every=1, percentiles=()) as watch:
+        model(torch.randn(5, 4)).sum().backward()
+        watch.step(1.5)
+    watch.close()
+    df = watch.frame()
+    assert set(df.step) == {0} and not df.quantity.str.contains(r"_p\d").any()
+    assert df[df.quantity == "loss"].value.item() == 1.5
+
+
+def test_resnet_watch_records_blocks():
+    torch.manual_seed(0)
+    model = zoo.resnet18(num_classes=3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    watch = dlt.Watch(model, every=2)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)),
+                                           torch.tensor([0, 2]))
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    watch.close()
+    df = watch.frame()
+    assert set(df.step) == {0, 2}
+    blocks = df[df.quantity == "block_grad_std"]
+    assert len(blocks[blocks.step == 2]) == 8
+    assert (df[df.quantity == "update_ratio"].value > 0).all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"every": 0}, ValueError, "every"),
+    ({"every": 2.5}, ValueError, "every"),
+    ({"every": True}, ValueError, "every"),
+    ({"out": 3}, TypeError, "folder"),
+])
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        dlt.Watch(zoo.mlp([3, 4, 2]), **kwargs)
+
+
+def test_bad_model_and_step_before_backward():
+    with pytest.raises(TypeError, match="nn.Module"):
+        dlt.Watch(copy.deepcopy)
+    with pytest.raises(ValueError, match="no weight layers"):
+        dlt.Watch(nn.Sequential(nn.Tanh()))
+    model = zoo.mlp([3, 4, 2])
+    watch = dlt.Watch(model)
+    loss = model(torch.randn(2, 3)).sum()
+    with pytest.raises(ValueError, match="before any backward"):
+        watch.step(loss)
+    with pytest.raises(ValueError, match="scalar"):
+        watch.step(torch.ones(3))
+    with pytest.raises(TypeError, match="loss"):
+        watch.step("1.0")
+    watch.close()
