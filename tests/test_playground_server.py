@@ -58,6 +58,7 @@ def receive_until(ws, predicate, timeout: float = 30.0) -> dict:
         m = json.loads(ws.recv(timeout=left))
         if predicate(m):
             return m
+        assert m["type"] != "error", m
 
 
 def sessions(server) -> dict:

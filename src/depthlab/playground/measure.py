@@ -14,7 +14,8 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
   between) over fixed bins chosen at the first measurement
   (:func:`depthlab.probes.histograms.choose_edges`), normalised to sum 1;
 * for 2-D inputs, the class the network predicts (inference mode) on a ``GRID x GRID`` grid
-  over the data's range, and its probability.
+  over the data's range (``GRID_DEEP`` for deep networks), and its probability; where the
+  output is not finite (batch norm before its first step has no running statistics) a note.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PROBE_ROWS = 300
 HIST_LAYERS = 6
 HIST_BINS = 30
 GRID = 40
+GRID_DEEP = 24
+"""Grid side for networks with more than :data:`DEEP` hidden nonlinearities (a forward pass per
+grid point costs as much as a training example)."""
+DEEP = 200
 POINTS = 400
 
 _Q = layer_quantities(())
@@ -77,11 +82,12 @@ class Monitor:
         lo, hi = x.min(axis=0).astype(float), x.max(axis=0).astype(float)
         pad = 0.08 * (hi - lo + 1e-9)
         lo, hi = lo - pad, hi + pad
-        gx = np.linspace(lo[0], hi[0], GRID)
-        gy = np.linspace(lo[1], hi[1], GRID)
+        n = GRID if len(self.points) <= DEEP else GRID_DEEP
+        gx = np.linspace(lo[0], hi[0], n)
+        gy = np.linspace(lo[1], hi[1], n)
         xx, yy = np.meshgrid(gx, gy)  # row = y index, column = x index
         pts = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(self.net.dtype)
-        return {"x0": lo[0], "x1": hi[0], "y0": lo[1], "y1": hi[1], "pts": pts}
+        return {"n": n, "x0": lo[0], "x1": hi[0], "y0": lo[1], "y1": hi[1], "pts": pts}
 
     def _sample_points(self, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         idx = np.linspace(0, x.shape[0] - 1, min(POINTS, x.shape[0])).astype(int)
@@ -95,8 +101,19 @@ class Monitor:
         """Predicted class and its probability on the grid (inference mode), or None."""
         if self.grid is None:
             return None
-        with np.errstate(all="ignore"):
-            out = np.asarray(self.net.predict(self.grid["pts"]), dtype=np.float64)
+        g = self.grid
+        box = {"n": g["n"], "x0": g["x0"], "x1": g["x1"], "y0": g["y0"], "y1": g["y1"]}
+        try:
+            with np.errstate(all="ignore"):
+                out = np.asarray(self.net.predict(g["pts"]), dtype=np.float64)
+        except RuntimeError as e:  # e.g. batch norm without inference statistics
+            return {**box, "cls": None, "note": f"no decision boundary yet: {e}"}
+        ok = np.isfinite(out).all(axis=1)
+        if not ok.any():
+            return {**box, "cls": None, "note": "no decision boundary yet: the network's "
+                    "inference output is not finite (batch norm has no running statistics "
+                    "before the first step)"}
+        out = np.where(ok[:, None], out, 0.0)
         if out.shape[1] == 1:
             p1 = 1.0 / (1.0 + np.exp(-out[:, 0]))
             cls = (p1 > 0.5).astype(int)
@@ -106,12 +123,9 @@ class Monitor:
             p = np.exp(z)
             p /= p.sum(axis=1, keepdims=True)
             cls, conf = p.argmax(axis=1), p.max(axis=1)
-        ok = np.isfinite(out).all(axis=1)
         cls = np.where(ok, cls, -1)
-        g = self.grid
-        return {"n": GRID, "x0": g["x0"], "x1": g["x1"], "y0": g["y0"], "y1": g["y1"],
-                "cls": cls.astype(int).tolist(),
-                "conf": np.round(np.where(ok, conf, 0.0), 3).tolist()}
+        return {**box, "cls": cls.astype(int).tolist(),
+                "conf": np.round(np.where(ok, conf, 0.0), 3).tolist(), "note": ""}
 
     # -- update ratio -----------------------------------------------------------------------
     def _weights(self) -> list[np.ndarray]:

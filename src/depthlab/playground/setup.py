@@ -4,26 +4,31 @@ A setup is a flat dict ``{"section.key": value}`` (``"model.depth": 30``). The s
 are the URL query parameters, the names of the page's inputs and (grouped by section) the keys
 of the TOML config that ``depthlab run`` reads, so one table, :data:`FIELDS`, drives all four.
 
+Each control is a field of the run spec (:mod:`depthlab.spec`): its type, default, doc, choices
+and bounds come from :func:`depthlab.spec.fields_schema`; the playground only narrows ranges to
+what a browser session can train (depth 1-1000, width and batch size up to 4096, lr up to 10)
+and picks its own starting values. Three controls are not spec fields: the data set options
+(``data.options.*``, from the built-in data set table) and ``train.momentum`` (an optimizer
+hyperparameter, for the optimizers whose signature has it).
+
 Checking happens in two layers: :func:`parse_setup` turns query strings into typed values
-inside the playground's ranges (depth 1-1000, width 1-4096, ...); :func:`to_config` then runs
-``depthlab.experiments.config.validate`` on the result, so a setup the page accepts is exactly
-one ``depthlab run`` accepts.
+inside the playground's ranges; :func:`to_config` then validates the TOML-shaped config with
+``depthlab.experiments.config.validate`` (the spec), so a setup the page accepts is exactly one
+``depthlab run`` accepts, and :func:`to_toml` writes it with the spec's TOML writer.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..activations import ACTIVATIONS
 from ..data.registry import BUILTINS, DATASETS
-from ..experiments.config import ConfigError, optimizer_hyperparameters, validate
-from ..initializers import INITIALIZERS
-from ..losses import LOSSES
+from ..experiments.config import ConfigError, validate
 from ..optimizers import OPTIMIZERS
+from ..spec import fields_schema, optimizer_hyperparameters
+from ..spec import to_toml as spec_to_toml
 
 MAX_DEPTH = 1000
 MAX_WIDTH = 4096
@@ -65,10 +70,11 @@ class Field:
             return "one of " + ", ".join(self.choices)
         what = "an integer" if self.kind == "int" else "a number"
         parts = []
+        num = (lambda v: str(int(v))) if self.kind == "int" else (lambda v: f"{v:g}")
         if self.lo is not None:
-            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+            parts.append(f"{'>' if self.lo_open else '>='} {num(self.lo)}")
         if self.hi is not None:
-            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+            parts.append(f"{'<' if self.hi_open else '<='} {num(self.hi)}")
         return f"{what} {' and '.join(parts)}" if parts else what
 
     def to_json(self) -> dict[str, Any]:
@@ -87,43 +93,58 @@ def _with_momentum() -> tuple[str, ...]:
     return tuple(o for o in OPTIMIZERS if "momentum" in optimizer_hyperparameters(o))
 
 
+# (key, group, playground overrides of the spec's row)
+_CONTROLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("data.name", "main", {"kind": "choice", "choices": DATASETS, "default": "spirals",
+                           "doc": "built-in data set (2-D sets show the decision boundary)"}),
+    ("model.depth", "main", {"default": 10, "lo": 1, "hi": MAX_DEPTH}),
+    ("model.width", "main", {"default": 32, "hi": MAX_WIDTH}),
+    ("model.activation", "main", {"default": "tanh"}),
+    ("model.init", "main", {"doc": "weight initializer (normal = N(0, 1), uniform = "
+                                   "U(-1, 1))"}),
+    ("model.batchnorm", "main", {}),
+    ("model.residual", "main", {}),
+    ("model.dropout", "main", {}),
+    ("train.optimizer", "main", {}),
+    ("train.lr", "main", {"default": 0.05, "hi": 10.0, "hi_open": False}),
+    ("train.batch_size", "main", {"kind": "int", "choices": (), "hi": MAX_BATCH}),
+    ("train.seed", "main", {"hi": 2**31 - 1, "doc": "one seed for the data, the weights and "
+                                                    "the batches"}),
+    ("train.loss", "more", {}),
+    ("train.l2", "more", {"hi": 1.0, "hi_open": False}),
+    ("model.bias_init", "more", {}),
+    ("model.bn_momentum", "more", {}),
+    ("model.bn_inference", "more", {}),
+    ("model.dtype", "more", {}),
+    ("train.epochs", "more", {"default": 20, "hi": 100_000, "doc": "epochs written into the "
+                              "exported TOML for `depthlab run` (the playground trains until "
+                              "paused)"}),
+)
+
+
+def _from_spec(key: str, group: str, over: dict[str, Any]) -> Field:
+    row = next(r for r in fields_schema() if r["key"] == key)
+    kind = {"bool": "bool", "int": "int", "float": "float"}.get(row["type"], "choice")
+    spec = {"kind": kind, "default": row["default"], "doc": row["doc"],
+            "choices": tuple(row.get("choices") or ()), "lo": row.get("min"),
+            "hi": row.get("max"), "lo_open": bool(row.get("min_open")),
+            "hi_open": bool(row.get("max_open"))}
+    spec.update(over)
+    return Field(key, group=group, **spec)
+
+
 FIELDS: tuple[Field, ...] = (
-    Field("data.name", "choice", "spirals", "built-in data set (2-D sets show the decision "
-          "boundary)", choices=DATASETS),
-    Field("data.options.n_classes", "int", 2, "number of classes", lo=2, hi=10,
-          datasets=_takes("n_classes")),
-    Field("data.options.noise", "float", 0.1, "noise added to the spirals", lo=0, hi=2,
-          datasets=_takes("noise")),
-    Field("data.options.d", "int", 2, "input dimension of the clusters", lo=1, hi=1024,
-          datasets=_takes("d")),
-    Field("model.depth", "int", 10, "number of hidden layers", lo=1, hi=MAX_DEPTH),
-    Field("model.width", "int", 32, "units per hidden layer", lo=1, hi=MAX_WIDTH),
-    Field("model.activation", "choice", "tanh", "hidden nonlinearity", choices=ACTIVATIONS),
-    Field("model.init", "choice", "glorot_uniform", "weight initializer "
-          "(normal = N(0, 1), uniform = U(-1, 1))", choices=INITIALIZERS),
-    Field("model.batchnorm", "bool", False, "batch normalization before each nonlinearity"),
-    Field("model.residual", "bool", False, "pre-activation residual blocks x + F(x)"),
-    Field("model.dropout", "float", 0.0, "dropout rate", lo=0, hi=1, hi_open=True),
-    Field("train.optimizer", "choice", "sgd", "optimizer (torch.optim rules)",
-          choices=OPTIMIZERS),
-    Field("train.lr", "float", 0.05, "learning rate", lo=0, hi=10, lo_open=True),
-    Field("train.momentum", "float", 0.9, "momentum (sgd, rmsprop)", lo=0, hi=1,
-          hi_open=True, optimizers=_with_momentum()),
-    Field("train.batch_size", "int", 32, "examples per step", lo=1, hi=MAX_BATCH),
-    Field("train.seed", "int", 0, "one seed for the data, the weights and the batches",
-          lo=0, hi=2**31 - 1),
-    Field("train.loss", "choice", "cross_entropy", "loss", group="more", choices=LOSSES),
-    Field("train.l2", "float", 0.0, "L2 penalty on the weights", group="more", lo=0, hi=1),
-    Field("model.bias_init", "choice", "zeros", "bias initializer", group="more",
-          choices=INITIALIZERS),
-    Field("model.bn_momentum", "float", 0.01, "batch-norm running-statistics momentum",
-          group="more", lo=0, hi=1),
-    Field("model.bn_inference", "choice", "ema", "batch-norm statistics at inference",
-          group="more", choices=("ema", "population")),
-    Field("model.dtype", "choice", "float32", "floating-point precision", group="more",
-          choices=("float32", "float64")),
-    Field("train.epochs", "int", 20, "epochs written into the exported TOML for `depthlab "
-          "run` (the playground trains until paused)", group="more", lo=1, hi=100_000),
+    *(_from_spec(k, g, o) for k, g, o in _CONTROLS[:1]),
+    Field("data.options.n_classes", "int", 2, "number of classes (data set option)", lo=2,
+          hi=10, datasets=_takes("n_classes")),
+    Field("data.options.noise", "float", 0.1, "noise added to the spirals (data set option)",
+          lo=0, hi=2, datasets=_takes("noise")),
+    Field("data.options.d", "int", 2, "input dimension of the clusters (data set option)",
+          lo=1, hi=1024, datasets=_takes("d")),
+    *(_from_spec(k, g, o) for k, g, o in _CONTROLS[1:10]),
+    Field("train.momentum", "float", 0.9, "momentum (optimizers with a momentum "
+          "hyperparameter)", lo=0, hi=1, hi_open=True, optimizers=_with_momentum()),
+    *(_from_spec(k, g, o) for k, g, o in _CONTROLS[10:]),
 )
 
 BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
@@ -224,38 +245,17 @@ def to_config(setup: Mapping[str, Any]) -> dict[str, Any]:
         raise SetupError(str(e), key) from None
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
 def to_toml(setup: Mapping[str, Any]) -> str:
-    """The setup as a TOML config that ``depthlab run FILE`` accepts unchanged."""
-    cfg = raw_config(setup)
-    lines = ["# exported by `depthlab playground`; run it with: depthlab run THIS_FILE",
-             f"name = {_toml_value(cfg['name'])}"]
-    for section in ("data", "model", "train", "probes"):
-        lines += ["", f"[{section}]"]
-        tables = []
-        for key, v in cfg[section].items():
-            if isinstance(v, dict):
-                tables.append((key, v))
-            else:
-                lines.append(f"{key} = {_toml_value(v)}")
-        for key, table in tables:
-            lines += ["", f"[{section}.{key}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+    """The setup as a TOML config that ``depthlab run FILE`` accepts unchanged (the spec's
+    writer on :func:`raw_config`: only the settings the page controls)."""
+    return ("# exported by `depthlab playground`; run it with: depthlab run THIS_FILE\n"
+            + spec_to_toml(raw_config(setup)))
 
 
 def to_query(setup: Mapping[str, Any]) -> dict[str, str]:
     """The URL query of a setup (every field, as text)."""
-    return {k: (_toml_value(v) if isinstance(v, bool) else str(v)) for k, v in setup.items()}
+    return {k: (("true" if v else "false") if isinstance(v, bool) else str(v))
+            for k, v in setup.items()}
 
 
 def apply_prescription(setup: Mapping[str, Any], prescription: Mapping[str, Any]

@@ -181,6 +181,9 @@ function onAccepted(m) {
   $("export").href = "/api/export?" + qs;
   $("params").textContent = `${m.parameters.toLocaleString()} parameters`;
   S.ready = null; S.init = null; S.last = null;
+  const gs = $("grad-summary");
+  for (const k of ["first", "last", "ratio", "step"]) gs.dataset[k] = "";
+  gs.textContent = "building the network\u2026";
   S.hist = { step: [], train: [], probe: [], acc: [] };
   S.evo = { step: [], mean: [], std: [] };
 }
@@ -221,10 +224,13 @@ const logTicks = (u, splits) => splits.map((v) => {
   const e = Math.log10(v);
   return Math.abs(e - Math.round(e)) < 1e-6 ? `1e${Math.round(e)}` : "";
 });
-const layerAxis = { label: "hidden layer", size: 30 };
+const layerIncrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000];
+let layerAxis = { label: "hidden layer", size: 30, incrs: layerIncrs };
 
 function buildPlots(m) {
   const L = m.n_layers;
+  layerAxis = { ...layerAxis, label: m.config.model.residual ?
+    "nonlinearity (two per residual block; input left)" : "hidden layer (input left)" };
   const layers = Array.from({ length: L }, (_, i) => i + 1);
   makePlot("plot-grad", {
     scales: { x: { time: false }, y: logScale },
@@ -366,7 +372,8 @@ function drawBoundary(b) {
   const W = cv.width, H = cv.height;
   const px = (x) => (x - box.x0) / (box.x1 - box.x0) * W;
   const py = (y) => H - (y - box.y0) / (box.y1 - box.y0) * H;
-  if (b) {
+  if (b) $("boundary-note").textContent = b.note || "";
+  if (b && b.cls) {
     const n = b.n, cw = W / n, ch = H / n;
     for (let r = 0; r < n; r++) {
       for (let c = 0; c < n; c++) {
