@@ -37,9 +37,11 @@ def progress_enabled(args: argparse.Namespace) -> bool:
 
 
 def say(args: argparse.Namespace) -> Callable[[str], None]:
-    """A ``print`` that respects ``--quiet``."""
+    """A ``print`` that respects ``--quiet`` (nothing) and ``--json`` (stderr)."""
     if getattr(args, "quiet", False):
         return lambda _line: None
+    if getattr(args, "json", False):  # stdout holds the JSON only
+        return lambda line: print(line, file=sys.stderr, flush=True)
     return lambda line: print(line, flush=True)
 
 

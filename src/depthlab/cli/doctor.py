@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     store.close()
     if not args.quiet:
         print(json.dumps(jsonable(payload), indent=1) if args.json else str(diag))
-        print(f"diagnosis {rid} stored in {store.path}")
+        print(f"diagnosis {rid} stored in {store.path}", file=sys.stderr if args.json else None)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, UserError
+from .common import Command, UserError, progress_enabled, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. ioffe2015 --data fashion-mnist)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when a claim does not hold")
+    p.add_argument("--json", action="store_true",
+                   help="print the claims as JSON on stdout (messages go to stderr)")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress and no claims table (errors and --json still print)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if chosen[0] not in names:
         raise UserError(f"unknown experiment {args.name!r}; expected one of: "
                         f"{', '.join(names)} (or 'all')")
+    echo = say(args)
+    results = []
     failed = 0
     for name in chosen:
         if args.out is None:
@@ -47,13 +53,24 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out) / name if len(chosen) > 1 else Path(args.out)
         try:
             result = run_experiment(name, quick=args.quick, out=out, data=args.data,
-                                    progress=True)
+                                    progress=progress_enabled(args), echo=echo)
         except ExperimentDataError as exc:
             raise UserError(str(exc)) from exc
         failed += sum(not c.holds for c in result.claims)
-        print(f"claims: {out / 'claims.json'}   report: {out / 'report.html'}\n")
+        results.append({"experiment": name, "quick": bool(args.quick),
+                        "seconds": result.seconds, "all_hold": result.all_hold,
+                        "claims": [c.as_dict() for c in result.claims],
+                        "notes": list(result.notes), "claims_file": str(out / "claims.json"),
+                        "report": str(out / "report.html")})
+        echo(f"claims: {out / 'claims.json'}   report: {out / 'report.html'}\n")
     if failed:
-        print(f"{failed} claim(s) did not hold (see the notes in the report)")
+        echo(f"{failed} claim(s) did not hold (see the notes in the report)")
+    if args.json:
+        import json
+
+        from ..experiments.store import jsonable
+
+        print(json.dumps(jsonable(results), indent=1))
     return 1 if failed and args.strict else 0
 
 

@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace a stored run (or sweep point) with the same config; without "
                    "it such a run is refused before training")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
+    p.add_argument("--json", action="store_true",
+                   help="print the run's record as JSON on stdout (messages go to stderr)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +47,22 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     echo = say(args)
     echo(f"run {rec.id}: {rec.status} {metrics_line(rec.metrics)}")
+    network = None
     if rec.status == "finished":  # the trained network, for `depthlab predict RUN DATA`
         from .predict import save_run_network
 
-        echo(f"network: {save_run_network(prep, args.out, rec.id)}")
+        network = save_run_network(prep, args.out, rec.id)
+        echo(f"network: {network}")
+    if args.json:
+        import json
+
+        from ..experiments.store import jsonable
+
+        print(json.dumps(jsonable({
+            "id": rec.id, "name": rec.name, "kind": rec.kind, "status": rec.status,
+            "config": rec.config, "metrics": rec.metrics, "divergence": rec.divergence,
+            "error": rec.error, "seconds": rec.seconds, "store": str(store.path),
+            "network": None if network is None else str(network)}), indent=1))
     if rec.divergence:
         print(f"depthlab: {rec.divergence.get('message', 'training diverged')}", file=sys.stderr)
     if rec.status == "failed":

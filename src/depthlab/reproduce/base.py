@@ -117,18 +117,26 @@ def train_accuracy(net: Any, ds, steps: int, seed: int, lr: float = 0.01) -> tup
     return float(np.mean(np.argmax(pred, axis=1) == ds.y_train)), False
 
 
-def format_claims(claims: list[Claim]) -> str:
-    """A plain-text claims table for the terminal."""
+def format_claims(claims: list[Claim], width: int | None = None) -> str:
+    """A plain-text claims table for the terminal; long cells wrap onto further lines (never
+    cut). ``width``: the terminal's columns (default: ``shutil.get_terminal_size``)."""
+    import shutil
+    import textwrap
+
+    total = width or max(shutil.get_terminal_size((120, 24)).columns, 80)
     rows = [("claim", "paper", "measured here", "holds")]
     rows += [(c.claim, c.paper, c.measured, "yes" if c.holds else "NO") for c in claims]
-    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((48, 34, 34, 5))]
-
-    def cut(s: str, w: int) -> str:
-        return s if len(s) <= w else s[: w - 1] + "…"
+    natural = [max(len(r[i]) for r in rows) for i in range(4)]
+    avail = total - 2 * 3 - natural[3]
+    share = (0.4, 0.25, 0.35)
+    widths = [min(natural[i], max(12, int(avail * share[i]))) for i in range(3)] + [natural[3]]
 
     lines = []
     for k, r in enumerate(rows):
-        lines.append("  ".join(cut(v, w).ljust(w) for v, w in zip(r, widths)))
+        cells = [textwrap.wrap(v, w) or [""] for v, w in zip(r, widths)]
+        for j in range(max(len(c) for c in cells)):
+            lines.append("  ".join((c[j] if j < len(c) else "").ljust(w)
+                                   for c, w in zip(cells, widths)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

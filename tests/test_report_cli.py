@@ -1,0 +1,72 @@
+"""Output a script can read: ``--json`` puts JSON alone on stdout (messages on stderr), and
+progress into a pipe is plain lines, never carriage-return bars; ``report`` says what it does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from shared import cli
+
+CONFIG = """\
+name = "tiny"
+[data]
+name = "digits"
+[model]
+sizes = ["auto", 16, 16, 16, "auto"]
+activation = "tanh"
+[train]
+loss = "cross_entropy"
+optimizer = "sgd"
+lr = 0.05
+batch_size = 64
+epochs = 1
+seed = 0
+[probes]
+every = 5
+"""
+
+
+@pytest.fixture()
+def config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_run_json_is_pure_and_progress_is_not_a_bar(tmp_path, config):
+    r = cli("run", config, "--out", tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)  # nothing but JSON on stdout
+    assert rec["status"] == "finished" and rec["metrics"]["steps"] > 0
+    assert rec["network"].endswith(f"{rec['id']}.npz")
+    assert f"run {rec['id']}: finished" in r.stderr  # the messages went to stderr
+    assert "\r" not in r.stderr  # not a terminal: no progress bar
+
+
+def test_sweep_json_lists_its_runs(tmp_path, config):
+    config.write_text(CONFIG.replace('epochs = 1', 'epochs = 1\nmax_steps = 5')
+                      + '[sweep]\n"model.activation" = ["tanh", "relu"]\n')
+    r = cli("sweep", config, "--out", tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert sorted(row["config"]["model"]["activation"] for row in rows) == ["relu", "tanh"]
+    assert "\r" not in r.stderr and "sweep" in r.stderr
+
+
+def test_doctor_json_is_pure(tmp_path, config):
+    r = cli("doctor", config, "--steps", "20", "--out", tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    payload = json.loads(r.stdout)
+    assert "findings" in payload
+    assert "stored in" in r.stderr
+
+
+def test_report_says_what_it_is_doing(tmp_path, config):
+    out = tmp_path / "out"
+    assert cli("run", config, "--out", out, "--quiet").returncode == 0
+    r = cli("report", out)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("report.html")
+    assert "report: section 1/1: Run tiny" in r.stderr
+    assert "writing" in r.stderr
