@@ -58,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from exc
         failed += sum(not c.holds for c in result.claims)
         results.append({"experiment": name, "quick": bool(args.quick),
-                        "seconds": result.seconds, "all_hold": result.all_hold,
+                        "seconds": result.seconds,
+                        "all_hold": all(c.holds for c in result.claims),
                         "claims": [c.as_dict() for c in result.claims],
+                        "checks": [c.as_dict() for c in result.checks],
                         "notes": list(result.notes), "claims_file": str(out / "claims.json"),
                         "report": str(out / "report.html")})
         echo(f"claims: {out / 'claims.json'}   report: {out / 'report.html'}\n")
