@@ -304,15 +304,18 @@ class _Run:
     metrics_by_kind: dict[str, float]
 
 
-def _probe_fn() -> Callable:
-    """:func:`depthlab.torch.probe` without percentiles (the rules read none)."""
+def _probe_fn(percentiles: bool) -> Callable:
+    """:func:`depthlab.torch.probe`; with ``percentiles=False`` no ``pre_pK``/``act_pK`` (the
+    rules read none; only the stored baseline keeps them for the report's figures)."""
     from .probe import probe
 
+    if percentiles:
+        return probe
     return lambda model, x, y, loss_fn: probe(model, x, y, loss_fn, percentiles=())
 
 
 def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
-         settings: dict[str, Any]) -> _Run:
+         settings: dict[str, Any], percentiles: bool = False) -> _Run:
     """Train ``model`` with probes and apply the rules."""
     px, py = (t[:PROBE_EXAMPLES] for t in data.probe_source)
     layers = rx.trace(model, px[:TRACE_EXAMPLES])
@@ -320,7 +323,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
         raise ValueError(f"{type(model).__name__} has no weight layers (modules owning a "
                          "parameter of at least 2 dimensions) to diagnose")
     weights = [(i, t.name, rx.weight_tensors(t.module)[0]) for i, t in enumerate(layers, 1)]
-    result = train(model, data, loss_fn, spec, probe=_probe_fn(), probe_batch=(px, py),
+    result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles), probe_batch=(px, py),
                    weight_layers=weights)
     index = _layer_index(result.probes, layers)
     if "module" not in result.probes.columns or not len(result.probes):
@@ -413,7 +416,7 @@ def doctor(
     d = tensor_data(data, device, dtype, seed)
     _check_runs(model, d, loss_fn)
     settings = _settings(spec, loss_fn, device)
-    base = _run(model, d, loss_fn, spec, settings)
+    base = _run(model, d, loss_fn, spec, settings, percentiles=True)
     diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                           probes=base.result.probes, config=base.ctx.config, settings=settings)
     xs = d.x[:LSUV_EXAMPLES]
@@ -533,8 +536,21 @@ def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
                if k in b}
     metrics["seconds"] = seconds
     hist = base.result.history
-    rec = RunRecord(id=rid, name=name or f"doctor {diagnosis.config.get('model')} (torch)",
-                    kind="doctor", status="finished", config=payload["config"],
+    c, st, table = diagnosis.config, diagnosis.settings, diagnosis.probes
+    named = table[(table["layer"] >= 1) & (table["quantity"] != "update_ratio")]
+    layers = dict(zip(named["layer"].astype(int).astype(str), named["module"].astype(str)))
+    config = {  # the layout of a run config (and of a Watch run), so reports read it
+        "source": "depthlab.torch.doctor",
+        "model": {"class": c.get("model"), "layers": layers, "activation": c.get("activation"),
+                  "batchnorm": c.get("batchnorm"), "parameters": c.get("parameters")},
+        "train": {"optimizer": st["optimizer"], "lr": st["lr"],
+                  "optimizer_kwargs": st["optimizer_kwargs"], "batch_size": st["batch_size"],
+                  "max_steps": st["steps"], "seed": st["seed"], "loss": st["loss"],
+                  "device": st["device"]},
+        "probes": {"every": st["probe_every"]},
+    }
+    rec = RunRecord(id=rid, name=name or f"doctor {c.get('model')} (torch)",
+                    kind="doctor", status="finished", config=config,
                     metrics=metrics, seconds=seconds, findings=payload,
                     probes=diagnosis.probes, steps=hist.steps_frame())
     with Store(out) as store:
