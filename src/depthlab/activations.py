@@ -20,15 +20,16 @@ computation to float64.
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 from typing import Any
 
 from .backend import Array, expit, ndtr, xp
+from .registry import Registry
+from .validators import real
 
 __all__ = [
     "ACTIVATIONS",
+    "REGISTRY",
     "ActivationFn",
     "ELU",
     "GELU",
@@ -60,16 +61,6 @@ _SWISH_MAX_DERIV = 1.099839320128867
 _GELU_MAX_DERIV = float(ndtr(math.sqrt(2.0)) + math.sqrt(2.0) * _INV_SQRT_2PI * math.exp(-1.0))
 # sup_x |mish'(x)|, attained at x ~ 1.49057 (solved numerically).
 _MISH_MAX_DERIV = 1.088498161251728
-
-
-def _real(name: str, value: Any) -> float:
-    """Validate a scalar setting and return it as a Python float (weak under NEP 50)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
 
 
 class ActivationFn:
@@ -162,10 +153,6 @@ class Tanh(ActivationFn):
         xp.subtract(1, d, out=d)
         return d
 
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
-
 
 class Identity(ActivationFn):
     """Identity f(s) = s; f' = 1. ``forward`` returns ``s`` itself (no copy)."""
@@ -228,7 +215,7 @@ class LeakyReLU(ActivationFn):
     taylor = None
 
     def __init__(self, negative_slope: float = 0.01) -> None:
-        self.negative_slope = _real("negative_slope", negative_slope)
+        self.negative_slope = real("negative_slope", negative_slope)
         self.max_derivative = max(1.0, abs(self.negative_slope))
 
     @property
@@ -248,10 +235,6 @@ class LeakyReLU(ActivationFn):
         d += s > 0
         return d
 
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
-
 
 class ELU(ActivationFn):
     """f(s) = s for s > 0, alpha (e^s - 1) otherwise (expm1 on min(s, 0): no overflow);
@@ -260,7 +243,7 @@ class ELU(ActivationFn):
     name = "elu"
 
     def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = _real("alpha", alpha)
+        self.alpha = real("alpha", alpha)
         self.max_derivative = max(1.0, abs(self.alpha))
         self.taylor = (0.0, 1.0) if self.alpha == 1.0 else None
 
@@ -293,10 +276,6 @@ class ELU(ActivationFn):
             d += xp.multiply(s > 0, s.dtype.type(scale))
         return d
 
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
-
 
 class SELU(ELU):
     """Scaled ELU (Klambauer et al. 2017): lambda * elu_alpha(s) with alpha = 1.6732632...,
@@ -324,7 +303,7 @@ class Swish(ActivationFn):
     name = "swish"
 
     def __init__(self, beta: float = 1.0) -> None:
-        self.beta = _real("beta", beta)
+        self.beta = real("beta", beta)
         self.max_derivative = _SWISH_MAX_DERIV if self.beta != 0.0 else 0.5
         self.taylor = (0.0, 0.5, self.beta / 4.0, 0.0)
 
@@ -348,10 +327,6 @@ class Swish(ActivationFn):
             d *= self.beta
         d += sig
         return d
-
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
 
 
 class Softmax(ActivationFn):
@@ -434,10 +409,6 @@ class GELU(ActivationFn):
         d += ndtr(s)
         return d
 
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
-
 
 class Mish(ActivationFn):
     """Mish f(s) = s tanh(softplus(s)), softplus(s) = log(1 + e^s) computed as logaddexp(0, s);
@@ -467,10 +438,6 @@ class Mish(ActivationFn):
         d += t
         return d
 
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
-
 
 class PenalizedTanh(ActivationFn):
     """Penalized tanh (Xu et al. 2016): tanh(s) for s > 0, a tanh(s) otherwise;
@@ -480,7 +447,7 @@ class PenalizedTanh(ActivationFn):
     taylor = None
 
     def __init__(self, a: float = 0.25) -> None:
-        self.a = _real("a", a)
+        self.a = real("a", a)
         self.max_derivative = max(1.0, abs(self.a))
 
     @property
@@ -505,41 +472,17 @@ class PenalizedTanh(ActivationFn):
         d *= self._factor(s)
         return d
 
-    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= self.derivative(s, a)
-        return grad_a
 
+REGISTRY: Registry[ActivationFn] = Registry(
+    "activation",
+    {cls.name: cls for cls in (Sigmoid, Tanh, Identity, Step, ReLU, LeakyReLU, ELU, SELU, Swish,
+                               Softmax, Softsign, GELU, Mish, PenalizedTanh)},
+    aliases={"logistic": "sigmoid", "linear": "identity", "heaviside": "step", "silu": "swish",
+             "leakyrelu": "leaky_relu", "lrelu": "leaky_relu"},
+    passes=lambda obj: isinstance(obj, ActivationFn),
+)
 
-_REGISTRY: dict[str, type[ActivationFn]] = {
-    cls.name: cls
-    for cls in (
-        Sigmoid,
-        Tanh,
-        Identity,
-        Step,
-        ReLU,
-        LeakyReLU,
-        ELU,
-        SELU,
-        Swish,
-        Softmax,
-        Softsign,
-        GELU,
-        Mish,
-        PenalizedTanh,
-    )
-}
-
-_ALIASES = {
-    "logistic": "sigmoid",
-    "linear": "identity",
-    "heaviside": "step",
-    "silu": "swish",
-    "leakyrelu": "leaky_relu",
-    "lrelu": "leaky_relu",
-}
-
-ACTIVATIONS: tuple[str, ...] = tuple(_REGISTRY)
+ACTIVATIONS: tuple[str, ...] = REGISTRY.names
 """The registered activation names (aliases accepted by ``get_activation`` are not listed)."""
 
 
@@ -550,27 +493,4 @@ def get_activation(name: str | ActivationFn, **kwargs: Any) -> ActivationFn:
     Names are case-insensitive and ``-`` may stand for ``_``. Unknown names raise ValueError,
     unknown keyword arguments TypeError.
     """
-    if isinstance(name, ActivationFn):
-        if kwargs:
-            raise TypeError(
-                f"cannot apply arguments {sorted(kwargs)} to an activation instance {name!r}"
-            )
-        return name
-    if not isinstance(name, str):
-        raise TypeError(
-            f"activation must be a name or an ActivationFn, got {type(name).__name__} "
-            f"{name!r}; expected one of: {', '.join(ACTIVATIONS)}"
-        )
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown activation {name!r}; expected one of: {', '.join(ACTIVATIONS)}")
-    cls = _REGISTRY[key]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    for k in kwargs:
-        if k not in accepted:
-            raise TypeError(
-                f"unknown argument {k!r} for activation {key!r}; accepted: "
-                f"{', '.join(accepted) if accepted else '(none)'}"
-            )
-    return cls(**kwargs)
+    return REGISTRY.build(name, **kwargs)

@@ -212,42 +212,40 @@ class Label(Check):
 
 
 class Name(Check):
-    """A registered name (activation, initializer, loss, optimizer), returned canonical.
-
-    ``names()`` lists the registered names, ``resolve(name)`` returns the canonical name or
-    raises ValueError/TypeError; instances of ``objects`` (e.g. an ``Initializer`` built with
-    arguments) pass unchanged. ``none``: None or ``"none"`` means "no such thing".
-    """
+    """A name registered in a :class:`depthlab.registry.Registry`, returned canonical
+    (``"xavier_uniform"`` -> ``"glorot_uniform"``); objects the registry passes through (an
+    ``Initializer`` built with arguments) are returned unchanged. ``none``: None or ``"none"``
+    means "no such thing". ``registry`` is a function returning the registry (imported late:
+    the registries import the engine)."""
 
     kind = "name"
 
-    def __init__(self, what: str, names: Callable[[], tuple[str, ...]],
-                 resolve: Callable[[str], str], *, objects: Callable[[], type] | None = None,
-                 none: bool = False) -> None:
-        self.what, self._names, self._resolve = what, names, resolve
-        self._objects, self.none = objects, none
+    def __init__(self, registry: Callable[[], Any], *, none: bool = False) -> None:
+        self._registry, self.none = registry, none
 
     @property
     def accepted(self) -> str:  # type: ignore[override]
-        return ", ".join(self._names()) + (' (or "none")' if self.none else "")
+        return ", ".join(self._registry().names) + (' (or "none")' if self.none else "")
 
     def __call__(self, key: str, v: Any) -> Any:
         if self.none and (v is None or (isinstance(v, str) and v.strip().lower() == "none")):
             return None
-        if self._objects is not None and isinstance(v, self._objects()):
+        reg = self._registry()
+        if reg.passes(v):
             return v
         if not isinstance(v, str):
             raise bad(key, v, self.accepted, "has the wrong type")
         try:
-            return self._resolve(v)
+            return reg.key(v)
         except (ValueError, TypeError):
-            close = difflib.get_close_matches(v.strip().lower(), self._names(), n=1)
+            close = difflib.get_close_matches(v.strip().lower(), reg.names, n=1)
             hint = f" (did you mean {fmt(close[0])}?)" if close else ""
-            raise ConfigError(f"{key} = {fmt(v)} is not a known {self.what}{hint}; accepted: "
+            raise ConfigError(f"{key} = {fmt(v)} is not a known {reg.kind}{hint}; accepted: "
                               f"{self.accepted}", key) from None
 
     def schema(self) -> dict[str, Any]:
-        return {**super().schema(), "choices": list(self._names()), "optional": self.none}
+        return {**super().schema(), "choices": list(self._registry().names),
+                "optional": self.none}
 
 
 class Sizes(Check):

@@ -25,9 +25,7 @@ of each entry without sampling (for theory code). LSUV lives in ``depthlab.lsuv`
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +33,26 @@ import numpy as np
 
 from .backend import Array, resolve_dtype, xp
 from .backend import rng as make_rng
+from .registry import Registry
+from .validators import real
 
 __all__ = [
     "INITIALIZERS",
+    "REGISTRY",
+    "Constant",
+    "FanInUniform",
+    "GlorotNormal",
+    "GlorotUniform",
+    "HeNormal",
+    "HeUniform",
     "Initializer",
+    "LecunNormal",
+    "LecunUniform",
+    "Normal",
+    "Orthogonal",
+    "Uniform",
+    "VarianceScaling",
+    "Zeros",
     "compute_fans",
     "constant",
     "fan_in_uniform",
@@ -90,29 +104,19 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in out)
 
 
-def _real(name: str, value: Any, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out) or (positive and out <= 0):
-        kind = "a finite number > 0" if positive else "finite"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return out
-
-
 class Initializer:
     """A named initializer ``init(shape, rng, dtype) -> array`` with its theoretical variance.
 
-    ``sample(shape, rng)`` draws float64 values; ``variance(fan_in, fan_out)`` is Var(W_ij).
-    Subclasses hold their settings in ``params``.
+    ``sample(shape, rng)`` draws float64 values; ``variance(fan_in, fan_out)`` is Var(W_ij);
+    ``params`` holds the settings (shown by ``repr``).
     """
 
     name = "initializer"
 
-    def __init__(self, name: str, params: dict[str, Any], doc: str) -> None:
-        self.name = name
-        self.params = params
-        self.__doc__ = doc
+    @property
+    def params(self) -> dict[str, Any]:
+        """The settings of this initializer (empty when it has none)."""
+        return {}
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         raise NotImplementedError
@@ -145,19 +149,28 @@ class Initializer:
         return f"{self.name}({args})"
 
 
-class _VarianceScaling(Initializer):
-    def __init__(self, name: str, scale: float, mode: str, distribution: str, doc: str) -> None:
-        scale = _real("scale", scale, positive=True)
+class VarianceScaling(Initializer):
+    """Var(W) = scale / fan with fan = fan_in, fan_out or (fan_in + fan_out) / 2 (``mode``).
+
+    ``normal``: N(0, scale / fan), untruncated; ``uniform``: U[-sqrt(3 scale / fan),
+    +sqrt(3 scale / fan)] (the same variance).
+    """
+
+    name = "variance_scaling"
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_in",
+                 distribution: str = "normal") -> None:
+        self.scale = real("scale", scale, positive=True)
         if mode not in _MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of: {', '.join(_MODES)}")
         if distribution not in _DISTRIBUTIONS:
-            raise ValueError(
-                f"unknown distribution {distribution!r}; expected one of: "
-                f"{', '.join(_DISTRIBUTIONS)}"
-            )
-        params = {"scale": scale, "mode": mode, "distribution": distribution}
-        super().__init__(name, params, doc)
-        self.scale, self.mode, self.distribution = scale, mode, distribution
+            raise ValueError(f"unknown distribution {distribution!r}; expected one of: "
+                             f"{', '.join(_DISTRIBUTIONS)}")
+        self.mode, self.distribution = mode, distribution
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution}
 
     def _fan(self, fan_in: int, fan_out: int) -> float:
         if self.mode == "fan_in":
@@ -182,78 +195,88 @@ class _VarianceScaling(Initializer):
         return gen.uniform(-lim, lim, size=shape)
 
 
-def variance_scaling(
-    scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal"
-) -> Initializer:
-    """Var(W) = scale / fan with fan = fan_in, fan_out or (fan_in + fan_out) / 2 (``mode``).
-
-    ``normal``: N(0, scale / fan), untruncated; ``uniform``: U[-sqrt(3 scale / fan),
-    +sqrt(3 scale / fan)] (the same variance).
-    """
-    fan = {"fan_in": "fan_in", "fan_out": "fan_out", "fan_avg": "(fan_in + fan_out)/2"}.get(
-        mode, str(mode)
-    )
-    return _VarianceScaling(
-        "variance_scaling", scale, mode, distribution,
-        f"Variance scaling: {distribution} with Var(W) = {scale!r} / {fan}.",
-    )
-
-
-def _named_vs(name: str, scale: float, mode: str, distribution: str, doc: str) -> Initializer:
-    init = variance_scaling(scale=scale, mode=mode, distribution=distribution)
-    init.name = name
-    init.__doc__ = doc
-    return init
-
-
-def glorot_normal() -> Initializer:
-    """Glorot/Xavier normal N(0, Var(W)) with Var(W) = 2 / (fan_in + fan_out) =
-    variance_scaling(1, fan_avg, normal)."""
-    return _named_vs("glorot_normal", 1.0, "fan_avg", "normal", glorot_normal.__doc__)
-
-
-def glorot_uniform() -> Initializer:
-    """Glorot/Xavier "normalized" init: U[-sqrt(6 / (fan_in + fan_out)), +...], Var(W) =
-    2 / (fan_in + fan_out) = variance_scaling(1, fan_avg, uniform)."""
-    return _named_vs("glorot_uniform", 1.0, "fan_avg", "uniform", glorot_uniform.__doc__)
-
-
-def _check_mode(mode: str) -> str:
+def _fan_in_or_out(mode: str) -> str:
     if mode not in ("fan_in", "fan_out"):
         raise ValueError(f"unknown mode {mode!r}; expected one of: fan_in, fan_out")
     return mode
 
 
-def he_normal(mode: str = "fan_in") -> Initializer:
+# The named special cases, one declaration each (as Keras 3 declares GlorotUniform).
+
+
+class GlorotNormal(VarianceScaling):
+    """Glorot/Xavier normal N(0, Var(W)) with Var(W) = 2 / (fan_in + fan_out) =
+    variance_scaling(1, fan_avg, normal)."""
+
+    name = "glorot_normal"
+
+    def __init__(self) -> None:
+        super().__init__(1.0, "fan_avg", "normal")
+
+
+class GlorotUniform(VarianceScaling):
+    """Glorot/Xavier "normalized" init: U[-sqrt(6 / (fan_in + fan_out)), +...], Var(W) =
+    2 / (fan_in + fan_out) = variance_scaling(1, fan_avg, uniform)."""
+
+    name = "glorot_uniform"
+
+    def __init__(self) -> None:
+        super().__init__(1.0, "fan_avg", "uniform")
+
+
+class HeNormal(VarianceScaling):
     """He/Kaiming normal N(0, Var(W)) with Var(W) = 2 / fan_in (2 / fan_out with
     mode="fan_out") = variance_scaling(2, mode, normal)."""
-    return _named_vs("he_normal", 2.0, _check_mode(mode), "normal", he_normal.__doc__)
+
+    name = "he_normal"
+
+    def __init__(self, mode: str = "fan_in") -> None:
+        super().__init__(2.0, _fan_in_or_out(mode), "normal")
 
 
-def he_uniform(mode: str = "fan_in") -> Initializer:
+class HeUniform(VarianceScaling):
     """He/Kaiming uniform: U[-sqrt(6 / fan_in), +sqrt(6 / fan_in)], Var(W) = 2 / fan_in
     (fan_out with mode="fan_out") = variance_scaling(2, mode, uniform)."""
-    return _named_vs("he_uniform", 2.0, _check_mode(mode), "uniform", he_uniform.__doc__)
+
+    name = "he_uniform"
+
+    def __init__(self, mode: str = "fan_in") -> None:
+        super().__init__(2.0, _fan_in_or_out(mode), "uniform")
 
 
-def lecun_normal() -> Initializer:
+class LecunNormal(VarianceScaling):
     """LeCun normal N(0, Var(W)) with Var(W) = 1 / fan_in = variance_scaling(1, fan_in, normal)
     (the init for SELU networks)."""
-    return _named_vs("lecun_normal", 1.0, "fan_in", "normal", lecun_normal.__doc__)
+
+    name = "lecun_normal"
+
+    def __init__(self) -> None:
+        super().__init__(1.0, "fan_in", "normal")
 
 
-def lecun_uniform() -> Initializer:
+class LecunUniform(VarianceScaling):
     """LeCun uniform: U[-sqrt(3 / fan_in), +sqrt(3 / fan_in)], Var(W) = 1 / fan_in =
     variance_scaling(1, fan_in, uniform)."""
-    return _named_vs("lecun_uniform", 1.0, "fan_in", "uniform", lecun_uniform.__doc__)
+
+    name = "lecun_uniform"
+
+    def __init__(self) -> None:
+        super().__init__(1.0, "fan_in", "uniform")
 
 
-class _Normal(Initializer):
-    def __init__(self, std: float) -> None:
-        self.std = _real("std", std)
+class Normal(Initializer):
+    """Normal N(0, std^2) (default std 1): Var(W) = std^2."""
+
+    name = "normal"
+
+    def __init__(self, std: float = 1.0) -> None:
+        self.std = real("std", std)
         if self.std < 0:
             raise ValueError(f"std must be >= 0, got {std!r}")
-        super().__init__("normal", {"std": self.std}, f"Normal N(0, std^2), Var(W) = {std}^2.")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"std": self.std}
 
     def sample(self, shape, gen):
         return gen.normal(0.0, self.std, size=shape)
@@ -262,14 +285,20 @@ class _Normal(Initializer):
         return self.std**2
 
 
-class _Uniform(Initializer):
-    def __init__(self, name: str, limit: float | None, doc: str) -> None:
-        params = {} if limit is None else {"limit": limit}
-        super().__init__(name, params, doc)
-        self._fixed = limit
+class Uniform(Initializer):
+    """Uniform U[-limit, limit] (default 1): Var(W) = limit^2 / 3."""
+
+    name = "uniform"
+
+    def __init__(self, limit: float = 1.0) -> None:
+        self.fixed_limit = real("limit", limit, positive=True)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"limit": self.fixed_limit}
 
     def limit(self, fan_in: int, fan_out: int) -> float | None:
-        return self._fixed if self._fixed is not None else 1.0 / math.sqrt(fan_in)
+        return self.fixed_limit
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return self.limit(fan_in, fan_out) ** 2 / 3.0
@@ -279,12 +308,34 @@ class _Uniform(Initializer):
         return gen.uniform(-lim, lim, size=shape)
 
 
-class _Constant(Initializer):
-    def __init__(self, name: str, value: float) -> None:
-        self.value = _real("value", value)
-        params = {} if name == "zeros" else {"value": self.value}
-        doc = "All zeros, Var(W) = 0." if name == "zeros" else f"Constant {value}, Var(W) = 0."
-        super().__init__(name, params, doc)
+class FanInUniform(Uniform):
+    """Glorot & Bengio's "standard" init U[-1/sqrt(fan_in), 1/sqrt(fan_in)]: Var(W) =
+    1 / (3 fan_in)."""
+
+    name = "fan_in_uniform"
+
+    def __init__(self) -> None:
+        pass
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def limit(self, fan_in: int, fan_out: int) -> float | None:
+        return 1.0 / math.sqrt(fan_in)
+
+
+class Constant(Initializer):
+    """Every entry equal to ``value``: Var(W) = 0."""
+
+    name = "constant"
+
+    def __init__(self, value: float = 0.0) -> None:
+        self.value = real("value", value)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"value": self.value}
 
     def sample(self, shape, gen):
         return np.full(shape, self.value, dtype=np.float64)
@@ -293,14 +344,33 @@ class _Constant(Initializer):
         return 0.0
 
 
-class _Orthogonal(Initializer):
-    def __init__(self, gain: float) -> None:
-        self.gain = _real("gain", gain)
-        super().__init__(
-            "orthogonal", {"gain": self.gain},
-            f"Orthogonal (Saxe et al. 2013) times gain {gain}: W^T W = gain^2 I (tall) or "
-            f"W W^T = gain^2 I (wide); Var(W) = mean square = gain^2 / max(rows, cols).",
-        )
+class Zeros(Constant):
+    """All zeros: Var(W) = 0."""
+
+    name = "zeros"
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {}
+
+
+class Orthogonal(Initializer):
+    """Orthogonal init (Saxe et al. 2013): QR of a Gaussian matrix, Q times sign(diag R),
+    transposed when rows < cols, times ``gain``: W^T W = gain^2 I (tall) or W W^T = gain^2 I
+    (wide). Shapes with more than 2 dimensions are flattened to (prod(shape[:-1]),
+    shape[-1]). Var(W) = gain^2 / max(fan_in, fan_out)."""
+
+    name = "orthogonal"
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = real("gain", gain)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"gain": self.gain}
 
     def sample(self, shape, gen):
         if len(shape) < 2:
@@ -325,66 +395,26 @@ class _Orthogonal(Initializer):
         return self.gain**2 / max(fan_in, fan_out)
 
 
-def normal(std: float = 1.0) -> Initializer:
-    """Normal N(0, std^2) (default std 1): Var(W) = std^2."""
-    return _Normal(std)
+# the function-style names of the public API
+variance_scaling = VarianceScaling
+glorot_normal, glorot_uniform = GlorotNormal, GlorotUniform
+he_normal, he_uniform = HeNormal, HeUniform
+lecun_normal, lecun_uniform = LecunNormal, LecunUniform
+normal, uniform, fan_in_uniform = Normal, Uniform, FanInUniform
+zeros, constant, orthogonal = Zeros, Constant, Orthogonal
 
+REGISTRY: Registry[Initializer] = Registry(
+    "initializer",
+    {cls.name: cls for cls in (Normal, Uniform, FanInUniform, GlorotNormal, GlorotUniform,
+                               HeNormal, HeUniform, LecunNormal, LecunUniform, Zeros, Constant,
+                               Orthogonal, VarianceScaling)},
+    aliases={"xavier_normal": "glorot_normal", "xavier_uniform": "glorot_uniform",
+             "kaiming_normal": "he_normal", "kaiming_uniform": "he_uniform",
+             "standard": "fan_in_uniform", "zero": "zeros"},
+    passes=lambda obj: callable(obj) and not isinstance(obj, str),
+)
 
-def uniform(limit: float = 1.0) -> Initializer:
-    """Uniform U[-limit, limit] (default 1): Var(W) = limit^2 / 3."""
-    lim = _real("limit", limit, positive=True)
-    return _Uniform("uniform", lim, f"Uniform U[-{lim}, {lim}], Var(W) = {lim}^2 / 3.")
-
-
-def fan_in_uniform() -> Initializer:
-    """Glorot & Bengio's "standard" init U[-1/sqrt(fan_in), 1/sqrt(fan_in)]: Var(W) =
-    1 / (3 fan_in)."""
-    return _Uniform("fan_in_uniform", None, fan_in_uniform.__doc__)
-
-
-def zeros() -> Initializer:
-    """All zeros: Var(W) = 0."""
-    return _Constant("zeros", 0.0)
-
-
-def constant(value: float = 0.0) -> Initializer:
-    """Every entry equal to ``value``: Var(W) = 0."""
-    return _Constant("constant", value)
-
-
-def orthogonal(gain: float = 1.0) -> Initializer:
-    """Orthogonal init (Saxe et al. 2013): QR of a Gaussian matrix, Q times sign(diag R),
-    transposed when rows < cols, times ``gain``. Shapes with more than 2 dimensions are
-    flattened to (prod(shape[:-1]), shape[-1]). Var(W) = gain^2 / max(fan_in, fan_out)."""
-    return _Orthogonal(gain)
-
-
-_REGISTRY: dict[str, Callable[..., Initializer]] = {
-    "normal": normal,
-    "uniform": uniform,
-    "fan_in_uniform": fan_in_uniform,
-    "glorot_normal": glorot_normal,
-    "glorot_uniform": glorot_uniform,
-    "he_normal": he_normal,
-    "he_uniform": he_uniform,
-    "lecun_normal": lecun_normal,
-    "lecun_uniform": lecun_uniform,
-    "zeros": zeros,
-    "constant": constant,
-    "orthogonal": orthogonal,
-    "variance_scaling": variance_scaling,
-}
-
-_ALIASES = {
-    "xavier_normal": "glorot_normal",
-    "xavier_uniform": "glorot_uniform",
-    "kaiming_normal": "he_normal",
-    "kaiming_uniform": "he_uniform",
-    "standard": "fan_in_uniform",
-    "zero": "zeros",
-}
-
-INITIALIZERS: tuple[str, ...] = tuple(_REGISTRY)
+INITIALIZERS: tuple[str, ...] = REGISTRY.names
 """The registered initializer names."""
 
 
@@ -394,30 +424,7 @@ def get_initializer(name: str | Callable, **kwargs: Any) -> Callable:
     A callable passes through unchanged (no kwargs allowed then). Unknown names raise
     ValueError, unknown keyword arguments TypeError.
     """
-    if callable(name) and not isinstance(name, str):
-        if kwargs:
-            raise TypeError(f"cannot apply arguments {sorted(kwargs)} to the callable {name!r}")
-        return name
-    if not isinstance(name, str):
-        raise TypeError(
-            f"initializer must be a name or a callable, got {type(name).__name__} {name!r}; "
-            f"expected one of: {', '.join(INITIALIZERS)}"
-        )
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"unknown initializer {name!r}; expected one of: {', '.join(INITIALIZERS)}"
-        )
-    factory = _REGISTRY[key]
-    accepted = list(inspect.signature(factory).parameters)
-    for k in kwargs:
-        if k not in accepted:
-            raise TypeError(
-                f"unknown argument {k!r} for initializer {key!r}; accepted: "
-                f"{', '.join(accepted) if accepted else '(none)'}"
-            )
-    return factory(**kwargs)
+    return REGISTRY.build(name, **kwargs)
 
 
 def weight_variance(name: str | Initializer, fan_in: int, fan_out: int, **kwargs: Any) -> float:

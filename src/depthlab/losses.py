@@ -16,17 +16,17 @@ and dtype of ``pred``; targets are cast to the dtype of ``pred`` so float32 stay
 
 from __future__ import annotations
 
-import inspect
-import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from .backend import Array, expit, xp
+from .registry import Registry
+from .validators import real
 
 __all__ = [
     "LOSSES",
+    "REGISTRY",
     "BinaryCrossEntropy",
     "CrossEntropy",
     "Huber",
@@ -34,15 +34,6 @@ __all__ = [
     "MSE",
     "get_loss",
 ]
-
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return out
 
 
 def _as_float_array(x: Any, what: str) -> Array:
@@ -143,7 +134,7 @@ class Huber(Loss):
     name = "huber"
 
     def __init__(self, delta: float = 1.0) -> None:
-        self.delta = _real("delta", delta)
+        self.delta = real("delta", delta)
         if self.delta <= 0:
             raise ValueError(f"delta must be > 0, got {delta!r}")
 
@@ -180,7 +171,7 @@ class CrossEntropy(Loss):
     has_accuracy = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = _real("label_smoothing", label_smoothing)
+        self.label_smoothing = real("label_smoothing", label_smoothing)
         if not 0.0 <= self.label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
 
@@ -316,19 +307,16 @@ class BinaryCrossEntropy(Loss):
         return float(np.mean((z > 0) == (y > 0.5)))
 
 
-_REGISTRY: dict[str, type[Loss]] = {
-    cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, Huber)
-}
-_ALIASES = {
-    "mean_squared_error": "mse",
-    "ce": "cross_entropy",
-    "categorical_cross_entropy": "cross_entropy",
-    "nll": "cross_entropy",
-    "bce": "binary_cross_entropy",
-    "log_loss": "binary_cross_entropy",
-}
+REGISTRY: Registry[Loss] = Registry(
+    "loss",
+    {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, Huber)},
+    aliases={"mean_squared_error": "mse", "ce": "cross_entropy",
+             "categorical_cross_entropy": "cross_entropy", "nll": "cross_entropy",
+             "bce": "binary_cross_entropy", "log_loss": "binary_cross_entropy"},
+    passes=lambda obj: isinstance(obj, Loss),
+)
 
-LOSSES: tuple[str, ...] = tuple(_REGISTRY)
+LOSSES: tuple[str, ...] = REGISTRY.names
 """The registered loss names."""
 
 
@@ -337,27 +325,4 @@ def get_loss(name: str | Loss, **kwargs: Any) -> Loss:
 
     Unknown names raise ValueError, unknown keyword arguments TypeError.
     """
-    if isinstance(name, Loss):
-        if kwargs:
-            raise TypeError(f"cannot apply arguments {sorted(kwargs)} to a loss instance {name!r}")
-        return name
-    if not isinstance(name, str):
-        raise TypeError(
-            f"loss must be a name or a Loss, got {type(name).__name__} {name!r}; "
-            f"expected one of: {', '.join(LOSSES)}"
-        )
-    key = name.strip().lower().replace("-", "_")
-    key = _ALIASES.get(key, key)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown loss {name!r}; expected one of: {', '.join(LOSSES)}")
-    cls = _REGISTRY[key]
-    accepted = [
-        p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")
-    ]
-    for k in kwargs:
-        if k not in accepted:
-            raise TypeError(
-                f"unknown argument {k!r} for loss {key!r}; accepted: "
-                f"{', '.join(accepted) if accepted else '(none)'}"
-            )
-    return cls(**kwargs)
+    return REGISTRY.build(name, **kwargs)

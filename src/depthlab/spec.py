@@ -82,74 +82,28 @@ def option(default: Any, check: Check, doc: str) -> Any:
 
 # -- registered names (imported when first checked: the registries import the engine) ------
 
-def _activation_names() -> tuple[str, ...]:
-    from .activations import ACTIVATIONS
+def _activations() -> Any:
+    from .activations import REGISTRY
 
-    return ACTIVATIONS
-
-
-def _activation(name: str) -> str:
-    from .activations import get_activation
-
-    return get_activation(name).name
+    return REGISTRY
 
 
-def _activation_type() -> type:
-    from .activations import ActivationFn
+def _initializers() -> Any:
+    from .initializers import REGISTRY
 
-    return ActivationFn
-
-
-def _init_names() -> tuple[str, ...]:
-    from .initializers import INITIALIZERS
-
-    return INITIALIZERS
+    return REGISTRY
 
 
-def _init(name: str) -> str:
-    from .initializers import get_initializer
+def _losses() -> Any:
+    from .losses import REGISTRY
 
-    return get_initializer(name).name
-
-
-def _init_type() -> type:
-    from .initializers import Initializer
-
-    return Initializer
+    return REGISTRY
 
 
-def _loss_names() -> tuple[str, ...]:
-    from .losses import LOSSES
+def _optimizers() -> Any:
+    from .optimizers import REGISTRY
 
-    return LOSSES
-
-
-def _loss(name: str) -> str:
-    from .losses import get_loss
-
-    return get_loss(name).name
-
-
-def _optimizer_names() -> tuple[str, ...]:
-    from .optimizers import OPTIMIZERS
-
-    return OPTIMIZERS
-
-
-def _optimizer(name: str) -> str:
-    key = name.strip().lower()
-    if key not in _optimizer_names():
-        raise ValueError(name)
-    return key
-
-
-def _activation_check(none: bool = False) -> Name:
-    return Name("activation", _activation_names, _activation, objects=_activation_type,
-                none=none)
-
-
-def _init_check(none: bool = False) -> Name:
-    return Name("initializer", _init_names, _init, objects=_init_type, none=none)
+    return REGISTRY
 
 
 def optimizer_hyperparameters(name: str) -> list[str]:
@@ -162,7 +116,7 @@ def optimizer_hyperparameters(name: str) -> list[str]:
 def all_optimizer_hyperparameters() -> list[str]:
     """Every optimizer hyperparameter name (each once, in registry order)."""
     names: list[str] = []
-    for opt in _optimizer_names():
+    for opt in _optimizers().names:
         names += [k for k in optimizer_hyperparameters(opt) if k not in names]
     return names
 
@@ -320,8 +274,8 @@ class ModelSpec(_Section):
                                "(rebuilds sizes with width)")
     width: int | None = option(None, Int(1, optional=True), "width of every hidden layer "
                                "(with depth)")
-    activation: Any = option("relu", _activation_check(), "hidden nonlinearity")
-    init: Any = option("glorot_uniform", _init_check(), "weight initializer")
+    activation: Any = option("relu", Name(_activations), "hidden nonlinearity")
+    init: Any = option("glorot_uniform", Name(_initializers), "weight initializer")
     batchnorm: bool = option(False, Bool(), "batch normalization before each nonlinearity "
                              "(the Dense before it has no bias)")
     residual: bool = option(False, Bool(), "pre-activation residual blocks (equal hidden "
@@ -330,11 +284,11 @@ class ModelSpec(_Section):
                             "each nonlinearity")
     dropout_type: str = option("auto", Choice("auto", "standard", "alpha"),
                                'dropout kind; "auto" = alpha dropout for selu')
-    output_activation: Any = option(None, _activation_check(none=True),
+    output_activation: Any = option(None, Name(_activations, none=True),
                                     "nonlinearity after the last layer (none: logits)")
-    output_init: Any = option(None, _init_check(none=True), "initializer of the last layer "
+    output_init: Any = option(None, Name(_initializers, none=True), "initializer of the last layer "
                               "(none: init)")
-    bias_init: Any = option("zeros", _init_check(), "bias initializer")
+    bias_init: Any = option("zeros", Name(_initializers), "bias initializer")
     activation_kwargs: dict = option({}, Table(), "arguments of the activation, e.g. "
                                      "{negative_slope = 0.1}")
     bn_inference: str = option("ema", Choice("ema", "population"), "batch-norm statistics at "
@@ -406,10 +360,10 @@ class TrainSpec(_Section):
 
     section: ClassVar[str] = "train"
 
-    loss: str = option("cross_entropy", Name("loss", _loss_names, _loss), "loss function")
+    loss: str = option("cross_entropy", Name(_losses), "loss function")
     loss_kwargs: dict = option({}, Table(), "arguments of the loss, e.g. "
                                "{label_smoothing = 0.1}")
-    optimizer: str = option("sgd", Name("optimizer", _optimizer_names, _optimizer),
+    optimizer: str = option("sgd", Name(_optimizers),
                             "optimizer (torch.optim names and defaults)")
     optimizer_kwargs: dict = option({}, Table(), "optimizer hyperparameters, e.g. "
                                     "{momentum = 0.9}")

@@ -6,15 +6,10 @@ import numpy as np
 
 from depthlab.backend import resolve_dtype, xp
 from depthlab.data.dataset import RawData
+from depthlab.validators import positive_int
 
 CLUSTERS_DEFAULTS = {"n": 5000, "d": 64, "n_classes": 10, "separation": 3.0}
 SPIRALS_DEFAULTS = {"n": 2000, "n_classes": 2, "noise": 0.1, "turns": 1.5}
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return int(value)
 
 
 def _non_negative(name: str, value) -> float:
@@ -41,9 +36,9 @@ def make_clusters(
     distance ``separation`` from the origin (two means are about ``separation * sqrt(2)`` apart).
     Returns ``(x, y, means)``.
     """
-    n = _positive_int("n", n)
-    d = _positive_int("d", d)
-    k = _positive_int("n_classes", n_classes, 2)
+    n = positive_int("n", n)
+    d = positive_int("d", d)
+    k = positive_int("n_classes", n_classes, 2)
     sep = _non_negative("separation", separation)
     dt = resolve_dtype(dtype)
     g = rng.standard_normal((k, d))
@@ -69,8 +64,8 @@ def make_spirals(
     ``t ~ U[0, 1]``, radius ``r = t``, angle ``phi = 2 pi (turns * t + y / K)``,
     ``x = r (cos phi, sin phi) + noise * N(0, I_2)``.
     """
-    n = _positive_int("n", n)
-    k = _positive_int("n_classes", n_classes, 2)
+    n = positive_int("n", n)
+    k = positive_int("n_classes", n_classes, 2)
     noise = _non_negative("noise", noise)
     turns = _non_negative("turns", turns)
     dt = resolve_dtype(dtype)

@@ -9,26 +9,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..jsonable import jsonable
+
 SEVERITIES = ("low", "medium", "high")
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with NumPy scalars turned into Python numbers, tuples into lists and
-    non-finite floats into None (strict JSON has no NaN/Infinity)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            value = value.item()
-        except (ValueError, TypeError):
-            return str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
 
 
 def _fmt(v: Any) -> str:

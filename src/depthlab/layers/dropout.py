@@ -6,16 +6,11 @@ import math
 
 from ..backend import Array
 from ..backend import rng as make_rng
+from ..validators import rate
 from .base import Layer
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_LAMBDA = 1.0507009873554804934193349852946
-
-
-def _check_rate(p: float) -> float:
-    if not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {p!r}")
-    return float(p)
 
 
 class Dropout(Layer):
@@ -23,7 +18,7 @@ class Dropout(Layer):
     identity at inference unless ``mc`` is set (Monte Carlo dropout)."""
 
     def __init__(self, p: float = 0.5, *, rng=None, name: str = "dropout") -> None:
-        self.p = _check_rate(p)
+        self.p = rate("dropout rate", p)
         self.rng = make_rng(rng)
         self.name = name
         self.mc = False

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..parameter import Parameter
+from ..registry import Registry
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam
@@ -18,10 +19,9 @@ from .nadam import NAdam
 from .rmsprop import RMSprop
 from .sgd import SGD
 
-_REGISTRY: dict[str, type[Optimizer]] = {
-    cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, NAdam)
-}
-OPTIMIZERS: tuple[str, ...] = tuple(_REGISTRY)
+REGISTRY: Registry[Optimizer] = Registry(
+    "optimizer", {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, NAdam)})
+OPTIMIZERS: tuple[str, ...] = REGISTRY.names
 
 
 def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = None,
@@ -42,33 +42,21 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
                     "ones given"
                 )
         return name
-    if not isinstance(name, str):
-        raise TypeError(
-            f"optimizer must be a name (one of {OPTIMIZERS}) or an Optimizer, got {name!r}"
-        )
-    cls = optimizer_class(name)
     if params is None:
+        REGISTRY.key(name)  # an unknown name is the first thing to report
         raise TypeError(f"get_optimizer({name!r}) needs the parameters to optimize")
-    accepted = cls.hyperparameter_names()
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise TypeError(
-            f"unknown hyperparameter(s) {unknown} for optimizer {name!r}; accepted: {accepted}"
-        )
-    return cls(params, **kwargs)
+    return REGISTRY.build(name, params, **kwargs)
 
 
 def optimizer_class(name: str) -> type[Optimizer]:
     """The optimizer class registered as ``name`` (case-insensitive); ValueError naming the
     registered names otherwise."""
-    cls = _REGISTRY.get(name.strip().lower()) if isinstance(name, str) else None
-    if cls is None:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
-    return cls
+    return REGISTRY[name]  # type: ignore[return-value]
 
 
 __all__ = [
     "OPTIMIZERS",
+    "REGISTRY",
     "SGD",
     "Adadelta",
     "Adagrad",

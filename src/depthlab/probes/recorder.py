@@ -37,6 +37,7 @@ import pandas as pd
 from ..backend import Array, xp
 from ..losses import Loss, get_loss
 from ..training.trainer import Callback
+from ..validators import positive_int
 from .histograms import HISTOGRAM_KINDS, bin_counts, bin_edges, choose_edges
 from .jacobian import jacobian_singular_values
 from .stats import (
@@ -49,12 +50,6 @@ from .stats import (
 
 DEFAULT_JACOBIAN_EXAMPLES = 4
 """Probe examples whose input-output Jacobian is decomposed at ``jacobian_steps``."""
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _step_set(name: str, steps: Iterable[Any] | None) -> tuple[set[int], bool]:
@@ -132,9 +127,9 @@ class ProbeRecorder(Callback):
         self.probe_x = probe_x
         self.probe_y = probe_y
         self._loss_spec = get_loss(loss) if loss is not None else None
-        self.every = _positive_int("every", every)
-        self.n_bins = _positive_int("n_bins", n_bins)
-        self.jacobian_examples = _positive_int("jacobian_examples", jacobian_examples)
+        self.every = positive_int("every", every)
+        self.n_bins = positive_int("n_bins", n_bins)
+        self.jacobian_examples = positive_int("jacobian_examples", jacobian_examples)
         self.percentiles = check_percentiles(percentiles)
         self._hist_default = histogram_steps is None
         self._hist_steps, self._hist_end = _step_set("histogram_steps", histogram_steps)

@@ -1,0 +1,93 @@
+"""One name registry for activations, losses, initializers and optimizers.
+
+A :class:`Registry` maps canonical names to factories (classes or functions). Names are
+looked up case-insensitively with ``-`` standing for ``_`` and through aliases
+(``"xavier_uniform"`` -> ``"glorot_uniform"``). An unknown name is a ValueError listing the
+registered names; a keyword argument the factory does not take is a TypeError listing the
+accepted ones; an object that already is one (``passes``) is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_NOT_ARGUMENTS = ("self", "params", "args", "kwargs")
+
+
+class Registry(Generic[T]):
+    """Named factories of one kind (``kind`` is the word used in messages: "activation").
+
+    ``passes(obj)`` says whether ``obj`` is already built (returned by :meth:`build` as is).
+    """
+
+    def __init__(self, kind: str, factories: Mapping[str, Callable[..., T]],
+                 aliases: Mapping[str, str] | None = None,
+                 passes: Callable[[Any], bool] | None = None) -> None:
+        self.kind = kind
+        self.factories = dict(factories)
+        self.aliases = dict(aliases or {})
+        self.passes = passes or (lambda obj: False)
+        for alias, target in self.aliases.items():
+            if target not in self.factories:
+                raise ValueError(f"alias {alias!r} points to unregistered {kind} {target!r}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The registered names (aliases not listed), in registration order."""
+        return tuple(self.factories)
+
+    def key(self, name: str) -> str:
+        """The canonical name of ``name``; ValueError (unknown) or TypeError (not a string)."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} must be a name, got {type(name).__name__} {name!r}; "
+                            f"expected one of: {', '.join(self.names)}")
+        key = name.strip().lower().replace("-", "_")
+        key = self.aliases.get(key, key)
+        if key not in self.factories:
+            raise ValueError(f"unknown {self.kind} {name!r}; expected one of: "
+                             f"{', '.join(self.names)}")
+        return key
+
+    def __getitem__(self, name: str) -> Callable[..., T]:
+        """The factory registered under ``name`` (or an alias of it)."""
+        return self.factories[self.key(name)]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self.key(name)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def arguments(self, name: str) -> list[str]:
+        """The keyword arguments the factory of ``name`` accepts (from its signature)."""
+        factory = self[name]
+        target = factory.__init__ if isinstance(factory, type) else factory
+        return [p for p in inspect.signature(target).parameters if p not in _NOT_ARGUMENTS]
+
+    def check_arguments(self, name: str, kwargs: Mapping[str, Any]) -> None:
+        """TypeError naming the first keyword argument the factory of ``name`` does not take."""
+        accepted = self.arguments(name)
+        for k in kwargs:
+            if k not in accepted:
+                raise TypeError(f"unknown argument {k!r} for {self.kind} {self.key(name)!r}; "
+                                f"accepted: {', '.join(accepted) if accepted else '(none)'}")
+
+    def build(self, name: Any, *args: Any, **kwargs: Any) -> T:
+        """``factory(*args, **kwargs)`` for ``name``; an already built object passes through
+        (no keyword arguments allowed then)."""
+        if self.passes(name):
+            if kwargs:
+                raise TypeError(f"cannot apply arguments {sorted(kwargs)} to the {self.kind} "
+                                f"{name!r}")
+            return name
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} must be a name or a built {self.kind}, got "
+                            f"{type(name).__name__} {name!r}; expected one of: "
+                            f"{', '.join(self.names)}")
+        self.check_arguments(name, kwargs)
+        return self[name](*args, **kwargs)

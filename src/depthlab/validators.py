@@ -1,0 +1,50 @@
+"""Small checks of scalar arguments shared by the engine (activations, initializers, losses,
+layers, probes, data generators): each returns the value as a plain Python number or raises
+TypeError (wrong type) / ValueError (out of range) naming the argument and the value.
+
+Python floats are returned on purpose: NumPy 2 keeps them weak, so a float32 computation
+stays float32 (NEP 50). Experiment settings have their own one-line checks in
+:mod:`depthlab.fieldcheck`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = ["as_number", "positive_int", "rate", "real"]
+
+
+def real(name: str, value: Any, *, positive: bool = False) -> float:
+    """``float(value)`` for a finite real number (``> 0`` with ``positive``); bools refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out) or (positive and out <= 0):
+        kind = "a finite number > 0" if positive else "finite"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return out
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``int(value)`` for an integer ``>= minimum`` (NumPy integers too; bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def rate(name: str, value: Any) -> float:
+    """``float(value)`` for a rate in [0, 1) (a dropout probability)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def as_number(value: Any) -> float:
+    """``float(value)`` for a real number (bools and NumPy numbers included), NaN for anything
+    else (None, strings): for tables whose cells may be missing."""
+    return float(value) if isinstance(value, numbers.Real) else float("nan")
