@@ -246,7 +246,7 @@ def test_matched_init_lsuv_swap_and_batchnorm():
     rx.reinitialize(model, rx.trace(model, x[:2]), "matched")
     assert float(model[0].weight.detach().var()) == pytest.approx(2 / 200, rel=0.05)  # He for ReLU
     assert float(model[2].weight.detach().var()) == pytest.approx(2 / 600, rel=0.05)  # Glorot
-    assert float(model[0].bias.abs().max()) == 0.0
+    assert float(model[0].bias.detach().abs().max()) == 0.0
     rx.reinitialize(model, rx.trace(model, x[:2]), "lsuv", x)
     with torch.no_grad():
         assert float(model[0](x).var(unbiased=False)) == pytest.approx(1.0, abs=0.1)
@@ -318,6 +318,10 @@ def test_cli_doctor_torch_verify(tmp_path, capsys):
         assert list(runs["kind"]) == ["doctor"]
         payload = store.findings(runs["id"].iloc[0])
     assert payload["findings"] and payload["verifications"]
+    from depthlab.report import write_report
+
+    html = write_report(out).read_text()  # `depthlab report DIR` shows the torch diagnosis
+    assert "Doctor findings" in html and payload["findings"][0]["kind"] in html
     # a CNN factory gets (N, 1, 8, 8) images
     code = main(["doctor", "--torch", f"{f}:make_cnn", "--data", "digits", "--n", "200",
                  "--steps", "5", "--out", str(out), "--quiet"])
