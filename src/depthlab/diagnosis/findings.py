@@ -157,7 +157,7 @@ class Diagnosis:
     def __str__(self) -> str:
         c, s, b = self.config, self.settings, self.baseline
         sizes = c.get("sizes")
-        arch = "-".join(str(v) for v in sizes) if sizes else "network"
+        arch = "-".join(str(v) for v in sizes) if sizes else str(c.get("model") or "network")
         extras = [k for k in ("batchnorm", "residual") if c.get(k)]
         if c.get("dropout"):
             extras.append(f"dropout {c['dropout']}")
