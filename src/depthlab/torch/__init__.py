@@ -37,6 +37,7 @@ from .layers import (
     discover,
     weight_modules,
 )
+from .predict import predict
 from .probe import COLUMNS, probe
 from .watch import Watch
 
@@ -52,6 +53,7 @@ __all__ = [
     "check_model",
     "discover",
     "doctor",
+    "predict",
     "probe",
     "weight_modules",
 ]

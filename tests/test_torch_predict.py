@@ -1,0 +1,139 @@
+"""depthlab.torch.predict: variance propagation from a model's actual weights against the
+measured statistics at initialization (tolerances of tests/test_theory.py: 15% on variances)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.theory import propagate
+from depthlab.torch import zoo
+
+VAR_RTOL = 0.15  # as test_propagate_matches_measured_network
+
+
+def _deep(activation, init, width=384, depth=10, seed=0):
+    torch.manual_seed(seed)
+    model = zoo.mlp([width] * (depth + 1) + [10], activation=activation)
+    for m in model:
+        if isinstance(m, nn.Linear) and init is not None:
+            init(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def _check(df, quantities=("pre_std", "grad_pre_std")):
+    """Measured and predicted variances within VAR_RTOL; forward quantities on the wide
+    layers only (the 10-unit output layer's pooled variance is a 10-sample estimate)."""
+    last = df.layer.max()
+    for q in quantities:
+        sel = df[(df.quantity == q) & ((df.layer < last) | (q == "grad_pre_std"))]
+        assert len(sel) >= 5
+        ratio = (sel.value / sel.predicted) ** 2  # compare variances
+        np.testing.assert_allclose(ratio, 1.0, rtol=VAR_RTOL, err_msg=q)
+
+
+@pytest.mark.parametrize("activation, init", [
+    (nn.Tanh, nn.init.xavier_uniform_),
+    (nn.Tanh, None),  # PyTorch's default init: gradients shrink, biases non-zero
+])
+def test_prediction_matches_measurement_on_deep_chains(activation, init):
+    model = _deep(activation, init)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(256, 384, generator=g)
+    y = torch.randint(0, 10, (256,), generator=g)
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    assert list(df.columns) == ["step", "layer", "module", "quantity", "value", "predicted"]
+    _check(df, ("pre_std", "act_std", "grad_pre_std"))
+    top = df[(df.layer == 11) & (df.quantity == "grad_pre_std")]
+    assert top.value.item() == pytest.approx(top.predicted.item(), rel=1e-12)
+
+
+def test_deep_relu_chain_with_he_init():
+    """He init keeps gradients level; the forward variance of a finite-width ReLU chain
+    fluctuates more (log-normal, growing like depth / width: Hanin & Rolnick 2018), so the
+    forward check allows 30% on hidden-layer variances at width 1000."""
+    model = _deep(lambda: nn.ReLU(inplace=True),
+                  lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"),
+                  width=1000, depth=8)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 1000, generator=g)
+    y = torch.randint(0, 10, (128,), generator=g)
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    _check(df, ("grad_pre_std",))
+    pre = df[(df.quantity == "pre_std") & (df.layer <= 8)]
+    np.testing.assert_allclose((pre.value / pre.predicted) ** 2, 1.0, rtol=0.3)
+    grads = df[df.quantity == "grad_pre_std"].predicted.to_numpy()[:-1]
+    assert grads.max() / grads.min() < 1.1  # He: level through the hidden layers
+
+
+def test_vanishing_sigmoid_chain_is_predicted():
+    model = _deep(nn.Sigmoid, lambda w: nn.init.normal_(w, std=1 / math.sqrt(384)), depth=8)
+    x = torch.randn(256, 384)
+    y = torch.randint(0, 10, (256,))
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    g = df[df.quantity == "grad_pre_std"].set_index("layer")
+    assert g.predicted[1] / g.predicted[9] < 1e-3  # ~1/16 per layer in variance
+    np.testing.assert_allclose((g.value / g.predicted) ** 2, 1.0, rtol=VAR_RTOL)
+
+
+def test_relative_prediction_equals_depthlab_theory():
+    """Without y: gradient relative to the top layer; equals theory.propagate for the same
+    weight variances (exact quadrature, same formulas)."""
+    torch.manual_seed(0)
+    sizes = [50, 80, 60, 40]
+    model = zoo.mlp(sizes, activation=nn.Tanh, bias=False)
+    variances = [0.02, 0.03, 0.05]
+    with torch.no_grad():
+        for m, v in zip([m for m in model if isinstance(m, nn.Linear)], variances):
+            m.weight.normal_(0.0, 1.0)
+            m.weight.mul_(math.sqrt(v) / m.weight.pow(2).mean().sqrt())  # mean of W^2 = v
+    x = torch.randn(30, 50, dtype=torch.float32)
+    df = dlt.predict(model, x)
+    assert df.value.isna().all()
+    xin = float(x.double().pow(2).mean())
+    want = propagate(sizes, "tanh", init=lambda fi, fo: variances[sizes.index(fi)],
+                     input_var=xin)
+    got = df[df.quantity == "grad_pre_std"].predicted.to_numpy() ** 2
+    np.testing.assert_allclose(got[:-1], want.grad_pre_var.to_numpy()[:-1], rtol=1e-6)
+    pre = df[df.quantity == "pre_std"].predicted.to_numpy() ** 2
+    np.testing.assert_allclose(pre, want.pre_var.to_numpy(), rtol=1e-6)
+
+
+def test_conv_chain():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.Tanh(),
+                          nn.Conv2d(48, 48, 3, padding=1), nn.Tanh(),
+                          nn.Conv2d(48, 48, 3, padding=1, stride=2), nn.Tanh(),
+                          nn.Flatten(), nn.Linear(48 * 8 * 8, 10))
+    x = torch.randn(32, 3, 16, 16)
+    y = torch.randint(0, 10, (32,))
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    sel = df[df.quantity.isin(["pre_std", "grad_pre_std"])]
+    # zero padding at the borders lowers the measured variance a little: 30% on variances
+    np.testing.assert_allclose((sel.value / sel.predicted) ** 2, 1.0, rtol=0.3)
+
+
+@pytest.mark.parametrize("model, match", [
+    (zoo.resnet18(), "normalization"),
+    (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2)), "chain"),
+    (zoo.lstm_classifier(features=4), "Linear/Conv"),
+])
+def test_unsupported_models_are_refused(model, match):
+    x = torch.randn(2, 3, 32, 32) if isinstance(model, zoo.ResNet) else (
+        torch.randn(2, 5, 4) if isinstance(model, zoo.LSTMClassifier) else torch.randn(2, 4))
+    with pytest.raises(ValueError, match=match):
+        dlt.predict(model, x)
+
+
+def test_bad_arguments():
+    model = zoo.mlp([4, 8, 2])
+    with pytest.raises(ValueError, match="both"):
+        dlt.predict(model, torch.randn(3, 4), torch.tensor([0, 1, 0]))
+    with pytest.raises(TypeError, match="floating"):
+        dlt.predict(model, torch.ones(3, 4, dtype=torch.long))
