@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -53,12 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks")
-    common.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="BLAS threads of this process (default: the library's; 1 is "
-                        "often fastest for small networks on a busy machine)")
+    common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help=THREADS_HELP)
     parser = _Parser(prog="depthlab", description="Train deep networks and watch gradients "
                      "vanish or explode: runs, sweeps, probes, reports.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                        help=THREADS_HELP)  # before or after the command: both work
     parser.add_argument("--version", action="version", version=f"depthlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in commands():
@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
+
+
+THREADS_HELP = ("BLAS threads of this process and the worker processes it starts (default: "
+                "chosen for each training run from its layer sizes, its batch and the idle "
+                "cores: 1 for small networks)")
 
 
 def _version() -> str:
@@ -85,14 +90,10 @@ def _thread_limit(n: int | None) -> Iterator[None]:
         return
     if n < 1:
         raise UserError(f"--threads {n} is not accepted; accepted: an integer >= 1")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)  # inherited by sweep worker processes
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=n):
+    from ..threads import blas_threads, set_process_threads
+
+    set_process_threads(n)  # read by every training run and inherited by worker processes
+    with blas_threads(n):
         yield
 
 

@@ -64,15 +64,16 @@ def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-def open_store(path: str, create: bool):
-    """The results store of folder ``path`` (``create=False``: it must exist)."""
+def open_store(path: str, create: bool, readonly: bool = False):
+    """The results store of folder ``path`` (``create=False``: it must exist; ``readonly``:
+    opened for reading only, so a store on a read-only disk or file can be read)."""
     from ..experiments import Store
 
     p = Path(path)
     if not create and p.exists() and p.is_file() and p.suffix not in (".db", ".sqlite",
                                                                        ".sqlite3"):
         raise UserError(f"{path!r} is a file, not a results folder")
-    return Store(path, create=create)
+    return Store(path, create=create, readonly=readonly)
 
 
 def metrics_line(metrics: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_store(args.dir, create=False)
+    store = open_store(args.dir, create=False, readonly=True)
     target = Path(args.to) if args.to else Path(args.dir) / "export"
     if target.exists() and not target.is_dir():
         raise UserError(f"--to {str(target)!r} is a file; expected a folder")

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..experiments.store import runs_as_dicts
 
-    store = open_store(args.dir, create=False)
+    store = open_store(args.dir, create=False, readonly=True)
     runs = runs_as_dicts(store)
     store.close()
     if args.kind:

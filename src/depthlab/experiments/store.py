@@ -8,12 +8,15 @@ once (SQLite serialises the writers; a busy writer is waited for).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_write
+from ..jsonable import jsonable
+from ..validators import as_number
 
 DB_NAME = "depthlab.db"
 STATUSES: tuple[str, ...] = ("finished", "diverged", "failed")
@@ -56,6 +61,10 @@ CREATE INDEX IF NOT EXISTS jacobian_run ON jacobian(run_id);
 CREATE INDEX IF NOT EXISTS findings_run ON findings(run_id);
 """
 
+_TABLE_COLUMNS: dict[str, list[str]] = {
+    m.group(1): [c.split()[0] for c in m.group(2).split(",")]
+    for m in re.finditer(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\);", _SCHEMA, re.S)}
+
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": ("step", "loss"),
     "probes": ("step", "layer", "quantity", "value"),
@@ -68,17 +77,61 @@ class StoreError(RuntimeError):
     """The store cannot be opened or read (one-line message)."""
 
 
-def jsonable(obj: Any) -> Any:
-    """JSON-safe copy: non-finite floats become None, NumPy scalars Python numbers."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+class StoreWriteError(StoreError):
+    """A run could not be written (disk full, read-only, damaged store). ``record`` holds the
+    run that was not stored, so the caller still has it; runs stored earlier are intact."""
+
+    def __init__(self, message: str, record: RunRecord | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class RunExistsError(StoreError):
+    """``add_run(..., replace=False)`` found a stored run with the same id."""
+
+
+def _reason(e: BaseException, path: Path | None = None) -> str:
+    """One line on why SQLite failed; a disk I/O error on a full disk says so."""
+    text = str(e) or type(e).__name__
+    if path is not None and "database or disk is full" not in text:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = None
+        if free is not None and free < 65536:
+            return f"no space left on device ({free} bytes free): {text}"
+    hints = {"database disk image is malformed": "the file is damaged (restore it from a "
+             "copy or move it away)", "file is not a database": "not an SQLite database",
+             "database or disk is full": "no space left on device"}
+    for key, hint in hints.items():
+        if key in text:
+            return f"{hint}: {text}" if hint != text else text
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return text
+
+
+def _storage_error(e: BaseException) -> bool:
+    """An error of the file or its disk (full, read-only, damaged), not of the caller's data."""
+    if isinstance(e, sqlite3.ProgrammingError | sqlite3.IntegrityError | sqlite3.DataError):
+        return False
+    return isinstance(e, sqlite3.DatabaseError | OSError)
+
+
+def _reading(method: Callable) -> Callable:
+    """Turn SQLite errors of a reading method into a one-line :class:`StoreError`."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            if not _storage_error(e):
+                raise
+            raise StoreError(f"results store {str(self.path)!r} cannot be read: "
+                             f"{_reason(e, self.path)}") from None
+
+    return wrapper
 
 
 def dumps(obj: Any) -> str:
@@ -131,12 +184,19 @@ def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
 class Store:
     """The SQLite results store at ``path_or_dir`` (a folder gets ``depthlab.db``).
 
-    ``create=False`` refuses to create a missing database (for read-only commands).
+    ``create=False`` refuses to create a missing database (for read-only commands);
+    ``readonly=True`` opens an existing store for reading only (works on a read-only file
+    system or file). A file that is not a depthlab store (another program's ``runs`` table,
+    damaged pages, not SQLite) is refused with a one-line :class:`StoreError` naming it.
     """
 
     def __init__(self, path_or_dir: str | os.PathLike, *, create: bool = True,
-                 timeout: float = 120.0) -> None:
+                 readonly: bool = False, timeout: float = 120.0) -> None:
         self.path = resolve_db_path(path_or_dir)
+        self.readonly = readonly
+        if readonly:
+            self._open_readonly(timeout)
+            return
         if not self.path.exists():
             if not create:
                 raise StoreError(f"no results store at {str(self.path)!r} (run `depthlab run` "
@@ -152,12 +212,58 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._check_schema()
             with self._transaction():
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         self._conn.execute(stmt)
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open results store {str(self.path)!r}: {e}") from None
+            raise StoreError(f"cannot open results store {str(self.path)!r}: "
+                             f"{_reason(e, self.path)}") from None
+
+    def _open_readonly(self, timeout: float) -> None:
+        if not self.path.is_file():
+            raise StoreError(f"no results store at {str(self.path)!r} (run `depthlab run` "
+                             "or `depthlab sweep` with --out first)")
+        uri = self.path.resolve().as_uri()
+        err: sqlite3.DatabaseError | None = None
+        # mode=ro shares the WAL with live writers; immutable=1 also reads a store on a
+        # read-only file system, where SQLite cannot create the WAL index
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                self._conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=timeout,
+                                             isolation_level=None, check_same_thread=False)
+                self._check_schema()
+                return
+            except sqlite3.DatabaseError as e:
+                err = e
+                if "malformed" in str(e) or "not a database" in str(e):
+                    break
+        raise StoreError(f"cannot open results store {str(self.path)!r} read-only: "
+                         f"{_reason(err, self.path)}") from None
+
+    def _check_schema(self) -> None:
+        """Refuse a database whose tables are not depthlab's (e.g. another program's
+        ``runs`` table): each existing table must have the columns depthlab writes."""
+        for table, cols in _TABLE_COLUMNS.items():
+            have = [r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")]
+            if have and set(cols) - set(have):
+                raise StoreError(
+                    f"{str(self.path)!r} is not a depthlab results store: its table "
+                    f"{table!r} has columns ({', '.join(have)}), depthlab expects "
+                    f"({', '.join(cols)}); use another --out folder")
+
+    def check_writable(self) -> None:
+        """Write and remove a scratch row of 64 KiB in one committed transaction, so a
+        read-only or full store fails before training rather than after it."""
+        try:
+            with self._transaction() as c:
+                c.execute("INSERT INTO runs (id, kind, status, config, metrics, created) "
+                          "VALUES ('.writecheck', 'run', 'failed', randomblob(65536), '{}', 0)")
+                c.execute("DELETE FROM runs WHERE id = '.writecheck'")
+        except (sqlite3.DatabaseError, OSError) as e:
+            raise StoreWriteError(f"results store {str(self.path)!r} is not writable: "
+                                  f"{_reason(e, self.path)}") from None
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
@@ -167,10 +273,14 @@ class Store:
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (disk full) leaves it open
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.DatabaseError:
+                    pass
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
@@ -181,14 +291,39 @@ class Store:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @_reading
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
         return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
 
     # -- writing ------------------------------------------------------------------------------
-    def add_run(self, record: RunRecord) -> None:
+    def add_run(self, record: RunRecord, *, replace: bool = True) -> None:
         """Write ``record`` (the runs row and all its tables) in one transaction, replacing
-        any earlier run with the same id."""
+        any earlier run with the same id (``replace=False``: raise :class:`RunExistsError`
+        instead). A failed write raises :class:`StoreWriteError` carrying ``record``; nothing
+        of it is stored and earlier runs are intact."""
+        try:
+            self._add_run(record, replace)
+        except (sqlite3.DatabaseError, OSError) as e:
+            if not _storage_error(e):
+                raise
+            raise StoreWriteError(
+                f"run {record.id} could not be written to {str(self.path)!r}: "
+                f"{_reason(e, self.path)} (runs stored earlier are intact)", record) from None
+
+    @_reading
+    def describe(self, run_id: str) -> str | None:
+        """A short description of the stored run ``run_id`` (kind, sweep, name, status), or
+        None when there is none."""
+        row = self._conn.execute("SELECT kind, sweep, name, status FROM runs WHERE id = ?",
+                                 (run_id,)).fetchone()
+        if row is None:
+            return None
+        kind, sweep, name, status = row
+        text = f"{kind} {run_id}" + (f" of sweep {sweep}" if sweep else "")
+        return text + (f" named {name!r}" if name else "") + f" ({status})"
+
+    def _add_run(self, record: RunRecord, replace: bool) -> None:
         created = record.created if record.created is not None else time.time()
         rid = record.id
         steps = _rows(record.steps, _COLUMNS["steps"], rid)
@@ -199,6 +334,10 @@ class Store:
                   for m in _records(record.epochs)]
         evals = [(rid, _int_or_none(m.get("step")), dumps(m)) for m in _records(record.evals)]
         with self._transaction() as c:
+            if not replace and c.execute("SELECT 1 FROM runs WHERE id = ?",
+                                         (rid,)).fetchone():
+                raise RunExistsError(f"{self.describe(rid)} is already stored in "
+                                     f"{str(self.path)!r}")
             for table in TABLES[1:]:
                 c.execute(f"DELETE FROM {table} WHERE run_id = ?", (rid,))
             c.execute("DELETE FROM runs WHERE id = ?", (rid,))
@@ -226,6 +365,7 @@ class Store:
             c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
 
     # -- reading ------------------------------------------------------------------------------
+    @_reading
     def has_run(self, run_id: str, statuses: Iterable[str] | None = None) -> bool:
         """Whether a run with this id is stored (with one of ``statuses`` if given)."""
         row = self._conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -233,10 +373,12 @@ class Store:
             return False
         return statuses is None or row[0] in tuple(statuses)
 
+    @_reading
     def statuses(self) -> dict[str, str]:
         """``{run id: status}`` for every stored run."""
         return dict(self._conn.execute("SELECT id, status FROM runs").fetchall())
 
+    @_reading
     def runs(self, kind: str | None = None, sweep: str | None = None) -> pd.DataFrame:
         """One row per run (oldest first): id, name, kind, sweep, status, created, seconds,
         ``config`` and ``metrics`` as dicts, ``divergence`` (dict or None), ``error``, and
@@ -267,10 +409,11 @@ class Store:
         for m in df["metrics"]:
             keys += [k for k in m if k not in keys and not isinstance(m[k], dict | list)]
         for k in keys:
-            df[k] = pd.array([_num(m.get(k)) for m in df["metrics"]], dtype="float64") \
+            df[k] = pd.array([as_number(m.get(k)) for m in df["metrics"]], dtype="float64") \
                 if len(df) else pd.Series([], dtype="float64")
         return df
 
+    @_reading
     def run(self, run_id: str) -> dict:
         """The runs row of ``run_id`` as a dict (config/metrics/divergence parsed)."""
         row = self._conn.execute(
@@ -285,6 +428,7 @@ class Store:
             out[c] = None if out[c] is None else json.loads(out[c])
         return out
 
+    @_reading
     def _frame(self, table: str, run_id: str, columns: tuple[str, ...],
                order: str) -> pd.DataFrame:
         rows = self._conn.execute(
@@ -304,6 +448,7 @@ class Store:
         """Periodic evaluations (``train.eval_every``): step, epoch, val_loss, val_acc."""
         return self._json_frame("evals", run_id, "step")
 
+    @_reading
     def _json_frame(self, table: str, run_id: str, order: str) -> pd.DataFrame:
         rows = self._conn.execute(
             f"SELECT metrics FROM {table} WHERE run_id = ? ORDER BY {order}, rowid",
@@ -329,12 +474,14 @@ class Store:
         """Input-output Jacobian singular values: columns step, example, idx, value."""
         return self._frame("jacobian", run_id, _COLUMNS["jacobian"], "step, example, idx")
 
+    @_reading
     def findings(self, run_id: str) -> dict | None:
         """The doctor's ``Diagnosis.to_dict()`` stored with ``run_id``, or None."""
         row = self._conn.execute("SELECT payload FROM findings WHERE run_id = ? LIMIT 1",
                                  (run_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 
+    @_reading
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as stored (JSON columns as text)."""
         if name not in TABLES:
@@ -344,6 +491,7 @@ class Store:
         return pd.DataFrame(cur.fetchall(), columns=cols)
 
     # -- export -------------------------------------------------------------------------------
+    @_reading
     def export(self, out_path: str | os.PathLike, fmt: str = "csv") -> list[Path]:
         """Write every table to ``out_path/<table>.csv`` (or ``.parquet``); the runs table also
         gets its final metrics as columns. Each file is written to a temporary name and then
@@ -370,14 +518,6 @@ class Store:
             written.append(atomic_write(out / f"{name}.{fmt}",
                                         lambda fh, w=writer: w(fh, index=False)))
         return written
-
-
-def _num(v: Any) -> float:
-    if isinstance(v, bool):
-        return float(v)
-    if isinstance(v, int | float):
-        return float(v)
-    return float("nan")
 
 
 def _int_or_none(v: Any) -> int | None:

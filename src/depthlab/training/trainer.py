@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Array
+from ..backend import Array, xp
 from ..backend import rng as make_rng
 from ..layers import Standardize
 from ..losses import get_loss
@@ -17,6 +17,7 @@ from ..network import Network
 from ..optimizers import get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
+from ..threads import blas_threads, check_threads
 from .data_checks import check_xy
 from .history import DivergenceReport, History
 
@@ -37,6 +38,8 @@ class Trainer:
     ``batch_size``: an int (1 = stochastic), or ``None``/``"full"`` for full-batch gradient
     descent. The loss minimised is ``loss(net(x), y) + l1 sum|w| + l2 sum w^2``. A non-finite
     loss stops training and leaves a :class:`DivergenceReport` in the history.
+    ``threads``: BLAS threads while training (default: chosen from the layer sizes, the batch
+    and the idle cores, or the environment's setting; see :mod:`depthlab.threads`).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class Trainer:
         eval_train: bool = True,
         progress: bool = False,
         loss_kwargs: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         if not isinstance(net, Network):
             raise TypeError(
@@ -84,10 +88,12 @@ class Trainer:
         self.l1, self.l2 = float(l1), float(l2)
         penalty([], self.l1, self.l2)  # validates
         self.standardize = standardize
+        self.standardizer: Standardize | None = None
         self.callbacks = list(callbacks)
         self.eval_every = eval_every
         self.eval_train = eval_train
         self.progress = progress
+        self.threads = None if threads is None else check_threads(threads, "threads")
         self.history = History()
         self.evals: list[dict[str, float]] = []
         self.step = 0
@@ -95,7 +101,17 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
-        """Inference-mode loss (data term) and accuracy on ``(x, y)``."""
+        """Inference-mode loss (data term) and accuracy on ``(x, y)`` (raw inputs:
+        standardized here when the trainer standardizes)."""
+        return self._evaluate(self.transform(x), y, batch_size)
+
+    def transform(self, x: Array) -> Array:
+        """``x`` as the network sees it in training: standardized with the training set's
+        statistics (``standardizer``) when ``standardize=True``, else unchanged."""
+        s = self.standardizer
+        return x if s is None else (xp.asarray(x, dtype=s.mean.dtype) - s.mean) / s.std
+
+    def _evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
         out = self.net.predict(x, batch_size)
         loss = self.loss.forward(out, y)
         acc = self.loss.accuracy(out, y)
@@ -111,10 +127,10 @@ class Trainer:
         self.prepare_inference()
         m: dict[str, float] = {"epoch": self.epoch, "step": self.step}
         if self.eval_train:
-            tr = self.evaluate(self._x, self._y)
+            tr = self._evaluate(self._x, self._y)
             m.update(train_loss=tr["loss"], train_acc=tr["acc"])
         if self._xv is not None:
-            va = self.evaluate(self._xv, self._yv)
+            va = self._evaluate(self._xv, self._yv)
             m.update(val_loss=va["loss"], val_acc=va["acc"])
         return m
 
@@ -126,8 +142,11 @@ class Trainer:
             x_val, y_val = check_xy(
                 x_val, y_val, n_inputs=net.n_inputs, dtype=net.dtype, what="validation"
             )
-        if self.standardize and not isinstance(net.layers[0], Standardize):
-            net.layers.insert(0, Standardize.fit(x, net.dtype))
+        if self.standardize:  # the data are standardized; the caller's network is not changed
+            self.standardizer = Standardize.fit(x, net.dtype)
+            x = self.transform(x)
+            x_val = None if x_val is None else self.transform(x_val)
+        self.history.standardizer = self.standardizer
         self._x, self._y, self._xv, self._yv = x, y, x_val, y_val
         n = x.shape[0]
         bs = n if self.batch_size in (None, "full") else min(int(self.batch_size), n)
@@ -146,7 +165,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         t0 = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+        shapes = [p.value.shape for p in params if p.value.ndim == 2]
+        with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # see depthlab.threads
+                self.threads, batch_rows=bs, weight_shapes=shapes):
             self._loop(x, y, n, bs, has_bn, params, bar)
         hist.seconds = time.perf_counter() - t0
         hist.evals = self.evals
@@ -157,78 +178,88 @@ class Trainer:
         return hist
 
     def _loop(self, x, y, n, bs, has_bn, params, bar) -> None:
-        net, loss_fn, opt, hist = self.net, self.loss, self.optimizer, self.history
+        """Epochs until ``epochs`` or ``max_steps`` is reached or the loss diverges."""
         t0 = time.perf_counter()
-        done = False
-        while not done:
+        while True:
             self.epoch += 1
-            order = self.rng.permutation(n) if bs < n else None
-            for start in range(0, n, bs):
-                if order is None:
-                    xb, yb = x, y
-                else:
-                    idx = order[start : start + bs]
-                    if has_bn and idx.shape[0] < 2:
-                        continue
-                    xb, yb = x[idx], y[idx]
-                out = net.forward(xb, training=True)
-                loss = loss_fn.forward(out, yb)
-                if self.l1 or self.l2:
-                    loss += penalty(params, self.l1, self.l2)
-                self.step += 1
-                if not math.isfinite(loss):
-                    hist.divergence = DivergenceReport(
-                        step=self.step,
-                        epoch=self.epoch,
-                        loss=float(loss),
-                        layer=net.first_nonfinite(out),
-                        nonfinite_parameters=[
-                            p.name for p in params if not np.isfinite(p.value).all()
-                        ],
-                    )
-                    done = True
-                    break
-                net.backward(loss_fn.backward(), input_grad=False, copy=False)
-                if self.l1 or self.l2:
-                    add_penalty_gradient(params, self.l1, self.l2)
-                for cb in self.callbacks:
-                    cb.before_update(self, self.step)
-                opt.step()
-                hist.step_loss.append(loss)
-                for cb in self.callbacks:
-                    cb.after_update(self, self.step, loss)
-                if bar is not None:
-                    bar.update(1)
-                    if self.step % 10 == 0:
-                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if self.eval_every and self.step % self.eval_every == 0:
-                    self.prepare_inference()
-                    row: dict[str, float] = {"step": self.step, "epoch": self.epoch}
-                    if self._xv is not None:
-                        va = self.evaluate(self._xv, self._yv)
-                        row.update(val_loss=va["loss"], val_acc=va["acc"])
-                    self.evals.append(row)
-                if self.max_steps is not None and self.step >= self.max_steps:
-                    done = True
-                    break
-            if hist.diverged:
-                break
-            metrics = self._metrics()
-            metrics["seconds"] = time.perf_counter() - t0
-            hist.epochs.append(metrics)
-            if bar is not None:
-                bar.set_postfix(
-                    {
-                        k: f"{v:.4f}"
-                        for k, v in metrics.items()
-                        if k in ("train_loss", "val_acc", "train_acc")
-                    },
-                    refresh=True,
-                )
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, self.epoch, metrics)
-            if self.epochs is not None and self.epoch >= self.epochs:
-                done = True
+            stop = self._epoch(x, y, n, bs, has_bn, params, bar)
+            if self.history.diverged:
+                return
+            self._end_epoch(t0, bar)
+            if stop or (self.epochs is not None and self.epoch >= self.epochs):
+                return
+
+    def _epoch(self, x, y, n, bs, has_bn, params, bar) -> bool:
+        """One pass over the data in shuffled batches (a last batch of one row is skipped
+        with batch norm); True when training must stop (max_steps or divergence)."""
+        order = self.rng.permutation(n) if bs < n else None
+        for start in range(0, n, bs):
+            if order is None:
+                xb, yb = x, y
+            else:
+                idx = order[start : start + bs]
+                if has_bn and idx.shape[0] < 2:
+                    continue
+                xb, yb = x[idx], y[idx]
+            loss = self._step(xb, yb, params)
+            if loss is None:
+                return True
+            self._after_step(loss, bar)
+            if self.max_steps is not None and self.step >= self.max_steps:
+                return True
+        return False
+
+    def _step(self, xb, yb, params) -> float | None:
+        """One update: forward, loss (+ penalty), backward, callbacks around the optimizer
+        step. Returns the loss, or None after a non-finite loss (a DivergenceReport)."""
+        net, loss_fn, hist = self.net, self.loss, self.history
+        out = net.forward(xb, training=True)
+        loss = loss_fn.forward(out, yb)
+        if self.l1 or self.l2:
+            loss += penalty(params, self.l1, self.l2)
+        self.step += 1
+        if not math.isfinite(loss):
+            hist.divergence = DivergenceReport(
+                step=self.step, epoch=self.epoch, loss=float(loss),
+                layer=net.first_nonfinite(out),
+                nonfinite_parameters=[p.name for p in params if not np.isfinite(p.value).all()],
+            )
+            return None
+        net.backward(loss_fn.backward(), input_grad=False, copy=False)
+        if self.l1 or self.l2:
+            add_penalty_gradient(params, self.l1, self.l2)
+        for cb in self.callbacks:
+            cb.before_update(self, self.step)
+        self.optimizer.step()
+        hist.step_loss.append(loss)
+        for cb in self.callbacks:
+            cb.after_update(self, self.step, loss)
+        return loss
+
+    def _after_step(self, loss: float, bar) -> None:
+        """Progress bar and the validation evaluation every ``eval_every`` steps."""
+        if bar is not None:
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+        if self.eval_every and self.step % self.eval_every == 0:
+            self.prepare_inference()
+            row: dict[str, float] = {"step": self.step, "epoch": self.epoch}
+            if self._xv is not None:
+                va = self._evaluate(self._xv, self._yv)
+                row.update(val_loss=va["loss"], val_acc=va["acc"])
+            self.evals.append(row)
+
+    def _end_epoch(self, t0: float, bar) -> None:
+        """Epoch metrics (training and validation loss/accuracy) into the history."""
+        metrics = self._metrics()
+        metrics["seconds"] = time.perf_counter() - t0
+        self.history.epochs.append(metrics)
+        if bar is not None:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()
+                             if k in ("train_loss", "val_acc", "train_acc")}, refresh=True)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, self.epoch, metrics)
 
 
 def _progress(total: int, enabled: bool):
