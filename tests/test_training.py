@@ -123,10 +123,18 @@ def test_standardization_uses_training_statistics_only():
     x, y = clusters(100)
     x = x * 7 + 3
     net = dl.mlp([10, 8, 3], seed=0)
-    dl.fit(net, x[:80], y[:80], x[80:], y[80:], standardize=True, epochs=1)
-    std = net.layers[0]
+    layers = list(net.layers)
+    hist = dl.fit(net, x[:80], y[:80], x[80:], y[80:], standardize=True, epochs=1)
+    assert net.layers == layers  # the caller's network is not changed, only trained
+    std = hist.standardizer
     np.testing.assert_allclose(std.mean, x[:80].mean(0), rtol=1e-5)
     np.testing.assert_allclose(std.std, x[:80].std(0), rtol=1e-5)
+    # training on standardized data = training on data standardized beforehand
+    twin = dl.mlp([10, 8, 3], seed=0)
+    z = ((x - std.mean) / std.std).astype(np.float32)
+    ref = dl.fit(twin, z[:80], y[:80], z[80:], y[80:], epochs=1)
+    assert hist.step_loss == ref.step_loss
+    np.testing.assert_array_equal(net.predict(z), twin.predict(z))
 
 
 def test_l1_l2_penalties_on_weights_only():

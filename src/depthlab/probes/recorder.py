@@ -261,7 +261,7 @@ class ProbeRecorder(Callback):
                                  f"expects {net.n_inputs}")
             if net.batchnorms() and self.probe_x.shape[0] < 2:
                 raise ValueError("batch normalization needs a probe batch of at least 2 rows")
-            self._x = self.probe_x.astype(net.dtype, copy=False)
+            self._x = trainer.transform(self.probe_x.astype(net.dtype, copy=False))
             self._probe_record(0)
 
     def before_update(self, trainer, step: int) -> None:

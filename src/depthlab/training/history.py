@@ -61,6 +61,9 @@ class History:
     evals: list[dict[str, float]] = field(default_factory=list)
     divergence: DivergenceReport | None = None
     seconds: float = 0.0
+    standardizer: Any = None
+    """The ``Standardize`` fitted on the training inputs (``fit(standardize=True)``): apply it
+    to new inputs before ``net.predict``; None otherwise."""
 
     @property
     def diverged(self) -> bool:
