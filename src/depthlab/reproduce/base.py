@@ -27,6 +27,9 @@ class Claim:
     measured: str
     holds: bool
     value: float | None = None
+    computed: str = ""
+    """A cross-check against our own computation (theory, a NumPy re-derivation), shown in
+    its own column beside the paper's number."""
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -50,6 +53,22 @@ class Result:
     notes: list[str] = field(default_factory=list)
     quick: bool = False
     seconds: float = 0.0
+    captions: dict[str, str] = field(default_factory=dict)
+    """Per figure key: what the figure shows and what to look for (the page's caption)."""
+
+    def __repr__(self) -> str:
+        held = sum(c.holds for c in self.claims)
+        return (f"Result({self.name!r}: {held}/{len(self.claims)} claims hold, "
+                f"{len(self.figures)} figures, {len(self.tables)} tables, "
+                f"{'quick' if self.quick else 'full'}, {self.seconds:.0f} s)")
+
+    def _repr_html_(self) -> str:
+        """Claims, notes, figures and tables as HTML (Jupyter)."""
+        from ..report.html import CSS
+        from .page import result_body
+
+        body, _ = result_body(self)
+        return f"<div class=\"depthlab\"><style>{CSS}</style><h1>{self.title}</h1>{body}</div>"
 
 
 @dataclass(frozen=True)

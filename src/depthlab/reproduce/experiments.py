@@ -9,4 +9,5 @@ from . import (  # noqa: F401
     saxe2013,
     schoenholz2017,
     xu2016,
+    yang2019,
 )

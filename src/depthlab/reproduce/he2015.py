@@ -33,14 +33,16 @@ LABELS = {"glorot_uniform": "Xavier/Glorot (glorot_uniform)", "he_normal": "He (
 COLORS = {"glorot_uniform": "tab:red", "he_normal": "tab:blue"}
 # Thresholds decided from the paper's statements before running:
 STALL_RATIO = 0.95  # "stalls": final loss >= 95% of the initial loss
-TRAIN_RATIO = 0.5  # "converges": final loss <= 50% of the initial loss
-GRAD_RATIO = 1e3  # first-layer gradient He / Xavier at step 0 (theory ~2^(29/2) ~ 2.3e4)
+GRAD_FACTOR = 3.0  # first-layer gradient He / Xavier at step 0 within 3x of 2^((DEPTH-1)/2)
 
 
 def _settings(quick: bool) -> dict:
+    """``train_ratio``: He "trains" when its final loss is at most this fraction of the initial
+    loss. Full (width 256): 5%, from the reference NumPy check (2.29 -> 0.003 in 1,500 steps);
+    quick (width 64): 35%, from this project's quick run (2.39 -> 0.65, 27%)."""
     if quick:
-        return dict(width=64, steps=1500, probe_every=100, n_probe=256)
-    return dict(width=256, steps=1500, probe_every=50, n_probe=256)
+        return dict(width=64, steps=1500, probe_every=100, n_probe=256, train_ratio=0.35)
+    return dict(width=256, steps=1500, probe_every=50, n_probe=256, train_ratio=0.05)
 
 
 def _window_mean(values: list[float], n: int, head: bool) -> float:
@@ -108,21 +110,25 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         f"{STALL_RATIO:.0%} of initial)",
         "'completely stalls'; NumPy check 2.303 → 2.287 in 1,500 steps",
         f"{g_lo.loss_first:.3f} → {g_lo.loss_last:.3f} in {steps} steps ({stall:.1%})",
-        bool(stall >= STALL_RATIO and not g_lo.diverged),
+        bool(stall >= STALL_RATIO and not g_lo.diverged), value=float(stall),
     ))
+    band = cfg["train_ratio"]
     res.claims.append(Claim(
-        f"{DEPTH}-layer ReLU net, He init: trains (final loss ≤ {TRAIN_RATIO:.0%} of initial)",
+        f"{DEPTH}-layer ReLU net, He init: trains (final loss ≤ {band:.0%} of initial)",
         "converges; NumPy check 2.29 → 0.003 in 1,500 steps",
         f"{g_hi.loss_first:.3f} → {g_hi.loss_last:.3f} in {steps} steps ({train:.1%}; lowest "
         f"10-step mean {g_hi.loss_min10:.4f})",
-        bool(train <= TRAIN_RATIO and not g_hi.diverged),
+        bool(train <= band and not g_hi.diverged), value=float(train),
     ))
     res.claims.append(Claim(
-        f"first-layer mean |dL/dW| at step 0: He / Xavier ≥ {GRAD_RATIO:.0e}",
-        "~10^4× (NumPy check 6.9e-3 vs 1.8e-7); variance theory 2^(29/2) ≈ "
-        f"{theory_ratio:.1e}",
-        f"{g_hi.grad_w1_step0:.2e} vs {g_lo.grad_w1_step0:.2e} (ratio {ratio:.2e})",
-        bool(ratio >= GRAD_RATIO),
+        f"first-layer mean |dL/dW| at step 0: He / Xavier within {GRAD_FACTOR:g}× of the "
+        f"variance theory 2^({DEPTH - 1}/2) = {theory_ratio:.2g}",
+        "~10^4× (NumPy check 6.9e-3 vs 1.8e-7); each ReLU layer halves the back-propagated "
+        "variance under Xavier, keeps it under He",
+        f"{g_hi.grad_w1_step0:.2e} vs {g_lo.grad_w1_step0:.2e} (ratio {ratio:.2e}, "
+        f"{ratio / theory_ratio:.2f}× the theory)",
+        bool(1 / GRAD_FACTOR <= ratio / theory_ratio <= GRAD_FACTOR),
+        value=float(ratio / theory_ratio),
     ))
     res.notes.append(
         f"Setup: {DEPTH} hidden ReLU layers of {cfg['width']} units, clusters (64-dim, 10 "

@@ -1,72 +1,140 @@
-"""Writing a reproduction's results: claims.json, PNG figures and a self-contained HTML page."""
+"""Writing a reproduction's results: ``claims.json`` (and ``checks.json``), PNG figures and a
+self-contained HTML page built with the same toolkit as the run reports
+(:mod:`depthlab.report.html`: one style, a table of contents, scrolling wide tables).
+
+The claims table keeps the paper's number in the "paper" column, the number measured here in
+"measured here" and any cross-check against our own computation (theory, a NumPy re-derivation:
+``Claim.computed``) in a separate "our computation" column.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
 import io
+import math
 from pathlib import Path
+from typing import Any
+
+import pandas as pd
 
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..report import html as H
 from .base import Experiment, Result, checks_json, claims_json
 
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-    "color:#222}table{border-collapse:collapse;margin:1em 0}"
-    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-    "tr.ok td:last-child{color:#1a7f37;font-weight:600}"
-    "tr.bad td:last-child{color:#b42318;font-weight:600}"
-    "figure{margin:1em 0}img{max-width:100%}figcaption{color:#666;font-size:90%}"
-)
+SECTION_CLAIMS = "Claims"
+SECTION_CHECKS = "Sanity checks"
+SECTION_NOTES = "Notes"
+SECTION_FIGURES = "Figures"
+SECTION_TABLES = "Tables"
 
 
-def _png(fig) -> bytes:
+def figure_png(fig: Any) -> bytes:
+    """PNG bytes of a matplotlib figure (tight bounding box; the figure stays usable)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
 
 
+def figure_caption(key: str, fig: Any, result: Result) -> str:
+    """The experiment's caption for figure ``key`` (``Result.captions``), else one built from
+    the figure itself: its titles and what its axes show."""
+    caption = (getattr(result, "captions", None) or {}).get(key)
+    if caption:
+        return caption
+    bits = []
+    for ax in getattr(fig, "axes", []):
+        x, y = ax.get_xlabel(), ax.get_ylabel()
+        if not (x or y):
+            continue
+        title = ax.get_title()
+        bits.append((f"{title}: " if title else "") + f"{y or 'value'} against {x or 'index'}")
+    return "; ".join(dict.fromkeys(bits)) + "." if bits else key.replace("_", " ")
+
+
+def _claims_table(claims: list) -> str:
+    computed = any(getattr(c, "computed", "") for c in claims)
+    cols = ["claim", "paper", "measured here", *(["our computation"] if computed else []),
+            "verdict"]
+    rows = []
+    for c in claims:
+        verdict = ("<span class=\"badge finished\">holds</span>" if c.holds else
+                   "<span class=\"badge diverged\">does not hold</span>")
+        rows.append([c.claim, c.paper, c.measured,
+                     *([getattr(c, "computed", "")] if computed else []), verdict])
+    return H.table(cols, rows, raw_html_columns=("verdict",),
+                   row_classes=["" if c.holds else "diverged" for c in claims])
+
+
+def _frame_table(df: pd.DataFrame) -> str:
+    def cell(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v.item() if hasattr(v, "item") else v
+
+    cols = [str(c) for c in df.columns]
+    return H.table(cols, [[cell(v) for v in row] for row in df.itertuples(index=False)],
+                   sortable=True)
+
+
+def result_body(result: Result, pngs: dict[str, bytes] | None = None) -> tuple[str, list]:
+    """The page body of a result (claims, checks, notes, figures, tables) and its table of
+    contents. ``pngs``: rendered figures by key (rendered here when missing)."""
+    pngs = dict(pngs or {})
+    body, toc = [], []
+    held = sum(c.holds for c in result.claims)
+    body.append(f"<h2 id=\"claims\">{SECTION_CLAIMS}</h2><p class=\"note\">{held} of "
+                f"{len(result.claims)} claims hold. \"paper\": the number the paper reports; "
+                "\"measured here\": this run's number.</p>"
+                f"<div class=\"card\">{_claims_table(result.claims)}</div>")
+    toc.append(("claims", SECTION_CLAIMS))
+    if result.checks:
+        body.append(f"<h2 id=\"checks\">{SECTION_CHECKS}</h2><p class=\"note\">Identities the "
+                    "code must satisfy; not counted as reproduced claims.</p>"
+                    f"<div class=\"card\">{_claims_table(result.checks)}</div>")
+        toc.append(("checks", SECTION_CHECKS))
+    if result.notes:
+        items = "".join(f"<li>{H.esc(n)}</li>" for n in result.notes)
+        body.append(f"<h2 id=\"notes\">{SECTION_NOTES}</h2><div class=\"card\"><ul>{items}"
+                    "</ul></div>")
+        toc.append(("notes", SECTION_NOTES))
+    if result.figures:
+        blocks = []
+        for key, fig in result.figures.items():
+            caption = figure_caption(key, fig, result)
+            png = pngs.get(key) or figure_png(fig)
+            pngs[key] = png
+            title = fig.axes[0].get_title() if getattr(fig, "axes", None) else ""
+            suptitle = getattr(getattr(fig, "_suptitle", None), "get_text", lambda: "")()
+            blocks.append(H.figure_block(png, suptitle or title or key.replace("_", " "),
+                                         caption, wide=True, alt=caption))
+        body.append(f"<h2 id=\"figures\">{SECTION_FIGURES}</h2><div class=\"grid\">"
+                    + "".join(blocks) + "</div>")
+        toc.append(("figures", SECTION_FIGURES))
+    if result.tables:
+        parts = "".join(f"<h3>{H.esc(k)}</h3><div class=\"card\">{_frame_table(df)}</div>"
+                        for k, df in result.tables.items())
+        body.append(f"<h2 id=\"tables\">{SECTION_TABLES}</h2>{parts}")
+        toc.append(("tables", SECTION_TABLES))
+    return "".join(body), toc
+
+
 def write_result(result: Result, out: Path, exp: Experiment) -> Path:
-    """Write ``out/claims.json``, ``out/figures/<name>.png`` and ``out/report.html`` (each
-    atomically). Returns the report path."""
+    """Write ``out/claims.json`` (``checks.json`` when there are sanity checks),
+    ``out/figures/<name>.png`` and ``out/report.html``, each atomically. Every figure is
+    rendered before anything is written. Returns the report path."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    pngs = {key: figure_png(fig) for key, fig in result.figures.items()}
+    body, toc = result_body(result, pngs)
+    intro = (f"<p>{H.esc(exp.summary)}</p>" if exp.summary else "")
+    meta = [("paper", exp.paper), ("version", "quick" if result.quick else "full"),
+            ("ran in", f"{result.seconds:.0f} s"),
+            ("claims holding", f"{sum(c.holds for c in result.claims)}/{len(result.claims)}")]
+    document = H.page(exp.title, meta, intro + body, toc=toc)
     atomic_write_text(out / "claims.json", claims_json(result))
     if result.checks:
         atomic_write_text(out / "checks.json", checks_json(result))
-    head = "<tr><th>claim</th><th>paper</th><th>measured here</th><th>verdict</th></tr>"
-    blocks = []
-    for key, fig in result.figures.items():
-        data = _png(fig)
-        atomic_write_bytes(out / "figures" / f"{key}.png", data)
-        b64 = base64.b64encode(data).decode()
-        blocks.append(f'<figure><img alt="{html.escape(key)}" src="data:image/png;base64,{b64}">'
-                      f"<figcaption>{html.escape(key)}</figcaption></figure>")
-    def claim_rows(claims) -> str:
-        return "".join(
-            f"<tr class='{'ok' if c.holds else 'bad'}'><td>{html.escape(c.claim)}</td>"
-            f"<td>{html.escape(c.paper)}</td><td>{html.escape(c.measured)}</td>"
-            f"<td>{'holds' if c.holds else 'does not hold'}</td></tr>" for c in claims)
-
-    rows = claim_rows(result.claims)
-    checks = (f"<h2>Sanity checks</h2><p>Identities the code must satisfy; not counted as "
-              f"reproduced claims.</p><table>{head}{claim_rows(result.checks)}</table>"
-              if result.checks else "")
-    tables = "".join(
-        f"<h3>{html.escape(k)}</h3>{df.to_html(index=False, float_format=lambda v: f'{v:.4g}')}"
-        for k, df in result.tables.items())
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
-    quick = " (quick version)" if result.quick else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>{html.escape(exp.title)}</title><style>{_CSS}</style></head><body>
-<h1>{html.escape(exp.title)}</h1>
-<p>{html.escape(exp.paper)}{quick}; ran in {result.seconds:.0f} s.</p>
-<p>{html.escape(exp.summary)}</p>
-<h2>Claims</h2><table>{head}{rows}</table>
-{checks}
-{'<h2>Notes</h2><ul>' + notes + '</ul>' if notes else ''}
-<h2>Figures</h2>{''.join(blocks)}
-{'<h2>Tables</h2>' + tables if tables else ''}
-</body></html>"""
+    for key, png in pngs.items():
+        atomic_write_bytes(out / "figures" / f"{key}.png", png)
     report = out / "report.html"
-    atomic_write_text(report, page)
+    atomic_write_text(report, document)
     return report

@@ -220,25 +220,27 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     o, g = sv_df.set_index("init").loc[ortho], sv_df.set_index("init").loc[gauss]
     C = res.claims
     dev = float(np.max(np.abs(svs[ortho] - 1.0)))
-    C.append(Claim(f"orthogonal factors: every singular value of the {N_FACTORS}-product is 1",
-                   "products of orthogonal matrices are orthogonal (dynamical isometry)",
-                   f"max |σ − 1| = {dev:.1e}", dev < 1e-8))
+    res.checks.append(Claim(  # an identity (a product of orthogonal matrices): not a claim
+        f"orthogonal factors: every singular value of the {N_FACTORS}-product is 1",
+        "products of orthogonal matrices are orthogonal (dynamical isometry)",
+        f"max |σ − 1| = {dev:.1e}", dev < 1e-8, value=dev))
     C.append(Claim("scaled Gaussian factors preserve the mean: mean σ² within a factor 2 of 1",
                    "N(0, 1/n) keeps E‖Mx‖² = ‖x‖²", f"mean σ² = {g['mean σ²']:.3f}",
-                   abs(math.log(g["mean σ²"])) <= math.log(2.0)))
+                   abs(math.log(g["mean σ²"])) <= math.log(2.0), value=g["mean σ²"]))
     lyap = lyapunov_median_exponent(n_prod)
     meas_exp = math.log(g["median σ²"]) / N_FACTORS
     C.append(Claim("...but the bulk is crushed: (1/L)·ln(median σ²) matches the Lyapunov "
                    f"exponent ln(2/n) + ψ(n/4 + 1/2) = {lyap:.3f} within 0.1",
                    "products of Gaussian matrices have heavy-tailed singular values",
                    f"{meas_exp:.3f} (median σ² = {g['median σ²']:.2g})",
-                   abs(meas_exp - lyap) <= 0.1))
+                   abs(meas_exp - lyap) <= 0.1, value=meas_exp - lyap))
     C.append(Claim("heavy tail: mean σ² exceeds the median σ² more than 10⁶-fold (orthogonal: "
                    "equal)", "heavy-tailed singular value distribution",
                    f"mean/median = {g['mean σ²'] / g['median σ²']:.2g} (orthogonal "
                    f"{o['mean σ²'] / o['median σ²']:.6f})",
                    g["mean σ²"] / g["median σ²"] > 1e6
-                   and abs(o["mean σ²"] / o["median σ²"] - 1.0) < 1e-8))
+                   and abs(o["mean σ²"] / o["median σ²"] - 1.0) < 1e-8,
+                   value=g["mean σ²"] / g["median σ²"]))
     gc = med_cond[gauss]
     resolved = gc[gc < 1e14].to_numpy()  # above ~1e15 sigma_min is float64 round-off
     mono = resolved.size >= 3 and bool(np.all(np.diff(resolved) > 0))
@@ -248,7 +250,8 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    "median cond: " + ", ".join(f"{k}: {v:.2g}" for k, v in gc.items())
                    + f"; orthogonal at {N_FACTORS}: {med_cond.loc[N_FACTORS, ortho]:.6f}",
                    mono and gc.loc[N_FACTORS] > 1e6
-                   and abs(med_cond.loc[N_FACTORS, ortho] - 1.0) < 1e-6))
+                   and abs(med_cond.loc[N_FACTORS, ortho] - 1.0) < 1e-6,
+                   value=float(gc.loc[N_FACTORS])))
     dmin, dmax = depths[0], depths[-1]
     o_times = [steps(ortho, d) for d in depths]
     spread = max(o_times) / max(min(o_times), 1.0)
@@ -257,7 +260,8 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    "depth-independent learning times with random orthogonal init",
                    "steps: " + ", ".join(f"{d}: {fmt(ortho, d)}" for d in depths)
                    + f" (max/min {spread:.2f})",
-                   spread <= 2.0 and all(steps(ortho, d) < max_steps for d in depths)))
+                   spread <= 2.0 and all(steps(ortho, d) < max_steps for d in depths),
+                   value=spread))
     if spread > 2.0:
         res.notes.append(
             f"'Learning time roughly depth-independent' (max/min ≤ 2, fixed before running) does "
@@ -272,12 +276,12 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    f"depth {dmin})", "learning time grows with depth for scaled Gaussian init",
                    "steps: " + ", ".join(f"{d}: {fmt(gauss, d)}" for d in depths)
                    + f" (ratio ≥ {g_growth:.1f})",
-                   g_growth >= 2.0))
+                   g_growth >= 2.0, value=g_growth))
     slow = steps(gauss, dmax) / max(steps(ortho, dmax), 1.0)
     C.append(Claim(f"at depth {dmax} Gaussian init learns ≥ 2× slower than orthogonal",
                    "orthogonal init is much faster in deep linear nets",
                    f"{fmt(gauss, dmax)} vs {fmt(ortho, dmax)} steps (ratio ≥ {slow:.1f})",
-                   slow >= 2.0))
+                   slow >= 2.0, value=slow))
 
     res.figures["singular_values"] = _fig_products(svs, med_cond, n_prod)
     res.figures["learning_time"] = _fig_learning(lt_df, curves, depths, max_steps,
