@@ -378,9 +378,9 @@ def saturation(table: Any) -> Figure:
 def forms_grid(runs: pd.DataFrame, x_key: str, y_key: str) -> bool:
     """True when every pair of the distinct ``x_key`` and ``y_key`` values has a run (a
     heatmap over the two keys has no empty cell)."""
-    pairs = {(_f._key(a), _f._key(b)) for a, b in zip(runs[x_key], runs[y_key])}
-    nx = len({_f._key(v) for v in runs[x_key]})
-    ny = len({_f._key(v) for v in runs[y_key]})
+    pairs = {(_f.value_key(a), _f.value_key(b)) for a, b in zip(runs[x_key], runs[y_key])}
+    nx = len({_f.value_key(v) for v in runs[x_key]})
+    ny = len({_f.value_key(v) for v in runs[y_key]})
     return len(pairs) == nx * ny
 
 

@@ -113,7 +113,3 @@ def to_torch(net: Network) -> nn.Sequential:
     return _convert(net, dtype)
 
 
-def torch_parameters_in_depthlab_order(module: nn.Module) -> list[torch.Tensor]:
-    """Torch parameters in depthlab's order (Linear weight, bias; BN weight, bias), so that
-    ``zip(net.parameters(), ...)`` pairs them (Linear weights are transposed)."""
-    return list(module.parameters())

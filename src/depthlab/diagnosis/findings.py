@@ -151,9 +151,6 @@ class Diagnosis:
             "bn_drift": self.bn_drift,
         })
 
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
-
     def __str__(self) -> str:
         c, s, b = self.config, self.settings, self.baseline
         sizes = c.get("sizes")

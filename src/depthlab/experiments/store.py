@@ -357,13 +357,6 @@ class Store:
             if record.findings is not None:
                 c.execute("INSERT INTO findings VALUES (?, ?)", (rid, dumps(record.findings)))
 
-    def delete_run(self, run_id: str) -> None:
-        """Remove a run and all of its rows (one transaction)."""
-        with self._transaction() as c:
-            for table in TABLES[1:]:
-                c.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
-            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-
     # -- reading ------------------------------------------------------------------------------
     @_reading
     def has_run(self, run_id: str, statuses: Iterable[str] | None = None) -> bool:

@@ -122,7 +122,7 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     difference, the varying ones of them are listed in its place."""
 
     def distinct(col: str) -> int:
-        return len({figures._key(v) for v in runs[col]}) if col in runs else 0
+        return len({figures.value_key(v) for v in runs[col]}) if col in runs else 0
 
     out = [(distinct(c), c[4:]) for c in runs.columns if c.startswith("cfg:")
            and c[4:] not in (*NEVER_VARYING, "depth", "width") and distinct(c) > 1]
@@ -130,7 +130,7 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     keys = [k for _, k in out]
     if "model.sizes" in keys:
         derived = [k for k in ("depth", "width") if distinct("cfg:" + k) > 1]
-        pairs = {figures._key(p) for p in zip(runs["cfg:depth"], runs["cfg:width"])}
+        pairs = {figures.value_key(p) for p in zip(runs["cfg:depth"], runs["cfg:width"])}
         if derived and len(pairs) == distinct("cfg:model.sizes"):
             i = keys.index("model.sizes")
             keys[i:i + 1] = derived

@@ -526,7 +526,8 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     z = np.full((len(ys), len(xs)), np.nan)
     label = np.full((len(ys), len(xs)), "", dtype=object)
     for (i, yv), (j, xv) in ((a, b) for a in enumerate(ys) for b in enumerate(xs)):
-        cell = runs[(runs[y_key].map(_key) == _key(yv)) & (runs[x_key].map(_key) == _key(xv))]
+        cell = runs[(runs[y_key].map(value_key) == value_key(yv))
+                    & (runs[x_key].map(value_key) == value_key(xv))]
         if cell.empty:
             continue
         vals = pd.to_numeric(cell[metric], errors="coerce")
@@ -586,7 +587,7 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     fig, (ax,) = _new_figure(max(5.0, min(11.0, 1.5 + 0.7 * len(xs))), 3.6, fixed=False)
     heights, notes = [], []
     for xv in xs:
-        cell = runs[runs[key].map(_key) == _key(xv)]
+        cell = runs[runs[key].map(value_key) == value_key(xv)]
         vals = pd.to_numeric(cell[metric], errors="coerce")
         ok = vals[np.isfinite(vals) & (cell["status"] == "finished")]
         if ok.empty:
@@ -617,7 +618,7 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     return fig
 
 
-def _key(v) -> str:
+def value_key(v) -> str:
     """Hashable, comparable identity of a config value (lists and dicts included)."""
     if isinstance(v, float) and np.isnan(v):
         return "nan"
@@ -628,7 +629,7 @@ def _ordered_values(col: pd.Series) -> list:
     """Distinct values in a natural order: numbers ascending, else first appearance."""
     seen: dict[str, object] = {}
     for v in col:
-        seen.setdefault(_key(v), v)
+        seen.setdefault(value_key(v), v)
     vals = list(seen.values())
     if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
            for v in vals):

@@ -28,7 +28,6 @@ from scipy.optimize import brentq
 from .gaussian import ScalarActivation, correlated_pair, normal_rule
 from .gaussian import resolve_activation as _resolve
 
-PHASES = ("ordered", "critical", "chaotic")
 Q_MAX = 1e12       # q above this is reported as diverging (q* = inf)
 Q_MIN = 1e-12      # q below this is reported as collapsing (q* = 0)
 _Q_EVAL_MIN = 1e-20  # variance used for chi1 / c-map when q* = 0 (the small-signal limit)
