@@ -130,6 +130,19 @@ def test_bad_input_doctor_apply_reload_and_export(page, tmp_path):
     set_field(pg, "train.lr", "0.1")
     msg.wait_for(state="hidden")
 
+    # a diverging run says where, and the page keeps working
+    set_field(pg, "model.activation", "relu")
+    set_field(pg, "model.init", "normal")
+    set_field(pg, "train.lr", "10")
+    wait_query(pg, **{"train.lr": "10.0", "model.init": "normal"})
+    measured(pg)
+    pg.click("#play")
+    banner = pg.locator("#diverged")
+    banner.wait_for(state="visible", timeout=30_000)
+    assert "diverged at step" in banner.text_content()
+    assert pg.locator("body").get_attribute("data-state") == "diverged"
+    pg.screenshot(path=str(tmp_path / "3b-diverged.png"), full_page=True)
+
     pg.click("button[data-preset=naive]")
     wait_query(pg, **{"model.activation": "sigmoid", "model.init": "normal"})
     measured(pg)

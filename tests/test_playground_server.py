@@ -182,3 +182,33 @@ def test_presets_and_prescriptions_give_valid_setups():
     assert (s["model.init"], s["model.batchnorm"], s["train.lr"]) == ("he_normal", True, 0.01)
     with pytest.raises(SetupError, match="no control"):
         apply_prescription(DEFAULTS, {"output_activation": "tanh"})
+
+
+def test_cli_serves_on_localhost_and_stops_on_ctrl_c():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from depthlab.cli import build_parser
+
+    assert build_parser().parse_args(["playground"]).host == "127.0.0.1"
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "playground", "--no-browser",
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split()[2]
+        with urllib.request.urlopen(url, timeout=10) as r:
+            page = r.read().decode()
+        assert "/static/uPlot.iife.min.js" in page and "http" not in page.split("<body")[1]
+        with urllib.request.urlopen(url + "static/uPlot.iife.min.js", timeout=10) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) in (0, 130)  # 130: the shell's status for Ctrl-C
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

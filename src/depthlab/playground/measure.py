@@ -34,8 +34,8 @@ from ..probes.stats import layer_quantities, measurement_pass, network_stats
 PROBE_ROWS = 300
 HIST_LAYERS = 6
 HIST_BINS = 30
-GRID = 40
-GRID_DEEP = 24
+GRID = 32
+GRID_DEEP = 20
 """Grid side for networks with more than :data:`DEEP` hidden nonlinearities (a forward pass per
 grid point costs as much as a training example)."""
 DEEP = 200
@@ -148,8 +148,9 @@ class Monitor:
         return _floats(out, 4)
 
     # -- one measurement ---------------------------------------------------------------------
-    def measure(self, step: int, *, boundary: bool = True) -> dict[str, Any]:
-        """A JSON-able snapshot of every panel's numbers at optimizer step ``step``."""
+    def measure(self, step: int) -> dict[str, Any]:
+        """A JSON-able snapshot of the per-layer panels' numbers at optimizer step ``step``
+        (the decision boundary is :meth:`boundary`)."""
         loss, acc = measurement_pass(self.net, self.x, self.y, self.loss)
         stats = network_stats(self.net, ())
         cols = {name: _floats([row[i] for _, row in stats]) for name, i in _COLUMNS.items()}
@@ -170,7 +171,5 @@ class Monitor:
             "layers": [p.index for p in self.points], **cols,
             "update_ratio": self._update_ratio(step), "hist": hists,
         }
-        if boundary and self.grid is not None:
-            snap["boundary"] = self.boundary()
         self.net.clear_cache()
         return jsonable(snap)

@@ -6,7 +6,8 @@ The thread runs ``depthlab.experiments.runner.prepare`` (the data and the networ
 
 * measures the network for the panels when the last measurement is older than the update
   interval (:data:`UPDATE_INTERVAL`, stretched to twice the cost of one measurement for very
-  deep networks so that training keeps most of the time), and after every single step;
+  deep networks so that training keeps most of the time), and after every single step; the
+  decision boundary less often (:data:`BOUNDARY_INTERVAL`);
 * waits while the session is paused (``step()`` lets exactly one optimizer step through);
 * raises :class:`Stopped` once :meth:`Session.stop` was called, so the thread ends within one
   step.
@@ -35,8 +36,9 @@ from .prediction import theory_profile
 UPDATE_INTERVAL = 0.08
 """Seconds between measurements while training runs (about 12 updates per second)."""
 
-BOUNDARY_INTERVAL = 0.25
-"""Seconds between decision-boundary evaluations (a forward pass over the grid)."""
+BOUNDARY_INTERVAL = 0.3
+"""Seconds between decision-boundary evaluations (an inference pass over the grid), stretched
+to four times the cost of one evaluation."""
 
 MAX_STEPS = 10**12
 """The trainer's step budget: the playground trains until paused or stopped."""
@@ -86,6 +88,7 @@ class Session:
         self._last_measure = 0.0
         self._measure_cost = 0.0
         self._last_boundary = 0.0
+        self._boundary_cost = 0.0
         self._t0 = time.perf_counter()
         self.monitor: Monitor | None = None
         self.thread = threading.Thread(target=self._main, name="depthlab-playground-session",
@@ -162,12 +165,17 @@ class Session:
         if not force and now - self._last_measure < interval:
             return
         assert self.monitor is not None
-        boundary = force or now - self._last_boundary >= max(BOUNDARY_INTERVAL, interval)
-        snap = self.monitor.measure(step, boundary=boundary)
-        if boundary:
-            self._last_boundary = now
+        snap = self.monitor.measure(step)
         done = time.perf_counter()
         self._measure_cost = done - now
+        if force or done - self._last_boundary >= max(BOUNDARY_INTERVAL,
+                                                       4.0 * self._boundary_cost):
+            b = self.monitor.boundary()
+            if b is not None:
+                snap["boundary"] = b
+            self._last_boundary = time.perf_counter()
+            self._boundary_cost = self._last_boundary - done
+            done = self._last_boundary
         self._last_measure = done
         losses, self._losses = self._losses, []
         snap.update(type="update", epoch=self._epoch, seconds=round(done - self._t0, 3),

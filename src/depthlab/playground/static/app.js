@@ -201,7 +201,7 @@ function onDiverged(m) {
   setState("diverged");
   const d = $("diverged");
   d.hidden = false;
-  d.textContent = `training diverged at step ${m.step} (epoch ${m.epoch}): ${m.message}. ` +
+  d.textContent = `training diverged at step ${m.step} (epoch ${m.epoch}): ${m.message.replace(/\.+$/, "")}. ` +
     "The panels show the last finite measurement; lower the learning rate or change the setup, then reset.";
   d.dataset.step = m.step;
   d.dataset.layer = m.layer || "";
@@ -219,6 +219,9 @@ function makePlot(id, opts, data) {
 }
 
 const logScale = { distr: 3, log: 10 };
+const tick = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ?
+  v.toExponential(0) : (+v.toPrecision(3)).toString());
+const linTicks = (u, splits) => splits.map(tick);
 const logTicks = (u, splits) => splits.map((v) => {
   if (v === null || !(v > 0)) return "";
   const e = Math.log10(v);
@@ -242,7 +245,7 @@ function buildPlots(m) {
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-loss", {
     scales: { x: { time: false }, acc: { range: [0, 1] } },
-    axes: [{ label: "step" }, { label: "loss", size: 50 }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
+    axes: [{ label: "step" }, { label: "loss", size: 55, values: linTicks }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
     series: [{ label: "step" },
       { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: { show: false } },
       { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: { show: false } },
@@ -251,7 +254,7 @@ function buildPlots(m) {
   const hl = m.hist_layers;
   makePlot("plot-hist", {
     scales: { x: { time: false } },
-    axes: [{ label: "activation value" }, { label: "fraction", size: 50 }],
+    axes: [{ label: "activation value", values: linTicks }, { label: "fraction", size: 50 }],
     series: [{ label: "value" }, ...hl.map((l) => ({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } }))],
   }, [[], ...hl.map(() => [])]);
   const evoSeries = [{ label: "step" }];
@@ -265,7 +268,7 @@ function buildPlots(m) {
   }
   makePlot("plot-evo", {
     scales: { x: { time: false } },
-    axes: [{ label: "step" }, { label: "activation", size: 50 }],
+    axes: [{ label: "step" }, { label: "activation", size: 55, values: linTicks }],
     legend: { show: false }, series: evoSeries,
   }, evoSeries.map(() => []));
   makePlot("plot-sat", {
