@@ -1,0 +1,222 @@
+"""Sweeps on Dask distributed (loopback only): the same records as the local pool, a worker
+killed mid-sweep, a client killed and rerun, points that raise, an unreachable scheduler.
+
+One ``LocalCluster(n_workers=2, processes=True)`` is shared by the module and reached through
+``--cluster tcp://127.0.0.1:PORT``; one test starts its own with ``--cluster local:2``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from shared import ENV, cli
+
+distributed = pytest.importorskip("distributed")
+
+from depthlab.experiments import read_toml, run_sweep  # noqa: E402
+from depthlab.experiments.executors import compute_point  # noqa: E402
+from depthlab.experiments.executors.dask import DaskExecutor  # noqa: E402
+
+GRID = """\
+[data]
+name = "clusters"
+n = {n}
+options = {{d = 16, n_classes = 4}}
+[model]
+sizes = ["auto", 16, 16, "auto"]
+[train]
+lr = 0.05
+batch_size = 8
+epochs = {epochs}
+[probes]
+every = 20
+[sweep]
+"train.lr" = [0.05, 0.1]
+"train.seed" = [0, 1, 2, 3, 4, 5]
+"""
+
+
+def write(tmp_path, n=300, epochs=1) -> str:
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.format(n=n, epochs=epochs))
+    return str(path)
+
+
+def rows(db) -> list[tuple]:
+    if not os.path.exists(db):
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT id, status, created, metrics, error FROM runs "
+                                "ORDER BY id").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def steps_rows(db, rid) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT step, loss FROM steps WHERE run_id = ? ORDER BY step",
+                            (rid,)).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        lc = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                      host="127.0.0.1", dashboard_address=None,
+                                      silence_logs=50)
+    try:
+        yield lc
+    finally:
+        lc.close()
+
+
+def worker_pids(lc) -> list[int]:
+    return [n.process.process.pid for n in lc.workers.values()
+            if getattr(n, "process", None) is not None and n.process.process is not None]
+
+
+def _comparable(metrics: str) -> dict:
+    m = json.loads(metrics)
+    m.pop("seconds", None)
+    return m
+
+
+def test_same_records_as_the_local_pool(tmp_path, cluster):
+    cfg = write(tmp_path)
+    local = cli("sweep", cfg, "--out", tmp_path / "a", "--jobs", "2")
+    assert local.returncode == 0, local.stderr
+    dask = cli("sweep", cfg, "--out", tmp_path / "b", "--cluster", cluster.scheduler_address)
+    assert dask.returncode == 0, dask.stderr
+    assert "12 points" in dask.stdout.splitlines()[0]  # the grid size comes first
+    a, b = rows(tmp_path / "a" / "depthlab.db"), rows(tmp_path / "b" / "depthlab.db")
+    assert len(a) == len(b) == 12
+    assert [r[0] for r in a] == [r[0] for r in b] and {r[1] for r in b} == {"finished"}
+    for ra, rb in zip(a, b):
+        assert _comparable(ra[3]) == _comparable(rb[3])  # bit-identical floats via JSON repr
+        assert steps_rows(tmp_path / "a" / "depthlab.db", ra[0]) == \
+            steps_rows(tmp_path / "b" / "depthlab.db", rb[0])
+
+
+def test_worker_killed_mid_sweep(tmp_path, cluster):
+    cfg = write(tmp_path, n=1500, epochs=3)
+    db = tmp_path / "o" / "depthlab.db"
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep", cfg, "--out",
+                             tmp_path / "o", "--cluster", cluster.scheduler_address],
+                            env=ENV, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(rows(db)) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        victim = worker_pids(cluster)[0]
+        os.kill(victim, signal.SIGKILL)  # mid-point: both workers are always busy
+        during = cli("runs", tmp_path / "o")  # the store is readable while the sweep runs
+        assert during.returncode == 0 and "sweep-point" in during.stdout, during.stderr
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    got = rows(db)
+    assert len(got) == 12 and {r[1] for r in got} == {"finished"}
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM runs").fetchone() == (12, 12)
+    for rid, *_rest in got:  # no run's rows stored twice
+        n = conn.execute("SELECT COUNT(*) FROM steps WHERE run_id = ?", (rid,)).fetchone()[0]
+        assert n == json.loads(_rest[2])["steps"]
+    conn.close()
+    assert "12 finished" in out
+
+
+def raising_compute(task):
+    """Seed 1 raises in the worker every time; the others compute normally."""
+    if task.config["train"]["seed"] == 1:
+        raise RuntimeError(f"boom in point {task.name}")
+    return compute_point(task)
+
+
+def test_point_that_raises_is_failed_with_its_message(tmp_path, cluster):
+    raw = read_toml(write(tmp_path))
+    raw["sweep"] = {"train.seed": [0, 1, 2], "model.sizes": [["auto", 8, "auto"],
+                                                             [3, 8, "auto"]]}
+    res = run_sweep(raw, tmp_path / "o", echo=None,
+                    executor=DaskExecutor(cluster.scheduler_address, compute=raising_compute))
+    got = {r[0]: r for r in rows(tmp_path / "o" / "depthlab.db")}
+    assert len(got) == 6 and res.count("failed") == 4 and res.count("finished") == 2
+    errors = sorted(r[4] for r in got.values() if r[1] == "failed")
+    assert sum("RuntimeError: boom in point seed=1," in e for e in errors) == 2
+    assert sum("model.sizes[0] = 3 but data set 'clusters' has 16" in e for e in errors) == 2
+
+
+def test_client_killed_then_rerun_finishes(tmp_path, cluster):
+    cfg = write(tmp_path, n=1500, epochs=8)
+    db = tmp_path / "o" / "depthlab.db"
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep", cfg, "--out",
+                             tmp_path / "o", "--cluster", "local:2"], env=ENV,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while len(rows(db)) < 1:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)  # the client alone
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children):
+            assert time.monotonic() < deadline, "the cluster's workers outlived the client"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = rows(db)
+    assert 1 <= len(before) < 12 and {r[1] for r in before} == {"finished"}
+    again = cli("sweep", cfg, "--out", tmp_path / "o", "--cluster", cluster.scheduler_address)
+    assert again.returncode == 0, again.stderr
+    assert f"skipped {len(before)} already stored" in again.stdout
+    after = rows(db)
+    assert len(after) == 12 and {r[1] for r in after} == {"finished"}
+    old = {r[0]: r[2] for r in before}
+    assert {r[0]: r[2] for r in after if r[0] in old} == old  # finished runs not redone
+
+
+def test_unreachable_scheduler_is_one_line_exit_2(tmp_path):
+    t0 = time.monotonic()
+    res = cli("sweep", write(tmp_path), "--out", tmp_path / "o", "--cluster",
+              "tcp://127.0.0.1:1")
+    assert time.monotonic() - t0 < 10
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in err[0]
+    assert not (tmp_path / "o" / "depthlab.db").exists() or not rows(tmp_path / "o" /
+                                                                    "depthlab.db")
+
+
+@pytest.mark.parametrize("value", ["local:0", "local:x", "tcp://host", "http://h:1"])
+def test_bad_cluster_address(tmp_path, value):
+    from depthlab.experiments.executors import ClusterError
+    from depthlab.experiments.executors.dask import check_address
+
+    with pytest.raises(ClusterError, match="accepted: local:N"):
+        check_address(value)
