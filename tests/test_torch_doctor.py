@@ -141,6 +141,21 @@ def test_instance_is_deep_copied_and_left_unchanged(digits):
     assert a.baseline["train_loss"] == b.baseline["train_loss"]  # reproducible from the seed
 
 
+def test_zoo_models_with_integer_and_sequence_inputs():
+    from depthlab.torch import zoo
+
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 50, (64, 12), generator=g)
+    labels = torch.randint(0, 3, (64,), generator=g)
+    diag = dlt.doctor(zoo.transformer_classifier, (tokens, labels), steps=6, batch_size=16,
+                      probe_every=3, verify=False)
+    assert diag.config["n_weight_layers"] >= 5 and math.isfinite(diag.baseline["train_loss"])
+    seqs = torch.randn(64, 10, 8, generator=g)
+    diag = dlt.doctor(zoo.lstm_classifier, (seqs, labels), steps=6, batch_size=16,
+                      probe_every=3, verify=False)
+    assert set(diag.probes["module"]) >= {"lstm", "head"}
+
+
 # -- bad inputs --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, err, fragment", [

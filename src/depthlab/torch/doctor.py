@@ -166,8 +166,7 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
         fan = _Fans(*rx.fans(ws[0])) if ws and not isinstance(t.module, nn.Embedding) else None
         fn = _depthlab_fn(t.activation_name, rx.activation_kwargs(t.activation)) \
             if t.activation_name else None
-        out.append(_Point(i, fan, _Act(fn) if fn is not None else None, t.name,
-                          t.activation_name))
+        out.append(_Point(i, fan, _Act(fn), t.name, t.activation_name))
     return out
 
 
@@ -228,11 +227,15 @@ def _as_tensor(v: Any, label: str) -> torch.Tensor:
                         f"{e}") from None
 
 
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
+
 def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) -> TensorData:
     """``data`` -> tensors on ``device``: a Dataset-like object (``x_train``, ``y_train``,
     ``x_val``, ``y_val``), ``(x, y)`` (``VAL_FRACTION`` held out by a seeded permutation when
     there are at least 10 rows) or ``(x, y, x_val, y_val)``. Inputs are cast to the model's
-    floating ``dtype``; integer labels become int64, float targets ``dtype``."""
+    floating ``dtype`` (integer inputs such as token ids become int64, uint8/bool ``dtype``);
+    integer labels become int64, float targets ``dtype``."""
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
         parts = [data.x_train, data.y_train, getattr(data, "x_val", None),
                  getattr(data, "y_val", None)]
@@ -254,12 +257,14 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     check_fits(sum(t.numel() * max(t.element_size(), 4) for t in ts), device)
 
     def conv(t: torch.Tensor, is_x: bool) -> torch.Tensor:
-        if is_x or t.is_floating_point():
-            if not (t.is_floating_point() or t.dtype in (torch.uint8, torch.int8, torch.int16,
-                                                          torch.int32, torch.int64, torch.bool)):
-                raise TypeError(f"inputs must be numeric, got dtype {t.dtype}")
-            return t.to(device=device, dtype=dtype if is_x or t.is_floating_point() else None)
-        return t.to(device=device, dtype=torch.int64)
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in _INTEGER_DTYPES):
+            raise TypeError(f"{'inputs' if is_x else 'targets'} must be real numbers, got "
+                            f"dtype {t.dtype}")
+        if t.is_floating_point():
+            return t.to(device=device, dtype=dtype)
+        if is_x and t.dtype in (torch.uint8, torch.bool):
+            return t.to(device=device, dtype=dtype)  # pixels / masks: numbers, not indices
+        return t.to(device=device, dtype=torch.int64)  # labels, token ids
 
     x, y = conv(ts[0], True), conv(ts[1], False)
     if len(ts) == 4:
