@@ -35,9 +35,17 @@ def resolve_dtype(dtype: Any = "float32") -> np.dtype:
 
 
 def rng(seed: int | np.random.Generator | None = None) -> np.random.Generator:
-    """A ``numpy.random.Generator`` from a seed (never the global RNG)."""
+    """A ``numpy.random.Generator`` from a seed (never the global RNG). ``seed``: an integer
+    >= 0, None (fresh entropy), a ``SeedSequence`` or a ``Generator`` (returned as is)."""
     if isinstance(seed, np.random.Generator):
         return seed
+    if seed is not None and not isinstance(seed, np.random.SeedSequence):
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+            raise TypeError(f"seed={seed!r} is not accepted; accepted: an integer >= 0, None "
+                            "or a numpy Generator")
+        if seed < 0:
+            raise ValueError(f"seed={seed!r} is not accepted; accepted: an integer >= 0, "
+                             "None or a numpy Generator")
     return np.random.default_rng(seed)
 
 

@@ -202,11 +202,18 @@ class Text(Check):
 
 
 class Label(Check):
+    """A CSV label column: a name, or a 0-based column index (the loader's rule,
+    ``depthlab.data.files``)."""
+
     kind = "label"
-    accepted = "a column name or index"
+    accepted = "a column name or a 0-based column index (an integer >= 0)"
 
     def __call__(self, key: str, v: Any) -> Any:
-        if v is None or (isinstance(v, str) and v) or is_int(v):
+        if v is None or (isinstance(v, str) and v):
+            return v
+        if is_int(v):
+            if v < 0:
+                raise bad(key, v, self.accepted, "is out of range")
             return v
         raise bad(key, v, self.accepted, "has the wrong type")
 

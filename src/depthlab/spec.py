@@ -529,6 +529,11 @@ class RunSpec:
         return cls(name=name, sweep=sweep, **parts)
 
     def __post_init__(self) -> None:
+        if self.model.batchnorm and self.train.batch_size == 1:
+            raise ConfigError(
+                "model.batchnorm = true needs at least 2 rows per batch but train.batch_size "
+                "= 1; accepted: train.batch_size >= 2 or \"full\" (or model.batchnorm = "
+                "false)", "train.batch_size")
         n_out = self.model.sizes[-1]
         if self.train.loss == "binary_cross_entropy" and n_out not in ("auto", 1):
             raise ConfigError(

@@ -8,9 +8,18 @@ from ..backend import Array
 
 
 def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Array, Array]:
-    """Return ``(x, y)`` as arrays (x in the network's dtype) or raise a clear ValueError."""
+    """Return ``(x, y)`` as arrays (x in the network's dtype) or raise a clear error naming
+    the argument, its value and what is accepted."""
+    for name, v in (("x", x), ("y", y)):
+        if isinstance(v, str | bytes | dict) or v is None or np.ndim(v) == 0:
+            shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+            raise TypeError(f"{what} {name}={shown} is not accepted; accepted: an array of "
+                            + ("shape (n_samples, n_inputs)" if name == "x" else
+                               "n_samples labels or targets"))
     x = np.asarray(x)
     y = np.asarray(y)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{what} x of dtype {x.dtype} is not accepted; accepted: real numbers")
     if x.size == 0 or x.shape[0] == 0:
         raise ValueError(f"{what} data is empty: x has shape {x.shape}")
     if x.ndim != 2:
@@ -19,14 +28,19 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
         raise ValueError(f"{what} x has {x.shape[1]} features; the network expects {n_inputs}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{what} x has {x.shape[0]} rows but y has {y.shape[0]}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{what} x must be numeric, got dtype {x.dtype}")
-    x = x.astype(dtype, copy=False)
-    if not np.isfinite(x).all():
-        bad = np.argwhere(~np.isfinite(x))[0]
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        cast = x.astype(dtype, copy=False)
+    if not np.isfinite(cast).all():
+        bad = tuple(np.argwhere(~np.isfinite(cast))[0])
+        if np.isfinite(x[bad]):
+            raise ValueError(
+                f"{what} x value {float(x[bad]):g} (row {bad[0]}, column {bad[1]}) does not fit in "
+                f"{np.dtype(dtype).name}; accepted: |x| <= {np.finfo(dtype).max:.3g}"
+            )
         raise ValueError(
             f"{what} x contains NaN or infinity (first at row {bad[0]}, column {bad[1]})"
         )
+    x = cast
     if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
         raise ValueError(f"{what} y contains NaN or infinity")
     return x, y

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -155,7 +156,12 @@ class Trainer:
             raise ValueError(
                 f"batch normalization needs batches of at least 2 rows; batch_size={bs}"
             )
-        per_epoch = math.ceil(n / bs)
+        merge = has_bn and bs < n and n % bs == 1
+        if merge:  # one row cannot be batch-normalized: it joins the batch before it
+            warnings.warn(f"batch normalization: {n} rows in batches of {bs} leave 1 row for "
+                          f"the last batch of each epoch; it is merged into the batch before "
+                          f"it ({bs + 1} rows)", stacklevel=2)
+        per_epoch = math.ceil(n / bs) - merge
         total = self.max_steps if self.epochs is None else per_epoch * self.epochs
         if self.max_steps is not None:
             total = min(total, self.max_steps)
@@ -190,16 +196,18 @@ class Trainer:
                 return
 
     def _epoch(self, x, y, n, bs, has_bn, params, bar) -> bool:
-        """One pass over the data in shuffled batches (a last batch of one row is skipped
-        with batch norm); True when training must stop (max_steps or divergence)."""
+        """One pass over the data in shuffled batches (with batch norm a last batch of one
+        row is merged into the batch before it); True when training must stop (max_steps or
+        divergence)."""
         order = self.rng.permutation(n) if bs < n else None
         for start in range(0, n, bs):
             if order is None:
                 xb, yb = x, y
             else:
-                idx = order[start : start + bs]
-                if has_bn and idx.shape[0] < 2:
-                    continue
+                if has_bn and n - start < 2:
+                    continue  # this row was merged into the batch before
+                end = n if has_bn and n - start - bs == 1 else start + bs
+                idx = order[start:end]
                 xb, yb = x[idx], y[idx]
             loss = self._step(xb, yb, params)
             if loss is None:
