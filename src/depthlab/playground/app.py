@@ -39,7 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..data.registry import BUILTINS
-from .doctor_task import run_doctor
+from .doctor_task import doctor_steps, run_doctor
 from .memory_check import check_setup_memory, data_shape
 from .presets import PRESETS, apply_preset
 from .session import Session
@@ -277,7 +277,8 @@ class _Tab:
             self._error("the doctor is already running")
             return
         self.doctor_busy = True
-        self._enqueue({"type": "doctor_started"})
+        self._enqueue({"type": "doctor_started",
+                       "steps": doctor_steps(int(self.setup["model.depth"]))})
         setup = dict(self.setup)
         try:
             result = await asyncio.to_thread(run_doctor, session.prep, setup)

@@ -1,10 +1,11 @@
 """The Doctor button: ``depthlab.doctor`` on the session's setup, as JSON for the page.
 
 The doctor trains its own fresh copy of the network (built from the same ``mlp()`` arguments
-and seed, on the session's data) for :data:`DOCTOR_STEPS` steps with the session's optimizer
-settings, with ``verify=True``: every prescription is re-run under the same budget and the
-before/after numbers come back. Each finding also carries the setup with its prescription
-applied (``apply``), i.e. the page's URL query after pressing "apply".
+and seed, on the session's data) for :data:`DOCTOR_STEPS` steps (fewer for very deep networks,
+:func:`doctor_steps`) with the session's optimizer settings, with ``verify=True``: every
+prescription is re-run under the same budget and the before/after numbers come back. Each
+finding also carries the setup with its prescription applied (``apply``), i.e. the page's URL
+query after pressing "apply".
 """
 
 from __future__ import annotations
@@ -16,10 +17,23 @@ from ..diagnosis.findings import jsonable
 from .setup import SetupError, apply_prescription, to_query
 
 DOCTOR_STEPS = 200
+"""The doctor's training budget per run (its own default)."""
+
+DEEP_STEPS = ((100, 200), (300, 100))
+"""``(max hidden layers, steps)``: deeper networks get 50 steps per run, so that the doctor's
+runs (one plus one per prescription) stay within a minute or two on a laptop."""
 
 
-def run_doctor(prep: Any, setup: dict[str, Any], steps: int = DOCTOR_STEPS) -> dict[str, Any]:
-    """Diagnose the prepared run ``prep`` (``experiments.runner.Prepared``) of ``setup``."""
+def doctor_steps(depth: int) -> int:
+    """The doctor's budget for a network of ``depth`` hidden layers (see :data:`DEEP_STEPS`)."""
+    return next((steps for limit, steps in DEEP_STEPS if depth <= limit), 50)
+
+
+def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None) -> dict[str, Any]:
+    """Diagnose the prepared run ``prep`` (``experiments.runner.Prepared``) of ``setup``
+    (``steps`` default: :func:`doctor_steps` of its depth)."""
+    if steps is None:
+        steps = doctor_steps(int(setup["model.depth"]))
     t = prep.config["train"]
     ds = prep.data
     data = ((ds.x_train, prep.y_train, ds.x_val, prep.y_val) if prep.y_val is not None

@@ -165,7 +165,7 @@ function handle(m) {
       break;
     case "doctor_started":
       $("doctor").disabled = true;
-      $("doctor-out").innerHTML = '<p class="note">the doctor is training copies of this network&hellip;</p>';
+      $("doctor-out").innerHTML = `<p class="note">the doctor is training copies of this network (${m.steps} steps each, then one per prescription)&hellip;</p>`;
       break;
     case "doctor": onDoctor(m); break;
     default: break;
