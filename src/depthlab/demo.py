@@ -84,13 +84,18 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
 
 
 def describe_ratio(ratio: float | None) -> str:
-    """A few words on a first/last-layer gradient ratio (see the module docstring)."""
+    """A few words on a first/last-layer gradient ratio (see the module docstring): flows
+    within a factor 4 of 1, shrinking/growing up to a factor 100, vanishing/exploding beyond."""
     if ratio is None or not math.isfinite(ratio) or ratio <= 0:
         return "not measured"
     if ratio < 1e-2:
         return f"vanishing: the first layer gets {1 / ratio:.2g}x less gradient"
     if ratio > 1e2:
         return f"exploding: the first layer gets {ratio:.2g}x more gradient"
+    if ratio < 0.25:
+        return f"shrinking: the first layer gets {1 / ratio:.2g}x less gradient"
+    if ratio > 4:
+        return f"growing: the first layer gets {ratio:.2g}x more gradient"
     return "flows: within a factor " + f"{max(ratio, 1 / ratio):.2g} of 1"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,8 @@ class Claim:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["holds"] = bool(self.holds)
-        d["value"] = None if self.value is None else float(self.value)
+        v = None if self.value is None else float(self.value)
+        d["value"] = v if v is not None and math.isfinite(v) else None  # strict JSON
         return d
 
 
