@@ -123,6 +123,22 @@ def test_learning_rate_that_kills_units_gives_dead_units(digits, device):
     assert diag.verifications == []
 
 
+def test_lagging_batchnorm_statistics_cured_by_population_statistics(digits):
+    x, y = digits
+
+    def make():
+        return nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64, momentum=0.001), nn.ReLU(),
+                             nn.Linear(64, 64), nn.BatchNorm1d(64, momentum=0.001), nn.ReLU(),
+                             nn.Linear(64, 10))
+
+    diag = dlt.doctor(make, (x, y), steps=60, batch_size=32, probe_every=30, max_cures=1)
+    assert diag.kinds == ["bn_drift"], str(diag)
+    assert len(diag.bn_drift) == 2
+    (v,) = diag.verifications
+    assert v.prescription == {"bn_population": True} and v.resolved and v.helped
+    assert v.after["train_loss"] < 0.5 * v.before["train_loss"]
+
+
 def test_instance_is_deep_copied_and_left_unchanged(digits):
     x, y = digits
     model = sigmoid_cnn(depth=6)()

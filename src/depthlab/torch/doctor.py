@@ -170,6 +170,55 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
     return out
 
 
+@torch.no_grad()
+def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
+    """Per batch norm with running statistics (forward order of ``model.modules()``): running
+    (inference) statistics against the statistics of the probe batch ``x`` at its input (a
+    forward with batch norms in training mode, all else in eval mode; buffers and modes
+    restored). As the NumPy doctor: ``mean_shift`` = mean over channels of
+    ``|mu_run - mu_batch| / sqrt(var_batch + eps)``, ``log_var_ratio`` = mean over channels of
+    ``|log((var_run + eps) / (var_batch + eps))|``."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats and m.running_mean is not None]
+    if not bns or len(x) < 2:
+        return []
+    seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(m: nn.Module, inp: tuple, _out: Any) -> None:
+        if m not in seen:
+            t = inp[0].detach().double()
+            dims = [d for d in range(t.dim()) if d != 1]
+            seen[m] = (t.mean(dim=dims), t.var(dim=dims, unbiased=False))
+
+    saved = {bn: [b.clone() for b in bn.buffers()] for bn in bns}
+    modes = {m: m.training for m in model.modules()}
+    handles = [bn.register_forward_hook(hook) for bn in bns]
+    try:
+        for m in model.modules():
+            m.train(m in saved)
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for bn, bufs in saved.items():
+            for b, v in zip(bn.buffers(), bufs):
+                b.copy_(v)
+        for m, was in modes.items():
+            m.training = was
+    out = []
+    for bn in bns:
+        if bn not in seen:
+            continue
+        mu_b, var_b = seen[bn]
+        mu_r, var_r = bn.running_mean.double(), bn.running_var.double()
+        sd = torch.sqrt(var_b + bn.eps)
+        stats = torch.stack([((mu_r - mu_b).abs() / sd).mean(),
+                             torch.log((var_r + bn.eps) / (var_b + bn.eps)).abs().mean()])
+        ms, lv = (float(v) for v in stats.cpu())
+        out.append({"mean_shift": ms, "log_var_ratio": lv})
+    return out
+
+
 def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
     """The diagnosis ``config`` of a torch model: class name, most common activation (and its
     parameters), whether normalization follows its layers, the weight layers' module names."""
@@ -339,8 +388,9 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
         result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
     config = describe(model, layers)
+    drift = [] if result.history.diverged else bn_drift(model, px)
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
-                          history=result.history, metrics=result.metrics,
+                          history=result.history, metrics=result.metrics, bn_drift=drift,
                           points_override=_points(result.probes, layers))
     findings, by_kind = evaluate(ctx)
     findings.sort(key=lambda f: -SEVERITIES.index(f.severity) if f.severity in SEVERITIES
@@ -423,7 +473,8 @@ def doctor(
     settings = _settings(spec, loss_fn, device)
     base = _run(model, d, loss_fn, spec, settings, percentiles=True)
     diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
-                          probes=base.result.probes, config=base.ctx.config, settings=settings)
+                          probes=base.result.probes, config=base.ctx.config, settings=settings,
+                          bn_drift=base.ctx.bn_drift)
     xs = d.x[:LSUV_EXAMPLES]
     runs: dict[str, _Run] = {}
     for f in diagnosis.findings:

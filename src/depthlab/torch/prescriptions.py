@@ -22,7 +22,8 @@ change                      what it does
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
-``optimizer``               (``torch.nn.utils.clip_grad_norm_``), another optimizer (``adam``)
+``optimizer``,              (``torch.nn.utils.clip_grad_norm_``), another optimizer (``adam``),
+``bn_population``           batch-norm running statistics recomputed over the training set
 ==========================  ====================================================================
 
 A transform that finds nothing to change raises :class:`NotApplicable` (the doctor then tries
@@ -69,7 +70,8 @@ PASS_THROUGH: tuple[type[nn.Module], ...] = NORM_MODULES + (
 
 INITS: tuple[str, ...] = ("matched", "he_normal", "he_uniform", "glorot_normal",
                           "glorot_uniform", "lecun_normal", "orthogonal", "lsuv")
-TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size"})
+TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size",
+                           "bn_population"})
 MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init"})
 
 LSUV_TOL = 0.1
@@ -408,6 +410,8 @@ def translate(rule_changes: dict[str, Any], spec: TrainSpec) -> dict[str, Any] |
             out["bias_init"] = "zeros"
         elif k in ("lr", "optimizer", "batch_size"):
             out[k] = v
+        elif k == "bn_inference" and v == "population":
+            out["bn_population"] = True
         elif k == "activation_kwargs":
             continue
         else:  # residual, bn_inference, bn_momentum: no generic module transform
@@ -452,7 +456,9 @@ def alternatives(kind: str, activation: str | None, spec: TrainSpec, normalized:
                         "tanh is zero-centred (Glorot & Bengio 2010)."), relu],
         "init_mismatch": [matched, lsuv],
         "divergence": [lower, warmup, clip, adam],
-        "bn_drift": [lower],
+        "bn_drift": [({"bn_population": True}, "Recompute the batch-norm running statistics "
+                      "over the whole training set after training (population statistics)."),
+                     lower],
     }
     if spec.optimizer == "adam":
         table = {k: [c for c in v if c is not adam] for k, v in table.items()}

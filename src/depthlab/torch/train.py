@@ -16,6 +16,9 @@ Step ``k`` means "the model after ``k`` optimizer updates". The loop records
   validation sets, as the NumPy trainer reports them.
 
 Learning-rate warm-up (``spec.warmup = W``): update ``k`` uses ``lr * min(1, k / W)``.
+Population batch-norm statistics (``spec.bn_population``): after the last update every
+``_BatchNorm``'s running mean/variance are recomputed as the cumulative average over the whole
+training set (``momentum=None``, one pass in batches, no gradients) before the final metrics.
 Gradient clipping (``spec.clip_grad_norm = c``): ``torch.nn.utils.clip_grad_norm_(params, c)``
 between backward and the update. A non-finite loss stops training (``History.divergence``).
 """
@@ -78,6 +81,7 @@ class TrainSpec:
     warmup: int = 0
     clip_grad_norm: float | None = None
     probe_every: int = 20
+    bn_population: bool = False
 
     def __post_init__(self) -> None:
         name = str(self.optimizer).lower() if isinstance(self.optimizer, str) else None
@@ -118,7 +122,8 @@ class TrainSpec:
         return {"optimizer": self.optimizer, "lr": self.lr,
                 "optimizer_kwargs": dict(self.optimizer_kwargs), "steps": self.steps,
                 "batch_size": self.batch_size, "seed": self.seed, "warmup": self.warmup,
-                "clip_grad_norm": self.clip_grad_norm, "probe_every": self.probe_every}
+                "clip_grad_norm": self.clip_grad_norm, "probe_every": self.probe_every,
+                "bn_population": self.bn_population}
 
 
 def make_optimizer(spec: TrainSpec, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -317,8 +322,13 @@ def train(
             last_probed = step
     if hist.diverged:
         opt.zero_grad(set_to_none=True)
-    elif last_probed != hist.steps:
-        record(hist.steps)
+    else:
+        if spec.bn_population:
+            population_batchnorm(model, data.x)
+        if last_probed != hist.steps or spec.bn_population:
+            if frames and int(frames[-1]["step"].iloc[0]) == hist.steps:
+                frames.pop()  # measured again with the population statistics
+            record(hist.steps)
     hist.seconds = time.perf_counter() - t0
     metrics = final_metrics(model, data, loss_fn, hist, spec.steps)
     frames.append(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
@@ -327,6 +337,34 @@ def train(
     table = table[list(TABLE_COLUMNS) + [c for c in table.columns if c not in TABLE_COLUMNS]]
     table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
     return TrainResult(history=hist, probes=table, metrics=metrics)
+
+
+@torch.no_grad()
+def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Recompute every batch norm's running statistics as the average over all of ``x``
+    (batches of :data:`EVAL_BATCH`; batch norms in training mode, every other module in eval
+    mode so dropout is off); momenta and modes restored. Returns the number of batch norms."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    if not bns:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = {bn: bn.momentum for bn in bns}
+    try:
+        for m in model.modules():
+            m.train(m in momenta)
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average
+        for i in range(0, len(x), EVAL_BATCH):
+            if len(x) - i >= 2 or i == 0:
+                model(x[i:i + EVAL_BATCH])
+    finally:
+        for bn, mom in momenta.items():
+            bn.momentum = mom
+        for m, was in modes.items():
+            m.training = was
+    return len(bns)
 
 
 def final_metrics(model: torch.nn.Module, data: TensorData, loss_fn: Callable, hist: History,
