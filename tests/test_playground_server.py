@@ -212,3 +212,12 @@ def test_cli_serves_on_localhost_and_stops_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_page_of_another_origin_cannot_open_a_session(server):
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    with pytest.raises((InvalidStatus, ConnectionClosed)):
+        with connect(ws_url(server), origin="http://evil.example") as ws:
+            ws.send(json.dumps({"cmd": "setup", "query": SMALL}))
+            ws.recv(timeout=10)

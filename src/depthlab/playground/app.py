@@ -16,6 +16,7 @@ Routes:
   ``ready``, ``update`` (measurements), ``diverged``, ``error`` (``key`` names the control) and
   ``doctor`` messages. Closing the socket (closing the tab) stops and frees the session; a tab
   that vanishes without closing is detected by the WebSocket ping (:data:`PING_INTERVAL`).
+  A WebSocket opened by a page of another origin (another web site) is refused.
 
 Every session lives in :class:`Registry`; training threads never touch the event loop, they hand
 messages to it with ``loop.call_soon_threadsafe``.
@@ -30,6 +31,7 @@ import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -141,6 +143,10 @@ def create_app(*, memory_limit: int | None = None) -> Starlette:
         return JSONResponse({"sessions": len(registry), "threads": registry.threads_alive()})
 
     async def ws_endpoint(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != ws.headers.get("host"):
+            await ws.close(code=1008)  # another web site's page: not one of ours
+            return
         await ws.accept()
         await _Tab(ws, registry, memory_limit).serve()
 
@@ -203,7 +209,10 @@ class _Tab:
                     text = await self.ws.receive_text()
                 except WebSocketDisconnect:
                     break
-                await self._handle(text)
+                try:
+                    await self._handle(text)
+                except Exception as e:  # noqa: BLE001 - one bad message never ends the tab
+                    self._error(f"{type(e).__name__}: {e}")
         finally:
             for task in (sender, self.doctor_task):
                 if task is not None:
