@@ -319,7 +319,7 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     shown = _f._pick_layers(layers, max_layers)
     what = {"act": "activation", "pre": "pre-activation s",
             "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
-    w, row_h = 3.9 * len(steps) + 0.6, 1.25
+    w, row_h = 3.9 * len(steps) + 0.6, 1.55
     fig = Figure(figsize=(w, 0.9 + row_h * len(shown)), dpi=_f.DPI, layout="constrained")
     _f.FigureCanvasAgg(fig)
     axes = fig.subplots(len(shown), len(steps), squeeze=False)
@@ -343,10 +343,8 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
                          fontsize=8.5)
             ax.tick_params(labelsize=7.5)
             ax.xaxis.set_major_locator(_f.MaxNLocator(5))
-            if c == 0:
-                ax.set_ylabel("density", fontsize=8.5)
-            if r == len(shown) - 1:
-                ax.set_xlabel(what, fontsize=9)
+            ax.set_ylabel("density", fontsize=8)
+            ax.set_xlabel(what, fontsize=8)
     fig.suptitle(f"Histograms of the {what} ({_layers_text(shown, layers)}); each panel on "
                  "its own bins", fontsize=10)
     return fig

@@ -151,6 +151,17 @@ class Diagnosis:
             "bn_drift": self.bn_drift,
         })
 
+    def __repr__(self) -> str:
+        from ..report.notebook import diagnosis_repr
+
+        return diagnosis_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Findings first, then the gradient-per-layer figure (Jupyter)."""
+        from ..report.notebook import diagnosis_html
+
+        return diagnosis_html(self)
+
     def __str__(self) -> str:
         c, s, b = self.config, self.settings, self.baseline
         sizes = c.get("sizes")

@@ -302,6 +302,17 @@ class ProbeRecorder(Callback):
         self._trainer = None  # do not keep the training data alive
 
     # -- results -----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        from ..report.notebook import recorder_repr
+
+        return recorder_repr(self)
+
+    def _repr_html_(self) -> str:
+        """What was recorded and the gradient-per-layer figure (Jupyter)."""
+        from ..report.notebook import recorder_html
+
+        return recorder_html(self)
+
     @property
     def steps(self) -> list[int]:
         """The steps at which per-layer statistics were recorded, ascending."""

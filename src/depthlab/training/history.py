@@ -89,3 +89,14 @@ class History:
     def final(self) -> dict[str, float]:
         """Last epoch's metrics (empty before the first epoch ends)."""
         return dict(self.epochs[-1]) if self.epochs else {}
+
+    def __repr__(self) -> str:
+        from ..report.notebook import history_repr
+
+        return history_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Final metrics and the training curves (Jupyter)."""
+        from ..report.notebook import history_html
+
+        return history_html(self)

@@ -1,0 +1,108 @@
+"""Jupyter views: the ``_repr_html_`` of :class:`~depthlab.History`,
+:class:`~depthlab.Diagnosis` and :class:`~depthlab.ProbeRecorder` (reproduction results use
+:func:`depthlab.reproduce.page.result_body`). Each is a small card in the report's style: the
+key numbers, then the one figure that matters, drawn with :mod:`depthlab.plot` and embedded
+as a PNG."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import html as H
+
+_STYLE = ("<style>.depthlab-card{font:13px/1.45 system-ui,sans-serif;max-width:1000px}"
+          ".depthlab-card table{border-collapse:collapse;margin:6px 0}"
+          ".depthlab-card th,.depthlab-card td{padding:3px 9px;border-bottom:1px solid #ddd;"
+          "text-align:left;vertical-align:top}.depthlab-card .note{color:#5b6573}"
+          ".depthlab-card img{max-width:100%}</style>")
+
+
+def _img(fig: Any, alt: str) -> str:
+    from .figures import figure_png
+
+    return f"<img alt=\"{H.esc(alt)}\" src=\"{H.data_uri(figure_png(fig))}\">"
+
+
+def _card(title: str, inner: str) -> str:
+    return f"{_STYLE}<div class=\"depthlab-card\"><b>{H.esc(title)}</b>{inner}</div>"
+
+
+def _num(v: Any) -> str:
+    return H.fmt(v) if not (isinstance(v, float) and not math.isfinite(v)) else str(v)
+
+
+def history_html(history: Any) -> str:
+    """Steps, final metrics, divergence and the training curves of a History."""
+    from .. import plot
+
+    final = history.final()
+    rows = [[k, _num(v)] for k, v in final.items()]
+    parts = [f"<p class=\"note\">{history.steps} steps, {history.status}, "
+             f"{history.seconds:.1f} s</p>"]
+    if history.divergence is not None:
+        parts.append(f"<p><b>Diverged.</b> {H.esc(history.divergence.message)}</p>")
+    if rows:
+        parts.append(H.table(["final metric", "value"], rows))
+    if history.steps:
+        parts.append(_img(plot.training_curves(history), "training loss and accuracy"))
+    return _card("History", "".join(parts))
+
+
+def history_repr(history: Any) -> str:
+    """``History(200 steps, finished, train_loss=0.31, val_acc=0.9)``."""
+    final = history.final()
+    keys = [k for k in ("train_loss", "val_loss", "val_acc") if k in final]
+    if not keys and history.step_loss:
+        return (f"History({history.steps} steps, {history.status}, last loss "
+                f"{_num(float(history.step_loss[-1]))})")
+    return (f"History({history.steps} steps, {history.status}"
+            + "".join(f", {k}={_num(final[k])}" for k in keys) + ")")
+
+
+def diagnosis_html(diagnosis: Any) -> str:
+    """The findings first (kind, layers, evidence, prescription, verified before/after), then
+    the gradient-per-layer figure of the baseline run."""
+    from .. import plot
+    from .build import _findings_html
+
+    parts = [_findings_html(diagnosis.to_dict())]
+    if diagnosis.probes is not None and not diagnosis.probes.empty:
+        parts.append(_img(plot.gradient_per_layer({"baseline": diagnosis.probes}, False),
+                          "gradient std per layer of the diagnosed network"))
+    return _card("Diagnosis", "".join(parts))
+
+
+def diagnosis_repr(diagnosis: Any) -> str:
+    """``Diagnosis(2 findings: vanishing_gradients, saturation; verified 2)``."""
+    if diagnosis.healthy:
+        return "Diagnosis(healthy: no findings)"
+    kinds = ", ".join(f.kind for f in diagnosis.findings)
+    ver = f"; verified {len(diagnosis.verifications)}" if diagnosis.verifications else ""
+    return f"Diagnosis({len(diagnosis.findings)} finding(s): {kinds}{ver})"
+
+
+def recorder_html(recorder: Any) -> str:
+    """What a ProbeRecorder holds, the gradient ratio and the per-layer gradient figure."""
+    from .. import plot
+
+    table = recorder.frame()
+    if table.empty:
+        return _card("ProbeRecorder", "<p class=\"note\">nothing recorded yet</p>")
+    ratio = plot.gradient_ratio(table)
+    parts = [f"<p class=\"note\">{recorder_repr(recorder)}</p>",
+             f"<p>Gradient ratio (first / last hidden layer) at the first probed step: "
+             f"<b>{_num(ratio)}</b>. Tables: <code>.frame()</code>, <code>.histograms()</code>, "
+             "<code>.jacobian()</code>.</p>",
+             _img(plot.gradient_per_layer({"recorded": table}, False),
+                  "gradient std per layer")]
+    return _card("ProbeRecorder", "".join(parts))
+
+
+def recorder_repr(recorder: Any) -> str:
+    """``ProbeRecorder(every=10, 21 steps recorded, 8 layers, 3403 rows)``."""
+    steps = recorder.steps
+    table = recorder.frame() if steps else None
+    layers = 0 if table is None else int(table.loc[table["layer"] >= 1, "layer"].nunique())
+    return (f"ProbeRecorder(every={recorder.every}, {len(steps)} steps recorded, "
+            f"{layers} layers, {recorder.n_records} rows)")
