@@ -82,6 +82,16 @@ def test_foreign_runs_table_is_refused_with_one_line(tmp_path, capsys):
     conn = sqlite3.connect(db)  # untouched
     assert conn.execute("SELECT * FROM runs").fetchall() == [(1, "theirs")]
     conn.close()
+    other = tmp_path / "app.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.commit()
+    conn.close()
+    code, _, err = run_cli(capsys, "run", tiny_config(tmp_path), "--out", other, "-q")
+    assert_one_line_error(code, err, str(other), "no 'runs' table")
+    conn = sqlite3.connect(other)  # no depthlab tables added to someone else's database
+    assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["customers"]
+    conn.close()
 
 
 def test_damaged_store_and_non_sqlite_file(tmp_path, capsys):

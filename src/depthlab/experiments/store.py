@@ -244,7 +244,14 @@ class Store:
 
     def _check_schema(self) -> None:
         """Refuse a database whose tables are not depthlab's (e.g. another program's
-        ``runs`` table): each existing table must have the columns depthlab writes."""
+        ``runs`` table, or tables but no ``runs``): each of depthlab's tables that exists must
+        have the columns depthlab writes."""
+        tables = [r[0] for r in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        if tables and "runs" not in tables:
+            raise StoreError(
+                f"{str(self.path)!r} is not a depthlab results store: it holds the tables "
+                f"{', '.join(sorted(tables)[:8])} but no 'runs' table; use another --out folder")
         for table, cols in _TABLE_COLUMNS.items():
             have = [r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")]
             if have and set(cols) - set(have):
