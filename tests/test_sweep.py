@@ -182,3 +182,89 @@ def test_sigkill_and_resume(tmp_path):
                                (rid,)).fetchone()[0]
         assert n_steps == json.loads(metrics)["steps"]
     conn.close()
+
+
+# -- large grids: size first, lazy expansion, the 100,000-point guard ----------------------
+
+BIG = {"data": {"name": "clusters", "n": 200, "options": {"d": 8, "n_classes": 2}},
+       "model": {"sizes": ["auto", 4, "auto"]}, "train": {"lr": 0.05, "epochs": 1},
+       "probes": {"every": 0}}
+
+
+def test_grid_size_and_lazy_points():
+    import itertools
+    import tracemalloc
+
+    from depthlab.experiments.grid import grid_shape, grid_size, iter_points
+
+    grid = {"train.seed": list(range(1000)), "train.lr": [0.01 * (i + 1) for i in range(100)],
+            "model.width": [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]}
+    raw = {**BIG, "sweep": grid}
+    assert grid_size(grid) == 1_000_000 and grid_size({}) == 1
+    assert grid_shape(grid) == "train.seed 1000 × train.lr 100 × model.width 10"
+    first = list(itertools.islice(iter_points(raw), 3))
+    assert [p.overrides for p in first] == [
+        {"train.seed": 0, "train.lr": 0.01, "model.width": w} for w in (4, 8, 16)]
+    tracemalloc.start()
+    try:
+        n = sum(1 for _ in iter_points(raw, limit=200, check=False))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert n == 200
+    assert peak < 300_000, f"{peak} bytes: points are kept, not streamed"  # a list: ~800 kB
+    # a bad value at the very end of a 10^6-point grid fails before the first point
+    bad = {**raw, "sweep": {**grid, "model.width": [4, 0]}}
+    with pytest.raises(ConfigError, match=r"sweep point \(model.width = 0\)"):
+        next(iter_points(bad))
+
+
+def test_cli_guards_grids_above_100000_points(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text(SWEEP.format(n=200, epochs=1, batch=16, every=0, sizes='["auto", 4, "auto"]',
+                                 grid=f'"train.seed" = {list(range(1010))}\n'
+                                      f'"train.lr" = {[0.01 * (i + 1) for i in range(100)]}\n'))
+    res = cli("sweep", path, "--out", tmp_path / "o")
+    assert res.returncode == 2
+    assert "the grid has 101,000 points" in res.stderr and "--limit" in res.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+    ok = cli("sweep", path, "--out", tmp_path / "o", "--limit", "2", "--jobs", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0].endswith("2 points (train.seed 1010 × train.lr 100)")
+    assert [r[1] for r in rows(tmp_path / "o" / "depthlab.db")] == ["finished"] * 2
+
+
+def test_cli_sweep_option_errors(tmp_path, capsys):
+    from depthlab.cli import main
+
+    path = write(tmp_path, '"train.seed" = [0, 1]\n')
+    for bad, msg in ((["--limit", "0"], "--limit 0"), (["--jobs", "2", "--cluster", "local:2"],
+                                                       "--jobs and --cluster"),
+                     (["--cluster", "local:0"], "--cluster 'local:0' is not accepted")):
+        assert main(["sweep", path, "--out", str(tmp_path / "o"), *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0]
+
+
+def suicidal(task):
+    """Seed 1 kills its own worker process every time; the others compute normally."""
+    from depthlab.experiments.executors import compute_point
+
+    if task.config["train"]["seed"] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return compute_point(task)
+
+
+def test_local_pool_reruns_a_dead_workers_point_then_fails_it(tmp_path):
+    from depthlab.experiments import run_sweep
+    from depthlab.experiments.executors import LocalPool
+
+    raw = {**BIG, "sweep": {"train.seed": [0, 1, 2]}}
+    env = {**ENV, "PYTHONPATH": os.path.dirname(__file__)}
+    res = run_sweep(raw, tmp_path / "o", echo=None,
+                    executor=LocalPool(2, retries=1, compute=suicidal, env=env))
+    assert res.count("finished") == 2 and res.count("failed") == 1
+    got = rows(tmp_path / "o" / "depthlab.db")
+    failed = [r for r in got if r[1] == "failed"]
+    assert len(got) == 3 and len(failed) == 1
+    assert "worker process died (killed by SIGKILL) in each of 2 tries" in failed[0][5]
