@@ -4,9 +4,10 @@ The thread runs ``depthlab.experiments.runner.prepare`` (the data and the networ
 ``depthlab run`` builds them from the same config) and then ``Trainer.fit`` with a callback
 (:class:`_Gate`) that, between optimizer steps,
 
-* measures the network for the panels when the last measurement is older than the update
-  interval (:data:`UPDATE_INTERVAL`, stretched to twice the cost of one measurement for very
-  deep networks so that training keeps most of the time), and after every single step; the
+* measures the network for the panels when the last measurement started longer ago than the
+  update interval (:data:`UPDATE_INTERVAL`, stretched to three times the cost of one
+  measurement for very deep networks so that training keeps two thirds of the time), and after
+  every single step; the
   decision boundary less often (:data:`BOUNDARY_INTERVAL`);
 * waits while the session is paused (``step()`` lets exactly one optimizer step through);
 * raises :class:`Stopped` once :meth:`Session.stop` was called, so the thread ends within one
@@ -161,9 +162,10 @@ class Session:
 
     def _measure(self, step: int, *, force: bool = False) -> None:
         now = time.perf_counter()
-        interval = max(UPDATE_INTERVAL, 2.0 * self._measure_cost)
+        interval = max(UPDATE_INTERVAL, 3.0 * self._measure_cost)
         if not force and now - self._last_measure < interval:
             return
+        self._last_measure = now
         assert self.monitor is not None
         snap = self.monitor.measure(step)
         done = time.perf_counter()
@@ -176,7 +178,6 @@ class Session:
             self._last_boundary = time.perf_counter()
             self._boundary_cost = self._last_boundary - done
             done = self._last_boundary
-        self._last_measure = done
         losses, self._losses = self._losses, []
         snap.update(type="update", epoch=self._epoch, seconds=round(done - self._t0, 3),
                     train_loss=float(np.mean(losses)) if losses else None,
