@@ -45,6 +45,9 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = Tru
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     announce(f"depthlab playground: {url}  (Ctrl-C stops it)")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        announce(f"note: listening on {host}: other machines that can reach it may use the "
+                 "playground (and this machine's CPU)")
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     server.run(sockets=[sock])
