@@ -122,3 +122,15 @@ def test_init_writes_a_config_that_validates(tmp_path):
     assert "#" in (tmp_path / "exp1.toml").read_text()  # commented
     r = cli("init", "exp1", cwd=tmp_path)
     assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_bridge_without_torch_says_how_to_install():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import depthlab.bridge.torch_bridge\n"
+            "except ModuleNotFoundError as e:\n    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert "pip install depthlab[torch]" in r.stdout, r.stdout + r.stderr

@@ -1,12 +1,20 @@
 """Copy a depthlab network into an equivalent ``torch.nn.Module`` (tests and benchmarks).
 
-Only this module imports torch; ``import depthlab`` never does.
+One way only: depthlab -> torch (``to_torch``). Only this module imports torch;
+``import depthlab`` never does. Without PyTorch installed, importing it says
+``pip install depthlab[torch]``.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+try:
+    import torch
+    from torch import nn
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess test
+    if exc.name != "torch":
+        raise
+    raise ModuleNotFoundError("depthlab.bridge needs PyTorch, which is not installed: "
+                              "pip install depthlab[torch]", name="torch") from None
 
 from ..layers import (
     Activation,
