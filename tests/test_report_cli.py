@@ -70,3 +70,12 @@ def test_report_says_what_it_is_doing(tmp_path, config):
     assert r.stdout.strip().endswith("report.html")
     assert "report: section 1/1: Run tiny" in r.stderr
     assert "writing" in r.stderr
+
+
+def test_runs_offers_only_kinds_that_are_stored(tmp_path, config):
+    out = tmp_path / "out"
+    assert cli("run", config, "--out", out, "--quiet").returncode == 0
+    r = cli("runs", out, "--kind", "reproduce")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = cli("runs", out, "--kind", "run", "--json")
+    assert [row["kind"] for row in json.loads(r.stdout)] == ["run"]

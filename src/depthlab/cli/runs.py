@@ -11,7 +11,8 @@ from .common import Command, add_dir, format_table, open_store
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dir(p)
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
-    p.add_argument("--kind", choices=("run", "sweep-point", "doctor", "reproduce"),
+    # reproductions are not stored runs: they write claims.json and report.html to their folder
+    p.add_argument("--kind", choices=("run", "sweep-point", "doctor"),
                    help="only runs of this kind")
 
 
