@@ -221,3 +221,36 @@ def test_a_page_of_another_origin_cannot_open_a_session(server):
         with connect(ws_url(server), origin="http://evil.example") as ws:
             ws.send(json.dumps({"cmd": "setup", "query": SMALL}))
             ws.recv(timeout=10)
+
+
+def test_panel_numbers_are_depthlabs_probe_and_theory():
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.experiments.runner import prepare
+    from depthlab.losses import get_loss
+    from depthlab.playground.measure import Monitor
+    from depthlab.playground.prediction import theory_profile
+    from depthlab.theory import gradient_ratio
+
+    setup = parse_setup({"model.depth": "12", "model.width": "24",
+                         "model.activation": "sigmoid", "model.init": "normal"})
+    prep = prepare(to_config(setup))
+    ds = prep.data
+    mon = Monitor(prep.net, ds.x_val, prep.y_val, get_loss("cross_entropy"), ds.x_train,
+                  prep.y_train)
+    snap = mon.measure(0)
+    table = dl.probe(prep.net, ds.x_val[:300], prep.y_val[:300])
+    ref = table[table.quantity == "grad_pre_std"].sort_values("layer")["value"].to_numpy()
+    np.testing.assert_allclose(snap["grad_std"], ref, rtol=1e-4)
+    assert snap["grad_std"][0] / snap["grad_std"][-1] < 0.1  # sigmoid + N(0, 1) vanishes
+    theory = theory_profile(prep.config)["relative_std"]
+    assert len(theory) == 12 and theory[-1] == 1.0
+    expected = gradient_ratio([2] + [24] * 12, "sigmoid", "normal") ** 0.5
+    assert theory[0] == pytest.approx(expected, rel=1e-3)
+    assert sum(sum(h["p"]) for h in snap["hist"]) == pytest.approx(len(snap["hist"]), rel=1e-3)
+    b = mon.boundary()
+    assert b["n"] ** 2 == len(b["cls"]) and set(b["cls"]) <= {0, 1}
+    bn = to_config({**setup, "model.batchnorm": True})
+    assert theory_profile(bn)["relative_std"] is None
+    assert "batch norm" in theory_profile(bn)["note"]
