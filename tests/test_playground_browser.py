@@ -13,11 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from playwright import sync_api
 
-pytest.importorskip("starlette")
-sync_api = pytest.importorskip("playwright.sync_api")
-
-from depthlab.playground.server import Background  # noqa: E402
+from depthlab.playground.server import Background
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

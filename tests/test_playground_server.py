@@ -12,14 +12,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from websockets.sync.client import connect
 
-pytest.importorskip("starlette")
-from websockets.sync.client import connect  # noqa: E402
-
-from depthlab.experiments.config import validate  # noqa: E402
-from depthlab.playground.presets import PRESETS, apply_preset  # noqa: E402
-from depthlab.playground.server import Background  # noqa: E402
-from depthlab.playground.setup import (  # noqa: E402
+from depthlab.experiments.config import validate
+from depthlab.playground.presets import PRESETS, apply_preset
+from depthlab.playground.server import Background
+from depthlab.playground.setup import (
     DEFAULTS,
     SetupError,
     apply_prescription,
