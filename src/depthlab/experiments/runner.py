@@ -181,29 +181,27 @@ def _frame(obj: Any, columns: tuple[str, ...]) -> pd.DataFrame:
     return obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
 
 
+def make_trainer(prep: Prepared, *, callbacks: list | None = None, progress: bool = False):
+    """The :class:`~depthlab.training.Trainer` of the ``[train]`` section: its keyword
+    arguments are the :class:`~depthlab.spec.TrainSpec` fields, passed through by name."""
+    from ..training import Trainer
+
+    return Trainer(prep.net, **prep.config["train"], callbacks=callbacks or [],
+                   progress=progress)
+
+
 def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "run",
           sweep: str | None = None, progress: bool = False, catch: bool = True) -> RunRecord:
     """Train ``prep.net`` as the config says and return its record. A non-finite loss gives
     status ``diverged``; with ``catch`` any exception gives status ``failed`` with the error
     text (and the partial history) instead of propagating."""
-    from ..training import Trainer
-
-    cfg = prep.config
-    t = cfg["train"]
-    ds = prep.data
+    cfg, ds = prep.config, prep.data
     t0 = time.perf_counter()
-    recorder = None
-    trainer = None
-    hist = None
-    error = None
+    recorder = trainer = hist = error = None
     try:
         recorder = _probe_recorder(prep)
-        trainer = Trainer(
-            prep.net, loss=t["loss"], optimizer=t["optimizer"], lr=t["lr"],
-            batch_size=t["batch_size"], epochs=t["epochs"], max_steps=t["max_steps"],
-            seed=t["seed"], l1=t["l1"], l2=t["l2"], optimizer_kwargs=t["optimizer_kwargs"],
-            callbacks=[recorder] if recorder is not None else [], eval_every=t["eval_every"],
-            progress=progress, loss_kwargs=t["loss_kwargs"] or None)
+        trainer = make_trainer(prep, callbacks=[recorder] if recorder is not None else [],
+                               progress=progress)
         hist = trainer.fit(ds.x_train, prep.y_train,
                            ds.x_val if prep.y_val is not None else None, prep.y_val)
     except Exception as e:  # noqa: BLE001 - recorded as a failed run
@@ -212,32 +210,50 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
         error = "".join(traceback.format_exception_only(type(e), e)).strip()
         error += "\n" + "".join(traceback.format_tb(e.__traceback__)[-3:])
     seconds = time.perf_counter() - t0
-    metrics: dict[str, Any] = {k: None for k in ("train_loss", "train_acc", "val_loss",
-                                                  "val_acc", "test_loss", "test_acc")}
-    status = "failed"
-    divergence = None
+    status = hist.status if hist is not None else "failed"
+    metrics = _final_metrics(prep, trainer, hist, seconds)
+    h = hist if hist is not None else (trainer.history if trainer is not None else None)
+    tables, probe_error = _probe_tables(recorder, catch)
+    if probe_error is not None:
+        error = (error or "") + probe_error
+        if status != "diverged":
+            status = "failed"
+    return RunRecord(
+        id=run_id, name=name or cfg.get("name"), kind=kind, sweep=sweep, status=status,
+        config=cfg, metrics=jsonable(metrics),
+        divergence=hist.divergence.as_dict() if hist is not None and hist.diverged else None,
+        error=error, seconds=seconds,
+        steps=h.steps_frame() if h is not None else _frame(None, ("step", "loss")),
+        epochs=h.epochs_frame() if h is not None else pd.DataFrame(),
+        evals=pd.DataFrame(trainer.evals) if trainer is not None else pd.DataFrame(), **tables)
+
+
+def _final_metrics(prep: Prepared, trainer: Any, hist: Any, seconds: float) -> dict[str, Any]:
+    """Last epoch's training/validation metrics, the test split's (unless diverged), steps,
+    seconds, epochs and the parameter count; None where a value does not exist."""
+    metrics: dict[str, Any] = dict.fromkeys(("train_loss", "train_acc", "val_loss", "val_acc",
+                                             "test_loss", "test_acc"))
     if hist is not None:
-        status = hist.status
         final = hist.final()
-        for k in ("train_loss", "train_acc", "val_loss", "val_acc"):
-            if k in final:
-                metrics[k] = final[k]
-        if hist.divergence is not None:
-            divergence = hist.divergence.as_dict()
-        elif prep.y_test is not None and trainer is not None:
+        metrics.update({k: final[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")
+                        if k in final})
+        if hist.divergence is None and prep.y_test is not None and trainer is not None:
             trainer.prepare_inference()
-            te = trainer.evaluate(ds.x_test, prep.y_test)
+            te = trainer.evaluate(prep.data.x_test, prep.y_test)
             metrics.update(test_loss=te["loss"], test_acc=te["acc"])
     metrics["steps"] = len(hist.step_loss) if hist is not None else (
         len(trainer.history.step_loss) if trainer is not None else 0)
     metrics["seconds"] = seconds
     metrics["epochs"] = len(hist.epochs) if hist is not None else 0
     metrics["n_parameters"] = prep.net.num_parameters()
-    h = hist if hist is not None else (trainer.history if trainer is not None else None)
-    steps = h.steps_frame() if h is not None else _frame(None, ("step", "loss"))
-    epochs = h.epochs_frame() if h is not None else pd.DataFrame()
-    evals = pd.DataFrame(trainer.evals) if trainer is not None else pd.DataFrame()
+    return metrics
+
+
+def _probe_tables(recorder: Any, catch: bool) -> tuple[dict[str, pd.DataFrame], str | None]:
+    """The recorder's probe, histogram and Jacobian tables (empty tables without a recorder)
+    and the error text when they could not be collected."""
     probes = hists = jac = None
+    error = None
     if recorder is not None:
         try:
             probes = recorder.frame()
@@ -248,16 +264,11 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
         except Exception as e:  # noqa: BLE001 - keep the run, note the probe failure
             if not catch:
                 raise
-            error = (error or "") + f"probe results could not be collected: {e}"
-            if status != "diverged":
-                status = "failed"
-    return RunRecord(
-        id=run_id, name=name or cfg.get("name"), kind=kind, sweep=sweep, status=status,
-        config=cfg, metrics=jsonable(metrics), divergence=divergence, error=error,
-        seconds=seconds, steps=steps, epochs=epochs, evals=evals,
-        probes=_frame(probes, ("step", "layer", "quantity", "value")),
-        histograms=_frame(hists, ("step", "layer", "kind", "bin_left", "bin_right", "count")),
-        jacobian=_frame(jac, ("step", "example", "idx", "value")))
+            error = f"probe results could not be collected: {e}"
+    return {"probes": _frame(probes, ("step", "layer", "quantity", "value")),
+            "histograms": _frame(hists, ("step", "layer", "kind", "bin_left", "bin_right",
+                                         "count")),
+            "jacobian": _frame(jac, ("step", "example", "idx", "value"))}, error
 
 
 def failed_record(config: dict[str, Any], run_id: str, error: str, *, name: str | None = None,
