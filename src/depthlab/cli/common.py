@@ -36,6 +36,14 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
+def progress_mode(args: argparse.Namespace) -> bool | str:
+    """The trainer's ``progress`` setting: a bar on a terminal, plain status lines every few
+    seconds into a log or pipe (:mod:`depthlab.progress`), nothing with ``--quiet``."""
+    if getattr(args, "quiet", False):
+        return False
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
 def say(args: argparse.Namespace) -> Callable[[str], None]:
     """A ``print`` that respects ``--quiet`` (nothing) and ``--json`` (stderr)."""
     if getattr(args, "quiet", False):

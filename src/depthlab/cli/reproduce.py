@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, UserError, progress_enabled, say
+from .common import Command, UserError, progress_mode, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             out = Path(args.out) / name if len(chosen) > 1 else Path(args.out)
         try:
             result = run_experiment(name, quick=args.quick, out=out, data=args.data,
-                                    progress=progress_enabled(args), echo=echo)
+                                    progress=progress_mode(args), echo=echo)
         except ExperimentDataError as exc:
             raise UserError(str(exc)) from exc
         failed += sum(not c.holds for c in result.claims)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import Command, UserError, add_out, metrics_line, open_store, progress_enabled, say
+from .common import Command, UserError, add_out, metrics_line, open_store, progress_mode, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{existing} has this config and is stored in {str(store.path)!r}; "
                         "pass --overwrite to replace it, or change the config or --out")
     rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
-                progress=progress_enabled(args))
+                progress=progress_mode(args))
     try:
         store.add_run(rec, replace=args.overwrite)
     finally:

@@ -61,7 +61,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         eval_every: int | None = None,
         eval_train: bool = True,
-        progress: bool = False,
+        progress: bool | str = False,
         loss_kwargs: dict[str, Any] | None = None,
         threads: int | None = None,
     ) -> None:
@@ -248,8 +248,9 @@ class Trainer:
         """Progress bar and the validation evaluation every ``eval_every`` steps."""
         if bar is not None:
             bar.update(1)
-            if self.step % 10 == 0:
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if self.step % 10 == 0:  # one set of fields: loss and the last epoch's val_acc
+                self._postfix = {**getattr(self, "_postfix", {}), "loss": f"{loss:.4f}"}
+                bar.set_postfix(self._postfix, refresh=False)
         if self.eval_every and self.step % self.eval_every == 0:
             self.prepare_inference()
             row: dict[str, float] = {"step": self.step, "epoch": self.epoch}
@@ -263,19 +264,20 @@ class Trainer:
         metrics = self._metrics()
         metrics["seconds"] = time.perf_counter() - t0
         self.history.epochs.append(metrics)
-        if bar is not None:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()
-                             if k in ("train_loss", "val_acc", "train_acc")}, refresh=True)
+        if bar is not None and metrics.get("val_acc") is not None:
+            acc = f"{metrics['val_acc']:.4f}"
+            self._postfix = {**getattr(self, "_postfix", {}), "val_acc": acc}
+            bar.set_postfix(self._postfix, refresh=True)
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, metrics)
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+def _progress(total: int, progress: bool | str):
+    """A bar (``True``/``"bar"``), plain status lines (``"lines"``, for logs) or None; see
+    :mod:`depthlab.progress`."""
+    from ..progress import make_progress
 
-    return tqdm(total=total, unit="step", dynamic_ncols=True, leave=True)
+    return make_progress(total, progress)
 
 
 def fit(net: Network, x, y, x_val=None, y_val=None, **kwargs) -> History:

@@ -1,0 +1,143 @@
+"""Progress a person can follow, on a terminal or in a log.
+
+``progress`` settings accepted by the trainer (and passed down by the CLI):
+
+* ``"bar"`` or ``True``: a tqdm bar (only sensible on a terminal);
+* ``"lines"``: a plain status line on stderr at most every :data:`LINE_EVERY_S` seconds
+  (``step 120/400 (30%): loss 0.53, val_acc 0.81; 4 s elapsed, ~9 s left``) and one at the end:
+  no carriage returns, so a log file stays readable;
+* ``False``/``None``: nothing.
+
+:class:`Stages` labels the parts of a longer job (a reproduction's trainings):
+``stage 3/11: tanh, standard init (overall ~2 min left)``, the time left estimated from the
+mean duration of the stages done so far.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["LINE_EVERY_S", "Stages", "StatusLines", "make_progress", "mode"]
+
+LINE_EVERY_S = 5.0
+
+
+def mode(progress: Any) -> str | None:
+    """``"bar"``, ``"lines"`` or None for a ``progress`` setting (see the module docstring)."""
+    if progress is None or progress is False:
+        return None
+    if progress is True or progress == "bar":
+        return "bar"
+    if progress == "lines":
+        return "lines"
+    raise ValueError(f"progress={progress!r} is not accepted; expected True/'bar', 'lines', "
+                     "False or None")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class StatusLines:
+    """The tqdm subset the trainer uses (``update``, ``set_postfix``, ``close``), printing a
+    plain line every ``every_s`` seconds instead of redrawing a bar."""
+
+    def __init__(self, total: int, *, every_s: float = LINE_EVERY_S, unit: str = "step",
+                 write: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.n, self.unit, self.every_s = int(total), 0, unit, float(every_s)
+        self.postfix: dict[str, Any] = {}
+        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._clock = clock
+        self._t0 = self._last = clock()
+        self._closed = False
+
+    def line(self) -> str:
+        elapsed = self._clock() - self._t0
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        post = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
+        left = ""
+        if 0 < self.n < self.total:
+            left = f", ~{_duration(elapsed * (self.total - self.n) / self.n)} left"
+        return (f"{self.unit} {self.n}/{self.total}{pct}" + (f": {post}" if post else "")
+                + f"; {_duration(elapsed)} elapsed{left}")
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = self._clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            self._write(self.line())
+
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True,
+                    **kwargs: Any) -> None:
+        self.postfix.update(ordered_dict or {})
+        self.postfix.update(kwargs)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._write(self.line())
+
+
+def make_progress(total: int, progress: Any, unit: str = "step"):
+    """A tqdm bar, :class:`StatusLines` or None for the ``progress`` setting."""
+    m = mode(progress)
+    if m is None:
+        return None
+    if m == "lines":
+        return StatusLines(total, unit=unit)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
+
+
+class Stages:
+    """Labels for the stages of a job: ``with stages.stage("tanh, standard init"):``.
+
+    Each stage prints ``stage k/n: LABEL`` (plus the overall time left once a stage has
+    finished) through ``write`` (default: stderr)."""
+
+    def __init__(self, total: int, *, write: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if total < 1:
+            raise ValueError(f"total must be >= 1, got {total!r}")
+        self.total, self.done = int(total), 0
+        self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._clock = clock
+        self._t0 = clock()
+
+    def start(self, label: str) -> str:
+        """Announce the next stage; returns the line written."""
+        k = self.done + 1
+        left = ""
+        if self.done:
+            per = (self._clock() - self._t0) / self.done
+            left = f" (overall ~{_duration(per * (self.total - self.done))} left)"
+        line = f"stage {k}/{self.total}: {label}{left}"
+        self._write(line)
+        return line
+
+    def finish(self) -> None:
+        """Mark the current stage done."""
+        self.done = min(self.done + 1, self.total)
+
+    def stage(self, label: str):
+        """Context manager: :meth:`start` on entry, :meth:`finish` on exit."""
+        stages = self
+
+        class _Ctx:
+            def __enter__(self) -> str:
+                return stages.start(label)
+
+            def __exit__(self, *exc: Any) -> None:
+                stages.finish()
+
+        return _Ctx()
