@@ -250,61 +250,10 @@ def build_dataset(
     vf, tf = check_fractions(val_fraction, test_fraction)
     n = check_n(n)
     source = str(raw.info.get("path", name))
-    x, y = check_xy(raw.x, raw.y, source, "train" if raw.x_test is not None else "")
-    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {"pool": (x, y)}
-    if raw.x_test is not None:
-        parts["test"] = check_xy(raw.x_test, raw.y_test, source, "test")
-    if raw.x_val is not None:
-        parts["val"] = check_xy(raw.x_val, raw.y_val, source, "val")
-    for key, (xp_, _) in parts.items():
-        if xp_.shape[1] != x.shape[1]:
-            raise ValueError(
-                f"{source}: {key} part has {xp_.shape[1]} features but training data has "
-                f"{x.shape[1]}"
-            )
-        check_fits_dtype(xp_, dt, raw.scale, source, "" if key == "pool" else key)
-    check_classes(parts, source)
-
-    sizes = {k: v[1].shape[0] for k, v in parts.items()}
-    total = sum(sizes.values())
-    if n is not None and not raw.sized:
-        if n > total:
-            raise ValueError(f"{name}: n={n} is larger than the {total} samples available")
-        want = {k: int(round(n * s / total)) for k, s in sizes.items() if k != "pool"}
-        want = {k: max(1, min(v, sizes[k])) for k, v in want.items()}
-        want["pool"] = n - sum(want.values())
-        if want["pool"] < 1:
-            raise ValueError(f"{name}: n={n} is too small to leave any training data")
-    else:
-        want = dict(sizes)
-
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key in ("test", "val"):
-        if key in parts:
-            xk, yk = parts[key]
-            idx = split_rng.permutation(sizes[key])[: want[key]]
-            out[key] = _take(xk, yk, idx, dt, raw.scale)
-    n_pool = want["pool"]
-    perm = split_rng.permutation(sizes["pool"])[:n_pool]
-    n_test = 0 if "test" in parts else int(round(tf * n_pool))
-    n_val = 0 if "val" in parts else int(round(vf * n_pool))
-    if n_pool - n_test - n_val < 1:
-        raise ValueError(
-            f"{name}: {n_pool} samples are too few for val_fraction={vf} and test_fraction={tf}"
-        )
-    if "test" not in parts:
-        out["test"] = _take(x, y, perm[:n_test], dt, raw.scale)
-    if "val" not in parts:
-        out["val"] = _take(x, y, perm[n_test : n_test + n_val], dt, raw.scale)
-    out["train"] = _take(x, y, perm[n_test + n_val :], dt, raw.scale)
-
-    n_classes = raw.n_classes
-    max_label = max(int(v[1].max()) if v[1].size else -1 for v in out.values())
-    if n_classes is None:
-        all_labels = [v[1] for v in parts.values()]
-        n_classes = max(int(lab.max()) for lab in all_labels) + 1
-    elif max_label >= n_classes:
-        raise ValueError(f"{source}: label {max_label} out of range for {n_classes} classes")
+    parts = _checked_parts(raw, source, dt)
+    want = _wanted_sizes(name, parts, n, raw.sized)
+    out = _split(name, parts, want, split_rng, vf, tf, dt, raw.scale)
+    n_classes = _n_classes(raw.n_classes, parts, out, source)
 
     info = dict(raw.info)
     info.update(
@@ -327,3 +276,80 @@ def build_dataset(
         n_classes=int(n_classes),
         info=info,
     )
+
+
+Parts = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _checked_parts(raw: RawData, source: str, dt: np.dtype) -> Parts:
+    """``{"pool": (x, y)}`` plus the official ``"test"``/``"val"`` parts, each checked
+    (shapes, finite values, labels, the same features, values that fit ``dt``)."""
+    x, y = check_xy(raw.x, raw.y, source, "train" if raw.x_test is not None else "")
+    parts: Parts = {"pool": (x, y)}
+    if raw.x_test is not None:
+        parts["test"] = check_xy(raw.x_test, raw.y_test, source, "test")
+    if raw.x_val is not None:
+        parts["val"] = check_xy(raw.x_val, raw.y_val, source, "val")
+    for key, (xp_, _) in parts.items():
+        if xp_.shape[1] != x.shape[1]:
+            raise ValueError(
+                f"{source}: {key} part has {xp_.shape[1]} features but training data has "
+                f"{x.shape[1]}"
+            )
+        check_fits_dtype(xp_, dt, raw.scale, source, "" if key == "pool" else key)
+    check_classes(parts, source)
+    return parts
+
+
+def _wanted_sizes(name: str, parts: Parts, n: int | None, sized: bool) -> dict[str, int]:
+    """Rows to keep from each part: all of them, or ``n`` shared in proportion to the parts'
+    sizes (at least one row of each official part and of the pool)."""
+    sizes = {k: v[1].shape[0] for k, v in parts.items()}
+    total = sum(sizes.values())
+    if n is None or sized:
+        return sizes
+    if n > total:
+        raise ValueError(f"{name}: n={n} is larger than the {total} samples available")
+    want = {k: int(round(n * s / total)) for k, s in sizes.items() if k != "pool"}
+    want = {k: max(1, min(v, sizes[k])) for k, v in want.items()}
+    want["pool"] = n - sum(want.values())
+    if want["pool"] < 1:
+        raise ValueError(f"{name}: n={n} is too small to leave any training data")
+    return want
+
+
+def _split(name: str, parts: Parts, want: dict[str, int], split_rng: np.random.Generator,
+           vf: float, tf: float, dt: np.dtype, scale: Any) -> Parts:
+    """Subsample the official parts, then shuffle the pool into test, val and train (random
+    test/val parts only where there is no official one). Draws: test, val, pool."""
+    out: Parts = {}
+    for key in ("test", "val"):
+        if key in parts:
+            xk, yk = parts[key]
+            idx = split_rng.permutation(yk.shape[0])[: want[key]]
+            out[key] = _take(xk, yk, idx, dt, scale)
+    x, y = parts["pool"]
+    n_pool = want["pool"]
+    perm = split_rng.permutation(y.shape[0])[:n_pool]
+    n_test = 0 if "test" in parts else int(round(tf * n_pool))
+    n_val = 0 if "val" in parts else int(round(vf * n_pool))
+    if n_pool - n_test - n_val < 1:
+        raise ValueError(
+            f"{name}: {n_pool} samples are too few for val_fraction={vf} and test_fraction={tf}"
+        )
+    if "test" not in parts:
+        out["test"] = _take(x, y, perm[:n_test], dt, scale)
+    if "val" not in parts:
+        out["val"] = _take(x, y, perm[n_test : n_test + n_val], dt, scale)
+    out["train"] = _take(x, y, perm[n_test + n_val :], dt, scale)
+    return out
+
+
+def _n_classes(declared: int | None, parts: Parts, out: Parts, source: str) -> int:
+    """The declared class count (checked against the kept labels) or max label + 1."""
+    if declared is None:
+        return max(int(v[1].max()) for v in parts.values()) + 1
+    max_label = max(int(v[1].max()) if v[1].size else -1 for v in out.values())
+    if max_label >= declared:
+        raise ValueError(f"{source}: label {max_label} out of range for {declared} classes")
+    return declared
