@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -57,17 +58,21 @@ MAX_PENDING = 64
 
 
 class Registry:
-    """The live sessions, one per connected tab."""
+    """The live sessions, one per connected tab (and, weakly, every session started, so that
+    :meth:`threads_alive` also counts a replaced session whose thread has not ended yet)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.sessions: dict[int, Session] = {}
+        self._started: weakref.WeakSet[Session] = weakref.WeakSet()
 
     def put(self, tab: int, session: Session | None) -> None:
+        """Make ``session`` the tab's session (None: the tab closed); the previous one stops."""
         with self._lock:
             old = self.sessions.pop(tab, None)
             if session is not None:
                 self.sessions[tab] = session
+                self._started.add(session)
         if old is not None and old is not session:
             old.stop()
 
@@ -76,8 +81,9 @@ class Registry:
             return len(self.sessions)
 
     def threads_alive(self) -> int:
+        """Training threads still running (current sessions and stopped ones winding down)."""
         with self._lock:
-            return sum(s.alive for s in self.sessions.values())
+            return sum(s.alive for s in list(self._started))
 
 
 def check(query: dict[str, Any], available: int | None = None

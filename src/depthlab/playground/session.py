@@ -119,6 +119,7 @@ class Session:
             self._steps_allowed += 1
             self._single = True
             self._cond.notify_all()
+        self._set_state("paused")
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the training thread (it ends after the current step)."""
