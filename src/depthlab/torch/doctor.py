@@ -63,6 +63,10 @@ VAL_FRACTION = 0.2
 TRACE_EXAMPLES = 8
 """Rows of the data used to trace layers and to check transformed models."""
 
+NO_ACTIVATION = "no activation module"
+"""``config["activation"]`` of a model whose layers feed no known activation module (e.g.
+``torch.sigmoid`` called inside ``forward``): rules that need the activation stay silent."""
+
 LSUV_EXAMPLES = 256
 """Rows of the training data LSUV rescales on."""
 
@@ -119,7 +123,7 @@ class TorchRunContext(RunContext):
         super().__post_init__()
         self.frame = frame
         name = self.config.get("activation")
-        if name:
+        if name and name != NO_ACTIVATION:
             self.fn = _depthlab_fn(name, self.config.get("activation_kwargs") or {})
 
     def init_variance_ratios(self, activation: str | None = None) -> dict[int, float]:
@@ -227,7 +231,7 @@ def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
     return {
         "model": type(model).__name__,
         "framework": "torch",
-        "activation": act or "",
+        "activation": act or NO_ACTIVATION,
         "activation_kwargs": rx.activation_kwargs(act_module),
         "init": "as built",
         "batchnorm": any(t.normalized for t in layers if t.activation_name),
@@ -535,7 +539,8 @@ def _cures(f: Finding, base: _Run, spec: TrainSpec, fresh: Callable[[int], nn.Mo
     first = rx.translate(f.prescription, spec) if f.prescription else None
     if first:
         candidates.append((first, f.prescription_text))
-    candidates += rx.alternatives(f.kind, config.get("activation") or None, spec,
+    act = config.get("activation")
+    candidates += rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
                                   bool(config.get("batchnorm")))
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()

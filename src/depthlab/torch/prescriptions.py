@@ -445,15 +445,19 @@ def alternatives(kind: str, activation: str | None, spec: TrainSpec, normalized:
                                      "(torch.nn.utils.clip_grad_norm_).")
     leaky = ({"activation": "leaky_relu", "init": "matched"},
              "Leaky ReLU keeps a gradient flowing to inactive units.")
+    tanh = ({"activation": "tanh", "init": "matched"},
+            "tanh with Glorot initialization: zero-centred, with f'(0) = 1 instead of the "
+            "sigmoid's 1/4 (Glorot & Bengio 2010).")
     saturating = activation in SATURATING
+    sigmoid = [tanh] if activation == "sigmoid" else []
     norm = [] if normalized else [bn]
     table: dict[str, list[tuple[dict[str, Any], str]]] = {
-        "vanishing_gradients": ([relu] if saturating else []) + norm + [lsuv, adam],
+        "vanishing_gradients": sigmoid + norm + [adam] + ([relu] if saturating else [])
+        + [lsuv],
         "exploding_gradients": [matched, clip, lower] + norm,
-        "saturation": ([relu] if saturating else []) + [matched] + norm,
+        "saturation": [matched] + sigmoid + norm + ([relu] if saturating else []),
         "dead_relu": [lower, leaky, warmup, adam],
-        "mean_shift": [({"activation": "tanh", "init": "matched"},
-                        "tanh is zero-centred (Glorot & Bengio 2010)."), relu],
+        "mean_shift": [tanh, relu],
         "init_mismatch": [matched, lsuv],
         "divergence": [lower, warmup, clip, adam],
         "bn_drift": [({"bn_population": True}, "Recompute the batch-norm running statistics "
