@@ -124,3 +124,17 @@ def test_fields_schema_covers_every_key():
     assert by_key["model.bn_ema_start"]["choices"] == ["first_batch", "zero"]
     assert by_key["train.lr"]["default"] == 0.01 and by_key["train.lr"]["min_open"] is True
     assert all(r["doc"] for r in rows)
+
+
+def test_input_dropout_option_everywhere():
+    net = dl.mlp([6, 5, 2], input_dropout=0.2, seed=1)
+    first = net.layers[0]
+    assert type(first).__name__ == "Dropout" and first.p == 0.2
+    assert net.config["input_dropout"] == 0.2
+    x = np.ones((50, 6), np.float32)
+    assert not np.array_equal(net.forward(x, training=True), net.forward(x, training=True))
+    assert dl.mlp([6, 5, 2], seed=1).layers[0].name == "dense1"  # default: no input dropout
+    raw = {"data": {"name": "digits"}, "model": {"sizes": [64, 8, 10], "input_dropout": 0.2}}
+    assert "input_dropout = 0.2" in RunSpec.from_dict(raw).to_toml()
+    with pytest.raises(ConfigError, match=r"model\.input_dropout = 1\.0 is out of range"):
+        validate({**raw, "model": {"sizes": [64, 10], "input_dropout": 1.0}})

@@ -60,7 +60,8 @@ def build(spec: ModelSpec, *, seed: int | None = 0) -> Network:
                          "`depthlab run`; mlp() needs the number of inputs and outputs")
     check_network(list(spec.sizes), spec.dtype, what=f"mlp(sizes={list(spec.sizes)})")
     parts = _Parts(spec, make_rng(seed))
-    layers = parts.residual() if spec.residual and spec.hidden else parts.plain()
+    layers = parts.drop(spec.input_dropout)
+    layers += parts.residual() if spec.residual and spec.hidden else parts.plain()
     if spec.output_activation is not None:
         out = Activation(spec.output_activation, name="output_act")
         out.is_output = True
@@ -103,11 +104,13 @@ class _Parts:
         return Activation(self.spec.activation, name=self.name("act"),
                           **self.spec.activation_kwargs)
 
-    def drop(self) -> list[Layer]:
-        if self.spec.dropout == 0.0:
+    def drop(self, rate: float | None = None) -> list[Layer]:
+        """A dropout layer of ``rate`` (default: the hidden ``dropout``), none for 0."""
+        p = self.spec.dropout if rate is None else rate
+        if p == 0.0:
             return []
         cls = AlphaDropout if self.alpha else Dropout
-        return [cls(self.spec.dropout, rng=self.gen.spawn(1)[0], name=self.name("drop"))]
+        return [cls(p, rng=self.gen.spawn(1)[0], name=self.name("drop"))]
 
     def plain(self) -> list[Layer]:
         """``Dense -> [BN] -> act -> [Dropout]`` per hidden width, then the output Dense."""

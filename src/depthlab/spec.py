@@ -282,6 +282,8 @@ class ModelSpec(_Section):
                             "widths)")
     dropout: float = option(0.0, Float(0.0, 1.0, what="a dropout rate"), "dropout rate after "
                             "each nonlinearity")
+    input_dropout: float = option(0.0, Float(0.0, 1.0, what="a dropout rate"), "dropout rate "
+                                  "on the inputs (Srivastava et al. 2014 use 0.2)")
     dropout_type: str = option("auto", Choice("auto", "standard", "alpha"),
                                'dropout kind; "auto" = alpha dropout for selu')
     output_activation: Any = option(None, Name(_activations, none=True),
