@@ -2,7 +2,8 @@
 
 Each worker is a child Python process (``subprocess``, no fork server, no semaphores, so no
 resource-tracker warnings) connected to the client by a socket pair carrying pickled messages:
-the client sends one task at a time to an idle worker and receives its ``RunRecord``.
+the client keeps up to :data:`PREFETCH` tasks queued at each worker (so a worker starts its
+next point while the client commits the last one) and receives each ``RunRecord`` in order.
 
 Signals and process lifetime:
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from .base import Compute, Done, Executor, Task, compute_point, crash_record
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PREFETCH = 2  # tasks sent ahead to each worker
 _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -111,14 +113,12 @@ class _Worker:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
             theirs.close()
         self.conn = Connection(ours.detach())
-        self.task: Task | None = None
-        self.attempt = 0
-        self.seq = 0
+        #: (task, attempt) sent and not answered yet, oldest (the running one) first
+        self.queue: collections.deque[tuple[Task, int]] = collections.deque()
 
     def send(self, compute: Compute, task: Task, attempt: int) -> None:
-        self.seq += 1
-        self.task, self.attempt = task, attempt
-        self.conn.send((self.seq, compute, task))
+        self.queue.append((task, attempt))
+        self.conn.send((len(self.queue), compute, task))
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -176,7 +176,7 @@ class LocalPool(Executor):
         """Ask idle workers to stop, kill the rest; wait for all (at most ~2 s)."""
         pool, self._pool = self._pool, []
         for w in pool:
-            if w.task is None and w.proc.poll() is None:
+            if not w.queue and w.proc.poll() is None:
                 try:
                     w.conn.send(None)
                 except OSError:
@@ -206,8 +206,13 @@ class LocalPool(Executor):
         exhausted = False
         try:
             while True:
-                idle = [w for w in self._pool if w.task is None]
-                while (retry or not exhausted) and (idle or len(self._pool) < self.workers):
+                # Fill: a new worker while there are fewer than asked for, else the least
+                # loaded one, up to PREFETCH tasks each (the next point waits in the worker's
+                # socket while the client commits the previous one).
+                while retry or not exhausted:
+                    load = min((len(w.queue) for w in self._pool), default=PREFETCH)
+                    if len(self._pool) >= self.workers and load >= PREFETCH:
+                        break
                     if retry:
                         task, attempt = retry.popleft()
                     else:
@@ -216,13 +221,13 @@ class LocalPool(Executor):
                             exhausted = True
                             break
                         attempt = 1
-                    if idle:
-                        w = idle.pop()
-                    else:
+                    if len(self._pool) < self.workers and load > 0:
                         w = _Worker(self.env)
                         self._pool.append(w)
+                    else:
+                        w = min(self._pool, key=lambda x: len(x.queue))
                     w.send(self.compute, task, attempt)
-                busy = [w for w in self._pool if w.task is not None]
+                busy = [w for w in self._pool if w.queue]
                 if not busy:
                     return
                 ready = wait([w.conn for w in busy], timeout=1.0)
@@ -234,21 +239,19 @@ class LocalPool(Executor):
             raise
 
     def _receive(self, w: _Worker, retry: collections.deque, done: Done) -> None:
-        task, attempt = w.task, w.attempt
-        assert task is not None
         try:
-            seq, kind, payload = w.conn.recv()
+            _seq, kind, payload = w.conn.recv()
         except (EOFError, OSError):
             why = w.death()
             w.conn.close()
             self._pool.remove(w)
+            (task, attempt), *queued = w.queue
+            retry.extendleft(reversed(queued))  # never started: same attempt, first in line
             if attempt <= self.retries:
                 retry.appendleft((task, attempt + 1))
             else:
                 done(task, crash_record(task, f"worker process died ({why}) in each of "
                                               f"{attempt} tries"))
             return
-        if seq != w.seq:  # an answer to a message that could not be read
-            seq, kind = w.seq, "error"
-        w.task = None
+        task, _attempt = w.queue.popleft()  # answers come in the order tasks were sent
         done(task, payload if kind == "ok" else crash_record(task, str(payload)))

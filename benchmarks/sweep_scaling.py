@@ -1,0 +1,146 @@
+"""Sweep throughput: the local process pool against Dask ``LocalCluster`` with the same workers.
+
+    python benchmarks/sweep_scaling.py [--points 400] [--workers 2] [--rounds 3] [--json PATH]
+
+Each round runs the same ``--points`` tiny points (clusters data, one hidden layer of 8 units,
+one epoch, no probes) through ``LocalPool(W)`` and through ``DaskExecutor("local:W")``, in
+alternating order (the machine may be shared and noisy: rounds are interleaved and medians and
+ranges reported). Every record is committed to a fresh store by the client, as in a real sweep.
+
+Reported per executor:
+
+* ``points/s``: points divided by the wall time, start-up included (the pool starts its
+  workers inside the run, the cluster before it), and the steady rate: results 10%..100%
+  over the time between them;
+* ``client commit ms/point``: the client's time in ``done`` (one SQLite transaction per run),
+  serial by design (single writer);
+* ``overhead ms/point`` = W × (1/steady_dask − 1/steady_local): worker time each point costs
+  on Dask beyond the local pool (scheduling, serialising the record, the extra hop);
+* a projection for 100,000 points on 50 machines of ``W`` cores: compute
+  ``N × t_point / (50 W)`` with ``t_point`` = W / (steady local points/s), bounded below by the
+  serial parts, scheduler ``N × overhead / (50 W)`` and client commits ``N × t_commit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from depthlab.experiments import run_points  # noqa: E402
+from depthlab.experiments.executors import Executor, LocalPool, Task  # noqa: E402
+from depthlab.experiments.executors.dask import DaskExecutor  # noqa: E402
+from depthlab.experiments.grid import iter_points  # noqa: E402
+
+BASE = {"data": {"name": "clusters", "n": 200, "options": {"d": 8, "n_classes": 2}},
+        "model": {"sizes": ["auto", 8, "auto"]},
+        "train": {"lr": 0.05, "epochs": 1, "batch_size": 32}, "probes": {"every": 0}}
+
+
+class Timed(Executor):
+    """Wraps an executor; records when each result arrived and the client's time in ``done``."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.description = inner.description
+        self.arrivals: list[float] = []
+        self.commit_s = 0.0
+        self.start_s = 0.0
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        t = time.perf_counter()
+        self.inner.start()
+        self.start_s = time.perf_counter() - t
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def run(self, tasks: Iterator[Task], done) -> None:
+        def timed(task: Task, rec) -> None:
+            t = time.perf_counter()
+            done(task, rec)
+            self.commit_s += time.perf_counter() - t
+            self.arrivals.append(t)
+
+        self.t0 = time.perf_counter()
+        self.inner.run(tasks, timed)
+
+
+def one(kind: str, n: int, workers: int) -> dict[str, float]:
+    raw = {**BASE, "sweep": {"train.seed": list(range(n))}}
+    ex = Timed(LocalPool(workers) if kind == "local" else DaskExecutor(f"local:{workers}"))
+    with tempfile.TemporaryDirectory() as d:
+        res = run_points(iter_points(raw), d, sweep="bench", executor=ex, echo=None, total=n)
+    assert res.count("finished") == n, res.counts
+    wall = ex.arrivals[-1] - ex.t0 + ex.start_s
+    k = max(1, n // 10)
+    steady = (n - k) / (ex.arrivals[-1] - ex.arrivals[k - 1])
+    return {"wall_s": wall, "points_per_s": n / wall, "steady_points_per_s": steady,
+            "commit_ms": 1e3 * ex.commit_s / n, "startup_s": ex.start_s}
+
+
+def summary(values: list[float]) -> str:
+    return f"{statistics.median(values):8.2f} [{min(values):.2f}..{max(values):.2f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=400)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", help="write the measurements as JSON here")
+    args = ap.parse_args(argv)
+    n, w = args.points, args.workers
+    runs: dict[str, list[dict[str, float]]] = {"local": [], "dask": []}
+    for r in range(args.rounds):
+        order = ("local", "dask") if r % 2 == 0 else ("dask", "local")
+        for kind in order:
+            m = one(kind, n, w)
+            runs[kind].append(m)
+            print(f"round {r + 1} {kind:5s}: {m['points_per_s']:.1f} points/s "
+                  f"(steady {m['steady_points_per_s']:.1f}), commit {m['commit_ms']:.2f} ms/pt, "
+                  f"start-up {m['startup_s']:.2f}s", flush=True)
+    med = {k: {q: statistics.median(m[q] for m in v) for q in v[0]} for k, v in runs.items()}
+    ratios = [d["points_per_s"] / lo["points_per_s"] for d, lo in zip(runs["dask"], runs["local"])]
+    steady_ratios = [d["steady_points_per_s"] / lo["steady_points_per_s"]
+                     for d, lo in zip(runs["dask"], runs["local"])]
+    overhead = [1e3 * w * (1 / d["steady_points_per_s"] - 1 / lo["steady_points_per_s"])
+                for d, lo in zip(runs["dask"], runs["local"])]
+    print(f"\n{n} tiny points, {w} workers, {args.rounds} interleaved rounds "
+          "(median [min..max]):")
+    for kind in ("local", "dask"):
+        v = runs[kind]
+        print(f"  {kind:5s} points/s {summary([m['points_per_s'] for m in v])}   steady "
+              f"{summary([m['steady_points_per_s'] for m in v])}   commit ms/pt "
+              f"{summary([m['commit_ms'] for m in v])}")
+    print(f"  dask / local throughput {summary(ratios)}  (steady {summary(steady_ratios)}; "
+          "goal >= 0.9)")
+    print(f"  overhead per point on Dask, ms of worker time {summary(overhead)}")
+    machines, big = 50, 100_000
+    t_point = w / med["local"]["steady_points_per_s"]
+    t_over = max(statistics.median(overhead), 0.0) / 1e3
+    compute = big * (t_point + t_over) / (machines * w)
+    commits = big * med["dask"]["commit_ms"] / 1e3
+    print(f"  projection, {big:,} such points on {machines} machines x {w} cores: compute "
+          f"{compute:.0f}s, client commits {commits:.0f}s (serial) -> about "
+          f"{max(compute, commits):.0f}s; per point {1e3 * t_point:.1f} ms compute + "
+          f"{1e3 * t_over:.2f} ms Dask overhead")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"points": n, "workers": w, "runs": runs, "ratios": ratios,
+                       "steady_ratios": steady_ratios, "overhead_ms": overhead,
+                       "projection_s": max(compute, commits)}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
