@@ -120,7 +120,6 @@ async function choosePreset(name) {
 
 /* ---------------- session ---------------- */
 function sendSetup(query, play) {
-  S.pendingQuery = query;
   send({ cmd: "setup", query, play: !!play });
 }
 
