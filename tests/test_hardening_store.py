@@ -328,6 +328,24 @@ def test_threads_chosen_from_the_work(monkeypatch):
         Trainer(dl.mlp([2, 2]), threads=0)
 
 
+def test_overlapping_thread_limits_restore_the_original_once():
+    from threadpoolctl import threadpool_info
+
+    from depthlab.threads import blas_threads
+
+    def blas() -> int:
+        return max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    original = blas()
+    first, second = blas_threads(2), blas_threads(1)  # e.g. two playground sessions
+    assert first.__enter__() == 2 and blas() == 2
+    assert second.__enter__() == 2  # the first block's limit holds
+    first.__exit__(None, None, None)
+    assert blas() == 2  # the second block is still running
+    second.__exit__(None, None, None)
+    assert blas() == original
+
+
 def test_write_check_fails_on_a_read_only_connection(tmp_path):
     with Store(tmp_path) as s:
         s.check_writable()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 
 SMALL_WORK = 2**24
@@ -81,7 +82,9 @@ def blas_threads(threads: int | None = None, *, sizes: Sequence[int] | None = No
                  weight_shapes: Sequence[tuple[int, ...]] | None = None) -> Iterator[int]:
     """Limit the BLAS/OpenMP thread pools for the ``with`` block and yield the count:
     ``threads`` if given, else the user's environment setting, else
-    :func:`choose_threads` of the work."""
+    :func:`choose_threads` of the work. The pools belong to the process: blocks that overlap
+    (nested, or in several threads) keep (and yield) the limit of the first, and the last one
+    to leave restores the original."""
     n = check_threads(threads) if threads is not None else user_threads()
     if n is None:
         n = choose_threads(sizes, batch_rows, weight_shapes=weight_shapes)
@@ -89,8 +92,23 @@ def blas_threads(threads: int | None = None, *, sizes: Sequence[int] | None = No
     if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield n
         return
-    with controller.limit(limits=n):
+    with _LOCK:  # the pools are process-wide: the first block sets them, the last restores
+        if _ACTIVE["count"] == 0:
+            _ACTIVE["limiter"] = controller.limit(limits=n)
+            _ACTIVE["n"] = n
+        _ACTIVE["count"] += 1
+        n = _ACTIVE["n"]
+    try:
         yield n
+    finally:
+        with _LOCK:
+            _ACTIVE["count"] -= 1
+            if _ACTIVE["count"] == 0:
+                _ACTIVE.pop("limiter").restore_original_limits()
+
+
+_LOCK = threading.Lock()
+_ACTIVE: dict = {"count": 0}
 
 
 _CONTROLLER: list = []
