@@ -16,7 +16,8 @@ a fresh model (``make_model()`` after ``torch.manual_seed(seed)``, or a deep cop
 instance), trained with the same seed, data order and budget, and compared with the baseline:
 ``helped`` when the finding's metric went down (or the finding is gone) *and* the final training
 loss went down or the validation accuracy up. Up to ``max_cures`` applicable cures are verified
-per finding; the finding's prescription becomes the one that improved training most.
+per finding; the finding's prescription becomes the one that improved training most, and
+the findings are ranked by their best cure (:func:`depthlab.diagnosis.doctor.rank_findings`).
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ import torch
 from torch import nn
 
 from ..activations import get_activation
-from ..diagnosis import doctor as numpy_doctor
-from ..diagnosis.findings import SEVERITIES, Diagnosis, Finding, Verification
+from ..diagnosis.doctor import rank_findings
+from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
-from ..diagnosis.rules import RunContext, evaluate
+from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
 from . import prescriptions as rx
 from .train import (
@@ -396,9 +397,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           points_override=_points(result.probes, layers))
-    findings, by_kind = evaluate(ctx)
-    findings.sort(key=lambda f: -SEVERITIES.index(f.severity) if f.severity in SEVERITIES
-                  else 0)
+    findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, result, findings, by_kind)
 
 
@@ -416,15 +415,6 @@ def _better(after: dict[str, Any], before: dict[str, Any]) -> bool:
     """Lower final train loss or higher validation accuracy (non-finite counts as worst)."""
     return (_finite(after, "train_loss", math.inf) < _finite(before, "train_loss", math.inf)
             or _finite(after, "val_acc", -math.inf) > _finite(before, "val_acc", -math.inf))
-
-
-def _gain(v: Verification) -> float:
-    """How much a verified cure improved training: relative drop of the final train loss."""
-    b = _finite(v.before, "train_loss", math.inf)
-    a = _finite(v.after, "train_loss", math.inf)
-    if not math.isfinite(b):
-        return 1.0 if math.isfinite(a) else 0.0
-    return (b - a) / b if b > 0 and math.isfinite(a) else -math.inf
 
 
 # -- the doctor --------------------------------------------------------------------------------
@@ -497,15 +487,15 @@ def doctor(
                 runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
             run = runs[key]
             tried.append((_verification(f, changes, base, run), text))
-        tried.sort(key=lambda vt: (not vt[0].helped, -_gain(vt[0])))
+        tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
         diagnosis.verifications.extend(v for v, _ in tried)
         if tried and tried[0][0].helped:
             f.prescription, f.prescription_text = dict(tried[0][0].prescription), tried[0][1]
-    if verify:
-        best = {f.kind: max((_gain(v) for v in diagnosis.verifications
-                             if v.kind == f.kind and v.helped), default=-math.inf)
-                for f in diagnosis.findings}
-        diagnosis.findings.sort(key=lambda f: -best[f.kind])
+    if verify and diagnosis.verifications:
+        best = {}  # each finding ranked by its best cure, as the NumPy doctor ranks
+        for v in diagnosis.verifications:
+            best.setdefault(v.kind, v)
+        diagnosis.findings = rank_findings(diagnosis.findings, list(best.values()))
         order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
         diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
     if out is not None:
@@ -573,10 +563,10 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run) ->
     after_kinds = [g.kind for g in run.findings]
     resolved = f.kind not in after_kinds
     improved = resolved or after_metric < before_metric
-    names = getattr(numpy_doctor, "_METRIC_NAMES", {})
+    rule = RULES.get(f.kind)
     return Verification(
         kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics),
-        after=dict(run.result.metrics), metric=names.get(f.kind, "metric"),
+        after=dict(run.result.metrics), metric=str(getattr(rule, "metric", "metric")),
         metric_before=before_metric, metric_after=after_metric, resolved=resolved,
         helped=bool(improved and _better(run.result.metrics, base.result.metrics)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
