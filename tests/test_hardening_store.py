@@ -168,9 +168,16 @@ def test_run_on_a_full_disk_exits_2_and_keeps_older_runs(tmpfs, tmp_path, capsys
     mnt, _ = tmpfs
     with Store(mnt) as s:
         s.add_run(record("older", name="older"))
+    code, _, err = run_cli(capsys, "report", mnt, "-q")
+    assert code == 0, err
+    report = (mnt / "report.html").read_bytes()
     filler = _fill(mnt)
     code, _, err = run_cli(capsys, "run", tiny_config(tmp_path), "--out", mnt, "-q")
     assert_one_line_error(code, err, str(mnt / "depthlab.db"), "no space left on device")
+    code, _, err = run_cli(capsys, "report", mnt, "-q")
+    assert_one_line_error(code, err, "no space left on device")
+    assert (mnt / "report.html").read_bytes() == report
+    assert not list(mnt.rglob("*.tmp"))
     filler.unlink()
     with Store(mnt, readonly=True) as s:
         assert list(s.runs()["id"]) == ["older"] and s.integrity_check() == "ok"
