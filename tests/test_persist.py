@@ -134,3 +134,24 @@ def test_bridge_without_torch_says_how_to_install():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=120)
     assert "pip install depthlab[torch]" in r.stdout, r.stdout + r.stderr
+
+
+def test_shipped_examples_match_the_repository_and_init_copies_them(tmp_path):
+    from pathlib import Path
+
+    from depthlab.cli.init import shipped_examples
+    from depthlab.demo import packaged_example
+    from depthlab.experiments import load_config
+
+    repo = Path(__file__).resolve().parents[1] / "examples"
+    shipped = shipped_examples()
+    assert {"starter.toml", "demo.toml", "digits_run.toml", "digits_sweep.toml",
+            "tour.ipynb"} <= set(shipped)
+    for name in shipped:  # one copy in the package, the same text in examples/
+        if (repo / name).exists():
+            assert (repo / name).read_bytes() == packaged_example(name).read_bytes(), name
+    r = cli("init", "grid", "--example", "digits_sweep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert load_config(tmp_path / "grid.toml")["sweep"]
+    r = cli("init", "x", "--example", "nope", cwd=tmp_path)
+    assert r.returncode == 2 and "digits_sweep" in r.stderr

@@ -1,10 +1,12 @@
-"""``depthlab init NAME``: write a commented starter config ``NAME.toml`` (shipped with the
-package, so it works after ``pip install depthlab``)."""
+"""``depthlab init NAME``: write a commented starter config ``NAME.toml``; ``--example EX``
+copies one of the examples shipped with the package instead (``--list`` names them), so they
+are reachable after ``pip install depthlab``."""
 
 from __future__ import annotations
 
 import argparse
 import re
+from importlib import resources
 from pathlib import Path
 
 from .common import Command, UserError
@@ -12,29 +14,66 @@ from .common import Command, UserError
 STARTER = "starter.toml"
 
 
+def shipped_examples() -> list[str]:
+    """Names of the examples in ``depthlab/examples`` (configs and the tour notebook)."""
+    folder = resources.files("depthlab").joinpath("examples")
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".toml", ".ipynb")))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="config to create: NAME.toml (its name field is NAME)")
+    p.add_argument("name", nargs="?",
+                   help="file to create: NAME.toml (its name field is NAME); with --example, "
+                   "NAME plus the example's suffix")
+    p.add_argument("--example", metavar="EX",
+                   help="copy a shipped example (see --list) instead of the starter config")
+    p.add_argument("--list", action="store_true", help="list the shipped examples and exit")
     p.add_argument("--force", action="store_true", help="replace an existing file")
+
+
+def _next_step(source: str, target: Path) -> str:
+    if source.endswith(".ipynb"):
+        return f"open it with: jupyter lab {target}"
+    if source == "demo.toml":
+        return f"run it with: depthlab demo --config {target}"
+    if "sweep" in source:
+        return f"run it with: depthlab sweep {target} --out results"
+    return f"train it with: depthlab run {target} --out results"
 
 
 def run(args: argparse.Namespace) -> int:
     from ..atomic import atomic_write_text
     from ..demo import packaged_example
 
+    if args.list:
+        for name in shipped_examples():
+            print(name)
+        return 0
+    if not args.name:
+        raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
+    source = STARTER
+    if args.example:
+        matches = [e for e in shipped_examples() if args.example in (e, Path(e).stem)]
+        if not matches:
+            raise UserError(f"--example {args.example!r} is not shipped; expected one of: "
+                            f"{', '.join(Path(e).stem for e in shipped_examples())}")
+        source = matches[0]
+    suffix = Path(source).suffix
     target = Path(args.name)
-    if target.suffix != ".toml":
-        target = target.with_name(target.name + ".toml")
+    if target.suffix != suffix:
+        target = target.with_name(target.name + suffix)
     if target.exists() and not args.force:
         raise UserError(f"{str(target)!r} already exists; pass --force to replace it")
     if not target.parent.is_dir():
         raise UserError(f"folder {str(target.parent)!r} does not exist")
-    text = packaged_example(STARTER).read_text(encoding="utf-8")
-    name = target.stem.replace('"', "")
-    text = re.sub(r'^name = "starter"', f'name = "{name}"', text, count=1, flags=re.M)
-    text = text.replace("THIS_FILE", str(target))
+    text = packaged_example(source).read_text(encoding="utf-8")
+    if source == STARTER:
+        name = target.stem.replace('"', "")
+        text = re.sub(r'^name = "starter"', f'name = "{name}"', text, count=1, flags=re.M)
+        text = text.replace("THIS_FILE", str(target))
     atomic_write_text(target, text)
-    print(f"wrote {target}; train it with: depthlab run {target} --out results")
+    print(f"wrote {target}; {_next_step(source, target)}")
     return 0
 
 
-COMMAND = Command("init", "write a commented starter config NAME.toml", add_arguments, run)
+COMMAND = Command("init", "write a commented starter config NAME.toml (or a shipped example)",
+                  add_arguments, run)
