@@ -29,9 +29,11 @@ Correctness rules implemented here:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,76 +73,173 @@ def _lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.where(t < 0.5, a + t * (b - a), b - (1.0 - t) * (b - a))
 
 
+def _positions(n: int, percentiles: Sequence[float]) -> list[tuple[int, int, float]]:
+    """NumPy's ``linear`` rule: ``h = (n - 1) q / 100`` -> (floor h, ceil h, h - floor h)."""
+    out = []
+    for q in percentiles:
+        h = (n - 1) * (float(q) / 100.0)
+        lo = int(h // 1)
+        out.append((lo, min(lo + 1, n - 1), h - lo))
+    return out
+
+
 def sorted_percentiles(v: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
     """Percentiles of the sorted 1-d ``v`` with NumPy's default ``linear`` rule:
     ``h = (n - 1) q / 100``, ``v[floor h] + (h - floor h)(v[ceil h] - v[floor h])``."""
-    n = v.numel()
-    lo, hi, frac = [], [], []
-    for q in percentiles:
-        h = (n - 1) * (float(q) / 100.0)
-        f = int(h // 1)
-        lo.append(f)
-        hi.append(min(f + 1, n - 1))
-        frac.append(h - f)
-    idx_lo = torch.tensor(lo, device=v.device)
-    idx_hi = torch.tensor(hi, device=v.device)
-    t = torch.tensor(frac, dtype=v.dtype, device=v.device)
+    pos = _positions(v.numel(), percentiles)
+    idx_lo = torch.tensor([p[0] for p in pos], device=v.device)
+    idx_hi = torch.tensor([p[1] for p in pos], device=v.device)
+    t = torch.tensor([p[2] for p in pos], dtype=v.dtype, device=v.device)
     return _lerp(v[idx_lo], v[idx_hi], t)
 
 
-class Acc:
-    """Pooled statistics of the entries of several tensors, kept on their device.
+def partition_percentiles(v: np.ndarray, percentiles: Sequence[float]) -> torch.Tensor:
+    """The same percentiles of a 1-d NumPy array, by one in-place ``partition`` around the
+    needed order statistics (CPU tensors: several times faster than a full sort)."""
+    pos = _positions(v.size, percentiles)
+    kth = sorted({i for lo, hi, _ in pos for i in (lo, hi)})
+    v.partition(kth)
+    out = []
+    for lo, hi, t in pos:
+        a, b = float(v[lo]), float(v[hi])
+        out.append(a + t * (b - a) if t < 0.5 else b - (1.0 - t) * (b - a))
+    return torch.tensor(out, dtype=torch.float64)
 
-    ``add(x)`` accumulates ``n``, ``mean`` and ``M2 = sum (x - mean)^2`` (combined exactly:
-    ``mean = mean_a + d n_b / n``, ``M2 = M2_a + M2_b + d^2 n_a n_b / n`` with
-    ``d = mean_b - mean_a``), optionally ``sum |x|`` and the sorted values for percentiles.
+
+class Transfer:
+    """Device tensors gathered for one host copy: :meth:`add` returns a handle, :meth:`run`
+    concatenates everything (cast to float64; float32 on MPS) and copies it once; ``get``
+    reads a handle's host values afterwards."""
+
+    def __init__(self) -> None:
+        self.parts: list[torch.Tensor] = []
+        self.offsets: list[int] = []
+        self.total = 0
+        self.host: list[float] = []
+
+    def add(self, t: torch.Tensor) -> int:
+        self.parts.append(t.reshape(-1))
+        self.offsets.append(self.total)
+        self.total += t.numel()
+        return len(self.parts) - 1
+
+    def run(self, device: torch.device) -> None:
+        """One ``cat`` per dtype, one cast each, one copy to the host."""
+        if not self.parts:
+            self.host = []
+            return
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        groups: dict = {}
+        for k, part in enumerate(self.parts):
+            groups.setdefault((part.dtype, part.device), []).append(k)
+        order: list[int] = []
+        flat = []
+        for (dtype, dev), ks in groups.items():
+            g = torch.cat([self.parts[k] for k in ks]) if len(ks) > 1 else self.parts[ks[0]]
+            flat.append(g if (dtype == wide and dev == device) else g.to(device, wide))
+            order += ks
+        host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
+        if order != list(range(len(self.parts))):
+            pos = 0
+            out = [0.0] * len(host)
+            for k in order:
+                size = self.parts[k].numel()
+                a = self.offsets[k]
+                out[a: a + size] = host[pos: pos + size]
+                pos += size
+            host = out
+        self.host = host
+
+    def get(self, handle: int) -> list[float]:
+        a = self.offsets[handle]
+        return self.host[a: a + self.parts[handle].numel()]
+
+    def one(self, handle: int) -> float:
+        return self.host[self.offsets[handle]]
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().reshape(-1).to(stat_dtype(x))
+
+
+class Acc:
+    """Statistics of the entries of one or more tensors (the calls of a module), as partial
+    sums on the device, combined on the host after the one transfer.
+
+    Per call: ``n_k``, ``S1_k = sum x`` and ``S2_k = x . x`` (one pass each: a reduction and a
+    dot product, no temporary), pooled ``mean = sum S1 / n``,
+    ``var = sum S2 / n - mean^2``, population std ``sqrt(var)``. Sums run in float32 for
+    bf16/fp16/float32 tensors (float64 for float64): the variance's relative error is about
+    ``1e-7 sqrt(n) (1 + mean^2 / var)``, ~1e-4 for a saturated sigmoid layer, exact to
+    ~1e-13 in float64. ``want_abs``: ``sum |x|``; ``want_sorted``: a copy of the values for
+    percentiles (NumPy's ``linear`` rule on the pooled values).
     """
 
-    __slots__ = ("n", "mean", "m2", "abssum", "sorted", "pct", "want_abs", "want_sorted")
+    __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h")
 
     def __init__(self, want_abs: bool = False, want_sorted: bool = False) -> None:
-        self.n = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
-        self.abssum: torch.Tensor | None = None
-        self.sorted: torch.Tensor | None = None
+        self.ns: list[int] = []
+        self.a: list[torch.Tensor] = []
+        self.b: list[torch.Tensor] = []
+        self.abs: list[torch.Tensor] = []
+        self.sorted: list = []
         self.pct: torch.Tensor | None = None
         self.want_abs = want_abs
         self.want_sorted = want_sorted
 
+    @property
+    def n(self) -> int:
+        return sum(self.ns)
+
     def add(self, x: torch.Tensor) -> None:
-        f = x.detach().reshape(-1).to(stat_dtype(x))
+        f = _flat(x)
         n = f.numel()
         if n == 0:
             return
-        std, mean = torch.std_mean(f, correction=0)
-        m2 = std * std * n
-        if self.n == 0:
-            self.mean, self.m2 = mean, m2
-        else:
-            tot = self.n + n
-            d = mean - self.mean
-            self.mean = self.mean + d * (n / tot)
-            self.m2 = self.m2 + m2 + d * d * (self.n * n / tot)
-        self.n += n
+        self.a.append(f.sum())
+        self.b.append(torch.dot(f, f))
+        self.ns.append(n)
         if self.want_abs:
-            a = f.abs().sum()
-            self.abssum = a if self.abssum is None else self.abssum + a
-        if self.want_sorted:
-            v = torch.sort(f).values
-            if self.sorted is not None:
-                v = torch.sort(torch.cat([self.sorted, v])).values
-            self.sorted = v
+            self.abs.append(f.abs().sum())
+        if self.want_sorted:  # a copy: later in-place operations must not change it
+            self.sorted.append(np.array(f.numpy(), copy=True) if f.device.type == "cpu"
+                               else f.clone())
             self.pct = None
 
     def freeze(self, percentiles: Sequence[float]) -> None:
-        """Compute the percentiles and drop the sorted values (memory)."""
-        if self.sorted is not None:
-            self.pct = sorted_percentiles(self.sorted, percentiles)
-            self.sorted = None
+        """Compute the percentiles of the pooled values and drop the copies (memory)."""
+        vals = self.sorted
+        if not vals:
+            return
+        if isinstance(vals[0], np.ndarray):
+            v = vals[0] if len(vals) == 1 else np.concatenate(vals)
+            self.pct = partition_percentiles(v, percentiles)
+        else:
+            v = vals[0] if len(vals) == 1 else torch.cat(vals)
+            self.pct = sorted_percentiles(torch.sort(v).values, percentiles)
+        self.sorted = []
 
-    def std(self) -> torch.Tensor:
-        return torch.sqrt(self.m2 / self.n)
+    def gather(self, t: Transfer) -> None:
+        """Queue the partial sums (and percentiles) for the transfer."""
+        def one(xs: list[torch.Tensor]) -> int:
+            return t.add(xs[0] if len(xs) == 1 else torch.stack(xs))
+
+        self._h = [one(self.a), one(self.b), one(self.abs) if self.abs else None,
+                   t.add(self.pct) if self.pct is not None else None]
+
+    def result(self, t: Transfer) -> dict[str, float | list[float]]:
+        """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""
+        ha, hb, habs, hpct = self._h
+        n = sum(self.ns)
+        mean = sum(t.get(ha)) / n
+        var = sum(t.get(hb)) / n - mean * mean
+        std = math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
+        out: dict[str, float | list[float]] = {"mean": mean, "std": std}
+        if habs is not None:
+            out["absmean"] = sum(t.get(habs)) / n
+        if hpct is not None:
+            out["pct"] = t.get(hpct)
+        return out
 
 
 @dataclass
@@ -152,32 +251,58 @@ class ActAcc:
     out: Acc
     spec: ActivationSpec | None = None
     n: int = 0
-    saturated: torch.Tensor | None = None
-    inactive: torch.Tensor | None = None
+    saturated: list = field(default_factory=list)
+    inactive: list = field(default_factory=list)
+    n_active: int = 0
+    active: list = field(default_factory=list)
     alive: torch.Tensor | None = None
     dead_ok: bool = True
 
+    def _units(self, peak: torch.Tensor) -> None:
+        """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0)."""
+        alive = peak > 0
+        if self.alive is None:
+            self.alive = alive
+        elif self.alive.shape == alive.shape:
+            self.alive = self.alive | alive
+        else:
+            self.dead_ok = False
+
+    @staticmethod
+    def _dims(t: torch.Tensor, axis: int) -> tuple[int, ...]:
+        ax = axis % t.dim()
+        return tuple(i for i in range(t.dim()) if i != ax)
+
     def add_derivative(self, s: torch.Tensor, spec: ActivationSpec, axis: int) -> None:
-        f = s.detach().to(stat_dtype(s))
-        d = spec.derivative(f).abs()
+        """Counts on the activation's input ``s`` (forward pre-hook, before an in-place
+        activation overwrites it). ReLU is counted from its output instead
+        (:meth:`add_relu_output`)."""
         self.spec = spec
-        self.n += d.numel()
+        f = s.detach().to(stat_dtype(s))
+        self.n += f.numel()
+        d = spec.derivative(f).abs()
         if spec.bounded:
-            sat = (d < SATURATION_RATIO * spec.max_derivative).sum()
-            self.saturated = sat if self.saturated is None else self.saturated + sat
+            self.saturated.append((d < SATURATION_RATIO * spec.max_derivative).sum())
         if spec.relu_family:
-            off = (f <= 0).sum()
-            self.inactive = off if self.inactive is None else self.inactive + off
+            self.inactive.append((f <= 0).sum())
         if d.dim() == 0:
             self.dead_ok = False
             return
-        nz = d.ne(0).movedim(axis, -1).reshape(-1, d.shape[axis]).any(dim=0)
-        if self.alive is None:
-            self.alive = nz
-        elif self.alive.shape == nz.shape:
-            self.alive = self.alive | nz
-        else:
+        self._units(d.amax(dim=self._dims(d, axis)) if d.dim() > 1 else d)
+
+    def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int) -> None:
+        """ReLU: ``s <= 0`` exactly where ``a = relu(s) == 0`` and ``f'(s) != 0`` exactly where
+        ``a > 0``, so the output serves (valid after an in-place ReLU too)."""
+        self.spec = spec
+        a = a.detach().to(stat_dtype(a))  # bf16 sums of ones would round
+        n = a.numel()
+        self.n += n
+        self.n_active += n
+        self.active.append(torch.sign(a).sum())  # a >= 0: the number of entries > 0
+        if a.dim() == 0:
             self.dead_ok = False
+            return
+        self._units(a.amax(dim=self._dims(a, axis)) if a.dim() > 1 else a)
 
 
 @dataclass
@@ -318,17 +443,19 @@ class Recording:
         self._last_run = info.index
         return info.index
 
-    def _acc(self, table: dict, index: int, want_abs: bool = False,
-             want_sorted: bool | None = None) -> Acc:
+    def _acc(self, table: dict, index: int) -> Acc:
+        """The accumulator (with percentiles when requested) of a layer or follower output."""
         acc = table.get(index)
         if acc is None:
-            sort = bool(self.percentiles) if want_sorted is None else want_sorted
-            acc = table[index] = Acc(want_abs=want_abs, want_sorted=sort)
+            acc = table[index] = Acc(want_sorted=bool(self.percentiles))
         return acc
 
     def _grad_hook(self, table: dict, index: int):
         def hook(g: torch.Tensor) -> None:
-            self._acc(table, index, want_abs=True, want_sorted=False).add(g)
+            acc = table.get(index)
+            if acc is None:
+                acc = table[index] = Acc(want_abs=True)
+            acc.add(g)
         return hook
 
     # -- weight layers ---------------------------------------------------------------------
@@ -389,7 +516,9 @@ class Recording:
         acc = p.act.get(info.index)
         if acc is None:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
-        acc.add_derivative(s, self._spec(module), info.feature_axis)
+        spec = self._spec(module)
+        if spec.name != "relu":
+            acc.add_derivative(s, spec, info.feature_axis)
         p.pending[id(module)] = info
 
     def _act_post(self, module, args, output) -> None:
@@ -398,7 +527,11 @@ class Recording:
         if info is None or out is None:
             return
         info.activation = self._names.get(id(module))
-        self.p.act[info.index].out.add(out)
+        acc = self.p.act[info.index]
+        acc.out.add(out)
+        spec = self._spec(module)
+        if spec.name == "relu":
+            acc.add_relu_output(out, spec, info.feature_axis)
         self.p.links[id(out)] = (out, out._version, info, "act")
 
     # -- residual blocks -------------------------------------------------------------------
@@ -437,55 +570,42 @@ class Recording:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
         ``weight_grads`` maps ``id(parameter)`` to its gradient (None: read ``p.grad``);
-        ``extra`` rows (device tensors) travel in the same transfer, and so does the 1-d
+        ``extra`` rows (0-d device tensors) travel in the same transfer, and so does the 1-d
         tensor ``also``, whose host values are left in ``self.also``.
         """
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
-        wide = torch.float32 if dev.type == "mps" else torch.float64
+        t = Transfer()
         pct_pre = percentile_names("pre", self.percentiles)
         pct_act = percentile_names("act", self.percentiles)
-        keys: list[tuple[int, str, str]] = []
-        vals: list[torch.Tensor] = []
-
-        def put(layer: int, module: str, names, value: torch.Tensor | None) -> None:
-            if value is None:
-                return
-            if isinstance(names, str):
-                keys.append((layer, module, names))
-                vals.append(value.reshape(1))
-            else:
-                keys.extend((layer, module, n) for n in names)
-                vals.append(value.reshape(-1))
-
-        for layer, module, name, value in extra:
-            put(layer, module, name, value)
+        plan: list = []  # (layer, module, callback(rows)) evaluated after the transfer
+        extra_h = [(a, b, c, t.add(v)) for a, b, c, v in extra]
         for info in self.order:
             i, nm = info.index, info.name
+            item: dict = {"info": info}
             pre = p.pre.get(i)
-            if pre is not None and pre.n:
-                put(i, nm, "pre_mean", pre.mean)
-                put(i, nm, "pre_std", pre.std())
-                if self.percentiles and pre.pct is not None:
-                    put(i, nm, pct_pre, pre.pct)
+            if pre is not None and pre.ns:
+                pre.gather(t)
+                item["pre"] = pre
             act = p.act.get(i)
-            out = act.out if act is not None and act.out.n else p.norm.get(i)
-            if out is not None and out.n:
-                put(i, nm, "act_mean", out.mean)
-                put(i, nm, "act_std", out.std())
-                if self.percentiles and out.pct is not None:
-                    put(i, nm, pct_act, out.pct)
+            out = act.out if act is not None and act.out.ns else p.norm.get(i)
+            if out is not None and out.ns:
+                out.gather(t)
+                item["act"] = out
             if act is not None and act.n:
-                if act.saturated is not None:
-                    put(i, nm, "saturated_frac", act.saturated.to(wide) / act.n)
+                item["n_act"] = act.n
+                if act.saturated:
+                    item["sat"] = t.add(torch.stack(act.saturated))
+                if act.inactive:
+                    item["off"] = t.add(torch.stack(act.inactive))
+                if act.active:
+                    item["on"] = (t.add(torch.stack(act.active)), act.n_active)
                 if act.dead_ok and act.alive is not None:
-                    put(i, nm, "dead_frac", (~act.alive).to(wide).mean())
-                if act.inactive is not None:
-                    put(i, nm, "inactive_frac", act.inactive.to(wide) / act.n)
+                    item["dead"] = (t.add((~act.alive).sum()), act.alive.numel())
             g = p.grad.get(i)
-            if g is not None and g.n:
-                put(i, nm, "grad_pre_std", g.std())
-                put(i, nm, "grad_pre_absmean", g.abssum / g.n)
+            if g is not None and g.ns:
+                g.gather(t)
+                item["grad"] = g
             w = Acc()
             gw = Acc(want_abs=True)
             for param in info.weights:
@@ -493,26 +613,64 @@ class Recording:
                 grad = param.grad if weight_grads is None else weight_grads.get(id(param))
                 if grad is not None:
                     gw.add(grad)
-            put(i, nm, "weight_std", w.std())
-            if gw.n:
-                put(i, nm, "weight_grad_std", gw.std())
-                put(i, nm, "weight_grad_absmean", gw.abssum / gw.n)
+            w.gather(t)
+            item["w"] = w
+            if gw.ns:
+                gw.gather(t)
+                item["gw"] = gw
+            plan.append(item)
+        blocks = []
         for key, block in self.blocks.items():
             g = p.block_grad.get(key)
-            if g is not None and g.n:
-                put(block.layer, block.name, "block_grad_std", g.std())
-        n_also = 0
-        if also is not None and also.numel():
-            vals.append(also.reshape(-1))
-            n_also = also.numel()
-        self.also = []
-        if not vals:
-            return []
-        host = torch.cat([v.to(device=dev, dtype=wide) for v in vals]).cpu().tolist()
-        if n_also:
-            self.also = host[len(host) - n_also:]
-            host = host[: len(host) - n_also]
-        return [(a, b, c, v) for (a, b, c), v in zip(keys, host)]
+            if g is not None and g.ns:
+                g.gather(t)
+                blocks.append((block, g))
+        h_also = t.add(also) if also is not None and also.numel() else None
+        t.run(dev)
+        self.also = t.get(h_also) if h_also is not None else []
+
+        rows: list[tuple[int, str, str, float]] = [(a, b, c, t.one(h)) for a, b, c, h in extra_h]
+        for item in plan:
+            info = item["info"]
+            i, nm = info.index, info.name
+
+            def put(name: str, value: float, i=i, nm=nm) -> None:
+                rows.append((i, nm, name, value))
+
+            if "pre" in item:
+                r = item["pre"].result(t)
+                put("pre_mean", r["mean"])
+                put("pre_std", r["std"])
+                for name, v in zip(pct_pre, r.get("pct", ())):
+                    put(name, v)
+            if "act" in item:
+                r = item["act"].result(t)
+                put("act_mean", r["mean"])
+                put("act_std", r["std"])
+                for name, v in zip(pct_act, r.get("pct", ())):
+                    put(name, v)
+            if "sat" in item:
+                put("saturated_frac", sum(t.get(item["sat"])) / item["n_act"])
+            if "dead" in item:
+                h, units = item["dead"]
+                put("dead_frac", t.one(h) / units)
+            if "off" in item or "on" in item:
+                off = sum(t.get(item["off"])) if "off" in item else 0.0
+                if "on" in item:
+                    off += item["on"][1] - sum(t.get(item["on"][0]))
+                put("inactive_frac", off / item["n_act"])
+            if "grad" in item:
+                r = item["grad"].result(t)
+                put("grad_pre_std", r["std"])
+                put("grad_pre_absmean", r["absmean"])
+            put("weight_std", item["w"].result(t)["std"])
+            if "gw" in item:
+                r = item["gw"].result(t)
+                put("weight_grad_std", r["std"])
+                put("weight_grad_absmean", r["absmean"])
+        for block, g in blocks:
+            rows.append((block.layer, block.name, "block_grad_std", g.result(t)["std"]))
+        return rows
 
 
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:

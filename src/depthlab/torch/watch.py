@@ -98,6 +98,7 @@ class Watch:
         self._loss_values = array("d")
         self._pending: list[torch.Tensor] = []
         self._snap: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._buffers: dict[int, torch.Tensor] = {}
         self.run_id: str | None = None
         self._rec.arm()  # step 0 is recorded
 
@@ -137,22 +138,37 @@ class Watch:
                              "optimizer.step()")
 
     def _snapshot(self) -> None:
+        """Copy every layer's weights into buffers kept between records (no allocation)."""
         with torch.no_grad():
             for info in self._rec.layers:
-                self._snap[id(info)] = [(p, p.detach().clone()) for p in info.weights]
+                pairs = []
+                for p in info.weights:
+                    buf = self._buffers.get(id(p))
+                    if buf is None or buf.shape != p.shape or buf.dtype != p.dtype \
+                            or buf.device != p.device:
+                        buf = self._buffers[id(p)] = torch.empty_like(p, memory_format=
+                                                                       torch.contiguous_format)
+                    buf.copy_(p)
+                    pairs.append((p, buf))
+                self._snap[id(info)] = pairs
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
+        """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||^2`` by a dot product of
+        the snapshot, then the snapshot is overwritten in place by the difference."""
         rows = []
         with torch.no_grad():
             for info in self._rec.order:
                 pairs = self._snap.get(id(info))
                 if not pairs:
                     continue
-                num = sum(((p.detach() - w0).to(torch.float64 if w0.dtype == torch.float64
-                                                else torch.float32) ** 2).sum()
-                          for p, w0 in pairs)
-                den = sum((w0.to(torch.float64 if w0.dtype == torch.float64
-                                 else torch.float32) ** 2).sum() for _, w0 in pairs)
+                num = den = None
+                for p, w0 in pairs:
+                    f = w0.reshape(-1)
+                    n0 = torch.dot(f, f)
+                    w0.sub_(p)
+                    n1 = torch.dot(f, f)
+                    num = n1 if num is None else num + n1
+                    den = n0 if den is None else den + n0
                 rows.append((info.index, info.name, "update_ratio", torch.sqrt(num / den)))
         self._snap.clear()
         return rows
@@ -183,6 +199,7 @@ class Watch:
         self._rec.disarm()
         self._closed = True
         self._snap.clear()
+        self._buffers.clear()
         if self._pending:
             dev = self._pending[-1].device
             host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)

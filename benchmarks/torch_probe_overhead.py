@@ -1,0 +1,129 @@
+"""Overhead of ``depthlab.torch.Watch`` on a PyTorch training loop.
+
+Two models: a ResNet-18 (torchvision layout from :mod:`depthlab.torch.zoo`, batch 32, 3x32x32
+inputs, 10 classes) and the 784-100-100-100-10 ReLU MLP of Cockpit's CPU measurement (batch
+128). One step = ``zero_grad``, forward, cross-entropy, backward, (``watch.step(loss)``), SGD
+update. Three settings per model, each with its own model and optimizer: no Watch (baseline),
+``Watch(every=10)`` and ``Watch(every=1)``, with the default percentiles (``pre_pK``/``act_pK``,
+one sort per layer output on recorded steps). The settings are timed in blocks of ``steps``
+steps (a multiple of 10, so every block records the same share of steps), the blocks
+interleaved round after round so that a change of the shared machine's load hits all three
+alike; each round's overhead is ``time(setting) / time(baseline) - 1``. The table gives the
+median and the range over rounds, at one thread and at all cores on the CPU, and on CUDA when
+present (synchronised around each block).
+
+Published references (Cockpit, Schneider et al. 2021, Fig. 8/9): 1.06x run time when tracking
+every 16 steps on a GPU CNN; 63x (``+6200%``) every step for its full configuration on a CPU
+MNIST MLP. Goals here: every 10 steps <= 5%, every step <= 50%.
+
+Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps 20] [--only cpu1|cpu|cuda]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from depthlab.torch import Watch, zoo
+
+SETTINGS = (("baseline", None), ("every 10", 10), ("every step", 1))
+COCKPIT = {"every 10": "Cockpit: 1.06x every 16 steps (GPU CNN)",
+           "every step": "Cockpit: 63x every step (CPU MLP)"}
+
+
+def _case(name: str, device: str):
+    g = torch.Generator().manual_seed(0)
+    if name == "resnet18":
+        model = zoo.resnet18(num_classes=10)
+        x = torch.randn(32, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (32,), generator=g)
+    else:
+        model = zoo.mlp([784, 100, 100, 100, 10])
+        x = torch.randn(128, 784, generator=g)
+        y = torch.randint(0, 10, (128,), generator=g)
+    return model.to(device), x.to(device), y.to(device)
+
+
+class Runner:
+    """One setting: its own model, optimizer and (maybe) Watch, stepping on a fixed batch."""
+
+    def __init__(self, case: str, device: str, every: int | None) -> None:
+        torch.manual_seed(0)
+        self.model, self.x, self.y = _case(case, device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.watch = Watch(self.model, every=every) if every else None
+        self.device = device
+
+    def run(self, steps: int) -> float:
+        loss_fn = nn.functional.cross_entropy
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.opt.zero_grad()
+            loss = loss_fn(self.model(self.x), self.y)
+            loss.backward()
+            if self.watch is not None:
+                self.watch.step(loss)
+            self.opt.step()
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+
+def measure(case: str, device: str, rounds: int, steps: int) -> dict[str, list[float]]:
+    runners = {label: Runner(case, device, every) for label, every in SETTINGS}
+    for r in runners.values():  # warm-up: allocator, first-record discovery, caches
+        r.run(10)
+    times: dict[str, list[float]] = {label: [] for label in runners}
+    for k in range(rounds):
+        order = list(runners) if k % 2 == 0 else list(reversed(runners))
+        for label in order:
+            times[label].append(runners[label].run(steps))
+    for r in runners.values():
+        if r.watch is not None:
+            r.watch.close()
+    return times
+
+
+def report(case: str, where: str, times: dict[str, list[float]], steps: int) -> None:
+    base = times["baseline"]
+    print(f"{case:9s} {where:14s} baseline {1e3 * statistics.median(base) / steps:8.2f} ms/step")
+    for label, _ in SETTINGS[1:]:
+        over = [100.0 * (t / b - 1.0) for t, b in zip(times[label], base)]
+        print(f"{'':9s} {'':14s} {label:10s} overhead median {statistics.median(over):+7.1f}% "
+              f"(range {min(over):+.1f}% .. {max(over):+.1f}%)   [{COCKPIT[label]}]")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=20, help="steps per block (multiple of 10)")
+    ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)
+    ap.add_argument("--cases", default="mlp,resnet18")
+    args = ap.parse_args()
+    if args.steps % 10:
+        ap.error("--steps must be a multiple of 10")
+    cores = os.cpu_count() or 1
+    wheres = []
+    if args.only in (None, "cpu1"):
+        wheres.append(("cpu", 1, "cpu, 1 thread"))
+    if args.only in (None, "cpu"):
+        wheres.append(("cpu", cores, f"cpu, {cores} threads"))
+    if args.only in (None, "cuda") and torch.cuda.is_available():
+        wheres.append(("cuda", cores, f"cuda ({torch.cuda.get_device_name(0)[:20]})"))
+    print(f"torch {torch.__version__}; {args.rounds} interleaved rounds of {args.steps} steps; "
+          "overhead = time / baseline time - 1 per round")
+    for device, threads, where in wheres:
+        torch.set_num_threads(threads)
+        for case in args.cases.split(","):
+            report(case, where, measure(case, device, args.rounds, args.steps), args.steps)
+
+
+if __name__ == "__main__":
+    main()
