@@ -228,9 +228,11 @@ def test_cli_guards_grids_above_100000_points(tmp_path):
     assert res.returncode == 2
     assert "the grid has 101,000 points" in res.stderr and "--limit" in res.stderr
     assert not (tmp_path / "o").exists()  # refused before anything ran
-    ok = cli("sweep", path, "--out", tmp_path / "o", "--limit", "2", "--jobs", "2")
+    ok = cli("sweep", path, "--out", tmp_path / "o", "--limit", "2", "--jobs", "2", "--json")
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.splitlines()[0].endswith("2 points (train.seed 1010 × train.lr 100)")
+    assert ok.stderr.splitlines()[0].endswith("2 points (train.seed 1010 × train.lr 100)")
+    summary = json.loads(ok.stdout)  # --json: the summary alone on stdout
+    assert summary["points"] == 2 and summary["counts"] == {"finished": 2}
     assert [r[1] for r in rows(tmp_path / "o" / "depthlab.db")] == ["finished"] * 2
 
 

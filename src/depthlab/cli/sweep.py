@@ -44,8 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"run grids above {CONFIRM_ABOVE:,} points without asking")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true",
-                   help="print the sweep's run records as a JSON list on stdout (messages "
-                   "go to stderr)")
+                   help="print a JSON summary on stdout at the end (messages go to stderr)")
 
 
 @contextmanager
@@ -118,25 +117,20 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
                              "again to finish the grid\n")
             return _EXIT.get(seen[0], 130) if seen else 130
+    if args.json:
+        import json
+
+        print(json.dumps({"sweep": res.sweep, "points": res.total, "skipped": res.skipped,
+                          "counts": res.counts, "seconds": res.seconds,
+                          "failures": [{"id": i, "name": n, "error": err}
+                                       for i, n, err in res.failures],
+                          "store": str(Path(args.out) / "depthlab.db")}, indent=1))
     failed = "".join(f"\n  failed {i} {n}: {err}" for i, n, err in res.failures)
     echo(f"sweep {res.sweep}: {res.count('finished')} finished, {res.count('diverged')} "
          f"diverged, {res.count('failed')} failed; skipped {res.skipped} already stored "
          f"({res.seconds:.1f}s); results: {Path(args.out) / 'depthlab.db'}{failed}")
-    if args.json:
-        _print_records(args.out, res.sweep)
     return 1 if res.count("failed") else 0
 
-
-def _print_records(out: str, sweep: str) -> None:
-    """The sweep's stored runs as one JSON list (``depthlab runs --json`` rows)."""
-    import json
-
-    from ..experiments import Store
-    from ..experiments.store import runs_as_dicts
-
-    with Store(out) as store:
-        rows = [r for r in runs_as_dicts(store) if r.get("sweep") == sweep]
-    print(json.dumps(rows, indent=1))
 
 
 COMMAND = Command("sweep", "run a [sweep] grid in parallel, here or on Dask (resumable)",
