@@ -138,3 +138,19 @@ def test_input_dropout_option_everywhere():
     assert "input_dropout = 0.2" in RunSpec.from_dict(raw).to_toml()
     with pytest.raises(ConfigError, match=r"model\.input_dropout = 1\.0 is out of range"):
         validate({**raw, "model": {"sizes": [64, 10], "input_dropout": 1.0}})
+
+
+def test_new_options_keep_the_run_ids_of_configs_that_do_not_use_them():
+    from depthlab.experiments.config import run_id
+
+    # ids computed by the first schema (before bn_ema_start and input_dropout existed)
+    plain = {"data": {"name": "digits"}, "model": {"sizes": [64, 32, 10], "activation": "tanh"},
+             "train": {"lr": 0.1}}
+    other = {"data": {"name": "digits", "n": 300},
+             "model": {"depth": 3, "width": 16, "batchnorm": True, "init": "xavier_normal"},
+             "train": {"optimizer": "sgd", "momentum": 0.9, "max_steps": 5},
+             "probes": {"jacobian": True}}
+    assert run_id(validate(plain)) == "f65d7ca60a08"
+    assert run_id(validate(other)) == "5932f4a71831"
+    used = validate({**plain, "model": {**plain["model"], "bn_ema_start": "zero"}})
+    assert run_id(used) != "f65d7ca60a08"

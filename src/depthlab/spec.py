@@ -192,6 +192,12 @@ class _Section:
                 raise _unknown_key(cls.section, k, cls.keys())
         return cls(**raw)
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every field's default as plain data (None where the default is None)."""
+        return {f.name: _plain(f.default_factory() if f.default_factory is not dataclasses.MISSING
+                               else f.default) for f in fields(cls)}  # type: ignore[arg-type]
+
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain data (tuples as lists): the validated config section."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore

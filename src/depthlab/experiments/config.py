@@ -84,12 +84,36 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+# The keys of the first config schema are always hashed. A key added later is hashed only when
+# it differs from its default, so a new option keeps the run ids of the configs that do not use
+# it (stored runs stay findable, interrupted sweeps resume).
+FIRST_SCHEMA_KEYS: dict[str, frozenset[str]] = {
+    "data": frozenset("name path n standardize seed val_fraction test_fraction label "
+                      "options".split()),
+    "model": frozenset("sizes depth width activation init batchnorm residual dropout "
+                       "dropout_type output_activation output_init bias_init activation_kwargs "
+                       "bn_inference bn_momentum bn_eps dtype".split()),
+    "train": frozenset("loss loss_kwargs optimizer optimizer_kwargs lr batch_size epochs "
+                       "max_steps seed l1 l2 eval_every".split()),
+    "probes": frozenset("every batch histogram_steps jacobian".split()),
+}
+
+
+def _hashed_section(section: str, values: Any) -> Any:
+    if section not in SPECS or not isinstance(values, dict):
+        return values
+    first, defaults = FIRST_SCHEMA_KEYS[section], SPECS[section].defaults()
+    return {k: v for k, v in values.items()
+            if k in first or k not in defaults or v != defaults[k]}
+
+
 def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
     """Stable id of a run: the first 12 hex digits of sha256 of the canonical JSON of the
-    validated config (its ``name`` and ``sweep`` entries left out). Runs and sweep points with
-    the same config share an id; ``kind`` values other than ``run``/``sweep-point`` (and
+    validated config (its ``name`` and ``sweep`` entries left out; keys added to the schema
+    after the first version only when they differ from their default). Runs and sweep points
+    with the same config share an id; ``kind`` values other than ``run``/``sweep-point`` (and
     ``extra``) are mixed in so e.g. a doctor diagnosis never replaces a training run."""
-    body = {k: v for k, v in config.items() if k not in ("name", "sweep")}
+    body = {k: _hashed_section(k, v) for k, v in config.items() if k not in ("name", "sweep")}
     payload: Any = body if kind in ("run", "sweep-point") and extra is None else {
         "kind": kind, "config": body, "extra": extra}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
