@@ -41,7 +41,12 @@ class Network(Sequential):
     # -- checked entry points ---------------------------------------------------------
     def _check_input(self, x: Array) -> Array:
         if not isinstance(x, np.ndarray):
+            if isinstance(x, str | bytes | dict) or x is None:
+                raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
+                                f"(batch, {self.n_inputs})")
             x = xp.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"x of dtype {x.dtype} is not accepted; accepted: real numbers")
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
             raise ValueError(
                 f"input has shape {x.shape}; expected (batch, {self.n_inputs}) for this network"

@@ -36,6 +36,10 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     """
     if not isinstance(net, Network):
         raise TypeError(f"net must be a depthlab Network (e.g. from mlp), got {type(net).__name__}")
+    for name, v in (("x", x), ("y", y)):
+        if isinstance(v, str | bytes | dict) or v is None:
+            raise TypeError(f"{name}={v!r:.40} is not accepted; accepted: an array"
+                            + (f" of shape (batch, {net.n_inputs})" if name == "x" else ""))
     x = xp.asarray(x)
     y = xp.asarray(y)
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
