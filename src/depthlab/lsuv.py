@@ -20,7 +20,7 @@ def lsuv(
     """
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
-    x = net._check_input(x)
+    x = net.check_input(x)
     if x.shape[0] < 2:
         raise ValueError(f"LSUV needs a batch of at least 2 rows, got {x.shape[0]}")
     gen = make_rng(seed)

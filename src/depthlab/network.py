@@ -39,7 +39,9 @@ class Network(Sequential):
         self.config = dict(config or {})
 
     # -- checked entry points ---------------------------------------------------------
-    def _check_input(self, x: Array) -> Array:
+    def check_input(self, x: Array) -> Array:
+        """``x`` as a (batch, n_inputs) array of the network's dtype; ValueError naming the
+        shape otherwise (or an empty batch)."""
         if not isinstance(x, np.ndarray):
             if isinstance(x, str | bytes | dict) or x is None:
                 raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
@@ -58,7 +60,7 @@ class Network(Sequential):
         return x
 
     def forward(self, x: Array, training: bool = True) -> Array:
-        return super().forward(self._check_input(x), training)
+        return super().forward(self.check_input(x), training)
 
     def backward(self, grad: Array, input_grad: bool = True, copy: bool = True) -> Array | None:
         out = self.output_cache_shape
@@ -83,7 +85,7 @@ class Network(Sequential):
 
     def predict(self, x: Array, batch_size: int = 4096) -> Array:
         """Inference-mode outputs (dropout off, batch norm on its inference statistics)."""
-        x = self._check_input(x)
+        x = self.check_input(x)
         outs = [
             Sequential.forward(self, x[i : i + batch_size], False)
             for i in range(0, x.shape[0], batch_size)
@@ -94,7 +96,7 @@ class Network(Sequential):
     def calibrate(self, x: Array) -> Array:
         """One pass over ``x`` (the whole training set) setting every BatchNorm's population
         statistics (the seed's 'whole training set as one big batch')."""
-        return Sequential.calibrate(self, self._check_input(x))
+        return Sequential.calibrate(self, self.check_input(x))
 
     def set_bn_inference(self, mode: str) -> None:
         """Select batch-norm inference statistics: ``"ema"`` or ``"population"``."""
