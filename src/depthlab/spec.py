@@ -354,12 +354,6 @@ class ModelSpec(_Section):
         """The hidden widths ``sizes[1:-1]``."""
         return self.sizes[1:-1]
 
-    def resolve_sizes(self, n_inputs: int, n_outputs: int) -> ModelSpec:
-        """This spec with ``"auto"`` ends replaced by ``n_inputs`` / ``n_outputs``."""
-        first = n_inputs if self.sizes[0] == "auto" else self.sizes[0]
-        last = n_outputs if self.sizes[-1] == "auto" else self.sizes[-1]
-        return dataclasses.replace(self, sizes=(first, *self.hidden, last))
-
 
 @dataclass(frozen=True)
 class TrainSpec(_Section):
