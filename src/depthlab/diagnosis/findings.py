@@ -192,8 +192,10 @@ class Diagnosis:
             if f.prescription:
                 lines.append(f"      prescription {json.dumps(jsonable(f.prescription))}: "
                              f"{f.prescription_text}")
-            for v in by_kind.get(f.kind, []):
-                lines.append(f"      verified: {v.summary()}")
+            tried = by_kind.get(f.kind, [])
+            for v in tried:  # several cures of one finding (torch doctor): say which
+                which = f" {json.dumps(jsonable(v.prescription))}" if len(tried) > 1 else ""
+                lines.append(f"      verified{which}: {v.summary()}")
         return "\n".join(lines)
 
 

@@ -373,8 +373,9 @@ def _findings_html(payload: dict) -> str:
     items = payload.get("findings") if isinstance(payload.get("findings"), list) else None
     if items is None:
         items = [payload] if payload.get("kind") else []
-    verifs = {str(_as_dict(v).get("kind")): _as_dict(v)
-              for v in payload.get("verifications") or []}
+    verifs: dict[str, dict] = {}  # the first (best) verification of each finding
+    for v in payload.get("verifications") or []:
+        verifs.setdefault(str(_as_dict(v).get("kind")), _as_dict(v))
     parts = []
     summary = payload.get("summary") or payload.get("message")
     if summary:
