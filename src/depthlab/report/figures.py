@@ -142,7 +142,11 @@ def _layer_colors(layers: Sequence[int]) -> dict[int, tuple]:
 
 
 def _layers_note(shown: Sequence[int], total: Sequence[int]) -> str:
-    return "" if len(shown) == len(total) else f" ({len(shown)} of {len(total)} layers)"
+    """Which layers a figure shows when it cannot show them all, and why."""
+    if len(shown) == len(total):
+        return ""
+    return (f"\n(layers {', '.join(map(str, shown))} of {len(total)}: first, last, evenly "
+            "spaced)")
 
 
 def _ema(values: np.ndarray, span: float) -> np.ndarray:
