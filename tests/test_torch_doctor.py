@@ -263,7 +263,9 @@ def test_warmup_clipping_and_divergence(digits):
 def test_trace_finds_following_activations():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Tanh(), nn.Flatten(),
                           nn.Linear(4 * 36, 10))
-    layers = rx.trace(model, torch.zeros(2, 1, 8, 8))
+    layers = rx.trace(model, torch.randn(2, 1, 8, 8))
+    assert float(model[1].running_mean.abs().max()) == 0.0  # tracing left no trace
+    assert int(model[1].num_batches_tracked) == 0 and model.training
     assert [t.name for t in layers] == ["0", "4"]
     assert layers[0].activation_name == "tanh" and layers[0].normalized
     assert layers[1].activation is None

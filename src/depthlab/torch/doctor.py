@@ -505,10 +505,9 @@ def doctor(
 
 def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     """One forward and loss on two rows: a clear error before any training."""
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), rx.untouched(model):
+            model.eval()
             out = model(d.x[:2])
             scalar_loss(loss_fn, out, d.y[:2])
     except ValueError:
@@ -516,8 +515,6 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
                          f"{tuple(d.x.shape[1:])} per example: {type(e).__name__}: {e}") from None
-    finally:
-        model.train(was)
 
 
 def _cures(f: Finding, base: _Run, spec: TrainSpec, fresh: Callable[[int], nn.Module],

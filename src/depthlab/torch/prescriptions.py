@@ -34,7 +34,8 @@ weight layers run and which activation module follows each one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,9 +127,29 @@ class TracedLayer:
         return activation_name(self.activation) if self.activation is not None else None
 
 
+@contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside the block leave no trace: buffers (batch-norm running
+    statistics), module modes and the random number generators are restored on exit."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
+                      if t.device.type == "cuda" and t.device.index is not None})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
+        for m, mode in modes:
+            m.training = mode
+
+
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     """Weight layers (modules owning a ≥ 2-D parameter) in the order they first run on ``x``
-    (one forward pass, no gradients, the model's mode unchanged), each with the activation
+    (one forward pass without gradients, inside :func:`untouched`), each with the activation
     module that runs next before any other weight layer; layers that never run come last."""
     names = {m: n for n, m in model.named_modules()}
     calls: list[nn.Module] = []
@@ -139,7 +160,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if weight_tensors(m) or not list(m.children())]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), untouched(model):
             model(x)
     finally:
         for h in handles:
@@ -271,7 +292,7 @@ def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) ->
         try:
             for _ in range(LSUV_ITERS):
                 seen.clear()
-                with torch.no_grad():
+                with torch.no_grad(), untouched(model):
                     model(x)
                 if not seen or not math.isfinite(seen[0]) or seen[0] <= 0:
                     break
@@ -378,7 +399,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TrainSpec, x: torch.T
             _zero_biases(t.module)
     if MODEL_KEYS & set(changes):
         try:
-            with torch.no_grad():
+            with torch.no_grad(), untouched(model):
                 model(x)
         except Exception as e:  # noqa: BLE001 - any failure means the transform broke it
             raise NotApplicable(f"the transformed model does not run: {e}") from None
