@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -219,25 +218,24 @@ class Label(Check):
 
 
 class Name(Check):
-    """A name registered in a :class:`depthlab.registry.Registry`, returned canonical
-    (``"xavier_uniform"`` -> ``"glorot_uniform"``); objects the registry passes through (an
-    ``Initializer`` built with arguments) are returned unchanged. ``none``: None or ``"none"``
-    means "no such thing". ``registry`` is a function returning the registry (imported late:
-    the registries import the engine)."""
+    """A name registered in ``registry`` (a :class:`depthlab.registry.Registry`), returned
+    canonical (``"xavier_uniform"`` -> ``"glorot_uniform"``); objects the registry passes
+    through (an ``Initializer`` built with arguments) are returned unchanged. ``none``: None
+    or ``"none"`` means "no such thing"."""
 
     kind = "name"
 
-    def __init__(self, registry: Callable[[], Any], *, none: bool = False) -> None:
-        self._registry, self.none = registry, none
+    def __init__(self, registry: Any, *, none: bool = False) -> None:
+        self.registry, self.none = registry, none
 
     @property
     def accepted(self) -> str:  # type: ignore[override]
-        return ", ".join(self._registry().names) + (' (or "none")' if self.none else "")
+        return ", ".join(self.registry.names) + (' (or "none")' if self.none else "")
 
     def __call__(self, key: str, v: Any) -> Any:
         if self.none and (v is None or (isinstance(v, str) and v.strip().lower() == "none")):
             return None
-        reg = self._registry()
+        reg = self.registry
         if reg.passes(v):
             return v
         if not isinstance(v, str):
@@ -251,7 +249,7 @@ class Name(Check):
                               f"{self.accepted}", key) from None
 
     def schema(self) -> dict[str, Any]:
-        return {**super().schema(), "choices": list(self._registry().names),
+        return {**super().schema(), "choices": list(self.registry.names),
                 "optional": self.none}
 
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .activations import REGISTRY as ACTIVATIONS
 from .fieldcheck import (
     BatchSize,
     Bool,
@@ -59,6 +60,9 @@ from .fieldcheck import (
     fmt,
     is_num,
 )
+from .initializers import REGISTRY as INITIALIZERS
+from .losses import REGISTRY as LOSSES
+from .optimizers import REGISTRY as OPTIMIZERS
 
 __all__ = [
     "ConfigError", "DataSpec", "ModelSpec", "ProbeSpec", "RunSpec", "TrainSpec", "check_field",
@@ -80,43 +84,15 @@ def option(default: Any, check: Check, doc: str) -> Any:
     return field(default=default, metadata=meta)
 
 
-# -- registered names (imported when first checked: the registries import the engine) ------
-
-def _activations() -> Any:
-    from .activations import REGISTRY
-
-    return REGISTRY
-
-
-def _initializers() -> Any:
-    from .initializers import REGISTRY
-
-    return REGISTRY
-
-
-def _losses() -> Any:
-    from .losses import REGISTRY
-
-    return REGISTRY
-
-
-def _optimizers() -> Any:
-    from .optimizers import REGISTRY
-
-    return REGISTRY
-
-
 def optimizer_hyperparameters(name: str) -> list[str]:
     """The keyword arguments optimizer ``name`` accepts besides ``params`` and ``lr``."""
-    from .optimizers import optimizer_class
-
-    return [k for k in optimizer_class(name).hyperparameter_names() if k != "lr"]
+    return [k for k in OPTIMIZERS[name].hyperparameter_names() if k != "lr"]
 
 
 def all_optimizer_hyperparameters() -> list[str]:
     """Every optimizer hyperparameter name (each once, in registry order)."""
     names: list[str] = []
-    for opt in _optimizers().names:
+    for opt in OPTIMIZERS.names:
         names += [k for k in optimizer_hyperparameters(opt) if k not in names]
     return names
 
@@ -280,8 +256,8 @@ class ModelSpec(_Section):
                                "(rebuilds sizes with width)")
     width: int | None = option(None, Int(1, optional=True), "width of every hidden layer "
                                "(with depth)")
-    activation: Any = option("relu", Name(_activations), "hidden nonlinearity")
-    init: Any = option("glorot_uniform", Name(_initializers), "weight initializer")
+    activation: Any = option("relu", Name(ACTIVATIONS), "hidden nonlinearity")
+    init: Any = option("glorot_uniform", Name(INITIALIZERS), "weight initializer")
     batchnorm: bool = option(False, Bool(), "batch normalization before each nonlinearity "
                              "(the Dense before it has no bias)")
     residual: bool = option(False, Bool(), "pre-activation residual blocks (equal hidden "
@@ -292,11 +268,11 @@ class ModelSpec(_Section):
                                   "on the inputs (Srivastava et al. 2014 use 0.2)")
     dropout_type: str = option("auto", Choice("auto", "standard", "alpha"),
                                'dropout kind; "auto" = alpha dropout for selu')
-    output_activation: Any = option(None, Name(_activations, none=True),
+    output_activation: Any = option(None, Name(ACTIVATIONS, none=True),
                                     "nonlinearity after the last layer (none: logits)")
-    output_init: Any = option(None, Name(_initializers, none=True), "initializer of the last layer "
+    output_init: Any = option(None, Name(INITIALIZERS, none=True), "initializer of the last layer "
                               "(none: init)")
-    bias_init: Any = option("zeros", Name(_initializers), "bias initializer")
+    bias_init: Any = option("zeros", Name(INITIALIZERS), "bias initializer")
     activation_kwargs: dict = option({}, Table(), "arguments of the activation, e.g. "
                                      "{negative_slope = 0.1}")
     bn_inference: str = option("ema", Choice("ema", "population"), "batch-norm statistics at "
@@ -362,10 +338,10 @@ class TrainSpec(_Section):
 
     section: ClassVar[str] = "train"
 
-    loss: str = option("cross_entropy", Name(_losses), "loss function")
+    loss: str = option("cross_entropy", Name(LOSSES), "loss function")
     loss_kwargs: dict = option({}, Table(), "arguments of the loss, e.g. "
                                "{label_smoothing = 0.1}")
-    optimizer: str = option("sgd", Name(_optimizers),
+    optimizer: str = option("sgd", Name(OPTIMIZERS),
                             "optimizer (torch.optim names and defaults)")
     optimizer_kwargs: dict = option({}, Table(), "optimizer hyperparameters, e.g. "
                                     "{momentum = 0.9}")
@@ -433,10 +409,8 @@ class TrainSpec(_Section):
                 kwargs[k] = Float(0.0, what="a finite number")(f"{prefix}{k}", v)
             else:
                 raise bad(f"{prefix}{k}", v, "a number or true/false", "has the wrong type")
-        from .optimizers import optimizer_class
-
         try:  # the optimizer's own rules (e.g. nesterov needs momentum > 0)
-            optimizer_class(name).check_hyperparameters(lr=self.lr, **kwargs)
+            OPTIMIZERS[name].check_hyperparameters(lr=self.lr, **kwargs)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{prefix}optimizer = {name!r} with {fmt(kwargs)}: {e}",
                               prefix + "optimizer_kwargs") from None
