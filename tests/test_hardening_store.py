@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -254,10 +255,18 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
         proc.kill()
     left = [p.name for p in tmp_path.iterdir()]
     assert len(left) == 1 and left[0].endswith(".tmp"), left
-    live = tmp_path / f".other.png.depthlab-{os.getpid()}-x.tmp"  # a live writer's: kept
+    from depthlab.atomic import _host
+
+    live = tmp_path / f".other.png.depthlab-{_host()}-{os.getpid()}-x.tmp"  # a live writer's
     live.write_bytes(b"")
+    remote = tmp_path / ".a.png.depthlab-otherhost-1-x.tmp"  # another host's, recent: kept
+    remote.write_bytes(b"")
+    old_remote = tmp_path / ".b.png.depthlab-otherhost-1-y.tmp"  # another host's, 2 days old
+    old_remote.write_bytes(b"")
+    os.utime(old_remote, (time.time() - 2 * 86400,) * 2)
     atomic_write_text(target, "new")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "report.html"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, remote.name,
+                                                                 "report.html"])
     assert target.read_text() == "new"
 
 

@@ -3,8 +3,9 @@
 A crash or an exception mid-write never leaves a half-written file and never destroys the
 previous version; the temporary file is removed on failure. A process killed mid-write
 (SIGKILL) cannot remove its temporary file, so each temporary is named
-``.<target>.depthlab-<pid>-<random>.tmp`` and the next write into the same folder removes the
-temporaries whose writer process is gone (:func:`remove_stale_temporaries`).
+``.<target>.depthlab-<host>-<pid>-<random>.tmp`` and the next write into the same folder removes
+the temporaries of this host whose writer process is gone, and those of other hosts (a shared
+file system) older than a day (:func:`remove_stale_temporaries`).
 
 A write that fails for lack of space or permission raises :class:`AtomicWriteError` (an
 ``OSError``) whose message is one line naming the file and the reason.
@@ -16,13 +17,20 @@ import contextlib
 import errno
 import os
 import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 _TMP_TAG = "depthlab"
-_TMP_RE = re.compile(r"^\..+\." + _TMP_TAG + r"-(\d+)-[^.]+\.tmp$")
+_TMP_RE = re.compile(r"^\..+\." + _TMP_TAG + r"-([A-Za-z0-9_]+)-(\d+)-[^.]+\.tmp$")
+_FOREIGN_AGE = 86400.0  # seconds after which another host's temporary counts as stale
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
 
 
 class AtomicWriteError(OSError):
@@ -46,20 +54,26 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete this module's temporaries in ``folder`` whose writing process no longer exists
-    (left by a killed writer); other files, and temporaries of live writers, are kept.
-    Returns the removed paths."""
+    """Delete this module's temporaries in ``folder`` left by killed writers: this host's whose
+    process no longer exists, other hosts' older than a day. Other files, and temporaries of
+    live writers, are kept. Returns the removed paths."""
     removed: list[Path] = []
     try:
         names = os.listdir(folder)
     except OSError:
         return removed
+    host = _host()
     for name in names:
         m = _TMP_RE.match(name)
-        if m is None or _pid_alive(int(m.group(1))):
+        if m is None:
             continue
         p = Path(folder) / name
         with contextlib.suppress(OSError):
+            if m.group(1) == host:
+                if _pid_alive(int(m.group(2))):
+                    continue
+            elif time.time() - p.stat().st_mtime < _FOREIGN_AGE:
+                continue
             p.unlink()
             removed.append(p)
     return removed
@@ -85,7 +99,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}-"
-                                   f"{os.getpid()}-", suffix=".tmp")
+                                   f"{_host()}-{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
         raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)}") \
             from exc
