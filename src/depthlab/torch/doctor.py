@@ -152,7 +152,7 @@ def _layer_index(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> dict[str,
     """Module name -> layer number of the probe table (``module`` column; forward order of the
     traced layers when the table has none)."""
     if "module" in table.columns:
-        rows = (table["layer"] >= 1) & (table["quantity"] != "update_ratio")
+        rows = (table["layer"] >= 1) & (table["quantity"] == "weight_std")  # one per layer
         sub = table.loc[rows, ["layer", "module"]].drop_duplicates()
         return {str(m): int(i) for i, m in zip(sub["layer"], sub["module"])}
     return {t.name: i for i, t in enumerate(layers, 1)}
@@ -585,7 +585,7 @@ def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
     metrics["seconds"] = seconds
     hist = base.result.history
     c, st, table = diagnosis.config, diagnosis.settings, diagnosis.probes
-    named = table[(table["layer"] >= 1) & (table["quantity"] != "update_ratio")]
+    named = table[(table["layer"] >= 1) & (table["quantity"] == "weight_std")]
     layers = dict(zip(named["layer"].astype(int).astype(str), named["module"].astype(str)))
     config = {  # the layout of a run config (and of a Watch run), so reports read it
         "source": "depthlab.torch.doctor",
