@@ -7,6 +7,10 @@ one epoch, no probes) through ``LocalPool(W)`` and through ``DaskExecutor("local
 alternating order (the machine may be shared and noisy: rounds are interleaved and medians and
 ranges reported). Every record is committed to a fresh store by the client, as in a real sweep.
 
+First, two costs without training: expanding a ``--grid``-point grid lazily and checking
+each point against the store (what the client does before submitting), with the peak memory,
+and Dask's own cost per point with no-op points (submission, scheduling, result transfer).
+
 Reported per executor:
 
 * ``points/s``: points divided by the wall time, start-up included (the pool starts its
@@ -88,6 +92,45 @@ def one(kind: str, n: int, workers: int) -> dict[str, float]:
             "commit_ms": 1e3 * ex.commit_s / n, "startup_s": ex.start_s}
 
 
+def noop(task: Task):
+    """A point that computes nothing: its record only (for the scheduler's own cost)."""
+    from depthlab.experiments.executors import crash_record
+
+    return crash_record(task, "no-op")
+
+
+def scheduler_only(n: int, workers: int) -> float:
+    """Seconds per point of Dask with no-op points (submission, scheduling, result transfer)
+    and a client that commits nothing."""
+    raw = {**BASE, "sweep": {"train.seed": list(range(n))}}
+    tasks = (Task(p.id, p.name, p.config, "bench") for p in iter_points(raw))
+    with DaskExecutor(f"local:{workers}", compute=noop) as ex:
+        t = time.perf_counter()
+        ex.run(tasks, lambda _task, _rec: None)
+        return (time.perf_counter() - t) / n
+
+
+def expansion(n: int) -> tuple[float, float]:
+    """Seconds to expand an ``n``-point grid lazily and check each point against a store (what
+    the client does before submitting), and the peak traced memory (MB) of doing so."""
+    import tracemalloc
+
+    from depthlab.experiments import Store
+
+    raw = {**BASE, "sweep": {"train.seed": list(range(n // 10)),
+                             "train.lr": [0.01 * (i + 1) for i in range(10)]}}
+    with tempfile.TemporaryDirectory() as d, Store(d) as store:
+        t = time.perf_counter()
+        k = sum(1 for p in iter_points(raw) if not store.has_run(p.id))
+        seconds = time.perf_counter() - t
+        tracemalloc.start()
+        sum(1 for p in iter_points(raw, limit=n // 5) if not store.has_run(p.id))
+        peak = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    assert k == n
+    return seconds, peak
+
+
 def summary(values: list[float]) -> str:
     return f"{statistics.median(values):8.2f} [{min(values):.2f}..{max(values):.2f}]"
 
@@ -97,9 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--grid", type=int, default=10_000,
+                    help="points of the expansion and no-op scheduling measurements")
     ap.add_argument("--json", help="write the measurements as JSON here")
     args = ap.parse_args(argv)
     n, w = args.points, args.workers
+    exp_s, exp_mb = expansion(args.grid)
+    print(f"expanding a {args.grid:,}-point grid lazily and checking the store: {exp_s:.2f}s "
+          f"({1e3 * exp_s / args.grid:.2f} ms/point); peak memory for {args.grid // 5:,} "
+          f"points {exp_mb:.2f} MB", flush=True)
+    sched = scheduler_only(args.grid, w)
+    print(f"Dask, {args.grid:,} no-op points on {w} workers: {1e3 * sched:.2f} ms/point "
+          f"({1 / sched:.0f} points/s)", flush=True)
     runs: dict[str, list[dict[str, float]]] = {"local": [], "dask": []}
     for r in range(args.rounds):
         order = ("local", "dask") if r % 2 == 0 else ("dask", "local")
@@ -136,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{1e3 * t_over:.2f} ms Dask overhead")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"points": n, "workers": w, "runs": runs, "ratios": ratios,
+            json.dump({"points": n, "workers": w, "runs": runs, "expansion_s": exp_s,
+                       "expansion_peak_mb": exp_mb, "noop_ms": 1e3 * sched, "ratios": ratios,
                        "steady_ratios": steady_ratios, "overhead_ms": overhead,
                        "projection_s": max(compute, commits)}, f, indent=1)
     return 0

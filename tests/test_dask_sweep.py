@@ -79,7 +79,7 @@ def cluster():
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         lc = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                      host="127.0.0.1", dashboard_address=None,
+                                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                       silence_logs=50)
     try:
         yield lc

@@ -66,12 +66,12 @@ def _group(pgid: int) -> list[psutil.Process]:
     return out
 
 
-def _start(tmp_path, *extra: str) -> tuple[subprocess.Popen, str]:
+def _start(tmp_path, *how: str) -> tuple[subprocess.Popen, str]:
     cfg = tmp_path / "sweep.toml"
     cfg.write_text(CONFIG)
     db = str(tmp_path / "o" / "depthlab.db")
     proc = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep", str(cfg), "--out",
-                             str(tmp_path / "o"), "--jobs", "2", *extra], env=ENV,
+                             str(tmp_path / "o"), *(how or ("--jobs", "2"))], env=ENV,
                             start_new_session=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -104,11 +104,13 @@ def _wait_gone(pgid: int, bound: float) -> list[psutil.Process]:
     return left
 
 
-@pytest.mark.parametrize("sig, code, times", [(signal.SIGINT, 130, 1),
-                                               (signal.SIGTERM, 143, 1),
-                                               (signal.SIGINT, 130, 2)])
-def test_signal_stops_sweep_promptly_and_cleanly(tmp_path, sig, code, times):
-    proc, db = _start(tmp_path)
+@pytest.mark.parametrize("sig, code, times, how", [
+    (signal.SIGINT, 130, 1, ()), (signal.SIGTERM, 143, 1, ()), (signal.SIGINT, 130, 2, ()),
+    (signal.SIGINT, 130, 1, ("--cluster", "local:2"))])
+def test_signal_stops_sweep_promptly_and_cleanly(tmp_path, sig, code, times, how):
+    if how:
+        pytest.importorskip("distributed")
+    proc, db = _start(tmp_path, *how)
     try:
         t0 = time.monotonic()
         for _ in range(times):

@@ -166,9 +166,14 @@ class Optimizer:
     @classmethod
     def hyperparameter_names(cls) -> list[str]:
         """The constructor's keyword arguments (``lr`` first), read from its signature; each is
-        stored under the same attribute name."""
-        return [k for k in inspect.signature(cls.__init__).parameters
-                if k not in ("self", "params")]
+        stored under the same attribute name. Read once per class (config validation asks
+        for every point of a sweep grid)."""
+        names = cls.__dict__.get("_hyperparameter_names")
+        if names is None:
+            names = [k for k in inspect.signature(cls.__init__).parameters
+                     if k not in ("self", "params")]
+            cls._hyperparameter_names = names  # on this class only, never inherited
+        return list(names)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor keyword arguments (name -> value), e.g. for logging or rebuilding."""

@@ -102,7 +102,7 @@ class DaskExecutor(Executor):
                     try:
                         self.cluster = distributed.LocalCluster(
                             n_workers=int(m.group(1)), threads_per_worker=1, processes=True,
-                            host="127.0.0.1", dashboard_address=None,
+                            host="127.0.0.1", dashboard_address="127.0.0.1:0",
                             silence_logs=logging.CRITICAL)
                     finally:
                         signal.pthread_sigmask(signal.SIG_SETMASK, old)
