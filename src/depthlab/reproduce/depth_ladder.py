@@ -115,15 +115,16 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     C.append(Claim("naive sigmoid recipes fail by depth 10 (deepest trainable < 10)",
                    "sigmoid with naive init: a few layers at most",
                    ", ".join(f"{k}: {deep[k]}" for k in NAIVE),
-                   all(deep[k] < 10 for k in NAIVE)))
+                   all(deep[k] < 10 for k in NAIVE), value=max(deep[k] for k in NAIVE)))
     C.append(Claim("good activation + init recipes train at depth ≥ 10",
                    "activation + init: 10–20 layers",
                    ", ".join(f"{k}: {deep[k]}" for k in GOOD),
-                   all(deep[k] >= 10 for k in GOOD)))
+                   all(deep[k] >= 10 for k in GOOD), value=min(deep[k] for k in GOOD)))
     C.append(Claim("relu + he_normal + BN trains at depth ≥ 50", "BN: around 100 layers",
-                   f"{deep[BN]}", deep[BN] >= 50))
+                   f"{deep[BN]}", deep[BN] >= 50, value=deep[BN]))
     C.append(Claim(f"residual + BN trains at the largest depth of the grid ({depths[-1]})",
-                   "ResNets: about 1000 layers", f"{deep[RES]}", deep[RES] >= depths[-1]))
+                   "ResNets: about 1000 layers", f"{deep[RES]}", deep[RES] >= depths[-1],
+                   value=deep[RES]))
     C.append(Claim("ordering: residual+BN ≥ BN ≥ relu+he (deepest trainable depth)",
                    "each ingredient extends the trainable depth",
                    f"{deep[RES]} ≥ {deep[BN]} ≥ {deep['relu + he_normal']}",
