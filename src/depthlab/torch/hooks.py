@@ -123,6 +123,10 @@ class Transfer:
         self.total += t.numel()
         return len(self.parts) - 1
 
+    def add_all(self, ts: list[torch.Tensor]) -> int:
+        """One handle for several 0-d tensors (stacked when more than one)."""
+        return self.add(ts[0] if len(ts) == 1 else torch.stack(ts))
+
     def run(self, device: torch.device) -> None:
         """One ``cat`` per dtype, one cast each, one copy to the host."""
         if not self.parts:
@@ -159,7 +163,8 @@ class Transfer:
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.detach().reshape(-1).to(stat_dtype(x))
+    f = x.detach().reshape(-1)
+    return f if f.dtype in (torch.float32, torch.float64) else f.to(stat_dtype(x))
 
 
 class Acc:
@@ -221,10 +226,7 @@ class Acc:
 
     def gather(self, t: Transfer) -> None:
         """Queue the partial sums (and percentiles) for the transfer."""
-        def one(xs: list[torch.Tensor]) -> int:
-            return t.add(xs[0] if len(xs) == 1 else torch.stack(xs))
-
-        self._h = [one(self.a), one(self.b), one(self.abs) if self.abs else None,
+        self._h = [t.add_all(self.a), t.add_all(self.b), t.add_all(self.abs) if self.abs else None,
                    t.add(self.pct) if self.pct is not None else None]
 
     def result(self, t: Transfer) -> dict[str, float | list[float]]:
@@ -570,8 +572,9 @@ class Recording:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
         ``weight_grads`` maps ``id(parameter)`` to its gradient (None: read ``p.grad``);
-        ``extra`` rows (0-d device tensors) travel in the same transfer, and so does the 1-d
-        tensor ``also``, whose host values are left in ``self.also``.
+        ``extra`` rows travel in the same transfer: a 0-d device tensor, or ``(tensors, fn)``
+        whose value is ``fn(*host values of the tensors)``; so does the 1-d tensor ``also``,
+        whose host values are left in ``self.also``.
         """
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
@@ -579,7 +582,8 @@ class Recording:
         pct_pre = percentile_names("pre", self.percentiles)
         pct_act = percentile_names("act", self.percentiles)
         plan: list = []  # (layer, module, callback(rows)) evaluated after the transfer
-        extra_h = [(a, b, c, t.add(v)) for a, b, c, v in extra]
+        extra_h = [(a, b, c, t.add(v) if isinstance(v, torch.Tensor) else
+                    ([t.add(x) for x in v[0]], v[1])) for a, b, c, v in extra]
         for info in self.order:
             i, nm = info.index, info.name
             item: dict = {"info": info}
@@ -595,24 +599,25 @@ class Recording:
             if act is not None and act.n:
                 item["n_act"] = act.n
                 if act.saturated:
-                    item["sat"] = t.add(torch.stack(act.saturated))
+                    item["sat"] = t.add_all(act.saturated)
                 if act.inactive:
-                    item["off"] = t.add(torch.stack(act.inactive))
+                    item["off"] = t.add_all(act.inactive)
                 if act.active:
-                    item["on"] = (t.add(torch.stack(act.active)), act.n_active)
+                    item["on"] = (t.add_all(act.active), act.n_active)
                 if act.dead_ok and act.alive is not None:
-                    item["dead"] = (t.add((~act.alive).sum()), act.alive.numel())
+                    item["dead"] = (t.add(act.alive.sum()), act.alive.numel())
             g = p.grad.get(i)
             if g is not None and g.ns:
                 g.gather(t)
                 item["grad"] = g
             w = Acc()
             gw = Acc(want_abs=True)
-            for param in info.weights:
-                w.add(param)
-                grad = param.grad if weight_grads is None else weight_grads.get(id(param))
-                if grad is not None:
-                    gw.add(grad)
+            with torch.no_grad():
+                for param in info.weights:
+                    w.add(param)
+                    grad = param.grad if weight_grads is None else weight_grads.get(id(param))
+                    if grad is not None:
+                        gw.add(grad)
             w.gather(t)
             item["w"] = w
             if gw.ns:
@@ -629,7 +634,9 @@ class Recording:
         t.run(dev)
         self.also = t.get(h_also) if h_also is not None else []
 
-        rows: list[tuple[int, str, str, float]] = [(a, b, c, t.one(h)) for a, b, c, h in extra_h]
+        rows: list[tuple[int, str, str, float]] = [
+            (a, b, c, t.one(h) if isinstance(h, int) else h[1](*(t.one(k) for k in h[0])))
+            for a, b, c, h in extra_h]
         for item in plan:
             info = item["info"]
             i, nm = info.index, info.name
@@ -653,7 +660,7 @@ class Recording:
                 put("saturated_frac", sum(t.get(item["sat"])) / item["n_act"])
             if "dead" in item:
                 h, units = item["dead"]
-                put("dead_frac", t.one(h) / units)
+                put("dead_frac", (units - t.one(h)) / units)
             if "off" in item or "on" in item:
                 off = sum(t.get(item["off"])) if "off" in item else 0.0
                 if "on" in item:

@@ -79,7 +79,7 @@ def check_loss(loss: Any) -> torch.Tensor:
                          f"{tuple(loss.shape)}; use reduction='mean' or 'sum'")
     if not loss.is_floating_point():
         raise ValueError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
-    return loss.reshape(())
+    return loss if loss.dim() == 0 else loss.reshape(())
 
 
 def accuracy(output: Any, y: Any) -> torch.Tensor | None:

@@ -50,6 +50,12 @@ from .probe import COLUMNS, check_loss
 __all__ = ["Watch"]
 
 
+def _ratio(*sums: float) -> float:
+    """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating (old, diff) sums."""
+    den, num = sum(sums[0::2]), sum(sums[1::2])
+    return math.sqrt(num / den) if den > 0 else math.inf
+
+
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -161,15 +167,13 @@ class Watch:
                 pairs = self._snap.get(id(info))
                 if not pairs:
                     continue
-                num = den = None
+                sums = []
                 for p, w0 in pairs:
                     f = w0.reshape(-1)
-                    n0 = torch.dot(f, f)
+                    sums.append(torch.dot(f, f))
                     w0.sub_(p)
-                    n1 = torch.dot(f, f)
-                    num = n1 if num is None else num + n1
-                    den = n0 if den is None else den + n0
-                rows.append((info.index, info.name, "update_ratio", torch.sqrt(num / den)))
+                    sums.append(torch.dot(f, f))
+                rows.append((info.index, info.name, "update_ratio", (sums, _ratio)))
         self._snap.clear()
         return rows
 
