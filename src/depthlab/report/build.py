@@ -596,7 +596,8 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
 
 
 def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_diverged: int,
-                   percentile_layer: int | None, first_open: bool) -> str:
+                   percentile_layer: int | None, first_open: bool,
+                   echo: Callable[[str], None] = lambda _line: None) -> str:
     runs = group.runs
     body = [f"<h2 id=\"{H.esc(group.anchor)}\">{H.esc(group.title)}</h2>"]
     if group.kind != "sweep":
@@ -625,7 +626,9 @@ def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_di
                 "The best run is expanded; click a run to expand it.</p>")
     labels = _labels(runs)
     first = first_open
-    for k, (_, row) in enumerate(pd.concat([best_rows, div_rows, failed_rows]).iterrows()):
+    detailed = pd.concat([best_rows, div_rows, failed_rows])
+    for k, (_, row) in enumerate(detailed.iterrows()):
+        echo(f"report:   run {k + 1}/{len(detailed)}: {labels[str(row['id'])]}")
         label = "best" if k == 0 and len(best_rows) and len(runs) > 1 else ""
         body.append(_run_section(store, row, label, first, pngs, keys, percentile_layer,
                                  labels[str(row["id"])]))
@@ -648,7 +651,7 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
         echo(f"report: section {k + 1}/{len(groups)}: {group.title} "
              f"({len(group.runs)} run{'s' if len(group.runs) != 1 else ''})")
         body.append(_group_section(store, group, pngs, max_runs, max_diverged,
-                                   percentile_layer, first_open=(k == 0)))
+                                   percentile_layer, first_open=(k == 0), echo=echo))
         toc.append((group.anchor, group.title))
 
     from .. import __version__
