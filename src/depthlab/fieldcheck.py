@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import numbers
 from typing import Any
 
 __all__ = [
@@ -55,13 +56,13 @@ def bad(key: str, value: Any, accepted: str, problem: str = "is not accepted") -
 
 
 def is_int(v: Any) -> bool:
-    """An integer that is not a bool."""
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer (NumPy integers too) that is not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def is_num(v: Any) -> bool:
-    """An int or float that is not a bool."""
-    return isinstance(v, int | float) and not isinstance(v, bool)
+    """A real number (NumPy numbers too) that is not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 class Check:
@@ -136,9 +137,9 @@ class Bool(Check):
     accepted = "true or false"
 
     def __call__(self, key: str, v: Any) -> Any:
-        if not isinstance(v, bool):
+        if not isinstance(v, bool) and type(v).__name__ != "bool_":  # NumPy bools too
             raise bad(key, v, self.accepted, "has the wrong type")
-        return v
+        return bool(v)
 
 
 class Choice(Check):
