@@ -15,6 +15,8 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype", "Float",
     "Int", "JacobianSteps", "Label", "Name", "Sizes", "Steps", "Text", "Table", "fmt", "is_int",
@@ -137,7 +139,7 @@ class Bool(Check):
     accepted = "true or false"
 
     def __call__(self, key: str, v: Any) -> Any:
-        if not isinstance(v, bool) and type(v).__name__ != "bool_":  # NumPy bools too
+        if not isinstance(v, bool | np.bool_):
             raise bad(key, v, self.accepted, "has the wrong type")
         return bool(v)
 
@@ -170,8 +172,6 @@ class Dtype(Choice):
 
     def __call__(self, key: str, v: Any) -> Any:
         if not isinstance(v, str):
-            import numpy as np
-
             try:
                 v = np.dtype(v).name
             except TypeError:
