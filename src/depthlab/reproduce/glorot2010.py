@@ -17,6 +17,9 @@ Three parts, each from the paper's setup at a reduced size:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -128,25 +131,19 @@ def difference(t: pd.DataFrame, worse: str, better: str) -> tuple[float, float]:
     return float(a.test_error - b.test_error), float(np.hypot(a.se, b.se))
 
 
-@register(
-    "glorot2010",
-    "Glorot & Bengio 2010: saturation, normalized init, activation comparison",
-    "Glorot, Bengio (2010), Understanding the difficulty of training deep feedforward neural "
-    "networks, AISTATS",
-    "Sigmoid top-layer saturation during training (Fig. 2), activation and gradient spread "
-    "per layer at init with standard vs normalized init (Figs. 6-7), and a small Table 1.",
-)
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
-    """Fig. 2, Figs. 6-7 and a reduced Table 1 of Glorot & Bengio (2010)."""
-    cfg = _settings(quick)
-    res = Result("glorot2010", "Glorot & Bengio 2010 — difficulty of training deep nets")
-    if data is not None:
-        res.notes.append(f"data={data!r} ignored: the paper's data sets (Shapeset-3x2, MNIST) "
-                         "are used.")
-    shapes = load_dataset("shapeset", seed=0)
-    mnist = load_dataset("mnist5k", seed=0)
+@dataclass(frozen=True)
+class Inputs:
+    """What every stage reads: the two data sets, the settings, whether to show progress."""
 
-    # Fig. 2 -------------------------------------------------------------------------------
+    shapes: Any
+    mnist: Any
+    cfg: dict
+    progress: bool
+
+
+def stage_fig2(d: Inputs, res: Result) -> None:
+    """Fig. 2: a 4-layer sigmoid net trained; the top layer saturates, the lower ones do not."""
+    shapes, cfg, progress = d.shapes, d.cfg, d.progress
     f2, info2 = _fig2(shapes, cfg, progress)
     mean = f2.pivot(index="step", columns="layer", values="act_mean")
     top = mean[4]
@@ -171,8 +168,12 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         + ", ".join(f"L{k} {mean[k].iloc[-1]:.2f}" for k in (1, 2, 3)),
         bool(lower_min >= LOWER_FLOOR), value=lower_min,
     ))
+    res.figures["fig2_sigmoid_activations"] = _plot_fig2(f2, cfg)
 
-    # Figs. 6-7 ----------------------------------------------------------------------------
+
+def stage_at_init(d: Inputs, res: Result) -> None:
+    """Figs. 6-7: 5-layer tanh nets at init, standard vs normalized init."""
+    shapes, cfg = d.shapes, d.cfg
     init = _at_init(shapes, cfg["init_width"])
     st, nz = init["standard"], init["normalized"]
     a_st, a_nz = st["act_std"][4] / st["act_std"][0], nz["act_std"][4] / nz["act_std"][0]
@@ -215,8 +216,12 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         "weight_grad_std_standard": st["wgrad_std"],
         "weight_grad_std_normalized": nz["wgrad_std"],
     })
+    res.figures["fig6_7_at_init"] = _plot_init(init)
 
-    # Table 1 ------------------------------------------------------------------------------
+
+def stage_table1(d: Inputs, res: Result) -> None:
+    """Table 1: five 5-layer nets trained on Shapeset and mnist5k."""
+    shapes, mnist, cfg, progress = d.shapes, d.mnist, d.cfg, d.progress
     table = _table({"shapeset": shapes, "mnist5k": mnist}, cfg, progress)
     res.tables["table1"] = table
     for dname, paper in (("shapeset", "82.61% vs ≤ 27.15%"), ("mnist5k", "2.21% vs ≤ 1.76%")):
@@ -264,7 +269,33 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
             + ". Orderings are claimed only between nets that learned; the paper trains for "
             "millions of updates (Shapeset errors 16–27% for tanh and softsign)."
         )
+    res.figures["table1"] = _plot_table(table)
 
+
+STAGES: tuple[Callable[[Inputs, Result], None], ...] = (stage_fig2, stage_at_init, stage_table1)
+"""The experiment, in order: each stage measures, appends its claims, tables, notes, figure."""
+
+
+@register(
+    "glorot2010",
+    "Glorot & Bengio 2010: saturation, normalized init, activation comparison",
+    "Glorot, Bengio (2010), Understanding the difficulty of training deep feedforward neural "
+    "networks, AISTATS",
+    "Sigmoid top-layer saturation during training (Fig. 2), activation and gradient spread "
+    "per layer at init with standard vs normalized init (Figs. 6-7), and a small Table 1.",
+)
+def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+    """Fig. 2, Figs. 6-7 and a reduced Table 1 of Glorot & Bengio (2010)."""
+    cfg = _settings(quick)
+    res = Result("glorot2010", "Glorot & Bengio 2010 — difficulty of training deep nets")
+    if data is not None:
+        res.notes.append(f"data={data!r} ignored: the paper's data sets (Shapeset-3x2, MNIST) "
+                         "are used.")
+    shapes = load_dataset("shapeset", seed=0)
+    mnist = load_dataset("mnist5k", seed=0)
+    inputs = Inputs(shapes, mnist, cfg, progress)
+    for stage in STAGES:
+        stage(inputs, res)
     res.notes.append(
         f"Setup: Shapeset-3x2 generated here ({shapes.x_train.shape[0]} train / "
         f"{shapes.x_test.shape[0]} test), mnist5k ({mnist.x_train.shape[0]} / "
@@ -283,9 +314,6 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         f"orderings only between nets that learned, > {DIFF_SE:g} SE. "
         "Softsign vs softsign-N is not tested (the paper's own numbers go both ways)."
     )
-    res.figures["fig2_sigmoid_activations"] = _plot_fig2(f2, cfg)
-    res.figures["fig6_7_at_init"] = _plot_init(init)
-    res.figures["table1"] = _plot_table(table)
     return res
 
 
