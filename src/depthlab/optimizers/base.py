@@ -60,8 +60,12 @@ def check_betas(value: Any) -> tuple[float, float]:
             check_number("beta2 (betas[1])", b2, high=1.0, high_inclusive=False))
 
 
-# Stands for "no parameters" in Optimizer.check_hyperparameters (an empty list is an error).
-_NO_PARAMETERS: tuple[Parameter, ...] = ()
+class _NoParameters(tuple):
+    """Stands for "no parameters" in Optimizer.check_hyperparameters (for users an empty
+    parameter list is an error)."""
+
+
+_NO_PARAMETERS = _NoParameters()
 
 
 def _param_list(params: Iterable[Parameter]) -> list[Parameter]:
