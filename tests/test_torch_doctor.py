@@ -361,6 +361,18 @@ def test_cli_doctor_torch_verify(tmp_path, capsys):
     assert code == 0
 
 
+def test_cli_shapes_inputs_for_the_model():
+    from depthlab.cli.torch_doctor import shape_inputs
+
+    rows = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, -1)
+    conv2d = nn.Sequential(nn.Conv2d(3, 2, 3))
+    hwc = shape_inputs(rows, (4, 4, 3), conv2d)  # channels-last image files
+    assert hwc.shape == (2, 3, 4, 4) and hwc[0, 1, 0, 0] == rows[0, 1]
+    assert shape_inputs(rows[:, :16], (4, 4), conv2d).shape == (2, 1, 4, 4)
+    assert shape_inputs(rows, None, nn.Sequential(nn.Conv1d(1, 2, 3))).shape == (2, 1, 48)
+    assert shape_inputs(rows, (4, 4, 3), nn.Sequential(nn.Linear(48, 2))).shape == (2, 48)
+
+
 @pytest.mark.parametrize("spec, fragment", [
     ("{dir}/models.py", "expected FILE.py:FUNCTION"),
     ("{dir}/missing.py:make_model", "no such file"),
