@@ -154,3 +154,15 @@ def test_new_options_keep_the_run_ids_of_configs_that_do_not_use_them():
     assert run_id(validate(other)) == "5932f4a71831"
     used = validate({**plain, "model": {**plain["model"], "bn_ema_start": "zero"}})
     assert run_id(used) != "f65d7ca60a08"
+
+
+def test_trainer_takes_the_train_section_by_name_with_its_defaults():
+    import inspect
+
+    from depthlab.training import Trainer
+
+    sig = inspect.signature(Trainer.__init__).parameters
+    for f in dataclasses.fields(TrainSpec):
+        assert f.name in sig, f.name
+        if f.default is not dataclasses.MISSING and f.name != "epochs":
+            assert sig[f.name].default == f.default, f.name

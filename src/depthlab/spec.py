@@ -66,7 +66,7 @@ from .optimizers import REGISTRY as OPTIMIZERS
 
 __all__ = [
     "ConfigError", "DataSpec", "ModelSpec", "ProbeSpec", "RunSpec", "TrainSpec", "check_field",
-    "fields_schema", "optimizer_hyperparameters",
+    "fields_schema", "optimizer_hyperparameters", "to_toml",
 ]
 
 # "model." inside RunSpec.from_dict (keys in messages are dotted there), "" otherwise.
