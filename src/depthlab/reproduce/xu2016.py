@@ -20,6 +20,8 @@ penalized tanh train.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -151,45 +153,26 @@ def _within(measured: float, predicted: float, factor: float) -> bool:
     return abs(math.log(measured / predicted)) <= math.log(factor)
 
 
-@register(
-    "xu2016",
-    "Xu et al. 2016: Taylor coefficients and gradient ratios of saturating activations",
-    "Xu, Huang, Li (2016), Revise Saturated Activation Functions",
-    "10-layer gradient ratios measured beside the variance-propagation theory; a 20-layer "
-    "net trained with sigmoid, tanh, 4σ−2 and penalized tanh; Taylor coefficients as sanity "
-    "checks",
-)
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
-    """Taylor table, then measured vs predicted first/last-layer gradient ratios at init."""
-    width = 128 if quick else 512
-    seeds = list(range(2 if quick else 10))
-    train_width, train_steps = 64, 600 if quick else 1000
-    train_seeds = [3] if quick else [3, 4, 5]
-    res = Result("xu2016", "Xu et al. 2016: Revise saturated activation functions")
-    ds, dname = load_data("xu2016", data, "digits", seed=0, standardize=True)
+@dataclass(frozen=True)
+class Inputs:
+    """What the stages read: sizes and seeds of the gradient measurement, the training data and
+    budget."""
 
+    width: int
+    seeds: list[int]
+    ds: Any
+    dname: str
+    train_width: int
+    train_steps: int
+    train_seeds: list[int]
+
+
+def stage_sanity_checks(d: Inputs, res: Result) -> None:
+    """Taylor coefficients of the four activations (identities: sanity checks)."""
     taylor_df, tc = _taylor_table()
     res.tables["taylor"] = taylor_df
     sig, tanh, rs, pt = (tc[k] for k in ("sigmoid", "tanh", "rescaled sigmoid 4σ−2",
                                           "penalized tanh"))
-
-    sizes = [width] * (N_HIDDEN + 1)
-    rows, profiles = [], {}
-    for cfg in _configs():
-        wvar = cfg["scale"] ** 2 / width  # glorot with equal fans: 1/n
-        prof = measure_gradient_profile(cfg["act"], width, cfg["scale"], seeds)
-        theo = propagate(sizes, cfg["theory"], init=wvar, input_var=1.0)
-        pred = float(theo["grad_pre_var"].iloc[0] / theo["grad_pre_var"].iloc[-1])
-        lin = gradient_ratio(sizes, cfg["theory"], init=wvar, input_var=1.0, method="linear")
-        meas = float(prof[0] / prof[-1])
-        profiles[cfg["label"]] = (prof / prof[-1], theo["grad_pre_var"].to_numpy())
-        rows.append({"network": cfg["label"], "n·Var(W)": cfg["scale"] ** 2,
-                     "predicted R (quadrature)": pred, "predicted R (linear regime)": lin,
-                     "measured R": meas, "measured / predicted": meas / pred})
-    grad_df = pd.DataFrame(rows)
-    res.tables["gradient_ratio"] = grad_df
-    R = dict(zip(grad_df["network"], grad_df["measured R"]))
-    P = dict(zip(grad_df["network"], grad_df["predicted R (quadrature)"]))
 
     K = res.checks  # identities: the code must get them right, they cannot fail otherwise
     K.append(Claim("sigmoid: beta = 1/2, alpha = 1/4 (Taylor at 0)",
@@ -215,6 +198,30 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     K.append(Claim("sigmoid needs 16x the weight variance of tanh (1/alpha² ratio)",
                    "16× (α = 1/4 vs 1)", f"{factor:.4f}×", _close(factor, 16.0, 1e-4),
                    value=factor))
+
+    res.figures["activations"] = _fig_activations(tc)
+
+
+def stage_gradient_ratios(d: Inputs, res: Result) -> None:
+    """First/last-layer gradient ratios of 10-layer nets at init, measured and predicted."""
+    width, seeds = d.width, d.seeds
+    sizes = [width] * (N_HIDDEN + 1)
+    rows, profiles = [], {}
+    for cfg in _configs():
+        wvar = cfg["scale"] ** 2 / width  # glorot with equal fans: 1/n
+        prof = measure_gradient_profile(cfg["act"], width, cfg["scale"], seeds)
+        theo = propagate(sizes, cfg["theory"], init=wvar, input_var=1.0)
+        pred = float(theo["grad_pre_var"].iloc[0] / theo["grad_pre_var"].iloc[-1])
+        lin = gradient_ratio(sizes, cfg["theory"], init=wvar, input_var=1.0, method="linear")
+        meas = float(prof[0] / prof[-1])
+        profiles[cfg["label"]] = (prof / prof[-1], theo["grad_pre_var"].to_numpy())
+        rows.append({"network": cfg["label"], "n·Var(W)": cfg["scale"] ** 2,
+                     "predicted R (quadrature)": pred, "predicted R (linear regime)": lin,
+                     "measured R": meas, "measured / predicted": meas / pred})
+    grad_df = pd.DataFrame(rows)
+    res.tables["gradient_ratio"] = grad_df
+    R = dict(zip(grad_df["network"], grad_df["measured R"]))
+    P = dict(zip(grad_df["network"], grad_df["predicted R (quadrature)"]))
 
     C = res.claims
     per_layer = (R["tanh"] / R["sigmoid"]) ** (1.0 / (N_HIDDEN - 1))
@@ -247,7 +254,28 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    + (f"; off: {', '.join(bad)}" if bad else ""),
                    not bad, value=10 ** worst))
 
-    # Training: the paper's result, measured.
+    res.figures["gradients"] = _fig_gradients(profiles, width, len(seeds))
+    res.notes.append(
+        f"Nets: {N_HIDDEN} hidden layers of {width} units (square, so Glorot-uniform gives "
+        f"n·Var(W) = 1), zero biases, float64, N(0, I) inputs, batch 256, a standard-normal "
+        f"gradient injected at the 10-way output; mean squares pooled over {len(seeds)} seeds. "
+        "R = E[(dL/ds_1)²] / E[(dL/ds_10)²]. Taylor coefficients by Chebyshev interpolation "
+        "(depthlab.theory.numerical_taylor), not the exact tables."
+    )
+    res.notes.append(
+        "The linear-regime theory predicts R = 1 for tanh, the rescaled sigmoid and the 16×-"
+        "variance sigmoid; the quadrature theory uses the actual pre-activation variances (tanh's "
+        "shrinks from 1 to ≈ 0.06 over 10 layers with E[f'²] ≈ 0.5–0.9; the 16× sigmoid's "
+        "settles at ≈ 5.9 through the β = 1/2 mean, where E[σ'²] ≈ 0.025 = 0.4/16), which is "
+        "what the measurement follows."
+    )
+
+
+def stage_training(d: Inputs, res: Result) -> None:
+    """A 20-layer net trained with each activation: the paper's result, measured."""
+    ds, dname = d.ds, d.dname
+    train_width, train_steps, train_seeds = d.train_width, d.train_steps, d.train_seeds
+    C = res.claims
     tt = training_table(ds, train_width, train_steps, train_seeds)
     res.tables["training"] = tt
     acc = tt.groupby("network")["train_acc"]
@@ -267,15 +295,6 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                        f"(tanh {lo['tanh']:.3f}, sigmoid {hi['sigmoid']:.3f})",
                        lo[label] >= TRAINS, value=lo[label]))
 
-    res.figures["activations"] = _fig_activations(tc)
-    res.figures["gradients"] = _fig_gradients(profiles, width, len(seeds))
-    res.notes.append(
-        f"Nets: {N_HIDDEN} hidden layers of {width} units (square, so Glorot-uniform gives "
-        f"n·Var(W) = 1), zero biases, float64, N(0, I) inputs, batch 256, a standard-normal "
-        f"gradient injected at the 10-way output; mean squares pooled over {len(seeds)} seeds. "
-        "R = E[(dL/ds_1)²] / E[(dL/ds_10)²]. Taylor coefficients by Chebyshev interpolation "
-        "(depthlab.theory.numerical_taylor), not the exact tables."
-    )
     res.notes.append(
         f"Training: data {dname!r} (standardized), {TRAIN_DEPTH} hidden layers of "
         f"{train_width}, each activation at its variance-preserving init (Glorot × gain: "
@@ -285,13 +304,30 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         "variance the penalized tanh loses E[f'²] ≈ 0.53 per layer and does not train at this "
         "depth: its own gain is part of the recipe."
     )
-    res.notes.append(
-        "The linear-regime theory predicts R = 1 for tanh, the rescaled sigmoid and the 16×-"
-        "variance sigmoid; the quadrature theory uses the actual pre-activation variances (tanh's "
-        "shrinks from 1 to ≈ 0.06 over 10 layers with E[f'²] ≈ 0.5–0.9; the 16× sigmoid's "
-        "settles at ≈ 5.9 through the β = 1/2 mean, where E[σ'²] ≈ 0.025 = 0.4/16), which is "
-        "what the measurement follows."
-    )
+
+
+STAGES: tuple[Callable[[Inputs, Result], None], ...] = (
+    stage_sanity_checks, stage_gradient_ratios, stage_training)
+"""The experiment, in order: each stage measures, appends its claims, tables, notes, figure."""
+
+
+@register(
+    "xu2016",
+    "Xu et al. 2016: Taylor coefficients and gradient ratios of saturating activations",
+    "Xu, Huang, Li (2016), Revise Saturated Activation Functions",
+    "10-layer gradient ratios measured beside the variance-propagation theory; a 20-layer "
+    "net trained with sigmoid, tanh, 4σ−2 and penalized tanh; Taylor coefficients as sanity "
+    "checks",
+)
+def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+    """Taylor sanity checks, measured vs predicted gradient ratios at init, training."""
+    res = Result("xu2016", "Xu et al. 2016: Revise saturated activation functions")
+    ds, dname = load_data("xu2016", data, "digits", seed=0, standardize=True)
+    inputs = Inputs(width=128 if quick else 512, seeds=list(range(2 if quick else 10)),
+                    ds=ds, dname=dname, train_width=64, train_steps=600 if quick else 1000,
+                    train_seeds=[3] if quick else [3, 4, 5])
+    for stage in STAGES:
+        stage(inputs, res)
     return res
 
 
