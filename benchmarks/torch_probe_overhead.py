@@ -3,9 +3,10 @@
 Two models: a ResNet-18 (torchvision layout from :mod:`depthlab.torch.zoo`, batch 32, 3x32x32
 inputs, 10 classes) and the 784-100-100-100-10 ReLU MLP of Cockpit's CPU measurement (batch
 128). One step = ``zero_grad``, forward, cross-entropy, backward, (``watch.step(loss)``), SGD
-update. Three settings per model, each with its own model and optimizer: no Watch (baseline),
-``Watch(every=10)`` and ``Watch(every=1)``, with the default percentiles (``pre_pK``/``act_pK``,
-one sort per layer output on recorded steps). The settings are timed in blocks of ``steps``
+update. Four settings per model, each with its own model and optimizer: no Watch (baseline),
+``Watch(every=10)`` and ``Watch(every=1)`` with Watch's defaults (no percentiles), and
+``Watch(every=10, percentiles=PERCENTILES)`` (``pre_pK``/``act_pK``: a selection over every
+layer output on recorded steps). The settings are timed in blocks of ``steps``
 steps (a multiple of 10, so every block records the same share of steps), the blocks
 interleaved round after round so that a change of the shared machine's load hits all three
 alike; each round's overhead is ``time(setting) / time(baseline) - 1``. The table gives the
@@ -16,7 +17,8 @@ Published references (Cockpit, Schneider et al. 2021, Fig. 8/9): 1.06x run time 
 every 16 steps on a GPU CNN; 63x (``+6200%``) every step for its full configuration on a CPU
 MNIST MLP. Goals here: every 10 steps <= 5%, every step <= 50%.
 
-Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps 20] [--only cpu1|cpu|cuda]``.
+Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps 20]
+[--only cpu1|cpu|cuda] [--cases mlp,resnet18]``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ import time
 import torch
 from torch import nn
 
+from depthlab.probes.stats import PERCENTILES
 from depthlab.torch import Watch, zoo
 
-SETTINGS = (("baseline", None), ("every 10", 10), ("every step", 1))
-COCKPIT = {"every 10": "Cockpit: 1.06x every 16 steps (GPU CNN)",
-           "every step": "Cockpit: 63x every step (CPU MLP)"}
+SETTINGS = (("baseline", None, ()), ("every 10", 10, ()), ("every step", 1, ()),
+            ("every 10 + percentiles", 10, PERCENTILES))
+COCKPIT = {"every 10": "Cockpit: 1.06x every 16 steps (GPU CNN); goal <= 5%",
+           "every step": "Cockpit: 63x every step (CPU MLP); goal <= 50%",
+           "every 10 + percentiles": "pre_pK/act_pK too (not Watch's default)"}
 
 
 def _case(name: str, device: str):
@@ -52,11 +57,11 @@ def _case(name: str, device: str):
 class Runner:
     """One setting: its own model, optimizer and (maybe) Watch, stepping on a fixed batch."""
 
-    def __init__(self, case: str, device: str, every: int | None) -> None:
+    def __init__(self, case: str, device: str, every: int | None, percentiles) -> None:
         torch.manual_seed(0)
         self.model, self.x, self.y = _case(case, device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        self.watch = Watch(self.model, every=every) if every else None
+        self.watch = Watch(self.model, every=every, percentiles=percentiles) if every else None
         self.device = device
 
     def run(self, steps: int) -> float:
@@ -77,7 +82,7 @@ class Runner:
 
 
 def measure(case: str, device: str, rounds: int, steps: int) -> dict[str, list[float]]:
-    runners = {label: Runner(case, device, every) for label, every in SETTINGS}
+    runners = {label: Runner(case, device, every, pct) for label, every, pct in SETTINGS}
     for r in runners.values():  # warm-up: allocator, first-record discovery, caches
         r.run(10)
     times: dict[str, list[float]] = {label: [] for label in runners}
@@ -94,9 +99,9 @@ def measure(case: str, device: str, rounds: int, steps: int) -> dict[str, list[f
 def report(case: str, where: str, times: dict[str, list[float]], steps: int) -> None:
     base = times["baseline"]
     print(f"{case:9s} {where:14s} baseline {1e3 * statistics.median(base) / steps:8.2f} ms/step")
-    for label, _ in SETTINGS[1:]:
+    for label, _, _ in SETTINGS[1:]:
         over = [100.0 * (t / b - 1.0) for t, b in zip(times[label], base)]
-        print(f"{'':9s} {'':14s} {label:10s} overhead median {statistics.median(over):+7.1f}% "
+        print(f"{'':9s} {'':14s} {label:22s} overhead median {statistics.median(over):+7.1f}% "
               f"(range {min(over):+.1f}% .. {max(over):+.1f}%)   [{COCKPIT[label]}]")
 
 

@@ -81,7 +81,8 @@ def test_recorded_rows_equal_a_probe_of_the_same_batch():
         if step % 4 == 0:
             probes[step] = dlt.probe(model, xb, yb, nn.CrossEntropyLoss())
 
-    model, losses, watch = _train("cpu", every=4, dropout=False, before_step=before)
+    model, losses, watch = _train("cpu", every=4, dropout=False, before_step=before,
+                                  percentiles=(2, 15, 50, 85, 98))
     table = watch.frame()
     assert list(table.columns) == ["step", "layer", "module", "quantity", "value"]
     for step, want in probes.items():
@@ -156,7 +157,7 @@ def test_run_is_stored_and_reported(tmp_path):
 def test_context_manager_and_close_idempotent():
     torch.manual_seed(0)
     model = zoo.mlp([4, 8, 2])
-    with dlt.Watch(model, every=1, percentiles=()) as watch:
+    with dlt.Watch(model, every=1) as watch:  # default: no percentiles
         model(torch.randn(5, 4)).sum().backward()
         watch.step(1.5)
     watch.close()

@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..probes.stats import PERCENTILES, check_percentiles
+from ..probes.stats import check_percentiles
 from .hooks import Recording
 from .probe import COLUMNS, check_loss
 
@@ -78,12 +78,16 @@ class Watch:
     name:
         The run's name in the store (default: the model's class name).
     percentiles:
-        ``pre_pK``/``act_pK`` percentiles; ``()`` skips the sorts behind them.
+        ``pre_pK``/``act_pK`` percentiles to record, e.g.
+        :data:`depthlab.probes.stats.PERCENTILES`. Default ``()``: none, because each costs
+        a selection over every layer output on recorded steps (on a CPU ResNet-18 about as
+        long as the training step itself); :func:`depthlab.torch.probe` records them by
+        default.
     """
 
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
                  *, name: str | None = None,
-                 percentiles: Sequence[float] = PERCENTILES) -> None:
+                 percentiles: Sequence[float] = ()) -> None:
         self.every = _positive_int("every", every)
         self._rec = Recording(model, check_percentiles(percentiles))
         self.model = model
