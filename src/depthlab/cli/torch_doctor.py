@@ -2,7 +2,8 @@
 factory in a user's file (options added to the ``doctor`` command by :func:`add_arguments`).
 
 Inputs: images are kept as ``(N, C, H, W)`` when the data set has an image shape (a
-``(H, W)`` shape gets one channel; ``(H, W, C)`` with C in 1, 3, 4 is moved to channels-first)
+``(H, W)`` shape gets one channel; ``(H, W, C)`` whose C is the first convolution's input
+channels is moved to channels-first)
 and the model's first weight layer is a ``Conv2d``; a ``Conv1d`` model gets ``(N, 1, D)``;
 anything else gets the flattened ``(N, D)`` rows (MLPs).
 """
@@ -90,7 +91,8 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: Any) -> np.ndarray:
         shape = tuple(int(s) for s in image_shape)
         if len(shape) == 2:
             return x.reshape(n, 1, *shape)
-        if shape[-1] in (1, 3, 4) and shape[0] not in (1, 3, 4):
+        cin = first.in_channels
+        if shape[-1] == cin and shape[0] != cin:  # (H, W, C) files: channels first for torch
             return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
         return x.reshape(n, *shape)
     if isinstance(first, nn.Conv1d):
