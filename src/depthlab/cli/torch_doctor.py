@@ -1,11 +1,10 @@
 """``depthlab doctor --torch FILE.py:FUNCTION --data NAME_OR_PATH``: the torch doctor on a model
 factory in a user's file (options added to the ``doctor`` command by :func:`add_arguments`).
 
-Inputs: images are kept as ``(N, C, H, W)`` when the data set has an image shape (a
-``(H, W)`` shape gets one channel; ``(H, W, C)`` whose C is the first convolution's input
-channels is moved to channels-first)
-and the model's first weight layer is a ``Conv2d``; a ``Conv1d`` model gets ``(N, 1, D)``;
-anything else gets the flattened ``(N, D)`` rows (MLPs).
+Inputs: images are kept as ``(N, C, H, W)`` when the data set has an image shape and the
+model's first weight layer is a ``Conv2d`` (a ``(H, W)`` shape gets one channel; ``(H, W, C)``
+whose C is the convolution's input channels is moved to channels-first); a ``Conv1d`` model
+gets ``(N, 1, D)``; anything else gets the flattened ``(N, D)`` rows (MLPs).
 """
 
 from __future__ import annotations
