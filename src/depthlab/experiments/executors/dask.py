@@ -13,6 +13,7 @@ errs (``KilledWorker``) and the point's record is ``failed`` with that message.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -143,45 +144,63 @@ class DaskExecutor(Executor):
                 except Exception:  # noqa: BLE001 - closing is best effort
                     pass
 
+    def _gather(self, futures: list[Any]) -> dict[str, Any]:
+        """``{key: result}`` of finished futures, in one round trip; one by one if that fails
+        (a future whose result cannot be fetched is left out: its point becomes failed)."""
+        try:
+            return dict(zip((f.key for f in futures), self.client.gather(futures)))
+        except Exception:  # noqa: BLE001 - find the one that cannot be fetched
+            out = {}
+            for f in futures:
+                try:
+                    out[f.key] = f.result()
+                except Exception:  # noqa: BLE001
+                    pass
+            return out
+
     def run(self, tasks: Iterator[Task], done: Done) -> None:
         distributed = _import_distributed()
         if self.client is None:
             raise RuntimeError("DaskExecutor.run before start() (use `with executor:`)")
         window = self.window or max(16, 4 * self.threads())
         tag = uuid.uuid4().hex[:8]
-        pending: dict[str, Task] = {}
-        futures: dict[str, Any] = {}
+        pending: dict[str, tuple[Task, Any]] = {}
         ac = distributed.as_completed(loop=self.client.loop)
         tasks = iter(tasks)
 
-        def submit(n: int) -> None:
-            for task in tasks:
-                key = f"depthlab-{task.id}-{tag}"
-                fut = self.client.submit(self.compute, task, key=key, pure=False,
-                                         retries=self.retries)
-                pending[key], futures[key] = task, fut
-                ac.add(fut)
-                n -= 1
-                if n <= 0:
-                    return
+        def submit(n: int) -> None:  # one message for the whole wave
+            wave = list(itertools.islice(tasks, n))
+            if not wave:
+                return
+            keys = [f"depthlab-{t.id}-{tag}" for t in wave]
+            futs = self.client.map(self.compute, wave, key=keys, pure=False,
+                                   retries=self.retries)
+            pending.update((f.key, (t, f)) for t, f in zip(wave, futs))
+            ac.update(futs)
 
         try:
             submit(window)
-            for fut in ac:
-                task = pending.pop(fut.key)
-                futures.pop(fut.key)
-                try:
-                    record = fut.result()
-                except Exception as e:  # noqa: BLE001 - KilledWorker, lost data, ...
-                    text = " ".join(str(e).split()) or "no message"
-                    record = crash_record(task, f"{type(e).__name__}: {text}")
-                fut.release()
-                done(task, record)
-                submit(1)
+            for batch in ac.batches():
+                results = self._gather([f for f in batch if f.status == "finished"])
+                for fut in batch:
+                    task, _ = pending.pop(fut.key)
+                    if fut.key in results:
+                        record = results[fut.key]
+                    elif fut.status == "error":  # KilledWorker, an exception in every try
+                        exc = fut.exception()
+                        text = " ".join(str(exc).split()) or "no message"
+                        record = crash_record(task, f"{type(exc).__name__}: {text}")
+                    else:
+                        record = crash_record(task, f"the Dask task ended {fut.status} "
+                                                    "without a result")
+                    fut.release()
+                    done(task, record)
+                if len(pending) <= window // 2:  # the next wave
+                    submit(window - len(pending))
         except BaseException:
-            if futures and self.client is not None:
+            if pending and self.client is not None:
                 try:
-                    self.client.cancel(list(futures.values()), force=True)
+                    self.client.cancel([f for _, f in pending.values()], force=True)
                 except Exception:  # noqa: BLE001 - the client may be gone already
                     pass
             if self.cluster is not None:
