@@ -4,9 +4,13 @@
 * :mod:`.variance`  layer-by-layer forward/backward variances (Glorot, He, LeCun derivations);
 * :mod:`.meanfield` q*, chi1, c*, depth scale xi_c (Poole et al. 2016, Schoenholz et al. 2017);
 * :mod:`.selu`      the SELU moment map and its attracting fixed point (Klambauer et al. 2017);
-* :mod:`.gaussian`  Gaussian quadrature rules and activation resolution.
+* :mod:`.gaussian`  Gaussian quadrature rules and activation resolution;
+* :mod:`.batchnorm` gradient growth of batch-normalized plain nets (Yang et al. 2019);
+* :mod:`.residual`  forward/gradient variances of pre-activation residual nets;
+* :mod:`.predict`   ``predict_gradients``: one entry for plain, BN and residual networks.
 """
 
+from .batchnorm import BNGradientFactor, bn_gradient_factor, propagate_batchnorm
 from .gaussian import (
     ScalarActivation,
     affine_activation,
@@ -25,6 +29,8 @@ from .meanfield import (
     meanfield,
     q_map,
 )
+from .predict import GradientPrediction, predict_gradients
+from .residual import propagate_residual
 from .selu import (
     selu_fixed_point,
     selu_jacobian,
@@ -36,6 +42,12 @@ from .taylor import TaylorCoefficients, numerical_taylor, taylor
 from .variance import gradient_ratio, preserving_weight_variance, propagate
 
 __all__ = [
+    "BNGradientFactor",
+    "GradientPrediction",
+    "bn_gradient_factor",
+    "predict_gradients",
+    "propagate_batchnorm",
+    "propagate_residual",
     "MeanField",
     "ScalarActivation",
     "TaylorCoefficients",

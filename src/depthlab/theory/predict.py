@@ -1,0 +1,157 @@
+"""One entry for every architecture ``dl.mlp`` builds: :func:`predict_gradients`.
+
+It reads a model recipe (a :class:`~depthlab.spec.ModelSpec`, a run config or its ``model``
+table, or a :class:`~depthlab.network.Network`'s ``config``) and dispatches:
+
+* plain MLP            :func:`~depthlab.theory.variance.propagate`:
+                       ``Var(g_l) = n_{l+1} v_{l+1} E[f'(s_l)^2] Var(g_{l+1})``;
+* batch-normalized     :func:`~depthlab.theory.batchnorm.propagate_batchnorm`:
+                       ``Var(g_l) = (n_{l+1}/n_l) gamma^2 E[f'(s)^2] / Var f(s) Var(g_{l+1})``,
+                       ``s ~ N(beta, gamma^2)`` (Yang et al. 2019; relu ``pi / (pi - 1)``);
+* residual (+/- BN)    :func:`~depthlab.theory.residual.propagate_residual`:
+                       ``Var(dL/dx_b) = Var(dL/dx_{b+1}) + Var(branch term)``.
+
+``g_l = dL/ds_l`` at each probed nonlinearity (the probes' ``grad_pre_std``), relative to the
+last one. Dropout is ignored (the probes measure with dropout off), so is the output layer
+(it only sets the common scale).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .batchnorm import bn_gradient_factor, propagate_batchnorm
+from .residual import propagate_residual
+from .variance import propagate
+
+
+@dataclass(frozen=True)
+class GradientPrediction:
+    """What :func:`predict_gradients` returns.
+
+    ``frame``: one row per probed hidden nonlinearity (``layer`` 1..L as the probes number
+    them) with at least ``pre_var``, ``act_var``, ``deriv_sq`` and ``grad_pre_var`` (Var(dL/ds)
+    relative to the last row); ``relative_std`` = ``sqrt(grad_pre_var)`` as a list (None where
+    not predicted); ``architecture`` in {plain, batchnorm, residual, residual+batchnorm};
+    ``covered``: False when the argument does not hold for this network (then ``relative_std``
+    holds None below the top and ``note`` says why); ``layer_growth``: for batch-normalized
+    plain nets the per-layer factor of the gradient std (NaN otherwise); ``formula``: the
+    recursion used, in words.
+    """
+
+    architecture: str
+    frame: pd.DataFrame = field(repr=False)
+    covered: bool
+    note: str
+    formula: str
+    layer_growth: float = math.nan
+
+    @property
+    def relative_std(self) -> list[float | None]:
+        out: list[float | None] = []
+        for v in self.frame["grad_pre_var"]:
+            v = float(v)
+            out.append(math.sqrt(v) if math.isfinite(v) and v >= 0 else None)
+        return out
+
+
+_FORMULAS = {
+    "plain": "Var(g_l) = n_{l+1} v_{l+1} E[f'(s_l)^2] Var(g_{l+1}) (Gaussian variance "
+             "propagation)",
+    "batchnorm": "Var(g_l) = (n_{l+1}/n_l) gamma^2 E[f'(s)^2] / Var f(s) Var(g_{l+1}), "
+                 "s ~ N(beta, gamma^2) (batch-norm mean field, Yang et al. 2019)",
+    "residual": "Var(dL/dx_b) = Var(dL/dx_{b+1}) + n v1 n v2 E[f'(x_b)^2] E[f'(h_b)^2] "
+                "Var(dL/dx_{b+1}); stream variance adds per block",
+    "residual+batchnorm": "Var(dL/dx_b) = Var(dL/dx_{b+1}) (1 + branch gain / q_b), q_b = "
+                          "stream batch variance growing by n v2 Var f(s) per block",
+}
+
+
+def _model_spec(model: Any) -> Any:
+    """The :class:`~depthlab.spec.ModelSpec` of ``model`` (ModelSpec, Network, run config or
+    model table; a table is validated by ``ModelSpec.from_dict``)."""
+    from ..spec import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        return model
+    config = getattr(model, "config", None)
+    if isinstance(config, Mapping) and not isinstance(model, Mapping):
+        model = config
+    if isinstance(model, Mapping):
+        inner = model.get("model")
+        raw = dict(inner) if isinstance(inner, Mapping) else dict(model)
+        raw.pop("seed", None)
+        return ModelSpec.from_dict(raw)
+    raise TypeError(f"expected a ModelSpec, a Network, a run config or its model table; got "
+                    f"{type(model).__name__}: {model!r}")
+
+
+def _uncovered(arch: str, points: int, note: str) -> GradientPrediction:
+    frame = pd.DataFrame({"layer": range(1, points + 1), "grad_pre_var": math.nan})
+    return GradientPrediction(arch, frame, False, note, _FORMULAS[arch])
+
+
+def _init_of(init: Any) -> Any:
+    """A name stays a name (propagate resolves it); an Initializer object becomes its variance
+    function."""
+    if isinstance(init, str) or isinstance(init, (int, float)):
+        return init
+    from ..initializers import weight_variance
+
+    return lambda fan_in, fan_out: weight_variance(init, fan_in, fan_out)
+
+
+def predict_gradients(model: Any, *, input_var: float = 1.0,
+                      input_mean: float = 0.0) -> GradientPrediction:
+    """Predicted per-layer std of the back-propagated gradient ``dL/ds`` at initialization,
+    relative to the last hidden layer, for the network ``model`` describes (plain, batch-
+    normalized, residual or both; the module docstring gives each recursion).
+
+    ``input_var``/``input_mean``: per-feature statistics of the inputs (standardized data:
+    1 and 0). Wide layers and (with BN) large batches are assumed; measured agreement and the
+    cases the argument does not cover (affine activations under BN, softmax, non-zero random
+    biases) are documented in :mod:`depthlab.theory.batchnorm` and the tests. Raises
+    ValueError for sizes that are not explicit integers (``"auto"``).
+    """
+    spec = _model_spec(model)
+    sizes = spec.sizes
+    if not isinstance(sizes, (list, tuple)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise ValueError(f"model sizes must be explicit integers [n_in, hidden..., n_out], got "
+                         f"{sizes!r}")
+    hidden = [int(h) for h in sizes[1:-1]]
+    if not hidden:
+        raise ValueError(f"sizes = {list(sizes)} has no hidden layer: nothing to predict")
+    act, kw = spec.activation, dict(spec.activation_kwargs or {})
+    init = _init_of(spec.init)
+    bn, residual = bool(spec.batchnorm), bool(spec.residual)
+    eps = float(spec.bn_eps)
+    arch = ("residual+batchnorm" if bn else "residual") if residual else (
+        "batchnorm" if bn else "plain")
+    formula = _FORMULAS[arch]
+    points = 2 * len(hidden) - 1 if residual else len(hidden)
+    if not bn and spec.bias_init != "zeros":
+        return _uncovered(arch, points, f"no prediction: bias_init = {spec.bias_init!r}; the "
+                                        "recursion assumes zero biases")
+    if isinstance(act, str) and act.lower() == "softmax":
+        return _uncovered(arch, points, "no prediction: a softmax hidden layer is not "
+                                        "elementwise")
+    if residual:
+        frame = propagate_residual(int(sizes[0]), hidden[0], len(hidden) - 1, act, init,
+                                   input_var, input_mean, batchnorm=bn, eps=eps, **kw)
+        return GradientPrediction(arch, frame, True, "wide-layer mean field at initialization"
+                                  + (", large batches" if bn else ""), formula)
+    if bn:
+        frame = propagate_batchnorm([int(sizes[0]), *hidden], act, init, input_var, eps=eps,
+                                    **kw)
+        factor = bn_gradient_factor(act, **kw)
+        return GradientPrediction(arch, frame, factor.covered, factor.note, formula,
+                                  factor.growth)
+    frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean, **kw)
+    return GradientPrediction(arch, frame, True, "Gaussian variance propagation at "
+                              "initialization (wide layers)", formula)
