@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -291,7 +291,8 @@ class LayerInfo:
     attention input projection), ``owner`` (the module whose forward hook sees it), ``weights``
     (the parameters of >= 2 dims pooled as the layer's ``W``), ``kind`` (class name),
     ``feature_axis`` (see :func:`feature_axis`), ``activation`` / ``norm`` (names of the
-    follower modules seen in the last discovery, or None).
+    follower modules seen in the last pass, or None), ``calls`` (forward calls seen while
+    hooks were armed).
     """
 
     name: str
@@ -304,7 +305,6 @@ class LayerInfo:
     norm: str | None = None
     activation: str | None = None
     calls: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def weight_modules(model: nn.Module) -> list[LayerInfo]:
@@ -339,15 +339,15 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
 
 
 def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
-    """The weight layers of ``model`` numbered in first-execution order, with their followers
-    and residual blocks recorded in ``LayerInfo.extra["blocks"]`` of the last layer of each
-    block: one forward pass of ``model(*inputs, **kwargs)`` under ``torch.no_grad()`` would hide
-    residual additions, so the pass runs with gradients enabled; the model, its buffers (batch
-    norm running statistics), its mode, every ``.grad`` and the random number generators are
-    left exactly as found. Layers that did not run are left out."""
+    """The weight layers of ``model`` that run in ``model(*inputs, **kwargs)``, numbered in
+    first-execution order, with the names of their follower modules (``norm``,
+    ``activation``). The pass runs with gradients enabled but computes none; the model, its
+    buffers (batch-norm running statistics), its mode, every ``.grad`` and the random number
+    generators are left exactly as found. For residual blocks as well, use
+    :class:`depthlab.torch.hooks.Recording` (``.blocks``)."""
     from .hooks import Recording
 
-    rec = Recording(model)
+    rec = Recording(model, ())
     with rec.isolated():
         rec.arm()
         model(*inputs, **kwargs)
