@@ -270,3 +270,49 @@ def test_local_pool_reruns_a_dead_workers_point_then_fails_it(tmp_path):
     failed = [r for r in got if r[1] == "failed"]
     assert len(got) == 3 and len(failed) == 1
     assert "worker process died (killed by SIGKILL) in each of 2 tries" in failed[0][5]
+
+
+def test_progress_lines_count_failures_and_time_left():
+    from depthlab.experiments.progress import PER_POINT_LINES, STATUS_EVERY, SweepProgress
+
+    now = [0.0]
+    lines: list[str] = []
+    prog = SweepProgress(4, lines.append, clock=lambda: now[0])
+    prog.skip()
+    prog.started()
+    now[0] = 10.0
+    prog.point("a1", "seed=1", "finished", {"train_loss": 0.5}, None)
+    now[0] = 20.0
+    prog.point("a2", "seed=2", "failed", {}, "ValueError: bad\ntraceback line")
+    assert lines[0] == "[2/4] a1 seed=1: finished train_loss=0.5 (0 failed, ~20s left)"
+    assert lines[1] == "[3/4] a2 seed=2: failed  error: ValueError: bad (1 failed, ~10s left)"
+    assert prog.status() == "3/4 points done, 1 failed, 1 skipped, ~10s left"
+    # large grids: finished points only in a status line every STATUS_EVERY seconds
+    big: list[str] = []
+    prog = SweepProgress(PER_POINT_LINES + 1, big.append, clock=lambda: now[0])
+    prog.started()
+    for i in range(5):
+        now[0] += STATUS_EVERY / 2
+        prog.point(f"b{i}", "x", "finished", {}, None)
+    prog.point("bad", "y", "diverged", {}, None)
+    assert len(big) == 3 and big[0].startswith("2/1001 points done, 0 failed")
+    assert big[-1].startswith("[6/1001] bad y: diverged")
+
+
+def test_dask_is_optional(tmp_path, monkeypatch):
+    from depthlab.experiments.executors import ClusterError
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    # without --cluster, a sweep never imports Dask
+    cfg = write(tmp_path, '"train.seed" = [0, 1]\n', n=100)
+    code = ("import sys; from depthlab.cli import main; "
+            f"rc = main(['sweep', {cfg!r}, '--out', {str(tmp_path / 'o')!r}, '-q']); "
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('dask', 'distributed')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV,
+                         timeout=180)
+    assert res.stdout.split() == ["0", "[]"], res.stderr
+    # with --cluster but without Dask installed: one line saying what to install
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(ClusterError, match=r"pip install 'depthlab\[cluster\]'"):
+        DaskExecutor("local:1").start()

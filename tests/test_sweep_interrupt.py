@@ -106,7 +106,8 @@ def _wait_gone(pgid: int, bound: float) -> list[psutil.Process]:
 
 @pytest.mark.parametrize("sig, code, times, how", [
     (signal.SIGINT, 130, 1, ()), (signal.SIGTERM, 143, 1, ()), (signal.SIGINT, 130, 2, ()),
-    (signal.SIGINT, 130, 1, ("--cluster", "local:2"))])
+    (signal.SIGINT, 130, 1, ("--cluster", "local:2"))],
+    ids=["sigint", "sigterm", "sigint-twice", "sigint-dask-local-cluster"])
 def test_signal_stops_sweep_promptly_and_cleanly(tmp_path, sig, code, times, how):
     if how:
         pytest.importorskip("distributed")
