@@ -19,6 +19,9 @@ initialisation against ``chi1^49``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,58 +92,47 @@ def best_depth_only_rule(grid: pd.DataFrame) -> tuple[float, float]:
     return best
 
 
-@register(
-    "schoenholz2017",
-    "Schoenholz et al. 2017: trainable depth 6·ξ_c and gradient growth χ₁^L of tanh nets",
-    "Schoenholz, Gilmer, Ganguli, Sohl-Dickstein (2017), Deep Information Propagation",
-    "tanh nets over (σ_w², depth): trained or not vs depth < 6 ξ_c; ordered/chaotic "
-    "gradient growth vs χ₁^(L−1)",
-)
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
-    """Trainability grid and gradient growth against mean-field theory."""
-    res = Result("schoenholz2017", "Schoenholz et al. 2017: deep information propagation")
-    ds, dname = load_data("schoenholz2017", data, "digits", seed=0, standardize=True)
-    if quick:
-        sw2_grid = [1.0, 1.5, 1.76, 2.5, 4.0]
-        depths = [12, PHASE_DEPTH]
-        steps, width, gwidth, gseeds = 800, 64, 128, [0]
-    else:
-        sw2_grid = [1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0, 4.0]
-        depths = [12, 24, PHASE_DEPTH, 96, 192]
-        steps, width, gwidth, gseeds = 1500, 64, 256, [0, 1, 2]
+@dataclass(frozen=True)
+class Inputs:
+    """What the stages read: the data, the trainability grid and budget, the gradient nets."""
 
-    # 1. Trainability grid.
+    quick: bool
+    ds: Any
+    dname: str
+    sw2_grid: list[float]
+    depths: list[int]
+    steps: int
+    width: int
+    gwidth: int
+    gseeds: list[int]
+
+
+def stage_transition(d: Inputs, res: Result) -> None:
+    """The order-to-chaos transition: critical sigma_w^2 where chi1 = 1."""
+    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+    C = res.claims
+    C.append(Claim("tanh, σ_b² = 0.05: order-to-chaos transition at σ_w² ≈ 1.76 (χ₁ = 1)",
+                   "critical σ_w² ≈ 1.76", f"{sw_c:.4f}", abs(sw_c - 1.76) <= 0.01, value=sw_c))
+
+
+def stage_trainability(d: Inputs, res: Result) -> None:
+    """The (sigma_w^2, depth) grid trained; against 6 xi_c and the depth-only rule."""
+    ds, dname, sw2_grid, depths = d.ds, d.dname, d.sw2_grid, d.depths
+    steps, width = d.steps, d.width
+    C = res.claims
     rows = []
     for sw2 in sw2_grid:
         mf = meanfield("tanh", sw2, SIGMA_B2)
-        for d in depths:
-            r = train_point(ds, sw2, d, width, steps, seed=d)
-            rows.append({"sigma_w2": sw2, "depth": d, "train_acc": r["acc"],
+        for depth in depths:
+            r = train_point(ds, sw2, depth, width, steps, seed=depth)
+            rows.append({"sigma_w2": sw2, "depth": depth, "train_acc": r["acc"],
                          "diverged": r["diverged"], "trains": r["acc"] >= TRAIN_THRESHOLD,
                          "xi_c": mf.xi_c, "6 xi_c": 6 * mf.xi_c,
-                         "predicted": d < 6 * mf.xi_c})
+                         "predicted": depth < 6 * mf.xi_c})
     grid = pd.DataFrame(rows)
     grid["agrees"] = grid["trains"] == grid["predicted"]
     res.tables["grid"] = grid
 
-    # 2. Gradient growth at init.
-    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
-    g_sw2 = [1.0, 1.25, 1.5, sw_c, 2.0, 2.5, 3.0] if not quick else [1.0, sw_c, 3.0]
-    grows = []
-    for sw2 in g_sw2:
-        mf = meanfield("tanh", sw2, SIGMA_B2)
-        meas = gradient_growth_measured(sw2, gwidth, GRAD_DEPTH, gseeds)
-        pred = mf.chi1 ** (GRAD_DEPTH - 1)
-        grows.append({"sigma_w2": sw2, "phase": mf.phase if abs(sw2 - sw_c) > 1e-6 else
-                      "critical", "chi1": mf.chi1, "q*": mf.q_star,
-                      "predicted chi1^(L-1)": pred, "measured": meas,
-                      "measured / predicted": meas / pred})
-    gdf = pd.DataFrame(grows)
-    res.tables["gradient_growth"] = gdf
-
-    C = res.claims
-    C.append(Claim("tanh, σ_b² = 0.05: order-to-chaos transition at σ_w² ≈ 1.76 (χ₁ = 1)",
-                   "critical σ_w² ≈ 1.76", f"{sw_c:.4f}", abs(sw_c - 1.76) <= 0.01, value=sw_c))
     frac = float(grid["agrees"].mean())
     base_frac, base_depth = best_depth_only_rule(grid)
     C.append(Claim(f"trained (train acc ≥ {TRAIN_THRESHOLD:.0%} after {steps} steps at lr "
@@ -162,6 +154,49 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    f"{6 * meanfield('tanh', 4.0, SIGMA_B2).xi_c:.0f} < {PHASE_DEPTH} ≪ 6 ξ_c(1.76)",
                    f"train acc {crit:.2f} at 1.76; {edges[0]:.2f} at 1.0, {edges[1]:.2f} at 4.0",
                    crit >= TRAIN_THRESHOLD and max(edges) < TRAIN_THRESHOLD, value=crit))
+    res.figures["trainability"] = _fig_grid(grid, sw2_grid, depths, steps)
+    res.notes.append(
+        f"Trainability: data {dname!r} (standardized), tanh MLP of width {width} with "
+        f"depth = number of hidden layers, W ~ N(0, σ_w²/n), b ~ N(0, {SIGMA_B2}) in every layer "
+        f"(output layer too), SGD lr {LR:g} momentum 0.9, batch 64, {steps} steps, one seed per "
+        f"point; 'trains' = training accuracy ≥ {TRAIN_THRESHOLD:.0%} (a diverged run counts as "
+        "not trained). The learning rate matters: at lr 1e-2 no network of depth 48 trains at "
+        "any σ_w², so every rule that ignores σ_w² agrees with the grid; at lr 1e-3 the "
+        "trainable depth widens towards σ_w²,c as the theory says. The depth-only baseline is "
+        "the best rule 'trains iff depth ≤ D' chosen on the same grid."
+    )
+    if frac < AGREEMENT_MIN or frac <= base_frac:
+        late = grid[grid["predicted"] & ~grid["trains"]]
+        early = grid[~grid["predicted"] & grid["trains"]]
+        res.notes.append(
+            f"Agreement {frac:.0%} against the depth-only rule's {base_frac:.0%}: "
+            f"{len(late)} point(s) predicted trainable did not train "
+            f"({', '.join(f'σ_w² {r.sigma_w2:g} depth {r.depth}' for r in late.itertuples())}) "
+            f"and {len(early)} predicted untrainable did "
+            f"({', '.join(f'σ_w² {r.sigma_w2:g} depth {r.depth}' for r in early.itertuples())})."
+            " 6 ξ_c is an order-of-magnitude boundary: nets just past it still train "
+            "within a few thousand steps."
+        )
+
+
+def stage_gradient_growth(d: Inputs, res: Result) -> None:
+    """First/last gradient ratios of 50-layer nets at init against chi1^49."""
+    quick, gwidth, gseeds = d.quick, d.gwidth, d.gseeds
+    C = res.claims
+    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+    g_sw2 = [1.0, 1.25, 1.5, sw_c, 2.0, 2.5, 3.0] if not quick else [1.0, sw_c, 3.0]
+    grows = []
+    for sw2 in g_sw2:
+        mf = meanfield("tanh", sw2, SIGMA_B2)
+        meas = gradient_growth_measured(sw2, gwidth, GRAD_DEPTH, gseeds)
+        pred = mf.chi1 ** (GRAD_DEPTH - 1)
+        grows.append({"sigma_w2": sw2, "phase": mf.phase if abs(sw2 - sw_c) > 1e-6 else
+                      "critical", "chi1": mf.chi1, "q*": mf.q_star,
+                      "predicted chi1^(L-1)": pred, "measured": meas,
+                      "measured / predicted": meas / pred})
+    gdf = pd.DataFrame(grows)
+    res.tables["gradient_growth"] = gdf
+
     by = {r["phase"]: r for r in grows if r["sigma_w2"] in (1.0, sw_c, 3.0)}
     o, c, h = by["ordered"], by["critical"], by["chaotic"]
     C.append(Claim(f"ordered phase (σ_w² = 1.0): gradients vanish towards the input, "
@@ -185,35 +220,39 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    f"{h['measured'] / h['predicted chi1^(L-1)']:.2f}× the prediction",
                    max(errs) <= math.log10(GRAD_FACTOR), value=10 ** max(errs)))
 
-    res.figures["trainability"] = _fig_grid(grid, sw2_grid, depths, steps)
     res.figures["gradient_growth"] = _fig_growth(gdf, sw_c)
-    res.notes.append(
-        f"Trainability: data {dname!r} (standardized), tanh MLP of width {width} with "
-        f"depth = number of hidden layers, W ~ N(0, σ_w²/n), b ~ N(0, {SIGMA_B2}) in every layer "
-        f"(output layer too), SGD lr {LR:g} momentum 0.9, batch 64, {steps} steps, one seed per "
-        f"point; 'trains' = training accuracy ≥ {TRAIN_THRESHOLD:.0%} (a diverged run counts as "
-        "not trained). The learning rate matters: at lr 1e-2 no network of depth 48 trains at "
-        "any σ_w², so every rule that ignores σ_w² agrees with the grid; at lr 1e-3 the "
-        "trainable depth widens towards σ_w²,c as the theory says. The depth-only baseline is "
-        "the best rule 'trains iff depth ≤ D' chosen on the same grid."
-    )
-    if frac < AGREEMENT_MIN or frac <= base_frac:
-        late = grid[grid["predicted"] & ~grid["trains"]]
-        early = grid[~grid["predicted"] & grid["trains"]]
-        res.notes.append(
-            f"Agreement {frac:.0%} against the depth-only rule's {base_frac:.0%}: "
-            f"{len(late)} point(s) predicted trainable did not train "
-            f"({', '.join(f'σ_w² {r.sigma_w2:g} depth {r.depth}' for r in late.itertuples())}) "
-            f"and {len(early)} predicted untrainable did "
-            f"({', '.join(f'σ_w² {r.sigma_w2:g} depth {r.depth}' for r in early.itertuples())})."
-            " 6 ξ_c is an order-of-magnitude boundary: nets just past it still train "
-            "within a few thousand steps."
-        )
     res.notes.append(
         f"Gradient growth: {GRAD_DEPTH} tanh layers of {gwidth}, float64, inputs scaled to "
         f"start at q*, {len(gseeds)} seed(s), a standard-normal gradient at a 10-way output; "
         "ratio = E[(dL/ds_1)²] / E[(dL/ds_50)²]."
     )
+
+
+STAGES: tuple[Callable[[Inputs, Result], None], ...] = (
+    stage_transition, stage_trainability, stage_gradient_growth)
+"""The experiment, in order: each stage measures, appends its claims, tables, notes, figure."""
+
+
+@register(
+    "schoenholz2017",
+    "Schoenholz et al. 2017: trainable depth 6·ξ_c and gradient growth χ₁^L of tanh nets",
+    "Schoenholz, Gilmer, Ganguli, Sohl-Dickstein (2017), Deep Information Propagation",
+    "tanh nets over (σ_w², depth): trained or not vs depth < 6 ξ_c; ordered/chaotic "
+    "gradient growth vs χ₁^(L−1)",
+)
+def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+    """Trainability grid and gradient growth against mean-field theory."""
+    res = Result("schoenholz2017", "Schoenholz et al. 2017: deep information propagation")
+    ds, dname = load_data("schoenholz2017", data, "digits", seed=0, standardize=True)
+    if quick:
+        inputs = Inputs(quick, ds, dname, sw2_grid=[1.0, 1.5, 1.76, 2.5, 4.0],
+                        depths=[12, PHASE_DEPTH], steps=800, width=64, gwidth=128, gseeds=[0])
+    else:
+        inputs = Inputs(quick, ds, dname, sw2_grid=[1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0, 4.0],
+                        depths=[12, 24, PHASE_DEPTH, 96, 192], steps=1500, width=64, gwidth=256,
+                        gseeds=[0, 1, 2])
+    for stage in STAGES:
+        stage(inputs, res)
     return res
 
 
