@@ -385,8 +385,6 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles), probe_batch=(px, py),
                    weight_layers=weights)
     index = _layer_index(result.probes, layers)
-    if "module" not in result.probes.columns or not len(result.probes):
-        index = {t.name: i for i, t in enumerate(layers, 1)}
     ratios = result.probes["quantity"] == "update_ratio"
     if ratios.any():  # update ratios were numbered in trace order: renumber as the probe does
         by_name = result.probes.loc[ratios, "module"].map(index)
