@@ -160,6 +160,7 @@ def readme_quick_column(text: str) -> dict[str, str]:
 
 
 def write_readme(block: str, path: Path) -> None:
+    """Replace the generated block in ``path`` (atomically)."""
     from depthlab.atomic import atomic_write_text
 
     text = path.read_text()
