@@ -22,6 +22,7 @@ from .parameter import Parameter
 from .persist import load, save
 from .probes import ProbeRecorder, probe
 from .regularizers import add_penalty_gradient, penalty
+from .spec import DataSpec, ModelSpec, ProbeSpec, RunSpec, TrainSpec
 from .training import DivergenceReport, History, Trainer, fit, mc_dropout_predict
 
 __version__ = "0.1.0"
@@ -62,13 +63,18 @@ __all__ = [
     "INITIALIZERS",
     "LOSSES",
     "OPTIMIZERS",
+    "DataSpec",
     "Diagnosis",
     "DivergenceReport",
     "Finding",
     "History",
+    "ModelSpec",
     "Network",
     "Parameter",
     "ProbeRecorder",
+    "ProbeSpec",
+    "RunSpec",
+    "TrainSpec",
     "Trainer",
     "activation",
     "add_penalty_gradient",
