@@ -22,7 +22,10 @@ class ProbePoint:
 
 class Network(Sequential):
     """A feed-forward network. ``forward``/``backward`` follow the layer protocol;
-    ``backward`` copies the caller's gradient once so the caller's array is never changed."""
+    ``backward`` copies the caller's gradient once so the caller's array is never changed.
+    ``config`` is the recipe it was built from (for :func:`depthlab.mlp`: the
+    :class:`~depthlab.spec.ModelSpec` as a dict plus ``seed``; ``mlp(**net.config)`` rebuilds
+    it)."""
 
     def __init__(
         self,
