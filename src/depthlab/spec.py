@@ -107,6 +107,11 @@ def check_field(spec_cls: type, name: str, value: Any) -> Any:
 # -- the base class ------------------------------------------------------------------------
 
 
+def _default(f: dataclasses.Field) -> Any:
+    """The default of field ``f`` (a fresh copy for dict/list defaults)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def _plain(value: Any) -> Any:
     """Tuples as lists and dicts copied, recursively (the form of a validated config dict)."""
     if isinstance(value, tuple | list):
@@ -135,8 +140,7 @@ class _Section:
         for f in fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
             if v is None:
-                v = f.default_factory() if f.default_factory is not dataclasses.MISSING else (
-                    f.default)
+                v = _default(f)
             else:
                 v = f.metadata["check"](prefix + f.name, v)
             object.__setattr__(self, f.name, v)
@@ -171,8 +175,7 @@ class _Section:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Every field's default as plain data (None where the default is None)."""
-        return {f.name: _plain(f.default_factory() if f.default_factory is not dataclasses.MISSING
-                               else f.default) for f in fields(cls)}  # type: ignore[arg-type]
+        return {f.name: _plain(_default(f)) for f in fields(cls)}  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain data (tuples as lists): the validated config section."""
@@ -608,9 +611,7 @@ def fields_schema() -> list[dict[str, Any]]:
     rows = []
     for section, spec_cls in SPECS.items():
         for f in fields(spec_cls):
-            default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                       else f.default)
             rows.append({"section": section, "name": f.name, "key": f"{section}.{f.name}",
-                         "default": _plain(default), "doc": f.metadata["doc"],
+                         "default": _plain(_default(f)), "doc": f.metadata["doc"],
                          **f.metadata["check"].schema()})
     return rows
