@@ -249,6 +249,19 @@ def test_panel_numbers_are_depthlabs_probe_and_theory():
     assert sum(sum(h["p"]) for h in snap["hist"]) == pytest.approx(len(snap["hist"]), rel=1e-3)
     b = mon.boundary()
     assert b["n"] ** 2 == len(b["cls"]) and set(b["cls"]) <= {0, 1}
-    bn = to_config({**setup, "model.batchnorm": True})
-    assert theory_profile(bn)["relative_std"] is None
-    assert "batch norm" in theory_profile(bn)["note"]
+    def resolved(**changes):  # the session passes the prepared config: sizes resolved
+        cfg = to_config({**setup, **changes})
+        return {**cfg, "model": {**cfg["model"], "sizes": prep.config["model"]["sizes"]}}
+
+    # batch norm: sigmoid's per-layer factor (Yang et al. 2019)
+    line = theory_profile(resolved(**{"model.batchnorm": True}))
+    assert "batch norm" in line["note"] and line["relative_std"][-1] == 1.0
+    from depthlab.theory import bn_gradient_factor
+
+    growth = bn_gradient_factor("sigmoid").growth
+    assert line["relative_std"][-2] / line["relative_std"][-1] == pytest.approx(growth, rel=1e-3)
+    res = theory_profile(resolved(**{"model.batchnorm": True, "model.residual": True}))
+    assert len(res["relative_std"]) == 2 * 12 - 1 and "residual" in res["note"]
+    affine = theory_profile(resolved(**{"model.batchnorm": True,
+                                        "model.activation": "identity"}))
+    assert affine["relative_std"] is None and "affine" in affine["note"]

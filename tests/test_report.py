@@ -268,7 +268,13 @@ def test_theory_for_config():
     assert th is not None and list(th["layer"]) == [1, 2, 3]
     assert th["grad_pre_var"].iloc[-1] == pytest.approx(1.0)
     th, note = build.theory_for({"model": {**cfg["model"], "batchnorm": True}})
-    assert th is None and "plain" in note
+    assert list(th["layer"]) == [1, 2] and "predict_gradients (batchnorm" in note
+    assert th["grad_pre_var"].iloc[0] > 1.0  # batch norm: gradients grow towards the input
+    th, note = build.theory_for({"model": {**cfg["model"], "batchnorm": True,
+                                           "activation": "identity"}})
+    assert th is None and "affine" in note
+    th, note = build.theory_for({"model": {**cfg["model"], "dropout": 0.5}})
+    assert th is None and "dropout" in note
 
 
 def test_end_to_end_real_training(tmp_path):

@@ -169,3 +169,24 @@ def test_predict_gradients_dispatches_and_accepts_every_form():
         assert p.architecture == "residual+batchnorm" and len(p.relative_std) == 5
     nz = predict_gradients({**cfg, "bias_init": "normal"})
     assert not nz.covered and "bias_init" in nz.note
+
+
+# -- consumers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [{"batchnorm": True}, {"residual": True},
+                                     {"residual": True, "batchnorm": True}])
+def test_gradient_figure_draws_theory_for_bn_and_residual_runs(options):
+    from types import SimpleNamespace
+
+    from depthlab import plot
+
+    net = dl.mlp([16, 32, 32, 32, 32, 3], "relu", "he_normal", seed=0, **options)
+    rng = np.random.default_rng(0)
+    table = dl.probe(net, rng.standard_normal((64, 16)).astype(np.float32),
+                     rng.integers(0, 3, 64))
+    run = SimpleNamespace(probes=table.assign(step=0), config={"model": net.config})
+    fig = plot.gradient_per_layer({"run": run})
+    theory = [ln for ln in fig.axes[0].lines if ln.get_label() == "run: theory"]
+    assert len(theory) == 1
+    expected = predict_gradients(net).relative_std
+    y = theory[0].get_ydata()
+    assert y[0] / y[-1] == pytest.approx(expected[0] / expected[-1], rel=1e-9)

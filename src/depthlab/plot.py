@@ -11,7 +11,8 @@ The headline figures are :func:`gradient_per_layer` and :func:`activation_per_la
 standard deviation of ``dL/ds`` (or of the activations) per layer, one line per run, on a log
 axis, at initialization and at the end of training, each run's theory prediction dashed
 beside it (``depthlab.theory.propagate``: ``Var(dL/ds_l) = n_{l+1} v_{l+1} E[f'(s_l)^2]
-Var(dL/ds_{l+1})`` scaled to the run's measured top layer; ``Std(a_l) = sqrt(Var f(s_l))``).
+Var(dL/ds_{l+1})`` scaled to the run's measured top layer; ``Std(a_l) = sqrt(Var f(s_l))``;
+batch-normalized and residual runs: ``depthlab.theory.predict_gradients``).
 """
 
 from __future__ import annotations
@@ -101,15 +102,28 @@ def _theories(runs: dict[str, tuple[pd.DataFrame, Any]], theory: Any) -> dict[st
 
 
 def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, str]:
-    """``depthlab.theory.propagate`` for a plain-MLP config (no batch norm, residual or dropout;
-    integer ``model.sizes``) and a note saying what it assumes; ``(None, reason)`` otherwise."""
+    """The theory frame (``layer, grad_pre_var, act_var``) for a config with integer
+    ``model.sizes`` and no dropout, and a note saying what it assumes; ``(None, reason)``
+    otherwise. Plain MLPs: ``depthlab.theory.propagate``; batch-normalized or residual ones:
+    ``depthlab.theory.predict_gradients`` (batch-norm mean field, residual recursion)."""
     model = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
-    if model.get("batchnorm") or model.get("residual") or float(model.get("dropout") or 0) > 0:
-        return None, "no theory curve: the prediction covers plain MLPs only"
+    if float(model.get("dropout") or 0) > 0:
+        return None, "no theory curve: the prediction covers networks without dropout"
     sizes = model.get("sizes")
     if not isinstance(sizes, (list, tuple)) or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in sizes):
         return None, "no theory curve: the config has no explicit integer layer sizes"
+    if model.get("batchnorm") or model.get("residual"):
+        from .theory import predict_gradients
+
+        try:
+            pred = predict_gradients(model)
+        except (ValueError, TypeError, OverflowError) as exc:
+            return None, f"no theory curve: {exc}"
+        if not pred.covered:
+            return None, f"no theory curve: {pred.note}"
+        return pred.frame, (f"theory: depthlab.theory.predict_gradients ({pred.architecture}: "
+                            f"{pred.note})")
     from .theory import propagate
 
     try:
