@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -66,7 +67,8 @@ def _import_distributed() -> Any:
 class DaskExecutor(Executor):
     """Points as Dask tasks on ``address`` (see the module docstring).
 
-    ``window``: tasks in flight (default 4 per worker thread, at least 16); ``retries``:
+    ``window``: tasks in flight (default 4 per worker thread, at least 16, re-read from the
+    scheduler every 5 s as workers come and go); ``retries``:
     Dask ``retries`` of a task that raised; ``allowed_failures``: worker deaths a task may
     cause before it errs (set on a ``local:N`` scheduler; a remote scheduler uses its own
     configuration); ``connect_timeout``: seconds to reach a remote scheduler.
@@ -88,10 +90,12 @@ class DaskExecutor(Executor):
                             else f"Dask scheduler {address}")
 
     def start(self) -> None:
+        m = _LOCAL.fullmatch(self.address)
+        if not m:  # a refused or unreachable address fails before Dask is even imported
+            _probe(self.address, self.connect_timeout)
         distributed = _import_distributed()
         import dask
 
-        m = _LOCAL.fullmatch(self.address)
         try:
             with dask.config.set({"distributed.scheduler.allowed-failures":
                                   self.allowed_failures}):
@@ -109,7 +113,6 @@ class DaskExecutor(Executor):
                         signal.pthread_sigmask(signal.SIG_SETMASK, old)
                     self.client = distributed.Client(self.cluster, set_as_default=False)
                 else:
-                    _probe(self.address, self.connect_timeout)
                     self.client = distributed.Client(self.address, set_as_default=False,
                                                      timeout=max(self.connect_timeout, 10.0))
         except (OSError, TimeoutError) as e:
@@ -162,7 +165,15 @@ class DaskExecutor(Executor):
         distributed = _import_distributed()
         if self.client is None:
             raise RuntimeError("DaskExecutor.run before start() (use `with executor:`)")
-        window = self.window or max(16, 4 * self.threads())
+        sized = [0.0, 16]  # when the window was last sized, its size
+
+        def window() -> int:  # follows the cluster as workers join (dask-jobqueue scaling)
+            if self.window:
+                return self.window
+            if time.monotonic() - sized[0] > 5.0:
+                sized[:] = [time.monotonic(), max(16, 4 * self.threads())]
+            return int(sized[1])
+
         tag = uuid.uuid4().hex[:8]
         pending: dict[str, tuple[Task, Any]] = {}
         ac = distributed.as_completed(loop=self.client.loop)
@@ -179,7 +190,7 @@ class DaskExecutor(Executor):
             ac.update(futs)
 
         try:
-            submit(window)
+            submit(window())
             for batch in ac.batches():
                 results = self._gather([f for f in batch if f.status == "finished"])
                 for fut in batch:
@@ -195,8 +206,8 @@ class DaskExecutor(Executor):
                                                     "without a result")
                     fut.release()
                     done(task, record)
-                if len(pending) <= window // 2:  # the next wave
-                    submit(window - len(pending))
+                if len(pending) <= window() // 2:  # the next wave
+                    submit(window() - len(pending))
         except BaseException:
             if pending and self.client is not None:
                 try:
