@@ -190,7 +190,9 @@ def _groups(runs: pd.DataFrame) -> list[_Group]:
         pd.Series([None] * len(runs), index=runs.index)
     for name in dict.fromkeys(s for s in sweeps if s):
         sel = runs[sweeps == name]
-        title = f"Sweep {name}" if name != "demo" else "Demo: one deep network, several recipes"
+        cfg_names = {str(n) for n in sel.get("cfg:name", pd.Series(dtype=object)).dropna()}
+        label = f"{cfg_names.pop()} ({name})" if len(cfg_names) == 1 else str(name)
+        title = f"Sweep {label}" if name != "demo" else "Demo: one deep network, several recipes"
         out.append(_Group(f"sweep-{_safe_name(name)}", title, "sweep", sel))
     for _, row in runs[sweeps.isna() | (sweeps == "")].iterrows():
         label = row.get("name") or row["id"]
@@ -203,9 +205,14 @@ def _groups(runs: pd.DataFrame) -> list[_Group]:
 
 
 def _labels(runs: pd.DataFrame) -> dict[str, str]:
-    """A short unique label per run id: its name when names differ, else its id."""
+    """A short unique label per run id: its name when names differ (a sweep's common
+    ``<sweep name>:`` prefix removed), else its id."""
     names = [str(n) if n else "" for n in runs["name"]]
     unique = len(set(names)) == len(names) and all(names)
+    if unique and len(names) > 1 and all(":" in n for n in names):
+        prefixes = {n.split(":", 1)[0] for n in names}
+        if len(prefixes) == 1:
+            names = [n.split(":", 1)[1] for n in names]
     return {str(r): (n if unique else str(r)) for r, n in zip(runs["id"], names)}
 
 
