@@ -19,6 +19,9 @@ same with residual connections, and plain BN with a 10x smaller learning rate an
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -77,26 +80,23 @@ def growth_table(depths: list[int], widths: list[int], seeds: list[int],
     return pd.DataFrame(rows)
 
 
-@register(
-    "yang2019",
-    "Yang et al. 2019: batch norm makes plain deep nets' gradients explode at init",
-    "Yang, Pennington, Rao, Sohl-Dickstein, Schoenholz (2019), A Mean Field Theory of Batch "
-    "Normalization, ICLR",
-    "per-layer gradient growth of plain ReLU + BN MLPs at init against sqrt(pi/(pi-1)) over "
-    "depths, widths and batch sizes; which cures let a 100-layer net train",
-)
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
-    """Gradient growth at init against the mean-field prediction; cures at 100 layers."""
-    res = Result("yang2019", "Yang et al. 2019: a mean field theory of batch normalization")
-    ds, dname = load_data("yang2019", data, "digits", seed=0, standardize=True)
-    if quick:
-        depths, widths, seeds = [10, 50], [32, TIGHT_WIDTH], [0, 1, 2]
-        batch_width, steps, train_width = 64, 300, 32
-    else:
-        depths, widths, seeds = [10, 25, 50, 100, 200], [32, 64, 128, 256, 512], [0, 1]
-        batch_width, steps, train_width = 128, 300, 32
+@dataclass(frozen=True)
+class Inputs:
+    """What the stages read: the growth grid, the batch-size comparison, the training set-up."""
 
-    # 1. Gradient growth at initialization.
+    depths: list[int]
+    widths: list[int]
+    seeds: list[int]
+    batch_width: int
+    ds: Any
+    dname: str
+    steps: int
+    train_width: int
+
+
+def stage_growth(d: Inputs, res: Result) -> None:
+    """Per-layer gradient growth at init over depths and widths against the prediction."""
+    depths, widths, seeds = d.depths, d.widths, d.seeds
     gt = growth_table(depths, widths, seeds)
     res.tables["growth"] = gt
     wide = gt[gt["width"] >= TIGHT_WIDTH]
@@ -107,13 +107,31 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    f"√(π/(π−1)) = {PREDICTED:.4f} per layer (ReLU, large batch)",
                    f"growth {wide['growth'].min():.4f}–{wide['growth'].max():.4f}; worst "
                    f"deviation {worst:.1%}", worst <= GROWTH_TOL, value=worst))
-    by_width = gt.groupby("width")["deviation"].apply(lambda d: float(d.abs().mean()))
+    by_width = gt.groupby("width")["deviation"].apply(lambda v: float(v.abs().mean()))
     narrow, widest = by_width.iloc[0], by_width.iloc[-1]
     C.append(Claim(f"the prediction tightens with width: mean |deviation| at width "
                    f"{widths[-1]} < at width {widths[0]}",
                    "mean-field theory is exact as the width grows",
                    ", ".join(f"width {w}: {v:.2%}" for w, v in by_width.items()),
                    widest < narrow, value=widest / narrow))
+    res.notes.append(
+        f"Gradient growth: plain MLPs Dense → BN → ReLU, He normal init, float64, batch {BATCH} "
+        f"of N(0, I) inputs in training mode, seeds {seeds}; growth = exp(−slope) of ln‖dL/dW_l‖ "
+        "against l without the last two layers. Batch sizes 8/32/256 at depth 50."
+    )
+    dev = gt.groupby("width")["deviation"].mean()
+    res.notes.append(
+        "Mean signed deviation from √(π/(π−1)) per width: "
+        + ", ".join(f"{w}: {v:+.2%}" for w, v in dev.items())
+        + f" (the prediction is the infinite-width, infinite-batch limit; batch {BATCH} "
+        "here)."
+    )
+
+
+def stage_batch(d: Inputs, res: Result) -> None:
+    """Growth at batch sizes 8, 32 and 256: smaller batches explode faster."""
+    seeds, batch_width = d.seeds, d.batch_width
+    C = res.claims
     bt = pd.concat([growth_table([50], [batch_width], seeds, batch=b) for b in (8, 32, BATCH)])
     res.tables["batch"] = bt
     by_batch = bt.groupby("batch")["growth"].mean()
@@ -123,8 +141,13 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    ", ".join(f"batch {b}: {v:.3f}" for b, v in by_batch.items()),
                    bool(by_batch.loc[8] > by_batch.loc[32] > by_batch.loc[BATCH]),
                    value=float(by_batch.loc[8] / by_batch.loc[BATCH])))
+    res.figures["growth"] = _fig_growth(res.tables["growth"], bt)
 
-    # 2. Trainability at 100 layers: the cures, each measured.
+
+def stage_cures(d: Inputs, res: Result) -> None:
+    """100-layer nets trained: plain BN, with residual connections, with a smaller lr."""
+    ds, dname, steps, train_width = d.ds, d.dname, d.steps, d.train_width
+    C = res.claims
     cures = [("plain BN", BN, LR, steps), ("plain BN + residual", RES, LR, steps),
              ("plain BN, lr/10, 5x steps", BN, LR / 10, 5 * steps)]
     rows = []
@@ -150,25 +173,39 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                    "shrinks with lr",
                    f"train acc {slow:.2f} after {5 * steps} steps at lr {LR / 10:g}",
                    slow < FAILS, value=slow))
-
-    res.figures["growth"] = _fig_growth(gt, bt)
     res.figures["cures"] = _fig_cures(tt)
     res.notes.append(
-        f"Gradient growth: plain MLPs Dense → BN → ReLU, He normal init, float64, batch {BATCH} "
-        f"of N(0, I) inputs in training mode, seeds {seeds}; growth = exp(−slope) of ln‖dL/dW_l‖ "
-        "against l without the last two layers. Batch sizes 8/32/256 at depth 50. "
         f"Trainability: data {dname!r}, {TRAIN_DEPTH} weight layers of {train_width} (the "
         "residual net: a stem, 49 blocks of two layers, the output), population statistics "
         "for inference, SGD momentum 0.9, batch 64, training accuracy on the training set; "
         f"'trains' ≥ {TRAINS:.0%}, 'does not train' < {FAILS:.0%}."
     )
-    dev = gt.groupby("width")["deviation"].mean()
-    res.notes.append(
-        "Mean signed deviation from √(π/(π−1)) per width: "
-        + ", ".join(f"{w}: {v:+.2%}" for w, v in dev.items())
-        + f" (the prediction is the infinite-width, infinite-batch limit; batch {BATCH} "
-        "here)."
-    )
+
+
+STAGES: tuple[Callable[[Inputs, Result], None], ...] = (stage_growth, stage_batch, stage_cures)
+"""The experiment, in order: each stage measures, appends its claims, tables, notes, figure."""
+
+
+@register(
+    "yang2019",
+    "Yang et al. 2019: batch norm makes plain deep nets' gradients explode at init",
+    "Yang, Pennington, Rao, Sohl-Dickstein, Schoenholz (2019), A Mean Field Theory of Batch "
+    "Normalization, ICLR",
+    "per-layer gradient growth of plain ReLU + BN MLPs at init against sqrt(pi/(pi-1)) over "
+    "depths, widths and batch sizes; which cures let a 100-layer net train",
+)
+def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+    """Gradient growth at init against the mean-field prediction; cures at 100 layers."""
+    res = Result("yang2019", "Yang et al. 2019: a mean field theory of batch normalization")
+    ds, dname = load_data("yang2019", data, "digits", seed=0, standardize=True)
+    if quick:
+        inputs = Inputs([10, 50], [32, TIGHT_WIDTH], [0, 1, 2], batch_width=64, ds=ds,
+                        dname=dname, steps=300, train_width=32)
+    else:
+        inputs = Inputs([10, 25, 50, 100, 200], [32, 64, 128, 256, 512], [0, 1],
+                        batch_width=128, ds=ds, dname=dname, steps=300, train_width=32)
+    for stage in STAGES:
+        stage(inputs, res)
     return res
 
 
