@@ -8,7 +8,7 @@ import subprocess
 
 import pandas as pd
 import pytest
-from shared import cli
+from helpers.cli import cli
 
 TINY = """\
 name = "tiny"

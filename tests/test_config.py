@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from shared import ISSUE_EXAMPLE
+from helpers.cli import ISSUE_EXAMPLE
 
 from depthlab.experiments.config import (
     ConfigError,

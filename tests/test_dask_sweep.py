@@ -17,7 +17,7 @@ import time
 
 import psutil
 import pytest
-from shared import ENV, cli
+from helpers.cli import ENV, cli
 
 distributed = pytest.importorskip("distributed")
 

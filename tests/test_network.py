@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch  # a dev dependency: required, never skipped
-from gradcheck import fd_err, numeric_grad, rel_err
+from helpers.gradcheck import fd_err, numeric_grad, rel_err
 
 import depthlab as dl
 from depthlab.bridge.torch_bridge import to_torch

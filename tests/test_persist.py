@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from shared import cli
+from helpers.cli import cli
 
 import depthlab as dl
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from shared import cli
+from helpers.cli import cli
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from shared import cli
+from helpers.cli import cli
 
 CONFIG = """\
 name = "tiny"

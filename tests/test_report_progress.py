@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from shared import cli
+from helpers.cli import cli
 
 from depthlab.progress import Stages, StatusLines, make_progress, mode
 

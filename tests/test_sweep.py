@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from shared import ENV, ISSUE_EXAMPLE, cli
+from helpers.cli import ENV, ISSUE_EXAMPLE, cli
 
 from depthlab.experiments.config import ConfigError, read_toml, run_id
 from depthlab.experiments.sweep import expand

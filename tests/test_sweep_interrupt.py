@@ -17,7 +17,7 @@ import time
 
 import psutil
 import pytest
-from shared import ENV
+from helpers.cli import ENV
 
 # 16 points of a few tenths of a second each: the sweep is mid-grid when it is signalled
 CONFIG = """\

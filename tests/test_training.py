@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from gradcheck import fd_err, numeric_grad, rel_err
+from helpers.gradcheck import fd_err, numeric_grad, rel_err
 
 import depthlab as dl
 
