@@ -6,18 +6,19 @@ inputs, 10 classes) and the 784-100-100-100-10 ReLU MLP of Cockpit's CPU measure
 update. Four settings per model, each with its own model and optimizer: no Watch (baseline),
 ``Watch(every=10)`` and ``Watch(every=1)`` with Watch's defaults (no percentiles), and
 ``Watch(every=10, percentiles=PERCENTILES)`` (``pre_pK``/``act_pK``: a selection over every
-layer output on recorded steps). The settings are timed in blocks of ``steps``
-steps (a multiple of 10, so every block records the same share of steps), the blocks
-interleaved round after round so that a change of the shared machine's load hits all three
+layer output on recorded steps). The settings are timed in blocks of steps (100 for the MLP,
+20 for ResNet-18: multiples of 10, so every block records the same share of steps), the blocks
+interleaved round after round so that a change of the shared machine's load hits all settings
 alike; each round's overhead is ``time(setting) / time(baseline) - 1``. The table gives the
 median and the range over rounds, at one thread and at all cores on the CPU, and on CUDA when
-present (synchronised around each block).
+present (synchronised around each block). Beside the wall-clock overhead the table gives the
+overhead in the process's CPU time, which other processes on a shared machine do not inflate.
 
 Published references (Cockpit, Schneider et al. 2021, Fig. 8/9): 1.06x run time when tracking
 every 16 steps on a GPU CNN; 63x (``+6200%``) every step for its full configuration on a CPU
 MNIST MLP. Goals here: every 10 steps <= 5%, every step <= 50%.
 
-Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps 20]
+Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps N]
 [--only cpu1|cpu|cuda] [--cases mlp,resnet18]``.
 """
 
@@ -34,6 +35,7 @@ from torch import nn
 from depthlab.probes.stats import PERCENTILES
 from depthlab.torch import Watch, zoo
 
+STEPS = {"mlp": 100, "resnet18": 20}
 SETTINGS = (("baseline", None, ()), ("every 10", 10, ()), ("every step", 1, ()),
             ("every 10 + percentiles", 10, PERCENTILES))
 COCKPIT = {"every 10": "Cockpit: 1.06x every 16 steps (GPU CNN); goal <= 5%",
@@ -64,10 +66,12 @@ class Runner:
         self.watch = Watch(self.model, every=every, percentiles=percentiles) if every else None
         self.device = device
 
-    def run(self, steps: int) -> float:
+    def run(self, steps: int) -> tuple[float, float]:
+        """(wall seconds, CPU seconds of this process) for ``steps`` steps."""
         loss_fn = nn.functional.cross_entropy
         if self.device == "cuda":
             torch.cuda.synchronize()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.opt.zero_grad()
@@ -78,14 +82,15 @@ class Runner:
             self.opt.step()
         if self.device == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
-def measure(case: str, device: str, rounds: int, steps: int) -> dict[str, list[float]]:
+def measure(case: str, device: str, rounds: int, steps: int
+            ) -> dict[str, list[tuple[float, float]]]:
     runners = {label: Runner(case, device, every, pct) for label, every, pct in SETTINGS}
     for r in runners.values():  # warm-up: allocator, first-record discovery, caches
         r.run(10)
-    times: dict[str, list[float]] = {label: [] for label in runners}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in runners}
     for k in range(rounds):
         order = list(runners) if k % 2 == 0 else list(reversed(runners))
         for label in order:
@@ -96,24 +101,36 @@ def measure(case: str, device: str, rounds: int, steps: int) -> dict[str, list[f
     return times
 
 
-def report(case: str, where: str, times: dict[str, list[float]], steps: int) -> None:
+def _overhead(times, base, k: int) -> str:
+    over = [100.0 * (t[k] / b[k] - 1.0) for t, b in zip(times, base)]
+    return f"{statistics.median(over):+7.1f}% ({min(over):+.1f}% .. {max(over):+.1f}%)"
+
+
+def report(case: str, where: str, times: dict[str, list[tuple[float, float]]],
+           steps: int) -> None:
+    """Median and range over rounds of the overhead in wall time and, beside it, in the
+    process's CPU time (robust to other processes on a shared machine; at one thread it is
+    the work added, with several threads it also counts spinning workers)."""
     base = times["baseline"]
-    print(f"{case:9s} {where:14s} baseline {1e3 * statistics.median(base) / steps:8.2f} ms/step")
+    wall = statistics.median(t[0] for t in base)
+    cpu = statistics.median(t[1] for t in base)
+    print(f"{case:9s} {where:14s} baseline {1e3 * wall / steps:8.2f} ms/step wall, "
+          f"{1e3 * cpu / steps:8.2f} ms/step CPU")
     for label, _, _ in SETTINGS[1:]:
-        over = [100.0 * (t / b - 1.0) for t, b in zip(times[label], base)]
-        print(f"{'':9s} {'':14s} {label:22s} overhead median {statistics.median(over):+7.1f}% "
-              f"(range {min(over):+.1f}% .. {max(over):+.1f}%)   [{COCKPIT[label]}]")
+        print(f"{'':9s} {'':14s} {label:22s} wall {_overhead(times[label], base, 0)}  "
+              f"CPU {_overhead(times[label], base, 1)}   [{COCKPIT[label]}]")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=20, help="steps per block (multiple of 10)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="steps per block, a multiple of 10 (default: mlp 100, resnet18 20)")
     ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)
     ap.add_argument("--cases", default="mlp,resnet18")
     args = ap.parse_args()
-    if args.steps % 10:
-        ap.error("--steps must be a multiple of 10")
+    if args.steps is not None and (args.steps < 10 or args.steps % 10):
+        ap.error("--steps must be a positive multiple of 10")
     cores = os.cpu_count() or 1
     wheres = []
     if args.only in (None, "cpu1"):
@@ -122,12 +139,13 @@ def main() -> None:
         wheres.append(("cpu", cores, f"cpu, {cores} threads"))
     if args.only in (None, "cuda") and torch.cuda.is_available():
         wheres.append(("cuda", cores, f"cuda ({torch.cuda.get_device_name(0)[:20]})"))
-    print(f"torch {torch.__version__}; {args.rounds} interleaved rounds of {args.steps} steps; "
-          "overhead = time / baseline time - 1 per round")
+    print(f"torch {torch.__version__}; {args.rounds} interleaved rounds per setting; "
+          "overhead = time / baseline time - 1 per round: median (range)")
     for device, threads, where in wheres:
         torch.set_num_threads(threads)
         for case in args.cases.split(","):
-            report(case, where, measure(case, device, args.rounds, args.steps), args.steps)
+            steps = args.steps or STEPS[case]
+            report(case, where, measure(case, device, args.rounds, steps), steps)
 
 
 if __name__ == "__main__":
