@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 RUN_COLORS = _f.OKABE_ITO
+RUN_MARKERS = ("o", "s", "^", "D")
+"""Markers cycle after every ``len(RUN_COLORS)`` runs, so no two runs look alike."""
 HIST_MAX_LAYERS = 5
 """Histogram figures show at most this many layers: the first, the last and evenly spaced
 ones between (the figure says which and why)."""
@@ -187,13 +189,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
     has_end = any(not w.empty and w.index.max() != w.index.min() for w in wides.values())
     ncols = 2 if has_end else 1
-    legend_w = 2.4
+    longest = max((len(k) for k in wides), default=10)
+    legend_w = float(np.clip(0.6 + 0.065 * max(longest, 24), 2.0, 4.2))
     fig, axes = _f._new_figure(5.0 * ncols + legend_w, 3.9, ncols=ncols, sharey=True,
                                right=legend_w + 0.1, top=0.7)
     all_vals: list[float] = []
     all_layers: set[int] = set()
     for i, (label, wide) in enumerate(wides.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
+        marker = RUN_MARKERS[(i // len(RUN_COLORS)) % len(RUN_MARKERS)]
         if wide.empty:
             continue
         first, last = wide.index.min(), wide.index.max()
@@ -204,7 +208,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 continue
             x = row.index.to_numpy()
             all_layers.update(int(v) for v in x)
-            ax.plot(x, row.to_numpy(float), "o-", color=color, linewidth=1.8, markersize=4,
+            ax.plot(x, row.to_numpy(float), marker + "-", color=color, linewidth=1.8,
+                    markersize=4,
                     label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1 else label)
             all_vals.extend(row.to_numpy(float))
         th = theories.get(label)
@@ -243,10 +248,18 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
     handles, labels = [], []
-    for ax in axes[:1]:
-        h, lab = ax.get_legend_handles_labels()
-        handles += h
-        labels += lab
+    theory_shown = False
+    for h, lab in zip(*axes[0].get_legend_handles_labels()):
+        if lab.endswith(": theory"):
+            theory_shown = True
+        else:
+            handles.append(h)
+            labels.append(lab)
+    if theory_shown:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], linestyle="--", color="#777777"))
+        labels.append("dashed: theory (run's colour)")
     if handles:
         fig.legend(handles, labels, loc="upper left", fontsize=8, frameon=False,
                    bbox_to_anchor=(1 - (legend_w + 0.05) / fig.get_figwidth(), 0.88))

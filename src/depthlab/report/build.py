@@ -220,7 +220,7 @@ def _labels(runs: pd.DataFrame) -> dict[str, str]:
 FIG_GRAD_OVERLAY = "Gradient std per layer, all runs"
 FIG_ACT_OVERLAY = "Activation std per layer, all runs"
 SECTION_FLOW = "Gradient flow"
-MAX_OVERLAY_RUNS = 8
+MAX_OVERLAY_RUNS = 16
 
 
 def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
@@ -231,6 +231,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     ranked = _rank(group.runs)
     ranked = ranked[ranked["status"] != "failed"].head(MAX_OVERLAY_RUNS)
     labels = _labels(group.runs)
+    keys = varying_keys(group.runs)
+    if keys and max(len(v) for v in labels.values()) > 24:  # long names: the varying values
+        labels = {str(r["id"]): ", ".join(f"{k.rsplit('.', 1)[-1]}={_plot_value(r['cfg:' + k])}"
+                                          for k in keys) for _, r in group.runs.iterrows()}
     tables = {}
     for _, r in ranked.iterrows():
         probes = _clean_probes(_get(store.probes(str(r["id"]))))
@@ -280,6 +284,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
+
+
+def _plot_value(v: Any) -> str:
+    return H.fmt(list(v) if isinstance(v, tuple) else v)
 
 
 def _describe_ratio(ratio: float) -> str:
