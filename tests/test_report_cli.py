@@ -79,3 +79,27 @@ def test_runs_offers_only_kinds_that_are_stored(tmp_path, config):
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = cli("runs", out, "--kind", "run", "--json")
     assert [row["kind"] for row in json.loads(r.stdout)] == ["run"]
+
+
+def test_reproduce_json_is_pure_with_labelled_stages(tmp_path, monkeypatch, capsys):
+    """In process, with a tiny registered experiment: stdout is one JSON document; the stage
+    line, the wrapped claims table and the file paths go to stderr."""
+    from depthlab.cli import main
+    from depthlab.reproduce.base import REGISTRY, Claim, Experiment, Result
+
+    long = "a measured value described at such length that a terminal must wrap it " * 2
+
+    def fake(quick=False, data=None, progress=False):
+        return Result("tiny", "A tiny experiment",
+                      claims=[Claim("holds", "1", long, True, value=1.0)])
+
+    monkeypatch.setitem(REGISTRY, "tiny", Experiment("tiny", "A tiny experiment",
+                                                     "Nobody 2026", fake))
+    assert main(["reproduce", "tiny", "--out", str(tmp_path / "r"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    payload = json.loads(out)
+    assert payload[0]["experiment"] == "tiny" and payload[0]["all_hold"] is True
+    assert payload[0]["claims"][0]["measured"] == long
+    assert "stage 1/1: tiny — A tiny experiment" in err
+    assert "…" not in err and "wrap it" in err  # wrapped, never cut
+    assert (tmp_path / "r" / "report.html").exists()

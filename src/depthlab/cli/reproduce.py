@@ -46,7 +46,15 @@ def run(args: argparse.Namespace) -> int:
     echo = say(args)
     results = []
     failed = 0
+    titles = {e.name: e.title for e in exps}
+    stages = None
+    if not args.quiet:
+        from ..progress import Stages
+
+        stages = Stages(len(chosen))  # on stderr: "stage 2/8: NAME — TITLE (overall ~ left)"
     for name in chosen:
+        if stages is not None:
+            stages.start(f"{name} — {titles[name]}" + (" (quick)" if args.quick else ""))
         if args.out is None:
             out = Path("reproduce-out") / name
         else:
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         except ExperimentDataError as exc:
             raise UserError(str(exc)) from exc
         failed += sum(not c.holds for c in result.claims)
+        if stages is not None:
+            stages.finish()
         results.append({"experiment": name, "quick": bool(args.quick),
                         "seconds": result.seconds,
                         "all_hold": all(c.holds for c in result.claims),
