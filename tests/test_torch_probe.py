@@ -160,9 +160,9 @@ def reference(model, x, y, loss_fn, layers, followers, blocks=(), sup=None, feat
             kind = type(mods[chain[-1]])
             d = np.concatenate([np.abs(v).ravel() for v in ds])
             sv = np.concatenate([v.ravel() for v in ss])
-            if kind in (nn.Tanh, nn.Sigmoid):
+            if kind in BOUNDED:
                 expected[(li, "saturated_frac")] = np.mean(d < 0.05 * sup[kind])
-            if kind in (nn.ReLU, nn.GELU, nn.ELU):
+            if kind in RELU_FAMILY:
                 expected[(li, "inactive_frac")] = np.mean(sv <= 0)
             alive = None
             for v in ds:
@@ -194,6 +194,10 @@ def compare(df: pd.DataFrame, expected: dict, layers, blocks=(), rtol=1e-9, atol
 
 
 TANH_SUP = {nn.Tanh: 1.0, nn.Sigmoid: 0.25, nn.ReLU: 1.0}
+# as depthlab.probes.stats: saturation for bounded activations, inactivity for the ReLU family
+BOUNDED = (nn.Tanh, nn.Sigmoid, nn.Softsign, nn.Hardtanh, nn.ReLU6, nn.Hardsigmoid)
+RELU_FAMILY = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+               nn.ReLU6, nn.Hardswish)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,3 +495,79 @@ def test_compiled_model_refused(monkeypatch):
         dlt.probe(OptimizedModule(model), x, y, nn.CrossEntropyLoss())
     with pytest.raises(TypeError, match="_orig_mod"):
         dlt.Watch(OptimizedModule(model))
+
+
+def test_activation_derivatives_match_autograd():
+    s = torch.linspace(-6, 6, 2001, dtype=torch.float64)
+    for cls in dlt.ACTIVATIONS:
+        module = cls()
+        spec = dlt.activation_spec(module)
+        want = _derivative(module, s)
+        np.testing.assert_allclose(_np(spec.derivative(s)), want, atol=1e-12, err_msg=cls.__name__)
+        np.testing.assert_allclose(_np(spec.function(s)), _np(module(s.clone())), atol=1e-12)
+        assert np.abs(want).max() <= spec.max_derivative * (1 + 1e-6), cls.__name__
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=5, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, q, k, v):
+        return self.head(self.attn(q, k, v)[0].mean(1))
+
+
+class _GRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.gru(x)[0][:, -1])
+
+
+def _more_models():
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    return [
+        (nn.Sequential(nn.Conv1d(2, 4, 3), nn.GroupNorm(2, 4), nn.SiLU(), nn.Flatten(),
+                       nn.Linear(24, 3)), r(5, 2, 8), ["0", "4"], {"0": ("1", "2")}, {"0": 1}),
+        (nn.Sequential(nn.ConvTranspose2d(2, 3, 2, stride=2), nn.ELU(), nn.Conv2d(3, 3, 3),
+                       nn.Sigmoid(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3)),
+         r(4, 2, 4, 4), ["0", "2", "6"], {"0": ("1",), "2": ("3",)}, {"0": 1, "2": 1}),
+        (nn.Sequential(nn.Embedding(10, 6), nn.LayerNorm(6), nn.Mish(), nn.Flatten(),
+                       nn.Linear(30, 3)), torch.randint(0, 10, (4, 5), generator=g),
+         ["0", "4"], {"0": ("1", "2")}, {}),
+        (_Attention(), (r(3, 4, 8), r(3, 5, 6), r(3, 5, 5)), ["attn", "attn.out_proj", "head"],
+         {}, {}),
+        (_GRU(), r(3, 5, 4), ["gru", "head"], {}, {}),
+    ]
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_more_layer_kinds_against_autograd(case):
+    torch.manual_seed(case)
+    model, x, layers, followers, axis = _more_models()[case]
+    model = model.double()
+    y = torch.randint(0, 3, (x[0] if isinstance(x, tuple) else x).shape[:1])
+    sup = {nn.Sigmoid: 0.25, nn.ELU: 1.0, nn.SiLU: 1.0998, nn.Mish: 1.0886}
+    df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    call = (lambda m, x: m(*x)) if isinstance(x, tuple) else (lambda m, x: m(x))
+
+    class Wrap(nn.Module):  # the reference calls model(x)
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return call(self.m, x)
+
+    exp = reference(Wrap(model), x, y, nn.CrossEntropyLoss(), [f"m.{n}" for n in layers],
+                    {f"m.{k}": tuple(f"m.{f}" for f in v) for k, v in followers.items()},
+                    sup=sup, feature_axis={f"m.{k}": v for k, v in axis.items()})
+    compare(df, exp, layers, atol=1e-12)

@@ -213,7 +213,8 @@ def _hardsigmoid(m):
 def _hardswish(m):
     def d(s):
         mid = (2 * s + 3) / 6
-        return torch.where(s < -3, torch.zeros_like(s), torch.where(s > 3, torch.ones_like(s), mid))
+        return torch.where(s <= -3, torch.zeros_like(s),
+                           torch.where(s >= 3, torch.ones_like(s), mid))  # torch's convention
     return ActivationSpec("hardswish", d, torch.nn.functional.hardswish, 1.5, True, False)
 
 
