@@ -206,16 +206,18 @@ def test_doctor_command(tmp_path):
 def test_demo_quick(tmp_path):
     res = cli("demo", "--out", tmp_path / "d", "--epochs", "1", "--no-report", "--jobs", "2")
     assert res.returncode == 0, res.stderr
-    for recipe in ("sigmoid+normal", "tanh+glorot_uniform", "relu+he_normal",
-                   "relu+he_normal+batchnorm"):
+    for recipe in ("sigmoid + glorot", "tanh + glorot", "relu + he",
+                   "sigmoid + glorot + batchnorm"):  # the recipes of examples/demo.toml
         assert recipe in res.stdout
     runs = json.loads(cli("runs", tmp_path / "d", "--json").stdout)
     assert len(runs) == 4 and {r["sweep"] for r in runs} == {"demo"}
-    assert all(r["config"]["model"]["depth"] == 10 for r in runs)
+    assert all(r["config"]["model"]["depth"] == 20 for r in runs)
     assert all(r["status"] == "finished" for r in runs)
-    # the gradient ratio column: sigmoid + N(0, 1) loses gradient on the way down
-    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("sigmoid+normal"))
-    assert 0 < float(line.split()[-1]) < 1
+    # the gradient ratio at init, one line each: the naive sigmoid's vanishes, the cures flow
+    ratios = {ln.split("  ratio")[0].strip(): float(ln.split("ratio")[1].split()[0])
+              for ln in res.stdout.splitlines() if "  ratio " in ln}
+    assert ratios["sigmoid + glorot"] < 1e-6
+    assert all(0.1 < r < 10 for name, r in ratios.items() if name != "sigmoid + glorot")
 
 
 def test_module_help():
