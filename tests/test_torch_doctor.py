@@ -144,8 +144,11 @@ def test_instance_is_deep_copied_and_left_unchanged(digits):
     model = sigmoid_cnn(depth=6)()
     model.eval()
     before = copy.deepcopy(model.state_dict())
+    torch.manual_seed(123)
+    rng_before = torch.get_rng_state()
     a = dlt.doctor(model, (images(x), y), steps=20, batch_size=32, max_cures=1,
                    probe_every=10)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream
     assert not model.training and all(not m.training for m in model.modules())
     after = model.state_dict()
     assert before.keys() == after.keys()

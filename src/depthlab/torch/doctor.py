@@ -457,45 +457,47 @@ def doctor(
                         f"{type(loss_fn).__name__}")
     spec = _spec(optimizer, steps, batch_size, seed, probe_every)
     fresh = _factory(make_model_or_model)
-    t0 = time.perf_counter()
-    model = fresh(seed)
-    device, dtype = model_device_dtype(model)
-    d = tensor_data(data, device, dtype, seed)
-    _check_runs(model, d, loss_fn)
-    settings = _settings(spec, loss_fn, device)
-    base = _run(model, d, loss_fn, spec, settings, percentiles=True)
-    diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
-                          probes=base.result.probes, config=base.ctx.config, settings=settings,
-                          bn_drift=base.ctx.bn_drift)
-    xs = d.x[:LSUV_EXAMPLES]
-    runs: dict[str, _Run] = {}
-    for f in diagnosis.findings:
-        cures = _cures(f, base, spec, fresh, seed, xs)
-        if cures:
-            f.prescription, f.prescription_text = cures[0]
-        else:
-            f.prescription, f.prescription_text = {}, (
-                f.prescription_text + " (no module transform applies to this model)")
-        if not verify:
-            continue
-        tried: list[tuple[Verification, str]] = []
-        for changes, text in cures[:max_cures]:
-            key = json.dumps(changes, sort_keys=True, default=str)
-            if key not in runs:
-                runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
-            run = runs[key]
-            tried.append((_verification(f, changes, base, run), text))
-        tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
-        diagnosis.verifications.extend(v for v, _ in tried)
-        if tried and tried[0][0].helped:
-            f.prescription, f.prescription_text = dict(tried[0][0].prescription), tried[0][1]
-    if verify and diagnosis.verifications:
-        best = {}  # each finding ranked by its best cure, as the NumPy doctor ranks
-        for v in diagnosis.verifications:
-            best.setdefault(v.kind, v)
-        diagnosis.findings = rank_findings(diagnosis.findings, list(best.values()))
-        order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
-        diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's random streams left as found
+        t0 = time.perf_counter()
+        model = fresh(seed)
+        device, dtype = model_device_dtype(model)
+        d = tensor_data(data, device, dtype, seed)
+        _check_runs(model, d, loss_fn)
+        settings = _settings(spec, loss_fn, device)
+        base = _run(model, d, loss_fn, spec, settings, percentiles=True)
+        diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
+                              probes=base.result.probes, config=base.ctx.config, settings=settings,
+                              bn_drift=base.ctx.bn_drift)
+        xs = d.x[:LSUV_EXAMPLES]
+        runs: dict[str, _Run] = {}
+        for f in diagnosis.findings:
+            cures = _cures(f, base, spec, fresh, seed, xs)
+            if cures:
+                f.prescription, f.prescription_text = cures[0]
+            else:
+                f.prescription, f.prescription_text = {}, (
+                    f.prescription_text + " (no module transform applies to this model)")
+            if not verify:
+                continue
+            tried: list[tuple[Verification, str]] = []
+            for changes, text in cures[:max_cures]:
+                key = json.dumps(changes, sort_keys=True, default=str)
+                if key not in runs:
+                    runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
+                run = runs[key]
+                tried.append((_verification(f, changes, base, run), text))
+            tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
+            diagnosis.verifications.extend(v for v, _ in tried)
+            if tried and tried[0][0].helped:
+                f.prescription, f.prescription_text = dict(tried[0][0].prescription), tried[0][1]
+        if verify and diagnosis.verifications:
+            best = {}  # each finding ranked by its best cure, as the NumPy doctor ranks
+            for v in diagnosis.verifications:
+                best.setdefault(v.kind, v)
+            diagnosis.findings = rank_findings(diagnosis.findings, list(best.values()))
+            order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
+            diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
     if out is not None:
         _store(diagnosis, base, out, name, time.perf_counter() - t0, verify)
     return diagnosis
