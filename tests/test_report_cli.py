@@ -103,3 +103,21 @@ def test_reproduce_json_is_pure_with_labelled_stages(tmp_path, monkeypatch, caps
     assert "stage 1/1: tiny — A tiny experiment" in err
     assert "…" not in err and "wrap it" in err  # wrapped, never cut
     assert (tmp_path / "r" / "report.html").exists()
+
+
+def test_demo_config_errors_name_the_recipe(tmp_path, capsys):
+    from depthlab.cli import main
+    from depthlab.demo import demo_recipes, describe_ratio, packaged_example
+
+    recipes = demo_recipes()
+    assert [r.name for r in recipes][0] == "sigmoid + glorot" and all(r.meaning for r in recipes)
+    assert all(len(r.point.config["model"]["sizes"]) == 22 for r in recipes)  # 20 hidden
+    bad = tmp_path / "bad.toml"
+    bad.write_text(packaged_example("demo.toml").read_text().replace(
+        'model = { activation = "relu", init = "he_normal" }',
+        'model = { activation = "rleu", init = "he_normal" }'))
+    assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "relu + he" in err and "rleu" in err
+    assert describe_ratio(1e-12).startswith("vanishing") and describe_ratio(0.5).startswith(
+        "flows") and describe_ratio(50).startswith("growing")
