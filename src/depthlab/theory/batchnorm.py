@@ -25,9 +25,19 @@ negligible share of the gradient. BN + ``f`` maps the correlation ``c`` of two e
 a white batch shrink by ``K'(0) = gamma^2 E[f'(s)]^2 / Var f(s)`` per layer (Price's theorem);
 ``K'(0) <= 1`` with equality exactly for affine ``f``. Hence:
 
-* non-affine ``f`` (``K'(0) < 1``): the prediction holds once the depth exceeds a few
-  ``whitening_depth = -1 / ln K'(0)`` layers or the input batch is already well spread (relu
-  3.2 layers, tanh 14, sigmoid 63);
+* it also needs the examples' norms to stay equal: an example whose BN'ed pre-activations
+  have variance ``nu`` (over units) has ``D(nu) = E[(f(beta + gamma sqrt(nu) z) - mu)^2] /
+  Var f`` in the next layer (``mu = E f(s)``), so a spread of norms grows by
+  ``D'(1) = gamma E[(f(s) - mu) f'(s) z] / Var f(s)`` per layer (``norm_mode``). ``D'(1) <= 1``:
+  tanh 0.46, sigmoid 0.72, selu 0.78, elu 0.86, relu and leaky relu exactly 1 (positively
+  homogeneous); ``D'(1) > 1``: gelu 1.062, swish 1.101, mish 1.001 -- the norms break apart
+  with depth, the BN'ed pre-activations stop being Gaussian over the batch and the formula
+  fails (swish measured 1.16-1.17 per layer against the Gaussian 1.10, gelu 1.16-1.17 against
+  1.148, growing with depth; mish, barely unstable, stays within 0.6% at depth 50), so these
+  return ``covered = False``;
+* non-affine ``f`` (``K'(0) < 1``) with ``D'(1) <= 1``: the prediction holds once the depth
+  exceeds a few ``whitening_depth = -1 / ln K'(0)`` layers or the input batch is already well
+  spread (relu 3.2 layers, tanh 14, sigmoid 63);
 * affine ``f`` (identity): the batch is never whitened; the factor depends on the data's batch
   covariance (1 for a full-rank white batch, measured ~1.02 per layer for 300 examples of rank
   32), so no number is returned (``covered = False``);
@@ -55,6 +65,7 @@ NOT_ELEMENTWISE = frozenset({"softmax"})
 """Registered activations that act on a whole row: no per-unit Gaussian argument applies."""
 
 _AFFINE_TOL = 1e-9
+_NORM_TOL = 1e-9  # relu's D'(1) is exactly 1 (quadrature error ~1e-15)
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ class BNGradientFactor:
 
     ``growth_sq = gamma^2 E[f'(s)^2] / Var f(s)`` (squared gradient, one layer towards the input),
     ``growth = sqrt(growth_sq)`` (gradient norm or std); ``whitening = K'(0)`` and
-    ``whitening_depth = -1 / ln K'(0)``; moments of ``f(s)``, ``s ~ N(beta, gamma^2)``.
+    ``whitening_depth = -1 / ln K'(0)``; ``norm_mode = D'(1)`` (growth of a spread of the
+    examples' norms); moments of ``f(s)``, ``s ~ N(beta, gamma^2)``.
     ``covered`` is False, and ``growth``/``growth_sq`` NaN, where the argument does not hold;
     ``note`` says why (or what the numbers assume).
     """
@@ -80,6 +92,7 @@ class BNGradientFactor:
     growth: float
     whitening: float
     whitening_depth: float
+    norm_mode: float
     covered: bool
     note: str
 
@@ -105,14 +118,29 @@ def _shifted_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
     return mean + sd * z, w / w.sum()
 
 
+def _rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
+    if mean == 0.0 or var == 0.0:
+        s, w = normal_rule(var)
+        return s + mean, w
+    return _shifted_rule(var, mean)
+
+
+def norm_mode(fn: ScalarActivation, gamma: float, beta: float) -> float:
+    """``D'(1) = gamma E[(f(s) - mu) f'(s) z] / Var f(s)``, ``s = beta + gamma z``,
+    ``mu = E f(s)`` (module docstring); NaN when ``Var f(s) = 0``."""
+    s, w = _rule(gamma * gamma, beta)
+    z = (s - beta) / gamma
+    a = np.asarray(fn.f(s), dtype=np.float64)
+    d = np.asarray(fn.df(s), dtype=np.float64)
+    mu = float(w @ a)
+    var = float(w @ (a * a)) - mu * mu
+    return float(gamma * (w @ ((a - mu) * d * z)) / var) if var > 0 else math.nan
+
+
 def bn_moments(fn: ScalarActivation, var: float, mean: float) -> tuple[float, float, float, float]:
     """``E[f(s)]``, ``E[f(s)^2]``, ``E[f'(s)^2]``, ``E[f'(s)]`` for ``s ~ N(mean, var)`` by
     Gaussian quadrature (:func:`~depthlab.theory.gaussian.normal_rule` when ``mean = 0``)."""
-    if mean == 0.0 or var == 0.0:
-        s, w = normal_rule(var)
-        s = s + mean
-    else:
-        s, w = _shifted_rule(var, mean)
+    s, w = _rule(var, mean)
     a = np.asarray(fn.f(s), dtype=np.float64)
     d = np.asarray(fn.df(s), dtype=np.float64)
     return float(w @ a), float(w @ (a * a)), float(w @ (d * d)), float(w @ d)
@@ -134,8 +162,9 @@ def bn_gradient_factor(activation: Any, gamma: float = 1.0, beta: float = 0.0,
     ``lambda^2 = gamma^2 E[f'(s)^2] / Var f(s)``, ``s ~ N(beta, gamma^2)`` (BN's output scale
     ``gamma`` and shift ``beta``, 1 and 0 at initialization), by Gaussian quadrature. ReLU:
     ``pi / (pi - 1)`` exactly. ``kw`` go to the activation. Affine activations, activations
-    constant on the Gaussian and non-elementwise ones return ``covered=False`` with NaN growth
-    (the module docstring explains why).
+    whose examples' norms drift apart (``norm_mode = D'(1) > 1``: gelu, swish, mish),
+    activations constant on the Gaussian and non-elementwise ones return ``covered=False``
+    with NaN growth (the module docstring explains why).
     """
     gamma = _check("gamma", gamma)
     beta = _check("beta", beta)
@@ -145,8 +174,8 @@ def bn_gradient_factor(activation: Any, gamma: float = 1.0, beta: float = 0.0,
     if name is not None and name.lower() in NOT_ELEMENTWISE:
         nan = math.nan
         return BNGradientFactor(name, gamma, beta, nan, nan, nan, nan, nan, nan, nan, nan, nan,
-                                False, f"no prediction: {name} is not elementwise (the argument "
-                                       "treats each unit's pre-activation as a scalar Gaussian)")
+                                nan, False, f"no prediction: {name} is not elementwise (the "
+                                "argument treats each unit's pre-activation as a Gaussian)")
     fn = resolve_activation(activation, **kw)
     mean, sq, dsq, dmean = bn_moments(fn, gamma * gamma, beta)
     var = max(sq - mean * mean, 0.0)
@@ -154,22 +183,29 @@ def bn_gradient_factor(activation: Any, gamma: float = 1.0, beta: float = 0.0,
         raise ValueError(f"moments of {fn.name} on N({beta:g}, {gamma * gamma:g}) are not finite")
     if var <= 1e-14 * max(sq, 1e-300):
         return BNGradientFactor(fn.name, gamma, beta, mean, var, sq, dsq, dmean, math.nan,
-                                math.nan, math.nan, math.nan, False,
+                                math.nan, math.nan, math.nan, math.nan, False,
                                 f"no prediction: {fn.name} is constant on N({beta:g}, "
                                 f"{gamma * gamma:g}), so the next batch norm divides by ~0")
     growth_sq = gamma * gamma * dsq / var
     whitening = gamma * gamma * dmean * dmean / var
+    mode = norm_mode(fn, gamma, beta)
     if whitening >= 1.0 - _AFFINE_TOL:
         return BNGradientFactor(fn.name, gamma, beta, mean, var, sq, dsq, dmean, math.nan,
-                                math.nan, whitening, math.inf, False,
+                                math.nan, whitening, math.inf, mode, False,
                                 f"no prediction: {fn.name} is affine (K'(0) = 1), so batch norm "
                                 "never whitens the batch and the per-layer factor depends on the "
                                 "data's batch covariance (1 only for a white full-rank batch)")
     wdepth = -1.0 / math.log(whitening) if whitening > 0 else 0.0
+    if mode > 1.0 + _NORM_TOL:
+        return BNGradientFactor(fn.name, gamma, beta, mean, var, sq, dsq, dmean, math.nan,
+                                math.nan, whitening, wdepth, mode, False,
+                                f"no prediction: with {fn.name} the examples' norms drift apart "
+                                f"(x{mode:.4g} per layer, D'(1) > 1), so batch-normalized "
+                                "pre-activations stop being Gaussian over the batch")
     note = (f"large-width, large-batch limit; holds beyond ~{wdepth:.3g} layers of whitening "
-            f"(K'(0) = {whitening:.4g})")
+            f"(K'(0) = {whitening:.4g}, D'(1) = {mode:.4g})")
     return BNGradientFactor(fn.name, gamma, beta, mean, var, sq, dsq, dmean, growth_sq,
-                            math.sqrt(growth_sq), whitening, wdepth, True, note)
+                            math.sqrt(growth_sq), whitening, wdepth, mode, True, note)
 
 
 COLUMNS = ("layer", "fan_in", "fan_out", "weight_var", "dense_var", "pre_var", "act_mean",
