@@ -382,14 +382,16 @@ def test_cli_shapes_inputs_for_the_model():
     ("{dir}/models.py:nope", "has no 'nope'"),
     ("{dir}/models.py:not_a_function", "not a function"),
     ("{dir}/broken.py:make_model", "importing"),
+    ("", "--data, --lr only apply with --torch"),
 ])
 def test_cli_bad_factory_is_one_line_exit_2(tmp_path, capsys, spec, fragment):
     from depthlab.cli import main
 
     (tmp_path / "models.py").write_text(FACTORY)
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
-    code = main(["doctor", "--torch", spec.format(dir=tmp_path), "--data", "digits",
-                 "--out", str(tmp_path / "out")])
+    args = ["--torch", spec.format(dir=tmp_path), "--data", "digits"] if spec else \
+        [str(tmp_path / "c.toml"), "--data", "digits", "--lr", "0.1"]
+    code = main(["doctor", *args, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
     lines = err.strip().splitlines()

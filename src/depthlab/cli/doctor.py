@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return torch_doctor.run(args)
     if args.config is None:
         raise UserError("doctor needs a CONFIG file or --torch FILE.py:FUNCTION --data NAME")
+    torch_doctor.refuse_without_torch(args)
     cfg = load_config(args.config)
     cfg.pop("sweep", None)
     if args.steps is not None and args.steps < 1:

@@ -32,16 +32,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="data set for --torch: a built-in name (`depthlab datasets`) or a file")
     g.add_argument("--n", type=int, default=None, metavar="N",
                    help="use N examples of the data set (default: all)")
-    g.add_argument("--optimizer", default="sgd", metavar="NAME",
+    g.add_argument("--optimizer", default=None, metavar="NAME",
                    help="optimizer for --torch (sgd, adam, adamw, nadam, rmsprop, adagrad, "
                         "adadelta; default sgd)")
-    g.add_argument("--lr", type=float, default=0.1, help="learning rate for --torch "
-                                                         "(default 0.1)")
-    g.add_argument("--batch-size", type=int, default=64, metavar="B",
+    g.add_argument("--lr", type=float, default=None, help="learning rate for --torch "
+                                                          "(default 0.1)")
+    g.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="mini-batch size for --torch (default 64)")
-    g.add_argument("--seed", type=int, default=0, help="seed for --torch (default 0)")
-    g.add_argument("--max-cures", type=int, default=3, metavar="K",
+    g.add_argument("--seed", type=int, default=None, help="seed for --torch (default 0)")
+    g.add_argument("--max-cures", type=int, default=None, metavar="K",
                    help="cures verified per finding with --verify (default 3)")
+
+
+TORCH_ONLY = ("data", "n", "optimizer", "lr", "batch_size", "seed", "max_cures")
+DEFAULTS = {"optimizer": "sgd", "lr": 0.1, "batch_size": 64, "seed": 0, "max_cures": 3}
+
+
+def refuse_without_torch(args: argparse.Namespace) -> None:
+    """A UserError when options of ``--torch`` are given without it (a CONFIG sets those)."""
+    given = [k for k in TORCH_ONLY if getattr(args, k, None) is not None]
+    if given:
+        opts = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UserError(f"{opts} only apply with --torch FILE.py:FUNCTION; a CONFIG sets its "
+                        "data and training in the file")
 
 
 def load_factory(spec: str) -> Callable[[], Any]:
@@ -111,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config is not None:
         raise UserError("give either a CONFIG or --torch FILE.py:FUNCTION, not both")
+    for k, v in DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
     if not args.data:
         raise UserError("--torch needs --data NAME_OR_PATH (a built-in data set or a file)")
     for label, v, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
