@@ -166,3 +166,20 @@ def test_trainer_takes_the_train_section_by_name_with_its_defaults():
         assert f.name in sig, f.name
         if f.default is not dataclasses.MISSING and f.name != "epochs":
             assert sig[f.name].default == f.default, f.name
+
+
+def test_to_toml_runs_unchanged(tmp_path):
+    from helpers.cli import cli
+
+    spec = RunSpec(data=DataSpec(name="spirals", n=200), name="from a spec",
+                   model=ModelSpec(sizes=["auto", 8, 8, "auto"], activation="tanh"),
+                   train=TrainSpec(max_steps=3, optimizer_kwargs={"momentum": 0.5}),
+                   probes=ProbeSpec(every=0))
+    path = tmp_path / "run.toml"
+    path.write_text(spec.to_toml())
+    res = cli("run", path, "--out", tmp_path / "out")
+    assert res.returncode == 0, res.stderr
+    from depthlab.experiments import Store
+
+    runs = Store(tmp_path / "out" / "depthlab.db").runs()
+    assert list(runs["status"]) == ["finished"] and list(runs["name"]) == ["from a spec"]

@@ -35,6 +35,8 @@ class ConfigError(ValueError):
 
 def fmt(value: Any) -> str:
     """A value as it is written in a TOML file (strings quoted, booleans lower case)."""
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
