@@ -177,6 +177,13 @@ def test_zoo_models_with_integer_and_sequence_inputs():
 
 # -- bad inputs --------------------------------------------------------------------------------
 
+def test_data_that_cannot_fit_is_refused_before_copying(digits, monkeypatch):
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "10K")
+    x, y = digits
+    with pytest.raises(ValueError, match="nothing was allocated"):
+        dlt.doctor(relu_mlp(), (x, y), steps=2, verify=False)
+
+
 @pytest.mark.parametrize("kwargs, err, fragment", [
     ({"make": 42}, TypeError, "torch.nn.Module"),
     ({"make": lambda: "not a model"}, TypeError, "must return a torch.nn.Module, got str"),

@@ -163,8 +163,13 @@ def model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtyp
 
 
 def check_fits(nbytes: int, device: torch.device) -> None:
-    """Refuse (ValueError) to copy ``nbytes`` onto a CUDA device that has less free memory."""
-    if device.type == "cuda":
+    """Refuse (ValueError) to copy ``nbytes`` onto a device that has less free memory (CUDA:
+    ``torch.cuda.mem_get_info``; CPU: :func:`depthlab.memory.check_fits`)."""
+    if device.type == "cpu":
+        from ..memory import check_fits as check_host
+
+        check_host(nbytes, "the training data as tensors")
+    elif device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if nbytes > free:
             raise ValueError(f"the data need {nbytes / 2**30:.2f} GiB on {device}, which has "
