@@ -186,9 +186,10 @@ def scalar_loss(loss_fn: Callable, out: Any, y: torch.Tensor) -> torch.Tensor:
     return loss.reshape(())
 
 
-def is_classification(out: torch.Tensor, y: torch.Tensor) -> bool:
+def is_classification(out: Any, y: Any) -> bool:
     """Integer labels and one output column per class."""
-    return (not y.is_floating_point() and y.dim() == 1 and out.dim() == 2
+    return (isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor)
+            and not y.is_floating_point() and y.dim() == 1 and out.dim() == 2
             and out.shape[0] == y.shape[0] and out.shape[1] > 1)
 
 
