@@ -123,7 +123,7 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
         except (ValueError, TypeError, OverflowError) as exc:
             return None, f"no theory curve: {exc}"
         if not pred.covered:
-            return None, f"no theory curve: {pred.note}"
+            return None, f"no theory curve: {pred.note.removeprefix('no prediction: ')}"
         return pred.frame, (f"theory: depthlab.theory.predict_gradients ({pred.architecture}: "
                             f"{pred.note})")
     from .theory import propagate

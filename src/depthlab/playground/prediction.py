@@ -29,7 +29,8 @@ def theory_profile(config: dict[str, Any]) -> dict[str, Any]:
     except (ValueError, TypeError, OverflowError) as e:
         return {"relative_std": None, "note": f"no theory line: {e}"}
     if not pred.covered:
-        return {"relative_std": None, "note": f"no theory line: {pred.note}"}
+        why = pred.note.removeprefix("no prediction: ")
+        return {"relative_std": None, "note": f"no theory line: {why}"}
     rel = [None if v is None else float(f"{v:.5g}") for v in pred.relative_std]
     what = {"plain": "", "batchnorm": ", batch norm", "residual": ", residual blocks",
             "residual+batchnorm": ", residual blocks with batch norm"}[pred.architecture]
