@@ -334,3 +334,14 @@ def test_report_shows_a_real_verified_diagnosis(tmp_path):
     assert "Baseline run: 60 steps of sgd" in section
     verdicts = section.count(": helped") + section.count(": did NOT help")
     assert verdicts == len(diagnosis.findings)
+
+
+def test_standalone_runs_get_an_overview_first(tmp_path):
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("solo1", depth=2, sweep=None))
+        store.add_run(synthetic_record("solo2", depth=4, sweep=None))
+    text = write_report(tmp_path).read_text()
+    first_fig = re.search(r"<figure[^>]*><h3>([^<]+)</h3>", text).group(1)
+    assert first_fig == build.FIG_GRAD_OVERLAY
+    heads = re.findall(r"<h2 id=\"[^\"]+\">([^<]+)</h2>", text)
+    assert heads == [build.SECTION_ALL, "Run depth2-lr0.1", "Run depth4-lr0.1"]

@@ -220,6 +220,7 @@ def _labels(runs: pd.DataFrame) -> dict[str, str]:
 FIG_GRAD_OVERLAY = "Gradient std per layer, all runs"
 FIG_ACT_OVERLAY = "Activation std per layer, all runs"
 SECTION_FLOW = "Gradient flow"
+SECTION_ALL = "All runs"
 MAX_OVERLAY_RUNS = 16
 
 
@@ -662,6 +663,13 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
                     "<p class=\"note\">The store holds no runs yet.</p>")
+    if len(groups) > 1 and groups[0].kind != "sweep":
+        # several stand-alone runs: the overlaid per-layer figures of all of them come first
+        echo("report: overview of all runs")
+        flow = _flow_section(store, _Group("all-runs", SECTION_ALL, "overview", runs), pngs)
+        if flow:
+            body.append(f"<h2 id=\"all-runs\">{H.esc(SECTION_ALL)}</h2>{flow}")
+            toc.append(("all-runs", SECTION_ALL))
     for k, group in enumerate(groups):
         echo(f"report: section {k + 1}/{len(groups)}: {group.title} "
              f"({len(group.runs)} run{'s' if len(group.runs) != 1 else ''})")
