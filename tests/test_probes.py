@@ -202,7 +202,7 @@ def test_histogram_counts_sum_to_entries_and_edges_follow_the_data():
     fans = {1: 6 * 10, 2: 10 * 7}
     for (step, layer, kind), total in sums.items():
         assert total == (fans[layer] if kind == "weight" else 25 * widths[layer]), (step, kind)
-    for (layer, kind), grp in h.groupby(["layer", "kind"]):
+    for (_layer, kind), grp in h.groupby(["layer", "kind"]):
         assert (grp.groupby("step").size() == 12).all()
         if kind == "act":  # ReLU outputs: [0, hi] from each step's own data
             assert (grp.groupby("step")["bin_left"].min() == 0).all()
