@@ -18,26 +18,31 @@ for ReLU (``gamma = 1, beta = 0``) ``E[f'^2] = 1/2``, ``Var f = (pi - 1) / (2 pi
 ``lambda^2 = pi / (pi - 1)`` (Yang et al. 2019's large-batch limit), ``lambda = 1.2112`` for the
 gradient norm. No choice of ``sigma_w``, ``sigma_b`` removes it.
 
-When the argument holds: it needs the batch to be *whitened* by depth, i.e. the per-unit batch
-vectors to spread over all batch directions so that the two projected-out directions carry a
-negligible share of the gradient. BN + ``f`` maps the correlation ``c`` of two examples to
-``K(c) = Cov(f(u1), f(u2)) / Var f`` (``u`` Gaussian with correlation ``c``), and departures from
-a white batch shrink by ``K'(0) = gamma^2 E[f'(s)]^2 / Var f(s)`` per layer (Price's theorem);
-``K'(0) <= 1`` with equality exactly for affine ``f``. Hence:
+When the argument holds (the two conditions below are derived here from the same mean field;
+they are not quoted from Yang et al.). It needs the batch at its fixed point to be:
 
-* it also needs the examples' norms to stay equal: an example whose BN'ed pre-activations
-  have variance ``nu`` (over units) has ``D(nu) = E[(f(beta + gamma sqrt(nu) z) - mu)^2] /
-  Var f`` in the next layer (``mu = E f(s)``), so a spread of norms grows by
-  ``D'(1) = gamma E[(f(s) - mu) f'(s) z] / Var f(s)`` per layer (``norm_mode``). ``D'(1) <= 1``:
-  tanh 0.46, sigmoid 0.72, selu 0.78, elu 0.86, relu and leaky relu exactly 1 (positively
-  homogeneous); ``D'(1) > 1``: gelu 1.062, swish 1.101, mish 1.001 -- the norms break apart
-  with depth, the BN'ed pre-activations stop being Gaussian over the batch and the formula
-  fails (swish measured 1.16-1.17 per layer against the Gaussian 1.10, gelu 1.16-1.17 against
-  1.148, growing with depth; mish, barely unstable, stays within 0.6% at depth 50), so these
-  return ``covered = False``;
-* non-affine ``f`` (``K'(0) < 1``) with ``D'(1) <= 1``: the prediction holds once the depth
+1. *white*: the per-unit batch vectors spread over all batch directions, so that the two
+   projected-out directions carry a negligible share of the gradient. BN + ``f`` maps the
+   correlation ``c`` of two examples to ``K(c) = Cov(f(u1), f(u2)) / Var f`` (``u`` Gaussian
+   with correlation ``c``), and departures from a white batch shrink by
+   ``K'(0) = gamma^2 E[f'(s)]^2 / Var f(s)`` per layer (Price's theorem; ``whitening``);
+   ``K'(0) <= 1`` with equality exactly for affine ``f``;
+2. *of equal norms*: an example whose BN'ed pre-activations have variance ``nu`` (over units)
+   has ``D(nu) = E[(f(beta + gamma sqrt(nu) z) - mu)^2] / Var f`` in the next layer
+   (``mu = E f(s)``), so a spread of the examples' norms grows by
+   ``D'(1) = gamma E[(f(s) - mu) f'(s) z] / Var f(s)`` per layer (``norm_mode``).
+
+Hence:
+
+* ``K'(0) < 1`` and ``D'(1) <= 1`` (tanh 0.46, sigmoid 0.72, selu 0.78, elu 0.86, relu and
+  leaky relu exactly 1, being positively homogeneous): the prediction holds once the depth
   exceeds a few ``whitening_depth = -1 / ln K'(0)`` layers or the input batch is already well
   spread (relu 3.2 layers, tanh 14, sigmoid 63);
+* ``D'(1) > 1`` (gelu 1.062, swish 1.101, mish 1.001): the norms break apart with depth, the
+  BN'ed pre-activations stop being Gaussian over the batch and the formula fails (swish
+  measured 1.16-1.18 per layer against the Gaussian 1.10, gelu 1.16-1.17 against 1.148 and
+  more at depth 50; mish, barely unstable, stays within 0.6% at depth 50), so these return
+  ``covered = False``;
 * affine ``f`` (identity): the batch is never whitened; the factor depends on the data's batch
   covariance (1 for a full-rank white batch, measured ~1.02 per layer for 300 examples of rank
   32), so no number is returned (``covered = False``);
