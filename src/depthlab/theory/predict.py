@@ -115,7 +115,8 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     ``input_var``/``input_mean``: per-feature statistics of the inputs (standardized data:
     1 and 0). Wide layers and (with BN) large batches are assumed; measured agreement and the
     cases the argument does not cover (under BN: affine activations, and gelu, swish, mish whose
-    examples' norms drift apart; softmax; non-zero random biases) are documented in :mod:`depthlab.theory.batchnorm` and the tests. Raises
+    examples' norms drift apart; softmax; non-zero random biases) are documented in
+    :mod:`depthlab.theory.batchnorm` and the tests; then ``covered`` is False. Raises
     ValueError for sizes that are not explicit integers (``"auto"``).
     """
     spec = _model_spec(model)
