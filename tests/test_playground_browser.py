@@ -109,6 +109,10 @@ def test_vanishing_then_residual_batchnorm(page, tmp_path):
     res = measured(pg)
     pg.screenshot(path=str(tmp_path / "2-residual-batchnorm-1000.png"), full_page=True)
     assert res["ratio"] > 0.1, res  # not vanishing: within an order of magnitude
+    # the theory line is drawn for residual + batch-norm nets too (theory.predict_gradients)
+    note = pg.locator("#theory-note").text_content()
+    assert "predict_gradients" in note and "no theory line" not in note, note
+    assert pg.evaluate("S.theory.relative_std.filter((v) => v !== null).length") == 1999
     # 2000 activation layers (two per block) on the page, controls still answer
     assert pg.locator("#state").text_content() == "paused"
     pg.click("#play")
