@@ -136,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{label} {v} is not accepted; accepted: an integer >= {low}")
     if not args.lr > 0:
         raise UserError(f"--lr {args.lr} is not accepted; accepted: a number > 0")
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads >= 1:
+        torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
     make_model = load_factory(args.torch)
     try:
         ds = load_dataset(args.data, seed=args.seed, n=args.n)
