@@ -308,7 +308,9 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
                 markersize=3.5, label=f"layer {layer}")
         if not std.empty and layer in std:
             sd = std[layer].reindex(mean.index).to_numpy(float)[keep]
-            ax.fill_between(x, m - sd, m + sd, color=colors[layer], alpha=0.15, linewidth=0)
+            ax.fill_between(x, m - sd, m + sd, color=colors[layer], alpha=0.1, linewidth=0)
+            for edge in (m - sd, m + sd):  # the band's edges, so overlapping bands stay legible
+                ax.plot(x, edge, color=colors[layer], linewidth=0.8, alpha=0.8)
     what = "activation" if prefix == "act" else "pre-activation"
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
