@@ -162,6 +162,13 @@ class _Section:
     def from_dict(cls, raw: Any) -> Any:
         """The spec of a ``[section]`` table (unknown keys are an error naming the valid ones);
         inside :meth:`RunSpec.from_dict` messages use dotted keys."""
+        return cls._build(cls.check_fields(raw))
+
+    @classmethod
+    def check_fields(cls, raw: Any) -> dict[str, Any]:
+        """The table's keys and each given value checked one by one (the checks across fields
+        come when the spec is built): a run reports a bad value in any section before a
+        conflict between values."""
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
@@ -170,7 +177,15 @@ class _Section:
         for k in raw:
             if k not in cls.keys():
                 raise _unknown_key(cls.section, k, cls.keys())
-        return cls(**raw)
+        prefix = _PREFIX.get()
+        out = {f.name: f.metadata["check"](prefix + f.name, raw[f.name])
+               for f in fields(cls)  # type: ignore[arg-type]
+               if raw.get(f.name) is not None}  # in the order of the fields
+        return {**out, **{k: v for k, v in raw.items() if k not in out}}
+
+    @classmethod
+    def _build(cls, checked: dict[str, Any]) -> Any:
+        return cls(**checked)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -365,30 +380,26 @@ class TrainSpec(_Section):
         return own + [k for k in all_optimizer_hyperparameters() if k not in own]
 
     @classmethod
-    def from_dict(cls, raw: Any) -> TrainSpec:
-        """As :meth:`_Section.from_dict`; direct optimizer hyperparameters join
-        ``optimizer_kwargs`` (given both ways with different values is an error)."""
-        if isinstance(raw, dict):
-            own = {f.name for f in fields(cls)}
-            direct = {k: v for k, v in raw.items() if k not in own}
-            if direct:
-                for k in direct:
-                    if k not in cls.keys():
-                        raise _unknown_key(cls.section, k, cls.keys())
-                prefix = _PREFIX.get()
-                kwargs = dict(raw.get("optimizer_kwargs") or {})
-                for k, v in direct.items():
-                    if k in kwargs and kwargs[k] != v:
-                        raise ConfigError(f"{prefix}{k} is given twice (directly and in "
-                                          f"{prefix}optimizer_kwargs)", prefix + k)
-                    kwargs[k] = v
-                try:
-                    token = _DIRECT.set(frozenset(direct))
-                    return cls(**{k: v for k, v in raw.items() if k in own},
-                               optimizer_kwargs=kwargs)
-                finally:
-                    _DIRECT.reset(token)
-        return super().from_dict(raw)
+    def _build(cls, checked: dict[str, Any]) -> TrainSpec:
+        """Direct optimizer hyperparameters join ``optimizer_kwargs`` (given both ways with
+        different values is an error)."""
+        own = {f.name for f in fields(cls)}
+        direct = {k: v for k, v in checked.items() if k not in own}
+        if not direct:
+            return cls(**checked)
+        prefix = _PREFIX.get()
+        kwargs = dict(checked.get("optimizer_kwargs") or {})
+        for k, v in direct.items():
+            if k in kwargs and kwargs[k] != v:
+                raise ConfigError(f"{prefix}{k} is given twice (directly and in "
+                                  f"{prefix}optimizer_kwargs)", prefix + k)
+            kwargs[k] = v
+        token = _DIRECT.set(frozenset(direct))
+        try:
+            return cls(**{k: v for k, v in checked.items()
+                          if k in own and k != "optimizer_kwargs"}, optimizer_kwargs=kwargs)
+        finally:
+            _DIRECT.reset(token)
 
     def _finish(self, prefix: str) -> None:
         name = self.optimizer
@@ -493,15 +504,12 @@ class RunSpec:
         name = raw.get("name")
         if name is not None:
             name = Text()("name", name)
+        checked = {s: _in_section(s, spec_cls.check_fields, raw.get(s))
+                   for s, spec_cls in SPECS.items()}
         base = _BASE_DIR.set(Path(base_dir) if base_dir is not None else None)
         try:
-            parts = {}
-            for section, spec_cls in SPECS.items():
-                token = _PREFIX.set(section + ".")
-                try:
-                    parts[section] = spec_cls.from_dict(raw.get(section))
-                finally:
-                    _PREFIX.reset(token)
+            parts = {s: _in_section(s, spec_cls._build, checked[s])
+                     for s, spec_cls in SPECS.items()}
         finally:
             _BASE_DIR.reset(base)
         sweep = _check_sweep(raw.get("sweep"))
@@ -534,6 +542,15 @@ class RunSpec:
         """A TOML file that ``depthlab run`` accepts and that reads back to this spec (unset
         optional values are left out; initializer/activation objects cannot be written)."""
         return to_toml(self.to_dict())
+
+
+def _in_section(section: str, fn: Any, arg: Any) -> Any:
+    """``fn(arg)`` with the keys in messages dotted as ``section.key``."""
+    token = _PREFIX.set(section + ".")
+    try:
+        return fn(arg)
+    finally:
+        _PREFIX.reset(token)
 
 
 def _check_sweep(raw: Any) -> dict[str, list]:
