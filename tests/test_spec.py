@@ -183,3 +183,13 @@ def test_to_toml_runs_unchanged(tmp_path):
 
     runs = Store(tmp_path / "out" / "depthlab.db").runs()
     assert list(runs["status"]) == ["finished"] and list(runs["name"]) == ["from a spec"]
+
+
+def test_direct_optimizer_keys_join_optimizer_kwargs_and_field_errors_come_first():
+    out = validate({"data": {"name": "digits"}, "model": {"sizes": [64, 10]},
+                    "train": {"optimizer_kwargs": {"momentum": 0.9}, "nesterov": True}})
+    assert out["train"]["optimizer_kwargs"] == {"momentum": 0.9, "nesterov": True}
+    # a bad value anywhere is reported before a conflict between values
+    with pytest.raises(ConfigError, match=r"^train\.seed = -1"):
+        validate({"data": {"name": "digits", "val_fraction": 0.6, "test_fraction": 0.6},
+                  "model": {"sizes": [64, 10]}, "train": {"seed": -1}})
