@@ -79,8 +79,9 @@ class Timed(Executor):
         self.inner.run(tasks, timed)
 
 
-def one(kind: str, n: int, workers: int) -> dict[str, float]:
-    raw = {**BASE, "sweep": {"train.seed": list(range(n))}}
+def one(kind: str, n: int, workers: int, epochs: int = 1) -> dict[str, float]:
+    raw = {**BASE, "train": {**BASE["train"], "epochs": epochs},
+           "sweep": {"train.seed": list(range(n))}}
     ex = Timed(LocalPool(workers) if kind == "local" else DaskExecutor(f"local:{workers}"))
     with tempfile.TemporaryDirectory() as d:
         res = run_points(iter_points(raw), d, sweep="bench", executor=ex, echo=None, total=n)
@@ -141,23 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=400)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=1,
+                    help="epochs per point (1: tiny points; more shows the overhead amortised)")
+    ap.add_argument("--skip-costs", action="store_true",
+                    help="skip the expansion and no-op scheduling measurements")
     ap.add_argument("--grid", type=int, default=10_000,
                     help="points of the expansion and no-op scheduling measurements")
     ap.add_argument("--json", help="write the measurements as JSON here")
     args = ap.parse_args(argv)
     n, w = args.points, args.workers
-    exp_s, exp_cpu, exp_mb = expansion(args.grid)
-    print(f"expanding a {args.grid:,}-point grid lazily and checking the store: {exp_s:.2f}s "
-          f"wall, {exp_cpu:.2f}s CPU ({1e3 * exp_s / args.grid:.2f} ms/point); peak memory for "
-          f"{args.grid // 5:,} points {exp_mb:.2f} MB", flush=True)
-    sched = scheduler_only(args.grid, w)
-    print(f"Dask, {args.grid:,} no-op points on {w} workers: {1e3 * sched:.2f} ms/point "
-          f"({1 / sched:.0f} points/s)", flush=True)
+    exp_s = exp_cpu = exp_mb = sched = float("nan")
+    if not args.skip_costs:
+        exp_s, exp_cpu, exp_mb = expansion(args.grid)
+        print(f"expanding a {args.grid:,}-point grid lazily and checking the store: "
+              f"{exp_s:.2f}s wall, {exp_cpu:.2f}s CPU ({1e3 * exp_s / args.grid:.2f} ms/point); "
+              f"peak memory for {args.grid // 5:,} points {exp_mb:.2f} MB", flush=True)
+        sched = scheduler_only(args.grid, w)
+        print(f"Dask, {args.grid:,} no-op points on {w} workers: {1e3 * sched:.2f} ms/point "
+              f"({1 / sched:.0f} points/s)", flush=True)
     runs: dict[str, list[dict[str, float]]] = {"local": [], "dask": []}
     for r in range(args.rounds):
         order = ("local", "dask") if r % 2 == 0 else ("dask", "local")
         for kind in order:
-            m = one(kind, n, w)
+            m = one(kind, n, w, args.epochs)
             runs[kind].append(m)
             print(f"round {r + 1} {kind:5s}: {m['points_per_s']:.1f} points/s "
                   f"(steady {m['steady_points_per_s']:.1f}), commit {m['commit_ms']:.2f} ms/pt, "
