@@ -17,10 +17,13 @@ counts (``bin_left``, ``bin_right``).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..activations import ActivationFn
 from ..backend import Array
+from .quantiles import percentiles
 
 HISTOGRAM_KINDS: tuple[str, ...] = ("pre", "act", "grad", "weight")
 """``pre`` = s, ``act`` = f(s), ``grad`` = dL/ds, ``weight`` = entries of the feeding W."""
@@ -33,8 +36,10 @@ BOUNDED_LIMIT = 100.0
 """An activation with ``|f(+-1e6)| <= BOUNDED_LIMIT`` is treated as bounded."""
 
 
+@lru_cache(maxsize=256)
 def activation_range(fn: ActivationFn) -> tuple[float, float] | None:
-    """``(f(-1e6), f(1e6))`` sorted, for a bounded activation; None when unbounded."""
+    """``(f(-1e6), f(1e6))`` sorted, for a bounded activation; None when unbounded (cached per
+    activation: activations compare and hash by name and settings)."""
     with np.errstate(all="ignore"):
         v = np.asarray(fn.forward(np.array([-1e6, 1e6], dtype=np.float64)), dtype=np.float64)
     if not np.all(np.isfinite(v)) or np.max(np.abs(v)) > BOUNDED_LIMIT:
@@ -48,12 +53,17 @@ def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[f
     docstring)."""
     if kind not in HISTOGRAM_KINDS:
         raise ValueError(f"unknown histogram kind {kind!r}; expected one of {HISTOGRAM_KINDS}")
-    finite = x[np.isfinite(x)] if not np.all(np.isfinite(x)) else x
+    if x.size == 0:
+        return (-1.0, 1.0)
+    low = float(x.min())  # NaN or infinite iff some entry is
+    finite = x if np.isfinite(low) and np.isfinite(float(x.max())) else x[np.isfinite(x)]
     if finite.size == 0:
         return (-1.0, 1.0)
-    lo, hi = (float(v) for v in np.percentile(
-        finite, (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE)))
-    if float(finite.min()) >= 0.0:
+    if finite is not x:
+        low = float(finite.min())
+    # the robust range: two order statistics by bucket selection, not a sort or partition
+    lo, hi = percentiles(finite, (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE))
+    if low >= 0.0:
         out = (0.0, hi if hi > 0 else max(float(finite.max()), 1.0))
     else:
         m = max(abs(lo), abs(hi))
@@ -77,9 +87,9 @@ def bin_counts(x: Array, lo: float, hi: float, n_bins: int) -> np.ndarray:
     with np.errstate(all="ignore"):
         pos = flat - x.dtype.type(lo) if x.dtype.kind == "f" else flat - lo
         pos *= scale
-        np.clip(pos, 0, n_bins - 1, out=pos)
-    if not np.all(np.isfinite(pos)):
-        pos = pos[np.isfinite(pos)]
+        np.clip(pos, 0, n_bins - 1, out=pos)  # infinities go to the end bins, NaN stays
+        if not np.isfinite(pos.sum()):  # finite bounded entries cannot overflow the sum
+            pos = pos[np.isfinite(pos)]
     return np.bincount(pos.astype(np.intp), minlength=n_bins)[:n_bins].astype(np.int64)
 
 

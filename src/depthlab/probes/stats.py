@@ -30,8 +30,10 @@ them within one recorder (one fixed probe batch), not across batch sizes.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 
@@ -39,6 +41,7 @@ from ..activations import ActivationFn
 from ..backend import Array, ones_vector
 from ..losses import Loss
 from ..network import Network, ProbePoint
+from .quantiles import lerp, order_statistics, percentile_positions, percentile_values
 
 PERCENTILES: tuple[float, ...] = (2, 15, 50, 85, 98)
 """Default percentiles (the Ioffe & Szegedy figure uses 15/50/85)."""
@@ -51,9 +54,11 @@ RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "
 """Activations whose units are *inactive* (not saturated) for ``s <= 0``."""
 
 
+@lru_cache(maxsize=256)
 def activation_family(fn: ActivationFn) -> str:
     """``"bounded"`` (finite range: saturation applies), ``"relu"`` (:data:`RELU_FAMILY`:
-    inactivity applies) or ``"other"`` (e.g. identity: neither)."""
+    inactivity applies) or ``"other"`` (e.g. identity: neither). Cached per activation
+    (activations compare and hash by name and settings)."""
     from .histograms import activation_range
 
     if activation_range(fn) is not None:
@@ -80,41 +85,28 @@ def check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     return qs
 
 
-def _positions(n: int, percentiles: Sequence[float]) -> list[tuple[int, int, float]]:
-    """(floor index, ceil index, fraction) of NumPy's ``linear`` rule: ``h = (n - 1) q / 100``."""
-    out = []
-    for q in percentiles:
-        h = (n - 1) * (q / 100.0)
-        lo = int(np.floor(h))
-        out.append((lo, min(lo + 1, n - 1), h - lo))
-    return out
-
-
-def _lerp(a: float, b: float, t: float) -> float:
-    # NumPy's form: exact at both ends, monotone in t.
-    return a + t * (b - a) if t < 0.5 else b - (1.0 - t) * (b - a)
+_positions = percentile_positions
+_lerp = lerp
 
 
 def percentiles_of(x: Array, percentiles: Sequence[float]) -> list[float]:
     """Percentiles of all entries of ``x`` with NumPy's default (``linear``) rule:
     position ``h = (n - 1) q / 100``, value ``v[floor h] + (h - floor h)(v[ceil h] - v[floor h])``
-    on the sorted values ``v``. One sort (SIMD-accelerated for float32, several times faster
-    than ``np.percentile``'s partition on these sizes) serves all percentiles."""
-    v = np.sort(x, axis=None)
-    return [_lerp(float(v[lo]), float(v[hi]), t) for lo, hi, t in _positions(v.size, percentiles)]
+    on the sorted values ``v``. Only the needed order statistics ``v[floor h], v[ceil h]`` are
+    found (bucket selection, :func:`depthlab.probes.quantiles.order_statistics`: a few linear
+    passes, no sort of the whole array)."""
+    pos = percentile_positions(x.size, percentiles)
+    return percentile_values(order_statistics(x, [i for lo, hi, _ in pos for i in (lo, hi)]),
+                             pos)
 
 
 def _both_percentiles(s: Array, fn: ActivationFn, percentiles: Sequence[float]
                       ) -> tuple[list[float], list[float]]:
     """Percentiles of ``s`` and of ``a = f(s)``. For a nondecreasing ``f`` the order statistics
-    of ``a`` are ``f`` of those of ``s``, so one sort serves both."""
-    v = np.sort(s, axis=None)
-    pos = _positions(v.size, percentiles)
-    pre = [_lerp(float(v[lo]), float(v[hi]), t) for lo, hi, t in pos]
-    idx = np.array([i for lo, hi, _ in pos for i in (lo, hi)], dtype=np.intp)
-    fa = fn.forward(v[idx])
-    act = [_lerp(float(fa[2 * k]), float(fa[2 * k + 1]), t) for k, (_, _, t) in enumerate(pos)]
-    return pre, act
+    of ``a`` are ``f`` of those of ``s``, so one selection serves both."""
+    pos = percentile_positions(s.size, percentiles)
+    v = order_statistics(s, [i for lo, hi, _ in pos for i in (lo, hi)])
+    return percentile_values(v, pos), percentile_values(fn.forward(v), pos)
 
 
 def is_nondecreasing(fn: ActivationFn) -> bool:
@@ -138,26 +130,51 @@ _TINY_SQUARE = {4: 1e-30, 8: 1e-290}
 
 def mean_std(x: Array) -> tuple[float, float]:
     """Mean and population std of all entries. Fast path: sums by BLAS dot products,
-    ``var = E[x^2] - E[x]^2``; falls back to two-pass ``mean``/``std`` when the mean is large
-    relative to the spread (cancellation), the squares approach underflow (vanishing gradients)
-    or values are not finite; that path accumulates in float64."""
+    ``var = E[x^2] - E[x]^2``. When the mean is large relative to the spread (cancellation) the
+    entries are shifted by that mean first, ``d = x - m``, and ``var = E[d^2] - E[d]^2`` (the
+    shifted mean is ~0, so nothing cancels). Squares near underflow (vanishing gradients) or
+    values that are not finite take the two-pass float64 ``mean``/``std``."""
     f = x.reshape(-1)
     n = f.size
     if f.dtype.kind == "f" and f.dtype.itemsize in (4, 8):
-        s1 = float(np.dot(f, ones_vector(n, f.dtype)))
+        ones = ones_vector(n, f.dtype)
+        s1 = float(np.dot(f, ones))
         s2 = float(np.dot(f, f))
         m = s1 / n
         var = s2 / n - m * m
         tiny = _TINY_SQUARE[f.dtype.itemsize]
-        if math.isfinite(var) and var > tiny and m * m <= _CANCELLATION_RATIO * var:
-            return m, math.sqrt(var)
+        if math.isfinite(var) and var > tiny:
+            if m * m <= _CANCELLATION_RATIO * var:
+                return m, math.sqrt(var)
+            shift = f.dtype.type(m)
+            d = np.subtract(f, shift, out=_scratch(n, f.dtype))
+            e = float(np.dot(d, ones)) / n
+            var = float(np.dot(d, d)) / n - e * e
+            if math.isfinite(var) and var > tiny and e * e <= _CANCELLATION_RATIO * var:
+                return float(shift) + e, math.sqrt(var)
     return float(f.mean(dtype=np.float64)), float(f.std(dtype=np.float64))
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(n: int, dtype: np.dtype) -> Array:
+    """A reusable work vector of ``n`` entries (one per thread and dtype, grown on demand: no
+    fresh allocation, and no page faults on large layers, per statistic)."""
+    bufs = _SCRATCH.__dict__.setdefault("bufs", {})
+    buf = bufs.get(dtype)
+    if buf is None or buf.size < n:
+        buf = bufs[dtype] = np.empty(max(n, 4096), dtype=dtype)
+    return buf[:n]
 
 
 def abs_mean(x: Array) -> float:
     """Mean of ``|x|`` over all entries (pairwise summation). Not SciPy's BLAS ``asum``: SciPy
     ships a second OpenBLAS whose spinning threads would slow down NumPy's next products."""
-    return float(np.abs(x).sum()) / x.size
+    f = x.reshape(-1)
+    if f.dtype.kind != "f":
+        return float(np.abs(f).sum()) / f.size
+    return float(np.abs(f, out=_scratch(f.size, f.dtype)).sum()) / f.size
 
 
 def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -> list[float]:

@@ -1,0 +1,100 @@
+"""Exact order statistics and percentiles without sorting the whole array.
+
+The ``r``-th order statistic of ``x`` is ``v[r]``, ``v`` the entries of ``x`` sorted ascending
+(0-based ranks). Percentile ``q`` follows NumPy's default ``linear`` rule: position
+``h = (n - 1) q / 100`` and value ``v[floor h] + (h - floor h)(v[ceil h] - v[floor h])``.
+
+Bucket selection finds a few order statistics in a handful of linear passes instead of a sort:
+every entry gets the bucket ``floor((x - min) * nb / (max - min))`` (``nb`` equal buckets over
+``[min, max]``); rounding is monotone, so a larger entry never lands in a lower bucket and the
+buckets hold consecutive runs of ``v``. The cumulative bucket counts say which bucket holds each
+wanted rank; only the entries of those few buckets are gathered and sorted. The result is
+exactly ``v[r]`` (the same value a full sort gives). Arrays with NaN or infinite entries (NaN
+sorts last, as in ``np.sort``), tiny arrays and ranges too narrow to divide take the full sort.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..backend import Array
+
+SORT_BELOW = 512
+"""Arrays with fewer entries are simply sorted."""
+
+ENTRIES_PER_BUCKET = 4
+"""Mean number of entries per bucket (``nb = n / ENTRIES_PER_BUCKET``)."""
+
+
+def order_statistics(x: Array, ranks: Sequence[int]) -> np.ndarray:
+    """``v[r]`` for every rank ``r`` in ``ranks`` (0 <= r < x.size), ``v`` = the entries of ``x``
+    sorted ascending; an array of ``x``'s dtype. Exact (see the module docstring)."""
+    f = np.asarray(x).reshape(-1)
+    n = f.size
+    r = np.asarray(ranks, dtype=np.intp)
+    if n == 0:
+        raise ValueError("order statistics of an empty array are undefined")
+    if r.size and (r.min() < 0 or r.max() >= n):
+        raise ValueError(f"ranks must lie in 0..{n - 1}, got {ranks!r}")
+    if n < SORT_BELOW or f.dtype.kind != "f":
+        return np.sort(f)[r]
+    lo, hi = float(f.min()), float(f.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return np.sort(f)[r]
+    if lo == hi:
+        return np.full(r.size, f[0], dtype=f.dtype)
+    nb = max(2, n // ENTRIES_PER_BUCKET)
+    scale = nb / (hi - lo)
+    big = float(np.finfo(f.dtype).max) / 4  # x - lo and (x - lo) * scale stay finite
+    if not (hi - lo < big and scale < big):
+        return np.sort(f)[r]
+    pos = np.subtract(f, f.dtype.type(lo))  # >= 0: lo is the minimum
+    pos *= scale
+    np.minimum(pos, nb - 1, out=pos)
+    bucket = pos.astype(np.int32 if nb < 2**31 else np.intp)  # the faster conversion
+    counts = np.bincount(bucket, minlength=nb)
+    below = np.cumsum(counts)  # entries in buckets 0..b
+    wanted = np.searchsorted(below, r, side="right")  # the bucket holding each rank
+    take = np.zeros(nb, dtype=bool)
+    take[wanted] = True
+    vals = f[take[bucket]]
+    vals.sort()
+    # offset of each bucket's run within vals: entries of the wanted buckets below it
+    kept = np.where(take, counts, 0)
+    start_in_vals = np.cumsum(kept) - kept
+    start_in_v = below - counts
+    return vals[start_in_vals[wanted] + (r - start_in_v[wanted])]
+
+
+def percentile_positions(n: int, percentiles: Sequence[float]) -> list[tuple[int, int, float]]:
+    """``(floor h, ceil h, h - floor h)`` of NumPy's ``linear`` rule, ``h = (n - 1) q / 100``."""
+    out = []
+    for q in percentiles:
+        h = (n - 1) * (float(q) / 100.0)
+        lo = int(math.floor(h))
+        out.append((lo, min(lo + 1, n - 1), h - lo))
+    return out
+
+
+def lerp(a: float, b: float, t: float) -> float:
+    """``a + t (b - a)`` in NumPy's form: exact at both ends, monotone in ``t``."""
+    return a + t * (b - a) if t < 0.5 else b - (1.0 - t) * (b - a)
+
+
+def percentile_values(stats: np.ndarray, positions: list[tuple[int, int, float]]
+                      ) -> list[float]:
+    """Percentiles from the order statistics ``stats`` = ``v[floor h], v[ceil h]`` of each
+    position (in that interleaved order)."""
+    return [lerp(float(stats[2 * k]), float(stats[2 * k + 1]), t)
+            for k, (_, _, t) in enumerate(positions)]
+
+
+def percentiles(x: Array, qs: Sequence[float]) -> list[float]:
+    """Percentiles ``qs`` (in [0, 100]) of all entries of ``x`` by NumPy's ``linear`` rule, from
+    the needed order statistics only."""
+    pos = percentile_positions(np.size(x), qs)
+    return percentile_values(order_statistics(x, [i for lo, hi, _ in pos for i in (lo, hi)]),
+                             pos)
