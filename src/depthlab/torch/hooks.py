@@ -107,59 +107,64 @@ def partition_percentiles(v: np.ndarray, percentiles: Sequence[float]) -> torch.
 
 
 class Transfer:
-    """Device tensors gathered for one host copy: :meth:`add` returns a handle, :meth:`run`
-    concatenates everything (cast to float64; float32 on MPS) and copies it once; ``get``
+    """Device tensors (0-d or 1-d) gathered for one host copy: :meth:`add` returns a handle,
+    :meth:`run` stacks the 0-d and concatenates the 1-d tensors of each dtype and device
+    (cast to float64; float32 on MPS) and copies everything to the host at once; :meth:`get`
     reads a handle's host values afterwards."""
 
     def __init__(self) -> None:
         self.parts: list[torch.Tensor] = []
-        self.offsets: list[int] = []
-        self.total = 0
+        self.where: list[tuple[int, int]] = []  # (start, size) of each part in ``host``
         self.host: list[float] = []
 
-    def add(self, t: torch.Tensor) -> int:
-        self.parts.append(t.reshape(-1))
-        self.offsets.append(self.total)
-        self.total += t.numel()
-        return len(self.parts) - 1
+    def add(self, t: torch.Tensor) -> tuple[int, ...]:
+        self.parts.append(t)
+        return (len(self.parts) - 1,)
 
-    def add_all(self, ts: list[torch.Tensor]) -> int:
-        """One handle for several 0-d tensors (stacked when more than one)."""
-        return self.add(ts[0] if len(ts) == 1 else torch.stack(ts))
+    def add_all(self, ts: list[torch.Tensor]) -> tuple[int, ...]:
+        """One handle for several tensors (their values concatenated)."""
+        start = len(self.parts)
+        self.parts.extend(ts)
+        return tuple(range(start, len(self.parts)))
 
     def run(self, device: torch.device) -> None:
-        """One ``cat`` per dtype, one cast each, one copy to the host."""
+        self.host = []
         if not self.parts:
-            self.host = []
             return
         wide = torch.float32 if device.type == "mps" else torch.float64
         groups: dict = {}
         for k, part in enumerate(self.parts):
-            groups.setdefault((part.dtype, part.device), []).append(k)
-        order: list[int] = []
+            groups.setdefault((part.dtype, part.device, part.dim() == 0), []).append(k)
         flat = []
-        for (dtype, dev), ks in groups.items():
-            g = torch.cat([self.parts[k] for k in ks]) if len(ks) > 1 else self.parts[ks[0]]
+        self.where = [(0, 0)] * len(self.parts)
+        pos = 0
+        for (dtype, dev, scalar), ks in groups.items():
+            ps = [self.parts[k] for k in ks]
+            g = ps[0].reshape(1) if len(ps) == 1 and scalar else (
+                ps[0] if len(ps) == 1 else (torch.stack(ps) if scalar else torch.cat(ps)))
             flat.append(g if (dtype == wide and dev == device) else g.to(device, wide))
-            order += ks
-        host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
-        if order != list(range(len(self.parts))):
-            pos = 0
-            out = [0.0] * len(host)
-            for k in order:
+            for k in ks:
                 size = self.parts[k].numel()
-                a = self.offsets[k]
-                out[a: a + size] = host[pos: pos + size]
+                self.where[k] = (pos, size)
                 pos += size
-            host = out
-        self.host = host
+        self.host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
 
-    def get(self, handle: int) -> list[float]:
-        a = self.offsets[handle]
-        return self.host[a: a + self.parts[handle].numel()]
+    def get(self, handle: tuple[int, ...]) -> list[float]:
+        out: list[float] = []
+        for k in handle:
+            a, n = self.where[k]
+            out += self.host[a: a + n]
+        return out
 
-    def one(self, handle: int) -> float:
-        return self.host[self.offsets[handle]]
+    def one(self, handle: tuple[int, ...]) -> float:
+        return self.host[self.where[handle[0]][0]]
+
+
+def _std(n: int, s1: list[float], s2: list[float]) -> float:
+    """Population std from pooled ``sum x`` and ``sum x^2`` partial sums."""
+    mean = sum(s1) / n
+    var = sum(s2) / n - mean * mean
+    return math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -233,10 +238,9 @@ class Acc:
         """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""
         ha, hb, habs, hpct = self._h
         n = sum(self.ns)
-        mean = sum(t.get(ha)) / n
-        var = sum(t.get(hb)) / n - mean * mean
-        std = math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
-        out: dict[str, float | list[float]] = {"mean": mean, "std": std}
+        s1 = t.get(ha)
+        out: dict[str, float | list[float]] = {"mean": sum(s1) / n,
+                                               "std": _std(n, s1, t.get(hb))}
         if habs is not None:
             out["absmean"] = sum(t.get(habs)) / n
         if hpct is not None:
@@ -581,9 +585,11 @@ class Recording:
         t = Transfer()
         pct_pre = percentile_names("pre", self.percentiles)
         pct_act = percentile_names("act", self.percentiles)
-        plan: list = []  # (layer, module, callback(rows)) evaluated after the transfer
-        extra_h = [(a, b, c, t.add(v) if isinstance(v, torch.Tensor) else
-                    ([t.add(x) for x in v[0]], v[1])) for a, b, c, v in extra]
+        plan: list = []  # per layer: handles and accumulators read after the transfer
+        all_w: list[torch.Tensor] = []
+        all_g: list[torch.Tensor] = []
+        extra_h = [(a, b, c, (t.add(v), None) if isinstance(v, torch.Tensor) else
+                    (t.add_all(list(v[0])), v[1])) for a, b, c, v in extra]
         for info in self.order:
             i, nm = info.index, info.name
             item: dict = {"info": info}
@@ -610,20 +616,20 @@ class Recording:
             if g is not None and g.ns:
                 g.gather(t)
                 item["grad"] = g
-            w = Acc()
-            gw = Acc(want_abs=True)
-            with torch.no_grad():
-                for param in info.weights:
-                    w.add(param)
-                    grad = param.grad if weight_grads is None else weight_grads.get(id(param))
-                    if grad is not None:
-                        gw.add(grad)
-            w.gather(t)
-            item["w"] = w
-            if gw.ns:
-                gw.gather(t)
-                item["gw"] = gw
+            grads = [p.grad if weight_grads is None else weight_grads.get(id(p))
+                     for p in info.weights]
+            item["w"] = list(info.weights)
+            item["gw"] = [g for g in grads if g is not None]
+            all_w += item["w"]
+            all_g += item["gw"]
             plan.append(item)
+        with torch.no_grad():  # weights and their gradients: fused calls over all layers
+            w_sum = t.add_all([w.sum() for w in all_w])
+            w_norm = t.add_all(list(torch._foreach_norm(all_w)))
+            if all_g:
+                g_sum = t.add_all([g.sum() for g in all_g])
+                g_norm = t.add_all(list(torch._foreach_norm(all_g)))
+                g_abs = t.add_all(list(torch._foreach_norm(all_g, 1)))
         blocks = []
         for key, block in self.blocks.items():
             g = p.block_grad.get(key)
@@ -635,8 +641,9 @@ class Recording:
         self.also = t.get(h_also) if h_also is not None else []
 
         rows: list[tuple[int, str, str, float]] = [
-            (a, b, c, t.one(h) if isinstance(h, int) else h[1](*(t.one(k) for k in h[0])))
-            for a, b, c, h in extra_h]
+            (a, b, c, t.one(h) if fn is None else fn(*t.get(h))) for a, b, c, (h, fn) in extra_h]
+        ws1, ws2 = t.get(w_sum), t.get(w_norm)
+        gs1, gs2, gab = (t.get(g_sum), t.get(g_norm), t.get(g_abs)) if all_g else ([], [], [])
         for item in plan:
             info = item["info"]
             i, nm = info.index, info.name
@@ -670,11 +677,16 @@ class Recording:
                 r = item["grad"].result(t)
                 put("grad_pre_std", r["std"])
                 put("grad_pre_absmean", r["absmean"])
-            put("weight_std", item["w"].result(t)["std"])
-            if "gw" in item:
-                r = item["gw"].result(t)
-                put("weight_grad_std", r["std"])
-                put("weight_grad_absmean", r["absmean"])
+            k = len(item["w"])
+            n = sum(w.numel() for w in item["w"])
+            put("weight_std", _std(n, ws1[:k], [v * v for v in ws2[:k]]))
+            ws1, ws2 = ws1[k:], ws2[k:]
+            k = len(item["gw"])
+            if k:
+                n = sum(g.numel() for g in item["gw"])
+                put("weight_grad_std", _std(n, gs1[:k], [v * v for v in gs2[:k]]))
+                put("weight_grad_absmean", sum(gab[:k]) / n)
+                gs1, gs2, gab = gs1[k:], gs2[k:], gab[k:]
         for block, g in blocks:
             rows.append((block.layer, block.name, "block_grad_std", g.result(t)["std"]))
         return rows

@@ -50,9 +50,10 @@ from .probe import COLUMNS, check_loss
 __all__ = ["Watch"]
 
 
-def _ratio(*sums: float) -> float:
-    """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating (old, diff) sums."""
-    den, num = sum(sums[0::2]), sum(sums[1::2])
+def _ratio(*norms: float) -> float:
+    """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating
+    (``||W_{n-1}||``, ``||W_n - W_{n-1}||``) norms of a layer's weight tensors."""
+    den, num = sum(v * v for v in norms[0::2]), sum(v * v for v in norms[1::2])
     return math.sqrt(num / den) if den > 0 else math.inf
 
 
@@ -166,18 +167,19 @@ class Watch:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||^2`` by a dot product of
         the snapshot, then the snapshot is overwritten in place by the difference."""
         rows = []
-        with torch.no_grad():
-            for info in self._rec.order:
-                pairs = self._snap.get(id(info))
-                if not pairs:
-                    continue
-                sums = []
-                for p, w0 in pairs:
-                    f = w0.reshape(-1)
-                    sums.append(torch.dot(f, f))
-                    w0.sub_(p)
-                    sums.append(torch.dot(f, f))
-                rows.append((info.index, info.name, "update_ratio", (sums, _ratio)))
+        layers = [(info, self._snap[id(info)]) for info in self._rec.order
+                  if self._snap.get(id(info))]
+        olds = [w0 for _, pairs in layers for _, w0 in pairs]
+        if olds:
+            with torch.no_grad():  # fused over all layers: three calls in all
+                before = torch._foreach_norm(olds)
+                torch._foreach_sub_(olds, [p for _, pairs in layers for p, _ in pairs])
+                after = torch._foreach_norm(olds)
+            k = 0
+            for info, pairs in layers:
+                norms = [v for j in range(k, k + len(pairs)) for v in (before[j], after[j])]
+                k += len(pairs)
+                rows.append((info.index, info.name, "update_ratio", (norms, _ratio)))
         self._snap.clear()
         return rows
 
