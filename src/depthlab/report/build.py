@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_bytes
+from ..validators import as_number
 from . import figures
 from . import html as H
 
@@ -48,14 +49,6 @@ def _as_dict(value: Any) -> dict:
         except ValueError:
             return {"message": value}
     return dict(value) if isinstance(value, dict) else {}
-
-
-def _num(value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return float("nan")
-    return v
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -366,7 +359,7 @@ def _cell(v: Any) -> Any:
 
 
 def _cellnum(v: Any) -> float | None:
-    f = _num(v)
+    f = as_number(v)
     return f if math.isfinite(f) else None
 
 
@@ -522,7 +515,7 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     if rank_label:
         title_bits.append(f"<span class=\"badge best\">{H.esc(rank_label)}</span>")
     sub = ", ".join(f"{m.replace('_', ' ')} {H.fmt(row[m])}" for m in METRIC_COLUMNS
-                    if math.isfinite(_num(row[m])))
+                    if math.isfinite(as_number(row[m])))
     if keys:
         sub = "; ".join(f"{k}={H.fmt(_cell(row['cfg:' + k]))}" for k in keys[:4]) + (
             f" — {sub}" if sub else "")
