@@ -66,6 +66,8 @@ def probe_table(obj: Any) -> pd.DataFrame:
 
 
 def _label(obj: Any, default: str) -> str:
+    if isinstance(obj, pd.DataFrame):
+        return default
     return str(getattr(obj, "name", None) or getattr(obj, "id", None) or default)
 
 
