@@ -2,10 +2,12 @@
 
 ``RUN_OR_FILE`` is a ``.npz`` written by ``dl.save`` or the id (or a unique prefix) of a run
 whose network ``depthlab run`` saved in ``DIR/models/<id>.npz``. ``DATA`` is a ``.npy`` file
-(a 2-D array of features), a ``.csv`` file (numeric features; a header row is skipped) or a
-``.npz`` with an ``x`` array. Inputs are standardized as in training when the run standardized
-them. Output (stdout, or ``--to FILE``): CSV with the predicted class (classification) and the
-network's raw outputs, each number written exactly (``repr``), or ``--json``.
+(a 2-D array of features), a ``.csv`` file (numeric features; a header row is skipped), a
+``.npz`` with an ``x`` array, or the name of a built-in data set (its test split, split as the
+run split it; the accuracy goes to stderr). Inputs are standardized as in training when the
+run standardized them. Output (stdout, or ``--to FILE``): CSV with the predicted class
+(classification) and the network's raw outputs, each number written exactly (``repr``), or
+``--json``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     """Save a trained run's network with its loss and input standardization."""
     from ..persist import save
 
-    meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id}
+    meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
+                            "data": prep.config["data"]}
     std = (getattr(prep.data, "info", None) or {}).get("standardization")
     if std:
         meta["input_mean"] = np.asarray(std["mean"])
@@ -57,11 +60,30 @@ def _resolve(target: str, folder: str) -> Path:
                     f"{', '.join(f.stem for f in found[:5])}; give more characters")
 
 
+def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The raw (unstandardized) test split of built-in data set ``name``: split as the run
+    that saved the network split it when it trained on ``name``, else with the defaults."""
+    from ..data import load_dataset
+
+    d = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    kw: dict[str, Any] = {}
+    if d.get("name") == name:
+        kw = {k: d[k] for k in ("seed", "val_fraction", "test_fraction", "n") if d.get(k)
+              is not None}
+        kw.update(d.get("options") or {})
+    try:
+        ds = load_dataset(name, **kw)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"DATA {name!r}: {exc}") from None
+    return np.asarray(ds.x_test), np.asarray(ds.y_test)
+
+
 def read_inputs(path: str) -> np.ndarray:
     """A 2-D float array from ``.npy``, ``.csv`` or ``.npz`` (key ``x``)."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"DATA {path!r}: no such file")
+        raise UserError(f"DATA {path!r}: no such file (nor a built-in data set: see "
+                        "`depthlab datasets`)")
     try:
         if p.suffix == ".npy":
             x = np.load(p, allow_pickle=False)
@@ -135,8 +157,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data import find_builtin
+
     model = _resolve(args.model, args.dir)
-    out, classes = predict_file(model, read_inputs(args.data))
+    labels = None
+    if not Path(args.data).exists() and find_builtin(args.data) is not None:
+        from ..persist import load_meta
+
+        try:
+            meta = load_meta(model)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        x, labels = builtin_test_split(args.data, meta)
+    else:
+        x = read_inputs(args.data)
+    out, classes = predict_file(model, x)
+    if labels is not None and classes is not None and len(labels) == len(classes):
+        acc = float(np.mean(classes == labels))
+        print(f"{args.data} test split: {len(labels)} rows, accuracy {acc:.4f}",
+              file=sys.stderr)
     if args.json:
         payload = {"model": str(model), "outputs": out.tolist(),
                    "classes": None if classes is None else classes.tolist()}
