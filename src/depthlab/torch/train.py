@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from ..training.history import DivergenceReport, History
+from ..validators import positive_int
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -54,12 +55,6 @@ EVAL_BATCH = 1024
 TABLE_COLUMNS = ("step", "layer", "module", "quantity", "value")
 
 ProbeFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Callable], pd.DataFrame]
-
-
-def _positive_int(label: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{label} must be a positive integer, got {v!r}")
-    return int(v)
 
 
 @dataclass(frozen=True)
@@ -98,7 +93,7 @@ class TrainSpec:
                             f"{type(self.optimizer_kwargs).__name__}")
         object.__setattr__(self, "optimizer_kwargs", dict(self.optimizer_kwargs))
         for label in ("steps", "batch_size", "probe_every"):
-            _positive_int(label, getattr(self, label))
+            positive_int(label, getattr(self, label))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
                 or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ..probes.stats import check_percentiles
+from ..validators import positive_int
 from .hooks import Recording
 from .probe import COLUMNS, check_loss
 
@@ -55,12 +56,6 @@ def _ratio(*norms: float) -> float:
     (``||W_{n-1}||``, ``||W_n - W_{n-1}||``) norms of a layer's weight tensors."""
     den, num = sum(v * v for v in norms[0::2]), sum(v * v for v in norms[1::2])
     return math.sqrt(num / den) if den > 0 else math.inf
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 class Watch:
@@ -89,7 +84,7 @@ class Watch:
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
                  *, name: str | None = None,
                  percentiles: Sequence[float] = ()) -> None:
-        self.every = _positive_int("every", every)
+        self.every = positive_int("every", every)
         self._rec = Recording(model, check_percentiles(percentiles))
         self.model = model
         if out is not None and not isinstance(out, (str, os.PathLike)):
