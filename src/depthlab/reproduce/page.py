@@ -50,6 +50,17 @@ def figure_caption(key: str, fig: Any, result: Result) -> str:
     return "; ".join(dict.fromkeys(bits)) + "." if bits else key.replace("_", " ")
 
 
+def figure_title(key: str, fig: Any) -> str:
+    """The figure's suptitle, its only axes' title, or its key in words."""
+    suptitle = getattr(getattr(fig, "_suptitle", None), "get_text", lambda: "")()
+    axes = [ax for ax in getattr(fig, "axes", []) if ax.get_label() != "<colorbar>"]
+    if suptitle:
+        return suptitle
+    if len(axes) == 1 and axes[0].get_title():
+        return axes[0].get_title()
+    return key.replace("_", " ").capitalize()
+
+
 def _claims_table(claims: list) -> str:
     computed = any(getattr(c, "computed", "") for c in claims)
     cols = ["claim", "paper", "measured here", *(["our computation"] if computed else []),
@@ -102,10 +113,8 @@ def result_body(result: Result, pngs: dict[str, bytes] | None = None) -> tuple[s
             caption = figure_caption(key, fig, result)
             png = pngs.get(key) or figure_png(fig)
             pngs[key] = png
-            title = fig.axes[0].get_title() if getattr(fig, "axes", None) else ""
-            suptitle = getattr(getattr(fig, "_suptitle", None), "get_text", lambda: "")()
-            blocks.append(H.figure_block(png, suptitle or title or key.replace("_", " "),
-                                         caption, wide=True, alt=caption))
+            blocks.append(H.figure_block(png, figure_title(key, fig), caption, wide=True,
+                                         alt=caption))
         body.append(f"<h2 id=\"figures\">{SECTION_FIGURES}</h2><div class=\"grid\">"
                     + "".join(blocks) + "</div>")
         toc.append(("figures", SECTION_FIGURES))
