@@ -79,8 +79,10 @@ class Timed(Executor):
         self.inner.run(tasks, timed)
 
 
-def one(kind: str, n: int, workers: int, epochs: int = 1) -> dict[str, float]:
+def one(kind: str, n: int, workers: int, epochs: int = 1, rows: int = 200,
+        width: int = 8) -> dict[str, float]:
     raw = {**BASE, "train": {**BASE["train"], "epochs": epochs},
+           "data": {**BASE["data"], "n": rows}, "model": {"sizes": ["auto", width, "auto"]},
            "sweep": {"train.seed": list(range(n))}}
     ex = Timed(LocalPool(workers) if kind == "local" else DaskExecutor(f"local:{workers}"))
     with tempfile.TemporaryDirectory() as d:
@@ -144,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=1,
                     help="epochs per point (1: tiny points; more shows the overhead amortised)")
+    ap.add_argument("--rows", type=int, default=200, help="data rows per point")
+    ap.add_argument("--width", type=int, default=8, help="hidden units per point")
     ap.add_argument("--skip-costs", action="store_true",
                     help="skip the expansion and no-op scheduling measurements")
     ap.add_argument("--grid", type=int, default=10_000,
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         order = ("local", "dask") if r % 2 == 0 else ("dask", "local")
         for kind in order:
-            m = one(kind, n, w, args.epochs)
+            m = one(kind, n, w, args.epochs, args.rows, args.width)
             runs[kind].append(m)
             print(f"round {r + 1} {kind:5s}: {m['points_per_s']:.1f} points/s "
                   f"(steady {m['steady_points_per_s']:.1f}), commit {m['commit_ms']:.2f} ms/pt, "
