@@ -18,13 +18,17 @@ import numpy as np
 __all__ = ["as_number", "positive_int", "rate", "real"]
 
 
-def real(name: str, value: Any, *, positive: bool = False) -> float:
-    """``float(value)`` for a finite real number (``> 0`` with ``positive``); bools refused."""
+def real(name: str, value: Any, *, low: float | None = None, strict: bool = False,
+         positive: bool = False) -> float:
+    """``float(value)`` for a finite real number (NumPy numbers too; bools refused), at least
+    ``low`` (above it with ``strict``; ``positive`` is ``low=0, strict=True``)."""
+    if positive:
+        low, strict = 0.0, True
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     out = float(value)
-    if not math.isfinite(out) or (positive and out <= 0):
-        kind = "a finite number > 0" if positive else "finite"
+    if not math.isfinite(out) or (low is not None and (out < low or (strict and out == low))):
+        kind = "finite" if low is None else f"a finite number {'>' if strict else '>='} {low:g}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
     return out
 

@@ -45,9 +45,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from ..validators import positive_int, real
 from .batchnorm import NOT_ELEMENTWISE, bn_moments
 from .gaussian import resolve_activation
 
@@ -56,22 +56,6 @@ COLUMNS = ("layer", "block", "site", "pre_var", "act_mean", "act_var", "act_sq",
 """``stream_*`` describe the block's input ``x_b`` (the head row: ``x_{K+1}``):
 ``stream_batch_var`` = q_b (NaN without BN), ``stream_sq`` = m_b, ``stream_grad_var`` =
 Var(dL/dx_b) relative to the head site."""
-
-
-def _real(label: str, value: Any, lo: float = -math.inf, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{label} must be a real number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < lo or (strict and v == lo):
-        bound = "" if lo == -math.inf else f" and {'>' if strict else '>='} {lo:g}"
-        raise ValueError(f"{label} must be finite{bound}, got {value!r}")
-    return v
-
-
-def _count(label: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{label} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 def propagate_residual(
@@ -102,14 +86,14 @@ def propagate_residual(
     """
     from .variance import _init_variance
 
-    n0 = _count("input_width", input_width, 1)
-    n = _count("width", width, 1)
-    K = _count("blocks", blocks, 0)
-    input_var = _real("input_var", input_var, 0.0)
-    input_mean = _real("input_mean", input_mean)
-    bias_var = _real("bias_var", bias_var, 0.0)
-    gamma, beta = _real("gamma", gamma), _real("beta", beta)
-    eps = _real("eps", eps, 0.0)
+    n0 = positive_int("input_width", input_width, 1)
+    n = positive_int("width", width, 1)
+    K = positive_int("blocks", blocks, 0)
+    input_var = real("input_var", input_var, low=0.0)
+    input_mean = real("input_mean", input_mean)
+    bias_var = real("bias_var", bias_var, low=0.0)
+    gamma, beta = real("gamma", gamma), real("beta", beta)
+    eps = real("eps", eps, low=0.0)
     if batchnorm and gamma == 0.0:
         raise ValueError("gamma must be non-zero (BN's output scale), got 0")
     if isinstance(activation, str) and activation.lower() in NOT_ELEMENTWISE:
