@@ -212,3 +212,33 @@ def test_bad_model_and_step_before_backward():
     with pytest.raises(TypeError, match="loss"):
         watch.step("1.0")
     watch.close()
+
+
+def test_one_host_transfer_per_recorded_step(monkeypatch):
+    """During a recorded step (forward, backward, watch.step) the only device-to-host reads
+    are one ``tolist`` of the stacked statistics; unrecorded steps read nothing."""
+    torch.manual_seed(0)
+    model = _model()
+    x, y = _data("cpu")
+    watch = dlt.Watch(model, every=2)
+    reads = []
+    for name in ("tolist", "item", "numpy", "__float__", "__bool__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _name=name, _original=original, **k):
+            reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    per_step = []
+    for _ in range(4):
+        reads.clear()
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[:16]), y[:16])
+        loss.backward()
+        watch.step(loss)
+        per_step.append(list(reads))
+    monkeypatch.undo()
+    watch.close()
+    assert per_step == [["tolist"], [], ["tolist"], []]
+    assert set(watch.frame().step) == {0, 2}
