@@ -120,6 +120,14 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
         f"10-step mean {g_hi.loss_min10:.4f})",
         bool(train <= band and not g_hi.diverged), value=float(train),
     ))
+    if train > band:
+        res.notes.append(
+            f"'He trains' (final loss ≤ {band:.0%} of initial) does not hold: the He net's "
+            f"10-step mean loss reached {g_hi.loss_min10:.4f} but the mean of the last "
+            f"{n_tail} steps is {g_hi.loss_last:.3f} — plain SGD at lr {LR} on this 30-layer "
+            "net is unstable after it has fitted (loss spikes late in training); the Xavier "
+            f"net never left {g_lo.loss_last:.3f}."
+        )
     res.claims.append(Claim(
         f"first-layer mean |dL/dW| at step 0: He / Xavier within {GRAD_FACTOR:g}× of the "
         f"variance theory 2^({DEPTH - 1}/2) = {theory_ratio:.2g}",
