@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                      for d, lo in zip(runs["dask"], runs["local"])]
     overhead = [1e3 * w * (1 / d["steady_points_per_s"] - 1 / lo["steady_points_per_s"])
                 for d, lo in zip(runs["dask"], runs["local"])]
-    print(f"\n{n} tiny points, {w} workers, {args.rounds} interleaved rounds "
-          "(median [min..max]):")
+    print(f"\n{n} points ({args.rows} rows, {args.width} hidden units, {args.epochs} epochs), "
+          f"{w} workers, {args.rounds} interleaved rounds (median [min..max]):")
     for kind in ("local", "dask"):
         v = runs[kind]
         print(f"  {kind:5s} points/s {summary([m['points_per_s'] for m in v])}   steady "
