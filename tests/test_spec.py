@@ -50,6 +50,8 @@ def test_replace_revalidates_and_rebuilds():
     assert he.init == "he_normal" and he.sizes == m.sizes
     assert dataclasses.replace(m, depth=4).sizes == (3, 8, 8, 8, 8, 2)
     assert dataclasses.replace(m, sizes=[3, 5, 2], depth=None, width=None).sizes == (3, 5, 2)
+    five = m.with_sizes([3, 5, 5, 5, 2])
+    assert (five.sizes, five.depth, five.width) == ((3, 5, 5, 5, 2), 3, 5)
     with pytest.raises(ConfigError, match=r"^dropout = 1\.5 is out of range; accepted: a dropout "
                                           r"rate >= 0 and < 1$"):
         dataclasses.replace(m, dropout=1.5)

@@ -24,7 +24,8 @@ number of input features of the data) and the last ``"auto"`` (the number of cla
 ``binary_cross_entropy``). ``depth`` (number of hidden layers) and ``width``, when they disagree
 with ``sizes``, rebuild the hidden part: ``sizes = (n_in, *[width] * depth, n_out)`` (width
 defaults to the first hidden width); once normalised they describe ``sizes`` (``width`` is None
-for unequal widths). To change ``sizes`` with ``replace``, pass ``depth=None, width=None`` too.
+for unequal widths). ``spec.with_sizes(sizes)`` changes the sizes (``replace(spec, sizes=...)``
+would let the old depth and width rebuild them).
 """
 
 from __future__ import annotations
@@ -347,6 +348,11 @@ class ModelSpec(_Section):
     def hidden(self) -> tuple:
         """The hidden widths ``sizes[1:-1]``."""
         return self.sizes[1:-1]
+
+    def with_sizes(self, sizes: Any) -> ModelSpec:
+        """This spec with new layer ``sizes`` (``depth`` and ``width`` follow them; a plain
+        ``replace(spec, sizes=...)`` would let the old depth and width rebuild them)."""
+        return dataclasses.replace(self, sizes=sizes, depth=None, width=None)
 
 
 @dataclass(frozen=True)
