@@ -226,7 +226,8 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     ranked = ranked[ranked["status"] != "failed"].head(MAX_OVERLAY_RUNS)
     labels = _labels(group.runs)
     keys = varying_keys(group.runs)
-    if keys and max(len(v) for v in labels.values()) > 24:  # long names: the varying values
+    if keys and max(len(v) for v in labels.values()) > 24 and all(
+            "=" in v for v in labels.values()):  # long generated names: the varying values
         labels = {str(r["id"]): ", ".join(f"{k.rsplit('.', 1)[-1]}={_plot_value(r['cfg:' + k])}"
                                           for k in keys) for _, r in group.runs.iterrows()}
     tables = {}
