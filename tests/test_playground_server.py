@@ -265,3 +265,22 @@ def test_panel_numbers_are_depthlabs_probe_and_theory():
     affine = theory_profile(resolved(**{"model.batchnorm": True,
                                         "model.activation": "identity"}))
     assert affine["relative_std"] is None and "affine" in affine["note"]
+
+
+@pytest.mark.parametrize("activation, applies, absent", [("sigmoid", "saturated", "inactive"),
+                                                         ("relu", "inactive", "saturated")])
+def test_saturation_panel_shows_what_applies_to_the_activation(activation, applies, absent):
+    from depthlab.experiments.runner import prepare
+    from depthlab.losses import get_loss
+    from depthlab.playground.measure import Monitor
+
+    setup = parse_setup({"model.depth": "4", "model.width": "16",
+                         "model.activation": activation, "model.init": "normal"})
+    prep = prepare(to_config(setup))
+    ds = prep.data
+    snap = Monitor(prep.net, ds.x_val, prep.y_val, get_loss("cross_entropy"), ds.x_train,
+                   prep.y_train).measure(0)
+    assert all(v is not None and 0.0 <= v <= 1.0 for v in snap[applies])
+    assert max(snap[applies]) > 0.05  # N(0, 1) weights: many units saturated or inactive
+    assert all(v is None for v in snap[absent])
+    assert all(v is not None for v in snap["dead"])

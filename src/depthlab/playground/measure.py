@@ -7,7 +7,9 @@ per-layer statistics of :func:`depthlab.probes.stats.network_stats` (no percenti
 numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
 
 * ``grad_std[l]``: std of ``dL/ds_l`` (the back-propagated gradient at the pre-activation);
-* ``act_mean[l]``, ``act_std[l]``; ``saturated[l]``, ``dead[l]`` (see ``probes.stats``);
+* ``act_mean[l]``, ``act_std[l]``; ``saturated[l]`` (bounded activations), ``inactive[l]``
+  (ReLU family: entries with ``s <= 0``), ``dead[l]`` (see ``probes.stats``; a quantity that
+  does not apply to the activation is None);
 * ``update_ratio[l] = ||W_l(t) - W_l(t0)|| / ||W_l(t0)|| / (t - t0)``: the relative change of the
   weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``;
 * activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
@@ -44,7 +46,7 @@ POINTS = 400
 _Q = layer_quantities(())
 _COLUMNS = {name: _Q.index(q) for name, q in (
     ("grad_std", "grad_pre_std"), ("act_mean", "act_mean"), ("act_std", "act_std"),
-    ("saturated", "saturated_frac"), ("dead", "dead_frac"))}
+    ("saturated", "saturated_frac"), ("inactive", "inactive_frac"), ("dead", "dead_frac"))}
 
 
 def pick_layers(n: int, k: int = HIST_LAYERS) -> list[int]:

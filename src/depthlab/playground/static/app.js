@@ -275,8 +275,9 @@ function buildPlots(m) {
     axes: [layerAxis, { label: "fraction", size: 50 }],
     series: [{ label: "layer" },
       { label: "saturated", stroke: "#d62728", width: 1.5, points: { show: L <= 60 } },
+      { label: "inactive", stroke: "#1f77b4", width: 1.5, points: { show: L <= 60 } },
       { label: "dead", stroke: "#7f7f7f", width: 1.5, points: { show: L <= 60 } }],
-  }, [layers, layers.map(() => null), layers.map(() => null)]);
+  }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-update", {
     scales: { x: { time: false }, y: logScale },
     axes: [layerAxis, { label: "update ratio", size: 60, values: logTicks }],
@@ -355,7 +356,7 @@ function onUpdate(m) {
       S.plots["plot-hist"].setData([xs, ...ys]);
     }
   }
-  S.plots["plot-sat"].setData([layers, m.saturated, m.dead]);
+  S.plots["plot-sat"].setData([layers, m.saturated, m.inactive, m.dead]);
   const ur = m.update_ratio.length ? m.update_ratio.map(pos) : layers.map(() => null);
   S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
   if (m.boundary) drawBoundary(m.boundary);
