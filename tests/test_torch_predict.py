@@ -137,3 +137,52 @@ def test_bad_arguments():
         dlt.predict(model, torch.randn(3, 4), torch.tensor([0, 1, 0]))
     with pytest.raises(TypeError, match="floating"):
         dlt.predict(model, torch.ones(3, 4, dtype=torch.long))
+
+
+class _Block(nn.Module):
+    """``post(x + fc2(act(fc1(x))))``: a residual block with an identity shortcut."""
+
+    def __init__(self, width, act, post=None):
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.act = act()
+        self.fc2 = nn.Linear(width, width)
+        self.post = post() if post is not None else None
+
+    def forward(self, x):
+        y = x + self.fc2(self.act(self.fc1(x)))
+        return self.post(y) if self.post is not None else y
+
+
+def _resnet_mlp(act, post, width=384, blocks=6):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, width), nn.Tanh(),
+                          *[_Block(width, act, post) for _ in range(blocks)],
+                          nn.Linear(width, 10))
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=math.sqrt(0.5 / m.in_features))
+            nn.init.zeros_(m.bias)
+    g = torch.Generator().manual_seed(1)
+    return model, torch.randn(256, 64, generator=g), torch.randint(0, 10, (256,), generator=g)
+
+
+def test_residual_blocks_add_the_identity_path():
+    model, x, y = _resnet_mlp(nn.Tanh, None)
+    from depthlab.torch.predict import chain
+
+    segments = chain(model, x)
+    assert [s["kind"] for s in segments] == ["layer"] + ["block"] * 6 + ["layer"]
+    assert [seg["name"] for seg in segments[1]["layers"]] == ["2.fc1", "2.fc2"]
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    _check(df)
+
+
+def test_residual_blocks_with_post_activation_are_approximate():
+    """``relu(x + F(x))`` carries the ReLU's positive mean on the skip and a non-Gaussian
+    sum: the prediction tracks the mean and stays within a factor of 2 in variance."""
+    model, x, y = _resnet_mlp(nn.ReLU, nn.ReLU)
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    sel = df[df.quantity.isin(["pre_std", "grad_pre_std"]) & (df.layer < df.layer.max())]
+    ratio = (sel.value / sel.predicted) ** 2
+    assert ratio.between(0.5, 2.0).all(), ratio.tolist()
