@@ -181,12 +181,14 @@ def _frame(obj: Any, columns: tuple[str, ...]) -> pd.DataFrame:
     return obj if isinstance(obj, pd.DataFrame) else pd.DataFrame(obj)
 
 
-def make_trainer(prep: Prepared, *, callbacks: list | None = None, progress: bool = False):
+def make_trainer(prep: Prepared, *, callbacks: list | None = None, progress: bool = False,
+                 **overrides: Any):
     """The :class:`~depthlab.training.Trainer` of the ``[train]`` section: its keyword
-    arguments are the :class:`~depthlab.spec.TrainSpec` fields, passed through by name."""
+    arguments are the :class:`~depthlab.spec.TrainSpec` fields, passed through by name
+    (``overrides`` replace some, e.g. ``epochs=None, max_steps=...``)."""
     from ..training import Trainer
 
-    return Trainer(prep.net, **prep.config["train"], callbacks=callbacks or [],
+    return Trainer(prep.net, **{**prep.config["train"], **overrides}, callbacks=callbacks or [],
                    progress=progress)
 
 

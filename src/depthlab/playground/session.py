@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnosis.findings import jsonable
-from ..experiments.runner import ExperimentError, prepare
+from ..experiments.runner import ExperimentError, make_trainer, prepare
 from ..training.trainer import Callback, Trainer
 from .measure import Monitor
 from .prediction import theory_profile
@@ -205,12 +205,8 @@ class Session:
         if self._stop:
             raise Stopped
         cfg, net, ds = prep.config, prep.net, prep.data
-        t = cfg["train"]
-        trainer = Trainer(
-            net, loss=t["loss"], optimizer=t["optimizer"], lr=t["lr"],
-            batch_size=t["batch_size"], epochs=None, max_steps=MAX_STEPS, seed=t["seed"],
-            l1=t["l1"], l2=t["l2"], optimizer_kwargs=t["optimizer_kwargs"],
-            loss_kwargs=t["loss_kwargs"] or None, callbacks=[_Gate(self)])
+        trainer = make_trainer(prep, callbacks=[_Gate(self)], epochs=None, max_steps=MAX_STEPS,
+                               eval_every=None)
         px, py = (ds.x_val, prep.y_val) if prep.y_val is not None else (ds.x_train,
                                                                         prep.y_train)
         self.monitor = Monitor(net, px, py, trainer.loss, ds.x_train, prep.y_train)
