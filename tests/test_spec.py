@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 
 import numpy as np
@@ -126,6 +127,7 @@ def test_fields_schema_covers_every_key():
     assert by_key["model.bn_ema_start"]["choices"] == ["first_batch", "zero"]
     assert by_key["train.lr"]["default"] == 0.01 and by_key["train.lr"]["min_open"] is True
     assert all(r["doc"] for r in rows)
+    assert json.loads(json.dumps(rows)) == rows  # plain data, ready for a web page
 
 
 def test_input_dropout_option_everywhere():
