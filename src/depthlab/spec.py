@@ -10,7 +10,10 @@ derived from these declarations:
   used by :func:`depthlab.experiments.config.validate`) and :meth:`RunSpec.to_toml`,
 * ``mlp(sizes, **options)`` (its options are the :class:`ModelSpec` fields) and
   ``Network.config`` (``spec.to_dict()`` plus the seed),
-* the experiment runner (``build_net``, the trainer's settings),
+* the experiment runner (``build_net``, ``make_trainer``) and ``Trainer``'s keyword
+  arguments and defaults (the :class:`TrainSpec` fields, by name),
+* run ids (:func:`depthlab.experiments.config.run_id`; a field added later is hashed only
+  when it differs from its default, so existing ids stay valid),
 * prescriptions (``dataclasses.replace(spec.model, init="he_normal")``),
 * user interfaces (:func:`fields_schema`: name, type, default, doc, choices and bounds).
 
