@@ -16,7 +16,7 @@ import depthlab.torch as dlt
 from depthlab.data import load_dataset
 from depthlab.diagnosis import Diagnosis, Finding, Verification
 from depthlab.torch import prescriptions as rx
-from depthlab.torch.train import TensorData, TrainSpec, train
+from depthlab.torch.train import TensorData, TorchTrainSpec, train
 
 DEVICES = [
     "cpu",
@@ -218,7 +218,7 @@ def _tensor_data(x, y, n=200):
 def test_train_is_deterministic_and_records_update_ratios(digits):
     x, y = digits
     data = _tensor_data(x, y)
-    spec = TrainSpec(lr=0.1, steps=12, batch_size=16, seed=3, probe_every=6)
+    spec = TorchTrainSpec(lr=0.1, steps=12, batch_size=16, seed=3, probe_every=6)
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -243,7 +243,7 @@ def test_warmup_clipping_and_divergence(digits):
     model = relu_mlp()()
     w0 = [p.detach().clone() for p in model.parameters()]
     # SGD with gradient norm clipped at c moves the parameters by at most lr * c per step
-    train(model, data, loss_fn, TrainSpec(lr=1.0, steps=1, batch_size=64, clip_grad_norm=1e-3))
+    train(model, data, loss_fn, TorchTrainSpec(lr=1.0, steps=1, batch_size=64, clip_grad_norm=1e-3))
     moved = math.sqrt(sum(float((p.detach() - q).pow(2).sum())
                           for p, q in zip(model.parameters(), w0)))
     assert 0 < moved <= 1e-3 * 1.0001
@@ -259,12 +259,12 @@ def test_warmup_clipping_and_divergence(digits):
     old = train_mod.OPTIMIZERS["sgd"]
     train_mod.OPTIMIZERS["sgd"] = Spy
     try:
-        train(relu_mlp()(), data, loss_fn, TrainSpec(lr=0.4, steps=5, warmup=4))
+        train(relu_mlp()(), data, loss_fn, TorchTrainSpec(lr=0.4, steps=5, warmup=4))
     finally:
         train_mod.OPTIMIZERS["sgd"] = old
     assert seen == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.4])
     # a non-finite loss stops training and is reported
-    res = train(relu_mlp()(), data, loss_fn, TrainSpec(lr=1e6, steps=30, batch_size=64))
+    res = train(relu_mlp()(), data, loss_fn, TorchTrainSpec(lr=1e6, steps=30, batch_size=64))
     assert res.history.diverged and math.isnan(res.metrics["train_loss"])
 
 
@@ -306,7 +306,7 @@ def test_matched_init_lsuv_swap_and_batchnorm():
 
 
 def test_apply_training_changes_and_translation():
-    spec = TrainSpec(optimizer="sgd", lr=0.1, optimizer_kwargs={"momentum": 0.9})
+    spec = TorchTrainSpec(optimizer="sgd", lr=0.1, optimizer_kwargs={"momentum": 0.9})
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     _, s = rx.apply({"optimizer": "adam", "lr": 1e-3, "clip_grad_norm": 1.0, "warmup": 5},
                     model, spec, torch.zeros(2, 4))

@@ -47,8 +47,8 @@ from . import prescriptions as rx
 from .train import (
     OPTIMIZERS,
     TensorData,
+    TorchTrainSpec,
     TrainResult,
-    TrainSpec,
     check_fits,
     model_device_dtype,
     scalar_loss,
@@ -332,7 +332,7 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
 
 
 def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
-          probe_every: int | None) -> TrainSpec:
+          probe_every: int | None) -> TorchTrainSpec:
     if isinstance(optimizer, str):
         name, kwargs = optimizer, {}
     elif isinstance(optimizer, (tuple, list)) and len(optimizer) == 2 \
@@ -349,7 +349,7 @@ def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{label} must be a positive integer, got {v!r}")
     every = probe_every if probe_every is not None else max(1, steps // 10)
-    return TrainSpec(optimizer=name, lr=lr, optimizer_kwargs=kwargs, steps=steps,
+    return TorchTrainSpec(optimizer=name, lr=lr, optimizer_kwargs=kwargs, steps=steps,
                      batch_size=batch_size, seed=seed, probe_every=every)
 
 
@@ -373,7 +373,7 @@ def _probe_fn(percentiles: bool) -> Callable:
     return lambda model, x, y, loss_fn: probe(model, x, y, loss_fn, percentiles=())
 
 
-def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
+def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrainSpec,
          settings: dict[str, Any], percentiles: bool = False) -> _Run:
     """Train ``model`` with probes and apply the rules."""
     px, py = (t[:PROBE_EXAMPLES] for t in data.probe_source)
@@ -399,7 +399,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TrainSpec,
     return _Run(ctx, result, findings, by_kind)
 
 
-def _settings(spec: TrainSpec, loss_fn: Callable, device: torch.device) -> dict[str, Any]:
+def _settings(spec: TorchTrainSpec, loss_fn: Callable, device: torch.device) -> dict[str, Any]:
     return {**spec.as_dict(), "loss": type(loss_fn).__name__ if isinstance(loss_fn, nn.Module)
             else getattr(loss_fn, "__name__", "loss_fn"), "device": str(device)}
 
@@ -517,7 +517,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                          f"{tuple(d.x.shape[1:])} per example: {type(e).__name__}: {e}") from None
 
 
-def _cures(f: Finding, base: _Run, spec: TrainSpec, fresh: Callable[[int], nn.Module],
+def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
            seed: int, xs: torch.Tensor) -> list[tuple[dict[str, Any], str]]:
     """Applicable cures for finding ``f``: the rule's prescription translated, then the torch
     alternatives, duplicates and transforms that change nothing in this model left out."""
@@ -546,7 +546,7 @@ def _cures(f: Finding, base: _Run, spec: TrainSpec, fresh: Callable[[int], nn.Mo
 
 
 def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed: int,
-                spec: TrainSpec, d: TensorData, loss_fn: Callable, settings: dict[str, Any],
+                spec: TorchTrainSpec, d: TensorData, loss_fn: Callable, settings: dict[str, Any],
                 xs: torch.Tensor) -> _Run:
     model = fresh(seed)
     torch.manual_seed(seed)  # re-initializations draw from the same stream every time

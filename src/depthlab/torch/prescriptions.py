@@ -20,7 +20,7 @@ change                      what it does
                             ``Linear``/``Conv`` child of an ``nn.Sequential`` that is directly
                             followed by an activation module
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
-``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TrainSpec`): a
+``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
 ``optimizer``,              (``torch.nn.utils.clip_grad_norm_``), another optimizer (``adam``),
 ``bn_population``           batch-norm running statistics recomputed over the training set
@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
-from .train import TrainSpec
+from .train import TorchTrainSpec
 
 ACTIVATION_MODULES: dict[type[nn.Module], str] = {
     nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", nn.SELU: "selu",
@@ -369,8 +369,8 @@ def insert_batchnorm(model: nn.Module) -> int:
 
 # -- applying a prescription -------------------------------------------------------------------
 
-def apply(changes: dict[str, Any], model: nn.Module, spec: TrainSpec, x: torch.Tensor
-          ) -> tuple[nn.Module, TrainSpec]:
+def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: torch.Tensor
+          ) -> tuple[nn.Module, TorchTrainSpec]:
     """Apply ``changes`` to ``model`` (in place; pass a fresh copy) and ``spec``: activation
     swap first, then normalization, then re-initialization, then biases. ``x``: a data batch
     (tracing, LSUV, checking that the transformed model still runs). Raises
@@ -412,7 +412,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TrainSpec, x: torch.T
 SATURATING = ("sigmoid", "tanh", "softsign")
 
 
-def translate(rule_changes: dict[str, Any], spec: TrainSpec) -> dict[str, Any] | None:
+def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, Any] | None:
     """The NumPy rules' ``mlp()``-argument prescription as torch changes (None when it has
     no torch counterpart, e.g. ``residual``)."""
     out: dict[str, Any] = {}
@@ -442,7 +442,7 @@ def translate(rule_changes: dict[str, Any], spec: TrainSpec) -> dict[str, Any] |
     return out or None
 
 
-def alternatives(kind: str, activation: str | None, spec: TrainSpec, normalized: bool
+def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normalized: bool
                  ) -> list[tuple[dict[str, Any], str]]:
     """Further cures to verify for a finding of ``kind`` (after the rule's own), each with
     the reason it may help."""

@@ -1,6 +1,6 @@
 """A deterministic training loop for any ``torch.nn.Module`` (the torch doctor's yardstick).
 
-Two runs with the same :class:`TrainSpec` see the same mini-batches in the same order: the
+Two runs with the same :class:`TorchTrainSpec` see the same mini-batches in the same order: the
 order comes from a NumPy generator seeded with ``spec.seed`` (a fresh permutation of the
 training rows per epoch), and ``torch.manual_seed(spec.seed)`` is set before the first step
 (dropout masks). Training runs on the model's device, in the model's floating dtype.
@@ -47,7 +47,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
     "adadelta": torch.optim.Adadelta,
 }
-"""Optimizer names accepted by :class:`TrainSpec` (``torch.optim`` classes)."""
+"""Optimizer names accepted by :class:`TorchTrainSpec` (``torch.optim`` classes)."""
 
 EVAL_BATCH = 1024
 """Rows per forward pass when evaluating the final metrics."""
@@ -58,7 +58,7 @@ ProbeFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, Callable], pd.D
 
 
 @dataclass(frozen=True)
-class TrainSpec:
+class TorchTrainSpec:
     """Everything that decides a training run besides the model and the data.
 
     ``optimizer``: a name of :data:`OPTIMIZERS`; ``lr``: its learning rate;
@@ -105,7 +105,7 @@ class TrainSpec:
                               or not math.isfinite(c) or c <= 0):
             raise ValueError(f"clip_grad_norm must be None or a positive number, got {c!r}")
 
-    def with_changes(self, **changes: Any) -> TrainSpec:
+    def with_changes(self, **changes: Any) -> TorchTrainSpec:
         """A copy with ``changes``; a new optimizer drops the old one's extra arguments
         (SGD's momentum means nothing to Adam)."""
         if "optimizer" in changes and changes["optimizer"] != self.optimizer \
@@ -121,7 +121,8 @@ class TrainSpec:
                 "bn_population": self.bn_population}
 
 
-def make_optimizer(spec: TrainSpec, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(spec: TorchTrainSpec, params: Sequence[torch.nn.Parameter]
+                   ) -> torch.optim.Optimizer:
     """``OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)``; a bad
     argument becomes a ValueError naming the optimizer."""
     try:
@@ -252,7 +253,7 @@ def train(
     model: torch.nn.Module,
     data: TensorData,
     loss_fn: Callable,
-    spec: TrainSpec,
+    spec: TorchTrainSpec,
     *,
     probe: ProbeFn | None = None,
     probe_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
