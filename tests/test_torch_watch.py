@@ -242,3 +242,17 @@ def test_one_host_transfer_per_recorded_step(monkeypatch):
     watch.close()
     assert per_step == [["tolist"], [], ["tolist"], []]
     assert set(watch.frame().step) == {0, 2}
+
+
+def test_interrupted_training_is_stored_as_failed(tmp_path):
+    torch.manual_seed(0)
+    model = zoo.mlp([4, 8, 2])
+    with pytest.raises(KeyboardInterrupt):
+        with dlt.Watch(model, every=1, out=tmp_path, name="stopped") as watch:
+            model(torch.randn(5, 4)).sum().backward()
+            watch.step(1.0)
+            raise KeyboardInterrupt
+    with Store(tmp_path) as store:
+        runs = store.runs()
+    assert list(runs.status) == ["failed"] and list(runs.name) == ["stopped"]
+    assert set(watch.frame().step) == {0}

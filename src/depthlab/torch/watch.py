@@ -197,10 +197,12 @@ class Watch:
             self._col_q.append(q)
             self._col_value.append(v)
 
-    def close(self) -> None:
-        """Remove the hooks and, with ``out``, store the run (idempotent)."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Remove the hooks and, with ``out``, store the run (idempotent). ``error``: the
+        exception that ended training (the ``with`` block's), stored as a ``failed`` run."""
         if self._closed:
             return
+        self._error = None if error is None else f"{type(error).__name__}: {error}"
         self._rec.disarm()
         self._closed = True
         self._snap.clear()
@@ -219,8 +221,8 @@ class Watch:
     def __enter__(self) -> Watch:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close(error=exc)
 
     # -- results -----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
@@ -261,13 +263,16 @@ class Watch:
             self.run_id = run_id(config, extra={"created": self._started, "name": self.name})
         last = float(losses["loss"].iloc[-1]) if len(losses) else math.nan
         status = "finished" if math.isfinite(last) or not len(losses) else "diverged"
+        error = getattr(self, "_error", None)
+        if error is not None:
+            status = "failed"
         probes = self.frame()[["step", "layer", "quantity", "value"]]
         return RunRecord(
             id=self.run_id, name=self.name, kind="run", status=status, config=config,
             metrics={"train_loss": last, "steps": self._calls,
                      "seconds": time.time() - self._started},
             seconds=time.time() - self._started, steps=losses, probes=probes,
-            created=self._started)
+            error=error, created=self._started)
 
     def _store(self) -> None:
         from ..experiments.store import Store
