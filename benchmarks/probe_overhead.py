@@ -4,7 +4,8 @@ right shape, one BLAS thread):
 
 * 784-100-100-100-10 sigmoid, batch 60 (Glorot & Bengio / Ioffe & Szegedy);
 * 20 ReLU layers of 256 (He init), batch 128;
-* 4 ReLU layers of 2048 (He init), batch 512 (fewer steps: one step is ~1000x the first).
+* 4 ReLU layers of 2048 (He init), batch 512 (a tenth of the steps, and only the goal modes:
+  one step costs ~1000 of the first network's).
 
 Training runs with ``eval_train=False`` and no validation set, so the baseline is the bare
 training step and the ratios are the strictest. The modes of one network are run in rounds,
@@ -28,6 +29,7 @@ for the statistics.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -50,7 +52,8 @@ NETWORKS = {
         sizes=[256] + [256] * 20 + [10], activation="relu", init="he_normal", batch=128,
         steps=1.0),
     "relu 4x2048, batch 512": dict(
-        sizes=[2048] * 5 + [10], activation="relu", init="he_normal", batch=512, steps=0.1),
+        sizes=[2048] * 5 + [10], activation="relu", init="he_normal", batch=512, steps=0.1,
+        modes=("no probes", "every=10, training batch", "every=1, training batch")),
 }
 
 MODES = {
@@ -87,11 +90,14 @@ def main() -> None:
                     help="steps per run on the two small networks (a tenth on the wide one)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="only the two small networks")
+    ap.add_argument("--json", help="also write the per-run times to this file")
     args = ap.parse_args()
     threadpool_limits(1)
     print(f"ProbeRecorder overhead: CPU ms per step, median (min-max) over {args.rounds} "
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
     gen = make_rng(0)
+    load_before = os.getloadavg()
+    results: dict[str, dict] = {}
     for label, spec in NETWORKS.items():
         if args.quick and spec["sizes"][1] == 2048:
             continue
@@ -102,12 +108,13 @@ def main() -> None:
         y = gen.integers(0, spec["sizes"][-1], n)
         xp = gen.standard_normal((300, d)).astype(np.float32)
         yp = gen.integers(0, spec["sizes"][-1], 300)
-        times: dict[str, list[float]] = {m: [] for m in MODES}
+        names = list(spec.get("modes", MODES))
+        times: dict[str, list[float]] = {m: [] for m in names}
         run(spec, None, x, y, xp, yp, max(2, steps // 10))  # warm-up
-        names = list(MODES)
         for r in range(args.rounds):
             for m in names if r % 2 == 0 else names[::-1]:
                 times[m].append(run(spec, MODES[m], x, y, xp, yp, steps))
+        results[label] = {"steps": steps, "times": times}
         base = statistics.median(times["no probes"])
         print(f"\n{label}: {steps} steps per run")
         for m, t in times.items():
@@ -119,6 +126,10 @@ def main() -> None:
                 if m in GOALS:
                     line += f"  (goal <= {GOALS[m]:g}%: {'met' if over <= GOALS[m] else 'NOT met'})"
             print(line)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"rounds": args.rounds, "load_before": load_before,
+                       "load_after": os.getloadavg(), "goals": GOALS, "results": results}, fh)
 
 
 if __name__ == "__main__":

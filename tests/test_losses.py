@@ -242,6 +242,12 @@ def test_validation_errors():
         ce.forward(z, np.array([0, 1, 3, 0]))
     with pytest.raises(ValueError, match="out of range"):
         ce.forward(z, np.array([0, -1, 2, 0]))
+    for dtype in (np.int8, np.int32, np.uint8, np.uint64):  # the one-pass unsigned check
+        with pytest.raises(ValueError, match="label 3 out of range"):
+            ce.forward(z, np.array([0, 1, 3, 0], dtype=dtype))
+        assert np.isfinite(ce.forward(z, np.array([0, 1, 2, 0], dtype=dtype)))
+    with pytest.raises(ValueError, match="label -128 out of range"):
+        ce.forward(z, np.array([0, -128, 2, 0], dtype=np.int8))
     with pytest.raises(ValueError, match="integers.*1.5"):
         ce.forward(z, np.array([0.0, 1.5, 2.0, 0.0]))
     with pytest.raises(ValueError, match="non-finite"):

@@ -203,7 +203,13 @@ class CrossEntropy(Loss):
                     )
             elif target.dtype.kind == "b":
                 raise TypeError("cross_entropy: labels must be integers, got a bool array")
-            lo, hi = target.min().item(), target.max().item()
+            if target.dtype.kind in "iu":
+                # one pass: read as unsigned, a negative label is larger than any class index
+                unsigned = target.view(target.dtype.str.replace("i", "u"))
+                ok = unsigned.max().item() < c
+            else:
+                ok = False  # float labels: the bounds are read below
+            lo, hi = (0, 0) if ok else (target.min().item(), target.max().item())
             if lo < 0 or hi >= c:
                 bad = lo if lo < 0 else hi
                 raise ValueError(

@@ -63,10 +63,14 @@ class Network(Sequential):
         return x
 
     def forward(self, x: Array, training: bool = True) -> Array:
-        return super().forward(self.check_input(x), training)
+        y = super().forward(self.check_input(x), training)
+        self._out_shape = y.shape  # what backward's gradient must match (no walk per step)
+        return y
 
     def backward(self, grad: Array, input_grad: bool = True, copy: bool = True) -> Array | None:
-        out = self.output_cache_shape
+        if self.layers[0].cached_input() is None:
+            raise RuntimeError("backward called before forward")
+        out = getattr(self, "_out_shape", None) or self.output_cache_shape
         if grad.shape != out:
             raise ValueError(f"gradient has shape {grad.shape}; expected the output shape {out}")
         g = grad.astype(self.dtype, copy=True) if copy or grad.dtype != self.dtype else grad

@@ -55,16 +55,17 @@ def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[f
         raise ValueError(f"unknown histogram kind {kind!r}; expected one of {HISTOGRAM_KINDS}")
     if x.size == 0:
         return (-1.0, 1.0)
-    low = float(x.min())  # NaN or infinite iff some entry is
-    finite = x if np.isfinite(low) and np.isfinite(float(x.max())) else x[np.isfinite(x)]
+    low, high = float(x.min()), float(x.max())  # NaN or infinite iff some entry is
+    finite = x if np.isfinite(low) and np.isfinite(high) else x[np.isfinite(x)]
     if finite.size == 0:
         return (-1.0, 1.0)
     if finite is not x:
-        low = float(finite.min())
+        low, high = float(finite.min()), float(finite.max())
     # the robust range: two order statistics by bucket selection, not a sort or partition
-    lo, hi = percentiles(finite, (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE))
+    lo, hi = percentiles(finite, (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE),
+                         bounds=(low, high))
     if low >= 0.0:
-        out = (0.0, hi if hi > 0 else max(float(finite.max()), 1.0))
+        out = (0.0, hi if hi > 0 else max(high, 1.0))
     else:
         m = max(abs(lo), abs(hi))
         out = (-m, m) if m > 0 else (-1.0, 1.0)
@@ -90,7 +91,9 @@ def bin_counts(x: Array, lo: float, hi: float, n_bins: int) -> np.ndarray:
         np.clip(pos, 0, n_bins - 1, out=pos)  # infinities go to the end bins, NaN stays
         if not np.isfinite(pos.sum()):  # finite bounded entries cannot overflow the sum
             pos = pos[np.isfinite(pos)]
-    return np.bincount(pos.astype(np.intp), minlength=n_bins)[:n_bins].astype(np.int64)
+    # float -> int32 converts several times faster than float -> int64
+    idx = pos.astype(np.int32 if n_bins < 2**31 else np.intp)
+    return np.bincount(idx, minlength=n_bins)[:n_bins].astype(np.int64)
 
 
 def bin_edges(lo: float, hi: float, n_bins: int) -> np.ndarray:

@@ -29,9 +29,11 @@ ENTRIES_PER_BUCKET = 4
 """Mean number of entries per bucket (``nb = n / ENTRIES_PER_BUCKET``)."""
 
 
-def order_statistics(x: Array, ranks: Sequence[int]) -> np.ndarray:
+def order_statistics(x: Array, ranks: Sequence[int],
+                     bounds: tuple[float, float] | None = None) -> np.ndarray:
     """``v[r]`` for every rank ``r`` in ``ranks`` (0 <= r < x.size), ``v`` = the entries of ``x``
-    sorted ascending; an array of ``x``'s dtype. Exact (see the module docstring)."""
+    sorted ascending; an array of ``x``'s dtype. Exact (see the module docstring). ``bounds``:
+    ``(x.min(), x.max())`` when the caller already has them (saves two passes)."""
     f = np.asarray(x).reshape(-1)
     n = f.size
     r = np.asarray(ranks, dtype=np.intp)
@@ -41,7 +43,7 @@ def order_statistics(x: Array, ranks: Sequence[int]) -> np.ndarray:
         raise ValueError(f"ranks must lie in 0..{n - 1}, got {ranks!r}")
     if n < SORT_BELOW or f.dtype.kind != "f":
         return np.sort(f)[r]
-    lo, hi = float(f.min()), float(f.max())
+    lo, hi = (float(f.min()), float(f.max())) if bounds is None else bounds
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return np.sort(f)[r]
     if lo == hi:
@@ -92,9 +94,10 @@ def percentile_values(stats: np.ndarray, positions: list[tuple[int, int, float]]
             for k, (_, _, t) in enumerate(positions)]
 
 
-def percentiles(x: Array, qs: Sequence[float]) -> list[float]:
+def percentiles(x: Array, qs: Sequence[float],
+                bounds: tuple[float, float] | None = None) -> list[float]:
     """Percentiles ``qs`` (in [0, 100]) of all entries of ``x`` by NumPy's ``linear`` rule, from
-    the needed order statistics only."""
+    the needed order statistics only (``bounds`` as in :func:`order_statistics`)."""
     pos = percentile_positions(np.size(x), qs)
-    return percentile_values(order_statistics(x, [i for lo, hi, _ in pos for i in (lo, hi)]),
-                             pos)
+    ranks = [i for lo, hi, _ in pos for i in (lo, hi)]
+    return percentile_values(order_statistics(x, ranks, bounds), pos)
