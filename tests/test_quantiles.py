@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from depthlab.probes import quantiles
 from depthlab.probes.histograms import bin_counts, choose_edges
 from depthlab.probes.quantiles import order_statistics, percentiles
 
@@ -19,8 +20,16 @@ def _arrays():
     yield g.standard_normal(300)  # below the sort threshold
 
 
+@pytest.fixture(params=["bucket selection", "partition"])
+def path(request, monkeypatch):
+    """Run a test through bucket selection (every size) and through np.partition."""
+    limit = 0 if request.param == "bucket selection" else 10**9
+    monkeypatch.setattr(quantiles, "PARTITION_UP_TO", limit)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_order_statistics_equal_a_full_sort(dtype):
+def test_order_statistics_equal_a_full_sort(dtype, path):
     g = np.random.default_rng(0)
     for x in _arrays():
         x = x.astype(dtype)
@@ -30,14 +39,14 @@ def test_order_statistics_equal_a_full_sort(dtype):
                                       np.sort(x)[ranks])
 
 
-def test_non_finite_entries_sort_like_numpy():
+def test_non_finite_entries_sort_like_numpy(path):
     x = np.random.default_rng(1).standard_normal(4000).astype(np.float32)
     x[[5, 17, 900]] = [np.nan, np.inf, -np.inf]
     ranks = [0, 1, 2000, 3997, 3998, 3999]
     np.testing.assert_array_equal(order_statistics(x, ranks), np.sort(x)[ranks])
 
 
-def test_percentiles_match_numpy_linear_rule():
+def test_percentiles_match_numpy_linear_rule(path):
     x = np.random.default_rng(2).standard_normal((128, 64)).astype(np.float32) * 3 + 1
     q = (0, 0.1, 2, 15, 50, 85, 98, 99.9, 100)
     np.testing.assert_allclose(percentiles(x, q), np.percentile(x.astype(np.float64), q),
@@ -51,7 +60,7 @@ def test_bad_ranks_and_empty_arrays_are_refused():
         order_statistics(np.zeros(0), [0])
 
 
-def test_histogram_edges_skip_non_finite_and_counts_keep_every_finite_entry():
+def test_histogram_edges_skip_non_finite_and_counts_keep_every_finite_entry(path):
     x = np.random.default_rng(4).standard_normal(5000).astype(np.float32)
     x[:3] = [np.nan, np.inf, -np.inf]
     lo, hi = choose_edges("pre", x)

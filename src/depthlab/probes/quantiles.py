@@ -9,8 +9,10 @@ every entry gets the bucket ``floor((x - min) * nb / (max - min))`` (``nb`` equa
 ``[min, max]``); rounding is monotone, so a larger entry never lands in a lower bucket and the
 buckets hold consecutive runs of ``v``. The cumulative bucket counts say which bucket holds each
 wanted rank; only the entries of those few buckets are gathered and sorted. The result is
-exactly ``v[r]`` (the same value a full sort gives). Arrays with NaN or infinite entries (NaN
-sorts last, as in ``np.sort``), tiny arrays and ranges too narrow to divide take the full sort.
+exactly ``v[r]`` (the same value a full sort gives). Arrays of up to ``PARTITION_UP_TO``
+entries use ``np.partition`` at the wanted ranks instead (cheaper there: fewer calls); arrays with
+NaN or infinite entries (NaN sorts last, as in ``np.sort``) and ranges too narrow to divide take
+the full sort.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import numpy as np
 
 from ..backend import Array
 
-SORT_BELOW = 512
-"""Arrays with fewer entries are simply sorted."""
+PARTITION_UP_TO = 16384
+"""Arrays with at most this many entries are partitioned at the wanted ranks (introselect);
+larger ones take bucket selection (measured on float32 layers: partition is faster up to ~16k
+entries and slower beyond, several times at 64k)."""
 
 ENTRIES_PER_BUCKET = 4
 """Mean number of entries per bucket (``nb = n / ENTRIES_PER_BUCKET``)."""
@@ -41,8 +45,8 @@ def order_statistics(x: Array, ranks: Sequence[int],
         raise ValueError("order statistics of an empty array are undefined")
     if r.size and (r.min() < 0 or r.max() >= n):
         raise ValueError(f"ranks must lie in 0..{n - 1}, got {ranks!r}")
-    if n < SORT_BELOW or f.dtype.kind != "f":
-        return np.sort(f)[r]
+    if n <= PARTITION_UP_TO or f.dtype.kind != "f":
+        return np.partition(f, np.unique(r))[r] if r.size else f[:0]
     lo, hi = (float(f.min()), float(f.max())) if bounds is None else bounds
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return np.sort(f)[r]
