@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LINE_EVERY_S", "Stages", "StatusLines", "make_progress", "mode"]
+__all__ = ["LINE_EVERY_S", "Stages", "StatusLines", "duration", "make_progress", "mode"]
 
 LINE_EVERY_S = 5.0
 
@@ -37,7 +37,9 @@ def mode(progress: Any) -> str | None:
                      "False or None")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A time span as a person reads it: ``"42 s"``, ``"3 min"``, ``"2.1 h"``."""
+    seconds = max(seconds, 0.0)
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -65,9 +67,9 @@ class StatusLines:
         post = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
         left = ""
         if 0 < self.n < self.total:
-            left = f", ~{_duration(elapsed * (self.total - self.n) / self.n)} left"
+            left = f", ~{duration(elapsed * (self.total - self.n) / self.n)} left"
         return (f"{self.unit} {self.n}/{self.total}{pct}" + (f": {post}" if post else "")
-                + f"; {_duration(elapsed)} elapsed{left}")
+                + f"; {duration(elapsed)} elapsed{left}")
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -120,7 +122,7 @@ class Stages:
         left = ""
         if self.done:
             per = (self._clock() - self._t0) / self.done
-            left = f" (overall ~{_duration(per * (self.total - self.done))} left)"
+            left = f" (overall ~{duration(per * (self.total - self.done))} left)"
         line = f"stage {k}/{self.total}: {label}{left}"
         self._write(line)
         return line

@@ -14,18 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..progress import duration
+
 PER_POINT_LINES = 1000
 STATUS_EVERY = 10.0
-
-
-def duration(seconds: float) -> str:
-    """``"42s"``, ``"3m05s"``, ``"2h07m"``."""
-    s = int(round(max(seconds, 0.0)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _metrics(m: dict[str, Any]) -> str:
