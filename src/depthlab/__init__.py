@@ -9,52 +9,94 @@ Quick start::
 
 from __future__ import annotations
 
-from . import layers, theory
-from .activations import ACTIVATIONS, get_activation
-from .diagnosis import Diagnosis, Finding, doctor
-from .initializers import INITIALIZERS, get_initializer
-from .losses import LOSSES, get_loss
-from .lsuv import lsuv
-from .models import mlp
-from .network import Network
-from .optimizers import OPTIMIZERS, get_optimizer
-from .parameter import Parameter
-from .persist import load, save
-from .probes import ProbeRecorder, probe
-from .regularizers import add_penalty_gradient, penalty
-from .spec import DataSpec, ModelSpec, ProbeSpec, RunSpec, TrainSpec
-from .training import DivergenceReport, History, Trainer, fit, mc_dropout_predict
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
+# Public names -> (module, attribute; None for the module itself). Imported on first use, so
+# that ``import depthlab`` and the command line start fast and a Ctrl-C during start-up is
+# handled by the CLI like any other.
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "layers": (".layers", None),
+    "theory": (".theory", None),
+    "plot": (".plot", None),
+    "ACTIVATIONS": (".activations", "ACTIVATIONS"),
+    "get_activation": (".activations", "get_activation"),
+    "Diagnosis": (".diagnosis", "Diagnosis"),
+    "Finding": (".diagnosis", "Finding"),
+    "doctor": (".diagnosis", "doctor"),
+    "INITIALIZERS": (".initializers", "INITIALIZERS"),
+    "get_initializer": (".initializers", "get_initializer"),
+    "LOSSES": (".losses", "LOSSES"),
+    "get_loss": (".losses", "get_loss"),
+    "lsuv": (".lsuv", "lsuv"),
+    "mlp": (".models", "mlp"),
+    "Network": (".network", "Network"),
+    "OPTIMIZERS": (".optimizers", "OPTIMIZERS"),
+    "get_optimizer": (".optimizers", "get_optimizer"),
+    "Parameter": (".parameter", "Parameter"),
+    "load": (".persist", "load"),
+    "save": (".persist", "save"),
+    "ProbeRecorder": (".probes", "ProbeRecorder"),
+    "probe": (".probes", "probe"),
+    "add_penalty_gradient": (".regularizers", "add_penalty_gradient"),
+    "penalty": (".regularizers", "penalty"),
+    "DataSpec": (".spec", "DataSpec"),
+    "ModelSpec": (".spec", "ModelSpec"),
+    "ProbeSpec": (".spec", "ProbeSpec"),
+    "RunSpec": (".spec", "RunSpec"),
+    "TrainSpec": (".spec", "TrainSpec"),
+    "DivergenceReport": (".training", "DivergenceReport"),
+    "History": (".training", "History"),
+    "Trainer": (".training", "Trainer"),
+    "fit": (".training", "fit"),
+    "mc_dropout_predict": (".training", "mc_dropout_predict"),
+}
 
-def __getattr__(name: str):
-    """``dl.plot`` imports matplotlib only when first used."""
-    if name == "plot":
-        import importlib
 
-        return importlib.import_module(".plot", __name__)
-    raise AttributeError(f"module 'depthlab' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (see :data:`_LAZY`)."""
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'depthlab' has no attribute {name!r}") from None
+    mod = importlib.import_module(module, __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def loss(name: str, **kwargs):
     """A loss object by name: ``mse``, ``cross_entropy``, ``binary_cross_entropy``, ``huber``."""
+    from .losses import get_loss
+
     return get_loss(name, **kwargs)
 
 
 def optimizer(name: str, params, **kwargs):
     """An optimizer by name (``sgd``, ``adagrad``, ``adadelta``, ``rmsprop``, ``adam``,
     ``nadam``) over ``params``, with ``torch.optim`` hyperparameter names and defaults."""
+    from .optimizers import get_optimizer
+
     return get_optimizer(name, params, **kwargs)
 
 
 def activation(name: str, **kwargs):
     """An activation function object by name."""
+    from .activations import get_activation
+
     return get_activation(name, **kwargs)
 
 
 def initializer(name: str, **kwargs):
     """An initializer ``init(shape, rng, dtype)`` by name."""
+    from .initializers import get_initializer
+
     return get_initializer(name, **kwargs)
 
 

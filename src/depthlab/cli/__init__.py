@@ -99,11 +99,14 @@ def _thread_limit(n: int | None) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("depthlab: interrupted\n")
+        return 130
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         sys.stderr.write("depthlab: error: give a command (see `depthlab --help`)\n")
