@@ -10,7 +10,7 @@ every entry gets the bucket ``floor((x - min) * nb / (max - min))`` (``nb`` equa
 buckets hold consecutive runs of ``v``. The cumulative bucket counts say which bucket holds each
 wanted rank; only the entries of those few buckets are gathered and sorted. The result is
 exactly ``v[r]`` (the same value a full sort gives). Arrays of up to ``PARTITION_UP_TO``
-entries use ``np.partition`` at the wanted ranks instead (cheaper there: fewer calls); arrays with
+entries use ``np.partition`` at the wanted ranks instead (tiny arrays: fewer calls); arrays with
 NaN or infinite entries (NaN sorts last, as in ``np.sort``) and ranges too narrow to divide take
 the full sort.
 """
@@ -24,10 +24,11 @@ import numpy as np
 
 from ..backend import Array
 
-PARTITION_UP_TO = 16384
+PARTITION_UP_TO = 1024
 """Arrays with at most this many entries are partitioned at the wanted ranks (introselect);
-larger ones take bucket selection (measured on float32 layers: partition is faster up to ~16k
-entries and slower beyond, several times at 64k)."""
+larger ones take bucket selection. (On random normal test arrays partition looked faster up to
+~16k entries, but on a training run's own layer arrays bucket selection was faster already at
+6000: measure in place.)"""
 
 ENTRIES_PER_BUCKET = 4
 """Mean number of entries per bucket (``nb = n / ENTRIES_PER_BUCKET``)."""
