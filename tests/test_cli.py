@@ -225,3 +225,17 @@ def test_module_help():
     assert res.returncode == 0
     for name in ("run", "sweep", "runs", "export", "report", "doctor", "datasets", "demo"):
         assert name in res.stdout
+
+
+def test_start_up_imports_no_numerics():
+    """`import depthlab` and the parser import no numerical library: the command starts fast
+    and a Ctrl-C during start-up reaches main() (exit 130, one line) instead of a traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys, depthlab, depthlab.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('numpy', 'pandas', 'scipy', 'matplotlib', 'torch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

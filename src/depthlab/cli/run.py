@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     echo(f"run {rec.id}: {rec.status} {metrics_line(rec.metrics)}")
     network = None
     if rec.status == "finished":  # the trained network, for `depthlab predict RUN DATA`
-        from .predict import save_run_network
+        from ..inference import save_run_network
 
         network = save_run_network(prep, args.out, rec.id)
         echo(f"network: {network}")

@@ -15,11 +15,12 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .common import UserError, say
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -92,6 +93,7 @@ def load_factory(spec: str) -> Callable[[], Any]:
 
 def shape_inputs(x: np.ndarray, image_shape: Any, model: Any) -> np.ndarray:
     """Rows ``x`` (N, D) shaped for ``model`` (see the module doc)."""
+    import numpy as np
     from torch import nn
 
     first = next((m for m in model.modules()

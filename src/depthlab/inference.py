@@ -1,0 +1,132 @@
+"""Predictions of a saved network (``dl.save``, or a run's network saved by ``depthlab run``) on
+new inputs: finding the file, reading inputs from ``.npy``/``.npz``/``.csv`` files or a built-in
+data set's test split, the run's input standardization ``(x - mean) / std``, and the predicted
+class (``argmax`` of the logits for cross-entropy, ``logit > 0`` for binary cross-entropy).
+Errors are ValueErrors naming the file or value and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODELS = "models"
+
+
+def model_path(out: str | Path, run_id: str) -> Path:
+    """Where ``depthlab run`` keeps a run's network: ``OUT/models/<run id>.npz``."""
+    return Path(out) / MODELS / f"{run_id}.npz"
+
+
+def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
+    """Save a trained run's network with its loss and input standardization."""
+    from .persist import save
+
+    meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
+                            "data": prep.config["data"]}
+    std = (getattr(prep.data, "info", None) or {}).get("standardization")
+    if std:
+        meta["input_mean"] = np.asarray(std["mean"])
+        meta["input_std"] = np.asarray(std["std"])
+    return save(prep.net, model_path(out, run_id), meta=meta)
+
+
+def resolve_model(target: str, folder: str | Path) -> Path:
+    """The saved network ``target`` names: a ``.npz`` file, or the id (or a unique prefix) of a
+    run of results folder ``folder`` whose network ``depthlab run`` saved."""
+    p = Path(target)
+    if p.suffix == ".npz" or p.is_file():
+        if not p.is_file():
+            raise ValueError(f"{target!r}: no such file")
+        return p
+    models = Path(folder) / MODELS
+    found = sorted(models.glob(f"{target}*.npz")) if models.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ValueError(f"{target!r} is neither a .npz file nor a run with a saved network in "
+                        f"{str(models)!r} (networks are saved by `depthlab run`)")
+    raise ValueError(f"run prefix {target!r} matches {len(found)} runs: "
+                    f"{', '.join(f.stem for f in found[:5])}; give more characters")
+
+
+def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The raw (unstandardized) test split of built-in data set ``name``: split as the run
+    that saved the network split it when it trained on ``name``, else with the defaults."""
+    from .data import load_dataset
+
+    d = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    kw: dict[str, Any] = {}
+    if d.get("name") == name:
+        kw = {k: d[k] for k in ("seed", "val_fraction", "test_fraction", "n") if d.get(k)
+              is not None}
+        kw.update(d.get("options") or {})
+    ds = load_dataset(name, **kw)
+    return np.asarray(ds.x_test), np.asarray(ds.y_test)
+
+
+def read_inputs(path: str) -> np.ndarray:
+    """A 2-D float array from ``.npy``, ``.csv`` or ``.npz`` (key ``x``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"DATA {path!r}: no such file (nor a built-in data set: see "
+                         "`depthlab datasets`)")
+    if p.suffix not in (".npy", ".npz", ".csv", ".txt"):
+        raise ValueError(f"DATA {path!r}: expected a .npy, .npz or .csv file")
+    try:
+        if p.suffix == ".npy":
+            x = np.load(p, allow_pickle=False)
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                x = z["x"] if "x" in z.files else None
+                names = ", ".join(z.files)
+        else:
+            import pandas as pd
+
+            first = p.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
+            header = not all(_is_number(c) for c in first)
+            x = pd.read_csv(p, header=0 if header else None).to_numpy()
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
+    if x is None:
+        raise ValueError(f"DATA {path!r} has no 'x' array; arrays: {names}")
+    x = np.asarray(x)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"DATA {path!r}: expected a 2-D numeric array, got shape {x.shape} "
+                         f"{x.dtype}")
+    return x
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def predict_saved(model: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw outputs, predicted classes or None) of the saved network on ``x``."""
+    from .persist import load, load_meta
+
+    net, meta = load(model), load_meta(model)
+    n_in = net.dense_layers()[0].W.value.shape[0]
+    if x.shape[1] != n_in:
+        raise ValueError(f"DATA has {x.shape[1]} features per row; the network expects {n_in}")
+    dtype = net.parameters()[0].value.dtype
+    x = x.astype(dtype, copy=False)
+    if "input_mean" in meta:
+        x = ((x - meta["input_mean"].astype(dtype)) / meta["input_std"].astype(dtype)).astype(
+            dtype, copy=False)
+    out = net.predict(x)
+    loss = meta.get("loss")
+    classes = None
+    if loss == "cross_entropy" or (loss is None and out.shape[1] > 1):
+        classes = np.argmax(out, axis=1)
+    elif loss == "binary_cross_entropy":
+        classes = (out[:, 0] > 0).astype(np.int64)
+    return out, classes
