@@ -167,17 +167,20 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
-def breakdown(sizes, activation, batch, reps: int) -> dict[str, float]:
-    """Median-free split of one depthlab step (best of ``reps``): the matrix products alone on
-    buffers of the step's shapes, the elementwise work alone (activation forward and backward,
-    softmax cross-entropy, bias sums, the SGD update), and the step itself."""
+def breakdown(sizes, activation, batch, steps: int, rounds: int) -> dict[str, float]:
+    """Split of one depthlab step: the matrix products alone on buffers of the step's shapes,
+    the elementwise work alone (activation forward and backward, softmax cross-entropy, bias
+    sums, the SGD update), and the step itself, interleaved in blocks of ``steps`` over
+    ``rounds`` rounds (medians); the overhead (Python and call costs) is the remainder."""
     import depthlab as dl
 
     rng = np.random.default_rng(0)
     ws = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
     hs = [rng.standard_normal((batch, a)).astype(np.float32) for a in sizes]
     gws = [np.empty_like(w) for w in ws]
-    fn = dl.activations.get_activation(activation)
+    from depthlab.activations import get_activation
+
+    fn = get_activation(activation)
     loss = dl.loss("cross_entropy")
     y = rng.integers(0, sizes[-1], batch)
 
@@ -201,12 +204,17 @@ def breakdown(sizes, activation, batch, reps: int) -> dict[str, float]:
             w -= 1e-3 * gws[i]
             bs[i] -= 1e-3 * bs[i]
 
-    step = depthlab_step(sizes, activation, "he_normal", batch)
-    t_step = _best(lambda: step(1), reps)
-    t_mm = _best(products, reps)
-    t_el = _best(elementwise, reps)
-    return {"step": t_step, "products": t_mm, "elementwise": t_el,
-            "overhead": max(0.0, t_step - t_mm - t_el)}
+    def repeat(fn):
+        def run(k: int) -> None:
+            for _ in range(k):
+                fn()
+        return run
+
+    times = interleaved({"step": depthlab_step(sizes, activation, "he_normal", batch),
+                         "products": repeat(products), "elementwise": repeat(elementwise)},
+                        steps, rounds)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {**med, "overhead": max(0.0, med["step"] - med["products"] - med["elementwise"])}
 
 
 def step_products(sizes, batch) -> list[tuple[str, int, int, int]]:
@@ -321,7 +329,7 @@ def child(cores: str, rounds: int, use_jax: bool) -> dict:
         case = {"name": name, "times": times,
                 "float64_ratio": statistics.median(f64["float64"]) /
                 statistics.median(f64["float32"]),
-                "breakdown": breakdown(sizes, act, batch, reps=max(5, rounds))}
+                "breakdown": breakdown(sizes, act, batch, steps, max(5, rounds))}
         if sizes[1] == 2048:
             case["shapes"] = shape_rates(sizes, batch, reps=3)
             # the step against its products at the best rate per shape, interleaved
@@ -356,7 +364,8 @@ def report(res: dict) -> None:
             line += f"{_ms(med[f]):>9s} ({_ms(min(t))}-{_ms(max(t))})".rjust(24)
         line += "".join(f"{med[f] / med['depthlab']:15.2f}x" for f in fws[1:])
         print(line)
-    print("\ndepthlab's step (best of rounds), where the time goes; float64 / float32:")
+    print("\ndepthlab's step (medians of interleaved rounds), where the time goes; "
+          "float64 / float32:")
     for c in res["cases"]:
         b = c["breakdown"]
         print(f"  {c['name']:38s} step {_ms(b['step'])} ms = products {_ms(b['products'])} + "

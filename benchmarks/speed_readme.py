@@ -61,9 +61,9 @@ def engine_block(data: dict) -> list[str]:
             goals.append(f"{c['name']}, {SETTINGS[key]}: at least as fast as PyTorch"
                          f"{' (1.5× for this network)' if need > 1 else ''} and JAX: "
                          f"{'met' if ok else 'not met'}")
-    lines += ["", "Where depthlab's step goes (best of the rounds; products replayed alone on "
-              "buffers of the step's shapes, elementwise work alone, the rest is Python and call "
-              "overhead), and float64 against float32:", ""]
+    lines += ["", "Where depthlab's step goes (medians of interleaved rounds; products replayed "
+              "alone on buffers of the step's shapes, elementwise work alone, the rest is Python "
+              "and call overhead), and float64 against float32:", ""]
     lines += ["| network | setting | step ms | products | elementwise | overhead | "
               "float64 / float32 |", "|---|---|---|---|---|---|---|"]
     for key, res in data["results"].items():
