@@ -36,16 +36,26 @@ BOUNDED_LIMIT = 100.0
 """An activation with ``|f(+-1e6)| <= BOUNDED_LIMIT`` is treated as bounded."""
 
 
-@lru_cache(maxsize=256)
 def activation_range(fn: ActivationFn) -> tuple[float, float] | None:
     """``(f(-1e6), f(1e6))`` sorted, for a bounded activation; None when unbounded (cached per
-    activation: activations compare and hash by name and settings)."""
+    activation: activations compare and hash by name and settings; an unhashable custom one is
+    evaluated every time)."""
+    try:
+        return _cached_range(fn)
+    except TypeError:  # unhashable
+        return _range(fn)
+
+
+def _range(fn: ActivationFn) -> tuple[float, float] | None:
     with np.errstate(all="ignore"):
         v = np.asarray(fn.forward(np.array([-1e6, 1e6], dtype=np.float64)), dtype=np.float64)
     if not np.all(np.isfinite(v)) or np.max(np.abs(v)) > BOUNDED_LIMIT:
         return None
     lo, hi = float(v.min()), float(v.max())
     return (lo, hi) if hi > lo else None
+
+
+_cached_range = lru_cache(maxsize=256)(_range)
 
 
 def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[float, float]:

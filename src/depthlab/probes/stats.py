@@ -33,7 +33,6 @@ import math
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 
 import numpy as np
 
@@ -54,11 +53,9 @@ RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "
 """Activations whose units are *inactive* (not saturated) for ``s <= 0``."""
 
 
-@lru_cache(maxsize=256)
 def activation_family(fn: ActivationFn) -> str:
     """``"bounded"`` (finite range: saturation applies), ``"relu"`` (:data:`RELU_FAMILY`:
-    inactivity applies) or ``"other"`` (e.g. identity: neither). Cached per activation
-    (activations compare and hash by name and settings)."""
+    inactivity applies) or ``"other"`` (e.g. identity: neither). Cheap: the range is cached."""
     from .histograms import activation_range
 
     if activation_range(fn) is not None:
