@@ -332,7 +332,7 @@ def test_report_shows_a_real_verified_diagnosis(tmp_path):
     first = diagnosis.findings[0]
     assert html.escape(first.message)[:60] in section
     assert "Baseline run: 60 steps of sgd" in section
-    verdicts = section.count(": helped") + section.count(": did NOT help")
+    verdicts = section.count(": helped") + section.count(": did not help")
     assert verdicts == len(diagnosis.findings)
 
 

@@ -373,7 +373,7 @@ def _verification_text(v: dict) -> str:
     if v.get("metric"):
         bits.append(f"{v['metric']} {H.fmt(v.get('metric_before'))} → "
                     f"{H.fmt(v.get('metric_after'))}")
-    verdict = "helped" if v.get("helped") else "did NOT help"
+    verdict = "helped" if v.get("helped") else "did not help"
     return ", ".join(bits) + f": {verdict}" + (" (resolved)" if v.get("resolved") else "")
 
 

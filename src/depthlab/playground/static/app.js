@@ -433,7 +433,7 @@ function onDoctor(m) {
       const t = `verified: train loss ${fmt(v.before.train_loss)} → ${fmt(v.after.train_loss)}, ` +
         `held-out acc ${fmt(v.before.val_acc)} → ${fmt(v.after.val_acc)}, ${v.metric} ` +
         `${fmt(v.metric_before)} → ${fmt(v.metric_after)}${v.resolved ? " (resolved)" : ""}: ` +
-        (v.helped ? "helped" : "did NOT help");
+        (v.helped ? "helped" : "did not help");
       box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
     }
     if (f.apply && Object.keys(f.prescription || {}).length) {
