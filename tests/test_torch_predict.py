@@ -120,13 +120,18 @@ def test_conv_chain():
 
 
 @pytest.mark.parametrize("model, match", [
-    (zoo.resnet18(), "normalization"),
+    (zoo.resnet18(), "'maxpool' \\(MaxPool2d\\)"),
+    (zoo.bn_cnn(), "AdaptiveAvgPool2d"),
+    (nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.ReLU(), nn.Linear(8, 2)), "LayerNorm"),
+    (nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).eval(),
+     "eval mode"),
     (nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 2)), "chain"),
     (zoo.lstm_classifier(features=4), "Linear/Conv"),
 ])
 def test_unsupported_models_are_refused(model, match):
     x = torch.randn(2, 3, 32, 32) if isinstance(model, zoo.ResNet) else (
-        torch.randn(2, 5, 4) if isinstance(model, zoo.LSTMClassifier) else torch.randn(2, 4))
+        torch.randn(2, 5, 4) if isinstance(model, zoo.LSTMClassifier) else
+        torch.randn(2, 3, 8, 8) if isinstance(model[0], nn.Conv2d) else torch.randn(2, 4))
     with pytest.raises(ValueError, match=match):
         dlt.predict(model, x)
 
@@ -186,3 +191,137 @@ def test_residual_blocks_with_post_activation_are_approximate():
     sel = df[df.quantity.isin(["pre_std", "grad_pre_std"]) & (df.layer < df.layer.max())]
     ratio = (sel.value / sel.predicted) ** 2
     assert ratio.between(0.5, 2.0).all(), ratio.tolist()
+
+
+# ----------------------------------------------------------------------------------------------
+# BatchNorm (training mode): Yang et al. 2019's gradient explosion, from the modules' gamma, beta
+
+BN_FACTOR_RTOL = 0.025  # per-layer gradient factor, as the NumPy BN tests (width 256-512)
+
+
+def _bn_mlp(depth, width, act, din=64, seed=0):
+    torch.manual_seed(seed)
+    mods, c = [], din
+    for _ in range(depth):
+        mods += [nn.Linear(c, width, bias=False), nn.BatchNorm1d(width), act()]
+        c = width
+    return nn.Sequential(*mods, nn.Linear(c, 10))
+
+
+def _factors(df):
+    """Per-layer growth of grad_pre_std towards the input (measured, predicted), over the
+    hidden layers after the first (the first has another fan-in)."""
+    g = df[df.quantity == "grad_pre_std"]
+    v, p = g.value.to_numpy()[1:-1], g.predicted.to_numpy()[1:-1]
+    return v[:-1] / v[1:], p[:-1] / p[1:]
+
+
+def test_bn_relu_mlp_explodes_as_predicted():
+    """Depth 20, width 256, batch 512: the predicted factor is bn_gradient_factor's
+    sqrt(pi / (pi - 1)) = 1.2112; measured per-layer factors 1.187-1.228 (within 2%); the
+    accumulated gradient std within 4% after 20 layers (x ~ 45 in std)."""
+    from depthlab.theory import bn_gradient_factor
+
+    model = _bn_mlp(20, 256, nn.ReLU)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(512, 64, generator=g), torch.randint(0, 10, (512,), generator=g)
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    meas, pred = _factors(df)
+    # the actual weights' mean squares differ by ~0.4% from layer to layer; on average:
+    assert np.exp(np.log(pred).mean()) == pytest.approx(bn_gradient_factor("relu").growth,
+                                                        rel=2e-3)
+    np.testing.assert_allclose(pred, bn_gradient_factor("relu").growth, rtol=1e-2)
+    np.testing.assert_allclose(meas / pred, 1.0, rtol=BN_FACTOR_RTOL)
+    grads = df[df.quantity == "grad_pre_std"]
+    assert grads.predicted.iloc[1] / grads.predicted.iloc[-2] > 25  # it explodes: 1.21^18
+    np.testing.assert_allclose((grads.value / grads.predicted) ** 2, 1.0, rtol=0.1)
+    for q in ("pre_std", "act_std"):
+        sel = df[(df.quantity == q) & (df.layer <= 20)]
+        np.testing.assert_allclose(sel.value / sel.predicted, 1.0, rtol=0.05, err_msg=q)
+
+
+def test_bn_uses_the_modules_gamma_and_beta():
+    """tanh with per-channel gamma in [0.6, 1.6] and beta in [-0.4, 0.4] (as after training):
+    the factor follows the channel-averaged gamma^2 E[f'^2] / Var f, not the init's 1.085."""
+    model = _bn_mlp(16, 256, nn.Tanh, seed=2)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.BatchNorm1d):
+                m.weight.copy_(0.6 + torch.rand(256, generator=gen))
+                m.bias.copy_(0.8 * torch.rand(256, generator=gen) - 0.4)
+    x, y = torch.randn(512, 64, generator=gen), torch.randint(0, 10, (512,), generator=gen)
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    meas, pred = _factors(df)
+    assert abs(pred.mean() - 1.0853) > 0.03  # gamma and beta matter
+    np.testing.assert_allclose(meas / pred, 1.0, rtol=BN_FACTOR_RTOL)
+    sel = df[(df.quantity == "act_std") & (df.layer <= 16)]
+    np.testing.assert_allclose(sel.value / sel.predicted, 1.0, rtol=0.05)
+
+
+def test_bn_cnn_zero_padding():
+    """Conv3x3 (zero padding) -> BN -> ReLU, depth 12, width 128, 8x8 maps: a border position
+    reads fewer taps and its unit mean differs, which BN's batch variance includes; predicted
+    factor 1.170 (1.211 without the correction), measured 1.13-1.22 per layer (mean 1.179)."""
+    torch.manual_seed(0)
+    mods, c = [], 3
+    for _ in range(12):
+        mods += [nn.Conv2d(c, 128, 3, padding=1, bias=False), nn.BatchNorm2d(128), nn.ReLU()]
+        c = 128
+    model = nn.Sequential(*mods, nn.Flatten(), nn.Linear(128 * 64, 10))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 3, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    meas, pred = _factors(df)
+    assert np.exp(np.log(pred).mean()) == pytest.approx(1.1704, rel=2e-3)
+    assert abs(meas.mean() / pred.mean() - 1.0) < 0.015
+    np.testing.assert_allclose(meas / pred, 1.0, rtol=0.05)  # 32 images: noisier per layer
+    sel = df[(df.quantity == "pre_std") & (df.layer <= 12)]
+    np.testing.assert_allclose(sel.value / sel.predicted, 1.0, rtol=0.08)
+
+
+class _BNResNet(nn.Module):
+    """torchvision-style stem + BasicBlocks (BN, in-place ReLU shared by both calls, a
+    projection shortcut 1x1 conv + BN), no pooling."""
+
+    def __init__(self, width=64, blocks=5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        down = nn.Sequential(nn.Conv2d(width, 2 * width, 1, stride=2, bias=False),
+                             nn.BatchNorm2d(2 * width))
+        self.layers = nn.Sequential(*[zoo.BasicBlock(width, width) for _ in range(blocks)],
+                                    zoo.BasicBlock(width, 2 * width, 2, down),
+                                    zoo.BasicBlock(2 * width, 2 * width))
+        self.fc = nn.Linear(2 * width * 16, 10)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.layers(self.relu(self.bn1(self.conv1(x)))), 1))
+
+
+def test_bn_residual_blocks_with_projection_shortcut():
+    """relu(bn2(conv2(...)) + downsample(x)): the paths add; the post-ReLU sum is not Gaussian,
+    so, as for the plain residual blocks, a factor 2 in variance (measured std ratios
+    0.79-1.06 over 17 layers)."""
+    from depthlab.torch.predict import chain
+
+    torch.manual_seed(0)
+    model = _BNResNet()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 3, 8, 8, generator=g), torch.randint(0, 10, (32,), generator=g)
+    segments = chain(model, x)
+    assert [s["kind"] for s in segments] == ["layer"] + ["block"] * 7 + ["layer"]
+    proj = segments[6]
+    assert [s["name"] for s in proj["layers"]] == ["layers.5.conv1", "layers.5.conv2"]
+    assert [s["name"] for s in proj["shortcut"]] == ["layers.5.downsample.0"]
+    assert proj["post"].name == "relu" and segments[1]["shortcut"] == []
+    df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+    sel = df[df.quantity.isin(["pre_std", "act_std", "grad_pre_std"])
+             & (df.layer < df.layer.max())]
+    ratio = (sel.value / sel.predicted) ** 2
+    assert ratio.between(0.5, 2.0).all(), ratio.tolist()
+    assert set(df.module) >= {"layers.5.downsample.0", "layers.6.conv2"}
