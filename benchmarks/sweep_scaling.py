@@ -68,6 +68,9 @@ class Timed(Executor):
     def close(self) -> None:
         self.inner.close()
 
+    def expect(self, total: int | None) -> None:
+        self.inner.expect(total)
+
     def run(self, tasks: Iterator[Task], done) -> None:
         def timed(task: Task, rec) -> None:
             t = time.perf_counter()
@@ -108,6 +111,7 @@ def scheduler_only(n: int, workers: int) -> float:
     raw = {**BASE, "sweep": {"train.seed": list(range(n))}}
     tasks = (Task(p.id, p.name, p.config, "bench") for p in iter_points(raw))
     with DaskExecutor(f"local:{workers}", compute=noop) as ex:
+        ex.expect(n)
         t = time.perf_counter()
         ex.run(tasks, lambda _task, _rec: None)
         return (time.perf_counter() - t) / n

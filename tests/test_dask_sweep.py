@@ -154,17 +154,57 @@ def raising_compute(task):
     return compute_point(task)
 
 
-def test_point_that_raises_is_failed_with_its_message(tmp_path, cluster):
+@pytest.mark.parametrize("chunk", [None, 3])  # 3: a raising point shares its chunk
+def test_point_that_raises_is_failed_with_its_message(tmp_path, cluster, chunk):
     raw = read_toml(write(tmp_path))
     raw["sweep"] = {"train.seed": [0, 1, 2], "model.sizes": [["auto", 8, "auto"],
                                                              [3, 8, "auto"]]}
     res = run_sweep(raw, tmp_path / "o", echo=None,
-                    executor=DaskExecutor(cluster.scheduler_address, compute=raising_compute))
+                    executor=DaskExecutor(cluster.scheduler_address, compute=raising_compute,
+                                          chunk=chunk))
     got = {r[0]: r for r in rows(tmp_path / "o" / "depthlab.db")}
     assert len(got) == 6 and res.count("failed") == 4 and res.count("finished") == 2
     errors = sorted(r[4] for r in got.values() if r[1] == "failed")
     assert sum("RuntimeError: boom in point seed=1," in e for e in errors) == 2
     assert sum("model.sizes[0] = 3 but data set 'clusters' has 16" in e for e in errors) == 2
+
+
+def dying_compute(task):
+    """Seed 1 kills its worker process every time it is tried."""
+    if task.config["train"]["seed"] == 1:
+        os._exit(3)
+    return compute_point(task)
+
+
+def test_chunk_that_fails_in_every_try_stores_its_points_failed(tmp_path, cluster):
+    raw = read_toml(write(tmp_path))
+    raw["sweep"] = {"train.seed": [0, 1, 2, 3, 4, 5]}
+    res = run_sweep(raw, tmp_path / "o", echo=None,  # chunks: seeds 0-2 (dies), seeds 3-5
+                    executor=DaskExecutor(cluster.scheduler_address, compute=dying_compute,
+                                          chunk=3))
+    conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
+    got = conn.execute("SELECT name, status, error FROM runs ORDER BY name").fetchall()
+    conn.close()
+    assert res.count("failed") == 3 and res.count("finished") == 3
+    assert [(n, st) for n, st, _ in got] == [(f"seed={i}", "failed" if i < 3 else "finished")
+                                             for i in range(6)]
+    assert all("KilledWorker" in e for _, st, e in got if st == "failed")
+
+
+def test_chunk_size_follows_grid_workers_and_point_speed():
+    ex = DaskExecutor("local:2")
+    assert ex.chunk_size(400, 2) == 4  # no point timed yet: small first chunks
+    ex._point_s = 0.01
+    assert ex.chunk_size(400, 2) == 50  # 4 waves per worker thread
+    assert ex.chunk_size(9, 2) == 2 and ex.chunk_size(1, 2) == 1  # shrinking at the end
+    assert ex.chunk_size(10**6, 100) == 200  # at most 2 s of work per chunk
+    ex._point_s = 30.0
+    assert ex.chunk_size(10**6, 2) == 1
+    ex._point_s = 1e-6
+    assert ex.chunk_size(10**9, 2) == 256 and ex.chunk_size(None, 2) == 256
+    assert DaskExecutor("local:2", chunk=7).chunk_size(400, 2) == 7
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        DaskExecutor("local:2", chunk=0)
 
 
 def test_client_killed_then_rerun_finishes(tmp_path, cluster):

@@ -316,3 +316,37 @@ def test_dask_is_optional(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ClusterError, match=r"pip install 'depthlab\[cluster\]'"):
         DaskExecutor("local:1").start()
+
+
+def test_a_record_delivered_twice_is_committed_once(tmp_path):
+    """A re-run batch of points (a Dask chunk whose worker died) may deliver a run again: the
+    client commits it once and counts it once."""
+    from depthlab.experiments.executors import InProcess
+    from depthlab.experiments.sweep import run_points
+
+    class Twice(InProcess):
+        def run(self, tasks, done):
+            for task in tasks:
+                rec = self.compute(task)
+                done(task, rec)
+                done(task, rec)
+
+    raw = read_toml_text(tmp_path, 'data = {name = "clusters", n = 60}\n'
+                         'model = {sizes = ["auto", 4, "auto"]}\n'
+                         'train = {epochs = 1, batch_size = 32}\nprobes = {every = 0}\n'
+                         '[sweep]\n"train.seed" = [0, 1]\n')
+    from depthlab.experiments.grid import iter_points
+
+    res = run_points(iter_points(raw), tmp_path / "o", sweep="s", executor=Twice(), echo=None)
+    assert res.counts == {"finished": 2}
+    conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
+    ids = [r[0] for r in conn.execute("SELECT id FROM runs")]
+    steps = conn.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+    conn.close()
+    assert len(ids) == 2 and steps == 2 * 2  # 60 rows, 80% train, batch 32: 2 steps each
+
+
+def read_toml_text(tmp_path, text: str) -> dict:
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return read_toml(str(path))

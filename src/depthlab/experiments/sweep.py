@@ -118,6 +118,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             yield Task(p.id, p.name, p.config, sweep, kind)
 
     def done(task: Task, rec: RunRecord) -> None:
+        if task.id not in in_flight:
+            return  # delivered again (a re-run batch of points): committed already
         in_flight.discard(task.id)
         if rec.status == "failed" and store.has_run(task.id, DONE_STATUSES):
             return  # never replace a finished run with a failed retry
@@ -131,6 +133,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     try:
         with executor:
             say(f"sweep {sweep}: running on {executor.description}; results: {store.path}")
+            executor.expect(total)
             executor.run(tasks(), done)
     except KeyboardInterrupt as e:
         if isinstance(e, SweepInterrupted):

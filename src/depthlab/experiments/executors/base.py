@@ -9,6 +9,7 @@ bounded number in flight), so a grid of any size costs bounded memory.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,25 @@ class Task:
 
 Compute = Callable[[Task], RunRecord]
 Done = Callable[[Task, RunRecord], None]
+
+
+def compute_chunk(compute: Compute, tasks: list[Task], tries: int = 1
+                  ) -> tuple[list[RunRecord], float]:
+    """The records of ``tasks`` computed one after another by ``compute`` (one Dask task for
+    a chunk of points), and the seconds it took. A point whose ``compute`` raises is tried up
+    to ``tries`` times, then becomes a ``failed`` record with the error; the others of the
+    chunk are unaffected."""
+    t0 = time.perf_counter()
+    out = []
+    for task in tasks:
+        for attempt in range(max(1, tries)):
+            try:
+                out.append(compute(task))
+                break
+            except Exception as e:  # noqa: BLE001 - one point's error fails that point only
+                if attempt + 1 >= max(1, tries):
+                    out.append(crash_record(task, f"{type(e).__name__}: {e}"))
+    return out, time.perf_counter() - t0
 
 
 def compute_point(task: Task) -> RunRecord:
@@ -75,6 +95,10 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop what :meth:`start` started (idempotent)."""
+
+    def expect(self, total: int | None) -> None:  # noqa: B027 - optional hook
+        """Told before :meth:`run` how many tasks it will be given at most (None: unknown),
+        so an executor that batches tasks can size its batches."""
 
     @abstractmethod
     def run(self, tasks: Iterator[Task], done: Done) -> None:
