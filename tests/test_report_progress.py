@@ -62,3 +62,77 @@ def test_run_into_a_pipe_prints_status_lines_not_a_bar(tmp_path):
     assert "step 20/20 (100%)" in r.stderr and "elapsed" in r.stderr
     r = cli("run", cfg, "--out", tmp_path / "out2", "--quiet")
     assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
+
+
+def test_experiment_progress_plans_labels_and_skips():
+    from depthlab.progress import ExperimentProgress
+
+    clock, lines = Clock(), []
+    p = ExperimentProgress("lines", write=lines.append, clock=clock)
+    with pytest.raises(RuntimeError, match="before the stages were planned"):
+        p.stage("too early")
+    p.plan(["depth 12, σ_w² = 1", "depth 48, σ_w² = 1.76", "depth 96, σ_w² = 4"])
+    assert p.training == "lines" and p.total == 3
+    with p.stage("depth 12, σ_w² = 1"):
+        clock.t += 10
+    p.skip(1, "depth 48 failed below")
+    with p.stage("depth 96, σ_w² = 4"):
+        pass
+    assert lines == ["stage 1/3: depth 12, σ_w² = 1",
+                     "stage 2/3 skipped: depth 48 failed below",
+                     "stage 3/3: depth 96, σ_w² = 4 (overall ~10 s left)"]
+    with pytest.raises(RuntimeError, match="beyond the 3 planned"):
+        p.stage("one more")
+    quiet = ExperimentProgress.planned(["a"], setting=False)  # the plan holds when quiet too
+    with quiet.stage("a"):
+        pass
+    assert quiet.training is None and quiet.done == 1
+    assert ExperimentProgress.of(quiet) is quiet
+
+
+def test_run_experiment_hands_stages_to_an_experiment_and_checks_its_plan(capsys):
+    from depthlab.progress import ExperimentProgress
+    from depthlab.reproduce.base import REGISTRY, Result, register, run_experiment
+
+    def fake(n_run: int):
+        def run(quick=False, data=None, progress=False):
+            p = ExperimentProgress.of(progress)
+            p.plan([f"tanh, init {k}" for k in range(3)])
+            for k in range(n_run):
+                with p.stage(f"tanh, init {k}"):
+                    pass
+            return Result("fake", "fake")
+        return run
+
+    try:
+        register("fake-progress", "fake", "none")(fake(3))
+        run_experiment("fake-progress", progress="lines", echo=None)
+        err = capsys.readouterr().err.splitlines()
+        assert [line.split(" (overall")[0] for line in err] == [
+            "stage 1/3: tanh, init 0", "stage 2/3: tanh, init 1", "stage 3/3: tanh, init 2"]
+        run_experiment("fake-progress", progress=False, echo=None)
+        assert capsys.readouterr().err == ""
+        register("fake-progress", "fake", "none")(fake(2))
+        with pytest.raises(RuntimeError, match="2 of the 3 stages"):
+            run_experiment("fake-progress", progress=False, echo=None)
+    finally:
+        REGISTRY.pop("fake-progress", None)
+
+
+def test_reproduce_into_a_pipe_labels_every_stage(tmp_path):
+    import re
+
+    r = cli("reproduce", "xu2016", "--quick", "--out", tmp_path / "xu")
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr and "\r" not in r.stdout
+    stages = re.findall(r"^stage (\d+)/(\d+): (.+)$", r.stderr, flags=re.M)
+    totals = {int(n) for _, n, _ in stages}
+    assert len(totals) == 1, totals  # N known before the first stage and never changed
+    n = totals.pop()
+    assert [int(k) for k, _, _ in stages] == list(range(1, n + 1)) and n >= 10
+    labels = [label for _, _, label in stages]
+    assert "20 layers, penalized tanh, seed 3" in labels[-1]
+    assert all("overall ~" in label and "left" in label for label in labels[1:])
+    assert "experiment 1/1: xu2016" in r.stderr
+    r = cli("reproduce", "xu2016", "--quick", "--out", tmp_path / "xu-q", "--quiet")
+    assert r.returncode == 0 and r.stderr == "" and "stage" not in r.stdout

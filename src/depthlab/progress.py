@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LINE_EVERY_S", "Stages", "StatusLines", "duration", "make_progress", "mode"]
+__all__ = ["LINE_EVERY_S", "ExperimentProgress", "Stages", "StatusLines", "duration",
+           "make_progress", "mode"]
 
 LINE_EVERY_S = 5.0
 
@@ -105,31 +106,45 @@ class Stages:
     """Labels for the stages of a job: ``with stages.stage("tanh, standard init"):``.
 
     Each stage prints ``stage k/n: LABEL`` (plus the overall time left once a stage has
-    finished) through ``write`` (default: stderr)."""
+    finished) through ``write`` (default: stderr); ``noun`` replaces "stage" (e.g.
+    ``experiment 2/8: ...`` for ``reproduce all``)."""
 
     def __init__(self, total: int, *, write: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, noun: str = "stage") -> None:
         if total < 1:
             raise ValueError(f"total must be >= 1, got {total!r}")
-        self.total, self.done = int(total), 0
+        self.total, self.done, self.skipped = int(total), 0, 0
         self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self._clock = clock
         self._t0 = clock()
+        self.noun = noun
 
     def start(self, label: str) -> str:
         """Announce the next stage; returns the line written."""
         k = self.done + 1
         left = ""
-        if self.done:
-            per = (self._clock() - self._t0) / self.done
+        if self.done > self.skipped:
+            per = (self._clock() - self._t0) / (self.done - self.skipped)
             left = f" (overall ~{duration(per * (self.total - self.done))} left)"
-        line = f"stage {k}/{self.total}: {label}{left}"
+        line = f"{self.noun} {k}/{self.total}: {label}{left}"
         self._write(line)
         return line
 
     def finish(self) -> None:
         """Mark the current stage done."""
         self.done = min(self.done + 1, self.total)
+
+    def skip(self, n: int, reason: str) -> None:
+        """Count the next ``n`` stages as done without running them (they take no time in
+        the estimate); writes ``stages k-m/N skipped: REASON``."""
+        n = min(int(n), self.total - self.done)
+        if n <= 0:
+            return
+        first, last = self.done + 1, self.done + n
+        span = f"{first}" if n == 1 else f"{first}-{last}"
+        self._write(f"{self.noun}{'s' if n > 1 else ''} {span}/{self.total} skipped: {reason}")
+        self.done += n
+        self.skipped += n
 
     def stage(self, label: str):
         """Context manager: :meth:`start` on entry, :meth:`finish` on exit."""
@@ -143,3 +158,84 @@ class Stages:
                 stages.finish()
 
         return _Ctx()
+
+
+class ExperimentProgress:
+    """What a reproduction reports while it runs: its stages, declared up front, and each
+    training's own bar or status lines beneath them.
+
+    An experiment declares every stage before the first one starts (``plan(labels)``: N is
+    known from the start), then wraps each training or measurement in
+    ``with progress.stage(label):`` and passes ``progress.training`` to ``fit``::
+
+        p = ExperimentProgress.of(progress)
+        p.plan([f"{act}, {init} init" for act, init in configs])
+        for act, init in configs:
+            with p.stage(f"{act}, {init} init"):
+                fit(..., progress=p.training)
+
+    prints ``stage 3/11: tanh, standard init (overall ~2 min left)`` (see :class:`Stages`).
+    With the setting False/None nothing is printed, but the plan is still enforced: a stage
+    before :meth:`plan` or beyond the N declared is an error (a wrong N is a bug)."""
+
+    def __init__(self, setting: Any = False, *, write: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.training = mode(setting)
+        """The ``progress`` setting for each training: ``"bar"``, ``"lines"`` or None."""
+        quiet = self.training is None
+        self._write = (lambda _line: None) if quiet else write
+        self._clock = clock
+        self.stages: Stages | None = None
+        self.labels: list[str] = []
+
+    @classmethod
+    def of(cls, progress: Any) -> ExperimentProgress:
+        """``progress`` itself when it already is one, else a new one for the setting."""
+        return progress if isinstance(progress, ExperimentProgress) else cls(progress)
+
+    @classmethod
+    def planned(cls, labels: Any, setting: Any = False) -> ExperimentProgress:
+        """A new one for ``setting`` with ``labels`` already planned (for a helper called on
+        its own, outside an experiment)."""
+        p = cls(setting)
+        p.plan(labels)
+        return p
+
+    def plan(self, labels: Any) -> None:
+        """Declare the stages (their labels, in order) before the first one starts."""
+        labels = [str(label) for label in labels]
+        if self.stages is not None:
+            raise RuntimeError(f"stages already planned ({self.stages.total}); plan once")
+        self.labels = labels
+        self.stages = Stages(len(labels), write=self._write, clock=self._clock)
+
+    @property
+    def done(self) -> int:
+        """Stages finished so far."""
+        return 0 if self.stages is None else self.stages.done
+
+    @property
+    def total(self) -> int:
+        """Stages declared (0 before :meth:`plan`)."""
+        return 0 if self.stages is None else self.stages.total
+
+    def skip(self, n: int, reason: str) -> None:
+        """Count the next ``n`` declared stages as done without running them (a ladder that
+        stops at its first failure): N stays the one declared."""
+        if self.stages is None:
+            raise RuntimeError("stages skipped before the stages were planned")
+        self.stages.skip(n, reason)
+
+    def say(self, line: str) -> None:
+        """A line beside the stage lines (nothing when quiet)."""
+        if self.training is not None:
+            (self._write or (lambda t: print(t, file=sys.stderr, flush=True)))(line)
+
+    def stage(self, label: str):
+        """Context manager announcing the next declared stage (``stage k/N: label``)."""
+        if self.stages is None:
+            raise RuntimeError(f"stage {label!r} started before the stages were planned")
+        if self.stages.done >= self.stages.total:
+            raise RuntimeError(f"stage {label!r} is beyond the {self.stages.total} planned: "
+                               f"{self.labels}")
+        return self.stages.stage(label)

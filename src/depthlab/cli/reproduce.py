@@ -51,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         from ..progress import Stages
 
-        stages = Stages(len(chosen))  # on stderr: "stage 2/8: NAME — TITLE (overall ~ left)"
+        # on stderr: "experiment 2/8: NAME — TITLE (overall ~ left)", each experiment's own
+        # "stage k/N: ..." lines beneath
+        stages = Stages(len(chosen), noun="experiment")
     for name in chosen:
         if stages is not None:
             stages.start(f"{name} — {titles[name]}" + (" (quick)" if args.quick else ""))

@@ -75,7 +75,12 @@ class Result:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A registered reproduction: ``run(quick=..., data=..., progress=...) -> Result``."""
+    """A registered reproduction: ``run(quick=..., data=..., progress=...) -> Result``.
+
+    ``progress``: an :class:`~depthlab.progress.ExperimentProgress` from
+    :func:`run_experiment` (or a plain setting such as False when called directly; wrap it with
+    ``ExperimentProgress.of``); the experiment plans its stages, then runs each in
+    ``with progress.stage(label):``."""
 
     name: str
     title: str
@@ -110,7 +115,8 @@ def load_data(experiment: str, data: str | None, default: str, *,
 
 
 def register(name: str, title: str, paper: str, summary: str = ""):
-    """Decorator registering ``fn(quick: bool, data: str | None, progress: bool) -> Result``."""
+    """Decorator registering ``fn(quick: bool, data: str | None, progress) -> Result`` (see
+    :class:`Experiment` for ``progress``)."""
 
     def deco(fn: Callable[..., Result]) -> Callable[..., Result]:
         REGISTRY[name] = Experiment(name, title, paper, fn, summary)
@@ -119,14 +125,15 @@ def register(name: str, title: str, paper: str, summary: str = ""):
     return deco
 
 
-def train_accuracy(net: Any, ds, steps: int, seed: int, lr: float = 0.01) -> tuple[float, bool]:
+def train_accuracy(net: Any, ds, steps: int, seed: int, lr: float = 0.01,
+                   progress: bool | str | None = None) -> tuple[float, bool]:
     """Train with SGD (``lr``, momentum 0.9, batch 64) for ``steps``; returns (training
     accuracy, diverged). A non-finite loss or non-finite predictions count as diverged, with
     accuracy 0. The shared budget of the depth studies (depth-ladder, schoenholz2017,
-    yang2019)."""
+    yang2019). ``progress``: the trainer's bar or status lines (:mod:`depthlab.progress`)."""
     hist = fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=lr,
                optimizer_kwargs={"momentum": 0.9}, batch_size=64, epochs=None,
-               max_steps=steps, seed=seed, eval_train=False)
+               max_steps=steps, seed=seed, eval_train=False, progress=progress)
     if hist.diverged:
         return 0.0, True
     if net.batchnorms():
@@ -164,17 +171,28 @@ def format_claims(claims: list[Claim], width: int | None = None) -> str:
 
 
 def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = None,
-                   data: str | None = None, progress: bool = False,
+                   data: str | None = None, progress: Any = False,
                    echo: Callable[[str], None] | None = print) -> Result:
-    """Run a registered experiment, write ``out/claims.json``, figures and ``out/report.html``."""
+    """Run a registered experiment, write ``out/claims.json``, figures and ``out/report.html``.
+
+    ``progress``: a setting of :mod:`depthlab.progress` (``"bar"``, ``"lines"``, False) or an
+    :class:`~depthlab.progress.ExperimentProgress`; the experiment receives the latter, declares
+    its stages and labels each (``stage 3/11: tanh, standard init``); every declared stage
+    must run."""
     from . import experiments  # noqa: F401  (registers the built-ins)
 
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY))
         raise ValueError(f"unknown experiment {name!r}; expected one of: {known}")
     exp = REGISTRY[name]
+    from ..progress import ExperimentProgress
+
+    tracker = ExperimentProgress.of(progress)
     t0 = time.perf_counter()
-    result = exp.run(quick=quick, data=data, progress=progress)
+    result = exp.run(quick=quick, data=data, progress=tracker)
+    if tracker.done != tracker.total:
+        raise RuntimeError(f"{name}: {tracker.done} of the {tracker.total} stages it declared "
+                           f"ran ({tracker.labels})")
     result.seconds = time.perf_counter() - t0
     result.quick = quick
     if out is not None:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 import depthlab as dl
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, load_data, register, train_accuracy
 
 FRACTION = 0.9  # trains = accuracy >= 90% of the shallow reference (decided before running)
@@ -53,6 +54,10 @@ def build(recipe: str, depth: int, n_in: int, n_out: int, width: int, seed: int)
     return net
 
 
+def label(recipe: str, depth: int) -> str:
+    """One training of the ladder, as a progress stage."""
+    return f"depth {depth}, {recipe}"
+
 
 @register(
     "depth-ladder",
@@ -62,7 +67,8 @@ def build(recipe: str, depth: int, n_in: int, n_out: int, width: int, seed: int)
     "naive sigmoid fails after a few layers, activation+init reaches tens, BN ~100, "
     "residual+BN ~1000",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Train every recipe up a depth grid; report the deepest depth that trains."""
     res = Result("depth-ladder", "Depth ladder: how deep each recipe trains")
     ds, dname = load_data("depth-ladder", data, "digits", seed=0, standardize=True)
@@ -70,16 +76,19 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     steps = 300
     width = 32
     rows: list[dict[str, Any]] = []
+    p = ExperimentProgress.of(progress)
+    # shallow references first, then each ladder (a quick ladder's rest skipped at a failure)
+    p.plan([label(r, depths[0]) for r in RECIPES]
+           + [label(r, d) for r in RECIPES for d in depths[1:]])
 
     def one(recipe: str, d: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         net = build(recipe, d, ds.n_features, ds.n_classes, width, seed=d)
-        acc, div = train_accuracy(net, ds, steps, seed=d)
+        with p.stage(label(recipe, d)):
+            acc, div = train_accuracy(net, ds, steps, seed=d, progress=p.training)
         row = {"recipe": recipe, "depth": d, "train_acc": acc, "diverged": div,
                "seconds": time.perf_counter() - t0}
-        if progress:
-            print(f"  {recipe:34s} depth {d:5d}: acc {acc:.3f}{' (diverged)' if div else ''}",
-                  flush=True)
+        p.say(f"  {recipe}, depth {d}: acc {acc:.3f}{' (diverged)' if div else ''}")
         return row
 
     shallow = {recipe: one(recipe, depths[0]) for recipe in RECIPES}
@@ -88,9 +97,10 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     for recipe in RECIPES:
         rows.append(shallow[recipe])
         ok = shallow[recipe]["train_acc"] >= thr
-        for d in depths[1:]:
-            if not ok and quick:
-                break  # quick: a ladder stops at its first failure
+        for i, d in enumerate(depths[1:]):
+            if not ok and quick:  # quick: a ladder stops at its first failure
+                p.skip(len(depths) - 1 - i, f"{recipe} from depth {d} (failed below)")
+                break
             row = one(recipe, d)
             rows.append(row)
             ok = ok and row["train_acc"] >= thr

@@ -30,6 +30,7 @@ from depthlab.data import load_dataset
 from depthlab.losses import get_loss
 from depthlab.probes import ProbeRecorder, measurement_pass
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, register
 
 BATCH = 10
@@ -48,6 +49,9 @@ TABLE_CONFIGS = (
     ("tanh N", "tanh", "glorot_uniform"),
     ("sigmoid", "sigmoid", "fan_in_uniform"),
 )
+TABLE_DATA = ("shapeset", "mnist5k")  # Table 1's data sets, in the order trained
+FIG2_LABEL = "Fig. 2: sigmoid, 4 hidden layers, standard init"
+INIT_LABEL = "Figs. 6-7: tanh at initialization, standard vs normalized init (measured)"
 PAPER_TABLE1 = {  # test error %, 5 hidden layers (papers.md, secondary)
     "shapeset": {"softsign": 16.27, "softsign N": 16.06, "tanh": 27.15, "tanh N": 15.60,
                  "sigmoid": 82.61},
@@ -65,14 +69,15 @@ def _settings(quick: bool) -> dict:
 
 
 # -- Fig. 2 ------------------------------------------------------------------------------------
-def _fig2(shapes, cfg: dict, progress: bool) -> tuple[pd.DataFrame, dict]:
+def _fig2(shapes, cfg: dict, progress: ExperimentProgress) -> tuple[pd.DataFrame, dict]:
     sizes = [shapes.n_features] + [cfg["fig2_width"]] * 4 + [shapes.n_classes]
     net = dl.mlp(sizes, activation="sigmoid", init="fan_in_uniform", seed=7)
     rec = ProbeRecorder(shapes.x_test[:N_PROBE], shapes.y_test[:N_PROBE],
                         every=cfg["fig2_every"], histogram_steps=())
-    hist = dl.fit(net, shapes.x_train, shapes.y_train, optimizer="sgd", lr=cfg["lr"],
-                  batch_size=BATCH, epochs=None, max_steps=cfg["fig2_steps"], seed=8,
-                  callbacks=[rec], eval_train=False, progress=progress)
+    with progress.stage(FIG2_LABEL):
+        hist = dl.fit(net, shapes.x_train, shapes.y_train, optimizer="sgd", lr=cfg["lr"],
+                      batch_size=BATCH, epochs=None, max_steps=cfg["fig2_steps"], seed=8,
+                      callbacks=[rec], eval_train=False, progress=progress.training)
     f = rec.frame()
     f = f[f.quantity.isin(["act_mean", "act_std"]) & (f.layer >= 1)]
     wide = f.pivot_table(index=["step", "layer"], columns="quantity", values="value")
@@ -101,16 +106,30 @@ def _at_init(shapes, width: int) -> dict[str, dict]:
 
 
 # -- Table 1 -----------------------------------------------------------------------------------
-def _table(datasets: dict, cfg: dict, progress: bool) -> pd.DataFrame:
+def table_label(dname: str, label: str) -> str:
+    """A Table 1 training in the paper's words: ``"Table 1, shapeset: tanh, normalized init"``
+    (the paper's "N" suffix is the normalized init)."""
+    act, _, normalized = label.partition(" ")
+    return f"Table 1, {dname}: {act}, {'normalized' if normalized else 'standard'} init"
+
+
+def stage_labels() -> list[str]:
+    """Every stage of :func:`run`, in order (declared before the first one starts)."""
+    return ([FIG2_LABEL, INIT_LABEL]
+            + [table_label(dname, label) for dname in TABLE_DATA for label, _, _ in TABLE_CONFIGS])
+
+
+def _table(datasets: dict, cfg: dict, progress: ExperimentProgress) -> pd.DataFrame:
     rows = []
     for dname, ds in datasets.items():
         sizes = [ds.n_features] + [cfg["table_width"]] * 5 + [ds.n_classes]
         for label, act, init in TABLE_CONFIGS:
             net = dl.mlp(sizes, activation=act, init=init, seed=11)
             t0 = time.perf_counter()
-            hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=cfg["lr"],
-                          batch_size=BATCH, epochs=None, max_steps=cfg["table_steps"],
-                          seed=12, eval_train=False, progress=progress)
+            with progress.stage(table_label(dname, label)):
+                hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=cfg["lr"],
+                              batch_size=BATCH, epochs=None, max_steps=cfg["table_steps"],
+                              seed=12, eval_train=False, progress=progress.training)
             pred = net.predict(ds.x_test)
             err = float(np.mean(np.argmax(pred, axis=1) != ds.y_test))
             n = len(ds.y_test)
@@ -138,7 +157,7 @@ class Inputs:
     shapes: Any
     mnist: Any
     cfg: dict
-    progress: bool
+    progress: ExperimentProgress
 
 
 def stage_fig2(d: Inputs, res: Result) -> None:
@@ -174,7 +193,8 @@ def stage_fig2(d: Inputs, res: Result) -> None:
 def stage_at_init(d: Inputs, res: Result) -> None:
     """Figs. 6-7: 5-layer tanh nets at init, standard vs normalized init."""
     shapes, cfg = d.shapes, d.cfg
-    init = _at_init(shapes, cfg["init_width"])
+    with d.progress.stage(INIT_LABEL):
+        init = _at_init(shapes, cfg["init_width"])
     st, nz = init["standard"], init["normalized"]
     a_st, a_nz = st["act_std"][4] / st["act_std"][0], nz["act_std"][4] / nz["act_std"][0]
     g_st, g_nz = st["grad_std"][0] / st["grad_std"][4], nz["grad_std"][0] / nz["grad_std"][4]
@@ -222,7 +242,7 @@ def stage_at_init(d: Inputs, res: Result) -> None:
 def stage_table1(d: Inputs, res: Result) -> None:
     """Table 1: five 5-layer nets trained on Shapeset and mnist5k."""
     shapes, mnist, cfg, progress = d.shapes, d.mnist, d.cfg, d.progress
-    table = _table({"shapeset": shapes, "mnist5k": mnist}, cfg, progress)
+    table = _table(dict(zip(TABLE_DATA, (shapes, mnist))), cfg, progress)
     res.tables["table1"] = table
     for dname, paper in (("shapeset", "82.61% vs ≤ 27.15%"), ("mnist5k", "2.21% vs ≤ 1.76%")):
         t = table[table.data == dname].set_index("net")
@@ -284,7 +304,8 @@ STAGES: tuple[Callable[[Inputs, Result], None], ...] = (stage_fig2, stage_at_ini
     "Sigmoid top-layer saturation during training (Fig. 2), activation and gradient spread "
     "per layer at init with standard vs normalized init (Figs. 6-7), and a small Table 1.",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Fig. 2, Figs. 6-7 and a reduced Table 1 of Glorot & Bengio (2010)."""
     cfg = _settings(quick)
     res = Result("glorot2010", "Glorot & Bengio 2010 — difficulty of training deep nets")
@@ -293,7 +314,9 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
                          "are used.")
     shapes = load_dataset("shapeset", seed=0)
     mnist = load_dataset("mnist5k", seed=0)
-    inputs = Inputs(shapes, mnist, cfg, progress)
+    p = ExperimentProgress.of(progress)
+    p.plan(stage_labels())
+    inputs = Inputs(shapes, mnist, cfg, p)
     for stage in STAGES:
         stage(inputs, res)
     res.notes.append(

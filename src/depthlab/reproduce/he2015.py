@@ -23,12 +23,14 @@ import depthlab as dl
 from depthlab.data import load_dataset
 from depthlab.probes import ProbeRecorder
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, register
 
 DEPTH = 30
 LR = 0.01
 BATCH = 128
 INITS = ("glorot_uniform", "he_normal")
+INIT_NAMES = {"glorot_uniform": "Xavier init", "he_normal": "He init"}  # the paper's words
 LABELS = {"glorot_uniform": "Xavier/Glorot (glorot_uniform)", "he_normal": "He (he_normal)"}
 COLORS = {"glorot_uniform": "tab:red", "he_normal": "tab:blue"}
 # Thresholds decided from the paper's statements before running:
@@ -57,7 +59,8 @@ def _window_mean(values: list[float], n: int, head: bool) -> float:
     "30 hidden ReLU layers trained with plain SGD from glorot_uniform and he_normal weights: "
     "loss curves and first-layer gradient magnitudes.",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Train the 30-layer ReLU net from both inits; compare loss and first-layer gradients."""
     cfg = _settings(quick)
     res = Result("he2015", "He et al. 2015 — initialization of deep rectifier networks")
@@ -68,13 +71,17 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     px, py = ds.x_val[: cfg["n_probe"]], ds.y_val[: cfg["n_probe"]]
     sizes = [64] + [cfg["width"]] * DEPTH + [10]
     runs: dict[str, dict] = {}
+    p = ExperimentProgress.of(progress)
+    label = {init: f"{DEPTH} ReLU layers, {INIT_NAMES[init]}" for init in INITS}
+    p.plan(label[init] for init in INITS)
     for init in INITS:
         net = dl.mlp(sizes, activation="relu", init=init, seed=1)
         rec = ProbeRecorder(px, py, every=cfg["probe_every"], histogram_steps=())
         t0 = time.perf_counter()
-        hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=LR, batch_size=BATCH,
-                      epochs=None, max_steps=cfg["steps"], seed=2, callbacks=[rec],
-                      eval_train=False, progress=progress)
+        with p.stage(label[init]):
+            hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=LR,
+                          batch_size=BATCH, epochs=None, max_steps=cfg["steps"], seed=2,
+                          callbacks=[rec], eval_train=False, progress=p.training)
         frame = rec.frame()
         grad0 = frame[frame.step == 0].drop(columns="step")  # the network at initialization
         runs[init] = dict(hist=hist, grad0=grad0, rec=frame, seconds=time.perf_counter() - t0)

@@ -28,6 +28,7 @@ from depthlab.losses import get_loss
 from depthlab.probes import measurement_pass
 from depthlab.training.trainer import Callback
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, load_data, register
 
 HIDDEN = (100, 100, 100)
@@ -104,7 +105,8 @@ def _init_weights():
     "784-100-100-100-10 sigmoid net, batch 60, with and without BN: test accuracy over training, "
     "percentiles of a last-layer sigmoid input, and the two BN inference modes.",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Train the Fig. 1 network with and without BN; accuracy, drift, inference modes."""
     res = Result("ioffe2015", "Ioffe & Szegedy 2015 — batch normalization (Fig. 1)")
     kwargs = {"val_fraction": 0.0} if data == "fashion-mnist" else {}
@@ -114,15 +116,20 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     px, py = ds.x_test[:500], ds.y_test[:500]
     sizes = [ds.n_features, *HIDDEN, ds.n_classes]
     runs: dict[str, dict] = {}
+    p = ExperimentProgress.of(progress)
+    label = {bn: f"Fig. 1, {name}: sigmoid net {'with' if bn else 'without'} BN"
+             for bn in (False, True)}
+    p.plan(label.values())
     for bn in (False, True):
         net = dl.mlp(sizes, activation="sigmoid", init=_init_weights(), batchnorm=bn, seed=5,
                      bn_inference="ema")
         rec = _PercentileRecorder(px, py, every)
         t0 = time.perf_counter()
-        hist = dl.fit(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, optimizer="sgd",
-                      lr=LR, batch_size=BATCH, epochs=None, max_steps=steps, seed=6,
-                      eval_every=every, callbacks=[rec], eval_train=False,
-                      progress=progress)
+        with p.stage(label[bn]):
+            hist = dl.fit(net, ds.x_train, ds.y_train, ds.x_test, ds.y_test, optimizer="sgd",
+                          lr=LR, batch_size=BATCH, epochs=None, max_steps=steps, seed=6,
+                          eval_every=every, callbacks=[rec], eval_train=False,
+                          progress=p.training)
         ev = pd.DataFrame(hist.evals)
         runs["bn" if bn else "plain"] = dict(net=net, hist=hist, evals=ev, rec=rec,
                                              seconds=time.perf_counter() - t0)

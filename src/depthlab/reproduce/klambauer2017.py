@@ -25,6 +25,7 @@ import depthlab as dl
 from depthlab.backend import rng as make_rng
 from depthlab.theory import selu_trajectory
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, load_data, register
 
 N_LAYERS = 64  # depth of the forward-propagation check
@@ -73,7 +74,17 @@ def roughness(loss: np.ndarray) -> float:
     return float(np.mean(np.abs(np.diff(tail))) / np.mean(tail))
 
 
-def _train(kind: str, depth: int, width: int, ds, steps: int, progress: bool):
+KINDS = {"snn": "SNN (SELU, LeCun normal)", "bn": "ReLU + batch norm"}  # the paper's words
+MOMENTS_LABEL = f"moments through {N_LAYERS} SELU layers, standard and shifted input (measured)"
+
+
+def stage_labels(depths: tuple[int, ...]) -> list[str]:
+    """Every stage of :func:`run`, in order (declared before the first one starts)."""
+    return [MOMENTS_LABEL] + [f"{depth} layers, {KINDS[kind]}" for depth in depths
+                              for kind in KINDS]
+
+
+def _train(kind: str, depth: int, width: int, ds, steps: int, progress: bool | str | None):
     sizes = [ds.n_features] + [width] * depth + [ds.n_classes]
     if kind == "snn":
         net = dl.mlp(sizes, activation="selu", init="lecun_normal", seed=3)
@@ -92,17 +103,22 @@ def _train(kind: str, depth: int, width: int, ds, steps: int, progress: bool):
     "SELU + LeCun-normal keeps activations at mean 0 / variance 1 through 64 layers and pulls a "
     "shifted input back; deep SNNs train with a smoother loss than ReLU + batch norm.",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Forward moments through 64 SELU layers vs theory; SNN vs BN training smoothness."""
     cfg = _settings(quick)
     res = Result("klambauer2017", "Klambauer et al. 2017 — self-normalizing networks")
 
+    p = ExperimentProgress.of(progress)
+    p.plan(stage_labels(cfg["depths"]))
+
     # -- (1) fixed point and attraction ----------------------------------------------------
     fwd: dict[str, pd.DataFrame] = {}
     theo: dict[str, pd.DataFrame] = {}
-    for label, (mu0, nu0) in INPUTS.items():
-        fwd[label] = forward_moments(mu0, nu0)
-        theo[label] = selu_trajectory(mu0, nu0, N_LAYERS)
+    with p.stage(MOMENTS_LABEL):
+        for label, (mu0, nu0) in INPUTS.items():
+            fwd[label] = forward_moments(mu0, nu0)
+            theo[label] = selu_trajectory(mu0, nu0, N_LAYERS)
     std = fwd["standard (0, 1)"].iloc[1:]
     sh = fwd["shifted (1, 9)"]
     ok_std = bool((std["mean"].abs() <= MEAN_TOL).all()
@@ -154,8 +170,9 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     curves: dict[tuple[str, int], np.ndarray] = {}
     srows = []
     for depth in cfg["depths"]:
-        for kind in ("snn", "bn"):
-            hist, secs = _train(kind, depth, cfg["width"], ds, cfg["steps"], progress)
+        for kind in KINDS:
+            with p.stage(f"{depth} layers, {KINDS[kind]}"):
+                hist, secs = _train(kind, depth, cfg["width"], ds, cfg["steps"], p.training)
             loss = np.asarray(hist.step_loss)
             curves[(kind, depth)] = loss
             srows.append(dict(net=kind, depth=depth, roughness=roughness(loss),

@@ -29,6 +29,7 @@ from depthlab.backend import rng as make_rng
 from depthlab.layers import Dense
 from depthlab.training import Callback
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, register
 
 N_FACTORS = 32
@@ -149,6 +150,22 @@ def best_learning_time(x: np.ndarray, y: np.ndarray, depth: int, init: str, max_
     return best
 
 
+def product_label(label: str) -> str:
+    """A matrix-product measurement, as a progress stage."""
+    return f"products of {N_FACTORS} {label} matrices (measured)"
+
+
+def learning_label(label: str, depth: int) -> str:
+    """A learning-time search (several trainings), as a progress stage."""
+    return f"depth {depth}, {label} init: learning time over the lr grid"
+
+
+def stage_labels(depths: list[int]) -> list[str]:
+    """Every stage of :func:`run`, in order (declared before the first one starts)."""
+    return ([product_label(label) for label in INITS]
+            + [learning_label(label, d) for label in INITS for d in depths])
+
+
 @register(
     "saxe2013",
     "Saxe et al. 2013: orthogonal vs Gaussian init in deep linear networks",
@@ -157,7 +174,8 @@ def best_learning_time(x: np.ndarray, y: np.ndarray, depth: int, init: str, max_
     "products of 32 random matrices (singular values), and learning time vs depth of deep "
     "linear nets with orthogonal and scaled Gaussian init",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Singular values of random matrix products; learning time against depth."""
     res = Result("saxe2013", "Saxe et al. 2013: deep linear networks")
     if data is not None:
@@ -169,17 +187,21 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     max_steps = 500 if quick else 5000
     n_in, n_out, n_data = 32, 8, 256
 
+    p = ExperimentProgress.of(progress)
+    p.plan(stage_labels(depths))
+
     # 1. Products of random matrices.
     svs: dict[str, np.ndarray] = {}
     cond_rows = []
     for label, init in INITS.items():
         all_sv = []
-        for s in range(n_samples_prod):
-            sv, conds = product_singular_values(init, n_prod, N_FACTORS, seed=100 + s,
-                                                checkpoints=checkpoints)
-            all_sv.append(sv)
-            cond_rows += [{"init": label, "sample": s, "factors": k, "condition number": v}
-                          for k, v in conds.items()]
+        with p.stage(product_label(label)):
+            for s in range(n_samples_prod):
+                sv, conds = product_singular_values(init, n_prod, N_FACTORS, seed=100 + s,
+                                                    checkpoints=checkpoints)
+                all_sv.append(sv)
+                cond_rows += [{"init": label, "sample": s, "factors": k,
+                               "condition number": v} for k, v in conds.items()]
         svs[label] = np.concatenate(all_sv)
     cond_df = pd.DataFrame(cond_rows)
     med_cond = cond_df.groupby(["init", "factors"])["condition number"].median().unstack(0)
@@ -200,7 +222,8 @@ def run(quick: bool = False, data: str | None = None, progress: bool = False) ->
     lt_rows, curves = [], {}
     for label, init in INITS.items():
         for d in depths:
-            b = best_learning_time(x, y, d, init, max_steps, seed=d)
+            with p.stage(learning_label(label, d)):
+                b = best_learning_time(x, y, d, init, max_steps, seed=d)
             lt_rows.append({"init": label, "depth": d, "steps": b["steps"],
                             "reached": b["steps"] is not None, "best lr": b["lr"],
                             "lr runs": b["tried"]})

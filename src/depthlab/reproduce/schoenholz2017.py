@@ -32,6 +32,7 @@ from depthlab.backend import rng as make_rng
 from depthlab.initializers import normal, variance_scaling
 from depthlab.theory import critical_sigma_w2, meanfield
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, load_data, register, train_accuracy
 
 SIGMA_B2 = 0.05
@@ -73,10 +74,12 @@ def gradient_growth_measured(sigma_w2: float, width: int, depth: int, seeds: lis
 
 
 
-def train_point(ds, sigma_w2: float, depth: int, width: int, steps: int, seed: int) -> dict:
-    """Train a ``depth``-hidden-layer tanh net; training accuracy after ``steps`` SGD steps."""
+def train_point(ds, sigma_w2: float, depth: int, width: int, steps: int, seed: int,
+                progress: bool | str | None = None) -> dict:
+    """Train a ``depth``-hidden-layer tanh net; training accuracy after ``steps`` SGD steps
+    (``progress``: the trainer's bar or status lines)."""
     net = tanh_net([ds.n_features] + [width] * depth + [ds.n_classes], sigma_w2, SIGMA_B2, seed)
-    acc, diverged = train_accuracy(net, ds, steps, seed, lr=step_size(depth))
+    acc, diverged = train_accuracy(net, ds, steps, seed, lr=step_size(depth), progress=progress)
     return {"acc": acc, "diverged": diverged}
 
 
@@ -112,11 +115,39 @@ class Inputs:
     width: int
     gwidth: int
     gseeds: list[int]
+    progress: ExperimentProgress
+
+
+TRANSITION_LABEL = "critical σ_w² where χ₁ = 1 (computed)"
+
+
+def gradient_grid(quick: bool) -> list[float]:
+    """The σ_w² values of the gradient-growth measurement."""
+    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+    return [1.0, 1.25, 1.5, sw_c, 2.0, 2.5, 3.0] if not quick else [1.0, sw_c, 3.0]
+
+
+def train_label(sw2: float, depth: int) -> str:
+    """One trainability grid point, as a progress stage."""
+    return f"depth {depth}, σ_w² = {sw2:g}"
+
+
+def gradient_label(sw2: float) -> str:
+    """One gradient-growth measurement, as a progress stage."""
+    return f"gradient growth over {GRAD_DEPTH} layers at init, σ_w² = {sw2:.3g} (measured)"
+
+
+def stage_labels(d: Inputs) -> list[str]:
+    """Every stage of :func:`run`, in order (declared before the first one starts)."""
+    return ([TRANSITION_LABEL]
+            + [train_label(sw2, depth) for sw2 in d.sw2_grid for depth in d.depths]
+            + [gradient_label(sw2) for sw2 in gradient_grid(d.quick)])
 
 
 def stage_transition(d: Inputs, res: Result) -> None:
     """The order-to-chaos transition: critical sigma_w^2 where chi1 = 1."""
-    sw_c = critical_sigma_w2("tanh", SIGMA_B2)
+    with d.progress.stage(TRANSITION_LABEL):
+        sw_c = critical_sigma_w2("tanh", SIGMA_B2)
     C = res.claims
     C.append(Claim("tanh, σ_b² = 0.05: order-to-chaos transition at σ_w² ≈ 1.76 (χ₁ = 1)",
                    "critical σ_w² ≈ 1.76", f"{sw_c:.4f}", abs(sw_c - 1.76) <= 0.01, value=sw_c))
@@ -131,7 +162,9 @@ def stage_trainability(d: Inputs, res: Result) -> None:
     for sw2 in sw2_grid:
         mf = meanfield("tanh", sw2, SIGMA_B2)
         for depth in depths:
-            r = train_point(ds, sw2, depth, width, steps, seed=depth)
+            with d.progress.stage(train_label(sw2, depth)):
+                r = train_point(ds, sw2, depth, width, steps, seed=depth,
+                                progress=d.progress.training)
             rows.append({"sigma_w2": sw2, "depth": depth, "train_acc": r["acc"],
                          "diverged": r["diverged"], "trains": r["acc"] >= TRAIN_THRESHOLD,
                          "xi_c": mf.xi_c, "6 xi_c": 6 * mf.xi_c,
@@ -193,11 +226,11 @@ def stage_gradient_growth(d: Inputs, res: Result) -> None:
     quick, gwidth, gseeds = d.quick, d.gwidth, d.gseeds
     C = res.claims
     sw_c = critical_sigma_w2("tanh", SIGMA_B2)
-    g_sw2 = [1.0, 1.25, 1.5, sw_c, 2.0, 2.5, 3.0] if not quick else [1.0, sw_c, 3.0]
     grows = []
-    for sw2 in g_sw2:
+    for sw2 in gradient_grid(quick):
         mf = meanfield("tanh", sw2, SIGMA_B2)
-        meas = gradient_growth_measured(sw2, gwidth, GRAD_DEPTH, gseeds)
+        with d.progress.stage(gradient_label(sw2)):
+            meas = gradient_growth_measured(sw2, gwidth, GRAD_DEPTH, gseeds)
         pred = mf.chi1 ** (GRAD_DEPTH - 1)
         grows.append({"sigma_w2": sw2, "phase": mf.phase if abs(sw2 - sw_c) > 1e-6 else
                       "critical", "chi1": mf.chi1, "q*": mf.q_star,
@@ -249,17 +282,21 @@ STAGES: tuple[Callable[[Inputs, Result], None], ...] = (
     "tanh nets over (σ_w², depth): trained or not vs depth < 6 ξ_c; ordered/chaotic "
     "gradient growth vs χ₁^(L−1)",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Trainability grid and gradient growth against mean-field theory."""
     res = Result("schoenholz2017", "Schoenholz et al. 2017: deep information propagation")
     ds, dname = load_data("schoenholz2017", data, "digits", seed=0, standardize=True)
+    p = ExperimentProgress.of(progress)
     if quick:
         inputs = Inputs(quick, ds, dname, sw2_grid=[1.0, 1.5, 1.76, 2.5, 4.0],
-                        depths=[12, PHASE_DEPTH], steps=800, width=64, gwidth=128, gseeds=[0])
+                        depths=[12, PHASE_DEPTH], steps=800, width=64, gwidth=128, gseeds=[0],
+                        progress=p)
     else:
         inputs = Inputs(quick, ds, dname, sw2_grid=[1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0, 4.0],
                         depths=[12, 24, PHASE_DEPTH, 96, 192], steps=2000, width=64, gwidth=256,
-                        gseeds=[0, 1, 2])
+                        gseeds=[0, 1, 2], progress=p)
+    p.plan(stage_labels(inputs))
     for stage in STAGES:
         stage(inputs, res)
     return res

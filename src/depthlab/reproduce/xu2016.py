@@ -35,6 +35,7 @@ from depthlab.backend import rng as make_rng
 from depthlab.initializers import variance_scaling
 from depthlab.theory import gradient_ratio, numerical_taylor, propagate, rescaled_sigmoid
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, load_data, register, train_accuracy
 
 N_HIDDEN = 10
@@ -110,16 +111,42 @@ def _train_configs() -> list[dict[str, Any]]:
     ]
 
 
-def training_table(ds, width: int, steps: int, seeds: list[int]) -> pd.DataFrame:
+def training_label(label: str, seed: int) -> str:
+    """One training of :func:`training_table`, as a progress stage."""
+    return f"{TRAIN_DEPTH} layers, {label}, seed {seed}"
+
+
+def gradient_label(label: str) -> str:
+    """One gradient-ratio measurement of :func:`stage_gradient_ratios`, as a progress stage."""
+    return f"{N_HIDDEN}-layer gradient ratio at init, {label} (measured)"
+
+
+TAYLOR_LABEL = "Taylor coefficients of the four activations (computed)"
+
+
+def stage_labels(train_seeds: list[int]) -> list[str]:
+    """Every stage of :func:`run`, in order (declared before the first one starts)."""
+    return ([TAYLOR_LABEL] + [gradient_label(c["label"]) for c in _configs()]
+            + [training_label(c["label"], s) for c in _train_configs() for s in train_seeds])
+
+
+def training_table(ds, width: int, steps: int, seeds: list[int],
+                   progress: ExperimentProgress | None = None) -> pd.DataFrame:
     """Training accuracy of ``TRAIN_DEPTH``-hidden-layer nets per activation and seed (SGD lr
-    0.01, momentum 0.9, batch 64, ``steps`` steps; see :func:`train_accuracy`)."""
+    0.01, momentum 0.9, batch 64, ``steps`` steps; see :func:`train_accuracy`); each training
+    is a stage of ``progress`` (:func:`training_label`)."""
+    if progress is None:
+        progress = ExperimentProgress.planned(
+            training_label(c["label"], s) for c in _train_configs() for s in seeds)
     rows = []
     for cfg in _train_configs():
         for seed in seeds:
             net = dl.mlp([ds.n_features] + [width] * TRAIN_DEPTH + [ds.n_classes],
                          activation=cfg["act"],
                          init=variance_scaling(cfg["gain"], "fan_avg", "uniform"), seed=seed)
-            acc, diverged = train_accuracy(net, ds, steps, seed)
+            with progress.stage(training_label(cfg["label"], seed)):
+                acc, diverged = train_accuracy(net, ds, steps, seed,
+                                               progress=progress.training)
             rows.append({"network": cfg["label"], "gain vs Glorot": cfg["gain"], "seed": seed,
                          "train_acc": acc, "diverged": diverged})
     return pd.DataFrame(rows)
@@ -165,11 +192,13 @@ class Inputs:
     train_width: int
     train_steps: int
     train_seeds: list[int]
+    progress: ExperimentProgress
 
 
 def stage_sanity_checks(d: Inputs, res: Result) -> None:
     """Taylor coefficients of the four activations (identities: sanity checks)."""
-    taylor_df, tc = _taylor_table()
+    with d.progress.stage(TAYLOR_LABEL):
+        taylor_df, tc = _taylor_table()
     res.tables["taylor"] = taylor_df
     sig, tanh, rs, pt = (tc[k] for k in ("sigmoid", "tanh", "rescaled sigmoid 4σ−2",
                                           "penalized tanh"))
@@ -209,7 +238,8 @@ def stage_gradient_ratios(d: Inputs, res: Result) -> None:
     rows, profiles = [], {}
     for cfg in _configs():
         wvar = cfg["scale"] ** 2 / width  # glorot with equal fans: 1/n
-        prof = measure_gradient_profile(cfg["act"], width, cfg["scale"], seeds)
+        with d.progress.stage(gradient_label(cfg["label"])):
+            prof = measure_gradient_profile(cfg["act"], width, cfg["scale"], seeds)
         theo = propagate(sizes, cfg["theory"], init=wvar, input_var=1.0)
         pred = float(theo["grad_pre_var"].iloc[0] / theo["grad_pre_var"].iloc[-1])
         lin = gradient_ratio(sizes, cfg["theory"], init=wvar, input_var=1.0, method="linear")
@@ -276,7 +306,7 @@ def stage_training(d: Inputs, res: Result) -> None:
     ds, dname = d.ds, d.dname
     train_width, train_steps, train_seeds = d.train_width, d.train_steps, d.train_seeds
     C = res.claims
-    tt = training_table(ds, train_width, train_steps, train_seeds)
+    tt = training_table(ds, train_width, train_steps, train_seeds, d.progress)
     res.tables["training"] = tt
     acc = tt.groupby("network")["train_acc"]
     lo, hi = acc.min(), acc.max()
@@ -319,13 +349,16 @@ STAGES: tuple[Callable[[Inputs, Result], None], ...] = (
     "net trained with sigmoid, tanh, 4σ−2 and penalized tanh; Taylor coefficients as sanity "
     "checks",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Taylor sanity checks, measured vs predicted gradient ratios at init, training."""
     res = Result("xu2016", "Xu et al. 2016: Revise saturated activation functions")
     ds, dname = load_data("xu2016", data, "digits", seed=0, standardize=True)
     inputs = Inputs(width=128 if quick else 512, seeds=list(range(2 if quick else 10)),
                     ds=ds, dname=dname, train_width=64, train_steps=600 if quick else 1000,
-                    train_seeds=[3] if quick else [3, 4, 5])
+                    train_seeds=[3] if quick else [3, 4, 5],
+                    progress=ExperimentProgress.of(progress))
+    inputs.progress.plan(stage_labels(inputs.train_seeds))
     for stage in STAGES:
         stage(inputs, res)
     return res

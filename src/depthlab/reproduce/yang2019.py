@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 import depthlab as dl
 from depthlab.backend import rng as make_rng
 
+from ..progress import ExperimentProgress
 from .base import Claim, Result, load_data, register, train_accuracy
 from .depth_ladder import BN, RES, build
 
@@ -92,12 +93,47 @@ class Inputs:
     dname: str
     steps: int
     train_width: int
+    progress: ExperimentProgress
+
+
+BATCHES = (8, 32, BATCH)  # the batch-size comparison at depth 50
+
+
+def cures(steps: int) -> list[tuple[str, str, float, int]]:
+    """The trainability comparison: (label, recipe, lr, steps)."""
+    return [("plain BN", BN, LR, steps), ("plain BN + residual", RES, LR, steps),
+            ("plain BN, lr/10, 5x steps", BN, LR / 10, 5 * steps)]
+
+
+def growth_label(width: int, depths: list[int]) -> str:
+    """One width of the growth grid, as a progress stage."""
+    return f"gradient growth at init, width {width}, depths {depths} (measured)"
+
+
+def batch_label(batch: int) -> str:
+    """One batch size of the batch comparison, as a progress stage."""
+    return f"gradient growth at init, depth 50, batch {batch} (measured)"
+
+
+def cure_label(label: str) -> str:
+    """One training of the trainability comparison, as a progress stage."""
+    return f"{TRAIN_DEPTH} layers, {label}"
+
+
+def stage_labels(d: Inputs) -> list[str]:
+    """Every stage of :func:`run`, in order (declared before the first one starts)."""
+    return ([growth_label(w, d.depths) for w in d.widths] + [batch_label(b) for b in BATCHES]
+            + [cure_label(c[0]) for c in cures(d.steps)])
 
 
 def stage_growth(d: Inputs, res: Result) -> None:
     """Per-layer gradient growth at init over depths and widths against the prediction."""
     depths, widths, seeds = d.depths, d.widths, d.seeds
-    gt = growth_table(depths, widths, seeds)
+    parts = []
+    for width in widths:
+        with d.progress.stage(growth_label(width, depths)):
+            parts.append(growth_table(depths, [width], seeds))
+    gt = pd.concat(parts, ignore_index=True)
     res.tables["growth"] = gt
     wide = gt[gt["width"] >= TIGHT_WIDTH]
     worst = float(wide["deviation"].abs().max())
@@ -132,7 +168,11 @@ def stage_batch(d: Inputs, res: Result) -> None:
     """Growth at batch sizes 8, 32 and 256: smaller batches explode faster."""
     seeds, batch_width = d.seeds, d.batch_width
     C = res.claims
-    bt = pd.concat([growth_table([50], [batch_width], seeds, batch=b) for b in (8, 32, BATCH)])
+    parts = []
+    for b in BATCHES:
+        with d.progress.stage(batch_label(b)):
+            parts.append(growth_table([50], [batch_width], seeds, batch=b))
+    bt = pd.concat(parts)
     res.tables["batch"] = bt
     by_batch = bt.groupby("batch")["growth"].mean()
     C.append(Claim(f"smaller batches explode faster (depth 50, width {batch_width}): growth at "
@@ -148,12 +188,12 @@ def stage_cures(d: Inputs, res: Result) -> None:
     """100-layer nets trained: plain BN, with residual connections, with a smaller lr."""
     ds, dname, steps, train_width = d.ds, d.dname, d.steps, d.train_width
     C = res.claims
-    cures = [("plain BN", BN, LR, steps), ("plain BN + residual", RES, LR, steps),
-             ("plain BN, lr/10, 5x steps", BN, LR / 10, 5 * steps)]
     rows = []
-    for label, recipe, lr, n in cures:
+    for label, recipe, lr, n in cures(steps):
         net = build(recipe, TRAIN_DEPTH, ds.n_features, ds.n_classes, train_width, seed=1)
-        acc, diverged = train_accuracy(net, ds, n, seed=1, lr=lr)
+        with d.progress.stage(cure_label(label)):
+            acc, diverged = train_accuracy(net, ds, n, seed=1, lr=lr,
+                                           progress=d.progress.training)
         rows.append({"network": label, "lr": lr, "steps": n, "train_acc": acc,
                      "diverged": diverged})
     tt = pd.DataFrame(rows).set_index("network")
@@ -194,16 +234,20 @@ STAGES: tuple[Callable[[Inputs, Result], None], ...] = (stage_growth, stage_batc
     "per-layer gradient growth of plain ReLU + BN MLPs at init against sqrt(pi/(pi-1)) over "
     "depths, widths and batch sizes; which cures let a 100-layer net train",
 )
-def run(quick: bool = False, data: str | None = None, progress: bool = False) -> Result:
+def run(quick: bool = False, data: str | None = None,
+        progress: bool | str | ExperimentProgress = False) -> Result:
     """Gradient growth at init against the mean-field prediction; cures at 100 layers."""
     res = Result("yang2019", "Yang et al. 2019: a mean field theory of batch normalization")
     ds, dname = load_data("yang2019", data, "digits", seed=0, standardize=True)
+    p = ExperimentProgress.of(progress)
     if quick:
         inputs = Inputs([10, 50], [32, TIGHT_WIDTH], [0, 1, 2], batch_width=64, ds=ds,
-                        dname=dname, steps=300, train_width=32)
+                        dname=dname, steps=300, train_width=32, progress=p)
     else:
         inputs = Inputs([10, 25, 50, 100, 200], [32, 64, 128, 256, 512], [0, 1],
-                        batch_width=128, ds=ds, dname=dname, steps=300, train_width=32)
+                        batch_width=128, ds=ds, dname=dname, steps=300, train_width=32,
+                        progress=p)
+    p.plan(stage_labels(inputs))
     for stage in STAGES:
         stage(inputs, res)
     return res
