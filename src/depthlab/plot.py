@@ -13,6 +13,10 @@ axis, at initialization and at the end of training, each run's theory prediction
 beside it (``depthlab.theory.propagate``: ``Var(dL/ds_l) = n_{l+1} v_{l+1} E[f'(s_l)^2]
 Var(dL/ds_{l+1})`` scaled to the run's measured top layer; ``Std(a_l) = sqrt(Var f(s_l))``;
 batch-normalized and residual runs: ``depthlab.theory.predict_gradients``).
+
+A table with a ``module`` column (``depthlab.torch``'s ``Watch.frame()``, ``probe()``,
+``Diagnosis.probes``) labels the layer axes, ticks, legends and panel titles with the module
+names (``layer1.0.conv1``; rotated, thinned beyond 40) instead of the layer numbers.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "sweep_metric",
     "theory_for_config",
     "training_curves",
+    "update_ratio",
 ]
 
 RUN_COLORS = _f.OKABE_ITO
@@ -189,12 +194,17 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     runs = _runs(table_or_runs)
     theories = _theories(runs, theory)
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
+    tables = [t for t, _ in runs.values() if not t.empty]
+    # torch runs: module names (not when a NumPy run, numbered only, is overlaid)
+    names = (_f.layer_names(*tables) if all("module" in t.columns for t in tables) else {})
     has_end = any(not w.empty and w.index.max() != w.index.min() for w in wides.values())
     ncols = 2 if has_end else 1
     longest = max((len(k) for k in wides), default=10)
     legend_w = float(np.clip(0.6 + 0.065 * max(longest, 24), 2.0, 4.2))
-    fig, axes = _f._new_figure(5.0 * ncols + legend_w, 3.9, ncols=ncols, sharey=True,
-                               right=legend_w + 0.1, top=0.7)
+    bottom = _f.names_margin(names) + 0.45 if names else None  # rotated module names
+    fig, axes = _f._new_figure(5.0 * ncols + legend_w, 3.9 + (bottom or 0.55) - 0.55,
+                               ncols=ncols, sharey=True, right=legend_w + 0.1, top=0.7,
+                               bottom=bottom)
     all_vals: list[float] = []
     all_layers: set[int] = set()
     for i, (label, wide) in enumerate(wides.items()):
@@ -243,10 +253,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     for ax, when in zip(axes, ("at initialization", "at the end of training")):
         ax.set_yscale("log")
         _f._tidy_log_axis(ax.yaxis, lo, hi)
-        ax.set_xlabel("layer (1 = first hidden, nearest the input)")
+        ax.set_xlabel("module (nearest the input on the left)" if names else
+                      "layer (1 = first hidden, nearest the input)")
         ax.set_title(when)
-        if all_layers and len(all_layers) <= 12:
-            ax.set_xticks(sorted(all_layers))
+        _f.layer_ticks(ax, "x", sorted(all_layers), names)
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
     handles, labels = [], []
@@ -303,11 +313,18 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     layers = list(mean.columns)
     shown = _f._pick_layers(layers, HIST_MAX_LAYERS)
     colors = _f._layer_colors(shown)
+    names = _f.layer_names(probes)
+    if names:  # a wider legend for the module names
+        extra = _f.names_margin(names, shown) + 0.3 - 1.75
+        if extra > 0:
+            fig.set_figwidth(fig.get_figwidth() + extra)
+            fig.subplots_adjust(left=0.85 / fig.get_figwidth(),
+                                right=1 - (1.75 + extra) / fig.get_figwidth())
     x = steps[keep]
     for layer in shown:
         m = mean[layer].to_numpy(float)[keep]
         ax.plot(x, m, "o-" if len(x) < 4 else "-", color=colors[layer], linewidth=1.5,
-                markersize=3.5, label=f"layer {layer}")
+                markersize=3.5, label=_f.layer_label(layer, names))
         if not std.empty and layer in std:
             sd = std[layer].reindex(mean.index).to_numpy(float)[keep]
             ax.fill_between(x, m - sd, m + sd, color=colors[layer], alpha=0.1, linewidth=0)
@@ -348,6 +365,7 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
         raise ValueError(f"no '{kind}' histograms at steps {missing}; recorded: {all_steps}")
     layers = sorted(int(v) for v in h["layer"].unique())
     shown = _f._pick_layers(layers, max_layers)
+    names = _f.layer_names(h)
     what = {"act": "activation", "pre": "pre-activation s",
             "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
     w, row_h = 3.9 * len(steps) + 0.6, 1.55
@@ -370,7 +388,8 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             ax.stairs(dens, np.append(left, right[-1]), fill=True, alpha=0.45,
                       color=colors[layer])
             ax.stairs(dens, np.append(left, right[-1]), color=colors[layer], linewidth=1.0)
-            ax.set_title(f"layer {layer}, step {step}: range [{left[0]:.3g}, {right[-1]:.3g}]",
+            ax.set_title(f"{_f.layer_label(layer, names)}, step {step}: range "
+                         f"[{left[0]:.3g}, {right[-1]:.3g}]",
                          fontsize=8.5)
             ax.tick_params(labelsize=7.5)
             ax.xaxis.set_major_locator(_f.MaxNLocator(5))
@@ -394,6 +413,12 @@ def _hist_table(obj: Any) -> pd.DataFrame:
 def gradient_heatmap(table: Any, quantity: str = "grad_pre_std") -> Figure:
     """Std of ``dL/ds`` per layer (rows) and probed step (columns), log colour scale."""
     return _f.gradient_heatmap(probe_table(table), quantity)
+
+
+def update_ratio(table: Any) -> Figure:
+    """Per layer over training: ``||W_n - W_{n-1}|| / ||W_{n-1}||`` (``update_ratio``, log
+    scale)."""
+    return _f.update_ratio(probe_table(table))
 
 
 def saturation(table: Any) -> Figure:

@@ -33,6 +33,7 @@ FIG_GRAD_PROFILE = "Gradient std per layer vs theory"
 FIG_HIST_ACT = "Histograms of activations"
 FIG_HIST_GRAD = "Histograms of back-propagated gradients"
 FIG_SATURATION = "Saturation and dead units"
+FIG_UPDATE_RATIO = "Relative weight update per layer"
 SECTION_FINDINGS = "Doctor findings"
 SECTION_DIVERGENCE = "Divergence"
 SECTION_ERROR = "Error"
@@ -79,6 +80,31 @@ def _clean_probes(probes: pd.DataFrame) -> pd.DataFrame:
     p = probes.copy()
     p["value"] = pd.to_numeric(p["value"], errors="coerce").replace([np.inf, -np.inf], np.nan)
     return p
+
+
+def _module_names(config: Any) -> dict[int, str]:
+    """Layer number -> module name of a depthlab.torch run (``config.model.layers``: Watch and
+    torch doctor runs); empty for NumPy runs."""
+    model = _as_dict(config).get("model")
+    names = model.get("layers") if isinstance(model, dict) else None
+    if not isinstance(names, dict):
+        return {}
+    out = {}
+    for k, v in names.items():
+        try:
+            out[int(k)] = str(v)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _named(table: pd.DataFrame, config: Any) -> pd.DataFrame:
+    """``table`` with a ``module`` column from the run's module names (the figures label
+    layers by it); unchanged for NumPy runs or when the table has one already."""
+    names = _module_names(config)
+    if table.empty or not names or "module" in table.columns or "layer" not in table.columns:
+        return table
+    return table.assign(module=table["layer"].map(lambda v: names.get(int(v), "")))
 
 
 # -- the runs table ----------------------------------------------------------------------------
@@ -232,7 +258,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                                           for k in keys) for _, r in group.runs.iterrows()}
     tables = {}
     for _, r in ranked.iterrows():
-        probes = _clean_probes(_get(store.probes(str(r["id"]))))
+        probes = _named(_clean_probes(_get(store.probes(str(r["id"])))), r["config"])
         if not probes.empty:
             tables[str(r["id"])] = probes
     if not tables:
@@ -450,8 +476,8 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
 
     safe = _safe_name(label) if label else _safe_name(rid)
     steps, epochs, evals = _get(store.steps(rid)), _get(store.epochs(rid)), _get(store.evals(rid))
-    probes = _clean_probes(_get(store.probes(rid)))
-    hists = _get(store.histograms(rid))
+    probes = _named(_clean_probes(_get(store.probes(rid))), config)
+    hists = _named(_get(store.histograms(rid)), config)
     blocks: list[str] = []
     if not probes.empty:
         th, note = theory_for(config)
@@ -500,6 +526,13 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             png, FIG_SATURATION, "Saturated: entries of a bounded unit (sigmoid, tanh) whose "
             "derivative is below 5% of its maximum; inactive: ReLU-family entries on the flat "
             "side; dead: units inactive on every probe example.", wide=True))
+        if (probes["quantity"] == "update_ratio").any():
+            png = pngs.add(f"{safe}_update_ratio.png", plot.update_ratio, probes)
+            blocks.append(H.figure_block(
+                png, FIG_UPDATE_RATIO, "||W_n − W_(n−1)|| / ||W_(n−1)|| of each shown layer "
+                "per recorded step (log scale): the relative size of one optimizer step. "
+                "Around 1e-3 is the usual order; far above, the step is too large; far "
+                "below, that layer barely learns."))
     return blocks, probes
 
 

@@ -7,6 +7,11 @@ Layouts (see ``depthlab.experiments.store``):
 ``evals``: step, val_loss, val_acc, ...; ``probes``: step, layer, quantity, value (long format,
 layer 1 = first hidden layer, step 0 = initialisation); ``histograms``: step, layer, kind,
 bin_left, bin_right, count.
+
+Layer names. A probe or histogram table with a ``module`` column (``depthlab.torch`` tables;
+the report adds it from a torch run's ``config.model.layers``) labels every per-layer axis,
+tick, legend entry and panel title with the module name (``layer1.0.conv1``) instead of the
+layer number: :func:`layer_names`, :func:`layer_label`, :func:`layer_ticks`.
 """
 
 from __future__ import annotations
@@ -39,14 +44,15 @@ _MARGIN_IN = {"left": 0.85, "right": 0.15, "bottom": 0.55, "top": 0.38, "wspace"
 
 def _new_figure(width: float = 6.4, height: float = 3.8, ncols: int = 1,
                 sharey: bool = False, fixed: bool = True, right: float | None = None,
-                top: float | None = None, bottom: float | None = None) -> tuple[Figure, list]:
-    """A figure with ``ncols`` axes in one row: fixed margins (``right``/``top``/``bottom`` in
-    inches override the defaults) or, with ``fixed=False``, constrained layout."""
+                top: float | None = None, bottom: float | None = None,
+                left: float | None = None) -> tuple[Figure, list]:
+    """A figure with ``ncols`` axes in one row: fixed margins (``right``/``top``/``bottom``/
+    ``left`` in inches override the defaults) or, with ``fixed=False``, constrained layout."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout=None if fixed else "constrained")
     FigureCanvasAgg(fig)
     if fixed:
         m = dict(_MARGIN_IN)
-        for k, v in (("right", right), ("top", top), ("bottom", bottom)):
+        for k, v in (("right", right), ("top", top), ("bottom", bottom), ("left", left)):
             if v is not None:
                 m[k] = v
         fig.subplots_adjust(left=m["left"] / width, right=1 - m["right"] / width,
@@ -116,6 +122,60 @@ def _quantity(probes: pd.DataFrame | None, quantity: str) -> pd.DataFrame:
     wide = sel.pivot_table(index="step", columns="layer", values="value", aggfunc="mean")
     wide = wide.sort_index()
     return wide[sorted(wide.columns)]
+
+
+def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
+    """Layer number -> module label from the ``module`` column of the tables (layers >= 1
+    with a non-empty name; a name that is only digits, a ``Sequential`` index, reads
+    ``[4]`` as in ``model[4]``); empty without one (NumPy runs). Overlaid tables of different
+    models: two names of one layer number are joined (``features.0 / [0]``); with more, that
+    number stays unnamed."""
+    found: dict[int, list[str]] = {}
+    for t in tables:
+        if t is None or t.empty or "module" not in t.columns or "layer" not in t.columns:
+            continue
+        pairs = t.loc[t["layer"] >= 1, ["layer", "module"]].drop_duplicates()
+        for layer, mod in zip(pairs["layer"].astype(int), pairs["module"]):
+            if isinstance(mod, str) and mod:
+                label = f"[{mod}]" if mod.isdigit() else mod
+                if label not in found.setdefault(layer, []):
+                    found[layer].append(label)
+    return {k: " / ".join(v) for k, v in found.items() if len(v) <= 2}
+
+
+def layer_label(layer: int, names: dict[int, str] | None = None) -> str:
+    """``names[layer]`` (a module label, :func:`layer_names`) or ``"layer N"``."""
+    return (names or {}).get(int(layer)) or f"layer {int(layer)}"
+
+
+LAYER_TICKS_MAX = 40  # named layer ticks drawn; beyond, every k-th (first and last kept)
+
+
+def layer_ticks(ax, axis: str, layers: Sequence[int], names: dict[int, str] | None,
+                plain_max: int = 12) -> None:
+    """Ticks at the layers on ``axis`` ("x" or "y"): module names when ``names`` has them
+    (small font, x labels rotated 90 degrees; at most :data:`LAYER_TICKS_MAX`, thinned evenly
+    keeping the first and the last), else the numbers when there are at most ``plain_max``."""
+    layers = sorted(int(v) for v in layers)
+    if not layers:
+        return
+    if names and any(la in names for la in layers):
+        shown = _pick_layers(layers, LAYER_TICKS_MAX)
+        labels = [layer_label(la, names) for la in shown]
+        size = 7.0 if len(shown) <= 24 else 6.0
+        if axis == "x":
+            ax.set_xticks(shown, labels, rotation=90, fontsize=size)
+        else:
+            ax.set_yticks(shown, labels, fontsize=size)
+    elif len(layers) <= plain_max:
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(layers)
+
+
+def names_margin(names: dict[int, str] | None, layers: Sequence[int] = ()) -> float:
+    """Inches a rotated (x) or horizontal (y) axis of module names needs beside the axes."""
+    used = [names[la] for la in layers if la in names] if names and layers else list(
+        (names or {}).values())
+    return 0.15 + 0.062 * max((len(v) for v in used), default=0)
 
 
 def hidden_layers(probes: pd.DataFrame | None) -> list[int]:
@@ -237,12 +297,13 @@ def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
     layers = list(mean.columns)
     shown = _pick_layers(layers)
     colors = _layer_colors(shown)
+    names = layer_names(probes)
     steps = mean.index.to_numpy()
     stride = max(1, int(np.ceil(len(steps) / max_points)))
     span = (steps.max() - steps.min()) or 1
     for k, layer in enumerate(shown):
         m = mean[layer].to_numpy(dtype=float)
-        ax.plot(steps, m, color=colors[layer], linewidth=1.3, label=f"layer {layer}")
+        ax.plot(steps, m, color=colors[layer], linewidth=1.3, label=layer_label(layer, names))
         if not std.empty and layer in std:
             sd = std[layer].reindex(mean.index).to_numpy(dtype=float)
             sel = slice(k % stride, None, stride)
@@ -301,7 +362,8 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     what = "pre-activation" if prefix == "pre" else "activation"
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
-    ax.set_title(f"Percentiles of layer {layer}'s {what} over training")
+    ax.set_title(f"Percentiles of {layer_label(layer, layer_names(probes))}'s {what} over "
+                 "training")
     _legend(ax, loc="best")
     return fig
 
@@ -309,8 +371,11 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
 def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std") -> Figure:
     """Back-propagated gradient standard deviation per layer (rows) and step (columns), on a
     logarithmic colour scale; zero or non-finite cells are left blank."""
-    fig, (ax,) = _new_figure(right=1.3)
+    names = layer_names(probes)
     wide = _quantity(probes, quantity)
+    left = max(0.85, names_margin(names, list(wide.columns)) + 0.35) if names else None
+    height = max(3.8, 1.0 + 0.16 * len(wide.columns)) if names else 3.8
+    fig, (ax,) = _new_figure(6.4 + (left or 0.85) - 0.85, height, right=1.3, left=left)
     if wide.empty:
         _empty(ax, f"no '{quantity}' probes recorded")
         return fig
@@ -329,9 +394,8 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~valid, z),
                          norm=LogNorm(vmin=lo, vmax=hi), cmap=HEAT_CMAP, shading="flat")
     ax.set_xlabel("training step")
-    ax.set_ylabel("layer (1 = first hidden)")
-    if len(layers) <= 12:
-        ax.set_yticks(layers)
+    ax.set_ylabel("module (first at the bottom)" if names else "layer (1 = first hidden)")
+    layer_ticks(ax, "y", [int(v) for v in layers], names)
     ax.grid(False)
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
@@ -367,6 +431,12 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     if wide.empty:
         _empty(ax, f"no '{quantity}' probes recorded")
         return fig
+    names = layer_names(probes)
+    if names:  # room for the rotated module names under the axis
+        bottom = names_margin(names, list(wide.columns)) + 0.45
+        fig.set_figheight(fig.get_figheight() + bottom - 0.55)
+        fig.subplots_adjust(bottom=bottom / fig.get_figheight(),
+                            top=1 - 0.38 / fig.get_figheight())
     first, last = wide.index.min(), wide.index.max()
     init = wide.loc[first].dropna()
     layers = init.index.to_numpy()
@@ -393,10 +463,10 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     if pos.size:
         ax.set_yscale("log")
         _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
-    ax.set_xlabel("layer (1 = first hidden)")
+    ax.set_xlabel("module (nearest the input on the left)" if names else
+                  "layer (1 = first hidden)")
     ax.set_ylabel("std of dL/ds")
-    if len(layers) <= 12:
-        ax.set_xticks(layers)
+    layer_ticks(ax, "x", [int(v) for v in layers], names)
     ax.set_title("Gradient std per layer: initialization vs theory")
     _legend(ax, loc="best")
     return fig
@@ -419,6 +489,7 @@ def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figu
     layers = sorted(int(v) for v in h["layer"].unique())
     shown = _pick_layers(layers)
     colors = _layer_colors(shown)
+    names = layer_names(histograms)
     for ax, step in zip(axes, chosen):
         hs = h[h["step"] == step]
         for layer in shown:
@@ -431,7 +502,7 @@ def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figu
             width = np.where(right > left, right - left, np.nan)
             dens = cnt / max(cnt.sum(), 1) / width
             ax.stairs(np.nan_to_num(dens), np.append(left, right[-1]), color=colors[layer],
-                      linewidth=1.4, label=f"layer {layer}")
+                      linewidth=1.4, label=layer_label(layer, names))
         label = "initialization" if step == 0 else f"step {step}"
         ax.set_title(f"{label}{_layers_note(shown, layers)}")
         ax.set_xlabel(f"{what} value")
@@ -466,19 +537,50 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     if not present:
         _empty(axes[0], "no saturation or dead-unit probes recorded")
         return fig
+    names = layer_names(probes)
     for ax, (_q, title, ylabel, wide) in zip(axes, present):
         layers = list(wide.columns)
         shown = _pick_layers(layers)
         colors = _layer_colors(shown)
         for layer in shown:
             ax.plot(wide.index, wide[layer], color=colors[layer], linewidth=1.4,
-                    label=f"layer {layer}")
+                    label=layer_label(layer, names))
         top = float(np.nanmax(wide[shown].to_numpy(float))) if len(shown) else 0.0
         ax.set_ylim(-0.02 * max(top, 0.05), min(1.02, max(top * 1.15, 0.05)))
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}{_layers_note(shown, layers)}", fontsize=9.5)
-        _legend(ax, ncols=2 if len(shown) > 4 else 1, loc="best")
+        _legend(ax, ncols=2 if len(shown) > 4 and not names else 1, loc="best",
+                fontsize=7.5 if names else 8.5)
+    return fig
+
+
+def update_ratio(probes: pd.DataFrame | None) -> Figure:
+    """Per layer over training: ``update_ratio = ||W_n - W_{n-1}|| / ||W_{n-1}||`` (the
+    relative size of one optimizer step, log scale; ~1e-3 is the usual healthy order). The
+    legend sits outside the axes (module names can be long)."""
+    wide = _quantity(probes, "update_ratio")
+    names = layer_names(probes)
+    right = names_margin(names) + 0.5 if names else 1.3
+    fig, (ax,) = _new_figure(6.0 + right, 3.6, right=right)
+    vals = wide.to_numpy(float) if not wide.empty else np.empty(0)
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    if not pos.size:
+        _empty(ax, "no 'update_ratio' probes recorded")
+        return fig
+    layers = list(wide.columns)
+    shown = _pick_layers(layers)
+    colors = _layer_colors(shown)
+    for layer in shown:
+        col = wide[layer].where(wide[layer] > 0)
+        ax.plot(wide.index, col, "o-" if len(wide) < 4 else "-", color=colors[layer],
+                linewidth=1.4, markersize=3.5, label=layer_label(layer, names))
+    ax.set_yscale("log")
+    _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
+    ax.set_xlabel("training step")
+    ax.set_ylabel("||ΔW|| / ||W|| (log scale)")
+    ax.set_title(f"Relative weight update per step{_layers_note(shown, layers)}", fontsize=9.5)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     return fig
 
 
