@@ -11,7 +11,10 @@ Two settings, each in a child process of its own:
   and every library runs one thread (JAX's thread flags do not bind XLA, the pin does);
 - ``all cores``: no pin, every library with as many threads as there are cores (OpenMP told to
   sleep between operations, ``OMP_WAIT_POLICY=PASSIVE``, so that PyTorch's spinning workers do
-  not steal the cores from the framework timed next).
+  not steal the cores from the framework timed next). Here depthlab is timed twice: with its
+  BLAS on all cores like the others, and as ``depthlab-auto``, under the thread count ``fit``
+  chooses (:func:`depthlab.threads.choose_threads`: one thread when the step's largest product
+  is below 2**24 multiply-adds, else the idle cores: the cores minus the load average).
 
 Then, for depthlab: where the step's time goes (the matrix products replayed alone on the same
 buffers, the elementwise work, and the rest: Python and call overhead), the float32 rate of every
@@ -55,20 +58,29 @@ def _data(sizes, batch, dtype, seed=0):
     return x, y
 
 
-def depthlab_step(sizes, activation, init, batch, dtype="float32"):
+def depthlab_step(sizes, activation, init, batch, dtype="float32", own_threads=False):
+    """depthlab's step; ``own_threads``: under the BLAS thread count ``fit`` would choose."""
     import depthlab as dl
+    from depthlab.threads import blas_threads, choose_threads
 
     net = dl.mlp(sizes, activation=activation, init=init, seed=0, dtype=dtype)
     x, y = _data(sizes, batch, dtype)
     loss = dl.loss("cross_entropy")
     opt = dl.optimizer("sgd", net.parameters(), lr=1e-3)
 
-    def run(steps: int) -> None:
+    def steps_(steps: int) -> None:
         for _ in range(steps):
             out = net.forward(x, training=True)
             loss.forward(out, y)
             net.backward(loss.backward(), input_grad=False, copy=False)
             opt.step()
+
+    if not own_threads:
+        return steps_
+
+    def run(steps: int) -> None:
+        with blas_threads(choose_threads(sizes, batch)):  # decided per block, as fit does
+            steps_(steps)
 
     return run
 
@@ -322,9 +334,14 @@ def child(cores: str, rounds: int, use_jax: bool) -> dict:
     frameworks = [f for f in FRAMEWORKS if use_jax or f != "jax"]
     for name, sizes, act, init, batch, steps in CASES:
         fns = {f: STEP_FNS[f](sizes, act, init, batch) for f in frameworks}
+        if cores == "all":
+            fns = {"depthlab": fns.pop("depthlab"),
+                   "depthlab-auto": depthlab_step(sizes, act, init, batch, own_threads=True),
+                   **fns}
         times = interleaved(fns, steps, rounds)
-        f64 = interleaved({"float32": depthlab_step(sizes, act, init, batch),
-                           "float64": depthlab_step(sizes, act, init, batch, "float64")},
+        own = cores == "all"  # float64 against float32 as fit runs them
+        f64 = interleaved({"float32": depthlab_step(sizes, act, init, batch, own_threads=own),
+                           "float64": depthlab_step(sizes, act, init, batch, "float64", own)},
                           steps, max(3, rounds // 2))
         case = {"name": name, "times": times,
                 "float64_ratio": statistics.median(f64["float64"]) /
@@ -364,6 +381,9 @@ def report(res: dict) -> None:
             line += f"{_ms(med[f]):>9s} ({_ms(min(t))}-{_ms(max(t))})".rjust(24)
         line += "".join(f"{med[f] / med['depthlab']:15.2f}x" for f in fws[1:])
         print(line)
+    if "depthlab-auto" in fws:
+        print("(depthlab-auto: depthlab under the BLAS thread count fit chooses, "
+              "depthlab.threads.choose_threads)")
     print("\ndepthlab's step (medians of interleaved rounds), where the time goes; "
           "float64 / float32:")
     for c in res["cases"]:
