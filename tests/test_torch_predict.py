@@ -183,14 +183,15 @@ def test_residual_blocks_add_the_identity_path():
     _check(df)
 
 
-def test_residual_blocks_with_post_activation_are_approximate():
-    """``relu(x + F(x))`` carries the ReLU's positive mean on the skip and a non-Gaussian
-    sum: the prediction tracks the mean and stays within a factor of 2 in variance."""
+def test_residual_blocks_with_post_activation():
+    """``relu(x + F(x))``: the skip carries the ReLU's skewed, non-negative output (the sum is
+    not Gaussian: propagated as a distribution) and a unit's ReLU masks persist from block
+    to block (the skip gradient is conditioned on the unit's value); measured std within
+    0.96-1.03 of the prediction (a Gaussian sum and independent masks: up to 1.4x off)."""
     model, x, y = _resnet_mlp(nn.ReLU, nn.ReLU)
     df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
     sel = df[df.quantity.isin(["pre_std", "grad_pre_std"]) & (df.layer < df.layer.max())]
-    ratio = (sel.value / sel.predicted) ** 2
-    assert ratio.between(0.5, 2.0).all(), ratio.tolist()
+    np.testing.assert_allclose((sel.value / sel.predicted) ** 2, 1.0, rtol=VAR_RTOL)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -304,9 +305,9 @@ class _BNResNet(nn.Module):
 
 
 def test_bn_residual_blocks_with_projection_shortcut():
-    """relu(bn2(conv2(...)) + downsample(x)): the paths add; the post-ReLU sum is not Gaussian,
-    so, as for the plain residual blocks, a factor 2 in variance (measured std ratios
-    0.79-1.06 over 17 layers)."""
+    """relu(bn2(conv2(...)) + downsample(x)): the paths add; measured/predicted std 0.95-1.07
+    over the blocks' 16 layers, 1.13 at the 27-fan-in stem (32 images of 8x8: BN's batch is
+    2048 positions); within 10% in std for the blocks, 15% for the stem."""
     from depthlab.torch.predict import chain
 
     torch.manual_seed(0)
@@ -322,6 +323,8 @@ def test_bn_residual_blocks_with_projection_shortcut():
     df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
     sel = df[df.quantity.isin(["pre_std", "act_std", "grad_pre_std"])
              & (df.layer < df.layer.max())]
-    ratio = (sel.value / sel.predicted) ** 2
-    assert ratio.between(0.5, 2.0).all(), ratio.tolist()
+    ratio = sel.value / sel.predicted
+    stem = sel.module == "conv1"
+    np.testing.assert_allclose(ratio[~stem], 1.0, rtol=0.1)
+    np.testing.assert_allclose(ratio[stem], 1.0, rtol=0.15)
     assert set(df.module) >= {"layers.5.downsample.0", "layers.6.conv2"}
