@@ -119,6 +119,8 @@ _results: dict[str, Result] = {}
 
 def quick(name: str) -> Result:
     """The quick run of ``name`` (once per test session, one BLAS thread)."""
+    from depthlab.reproduce import experiments  # noqa: F401  (registers every experiment)
+
     if name not in _results:
         with threadpool_limits(1):
             t0 = time.process_time()

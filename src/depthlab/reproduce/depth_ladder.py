@@ -99,7 +99,7 @@ def run(quick: bool = False, data: str | None = None,
         ok = shallow[recipe]["train_acc"] >= thr
         for i, d in enumerate(depths[1:]):
             if not ok and quick:  # quick: a ladder stops at its first failure
-                p.skip(len(depths) - 1 - i, f"{recipe} from depth {d} (failed below)")
+                p.skip(len(depths) - 1 - i, f"{recipe}, depth {d} and deeper (already failed)")
                 break
             row = one(recipe, d)
             rows.append(row)
