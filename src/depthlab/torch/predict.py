@@ -52,7 +52,13 @@ measured ``grad_pre_std[L]``; without them the ``value`` column is NaN (nothing 
 
 Result: the tidy table ``step, layer, module, quantity, value, predicted`` for the quantities
 ``pre_std``, ``act_std`` (layers with an activation) and ``grad_pre_std``.
-Anything else between layers (pooling, a normalization other than BatchNorm or BatchNorm in
+Global average pooling before a layer (``AdaptiveAvgPool*`` / ``AvgPool*`` to one position,
+e.g. a CNN's head): each of the ``P`` pooled inputs receives ``1/P`` of the gradient, so
+``Var(dL/dx) = m v Var(g) / P^2`` (exact); forward the positions are treated as independent
+(``E[pooled^2] = mean^2 + Var / P``: an underestimate when neighbours are correlated, which
+only the head's ``pre_std`` sees).
+
+Anything else between layers (other pooling, a normalization other than BatchNorm or BatchNorm in
 eval mode, dropout in training mode, nested blocks, a block with more than two paths, a layer
 called twice) breaks the chain: a ValueError names the layer and, where it can, the module in
 between (e.g. ResNet-18's ``'maxpool' (MaxPool2d)``).
@@ -99,6 +105,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     norms: list[tuple[int, int, nn.Module, int]] = []  # (input, output, module, seq) per call
     shapes: dict[int, tuple[int, ...]] = {}  # layer -> input shape
     others: dict[int, str] = {}  # output storage -> "'name' (Class)" of other leaf modules
+    pools: dict[int, tuple[int, int]] = {}  # global average pool: output -> (input, positions)
     names = {id(m): n for n, m in model.named_modules()}
     seq = iter(range(1 << 62))
     containers: dict[int, list[tuple[int, int]]] = {}
@@ -146,6 +153,11 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
 
     def other_post(module, args, out):
         t = _first_tensor(out)
+        t_in = _first_tensor(args)
+        if (t is not None and t_in is not None and isinstance(module, _AVG_POOL)
+                and t_in.dim() >= 3 and t.numel() == t_in.shape[0] * t_in.shape[1]):
+            # global average pooling: (N, C, *spatial) -> (N, C, 1...)
+            pools[_storage(t)] = (_storage(t_in), math.prod(t_in.shape[2:]))
         if t is not None:
             # the first producer: a view (flatten) shares the storage of what it reshapes
             others.setdefault(_storage(t), f"{names.get(id(module), '')!r} "
@@ -195,7 +207,10 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         if len(calls) != 1:
             raise ValueError(f"predict() needs each layer called once; {info.name!r} ran "
                              f"{len(calls)} times")
-        if start is not None and calls[0] != start:
+        pool = 1
+        if start is not None and calls[0] != start and pools.get(calls[0], (None,))[0] == start:
+            pool = pools[calls[0]][1]  # global average pooling in between
+        elif start is not None and calls[0] != start:
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} is not the previous layer's output "
                              f"(pooling or another operation in between){between(calls[0])}")
@@ -211,7 +226,8 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         if info.activation is not None and end in after:
             _, end, spec, at = after[end]
         return {"kind": "layer", "index": info.index, "name": info.name, "module": info.owner,
-                "in_shape": shapes.get(id(info.owner)), "norm": norm, "activation": spec}, end, at
+                "in_shape": shapes.get(id(info.owner)), "norm": norm, "activation": spec,
+                "pool": pool}, end, at
 
     members = {key: {id(m) for m in b.module.modules()} for key, b in rec.blocks.items()}
     out: list[dict] = []
@@ -262,6 +278,8 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
 
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_AVG_POOL = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AvgPool1d,
+             nn.AvgPool2d, nn.AvgPool3d)
 
 
 def _check_norm(norm: nn.Module, name: str) -> None:
@@ -372,6 +390,10 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     after BatchNorm ``Var(dL/ds) = mean_c gamma_c^2 E[f'(s_c)^2] / (qb + eps)`` times
     ``Var(dL/da)`` (``dsq``)."""
     prev_sq, prev_mean, prev_bvar = prev[:3]
+    pool = seg.get("pool", 1)
+    if pool > 1:  # global average pooling of P positions, treated as independent
+        prev_sq = prev_mean ** 2 + (prev_sq - prev_mean ** 2) / pool
+        prev_bvar /= pool
     m = seg["module"]
     v = float(m.weight.detach().to(torch.float64).pow(2).mean())
     b2 = 0.0 if m.bias is None else float(m.bias.detach().to(torch.float64).pow(2).mean())
@@ -406,7 +428,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     rows.append({"layer": seg["index"], "module": seg["name"], "q": q,
                  "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
                  "fan_out": fan_out, "act": seg["activation"] is not None or norm is not None,
-                 "nodes": nodes, "spec": spec})
+                 "nodes": nodes, "spec": spec, "pool": pool})
     return sq, mean, max(bvar, 0.0), dist
 
 
@@ -423,7 +445,8 @@ def _backward(rows: list[dict], grad: list[float], j: int, g_out: float,
         s_nodes, w, g2, scale = rows[j]["nodes"]
         a, d = _apply(rows[j]["spec"], s_nodes)
         grad[j] = scale * float(w @ (g2 * d * d * np.interp(a, v_of_a[0], v_of_a[1])))
-    return rows[j]["fan_out"] * rows[j]["v"] * grad[j]
+    # a global average pool before the layer hands each of its P inputs 1/P of the gradient
+    return rows[j]["fan_out"] * rows[j]["v"] * grad[j] / rows[j]["pool"] ** 2
 
 
 def _path_forward(layers: list[dict], state: tuple, rows: list[dict]) -> tuple:
