@@ -108,52 +108,76 @@ def partition_percentiles(v: np.ndarray, percentiles: Sequence[float]) -> torch.
 
 class Transfer:
     """Device tensors (0-d or 1-d) gathered for one host copy: :meth:`add` returns a handle,
-    :meth:`run` stacks the 0-d and concatenates the 1-d tensors of each dtype and device
-    (cast to float64; float32 on MPS) and copies everything to the host at once; :meth:`get`
-    reads a handle's host values afterwards."""
+    :meth:`run` stacks the 0-d tensors (one ``stack`` when they share a dtype and device, the
+    usual case) and concatenates the 1-d ones, cast to float64 (float32 on MPS), and copies
+    everything to the host at once; :meth:`get` reads a handle's host values afterwards.
+    The 0-d tensors take the first host positions in the order they were added, so a 0-d
+    part's position is known without a per-part pass."""
 
     def __init__(self) -> None:
-        self.parts: list[torch.Tensor] = []
+        self.scalars: list[torch.Tensor] = []
+        self.vectors: list[torch.Tensor] = []
+        self.parts: list[int] = []  # part k -> index in scalars (>= 0) or ~index in vectors
         self.where: list[tuple[int, int]] = []  # (start, size) of each part in ``host``
         self.host: list[float] = []
 
+    def _put(self, t: torch.Tensor) -> int:
+        if t.dim() == 0:
+            self.scalars.append(t)
+            self.parts.append(len(self.scalars) - 1)
+        else:
+            self.vectors.append(t.reshape(-1))
+            self.parts.append(~(len(self.vectors) - 1))
+        return len(self.parts) - 1
+
     def add(self, t: torch.Tensor) -> tuple[int, ...]:
-        self.parts.append(t)
-        return (len(self.parts) - 1,)
+        return (self._put(t),)
 
     def add_all(self, ts: list[torch.Tensor]) -> tuple[int, ...]:
         """One handle for several tensors (their values concatenated)."""
-        start = len(self.parts)
-        self.parts.extend(ts)
-        return tuple(range(start, len(self.parts)))
+        return tuple([self._put(t) for t in ts])
 
     def run(self, device: torch.device) -> None:
         self.host = []
         if not self.parts:
             return
         wide = torch.float32 if device.type == "mps" else torch.float64
-        groups: dict = {}
-        for k, part in enumerate(self.parts):
-            groups.setdefault((part.dtype, part.device, part.dim() == 0), []).append(k)
         flat = []
-        self.where = [(0, 0)] * len(self.parts)
-        pos = 0
-        for (dtype, dev, scalar), ks in groups.items():
-            ps = [self.parts[k] for k in ks]
-            g = ps[0].reshape(1) if len(ps) == 1 and scalar else (
-                ps[0] if len(ps) == 1 else (torch.stack(ps) if scalar else torch.cat(ps)))
-            flat.append(g if (dtype == wide and dev == device) else g.to(device, wide))
-            for k in ks:
-                size = self.parts[k].numel()
-                self.where[k] = (pos, size)
-                pos += size
+        scalars = self.scalars
+        at: list[int] | None = None  # host position of each 0-d part (None: in order)
+        if scalars:
+            groups: dict = {}
+            for i, s in enumerate(scalars):
+                groups.setdefault((s.dtype, s.device), []).append(i)
+            if len(groups) == 1:
+                flat.append(torch.stack(scalars).to(device, wide))
+            else:  # e.g. float32 sums and int64 counts: one stack per kind
+                at = [0] * len(scalars)
+                pos = 0
+                for idx in groups.values():
+                    flat.append(torch.stack([scalars[i] for i in idx]).to(device, wide))
+                    for i in idx:
+                        at[i] = pos
+                        pos += 1
+        starts = []
+        pos = len(scalars)
+        for v in self.vectors:
+            starts.append((pos, v.numel()))
+            pos += v.numel()
+            flat.append(v.to(device, wide))
+        self.where = [((k if at is None else at[k]), 1) if k >= 0 else starts[~k]
+                      for k in self.parts]
         self.host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
 
     def get(self, handle: tuple[int, ...]) -> list[float]:
         out: list[float] = []
+        host, where = self.host, self.where
         for k in handle:
-            a, n = self.where[k]
-            out += self.host[a: a + n]
+            a, n = where[k]
+            if n == 1:
+                out.append(host[a])
+            else:
+                out += host[a: a + n]
         return out
 
     def one(self, handle: tuple[int, ...]) -> float:
@@ -201,12 +225,13 @@ class Acc:
     def n(self) -> int:
         return sum(self.ns)
 
-    def add(self, x: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor, total: torch.Tensor | None = None) -> None:
+        """Add one call's tensor; ``total``: its ``sum x`` when the caller has it already."""
         f = _flat(x)
         n = f.numel()
         if n == 0:
             return
-        self.a.append(f.sum())
+        self.a.append(f.sum() if total is None else total)
         self.b.append(torch.dot(f, f))
         self.ns.append(n)
         if self.want_abs:
@@ -296,9 +321,13 @@ class ActAcc:
             return
         self._units(d.amax(dim=self._dims(d, axis)) if d.dim() > 1 else d)
 
-    def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int) -> None:
+    def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int
+                        ) -> torch.Tensor | None:
         """ReLU: ``s <= 0`` exactly where ``a = relu(s) == 0`` and ``f'(s) != 0`` exactly where
-        ``a > 0``, so the output serves (valid after an in-place ReLU too)."""
+        ``a > 0``, so the output serves (valid after an in-place ReLU too). Since ``a >= 0``, a
+        unit's sum ``u_j`` over the other axes is > 0 exactly where the unit is alive, and
+        ``sum_j u_j = sum a``: one reduction gives both; returned (None for a 0-d ``a``) for
+        the output's moments."""
         self.spec = spec
         a = a.detach().to(stat_dtype(a))  # bf16 sums of ones would round
         n = a.numel()
@@ -307,8 +336,10 @@ class ActAcc:
         self.active.append(torch.sign(a).sum())  # a >= 0: the number of entries > 0
         if a.dim() == 0:
             self.dead_ok = False
-            return
-        self._units(a.amax(dim=self._dims(a, axis)) if a.dim() > 1 else a)
+            return None
+        units = a.sum(dim=self._dims(a, axis)) if a.dim() > 1 else a
+        self._units(units)
+        return units.sum()
 
 
 @dataclass
@@ -359,6 +390,7 @@ class Recording:
         self._handles: list = []
         self._last_run = 0
         self.p = _Pass()
+        self.weight_norms: dict[int, torch.Tensor] = {}
 
     # -- arming ----------------------------------------------------------------------------
     @property
@@ -534,10 +566,9 @@ class Recording:
             return
         info.activation = self._names.get(id(module))
         acc = self.p.act[info.index]
-        acc.out.add(out)
         spec = self._spec(module)
-        if spec.name == "relu":
-            acc.add_relu_output(out, spec, info.feature_axis)
+        total = acc.add_relu_output(out, spec, info.feature_axis) if spec.name == "relu" else None
+        acc.out.add(out, total)
         self.p.links[id(out)] = (out, out._version, info, "act")
 
     # -- residual blocks -------------------------------------------------------------------
@@ -571,14 +602,15 @@ class Recording:
 
     def collect(self, weight_grads: dict[int, torch.Tensor | None] | None = None,
                 extra: Sequence[tuple[int, str, str, torch.Tensor]] = (),
-                also: torch.Tensor | None = None,
+                also: torch.Tensor | Sequence[torch.Tensor] | None = None,
                 ) -> list[tuple[int, str, str, float]]:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
         ``weight_grads`` maps ``id(parameter)`` to its gradient (None: read ``p.grad``);
         ``extra`` rows travel in the same transfer: a 0-d device tensor, or ``(tensors, fn)``
-        whose value is ``fn(*host values of the tensors)``; so does the 1-d tensor ``also``,
-        whose host values are left in ``self.also``.
+        whose value is ``fn(*host values of the tensors)``; so do ``also`` (a 1-d tensor or a
+        list of 0-d tensors), whose host values are left in ``self.also``. The device tensors
+        ``||W||`` of the weights are left in ``self.weight_norms`` (``id(parameter)`` -> 0-d).
         """
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
@@ -625,7 +657,9 @@ class Recording:
             plan.append(item)
         with torch.no_grad():  # weights and their gradients: fused calls over all layers
             w_sum = t.add_all([w.sum() for w in all_w])
-            w_norm = t.add_all(list(torch._foreach_norm(all_w)))
+            norms = list(torch._foreach_norm(all_w))
+            w_norm = t.add_all(norms)
+            self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
             if all_g:
                 g_sum = t.add_all([g.sum() for g in all_g])
                 g_norm = t.add_all(list(torch._foreach_norm(all_g)))
@@ -636,7 +670,10 @@ class Recording:
             if g is not None and g.ns:
                 g.gather(t)
                 blocks.append((block, g))
-        h_also = t.add(also) if also is not None and also.numel() else None
+        if isinstance(also, torch.Tensor):
+            h_also = t.add(also) if also.numel() else None
+        else:
+            h_also = t.add_all(list(also)) if also else None
         t.run(dev)
         self.also = t.get(h_also) if h_also is not None else []
 

@@ -105,6 +105,7 @@ class Watch:
         self._pending: list[torch.Tensor] = []
         self._snap: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._buffers: dict[int, torch.Tensor] = {}
+        self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
         self.run_id: str | None = None
         self._rec.arm()  # step 0 is recorded
 
@@ -131,14 +132,21 @@ class Watch:
             self._record(n)
         if (n + 1) % self.every == 0:
             self._snapshot()
+            # recorded in this call too (every=1): the snapshot's norms were just computed
+            self._snap_norms = self._rec.weight_norms if n % self.every == 0 else {}
             self._rec.arm()
         else:
             self._rec.disarm()
         self._calls += 1
 
     def _check_backward(self) -> None:
-        trainable = [p for _, p in self._weights if p.requires_grad]
-        if trainable and all(p.grad is None for p in trainable):
+        trainable = False
+        for _, p in self._weights:  # stops at the first gradient (the usual case)
+            if p.requires_grad:
+                if p.grad is not None:
+                    return
+                trainable = True
+        if trainable:
             raise ValueError("Watch.step(loss) was called before any backward: no weight has a "
                              "gradient; call it after loss.backward() and before "
                              "optimizer.step()")
@@ -159,15 +167,18 @@ class Watch:
                 self._snap[id(info)] = pairs
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
-        """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||^2`` by a dot product of
-        the snapshot, then the snapshot is overwritten in place by the difference."""
+        """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
+        took the snapshot (every=1) or by a fused norm of the snapshot, then the snapshot is
+        overwritten in place by the difference and its norm taken."""
         rows = []
         layers = [(info, self._snap[id(info)]) for info in self._rec.order
                   if self._snap.get(id(info))]
         olds = [w0 for _, pairs in layers for _, w0 in pairs]
         if olds:
             with torch.no_grad():  # fused over all layers: three calls in all
-                before = torch._foreach_norm(olds)
+                cached = [self._snap_norms.get(id(p)) for _, pairs in layers for p, _ in pairs]
+                before = (cached if all(v is not None for v in cached)
+                          else torch._foreach_norm(olds))
                 torch._foreach_sub_(olds, [p for _, pairs in layers for p, _ in pairs])
                 after = torch._foreach_norm(olds)
             k = 0
@@ -182,10 +193,7 @@ class Watch:
         self._check_backward()
         extra = [(0, "", "loss", self._pending[-1])]
         extra += self._update_ratios()
-        dev = self._pending[-1].device
-        losses = torch.stack([t.to(device=dev, dtype=torch.float64 if dev.type != "mps"
-                                   else torch.float32) for t in self._pending])
-        rows = self._rec.collect(extra=extra, also=losses)
+        rows = self._rec.collect(extra=extra, also=self._pending)  # 0-d losses, one transfer
         first = n - len(self._pending) + 1
         self._loss_steps.extend(range(first, n + 1))
         self._loss_values.extend(self._rec.also)
