@@ -162,9 +162,11 @@ class Watch:
                             or buf.device != p.device:
                         buf = self._buffers[id(p)] = torch.empty_like(p, memory_format=
                                                                        torch.contiguous_format)
-                    buf.copy_(p)
                     pairs.append((p, buf))
                 self._snap[id(info)] = pairs
+            pairs = [pair for v in self._snap.values() for pair in v]
+            if pairs:  # one fused copy
+                torch._foreach_copy_([b for _, b in pairs], [p for p, _ in pairs])
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
