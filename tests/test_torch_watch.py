@@ -256,3 +256,31 @@ def test_interrupted_training_is_stored_as_failed(tmp_path):
         runs = store.runs()
     assert list(runs.status) == ["failed"] and list(runs.name) == ["stopped"]
     assert set(watch.frame().step) == {0}
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_update_ratio_of_a_weight_tied_between_two_layers(every):
+    """Two modules sharing one weight (tied embeddings): each layer's update ratio is the
+    relative change of that weight, counted once."""
+    torch.manual_seed(0)
+    a, b = nn.Linear(6, 6), nn.Linear(6, 6)
+    b.weight = a.weight
+    model = nn.Sequential(a, nn.Tanh(), b)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(16, 6), torch.randint(0, 6, (16,))
+    watch = dlt.Watch(model, every=every)
+    snaps = {}
+    for step in range(1, 5):
+        snaps[step - 1] = a.weight.detach().clone()
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    snaps[4] = a.weight.detach().clone()
+    watch.close()
+    ur = watch.frame().query("quantity == 'update_ratio'")
+    assert set(ur.layer) == {1, 2} and len(ur)
+    for row in ur.itertuples():
+        w0, w1 = snaps[row.step - 1], snaps[row.step]
+        assert row.value == pytest.approx(float((w1 - w0).norm() / w0.norm()), rel=1e-5)

@@ -175,18 +175,26 @@ class Watch:
         rows = []
         layers = [(info, self._snap[id(info)]) for info in self._rec.order
                   if self._snap.get(id(info))]
-        olds = [w0 for _, pairs in layers for _, w0 in pairs]
+        # A parameter tied between layers (e.g. shared input and output embeddings) has one
+        # snapshot buffer: reduce each buffer once, then read its norms for every layer.
+        slot: dict[int, int] = {}
+        params, olds = [], []
+        for _, pairs in layers:
+            for p, w0 in pairs:
+                if id(w0) not in slot:
+                    slot[id(w0)] = len(olds)
+                    params.append(p)
+                    olds.append(w0)
         if olds:
             with torch.no_grad():  # fused over all layers: three calls in all
-                cached = [self._snap_norms.get(id(p)) for _, pairs in layers for p, _ in pairs]
+                cached = [self._snap_norms.get(id(p)) for p in params]
                 before = (cached if all(v is not None for v in cached)
                           else torch._foreach_norm(olds))
-                torch._foreach_sub_(olds, [p for _, pairs in layers for p, _ in pairs])
+                torch._foreach_sub_(olds, params)
                 after = torch._foreach_norm(olds)
-            k = 0
             for info, pairs in layers:
-                norms = [v for j in range(k, k + len(pairs)) for v in (before[j], after[j])]
-                k += len(pairs)
+                norms = [v for _, w0 in pairs for v in (before[slot[id(w0)]],
+                                                        after[slot[id(w0)]])]
                 rows.append((info.index, info.name, "update_ratio", (norms, _ratio)))
         self._snap.clear()
         return rows
