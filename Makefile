@@ -26,9 +26,15 @@ lint: $(VENV)/.dev-installed
 test: lint
 	$(PY) -m pytest
 
-bench: $(VENV)/.dev-installed
+$(VENV)/.bench-installed: $(VENV)/.dev-installed
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/engine_speed.py
 	$(PY) benchmarks/probe_overhead.py
+	$(PY) benchmarks/torch_probe_overhead.py
+	$(PY) benchmarks/sweep_scaling.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
