@@ -100,7 +100,7 @@ def test_reproduce_json_is_pure_with_labelled_stages(tmp_path, monkeypatch, caps
     payload = json.loads(out)
     assert payload[0]["experiment"] == "tiny" and payload[0]["all_hold"] is True
     assert payload[0]["claims"][0]["measured"] == long
-    assert "stage 1/1: tiny — A tiny experiment" in err
+    assert "experiment 1/1: tiny — A tiny experiment" in err
     assert "…" not in err and "wrap it" in err  # wrapped, never cut
     assert (tmp_path / "r" / "report.html").exists()
 

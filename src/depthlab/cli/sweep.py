@@ -68,7 +68,10 @@ def _signals() -> Iterator[list[int]]:
         yield seen
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            # After a signal the sweep has stopped its workers and closed the store: only the
+            # interpreter's shutdown is left, and one more Ctrl-C must not turn the clean exit
+            # status (130/143) into a death by signal.
+            signal.signal(s, signal.SIG_IGN if seen else h)
 
 
 def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
@@ -130,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
          f"diverged, {res.count('failed')} failed; skipped {res.skipped} already stored "
          f"({res.seconds:.1f}s); results: {Path(args.out) / 'depthlab.db'}{failed}")
     return 1 if res.count("failed") else 0
-
 
 
 COMMAND = Command("sweep", "run a [sweep] grid in parallel, here or on Dask (resumable)",
