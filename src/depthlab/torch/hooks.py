@@ -44,6 +44,7 @@ from .layers import (
     activation_spec,
     check_model,
     is_norm,
+    untouched,
     weight_modules,
 )
 
@@ -440,23 +441,12 @@ class Recording:
     def isolated(self) -> Iterator[None]:
         """Within the block the model's buffers, mode, ``.grad`` tensors and the random number
         generators are saved; on exit they are restored and the hooks removed."""
-        model = self.model
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        modes = [(m, m.training) for m in model.modules()]
-        grads = [(p, p.grad) for p in model.parameters()]
-        devices = sorted({b.device.index for b in [*model.parameters(), *model.buffers()]
-                          if b.device.type == "cuda" and b.device.index is not None})
+        grads = [(p, p.grad) for p in self.model.parameters()]
         try:
-            with torch.random.fork_rng(devices=devices):
+            with untouched(self.model):
                 yield
         finally:
             self.disarm()
-            with torch.no_grad():
-                for b, saved in buffers:
-                    if b.shape == saved.shape:
-                        b.copy_(saved)
-            for m, mode in modes:
-                m.training = mode
             for p, g in grads:
                 p.grad = g
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -354,3 +355,23 @@ def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
         model(*inputs, **kwargs)
         rec.disarm()
     return rec.ran_layers()
+
+
+@contextmanager
+def untouched(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside the block leave no trace: buffers (batch-norm running
+    statistics), module modes and the random number generators are restored on exit."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(m, m.training) for m in model.modules()]
+    devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
+                      if t.device.type == "cuda" and t.device.index is not None})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape == saved.shape:
+                    b.copy_(saved)
+        for m, mode in modes:
+            m.training = mode

@@ -34,8 +34,7 @@ weight layers run and which activation module follows each one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +42,7 @@ import torch
 from torch import nn
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
+from .layers import untouched
 from .train import TorchTrainSpec
 
 ACTIVATION_MODULES: dict[type[nn.Module], str] = {
@@ -125,26 +125,6 @@ class TracedLayer:
     @property
     def activation_name(self) -> str | None:
         return activation_name(self.activation) if self.activation is not None else None
-
-
-@contextmanager
-def untouched(model: nn.Module) -> Iterator[None]:
-    """Forward passes inside the block leave no trace: buffers (batch-norm running
-    statistics), module modes and the random number generators are restored on exit."""
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    modes = [(m, m.training) for m in model.modules()]
-    devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
-                      if t.device.type == "cuda" and t.device.index is not None})
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        with torch.no_grad():
-            for b, saved in buffers:
-                if b.shape == saved.shape:
-                    b.copy_(saved)
-        for m, mode in modes:
-            m.training = mode
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
