@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers.browser import chromium
 from helpers.cli import cli
 from torch import nn
 
@@ -155,26 +156,16 @@ def test_cli_report_and_browser_screenshot(folder, tmp_path):
     page = Path(folder) / "report.html"
     html = page.read_text()
     assert "watched cnn" in html and "doc mlp" in html
-    sync_api = pytest.importorskip("playwright.sync_api")
-    chromium = "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip("no /usr/bin/chromium")
     keep = os.environ.get("DEPTHLAB_SCREENSHOTS")
     shots = Path(keep) if keep else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            pg = b.new_page(viewport={"width": 1280, "height": 900})
-            pg.goto(page.resolve().as_uri())
-            pg.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-            broken = pg.evaluate("[...document.images].filter(i => !i.complete || "
-                                 "i.naturalWidth === 0).length")
-            assert broken == 0
-            assert pg.evaluate("document.images.length") >= 8
-            pg.screenshot(path=str(shots / "report_torch.png"), full_page=True)
-        finally:
-            b.close()
+    with chromium() as b:
+        pg = b.new_page(viewport={"width": 1280, "height": 900})
+        pg.goto(page.resolve().as_uri())
+        pg.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+        broken = pg.evaluate("[...document.images].filter(i => !i.complete || "
+                             "i.naturalWidth === 0).length")
+        assert broken == 0
+        assert pg.evaluate("document.images.length") >= 8
+        pg.screenshot(path=str(shots / "report_torch.png"), full_page=True)
     assert (shots / "report_torch.png").stat().st_size > 10_000
