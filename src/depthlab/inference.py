@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .data.files import is_number
+
 MODELS = "models"
 
 
@@ -86,7 +88,7 @@ def read_inputs(path: str) -> np.ndarray:
             import pandas as pd
 
             first = p.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
-            header = not all(_is_number(c) for c in first)
+            header = not all(is_number(c) for c in first)
             x = pd.read_csv(p, header=0 if header else None).to_numpy()
     except (ValueError, OSError) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
@@ -99,14 +101,6 @@ def read_inputs(path: str) -> np.ndarray:
         raise ValueError(f"DATA {path!r}: expected a 2-D numeric array, got shape {x.shape} "
                          f"{x.dtype}")
     return x
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
 
 
 def predict_saved(model: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

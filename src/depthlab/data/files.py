@@ -100,7 +100,7 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
                 f"{len(columns) - 1} (columns: {columns}) or a column name")
         return columns[int(label)]
     if label not in columns:
-        numeric_header = all(_is_number(c) for c in columns)
+        numeric_header = all(is_number(c) for c in columns)
         hint = (
             " The first row looks like data: a header row naming the columns is required."
             if numeric_header
@@ -151,7 +151,8 @@ def _csv(path: Path, label: str | int) -> RawData:
     )
 
 
-def _is_number(s: str) -> bool:
+def is_number(s: str) -> bool:
+    """True when the text ``s`` parses as a float (a CSV header cell that is data)."""
     try:
         float(s)
     except ValueError:
