@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.scripts import load_script
 from threadpoolctl import threadpool_limits
 
 from depthlab.reproduce import (
@@ -166,13 +167,7 @@ def test_quick_claims_match_the_expected_outcomes(name):
 
 
 def _script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_results",
-                                                  ROOT / "scripts" / "readme_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("scripts/readme_results.py")
 
 
 def test_readme_results_script_renders_claims_json(tmp_path):

@@ -1,21 +1,17 @@
 """The README's sweep-throughput block is the one benchmarks/sweep_readme.py renders from the
 committed results of benchmarks/sweep_scaling.py (benchmarks/sweep_scaling*.json)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from helpers.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _renderer():
-    spec = importlib.util.spec_from_file_location("sweep_readme",
-                                                  ROOT / "benchmarks" / "sweep_readme.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/sweep_readme.py")
 
 
 def test_readme_sweep_block_matches_the_committed_results():
