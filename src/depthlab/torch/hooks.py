@@ -680,18 +680,13 @@ class Recording:
             def put(name: str, value: float, i=i, nm=nm) -> None:
                 rows.append((i, nm, name, value))
 
-            if "pre" in item:
-                r = item["pre"].result(t)
-                put("pre_mean", r["mean"])
-                put("pre_std", r["std"])
-                for name, v in zip(pct_pre, r.get("pct", ())):
-                    put(name, v)
-            if "act" in item:
-                r = item["act"].result(t)
-                put("act_mean", r["mean"])
-                put("act_std", r["std"])
-                for name, v in zip(pct_act, r.get("pct", ())):
-                    put(name, v)
+            for part, pct_names in (("pre", pct_pre), ("act", pct_act)):
+                if part in item:
+                    r = item[part].result(t)
+                    put(f"{part}_mean", r["mean"])
+                    put(f"{part}_std", r["std"])
+                    for name, v in zip(pct_names, r.get("pct", ())):
+                        put(name, v)
             if "sat" in item:
                 put("saturated_frac", sum(t.get(item["sat"])) / item["n_act"])
             if "dead" in item:
