@@ -90,6 +90,7 @@ def main() -> None:
                     help="steps per run on the two small networks (a tenth on the wide one)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="only the two small networks")
+    ap.add_argument("--only", help="only the networks whose label contains this text")
     ap.add_argument("--json", help="also write the per-run times to this file")
     args = ap.parse_args()
     threadpool_limits(1)
@@ -99,7 +100,7 @@ def main() -> None:
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
     for label, spec in NETWORKS.items():
-        if args.quick and spec["sizes"][1] == 2048:
+        if args.quick and spec["sizes"][1] == 2048 or args.only and args.only not in label:
             continue
         steps = max(10, int(args.steps * spec["steps"]))
         d = spec["sizes"][0]

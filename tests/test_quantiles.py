@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from depthlab.probes import quantiles
+from depthlab.probes import accel, quantiles
 from depthlab.probes.histograms import bin_counts, choose_edges
 from depthlab.probes.quantiles import order_statistics, percentiles
 
@@ -20,12 +20,18 @@ def _arrays():
     yield g.standard_normal(300)  # below the sort threshold
 
 
-@pytest.fixture(params=["bucket selection", "partition"])
+@pytest.fixture(params=["compiled kernels", "bucket selection", "partition"])
 def path(request, monkeypatch):
-    """Run a test through bucket selection (every size) and through np.partition."""
+    """Run a test through the compiled kernels (depthlab[fast], in the dev extra), and on the
+    NumPy path through bucket selection (every size) and through np.partition."""
+    if request.param == "compiled kernels":
+        assert accel.available()
+        yield request.param
+        return
     limit = 0 if request.param == "bucket selection" else 10**9
     monkeypatch.setattr(quantiles, "PARTITION_UP_TO", limit)
-    return request.param
+    with accel.numpy_only():
+        yield request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..activations import ActivationFn
 from ..backend import Array
+from . import accel
 from .quantiles import percentiles
 
 HISTOGRAM_KINDS: tuple[str, ...] = ("pre", "act", "grad", "weight")
@@ -61,22 +62,38 @@ _cached_range = lru_cache(maxsize=256)(_range)
 def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[float, float]:
     """The histogram range ``(lo, hi)`` for ``kind`` from the array ``x`` (see the module
     docstring)."""
+    return _edges(kind, x, fn)[0]
+
+
+def histogram(kind: str, x: Array, n_bins: int, fn: ActivationFn | None = None
+              ) -> tuple[float, float, np.ndarray]:
+    """``(lo, hi, counts)``: :func:`choose_edges` and :func:`bin_counts` of one array, its
+    minimum and maximum found once for both."""
+    (lo, hi), finite = _edges(kind, x, fn)
+    return lo, hi, bin_counts(x, lo, hi, n_bins, _finite=finite)
+
+
+def _edges(kind: str, x: Array, fn: ActivationFn | None) -> tuple[tuple[float, float], bool]:
+    """``choose_edges`` and whether every entry of ``x`` is finite."""
     if kind not in HISTOGRAM_KINDS:
         raise ValueError(f"unknown histogram kind {kind!r}; expected one of {HISTOGRAM_KINDS}")
     if x.size == 0:
-        return (-1.0, 1.0)
+        return (-1.0, 1.0), True
     low, high = float(x.min()), float(x.max())  # NaN or infinite iff some entry is
-    finite = x if np.isfinite(low) and np.isfinite(high) else x[np.isfinite(x)]
+    all_finite = bool(np.isfinite(low) and np.isfinite(high))
+    finite = x if all_finite else x[np.isfinite(x)]
     if finite.size == 0:
-        return (-1.0, 1.0)
+        return (-1.0, 1.0), False
     if finite is not x:
         low, high = float(finite.min()), float(finite.max())
-    # the robust range: two order statistics by bucket selection, not a sort or partition
-    lo, hi = percentiles(finite, (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE),
-                         bounds=(low, high))
+    # the robust range: order statistics by bucket selection, not a sort or partition (the low
+    # one only where it is used: a ReLU output's many zeros are never gathered and sorted)
+    top = 100.0 - ROBUST_PERCENTILE
     if low >= 0.0:
+        hi = percentiles(finite, (top,), bounds=(low, high))[0]
         out = (0.0, hi if hi > 0 else max(high, 1.0))
     else:
+        lo, hi = percentiles(finite, (ROBUST_PERCENTILE, top), bounds=(low, high))
         m = max(abs(lo), abs(hi))
         out = (-m, m) if m > 0 else (-1.0, 1.0)
     if kind == "act" and fn is not None:
@@ -84,17 +101,25 @@ def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[f
         if r is not None:
             clipped = (max(out[0], r[0]), min(out[1], r[1]))
             out = clipped if clipped[1] > clipped[0] else r
-    return out
+    return out, all_finite
 
 
-def bin_counts(x: Array, lo: float, hi: float, n_bins: int) -> np.ndarray:
+def bin_counts(x: Array, lo: float, hi: float, n_bins: int, *, _finite: bool = False
+               ) -> np.ndarray:
     """Counts of the entries of ``x`` in ``n_bins`` equal bins over ``[lo, hi]``
     (bin ``i`` = ``[lo + i w, lo + (i + 1) w)``, the last bin closed); values beyond the range go
-    to the end bins, NaNs are dropped. Returns int64 counts of length ``n_bins``."""
+    to the end bins, NaNs are dropped. Returns int64 counts of length ``n_bins``. (The bin of
+    ``v`` is ``trunc(clip((v - lo) * n_bins / (hi - lo), 0, n_bins - 1))``, rounded in ``x``'s
+    dtype; the compiled kernel rounds the same way.)"""
     if not hi > lo:
         raise ValueError(f"histogram range must have hi > lo, got ({lo}, {hi})")
     flat = x.reshape(-1)
     scale = n_bins / (hi - lo)
+    kernels = accel.for_array(flat)
+    if (kernels is not None and flat.size and n_bins < 2**24
+            and _representable(scale, flat.dtype)
+            and (_finite or not np.isnan(flat.min()))):  # then no bin position is NaN
+        return kernels.bin_counts(np.ascontiguousarray(flat), lo, scale, n_bins)
     with np.errstate(all="ignore"):
         pos = flat - x.dtype.type(lo) if x.dtype.kind == "f" else flat - lo
         pos *= scale
@@ -104,6 +129,12 @@ def bin_counts(x: Array, lo: float, hi: float, n_bins: int) -> np.ndarray:
     # float -> int32 converts several times faster than float -> int64
     idx = pos.astype(np.int32 if n_bins < 2**31 else np.intp)
     return np.bincount(idx, minlength=n_bins)[:n_bins].astype(np.int64)
+
+
+def _representable(v: float, dtype: np.dtype) -> bool:
+    """``v`` rounds to a positive, finite, normal number of ``dtype``."""
+    info = np.finfo(dtype)
+    return float(info.tiny) <= v < float(info.max)
 
 
 def bin_edges(lo: float, hi: float, n_bins: int) -> np.ndarray:

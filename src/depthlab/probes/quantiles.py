@@ -12,17 +12,20 @@ wanted rank; only the entries of those few buckets are gathered and sorted. The 
 exactly ``v[r]`` (the same value a full sort gives). Arrays of up to ``PARTITION_UP_TO``
 entries use ``np.partition`` at the wanted ranks instead (tiny arrays: fewer calls); arrays with
 NaN or infinite entries (NaN sorts last, as in ``np.sort``) and ranges too narrow to divide take
-the full sort.
+the full sort. With the compiled kernels (:mod:`depthlab.probes.accel`) bucket selection runs as
+one compiled function (:func:`depthlab.probes.kernels.select`) at every size.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
 from ..backend import Array
+from . import accel
 
 PARTITION_UP_TO = 1024
 """Arrays with at most this many entries are partitioned at the wanted ranks (introselect);
@@ -46,13 +49,27 @@ def order_statistics(x: Array, ranks: Sequence[int],
         raise ValueError("order statistics of an empty array are undefined")
     if r.size and (r.min() < 0 or r.max() >= n):
         raise ValueError(f"ranks must lie in 0..{n - 1}, got {ranks!r}")
-    if n <= PARTITION_UP_TO or f.dtype.kind != "f":
+    return select_ranks(f, r, bounds)
+
+
+def select_ranks(f: np.ndarray, r: np.ndarray, bounds: tuple[float, float] | None = None
+                 ) -> np.ndarray:
+    """:func:`order_statistics` of the flat non-empty ``f`` at the valid ranks ``r``."""
+    n = f.size
+    kernels = accel.for_array(f)
+    if kernels is None and (n <= PARTITION_UP_TO or f.dtype.kind != "f"):
         return np.partition(f, np.unique(r))[r] if r.size else f[:0]
+    if not r.size:
+        return f[:0]
     lo, hi = (float(f.min()), float(f.max())) if bounds is None else bounds
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return np.sort(f)[r]
     if lo == hi:
         return np.full(r.size, f[0], dtype=f.dtype)
+    if kernels is not None:
+        if math.isfinite(hi - lo) and math.isfinite(4096.0 / (hi - lo)):
+            return kernels.select(np.ascontiguousarray(f), r, lo, hi)
+        return np.sort(f)[r]
     nb = max(2, n // ENTRIES_PER_BUCKET)
     scale = nb / (hi - lo)
     big = float(np.finfo(f.dtype).max) / 4  # x - lo and (x - lo) * scale stay finite
@@ -95,14 +112,28 @@ def percentile_values(stats: np.ndarray, positions: list[tuple[int, int, float]]
                       ) -> list[float]:
     """Percentiles from the order statistics ``stats`` = ``v[floor h], v[ceil h]`` of each
     position (in that interleaved order)."""
-    return [lerp(float(stats[2 * k]), float(stats[2 * k + 1]), t)
-            for k, (_, _, t) in enumerate(positions)]
+    v = stats.tolist()
+    return [lerp(v[2 * k], v[2 * k + 1], t) for k, (_, _, t) in enumerate(positions)]
+
+
+@lru_cache(maxsize=256)
+def plan(n: int, percentiles: tuple[float, ...]
+         ) -> tuple[list[tuple[int, int, float]], np.ndarray]:
+    """``(positions, ranks)`` of the percentiles of ``n`` entries: :func:`percentile_positions`
+    and the ranks ``floor h, ceil h`` of each, interleaved (cached: a recorder asks for the same
+    ones at every record)."""
+    pos = percentile_positions(n, percentiles)
+    ranks = np.array([i for lo, hi, _ in pos for i in (lo, hi)], dtype=np.intp)
+    ranks.flags.writeable = False
+    return pos, ranks
 
 
 def percentiles(x: Array, qs: Sequence[float],
                 bounds: tuple[float, float] | None = None) -> list[float]:
     """Percentiles ``qs`` (in [0, 100]) of all entries of ``x`` by NumPy's ``linear`` rule, from
     the needed order statistics only (``bounds`` as in :func:`order_statistics`)."""
-    pos = percentile_positions(np.size(x), qs)
-    ranks = [i for lo, hi, _ in pos for i in (lo, hi)]
-    return percentile_values(order_statistics(x, ranks, bounds), pos)
+    f = np.asarray(x).reshape(-1)
+    if f.size == 0:
+        raise ValueError("percentiles of an empty array are undefined")
+    pos, ranks = plan(f.size, tuple(float(q) for q in qs))
+    return percentile_values(select_ranks(f, ranks, bounds), pos)

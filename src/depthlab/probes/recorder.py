@@ -38,7 +38,8 @@ from ..backend import Array, xp
 from ..losses import Loss, get_loss
 from ..training.trainer import Callback
 from ..validators import positive_int
-from .histograms import HISTOGRAM_KINDS, bin_counts, bin_edges, choose_edges
+from . import accel
+from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
 from .jacobian import jacobian_singular_values
 from .stats import (
     PERCENTILES,
@@ -70,6 +71,18 @@ def _step_set(name: str, steps: Iterable[Any] | None) -> tuple[set[int], bool]:
                 f"{name} entries must be step numbers >= 0 or 'end', got {s!r}"
             )
     return out, end
+
+
+def _update_norms(w: Array, w0: Array) -> tuple[float, float]:
+    """``(||w0||, ||w - w0||)`` (Frobenius); ``w0`` may be overwritten."""
+    kernels = accel.for_array(w0)
+    if kernels is not None and w.dtype == w0.dtype and w.flags.c_contiguous:
+        sq0, sq1 = kernels.update_norms(w.reshape(-1), w0.reshape(-1))
+        return math.sqrt(sq0), math.sqrt(sq1)
+    f = w0.reshape(-1)
+    n0 = math.sqrt(float(np.dot(f, f)))
+    np.subtract(w, w0, out=w0)  # w0 now holds the update
+    return n0, math.sqrt(float(np.dot(f, f)))
 
 
 def _is_pow2(n: int) -> bool:
@@ -223,8 +236,7 @@ class ProbeRecorder(Callback):
             x = arrays[kind]
             if x is None:
                 continue
-            lo, hi = choose_edges(kind, x, act.fn)  # per layer, kind and step
-            counts = bin_counts(x, lo, hi, self.n_bins)
+            lo, hi, counts = histogram(kind, x, self.n_bins, act.fn)  # per layer, kind, step
             self._hist.append((step, point.index, kind, lo, hi, array("q", counts.tolist())))
 
     def _probe_record(self, step: int, final: bool = False) -> None:
@@ -285,10 +297,7 @@ class ProbeRecorder(Callback):
             self._pending_loss = None
         if self._w_before:
             for layer, (weight, w0) in self._w_before.items():
-                f = w0.reshape(-1)
-                n0 = math.sqrt(float(np.dot(f, f)))
-                np.subtract(weight.value, w0, out=w0)  # w0 now holds the update
-                n1 = math.sqrt(float(np.dot(f, f)))
+                n0, n1 = _update_norms(weight.value, w0)
                 self._add(step, layer, "update_ratio", n1 / n0 if n0 > 0 else float("inf"))
             self._w_before.clear()
         if self.probe_x is not None and self._wants_any(step):

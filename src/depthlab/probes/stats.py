@@ -40,7 +40,9 @@ from ..activations import ActivationFn
 from ..backend import Array, ones_vector
 from ..losses import Loss
 from ..network import Network, ProbePoint
-from .quantiles import lerp, order_statistics, percentile_positions, percentile_values
+from . import accel
+from .quantiles import lerp, percentile_positions, percentile_values, plan, select_ranks
+from .quantiles import percentiles as quantile_values
 
 PERCENTILES: tuple[float, ...] = (2, 15, 50, 85, 98)
 """Default percentiles (the Ioffe & Szegedy figure uses 15/50/85)."""
@@ -92,17 +94,18 @@ def percentiles_of(x: Array, percentiles: Sequence[float]) -> list[float]:
     on the sorted values ``v``. Only the needed order statistics ``v[floor h], v[ceil h]`` are
     found (bucket selection, :func:`depthlab.probes.quantiles.order_statistics`: a few linear
     passes, no sort of the whole array)."""
-    pos = percentile_positions(x.size, percentiles)
-    return percentile_values(order_statistics(x, [i for lo, hi, _ in pos for i in (lo, hi)]),
-                             pos)
+    return quantile_values(x, percentiles)
 
 
-def _both_percentiles(s: Array, fn: ActivationFn, percentiles: Sequence[float]
+def _both_percentiles(s: Array, fn: ActivationFn, percentiles: Sequence[float],
+                      bounds: tuple[float, float] | None = None
                       ) -> tuple[list[float], list[float]]:
     """Percentiles of ``s`` and of ``a = f(s)``. For a nondecreasing ``f`` the order statistics
-    of ``a`` are ``f`` of those of ``s``, so one selection serves both."""
-    pos = percentile_positions(s.size, percentiles)
-    v = order_statistics(s, [i for lo, hi, _ in pos for i in (lo, hi)])
+    of ``a`` are ``f`` of those of ``s``, so one selection serves both. ``bounds``:
+    ``(s.min(), s.max())`` when known."""
+    f = s.reshape(-1)
+    pos, ranks = plan(f.size, tuple(percentiles))
+    v = select_ranks(f, ranks, bounds)
     return percentile_values(v, pos), percentile_values(fn.forward(v), pos)
 
 
@@ -176,19 +179,39 @@ def abs_mean(x: Array) -> float:
 
 def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -> list[float]:
     """The per-layer quantities of :func:`layer_quantities` (same order) for one probe point,
-    read from the caches of the last forward/backward pass."""
+    read from the caches of the last forward/backward pass. With the compiled kernels
+    (:mod:`depthlab.probes.accel`) every array is read once for all of its moments and counts;
+    a layer with a non-finite entry takes the NumPy path."""
     act = point.activation
-    s, a, g = act.s, act.a, act.grad_s
+    s, a = act.s, act.a
     if s is None or a is None:
         raise RuntimeError(f"{act.name}: no cached forward pass to measure")
     fn = act.fn
+    terms, bounds = None, None
+    if accel.for_array(s) is not None:
+        from .fused import kernel_terms
+
+        found = kernel_terms(point)
+        if found is not None:
+            terms, bounds = found
+    if terms is None:
+        terms = _numpy_terms(point, fn)
     if not percentiles:
         pre_p, act_p = [], []  # no sort at all
     elif is_nondecreasing(fn) and a.shape == s.shape:
-        pre_p, act_p = _both_percentiles(s, fn, percentiles)
+        pre_p, act_p = _both_percentiles(s, fn, percentiles, bounds)
     else:
         pre_p, act_p = percentiles_of(s, percentiles), percentiles_of(a, percentiles)
-    out = [*mean_std(s), *pre_p, *mean_std(a), *act_p]
+    return [*terms[:2], *pre_p, *terms[2:4], *act_p, *terms[4:]]
+
+
+def _numpy_terms(point: ProbePoint, fn: ActivationFn) -> list[float]:
+    """``pre_mean, pre_std, act_mean, act_std, saturated_frac, dead_frac, inactive_frac,
+    grad_pre_std, grad_pre_absmean, weight_std, weight_grad_std, weight_grad_absmean`` by NumPy
+    (BLAS sums; see :func:`mean_std`)."""
+    act = point.activation
+    s, a, g = act.s, act.a, act.grad_s
+    out = [*mean_std(s), *mean_std(a)]
     d = fn.derivative(s, a)
     np.abs(d, out=d)
     thr = SATURATION_RATIO * float(fn.max_derivative)
