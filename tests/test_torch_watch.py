@@ -13,6 +13,7 @@ from torch import nn
 
 import depthlab.torch as dlt
 from depthlab.experiments.store import Store
+from depthlab.probes import accel
 from depthlab.torch import zoo
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -214,9 +215,17 @@ def test_bad_model_and_step_before_backward():
     watch.close()
 
 
-def test_one_host_transfer_per_recorded_step(monkeypatch):
+@pytest.mark.parametrize("kernels", [False, True], ids=["torch-ops", "cpu-kernels"])
+def test_one_host_transfer_per_recorded_step(monkeypatch, kernels):
     """During a recorded step (forward, backward, watch.step) the only device-to-host reads
-    are one ``tolist`` of the stacked statistics; unrecorded steps read nothing."""
+    are one ``tolist`` of the stacked statistics; unrecorded steps read nothing. That is the
+    device path (CUDA, or the CPU without Numba). With the CPU kernels the statistics are
+    computed on ``numpy()`` views of the CPU tensors (no copy) and the few that remain device
+    tensors still travel in at most one ``tolist``."""
+    if kernels and not accel.available():
+        pytest.skip("Numba (depthlab[fast]) is not installed")
+    if not kernels:
+        monkeypatch.setattr(accel, "kernels", lambda: None)
     torch.manual_seed(0)
     model = _model()
     x, y = _data("cpu")
@@ -240,7 +249,13 @@ def test_one_host_transfer_per_recorded_step(monkeypatch):
         per_step.append(list(reads))
     monkeypatch.undo()
     watch.close()
-    assert per_step == [["tolist"], [], ["tolist"], []]
+    if kernels:
+        assert per_step[1] == per_step[3] == []
+        for reads in (per_step[0], per_step[2]):
+            assert reads.count("tolist") <= 1 and "numpy" in reads
+            assert set(reads) <= {"tolist", "numpy", "__float__"}
+    else:
+        assert per_step == [["tolist"], [], ["tolist"], []]
     assert set(watch.frame().step) == {0, 2}
 
 

@@ -24,6 +24,12 @@ Correctness rules implemented here:
   from the raw bf16/fp16 values, never in the autocast dtype.
 * **one host transfer**: statistics stay 0-d tensors on the model's device;
   :meth:`Recording.collect` stacks them and copies them to the host once.
+* **CPU float tensors** (with the optional Numba, ``depthlab[fast]``): the sums of a tensor
+  (``sum x``, ``sum x^2``, ``sum |x|``, ``#{x <= 0}``) come from one compiled pass over its
+  memory (:func:`depthlab.probes.kernels.moments`, float64 accumulators) instead of one torch
+  operation each; they are host numbers already, so they skip the transfer. CUDA/MPS tensors,
+  bf16/fp16 and tensor subclasses take the torch operations; ``DEPTHLAB_PROBE_KERNELS=numpy``
+  forces them everywhere.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..probes import accel
 from ..probes.stats import PERCENTILES, SATURATION_RATIO, percentile_names
 from .layers import (
     ActivationSpec,
@@ -56,6 +63,32 @@ _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 def stat_dtype(t: torch.Tensor) -> torch.dtype:
     """float64 for float64 tensors, float32 for everything else (bf16/fp16 included)."""
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def cpu_kernels(f: torch.Tensor):
+    """The compiled one-pass kernels (:func:`depthlab.probes.accel.kernels`) for a plain,
+    strided CPU float32/float64 tensor; None for anything else or without Numba."""
+    if not f.is_cpu or f.dtype not in _KERNEL_DTYPES or type(f) is not torch.Tensor \
+            or f.layout != torch.strided:
+        return None
+    return accel.kernels()
+
+
+def watch_kernels():
+    """:mod:`depthlab.torch.kernels` when the compiled kernels are in use, else None."""
+    if accel.kernels() is None:
+        return None
+    from . import kernels
+
+    return kernels
+
+
+def host_moments(k, f: torch.Tensor) -> tuple[float, float, float, int]:
+    """``(sum x, sum x^2, sum |x|, #{x <= 0})`` of a detached CPU tensor by one kernel pass."""
+    return k.moments((f if f.dim() == 1 else f.reshape(-1)).numpy(), 0.0)
 
 
 def _first_tensor(obj) -> torch.Tensor | None:
@@ -113,7 +146,8 @@ class Transfer:
     usual case) and concatenates the 1-d ones, cast to float64 (float32 on MPS), and copies
     everything to the host at once; :meth:`get` reads a handle's host values afterwards.
     The 0-d tensors take the first host positions in the order they were added, so a 0-d
-    part's position is known without a per-part pass."""
+    part's position is known without a per-part pass. Values that are host numbers already
+    (Python floats, from the CPU kernels) are their own handle: a list, read back as is."""
 
     def __init__(self) -> None:
         self.scalars: list[torch.Tensor] = []
@@ -131,12 +165,16 @@ class Transfer:
             self.parts.append(~(len(self.vectors) - 1))
         return len(self.parts) - 1
 
-    def add(self, t: torch.Tensor) -> tuple[int, ...]:
-        return (self._put(t),)
+    def add(self, t: torch.Tensor | float) -> tuple[int, ...] | list[float]:
+        return [t] if type(t) is float else (self._put(t),)
 
-    def add_all(self, ts: list[torch.Tensor]) -> tuple[int, ...]:
-        """One handle for several tensors (their values concatenated)."""
-        return tuple([self._put(t) for t in ts])
+    def add_all(self, ts: list) -> tuple[int, ...] | list[float]:
+        """One handle for several tensors (their values concatenated); host floats among
+        them travel as float64 0-d tensors unless all of them are floats."""
+        if all(type(v) is float for v in ts):
+            return list(ts)
+        return tuple([self._put(v if isinstance(v, torch.Tensor)
+                                else torch.tensor(v, dtype=torch.float64)) for v in ts])
 
     def run(self, device: torch.device) -> None:
         self.host = []
@@ -150,8 +188,9 @@ class Transfer:
             groups: dict = {}
             for i, s in enumerate(scalars):
                 groups.setdefault((s.dtype, s.device), []).append(i)
-            if len(groups) == 1:
-                flat.append(torch.stack(scalars).to(device, wide))
+            if len(groups) == 1:  # no cast needed when nothing is concatenated to it
+                stacked = torch.stack(scalars)
+                flat.append(stacked.to(device, wide) if self.vectors else stacked)
             else:  # e.g. float32 sums and int64 counts: one stack per kind
                 at = [0] * len(scalars)
                 pos = 0
@@ -170,7 +209,9 @@ class Transfer:
                       for k in self.parts]
         self.host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
 
-    def get(self, handle: tuple[int, ...]) -> list[float]:
+    def get(self, handle: tuple[int, ...] | list[float]) -> list[float]:
+        if type(handle) is list:
+            return handle
         out: list[float] = []
         host, where = self.host, self.where
         for k in handle:
@@ -181,7 +222,9 @@ class Transfer:
                 out += host[a: a + n]
         return out
 
-    def one(self, handle: tuple[int, ...]) -> float:
+    def one(self, handle: tuple[int, ...] | list[float]) -> float:
+        if type(handle) is list:
+            return handle[0]
         return self.host[self.where[handle[0]][0]]
 
 
@@ -226,17 +269,31 @@ class Acc:
     def n(self) -> int:
         return sum(self.ns)
 
-    def add(self, x: torch.Tensor, total: torch.Tensor | None = None) -> None:
-        """Add one call's tensor; ``total``: its ``sum x`` when the caller has it already."""
+    def add(self, x: torch.Tensor, total: torch.Tensor | tuple[float, float] | None = None
+            ) -> None:
+        """Add one call's tensor; ``total``: its ``sum x`` (a device tensor) or its
+        ``(sum x, sum x^2)`` (host floats) when the caller has them already."""
         f = _flat(x)
         n = f.numel()
         if n == 0:
             return
-        self.a.append(f.sum() if total is None else total)
-        self.b.append(torch.dot(f, f))
+        if type(total) is tuple:
+            self.a.append(total[0])
+            self.b.append(total[1])
+            if self.want_abs:
+                self.abs.append(f.abs().sum())
+        elif (k := cpu_kernels(f)) is not None:  # one compiled pass, host floats
+            s1, s2, sabs, _ = host_moments(k, f)
+            self.a.append(s1)
+            self.b.append(s2)
+            if self.want_abs:
+                self.abs.append(sabs)
+        else:
+            self.a.append(f.sum() if total is None else total)
+            self.b.append(torch.dot(f, f))
+            if self.want_abs:
+                self.abs.append(f.abs().sum())
         self.ns.append(n)
-        if self.want_abs:
-            self.abs.append(f.abs().sum())
         if self.want_sorted:  # a copy: later in-place operations must not change it
             self.sorted.append(np.array(f.numpy(), copy=True) if f.device.type == "cpu"
                                else f.clone())
@@ -274,28 +331,39 @@ class Acc:
         return out
 
 
-@dataclass
 class ActAcc:
     """Statistics of a layer's follower: output moments/percentiles and, for an activation,
     counts on its input ``s``: saturated entries (bounded activations), inactive entries
     ``s <= 0`` (ReLU family) and the units where ``f'(s) != 0`` somewhere."""
 
-    out: Acc
-    spec: ActivationSpec | None = None
-    n: int = 0
-    saturated: list = field(default_factory=list)
-    inactive: list = field(default_factory=list)
-    n_active: int = 0
-    active: list = field(default_factory=list)
-    alive: torch.Tensor | None = None
-    dead_ok: bool = True
+    __slots__ = ("out", "spec", "n", "saturated", "inactive", "n_active", "active", "alive",
+                 "dead_ok")
 
-    def _units(self, peak: torch.Tensor) -> None:
-        """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0)."""
-        alive = peak > 0
+    def __init__(self, out: Acc) -> None:
+        self.out = out
+        self.spec: ActivationSpec | None = None
+        self.n = 0
+        self.saturated: list = []
+        self.inactive: list = []
+        self.n_active = 0
+        self.active: list = []
+        self.alive: torch.Tensor | np.ndarray | None = None
+        self.dead_ok = True
+
+    def _units(self, peak: torch.Tensor | np.ndarray) -> None:
+        """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0); a tensor on
+        the device, or a NumPy array from the CPU kernels' path."""
+        self._pool_alive(peak > 0)
+
+    def _pool_alive(self, alive: torch.Tensor | np.ndarray) -> None:
+        """OR a call's live-unit mask into the pass's (calls of other shapes: no dead_frac)."""
         if self.alive is None:
             self.alive = alive
-        elif self.alive.shape == alive.shape:
+        elif tuple(self.alive.shape) == tuple(alive.shape):
+            if isinstance(self.alive, np.ndarray) != isinstance(alive, np.ndarray):
+                # calls measured on both paths (rare): pool on the host
+                self.alive, alive = (v if isinstance(v, np.ndarray) else v.cpu().numpy()
+                                     for v in (self.alive, alive))
             self.alive = self.alive | alive
         else:
             self.dead_ok = False
@@ -323,17 +391,32 @@ class ActAcc:
         self._units(d.amax(dim=self._dims(d, axis)) if d.dim() > 1 else d)
 
     def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int
-                        ) -> torch.Tensor | None:
+                        ) -> torch.Tensor | tuple[float, float] | None:
         """ReLU: ``s <= 0`` exactly where ``a = relu(s) == 0`` and ``f'(s) != 0`` exactly where
         ``a > 0``, so the output serves (valid after an in-place ReLU too). Since ``a >= 0``, a
         unit's sum ``u_j`` over the other axes is > 0 exactly where the unit is alive, and
         ``sum_j u_j = sum a``: one reduction gives both; returned (None for a 0-d ``a``) for
-        the output's moments."""
+        the output's moments. On a CPU float tensor with the kernels, one pass gives
+        ``sum a``, ``sum a^2`` and ``#{a <= 0}`` instead (returned as host floats)."""
         self.spec = spec
-        a = a.detach().to(stat_dtype(a))  # bf16 sums of ones would round
+        a = a.detach()
+        if a.dtype not in _KERNEL_DTYPES:
+            a = a.to(stat_dtype(a))  # bf16 sums of ones would round
         n = a.numel()
         self.n += n
         self.n_active += n
+        wk = watch_kernels() if a.dim() and cpu_kernels(a) is not None else None
+        if wk is not None:  # one pass: moments, inactive entries and live units on the host
+            ax = axis % a.dim()
+            shape = a.shape
+            units = shape[ax]
+            alive = np.zeros(units, dtype=bool)
+            s1, s2, off = wk.relu_units(
+                a.reshape(math.prod(shape[:ax]), units, math.prod(shape[ax + 1:])).numpy(),
+                alive)
+            self.active.append(float(n - off))
+            self._pool_alive(alive)
+            return s1, s2
         self.active.append(torch.sign(a).sum())  # a >= 0: the number of entries > 0
         if a.dim() == 0:
             self.dead_ok = False
@@ -353,17 +436,22 @@ class BlockInfo:
     layer: int
 
 
-@dataclass
 class _Pass:
-    pre: dict[int, Acc] = field(default_factory=dict)
-    grad: dict[int, Acc] = field(default_factory=dict)
-    act: dict[int, ActAcc] = field(default_factory=dict)
-    norm: dict[int, Acc] = field(default_factory=dict)
-    block_grad: dict[int, Acc] = field(default_factory=dict)
-    links: dict[int, tuple[torch.Tensor, int, LayerInfo, str]] = field(default_factory=dict)
-    pending: dict[int, LayerInfo] = field(default_factory=dict)
-    block_inputs: dict[int, list] = field(default_factory=dict)
-    device: torch.device | None = None
+    """The accumulators of one armed forward/backward pass (per layer number or module id)."""
+
+    __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
+                 "device")
+
+    def __init__(self) -> None:
+        self.pre: dict[int, Acc] = {}
+        self.grad: dict[int, Acc] = {}
+        self.act: dict[int, ActAcc] = {}
+        self.norm: dict[int, Acc] = {}
+        self.block_grad: dict[int, Acc] = {}
+        self.links: dict[int, tuple[torch.Tensor, int, LayerInfo, str]] = {}
+        self.pending: dict[int, LayerInfo] = {}
+        self.block_inputs: dict[int, list] = {}
+        self.device: torch.device | None = None
 
 
 class Recording:
@@ -382,6 +470,7 @@ class Recording:
         self.order: list[LayerInfo] = []
         self.blocks: dict[int, BlockInfo] = {}
         self._blocks_found = False
+        self._plan: list[tuple[nn.Module, object, object]] | None = None
         self._claimed: set = set()
         self._owners: dict[int, list[LayerInfo]] = {}
         for info in self.layers:
@@ -401,29 +490,39 @@ class Recording:
         return bool(self._handles)
 
     def arm(self) -> None:
-        """Install the hooks (idempotent)."""
+        """Install the hooks (idempotent). Which module gets which hooks is worked out once the
+        residual blocks are known (after the first armed pass) and reused."""
         if self._handles:
             return
+        plan = self._plan if self._plan is not None else self._hook_plan()
         h = self._handles
+        for m, pre, post in plan:
+            if pre is not None:
+                h.append(m.register_forward_pre_hook(pre))
+            h.append(m.register_forward_hook(post))
+
+    def _hook_plan(self) -> list[tuple[nn.Module, object, object]]:
+        """``(module, pre-hook or None, hook)`` for every hook :meth:`arm` installs."""
         model = self.model
-        h.append(model.register_forward_pre_hook(self._model_pre))
-        h.append(model.register_forward_hook(self._model_post))
+        plan: list[tuple[nn.Module, object, object]] = [
+            (model, self._model_pre, self._model_post)]
         for m in model.modules():
             key = id(m)
             if key in self._owners:
-                h.append(m.register_forward_pre_hook(self._layer_pre))
-                h.append(m.register_forward_hook(self._layer_post))
+                # the pre-hook only numbers layers that produce no output of their own
+                needs_pre = any(not info.has_output for info in self._owners[key])
+                plan.append((m, self._layer_pre if needs_pre else None, self._layer_post))
             spec = self._spec(m)
             if spec is not None:
-                h.append(m.register_forward_pre_hook(self._act_pre))
-                h.append(m.register_forward_hook(self._act_post))
+                plan.append((m, self._act_pre, self._act_post))
             elif is_norm(m):
-                h.append(m.register_forward_pre_hook(self._norm_pre))
-                h.append(m.register_forward_hook(self._norm_post))
+                plan.append((m, self._norm_pre, self._norm_post))
             has_children = next(iter(m.children()), None) is not None
             if (not self._blocks_found and has_children) or key in self.blocks:
-                h.append(m.register_forward_pre_hook(self._block_pre))
-                h.append(m.register_forward_hook(self._block_post))
+                plan.append((m, self._block_pre, self._block_post))
+        if self._blocks_found:
+            self._plan = plan
+        return plan
 
     def disarm(self) -> None:
         """Remove every hook; the last pass's statistics stay readable."""
@@ -488,6 +587,24 @@ class Recording:
             acc.add(g)
         return hook
 
+    def _watch_grad(self, out: torch.Tensor, table: dict, index: int) -> None:
+        """Have ``dL/d out`` added to ``table[index]`` during backward. A non-view output with a
+        ``grad_fn`` gets a pre-hook on that node (its gradient input number ``output_nr``, the
+        value before any later in-place change, as a tensor hook would see it), which is
+        cheaper to install than a tensor hook; other outputs get a tensor hook."""
+        fn = out.grad_fn
+        if fn is None or out._is_view():
+            out.register_hook(self._grad_hook(table, index))
+            return
+        slot = out.output_nr
+        hook = self._grad_hook(table, index)
+
+        def prehook(grad_outputs: tuple) -> None:
+            g = grad_outputs[slot]
+            if g is not None:
+                hook(g)
+        fn.register_prehook(prehook)
+
     # -- weight layers ---------------------------------------------------------------------
     def _layer_pre(self, module, args) -> None:
         for info in self._owners[id(module)]:
@@ -510,7 +627,7 @@ class Recording:
             self._acc(p.pre, index).add(out)
             p.links[id(out)] = (out, out._version, info, "layer")
             if out.requires_grad:
-                out.register_hook(self._grad_hook(p.grad, index))
+                self._watch_grad(out, p.grad, index)
 
     # -- followers -------------------------------------------------------------------------
     def _source(self, args) -> tuple[LayerInfo, str] | None:
@@ -592,9 +709,24 @@ class Recording:
         """The layers that ran, in first-execution order."""
         return list(self.order)
 
+    def host_weights(self) -> bool:
+        """True when the weights' statistics take the CPU kernels (every weight and gradient a
+        plain CPU float tensor, Numba in use): then :meth:`collect` can fold the update-ratio
+        sums into the same pass (``previous``)."""
+        if watch_kernels() is None:
+            return False
+        for info in self.layers:
+            for w in info.weights:
+                if cpu_kernels(w.detach()) is None or (
+                        w.grad is not None and cpu_kernels(w.grad.detach()) is None):
+                    return False
+        return True
+
     def collect(self, weight_grads: dict[int, torch.Tensor | None] | None = None,
                 extra: Sequence[tuple[int, str, str, torch.Tensor]] = (),
                 also: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                previous: dict[int, torch.Tensor] | None = None,
+                refresh: bool = False,
                 ) -> list[tuple[int, str, str, float]]:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
@@ -602,8 +734,15 @@ class Recording:
         ``extra`` rows travel in the same transfer: a 0-d device tensor, or ``(tensors, fn)``
         whose value is ``fn(*host values of the tensors)``; so do ``also`` (a 1-d tensor or a
         list of 0-d tensors), whose host values are left in ``self.also``. The device tensors
-        ``||W||`` of the weights are left in ``self.weight_norms`` (``id(parameter)`` -> 0-d).
+        ``||W||`` of the weights are left in ``self.weight_norms`` (``id(parameter)`` -> a 0-d
+        tensor, or a float from the CPU kernels).
+
+        ``previous`` (CPU kernels only, see :meth:`host_weights`): ``id(parameter)`` -> a
+        contiguous copy ``W0`` of its earlier values; the weight pass also sums ``W0^2`` and
+        ``(W - W0)^2``, left in ``self.update_sums`` (``id(parameter)`` -> the two sums), and
+        with ``refresh`` overwrites ``W0`` by ``W``.
         """
+        self.update_sums: dict[int, tuple[float, float]] = {}
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
         t = Transfer()
@@ -611,6 +750,7 @@ class Recording:
         plan: list = []  # per layer: handles and accumulators read after the transfer
         all_w: list[torch.Tensor] = []
         all_g: list[torch.Tensor] = []
+        pairs: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (weight, its gradient)
         extra_h = [(a, b, c, (t.add(v), None) if isinstance(v, torch.Tensor) else
                     (t.add_all(list(v[0])), v[1])) for a, b, c, v in extra]
         for info in self.order:
@@ -634,7 +774,10 @@ class Recording:
                 if act.active:
                     item["on"] = (t.add_all(act.active), act.n_active)
                 if act.dead_ok and act.alive is not None:
-                    item["dead"] = (t.add(act.alive.sum()), act.alive.numel())
+                    alive = act.alive
+                    item["dead"] = (t.add(float(np.count_nonzero(alive))
+                                          if isinstance(alive, np.ndarray) else alive.sum()),
+                                    alive.size if isinstance(alive, np.ndarray) else alive.numel())
             g = p.grad.get(i)
             if g is not None and g.ns:
                 g.gather(t)
@@ -645,17 +788,31 @@ class Recording:
             item["gw"] = [g for g in grads if g is not None]
             all_w += item["w"]
             all_g += item["gw"]
+            pairs += zip(info.weights, grads)
             plan.append(item)
-        with torch.no_grad():  # weights and their gradients: fused calls over all layers
-            w_sum = t.add_all([w.sum() for w in all_w])
-            norms = list(torch._foreach_norm(all_w))
-            w_norm = t.add_all(norms)
+        wk = watch_kernels() if all_w else None
+        if wk is not None and all(cpu_kernels(v.detach()) is not None for v in (*all_w, *all_g)):
+            # CPU: one compiled pass per weight over W, its gradient and its snapshot
+            sums = self._weight_sums(wk, pairs, previous or {}, refresh)
+            w_sum = [sums[id(w)][0] for w in all_w]
+            norms = [math.sqrt(sums[id(w)][1]) for w in all_w]
+            w_norm = norms
             self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
-            if all_g:
-                g_sum = t.add_all([g.sum() for g in all_g])
-                g_norm = t.add_all(list(torch._foreach_norm(all_g)))
-                # |g| by one fused call, then sums: faster than ord=1 norms on CPU
-                g_abs = t.add_all([a.sum() for a in torch._foreach_abs(all_g)])
+            gm = [sums[id(w)] for w, g in pairs if g is not None]
+            g_sum = [m[2] for m in gm]
+            g_norm = [math.sqrt(m[3]) for m in gm]
+            g_abs = [m[4] for m in gm]
+        else:
+            with torch.no_grad():  # weights and their gradients: fused calls over all layers
+                w_sum = t.add_all([w.sum() for w in all_w])
+                norms = list(torch._foreach_norm(all_w))
+                w_norm = t.add_all(norms)
+                self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
+                if all_g:
+                    g_sum = t.add_all([g.sum() for g in all_g])
+                    g_norm = t.add_all(list(torch._foreach_norm(all_g)))
+                    # |g| by one fused call, then sums: faster than ord=1 norms on CPU
+                    g_abs = t.add_all([a.sum() for a in torch._foreach_abs(all_g)])
         blocks = []
         for key, block in self.blocks.items():
             g = p.block_grad.get(key)
@@ -714,6 +871,26 @@ class Recording:
         for block, g in blocks:
             rows.append((block.layer, block.name, "block_grad_std", g.result(t)["std"]))
         return rows
+
+
+    def _weight_sums(self, wk, pairs, previous: dict[int, torch.Tensor], refresh: bool
+                     ) -> dict[int, tuple[float, ...]]:
+        """:func:`depthlab.torch.kernels.weight_sums` once per parameter (a weight tied between
+        layers is read once): ``id(parameter)`` -> the seven sums."""
+        sums: dict[int, tuple[float, ...]] = {}
+        for w, g in pairs:
+            key = id(w)
+            if key in sums:
+                continue
+            flat = w.detach().reshape(-1).numpy()
+            empty = flat[:0]
+            w0 = previous.get(key)
+            sums[key] = out = wk.weight_sums(
+                flat, empty if g is None else g.detach().reshape(-1).numpy(),
+                empty if w0 is None else w0.view(-1).numpy(), refresh and w0 is not None)
+            if w0 is not None:
+                self.update_sums[key] = (out[5], out[6])
+        return sums
 
 
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:

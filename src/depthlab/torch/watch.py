@@ -45,7 +45,7 @@ from torch import nn
 
 from ..probes.stats import check_percentiles
 from ..validators import positive_int
-from .hooks import Recording
+from .hooks import Recording, cpu_kernels
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]
@@ -128,10 +128,11 @@ class Watch:
                             f"{type(loss).__name__}")
         n = self._calls
         self._pending.append(value)
+        refreshed = False
         if n % self.every == 0:
-            self._record(n)
+            refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
         if (n + 1) % self.every == 0:
-            self._snapshot()
+            self._snapshot(copy=not refreshed)
             # recorded in this call too (every=1): the snapshot's norms were just computed
             self._snap_norms = self._rec.weight_norms if n % self.every == 0 else {}
             self._rec.arm()
@@ -151,9 +152,12 @@ class Watch:
                              "gradient; call it after loss.backward() and before "
                              "optimizer.step()")
 
-    def _snapshot(self) -> None:
-        """Copy every layer's weights into buffers kept between records (no allocation)."""
+    def _snapshot(self, copy: bool = True) -> None:
+        """Copy every layer's weights into buffers kept between records (no allocation).
+        ``copy=False``: the record's weight pass has just copied them (CPU kernels); only
+        buffers allocated now are filled."""
         with torch.no_grad():
+            fresh = []
             for info in self._rec.layers:
                 pairs = []
                 for p in info.weights:
@@ -162,9 +166,10 @@ class Watch:
                             or buf.device != p.device:
                         buf = self._buffers[id(p)] = torch.empty_like(p, memory_format=
                                                                        torch.contiguous_format)
+                        fresh.append((p, buf))
                     pairs.append((p, buf))
                 self._snap[id(info)] = pairs
-            pairs = [pair for v in self._snap.values() for pair in v]
+            pairs = [pair for v in self._snap.values() for pair in v] if copy else fresh
             if pairs:  # one fused copy
                 torch._foreach_copy_([b for _, b in pairs], [p for p, _ in pairs])
 
@@ -186,12 +191,21 @@ class Watch:
                     params.append(p)
                     olds.append(w0)
         if olds:
-            with torch.no_grad():  # fused over all layers: three calls in all
-                cached = [self._snap_norms.get(id(p)) for p in params]
-                before = (cached if all(v is not None for v in cached)
-                          else torch._foreach_norm(olds))
-                torch._foreach_sub_(olds, params)
-                after = torch._foreach_norm(olds)
+            k = cpu_kernels(olds[0])
+            if k is not None and all(cpu_kernels(v) is not None and v.is_contiguous()
+                                     for v in (*olds, *(p.detach() for p in params))):
+                # CPU: one compiled pass per weight reads W and the snapshot, writes nothing
+                sq = [k.update_norms(p.detach().reshape(-1).numpy(), w0.reshape(-1).numpy())
+                      for p, w0 in zip(params, olds)]
+                before = [math.sqrt(a) for a, _ in sq]
+                after = [math.sqrt(b) for _, b in sq]
+            else:
+                with torch.no_grad():  # fused over all layers: three calls in all
+                    cached = [self._snap_norms.get(id(p)) for p in params]
+                    before = (cached if all(v is not None for v in cached)
+                              else torch._foreach_norm(olds))
+                    torch._foreach_sub_(olds, params)
+                    after = torch._foreach_norm(olds)
             for info, pairs in layers:
                 norms = [v for _, w0 in pairs for v in (before[slot[id(w0)]],
                                                         after[slot[id(w0)]])]
@@ -199,21 +213,48 @@ class Watch:
         self._snap.clear()
         return rows
 
-    def _record(self, n: int) -> None:
+    def _fused_ratios(self) -> list[tuple[int, str, str, float]]:
+        """Update-ratio rows from the sums the CPU kernels' weight pass left in
+        ``Recording.update_sums``: ``sqrt(sum (W - W0)^2 / sum W0^2)`` over a layer's weights."""
+        sums = self._rec.update_sums
+        rows = []
+        for info in self._rec.order:
+            pairs = self._snap.get(id(info))
+            if not pairs:
+                continue
+            den = sum(sums[id(p)][0] for p, _ in pairs)
+            num = sum(sums[id(p)][1] for p, _ in pairs)
+            rows.append((info.index, info.name, "update_ratio",
+                         math.sqrt(num / den) if den > 0 else math.inf))
+        self._snap.clear()
+        return rows
+
+    def _record(self, n: int, refresh: bool = False) -> bool:
+        """Record step ``n``; True when the weight pass also refreshed the snapshot
+        (``refresh`` on the CPU kernels' path)."""
         self._check_backward()
         extra = [(0, "", "loss", self._pending[-1])]
-        extra += self._update_ratios()
-        rows = self._rec.collect(extra=extra, also=self._pending)  # 0-d losses, one transfer
+        fused = bool(self._snap) and self._rec.host_weights()
+        if fused:  # update ratios in the weight pass of collect
+            previous = {id(p): w0 for pairs in self._snap.values() for p, w0 in pairs}
+            rows = self._rec.collect(extra=extra, also=self._pending, previous=previous,
+                                     refresh=refresh)
+            rows[1:1] = self._fused_ratios()
+        else:
+            extra += self._update_ratios()
+            rows = self._rec.collect(extra=extra, also=self._pending)  # one transfer
         first = n - len(self._pending) + 1
         self._loss_steps.extend(range(first, n + 1))
         self._loss_values.extend(self._rec.also)
         self._pending.clear()
-        for layer, module, q, v in rows:
-            self._col_step.append(n)
-            self._col_layer.append(layer)
-            self._col_module.append(module)
-            self._col_q.append(q)
-            self._col_value.append(v)
+        if rows:
+            layers, modules, quantities, values = zip(*rows)
+            self._col_step.extend([n] * len(rows))
+            self._col_layer.extend(layers)
+            self._col_module.extend(modules)
+            self._col_q.extend(quantities)
+            self._col_value.extend(values)
+        return fused and refresh
 
     def close(self, error: BaseException | None = None) -> None:
         """Remove the hooks and, with ``out``, store the run (idempotent). ``error``: the

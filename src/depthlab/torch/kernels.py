@@ -1,0 +1,95 @@
+"""Compiled one-pass kernels for ``Watch`` records on CPU tensors (Numba, ``depthlab[fast]``).
+
+Imported only through :func:`depthlab.torch.hooks.watch_kernels` (which follows
+:func:`depthlab.probes.accel.kernels`: Numba installed and ``DEPTHLAB_PROBE_KERNELS`` not
+``numpy``); the torch operations of
+:mod:`depthlab.torch.hooks` define the results and stay the path for CUDA/MPS, bf16/fp16 and
+tensor subclasses. Sums accumulate in float64 whatever the array's dtype; ``reassoc`` lets them
+run in vector lanes, NaN and infinity keep IEEE semantics.
+
+* :func:`relu_units` of ``a = relu(s)`` viewed as ``(outer, C, inner)`` (``C`` units on the
+  feature axis): ``S1 = sum a``, ``S2 = sum a^2``, ``Z = #{a <= 0}`` and the mask
+  ``alive_c = any(a[:, c, :] > 0)``: a unit is dead on the batch where no entry is positive
+  (``f'(s) = 0`` exactly where ``a = 0``).
+* :func:`weight_sums` of a weight ``W``, its gradient ``G`` and the snapshot ``W0`` of the
+  previous step: ``(sum W, sum W^2, sum G, sum G^2, sum |G|, sum W0^2, sum (W - W0)^2)``
+  (``G``/``W0`` may be empty: their sums are 0), and with ``copy`` the snapshot is overwritten
+  by ``W`` in the same pass (the next record's ``W0``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = dict(nogil=True, cache=True, fastmath={"reassoc"})
+
+
+@numba.njit(**_JIT)
+def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
+    """``(S1, S2, Z)`` of the 3-d array ``a`` (outer, C, inner), read in memory order; sets
+    ``alive[c]`` where unit ``c`` has a positive entry (``alive``: ``C`` bools, all False on
+    entry). With ``inner == 1`` (units on the last axis) the per-unit maxima ``m_c`` are kept
+    instead (a loop the compiler vectorises) and ``alive_c = m_c > 0``."""
+    outer, units, inner = a.shape
+    s1 = 0.0
+    s2 = 0.0
+    z = 0
+    if inner == 1:
+        peak = np.zeros(units)
+        for o in range(outer):
+            for c in range(units):
+                v = np.float64(a[o, c, 0])
+                s1 += v
+                s2 += v * v
+                z += v <= 0.0
+                peak[c] = max(peak[c], v)
+        for c in range(units):
+            alive[c] = peak[c] > 0.0
+        return s1, s2, z
+    for o in range(outer):
+        for c in range(units):
+            for k in range(inner):
+                v = np.float64(a[o, c, k])
+                s1 += v
+                s2 += v * v
+                if v > 0.0:
+                    alive[c] = True
+                else:
+                    z += 1
+    return s1, s2, z
+
+
+@numba.njit(**_JIT)
+def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tuple[
+        float, float, float, float, float, float, float]:
+    """The seven sums of the module docstring for flat arrays ``w``, ``g``, ``w0`` (``g``, ``w0``
+    of ``w``'s size or empty); ``copy``: ``w0[:] = w`` in the same pass."""
+    n = w.size
+    sw = 0.0
+    sw2 = 0.0
+    for i in range(n):
+        v = np.float64(w[i])
+        sw += v
+        sw2 += v * v
+    sg = 0.0
+    sg2 = 0.0
+    sga = 0.0
+    if g.size == n:
+        for i in range(n):
+            v = np.float64(g[i])
+            sg += v
+            sg2 += v * v
+            sga += abs(v)
+    s02 = 0.0
+    sd2 = 0.0
+    if w0.size == n:
+        for i in range(n):
+            v0 = np.float64(w0[i])
+            d = np.float64(w[i]) - v0
+            s02 += v0 * v0
+            sd2 += d * d
+        if copy:
+            for i in range(n):
+                w0[i] = w[i]
+    return sw, sw2, sg, sg2, sga, s02, sd2
