@@ -10,8 +10,12 @@ Three parts, each from the paper's setup at a reduced size:
   ``n Var(W) = 1/3``: the activation spread shrinks going up and the back-propagated gradients
   ``dC/ds`` shrink going down. With the normalized init ``U[+-sqrt(6/(n_in + n_out))]``
   (``glorot_uniform``, ``Var(W) = 2/(n_in + n_out)``) both stay roughly constant.
-* Table 1: test error of sigmoid, tanh, tanh-N, softsign, softsign-N nets (5 hidden layers) on
-  Shapeset and MNIST (mnist5k) after a short training — only the ordering can be compared.
+* Figs. 6-7 / section 4.2.2: the mean singular value of the Jacobians between consecutive
+  hidden layers, ~0.8 with the normalized init and ~0.5 with the standard one.
+* Table 1: test error of sigmoid, tanh, tanh-N, softsign, softsign-N nets (5 hidden layers of
+  100) on Shapeset (online-like: a large generated pool) and MNIST (mnist5k), each with its
+  learning rate chosen on validation data as in the paper, at far fewer updates than the
+  paper's; paired differences with standard errors, orderings only between nets that learned.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import depthlab as dl
-from depthlab.data import load_dataset
+from depthlab.backend import rng as backend_rng
+from depthlab.data import load_dataset, make_shapeset
 from depthlab.losses import get_loss
 from depthlab.probes import ProbeRecorder, measurement_pass
 
@@ -40,6 +45,13 @@ TOP_SATURATED = 0.1  # Fig. 2: top hidden layer's mean activation "~0"
 LOWER_FLOOR = 0.4  # Fig. 2: lower layers "above 0.5": never below 0.4 (sigmoid(0) = 0.5)
 SHRINK = 0.5  # Figs. 6-7, standard init: layer-5 / layer-1 activation std < 0.5, etc.
 FLAT = 0.7  # Figs. 6-7, normalized init: ratios within [0.7, 1/0.7]
+# Section 4.2.2: mean singular value of the layer Jacobians "around 0.8" (normalized init) and
+# "0.5" (standard init); within +-JACOBIAN_TOL of each, decided from the paper's words
+JACOBIAN_PAPER = {"normalized": 0.8, "standard": 0.5}
+JACOBIAN_TOL = 0.1
+# Table 1: the learning rates each net chooses from on validation data (the paper tuned the
+# rate per net; its grid is not given): half-decades, from too small to divergent for tanh
+TABLE_LRS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 LEARNED_SE = 5.0  # Table 1: a net "learned" when its test error is 5 SE below the chance error
 DIFF_SE = 2.0  # Table 1: an ordering holds when the difference exceeds 2 SE of the difference
 TABLE_CONFIGS = (
@@ -60,22 +72,59 @@ PAPER_TABLE1 = {  # test error %, 5 hidden layers (papers.md, secondary)
 }
 
 
+@dataclass(frozen=True)
+class Split:
+    """One Table 1 data set: training pool, validation (learning-rate choice) and test rows."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+
+
 def _settings(quick: bool) -> dict:
+    """Sizes and budgets. Table 1: every rate of ``lrs`` trains ``select_steps`` updates, the
+    best on validation continues to ``steps`` (see :func:`_train_tuned`)."""
     if quick:
-        return dict(fig2_width=200, fig2_steps=3000, fig2_every=100, lr=0.1,
-                    table_width=100, table_steps=3000, init_width=1000)
-    return dict(fig2_width=500, fig2_steps=10_000, fig2_every=200, lr=0.1,
-                table_width=250, table_steps=15_000, init_width=1000)
+        return dict(fig2_width=200, fig2_steps=3000, fig2_every=100, fig2_lr=0.1,
+                    init_width=1000, jacobian_examples=1, table_width=100,
+                    shapeset=dict(n_train=20_000, n_val=1000, n_test=2000, lrs=TABLE_LRS,
+                                  select_steps=300, steps=3000),
+                    mnist5k=dict(lrs=TABLE_LRS, select_steps=300, steps=3000))
+    return dict(fig2_width=500, fig2_steps=10_000, fig2_every=200, fig2_lr=0.1,
+                init_width=1000, jacobian_examples=2, table_width=100,
+                shapeset=dict(n_train=100_000, n_val=2000, n_test=10_000, lrs=TABLE_LRS,
+                              select_steps=10_000, steps=80_000),
+                mnist5k=dict(lrs=TABLE_LRS, select_steps=30_000, steps=30_000))
+
+
+def shapeset_split(n_train: int, n_val: int, n_test: int, seed: int = 0) -> Split:
+    """Fresh Shapeset-3x2 images: a training pool, validation and test rows, each from its
+    own generator (the paper trains online on generated images; the pool is cycled)."""
+    g_train, g_val, g_test = backend_rng(seed).spawn(3)
+    xtr, ytr, _ = make_shapeset(n_train, g_train)
+    xv, yv, _ = make_shapeset(n_val, g_val)
+    xte, yte, _ = make_shapeset(n_test, g_test)
+    return Split(xtr, ytr, xv, yv, xte, yte, 9)
+
+
+def mnist_split(seed: int = 0) -> Split:
+    """mnist5k's train / validation / test split."""
+    ds = load_dataset("mnist5k", seed=seed)
+    return Split(ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test, ds.n_classes)
 
 
 # -- Fig. 2 ------------------------------------------------------------------------------------
-def _fig2(shapes, cfg: dict, progress: ExperimentProgress) -> tuple[pd.DataFrame, dict]:
-    sizes = [shapes.n_features] + [cfg["fig2_width"]] * 4 + [shapes.n_classes]
+def _fig2(shapes: Split, cfg: dict, progress: ExperimentProgress) -> tuple[pd.DataFrame, dict]:
+    sizes = [shapes.x_train.shape[1]] + [cfg["fig2_width"]] * 4 + [shapes.n_classes]
     net = dl.mlp(sizes, activation="sigmoid", init="fan_in_uniform", seed=7)
     rec = ProbeRecorder(shapes.x_test[:N_PROBE], shapes.y_test[:N_PROBE],
                         every=cfg["fig2_every"], histogram_steps=())
     with progress.stage(FIG2_LABEL):
-        hist = dl.fit(net, shapes.x_train, shapes.y_train, optimizer="sgd", lr=cfg["lr"],
+        hist = dl.fit(net, shapes.x_train, shapes.y_train, optimizer="sgd", lr=cfg["fig2_lr"],
                       batch_size=BATCH, epochs=None, max_steps=cfg["fig2_steps"], seed=8,
                       callbacks=[rec], eval_train=False, progress=progress.training)
     f = rec.frame()
@@ -85,21 +134,34 @@ def _fig2(shapes, cfg: dict, progress: ExperimentProgress) -> tuple[pd.DataFrame
 
 
 # -- Figs. 6-7 ---------------------------------------------------------------------------------
-def _at_init(shapes, width: int) -> dict[str, dict]:
-    """Per-layer activations and back-propagated gradients of 5-layer tanh nets at init."""
+def jacobian_singular_mean(W: np.ndarray, a_out: np.ndarray) -> float:
+    """Mean singular value of the layer Jacobian ``dz'/dz = diag(1 - z'^2) W^T`` of
+    ``z' = tanh(z W + b)`` at one example (``a_out`` = z', shape (n_out,)); the paper's
+    section 4.2.2 measure (its average over the layers: ~0.8 normalized, ~0.5 standard init)."""
+    j = W.astype(np.float64) * (1.0 - a_out.astype(np.float64) ** 2)[None, :]
+    return float(np.linalg.svd(j, compute_uv=False).mean())
+
+
+def _at_init(shapes: Split, width: int, n_jac: int) -> dict[str, dict]:
+    """Per-layer activations and back-propagated gradients of 5-layer tanh nets at init, and
+    the mean singular value of the Jacobians between consecutive hidden layers (averaged over
+    ``n_jac`` examples)."""
     x, y = shapes.x_test[:N_PROBE], shapes.y_test[:N_PROBE]
     out = {}
     for label, init in (("standard", "fan_in_uniform"), ("normalized", "glorot_uniform")):
-        net = dl.mlp([shapes.n_features] + [width] * 5 + [shapes.n_classes], activation="tanh",
-                     init=init, seed=9)
+        net = dl.mlp([shapes.x_train.shape[1]] + [width] * 5 + [shapes.n_classes],
+                     activation="tanh", init=init, seed=9)
         measurement_pass(net, x, y, get_loss("cross_entropy"))
         pts = net.probe_points()
+        jac = np.array([np.mean([jacobian_singular_mean(p.dense.W.value, p.activation.a[k])
+                                 for k in range(n_jac)]) for p in pts[1:]])
         out[label] = dict(
             acts=[p.activation.a.copy() for p in pts],
             grads=[p.activation.grad_s.copy() for p in pts],
             act_std=np.array([float(p.activation.a.std()) for p in pts]),
             grad_std=np.array([float(p.activation.grad_s.std()) for p in pts]),
             wgrad_std=np.array([float(p.dense.W.grad.std()) for p in pts]),
+            jacobian=np.concatenate([[np.nan], jac]),
         )
         net.clear_cache()
     return out
@@ -119,43 +181,101 @@ def stage_labels() -> list[str]:
             + [table_label(dname, label) for dname in TABLE_DATA for label, _, _ in TABLE_CONFIGS])
 
 
-def _table(datasets: dict, cfg: dict, progress: ExperimentProgress) -> pd.DataFrame:
-    rows = []
+def _errors(net, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-example misclassification (bool) of ``net`` on ``(x, y)``."""
+    with np.errstate(all="ignore"):
+        return np.argmax(net.predict(x), axis=1) != y
+
+
+def _sgd(net, ds: Split, lr: float, steps: int, seed: int, progress) -> bool:
+    """``steps`` plain-SGD updates (batch 10) on the training pool; True when it diverged."""
+    hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=lr, batch_size=BATCH,
+                  epochs=None, max_steps=steps, seed=seed, eval_train=False, progress=progress)
+    return bool(hist.diverged)
+
+
+def _train_tuned(ds: Split, sizes: list[int], act: str, init: str, cfg: dict,
+                 progress) -> tuple[Any, float, dict[float, float], bool]:
+    """The paper's per-net learning rate chosen on validation data, at a reduced cost.
+
+    Every rate of ``cfg["lrs"]`` trains the same initial net for ``cfg["select_steps"]``
+    updates; the rate with the lowest validation error (then the lowest validation loss)
+    continues to ``cfg["steps"]`` updates (``select_steps == steps``: the paper's full
+    selection; fewer: a cheaper one that favours rates that start fast). Returns (net, lr, validation error per rate,
+    diverged)."""
+    loss = get_loss("cross_entropy")
+    scores, nets = {}, {}
+    for lr in cfg["lrs"]:
+        net = dl.mlp(sizes, activation=act, init=init, seed=11)
+        if _sgd(net, ds, lr, cfg["select_steps"], 12, progress):
+            continue
+        with np.errstate(all="ignore"):
+            out = net.predict(ds.x_val)
+            val_loss = float(loss.forward(out, ds.y_val))
+        err = float(np.mean(np.argmax(out, axis=1) != ds.y_val))
+        if np.isfinite(val_loss):
+            scores[lr], nets[lr] = (err, val_loss), net
+    if not scores:  # every rate diverged: the smallest one, reported as diverged
+        lr = min(cfg["lrs"])
+        return dl.mlp(sizes, activation=act, init=init, seed=11), lr, {}, True
+    lr = min(scores, key=lambda k: scores[k])
+    net = nets[lr]
+    rest = cfg["steps"] - cfg["select_steps"]
+    diverged = _sgd(net, ds, lr, rest, 13, progress) if rest > 0 else False
+    return net, lr, {k: v[0] for k, v in scores.items()}, diverged
+
+
+def _table(datasets: dict[str, Split], cfg: dict, progress: ExperimentProgress
+           ) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """Train the five nets on each data set; the table and each net's per-example test
+    errors (for paired differences)."""
+    rows, wrong = [], {}
     for dname, ds in datasets.items():
-        sizes = [ds.n_features] + [cfg["table_width"]] * 5 + [ds.n_classes]
+        c = cfg[dname]
+        sizes = [ds.x_train.shape[1]] + [cfg["table_width"]] * 5 + [ds.n_classes]
+        n = len(ds.y_test)
+        chance = 1.0 - float(np.bincount(ds.y_test).max()) / n  # always the commonest class
+        chance_se = float(np.sqrt(chance * (1 - chance) / n))
         for label, act, init in TABLE_CONFIGS:
-            net = dl.mlp(sizes, activation=act, init=init, seed=11)
             t0 = time.perf_counter()
             with progress.stage(table_label(dname, label)):
-                hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=cfg["lr"],
-                              batch_size=BATCH, epochs=None, max_steps=cfg["table_steps"],
-                              seed=12, eval_train=False, progress=progress.training)
-            pred = net.predict(ds.x_test)
-            err = float(np.mean(np.argmax(pred, axis=1) != ds.y_test))
-            n = len(ds.y_test)
-            chance = 1.0 - float(np.bincount(ds.y_test).max()) / n  # always the commonest
-            learned = err < chance - LEARNED_SE * np.sqrt(chance * (1 - chance) / n)
-            rows.append(dict(data=dname, net=label, activation=act, init=init,
+                net, lr, val, diverged = _train_tuned(ds, sizes, act, init, c, progress.training)
+            w = _errors(net, ds.x_test, ds.y_test)
+            err = float(w.mean())
+            train_err = float(_errors(net, ds.x_train[:n], ds.y_train[:n]).mean())
+            wrong[dname, label] = w
+            rows.append(dict(data=dname, net=label, activation=act, init=init, lr=lr,
+                             val_errors=" ".join(f"{k:g}:{v:.3f}" for k, v in val.items()),
                              test_error=err, se=float(np.sqrt(err * (1 - err) / n)),
-                             chance_error=chance, learned=bool(learned and not hist.diverged),
+                             train_error=train_err, chance_error=chance,
+                             learned=bool(err < chance - LEARNED_SE * chance_se and not diverged),
                              paper_error=PAPER_TABLE1[dname][label] / 100,
-                             diverged=hist.diverged, seconds=time.perf_counter() - t0))
-    return pd.DataFrame(rows)
+                             diverged=diverged, steps=c["steps"],
+                             seconds=time.perf_counter() - t0))
+    return pd.DataFrame(rows), wrong
 
 
-def difference(t: pd.DataFrame, worse: str, better: str) -> tuple[float, float]:
-    """``error(worse) - error(better)`` and its standard error (independent test-set
-    proportions: ``sqrt(se_a^2 + se_b^2)``)."""
-    a, b = t.loc[worse], t.loc[better]
-    return float(a.test_error - b.test_error), float(np.hypot(a.se, b.se))
+def difference(wrong_worse: np.ndarray, wrong_better: np.ndarray) -> tuple[float, float]:
+    """``error(worse) - error(better)`` on the same test examples and its standard error.
+
+    Paired: with ``d_i = wrong_worse_i - wrong_better_i`` (each 0 or 1), the difference is
+    ``mean(d)`` and its standard error ``std(d) / sqrt(n)`` (test-set sampling only: another
+    training seed moves the errors too, see the notes)."""
+    d = wrong_worse.astype(np.float64) - wrong_better.astype(np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size))
+
+
+def z_score(diff: float, se: float) -> float:
+    """``diff / se``; 0 for two nets that err on the same examples (``se = 0``, ``diff = 0``)."""
+    return diff / se if se > 0 else (0.0 if diff == 0 else float(np.sign(diff)) * np.inf)
 
 
 @dataclass(frozen=True)
 class Inputs:
     """What every stage reads: the two data sets, the settings, whether to show progress."""
 
-    shapes: Any
-    mnist: Any
+    shapes: Split
+    mnist: Split
     cfg: dict
     progress: ExperimentProgress
 
@@ -194,7 +314,7 @@ def stage_at_init(d: Inputs, res: Result) -> None:
     """Figs. 6-7: 5-layer tanh nets at init, standard vs normalized init."""
     shapes, cfg = d.shapes, d.cfg
     with d.progress.stage(INIT_LABEL):
-        init = _at_init(shapes, cfg["init_width"])
+        init = _at_init(shapes, cfg["init_width"], cfg["jacobian_examples"])
     st, nz = init["standard"], init["normalized"]
     a_st, a_nz = st["act_std"][4] / st["act_std"][0], nz["act_std"][4] / nz["act_std"][0]
     g_st, g_nz = st["grad_std"][0] / st["grad_std"][4], nz["grad_std"][0] / nz["grad_std"][4]
@@ -221,64 +341,105 @@ def stage_at_init(d: Inputs, res: Result) -> None:
         bool(flat), value=float(min(a_nz, g_nz)),
     ))
     if not flat:
+        var_ratio = (nz["act_std"][1:] / nz["act_std"][:-1]) ** 2
         res.notes.append(
-            "Normalized init keeps Var(W) n = 1, so only tanh's compression (E[tanh'²] < 1 at "
-            "a pre-activation std of ~0.5–0.7 from Shapeset's ±1 pixels) shrinks the spread: "
-            f"activation std {nz['act_std'][0]:.3f} → {nz['act_std'][4]:.3f}, gradient std "
-            f"{nz['grad_std'][4]:.2e} → {nz['grad_std'][0]:.2e}, against a factor "
-            f"{1 / a_st:.0f} / {1 / g_st:.0f} with the standard init; the ±30% band fixed "
-            "before running is missed."
+            f"Normalized init, layer 5 / layer 1 ratios {a_nz:.2f} (activation std) and "
+            f"{g_nz:.2f} (dC/ds std) against {a_st:.2f} and {g_st:.2f} with the standard init. "
+            "The ±30% band fixed before running came from a NumPy check with small Gaussian "
+            "inputs (tanh's linear regime), not from the paper. Shapeset's ±1 pixels put the "
+            "first pre-activations at a std of ~0.6, where tanh compresses (E[tanh'²] < 1 while "
+            "Var(W) n = 1): the activation variance falls by "
+            + ", ".join(f"{r:.2f}" for r in var_ratio)
+            + " per layer — the paper's own section 4.2.2 number for the normalized init is "
+            "a per-layer ratio \"around 0.8\" (see the Jacobian claim), which over four layers "
+            "gives a std ratio of ≈ 0.8² = 0.64. The measurement stands; the band was too "
+            "strict for the paper's setup, and the miss is kept."
         )
+    j_nz, j_st = float(np.nanmean(nz["jacobian"])), float(np.nanmean(st["jacobian"]))
+    res.claims.append(Claim(
+        f"mean singular value of the Jacobians between consecutive hidden layers: "
+        f"{JACOBIAN_PAPER['normalized']} ± {JACOBIAN_TOL} with normalized init, "
+        f"{JACOBIAN_PAPER['standard']} ± {JACOBIAN_TOL} with standard init",
+        "section 4.2.2: \"around 0.8\" (normalized) vs \"drops down to 0.5\" (standard)",
+        f"normalized {j_nz:.2f}, standard {j_st:.2f} (per layer 2–5: normalized "
+        + ", ".join(f"{v:.2f}" for v in nz["jacobian"][1:]) + "; standard "
+        + ", ".join(f"{v:.2f}" for v in st["jacobian"][1:]) + ")",
+        bool(abs(j_nz - JACOBIAN_PAPER["normalized"]) <= JACOBIAN_TOL
+             and abs(j_st - JACOBIAN_PAPER["standard"]) <= JACOBIAN_TOL),
+        value=j_nz,
+    ))
     res.tables["at_init"] = pd.DataFrame({
         "layer": np.arange(1, 6),
         "act_std_standard": st["act_std"], "act_std_normalized": nz["act_std"],
         "grad_std_standard": st["grad_std"], "grad_std_normalized": nz["grad_std"],
         "weight_grad_std_standard": st["wgrad_std"],
         "weight_grad_std_normalized": nz["wgrad_std"],
+        "jacobian_singular_mean_standard": st["jacobian"],
+        "jacobian_singular_mean_normalized": nz["jacobian"],
     })
     res.figures["fig6_7_at_init"] = _plot_init(init)
 
 
+def _sigmoid_claim(t: pd.DataFrame, wrong: dict, dname: str) -> Claim:
+    """The sigmoid net's error above each other net's, by > DIFF_SE paired standard errors.
+
+    Shapeset: the paper's sigmoid net (82.61%) sits at the 83.3% chance level, so only the
+    other four must have learned; MNIST: its sigmoid net learned (2.21%), so all five must."""
+    others = t.drop(index="sigmoid")
+    diffs = {k: difference(wrong[dname, "sigmoid"], wrong[dname, k]) for k in others.index}
+    z = min(z_score(d, se) for d, se in diffs.values())
+    need = others if dname == "shapeset" else t
+    who = "the tanh and softsign nets" if dname == "shapeset" else "all five nets"
+    paper = ("sigmoid 82.61% (chance level) vs 15.60–27.15%" if dname == "shapeset"
+             else "sigmoid 2.21% vs 1.64–1.76%")
+    sig = t.loc["sigmoid"]
+    return Claim(
+        f"Table 1 ({dname}): {who} learned (error {LEARNED_SE:g} SE below chance) and the "
+        f"sigmoid net's error is higher than each other net's by > {DIFF_SE:g} SE",
+        paper,
+        f"sigmoid {sig.test_error:.1%}{'' if sig.learned else ' (not learned)'} (chance "
+        f"{sig.chance_error:.1%}); "
+        + ", ".join(f"{k} {r.test_error:.1%}{'' if r.learned else ' (not learned)'}"
+                    for k, r in others.iterrows())
+        + "; differences " + ", ".join(f"{k} {d * 100:+.1f} ± {se * 100:.1f} pp"
+                                       for k, (d, se) in diffs.items()),
+        bool(need.learned.all() and z > DIFF_SE), value=z,
+    )
+
+
 def stage_table1(d: Inputs, res: Result) -> None:
-    """Table 1: five 5-layer nets trained on Shapeset and mnist5k."""
-    shapes, mnist, cfg, progress = d.shapes, d.mnist, d.cfg, d.progress
-    table = _table(dict(zip(TABLE_DATA, (shapes, mnist))), cfg, progress)
+    """Table 1: five 5-layer nets trained on Shapeset and mnist5k, learning rate per net."""
+    cfg, progress = d.cfg, d.progress
+    table, wrong = _table(dict(zip(TABLE_DATA, (d.shapes, d.mnist))), cfg, progress)
     res.tables["table1"] = table
-    for dname, paper in (("shapeset", "82.61% vs ≤ 27.15%"), ("mnist5k", "2.21% vs ≤ 1.76%")):
-        t = table[table.data == dname].set_index("net")
-        others = t.drop(index="sigmoid")
-        diffs = {k: difference(t, "sigmoid", k) for k in others.index}
-        z = min(d / se for d, se in diffs.values())
-        n_learned = int(others.learned.sum())
-        res.claims.append(Claim(
-            f"Table 1 ({dname}): every other net learned (error {LEARNED_SE:g} SE below chance) "
-            f"and the sigmoid net's error is higher than each by > {DIFF_SE:g} SE",
-            f"sigmoid worst: {paper}",
-            f"sigmoid {t.loc['sigmoid', 'test_error']:.1%} (chance "
-            f"{t.loc['sigmoid', 'chance_error']:.1%}); "
-            + ", ".join(f"{k} {r.test_error:.1%}{'' if r.learned else ' (not learned)'}"
-                        for k, r in others.iterrows())
-            + f"; smallest gap {min(d for d, _ in diffs.values()) * 100:+.1f} pp "
-            f"({z:.1f} SE)",
-            bool(n_learned == len(others) and z > DIFF_SE), value=z,
-        ))
+    for dname in TABLE_DATA:
+        res.claims.append(_sigmoid_claim(table[table.data == dname].set_index("net"), wrong,
+                                         dname))
     for dname, paper, strict in (("shapeset", "tanh-N 15.60% vs tanh 27.15% (−11.5 pp)", True),
                                  ("mnist5k", "tanh-N 1.64% vs tanh 1.76% (−0.12 pp)", False)):
         t = table[table.data == dname].set_index("net")
-        d, se = difference(t, "tanh", "tanh N")
+        diff, se = difference(wrong[dname, "tanh"], wrong[dname, "tanh N"])
         both = bool(t.loc["tanh", "learned"] and t.loc["tanh N", "learned"])
         what = (f"lower than standard init's by > {DIFF_SE:g} SE" if strict else
                 f"not higher than standard init's by more than {DIFF_SE:g} SE")
-        ok = both and (d > DIFF_SE * se if strict else d > -DIFF_SE * se)
+        z = z_score(diff, se)
+        ok = both and (z > DIFF_SE if strict else z > -DIFF_SE)
         res.claims.append(Claim(
             f"Table 1 ({dname}): with normalized init the tanh net's error is {what} "
             "(both nets learned)",
             paper,
             f"tanh-N {t.loc['tanh N', 'test_error']:.1%} vs tanh "
-            f"{t.loc['tanh', 'test_error']:.1%}: {d * 100:+.1f} ± {se * 100:.1f} pp"
+            f"{t.loc['tanh', 'test_error']:.1%}: {diff * 100:+.1f} ± {se * 100:.1f} pp"
             + ("" if both else " (a net did not learn)"),
-            bool(ok), value=d / se,
+            bool(ok), value=z_score(diff, se),
         ))
+    res.notes.append(
+        "Table 1 learning rates chosen on validation data per net (the paper's procedure; "
+        f"grid {', '.join(f'{v:g}' for v in TABLE_LRS)}): "
+        + "; ".join(f"{r.data} {r.net} {r.lr:g}" for r in table.itertuples())
+        + ". Differences are paired (same test images) with their standard errors from "
+        "test-set sampling only; a second training seed would add its own spread."
+    )
     unlearned = table[~table.learned]
     if len(unlearned):
         res.notes.append(
@@ -286,8 +447,7 @@ def stage_table1(d: Inputs, res: Result) -> None:
             f"{LEARNED_SE:g} SE of always guessing the commonest class): "
             + ", ".join(f"{r.data} {r.net} {r.test_error:.1%} (chance {r.chance_error:.1%})"
                         for r in unlearned.itertuples())
-            + ". Orderings are claimed only between nets that learned; the paper trains for "
-            "millions of updates (Shapeset errors 16–27% for tanh and softsign)."
+            + ". Orderings are claimed only between nets that learned."
         )
     res.figures["table1"] = _plot_table(table)
 
@@ -312,29 +472,37 @@ def run(quick: bool = False, data: str | None = None,
     if data is not None:
         res.notes.append(f"data={data!r} ignored: the paper's data sets (Shapeset-3x2, MNIST) "
                          "are used.")
-    shapes = load_dataset("shapeset", seed=0)
-    mnist = load_dataset("mnist5k", seed=0)
+    c = cfg["shapeset"]
+    shapes = shapeset_split(c["n_train"], c["n_val"], c["n_test"], seed=0)
+    mnist = mnist_split(seed=0)
     p = ExperimentProgress.of(progress)
     p.plan(stage_labels())
     inputs = Inputs(shapes, mnist, cfg, p)
     for stage in STAGES:
         stage(inputs, res)
+    sh, mn = cfg["shapeset"], cfg["mnist5k"]
     res.notes.append(
-        f"Setup: Shapeset-3x2 generated here ({shapes.x_train.shape[0]} train / "
-        f"{shapes.x_test.shape[0]} test), mnist5k ({mnist.x_train.shape[0]} / "
-        f"{mnist.x_test.shape[0]}); plain SGD, batch {BATCH}, one fixed lr {cfg['lr']} for every "
-        "net (the paper tuned it per net on validation data), biases 0. Fig. 2: 4 hidden "
-        f"sigmoid layers of {cfg['fig2_width']}, {cfg['fig2_steps']} steps, statistics on "
-        f"{N_PROBE} test examples every {cfg['fig2_every']} steps. Figs. 6–7: 5 tanh layers of "
-        f"{cfg['init_width']} at init, one cross-entropy backward on {N_PROBE} Shapeset test "
-        f"examples. Table 1: 5 hidden layers of {cfg['table_width']}, {cfg['table_steps']} "
-        "steps each (the paper: 1000 units, millions of updates) — compare orderings only."
+        f"Setup: Shapeset-3x2 generated here (a pool of {len(shapes.y_train):,} training "
+        f"images cycled, {len(shapes.y_val):,} validation, {len(shapes.y_test):,} test, each "
+        f"from its own generator), mnist5k ({len(mnist.y_train)} / {len(mnist.y_val)} / "
+        f"{len(mnist.y_test)}); plain SGD, batch {BATCH}, biases 0. Fig. 2: 4 hidden sigmoid "
+        f"layers of {cfg['fig2_width']}, lr {cfg['fig2_lr']}, {cfg['fig2_steps']:,} steps, "
+        f"statistics on {N_PROBE} test examples every {cfg['fig2_every']} steps. Figs. 6–7: 5 "
+        f"tanh layers of {cfg['init_width']} at init, one cross-entropy backward on {N_PROBE} "
+        f"Shapeset test examples; Jacobian singular values at {cfg['jacobian_examples']} "
+        f"example(s). Table 1: 5 hidden layers of {cfg['table_width']} (the paper: 1000; "
+        "10× narrower so that ten tuned nets fit a CPU budget of minutes — a 250-wide net "
+        "learned no faster per update), each rate of the grid trained "
+        f"{sh['select_steps']:,} (Shapeset) / {mn['select_steps']:,} (MNIST) updates, the "
+        f"best on validation continued to {sh['steps']:,} / {mn['steps']:,} updates (the "
+        "paper: millions, Shapeset errors 16–27% for tanh and softsign)."
     )
     res.notes.append(
         "Claims and thresholds fixed before running: Fig. 2 top mean < 0.1 and lower means "
         "≥ 0.4 throughout; Figs. 6–7 ratios < 0.5 (standard) and within [0.7, 1.43] "
-        f"(normalized); Table 1: differences with their standard errors (test-set proportions), "
-        f"orderings only between nets that learned, > {DIFF_SE:g} SE. "
+        f"(normalized), Jacobian singular values within ±{JACOBIAN_TOL} of the paper's 0.8 / "
+        f"0.5; Table 1: a net learned when its error is {LEARNED_SE:g} SE below chance, "
+        f"orderings only between nets that learned, > {DIFF_SE:g} SE of the paired difference. "
         "Softsign vs softsign-N is not tested (the paper's own numbers go both ways)."
     )
     return res
