@@ -41,7 +41,7 @@ from threadpoolctl import threadpool_limits
 
 from depthlab.backend import rng as make_rng
 from depthlab.models import mlp
-from depthlab.probes import ProbeRecorder
+from depthlab.probes import ProbeRecorder, accel
 from depthlab.training import fit
 
 NETWORKS = {
@@ -96,6 +96,9 @@ def main() -> None:
     threadpool_limits(1)
     print(f"ProbeRecorder overhead: CPU ms per step, median (min-max) over {args.rounds} "
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
+    warm = accel.warm_up()  # Numba's import and the kernels' cache load, outside the timings
+    print(f"compiled kernels: {'yes' if accel.available() else 'no (NumPy path)'}; "
+          f"import {warm['import']:.2f} s, kernels loaded in {warm['kernels']:.2f} s")
     gen = make_rng(0)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}

@@ -120,13 +120,14 @@ def test_update_norms_agree_with_the_numpy_path(dtype):
     np.testing.assert_allclose(fast, slow, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-def test_recorder_tables_agree_with_the_numpy_path():
+@pytest.mark.parametrize("every", [1, 3])  # every=1: weights copied in the statistics' pass
+def test_recorder_tables_agree_with_the_numpy_path(every):
     g = np.random.default_rng(2)
     x, y = g.standard_normal((96, 6)).astype(np.float32), g.integers(0, 3, 96)
 
     def record():
         net = mlp([6, 12, 9, 3], activation="relu", init="he_normal", seed=0)
-        rec = ProbeRecorder(every=3)
+        rec = ProbeRecorder(every=every)
         fit(net, x, y, lr=0.1, batch_size=16, epochs=None, max_steps=12, callbacks=[rec])
         return rec.frame(), rec.histograms()
 

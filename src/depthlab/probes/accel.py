@@ -87,9 +87,13 @@ def warm_up() -> dict[str, float]:
             x = np.linspace(-1.0, 1.0, 64, dtype=dtype)
             k.moments(x, 0.0)
             m = x.reshape(8, 8)
-            k.layer(m, m, m, k.DERIVATIVE_GIVEN, 0.5, x, x, x)
-            k.derivative_counts(x.reshape(8, 8), 0.5)
-            k.select(x, np.array([3, 60], dtype=np.intp), -1.0, 1.0)
+            ranks = np.array([3, 60], dtype=np.intp)
+            ranks.flags.writeable = False  # as the cached percentile plans hold them
+            t = np.array([0.5])
+            t.flags.writeable = False
+            k.select(x, ranks, -1.0, 1.0)
+            k.layer(m, m, m, k.DERIVATIVE_GIVEN, 0.5, k.FAMILY_OTHER, x, x, x, ranks, t, True,
+                    x[:0])
             k.bin_counts(x, -1.0, 2.0, 4)
             k.update_norms(x, x)
     return {"import": t1 - t0, "kernels": time.perf_counter() - t1}

@@ -1,86 +1,90 @@
-"""The per-layer statistics of :func:`depthlab.probes.stats.layer_stats` from one call of the
+"""The per-layer statistics of :func:`depthlab.probes.stats.layer_stats` by one call of the
 compiled kernel :func:`depthlab.probes.kernels.layer` (used when :mod:`depthlab.probes.accel`
-has the kernels; the NumPy path in ``stats`` defines every quantity).
+has the kernels; the NumPy path in ``stats`` defines every quantity, and takes over for a layer
+with a non-finite entry, mixed dtypes or ``a`` and ``s`` of different shapes).
 
-From the kernel's sums of each array (``n`` entries, shift ``c``, ``S1 = sum (x - c)``,
-``S2 = sum (x - c)^2``, ``A = sum |x|``, ``Z = #{x <= 0}``):
-``mean = c + S1/n``, ``std = sqrt(S2/n - (S1/n)^2)``, ``mean |x| = A/n``; when ``(S1/n)^2`` exceeds
-``_CANCELLATION_RATIO`` times the variance the array is summed again shifted by its mean. From
-its counts: ``saturated_frac = #{|f'(s)| < SATURATION_RATIO sup|f'|} / n`` (bounded
-activations), ``dead_frac = dead units / units``, ``inactive_frac = Z(s) / n`` (ReLU family).
+The kernel returns the quantities themselves (formulas in :mod:`depthlab.probes.kernels`); this
+module prepares its arguments once per activation and percentile list (derivative code,
+saturation threshold, family, ranks and fractions of NumPy's ``linear`` rule) and, for an
+activation not known to be nondecreasing, selects the percentiles of ``a`` separately.
 """
 
 from __future__ import annotations
 
-import math
+from functools import lru_cache
 
 import numpy as np
 
 from ..activations import ActivationFn, ReLU, Sigmoid, Tanh
 from ..network import ProbePoint
 from . import accel
-from .stats import _CANCELLATION_RATIO, SATURATION_RATIO, activation_family
+from .quantiles import percentile_values, plan, select_ranks
+from .quantiles import percentiles as quantile_values
+from .stats import SATURATION_RATIO, activation_family, is_nondecreasing
 
-_NAN = math.nan
+_FAMILY = {"other": 0, "bounded": 1, "relu": 2}  # kernels.FAMILY_*
 
 
-def _derivative_code(fn: ActivationFn) -> int:
+def _derivative_code(fn: ActivationFn, kernels) -> int:
     """How the kernel obtains ``f'(s)`` (``kernels.DERIVATIVE_*``): computed in the pass for the
     library's own sigmoid, tanh and ReLU (exact classes, so an override is respected), else
     from ``fn.derivative``."""
-    k = accel.kernels()
-    return {Sigmoid: k.DERIVATIVE_SIGMOID, Tanh: k.DERIVATIVE_TANH,
-            ReLU: k.DERIVATIVE_STEP}.get(type(fn), k.DERIVATIVE_GIVEN)
+    return {Sigmoid: kernels.DERIVATIVE_SIGMOID, Tanh: kernels.DERIVATIVE_TANH,
+            ReLU: kernels.DERIVATIVE_STEP}.get(type(fn), kernels.DERIVATIVE_GIVEN)
 
 
-_INFO: dict[int, tuple[ActivationFn, str, float, int]] = {}
+_INFO: dict[int, tuple] = {}
 
 
-def _info(fn: ActivationFn) -> tuple[str, float, int]:
-    """``(family, saturation threshold, derivative code)`` of ``fn``, kept per activation object
-    (a recorder asks for the same ones at every record)."""
+def _info(fn: ActivationFn, kernels) -> tuple[int, float, int, bool]:
+    """``(derivative code, saturation threshold, family code, nondecreasing)`` of ``fn``, kept
+    per activation object (a recorder asks for the same ones at every record)."""
     got = _INFO.get(id(fn))
     if got is None or got[0] is not fn:
         if len(_INFO) > 1024:
             _INFO.clear()
-        got = _INFO[id(fn)] = (fn, activation_family(fn),
-                               SATURATION_RATIO * float(fn.max_derivative), _derivative_code(fn))
-    return got[1], got[2], got[3]
+        got = _INFO[id(fn)] = (fn, _derivative_code(fn, kernels),
+                               SATURATION_RATIO * float(fn.max_derivative),
+                               _FAMILY[activation_family(fn)], is_nondecreasing(fn))
+    return got[1:]
 
 
-def _flat(x: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
-    """``x`` as a flat C-contiguous array of ``dtype``'s kernels; an empty one for None; None
-    when ``x`` has another dtype."""
+@lru_cache(maxsize=256)
+def _ranks_fractions(n: int, percentiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The interleaved ranks ``floor h, ceil h`` and the fractions ``h - floor h`` of the
+    percentiles of ``n`` entries (read-only arrays: one compiled variant of the kernel)."""
+    pos, ranks = plan(n, percentiles)
+    t = np.array([f for _, _, f in pos], dtype=np.float64)
+    t.flags.writeable = False
+    return ranks, t
+
+
+_EMPTY: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _empty(dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Empty 1-d and 2-d arrays of ``dtype`` (absent arguments of the kernel)."""
+    got = _EMPTY.get(dtype)
+    if got is None:
+        got = _EMPTY[dtype] = (np.empty(0, dtype=dtype), np.empty((0, 0), dtype=dtype))
+    return got
+
+
+def _flat(x: np.ndarray | None, dtype: np.dtype, empty: np.ndarray) -> np.ndarray | None:
+    """``x`` as a flat C-contiguous array (``empty`` for None); None when its dtype differs."""
     if x is None:
-        return np.empty(0, dtype=dtype)
+        return empty
     if x.dtype != dtype:
         return None
     return np.ascontiguousarray(x).reshape(-1)
 
 
-def _mean_std_abs(kernels, res: np.ndarray, k: int, x: np.ndarray
-                  ) -> tuple[float, float, float] | None:
-    """``(mean, std, mean |x|)`` from slot ``k`` of the kernel's result (module docstring);
-    None when a sum is not finite."""
-    n = x.size
-    c, s1, s2, ab = res[k], res[k + 1], res[k + 2], res[k + 3]
-    e = s1 / n
-    var = s2 / n - e * e
-    if not (math.isfinite(var) and math.isfinite(ab)):
-        return None
-    if e * e > _CANCELLATION_RATIO * var:  # the first entry was far from the mean
-        c += e
-        s1, s2, _, _ = kernels.moments(x, c)
-        e = s1 / n
-        var = s2 / n - e * e
-    return c + e, math.sqrt(max(var, 0.0)), ab / n
-
-
-def kernel_terms(point: ProbePoint) -> tuple[list[float], tuple[float, float]] | None:
-    """``(terms, (min s, max s))``: the 12 non-percentile quantities of ``stats._numpy_terms``
-    (same order) by one kernel call, and the range of ``s`` for the percentile selection. None
-    (the caller takes the NumPy path) when an array holds a non-finite entry, dtypes differ, or
-    ``a`` and ``s`` differ in shape."""
+def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
+                       w_copy: np.ndarray | None = None) -> list[float] | None:
+    """:func:`depthlab.probes.stats.layer_stats` of ``point``, or None where the NumPy path must
+    decide (module docstring). ``w_copy``: an array of the feeding weights' shape and dtype,
+    C-ordered, that receives a copy of them in the same pass (left unspecified when None is
+    returned)."""
     kernels = accel.kernels()
     act = point.activation
     s, a, fn = act.s, act.a, act.fn
@@ -88,37 +92,42 @@ def kernel_terms(point: ProbePoint) -> tuple[list[float], tuple[float, float]] |
     if kernels is None or dtype not in accel.KERNEL_DTYPES or s.size == 0 \
             or a.shape != s.shape or a.dtype != dtype:
         return None
+    empty1, empty2 = _empty(dtype)
     dense = point.dense
-    g = _flat(act.grad_s, dtype)
-    w = _flat(None if dense is None else dense.W.value, dtype)
-    dw = _flat(None if dense is None else dense.W.grad, dtype)
+    g = _flat(act.grad_s, dtype, empty1)
+    w = _flat(None if dense is None else dense.W.value, dtype, empty1)
+    dw = _flat(None if dense is None else dense.W.grad, dtype, empty1)
     if g is None or w is None or dw is None:
         return None
-    family, thr, how = _info(fn)
+    how, thr, family, monotone = _info(fn, kernels)
     s2 = np.ascontiguousarray(s.reshape(s.shape[0], -1))
     a2 = np.ascontiguousarray(a.reshape(s2.shape))
+    d2 = empty2
     if how == kernels.DERIVATIVE_GIVEN:
         d2 = fn.derivative(s, a)
         if d2.dtype != dtype or d2.size != s.size:
             return None
         d2 = np.ascontiguousarray(d2.reshape(s2.shape))
-    else:
-        d2 = np.empty((0, 0), dtype=dtype)
-    res = kernels.layer(s2, a2, d2, how, thr, g, w, dw)
-    slots = kernels.SLOTS
-    m: list[tuple[float, float, float] | None] = []
-    for k, x in enumerate((s2.reshape(-1), a2.reshape(-1), g, w, dw)):
-        r = _mean_std_abs(kernels, res, k * slots, x) if x.size else None
-        if r is None and x.size:
+    ranks, t = _ranks_fractions(s.size, percentiles)
+    wc = empty1
+    if w_copy is not None:
+        if w_copy.dtype != dtype or w_copy.size != w.size or not w_copy.flags.c_contiguous:
             return None
-        m.append(r)
-    ms, ma, mg, mw, mdw = m
-    n = s.size
-    terms = [ms[0], ms[1], ma[0], ma[1],
-             res[5 * slots] / n if family == "bounded" else _NAN,
-             res[5 * slots + 1] / s2.shape[1],
-             res[4] / n if family == "relu" else _NAN,
-             _NAN if mg is None else mg[1], _NAN if mg is None else mg[2],
-             _NAN if mw is None else mw[1], _NAN if mdw is None else mdw[1],
-             _NAN if mdw is None else mdw[2]]
-    return terms, (float(res[5 * slots + 2]), float(res[5 * slots + 3]))
+        wc = w_copy.reshape(-1)
+    out = kernels.layer(s2, a2, d2, how, thr, family, g, w, dw, ranks, t, monotone,
+                        wc).tolist()
+    status = out[-1]
+    if status == kernels.NOT_FINITE:
+        return None
+    p = t.size
+    pre_p, act_p = out[kernels.TERMS:kernels.TERMS + p], out[kernels.TERMS + p:-1]
+    if status == kernels.NOT_SELECTED:  # a range the buckets cannot divide: NumPy's selection
+        pos, _ = plan(s.size, percentiles)
+        v = select_ranks(s2.reshape(-1), ranks)
+        pre_p = percentile_values(v, pos)
+        if monotone:
+            act_p = percentile_values(fn.forward(v), pos)
+    if p and not monotone:
+        act_p = quantile_values(a2, percentiles)
+    return [out[0], out[1], *pre_p, out[2], out[3], *act_p, *out[4:kernels.TERMS]]
+

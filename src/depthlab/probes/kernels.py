@@ -1,33 +1,38 @@
 """Compiled one-pass kernels of the probe statistics (Numba; the optional ``depthlab[fast]``).
 
 Imported only through :func:`depthlab.probes.accel.kernels` (``import depthlab`` never loads
-Numba). Every kernel reads its array once, accumulates in float64 whatever the array's dtype
-(float32 or float64), and is compiled with ``cache=True`` (machine code kept in ``__pycache__``
-beside this file, or in Numba's user cache directory when that is read-only). The NumPy
-functions of :mod:`depthlab.probes.stats`, :mod:`~depthlab.probes.quantiles` and
-:mod:`~depthlab.probes.histograms` define the results; a kernel returns the same counts and
-order statistics exactly and the same moments to rounding. Arrays with a NaN or an infinite
-entry are left to the NumPy path (callers check the finiteness of the sums).
+Numba). The kernels accumulate in float64 whatever the array's dtype (float32 or float64) and
+are compiled with ``cache=True`` (machine code kept on disk, see :mod:`depthlab.probes.accel`).
+The NumPy functions of :mod:`depthlab.probes.stats`, :mod:`~depthlab.probes.quantiles` and
+:mod:`~depthlab.probes.histograms` define the results; a kernel returns the same counts, order
+statistics and percentiles exactly and the same moments to rounding. A layer with a NaN or an
+infinite entry is left to the NumPy path (the kernel says so).
 
-Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, e.g. ``x_0``, ``d_i = x_i - c``):
+Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, ``d_i = x_i - c``):
 
-* :func:`moments`: ``S1 = sum d_i``, ``S2 = sum d_i^2``, ``A = sum |x_i|`` and
-  ``Z = #{x_i <= 0}``; then ``mean = c + S1/n`` and ``var = S2/n - (S1/n)^2`` (the shifted
-  one-pass formula: nothing cancels while ``(S1/n)^2`` is not large against ``var``).
-* :func:`derivative_counts`: for ``D = f'(s)`` of shape (batch, units),
-  ``#{|D_bj| < thr}`` and the number of units ``j`` with ``D_bj == 0`` for every ``b``.
-* :func:`select`: bucket selection (see :mod:`depthlab.probes.quantiles`): entry ``x`` goes to
-  bucket ``floor((x - lo) * nb / (hi - lo))`` (clipped to ``nb - 1``), a monotone map; counts per
-  bucket, the buckets that hold the wanted ranks, their entries gathered and sorted; rank ``r``
-  is element ``r - (entries in lower buckets)`` of its bucket's sorted run.
-* :func:`bin_counts`: bin ``clip((x - lo) * scale, 0, nb - 1)`` truncated, with the
-  subtraction and product rounded in the array's dtype exactly as the NumPy path rounds them
-  (arrays without NaN; the bins are then the NumPy path's bins).
+* :func:`moments`: ``S1 = sum d_i``, ``S2 = sum d_i^2``, ``A = sum |x_i|``, ``Z = #{x_i <= 0}``;
+  ``mean = c + S1/n``, ``var = S2/n - (S1/n)^2`` (:func:`mean_std`: ``c`` = the first entry,
+  and once more with ``c`` = that mean when ``(S1/n)^2 > CANCELLATION_RATIO var``).
+* :func:`select` / :func:`positions`: bucket selection (see :mod:`depthlab.probes.quantiles`):
+  entry ``x`` goes to bucket ``min(floor((x - lo) nb / (hi - lo)), nb - 1)``, a monotone map;
+  counts per bucket, the buckets holding the wanted ranks, their entries gathered and sorted;
+  rank ``r`` is element ``r - (entries in lower buckets)`` of its bucket's sorted run.
+* :func:`layer`: one hidden layer in one call: mean and std of ``s`` and ``a`` (read together
+  in one pass with ``D = f'(s)``), ``#{|D| < thr} / n`` (saturation), the fraction of units
+  whose ``D`` is 0 on every example (dead), ``Z(s) / n`` (inactive), std and mean ``|.|`` of
+  ``dL/ds`` and ``dL/dW``, std of ``W``, and the percentiles of ``s`` and ``a`` by NumPy's
+  ``linear`` rule, ``v[lo] + t (v[hi] - v[lo])`` (:func:`lerp`, rounded as NumPy rounds it); for
+  a nondecreasing ``f`` the order statistics of ``a`` are the entries of ``a`` at the positions
+  of those of ``s``.
+* :func:`bin_counts`: bin ``trunc(clip((x - lo) * scale, 0, nb - 1))`` with the subtraction and
+  product rounded in the array's dtype exactly as the NumPy path rounds them (no NaN entries).
 * :func:`update_norms`: ``sum w0_i^2`` and ``sum (w_i - w0_i)^2`` (the update ratio
   ``||W - W0|| / ||W0||`` without writing the difference).
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -35,6 +40,26 @@ import numpy as np
 _JIT = dict(nogil=True, cache=True, fastmath={"reassoc"})
 """``reassoc`` only: sums may be split into vector lanes (faster, still deterministic for one
 machine and build); NaN and infinity keep IEEE semantics (no ``nnan``/``ninf``)."""
+
+CANCELLATION_RATIO = 10.0
+"""As ``depthlab.probes.stats._CANCELLATION_RATIO``: above this ``mean^2 / var`` of the
+shifted entries the sums are taken again around the mean."""
+
+DERIVATIVE_GIVEN, DERIVATIVE_SIGMOID, DERIVATIVE_TANH, DERIVATIVE_STEP = 0, 1, 2, 3
+"""How :func:`layer` obtains ``D = f'(s)``: from the array ``d``, or computed in the pass, in
+the array's dtype, as the activation's own ``derivative`` computes it: sigmoid
+``(1 - a) a``, tanh ``1 - a a``, ReLU ``1 if s > 0 else 0``."""
+
+FAMILY_OTHER, FAMILY_BOUNDED, FAMILY_RELU = 0, 1, 2
+"""``stats.activation_family``: saturation is defined for bounded activations, inactivity for
+the ReLU family; the other entry is NaN."""
+
+TERMS = 12
+"""Non-percentile quantities of :func:`layer`, in ``stats._numpy_terms`` order."""
+
+OK, NOT_FINITE, NOT_SELECTED = 0, 1, 2
+"""Status of :func:`layer` (its last entry): done; an entry is not finite (take the NumPy
+path); percentiles not selected (a range the buckets cannot divide: select them otherwise)."""
 
 
 @numba.njit(**_JIT)
@@ -54,110 +79,34 @@ def moments(x: np.ndarray, c: float) -> tuple[float, float, float, int]:
     return s1, s2, ab, z
 
 
-DERIVATIVE_GIVEN, DERIVATIVE_SIGMOID, DERIVATIVE_TANH, DERIVATIVE_STEP = 0, 1, 2, 3
-"""How :func:`layer` obtains ``D = f'(s)``: from the array ``d``, or computed in the pass, in
-the array's dtype, as the activation's own ``derivative`` computes it: sigmoid
-``(1 - a) a``, tanh ``1 - a a``, ReLU ``1 if s > 0 else 0``."""
+@numba.njit(**_JIT)
+def mean_std(x: np.ndarray, c: float, s1: float, s2: float) -> tuple[float, float, bool]:
+    """``(mean, std, finite)`` of the flat ``x`` from its sums ``S1``, ``S2`` around ``c``; the
+    sums are taken again around the mean when they cancel (module docstring)."""
+    n = x.size
+    e = s1 / n
+    var = s2 / n - e * e
+    if not np.isfinite(var):
+        return math.nan, math.nan, False
+    if e * e > CANCELLATION_RATIO * var:
+        c = c + e
+        s1, s2, _, _ = moments(x, c)
+        e = s1 / n
+        var = s2 / n - e * e
+    return c + e, math.sqrt(max(var, 0.0)), True
 
-SLOTS = 5
-"""Entries per array in :func:`layer`'s result: ``c, S1, S2, A, Z``."""
+
+@numba.njit(nogil=True, cache=True)  # no fast-math flag: NumPy's rounding, operation by operation
+def lerp(a: float, b: float, t: float) -> float:
+    """``a + t (b - a)`` in NumPy's form (``quantiles.lerp``)."""
+    return a + t * (b - a) if t < 0.5 else b - (1.0 - t) * (b - a)
 
 
 @numba.njit(**_JIT)
-def _put(out: np.ndarray, k: int, c: float, s1: float, s2: float, ab: float, z: int) -> None:
-    out[k] = c
-    out[k + 1] = s1
-    out[k + 2] = s2
-    out[k + 3] = ab
-    out[k + 4] = z
-
-
-@numba.njit(**_JIT)
-def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, g: np.ndarray,
-          w: np.ndarray, dw: np.ndarray) -> np.ndarray:
-    """Everything of one hidden layer but its order statistics, in one call: for ``s`` and
-    ``a`` (2-d, batch x units, read together in one pass), ``g``, ``w`` and ``dw`` (flat; empty
-    when absent) the terms ``c, S1, S2, A, Z`` of :func:`moments` (shift ``c`` = the first
-    entry), then ``#{|D_bj| < thr}``, the number of dead units (``D_bj == 0`` for every ``b``),
-    ``min s`` and ``max s`` (float64 array of ``5 * SLOTS + 4``). ``D`` as ``how`` says
-    (:data:`DERIVATIVE_GIVEN`, ...). ``min``/``max`` are meaningful only for finite ``s``."""
-    out = np.zeros(5 * SLOTS + 4)
-    rows, cols = s.shape
-    one = s.dtype.type(1)
-    zero = s.dtype.type(0)
-    t = s.dtype.type(thr)
-    cs = np.float64(s[0, 0])
-    ca = np.float64(a[0, 0])
-    alive = np.zeros(cols, dtype=np.bool_)
-    cmin = s[0].copy()
-    cmax = s[0].copy()
-    s1 = s2 = sa = a1 = a2 = aa = 0.0
-    zs = za = sat = 0
-    for b in range(rows):
-        for j in range(cols):
-            u = s[b, j]
-            v = a[b, j]
-            if how == DERIVATIVE_SIGMOID:
-                dv = (one - v) * v
-            elif how == DERIVATIVE_TANH:
-                dv = one - v * v
-            elif how == DERIVATIVE_STEP:
-                dv = one if u > zero else zero
-            else:
-                dv = d[b, j]
-            sat += abs(dv) < t
-            alive[j] |= dv != zero
-            cmin[j] = u if u < cmin[j] else cmin[j]
-            cmax[j] = u if u > cmax[j] else cmax[j]
-            x = np.float64(u)
-            e = x - cs
-            s1 += e
-            s2 += e * e
-            sa += abs(x)
-            zs += x <= 0.0
-            y = np.float64(v)
-            e = y - ca
-            a1 += e
-            a2 += e * e
-            aa += abs(y)
-            za += y <= 0.0
-    _put(out, 0, cs, s1, s2, sa, zs)
-    _put(out, SLOTS, ca, a1, a2, aa, za)
-    k = 2 * SLOTS
-    for arr in (g, w, dw):
-        if arr.size:
-            c = np.float64(arr[0])
-            r1, r2, ra, rz = moments(arr, c)
-            _put(out, k, c, r1, r2, ra, rz)
-        k += SLOTS
-    out[25] = sat
-    out[26] = cols - alive.sum()
-    out[27] = cmin.min()
-    out[28] = cmax.max()
-    return out
-
-
-@numba.njit(**_JIT)
-def derivative_counts(d: np.ndarray, thr: float) -> tuple[int, int]:
-    """``(#{|d_bj| < thr}, #{j: d_bj == 0 for all b})`` of the 2-d array ``d`` (batch, units);
-    ``thr`` compared in ``d``'s dtype."""
-    rows, cols = d.shape
-    t = d.dtype.type(thr)
-    alive = np.zeros(cols, dtype=np.bool_)
-    sat = 0
-    for b in range(rows):
-        for j in range(cols):
-            v = d[b, j]
-            sat += abs(v) < t
-            alive[j] |= v != 0
-    return sat, cols - alive.sum()
-
-
-@numba.njit(**_JIT)
-def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array ``x`` sorted ascending.
-    Preconditions (checked by the caller): every entry finite, ``lo``/``hi`` its minimum and
-    maximum, ``lo < hi`` and ``nb / (hi - lo)`` finite."""
+def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
+    """The bucket pass of :func:`select`: ``(bucket of each entry, counts, cumulative counts,
+    bucket of each rank, whether a bucket is gathered, start of each gathered bucket's run,
+    entries gathered)``."""
     n = x.size
     nb = max(2, min(n // 32, 4096))  # a few thousand buckets: the counts stay in L1
     scale = nb / (hi - lo)
@@ -178,15 +127,24 @@ def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray
     take = np.zeros(nb, dtype=np.bool_)
     for k in wanted:
         take[k] = True
-    start = np.zeros(nb, dtype=np.int64)  # offset of each taken bucket's run in vals
+    start = np.zeros(nb, dtype=np.int64)  # offset of each gathered bucket's run
     m = 0
     for k in range(nb):
         if take[k]:
             start[k] = m
             m += counts[k]
+    return idx, counts, below, wanted, take, start, m
+
+
+@numba.njit(**_JIT)
+def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array ``x`` sorted ascending.
+    Preconditions (checked by the caller): every entry finite, ``lo``/``hi`` its minimum and
+    maximum, ``lo < hi`` and ``4096 / (hi - lo)`` finite."""
+    idx, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
     vals = np.empty(m, dtype=x.dtype)
     fill = start.copy()
-    for i in range(n):
+    for i in range(x.size):
         k = idx[i]
         if take[k]:
             vals[fill[k]] = x[i]
@@ -196,6 +154,28 @@ def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray
     for j in range(ranks.size):
         k = wanted[j]
         out[j] = vals[start[k] + ranks[j] - (below[k] - counts[k])]
+    return out
+
+
+@numba.njit(**_JIT)
+def positions(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Indices ``i`` with ``x[i] = v[r]`` for each ``r`` in ``ranks`` (:func:`select`, same
+    preconditions)."""
+    idx, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
+    vals = np.empty(m, dtype=x.dtype)
+    where = np.empty(m, dtype=np.intp)
+    fill = start.copy()
+    for i in range(x.size):
+        k = idx[i]
+        if take[k]:
+            vals[fill[k]] = x[i]
+            where[fill[k]] = i
+            fill[k] += 1
+    order = np.argsort(vals)
+    out = np.empty(ranks.size, dtype=np.intp)
+    for j in range(ranks.size):
+        k = wanted[j]
+        out[j] = where[order[start[k] + ranks[j] - (below[k] - counts[k])]]
     return out
 
 
@@ -233,3 +213,102 @@ def update_norms(w: np.ndarray, w0: np.ndarray) -> tuple[float, float]:
         n0 += a * a
         n1 += d * d
     return n0, n1
+
+
+@numba.njit(**_JIT)
+def _std_abs(x: np.ndarray) -> tuple[float, float, bool]:
+    """``(std, mean |x|, finite)`` of the flat ``x``; NaN for an empty (absent) array."""
+    if x.size == 0:
+        return math.nan, math.nan, True
+    c = np.float64(x[0])
+    s1, s2, ab, _ = moments(x, c)
+    _, sd, ok = mean_std(x, c, s1, s2)
+    return sd, ab / x.size, ok and np.isfinite(ab)
+
+
+@numba.njit(**_JIT)
+def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, family: int,
+          g: np.ndarray, w: np.ndarray, dw: np.ndarray, ranks: np.ndarray, t: np.ndarray,
+          monotone: bool, w_copy: np.ndarray) -> np.ndarray:
+    """The quantities of one hidden layer (module docstring). ``s``, ``a``: 2-d (batch x units)
+    C-ordered; ``d``: ``f'(s)`` of that shape when ``how`` is :data:`DERIVATIVE_GIVEN`;
+    ``g``, ``w``, ``dw``: flat, empty when absent; ``ranks``/``t``: the interleaved ranks
+    ``floor h, ceil h`` and fractions ``h - floor h`` of the P percentiles; ``w_copy``: when
+    not empty, ``w`` is copied into it (the recorder's snapshot for the next update ratio) and
+    its moments are read from the fresh copy. Returns float64
+    ``[TERMS quantities, P percentiles of s, P of a (NaN unless monotone), status]``."""
+    p = t.size
+    out = np.full(TERMS + 2 * p + 1, math.nan)
+    rows, cols = s.shape
+    one = s.dtype.type(1)
+    zero = s.dtype.type(0)
+    th = s.dtype.type(thr)
+    cs = np.float64(s[0, 0])
+    ca = np.float64(a[0, 0])
+    alive = np.zeros(cols, dtype=np.bool_)
+    cmin = s[0].copy()
+    cmax = s[0].copy()
+    s1 = s2 = a1 = a2 = 0.0
+    zs = sat = 0
+    for b in range(rows):
+        for j in range(cols):
+            u = s[b, j]
+            v = a[b, j]
+            if how == DERIVATIVE_SIGMOID:
+                dv = (one - v) * v
+            elif how == DERIVATIVE_TANH:
+                dv = one - v * v
+            elif how == DERIVATIVE_STEP:
+                dv = one if u > zero else zero
+            else:
+                dv = d[b, j]
+            sat += abs(dv) < th
+            alive[j] |= dv != zero
+            cmin[j] = u if u < cmin[j] else cmin[j]
+            cmax[j] = u if u > cmax[j] else cmax[j]
+            x = np.float64(u)
+            e = x - cs
+            s1 += e
+            s2 += e * e
+            zs += x <= 0.0
+            y = np.float64(v) - ca
+            a1 += y
+            a2 += y * y
+    n = s.size
+    sf = s.reshape(n)
+    out[0], out[1], ok_s = mean_std(sf, cs, s1, s2)
+    out[2], out[3], ok_a = mean_std(a.reshape(n), ca, a1, a2)
+    if family == FAMILY_BOUNDED:
+        out[4] = sat / n
+    out[5] = (cols - alive.sum()) / cols
+    if family == FAMILY_RELU:
+        out[6] = zs / n
+    out[7], out[8], ok_g = _std_abs(g)
+    if w_copy.size:
+        w_copy[:] = w
+        out[9], _, ok_w = _std_abs(w_copy)
+    else:
+        out[9], _, ok_w = _std_abs(w)
+    out[10], out[11], ok_dw = _std_abs(dw)
+    if not (ok_s and ok_a and ok_g and ok_w and ok_dw):
+        out[-1] = NOT_FINITE
+        return out
+    out[-1] = OK
+    if p == 0:
+        return out
+    lo = np.float64(cmin.min())
+    hi = np.float64(cmax.max())
+    if lo == hi:
+        at = np.zeros(ranks.size, dtype=np.intp)
+    elif np.isfinite(hi - lo) and np.isfinite(4096.0 / (hi - lo)):
+        at = positions(sf, ranks, lo, hi)
+    else:
+        out[-1] = NOT_SELECTED
+        return out
+    af = a.reshape(n)
+    for k in range(p):
+        out[TERMS + k] = lerp(np.float64(sf[at[2 * k]]), np.float64(sf[at[2 * k + 1]]), t[k])
+        if monotone:
+            out[TERMS + p + k] = lerp(np.float64(af[at[2 * k]]), np.float64(af[at[2 * k + 1]]),
+                                      t[k])
+    return out

@@ -39,6 +39,7 @@ from ..losses import Loss, get_loss
 from ..training.trainer import Callback
 from ..validators import positive_int
 from . import accel
+from .fused import kernel_layer_stats
 from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
 from .jacobian import jacobian_singular_values
 from .stats import (
@@ -162,6 +163,11 @@ class ProbeRecorder(Callback):
         self._col_layer = array("i")
         self._col_q = array("H")
         self._col_value = array("d")
+        # one row per layer record: step, layer, then the values of layer_quantities (a block
+        # of len(self._layer_q) in _block_values); expanded to tidy rows by frame()
+        self._block_step = array("q")
+        self._block_layer = array("i")
+        self._block_values = array("d")
         self._hist: list[tuple[int, int, str, float, float, array]] = []
         self._jac: list[tuple[int, int, int, float]] = []
         self._stat_steps: set[int] = set()
@@ -191,12 +197,9 @@ class ProbeRecorder(Callback):
         self._col_value.append(float(value))
 
     def _add_layer(self, step: int, layer: int, values: list[float]) -> None:
-        codes = self._layer_codes
-        n = len(values)
-        self._col_step.extend([step] * n)
-        self._col_layer.extend([layer] * n)
-        self._col_q.extend(codes)
-        self._col_value.extend(values)
+        self._block_step.append(step)
+        self._block_layer.append(layer)
+        self._block_values.extend(values)
 
     # -- schedule ----------------------------------------------------------------------
     def _wants_stats(self, step: int) -> bool:
@@ -216,17 +219,33 @@ class ProbeRecorder(Callback):
         return self._wants_stats(step) or self._wants_hist(step) or self._wants_jac(step)
 
     # -- measurement -------------------------------------------------------------------
-    def _layer_records(self, step: int, hist: bool, stats: bool = True) -> None:
+    def _layer_records(self, step: int, hist: bool, stats: bool = True,
+                       snapshots: dict[int, Any] | None = None) -> set[int]:
+        """Statistics and/or histograms of every probe point at ``step``. ``snapshots``: layer
+        index -> buffer that is to receive a copy of that layer's weights; with the compiled
+        kernels the copy is made in the statistics' pass over the weights. Returns the indices
+        copied."""
+        copied: set[int] = set()
+        fast = stats and snapshots and accel.available()
         with np.errstate(all="ignore"):
             for p in self._points:
                 if stats:
-                    self._add_layer(step, p.index, layer_stats(p, self.percentiles))
+                    values = None
+                    buf = snapshots.get(p.index) if fast else None
+                    if buf is not None:
+                        values = kernel_layer_stats(p, self.percentiles, w_copy=buf)
+                        if values is not None:
+                            copied.add(p.index)
+                    if values is None:
+                        values = layer_stats(p, self.percentiles)
+                    self._add_layer(step, p.index, values)
                 if hist:
                     self._histograms(step, p)
         if stats:
             self._stat_steps.add(step)
         if hist:
             self._hist_done.add(step)
+        return copied
 
     def _histograms(self, step: int, point) -> None:
         act = point.activation
@@ -277,19 +296,32 @@ class ProbeRecorder(Callback):
             self._probe_record(0)
 
     def before_update(self, trainer, step: int) -> None:
+        snapshots = self._snapshot_buffers() if self._wants_stats(step) else None
+        copied: set[int] = set()
         if self.probe_x is None and self._wants_any(step - 1):
             label = step - 1
-            self._layer_records(label, self._wants_hist(label))
+            copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
-        if self._wants_stats(step):
+        if snapshots is not None:  # W before this update, for its update_ratio
             for p in self._points:
-                if p.dense is not None:
-                    w = p.dense.W.value
-                    buf = self._w_buffers.get(p.index)
-                    if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
-                        buf = self._w_buffers[p.index] = np.empty_like(w)
-                    np.copyto(buf, w)
+                buf = snapshots.get(p.index)
+                if buf is not None:
+                    if p.index not in copied:
+                        np.copyto(buf, p.dense.W.value)
                     self._w_before[p.index] = (p.dense.W, buf)
+
+    def _snapshot_buffers(self) -> dict[int, Any]:
+        """Layer index -> a reused buffer of its weights' shape and dtype (no allocation per
+        record)."""
+        out = {}
+        for p in self._points:
+            if p.dense is not None:
+                w = p.dense.W.value
+                buf = self._w_buffers.get(p.index)
+                if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
+                    buf = self._w_buffers[p.index] = np.empty_like(w, order="C")
+                out[p.index] = buf
+        return out
 
     def after_update(self, trainer, step: int, loss: float) -> None:
         if self._pending_loss is not None:
@@ -330,7 +362,7 @@ class ProbeRecorder(Callback):
     @property
     def n_records(self) -> int:
         """Number of (step, layer, quantity, value) rows stored."""
-        return len(self._col_value)
+        return len(self._col_value) + len(self._block_values)
 
     def frame(self) -> pd.DataFrame:
         """Tidy table with columns ``step, layer, quantity, value`` (layer 0: ``loss``/``acc``
@@ -338,11 +370,20 @@ class ProbeRecorder(Callback):
         names = np.array(self._qnames if self._qnames else [""], dtype=object)
         codes = np.frombuffer(self._col_q, dtype=np.uint16) if len(self._col_q) else \
             np.zeros(0, dtype=np.uint16)
+        k = len(self._layer_codes)
+        per_block = np.frombuffer(self._layer_codes, dtype=np.uint16) if k else codes[:0]
+        blocks = len(self._block_step)
+        # single rows first: within a (step, layer) an update_ratio was recorded before the
+        # layer's statistics, and the stable sort below keeps that order
         df = pd.DataFrame({
-            "step": np.array(self._col_step, dtype=np.int64),
-            "layer": np.array(self._col_layer, dtype=np.int64),
-            "quantity": names[codes.astype(np.intp)],
-            "value": np.array(self._col_value, dtype=np.float64),
+            "step": np.concatenate([np.array(self._col_step, dtype=np.int64),
+                                    np.repeat(np.array(self._block_step, dtype=np.int64), k)]),
+            "layer": np.concatenate([np.array(self._col_layer, dtype=np.int64),
+                                     np.repeat(np.array(self._block_layer, dtype=np.int64), k)]),
+            "quantity": names[np.concatenate([codes, np.tile(per_block, blocks)])
+                              .astype(np.intp)],
+            "value": np.concatenate([np.array(self._col_value, dtype=np.float64),
+                                     np.array(self._block_values, dtype=np.float64)]),
         })
         return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
 

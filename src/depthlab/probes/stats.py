@@ -187,19 +187,17 @@ def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -
     if s is None or a is None:
         raise RuntimeError(f"{act.name}: no cached forward pass to measure")
     fn = act.fn
-    terms, bounds = None, None
     if accel.for_array(s) is not None:
-        from .fused import kernel_terms
+        from .fused import kernel_layer_stats
 
-        found = kernel_terms(point)
-        if found is not None:
-            terms, bounds = found
-    if terms is None:
-        terms = _numpy_terms(point, fn)
+        out = kernel_layer_stats(point, tuple(percentiles))
+        if out is not None:
+            return out
+    terms = _numpy_terms(point, fn)
     if not percentiles:
         pre_p, act_p = [], []  # no sort at all
     elif is_nondecreasing(fn) and a.shape == s.shape:
-        pre_p, act_p = _both_percentiles(s, fn, percentiles, bounds)
+        pre_p, act_p = _both_percentiles(s, fn, percentiles)
     else:
         pre_p, act_p = percentiles_of(s, percentiles), percentiles_of(a, percentiles)
     return [*terms[:2], *pre_p, *terms[2:4], *act_p, *terms[4:]]
