@@ -299,3 +299,57 @@ def test_update_ratio_of_a_weight_tied_between_two_layers(every):
     for row in ur.itertuples():
         w0, w1 = snaps[row.step - 1], snaps[row.step]
         assert row.value == pytest.approx(float((w1 - w0).norm() / w0.norm()), rel=1e-5)
+
+
+def _cnn():
+    return nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+                         nn.Conv2d(6, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(6 * 5 * 5, 16), nn.ReLU(inplace=True), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "tied"])
+def test_cpu_kernels_and_torch_ops_give_the_same_table(monkeypatch, kind, every, dtype):
+    """The compiled CPU path (Numba) and the torch operations (the CUDA path) record the same
+    rows, with values equal to rounding: float32 statistics to 1e-4 relative, float64 to 1e-9;
+    counts and fractions exactly."""
+    if not accel.available():
+        pytest.skip("Numba (depthlab[fast]) is not installed")
+
+    def run(kernels: bool):
+        if not kernels:
+            monkeypatch.setattr(accel, "kernels", lambda: None)
+        torch.manual_seed(0)
+        if kind == "cnn":
+            model, x = _cnn(), torch.randn(24, 2, 5, 5)
+        elif kind == "tied":  # one weight in two layers: read once per record
+            model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
+                                  nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+            model[4].weight = model[2].weight
+            x = torch.randn(24, 6)
+        else:
+            model, x = _model(dropout=False), torch.randn(24, 6)
+        model = model.to(dtype)
+        x = x.to(dtype)
+        y = torch.randint(0, 3, (24,))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        watch = dlt.Watch(model, every=every)
+        for _ in range(7):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+        watch.close()
+        monkeypatch.undo()
+        return watch.frame()
+
+    fast, slow = run(True), run(False)
+    key = ["step", "layer", "module", "quantity"]
+    assert fast[key].equals(slow[key])
+    assert {"update_ratio", "dead_frac", "inactive_frac", "grad_pre_std"} <= set(fast.quantity)
+    rtol = 1e-4 if dtype == torch.float32 else 1e-9
+    exact = fast.quantity.str.endswith("_frac")
+    np.testing.assert_array_equal(fast.value[exact], slow.value[exact])
+    np.testing.assert_allclose(fast.value[~exact], slow.value[~exact], rtol=rtol, atol=1e-12)

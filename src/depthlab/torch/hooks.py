@@ -77,6 +77,15 @@ def cpu_kernels(f: torch.Tensor):
     return accel.kernels()
 
 
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
+def _host_float(t: torch.Tensor) -> bool:
+    """A plain strided CPU float32/float64 tensor or parameter (cheap attribute checks)."""
+    return t.is_cpu and t.dtype in _KERNEL_DTYPES and type(t) in _PLAIN \
+        and t.layout == torch.strided
+
+
 def watch_kernels():
     """:mod:`depthlab.torch.kernels` when the compiled kernels are in use, else None."""
     if accel.kernels() is None:
@@ -171,8 +180,11 @@ class Transfer:
     def add_all(self, ts: list) -> tuple[int, ...] | list[float]:
         """One handle for several tensors (their values concatenated); host floats among
         them travel as float64 0-d tensors unless all of them are floats."""
-        if all(type(v) is float for v in ts):
-            return list(ts)
+        for v in ts:
+            if type(v) is not float:
+                break
+        else:
+            return ts if type(ts) is list else list(ts)
         return tuple([self._put(v if isinstance(v, torch.Tensor)
                                 else torch.tensor(v, dtype=torch.float64)) for v in ts])
 
@@ -180,9 +192,14 @@ class Transfer:
         self.host = []
         if not self.parts:
             return
+        scalars = self.scalars
+        if not self.vectors and len(scalars) <= 32 and device.type == "cpu" \
+                and accel.kernels() is not None:  # CPU kernels' path: a few losses are left
+            self.where = [(k, 1) for k in self.parts]
+            self.host = [float(v) for v in scalars]
+            return
         wide = torch.float32 if device.type == "mps" else torch.float64
         flat = []
-        scalars = self.scalars
         at: list[int] | None = None  # host position of each 0-d part (None: in order)
         if scalars:
             groups: dict = {}
@@ -513,7 +530,9 @@ class Recording:
                 needs_pre = any(not info.has_output for info in self._owners[key])
                 plan.append((m, self._layer_pre if needs_pre else None, self._layer_post))
             spec = self._spec(m)
-            if spec is not None:
+            if spec is not None and spec.name == "relu":  # measured from its output alone
+                plan.append((m, None, self._relu_post))
+            elif spec is not None:
                 plan.append((m, self._act_pre, self._act_post))
             elif is_norm(m):
                 plan.append((m, self._norm_pre, self._norm_post))
@@ -680,6 +699,27 @@ class Recording:
         acc.out.add(out, total)
         self.p.links[id(out)] = (out, out._version, info, "act")
 
+    def _relu_post(self, module, args, output) -> None:
+        """A ReLU needs no pre-hook: its input is linked to a layer here, where an in-place
+        ReLU has returned that very tensor with its version counter one higher."""
+        out = _first_tensor(output)
+        x = _first_tensor(args)
+        if out is None or x is None:
+            return
+        hit = self.p.links.get(id(x))
+        if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
+                or x._version != hit[1] + (x is out):
+            return
+        info = hit[2]
+        p = self.p
+        acc = p.act.get(info.index)
+        if acc is None:
+            acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
+        info.activation = self._names.get(id(module))
+        spec = self._spec(module)
+        acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis))
+        p.links[id(out)] = (out, out._version, info, "act")
+
     # -- residual blocks -------------------------------------------------------------------
     def _block_pre(self, module, args) -> None:
         x = _first_tensor(args)
@@ -717,8 +757,10 @@ class Recording:
             return False
         for info in self.layers:
             for w in info.weights:
-                if cpu_kernels(w.detach()) is None or (
-                        w.grad is not None and cpu_kernels(w.grad.detach()) is None):
+                if not _host_float(w):
+                    return False
+                g = w.grad
+                if g is not None and not _host_float(g):
                     return False
         return True
 
@@ -743,6 +785,7 @@ class Recording:
         with ``refresh`` overwrites ``W0`` by ``W``.
         """
         self.update_sums: dict[int, tuple[float, float]] = {}
+        self.refreshed = False
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
         t = Transfer()
@@ -791,7 +834,7 @@ class Recording:
             pairs += zip(info.weights, grads)
             plan.append(item)
         wk = watch_kernels() if all_w else None
-        if wk is not None and all(cpu_kernels(v.detach()) is not None for v in (*all_w, *all_g)):
+        if wk is not None and all(_host_float(v) for v in (*all_w, *all_g)):
             # CPU: one compiled pass per weight over W, its gradient and its snapshot
             sums = self._weight_sums(wk, pairs, previous or {}, refresh)
             w_sum = [sums[id(w)][0] for w in all_w]
@@ -878,16 +921,24 @@ class Recording:
         """:func:`depthlab.torch.kernels.weight_sums` once per parameter (a weight tied between
         layers is read once): ``id(parameter)`` -> the seven sums."""
         sums: dict[int, tuple[float, ...]] = {}
+        self.refreshed = refresh
         for w, g in pairs:
             key = id(w)
             if key in sums:
                 continue
             flat = w.detach().reshape(-1).numpy()
-            empty = flat[:0]
             w0 = previous.get(key)
-            sums[key] = out = wk.weight_sums(
-                flat, empty if g is None else g.detach().reshape(-1).numpy(),
-                empty if w0 is None else w0.view(-1).numpy(), refresh and w0 is not None)
+            if w0 is not None and (w0.numel() != flat.size or w0.dtype != w.dtype
+                                   or not w0.is_contiguous()):
+                w0 = None  # a buffer of another shape: the caller's snapshot must be redone
+            if w0 is None:
+                self.refreshed = False
+            gf = None if g is None else g.detach().reshape(-1).numpy()
+            if gf is not None and gf.dtype != flat.dtype:
+                gf = gf.astype(flat.dtype)
+            sums[key] = out = wk.weight_sums(  # w stands in for a missing g or w0
+                flat, flat if gf is None else gf, flat if w0 is None else w0.view(-1).numpy(),
+                refresh and w0 is not None)
             if w0 is not None:
                 self.update_sums[key] = (out[5], out[6])
         return sums

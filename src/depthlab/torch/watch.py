@@ -104,6 +104,7 @@ class Watch:
         self._loss_values = array("d")
         self._pending: list[torch.Tensor] = []
         self._snap: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._pairs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # last snapshot
         self._buffers: dict[int, torch.Tensor] = {}
         self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
         self.run_id: str | None = None
@@ -154,8 +155,11 @@ class Watch:
 
     def _snapshot(self, copy: bool = True) -> None:
         """Copy every layer's weights into buffers kept between records (no allocation).
-        ``copy=False``: the record's weight pass has just copied them (CPU kernels); only
-        buffers allocated now are filled."""
+        ``copy=False``: the record's weight pass has just copied them into the buffers of the
+        last snapshot (CPU kernels), which are reused as they are."""
+        if not copy and self._pairs:
+            self._snap.update(self._pairs)
+            return
         with torch.no_grad():
             fresh = []
             for info in self._rec.layers:
@@ -169,6 +173,7 @@ class Watch:
                         fresh.append((p, buf))
                     pairs.append((p, buf))
                 self._snap[id(info)] = pairs
+            self._pairs = dict(self._snap)
             pairs = [pair for v in self._snap.values() for pair in v] if copy else fresh
             if pairs:  # one fused copy
                 torch._foreach_copy_([b for _, b in pairs], [p for p, _ in pairs])
@@ -220,8 +225,8 @@ class Watch:
         rows = []
         for info in self._rec.order:
             pairs = self._snap.get(id(info))
-            if not pairs:
-                continue
+            if not pairs or any(id(p) not in sums for p, _ in pairs):
+                continue  # no snapshot, or one of another shape: no ratio this time
             den = sum(sums[id(p)][0] for p, _ in pairs)
             num = sum(sums[id(p)][1] for p, _ in pairs)
             rows.append((info.index, info.name, "update_ratio",
@@ -240,6 +245,7 @@ class Watch:
             rows = self._rec.collect(extra=extra, also=self._pending, previous=previous,
                                      refresh=refresh)
             rows[1:1] = self._fused_ratios()
+            fused = self._rec.refreshed
         else:
             extra += self._update_ratios()
             rows = self._rec.collect(extra=extra, also=self._pending)  # one transfer
@@ -266,6 +272,7 @@ class Watch:
         self._closed = True
         self._snap.clear()
         self._buffers.clear()
+        self._pairs.clear()
         if self._pending:
             dev = self._pending[-1].device
             host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)
