@@ -17,7 +17,7 @@ from depthlab.probes import ProbeRecorder, accel
 from depthlab.probes.histograms import HISTOGRAM_KINDS, histogram
 from depthlab.probes.recorder import _update_norms
 from depthlab.probes.stats import layer_quantities, layer_stats
-from depthlab.training import fit
+from depthlab.training import Callback, fit
 
 EXACT = ("saturated_frac", "dead_frac", "inactive_frac")
 
@@ -120,15 +120,39 @@ def test_update_norms_agree_with_the_numpy_path(dtype):
     np.testing.assert_allclose(fast, slow, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-@pytest.mark.parametrize("every", [1, 3])  # every=1: weights copied in the statistics' pass
-def test_recorder_tables_agree_with_the_numpy_path(every):
+class _Shrink(Callback):
+    """Changes the weights after the optimizer (max-norm style) or at the end of an epoch."""
+
+    def __init__(self, when):
+        self.when = when
+
+    def _shrink(self, trainer):
+        for d in trainer.net.dense_layers():
+            d.W.value *= 0.97
+
+    def after_update(self, trainer, step, loss):
+        if self.when == "after_update":
+            self._shrink(trainer)
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        if self.when == "epoch_end":
+            self._shrink(trainer)
+
+
+@pytest.mark.parametrize("every,other", [(1, None), (3, None), (1, "after_update"),
+                                         (2, "epoch_end")])
+def test_recorder_tables_agree_with_the_numpy_path(every, other):
+    """Also with a callback that changes the weights after the recorder's after_update (its own
+    after_update, or on_epoch_end)."""
     g = np.random.default_rng(2)
     x, y = g.standard_normal((96, 6)).astype(np.float32), g.integers(0, 3, 96)
 
     def record():
         net = mlp([6, 12, 9, 3], activation="relu", init="he_normal", seed=0)
         rec = ProbeRecorder(every=every)
-        fit(net, x, y, lr=0.1, batch_size=16, epochs=None, max_steps=12, callbacks=[rec])
+        callbacks = {None: [rec], "after_update": [rec, _Shrink(other)],
+                     "epoch_end": [_Shrink(other), rec]}[other]  # the recorder last
+        fit(net, x, y, lr=0.1, batch_size=16, epochs=None, max_steps=14, callbacks=callbacks)
         return rec.frame(), rec.histograms()
 
     frame, hist = record()

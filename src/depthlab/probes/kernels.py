@@ -285,7 +285,8 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
         out[6] = zs / n
     out[7], out[8], ok_g = _std_abs(g)
     if w_copy.size:
-        w_copy[:] = w
+        for i in range(w.size):  # an explicit loop: faster than the slice assignment
+            w_copy[i] = w[i]
         out[9], _, ok_w = _std_abs(w_copy)
     else:
         out[9], _, ok_w = _std_abs(w)
