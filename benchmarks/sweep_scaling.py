@@ -6,6 +6,11 @@ Each round runs the same ``--points`` tiny points (clusters data, one hidden lay
 one epoch, no probes) through ``LocalPool(W)`` and through ``DaskExecutor("local:W")``, in
 alternating order (the machine may be shared and noisy: rounds are interleaved and medians and
 ranges reported). Every record is committed to a fresh store by the client, as in a real sweep.
+Each measurement runs in a fresh Python process (``--measure KIND``), timed as a user of
+``depthlab sweep`` waits for it: from before the executor is made (the depthlab modules both
+need already imported) until :func:`run_points` returns, so it includes everything that
+differs between the two: importing Dask in the client, starting the cluster or the pool's
+processes (and their imports), the points, and stopping the workers again.
 
 First, two costs without training: expanding a ``--grid``-point grid lazily and checking
 each point against the store (what the client does before submitting), with the peak memory,
@@ -13,9 +18,9 @@ and Dask's own cost per point with no-op points (submission, scheduling, result 
 
 Reported per executor:
 
-* ``points/s``: points divided by the wall time, start-up included (the pool starts its
-  workers inside the run, the cluster before it), and the steady rate: results 10%..100%
-  over the time between them;
+* ``points/s``: points divided by the wall time, start-up and shutdown included, and the
+  steady rate: results 10%..100% over the time between them; ``first result s``: the time
+  until the first record came back (the start-up a user sees);
 * ``client commit ms/point``: the client's time in ``done`` (one SQLite transaction per run),
   serial by design (single writer);
 * ``overhead ms/point`` = W × (1/steady_dask − 1/steady_local): worker time each point costs
@@ -31,6 +36,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +63,7 @@ class Timed(Executor):
         self.description = inner.description
         self.arrivals: list[float] = []
         self.commit_s = 0.0
-        self.start_s = 0.0
+        self.start_s = self.close_s = 0.0
         self.t0 = 0.0
 
     def start(self) -> None:
@@ -66,7 +72,9 @@ class Timed(Executor):
         self.start_s = time.perf_counter() - t
 
     def close(self) -> None:
+        t = time.perf_counter()
         self.inner.close()
+        self.close_s = time.perf_counter() - t
 
     def expect(self, total: int | None) -> None:
         self.inner.expect(total)
@@ -84,18 +92,34 @@ class Timed(Executor):
 
 def one(kind: str, n: int, workers: int, epochs: int = 1, rows: int = 200,
         width: int = 8) -> dict[str, float]:
+    """One measurement in this process (meant to be a fresh one: see :func:`fresh`)."""
     raw = {**BASE, "train": {**BASE["train"], "epochs": epochs},
            "data": {**BASE["data"], "n": rows}, "model": {"sizes": ["auto", width, "auto"]},
            "sweep": {"train.seed": list(range(n))}}
-    ex = Timed(LocalPool(workers) if kind == "local" else DaskExecutor(f"local:{workers}"))
     with tempfile.TemporaryDirectory() as d:
+        begin, cpu = time.perf_counter(), time.process_time()
+        ex = Timed(LocalPool(workers) if kind == "local" else DaskExecutor(f"local:{workers}"))
         res = run_points(iter_points(raw), d, sweep="bench", executor=ex, echo=None, total=n)
+        wall, cpu = time.perf_counter() - begin, time.process_time() - cpu
     assert res.count("finished") == n, res.counts
-    wall = ex.arrivals[-1] - ex.t0 + ex.start_s
     k = max(1, n // 10)
     steady = (n - k) / (ex.arrivals[-1] - ex.arrivals[k - 1])
     return {"wall_s": wall, "points_per_s": n / wall, "steady_points_per_s": steady,
-            "commit_ms": 1e3 * ex.commit_s / n, "startup_s": ex.start_s}
+            "commit_ms": 1e3 * ex.commit_s / n, "startup_s": ex.start_s,
+            "first_s": ex.arrivals[0] - begin, "close_s": ex.close_s,
+            "client_cpu_ms": 1e3 * cpu / n}
+
+
+def fresh(kind: str, n: int, workers: int, epochs: int, rows: int, width: int
+          ) -> dict[str, float]:
+    """:func:`one` in a fresh Python process (what a ``depthlab sweep`` command pays)."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--measure", kind, "--points", str(n),
+           "--workers", str(workers), "--epochs", str(epochs), "--rows", str(rows),
+           "--width", str(width)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{kind} measurement failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def noop(task: Task):
@@ -157,8 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=int, default=10_000,
                     help="points of the expansion and no-op scheduling measurements")
     ap.add_argument("--json", help="write the measurements as JSON here")
+    ap.add_argument("--measure", choices=("local", "dask"),
+                    help="one measurement in this process; prints its JSON (used internally)")
     args = ap.parse_args(argv)
     n, w = args.points, args.workers
+    if args.measure:
+        print(json.dumps(one(args.measure, n, w, args.epochs, args.rows, args.width)))
+        return 0
     exp_s = exp_cpu = exp_mb = sched = float("nan")
     if not args.skip_costs:
         exp_s, exp_cpu, exp_mb = expansion(args.grid)
@@ -172,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         order = ("local", "dask") if r % 2 == 0 else ("dask", "local")
         for kind in order:
-            m = one(kind, n, w, args.epochs, args.rows, args.width)
+            m = fresh(kind, n, w, args.epochs, args.rows, args.width)
             runs[kind].append(m)
             print(f"round {r + 1} {kind:5s}: {m['points_per_s']:.1f} points/s "
                   f"(steady {m['steady_points_per_s']:.1f}), commit {m['commit_ms']:.2f} ms/pt, "
-                  f"start-up {m['startup_s']:.2f}s", flush=True)
+                  f"first result {m['first_s']:.2f}s, stop {m['close_s']:.2f}s", flush=True)
     med = {k: {q: statistics.median(m[q] for m in v) for q in v[0]} for k, v in runs.items()}
     ratios = [d["points_per_s"] / lo["points_per_s"] for d, lo in zip(runs["dask"], runs["local"])]
     steady_ratios = [d["steady_points_per_s"] / lo["steady_points_per_s"]
@@ -189,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         v = runs[kind]
         print(f"  {kind:5s} points/s {summary([m['points_per_s'] for m in v])}   steady "
               f"{summary([m['steady_points_per_s'] for m in v])}   commit ms/pt "
-              f"{summary([m['commit_ms'] for m in v])}")
+              f"{summary([m['commit_ms'] for m in v])}   first result s "
+              f"{summary([m['first_s'] for m in v])}   stop s {summary([m['close_s'] for m in v])}")
     print(f"  dask / local throughput {summary(ratios)}  (steady {summary(steady_ratios)}; "
           "goal >= 0.9)")
     print(f"  overhead per point on Dask, ms of worker time {summary(overhead)}")

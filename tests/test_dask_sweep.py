@@ -7,6 +7,7 @@ One ``LocalCluster(n_workers=2, processes=True)`` is shared by the module and re
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ from helpers.cli import ENV, cli
 distributed = pytest.importorskip("distributed")
 
 from depthlab.experiments import read_toml, run_sweep  # noqa: E402
-from depthlab.experiments.executors import compute_point  # noqa: E402
+from depthlab.experiments.executors import Executor, compute_point  # noqa: E402
 from depthlab.experiments.executors.dask import DaskExecutor  # noqa: E402
 
 GRID = """\
@@ -114,11 +115,13 @@ def _comparable(metrics: str) -> dict:
     return m
 
 
-def test_same_records_as_the_local_pool(tmp_path, cluster):
+@pytest.mark.parametrize("own", [False, True], ids=["scheduler", "local-cluster"])
+def test_same_records_as_the_local_pool(tmp_path, cluster, own):
     cfg = write(tmp_path)
     local = cli("sweep", cfg, "--out", tmp_path / "a", "--jobs", "2")
     assert local.returncode == 0, local.stderr
-    dask = cli("sweep", cfg, "--out", tmp_path / "b", "--cluster", cluster.scheduler_address)
+    address = "local:2" if own else cluster.scheduler_address  # local:2: forked workers
+    dask = cli("sweep", cfg, "--out", tmp_path / "b", "--cluster", address)
     assert dask.returncode == 0, dask.stderr
     assert "12 points" in dask.stdout.splitlines()[0]  # the grid size comes first
     a, b = rows(tmp_path / "a" / "depthlab.db"), rows(tmp_path / "b" / "depthlab.db")
@@ -222,6 +225,51 @@ def test_chunk_size_follows_grid_workers_and_point_speed():
     assert DaskExecutor("local:2", chunk=7).chunk_size(400, 2) == 7
     with pytest.raises(ValueError, match="chunk must be a positive integer"):
         DaskExecutor("local:2", chunk=0)
+
+
+def dies_once(marker: str, task):
+    """The first point tried anywhere kills its worker process; every point then computes."""
+    try:
+        with open(marker, "x"):
+            pass
+    except FileExistsError:
+        return compute_point(task)
+    os._exit(3)
+
+
+class Started(Executor):
+    """An executor started (and closed) by the test, so the test can look at its cluster."""
+
+    def __init__(self, inner: DaskExecutor) -> None:
+        self.inner, self.description = inner, inner.description
+
+    def expect(self, total):
+        self.inner.expect(total)
+
+    def run(self, tasks, done):
+        self.inner.run(tasks, done)
+
+
+PRELOADED = "__import__('sys').modules.get('depthlab.experiments.runner') is not None"
+
+
+def test_local_cluster_forks_preloaded_workers_and_restarts_a_dead_one(tmp_path):
+    raw = read_toml(write(tmp_path))
+    marker = tmp_path / "died"
+    with DaskExecutor("local:2", compute=functools.partial(dies_once, str(marker))) as ex:
+        # forked from a fork server (their parent is not this process) that imported the
+        # point runner before any point was sent
+        parents = set(ex.client.run(os.getppid).values())
+        assert len(parents) == 1 and os.getpid() not in parents
+        assert all(ex.client.run(eval, PRELOADED).values())
+        res = run_sweep(raw, tmp_path / "o", echo=None, executor=Started(ex))
+        assert marker.exists() and res.count("finished") == 12 and res.ran == 12
+        ex.client.wait_for_workers(2, timeout=60)  # the dead worker was replaced, forked too
+        assert set(ex.client.run(os.getppid).values()) == parents
+    conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM runs WHERE status = "
+                        "'finished'").fetchone() == (12, 12)
+    conn.close()
 
 
 def test_client_killed_then_rerun_finishes(tmp_path, cluster):
