@@ -9,7 +9,8 @@ prints the block (or, with ``--write``, replaces it in README.md between the ``s
 and ``sweep:end`` markers): points/s of the local pool and of Dask ``LocalCluster`` (median and
 range over the interleaved rounds), their ratio against the goal (Dask >= 0.9x), Dask's cost
 per no-op point, the client's commit time per point and the 100,000-point projection;
-``--before``: the same measurement of an earlier version, for comparison.
+``--before``: the same measurement of an earlier version, for comparison (its JSON's
+``label`` names it).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def _line(data: dict) -> str:
     commit = [m["commit_ms"] for m in data["runs"]["dask"] + data["runs"]["local"]]
     ratio = statistics.median(data["ratios"])
     verdict = "meets" if ratio >= GOAL else "misses"
+    steady_verdict = "meets" if statistics.median(data["steady_ratios"]) >= GOAL else "misses"
     return (f"local pool {_span(local, '.1f')} points/s, Dask {_span(dask, '.1f')} points/s: "
-            f"Dask/local {_span(data['ratios'])}x ({verdict} the {GOAL}x goal; the cluster's "
-            f"start-up included; steady rate {_span(data['steady_ratios'])}x); a no-op point "
+            f"Dask/local {_span(data['ratios'])}x ({verdict} the {GOAL}x goal; start-up and "
+            f"shutdown included; steady rate {_span(data['steady_ratios'])}x, "
+            f"{steady_verdict} it); a no-op point "
             f"through Dask {data['noop_ms']:.2f} ms of wall time (its expansion and record "
             f"included); the client's commit {_span(commit)} ms per run")
 
@@ -51,13 +54,15 @@ def render(after: Path, before: Path | None = None) -> str:
     lines = [BEGIN,
              f"Measured by `python benchmarks/sweep_scaling.py --rounds {rounds}` "
              f"({data['points']} tiny points, {data['workers']} workers, {rounds} interleaved "
-             "rounds on a shared 2-core machine; median [min..max]): "
+             "rounds on a shared 2-core machine, each executor timed in a fresh process from "
+             "its creation until its workers stopped, as `depthlab sweep` runs it; "
+             "median [min..max]): "
              f"{_line(data)}. A projected 100,000 such points on 50 machines take about "
              f"{data['projection_s']:.0f} s."]
     if before is not None:
         old = json.loads(Path(before).read_text())
-        lines.append(f"Before points were chunked and commits stopped syncing each run "
-                     f"(same benchmark, {len(old['runs']['local'])} rounds): {_line(old)}; "
+        lines.append(f"{old.get('label', 'Before')} (same benchmark, "
+                     f"{len(old['runs']['local'])} rounds): {_line(old)}; "
                      f"projection {old['projection_s']:.0f} s.")
     lines.append(END)
     return "\n".join(lines)

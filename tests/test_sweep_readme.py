@@ -32,5 +32,5 @@ def test_render_states_the_goal_verdict(tmp_path):
     path.write_text(json.dumps(data))
     block = _renderer().render(path)
     assert "Dask/local 0.82 [0.80..0.85]x (misses the 0.9x goal" in block
-    assert "steady rate 0.95 [0.90..1.00]x" in block
+    assert "steady rate 0.95 [0.90..1.00]x, meets it" in block
     assert "about 123 s" in block and block.startswith("<!-- sweep:begin")
