@@ -167,8 +167,10 @@ class DaskExecutor(Executor):
         runner once (with ``spawn`` every worker is a fresh interpreter importing all of it and
         the caller's ``__main__``, and interpreter shutdown makes stopping them slow too)."""
         if _forkserver_available():
-            distributed.utils.get_mp_context()  # Dask's own preload list, replaced here:
             import multiprocessing
+
+            # Dask sets its own preload list on first use (if this version does), replaced here
+            getattr(distributed.utils, "get_mp_context", lambda: None)()
 
             multiprocessing.get_context("forkserver").set_forkserver_preload(
                 ["distributed", "numpy", "pandas", "depthlab.experiments.runner", __name__])
