@@ -18,13 +18,19 @@ Published references (Cockpit, Schneider et al. 2021, Fig. 8/9): 1.06x run time 
 every 16 steps on a GPU CNN; 63x (``+6200%``) every step for its full configuration on a CPU
 MNIST MLP. Goals here: every 10 steps <= 5%, every step <= 50%.
 
+On the CPU the statistics come from depthlab's compiled one-pass kernels when Numba is installed
+(``depthlab[fast]``; the header says which path ran, ``DEPTHLAB_PROBE_KERNELS=numpy`` forces the
+torch operations that CUDA uses).
+
 Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps N]
-[--only cpu1|cpu|cuda] [--cases mlp,resnet18]``.
+[--only cpu1|cpu|cuda] [--cases mlp,resnet18] [--json FILE]``; ``benchmarks/watch_readme.py``
+renders the README block from the JSON file.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -32,6 +38,7 @@ import time
 import torch
 from torch import nn
 
+from depthlab.probes import accel
 from depthlab.probes.stats import PERCENTILES
 from depthlab.torch import Watch, zoo
 
@@ -101,8 +108,13 @@ def measure(case: str, device: str, rounds: int, steps: int
     return times
 
 
+def _overheads(times, base, k: int) -> list[float]:
+    """Per-round overhead in percent: ``100 (time / baseline time - 1)``."""
+    return [100.0 * (t[k] / b[k] - 1.0) for t, b in zip(times, base)]
+
+
 def _overhead(times, base, k: int) -> str:
-    over = [100.0 * (t[k] / b[k] - 1.0) for t, b in zip(times, base)]
+    over = _overheads(times, base, k)
     return f"{statistics.median(over):+7.1f}% ({min(over):+.1f}% .. {max(over):+.1f}%)"
 
 
@@ -128,6 +140,7 @@ def main() -> None:
                     help="steps per block, a multiple of 10 (default: mlp 100, resnet18 20)")
     ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)
     ap.add_argument("--cases", default="mlp,resnet18")
+    ap.add_argument("--json", default=None, help="write the raw results to this file")
     args = ap.parse_args()
     if args.steps is not None and (args.steps < 10 or args.steps % 10):
         ap.error("--steps must be a positive multiple of 10")
@@ -139,13 +152,33 @@ def main() -> None:
         wheres.append(("cpu", cores, f"cpu, {cores} threads"))
     if args.only in (None, "cuda") and torch.cuda.is_available():
         wheres.append(("cuda", cores, f"cuda ({torch.cuda.get_device_name(0)[:20]})"))
+    kernels = accel.warm_up()["kernels"] if accel.available() else None
+    path = "compiled CPU kernels (Numba)" if kernels is not None else "torch operations"
+    load_before = list(os.getloadavg())
     print(f"torch {torch.__version__}; {args.rounds} interleaved rounds per setting; "
-          "overhead = time / baseline time - 1 per round: median (range)")
+          "overhead = time / baseline time - 1 per round: median (range); CPU statistics: "
+          f"{path}; load average {', '.join(f'{v:.1f}' for v in load_before)} (1, 5, 15 min), "
+          f"{cores} cores")
+    results = []
     for device, threads, where in wheres:
         torch.set_num_threads(threads)
         for case in args.cases.split(","):
             steps = args.steps or STEPS[case]
-            report(case, where, measure(case, device, args.rounds, steps), steps)
+            times = measure(case, device, args.rounds, steps)
+            report(case, where, times, steps)
+            base = times["baseline"]
+            results.append({
+                "case": case, "where": where, "steps": steps,
+                "baseline_ms": {"wall": 1e3 * statistics.median(t[0] for t in base) / steps,
+                                "cpu": 1e3 * statistics.median(t[1] for t in base) / steps},
+                "overhead_pct": {label: {"wall": _overheads(times[label], base, 0),
+                                         "cpu": _overheads(times[label], base, 1)}
+                                 for label, _, _ in SETTINGS[1:]}})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"torch": torch.__version__, "rounds": args.rounds, "cores": cores,
+                       "cpu_statistics": path, "load_before": load_before,
+                       "load_after": list(os.getloadavg()), "results": results}, fh, indent=1)
 
 
 if __name__ == "__main__":

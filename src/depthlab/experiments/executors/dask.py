@@ -174,9 +174,10 @@ class DaskExecutor(Executor):
 
             multiprocessing.get_context("forkserver").set_forkserver_preload(
                 ["distributed", "numpy", "pandas", "depthlab.experiments.runner", __name__])
-        # The cluster's event-loop thread and the worker processes it starts (and the fork
-        # server) inherit this thread's signal mask: with SIGINT blocked they never see a
-        # terminal's Ctrl-C; this client alone decides and stops them.
+        # The cluster's event-loop thread inherits this thread's signal mask: with SIGINT
+        # blocked there, a terminal's Ctrl-C reaches the main thread, which decides. The worker
+        # processes do not keep the mask (their /proc status shows SIGINT neither blocked nor
+        # ignored): on an interrupt this client SIGKILLs them (_kill_local_workers).
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             self.cluster = distributed.LocalCluster(

@@ -1,0 +1,41 @@
+"""The README's Watch-overhead block is generated from the committed benchmark results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers.scripts import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _renderer():
+    return load_script("benchmarks/watch_readme.py")
+
+
+def test_readme_watch_block_matches_the_committed_results():
+    results = ROOT / "benchmarks" / "torch_probe_overhead.json"
+    if not results.exists():
+        pytest.skip("no committed benchmark results")
+    assert _renderer().render(results) in (ROOT / "README.md").read_text()
+
+
+def test_render_states_each_goal_verdict(tmp_path):
+    over = {"every 10": {"cpu": [4.0, 6.0, 4.5], "wall": [9.0, 9.0, 9.0]},
+            "every step": {"cpu": [60.0, 55.0, 70.0], "wall": [1.0, 1.0, 1.0]}}
+    data = {"torch": "2.13.0", "rounds": 3, "cores": 2, "cpu_statistics": "torch operations",
+            "load_before": [1.0, 1.0, 1.0], "load_after": [2.0, 2.0, 2.0],
+            "results": [{"case": "mlp", "where": "cpu, 1 thread", "steps": 100,
+                         "baseline_ms": {"cpu": 1.25, "wall": 1.3}, "overhead_pct": over},
+                        {"case": "resnet18", "where": "cuda (H200)", "steps": 20,
+                         "baseline_ms": {"cpu": 9.0, "wall": 3.0}, "overhead_pct": over}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    block = _renderer().render(path)
+    assert block.startswith("<!-- watch:begin") and block.endswith("<!-- watch:end -->")
+    assert "| +4.5% (+4.0..+6.0) | +60.0% (+55.0..+70.0) |" in block  # CPU time on the CPU
+    assert "mlp, cpu, 1 thread, every 10: +4.5% (goal <= 5%): met" in block
+    assert "mlp, cpu, 1 thread, every step: +60.0% (goal <= 50%): not met" in block
+    assert "resnet18, cuda (H200), every 10: +9.0% (goal <= 5%): not met" in block  # wall
