@@ -498,6 +498,11 @@ class Recording:
         self._last_run = 0
         self.p = _Pass()
         self.weight_norms: dict[int, torch.Tensor] = {}
+        self.update_sums: dict[int, tuple[float, float]] = {}
+        self.refreshed = False
+        self._layouts: dict[tuple, tuple[tuple, tuple, tuple]] = {}
+        self.layout: tuple[tuple, tuple, tuple] = ((), (), ())
+        self.values: list[float] = []
         self._pct_names = (percentile_names("pre", self.percentiles),
                            percentile_names("act", self.percentiles))
 
@@ -789,7 +794,6 @@ class Recording:
         p = self.p
         dev = p.device if p.device is not None else self.layers[0].weights[0].device
         t = Transfer()
-        pct_pre, pct_act = self._pct_names
         plan: list = []  # per layer: handles and accumulators read after the transfer
         all_w: list[torch.Tensor] = []
         all_g: list[torch.Tensor] = []
@@ -797,7 +801,7 @@ class Recording:
         extra_h = [(a, b, c, (t.add(v), None) if isinstance(v, torch.Tensor) else
                     (t.add_all(list(v[0])), v[1])) for a, b, c, v in extra]
         for info in self.order:
-            i, nm = info.index, info.name
+            i = info.index
             item: dict = {"info": info}
             pre = p.pre.get(i)
             if pre is not None and pre.ns:
@@ -827,7 +831,8 @@ class Recording:
                 item["grad"] = g
             grads = [p.grad if weight_grads is None else weight_grads.get(id(p))
                      for p in info.weights]
-            item["w"] = list(info.weights)
+            item["w"] = info.weights
+            item["n_w"] = sum(w.numel() for w in info.weights)
             item["gw"] = [g for g in grads if g is not None]
             all_w += item["w"]
             all_g += item["gw"]
@@ -869,51 +874,103 @@ class Recording:
         t.run(dev)
         self.also = t.get(h_also) if h_also is not None else []
 
-        rows: list[tuple[int, str, str, float]] = [
-            (a, b, c, t.one(h) if fn is None else fn(*t.get(h))) for a, b, c, (h, fn) in extra_h]
+        values: list[float] = []
+        sig: list[tuple] = []  # what each value is: the layout's key (see _layout)
+        for a, b, c, (h, fn) in extra_h:
+            values.append(t.one(h) if fn is None else fn(*t.get(h)))
+            sig.append((a, b, c))
+        if self.update_sums:  # update ratios from the weight pass, where the extra rows are
+            for info in self.order:
+                ws = info.weights
+                if ws and all(id(w) in self.update_sums for w in ws):
+                    den = sum(self.update_sums[id(w)][0] for w in ws)
+                    num = sum(self.update_sums[id(w)][1] for w in ws)
+                    values.append(math.sqrt(num / den) if den > 0 else math.inf)
+                    sig.append((info.index, info.name, "update_ratio"))
         ws1, ws2 = t.get(w_sum), t.get(w_norm)
         gs1, gs2, gab = (t.get(g_sum), t.get(g_norm), t.get(g_abs)) if all_g else ([], [], [])
+        put = values.append
         for item in plan:
             info = item["info"]
-            i, nm = info.index, info.name
-
-            def put(name: str, value: float, i=i, nm=nm) -> None:
-                rows.append((i, nm, name, value))
-
-            for part, pct_names in (("pre", pct_pre), ("act", pct_act)):
-                if part in item:
-                    r = item[part].result(t)
-                    put(f"{part}_mean", r["mean"])
-                    put(f"{part}_std", r["std"])
-                    for name, v in zip(pct_names, r.get("pct", ())):
-                        put(name, v)
-            if "sat" in item:
-                put("saturated_frac", sum(t.get(item["sat"])) / item["n_act"])
-            if "dead" in item:
+            npct = [-1, -1]  # percentiles of pre and act (-1: the part is absent)
+            for j, part in enumerate(("pre", "act")):
+                acc = item.get(part)
+                if acc is not None:
+                    r = acc.result(t)
+                    pct = r.get("pct", ())
+                    put(r["mean"])
+                    put(r["std"])
+                    values += pct
+                    npct[j] = len(pct)
+            n_act = item.get("n_act")
+            sat = "sat" in item
+            if sat:
+                put(sum(t.get(item["sat"])) / n_act)
+            dead = "dead" in item
+            if dead:
                 h, units = item["dead"]
-                put("dead_frac", (units - t.one(h)) / units)
-            if "off" in item or "on" in item:
+                put((units - t.one(h)) / units)
+            inactive = "off" in item or "on" in item
+            if inactive:
                 off = sum(t.get(item["off"])) if "off" in item else 0.0
                 if "on" in item:
                     off += item["on"][1] - sum(t.get(item["on"][0]))
-                put("inactive_frac", off / item["n_act"])
-            if "grad" in item:
+                put(off / n_act)
+            grad = "grad" in item
+            if grad:
                 r = item["grad"].result(t)
-                put("grad_pre_std", r["std"])
-                put("grad_pre_absmean", r["absmean"])
+                put(r["std"])
+                put(r["absmean"])
             k = len(item["w"])
-            n = sum(w.numel() for w in item["w"])
-            put("weight_std", _std(n, ws1[:k], [v * v for v in ws2[:k]]))
+            put(_std(item["n_w"], ws1[:k], [v * v for v in ws2[:k]]))
             ws1, ws2 = ws1[k:], ws2[k:]
             k = len(item["gw"])
             if k:
                 n = sum(g.numel() for g in item["gw"])
-                put("weight_grad_std", _std(n, gs1[:k], [v * v for v in gs2[:k]]))
-                put("weight_grad_absmean", sum(gab[:k]) / n)
+                put(_std(n, gs1[:k], [v * v for v in gs2[:k]]))
+                put(sum(gab[:k]) / n)
                 gs1, gs2, gab = gs1[k:], gs2[k:], gab[k:]
+            sig.append((info.index, info.name, npct[0], npct[1], sat, dead, inactive, grad,
+                        bool(k)))
         for block, g in blocks:
-            rows.append((block.layer, block.name, "block_grad_std", g.result(t)["std"]))
-        return rows
+            values.append(g.result(t)["std"])
+            sig.append((block.layer, block.name, "block_grad_std"))
+        self.layout = self._layout(tuple(sig))
+        self.values = values
+        layers, modules, quantities = self.layout
+        return list(zip(layers, modules, quantities, values))
+
+    def _layout(self, sig: tuple) -> tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
+        """``(layers, modules, quantities)`` of the values :meth:`collect` produced for the
+        signature ``sig`` (one entry per extra row, per layer and per block); built once per
+        signature, so a record whose structure repeats reuses the tuples."""
+        hit = self._layouts.get(sig)
+        if hit is not None:
+            return hit
+        pct_pre, pct_act = self._pct_names
+        layers: list[int] = []
+        modules: list[str] = []
+        quantities: list[str] = []
+        for entry in sig:
+            if len(entry) == 3:  # one named row
+                names = [entry[2]]
+            else:
+                _, _, npre, nact, sat, dead, inactive, grad, gw = entry
+                names = []
+                for part, n, pct_names in (("pre", npre, pct_pre), ("act", nact, pct_act)):
+                    if n >= 0:
+                        names += [f"{part}_mean", f"{part}_std", *pct_names[:n]]
+                names += ["saturated_frac"] * sat + ["dead_frac"] * dead
+                names += ["inactive_frac"] * inactive
+                names += ["grad_pre_std", "grad_pre_absmean"] * grad + ["weight_std"]
+                names += ["weight_grad_std", "weight_grad_absmean"] * gw
+            layers += [entry[0]] * len(names)
+            modules += [entry[1]] * len(names)
+            quantities += names
+        if len(self._layouts) > 64:  # a model whose structure keeps changing
+            self._layouts.clear()
+        out = self._layouts[sig] = (tuple(layers), tuple(modules), tuple(quantities))
+        return out
 
 
     def _weight_sums(self, wk, pairs, previous: dict[int, torch.Tensor], refresh: bool

@@ -218,22 +218,6 @@ class Watch:
         self._snap.clear()
         return rows
 
-    def _fused_ratios(self) -> list[tuple[int, str, str, float]]:
-        """Update-ratio rows from the sums the CPU kernels' weight pass left in
-        ``Recording.update_sums``: ``sqrt(sum (W - W0)^2 / sum W0^2)`` over a layer's weights."""
-        sums = self._rec.update_sums
-        rows = []
-        for info in self._rec.order:
-            pairs = self._snap.get(id(info))
-            if not pairs or any(id(p) not in sums for p, _ in pairs):
-                continue  # no snapshot, or one of another shape: no ratio this time
-            den = sum(sums[id(p)][0] for p, _ in pairs)
-            num = sum(sums[id(p)][1] for p, _ in pairs)
-            rows.append((info.index, info.name, "update_ratio",
-                         math.sqrt(num / den) if den > 0 else math.inf))
-        self._snap.clear()
-        return rows
-
     def _record(self, n: int, refresh: bool = False) -> bool:
         """Record step ``n``; True when the weight pass also refreshed the snapshot
         (``refresh`` on the CPU kernels' path)."""
@@ -242,24 +226,24 @@ class Watch:
         fused = bool(self._snap) and self._rec.host_weights()
         if fused:  # update ratios in the weight pass of collect
             previous = {id(p): w0 for pairs in self._snap.values() for p, w0 in pairs}
-            rows = self._rec.collect(extra=extra, also=self._pending, previous=previous,
-                                     refresh=refresh)
-            rows[1:1] = self._fused_ratios()
+            self._rec.collect(extra=extra, also=self._pending, previous=previous,
+                              refresh=refresh)  # the update ratios follow the loss row
+            self._snap.clear()
             fused = self._rec.refreshed
         else:
             extra += self._update_ratios()
-            rows = self._rec.collect(extra=extra, also=self._pending)  # one transfer
+            self._rec.collect(extra=extra, also=self._pending)  # one transfer
         first = n - len(self._pending) + 1
         self._loss_steps.extend(range(first, n + 1))
         self._loss_values.extend(self._rec.also)
         self._pending.clear()
-        if rows:
-            layers, modules, quantities, values = zip(*rows)
-            self._col_step.extend([n] * len(rows))
-            self._col_layer.extend(layers)
-            self._col_module.extend(modules)
-            self._col_q.extend(quantities)
-            self._col_value.extend(values)
+        layers, modules, quantities = self._rec.layout  # tuples reused while it repeats
+        values = self._rec.values
+        self._col_step.extend([n] * len(values))
+        self._col_layer.extend(layers)
+        self._col_module.extend(modules)
+        self._col_q.extend(quantities)
+        self._col_value.extend(values)
         return fused and refresh
 
     def close(self, error: BaseException | None = None) -> None:
