@@ -17,6 +17,11 @@ of medians minus one.
 
     python benchmarks/probe_overhead.py [--rounds 5] [--steps 300] [--quick]
 
+Statistics are computed by the compiled kernels of ``depthlab[fast]`` (Numba) when installed;
+the ``NumPy path`` modes run the same recorder with them switched off
+(:func:`depthlab.probes.accel.numpy_only`), and the first line gives what a fresh process spends
+on the kernels (Numba's import; compiling them into an empty cache; loading them when cached).
+
 Goals (issue 14): training-batch mode (``ProbeRecorder()``, every statistic, default percentiles
 and histograms) at ``every=10`` <= 5% and at ``every=1`` <= 25%.
 
@@ -29,9 +34,13 @@ for the statistics.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -64,8 +73,32 @@ MODES = {
                                                               histogram_steps=(),
                                                               percentiles=()),
     "every=10, probe batch 300": dict(every=10, probe=True),
+    "every=10, training batch, NumPy path": dict(every=10, probe=False, numpy=True),
+    "every=1, training batch, NumPy path": dict(every=1, probe=False, numpy=True),
 }
 GOALS = {"every=10, training batch": 5.0, "every=1, training batch": 25.0}
+
+
+def kernel_startup() -> dict:
+    """Seconds a fresh process spends on the compiled kernels before its first record
+    (:func:`depthlab.probes.accel.warm_up` in a child process): Numba's import, then the
+    kernels compiled into an empty cache directory, then loaded from that cache."""
+    code = ("import json; from depthlab.probes import accel; "
+            "print(json.dumps({**accel.warm_up(), 'compiled': accel.available()}))")
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("empty cache", "cached"):
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, check=True)
+            out[label] = json.loads(res.stdout)
+    if not out["cached"]["compiled"]:
+        out["line"] = "compiled kernels: no (Numba not installed): the NumPy path"
+    else:
+        out["line"] = (f"compiled kernels (Numba): import {out['cached']['import']:.2f} s; "
+                       f"kernels compiled in {out['empty cache']['kernels']:.1f} s (empty "
+                       f"cache), loaded in {out['cached']['kernels']:.2f} s (cached)")
+    return out
 
 
 def run(spec: dict, mode: dict | None, x, y, xp, yp, steps: int) -> float:
@@ -73,15 +106,18 @@ def run(spec: dict, mode: dict | None, x, y, xp, yp, steps: int) -> float:
     net = mlp(spec["sizes"], activation=spec["activation"], init=spec["init"], seed=0)
     callbacks = []
     if mode is not None:
-        kw = {k: v for k, v in mode.items() if k != "probe"}
+        kw = {k: v for k, v in mode.items() if k not in ("probe", "numpy")}
         if mode["probe"]:
             callbacks.append(ProbeRecorder(xp, yp, "cross_entropy", **kw))
         else:
             callbacks.append(ProbeRecorder(**kw))
-    t = time.process_time()
-    fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.01, batch_size=spec["batch"],
-        epochs=None, max_steps=steps, eval_train=False, callbacks=callbacks)
-    return (time.process_time() - t) / steps
+    numpy_only = mode is not None and mode.get("numpy", False)
+    with accel.numpy_only() if numpy_only else contextlib.nullcontext():
+        t = time.process_time()
+        fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.01,
+            batch_size=spec["batch"], epochs=None, max_steps=steps, eval_train=False,
+            callbacks=callbacks)
+        return (time.process_time() - t) / steps
 
 
 def main() -> None:
@@ -96,9 +132,9 @@ def main() -> None:
     threadpool_limits(1)
     print(f"ProbeRecorder overhead: CPU ms per step, median (min-max) over {args.rounds} "
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
-    warm = accel.warm_up()  # Numba's import and the kernels' cache load, outside the timings
-    print(f"compiled kernels: {'yes' if accel.available() else 'no (NumPy path)'}; "
-          f"import {warm['import']:.2f} s, kernels loaded in {warm['kernels']:.2f} s")
+    startup = kernel_startup()
+    accel.warm_up()  # Numba's import and the kernels' cache load, outside the timings
+    print(startup["line"])
     gen = make_rng(0)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
@@ -133,7 +169,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"rounds": args.rounds, "load_before": load_before,
-                       "load_after": os.getloadavg(), "goals": GOALS, "results": results}, fh)
+                       "load_after": os.getloadavg(), "goals": GOALS, "kernels": startup,
+                       "results": results}, fh)
 
 
 if __name__ == "__main__":

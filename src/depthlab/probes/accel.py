@@ -58,10 +58,15 @@ def available() -> bool:
     return kernels() is not None
 
 
+MAX_ENTRIES = 2**31 - 1
+"""Largest array the kernels take (their counters are 32-bit)."""
+
+
 def for_array(x: np.ndarray) -> ModuleType | None:
-    """The kernels module if ``x``'s dtype is one they are compiled for, else None."""
+    """The kernels module if ``x``'s dtype is one they are compiled for and it has at most
+    :data:`MAX_ENTRIES` entries, else None."""
     k = kernels()
-    return k if k is not None and x.dtype in KERNEL_DTYPES else None
+    return k if k is not None and x.dtype in KERNEL_DTYPES and x.size <= MAX_ENTRIES else None
 
 
 @contextmanager

@@ -90,7 +90,7 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
     s, a, fn = act.s, act.a, act.fn
     dtype = s.dtype
     if kernels is None or dtype not in accel.KERNEL_DTYPES or s.size == 0 \
-            or a.shape != s.shape or a.dtype != dtype:
+            or s.size > accel.MAX_ENTRIES or a.shape != s.shape or a.dtype != dtype:
         return None
     empty1, empty2 = _empty(dtype)
     dense = point.dense

@@ -103,6 +103,16 @@ def lerp(a: float, b: float, t: float) -> float:
 
 
 @numba.njit(**_JIT)
+def _lane_sums(lanes: np.ndarray) -> np.ndarray:
+    """int64 totals of int32 partial counts (callers keep arrays below 2^31 entries)."""
+    out = np.zeros(lanes.shape[1], dtype=np.int64)
+    for u in range(lanes.shape[0]):
+        for k in range(lanes.shape[1]):
+            out[k] += lanes[u, k]
+    return out
+
+
+@numba.njit(**_JIT)
 def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     """The bucket pass of :func:`select`: ``(bucket of each entry, counts, cumulative counts,
     bucket of each rank, whether a bucket is gathered, start of each gathered bucket's run,
@@ -114,14 +124,14 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     idx = np.empty(n, dtype=np.uint16)  # each entry's bucket, computed once (vectorized)
     for i in range(n):
         idx[i] = min(int((np.float64(x[i]) - lo) * scale), top)
-    lanes = np.zeros((4, nb), dtype=np.int64)  # 4 partial counts: no store-to-load stalls
+    lanes = np.zeros((4, nb), dtype=np.int32)  # 4 partial counts: no store-to-load stalls
     n4 = n // 4 * 4
     for i in range(0, n4, 4):
         for u in range(4):
             lanes[u, idx[i + u]] += 1
     for i in range(n4, n):
         lanes[0, idx[i]] += 1
-    counts = lanes.sum(axis=0)
+    counts = _lane_sums(lanes)
     below = np.cumsum(counts)  # entries in buckets 0..k
     wanted = np.searchsorted(below, ranks, side="right")
     take = np.zeros(nb, dtype=np.bool_)
@@ -188,7 +198,7 @@ def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int) -> np.ndarray:
     sc_t = x.dtype.type(scale)
     top = x.dtype.type(nb - 1)
     zero = x.dtype.type(0)
-    lanes = np.zeros((4, nb), dtype=np.int64)  # 4 partial counts: no store-to-load stalls
+    lanes = np.zeros((4, nb), dtype=np.int32)  # 4 partial counts: no store-to-load stalls
     n4 = x.size // 4 * 4
     for i in range(0, n4, 4):
         for u in range(4):
@@ -199,7 +209,7 @@ def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int) -> np.ndarray:
         p = (x[i] - lo_t) * sc_t
         p = min(max(p, zero), top)
         lanes[0, int(p)] += 1
-    return lanes.sum(axis=0)
+    return _lane_sums(lanes)
 
 
 @numba.njit(**_JIT)
