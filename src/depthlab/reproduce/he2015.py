@@ -6,8 +6,12 @@ Xavier/Glorot's ``Var(W) = 2 / (fan_in + fan_out)`` (= 1 / n for square layers) 
 2 in variance per layer: over a 30-layer ReLU net the first layer's back-propagated gradient is
 about ``2^(29/2) ~ 2.3e4`` times smaller than with He's init, and training "completely stalls".
 
-Setup (papers.md NumPy check): 30 hidden ReLU layers, 64-dim 10-class Gaussian clusters, batch
-128, plain SGD at lr 0.01; ``glorot_uniform`` against ``he_normal``, same data order and seed.
+Setup: 30 hidden ReLU layers, 64-dim 10-class Gaussian clusters, batch 128 (papers.md NumPy
+check); SGD with momentum 0.9 at lr 1e-3 (the check's plain-SGD step of 0.01, as an effective
+step ``lr / (1 - momentum)``), divided by 10 twice as in the paper's schedule (here at fixed
+points, 2/3 and 5/6 of the budget: with a constant step the fitted He net spikes late,
+2.45 -> 0.0015 -> 0.88 in 1,500 steps); ``glorot_uniform`` against ``he_normal``, each seed
+with the same data order for both.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ from matplotlib.figure import Figure
 import depthlab as dl
 from depthlab.data import load_dataset
 from depthlab.probes import ProbeRecorder
+from depthlab.training import Callback
 
 from ..progress import ExperimentProgress
 from .base import Claim, Result, register
 
 DEPTH = 30
-LR = 0.01
+LR = 1e-3
+MOMENTUM = 0.9
+DECAY_AT = (2 / 3, 5 / 6)  # fractions of the budget where the step is divided by 10
 BATCH = 128
 INITS = ("glorot_uniform", "he_normal")
 INIT_NAMES = {"glorot_uniform": "Xavier init", "he_normal": "He init"}  # the paper's words
@@ -39,12 +46,26 @@ GRAD_FACTOR = 3.0  # first-layer gradient He / Xavier at step 0 within 3x of 2^(
 
 
 def _settings(quick: bool) -> dict:
-    """``train_ratio``: He "trains" when its final loss is at most this fraction of the initial
-    loss. Full (width 256): 5%, from the reference NumPy check (2.29 -> 0.003 in 1,500 steps);
-    quick (width 64): 35%, from this project's quick run (2.39 -> 0.65, 27%)."""
+    """``train_ratio``: He "trains" when the final loss of every seed is at most this fraction
+    of its initial loss, a band set from this schedule's measured runs with room for seeds not
+    run (about 2x-5x the worst seed): full (width 256, seeds 1-3) 0.12-0.21%, band 1%; quick
+    (width 128) 2.6% on seed 1 and 2.4% on seed 2, band 5%."""
     if quick:
-        return dict(width=64, steps=1500, probe_every=100, n_probe=256, train_ratio=0.35)
-    return dict(width=256, steps=1500, probe_every=50, n_probe=256, train_ratio=0.05)
+        return dict(width=128, steps=1500, probe_every=100, n_probe=256, train_ratio=0.05,
+                    seeds=(1,))
+    return dict(width=256, steps=1500, probe_every=50, n_probe=256, train_ratio=0.01,
+                seeds=(1, 2, 3))
+
+
+class StepDecay(Callback):
+    """Divides the optimizer's step by 10 after each step in ``at``: ``lr_t = lr 0.1^k``,
+    ``k`` the number of entries of ``at`` below ``t``."""
+
+    def __init__(self, lr: float, at: list[int]) -> None:
+        self.lr, self.at = lr, sorted(at)
+
+    def before_update(self, trainer, step: int) -> None:
+        trainer.optimizer.lr = self.lr * 0.1 ** sum(step > a for a in self.at)
 
 
 def _window_mean(values: list[float], n: int, head: bool) -> float:
@@ -70,112 +91,139 @@ def run(quick: bool = False, data: str | None = None,
     ds = load_dataset("clusters", seed=0, n=5000, d=64, n_classes=10)
     px, py = ds.x_val[: cfg["n_probe"]], ds.y_val[: cfg["n_probe"]]
     sizes = [64] + [cfg["width"]] * DEPTH + [10]
-    runs: dict[str, dict] = {}
+    steps, seeds = cfg["steps"], cfg["seeds"]
+    decay = [round(f * steps) for f in DECAY_AT]
+    runs: dict[tuple[str, int], dict] = {}
     p = ExperimentProgress.of(progress)
-    label = {init: f"{DEPTH} ReLU layers, {INIT_NAMES[init]}" for init in INITS}
-    p.plan(label[init] for init in INITS)
-    for init in INITS:
-        net = dl.mlp(sizes, activation="relu", init=init, seed=1)
+    label = {(init, seed): f"{DEPTH} ReLU layers, {INIT_NAMES[init]}, seed {seed}"
+             for seed in seeds for init in INITS}
+    p.plan(label.values())
+    for key in label:
+        init, seed = key
+        net = dl.mlp(sizes, activation="relu", init=init, seed=seed)
         rec = ProbeRecorder(px, py, every=cfg["probe_every"], histogram_steps=())
         t0 = time.perf_counter()
-        with p.stage(label[init]):
+        with p.stage(label[key]):
             hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=LR,
-                          batch_size=BATCH, epochs=None, max_steps=cfg["steps"], seed=2,
-                          callbacks=[rec], eval_train=False, progress=p.training)
+                          optimizer_kwargs={"momentum": MOMENTUM}, batch_size=BATCH,
+                          epochs=None, max_steps=steps, seed=seed + 1,
+                          callbacks=[rec, StepDecay(LR, decay)], eval_train=False,
+                          progress=p.training)
         frame = rec.frame()
         grad0 = frame[frame.step == 0].drop(columns="step")  # the network at initialization
-        runs[init] = dict(hist=hist, grad0=grad0, rec=frame, seconds=time.perf_counter() - t0)
+        runs[key] = dict(hist=hist, grad0=grad0, rec=frame, seconds=time.perf_counter() - t0)
 
     # -- measurements ----------------------------------------------------------------------
-    n_head, n_tail = 10, max(10, cfg["steps"] // 20)
+    n_head, n_tail = 10, max(10, steps // 20)
+    theory_ratio = 2.0 ** ((DEPTH - 1) / 2)
     rows = []
-    for init, r in runs.items():
+    for (init, seed), r in runs.items():
         g0 = r["grad0"]
         wg = g0[g0.quantity == "weight_grad_absmean"].set_index("layer")["value"]
+        loss = r["hist"].step_loss
         rows.append(dict(
-            init=init,
-            loss_first=_window_mean(r["hist"].step_loss, n_head, True),
-            loss_last=_window_mean(r["hist"].step_loss, n_tail, False),
-            loss_min10=float(np.convolve(r["hist"].step_loss, np.ones(10) / 10, "valid").min()),
+            init=init, seed=seed,
+            loss_first=_window_mean(loss, n_head, True),
+            loss_last=_window_mean(loss, n_tail, False),
+            loss_min10=float(np.convolve(loss, np.ones(10) / 10, "valid").min()),
+            loss_max_late=float(np.max(loss[len(loss) // 2:])),
             grad_w1_step0=float(wg.loc[1]),
             grad_w30_step0=float(wg.loc[DEPTH]),
             diverged=r["hist"].diverged,
             seconds=r["seconds"],
         ))
     table = pd.DataFrame(rows)
+    table["final/initial"] = table.loss_last / table.loss_first
     res.tables["summary"] = table
-    t = table.set_index("init")
-    g_lo, g_hi = t.loc["glorot_uniform"], t.loc["he_normal"]
-    stall = g_lo.loss_last / g_lo.loss_first
-    train = g_hi.loss_last / g_hi.loss_first
-    ratio = g_hi.grad_w1_step0 / g_lo.grad_w1_step0
-    theory_ratio = 2.0 ** ((DEPTH - 1) / 2)
+    lo = table[table.init == "glorot_uniform"].set_index("seed")
+    hi = table[table.init == "he_normal"].set_index("seed")
+    stall, train = lo["final/initial"], hi["final/initial"]
+    ratio = (hi.grad_w1_step0 / lo.grad_w1_step0) / theory_ratio  # per seed, vs the theory
+    worst = float(ratio.loc[np.abs(np.log(ratio)).idxmax()])
+    n = len(seeds)
+    each = "" if n == 1 else f" on each of {n} seeds"
 
-    steps = cfg["steps"]
+    def spread(v: pd.Series, fmt: str) -> str:
+        return format(v.iloc[0], fmt) if n == 1 else f"{v.min():{fmt}}–{v.max():{fmt}}"
+
     res.claims.append(Claim(
         f"{DEPTH}-layer ReLU net, Xavier init: training stalls (final loss ≥ "
-        f"{STALL_RATIO:.0%} of initial)",
+        f"{STALL_RATIO:.0%} of initial{each})",
         "'completely stalls'; NumPy check 2.303 → 2.287 in 1,500 steps",
-        f"{g_lo.loss_first:.3f} → {g_lo.loss_last:.3f} in {steps} steps ({stall:.1%})",
-        bool(stall >= STALL_RATIO and not g_lo.diverged), value=float(stall),
+        f"{spread(lo.loss_first, '.3f')} → {spread(lo.loss_last, '.3f')} in {steps} steps "
+        f"({spread(stall, '.1%')})",
+        bool(stall.min() >= STALL_RATIO and not lo.diverged.any()), value=float(stall.min()),
     ))
     band = cfg["train_ratio"]
     res.claims.append(Claim(
-        f"{DEPTH}-layer ReLU net, He init: trains (final loss ≤ {band:.0%} of initial)",
+        f"{DEPTH}-layer ReLU net, He init: trains (final loss ≤ {band:.0%} of initial{each})",
         "converges; NumPy check 2.29 → 0.003 in 1,500 steps",
-        f"{g_hi.loss_first:.3f} → {g_hi.loss_last:.3f} in {steps} steps ({train:.1%}; lowest "
-        f"10-step mean {g_hi.loss_min10:.4f})",
-        bool(train <= band and not g_hi.diverged), value=float(train),
+        f"{spread(hi.loss_first, '.3f')} → {spread(hi.loss_last, '.4f')} in {steps} steps "
+        f"({spread(train, '.2%')}; largest loss in the second half "
+        f"{hi.loss_max_late.max():.3f})",
+        bool(train.max() <= band and not hi.diverged.any()), value=float(train.max()),
     ))
-    if train > band:
-        res.notes.append(
-            f"'He trains' (final loss ≤ {band:.0%} of initial) does not hold: the He net's "
-            f"10-step mean loss reached {g_hi.loss_min10:.4f} but the mean of the last "
-            f"{n_tail} steps is {g_hi.loss_last:.3f} — plain SGD at lr {LR} on this 30-layer "
-            "net is unstable after it has fitted (loss spikes late in training); the Xavier "
-            f"net never left {g_lo.loss_last:.3f}."
-        )
     res.claims.append(Claim(
         f"first-layer mean |dL/dW| at step 0: He / Xavier within {GRAD_FACTOR:g}× of the "
-        f"variance theory 2^({DEPTH - 1}/2) = {theory_ratio:.2g}",
+        f"variance theory 2^({DEPTH - 1}/2) = {theory_ratio:.2g}{each}",
         "~10^4× (NumPy check 6.9e-3 vs 1.8e-7); each ReLU layer halves the back-propagated "
         "variance under Xavier, keeps it under He",
-        f"{g_hi.grad_w1_step0:.2e} vs {g_lo.grad_w1_step0:.2e} (ratio {ratio:.2e}, "
-        f"{ratio / theory_ratio:.2f}× the theory)",
-        bool(1 / GRAD_FACTOR <= ratio / theory_ratio <= GRAD_FACTOR),
-        value=float(ratio / theory_ratio),
+        f"{spread(hi.grad_w1_step0, '.2e')} vs {spread(lo.grad_w1_step0, '.2e')} "
+        f"({spread(ratio, '.2f')}× the theory)",
+        bool(((1 / GRAD_FACTOR <= ratio) & (ratio <= GRAD_FACTOR)).all()), value=worst,
     ))
+    if train.max() > band or stall.min() < STALL_RATIO:
+        res.notes.append(
+            f"A training claim does not hold: He's final/initial loss "
+            f"{spread(train, '.2%')} against the band {band:.0%} (lowest 10-step mean "
+            f"{hi.loss_min10.min():.4f}, largest loss in the second half "
+            f"{hi.loss_max_late.max():.3f}); Xavier's {spread(stall, '.1%')}."
+        )
     res.notes.append(
         f"Setup: {DEPTH} hidden ReLU layers of {cfg['width']} units, clusters (64-dim, 10 "
-        f"classes, separation 3), batch {BATCH}, plain SGD lr {LR} (fixed: at lr 0.05 Xavier "
-        f"starts to learn and He becomes unstable), {steps} steps, same seeds for both inits. "
-        f"Loss 'initial' = mean of the first {n_head} mini-batch losses, 'final' = mean of the "
-        f"last {n_tail}. Gradients measured on {cfg['n_probe']} held-out examples."
-        + (" Quick version: 64-unit layers (the reference uses 256)." if quick else "")
+        f"classes, separation 3), batch {BATCH}, SGD momentum {MOMENTUM} at lr {LR:g} (the "
+        f"reference check's plain-SGD 0.01 as an effective step lr/(1 − momentum); at an "
+        f"effective 0.05 Xavier starts to learn and He becomes unstable), divided by 10 after "
+        f"steps {decay[0]} and {decay[1]} of {steps} (the paper divides it by 10 twice when "
+        "the error plateaus; with a constant step the fitted He net spiked late: 2.446 → "
+        "0.0015 → 0.884 in 1,500 steps at width 256, and plain SGD at 0.01 with this "
+        "schedule still spiked to a loss of 2–4 before the first division); seeds "
+        f"{', '.join(map(str, seeds))}, each training both inits with the same data order. "
+        f"Loss 'initial' = mean of the first {n_head} mini-batch losses, 'final' = mean of "
+        f"the last {n_tail}. Gradients measured on {cfg['n_probe']} held-out examples.  Single "
+        "networks scatter around 2^(29/2): at finite width the back-propagated signal's "
+        "fluctuations grow with depth/width, so one net's first-layer gradient is off by a "
+        "factor of order 1 (widths 64-256 measured 0.7-2.1x)."
+        + (f" Quick version: {cfg['width']}-unit layers, one seed (the full run: 256, three)."
+           if quick else "")
     )
     res.figures["loss_and_gradients"] = _figure(runs, cfg)
     return res
 
 
-def _figure(runs: dict[str, dict], cfg: dict) -> Figure:
+def _figure(runs: dict[tuple[str, int], dict], cfg: dict) -> Figure:
     fig = Figure(figsize=(14, 4.2))
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    for init, r in runs.items():
+    labelled: set[str] = set()
+    for (init, _seed), r in runs.items():
+        lab = None if init in labelled else LABELS[init]
+        labelled.add(init)
         loss = np.asarray(r["hist"].step_loss)
         k = 10
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid") if loss.size >= k else loss
-        ax1.plot(np.arange(1, loss.size + 1), loss, color=COLORS[init], alpha=0.25, lw=0.6)
-        ax1.plot(np.arange(k, k + smooth.size), smooth, color=COLORS[init], label=LABELS[init])
+        ax1.plot(np.arange(1, loss.size + 1), loss, color=COLORS[init], alpha=0.15, lw=0.6)
+        ax1.plot(np.arange(k, k + smooth.size), smooth, color=COLORS[init], label=lab)
         f = r["rec"]
         g1 = f[(f.layer == 1) & (f.quantity == "weight_grad_absmean")]
-        ax2.semilogy(g1.step, g1.value, "o-", ms=3, color=COLORS[init], label=LABELS[init])
+        ax2.semilogy(g1.step, g1.value, "o-", ms=3, color=COLORS[init], label=lab)
         g0 = r["grad0"]
         wg = g0[g0.quantity == "weight_grad_absmean"]
-        ax3.semilogy(wg.layer, wg.value, "o-", ms=3, color=COLORS[init], label=LABELS[init])
+        ax3.semilogy(wg.layer, wg.value, "o-", ms=3, color=COLORS[init], label=lab)
     ax1.set_yscale("log")
     ax1.set_xlabel("SGD step")
     ax1.set_ylabel("training loss (mini-batch; line: 10-step mean)")
-    ax1.set_title(f"{DEPTH} ReLU layers × {cfg['width']}: training loss")
+    ax1.set_title(f"{DEPTH} ReLU layers × {cfg['width']}: training loss "
+                  f"({len(cfg['seeds'])} seed(s))")
     ax1.axhline(math.log(10), color="gray", ls=":", lw=1)
     ax2.set_xlabel("SGD step")
     ax2.set_ylabel("mean |dL/dW| of layer 1")
