@@ -307,6 +307,41 @@ def _cnn():
                          nn.Linear(6 * 5 * 5, 16), nn.ReLU(inplace=True), nn.Linear(16, 3))
 
 
+def _both_paths(monkeypatch, make, every: int, steps: int, lr: float, momentum: float = 0.0):
+    """The Watch tables of the same training with the CPU kernels and with the torch
+    operations (the CUDA path): ``make()`` -> (model, x)."""
+    if not accel.available():
+        pytest.skip("Numba (depthlab[fast]) is not installed")
+    frames = []
+    for kernels in (True, False):
+        if not kernels:
+            monkeypatch.setattr(accel, "kernels", lambda: None)
+        torch.manual_seed(0)
+        model, x = make()
+        y = torch.randint(0, 3, (x.shape[0],))
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        watch = dlt.Watch(model, every=every)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+        watch.close()
+        monkeypatch.undo()
+        frames.append(watch.frame())
+    return frames
+
+
+def _assert_same_tables(fast, slow, rtol: float, atol: float) -> None:
+    """Same rows; counts and fractions equal exactly, everything else to ``rtol``/``atol``."""
+    key = ["step", "layer", "module", "quantity"]
+    assert fast[key].equals(slow[key])
+    exact = fast.quantity.str.endswith("_frac")
+    np.testing.assert_array_equal(fast.value[exact], slow.value[exact])
+    np.testing.assert_allclose(fast.value[~exact], slow.value[~exact], rtol=rtol, atol=atol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("every", [1, 3])
 @pytest.mark.parametrize("kind", ["mlp", "cnn", "tied"])
@@ -314,13 +349,8 @@ def test_cpu_kernels_and_torch_ops_give_the_same_table(monkeypatch, kind, every,
     """The compiled CPU path (Numba) and the torch operations (the CUDA path) record the same
     rows, with values equal to rounding: float32 statistics to 1e-4 relative, float64 to 1e-9;
     counts and fractions exactly."""
-    if not accel.available():
-        pytest.skip("Numba (depthlab[fast]) is not installed")
 
-    def run(kernels: bool):
-        if not kernels:
-            monkeypatch.setattr(accel, "kernels", lambda: None)
-        torch.manual_seed(0)
+    def make():
         if kind == "cnn":
             model, x = _cnn(), torch.randn(24, 2, 5, 5)
         elif kind == "tied":  # one weight in two layers: read once per record
@@ -330,70 +360,30 @@ def test_cpu_kernels_and_torch_ops_give_the_same_table(monkeypatch, kind, every,
             x = torch.randn(24, 6)
         else:
             model, x = _model(dropout=False), torch.randn(24, 6)
-        model = model.to(dtype)
-        x = x.to(dtype)
-        y = torch.randint(0, 3, (24,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        watch = dlt.Watch(model, every=every)
-        for _ in range(7):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            watch.step(loss)
-            opt.step()
-        watch.close()
-        monkeypatch.undo()
-        return watch.frame()
+        return model.to(dtype), x.to(dtype)
 
-    fast, slow = run(True), run(False)
-    key = ["step", "layer", "module", "quantity"]
-    assert fast[key].equals(slow[key])
+    fast, slow = _both_paths(monkeypatch, make, every, steps=7, lr=0.1, momentum=0.9)
     assert {"update_ratio", "dead_frac", "inactive_frac", "grad_pre_std"} <= set(fast.quantity)
-    rtol = 1e-4 if dtype == torch.float32 else 1e-9
-    exact = fast.quantity.str.endswith("_frac")
-    np.testing.assert_array_equal(fast.value[exact], slow.value[exact])
-    np.testing.assert_allclose(fast.value[~exact], slow.value[~exact], rtol=rtol, atol=1e-12)
+    _assert_same_tables(fast, slow, rtol=1e-4 if dtype == torch.float32 else 1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["resnet18", "transformer", "lstm", "channels_last"])
 def test_cpu_kernels_match_torch_ops_on_zoo_models(monkeypatch, kind):
     """The same parity on a ResNet-18 (BatchNorm, in-place ReLU, residual blocks), a
-    transformer (Embedding, attention projections, GELU-free ReLU feed-forward), an LSTM
-    (several weights per layer, views of its output) and a CNN in ``channels_last`` memory
-    (strided outputs: the kernels read a copy)."""
-    if not accel.available():
-        pytest.skip("Numba (depthlab[fast]) is not installed")
+    transformer (Embedding, attention projections, ReLU feed-forward), an LSTM (several
+    weights per layer, views of its output) and a CNN in ``channels_last`` memory (strided
+    outputs: the kernels read a copy)."""
 
-    def run(kernels: bool):
-        if not kernels:
-            monkeypatch.setattr(accel, "kernels", lambda: None)
-        torch.manual_seed(0)
+    def make():
         if kind == "resnet18":
-            model, x = zoo.resnet18(num_classes=3), torch.randn(4, 3, 16, 16)
-        elif kind == "transformer":
-            model, x = zoo.transformer_classifier(), torch.randint(0, 50, (6, 10))
-        elif kind == "lstm":
-            model, x = zoo.lstm_classifier(), torch.randn(6, 7, 8)
-        else:
-            model = _cnn().to(memory_format=torch.channels_last)
-            x = torch.randn(24, 2, 5, 5).to(memory_format=torch.channels_last)
-        y = torch.randint(0, 3, (x.shape[0],))
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        watch = dlt.Watch(model, every=2)
-        for _ in range(3):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            watch.step(loss)
-            opt.step()
-        watch.close()
-        monkeypatch.undo()
-        return watch.frame()
+            return zoo.resnet18(num_classes=3), torch.randn(4, 3, 16, 16)
+        if kind == "transformer":
+            return zoo.transformer_classifier(), torch.randint(0, 50, (6, 10))
+        if kind == "lstm":
+            return zoo.lstm_classifier(), torch.randn(6, 7, 8)
+        return (_cnn().to(memory_format=torch.channels_last),
+                torch.randn(24, 2, 5, 5).to(memory_format=torch.channels_last))
 
-    fast, slow = run(True), run(False)
-    key = ["step", "layer", "module", "quantity"]
-    assert fast[key].equals(slow[key])
-    exact = fast.quantity.str.endswith("_frac")
-    np.testing.assert_array_equal(fast.value[exact], slow.value[exact])
+    fast, slow = _both_paths(monkeypatch, make, every=2, steps=3, lr=0.05)
     # rounding only: a batch-normalized output's mean is ~1e-9 either way, hence atol
-    np.testing.assert_allclose(fast.value[~exact], slow.value[~exact], rtol=2e-4, atol=1e-6)
+    _assert_same_tables(fast, slow, rtol=2e-4, atol=1e-6)
