@@ -110,14 +110,18 @@ def test_histograms_agree_with_the_numpy_path(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_update_norms_agree_with_the_numpy_path(dtype):
+@pytest.mark.parametrize("step", [1e-3, 1e-22])  # 1e-22: squares below float32 range
+def test_update_norms_agree_with_the_numpy_path(dtype, step):
     g = np.random.default_rng(1)
-    w0 = g.standard_normal((30, 20)).astype(dtype)
-    w = w0 + (1e-3 * g.standard_normal(w0.shape)).astype(dtype)
-    fast = _update_norms(w, w0.copy())
-    with accel.numpy_only():
-        slow = _update_norms(w, w0.copy())
-    np.testing.assert_allclose(fast, slow, rtol=1e-5 if dtype == np.float32 else 1e-12)
+    w0 = (g.standard_normal((30, 40)) * step * 1e3).astype(dtype)
+    w = w0 + (step * g.standard_normal(w0.shape)).astype(dtype)
+    exact = [np.linalg.norm(w0.astype(np.float64)),
+             np.linalg.norm(w.astype(np.float64) - w0.astype(np.float64))]
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(_update_norms(w, w0.copy()), exact, rtol=rtol)
+    if step > 1e-10:  # the NumPy path sums float32 squares in float32 (BLAS)
+        with accel.numpy_only():
+            np.testing.assert_allclose(_update_norms(w, w0.copy()), exact, rtol=10 * rtol)
 
 
 class _Shrink(Callback):
@@ -227,3 +231,40 @@ def test_unusable_cache_directory_warns_and_falls_back(monkeypatch):
 def test_warm_up_reports_import_and_kernel_times():
     t = accel.warm_up()
     assert set(t) == {"import", "kernels"} and all(v >= 0 for v in t.values())
+
+
+def test_ranges_the_buckets_cannot_divide_are_selected_otherwise():
+    net = _measured_net("identity", "float64")
+    p = net.probe_points()[0]
+    tiny = np.random.default_rng(3).integers(-50, 50, p.activation.s.shape) * 5e-324
+    p.activation.s = tiny  # a range of a few denormals: 4096 / (max - min) overflows
+    p.activation.a = tiny.copy()
+    fast, slow, names = _both_paths(net)
+    j = [k for k, name in enumerate(names) if re.search(r"_p\d", name)]
+    np.testing.assert_array_equal(fast[0, j], slow[0, j])
+    np.testing.assert_array_equal(fast[0, j[:7]], np.percentile(tiny, (0, 2, 15, 50, 85, 98, 100)))
+
+
+def test_kernel_constants_are_the_numpy_path_constants():
+    from depthlab.probes import kernels, stats
+
+    assert kernels.CANCELLATION_RATIO == stats._CANCELLATION_RATIO
+    assert (kernels.TINY_SQUARE_32, kernels.TINY_SQUARE_64) == (stats._TINY_SQUARE[4],
+                                                                stats._TINY_SQUARE[8])
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e-22, 3e-23])
+def test_vanishing_gradients_whose_float32_squares_underflow(scale):
+    net = _measured_net("sigmoid", "float32")
+    g = np.random.default_rng(4)
+    for p in net.probe_points():
+        for arr in (p.activation.grad_s, p.dense.W.grad):
+            arr[...] = (g.standard_normal(arr.shape) * scale).astype(np.float32)
+    fast, _, names = _both_paths(net)
+    for i, p in enumerate(net.probe_points()):
+        gs = p.activation.grad_s.astype(np.float64)
+        dw = p.dense.W.grad.astype(np.float64)
+        got = dict(zip(names, fast[i]))
+        assert got["grad_pre_std"] == pytest.approx(gs.std(), rel=1e-6, abs=0)
+        assert got["grad_pre_absmean"] == pytest.approx(np.abs(gs).mean(), rel=1e-6, abs=0)
+        assert got["weight_grad_std"] == pytest.approx(dw.std(), rel=1e-6, abs=0)

@@ -12,7 +12,8 @@ Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, ``d_i = x_i - c``)
 
 * :func:`moments`: ``S1 = sum d_i``, ``S2 = sum d_i^2``, ``A = sum |x_i|``, ``Z = #{x_i <= 0}``;
   ``mean = c + S1/n``, ``var = S2/n - (S1/n)^2`` (:func:`mean_std`: ``c`` = the first entry,
-  and once more with ``c`` = that mean when ``(S1/n)^2 > CANCELLATION_RATIO var``).
+  and once more with ``c`` = that mean when ``(S1/n)^2 > CANCELLATION_RATIO var``);
+  :func:`block_moments` the same sums, each block of 512 entries summed in the array's dtype.
 * :func:`select` / :func:`positions`: bucket selection (see :mod:`depthlab.probes.quantiles`):
   entry ``x`` goes to bucket ``min(floor((x - lo) nb / (hi - lo)), nb - 1)``, a monotone map;
   counts per bucket, the buckets holding the wanted ranks, their entries gathered and sorted;
@@ -77,6 +78,53 @@ def moments(x: np.ndarray, c: float) -> tuple[float, float, float, int]:
         ab += abs(v)
         z += v <= 0.0
     return s1, s2, ab, z
+
+
+BLOCK = 512
+TINY_SQUARE_32, TINY_SQUARE_64 = 1e-30, 1e-290
+"""Below this variance (float32 / float64 arrays) the block sums may have lost squares to
+underflow (vanishing gradients): :func:`moments` sums again in float64 (as
+``stats._TINY_SQUARE``)."""
+"""Entries summed in the array's own dtype before the block's sums join the float64 totals
+(:func:`block_moments`)."""
+
+
+@numba.njit(**_JIT)
+def block_moments(x: np.ndarray, c: float) -> tuple[float, float, float]:
+    """``(S1, S2, A)`` of :func:`moments` with the sums of each block of :data:`BLOCK` entries
+    taken in ``x``'s dtype (vector lanes of float32: twice the speed; each block's partial sums
+    stay within a few float32 roundings of a float64 sum) and added up in float64. The shift is
+    ``c`` rounded to that dtype, ``c'``; the sums are moved to ``c`` exactly: with
+    ``delta = c - c'``, ``S1 = S1' - n delta``, ``S2 = S2' - 2 delta S1' + n delta^2``."""
+    n = x.size
+    zero = x.dtype.type(0)
+    ct = x.dtype.type(c)
+    s1 = 0.0
+    s2 = 0.0
+    ab = 0.0
+    full = n // BLOCK
+    for b in range(full):
+        t1 = zero
+        t2 = zero
+        ta = zero
+        for i in range(b * BLOCK, b * BLOCK + BLOCK):
+            v = x[i]
+            d = v - ct
+            t1 += d
+            t2 += d * d
+            ta += abs(v)
+        s1 += t1
+        s2 += t2
+        ab += ta
+    cf = np.float64(ct)
+    for i in range(full * BLOCK, n):
+        v = np.float64(x[i])
+        d = v - cf
+        s1 += d
+        s2 += d * d
+        ab += abs(v)
+    delta = c - cf
+    return s1 - n * delta, s2 - 2.0 * delta * s1 + n * delta * delta, ab
 
 
 @numba.njit(**_JIT)
@@ -214,14 +262,38 @@ def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int) -> np.ndarray:
 
 @numba.njit(**_JIT)
 def update_norms(w: np.ndarray, w0: np.ndarray) -> tuple[float, float]:
-    """``(sum w0^2, sum (w - w0)^2)`` of two flat arrays of one shape (module docstring)."""
+    """``(sum w0^2, sum (w - w0)^2)`` of two flat arrays of one shape (module docstring): each
+    block of :data:`BLOCK` entries summed in the arrays' dtype, the blocks in float64 (all in
+    float64 when a mean square is below the dtype's ``TINY_SQUARE``: underflow)."""
+    n = w.size
+    zero = w.dtype.type(0)
     n0 = 0.0
     n1 = 0.0
-    for i in range(w.size):
+    full = n // BLOCK
+    for b in range(full):
+        t0 = zero
+        t1 = zero
+        for i in range(b * BLOCK, b * BLOCK + BLOCK):
+            a = w0[i]
+            d = w[i] - a
+            t0 += a * a
+            t1 += d * d
+        n0 += t0
+        n1 += t1
+    for i in range(full * BLOCK, n):
         a = np.float64(w0[i])
         d = np.float64(w[i]) - a
         n0 += a * a
         n1 += d * d
+    tiny = TINY_SQUARE_32 if w.itemsize == 4 else TINY_SQUARE_64
+    if n0 < tiny * n or n1 < tiny * n:
+        n0 = 0.0
+        n1 = 0.0
+        for i in range(n):
+            a = np.float64(w0[i])
+            d = np.float64(w[i]) - a
+            n0 += a * a
+            n1 += d * d
     return n0, n1
 
 
@@ -231,7 +303,10 @@ def _std_abs(x: np.ndarray) -> tuple[float, float, bool]:
     if x.size == 0:
         return math.nan, math.nan, True
     c = np.float64(x[0])
-    s1, s2, ab, _ = moments(x, c)
+    s1, s2, ab = block_moments(x, c)
+    n = x.size
+    if s2 / n - (s1 / n) ** 2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64):
+        s1, s2, ab, _ = moments(x, c)  # squares near underflow in the blocks: float64 sums
     _, sd, ok = mean_std(x, c, s1, s2)
     return sd, ab / x.size, ok and np.isfinite(ab)
 
