@@ -387,3 +387,39 @@ def test_cpu_kernels_match_torch_ops_on_zoo_models(monkeypatch, kind):
     fast, slow = _both_paths(monkeypatch, make, every=2, steps=3, lr=0.05)
     # rounding only: a batch-normalized output's mean is ~1e-9 either way, hence atol
     _assert_same_tables(fast, slow, rtol=2e-4, atol=1e-6)
+
+
+def test_vanishing_gradients_do_not_underflow_on_either_path(monkeypatch):
+    """Gradients of ~1e-26 (float32 squares ~1e-52 underflow to 0): both paths still give
+    ``weight_grad_std`` equal to a float64 computation, and the same table."""
+
+    def make():
+        model, x = _model(dropout=False), torch.randn(24, 6)
+        return model, x
+
+    class Tiny(nn.Module):  # the loss scaled down by 1e-25 through the model's output
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) * 1e-25
+
+    def tiny():
+        model, x = make()
+        return Tiny(model), x
+
+    fast, slow = _both_paths(monkeypatch, tiny, every=1, steps=3, lr=1.0)
+    torch.manual_seed(0)
+    model, x = tiny()
+    y = torch.randint(0, 3, (x.shape[0],))
+    nn.functional.cross_entropy(model(x), y).backward()
+    grads = [m.weight.grad.double() for m in model.inner if isinstance(m, nn.Linear)]
+    for frame in (fast, slow):
+        step0 = frame[(frame.step == 0) & (frame.quantity == "weight_grad_std")]
+        got = step0.sort_values("layer").value.to_numpy()
+        want = [g.std(unbiased=False).item() for g in grads]
+        assert min(want) > 0
+        np.testing.assert_allclose(got, want, rtol=1e-4)
+        assert (frame[frame.quantity == "grad_pre_std"].value > 0).all()
+    _assert_same_tables(fast, slow, rtol=1e-4, atol=0)

@@ -252,6 +252,12 @@ def _std(n: int, s1: list[float], s2: list[float]) -> float:
     return math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
 
 
+def _wide(t: torch.Tensor) -> torch.dtype:
+    """float64 for the norms of a tensor's entries (squares of ~1e-20 underflow in float32),
+    float32 on MPS (no float64 there)."""
+    return torch.float32 if t.device.type == "mps" else torch.float64
+
+
 def _flat(x: torch.Tensor) -> torch.Tensor:
     f = x.detach().reshape(-1)
     return f if f.dtype in (torch.float32, torch.float64) else f.to(stat_dtype(x))
@@ -261,13 +267,14 @@ class Acc:
     """Statistics of the entries of one or more tensors (the calls of a module), as partial
     sums on the device, combined on the host after the one transfer.
 
-    Per call: ``n_k``, ``S1_k = sum x`` and ``S2_k = x . x`` (one pass each: a reduction and a
-    dot product, no temporary), pooled ``mean = sum S1 / n``,
-    ``var = sum S2 / n - mean^2``, population std ``sqrt(var)``. Sums run in float32 for
+    Per call: ``n_k``, ``S1_k = sum x`` and ``R_k = ||x||`` (one pass each: a reduction and a
+    norm taken in float64, float32 on MPS, so that the squares of vanishing gradients, ~1e-20
+    and below, do not underflow as float32 squares do), pooled ``mean = sum S1 / n``,
+    ``var = sum R^2 / n - mean^2``, population std ``sqrt(var)``. ``S1`` runs in float32 for
     bf16/fp16/float32 tensors (float64 for float64): the variance's relative error is about
-    ``1e-7 sqrt(n) (1 + mean^2 / var)``, ~1e-4 for a saturated sigmoid layer, exact to
-    ~1e-13 in float64. ``want_abs``: ``sum |x|``; ``want_sorted``: a copy of the values for
-    percentiles (NumPy's ``linear`` rule on the pooled values).
+    ``1e-7 sqrt(n) mean^2 / var``, exact to ~1e-13 in float64. On the CPU kernels' path the
+    same sums come from one float64 pass. ``want_abs``: ``sum |x|``; ``want_sorted``: a copy of
+    the values for percentiles (NumPy's ``linear`` rule on the pooled values).
     """
 
     __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h")
@@ -296,18 +303,18 @@ class Acc:
             return
         if type(total) is tuple:
             self.a.append(total[0])
-            self.b.append(total[1])
+            self.b.append(math.sqrt(total[1]))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
         elif (k := cpu_kernels(f)) is not None:  # one compiled pass, host floats
             s1, s2, sabs, _ = host_moments(k, f)
             self.a.append(s1)
-            self.b.append(s2)
+            self.b.append(math.sqrt(s2))
             if self.want_abs:
                 self.abs.append(sabs)
         else:
             self.a.append(f.sum() if total is None else total)
-            self.b.append(torch.dot(f, f))
+            self.b.append(torch.linalg.vector_norm(f, dtype=_wide(f)))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
         self.ns.append(n)
@@ -339,8 +346,8 @@ class Acc:
         ha, hb, habs, hpct = self._h
         n = sum(self.ns)
         s1 = t.get(ha)
-        out: dict[str, float | list[float]] = {"mean": sum(s1) / n,
-                                               "std": _std(n, s1, t.get(hb))}
+        out: dict[str, float | list[float]] = {
+            "mean": sum(s1) / n, "std": _std(n, s1, [v * v for v in t.get(hb)])}
         if habs is not None:
             out["absmean"] = sum(t.get(habs)) / n
         if hpct is not None:
@@ -853,12 +860,13 @@ class Recording:
         else:
             with torch.no_grad():  # weights and their gradients: fused calls over all layers
                 w_sum = t.add_all([w.sum() for w in all_w])
-                norms = list(torch._foreach_norm(all_w))
+                norms = list(torch._foreach_norm(all_w, 2, dtype=_wide(all_w[0])))
                 w_norm = t.add_all(norms)
                 self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
                 if all_g:
                     g_sum = t.add_all([g.sum() for g in all_g])
-                    g_norm = t.add_all(list(torch._foreach_norm(all_g)))
+                    g_norm = t.add_all(list(torch._foreach_norm(all_g, 2,
+                                                                dtype=_wide(all_g[0]))))
                     # |g| by one fused call, then sums: faster than ord=1 norms on CPU
                     g_abs = t.add_all([a.sum() for a in torch._foreach_abs(all_g)])
         blocks = []

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..probes.kernels import BLOCK, TINY_SQUARE_32, TINY_SQUARE_64
+
 _JIT = dict(nogil=True, cache=True, fastmath={"reassoc"})
 
 
@@ -61,19 +63,14 @@ def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
 
 
 @numba.njit(**_JIT)
-def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tuple[
+def _weight_sums64(w: np.ndarray, g: np.ndarray, w0: np.ndarray) -> tuple[
         float, float, float, float, float, float, float]:
-    """The seven sums of the module docstring for flat arrays ``w``, ``g``, ``w0`` of one size and
-    dtype, in one loop; a caller without a gradient or snapshot passes ``w`` in its place and
-    ignores those sums. ``copy``: ``w0[:] = w`` afterwards. The sums accumulate in the arrays'
-    dtype (float32 lanes for float32 weights: four times the rate of float64 accumulators;
-    with the split into lanes the relative error stays ~1e-6 for millions of entries)."""
-    zero = w.dtype.type(0)
-    sw = sw2 = sg = sg2 = sga = s02 = sd2 = zero
+    """:func:`weight_sums` with every square taken and summed in float64 (no underflow)."""
+    sw = sw2 = sg = sg2 = sga = s02 = sd2 = 0.0
     for i in range(w.size):
-        x = w[i]
-        y = g[i]
-        z = w0[i]
+        x = np.float64(w[i])
+        y = np.float64(g[i])
+        z = np.float64(w0[i])
         d = x - z
         sw += x
         sw2 += x * x
@@ -82,7 +79,60 @@ def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tup
         sga += abs(y)
         s02 += z * z
         sd2 += d * d
+    return sw, sw2, sg, sg2, sga, s02, sd2
+
+
+@numba.njit(**_JIT)
+def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tuple[
+        float, float, float, float, float, float, float]:
+    """The seven sums of the module docstring for flat arrays ``w``, ``g``, ``w0`` of one size and
+    dtype, in one loop; a caller without a gradient or snapshot passes ``w`` in its place and
+    ignores those sums. ``copy``: ``w0[:] = w`` afterwards. Each block of
+    :data:`depthlab.probes.kernels.BLOCK` entries is summed in the arrays' dtype (float32 vector
+    lanes: four times the rate of float64 accumulators) and the blocks in float64; when a mean
+    square falls below the dtype's ``TINY_SQUARE`` (vanishing gradients or updates, whose float32
+    squares underflow) everything is summed again in float64."""
+    n = w.size
+    zero = w.dtype.type(0)
+    sw = sw2 = sg = sg2 = sga = s02 = sd2 = 0.0
+    full = n // BLOCK
+    for b in range(full):
+        t = tw2 = tg = tg2 = tga = t02 = td2 = zero
+        for i in range(b * BLOCK, b * BLOCK + BLOCK):
+            x = w[i]
+            y = g[i]
+            z = w0[i]
+            d = x - z
+            t += x
+            tw2 += x * x
+            tg += y
+            tg2 += y * y
+            tga += abs(y)
+            t02 += z * z
+            td2 += d * d
+        sw += t
+        sw2 += tw2
+        sg += tg
+        sg2 += tg2
+        sga += tga
+        s02 += t02
+        sd2 += td2
+    for i in range(full * BLOCK, n):  # the last, partial block in float64
+        x = np.float64(w[i])
+        y = np.float64(g[i])
+        z = np.float64(w0[i])
+        d = x - z
+        sw += x
+        sw2 += x * x
+        sg += y
+        sg2 += y * y
+        sga += abs(y)
+        s02 += z * z
+        sd2 += d * d
+    tiny = (TINY_SQUARE_32 if w.itemsize == 4 else TINY_SQUARE_64) * n
+    if sw2 < tiny or sg2 < tiny or s02 < tiny or sd2 < tiny:
+        sw, sw2, sg, sg2, sga, s02, sd2 = _weight_sums64(w, g, w0)
     if copy:
-        for i in range(w.size):
+        for i in range(n):
             w0[i] = w[i]
-    return (float(sw), float(sw2), float(sg), float(sg2), float(sga), float(s02), float(sd2))
+    return sw, sw2, sg, sg2, sga, s02, sd2

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..probes.stats import check_percentiles
 from ..validators import positive_int
-from .hooks import Recording, cpu_kernels
+from .hooks import Recording, _wide
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]
@@ -181,7 +181,9 @@ class Watch:
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
         took the snapshot (every=1) or by a fused norm of the snapshot, then the snapshot is
-        overwritten in place by the difference and its norm taken."""
+        overwritten in place by the difference and its norm taken (norms in float64: tiny
+        updates do not underflow). The device path; on the CPU kernels ``collect``'s weight
+        pass sums the same."""
         rows = []
         layers = [(info, self._snap[id(info)]) for info in self._rec.order
                   if self._snap.get(id(info))]
@@ -196,21 +198,12 @@ class Watch:
                     params.append(p)
                     olds.append(w0)
         if olds:
-            k = cpu_kernels(olds[0])
-            if k is not None and all(cpu_kernels(v) is not None and v.is_contiguous()
-                                     for v in (*olds, *(p.detach() for p in params))):
-                # CPU: one compiled pass per weight reads W and the snapshot, writes nothing
-                sq = [k.update_norms(p.detach().reshape(-1).numpy(), w0.reshape(-1).numpy())
-                      for p, w0 in zip(params, olds)]
-                before = [math.sqrt(a) for a, _ in sq]
-                after = [math.sqrt(b) for _, b in sq]
-            else:
-                with torch.no_grad():  # fused over all layers: three calls in all
-                    cached = [self._snap_norms.get(id(p)) for p in params]
-                    before = (cached if all(v is not None for v in cached)
-                              else torch._foreach_norm(olds))
-                    torch._foreach_sub_(olds, params)
-                    after = torch._foreach_norm(olds)
+            with torch.no_grad():  # fused over all layers: three calls in all
+                cached = [self._snap_norms.get(id(p)) for p in params]
+                before = (cached if all(v is not None for v in cached)
+                          else torch._foreach_norm(olds, 2, dtype=_wide(olds[0])))
+                torch._foreach_sub_(olds, params)
+                after = torch._foreach_norm(olds, 2, dtype=_wide(olds[0]))
             for info, pairs in layers:
                 norms = [v for _, w0 in pairs for v in (before[slot[id(w0)]],
                                                         after[slot[id(w0)]])]
