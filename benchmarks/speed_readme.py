@@ -102,13 +102,15 @@ def engine_block(data: dict) -> list[str]:
 
 def probe_block(data: dict) -> list[str]:
     """The probe-overhead table and its goals."""
+    kernels = data.get("kernels", {}).get("line")
     lines = [
         "", f"ProbeRecorder overhead (CPU time, one BLAS thread, median of {data['rounds']} "
         f"interleaved rounds; load average before {data['load_before'][0]:.1f}, after "
-        f"{data['load_after'][0]:.1f}):", "",
+        f"{data['load_after'][0]:.1f}){'; ' + kernels if kernels else ''}:", "",
         "| network | no probes ms | every=10, training batch | every=1, training batch | "
-        "every=1, no histograms/percentiles | every=10, probe batch 300 |",
-        "|---|---|---|---|---|---|"]
+        "every=1, no histograms/percentiles | every=10, probe batch 300 | "
+        "every=10, NumPy path | every=1, NumPy path |",
+        "|---|---|---|---|---|---|---|---|"]
     goals = []
     for label, r in data["results"].items():
         t = r["times"]
@@ -116,7 +118,8 @@ def probe_block(data: dict) -> list[str]:
         over = {m: 100 * (statistics.median(v) / base - 1) for m, v in t.items()}
         cells = [f"{over[m]:.1f}%" if m in over else "–" for m in (
             "every=10, training batch", "every=1, training batch",
-            "every=1, training batch, no histograms/percentiles", "every=10, probe batch 300")]
+            "every=1, training batch, no histograms/percentiles", "every=10, probe batch 300",
+            "every=10, training batch, NumPy path", "every=1, training batch, NumPy path")]
         lines.append(f"| {label} | {_ms(base)} | " + " | ".join(cells) + " |")
         for m, g in data["goals"].items():
             goals.append(f"probes, {label}, {m}: {over[m]:.1f}% (goal <= {g:g}%): "
