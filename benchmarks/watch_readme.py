@@ -42,7 +42,8 @@ def render(path: Path) -> str:
              f"{', '.join(f'{v:.1f}' for v in data['load_before'])} before and "
              f"{', '.join(f'{v:.1f}' for v in data['load_after'])} after): overhead of "
              "`Watch` against the same loop without it, in the process's CPU time "
-             "(wall time on CUDA), median (range) over interleaved rounds.",
+             "(wall time on CUDA), median (range) over interleaved rounds; step ms: the loop "
+             "without `Watch`, CPU ms per step (all threads; wall on CUDA).",
              "",
              "| model | device | step ms | " + " | ".join(labels) + " |",
              "|---|---|---|" + "---|" * len(labels)]
