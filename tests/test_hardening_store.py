@@ -369,3 +369,29 @@ def test_write_check_fails_on_a_read_only_connection(tmp_path):
     with Store(tmp_path, readonly=True) as s, pytest.raises(StoreWriteError,
                                                             match="is not writable"):
         s.check_writable()
+
+
+def test_idle_cores_do_not_count_this_process_as_a_neighbour(monkeypatch):
+    """A process that has kept a core busy for minutes adds ~1 to the load average itself: on
+    an otherwise idle 2-core machine it still gets both cores; a neighbour's load still
+    counts."""
+    from depthlab import threads
+
+    monkeypatch.setattr(threads, "cores_available", lambda: 2)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(threads, "own_load", lambda: 0.97)
+    assert threads.idle_cores() == 2
+    monkeypatch.setattr(threads, "own_load", lambda: 0.0)  # the load is someone else's
+    assert threads.idle_cores() == 1
+
+
+def test_own_load_of_a_fresh_idle_process_is_small():
+    """A just-started process has hardly entered the 1-minute average: its share is near 0
+    (at most its utilization times 1 - exp(-age / 60 s))."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from depthlab import threads; "
+                          "print(threads.own_load())"], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert 0.0 <= float(out.stdout) < 0.2

@@ -8,7 +8,11 @@ So :func:`choose_threads` gives
 * 1 thread when the largest product of a training step, ``batch * n_in * n_out``
   multiply-adds, is below :data:`SMALL_WORK` (2**24);
 * otherwise the idle cores: the cores this process may run on minus the 1-minute load
-  average (at least 1).
+  average of the *other* processes (at least 1). The load average counts this process too: one
+  that has kept a core busy for minutes (a benchmark, a long sweep) adds about 1 to it and must
+  not read that as a neighbour. Its own share is estimated as its CPU utilization since it
+  started (CPU seconds / wall seconds) times ``1 - exp(-age / 60 s)``, the weight the kernel's
+  exponentially damped 1-minute average has given a process of that age.
 
 An explicit setting always wins: ``DEPTHLAB_THREADS``, ``OMP_NUM_THREADS`` or
 ``OPENBLAS_NUM_THREADS``/``MKL_NUM_THREADS`` in the environment (the ``depthlab --threads N``
@@ -18,8 +22,10 @@ option sets them), or ``threads=`` passed to :func:`blas_threads`.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 
 SMALL_WORK = 2**24
@@ -42,14 +48,33 @@ def cores_available() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def own_load() -> float:
+    """This process's estimated share of the 1-minute load average (module docstring); 0 where
+    its start time is unknown (no ``/proc``)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    if age <= 0:
+        return 0.0
+    busy = min(time.process_time() / age, float(cores_available()))
+    return busy * (1.0 - math.exp(-age / 60.0))
+
+
 def idle_cores() -> int:
-    """Cores available minus the 1-minute load average, at least 1."""
+    """Cores available minus the 1-minute load average of the other processes (the load average
+    less :func:`own_load`), at least 1."""
     cores = cores_available()
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return cores
-    return max(1, min(cores, round(cores - load)))
+    others = max(0.0, load - own_load())
+    return max(1, min(cores, round(cores - others)))
 
 
 def user_threads() -> int | None:

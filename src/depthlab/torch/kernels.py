@@ -63,11 +63,12 @@ def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
 
 
 @numba.njit(**_JIT)
-def _weight_sums64(w: np.ndarray, g: np.ndarray, w0: np.ndarray) -> tuple[
+def _weight_sums64(w: np.ndarray, g: np.ndarray, w0: np.ndarray, start: int) -> tuple[
         float, float, float, float, float, float, float]:
-    """:func:`weight_sums` with every square taken and summed in float64 (no underflow)."""
+    """:func:`weight_sums` of the entries from ``start`` on, every square taken and summed in
+    float64 (no underflow)."""
     sw = sw2 = sg = sg2 = sga = s02 = sd2 = 0.0
-    for i in range(w.size):
+    for i in range(start, w.size):
         x = np.float64(w[i])
         y = np.float64(g[i])
         z = np.float64(w0[i])
@@ -117,21 +118,17 @@ def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tup
         sga += tga
         s02 += t02
         sd2 += td2
-    for i in range(full * BLOCK, n):  # the last, partial block in float64
-        x = np.float64(w[i])
-        y = np.float64(g[i])
-        z = np.float64(w0[i])
-        d = x - z
-        sw += x
-        sw2 += x * x
-        sg += y
-        sg2 += y * y
-        sga += abs(y)
-        s02 += z * z
-        sd2 += d * d
+    rest = _weight_sums64(w, g, w0, full * BLOCK)  # the last, partial block
+    sw += rest[0]
+    sw2 += rest[1]
+    sg += rest[2]
+    sg2 += rest[3]
+    sga += rest[4]
+    s02 += rest[5]
+    sd2 += rest[6]
     tiny = (TINY_SQUARE_32 if w.itemsize == 4 else TINY_SQUARE_64) * n
     if sw2 < tiny or sg2 < tiny or s02 < tiny or sd2 < tiny:
-        sw, sw2, sg, sg2, sga, s02, sd2 = _weight_sums64(w, g, w0)
+        sw, sw2, sg, sg2, sga, s02, sd2 = _weight_sums64(w, g, w0, 0)
     if copy:
         for i in range(n):
             w0[i] = w[i]
