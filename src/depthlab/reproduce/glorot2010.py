@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 import depthlab as dl
 from depthlab.backend import rng as backend_rng
 from depthlab.data import load_dataset, make_shapeset
+from depthlab.data.dataset import Dataset
 from depthlab.losses import get_loss
 from depthlab.probes import ProbeRecorder, measurement_pass
 
@@ -74,19 +75,6 @@ PAPER_TABLE1 = {  # test error %, 5 hidden layers (papers.md, secondary)
 }
 
 
-@dataclass(frozen=True)
-class Split:
-    """One Table 1 data set: training pool, validation (learning-rate choice) and test rows."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    n_classes: int
-
-
 def _settings(quick: bool) -> dict:
     """Sizes and budgets. Table 1: every rate of ``lrs`` trains ``select_steps`` updates, the
     ``keep`` best on validation continue to ``steps`` (see :func:`_train_tuned`)."""
@@ -103,24 +91,23 @@ def _settings(quick: bool) -> dict:
                 mnist5k=dict(lrs=TABLE_LRS, select_steps=30_000, keep=1, steps=30_000))
 
 
-def shapeset_split(n_train: int, n_val: int, n_test: int, seed: int = 0) -> Split:
+def shapeset_split(n_train: int, n_val: int, n_test: int, seed: int = 0) -> Dataset:
     """Fresh Shapeset-3x2 images: a training pool, validation and test rows, each from its
     own generator (the paper trains online on generated images; the pool is cycled)."""
     g_train, g_val, g_test = backend_rng(seed).spawn(3)
     xtr, ytr, _ = make_shapeset(n_train, g_train)
     xv, yv, _ = make_shapeset(n_val, g_val)
     xte, yte, _ = make_shapeset(n_test, g_test)
-    return Split(xtr, ytr, xv, yv, xte, yte, 9)
+    return Dataset("shapeset-3x2", xtr, ytr, xv, yv, xte, yte, 9)
 
 
-def mnist_split(seed: int = 0) -> Split:
+def mnist_split(seed: int = 0) -> Dataset:
     """mnist5k's train / validation / test split."""
-    ds = load_dataset("mnist5k", seed=seed)
-    return Split(ds.x_train, ds.y_train, ds.x_val, ds.y_val, ds.x_test, ds.y_test, ds.n_classes)
+    return load_dataset("mnist5k", seed=seed)
 
 
 # -- Fig. 2 ------------------------------------------------------------------------------------
-def _fig2(shapes: Split, cfg: dict, progress: ExperimentProgress) -> tuple[pd.DataFrame, dict]:
+def _fig2(shapes: Dataset, cfg: dict, progress: ExperimentProgress) -> tuple[pd.DataFrame, dict]:
     sizes = [shapes.x_train.shape[1]] + [cfg["fig2_width"]] * 4 + [shapes.n_classes]
     net = dl.mlp(sizes, activation="sigmoid", init="fan_in_uniform", seed=7)
     rec = ProbeRecorder(shapes.x_test[:N_PROBE], shapes.y_test[:N_PROBE],
@@ -144,7 +131,7 @@ def jacobian_singular_mean(W: np.ndarray, a_out: np.ndarray) -> float:
     return float(np.linalg.svd(j, compute_uv=False).mean())
 
 
-def _at_init(shapes: Split, width: int, n_jac: int) -> dict[str, dict]:
+def _at_init(shapes: Dataset, width: int, n_jac: int) -> dict[str, dict]:
     """Per-layer activations and back-propagated gradients of 5-layer tanh nets at init, and
     the mean singular value of the Jacobians between consecutive hidden layers (averaged over
     ``n_jac`` examples)."""
@@ -191,14 +178,14 @@ def _errors(net, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.argmax(net.predict(x), axis=1) != y
 
 
-def _sgd(net, ds: Split, lr: float, steps: int, seed: int, progress) -> bool:
+def _sgd(net, ds: Dataset, lr: float, steps: int, seed: int, progress) -> bool:
     """``steps`` plain-SGD updates (batch 10) on the training pool; True when it diverged."""
     hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=lr, batch_size=BATCH,
                   epochs=None, max_steps=steps, seed=seed, eval_train=False, progress=progress)
     return bool(hist.diverged)
 
 
-def _validate(net, ds: Split) -> tuple[float, float]:
+def _validate(net, ds: Dataset) -> tuple[float, float]:
     """(validation error, validation cross-entropy); the loss is inf for a non-finite one."""
     with np.errstate(all="ignore"):
         out = net.predict(ds.x_val)
@@ -218,7 +205,7 @@ class Tuned:
     diverged: bool
 
 
-def _train_tuned(ds: Split, sizes: list[int], act: str, init: str, cfg: dict,
+def _train_tuned(ds: Dataset, sizes: list[int], act: str, init: str, cfg: dict,
                  progress) -> Tuned:
     """The paper's per-net learning rate chosen on validation data, at a reduced cost.
 
@@ -255,7 +242,7 @@ def _train_tuned(ds: Split, sizes: list[int], act: str, init: str, cfg: dict,
                  {k: v[0] for k, v in final.items()}, False)
 
 
-def _table(datasets: dict[str, Split], cfg: dict, progress: ExperimentProgress
+def _table(datasets: dict[str, Dataset], cfg: dict, progress: ExperimentProgress
            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[tuple[str, str, int], np.ndarray]]:
     """Train the five nets on each data set, then the two tanh nets again from a second seed
     (init and batch order) at their chosen rates. Returns the table, the second seed's table
@@ -321,8 +308,8 @@ def z_score(diff: float, se: float) -> float:
 class Inputs:
     """What every stage reads: the two data sets, the settings, whether to show progress."""
 
-    shapes: Split
-    mnist: Split
+    shapes: Dataset
+    mnist: Dataset
     cfg: dict
     progress: ExperimentProgress
 
