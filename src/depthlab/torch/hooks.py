@@ -252,7 +252,7 @@ def _std(n: int, s1: list[float], s2: list[float]) -> float:
     return math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
 
 
-def _wide(t: torch.Tensor) -> torch.dtype:
+def norm_dtype(t: torch.Tensor) -> torch.dtype:
     """float64 for the norms of a tensor's entries (squares of ~1e-20 underflow in float32),
     float32 on MPS (no float64 there)."""
     return torch.float32 if t.device.type == "mps" else torch.float64
@@ -314,7 +314,7 @@ class Acc:
                 self.abs.append(sabs)
         else:
             self.a.append(f.sum() if total is None else total)
-            self.b.append(torch.linalg.vector_norm(f, dtype=_wide(f)))
+            self.b.append(torch.linalg.vector_norm(f, dtype=norm_dtype(f)))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
         self.ns.append(n)
@@ -860,13 +860,13 @@ class Recording:
         else:
             with torch.no_grad():  # weights and their gradients: fused calls over all layers
                 w_sum = t.add_all([w.sum() for w in all_w])
-                norms = list(torch._foreach_norm(all_w, 2, dtype=_wide(all_w[0])))
+                norms = list(torch._foreach_norm(all_w, 2, dtype=norm_dtype(all_w[0])))
                 w_norm = t.add_all(norms)
                 self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
                 if all_g:
                     g_sum = t.add_all([g.sum() for g in all_g])
                     g_norm = t.add_all(list(torch._foreach_norm(all_g, 2,
-                                                                dtype=_wide(all_g[0]))))
+                                                                dtype=norm_dtype(all_g[0]))))
                     # |g| by one fused call, then sums: faster than ord=1 norms on CPU
                     g_abs = t.add_all([a.sum() for a in torch._foreach_abs(all_g)])
         blocks = []

@@ -45,7 +45,7 @@ from torch import nn
 
 from ..probes.stats import check_percentiles
 from ..validators import positive_int
-from .hooks import Recording, _wide
+from .hooks import Recording, norm_dtype
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]
@@ -201,9 +201,9 @@ class Watch:
             with torch.no_grad():  # fused over all layers: three calls in all
                 cached = [self._snap_norms.get(id(p)) for p in params]
                 before = (cached if all(v is not None for v in cached)
-                          else torch._foreach_norm(olds, 2, dtype=_wide(olds[0])))
+                          else torch._foreach_norm(olds, 2, dtype=norm_dtype(olds[0])))
                 torch._foreach_sub_(olds, params)
-                after = torch._foreach_norm(olds, 2, dtype=_wide(olds[0]))
+                after = torch._foreach_norm(olds, 2, dtype=norm_dtype(olds[0]))
             for info, pairs in layers:
                 norms = [v for _, w0 in pairs for v in (before[slot[id(w0)]],
                                                         after[slot[id(w0)]])]
