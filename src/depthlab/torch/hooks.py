@@ -794,7 +794,11 @@ class Recording:
         ``previous`` (CPU kernels only, see :meth:`host_weights`): ``id(parameter)`` -> a
         contiguous copy ``W0`` of its earlier values; the weight pass also sums ``W0^2`` and
         ``(W - W0)^2``, left in ``self.update_sums`` (``id(parameter)`` -> the two sums), and
-        with ``refresh`` overwrites ``W0`` by ``W``.
+        with ``refresh`` overwrites ``W0`` by ``W``; the update ratios
+        ``sqrt(sum (W - W0)^2 / sum W0^2)`` per layer then follow the ``extra`` rows.
+
+        The same rows are left as columns: ``self.values`` and ``self.layout`` =
+        ``(layers, modules, quantities)``, tuples reused while the record's structure repeats.
         """
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
