@@ -125,7 +125,10 @@ def test_signal_stops_sweep_promptly_and_cleanly(tmp_path, sig, code, times, how
     assert proc.returncode == code, err
     assert elapsed < EXIT_BOUND_S, f"took {elapsed:.1f}s to exit"
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("depthlab: interrupted"), err
+    # a second signal may land while the first one's summary is printed: then its own line
+    # follows ("interrupted again; exiting now"), as a terminal user pressing Ctrl-C twice sees
+    assert 1 <= len(lines) <= times, err
+    assert all(line.startswith("depthlab: interrupted") for line in lines), err
     assert "leaked" not in err and "Traceback" not in err
     left = _wait_gone(proc.pid, 3.0)
     assert not left, f"left running: {[p.cmdline() for p in left]}"
