@@ -144,15 +144,12 @@ def main() -> None:
     if not args.write:
         print(block)
         return
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit("README.md has no speed:begin/speed:end markers")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    from depthlab.atomic import atomic_write_text
+    from depthlab.atomic import replace_marked_block
 
-    atomic_write_text(readme, head + block + tail)
+    try:
+        replace_marked_block(ROOT / "README.md", BEGIN, END, block)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -70,14 +70,12 @@ def render(after: Path, before: Path | None = None) -> str:
 
 def write(block: str, readme: Path = ROOT / "README.md") -> None:
     """Replace the block between the markers in ``readme`` (atomically)."""
-    from depthlab.atomic import atomic_write_text
+    from depthlab.atomic import replace_marked_block
 
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme}: no {BEGIN!r} ... {END!r} markers to replace")
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    atomic_write_text(readme, head + block + tail)
+    try:
+        replace_marked_block(readme, BEGIN, END, block)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

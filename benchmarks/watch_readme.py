@@ -74,12 +74,12 @@ def main() -> None:
     if not args.write:
         print(block)
         return
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
-        raise SystemExit(f"README.md has no {BEGIN!r} ... {END!r} block")
-    readme.write_text(text[:start] + block + text[end + len(END):])
+    from depthlab.atomic import replace_marked_block
+
+    try:
+        replace_marked_block(ROOT / "README.md", BEGIN, END, block)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":

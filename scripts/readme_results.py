@@ -161,13 +161,12 @@ def readme_quick_column(text: str) -> dict[str, str]:
 
 def write_readme(block: str, path: Path) -> None:
     """Replace the generated block in ``path`` (atomically)."""
-    from depthlab.atomic import atomic_write_text
+    from depthlab.atomic import replace_marked_block
 
-    text = path.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"{path}: no '{BEGIN}' … '{END}' block to replace")
-    atomic_write_text(path, text[:start] + block + text[end + len(END):])
+    try:
+        replace_marked_block(path, BEGIN, END, block)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

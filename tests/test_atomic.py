@@ -32,3 +32,18 @@ def test_writer_failure_keeps_the_old_file_and_text_creates_folders(tmp_path):
         atomic_write(target, half)
     assert target.read_text() == "[]"
     assert [p.name for p in target.parent.iterdir()] == ["claims.json"]
+
+
+def test_replace_marked_block(tmp_path):
+    """The README generators' one block writer: markers and block replaced in place, the rest
+    kept; without the markers the file is untouched and the error names it."""
+    from depthlab.atomic import replace_marked_block
+
+    path = tmp_path / "README.md"
+    path.write_text("intro\n<!-- a -->\nold\n<!-- /a -->\noutro <!-- a -->\n")
+    replace_marked_block(path, "<!-- a -->", "<!-- /a -->", "<!-- a -->\nnew\n<!-- /a -->")
+    assert path.read_text() == "intro\n<!-- a -->\nnew\n<!-- /a -->\noutro <!-- a -->\n"
+    before = path.read_text()
+    with pytest.raises(ValueError, match="README.md.*<!-- b -->"):
+        replace_marked_block(path, "<!-- b -->", "<!-- /b -->", "x")
+    assert path.read_text() == before

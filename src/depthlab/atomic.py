@@ -129,3 +129,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def replace_marked_block(path: str | os.PathLike, begin: str, end: str, block: str) -> Path:
+    """Replace the text from the first ``begin`` marker through the next ``end`` marker in the
+    UTF-8 file ``path`` by ``block`` (which carries its own markers), atomically; a file without
+    the two markers in that order is left as it is and :class:`ValueError` names it."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start = text.find(begin)
+    stop = text.find(end, start + len(begin)) if start >= 0 else -1
+    if stop < 0:
+        raise ValueError(f"{path}: no {begin!r} ... {end!r} block to replace")
+    return atomic_write_text(path, text[:start] + block + text[stop + len(end):])
