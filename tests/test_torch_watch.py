@@ -423,3 +423,87 @@ def test_vanishing_gradients_do_not_underflow_on_either_path(monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-4)
         assert (frame[frame.quantity == "grad_pre_std"].value > 0).all()
     _assert_same_tables(fast, slow, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["mlp_relu", "cnn", "tied", "resnet18", "tanh"])
+def test_host_collect_equals_the_general_collect(kind):
+    """:meth:`Recording.collect`'s special case for passes whose statistics are all host floats
+    (CPU kernels, no percentiles) gives the general path's values and layout exactly, update
+    ratios included; where it does not apply (a Tanh measured by torch operations) it steps
+    aside and the general path runs."""
+    if not accel.available():
+        pytest.skip("Numba (depthlab[fast]) is not installed")
+    from depthlab.torch.hooks import Recording
+
+    torch.manual_seed(0)
+    if kind == "cnn":
+        model, x = _cnn(), torch.randn(24, 2, 5, 5)
+    elif kind == "resnet18":
+        model, x = zoo.resnet18(num_classes=3), torch.randn(4, 3, 16, 16)
+    elif kind == "tanh":
+        model, x = _model(dropout=False), torch.randn(24, 6)
+    else:
+        model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(inplace=True), nn.Linear(16, 16),
+                              nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+        if kind == "tied":
+            model[4].weight = model[2].weight
+        x = torch.randn(24, 6)
+    y = torch.randint(0, 3, (x.shape[0],))
+    rec = Recording(model, ())
+    for _ in range(2):  # the second pass runs with the plan cached after the first
+        rec.arm()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        rec.disarm()
+    weights = {id(p): p for info in rec.layers for p in info.weights}
+    snapshot = {key: (p.detach() * 0.9).contiguous() for key, p in weights.items()}
+    results = []
+    for host in (True, False):
+        previous = {key: w0.clone() for key, w0 in snapshot.items()}
+        extra = [(0, "", "loss", loss.detach())]
+        if not host:  # hide the kernels from the special case only
+            wk, rec._wk = rec._wk, None
+        rows = rec.collect(extra=extra, also=[loss.detach()], previous=previous, refresh=True)
+        if not host:
+            rec._wk = wk
+        results.append((rows, rec.also, dict(rec.update_sums), rec.refreshed,
+                        {k: float(v) for k, v in rec.weight_norms.items()},
+                        [previous[key].clone() for key in snapshot]))
+    (rows_h, also_h, upd_h, ref_h, norms_h, snap_h), (rows_g, also_g, upd_g, ref_g, norms_g,
+                                                       snap_g) = results
+    assert [r[:3] for r in rows_h] == [r[:3] for r in rows_g]
+    np.testing.assert_array_equal([r[3] for r in rows_h], [r[3] for r in rows_g])
+    assert also_h == also_g and upd_h == upd_g and ref_h == ref_g and norms_h == norms_g
+    for a, b in zip(snap_h, snap_g):  # refresh copied W into the snapshot on both paths
+        assert torch.equal(a, b)
+    quantities = {r[2] for r in rows_h}
+    assert "update_ratio" in quantities and "grad_pre_std" in quantities
+    special = rec._collect_host(None, extra, [loss.detach()], None, False)
+    if kind == "tanh":  # the general path ran for both calls
+        assert special is None
+    else:  # the special case ran for the first call
+        assert special is not None and "dead_frac" in quantities
+
+
+def test_rearming_keeps_the_users_own_hooks():
+    """Arming again puts the plan's hooks back under their handle ids; a hook the user
+    registered meanwhile stays, runs, and is removed by its own handle only."""
+    from depthlab.torch.hooks import Recording
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    x = torch.randn(5, 4)
+    rec = Recording(model, ())
+    calls = []
+    for k in range(4):
+        rec.arm()
+        assert rec.armed
+        if k == 1:
+            handle = model[0].register_forward_hook(lambda m, a, o: calls.append(1))
+        model(x).sum().backward()
+        rec.disarm()
+        assert not rec.armed
+        assert [r[2] for r in rec.collect()].count("pre_mean") == 2
+    assert len(calls) == 3  # passes 1, 2 and 3
+    assert len(model[0]._forward_hooks) == 1
+    handle.remove()
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0

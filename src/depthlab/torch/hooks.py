@@ -96,13 +96,16 @@ def watch_kernels():
 
 
 def host_moments(k, f: torch.Tensor) -> tuple[float, float, float, int]:
-    """``(sum x, sum x^2, sum |x|, #{x <= 0})`` of a detached CPU tensor by one kernel pass."""
-    return k.moments((f if f.dim() == 1 else f.reshape(-1)).numpy(), 0.0)
+    """``(sum x, sum x^2, sum |x|, #{x <= 0})`` of a detached CPU tensor by one kernel pass
+    (over its memory in storage order: a dense tensor of any layout is read without a copy)."""
+    return k.moments(f.numpy().ravel("K"), 0.0)
 
 
 def _first_tensor(obj) -> torch.Tensor | None:
     if isinstance(obj, torch.Tensor):
         return obj
+    if type(obj) is tuple and obj and isinstance(obj[0], torch.Tensor):  # a hook's args
+        return obj[0]
     if isinstance(obj, (tuple, list)):
         for o in obj:
             t = _first_tensor(o)
@@ -277,9 +280,10 @@ class Acc:
     the values for percentiles (NumPy's ``linear`` rule on the pooled values).
     """
 
-    __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h")
+    __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h", "host")
 
     def __init__(self, want_abs: bool = False, want_sorted: bool = False) -> None:
+        self.host = not want_sorted  # every partial sum a host float (the CPU kernels' path)
         self.ns: list[int] = []
         self.a: list[torch.Tensor] = []
         self.b: list[torch.Tensor] = []
@@ -293,10 +297,31 @@ class Acc:
     def n(self) -> int:
         return sum(self.ns)
 
-    def add(self, x: torch.Tensor, total: torch.Tensor | tuple[float, float] | None = None
-            ) -> None:
+    def add(self, x: torch.Tensor, total: torch.Tensor | tuple[float, float] | None = None,
+            k=None) -> None:
         """Add one call's tensor; ``total``: its ``sum x`` (a device tensor) or its
-        ``(sum x, sum x^2)`` (host floats) when the caller has them already."""
+        ``(sum x, sum x^2)`` (host floats) when the caller has them already. ``k``: the
+        compiled kernels (:func:`depthlab.probes.accel.kernels`) when the caller has looked
+        them up for the pass, used for a plain CPU float tensor."""
+        if type(total) is tuple and not self.want_abs and not self.want_sorted:
+            n = x.numel()  # host sums from the caller's kernel pass (a ReLU's output)
+            if n:
+                self.ns.append(n)
+                self.a.append(total[0])
+                self.b.append(math.sqrt(total[1]))
+            return
+        if k is not None and total is None and not self.want_sorted:
+            f = x.detach()
+            if _host_float(f):  # the usual CPU case: one compiled pass, host floats
+                n = f.numel()
+                if n:
+                    s1, s2, sabs, _ = k.moments(f.numpy().ravel("K"), 0.0)
+                    self.ns.append(n)
+                    self.a.append(s1)
+                    self.b.append(math.sqrt(s2))
+                    if self.want_abs:
+                        self.abs.append(sabs)
+                return
         f = _flat(x)
         n = f.numel()
         if n == 0:
@@ -306,6 +331,7 @@ class Acc:
             self.b.append(math.sqrt(total[1]))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
+                self.host = False
         elif (k := cpu_kernels(f)) is not None:  # one compiled pass, host floats
             s1, s2, sabs, _ = host_moments(k, f)
             self.a.append(s1)
@@ -313,6 +339,7 @@ class Acc:
             if self.want_abs:
                 self.abs.append(sabs)
         else:
+            self.host = False
             self.a.append(f.sum() if total is None else total)
             self.b.append(torch.linalg.vector_norm(f, dtype=norm_dtype(f)))
             if self.want_abs:
@@ -361,9 +388,10 @@ class ActAcc:
     ``s <= 0`` (ReLU family) and the units where ``f'(s) != 0`` somewhere."""
 
     __slots__ = ("out", "spec", "n", "saturated", "inactive", "n_active", "active", "alive",
-                 "dead_ok")
+                 "dead_ok", "host")
 
     def __init__(self, out: Acc) -> None:
+        self.host = True  # counts and masks on the host only (the CPU kernels' ReLU path)
         self.out = out
         self.spec: ActivationSpec | None = None
         self.n = 0
@@ -402,6 +430,7 @@ class ActAcc:
         activation overwrites it). ReLU is counted from its output instead
         (:meth:`add_relu_output`)."""
         self.spec = spec
+        self.host = False
         f = s.detach().to(stat_dtype(s))
         self.n += f.numel()
         d = spec.derivative(f).abs()
@@ -414,14 +443,15 @@ class ActAcc:
             return
         self._units(d.amax(dim=self._dims(d, axis)) if d.dim() > 1 else d)
 
-    def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int
+    def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int, wk=None
                         ) -> torch.Tensor | tuple[float, float] | None:
         """ReLU: ``s <= 0`` exactly where ``a = relu(s) == 0`` and ``f'(s) != 0`` exactly where
         ``a > 0``, so the output serves (valid after an in-place ReLU too). Since ``a >= 0``, a
         unit's sum ``u_j`` over the other axes is > 0 exactly where the unit is alive, and
         ``sum_j u_j = sum a``: one reduction gives both; returned (None for a 0-d ``a``) for
         the output's moments. On a CPU float tensor with the kernels, one pass gives
-        ``sum a``, ``sum a^2`` and ``#{a <= 0}`` instead (returned as host floats)."""
+        ``sum a``, ``sum a^2`` and ``#{a <= 0}`` instead (returned as host floats); ``wk``:
+        :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass."""
         self.spec = spec
         a = a.detach()
         if a.dtype not in _KERNEL_DTYPES:
@@ -429,18 +459,21 @@ class ActAcc:
         n = a.numel()
         self.n += n
         self.n_active += n
-        wk = watch_kernels() if a.dim() and cpu_kernels(a) is not None else None
-        if wk is not None:  # one pass: moments, inactive entries and live units on the host
-            ax = axis % a.dim()
-            shape = a.shape
+        if wk is None and a.dim() and cpu_kernels(a) is not None:
+            wk = watch_kernels()
+        if wk is not None and a.dim() and _host_float(a):
+            # one pass: moments, inactive entries and live units on the host
+            v = a.numpy()
+            ax = axis % v.ndim
+            shape = v.shape
             units = shape[ax]
             alive = np.zeros(units, dtype=bool)
             s1, s2, off = wk.relu_units(
-                a.reshape(math.prod(shape[:ax]), units, math.prod(shape[ax + 1:])).numpy(),
-                alive)
+                v.reshape(math.prod(shape[:ax]), units, math.prod(shape[ax + 1:])), alive)
             self.active.append(float(n - off))
             self._pool_alive(alive)
             return s1, s2
+        self.host = False
         self.active.append(torch.sign(a).sum())  # a >= 0: the number of entries > 0
         if a.dim() == 0:
             self.dead_ok = False
@@ -501,8 +534,12 @@ class Recording:
             self._owners.setdefault(id(info.owner), []).append(info)
         self._names = {id(m): n for n, m in model.named_modules()}
         self._specs: dict[int, ActivationSpec | None] = {}
-        self._handles: list = []
+        self._handles: list = []  # (handle, hook) of the plan last registered
+        self._slots: list = []  # (its hooks dict, handle id, hook) per handle
+        self._slots_plan: list | None = None
+        self._armed = False
         self._last_run = 0
+        self._k = self._wk = None  # the compiled kernels of the pass (see _kernels)
         self.p = _Pass()
         self.weight_norms: dict[int, torch.Tensor] = {}
         self.update_sums: dict[int, tuple[float, float]] = {}
@@ -516,19 +553,29 @@ class Recording:
     # -- arming ----------------------------------------------------------------------------
     @property
     def armed(self) -> bool:
-        return bool(self._handles)
+        return self._armed
 
     def arm(self) -> None:
         """Install the hooks (idempotent). Which module gets which hooks is worked out once the
-        residual blocks are known (after the first armed pass) and reused."""
-        if self._handles:
+        residual blocks are known (after the first armed pass) and reused: a plan's hooks are
+        registered through ``register_forward_(pre_)hook`` once, and later arms put the same
+        functions back under the same handle ids in the dicts those handles name (what
+        registering does, without building new handles), in plan order."""
+        if self._armed:
             return
         plan = self._plan if self._plan is not None else self._hook_plan()
-        h = self._handles
-        for m, pre, post in plan:
-            if pre is not None:
-                h.append(m.register_forward_pre_hook(pre))
-            h.append(m.register_forward_hook(post))
+        if plan is self._slots_plan:
+            for hooks, key, fn in self._slots:
+                hooks[key] = fn
+        else:
+            self._handles = []
+            for m, pre, post in plan:
+                if pre is not None:
+                    self._handles.append((m.register_forward_pre_hook(pre), pre))
+                self._handles.append((m.register_forward_hook(post), post))
+            self._slots = [(h.hooks_dict_ref(), h.id, fn) for h, fn in self._handles]
+            self._slots_plan = plan
+        self._armed = True
 
     def _hook_plan(self) -> list[tuple[nn.Module, object, object]]:
         """``(module, pre-hook or None, hook)`` for every hook :meth:`arm` installs."""
@@ -555,11 +602,21 @@ class Recording:
             self._plan = plan
         return plan
 
+    def _kernels(self) -> None:
+        """Look up the compiled kernels for the coming pass: ``_k`` (moments) and ``_wk``
+        (:mod:`depthlab.torch.kernels`), None on the torch operations' path."""
+        self._k = accel.kernels()
+        self._wk = watch_kernels() if self._k is not None else None
+
     def disarm(self) -> None:
-        """Remove every hook; the last pass's statistics stay readable."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
+        readable."""
+        if not self._armed:
+            return
+        for hooks, key, _ in self._slots:
+            if hooks is not None:
+                hooks.pop(key, None)
+        self._armed = False
 
     def _spec(self, m: nn.Module) -> ActivationSpec | None:
         key = id(m)
@@ -584,6 +641,7 @@ class Recording:
     def _model_pre(self, module, args) -> None:
         self.p = _Pass()
         self._last_run = 0
+        self._kernels()
 
     def _model_post(self, module, args, output) -> None:
         p = self.p
@@ -611,11 +669,13 @@ class Recording:
         return acc
 
     def _grad_hook(self, table: dict, index: int):
+        k = self._k
+
         def hook(g: torch.Tensor) -> None:
             acc = table.get(index)
             if acc is None:
                 acc = table[index] = Acc(want_abs=True)
-            acc.add(g)
+            acc.add(g, None, k)
         return hook
 
     def _watch_grad(self, out: torch.Tensor, table: dict, index: int) -> None:
@@ -628,12 +688,15 @@ class Recording:
             out.register_hook(self._grad_hook(table, index))
             return
         slot = out.output_nr
-        hook = self._grad_hook(table, index)
+        k = self._k
 
         def prehook(grad_outputs: tuple) -> None:
             g = grad_outputs[slot]
             if g is not None:
-                hook(g)
+                acc = table.get(index)
+                if acc is None:
+                    acc = table[index] = Acc(want_abs=True)
+                acc.add(g, None, k)
         fn.register_prehook(prehook)
 
     # -- weight layers ---------------------------------------------------------------------
@@ -644,7 +707,7 @@ class Recording:
                 info.calls += 1
 
     def _layer_post(self, module, args, output) -> None:
-        out = _first_tensor(output)
+        out = output if type(output) is torch.Tensor else _first_tensor(output)
         for info in self._owners[id(module)]:
             if not info.has_output:
                 continue
@@ -655,7 +718,7 @@ class Recording:
             p = self.p
             if p.device is None:
                 p.device = out.device
-            self._acc(p.pre, index).add(out)
+            self._acc(p.pre, index).add(out, None, self._k)
             p.links[id(out)] = (out, out._version, info, "layer")
             if out.requires_grad:
                 self._watch_grad(out, p.grad, index)
@@ -681,7 +744,7 @@ class Recording:
         if info is None or out is None:
             return
         info.norm = self._names.get(id(module))
-        self._acc(self.p.norm, info.index).add(out)
+        self._acc(self.p.norm, info.index).add(out, None, self._k)
         self.p.links[id(out)] = (out, out._version, info, "norm")
 
     def _act_pre(self, module, args) -> None:
@@ -707,14 +770,15 @@ class Recording:
         info.activation = self._names.get(id(module))
         acc = self.p.act[info.index]
         spec = self._spec(module)
-        total = acc.add_relu_output(out, spec, info.feature_axis) if spec.name == "relu" else None
-        acc.out.add(out, total)
+        total = (acc.add_relu_output(out, spec, info.feature_axis, self._wk)
+                 if spec.name == "relu" else None)
+        acc.out.add(out, total, self._k)
         self.p.links[id(out)] = (out, out._version, info, "act")
 
     def _relu_post(self, module, args, output) -> None:
         """A ReLU needs no pre-hook: its input is linked to a layer here, where an in-place
         ReLU has returned that very tensor with its version counter one higher."""
-        out = _first_tensor(output)
+        out = output if type(output) is torch.Tensor else _first_tensor(output)
         x = _first_tensor(args)
         if out is None or x is None:
             return
@@ -729,7 +793,7 @@ class Recording:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
         info.activation = self._names.get(id(module))
         spec = self._spec(module)
-        acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis))
+        acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis, self._wk))
         p.links[id(out)] = (out, out._version, info, "act")
 
     # -- residual blocks -------------------------------------------------------------------
@@ -800,6 +864,10 @@ class Recording:
         The same rows are left as columns: ``self.values`` and ``self.layout`` =
         ``(layers, modules, quantities)``, tuples reused while the record's structure repeats.
         """
+        if self._wk is not None and not self.percentiles:
+            rows = self._collect_host(weight_grads, extra, also, previous, refresh)
+            if rows is not None:
+                return rows
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
         p = self.p
@@ -952,6 +1020,117 @@ class Recording:
         layers, modules, quantities = self.layout
         return list(zip(layers, modules, quantities, values))
 
+    def _collect_host(self, weight_grads, extra, also, previous, refresh
+                      ) -> list[tuple[int, str, str, float]] | None:
+        """:meth:`collect` when every statistic of the pass is a host float already (CPU
+        kernels, no percentiles, activations measured by the kernels): the same values, in the
+        same order and layout, without the transfer's handles. None, with nothing changed, when
+        the pass does not qualify (a device tensor anywhere); then the general path runs."""
+        p = self.p
+        layers = []
+        pairs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        for info in self.order:
+            i = info.index
+            pre, act, g = p.pre.get(i), p.act.get(i), p.grad.get(i)
+            out = act.out if act is not None and act.out.ns else p.norm.get(i)
+            if (pre is not None and not pre.host) or (out is not None and not out.host) \
+                    or (act is not None and not act.host) or (g is not None and not g.host):
+                return None
+            grads = [w.grad if weight_grads is None else weight_grads.get(id(w))
+                     for w in info.weights]
+            for w, gw in zip(info.weights, grads):
+                if not _host_float(w) or (gw is not None and not _host_float(gw)):
+                    return None
+                pairs.append((w, gw))
+            layers.append((info, pre, out, act, g, grads))
+        blocks = []
+        for key, block in self.blocks.items():
+            g = p.block_grad.get(key)
+            if g is not None and g.ns:
+                if not g.host:
+                    return None
+                blocks.append((block, g))
+        for v in extra:
+            for x in ((v[3],) if isinstance(v[3], torch.Tensor) else v[3][0]):
+                if type(x) is not float and not x.is_cpu:
+                    return None
+        if isinstance(also, torch.Tensor):
+            if not also.is_cpu:
+                return None
+            self.also = also.detach().reshape(-1).tolist()
+        else:
+            if also and any(type(x) is not float and not x.is_cpu for x in also):
+                return None
+            self.also = [float(x) for x in also] if also else []
+
+        self.update_sums = {}
+        sums = self._weight_sums(self._wk, pairs, previous or {}, refresh)
+        self.weight_norms = {key: math.sqrt(m[1]) for key, m in sums.items()}
+        values: list[float] = []
+        sig: list[tuple] = []
+        put = values.append
+        for a, b, c, v in extra:
+            put(float(v) if isinstance(v, torch.Tensor) else
+                v[1](*[x if type(x) is float else float(x) for x in v[0]]))
+            sig.append((a, b, c))
+        if self.update_sums:
+            upd = self.update_sums
+            for info in self.order:
+                ws = info.weights
+                if ws and all(id(w) in upd for w in ws):
+                    den = sum(upd[id(w)][0] for w in ws)
+                    num = sum(upd[id(w)][1] for w in ws)
+                    put(math.sqrt(num / den) if den > 0 else math.inf)
+                    sig.append((info.index, info.name, "update_ratio"))
+        for info, pre, out, act, g, grads in layers:
+            npre = nact = -1
+            if pre is not None and pre.ns:
+                n = sum(pre.ns)
+                put(sum(pre.a) / n)
+                put(_std(n, pre.a, [v * v for v in pre.b]))
+                npre = 0
+            if out is not None and out.ns:
+                n = sum(out.ns)
+                put(sum(out.a) / n)
+                put(_std(n, out.a, [v * v for v in out.b]))
+                nact = 0
+            dead = inactive = False
+            if act is not None and act.n:
+                if act.dead_ok and act.alive is not None:
+                    units = act.alive.size
+                    put((units - float(np.count_nonzero(act.alive))) / units)
+                    dead = True
+                if act.inactive or act.active:
+                    off = sum(act.inactive) if act.inactive else 0.0
+                    if act.active:
+                        off += act.n_active - sum(act.active)
+                    put(off / act.n)
+                    inactive = True
+            grad = g is not None and bool(g.ns)
+            if grad:
+                n = sum(g.ns)
+                put(_std(n, g.a, [v * v for v in g.b]))
+                put(sum(g.abs) / n)
+            ws = info.weights
+            m = [sums[id(w)] for w in ws]
+            put(_std(sum(w.numel() for w in ws), [v[0] for v in m],
+                     [r * r for r in (math.sqrt(v[1]) for v in m)]))
+            gm = [sums[id(w)] for w, gw in zip(ws, grads) if gw is not None]
+            if gm:
+                n = sum(gw.numel() for gw in grads if gw is not None)
+                put(_std(n, [v[2] for v in gm], [r * r for r in (math.sqrt(v[3]) for v in gm)]))
+                put(sum(v[4] for v in gm) / n)
+            sig.append((info.index, info.name, npre, nact, False, dead, inactive, grad,
+                        bool(gm)))
+        for block, g in blocks:
+            n = sum(g.ns)
+            put(_std(n, g.a, [v * v for v in g.b]))
+            sig.append((block.layer, block.name, "block_grad_std"))
+        self.layout = self._layout(tuple(sig))
+        self.values = values
+        layers_, modules, quantities = self.layout
+        return list(zip(layers_, modules, quantities, values))
+
     def _layout(self, sig: tuple) -> tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
         """``(layers, modules, quantities)`` of the values :meth:`collect` produced for the
         signature ``sig`` (one entry per extra row, per layer and per block); built once per
@@ -991,22 +1170,23 @@ class Recording:
         layers is read once): ``id(parameter)`` -> the seven sums."""
         sums: dict[int, tuple[float, ...]] = {}
         self.refreshed = refresh
+        kernel = wk.weight_sums
         for w, g in pairs:
             key = id(w)
             if key in sums:
                 continue
-            flat = w.detach().reshape(-1).numpy()
+            flat = w.detach().numpy().reshape(-1)  # logical order, as g and w0 are read
             w0 = previous.get(key)
             if w0 is not None and (w0.numel() != flat.size or w0.dtype != w.dtype
                                    or not w0.is_contiguous()):
                 w0 = None  # a buffer of another shape: the caller's snapshot must be redone
             if w0 is None:
                 self.refreshed = False
-            gf = None if g is None else g.detach().reshape(-1).numpy()
+            gf = None if g is None else g.detach().numpy().reshape(-1)
             if gf is not None and gf.dtype != flat.dtype:
                 gf = gf.astype(flat.dtype)
-            sums[key] = out = wk.weight_sums(  # w stands in for a missing g or w0
-                flat, flat if gf is None else gf, flat if w0 is None else w0.view(-1).numpy(),
+            sums[key] = out = kernel(  # w stands in for a missing g or w0
+                flat, flat if gf is None else gf, flat if w0 is None else w0.numpy().reshape(-1),
                 refresh and w0 is not None)
             if w0 is not None:
                 self.update_sums[key] = (out[5], out[6])

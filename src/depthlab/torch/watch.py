@@ -106,6 +106,8 @@ class Watch:
         self._snap: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._pairs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # last snapshot
         self._buffers: dict[int, torch.Tensor] = {}
+        # (buffers, parameters) of the last snapshot, for the next one's fused copy
+        self._copy_lists: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
         self.run_id: str | None = None
         self._rec.arm()  # step 0 is recorded
@@ -120,7 +122,9 @@ class Watch:
         """Mark the end of one training step's backward (call before ``optimizer.step()``)."""
         if self._closed:
             raise RuntimeError("Watch.step() after close()")
-        if isinstance(loss, torch.Tensor):
+        if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
+            value = loss.detach()  # the usual case, checked in place
+        elif isinstance(loss, torch.Tensor):
             value = check_loss(loss).detach()
         elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
             value = torch.tensor(float(loss), dtype=torch.float64)
@@ -137,7 +141,7 @@ class Watch:
             # recorded in this call too (every=1): the snapshot's norms were just computed
             self._snap_norms = self._rec.weight_norms if n % self.every == 0 else {}
             self._rec.arm()
-        else:
+        elif self._rec.armed:
             self._rec.disarm()
         self._calls += 1
 
@@ -160,6 +164,16 @@ class Watch:
         if not copy and self._pairs:
             self._snap.update(self._pairs)
             return
+        if self._copy_lists is not None:  # the buffers of the last snapshot, if they still fit
+            bufs, params = self._copy_lists
+            for b, p in zip(bufs, params):
+                if b.shape != p.shape or b.dtype != p.dtype or b.device != p.device:
+                    break
+            else:
+                with torch.no_grad():
+                    torch._foreach_copy_(bufs, params)
+                self._snap.update(self._pairs)
+                return
         with torch.no_grad():
             fresh = []
             for info in self._rec.layers:
@@ -174,9 +188,12 @@ class Watch:
                     pairs.append((p, buf))
                 self._snap[id(info)] = pairs
             self._pairs = dict(self._snap)
-            pairs = [pair for v in self._snap.values() for pair in v] if copy else fresh
+            every = [pair for v in self._snap.values() for pair in v]
+            pairs = every if copy else fresh
             if pairs:  # one fused copy
                 torch._foreach_copy_([b for _, b in pairs], [p for p, _ in pairs])
+            unique = list({id(b): (b, p) for p, b in every}.values())  # tied weights: once
+            self._copy_lists = ([b for b, _ in unique], [p for _, p in unique])
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
@@ -250,6 +267,7 @@ class Watch:
         self._snap.clear()
         self._buffers.clear()
         self._pairs.clear()
+        self._copy_lists = None
         if self._pending:
             dev = self._pending[-1].device
             host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)
