@@ -11,6 +11,7 @@ activation not known to be nondecreasing, selects the percentiles of ``a`` separ
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from ..activations import ActivationFn, ReLU, Sigmoid, Tanh
 from ..network import ProbePoint
 from . import accel
+from .histograms import HISTOGRAM_KINDS, ROBUST_PERCENTILE, activation_range, bin_counts
 from .quantiles import percentile_values, plan, select_ranks
 from .quantiles import percentiles as quantile_values
 from .stats import SATURATION_RATIO, activation_family, is_nondecreasing
@@ -33,19 +35,26 @@ def _derivative_code(fn: ActivationFn, kernels) -> int:
             ReLU: kernels.DERIVATIVE_STEP}.get(type(fn), kernels.DERIVATIVE_GIVEN)
 
 
-_INFO: dict[int, tuple] = {}
+_PLANS: dict[tuple, tuple] = {}
 
 
-def _info(fn: ActivationFn, kernels) -> tuple[int, float, int, bool]:
-    """``(derivative code, saturation threshold, family code, nondecreasing)`` of ``fn``, kept
-    per activation object (a recorder asks for the same ones at every record)."""
-    got = _INFO.get(id(fn))
+def _plan(fn: ActivationFn, n: int, percentiles: tuple[float, ...], kernels) -> tuple:
+    """``(derivative code, saturation threshold, family code, nondecreasing, ranks,
+    fractions)`` of ``fn`` on ``n`` entries: what the kernel needs besides the arrays, kept per
+    activation object, size and percentile list (a recorder asks for the same ones at every
+    record). The ranks are the interleaved ``floor h, ceil h`` of NumPy's ``linear`` rule and
+    the fractions ``h - floor h``, read-only (one compiled variant of the kernel)."""
+    key = (id(fn), n, percentiles)
+    got = _PLANS.get(key)
     if got is None or got[0] is not fn:
-        if len(_INFO) > 1024:
-            _INFO.clear()
-        got = _INFO[id(fn)] = (fn, _derivative_code(fn, kernels),
-                               SATURATION_RATIO * float(fn.max_derivative),
-                               _FAMILY[activation_family(fn)], is_nondecreasing(fn))
+        if len(_PLANS) > 1024:
+            _PLANS.clear()
+        pos, ranks = plan(n, percentiles)
+        t = np.array([f for _, _, f in pos], dtype=np.float64)
+        t.flags.writeable = False
+        got = _PLANS[key] = (fn, _derivative_code(fn, kernels),
+                             SATURATION_RATIO * float(fn.max_derivative),
+                             _FAMILY[activation_family(fn)], is_nondecreasing(fn), ranks, t)
     return got[1:]
 
 
@@ -87,19 +96,24 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
     returned)."""
     kernels = accel.kernels()
     act = point.activation
-    s, a, fn = act.s, act.a, act.fn
-    dtype = s.dtype
-    if kernels is None or dtype not in accel.KERNEL_DTYPES or s.size == 0 \
-            or s.size > accel.MAX_ENTRIES or a.shape != s.shape or a.dtype != dtype:
+    s, a = act.s, act.a
+    if kernels is None or s is None or a is None:
         return None
+    dtype = s.dtype
+    if dtype not in accel.KERNEL_DTYPES or not 0 < s.size <= accel.MAX_ENTRIES \
+            or a.shape != s.shape or a.dtype != dtype:
+        return None
+    fn = act.fn
+    how, thr, family, monotone, ranks, t = _plan(fn, s.size, percentiles, kernels)
     empty1, empty2 = _empty(dtype)
     dense = point.dense
     g = _flat(act.grad_s, dtype, empty1)
-    w = _flat(None if dense is None else dense.W.value, dtype, empty1)
-    dw = _flat(None if dense is None else dense.W.grad, dtype, empty1)
+    w = dw = empty1
+    if dense is not None:
+        w = _flat(dense.W.value, dtype, empty1)
+        dw = _flat(dense.W.grad, dtype, empty1)
     if g is None or w is None or dw is None:
         return None
-    how, thr, family, monotone = _info(fn, kernels)
     s2 = np.ascontiguousarray(s.reshape(s.shape[0], -1))
     a2 = np.ascontiguousarray(a.reshape(s2.shape))
     d2 = empty2
@@ -108,7 +122,6 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
         if d2.dtype != dtype or d2.size != s.size:
             return None
         d2 = np.ascontiguousarray(d2.reshape(s2.shape))
-    ranks, t = _ranks_fractions(s.size, percentiles)
     wc = empty1
     if w_copy is not None:
         if w_copy.dtype != dtype or w_copy.size != w.size or not w_copy.flags.c_contiguous:
@@ -131,3 +144,39 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
         act_p = quantile_values(a2, percentiles)
     return [out[0], out[1], *pre_p, out[2], out[3], *act_p, *out[4:kernels.TERMS]]
 
+
+_ROBUST = (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE)
+
+
+@lru_cache(maxsize=8)
+def _normal_range(dtype: np.dtype) -> tuple[float, float]:
+    """``(tiny, max)`` of ``dtype``: the scales ``histograms.bin_counts`` gives the kernel."""
+    info = np.finfo(dtype)
+    return float(info.tiny), float(info.max)
+
+
+def kernel_histogram(kind: str, x: np.ndarray, n_bins: int, fn: ActivationFn | None = None
+                     ) -> tuple[float, float, np.ndarray] | None:
+    """:func:`depthlab.probes.histograms.histogram` of ``x`` by one call of the compiled kernel
+    :func:`depthlab.probes.kernels.histogram` (robust edges, activation clip and counts), or
+    None where the NumPy path must decide: no kernels for ``x``'s dtype, an empty array, a
+    non-finite entry, an unknown ``kind``, ``n_bins >= 2^24`` or a range the buckets cannot
+    divide."""
+    kernels = accel.for_array(x)
+    if kernels is None or x.size == 0 or n_bins >= 2**24 or kind not in HISTOGRAM_KINDS:
+        return None
+    f = np.ascontiguousarray(x).reshape(-1)
+    low, high = float(f.min()), float(f.max())  # NaN or infinite iff some entry is
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    ranks, t = _ranks_fractions(f.size, _ROBUST)
+    clip = activation_range(fn) if kind == "act" and fn is not None else None
+    c0, c1 = clip if clip is not None else (0.0, 0.0)
+    tiny, big = _normal_range(f.dtype)
+    lo, hi, status, counts = kernels.histogram(f, low, high, ranks, t, n_bins,
+                                               clip is not None, c0, c1, tiny, big)
+    if status == kernels.NOT_SELECTED:
+        return None
+    if status == kernels.NOT_BINNED:
+        counts = bin_counts(f, lo, hi, n_bins, _finite=True)
+    return lo, hi, counts

@@ -68,7 +68,13 @@ def choose_edges(kind: str, x: Array, fn: ActivationFn | None = None) -> tuple[f
 def histogram(kind: str, x: Array, n_bins: int, fn: ActivationFn | None = None
               ) -> tuple[float, float, np.ndarray]:
     """``(lo, hi, counts)``: :func:`choose_edges` and :func:`bin_counts` of one array, its
-    minimum and maximum found once for both."""
+    minimum and maximum found once for both (with the compiled kernels: one call,
+    :func:`depthlab.probes.fused.kernel_histogram`)."""
+    from .fused import kernel_histogram
+
+    fast = kernel_histogram(kind, x, n_bins, fn)
+    if fast is not None:
+        return fast
     (lo, hi), finite = _edges(kind, x, fn)
     return lo, hi, bin_counts(x, lo, hi, n_bins, _finite=finite)
 

@@ -90,15 +90,18 @@ underflow (vanishing gradients): :func:`moments` sums again in float64 (as
 
 
 @numba.njit(**_JIT)
-def block_moments(x: np.ndarray, c: float) -> tuple[float, float, float]:
+def block_moments(x: np.ndarray, c: float, dst: np.ndarray) -> tuple[float, float, float]:
     """``(S1, S2, A)`` of :func:`moments` with the sums of each block of :data:`BLOCK` entries
     taken in ``x``'s dtype (vector lanes of float32: twice the speed; each block's partial sums
     stay within a few float32 roundings of a float64 sum) and added up in float64. The shift is
     ``c`` rounded to that dtype, ``c'``; the sums are moved to ``c`` exactly: with
-    ``delta = c - c'``, ``S1 = S1' - n delta``, ``S2 = S2' - 2 delta S1' + n delta^2``."""
+    ``delta = c - c'``, ``S1 = S1' - n delta``, ``S2 = S2' - 2 delta S1' + n delta^2``.
+    ``dst``: empty, or an array of ``x``'s size that receives a copy of ``x`` in the same pass
+    (the recorder's snapshot of the weights: one read of them instead of two)."""
     n = x.size
     zero = x.dtype.type(0)
     ct = x.dtype.type(c)
+    copy = dst.size > 0
     s1 = 0.0
     s2 = 0.0
     ab = 0.0
@@ -109,6 +112,8 @@ def block_moments(x: np.ndarray, c: float) -> tuple[float, float, float]:
         ta = zero
         for i in range(b * BLOCK, b * BLOCK + BLOCK):
             v = x[i]
+            if copy:
+                dst[i] = v
             d = v - ct
             t1 += d
             t2 += d * d
@@ -118,6 +123,8 @@ def block_moments(x: np.ndarray, c: float) -> tuple[float, float, float]:
         ab += ta
     cf = np.float64(ct)
     for i in range(full * BLOCK, n):
+        if copy:
+            dst[i] = x[i]
         v = np.float64(x[i])
         d = v - cf
         s1 += d
@@ -150,14 +157,54 @@ def lerp(a: float, b: float, t: float) -> float:
     return a + t * (b - a) if t < 0.5 else b - (1.0 - t) * (b - a)
 
 
+LANES = 4
+"""Partial counts kept per bucket or bin (:func:`_counts`): consecutive entries of one bucket
+increment different counters, so no increment waits for the one before."""
+
+
 @numba.njit(**_JIT)
-def _lane_sums(lanes: np.ndarray) -> np.ndarray:
-    """int64 totals of int32 partial counts (callers keep arrays below 2^31 entries)."""
-    out = np.zeros(lanes.shape[1], dtype=np.int64)
-    for u in range(lanes.shape[0]):
-        for k in range(lanes.shape[1]):
-            out[k] += lanes[u, k]
+def _counts(idx: np.ndarray, nb: int) -> np.ndarray:
+    """int64 ``counts[k] = #{i: idx[i] = k}`` of the unsigned bucket indices ``idx`` (each
+    ``< nb``): :data:`LANES` uint32 partial counts in one flat array (callers keep arrays
+    below 2^31 entries), summed at the end."""
+    lanes = np.zeros(LANES * nb, dtype=np.uint32)
+    one = np.uint32(1)
+    n = idx.size
+    n4 = n // LANES * LANES
+    for i in range(0, n4, LANES):
+        lanes[idx[i]] += one
+        lanes[nb + idx[i + 1]] += one
+        lanes[2 * nb + idx[i + 2]] += one
+        lanes[3 * nb + idx[i + 3]] += one
+    for i in range(n4, n):
+        lanes[idx[i]] += one
+    out = np.zeros(nb, dtype=np.int64)
+    for u in range(LANES):
+        for k in range(nb):
+            out[k] += lanes[u * nb + k]
     return out
+
+
+@numba.njit(**_JIT)
+def _bucket_index(x: np.ndarray, lo: float, hi: float, nb: int) -> np.ndarray:
+    """``min(floor((x_i - lo) nb / (hi - lo)), nb - 1)`` for every entry (uint32), a
+    nondecreasing map of ``x_i``. In float32 arithmetic for a float32 array whose range and
+    scale are float32 numbers (vectorizes at twice the width), else in float64; both round
+    monotonically, which is all the selection needs."""
+    n = x.size
+    scale = nb / (hi - lo)
+    idx = np.empty(n, dtype=np.uint32)
+    if x.itemsize == 4 and hi - lo < 1e38 and scale < 1e38:
+        lo_t = x.dtype.type(lo)
+        sc_t = x.dtype.type(scale)
+        top_t = x.dtype.type(nb - 1)
+        for i in range(n):
+            idx[i] = np.uint32(min((x[i] - lo_t) * sc_t, top_t))
+    else:
+        top = np.float64(nb - 1)
+        for i in range(n):
+            idx[i] = np.uint32(min((np.float64(x[i]) - lo) * scale, top))
+    return idx
 
 
 @numba.njit(**_JIT)
@@ -167,19 +214,8 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     entries gathered)``."""
     n = x.size
     nb = max(2, min(n // 32, 4096))  # a few thousand buckets: the counts stay in L1
-    scale = nb / (hi - lo)
-    top = nb - 1
-    idx = np.empty(n, dtype=np.uint16)  # each entry's bucket, computed once (vectorized)
-    for i in range(n):
-        idx[i] = min(int((np.float64(x[i]) - lo) * scale), top)
-    lanes = np.zeros((4, nb), dtype=np.int32)  # 4 partial counts: no store-to-load stalls
-    n4 = n // 4 * 4
-    for i in range(0, n4, 4):
-        for u in range(4):
-            lanes[u, idx[i + u]] += 1
-    for i in range(n4, n):
-        lanes[0, idx[i]] += 1
-    counts = _lane_sums(lanes)
+    idx = _bucket_index(x, lo, hi, nb)
+    counts = _counts(idx, nb)
     below = np.cumsum(counts)  # entries in buckets 0..k
     wanted = np.searchsorted(below, ranks, side="right")
     take = np.zeros(nb, dtype=np.bool_)
@@ -241,23 +277,75 @@ def positions(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndar
 def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int) -> np.ndarray:
     """Counts of the flat array ``x`` in ``nb`` bins: ``trunc(clip((x - lo) * scale, 0,
     nb - 1))`` computed in ``x``'s dtype (``lo``, ``scale`` rounded to it first). Precondition
-    (checked by the caller): no NaN entry."""
+    (checked by the caller): no NaN entry. The bins of all entries are computed first (one
+    vectorized pass), then counted (:func:`_counts`)."""
     lo_t = x.dtype.type(lo)
     sc_t = x.dtype.type(scale)
     top = x.dtype.type(nb - 1)
     zero = x.dtype.type(0)
-    lanes = np.zeros((4, nb), dtype=np.int32)  # 4 partial counts: no store-to-load stalls
-    n4 = x.size // 4 * 4
-    for i in range(0, n4, 4):
-        for u in range(4):
-            p = (x[i + u] - lo_t) * sc_t
-            p = min(max(p, zero), top)
-            lanes[u, int(p)] += 1
-    for i in range(n4, x.size):
-        p = (x[i] - lo_t) * sc_t
-        p = min(max(p, zero), top)
-        lanes[0, int(p)] += 1
-    return _lane_sums(lanes)
+    idx = np.empty(x.size, dtype=np.uint32)
+    for i in range(x.size):
+        idx[i] = np.uint32(min(max((x[i] - lo_t) * sc_t, zero), top))
+    return _counts(idx, nb)
+
+
+NOT_BINNED = 3
+"""Status of :func:`histogram`: edges found, but the bin scale is not a normal number of the
+array's dtype (count them otherwise)."""
+
+
+@numba.njit(nogil=True, cache=True)  # no fast-math flag: the edges rounded as in Python
+def _robust_edges(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: np.ndarray
+                  ) -> tuple[float, float, int]:
+    """``(lo, hi, status)``: the edges of ``histograms.choose_edges`` before any activation
+    clip, from the minimum ``low``, the maximum ``high`` and the order statistics at the
+    interleaved ``ranks`` (floor and ceil of the low and the high robust percentile, with
+    fractions ``t``): ``[0, p_hi]`` when ``low >= 0`` (only the high ones are selected), else
+    ``[-m, m]``, ``m = max(|p_lo|, |p_hi|)``; status :data:`NOT_SELECTED` for a range the
+    buckets cannot divide."""
+    if low >= 0.0:
+        r = ranks[2:]
+    else:
+        r = ranks
+    if low == high:
+        v = np.full(r.size, x[0])
+    elif np.isfinite(high - low) and np.isfinite(4096.0 / (high - low)):
+        v = select(x, r, low, high)
+    else:
+        return math.nan, math.nan, NOT_SELECTED
+    if low >= 0.0:
+        hi = lerp(np.float64(v[0]), np.float64(v[1]), t[1])
+        return 0.0, (hi if hi > 0 else max(high, 1.0)), OK
+    m = max(abs(lerp(np.float64(v[0]), np.float64(v[1]), t[0])),
+            abs(lerp(np.float64(v[2]), np.float64(v[3]), t[1])))
+    if m > 0:
+        return -m, m, OK
+    return -1.0, 1.0, OK
+
+
+@numba.njit(nogil=True, cache=True)
+def histogram(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: np.ndarray,
+              nb: int, clip: bool, clip_lo: float, clip_hi: float, tiny: float, big: float
+              ) -> tuple[float, float, int, np.ndarray]:
+    """``(lo, hi, status, counts)`` of ``histograms.histogram`` for the flat array ``x`` whose
+    entries are all finite, ``low``/``high`` its minimum and maximum: the edges
+    (:func:`_robust_edges`; for ``clip``, intersected with the activation's range
+    ``[clip_lo, clip_hi]``, or that range when the intersection is empty), then the counts of
+    :func:`bin_counts` with ``scale = nb / (hi - lo)``. Status :data:`NOT_SELECTED` (nothing
+    done) or :data:`NOT_BINNED` (edges only: the scale is not in ``[tiny, big)``, the dtype's
+    normal numbers) hands the rest to the NumPy path."""
+    empty = np.zeros(0, dtype=np.int64)
+    lo, hi, status = _robust_edges(x, low, high, ranks, t)
+    if status != OK:
+        return lo, hi, status, empty
+    if clip:
+        c0 = max(lo, clip_lo)
+        c1 = min(hi, clip_hi)
+        lo, hi = (c0, c1) if c1 > c0 else (clip_lo, clip_hi)
+    scale = nb / (hi - lo)
+    if not (tiny <= scale < big):
+        return lo, hi, NOT_BINNED, empty
+    return lo, hi, OK, bin_counts(x, lo, scale, nb)
 
 
 @numba.njit(**_JIT)
@@ -298,12 +386,13 @@ def update_norms(w: np.ndarray, w0: np.ndarray) -> tuple[float, float]:
 
 
 @numba.njit(**_JIT)
-def _std_abs(x: np.ndarray) -> tuple[float, float, bool]:
-    """``(std, mean |x|, finite)`` of the flat ``x``; NaN for an empty (absent) array."""
+def _std_abs(x: np.ndarray, dst: np.ndarray) -> tuple[float, float, bool]:
+    """``(std, mean |x|, finite)`` of the flat ``x``; NaN for an empty (absent) array.
+    ``dst``: empty, or receives a copy of ``x`` (:func:`block_moments`)."""
     if x.size == 0:
         return math.nan, math.nan, True
     c = np.float64(x[0])
-    s1, s2, ab = block_moments(x, c)
+    s1, s2, ab = block_moments(x, c, dst)
     n = x.size
     if s2 / n - (s1 / n) ** 2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64):
         s1, s2, ab, _ = moments(x, c)  # squares near underflow in the blocks: float64 sums
@@ -319,8 +408,8 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     C-ordered; ``d``: ``f'(s)`` of that shape when ``how`` is :data:`DERIVATIVE_GIVEN`;
     ``g``, ``w``, ``dw``: flat, empty when absent; ``ranks``/``t``: the interleaved ranks
     ``floor h, ceil h`` and fractions ``h - floor h`` of the P percentiles; ``w_copy``: when
-    not empty, ``w`` is copied into it (the recorder's snapshot for the next update ratio) and
-    its moments are read from the fresh copy. Returns float64
+    not empty, ``w`` is copied into it (the recorder's snapshot for the next update ratio) in
+    the pass that sums its moments. Returns float64
     ``[TERMS quantities, P percentiles of s, P of a (NaN unless monotone), status]``."""
     p = t.size
     out = np.full(TERMS + 2 * p + 1, math.nan)
@@ -368,14 +457,9 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     out[5] = (cols - alive.sum()) / cols
     if family == FAMILY_RELU:
         out[6] = zs / n
-    out[7], out[8], ok_g = _std_abs(g)
-    if w_copy.size:
-        for i in range(w.size):  # an explicit loop: faster than the slice assignment
-            w_copy[i] = w[i]
-        out[9], _, ok_w = _std_abs(w_copy)
-    else:
-        out[9], _, ok_w = _std_abs(w)
-    out[10], out[11], ok_dw = _std_abs(dw)
+    out[7], out[8], ok_g = _std_abs(g, g[:0])
+    out[9], _, ok_w = _std_abs(w, w_copy)
+    out[10], out[11], ok_dw = _std_abs(dw, dw[:0])
     if not (ok_s and ok_a and ok_g and ok_w and ok_dw):
         out[-1] = NOT_FINITE
         return out

@@ -173,7 +173,7 @@ class ProbeRecorder(Callback):
         self._stat_steps: set[int] = set()
         self._hist_done: set[int] = set()
         self._jac_done: set[int] = set()
-        self._w_before: dict[int, Any] = {}
+        self._w_before: dict[int, tuple[Any, Array]] = {}  # layer -> (W, its copy)
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
         self._pending_loss: int | None = None
         self._net = None
@@ -195,6 +195,14 @@ class ProbeRecorder(Callback):
         self._col_layer.append(layer)
         self._col_q.append(self._code(name))
         self._col_value.append(float(value))
+
+    def _add_layers(self, step: int, layers: list[int], name: str, values: list[float]) -> None:
+        """One row ``(step, layer, name, value)`` per layer."""
+        code = self._code(name)
+        self._col_step.extend([step] * len(layers))
+        self._col_layer.extend(layers)
+        self._col_q.extend([code] * len(layers))
+        self._col_value.extend(values)
 
     def _add_layer(self, step: int, layer: int, values: list[float]) -> None:
         self._block_step.append(step)
@@ -220,24 +228,22 @@ class ProbeRecorder(Callback):
 
     # -- measurement -------------------------------------------------------------------
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
-                       snapshots: dict[int, Any] | None = None) -> set[int]:
+                       snapshots: dict[int, tuple[Any, Array]] | None = None) -> set[int]:
         """Statistics and/or histograms of every probe point at ``step``. ``snapshots``: layer
-        index -> buffer that is to receive a copy of that layer's weights; with the compiled
+        index -> (its weights, the buffer that is to receive a copy of them); with the compiled
         kernels the copy is made in the statistics' pass over the weights. Returns the indices
         copied."""
         copied: set[int] = set()
-        fast = stats and snapshots and accel.available()
         with np.errstate(all="ignore"):
             for p in self._points:
                 if stats:
-                    values = None
-                    buf = snapshots.get(p.index) if fast else None
-                    if buf is not None:
-                        values = kernel_layer_stats(p, self.percentiles, w_copy=buf)
-                        if values is not None:
-                            copied.add(p.index)
-                    if values is None:
+                    snap = snapshots.get(p.index) if snapshots else None
+                    buf = None if snap is None else snap[1]
+                    values = kernel_layer_stats(p, self.percentiles, w_copy=buf)
+                    if values is None:  # no kernels, or a layer the NumPy path must decide
                         values = layer_stats(p, self.percentiles)
+                    elif buf is not None:
+                        copied.add(p.index)
                     self._add_layer(step, p.index, values)
                 if hist:
                     self._histograms(step, p)
@@ -256,7 +262,8 @@ class ProbeRecorder(Callback):
             if x is None:
                 continue
             lo, hi, counts = histogram(kind, x, self.n_bins, act.fn)  # per layer, kind, step
-            self._hist.append((step, point.index, kind, lo, hi, array("q", counts.tolist())))
+            self._hist.append((step, point.index, kind, lo, hi,
+                               array("q", counts.astype(np.int64, copy=False).tobytes())))
 
     def _probe_record(self, step: int, final: bool = False) -> None:
         stats = step not in self._stat_steps
@@ -303,24 +310,23 @@ class ProbeRecorder(Callback):
             copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
         if snapshots is not None:  # W before this update, for its update_ratio
-            for p in self._points:
-                buf = snapshots.get(p.index)
-                if buf is not None:
-                    if p.index not in copied:
-                        np.copyto(buf, p.dense.W.value)
-                    self._w_before[p.index] = (p.dense.W, buf)
+            for layer, (weight, buf) in snapshots.items():
+                if layer not in copied:
+                    np.copyto(buf, weight.value)
+            self._w_before = snapshots
 
-    def _snapshot_buffers(self) -> dict[int, Any]:
-        """Layer index -> a reused buffer of its weights' shape and dtype (no allocation per
-        record)."""
+    def _snapshot_buffers(self) -> dict[int, tuple[Any, Array]]:
+        """Layer index -> (its weights, a reused buffer of their shape and dtype: no allocation
+        per record)."""
         out = {}
         for p in self._points:
             if p.dense is not None:
-                w = p.dense.W.value
+                weight = p.dense.W
+                w = weight.value
                 buf = self._w_buffers.get(p.index)
                 if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
                     buf = self._w_buffers[p.index] = np.empty_like(w, order="C")
-                out[p.index] = buf
+                out[p.index] = (weight, buf)
         return out
 
     def after_update(self, trainer, step: int, loss: float) -> None:
@@ -328,15 +334,17 @@ class ProbeRecorder(Callback):
             self._add(self._pending_loss, 0, "loss", loss)
             self._pending_loss = None
         if self._w_before:
-            for layer, (weight, w0) in self._w_before.items():
+            ratios = []
+            for weight, w0 in self._w_before.values():
                 n0, n1 = _update_norms(weight.value, w0)
-                self._add(step, layer, "update_ratio", n1 / n0 if n0 > 0 else float("inf"))
-            self._w_before.clear()
+                ratios.append(n1 / n0 if n0 > 0 else float("inf"))
+            self._add_layers(step, list(self._w_before), "update_ratio", ratios)
+            self._w_before = {}
         if self.probe_x is not None and self._wants_any(step):
             self._probe_record(step)
 
     def on_train_end(self, trainer, history) -> None:
-        self._w_before.clear()
+        self._w_before = {}
         self._w_buffers.clear()
         if self.probe_x is not None and self._net is not None:
             self._probe_record(history.steps, final=True)
