@@ -300,9 +300,9 @@ class Acc:
     def add(self, x: torch.Tensor, total: torch.Tensor | tuple[float, float] | None = None,
             k=None) -> None:
         """Add one call's tensor; ``total``: its ``sum x`` (a device tensor) or its
-        ``(sum x, sum x^2)`` (host floats) when the caller has them already. ``k``: the
-        compiled kernels (:func:`depthlab.probes.accel.kernels`) when the caller has looked
-        them up for the pass, used for a plain CPU float tensor."""
+        ``(sum x, sum x^2)`` (host floats) when the caller has them already. ``k``:
+        :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass; its
+        :func:`~depthlab.torch.kernels.sums` then reads a plain CPU float tensor."""
         if type(total) is tuple and not self.want_abs and not self.want_sorted:
             n = x.numel()  # host sums from the caller's kernel pass (a ReLU's output)
             if n:
@@ -315,7 +315,7 @@ class Acc:
             if _host_float(f):  # the usual CPU case: one compiled pass, host floats
                 n = f.numel()
                 if n:
-                    s1, s2, sabs, _ = k.moments(f.numpy().ravel("K"), 0.0)
+                    s1, s2, sabs = k.sums(f.numpy().ravel("K"))
                     self.ns.append(n)
                     self.a.append(s1)
                     self.b.append(math.sqrt(s2))
@@ -539,7 +539,7 @@ class Recording:
         self._slots_plan: list | None = None
         self._armed = False
         self._last_run = 0
-        self._k = self._wk = None  # the compiled kernels of the pass (see _kernels)
+        self._wk = None  # the compiled kernels of the pass (see _kernels)
         self.p = _Pass()
         self.weight_norms: dict[int, torch.Tensor] = {}
         self.update_sums: dict[int, tuple[float, float]] = {}
@@ -603,10 +603,9 @@ class Recording:
         return plan
 
     def _kernels(self) -> None:
-        """Look up the compiled kernels for the coming pass: ``_k`` (moments) and ``_wk``
-        (:mod:`depthlab.torch.kernels`), None on the torch operations' path."""
-        self._k = accel.kernels()
-        self._wk = watch_kernels() if self._k is not None else None
+        """Look up the compiled kernels for the coming pass: ``_wk`` is
+        :mod:`depthlab.torch.kernels`, None on the torch operations' path."""
+        self._wk = watch_kernels()
 
     def disarm(self) -> None:
         """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
@@ -645,8 +644,9 @@ class Recording:
 
     def _model_post(self, module, args, output) -> None:
         p = self.p
-        for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
-            acc.freeze(self.percentiles)
+        if self.percentiles:
+            for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
+                acc.freeze(self.percentiles)
         p.links.clear()
         p.pending.clear()
         p.block_inputs.clear()
@@ -669,7 +669,7 @@ class Recording:
         return acc
 
     def _grad_hook(self, table: dict, index: int):
-        k = self._k
+        k = self._wk
 
         def hook(g: torch.Tensor) -> None:
             acc = table.get(index)
@@ -688,7 +688,7 @@ class Recording:
             out.register_hook(self._grad_hook(table, index))
             return
         slot = out.output_nr
-        k = self._k
+        k = self._wk
 
         def prehook(grad_outputs: tuple) -> None:
             g = grad_outputs[slot]
@@ -708,17 +708,21 @@ class Recording:
 
     def _layer_post(self, module, args, output) -> None:
         out = output if type(output) is torch.Tensor else _first_tensor(output)
+        p = self.p
         for info in self._owners[id(module)]:
             if not info.has_output:
                 continue
-            index = self._number(info)
+            index = info.index or self._number(info)
+            self._last_run = index
             info.calls += 1
             if out is None or not out.is_floating_point():
                 continue
-            p = self.p
             if p.device is None:
                 p.device = out.device
-            self._acc(p.pre, index).add(out, None, self._k)
+            acc = p.pre.get(index)
+            if acc is None:
+                acc = p.pre[index] = Acc(want_sorted=bool(self.percentiles))
+            acc.add(out, None, self._wk)
             p.links[id(out)] = (out, out._version, info, "layer")
             if out.requires_grad:
                 self._watch_grad(out, p.grad, index)
@@ -744,7 +748,7 @@ class Recording:
         if info is None or out is None:
             return
         info.norm = self._names.get(id(module))
-        self._acc(self.p.norm, info.index).add(out, None, self._k)
+        self._acc(self.p.norm, info.index).add(out, None, self._wk)
         self.p.links[id(out)] = (out, out._version, info, "norm")
 
     def _act_pre(self, module, args) -> None:
@@ -772,7 +776,7 @@ class Recording:
         spec = self._spec(module)
         total = (acc.add_relu_output(out, spec, info.feature_axis, self._wk)
                  if spec.name == "relu" else None)
-        acc.out.add(out, total, self._k)
+        acc.out.add(out, total, self._wk)
         self.p.links[id(out)] = (out, out._version, info, "act")
 
     def _relu_post(self, module, args, output) -> None:

@@ -7,6 +7,7 @@ Imported only through :func:`depthlab.torch.hooks.watch_kernels` (which follows
 tensor subclasses. ``reassoc`` lets the sums run in vector lanes (deterministic for one machine and
 build); NaN and infinity keep IEEE semantics.
 
+* :func:`sums` of a tensor's entries: ``(S1, S2, A) = (sum x, sum x^2, sum |x|)``.
 * :func:`relu_units` of ``a = relu(s)`` viewed as ``(outer, C, inner)`` (``C`` units on the
   feature axis): ``S1 = sum a``, ``S2 = sum a^2``, ``Z = #{a <= 0}`` and the mask
   ``alive_c = any(a[:, c, :] > 0)``: a unit is dead on the batch where no entry is positive
@@ -25,6 +26,47 @@ import numpy as np
 from ..probes.kernels import BLOCK, TINY_SQUARE_32, TINY_SQUARE_64
 
 _JIT = dict(nogil=True, cache=True, fastmath={"reassoc"})
+
+
+@numba.njit(**_JIT)
+def _sums64(x: np.ndarray, start: int) -> tuple[float, float, float]:
+    """:func:`sums` of the entries from ``start`` on, in float64."""
+    s1 = s2 = ab = 0.0
+    for i in range(start, x.size):
+        v = np.float64(x[i])
+        s1 += v
+        s2 += v * v
+        ab += abs(v)
+    return s1, s2, ab
+
+
+@numba.njit(**_JIT)
+def sums(x: np.ndarray) -> tuple[float, float, float]:
+    """``(S1, S2, A) = (sum x, sum x^2, sum |x|)`` of the flat array ``x``: each block of
+    :data:`depthlab.probes.kernels.BLOCK` entries summed in ``x``'s dtype (float32 vector lanes),
+    the blocks in float64; everything again in float64 when the mean square falls below the
+    dtype's ``TINY_SQUARE`` (squares of vanishing gradients underflow in float32)."""
+    n = x.size
+    zero = x.dtype.type(0)
+    s1 = s2 = ab = 0.0
+    full = n // BLOCK
+    for b in range(full):
+        t1 = t2 = ta = zero
+        for i in range(b * BLOCK, b * BLOCK + BLOCK):
+            v = x[i]
+            t1 += v
+            t2 += v * v
+            ta += abs(v)
+        s1 += t1
+        s2 += t2
+        ab += ta
+    rest = _sums64(x, full * BLOCK)
+    s1 += rest[0]
+    s2 += rest[1]
+    ab += rest[2]
+    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * n:
+        return _sums64(x, 0)
+    return s1, s2, ab
 
 
 @numba.njit(**_JIT)
