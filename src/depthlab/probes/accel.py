@@ -100,5 +100,10 @@ def warm_up() -> dict[str, float]:
             k.layer(m, m, m, k.DERIVATIVE_GIVEN, 0.5, k.FAMILY_OTHER, x, x, x, ranks, t, True,
                     x[:0])
             k.bin_counts(x, -1.0, 2.0, 4)
+            ranks4 = np.array([0, 1, 62, 63], dtype=np.intp)
+            ranks4.flags.writeable = False
+            t2 = np.array([0.5, 0.5])
+            t2.flags.writeable = False
+            k.histogram(x, -1.0, 1.0, ranks4, t2, 4, True, -0.5, 0.5, 1e-30, 1e30)
             k.update_norms(x, x)
     return {"import": t1 - t0, "kernels": time.perf_counter() - t1}

@@ -85,15 +85,15 @@ def _flat(x: np.ndarray | None, dtype: np.dtype, empty: np.ndarray) -> np.ndarra
         return empty
     if x.dtype != dtype:
         return None
-    return np.ascontiguousarray(x).reshape(-1)
+    return x.ravel()  # a view of a C-contiguous array, else a C-ordered copy
 
 
 def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
-                       w_copy: np.ndarray | None = None) -> list[float] | None:
-    """:func:`depthlab.probes.stats.layer_stats` of ``point``, or None where the NumPy path must
-    decide (module docstring). ``w_copy``: an array of the feeding weights' shape and dtype,
-    C-ordered, that receives a copy of them in the same pass (left unspecified when None is
-    returned)."""
+                       w_copy: np.ndarray | None = None) -> np.ndarray | None:
+    """:func:`depthlab.probes.stats.layer_stats` of ``point`` as a float64 array (same order), or
+    None where the NumPy path must decide (module docstring). ``w_copy``: an array of the
+    feeding weights' shape and dtype, C-ordered, that receives a copy of them in the same pass
+    (left unspecified when None is returned)."""
     kernels = accel.kernels()
     act = point.activation
     s, a = act.s, act.a
@@ -127,22 +127,21 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
         if w_copy.dtype != dtype or w_copy.size != w.size or not w_copy.flags.c_contiguous:
             return None
         wc = w_copy.reshape(-1)
-    out = kernels.layer(s2, a2, d2, how, thr, family, g, w, dw, ranks, t, monotone,
-                        wc).tolist()
+    out = kernels.layer(s2, a2, d2, how, thr, family, g, w, dw, ranks, t, monotone, wc)
     status = out[-1]
     if status == kernels.NOT_FINITE:
         return None
+    values = out[:-1]
     p = t.size
-    pre_p, act_p = out[kernels.TERMS:kernels.TERMS + p], out[kernels.TERMS + p:-1]
     if status == kernels.NOT_SELECTED:  # a range the buckets cannot divide: NumPy's selection
         pos, _ = plan(s.size, percentiles)
         v = select_ranks(s2.reshape(-1), ranks)
-        pre_p = percentile_values(v, pos)
+        values[2:2 + p] = percentile_values(v, pos)
         if monotone:
-            act_p = percentile_values(fn.forward(v), pos)
+            values[4 + p:4 + 2 * p] = percentile_values(fn.forward(v), pos)
     if p and not monotone:
-        act_p = quantile_values(a2, percentiles)
-    return [out[0], out[1], *pre_p, out[2], out[3], *act_p, *out[4:kernels.TERMS]]
+        values[4 + p:4 + 2 * p] = quantile_values(a2, percentiles)
+    return values
 
 
 _ROBUST = (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE)

@@ -56,7 +56,7 @@ FAMILY_OTHER, FAMILY_BOUNDED, FAMILY_RELU = 0, 1, 2
 the ReLU family; the other entry is NaN."""
 
 TERMS = 12
-"""Non-percentile quantities of :func:`layer`, in ``stats._numpy_terms`` order."""
+"""Non-percentile quantities of :func:`layer` (``stats._numpy_terms``)."""
 
 OK, NOT_FINITE, NOT_SELECTED = 0, 1, 2
 """Status of :func:`layer` (its last entry): done; an entry is not finite (take the NumPy
@@ -409,8 +409,9 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     ``g``, ``w``, ``dw``: flat, empty when absent; ``ranks``/``t``: the interleaved ranks
     ``floor h, ceil h`` and fractions ``h - floor h`` of the P percentiles; ``w_copy``: when
     not empty, ``w`` is copied into it (the recorder's snapshot for the next update ratio) in
-    the pass that sums its moments. Returns float64
-    ``[TERMS quantities, P percentiles of s, P of a (NaN unless monotone), status]``."""
+    the pass that sums its moments. Returns float64 ``[quantities, status]``, the quantities in
+    ``stats.layer_quantities`` order (mean, std and the P percentiles of ``s``, the same of
+    ``a`` (its percentiles NaN unless ``monotone``), then the other 8)."""
     p = t.size
     out = np.full(TERMS + 2 * p + 1, math.nan)
     rows, cols = s.shape
@@ -450,16 +451,18 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
             a2 += y * y
     n = s.size
     sf = s.reshape(n)
+    act = 2 + p  # act_mean's position: pre_mean, pre_std and the P pre_pK come first
+    rest = act + 2 + p  # saturated_frac's position, after act_mean, act_std and the act_pK
     out[0], out[1], ok_s = mean_std(sf, cs, s1, s2)
-    out[2], out[3], ok_a = mean_std(a.reshape(n), ca, a1, a2)
+    out[act], out[act + 1], ok_a = mean_std(a.reshape(n), ca, a1, a2)
     if family == FAMILY_BOUNDED:
-        out[4] = sat / n
-    out[5] = (cols - alive.sum()) / cols
+        out[rest] = sat / n
+    out[rest + 1] = (cols - alive.sum()) / cols
     if family == FAMILY_RELU:
-        out[6] = zs / n
-    out[7], out[8], ok_g = _std_abs(g, g[:0])
-    out[9], _, ok_w = _std_abs(w, w_copy)
-    out[10], out[11], ok_dw = _std_abs(dw, dw[:0])
+        out[rest + 2] = zs / n
+    out[rest + 3], out[rest + 4], ok_g = _std_abs(g, g[:0])
+    out[rest + 5], _, ok_w = _std_abs(w, w_copy)
+    out[rest + 6], out[rest + 7], ok_dw = _std_abs(dw, dw[:0])
     if not (ok_s and ok_a and ok_g and ok_w and ok_dw):
         out[-1] = NOT_FINITE
         return out
@@ -477,8 +480,8 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
         return out
     af = a.reshape(n)
     for k in range(p):
-        out[TERMS + k] = lerp(np.float64(sf[at[2 * k]]), np.float64(sf[at[2 * k + 1]]), t[k])
+        out[2 + k] = lerp(np.float64(sf[at[2 * k]]), np.float64(sf[at[2 * k + 1]]), t[k])
         if monotone:
-            out[TERMS + p + k] = lerp(np.float64(af[at[2 * k]]), np.float64(af[at[2 * k + 1]]),
-                                      t[k])
+            out[act + 2 + k] = lerp(np.float64(af[at[2 * k]]), np.float64(af[at[2 * k + 1]]),
+                                    t[k])
     return out

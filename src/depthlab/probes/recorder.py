@@ -204,10 +204,13 @@ class ProbeRecorder(Callback):
         self._col_q.extend([code] * len(layers))
         self._col_value.extend(values)
 
-    def _add_layer(self, step: int, layer: int, values: list[float]) -> None:
+    def _add_layer(self, step: int, layer: int, values: list[float] | np.ndarray) -> None:
         self._block_step.append(step)
         self._block_layer.append(layer)
-        self._block_values.extend(values)
+        if isinstance(values, np.ndarray):  # float64 from the kernels: copied as bytes
+            self._block_values.frombytes(values.tobytes())
+        else:
+            self._block_values.extend(values)
 
     # -- schedule ----------------------------------------------------------------------
     def _wants_stats(self, step: int) -> bool:

@@ -192,7 +192,7 @@ def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -
 
         out = kernel_layer_stats(point, tuple(percentiles))
         if out is not None:
-            return out
+            return out.tolist()
     terms = _numpy_terms(point, fn)
     if not percentiles:
         pre_p, act_p = [], []  # no sort at all
