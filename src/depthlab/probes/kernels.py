@@ -163,21 +163,27 @@ increment different counters, so no increment waits for the one before."""
 
 
 @numba.njit(**_JIT)
-def _counts(idx: np.ndarray, nb: int) -> np.ndarray:
-    """int64 ``counts[k] = #{i: idx[i] = k}`` of the unsigned bucket indices ``idx`` (each
-    ``< nb``): :data:`LANES` uint32 partial counts in one flat array (callers keep arrays
-    below 2^31 entries), summed at the end."""
-    lanes = np.zeros(LANES * nb, dtype=np.uint32)
+def _add_counts(idx: np.ndarray, m: int, lanes: np.ndarray, nb: int) -> None:
+    """Add the first ``m`` unsigned bucket indices ``idx`` (each ``< nb``) to ``lanes``, the
+    :data:`LANES` uint32 partial counts of ``nb`` buckets in one flat array (callers keep arrays
+    below 2^31 entries)."""
     one = np.uint32(1)
-    n = idx.size
-    n4 = n // LANES * LANES
-    for i in range(0, n4, LANES):
+    o1 = np.uint64(nb)  # unsigned offsets: no negative-index check
+    o2 = np.uint64(2 * nb)
+    o3 = np.uint64(3 * nb)
+    m4 = m // LANES * LANES
+    for i in range(0, m4, LANES):
         lanes[idx[i]] += one
-        lanes[nb + idx[i + 1]] += one
-        lanes[2 * nb + idx[i + 2]] += one
-        lanes[3 * nb + idx[i + 3]] += one
-    for i in range(n4, n):
+        lanes[o1 + idx[i + 1]] += one
+        lanes[o2 + idx[i + 2]] += one
+        lanes[o3 + idx[i + 3]] += one
+    for i in range(m4, m):
         lanes[idx[i]] += one
+
+
+@numba.njit(**_JIT)
+def _lane_totals(lanes: np.ndarray, nb: int) -> np.ndarray:
+    """int64 totals of the partial counts of :func:`_add_counts`."""
     out = np.zeros(nb, dtype=np.int64)
     for u in range(LANES):
         for k in range(nb):
@@ -187,23 +193,23 @@ def _counts(idx: np.ndarray, nb: int) -> np.ndarray:
 
 @numba.njit(**_JIT)
 def _bucket_index(x: np.ndarray, lo: float, hi: float, nb: int) -> np.ndarray:
-    """``min(floor((x_i - lo) nb / (hi - lo)), nb - 1)`` for every entry (uint32), a
+    """``min(floor((x_i - lo) nb / (hi - lo)), nb - 1)`` for every entry (uint16), a
     nondecreasing map of ``x_i``. In float32 arithmetic for a float32 array whose range and
     scale are float32 numbers (vectorizes at twice the width), else in float64; both round
     monotonically, which is all the selection needs."""
     n = x.size
     scale = nb / (hi - lo)
-    idx = np.empty(n, dtype=np.uint32)
+    idx = np.empty(n, dtype=np.uint16)  # nb <= 4096
     if x.itemsize == 4 and hi - lo < 1e38 and scale < 1e38:
         lo_t = x.dtype.type(lo)
         sc_t = x.dtype.type(scale)
         top_t = x.dtype.type(nb - 1)
         for i in range(n):
-            idx[i] = np.uint32(min((x[i] - lo_t) * sc_t, top_t))
+            idx[i] = np.uint16(min((x[i] - lo_t) * sc_t, top_t))
     else:
         top = np.float64(nb - 1)
         for i in range(n):
-            idx[i] = np.uint32(min((np.float64(x[i]) - lo) * scale, top))
+            idx[i] = np.uint16(min((np.float64(x[i]) - lo) * scale, top))
     return idx
 
 
@@ -215,7 +221,9 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     n = x.size
     nb = max(2, min(n // 32, 4096))  # a few thousand buckets: the counts stay in L1
     idx = _bucket_index(x, lo, hi, nb)
-    counts = _counts(idx, nb)
+    lanes = np.zeros(LANES * nb, dtype=np.uint32)
+    _add_counts(idx, n, lanes, nb)
+    counts = _lane_totals(lanes, nb)
     below = np.cumsum(counts)  # entries in buckets 0..k
     wanted = np.searchsorted(below, ranks, side="right")
     take = np.zeros(nb, dtype=np.bool_)
@@ -273,20 +281,40 @@ def positions(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndar
     return out
 
 
+CHUNK = 4096
+"""Entries whose bins :func:`bin_counts` computes together before counting them (a fixed trip
+count, so the computation vectorizes; 16 KiB of indices, whatever the array's size)."""
+
+
+@numba.njit(**_JIT)
+def _bin_index(x: np.ndarray, start: int, m: int, lo_t, sc_t, top, idx: np.ndarray) -> None:
+    """``idx[i] = trunc(clip((x[start + i] - lo) * scale, 0, nb - 1))`` for ``i < m``, in
+    ``x``'s dtype."""
+    zero = x.dtype.type(0)
+    xs = x[start:start + m]  # indexed from 0: no negative-index check, the loop vectorizes
+    for i in range(m):
+        idx[i] = np.uint32(min(max((xs[i] - lo_t) * sc_t, zero), top))
+
+
 @numba.njit(**_JIT)
 def bin_counts(x: np.ndarray, lo: float, scale: float, nb: int) -> np.ndarray:
     """Counts of the flat array ``x`` in ``nb`` bins: ``trunc(clip((x - lo) * scale, 0,
     nb - 1))`` computed in ``x``'s dtype (``lo``, ``scale`` rounded to it first). Precondition
-    (checked by the caller): no NaN entry. The bins of all entries are computed first (one
-    vectorized pass), then counted (:func:`_counts`)."""
+    (checked by the caller): no NaN entry. The bins of each :data:`CHUNK` entries are computed
+    first (vectorized), then counted (:func:`_add_counts`)."""
     lo_t = x.dtype.type(lo)
     sc_t = x.dtype.type(scale)
     top = x.dtype.type(nb - 1)
-    zero = x.dtype.type(0)
-    idx = np.empty(x.size, dtype=np.uint32)
-    for i in range(x.size):
-        idx[i] = np.uint32(min(max((x[i] - lo_t) * sc_t, zero), top))
-    return _counts(idx, nb)
+    idx = np.empty(CHUNK, dtype=np.uint32)
+    lanes = np.zeros(LANES * nb, dtype=np.uint32)
+    full = x.size // CHUNK
+    for c in range(full):
+        _bin_index(x, c * CHUNK, CHUNK, lo_t, sc_t, top, idx)
+        _add_counts(idx, CHUNK, lanes, nb)
+    rest = x.size - full * CHUNK
+    _bin_index(x, full * CHUNK, rest, lo_t, sc_t, top, idx)
+    _add_counts(idx, rest, lanes, nb)
+    return _lane_totals(lanes, nb)
 
 
 NOT_BINNED = 3
