@@ -22,7 +22,7 @@ On the CPU the statistics come from depthlab's compiled one-pass kernels when Nu
 (``depthlab[fast]``; the header says which path ran, ``DEPTHLAB_PROBE_KERNELS=numpy`` forces the
 torch operations that CUDA uses).
 
-Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 7] [--steps N]
+Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 15] [--steps N]
 [--only cpu1|cpu|cuda] [--cases mlp,resnet18] [--json FILE]``; ``benchmarks/watch_readme.py``
 renders the README block from the JSON file.
 """
@@ -135,7 +135,7 @@ def report(case: str, where: str, times: dict[str, list[tuple[float, float]]],
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=None,
                     help="steps per block, a multiple of 10 (default: mlp 100, resnet18 20)")
     ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)

@@ -1,7 +1,7 @@
 """Render the README's ``Watch`` overhead table from benchmarks/torch_probe_overhead.py's raw
 results (never typed by hand).
 
-    python benchmarks/torch_probe_overhead.py --rounds 7 --json benchmarks/torch_probe_overhead.json
+    python benchmarks/torch_probe_overhead.py --json benchmarks/torch_probe_overhead.json
     python benchmarks/watch_readme.py benchmarks/torch_probe_overhead.json --write
 
 prints the block (or, with ``--write``, replaces it in README.md between the ``watch:begin`` and

@@ -425,7 +425,8 @@ def test_vanishing_gradients_do_not_underflow_on_either_path(monkeypatch):
     _assert_same_tables(fast, slow, rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["mlp_relu", "cnn", "tied", "resnet18", "tanh"])
+@pytest.mark.parametrize("kind", ["mlp_relu", "cnn", "tied", "resnet18", "lstm", "transformer",
+                                  "tanh"])
 def test_host_collect_equals_the_general_collect(kind):
     """:meth:`Recording.collect`'s special case for passes whose statistics are all host floats
     (CPU kernels, no percentiles) gives the general path's values and layout exactly, update
@@ -442,6 +443,10 @@ def test_host_collect_equals_the_general_collect(kind):
         model, x = zoo.resnet18(num_classes=3), torch.randn(4, 3, 16, 16)
     elif kind == "tanh":
         model, x = _model(dropout=False), torch.randn(24, 6)
+    elif kind == "lstm":  # several weights per layer
+        model, x = zoo.lstm_classifier(), torch.randn(6, 7, 8)
+    elif kind == "transformer":
+        model, x = zoo.transformer_classifier(), torch.randint(0, 50, (6, 10))
     else:
         model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(inplace=True), nn.Linear(16, 16),
                               nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -479,8 +484,12 @@ def test_host_collect_equals_the_general_collect(kind):
     quantities = {r[2] for r in rows_h}
     assert "update_ratio" in quantities and "grad_pre_std" in quantities
     special = rec._collect_host(None, extra, [loss.detach()], None, False)
-    if kind == "tanh":  # the general path ran for both calls
+    if kind == "tanh":  # the Tanh is measured by torch operations: the general path ran
         assert special is None
+    elif kind == "lstm":  # the special case, with four weight tensors per layer
+        assert special is not None and max(len(i.weights) for i in rec.layers) > 1
+    elif kind == "transformer":  # the special case, with residual blocks (no ReLU modules)
+        assert special is not None and "block_grad_std" in quantities
     else:  # the special case ran for the first call
         assert special is not None and "dead_frac" in quantities
 

@@ -1116,14 +1116,26 @@ class Recording:
                 put(_std(n, g.a, [v * v for v in g.b]))
                 put(sum(g.abs) / n)
             ws = info.weights
-            m = [sums[id(w)] for w in ws]
-            put(_std(sum(w.numel() for w in ws), [v[0] for v in m],
-                     [r * r for r in (math.sqrt(v[1]) for v in m)]))
-            gm = [sums[id(w)] for w, gw in zip(ws, grads) if gw is not None]
-            if gm:
-                n = sum(gw.numel() for gw in grads if gw is not None)
-                put(_std(n, [v[2] for v in gm], [r * r for r in (math.sqrt(v[3]) for v in gm)]))
-                put(sum(v[4] for v in gm) / n)
+            if len(ws) == 1:  # the usual layer: one weight tensor
+                m = sums[id(ws[0])]
+                r = math.sqrt(m[1])
+                put(_std(ws[0].numel(), (m[0],), (r * r,)))
+                gm = (m,) if grads[0] is not None else ()
+                if gm:
+                    n = grads[0].numel()
+                    r = math.sqrt(m[3])
+                    put(_std(n, (m[2],), (r * r,)))
+                    put(m[4] / n)
+            else:
+                m = [sums[id(w)] for w in ws]
+                put(_std(sum(w.numel() for w in ws), [v[0] for v in m],
+                         [r * r for r in (math.sqrt(v[1]) for v in m)]))
+                gm = [sums[id(w)] for w, gw in zip(ws, grads) if gw is not None]
+                if gm:
+                    n = sum(gw.numel() for gw in grads if gw is not None)
+                    put(_std(n, [v[2] for v in gm],
+                             [r * r for r in (math.sqrt(v[3]) for v in gm)]))
+                    put(sum(v[4] for v in gm) / n)
             sig.append((info.index, info.name, npre, nact, False, dead, inactive, grad,
                         bool(gm)))
         for block, g in blocks:

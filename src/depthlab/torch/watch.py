@@ -108,6 +108,7 @@ class Watch:
         self._buffers: dict[int, torch.Tensor] = {}
         # (buffers, parameters) of the last snapshot, for the next one's fused copy
         self._copy_lists: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._previous: dict[int, torch.Tensor] = {}  # id(parameter) -> its snapshot buffer
         self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
         self.run_id: str | None = None
         self._rec.arm()  # step 0 is recorded
@@ -194,6 +195,7 @@ class Watch:
                 torch._foreach_copy_([b for _, b in pairs], [p for p, _ in pairs])
             unique = list({id(b): (b, p) for p, b in every}.values())  # tied weights: once
             self._copy_lists = ([b for b, _ in unique], [p for _, p in unique])
+            self._previous = {id(p): b for p, b in every}
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
@@ -235,8 +237,7 @@ class Watch:
         extra = [(0, "", "loss", self._pending[-1])]
         fused = bool(self._snap) and self._rec.host_weights()
         if fused:  # update ratios in the weight pass of collect
-            previous = {id(p): w0 for pairs in self._snap.values() for p, w0 in pairs}
-            self._rec.collect(extra=extra, also=self._pending, previous=previous,
+            self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
                               refresh=refresh)  # the update ratios follow the loss row
             self._snap.clear()
             fused = self._rec.refreshed
@@ -268,6 +269,7 @@ class Watch:
         self._buffers.clear()
         self._pairs.clear()
         self._copy_lists = None
+        self._previous = {}
         if self._pending:
             dev = self._pending[-1].device
             host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)
