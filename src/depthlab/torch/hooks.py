@@ -86,13 +86,18 @@ def _host_float(t: torch.Tensor) -> bool:
         and t.layout == torch.strided
 
 
+_WATCH_KERNELS: list = []  # depthlab.torch.kernels once imported
+
+
 def watch_kernels():
     """:mod:`depthlab.torch.kernels` when the compiled kernels are in use, else None."""
     if accel.kernels() is None:
         return None
-    from . import kernels
+    if not _WATCH_KERNELS:
+        from . import kernels
 
-    return kernels
+        _WATCH_KERNELS.append(kernels)
+    return _WATCH_KERNELS[0]
 
 
 def host_moments(k, f: torch.Tensor) -> tuple[float, float, float, int]:
