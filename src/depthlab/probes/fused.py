@@ -3,10 +3,12 @@ compiled kernel :func:`depthlab.probes.kernels.layer` (used when :mod:`depthlab.
 has the kernels; the NumPy path in ``stats`` defines every quantity, and takes over for a layer
 with a non-finite entry, mixed dtypes or ``a`` and ``s`` of different shapes).
 
-The kernel returns the quantities themselves (formulas in :mod:`depthlab.probes.kernels`); this
-module prepares its arguments once per activation and percentile list (derivative code,
-saturation threshold, family, ranks and fractions of NumPy's ``linear`` rule) and, for an
-activation not known to be nondecreasing, selects the percentiles of ``a`` separately.
+The kernel returns the quantities themselves, in the table's order (formulas in
+:mod:`depthlab.probes.kernels`); this module prepares its arguments once per activation and
+percentile list (derivative code, saturation threshold, family, ranks and fractions of NumPy's
+``linear`` rule) and, for an activation not known to be nondecreasing, selects the percentiles
+of ``a`` separately. Likewise :func:`kernel_histogram`: ``histograms.histogram`` (robust edges,
+activation clip, counts) by one call of :func:`depthlab.probes.kernels.histogram`.
 """
 
 from __future__ import annotations
@@ -40,18 +42,15 @@ _PLANS: dict[tuple, tuple] = {}
 
 def _plan(fn: ActivationFn, n: int, percentiles: tuple[float, ...], kernels) -> tuple:
     """``(derivative code, saturation threshold, family code, nondecreasing, ranks,
-    fractions)`` of ``fn`` on ``n`` entries: what the kernel needs besides the arrays, kept per
-    activation object, size and percentile list (a recorder asks for the same ones at every
-    record). The ranks are the interleaved ``floor h, ceil h`` of NumPy's ``linear`` rule and
-    the fractions ``h - floor h``, read-only (one compiled variant of the kernel)."""
+    fractions)`` of ``fn`` on ``n`` entries (:func:`_ranks_fractions`): what the kernel needs
+    besides the arrays, kept per activation object, size and percentile list (a recorder asks
+    for the same ones at every record: one dictionary lookup)."""
     key = (id(fn), n, percentiles)
     got = _PLANS.get(key)
     if got is None or got[0] is not fn:
         if len(_PLANS) > 1024:
             _PLANS.clear()
-        pos, ranks = plan(n, percentiles)
-        t = np.array([f for _, _, f in pos], dtype=np.float64)
-        t.flags.writeable = False
+        ranks, t = _ranks_fractions(n, percentiles)
         got = _PLANS[key] = (fn, _derivative_code(fn, kernels),
                              SATURATION_RATIO * float(fn.max_derivative),
                              _FAMILY[activation_family(fn)], is_nondecreasing(fn), ranks, t)
