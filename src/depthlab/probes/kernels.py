@@ -199,7 +199,7 @@ def _bucket_index(x: np.ndarray, lo: float, hi: float, nb: int) -> np.ndarray:
     monotonically, which is all the selection needs."""
     n = x.size
     scale = nb / (hi - lo)
-    idx = np.empty(n, dtype=np.uint16)  # nb <= 2048 (_buckets)
+    idx = np.empty(n, dtype=np.uint16)  # nb <= 4096 (_buckets)
     if x.itemsize == 4 and hi - lo < 1e38 and scale < 1e38:
         lo_t = x.dtype.type(lo)
         sc_t = x.dtype.type(scale)
@@ -219,7 +219,7 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     bucket of each rank, whether a bucket is gathered, start of each gathered bucket's run,
     entries gathered)``."""
     n = x.size
-    nb = max(2, min(n // 8, 2048))  # ~8 entries a bucket; the 4 lanes of counts stay in L1
+    nb = max(2, min(n // 8, 4096))  # ~8 entries a bucket, at most 4096 (uint16 indices)
     idx = _bucket_index(x, lo, hi, nb)
     lanes = np.zeros(LANES * nb, dtype=np.uint32)
     _add_counts(idx, n, lanes, nb)
