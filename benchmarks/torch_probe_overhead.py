@@ -6,8 +6,8 @@ inputs, 10 classes) and the 784-100-100-100-10 ReLU MLP of Cockpit's CPU measure
 update. Four settings per model, each with its own model and optimizer: no Watch (baseline),
 ``Watch(every=10)`` and ``Watch(every=1)`` with Watch's defaults (no percentiles), and
 ``Watch(every=10, percentiles=PERCENTILES)`` (``pre_pK``/``act_pK``: a selection over every
-layer output on recorded steps). The settings are timed in blocks of steps (100 for the MLP,
-20 for ResNet-18: multiples of 10, so every block records the same share of steps), the blocks
+layer output on recorded steps). The settings are timed in blocks of steps (200 for the MLP,
+40 for ResNet-18: multiples of 10, so every block records the same share of steps), the blocks
 interleaved round after round so that a change of the shared machine's load hits all settings
 alike; each round's overhead is ``time(setting) / time(baseline) - 1``. The table gives the
 median and the range over rounds, at one thread and at all cores on the CPU, and on CUDA when
@@ -42,7 +42,7 @@ from depthlab.probes import accel
 from depthlab.probes.stats import PERCENTILES
 from depthlab.torch import Watch, zoo
 
-STEPS = {"mlp": 100, "resnet18": 20}
+STEPS = {"mlp": 200, "resnet18": 40}
 SETTINGS = (("baseline", None, ()), ("every 10", 10, ()), ("every step", 1, ()),
             ("every 10 + percentiles", 10, PERCENTILES))
 COCKPIT = {"every 10": "Cockpit: 1.06x every 16 steps (GPU CNN); goal <= 5%",
@@ -137,7 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--steps", type=int, default=None,
-                    help="steps per block, a multiple of 10 (default: mlp 100, resnet18 20)")
+                    help="steps per block, a multiple of 10 (default: mlp 200, resnet18 40)")
     ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)
     ap.add_argument("--cases", default="mlp,resnet18")
     ap.add_argument("--json", default=None, help="write the raw results to this file")
