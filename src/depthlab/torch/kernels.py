@@ -23,49 +23,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..probes.kernels import BLOCK, TINY_SQUARE_32, TINY_SQUARE_64
+from ..probes.kernels import BLOCK, TINY_SQUARE_32, TINY_SQUARE_64, block_moments, moments
 
 _JIT = dict(nogil=True, cache=True, fastmath={"reassoc"})
 
 
 @numba.njit(**_JIT)
-def _sums64(x: np.ndarray, start: int) -> tuple[float, float, float]:
-    """:func:`sums` of the entries from ``start`` on, in float64."""
-    s1 = s2 = ab = 0.0
-    for i in range(start, x.size):
-        v = np.float64(x[i])
-        s1 += v
-        s2 += v * v
-        ab += abs(v)
-    return s1, s2, ab
-
-
-@numba.njit(**_JIT)
 def sums(x: np.ndarray) -> tuple[float, float, float]:
     """``(S1, S2, A) = (sum x, sum x^2, sum |x|)`` of the flat array ``x``: each block of
-    :data:`depthlab.probes.kernels.BLOCK` entries summed in ``x``'s dtype (float32 vector lanes),
-    the blocks in float64; everything again in float64 when the mean square falls below the
-    dtype's ``TINY_SQUARE`` (squares of vanishing gradients underflow in float32)."""
-    n = x.size
-    zero = x.dtype.type(0)
-    s1 = s2 = ab = 0.0
-    full = n // BLOCK
-    for b in range(full):
-        t1 = t2 = ta = zero
-        for i in range(b * BLOCK, b * BLOCK + BLOCK):
-            v = x[i]
-            t1 += v
-            t2 += v * v
-            ta += abs(v)
-        s1 += t1
-        s2 += t2
-        ab += ta
-    rest = _sums64(x, full * BLOCK)
-    s1 += rest[0]
-    s2 += rest[1]
-    ab += rest[2]
-    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * n:
-        return _sums64(x, 0)
+    :data:`depthlab.probes.kernels.BLOCK` entries summed in ``x``'s dtype (float32 vector lanes,
+    :func:`depthlab.probes.kernels.block_moments` around 0), the blocks in float64; everything
+    again in float64 (:func:`depthlab.probes.kernels.moments`) when the mean square falls below
+    the dtype's ``TINY_SQUARE`` (squares of vanishing gradients underflow in float32)."""
+    s1, s2, ab = block_moments(x, 0.0, x[:0])
+    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * x.size:
+        s1, s2, ab, _ = moments(x, 0.0)
     return s1, s2, ab
 
 
