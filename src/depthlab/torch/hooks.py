@@ -25,11 +25,11 @@ Correctness rules implemented here:
 * **one host transfer**: statistics stay 0-d tensors on the model's device;
   :meth:`Recording.collect` stacks them and copies them to the host once.
 * **CPU float tensors** (with the optional Numba, ``depthlab[fast]``): the sums of a tensor
-  (``sum x``, ``sum x^2``, ``sum |x|``, ``#{x <= 0}``) come from one compiled pass over its
-  memory (:func:`depthlab.probes.kernels.moments`, float64 accumulators) instead of one torch
-  operation each; they are host numbers already, so they skip the transfer. CUDA/MPS tensors,
-  bf16/fp16 and tensor subclasses take the torch operations; ``DEPTHLAB_PROBE_KERNELS=numpy``
-  forces them everywhere.
+  (``sum x``, ``sum x^2``, ``sum |x|``; a ReLU output's ``#{x <= 0}`` and live units) come from
+  one compiled pass over its memory (:mod:`depthlab.torch.kernels`; bf16/fp16 read as float32)
+  instead of one torch operation each; they are host numbers already, so they skip the
+  transfer. CUDA/MPS tensors and tensor subclasses take the torch operations;
+  ``DEPTHLAB_PROBE_KERNELS=numpy`` forces them everywhere.
 """
 
 from __future__ import annotations
@@ -98,12 +98,6 @@ def watch_kernels():
 
         _WATCH_KERNELS.append(kernels)
     return _WATCH_KERNELS[0]
-
-
-def host_moments(k, f: torch.Tensor) -> tuple[float, float, float, int]:
-    """``(sum x, sum x^2, sum |x|, #{x <= 0})`` of a detached CPU tensor by one kernel pass
-    (over its memory in storage order: a dense tensor of any layout is read without a copy)."""
-    return k.moments(f.numpy().ravel("K"), 0.0)
 
 
 def _first_tensor(obj) -> torch.Tensor | None:
@@ -266,11 +260,6 @@ def norm_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float32 if t.device.type == "mps" else torch.float64
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    f = x.detach().reshape(-1)
-    return f if f.dtype in (torch.float32, torch.float64) else f.to(stat_dtype(x))
-
-
 class Acc:
     """Statistics of the entries of one or more tensors (the calls of a module), as partial
     sums on the device, combined on the host after the one transfer.
@@ -306,8 +295,9 @@ class Acc:
             k=None) -> None:
         """Add one call's tensor; ``total``: its ``sum x`` (a device tensor) or its
         ``(sum x, sum x^2)`` (host floats) when the caller has them already. ``k``:
-        :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass; its
-        :func:`~depthlab.torch.kernels.sums` then reads a plain CPU float tensor."""
+        :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass (else it is
+        looked up here); its :func:`~depthlab.torch.kernels.sums` reads a plain CPU float
+        tensor, every other tensor takes the torch operations."""
         if type(total) is tuple and not self.want_abs and not self.want_sorted:
             n = x.numel()  # host sums from the caller's kernel pass (a ReLU's output)
             if n:
@@ -315,44 +305,40 @@ class Acc:
                 self.a.append(total[0])
                 self.b.append(math.sqrt(total[1]))
             return
-        if k is not None and total is None and not self.want_sorted:
-            f = x.detach()
-            if _host_float(f):  # the usual CPU case: one compiled pass, host floats
-                n = f.numel()
-                if n:
-                    s1, s2, sabs = k.sums(f.numpy().ravel("K"))
-                    self.ns.append(n)
-                    self.a.append(s1)
-                    self.b.append(math.sqrt(s2))
-                    if self.want_abs:
-                        self.abs.append(sabs)
-                return
-        f = _flat(x)
+        f = x.detach()
+        if f.dtype not in _KERNEL_DTYPES:
+            f = f.to(stat_dtype(f))  # bf16/fp16: statistics in float32
         n = f.numel()
         if n == 0:
             return
-        if type(total) is tuple:
+        host = None
+        if total is None and _host_float(f) and (k is not None
+                                                 or (k := watch_kernels()) is not None):
+            host = f.numpy().ravel("K")  # storage order: no copy for any dense layout
+            s1, s2, sabs = k.sums(host)  # one compiled pass, host floats
+            self.a.append(s1)
+            self.b.append(math.sqrt(s2))
+            if self.want_abs:
+                self.abs.append(sabs)
+        elif type(total) is tuple:
             self.a.append(total[0])
             self.b.append(math.sqrt(total[1]))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
                 self.host = False
-        elif (k := cpu_kernels(f)) is not None:  # one compiled pass, host floats
-            s1, s2, sabs, _ = host_moments(k, f)
-            self.a.append(s1)
-            self.b.append(math.sqrt(s2))
-            if self.want_abs:
-                self.abs.append(sabs)
         else:
             self.host = False
+            f = f.reshape(-1)
             self.a.append(f.sum() if total is None else total)
             self.b.append(torch.linalg.vector_norm(f, dtype=norm_dtype(f)))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
         self.ns.append(n)
         if self.want_sorted:  # a copy: later in-place operations must not change it
-            self.sorted.append(np.array(f.numpy(), copy=True) if f.device.type == "cpu"
-                               else f.clone())
+            if host is None and f.device.type == "cpu":
+                host = f.numpy().ravel("K")
+            self.sorted.append(np.array(host, copy=True) if host is not None
+                               else f.reshape(-1).clone())
             self.pct = None
 
     def freeze(self, percentiles: Sequence[float]) -> None:
