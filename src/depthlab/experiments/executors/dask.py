@@ -208,12 +208,21 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         client, cluster, config = self.client, self.cluster, self._config
         self.client = self.cluster = self._config = None
-        for thing in (client, cluster):
-            if thing is not None:
-                try:
-                    thing.close(timeout=2)
-                except Exception:  # noqa: BLE001 - closing is best effort
-                    pass
+        # The cluster's silence_logs lasts until its close restores Dask's handlers; the comms
+        # of workers killed by an interrupt may still log their closed streams (INFO, with a
+        # traceback) after that. Dask's loggers stay at CRITICAL until both closes return.
+        log = logging.getLogger("distributed")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            for thing in (client, cluster):
+                if thing is not None:
+                    try:
+                        thing.close(timeout=2)
+                    except Exception:  # noqa: BLE001 - closing is best effort
+                        pass
+        finally:
+            log.setLevel(level)
         if config is not None:
             config.__exit__(None, None, None)
 
