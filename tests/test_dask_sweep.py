@@ -166,6 +166,41 @@ def test_worker_killed_mid_sweep(tmp_path, cluster):
     assert "12 finished" in out
 
 
+class LosesAFinishedResult(DaskExecutor):
+    """The first time finished chunks are to be fetched, the worker holding the first one's
+    result is killed and the test waits until the client has heard that the result is lost:
+    the race of a worker dying between a chunk finishing and its result being fetched."""
+
+    def __init__(self, cluster, **kw) -> None:
+        super().__init__(cluster.scheduler_address, **kw)
+        self.lc, self.killed = cluster, []
+
+    def _gather(self, futures):
+        if futures and not self.killed:
+            fut = futures[0]
+            holder = self.client.who_has([fut])[fut.key][0]
+            pid = next(n.process.process.pid for n in self.lc.workers.values()
+                       if n.worker_address == holder)
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append(fut.key)
+            deadline = time.monotonic() + 60
+            while fut.status == "finished" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert fut.status != "finished", "the client never heard of the lost result"
+        return super()._gather(futures)
+
+
+def test_result_lost_before_it_was_fetched_is_recomputed(tmp_path, cluster):
+    raw = read_toml(write(tmp_path))
+    raw["sweep"] = {"train.seed": [0, 1, 2, 3, 4, 5]}
+    ex = LosesAFinishedResult(cluster, chunk=2)
+    res = run_sweep(raw, tmp_path / "o", echo=None, executor=ex)
+    assert ex.killed  # the race happened
+    got = rows(tmp_path / "o" / "depthlab.db")
+    assert res.count("finished") == 6 and len(got) == 6
+    assert {r[1] for r in got} == {"finished"}, [r[4] for r in got]
+
+
 def raising_compute(task):
     """Seed 1 raises in the worker every time; the others compute normally."""
     if task.config["train"]["seed"] == 1:

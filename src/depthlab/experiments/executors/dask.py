@@ -14,7 +14,8 @@ Chunks are submitted in a sliding window (2 per worker thread in flight, refille
 finish), so the grid is never materialised. A point that raises is ``failed`` with its message
 and the others of its chunk are stored normally. A worker that dies mid-chunk has its chunk
 re-run elsewhere by the scheduler (a point delivered twice is committed once: the client
-skips a run id it already committed); after ``distributed.scheduler.allowed-failures`` deaths
+skips a run id it already committed), and so does a chunk that finished on a worker that
+died before this client fetched its result; after ``distributed.scheduler.allowed-failures`` deaths
 the chunk errs (``KilledWorker``) and each of its points is stored ``failed`` with that
 message.
 
@@ -53,6 +54,9 @@ _LOCAL = re.compile(r"local:(\d+)")
 _REMOTE = re.compile(r"(tcp|tls)://[^\s/:]+:\d+")
 #: chunk sizing (see :meth:`DaskExecutor.chunk_size`)
 WAVES, FIRST_CHUNK, MAX_CHUNK, CHUNK_SECONDS = 4, 4, 256, 2.0
+REFETCH = ("lost", "pending", "finished")
+"""Statuses of a future yielded as done whose result could not be fetched that mean the
+scheduler recomputes it (its worker died after it finished), so it is waited for again."""
 ACCEPTED = "local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler)"
 
 
@@ -227,13 +231,16 @@ class DaskExecutor(Executor):
             config.__exit__(None, None, None)
 
     def _gather(self, futures: list[Any]) -> dict[str, Any]:
-        """``{key: result}`` of finished futures, in one round trip; one by one if that fails
-        (a future whose result cannot be fetched is left out: its point becomes failed)."""
+        """``{key: result}`` of those ``futures`` that are finished, in one round trip; one by
+        one if that fails (a future whose result cannot be fetched is left out)."""
+        futures = [f for f in futures if f.status == "finished"]
         try:
             return dict(zip((f.key for f in futures), self.client.gather(futures)))
         except Exception:  # noqa: BLE001 - find the one that cannot be fetched
             out = {}
             for f in futures:
+                if f.status != "finished":  # lost since: the caller waits for it again
+                    continue
                 try:
                     out[f.key] = f.result()
                 except Exception:  # noqa: BLE001
@@ -272,6 +279,7 @@ class DaskExecutor(Executor):
 
         tag = uuid.uuid4().hex[:8]
         pending: dict[str, tuple[list[Task], Any]] = {}
+        refetched: dict[str, int] = {}  # key -> times its lost result was waited for again
         ac = distributed.as_completed(loop=self.client.loop)
         tasks = iter(tasks)
         taken = [0, 0.0, 0]  # tasks taken, seconds and points of the chunks timed so far
@@ -299,8 +307,16 @@ class DaskExecutor(Executor):
             window()
             submit(window())
             for batch in ac.batches():
-                results = self._gather([f for f in batch if f.status == "finished"])
+                results = self._gather(batch)
                 for fut in batch:
+                    if fut.key not in results and fut.status in REFETCH \
+                            and refetched.get(fut.key, 0) < self.allowed_failures:
+                        # finished, then its result was lost with a worker that died before
+                        # this client fetched it: the scheduler recomputes it (the client still
+                        # holds the future), so it is waited for again, not failed
+                        refetched[fut.key] = refetched.get(fut.key, 0) + 1
+                        ac.add(fut)
+                        continue
                     chunk, _ = pending.pop(fut.key)
                     if fut.key in results:
                         records, seconds = results[fut.key]
