@@ -105,6 +105,8 @@ def _first_tensor(obj) -> torch.Tensor | None:
         return obj
     if type(obj) is tuple and obj and isinstance(obj[0], torch.Tensor):  # a hook's args
         return obj[0]
+    if isinstance(obj, dict):  # e.g. a model returning {"logits": ..., "aux": ...}
+        obj = tuple(obj.values())
     if isinstance(obj, (tuple, list)):
         for o in obj:
             t = _first_tensor(o)
@@ -563,16 +565,18 @@ class Recording:
             for m, pre, post in plan:
                 if pre is not None:
                     self._handles.append((m.register_forward_pre_hook(pre), pre))
-                self._handles.append((m.register_forward_hook(post), post))
+                if post is not None:
+                    self._handles.append((m.register_forward_hook(post), post))
             self._slots = [(h.hooks_dict_ref(), h.id, fn) for h, fn in self._handles]
             self._slots_plan = plan
         self._armed = True
 
     def _hook_plan(self) -> list[tuple[nn.Module, object, object]]:
-        """``(module, pre-hook or None, hook)`` for every hook :meth:`arm` installs."""
+        """``(module, pre-hook or None, hook or None)`` for every hook :meth:`arm` installs.
+        The model's own hook comes last: a model that is itself a layer (``nn.Linear``,
+        ``nn.GRU``, ``nn.MultiheadAttention``) is measured before the pass is closed."""
         model = self.model
-        plan: list[tuple[nn.Module, object, object]] = [
-            (model, self._model_pre, self._model_post)]
+        plan: list[tuple[nn.Module, object, object]] = [(model, self._model_pre, None)]
         for m in model.modules():
             key = id(m)
             if key in self._owners:
@@ -589,6 +593,7 @@ class Recording:
             has_children = next(iter(m.children()), None) is not None
             if (not self._blocks_found and has_children) or key in self.blocks:
                 plan.append((m, self._block_pre, self._block_post))
+        plan.append((model, None, self._model_post))
         if self._blocks_found:
             self._plan = plan
         return plan

@@ -523,8 +523,12 @@ def predict(model: nn.Module, x: Any, y: Any = None,
     if (y is None) != (loss_fn is None):
         raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
                          "or neither")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+    if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype} (predict() "
+                        "propagates variances from real-valued inputs; token ids into an "
+                        "Embedding are not supported)")
     segments = chain(model, x)
     rows: list[dict] = []
     with torch.no_grad():

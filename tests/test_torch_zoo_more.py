@@ -1,0 +1,401 @@
+"""depthlab.torch on models, data and inputs beyond the other torch tests: GRU/RNN variants,
+Conv1d/Conv3d, ConvTranspose decoders, token ids into an Embedding, MultiheadAttention used
+directly, TransformerDecoder/Transformer, tuple and dict outputs, shared and unused modules,
+nested containers, frozen layers, bias-free layers, batch size 1, probability targets,
+regression. Every reported value is compared with the test's own computation: each layer's
+output captured by the test's forward hooks (all calls), NumPy statistics of it, and gradients
+by ``torch.autograd.grad`` with respect to those captured outputs and the weights."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.torch import hooks
+
+PCTS = (2, 15, 50, 85, 98)
+D = torch.float64
+
+
+def _first(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for v in obj:
+            t = _first(v)
+            if t is not None:
+                return t
+    return None
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()
+
+
+def _call(model, x):
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+def reference(model, x, y, loss_fn, layers, pcts=PCTS) -> dict:
+    """{(layer number, quantity): value} for ``loss``, ``pre_*``, ``grad_pre_*`` and
+    ``weight_*``; ``layers``: the expected module names in execution order (``A.out_proj`` for
+    the output of attention ``A``, ``A`` for its input projection: weight rows only)."""
+    mods = dict(model.named_modules())
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
+    handles = []
+    for name in layers:
+        if isinstance(mods[name], nn.MultiheadAttention):
+            continue  # the input projection's output is internal to the attention
+        owner = name[: -len("out_proj")].rstrip(".") if name.endswith("out_proj") else name
+
+        def hook(module, args, out, name=name):
+            seen[name].append(_first(out))
+        handles.append(mods[owner].register_forward_hook(hook))
+    out = _call(model, x)
+    for h in handles:
+        h.remove()
+    loss = loss_fn(out, y)
+    exp = {(0, "loss"): float(loss.detach())}
+    outs = [(n, t) for n in layers for t in seen[n] if t.requires_grad]
+    weights = {n: ([mods[n].weight] if n.endswith("out_proj") else
+                   [p for p in mods[n].parameters(recurse=False) if p.dim() >= 2])
+               for n in layers}
+    trainable = list({id(p): p for n in layers for p in weights[n] if p.requires_grad}.values())
+    got = torch.autograd.grad(loss, [t for _, t in outs] + trainable, allow_unused=True)
+    g_out, g_w = got[: len(outs)], dict(zip(map(id, trainable), got[len(outs):]))
+    for i, name in enumerate(layers, start=1):
+        w = np.concatenate([_np(p).ravel() for p in weights[name]])
+        exp[(i, "weight_std")] = w.std()
+        gw = [g_w.get(id(p)) for p in weights[name]]
+        gw = [g for g in gw if g is not None]
+        if gw:
+            v = np.concatenate([_np(g).ravel() for g in gw])
+            exp[(i, "weight_grad_std")] = v.std()
+            exp[(i, "weight_grad_absmean")] = np.abs(v).mean()
+        if seen[name]:
+            s = np.concatenate([_np(t).ravel() for t in seen[name]])
+            exp[(i, "pre_mean")] = s.mean()
+            exp[(i, "pre_std")] = s.std()
+            for q in pcts:
+                exp[(i, f"pre_p{q}")] = np.percentile(s, q)
+        gs = [g for (n, _), g in zip(outs, g_out) if n == name and g is not None]
+        if gs:
+            v = np.concatenate([_np(g).ravel() for g in gs])
+            exp[(i, "grad_pre_std")] = v.std()
+            exp[(i, "grad_pre_absmean")] = np.abs(v).mean()
+    return exp
+
+
+_FOLLOWER = re.compile(r"^(act_|saturated_frac|inactive_frac|dead_frac|acc$|block_grad_std|"
+                       r"update_ratio)")
+
+
+def compare(df, exp: dict, layers, rtol=1e-9, atol=1e-12) -> None:
+    """Every row of ``df`` that :func:`reference` computes equals it, and none is missing;
+    module names follow the expected execution order."""
+    got = {}
+    for row in df.itertuples():
+        if row.layer > 0 and row.quantity != "block_grad_std":
+            assert row.module == layers[row.layer - 1], (row.layer, row.module)
+        if not _FOLLOWER.match(row.quantity):
+            got[(row.layer, row.quantity)] = row.value
+    assert set(got) == set(exp), sorted(map(str, set(got) ^ set(exp)))
+    for key, want in exp.items():
+        assert got[key] == pytest.approx(want, rel=rtol, abs=atol), key
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+class _Recurrent(nn.Module):
+    def __init__(self, cls, batch_first, **kw):
+        super().__init__()
+        self.rnn = cls(4, 5, batch_first=batch_first, **kw)
+        self.batch_first = batch_first
+        self.head = nn.Linear(5 * (2 if kw.get("bidirectional") else 1), 3)
+
+    def forward(self, x):
+        out = self.rnn(x)[0]
+        return self.head(out[:, -1] if self.batch_first else out[-1])
+
+
+class _Text(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, tokens):
+        return self.fc(self.emb(tokens).mean(1))
+
+
+class _Attention(nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        self.batch_first = batch_first
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x)[0].mean(1 if self.batch_first else 0))
+
+
+class _TwoHeads(nn.Module):
+    """F.relu in forward (no activation module), a tuple or dict output, a residual add at the
+    top level and a layer that never runs."""
+
+    def __init__(self, as_dict):
+        super().__init__()
+        self.as_dict = as_dict
+        self.a = nn.Linear(6, 8)
+        self.res = nn.Linear(8, 8)
+        self.b = nn.Linear(8, 3)
+        self.c = nn.Linear(8, 1)
+        self.unused = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        h = h + self.res(h)
+        b, c = self.b(h), self.c(h)
+        return {"logits": b, "aux": c} if self.as_dict else (b, c)
+
+
+class _Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.mid = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        h = torch.tanh(self.mid(h))
+        return self.out(torch.tanh(self.mid(h)))
+
+
+class _Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            [nn.Sequential(nn.Linear(6, 6), nn.Sequential(nn.Linear(6, 6), nn.GELU()))
+             for _ in range(2)])
+        self.heads = nn.ModuleDict({"z": nn.Linear(6, 1), "a": nn.Linear(6, 3)})
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.heads["a"](x) + self.heads["z"](x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.dec = nn.TransformerDecoder(layer, 1)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, tgt, memory):
+        return self.head(self.dec(tgt, memory).mean(1))
+
+
+class _Transformer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Transformer(8, 2, 1, 1, 16, dropout=0.0)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, src, tgt):
+        return self.head(self.t(src, tgt).mean(0))
+
+
+def _attn_names(prefix: str, cross: bool = False) -> list[str]:
+    names = [f"{prefix}.self_attn", f"{prefix}.self_attn.out_proj"]
+    if cross:
+        names += [f"{prefix}.multihead_attn", f"{prefix}.multihead_attn.out_proj"]
+    return names + [f"{prefix}.linear1", f"{prefix}.linear2"]
+
+
+def _ce(out, y):
+    return F.cross_entropy(out, y)
+
+
+def _two_heads_loss(out, y):
+    b, c = (out["logits"], out["aux"]) if isinstance(out, dict) else out
+    return F.cross_entropy(b, y) + c.pow(2).mean()
+
+
+def _frozen():
+    m = nn.Sequential(nn.Linear(6, 8, bias=False), nn.ReLU(), nn.Linear(8, 8, bias=False),
+                      nn.Tanh(), nn.Linear(8, 3, bias=False))
+    for layer in (m[0], m[4]):
+        layer.weight.requires_grad_(False)
+    return m
+
+
+def _zoo():
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=D)
+
+    def labels(n):
+        return torch.randint(0, 3, (n,), generator=g)
+
+    cases = {}
+    for cls, kw in ((nn.GRU, {}), (nn.RNN, {}), (nn.RNN, {"nonlinearity": "relu"}),
+                    (nn.GRU, {"bidirectional": True, "num_layers": 2}),
+                    (nn.RNN, {"bidirectional": True, "num_layers": 2})):
+        for bf in (False, True):
+            key = f"{cls.__name__}-{'-'.join(map(str, kw.values())) or 'plain'}-bf{int(bf)}"
+            cases[key] = (lambda cls=cls, bf=bf, kw=kw: _Recurrent(cls, bf, **kw),
+                          r(3, 5, 4) if bf else r(5, 3, 4), labels(3), _ce, ["rnn", "head"])
+    cases.update({
+        "conv1d": (lambda: nn.Sequential(nn.Conv1d(2, 4, 3, bias=False), nn.ReLU(),
+                                         nn.Conv1d(4, 4, 3), nn.Flatten(), nn.Linear(16, 3)),
+                   r(4, 2, 8), labels(4), _ce, ["0", "2", "4"]),
+        "conv3d": (lambda: nn.Sequential(nn.Conv3d(2, 3, 2), nn.InstanceNorm3d(3), nn.Tanh(),
+                                         nn.Flatten(), nn.Linear(81, 3)),
+                   r(4, 2, 4, 4, 4), labels(4), _ce, ["0", "4"]),
+        "conv-transpose-decoder": (
+            lambda: nn.Sequential(nn.Linear(5, 16), nn.Unflatten(1, (4, 2, 2)),
+                                  nn.ConvTranspose2d(4, 3, 2, stride=2), nn.GroupNorm(1, 3),
+                                  nn.ReLU(), nn.ConvTranspose2d(3, 1, 3, padding=1)),
+            r(4, 5), r(4, 1, 4, 4), nn.MSELoss(), ["0", "2", "5"]),
+        "embedding-token-ids": (_Text, torch.randint(0, 20, (4, 7), generator=g), labels(4),
+                                _ce, ["emb", "fc"]),
+        "attention-batch-first": (lambda: _Attention(True), r(3, 5, 8), labels(3), _ce,
+                                  ["attn", "attn.out_proj", "head"]),
+        "attention-seq-first": (lambda: _Attention(False), r(5, 3, 8), labels(3), _ce,
+                                ["attn", "attn.out_proj", "head"]),
+        "transformer-decoder": (_Decoder, (r(3, 4, 8), r(3, 5, 8)), labels(3), _ce,
+                                [*_attn_names("dec.layers.0", cross=True), "head"]),
+        "transformer": (_Transformer, (r(5, 3, 8), r(4, 3, 8)), labels(3), _ce,
+                        [*_attn_names("t.encoder.layers.0"),
+                         *_attn_names("t.decoder.layers.0", cross=True), "head"]),
+        "tuple-output": (lambda: _TwoHeads(False), r(5, 6), labels(5), _two_heads_loss,
+                         ["a", "res", "b", "c"]),
+        "dict-output": (lambda: _TwoHeads(True), r(5, 6), labels(5), _two_heads_loss,
+                        ["a", "res", "b", "c"]),
+        "shared-module": (_Shared, r(5, 6), labels(5), _ce, ["inp", "mid", "out"]),
+        "nested-containers": (_Nested, r(5, 6), labels(5), _ce,
+                              ["blocks.0.0", "blocks.0.1.0", "blocks.1.0", "blocks.1.1.0",
+                               "heads.a", "heads.z"]),
+        "frozen-bias-free": (_frozen, r(5, 6), labels(5), _ce, ["0", "2", "4"]),
+        "layernorm-silu": (lambda: nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.SiLU(),
+                                                 nn.Linear(8, 3)),
+                           r(5, 6), labels(5), _ce, ["0", "3"]),
+        "batch-of-one": (lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)),
+                         r(1, 6), labels(1), _ce, ["0", "2"]),
+        "probability-targets": (lambda: nn.Sequential(nn.Linear(6, 8), nn.Tanh(),
+                                                      nn.Linear(8, 3)),
+                                r(5, 6), torch.softmax(r(5, 3), 1), _ce, ["0", "2"]),
+        "dropout-train-mode": (lambda: nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.5),
+                                                     nn.ReLU(), nn.Linear(8, 3)),
+                               r(6, 6), labels(6), _ce, ["0", "3"]),
+    })
+    return cases
+
+
+ZOO = _zoo()
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_probe_against_own_hooks_and_autograd(name):
+    make, x, y, loss_fn, layers = ZOO[name]
+    torch.manual_seed(0)
+    model = make().double()
+    rng = torch.random.get_rng_state()
+    df = dlt.probe(model, x, y, loss_fn)
+    assert torch.equal(torch.random.get_rng_state(), rng)  # dropout draws undone
+    assert all(p.grad is None for p in model.parameters())
+    exp = reference(model, x, y, loss_fn, layers)  # the same dropout mask: same RNG state
+    compare(df, exp, layers)
+    assert [i.name for i in dlt.discover(model, *(x if isinstance(x, tuple) else (x,)))] == \
+        [n for n in layers]
+
+
+# ---------------------------------------------------------------------------------------------
+# regressions
+
+
+@pytest.mark.parametrize("kind", ["linear", "gru", "attention"])
+def test_model_that_is_itself_a_layer_has_its_percentiles(kind):
+    """A top-level nn.Linear / nn.GRU / nn.MultiheadAttention: the model's own hook closed the
+    pass before the layer's hook ran, so its pre_pK rows were missing."""
+    g = torch.Generator().manual_seed(1)
+    if kind == "linear":
+        model, x, layers = nn.Linear(4, 3), torch.randn(6, 4, generator=g, dtype=D), [""]
+    elif kind == "gru":
+        model, x, layers = nn.GRU(4, 5), torch.randn(5, 3, 4, generator=g, dtype=D), [""]
+    else:
+        model, q = nn.MultiheadAttention(8, 2), torch.randn(5, 3, 8, generator=g, dtype=D)
+        x, layers = (q, q, q), ["", "out_proj"]
+    model = model.double()
+
+    def loss_fn(out, y):
+        return _first(out).pow(2).mean()
+
+    df = dlt.probe(model, x, None, loss_fn)
+    compare(df, reference(model, x, None, loss_fn, layers), layers)
+    with dlt.Watch(model, every=1, percentiles=PCTS) as watch:
+        loss_fn(_call(model, x), None).backward()
+        watch.step(loss_fn(_call(model, x), None))
+    assert set(watch.frame().quantity) >= {f"pre_p{q}" for q in PCTS}
+
+
+def test_dict_output_finds_residual_blocks_once(monkeypatch):
+    """A model returning a dict: the pass must count as one with gradients, so the search for
+    residual blocks (a walk of the autograd graph from each container) runs in the first
+    recorded pass only, not again on every recorded step."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return x + self.f(x)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 6)
+            self.body = nn.Sequential(Block(), nn.Tanh())  # a container that is no block
+            self.b = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return {"logits": self.b(self.body(self.a(x)))}
+
+    calls = []
+    real = hooks._residual_adds
+    monkeypatch.setattr(hooks, "_residual_adds", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    model = Model().double()
+    x, y = torch.randn(8, 4, dtype=D), torch.randint(0, 3, (8,))
+    seen = []
+    with dlt.Watch(model, every=2) as watch:
+        for _ in range(6):
+            model.zero_grad()
+            loss = F.cross_entropy(model(x)["logits"], y)
+            loss.backward()
+            watch.step(loss)
+            seen.append(len(calls))
+    assert seen[0] > 0 and seen[-1] == seen[0], seen
+    # block_grad_std against autograd on the block's output
+    captured = []
+    h = model.body[0].register_forward_hook(lambda m, a, o: captured.append(o))
+    loss = F.cross_entropy(model(x)["logits"], y)
+    h.remove()
+    (g,) = torch.autograd.grad(loss, captured)
+    df = watch.frame()
+    last = df[(df.step == 4) & (df.quantity == "block_grad_std")]
+    assert list(last.module) == ["body.0"]
+    assert last.value.iloc[0] == pytest.approx(_np(g).std(), rel=1e-9)
