@@ -37,7 +37,8 @@ def _first(obj):
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float64).numpy()
+    t = t.detach()
+    return (t if t.layout == torch.strided else t.to_dense()).to("cpu", torch.float64).numpy()
 
 
 def _call(model, x):
@@ -129,9 +130,9 @@ class _Recurrent(nn.Module):
 
 
 class _Text(nn.Module):
-    def __init__(self):
+    def __init__(self, sparse=False):
         super().__init__()
-        self.emb = nn.Embedding(20, 8)
+        self.emb = nn.Embedding(20, 8, sparse=sparse)
         self.fc = nn.Linear(8, 3)
 
     def forward(self, tokens):
@@ -272,6 +273,8 @@ def _zoo():
             r(4, 5), r(4, 1, 4, 4), nn.MSELoss(), ["0", "2", "5"]),
         "embedding-token-ids": (_Text, torch.randint(0, 20, (4, 7), generator=g), labels(4),
                                 _ce, ["emb", "fc"]),
+        "sparse-embedding": (lambda: _Text(sparse=True), torch.randint(0, 20, (4, 7), generator=g),
+                             labels(4), _ce, ["emb", "fc"]),
         "attention-batch-first": (lambda: _Attention(True), r(3, 5, 8), labels(3), _ce,
                                   ["attn", "attn.out_proj", "head"]),
         "attention-seq-first": (lambda: _Attention(False), r(5, 3, 8), labels(3), _ce,
@@ -399,3 +402,31 @@ def test_dict_output_finds_residual_blocks_once(monkeypatch):
     last = df[(df.step == 4) & (df.quantity == "block_grad_std")]
     assert list(last.module) == ["body.0"]
     assert last.value.iloc[0] == pytest.approx(_np(g).std(), rel=1e-9)
+
+
+def test_sparse_embedding_gradient_in_a_watch():
+    """nn.Embedding(sparse=True) gives a sparse .grad: its statistics are those of the dense
+    dL/dW (zeros of the rows not looked up included), not a crash in the norm."""
+    tokens, y = torch.randint(0, 20, (6, 5)), torch.randint(0, 3, (6,))
+    frames = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        model = _Text(sparse=sparse).double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        with dlt.Watch(model, every=2) as watch:
+            for _ in range(5):
+                opt.zero_grad()
+                loss = F.cross_entropy(model(tokens), y)
+                loss.backward()
+                if sparse:
+                    assert model.emb.weight.grad.is_sparse
+                    dense = model.emb.weight.grad.to_dense()
+                watch.step(loss)
+                opt.step()
+        frames.append(watch.frame())
+    sparse_df, dense_df = frames
+    assert list(sparse_df.quantity) == list(dense_df.quantity)
+    np.testing.assert_allclose(sparse_df.value, dense_df.value, rtol=1e-9, atol=1e-15)
+    last = sparse_df[(sparse_df.step == 4) & (sparse_df.layer == 1)].set_index("quantity").value
+    assert last["weight_grad_std"] == pytest.approx(_np(dense).std(), rel=1e-9)
+    assert last["weight_grad_absmean"] == pytest.approx(np.abs(_np(dense)).mean(), rel=1e-9)

@@ -256,6 +256,12 @@ def _std(n: int, s1: list[float], s2: list[float]) -> float:
     return math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
 
 
+def _strided(g: torch.Tensor | None) -> torch.Tensor | None:
+    """A gradient as a dense tensor: ``nn.Embedding(sparse=True)`` gives a sparse one, whose
+    statistics are over every entry of ``dL/dW`` (the untouched rows' zeros included)."""
+    return g if g is None or g.layout == torch.strided else g.to_dense()
+
+
 def norm_dtype(t: torch.Tensor) -> torch.dtype:
     """float64 for the norms of a tensor's entries (squares of ~1e-20 underflow in float32),
     float32 on MPS (no float64 there)."""
@@ -908,7 +914,7 @@ class Recording:
             if g is not None and g.ns:
                 g.gather(t)
                 item["grad"] = g
-            grads = [p.grad if weight_grads is None else weight_grads.get(id(p))
+            grads = [_strided(p.grad if weight_grads is None else weight_grads.get(id(p)))
                      for p in info.weights]
             item["w"] = info.weights
             item["n_w"] = sum(w.numel() for w in info.weights)
