@@ -430,3 +430,33 @@ def test_sparse_embedding_gradient_in_a_watch():
     last = sparse_df[(sparse_df.step == 4) & (sparse_df.layer == 1)].set_index("quantity").value
     assert last["weight_grad_std"] == pytest.approx(_np(dense).std(), rel=1e-9)
     assert last["weight_grad_absmean"] == pytest.approx(np.abs(_np(dense)).mean(), rel=1e-9)
+
+
+class _SparseText(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(30, 8, sparse=True)
+        self.fc = nn.Linear(8, 16)
+        self.act = nn.Sigmoid()
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, tokens):
+        return self.out(self.act(self.fc(self.emb(tokens).mean(1))))
+
+
+def test_doctor_on_sparse_gradients_refuses_adam_and_skips_cures_that_cannot_train():
+    """Adam cannot take the sparse gradients of nn.Embedding(sparse=True): as the user's
+    optimizer a clear ValueError before training; as a cure (SGD -> Adam) it is left out,
+    instead of a RuntimeError from inside the verification run."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 30, (120, 5), generator=g)
+    y = tokens[:, 0] % 3
+    with pytest.raises(ValueError, match=r"optimizer 'adam' fails .*sparse gradients"):
+        dlt.doctor(_SparseText, (tokens, y), optimizer=("adam", {"lr": 0.01}), steps=4,
+                   batch_size=16)
+    diag = dlt.doctor(_SparseText, (tokens, y), optimizer=("sgd", {"lr": 5.0}), steps=12,
+                      batch_size=16, verify=True, max_cures=6)
+    assert diag.findings and diag.verifications  # a learning rate this high is found
+    tried = [v.prescription for v in diag.verifications]
+    assert all(p.get("optimizer", "sgd") == "sgd" for p in tried), tried
+    assert any("lr" in p for p in tried)

@@ -50,6 +50,7 @@ from .train import (
     TorchTrainSpec,
     TrainResult,
     check_fits,
+    make_optimizer,
     model_device_dtype,
     scalar_loss,
     train,
@@ -464,6 +465,7 @@ def doctor(
         device, dtype = model_device_dtype(model)
         d = tensor_data(data, device, dtype, seed)
         _check_runs(model, d, loss_fn)
+        _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
         base = _run(model, d, loss_fn, spec, settings, percentiles=True)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
@@ -472,7 +474,7 @@ def doctor(
         xs = d.x[:LSUV_EXAMPLES]
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
-            cures = _cures(f, base, spec, fresh, seed, xs)
+            cures = _cures(f, base, spec, fresh, seed, xs, d, loss_fn)
             if cures:
                 f.prescription, f.prescription_text = cures[0]
             else:
@@ -517,10 +519,36 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                          f"{tuple(d.x.shape[1:])} per example: {type(e).__name__}: {e}") from None
 
 
+def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: Callable
+                ) -> None:
+    """One training step of ``spec`` (its optimizer, gradient clipping) on two rows, on
+    ``model`` (a copy: it is changed): a clear ValueError before any training when it fails,
+    e.g. Adam on the sparse gradients of ``nn.Embedding(sparse=True)``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return  # train() says so
+    opt = make_optimizer(spec, params)
+    try:
+        model.train()
+        loss = scalar_loss(loss_fn, model(d.x[:2]), d.y[:2])
+        loss.backward()
+        if spec.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
+        opt.step()
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the optimizer (or clipping) cannot train it
+        raise ValueError(f"a training step with optimizer {spec.optimizer!r} fails on this "
+                         f"model: {type(e).__name__}: {e}") from None
+
+
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
-           seed: int, xs: torch.Tensor) -> list[tuple[dict[str, Any], str]]:
+           seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable
+           ) -> list[tuple[dict[str, Any], str]]:
     """Applicable cures for finding ``f``: the rule's prescription translated, then the torch
-    alternatives, duplicates and transforms that change nothing in this model left out."""
+    alternatives, duplicates, transforms that change nothing in this model and training
+    changes whose step fails on it (:func:`_check_step`, e.g. Adam for sparse gradients) left
+    out."""
     config = base.ctx.config
     candidates: list[tuple[dict[str, Any], str]] = []
     first = rx.translate(f.prescription, spec) if f.prescription else None
@@ -540,6 +568,13 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
             try:
                 rx.apply(changes, fresh(seed), spec, xs)
             except rx.NotApplicable:
+                continue
+        new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
+        if (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm) != \
+                (spec.optimizer, spec.optimizer_kwargs, spec.clip_grad_norm):
+            try:
+                _check_step(fresh(seed), new, d, loss_fn)
+            except ValueError:
                 continue
         out.append((changes, text))
     return out
