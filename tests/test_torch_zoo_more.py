@@ -460,3 +460,36 @@ def test_doctor_on_sparse_gradients_refuses_adam_and_skips_cures_that_cannot_tra
     tried = [v.prescription for v in diag.verifications]
     assert all(p.get("optimizer", "sgd") == "sgd" for p in tried), tried
     assert any("lr" in p for p in tried)
+
+
+def test_cli_shapes_sequences_for_a_recurrent_first_layer(tmp_path):
+    """``depthlab doctor --torch`` on a GRU model and a 1-D signal data set: rows become
+    sequences ``(N, D / input_size, input_size)``, not flat rows that a GRU takes as one
+    unbatched sequence (which broke the head, or silently trained on the batch as time)."""
+    from depthlab.cli.torch_doctor import shape_inputs
+
+    rows = np.arange(2 * 48, dtype=np.float32).reshape(2, 48)
+    for size, want in ((8, (2, 6, 8)), (1, (2, 48, 1)), (48, (2, 1, 48)), (5, (2, 48))):
+        model = _Recurrent(nn.GRU, True)
+        model.rnn = nn.GRU(size, 5, batch_first=True)
+        got = shape_inputs(rows, None, model)
+        assert got.shape == want, (size, got.shape)
+        if len(want) == 3:  # each example's values in order, one time step after another
+            np.testing.assert_array_equal(got[1].reshape(-1), rows[1])
+    model_file = tmp_path / "model.py"
+    model_file.write_text(
+        "from torch import nn\n\n\n"
+        "class M(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.gru = nn.GRU(4, 8, batch_first=True)\n"
+        "        self.head = nn.Linear(8, 10)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.head(self.gru(x)[0][:, -1])\n\n\n"
+        "def make():\n"
+        "    return M()\n")
+    from depthlab.cli import main
+
+    code = main(["doctor", "--torch", f"{model_file}:make", "--data", "mnist1d", "--n", "200",
+                 "--steps", "4", "--batch-size", "16", "--out", str(tmp_path / "runs")])
+    assert code == 0

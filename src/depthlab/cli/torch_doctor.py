@@ -4,7 +4,10 @@ factory in a user's file (options added to the ``doctor`` command by :func:`add_
 Inputs: images are kept as ``(N, C, H, W)`` when the data set has an image shape and the
 model's first weight layer is a ``Conv2d`` (a ``(H, W)`` shape gets one channel; ``(H, W, C)``
 whose C is the convolution's input channels is moved to channels-first); a ``Conv1d`` model
-gets ``(N, 1, D)``; anything else gets the flattened ``(N, D)`` rows (MLPs).
+gets ``(N, 1, D)``; a model whose first layer is an ``RNN``/``LSTM``/``GRU`` gets sequences
+``(N, D / input_size, input_size)`` (examples on the first axis, as ``batch_first=True``; a
+model built with ``batch_first=False`` transposes them itself); anything else gets the
+flattened ``(N, D)`` rows (MLPs).
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: Any) -> np.ndarray:
         return x.reshape(n, *shape)
     if isinstance(first, nn.Conv1d):
         return x.reshape(n, 1, d)
+    if isinstance(first, nn.RNNBase) and d % first.input_size == 0:
+        return x.reshape(n, d // first.input_size, first.input_size)
     return x.reshape(n, d)
 
 
