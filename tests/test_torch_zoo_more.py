@@ -45,10 +45,11 @@ def _call(model, x):
     return model(*x) if isinstance(x, tuple) else model(x)
 
 
-def reference(model, x, y, loss_fn, layers, pcts=PCTS) -> dict:
+def reference(model, x, y, loss_fn, layers, pcts=PCTS, weights_given=None) -> dict:
     """{(layer number, quantity): value} for ``loss``, ``pre_*``, ``grad_pre_*`` and
     ``weight_*``; ``layers``: the expected module names in execution order (``A.out_proj`` for
-    the output of attention ``A``, ``A`` for its input projection: weight rows only)."""
+    the output of attention ``A``, ``A`` for its input projection: weight rows only);
+    ``weights_given``: the expected weight tensors of some layers (name -> list)."""
     mods = dict(model.named_modules())
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     handles = []
@@ -69,6 +70,7 @@ def reference(model, x, y, loss_fn, layers, pcts=PCTS) -> dict:
     weights = {n: ([mods[n].weight] if n.endswith("out_proj") else
                    [p for p in mods[n].parameters(recurse=False) if p.dim() >= 2])
                for n in layers}
+    weights.update(weights_given or {})
     trainable = list({id(p): p for n in layers for p in weights[n] if p.requires_grad}.values())
     got = torch.autograd.grad(loss, [t for _, t in outs] + trainable, allow_unused=True)
     g_out, g_w = got[: len(outs)], dict(zip(map(id, trainable), got[len(outs):]))
@@ -493,3 +495,35 @@ def test_cli_shapes_sequences_for_a_recurrent_first_layer(tmp_path):
     code = main(["doctor", "--torch", f"{model_file}:make", "--data", "mnist1d", "--n", "200",
                  "--steps", "4", "--batch-size", "16", "--out", str(tmp_path / "runs")])
     assert code == 0
+
+
+def test_parametrized_weights_are_the_layer_not_its_parametrization():
+    """weight_norm / spectral_norm (torch.nn.utils.parametrize): the layer is the Linear, whose
+    output is pre_* and whose follower gives act_*; its W is the trainable original (weight
+    norm's direction v). The parametrization module computing the weight was taken for the
+    layer (pre_* = the weight matrix, no activation rows). predict leaves the spectral norm's
+    power-iteration buffers as found; the doctor's trace sees the same layers."""
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Linear(6, 8)), nn.ReLU(),
+                          spectral_norm(nn.Linear(8, 8)), nn.Tanh(), nn.Linear(8, 3)).double()
+    x, y = torch.randn(7, 6, dtype=D), torch.randint(0, 3, (7,))
+    layers = ["0", "2", "4"]
+    df = dlt.probe(model, x, y, _ce)  # buffers restored: the reference's pass is the same
+    given = {"0": [model[0].parametrizations.weight.original1],
+             "2": [model[2].parametrizations.weight.original]}
+    acts = {}
+    for layer, act in (("0", model[1]), ("2", model[3])):
+        act.register_forward_hook(lambda m, a, o, k=layer: acts.update({k: o.detach()}))
+    exp = reference(model, x, y, _ce, layers, weights_given=given)
+    compare(df, exp, layers)
+    wide = df.pivot_table(index="module", columns="quantity", values="value")
+    for name, a in acts.items():
+        assert wide.loc[name, "act_std"] == pytest.approx(_np(a).std(), rel=1e-9)
+    assert [t.name for t in rx.trace(model, x)] == layers
+    before = [b.clone() for b in model.buffers()]
+    dlt.predict(model, x, y, _ce)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))

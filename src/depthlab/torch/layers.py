@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..activations import get_activation
 
@@ -49,6 +50,7 @@ __all__ = [
     "discover",
     "feature_axis",
     "is_norm",
+    "own_weights",
     "weight_modules",
 ]
 
@@ -279,8 +281,18 @@ def check_model(model: object) -> nn.Module:
     return model
 
 
-def _own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    return [(n, p) for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters of >= 2 dims that ``module`` owns; for a tensor parametrized with
+    ``torch.nn.utils.parametrize`` (``weight_norm``, ``spectral_norm``, ``orthogonal``, ...)
+    the trainable original it is computed from (the largest of several, e.g. weight norm's
+    direction ``v`` rather than its magnitudes ``g``)."""
+    own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+    for tensor_name, plist in getattr(module, "parametrizations", {}).items():
+        originals = [(f"parametrizations.{tensor_name}.{n}", p)
+                     for n, p in plist.named_parameters(recurse=False) if p.dim() >= 2]
+        if originals:
+            own.append(max(originals, key=lambda np_: np_[1].numel()))
+    return own
 
 
 @dataclass
@@ -320,8 +332,10 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
     for name, m in model.named_modules():
         if id(m) in skip:
             continue
+        if parametrize.is_parametrized(m):  # the parametrization modules compute the weight
+            skip.update(id(c) for c in m.parametrizations.modules())
         if isinstance(m, nn.MultiheadAttention):
-            own = _own_weights(m)
+            own = own_weights(m)
             if own:
                 out.append(LayerInfo(name, m, [p for _, p in own], "MultiheadAttention.in_proj",
                                      -1, has_output=False))
@@ -330,7 +344,7 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
             out.append(LayerInfo(f"{name}.out_proj" if name else "out_proj", m, [op.weight],
                                  "MultiheadAttention.out_proj", -1))
             continue
-        own = _own_weights(m)
+        own = own_weights(m)
         if own and (m is not model or next(iter(m.children()), None) is None):
             out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
                                  feature_axis(m)))

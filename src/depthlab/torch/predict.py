@@ -78,7 +78,7 @@ from torch import nn
 from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule
 from .hooks import Recording, _first_tensor
-from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm
+from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm, untouched
 from .probe import call_model, probe
 
 __all__ = ["chain", "predict"]
@@ -531,8 +531,8 @@ def predict(model: nn.Module, x: Any, y: Any = None,
                         "Embedding are not supported)")
     segments = chain(model, x)
     rows: list[dict] = []
-    with torch.no_grad():
-        x64 = x.detach().to(torch.float64)
+    with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
+        x64 = x.detach().to(torch.float64)   # in training mode) updates its buffers
         bvar = float(x64.var(dim=0, unbiased=False).mean()) if x64.shape[0] > 1 else 0.0
         sq0, mean0 = float(x64.pow(2).mean()), float(x64.mean())
         state = (sq0, mean0, bvar, _gauss_dist(None, sq0 - mean0 ** 2, mean0))

@@ -40,9 +40,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
-from .layers import untouched
+from .layers import own_weights, untouched
 from .train import TorchTrainSpec
 
 ACTIVATION_MODULES: dict[type[nn.Module], str] = {
@@ -101,8 +102,12 @@ def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
 
 
 def weight_tensors(module: nn.Module) -> list[nn.Parameter]:
-    """The module's own parameters with at least 2 dimensions."""
-    return [p for p in module.parameters(recurse=False) if p.dim() >= 2]
+    """The module's own parameters with at least 2 dimensions; a module with a parametrized
+    weight (``weight_norm``, ``spectral_norm``, ...) owns its trainable original, and the
+    parametrization's modules own none (the layers of :mod:`depthlab.torch.layers`)."""
+    if isinstance(module, parametrize.ParametrizationList):
+        return []
+    return [p for _, p in own_weights(module)]
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
