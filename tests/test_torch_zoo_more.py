@@ -527,3 +527,28 @@ def test_parametrized_weights_are_the_layer_not_its_parametrization():
     before = [b.clone() for b in model.buffers()]
     dlt.predict(model, x, y, _ce)
     assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_parameters_give_float32_statistics(dtype):
+    """A model converted with .half() / .to(bfloat16) (not autocast): the weight and weight
+    gradient sums were taken in the parameters' dtype and rounded there (weight_grad_absmean
+    0.046875 for 0.046883); every statistic is computed in float32 from the raw values."""
+    make, x, y, _, layers = ZOO["conv1d"]
+    torch.manual_seed(0)
+    model = make().to(dtype)
+    x = x.to(dtype)
+
+    def loss_fn(out, target):
+        return F.cross_entropy(out.float(), target)
+
+    df = dlt.probe(model, x, y, loss_fn, percentiles=(10, 50))
+    compare(df, reference(model, x, y, loss_fn, layers, pcts=(10, 50)), layers, rtol=2e-6,
+            atol=1e-9)
+    model.zero_grad()
+    with dlt.Watch(model, every=1) as watch:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    exp = reference(model, x, y, loss_fn, layers, pcts=())
+    compare(watch.frame(), exp, layers, rtol=2e-6, atol=1e-9)

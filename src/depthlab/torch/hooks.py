@@ -937,16 +937,18 @@ class Recording:
             g_abs = [m[4] for m in gm]
         else:
             with torch.no_grad():  # weights and their gradients: fused calls over all layers
-                w_sum = t.add_all([w.sum() for w in all_w])
+                # sums in float32 at least: bf16/fp16 parameters' sums would round
+                w_sum = t.add_all([w.sum(dtype=stat_dtype(w)) for w in all_w])
                 norms = list(torch._foreach_norm(all_w, 2, dtype=norm_dtype(all_w[0])))
                 w_norm = t.add_all(norms)
                 self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
                 if all_g:
-                    g_sum = t.add_all([g.sum() for g in all_g])
+                    g_sum = t.add_all([g.sum(dtype=stat_dtype(g)) for g in all_g])
                     g_norm = t.add_all(list(torch._foreach_norm(all_g, 2,
                                                                 dtype=norm_dtype(all_g[0]))))
                     # |g| by one fused call, then sums: faster than ord=1 norms on CPU
-                    g_abs = t.add_all([a.sum() for a in torch._foreach_abs(all_g)])
+                    g_abs = t.add_all([a.sum(dtype=stat_dtype(a))
+                                       for a in torch._foreach_abs(all_g)])
         blocks = []
         for key, block in self.blocks.items():
             g = p.block_grad.get(key)
