@@ -552,3 +552,15 @@ def test_half_precision_parameters_give_float32_statistics(dtype):
         watch.step(loss)
     exp = reference(model, x, y, loss_fn, layers, pcts=())
     compare(watch.frame(), exp, layers, rtol=2e-6, atol=1e-9)
+
+
+def test_empty_batch_is_refused():
+    """A batch of 0 examples measured nothing (a table of weight rows and a NaN loss) in probe
+    and failed inside the theory in predict; both say what is wrong."""
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    x, y = torch.randn(0, 4), torch.randint(0, 3, (0,))
+    for call in (lambda: dlt.probe(model, x, y, _ce), lambda: dlt.predict(model, x, y, _ce),
+                 lambda: dlt.probe(model, (x,), y, _ce), lambda: dlt.probe(
+                     _TwoHeads(True), {"x": torch.randn(0, 6)}, y, _two_heads_loss)):
+        with pytest.raises(ValueError, match=r"empty batch .*\(0, [46]\)"):
+            call()

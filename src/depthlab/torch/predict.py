@@ -79,7 +79,7 @@ from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule
 from .hooks import Recording, _first_tensor
 from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm, untouched
-from .probe import call_model, probe
+from .probe import call_model, check_batch, probe
 
 __all__ = ["chain", "predict"]
 
@@ -529,6 +529,7 @@ def predict(model: nn.Module, x: Any, y: Any = None,
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype} (predict() "
                         "propagates variances from real-valued inputs; token ids into an "
                         "Embedding are not supported)")
+    check_batch(x)
     segments = chain(model, x)
     rows: list[dict] = []
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm

@@ -70,6 +70,16 @@ def call_model(model: nn.Module, x: Any) -> Any:
     return model(x)
 
 
+def check_batch(x: Any) -> None:
+    """A ValueError for an input batch without examples (a tensor input with 0 rows): nothing
+    would be measured."""
+    inputs = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else (x,)
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == 0:
+            raise ValueError(f"x is an empty batch (a tensor of shape {tuple(t.shape)}); "
+                             "expected at least one example")
+
+
 def check_loss(loss: Any) -> torch.Tensor:
     """The loss as a scalar floating tensor, or a ValueError/TypeError saying what was wrong."""
     if not isinstance(loss, torch.Tensor):
@@ -107,6 +117,7 @@ def probe(model: nn.Module, x: Any, y: Any,
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, got "
                         f"{type(loss_fn).__name__}")
     qs = check_percentiles(percentiles)
+    check_batch(x)
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
     with rec.isolated():
