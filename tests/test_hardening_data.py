@@ -65,7 +65,7 @@ def test_run_config_refused_from_the_header_before_loading(monkeypatch):
 def test_csv_label_of_1e12_refused(tmp_path):
     p = tmp_path / "big.csv"
     p.write_text("a,b,label\n1,2,0\n3,4,1000000000000\n5,6,1\n7,8,1\n")
-    with pytest.raises(ExperimentError, match=r"1000000000001\].*needs about .*PiB"):
+    with pytest.raises(ExperimentError, match=r"1000000000001\].*needs about .*[TP]iB"):
         prepare(_cfg({"path": str(p), "val_fraction": 0.0, "test_fraction": 0.0},
                      ["auto", 4, "auto"]))
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .data.files import is_number
+from .training.data_checks import finite_features
 
 MODELS = "models"
 
@@ -72,6 +73,8 @@ def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.
 def read_inputs(path: str) -> np.ndarray:
     """A 2-D float array from ``.npy``, ``.csv`` or ``.npz`` (key ``x``)."""
     p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"DATA {path!r} is a folder; expected a .npy, .npz or .csv file")
     if not p.is_file():
         raise ValueError(f"DATA {path!r}: no such file (nor a built-in data set: see "
                          "`depthlab datasets`)")
@@ -97,22 +100,29 @@ def read_inputs(path: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"DATA {path!r}: expected a 2-D numeric array, got shape {x.shape} "
-                         f"{x.dtype}")
+    if (x.ndim != 2 or not np.issubdtype(x.dtype, np.number)
+            or np.issubdtype(x.dtype, np.complexfloating)):
+        raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
+                         f"{x.shape} {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError(f"DATA {path!r} has no rows; expected at least one row of features")
     return x
 
 
-def predict_saved(model: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(raw outputs, predicted classes or None) of the saved network on ``x``."""
+def predict_saved(model: Path, x: np.ndarray,
+                  source: str = "DATA") -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw outputs, predicted classes or None) of the saved network on ``x`` (named
+    ``source`` in errors: a wrong feature count, NaN, infinity or values too large for the
+    network's dtype)."""
     from .persist import load, load_meta
 
     net, meta = load(model), load_meta(model)
     n_in = net.dense_layers()[0].W.value.shape[0]
     if x.shape[1] != n_in:
-        raise ValueError(f"DATA has {x.shape[1]} features per row; the network expects {n_in}")
+        raise ValueError(f"{source} has {x.shape[1]} features per row; the network expects "
+                         f"{n_in}")
     dtype = net.parameters()[0].value.dtype
-    x = x.astype(dtype, copy=False)
+    x = finite_features(x, dtype, source)  # NaN, inf or too large for dtype: row and column
     if "input_mean" in meta:
         x = ((x - meta["input_mean"].astype(dtype)) / meta["input_std"].astype(dtype)).astype(
             dtype, copy=False)

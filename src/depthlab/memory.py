@@ -6,7 +6,8 @@ set's header or generator arguments) and compared with the memory available to t
 * network: ``P = sum_i (n_i * n_{i+1} + n_{i+1})`` parameters; values, gradients and the
   optimizer's per-parameter state take ``P * itemsize * (2 + states)`` bytes
   (``states``: 0 for plain SGD, 1 for SGD with momentum, Adagrad and RMSprop, 2 for Adam,
-  NAdam and Adadelta);
+  NAdam and Adadelta), plus ``LAYER_BYTES`` of Python objects per Dense layer (so a network
+  of 10⁹ one-unit layers is refused too);
 * activations: ``rows * sum_i n_i * itemsize * 3`` (pre-activation, activation and gradient
   of every layer for one batch of ``rows``);
 * data: ``n * d * itemsize`` for the features plus ``n * n_out * itemsize`` for one-hot
@@ -33,6 +34,11 @@ OPTIMIZER_STATES: dict[str, int] = {"sgd": 0, "adagrad": 1, "rmsprop": 1, "adam"
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
+# Python objects of one Dense layer with its activation (Layer, Parameter, array headers),
+# measured at about 1.2 KiB; counted so that very deep, narrow networks are refused too.
+LAYER_BYTES = 1024
+
+
 class MemoryRefusal(ValueError):
     """The requested work needs more memory than is available (one-line message)."""
 
@@ -50,13 +56,17 @@ def format_bytes(n: float) -> str:
 def _parse_bytes(text: str) -> int:
     t = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = t[-1] if t and t[-1] in _UNITS else ""
+    from .fieldcheck import ConfigError  # a setting of the user's (exit status 2 from the CLI)
+
     try:
         value = float(t[: len(t) - len(unit)])
     except ValueError:
-        raise ValueError(f"{MEMORY_ENV}={text!r} is not accepted; accepted: a number of bytes, "
-                         "optionally with a K, M, G or T suffix (e.g. 8G)") from None
+        raise ConfigError(f"{MEMORY_ENV}={text!r} is not accepted; accepted: a number of "
+                          "bytes, optionally with a K, M, G or T suffix (e.g. 8G)",
+                          MEMORY_ENV) from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{MEMORY_ENV}={text!r} is not accepted; accepted: a positive size")
+        raise ConfigError(f"{MEMORY_ENV}={text!r} is not accepted; accepted: a positive size",
+                          MEMORY_ENV)
     return int(value * _UNITS[unit])
 
 
@@ -117,21 +127,48 @@ def parameter_count(sizes: Sequence[int]) -> int:
 
 def network_bytes(sizes: Sequence[int], dtype: Any = "float32", *, optimizer: str = "sgd",
                   momentum: bool = False, batch_rows: int = 0) -> int:
-    """Bytes of a network's parameters, gradients and optimizer state, plus the activations
-    of one batch of ``batch_rows`` (see the module docstring)."""
+    """Bytes of a network's parameters, gradients and optimizer state, its layers' Python
+    objects, plus the activations of one batch of ``batch_rows`` (see the module docstring)."""
     states = OPTIMIZER_STATES.get(str(optimizer).lower(), 2)
     if optimizer == "sgd" and momentum:
         states = 1
     item = _itemsize(dtype)
     params = parameter_count(sizes) * item * (2 + states)
     acts = int(batch_rows) * sum(int(v) for v in sizes) * item * 3
-    return params + acts
+    return params + acts + LAYER_BYTES * max(len(sizes) - 1, 0)
+
+
+def uniform_network_bytes(n_in: int, width: int, depth: int, n_out: int,
+                          dtype: Any = "float32") -> int:
+    """:func:`network_bytes` of ``[n_in] + [width] * depth + [n_out]`` (plain SGD, no batch)
+    computed without building that list, so a config's ``depth = 10**9`` is refused before
+    its sizes exist."""
+    n_in, width, depth, n_out = (int(v) for v in (n_in, width, depth, n_out))
+    if depth == 0:
+        params = n_in * n_out + n_out
+    else:
+        params = (n_in * width + width) + (depth - 1) * (width * width + width) + (
+            width * n_out + n_out)
+    return params * _itemsize(dtype) * 2 + LAYER_BYTES * (depth + 1)
+
+
+def sizes_text(sizes: Sequence[Any], head: int = 4) -> str:
+    """Layer sizes for a one-line message: the whole list when short, else its first
+    ``head`` and last entries around ``...`` with the count (a 10⁷-layer list stays short)."""
+    def text(v: Any) -> str:
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    n = len(sizes)
+    if n <= 2 * head + 2:
+        return "[" + ", ".join(text(v) for v in sizes) + "]"
+    shown = [*(text(v) for v in sizes[:head]), "...", text(sizes[-1])]
+    return "[" + ", ".join(shown) + f"] ({n:,} sizes)"
 
 
 def check_network(sizes: Sequence[int], dtype: Any = "float32", *, what: str | None = None,
                   **kwargs: Any) -> None:
     """Refuse a network of layer ``sizes`` that cannot fit (see :func:`network_bytes`)."""
-    label = what or f"a network with sizes={list(sizes)}"
+    label = what or f"a network with sizes={sizes_text(sizes)}"
     n = parameter_count(sizes)
     check_fits(network_bytes(sizes, dtype, **kwargs), f"{label} ({n:,} parameters)")
 

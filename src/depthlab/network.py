@@ -9,6 +9,7 @@ import numpy as np
 
 from .backend import Array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
+from .validators import positive_int
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,9 @@ class Network(Sequential):
         return self.n_inputs
 
     def predict(self, x: Array, batch_size: int = 4096) -> Array:
-        """Inference-mode outputs (dropout off, batch norm on its inference statistics)."""
+        """Inference-mode outputs (dropout off, batch norm on its inference statistics),
+        computed ``batch_size`` rows at a time."""
+        batch_size = positive_int("batch_size", batch_size)
         x = self.check_input(x)
         outs = [
             Sequential.forward(self, x[i : i + batch_size], False)

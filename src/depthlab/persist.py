@@ -53,6 +53,9 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
                         f"{type(net).__name__}" + (" without a recipe" if hasattr(
                             net, "parameters") else ""))
     path = Path(path)
+    if path.is_dir():  # not silently FOLDER.npz beside it
+        raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "
+                         f"{str(path / 'net.npz')!r}")
     if path.suffix != ".npz":
         path = path.with_name(path.name + ".npz")
     arrays: dict[str, np.ndarray] = {}

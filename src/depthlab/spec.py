@@ -330,6 +330,7 @@ class ModelSpec(_Section):
                         f"{prefix}sizes = {fmt(sizes)}); accepted: an integer >= 1",
                         prefix + "width")
                 width = hidden[0] if hidden else 1
+            _check_depth_fits(sizes, depth, width, self.dtype, prefix)
             sizes = (sizes[0], *([width] * depth), sizes[-1])
             hidden = sizes[1:-1]
             uniform = bool(hidden)
@@ -356,6 +357,20 @@ class ModelSpec(_Section):
         """This spec with new layer ``sizes`` (``depth`` and ``width`` follow them; a plain
         ``replace(spec, sizes=...)`` would let the old depth and width rebuild them)."""
         return dataclasses.replace(self, sizes=sizes, depth=None, width=None)
+
+
+def _check_depth_fits(sizes: tuple, depth: int, width: int, dtype: str, prefix: str) -> None:
+    """Refuse ``depth`` hidden layers of ``width`` whose network cannot fit in memory before
+    the ``depth + 2`` sizes are built (``depth = 10**9`` would exhaust memory in the list
+    alone); ``"auto"`` ends count as 1 unit."""
+    from .memory import MemoryRefusal, check_fits, uniform_network_bytes
+
+    ends = [v if isinstance(v, int) else 1 for v in (sizes[0], sizes[-1])]
+    try:
+        check_fits(uniform_network_bytes(ends[0], width, depth, ends[1], dtype),
+                   f"{prefix}depth = {depth} with {prefix}width = {width}")
+    except MemoryRefusal as e:
+        raise ConfigError(str(e), prefix + "depth") from None
 
 
 @dataclass(frozen=True)

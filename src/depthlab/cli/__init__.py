@@ -36,7 +36,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from ..atomic import AtomicWriteError
     from ..experiments import ConfigError, ExperimentError, StoreError
 
-    return (UserError, ConfigError, ExperimentError, StoreError, AtomicWriteError)
+    # OSError: a path the user gave cannot be read or written (a file where a folder is
+    # expected, permissions, a full disk): the user's to fix, one line naming the path
+    return (UserError, ConfigError, ExperimentError, StoreError, AtomicWriteError, OSError)
 
 
 class _Parser(argparse.ArgumentParser):

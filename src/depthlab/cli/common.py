@@ -114,4 +114,9 @@ def one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if isinstance(e, KeyError) and e.args:
         text = str(e.args[0])
+    if isinstance(e, OSError) and e.strerror and e.filename is not None and text.startswith(
+            "[Errno"):  # "[Errno 20] Not a directory: 'x/y'" -> "cannot use 'x/y': Not a ..."
+        text = (f"cannot create folder {str(e.filename)!r}: a file with that name exists"
+                if isinstance(e, FileExistsError) else
+                f"cannot use {str(e.filename)!r}: {e.strerror}")
     return " ".join(text.split())

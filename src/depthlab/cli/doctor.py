@@ -56,24 +56,28 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         kwargs["steps"] = args.steps
     kwargs.update(doctor_train_kwargs(prep.config["train"]))
-    t0 = time.perf_counter()
-    try:
-        diag = doctor(prep.net, prep.data, **kwargs)
-    except (ValueError, TypeError) as e:
-        raise UserError(f"doctor: {e}") from e
-    seconds = time.perf_counter() - t0
-    payload = diag.to_dict()
-    rid = run_id(cfg, kind="doctor", extra={"verify": args.verify, "steps": args.steps})
-    baseline = payload.get("baseline") if isinstance(payload.get("baseline"), dict) else {}
-    metrics = {k: baseline[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc",
-                                        "steps") if k in baseline}
-    metrics["seconds"] = seconds
-    rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {Path(args.config).name}",
-                    kind="doctor", status="finished", config=prep.config, metrics=metrics,
-                    seconds=seconds, findings=payload, probes=diag.probes)
+    # before the diagnosis: a bad, foreign, read-only or full --out fails now, not after it
     store = open_store(args.out, create=True)
-    store.add_run(rec)
-    store.close()
+    try:
+        store.check_writable()
+        t0 = time.perf_counter()
+        try:
+            diag = doctor(prep.net, prep.data, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise UserError(f"doctor: {e}") from e
+        seconds = time.perf_counter() - t0
+        payload = diag.to_dict()
+        rid = run_id(cfg, kind="doctor", extra={"verify": args.verify, "steps": args.steps})
+        baseline = payload.get("baseline") if isinstance(payload.get("baseline"), dict) else {}
+        metrics = {k: baseline[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc",
+                                            "steps") if k in baseline}
+        metrics["seconds"] = seconds
+        rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {Path(args.config).name}",
+                        kind="doctor", status="finished", config=prep.config, metrics=metrics,
+                        seconds=seconds, findings=payload, probes=diag.probes)
+        store.add_run(rec)
+    finally:
+        store.close()
     if not args.quiet:
         print(json.dumps(jsonable(payload), indent=1) if args.json else str(diag))
         print(f"diagnosis {rid} stored in {store.path}", file=sys.stderr if args.json else None)

@@ -77,7 +77,7 @@ def _predict(args: argparse.Namespace):
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
     else:
         x = read_inputs(args.data)
-    out, classes = predict_saved(model, x)
+    out, classes = predict_saved(model, x, f"DATA {args.data!r}")
     return model, x, labels, out, classes
 
 

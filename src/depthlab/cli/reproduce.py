@@ -54,13 +54,11 @@ def run(args: argparse.Namespace) -> int:
         # on stderr: "experiment 2/8: NAME — TITLE (overall ~ left)", each experiment's own
         # "stage k/N: ..." lines beneath
         stages = Stages(len(chosen), noun="experiment")
+    outs = {name: _out_folder(args.out, name, len(chosen) > 1) for name in chosen}
     for name in chosen:
         if stages is not None:
             stages.start(f"{name} — {titles[name]}" + (" (quick)" if args.quick else ""))
-        if args.out is None:
-            out = Path("reproduce-out") / name
-        else:
-            out = Path(args.out) / name if len(chosen) > 1 else Path(args.out)
+        out = outs[name]
         try:
             result = run_experiment(name, quick=args.quick, out=out, data=args.data,
                                     progress=progress_mode(args), echo=echo)
@@ -86,6 +84,19 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(jsonable(results), indent=1))
     return 1 if failed and args.strict else 0
+
+
+def _out_folder(out: str | None, name: str, several: bool) -> Path:
+    """Experiment ``name``'s output folder, created now: a bad ``--out`` (a file, no
+    permission) fails before any experiment runs, not after its training."""
+    folder = Path("reproduce-out") / name if out is None else (
+        Path(out) / name if several else Path(out))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {str(folder)!r} cannot be used as a folder: "
+                        f"{e.strerror or e}") from None
+    return folder
 
 
 COMMAND = Command("reproduce", "run a classic experiment and check its claims",

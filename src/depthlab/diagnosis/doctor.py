@@ -15,8 +15,10 @@ from ..models import mlp
 from ..network import Network
 from ..probes.recorder import ProbeRecorder
 from ..probes.stats import measurement_mode
+from ..spec import TrainSpec, check_field
 from ..training.history import History
 from ..training.trainer import Trainer
+from ..validators import positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
 from .rules import RULES, RunContext, evaluate
@@ -188,9 +190,12 @@ def doctor(
     a :class:`Verification` records final train loss, validation accuracy and the finding's own
     metric before and after, with ``helped`` False when it did not help.
     """
-    for label, v in (("steps", steps), ("probe_every", probe_every), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{label} must be a positive integer, got {v!r}")
+    steps, probe_every, batch_size = (positive_int(label, v) for label, v in (
+        ("steps", steps), ("probe_every", probe_every), ("batch_size", batch_size)))
+    lr = check_field(TrainSpec, "lr", lr)  # the one learning-rate rule (a number > 0)
+    if not isinstance(verify, bool | np.bool_):
+        raise TypeError(f"verify={verify!r} is not accepted; accepted: True or False")
+    verify = bool(verify)
     if isinstance(net_or_config, Network):
         net = copy.deepcopy(net_or_config)
         config = dict(net_or_config.config)

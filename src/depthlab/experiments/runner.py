@@ -110,7 +110,7 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
     (:func:`depthlab.memory.run_bytes`). Before the data are loaded, ``"auto"`` ends and the
     row count come from a built-in data set's header (1 and 0 for files)."""
     from ..data import find_builtin
-    from ..memory import MemoryRefusal, check_fits, run_bytes
+    from ..memory import MemoryRefusal, check_fits, run_bytes, sizes_text
 
     m, t, d = config["model"], config["train"], config["data"]
     if sizes is None:
@@ -126,13 +126,17 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         if not all(isinstance(v, int) and v > 0 for v in [*sizes, n_rows + 1]):
             return  # a bad option: the loader names it
     bs = t["batch_size"]
-    rows = max(n_rows or 0, 1) if bs == "full" else int(bs)
-    rows = max(rows, int(config.get("probes", {}).get("batch") or 0))
+    probe_rows = int(config.get("probes", {}).get("batch") or 0)
+    if n_rows:  # a batch (training or probe) never holds more rows than the data
+        rows = n_rows if bs == "full" else min(int(bs), n_rows)
+        rows = max(rows, min(probe_rows, n_rows))
+    else:  # rows unknown until a file is loaded: the check after loading counts the batch
+        rows = 1
     need = run_bytes(sizes, n_rows=n_rows or 0, dtype=m["dtype"], optimizer=t["optimizer"],
                      momentum=bool((t.get("optimizer_kwargs") or {}).get("momentum")),
                      batch_rows=rows, onehot=t["loss"] in ("mse", "huber"))
     try:
-        check_fits(need, f"model.sizes = {sizes} with train.batch_size = {bs} on "
+        check_fits(need, f"model.sizes = {sizes_text(sizes)} with train.batch_size = {bs} on "
                    f"{n_rows or 0} rows of data")
     except MemoryRefusal as e:
         raise ExperimentError(str(e)) from None

@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..backend import Array, xp
 from ..losses import Loss, get_loss
+from ..training.data_checks import finite_features
 from ..training.trainer import Callback
 from ..validators import positive_int
 from . import accel
@@ -302,7 +303,8 @@ class ProbeRecorder(Callback):
                                  f"expects {net.n_inputs}")
             if net.batchnorms() and self.probe_x.shape[0] < 2:
                 raise ValueError("batch normalization needs a probe batch of at least 2 rows")
-            self._x = trainer.transform(self.probe_x.astype(net.dtype, copy=False))
+            # NaN, inf or values too large for the network's dtype: refused, row and column
+            self._x = trainer.transform(finite_features(self.probe_x, net.dtype, "probe_x"))
             self._probe_record(0)
 
     def before_update(self, trainer, step: int) -> None:

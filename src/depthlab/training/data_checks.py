@@ -28,19 +28,28 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
         raise ValueError(f"{what} x has {x.shape[1]} features; the network expects {n_inputs}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{what} x has {x.shape[0]} rows but y has {y.shape[0]}")
-    with np.errstate(over="ignore", invalid="ignore"):  # reported below
-        cast = x.astype(dtype, copy=False)
-    if not np.isfinite(cast).all():
-        bad = tuple(np.argwhere(~np.isfinite(cast))[0])
-        if np.isfinite(x[bad]):
-            raise ValueError(
-                f"{what} x value {float(x[bad]):g} (row {bad[0]}, column {bad[1]}) does not fit in "
-                f"{np.dtype(dtype).name}; accepted: |x| <= {np.finfo(dtype).max:.3g}"
-            )
-        raise ValueError(
-            f"{what} x contains NaN or infinity (first at row {bad[0]}, column {bad[1]})"
-        )
-    x = cast
+    x = finite_features(x, dtype, f"{what} x")
     if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
         raise ValueError(f"{what} y contains NaN or infinity")
     return x, y
+
+
+def finite_features(x: Array, dtype, what: str) -> Array:
+    """``x`` (2-D, real numbers) cast to ``dtype``, or a ValueError naming the first entry
+    that is NaN, infinite or too large for ``dtype`` (row and column) and what is accepted."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{what} of dtype {x.dtype} is not accepted; accepted: real numbers")
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        cast = x.astype(dtype, copy=False)
+    if not np.isfinite(cast).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+        where = f"row {bad[0]}, column {bad[1]}" if len(bad) == 2 else f"index {bad}"
+        if np.isfinite(x[bad]):
+            raise ValueError(
+                f"{what} value {float(x[bad]):g} ({where}) does not fit in "
+                f"{np.dtype(dtype).name}; accepted: |x| <= {np.finfo(dtype).max:.3g}"
+            )
+        raise ValueError(f"{what} contains NaN or infinity (first at {where}); accepted: "
+                         "finite numbers")
+    return cast

@@ -64,6 +64,7 @@ class Trainer:
         progress: bool | str = False,
         loss_kwargs: dict[str, Any] | None = None,
         threads: int | None = None,
+        **hyperparameters: Any,
     ) -> None:
         if not isinstance(net, Network):
             raise TypeError(
@@ -80,7 +81,8 @@ class Trainer:
         self.net = net
         self.loss = get_loss(loss, **(loss_kwargs or {}))
         self.optimizer = get_optimizer(
-            optimizer, net.parameters(), lr=lr, **(optimizer_kwargs or {})
+            optimizer, net.parameters(), lr=lr,
+            **_optimizer_kwargs(optimizer_kwargs, hyperparameters),
         )
         self.batch_size = batch_size
         self.epochs = epochs
@@ -90,7 +92,7 @@ class Trainer:
         penalty([], self.l1, self.l2)  # validates
         self.standardize = standardize
         self.standardizer: Standardize | None = None
-        self.callbacks = list(callbacks)
+        self.callbacks = _check_callbacks(callbacks)
         self.eval_every = eval_every
         self.eval_train = eval_train
         self.progress = progress
@@ -270,6 +272,52 @@ class Trainer:
             bar.set_postfix(self._postfix, refresh=True)
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, metrics)
+
+
+_HOOKS = ("on_train_begin", "before_update", "after_update", "on_epoch_end", "on_train_end")
+
+
+def _check_callbacks(callbacks: Any) -> list[Callback]:
+    """``callbacks`` as a list, each with every :class:`Callback` hook, or a TypeError naming
+    the bad value (a single callback not in a list, an object without the hooks)."""
+    if isinstance(callbacks, str | bytes | dict) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
+                        "Callback objects, e.g. [dl.ProbeRecorder(x_val, y_val)]")
+    out = list(callbacks)
+    for i, cb in enumerate(out):
+        missing = [h for h in _HOOKS if not callable(getattr(cb, h, None))]
+        if missing:
+            raise TypeError(f"callbacks[{i}]={cb!r:.60} is not accepted: it has no method "
+                            f"{missing[0]}(); accepted: instances of a subclass of "
+                            "depthlab.training.Callback")
+    return out
+
+
+def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> dict[str, Any]:
+    """``optimizer_kwargs`` with the optimizer hyperparameters given directly (``fit(...,
+    momentum=0.9)``, as a ``[train]`` section may); any other unknown keyword is a TypeError
+    listing the accepted ones."""
+    import difflib
+    import inspect
+
+    from ..spec import all_optimizer_hyperparameters
+
+    out = dict(kwargs or {})
+    known = all_optimizer_hyperparameters()
+    for key, value in direct.items():
+        if key not in known:
+            own = [k for k in inspect.signature(Trainer).parameters if k not in (
+                "net", "hyperparameters")]
+            close = difflib.get_close_matches(key, own + known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"fit()/Trainer() got an unknown option {key!r}{hint}; accepted: "
+                            f"{', '.join(own)} and the optimizer's hyperparameters "
+                            f"({', '.join(known)})")
+        if key in out and out[key] != value:
+            raise ValueError(f"{key} is given twice with different values ({key}={value!r} and "
+                             f"optimizer_kwargs[{key!r}]={out[key]!r})")
+        out[key] = value
+    return out
 
 
 def _progress(total: int, progress: bool | str):

@@ -1,0 +1,311 @@
+"""More hardening of the NumPy API and the command line, found by trying inputs the other tests
+do not: a huge ``depth``, batches larger than the data, non-finite inputs to ``predict`` and the
+probes, paths that are files where folders are expected, bad environment settings, and
+argument types of ``dl.doctor``/``dl.fit``. CLI errors are one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.cli import cli
+
+import depthlab as dl
+from depthlab.cli import main
+from depthlab.experiments import ConfigError, validate
+from depthlab.experiments.runner import check_memory, prepare
+from depthlab.memory import sizes_text
+
+SMALL = """\
+[data]
+name = "clusters"
+n = 120
+[model]
+sizes = ["auto", 6, "auto"]
+[train]
+epochs = 1
+batch_size = 40
+[probes]
+every = 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    for var in ("DEPTHLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")  # restored after each test, whatever --threads sets
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("depthlab: error:"), err
+    assert "internal error" not in err and "Traceback" not in err
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])
+    return lines[0]
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+# -- sizes that cannot exist ------------------------------------------------------------------
+
+
+def test_huge_depth_is_refused_before_its_sizes_are_built(tmp_path):
+    """depth = 10**9 used to build a 10**9-entry sizes list (killed for memory after minutes)."""
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        dl.mlp([4, 8, 3], depth=10**9)
+    msg = str(err.value)
+    assert "depth = 1000000000 with width = 8" in msg and "nothing was allocated" in msg
+    raw = {"data": {"name": "clusters"}, "model": {"sizes": ["auto", 8, "auto"],
+                                                    "depth": 10**9}}
+    with pytest.raises(ConfigError, match=r"model\.depth = 1000000000 with model\.width = 8"):
+        validate(raw)
+    assert time.perf_counter() - t0 < 5
+    cfg = write(tmp_path, "deep.toml", SMALL.replace('sizes = ["auto", 6, "auto"]',
+                                                     'sizes = ["auto", 6, "auto"]\n'
+                                                     "depth = 1000000000"))
+    res = cli("run", cfg, "--out", tmp_path / "o", timeout=60)
+    assert_one_line_error(res.returncode, res.stderr, "deep.toml", "model.depth = 1000000000",
+                          "needs about")
+    assert len(res.stderr) < 400 and not (tmp_path / "o").exists()
+    # a sane depth still builds
+    assert dl.mlp([4, 8, 3], depth=50).config["sizes"] == [4] + [8] * 50 + [3]
+
+
+def test_long_sizes_stay_short_in_messages(monkeypatch):
+    """A refused 10**6-layer network used to print every size (a 30 MB 'line' at 10**7)."""
+    assert sizes_text([64, 8, 10]) == "[64, 8, 10]"
+    assert sizes_text(["auto", 8, "auto"]) == '["auto", 8, "auto"]'
+    assert sizes_text([64] + [8] * 10**6 + [10]) == "[64, 8, 8, 8, ..., 10] (1,000,002 sizes)"
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1M")
+    with pytest.raises(ValueError) as err:
+        dl.mlp([4] + [64] * 5000 + [3])
+    assert len(str(err.value)) < 300 and "(5,002 sizes)" in str(err.value)
+    cfg = validate({"data": {"name": "clusters", "n": 100},
+                    "model": {"sizes": ["auto"] + [16] * 3000 + ["auto"]}})
+    with pytest.raises(ValueError) as err:
+        check_memory(cfg)
+    assert len(str(err.value)) < 300 and "(3,002 sizes)" in str(err.value)
+
+
+def test_batch_larger_than_the_data_is_not_refused(monkeypatch):
+    """A batch (or probe batch) of 10**9 rows on 120 rows holds 120 rows: it used to be
+    refused as needing about 1 TiB."""
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "4G")
+    cfg = validate({"data": {"name": "clusters", "n": 120},
+                    "model": {"sizes": ["auto", 8, "auto"]},
+                    "train": {"batch_size": 10**9, "epochs": 1},
+                    "probes": {"batch": 10**12, "every": 0}})
+    check_memory(cfg)  # before loading: the data set's header says 120 rows
+    prep = prepare(cfg)
+    hist = dl.fit(prep.net, prep.data.x_train, prep.data.y_train, batch_size=10**9, epochs=1)
+    assert len(hist.step_loss) == 1  # one full batch
+    # the batch still counts up to the data's rows: a 10**5-wide layer fits with batches of
+    # 32 rows, not with one batch of all 10**6 rows
+    big = {"data": {"name": "clusters", "n": 10**6}, "model": {"sizes": ["auto", 10**5, "auto"]},
+           "train": {"batch_size": 32}}
+    check_memory(validate(big))
+    big["train"]["batch_size"] = 10**9
+    with pytest.raises(ValueError, match="on 1000000 rows of data needs about .* TiB"):
+        check_memory(validate(big))
+
+
+# -- predict and the probes refuse non-finite inputs ---------------------------------------------
+
+
+@pytest.fixture
+def saved_net(tmp_path) -> Path:
+    return dl.save(dl.mlp([3, 5, 2], seed=0), tmp_path / "net.npz")
+
+
+@pytest.mark.parametrize("case,fragments", [
+    ("nan.npy", ["'nan.npy'", "NaN or infinity", "row 1, column 2"]),
+    ("inf.npy", ["'inf.npy'", "NaN or infinity", "row 0, column 0"]),
+    ("big.npy", ["'big.npy'", "1e+300", "row 1, column 0", "does not fit in float32"]),
+    ("complex.npy", ["'complex.npy'", "real numbers", "complex128"]),
+    ("ragged.csv", ["'ragged.csv'", "NaN or infinity", "row 1, column 2"]),
+    ("empty.npy", ["'empty.npy'", "no rows"]),
+    ("folder", ["'folder'", "is a folder", ".npy"]),
+])
+def test_predict_refuses_inputs_it_cannot_predict(tmp_path, monkeypatch, capsys, saved_net,
+                                                  case, fragments):
+    """NaN, infinity, values beyond float32, complex numbers and a ragged CSV used to give rows
+    of NaN outputs with class 0 and exit status 0."""
+    monkeypatch.chdir(tmp_path)
+    x = np.ones((2, 3))
+    if case == "nan.npy":
+        x[1, 2] = np.nan
+    elif case == "inf.npy":
+        x[0, 0] = np.inf
+    elif case == "big.npy":
+        x[1, 0] = 1e300
+    elif case == "complex.npy":
+        x = x.astype(complex)
+    elif case == "empty.npy":
+        x = x[:0]
+    if case.endswith(".npy"):
+        np.save(case, x)
+    elif case == "ragged.csv":
+        Path(case).write_text("1,2,3\n4,5\n")
+    else:
+        Path(case).mkdir()
+    code, out, err = run_cli(capsys, "predict", saved_net, case)
+    assert_one_line_error(code, err, *fragments)
+    assert out == ""
+    np.save("ok.npy", np.ones((2, 3)))
+    code, out, err = run_cli(capsys, "predict", saved_net, "ok.npy", "--json")
+    assert code == 0, err
+    assert np.isfinite(json.loads(out)["outputs"]).all()
+
+
+def test_probes_refuse_non_finite_inputs():
+    """dl.probe and a ProbeRecorder's batch used to measure NaN tables without a word."""
+    net = dl.mlp([3, 5, 2], seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    y = np.array([0, 1, 0, 1])
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at row 2, column 1"):
+        dl.probe(net, bad, y)
+    with pytest.raises(ValueError, match=r"x value 1e\+300 \(row 0, column 0\) does not fit"):
+        dl.probe(net, np.full((2, 3), 1e300), y[:2])
+    rec = dl.ProbeRecorder(bad, y, every=1)
+    with pytest.raises(ValueError, match=r"probe_x contains NaN or infinity"):
+        dl.fit(net, x, y, callbacks=[rec], epochs=1)
+    table = dl.probe(net, x.astype(np.float64), y)  # finite float64 data: measured
+    assert table[table.quantity == "grad_pre_std"].value.notna().all()
+
+
+# -- paths and settings: one line, exit 2, nothing lost ------------------------------------------
+
+
+def test_file_where_a_folder_is_expected_is_a_user_error(tmp_path, capsys):
+    """OSErrors from paths the user gave used to be 'internal error' with exit status 1."""
+    cfg = write(tmp_path, "c.toml", SMALL)
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "res", "--quiet")
+    assert code == 0, err
+    blocker = write(tmp_path, "plain-file", "x")
+    code, _, err = run_cli(capsys, "export", tmp_path / "res", "--to", blocker / "sub")
+    assert_one_line_error(code, err, str(blocker / "sub"), "Not a directory")
+    (tmp_path / "res" / "figures").write_text("not a folder")
+    code, _, err = run_cli(capsys, "report", tmp_path / "res", "--quiet")
+    assert_one_line_error(code, err, "figures", "a file with that name exists")
+    assert (tmp_path / "res" / "figures").read_text() == "not a folder"
+
+
+def test_reproduce_checks_its_output_folder_before_running(tmp_path, capsys):
+    """A file as --out used to fail after the whole experiment (exit 1, internal error)."""
+    blocker = write(tmp_path, "claims", "mine")
+    t0 = time.perf_counter()
+    code, out, err = run_cli(capsys, "reproduce", "he2015", "--quick", "--out", blocker, "-q")
+    assert_one_line_error(code, err, f"--out {str(blocker)!r}", "cannot be used as a folder")
+    assert time.perf_counter() - t0 < 5 and out == ""
+    assert blocker.read_text() == "mine"
+
+
+def test_bad_memory_limit_setting_is_a_user_error(tmp_path, capsys, monkeypatch):
+    cfg = write(tmp_path, "c.toml", SMALL)
+    for value in ("lots", "-1G", "nan"):
+        monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", value)
+        code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "o")
+        assert_one_line_error(code, err, f"DEPTHLAB_MEMORY_LIMIT={value!r}", "accepted")
+    assert not (tmp_path / "o").exists()
+
+
+def test_doctor_refuses_a_bad_store_before_diagnosing(tmp_path, capsys, monkeypatch):
+    """The store used to be opened after the whole diagnosis (its work lost)."""
+    import sqlite3
+
+    import depthlab.diagnosis as diagnosis
+
+    calls = []
+    monkeypatch.setattr(diagnosis, "doctor", lambda *a, **k: calls.append(1))
+    out = tmp_path / "foreign"
+    out.mkdir()
+    with sqlite3.connect(out / "depthlab.db") as con:
+        con.execute("create table runs (a)")
+    cfg = write(tmp_path, "c.toml", SMALL)
+    code, _, err = run_cli(capsys, "doctor", cfg, "--out", out, "--steps", "5")
+    assert_one_line_error(code, err, "is not a depthlab results store")
+    assert calls == []
+
+
+# -- argument types of the Python API -------------------------------------------------------------
+
+
+def test_doctor_arguments_follow_the_one_rule_of_each_setting():
+    """lr="0.1" and verify="yes" used to be accepted, NumPy integer steps refused."""
+    x = np.random.default_rng(0).standard_normal((60, 3)).astype(np.float32)
+    y = np.arange(60) % 2
+    net = dl.mlp([3, 4, 2], seed=0)
+    with pytest.raises(TypeError, match=r'lr = "0.1" has the wrong type'):
+        dl.doctor(net, (x, y), steps=5, lr="0.1")
+    with pytest.raises(ValueError, match=r"lr = 0 is out of range"):
+        dl.doctor(net, (x, y), steps=5, lr=0)
+    with pytest.raises(TypeError, match=r"verify='yes' is not accepted; accepted: True or False"):
+        dl.doctor(net, (x, y), steps=5, verify="yes")
+    with pytest.raises(ValueError, match=r"steps must be a positive integer, got 2.5"):
+        dl.doctor(net, (x, y), steps=2.5)
+    diag = dl.doctor(net, (x, y), steps=np.int64(5), batch_size=np.int32(20), lr=np.float32(0.1))
+    assert diag.settings["steps"] == 5 and diag.settings["batch_size"] == 20
+
+
+def test_fit_options_name_the_bad_keyword_and_accept_optimizer_hyperparameters():
+    x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    y = np.arange(40) % 2
+
+    def net():
+        return dl.mlp([3, 4, 2], seed=0)
+
+    with pytest.raises(TypeError, match=r"unknown option 'epoch' \(did you mean 'epochs'\?\); "
+                                        r"accepted: .*epochs.*momentum"):
+        dl.fit(net(), x, y, epoch=2)
+    # a [train] section may set momentum directly; so may fit (same run as optimizer_kwargs)
+    direct = dl.fit(net(), x, y, momentum=0.9, nesterov=True, epochs=2).step_loss
+    nested = dl.fit(net(), x, y, optimizer_kwargs={"momentum": 0.9, "nesterov": True},
+                    epochs=2).step_loss
+    assert direct == nested
+    with pytest.raises(TypeError, match=r"unknown argument 'momentum' for optimizer 'adam'"):
+        dl.fit(net(), x, y, optimizer="adam", momentum=0.9)
+    with pytest.raises(ValueError, match=r"momentum is given twice"):
+        dl.fit(net(), x, y, momentum=0.9, optimizer_kwargs={"momentum": 0.5})
+
+
+def test_fit_callbacks_and_predict_batch_are_checked():
+    """callbacks=[3] used to fail with AttributeError mid-fit; predict(x, 0) with
+    'range() arg 3 must not be zero'."""
+    x = np.ones((8, 3), np.float32)
+    y = np.arange(8) % 2
+    net = dl.mlp([3, 4, 2], seed=0)
+    rec = dl.ProbeRecorder(x, y, every=1)
+    with pytest.raises(TypeError, match=r"callbacks=ProbeRecorder.* a list of Callback"):
+        dl.fit(net, x, y, callbacks=rec)
+    with pytest.raises(TypeError, match=r"callbacks\[1\]=3 is not accepted: it has no method "
+                                        r"on_train_begin\(\)"):
+        dl.fit(net, x, y, callbacks=[rec, 3])
+    with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got 0"):
+        net.predict(x, 0)
+    assert net.predict(x, np.int64(3)).shape == (8, 2)
+
+
+def test_save_to_a_folder_is_refused(tmp_path):
+    """dl.save(net, FOLDER) used to write FOLDER.npz beside the folder."""
+    with pytest.raises(ValueError, match=r"is a folder; expected a file name"):
+        dl.save(dl.mlp([3, 4, 2]), tmp_path)
+    assert not tmp_path.with_name(tmp_path.name + ".npz").exists()
