@@ -564,3 +564,20 @@ def test_empty_batch_is_refused():
                      _TwoHeads(True), {"x": torch.randn(0, 6)}, y, _two_heads_loss)):
         with pytest.raises(ValueError, match=r"empty batch .*\(0, [46]\)"):
             call()
+
+
+def test_watch_step_takes_a_tensor_a_float_or_a_numpy_number():
+    """The loss of each step as a 0-d tensor, a Python float or a NumPy scalar (e.g. a loss
+    computed in NumPy): the same losses; a bool or a string is refused in one line."""
+    model = nn.Sequential(nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    values = [torch.tensor(0.5), 0.25, np.float32(0.125), np.float64(2.0), 3]
+    with dlt.Watch(model, every=2) as watch:
+        for v in values:
+            model(x).sum().backward()
+            watch.step(v)
+        for bad in (True, "0.5", np.bool_(True)):
+            with pytest.raises(TypeError, match="loss must be a scalar tensor or a number"):
+                watch.step(bad)
+    assert watch.losses().loss.tolist() == [0.5, 0.25, 0.125, 2.0, 3.0]
+    assert watch.losses().step.tolist() == [0, 1, 2, 3, 4]

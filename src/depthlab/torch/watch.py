@@ -32,6 +32,7 @@ accumulation the layer gradients are those of the last micro-batch (``weight_gra
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from array import array
@@ -127,7 +128,7 @@ class Watch:
             value = loss.detach()  # the usual case, checked in place
         elif isinstance(loss, torch.Tensor):
             value = check_loss(loss).detach()
-        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
+        elif isinstance(loss, numbers.Real) and not isinstance(loss, bool):  # numpy's too
             value = torch.tensor(float(loss), dtype=torch.float64)
         else:
             raise TypeError(f"loss must be a scalar tensor or a number, got "
