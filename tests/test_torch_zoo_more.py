@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import depthlab.torch as dlt
+from depthlab.experiments.store import Store
 from depthlab.torch import hooks
 
 PCTS = (2, 15, 50, 85, 98)
@@ -97,8 +98,7 @@ def reference(model, x, y, loss_fn, layers, pcts=PCTS, weights_given=None) -> di
     return exp
 
 
-_FOLLOWER = re.compile(r"^(act_|saturated_frac|inactive_frac|dead_frac|acc$|block_grad_std|"
-                       r"update_ratio)")
+_FOLLOWER = re.compile(r"^(act_|saturated_frac|inactive_frac|dead_frac|acc$|block_grad_std)")
 
 
 def compare(df, exp: dict, layers, rtol=1e-9, atol=1e-12) -> None:
@@ -581,3 +581,104 @@ def test_watch_step_takes_a_tensor_a_float_or_a_numpy_number():
                 watch.step(bad)
     assert watch.losses().loss.tolist() == [0.5, 0.25, 0.125, 2.0, 3.0]
     assert watch.losses().step.tolist() == [0, 1, 2, 3, 4]
+
+
+class _DropGRU(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(4, 5, num_layers=2, bidirectional=True)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        return self.head(self.drop(self.rnn(x)[0][-1]))
+
+
+def _weights_of(model, layers):
+    mods = dict(model.named_modules())
+    return [[p for p in mods[n].parameters(recurse=False) if p.dim() >= 2] for n in layers]
+
+
+def _train(make, x, y, loss_fn, layers, steps, every=None, out=None):
+    """SGD with momentum; with ``every``: a Watch, and the reference rows of each recorded
+    step (own hooks and autograd on the same batch and dropout draw, before the real
+    forward) with the update ratio from the test's own copy of the previous weights."""
+    torch.manual_seed(0)
+    model = make().double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    watch = None if every is None else dlt.Watch(model, every=every, out=out)
+    refs, previous, losses = {}, None, []
+    for step in range(steps):
+        opt.zero_grad()
+        if watch is not None and step % every == 0:
+            rng = torch.random.get_rng_state()
+            refs[step] = reference(model, x, y, loss_fn, layers, pcts=())
+            torch.random.set_rng_state(rng)
+            if previous is not None:
+                for i, (ws, olds) in enumerate(zip(_weights_of(model, layers), previous), 1):
+                    num = sum(float((w.detach() - o).pow(2).sum()) for w, o in zip(ws, olds))
+                    den = sum(float(o.pow(2).sum()) for o in olds)
+                    refs[step][(i, "update_ratio")] = (num / den) ** 0.5
+        loss = loss_fn(_call(model, x), y)
+        loss.backward()
+        losses.append(float(loss))
+        if watch is not None:
+            watch.step(loss if step % 2 else float(loss))  # a tensor or a float
+        previous = [[w.detach().clone() for w in ws] for ws in _weights_of(model, layers)]
+        opt.step()
+    if watch is not None:
+        watch.close()
+        watch.close()  # idempotent
+    return model, losses, watch, refs
+
+
+@pytest.mark.parametrize("every", [1, 7])
+@pytest.mark.parametrize("name", ["dropout-gru", "dict-output", "transformer-decoder"])
+def test_watch_is_exact_and_leaves_training_bit_identical(name, every, tmp_path):
+    if name == "dropout-gru":
+        g = torch.Generator().manual_seed(3)
+        make, x, y, loss_fn, layers = (_DropGRU, torch.randn(5, 3, 4, generator=g, dtype=D),
+                                       torch.tensor([0, 2, 1]), _ce, ["rnn", "head"])
+    else:
+        make, x, y, loss_fn, layers = ZOO[name]
+    steps = 9
+    plain, plain_losses, _, _ = _train(make, x, y, loss_fn, layers, steps)
+    out = tmp_path / "runs"
+    watched, losses, watch, refs = _train(make, x, y, loss_fn, layers, steps, every, out)
+    assert losses == plain_losses
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), watched.parameters()))
+    df = watch.frame()
+    assert sorted(set(df.step)) == list(range(0, steps, every)) == sorted(refs)
+    for step, exp in refs.items():
+        compare(df[df.step == step], exp, layers)
+    assert watch.losses().loss.tolist() == pytest.approx(losses, rel=1e-12)
+    with Store(out) as store:
+        assert len(store.runs()) == 1
+
+
+def test_report_renders_watch_runs_of_unusual_models(tmp_path):
+    """``depthlab report DIR`` on a store holding Watch runs of a model that is itself a GRU
+    (its layer's module name is empty) and of a dict-output model."""
+    from depthlab.cli import main
+
+    out = tmp_path / "runs"
+    g = torch.Generator().manual_seed(0)
+    cases = [("gru-alone", lambda: nn.GRU(4, 5), torch.randn(5, 3, 4, generator=g),
+              lambda o: o[0].pow(2).mean()),
+             ("two-heads", lambda: _TwoHeads(True), torch.randn(5, 6, generator=g),
+              lambda o: _two_heads_loss(o, torch.tensor([0, 1, 2, 0, 1])))]
+    for name, make, x, loss_of in cases:
+        torch.manual_seed(0)
+        model = make()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with dlt.Watch(model, every=2, out=out, name=name) as watch:
+            for _ in range(5):
+                opt.zero_grad()
+                loss = loss_of(model(x))
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "gru-alone" in html and "two-heads" in html
+    assert any(p.name.startswith("two-heads") for p in (out / "figures").iterdir())
