@@ -309,3 +309,34 @@ def test_save_to_a_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"is a folder; expected a file name"):
         dl.save(dl.mlp([3, 4, 2]), tmp_path)
     assert not tmp_path.with_name(tmp_path.name + ".npz").exists()
+
+
+def test_config_with_a_byte_order_mark_is_read(tmp_path, capsys):
+    """A UTF-8 BOM (Windows editors) used to be 'TOML syntax error ... line 1, column 1'."""
+    cfg = tmp_path / "bom.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf" + SMALL.encode())
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    (tmp_path / "latin1.toml").write_bytes(b"name = \"caf\xe9\"\n")
+    code, _, err = run_cli(capsys, "run", tmp_path / "latin1.toml", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "latin1.toml", "not a UTF-8 text file")
+
+
+def test_quiet_sweep_says_why_it_exits_1(tmp_path, capsys):
+    """--quiet used to swallow the failed points' errors: exit status 1 and no word."""
+    cfg = write(tmp_path, "s.toml", SMALL + '[sweep]\n"data.n" = [1, 60]\n')
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "failed" in lines[0] and "a single class" in lines[0], err
+
+
+def test_boolean_options_refuse_truthy_strings():
+    from depthlab.data import load_dataset
+
+    x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    with pytest.raises(TypeError, match=r"standardize='yes' is not accepted; accepted: True"):
+        load_dataset("clusters", n=50, standardize="yes")
+    with pytest.raises(TypeError, match=r"standardize='no' is not accepted"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y, standardize="no")
+    assert load_dataset("clusters", n=50, standardize=np.bool_(True)).info["seed"] == 0

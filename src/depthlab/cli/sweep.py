@@ -132,6 +132,10 @@ def run(args: argparse.Namespace) -> int:
     echo(f"sweep {res.sweep}: {res.count('finished')} finished, {res.count('diverged')} "
          f"diverged, {res.count('failed')} failed; skipped {res.skipped} already stored "
          f"({res.seconds:.1f}s); results: {Path(args.out) / 'depthlab.db'}{failed}")
+    if args.quiet and not args.json:  # the exit status 1 is explained even with --quiet
+        for i, n, err in res.failures:
+            first = (err or "unknown error").strip().splitlines()[-1:] or ["unknown error"]
+            sys.stderr.write(f"depthlab: sweep point {i} ({n}) failed: {first[0]}\n")
     return 1 if res.count("failed") else 0
 
 

@@ -181,6 +181,8 @@ def load_dataset(
     n = check_n(n)
     check_fractions(val_fraction, test_fraction)
     dt = resolve_dtype(dtype)
+    if not isinstance(standardize, bool | np.bool_):
+        raise TypeError(f"standardize={standardize!r} is not accepted; accepted: True or False")
     gen_rng, split_rng = make_rng(seed).spawn(2)
     spec = find_builtin(name_or_path)
     if spec is not None:

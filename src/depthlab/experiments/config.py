@@ -60,8 +60,8 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     if p.is_dir():
         raise ConfigError(f"config path {str(p)!r} is a folder; expected a .toml file")
     try:
-        with open(p, "rb") as f:
-            return tomllib.load(f)
+        # utf-8-sig: a byte-order mark (written by some Windows editors) is not a syntax error
+        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: TOML syntax error: {e}") from None
     except UnicodeDecodeError as e:

@@ -90,7 +90,10 @@ class Trainer:
         self.rng = make_rng(seed)
         self.l1, self.l2 = float(l1), float(l2)
         penalty([], self.l1, self.l2)  # validates
-        self.standardize = standardize
+        for name, flag in (("standardize", standardize), ("eval_train", eval_train)):
+            if not isinstance(flag, bool | np.bool_):
+                raise TypeError(f"{name}={flag!r} is not accepted; accepted: True or False")
+        self.standardize = bool(standardize)
         self.standardizer: Standardize | None = None
         self.callbacks = _check_callbacks(callbacks)
         self.eval_every = eval_every
