@@ -682,3 +682,23 @@ def test_report_renders_watch_runs_of_unusual_models(tmp_path):
     html = (out / "report.html").read_text()
     assert "gru-alone" in html and "two-heads" in html
     assert any(p.name.startswith("two-heads") for p in (out / "figures").iterdir())
+
+
+def test_batchnorm_cure_normalizes_the_features_of_a_linear_on_sequences():
+    """The doctor's "add batch norm" cure after a Linear applied to sequences (N, T, C): a
+    BatchNorm1d(C) normalized over T (silently, when T == C; otherwise the cure failed to
+    run); it now normalizes each feature over every (example, position)."""
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    torch.manual_seed(0)
+    for shape in ((16, 8, 8), (16, 5, 8), (16, 8)):
+        model = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 3))
+        x = torch.randn(*shape) * 3 + 1
+        model, _ = rx.apply({"normalization": "batchnorm"}, model, TorchTrainSpec(), x)
+        norm = model[1]
+        assert isinstance(norm, nn.BatchNorm1d)
+        assert (type(norm) is nn.BatchNorm1d) == (len(shape) == 2)  # plain rows: as before
+        h = _np(norm(model[0](x))).reshape(-1, 8)
+        np.testing.assert_allclose(h.mean(0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(h.std(0), 1.0, rtol=1e-3)

@@ -313,9 +313,21 @@ def swap_activations(model: nn.Module, new: str) -> int:
     return count
 
 
-def _norm_for(layer: nn.Module) -> nn.Module | None:
+class FeatureBatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` over a Linear layer's features, the last axis, for inputs of any rank:
+    ``(N, C)`` as ``BatchNorm1d``; ``(N, ..., C)`` (e.g. a sequence ``(N, T, C)``) with every
+    leading position a sample. ``BatchNorm1d`` itself would take ``T`` for the channels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() <= 2:
+            return super().forward(x)
+        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def _norm_for(layer: nn.Module, rank: int = 2) -> nn.Module | None:
+    """The batch norm for ``layer``'s output (of ``rank`` dimensions for a Linear)."""
     if isinstance(layer, nn.Linear):
-        return nn.BatchNorm1d(layer.out_features)
+        return (nn.BatchNorm1d if rank <= 2 else FeatureBatchNorm)(layer.out_features)
     if isinstance(layer, nn.Conv1d):
         return nn.BatchNorm1d(layer.out_channels)
     if isinstance(layer, nn.Conv2d):
@@ -325,9 +337,33 @@ def _norm_for(layer: nn.Module) -> nn.Module | None:
     return None
 
 
-def insert_batchnorm(model: nn.Module) -> int:
+def _linear_output_ranks(model: nn.Module, x: torch.Tensor | None) -> dict[int, int]:
+    """``id(linear) -> rank of its output`` on ``x`` (one pass, inside :func:`untouched`)."""
+    ranks: dict[int, int] = {}
+    if x is None:
+        return ranks
+
+    def hook(module: nn.Module, _inp: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            ranks.setdefault(id(module), out.dim())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad(), untouched(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return ranks
+
+
+def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     """Insert a batch norm after every Linear/Conv child of an ``nn.Sequential`` that is
-    directly followed by an activation module; returns how many were inserted."""
+    directly followed by an activation module; returns how many were inserted. ``x``: a data
+    batch, to see a Linear applied to sequences ``(N, T, C)``, which gets a
+    :class:`FeatureBatchNorm` (``BatchNorm1d`` would normalize over ``T``)."""
+    ranks = _linear_output_ranks(model, x)
     device, dtype = next(((p.device, p.dtype) for p in model.parameters()
                           if p.is_floating_point()), (torch.device("cpu"), torch.float32))
     count = 0
@@ -337,7 +373,7 @@ def insert_batchnorm(model: nn.Module) -> int:
         for i, (name, child) in enumerate(items):
             new.append((name, child))
             nxt = items[i + 1][1] if i + 1 < len(items) else None
-            bn = _norm_for(child)
+            bn = _norm_for(child, ranks.get(id(child), 2))
             if bn is not None and nxt is not None and activation_name(nxt) is not None:
                 new.append((f"{name}_bn", bn.to(device=device, dtype=dtype)))
                 count += 1
@@ -370,7 +406,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
         if changes["normalization"] != "batchnorm":
             raise ValueError(f"unknown normalization {changes['normalization']!r}; expected "
                              f"'batchnorm'")
-        insert_batchnorm(model)
+        insert_batchnorm(model, x)
     if "init" in changes:
         reinitialize(model, trace(model, x), str(changes["init"]), x)
     if changes.get("bias_init") is not None:
