@@ -340,3 +340,31 @@ def test_boolean_options_refuse_truthy_strings():
     with pytest.raises(TypeError, match=r"standardize='no' is not accepted"):
         dl.fit(dl.mlp([3, 4, 2]), x, y, standardize="no")
     assert load_dataset("clusters", n=50, standardize=np.bool_(True)).info["seed"] == 0
+
+
+def test_init_names_with_backslash_or_quote_give_valid_configs(tmp_path, monkeypatch, capsys):
+    """`depthlab init 'my\\exp'` used to fail with 'bad escape \\e' (internal error)."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("my\\exp", 'q"uote'):
+        code, _, err = run_cli(capsys, "init", name)
+        assert code == 0, err
+        cfg = validate(__import__("tomllib").loads(Path(f"{name}.toml").read_text()))
+        assert cfg["name"] == name
+
+
+def test_write_under_a_file_names_the_file(tmp_path, capsys, saved_net):
+    blocker = write(tmp_path, "blocker", "keep")
+    np.save(tmp_path / "x.npy", np.ones((2, 3)))
+    code, _, err = run_cli(capsys, "predict", saved_net, tmp_path / "x.npy", "--to",
+                           blocker / "out.csv")
+    assert_one_line_error(code, err, f"{str(blocker)!r} is a file, not a folder")
+    assert blocker.read_text() == "keep"
+
+
+def test_meanfield_refuses_strings_for_numbers():
+    """meanfield(sigma_w2="1.5") used to raise NumPy's 'ufunc isfinite not supported'."""
+    with pytest.raises(TypeError, match=r"sigma_w2 must be a real number, got '1.5'"):
+        dl.theory.meanfield("tanh", sigma_w2="1.5")
+    with pytest.raises(TypeError, match=r"sigma_b2 must be a real number, got True"):
+        dl.theory.critical_sigma_w2("tanh", sigma_b2=True)
+    assert dl.theory.meanfield("tanh", sigma_w2=np.float32(1.5)).q_star > 0

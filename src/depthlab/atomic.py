@@ -101,8 +101,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}-"
                                    f"{_host()}-{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
-        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)}") \
-            from exc
+        reason = (f"{str(exc.filename)!r} is a file, not a folder"  # mkdir of a parent
+                  if isinstance(exc, FileExistsError) and exc.filename else _reason(exc))
+        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {reason}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o644)  # mkstemp creates 0600

@@ -5,6 +5,7 @@ are reachable after ``pip install depthlab``."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -67,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"folder {str(target.parent)!r} does not exist")
     text = packaged_example(source).read_text(encoding="utf-8")
     if source == STARTER:
-        name = target.stem.replace('"', "")
-        text = re.sub(r'^name = "starter"', f'name = "{name}"', text, count=1, flags=re.M)
+        # a TOML basic string (JSON escapes are valid TOML): a name with \\ or " stays valid;
+        # a function as the replacement, so backslashes are not read as regex escapes
+        name = json.dumps(target.stem)
+        text = re.sub(r'^name = "starter"', lambda _m: f"name = {name}", text, count=1,
+                      flags=re.M)
         text = text.replace("THIS_FILE", str(target))
     atomic_write_text(target, text)
     print(f"wrote {target}; {_next_step(source, target)}")

@@ -19,6 +19,7 @@ in 2-D).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,9 @@ class MeanField:
 
 
 def _check_sigmas(sigma_w2: float, sigma_b2: float) -> None:
+    for label, v in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):  # "1.5", None, True
+            raise TypeError(f"{label} must be a real number, got {v!r}")
     if not (np.isfinite(sigma_w2) and sigma_w2 > 0):
         raise ValueError(f"sigma_w2 must be finite and > 0, got {sigma_w2!r}")
     if not (np.isfinite(sigma_b2) and sigma_b2 >= 0):
@@ -249,8 +253,7 @@ def critical_sigma_w2(
     Solved with Brent's method on ``chi1 - 1`` over ``bracket``; ValueError if it has no sign
     change there (e.g. an activation whose chi1 never reaches 1).
     """
-    if not (np.isfinite(sigma_b2) and sigma_b2 >= 0):
-        raise ValueError(f"sigma_b2 must be finite and >= 0, got {sigma_b2!r}")
+    _check_sigmas(1.0, sigma_b2)
     fn = _fn(name, kw)
 
     def g(sw2: float) -> float:
