@@ -746,3 +746,36 @@ def test_cpu_kernels_and_torch_ops_agree_on_the_zoo(monkeypatch, dtype):
                            (std, 2e-3)):
             np.testing.assert_allclose(fast.value[rows], slow.value[rows], err_msg=name,
                                        rtol=rtol, atol=1e-12)
+
+
+class _Tagger(nn.Module):
+    """Token classification: (N, T) ids -> (N, C, T) scores, CrossEntropyLoss's layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, tokens):
+        return self.out(self.emb(tokens)).transpose(1, 2)
+
+
+def test_accuracy_leaves_out_padding_targets():
+    """Padded positions (target -100, CrossEntropyLoss's ignore_index, or the loss's own
+    ignore_index) are no class: acc counted them as wrong predictions."""
+    torch.manual_seed(0)
+    model = _Tagger()
+    tokens = torch.randint(0, 20, (6, 7))
+    padded = torch.randint(0, 4, (6, 7))
+    padded[:, 4:] = -100
+    padded_with_3 = torch.where(padded < 0, 3, padded)
+    pred = model(tokens).argmax(1)
+    for loss_fn, y, ignore in ((nn.CrossEntropyLoss(), padded, -100), (_ce, padded, -100),
+                               (nn.CrossEntropyLoss(ignore_index=3), padded_with_3, 3)):
+        valid = (y >= 0) & (y != ignore)
+        want = float((pred == y)[valid].double().mean())
+        df = dlt.probe(model, tokens, y, loss_fn)
+        acc = df[df.quantity == "acc"].value
+        assert acc.tolist() == [pytest.approx(want, rel=1e-12)]
+        assert df[df.quantity == "loss"].value.iloc[0] == pytest.approx(
+            float(loss_fn(model(tokens), y)), rel=1e-6)

@@ -92,9 +92,10 @@ def check_loss(loss: Any) -> torch.Tensor:
     return loss if loss.dim() == 0 else loss.reshape(())
 
 
-def accuracy(output: Any, y: Any) -> torch.Tensor | None:
+def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tensor | None:
     """Fraction of argmax(output, dim=1) == y when ``y`` holds class indices for an output of
-    shape ``(N, C, ...)`` (``y`` of shape ``(N, ...)``), else None."""
+    shape ``(N, C, ...)`` (``y`` of shape ``(N, ...)``), else None. Targets that are no class
+    (negative, or the loss's ``ignore_index``, e.g. -100 for padding) are left out."""
     if not (isinstance(output, torch.Tensor) and isinstance(y, torch.Tensor)):
         return None
     if y.is_floating_point() or y.dtype == torch.bool or not output.is_floating_point():
@@ -102,7 +103,11 @@ def accuracy(output: Any, y: Any) -> torch.Tensor | None:
     if output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape:
         return None
     wide = torch.float32 if output.device.type == "mps" else torch.float64
-    return (output.detach().argmax(dim=1) == y).to(wide).mean()
+    hit = output.detach().argmax(dim=1) == y
+    valid = y >= 0
+    if ignore_index is not None:
+        valid &= y != ignore_index
+    return (hit & valid).to(wide).sum() / valid.to(wide).sum()
 
 
 def probe(model: nn.Module, x: Any, y: Any,
@@ -125,7 +130,7 @@ def probe(model: nn.Module, x: Any, y: Any,
         output = call_model(model, x)
         rec.disarm()
         loss = check_loss(loss_fn(output, y))
-        acc = accuracy(output, y)
+        acc = accuracy(output, y, getattr(loss_fn, "ignore_index", None))
         grads: dict[int, torch.Tensor | None] = {}
         if loss.requires_grad and params:
             got = torch.autograd.grad(loss, params, allow_unused=True)
