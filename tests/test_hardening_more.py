@@ -368,3 +368,26 @@ def test_meanfield_refuses_strings_for_numbers():
     with pytest.raises(TypeError, match=r"sigma_b2 must be a real number, got True"):
         dl.theory.critical_sigma_w2("tanh", sigma_b2=True)
     assert dl.theory.meanfield("tanh", sigma_w2=np.float32(1.5)).q_star > 0
+
+
+def test_predict_refuses_an_npy_too_large_before_loading_it(tmp_path, capsys, saved_net):
+    """A .npy whose header claims 10**12 rows used to reach np.load: MemoryError, exit 1."""
+    from numpy.lib import format as npy
+
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as fh:
+        npy.write_array_header_1_0(fh, {"descr": "<f8", "fortran_order": False,
+                                        "shape": (10**12, 3)})
+        fh.write(b"\0" * 48)
+    code, out, err = run_cli(capsys, "predict", saved_net, path)
+    assert_one_line_error(code, err, "huge.npy", "(1000000000000, 3)", "needs about",
+                          "nothing was allocated")
+    (tmp_path / "trunc.npy").write_bytes(path.read_bytes()[:20])
+    code, out, err = run_cli(capsys, "predict", saved_net, tmp_path / "trunc.npy")
+    assert_one_line_error(code, err, "trunc.npy", "could not be read")
+
+
+def test_sequential_refuses_what_is_not_a_layer():
+    with pytest.raises(TypeError, match=r"layers\[1\] = 3 is not accepted; accepted: depthlab "
+                                        r"layers"):
+        dl.layers.Sequential([dl.layers.Dense(3, 2), 3])

@@ -7,12 +7,14 @@ Errors are ValueErrors naming the file or value and what was expected.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .data.files import is_number
+from .data.files import _npz_headers, is_number
+from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
 
 MODELS = "models"
@@ -82,9 +84,18 @@ def read_inputs(path: str) -> np.ndarray:
         raise ValueError(f"DATA {path!r}: expected a .npy, .npz or .csv file")
     try:
         if p.suffix == ".npy":
+            with open(p, "rb") as fh:  # refuse what cannot fit before np.load allocates it
+                version = np.lib.format.read_magic(fh)
+                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read(fh)
+            check_array(shape, dtype, f"DATA {path!r}")
             x = np.load(p, allow_pickle=False)
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
+                headers = _npz_headers(z)
+                if "x" in headers:
+                    check_array(*headers["x"], f"DATA {path!r} array 'x'")
                 x = z["x"] if "x" in z.files else None
                 names = ", ".join(z.files)
         else:
@@ -93,7 +104,9 @@ def read_inputs(path: str) -> np.ndarray:
             first = p.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
             header = not all(is_number(c) for c in first)
             x = pd.read_csv(p, header=0 if header else None).to_numpy()
-    except (ValueError, OSError) as exc:
+    except MemoryRefusal:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' array; arrays: {names}")

@@ -13,6 +13,10 @@ class Sequential(Layer):
     def __init__(self, layers: list[Layer], name: str = "seq") -> None:
         self.layers = list(layers)
         self.name = name
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"{name}: layers[{i}] = {layer!r:.40} is not accepted; accepted: "
+                                "depthlab layers (Dense, Activation, BatchNorm, Dropout, ...)")
 
     @property
     def overwrites_grad(self) -> bool:  # type: ignore[override]
