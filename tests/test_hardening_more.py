@@ -391,3 +391,36 @@ def test_sequential_refuses_what_is_not_a_layer():
     with pytest.raises(TypeError, match=r"layers\[1\] = 3 is not accepted; accepted: depthlab "
                                         r"layers"):
         dl.layers.Sequential([dl.layers.Dense(3, 2), 3])
+
+
+def test_fit_penalties_kwargs_and_validation_pairs_are_checked():
+    """l2="0.1" and l1=True used to be accepted (float()), optimizer_kwargs="momentum" failed
+    with 'dictionary update sequence element', and y_val without x_val was ignored."""
+    x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+
+    def fit(**kw):
+        return dl.fit(dl.mlp([3, 4, 2], seed=0), x, y, epochs=1, **kw)
+
+    with pytest.raises(TypeError, match=r'l2 = "0.1" has the wrong type; accepted: a finite'):
+        fit(l2="0.1")
+    with pytest.raises(TypeError, match=r"l1 = true has the wrong type"):
+        fit(l1=True)
+    with pytest.raises(ValueError, match=r"l1 = nan is out of range"):
+        fit(l1=float("nan"))
+    with pytest.raises(TypeError, match=r"optimizer_kwargs='momentum' is not accepted; "
+                                        r"accepted: a dict"):
+        fit(optimizer_kwargs="momentum")
+    with pytest.raises(TypeError, match=r"loss_kwargs=0.1 is not accepted"):
+        fit(loss_kwargs=0.1)
+    with pytest.raises(ValueError, match=r"give both x_val and y_val, or neither; got only y_val"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y, None, y)
+    assert fit(l2=np.float32(0.01)).step_loss
+
+
+def test_numpy_integer_seed_saves_and_loads(tmp_path):
+    """mlp(seed=np.int64(5)) used to leave an int64 in net.config: dl.save refused it."""
+    net = dl.mlp([3, 4, 2], seed=np.int64(5))
+    back = dl.load(dl.save(net, tmp_path / "n.npz"))
+    assert back.config["seed"] == 5 and type(back.config["seed"]) is int
+    x = np.ones((2, 3), np.float32)
+    assert np.array_equal(back.predict(x), dl.mlp([3, 4, 2], seed=5).predict(x))

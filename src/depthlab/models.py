@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .backend import resolve_dtype
 from .backend import rng as make_rng
 from .layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Layer, Residual, Sequential
@@ -67,7 +69,12 @@ def build(spec: ModelSpec, *, seed: int | None = 0) -> Network:
         out.is_output = True
         layers.append(out)
     return Network(layers, n_inputs=spec.sizes[0], dtype=spec.dtype,
-                   config={**spec.to_dict(), "seed": seed})
+                   config={**spec.to_dict(), "seed": _plain_seed(seed)})
+
+
+def _plain_seed(seed: Any) -> Any:
+    """A NumPy integer seed as a Python int, so ``net.config`` stays plain JSON (``dl.save``)."""
+    return int(seed) if isinstance(seed, np.integer) else seed
 
 
 class _Parts:

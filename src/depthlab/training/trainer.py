@@ -79,6 +79,9 @@ class Trainer:
         epochs, max_steps, eval_every = (check_field(TrainSpec, k, v) for k, v in (
             ("epochs", epochs), ("max_steps", max_steps), ("eval_every", eval_every)))
         self.net = net
+        if loss_kwargs is not None and not isinstance(loss_kwargs, dict):
+            raise TypeError(f"loss_kwargs={loss_kwargs!r:.60} is not accepted; accepted: a dict, "
+                            "e.g. {'label_smoothing': 0.1}")
         self.loss = get_loss(loss, **(loss_kwargs or {}))
         self.optimizer = get_optimizer(
             optimizer, net.parameters(), lr=lr,
@@ -88,8 +91,9 @@ class Trainer:
         self.epochs = epochs
         self.max_steps = max_steps
         self.rng = make_rng(seed)
-        self.l1, self.l2 = float(l1), float(l2)
-        penalty([], self.l1, self.l2)  # validates
+        # the [train] rules: finite numbers >= 0 (not "0.1", not True)
+        self.l1, self.l2 = (float(check_field(TrainSpec, k, v)) for k, v in (("l1", l1),
+                                                                            ("l2", l2)))
         for name, flag in (("standardize", standardize), ("eval_train", eval_train)):
             if not isinstance(flag, bool | np.bool_):
                 raise TypeError(f"{name}={flag!r} is not accepted; accepted: True or False")
@@ -144,6 +148,9 @@ class Trainer:
     def fit(self, x, y, x_val=None, y_val=None) -> History:
         net = self.net
         x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=net.dtype)
+        if (x_val is None) != (y_val is None):
+            raise ValueError("give both x_val and y_val, or neither; got only "
+                             + ("x_val" if y_val is None else "y_val"))
         if x_val is not None:
             x_val, y_val = check_xy(
                 x_val, y_val, n_inputs=net.n_inputs, dtype=net.dtype, what="validation"
@@ -305,6 +312,9 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
 
     from ..spec import all_optimizer_hyperparameters
 
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"optimizer_kwargs={kwargs!r:.60} is not accepted; accepted: a dict, "
+                        "e.g. {'momentum': 0.9}")
     out = dict(kwargs or {})
     known = all_optimizer_hyperparameters()
     for key, value in direct.items():
