@@ -424,3 +424,13 @@ def test_numpy_integer_seed_saves_and_loads(tmp_path):
     assert back.config["seed"] == 5 and type(back.config["seed"]) is int
     x = np.ones((2, 3), np.float32)
     assert np.array_equal(back.predict(x), dl.mlp([3, 4, 2], seed=5).predict(x))
+
+
+def test_percentiles_refuse_strings_and_booleans():
+    """percentiles="50" used to be read as the 5th and 0th percentiles."""
+    net, x, y = dl.mlp([3, 4, 2], seed=0), np.eye(3, dtype=np.float32), np.array([0, 1, 0])
+    for bad in ("50", ["50"], [True]):
+        with pytest.raises(TypeError, match=r"percentiles must be a sequence of numbers"):
+            dl.probe(net, x, y, percentiles=bad)
+    table = dl.probe(net, x, y, percentiles=np.array([15.0, 85.0]))
+    assert {"pre_p15", "pre_p85"} <= set(table.quantity)

@@ -73,6 +73,9 @@ def percentile_names(prefix: str, percentiles: Sequence[float]) -> list[str]:
 def check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     """Validate percentiles (numbers in [0, 100]); returns them as a tuple of floats."""
     try:
+        if isinstance(percentiles, str | bytes) or any(isinstance(q, str | bytes | bool)
+                                                       for q in percentiles):
+            raise TypeError  # "50" is not [5, 0]; True is not 1
         qs = tuple(float(q) for q in percentiles)
     except (TypeError, ValueError):
         raise TypeError(
