@@ -779,3 +779,45 @@ def test_accuracy_leaves_out_padding_targets():
         assert acc.tolist() == [pytest.approx(want, rel=1e-12)]
         assert df[df.quantity == "loss"].value.iloc[0] == pytest.approx(
             float(loss_fn(model(tokens), y)), rel=1e-6)
+
+
+class _EncoderHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(4, 6), nn.ReLU())
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.head(self.enc(x))
+
+
+def test_watch_when_the_loop_calls_submodules_not_the_model():
+    """A loop that runs ``model.head(model.enc(x))`` (GANs, encode/decode methods) never calls
+    the model: each record pooled its calls with every earlier record's (step 2's pre_std was
+    that of steps 0 and 2 together), and percentiles were never computed."""
+    torch.manual_seed(0)
+    model = _EncoderHead().double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    seen = []
+    model.enc[0].register_forward_hook(lambda m, a, out: seen.append(out))
+    expected = {}
+    with dlt.Watch(model, every=2, percentiles=(50,)) as watch:
+        for step in range(5):
+            x = torch.randn(8, 4, dtype=D) * (step + 1)
+            y = torch.randint(0, 2, (8,))
+            opt.zero_grad()
+            seen.clear()
+            loss = F.cross_entropy(model.head(model.enc(x)), y)
+            (g,) = torch.autograd.grad(loss, seen, retain_graph=True)
+            s = _np(seen[0])
+            expected[step] = {"pre_std": s.std(), "pre_p50": np.percentile(s, 50),
+                              "grad_pre_std": _np(g).std()}
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    df = watch.frame()
+    first = df[df.layer == 1].pivot(index="step", columns="quantity", values="value")
+    assert list(first.index) == [0, 2, 4]
+    for step in first.index:
+        for q, want in expected[step].items():
+            assert first.loc[step, q] == pytest.approx(want, rel=1e-9), (step, q)

@@ -639,10 +639,16 @@ class Recording:
                 p.grad = g
 
     # -- pass bookkeeping ------------------------------------------------------------------
-    def _model_pre(self, module, args) -> None:
+    def new_pass(self) -> None:
+        """Start a new pass (the last one's accumulators are dropped): at every forward of the
+        model, and by :class:`~depthlab.torch.watch.Watch` after each record, for training
+        loops that call the model's submodules rather than the model."""
         self.p = _Pass()
         self._last_run = 0
         self._kernels()
+
+    def _model_pre(self, module, args) -> None:
+        self.new_pass()
 
     def _model_post(self, module, args, output) -> None:
         p = self.p
@@ -874,6 +880,10 @@ class Recording:
             rows = self._collect_host(weight_grads, extra, also, previous, refresh)
             if rows is not None:
                 return rows
+        if self.percentiles:  # a pass without a model forward (submodules called directly)
+            p = self.p
+            for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
+                acc.freeze(self.percentiles)
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
         p = self.p

@@ -245,6 +245,7 @@ class Watch:
         else:
             extra += self._update_ratios()
             self._rec.collect(extra=extra, also=self._pending)  # one transfer
+        self._rec.new_pass()  # the next record measures its own calls only
         first = n - len(self._pending) + 1
         self._loss_steps.extend(range(first, n + 1))
         self._loss_values.extend(self._rec.also)
