@@ -821,3 +821,40 @@ def test_watch_when_the_loop_calls_submodules_not_the_model():
     for step in first.index:
         for q, want in expected[step].items():
             assert first.loc[step, q] == pytest.approx(want, rel=1e-9), (step, q)
+
+
+class _Checkpointed(nn.Module):
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU())
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        h = self.body(x) if self.mode is None else checkpoint(self.body, x,
+                                                               use_reentrant=self.mode)
+        return self.head(h)
+
+
+def test_activation_checkpointing_measures_as_without_it():
+    """torch.utils.checkpoint recomputes the body in backward: the same table as without it
+    (probe: non-reentrant; Watch: both kinds, its hooks seeing the recomputation's calls)."""
+    x = torch.randn(6, 4, dtype=D, requires_grad=True)  # else a reentrant one trains nothing
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    tables = {}
+    for mode in (None, False, True):
+        torch.manual_seed(0)
+        model = _Checkpointed(mode).double()
+        if mode is not True:
+            tables[("probe", mode)] = dlt.probe(model, x, y, _ce)
+        with dlt.Watch(model, every=1) as watch:
+            loss = _ce(model(x), y)
+            loss.backward()
+            watch.step(loss)
+        tables[("watch", mode)] = watch.frame()
+    for (kind, mode), df in tables.items():
+        base = tables[(kind, None)]
+        assert df[["layer", "quantity"]].equals(base[["layer", "quantity"]]), (kind, mode)
+        np.testing.assert_allclose(df.value, base.value, rtol=1e-12, atol=1e-15)

@@ -33,6 +33,9 @@ quantity                  definition (population statistics over all entries)
 
 A module called several times in the pass pools all its calls. Outputs computed under
 ``torch.no_grad()`` have no gradient rows. Under autocast, statistics are computed in float32.
+Layers inside ``torch.utils.checkpoint(..., use_reentrant=True)`` have no gradient rows: that
+checkpoint hides its parameters from ``torch.autograd.grad`` (``use_reentrant=False`` does not;
+a :class:`~depthlab.torch.watch.Watch`, reading ``.grad`` after the user's backward, has them).
 """
 
 from __future__ import annotations
