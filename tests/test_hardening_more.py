@@ -434,3 +434,15 @@ def test_percentiles_refuse_strings_and_booleans():
             dl.probe(net, x, y, percentiles=bad)
     table = dl.probe(net, x, y, percentiles=np.array([15.0, 85.0]))
     assert {"pre_p15", "pre_p85"} <= set(table.quantity)
+
+
+@pytest.mark.parametrize("args", [["run", "c.toml", "--out", ""],
+                                  ["reproduce", "he2015", "--quick", "--out", " "],
+                                  ["export", "res", "--to", ""]])
+def test_empty_output_paths_are_refused(tmp_path, monkeypatch, capsys, args):
+    """--out "" used to write the store (or a whole reproduction) into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "c.toml", SMALL)
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, "an empty path is not accepted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]

@@ -90,9 +90,18 @@ def metrics_line(metrics: dict[str, Any]) -> str:
     return " ".join(f"{k}={num(metrics.get(k))}" for k in keys if metrics.get(k) is not None)
 
 
+def path_arg(text: str) -> str:
+    """A path option's value: not empty (``--out "$UNSET"`` would write into the current
+    folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path is not accepted; expected a folder or "
+                                         "file name")
+    return text
+
+
 def add_out(p: argparse.ArgumentParser) -> None:
     """The ``--out DIR`` option of the commands that write a store."""
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", type=path_arg,
                    help=f"results folder (store DIR/depthlab.db; default ./{DEFAULT_OUT})")
 
 

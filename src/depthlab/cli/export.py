@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, UserError, add_dir, open_store
+from .common import Command, UserError, add_dir, open_store, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dir(p)
     p.add_argument("--format", choices=("csv", "parquet"), default="csv",
                    help="file format (default csv)")
-    p.add_argument("--to", metavar="PATH", help="output folder (default DIR/export)")
+    p.add_argument("--to", metavar="PATH", type=path_arg, help="output folder (default DIR/export)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import DEFAULT_OUT, Command, UserError
+from .common import DEFAULT_OUT, Command, UserError, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="inputs: .npy, .npz (key x) or .csv")
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
-    p.add_argument("--to", metavar="FILE", help="write the CSV here instead of stdout")
+    p.add_argument("--to", metavar="FILE", type=path_arg,
+                   help="write the CSV here instead of stdout")
     p.add_argument("--json", action="store_true",
                    help="print JSON: {\"outputs\": [[...]], \"classes\": [...]}")
 
