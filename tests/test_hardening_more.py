@@ -446,3 +446,15 @@ def test_empty_output_paths_are_refused(tmp_path, monkeypatch, capsys, args):
     code, _, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, "an empty path is not accepted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def test_mc_dropout_refuses_passes_that_cannot_fit(monkeypatch):
+    """T=10**9 passes used to keep every output until memory ran out; NumPy T refused."""
+    net = dl.mlp([3, 4, 2], dropout=0.5, seed=0)
+    x = np.ones((5, 3), np.float32)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "64M")
+    with pytest.raises(ValueError, match=r"mc_dropout_predict\(T=1000000000\) outputs .* needs "
+                                         r"about .* nothing was allocated"):
+        dl.mc_dropout_predict(net, x, 10**9)
+    mean, std = dl.mc_dropout_predict(net, x, np.int64(4), seed=0)
+    assert mean.shape == std.shape == (5, 2)

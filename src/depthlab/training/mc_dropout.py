@@ -7,6 +7,7 @@ import numpy as np
 from ..activations import get_activation
 from ..backend import Array
 from ..backend import rng as make_rng
+from ..memory import check_array
 from ..network import Network
 
 
@@ -15,11 +16,17 @@ def mc_dropout_predict(
 ) -> tuple[Array, Array]:
     """Mean and standard deviation over ``T`` passes with dropout active while batch norm
     keeps its inference statistics. ``output="softmax"`` averages probabilities, not logits."""
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+    if isinstance(T, bool) or not isinstance(T, int | np.integer) or T < 1:
         raise ValueError(f"T (number of stochastic passes) must be a positive integer, got {T!r}")
+    T = int(T)
     drops = net.dropouts()
     if not drops:
         raise ValueError("the network has no dropout layer: Monte Carlo dropout needs dropout > 0")
+    x = net.check_input(x)
+    # the T outputs are kept (mean and std at the end): refused before the first pass if
+    # they cannot fit
+    n_out = net.dense_layers()[-1].W.value.shape[1]
+    check_array((T, x.shape[0], n_out), net.dtype, f"mc_dropout_predict(T={T}) outputs")
     fn = get_activation(output) if output is not None else None
     if seed is not None:
         gens = make_rng(seed).spawn(len(drops))
