@@ -8,6 +8,7 @@ by ``torch.autograd.grad`` with respect to those captured outputs and the weight
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -858,3 +859,64 @@ def test_activation_checkpointing_measures_as_without_it():
         base = tables[(kind, None)]
         assert df[["layer", "quantity"]].equals(base[["layer", "quantity"]]), (kind, mode)
         np.testing.assert_allclose(df.value, base.value, rtol=1e-12, atol=1e-15)
+
+
+class _NaNNet(nn.Module):
+    """Two branches on the input: Conv1d-ReLU (units on axis 1) and Linear-ReLU-Linear-Tanh
+    (units last)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 4, 3)
+        self.relu1 = nn.ReLU()
+        self.fc = nn.Linear(10, 6)
+        self.relu2 = nn.ReLU()
+        self.mid = nn.Linear(6, 6)
+        self.tanh = nn.Tanh()
+        self.out = nn.Linear(12 + 6, 3)
+
+    def forward(self, x):
+        a = self.relu1(self.conv(x)).flatten(1)
+        b = self.tanh(self.mid(self.relu2(self.fc(x.flatten(1)))))
+        return self.out(torch.cat([a, b], 1))
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_nan_outputs_give_the_same_fractions_on_both_paths(monkeypatch, kernels):
+    """A model whose outputs hold NaN (a NaN weight): NaN entries are neither inactive
+    (NaN <= 0 is false, as in the NumPy probes) nor 0-derivative (a unit with one is not
+    dead). The torch path (CUDA) counted them inactive and called every unit with a NaN dead
+    (after the Tanh all of them); the CPU kernels counted them inactive after a convolution
+    but not after a Linear."""
+    from depthlab.probes import accel
+
+    if not kernels:
+        monkeypatch.setattr(accel, "kernels", lambda: None)
+    elif not accel.available():
+        pytest.skip("Numba (depthlab[fast]) is not installed")
+    torch.manual_seed(0)
+    model = _NaNNet().double()
+    with torch.no_grad():
+        for layer in (model.conv, model.fc):  # unit 0 NaN on every entry, unit 1 dead
+            layer.weight[0].view(-1)[0] = float("nan")
+            layer.bias[1] = -100.0
+    x = torch.randn(5, 2, 5, dtype=D)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    seen = {}
+    for name in ("conv", "fc", "mid"):
+        getattr(model, name).register_forward_hook(
+            lambda m, a, out, name=name: seen.update({name: _np(out)}))
+    with dlt.Watch(model, every=1) as watch:
+        loss = _ce(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    df = watch.frame().set_index(["module", "quantity"]).value
+    for name, axis in (("conv", 1), ("fc", -1)):
+        s = np.moveaxis(seen[name], axis, -1).reshape(-1, seen[name].shape[axis])
+        assert df[(name, "inactive_frac")] == pytest.approx(np.mean(s <= 0), abs=1e-15)
+        dead = np.all(s <= 0, axis=0)  # NaN <= 0 is false: a NaN entry keeps a unit alive
+        assert dead[1] and not dead[0]
+        assert df[(name, "dead_frac")] == pytest.approx(dead.mean(), abs=1e-15)
+        assert math.isnan(df[(name, "pre_std")]) and math.isnan(df[(name, "act_mean")])
+    assert df[("mid", "dead_frac")] == 0.0  # tanh of NaN: a NaN derivative, not 0
+    assert df[("mid", "saturated_frac")] == 0.0

@@ -402,9 +402,10 @@ class ActAcc:
         self.dead_ok = True
 
     def _units(self, peak: torch.Tensor | np.ndarray) -> None:
-        """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0); a tensor on
-        the device, or a NumPy array from the CPU kernels' path."""
-        self._pool_alive(peak > 0)
+        """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0, or NaN: as
+        the NumPy probes, a NaN derivative is not 0); a tensor on the device, or a NumPy array
+        from the CPU kernels' path."""
+        self._pool_alive(~(peak <= 0))
 
     def _pool_alive(self, alive: torch.Tensor | np.ndarray) -> None:
         """OR a call's live-unit mask into the pass's (calls of other shapes: no dead_frac)."""
@@ -473,7 +474,8 @@ class ActAcc:
             self._pool_alive(alive)
             return s1, s2
         self.host = False
-        self.active.append(torch.sign(a).sum())  # a >= 0: the number of entries > 0
+        # a >= 0: the entries > 0, and NaN ones (not s <= 0, as on the kernels' path)
+        self.active.append((a != 0).sum())
         if a.dim() == 0:
             self.dead_ok = False
             return None

@@ -10,8 +10,9 @@ build); NaN and infinity keep IEEE semantics.
 * :func:`sums` of a tensor's entries: ``(S1, S2, A) = (sum x, sum x^2, sum |x|)``.
 * :func:`relu_units` of ``a = relu(s)`` viewed as ``(outer, C, inner)`` (``C`` units on the
   feature axis): ``S1 = sum a``, ``S2 = sum a^2``, ``Z = #{a <= 0}`` and the mask
-  ``alive_c = any(a[:, c, :] > 0)``: a unit is dead on the batch where no entry is positive
-  (``f'(s) = 0`` exactly where ``a = 0``).
+  ``alive_c = any(not a[:, c, :] <= 0)``: a unit is dead on the batch where every entry is 0
+  (``f'(s) = 0`` exactly where ``a = 0``); a NaN entry is neither 0 nor counted in ``Z``, as
+  on the torch path.
 * :func:`weight_sums` of a weight ``W``, its gradient ``G`` and the snapshot ``W0`` of the
   previous step: ``(sum W, sum W^2, sum G, sum G^2, sum |G|, sum W0^2, sum (W - W0)^2)``
   in one loop, and with ``copy`` the snapshot is then overwritten by ``W`` (the next record's
@@ -44,9 +45,10 @@ def sums(x: np.ndarray) -> tuple[float, float, float]:
 @numba.njit(**_JIT)
 def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
     """``(S1, S2, Z)`` of the 3-d array ``a`` (outer, C, inner), read in memory order; sets
-    ``alive[c]`` where unit ``c`` has a positive entry (``alive``: ``C`` bools, all False on
-    entry). With ``inner == 1`` (units on the last axis) the per-unit maxima ``m_c`` are kept
-    instead (a loop the compiler vectorises) and ``alive_c = m_c > 0``."""
+    ``alive[c]`` where unit ``c`` has a positive (or NaN) entry (``alive``: ``C`` bools, all
+    False on entry). With ``inner == 1`` (units on the last axis) the per-unit maxima ``m_c``
+    are kept instead (a loop the compiler vectorises) and ``alive_c = m_c > 0``; NaN entries
+    (then ``S1`` is NaN) are looked for in a second pass."""
     outer, units, inner = a.shape
     s1 = 0.0
     s2 = 0.0
@@ -62,17 +64,23 @@ def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
                 peak[c] = max(peak[c], v)
         for c in range(units):
             alive[c] = peak[c] > 0.0
-        return s1, s2, z
-    for o in range(outer):
-        for c in range(units):
-            for k in range(inner):
-                v = np.float64(a[o, c, k])
-                s1 += v
-                s2 += v * v
-                if v > 0.0:
-                    alive[c] = True
-                else:
-                    z += 1
+    else:
+        for o in range(outer):
+            for c in range(units):
+                for k in range(inner):
+                    v = np.float64(a[o, c, k])
+                    s1 += v
+                    s2 += v * v
+                    if v > 0.0:
+                        alive[c] = True
+                    elif v <= 0.0:
+                        z += 1
+    if s1 != s1:  # NaN entries (a >= 0 otherwise): their units are not dead
+        for o in range(outer):
+            for c in range(units):
+                for k in range(inner):
+                    if a[o, c, k] != a[o, c, k]:
+                        alive[c] = True
     return s1, s2, z
 
 
