@@ -458,3 +458,17 @@ def test_mc_dropout_refuses_passes_that_cannot_fit(monkeypatch):
         dl.mc_dropout_predict(net, x, 10**9)
     mean, std = dl.mc_dropout_predict(net, x, np.int64(4), seed=0)
     assert mean.shape == std.shape == (5, 2)
+
+
+def test_fit_and_probe_refuse_batches_whose_activations_cannot_fit(monkeypatch):
+    """fit(batch_size="full") and probe() on many rows used to allocate until MemoryError."""
+    x = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
+    y = np.arange(2000) % 3
+    net = dl.mlp([64, 256, 256, 3], seed=0)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "2M")
+    with pytest.raises(ValueError, match=r"full-batch training \(2,000 rows through the network\)"
+                                         r" needs about 13.3 MiB .* nothing was allocated"):
+        dl.fit(net, x, y, batch_size="full")
+    with pytest.raises(ValueError, match=r"probe \(2,000 rows .* nothing was allocated"):
+        dl.probe(net, x, y)
+    assert dl.fit(net, x, y, batch_size=64, max_steps=2, epochs=None).step_loss

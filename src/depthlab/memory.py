@@ -138,6 +138,22 @@ def network_bytes(sizes: Sequence[int], dtype: Any = "float32", *, optimizer: st
     return params + acts + LAYER_BYTES * max(len(sizes) - 1, 0)
 
 
+def batch_bytes(net: Any, rows: int) -> int:
+    """Bytes of the activations of a built network ``net`` for one batch of ``rows``
+    (``rows * sum_i n_i * itemsize * 3``: pre-activation, activation and gradient of every
+    Dense layer's output and of the input), its parameters already being allocated."""
+    dense = net.dense_layers()
+    if not dense:
+        return 0
+    widths = [int(dense[0].W.value.shape[0])] + [int(d.W.value.shape[1]) for d in dense]
+    return int(rows) * sum(widths) * _itemsize(net.dtype) * 3
+
+
+def check_batch(net: Any, rows: int, what: str) -> None:
+    """Refuse a forward and backward pass of ``net`` on ``rows`` rows that cannot fit."""
+    check_fits(batch_bytes(net, rows), f"{what} ({int(rows):,} rows through the network)")
+
+
 def uniform_network_bytes(n_in: int, width: int, depth: int, n_out: int,
                           dtype: Any = "float32") -> int:
     """:func:`network_bytes` of ``[n_in] + [width] * depth + [n_out]`` (plain SGD, no batch)

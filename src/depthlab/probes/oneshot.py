@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..backend import Array, xp
 from ..losses import Loss, get_loss
+from ..memory import check_batch
 from ..network import Network
 from ..training.data_checks import finite_features
 from .stats import (
@@ -48,6 +49,7 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
     finite_features(x, net.dtype, "x")  # NaN, inf or too large for the dtype: refused
+    check_batch(net, x.shape[0], "probe")  # the measurement pass's activations must fit
     if net.batchnorms() and x.shape[0] < 2:
         raise ValueError("batch normalization needs a batch of at least 2 rows to probe")
     qs = check_percentiles(percentiles)

@@ -14,6 +14,7 @@ from ..backend import Array, xp
 from ..backend import rng as make_rng
 from ..layers import Standardize
 from ..losses import get_loss
+from ..memory import check_batch
 from ..network import Network
 from ..optimizers import get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
@@ -168,6 +169,8 @@ class Trainer:
             raise ValueError(
                 f"batch normalization needs batches of at least 2 rows; batch_size={bs}"
             )
+        check_batch(net, bs + 1 if has_bn and bs < n else bs,  # refused before allocating
+                    f"training on batches of {bs} rows" if bs < n else "full-batch training")
         merge = has_bn and bs < n and n % bs == 1
         if merge:  # one row cannot be batch-normalized: it joins the batch before it
             warnings.warn(f"batch normalization: {n} rows in batches of {bs} leave 1 row for "
