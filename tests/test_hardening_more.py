@@ -472,3 +472,17 @@ def test_fit_and_probe_refuse_batches_whose_activations_cannot_fit(monkeypatch):
     with pytest.raises(ValueError, match=r"probe \(2,000 rows .* nothing was allocated"):
         dl.probe(net, x, y)
     assert dl.fit(net, x, y, batch_size=64, max_steps=2, epochs=None).step_loss
+
+
+def test_bad_threads_setting_is_refused_before_anything_is_written(tmp_path, capsys,
+                                                                  monkeypatch):
+    """DEPTHLAB_THREADS=abc used to be ignored (a typo unnoticed); refused it must be before
+    the run is stored, not as a 'failed' run."""
+    cfg = write(tmp_path, "c.toml", SMALL)
+    monkeypatch.setenv("DEPTHLAB_THREADS", "abc")
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "DEPTHLAB_THREADS='abc'", "an integer >= 1")
+    assert not (tmp_path / "o").exists()
+    monkeypatch.setenv("DEPTHLAB_THREADS", "1")
+    x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
+    assert dl.fit(dl.mlp([3, 4, 2]), x, y, threads=np.int64(1), epochs=1).step_loss

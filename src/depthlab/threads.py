@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import threading
 import time
@@ -35,9 +36,9 @@ _USER_VARS = (THREADS_ENV, "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_T
 
 def check_threads(n: object, what: str = "threads") -> int:
     """``n`` must be an integer >= 1 (``what`` names it in the error)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"{what}={n!r} is not accepted; accepted: an integer >= 1")
-    return n
+    return int(n)
 
 
 def cores_available() -> int:
@@ -83,6 +84,11 @@ def user_threads() -> int | None:
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) >= 1:
             return int(value)
+        if var == THREADS_ENV and value:  # depthlab's own setting: a typo is not ignored
+            from .fieldcheck import ConfigError
+
+            raise ConfigError(f"{THREADS_ENV}={value!r} is not accepted; accepted: an integer "
+                              ">= 1 (or unset it)", THREADS_ENV)
     return None
 
 

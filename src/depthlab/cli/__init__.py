@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     user_errors = _user_errors()
     try:
+        from ..threads import user_threads
+
+        user_threads()  # a bad DEPTHLAB_THREADS fails here, before anything is written
         with _thread_limit(getattr(args, "threads", None)):
             return int(args._run(args) or 0)
     except KeyboardInterrupt:
