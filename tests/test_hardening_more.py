@@ -486,3 +486,10 @@ def test_bad_threads_setting_is_refused_before_anything_is_written(tmp_path, cap
     monkeypatch.setenv("DEPTHLAB_THREADS", "1")
     x, y = np.ones((8, 3), np.float32), np.arange(8) % 2
     assert dl.fit(dl.mlp([3, 4, 2]), x, y, threads=np.int64(1), epochs=1).step_loss
+
+
+def test_empty_sweep_table_is_named_as_empty(tmp_path, capsys):
+    cfg = write(tmp_path, "s.toml", SMALL + "[sweep]\n")
+    code, _, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "s.toml: the [sweep] table is empty")
+    assert not (tmp_path / "o").exists()

@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             cfg = validate(raw, base_dir=base_dir)
             if not cfg.get("sweep"):
-                raise UserError(f"{args.config}: no [sweep] table; add e.g. \"model.activation\""
+                what = "the [sweep] table is empty" if "sweep" in raw else "no [sweep] table"
+                raise UserError(f"{args.config}: {what}; add e.g. \"model.activation\""
                                 " = [\"tanh\", \"relu\"] (or use `depthlab run`)")
             _confirm(grid_size(cfg["sweep"]), grid_shape(cfg["sweep"]), args)
             executor = make_executor(jobs, args.cluster)
