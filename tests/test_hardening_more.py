@@ -493,3 +493,24 @@ def test_empty_sweep_table_is_named_as_empty(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o")
     assert_one_line_error(code, err, "s.toml: the [sweep] table is empty")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("column,value,fragment", [
+    ("config", "{bad", "not valid JSON"),
+    ("config", '"x"', "has a config that is not a JSON object"),
+    ("metrics", "[1]", "has a metrics that is not a JSON object"),
+])
+def test_a_row_edited_outside_depthlab_is_a_one_line_store_error(tmp_path, capsys, column,
+                                                                 value, fragment):
+    """A runs row with broken JSON used to give JSONDecodeError/IndexError, exit status 1."""
+    import sqlite3
+
+    cfg = write(tmp_path, "c.toml", SMALL)
+    assert run_cli(capsys, "run", cfg, "--out", tmp_path / "o", "-q")[0] == 0
+    with sqlite3.connect(tmp_path / "o" / "depthlab.db") as con:
+        con.execute(f"UPDATE runs SET {column} = ?", (value,))
+    for args in (["runs", tmp_path / "o"], ["export", tmp_path / "o"],
+                 ["report", tmp_path / "o", "-q"]):
+        code, _, err = run_cli(capsys, *args)
+        assert_one_line_error(code, err, "depthlab.db' cannot be read", fragment)
+    assert not (tmp_path / "o" / "report.html").exists()

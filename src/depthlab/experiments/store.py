@@ -132,6 +132,10 @@ def _reading(method: Callable) -> Callable:
                 raise
             raise StoreError(f"results store {str(self.path)!r} cannot be read: "
                              f"{_reason(e, self.path)}") from None
+        except json.JSONDecodeError as e:  # a row edited or damaged outside depthlab
+            raise StoreError(f"results store {str(self.path)!r} cannot be read: a stored "
+                             f"value is not valid JSON ({e.msg} at character {e.pos}); the "
+                             "store was changed outside depthlab or is damaged") from None
 
     return wrapper
 
@@ -406,7 +410,7 @@ class Store:
                 "metrics", "divergence", "error"]
         columns: dict[str, list] = {c: [r[i] for r in rows] for i, c in enumerate(cols)}
         for c in ("config", "metrics", "divergence"):
-            columns[c] = [None if v is None else json.loads(v) for v in columns[c]]
+            columns[c] = [self._object(c, v, rid) for v, rid in zip(columns[c], columns["id"])]
         columns["metrics"] = [m or {} for m in columns["metrics"]]
         df = pd.DataFrame({c: pd.Series(v, dtype=object if c not in ("created", "seconds")
                                         else "float64")
@@ -431,8 +435,18 @@ class Store:
                 "error", "created", "seconds")
         out = dict(zip(keys, row))
         for c in ("config", "metrics", "divergence"):
-            out[c] = None if out[c] is None else json.loads(out[c])
+            out[c] = self._object(c, out[c], run_id)
         return out
+
+    def _object(self, column: str, text: str | None, run_id: str) -> dict | None:
+        """A JSON-object column of a runs row (None stays None); a StoreError naming the run
+        when it holds something else (a store edited outside depthlab)."""
+        value = None if text is None else json.loads(text)
+        if value is not None and not isinstance(value, dict):
+            raise StoreError(f"results store {str(self.path)!r} cannot be read: run {run_id!r} "
+                             f"has a {column} that is not a JSON object ({str(text)[:40]!r}); "
+                             "the store was changed outside depthlab or is damaged")
+        return value
 
     @_reading
     def _frame(self, table: str, run_id: str, columns: tuple[str, ...],
