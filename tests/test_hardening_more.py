@@ -514,3 +514,20 @@ def test_a_row_edited_outside_depthlab_is_a_one_line_store_error(tmp_path, capsy
         code, _, err = run_cli(capsys, *args)
         assert_one_line_error(code, err, "depthlab.db' cannot be read", fragment)
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_predict_with_non_finite_weights_or_overflow_says_why(tmp_path, capsys):
+    """A saved network with NaN weights used to print NaN outputs with class 0, exit 0."""
+    net = dl.mlp([3, 4, 2], seed=0)
+    net.parameters()[0].value[...] = np.nan
+    model = dl.save(net, tmp_path / "nan.npz")
+    np.save(tmp_path / "x.npy", np.ones((2, 3)))
+    code, out, err = run_cli(capsys, "predict", model, tmp_path / "x.npy")
+    assert_one_line_error(code, err, "outputs for DATA", "not finite (first at row 0)",
+                          "dense1.W hold NaN or infinity")
+    assert out == ""
+    np.save(tmp_path / "big.npy", np.full((2, 3), 3e38))
+    code, out, err = run_cli(capsys, "predict", dl.save(dl.mlp([3, 4, 2], seed=0),
+                                                        tmp_path / "ok.npz"),
+                             tmp_path / "big.npy")
+    assert_one_line_error(code, err, "the values overflow float32")

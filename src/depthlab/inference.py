@@ -139,7 +139,15 @@ def predict_saved(model: Path, x: np.ndarray,
     if "input_mean" in meta:
         x = ((x - meta["input_mean"].astype(dtype)) / meta["input_std"].astype(dtype)).astype(
             dtype, copy=False)
-    out = net.predict(x)
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below
+        out = net.predict(x)
+    if not np.isfinite(out).all():  # the inputs are finite: the weights or an overflow
+        row = int(np.argwhere(~np.isfinite(out))[0][0])
+        bad = [p.name for p in net.parameters() if not np.isfinite(p.value).all()]
+        why = (f"its parameters {', '.join(bad[:3])} hold NaN or infinity (a diverged "
+               "network?)" if bad else f"the values overflow {np.dtype(dtype).name}")
+        raise ValueError(f"{model}: the network's outputs for {source} are not finite (first "
+                         f"at row {row}): {why}")
     loss = meta.get("loss")
     classes = None
     if loss == "cross_entropy" or (loss is None and out.shape[1] > 1):
