@@ -740,13 +740,10 @@ def test_cpu_kernels_and_torch_ops_agree_on_the_zoo(monkeypatch, dtype):
         assert fast[key].equals(slow[key]), name
         exact = fast.quantity.str.endswith("_frac")
         np.testing.assert_array_equal(fast.value[exact], slow.value[exact], err_msg=name)
-        # float32 stds on the torch path: sum x in float32, relative error up to about
-        # 1e-7 sqrt(n) mean^2 / var (hooks.Acc): 4e-4 for heads.z, mean -0.35, std 0.004
-        std = fast.quantity.str.endswith("_std") & (dtype == torch.float32)
-        for rows, rtol in ((~exact & ~std, 1e-4 if dtype == torch.float32 else 1e-9),
-                           (std, 2e-3)):
-            np.testing.assert_allclose(fast.value[rows], slow.value[rows], err_msg=name,
-                                       rtol=rtol, atol=1e-12)
+        # both paths sum in float64 (hooks.Acc), so the stds agree even where the mean is
+        # large against the std (heads.z: mean -0.35, std 0.004; 4e-4 with float32 sums)
+        np.testing.assert_allclose(fast.value[~exact], slow.value[~exact], err_msg=name,
+                                   rtol=1e-5 if dtype == torch.float32 else 1e-9, atol=1e-12)
 
 
 class _Tagger(nn.Module):

@@ -273,13 +273,15 @@ class Acc:
     sums on the device, combined on the host after the one transfer.
 
     Per call: ``n_k``, ``S1_k = sum x`` and ``R_k = ||x||`` (one pass each: a reduction and a
-    norm taken in float64, float32 on MPS, so that the squares of vanishing gradients, ~1e-20
-    and below, do not underflow as float32 squares do), pooled ``mean = sum S1 / n``,
-    ``var = sum R^2 / n - mean^2``, population std ``sqrt(var)``. ``S1`` runs in float32 for
-    bf16/fp16/float32 tensors (float64 for float64): the variance's relative error is about
-    ``1e-7 sqrt(n) mean^2 / var``, exact to ~1e-13 in float64. On the CPU kernels' path the
-    same sums come from one float64 pass. ``want_abs``: ``sum |x|``; ``want_sorted``: a copy of
-    the values for percentiles (NumPy's ``linear`` rule on the pooled values).
+    norm, both accumulated in float64, float32 on MPS, so that the squares of vanishing
+    gradients, ~1e-20 and below, do not underflow as float32 squares do), pooled
+    ``mean = sum S1 / n``, ``var = sum R^2 / n - mean^2``, population std ``sqrt(var)``. The
+    float64 ``S1`` matters where the mean is large against the std: ``var`` is a difference of
+    two numbers near ``mean^2``, so a float32 ``S1`` (relative error ~``1e-7 sqrt(n)``) would
+    leave ``var`` off by about ``1e-7 sqrt(n) mean^2 / var`` (4e-4 on a head with mean -0.35,
+    std 0.004). On the CPU kernels' path the same sums come from one pass (float32 lanes per
+    block, float64 across blocks). ``want_abs``: ``sum |x|``; ``want_sorted``: a copy of the
+    values for percentiles (NumPy's ``linear`` rule on the pooled values).
     """
 
     __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h", "host")
@@ -337,8 +339,9 @@ class Acc:
         else:
             self.host = False
             f = f.reshape(-1)
-            self.a.append(f.sum() if total is None else total)
-            self.b.append(torch.linalg.vector_norm(f, dtype=norm_dtype(f)))
+            wide = norm_dtype(f)
+            self.a.append(f.sum(dtype=wide) if total is None else total)
+            self.b.append(torch.linalg.vector_norm(f, dtype=wide))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
         self.ns.append(n)
@@ -479,7 +482,9 @@ class ActAcc:
         if a.dim() == 0:
             self.dead_ok = False
             return None
-        units = a.sum(dim=self._dims(a, axis)) if a.dim() > 1 else a
+        # float64 unit sums (Acc: sum x in float64), the moments' sum x is their sum
+        units = a.sum(dim=self._dims(a, axis), dtype=norm_dtype(a)) if a.dim() > 1 \
+            else a.to(norm_dtype(a))
         self._units(units)
         return units.sum()
 
