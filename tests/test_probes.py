@@ -327,6 +327,8 @@ def test_bad_arguments():
         ProbeRecorder(x, None)
     with pytest.raises(ValueError, match="percentile"):
         ProbeRecorder(x, y, percentiles=(50, 150))
+    with pytest.raises(ValueError, match=r"distinct, got \(10, 50, 50\.0\) .*: p50\)"):
+        ProbeRecorder(x, y, percentiles=(10, 50, 50.0))  # would be two pre_p50 rows
     with pytest.raises(ValueError, match="jacobian_steps"):
         ProbeRecorder(jacobian_steps=(0,))
     with pytest.raises(ValueError, match="histogram_steps"):

@@ -192,6 +192,7 @@ def test_resnet_watch_records_blocks():
     ({"every": 2.5}, ValueError, "every"),
     ({"every": True}, ValueError, "every"),
     ({"out": 3}, TypeError, "folder"),
+    ({"percentiles": (25, 25)}, ValueError, "distinct"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -71,7 +71,8 @@ def percentile_names(prefix: str, percentiles: Sequence[float]) -> list[str]:
 
 
 def check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
-    """Validate percentiles (numbers in [0, 100]); returns them as a tuple of floats."""
+    """Validate percentiles (distinct numbers in [0, 100], distinct also as the quantity names
+    ``pK`` they get); returns them as a tuple of floats."""
     try:
         if isinstance(percentiles, str | bytes) or any(isinstance(q, str | bytes | bool)
                                                        for q in percentiles):
@@ -84,6 +85,11 @@ def check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     for q in qs:
         if not 0.0 <= q <= 100.0:
             raise ValueError(f"percentile {q!r} out of range; expected numbers in [0, 100]")
+    names = percentile_names("p", qs)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"percentiles must be distinct, got {percentiles!r} (the same "
+                         f"quantity twice: {', '.join(n[2:] for n in twice)})")
     return qs
 
 
