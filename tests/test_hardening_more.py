@@ -531,3 +531,19 @@ def test_predict_with_non_finite_weights_or_overflow_says_why(tmp_path, capsys):
                                                         tmp_path / "ok.npz"),
                              tmp_path / "big.npy")
     assert_one_line_error(code, err, "the values overflow float32")
+
+
+def test_plot_names_missing_columns():
+    """A DataFrame without the probe columns used to raise KeyError('quantity')."""
+    import pandas as pd
+
+    from depthlab import plot
+
+    bad = pd.DataFrame({"a": [1.0]})
+    with pytest.raises(ValueError, match=r"expected a probe table with columns layer, quantity, "
+                                         r"value; the DataFrame has no layer, quantity, value"):
+        plot.gradient_per_layer(bad)
+    with pytest.raises(ValueError, match=r"per-step table with columns step, loss"):
+        plot.training_curves(bad)
+    with pytest.raises(ValueError, match=r"histogram table .* has no step, layer, kind"):
+        plot.activation_histograms(bad)

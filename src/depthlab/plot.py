@@ -60,6 +60,7 @@ def probe_table(obj: Any) -> pd.DataFrame:
     (``dl.probe``'s table without ``step`` gets step 0), a ProbeRecorder (``.frame()``), a
     RunRecord or Diagnosis (``.probes``)."""
     if isinstance(obj, pd.DataFrame):
+        _require_columns(obj, ("layer", "quantity", "value"), "a probe table")
         return obj if "step" in obj.columns or obj.empty else obj.assign(step=0)
     if hasattr(obj, "frame") and callable(obj.frame):
         return obj.frame()
@@ -68,6 +69,15 @@ def probe_table(obj: Any) -> pd.DataFrame:
         return probes
     raise TypeError(f"expected a probe table (DataFrame with step, layer, quantity, value), a "
                     f"ProbeRecorder, a RunRecord or a Diagnosis; got {type(obj).__name__}")
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """A non-empty DataFrame given as ``what`` must have ``columns`` (ValueError naming the
+    missing ones, not a KeyError deep in a figure)."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing and not df.empty:
+        raise ValueError(f"expected {what} with columns {', '.join(columns)}; the DataFrame has "
+                         f"no {', '.join(missing)} (columns: {', '.join(map(str, df.columns))})")
 
 
 def _label(obj: Any, default: str) -> str:
@@ -290,6 +300,8 @@ def training_curves(history: Any, epochs: pd.DataFrame | None = None,
     elif isinstance(getattr(history, "steps", None), pd.DataFrame):
         steps, epochs, evals = history.steps, history.epochs, history.evals
     elif isinstance(history, pd.DataFrame) or history is None:
+        if history is not None:
+            _require_columns(history, ("step", "loss"), "a per-step table")
         steps = history
     else:
         raise TypeError(f"expected a History, a RunRecord or a DataFrame of (step, loss); got "
@@ -402,6 +414,8 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
 
 def _hist_table(obj: Any) -> pd.DataFrame:
     if isinstance(obj, pd.DataFrame):
+        _require_columns(obj, ("step", "layer", "kind", "bin_left", "bin_right", "count"),
+                         "a histogram table")
         return obj
     if hasattr(obj, "histograms"):
         h = obj.histograms
