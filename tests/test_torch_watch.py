@@ -117,6 +117,38 @@ def test_update_ratio_is_the_relative_weight_change():
             assert got == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu-kernels", "torch-ops"])
+def test_update_ratio_across_a_change_of_the_models_dtype(monkeypatch, kernels):
+    """``model.double()`` between two steps: the step after it still gets its update ratio
+    (the float32 snapshot read in float64), on both paths."""
+    if not kernels:
+        monkeypatch.setattr(accel, "kernels", lambda: None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    snaps = []
+    with dlt.Watch(model, every=1) as watch:
+        for step in range(4):
+            if step == 2:
+                model.double()
+                x = x.double()
+            snaps.append([m.weight.detach().clone().double() for m in model[::2]])
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    ur = watch.frame().query("quantity == 'update_ratio'")
+    assert sorted(ur.step.unique()) == [1, 2, 3]
+    for step in (1, 2, 3):
+        for layer in (1, 2):
+            w0, w1 = snaps[step - 1][layer - 1], snaps[step][layer - 1]
+            want = float((w1 - w0).norm() / w0.norm())
+            got = ur[(ur.step == step) & (ur.layer == layer)].value.item()
+            assert got == pytest.approx(want, rel=1e-5)
+
+
 def test_hooks_only_on_recorded_steps_and_removed_at_close():
     torch.manual_seed(0)
     model = zoo.mlp([4, 8, 2])

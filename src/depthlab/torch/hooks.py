@@ -1214,9 +1214,13 @@ class Recording:
                 continue
             flat = w.detach().numpy().reshape(-1)  # logical order, as g and w0 are read
             w0 = previous.get(key)
-            if w0 is not None and (w0.numel() != flat.size or w0.dtype != w.dtype
-                                   or not w0.is_contiguous()):
+            if w0 is not None and w0.numel() != flat.size:
                 w0 = None  # a buffer of another shape: the caller's snapshot must be redone
+            elif w0 is not None and (w0.dtype != w.dtype or not w0.is_contiguous()):
+                # the model's dtype changed since the snapshot (model.double()): the update
+                # is measured in the new dtype, the snapshot is redone by the caller
+                w0 = w0.to(w.dtype).contiguous()
+                self.refreshed = refresh = False
             if w0 is None:
                 self.refreshed = False
             gf = None if g is None else g.detach().numpy().reshape(-1)
