@@ -547,3 +547,14 @@ def test_plot_names_missing_columns():
         plot.training_curves(bad)
     with pytest.raises(ValueError, match=r"histogram table .* has no step, layer, kind"):
         plot.activation_histograms(bad)
+
+
+def test_jobs_that_cannot_fit_are_refused_before_a_worker_starts(tmp_path, capsys,
+                                                                 monkeypatch):
+    """--jobs 100000 on a large grid used to start worker processes until memory ran out."""
+    cfg = write(tmp_path, "s.toml", SMALL + '[sweep]\n"train.seed" = [0, 1]\n')
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
+    code, _, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--jobs", "20")
+    assert_one_line_error(code, err, "--jobs 20 (20 worker processes", "needs about",
+                          "only 1 GiB is available")
+    assert not (tmp_path / "o").exists()

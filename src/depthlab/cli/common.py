@@ -111,10 +111,24 @@ def add_dir(p: argparse.ArgumentParser) -> None:
                    help=f"results folder (default ./{DEFAULT_OUT})")
 
 
+WORKER_BYTES = 100 * 2**20
+"""Memory of one idle worker process (Python with NumPy, pandas and the runner imported:
+about 120 MiB measured), a lower bound for ``--jobs`` worker processes."""
+
+
 def check_jobs(jobs: int) -> int:
-    """``--jobs`` must be a positive integer."""
+    """``--jobs`` must be a positive integer, and that many worker processes must fit in
+    memory (refused before the first one starts)."""
     if jobs < 1:
         raise UserError(f"--jobs {jobs} is not accepted; accepted: an integer >= 1")
+    if jobs > 1:
+        from ..memory import MemoryRefusal, check_fits
+
+        try:
+            check_fits(jobs * WORKER_BYTES, f"--jobs {jobs} ({jobs} worker processes of at "
+                       "least 100 MiB each)")
+        except MemoryRefusal as e:
+            raise UserError(str(e)) from None
     return jobs
 
 
