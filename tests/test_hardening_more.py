@@ -558,3 +558,12 @@ def test_jobs_that_cannot_fit_are_refused_before_a_worker_starts(tmp_path, capsy
     assert_one_line_error(code, err, "--jobs 20 (20 worker processes", "needs about",
                           "only 1 GiB is available")
     assert not (tmp_path / "o").exists()
+
+
+def test_local_cluster_workers_that_cannot_fit_are_refused(tmp_path, capsys, monkeypatch):
+    cfg = write(tmp_path, "s.toml", SMALL + '[sweep]\n"train.seed" = [0, 1]\n')
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
+    code, _, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster",
+                           "local:64")
+    assert_one_line_error(code, err, "--cluster local:64 (64 worker processes", "needs about")
+    assert not (tmp_path / "o").exists()

@@ -116,17 +116,18 @@ WORKER_BYTES = 100 * 2**20
 about 120 MiB measured), a lower bound for ``--jobs`` worker processes."""
 
 
-def check_jobs(jobs: int) -> int:
-    """``--jobs`` must be a positive integer, and that many worker processes must fit in
-    memory (refused before the first one starts)."""
+def check_jobs(jobs: int, option: str | None = None) -> int:
+    """``--jobs`` (or ``option``, e.g. ``--cluster local:N``) must be a positive integer, and
+    that many worker processes must fit in memory (refused before the first one starts)."""
+    option = option or f"--jobs {jobs}"
     if jobs < 1:
-        raise UserError(f"--jobs {jobs} is not accepted; accepted: an integer >= 1")
+        raise UserError(f"{option} is not accepted; accepted: an integer >= 1")
     if jobs > 1:
         from ..memory import MemoryRefusal, check_fits
 
         try:
-            check_fits(jobs * WORKER_BYTES, f"--jobs {jobs} ({jobs} worker processes of at "
-                       "least 100 MiB each)")
+            check_fits(jobs * WORKER_BYTES, f"{option} ({jobs} worker processes of at least "
+                       "100 MiB each)")
         except MemoryRefusal as e:
             raise UserError(str(e)) from None
     return jobs

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -96,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--jobs and --cluster do not go together; with --cluster local:N the "
                         "cluster has N worker processes")
     jobs = check_jobs(1 if args.jobs is None else args.jobs)
+    local = re.fullmatch(r"local:0*([1-9]\d*)", args.cluster or "")
+    if local:  # a LocalCluster's N worker processes must fit like --jobs N
+        check_jobs(int(local.group(1)), f"--cluster {args.cluster}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit} is not accepted; accepted: an integer >= 1")
     raw = read_toml(args.config)
