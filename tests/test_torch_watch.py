@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -147,6 +148,57 @@ def test_update_ratio_across_a_change_of_the_models_dtype(monkeypatch, kernels):
             want = float((w1 - w0).norm() / w0.norm())
             got = ur[(ur.step == step) & (ur.layer == layer)].value.item()
             assert got == pytest.approx(want, rel=1e-5)
+
+
+def _scaled_run(scaler_given: bool, scale: float | None, unscale_first: bool = False):
+    """Four steps of a small Tanh/ReLU net under Watch(every=1); with ``scale`` through a
+    GradScaler of that (power-of-two, so exact) scale."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    scaler = None if scale is None else torch.amp.GradScaler("cpu", init_scale=scale)
+    gen = torch.Generator().manual_seed(1)
+    with dlt.Watch(model, every=1, scaler=scaler if scaler_given else None) as watch:
+        for _ in range(4):
+            x, y = torch.randn(32, 6, generator=gen), torch.randint(0, 3, (32,), generator=gen)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
+                if unscale_first:  # as before clip_grad_norm_
+                    scaler.unscale_(opt)
+            watch.step(loss)
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
+    return watch.frame()
+
+
+@pytest.mark.parametrize("unscale_first", [False, True])
+def test_grad_scaler_rows_are_the_gradients_of_the_loss(unscale_first):
+    plain = _scaled_run(False, None)
+    scaled = _scaled_run(True, 1024.0, unscale_first)
+    pd.testing.assert_frame_equal(scaled, plain, rtol=1e-12)  # an exact power-of-two scale
+    # without the scaler the gradient rows carry the scale (the .grad ones unless unscaled)
+    raw = _scaled_run(False, 1024.0, unscale_first)
+    grads = raw.quantity.isin(["grad_pre_std", "grad_pre_absmean"])
+    wgrads = raw.quantity.str.startswith("weight_grad_")
+    np.testing.assert_allclose(raw.value[grads], 1024.0 * plain.value[grads], rtol=1e-12)
+    np.testing.assert_allclose(raw.value[wgrads],
+                               (1.0 if unscale_first else 1024.0) * plain.value[wgrads],
+                               rtol=1e-12)
+    np.testing.assert_array_equal(raw.value[~grads & ~wgrads], plain.value[~grads & ~wgrads])
+
+
+def test_scaler_must_be_a_grad_scaler():
+    with pytest.raises(TypeError, match="scaler must be a torch.amp.GradScaler or None, got "
+                                        "float"):
+        dlt.Watch(zoo.mlp([3, 4, 2]), scaler=1024.0)
 
 
 def test_hooks_only_on_recorded_steps_and_removed_at_close():

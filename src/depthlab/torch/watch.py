@@ -52,6 +52,24 @@ from .probe import COLUMNS, check_loss
 __all__ = ["Watch"]
 
 
+GRADIENT_ROWS = frozenset({"grad_pre_std", "grad_pre_absmean", "block_grad_std"})
+"""Rows measured on the gradients the backward passes through the modules (hooks)."""
+WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
+"""Rows measured on the parameters' ``.grad``."""
+
+
+def _scaler_state(scaler: Any) -> tuple[float, bool]:
+    """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
+    ``scaler.step``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
+    disabled) and whether ``scaler.unscale_(optimizer)`` has already divided ``.grad`` by it."""
+    if not scaler.is_enabled():
+        return 1.0, True
+    from torch.amp.grad_scaler import OptState
+
+    states = getattr(scaler, "_per_optimizer_states", {}).values()
+    return float(scaler.get_scale()), any(st.get("stage") is OptState.UNSCALED for st in states)
+
+
 def _ratio(*norms: float) -> float:
     """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating
     (``||W_{n-1}||``, ``||W_n - W_{n-1}||``) norms of a layer's weight tensors."""
@@ -80,12 +98,23 @@ class Watch:
         a selection over every layer output on recorded steps (on a CPU ResNet-18 about as
         long as the training step itself); :func:`depthlab.torch.probe` records them by
         default.
+    scaler:
+        The ``torch.amp.GradScaler`` of a mixed-precision loop (``scaler.scale(loss)
+        .backward()``; call :meth:`step` before ``scaler.step(opt)``): the gradient rows are
+        divided by the scale that backward ran with, so they are the gradients of ``loss``
+        itself (``weight_grad_*`` only when ``scaler.unscale_(opt)`` has not done so yet).
+        Without it those rows carry the factor ``scaler.get_scale()``.
     """
 
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
                  *, name: str | None = None,
-                 percentiles: Sequence[float] = ()) -> None:
+                 percentiles: Sequence[float] = (), scaler: Any = None) -> None:
         self.every = positive_int("every", every)
+        if scaler is not None and not (callable(getattr(scaler, "get_scale", None))
+                                       and callable(getattr(scaler, "is_enabled", None))):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got "
+                            f"{type(scaler).__name__}")
+        self.scaler = scaler
         self._rec = Recording(model, check_percentiles(percentiles))
         self.model = model
         if out is not None and not isinstance(out, (str, os.PathLike)):
@@ -252,12 +281,22 @@ class Watch:
         self._pending.clear()
         layers, modules, quantities = self._rec.layout  # tuples reused while it repeats
         values = self._rec.values
+        if self.scaler is not None:
+            values = self._unscaled(values, quantities)
         self._col_step.extend([n] * len(values))
         self._col_layer.extend(layers)
         self._col_module.extend(modules)
         self._col_q.extend(quantities)
         self._col_value.extend(values)
         return fused and refresh
+
+    def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
+        """The record's values with the gradient rows divided by the GradScaler's scale."""
+        scale, unscaled = _scaler_state(self.scaler)
+        if scale == 1.0:
+            return values
+        rows = GRADIENT_ROWS if unscaled else GRADIENT_ROWS | WEIGHT_GRADIENT_ROWS
+        return [v / scale if q in rows else v for v, q in zip(values, quantities)]
 
     def close(self, error: BaseException | None = None) -> None:
         """Remove the hooks and, with ``out``, store the run (idempotent). ``error``: the
