@@ -567,3 +567,12 @@ def test_local_cluster_workers_that_cannot_fit_are_refused(tmp_path, capsys, mon
                            "local:64")
     assert_one_line_error(code, err, "--cluster local:64 (64 worker processes", "needs about")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_endless_config_file_is_refused_not_read_forever(capsys):
+    """`depthlab run /dev/zero` used to read until memory ran out."""
+    t0 = time.perf_counter()
+    code, _, err = run_cli(capsys, "run", "/dev/zero")
+    assert_one_line_error(code, err, "'/dev/zero' is larger than 64 MiB")
+    assert time.perf_counter() - t0 < 20

@@ -52,6 +52,10 @@ def validate(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None) 
     return RunSpec.from_dict(raw, base_dir=base_dir).to_dict()
 
 
+MAX_CONFIG_BYTES = 64 * 2**20
+"""A config larger than this is not read (a sweep grid of a million values is ~10 MiB)."""
+
+
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is a one-line :class:`ConfigError`."""
     p = Path(path)
@@ -60,8 +64,13 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     if p.is_dir():
         raise ConfigError(f"config path {str(p)!r} is a folder; expected a .toml file")
     try:
+        with open(p, "rb") as f:  # bounded: /dev/zero or an endless pipe is not read forever
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {str(p)!r} is larger than "
+                              f"{MAX_CONFIG_BYTES // 2**20} MiB; accepted: a TOML config file")
         # utf-8-sig: a byte-order mark (written by some Windows editors) is not a syntax error
-        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))
+        return tomllib.loads(data.decode("utf-8-sig"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: TOML syntax error: {e}") from None
     except UnicodeDecodeError as e:
