@@ -576,3 +576,27 @@ def test_endless_config_file_is_refused_not_read_forever(capsys):
     code, _, err = run_cli(capsys, "run", "/dev/zero")
     assert_one_line_error(code, err, "'/dev/zero' is larger than 64 MiB")
     assert time.perf_counter() - t0 < 20
+
+
+def test_fit_checks_every_label_before_the_first_step():
+    """A bad label late in the data (or in the validation set) used to stop training only when
+    its batch (or the first evaluation) came, after the work before it."""
+    x = np.random.default_rng(0).standard_normal((400, 3)).astype(np.float32)
+    y = np.arange(400) % 2
+    y_bad = y.copy()
+    y_bad[-1] = 7
+    calls = []
+
+    class Count(dl.training.Callback):
+        def after_update(self, trainer, step, loss):
+            calls.append(step)
+
+    with pytest.raises(ValueError, match=r"training y: cross_entropy: label 7 out of range; "
+                                         r"expected labels in 0..1"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y_bad, batch_size=10, callbacks=[Count()])
+    with pytest.raises(ValueError, match=r"validation y: cross_entropy: label 7 out of range"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y, x[:50], y_bad[-50:], batch_size=10, callbacks=[Count()])
+    with pytest.raises(ValueError, match=r"training y: mse: pred shape \(400, 2\) and target "
+                                         r"shape \(400,\) differ"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y, loss="mse", callbacks=[Count()])
+    assert calls == []

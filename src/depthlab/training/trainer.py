@@ -162,6 +162,9 @@ class Trainer:
             x_val = None if x_val is None else self.transform(x_val)
         self.history.standardizer = self.standardizer
         self._x, self._y, self._xv, self._yv = x, y, x_val, y_val
+        self._check_targets(y, "training")  # a bad label fails now, not mid-epoch
+        if y_val is not None:
+            self._check_targets(y_val, "validation")
         n = x.shape[0]
         bs = n if self.batch_size in (None, "full") else min(int(self.batch_size), n)
         has_bn = bool(net.batchnorms())
@@ -197,6 +200,20 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self, hist)
         return hist
+
+    def _check_targets(self, y, what: str) -> None:
+        """The loss's checks of ``y`` (label range, shape, finiteness) on all rows at once,
+        against a zero prediction of the network's output width (a broadcast view: no
+        allocation; built-in losses only, which never write into the prediction)."""
+        if type(self.loss).__module__ != "depthlab.losses":
+            return
+        width = self.net.dense_layers()[-1].W.value.shape[1]
+        zeros = np.broadcast_to(np.zeros((), self.net.dtype), (len(y), width))
+        try:
+            with np.errstate(all="ignore"):
+                self.loss.forward(zeros, y)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{what} y: {e}") from None
 
     def _loop(self, x, y, n, bs, has_bn, params, bar) -> None:
         """Epochs until ``epochs`` or ``max_steps`` is reached or the loss diverges."""
