@@ -600,3 +600,18 @@ def test_fit_checks_every_label_before_the_first_step():
                                          r"shape \(400,\) differ"):
         dl.fit(dl.mlp([3, 4, 2]), x, y, loss="mse", callbacks=[Count()])
     assert calls == []
+
+
+def test_low_level_constructors_check_their_arguments():
+    """Parameter(list) failed with AttributeError; Network(n_inputs=0 or not the first layer's
+    width) was accepted; lsuv(max_iter=0) returned NaN variances."""
+    p = dl.Parameter("w", [1.0, 2.0], "weight")
+    assert p.value.dtype == np.float64 and p.grad.shape == (2,)
+    with pytest.raises(TypeError, match=r"Parameter 'w': value of dtype int64 is not accepted"):
+        dl.Parameter("w", np.arange(3), "weight")
+    with pytest.raises(ValueError, match=r"n_inputs must be a positive integer, got 0"):
+        dl.Network([dl.layers.Dense(3, 2)], n_inputs=0)
+    with pytest.raises(ValueError, match=r"n_inputs=5 does not match the first Dense layer's 3"):
+        dl.Network([dl.layers.Dense(3, 2)], n_inputs=5)
+    with pytest.raises(ValueError, match=r"max_iter must be a positive integer, got 0"):
+        dl.lsuv(dl.mlp([3, 4, 2]), np.random.default_rng(0).standard_normal((10, 3)), max_iter=0)

@@ -8,6 +8,7 @@ from .backend import Array
 from .backend import rng as make_rng
 from .initializers import get_initializer
 from .network import Network
+from .validators import positive_int
 
 
 def lsuv(
@@ -20,6 +21,7 @@ def lsuv(
     """
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol!r}")
+    max_iter = positive_int("max_iter", max_iter)  # 0 passes would leave no variance to report
     x = net.check_input(x)
     if x.shape[0] < 2:
         raise ValueError(f"LSUV needs a batch of at least 2 rows, got {x.shape[0]}")

@@ -38,7 +38,11 @@ class Network(Sequential):
         name: str = "net",
     ) -> None:
         super().__init__(layers, name=name)
-        self.n_inputs = int(n_inputs)
+        self.n_inputs = positive_int("n_inputs", n_inputs)
+        dense = self.dense_layers()
+        if dense and dense[0].W.value.shape[0] != self.n_inputs:
+            raise ValueError(f"n_inputs={self.n_inputs} does not match the first Dense layer's "
+                             f"{dense[0].W.value.shape[0]} inputs")
         self.dtype = resolve_dtype(dtype)
         self.config = dict(config or {})
 

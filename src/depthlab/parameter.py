@@ -20,6 +20,10 @@ class Parameter:
     def __init__(self, name: str, value: Array, kind: str = "weight") -> None:
         if kind not in KINDS:
             raise ValueError(f"unknown parameter kind {kind!r}; expected one of {KINDS}")
+        value = xp.asarray(value)  # a list of numbers too
+        if value.dtype.kind != "f":
+            raise TypeError(f"Parameter {name!r}: value of dtype {value.dtype} is not "
+                            "accepted; accepted: a float array")
         self.name = name
         self.value = value
         self.grad = xp.zeros_like(value)
