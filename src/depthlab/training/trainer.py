@@ -208,12 +208,16 @@ class Trainer:
         if type(self.loss).__module__ != "depthlab.losses":
             return
         width = self.net.dense_layers()[-1].W.value.shape[1]
-        zeros = np.broadcast_to(np.zeros((), self.net.dtype), (len(y), width))
+        chunk = 65536  # the loss's temporaries stay small whatever the data's size
         try:
             with np.errstate(all="ignore"):
-                self.loss.forward(zeros, y)
+                for start in range(0, len(y), chunk):
+                    part = y[start:start + chunk]
+                    zeros = np.broadcast_to(np.zeros((), self.net.dtype), (len(part), width))
+                    self.loss.forward(zeros, part)
         except (ValueError, TypeError) as e:
             raise type(e)(f"{what} y: {e}") from None
+        self.loss._cache = None  # nothing of the check is kept
 
     def _loop(self, x, y, n, bs, has_bn, params, bar) -> None:
         """Epochs until ``epochs`` or ``max_steps`` is reached or the loss diverges."""
