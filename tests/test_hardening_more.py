@@ -615,3 +615,30 @@ def test_low_level_constructors_check_their_arguments():
         dl.Network([dl.layers.Dense(3, 2)], n_inputs=5)
     with pytest.raises(ValueError, match=r"max_iter must be a positive integer, got 0"):
         dl.lsuv(dl.mlp([3, 4, 2]), np.random.default_rng(0).standard_normal((10, 3)), max_iter=0)
+
+
+def test_report_on_a_read_only_disk_names_the_file_it_cannot_write(tmp_path, capsys):
+    """report opened the store for writing: on a read-only disk it said 'cannot open results
+    store ... unable to open database file' although the store was fine."""
+    import os
+    import subprocess
+
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0):
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        cfg = write(tmp_path, "c.toml", SMALL)
+        assert run_cli(capsys, "run", cfg, "--out", mnt / "st", "-q")[0] == 0
+        (mnt / "st" / "report.html").write_text("old report")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        code, _, err = run_cli(capsys, "report", mnt / "st", "-q")
+        assert_one_line_error(code, err, "cannot write", "Read-only file system")
+        assert "cannot open results store" not in err
+        assert (mnt / "st" / "report.html").read_text() == "old report"
+        assert run_cli(capsys, "runs", mnt / "st")[0] == 0
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

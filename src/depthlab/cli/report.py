@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    open_store(args.dir, create=False).close()
+    open_store(args.dir, create=False, readonly=True).close()
     from ..report import write_report
 
     def echo(line: str) -> None:

@@ -70,6 +70,13 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))[:80] or "run"
 
 
+def _mpl(text: Any) -> Any:
+    """A run name or config value as matplotlib draws it literally: ``$`` escaped, so that
+    ``cost $5 and $x`` is not typeset as math (and ``$\\frac{1$`` does not stop the report).
+    Non-strings are returned unchanged."""
+    return text.replace("$", r"\$") if isinstance(text, str) else text
+
+
 def _get(frame: Any) -> pd.DataFrame:
     return frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame or [])
 
@@ -203,8 +210,19 @@ class _Group:
 
 
 def _groups(runs: pd.DataFrame) -> list[_Group]:
-    """Sweeps first (in order of first appearance), then stand-alone runs and diagnoses."""
+    """Sweeps first (in order of first appearance), then stand-alone runs and diagnoses. Each
+    group's anchor is unique (sweep names that differ only in characters an anchor drops, such
+    as ``深さ`` and ``幅``, get ``-2``, ``-3``, ...)."""
     out: list[_Group] = []
+    used: set[str] = set()
+
+    def unique(anchor: str) -> str:
+        base, k = anchor, 2
+        while anchor in used:
+            anchor, k = f"{base}-{k}", k + 1
+        used.add(anchor)
+        return anchor
+
     sweeps = runs["sweep"].where(runs["sweep"].notna(), None) if "sweep" in runs else \
         pd.Series([None] * len(runs), index=runs.index)
     for name in dict.fromkeys(s for s in sweeps if s):
@@ -212,13 +230,13 @@ def _groups(runs: pd.DataFrame) -> list[_Group]:
         cfg_names = {str(n) for n in sel.get("cfg:name", pd.Series(dtype=object)).dropna()}
         label = f"{cfg_names.pop()} ({name})" if len(cfg_names) == 1 else str(name)
         title = f"Sweep {label}" if name != "demo" else "Demo: one deep network, several recipes"
-        out.append(_Group(f"sweep-{_safe_name(name)}", title, "sweep", sel))
+        out.append(_Group(unique(f"sweep-{_safe_name(name)}"), title, "sweep", sel))
     for _, row in runs[sweeps.isna() | (sweeps == "")].iterrows():
         label = row.get("name") or row["id"]
         kind = str(row.get("kind") or "run")
         title = (f"Doctor: {label}" if kind == "doctor" else
                  f"Reproduction: {label}" if kind == "reproduce" else f"Run {label}")
-        out.append(_Group(f"{kind}-{_safe_name(row['id'])}", title, kind,
+        out.append(_Group(unique(f"{kind}-{_safe_name(row['id'])}"), title, kind,
                           runs.loc[[row.name]]))
     return out
 
@@ -263,13 +281,13 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             tables[str(r["id"])] = probes
     if not tables:
         return ""
-    series = {labels[rid]: t for rid, t in tables.items()}
+    series = {_mpl(labels[rid]): t for rid, t in tables.items()}
     theories = {}
     for _, r in ranked.iterrows():
         if str(r["id"]) in tables:
             th, _ = theory_for(r["config"])
             if th is not None:
-                theories[labels[str(r["id"])]] = th
+                theories[_mpl(labels[str(r["id"])])] = th
     prefix = _safe_name(group.anchor)
     capped = (f" Showing the {len(tables)} best of {len(group.runs)} runs."
               if len(group.runs) > len(tables) else "")
@@ -371,9 +389,9 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
 
 
 def _plain(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
-    out = pd.DataFrame({k: runs["cfg:" + k].to_list() for k in keys})
+    out = pd.DataFrame({k: [_mpl(v) for v in runs["cfg:" + k]] for k in keys})
     for col in ("name", "status", *METRIC_COLUMNS):
-        out[col] = runs[col].to_list()
+        out[col] = [_mpl(v) for v in runs[col]]
     return out
 
 
@@ -482,7 +500,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
     if not probes.empty:
         th, note = theory_for(config)
         png = pngs.add(f"{safe}_gradient_per_layer.png", plot.gradient_per_layer,
-                       {label or rid: probes}, th if th is not None else False)
+                       {_mpl(label or rid): probes}, th if th is not None else False)
         blocks.append(H.figure_block(
             png, FIG_GRAD_PROFILE, "Std of dL/ds per hidden layer (log scale) at "
             "initialization and at the end; dashed: theory. A line falling towards layer 1 "
@@ -628,7 +646,7 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
     if own_store:
         from ..experiments.store import Store
 
-        store = Store(out, create=False)
+        store = Store(out, create=False, readonly=True)  # a report only reads the store
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _write(out, store, title, max_runs, max_diverged, percentile_layer,
