@@ -13,9 +13,10 @@ Routes:
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
   session: validated, memory-checked, then built and paused at step 0), ``play``, ``pause``,
   ``step``, ``reset`` (the same setup from scratch) and ``doctor``; the server sends ``state``,
-  ``ready``, ``update`` (measurements), ``diverged``, ``error`` (``key`` names the control) and
-  ``doctor`` messages. Closing the socket (closing the tab) stops and frees the session; a tab
-  that vanishes without closing is detected by the WebSocket ping (:data:`PING_INTERVAL`).
+  ``ready``, ``update`` (measurements), ``diverged``, ``error`` (``key`` names the control;
+  ``doctor: true`` when the doctor failed) and ``doctor`` messages. Closing the socket
+  (closing the tab) stops and frees the session; a tab that vanishes without closing is
+  detected by the WebSocket ping (:data:`PING_INTERVAL`).
   A WebSocket opened by a page of another origin (another web site) is refused.
 
 Every session lives in :class:`Registry`; training threads never touch the event loop, they hand
@@ -299,6 +300,8 @@ class _Tab:
             result = await asyncio.to_thread(run_doctor, session.prep, setup)
             self._enqueue({"type": "doctor", **result})
         except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
-            self._error(f"the doctor failed: {type(e).__name__}: {e}")
+            # ``doctor``: the page ends its "the doctor is training" state (button enabled)
+            self._enqueue({"type": "error", "key": None, "doctor": True,
+                           "message": f"the doctor failed: {type(e).__name__}: {e}"})
         finally:
             self.doctor_busy = False

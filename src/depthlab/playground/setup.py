@@ -26,6 +26,7 @@ from typing import Any
 
 from ..data.registry import BUILTINS, DATASETS
 from ..experiments.config import ConfigError, validate
+from ..initializers import INITIALIZERS, get_initializer
 from ..optimizers import OPTIMIZERS
 from ..spec import fields_schema, optimizer_hyperparameters
 from ..spec import to_toml as spec_to_toml
@@ -93,6 +94,19 @@ def _with_momentum() -> tuple[str, ...]:
     return tuple(o for o in OPTIMIZERS if "momentum" in optimizer_hyperparameters(o))
 
 
+def _bias_initializers() -> tuple[str, ...]:
+    """The initializers that can fill a bias (a 1-D shape); ``orthogonal`` needs a matrix, so
+    offering it would build nothing but an error."""
+    out = []
+    for name in INITIALIZERS:
+        try:
+            get_initializer(name)((2,), 0)
+        except ValueError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
 # (key, group, playground overrides of the spec's row)
 _CONTROLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("data.name", "main", {"kind": "choice", "choices": DATASETS, "default": "spirals",
@@ -112,7 +126,7 @@ _CONTROLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                                     "the batches"}),
     ("train.loss", "more", {}),
     ("train.l2", "more", {"hi": 1.0, "hi_open": False}),
-    ("model.bias_init", "more", {}),
+    ("model.bias_init", "more", {"choices": _bias_initializers()}),
     ("model.bn_momentum", "more", {}),
     ("model.bn_inference", "more", {}),
     ("model.dtype", "more", {}),
@@ -153,7 +167,8 @@ DEFAULTS: dict[str, Any] = {f.key: f.default for f in FIELDS}
 
 
 def _parse_value(f: Field, raw: Any) -> Any:
-    bad = SetupError(f"{f.key} = {raw!r} is not accepted; expected {f.describe()}", f.key)
+    bad = SetupError(f"{f.key} = {_short(raw)} is not accepted; expected {f.describe()}",
+                     f.key)
     if f.kind == "bool":
         if isinstance(raw, bool):
             return raw
@@ -172,15 +187,24 @@ def _parse_value(f: Field, raw: Any) -> Any:
         raise bad
     try:
         v = float(raw) if f.kind == "float" else _to_int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # "1e400" as an integer: int(inf)
         raise bad from None
-    if not math.isfinite(v):
+    if isinstance(v, float) and not math.isfinite(v):  # an int of any size is finite
         raise bad
     if f.lo is not None and (v < f.lo or (f.lo_open and v == f.lo)):
         raise bad
     if f.hi is not None and (v > f.hi or (f.hi_open and v == f.hi)):
         raise bad
     return v
+
+
+def _short(raw: Any) -> str:
+    """``repr(raw)`` cut to 40 characters (a value of hundreds of digits: its start says
+    enough; an int too long for ``repr`` is described by its digit count)."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 130:
+        return f"an integer of about {int(raw.bit_length() * 0.30103) + 1} digits"
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _to_int(raw: Any) -> int:

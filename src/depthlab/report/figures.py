@@ -603,11 +603,22 @@ def _fmt_value(v) -> str:
     return str(v)
 
 
+MAX_CATEGORY_TICKS = 25
+"""Most category tick labels on one axis; with more categories every k-th is labelled."""
+
+MAX_LABELLED_CELLS = 30
+"""Most bars (or heatmap cells along an axis) that carry their value as text; beyond it the
+texts would overlap, so the axis and colours carry the values alone."""
+
+
 def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
                         offset: float = 0.5) -> None:
-    """Category tick labels at cell centres, rotated when they would collide."""
+    """Category tick labels at cell centres, rotated when they would collide; of more than
+    :data:`MAX_CATEGORY_TICKS` categories every k-th is labelled (k = ceil(n / max))."""
     labels = [_fmt_value(v) for v in values]
     pos = np.arange(len(labels)) + offset
+    every = -(-len(labels) // MAX_CATEGORY_TICKS)
+    pos, labels = pos[::every], labels[::every]
     if axis == "y":
         ax.set_yticks(pos, labels)
         return
@@ -623,7 +634,7 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
                   higher_is_better: bool = True) -> Figure:
     """Heatmap of ``metric`` over two configuration keys. Each cell shows the best run with that
     pair (over the other keys); cells whose runs all diverged or failed are hatched and
-    labelled."""
+    labelled (the texts are left out when the cells are too small for them)."""
     for key in (x_key, y_key, metric, "status"):
         if key not in runs:
             raise ValueError(f"column {key!r} not in the runs table; columns: {list(runs.columns)}")
@@ -631,10 +642,11 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     ys = _ordered_values(runs[y_key])
     z = np.full((len(ys), len(xs)), np.nan)
     label = np.full((len(ys), len(xs)), "", dtype=object)
+    cells = dict(iter(runs.groupby([runs[y_key].map(value_key).to_numpy(),
+                                    runs[x_key].map(value_key).to_numpy()], sort=False)))
     for (i, yv), (j, xv) in ((a, b) for a in enumerate(ys) for b in enumerate(xs)):
-        cell = runs[(runs[y_key].map(value_key) == value_key(yv))
-                    & (runs[x_key].map(value_key) == value_key(xv))]
-        if cell.empty:
+        cell = cells.get((value_key(yv), value_key(xv)))
+        if cell is None:
             continue
         vals = pd.to_numeric(cell[metric], errors="coerce")
         ok = vals[np.isfinite(vals) & (cell["status"] == "finished")]
@@ -653,8 +665,14 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     mesh = ax.pcolormesh(np.arange(len(xs) + 1), np.arange(len(ys) + 1),
                          np.ma.masked_invalid(z), cmap=cmap, norm=norm, edgecolors="white",
                          linewidth=1.5)
+    # a value's text needs about 0.35 in of cell width; narrower cells show colours only
+    texts = 0.35 * len(xs) <= w - 1.3 and len(ys) <= MAX_LABELLED_CELLS
     for i in range(len(ys)):
         for j in range(len(xs)):
+            if not texts:
+                if not finite[i, j] and label[i, j]:
+                    ax.add_patch(_hatch_rect(j, i))
+                continue
             if finite[i, j]:
                 v = z[i, j]
                 rgba = cmap(norm(v))
@@ -685,15 +703,18 @@ def _hatch_rect(x: float, y: float):
 def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
                higher_is_better: bool = True) -> Figure:
     """Bar chart of ``metric`` against one configuration key (best run per value); values whose
-    runs all diverged or failed get a marked placeholder bar."""
+    runs all diverged or failed get a marked placeholder bar. Beyond
+    :data:`MAX_LABELLED_CELLS` bars the per-bar texts give way to one legend entry and every
+    k-th value is labelled, so hundreds of values stay readable."""
     for col in (key, metric, "status"):
         if col not in runs:
             raise ValueError(f"column {col!r} not in the runs table; columns: {list(runs.columns)}")
     xs = _ordered_values(runs[key])
     fig, (ax,) = _new_figure(max(5.0, min(11.0, 1.5 + 0.7 * len(xs))), 3.6, fixed=False)
     heights, notes = [], []
+    cells = dict(iter(runs.groupby(runs[key].map(value_key).to_numpy(), sort=False)))
     for xv in xs:
-        cell = runs[runs[key].map(value_key) == value_key(xv)]
+        cell = cells[value_key(xv)]
         vals = pd.to_numeric(cell[metric], errors="coerce")
         ok = vals[np.isfinite(vals) & (cell["status"] == "finished")]
         if ok.empty:
@@ -705,16 +726,25 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     pos = np.arange(len(xs))
     hv = np.array(heights, dtype=float)
     ok_mask = np.isfinite(hv)
+    texts = len(xs) <= MAX_LABELLED_CELLS  # more bars: their labels would overlap
     ax.bar(pos[ok_mask], hv[ok_mask], color=OKABE_ITO[0], width=0.7)
-    for p, v in zip(pos[ok_mask], hv[ok_mask]):
-        ax.text(p, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8.5)
+    if texts:
+        for p, v in zip(pos[ok_mask], hv[ok_mask]):
+            ax.text(p, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8.5)
     ymax = np.nanmax(hv) if ok_mask.any() else 1.0
     for p, note in zip(pos, notes):
         if note:
             ax.bar([p], [ymax * 0.15 if ymax > 0 else 0.1], color="none", edgecolor="#c77",
                    hatch="///", width=0.7)
-            ax.text(p, (ymax * 0.17 if ymax > 0 else 0.11), "✗ " + note, ha="center",
-                    va="bottom", fontsize=8.5, color="#8B0000", fontweight="bold")
+            if texts:
+                ax.text(p, (ymax * 0.17 if ymax > 0 else 0.11), "✗ " + note, ha="center",
+                        va="bottom", fontsize=8.5, color="#8B0000", fontweight="bold")
+    if not texts and any(notes):
+        from matplotlib.patches import Patch
+
+        what = "/".join(sorted({n for note in notes if note for n in note.split("/")}))
+        ax.legend([Patch(facecolor="none", edgecolor="#c77", hatch="///")],
+                  [f"✗ every run {what}"], fontsize=8.5, loc="upper right")
     _set_category_ticks(ax, "x", xs, fig.get_figwidth(), offset=0.0)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)

@@ -160,6 +160,10 @@ function handle(m) {
     case "diverged": onDiverged(m); break;
     case "error":
       showMessage(m.message); markInvalid(m.key);
+      if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
+        $("doctor").disabled = false;
+        $("doctor-out").replaceChildren(el("p", "note", m.message));
+      }
       if (S.ready === null) setState("invalid");
       break;
     case "doctor_started":

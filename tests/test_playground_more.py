@@ -1,0 +1,161 @@
+"""More inputs for ``depthlab playground`` than the first tests tried: numbers too large for an
+integer (``1e400``), controls that offer only what can be built, extreme but legal settings,
+every exported setup read back by ``depthlab run``'s loader unchanged, and a doctor that fails
+in the browser (the page must say so and let the learner retry)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+import tomllib
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from depthlab.experiments.config import validate
+from depthlab.experiments.runner import prepare
+from depthlab.playground import app as playground_app
+from depthlab.playground.server import Background
+from depthlab.playground.setup import BY_KEY, SetupError, parse_setup, to_config, to_toml
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Background(memory_limit=256 * 2**20) as bg:
+        yield bg
+
+
+def check(server, query: dict) -> dict:
+    url = server.url + "api/check?" + urllib.parse.urlencode(query)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def receive_until(ws, predicate, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        m = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if predicate(m):
+            return m
+        assert m["type"] != "error", m
+
+
+@pytest.mark.parametrize("key, value", [
+    ("model.depth", "1e400"), ("model.depth", "inf"), ("model.width", "-1e999"),
+    ("train.batch_size", "1e309"),
+])
+def test_numbers_beyond_any_integer_are_refused_naming_the_control(server, key, value):
+    # was: OverflowError (HTTP 500 from /api/check, "OverflowError: ..." in the page)
+    body = check(server, {key: value})
+    assert body["ok"] is False and body["key"] == key
+    assert f"{key} = {value!r} is not accepted" in body["message"]
+    with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": {key: value}}))
+        m = receive_until(ws, lambda m: m["type"] == "error")
+        assert m["key"] == key and "an integer" in m["message"]
+
+
+def test_huge_json_numbers_give_a_short_message():
+    for key, value in (("model.width", 10**400), ("train.lr", 10**400),
+                       ("model.depth", 1e308 * 10)):
+        with pytest.raises(SetupError) as e:
+            parse_setup({key: value})
+        assert e.value.key == key and len(str(e.value)) < 160, str(e.value)
+
+
+def test_every_offered_bias_initializer_builds_and_orthogonal_is_not_offered():
+    # was: the page offered bias_init = orthogonal, /api/check said ok, and the session then
+    # failed with "orthogonal init needs a shape with 2 or more dimensions" (no control marked)
+    choices = BY_KEY["model.bias_init"].choices
+    assert "orthogonal" not in choices and {"zeros", "normal", "he_normal"} <= set(choices)
+    for name in choices:
+        prep = prepare(to_config(parse_setup({"model.bias_init": name, "model.depth": "1",
+                                              "model.width": "3"})))
+        assert prep.net.config["bias_init"] == name
+    with pytest.raises(SetupError) as e:
+        parse_setup({"model.bias_init": "orthogonal"})
+    assert e.value.key == "model.bias_init"
+
+
+def test_extreme_legal_settings_train_and_report_every_layer(server):
+    """Depth 1, width 1, and a batch larger than the training set: ready, one step, finite
+    numbers for exactly ``depth`` hidden layers."""
+    url = server.url.replace("http://", "ws://") + "ws"
+    for query, layers in (({"model.depth": "1", "model.width": "8"}, 1),
+                          ({"model.depth": "3", "model.width": "1"}, 3),
+                          ({"model.depth": "2", "model.width": "8", "train.batch_size": "4096"},
+                           2)):
+        with connect(url) as ws:
+            ws.send(json.dumps({"cmd": "setup", "query": query}))
+            ready = receive_until(ws, lambda m: m["type"] == "ready")
+            assert ready["n_layers"] == layers
+            ws.send(json.dumps({"cmd": "step"}))
+            u = receive_until(ws, lambda m: m["type"] == "update" and m["step"] == 1)
+            assert len(u["grad_std"]) == layers and all(g > 0 for g in u["grad_std"])
+            assert u["train_loss"] is not None and u["train_loss"] > 0
+
+
+def test_exported_toml_is_read_back_unchanged_for_every_choice():
+    """Each activation, initializer, optimizer and loss (with batch norm, residual blocks,
+    dropout, l2, float64 and data options): ``depthlab run``'s loader gives back exactly the
+    config the session trains."""
+    setups = [{"model.activation": a, "model.init": i}
+              for a, i in zip(BY_KEY["model.activation"].choices,
+                              itertools.cycle(BY_KEY["model.init"].choices))]
+    setups += [{"model.init": i} for i in BY_KEY["model.init"].choices]
+    for opt, loss in itertools.product(BY_KEY["train.optimizer"].choices,
+                                       BY_KEY["train.loss"].choices):
+        setups.append({"train.optimizer": opt, "train.loss": loss, "model.batchnorm": "true",
+                       "model.residual": "true", "model.dropout": "0.25", "train.l2": "0.01",
+                       "train.momentum": "0.5", "model.dtype": "float64",
+                       "data.name": "clusters", "data.options.d": "3",
+                       "data.options.n_classes": "4"})
+    for q in setups:
+        s = parse_setup({**q, "model.depth": "2", "model.width": "4"})
+        assert validate(tomllib.loads(to_toml(s))) == to_config(s), q
+
+
+# -- the doctor's failure in a real browser ------------------------------------------------------
+@pytest.fixture()
+def page_with_failing_doctor(monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+
+    def failing_doctor(prep, setup, steps=None):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(playground_app, "run_doctor", failing_doctor)
+    from helpers.browser import ARGS
+
+    with Background(memory_limit=256 * 2**20) as bg, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists()
+                                    else shutil.which("chromium"), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, bg
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_a_failed_doctor_is_said_and_the_button_works_again(page_with_failing_doctor, tmp_path):
+    # was: the panel kept "the doctor is training copies..." and the button stayed disabled
+    page, bg = page_with_failing_doctor
+    page.goto(bg.url + "?model.depth=3&model.width=8")
+    page.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+    page.click("#doctor")
+    page.wait_for_function("document.getElementById('doctor-out').textContent"
+                           ".includes('the doctor failed')", timeout=30_000)
+    assert page.locator("#doctor").is_enabled()
+    assert "simulated failure" in page.locator("#message").text_content()
+    page.screenshot(path=str(tmp_path / "doctor_failed.png"))

@@ -1,0 +1,96 @@
+"""More stores for ``depthlab report`` than the first tests built: run names that matplotlib
+would read as math (``$...$``) or a browser as markup, sweeps whose names share no
+anchor-safe character, and sweeps with hundreds of values (the metric figure must stay
+readable)."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from test_report import synthetic_record
+
+from depthlab.experiments.store import Store
+from depthlab.report import figures, write_report
+
+
+def _store(folder: Path, records) -> Path:
+    store = Store(folder)
+    for r in records:
+        store.add_run(r)
+    store.close()
+    return folder
+
+
+def _drawn_texts(monkeypatch) -> list[str]:
+    """Every legend entry and tick label of the figures the report renders (recorded)."""
+    seen: list[str] = []
+    render = figures.figure_png
+
+    def recording(fig):
+        for ax in fig.axes:
+            leg = ax.get_legend()
+            seen.extend(t.get_text() for t in (leg.get_texts() if leg else []))
+            seen.extend(t.get_text() for t in ax.get_xticklabels())
+        for leg in fig.legends:
+            seen.extend(t.get_text() for t in leg.get_texts())
+        return render(fig)
+
+    monkeypatch.setattr(figures, "figure_png", recording)
+    return seen
+
+
+def test_names_with_dollars_and_markup_are_drawn_and_shown_literally(tmp_path, monkeypatch):
+    # was: ValueError from matplotlib's math parser ("$\frac{1$": the report stopped), and
+    # "cost $5 and $x" drawn as italic math "cost 5andx"
+    names = [r"lr $\frac{1$ <b>bold</b>", "cost $5 and $x & <script>alert(1)</script>"]
+    records = [dataclasses.replace(synthetic_record(f"dollar{k}", depth=2, lr=0.1 * (k + 1)),
+                                   name=n) for k, n in enumerate(names)]
+    seen = _drawn_texts(monkeypatch)
+    text = write_report(_store(tmp_path, records)).read_text()
+    for n in names:  # the page escapes them; matplotlib gets every "$" escaped: drawn as "$"
+        assert html.escape(n, quote=True) in text
+        assert n.replace("$", r"\$") in seen, (n, seen)
+    assert "<script>alert" not in text and "<b>bold" not in text
+
+
+def test_sweeps_whose_names_lose_every_character_get_distinct_anchors(tmp_path):
+    records = [dataclasses.replace(synthetic_record(f"uni{k}", depth=2, probes=False,
+                                                    sweep=s), name=f"point {k}")
+               for k, s in enumerate(("深さ", "幅", "σ"))]
+    text = write_report(_store(tmp_path, records)).read_text()
+    anchors = re.findall(r'<h2 id="([^"]+)">Sweep', text)
+    assert len(anchors) == 3 and len(set(anchors)) == 3, anchors
+    toc = re.search(r'<nav class="toc">(.*?)</nav>', text).group(1)
+    links = re.findall(r'<a href="#([^"]+)">([^<]+)</a>', toc)
+    assert {a for a, _ in links} == set(anchors)
+    for anchor, title in links:  # each entry leads to its own sweep
+        assert f'<h2 id="{anchor}">{title}</h2>' in text
+
+
+def test_a_sweep_with_hundreds_of_values_keeps_a_readable_metric_figure():
+    """400 learning rates (40 of them failed everywhere): at most 25 tick labels, no per-bar
+    text, one legend entry for the failed values; a short sweep keeps its per-bar values."""
+    lrs = np.round(np.linspace(0.001, 0.4, 400), 6)
+    runs = pd.DataFrame({"train.lr": lrs, "val_acc": np.linspace(0.1, 0.9, 400),
+                         "status": ["failed" if k % 10 == 0 else "finished"
+                                    for k in range(400)]})
+    fig = figures.sweep_bars(runs, "train.lr")
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert 10 <= len(ticks) <= figures.MAX_CATEGORY_TICKS and ticks[0] == "0.001"
+    assert not ax.texts
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["✗ every run failed"]
+    figures.figure_png(fig)
+    few = figures.sweep_bars(runs.iloc[:5], "train.lr")
+    assert len(few.axes[0].texts) == 5  # 4 values and one "✗ failed" label
+    assert [t.get_text() for t in few.axes[0].get_xticklabels()] == [
+        "0.001", "0.002", "0.003", "0.004", "0.005"]
+    heat = pd.DataFrame([{"a": i, "b": j, "val_acc": (i * j % 7) / 7, "status": "finished"}
+                         for i in range(60) for j in range(40)])
+    ax = figures.sweep_heatmap(heat, "a", "b").axes[0]
+    assert not ax.texts and len(ax.get_xticklabels()) <= figures.MAX_CATEGORY_TICKS
