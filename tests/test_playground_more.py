@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import time
 import tomllib
 import urllib.parse
@@ -122,36 +121,58 @@ def test_exported_toml_is_read_back_unchanged_for_every_choice():
         assert validate(tomllib.loads(to_toml(s))) == to_config(s), q
 
 
-# -- the doctor's failure in a real browser ------------------------------------------------------
-@pytest.fixture()
-def page_with_failing_doctor(monkeypatch):
+# -- in a real browser ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+    if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from helpers.browser import ARGS
 
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def test_a_tampered_url_says_what_is_wrong_and_a_preset_recovers(page, server, tmp_path):
+    # was: the preset button answered with the bad depth's message and changed nothing
+    page.goto(server.url + "?model.depth=1e400&data.name=digits&train.seed=7")
+    page.wait_for_function("document.body.dataset.state === 'invalid'", timeout=30_000)
+    message = page.locator("#message").text_content()
+    assert "model.depth = '1e400' is not accepted" in message
+    assert page.locator('.field.invalid[data-key="model.depth"]').count() == 1
+    page.screenshot(path=str(tmp_path / "bad_url.png"))
+    page.click('button[data-preset="he"]')
+    page.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+    query = page.evaluate("Object.fromEntries(new URLSearchParams(location.search))")
+    assert (query["model.depth"], query["model.activation"]) == ("20", "relu")
+    assert (query["data.name"], query["train.seed"]) == ("digits", "7")  # kept by the preset
+    assert page.locator("#message").is_hidden()
+    assert page.locator(".field.invalid").count() == 0
+
+
+def test_a_failed_doctor_is_said_and_the_button_works_again(page, server, monkeypatch,
+                                                            tmp_path):
+    # was: the panel kept "the doctor is training copies..." and the button stayed disabled
     def failing_doctor(prep, setup, steps=None):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(playground_app, "run_doctor", failing_doctor)
-    from helpers.browser import ARGS
-
-    with Background(memory_limit=256 * 2**20) as bg, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists()
-                                    else shutil.which("chromium"), args=ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            yield page, bg
-            assert not errors, errors
-        finally:
-            browser.close()
-
-
-def test_a_failed_doctor_is_said_and_the_button_works_again(page_with_failing_doctor, tmp_path):
-    # was: the panel kept "the doctor is training copies..." and the button stayed disabled
-    page, bg = page_with_failing_doctor
-    page.goto(bg.url + "?model.depth=3&model.width=8")
+    page.goto(server.url + "?model.depth=3&model.width=8")
     page.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
     page.click("#doctor")
     page.wait_for_function("document.getElementById('doctor-out').textContent"

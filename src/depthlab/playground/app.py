@@ -45,7 +45,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..data.registry import BUILTINS
 from .doctor_task import doctor_steps, run_doctor
 from .memory_check import check_setup_memory, data_shape
-from .presets import PRESETS, apply_preset
+from .presets import PRESETS, apply_preset, kept
 from .session import Session
 from .setup import FIELDS, SetupError, parse_setup, to_config, to_query, to_toml
 
@@ -130,7 +130,7 @@ def create_app(*, memory_limit: int | None = None) -> Starlette:
 
     async def preset(request: Request) -> Response:
         try:
-            setup = parse_setup(_query(request))
+            setup = parse_setup(kept(_query(request)))
             out = apply_preset(setup, request.query_params.get("name", ""))
         except (SetupError, ValueError) as e:
             return JSONResponse({"ok": False, "message": str(e)}, status_code=400)

@@ -59,6 +59,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 _KEEP = ("data.", "train.seed", "train.epochs")
 
 
+def kept(query: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a page's query that a preset keeps (data set, seed, epochs; unknown keys
+    too, so that they are still named): a bad value in a control the preset sets anyway
+    (depth ``abc``) does not stop the learner from choosing a preset."""
+    return {k: v for k, v in query.items() if k.startswith(_KEEP) or k not in DEFAULTS}
+
+
 def apply_preset(setup: Mapping[str, Any], name: str) -> dict[str, Any]:
     """``setup`` with preset ``name`` applied (unknown names raise ``ValueError``)."""
     if name not in PRESETS:
