@@ -61,6 +61,27 @@ def test_numbers_beyond_any_integer_are_refused_naming_the_control(server, key, 
         assert m["key"] == key and "an integer" in m["message"]
 
 
+def test_malformed_messages_get_one_error_each_and_the_tab_keeps_working(server):
+    bad = ["not json", "[1, 2]", '"setup"', '{"cmd": 5}', '{"cmd": "setup", "query": []}',
+           '{"cmd": "setup", "query": {"model.depth": "2"}, "play": "false"}',
+           '{"cmd": "setup", "query": {"model.depth": {"a": 1}}}', '{"cmd": "step"}']
+    with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+        said = {}
+        for text in bad:
+            ws.send(text)
+            m = json.loads(ws.recv(timeout=10))
+            assert m["type"] == "error" and m["message"], (text, m)
+            said[text] = m["message"]
+        # was: "play": "false" started training (bool("false") is True)
+        assert "play must be true or false, got 'false'" in said[bad[5]]
+        assert "model.depth" in said[bad[6]] and "nothing to train" in said[bad[7]]
+        ws.send(json.dumps({"cmd": "setup", "query": {"model.depth": "2", "model.width": "4"},
+                            "play": False}))
+        receive_until(ws, lambda m: m["type"] == "ready")
+        ws.send(json.dumps({"cmd": "step"}))
+        assert receive_until(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
+
+
 def test_huge_json_numbers_give_a_short_message():
     for key, value in (("model.width", 10**400), ("train.lr", 10**400),
                        ("model.depth", 1e308 * 10)):

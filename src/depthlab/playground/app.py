@@ -240,11 +240,14 @@ class _Tab:
             self._error(f"not a command: {text[:80]!r}")
             return
         if cmd == "setup":
-            query = msg.get("query")
+            query, play = msg.get("query"), msg.get("play", False)
             if not isinstance(query, dict):
                 self._error("setup needs a query object")
                 return
-            self._start(query, autoplay=bool(msg.get("play")))
+            if not isinstance(play, bool):  # "false" is a string, and bool("false") is True
+                self._error(f"setup's play must be true or false, got {play!r}")
+                return
+            self._start(query, autoplay=play)
         elif cmd == "reset":
             if self.setup is not None:
                 self._start(to_query(self.setup), autoplay=False)
