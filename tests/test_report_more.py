@@ -94,3 +94,20 @@ def test_a_sweep_with_hundreds_of_values_keeps_a_readable_metric_figure():
                          for i in range(60) for j in range(40)])
     ax = figures.sweep_heatmap(heat, "a", "b").axes[0]
     assert not ax.texts and len(ax.get_xticklabels()) <= figures.MAX_CATEGORY_TICKS
+
+
+def test_many_stand_alone_runs_are_one_table_and_a_few_details(tmp_path):
+    """Beyond ``max_runs`` stand-alone runs the page does not grow a section per run: one
+    section lists every run, the best ``max_runs`` are detailed, a diagnosis keeps its own."""
+    records = [dataclasses.replace(synthetic_record(f"solo{k:02d}", probes=False, sweep=None,
+                                                    val_acc=0.5 + 0.01 * k), name=f"solo {k}")
+               for k in range(9)]
+    records.append(dataclasses.replace(synthetic_record("doc01", probes=False, sweep=None),
+                                       kind="doctor", name="diagnosis"))
+    text = write_report(_store(tmp_path, records), max_runs=3).read_text()
+    assert re.findall(r'<h2 id="([^"]+)">', text) == ["runs", "doctor-doc01"]
+    assert "9 stand-alone runs" in text
+    table = re.search(r'<table class="sortable" id="runs-table-runs">(.*?)</table>', text, re.S)
+    assert table and all(f"solo{k:02d}" in table.group(1) for k in range(9))
+    detailed = re.findall(r'<details class="run" id="run-([^"]+)"', text)
+    assert detailed == ["solo08", "solo07", "solo06", "doc01"]  # the best three, by val acc

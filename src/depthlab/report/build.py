@@ -209,10 +209,13 @@ class _Group:
         self.anchor, self.title, self.kind, self.runs = anchor, title, kind, runs
 
 
-def _groups(runs: pd.DataFrame) -> list[_Group]:
+def _groups(runs: pd.DataFrame, fold_beyond: int | None = None) -> list[_Group]:
     """Sweeps first (in order of first appearance), then stand-alone runs and diagnoses. Each
     group's anchor is unique (sweep names that differ only in characters an anchor drops, such
-    as ``深さ`` and ``幅``, get ``-2``, ``-3``, ...)."""
+    as ``深さ`` and ``幅``, get ``-2``, ``-3``, ...). More than ``fold_beyond`` stand-alone
+    runs (diagnoses and reproductions apart) are reported together like a sweep's points: one
+    table of all of them, details for the best, so a folder of a thousand runs gives a page
+    of a dozen detailed runs rather than a thousand sections."""
     out: list[_Group] = []
     used: set[str] = set()
 
@@ -231,7 +234,15 @@ def _groups(runs: pd.DataFrame) -> list[_Group]:
         label = f"{cfg_names.pop()} ({name})" if len(cfg_names) == 1 else str(name)
         title = f"Sweep {label}" if name != "demo" else "Demo: one deep network, several recipes"
         out.append(_Group(unique(f"sweep-{_safe_name(name)}"), title, "sweep", sel))
-    for _, row in runs[sweeps.isna() | (sweeps == "")].iterrows():
+    alone = runs[sweeps.isna() | (sweeps == "")]
+    kinds = [str(k or "run") for k in alone.get("kind", pd.Series([None] * len(alone)))]
+    plain = alone[[k not in ("doctor", "reproduce") for k in kinds]]
+    fold = fold_beyond is not None and len(plain) > fold_beyond
+    if fold:
+        out.append(_Group(unique("runs"), f"{len(plain)} stand-alone runs", "sweep", plain))
+    for _, row in alone.iterrows():
+        if fold and row.name in plain.index:
+            continue
         label = row.get("name") or row["id"]
         kind = str(row.get("kind") or "run")
         title = (f"Doctor: {label}" if kind == "doctor" else
@@ -632,7 +643,8 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
     its runs table and metric chart, then per-run details) and one per stand-alone run or
     doctor diagnosis (the diagnosis leads with its findings). Per sweep, details are drawn for
     the ``max_runs`` best runs by validation accuracy plus up to ``max_diverged`` diverged
-    runs; every run appears in the sweep's table. Figures are named
+    runs; every run appears in the sweep's table. More than ``max_runs`` stand-alone runs
+    are reported the same way, as one section "N stand-alone runs". Figures are named
     ``<run or sweep>_<figure>.png``. ``echo`` receives a line per section being drawn.
     All figures are rendered before any file is written, and every file is replaced
     atomically, so a failure leaves the previous report untouched. Returns the path of
@@ -704,7 +716,7 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     n = len(runs)
     body: list[str] = []
     toc: list[tuple[str, str]] = []
-    groups = _groups(runs) if n else []
+    groups = _groups(runs, fold_beyond=max_runs) if n else []
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
                     "<p class=\"note\">The store holds no runs yet.</p>")
