@@ -111,3 +111,25 @@ def test_many_stand_alone_runs_are_one_table_and_a_few_details(tmp_path):
     assert table and all(f"solo{k:02d}" in table.group(1) for k in range(9))
     detailed = re.findall(r'<details class="run" id="run-([^"]+)"', text)
     assert detailed == ["solo08", "solo07", "solo06", "doc01"]  # the best three, by val acc
+
+
+def test_a_second_report_into_the_folder_replaces_the_first_ones_figures(tmp_path):
+    """Figures the previous report wrote and this one does not draw are removed (after the new
+    page is in place); a file the report did not write stays."""
+    first = _store(tmp_path / "a", [dataclasses.replace(
+        synthetic_record("alpha01", probes=False, sweep=None), name="alpha")])
+    out = tmp_path / "out"
+    store = Store(first)
+    write_report(out, store)
+    store.close()
+    figs = out / "figures"
+    assert {p.name for p in figs.glob("alpha_*.png")} == {"alpha_training.png"}
+    (figs / "mine.png").write_bytes(b"not the report's")
+    second = _store(tmp_path / "b", [dataclasses.replace(
+        synthetic_record("beta01", probes=False, sweep=None), name="beta")])
+    store = Store(second)
+    text = write_report(out, store).read_text()
+    store.close()
+    assert "beta" in text and "alpha" not in text
+    assert sorted(p.name for p in figs.glob("*.png")) == ["beta_training.png", "mine.png"]
+    assert not [p for p in figs.iterdir() if p.name.endswith(".tmp")]

@@ -748,8 +748,29 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     echo(f"report: writing {len(pngs.files)} figures and report.html")
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
+    written_before = _figures_written(fig_dir)
     for name, png in pngs.files.items():
         atomic_write_bytes(fig_dir / name, png)
     target = out / "report.html"
     atomic_write_bytes(target, document.encode("utf-8"))
+    atomic_write_bytes(fig_dir / FIGURE_LIST, json.dumps(sorted(pngs.files)).encode("utf-8"))
+    for name in written_before - set(pngs.files):  # the previous report's, not drawn now
+        (fig_dir / name).unlink(missing_ok=True)
     return target
+
+
+FIGURE_LIST = ".depthlab-report-figures.json"
+"""The names of the PNG copies the last report wrote (in ``figures/``): the next report
+removes those it does not draw again, so the folder never mixes two reports' figures; files
+the report did not write are never touched."""
+
+
+def _figures_written(fig_dir: Path) -> set[str]:
+    try:
+        names = json.loads((fig_dir / FIGURE_LIST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(names, list):
+        return set()
+    return {n for n in names if isinstance(n, str) and n.endswith(".png")
+            and Path(n).name == n and not n.startswith(".")}
