@@ -133,3 +133,15 @@ def test_a_second_report_into_the_folder_replaces_the_first_ones_figures(tmp_pat
     assert "beta" in text and "alpha" not in text
     assert sorted(p.name for p in figs.glob("*.png")) == ["beta_training.png", "mine.png"]
     assert not [p for p in figs.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_element_id_of_the_page_is_unique(tmp_path):
+    records = [dataclasses.replace(synthetic_record(f"solo{k}", probes=False, sweep=None),
+                                   name=f"solo {k}") for k in range(2)]
+    records += [synthetic_record(f"pt{k}", probes=False, sweep="s", lr=0.1 * (k + 1))
+                for k in range(2)]
+    text = write_report(_store(tmp_path, records)).read_text()
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for href in re.findall(r'<a href="#([^"]+)"', text):  # every link has its target
+        assert href in ids, href

@@ -217,7 +217,7 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None) -> list[_Group]:
     table of all of them, details for the best, so a folder of a thousand runs gives a page
     of a dozen detailed runs rather than a thousand sections."""
     out: list[_Group] = []
-    used: set[str] = set()
+    used = {f"run-{_safe_name(r)}" for r in runs["id"]}  # the runs' own sections' ids
 
     def unique(anchor: str) -> str:
         base, k = anchor, 2
