@@ -201,3 +201,22 @@ def test_a_failed_doctor_is_said_and_the_button_works_again(page, server, monkey
     assert page.locator("#doctor").is_enabled()
     assert "simulated failure" in page.locator("#message").text_content()
     page.screenshot(path=str(tmp_path / "doctor_failed.png"))
+
+
+def test_the_decision_boundary_has_no_seams_between_cells(page, server):
+    """One class everywhere at one confidence must paint one colour: translucent cells that
+    overlapped by half a pixel drew a darker grid of seams over the map."""
+    page.goto(server.url + "?model.depth=2&model.width=4")
+    page.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+    colours = page.evaluate("""() => {
+        S.ready = { ...S.ready, points: { x: [], y: [], label: [] } };
+        const n = 23;  // 320 px / 23 cells: fractional cell edges
+        drawBoundary({ x0: 0, x1: 1, y0: 0, y1: 1, n, cls: new Array(n * n).fill(0),
+                       conf: new Array(n * n).fill(0.8) });
+        const cv = document.getElementById('boundary');
+        const d = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+        const seen = new Set();
+        for (let i = 0; i < d.length; i += 4) seen.add(`${d[i]},${d[i+1]},${d[i+2]},${d[i+3]}`);
+        return [...seen];
+    }""")
+    assert len(colours) == 1, colours[:5]

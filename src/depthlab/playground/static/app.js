@@ -389,7 +389,11 @@ function drawBoundary(b) {
           ctx.fillStyle = CLASS_COLORS[cls % CLASS_COLORS.length];
           ctx.globalAlpha = 0.12 + 0.45 * Math.max(0, (b.conf[i] - 0.5) * 2);
         }
-        ctx.fillRect(c * cw, H - (r + 1) * ch, cw + 0.5, ch + 0.5);
+        // whole-pixel edges: neighbouring translucent cells neither overlap (a darker grid
+        // of seams) nor leave gaps
+        const x0 = Math.round(c * cw), x1 = Math.round((c + 1) * cw);
+        const y0 = H - Math.round((r + 1) * ch), y1 = H - Math.round(r * ch);
+        ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
       }
     }
     ctx.globalAlpha = 1;
