@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 import tomllib
 import urllib.parse
@@ -220,3 +221,23 @@ def test_the_decision_boundary_has_no_seams_between_cells(page, server):
         return [...seen];
     }""")
     assert len(colours) == 1, colours[:5]
+
+
+def test_a_gradient_spanning_forty_decades_is_drawn(page, server, tmp_path):
+    """300 sigmoid layers with N(0, 1) weights: the first layer's gradient is ~1e-42 of the
+    last one's, and the panel must draw it (uPlot's log scale threw "Invalid array length"
+    beyond ~30 decades and left the gradient panel blank)."""
+    page.goto(server.url + "?model.depth=300&model.width=32&model.activation=sigmoid"
+              "&model.init=normal")
+    page.wait_for_function("document.getElementById('grad-summary').dataset.ratio !== ''",
+                           timeout=60_000)
+    page.wait_for_timeout(300)  # uPlot draws on the next frame
+    ratio = float(page.locator("#grad-summary").get_attribute("data-ratio"))
+    assert ratio < 1e-30  # the setup does what the test needs
+    y = page.evaluate("() => { const u = S.plots['plot-grad'];"
+                      " return [u.scales.y.min, u.scales.y.max, u.data[1].filter(v => v !== null)"
+                      ".length, u.data[3].filter(v => v !== null).length]; }")
+    assert y[0] <= math.log10(ratio) - 3 and y[1] >= -4 and y[2] == 300 and y[3] == 300, y
+    ticks = page.evaluate("() => S.plots['plot-grad'].axes[1]._values")
+    assert "1e-30" in ticks or "1e-20" in ticks, ticks
+    page.locator("#panel-grad").screenshot(path=str(tmp_path / "forty_decades.png"))

@@ -221,15 +221,21 @@ function makePlot(id, opts, data) {
   return u;
 }
 
-const logScale = { distr: 3, log: 10 };
+/* Log-scale panels plot log10(value) on a linear axis labelled 1e<k> at whole decades:
+   uPlot's own log scale stops drawing (RangeError: Invalid array length) once the values span
+   about 30 decades, and a vanishing gradient in a deep sigmoid net spans 40 or more. */
+const lg = (v) => (v === null || v === undefined || !(v > 0) ? null : Math.log10(v));
+const logScale = { range: (u, lo, hi) => {
+  if (lo === null || hi === null || !isFinite(lo) || !isFinite(hi)) return [-1, 0];
+  const a = Math.floor(lo), b = Math.ceil(hi);
+  return a === b ? [a - 1, b + 1] : [a, b];
+} };
 const tick = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ?
   v.toExponential(0) : (+v.toPrecision(3)).toString());
 const linTicks = (u, splits) => splits.map(tick);
-const logTicks = (u, splits) => splits.map((v) => {
-  if (v === null || !(v > 0)) return "";
-  const e = Math.log10(v);
-  return Math.abs(e - Math.round(e)) < 1e-6 ? `1e${Math.round(e)}` : "";
-});
+const logTicks = (u, splits) => splits.map((v) =>
+  (v !== null && Math.abs(v - Math.round(v)) < 1e-9 ? `1e${Math.round(v)}` : ""));
+const decadeIncrs = [1, 2, 5, 10, 20, 50, 100];
 const layerIncrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000];
 let layerAxis = { label: "hidden layer", size: 30, incrs: layerIncrs };
 
@@ -240,7 +246,7 @@ function buildPlots(m) {
   const layers = Array.from({ length: L }, (_, i) => i + 1);
   makePlot("plot-grad", {
     scales: { x: { time: false }, y: logScale },
-    axes: [layerAxis, { label: "std of dL/ds", size: 60, values: logTicks }],
+    axes: [layerAxis, { label: "std of dL/ds", size: 60, values: logTicks, incrs: decadeIncrs }],
     series: [{ label: "layer" },
       { label: "now", stroke: "#1f5fa8", width: 2, points: { show: L <= 60 } },
       { label: "at init", stroke: "#8fa7c8", width: 1.5, dash: [5, 4], points: { show: false } },
@@ -284,7 +290,7 @@ function buildPlots(m) {
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-update", {
     scales: { x: { time: false }, y: logScale },
-    axes: [layerAxis, { label: "update ratio", size: 60, values: logTicks }],
+    axes: [layerAxis, { label: "update ratio", size: 60, values: logTicks, incrs: decadeIncrs }],
     series: [{ label: "layer" }, { label: "||dW|| / ||W||", stroke: "#9467bd", width: 1.5, points: { show: L <= 60 } }],
   }, [layers, layers.map(() => null)]);
   drawBoundary(null);
@@ -304,12 +310,12 @@ function onUpdate(m) {
   $("stepinfo").dataset.step = m.step;
 
   const layers = m.layers;
-  const grad = m.grad_std.map(pos);
-  const initGrad = S.init.grad_std.map(pos);
+  const grad = m.grad_std.map(lg);
+  const initGrad = S.init.grad_std.map(lg);
   let theory = layers.map(() => null);
   const rel = S.theory && S.theory.relative_std;
-  const top = initGrad[initGrad.length - 1];
-  if (rel && top) theory = rel.map((r) => (r === null ? null : pos(r * top)));
+  const top = pos(S.init.grad_std[S.init.grad_std.length - 1]);
+  if (rel && top) theory = rel.map((r) => (r === null ? null : lg(r * top)));
   S.plots["plot-grad"].setData([layers, grad, initGrad, theory]);
   const first = m.grad_std[0], last = m.grad_std[m.grad_std.length - 1];
   const ratio = first !== null && last ? first / last : null;
@@ -361,7 +367,7 @@ function onUpdate(m) {
     }
   }
   S.plots["plot-sat"].setData([layers, m.saturated, m.inactive, m.dead]);
-  const ur = m.update_ratio.length ? m.update_ratio.map(pos) : layers.map(() => null);
+  const ur = m.update_ratio.length ? m.update_ratio.map(lg) : layers.map(() => null);
   S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
   if (m.boundary) drawBoundary(m.boundary);
 }
