@@ -203,10 +203,14 @@ class _Pngs:
 
 # -- groups: one section per sweep, per doctor diagnosis and per stand-alone run ---------------
 class _Group:
-    """Runs reported together: a sweep's points, or one stand-alone run / diagnosis."""
+    """Runs reported together: a sweep's points, or one stand-alone run / diagnosis.
+    ``by_run``: unrelated runs (many stand-alone runs) whose metric chart has one bar per run
+    instead of one per combination of their differing settings."""
 
-    def __init__(self, anchor: str, title: str, kind: str, runs: pd.DataFrame) -> None:
+    def __init__(self, anchor: str, title: str, kind: str, runs: pd.DataFrame,
+                 by_run: bool = False) -> None:
         self.anchor, self.title, self.kind, self.runs = anchor, title, kind, runs
+        self.by_run = by_run
 
 
 def _groups(runs: pd.DataFrame, fold_beyond: int | None = None) -> list[_Group]:
@@ -239,7 +243,8 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None) -> list[_Group]:
     plain = alone[[k not in ("doctor", "reproduce") for k in kinds]]
     fold = fold_beyond is not None and len(plain) > fold_beyond
     if fold:
-        out.append(_Group(unique("runs"), f"{len(plain)} stand-alone runs", "sweep", plain))
+        out.append(_Group(unique("runs"), f"{len(plain)} stand-alone runs", "sweep", plain,
+                          by_run=True))
     for _, row in alone.iterrows():
         if fold and row.name in plain.index:
             continue
@@ -378,7 +383,16 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     metrics = [(m, hib) for m, hib in (("val_acc", True), ("train_loss", False))
                if np.isfinite(runs[m]).any()]
     prefix = _safe_name(group.anchor)
-    if keys:
+    if group.by_run and metrics:
+        labels = _labels(runs)
+        frame = _plain(runs, ()).assign(run=[_mpl(labels[str(r)]) for r in runs["id"]])
+        for m, hib in metrics:
+            png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric, frame, ["run"],
+                           m, higher_is_better=hib)
+            blocks.append(H.figure_block(png, f"{m} by run", f"{m} of each run. Hatched ✗ "
+                                         "bars: no value (the run diverged or failed, or "
+                                         "did not measure it)."))
+    elif keys:
         use = keys[:2] if len(keys) == 2 and plot.forms_grid(
             _plain(runs, tuple(keys)), keys[0], keys[1]) else keys
         grid = len(use) == 2 and plot.forms_grid(_plain(runs, tuple(use)), use[0], use[1])

@@ -606,6 +606,9 @@ def _fmt_value(v) -> str:
 MAX_CATEGORY_TICKS = 25
 """Most category tick labels on one axis; with more categories every k-th is labelled."""
 
+MAX_TICK_CHARS = 32
+"""Longer category labels are cut (``…``): a few long ones would squeeze the axes to nothing."""
+
 MAX_LABELLED_CELLS = 30
 """Most bars (or heatmap cells along an axis) that carry their value as text; beyond it the
 texts would overlap, so the axis and colours carry the values alone."""
@@ -616,6 +619,7 @@ def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
     """Category tick labels at cell centres, rotated when they would collide; of more than
     :data:`MAX_CATEGORY_TICKS` categories every k-th is labelled (k = ceil(n / max))."""
     labels = [_fmt_value(v) for v in values]
+    labels = [t if len(t) <= MAX_TICK_CHARS else t[:MAX_TICK_CHARS - 1] + "…" for t in labels]
     pos = np.arange(len(labels)) + offset
     every = -(-len(labels) // MAX_CATEGORY_TICKS)
     pos, labels = pos[::every], labels[::every]
