@@ -123,6 +123,25 @@ def test_extreme_legal_settings_train_and_report_every_layer(server):
             assert u["train_loss"] is not None and u["train_loss"] > 0
 
 
+def test_pause_shows_the_network_the_next_step_continues_from(server):
+    """After pause the last update is the paused network: ``step`` then gives exactly one more
+    step (was: the page showed a measurement hundreds of steps old, and ``step`` jumped)."""
+    with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": {"model.depth": "2", "model.width": "4"},
+                            "play": True}))
+        last = receive_until(ws, lambda m: m["type"] == "update" and m["step"] >= 300)["step"]
+        ws.send(json.dumps({"cmd": "pause"}))
+        while True:  # every message until the paused session falls silent
+            try:
+                m = json.loads(ws.recv(timeout=1.0))
+            except TimeoutError:
+                break
+            if m["type"] == "update":
+                last = m["step"]
+        ws.send(json.dumps({"cmd": "step"}))
+        assert receive_until(ws, lambda m: m["type"] == "update")["step"] == last + 1
+
+
 def test_exported_toml_is_read_back_unchanged_for_every_choice():
     """Each activation, initializer, optimizer and loss (with batch norm, residual blocks,
     dropout, l2, float64 and data options): ``depthlab run``'s loader gives back exactly the

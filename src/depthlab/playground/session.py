@@ -63,7 +63,7 @@ class _Gate(Callback):
         s._epoch = trainer.epoch
         single = s._single
         s._measure(step, force=single)
-        s._wait()
+        s._wait(step)
 
 
 class Session:
@@ -87,6 +87,7 @@ class Session:
         self._losses: list[float] = []
         self._epoch = 0
         self._last_measure = 0.0
+        self._measured_step: int | None = None
         self._measure_cost = 0.0
         self._last_boundary = 0.0
         self._boundary_cost = 0.0
@@ -142,7 +143,15 @@ class Session:
         self.emit({"type": "state", "state": state})
 
     # -- the training thread -------------------------------------------------------------
-    def _wait(self) -> None:
+    def _wait(self, step: int | None = None) -> None:
+        """Block while paused. Before blocking after optimizer step ``step``, measure it if
+        the last measurement is older (training runs thousands of steps between two updates,
+        so the paused page would otherwise show a network hundreds of steps behind the one
+        that the next ``step`` continues from)."""
+        with self._cond:
+            blocks = not self._running and self._steps_allowed == 0 and not self._stop
+        if blocks and step is not None and step != self._measured_step:
+            self._measure(step, force=True)
         with self._cond:
             if self._stop:
                 raise Stopped
@@ -169,6 +178,7 @@ class Session:
         self._last_measure = now
         assert self.monitor is not None
         snap = self.monitor.measure(step)
+        self._measured_step = step
         done = time.perf_counter()
         self._measure_cost = done - now
         if force or done - self._last_boundary >= max(BOUNDARY_INTERVAL,
