@@ -6,8 +6,9 @@ The thread runs ``depthlab.experiments.runner.prepare`` (the data and the networ
 
 * measures the network for the panels when the last measurement started longer ago than the
   update interval (:data:`UPDATE_INTERVAL`, stretched to three times the cost of one
-  measurement for very deep networks so that training keeps two thirds of the time), and after
-  every single step; the
+  measurement for very deep networks so that training keeps two thirds of the time), after
+  every single step and when it pauses (so the paused page shows the network that the next
+  step continues from); the
   decision boundary less often (:data:`BOUNDARY_INTERVAL`);
 * waits while the session is paused (``step()`` lets exactly one optimizer step through);
 * raises :class:`Stopped` once :meth:`Session.stop` was called, so the thread ends within one
