@@ -130,3 +130,48 @@ def test_long_category_labels_are_cut_so_the_axes_keep_their_size():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "constrained_layout not applied" is a UserWarning
         figures.figure_png(fig)
+
+
+def test_markup_in_every_stored_string_stays_text(tmp_path):
+    """Names, sweep names, config values, errors, divergence reports and a diagnosis's
+    findings holding markup: the page has one script (its own), no event attribute and only
+    its own embedded images."""
+    from html.parser import HTMLParser
+
+    x = '<img src=x onerror=alert(1)>"\'&'
+    findings = {"summary": x, "findings": [
+        {"kind": x, "severity": x, "layers": [1], "message": x, "evidence": {x: x},
+         "prescription": {x: x}, "prescription_text": x}],
+        "verifications": [{"kind": x, "before": {"train_loss": 1}, "after": {"train_loss": 0.5},
+                           "metric": x, "helped": True}],
+        "baseline": {"train_loss": 1.0}, "settings": {"optimizer": x, "steps": 3}}
+    base = synthetic_record("m0", depth=2, sweep=x, probes=False)
+    cfg = {**base.config, "data": {**base.config["data"], "path": x},
+           "model": {**base.config["model"], "activation": x}}
+    records = [dataclasses.replace(
+        synthetic_record(f"m{k}", depth=2, sweep=x, probes=False), name=x + str(k),
+        config={**cfg, "train": {**cfg["train"], "lr": 0.1 * (k + 1)}}) for k in range(2)]
+    records += [
+        dataclasses.replace(synthetic_record("md", sweep=None, status="diverged", probes=False),
+                            name=x, divergence={"message": x, x: x, "step": 3}),
+        dataclasses.replace(synthetic_record("mf", sweep=None, status="failed", probes=False),
+                            name=x, error=x),
+        dataclasses.replace(synthetic_record("mdoc", sweep=None, probes=False), kind="doctor",
+                            name=x, findings=findings)]
+    text = write_report(_store(tmp_path, records)).read_text()
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.scripts, self.bad = 0, []
+
+        def handle_starttag(self, tag, attrs):
+            self.scripts += tag == "script"
+            self.bad += [(tag, k) for k, _ in attrs if k.startswith("on")]
+            if tag == "img" and not dict(attrs).get("src", "").startswith("data:image/png"):
+                self.bad.append((tag, attrs))
+
+    tags = Tags()
+    tags.feed(text)
+    assert tags.scripts == 1 and not tags.bad, tags.bad
+    assert text.count(html.escape(x, quote=True)) >= 10
