@@ -142,6 +142,32 @@ def test_pause_shows_the_network_the_next_step_continues_from(server):
         assert receive_until(ws, lambda m: m["type"] == "update")["step"] == last + 1
 
 
+def test_a_slow_first_measurement_does_not_hold_back_the_updates_after_play():
+    """The first measurement of a process also loads compiled kernels (~0.3 s once); its cost
+    must not stretch the update interval (was: nothing moved for a second after "play")."""
+    from depthlab.playground.session import UPDATE_INTERVAL, Session
+
+    class Monitor:
+        calls = 0
+
+        def measure(self, step):
+            Monitor.calls += 1
+            time.sleep(0.3 if Monitor.calls == 1 else 0.0)
+            return {"step": step}
+
+        def boundary(self):
+            return None
+
+    sent: list[dict] = []
+    session = Session(to_config(parse_setup({})), sent.append)
+    session.monitor = Monitor()
+    session._measure(0, force=True)  # the cold one
+    time.sleep(UPDATE_INTERVAL * 1.5)
+    session._measure(1)  # training has started: due after one interval
+    assert [m["step"] for m in sent] == [0, 1]
+    assert sent[0]["measure_ms"] >= 250  # the report stays honest about the cold cost
+
+
 def test_exported_toml_is_read_back_unchanged_for_every_choice():
     """Each activation, initializer, optimizer and loss (with batch norm, residual blocks,
     dropout, l2, float64 and data options): ``depthlab run``'s loader gives back exactly the

@@ -179,21 +179,24 @@ class Session:
         self._last_measure = now
         assert self.monitor is not None
         snap = self.monitor.measure(step)
-        self._measured_step = step
+        # the first measurement of a process also loads the compiled kernels (~0.3 s, once):
+        # its cost would hold back the first updates after "play" for a second
+        first, self._measured_step = self._measured_step is None, step
         done = time.perf_counter()
-        self._measure_cost = done - now
+        cost = done - now
+        self._measure_cost = 0.0 if first else cost
         if force or done - self._last_boundary >= max(BOUNDARY_INTERVAL,
                                                        4.0 * self._boundary_cost):
             b = self.monitor.boundary()
             if b is not None:
                 snap["boundary"] = b
             self._last_boundary = time.perf_counter()
-            self._boundary_cost = self._last_boundary - done
+            self._boundary_cost = 0.0 if first else self._last_boundary - done
             done = self._last_boundary
         losses, self._losses = self._losses, []
         snap.update(type="update", epoch=self._epoch, seconds=round(done - self._t0, 3),
                     train_loss=float(np.mean(losses)) if losses else None,
-                    measure_ms=round(1000 * self._measure_cost, 1))
+                    measure_ms=round(1000 * cost, 1))
         self.emit(jsonable(snap))
 
     def _main(self) -> None:
