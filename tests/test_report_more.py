@@ -175,3 +175,37 @@ def test_markup_in_every_stored_string_stays_text(tmp_path):
     tags.feed(text)
     assert tags.scripts == 1 and not tags.bad, tags.bad
     assert text.count(html.escape(x, quote=True)) >= 10
+
+
+def test_a_second_report_into_the_folder_replaces_the_first_ones_figures(tmp_path):
+    """Figures the previous report wrote and this one does not draw are removed (after the new
+    page is in place); a file the report did not write stays."""
+    first = _store(tmp_path / "a", [dataclasses.replace(
+        synthetic_record("alpha01", probes=False, sweep=None), name="alpha")])
+    out = tmp_path / "out"
+    store = Store(first)
+    write_report(out, store)
+    store.close()
+    figs = out / "figures"
+    assert {p.name for p in figs.glob("alpha_*.png")} == {"alpha_training.png"}
+    (figs / "mine.png").write_bytes(b"not the report's")
+    second = _store(tmp_path / "b", [dataclasses.replace(
+        synthetic_record("beta01", probes=False, sweep=None), name="beta")])
+    store = Store(second)
+    text = write_report(out, store).read_text()
+    store.close()
+    assert "beta" in text and "alpha" not in text
+    assert sorted(p.name for p in figs.glob("*.png")) == ["beta_training.png", "mine.png"]
+    assert not [p for p in figs.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_element_id_of_the_page_is_unique(tmp_path):
+    records = [dataclasses.replace(synthetic_record(f"solo{k}", probes=False, sweep=None),
+                                   name=f"solo {k}") for k in range(2)]
+    records += [synthetic_record(f"pt{k}", probes=False, sweep="s", lr=0.1 * (k + 1))
+                for k in range(2)]
+    text = write_report(_store(tmp_path, records)).read_text()
+    ids = re.findall(r'\bid="([^"]+)"', text)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    for href in re.findall(r'<a href="#([^"]+)"', text):  # every link has its target
+        assert href in ids, href
