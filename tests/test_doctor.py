@@ -169,6 +169,21 @@ def test_sigmoid_normal_init_mismatch_and_mean_shift():
     assert m.prescription["activation"] == "tanh"
 
 
+@pytest.mark.parametrize("init", ["zeros", "constant"])
+def test_symmetric_init_is_an_infinite_mismatch_and_its_cure_verified(init):
+    """Every weight of a layer equal (variance 0): the units start identical and stay so, the
+    loss stays at chance; the doctor said nothing (the ratio 0 was skipped)."""
+    dg = doctor(dict(sizes=[20, 32, 32, 4], activation="tanh", init=init), (X, Y), lr=0.1,
+                verify=True)
+    f = dg.finding("init_mismatch")
+    assert f is not None and f.severity == "high" and f.layers == [1, 2]
+    assert f.evidence["variance_ratio"] == 0 and f.evidence["metric"] == np.inf
+    assert "variance 0" in f.message and f.prescription == {"init": "glorot_uniform"}
+    v = next(v for v in dg.verifications if v.kind == "init_mismatch")
+    assert v.before["train_acc"] < 0.4 < 0.9 < v.after["train_acc"]  # chance (4 classes) -> fit
+    assert v.helped and v.resolved
+
+
 def test_divergence_gets_lr_prescription_verified():
     dg = doctor(dict(sizes=[20, 32, 32, 32, 4], activation="relu", init="he_normal"),
                 (X, Y), lr=3.0, verify=True)

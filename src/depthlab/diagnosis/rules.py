@@ -19,7 +19,8 @@ Thresholds (module constants):
                               weights: the learning rate is too high (CS231n's rule of thumb)
 ``INIT_MISMATCH`` 4           measured initial Var(W) / the recommended initializer's variance
                               (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
-                              above 4 or below 1/4 (not checked with batch normalization)
+                              above 4 or below 1/4, or 0 (zeros/constant: symmetric units;
+                              not checked with batch normalization)
 ``DEAD_FRAC`` 0.3             fraction of units with f'(s) = 0 on every probe example at the end
                               (activations with a zero-derivative region: ReLU, step)
 ``SATURATION_FRAC`` 0.5       fraction of entries with |f'(s)| < 5% of sup|f'| in a layer at the
@@ -297,10 +298,12 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     if ctx.config.get("batchnorm"):
         return math.nan, None
     ratios = ctx.init_variance_ratios()
-    ratios = {k: v for k, v in ratios.items() if v > 0 and math.isfinite(v)}
+    ratios = {k: v for k, v in ratios.items() if v >= 0 and math.isfinite(v)}
     if not ratios:
         return math.nan, None
-    logs = {k: abs(math.log(v)) for k, v in ratios.items()}
+    # a variance of 0 (init zeros or constant: every unit of the layer starts identical and
+    # stays so, the symmetry nothing in training breaks) is an infinite mismatch
+    logs = {k: abs(math.log(v)) if v > 0 else math.inf for k, v in ratios.items()}
     worst = max(logs, key=logs.get)
     metric = math.exp(logs[worst])  # the worst factor, >= 1 either way
     if metric <= INIT_MISMATCH:
@@ -311,8 +314,14 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     changes, text = rx.for_init_mismatch(ctx.activation)
     ev = {"metric": metric, "threshold": INIT_MISMATCH, "worst_layer": worst,
           "variance_ratio": r, "n_layers": len(layers)}
-    msg = (f"The initial weight variance of layer {worst} is {r:.3g}x the {rec} variance "
-           f"recommended for {ctx.activation} units (init {ctx.config.get('init', '?')}).")
+    if r == 0:
+        msg = (f"The initial weights of layer {worst} all have one value (variance 0, init "
+               f"{ctx.config.get('init', '?')}): its units start identical and receive "
+               f"identical updates, so they never differ; the {rec} variance is recommended "
+               f"for {ctx.activation} units.")
+    else:
+        msg = (f"The initial weight variance of layer {worst} is {r:.3g}x the {rec} variance "
+               f"recommended for {ctx.activation} units (init {ctx.config.get('init', '?')}).")
     return metric, Finding("init_mismatch", layers, ev, msg, changes, text,
                            _severity(metric, INIT_MISMATCH))
 
