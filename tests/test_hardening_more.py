@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.cli import cli
+from helpers.cli import assert_one_line_error, cli, one_blas_thread, run_cli
 
 import depthlab as dl
-from depthlab.cli import main
 from depthlab.experiments import ConfigError, validate
 from depthlab.experiments.runner import check_memory, prepare
 from depthlab.memory import sizes_text
@@ -35,25 +34,7 @@ every = 0
 
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
-    for var in ("DEPTHLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")  # restored after each test, whatever --threads sets
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("depthlab: error:"), err
-    assert "internal error" not in err and "Traceback" not in err
-    for frag in fragments:
-        assert frag in lines[0], (frag, lines[0])
-    return lines[0]
+    one_blas_thread(monkeypatch)
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

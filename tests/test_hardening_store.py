@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
 from depthlab.atomic import AtomicWriteError, atomic_write, atomic_write_text
-from depthlab.cli import main
 from depthlab.experiments import RunRecord, Store, StoreError, run_id, validate
 from depthlab.experiments.store import RunExistsError, StoreWriteError
 
@@ -36,24 +36,7 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch):
-    for var in ("DEPTHLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
-        monkeypatch.setenv(var, "1")  # restored after each test, whatever --threads sets
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("depthlab: error:"), err
-    assert "internal error" not in err and "Traceback" not in err
-    for frag in fragments:
-        assert frag in lines[0], (frag, lines[0])
+    one_blas_thread(monkeypatch)
 
 
 def tiny_config(tmp_path: Path) -> Path:

@@ -12,9 +12,9 @@ import time
 import tomllib
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
+from helpers.browser import chromium
 from websockets.sync.client import connect
 
 from depthlab.experiments.config import validate
@@ -22,8 +22,6 @@ from depthlab.experiments.runner import prepare
 from depthlab.playground import app as playground_app
 from depthlab.playground.server import Background
 from depthlab.playground.setup import BY_KEY, SetupError, parse_setup, to_config, to_toml
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -191,17 +189,8 @@ def test_exported_toml_is_read_back_unchanged_for_every_choice():
 # -- in a real browser ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    from helpers.browser import ARGS
-
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
+        yield b
 
 
 @pytest.fixture()

@@ -18,6 +18,35 @@ def cli(*args, cwd=None, timeout: float = 180) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``depthlab ARGS`` in this process (``depthlab.cli.main``): (exit code, stdout, stderr)."""
+    from depthlab.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> str:
+    """Exit status 2 and one ``depthlab: error:`` line containing every fragment (no
+    traceback, no "internal error"); returns that line."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("depthlab: error:"), err
+    assert "internal error" not in err and "Traceback" not in err
+    for frag in fragments:
+        assert frag in lines[0], (frag, lines[0])
+    return lines[0]
+
+
+def one_blas_thread(monkeypatch) -> None:
+    """One thread everywhere for an in-process CLI test (restored after the test, whatever
+    ``--threads`` sets)."""
+    for var in ("DEPTHLAB_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
+
+
 # The run file shown in the experiments issue.
 ISSUE_EXAMPLE = """\
 [data]
