@@ -132,6 +132,19 @@ class TracedLayer:
         return activation_name(self.activation) if self.activation is not None else None
 
 
+def _forward_with_hook(model: nn.Module, x: torch.Tensor, modules: list[nn.Module],
+                       hook: Callable) -> None:
+    """One forward of ``model`` on ``x`` with ``hook`` as the forward hook of ``modules``
+    (removed after it): no gradient, buffers and modes left as found."""
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.no_grad(), untouched(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     """Weight layers (modules owning a ≥ 2-D parameter) in the order they first run on ``x``
     (one forward pass without gradients, inside :func:`untouched`), each with the activation
@@ -142,14 +155,8 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     def hook(module: nn.Module, _inp: Any, _out: Any) -> None:
         calls.append(module)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if weight_tensors(m) or not list(m.children())]
-    try:
-        with torch.no_grad(), untouched(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hook(model, x, [m for m in model.modules()
+                                  if weight_tensors(m) or not list(m.children())], hook)
     out: list[TracedLayer] = []
     seen: set[nn.Module] = set()
     for i, m in enumerate(calls):
@@ -347,14 +354,7 @@ def _linear_output_ranks(model: nn.Module, x: torch.Tensor | None) -> dict[int, 
         if isinstance(out, torch.Tensor):
             ranks.setdefault(id(module), out.dim())
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Linear)]
-    try:
-        with torch.no_grad(), untouched(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_with_hook(model, x, [m for m in model.modules() if isinstance(m, nn.Linear)], hook)
     return ranks
 
 
