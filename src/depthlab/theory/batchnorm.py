@@ -64,10 +64,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .gaussian import ScalarActivation, normal_rule, resolve_activation
-
-NOT_ELEMENTWISE = frozenset({"softmax"})
-"""Registered activations that act on a whole row: no per-unit Gaussian argument applies."""
+from .gaussian import NOT_ELEMENTWISE, ScalarActivation, normal_rule, resolve_activation
+from .gaussian import shifted_normal_rule as _shifted_rule
 
 _AFFINE_TOL = 1e-9
 _NORM_TOL = 1e-9  # relu's D'(1) is exactly 1 (quadrature error ~1e-15)
@@ -100,27 +98,6 @@ class BNGradientFactor:
     norm_mode: float
     covered: bool
     note: str
-
-
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
-
-
-def _shifted_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``s`` and weights for ``s ~ N(mean, var)`` with breakpoints at ``s = mean`` and at
-    ``s = 0`` (the kink of the relu family), so that a kink off the mean is integrated exactly:
-    composite 8-point Gauss-Legendre in ``z`` on ``|z| <= 10``, panels ``min(0.5, 0.5/sd)``
-    wide (at least 0.005)."""
-    sd = math.sqrt(var)
-    h = max(min(0.5, 0.5 / sd), 0.005)
-    breaks = np.arange(-10.0, 10.0 + h / 2, h)
-    z0 = -mean / sd
-    if -10.0 < z0 < 10.0:
-        breaks = np.unique(np.append(breaks, z0))
-    lo, hi = breaks[:-1, None], breaks[1:, None]
-    half = 0.5 * (hi - lo)
-    z = (lo + half * (1.0 + _GL_X)).ravel()
-    w = (half * _GL_W * np.exp(-0.5 * (lo + half * (1.0 + _GL_X)) ** 2)).ravel()
-    return mean + sd * z, w / w.sum()
 
 
 def _rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:

@@ -108,14 +108,39 @@ def normal_rule(var: float) -> tuple[np.ndarray, np.ndarray]:
     return sd * z, w
 
 
+def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``s`` and weights for ``s ~ N(mean, var)`` with breakpoints at ``s = mean`` and at
+    ``s = 0`` (the kink of the relu family), so that a kink off the mean is integrated exactly:
+    composite 8-point Gauss-Legendre in ``z`` on ``|z| <= 10``, panels ``min(0.5, 0.5/sd)``
+    wide (at least 0.005)."""
+    if not (np.isfinite(var) and var > 0 and np.isfinite(mean)):
+        raise ValueError(f"need a finite variance > 0 and a finite mean, got {var!r}, {mean!r}")
+    gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
+    sd = math.sqrt(var)
+    h = max(min(0.5, 0.5 / sd), 0.005)
+    breaks = np.arange(-10.0, 10.0 + h / 2, h)
+    z0 = -mean / sd
+    if -10.0 < z0 < 10.0:
+        breaks = np.unique(np.append(breaks, z0))
+    lo, hi = breaks[:-1, None], breaks[1:, None]
+    half = 0.5 * (hi - lo)
+    z = (lo + half * (1.0 + gl_x)).ravel()
+    w = (half * gl_w * np.exp(-0.5 * (lo + half * (1.0 + gl_x)) ** 2)).ravel()
+    return mean + sd * z, w / w.sum()
+
+
 def gauss_expect(
     g: Callable[[np.ndarray], np.ndarray],
     var: float = 1.0,
     mean: float = 0.0,
 ) -> float:
-    """``E[g(s)]`` for ``s ~ N(mean, var)`` by :func:`normal_rule` (centred on ``mean``)."""
-    s, w = normal_rule(var)
-    return float(w @ np.asarray(g(mean + s), dtype=np.float64))
+    """``E[g(s)]`` for ``s ~ N(mean, var)``: :func:`normal_rule` when ``mean = 0``, else
+    :func:`shifted_normal_rule` (a breakpoint at ``s = 0`` as well, where kinks sit)."""
+    if mean == 0.0 or var == 0.0:
+        s, w = normal_rule(var)
+        return float(w @ np.asarray(g(mean + s), dtype=np.float64))
+    s, w = shifted_normal_rule(var, mean)
+    return float(w @ np.asarray(g(s), dtype=np.float64))
 
 
 def gauss_expect_2d(g: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
@@ -190,21 +215,39 @@ def _from_callable(fn: Callable, name: str) -> ScalarActivation:
     return ScalarActivation(name, f, df)
 
 
+NOT_ELEMENTWISE = frozenset({"softmax"})
+"""Registered activations that act on a whole row: no per-unit Gaussian argument applies."""
+
+
+def _check_elementwise(obj: Any) -> None:
+    """ValueError for an activation that is not elementwise (softmax normalises a whole row:
+    applied to a quadrature grid it would return numbers with no meaning)."""
+    name = getattr(obj, "name", None)
+    if isinstance(name, str) and name.lower() in NOT_ELEMENTWISE:
+        raise ValueError(f"activation {name!r} is not elementwise: the theory treats each "
+                         "unit's pre-activation as a scalar Gaussian, so it has no prediction "
+                         "for it")
+
+
 def resolve_activation(activation: Any, **kw: Any) -> ScalarActivation:
     """Turn ``activation`` into a :class:`ScalarActivation`.
 
     Accepted: a name registered in ``depthlab.activations`` (``kw`` are passed to
     ``get_activation``), an object with ``forward(s)`` and ``derivative(s, a)``, a plain
     callable ``f(s)`` (its derivative is taken by central differences), or a
-    :class:`ScalarActivation`.
+    :class:`ScalarActivation`. Non-elementwise activations (``NOT_ELEMENTWISE``: softmax)
+    raise ValueError.
     """
     if isinstance(activation, ScalarActivation):
         return activation
     if isinstance(activation, str):
         from ..activations import get_activation
 
-        return _from_object(get_activation(activation, **kw), activation)
+        obj = get_activation(activation, **kw)
+        _check_elementwise(obj)
+        return _from_object(obj, activation)
     if hasattr(activation, "forward") and hasattr(activation, "derivative"):
+        _check_elementwise(activation)
         return _from_object(activation, str(getattr(activation, "name", type(activation).__name__)))
     if callable(activation):
         if kw:
