@@ -15,7 +15,7 @@ from scipy.stats import norm
 import depthlab as dl
 from depthlab import theory as T
 from depthlab.activations import ACTIVATIONS, SELU_ALPHA, SELU_LAMBDA, Softmax, get_activation
-from depthlab.initializers import get_initializer, weight_variance
+from depthlab.initializers import Constant, Zeros, get_initializer, weight_variance
 
 PDF = norm.pdf
 
@@ -44,6 +44,28 @@ def test_softmax_stays_uncovered_where_it_was_and_plot_draws_no_curve():
     frame, note = dl.plot.theory_for_config(
         {"model": {"sizes": [3, 4, 4, 2], "activation": "softmax"}})
     assert frame is None and "elementwise" in note
+
+
+@pytest.mark.parametrize("bias_init", ["zero", "constant", Zeros(), Constant(0.0)])
+def test_zero_biases_in_any_spelling_are_predicted(bias_init):
+    # was: only the exact string "zeros" counted, so Zeros() or constant 0 gave no prediction
+    net = dl.mlp([8, 32, 32, 3], "tanh", bias_init=bias_init)
+    p = T.predict_gradients(net)
+    assert p.covered
+    ref = T.propagate([8, 32, 32], "tanh", "glorot_uniform")["grad_pre_var"]
+    np.testing.assert_allclose(p.frame["grad_pre_var"], ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("bias_init", ["normal", Constant(0.5)])
+def test_plot_draws_no_zero_bias_curve_for_non_zero_biases(bias_init):
+    # was: the gradient figure drew the zero-bias recursion for plain nets with random biases
+    assert not T.predict_gradients(dl.mlp([8, 32, 32, 3], "tanh", bias_init=bias_init)).covered
+    frame, note = dl.plot.theory_for_config(
+        {"model": {"sizes": [8, 32, 32, 3], "activation": "tanh", "bias_init": bias_init}})
+    assert frame is None and "bias_init" in note
+    frame, _ = dl.plot.theory_for_config(
+        {"model": {"sizes": [8, 32, 32, 3], "activation": "tanh", "bias_init": "constant"}})
+    assert frame is not None
 
 
 @pytest.mark.parametrize("mean", [0.3, -1.1, 4.0])

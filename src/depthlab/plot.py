@@ -144,7 +144,11 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
         return pred.frame, (f"theory: depthlab.theory.predict_gradients ({pred.architecture}: "
                             f"{pred.note})")
     from .theory import propagate
+    from .theory.predict import has_zero_biases
 
+    if not has_zero_biases(model.get("bias_init", "zeros")):
+        return None, (f"no theory curve: bias_init = {model.get('bias_init')!r}; the recursion "
+                      "assumes zero biases")
     try:
         kw = dict(model.get("activation_kwargs") or {})
         th = propagate(list(sizes), model.get("activation", "relu"),

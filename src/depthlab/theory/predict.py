@@ -96,6 +96,18 @@ def _uncovered(arch: str, points: int, note: str) -> GradientPrediction:
     return GradientPrediction(arch, frame, False, note, _FORMULAS[arch])
 
 
+def has_zero_biases(bias_init: Any) -> bool:
+    """Whether the bias initializer ``bias_init`` (a name or an Initializer) sets every bias to
+    0 (``zeros``, ``constant`` with value 0, their objects): the case the recursions assume."""
+    from ..initializers import Constant, get_initializer
+
+    try:
+        init = get_initializer(bias_init)
+    except (ValueError, TypeError):
+        return False
+    return isinstance(init, Constant) and init.value == 0.0
+
+
 def _init_of(init: Any) -> Any:
     """A name stays a name (propagate resolves it); an Initializer object becomes its variance
     function."""
@@ -136,7 +148,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         "batchnorm" if bn else "plain")
     formula = _FORMULAS[arch]
     points = 2 * len(hidden) - 1 if residual else len(hidden)
-    if not bn and spec.bias_init != "zeros":
+    if not bn and not has_zero_biases(spec.bias_init):
         return _uncovered(arch, points, f"no prediction: bias_init = {spec.bias_init!r}; the "
                                         "recursion assumes zero biases")
     if isinstance(act, str) and act.lower() == "softmax":
