@@ -185,6 +185,17 @@ def test_meanfield_fixed_point_and_chi1_by_scipy_quad(act, sw2, sb2):
         assert q == pytest.approx(1.0, rel=1e-10) and mf.chi1 == pytest.approx(0.5, rel=1e-10)
 
 
+@pytest.mark.parametrize("act,kw,slopes_sq", [
+    ("selu", {}, SELU_LAMBDA**2), ("elu", {"alpha": 0.3}, 1.0), ("gelu", {}, 1.0),
+    ("relu", {}, 1.0), ("leaky_relu", {"negative_slope": 0.3}, 1.09)])
+def test_diverging_length_map_reports_the_large_q_slope(act, kw, slopes_sq):
+    # q* = inf: only the large-q limit chi1 = sigma_w^2 (a_+^2 + a_-^2) / 2 (asymptotic slopes
+    # a_+, a_-) describes the net; was evaluated at q = 1 (selu, sigma_w^2 = 2: 2.14, not 1.10)
+    mf = T.meanfield(act, 2.5, 0.1, **kw)
+    assert math.isinf(mf.q_star) and mf.phase == "chaotic"
+    assert mf.chi1 == pytest.approx(2.5 * slopes_sq / 2, rel=1e-5)
+
+
 def test_tanh_chaotic_correlation_fixed_point_by_monte_carlo():
     mf = T.meanfield("tanh", 3.0, 0.05)
     assert mf.phase == "chaotic" and 0 < mf.c_star < 1 and mf.xi_c == pytest.approx(9, abs=0.5)

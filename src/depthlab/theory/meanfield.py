@@ -121,11 +121,14 @@ def c_map(name: Any, c: float, sigma_w2: float, sigma_b2: float = 0.0, q: float 
 
 
 def _q_eval(q: float) -> float:
-    """Variance at which to evaluate chi1 and the c-map when q* is 0 or infinite."""
+    """Variance at which to evaluate chi1 and the c-map when q* is 0 or infinite.
+
+    q* = inf: the limit q -> inf, evaluated at ``Q_MAX`` (the relu family's chi1 does not depend
+    on q; for elu, selu, gelu, swish, ... only the large-q limit describes a diverging net)."""
     if q == 0.0:
         return _Q_EVAL_MIN
     if not np.isfinite(q):
-        return 1.0  # positively homogeneous maps (relu family): chi1 does not depend on q
+        return Q_MAX
     return q
 
 
@@ -216,7 +219,9 @@ def meanfield(
     ``q*`` by iterating ``q <- sigma_w^2 E[f(sqrt q z)^2] + sigma_b^2`` from ``q = 1``;
     ``chi1 = sigma_w^2 E[f'(sqrt(q*) z)^2]``; phase ordered/chaotic as ``chi1 <> 1``
     (critical within ``critical_tol``); ``xi_c = -1 / ln(sigma_w^2 E[f'(u1) f'(u2)])`` at ``c*``;
-    ``trainable_depth = 6 xi_c``. ``kw`` go to the activation.
+    ``trainable_depth = 6 xi_c``. ``kw`` go to the activation. When the length map diverges
+    (``q* = inf``) chi1 is its large-q limit (``sigma_w^2 (a_+^2 + a_-^2) / 2`` for asymptotic
+    slopes ``a_+``, ``a_-``); when it collapses (``q* = 0``), its small-q limit.
     """
     _check_sigmas(sigma_w2, sigma_b2)
     sigma_w2, sigma_b2 = float(sigma_w2), float(sigma_b2)
