@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.files import _npz_headers, is_number
+from .data.files import is_number, npy_header, npz_headers
 from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
 
@@ -85,15 +85,11 @@ def read_inputs(path: str) -> np.ndarray:
     try:
         if p.suffix == ".npy":
             with open(p, "rb") as fh:  # refuse what cannot fit before np.load allocates it
-                version = np.lib.format.read_magic(fh)
-                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0)
-                shape, _, dtype = read(fh)
-            check_array(shape, dtype, f"DATA {path!r}")
+                check_array(*npy_header(fh), f"DATA {path!r}")
             x = np.load(p, allow_pickle=False)
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
-                headers = _npz_headers(z)
+                headers = npz_headers(z)
                 if "x" in headers:
                     check_array(*headers["x"], f"DATA {path!r} array 'x'")
                 x = z["x"] if "x" in z.files else None

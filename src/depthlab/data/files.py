@@ -33,7 +33,7 @@ NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_t
 def _npz(path: Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as z:
-            for key, (shape, dtype) in _npz_headers(z).items():
+            for key, (shape, dtype) in npz_headers(z).items():
                 check_array(shape, dtype, f"{str(path)!r} array {key!r}")
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
@@ -73,17 +73,22 @@ def _npz(path: Path) -> RawData:
     )
 
 
-def _npz_headers(z: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array of an open ``.npz`` from its ``.npy`` headers (nothing
-    is loaded)."""
+def npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of the ``.npy`` array whose file ``fh`` is open at its start, from its
+    header (nothing is loaded)."""
+    version = np.lib.format.read_magic(fh)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read(fh)
+    return tuple(shape), dtype
+
+
+def npz_headers(z: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of an open ``.npz`` (:func:`npy_header` of each)."""
     out = {}
     for key in z.files:
         with z.zip.open(f"{key}.npy") as fh:
-            version = np.lib.format.read_magic(fh)
-            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0)
-            shape, _, dtype = read(fh)
-        out[key] = (tuple(shape), dtype)
+            out[key] = npy_header(fh)
     return out
 
 
