@@ -64,8 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .gaussian import NOT_ELEMENTWISE, ScalarActivation, normal_rule, resolve_activation
-from .gaussian import shifted_normal_rule as _shifted_rule
+from .gaussian import NOT_ELEMENTWISE, ScalarActivation, gaussian_rule, resolve_activation
 
 _AFFINE_TOL = 1e-9
 _NORM_TOL = 1e-9  # relu's D'(1) is exactly 1 (quadrature error ~1e-15)
@@ -100,17 +99,10 @@ class BNGradientFactor:
     note: str
 
 
-def _rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
-    if mean == 0.0 or var == 0.0:
-        s, w = normal_rule(var)
-        return s + mean, w
-    return _shifted_rule(var, mean)
-
-
 def norm_mode(fn: ScalarActivation, gamma: float, beta: float) -> float:
     """``D'(1) = gamma E[(f(s) - mu) f'(s) z] / Var f(s)``, ``s = beta + gamma z``,
     ``mu = E f(s)`` (module docstring); NaN when ``Var f(s) = 0``."""
-    s, w = _rule(gamma * gamma, beta)
+    s, w = gaussian_rule(gamma * gamma, beta)
     z = (s - beta) / gamma
     a = np.asarray(fn.f(s), dtype=np.float64)
     d = np.asarray(fn.df(s), dtype=np.float64)
@@ -121,8 +113,8 @@ def norm_mode(fn: ScalarActivation, gamma: float, beta: float) -> float:
 
 def bn_moments(fn: ScalarActivation, var: float, mean: float) -> tuple[float, float, float, float]:
     """``E[f(s)]``, ``E[f(s)^2]``, ``E[f'(s)^2]``, ``E[f'(s)]`` for ``s ~ N(mean, var)`` by
-    Gaussian quadrature (:func:`~depthlab.theory.gaussian.normal_rule` when ``mean = 0``)."""
-    s, w = _rule(var, mean)
+    Gaussian quadrature (:func:`~depthlab.theory.gaussian.gaussian_rule`)."""
+    s, w = gaussian_rule(var, mean)
     a = np.asarray(fn.f(s), dtype=np.float64)
     d = np.asarray(fn.df(s), dtype=np.float64)
     return float(w @ a), float(w @ (a * a)), float(w @ (d * d)), float(w @ d)

@@ -129,17 +129,23 @@ def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray
     return mean + sd * z, w / w.sum()
 
 
+def gaussian_rule(var: float, mean: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``s`` and weights for ``s ~ N(mean, var)``: :func:`normal_rule` moved to ``mean``
+    when ``mean = 0`` (or ``var = 0``), else :func:`shifted_normal_rule` (a breakpoint at
+    ``s = 0`` as well, where the kinks of the relu family sit)."""
+    if mean == 0.0 or var == 0.0:
+        s, w = normal_rule(var)
+        return s + mean, w
+    return shifted_normal_rule(var, mean)
+
+
 def gauss_expect(
     g: Callable[[np.ndarray], np.ndarray],
     var: float = 1.0,
     mean: float = 0.0,
 ) -> float:
-    """``E[g(s)]`` for ``s ~ N(mean, var)``: :func:`normal_rule` when ``mean = 0``, else
-    :func:`shifted_normal_rule` (a breakpoint at ``s = 0`` as well, where kinks sit)."""
-    if mean == 0.0 or var == 0.0:
-        s, w = normal_rule(var)
-        return float(w @ np.asarray(g(mean + s), dtype=np.float64))
-    s, w = shifted_normal_rule(var, mean)
+    """``E[g(s)]`` for ``s ~ N(mean, var)`` by :func:`gaussian_rule`."""
+    s, w = gaussian_rule(var, mean)
     return float(w @ np.asarray(g(s), dtype=np.float64))
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from .batchnorm import bn_gradient_factor, propagate_batchnorm
+from .gaussian import NOT_ELEMENTWISE
 from .residual import propagate_residual
 from .variance import propagate
 
@@ -151,7 +152,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     if not bn and not has_zero_biases(spec.bias_init):
         return _uncovered(arch, points, f"no prediction: bias_init = {spec.bias_init!r}; the "
                                         "recursion assumes zero biases")
-    if isinstance(act, str) and act.lower() == "softmax":
+    if isinstance(act, str) and act.lower() in NOT_ELEMENTWISE:
         return _uncovered(arch, points, "no prediction: a softmax hidden layer is not "
                                         "elementwise")
     if residual:
