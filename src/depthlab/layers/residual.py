@@ -7,7 +7,20 @@ from collections.abc import Iterator
 from ..backend import Array
 from ..parameter import Parameter
 from .base import Layer
+from .batchnorm import BatchNorm
+from .dense import Dense
 from .sequential import Sequential
+
+
+def _add_skip(branch: Sequential, y: Array, x: Array) -> Array:
+    """``y + x``, in place when ``y`` is a new array that no layer keeps (the output of a
+    Dense or BatchNorm ending the branch); otherwise a new array, so that an Activation's
+    cached ``a`` (or the input itself, for a branch that passes it through) is not changed."""
+    layers = getattr(branch, "layers", None)
+    if layers and isinstance(layers[-1], Dense | BatchNorm) and y is not x:
+        y += x
+        return y
+    return y + x
 
 
 class Residual(Layer):
@@ -22,9 +35,7 @@ class Residual(Layer):
 
     def forward(self, x: Array, training: bool = True) -> Array:
         self.x = x
-        y = self.branch.forward(x, training)
-        y += x
-        return y
+        return _add_skip(self.branch, self.branch.forward(x, training), x)
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
         g_in = grad.copy() if self.branch.overwrites_grad else grad
@@ -33,9 +44,7 @@ class Residual(Layer):
         return gx
 
     def calibrate(self, x: Array) -> Array:
-        y = self.branch.calibrate(x)
-        y += x
-        return y
+        return _add_skip(self.branch, self.branch.calibrate(x), x)
 
     def parameters(self) -> list[Parameter]:
         return self.branch.parameters()
