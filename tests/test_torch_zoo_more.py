@@ -740,7 +740,7 @@ def test_cpu_kernels_and_torch_ops_agree_on_the_zoo(monkeypatch, dtype):
         assert fast[key].equals(slow[key]), name
         exact = fast.quantity.str.endswith("_frac")
         np.testing.assert_array_equal(fast.value[exact], slow.value[exact], err_msg=name)
-        # both paths sum in float64 (hooks.Acc), so the stds agree even where the mean is
+        # both paths sum in float64 (accumulators.Acc), so the stds agree even where the mean is
         # large against the std (heads.z: mean -0.35, std 0.004; 4e-4 with float32 sums)
         np.testing.assert_allclose(fast.value[~exact], slow.value[~exact], err_msg=name,
                                    rtol=1e-5 if dtype == torch.float32 else 1e-9, atol=1e-12)

@@ -1,9 +1,9 @@
 """Compiled one-pass kernels for ``Watch`` records on CPU tensors (Numba, ``depthlab[fast]``).
 
-Imported only through :func:`depthlab.torch.hooks.watch_kernels` (which follows
+Imported only through :func:`depthlab.torch.accumulators.watch_kernels` (which follows
 :func:`depthlab.probes.accel.kernels`: Numba installed and ``DEPTHLAB_PROBE_KERNELS`` not
 ``numpy``); the torch operations of
-:mod:`depthlab.torch.hooks` define the results and stay the path for CUDA/MPS, bf16/fp16 and
+:mod:`depthlab.torch.accumulators` define the results and stay the path for CUDA/MPS, bf16/fp16 and
 tensor subclasses. ``reassoc`` lets the sums run in vector lanes (deterministic for one machine and
 build); NaN and infinity keep IEEE semantics.
 

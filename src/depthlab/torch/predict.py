@@ -77,7 +77,8 @@ from torch import nn
 
 from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule
-from .hooks import Recording, _first_tensor
+from .accumulators import _first_tensor
+from .hooks import Recording
 from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm, untouched
 from .probe import call_model, check_batch, probe
 

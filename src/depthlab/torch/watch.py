@@ -46,7 +46,8 @@ from torch import nn
 
 from ..probes.stats import check_percentiles
 from ..validators import positive_int
-from .hooks import Recording, norm_dtype
+from .accumulators import norm_dtype
+from .hooks import Recording
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]

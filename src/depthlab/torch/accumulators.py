@@ -1,0 +1,462 @@
+"""Accumulators of one recorded pass: partial sums of the tensors a module produced, combined
+on the host after one transfer.
+
+* :class:`Acc`: ``n``, ``S1 = sum x``, ``R = ||x||`` (and ``sum |x|``, percentiles) of one or
+  more tensors (the calls of a module); pooled ``mean = sum S1 / n``,
+  ``var = sum R^2 / n - mean^2``, population std ``sqrt(var)``.
+* :class:`ActAcc`: a follower's output (an :class:`Acc`) and the counts on its input:
+  saturated entries ``|f'(s)| < SATURATION_RATIO sup|f'|``, inactive entries ``s <= 0``
+  (ReLU family), live units (``f'(s) != 0`` somewhere in the pass).
+* :class:`Transfer`: the device tensors of a record stacked and copied to the host at once.
+* Percentiles by NumPy's ``linear`` rule, ``h = (n - 1) q / 100``, from a sort (device) or a
+  partition (CPU).
+
+On plain CPU float tensors with Numba (``depthlab[fast]``) the sums come from one compiled pass
+(:mod:`depthlab.torch.kernels`, looked up by :func:`watch_kernels`) and are host floats
+already; every other tensor takes the torch operations, which define the results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..probes import accel
+from ..probes.stats import SATURATION_RATIO
+from .layers import ActivationSpec
+
+__all__ = ["Acc", "ActAcc", "Transfer", "cpu_kernels", "norm_dtype", "partition_percentiles",
+           "sorted_percentiles", "stat_dtype", "watch_kernels"]
+
+
+def stat_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 for float64 tensors, float32 for everything else (bf16/fp16 included)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def cpu_kernels(f: torch.Tensor):
+    """The compiled one-pass kernels (:func:`depthlab.probes.accel.kernels`) for a plain,
+    strided CPU float32/float64 tensor; None for anything else or without Numba."""
+    if not f.is_cpu or f.dtype not in _KERNEL_DTYPES or type(f) is not torch.Tensor \
+            or f.layout != torch.strided:
+        return None
+    return accel.kernels()
+
+
+_PLAIN = (torch.Tensor, nn.Parameter)
+
+
+def _host_float(t: torch.Tensor) -> bool:
+    """A plain strided CPU float32/float64 tensor or parameter (cheap attribute checks)."""
+    return t.is_cpu and t.dtype in _KERNEL_DTYPES and type(t) in _PLAIN \
+        and t.layout == torch.strided
+
+
+_WATCH_KERNELS: list = []  # depthlab.torch.kernels once imported
+
+
+def watch_kernels():
+    """:mod:`depthlab.torch.kernels` when the compiled kernels are in use, else None."""
+    if accel.kernels() is None:
+        return None
+    if not _WATCH_KERNELS:
+        from . import kernels
+
+        _WATCH_KERNELS.append(kernels)
+    return _WATCH_KERNELS[0]
+
+
+def _first_tensor(obj) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if type(obj) is tuple and obj and isinstance(obj[0], torch.Tensor):  # a hook's args
+        return obj[0]
+    if isinstance(obj, dict):  # e.g. a model returning {"logits": ..., "aux": ...}
+        obj = tuple(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for o in obj:
+            t = _first_tensor(o)
+            if t is not None:
+                return t
+    return None
+
+
+def _lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """NumPy's linear interpolation form (exact at both ends)."""
+    return torch.where(t < 0.5, a + t * (b - a), b - (1.0 - t) * (b - a))
+
+
+def _positions(n: int, percentiles: Sequence[float]) -> list[tuple[int, int, float]]:
+    """NumPy's ``linear`` rule: ``h = (n - 1) q / 100`` -> (floor h, ceil h, h - floor h)."""
+    out = []
+    for q in percentiles:
+        h = (n - 1) * (float(q) / 100.0)
+        lo = int(h // 1)
+        out.append((lo, min(lo + 1, n - 1), h - lo))
+    return out
+
+
+def sorted_percentiles(v: torch.Tensor, percentiles: Sequence[float]) -> torch.Tensor:
+    """Percentiles of the sorted 1-d ``v`` with NumPy's default ``linear`` rule:
+    ``h = (n - 1) q / 100``, ``v[floor h] + (h - floor h)(v[ceil h] - v[floor h])``."""
+    pos = _positions(v.numel(), percentiles)
+    idx_lo = torch.tensor([p[0] for p in pos], device=v.device)
+    idx_hi = torch.tensor([p[1] for p in pos], device=v.device)
+    t = torch.tensor([p[2] for p in pos], dtype=v.dtype, device=v.device)
+    return _lerp(v[idx_lo], v[idx_hi], t)
+
+
+def partition_percentiles(v: np.ndarray, percentiles: Sequence[float]) -> torch.Tensor:
+    """The same percentiles of a 1-d NumPy array, by one in-place ``partition`` around the
+    needed order statistics (CPU tensors: several times faster than a full sort)."""
+    pos = _positions(v.size, percentiles)
+    kth = sorted({i for lo, hi, _ in pos for i in (lo, hi)})
+    v.partition(kth)
+    out = []
+    for lo, hi, t in pos:
+        a, b = float(v[lo]), float(v[hi])
+        out.append(a + t * (b - a) if t < 0.5 else b - (1.0 - t) * (b - a))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+class Transfer:
+    """Device tensors (0-d or 1-d) gathered for one host copy: :meth:`add` returns a handle,
+    :meth:`run` stacks the 0-d tensors (one ``stack`` when they share a dtype and device, the
+    usual case) and concatenates the 1-d ones, cast to float64 (float32 on MPS), and copies
+    everything to the host at once; :meth:`get` reads a handle's host values afterwards.
+    The 0-d tensors take the first host positions in the order they were added, so a 0-d
+    part's position is known without a per-part pass. Values that are host numbers already
+    (Python floats, from the CPU kernels) are their own handle: a list, read back as is."""
+
+    def __init__(self) -> None:
+        self.scalars: list[torch.Tensor] = []
+        self.vectors: list[torch.Tensor] = []
+        self.parts: list[int] = []  # part k -> index in scalars (>= 0) or ~index in vectors
+        self.where: list[tuple[int, int]] = []  # (start, size) of each part in ``host``
+        self.host: list[float] = []
+
+    def _put(self, t: torch.Tensor) -> int:
+        if t.dim() == 0:
+            self.scalars.append(t)
+            self.parts.append(len(self.scalars) - 1)
+        else:
+            self.vectors.append(t.reshape(-1))
+            self.parts.append(~(len(self.vectors) - 1))
+        return len(self.parts) - 1
+
+    def add(self, t: torch.Tensor | float) -> tuple[int, ...] | list[float]:
+        return [t] if type(t) is float else (self._put(t),)
+
+    def add_all(self, ts: list) -> tuple[int, ...] | list[float]:
+        """One handle for several tensors (their values concatenated); host floats among
+        them travel as float64 0-d tensors unless all of them are floats."""
+        for v in ts:
+            if type(v) is not float:
+                break
+        else:
+            return ts if type(ts) is list else list(ts)
+        return tuple([self._put(v if isinstance(v, torch.Tensor)
+                                else torch.tensor(v, dtype=torch.float64)) for v in ts])
+
+    def run(self, device: torch.device) -> None:
+        self.host = []
+        if not self.parts:
+            return
+        scalars = self.scalars
+        if not self.vectors and len(scalars) <= 32 and device.type == "cpu" \
+                and accel.kernels() is not None:  # CPU kernels' path: a few losses are left
+            self.where = [(k, 1) for k in self.parts]
+            self.host = [float(v) for v in scalars]
+            return
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        flat = []
+        at: list[int] | None = None  # host position of each 0-d part (None: in order)
+        if scalars:
+            groups: dict = {}
+            for i, s in enumerate(scalars):
+                groups.setdefault((s.dtype, s.device), []).append(i)
+            if len(groups) == 1:  # no cast needed when nothing is concatenated to it
+                stacked = torch.stack(scalars)
+                flat.append(stacked.to(device, wide) if self.vectors else stacked)
+            else:  # e.g. float32 sums and int64 counts: one stack per kind
+                at = [0] * len(scalars)
+                pos = 0
+                for idx in groups.values():
+                    flat.append(torch.stack([scalars[i] for i in idx]).to(device, wide))
+                    for i in idx:
+                        at[i] = pos
+                        pos += 1
+        starts = []
+        pos = len(scalars)
+        for v in self.vectors:
+            starts.append((pos, v.numel()))
+            pos += v.numel()
+            flat.append(v.to(device, wide))
+        self.where = [((k if at is None else at[k]), 1) if k >= 0 else starts[~k]
+                      for k in self.parts]
+        self.host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
+
+    def get(self, handle: tuple[int, ...] | list[float]) -> list[float]:
+        if type(handle) is list:
+            return handle
+        out: list[float] = []
+        host, where = self.host, self.where
+        for k in handle:
+            a, n = where[k]
+            if n == 1:
+                out.append(host[a])
+            else:
+                out += host[a: a + n]
+        return out
+
+    def one(self, handle: tuple[int, ...] | list[float]) -> float:
+        if type(handle) is list:
+            return handle[0]
+        return self.host[self.where[handle[0]][0]]
+
+
+def _std(n: int, s1: list[float], s2: list[float]) -> float:
+    """Population std from pooled ``sum x`` and ``sum x^2`` partial sums."""
+    mean = sum(s1) / n
+    var = sum(s2) / n - mean * mean
+    return math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
+
+
+def _strided(g: torch.Tensor | None) -> torch.Tensor | None:
+    """A gradient as a dense tensor: ``nn.Embedding(sparse=True)`` gives a sparse one, whose
+    statistics are over every entry of ``dL/dW`` (the untouched rows' zeros included)."""
+    return g if g is None or g.layout == torch.strided else g.to_dense()
+
+
+def norm_dtype(t: torch.Tensor) -> torch.dtype:
+    """float64 for the norms of a tensor's entries (squares of ~1e-20 underflow in float32),
+    float32 on MPS (no float64 there)."""
+    return torch.float32 if t.device.type == "mps" else torch.float64
+
+
+class Acc:
+    """Statistics of the entries of one or more tensors (the calls of a module), as partial
+    sums on the device, combined on the host after the one transfer.
+
+    Per call: ``n_k``, ``S1_k = sum x`` and ``R_k = ||x||`` (one pass each: a reduction and a
+    norm, both accumulated in float64, float32 on MPS, so that the squares of vanishing
+    gradients, ~1e-20 and below, do not underflow as float32 squares do), pooled
+    ``mean = sum S1 / n``, ``var = sum R^2 / n - mean^2``, population std ``sqrt(var)``. The
+    float64 ``S1`` matters where the mean is large against the std: ``var`` is a difference of
+    two numbers near ``mean^2``, so a float32 ``S1`` (relative error ~``1e-7 sqrt(n)``) would
+    leave ``var`` off by about ``1e-7 sqrt(n) mean^2 / var`` (4e-4 on a head with mean -0.35,
+    std 0.004). On the CPU kernels' path the same sums come from one pass (float32 lanes per
+    block, float64 across blocks). ``want_abs``: ``sum |x|``; ``want_sorted``: a copy of the
+    values for percentiles (NumPy's ``linear`` rule on the pooled values).
+    """
+
+    __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h", "host")
+
+    def __init__(self, want_abs: bool = False, want_sorted: bool = False) -> None:
+        self.host = not want_sorted  # every partial sum a host float (the CPU kernels' path)
+        self.ns: list[int] = []
+        self.a: list[torch.Tensor] = []
+        self.b: list[torch.Tensor] = []
+        self.abs: list[torch.Tensor] = []
+        self.sorted: list = []
+        self.pct: torch.Tensor | None = None
+        self.want_abs = want_abs
+        self.want_sorted = want_sorted
+
+    @property
+    def n(self) -> int:
+        return sum(self.ns)
+
+    def add(self, x: torch.Tensor, total: torch.Tensor | tuple[float, float] | None = None,
+            k=None) -> None:
+        """Add one call's tensor; ``total``: its ``sum x`` (a device tensor) or its
+        ``(sum x, sum x^2)`` (host floats) when the caller has them already. ``k``:
+        :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass (else it is
+        looked up here); its :func:`~depthlab.torch.kernels.sums` reads a plain CPU float
+        tensor, every other tensor takes the torch operations."""
+        if type(total) is tuple and not self.want_abs and not self.want_sorted:
+            n = x.numel()  # host sums from the caller's kernel pass (a ReLU's output)
+            if n:
+                self.ns.append(n)
+                self.a.append(total[0])
+                self.b.append(math.sqrt(total[1]))
+            return
+        f = x.detach()
+        if f.dtype not in _KERNEL_DTYPES:
+            f = f.to(stat_dtype(f))  # bf16/fp16: statistics in float32
+        n = f.numel()
+        if n == 0:
+            return
+        host = None
+        if total is None and _host_float(f) and (k is not None
+                                                 or (k := watch_kernels()) is not None):
+            host = f.numpy().ravel("K")  # storage order: no copy for any dense layout
+            s1, s2, sabs = k.sums(host)  # one compiled pass, host floats
+            self.a.append(s1)
+            self.b.append(math.sqrt(s2))
+            if self.want_abs:
+                self.abs.append(sabs)
+        elif type(total) is tuple:
+            self.a.append(total[0])
+            self.b.append(math.sqrt(total[1]))
+            if self.want_abs:
+                self.abs.append(f.abs().sum())
+                self.host = False
+        else:
+            self.host = False
+            f = f.reshape(-1)
+            wide = norm_dtype(f)
+            self.a.append(f.sum(dtype=wide) if total is None else total)
+            self.b.append(torch.linalg.vector_norm(f, dtype=wide))
+            if self.want_abs:
+                self.abs.append(f.abs().sum())
+        self.ns.append(n)
+        if self.want_sorted:  # a copy: later in-place operations must not change it
+            if host is None and f.device.type == "cpu":
+                host = f.numpy().ravel("K")
+            self.sorted.append(np.array(host, copy=True) if host is not None
+                               else f.reshape(-1).clone())
+            self.pct = None
+
+    def freeze(self, percentiles: Sequence[float]) -> None:
+        """Compute the percentiles of the pooled values and drop the copies (memory)."""
+        vals = self.sorted
+        if not vals:
+            return
+        if isinstance(vals[0], np.ndarray):
+            v = vals[0] if len(vals) == 1 else np.concatenate(vals)
+            self.pct = partition_percentiles(v, percentiles)
+        else:
+            v = vals[0] if len(vals) == 1 else torch.cat(vals)
+            self.pct = sorted_percentiles(torch.sort(v).values, percentiles)
+        self.sorted = []
+
+    def gather(self, t: Transfer) -> None:
+        """Queue the partial sums (and percentiles) for the transfer."""
+        self._h = [t.add_all(self.a), t.add_all(self.b), t.add_all(self.abs) if self.abs else None,
+                   t.add(self.pct) if self.pct is not None else None]
+
+    def result(self, t: Transfer) -> dict[str, float | list[float]]:
+        """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""
+        ha, hb, habs, hpct = self._h
+        n = sum(self.ns)
+        s1 = t.get(ha)
+        out: dict[str, float | list[float]] = {
+            "mean": sum(s1) / n, "std": _std(n, s1, [v * v for v in t.get(hb)])}
+        if habs is not None:
+            out["absmean"] = sum(t.get(habs)) / n
+        if hpct is not None:
+            out["pct"] = t.get(hpct)
+        return out
+
+
+class ActAcc:
+    """Statistics of a layer's follower: output moments/percentiles and, for an activation,
+    counts on its input ``s``: saturated entries (bounded activations), inactive entries
+    ``s <= 0`` (ReLU family) and the units where ``f'(s) != 0`` somewhere."""
+
+    __slots__ = ("out", "spec", "n", "saturated", "inactive", "n_active", "active", "alive",
+                 "dead_ok", "host")
+
+    def __init__(self, out: Acc) -> None:
+        self.host = True  # counts and masks on the host only (the CPU kernels' ReLU path)
+        self.out = out
+        self.spec: ActivationSpec | None = None
+        self.n = 0
+        self.saturated: list = []
+        self.inactive: list = []
+        self.n_active = 0
+        self.active: list = []
+        self.alive: torch.Tensor | np.ndarray | None = None
+        self.dead_ok = True
+
+    def _units(self, peak: torch.Tensor | np.ndarray) -> None:
+        """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0, or NaN: as
+        the NumPy probes, a NaN derivative is not 0); a tensor on the device, or a NumPy array
+        from the CPU kernels' path."""
+        self._pool_alive(~(peak <= 0))
+
+    def _pool_alive(self, alive: torch.Tensor | np.ndarray) -> None:
+        """OR a call's live-unit mask into the pass's (calls of other shapes: no dead_frac)."""
+        if self.alive is None:
+            self.alive = alive
+        elif tuple(self.alive.shape) == tuple(alive.shape):
+            if isinstance(self.alive, np.ndarray) != isinstance(alive, np.ndarray):
+                # calls measured on both paths (rare): pool on the host
+                self.alive, alive = (v if isinstance(v, np.ndarray) else v.cpu().numpy()
+                                     for v in (self.alive, alive))
+            self.alive = self.alive | alive
+        else:
+            self.dead_ok = False
+
+    @staticmethod
+    def _dims(t: torch.Tensor, axis: int) -> tuple[int, ...]:
+        ax = axis % t.dim()
+        return tuple(i for i in range(t.dim()) if i != ax)
+
+    def add_derivative(self, s: torch.Tensor, spec: ActivationSpec, axis: int) -> None:
+        """Counts on the activation's input ``s`` (forward pre-hook, before an in-place
+        activation overwrites it). ReLU is counted from its output instead
+        (:meth:`add_relu_output`)."""
+        self.spec = spec
+        self.host = False
+        f = s.detach().to(stat_dtype(s))
+        self.n += f.numel()
+        d = spec.derivative(f).abs()
+        if spec.bounded:
+            self.saturated.append((d < SATURATION_RATIO * spec.max_derivative).sum())
+        if spec.relu_family:
+            self.inactive.append((f <= 0).sum())
+        if d.dim() == 0:
+            self.dead_ok = False
+            return
+        self._units(d.amax(dim=self._dims(d, axis)) if d.dim() > 1 else d)
+
+    def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int, wk=None
+                        ) -> torch.Tensor | tuple[float, float] | None:
+        """ReLU: ``s <= 0`` exactly where ``a = relu(s) == 0`` and ``f'(s) != 0`` exactly where
+        ``a > 0``, so the output serves (valid after an in-place ReLU too). Since ``a >= 0``, a
+        unit's sum ``u_j`` over the other axes is > 0 exactly where the unit is alive, and
+        ``sum_j u_j = sum a``: one reduction gives both; returned (None for a 0-d ``a``) for
+        the output's moments. On a CPU float tensor with the kernels, one pass gives
+        ``sum a``, ``sum a^2`` and ``#{a <= 0}`` instead (returned as host floats); ``wk``:
+        :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass."""
+        self.spec = spec
+        a = a.detach()
+        if a.dtype not in _KERNEL_DTYPES:
+            a = a.to(stat_dtype(a))  # bf16 sums of ones would round
+        n = a.numel()
+        self.n += n
+        self.n_active += n
+        if wk is None and a.dim() and cpu_kernels(a) is not None:
+            wk = watch_kernels()
+        if wk is not None and a.dim() and _host_float(a):
+            # one pass: moments, inactive entries and live units on the host
+            v = a.numpy()
+            ax = axis % v.ndim
+            shape = v.shape
+            units = shape[ax]
+            alive = np.zeros(units, dtype=bool)
+            s1, s2, off = wk.relu_units(
+                v.reshape(math.prod(shape[:ax]), units, math.prod(shape[ax + 1:])), alive)
+            self.active.append(float(n - off))
+            self._pool_alive(alive)
+            return s1, s2
+        self.host = False
+        # a >= 0: the entries > 0, and NaN ones (not s <= 0, as on the kernels' path)
+        self.active.append((a != 0).sum())
+        if a.dim() == 0:
+            self.dead_ok = False
+            return None
+        # float64 unit sums (Acc: sum x in float64), the moments' sum x is their sum
+        units = a.sum(dim=self._dims(a, axis), dtype=norm_dtype(a)) if a.dim() > 1 \
+            else a.to(norm_dtype(a))
+        self._units(units)
+        return units.sum()
