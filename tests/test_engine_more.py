@@ -699,3 +699,141 @@ def test_probe_recorder_quantities_match_an_independent_computation(f64):
         for name, value in want.items():
             assert q(layer, name) == pytest.approx(float(value), rel=1e-9, abs=1e-14), name
         assert math.isnan(q(layer, "inactive_frac"))
+
+
+# -- optimizers: every option at once, step for step ---------------------------------------
+
+ALL_OPTIONS = [
+    ("sgd", "SGD", dict(lr=0.03, momentum=0.8, dampening=0.25, weight_decay=0.05,
+                        maximize=True)),
+    ("sgd", "SGD", dict(lr=0.03, momentum=0.95, nesterov=True, weight_decay=0.02,
+                        maximize=True)),
+    ("adagrad", "Adagrad", dict(lr=0.2, lr_decay=0.03, weight_decay=0.04,
+                                initial_accumulator_value=0.3, eps=1e-6, maximize=True)),
+    ("adadelta", "Adadelta", dict(lr=0.8, rho=0.7, eps=1e-4, weight_decay=0.03,
+                                  maximize=True)),
+    ("rmsprop", "RMSprop", dict(lr=0.004, alpha=0.8, eps=1e-5, weight_decay=0.05, momentum=0.6,
+                                centered=True, maximize=True)),
+    ("adam", "Adam", dict(lr=0.02, betas=(0.7, 0.9), eps=1e-6, weight_decay=0.05, amsgrad=True,
+                          maximize=True)),
+    ("adam", "Adam", dict(lr=0.02, betas=(0.6, 0.95), eps=1e-6, weight_decay=0.1, amsgrad=True,
+                          decoupled_weight_decay=True, maximize=True)),
+    ("adam", "AdamW", dict(lr=0.02, betas=(0.6, 0.95), weight_decay=0.1, amsgrad=True)),
+    ("nadam", "NAdam", dict(lr=0.01, betas=(0.75, 0.99), eps=1e-5, weight_decay=0.05,
+                            momentum_decay=0.01, maximize=True)),
+    ("nadam", "NAdam", dict(lr=0.01, betas=(0.75, 0.99), weight_decay=0.05, momentum_decay=0.01,
+                            decoupled_weight_decay=True, maximize=True)),
+]
+
+
+@pytest.mark.parametrize("name,tname,kw", ALL_OPTIONS,
+                         ids=[f"{c[1]}-{i}" for i, c in enumerate(ALL_OPTIONS)])
+def test_optimizer_with_every_option_matches_torch_for_30_steps(name, tname, kw, f64):
+    g = make_rng(21)
+    shapes = [(5, 3), (3,), ()]
+    init = [g.standard_normal(s) for s in shapes]
+    ps = [Parameter(f"p{i}", v.copy(), "weight") for i, v in enumerate(init)]
+    ts = [torch.tensor(v.copy(), requires_grad=True) for v in init]
+    dl_kw = {**kw, "decoupled_weight_decay": True} if tname == "AdamW" else kw
+    opt = get_optimizer(name, ps, **dl_kw)
+    topt = getattr(torch.optim, tname)(ts, **kw)
+    for step in range(30):
+        for p, t in zip(ps, ts):
+            grad = np.sin(3 * p.value) + 0.1 * g.standard_normal(p.value.shape)
+            if step % 7 == 3:
+                grad = np.zeros_like(grad)  # a zero gradient (a unit that got none)
+            p.grad[...] = grad
+            t.grad = torch.tensor(grad.copy())
+        opt.step()
+        topt.step()
+        for p, t in zip(ps, ts):
+            np.testing.assert_allclose(p.value, t.detach().numpy(), rtol=1e-12, atol=1e-13,
+                                       err_msg=f"step {step + 1}")
+
+
+def test_probe_on_a_batchnorm_relu_net_matches_torch(f64):
+    """probe(): s is the batch norm's output (training-mode batch statistics, running statistics
+    untouched), inactive/dead fractions of ReLU, gradients of the Dense feeding each layer."""
+    from depthlab.probes.oneshot import probe
+
+    x, y = _data(32, 6)
+    x[:, 0] = np.abs(x[:, 0])
+    kw = dict(batchnorm=True, bn_momentum=0.1, bn_ema_start="zero", init="he_normal")
+    net = dl.mlp(SIZES, "relu", seed=8, dtype="float64", **kw)
+    with torch.no_grad():  # make some units dead: a large negative beta in the first BN
+        net.batchnorms()[0].beta.value[:3] = -50.0
+    tnet = to_torch(net)
+    running = [bn.running_mean.copy() for bn in net.batchnorms()]
+    df = probe(net, x, y, percentiles=(50,))
+    for bn, r in zip(net.batchnorms(), running):
+        np.testing.assert_array_equal(bn.running_mean, r)
+    tnet.train()
+    pres, h = [], torch.tensor(x)
+    for m in tnet:
+        h = m(h)
+        if isinstance(m, torch.nn.BatchNorm1d):
+            h.retain_grad()
+            pres.append(h)
+    loss = F.cross_entropy(h, torch.tensor(y))
+    loss.backward()
+    q = {(r.layer, r.quantity): r.value for r in df.itertuples()}
+    assert q[0, "loss"] == pytest.approx(loss.item(), rel=1e-12)
+    linears = [m for m in tnet if isinstance(m, torch.nn.Linear)]
+    for layer, s in enumerate(pres, start=1):
+        sv, gv = s.detach().numpy(), s.grad.numpy()
+        wg = linears[layer - 1].weight.grad.numpy()
+        want = {"pre_mean": sv.mean(), "pre_std": sv.std(), "pre_p50": np.median(sv),
+                "act_mean": np.maximum(sv, 0).mean(), "grad_pre_std": gv.std(),
+                "inactive_frac": (sv <= 0).mean(), "dead_frac": (sv <= 0).all(0).mean(),
+                "weight_grad_std": wg.std(), "weight_grad_absmean": np.abs(wg).mean()}
+        for name, value in want.items():
+            assert q[layer, name] == pytest.approx(float(value), rel=1e-9, abs=1e-14), name
+        assert math.isnan(q[layer, "saturated_frac"])
+    assert q[1, "dead_frac"] >= 3 / 8
+
+
+@pytest.mark.parametrize("kind", ["plain", "batchnorm", "residual_bn"])
+def test_input_output_jacobian_matches_torch(kind, f64):
+    from depthlab.probes.jacobian import input_output_jacobian, jacobian_singular_values
+
+    x, y = _data(30, 3)
+    net = dl.mlp(SIZES, seed=5, dtype="float64", **NET_KINDS[kind])
+    dl.fit(net, x, y, batch_size=10, epochs=1, seed=1, lr=0.05)
+    tnet = to_torch(net).eval()
+    jac = input_output_jacobian(net, x[:3])
+    for e in range(3):
+        want = torch.autograd.functional.jacobian(lambda v: tnet(v[None])[0], torch.tensor(x[e]))
+        np.testing.assert_allclose(jac[e], want.numpy(), rtol=1e-11, atol=1e-13)
+    sv = jacobian_singular_values(net, x[:3])
+    np.testing.assert_allclose(sv, np.linalg.svd(jac, compute_uv=False), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["residual", "residual_bn"])
+def test_probe_gradients_of_residual_blocks_match_torch(kind, f64):
+    """dL/ds of every hidden activation, also the first one of a block without batch norm
+    (whose stored gradient the skip connection must not receive in place)."""
+    from depthlab.probes.oneshot import probe
+
+    x, y = _data(24, 9)
+    net = dl.mlp(SIZES, seed=2, dtype="float64", **NET_KINDS[kind])
+    tnet = to_torch(net).train()
+    acts = []
+
+    def keep(_m, _inp, out):
+        out.retain_grad()
+        acts.append(_inp[0])
+        _inp[0].retain_grad()
+
+    for m in tnet.modules():
+        if isinstance(m, (torch.nn.SELU, torch.nn.ELU)):
+            m.register_forward_hook(keep)
+    loss = F.cross_entropy(tnet(torch.tensor(x)), torch.tensor(y))
+    loss.backward()
+    df = probe(net, x, y, percentiles=())
+    q = {(r.layer, r.quantity): r.value for r in df.itertuples()}
+    assert len(acts) == len(net.probe_points()) == 5
+    for layer, s in enumerate(acts, start=1):
+        gv = s.grad.numpy()
+        assert q[layer, "grad_pre_std"] == pytest.approx(gv.std(), rel=1e-10), layer
+        assert q[layer, "grad_pre_absmean"] == pytest.approx(np.abs(gv).mean(), rel=1e-10)
+        assert q[layer, "pre_std"] == pytest.approx(s.detach().numpy().std(), rel=1e-10)
