@@ -128,3 +128,44 @@ def test_diagnosis_repr_is_short():
     assert r.startswith("Diagnosis(") and len(r) < 300 and "step" not in r
     html = dg._repr_html_()
     assert html.index(dg.findings[0].kind) < html.index("<img")  # findings lead
+
+
+def test_training_curves_of_a_torch_watch_plots_every_steps_loss():
+    torch = pytest.importorskip("torch")
+    from depthlab.torch import Watch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    with Watch(model, every=5) as watch:
+        for _ in range(12):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+            losses.append(loss.item())
+    fig = plot.training_curves(watch)
+    line = fig.axes[0].lines[0]  # the raw per-step loss: every step, not only recorded ones
+    assert list(line.get_xdata()) == list(range(12))
+    assert line.get_ydata() == pytest.approx(losses, rel=1e-6)
+    with pytest.raises(TypeError, match="History, a RunRecord, a Watch"):
+        plot.training_curves(object())
+
+
+def test_gradient_ratio_names_a_step_that_was_not_probed_and_ignores_infinite_values():
+    table = synthetic_probes()
+    steps = sorted(table.loc[table.quantity == "grad_pre_std", "step"].unique())
+    with pytest.raises(ValueError, match=r"step 12345 has no 'grad_pre_std' probes; recorded "
+                                         r"steps: " + str(steps[0])):
+        plot.gradient_ratio(table, step=12345)
+    bad = pd.DataFrame({"step": [0, 0], "layer": [1, 2], "quantity": ["grad_pre_std"] * 2,
+                        "value": [1.0, math.inf]})
+    assert math.isnan(plot.gradient_ratio(bad))
+    bad.loc[0, "value"] = math.inf
+    bad.loc[1, "value"] = 2.0
+    assert math.isnan(plot.gradient_ratio(bad))
+    bad.loc[0, "value"] = 1.0
+    assert plot.gradient_ratio(bad) == 0.5

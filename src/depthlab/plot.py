@@ -170,10 +170,21 @@ def gradient_ratio(table: Any, step: int | None = None,
     wide = _f._quantity(probe_table(table), quantity)
     if wide.empty:
         return math.nan
+    if step is not None and step not in wide.index:
+        raise ValueError(f"step {step!r} has no '{quantity}' probes; recorded steps: "
+                         f"{_steps_text(wide.index)}")
     row = wide.loc[wide.index.min() if step is None else step].dropna()
-    if row.empty or not row.iloc[-1] > 0:
+    if row.empty or not (0 < row.iloc[-1] < math.inf) or not math.isfinite(row.iloc[0]):
         return math.nan
     return float(row.iloc[0] / row.iloc[-1])
+
+
+def _steps_text(steps: Any, shown: int = 8) -> str:
+    """``0, 10, 20, ..., 990 (100 steps)``: a long list of steps shortened for a message."""
+    v = [int(s) for s in steps]
+    if len(v) <= shown:
+        return ", ".join(map(str, v))
+    return f"{', '.join(map(str, v[:shown - 1]))}, ..., {v[-1]} ({len(v)} steps)"
 
 
 # -- the headline figures ----------------------------------------------------------------------
@@ -296,9 +307,16 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
 def training_curves(history: Any, epochs: pd.DataFrame | None = None,
                     evals: pd.DataFrame | None = None, title: str = "") -> Figure:
     """Loss per step (raw and smoothed) and accuracy per epoch. ``history``: a
-    :class:`~depthlab.History`, a RunRecord (``steps/epochs/evals`` frames) or the per-step
+    :class:`~depthlab.History`, a RunRecord (``steps/epochs/evals`` frames), a
+    :class:`depthlab.torch.Watch` (its ``losses()``: every step's loss) or the per-step
     DataFrame (``step, loss``) with optional ``epochs`` and ``evals`` frames."""
-    if hasattr(history, "steps_frame"):
+    if callable(getattr(history, "losses", None)) and not isinstance(history, pd.DataFrame):
+        steps = history.losses()
+        if not isinstance(steps, pd.DataFrame):
+            raise TypeError(f"{type(history).__name__}.losses() returned "
+                            f"{type(steps).__name__}, expected a DataFrame of (step, loss)")
+        _require_columns(steps, ("step", "loss"), "a per-step table")
+    elif hasattr(history, "steps_frame"):
         steps, epochs, evals = (history.steps_frame(), history.epochs_frame(),
                                 history.evals_frame())
     elif isinstance(getattr(history, "steps", None), pd.DataFrame):
@@ -308,8 +326,8 @@ def training_curves(history: Any, epochs: pd.DataFrame | None = None,
             _require_columns(history, ("step", "loss"), "a per-step table")
         steps = history
     else:
-        raise TypeError(f"expected a History, a RunRecord or a DataFrame of (step, loss); got "
-                        f"{type(history).__name__}")
+        raise TypeError(f"expected a History, a RunRecord, a Watch or a DataFrame of (step, "
+                        f"loss); got {type(history).__name__}")
     return _f.training_curves(steps, epochs, evals, title=title)
 
 
