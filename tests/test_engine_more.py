@@ -723,6 +723,18 @@ ALL_OPTIONS = [
                             momentum_decay=0.01, maximize=True)),
     ("nadam", "NAdam", dict(lr=0.01, betas=(0.75, 0.99), weight_decay=0.05, momentum_decay=0.01,
                             decoupled_weight_decay=True, maximize=True)),
+    # maximize without coupled decay (the sign folded into the coefficients) and lerp
+    # weights 1 - beta >= 0.5 (torch's second lerp branch)
+    ("adam", "Adam", dict(lr=0.02, betas=(0.2, 0.3), amsgrad=True, maximize=True)),
+    ("adam", "Adam", dict(lr=0.02, betas=(0.1, 0.4), weight_decay=0.2,
+                          decoupled_weight_decay=True, maximize=True)),
+    ("rmsprop", "RMSprop", dict(lr=0.004, alpha=0.3, momentum=0.5, centered=True,
+                                maximize=True)),
+    ("nadam", "NAdam", dict(lr=0.01, betas=(0.1, 0.5), weight_decay=0.1,
+                            decoupled_weight_decay=True, maximize=True)),
+    ("sgd", "SGD", dict(lr=0.03, momentum=0.7, dampening=-0.5, maximize=True)),
+    ("adagrad", "Adagrad", dict(lr=0.2, lr_decay=0.1, maximize=True)),
+    ("adadelta", "Adadelta", dict(lr=0.9, rho=0.2, maximize=True)),
 ]
 
 
@@ -837,3 +849,98 @@ def test_probe_gradients_of_residual_blocks_match_torch(kind, f64):
         assert q[layer, "grad_pre_std"] == pytest.approx(gv.std(), rel=1e-10), layer
         assert q[layer, "grad_pre_absmean"] == pytest.approx(np.abs(gv).mean(), rel=1e-10)
         assert q[layer, "pre_std"] == pytest.approx(s.detach().numpy().std(), rel=1e-10)
+
+
+@pytest.mark.parametrize("probe_batch", [True, False])
+def test_recorder_leaves_training_unchanged_and_update_ratio_is_independent(probe_batch):
+    """Same losses, weights, running statistics and dropout masks with and without the recorder;
+    update_ratio = ||W_k - W_(k-1)|| / ||W_(k-1)|| of the Dense feeding each layer."""
+    x, y = _data(50, 4)
+    kw = dict(batchnorm=True, dropout=0.2, bn_momentum=0.2)
+
+    class Weights(dl.training.trainer.Callback):
+        def __init__(self):
+            self.before, self.after = {}, {}
+
+        def before_update(self, trainer, step):
+            self.before[step] = [d.W.value.copy() for d in trainer.net.dense_layers()]
+
+        def after_update(self, trainer, step, loss):
+            self.after[step] = [d.W.value.copy() for d in trainer.net.dense_layers()]
+
+    def run(callbacks):
+        net = dl.mlp(SIZES, "tanh", seed=1, **kw)
+        h = dl.fit(net, x, y, batch_size=8, epochs=2, seed=3, lr=0.1, optimizer="adam",
+                   callbacks=callbacks)
+        return h, net
+
+    w = Weights()
+    rec = ProbeRecorder(x[:20] if probe_batch else None, y[:20] if probe_batch else None,
+                        every=3, histogram_steps=())
+    h1, n1 = run([rec, w])
+    h2, n2 = run([])
+    assert h1.step_loss == h2.step_loss
+    for a, b in zip(n1.parameters(), n2.parameters()):
+        np.testing.assert_array_equal(a.value, b.value)
+    for a, b in zip(n1.batchnorms(), n2.batchnorms()):
+        np.testing.assert_array_equal(a.running_var, b.running_var)
+    f = rec.frame()
+    ratios = f[f.quantity == "update_ratio"]
+    assert len(ratios) > 0
+    for r in ratios.itertuples():
+        w0, w1 = w.before[r.step][r.layer - 1], w.after[r.step][r.layer - 1]
+        want = np.linalg.norm(w1 - w0) / np.linalg.norm(w0)
+        assert r.value == pytest.approx(float(want), rel=1e-5), (r.step, r.layer)
+
+
+@pytest.mark.parametrize("kind", list(NET_KINDS))
+def test_whole_network_parameter_gradients_by_finite_differences(kind):
+    x, y = _data(9, 12)
+    net = dl.mlp(SIZES, seed=6, dtype="float64", **NET_KINDS[kind])
+    loss = get_loss("cross_entropy")
+    for bn in net.batchnorms():  # non-trivial gamma and beta
+        bn.gamma.value[...] = make_rng(1).uniform(0.5, 1.5, bn.n)
+        bn.beta.value[...] = make_rng(2).normal(0, 0.3, bn.n)
+
+    def f(_):
+        return loss.forward(net.forward(x, training=True), y)
+
+    f(None)
+    net.backward(loss.backward())
+    for p in net.parameters():
+        analytic = p.grad.copy()
+        assert fd_err(analytic, numeric_grad(f, p.value)) < 1e-7, p.name
+
+
+@pytest.mark.parametrize("n,bs,epochs,bn", [(10, 4, 3, False), (10, 3, 2, True), (7, 7, 2, False),
+                                             (5, 1, 1, False), (6, 100, 2, True)])
+def test_trainer_epochs_batches_and_last_partial_batch(n, bs, epochs, bn):
+    """Every row once per epoch, in the seed's permutation; a last partial batch; with batch
+    norm a last batch of one row merged into the one before; full batch when bs >= n."""
+    x, y = _data(n, 13)
+    x[:, 0] = np.arange(n)  # row ids travel through the first Dense's cached input
+    seen: list[np.ndarray] = []
+
+    class Rows(dl.training.trainer.Callback):
+        def before_update(self, trainer, step):
+            seen.append(trainer.net.dense_layers()[0].x[:, 0].astype(int).copy())
+
+    net = dl.mlp(SIZES, "tanh", seed=0, dtype="float64", batchnorm=bn)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hist = dl.fit(net, x, y, batch_size=bs, epochs=epochs, seed=4, lr=0.01,
+                      callbacks=[Rows()])
+    b = min(bs, n)
+    merge = bn and b < n and n % b == 1
+    per_epoch = math.ceil(n / b) - merge
+    assert len(seen) == len(hist.step_loss) == per_epoch * epochs
+    assert len(hist.epochs) == epochs
+    gen = make_rng(4)
+    for e in range(epochs):
+        rows = np.concatenate(seen[e * per_epoch:(e + 1) * per_epoch])
+        want = gen.permutation(n) if b < n else np.arange(n)
+        np.testing.assert_array_equal(rows, want)
+        sizes = [len(s) for s in seen[e * per_epoch:(e + 1) * per_epoch]]
+        assert all(s == b for s in sizes[:-1]) and sizes[-1] == (
+            b + 1 if merge else n - b * (per_epoch - 1))
