@@ -944,3 +944,26 @@ def test_trainer_epochs_batches_and_last_partial_batch(n, bs, epochs, bn):
         sizes = [len(s) for s in seen[e * per_epoch:(e + 1) * per_epoch]]
         assert all(s == b for s in sizes[:-1]) and sizes[-1] == (
             b + 1 if merge else n - b * (per_epoch - 1))
+
+
+# -- persistence -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(NET_KINDS))
+def test_saved_network_predicts_the_same_after_switching_batchnorm_inference(kind, tmp_path):
+    """save/load after ``set_bn_inference("population")`` + calibrate (the loaded network used
+    the EMA statistics: the recipe still said "ema"), and to_torch of the loaded network."""
+    x, y = _data(40, 14)
+    net = dl.mlp(SIZES, seed=1, dtype="float64", dropout=0.2, **NET_KINDS[kind])
+    dl.fit(net, x, y, batch_size=8, epochs=2, lr=0.1, seed=0)
+    for mode in ("population", "ema"):
+        net.set_bn_inference(mode)
+        if mode == "population":
+            net.calibrate(x)
+        loaded = dl.load(dl.save(net, tmp_path / f"{kind}-{mode}.npz"))
+        np.testing.assert_array_equal(loaded.predict(x), net.predict(x))
+        with torch.no_grad():
+            want = to_torch(loaded).eval()(torch.tensor(x)).numpy()
+        np.testing.assert_allclose(loaded.predict(x), want, rtol=1e-12, atol=1e-13)
+    with pytest.raises(ValueError, match="'median'"):
+        net.set_bn_inference("median")

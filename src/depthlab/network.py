@@ -113,13 +113,17 @@ class Network(Sequential):
         return Sequential.calibrate(self, self.check_input(x))
 
     def set_bn_inference(self, mode: str) -> None:
-        """Select batch-norm inference statistics: ``"ema"`` or ``"population"``."""
-        for bn in self.batchnorms():
-            if mode not in ("ema", "population"):
-                raise ValueError(
-                    f"unknown BatchNorm inference mode {mode!r}; expected 'ema' or 'population'"
-                )
+        """Select batch-norm inference statistics: ``"ema"`` or ``"population"``; the recipe
+        (``config["bn_inference"]``) follows, so a saved and reloaded network keeps the mode."""
+        if mode not in ("ema", "population"):
+            raise ValueError(
+                f"unknown BatchNorm inference mode {mode!r}; expected 'ema' or 'population'"
+            )
+        bns = self.batchnorms()
+        for bn in bns:
             bn.inference = mode
+        if bns and "bn_inference" in self.config:
+            self.config["bn_inference"] = mode
 
     # -- structure --------------------------------------------------------------------
     def dense_layers(self) -> list[Dense]:
