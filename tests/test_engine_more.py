@@ -776,7 +776,7 @@ def test_probe_on_a_batchnorm_relu_net_matches_torch(f64):
         net.batchnorms()[0].beta.value[:3] = -50.0
     tnet = to_torch(net)
     running = [bn.running_mean.copy() for bn in net.batchnorms()]
-    df = probe(net, x, y, percentiles=(50,))
+    df = probe(net, x, y, percentiles=(2, 15, 50, 85, 98))
     for bn, r in zip(net.batchnorms(), running):
         np.testing.assert_array_equal(bn.running_mean, r)
     tnet.train()
@@ -798,6 +798,9 @@ def test_probe_on_a_batchnorm_relu_net_matches_torch(f64):
                 "act_mean": np.maximum(sv, 0).mean(), "grad_pre_std": gv.std(),
                 "inactive_frac": (sv <= 0).mean(), "dead_frac": (sv <= 0).all(0).mean(),
                 "weight_grad_std": wg.std(), "weight_grad_absmean": np.abs(wg).mean()}
+        for k in (2, 15, 50, 85, 98):
+            want[f"pre_p{k}"] = np.percentile(sv, k)
+            want[f"act_p{k}"] = np.percentile(np.maximum(sv, 0), k)
         for name, value in want.items():
             assert q[layer, name] == pytest.approx(float(value), rel=1e-9, abs=1e-14), name
         assert math.isnan(q[layer, "saturated_frac"])
@@ -967,3 +970,53 @@ def test_saved_network_predicts_the_same_after_switching_batchnorm_inference(kin
         np.testing.assert_allclose(loaded.predict(x), want, rtol=1e-12, atol=1e-13)
     with pytest.raises(ValueError, match="'median'"):
         net.set_bn_inference("median")
+
+
+@pytest.mark.parametrize("opt,tname,kw", [
+    ("sgd", "SGD", dict(lr=0.05, momentum=0.9)), ("adam", "Adam", dict(lr=0.01, amsgrad=True)),
+    ("rmsprop", "RMSprop", dict(lr=0.01, centered=True)), ("nadam", "NAdam", dict(lr=2e-3)),
+    ("adadelta", "Adadelta", dict(lr=1.0)), ("adagrad", "Adagrad", dict(lr=0.01))])
+def test_float32_training_stays_float32_and_tracks_torch_float32(opt, tname, kw):
+    x, y = _data(30, 15)
+    x = x.astype(np.float32)
+    spec = dict(activation="relu", batchnorm=True, bn_momentum=0.1, bn_ema_start="zero")
+    net = dl.mlp(SIZES, seed=3, **spec)
+    tnet = to_torch(dl.mlp(SIZES, seed=3, **spec))
+    hist = dl.fit(net, x, y, batch_size=7, epochs=3, seed=1, optimizer=opt, **kw)
+    topt = getattr(torch.optim, tname)(tnet.parameters(), **kw)
+    losses = []
+    for idx in _torch_batches(30, 7, 3, 1, True):
+        topt.zero_grad()
+        loss = F.cross_entropy(tnet(torch.tensor(x[idx])), torch.tensor(y[idx]))
+        loss.backward()
+        topt.step()
+        losses.append(loss.item())
+    assert all(p.value.dtype == np.float32 and p.grad.dtype == np.float32
+               for p in net.parameters())
+    np.testing.assert_allclose(hist.step_loss, losses, rtol=1e-4)
+    for p, q in zip(net.parameters(), tnet.parameters()):
+        w = p.value.T if p.value.ndim == 2 else p.value
+        np.testing.assert_allclose(w, q.detach().numpy(), rtol=1e-3, atol=1e-4)
+
+
+def test_trainer_l1_l2_penalties_on_weights_only_match_torch(f64):
+    x, y = _data(24, 16)
+    kw = dict(activation="tanh", batchnorm=True, bn_momentum=0.1, bn_ema_start="zero")
+    net = dl.mlp(SIZES, seed=2, dtype="float64", **kw)
+    tnet = to_torch(dl.mlp(SIZES, seed=2, dtype="float64", **kw))
+    l1, l2 = 1e-3, 5e-3
+    hist = dl.fit(net, x, y, batch_size=8, epochs=2, seed=5, lr=0.1, l1=l1, l2=l2)
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.1)
+    weights = [m.weight for m in tnet if isinstance(m, torch.nn.Linear)]
+    losses = []
+    for idx in _torch_batches(24, 8, 2, 5, True):
+        topt.zero_grad()
+        loss = F.cross_entropy(tnet(torch.tensor(x[idx])), torch.tensor(y[idx]))
+        loss = loss + sum(l1 * w.abs().sum() + l2 * (w * w).sum() for w in weights)
+        loss.backward()
+        topt.step()
+        losses.append(loss.item())
+    np.testing.assert_allclose(hist.step_loss, losses, rtol=1e-12)
+    for p, q in zip(net.parameters(), tnet.parameters()):
+        w = p.value.T if p.value.ndim == 2 else p.value
+        np.testing.assert_allclose(w, q.detach().numpy(), rtol=1e-11, atol=1e-13)
