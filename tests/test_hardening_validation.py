@@ -92,3 +92,19 @@ def test_batchnorm_trailing_one_row_batch_is_merged_and_said():
         warnings.simplefilter("error")  # 12 rows in batches of 5: a last batch of 2, no note
         dl.fit(dl.mlp([2, 4, 2], batchnorm=True), np.vstack([x, x[:1]]), np.r_[y, 0],
                batch_size=5, epochs=1)
+
+
+def test_did_you_mean_prefers_a_name_the_typo_is_part_of():
+    """``steps`` in [train] meant ``max_steps`` (difflib alone says ``eps``)."""
+    from depthlab.experiments.config import validate
+    from depthlab.fieldcheck import ConfigError
+    from depthlab.validators import closest_name
+
+    assert closest_name("steps", ["eps", "max_steps", "epochs"]) == "max_steps"
+    assert closest_name(" Batch ", ["lr", "batch_size"]) == "batch_size"
+    assert closest_name("tnah", ["relu", "tanh"]) == "tanh"
+    assert closest_name("RELU", ["relu", "tanh"]) == "relu"
+    assert closest_name("zzz", ["relu", "tanh"]) is None
+    with pytest.raises(ConfigError, match=r"unknown key 'train.steps' in \[train\] \(did you "
+                                          r"mean \"max_steps\"\?\)"):
+        validate({"model": {"sizes": [4, 3]}, "data": {"name": "xor"}, "train": {"steps": 5}})

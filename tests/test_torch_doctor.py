@@ -389,7 +389,7 @@ def test_cli_shapes_inputs_for_the_model():
     ("{dir}/models.py:nope", "has no 'nope'"),
     ("{dir}/models.py:not_a_function", "not a function"),
     ("{dir}/broken.py:make_model", "importing"),
-    ("", "--data, --lr only apply with --torch"),
+    ("", "--data, --lr apply only with --torch"),
 ])
 def test_cli_bad_factory_is_one_line_exit_2(tmp_path, capsys, spec, fragment):
     from depthlab.cli import main

@@ -9,13 +9,14 @@ describes the value for a user interface (type, choices, bounds).
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import numbers
 from typing import Any
 
 import numpy as np
+
+from .validators import closest_name
 
 __all__ = [
     "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype", "Float",
@@ -45,6 +46,9 @@ def fmt(value: Any) -> str:
         return "{" + ", ".join(f"{k} = {fmt(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if isinstance(value, int) and abs(value) >= 10**21:  # 10**400: short, and str() of
+        exp = math.floor(math.log10(abs(value)))  # more than 4300 digits would raise
+        return f"{'-' if value < 0 else ''}{10 ** (math.log10(abs(value)) - exp):.3g}e+{exp}"
     return repr(value)
 
 
@@ -125,11 +129,15 @@ class Float(Check):
     def __call__(self, key: str, v: Any) -> Any:
         if not is_num(v):
             raise bad(key, v, self.accepted, "has the wrong type")
+        try:
+            f = float(v)
+        except OverflowError:  # an integer beyond float range (10**400): not finite
+            f = math.inf
         lo, hi = self.lo, self.hi
-        if (not math.isfinite(v) or (lo is not None and (v < lo or (self.lo_open and v == lo)))
-                or (hi is not None and (v > hi or (self.hi_open and v == hi)))):
+        if (not math.isfinite(f) or (lo is not None and (f < lo or (self.lo_open and f == lo)))
+                or (hi is not None and (f > hi or (self.hi_open and f == hi)))):
             raise bad(key, v, self.accepted, "is out of range")
-        return float(v)
+        return f
 
     def schema(self) -> dict[str, Any]:
         return {**super().schema(), "min": self.lo, "max": self.hi,
@@ -246,8 +254,8 @@ class Name(Check):
         try:
             return reg.key(v)
         except (ValueError, TypeError):
-            close = difflib.get_close_matches(v.strip().lower(), reg.names, n=1)
-            hint = f" (did you mean {fmt(close[0])}?)" if close else ""
+            close = closest_name(v, reg.names)
+            hint = f" (did you mean {fmt(close)}?)" if close else ""
             raise ConfigError(f"{key} = {fmt(v)} is not a known {reg.kind}{hint}; accepted: "
                               f"{self.accepted}", key) from None
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import difflib
 import json
 import os
 import re
@@ -67,6 +66,7 @@ from .fieldcheck import (
 from .initializers import REGISTRY as INITIALIZERS
 from .losses import REGISTRY as LOSSES
 from .optimizers import REGISTRY as OPTIMIZERS
+from .validators import closest_name
 
 __all__ = [
     "ConfigError", "DataSpec", "ModelSpec", "ProbeSpec", "RunSpec", "TrainSpec", "check_field",
@@ -126,8 +126,8 @@ def _plain(value: Any) -> Any:
 
 
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f" (did you mean {fmt(close[0])}?)" if close else ""
+    close = closest_name(key, valid)
+    hint = f" (did you mean {fmt(close)}?)" if close else ""
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
     return ConfigError(
@@ -232,8 +232,8 @@ class DataSpec(_Section):
         if self.name is not None:
             builtin = find_builtin(self.name)
             if builtin is None:
-                close = difflib.get_close_matches(self.name.strip().lower(), DATASETS, n=1)
-                hint = f" (did you mean {fmt(close[0])}?)" if close else ""
+                close = closest_name(self.name, DATASETS)
+                hint = f" (did you mean {fmt(close)}?)" if close else ""
                 raise ConfigError(
                     f"{prefix}name = {fmt(self.name)} is not a built-in data set{hint}; "
                     f"accepted: {', '.join(DATASETS)} (or use {prefix}path for a file)",
@@ -513,8 +513,8 @@ class RunSpec:
         for key in raw:
             if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
                 valid = [*SECTIONS, *TOP_LEVEL_KEYS]
-                close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-                hint = f" (did you mean [{close[0]}]?)" if close else ""
+                close = closest_name(key, valid)
+                hint = f" (did you mean [{close}]?)" if close else ""
                 kind = "section" if isinstance(raw[key], dict) else "key"
                 raise ConfigError(
                     f"unknown {kind} [{key}]{hint}; accepted sections: "

@@ -9,13 +9,15 @@ stays float32 (NEP 50). Experiment settings have their own one-line checks in
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["as_number", "positive_int", "rate", "real"]
+__all__ = ["as_number", "closest_name", "positive_int", "rate", "real"]
 
 
 def real(name: str, value: Any, *, low: float | None = None, strict: bool = False,
@@ -26,7 +28,10 @@ def real(name: str, value: Any, *, low: float | None = None, strict: bool = Fals
         low, strict = 0.0, True
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
+    try:
+        out = float(value)
+    except OverflowError:  # an integer beyond float range (10**400): not finite
+        out = math.inf
     if not math.isfinite(out) or (low is not None and (out < low or (strict and out == low))):
         kind = "finite" if low is None else f"a finite number {'>' if strict else '>='} {low:g}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
@@ -51,4 +56,25 @@ def rate(name: str, value: Any) -> float:
 def as_number(value: Any) -> float:
     """``float(value)`` for a real number (bools and NumPy numbers included), NaN for anything
     else (None, strings): for tables whose cells may be missing."""
-    return float(value) if isinstance(value, numbers.Real) else float("nan")
+    if not isinstance(value, numbers.Real):
+        return float("nan")
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float range
+        return math.inf if value > 0 else -math.inf
+
+
+def closest_name(word: str, names: Iterable[str]) -> str | None:
+    """The accepted name a mistyped ``word`` most likely meant, for "did you mean" hints: a
+    name that has ``word`` as one of its ``_``-separated parts (``steps`` -> ``max_steps``,
+    ``batch`` -> ``batch_size``; the shortest such), else the closest by difflib's similarity
+    ratio ``2 M / T`` (at least 0.6), else None. Case, ``-`` and surrounding spaces do not
+    count."""
+    names = [str(n) for n in names]
+    w = str(word).strip().lower().replace("-", "_")
+    parts = [n for n in names if w and w in n.lower().replace("-", "_").split("_")]
+    if parts:
+        return min(parts, key=len)
+    lowered = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(w, list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None

@@ -57,7 +57,8 @@ def refuse_without_torch(args: argparse.Namespace) -> None:
     given = [k for k in TORCH_ONLY if getattr(args, k, None) is not None]
     if given:
         opts = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise UserError(f"{opts} only apply with --torch FILE.py:FUNCTION; a CONFIG sets its "
+        verb = "applies" if len(given) == 1 else "apply"
+        raise UserError(f"{opts} {verb} only with --torch FILE.py:FUNCTION; a CONFIG sets its "
                         "data and training in the file")
 
 
@@ -172,7 +173,10 @@ def run(args: argparse.Namespace) -> int:
         diag = doctor(make_model, data, **kwargs)
     except (ValueError, TypeError) as e:
         raise UserError(f"doctor: {e}") from None
-    out = say(args)
-    out(json.dumps(jsonable(diag.to_dict()), indent=1) if args.json else str(diag))
+    out = say(args)  # --json: messages on stderr, stdout holds the JSON alone
+    if args.json and not args.quiet:
+        print(json.dumps(jsonable(diag.to_dict()), indent=1), flush=True)
+    elif not args.json:
+        out(str(diag))
     out(f"diagnosis {diag.settings.get('run_id')} stored in {resolve_db_path(args.out)}")
     return 0

@@ -20,6 +20,7 @@ from ..optimizers import get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
 from ..threads import blas_threads, check_threads
+from ..validators import closest_name
 from .data_checks import check_xy
 from .history import DivergenceReport, History
 
@@ -331,7 +332,6 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
     """``optimizer_kwargs`` with the optimizer hyperparameters given directly (``fit(...,
     momentum=0.9)``, as a ``[train]`` section may); any other unknown keyword is a TypeError
     listing the accepted ones."""
-    import difflib
     import inspect
 
     from ..spec import all_optimizer_hyperparameters
@@ -345,8 +345,8 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
         if key not in known:
             own = [k for k in inspect.signature(Trainer).parameters if k not in (
                 "net", "hyperparameters")]
-            close = difflib.get_close_matches(key, own + known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = closest_name(key, own + known)
+            hint = f" (did you mean {close!r}?)" if close else ""
             raise TypeError(f"fit()/Trainer() got an unknown option {key!r}{hint}; accepted: "
                             f"{', '.join(own)} and the optimizer's hyperparameters "
                             f"({', '.join(known)})")
