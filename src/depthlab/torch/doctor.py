@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -506,9 +507,13 @@ def doctor(
 
 
 def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
-    """One forward and loss on two rows: a clear error before any training."""
+    """One forward and loss on two rows: a clear error before any training, also when the
+    loss broadcasts outputs and targets of different shapes against each other (torch only
+    warns, e.g. ``MSELoss`` on outputs ``(N, 1)`` and targets ``(N,)`` compares every output
+    with every target)."""
     try:
-        with torch.no_grad(), rx.untouched(model):
+        with torch.no_grad(), rx.untouched(model), warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
             model.eval()
             out = model(d.x[:2])
             scalar_loss(loss_fn, out, d.y[:2])
@@ -517,29 +522,35 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
                          f"{tuple(d.x.shape[1:])} per example: {type(e).__name__}: {e}") from None
+    if any("broadcasting" in str(w.message) and "size" in str(w.message) for w in seen):
+        shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else "?"
+        raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
+                         f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
+                         "expected the same shape: reshape the targets or the outputs")
 
 
 def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: Callable
                 ) -> None:
-    """One training step of ``spec`` (its optimizer, gradient clipping) on two rows, on
-    ``model`` (a copy: it is changed): a clear ValueError before any training when it fails,
-    e.g. Adam on the sparse gradients of ``nn.Embedding(sparse=True)``."""
+    """One training step of ``spec`` (its optimizer, gradient clipping) on the first
+    mini-batch's number of rows, on ``model`` (a copy: it is changed): a clear ValueError before
+    any training when it fails, e.g. Adam on the sparse gradients of
+    ``nn.Embedding(sparse=True)``, or batch norm on batches of one row."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return  # train() says so
     opt = make_optimizer(spec, params)
+    rows = min(spec.batch_size, len(d.x))
     try:
         model.train()
-        loss = scalar_loss(loss_fn, model(d.x[:2]), d.y[:2])
+        loss = scalar_loss(loss_fn, model(d.x[:rows]), d.y[:rows])
         loss.backward()
         if spec.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
         opt.step()
-    except ValueError:
-        raise
     except Exception as e:  # noqa: BLE001 - the optimizer (or clipping) cannot train it
-        raise ValueError(f"a training step with optimizer {spec.optimizer!r} fails on this "
-                         f"model: {type(e).__name__}: {e}") from None
+        raise ValueError(f"a training step with optimizer {spec.optimizer!r} on mini-batches "
+                         f"of {rows} rows (batch_size {spec.batch_size}, {len(d.x)} training "
+                         f"rows) fails on this model: {type(e).__name__}: {e}") from None
 
 
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],

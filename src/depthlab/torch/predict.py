@@ -97,7 +97,10 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     "activation": ActivationSpec | None}`` or ``{"kind": "block", "name", "layers": [layer
     segments], "post": ActivationSpec | None}`` for a residual block ``y = post(x + F(x))``
     whose branch ``F`` is itself a chain and whose shortcut is the identity. Raises
-    ValueError when the model is not such a chain."""
+    ValueError when the model is not such a chain: the first layer must read the input ``x``
+    itself (or a view of it), each layer the previous segment's output not changed in place
+    since, and a block's add must take the branch's and the shortcut's outputs as they are
+    (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused)."""
     check_model(model)
     rec = Recording(model, ())
     inputs: dict[int, list[int]] = {}
@@ -110,16 +113,35 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     names = {id(m): n for n, m in model.named_modules()}
     seq = iter(range(1 << 62))
     containers: dict[int, list[tuple[int, int]]] = {}
+    box_fns: dict[int, tuple[Any, Any]] = {}  # block -> (input's grad_fn, output's grad_fn)
+    fns: dict[int, Any] = {}  # call sequence number -> grad_fn of that call's output
+    producers: dict[int, tuple[int, str]] = {}  # output storage -> (input storage, "'n' (C)")
+    versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
+    changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
     handles = []
+
+    def label(module) -> str:
+        return f"{names.get(id(module), '')!r} ({type(module).__name__})"
+
+    def wrote(module, t_in, t, at: int) -> None:
+        """Bookkeeping for a module call that produced ``t`` from ``t_in``."""
+        fns[at] = t.grad_fn
+        versions[_storage(t)] = t._version
+        if t_in is not None and _storage(t_in) != _storage(t):  # not in place
+            producers.setdefault(_storage(t), (_storage(t_in), label(module)))
 
     def pre(module, args):
         t = _first_tensor(args)
         inputs.setdefault(id(module), []).append(-1 if t is None else _storage(t))
         if t is not None:
             shapes[id(module)] = tuple(t.shape)
+            if versions.get(_storage(t), t._version) != t._version:
+                changed.setdefault(id(module), producers.get(_storage(t), (0, "x"))[1])
 
     def post(module, args, out):
-        outputs[id(module)] = (_storage(_first_tensor(out)), next(seq))
+        at = next(seq)
+        outputs[id(module)] = (_storage(_first_tensor(out)), at)
+        wrote(module, _first_tensor(args), _first_tensor(out), at)
 
     def act_pre(module, args):
         t = _first_tensor(args)
@@ -130,6 +152,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         t = _first_tensor(out)
         if t is not None:
             acts.append((module._dl_in, _storage(t), activation_spec(module), next(seq)))
+            wrote(module, _first_tensor(args), t, acts[-1][3])
             del module._dl_in
 
     def norm_pre(module, args):
@@ -141,16 +164,21 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         t = _first_tensor(out)
         if t is not None and hasattr(module, "_dl_in"):
             norms.append((module._dl_in, _storage(t), module, next(seq)))
+            wrote(module, _first_tensor(args), t, norms[-1][3])
             del module._dl_in
 
     def box_pre(module, args):
         t = _first_tensor(args)
         containers.setdefault(id(module), []).append((-1 if t is None else _storage(t), -1))
+        box_fns[id(module)] = (None if t is None else t.grad_fn, None)
 
     def box_post(module, args, out):
         t = _first_tensor(out)
         calls = containers[id(module)]
         calls[-1] = (calls[-1][0], -1 if t is None else _storage(t))
+        box_fns[id(module)] = (box_fns[id(module)][0], None if t is None else t.grad_fn)
+        if t is not None:
+            versions[_storage(t)] = t._version
 
     def other_post(module, args, out):
         t = _first_tensor(out)
@@ -161,11 +189,18 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
             pools[_storage(t)] = (_storage(t_in), math.prod(t_in.shape[2:]))
         if t is not None:
             # the first producer: a view (flatten) shares the storage of what it reshapes
-            others.setdefault(_storage(t), f"{names.get(id(module), '')!r} "
-                                           f"({type(module).__name__})")
+            others.setdefault(_storage(t), label(module))
+            wrote(module, t_in, t, next(seq))
 
-    def between(storage: int) -> str:
-        who = others.get(storage)
+    def between(storage: int, start: int | None = None) -> str:
+        """The modules that produced ``storage`` from ``start`` (walked back), named."""
+        path: list[str] = []
+        while storage in producers and storage != start and len(path) < 8:
+            storage, who = producers[storage]
+            path.append(who)
+        if len(path) > 1:
+            return "; it is made by " + " -> ".join(reversed(path))
+        who = path[0] if path else others.get(storage)
         return f"; it is the output of {who}" if who else ""
 
     layers = list(rec.layers)
@@ -192,6 +227,8 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
                 elif next(iter(m.children()), None) is not None:
                     handles.append(m.register_forward_pre_hook(box_pre))
                     handles.append(m.register_forward_hook(box_post))
+            if isinstance(x, torch.Tensor):
+                versions[_storage(x)] = x._version
             call_model(model, x)
     finally:
         for h in handles:
@@ -212,9 +249,14 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         if start is not None and calls[0] != start and pools.get(calls[0], (None,))[0] == start:
             pool = pools[calls[0]][1]  # global average pooling in between
         elif start is not None and calls[0] != start:
+            what = "the model's input x" if start == x_store else "the previous layer's output"
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
-                             f"the input of {info.name!r} is not the previous layer's output "
-                             f"(pooling or another operation in between){between(calls[0])}")
+                             f"the input of {info.name!r} is not {what} (pooling or another "
+                             f"operation in between){between(calls[0], start)}")
+        if id(info.owner) in changed:
+            raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
+                             f"the input of {info.name!r} was changed in place after "
+                             f"{changed[id(info.owner)]} made it")
         end, at = outputs[id(info.owner)]
         norm = None
         if info.norm is not None:
@@ -232,7 +274,8 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
 
     members = {key: {id(m) for m in b.module.modules()} for key, b in rec.blocks.items()}
     out: list[dict] = []
-    prev_end: int | None = None
+    x_store = _storage(x) if isinstance(x, torch.Tensor) else None
+    prev_end: int | None = x_store  # the first layer reads x itself (or a view of it)
     i = 0
     while i < len(order):
         info = order[i]
@@ -254,6 +297,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
                              f"previous layer's output (pooling or another operation in "
                              f"between){between(b_in)}")
         paths: list[list[dict]] = [[]]  # the branch F, then a projection shortcut if any
+        ends: list[Any] = [None]  # grad_fn of each path's output (the identity: the input's)
         end, done = b_in, 0
         while i < len(order) and id(order[i].owner) in members[key]:
             if paths[-1] and inputs.get(id(order[i].owner)) == [b_in]:
@@ -261,9 +305,11 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
                     raise ValueError(f"residual block {block.name!r} has more than two paths "
                                      f"from its input ({order[i].name!r} starts a third)")
                 paths.append([])  # a second path from the block's input: the shortcut
+                ends.append(None)
                 end = b_in
             seg, end, at = link(order[i], end)
             paths[-1].append(seg)
+            ends[-1] = fns.get(at)
             done = max(done, at)
             i += 1
         if b_out == b_in:
@@ -271,11 +317,33 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         # an activation applied to the sum: the last call whose output is the block's output
         # and that ran after both paths (torchvision adds in place, so storages coincide)
         hit = [a for a in acts if a[1] == b_out and a[3] > done]
+        in_fn, out_fn = box_fns.get(key, (None, None))
+        _check_add(block.name, out_fn, bool(hit), ends[0], ends[1] if len(ends) > 1 else in_fn)
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
                     "shortcut": paths[1] if len(paths) > 1 else [],
                     "post": hit[-1][2] if hit else None})
         prev_end = b_out
     return out
+
+
+def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any) -> None:
+    """The block's output is ``post(a + b)`` (``post`` an activation module when ``post``) of
+    exactly the branch's output ``a`` and the shortcut's ``b`` (autograd nodes; the check is
+    skipped without gradients): a scale, another operation or a functional activation in
+    between would make the prediction wrong, so it is refused."""
+    if out_fn is None or branch_fn is None or skip_fn is None:
+        return
+    add = out_fn
+    if post:
+        nxt = [n for n, _ in out_fn.next_functions if n is not None]
+        add = nxt[0] if len(nxt) == 1 else None
+    operands = [] if add is None else [n for n, _ in add.next_functions if n is not None]
+    if (add is None or not add.name().startswith("AddBackward") or len(operands) != 2
+            or {id(n) for n in operands} != {id(branch_fn), id(skip_fn)}):
+        raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + F(x)) "
+                         f"with an activation module f (or none); in {name!r} the output is "
+                         f"not the plain sum of the branch and the shortcut (a scale, another "
+                         f"operation or a functional activation in between)")
 
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -531,6 +599,10 @@ def predict(model: nn.Module, x: Any, y: Any = None,
                         "propagates variances from real-valued inputs; token ids into an "
                         "Embedding are not supported)")
     check_batch(x)
+    wdtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    if x.dtype != wdtype:
+        raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
+                        f"x of the model's dtype (x.to({wdtype}))")
     segments = chain(model, x)
     rows: list[dict] = []
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm

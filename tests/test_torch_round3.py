@@ -1,0 +1,467 @@
+"""Adversarial tests of depthlab.torch's theory (predict), doctor, training loop, prescriptions
+and the ``depthlab doctor --torch`` command on models the other torch tests do not build.
+
+Each regression test names the bug it guards against in its docstring."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+from depthlab.torch import prescriptions as rx  # noqa: E402
+from tests.helpers.cli import assert_one_line_error, run_cli  # noqa: E402
+
+CE = nn.CrossEntropyLoss()
+
+
+def _ratios(df, quantity):
+    sub = df[df.quantity == quantity]
+    return (sub.predicted / sub.value).to_numpy()
+
+
+# -- predict: the formula against Monte Carlo over initializations -----------------------------
+
+def _mc_grad_ratio(make, shape, n_classes, seeds):
+    """Mean over ``seeds`` random initializations of predicted^2 / measured^2 of
+    ``grad_pre_std`` per layer (the prediction is an expectation over the weights)."""
+    out = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        x = torch.randn(*shape)
+        y = torch.randint(0, n_classes, (shape[0],))
+        df = dlt.predict(make(), x, y, CE)
+        out.append(_ratios(df, "grad_pre_std") ** 2)
+    return np.mean(out, axis=0)
+
+
+def test_tanh_gradient_prediction_is_unbiased_over_initializations():
+    def make():
+        return nn.Sequential(nn.Linear(32, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
+                             nn.Linear(256, 16))
+
+    r = _mc_grad_ratio(make, (256, 32), 16, seeds=6)
+    assert np.all(np.abs(r - 1) < 0.04), r
+
+
+def test_padded_strided_dilated_grouped_conv_prediction_is_unbiased():
+    def make():
+        return nn.Sequential(
+            nn.Conv2d(3, 24, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(24, 24, 3, stride=2, padding=2, dilation=2), nn.Tanh(),
+            nn.Conv2d(24, 24, 3, padding=1, groups=4, bias=False), nn.Tanh(),
+            nn.Flatten(), nn.Linear(24 * 6 * 6, 10))
+
+    r = _mc_grad_ratio(make, (48, 3, 12, 12), 10, seeds=4)
+    assert np.all(np.abs(r - 1) < 0.08), r
+    torch.manual_seed(0)
+    df = dlt.predict(make(), torch.randn(48, 3, 12, 12), torch.randint(0, 10, (48,)), CE)
+    assert np.all(np.abs(_ratios(df, "pre_std")[:3] - 1) < 0.05)
+
+
+@pytest.mark.parametrize("act", [nn.Sigmoid(), nn.GELU(), nn.GELU(approximate="tanh"), nn.SiLU(),
+                                 nn.ELU(alpha=0.5), nn.SELU(), nn.LeakyReLU(0.3), nn.Softsign(),
+                                 nn.Mish(), nn.Hardtanh(-0.5, 0.5), nn.CELU(0.7), nn.Softplus(2.0),
+                                 nn.Hardswish(), nn.ReLU6()], ids=lambda m: repr(m))
+def test_every_activation_module_is_predicted(act):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 384), act, nn.Linear(384, 384), act,
+                          nn.Linear(384, 64))
+    x = torch.randn(256, 32)
+    df = dlt.predict(model, x, torch.randn(256, 64), nn.MSELoss())
+    for q in ("pre_std", "act_std"):
+        assert np.all(np.abs(_ratios(df, q)[:2] - 1) < 0.04), (q, df)
+    assert np.all(np.abs(_ratios(df, "grad_pre_std") - 1) < 0.06), df
+
+
+def test_conv1d_conv3d_circular_padding_and_float64():
+    torch.manual_seed(0)
+    m1 = nn.Sequential(nn.Conv1d(2, 32, 5, padding=2), nn.ReLU(),
+                       nn.Conv1d(32, 32, 3, padding="same", padding_mode="circular"), nn.ReLU(),
+                       nn.Flatten(), nn.Linear(32 * 32, 10)).double()
+    df = dlt.predict(m1, torch.randn(64, 2, 32, dtype=torch.float64),
+                     torch.randint(0, 10, (64,)), CE)
+    assert np.all(np.abs(_ratios(df, "pre_std")[:2] - 1) < 0.06), df
+    m3 = nn.Sequential(nn.Conv3d(1, 16, 3, padding=1), nn.SiLU(),
+                       nn.Conv3d(16, 16, 3, stride=2, padding=1), nn.SiLU(),
+                       nn.Flatten(), nn.Linear(16 * 4 ** 3, 10))
+    df = dlt.predict(m3, torch.randn(16, 1, 8, 8, 8), torch.randint(0, 10, (16,)), CE)
+    assert np.all(np.abs(_ratios(df, "pre_std")[:2] - 1) < 0.08), df
+
+
+def test_shape_only_and_inert_modules_between_layers_are_accepted():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 128), nn.Identity(), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Unflatten(1, (8, 16)), nn.Flatten(), nn.Linear(128, 4)).eval()
+    df = dlt.predict(model, torch.randn(256, 16), torch.randint(0, 4, (256,)), CE)
+    assert np.all(np.abs(_ratios(df, "pre_std")[:1] - 1) < 0.03)
+    assert set(df.layer) == {1, 2}
+
+
+# -- predict: models it must refuse, with the module named ------------------------------------
+
+class _Block(nn.Module):
+    def __init__(self, w, scale=None, functional_post=False):
+        super().__init__()
+        self.f = nn.Sequential(nn.Linear(w, w), nn.ReLU(), nn.Linear(w, w))
+        self.post = nn.ReLU()
+        self.scale, self.functional_post = scale, functional_post
+
+    def forward(self, x):
+        h = self.f(x) if self.scale is None else self.scale * self.f(x)
+        return F.relu(x + h) if self.functional_post else self.post(x + h)
+
+
+def _res(**kw):
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), _Block(64, **kw), _Block(64, **kw),
+                         nn.Linear(64, 4))
+
+
+def test_plain_residual_blocks_are_still_predicted():
+    torch.manual_seed(0)
+    df = dlt.predict(_res(), torch.randn(128, 16), torch.randint(0, 4, (128,)), CE)
+    assert df.layer.nunique() == 6
+
+
+@pytest.mark.parametrize("kw", [{"scale": 0.1}, {"functional_post": True}])
+def test_scaled_or_functionally_activated_residual_is_refused(kw):
+    """Regression: x + 0.1 F(x) was predicted as x + F(x) (gradients 10x off) and a
+    functional relu after the add was ignored."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="'2'.*not the plain sum"):
+        dlt.predict(_res(**kw), torch.randn(64, 16), torch.randint(0, 4, (64,)), CE)
+
+
+@pytest.mark.parametrize("first, name", [(nn.Tanh(), "'0' (Tanh)"),
+                                         (nn.BatchNorm1d(16), "'0' (BatchNorm1d)")])
+def test_a_module_before_the_first_layer_is_refused(first, name):
+    """Regression: an activation or normalization before the first layer was ignored (pre_std
+    predicted from the raw input: 1.6x off after a tanh)."""
+    model = nn.Sequential(first, nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    with pytest.raises(ValueError, match="the input of '1' is not the model's input") as e:
+        dlt.predict(model, torch.randn(64, 16))
+    assert name in str(e.value)
+
+
+@pytest.mark.parametrize("model, fragment", [
+    (nn.Sequential(nn.Linear(16, 64), nn.Dropout(0.5), nn.ReLU(), nn.Linear(64, 4)),
+     "'1' (Dropout) -> '2' (ReLU)"),
+    (nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Tanh(), nn.Linear(64, 4)), "'2' (Tanh)"),
+])
+def test_the_modules_in_between_are_named(model, fragment):
+    """Regression: a training-mode Dropout or a second activation was refused without naming
+    it."""
+    with pytest.raises(ValueError, match="the input of '3'") as e:
+        dlt.predict(model, torch.randn(64, 16))
+    assert fragment in str(e.value)
+
+
+class _InPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.act, self.b = nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)
+
+    def forward(self, x):
+        h = self.act(self.a(x))
+        h.mul_(3.0)  # same storage: not visible as a different tensor
+        return self.b(h)
+
+
+def test_an_in_place_change_between_layers_is_refused():
+    """Regression: ``h.mul_(3)`` between two layers was invisible (same storage)."""
+    with pytest.raises(ValueError, match="'b' was changed in place after 'act' \\(ReLU\\)"):
+        dlt.predict(_InPlace(), torch.randn(64, 16))
+
+
+class _Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(16, 16)
+        self.att = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.inp(x).unsqueeze(1)
+        h, _ = self.att(h, h, h)
+        return self.out(h.squeeze(1))
+
+
+class _Lstm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.out = nn.LSTM(4, 8, batch_first=True), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h, _ = self.rnn(x.view(len(x), 4, 4))
+        return self.out(h[:, -1])
+
+
+class _Sin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.b(torch.sin(self.a(x)))
+
+
+@pytest.mark.parametrize("model, fragment", [
+    (_Attention(), "'att' is a MultiheadAttention"), (_Lstm(), "'rnn' is a LSTM"),
+    (_Sin(), "the input of 'b' is not the previous layer's output"),
+    (nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 4)),
+     "'1' is a LayerNorm"),
+])
+def test_models_that_are_not_chains_are_refused(model, fragment):
+    with pytest.raises(ValueError) as e:
+        dlt.predict(model, torch.randn(32, 16))
+    assert fragment in str(e.value)
+
+
+def test_input_of_another_dtype_is_a_type_error():
+    """Regression: a float64 model with float32 inputs raised torch's RuntimeError."""
+    model = nn.Sequential(nn.Linear(16, 4)).double()
+    with pytest.raises(TypeError, match="float32 but the model's weights are torch.float64"):
+        dlt.predict(model, torch.randn(8, 16))
+
+
+# -- doctor ------------------------------------------------------------------------------------
+
+def _xy(n=120, d=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+
+
+def _mlp(out=2, act=nn.ReLU):
+    return lambda: nn.Sequential(nn.Linear(10, 16), act(), nn.Linear(16, 16), act(),
+                                 nn.Linear(16, out))
+
+
+def test_regression_target_shape_that_broadcasts_is_refused():
+    """Regression: MSELoss on outputs (N, 1) and targets (N,) trained on the (N, N) broadcast
+    (torch only warns) and the doctor reported that run."""
+    x, _ = _xy()
+    with pytest.raises(ValueError, match=r"broadcasts the model's outputs \(shape \(1,\)"):
+        dlt.doctor(_mlp(1, nn.Tanh), (x, x[:, 0]), loss_fn=nn.MSELoss(), steps=3, verify=False)
+    d = dlt.doctor(_mlp(1, nn.Tanh), (x.numpy(), x[:, :1].numpy()), loss_fn=nn.MSELoss(),
+                   steps=3, verify=False)
+    assert math.isfinite(d.baseline["train_loss"]) and math.isnan(d.baseline["val_acc"])
+
+
+def test_batch_norm_on_one_row_batches_is_refused_before_training():
+    """Regression: batch_size=1 with BatchNorm failed inside training with torch's message
+    (no batch size named)."""
+    x, y = _xy()
+
+    def make():
+        return nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+    with pytest.raises(ValueError, match="mini-batches of 1 rows \\(batch_size 1"):
+        dlt.doctor(make, (x, y), steps=3, batch_size=1, verify=False)
+    d = dlt.doctor(make, (x, y), steps=3, batch_size=8, verify=False)
+    assert d.baseline["steps"] == 3
+
+
+def test_labels_as_numpy_int32_and_factory_class_and_optimizer_options():
+    x, y = _xy()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()()
+
+        def forward(self, v):
+            return self.body(v)
+
+    a = dlt.doctor(Net, (x.numpy(), y.numpy().astype(np.int32)), steps=4, verify=False,
+                   optimizer=("Adam", {"lr": 0.01, "betas": (0.8, 0.99)}))
+    b = dlt.doctor(Net, (x, y), steps=4, verify=False,
+                   optimizer=("adam", {"lr": 0.01, "betas": (0.8, 0.99)}))
+    assert a.settings["optimizer"] == "adam" and a.settings["optimizer_kwargs"]["betas"]
+    assert a.baseline["train_loss"] == b.baseline["train_loss"]
+    for opt in (("rmsprop", {"lr": 1e-3, "momentum": 0.9}), ("adamw", {"weight_decay": 0.1}),
+                ("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True})):
+        d = dlt.doctor(Net, (x, y), steps=3, verify=False, optimizer=opt)
+        assert math.isfinite(d.baseline["train_loss"])
+
+
+@pytest.mark.parametrize("opt, err, fragment", [
+    ("lbfgs", ValueError, "unknown optimizer 'lbfgs'"),
+    (("sgd", {"momentm": 0.9}), ValueError, "does not accept"),
+    (("sgd", {"lr": 0.1, "nesterov": True}), ValueError, "Nesterov"),
+    (("sgd", {"lr": float("nan")}), ValueError, "lr must be a positive finite number"),
+    (("sgd",), TypeError, "optimizer must be a name or (name, kwargs)"),
+])
+def test_bad_optimizers_are_clear_errors(opt, err, fragment):
+    x, y = _xy()
+    with pytest.raises(err) as e:
+        dlt.doctor(_mlp(), (x, y), optimizer=opt, steps=3, verify=False)
+    assert fragment in str(e.value)
+
+
+class _Attrs(nn.Module):
+    """Layers as attributes (no nn.Sequential), one sigmoid module called three times."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(10, 16), nn.Linear(16, 16), nn.Linear(16, 16)
+        self.d, self.act = nn.Linear(16, 2), nn.Sigmoid()
+        for m in (self.a, self.b, self.c):
+            nn.init.normal_(m.weight, 0.0, 2.0)
+
+    def forward(self, x):
+        return self.d(self.act(self.c(self.act(self.b(self.act(self.a(x)))))))
+
+
+def test_cures_that_cannot_apply_are_skipped_and_the_run_is_reproducible():
+    x, y = _xy(200)
+    runs = [dlt.doctor(_Attrs, (x, y), steps=20, batch_size=16, seed=3, verify=True,
+                       max_cures=5) for _ in range(2)]
+    a, b = runs
+    assert a.findings, "a sigmoid net with N(0, 4) weights has something to cure"
+    for v in a.verifications:
+        assert "normalization" not in v.prescription  # no nn.Sequential to insert into
+    assert [f.to_dict() for f in a.findings] == [f.to_dict() for f in b.findings]
+    assert a.probes.equals(b.probes)
+    assert [(v.prescription, v.after["train_loss"]) for v in a.verifications] == \
+        [(v.prescription, v.after["train_loss"]) for v in b.verifications]
+    with pytest.raises(rx.NotApplicable):
+        rx.insert_batchnorm(_Attrs(), x[:4])
+
+
+def test_diverging_model_is_a_divergence_finding_with_verified_cures():
+    x, y = _xy()
+    d = dlt.doctor(_mlp(), (x * 100, y), optimizer=("sgd", {"lr": 1e3}), steps=20,
+                   batch_size=16, verify=True, max_cures=2)
+    assert d.baseline["diverged"] and d.findings[0].kind in ("divergence", "lr_too_high")
+    assert any(v.helped for v in d.verifications)
+    json.dumps(d.to_dict(), allow_nan=True)
+
+
+def test_tiny_data_fewer_rows_than_the_batch():
+    x, y = _xy(6)
+    d = dlt.doctor(_mlp(), (x, y), steps=4, batch_size=64, verify=True, max_cures=1)
+    assert d.baseline["steps"] == 4 and math.isnan(d.baseline["val_loss"])
+
+
+# -- the command line --------------------------------------------------------------------------
+
+FACTORIES = """
+import torch
+from torch import nn
+
+def mlp():
+    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
+
+def nan_mlp():
+    m = mlp()
+    with torch.no_grad():
+        m[0].weight.fill_(float("nan"))
+    return m
+
+def conv1d():
+    return nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 64, 10))
+
+class Gru(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.out = nn.GRU(8, 8, batch_first=True), nn.Linear(8, 10)
+
+    def forward(self, x):
+        h, _ = self.rnn(x)
+        return self.out(h[:, -1])
+
+def not_a_module():
+    return 42
+
+def raises():
+    raise RuntimeError("boom\\nsecond line")
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(64, 10)
+
+    def forward(self, x):
+        raise KeyError("forward fails")
+
+def broken():
+    return Broken()
+
+def wrong_width():
+    return nn.Sequential(nn.Linear(100, 10))
+"""
+
+
+@pytest.fixture
+def factories(tmp_path):
+    p = tmp_path / "models.py"
+    p.write_text(FACTORIES)
+    (tmp_path / "syntax.py").write_text("def f(:\n    pass\n")
+    return tmp_path
+
+
+def _strict(text):
+    def bad(c):
+        raise ValueError(f"not strict JSON: {c}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+@pytest.mark.parametrize("fn", ["mlp", "nan_mlp"])
+def test_cli_json_is_strict_and_alone_on_stdout(factories, capsys, fn):
+    """Regression: --json printed the JSON on stderr (stdout stayed empty)."""
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{factories}/models.py:{fn}",
+                             "--data", "digits", "--n", "150", "--steps", "3", "--json",
+                             "--out", factories / "runs")
+    assert code == 0, err
+    d = _strict(out)
+    assert set(d) >= {"findings", "baseline", "config"} and "stored in" in err
+    assert d["baseline"]["diverged"] is (fn == "nan_mlp")
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{factories}/models.py:mlp",
+                             "--data", "digits", "--n", "150", "--steps", "3", "--json", "-q",
+                             "--out", factories / "runs")
+    assert code == 0 and out == "", (out, err)
+
+
+@pytest.mark.parametrize("fn", ["conv1d", "Gru"])
+def test_cli_shapes_conv1d_and_rnn_inputs(factories, capsys, fn):
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{factories}/models.py:{fn}",
+                             "--data", "digits", "--n", "120", "--steps", "2",
+                             "--out", factories / "runs")
+    assert code == 0, err
+    assert "depthlab doctor" in out
+
+
+@pytest.mark.parametrize("spec, data, fragments", [
+    ("syntax.py:f", "digits", ("importing", "SyntaxError")),
+    ("models.py:missing", "digits", ("has no 'missing'",)),
+    ("models.py:not_a_module", "digits", ("returned a int",)),
+    ("models.py:raises", "digits", ("RuntimeError: boom second line",)),
+    ("models.py:broken", "digits", ("KeyError", "forward fails")),
+    ("models.py:wrong_width", "digits", ("fails on inputs of shape (64,)",)),
+    ("models.py:mlp", "no-such-data-set", ("--data 'no-such-data-set'",)),
+    ("models.py", "digits", ("FILE.py:FUNCTION",)),
+])
+def test_cli_bad_inputs_are_one_line_and_exit_2(factories, capsys, spec, data, fragments):
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{factories}/{spec}", "--data", data,
+                             "--n", "100", "--steps", "2", "--out", factories / "runs")
+    assert out == ""
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_no_warning_escapes_the_loss_check():
+    x, _ = _xy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="broadcasts"):
+            dlt.doctor(_mlp(1), (x, x[:, 0]), loss_fn=nn.MSELoss(), steps=2, verify=False)
