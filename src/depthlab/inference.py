@@ -7,6 +7,7 @@ Errors are ValueErrors naming the file or value and what was expected.
 
 from __future__ import annotations
 
+import glob
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,17 @@ from .training.data_checks import finite_features
 MODELS = "models"
 
 
+def models_folder(out: str | Path) -> Path:
+    """The folder of the saved networks of results store ``out``: ``OUT/models`` (beside the
+    store file when ``out`` names a ``.db`` file, as ``--out results.db`` does)."""
+    from .experiments.store import resolve_db_path
+
+    return resolve_db_path(out).parent / MODELS
+
+
 def model_path(out: str | Path, run_id: str) -> Path:
     """Where ``depthlab run`` keeps a run's network: ``OUT/models/<run id>.npz``."""
-    return Path(out) / MODELS / f"{run_id}.npz"
+    return models_folder(out) / f"{run_id}.npz"
 
 
 def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
@@ -46,8 +55,8 @@ def resolve_model(target: str, folder: str | Path) -> Path:
         if not p.is_file():
             raise ValueError(f"{target!r}: no such file")
         return p
-    models = Path(folder) / MODELS
-    found = sorted(models.glob(f"{target}*.npz")) if models.is_dir() else []
+    models = models_folder(folder)
+    found = sorted(models.glob(f"{glob.escape(target)}*.npz")) if models.is_dir() else []
     if len(found) == 1:
         return found[0]
     if not found:
@@ -109,12 +118,12 @@ def read_inputs(path: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
+    if x.ndim == 2 and x.shape[0] == 0:
+        raise ValueError(f"DATA {path!r} has no rows; expected at least one row of features")
     if (x.ndim != 2 or not np.issubdtype(x.dtype, np.number)
             or np.issubdtype(x.dtype, np.complexfloating)):
         raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
                          f"{x.shape} {x.dtype}")
-    if x.shape[0] == 0:
-        raise ValueError(f"DATA {path!r} has no rows; expected at least one row of features")
     return x
 
 

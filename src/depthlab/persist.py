@@ -18,9 +18,13 @@ atomically (temporary file + rename).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import zipfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,26 +88,46 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
     return path
 
 
-def _open(path: str | os.PathLike) -> tuple[dict, Any]:
+@contextlib.contextmanager
+def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
+    """The recipe and the open archive of the network saved at ``path`` (closed on exit); a
+    file that is not one (empty, truncated, another program's ``.npz``) is a ValueError naming
+    it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no saved network at {str(path)!r}")
+
+    def refuse(why: Any) -> ValueError:
+        return ValueError(f"{str(path)!r} is not a network saved by depthlab.save ({why})")
+
     try:
         data = np.load(path, allow_pickle=False)
-        recipe = json.loads(bytes(data["recipe"]).decode("utf-8"))
-    except (ValueError, KeyError, OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{str(path)!r} is not a network saved by depthlab.save ({exc})") \
-            from None
-    if recipe.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} has format {recipe.get('format')!r}; expected {FORMAT}")
-    return recipe, data
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise refuse(str(exc) or type(exc).__name__) from None
+    with contextlib.closing(data) if hasattr(data, "close") else contextlib.nullcontext():
+        try:
+            recipe = json.loads(bytes(data["recipe"]).decode("utf-8"))
+        except (ValueError, KeyError, IndexError, TypeError, OSError, EOFError,
+                zipfile.BadZipFile, zlib.error) as exc:
+            raise refuse(exc) from None
+        if not isinstance(recipe, dict):
+            raise refuse(f"its recipe is {type(recipe).__name__}, not a JSON object")
+        if recipe.get("format") != FORMAT:
+            raise ValueError(f"{str(path)!r} has format {recipe.get('format')!r}; expected "
+                             f"{FORMAT}")
+        if not isinstance(recipe.get("config"), dict):
+            raise refuse("its recipe has no network config")
+        try:
+            yield recipe, data
+        except (EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged array member
+            raise refuse(str(exc) or type(exc).__name__) from None
 
 
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``meta`` saved with a network (JSON values and arrays), without building it."""
-    recipe, data = _open(path)
-    out = dict(recipe.get("meta") or {})
-    out.update({k[5:]: data[k] for k in data.files if k.startswith("meta:")})
+    with _open(path) as (recipe, data):
+        out = dict(recipe.get("meta") or {})
+        out.update({k[5:]: data[k] for k in data.files if k.startswith("meta:")})
     return out
 
 
@@ -112,8 +136,18 @@ def load(path: str | os.PathLike) -> Any:
     weights and batch-norm state copied back (bit-identical predictions)."""
     from .models import mlp
 
-    recipe, data = _open(path)
-    net = mlp(**recipe["config"])
+    with _open(path) as (recipe, data):
+        try:
+            net = mlp(**recipe["config"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{str(path)!r}: its recipe does not build a network ({exc})") \
+                from None
+        _restore(net, data, path)
+    return net
+
+
+def _restore(net: Any, data: Any, path: Path) -> None:
+    """Copy the saved parameters and batch-norm state of archive ``data`` into ``net``."""
     params = net.parameters()
     saved = sorted((k for k in data.files if k.startswith("param:")),
                    key=lambda k: int(k.split(":")[1]))
@@ -133,4 +167,3 @@ def load(path: str | os.PathLike) -> Any:
                 setattr(bn, field, data[key].copy())
         if f"bn:{k}:num_batches" in data.files:
             bn.num_batches = int(data[f"bn:{k}:num_batches"])
-    return net

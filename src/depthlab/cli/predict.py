@@ -21,7 +21,7 @@ from .common import DEFAULT_OUT, Command, UserError, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="RUN_OR_FILE",
+    p.add_argument("model", metavar="RUN_OR_FILE", type=path_arg,
                    help="a .npz saved by dl.save, or a run id (prefix) in --dir")
     p.add_argument("data", metavar="DATA", help="inputs: .npy, .npz (key x) or .csv")
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
@@ -70,10 +70,11 @@ def _predict(args: argparse.Namespace):
     from ..persist import load_meta
 
     model = resolve_model(args.model, args.dir)
+    meta = load_meta(model)  # a file that is no saved network is named as such, not as DATA
     labels = None
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
         try:
-            x, labels = builtin_test_split(args.data, load_meta(model))
+            x, labels = builtin_test_split(args.data, meta)
         except (ValueError, OSError) as exc:
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
     else:

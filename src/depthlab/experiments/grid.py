@@ -9,8 +9,10 @@ points costs the memory of one point, not of the grid.
 
 Before the first point, :func:`check_values` validates every *single* value of the grid on the
 base config (``k_1 + ... + k_m`` validations instead of the product), so a typo anywhere in the
-grid fails at once; a bad *combination* of individually valid values is found when its point
-is reached.
+grid fails at once; a bad *combination* of individually valid values (``model.batchnorm =
+true`` with ``train.batch_size = 1``) is found when its point is reached: :func:`iter_points`
+raises there, or with ``invalid="fail"`` yields the point with its ``error`` set (a sweep
+stores it as a failed point and goes on with the others).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import hashlib
 import itertools
 import math
+import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,12 +33,14 @@ from .config import ConfigError, canonical_json, run_id, set_dotted, validate
 @dataclass
 class SweepPoint:
     """One grid point: its run id, a short name (``activation=tanh,seed=0``), the overrides
-    and the validated config."""
+    and the validated config; for a combination the config checks refuse, ``error`` (the
+    one-line message) and the point's config as written instead (id: its hash)."""
 
     id: str
     name: str
     overrides: dict[str, Any]
     config: dict[str, Any]
+    error: str | None = None
 
 
 def grid_size(grid: dict[str, list] | None) -> int:
@@ -74,11 +79,23 @@ def _body(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in raw.items() if k != "sweep"}
 
 
-def _point_config(body: dict[str, Any], overrides: dict[str, Any],
-                  base_dir: str | os.PathLike | None) -> dict[str, Any]:
+def _point_raw(body: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The base config with the point's values set. A swept ``model.sizes`` replaces the base's
+    ``depth`` and ``width`` (unless the point sets them too): left in place they would rebuild
+    the hidden sizes and every point would get the base's network (``ModelSpec.with_sizes``)."""
     point_raw = copy.deepcopy(body)
+    if "model.sizes" in overrides and isinstance(point_raw.get("model"), dict):
+        for key in ("depth", "width"):
+            if f"model.{key}" not in overrides:
+                point_raw["model"].pop(key, None)
     for k, v in overrides.items():
         set_dotted(point_raw, k, v)
+    return point_raw
+
+
+def _point_config(body: dict[str, Any], overrides: dict[str, Any],
+                  base_dir: str | os.PathLike | None) -> dict[str, Any]:
+    point_raw = _point_raw(body, overrides)
     try:
         return validate(point_raw, base_dir=base_dir)
     except ConfigError as e:
@@ -98,9 +115,12 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
 
 def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
                 grid: dict[str, list] | None = None, limit: int | None = None,
-                check: bool = True) -> Iterator[SweepPoint]:
+                check: bool = True, invalid: str = "raise") -> Iterator[SweepPoint]:
     """Yield the grid points of ``raw`` (a config dict as read from TOML, with ``[sweep]``)
-    one at a time, at most ``limit`` of them (the first ``limit`` combinations).
+    one at a time, at most ``limit`` of them (the first ``limit`` combinations, an integer
+    >= 1). A point whose combination of values the config checks refuse raises
+    :class:`ConfigError` (``invalid="raise"``) or is yielded with its ``error``
+    (``invalid="fail"``).
 
     ``"model.depth" = [...]`` rebuilds the hidden sizes as ``[width] * depth`` (see
     :mod:`depthlab.experiments.config`). Identical validated configs have the same run id;
@@ -108,6 +128,9 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
     that must not run a point twice checks ids itself. ``check=True`` first validates every
     single value (:func:`check_values`).
     """
+    check_limit(limit)
+    if invalid not in ("raise", "fail"):
+        raise ValueError(f"invalid = {invalid!r} is not accepted; accepted: 'raise', 'fail'")
     base = validate(raw, base_dir=base_dir)
     if grid is None:
         grid = base.get("sweep") or {}
@@ -120,12 +143,34 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
         combos = itertools.islice(combos, limit)
     for combo in combos:
         overrides = dict(zip(keys, combo))
-        cfg = _point_config(body, overrides, base_dir)
         name = ",".join(f"{_short(k, keys)}={value_str(v)}" for k, v in overrides.items())
         if base.get("name"):
             name = f"{base['name']}:{name}" if name else base["name"]
+        try:
+            cfg = _point_config(body, overrides, base_dir)
+        except ConfigError as e:
+            if invalid == "raise":
+                raise
+            point_raw = _point_raw(body, overrides)
+            point_raw.pop("sweep", None)
+            rid = run_id(point_raw)
+            yield SweepPoint(rid, name or rid, overrides, point_raw, error=str(e))
+            continue
         rid = run_id(cfg)
         yield SweepPoint(rid, name or rid, overrides, cfg)
+
+
+def check_limit(limit: Any) -> None:
+    """``limit`` (the first N points of a grid) is None or an integer >= 1 (TypeError or
+    ValueError naming it otherwise)."""
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral):
+        raise TypeError(f"limit = {limit!r} has the wrong type; accepted: an integer >= 1 "
+                        "(or None for the whole grid)")
+    if limit < 1:
+        raise ValueError(f"limit = {limit!r} is not accepted; accepted: an integer >= 1 (or "
+                         "None for the whole grid)")
 
 
 def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,

@@ -9,7 +9,10 @@ and executors keep a bounded number in flight, so memory does not grow with the 
 
 Resuming is automatic: a point whose id is already stored as ``finished`` or ``diverged`` is
 skipped before it is submitted; ``failed`` points are run again. Killing the client loses no
-committed run; running the same sweep again finishes the grid.
+committed run; running the same sweep again finishes the grid. A combination of values that
+the config checks refuse (each value valid alone) is stored as a ``failed`` point with the
+one-line reason, without being submitted, and the other points run: every executor does the
+same.
 """
 
 from __future__ import annotations
@@ -22,8 +25,18 @@ from typing import Any
 
 from .config import validate
 from .executors import Executor, Task, make_executor
-from .grid import SweepPoint, check_values, expand, grid_shape, grid_size, iter_points, sweep_id
+from .grid import (
+    SweepPoint,
+    check_limit,
+    check_values,
+    expand,
+    grid_shape,
+    grid_size,
+    iter_points,
+    sweep_id,
+)
 from .progress import SweepProgress
+from .runner import failed_record
 from .store import RunRecord, Store
 
 __all__ = ["DONE_STATUSES", "SweepInterrupted", "SweepPoint", "SweepResult", "expand",
@@ -76,6 +89,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     ``"tcp://HOST:PORT"``, Dask), else ``jobs`` processes (1: this process). ``echo``
     receives one line per event (None: silent); ``progress`` shows a bar instead.
     """
+    check_limit(limit)
     base = validate(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
     sid = sweep_id({k: v for k, v in base.items() if k != "name"})
@@ -83,7 +97,8 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     say = echo or (lambda _line: None)
     say(f"sweep {sid}: {total:,} points ({grid_shape(grid)})")
     check_values(raw, grid, base_dir=base_dir)  # every single value, before anything runs
-    points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False)
+    points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
+                         invalid="fail")
     return run_points(points, out_dir, sweep=sid, jobs=jobs, cluster=cluster,
                       executor=executor, echo=echo, progress=progress, kind=kind, total=total)
 
@@ -113,8 +128,12 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 result.skipped += 1
                 prog.skip()
                 continue
-            in_flight.add(p.id)
             prog.started()
+            if getattr(p, "error", None) is not None:  # a refused combination: not computed
+                commit(failed_record(p.config, p.id, p.error, name=p.name, kind=kind,
+                                     sweep=sweep))
+                continue
+            in_flight.add(p.id)
             yield Task(p.id, p.name, p.config, sweep, kind)
 
     def done(task: Task, rec: RunRecord) -> None:
@@ -123,6 +142,9 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         in_flight.discard(task.id)
         if rec.status == "failed" and store.has_run(task.id, DONE_STATUSES):
             return  # never replace a finished run with a failed retry
+        commit(rec)
+
+    def commit(rec: RunRecord) -> None:
         store.add_run(rec)  # one transaction: the whole run or nothing
         result.counts[rec.status] = result.counts.get(rec.status, 0) + 1
         if rec.status == "failed" and len(result.failures) < MAX_FAILURES_KEPT:

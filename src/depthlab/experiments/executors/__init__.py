@@ -15,6 +15,9 @@ def make_executor(jobs: int = 1, cluster: str | None = None) -> Executor:
     """``cluster`` (``local:N`` / ``tcp://HOST:PORT``): a Dask executor (Dask imported only
     then); else ``jobs`` processes (1: this process)."""
     if cluster is not None:
+        if not isinstance(cluster, str):
+            raise TypeError(f"cluster = {cluster!r} has the wrong type; accepted: \"local:N\" "
+                            "or \"tcp://HOST:PORT\" (or None)")
         from .dask import DaskExecutor
 
         return DaskExecutor(cluster)

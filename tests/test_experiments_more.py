@@ -1,0 +1,233 @@
+"""Adversarial tests of the experiments side (configs, sweeps, store paths, saved networks,
+``depthlab predict``) on inputs the other tests do not try: integers beyond float range,
+damaged or foreign network files, a grid holding a combination the config checks refuse,
+``--out`` naming a ``.db`` file, glob characters in a run prefix. Each test failed before the
+fix it names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+import depthlab as dl
+from depthlab.experiments import ConfigError
+from depthlab.experiments.sweep import run_sweep
+from depthlab.spec import ModelSpec, TrainSpec
+from depthlab.validators import as_number, real
+
+TINY = """\
+[data]
+name = "spirals"
+n = 60
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+max_steps = 3
+batch_size = 8
+[probes]
+every = 1
+batch = 5
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    one_blas_thread(monkeypatch)
+
+
+# -- numbers beyond float range ----------------------------------------------------------------
+
+
+def test_integers_beyond_float_range_are_out_of_range_not_overflow_errors():
+    """``lr = 10**400`` raised OverflowError ("int too large to convert to float") from the
+    spec, ``mlp``, ``fit`` and ``validators.real`` instead of a one-line out-of-range error."""
+    with pytest.raises(ConfigError) as err:
+        TrainSpec(lr=10**400)
+    assert str(err.value) == ("lr = 1e+400 is out of range; accepted: a learning rate, a finite "
+                              "number > 0")
+    with pytest.raises(ConfigError, match=r"dropout = 1e\+400 is out of range"):
+        ModelSpec(sizes=(2, 3, 2), dropout=10**400)
+    with pytest.raises(ConfigError, match=r"momentum = -1e\+5000 is out of range"):
+        TrainSpec(optimizer_kwargs={"momentum": -(10**5000)})  # str() would need 5001 digits
+    with pytest.raises(ValueError, match="dropout"):
+        dl.mlp([2, 3, 2], dropout=10**400)
+    with pytest.raises(ValueError, match="x must be finite"):
+        real("x", 10**400)
+    assert as_number(10**400) == float("inf") and as_number(-(10**400)) == float("-inf")
+    assert TrainSpec(lr=3).lr == 3.0 and isinstance(TrainSpec(lr=3).lr, float)
+
+
+# -- saved networks ---------------------------------------------------------------------------
+
+
+def _write_recipe(path: Path, recipe) -> Path:
+    np.savez(path, recipe=np.frombuffer(json.dumps(recipe).encode(), dtype=np.uint8))
+    return path
+
+
+def test_damaged_or_foreign_network_files_are_one_line_errors(tmp_path, capsys):
+    """An empty, truncated or foreign ``.npz`` given to ``dl.load``/``depthlab predict`` was an
+    internal error (EOFError, BadZipFile, AttributeError, KeyError: exit 1), and a file that is
+    no saved network was reported as a problem of DATA."""
+    good = dl.save(dl.mlp([2, 3, 2], seed=0), tmp_path / "good.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "trunc.npz").write_bytes(good.read_bytes()[:300])
+    _write_recipe(tmp_path / "list.npz", [1, 2])
+    _write_recipe(tmp_path / "noconfig.npz", {"format": "depthlab-network/1"})
+    _write_recipe(tmp_path / "badconfig.npz", {"format": "depthlab-network/1",
+                                               "config": {"sizes": [2, 3, 2], "zz": 1}})
+    np.savez(tmp_path / "foreign.npz", x=np.zeros(3))
+    np.save(tmp_path / "x.npy", np.ones((2, 2)))
+    for name in ("empty", "trunc", "list", "noconfig", "badconfig", "foreign"):
+        path = tmp_path / f"{name}.npz"
+        with pytest.raises(ValueError, match=f"{name}.npz"):
+            dl.load(path)
+        code, _out, err = run_cli(capsys, "predict", path, tmp_path / "x.npy")
+        line = assert_one_line_error(code, err, f"{name}.npz")
+        assert "DATA" not in line, line
+    x = np.ones((1, 2), np.float32)
+    assert np.array_equal(dl.load(good).predict(x), dl.mlp([2, 3, 2], seed=0).predict(x))
+
+
+def test_predict_refuses_an_empty_run_name_and_reads_glob_characters_literally(
+        tmp_path, capsys, monkeypatch):
+    """``depthlab predict "" DATA`` (an unset shell variable) and ``predict '*' DATA`` silently
+    used the only saved network of the results folder (the name was a glob pattern)."""
+    monkeypatch.chdir(tmp_path)
+    dl.save(dl.mlp([2, 3, 2], seed=1), tmp_path / "out" / "models" / "abc123def456.npz",
+            meta={"loss": "cross_entropy"})
+    np.save(tmp_path / "x.npy", np.ones((2, 2)))
+    code, _out, err = run_cli(capsys, "predict", "", "x.npy", "--dir", "out")
+    assert_one_line_error(code, err, "empty")
+    for pattern in ("*", "abc*", "[a]bc", "??????"):
+        code, _out, err = run_cli(capsys, "predict", pattern, "x.npy", "--dir", "out")
+        assert_one_line_error(code, err, repr(pattern), "neither a .npz file nor a run")
+    code, out, err = run_cli(capsys, "predict", "abc", "x.npy", "--dir", "out")
+    assert code == 0, err
+    assert out.splitlines()[0] == "class,output_0,output_1"
+
+
+def test_predict_names_a_header_only_csv_as_having_no_rows(tmp_path, capsys):
+    """A CSV with a header and no rows was "expected a 2-D array of real numbers, got shape
+    (0, 2) object" instead of saying it has no rows."""
+    model = dl.save(dl.mlp([2, 3, 2]), tmp_path / "n.npz")
+    (tmp_path / "h.csv").write_text("a,b\n")
+    code, _out, err = run_cli(capsys, "predict", model, tmp_path / "h.csv")
+    assert_one_line_error(code, err, "h.csv", "has no rows")
+
+
+def test_run_with_out_naming_a_db_file_keeps_its_network_beside_the_store(
+        tmp_path, capsys, monkeypatch):
+    """``depthlab run --out results.db`` stored the run, then failed (exit 2) writing the
+    network under the store file (``results.db/models``: not a directory)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    code, out, err = run_cli(capsys, "run", "tiny.toml", "--out", "results.db", "--json")
+    assert code == 0, err
+    rec = json.loads(out)
+    assert rec["status"] == "finished" and Path(rec["network"]).parent == Path("models")
+    code, out, err = run_cli(capsys, "predict", rec["id"][:6], "spirals", "--dir", "results.db")
+    assert code == 0, err
+    assert "accuracy" in err and out.startswith("class,output_0,output_1\n")
+    code, out, _err = run_cli(capsys, "runs", "results.db", "--json")
+    assert [r["id"] for r in json.loads(out)] == [rec["id"]]
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+
+def _combo_grid(n: int = 60) -> dict:
+    return {"data": {"name": "spirals", "n": n},
+            "model": {"sizes": ["auto", 4, "auto"]},
+            "train": {"max_steps": 2, "batch_size": 4},
+            "probes": {"every": 1, "batch": 4},
+            "sweep": {"model.batchnorm": [False, True], "train.batch_size": [4, 1]}}
+
+
+def _records(out: Path) -> dict[str, tuple]:
+    from depthlab.experiments import Store
+
+    with Store(out, create=False) as s:
+        runs = s.runs()
+        # repr: NaN probe values (e.g. an undefined ratio) compare equal to themselves
+        return {r.name: (r.status, r.error, repr(s.steps(r.id)["loss"].tolist()),
+                         repr(s.probes(r.id).to_numpy().tolist())) for r in runs.itertuples()}
+
+
+def test_a_refused_combination_is_a_failed_point_and_the_others_run(tmp_path):
+    """``batchnorm = true`` with ``batch_size = 1`` (each valid alone) stopped the whole sweep
+    at that point with a ConfigError: in this process after the points before it, with
+    ``jobs = 2`` before any point ran. Now every executor stores it as a failed point naming the
+    conflict, runs the others with identical results, and a rerun skips the finished ones."""
+    raw = _combo_grid()
+    one = run_sweep(raw, tmp_path / "one", echo=None)
+    assert (one.total, one.counts) == (4, {"finished": 3, "failed": 1})
+    (fid, fname, ferr), = one.failures
+    assert fname == "batchnorm=true,batch_size=1"
+    assert ferr.startswith("sweep point (model.batchnorm = true, train.batch_size = 1): ")
+    assert "needs at least 2 rows per batch" in ferr
+    two = run_sweep(raw, tmp_path / "two", jobs=2, echo=None)
+    assert two.counts == one.counts and two.failures == one.failures
+    a, b = _records(tmp_path / "one"), _records(tmp_path / "two")
+    assert a == b  # same points, statuses, messages, losses and probes, bit for bit
+    assert a[fname][0] == "failed" and a[fname][2] == "[]"
+    again = run_sweep(raw, tmp_path / "one", echo=None)
+    assert (again.skipped, again.counts) == (3, {"failed": 1})
+
+
+def test_cli_sweep_with_a_refused_combination_exits_1_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    body = TINY.replace("batch_size = 8", "batch_size = 4") + (
+        '[sweep]\n"model.batchnorm" = [false, true]\n"train.batch_size" = [4, 1]\n')
+    (tmp_path / "g.toml").write_text(body)
+    code, out, err = run_cli(capsys, "sweep", "g.toml", "--out", "o", "--json")
+    assert code == 1, err
+    summary = json.loads(out)
+    assert summary["counts"] == {"finished": 3, "failed": 1}
+    assert summary["failures"][0]["name"] == "batchnorm=true,batch_size=1"
+    assert "train.batch_size = 1" in summary["failures"][0]["error"]
+    code, out, _err = run_cli(capsys, "report", "o", "--quiet")  # a report reads such a store
+    assert code == 0 and out.strip().endswith("report.html")
+
+
+def test_sweep_api_checks_limit_and_cluster(tmp_path):
+    """``limit=-1``/``1.5`` gave islice's message, ``limit=True`` ran one point, ``cluster=5``
+    a TypeError about regular expressions."""
+    raw = _combo_grid()
+    for bad, kind in ((-1, ValueError), (0, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(kind, match=rf"limit = {bad!r} .*accepted: an integer >= 1"):
+            run_sweep(raw, tmp_path / "o", limit=bad, echo=None)
+    with pytest.raises(TypeError, match='cluster = 5 has the wrong type; accepted: "local:N"'):
+        run_sweep(raw, tmp_path / "o", cluster=5, echo=None)
+    assert not (tmp_path / "o").exists()
+    res = run_sweep(raw, tmp_path / "o", limit=np.int64(2), echo=None)
+    assert res.total == 2 and res.count("finished") == 2
+
+
+def test_swept_sizes_replace_the_base_depth_and_width():
+    """The starter config (``depth = 10``, ``width = 64``) and every ``RunSpec.to_toml()`` file
+    carry depth and width; a swept ``model.sizes`` was rebuilt from them, so every point got the
+    base's network (``[auto, 3, auto]`` ran as ``[auto, 7, 7, 7, auto]``) and the points were
+    merged into one."""
+    import tomllib
+
+    from depthlab.experiments.grid import expand
+    from depthlab.spec import RunSpec
+
+    sizes = [["auto", 3, "auto"], ["auto", 5, 5, "auto"]]
+    base = {"data": {"name": "spirals"}, "model": {"sizes": ["auto", "auto"], "depth": 3,
+                                                   "width": 7}}
+    written = tomllib.loads(RunSpec.from_dict(base).to_toml())  # depth, width and sizes
+    for raw in (base, written):
+        points = expand({**raw, "sweep": {"model.sizes": sizes}})
+        assert [p.config["model"]["sizes"] for p in points] == sizes
+        assert [(p.config["model"]["depth"], p.config["model"]["width"]) for p in points] == [
+            (1, 3), (2, 5)]
+    # a point that sets depth too keeps it (sizes rebuilt with that depth, as documented)
+    both = expand({**base, "sweep": {"model.sizes": sizes, "model.depth": [1]}})
+    assert [p.config["model"]["sizes"] for p in both] == [["auto", 3, "auto"],
+                                                          ["auto", 5, "auto"]]
