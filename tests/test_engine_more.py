@@ -1020,3 +1020,20 @@ def test_trainer_l1_l2_penalties_on_weights_only_match_torch(f64):
     for p, q in zip(net.parameters(), tnet.parameters()):
         w = p.value.T if p.value.ndim == 2 else p.value
         np.testing.assert_allclose(w, q.detach().numpy(), rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("sgd", {"lr": float("inf")}), ("sgd", {"momentum": float("inf")}),
+    ("sgd", {"dampening": float("-inf")}), ("adam", {"eps": float("inf")}),
+    ("adam", {"weight_decay": float("inf")}), ("nadam", {"momentum_decay": float("inf")}),
+    ("adagrad", {"initial_accumulator_value": float("inf")}), ("rmsprop", {"alpha": 1.5}),
+    ("rmsprop", {"momentum": float("inf")})])
+def test_optimizer_refuses_infinite_hyperparameters_and_rmsprop_alpha_above_one(name, kw):
+    """An infinite setting (or RMSprop alpha > 1: a negative square average, NaN steps) was
+    accepted; the error names the value and what is accepted."""
+    key, value = next(iter(kw.items()))
+    with pytest.raises(ValueError, match=f"{key} value: {value!r}; expected a finite number"):
+        get_optimizer(name, [Parameter("w", np.zeros(2))], **kw)
+    opt = get_optimizer(name, [Parameter("w", np.zeros(2))])
+    with pytest.raises(ValueError, match="inf"):
+        opt.lr = float("inf")

@@ -26,20 +26,20 @@ def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None 
     """Return ``float(value)`` after checking ``low <= value <= high`` (or ``< high``).
 
     Raises TypeError for non-numbers (bools included) and ValueError naming the value when
-    it is out of range or NaN.
+    it is out of range, infinite or NaN (an infinite lr, momentum or eps is no setting).
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     v = float(value)
-    ok = not math.isnan(v) and v >= low
+    ok = math.isfinite(v) and v >= low
     if high is not None:
         ok = ok and (v <= high if high_inclusive else v < high)
     if not ok:
         if high is None:
-            accepted = f">= {low}"
+            accepted = f" >= {low}" if math.isfinite(low) else ""
         else:
-            accepted = f"in [{low}, {high}{']' if high_inclusive else ')'}"
-        raise ValueError(f"invalid {name} value: {value!r}; expected a number {accepted}")
+            accepted = f" in [{low}, {high}{']' if high_inclusive else ')'}"
+        raise ValueError(f"invalid {name} value: {value!r}; expected a finite number{accepted}")
     return v
 
 

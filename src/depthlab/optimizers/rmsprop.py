@@ -13,9 +13,10 @@ from .base import Optimizer, axpy, check_flag, check_number, lerp
 class RMSprop(Optimizer):
     """RMSprop as in ``torch.optim.RMSprop``.
 
-    ``d = ±g + wd*w``; ``v = alpha*v + (1-alpha)*d^2``; ``den = sqrt(v) + eps``, or when
-    ``centered`` ``m = lerp(m, d, 1-alpha)`` and ``den = sqrt(v - m^2) + eps``. With
-    ``momentum``: ``b = momentum*b + d/den``, ``w -= lr*b``; else ``w -= lr*d/den``.
+    ``d = ±g + wd*w``; ``v = alpha*v + (1-alpha)*d^2`` (``alpha`` in [0, 1]);
+    ``den = sqrt(v) + eps``, or when ``centered`` ``m = lerp(m, d, 1-alpha)`` and
+    ``den = sqrt(v - m^2) + eps``. With ``momentum``: ``b = momentum*b + d/den``,
+    ``w -= lr*b``; else ``w -= lr*d/den``.
     """
 
     name = "rmsprop"
@@ -24,7 +25,7 @@ class RMSprop(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
                  centered: bool = False, *, maximize: bool = False) -> None:
         super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize)
-        self.alpha = check_number("alpha", alpha)
+        self.alpha = check_number("alpha", alpha, high=1.0)  # alpha > 1: a negative average
         self.eps = check_number("eps", eps)
         self.momentum = check_number("momentum", momentum)
         self.centered = check_flag("centered", centered)
