@@ -1037,3 +1037,16 @@ def test_optimizer_refuses_infinite_hyperparameters_and_rmsprop_alpha_above_one(
     opt = get_optimizer(name, [Parameter("w", np.zeros(2))])
     with pytest.raises(ValueError, match="inf"):
         opt.lr = float("inf")
+
+
+def test_penalty_strengths_numpy_numbers_accepted_bools_refused():
+    """np.float32(0.1) was refused with 'must be a finite number >= 0, got 0.1' and True was
+    taken for 1."""
+    w = [Parameter("w", np.ones(3), "weight")]
+    assert penalty(w, l2=np.float32(0.5)) == pytest.approx(1.5)
+    add_penalty_gradient(w, l1=np.float64(0.25))
+    np.testing.assert_allclose(w[0].grad, 0.25)
+    for bad, exc in ((True, TypeError), ("0.1", TypeError), (-1.0, ValueError),
+                     (float("nan"), ValueError)):
+        with pytest.raises(exc, match=repr(bad) if bad == bad else "nan"):
+            penalty(w, l1=bad)

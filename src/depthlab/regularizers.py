@@ -11,12 +11,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from .parameter import Parameter
+from .validators import real
 
 
 def _check(l1: float, l2: float) -> None:
+    """A finite real number >= 0 each (NumPy numbers too): TypeError for a bool or a
+    non-number, ValueError naming the value otherwise."""
     for label, v in (("l1", l1), ("l2", l2)):
-        if not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-            raise ValueError(f"{label} penalty must be a finite number >= 0, got {v!r}")
+        real(f"{label} penalty", v, low=0.0)
 
 
 def penalty(params: Iterable[Parameter], l1: float = 0.0, l2: float = 0.0) -> float:
