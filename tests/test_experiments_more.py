@@ -137,6 +137,21 @@ def test_run_with_out_naming_a_db_file_keeps_its_network_beside_the_store(
     assert [r["id"] for r in json.loads(out)] == [rec["id"]]
 
 
+def test_run_refuses_a_file_where_its_models_folder_goes_before_training(
+        tmp_path, capsys, monkeypatch):
+    """``OUT/models`` being a file failed after training (the run stored, exit 2 on saving the
+    network); now refused before anything is trained or stored."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "models").write_text("mine")
+    code, _out, err = run_cli(capsys, "run", "tiny.toml", "--out", "out")
+    assert_one_line_error(code, err, "out/models", "is a file")
+    assert "step" not in err  # nothing was trained
+    code, out, _err = run_cli(capsys, "runs", "out", "--json")
+    assert json.loads(out) == [] and (tmp_path / "out" / "models").read_text() == "mine"
+
+
 # -- sweeps -----------------------------------------------------------------------------------
 
 
