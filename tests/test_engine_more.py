@@ -1050,3 +1050,28 @@ def test_penalty_strengths_numpy_numbers_accepted_bools_refused():
                      (float("nan"), ValueError)):
         with pytest.raises(exc, match=repr(bad) if bad == bad else "nan"):
             penalty(w, l1=bad)
+
+
+def test_recorder_training_batch_mode_reads_the_next_updates_batch():
+    """probe_x=None: step k's statistics are those of update k + 1's mini-batch (the weights
+    after k updates), its loss the history's loss of that update."""
+    x, y = _data(40, 17)
+    seen = {}
+
+    class Caches(dl.training.trainer.Callback):
+        def before_update(self, trainer, step):
+            p = trainer.net.probe_points()[1]
+            seen[step] = (p.activation.s.std(), np.abs(p.activation.grad_s).mean(),
+                          p.dense.W.grad.std())
+
+    net = dl.mlp(SIZES, "tanh", seed=1, dtype="float64")
+    rec = ProbeRecorder(every=1, histogram_steps=())
+    hist = dl.fit(net, x, y, batch_size=10, epochs=1, lr=0.1, callbacks=[Caches(), rec])
+    f = rec.frame()
+    for k in range(4):
+        row = f[f.step == k].set_index(["layer", "quantity"]).value
+        assert row[0, "loss"] == hist.step_loss[k]
+        assert row[2, "pre_std"] == pytest.approx(seen[k + 1][0], rel=1e-12)
+        assert row[2, "grad_pre_absmean"] == pytest.approx(seen[k + 1][1], rel=1e-12)
+        assert row[2, "weight_grad_std"] == pytest.approx(seen[k + 1][2], rel=1e-12)
+    assert set(f[f.step == 4].quantity) == {"update_ratio"}
