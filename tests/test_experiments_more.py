@@ -246,3 +246,16 @@ def test_swept_sizes_replace_the_base_depth_and_width():
     both = expand({**base, "sweep": {"model.sizes": sizes, "model.depth": [1]}})
     assert [p.config["model"]["sizes"] for p in both] == [["auto", 3, "auto"],
                                                           ["auto", 5, "auto"]]
+
+
+def test_n_beyond_a_fixed_data_set_is_named_as_such_not_as_a_memory_refusal():
+    """``data.n = 10**12`` on digits (1797 samples) was refused as "needs about 1.4 PiB of
+    memory ... on 1000000000000 rows" although only 1797 rows exist."""
+    from depthlab.experiments import validate
+    from depthlab.experiments.runner import ExperimentError, prepare
+
+    cfg = validate({"data": {"name": "digits", "n": 10**12},
+                    "model": {"sizes": ["auto", 4, "auto"]}})
+    with pytest.raises(ExperimentError, match=r"n=1000000000000 is larger than the 1797 "
+                                              r"samples available"):
+        prepare(cfg)

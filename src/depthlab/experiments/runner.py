@@ -120,6 +120,8 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         n_out = 1 if t["loss"] == "binary_cross_entropy" else (
             opts.get("n_classes", spec.n_classes) if spec else 1)
         n_rows = (d.get("n") or spec.n_samples) if spec else 0
+        if spec and not spec.generated:  # n subsamples a fixed set: a larger n is the
+            n_rows = min(n_rows, spec.n_samples)  # loader's one-line error, not a memory one
         sizes = list(m["sizes"])
         sizes[0] = n_in if sizes[0] == "auto" else sizes[0]
         sizes[-1] = n_out if sizes[-1] == "auto" else sizes[-1]
