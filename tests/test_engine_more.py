@@ -1075,3 +1075,34 @@ def test_recorder_training_batch_mode_reads_the_next_updates_batch():
         assert row[2, "grad_pre_absmean"] == pytest.approx(seen[k + 1][1], rel=1e-12)
         assert row[2, "weight_grad_std"] == pytest.approx(seen[k + 1][2], rel=1e-12)
     assert set(f[f.step == 4].quantity) == {"update_ratio"}
+
+
+@pytest.mark.parametrize("loss,kw", [("mse", {}), ("huber", {"delta": 0.3}),
+                                     ("binary_cross_entropy", {}),
+                                     ("cross_entropy", {"label_smoothing": 0.15})])
+def test_trainer_with_every_loss_matches_torch(loss, kw, f64):
+    x, labels = _data(21, 18)
+    g = make_rng(5)
+    y = {"mse": g.standard_normal((21, 3)), "huber": g.standard_normal((21, 3)) * 2,
+         "binary_cross_entropy": (g.random((21, 3)) < 0.4).astype(float),
+         "cross_entropy": labels}[loss]
+    net = dl.mlp(SIZES, "softsign", seed=4, dtype="float64", bias_init="normal")
+    tnet = to_torch(dl.mlp(SIZES, "softsign", seed=4, dtype="float64", bias_init="normal"))
+    hist = dl.fit(net, x, y, loss=loss, loss_kwargs=kw, batch_size=5, epochs=2, seed=2,
+                  optimizer="adam", lr=0.01)
+    topt = torch.optim.Adam(tnet.parameters(), lr=0.01)
+    ref = {"mse": lambda z, t: F.mse_loss(z, t),
+           "huber": lambda z, t: F.huber_loss(z, t, delta=0.3),
+           "binary_cross_entropy": F.binary_cross_entropy_with_logits,
+           "cross_entropy": lambda z, t: F.cross_entropy(z, t, label_smoothing=0.15)}[loss]
+    losses = []
+    for idx in _torch_batches(21, 5, 2, 2, False):
+        topt.zero_grad()
+        value = ref(tnet(torch.tensor(x[idx])), torch.tensor(y[idx]))
+        value.backward()
+        topt.step()
+        losses.append(value.item())
+    np.testing.assert_allclose(hist.step_loss, losses, rtol=1e-11)
+    for p, q in zip(net.parameters(), tnet.parameters()):
+        w = p.value.T if p.value.ndim == 2 else p.value
+        np.testing.assert_allclose(w, q.detach().numpy(), rtol=1e-10, atol=1e-12)
