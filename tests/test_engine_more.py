@@ -1106,3 +1106,25 @@ def test_trainer_with_every_loss_matches_torch(loss, kw, f64):
     for p, q in zip(net.parameters(), tnet.parameters()):
         w = p.value.T if p.value.ndim == 2 else p.value
         np.testing.assert_allclose(w, q.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_entropy_probability_rows_not_summing_to_one(eps, dtype):
+    """Multi-hot or unnormalised probability rows: the gradient is softmax(z) sum(y) - y (it
+    was softmax(z) - y, disagreeing with its own forward and with torch)."""
+    z = make_rng(0).standard_normal((4, 4))
+    y = np.array([[1, 1, 0, 0], [0.2, 0.2, 0.2, 0.2], [0.5, 0.5, 0, 0], [0, 0, 0, 0.0]])
+    loss = get_loss("cross_entropy", label_smoothing=eps)
+    value = loss.forward(z.astype(dtype), y)
+    grad = loss.backward()
+    assert grad.dtype == dtype
+    tz = torch.tensor(z, requires_grad=True)
+    tl = F.cross_entropy(tz, torch.tensor(y), label_smoothing=eps)
+    tl.backward()
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    assert value == pytest.approx(tl.item(), rel=tol)
+    np.testing.assert_allclose(grad, tz.grad.numpy(), rtol=10 * tol, atol=tol)
+    if dtype == np.float64:
+        num = numeric_grad(lambda q: loss.forward(q, y), z.copy())
+        assert fd_err(grad, num) < 1e-8

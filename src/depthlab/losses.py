@@ -6,7 +6,8 @@ and dtype of ``pred``; targets are cast to the dtype of ``pred`` so float32 stay
 * ``mse``: mean((pred - target)^2); grad 2 (pred - target) / N.
 * ``cross_entropy``: logits (B, C), integer labels (B,) or probability rows (B, C);
   loss = -(1/B) sum_b sum_c y_bc log softmax(z_b)_c with log-softmax by log-sum-exp;
-  grad (softmax(z) - y) / B. ``label_smoothing`` eps mixes y with the uniform distribution:
+  grad (softmax(z) sum_c y_bc - y) / B, i.e. (softmax(z) - y) / B for rows summing to 1.
+  ``label_smoothing`` eps mixes y with the uniform distribution:
   y <- (1 - eps) y + eps / C (as in PyTorch).
 * ``binary_cross_entropy``: logits z, targets y in [0, 1];
   loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
@@ -165,7 +166,8 @@ class Huber(Loss):
 
 class CrossEntropy(Loss):
     """Softmax cross-entropy on logits (B, C) with integer labels (B,) or probability rows
-    (B, C): -(1/B) sum y log softmax(z); grad (softmax(z) - y) / B (PyTorch cross_entropy)."""
+    (B, C): -(1/B) sum y log softmax(z); grad (softmax(z) sum_c y - y) / B (PyTorch
+    cross_entropy; probability rows need not sum to 1)."""
 
     name = "cross_entropy"
     has_accuracy = True
@@ -256,11 +258,13 @@ class CrossEntropy(Loss):
         p, y = self._cached()
         b, c = p.shape
         eps = self.label_smoothing
-        g = p - eps / c if eps else p.copy()
         if y.ndim == 1:
+            g = p - eps / c if eps else p.copy()
             g[xp.arange(b), y] -= 1.0 - eps
-        else:
-            g -= y * (1.0 - eps) if eps else y
+        else:  # rows need not sum to 1 (multi-hot, unnormalised): p * sum_c y_c - y
+            yy = y * (1.0 - eps) + eps / c if eps else y
+            g = p * yy.sum(axis=1, keepdims=True)
+            g -= yy
         g *= 1.0 / b
         return g
 
