@@ -1128,3 +1128,28 @@ def test_cross_entropy_probability_rows_not_summing_to_one(eps, dtype):
     if dtype == np.float64:
         num = numeric_grad(lambda q: loss.forward(q, y), z.copy())
         assert fd_err(grad, num) < 1e-8
+
+
+def test_bridge_on_a_hand_built_network_with_standardize_and_nested_residuals(f64):
+    """Standardize, Dense without bias, BatchNorm, a residual whose branch ends in an activation
+    and holds another residual: forward and every gradient in training mode equal torch's."""
+    g = make_rng(19)
+    x = g.standard_normal((12, 4)) * [1.0, 10.0, 0.1, 3.0] + 2.0
+    up = g.standard_normal((12, 2))
+    inner = Residual(Sequential([Activation("gelu"), Dense(6, 6, rng=3, dtype="float64")]))
+    branch = Sequential([Dense(6, 6, rng=4, dtype="float64"), inner, Activation("sigmoid")])
+    net = Network([Standardize.fit(x, np.float64), Dense(4, 6, bias=False, rng=1,
+                                                             dtype="float64"),
+                   BatchNorm(6, dtype="float64"), Activation("elu", alpha=0.7), Residual(branch),
+                   Dense(6, 2, rng=5, dtype="float64")], n_inputs=4, dtype="float64")
+    tnet = to_torch(net).train()
+    out = net.forward(x, training=True)
+    gx = net.backward(up)
+    tx = torch.tensor(x, requires_grad=True)
+    tout = tnet(tx)
+    tout.backward(torch.tensor(up))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-13)
+    for p, q in zip(net.parameters(), tnet.parameters(), strict=True):
+        grad = p.grad.T if p.grad.ndim == 2 else p.grad
+        np.testing.assert_allclose(grad, q.grad.numpy(), rtol=1e-10, atol=1e-13)
