@@ -259,3 +259,19 @@ def test_n_beyond_a_fixed_data_set_is_named_as_such_not_as_a_memory_refusal():
     with pytest.raises(ExperimentError, match=r"n=1000000000000 is larger than the 1797 "
                                               r"samples available"):
         prepare(cfg)
+
+
+def test_a_bias_initializer_that_needs_a_matrix_is_refused_with_the_config():
+    """``bias_init = "orthogonal"`` passed validation and failed when the network was built
+    (a failed point in every sweep, a run refused only after loading the data)."""
+    from depthlab.experiments import validate
+
+    raw = {"data": {"name": "spirals"}, "model": {"sizes": [2, 3, 2],
+                                                  "bias_init": "orthogonal"}}
+    with pytest.raises(ConfigError, match=r'^model\.bias_init = "orthogonal": orthogonal init '
+                                          r"needs a shape with 2 or more dimensions"):
+        validate(raw)
+    with pytest.raises(ConfigError, match=r'^bias_init = "orthogonal"'):
+        ModelSpec(sizes=(2, 3, 2), bias_init="orthogonal")
+    for name in ("zeros", "constant", "normal", "he_uniform", "glorot_normal"):
+        assert validate({**raw, "model": {"sizes": [2, 3, 2], "bias_init": name}})

@@ -347,6 +347,7 @@ class ModelSpec(_Section):
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{prefix}activation_kwargs = {fmt(self.activation_kwargs)}: "
                                   f"{e}", prefix + "activation_kwargs") from None
+        _check_bias_init(self.bias_init, prefix)
 
     @property
     def hidden(self) -> tuple:
@@ -357,6 +358,19 @@ class ModelSpec(_Section):
         """This spec with new layer ``sizes`` (``depth`` and ``width`` follow them; a plain
         ``replace(spec, sizes=...)`` would let the old depth and width rebuild them)."""
         return dataclasses.replace(self, sizes=sizes, depth=None, width=None)
+
+
+def _check_bias_init(bias_init: Any, prefix: str) -> None:
+    """Refuse a bias initializer that cannot fill a vector (``orthogonal`` needs a matrix)
+    when the config is checked, not when the network is built."""
+    from .backend import resolve_dtype, rng
+    from .initializers import get_initializer
+
+    try:
+        get_initializer(bias_init)((2,), rng(0), resolve_dtype("float32"))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix}bias_init = {fmt(bias_init)}: {e}",
+                          prefix + "bias_init") from None
 
 
 def _check_depth_fits(sizes: tuple, depth: int, width: int, dtype: str, prefix: str) -> None:
