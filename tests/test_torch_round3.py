@@ -18,6 +18,7 @@ from torch.nn import functional as F  # noqa: E402
 
 import depthlab.torch as dlt  # noqa: E402
 from depthlab.torch import prescriptions as rx  # noqa: E402
+from depthlab.torch.train import TorchTrainSpec  # noqa: E402
 from tests.helpers.cli import assert_one_line_error, run_cli  # noqa: E402
 
 CE = nn.CrossEntropyLoss()
@@ -264,7 +265,7 @@ def test_batch_norm_on_one_row_batches_is_refused_before_training():
     def make():
         return nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
 
-    with pytest.raises(ValueError, match="mini-batches of 1 rows \\(batch_size 1"):
+    with pytest.raises(ValueError, match="fails on mini-batches of 1 rows \\(batch_size 1"):
         dlt.doctor(make, (x, y), steps=3, batch_size=1, verify=False)
     d = dlt.doctor(make, (x, y), steps=3, batch_size=8, verify=False)
     assert d.baseline["steps"] == 3
@@ -465,3 +466,24 @@ def test_no_warning_escapes_the_loss_check():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="broadcasts"):
             dlt.doctor(_mlp(1), (x, x[:, 0]), loss_fn=nn.MSELoss(), steps=2, verify=False)
+
+
+# -- prescriptions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("init, target", [("matched", 2.0 / 100), ("he_normal", 2.0 / 100),
+                                          ("lsuv", None)])
+def test_reinitializing_a_weight_norm_layer_changes_the_weight_it_uses(init, target):
+    """Regression: re-initialization and LSUV changed weight_norm's direction v only, so the
+    layer kept its row norms g and its (10x too large) scale."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(weight_norm(nn.Linear(100, 100)), nn.ReLU(), nn.Linear(100, 10))
+    with torch.no_grad():
+        model[0].parametrizations.weight.original0.mul_(10.0)
+    x = torch.randn(256, 100)
+    new, _ = rx.apply({"init": init}, model, TorchTrainSpec(), x)
+    if target is None:  # LSUV: unit output variance on the batch
+        assert abs(float(new[0](x).detach().var()) - 1.0) < rx.LSUV_TOL
+    else:
+        assert abs(float(new[0].weight.detach().var()) / target - 1) < 0.15

@@ -548,9 +548,9 @@ def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: 
             torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
         opt.step()
     except Exception as e:  # noqa: BLE001 - the optimizer (or clipping) cannot train it
-        raise ValueError(f"a training step with optimizer {spec.optimizer!r} on mini-batches "
-                         f"of {rows} rows (batch_size {spec.batch_size}, {len(d.x)} training "
-                         f"rows) fails on this model: {type(e).__name__}: {e}") from None
+        raise ValueError(f"a training step with optimizer {spec.optimizer!r} fails on "
+                         f"mini-batches of {rows} rows (batch_size {spec.batch_size}, "
+                         f"{len(d.x)} training rows): {type(e).__name__}: {e}") from None
 
 
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],

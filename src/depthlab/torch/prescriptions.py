@@ -244,13 +244,41 @@ def reinitialize(model: nn.Module, layers: list[TracedLayer], name: str,
     if not todo:
         raise NotApplicable("the model has no weight layers to re-initialize")
     for t in todo:
-        for w in weight_tensors(t.module):
-            init_weight(w, name, t.activation)
+        def init(w: torch.Tensor, act: nn.Module | None = t.activation) -> None:
+            init_weight(w, name, act)
+
+        for w in _effective_weights(t.module, init):
+            init(w)
         _zero_biases(t.module)
     if name == "lsuv":
         if x is None:
             raise ValueError("lsuv needs a data batch")
         _lsuv_scale(model, todo, x)
+
+
+def _effective_weights(module: nn.Module, change: Callable[[torch.Tensor], Any]
+                       ) -> list[nn.Parameter]:
+    """Apply ``change`` (in place) to each parametrized weight of ``module`` *as computed*
+    (e.g. ``weight_norm``'s ``g v / ||v||``) and store the result through the
+    parametrization's ``right_inverse``, so the weight the layer uses is the changed one
+    (changing ``v`` alone leaves the row norms ``g``, and so the scale, as they were).
+    Returns the module's other weights (plain ones, and those of a parametrization without
+    ``right_inverse``), for the caller to change directly."""
+    rest = {id(p): p for p in weight_tensors(module)}
+    for tensor_name, plist in getattr(module, "parametrizations", {}).items():
+        current = getattr(module, tensor_name)
+        if current.dim() < 2 or not all(hasattr(p, "right_inverse") for p in plist):
+            continue
+        with torch.no_grad():
+            new = current.detach().clone()
+            change(new)
+            try:
+                setattr(module, tensor_name, new)
+            except (NotImplementedError, RuntimeError):
+                continue
+        for p in plist.parameters():
+            rest.pop(id(p), None)
+    return list(rest.values())
 
 
 def _zero_biases(module: nn.Module) -> None:
@@ -290,9 +318,10 @@ def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) ->
                     break
                 if abs(seen[0] - 1.0) < LSUV_TOL:
                     break
+                scale = math.sqrt(seen[0])
                 with torch.no_grad():
-                    for w in weight_tensors(t.module):
-                        w.div_(math.sqrt(seen[0]))
+                    for w in _effective_weights(t.module, lambda w, c=scale: w.div_(c)):
+                        w.div_(scale)
         finally:
             h.remove()
 
