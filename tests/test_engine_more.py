@@ -735,6 +735,16 @@ ALL_OPTIONS = [
     ("sgd", "SGD", dict(lr=0.03, momentum=0.7, dampening=-0.5, maximize=True)),
     ("adagrad", "Adagrad", dict(lr=0.2, lr_decay=0.1, maximize=True)),
     ("adadelta", "Adadelta", dict(lr=0.9, rho=0.2, maximize=True)),
+    # the ends of the ranges
+    ("adam", "Adam", dict(lr=0.02, betas=(0.0, 0.0))),
+    # (alpha = 0 centered is left out: v - m^2 = d^2 - d^2, which torch's fused addcmul
+    # rounds below 0 (NaN steps) and depthlab computes as 0)
+    ("rmsprop", "RMSprop", dict(lr=0.001, alpha=0.0, eps=1e-3, momentum=0.3)),
+    ("adadelta", "Adadelta", dict(lr=0.5, rho=1.0)),
+    ("adadelta", "Adadelta", dict(lr=0.5, rho=0.0)),
+    ("sgd", "SGD", dict(lr=0.05, momentum=0.9, dampening=1.0)),
+    ("nadam", "NAdam", dict(lr=0.01, momentum_decay=0.0)),
+    ("adagrad", "Adagrad", dict(lr=0.1, eps=0.0, initial_accumulator_value=0.1)),
 ]
 
 
