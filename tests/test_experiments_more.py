@@ -275,3 +275,28 @@ def test_a_bias_initializer_that_needs_a_matrix_is_refused_with_the_config():
         ModelSpec(sizes=(2, 3, 2), bias_init="orthogonal")
     for name in ("zeros", "constant", "normal", "he_uniform", "glorot_normal"):
         assert validate({**raw, "model": {"sizes": [2, 3, 2], "bias_init": name}})
+
+
+def test_batch_norm_runs_on_tiny_splits_or_are_refused_before_training():
+    """With batch norm, a validation split of one row made every probe fail ("needs a probe
+    batch of at least 2 rows": a failed run), ``probes.batch = 1`` passed validation and
+    failed the same way, and one training row failed in ``fit`` with "batch_size=1" although
+    the config said 1000."""
+    from depthlab.experiments import validate
+    from depthlab.experiments.runner import ExperimentError, execute, prepare
+
+    raw = {"data": {"name": "spirals", "n": 10, "val_fraction": 0.1, "test_fraction": 0.2},
+           "model": {"sizes": ["auto", 3, "auto"], "batchnorm": True},
+           "train": {"max_steps": 2, "batch_size": 4}, "probes": {"every": 1}}
+    rec = execute(validate(raw))
+    assert rec.status == "finished", rec.error
+    assert set(rec.probes["step"]) == {0, 1, 2}
+    with pytest.raises(ConfigError, match=r"^model\.batchnorm = true needs at least 2 rows in "
+                                          r"the probe batch but probes\.batch = 1"):
+        validate({**raw, "probes": {"every": 1, "batch": 1}})
+    assert validate({**raw, "probes": {"every": 0, "batch": 1}})  # no probes: no probe batch
+    one_row = {**raw, "data": {"name": "spirals", "n": 4, "val_fraction": 0.5,
+                               "test_fraction": 0.2}, "train": {"batch_size": 1000}}
+    with pytest.raises(ExperimentError, match=r"^model\.batchnorm = true needs at least 2 "
+                                              r"training rows; data set 'spirals' leaves 1"):
+        prepare(validate(one_row))

@@ -559,6 +559,11 @@ class RunSpec:
                 "model.batchnorm = true needs at least 2 rows per batch but train.batch_size "
                 "= 1; accepted: train.batch_size >= 2 or \"full\" (or model.batchnorm = "
                 "false)", "train.batch_size")
+        if self.model.batchnorm and self.probes.every and self.probes.batch == 1:
+            raise ConfigError(
+                "model.batchnorm = true needs at least 2 rows in the probe batch but "
+                "probes.batch = 1; accepted: probes.batch >= 2 (or probes.every = 0)",
+                "probes.batch")
         n_out = self.model.sizes[-1]
         if self.train.loss == "binary_cross_entropy" and n_out not in ("auto", 1):
             raise ConfigError(

@@ -151,6 +151,11 @@ def prepare(config: dict[str, Any]) -> Prepared:
     check_memory(config)
     ds = load_data(config)
     sizes = resolve_sizes(config, ds.n_features, ds.n_classes)
+    if config["model"].get("batchnorm") and ds.sizes["train"] < 2:
+        name = config["data"].get("name") or config["data"].get("path")
+        raise ExperimentError(
+            f"model.batchnorm = true needs at least 2 training rows; data set {name!r} leaves "
+            f"{ds.sizes['train']} for training (data.n, data.val_fraction, data.test_fraction)")
     check_memory(config, sizes, ds.sizes["train"] + ds.sizes["val"] + ds.sizes["test"])
     cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items()}
     cfg["model"] = dict(config["model"], sizes=sizes)
@@ -169,8 +174,10 @@ def _probe_recorder(prep: Prepared):
         return None
     from ..probes import ProbeRecorder
 
-    # the probe batch: held-out (validation) examples when there are any, else training rows
-    if prep.y_val is not None:
+    # the probe batch: held-out (validation) examples when there are enough (batch norm
+    # normalizes over the batch: at least 2 rows), else training rows
+    least = 2 if prep.config["model"].get("batchnorm") else 1
+    if prep.y_val is not None and len(prep.y_val) >= least:
         x, y = prep.data.x_val, prep.y_val
     else:
         x, y = prep.data.x_train, prep.y_train
