@@ -1163,3 +1163,23 @@ def test_bridge_on_a_hand_built_network_with_standardize_and_nested_residuals(f6
     for p, q in zip(net.parameters(), tnet.parameters(), strict=True):
         grad = p.grad.T if p.grad.ndim == 2 else p.grad
         np.testing.assert_allclose(grad, q.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_every_registered_initializer_is_covered_and_more_torch_equivalents():
+    from depthlab.initializers import REGISTRY as INIT_REGISTRY
+
+    covered = {c[0] for c in INIT_VARIANCE} | {"zeros", "constant"}
+    assert covered == set(INIT_REGISTRY.names)
+    np.testing.assert_array_equal(get_initializer("zeros")((3, 2), 0, "float64"), 0)
+    c = get_initializer("constant", value=-0.25)((3, 2), 0, "float32")
+    assert c.dtype == np.float32 and (c == -0.25).all()
+    assert weight_variance("constant", 3, 2, value=1.0) == 0.0
+    fi, fo = 300, 200
+    t = torch.nn.init.kaiming_normal_(torch.empty(fo, fi, dtype=torch.float64),
+                                      nonlinearity="linear").numpy()  # = LeCun normal
+    assert t.var() == pytest.approx(weight_variance("lecun_normal", fi, fo), rel=0.03)
+    lin = torch.nn.Linear(fi, fo)  # default kaiming_uniform_(a=sqrt 5) = U(+-1/sqrt fan_in)
+    w = get_initializer("fan_in_uniform")((fi, fo), make_rng(0), "float64")
+    bound = 1 / math.sqrt(fi)
+    assert float(lin.weight.abs().max()) <= bound and np.abs(w).max() <= bound
+    assert lin.weight.detach().numpy().var() == pytest.approx(w.var(), rel=0.04)
