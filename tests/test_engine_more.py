@@ -1183,3 +1183,11 @@ def test_every_registered_initializer_is_covered_and_more_torch_equivalents():
     bound = 1 / math.sqrt(fi)
     assert float(lin.weight.abs().max()) <= bound and np.abs(w).max() <= bound
     assert lin.weight.detach().numpy().var() == pytest.approx(w.var(), rel=0.04)
+
+
+def test_every_registered_loss_and_optimizer_is_covered():
+    from depthlab.losses import LOSSES
+    from depthlab.optimizers import OPTIMIZERS
+
+    assert {c[0] for c in LOSS_CASES} == set(LOSSES)
+    assert {c[0] for c in ALL_OPTIONS} == set(OPTIMIZERS)
