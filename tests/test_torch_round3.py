@@ -487,3 +487,23 @@ def test_reinitializing_a_weight_norm_layer_changes_the_weight_it_uses(init, tar
         assert abs(float(new[0](x).detach().var()) - 1.0) < rx.LSUV_TOL
     else:
         assert abs(float(new[0].weight.detach().var()) / target - 1) < 0.15
+
+
+def test_diagnoses_of_two_models_of_the_same_layout_are_both_stored(tmp_path):
+    """Regression: the stored id hashed the class, layer names and settings only, so the
+    diagnosis of the same layout with other weights (e.g. the user's fixed init) silently
+    replaced the first; the same call again still replaces its own."""
+    from depthlab.experiments.store import Store
+
+    x, y = _xy()
+
+    def bad():
+        m = _mlp()()
+        nn.init.normal_(m[0].weight, 0.0, 1.0)
+        return m
+
+    ids = [dlt.doctor(f, (x, y), steps=3, verify=False, out=tmp_path).settings["run_id"]
+           for f in (_mlp(), bad, _mlp())]
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    with Store(tmp_path) as store:
+        assert sorted(store.runs()["id"]) == sorted(set(ids))

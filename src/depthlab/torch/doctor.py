@@ -622,8 +622,14 @@ def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
     from ..experiments.store import RunRecord, Store
 
     payload = diagnosis.to_dict()
+    # the config names the model's class and layers, not its weights or the data: the step-0
+    # probe table tells two models (or data sets) apart, so one diagnosis never replaces
+    # another's; the same call again replaces its own
+    first = diagnosis.probes[diagnosis.probes["step"] == 0]
+    start = hashlib.sha256(pd.util.hash_pandas_object(first, index=False).values.tobytes())
     body = json.dumps({"config": payload["config"], "settings": payload["settings"],
-                       "verify": verify}, sort_keys=True, default=str)
+                       "verify": verify, "start": start.hexdigest()}, sort_keys=True,
+                      default=str)
     rid = "torch-" + hashlib.sha256(body.encode()).hexdigest()[:12]
     b = diagnosis.baseline
     metrics = {k: b[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "steps")
