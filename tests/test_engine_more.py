@@ -1191,3 +1191,29 @@ def test_every_registered_loss_and_optimizer_is_covered():
 
     assert {c[0] for c in LOSS_CASES} == set(LOSSES)
     assert {c[0] for c in ALL_OPTIONS} == set(OPTIMIZERS)
+
+
+def test_a_second_fit_trains_its_own_epochs_and_continues_the_first():
+    """Trainer.fit twice with epochs=1 = once with epochs=2 (same batches, optimizer state and
+    weights); max_steps likewise counts per call (the second call trained one epoch, or one
+    step, because the counters were compared with the totals of both calls)."""
+    from depthlab.training.trainer import Trainer
+
+    x, y = _data(30, 20)
+
+    def trainer(**kw):
+        net = dl.mlp(SIZES, "tanh", seed=1, dtype="float64", batchnorm=True, dropout=0.1)
+        return Trainer(net, batch_size=7, lr=0.05, optimizer="sgd", momentum=0.9, seed=3, **kw)
+
+    once = trainer(epochs=2)
+    h_once = once.fit(x, y)
+    twice = trainer(epochs=1)
+    twice.fit(x, y)
+    h_twice = twice.fit(x, y)
+    assert h_twice.step_loss == h_once.step_loss and len(h_once.step_loss) == 10
+    assert [e["epoch"] for e in h_twice.epochs] == [1, 2]
+    for a, b in zip(once.net.parameters(), twice.net.parameters()):
+        np.testing.assert_array_equal(a.value, b.value)
+    steps = trainer(epochs=None, max_steps=3)
+    steps.fit(x, y)
+    assert len(steps.fit(x, y).step_loss) == 6 and steps.step == 6

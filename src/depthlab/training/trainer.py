@@ -43,6 +43,8 @@ class Trainer:
     loss stops training and leaves a :class:`DivergenceReport` in the history.
     ``threads``: BLAS threads while training (default: chosen from the layer sizes, the batch
     and the idle cores, or the environment's setting; see :mod:`depthlab.threads`).
+    Each call of :meth:`fit` trains ``epochs`` more epochs (at most ``max_steps`` more
+    updates); step and epoch numbers continue and the history accumulates.
     """
 
     def __init__(
@@ -191,6 +193,7 @@ class Trainer:
             cb.on_train_begin(self)
         t0 = time.perf_counter()
         shapes = [p.value.shape for p in params if p.value.ndim == 2]
+        self._first_epoch, self._first_step = self.epoch, self.step  # this call's budget
         with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # see depthlab.threads
                 self.threads, batch_rows=bs, weight_shapes=shapes):
             self._loop(x, y, n, bs, has_bn, params, bar)
@@ -229,7 +232,8 @@ class Trainer:
             if self.history.diverged:
                 return
             self._end_epoch(t0, bar)
-            if stop or (self.epochs is not None and self.epoch >= self.epochs):
+            if stop or (self.epochs is not None
+                        and self.epoch - self._first_epoch >= self.epochs):
                 return
 
     def _epoch(self, x, y, n, bs, has_bn, params, bar) -> bool:
@@ -250,7 +254,7 @@ class Trainer:
             if loss is None:
                 return True
             self._after_step(loss, bar)
-            if self.max_steps is not None and self.step >= self.max_steps:
+            if self.max_steps is not None and self.step - self._first_step >= self.max_steps:
                 return True
         return False
 
