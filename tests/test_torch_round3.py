@@ -507,3 +507,21 @@ def test_diagnoses_of_two_models_of_the_same_layout_are_both_stored(tmp_path):
     assert ids[0] != ids[1] and ids[0] == ids[2]
     with Store(tmp_path) as store:
         assert sorted(store.runs()["id"]) == sorted(set(ids))
+
+
+def test_population_batchnorm_counts_every_row_once():
+    """Regression: the running statistics were the average of per-batch averages, so a short
+    last batch (2 rows after 1024) weighed as much as a full one: with sorted data the mean
+    was off by half the shift."""
+    from depthlab.torch.train import population_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 8),
+                          nn.BatchNorm1d(8, momentum=0.3))
+    x = torch.cat([torch.randn(1024, 10), torch.randn(2, 10) + 5.0])
+    assert population_batchnorm(model, x) == 2
+    with torch.no_grad():
+        h = model[0](x)
+    torch.testing.assert_close(model[1].running_mean, h.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model[1].running_var, h.var(0), rtol=1e-5, atol=1e-5)
+    assert model[4].momentum == 0.3 and model.training

@@ -17,8 +17,9 @@ Step ``k`` means "the model after ``k`` optimizer updates". The loop records
 
 Learning-rate warm-up (``spec.warmup = W``): update ``k`` uses ``lr * min(1, k / W)``.
 Population batch-norm statistics (``spec.bn_population``): after the last update every
-``_BatchNorm``'s running mean/variance are recomputed as the cumulative average over the whole
-training set (``momentum=None``, one pass in batches, no gradients) before the final metrics.
+``_BatchNorm``'s running mean/variance are recomputed as the mean and unbiased variance of its
+input over the whole training set (one pass in batches, every row counted once, no gradients)
+before the final metrics.
 Gradient clipping (``spec.clip_grad_norm = c``): ``torch.nn.utils.clip_grad_norm_(params, c)``
 between backward and the update. A non-finite loss stops training (``History.divergence``).
 """
@@ -343,25 +344,51 @@ def train(
 
 @torch.no_grad()
 def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Recompute every batch norm's running statistics as the average over all of ``x``
-    (batches of :data:`EVAL_BATCH`; batch norms in training mode, every other module in eval
-    mode so dropout is off); momenta and modes restored. Returns the number of batch norms."""
+    """Recompute every batch norm's running statistics over all of ``x``: one pass in
+    batches of at most :data:`EVAL_BATCH` rows (batch norms in training mode, every other
+    module in eval mode so dropout is off) accumulating, per channel, ``n``, ``S1 = sum v`` and
+    ``S2 = sum v^2`` of each batch norm's input ``v`` (float64), then ``running_mean = S1 / n``
+    and ``running_var = (S2 - S1^2 / n) / (n - 1)`` (unbiased, as torch keeps it): every row
+    counts once, whatever the batch sizes (an average of batch averages would weigh a short
+    last batch like a full one). Momenta and modes restored. Returns the number of batch
+    norms."""
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
            and m.track_running_stats]
     if not bns:
         return 0
     modes = {m: m.training for m in model.modules()}
     momenta = {bn: bn.momentum for bn in bns}
+    sums: dict[torch.nn.Module, list] = {bn: [0, 0.0, 0.0] for bn in bns}
+
+    def accumulate(bn: torch.nn.Module, args: tuple) -> None:
+        v = args[0].detach().to(torch.float64)
+        dims = [d for d in range(v.dim()) if d != 1]
+        acc = sums[bn]
+        acc[0] += v.numel() // max(v.shape[1], 1)
+        acc[1] = acc[1] + v.sum(dim=dims)
+        acc[2] = acc[2] + (v * v).sum(dim=dims)
+
+    handles = [bn.register_forward_pre_hook(accumulate) for bn in bns]
+    n = len(x)
+    parts = max(1, math.ceil(n / EVAL_BATCH))  # equal batches: no one-row batch at the end
     try:
         for m in model.modules():
             m.train(m in momenta)
         for bn in bns:
             bn.reset_running_stats()
-            bn.momentum = None  # cumulative moving average
-        for i in range(0, len(x), EVAL_BATCH):
-            if len(x) - i >= 2 or i == 0:
-                model(x[i:i + EVAL_BATCH])
+            bn.momentum = None
+        for k in range(parts):
+            model(x[k * n // parts:(k + 1) * n // parts])
+        for bn, (count, s1, s2) in sums.items():
+            if count < 2:
+                continue
+            mean = s1 / count
+            var = ((s2 - s1 * mean) / (count - 1)).clamp_min(0.0)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
     finally:
+        for h in handles:
+            h.remove()
         for bn, mom in momenta.items():
             bn.momentum = mom
         for m, was in modes.items():
