@@ -300,3 +300,23 @@ def test_batch_norm_runs_on_tiny_splits_or_are_refused_before_training():
     with pytest.raises(ExperimentError, match=r"^model\.batchnorm = true needs at least 2 "
                                               r"training rows; data set 'spirals' leaves 1"):
         prepare(validate(one_row))
+
+
+def test_labels_that_leave_classes_empty_are_explained(tmp_path):
+    """Labels 1..2 (or 0 and 5) in a user file silently became 3 (6) classes, some without a
+    single example, and binary cross-entropy then said the data set "has 3" classes. A
+    warning now says so and how to fix it; labels 0..K-1 stay silent."""
+    import warnings
+
+    from depthlab.data import load_dataset
+
+    x = np.random.default_rng(0).normal(size=(12, 2))
+    np.savez(tmp_path / "gap.npz", x=x, y=np.arange(12) % 2 + 1)
+    np.savez(tmp_path / "ok.npz", x=x, y=np.arange(12) % 2)
+    with pytest.warns(UserWarning, match=r"gap\.npz: labels are read as classes 0\.\.2 \(3 "
+                                         r"outputs\), but classes 0 have no examples \(1 of 3\)"
+                                         r"; relabel to 0\.\.K-1"):
+        assert load_dataset(str(tmp_path / "gap.npz")).n_classes == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_dataset(str(tmp_path / "ok.npz")).n_classes == 2

@@ -7,6 +7,7 @@ optionally an official test or validation part); :func:`build_dataset` validates
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -346,9 +347,25 @@ def _split(name: str, parts: Parts, want: dict[str, int], split_rng: np.random.G
 
 
 def _n_classes(declared: int | None, parts: Parts, out: Parts, source: str) -> int:
-    """The declared class count (checked against the kept labels) or max label + 1."""
+    """The declared class count (checked against the kept labels) or max label + 1. A file
+    whose labels leave classes of ``0..max`` without examples (labels 1..K, or 0 and 5) gets a
+    warning: the network has one output per class of ``0..max``, the empty ones included."""
     if declared is None:
-        return max(int(v[1].max()) for v in parts.values()) + 1
+        k = max(int(v[1].max()) for v in parts.values()) + 1
+        present = np.unique(np.concatenate([v[1] for v in parts.values()]).astype(np.int64))
+        if present.size < k:  # (sorted labels, no array of k counts: k may be huge)
+            empty, expect = [], 0
+            for c in present.tolist():
+                empty += range(expect, min(c, expect + 5 - len(empty)))
+                expect = c + 1
+                if len(empty) >= 5:
+                    break
+            shown = ", ".join(map(str, empty)) + (", ..." if k - present.size > 5 else "")
+            warnings.warn(
+                f"{source}: labels are read as classes 0..{k - 1} ({k} outputs), but classes "
+                f"{shown} have no examples ({k - present.size} of {k}); relabel to 0..K-1 for "
+                "K outputs", UserWarning, stacklevel=2)
+        return k
     max_label = max(int(v[1].max()) if v[1].size else -1 for v in out.values())
     if max_label >= declared:
         raise ValueError(f"{source}: label {max_label} out of range for {declared} classes")
