@@ -107,6 +107,18 @@ def test_shape_only_and_inert_modules_between_layers_are_accepted():
     assert set(df.layer) == {1, 2}
 
 
+def test_flatten_that_copies_a_non_contiguous_input_is_still_a_chain():
+    """Flatten of a non-contiguous tensor copies it (new storage): the values are the same, so
+    the chain holds (the first-layer check must not refuse it)."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 8, 8).transpose(1, 2)[:, None]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 4))
+    df = dlt.predict(model, x, torch.randint(0, 4, (64,)), CE)
+    assert set(df.layer) == {1, 2}
+    with pytest.raises(ValueError, match="'0' \\(Flatten\\) -> '1' \\(Dropout\\)"):
+        dlt.predict(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, 4)), x)
+
+
 # -- predict: models it must refuse, with the module named ------------------------------------
 
 class _Block(nn.Module):

@@ -116,6 +116,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     box_fns: dict[int, tuple[Any, Any]] = {}  # block -> (input's grad_fn, output's grad_fn)
     fns: dict[int, Any] = {}  # call sequence number -> grad_fn of that call's output
     producers: dict[int, tuple[int, str]] = {}  # output storage -> (input storage, "'n' (C)")
+    copies: dict[int, int] = {}  # output -> input storage of a shape-only module that copied
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
     handles = []
@@ -129,6 +130,8 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         versions[_storage(t)] = t._version
         if t_in is not None and _storage(t_in) != _storage(t):  # not in place
             producers.setdefault(_storage(t), (_storage(t_in), label(module)))
+            if _shape_only(module):  # e.g. Flatten of a non-contiguous tensor
+                copies.setdefault(_storage(t), _storage(t_in))
 
     def pre(module, args):
         t = _first_tensor(args)
@@ -245,6 +248,9 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         if len(calls) != 1:
             raise ValueError(f"predict() needs each layer called once; {info.name!r} ran "
                              f"{len(calls)} times")
+        hops = 0
+        while calls[0] != start and calls[0] in copies and hops < 8:  # copies of the values
+            calls, hops = [copies[calls[0]]], hops + 1
         pool = 1
         if start is not None and calls[0] != start and pools.get(calls[0], (None,))[0] == start:
             pool = pools[calls[0]][1]  # global average pooling in between
@@ -324,6 +330,18 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
                     "post": hit[-1][2] if hit else None})
         prev_end = b_out
     return out
+
+
+_SHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            nn.FeatureAlphaDropout)
+
+
+def _shape_only(module: nn.Module) -> bool:
+    """A module whose output holds its input's values (reshaped): Flatten, Unflatten,
+    Identity, dropout in eval mode or with ``p = 0``."""
+    return isinstance(module, _SHAPE_ONLY) or (
+        isinstance(module, _DROPOUT) and (not module.training or module.p == 0))
 
 
 def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any) -> None:
