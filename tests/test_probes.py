@@ -338,3 +338,37 @@ def test_bad_arguments():
         probe(net, x[:, :4], y)
     with pytest.raises(TypeError, match="Network"):
         probe("net", x, y)
+
+
+@pytest.mark.parametrize("probe_batch", [False, True])
+def test_recorder_continues_with_a_second_fit_of_the_same_trainer(probe_batch):
+    """Two 1-epoch fits of one trainer record what one 2-epoch fit records (the probe batch
+    also measures the end of the first fit); another trainer starts the records afresh."""
+    from depthlab.training import Trainer
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(48, 6))
+    y = rng.integers(0, 3, 48)
+    probe = (x[:20], y[:20]) if probe_batch else (None, None)
+
+    def trainer(epochs):
+        net = mlp([6, 7, 5, 3], activation="tanh", seed=1, dtype="float64")
+        rec = ProbeRecorder(*probe, every=2, histogram_steps=())
+        return Trainer(net, loss="cross_entropy", lr=0.1, batch_size=16, epochs=epochs, seed=0,
+                       callbacks=[rec]), rec
+
+    one, rec_one = trainer(2)
+    one.fit(x, y)
+    two, rec_two = trainer(1)
+    two.fit(x, y)
+    two.fit(x, y)
+    a, b = rec_one.frame(), rec_two.frame()
+    if probe_batch:  # the first fit's end (step 3) is measured too
+        assert sorted(set(b.step) - set(a.step)) == [3]
+        b = b[b.step != 3].reset_index(drop=True)
+    assert sorted(set(a.step)) == [0, 2, 4, 6]  # training batch: step 6 its update_ratio only
+    pd.testing.assert_frame_equal(a, b)
+    other, _ = trainer(1)
+    other.callbacks = [rec_two]
+    other.fit(x, y)  # a new trainer: records start again at step 0
+    assert sorted(set(rec_two.frame().step)) == ([0, 2, 3] if probe_batch else [0, 2])

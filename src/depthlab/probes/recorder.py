@@ -20,13 +20,15 @@ Two sources of measurements:
 
 ``update_ratio`` at step ``k`` is ``||W_k - W_{k-1}|| / ||W_{k-1}||`` (Frobenius norms) of the
 weights feeding each hidden layer: the weights are copied in ``before_update`` of recorded
-steps only. Only summaries are stored (compact ``array`` columns, no NumPy arrays), so memory
+steps only. A further ``Trainer.fit`` of the same trainer continues its step count and the
+recorder its records (a new trainer starts them afresh). Only summaries are stored (compact ``array`` columns, no NumPy arrays), so memory
 grows with the number of records, not with batch or layer size.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from array import array
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -154,6 +156,7 @@ class ProbeRecorder(Callback):
         if probe_x is None and (self._jac_steps or self._jac_end):
             raise ValueError("jacobian_steps need a probe batch (probe_x, probe_y)")
         self._layer_q = layer_quantities(self.percentiles)
+        self._last_trainer: weakref.ref | None = None
         self._reset()
 
     # -- storage -----------------------------------------------------------------------
@@ -291,7 +294,12 @@ class ProbeRecorder(Callback):
 
     # -- Callback hooks ----------------------------------------------------------------
     def on_train_begin(self, trainer) -> None:
-        self._reset()
+        # A further fit() of the same trainer continues its steps: the records go on with them
+        # (labelled by the trainer's step); another trainer starts a new record.
+        last = self._last_trainer
+        if not (trainer.step > 0 and last is not None and last() is trainer):
+            self._reset()
+        self._last_trainer = weakref.ref(trainer)
         net = trainer.net
         self._net = net
         self._trainer = trainer
@@ -305,7 +313,7 @@ class ProbeRecorder(Callback):
                 raise ValueError("batch normalization needs a probe batch of at least 2 rows")
             # NaN, inf or values too large for the network's dtype: refused, row and column
             self._x = trainer.transform(finite_features(self.probe_x, net.dtype, "probe_x"))
-            self._probe_record(0)
+            self._probe_record(trainer.step)
 
     def before_update(self, trainer, step: int) -> None:
         snapshots = self._snapshot_buffers() if self._wants_stats(step) else None
