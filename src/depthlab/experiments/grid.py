@@ -34,7 +34,8 @@ from .config import ConfigError, canonical_json, run_id, set_dotted, validate
 class SweepPoint:
     """One grid point: its run id, a short name (``activation=tanh,seed=0``), the overrides
     and the validated config; for a combination the config checks refuse, ``error`` (the
-    one-line message) and the point's config as written instead (id: its hash)."""
+    one-line message) and the validated base config with the point's values instead (id: its
+    hash)."""
 
     id: str
     name: str
@@ -151,10 +152,10 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
         except ConfigError as e:
             if invalid == "raise":
                 raise
-            point_raw = _point_raw(body, overrides)
-            point_raw.pop("sweep", None)
-            rid = run_id(point_raw)
-            yield SweepPoint(rid, name or rid, overrides, point_raw, error=str(e))
+            # the validated base (every default filled in) with the point's values as given
+            point_cfg = _point_raw(_body(base), overrides)
+            rid = run_id(point_cfg)
+            yield SweepPoint(rid, name or rid, overrides, point_cfg, error=str(e))
             continue
         rid = run_id(cfg)
         yield SweepPoint(rid, name or rid, overrides, cfg)
