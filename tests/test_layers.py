@@ -251,3 +251,27 @@ def test_bad_layer_arguments():
         BatchNorm(3, inference="median")
     with pytest.raises(ValueError, match="at least 2"):
         BatchNorm(3).forward(np.zeros((1, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("kind", ["standard", "alpha"])
+def test_dropout_masks_are_the_same_in_float32_and_float64(kind):
+    """Same seed, either dtype: the same units dropped (the uniforms are float32 draws), so
+    float32 and float64 training differ only by rounding, as their weights do."""
+    import depthlab as dl
+
+    x = np.random.default_rng(0).normal(size=(32, 5))
+    y = np.arange(32) % 3
+    losses = {}
+    for dtype in ("float32", "float64"):
+        net = dl.mlp([5, 16, 16, 3], activation="selu" if kind == "alpha" else "tanh",
+                     dropout=0.3, dropout_type=kind, seed=4, dtype=dtype)
+        net.forward(x.astype(dtype), training=True)
+        masks = [layer.mask != 0 for layer in net.layers if getattr(layer, "mask", None)
+                 is not None]
+        assert len(masks) == 2
+        hist = dl.fit(net, x, y, loss="cross_entropy", lr=0.05, batch_size=8, epochs=3, seed=1)
+        losses[dtype] = (np.array(hist.step_loss), masks)
+    (l32, m32), (l64, m64) = losses["float32"], losses["float64"]
+    for a, b in zip(m32, m64):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(l32, l64, rtol=1e-4)

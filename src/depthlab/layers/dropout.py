@@ -1,8 +1,14 @@
-"""Dropout (inverted) and alpha dropout (for SELU networks)."""
+"""Dropout (inverted) and alpha dropout (for SELU networks).
+
+The keep mask is ``u >= p`` for uniforms ``u`` drawn as float32 whatever the network's dtype
+(:func:`keep_mask`), so a float32 and a float64 network built from one seed drop the same
+units, as their initializers give them the same weights."""
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from ..backend import Array
 from ..backend import rng as make_rng
@@ -11,6 +17,11 @@ from .base import Layer
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_LAMBDA = 1.0507009873554804934193349852946
+
+
+def keep_mask(rng, shape: tuple[int, ...], p: float) -> Array:
+    """``u >= p`` for ``u ~ U[0, 1)`` drawn as float32 (the same draws for every dtype)."""
+    return rng.random(shape, dtype=np.float32) >= np.float32(p)
 
 
 class Dropout(Layer):
@@ -32,8 +43,7 @@ class Dropout(Layer):
         if not self._active(training):
             self.mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-        self.mask = keep.astype(x.dtype)
+        self.mask = keep_mask(self.rng, x.shape, self.p).astype(x.dtype)
         self.mask *= x.dtype.type(1.0 / (1.0 - self.p))
         return x * self.mask
 
@@ -60,7 +70,7 @@ class AlphaDropout(Dropout):
         a_prime = -SELU_LAMBDA * SELU_ALPHA
         A = 1.0 / math.sqrt((1.0 - p) * (1.0 + p * a_prime**2))
         B = -A * a_prime * p
-        keep = (self.rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(p)).astype(x.dtype)
+        keep = keep_mask(self.rng, x.shape, p).astype(x.dtype)
         self.mask = keep * x.dtype.type(A)
         # y = A*x*m + (A*a'*(1-m) + B)
         y = x * self.mask
