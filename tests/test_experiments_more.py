@@ -320,3 +320,17 @@ def test_labels_that_leave_classes_empty_are_explained(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_dataset(str(tmp_path / "ok.npz")).n_classes == 2
+
+
+def test_a_missing_label_column_of_a_wide_csv_is_a_short_message(tmp_path):
+    """A 800-column CSV without a ``label`` column listed all 800 names in the error line."""
+    from depthlab.data import load_dataset
+
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"pixel{i}" for i in range(800)) + "\n" + ",".join(["0"] * 800)
+                    + "\n")
+    for label in ("label", 5000):
+        with pytest.raises(ValueError) as err:
+            load_dataset(str(path), label=label)
+        msg = str(err.value)
+        assert "'pixel0', 'pixel1'" in msg and "... 800 in all" in msg and len(msg) < 300, msg

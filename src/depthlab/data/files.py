@@ -92,6 +92,12 @@ def npz_headers(z: Any) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     return out
 
 
+def _some(columns: list[str], shown: int = 8) -> str:
+    """The first ``shown`` column names (a 784-column file stays a short message)."""
+    head = ", ".join(repr(str(c)) for c in columns[:shown])
+    return f"[{head}]" if len(columns) <= shown else f"[{head}, ... {len(columns)} in all]"
+
+
 def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
     """The label column: a column name, or an integer 0-based column position (the same rule
     as ``data.label`` in a config)."""
@@ -102,14 +108,14 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
         if not 0 <= int(label) < len(columns):
             raise ValueError(
                 f"{str(path)!r}: label={int(label)} is not a column index; accepted: 0 to "
-                f"{len(columns) - 1} (columns: {columns}) or a column name")
+                f"{len(columns) - 1} (columns: {_some(columns)}) or a column name")
         return columns[int(label)]
     if label not in columns:
         numeric_header = all(is_number(c) for c in columns)
         hint = (
             " The first row looks like data: a header row naming the columns is required."
             if numeric_header
-            else f" Pass label='COLUMN' to name the label column (columns: {columns})."
+            else f" Pass label='COLUMN' to name the label column (columns: {_some(columns)})."
         )
         raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
     return label
