@@ -537,3 +537,30 @@ def test_population_batchnorm_counts_every_row_once():
     torch.testing.assert_close(model[1].running_mean, h.mean(0), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model[1].running_var, h.var(0), rtol=1e-5, atol=1e-5)
     assert model[4].momentum == 0.3 and model.training
+
+
+@pytest.mark.parametrize("where, make_bad, fragment", [
+    ("x", lambda x, y: (x.__setitem__((7, 2), np.nan), (x, y))[1],
+     "x contains NaN or infinity (first at row 7, column 2)"),
+    ("x", lambda x, y: (x.__setitem__((7, 2), 1e300), (x, y))[1],
+     "x value 1e+300 (row 7, column 2) does not fit"),
+    ("y", lambda x, y: (x, np.where(np.arange(len(x))[:, None] == 3, np.inf, x[:, :1])),
+     "y contains NaN or infinity (first at row 3, column 0)"),
+])
+def test_non_finite_data_are_refused_by_row_and_column(where, make_bad, fragment):
+    """Regression: NaN or infinite inputs (or float64 values beyond float32) trained until the
+    loss was NaN and the doctor reported a 'divergence' finding instead of the bad entry."""
+    x, y = _xy()
+    data = make_bad(x.numpy().astype(np.float64), y.numpy())
+    kw = {"loss_fn": nn.MSELoss()} if where == "y" else {}
+    with pytest.raises(ValueError) as e:
+        dlt.doctor(_mlp(1 if where == "y" else 2), data, steps=2, verify=False, **kw)
+    assert fragment in str(e.value)
+
+
+def test_numpy_integers_are_accepted_for_counts_and_seed():
+    x, y = _xy()
+    a = dlt.doctor(_mlp(), (x, y), steps=np.int64(3), batch_size=np.int32(16),
+                   seed=np.int64(2), max_cures=np.int64(1), verify=False)
+    b = dlt.doctor(_mlp(), (x, y), steps=3, batch_size=16, seed=2, verify=False)
+    assert a.settings["seed"] == 2 and a.baseline["train_loss"] == b.baseline["train_loss"]

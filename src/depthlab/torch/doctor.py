@@ -30,6 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -312,25 +313,42 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
         raise ValueError("the training data are empty")
     check_fits(sum(t.numel() * max(t.element_size(), 4) for t in ts), device)
 
-    def conv(t: torch.Tensor, is_x: bool) -> torch.Tensor:
+    def conv(t: torch.Tensor, is_x: bool, label: str) -> torch.Tensor:
         if t.is_complex() or not (t.is_floating_point() or t.dtype in _INTEGER_DTYPES):
             raise TypeError(f"{'inputs' if is_x else 'targets'} must be real numbers, got "
                             f"dtype {t.dtype}")
         if t.is_floating_point():
-            return t.to(device=device, dtype=dtype)
+            return _check_finite(t, t.to(device=device, dtype=dtype), label)
         if is_x and t.dtype in (torch.uint8, torch.bool):
             return t.to(device=device, dtype=dtype)  # pixels / masks: numbers, not indices
         return t.to(device=device, dtype=torch.int64)  # labels, token ids
 
-    x, y = conv(ts[0], True), conv(ts[1], False)
+    x, y = conv(ts[0], True, "x"), conv(ts[1], False, "y")
     if len(ts) == 4:
-        return TensorData(x, y, conv(ts[2], True), conv(ts[3], False))
+        return TensorData(x, y, conv(ts[2], True, "x_val"), conv(ts[3], False, "y_val"))
     n = x.shape[0]
     if n < 10:
         return TensorData(x, y)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(device)
     k = max(1, int(round(VAL_FRACTION * n)))
     return TensorData(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
+
+
+def _check_finite(original: torch.Tensor, cast: torch.Tensor, label: str) -> torch.Tensor:
+    """``cast``, or a ValueError naming the first entry of ``label`` that is NaN, infinite or
+    too large for the model's dtype (training on it would only report a divergence)."""
+    bad = ~torch.isfinite(cast)
+    if not bool(bad.any()):
+        return cast
+    where = tuple(int(i) for i in bad.nonzero()[0].cpu())
+    at = f"row {where[0]}" + (f", index {where[1:]}" if len(where) > 2 else
+                              f", column {where[1]}" if len(where) == 2 else "")
+    value = float(original[where])
+    if math.isfinite(value):
+        raise ValueError(f"{label} value {value:g} ({at}) does not fit in the model's dtype "
+                         f"{cast.dtype}; accepted: finite numbers of that dtype")
+    raise ValueError(f"{label} contains NaN or infinity (first at {at}); accepted: finite "
+                     "numbers")
 
 
 def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
@@ -348,8 +366,9 @@ def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
     default_lr = 0.1 if name.lower() == "sgd" else 1e-3
     lr = kwargs.pop("lr", default_lr)
     for label, v in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
             raise ValueError(f"{label} must be a positive integer, got {v!r}")
+    steps, batch_size = int(steps), int(batch_size)
     every = probe_every if probe_every is not None else max(1, steps // 10)
     return TorchTrainSpec(optimizer=name, lr=lr, optimizer_kwargs=kwargs, steps=steps,
                      batch_size=batch_size, seed=seed, probe_every=every)
@@ -449,10 +468,11 @@ def doctor(
     Returns the NumPy doctor's :class:`~depthlab.diagnosis.Diagnosis` (``config`` describes the
     torch model, ``settings`` the training run, ``probes`` the baseline's probe table).
     """
-    if isinstance(max_cures, bool) or not isinstance(max_cures, int) or max_cures < 1:
+    if isinstance(max_cures, bool) or not isinstance(max_cures, Integral) or max_cures < 1:
         raise ValueError(f"max_cures must be a positive integer, got {max_cures!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    max_cures, seed = int(max_cures), int(seed)  # NumPy integers too
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(output, target), got "
