@@ -564,3 +564,38 @@ def test_numpy_integers_are_accepted_for_counts_and_seed():
                    seed=np.int64(2), max_cures=np.int64(1), verify=False)
     b = dlt.doctor(_mlp(), (x, y), steps=3, batch_size=16, seed=2, verify=False)
     assert a.settings["seed"] == 2 and a.baseline["train_loss"] == b.baseline["train_loss"]
+
+
+# -- reports of torch runs ---------------------------------------------------------------------
+
+def test_stored_doctor_run_carries_the_theory_the_report_draws(tmp_path):
+    """Regression (issue: theory "shown in the report next to the measured values"): a stored
+    torch doctor run had no theory, so its report figure had no dashed prediction."""
+    from depthlab import plot
+    from depthlab.experiments.store import Store
+
+    x, y = _xy(200)
+    make = _mlp(2, nn.Tanh)
+    d = dlt.doctor(make, (x, y), steps=4, verify=False, out=tmp_path)
+    with Store(tmp_path) as store:
+        config = store.run(d.settings["run_id"])["config"]
+    th, note = plot.theory_for_config(config)
+    assert th is not None and "depthlab.torch.predict" in note
+    assert list(th["layer"]) == sorted(set(d.probes.loc[d.probes.layer >= 1, "layer"]))
+    assert th["grad_pre_var"].iloc[-1] == pytest.approx(1.0)
+    assert th["act_var"].iloc[:-1].gt(0).all() and math.isnan(th["act_var"].iloc[-1])
+    fig = plot.gradient_per_layer({"run": d.probes}, {"run": th})
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].get_lines())
+
+
+def test_a_model_the_theory_does_not_cover_is_stored_without_theory(tmp_path):
+    from depthlab import plot
+    from depthlab.experiments.store import Store
+
+    x, y = _xy(120)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.LayerNorm(16), nn.Linear(16, 2))
+    d = dlt.doctor(model, (x, y), steps=3, verify=False, out=tmp_path)
+    with Store(tmp_path) as store:
+        config = store.run(d.settings["run_id"])["config"]
+    assert "theory" not in config["model"]
+    assert plot.theory_for_config(config)[0] is None

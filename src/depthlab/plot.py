@@ -124,8 +124,16 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     """The theory frame (``layer, grad_pre_var, act_var``) for a config with integer
     ``model.sizes`` and no dropout, and a note saying what it assumes; ``(None, reason)``
     otherwise. Plain MLPs: ``depthlab.theory.propagate``; batch-normalized or residual ones:
-    ``depthlab.theory.predict_gradients`` (batch-norm mean field, residual recursion)."""
+    ``depthlab.theory.predict_gradients`` (batch-norm mean field, residual recursion); a
+    depthlab.torch run: the rows ``model.theory`` it stored (``depthlab.torch.predict``)."""
     model = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
+    rows = model.get("theory")  # depthlab.torch runs: depthlab.torch.predict at initialization
+    if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
+        th = pd.DataFrame(rows)
+        if {"layer", "grad_pre_var"} <= set(th.columns):
+            th["act_var"] = pd.to_numeric(th.get("act_var"), errors="coerce")
+            return th, ("theory: depthlab.torch.predict (variance propagation from the "
+                        "model's weights at initialization)")
     if float(model.get("dropout") or 0) > 0:
         return None, "no theory curve: the prediction covers networks without dropout"
     sizes = model.get("sizes")

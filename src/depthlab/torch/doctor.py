@@ -488,6 +488,8 @@ def doctor(
         _check_runs(model, d, loss_fn)
         _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
+        theory = theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES]) if out is not None \
+            else None
         base = _run(model, d, loss_fn, spec, settings, percentiles=True)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
@@ -522,7 +524,7 @@ def doctor(
             order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
             diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
     if out is not None:
-        _store(diagnosis, base, out, name, time.perf_counter() - t0, verify)
+        _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory)
     return diagnosis
 
 
@@ -636,9 +638,32 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run) ->
     )
 
 
+def theory_rows(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]] | None:
+    """:func:`depthlab.torch.predict` of the untrained ``model`` on the probe inputs ``x`` as
+    the theory rows a report draws dashed beside the measurement (``layer``,
+    ``grad_pre_var`` relative to the last layer, ``act_var``; the report scales the gradient
+    to the run's measured top layer), or None when the model is not a chain that the theory
+    covers (attention, recurrent layers, pooling other than global average, ...)."""
+    from .predict import predict
+
+    try:
+        df = predict(model, x)
+    except (ValueError, TypeError, RuntimeError):
+        return None
+    wide = df.pivot_table(index="layer", columns="quantity", values="predicted")
+    rows = []
+    for layer, r in wide.iterrows():
+        act = r.get("act_std", math.nan)
+        rows.append({"layer": int(layer), "grad_pre_var": float(r["grad_pre_std"]) ** 2,
+                     "act_var": float(act) ** 2 if math.isfinite(act) else None})
+    return rows
+
+
 def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
-           seconds: float, verify: bool) -> str:
-    """Write the diagnosis to the results store in ``out`` (one transaction); returns the id."""
+           seconds: float, verify: bool, theory: list[dict[str, Any]] | None = None) -> str:
+    """Write the diagnosis to the results store in ``out`` (one transaction); returns the id.
+    ``theory``: :func:`theory_rows` of the untrained model, kept in ``config.model.theory``
+    (the report draws it beside the measured gradients and activations)."""
     from ..experiments.store import RunRecord, Store
 
     payload = diagnosis.to_dict()
@@ -662,7 +687,8 @@ def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
     config = {  # the layout of a run config (and of a Watch run), so reports read it
         "source": "depthlab.torch.doctor",
         "model": {"class": c.get("model"), "layers": layers, "activation": c.get("activation"),
-                  "batchnorm": c.get("batchnorm"), "parameters": c.get("parameters")},
+                  "batchnorm": c.get("batchnorm"), "parameters": c.get("parameters"),
+                  **({"theory": theory} if theory else {})},
         "train": {"optimizer": st["optimizer"], "lr": st["lr"],
                   "optimizer_kwargs": st["optimizer_kwargs"], "batch_size": st["batch_size"],
                   "max_steps": st["steps"], "seed": st["seed"], "loss": st["loss"],
