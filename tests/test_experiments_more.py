@@ -334,3 +334,33 @@ def test_a_missing_label_column_of_a_wide_csv_is_a_short_message(tmp_path):
             load_dataset(str(path), label=label)
         msg = str(err.value)
         assert "'pixel0', 'pixel1'" in msg and "... 800 in all" in msg and len(msg) < 300, msg
+
+
+def test_execute_and_prepare_validate_a_raw_config():
+    """``execute(raw)`` on a config dict as read from TOML (not validated) raised KeyError
+    'loss'; now it is validated first (same run id as the validated config), and a bad value
+    is a failed record naming it (``catch=False``: the ConfigError)."""
+    from depthlab.experiments import execute, prepare, run_id, validate
+
+    raw = {"data": {"name": "spirals", "n": 30}, "model": {"sizes": [2, 3, 2]},
+           "train": {"max_steps": 1}, "probes": {"every": 0}}
+    rec = execute(raw)
+    assert rec.status == "finished" and rec.id == run_id(validate(raw))
+    assert prepare(raw).config["train"]["loss"] == "cross_entropy"
+    bad = {**raw, "train": {"lr": -1}}
+    rec = execute(bad)
+    assert rec.status == "failed" and rec.error.startswith("train.lr = -1 is out of range")
+    with pytest.raises(ConfigError, match=r"^train\.lr = -1 is out of range"):
+        execute(bad, catch=False)
+
+
+def test_store_runs_refuses_an_unknown_kind(tmp_path):
+    """``Store.runs(kind="sweep_point")`` (a typo) silently selected nothing."""
+    from depthlab.experiments import RunRecord, Store
+
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(id="a1", kind="sweep-point"))
+        with pytest.raises(ValueError, match=r"kind = 'sweep_point' is not a run kind; "
+                                             r"accepted: run, sweep-point, doctor, reproduce"):
+            store.runs(kind="sweep_point")
+        assert list(store.runs(kind="sweep-point")["id"]) == ["a1"]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
+from .config import ConfigError, validate
 from .config import run_id as make_run_id
 from .store import METRIC_KEYS, RunRecord, jsonable
 
@@ -147,7 +147,10 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
 def prepare(config: dict[str, Any]) -> Prepared:
     """Load the data, resolve ``"auto"`` sizes, check them against the data and build the
     net. Raises :class:`ExperimentError` for anything the user must fix (a run that cannot
-    fit in memory is refused from the config and the data set's header before loading)."""
+    fit in memory is refused from the config and the data set's header before loading).
+    ``config`` may be a raw config dict (it is validated first: a ConfigError names a bad
+    value)."""
+    config = validate(config)
     check_memory(config)
     ds = load_data(config)
     sizes = resolve_sizes(config, ds.n_features, ds.n_classes)
@@ -305,6 +308,13 @@ def execute(config: dict[str, Any], *, run_id: str | None = None, name: str | No
     :func:`depthlab.experiments.config.run_id` of ``config`` (before ``"auto"`` sizes are
     resolved; the stored config has them resolved).
     """
+    try:
+        config = validate(config)  # a raw config dict too (idempotent on a validated one)
+    except ConfigError as e:
+        if not catch:
+            raise
+        return failed_record(config, run_id or make_run_id(config), str(e), name=name,
+                             kind=kind, sweep=sweep)
     rid = run_id or make_run_id(config)
     try:
         prep = prepare(config)

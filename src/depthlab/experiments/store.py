@@ -393,6 +393,9 @@ class Store:
         """One row per run (oldest first): id, name, kind, sweep, status, created, seconds,
         ``config`` and ``metrics`` as dicts, ``divergence`` (dict or None), ``error``, and
         one column per final metric (``train_loss``, ``val_acc``, ``test_acc``, ...)."""
+        if kind is not None and kind not in KINDS:  # a typo would silently select nothing
+            raise ValueError(f"kind = {kind!r} is not a run kind; accepted: "
+                             f"{', '.join(KINDS)} (or None for every run)")
         q = ("SELECT id, name, kind, sweep, status, created, seconds, config, metrics, "
              "divergence, error FROM runs")
         cond, args = [], []
