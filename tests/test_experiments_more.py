@@ -364,3 +364,13 @@ def test_store_runs_refuses_an_unknown_kind(tmp_path):
                                              r"accepted: run, sweep-point, doctor, reproduce"):
             store.runs(kind="sweep_point")
         assert list(store.runs(kind="sweep-point")["id"]) == ["a1"]
+
+
+def test_check_field_names_an_unknown_field():
+    """``check_field(ModelSpec, "nope", 1)`` raised a bare StopIteration."""
+    from depthlab.spec import check_field
+
+    with pytest.raises(ValueError, match=r"'nope' is not a field of ModelSpec; accepted: sizes, "
+                                         r"depth, width"):
+        check_field(ModelSpec, "nope", 1)
+    assert check_field(TrainSpec, "lr", 1) == 1.0

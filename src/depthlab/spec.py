@@ -104,7 +104,10 @@ def all_optimizer_hyperparameters() -> list[str]:
 def check_field(spec_cls: type, name: str, value: Any) -> Any:
     """``value`` checked and normalised as field ``name`` of ``spec_cls`` is (the key in the
     message is ``name``): the one rule for that setting, also where no spec is built."""
-    f = next(f for f in fields(spec_cls) if f.name == name)
+    f = next((f for f in fields(spec_cls) if f.name == name), None)
+    if f is None:  # (StopIteration would escape, or become RuntimeError in a generator)
+        raise ValueError(f"{name!r} is not a field of {spec_cls.__name__}; accepted: "
+                         f"{', '.join(x.name for x in fields(spec_cls))}")
     return f.metadata["check"](name, value)
 
 
