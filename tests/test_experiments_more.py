@@ -374,3 +374,19 @@ def test_check_field_names_an_unknown_field():
                                          r"depth, width"):
         check_field(ModelSpec, "nope", 1)
     assert check_field(TrainSpec, "lr", 1) == 1.0
+
+
+def test_an_optimizer_switch_given_as_a_number_is_named_as_written():
+    """``amsgrad = 1`` was turned into 1.0 before the check, so the message named a value the
+    user never wrote ("amsgrad must be True or False, got 1.0")."""
+    from depthlab.experiments import validate
+
+    raw = {"data": {"name": "spirals"}, "model": {"sizes": [2, 3, 2]},
+           "train": {"optimizer": "adam", "amsgrad": 1}}
+    with pytest.raises(ConfigError, match=r"^train\.amsgrad = 1 has the wrong type; accepted: "
+                                          r"true or false$"):
+        validate(raw)
+    with pytest.raises(TypeError, match=r"^nesterov = 0 has the wrong type"):
+        TrainSpec(optimizer="sgd", optimizer_kwargs={"momentum": 0.9, "nesterov": 0})
+    ok = validate({**raw, "train": {"optimizer": "adam", "amsgrad": True, "eps": 1}})
+    assert ok["train"]["optimizer_kwargs"] == {"amsgrad": True, "eps": 1.0}

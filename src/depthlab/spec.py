@@ -93,6 +93,14 @@ def optimizer_hyperparameters(name: str) -> list[str]:
     return [k for k in OPTIMIZERS[name].hyperparameter_names() if k != "lr"]
 
 
+def _optimizer_flags(name: str) -> frozenset[str]:
+    """The hyperparameters of optimizer ``name`` that are switches (a bool default)."""
+    import inspect
+
+    params = inspect.signature(OPTIMIZERS[name].__init__).parameters
+    return frozenset(k for k, p in params.items() if isinstance(p.default, bool))
+
+
 def all_optimizer_hyperparameters() -> list[str]:
     """Every optimizer hyperparameter name (each once, in registry order)."""
     names: list[str] = []
@@ -452,6 +460,7 @@ class TrainSpec(_Section):
                 where = f"{prefix}{k}" if k in direct else f"{prefix}optimizer_kwargs.{k}"
                 raise ConfigError(f"{where} is not a hyperparameter of optimizer {name!r}; "
                                   f"accepted: {', '.join(allowed)}", where)
+        flags = _optimizer_flags(name)
         for k, v in kwargs.items():
             if k == "betas":
                 if not (isinstance(v, list | tuple) and len(v) == 2
@@ -460,6 +469,8 @@ class TrainSpec(_Section):
                 kwargs[k] = [float(b) for b in v]
             elif isinstance(v, bool):
                 pass
+            elif k in flags:  # a switch (amsgrad, nesterov, ...) given as a number
+                raise bad(f"{prefix}{k}", v, "true or false", "has the wrong type")
             elif is_num(v):
                 kwargs[k] = Float(0.0, what="a finite number")(f"{prefix}{k}", v)
             else:
