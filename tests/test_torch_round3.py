@@ -599,3 +599,39 @@ def test_a_model_the_theory_does_not_cover_is_stored_without_theory(tmp_path):
         config = store.run(d.settings["run_id"])["config"]
     assert "theory" not in config["model"]
     assert plot.theory_for_config(config)[0] is None
+
+
+def _deep(act, std, n=8, width=32, d_in=10, out=2):
+    def make():
+        layers = [nn.Linear(d_in, width), act()]
+        for _ in range(n - 1):
+            layers += [nn.Linear(width, width), act()]
+        model = nn.Sequential(*layers, nn.Linear(width, out))
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, std)
+        return model
+    return make
+
+
+@pytest.mark.parametrize("act, kind", [(nn.Hardtanh, "saturation"), (nn.ReLU6, "dead_relu"),
+                                       (nn.Hardsigmoid, "saturation")])
+def test_activation_modules_outside_the_numpy_registry_are_diagnosed(act, kind):
+    """Regression: Hardtanh, ReLU6, Hardsigmoid, CELU, Softplus, ... (probed, in
+    dlt.ACTIVATIONS) were 'no activation module' to the doctor: a Hardtanh net with N(0, 1)
+    weights, saturated everywhere, got no saturation finding."""
+    x, y = _xy(200)
+    d = dlt.doctor(_deep(act, 1.0), (x, y), steps=10, batch_size=32, verify=False)
+    assert d.config["activation"] == dlt.activation_spec(act()).name
+    assert kind in [f.kind for f in d.findings], [f.kind for f in d.findings]
+
+
+def test_prescriptions_swap_and_match_activations_outside_the_numpy_registry():
+    model = _deep(nn.Hardtanh, 1.0, n=3)()
+    assert rx.swap_activations(model, "relu") == 3
+    assert not any(isinstance(m, nn.Hardtanh) for m in model.modules())
+    relu6 = _deep(nn.ReLU6, 1.0, n=2, width=400)()
+    layers = rx.trace(relu6, torch.randn(4, 10))
+    assert [t.activation_name for t in layers] == ["relu6", "relu6", None]
+    rx.reinitialize(relu6, layers, "matched")
+    assert float(relu6[2].weight.var()) == pytest.approx(2.0 / 400, rel=0.05)  # He, as ReLU

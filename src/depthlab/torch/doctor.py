@@ -46,6 +46,7 @@ from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
 from . import prescriptions as rx
+from .layers import activation_spec
 from .train import (
     OPTIMIZERS,
     TensorData,
@@ -128,7 +129,9 @@ class TorchRunContext(RunContext):
         self.frame = frame
         name = self.config.get("activation")
         if name and name != NO_ACTIVATION:
-            self.fn = _depthlab_fn(name, self.config.get("activation_kwargs") or {})
+            self.fn = _depthlab_fn(name, self.config.get("activation_kwargs") or {}) or next(
+                (p.activation.fn for p in self.points
+                 if p.activation_name == name and p.activation is not None), None)
 
     def init_variance_ratios(self, activation: str | None = None) -> dict[int, float]:
         """Initial Var(W) (``weight_std`` at step 0 squared) / the variance recommended for the
@@ -142,6 +145,41 @@ class TorchRunContext(RunContext):
             target = weight_variance(rec, p.dense.fan_in, p.dense.fan_out)
             out[p.index] = float(w[p.index]) ** 2 / target if target > 0 else math.nan
         return out
+
+
+class _TorchActivationFn:
+    """What the rules read of an activation function (``name``, ``forward(s)``,
+    ``derivative(s, a)``, ``max_derivative``; NumPy arrays in and out, float64) for an
+    activation module outside depthlab's NumPy registry (Hardtanh, ReLU6, CELU, Softplus, ...),
+    computed by the module's own :class:`depthlab.torch.layers.ActivationSpec`."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.max_derivative = spec.max_derivative
+
+    def _call(self, fn: Callable, s: Any) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(s, dtype=np.float64))
+        return fn(t).numpy()
+
+    def forward(self, s: Any) -> np.ndarray:
+        return self._call(self.spec.function, s)
+
+    def derivative(self, s: Any, a: Any = None) -> np.ndarray:
+        return self._call(self.spec.derivative, s)
+
+
+def _activation_fn(module: nn.Module | None) -> Any:
+    """The rules' activation function of a module: depthlab's own when its registry has the
+    activation, else :class:`_TorchActivationFn`; None for no known activation."""
+    name = rx.activation_name(module) if module is not None else None
+    if name is None:
+        return None
+    fn = _depthlab_fn(name, rx.activation_kwargs(module))
+    if fn is None:
+        spec = activation_spec(module)
+        fn = _TorchActivationFn(spec) if spec is not None else None
+    return fn
 
 
 def _depthlab_fn(name: str, kwargs: dict[str, float]) -> Any:
@@ -172,9 +210,8 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
     for i, t in hidden:
         ws = rx.weight_tensors(t.module)
         fan = _Fans(*rx.fans(ws[0])) if ws and not isinstance(t.module, nn.Embedding) else None
-        fn = _depthlab_fn(t.activation_name, rx.activation_kwargs(t.activation)) \
-            if t.activation_name else None
-        out.append(_Point(i, fan, _Act(fn), t.name, t.activation_name))
+        out.append(_Point(i, fan, _Act(_activation_fn(t.activation)), t.name,
+                          t.activation_name))
     return out
 
 

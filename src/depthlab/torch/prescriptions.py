@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
-from .layers import own_weights, untouched
+from .layers import activation_spec, own_weights, untouched
 from .train import TorchTrainSpec
 
 ACTIVATION_MODULES: dict[type[nn.Module], str] = {
@@ -84,12 +84,28 @@ class NotApplicable(ValueError):
     """The prescription finds nothing to change in this model."""
 
 
+INIT_KIN: dict[str, str] = {"relu6": "relu", "celu": "elu", "hardswish": "swish",
+                            "hardtanh": "tanh", "hardsigmoid": "sigmoid"}
+"""Activations the probes know (:data:`depthlab.torch.layers.ACTIVATIONS`) but depthlab's
+NumPy registry does not, and the registry activation whose initialization they share."""
+
+
 def activation_name(module: nn.Module) -> str | None:
-    """The depthlab name of an activation module (None when not a known activation)."""
+    """The depthlab name of an activation module: its registry name for
+    :data:`ACTIVATION_MODULES`, else the probes' name for any other of
+    :data:`depthlab.torch.layers.ACTIVATIONS` (``hardtanh``, ``relu6``, ``celu``,
+    ``softplus``, ...); None when not a known activation."""
     for cls, name in ACTIVATION_MODULES.items():
         if type(module) is cls:
             return name
-    return None
+    spec = activation_spec(module)
+    return None if spec is None else spec.name
+
+
+def recommended_for(name: str | None) -> str | None:
+    """The initializer recommended for activation ``name`` (through :data:`INIT_KIN` for
+    activations outside depthlab's registry)."""
+    return recommended_init(INIT_KIN.get(name or "", name or ""))
 
 
 def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
@@ -195,6 +211,7 @@ def dominant_activation(layers: list[TracedLayer]) -> str | None:
 def _gain(act: nn.Module | None) -> float:
     """``torch.nn.init.calculate_gain`` of the activation (1 for none or unknown)."""
     name = activation_name(act) if act is not None else None
+    name = INIT_KIN.get(name or "", name)
     if name in ("relu", "elu", "gelu", "swish", "mish"):
         return math.sqrt(2.0)
     if name == "leaky_relu":
@@ -209,7 +226,7 @@ def init_weight(w: torch.Tensor, name: str, act: nn.Module | None) -> None:
     fan_in, fan_out = fans(w)
     with torch.no_grad():
         if name == "matched":
-            rec = recommended_init(activation_name(act) or "identity") if act is not None \
+            rec = recommended_for(activation_name(act) or "identity") if act is not None \
                 else "glorot_uniform"
             if rec == "he_normal":
                 slope = float(act.negative_slope) if isinstance(act, nn.LeakyReLU) else 0.0
@@ -459,7 +476,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
 
 # -- what to try for each finding ---------------------------------------------------------------
 
-SATURATING = ("sigmoid", "tanh", "softsign")
+SATURATING = ("sigmoid", "tanh", "softsign", "hardtanh", "hardsigmoid")
 
 
 def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, Any] | None:
