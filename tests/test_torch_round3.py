@@ -635,3 +635,21 @@ def test_prescriptions_swap_and_match_activations_outside_the_numpy_registry():
     assert [t.activation_name for t in layers] == ["relu6", "relu6", None]
     rx.reinitialize(relu6, layers, "matched")
     assert float(relu6[2].weight.var()) == pytest.approx(2.0 / 400, rel=0.05)  # He, as ReLU
+
+
+@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+def test_cli_gives_a_conv2d_model_the_images_of_an_npz_file(tmp_path, capsys, layout):
+    """Regression: an .npz of images (N, H, W, C) or (N, C, H, W) was flattened with no image
+    shape, so a model starting with a Conv2d got rows (N, H*W*C) and failed."""
+    rng = np.random.default_rng(0)
+    x = rng.random((90, 6, 6, 3)).astype(np.float32)
+    np.savez(tmp_path / "imgs.npz", x=x if layout == "nhwc" else x.transpose(0, 3, 1, 2),
+             y=rng.integers(0, 3, 90))
+    (tmp_path / "cnn.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),\n"
+        "                         nn.Linear(4 * 36, 3))\n")
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/cnn.py:make", "--data",
+                             tmp_path / "imgs.npz", "--steps", "2", "--out", tmp_path / "runs")
+    assert code == 0, err

@@ -62,6 +62,9 @@ def _npz(path: Path) -> RawData:
             f"{str(path)!r}: unrecognised .npz keys {sorted(keys)}; accepted layouts: "
             + "; ".join(NPZ_LAYOUTS)
         )
+    info: dict[str, Any] = {"source": f"npz file {path}", "path": str(path)}
+    if parts["x"].ndim in (3, 4):  # images (N, H, W) or (N, H, W, C) / (N, C, H, W)
+        info["image_shape"] = tuple(int(s) for s in parts["x"].shape[1:])
     return RawData(
         x=parts["x"],
         y=parts["y"],
@@ -69,7 +72,7 @@ def _npz(path: Path) -> RawData:
         y_val=parts.get("y_val"),
         x_test=parts.get("x_test"),
         y_test=parts.get("y_test"),
-        info={"source": f"npz file {path}", "path": str(path)},
+        info=info,
     )
 
 
