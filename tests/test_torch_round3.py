@@ -653,3 +653,19 @@ def test_cli_gives_a_conv2d_model_the_images_of_an_npz_file(tmp_path, capsys, la
     code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/cnn.py:make", "--data",
                              tmp_path / "imgs.npz", "--steps", "2", "--out", tmp_path / "runs")
     assert code == 0, err
+
+
+def test_the_output_layer_is_not_hidden_even_with_a_sigmoid_after_it():
+    """Regression: with nn.Sigmoid after the last Linear (BCELoss) the output layer counted as
+    a hidden layer: its init was judged, and it was the 'last hidden layer' of the gradient
+    ratio (the NumPy doctor excludes the output activation)."""
+    x, _ = _xy(300)
+    y = (x[:, :1] + x[:, 1:2] > 0).float()
+
+    def make():
+        return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                             nn.Linear(32, 1), nn.Sigmoid())
+
+    d = dlt.doctor(make, (x, y), loss_fn=nn.BCELoss(), steps=10, batch_size=32, verify=False)
+    assert d.findings and all(3 not in f.layers for f in d.findings), \
+        [(f.kind, f.layers) for f in d.findings]

@@ -3,8 +3,9 @@ with the NumPy doctor's rules, and verify cures by re-training.
 
 The rules (:mod:`depthlab.diagnosis.rules`) read a probe table and a :class:`RunContext`;
 :class:`TorchRunContext` gives them the torch model's view: the *hidden* layers are the weight
-layers followed (through normalization, dropout or pooling) by a known activation module
-(all weight layers but the last when fewer than two are), numbered as in the probe table; each
+layers but the output layer (the last to run, even when a sigmoid follows it) followed (through
+normalization, dropout or pooling) by a known activation module (all weight layers but the
+last when fewer than two are), numbered as in the probe table; each
 hidden layer's fans come from its weight (``torch.nn.init``'s convention, conv: channels x
 kernel size) and its initializer is judged against the one recommended for *its own* following
 activation. The network's ``activation`` is the most common one.
@@ -203,7 +204,9 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
     index = _layer_index(table, layers)
     numbered = sorted(((index[t.name], t) for t in layers if t.name in index),
                       key=lambda it: it[0])
-    hidden = [(i, t) for i, t in numbered if t.activation_name is not None]
+    # the output layer (the last to run) is not hidden even when an activation follows it
+    # (a sigmoid for BCELoss), as the NumPy probe points exclude the output activation
+    hidden = [(i, t) for i, t in numbered[:-1] if t.activation_name is not None]
     if len(hidden) < 2:
         hidden = numbered[:-1]
     out = []
