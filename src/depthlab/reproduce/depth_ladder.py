@@ -138,7 +138,8 @@ def run(quick: bool = False, data: str | None = None,
     C.append(Claim("ordering: residual+BN ≥ BN ≥ relu+he (deepest trainable depth)",
                    "each ingredient extends the trainable depth",
                    f"{deep[RES]} ≥ {deep[BN]} ≥ {deep['relu + he_normal']}",
-                   deep[RES] >= deep[BN] >= deep["relu + he_normal"]))
+                   deep[RES] >= deep[BN] >= deep["relu + he_normal"],
+                   value=min(deep[RES] - deep[BN], deep[BN] - deep["relu + he_normal"])))
 
     res.figures["ladder"] = _fig(full, depths, ref)
     res.notes.append(

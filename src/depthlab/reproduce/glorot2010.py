@@ -324,14 +324,16 @@ def stage_fig2(d: Inputs, res: Result) -> None:
     lower_min = float(mean[[1, 2, 3]].min().min())
     t_sat = top[top < TOP_SATURATED]
     first_sat = int(t_sat.index[0]) if len(t_sat) else None
+    start = float(top.iloc[0])  # "falls": it must start unsaturated (sigmoid(0) = 0.5)
     res.claims.append(Claim(
         f"sigmoid, 4 hidden layers, standard init: the top hidden layer's mean activation "
-        f"falls below {TOP_SATURATED} (from ~0.5)",
+        f"falls below {TOP_SATURATED} from ≥ {LOWER_FLOOR} at step 0",
         "Fig. 2: top hidden layer driven to ~0 almost at once",
-        f"layer 4 mean {top.iloc[0]:.2f} at step 0 → {top.min():.3f} (step {t_min}); below "
+        f"layer 4 mean {start:.2f} at step 0 → {top.min():.3f} (step {t_min}); below "
         f"{TOP_SATURATED} from step {first_sat}" if first_sat is not None else
-        f"layer 4 mean {top.iloc[0]:.2f} at step 0 → min {top.min():.3f} (step {t_min})",
-        bool(first_sat is not None and not info2["diverged"]), value=float(top.min()),
+        f"layer 4 mean {start:.2f} at step 0 → min {top.min():.3f} (step {t_min})",
+        bool(first_sat is not None and start >= LOWER_FLOOR and not info2["diverged"]),
+        value=float(top.min()),
     ))
     res.claims.append(Claim(
         f"…while layers 1–3 stay unsaturated: their mean activation never falls below "
@@ -574,7 +576,9 @@ def run(quick: bool = False, data: str | None = None,
     )
     res.notes.append(
         "Claims and thresholds fixed before running: Fig. 2 top mean < 0.1 and lower means "
-        "≥ 0.4 throughout; Figs. 6–7 ratios < 0.5 (standard) and within [0.7, 1.43] "
+        "≥ 0.4 throughout (a review added that the top mean must start ≥ 0.4 at step 0, so "
+        "that a net whose top layer never was at 0.5, e.g. tanh, cannot pass 'falls'); "
+        "Figs. 6–7 ratios < 0.5 (standard) and within [0.7, 1.43] "
         f"(normalized), Jacobian singular values within ±{JACOBIAN_TOL} of the paper's 0.8 / "
         f"0.5; Table 1: a net learned when its error is {LEARNED_SE:g} SE below chance, "
         f"orderings only between nets that learned, > {DIFF_SE:g} SE of the paired difference. "

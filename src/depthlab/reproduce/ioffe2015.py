@@ -40,6 +40,9 @@ EARLY_FRACTION = 0.1
 # Thresholds decided before running:
 TARGET_FRACTION = 0.95  # "a given accuracy" = 95% of the no-BN net's final test accuracy
 DRIFT_FACTOR = 2.0  # no-BN drift at least twice BN's
+# ... and material: at least a tenth of the 15-85 spread (added in review: with a step of 1e-5
+# neither net moves, 0.0015 vs 0.0003 of the spread, and the ratio alone still passed)
+DRIFT_MIN = 0.1
 BN_STABLE = 0.5  # BN's percentiles move less than half their spread
 MODE_TOL = 0.01  # EMA vs whole-training-set inference: within 1 percentage point
 DATASETS = ("mnist5k", "fashion-mnist")
@@ -175,13 +178,14 @@ def run(quick: bool = False, data: str | None = None,
     # -- (b, c) drift of the sigmoid inputs ------------------------------------------------
     d = {k: drift(r["rec"].steps, r["rec"].array()) for k, r in runs.items()}
     med_p, med_b = float(np.median(d["plain"])), float(np.median(d["bn"]))
+    drifts = bool(med_p >= DRIFT_FACTOR * med_b and med_p >= DRIFT_MIN)
     res.claims.append(Claim(
         f"percentiles of last-layer sigmoid inputs drift without BN: median drift ≥ "
-        f"{DRIFT_FACTOR:g}× BN's",
+        f"{DRIFT_FACTOR:g}× BN's and ≥ {DRIFT_MIN:g} of the 15–85 spread",
         "Fig. 1b vs 1c: distribution changes without BN, stable with BN",
         f"median drift without BN {med_p:.2f}, with BN {med_b:.2f} "
         f"(ratio {med_p / med_b:.1f})",
-        bool(med_p >= DRIFT_FACTOR * med_b), value=float(med_p / med_b) if med_b else None,
+        drifts, value=float(med_p / med_b) if med_b else None,
     ))
     res.claims.append(Claim(
         f"with BN the percentiles stay stable: median drift ≤ {BN_STABLE}",
@@ -191,12 +195,13 @@ def run(quick: bool = False, data: str | None = None,
         bool(med_b <= BN_STABLE), value=float(med_b),
     ))
 
-    if med_p < DRIFT_FACTOR * med_b:
+    if not drifts:
         d0 = {k: drift(r["rec"].steps, r["rec"].array(), early_fraction=0.0)
               for k, r in runs.items()}
         res.notes.append(
             f"The drift claim does not hold: measured from t0 = {EARLY_FRACTION:.0%} of "
-            f"training, the plain net's median drift is {med_p / med_b:.1f}× BN's. Measured "
+            f"training, the plain net's median drift is {med_p:.3f} of the spread, "
+            f"{med_p / med_b:.1f}× BN's. Measured "
             f"from step 0 instead (not a claim): without BN {np.median(d0['plain']):.2f}, "
             f"with BN {np.median(d0['bn']):.2f} — the plain net's inputs move most early in "
             "training (panel b)."
@@ -254,7 +259,9 @@ def run(quick: bool = False, data: str | None = None,
         f"of the 15–85 spreads at t0 and at the end; t0 = first record at ≥ "
         f"{EARLY_FRACTION:.0%} of training; median over the 100 last-layer units. "
         f"Target accuracy = {TARGET_FRACTION:.0%} of the no-BN net's final accuracy. "
-        "All thresholds were fixed before running."
+        "All thresholds were fixed before running, except the drift floor (≥ "
+        f"{DRIFT_MIN:g} of the spread without BN), added in a review so that two nets that do "
+        "not move at all (a step of 1e-5: 0.0015 vs 0.0003) cannot pass on their ratio."
     )
     res.figures["fig1"] = _figure(runs, d, name, steps)
     return res

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 import depthlab as dl
 from depthlab.backend import rng as make_rng
@@ -189,7 +190,9 @@ def stage_transition(d: Inputs, res: Result) -> None:
         sw_c = critical_sigma_w2("tanh", SIGMA_B2)
     C = res.claims
     C.append(Claim("tanh, σ_b² = 0.05: order-to-chaos transition at σ_w² ≈ 1.76 (χ₁ = 1)",
-                   "critical σ_w² ≈ 1.76", f"{sw_c:.4f}", abs(sw_c - 1.76) <= 0.01, value=sw_c))
+                   "critical σ_w² ≈ 1.76",
+                   f"{sw_c:.4f} (computed: the root of χ₁(σ_w²) = 1 by Gaussian quadrature)",
+                   abs(sw_c - 1.76) <= 0.01, value=sw_c))
 
 
 def stage_trainability(d: Inputs, res: Result) -> None:
@@ -364,13 +367,23 @@ def _fig_grid(grid: pd.DataFrame, sw2_grid: list[float], depths: list[int],
     six_xi = np.array([6 * meanfield("tanh", v, SIGMA_B2).xi_c for v in sw])
     six_xi = np.where(np.isfinite(six_xi), six_xi, 1e6)
     ax.plot(sw, six_xi, "w--", lw=2, label="6 ξ_c (mean field)")
+    for i, depth in enumerate(depths):  # each point's accuracy, readable on any grid size
+        for j, sw2 in enumerate(sw2_grid):
+            v = float(acc.iloc[i, j])
+            ax.text(sw2, depth, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if v > 0.6 else "white")
     ax.set_yscale("log")
     ax.set_ylim(y_edges[0], y_edges[-1])
     ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_yticks(depths, [str(d) for d in depths])  # the grid's depths, not 6×10⁰ …
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(sw2_grid, [f"{v:g}" for v in sw2_grid])
     ax.set_xlabel("σ_w²")
     ax.set_ylabel("depth (hidden layers)")
     ax.set_title(f"tanh, σ_b² = {SIGMA_B2}: trainability vs 6 ξ_c")
-    ax.legend(loc="upper right", fontsize=8)
+    # below the axes: inside, it would cover a cell's number
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8,
+              facecolor="0.45", labelcolor="white")  # grey: the white line must show
     fig.tight_layout()
     return fig
 

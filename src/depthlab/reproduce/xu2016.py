@@ -391,6 +391,7 @@ def _fig_activations(tc: dict[str, Any]) -> Figure:
     axes[1].bar(x - 0.2, alphas, 0.4, label="α = f'(0)")
     axes[1].bar(x + 0.2, betas, 0.4, label="β = f(0)")
     axes[1].set_xticks(x, [lbl.replace(" 4σ−2", "\n4σ−2") for lbl in labels], fontsize=8)
+    axes[1].set_ylabel("coefficient of the expansion at s = 0")
     axes[1].set_title("Taylor coefficients (numerical)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()

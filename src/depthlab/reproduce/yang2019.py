@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 import depthlab as dl
 from depthlab.backend import rng as make_rng
@@ -262,6 +263,9 @@ def _fig_growth(gt: pd.DataFrame, bt: pd.DataFrame) -> Figure:
                      color=f"C{k}", label=f"width {w}")
     ax1.axhline(PREDICTED, color="k", ls="--", label=f"√(π/(π−1)) = {PREDICTED:.3f}")
     ax1.set_xscale("log")
+    depths = sorted(set(gt["depth"]))
+    ax1.set_xticks(depths, [str(d) for d in depths])  # the measured depths, not 2×10¹ …
+    ax1.xaxis.set_minor_locator(NullLocator())
     ax1.set_xlabel("depth (hidden layers)")
     ax1.set_ylabel("per-layer growth of ‖dL/dW_l‖")
     ax1.set_title("Plain ReLU + BN at init: growth vs mean field")
@@ -270,6 +274,8 @@ def _fig_growth(gt: pd.DataFrame, bt: pd.DataFrame) -> Figure:
     ax2.errorbar(m.mean().index, m.mean(), yerr=m.std().fillna(0), fmt="o-", color="C3")
     ax2.axhline(PREDICTED, color="k", ls="--", label="large-batch prediction")
     ax2.set_xscale("log")
+    ax2.set_xticks(list(m.mean().index), [str(b) for b in m.mean().index])
+    ax2.xaxis.set_minor_locator(NullLocator())
     ax2.set_xlabel("batch size")
     ax2.set_ylabel("per-layer growth")
     ax2.set_title("Smaller batches explode faster (depth 50)")
