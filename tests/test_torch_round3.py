@@ -669,3 +669,19 @@ def test_the_output_layer_is_not_hidden_even_with_a_sigmoid_after_it():
     d = dlt.doctor(make, (x, y), loss_fn=nn.BCELoss(), steps=10, batch_size=32, verify=False)
     assert d.findings and all(3 not in f.layers for f in d.findings), \
         [(f.kind, f.layers) for f in d.findings]
+
+
+def test_batch_norm_after_a_layer_with_few_inputs_per_channel():
+    """Regression: BN's backward factor used 1 / mean_c(qb_c); each channel is divided by its
+    own batch variance, and E[1 / qb_c] ~ 2 / mean(qb_c) for 4 inputs per unit, so the
+    first layer's gradient was predicted ~0.7x too small."""
+    own = []
+    for s in range(6):
+        torch.manual_seed(s)
+        model = nn.Sequential(nn.Linear(4, 256), nn.BatchNorm1d(256), nn.ReLU(),
+                              nn.Linear(256, 256), nn.BatchNorm1d(256), nn.ReLU(),
+                              nn.Linear(256, 10))
+        df = dlt.predict(model, torch.randn(512, 4), torch.randint(0, 10, (512,)), CE)
+        r = _ratios(df, "grad_pre_std")
+        own.append(r[0] / r[1])  # layer 1's own factor (layer 2 feeds it)
+    assert abs(np.mean(own) - 1) < 0.04, own

@@ -22,7 +22,8 @@ statistics; the module's own per-channel ``gamma_c``, ``beta_c``; Yang et al. 20
 excludes the unit's constant mean, so ``qb = n v Var_batch(a_{l-1})`` (+ for zero-padded convs
 the spread of the mean over positions, :func:`_fans`); its output is ``N(beta_c, gamma_c^2
 qb / (qb + eps))`` per channel (large width and batch), the activation's moments are channel
-averages, and ``Var(dL/dh) = mean_c gamma_c^2 E[f'(s_c)^2] / (qb + eps) Var(dL/da)`` (the two
+averages, and ``Var(dL/dh) = mean_c gamma_c^2 E[f'(s_c)^2] mean_c 1 / (qb_c + eps) Var(dL/da)``
+(``qb_c = n v_c Var_batch(a)`` from channel ``c``'s own mean squared weight ``v_c``; the two
 directions BN's backward removes per channel are negligible for large batches). A plain BN
 chain thus grows the squared gradient by ``bn_gradient_factor(f, gamma, beta).growth_sq`` per
 equal-width layer (ReLU: ``pi / (pi - 1)``); where that function reports ``covered = False``
@@ -491,7 +492,14 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     spec = seg["activation"]
     if norm is not None:
         mean, sq, bvar, gdsq = _bn_moments(norm, spec, qb)
-        dsq = gdsq / (qb + float(norm.eps))
+        # each channel is divided by its own batch std: qb_c from the channel's own mean
+        # squared weight (E[1 / qb_c] > 1 / E[qb_c] when few inputs feed a channel, e.g. a
+        # first conv with 2 input channels: the gradient is larger than 1 / mean qb says)
+        v_c = m.weight.detach().to(torch.float64).pow(2).flatten(1).mean(1).cpu().numpy()
+        qb_c = fan_in * v_c * prev_bvar + spread * v_c * prev_mean ** 2
+        inv = float(np.mean(1.0 / (qb_c + float(norm.eps)))) if v_c.size == norm.num_features \
+            else 1.0 / (qb + float(norm.eps))
+        dsq = gdsq * inv
         # the channels' mixture of f(N(beta_c, gamma_c^2 r))
         c = int(norm.num_features)
         g = (norm.weight.detach().to(torch.float64).cpu().numpy() if norm.affine
@@ -504,7 +512,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         s_nodes = np.concatenate([p[0] for p in parts])
         s_w = np.concatenate([p[1] * k / c for p, k in zip(parts, counts)])
         g2 = np.concatenate([np.full(p[0].size, gc * gc) for p, (gc, _) in zip(parts, pairs)])
-        nodes = (s_nodes, s_w, g2, 1.0 / (qb + float(norm.eps)))
+        nodes = (s_nodes, s_w, g2, inv)
         dist = _compress(_apply(spec, s_nodes)[0], s_w)
     else:
         mean, sq, dsq = _moments(spec, q)
