@@ -685,3 +685,13 @@ def test_batch_norm_after_a_layer_with_few_inputs_per_channel():
         r = _ratios(df, "grad_pre_std")
         own.append(r[0] / r[1])  # layer 1's own factor (layer 2 feeds it)
     assert abs(np.mean(own) - 1) < 0.04, own
+
+
+def test_the_warm_up_cure_of_a_short_run_changes_something():
+    """Regression: with fewer than 20 steps the warm-up cure was ``warmup = 1`` (update k uses
+    ``lr * min(1, k / 1)`` = lr: no change), retrained and reported as 'did not help'."""
+    for steps in (3, 15, 40):
+        spec = TorchTrainSpec(steps=steps)
+        cures = [c for c, _ in rx.alternatives("divergence", "relu", spec, False)]
+        (warm,) = [c["warmup"] for c in cures if "warmup" in c]
+        assert warm >= 2 and warm == max(2, steps // 10)

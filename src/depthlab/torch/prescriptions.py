@@ -527,7 +527,7 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
                               "has unit variance on a data batch (Mishkin & Matas 2016).")
     matched = ({"init": "matched"}, "Re-initialize each layer for the activation that follows "
                                     "it (He / Glorot / LeCun).")
-    warmup = ({"warmup": max(1, spec.steps // 10)},
+    warmup = ({"warmup": max(2, spec.steps // 10)},  # 1 step of warm-up changes nothing
               "Linear learning-rate warm-up over the first 10% of the steps.")
     clip = ({"clip_grad_norm": 1.0}, "Clip the gradient norm at 1 "
                                      "(torch.nn.utils.clip_grad_norm_).")
