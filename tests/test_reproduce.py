@@ -154,6 +154,7 @@ def test_quick_claims_match_the_expected_outcomes(name):
         assert len(match) == 1, f"{name}: no single expected row for {c.claim!r}"
         _, holds, band = match[0]
         assert c.paper and c.measured
+        assert c.value is not None, f"{name}: the verdict of {c.claim!r} has no measured value"
         assert bool(c.holds) is holds, f"{name}: {c.claim} — measured {c.measured}"
         if band is not None:
             lo, hi = band

@@ -386,6 +386,19 @@ def test_setups_and_constants_match_the_papers():
         "fan_in_uniform", "glorot_uniform", "fan_in_uniform", "glorot_uniform", "fan_in_uniform"]
 
 
+def test_mean_field_numbers_match_papers_md():
+    """papers.md [computed]: tanh, sigma_b^2 = 0.05: xi_c ~ 3.6 / 15.8 / 25 / 9 at sigma_w^2 =
+    1, 1.5, 2, 3; q* ~ 0.57 at the critical 1.76; chi1^49 = 1.4e-6, 0.99, 1.1e4 at 1, 1.76, 3."""
+    from depthlab.theory import meanfield
+
+    for sw2, xi in ((1.0, 3.6), (1.5, 15.8), (2.0, 25.0), (3.0, 9.0)):
+        assert meanfield("tanh", sw2, 0.05).xi_c == pytest.approx(xi, rel=0.02), sw2
+    crit = dl.theory.critical_sigma_w2("tanh", sigma_b2=0.05)
+    assert meanfield("tanh", crit, 0.05).q_star == pytest.approx(0.57, abs=0.005)
+    for sw2, growth in ((1.0, 1.4e-6), (1.76, 0.99), (3.0, 1.1e4)):
+        assert meanfield("tanh", sw2, 0.05).chi1 ** 49 == pytest.approx(growth, rel=0.05), sw2
+
+
 def test_schoenholz_net_weights_and_biases_have_the_set_variances():
     net = schoenholz2017.tanh_net([500, 500, 10], 1.76, 0.05, seed=0, dtype="float64")
     dense = net.probe_points()[0].dense
