@@ -695,3 +695,22 @@ def test_the_warm_up_cure_of_a_short_run_changes_something():
         cures = [c for c, _ in rx.alternatives("divergence", "relu", spec, False)]
         (warm,) = [c["warmup"] for c in cures if "warmup" in c]
         assert warm >= 2 and warm == max(2, steps // 10)
+
+
+def test_mixed_activations_led_by_one_outside_the_numpy_registry():
+    """Regression: a ReLU layer with a bad init in a mostly-Hardtanh net made the rules
+    prescribe ``init = None`` ('the None variance recommended for hardtanh units'), and
+    verifying it crashed with ValueError: unknown init 'None'."""
+    x, y = _xy(200)
+
+    def make():
+        m = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 32), nn.Hardtanh(),
+                          nn.Linear(32, 32), nn.Hardtanh(), nn.Linear(32, 2))
+        nn.init.normal_(m[0].weight, 0.0, 3.0)
+        return m
+
+    d = dlt.doctor(make, (x, y), steps=10, batch_size=32, verify=True, max_cures=2)
+    assert d.config["activation"] == "hardtanh"
+    for f in d.findings:
+        assert "None" not in f.message and None not in f.prescription.values(), f
+    assert rx.translate({"init": None}, TorchTrainSpec()) == {"init": "matched"}

@@ -139,6 +139,8 @@ class TorchRunContext(RunContext):
         layer's following activation (or for ``activation`` when given), per hidden layer."""
         w = self.at(0, "weight_std")
         out: dict[int, float] = {}
+        if activation is None and recommended_init(self.activation) is None:
+            return out  # the rules word their finding for the network's activation (hardtanh)
         for p in self.points:
             rec = recommended_init(activation or p.activation_name or "")
             if rec is None or p.dense is None or p.index not in w.index:
@@ -640,7 +642,7 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
         if set(changes) & rx.MODEL_KEYS:
             try:
                 rx.apply(changes, fresh(seed), spec, xs)
-            except rx.NotApplicable:
+            except ValueError:  # NotApplicable, or a change this model cannot take
                 continue
         new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
         if (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm) != \

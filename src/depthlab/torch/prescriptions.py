@@ -485,7 +485,7 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
     out: dict[str, Any] = {}
     for k, v in rule_changes.items():
         if k == "init":
-            out["init"] = "matched" if v in RECOMMENDED_INIT.values() else v
+            out["init"] = v if v in INITS and v not in RECOMMENDED_INIT.values() else "matched"
         elif k == "activation":
             if v not in NEW_ACTIVATIONS:
                 return None
