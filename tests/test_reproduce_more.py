@@ -454,3 +454,20 @@ def test_bad_names_and_options_are_one_line_and_exit_2(capsys, args, fragments):
     code, out, err = run_cli(capsys, *args)
     assert out == ""
     assert_one_line_error(code, err, *fragments)
+
+
+# -- figures ------------------------------------------------------------------------------------
+def test_grid_figures_label_the_values_they_were_measured_at():
+    sw2, depths = [1.0, 1.76, 4.0], [12, 48]
+    grid = pd.DataFrame([dict(sigma_w2=s, depth=d, train_acc=0.1 * k)
+                         for k, (s, d) in enumerate((s, d) for s in sw2 for d in depths)])
+    ax = schoenholz2017._fig_grid(grid, sw2, depths, 800).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["12", "48"]  # not 6×10⁰, 10¹
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "1.76", "4"]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"{0.1 * k:.2f}" for k in range(6))
+    growth = yang2019.growth_table([10, 30], [16], [0])
+    batch = pd.concat([yang2019.growth_table([10], [16], [0], batch=b) for b in (8, 32)])
+    a1, a2 = yang2019._fig_growth(growth, batch).axes
+    assert [t.get_text() for t in a1.get_xticklabels()] == ["10", "30"]
+    assert [t.get_text() for t in a2.get_xticklabels()] == ["8", "32"]
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in (a1, a2))

@@ -637,7 +637,8 @@ def _plot_init(init: dict) -> Figure:
         ax.set_title(f"std of {title} per layer", fontsize=10)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle("Figs. 6–7 analogue: 5 tanh layers × 1000 at initialization (300 Shapeset "
+    n, width = init["standard"]["acts"][0].shape
+    fig.suptitle(f"Figs. 6–7 analogue: 5 tanh layers × {width} at initialization ({n} Shapeset "
                  "examples)")
     fig.tight_layout()
     return fig

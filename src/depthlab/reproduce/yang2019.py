@@ -214,7 +214,7 @@ def stage_cures(d: Inputs, res: Result) -> None:
                    "shrinks with lr",
                    f"train acc {slow:.2f} after {5 * steps} steps at lr {LR / 10:g}",
                    slow < FAILS, value=slow))
-    res.figures["cures"] = _fig_cures(tt)
+    res.figures["cures"] = _fig_cures(tt, dname)
     res.notes.append(
         f"Trainability: data {dname!r}, {TRAIN_DEPTH} weight layers of {train_width} (the "
         "residual net: a stem, 49 blocks of two layers, the output), population statistics "
@@ -284,16 +284,18 @@ def _fig_growth(gt: pd.DataFrame, bt: pd.DataFrame) -> Figure:
     return fig
 
 
-def _fig_cures(tt: pd.DataFrame) -> Figure:
+def _fig_cures(tt: pd.DataFrame, dname: str) -> Figure:
     fig = Figure(figsize=(6.5, 3.8))
     ax = fig.subplots()
     x = np.arange(len(tt))
     ax.bar(x, tt["train_acc"], color=["C3", "C2", "C1"][: len(tt)])
     ax.set_xticks(x, [f"{k}\n(lr {r.lr:g}, {r.steps} steps)" for k, r in tt.iterrows()],
                   fontsize=8)
-    ax.axhline(TRAINS, color="grey", ls=":", lw=1)
+    ax.axhline(TRAINS, color="grey", ls=":", lw=1, label=f"trains (≥ {TRAINS:.0%})")
+    ax.axhline(FAILS, color="grey", ls="--", lw=1, label=f"does not train (< {FAILS:.0%})")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("training accuracy")
-    ax.set_title(f"{TRAIN_DEPTH}-layer ReLU + BN nets on digits")
+    ax.set_title(f"{TRAIN_DEPTH}-layer ReLU + BN nets on {dname}")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
