@@ -714,3 +714,37 @@ def test_mixed_activations_led_by_one_outside_the_numpy_registry():
     for f in d.findings:
         assert "None" not in f.message and None not in f.prescription.values(), f
     assert rx.translate({"init": None}, TorchTrainSpec()) == {"init": "matched"}
+
+
+def test_cli_json_stays_strict_when_the_users_code_prints(tmp_path, capsys):
+    """Regression: a factory or forward that prints (common while debugging) wrote into the
+    JSON on stdout."""
+    (tmp_path / "noisy.py").write_text(
+        "from torch import nn\n"
+        "print('importing the model file')\n"
+        "class Noisy(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n"
+        "    def forward(self, x):\n"
+        "        print('forward', tuple(x.shape))\n"
+        "        return self.body(x)\n"
+        "def make():\n"
+        "    print('building')\n"
+        "    return Noisy()\n")
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/noisy.py:make", "--data",
+                             "digits", "--n", "120", "--steps", "2", "--json",
+                             "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert "findings" in _strict(out) and "building" in err and "forward" in err
+
+
+def test_cli_unusable_out_fails_before_training(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the results folder should be")
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    raise AssertionError('the factory must not run')\n")
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make", "--data",
+                             "digits", "--out", tmp_path / "taken")
+    assert_one_line_error(code, err, "taken")

@@ -13,6 +13,7 @@ flattened ``(N, D)`` rows (MLPs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import sys
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import UserError, say
+from .common import UserError, open_store, say
 
 if TYPE_CHECKING:
     import numpy as np
@@ -147,6 +148,26 @@ def run(args: argparse.Namespace) -> int:
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
         torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
+    store = open_store(args.out, create=True)  # an unusable --out fails before any training
+    try:
+        store.check_writable()
+    finally:
+        store.close()
+    # --json: whatever the user's code prints goes to stderr, so stdout holds the JSON alone
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        diag = _diagnose(args, torch, load_dataset, doctor)
+    out = say(args)  # --json: messages on stderr, stdout holds the JSON alone
+    if args.json and not args.quiet:
+        print(json.dumps(jsonable(diag.to_dict()), indent=1), flush=True)
+    elif not args.json:
+        out(str(diag))
+    out(f"diagnosis {diag.settings.get('run_id')} stored in {resolve_db_path(args.out)}")
+    return 0
+
+
+def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doctor: Callable
+              ) -> Any:
+    """The user's factory and data set, shaped for the model, through the torch doctor."""
     make_model = load_factory(args.torch)
     try:
         ds = load_dataset(args.data, seed=args.seed, n=args.n)
@@ -170,13 +191,6 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         kwargs["steps"] = args.steps
     try:
-        diag = doctor(make_model, data, **kwargs)
+        return doctor(make_model, data, **kwargs)
     except (ValueError, TypeError) as e:
         raise UserError(f"doctor: {e}") from None
-    out = say(args)  # --json: messages on stderr, stdout holds the JSON alone
-    if args.json and not args.quiet:
-        print(json.dumps(jsonable(diag.to_dict()), indent=1), flush=True)
-    elif not args.json:
-        out(str(diag))
-    out(f"diagnosis {diag.settings.get('run_id')} stored in {resolve_db_path(args.out)}")
-    return 0
