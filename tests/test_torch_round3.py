@@ -5,6 +5,7 @@ Each regression test names the bug it guards against in its docstring."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -748,3 +749,26 @@ def test_cli_unusable_out_fails_before_training(tmp_path, capsys):
     code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make", "--data",
                              "digits", "--out", tmp_path / "taken")
     assert_one_line_error(code, err, "taken")
+
+
+def test_a_factory_that_returns_one_shared_instance():
+    """Regression: ``def make(): return model`` (a global) handed the baseline's trained model
+    to every cure, so the cures were verified from trained weights, not from the model as
+    built; the result must equal the same model given as a factory of fresh copies."""
+    x, y = _xy()
+    torch.manual_seed(5)
+    shared = _mlp()()  # diverges at this lr: trained, its weights are NaN
+    as_built = copy.deepcopy(shared)
+
+    def make_shared():
+        return shared
+
+    kw = {"optimizer": ("sgd", {"lr": 1e3}), "steps": 20, "batch_size": 16, "verify": True,
+          "max_cures": 2}
+    a = dlt.doctor(make_shared, (x * 100, y), **kw)
+    b = dlt.doctor(as_built, (x * 100, y), **kw)
+    assert a.baseline["diverged"] and any(v.helped for v in a.verifications)
+    assert a.baseline["steps"] == b.baseline["steps"]
+    assert [v.prescription for v in a.verifications] == [v.prescription for v in b.verifications]
+    np.testing.assert_equal([v.after["train_loss"] for v in a.verifications],
+                            [v.after["train_loss"] for v in b.verifications])
