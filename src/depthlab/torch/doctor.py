@@ -304,7 +304,7 @@ def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
         raise TypeError(f"expected a torch.nn.Module or a function returning one, got "
                         f"{type(make_model_or_model).__name__}")
     make = make_model_or_model
-    first: list[nn.Module] = []  # the first model built and a copy of it as built
+    first: list[Any] = []  # the first model built and its state as built (host memory)
 
     def fresh(seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -313,9 +313,11 @@ def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
             raise TypeError(f"make_model() must return a torch.nn.Module, got "
                             f"{type(model).__name__}")
         if not first:
-            first.extend((model, copy.deepcopy(model)))
+            first.extend((model, {k: v.detach().to("cpu", copy=True)
+                                  for k, v in model.state_dict().items()}))
         elif model is first[0]:  # one shared instance (``return model`` of a global): it was
-            return copy.deepcopy(first[1])  # trained since; every run starts from it as built
+            model = copy.deepcopy(model)  # trained since; every run starts from it as built
+            model.load_state_dict(first[1])
         return model
 
     return fresh
