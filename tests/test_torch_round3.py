@@ -772,3 +772,31 @@ def test_a_factory_that_returns_one_shared_instance():
     assert [v.prescription for v in a.verifications] == [v.prescription for v in b.verifications]
     np.testing.assert_equal([v.after["train_loss"] for v in a.verifications],
                             [v.after["train_loss"] for v in b.verifications])
+
+
+def test_cli_user_file_imports_the_modules_beside_it(tmp_path, capsys):
+    """Regression: ``from myblocks import Block`` in the user's file failed
+    (ModuleNotFoundError): unlike ``python FILE.py`` the file's folder was not on the path."""
+    import sys
+
+    (tmp_path / "round3_sibling_blocks.py").write_text(
+        "from torch import nn\n"
+        "def block():\n"
+        "    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n")
+    (tmp_path / "model.py").write_text(
+        "from round3_sibling_blocks import block\n"
+        "def make():\n"
+        "    return block()\n"
+        "def lazy():\n"
+        "    import round3_sibling_blocks as b\n"
+        "    return b.block()\n")
+    before = list(sys.path)
+    try:
+        for fn in ("make", "lazy"):
+            code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/model.py:{fn}",
+                                     "--data", "digits", "--n", "100", "--steps", "2",
+                                     "--out", tmp_path / "runs")
+            assert code == 0, err
+        assert sys.path == before
+    finally:
+        sys.modules.pop("round3_sibling_blocks", None)

@@ -17,7 +17,7 @@ import contextlib
 import importlib.util
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,20 @@ def refuse_without_torch(args: argparse.Namespace) -> None:
                         "data and training in the file")
 
 
+@contextlib.contextmanager
+def beside(path: Path) -> Iterator[None]:
+    """As ``python FILE.py`` would: the file's folder first on ``sys.path`` inside the block,
+    so the user's code can import the modules beside it (its own layers, helpers), also from
+    inside the factory or ``forward``; removed afterwards."""
+    folder = str(Path(path).resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+
+
 def load_factory(spec: str) -> Callable[[], Any]:
     """``FILE.py:FUNCTION`` -> the function (the file is imported as a fresh module)."""
     path_s, sep, name = spec.rpartition(":")
@@ -80,7 +94,8 @@ def load_factory(spec: str) -> Callable[[], Any]:
             raise UserError(f"--torch: cannot import {path_s!r} (not a Python file?)")
         module = importlib.util.module_from_spec(mspec)
         sys.modules[mod_name] = module
-        mspec.loader.exec_module(module)
+        with beside(path):
+            mspec.loader.exec_module(module)
     except UserError:
         raise
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's file failed to import
@@ -154,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     # --json: whatever the user's code prints goes to stderr, so stdout holds the JSON alone
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext(), \
+            beside(Path(args.torch.rpartition(":")[0] or ".")):
         diag = _diagnose(args, torch, load_dataset, doctor)
     out = say(args)  # --json: messages on stderr, stdout holds the JSON alone
     if args.json and not args.quiet:
