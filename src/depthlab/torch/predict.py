@@ -570,14 +570,16 @@ def _tap_counts(module: nn.Module, in_shape: Sequence[int] | None
     stride, dil = list(module.stride), list(module.dilation)
     pad = module.padding
     if pad == "valid":
-        pad = [0] * len(k)
-    elif pad == "same":
-        pad = [d * (kk - 1) // 2 for d, kk in zip(dil, k)]
+        pads = [(0, 0)] * len(k)
+    elif pad == "same":  # torch pads d (k - 1) in all, the odd one on the right
+        pads = [(d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2) for d, kk in zip(dil, k)]
+    else:
+        pads = [(int(p), int(p)) for p in pad]
     s1 = s2 = 1.0
     p_out = p_in = 1
     zeros = module.padding_mode == "zeros"
-    for L, K, S, P, D in zip(size, k, stride, pad, dil):
-        o = (L + 2 * P - D * (K - 1) - 1) // S + 1
+    for L, K, S, (P, P_right), D in zip(size, k, stride, pads, dil):
+        o = (L + P + P_right - D * (K - 1) - 1) // S + 1
         if o <= 0:
             raise ValueError(f"the input of {type(module).__name__} is too small for its kernel")
         pos = np.arange(o)[:, None] * S - P + np.arange(K)[None, :] * D  # input index read
