@@ -816,3 +816,17 @@ def test_same_padding_with_an_even_kernel(mode):
 
     r = np.sqrt(_mc_grad_ratio(make, (32, 3, 8, 8), 10, seeds=4))
     assert abs(r[1] - 1) < 0.05, r
+
+
+def test_storing_with_theory_leaves_the_diagnosis_unchanged(tmp_path):
+    """The theory is computed on the untrained baseline before it trains: its forward pass must
+    leave batch-norm statistics, modes and random streams as they were."""
+    x, y = _xy(200)
+
+    def make():
+        return nn.Sequential(nn.Linear(10, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 32),
+                             nn.Tanh(), nn.Linear(32, 2))
+
+    a = dlt.doctor(make, (x, y), steps=8, batch_size=16, verify=False)
+    b = dlt.doctor(make, (x, y), steps=8, batch_size=16, verify=False, out=tmp_path)
+    assert a.probes.equals(b.probes) and a.baseline["train_loss"] == b.baseline["train_loss"]
