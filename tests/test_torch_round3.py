@@ -830,3 +830,11 @@ def test_storing_with_theory_leaves_the_diagnosis_unchanged(tmp_path):
     a = dlt.doctor(make, (x, y), steps=8, batch_size=16, verify=False)
     b = dlt.doctor(make, (x, y), steps=8, batch_size=16, verify=False, out=tmp_path)
     assert a.probes.equals(b.probes) and a.baseline["train_loss"] == b.baseline["train_loss"]
+
+
+def test_float_class_labels_are_named_in_the_error():
+    """The error for labels the loss cannot take names the targets' dtype and shape, not only
+    the inputs' shape (float 0/1 labels with CrossEntropyLoss)."""
+    x, y = _xy()
+    with pytest.raises(ValueError, match=r"targets: shape \(\), float32\).*Long"):
+        dlt.doctor(_mlp(), (x, y.float()), steps=2, verify=False)

@@ -592,7 +592,9 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
-                         f"{tuple(d.x.shape[1:])} per example: {type(e).__name__}: {e}") from None
+                         f"{tuple(d.x.shape[1:])} per example (targets: shape "
+                         f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
+                         f"{type(e).__name__}: {e}") from None
     if any("broadcasting" in str(w.message) and "size" in str(w.message) for w in seen):
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else "?"
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
