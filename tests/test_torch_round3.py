@@ -838,3 +838,24 @@ def test_float_class_labels_are_named_in_the_error():
     x, y = _xy()
     with pytest.raises(ValueError, match=r"targets: shape \(\), float32\).*Long"):
         dlt.doctor(_mlp(), (x, y.float()), steps=2, verify=False)
+
+
+class _TanhBlock(nn.Module):
+    def __init__(self, w_in, w, projection):
+        super().__init__()
+        self.f = nn.Sequential(nn.Linear(w_in, w), nn.Tanh(), nn.Linear(w, w))
+        self.p = nn.Linear(w_in, w, bias=False) if projection else None
+        self.post = nn.Tanh()
+
+    def forward(self, x):
+        return self.post((x if self.p is None else self.p(x)) + self.f(x))
+
+
+def test_tanh_residual_blocks_with_a_projection_shortcut_are_unbiased():
+    def make():
+        return nn.Sequential(nn.Linear(16, 128), nn.Tanh(), _TanhBlock(128, 256, True),
+                             _TanhBlock(256, 256, False), _TanhBlock(256, 256, False),
+                             nn.Linear(256, 10))
+
+    r = np.sqrt(_mc_grad_ratio(make, (256, 16), 10, seeds=5))
+    assert len(r) == 9 and np.all(np.abs(r - 1) < 0.05), r
