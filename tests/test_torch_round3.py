@@ -859,3 +859,19 @@ def test_tanh_residual_blocks_with_a_projection_shortcut_are_unbiased():
 
     r = np.sqrt(_mc_grad_ratio(make, (256, 16), 10, seeds=5))
     assert len(r) == 9 and np.all(np.abs(r - 1) < 0.05), r
+
+
+def test_the_users_own_warnings_still_show():
+    x, y = _xy()
+
+    class Warns(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()()
+
+        def forward(self, v):
+            warnings.warn("round3: a warning of the user's own", UserWarning, stacklevel=2)
+            return self.body(v)
+
+    with pytest.warns(UserWarning, match="round3: a warning of the user's own"):
+        dlt.doctor(Warns, (x, y), steps=2, verify=False)

@@ -595,7 +595,11 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
                          f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
                          f"{type(e).__name__}: {e}") from None
-    if any("broadcasting" in str(w.message) and "size" in str(w.message) for w in seen):
+    broadcast = [w for w in seen if "broadcasting" in str(w.message) and "size" in str(w.message)]
+    for w in seen:  # the user's other warnings, shown as they would have been
+        if w not in broadcast:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if broadcast:
         shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else "?"
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
                          f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
