@@ -229,7 +229,8 @@ class _Sin(nn.Module):
 
 @pytest.mark.parametrize("model, fragment", [
     (_Attention(), "'att' is a MultiheadAttention"), (_Lstm(), "'rnn' is a LSTM"),
-    (_Sin(), "the input of 'b' is not the previous layer's output"),
+    (_Sin(), "the input of 'b' is not the previous layer's output (pooling or another "
+             "operation in between); it is computed by the torch operation 'Sin'"),
     (nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 4)),
      "'1' is a LayerNorm"),
 ])

@@ -68,6 +68,7 @@ between (e.g. ResNet-18's ``'maxpool' (MaxPool2d)``).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -120,6 +121,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     copies: dict[int, int] = {}  # output -> input storage of a shape-only module that copied
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
+    in_ops: dict[int, str] = {}  # layer -> autograd node that made its input (not a module)
     handles = []
 
     def label(module) -> str:
@@ -139,6 +141,8 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         inputs.setdefault(id(module), []).append(-1 if t is None else _storage(t))
         if t is not None:
             shapes[id(module)] = tuple(t.shape)
+            if t.grad_fn is not None:
+                in_ops.setdefault(id(module), t.grad_fn.name())
             if versions.get(_storage(t), t._version) != t._version:
                 changed.setdefault(id(module), producers.get(_storage(t), (0, "x"))[1])
 
@@ -257,9 +261,15 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
             pool = pools[calls[0]][1]  # global average pooling in between
         elif start is not None and calls[0] != start:
             what = "the model's input x" if start == x_store else "the previous layer's output"
+            made = between(calls[0], start)
+            if not made and id(info.owner) in in_ops:  # a torch function, not a module
+                node = in_ops[id(info.owner)]
+                made = (f"; it is computed by the torch operation "
+                        f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node "
+                        f"{node}), not by a module")
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} is not {what} (pooling or another "
-                             f"operation in between){between(calls[0], start)}")
+                             f"operation in between){made}")
         if id(info.owner) in changed:
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} was changed in place after "
