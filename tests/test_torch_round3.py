@@ -876,3 +876,19 @@ def test_the_users_own_warnings_still_show():
 
     with pytest.warns(UserWarning, match="round3: a warning of the user's own"):
         dlt.doctor(Warns, (x, y), steps=2, verify=False)
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_doctor_and_predict_inside_no_grad_or_inference_mode(context):
+    """Regression: called inside ``torch.no_grad()`` (e.g. from an evaluation helper) the
+    doctor failed its first training step ('element 0 of tensors does not require grad') and
+    predict failed inside ``inference_mode`` (data made there, too)."""
+    x, y = _xy()
+    ref = dlt.doctor(_mlp(), (x, y), steps=4, verify=False)
+    model = _mlp()()
+    with context():
+        xs, ys = x.clone(), y.clone()  # inference tensors under inference_mode
+        d = dlt.doctor(_mlp(), (xs, ys), steps=4, verify=False)
+        p = dlt.predict(model, xs, ys, CE)
+    assert d.baseline["train_loss"] == ref.baseline["train_loss"]
+    assert p["value"].notna().all()

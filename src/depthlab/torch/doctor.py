@@ -324,8 +324,8 @@ def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
 
 
 def _as_tensor(v: Any, label: str) -> torch.Tensor:
-    if isinstance(v, torch.Tensor):
-        return v.detach()
+    if isinstance(v, torch.Tensor):  # an inference-mode tensor cannot be saved for backward
+        return v.clone() if v.is_inference() else v.detach()
     try:
         return torch.as_tensor(np.asarray(v))
     except (TypeError, ValueError, RuntimeError) as e:
@@ -529,7 +529,9 @@ def doctor(
     spec = _spec(optimizer, steps, batch_size, seed, probe_every)
     fresh = _factory(make_model_or_model)
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda):  # the caller's random streams left as found
+    # the caller's random streams left as found; training needs autograd even when the call
+    # sits inside torch.no_grad() or torch.inference_mode()
+    with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
         t0 = time.perf_counter()
         model = fresh(seed)
         device, dtype = model_device_dtype(model)

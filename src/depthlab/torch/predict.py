@@ -626,7 +626,17 @@ def predict(model: nn.Module, x: Any, y: Any = None,
             percentiles: Sequence[float] = ()) -> pd.DataFrame:
     """Predicted ``pre_std``, ``act_std`` and ``grad_pre_std`` per layer (see the module
     docstring) beside the values measured by :func:`depthlab.torch.probe` on ``(x, y)``
-    (``value``; NaN without ``y``/``loss_fn``). ``x`` must be a floating tensor."""
+    (``value``; NaN without ``y``/``loss_fn``). ``x`` must be a floating tensor. Called inside
+    ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the autograd graph it
+    needs (inference tensors are copied)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+                for t in (x, y))
+        return _predict(model, x, y, loss_fn, percentiles)
+
+
+def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+             percentiles: Sequence[float]) -> pd.DataFrame:
     if (y is None) != (loss_fn is None):
         raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
                          "or neither")
