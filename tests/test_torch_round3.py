@@ -892,3 +892,21 @@ def test_doctor_and_predict_inside_no_grad_or_inference_mode(context):
         p = dlt.predict(model, xs, ys, CE)
     assert d.baseline["train_loss"] == ref.baseline["train_loss"]
     assert p["value"].notna().all()
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_probe_and_discover_inside_no_grad_or_inference_mode(context):
+    """Regression: ``dlt.probe`` called inside ``torch.no_grad()`` silently returned NaN for
+    every gradient quantity; inside ``inference_mode`` probe and discover raised
+    'Inference tensors do not track version counter'."""
+    torch.manual_seed(0)
+    model = _mlp()()
+    x, y = _xy(64)
+    ref = dlt.probe(model, x, y, CE)
+    with context():
+        xs, ys = x.clone(), y.clone()
+        got = dlt.probe(model, xs, ys, CE)
+        layers = dlt.discover(model, xs)
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(got, ref)
+    assert [info.name for info in layers] == ["0", "2", "4"]

@@ -362,11 +362,12 @@ def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
     generators are left exactly as found. For residual blocks as well, use
     :class:`depthlab.torch.hooks.Recording` (``.blocks``)."""
     from .hooks import Recording
+    from .probe import trackable
 
     rec = Recording(model, ())
-    with rec.isolated():
+    with torch.inference_mode(False), torch.enable_grad(), rec.isolated():
         rec.arm()
-        model(*inputs, **kwargs)
+        model(*trackable(list(inputs)), **trackable(kwargs))
         rec.disarm()
     return rec.ran_layers()
 

@@ -113,13 +113,33 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tens
     return (hit & valid).to(wide).sum() / valid.to(wide).sum()
 
 
+def trackable(v: Any) -> Any:
+    """``v`` with every inference-mode tensor (also inside a tuple, list or dict) copied to an
+    ordinary one, which autograd can record."""
+    if isinstance(v, torch.Tensor):
+        return v.clone() if v.is_inference() else v
+    if isinstance(v, (tuple, list)):
+        return type(v)(trackable(t) for t in v)
+    if isinstance(v, dict):
+        return {k: trackable(t) for k, t in v.items()}
+    return v
+
+
 def probe(model: nn.Module, x: Any, y: Any,
           loss_fn: Callable[[Any, Any], torch.Tensor],
           percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:
     """Measure every weight layer of ``model`` on the batch ``(x, y)``; see the module
     docstring for the table. ``x``: a tensor (or a tuple/list of positional inputs, or a dict
     of keyword inputs); ``loss_fn(model(x), y)`` must return a scalar tensor;
-    ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``."""
+    ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``. Called inside
+    ``torch.no_grad()`` or ``torch.inference_mode()`` it still back-propagates (the gradient
+    rows were NaN); ``torch.no_grad()`` *inside* the model's forward keeps its meaning."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _probe(model, trackable(x), trackable(y), loss_fn, percentiles)
+
+
+def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor],
+           percentiles: Sequence[float]) -> pd.DataFrame:
     check_model(model)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, got "
