@@ -910,3 +910,18 @@ def test_probe_and_discover_inside_no_grad_or_inference_mode(context):
     pd_testing = pytest.importorskip("pandas.testing")
     pd_testing.assert_frame_equal(got, ref)
     assert [info.name for info in layers] == ["0", "2", "4"]
+
+
+def test_reinitialization_keeps_frozen_layers():
+    """Regression: a 'matched' or LSUV re-initialization also re-drew frozen layers
+    (requires_grad False, e.g. a pretrained backbone), which training can never repair."""
+    torch.manual_seed(0)
+    model = _mlp()()
+    model[0].requires_grad_(False)
+    frozen = model[0].weight.detach().clone()
+    for init in ("matched", "lsuv"):
+        rx.apply({"init": init}, model, TorchTrainSpec(), torch.randn(64, 10))
+        assert torch.equal(model[0].weight, frozen)
+    model.requires_grad_(False)
+    with pytest.raises(rx.NotApplicable, match="no trainable weight layers"):
+        rx.apply({"init": "matched"}, model, TorchTrainSpec(), torch.randn(8, 10))

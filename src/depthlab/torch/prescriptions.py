@@ -253,13 +253,17 @@ def init_weight(w: torch.Tensor, name: str, act: nn.Module | None) -> None:
 
 def reinitialize(model: nn.Module, layers: list[TracedLayer], name: str,
                  x: torch.Tensor | None = None) -> None:
-    """Re-initialize every traced layer (embeddings excepted) with ``name``; biases zeroed.
+    """Re-initialize every traced layer (embeddings and frozen layers excepted) with ``name``;
+    biases zeroed.
     ``lsuv`` needs a data batch ``x``."""
     if name not in INITS:
         raise ValueError(f"unknown init {name!r}; expected one of {INITS}")
-    todo = [t for t in layers if not isinstance(t.module, nn.Embedding)]
+    # frozen layers (requires_grad False, e.g. a pretrained backbone) are kept: training
+    # could never repair a random re-initialization of them
+    todo = [t for t in layers if not isinstance(t.module, nn.Embedding)
+            and any(w.requires_grad for w in weight_tensors(t.module))]
     if not todo:
-        raise NotApplicable("the model has no weight layers to re-initialize")
+        raise NotApplicable("the model has no trainable weight layers to re-initialize")
     for t in todo:
         def init(w: torch.Tensor, act: nn.Module | None = t.activation) -> None:
             init_weight(w, name, act)
