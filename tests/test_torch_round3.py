@@ -925,3 +925,20 @@ def test_reinitialization_keeps_frozen_layers():
     model.requires_grad_(False)
     with pytest.raises(rx.NotApplicable, match="no trainable weight layers"):
         rx.apply({"init": "matched"}, model, TorchTrainSpec(), torch.randn(8, 10))
+
+
+def test_frozen_pretrained_layers_are_not_judged_for_their_init():
+    """A frozen layer's weights (a pretrained backbone) are not an initialization: no
+    init_mismatch for it, only for the trainable ones."""
+    x, y = _xy(200)
+
+    def make():
+        m = _mlp()()
+        for layer in (m[0], m[2]):
+            nn.init.normal_(layer.weight, 0.0, 3.0)  # far from He: judged if trainable
+        m[0].requires_grad_(False)
+        return m
+
+    d = dlt.doctor(make, (x, y), steps=5, batch_size=16, verify=False)
+    f = d.finding("init_mismatch")
+    assert f is not None and 1 not in f.layers and 2 in f.layers

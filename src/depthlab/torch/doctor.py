@@ -214,7 +214,9 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
     out = []
     for i, t in hidden:
         ws = rx.weight_tensors(t.module)
-        fan = _Fans(*rx.fans(ws[0])) if ws and not isinstance(t.module, nn.Embedding) else None
+        # no fans, so no init judgement, for embeddings and frozen (e.g. pretrained) layers
+        judged = ws and ws[0].requires_grad and not isinstance(t.module, nn.Embedding)
+        fan = _Fans(*rx.fans(ws[0])) if judged else None
         out.append(_Point(i, fan, _Act(_activation_fn(t.activation)), t.name,
                           t.activation_name))
     return out

@@ -467,7 +467,8 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
                    for t in layers for n, p in t.module.named_parameters(recurse=False)):
             raise NotApplicable("every bias is already zero")
         for t in layers:
-            _zero_biases(t.module)
+            if any(w.requires_grad for w in weight_tensors(t.module)):  # frozen layers kept
+                _zero_biases(t.module)
     if MODEL_KEYS & set(changes):
         try:
             with torch.no_grad(), untouched(model):
