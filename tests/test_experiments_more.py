@@ -390,3 +390,21 @@ def test_an_optimizer_switch_given_as_a_number_is_named_as_written():
         TrainSpec(optimizer="sgd", optimizer_kwargs={"momentum": 0.9, "nesterov": 0})
     ok = validate({**raw, "train": {"optimizer": "adam", "amsgrad": True, "eps": 1}})
     assert ok["train"]["optimizer_kwargs"] == {"amsgrad": True, "eps": 1.0}
+
+
+def test_file_options_for_another_kind_of_file_are_refused_not_ignored(tmp_path):
+    """``label`` on a .npz file (or an IDX folder) and ``scale`` on a .npz/.csv file were
+    silently ignored; the run trained on something other than what the config said."""
+    from depthlab.data import load_dataset
+
+    x = np.random.default_rng(0).normal(size=(12, 2))
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 2)
+    (tmp_path / "d.csv").write_text("a,b,cls\n" + "".join(f"{i},{i % 3},{i % 2}\n"
+                                                          for i in range(12)))
+    with pytest.raises(ValueError, match=r"label='y' applies only to \.csv files"):
+        load_dataset(str(tmp_path / "d.npz"), label="y")
+    for name in ("d.npz", "d.csv"):
+        with pytest.raises(ValueError, match=r"scale=2 applies only to IDX files"):
+            load_dataset(str(tmp_path / name), scale=2)
+    assert load_dataset(str(tmp_path / "d.csv"), label="cls").n_features == 2
+    assert load_dataset(str(tmp_path / "d.npz")).n_features == 2

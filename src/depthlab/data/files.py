@@ -273,19 +273,28 @@ def looks_like_path(name: str | os.PathLike) -> bool:
 
 
 def load_file(
-    path: str | os.PathLike, *, label: str | int = "label", scale: float | None = None
+    path: str | os.PathLike, *, label: str | int | None = None, scale: float | None = None
 ) -> RawData:
-    """Read a user data file or IDX folder (see module docstring) into :class:`RawData`."""
+    """Read a user data file or IDX folder (see module docstring) into :class:`RawData`.
+    ``label`` (default ``"label"``) applies to ``.csv`` files, ``scale`` to IDX files; given
+    for another kind of file, either is an error (it would be ignored)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"data file not found: {str(p)!r}")
+    lower = p.name.lower()
+    csv = not p.is_dir() and lower.endswith((".csv", ".csv.gz"))
+    if label is not None and not csv:
+        raise ValueError(f"{str(p)!r}: label={label!r} applies only to .csv files (a .npz "
+                         "holds its labels in y, IDX data in its labels file)")
+    if scale is not None and (csv or lower.endswith(".npz")):
+        raise ValueError(f"{str(p)!r}: scale={scale!r} applies only to IDX files (uint8 "
+                         "pixels); scale a .npz or .csv file's features yourself")
     if p.is_dir():
         return _idx_folder(p, scale)
-    lower = p.name.lower()
     if lower.endswith(".npz"):
         return _npz(p)
-    if lower.endswith((".csv", ".csv.gz")):
-        return _csv(p, label)
+    if csv:
+        return _csv(p, "label" if label is None else label)
     if "idx" in lower or "ubyte" in lower or looks_like_idx(p):
         return _idx_file(p, scale)
     raise ValueError(
