@@ -601,3 +601,49 @@ def test_rearming_keeps_the_users_own_hooks():
     assert len(model[0]._forward_hooks) == 1
     handle.remove()
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_theory_at_the_first_record_leaves_training_bit_identical(device):
+    """The theory's extra forward/backward (batch norm in training mode: running statistics)
+    changes nothing; it equals depthlab.torch.predict of the untrained model on step 0's
+    batch."""
+    torch.manual_seed(0)
+    untrained = _model(dropout=False).to(device)
+    x, _ = _data(device)
+    from depthlab.torch.predict import theory_rows
+
+    expected, note = theory_rows(copy.deepcopy(untrained), x[torch.arange(16)])
+    ref, ref_losses, off = _train(device, dropout=False, every=3, theory=False)
+    got, got_losses, watch = _train(device, dropout=False, every=3)
+    assert all(torch.equal(a, b) for a, b in zip(ref_losses, got_losses))
+    for (n, a), b in zip(ref.state_dict().items(), got.state_dict().values()):
+        assert torch.equal(a, b), n
+    assert off.theory is None and "theory=False" in off.theory_note
+    assert expected is not None and watch.theory_note == note
+    pd.testing.assert_frame_equal(watch.theory, pd.DataFrame(expected))
+    assert list(watch.theory.layer) == [1, 2, 3] and watch.theory.grad_pre_var.iloc[-1] == 1.0
+
+
+def test_theory_is_stored_and_drawn_beside_the_measurement(tmp_path):
+    from depthlab import plot
+
+    _, _, watch = _train("cpu", every=4, dropout=False, out=tmp_path)
+    record = watch.record()
+    rows = record.config["model"]["theory"]
+    pd.testing.assert_frame_equal(pd.DataFrame(rows).astype(float), watch.theory.astype(float))
+    with Store(tmp_path) as store:
+        rid = store.runs().id.iloc[0]
+        config, probes = store.run(rid)["config"], store.probes(rid)
+    theory, note = plot.theory_for_config(config)  # what the report draws with
+    assert theory is not None and "depthlab.torch.predict" in note
+    assert theory.grad_pre_var.tolist() == watch.theory.grad_pre_var.tolist()
+    fig = plot.gradient_per_layer(probes, theory=theory)
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)
+
+
+def test_no_theory_for_a_model_it_does_not_cover_says_why():
+    _, _, watch = _train("cpu", every=4)  # train-mode dropout between two layers
+    assert watch.theory is None
+    assert watch.theory_note.startswith("no theory: ") and "Dropout" in watch.theory_note
+    assert "theory" not in watch.record().config["model"]

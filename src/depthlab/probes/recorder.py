@@ -21,8 +21,9 @@ Two sources of measurements:
 ``update_ratio`` at step ``k`` is ``||W_k - W_{k-1}|| / ||W_{k-1}||`` (Frobenius norms) of the
 weights feeding each hidden layer: the weights are copied in ``before_update`` of recorded
 steps only. A further ``Trainer.fit`` of the same trainer continues its step count and the
-recorder its records (a new trainer starts them afresh). Only summaries are stored (compact ``array`` columns, no NumPy arrays), so memory
-grows with the number of records, not with batch or layer size.
+recorder its records (a new trainer starts them afresh). Only summaries are stored (compact
+``array`` columns, no NumPy arrays), so memory grows with the number of records, not with batch
+or layer size.
 """
 
 from __future__ import annotations

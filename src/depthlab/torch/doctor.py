@@ -48,6 +48,7 @@ from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
 from . import prescriptions as rx
 from .layers import activation_spec
+from .predict import theory_rows
 from .train import (
     OPTIMIZERS,
     TensorData,
@@ -541,7 +542,7 @@ def doctor(
         _check_runs(model, d, loss_fn)
         _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
-        theory = theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES]) if out is not None \
+        theory = theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES])[0] if out is not None \
             else None
         base = _run(model, d, loss_fn, spec, settings, percentiles=True)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
@@ -695,27 +696,6 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run) ->
         helped=bool(improved and _better(run.result.metrics, base.result.metrics)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
     )
-
-
-def theory_rows(model: nn.Module, x: torch.Tensor) -> list[dict[str, Any]] | None:
-    """:func:`depthlab.torch.predict` of the untrained ``model`` on the probe inputs ``x`` as
-    the theory rows a report draws dashed beside the measurement (``layer``,
-    ``grad_pre_var`` relative to the last layer, ``act_var``; the report scales the gradient
-    to the run's measured top layer), or None when the model is not a chain that the theory
-    covers (attention, recurrent layers, pooling other than global average, ...)."""
-    from .predict import predict
-
-    try:
-        df = predict(model, x)
-    except (ValueError, TypeError, RuntimeError):
-        return None
-    wide = df.pivot_table(index="layer", columns="quantity", values="predicted")
-    rows = []
-    for layer, r in wide.iterrows():
-        act = r.get("act_std", math.nan)
-        rows.append({"layer": int(layer), "grad_pre_var": float(r["grad_pre_std"]) ** 2,
-                     "act_var": float(act) ** 2 if math.isfinite(act) else None})
-    return rows
 
 
 def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,

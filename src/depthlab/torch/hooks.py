@@ -137,6 +137,8 @@ class Recording:
         self.values: list[float] = []
         self._pct_names = (percentile_names("pre", self.percentiles),
                            percentile_names("act", self.percentiles))
+        self.want_input = False  # set: the next armed forward keeps a copy of its input
+        self.first_input: torch.Tensor | None = None
 
     # -- arming ----------------------------------------------------------------------------
     @property
@@ -237,6 +239,10 @@ class Recording:
         self._kernels()
 
     def _model_pre(self, module, args) -> None:
+        if self.want_input:  # once: the model's first input, for depthlab.torch.predict
+            self.want_input = False
+            x = _first_tensor(args)
+            self.first_input = None if x is None else x.detach().clone()
         self.new_pass()
 
     def _model_post(self, module, args, output) -> None:

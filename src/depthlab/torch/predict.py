@@ -84,7 +84,7 @@ from .hooks import Recording
 from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm, untouched
 from .probe import call_model, check_batch, probe
 
-__all__ = ["chain", "predict"]
+__all__ = ["chain", "predict", "theory_rows"]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -733,3 +733,23 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     df = df[["step", "layer", "module", "quantity", "value", "predicted"]]
     return df.astype({"step": "int64", "layer": "int64", "value": "float64",
                       "predicted": "float64"})
+
+
+def theory_rows(model: nn.Module, x: torch.Tensor) -> tuple[list[dict[str, Any]] | None, str]:
+    """:func:`predict` of ``model`` on the inputs ``x`` as the theory rows a report draws dashed
+    beside the measurement (``layer``, ``grad_pre_var`` relative to the last layer,
+    ``act_var``; the report scales the gradient to the run's measured top layer) and a note;
+    ``(None, why)`` when the model is not a chain the theory covers (attention, recurrent
+    layers, pooling other than global average, ...). The model, its gradients, buffers and the
+    random number generators are left as they were (:func:`predict` runs isolated)."""
+    try:
+        df = predict(model, x)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        return None, f"no theory: {exc}"
+    wide = df.pivot_table(index="layer", columns="quantity", values="predicted")
+    rows = []
+    for layer, r in wide.iterrows():
+        act = r.get("act_std", math.nan)
+        rows.append({"layer": int(layer), "grad_pre_var": float(r["grad_pre_std"]) ** 2,
+                     "act_var": float(act) ** 2 if math.isfinite(act) else None})
+    return rows, "theory: depthlab.torch.predict (variance propagation from the actual weights)"

@@ -48,6 +48,7 @@ from ..probes.stats import check_percentiles
 from ..validators import positive_int
 from .accumulators import norm_dtype
 from .hooks import Recording
+from .predict import theory_rows
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]
@@ -105,11 +106,21 @@ class Watch:
         divided by the scale that backward ran with, so they are the gradients of ``loss``
         itself (``weight_grad_*`` only when ``scaler.unscale_(opt)`` has not done so yet).
         Without it those rows carry the factor ``scaler.get_scale()``.
+    theory:
+        At the first recorded step, :func:`depthlab.torch.predict` of the model on that
+        step's input (the first positional argument of its forward): :attr:`theory` (rows
+        ``layer, grad_pre_var, act_var``; the gradient relative to the last layer), stored with
+        the run, where the report draws it dashed beside the measured gradients and
+        activations. One extra forward and backward, isolated (the model, its ``.grad``,
+        buffers and random number generators are left as they were); None, with the reason in
+        :attr:`theory_note`, for a model the theory does not cover (attention, recurrent
+        layers, ...). ``False``: not computed.
     """
 
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
                  *, name: str | None = None,
-                 percentiles: Sequence[float] = (), scaler: Any = None) -> None:
+                 percentiles: Sequence[float] = (), scaler: Any = None,
+                 theory: bool = True) -> None:
         self.every = positive_int("every", every)
         if scaler is not None and not (callable(getattr(scaler, "get_scale", None))
                                        and callable(getattr(scaler, "is_enabled", None))):
@@ -142,6 +153,11 @@ class Watch:
         self._previous: dict[int, torch.Tensor] = {}  # id(parameter) -> its snapshot buffer
         self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
         self.run_id: str | None = None
+        self.theory: pd.DataFrame | None = None
+        self._theory_rows: list[dict[str, Any]] | None = None
+        self.theory_note = "no theory: not computed (theory=False)" if not theory else \
+            "no theory: not computed yet (computed at the first recorded step)"
+        self._rec.want_input = bool(theory)
         self._rec.arm()  # step 0 is recorded
 
     # -- training loop -----------------------------------------------------------------------
@@ -168,6 +184,8 @@ class Watch:
         refreshed = False
         if n % self.every == 0:
             refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
+            if self._rec.first_input is not None:
+                self._predict_theory()
         if (n + 1) % self.every == 0:
             self._snapshot(copy=not refreshed)
             # recorded in this call too (every=1): the snapshot's norms were just computed
@@ -176,6 +194,21 @@ class Watch:
         elif self._rec.armed:
             self._rec.disarm()
         self._calls += 1
+
+    def _predict_theory(self) -> None:
+        """:attr:`theory` from the recorded step's input, with Watch's own hooks off."""
+        x, self._rec.first_input = self._rec.first_input, None
+        armed = self._rec.armed
+        self._rec.disarm()
+        try:
+            rows, self.theory_note = theory_rows(self.model, x)
+        except Exception as exc:  # the theory is an addition: never the end of the training
+            rows, self.theory_note = None, f"no theory: {type(exc).__name__}: {exc}"
+        finally:
+            if armed:
+                self._rec.arm()
+        self._theory_rows = rows
+        self.theory = None if rows is None else pd.DataFrame(rows)
 
     def _check_backward(self) -> None:
         trainable = False
@@ -361,7 +394,8 @@ class Watch:
             "model": {"class": type(self.model).__name__,
                       "layers": {str(k): v for k, v in self.layer_names().items()},
                       "blocks": {b.name: b.layer for b in self._rec.blocks.values()},
-                      "parameters": int(sum(p.numel() for p in self.model.parameters()))},
+                      "parameters": int(sum(p.numel() for p in self.model.parameters())),
+                      **({"theory": self._theory_rows} if self._theory_rows else {})},
             "probes": {"every": self.every, "percentiles": list(self._rec.percentiles)},
         }
         if self.run_id is None:
