@@ -647,3 +647,29 @@ def test_no_theory_for_a_model_it_does_not_cover_says_why():
     assert watch.theory is None
     assert watch.theory_note.startswith("no theory: ") and "Dropout" in watch.theory_note
     assert "theory" not in watch.record().config["model"]
+
+
+def test_no_theory_when_the_models_input_is_unknown():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = _data("cpu")
+    watch = dlt.Watch(model, every=2)
+    loss = nn.functional.cross_entropy(model[2](model[1](model[0](x))), y)  # submodules only
+    loss.backward()
+    watch.step(loss)
+    assert watch.theory is None and "did not run" in watch.theory_note
+
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 3)
+
+        def forward(self, *, inputs):
+            return self.lin(inputs)
+
+    model = Keyword()
+    watch = dlt.Watch(model, every=2)
+    loss = nn.functional.cross_entropy(model(inputs=x), y)
+    loss.backward()
+    watch.step(loss)
+    assert watch.theory is None and "no tensor as its first" in watch.theory_note

@@ -157,7 +157,7 @@ class Watch:
         self._theory_rows: list[dict[str, Any]] | None = None
         self.theory_note = "no theory: not computed (theory=False)" if not theory else \
             "no theory: not computed yet (computed at the first recorded step)"
-        self._rec.want_input = bool(theory)
+        self._theory_pending = self._rec.want_input = bool(theory)
         self._rec.arm()  # step 0 is recorded
 
     # -- training loop -----------------------------------------------------------------------
@@ -184,7 +184,7 @@ class Watch:
         refreshed = False
         if n % self.every == 0:
             refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
-            if self._rec.first_input is not None:
+            if self._theory_pending:
                 self._predict_theory()
         if (n + 1) % self.every == 0:
             self._snapshot(copy=not refreshed)
@@ -197,7 +197,15 @@ class Watch:
 
     def _predict_theory(self) -> None:
         """:attr:`theory` from the recorded step's input, with Watch's own hooks off."""
+        self._theory_pending = False
         x, self._rec.first_input = self._rec.first_input, None
+        if x is None:
+            self.theory_note = ("no theory: the model itself did not run in the recorded step "
+                                "(the loop called its submodules)" if self._rec.want_input else
+                                "no theory: the model's forward got no tensor as its first "
+                                "positional argument")
+            self._rec.want_input = False
+            return
         armed = self._rec.armed
         self._rec.disarm()
         try:
