@@ -408,3 +408,23 @@ def test_file_options_for_another_kind_of_file_are_refused_not_ignored(tmp_path)
             load_dataset(str(tmp_path / name), scale=2)
     assert load_dataset(str(tmp_path / "d.csv"), label="cls").n_features == 2
     assert load_dataset(str(tmp_path / "d.npz")).n_features == 2
+
+
+def test_predict_gives_classes_for_a_run_trained_with_mse(tmp_path, capsys, monkeypatch):
+    """A run trained with ``loss = "mse"`` (one-hot rows of the classes, as the runner builds
+    them) predicted no class and no accuracy: ``predict`` treated it as a regression."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.toml").write_text(TINY.replace("batch_size = 8", 'batch_size = 8\nloss = "mse"'))
+    code, out, err = run_cli(capsys, "run", "m.toml", "--out", "o", "--json")
+    assert code == 0, err
+    rid = json.loads(out)["id"]
+    code, out, err = run_cli(capsys, "predict", rid, "spirals", "--dir", "o", "--json")
+    assert code == 0, err
+    pred = json.loads(out)
+    assert len(pred["classes"]) == len(pred["outputs"]) > 0
+    assert pred["classes"] == [int(np.argmax(row)) for row in pred["outputs"]]
+    assert "accuracy" in err
+    plain = dl.save(dl.mlp([2, 3, 2]), tmp_path / "plain.npz", meta={"loss": "mse"})
+    np.save(tmp_path / "x.npy", np.ones((2, 2)))
+    code, out, _err = run_cli(capsys, "predict", plain, tmp_path / "x.npy", "--json")
+    assert code == 0 and json.loads(out)["classes"] is None  # dl.save'd mse: a regression

@@ -1,7 +1,8 @@
 """Predictions of a saved network (``dl.save``, or a run's network saved by ``depthlab run``) on
 new inputs: finding the file, reading inputs from ``.npy``/``.npz``/``.csv`` files or a built-in
 data set's test split, the run's input standardization ``(x - mean) / std``, and the predicted
-class (``argmax`` of the logits for cross-entropy, ``logit > 0`` for binary cross-entropy).
+class (``argmax`` of the logits for cross-entropy and of the outputs of a run's mse/huber
+network, trained on one-hot rows; ``logit > 0`` for binary cross-entropy).
 Errors are ValueErrors naming the file or value and what was expected.
 """
 
@@ -38,8 +39,9 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     """Save a trained run's network with its loss and input standardization."""
     from .persist import save
 
+    # a run always classifies: mse/huber are trained on one-hot rows of the classes
     meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
-                            "data": prep.config["data"]}
+                            "data": prep.config["data"], "one_hot_targets": True}
     std = (getattr(prep.data, "info", None) or {}).get("standardization")
     if std:
         meta["input_mean"] = np.asarray(std["mean"])
@@ -155,7 +157,8 @@ def predict_saved(model: Path, x: np.ndarray,
                          f"at row {row}): {why}")
     loss = meta.get("loss")
     classes = None
-    if loss == "cross_entropy" or (loss is None and out.shape[1] > 1):
+    if loss == "cross_entropy" or (out.shape[1] > 1 and (
+            loss is None or meta.get("one_hot_targets") is True)):
         classes = np.argmax(out, axis=1)
     elif loss == "binary_cross_entropy":
         classes = (out[:, 0] > 0).astype(np.int64)
