@@ -428,3 +428,17 @@ def test_predict_gives_classes_for_a_run_trained_with_mse(tmp_path, capsys, monk
     np.save(tmp_path / "x.npy", np.ones((2, 2)))
     code, out, _err = run_cli(capsys, "predict", plain, tmp_path / "x.npy", "--json")
     assert code == 0 and json.loads(out)["classes"] is None  # dl.save'd mse: a regression
+
+
+def test_predict_json_goes_to_the_file_given_with_to(tmp_path, capsys):
+    """``predict ... --json --to FILE`` printed the JSON on stdout and never wrote FILE."""
+    model = dl.save(dl.mlp([2, 3, 2], seed=4), tmp_path / "n.npz")
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    target = tmp_path / "p.json"
+    code, out, err = run_cli(capsys, "predict", model, tmp_path / "x.npy", "--json", "--to",
+                             target)
+    assert code == 0 and out == "", err
+    written = json.loads(target.read_text())
+    assert len(written["outputs"]) == 3 and written["classes"] is not None
+    code, out, _err = run_cli(capsys, "predict", model, tmp_path / "x.npy", "--json")
+    assert json.loads(out) == written

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
     p.add_argument("--to", metavar="FILE", type=path_arg,
-                   help="write the CSV here instead of stdout")
+                   help="write the CSV (or the --json output) here instead of stdout")
     p.add_argument("--json", action="store_true",
                    help="print JSON: {\"outputs\": [[...]], \"classes\": [...]}")
 
@@ -44,17 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"model": str(model), "outputs": out.tolist(),
                    "classes": None if classes is None else classes.tolist()}
-        print(json.dumps(payload))
-        return 0
-    head = (["class"] if classes is not None else []) + [f"output_{j}"
-                                                         for j in range(out.shape[1])]
-    lines = [",".join(head)]
-    for i in range(out.shape[0]):
-        cells = ([str(int(classes[i]))] if classes is not None else []) + [
-            repr(float(v)) for v in out[i]]
-        lines.append(",".join(cells))
-    text = "\n".join(lines) + "\n"
-    if args.to:
+        text = json.dumps(payload) + "\n"
+    else:
+        head = (["class"] if classes is not None else []) + [f"output_{j}"
+                                                             for j in range(out.shape[1])]
+        lines = [",".join(head)]
+        for i in range(out.shape[0]):
+            cells = ([str(int(classes[i]))] if classes is not None else []) + [
+                repr(float(v)) for v in out[i]]
+            lines.append(",".join(cells))
+        text = "\n".join(lines) + "\n"
+    if args.to:  # the CSV or, with --json, the JSON
         from ..atomic import atomic_write_text
 
         atomic_write_text(Path(args.to), text)
