@@ -442,3 +442,21 @@ def test_predict_json_goes_to_the_file_given_with_to(tmp_path, capsys):
     assert len(written["outputs"]) == 3 and written["classes"] is not None
     code, out, _err = run_cli(capsys, "predict", model, tmp_path / "x.npy", "--json")
     assert json.loads(out) == written
+
+
+def test_expand_refuses_a_grid_whose_list_cannot_fit(monkeypatch):
+    """``expand`` of a 10**8-point grid built points until memory ran out (hours of
+    validation first); it is refused before the first point, ``iter_points`` still streams."""
+    import itertools
+
+    from depthlab.experiments.grid import expand, iter_points
+    from depthlab.memory import MemoryRefusal
+
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
+    raw = {"data": {"name": "spirals"}, "model": {"sizes": ["auto", 4, "auto"]},
+           "sweep": {"train.seed": list(range(10_000)), "data.seed": list(range(10_000))}}
+    with pytest.raises(MemoryRefusal, match=r"expand\(\) of a grid of 100,000,000 points "
+                                            r"\(iter_points yields them one at a time\)"):
+        expand(raw)
+    assert len(list(itertools.islice(iter_points(raw, check=False), 3))) == 3
+    assert len(expand({**raw, "sweep": {"train.seed": [0, 1, 1]}})) == 2

@@ -174,11 +174,24 @@ def check_limit(limit: Any) -> None:
                          "None for the whole grid)")
 
 
+POINT_BYTES = 8192
+"""Memory of one expanded point (its validated config dicts: about 4.3 KiB measured, doubled
+for the run id set and the list)."""
+
+
 def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
            grid: dict[str, list] | None = None) -> list[SweepPoint]:
     """All grid points of ``raw`` as a list, every point validated before it returns (so a bad
     value anywhere fails before anything runs); points with identical validated configs are
-    kept once. For large grids use :func:`iter_points`."""
+    kept once. For large grids use :func:`iter_points`: a list that cannot fit in memory
+    (:data:`POINT_BYTES` per point) is refused before the first point is built."""
+    from ..memory import check_fits
+
+    if grid is None:
+        grid = validate(raw, base_dir=base_dir).get("sweep") or {}
+    size = grid_size(grid)
+    check_fits(size * POINT_BYTES, f"expand() of a grid of {size:,} points (iter_points "
+               "yields them one at a time)")
     points: list[SweepPoint] = []
     seen: set[str] = set()
     for p in iter_points(raw, base_dir=base_dir, grid=grid, check=False):
