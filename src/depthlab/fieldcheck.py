@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .validators import closest_name
+from .validators import closest_name, to_float
 
 __all__ = [
     "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype", "Float",
@@ -129,10 +129,7 @@ class Float(Check):
     def __call__(self, key: str, v: Any) -> Any:
         if not is_num(v):
             raise bad(key, v, self.accepted, "has the wrong type")
-        try:
-            f = float(v)
-        except OverflowError:  # an integer beyond float range (10**400): not finite
-            f = math.inf
+        f = to_float(v)  # 10**400: inf, refused as not finite
         lo, hi = self.lo, self.hi
         if (not math.isfinite(f) or (lo is not None and (f < lo or (self.lo_open and f == lo)))
                 or (hi is not None and (f > hi or (self.hi_open and f == hi)))):

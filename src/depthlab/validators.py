@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_number", "closest_name", "positive_int", "rate", "real"]
+__all__ = ["as_number", "closest_name", "positive_int", "rate", "real", "to_float"]
 
 
 def real(name: str, value: Any, *, low: float | None = None, strict: bool = False,
@@ -28,10 +28,7 @@ def real(name: str, value: Any, *, low: float | None = None, strict: bool = Fals
         low, strict = 0.0, True
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    try:
-        out = float(value)
-    except OverflowError:  # an integer beyond float range (10**400): not finite
-        out = math.inf
+    out = to_float(value)
     if not math.isfinite(out) or (low is not None and (out < low or (strict and out == low))):
         kind = "finite" if low is None else f"a finite number {'>' if strict else '>='} {low:g}"
         raise ValueError(f"{name} must be {kind}, got {value!r}")
@@ -56,11 +53,15 @@ def rate(name: str, value: Any) -> float:
 def as_number(value: Any) -> float:
     """``float(value)`` for a real number (bools and NumPy numbers included), NaN for anything
     else (None, strings): for tables whose cells may be missing."""
-    if not isinstance(value, numbers.Real):
-        return float("nan")
+    return to_float(value) if isinstance(value, numbers.Real) else float("nan")
+
+
+def to_float(value: numbers.Real) -> float:
+    """``float(value)`` of a real number; an integer beyond the float range (``10**400``) is
+    ``+-inf`` instead of an OverflowError, so range checks refuse it as not finite."""
     try:
         return float(value)
-    except OverflowError:  # an integer beyond float range
+    except OverflowError:
         return math.inf if value > 0 else -math.inf
 
 

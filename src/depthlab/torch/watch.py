@@ -153,7 +153,6 @@ class Watch:
         self._previous: dict[int, torch.Tensor] = {}  # id(parameter) -> its snapshot buffer
         self._snap_norms: dict[int, torch.Tensor] = {}  # ||W|| of the snapshot, when known
         self.run_id: str | None = None
-        self.theory: pd.DataFrame | None = None
         self._theory_rows: list[dict[str, Any]] | None = None
         self.theory_note = "no theory: not computed (theory=False)" if not theory else \
             "no theory: not computed yet (computed at the first recorded step)"
@@ -195,6 +194,12 @@ class Watch:
             self._rec.disarm()
         self._calls += 1
 
+    @property
+    def theory(self) -> pd.DataFrame | None:
+        """The prediction of the first recorded step (``layer, grad_pre_var, act_var``), or
+        None (see :attr:`theory_note`)."""
+        return None if self._theory_rows is None else pd.DataFrame(self._theory_rows)
+
     def _predict_theory(self) -> None:
         """:attr:`theory` from the recorded step's input, with Watch's own hooks off."""
         self._theory_pending = False
@@ -216,7 +221,6 @@ class Watch:
             if armed:
                 self._rec.arm()
         self._theory_rows = rows
-        self.theory = None if rows is None else pd.DataFrame(rows)
 
     def _check_backward(self) -> None:
         trainable = False
