@@ -35,6 +35,7 @@ Correctness rules implemented here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from .accumulators import (
     watch_kernels,
 )
 from .layers import (
+    RECORDINGS,
     ActivationSpec,
     LayerInfo,
     activation_spec,
@@ -69,6 +71,29 @@ from .layers import (
 __all__ = ["BlockInfo", "Recording"]
 
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+
+
+def _inert(*args) -> None:
+    """What a copy of a watched model gets in place of a :class:`Recording`'s hook: nothing."""
+    return None
+
+
+def _inert_hook() -> object:
+    return _inert
+
+
+class _Hook(functools.partial):
+    """A :class:`Recording`'s module hook (a ``partial`` of its bound method: called at C
+    speed). ``copy.deepcopy(model)`` (an EMA or best-model copy) and ``torch.save(model)``
+    while the hooks are armed give the copy an inert hook (:func:`_inert`) instead of a copy
+    of the recording: the copy measures nothing and never feeds the original's pass (it
+    failed: ``cannot pickle 'module' object``)."""
+
+    def __reduce__(self):
+        return (_inert_hook, ())
+
+    def __deepcopy__(self, memo) -> object:
+        return _inert
 
 
 @dataclass
@@ -139,6 +164,7 @@ class Recording:
                            percentile_names("act", self.percentiles))
         self.want_input = False  # set: the next armed forward keeps a copy of its input
         self.first_input: torch.Tensor | None = None
+        RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
     @property
@@ -159,10 +185,12 @@ class Recording:
                 hooks[key] = fn
         else:
             self._handles = []
-            for m, pre, post in plan:
+            for m, pre, post in plan:  # _Hook: copies of the model do not carry them
                 if pre is not None:
+                    pre = _Hook(pre)
                     self._handles.append((m.register_forward_pre_hook(pre), pre))
                 if post is not None:
+                    post = _Hook(post)
                     self._handles.append((m.register_forward_hook(post), post))
             self._slots = [(h.hooks_dict_ref(), h.id, fn) for h, fn in self._handles]
             self._slots_plan = plan
@@ -540,6 +568,8 @@ class Recording:
             g_sum = [m[2] for m in gm]
             g_norm = [math.sqrt(m[3]) for m in gm]
             g_abs = [m[4] for m in gm]
+        elif not all_w:  # no layer ran while armed (a Watch attached after the forward)
+            w_sum, w_norm, self.weight_norms = [], [], {}
         else:
             with torch.no_grad():  # weights and their gradients: fused calls over all layers
                 # sums in float32 at least: bf16/fp16 parameters' sums would round

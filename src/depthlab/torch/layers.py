@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -327,6 +328,14 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
     Raises ValueError when the model has none.
     """
     check_model(model)
+    lazy = [(n, type(m).__name__) for n, m in model.named_modules()
+            if any(isinstance(p, nn.parameter.UninitializedParameter)
+                   for p in m.parameters(recurse=False))]
+    if lazy:  # torch's own error ('Attempted to use an uninitialized parameter') named nothing
+        n, kind = lazy[0]
+        raise ValueError(f"module {n!r} ({kind}) of {type(model).__name__} has uninitialized "
+                         "lazy parameters: run the model once on a batch (model(x)) before "
+                         "attaching depthlab")
     out: list[LayerInfo] = []
     skip: set[int] = set()
     for name, m in model.named_modules():
@@ -372,10 +381,33 @@ def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
     return rec.ran_layers()
 
 
+RECORDINGS: weakref.WeakSet = weakref.WeakSet()
+"""Every live :class:`depthlab.torch.hooks.Recording` (``model``, ``armed``, ``arm()``,
+``disarm()``), so that :func:`untouched` can pause the armed ones."""
+
+
+def _paused(model: nn.Module) -> list:
+    """Disarm the armed recordings on ``model``, a module inside it or a model containing it
+    (a :class:`~depthlab.torch.watch.Watch` between its arming and its record) and return
+    them: a probe, a prediction or a discovery run inside a watched training loop must not
+    become the pass the watch records (it did: the probe's batch replaced the training
+    batch's statistics)."""
+    armed = [r for r in list(RECORDINGS) if r.armed]
+    if not armed:
+        return []
+    mine = {id(m) for m in model.modules()}
+    paused = [r for r in armed if any(id(m) in mine for m in r.model.modules())]
+    for r in paused:
+        r.disarm()
+    return paused
+
+
 @contextmanager
 def untouched(model: nn.Module) -> Iterator[None]:
     """Forward passes inside the block leave no trace: buffers (batch-norm running
-    statistics), module modes and the random number generators are restored on exit."""
+    statistics), module modes and the random number generators are restored on exit, and the
+    hooks of other armed recordings of the model are off within it (:func:`_paused`)."""
+    paused = _paused(model)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = [(m, m.training) for m in model.modules()]
     devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
@@ -390,3 +422,5 @@ def untouched(model: nn.Module) -> Iterator[None]:
                     b.copy_(saved)
         for m, mode in modes:
             m.training = mode
+        for r in paused:
+            r.arm()

@@ -56,6 +56,10 @@ __all__ = ["Watch"]
 
 GRADIENT_ROWS = frozenset({"grad_pre_std", "grad_pre_absmean", "block_grad_std"})
 """Rows measured on the gradients the backward passes through the modules (hooks)."""
+PENDING_LOSSES = 4096
+"""The losses of at most this many unrecorded steps wait on the device: then they are copied
+to the host at once (a run with ``every`` in the millions kept one tensor, ~270 bytes, per
+step until the next record)."""
 WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 """Rows measured on the parameters' ``.grad``."""
 
@@ -89,7 +93,8 @@ class Watch:
     every:
         Record every ``every``-th step (steps 0, every, 2 every, ...).
     out:
-        A folder: :meth:`close` stores the run in ``out/depthlab.db`` (a
+        A folder (created, with its store, here: an unusable one is a ValueError before any
+        training): :meth:`close` stores the run in ``out/depthlab.db`` (a
         :class:`depthlab.experiments.store.RunRecord` that ``depthlab report out`` renders,
         layers labelled by module name). None keeps it in memory only.
     name:
@@ -114,7 +119,8 @@ class Watch:
         activations. One extra forward and backward, isolated (the model, its ``.grad``,
         buffers and random number generators are left as they were); None, with the reason in
         :attr:`theory_note`, for a model the theory does not cover (attention, recurrent
-        layers, ...). ``False``: not computed.
+        layers, ...). ``False``: not computed. That forward runs the model's own forward
+        hooks too (a hook that counts or logs calls sees one call more).
     """
 
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
@@ -132,6 +138,14 @@ class Watch:
         if out is not None and not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
         self.out = None if out is None else Path(out)
+        if self.out is not None:  # an unusable folder fails now, not after the training
+            from ..experiments.store import Store, StoreError
+
+            try:
+                with Store(self.out):
+                    pass
+            except StoreError as e:
+                raise ValueError(f"out={str(out)!r} cannot hold the run: {e}") from None
         self.name = name if name is not None else type(model).__name__
         self._weights = [(info, p) for info in self._rec.layers for p in info.weights]
         self._calls = 0
@@ -183,7 +197,7 @@ class Watch:
         refreshed = False
         if n % self.every == 0:
             refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
-            if self._theory_pending:
+            if self._theory_pending and self._rec.order:  # else: nothing ran while armed yet
                 self._predict_theory()
         if (n + 1) % self.every == 0:
             self._snapshot(copy=not refreshed)
@@ -193,6 +207,8 @@ class Watch:
         elif self._rec.armed:
             self._rec.disarm()
         self._calls += 1
+        if len(self._pending) >= PENDING_LOSSES:
+            self._flush_losses()
 
     @property
     def theory(self) -> pd.DataFrame | None:
@@ -357,6 +373,12 @@ class Watch:
         self._pairs.clear()
         self._copy_lists = None
         self._previous = {}
+        self._flush_losses()
+        if self.out is not None:
+            self._store()
+
+    def _flush_losses(self) -> None:
+        """Copy the losses of the steps since the last record to the host (one transfer)."""
         if self._pending:
             dev = self._pending[-1].device
             host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)
@@ -365,8 +387,13 @@ class Watch:
             self._loss_steps.extend(range(first, self._calls))
             self._loss_values.extend(host)
             self._pending.clear()
-        if self.out is not None:
-            self._store()
+
+    def __del__(self) -> None:
+        # a Watch dropped without close() (a notebook cell run again after an error): its
+        # hooks would stay on the model, measuring every forward, for as long as the model
+        rec = getattr(self, "_rec", None)
+        if rec is not None:
+            rec.disarm()
 
     def __enter__(self) -> Watch:
         return self

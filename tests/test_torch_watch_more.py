@@ -1,0 +1,378 @@
+"""depthlab.torch.Watch inside training loops as practitioners write them: model copies and
+checkpoints while armed, probes inside the loop, gradient accumulation, LBFGS closures, two
+watches, frozen layers, user hooks, lazy modules, unusual ``out`` folders, long runs. Every
+recorded value is compared with a direct autograd computation."""
+
+from __future__ import annotations
+
+import copy
+import gc
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.experiments.store import Store
+from depthlab.torch import watch as watch_module
+
+
+def _mlp(dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.ReLU(),
+                         nn.Linear(8, 3)).to(dtype)
+
+
+def _batches(n, rows=6, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(rows, 5, generator=g).to(dtype), torch.randint(0, 3, (rows,),
+                                                                          generator=g))
+            for _ in range(n)]
+
+
+def _value(frame, step, layer, quantity):
+    got = frame[(frame.step == step) & (frame.layer == layer) & (frame.quantity == quantity)]
+    assert len(got) == 1, (step, layer, quantity, got)
+    return got.value.item()
+
+
+def _pstd(t):
+    return t.detach().double().std(unbiased=False).item()
+
+
+def _autograd(model, x, y):
+    """Layer outputs, their gradients and the weights' gradients of one CE step, by hand."""
+    outs, h = [], x
+    for m in model:
+        h = m(h)
+        if isinstance(m, nn.Linear):
+            h.retain_grad()
+            outs.append(h)
+    loss = nn.functional.cross_entropy(h, y)
+    weights = [m.weight for m in model if isinstance(m, nn.Linear)]
+    grads = torch.autograd.grad(loss, [*outs, *weights])
+    return outs, grads[:len(outs)], grads[len(outs):], loss
+
+
+def _n_hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_copying_or_saving_the_model_while_armed():
+    """``copy.deepcopy(model)`` (best-model/EMA copies) and ``torch.save(model)`` between a
+    step and the next recorded one failed (``cannot pickle 'module' object``); the copy must
+    measure nothing and leave the watch's record alone."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = dlt.Watch(model, every=2)
+    copies = []
+    data = _batches(4)
+    for x, y in data:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+        copies.append(copy.deepcopy(model))  # armed after steps 1 and 3
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        for a, b in zip(loaded.parameters(), model.parameters()):
+            assert torch.equal(a, b)
+    watch.close()
+    assert _n_hooks(model) == 0
+    before = watch.frame()
+    for c in copies:  # running the copies feeds nothing into the watch
+        c(torch.randn(3, 5, dtype=torch.float64)).sum().backward()
+    assert before.equals(watch.frame())
+    # the record of step 2 is the training batch's, as autograd computes it
+    ref = _mlp()
+    ref.load_state_dict(copies[1].state_dict())
+    outs, gouts, _, _ = _autograd(ref, *data[2])
+    frame = watch.frame()
+    for i in range(3):
+        assert _value(frame, 2, i + 1, "pre_std") == pytest.approx(_pstd(outs[i]), rel=1e-10)
+        assert _value(frame, 2, i + 1, "grad_pre_std") == pytest.approx(_pstd(gouts[i]),
+                                                                         rel=1e-10)
+
+
+@pytest.mark.parametrize("call", ["probe", "predict", "discover"])
+def test_probe_inside_a_watched_loop_is_not_what_the_watch_records(call):
+    """A probe of another batch between ``backward`` and ``watch.step`` replaced the
+    training batch's statistics in the watch's record (pre_std 1.616 instead of 0.585)."""
+    model = _mlp()
+    watch = dlt.Watch(model, every=1, theory=False)
+    x, y = _batches(1)[0]
+    other = 3 * torch.randn(10, 5, dtype=torch.float64)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    if call == "probe":
+        dlt.probe(model, other, torch.zeros(10, dtype=torch.long), nn.CrossEntropyLoss())
+    elif call == "predict":
+        dlt.predict(model, other)
+    else:
+        dlt.discover(model, other)
+    watch.step(loss)
+    watch.close()
+    frame = watch.frame()
+    outs, gouts, wgrads, _ = _autograd(model, x, y)
+    for i in range(3):
+        assert _value(frame, 0, i + 1, "pre_std") == pytest.approx(_pstd(outs[i]), rel=1e-10)
+        assert _value(frame, 0, i + 1, "grad_pre_std") == pytest.approx(_pstd(gouts[i]),
+                                                                         rel=1e-10)
+        assert _value(frame, 0, i + 1, "weight_grad_std") == pytest.approx(_pstd(wgrads[i]),
+                                                                           rel=1e-10)
+    assert _n_hooks(model) == 0
+
+
+def test_a_probe_does_not_disarm_the_watch_for_its_next_record():
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = dlt.Watch(model, every=2, theory=False)
+    data = _batches(3)
+    for step, (x, y) in enumerate(data):
+        if step == 2:  # armed for step 2: the probe pauses the hooks and puts them back
+            dlt.probe(model, x, y, nn.CrossEntropyLoss())
+            assert _n_hooks(model) > 0
+            want = _autograd(model, x, y)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    outs, gouts = want[0], want[1]
+    assert _value(frame, 2, 3, "pre_std") == pytest.approx(_pstd(outs[2]), rel=1e-10)
+    assert _value(frame, 2, 1, "grad_pre_std") == pytest.approx(_pstd(gouts[0]), rel=1e-10)
+
+
+def test_gradient_accumulation():
+    """Several backward calls before ``watch.step``: the layer rows are those of the last
+    micro-batch, ``weight_grad_*`` the accumulated ``.grad``; the loss row is the loss
+    passed."""
+    model = _mlp()
+    watch = dlt.Watch(model, every=1)
+    micro = _batches(3)
+    for x, y in micro:
+        loss = nn.functional.cross_entropy(model(x), y) / 3
+        loss.backward()
+    watch.step(loss)
+    frame = watch.frame()
+    ref = copy.deepcopy(model)
+    total = [torch.zeros_like(m.weight) for m in ref if isinstance(m, nn.Linear)]
+    for x, y in micro:
+        outs, gouts, wgrads, _ = _autograd(ref, x, y)
+        total = [t + g / 3 for t, g in zip(total, wgrads)]
+    for i in range(3):
+        assert _value(frame, 0, i + 1, "pre_std") == pytest.approx(_pstd(outs[i]), rel=1e-10)
+        assert _value(frame, 0, i + 1, "grad_pre_std") == pytest.approx(_pstd(gouts[i]) / 3,
+                                                                         rel=1e-10)
+        assert _value(frame, 0, i + 1, "weight_grad_std") == pytest.approx(_pstd(total[i]),
+                                                                           rel=1e-10)
+        assert _value(frame, 0, i + 1, "weight_grad_absmean") == pytest.approx(
+            total[i].abs().mean().item(), rel=1e-10)
+    assert _value(frame, 0, 0, "loss") == loss.item()
+
+
+def test_lbfgs_closure_update_ratios_and_bit_identical_training():
+    def run(watched):
+        model = _mlp()
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3)
+        x, y = _batches(1, rows=16)[0]
+        watch = dlt.Watch(model, every=1) if watched else None
+        snaps, losses = [], []
+        for _ in range(3):
+            snaps.append([m.weight.detach().clone() for m in model if isinstance(m, nn.Linear)])
+
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+            loss = opt.step(closure)
+            losses.append(loss.item())
+            if watch is not None:
+                watch.step(loss)
+        snaps.append([m.weight.detach().clone() for m in model if isinstance(m, nn.Linear)])
+        return model, losses, snaps, watch
+
+    ref, ref_losses, _, _ = run(False)
+    model, losses, snaps, watch = run(True)
+    assert losses == ref_losses
+    assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), model.parameters()))
+    frame = watch.frame()
+    for step in (1, 2):  # watch.step after opt.step: the change between two calls
+        for i in range(3):
+            w0, w1 = snaps[step][i], snaps[step + 1][i]
+            assert _value(frame, step, i + 1, "update_ratio") == pytest.approx(
+                ((w1 - w0).norm() / w0.norm()).item(), rel=1e-10)
+    assert list(watch.losses().loss) == losses
+
+
+def test_two_watches_on_two_models_at_once():
+    a, b = _mlp(seed=0), _mlp(seed=1)
+    wa, wb = dlt.Watch(a, every=1), dlt.Watch(b, every=1)
+    x, y = _batches(1)[0]
+    la = nn.functional.cross_entropy(a(x), y)
+    lb = nn.functional.cross_entropy(b(2 * x), y)
+    (la + lb).backward()
+    wa.step(la)
+    wb.step(lb)
+    for watch, model, xin in ((wa, a, x), (wb, b, 2 * x)):
+        outs, gouts, _, _ = _autograd(copy.deepcopy(model), xin, y)
+        frame = watch.frame()
+        for i in range(3):
+            assert _value(frame, 0, i + 1, "pre_std") == pytest.approx(_pstd(outs[i]),
+                                                                       rel=1e-10)
+            assert _value(frame, 0, i + 1, "grad_pre_std") == pytest.approx(
+                _pstd(gouts[i]), rel=1e-10)
+
+
+def test_frozen_then_unfrozen_layer():
+    model = _mlp()
+    opt = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.3},
+                           {"params": [*model[2].parameters(), *model[4].parameters()],
+                            "lr": 0.1}])
+    watch = dlt.Watch(model, every=1)
+    model[0].weight.requires_grad_(False)
+    snaps = []
+    for step, (x, y) in enumerate(_batches(4)):
+        if step == 2:
+            model[0].weight.requires_grad_(True)
+        snaps.append(model[0].weight.detach().clone())
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    first = frame[frame.layer == 1]
+    assert set(first[first.quantity == "weight_grad_std"].step) == {2, 3}
+    assert _value(frame, 1, 1, "update_ratio") == 0.0
+    assert _value(frame, 2, 1, "update_ratio") == 0.0
+    assert _value(frame, 3, 1, "update_ratio") == pytest.approx(
+        ((snaps[3] - snaps[2]).norm() / snaps[2].norm()).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("theory", [False, True])
+def test_user_hooks_keep_working_and_training_is_bit_identical(theory):
+    def run(watched):
+        model = _mlp(torch.float32)
+        seen = []
+        model[0].register_forward_hook(lambda m, a, o: o * 2)
+        model[2].register_forward_pre_hook(lambda m, a: (a[0] + 1,))
+        model[4].register_forward_hook(lambda m, a, o: seen.append(o.shape))
+        opt = torch.optim.Adam(model.parameters(), lr=0.05)
+        watch = dlt.Watch(model, every=2, theory=theory) if watched else None
+        losses = []
+        for x, y in _batches(5, dtype=torch.float32):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            if watch is not None:
+                watch.step(loss)
+            opt.step()
+            losses.append(loss.detach())
+        if watch is not None:
+            watch.close()
+        return model, losses, seen
+
+    ref, ref_losses, ref_seen = run(False)
+    model, losses, seen = run(True)
+    assert all(torch.equal(a, b) for a, b in zip(ref_losses, losses))
+    assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), model.parameters()))
+    # the theory's one extra forward (isolated: training unchanged) runs the user's hooks too
+    assert seen == ref_seen + [torch.Size([6, 3])] * theory and len(ref_seen) == 5
+    assert _n_hooks(model) == 3  # the user's, ours gone
+
+
+def test_watch_attached_after_the_first_forward_records_the_loss_only():
+    """The first forward ran before the Watch existed: step 0 has no pass to measure (an
+    IndexError in collect); it records its loss, the next record is complete."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = _batches(3)
+    watch = None
+    for step, (x, y) in enumerate(data):
+        if step == 2:
+            want = _autograd(copy.deepcopy(model), x, y)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        if watch is None:
+            watch = dlt.Watch(model, every=2)
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    assert list(frame[frame.step == 0].quantity) == ["loss"]
+    assert watch.theory is not None  # from the input of step 2
+    for i in range(3):
+        assert _value(frame, 2, i + 1, "pre_std") == pytest.approx(_pstd(want[0][i]),
+                                                                   rel=1e-10)
+        assert _value(frame, 2, i + 1, "grad_pre_std") == pytest.approx(_pstd(want[1][i]),
+                                                                        rel=1e-10)
+
+
+def test_lazy_modules_are_refused_clearly_then_work_once_initialized():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"'0' \(LazyLinear\).*uninitialized.*model\(x\)"):
+        dlt.Watch(model)
+    with pytest.raises(ValueError, match="LazyLinear"):
+        dlt.probe(model, torch.randn(4, 5), torch.zeros(4, dtype=torch.long),
+                  nn.CrossEntropyLoss())
+    model(torch.randn(1, 5))
+    watch = dlt.Watch(model, every=1)
+    model(torch.randn(4, 5)).sum().backward()
+    watch.step(1.0)
+    assert set(watch.frame().layer) == {0, 1, 2}
+
+
+def test_out_that_cannot_hold_a_store_fails_before_training(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for bad in (afile, afile / "runs"):
+        with pytest.raises(ValueError, match=r"out=.*afile.*cannot hold the run"):
+            dlt.Watch(_mlp(), out=bad)
+    assert afile.read_text() == "not a folder"
+    deep = tmp_path / "a" / "b"  # a folder that does not exist yet is created
+    with dlt.Watch(_mlp(), every=1, out=deep) as watch:
+        x, y = _batches(1)[0]
+        loss = nn.functional.cross_entropy(watch.model(x), y)
+        loss.backward()
+        watch.step(loss)
+    with Store(deep) as store:
+        assert len(store.runs()) == 1
+
+
+def test_losses_of_a_long_run_wait_on_the_device_in_bounded_number(monkeypatch):
+    monkeypatch.setattr(watch_module, "PENDING_LOSSES", 16, raising=False)
+    model = _mlp()
+    watch = dlt.Watch(model, every=1000)
+    x, y = _batches(1)[0]
+    nn.functional.cross_entropy(model(x), y).backward()
+    values = np.random.default_rng(0).normal(size=100)
+    longest = 0
+    for v in values:
+        watch.step(torch.tensor(v, dtype=torch.float64))
+        longest = max(longest, len(watch._pending))
+    assert longest <= 16
+    watch.close()
+    losses = watch.losses()
+    assert list(losses.step) == list(range(100))
+    np.testing.assert_array_equal(losses.loss.to_numpy(), values)
+
+
+def test_a_dropped_watch_takes_its_hooks_with_it():
+    model = _mlp()
+
+    def attach():
+        watch = dlt.Watch(model, every=3)
+        assert _n_hooks(model) > 0 and watch.steps_seen == 0
+
+    attach()
+    gc.collect()
+    assert _n_hooks(model) == 0
