@@ -254,6 +254,9 @@ class _Tab:
         elif cmd in ("play", "pause", "step"):
             if self.session is None or self.session.state in ("diverged", "failed"):
                 self._error("nothing to train: fix the setup or press reset")
+                # the page shows "running" as soon as play is pressed: correct it
+                self._enqueue({"type": "state", "state": "invalid" if self.session is None
+                               else self.session.state})
                 return
             getattr(self.session, cmd)()
         elif cmd == "doctor":

@@ -399,14 +399,19 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
         for m, hib in metrics:
             png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric,
                            _plain(runs, tuple(use)), use, m, higher_is_better=hib)
+            # a hatched cell names its runs' status: diverged, failed, or n/a (finished
+            # runs that have no finite value of the metric)
+            missing = ("no value: every run there diverged or failed (as marked), or "
+                       "finished without a finite value (n/a).")
             if grid:
                 cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run; each "
-                       "cell holds the best run of the pair. Hatched ✗ cells: every run "
-                       "there diverged or failed.")
+                       f"cell holds the best run of the pair. Hatched ✗ cells: {missing}")
+            elif len(use) == 1:
+                cap = (f"{m} for each value of {use[0]} (the best run of each). Hatched ✗ "
+                       f"bars: {missing}")
             else:
                 cap = (f"{m} of each combination of {', '.join(use)} (the values do not form "
-                       "a full grid, so bars instead of a heatmap). Hatched ✗ bars: every run "
-                       "there diverged or failed.")
+                       f"a full grid, so bars instead of a heatmap). Hatched ✗ bars: {missing}")
             blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap))
     if blocks:
         parts.append("<div class=\"grid\">" + "".join(blocks) + "</div>")

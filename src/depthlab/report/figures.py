@@ -609,6 +609,29 @@ MAX_CATEGORY_TICKS = 25
 MAX_TICK_CHARS = 32
 """Longer category labels are cut (``…``): a few long ones would squeeze the axes to nothing."""
 
+
+
+def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
+    """``labels`` shortened to at most ``limit`` characters each by cutting out their middle
+    (``start…end``: names that differ only at the end, ``run-1``/``run-2``, stay apart); when
+    two still coincide, the later ones end in ``#k``, so every label stays distinct."""
+    limit = max(limit, 5)
+    keep = limit - 1
+    texts = [str(t) for t in labels]
+    out = [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
+           for t in texts]
+    seen: dict[str, int] = {}
+    for i, t in enumerate(out):
+        if t in seen:
+            seen[t] += 1
+            tag = f"#{seen[t]}"
+            out[i] = (texts[i][:limit - len(tag) - 1] + "…" + tag
+                      if len(texts[i]) + len(tag) > limit else texts[i] + tag)
+        else:
+            seen[t] = 0
+    return out
+
+
 MAX_LABELLED_CELLS = 30
 """Most bars (or heatmap cells along an axis) that carry their value as text; beyond it the
 texts would overlap, so the axis and colours carry the values alone."""
@@ -619,7 +642,7 @@ def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
     """Category tick labels at cell centres, rotated when they would collide; of more than
     :data:`MAX_CATEGORY_TICKS` categories every k-th is labelled (k = ceil(n / max))."""
     labels = [_fmt_value(v) for v in values]
-    labels = [t if len(t) <= MAX_TICK_CHARS else t[:MAX_TICK_CHARS - 1] + "…" for t in labels]
+    labels = cut_labels(labels, MAX_TICK_CHARS)
     pos = np.arange(len(labels)) + offset
     every = -(-len(labels) // MAX_CATEGORY_TICKS)
     pos, labels = pos[::every], labels[::every]

@@ -44,7 +44,7 @@ details.run .body { padding: 0 18px 16px; border-top:1px solid var(--line); }
 .badge.finished { color:var(--good); } .badge.diverged { color:var(--bad); background:#fdecea; }
 .badge.failed { color:#fff; background:var(--bad); border-color:var(--bad); }
 .badge.best { color:var(--accent); }
-.grid { display:grid; grid-template-columns: repeat(auto-fit, minmax(540px, 1fr));
+.grid { display:grid; grid-template-columns: repeat(auto-fit, minmax(min(540px, 100%), 1fr));
   gap: 14px 18px; }
 figure { margin:0; background:var(--bg); }
 figure.wide { grid-column: 1 / -1; }
@@ -67,7 +67,7 @@ tr.diverged td { background:#fdecea; } tr.failed td { background:#f9d6d3; }
 .alert pre { white-space:pre-wrap; margin:6px 0 0; font-size:12.5px; }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
   font-size:12.5px; }
-.kv { display:grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr));
+.kv { display:grid; grid-template-columns: repeat(auto-fill, minmax(min(230px, 100%), 1fr));
   gap:2px 18px; margin:10px 0; font-size:13.5px; }
 .kv div { display:flex; gap:8px; align-items:baseline; border-bottom:1px dotted var(--line);
   padding:2px 0; min-width:0; }

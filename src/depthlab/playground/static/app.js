@@ -204,8 +204,12 @@ function onDiverged(m) {
   setState("diverged");
   const d = $("diverged");
   d.hidden = false;
-  d.textContent = `training diverged at step ${m.step} (epoch ${m.epoch}): ${m.message.replace(/\.+$/, "")}. ` +
-    "The panels show the last finite measurement; lower the learning rate or change the setup, then reset.";
+  // the trainer's message already says "training diverged at step N (epoch E): ..."
+  const said = m.message.replace(/\.+$/, "");
+  d.textContent = (said.startsWith("training diverged") ? said :
+    `training diverged at step ${m.step} (epoch ${m.epoch}): ${said}`) +
+    ". The panels show the last measurement before it (values that were not finite read " +
+    "\u201cnot finite\u201d); change the setup, or press reset to watch it again.";
   d.dataset.step = m.step;
   d.dataset.layer = m.layer || "";
 }
@@ -230,14 +234,18 @@ const logScale = { range: (u, lo, hi) => {
   const a = Math.floor(lo), b = Math.ceil(hi);
   return a === b ? [a - 1, b + 1] : [a, b];
 } };
+// as many digits as the ticks need (4.5e+5, not 4e+5 twice beside 5e+5)
 const tick = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ?
-  v.toExponential(0) : (+v.toPrecision(3)).toString());
+  (+v.toPrecision(3)).toExponential().replace("e+", "e") : (+v.toPrecision(3)).toString());
 const linTicks = (u, splits) => splits.map(tick);
 const logTicks = (u, splits) => splits.map((v) =>
   (v !== null && Math.abs(v - Math.round(v)) < 1e-9 ? `1e${Math.round(v)}` : ""));
 const decadeIncrs = [1, 2, 5, 10, 20, 50, 100];
 const layerIncrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000];
 let layerAxis = { label: "hidden layer", size: 30, incrs: layerIncrs };
+// steps are whole numbers: no tick at step 0.2 while the first steps come in
+const stepAxis = { label: "step", incrs: [1, 2, 5].flatMap((m) =>
+  Array.from({ length: 12 }, (_, k) => m * 10 ** k)).sort((a, b) => a - b) };
 
 function buildPlots(m) {
   const L = m.n_layers;
@@ -254,7 +262,7 @@ function buildPlots(m) {
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-loss", {
     scales: { x: { time: false }, acc: { range: [0, 1] } },
-    axes: [{ label: "step" }, { label: "loss", size: 55, values: linTicks }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
+    axes: [stepAxis, { label: "loss", size: 55, values: linTicks }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
     series: [{ label: "step" },
       { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: { show: false } },
       { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: { show: false } },
@@ -277,7 +285,7 @@ function buildPlots(m) {
   }
   makePlot("plot-evo", {
     scales: { x: { time: false } },
-    axes: [{ label: "step" }, { label: "activation", size: 55, values: linTicks }],
+    axes: [stepAxis, { label: "activation", size: 55, values: linTicks }],
     legend: { show: false }, series: evoSeries,
   }, evoSeries.map(() => []));
   makePlot("plot-sat", {
@@ -321,8 +329,17 @@ function onUpdate(m) {
   const ratio = first !== null && last ? first / last : null;
   const gs = $("grad-summary");
   gs.dataset.first = first; gs.dataset.last = last; gs.dataset.ratio = ratio; gs.dataset.step = m.step;
-  gs.innerHTML = `step ${m.step}: layer 1 <b>${fmt(first)}</b>, layer ${layers.length} <b>${fmt(last)}</b>; ` +
-    `first / last = <b>${fmt(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+  const fmtg = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
+  gs.innerHTML = `step ${m.step}: layer 1 <b>${fmtg(first)}</b>, layer ${layers.length} <b>${fmtg(last)}</b>; ` +
+    `first / last = <b>${fmtg(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+  // a log scale cannot draw 0: say where the gradient is exactly 0 (underflow, dead units)
+  const zero = layers.filter((l, i) => m.grad_std[i] === 0);
+  gs.dataset.zero = zero.length;
+  if (zero.length) {
+    gs.append(el("span", "note zero", ` The gradient is exactly 0 in layer${zero.length > 1 ? "s" : ""} ` +
+      `${rangeText(zero)} (below the smallest ${(S.ready.config.model.dtype || "float32")} number, ` +
+      "or every unit dead): not drawn on the log scale."));
+  }
 
   const h = S.hist;
   if (!h.step.length || h.step[h.step.length - 1] !== m.step) {
@@ -484,6 +501,14 @@ async function main() {
   $("step").addEventListener("click", () => send({ cmd: "step" }));
   $("reset").addEventListener("click", () => send({ cmd: "reset" }));
   $("doctor").addEventListener("click", () => send({ cmd: "doctor" }));
+  // Space plays or pauses unless a control has the focus (there it types or presses)
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== " " || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+    const t = ev.target;
+    if (t && t !== document.body && t.closest("input, select, textarea, button, a, summary")) return;
+    ev.preventDefault();
+    $(S.state === "running" ? "pause" : "play").click();
+  });
   $("share").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText(location.href); $("share").textContent = "link copied"; } catch (e) { prompt("link to this setup", location.href); }
     setTimeout(() => { $("share").textContent = "copy link"; }, 1500);

@@ -1,0 +1,260 @@
+"""What a learner or a teacher sees in a real browser (Playwright for Python driving Debian's
+Chromium), beyond the first browser tests: the playground and a report on a phone-size screen
+(nothing wider than the screen), keyboard-only use of the playground (Tab order, Enter, the
+Space shortcut its play button advertises, a visible focus ring), play pressed on a diverged
+run, gradients that underflow to exactly 0, long run names in the figures' legends, and the
+captions of sweep metrics that have no value. Screenshots go to a temporary folder
+(``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+from helpers.browser import chromium
+from test_report import synthetic_record
+
+from depthlab.experiments.store import Store
+from depthlab.playground.server import Background
+
+PHONE = {"width": 375, "height": 667}
+DESKTOP = {"width": 1400, "height": 1000}
+FITS = "document.documentElement.scrollWidth <= window.innerWidth"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Background() as bg:
+        yield bg
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    keep = os.environ.get("DEPTHLAB_SCREENSHOTS")
+    path = Path(keep) if keep else tmp_path_factory.mktemp("ui_screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _Page:
+    """A page in its own browser context that records page errors, console errors and failed
+    requests; ``close()`` asserts there were none."""
+
+    def __init__(self, browser, url: str, viewport: dict) -> None:
+        self.context = browser.new_context(viewport=viewport)
+        self.pg = self.context.new_page()
+        self.problems: list[str] = []
+        self.pg.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+        self.pg.on("console", lambda m: self.problems.append(f"console: {m.text}")
+                   if m.type == "error" else None)
+        self.pg.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url}"))
+        self.pg.goto(url)
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.problems, self.problems
+
+
+def _measured(pg, timeout: int = 60_000) -> None:
+    pg.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''",
+                         timeout=timeout)
+
+
+# -- the playground --------------------------------------------------------------------------
+def test_the_playground_fits_a_phone_screen(browser, server, shots):
+    # was: the controls (290 px) beside panels of at least 390 px: 692 px of page on a
+    # 375 px screen, every panel cut at the right edge
+    p = _Page(browser, server.url, PHONE)
+    _measured(p.pg)
+    p.pg.screenshot(path=str(shots / "playground_phone.png"), full_page=True)
+    assert p.pg.evaluate(FITS), p.pg.evaluate("document.documentElement.scrollWidth")
+    # every panel and the decision boundary lie inside the screen
+    right = p.pg.eval_on_selector_all(
+        ".panel, canvas#boundary, aside#controls",
+        "els => Math.max(...els.map(e => e.getBoundingClientRect().right))")
+    assert right <= PHONE["width"], right
+    p.close()
+
+
+def test_keyboard_only_tab_enter_space_and_a_visible_focus(browser, server, shots):
+    p = _Page(browser, server.url, DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.evaluate("document.activeElement.blur()")
+    order = []
+    for _ in range(4):
+        pg.keyboard.press("Tab")
+        order.append(pg.evaluate("document.activeElement.id"))
+    assert order == ["play", "pause", "step", "reset"], order
+    pg.keyboard.press("Shift+Tab")
+    pg.keyboard.press("Shift+Tab")
+    pg.keyboard.press("Shift+Tab")
+    assert pg.evaluate("document.activeElement.id") == "play"
+    ring = pg.evaluate("(() => { const s = getComputedStyle(document.activeElement);"
+                       " return [s.outlineStyle, parseFloat(s.outlineWidth)]; })()")
+    assert ring[0] != "none" and ring[1] >= 2, ring
+    pg.screenshot(path=str(shots / "playground_focus_ring.png"),
+                  clip={"x": 0, "y": 0, "width": 300, "height": 90})
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("body[data-state=running]", timeout=5000)
+    # the play button's title promises Space: was a tooltip only, Space did nothing
+    assert "Space" in pg.get_attribute("#play", "title")
+    pg.evaluate("document.activeElement.blur()")
+    pg.keyboard.press("Space")
+    pg.wait_for_selector("body[data-state=paused]", timeout=5000)
+    pg.keyboard.press("Space")
+    pg.wait_for_selector("body[data-state=running]", timeout=5000)
+    # Space inside a text field types a space: it neither plays nor pauses
+    pg.focus("#f-train-lr")
+    pg.keyboard.press("Space")
+    assert pg.evaluate("document.body.dataset.state") == "running"
+    assert pg.input_value("#f-train-lr").endswith(" ")
+    pg.click("#pause")
+    pg.wait_for_selector("body[data-state=paused]", timeout=5000)
+    p.close()
+
+
+def test_play_on_a_diverged_run_does_not_claim_to_be_running(browser, server, shots):
+    # was: the label said RUNNING (set as play was pressed) while the server refused to train
+    p = _Page(browser, server.url + "?model.activation=relu&model.init=normal&train.lr=10"
+              "&model.width=32", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.click("#play")
+    banner = pg.locator("#diverged")
+    banner.wait_for(state="visible", timeout=30_000)
+    # was: "training diverged at step 2 (epoch 1): training diverged at step 2 (epoch 1): ..."
+    assert banner.text_content().count("training diverged") == 1, banner.text_content()
+    # the last measurement's gradients overflowed: said in words, not "layer 1 -"
+    summary = pg.locator("#grad-summary").text_content()
+    assert " - " not in summary + " " and "-," not in summary, summary
+    # was: ticks 3.5e5, 4e5, 4.5e5 of the exploding loss all read "4e+5" or "5e+5"
+    ticks = pg.evaluate("[350000, 400000, 450000, 2.5e-4, 3e-4].map(tick)")
+    assert len(set(ticks)) == 5, ticks
+    # the step axis of one or two steps: whole steps only (was 0, 0.2, 0.4, ... 1)
+    splits = pg.evaluate("S.plots['plot-loss'].axes[0]._splits")
+    assert splits and all(float(v).is_integer() for v in splits), splits
+    pg.click("#play")
+    pg.locator("#message").wait_for(state="visible", timeout=5000)
+    assert "press reset" in pg.locator("#message").text_content()
+    pg.wait_for_selector("body[data-state=diverged]", timeout=5000)
+    assert pg.locator("#state").text_content() == "diverged"
+    pg.screenshot(path=str(shots / "playground_play_after_divergence.png"))
+    pg.click("#reset")  # reset trains again
+    _measured(pg)
+    pg.wait_for_selector("body[data-state=paused]", timeout=10_000)
+    p.close()
+
+
+def test_gradients_that_underflow_to_zero_are_named_not_silently_missing(browser, server,
+                                                                        shots):
+    # a 200-layer sigmoid net with N(0, 1) weights: the gradient of the first ~80 layers is
+    # below float32's smallest number; the log-scale line just stopped, unexplained
+    p = _Page(browser, server.url + "?model.depth=200&model.width=8&model.activation=sigmoid"
+              "&model.init=normal", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    zero = int(pg.get_attribute("#grad-summary", "data-zero"))
+    assert zero > 10, zero
+    note = pg.locator("#grad-summary .zero").text_content()
+    assert "exactly 0 in layers 1-" in note and "float32" in note, note
+    pg.locator("#panel-grad").screenshot(path=str(shots / "playground_zero_gradients.png"))
+    # a healthy net has no such note
+    pg.click("button[data-preset=he]")
+    pg.wait_for_function("new URLSearchParams(location.search).get('model.init') === "
+                         "'he_normal'", timeout=30_000)
+    _measured(pg)
+    assert pg.locator("#grad-summary .zero").count() == 0
+    assert pg.get_attribute("#grad-summary", "data-zero") == "0"
+    p.close()
+
+
+# -- reports ---------------------------------------------------------------------------------
+def _report(folder: Path, records) -> Path:
+    from depthlab.report import write_report
+
+    with Store(folder) as store:
+        for r in records:
+            store.add_run(r)
+    return write_report(folder)
+
+
+def test_a_report_fits_a_phone_screen(browser, shots, tmp_path):
+    # was: figure grids of columns at least 540 px wide: 587 px of page on a 375 px screen
+    path = _report(tmp_path, [synthetic_record("f1", status="failed", sweep=None,
+                                               probes=False),
+                              synthetic_record("ok", sweep=None, depth=3, probes=False)])
+    p = _Page(browser, path.resolve().as_uri(), PHONE)
+    p.pg.screenshot(path=str(shots / "report_phone.png"), full_page=True)
+    assert p.pg.evaluate(FITS), p.pg.evaluate("document.documentElement.scrollWidth")
+    widths = p.pg.eval_on_selector_all("figure img", "els => els.map(e => "
+                                       "e.getBoundingClientRect().right)")
+    assert widths and max(widths) <= PHONE["width"], widths
+    assert "ValueError: boom" in p.pg.locator(".alert").first.text_content()
+    p.close()
+
+
+def test_long_run_names_stay_distinct_in_the_legend(tmp_path, shots):
+    from depthlab import plot
+    from depthlab.report import figures
+
+    stem = "a-very-long-run-name-that-a-student-typed-" * 3
+    runs = {stem + "1": synthetic_record("l1", sweep=None).probes,
+            stem + "2": synthetic_record("l2", sweep=None, depth=6).probes}
+    fig = plot.gradient_per_layer(runs)
+    texts = [t for leg in fig.legends for t in (x.get_text() for x in leg.get_texts())]
+    # was: both names drawn in full and cut by the figure's edge at the same character
+    runs_shown = [t for t in texts if "theory" not in t]
+    assert len(runs_shown) == 2 and len(set(runs_shown)) == 2, runs_shown
+    assert runs_shown[0].endswith("1") and runs_shown[1].endswith("2"), runs_shown
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    right = max(t.get_window_extent(renderer).x1 for leg in fig.legends
+                for t in leg.get_texts())
+    assert right <= fig.bbox.x1, (right, fig.bbox.x1)  # the names end inside the figure
+    (shots / "report_long_names_legend.png").write_bytes(figures.figure_png(fig))
+
+
+def test_category_ticks_of_names_sharing_a_long_start_stay_distinct():
+    import pandas as pd
+
+    from depthlab.report import figures
+
+    names = [f"{'experiment-with-a-long-common-prefix-' * 2}{k}" for k in range(3)]
+    runs = pd.DataFrame({"run": names, "val_acc": [0.5, 0.6, 0.7],
+                         "status": ["finished"] * 3})
+    fig = figures.sweep_bars(runs, "run")
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(set(ticks)) == 3 and all(len(t) <= figures.MAX_TICK_CHARS for t in ticks), ticks
+    assert figures.cut_labels(["x" * 40, "x" * 40], 10) == ["xxxxx…xxxx", "xxxxxxx…#1"]
+
+
+def test_a_metric_without_a_value_is_not_called_diverged_or_failed(browser, shots, tmp_path):
+    # finished runs whose val_acc was NaN or inf (stored as null): the hatched bars said
+    # "every run there diverged or failed", and each badge says "finished"
+    records = []
+    for k, lr in enumerate((0.01, 0.1, 1.0)):
+        r = synthetic_record(f"n{k}", lr=lr, probes=False)
+        bad = {0: float("nan"), 2: float("inf")}
+        records.append(dataclasses.replace(r, metrics={**r.metrics,
+                                                       "val_acc": bad.get(k, 0.8)}))
+    path = _report(tmp_path, records)
+    p = _Page(browser, path.resolve().as_uri(), DESKTOP)
+    caps = p.pg.eval_on_selector_all("figure", "els => els.map(f => [f.querySelector('h3')"
+                                     ".textContent, f.querySelector('figcaption').textContent])")
+    cap = dict(caps)["val_acc by train.lr"]
+    assert "finished without a finite value (n/a)" in cap, cap
+    assert "full grid" not in cap  # one swept key: nothing to form a grid with
+    p.pg.locator("figure", has_text="val_acc by train.lr").screenshot(
+        path=str(shots / "report_metric_without_value.png"))
+    p.close()
