@@ -258,3 +258,30 @@ def test_a_metric_without_a_value_is_not_called_diverged_or_failed(browser, shot
     p.pg.locator("figure", has_text="val_acc by train.lr").screenshot(
         path=str(shots / "report_metric_without_value.png"))
     p.close()
+
+
+def test_doctor_findings_of_an_earlier_setup_are_marked(browser, server, shots, monkeypatch):
+    # was: after changing the network the panel kept the old network's findings (and their
+    # "apply" buttons) with nothing to say they describe another setup
+    from depthlab.playground import app as playground_app
+    from depthlab.playground.doctor_task import run_doctor
+
+    monkeypatch.setattr(playground_app, "run_doctor",
+                        lambda prep, setup, steps=None: run_doctor(prep, setup, steps=20))
+    p = _Page(browser, server.url + "?model.depth=3&model.width=8&model.activation=sigmoid"
+              "&model.init=normal", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.click("#doctor")
+    pg.wait_for_selector("#doctor-out .finding", timeout=60_000)
+    assert pg.locator("#doctor-out .stale-note").count() == 0
+    pg.fill("#f-model-depth", "4")
+    pg.press("#f-model-depth", "Tab")
+    note = pg.locator("#doctor-out .stale-note")
+    note.wait_for(timeout=10_000)
+    assert "earlier setup" in note.text_content()
+    pg.locator("#panel-doctor").screenshot(path=str(shots / "playground_doctor_stale.png"))
+    pg.fill("#f-model-depth", "3")  # back to the examined setup: the findings apply again
+    pg.press("#f-model-depth", "Tab")
+    note.wait_for(state="detached", timeout=10_000)
+    p.close()

@@ -304,7 +304,8 @@ class _Tab:
         setup = dict(self.setup)
         try:
             result = await asyncio.to_thread(run_doctor, session.prep, setup)
-            self._enqueue({"type": "doctor", **result})
+            # the setup it examined: the page marks the findings once the setup changes
+            self._enqueue({"type": "doctor", **result, "query": to_query(setup)})
         except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
             # ``doctor``: the page ends its "the doctor is training" state (button enabled)
             self._enqueue({"type": "error", "key": None, "doctor": True,

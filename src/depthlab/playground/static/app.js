@@ -168,6 +168,7 @@ function handle(m) {
       break;
     case "doctor_started":
       $("doctor").disabled = true;
+      S.doctorQuery = null; $("doctor-out").classList.remove("stale");
       $("doctor-out").innerHTML = `<p class="note">the doctor is training copies of this network (${m.steps} steps each, then one per prescription)&hellip;</p>`;
       break;
     case "doctor": onDoctor(m); break;
@@ -184,6 +185,7 @@ function onAccepted(m) {
   $("export").href = "/api/export?" + qs;
   $("params").textContent = `${m.parameters.toLocaleString()} parameters`;
   S.ready = null; S.init = null; S.last = null;
+  markDoctorStale();
   const gs = $("grad-summary");
   for (const k of ["first", "last", "ratio", "step"]) gs.dataset[k] = "";
   gs.textContent = "building the network\u2026";
@@ -438,10 +440,31 @@ function el(tag, cls, text) {
   return e;
 }
 
+/* findings of another setup than the one on the page (changed since the doctor ran) say so */
+function sameQuery(a, b) {
+  const keys = [...new Set([...Object.keys(a || {}), ...Object.keys(b || {})])];
+  return keys.every((k) => String((a || {})[k]) === String((b || {})[k]));
+}
+
+function markDoctorStale() {
+  const out = $("doctor-out");
+  const stale = !!S.doctorQuery && !sameQuery(S.doctorQuery, S.query);
+  out.classList.toggle("stale", stale);
+  const note = out.querySelector(".stale-note");
+  if (stale && !note) {
+    out.prepend(el("p", "stale-note", "These findings are for an earlier setup, not the one " +
+      "on the page now: press doctor to examine this one."));
+  } else if (!stale && note) {
+    note.remove();
+  }
+}
+
 function onDoctor(m) {
   $("doctor").disabled = false;
   const out = $("doctor-out");
   out.innerHTML = "";
+  S.doctorQuery = m.query;
+  markDoctorStale();
   const b = m.baseline || {};
   out.appendChild(el("p", "note", `${m.steps} steps of this setup: train loss ${fmt(b.train_loss)}, ` +
     `held-out accuracy ${fmt(b.val_acc)}${b.diverged ? " (diverged)" : ""}.`));
