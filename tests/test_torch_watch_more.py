@@ -376,3 +376,81 @@ def test_a_dropped_watch_takes_its_hooks_with_it():
     attach()
     gc.collect()
     assert _n_hooks(model) == 0
+
+
+def _old_weight_norm(linear):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated, still widely used
+        return torch.nn.utils.weight_norm(linear)
+
+
+def test_deprecated_weight_norm_layer_is_its_direction_v():
+    """torch.nn.utils.weight_norm (a forward pre-hook, parameters weight_g (8, 1) and
+    weight_v): W pooled g with v (weight_std 0.326 where v's is 0.255); W is v, as with the
+    parametrization."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_old_weight_norm(nn.Linear(5, 8)), nn.ReLU(), nn.Linear(8, 2))
+    model = model.double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    watch = dlt.Watch(model, every=1)
+    layer = model[0]
+    vs, gvs = [], []
+    for x, _y in _batches(2):
+        vs.append(layer.weight_v.detach().clone())
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        gvs.append(layer.weight_v.grad.clone())
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    assert _value(frame, 0, 1, "weight_std") == pytest.approx(_pstd(vs[0]), rel=1e-10)
+    assert _value(frame, 1, 1, "weight_grad_std") == pytest.approx(_pstd(gvs[1]), rel=1e-10)
+    assert _value(frame, 1, 1, "update_ratio") == pytest.approx(
+        ((vs[1] - vs[0]).norm() / vs[0].norm()).item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("init", ["he_normal", "lsuv"])
+def test_reinitializing_a_deprecated_weight_norm_layer_changes_the_weight_it_uses(init):
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    torch.manual_seed(0)
+    model = nn.Sequential(_old_weight_norm(nn.Linear(100, 100)), nn.ReLU(), nn.Linear(100, 10))
+    with torch.no_grad():
+        model[0].weight_g.mul_(10.0)  # a 10x too large scale, in the magnitudes
+    x = torch.randn(256, 100)
+    new, _ = rx.apply({"init": init}, model, TorchTrainSpec(), x)
+    layer = new[0]
+    weight = torch._weight_norm(layer.weight_v, layer.weight_g, 0).detach()
+    if init == "lsuv":  # unit output variance on the batch
+        assert abs(float(layer(x).detach().var()) - 1.0) < rx.LSUV_TOL
+    else:
+        assert abs(float(weight.var()) / (2.0 / 100) - 1) < 0.15
+
+
+def test_gradient_ratio_of_a_diverged_run_is_nan_not_one():
+    """The first layer's gradient std is NaN at the end of a diverged run: the ratio read the
+    last layer against itself (1: "flows" in the report's gradient-flow table)."""
+    from depthlab import plot
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=1e3)
+    watch = dlt.Watch(model, every=2, theory=False)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        opt.zero_grad()
+        loss = model(10 * torch.randn(4, 5, generator=g)).pow(2).mean()
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    end = int(frame.step.max())
+    grads = frame[(frame.step == end) & (frame.quantity == "grad_pre_std")]
+    assert np.isnan(grads[grads.layer == 1].value.item())
+    assert np.isnan(plot.gradient_ratio(frame, end))
+    first, last = (_value(frame, 0, k, "grad_pre_std") for k in (1, 2))
+    assert plot.gradient_ratio(frame) == pytest.approx(first / last, rel=1e-12)

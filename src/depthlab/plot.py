@@ -175,13 +175,19 @@ def gradient_ratio(table: Any, step: int | None = None,
     """``std(dL/ds)`` of the first hidden layer over that of the last one at ``step`` (default:
     the first probed step, i.e. initialization). Far below 1: gradients vanish on their way
     back to the input; far above 1: they explode; near 1: they flow. NaN when not recorded."""
-    wide = _f._quantity(probe_table(table), quantity)
-    if wide.empty:
+    t = probe_table(table)
+    sel = t[(t["quantity"] == quantity) & (t["layer"] >= 1)]
+    if sel.empty:
         return math.nan
-    if step is not None and step not in wide.index:
+    steps = np.sort(sel["step"].unique())
+    if step is not None and step not in steps:
         raise ValueError(f"step {step!r} has no '{quantity}' probes; recorded steps: "
-                         f"{_steps_text(wide.index)}")
-    row = wide.loc[wide.index.min() if step is None else step].dropna()
+                         f"{_steps_text(steps)}")
+    # layers without a row at that step are skipped; a NaN measured at the first or the last
+    # one (a diverged run) makes the ratio NaN (dropping it read the last layer against
+    # itself: a ratio of exactly 1, "flows"; a step of NaNs only was "not recorded")
+    at = sel[sel["step"] == (steps[0] if step is None else step)]
+    row = at.groupby("layer")["value"].agg(lambda v: v.mean(skipna=False)).sort_index()
     if row.empty or not (0 < row.iloc[-1] < math.inf) or not math.isfinite(row.iloc[0]):
         return math.nan
     return float(row.iloc[0] / row.iloc[-1])

@@ -327,8 +327,8 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     rows = []
     for rid, t in tables.items():
         r = group.runs[group.runs["id"].astype(str) == rid].iloc[0]
-        wide = figures._quantity(t, "grad_pre_std")
-        end = int(wide.index.max()) if not wide.empty else None
+        grads = t[(t["quantity"] == "grad_pre_std") & (t["layer"] >= 1)]
+        end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot.gradient_ratio(t)
         rows.append([labels[rid], _cellnum(init_ratio), _cellnum(plot.gradient_ratio(t, end))
                      if end is not None else None, _describe_ratio(init_ratio),

@@ -286,8 +286,16 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The parameters of >= 2 dims that ``module`` owns; for a tensor parametrized with
     ``torch.nn.utils.parametrize`` (``weight_norm``, ``spectral_norm``, ``orthogonal``, ...)
     the trainable original it is computed from (the largest of several, e.g. weight norm's
-    direction ``v`` rather than its magnitudes ``g``)."""
+    direction ``v`` rather than its magnitudes ``g``; the same for the deprecated
+    ``torch.nn.utils.weight_norm``)."""
     own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+    # the deprecated torch.nn.utils.weight_norm: a forward pre-hook computes ``NAME`` from
+    # ``NAME_v`` and the magnitudes ``NAME_g`` (2-dim for a Linear: pooled with v, they
+    # made weight_std 0.326 where v's is 0.255); v alone, as with the parametrization
+    magnitudes = {f"{h.name}_g" for h in module._forward_pre_hooks.values()
+                  if type(h).__name__ == "WeightNorm" and hasattr(h, "name")}
+    if magnitudes:
+        own = [(n, p) for n, p in own if n not in magnitudes]
     for tensor_name, plist in getattr(module, "parametrizations", {}).items():
         originals = [(f"parametrizations.{tensor_name}.{n}", p)
                      for n, p in plist.named_parameters(recurse=False) if p.dim() >= 2]

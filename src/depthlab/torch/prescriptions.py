@@ -299,6 +299,18 @@ def _effective_weights(module: nn.Module, change: Callable[[torch.Tensor], Any]
                 continue
         for p in plist.parameters():
             rest.pop(id(p), None)
+    for hook in list(module._forward_pre_hooks.values()):  # deprecated nn.utils.weight_norm
+        if type(hook).__name__ != "WeightNorm" or not hasattr(hook, "compute_weight"):
+            continue
+        g, v = (getattr(module, f"{hook.name}_{k}", None) for k in "gv")
+        if g is None or v is None:
+            continue
+        with torch.no_grad():
+            new = hook.compute_weight(module).detach().clone()
+            change(new)
+            v.copy_(new)
+            g.copy_(torch.norm_except_dim(new, 2, hook.dim))
+        rest.pop(id(v), None)
     return list(rest.values())
 
 
