@@ -285,3 +285,31 @@ def test_doctor_findings_of_an_earlier_setup_are_marked(browser, server, shots, 
     pg.press("#f-model-depth", "Tab")
     note.wait_for(state="detached", timeout=10_000)
     p.close()
+
+
+def test_quick_changes_while_training_keep_training(browser, server, shots):
+    p = _Page(browser, server.url + "?model.depth=3&model.width=8", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.click("#play")
+    pg.wait_for_selector("body[data-state=running]", timeout=5000)
+    # was: the second change was sent while the first one's network was loading, with
+    # "play" read off the state label ("loading"): training stopped
+    for depth in ("5", "2", "4"):
+        pg.fill("#f-model-depth", depth)
+        pg.press("#f-model-depth", "Tab")
+    pg.select_option("#f-model-activation", "relu")
+    pg.select_option("#f-model-activation", "selu")
+    pg.wait_for_function("S.ready && S.ready.config.model.activation === 'selu' && "
+                         "S.ready.n_layers === 4 && S.last && S.last.step > 0", timeout=30_000)
+    pg.wait_for_selector("body[data-state=running]", timeout=10_000)
+    # a refused value says which setup is still on show
+    pg.fill("#f-train-lr", "-1")
+    pg.press("#f-train-lr", "Tab")
+    msg = pg.locator("#message")
+    msg.wait_for(state="visible", timeout=10_000)
+    assert "train.lr" in msg.text_content() and "last accepted setup (train.lr = 0.05)" \
+        in msg.text_content(), msg.text_content()
+    pg.screenshot(path=str(shots / "playground_refused_value_while_training.png"))
+    pg.click("#pause")
+    p.close()

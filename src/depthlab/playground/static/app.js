@@ -104,7 +104,9 @@ function markInvalid(key) {
 
 function onControlChange() {
   refreshVisibility();
-  sendSetup(readControls(), S.state === "running");
+  // keeps training if the user pressed play (S.state reads "loading" while a setup sent a
+  // moment ago is built: a second quick change used to stop the training)
+  sendSetup(readControls(), S.wantPlay);
 }
 
 async function choosePreset(name) {
@@ -120,6 +122,7 @@ async function choosePreset(name) {
 
 /* ---------------- session ---------------- */
 function sendSetup(query, play) {
+  S.wantPlay = !!play;
   send({ cmd: "setup", query, play: !!play });
 }
 
@@ -154,12 +157,19 @@ function showMessage(text) {
 function handle(m) {
   switch (m.type) {
     case "accepted": onAccepted(m); break;
-    case "state": setState(m.state); break;
+    case "state":
+      setState(m.state);
+      if (m.state === "diverged" || m.state === "failed") S.wantPlay = false;
+      break;
     case "ready": onReady(m); break;
     case "update": onUpdate(m); break;
     case "diverged": onDiverged(m); break;
     case "error":
-      showMessage(m.message); markInvalid(m.key);
+      // a refused control leaves the last accepted setup in place (and training, if it was)
+      showMessage(m.message + (m.key && S.ready && S.query ?
+        ". Still showing the last accepted setup (" + (S.query[m.key] !== undefined ?
+          `${m.key} = ${S.query[m.key]}` : "unchanged") + ")." : ""));
+      markInvalid(m.key);
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
         $("doctor").disabled = false;
         $("doctor-out").replaceChildren(el("p", "note", m.message));
@@ -204,6 +214,7 @@ function onReady(m) {
 
 function onDiverged(m) {
   setState("diverged");
+  S.wantPlay = false;
   const d = $("diverged");
   d.hidden = false;
   // the trainer's message already says "training diverged at step N (epoch E): ..."
@@ -519,10 +530,10 @@ async function main() {
   writeControls(q);
   // keys the page has no control for still go to the server, which names them
   for (const k of Object.keys(q)) if (!field(k)) S.extra = { ...(S.extra || {}), [k]: q[k] };
-  $("play").addEventListener("click", () => { setState("running"); send({ cmd: "play" }); });
-  $("pause").addEventListener("click", () => { setState("paused"); send({ cmd: "pause" }); });
-  $("step").addEventListener("click", () => send({ cmd: "step" }));
-  $("reset").addEventListener("click", () => send({ cmd: "reset" }));
+  $("play").addEventListener("click", () => { S.wantPlay = true; setState("running"); send({ cmd: "play" }); });
+  $("pause").addEventListener("click", () => { S.wantPlay = false; setState("paused"); send({ cmd: "pause" }); });
+  $("step").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "step" }); });
+  $("reset").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "reset" }); });
   $("doctor").addEventListener("click", () => send({ cmd: "doctor" }));
   // Space plays or pauses unless a control has the focus (there it types or presses)
   document.addEventListener("keydown", (ev) => {
