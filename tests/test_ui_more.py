@@ -313,3 +313,33 @@ def test_quick_changes_while_training_keep_training(browser, server, shots):
     pg.screenshot(path=str(shots / "playground_refused_value_while_training.png"))
     pg.click("#pause")
     p.close()
+
+
+def test_report_tables_sort_from_the_keyboard(browser, shots, tmp_path):
+    # was: the headers sorted on a mouse click only; Tab never reached them
+    path = _report(tmp_path, [synthetic_record(f"k{k}", lr=lr, val_acc=acc, probes=False)
+                              for k, (lr, acc) in enumerate([(0.01, 0.7), (0.1, 0.9),
+                                                             (1.0, 0.8)])])
+    p = _Page(browser, path.resolve().as_uri(), DESKTOP)
+    pg = p.pg
+    table = "table.sortable[id^=runs-table]"
+    for _ in range(60):
+        pg.keyboard.press("Tab")
+        if pg.evaluate("(() => { const e = document.activeElement; return e.tagName === 'TH'"
+                       " && e.textContent.trim() === 'val acc'; })()"):
+            break
+    else:
+        raise AssertionError("Tab never reached the 'val acc' header of the runs table")
+    pg.keyboard.press("Enter")
+    assert pg.evaluate("document.activeElement.getAttribute('aria-sort')") == "ascending"
+    col = pg.evaluate(f"""Array.from(document.querySelectorAll('{table} thead th'))
+                         .findIndex(h => h.textContent.trim() === 'val acc')""")
+    values = pg.eval_on_selector_all(f"{table} tbody tr",
+                                     f"rows => rows.map(r => r.cells[{col}].textContent)")
+    assert values == ["0.7", "0.8", "0.9"], values
+    pg.keyboard.press("Space")
+    values = pg.eval_on_selector_all(f"{table} tbody tr",
+                                     f"rows => rows.map(r => r.cells[{col}].textContent)")
+    assert values == ["0.9", "0.8", "0.7"], values
+    pg.locator(table).screenshot(path=str(shots / "report_sorted_by_keyboard.png"))
+    p.close()

@@ -56,6 +56,7 @@ th, td { padding: 5px 10px; border-bottom:1px solid var(--line); text-align:left
 td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 thead th { background:#eef1f5; position: sticky; top: 0; }
 table.sortable thead th { cursor:pointer; user-select:none; white-space:nowrap; }
+table.sortable thead th:focus-visible { outline:2px solid var(--accent); outline-offset:-2px; }
 table.sortable thead th::after { content:" \\21C5"; color:#9aa3ae; font-size:11px; }
 table.sortable thead th.asc::after { content:" \\25B2"; color:var(--fg); }
 table.sortable thead th.desc::after { content:" \\25BC"; color:var(--fg); }
@@ -78,14 +79,20 @@ nav.toc { font-size:14px; margin: 8px 0 0; } nav.toc a { margin-right:14px;
 footer { color:var(--muted); font-size:12.5px; margin-top:40px; }
 """
 
-# Click a header to sort; numbers (data-v attribute when present) sort numerically, blanks last.
+# Click a header to sort (or Tab to it and press Enter or Space); numbers (data-v attribute when
+# present) sort numerically, blanks last.
 JS = """
 document.querySelectorAll('table.sortable').forEach(function (t) {
   t.querySelectorAll('thead th').forEach(function (th, i) {
+    th.tabIndex = 0;
+    th.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); th.click(); } });
     th.addEventListener('click', function () {
       var asc = !th.classList.contains('asc');
-      t.querySelectorAll('thead th').forEach(function (h) { h.classList.remove('asc', 'desc'); });
+      t.querySelectorAll('thead th').forEach(function (h) { h.classList.remove('asc', 'desc');
+        h.removeAttribute('aria-sort'); });
       th.classList.add(asc ? 'asc' : 'desc');
+      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
       var body = t.tBodies[0], rows = Array.prototype.slice.call(body.rows);
       var key = function (r) { var c = r.cells[i]; var v = c.getAttribute('data-v');
         if (v === null) v = c.textContent.trim(); var n = parseFloat(v);
