@@ -304,7 +304,10 @@ def test_watch_attached_after_the_first_forward_records_the_loss_only():
         loss.backward()
         if watch is None:
             watch = dlt.Watch(model, every=2)
-        watch.step(loss)
+            with pytest.warns(RuntimeWarning, match="created after this step's forward"):
+                watch.step(loss)
+        else:
+            watch.step(loss)
         opt.step()
     frame = watch.frame()
     assert list(frame[frame.step == 0].quantity) == ["loss"]
@@ -454,3 +457,26 @@ def test_gradient_ratio_of_a_diverged_run_is_nan_not_one():
     assert np.isnan(plot.gradient_ratio(frame, end))
     first, last = (_value(frame, 0, k, "grad_pre_std") for k in (1, 2))
     assert plot.gradient_ratio(frame) == pytest.approx(first / last, rel=1e-12)
+
+
+def test_a_recorded_step_without_a_backward_since_the_last_call_is_refused():
+    """The second of two calls without a backward between them recorded the first one's
+    ``.grad`` as its own (stale weight_grad rows, no layer gradients)."""
+    model = _mlp()
+    x, y = _batches(1)[0]
+    watch = dlt.Watch(model, every=1)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    watch.step(loss)
+    with pytest.raises(ValueError, match="without a backward since the previous call"):
+        watch.step(loss)
+    # every=3: only the call before a recorded one is compared; a fresh backward is fine
+    watch = dlt.Watch(model, every=3)
+    for step in range(6):
+        if step != 1:  # no backward before call 1 (not recorded, nor the one before one)
+            model.zero_grad(set_to_none=False)
+            nn.functional.cross_entropy(model(x), y).backward()
+        watch.step(loss)
+    assert sorted(watch.frame().step.unique()) == [0, 3]
+    with pytest.raises(ValueError, match="without a backward"):
+        watch.step(loss)  # call 6, recorded, without a backward since call 5

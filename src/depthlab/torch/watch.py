@@ -35,6 +35,8 @@ import math
 import numbers
 import os
 import time
+import warnings
+import weakref
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,6 +152,8 @@ class Watch:
         self._weights = [(info, p) for info in self._rec.layers for p in info.weights]
         self._calls = 0
         self._closed = False
+        self._warned_empty = False
+        self._grad_marks: list | None = None  # the gradients at the call before a record
         self._started = time.time()
         self._col_step = array("q")
         self._col_layer = array("i")
@@ -200,6 +204,7 @@ class Watch:
             if self._theory_pending and self._rec.order:  # else: nothing ran while armed yet
                 self._predict_theory()
         if (n + 1) % self.every == 0:
+            self._grad_marks = self._marks()
             self._snapshot(copy=not refreshed)
             # recorded in this call too (every=1): the snapshot's norms were just computed
             self._snap_norms = self._rec.weight_norms if n % self.every == 0 else {}
@@ -238,7 +243,19 @@ class Watch:
                 self._rec.arm()
         self._theory_rows = rows
 
+    def _marks(self) -> list[tuple[torch.Tensor, Any, int]]:
+        """``(weight, weakref to its .grad, the grad's version counter)`` per weight with a
+        gradient: a backward since then replaces or changes in place at least one of them."""
+        return [(p, weakref.ref(g), g._version) for _, p in self._weights
+                if (g := p.grad) is not None and not g.is_sparse]
+
     def _check_backward(self) -> None:
+        marks, self._grad_marks = self._grad_marks, None
+        if marks and all(ref() is p.grad and p.grad._version == v for p, ref, v in marks):
+            raise ValueError("Watch.step(loss) was called again without a backward since the "
+                             "previous call: every weight's .grad is the one it had then (a "
+                             "record of it would be stale); call it once per step, after "
+                             "loss.backward()")
         trainable = False
         for _, p in self._weights:  # stops at the first gradient (the usual case)
             if p.requires_grad:
@@ -337,6 +354,11 @@ class Watch:
             extra += self._update_ratios()
             self._rec.collect(extra=extra, also=self._pending)  # one transfer
         self._rec.new_pass()  # the next record measures its own calls only
+        if not self._rec.order and not self._warned_empty:
+            self._warned_empty = True
+            warnings.warn(f"Watch: no layer of {type(self.model).__name__} ran while its hooks "
+                          f"were on (was the Watch created after this step's forward?), so "
+                          f"step {n} records its loss only", RuntimeWarning, stacklevel=3)
         first = n - len(self._pending) + 1
         self._loss_steps.extend(range(first, n + 1))
         self._loss_values.extend(self._rec.also)
