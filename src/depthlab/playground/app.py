@@ -87,6 +87,32 @@ class Registry:
             return sum(s.alive for s in list(self._started))
 
 
+async def in_daemon_thread(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a daemon thread, awaited. Unlike ``asyncio.to_thread`` (the loop's
+    executor, joined when the server shuts down), a doctor run of minutes never holds back
+    Ctrl-C; its result is dropped if nobody waits for it any more."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if not future.done():
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def work() -> None:
+        try:
+            value, error = fn(*args), None
+        except Exception as e:  # noqa: BLE001 - handed to the awaiting task
+            value, error = None, e
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server has stopped
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=work, name="depthlab-playground-doctor", daemon=True).start()
+    return await future
+
+
 def check(query: dict[str, Any], available: int | None = None
           ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """``(setup, validated config, parameter count)`` of a query, or :class:`SetupError`."""
@@ -303,7 +329,7 @@ class _Tab:
                        "steps": doctor_steps(int(self.setup["model.depth"]))})
         setup = dict(self.setup)
         try:
-            result = await asyncio.to_thread(run_doctor, session.prep, setup)
+            result = await in_daemon_thread(run_doctor, session.prep, setup)
             # the setup it examined: the page marks the findings once the setup changes
             self._enqueue({"type": "doctor", **result, "query": to_query(setup)})
         except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
