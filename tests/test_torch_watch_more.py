@@ -480,3 +480,46 @@ def test_a_recorded_step_without_a_backward_since_the_last_call_is_refused():
     assert sorted(watch.frame().step.unique()) == [0, 3]
     with pytest.raises(ValueError, match="without a backward"):
         watch.step(loss)  # call 6, recorded, without a backward since call 5
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_validation_under_inference_mode_while_armed(every):
+    """A validation pass under torch.inference_mode() while the hooks are on (every=1; before
+    the first step) raised 'Inference tensors do not track version counter' in the user's
+    loop; the record and the theory are those of the training batch (the theory came from
+    the first forward, the validation batch: act_var 1087 instead of 0.13)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.Tanh(),
+                          nn.Linear(8, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = dlt.Watch(model, every=every)
+    val = 100 * torch.randn(10, 5, dtype=torch.float64)
+    data = _batches(4)
+    for step, (x, y) in enumerate(data):
+        model.eval()
+        with torch.inference_mode():
+            model(val)
+        with torch.no_grad():
+            model(val)
+        model.train()
+        if step == 0:
+            ref = copy.deepcopy(model)
+            ref[1] = nn.ReLU()  # retain_grad wants the layer output unchanged in place
+            want = _autograd(ref, x, y)
+            theory = dlt.predict(ref, x)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    watch.close()
+    frame = watch.frame()
+    for i in range(3):
+        assert _value(frame, 0, i + 1, "pre_std") == pytest.approx(_pstd(want[0][i]), rel=1e-10)
+        assert _value(frame, 0, i + 1, "grad_pre_std") == pytest.approx(_pstd(want[1][i]),
+                                                                         rel=1e-10)
+    assert _value(frame, 0, 1, "dead_frac") >= 0.0  # the in-place ReLU still followed
+    got = watch.theory.set_index("layer").act_var
+    pred = theory[theory.quantity == "act_std"].set_index("layer").predicted
+    for layer in (1, 2):
+        assert got[layer] == pytest.approx(pred[layer] ** 2, rel=1e-6)

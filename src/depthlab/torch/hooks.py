@@ -73,6 +73,15 @@ __all__ = ["BlockInfo", "Recording"]
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 
 
+def _ver(t: torch.Tensor) -> int:
+    """``t._version``, or -1 for an inference tensor (``torch.inference_mode()``: a validation
+    pass while a Watch is armed), which has no version counter (reading it raised)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 def _inert(*args) -> None:
     """What a copy of a watched model gets in place of a :class:`Recording`'s hook: nothing."""
     return None
@@ -162,8 +171,9 @@ class Recording:
         self.values: list[float] = []
         self._pct_names = (percentile_names("pre", self.percentiles),
                            percentile_names("act", self.percentiles))
-        self.want_input = False  # set: the next armed forward keeps a copy of its input
+        self.want_input = False  # set: each armed forward keeps a copy of its input
         self.first_input: torch.Tensor | None = None
+        self.input_seen = False  # an armed forward of the model ran while want_input was set
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
@@ -267,8 +277,10 @@ class Recording:
         self._kernels()
 
     def _model_pre(self, module, args) -> None:
-        if self.want_input:  # once: the model's first input, for depthlab.torch.predict
-            self.want_input = False
+        if self.want_input and torch.is_grad_enabled():
+            # the model's input, for depthlab.torch.predict: the last training forward's (a
+            # validation pass under no_grad/inference_mode before it is not the one recorded)
+            self.input_seen = True
             x = _first_tensor(args)
             self.first_input = None if x is None else x.detach().clone()
         self.new_pass()
@@ -354,7 +366,7 @@ class Recording:
             if acc is None:
                 acc = p.pre[index] = Acc(want_sorted=bool(self.percentiles))
             acc.add(out, None, self._wk)
-            p.links[id(out)] = (out, out._version, info, "layer")
+            p.links[id(out)] = (out, _ver(out), info, "layer")
             if out.requires_grad:
                 self._watch_grad(out, p.grad, index)
 
@@ -364,7 +376,7 @@ class Recording:
         if x is None:
             return None
         hit = self.p.links.get(id(x))
-        if hit is None or hit[0] is not x or hit[1] != x._version:
+        if hit is None or hit[0] is not x or hit[1] != _ver(x):
             return None
         return hit[2], hit[3]
 
@@ -380,7 +392,7 @@ class Recording:
             return
         info.norm = self._names.get(id(module))
         self._acc(self.p.norm, info.index).add(out, None, self._wk)
-        self.p.links[id(out)] = (out, out._version, info, "norm")
+        self.p.links[id(out)] = (out, _ver(out), info, "norm")
 
     def _act_pre(self, module, args) -> None:
         src = self._source(args)
@@ -408,7 +420,7 @@ class Recording:
         total = (acc.add_relu_output(out, spec, info.feature_axis, self._wk)
                  if spec.name == "relu" else None)
         acc.out.add(out, total, self._wk)
-        self.p.links[id(out)] = (out, out._version, info, "act")
+        self.p.links[id(out)] = (out, _ver(out), info, "act")
 
     def _relu_post(self, module, args, output) -> None:
         """A ReLU needs no pre-hook: its input is linked to a layer here, where an in-place
@@ -419,7 +431,7 @@ class Recording:
             return
         hit = self.p.links.get(id(x))
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
-                or x._version != hit[1] + (x is out):
+                or hit[1] != -1 and x._version != hit[1] + (x is out):
             return
         info = hit[2]
         p = self.p
@@ -429,7 +441,7 @@ class Recording:
         info.activation = self._names.get(id(module))
         spec = self._spec(module)
         acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis, self._wk))
-        p.links[id(out)] = (out, out._version, info, "act")
+        p.links[id(out)] = (out, _ver(out), info, "act")
 
     # -- residual blocks -------------------------------------------------------------------
     def _block_pre(self, module, args) -> None:

@@ -223,14 +223,13 @@ class Watch:
 
     def _predict_theory(self) -> None:
         """:attr:`theory` from the recorded step's input, with Watch's own hooks off."""
-        self._theory_pending = False
+        self._theory_pending = self._rec.want_input = False
         x, self._rec.first_input = self._rec.first_input, None
         if x is None:
             self.theory_note = ("no theory: the model itself did not run in the recorded step "
-                                "(the loop called its submodules)" if self._rec.want_input else
-                                "no theory: the model's forward got no tensor as its first "
+                                "(the loop called its submodules)" if not self._rec.input_seen
+                                else "no theory: the model's forward got no tensor as its first "
                                 "positional argument")
-            self._rec.want_input = False
             return
         armed = self._rec.armed
         self._rec.disarm()
