@@ -167,6 +167,7 @@ def test_gradients_that_underflow_to_zero_are_named_not_silently_missing(browser
     note = pg.locator("#grad-summary .zero").text_content()
     assert "exactly 0 in layers 1-" in note and "float32" in note, note
     pg.locator("#panel-grad").screenshot(path=str(shots / "playground_zero_gradients.png"))
+    assert pg.locator("#update-note").text_content() == "measured from the first step on"
     # a healthy net has no such note
     pg.click("button[data-preset=he]")
     pg.wait_for_function("new URLSearchParams(location.search).get('model.init') === "
@@ -379,3 +380,21 @@ def test_stopping_the_server_does_not_wait_for_a_running_doctor(monkeypatch):
         assert not bg.thread.is_alive() and waited < 8, waited
     finally:
         release.set()
+
+
+def test_a_step_activation_says_why_its_panels_are_empty(browser, server, shots):
+    # the step function's derivative is 0: no gradient, no update; the log-scale panels were
+    # empty boxes and the ratio read "first / last = -"
+    p = _Page(browser, server.url + "?model.depth=3&model.width=8&model.activation=step",
+              DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    summary = pg.locator("#grad-summary").text_content()
+    assert "first / last = undefined" in summary and "exactly 0 in layers 1-3" in summary
+    assert "zero derivative" in summary, summary
+    pg.click("#step")
+    pg.wait_for_function("S.last && S.last.step >= 1", timeout=30_000)
+    pg.wait_for_function("document.getElementById('update-note').textContent"
+                         ".startsWith(\"no hidden layer's weights changed\")", timeout=10_000)
+    pg.screenshot(path=str(shots / "playground_step_activation.png"), full_page=True)
+    p.close()

@@ -344,14 +344,14 @@ function onUpdate(m) {
   gs.dataset.first = first; gs.dataset.last = last; gs.dataset.ratio = ratio; gs.dataset.step = m.step;
   const fmtg = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
   gs.innerHTML = `step ${m.step}: layer 1 <b>${fmtg(first)}</b>, layer ${layers.length} <b>${fmtg(last)}</b>; ` +
-    `first / last = <b>${fmtg(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+    `first / last = <b>${last === 0 ? "undefined (the last layer's is 0)" : fmtg(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
   // a log scale cannot draw 0: say where the gradient is exactly 0 (underflow, dead units)
   const zero = layers.filter((l, i) => m.grad_std[i] === 0);
   gs.dataset.zero = zero.length;
   if (zero.length) {
     gs.append(el("span", "note zero", ` The gradient is exactly 0 in layer${zero.length > 1 ? "s" : ""} ` +
-      `${rangeText(zero)} (below the smallest ${(S.ready.config.model.dtype || "float32")} number, ` +
-      "or every unit dead): not drawn on the log scale."));
+      `${rangeText(zero)} (a zero derivative: dead units, a step function; or values below the ` +
+      `smallest ${(S.ready.config.model.dtype || "float32")} number): not drawn on the log scale.`));
   }
 
   const h = S.hist;
@@ -399,6 +399,11 @@ function onUpdate(m) {
   S.plots["plot-sat"].setData([layers, m.saturated, m.inactive, m.dead]);
   const ur = m.update_ratio.length ? m.update_ratio.map(lg) : layers.map(() => null);
   S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
+  // an empty log-scale panel says why
+  const still = m.update_ratio.length && m.update_ratio.every((v) => v === 0);
+  $("update-note").textContent = !m.update_ratio.length ? "measured from the first step on" :
+    still ? "no hidden layer's weights changed in the last step (\u2016\u0394W\u2016 = 0): " +
+      "nothing to draw on the log scale" : "";
   if (m.boundary) drawBoundary(m.boundary);
 }
 
