@@ -523,3 +523,72 @@ def test_validation_under_inference_mode_while_armed(every):
     pred = theory[theory.quantity == "act_std"].set_index("layer").predicted
     for layer in (1, 2):
         assert got[layer] == pytest.approx(pred[layer] ** 2, rel=1e-6)
+
+
+def test_several_inputs_keywords_tuple_output_bilinear_and_embedding():
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.bil = nn.Bilinear(3, 4, 6)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, a, idx, *, scale=1.0):
+            h = torch.tanh(self.bil(a, self.emb(idx))) * scale
+            return self.out(h), h
+
+    torch.manual_seed(0)
+    model = Pair().double()
+    watch = dlt.Watch(model, every=1)
+    a = torch.randn(7, 3, dtype=torch.float64)
+    idx = torch.randint(0, 10, (7,))
+    out, h = model(a, idx, scale=0.5)
+    loss = out.pow(2).mean() + h.abs().mean()
+    loss.backward()
+    watch.step(loss)
+    watch.close()
+    frame = watch.frame()
+    assert watch.layer_names() == {1: "emb", 2: "bil", 3: "out"}
+    assert "Embedding" in watch.theory_note  # not a chain the theory covers, and says so
+    ref = copy.deepcopy(model)
+    ref.zero_grad()
+    e = ref.emb(idx)
+    s = ref.bil(a, e)
+    o = ref.out(torch.tanh(s) * 0.5)
+    for t in (e, s, o):
+        t.retain_grad()
+    (o.pow(2).mean() + (torch.tanh(s) * 0.5).abs().mean()).backward()
+    for layer, t, w in ((1, e, ref.emb.weight), (2, s, ref.bil.weight), (3, o, ref.out.weight)):
+        assert _value(frame, 0, layer, "pre_std") == pytest.approx(_pstd(t), rel=1e-10)
+        assert _value(frame, 0, layer, "grad_pre_std") == pytest.approx(_pstd(t.grad),
+                                                                         rel=1e-10)
+        assert _value(frame, 0, layer, "weight_grad_absmean") == pytest.approx(
+            w.grad.abs().mean().item(), rel=1e-10)
+
+
+def test_eval_mode_mid_run_and_spectral_norm():
+    torch.manual_seed(0)
+    sn = nn.utils.parametrizations.spectral_norm(nn.Linear(5, 8))
+    model = nn.Sequential(sn, nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(8, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2)
+    watch = dlt.Watch(model, every=1)
+    originals = []
+    for step, (x, y) in enumerate(_batches(3)):
+        if step == 2:
+            model.eval()  # e.g. fine-tuning with frozen statistics
+            ref = copy.deepcopy(model)
+        originals.append(sn.parametrizations.weight.original.detach().clone())
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    act = ref[2](ref[1](ref[0](x)))
+    assert _value(frame, 2, 1, "act_std") == pytest.approx(_pstd(act), rel=1e-10)
+    assert _value(frame, 2, 1, "pre_std") == pytest.approx(_pstd(ref[0](x)), rel=1e-10)
+    w0, w1 = originals[1], originals[2]
+    assert _value(frame, 2, 1, "update_ratio") == pytest.approx(
+        ((w1 - w0).norm() / w0.norm()).item(), rel=1e-10)
+    assert _value(frame, 0, 1, "weight_std") == pytest.approx(_pstd(originals[0]), rel=1e-10)
