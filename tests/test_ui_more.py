@@ -398,3 +398,20 @@ def test_a_step_activation_says_why_its_panels_are_empty(browser, server, shots)
                          ".startsWith(\"no hidden layer's weights changed\")", timeout=10_000)
     pg.screenshot(path=str(shots / "playground_step_activation.png"), full_page=True)
     p.close()
+
+
+def test_a_run_without_percentiles_or_accuracy_gets_no_empty_figure(tmp_path):
+    # a depthlab.torch Watch run records the loss and no percentiles: the report showed an
+    # empty "Pre-activation percentiles" box and a caption pointing at an empty accuracy panel
+    import re
+
+    from depthlab.report import build
+
+    r = synthetic_record("w1", sweep=None)
+    probes = r.probes[~r.probes["quantity"].str.startswith("pre_p")]
+    text = _report(tmp_path, [dataclasses.replace(r, probes=probes, epochs=None)]).read_text()
+    titles = re.findall(r"<figure[^>]*><h3>([^<]*)</h3>", text)
+    assert build.FIG_PERCENTILES not in titles and build.FIG_ACTIVATIONS in titles, titles
+    assert "right: accuracy, which this run did not record" in text
+    full = _report(tmp_path / "with", [synthetic_record("w2", sweep=None)]).read_text()
+    assert build.FIG_PERCENTILES in full and build.FIG_TRAINING_CAP in full

@@ -537,7 +537,12 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             f"means vanishing gradients. {note}.", wide=True))
     if not (steps.empty and epochs.empty and evals.empty):
         png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals)
-        blocks.append(H.figure_block(png, FIG_TRAINING, FIG_TRAINING_CAP, wide=True))
+        has_acc = any(c in t and t[c].notna().any() for t in (epochs, evals)
+                      for c in ("train_acc", "val_acc", "test_acc"))
+        cap = FIG_TRAINING_CAP if has_acc else FIG_TRAINING_CAP.replace(
+            "right: accuracy.", "right: accuracy, which this run did not record (the panel "
+            "stays empty).")
+        blocks.append(H.figure_block(png, FIG_TRAINING, cap, wide=True))
     if not probes.empty:
         png = pngs.add(f"{safe}_activations.png", plot.activation_bands, probes)
         blocks.append(H.figure_block(
@@ -546,11 +551,12 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             "collapses (saturation) or drifts away from the others."))
         layers = figures.hidden_layers(probes)
         layer = percentile_layer if percentile_layer in layers else None
-        png = pngs.add(f"{safe}_percentiles.png", figures.percentile_bands, probes, layer)
-        blocks.append(H.figure_block(
-            png, FIG_PERCENTILES, "15/50/85th percentiles (and 2–98th band) of one layer's "
-            "input to its nonlinearity (Ioffe & Szegedy 2015, Fig. 1b/c): a drifting band "
-            "is internal covariate shift."))
+        if (probes["quantity"] == "pre_p50").any():  # not recorded: no empty figure
+            png = pngs.add(f"{safe}_percentiles.png", figures.percentile_bands, probes, layer)
+            blocks.append(H.figure_block(
+                png, FIG_PERCENTILES, "15/50/85th percentiles (and 2–98th band) of one "
+                "layer's input to its nonlinearity (Ioffe & Szegedy 2015, Fig. 1b/c): a "
+                "drifting band is internal covariate shift."))
         png = pngs.add(f"{safe}_gradient_heatmap.png", plot.gradient_heatmap, probes)
         blocks.append(H.figure_block(
             png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer (rows) and step (columns), log "
