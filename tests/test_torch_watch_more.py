@@ -99,7 +99,7 @@ def test_copying_or_saving_the_model_while_armed():
                                                                          rel=1e-10)
 
 
-@pytest.mark.parametrize("call", ["probe", "predict", "discover"])
+@pytest.mark.parametrize("call", ["probe", "predict", "discover", "probe-before-backward"])
 def test_probe_inside_a_watched_loop_is_not_what_the_watch_records(call):
     """A probe of another batch between ``backward`` and ``watch.step`` replaced the
     training batch's statistics in the watch's record (pre_std 1.616 instead of 0.585)."""
@@ -108,6 +108,8 @@ def test_probe_inside_a_watched_loop_is_not_what_the_watch_records(call):
     x, y = _batches(1)[0]
     other = 3 * torch.randn(10, 5, dtype=torch.float64)
     loss = nn.functional.cross_entropy(model(x), y)
+    if call == "probe-before-backward":  # the forward's hooks on the graph still report
+        dlt.probe(model, other, torch.zeros(10, dtype=torch.long), nn.CrossEntropyLoss())
     loss.backward()
     if call == "probe":
         dlt.probe(model, other, torch.zeros(10, dtype=torch.long), nn.CrossEntropyLoss())
@@ -592,3 +594,53 @@ def test_eval_mode_mid_run_and_spectral_norm():
     assert _value(frame, 2, 1, "update_ratio") == pytest.approx(
         ((w1 - w0).norm() / w0.norm()).item(), rel=1e-10)
     assert _value(frame, 0, 1, "weight_std") == pytest.approx(_pstd(originals[0]), rel=1e-10)
+
+
+def _practitioners_loop(watched, every=2):
+    """BatchNorm + dropout, AdamW with two parameter groups, gradient accumulation over two
+    micro-batches, gradient clipping, an EMA copy by deepcopy, a validation pass under
+    inference_mode and a probe of a fixed batch, every step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(inplace=True),
+                          nn.Dropout(0.2), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 3))
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                             {"params": rest, "weight_decay": 0.0}], lr=0.01)
+    watch = dlt.Watch(model, every=every) if watched else None
+    data = _batches(10, rows=8, dtype=torch.float32, seed=5)
+    probes, losses, emas = [], [], []
+    for step in range(5):
+        model.train()
+        opt.zero_grad()
+        for x, y in data[2 * step: 2 * step + 2]:
+            loss = nn.functional.cross_entropy(model(x), y) / 2
+            loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if watch is not None:
+            watch.step(loss)
+        opt.step()
+        losses.append(loss.detach())
+        emas.append(copy.deepcopy(model))
+        model.eval()
+        with torch.inference_mode():
+            model(data[0][0])
+        probes.append(dlt.probe(model, *data[0], nn.CrossEntropyLoss()))
+    if watch is not None:
+        watch.close()
+    return model, losses, probes, watch
+
+
+def test_a_practitioners_loop_trains_bit_identically_with_a_watch():
+    ref, ref_losses, ref_probes, _ = _practitioners_loop(False)
+    ref_rng = torch.get_rng_state()
+    model, losses, probes, watch = _practitioners_loop(True)
+    assert torch.equal(torch.get_rng_state(), ref_rng)
+    assert all(torch.equal(a, b) for a, b in zip(ref_losses, losses))
+    for (name, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(ref_probes, probes):
+        assert a.equals(b)
+    frame = watch.frame()
+    assert sorted(frame.step.unique()) == [0, 2, 4]
+    assert list(watch.losses().loss) == [float(v) for v in losses]
