@@ -415,3 +415,33 @@ def test_a_run_without_percentiles_or_accuracy_gets_no_empty_figure(tmp_path):
     assert "right: accuracy, which this run did not record" in text
     full = _report(tmp_path / "with", [synthetic_record("w2", sweep=None)]).read_text()
     assert build.FIG_PERCENTILES in full and build.FIG_TRAINING_CAP in full
+
+
+def test_a_busy_port_is_refused_in_one_line(capsys):
+    import socket
+
+    from helpers.cli import assert_one_line_error, run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, out, err = run_cli(capsys, "playground", "--no-browser", "--port", str(port))
+    line = assert_one_line_error(code, err, f"127.0.0.1:{port}", "in use")
+    assert "cannot listen" in line and out == "", (line, out)
+
+
+def test_a_presets_explanation_goes_when_the_setup_changes(browser, server):
+    # was: "Var(W) = 2 / fan_in makes up for ReLU ..." stayed under the controls after the
+    # activation was changed to sigmoid
+    p = _Page(browser, server.url + "?model.depth=3&model.width=8", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.click("button[data-preset=he]")
+    pg.wait_for_function("document.getElementById('preset-why').textContent.includes('ReLU')",
+                         timeout=10_000)
+    pg.select_option("#f-model-activation", "sigmoid")
+    pg.wait_for_function("new URLSearchParams(location.search).get('model.activation') === "
+                         "'sigmoid'", timeout=30_000)
+    assert pg.locator("#preset-why").text_content() == ""
+    p.close()

@@ -104,6 +104,7 @@ function markInvalid(key) {
 
 function onControlChange() {
   refreshVisibility();
+  $("preset-why").textContent = "";  // the preset's explanation no longer describes the setup
   // keeps training if the user pressed play (S.state reads "loading" while a setup sent a
   // moment ago is built: a second quick change used to stop the training)
   sendSetup(readControls(), S.wantPlay);
