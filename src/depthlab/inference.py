@@ -83,8 +83,21 @@ def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.
     return np.asarray(ds.x_test), np.asarray(ds.y_test)
 
 
+def input_key(keys: list[str]) -> str | None:
+    """The inputs of a ``.npz`` holding arrays ``keys``: ``x`` or ``X`` (the keys a training
+    ``.npz`` uses), or its only array (``np.savez(f, a)`` names it ``arr_0``)."""
+    for key in ("x", "X"):
+        if key in keys:
+            return key
+    return keys[0] if len(keys) == 1 else None
+
+
 def read_inputs(path: str) -> np.ndarray:
-    """A 2-D float array from ``.npy``, ``.csv`` or ``.npz`` (key ``x``)."""
+    """A 2-D float array from ``.npy``, ``.csv`` or ``.npz`` (key ``x`` or ``X``, or the
+    only array)."""
+    if not str(path).strip():  # Path("") is the current folder
+        raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
+                         "built-in data set")
     p = Path(path)
     if p.is_dir():
         raise ValueError(f"DATA {path!r} is a folder; expected a .npy, .npz or .csv file")
@@ -101,14 +114,16 @@ def read_inputs(path: str) -> np.ndarray:
         elif p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 headers = npz_headers(z)
-                if "x" in headers:
-                    check_array(*headers["x"], f"DATA {path!r} array 'x'")
-                x = z["x"] if "x" in z.files else None
+                key = input_key(z.files)
+                if key is not None:
+                    check_array(*headers[key], f"DATA {path!r} array {key!r}")
+                x = z[key] if key is not None else None
                 names = ", ".join(z.files)
         else:
             import pandas as pd
 
-            first = p.read_text(encoding="utf-8").split("\n", 1)[0].split(",")
+            with open(p, encoding="utf-8-sig") as fh:  # a byte-order mark is not data
+                first = fh.readline().split(",")
             header = not all(is_number(c) for c in first)
             x = pd.read_csv(p, header=0 if header else None).to_numpy()
     except MemoryRefusal:
@@ -116,7 +131,7 @@ def read_inputs(path: str) -> np.ndarray:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
     if x is None:
-        raise ValueError(f"DATA {path!r} has no 'x' array; arrays: {names}")
+        raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]

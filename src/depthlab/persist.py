@@ -60,7 +60,7 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
     if path.is_dir():  # not silently FOLDER.npz beside it
         raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "
                          f"{str(path / 'net.npz')!r}")
-    if path.suffix != ".npz":
+    if path.suffix.lower() != ".npz":  # "NET.NPZ" stays NET.NPZ, not NET.NPZ.npz
         path = path.with_name(path.name + ".npz")
     arrays: dict[str, np.ndarray] = {}
     plain_meta: dict[str, Any] = {}
@@ -70,6 +70,12 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
                 raise TypeError(f"meta[{key!r}] is an object array; expected numbers")
             arrays[f"meta:{key}"] = value
         else:
+            try:  # named here: the recipe's own message would blame the network
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"meta[{key!r}] = {value!r:.60} cannot be saved ({exc}); "
+                                "accepted: JSON values (finite numbers, strings, lists, "
+                                "dicts) or NumPy arrays") from None
             plain_meta[key] = value
     arrays["recipe"] = _json_bytes({"format": FORMAT, "config": config, "meta": plain_meta})
     for k, p in enumerate(net.parameters()):

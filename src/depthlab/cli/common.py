@@ -107,7 +107,7 @@ def add_out(p: argparse.ArgumentParser) -> None:
 
 def add_dir(p: argparse.ArgumentParser) -> None:
     """The positional results folder of the commands that read a store."""
-    p.add_argument("dir", nargs="?", default=DEFAULT_OUT,
+    p.add_argument("dir", nargs="?", default=DEFAULT_OUT, type=path_arg,
                    help=f"results folder (default ./{DEFAULT_OUT})")
 
 

@@ -27,12 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
     """The config's ``[train]`` settings as :func:`depthlab.doctor` keyword arguments."""
-    wanted = {"loss": train["loss"], "optimizer": train["optimizer"], "lr": train["lr"],
-              "batch_size": train["batch_size"], "seed": train["seed"],
-              "optimizer_kwargs": train["optimizer_kwargs"]}
-    if not isinstance(train["batch_size"], int):  # "full": the doctor's default batches
-        wanted.pop("batch_size")
-    return wanted
+    return {"loss": train["loss"], "optimizer": train["optimizer"], "lr": train["lr"],
+            "batch_size": train["batch_size"], "seed": train["seed"],  # "full" included
+            "optimizer_kwargs": train["optimizer_kwargs"]}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         for name in shipped_examples():
             print(name)
         return 0
-    if not args.name:
+    if not (args.name or "").strip():  # "" or "  " (not a file named "  .toml")
         raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
     source = STARTER
     if args.example:

@@ -17,8 +17,17 @@ def _port(text: str) -> int:
     return v
 
 
+def _host(text: str) -> str:
+    """A host to listen on: an empty one would make the server listen on every interface
+    (uvicorn binds "" to 0.0.0.0); ``--host 0.0.0.0`` says so explicitly."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host; expected an address such as "
+                                         "127.0.0.1 (this machine) or 0.0.0.0 (every interface)")
+    return text.strip()
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1",
+    p.add_argument("--host", default="127.0.0.1", type=_host,
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8765, help="TCP port (default 8765; 0 = any)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")

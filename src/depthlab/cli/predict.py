@@ -3,11 +3,11 @@
 ``RUN_OR_FILE`` is a ``.npz`` written by ``dl.save`` or the id (or a unique prefix) of a run
 whose network ``depthlab run`` saved in ``DIR/models/<id>.npz``. ``DATA`` is a ``.npy`` file
 (a 2-D array of features), a ``.csv`` file (numeric features; a header row is skipped), a
-``.npz`` with an ``x`` array, or the name of a built-in data set (its test split, split as the
-run split it; the accuracy goes to stderr). Inputs are standardized as in training when the
-run standardized them. Output (stdout, or ``--to FILE``): CSV with the predicted class
-(classification) and the network's raw outputs, each number written exactly (``repr``), or
-``--json``.
+``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of a built-in data set
+(its test split, split as the run split it; the accuracy goes to stderr). Inputs are
+standardized as in training when the run standardized them. Output (stdout, or
+``--to FILE``): CSV with the predicted class (classification) and the network's raw outputs,
+each number written exactly (``repr``), or ``--json``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from .common import DEFAULT_OUT, Command, UserError, path_arg
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_OR_FILE", type=path_arg,
                    help="a .npz saved by dl.save, or a run id (prefix) in --dir")
-    p.add_argument("data", metavar="DATA", help="inputs: .npy, .npz (key x) or .csv")
+    p.add_argument("data", metavar="DATA",
+                   help="inputs: .npy, .npz (key x or X, or its only array) or .csv")
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
     p.add_argument("--to", metavar="FILE", type=path_arg,

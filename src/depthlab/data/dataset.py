@@ -133,22 +133,45 @@ def check_xy(x: Any, y: Any, source: str, part: str = "") -> tuple[np.ndarray, n
     if y.ndim != 1:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        elif y.ndim == 2 and y.shape[1] > 1 and _one_hot(y):
+            y = y.argmax(axis=1)  # one-hot rows: the class of each row
         else:
-            raise ValueError(f"{where}: labels must be 1-D, got shape {y.shape}")
+            raise ValueError(f"{where}: labels must be 1-D, got shape {y.shape}; accepted: "
+                             "integer labels (n,) or one-hot rows (n, classes)")
     if y.shape[0] != x.shape[0]:
         raise ValueError(
             f"{where}: mismatched lengths: {x.shape[0]} feature rows but {y.shape[0]} labels"
         )
     if x.dtype.kind == "f" and not np.isfinite(x).all():
-        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise ValueError(f"{where}: features contain {bad} NaN/inf value(s)")
+        finite = np.isfinite(x)
+        bad = int(np.size(x) - np.count_nonzero(finite))
+        row, col = (int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{where}: features contain {bad} NaN/inf value(s), the first "
+                         f"{float(x[row, col])} at row {row}, column {col}; accepted: finite "
+                         "numbers")
     y = _as_int_labels(y, where)
     return x, y
+
+
+def _one_hot(y: np.ndarray) -> bool:
+    """Whether the 2-D labels ``y`` are one-hot rows: every entry 0 or 1, one 1 per row."""
+    if y.dtype.kind not in "biuf" or y.size == 0:
+        return False
+    return bool(((y == 0) | (y == 1)).all() and (np.count_nonzero(y, axis=1) == 1).all())
+
+
+LABEL_LIMIT = 2**63
+"""Labels are stored as int64: a label at or above 2**63 cannot be one (it would wrap)."""
 
 
 def _as_int_labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.dtype.kind == "b":
         return y.astype(np.int64)
+    if y.dtype.kind in "uf" and y.size and (
+            np.isfinite(y).all() if y.dtype.kind == "f" else True) and y.max() >= LABEL_LIMIT:
+        big = int(y.max()) if y.dtype.kind == "u" else f"{float(y.max()):g}"
+        raise ValueError(f"{where}: label {big} is too large; accepted: integers "
+                         "0 <= label < 2**63 (one output per class)")
     if y.dtype.kind in "iu":
         out = y.astype(np.int64)
     elif y.dtype.kind == "f":

@@ -153,8 +153,16 @@ def _csv(path: Path, label: str | int) -> RawData:
             f"{str(path)!r}: labels must be integers, column {label!r} has values like "
             f"{y.astype(str).head(3).tolist()}"
         )
+    x = features.to_numpy(dtype=np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():  # named by the file's column and line (an empty cell reads as NaN)
+        row, col = (int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(
+            f"{str(path)!r}: feature column {str(features.columns[col])!r} holds {x[row, col]} "
+            f"on line {row + 2} ({x.size - int(finite.sum())} such value(s)); accepted: finite "
+            "numbers (an empty cell reads as NaN)")
     return RawData(
-        x=features.to_numpy(dtype=np.float64),
+        x=x,
         y=y.to_numpy(),
         info={
             "source": f"csv file {path}",

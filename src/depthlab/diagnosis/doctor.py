@@ -51,11 +51,16 @@ def _unpack(data: Any, seed: int | None) -> _Data:
                      None if yv is None else xp.asarray(yv))
     if isinstance(data, (tuple, list)) and len(data) in (2, 4):
         x, y = xp.asarray(data[0]), xp.asarray(data[1])
+        n = x.shape[0] if x.ndim else 0
+        if y.ndim == 0 or n != y.shape[0]:
+            raise ValueError(f"x has {n} rows but y has {y.shape[0] if y.ndim else 0}")
         if len(data) == 4:
-            return _Data(x, y, xp.asarray(data[2]), xp.asarray(data[3]))
-        n = x.shape[0]
-        if n != y.shape[0]:
-            raise ValueError(f"x has {n} rows but y has {y.shape[0]}")
+            xv, yv = xp.asarray(data[2]), xp.asarray(data[3])
+            nv = xv.shape[0] if xv.ndim else 0
+            if yv.ndim == 0 or nv != yv.shape[0]:
+                raise ValueError(f"validation x has {nv} rows but validation y has "
+                                 f"{yv.shape[0] if yv.ndim else 0}")
+            return _Data(x, y, xv, yv)
         if n < 10:
             return _Data(x, y, None, None)
         order = make_rng(seed).permutation(n)
@@ -171,7 +176,7 @@ def doctor(
     optimizer: str = "sgd",
     lr: float = 0.01,
     optimizer_kwargs: dict[str, Any] | None = None,
-    batch_size: int = 32,
+    batch_size: int | str = 32,
     seed: int = 0,
     verify: bool = False,
     probe_every: int = 10,
@@ -190,9 +195,10 @@ def doctor(
     a :class:`Verification` records final train loss, validation accuracy and the finding's own
     metric before and after, with ``helped`` False when it did not help.
     """
-    steps, probe_every, batch_size = (positive_int(label, v) for label, v in (
-        ("steps", steps), ("probe_every", probe_every), ("batch_size", batch_size)))
+    steps, probe_every = (positive_int(label, v) for label, v in (
+        ("steps", steps), ("probe_every", probe_every)))
     lr = check_field(TrainSpec, "lr", lr)  # the one learning-rate rule (a number > 0)
+    batch_size = check_field(TrainSpec, "batch_size", batch_size)  # fit's rule: "full" too
     if not isinstance(verify, bool | np.bool_):
         raise TypeError(f"verify={verify!r} is not accepted; accepted: True or False")
     verify = bool(verify)

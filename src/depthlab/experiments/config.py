@@ -58,6 +58,8 @@ MAX_CONFIG_BYTES = 64 * 2**20
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is a one-line :class:`ConfigError`."""
+    if not str(path).strip():  # Path("") is "." (the current folder): name what was given
+        raise ConfigError(f"config path {str(path)!r} is empty; expected a .toml file")
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config file {str(p)!r} not found")

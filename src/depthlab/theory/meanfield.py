@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 
+from ..validators import real
 from .gaussian import ScalarActivation, correlated_pair, normal_rule
 from .gaussian import resolve_activation as _resolve
 
@@ -97,8 +98,7 @@ def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float) -> float:
 def q_map(name: Any, q: float, sigma_w2: float, sigma_b2: float = 0.0, **kw: Any) -> float:
     """One step of the length map: ``sigma_w^2 E[f(sqrt(q) z)^2] + sigma_b^2``."""
     _check_sigmas(sigma_w2, sigma_b2)
-    if not (np.isfinite(q) and q >= 0):
-        raise ValueError(f"q must be finite and >= 0, got {q!r}")
+    q = real("q", q, low=0.0)
     return _q_map(_fn(name, kw), float(q), sigma_w2, sigma_b2)
 
 
@@ -109,6 +109,9 @@ def c_map(name: Any, c: float, sigma_w2: float, sigma_b2: float = 0.0, q: float 
     ``u1, u2`` have variance ``q`` (default: ``q*``) and correlation ``c``.
     """
     _check_sigmas(sigma_w2, sigma_b2)
+    c = real("c", c)
+    if q is not None:
+        q = real("q", q)
     fn = _fn(name, kw)
     if q is None:
         q, _, _ = _q_fixed_point(fn, sigma_w2, sigma_b2)

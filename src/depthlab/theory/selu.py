@@ -30,11 +30,14 @@ from scipy.optimize import fsolve
 from scipy.special import log_ndtr, ndtr
 
 from ..activations import SELU_ALPHA, SELU_LAMBDA
+from ..validators import real
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _check(mu: float, nu: float, omega: float, tau: float) -> None:
+    for label, value in (("mu", mu), ("nu", nu), ("omega", omega), ("tau", tau)):
+        real(label, value)  # a real number (strings, None and bools refused)
     if not (np.isfinite(mu) and np.isfinite(omega)):
         raise ValueError(f"mu and omega must be finite, got mu={mu!r}, omega={omega!r}")
     if not (np.isfinite(nu) and nu > 0):

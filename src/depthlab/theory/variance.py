@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..validators import real
 from .gaussian import ScalarActivation, normal_rule, resolve_activation
 from .taylor import taylor
 
@@ -130,11 +131,9 @@ def propagate(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     widths = _check_sizes(sizes)
-    for label, val in (("input_var", input_var), ("bias_var", bias_var)):
-        if not np.isfinite(val) or val < 0:
-            raise ValueError(f"{label} must be finite and >= 0, got {val!r}")
-    if not np.isfinite(input_mean):
-        raise ValueError(f"input_mean must be finite, got {input_mean!r}")
+    input_var, bias_var = (real(label, val, low=0.0) for label, val in (
+        ("input_var", input_var), ("bias_var", bias_var)))
+    input_mean = real("input_mean", input_mean)
     init_kw = dict(init_kw or {})
     fn = resolve_activation(activation, **kw)
     if method == "linear":
@@ -207,8 +206,7 @@ def preserving_weight_variance(
     modes = ("fan_in", "fan_out", "average")
     if mode not in modes:
         raise ValueError(f"unknown mode {mode!r}; expected one of {modes}")
-    if not (np.isfinite(q) and q > 0):
-        raise ValueError(f"q must be finite and > 0, got {q!r}")
+    q = real("q", q, positive=True)
     for label, val in (("fan_in", fan_in), ("fan_out", fan_out)):
         if isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < 1:
             raise ValueError(f"{label} must be a positive integer, got {val!r}")

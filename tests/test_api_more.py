@@ -1,0 +1,213 @@
+"""The NumPy-side public API as a new user calls it, then stray: user data files (labels,
+NaN, huge values, one-hot rows), predict inputs, save/load, theory arguments, the doctor's
+settings and the command line's odd-but-legal and illegal arguments. Each test names the
+wrong behaviour it pins down."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.data import load_dataset
+from depthlab.inference import read_inputs
+from tests.helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+
+def _xy(n: int = 40, d: int = 5, k: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), np.arange(n) % k
+
+
+# -- data files -------------------------------------------------------------------------------
+
+def test_labels_beyond_int64_are_named_as_written(tmp_path):
+    """A uint64 label of 2**63 + 5 was reported as -9223372036854775803, a CSV label of 1e20
+    as -9223372036854775808 (with a RuntimeWarning from the cast)."""
+    x, y = _xy()
+    big = y.astype(np.uint64)
+    big[3] = 2**63 + 5
+    np.savez(tmp_path / "u.npz", x=x, y=big)
+    with pytest.raises(ValueError, match=r"label 9223372036854775813 is too large; accepted: "
+                                         r"integers 0 <= label < 2\*\*63"):
+        load_dataset(tmp_path / "u.npz")
+    rows = "".join(f"{i},{i % 2}\n" for i in range(6)) + "7,1e20\n"
+    (tmp_path / "b.csv").write_text("f,label\n" + rows)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match=r"label 1e\+20 is too large"):
+            load_dataset(tmp_path / "b.csv")
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    # uint64 labels that fit are labels like any other
+    np.savez(tmp_path / "ok.npz", x=x, y=y.astype(np.uint64))
+    assert load_dataset(tmp_path / "ok.npz").n_classes == 3
+
+
+def test_one_hot_label_rows_are_read_as_classes(tmp_path):
+    """An .npz whose y holds one-hot rows was refused ('labels must be 1-D'); other 2-D
+    labels are refused saying what is accepted."""
+    x, y = _xy()
+    np.savez(tmp_path / "int.npz", x=x, y=y)
+    np.savez(tmp_path / "hot.npz", x=x, y=np.eye(3, dtype=np.float32)[y])
+    a, b = load_dataset(tmp_path / "int.npz"), load_dataset(tmp_path / "hot.npz")
+    assert b.n_classes == 3 and np.array_equal(a.y_train, b.y_train)
+    assert np.array_equal(a.x_train, b.x_train)
+    two = np.eye(3)[y]
+    two[0, 1] = 1.0  # two classes in one row: not one-hot
+    np.savez(tmp_path / "two.npz", x=x, y=two)
+    with pytest.raises(ValueError, match=r"labels must be 1-D, got shape \(40, 3\); accepted: "
+                                         r"integer labels \(n,\) or one-hot rows"):
+        load_dataset(tmp_path / "two.npz")
+
+
+def test_non_finite_features_are_named_by_row_and_column(tmp_path):
+    """NaN in a file's features said only 'features contain 1 NaN/inf value(s)'; a CSV's
+    empty cell (a trailing comma) now names its column and line."""
+    x, y = _xy()
+    x[3, 2] = np.inf
+    np.savez(tmp_path / "f.npz", x=x, y=y)
+    with pytest.raises(ValueError, match=r"f.npz: features contain 1 NaN/inf value\(s\), the "
+                                         r"first inf at row 3, column 2"):
+        load_dataset(tmp_path / "f.npz")
+    (tmp_path / "t.csv").write_text("a,label,\n1,0,\n2,1,\n3,0,\n4,1,\n")
+    with pytest.raises(ValueError, match=r"feature column 'Unnamed: 2' holds nan on line 2 "
+                                         r"\(4 such value\(s\)\).*empty cell reads as NaN"):
+        load_dataset(tmp_path / "t.csv")
+
+
+# -- predict inputs ---------------------------------------------------------------------------
+
+def test_predict_reads_a_headerless_csv_with_a_byte_order_mark_whole(tmp_path):
+    """A headerless CSV saved with a UTF-8 byte-order mark lost its first row: the mark made
+    the first cell non-numeric, so the row was taken for a header."""
+    x = np.arange(12.0).reshape(3, 4) / 7
+    text = "\n".join(",".join(repr(float(v)) for v in row) for row in x) + "\n"
+    (tmp_path / "bom.csv").write_text(text, encoding="utf-8-sig")
+    got = read_inputs(str(tmp_path / "bom.csv"))
+    assert got.shape == (3, 4) and np.array_equal(got, x)
+    (tmp_path / "hdr.csv").write_text("a,b,c,d\n" + text, encoding="utf-8-sig")
+    assert np.array_equal(read_inputs(str(tmp_path / "hdr.csv")), x)
+
+
+def test_predict_reads_the_npz_keys_training_accepts(tmp_path):
+    """load_dataset reads X/y, predict refused the same file ('has no x array'); a .npz of
+    one unnamed array (arr_0) is its inputs."""
+    x = np.arange(8.0).reshape(2, 4)
+    np.savez(tmp_path / "upper.npz", X=x, y=np.array([0, 1]))
+    np.savez(tmp_path / "lone.npz", x)
+    np.savez(tmp_path / "two.npz", a=x, b=x)
+    assert np.array_equal(read_inputs(str(tmp_path / "upper.npz")), x)
+    assert np.array_equal(read_inputs(str(tmp_path / "lone.npz")), x)
+    with pytest.raises(ValueError, match=r"has no 'x' \(or 'X'\) array; arrays: a, b"):
+        read_inputs(str(tmp_path / "two.npz"))
+    with pytest.raises(ValueError, match=r"DATA '' is empty"):
+        read_inputs("")
+
+
+# -- save / load ------------------------------------------------------------------------------
+
+def test_save_names_meta_that_is_not_json_and_keeps_an_upper_case_suffix(tmp_path):
+    """meta={'lr': nan} blamed 'the network's recipe' and told the user to build with dl.mlp;
+    dl.save(net, 'NET.NPZ') wrote NET.NPZ.npz."""
+    net = dl.mlp([4, 3, 2], seed=0)
+    with pytest.raises(TypeError, match=r"meta\['lr'\] = nan cannot be saved"):
+        dl.save(net, tmp_path / "a.npz", meta={"lr": float("nan")})
+    with pytest.raises(TypeError, match=r"meta\['when'\] = .*cannot be saved"):
+        dl.save(net, tmp_path / "a.npz", meta={"when": object()})
+    assert not (tmp_path / "a.npz").exists()
+    path = dl.save(net, tmp_path / "NET.NPZ", meta={"lr": 0.1})
+    assert path == tmp_path / "NET.NPZ" and path.is_file()
+    x = np.ones((2, 4), np.float32)
+    assert np.array_equal(dl.load(path).predict(x), net.predict(x))
+
+
+# -- theory -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda: dl.theory.propagate([5, 5, 5], "tanh", input_var="1"),
+    lambda: dl.theory.propagate([5, 5, 5], "tanh", bias_var=None),
+    lambda: dl.theory.gradient_ratio([5, 5, 5], "tanh", input_mean="0"),
+    lambda: dl.theory.predict_gradients(dl.mlp([5, 4, 4, 3], seed=0), input_var="1"),
+    lambda: dl.theory.preserving_weight_variance("tanh", 10, 10, q="1"),
+    lambda: dl.theory.q_map("tanh", "1", 1.0),
+    lambda: dl.theory.c_map("tanh", "0.5", 1.0),
+    lambda: dl.theory.selu_map("0", 1.0),
+])
+def test_theory_numbers_given_as_strings_are_named(call):
+    """These raised NumPy's "ufunc 'isfinite' not supported for the input types"."""
+    with pytest.raises(TypeError, match=r"(input_var|bias_var|input_mean|q|c|mu) must be a "
+                                        r"real number, got"):
+        call()
+
+
+def test_theory_bool_variance_refused_and_numbers_still_accepted():
+    """propagate(bias_var=True) was read as a variance of 1."""
+    with pytest.raises(TypeError, match=r"bias_var must be a real number, got True"):
+        dl.theory.propagate([5, 5, 5], "tanh", bias_var=True)
+    a = dl.theory.propagate([5, 5, 5], "tanh", input_var=np.float32(2.0))
+    b = dl.theory.propagate([5, 5, 5], "tanh", input_var=2)
+    assert a.equals(b)
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+def test_doctor_takes_fit_batch_size_rule_and_names_validation_rows():
+    """dl.fit accepts batch_size="full", dl.doctor refused it (and `depthlab doctor` silently
+    trained a full-batch config with batches of 32); a (x, y, x_val, y_val) tuple whose
+    validation parts differ in length was reported as 'probe_y has 4 rows but probe_x has 5'."""
+    x, y = _xy(60, 4, 2)
+    x = x.astype(np.float32)
+    net = dl.mlp([4, 6, 2], seed=0)
+    diag = dl.doctor(net, (x, y), steps=4, batch_size="full")
+    assert diag.settings["batch_size"] == "full" and "batch full" in str(diag)
+    with pytest.raises(ValueError, match=r'batch_size = 0 is out of range; accepted: an '
+                                         r'integer >= 1 or "full"'):
+        dl.doctor(net, (x, y), steps=4, batch_size=0)
+    with pytest.raises(ValueError, match=r"validation x has 5 rows but validation y has 4"):
+        dl.doctor(net, (x, y, x[:5], y[:4]), steps=4)
+    with pytest.raises(ValueError, match=r"x has 60 rows but y has 59"):
+        dl.doctor(net, (x, y[:59], x[:5], y[:5]), steps=4)
+
+
+def test_cli_doctor_trains_a_full_batch_config_full_batch(tmp_path, capsys, monkeypatch):
+    one_blas_thread(monkeypatch)
+    (tmp_path / "full.toml").write_text(
+        '[data]\nname = "digits"\nn = 200\n[model]\nsizes = ["auto", 8, "auto"]\n'
+        '[train]\nbatch_size = "full"\n')
+    code, out, err = run_cli(capsys, "doctor", tmp_path / "full.toml", "--steps", "3",
+                             "--out", tmp_path / "res")
+    assert code == 0, err
+    assert "batch full" in out
+
+
+# -- command line -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["run", ""], "config path '' is empty; expected a .toml file"),
+    (["sweep", ""], "config path '' is empty"),
+    (["doctor", ""], "config path '' is empty"),
+    (["runs", ""], "argument dir: an empty path is not accepted"),
+    (["report", ""], "argument dir: an empty path is not accepted"),
+    (["export", ""], "argument dir: an empty path is not accepted"),
+    (["init", "  "], "give NAME"),
+    (["predict", "net.npz", ""], "DATA '' is empty"),
+    (["playground", "--host", "", "--no-browser"], "argument --host: '' is not a host"),
+    (["playground", "--host", " ", "--no-browser"], "argument --host: ' ' is not a host"),
+])
+def test_cli_empty_arguments_are_refused_naming_the_empty_value(tmp_path, capsys, monkeypatch,
+                                                                args, fragment):
+    """An empty config path was reported as "config path '.' is a folder", an empty results
+    folder was read as the current one, `init "  "` wrote a file named '  .toml', an empty
+    DATA was "a folder", and `playground --host ""` listened on every interface (0.0.0.0)."""
+    monkeypatch.chdir(tmp_path)
+    if args[0] == "playground":  # were it accepted, fail instead of serving forever
+        def serve(*_a, **_k):
+            raise AssertionError(f"the playground was started with {args}")
+        monkeypatch.setattr("depthlab.playground.server.serve", serve)
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, out, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
