@@ -445,3 +445,19 @@ def test_a_presets_explanation_goes_when_the_setup_changes(browser, server):
                          "'sigmoid'", timeout=30_000)
     assert pg.locator("#preset-why").text_content() == ""
     p.close()
+
+
+def test_after_the_server_stopped_play_does_not_claim_to_run(browser):
+    # was: the page said "lost the connection", yet play turned the label to RUNNING
+    bg = Background()
+    try:
+        p = _Page(browser, bg.url + "?model.depth=2&model.width=4", DESKTOP)
+        _measured(p.pg)
+    finally:
+        bg.stop()
+    p.pg.wait_for_selector("body[data-state=disconnected]", timeout=10_000)
+    p.pg.click("#play")
+    assert p.pg.evaluate("document.body.dataset.state") == "disconnected"
+    assert "reload" in p.pg.locator("#message").text_content()
+    p.problems.clear()  # the lost WebSocket is logged as a console error: expected here
+    p.close()

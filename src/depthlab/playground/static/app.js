@@ -128,7 +128,9 @@ function sendSetup(query, play) {
 }
 
 function send(msg) {
-  if (S.ws && S.ws.readyState === 1) S.ws.send(JSON.stringify(msg));
+  if (!S.ws || S.ws.readyState !== 1) return false;  // not connected (yet, or any more)
+  S.ws.send(JSON.stringify(msg));
+  return true;
 }
 
 function connect() {
@@ -536,8 +538,9 @@ async function main() {
   writeControls(q);
   // keys the page has no control for still go to the server, which names them
   for (const k of Object.keys(q)) if (!field(k)) S.extra = { ...(S.extra || {}), [k]: q[k] };
-  $("play").addEventListener("click", () => { S.wantPlay = true; setState("running"); send({ cmd: "play" }); });
-  $("pause").addEventListener("click", () => { S.wantPlay = false; setState("paused"); send({ cmd: "pause" }); });
+  // the label follows a press at once, but only when the server got it (not once disconnected)
+  $("play").addEventListener("click", () => { S.wantPlay = true; if (send({ cmd: "play" })) setState("running"); });
+  $("pause").addEventListener("click", () => { S.wantPlay = false; if (send({ cmd: "pause" })) setState("paused"); });
   $("step").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "step" }); });
   $("reset").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "reset" }); });
   $("doctor").addEventListener("click", () => send({ cmd: "doctor" }));
