@@ -644,3 +644,29 @@ def test_a_practitioners_loop_trains_bit_identically_with_a_watch():
     frame = watch.frame()
     assert sorted(frame.step.unique()) == [0, 2, 4]
     assert list(watch.losses().loss) == [float(v) for v in losses]
+
+
+def test_users_full_backward_hooks_keep_the_activation_rows():
+    """A user's register_full_backward_hook wraps the layer's output in a view after the
+    forward hooks: the activation after it was not linked (act_*, saturated_frac, dead_frac
+    missing)."""
+    def run(hooked):
+        model = _mlp()
+        seen = []
+        if hooked:
+            for k in (0, 2):
+                model[k].register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape))
+        x, y = _batches(1)[0]
+        x.requires_grad_(True)  # the hooks' inputs need a gradient: no warning
+        watch = dlt.Watch(model, every=1, theory=False)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        watch.close()
+        return watch.frame(), seen
+
+    plain, _ = run(False)
+    hooked, seen = run(True)
+    assert len(seen) == 2
+    assert {"act_std", "saturated_frac", "dead_frac"} <= set(hooked[hooked.layer == 1].quantity)
+    assert hooked.equals(plain)

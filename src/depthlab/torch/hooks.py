@@ -375,10 +375,29 @@ class Recording:
         x = _first_tensor(args)
         if x is None:
             return None
-        hit = self.p.links.get(id(x))
+        hit = self.p.links.get(id(x)) or self._hooked_link(x)
         if hit is None or hit[0] is not x or hit[1] != _ver(x):
             return None
         return hit[2], hit[3]
+
+    def _hooked_link(self, x: torch.Tensor) -> tuple | None:
+        """The link of an output that a user's ``register_full_backward_hook`` on its module
+        replaced by a view (``BackwardHookFunction``, after the forward hooks ran): the
+        follower reads the view, same values and version counter; without this its ``act_*``,
+        ``saturated_frac`` and ``dead_frac`` rows were missing."""
+        fn = x.grad_fn
+        if fn is None or fn.name() != "BackwardHookFunctionBackward":
+            return None
+        nexts = fn.next_functions
+        if x.output_nr >= len(nexts):
+            return None
+        src, nr = nexts[x.output_nr]
+        if src is None:
+            return None
+        for hit in self.p.links.values():
+            if hit[0].grad_fn is src and hit[0].output_nr == nr:
+                return (x, *hit[1:])
+        return None
 
     def _norm_pre(self, module, args) -> None:
         src = self._source(args)
@@ -429,7 +448,7 @@ class Recording:
         x = _first_tensor(args)
         if out is None or x is None:
             return
-        hit = self.p.links.get(id(x))
+        hit = self.p.links.get(id(x)) or self._hooked_link(x)
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
                 or hit[1] != -1 and x._version != hit[1] + (x is out):
             return
