@@ -211,3 +211,31 @@ def test_cli_empty_arguments_are_refused_naming_the_empty_value(tmp_path, capsys
     code, out, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_csv_that_cannot_fit_is_refused_before_pandas_reads_it(tmp_path, monkeypatch):
+    """A CSV was read whole by pandas whatever its size (.npz, .npy and IDX files were sized
+    from their headers first); now its size and first row give the estimate."""
+    import gzip
+
+    import pandas as pd
+
+    rows = "\n".join(",".join(["0.123456"] * 9 + [str(i % 2)]) for i in range(3000))
+    text = ",".join(f"f{i}" for i in range(9)) + ",label\n" + rows + "\n"
+    (tmp_path / "big.csv").write_text(text)
+    (tmp_path / "big.csv.gz").write_bytes(gzip.compress(text.encode()))
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "100K")
+
+    def no_read(*_a, **_k):
+        raise AssertionError("pandas read the file before the memory check")
+
+    monkeypatch.setattr(pd, "read_csv", no_read)
+    for name in ("big.csv", "big.csv.gz"):
+        with pytest.raises(ValueError,
+                           match=r"CSV of about 3,000 rows x 10 columns\) needs about 469 KiB of "
+                                 r"memory but only 100 KiB is available; nothing was allocated"):
+            load_dataset(tmp_path / name)
+    with pytest.raises(ValueError, match=r"DATA .*big.csv' \(CSV of about 3,000 rows"):
+        read_inputs(str(tmp_path / "big.csv"))
+    monkeypatch.undo()
+    assert load_dataset(tmp_path / "big.csv.gz").n_features == 9

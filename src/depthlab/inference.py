@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.files import is_number, npy_header, npz_headers
+from .data.files import check_csv_fits, is_number, npy_header, npz_headers
 from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
 
@@ -122,6 +122,7 @@ def read_inputs(path: str) -> np.ndarray:
         else:
             import pandas as pd
 
+            check_csv_fits(p, f"DATA {path!r}")  # before pandas allocates it
             with open(p, encoding="utf-8-sig") as fh:  # a byte-order mark is not data
                 first = fh.readline().split(",")
             header = not all(is_number(c) for c in first)

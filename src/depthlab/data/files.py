@@ -24,7 +24,7 @@ import numpy as np
 
 from depthlab.data.dataset import RawData
 from depthlab.data.idx import looks_like_idx, read_idx
-from depthlab.memory import MemoryRefusal, check_array
+from depthlab.memory import MemoryRefusal, check_array, check_fits
 
 FILE_KINDS = (".npz", ".csv", "IDX file or folder")
 NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_test]")
@@ -124,9 +124,50 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
     return label
 
 
+SAMPLE_BYTES = 1 << 20
+"""How much of a CSV's first data row :func:`csv_bytes` reads to size the whole file."""
+DEFLATE_RATIO = 1032
+"""Deflate's largest compression ratio: a gzip trailer claiming more is not a trailer."""
+
+
+def csv_bytes(path: Path) -> tuple[int, int, int]:
+    """(bytes, rows, columns): the memory that reading CSV ``path`` into float64 arrays
+    needs, estimated before reading it from the file's size and its first data row: rows =
+    (size - header) / the row's length, 8 bytes per cell, twice (pandas' frame and the NumPy
+    copy). A ``.gz``'s size is the uncompressed size in its trailer (modulo 2**32). A file
+    that cannot be sampled gives 0 (the reader then names the problem)."""
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            header = fh.readline(SAMPLE_BYTES)
+            first = fh.readline(SAMPLE_BYTES)
+        size = path.stat().st_size
+        if gz:
+            with open(path, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                isize = int.from_bytes(fh.read(4), "little")
+            if isize > DEFLATE_RATIO * size:  # no trailer: a truncated file (named by pandas)
+                return 0, 0, 0
+            size = isize
+    except (OSError, EOFError, zlib.error):
+        return 0, 0, 0
+    if not first.strip():
+        return 0, 0, 0
+    per_row = first.count(b",") + 1
+    rows = max(1, (size - len(header)) // len(first))
+    return 2 * 8 * rows * per_row, rows, per_row
+
+
+def check_csv_fits(path: Path, what: str) -> None:
+    """Refuse a CSV whose values cannot fit in memory (:func:`csv_bytes`) before reading."""
+    need, rows, cols = csv_bytes(path)
+    check_fits(need, f"{what} (CSV of about {rows:,} rows x {cols:,} columns)")
+
+
 def _csv(path: Path, label: str | int) -> RawData:
     import pandas as pd
 
+    check_csv_fits(path, repr(str(path)))
     try:
         df = pd.read_csv(path)
     except pd.errors.EmptyDataError as exc:
