@@ -461,3 +461,22 @@ def test_after_the_server_stopped_play_does_not_claim_to_run(browser):
     assert "reload" in p.pg.locator("#message").text_content()
     p.problems.clear()  # the lost WebSocket is logged as a console error: expected here
     p.close()
+
+
+def test_layer_axis_labels_fit_a_phone_wide_plot(browser, server, shots):
+    # was: "nonlinearity (two per residual block; input left)" ran past the plot's edge
+    p = _Page(browser, server.url + "?model.depth=20&model.width=8&model.residual=true"
+              "&model.batchnorm=true&model.activation=relu&model.init=he_normal", PHONE)
+    pg = p.pg
+    _measured(pg)
+    sizes = pg.evaluate("""['plot-grad', 'plot-sat', 'plot-update'].map((id) => {
+        const u = S.plots[id], c = document.createElement('canvas').getContext('2d');
+        c.font = u.axes[0].labelFont[0];
+        // the label is centred under the plotting area: its right end must be on the canvas
+        const w = c.measureText(u.axes[0].label).width;
+        return [u.axes[0].label, u.bbox.left + u.bbox.width / 2 + w / 2,
+                u.ctx.canvas.width]; })""")
+    for label, right, canvas in sizes:
+        assert label.startswith("nonlinearity") and right <= canvas, (label, right, canvas)
+    pg.locator("#panel-sat").screenshot(path=str(shots / "playground_phone_axis_label.png"))
+    p.close()

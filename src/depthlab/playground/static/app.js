@@ -265,8 +265,11 @@ const stepAxis = { label: "step", incrs: [1, 2, 5].flatMap((m) =>
 
 function buildPlots(m) {
   const L = m.n_layers;
-  layerAxis = { ...layerAxis, label: m.config.model.residual ?
-    "nonlinearity (two per residual block; input left)" : "hidden layer (input left)" };
+  // axis labels are drawn on the canvas, never wrapped: a phone-wide plot gets the short one
+  const narrow = plotWidth("plot-sat") < 420;
+  layerAxis = { ...layerAxis, label: !m.config.model.residual ? "hidden layer (input left)" :
+    narrow ? "nonlinearity (2 per residual block)" :
+      "nonlinearity (two per residual block; input left)" };
   const layers = Array.from({ length: L }, (_, i) => i + 1);
   makePlot("plot-grad", {
     scales: { x: { time: false }, y: logScale },
