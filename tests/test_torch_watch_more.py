@@ -670,3 +670,56 @@ def test_users_full_backward_hooks_keep_the_activation_rows():
     assert len(seen) == 2
     assert {"act_std", "saturated_frac", "dead_frac"} <= set(hooked[hooked.layer == 1].quantity)
     assert hooked.equals(plain)
+
+
+class _Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, tokens, mask=None):
+        h = self.enc(self.emb(tokens), src_key_padding_mask=mask)
+        return self.head(h.mean(1))
+
+
+def test_transformer_validation_on_the_nested_tensor_fast_path_while_armed():
+    """nn.TransformerEncoder in eval mode without gradients and with a padding mask runs its
+    fast path on nested tensors: a validation pass while armed raised 'NestedTensorImpl
+    doesn't support sizes' in the user's loop."""
+    import warnings
+
+    tokens = torch.randint(0, 20, (4, 6), generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(4, 6, dtype=torch.bool)
+    mask[:, 4:] = True
+
+    def run(validate):
+        torch.manual_seed(0)
+        model = _Tagger()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        watch = dlt.Watch(model, every=1, theory=False)
+        for _ in range(2):
+            model.train()
+            opt.zero_grad()
+            loss = model(tokens, mask=mask).pow(2).mean()
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+            if validate:
+                model.eval()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # torch's nested prototype
+                    with torch.no_grad():
+                        model(tokens, mask=mask)
+                    with torch.inference_mode():
+                        model(tokens, mask=mask)
+        watch.close()
+        return watch.frame()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        plain, validated = run(False), run(True)
+    assert validated.equals(plain)
+    assert set(plain.module) >= {"emb", "head", "enc.layers.0.linear1"}

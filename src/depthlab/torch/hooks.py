@@ -358,7 +358,9 @@ class Recording:
             index = info.index or self._number(info)
             self._last_run = index
             info.calls += 1
-            if out is None or not out.is_floating_point():
+            # a nested tensor (nn.TransformerEncoder's fast path with a padding mask, eval
+            # mode without gradients: a validation pass while armed) has no flat memory
+            if out is None or not out.is_floating_point() or out.is_nested:
                 continue
             if p.device is None:
                 p.device = out.device
@@ -472,7 +474,7 @@ class Recording:
         stack = self.p.block_inputs.get(id(module))
         in_fn = stack.pop() if stack else None
         out = _first_tensor(output)
-        if out is None or not out.requires_grad:
+        if out is None or not out.requires_grad or out.is_nested:
             return
         key = id(module)
         if not self._blocks_found and key not in self.blocks and module is not self.model:
