@@ -480,3 +480,26 @@ def test_layer_axis_labels_fit_a_phone_wide_plot(browser, server, shots):
         assert label.startswith("nonlinearity") and right <= canvas, (label, right, canvas)
     pg.locator("#panel-sat").screenshot(path=str(shots / "playground_phone_axis_label.png"))
     p.close()
+
+
+def test_a_double_click_on_doctor_starts_one_doctor(browser, server, monkeypatch):
+    # was: the button stayed enabled until the server's answer, so a double click sent two
+    # commands and the page showed "the doctor is already running" as an error
+    from depthlab.playground import app as playground_app
+    from depthlab.playground.doctor_task import run_doctor
+
+    calls = []
+
+    def counted(prep, setup, steps=None):
+        calls.append(1)
+        return run_doctor(prep, setup, steps=20)
+
+    monkeypatch.setattr(playground_app, "run_doctor", counted)
+    p = _Page(browser, server.url + "?model.depth=2&model.width=4", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.dblclick("#doctor")
+    pg.wait_for_selector("#doctor-out .finding, #doctor-out .healthy", timeout=60_000)
+    assert pg.locator("#message").is_hidden(), pg.locator("#message").text_content()
+    assert pg.locator("#doctor").is_enabled() and len(calls) == 1
+    p.close()

@@ -319,7 +319,10 @@ class _Tab:
     async def _doctor(self) -> None:
         session = self.session
         if session is None or session.prep is None or self.setup is None:
-            self._error("the doctor needs a network: wait until the setup has loaded")
+            # ``doctor``: the page enables its button again (disabled when pressed)
+            self._enqueue({"type": "error", "key": None, "doctor": True,
+                           "message": "the doctor needs a network: wait until the setup has "
+                                      "loaded"})
             return
         if self.doctor_busy:
             self._error("the doctor is already running")

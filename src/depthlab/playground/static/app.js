@@ -546,7 +546,8 @@ async function main() {
   $("pause").addEventListener("click", () => { S.wantPlay = false; if (send({ cmd: "pause" })) setState("paused"); });
   $("step").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "step" }); });
   $("reset").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "reset" }); });
-  $("doctor").addEventListener("click", () => send({ cmd: "doctor" }));
+  // disabled at once: a double click started a second doctor ("already running")
+  $("doctor").addEventListener("click", () => { if (send({ cmd: "doctor" })) $("doctor").disabled = true; });
   // Space plays or pauses unless a control has the focus (there it types or presses)
   document.addEventListener("keydown", (ev) => {
     if (ev.key !== " " || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
