@@ -239,3 +239,32 @@ def test_csv_that_cannot_fit_is_refused_before_pandas_reads_it(tmp_path, monkeyp
         read_inputs(str(tmp_path / "big.csv"))
     monkeypatch.undo()
     assert load_dataset(tmp_path / "big.csv.gz").n_features == 9
+
+
+def test_predict_to_the_file_it_reads_is_refused_and_both_files_kept(tmp_path, capsys,
+                                                                      monkeypatch):
+    """`predict net.npz x.npy --to net.npz` replaced the saved network with the CSV of
+    predictions (and --to x.npy the inputs); --to DIR/depthlab.db would replace a store."""
+    monkeypatch.chdir(tmp_path)
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", np.ones((2, 3)))
+    kept = {n: (tmp_path / n).read_bytes() for n in ("net.npz", "x.npy")}
+    for target, fragment in (("net.npz", "is the network this command reads"),
+                             ("./x.npy", "is DATA this command reads"),
+                             ("res/depthlab.db", "is a results store name")):
+        code, out, err = run_cli(capsys, "predict", "net.npz", "x.npy", "--to", target)
+        assert_one_line_error(code, err, f"--to {target!r}", fragment)
+    assert {n: (tmp_path / n).read_bytes() for n in kept} == kept
+    assert not (tmp_path / "res").exists()
+    code, out, err = run_cli(capsys, "predict", "net.npz", "x.npy", "--to", "p.csv")
+    assert code == 0 and (tmp_path / "p.csv").read_text().startswith("class,output_0")
+
+
+def test_predict_on_the_training_csv_says_which_column_is_too_many(tmp_path, capsys):
+    """The training CSV (features and its label column) gave only '4 features per row; the
+    network expects 3'."""
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    (tmp_path / "train.csv").write_text("a,b,c,label\n1,2,3,0\n4,5,6,1\n")
+    code, out, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "train.csv")
+    assert_one_line_error(code, err, "has 4 features per row; the network expects 3 (one "
+                                     "column too many: if it holds the labels, drop it)")

@@ -155,8 +155,10 @@ def predict_saved(model: Path, x: np.ndarray,
     net, meta = load(model), load_meta(model)
     n_in = net.dense_layers()[0].W.value.shape[0]
     if x.shape[1] != n_in:
+        hint = (" (one column too many: if it holds the labels, drop it)" if x.shape[1] == n_in + 1
+                else "")
         raise ValueError(f"{source} has {x.shape[1]} features per row; the network expects "
-                         f"{n_in}")
+                         f"{n_in}{hint}")
     dtype = net.parameters()[0].value.dtype
     x = finite_features(x, dtype, source)  # NaN, inf or too large for dtype: row and column
     if "input_mean" in meta:

@@ -65,6 +65,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_target(text: str, inputs: dict[str, Path]) -> None:
+    """Refuse ``--to`` naming a file this command reads (a typo would replace the saved
+    network or the inputs with the predictions) or a results store."""
+    from ..experiments.store import DB_NAME
+
+    target = Path(text)
+    if target.name == DB_NAME:
+        raise ValueError(f"--to {text!r} is a results store name; expected a new file "
+                         "for the predictions (e.g. predictions.csv)")
+    if not target.exists():
+        return
+    for what, path in inputs.items():
+        if path.is_file() and target.resolve() == path.resolve():
+            raise ValueError(f"--to {text!r} is {what} this command reads; writing the "
+                             "predictions there would replace it: give another file")
+
+
 def _predict(args: argparse.Namespace):
     from ..data import find_builtin
     from ..inference import builtin_test_split, predict_saved, read_inputs, resolve_model
@@ -72,6 +89,8 @@ def _predict(args: argparse.Namespace):
 
     model = resolve_model(args.model, args.dir)
     meta = load_meta(model)  # a file that is no saved network is named as such, not as DATA
+    if args.to:
+        _check_target(args.to, {"the network": model, "DATA": Path(args.data)})
     labels = None
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
         try:
