@@ -723,3 +723,23 @@ def test_transformer_validation_on_the_nested_tensor_fast_path_while_armed():
         plain, validated = run(False), run(True)
     assert validated.equals(plain)
     assert set(plain.module) >= {"emb", "head", "enc.layers.0.linear1"}
+
+
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_validation_between_backward_and_step_is_not_the_record(context):
+    """A forward of the model without gradients between the training backward and
+    watch.step became the recorded pass (the validation batch's pre_std, no gradient rows)."""
+    model = _mlp()
+    watch = dlt.Watch(model, every=1, theory=False)
+    x, y = _batches(1)[0]
+    want = _autograd(copy.deepcopy(model), x, y)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    with context():
+        model(100 * torch.randn(9, 5, dtype=torch.float64))
+    watch.step(loss)
+    frame = watch.frame()
+    for i in range(3):
+        assert _value(frame, 0, i + 1, "pre_std") == pytest.approx(_pstd(want[0][i]), rel=1e-10)
+        assert _value(frame, 0, i + 1, "grad_pre_std") == pytest.approx(_pstd(want[1][i]),
+                                                                         rel=1e-10)

@@ -174,6 +174,7 @@ class Recording:
         self.want_input = False  # set: each armed forward keeps a copy of its input
         self.first_input: torch.Tensor | None = None
         self.input_seen = False  # an armed forward of the model ran while want_input was set
+        self._idle = False  # the model's forward in progress runs without gradients
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
@@ -277,7 +278,14 @@ class Recording:
         self._kernels()
 
     def _model_pre(self, module, args) -> None:
-        if self.want_input and torch.is_grad_enabled():
+        # a forward of the model without gradients (validation under no_grad/inference_mode
+        # while armed) is not a training pass: its hooks return at once and the pass being
+        # recorded stays the last training forward's (a validation between backward and
+        # Watch.step replaced it, gradient rows lost)
+        self._idle = not torch.is_grad_enabled()
+        if self._idle:
+            return
+        if self.want_input:
             # the model's input, for depthlab.torch.predict: the last training forward's (a
             # validation pass under no_grad/inference_mode before it is not the one recorded)
             self.input_seen = True
@@ -286,6 +294,9 @@ class Recording:
         self.new_pass()
 
     def _model_post(self, module, args, output) -> None:
+        if self._idle:
+            self._idle = False
+            return
         p = self.p
         if self.percentiles:
             for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
@@ -344,12 +355,16 @@ class Recording:
 
     # -- weight layers ---------------------------------------------------------------------
     def _layer_pre(self, module, args) -> None:
+        if self._idle:
+            return
         for info in self._owners[id(module)]:
             if not info.has_output:
                 self._number(info)
                 info.calls += 1
 
     def _layer_post(self, module, args, output) -> None:
+        if self._idle:
+            return
         out = output if type(output) is torch.Tensor else _first_tensor(output)
         p = self.p
         for info in self._owners[id(module)]:
@@ -402,11 +417,15 @@ class Recording:
         return None
 
     def _norm_pre(self, module, args) -> None:
+        if self._idle:
+            return
         src = self._source(args)
         if src is not None and src[1] == "layer":
             self.p.pending[id(module)] = src[0]
 
     def _norm_post(self, module, args, output) -> None:
+        if self._idle:
+            return
         info = self.p.pending.pop(id(module), None)
         out = _first_tensor(output)
         if info is None or out is None:
@@ -416,6 +435,8 @@ class Recording:
         self.p.links[id(out)] = (out, _ver(out), info, "norm")
 
     def _act_pre(self, module, args) -> None:
+        if self._idle:
+            return
         src = self._source(args)
         if src is None or src[1] not in ("layer", "norm"):
             return
@@ -431,6 +452,8 @@ class Recording:
         p.pending[id(module)] = info
 
     def _act_post(self, module, args, output) -> None:
+        if self._idle:
+            return
         info = self.p.pending.pop(id(module), None)
         out = _first_tensor(output)
         if info is None or out is None:
@@ -446,6 +469,8 @@ class Recording:
     def _relu_post(self, module, args, output) -> None:
         """A ReLU needs no pre-hook: its input is linked to a layer here, where an in-place
         ReLU has returned that very tensor with its version counter one higher."""
+        if self._idle:
+            return
         out = output if type(output) is torch.Tensor else _first_tensor(output)
         x = _first_tensor(args)
         if out is None or x is None:
@@ -466,11 +491,15 @@ class Recording:
 
     # -- residual blocks -------------------------------------------------------------------
     def _block_pre(self, module, args) -> None:
+        if self._idle:
+            return
         x = _first_tensor(args)
         fn = x.grad_fn if x is not None else None
         self.p.block_inputs.setdefault(id(module), []).append(fn)
 
     def _block_post(self, module, args, output) -> None:
+        if self._idle:
+            return
         stack = self.p.block_inputs.get(id(module))
         in_fn = stack.pop() if stack else None
         out = _first_tensor(output)
