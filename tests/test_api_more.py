@@ -268,3 +268,16 @@ def test_predict_on_the_training_csv_says_which_column_is_too_many(tmp_path, cap
     code, out, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "train.csv")
     assert_one_line_error(code, err, "has 4 features per row; the network expects 3 (one "
                                      "column too many: if it holds the labels, drop it)")
+
+
+def test_save_names_the_recipe_setting_that_is_an_object(tmp_path):
+    """mlp(seed=np.random.default_rng(0)) saved as 'the network's recipe is not plain JSON
+    (Object of type Generator ...); build it with dl.mlp': it was built with dl.mlp."""
+    from depthlab.initializers import get_initializer
+
+    for kw, fragment in (({"seed": np.random.default_rng(0)}, r"seed = Generator\(PCG64\)"),
+                         ({"init": get_initializer("he_normal")}, r"init = he_normal\(")):
+        with pytest.raises(TypeError, match=r"recipe has " + fragment + r".*not plain JSON; "
+                                            r".*integer seed"):
+            dl.save(dl.mlp([3, 4, 2], **kw), tmp_path / "g.npz")
+    assert not (tmp_path / "g.npz").exists()

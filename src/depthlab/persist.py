@@ -77,6 +77,13 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
                                 "accepted: JSON values (finite numbers, strings, lists, "
                                 "dicts) or NumPy arrays") from None
             plain_meta[key] = value
+    for key, value in config.items():  # name the setting that is an object (seed=Generator)
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise TypeError(f"cannot save: the network's recipe has {key} = {value!r:.60}, not "
+                            "plain JSON; build it with dl.mlp using registered names and an "
+                            "integer seed (or None), not objects") from None
     arrays["recipe"] = _json_bytes({"format": FORMAT, "config": config, "meta": plain_meta})
     for k, p in enumerate(net.parameters()):
         arrays[f"param:{k}:{p.name}"] = np.asarray(p.value)
