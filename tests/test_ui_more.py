@@ -503,3 +503,17 @@ def test_a_double_click_on_doctor_starts_one_doctor(browser, server, monkeypatch
     assert pg.locator("#message").is_hidden(), pg.locator("#message").text_content()
     assert pg.locator("#doctor").is_enabled() and len(calls) == 1
     p.close()
+
+
+def test_the_gradient_flow_table_says_why_a_diverged_run_has_no_end_ratio(browser, tmp_path):
+    # was: an empty "ratio at end" cell beside "shrinking: ..." (read as "not measured")
+    path = _report(tmp_path, [synthetic_record("d1", status="diverged", sweep=None, depth=5),
+                              synthetic_record("ok", sweep=None, depth=3)])
+    p = _Page(browser, path.resolve().as_uri(), DESKTOP)
+    rows = p.pg.eval_on_selector_all(
+        "h3:has-text('Gradient flow') + p + div table tbody tr",
+        "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))")
+    ends = {row[0]: row[2] for row in rows}
+    assert ends["depth5-lr0.1"] == "none (diverged)", rows
+    assert float(ends["depth3-lr0.1"]) > 0, rows
+    p.close()

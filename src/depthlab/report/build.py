@@ -330,8 +330,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         grads = t[(t["quantity"] == "grad_pre_std") & (t["layer"] >= 1)]
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot.gradient_ratio(t)
-        rows.append([labels[rid], _cellnum(init_ratio), _cellnum(plot.gradient_ratio(t, end))
-                     if end is not None else None, _describe_ratio(init_ratio),
+        at_end = _cellnum(plot.gradient_ratio(t, end)) if end is not None else None
+        if at_end is None and r["status"] != "finished":
+            at_end = f"none ({r['status']})"  # not a blank that reads as "not measured"
+        rows.append([labels[rid], _cellnum(init_ratio), at_end, _describe_ratio(init_ratio),
                      _cellnum(r["val_acc"])])
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
             "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
