@@ -281,3 +281,30 @@ def test_save_names_the_recipe_setting_that_is_an_object(tmp_path):
                                             r".*integer seed"):
             dl.save(dl.mlp([3, 4, 2], **kw), tmp_path / "g.npz")
     assert not (tmp_path / "g.npz").exists()
+
+
+def test_pandas_nullable_numbers_are_numbers_everywhere():
+    """A DataFrame of pandas' nullable Float64 (read_csv(dtype_backend="numpy_nullable"))
+    was refused by fit, probe, predict, ProbeRecorder and the doctor as 'dtype object'; with
+    pd.NA it is now named as not finite, by row and column."""
+    import pandas as pd
+
+    x, y = _xy(30, 4, 2)
+    x = x.astype(np.float32)
+    frame, labels = pd.DataFrame(x).astype("Float64"), pd.Series(y, dtype="Int64")
+    a, b = dl.mlp([4, 5, 2], seed=0), dl.mlp([4, 5, 2], seed=0)
+    assert (dl.fit(a, frame, labels, epochs=1).step_loss
+            == dl.fit(b, x, y, epochs=1).step_loss)
+    assert np.array_equal(a.predict(frame), b.predict(x))
+    assert dl.probe(a, frame, labels).equals(dl.probe(b, x, y))
+    assert dl.ProbeRecorder(frame, labels).probe_x.dtype.kind == "f"
+    dl.doctor(a, (frame, labels), steps=2)
+    holes = frame.copy()
+    holes.iloc[2, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"training x contains NaN or infinity \(first at row "
+                                         r"2, column 1\)"):
+        dl.fit(a, holes, labels, epochs=1)
+    with pytest.raises(ValueError, match=r"x contains NaN or infinity \(first at row 2, "):
+        dl.probe(a, holes, labels)
+    with pytest.raises(TypeError, match=r"dtype object is not accepted"):
+        dl.fit(a, pd.DataFrame({"a": ["u"] * 30, "b": 1.0, "c": 1.0, "d": 1.0}), y)

@@ -69,6 +69,19 @@ def asarray(x, dtype=None) -> Array:
     return xp.asarray(x, dtype=dtype)
 
 
+def data_array(x: Any) -> Array:
+    """``xp.asarray(x)`` of user data; a pandas DataFrame or Series of nullable numbers
+    (``Float64``, ``Int64``, which NumPy reads as objects) becomes float64 with ``pd.NA`` as
+    NaN, so the checks name it as a number that is not finite, not as an object array."""
+    arr = xp.asarray(x)
+    if arr.dtype == object and hasattr(x, "to_numpy"):
+        try:
+            return xp.asarray(x.to_numpy(dtype=np.float64, na_value=np.nan))
+        except (TypeError, ValueError):  # strings and the like stay objects (refused)
+            return arr
+    return arr
+
+
 def to_numpy(x) -> np.ndarray:
     """Bring an array back to host NumPy (identity for NumPy)."""
     return np.asarray(x)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Array, resolve_dtype, xp
+from .backend import Array, data_array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
 from .validators import positive_int
 
@@ -54,7 +54,7 @@ class Network(Sequential):
             if isinstance(x, str | bytes | dict) or x is None:
                 raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
                                 f"(batch, {self.n_inputs})")
-            x = xp.asarray(x)
+            x = data_array(x)
         if x.dtype.kind not in "biuf":
             raise TypeError(f"x of dtype {x.dtype} is not accepted; accepted: real numbers")
         if x.ndim != 2 or x.shape[1] != self.n_inputs:

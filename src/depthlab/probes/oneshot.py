@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..backend import Array, xp
+from ..backend import Array, data_array
 from ..losses import Loss, get_loss
 from ..memory import check_batch
 from ..network import Network
@@ -42,8 +42,8 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
         if isinstance(v, str | bytes | dict) or v is None:
             raise TypeError(f"{name}={v!r:.40} is not accepted; accepted: an array"
                             + (f" of shape (batch, {net.n_inputs})" if name == "x" else ""))
-    x = xp.asarray(x)
-    y = xp.asarray(y)
+    x = data_array(x)
+    y = data_array(y)
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
         raise ValueError(f"x has shape {x.shape}; expected (batch, {net.n_inputs})")
     if y.shape[0] != x.shape[0]:

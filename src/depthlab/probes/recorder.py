@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..backend import Array, xp
+from ..backend import Array, data_array
 from ..losses import Loss, get_loss
 from ..training.data_checks import finite_features
 from ..training.trainer import Callback
@@ -134,8 +134,8 @@ class ProbeRecorder(Callback):
         if (probe_x is None) != (probe_y is None):
             raise ValueError("give both probe_x and probe_y, or neither (training-batch mode)")
         if probe_x is not None:
-            probe_x = xp.asarray(probe_x)
-            probe_y = xp.asarray(probe_y)
+            probe_x = data_array(probe_x)
+            probe_y = data_array(probe_y)
             if probe_x.ndim != 2 or probe_x.shape[0] == 0:
                 raise ValueError(f"probe_x must be a non-empty (n, d) array, got shape "
                                  f"{probe_x.shape}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import Array
+from ..backend import Array, data_array
 
 
 def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Array, Array]:
@@ -16,8 +16,8 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
             raise TypeError(f"{what} {name}={shown} is not accepted; accepted: an array of "
                             + ("shape (n_samples, n_inputs)" if name == "x" else
                                "n_samples labels or targets"))
-    x = np.asarray(x)
-    y = np.asarray(y)
+    x = data_array(x)
+    y = data_array(y)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{what} x of dtype {x.dtype} is not accepted; accepted: real numbers")
     if x.size == 0 or x.shape[0] == 0:
@@ -37,7 +37,7 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
 def finite_features(x: Array, dtype, what: str) -> Array:
     """``x`` (2-D, real numbers) cast to ``dtype``, or a ValueError naming the first entry
     that is NaN, infinite or too large for ``dtype`` (row and column) and what is accepted."""
-    x = np.asarray(x)
+    x = data_array(x)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{what} of dtype {x.dtype} is not accepted; accepted: real numbers")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
