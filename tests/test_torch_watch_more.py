@@ -743,3 +743,29 @@ def test_validation_between_backward_and_step_is_not_the_record(context):
         assert _value(frame, 0, i + 1, "pre_std") == pytest.approx(_pstd(want[0][i]), rel=1e-10)
         assert _value(frame, 0, i + 1, "grad_pre_std") == pytest.approx(_pstd(want[1][i]),
                                                                          rel=1e-10)
+
+
+def test_several_backward_passes_through_one_forward_are_flagged():
+    """Two losses backpropagated separately through one forward (retain_graph): the gradient
+    rows pool each backward's gradient (std of the union, not of the sum): warned, once."""
+    import warnings
+
+    model = _mlp()
+    watch = dlt.Watch(model, every=1, theory=False)
+    x, y = _batches(1)[0]
+    out = model(x)
+    first, second = nn.functional.cross_entropy(out, y), out.pow(2).mean()
+    first.backward(retain_graph=True)
+    second.backward()
+    with pytest.warns(RuntimeWarning, match="several backward passes ran through the forward "
+                                            "of step 0"):
+        watch.step(first + second)
+    watch.close()
+    watch = dlt.Watch(model, every=1, theory=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for _ in range(2):  # one backward per forward: silent
+            model.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)

@@ -153,6 +153,7 @@ class Watch:
         self._calls = 0
         self._closed = False
         self._warned_empty = False
+        self._warned_twice = False
         self._grad_marks: list | None = None  # the gradients at the call before a record
         self._started = time.time()
         self._col_step = array("q")
@@ -266,6 +267,22 @@ class Watch:
                              "gradient; call it after loss.backward() and before "
                              "optimizer.step()")
 
+    def _warn_several_backwards(self, n: int) -> None:
+        """Warn (once) when a layer output of the recorded pass received more gradients than
+        it had outputs: several backward passes through one forward (``retain_graph=True``,
+        a gradient penalty by ``torch.autograd.grad``); the gradient rows pool each
+        backward's gradient, which is not the gradient of their sum."""
+        p = self._rec.p
+        for i, g in p.grad.items():
+            pre = p.pre.get(i)
+            if pre is not None and len(g.ns) > len(pre.ns):
+                self._warned_twice = True
+                warnings.warn(f"Watch: several backward passes ran through the forward of step "
+                              f"{n} (retain_graph, torch.autograd.grad): its grad_pre_* rows "
+                              "pool the gradient of each, not the gradient of their sum",
+                              RuntimeWarning, stacklevel=4)
+                return
+
     def _snapshot(self, copy: bool = True) -> None:
         """Copy every layer's weights into buffers kept between records (no allocation).
         ``copy=False``: the record's weight pass has just copied them into the buffers of the
@@ -343,6 +360,8 @@ class Watch:
         (``refresh`` on the CPU kernels' path)."""
         self._check_backward()
         extra = [(0, "", "loss", self._pending[-1])]
+        if not self._warned_twice:
+            self._warn_several_backwards(n)
         fused = bool(self._snap) and self._rec.host_weights()
         if fused:  # update ratios in the weight pass of collect
             self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
