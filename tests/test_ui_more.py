@@ -517,3 +517,18 @@ def test_the_gradient_flow_table_says_why_a_diverged_run_has_no_end_ratio(browse
     assert ends["depth5-lr0.1"] == "none (diverged)", rows
     assert float(ends["depth3-lr0.1"]) > 0, rows
     p.close()
+
+
+def test_the_activations_over_training_panel_says_which_colour_is_which_layer(browser, server,
+                                                                            shots):
+    # was: six coloured lines and no legend at all
+    p = _Page(browser, server.url + "?model.depth=10&model.width=8", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    shown = pg.eval_on_selector_all(
+        "#plot-evo .u-legend .u-series",
+        "rows => rows.filter(r => r.offsetParent !== null).map(r => r.textContent.trim())")
+    layers = pg.evaluate("S.ready.hist_layers.map(l => `layer ${l}`)")
+    assert shown == layers, (shown, layers)
+    pg.locator("#panel-evo").screenshot(path=str(shots / "playground_evo_legend.png"))
+    p.close()

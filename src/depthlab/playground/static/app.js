@@ -302,11 +302,15 @@ function buildPlots(m) {
       evoSeries.push({ label: `${sign}std ${l}`, stroke: layerColor(l, L), width: 0.8, dash: [3, 3], points: { show: false } });
     }
   }
-  makePlot("plot-evo", {
+  const evo = makePlot("plot-evo", {
     scales: { x: { time: false } },
     axes: [stepAxis, { label: "activation", size: 55, values: linTicks }],
-    legend: { show: false }, series: evoSeries,
+    legend: { live: false }, series: evoSeries,
   }, evoSeries.map(() => []));
+  // which colour is which layer: the means' entries only (the dashed ±std share them)
+  evo.root.querySelectorAll(".u-legend .u-series").forEach((row) => {
+    if (/^[+-]std /.test(row.textContent.trim())) row.style.display = "none";
+  });
   makePlot("plot-sat", {
     scales: { x: { time: false }, y: { range: [0, 1] } },
     axes: [layerAxis, { label: "fraction", size: 50 }],
