@@ -769,3 +769,22 @@ def test_several_backward_passes_through_one_forward_are_flagged():
             loss = nn.functional.cross_entropy(model(x), y)
             loss.backward()
             watch.step(loss)
+
+
+def test_torchscript_models_and_submodules_are_refused_by_name():
+    scripted = torch.jit.script(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 2)))
+    with pytest.raises(TypeError, match="RecursiveScriptModule is a TorchScript module"):
+        dlt.Watch(scripted)
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = torch.jit.script(nn.Linear(5, 8))
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.enc(x))
+
+    with pytest.raises(TypeError, match="module 'enc' of Mixed is a TorchScript module"):
+        dlt.probe(Mixed(), torch.randn(4, 5), torch.zeros(4, dtype=torch.long),
+                  nn.CrossEntropyLoss())

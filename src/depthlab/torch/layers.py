@@ -275,6 +275,14 @@ def check_model(model: object) -> nn.Module:
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
         raise TypeError(f"{type(model).__name__} models are not supported; pass the wrapped "
                         "module (model.module)")
+    scripted = next((n for n, m in model.named_modules()
+                     if isinstance(m, torch.jit.ScriptModule)), None)
+    if scripted is not None:  # torch: 'register_forward_pre_hook is not supported on
+        # ScriptModules', a RuntimeError naming neither the module nor the way out
+        what = f"module {scripted!r} of {type(model).__name__} is" if scripted else \
+            f"{type(model).__name__} is"
+        raise TypeError(f"{what} a TorchScript module (torch.jit.script or torch.jit.trace), "
+                        "which takes no hooks; pass the original nn.Module")
     dynamo = sys.modules.get("torch._dynamo.eval_frame")  # imported once anything compiled
     if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
         raise TypeError("compiled models (torch.compile) are not supported; pass the original "
