@@ -532,3 +532,28 @@ def test_the_activations_over_training_panel_says_which_colour_is_which_layer(br
     assert shown == layers, (shown, layers)
     pg.locator("#panel-evo").screenshot(path=str(shots / "playground_evo_legend.png"))
     p.close()
+
+
+def test_the_first_training_step_is_drawn(browser, server):
+    # was: a line needs two points, and the train loss has none at step 0: after "step" the
+    # loss panel showed no train loss at all
+    p = _Page(browser, server.url + "?model.depth=3&model.width=8", DESKTOP)
+    pg = p.pg
+    _measured(pg)
+    pg.click("#step")
+    pg.wait_for_function("S.last && S.last.step >= 1 && S.plots['plot-loss'].data[1]"
+                         ".filter(v => v !== null).length === 1", timeout=30_000)
+    pg.wait_for_timeout(100)  # uPlot draws on the next animation frame
+    inked = pg.evaluate("""(() => {
+        const u = S.plots['plot-loss'], d = u.data, i = d[1].findIndex(v => v !== null);
+        const x = Math.round(u.valToPos(d[0][i], 'x', true));
+        const y = Math.round(u.valToPos(d[1][i], 'y', true));
+        const px = u.ctx.getImageData(x - 6, y - 6, 13, 13).data;
+        let n = 0;  // pixels of the train loss's colour #1f5fa8 around its one value
+        for (let k = 0; k < px.length; k += 4) {
+          if (Math.abs(px[k] - 31) < 40 && Math.abs(px[k + 1] - 95) < 40 &&
+              Math.abs(px[k + 2] - 168) < 40 && px[k + 3] > 100) n++;
+        }
+        return n; })()""")
+    assert inked >= 5, inked
+    p.close()

@@ -263,6 +263,10 @@ let layerAxis = { label: "hidden layer", size: 30, incrs: layerIncrs };
 const stepAxis = { label: "step", incrs: [1, 2, 5].flatMap((m) =>
   Array.from({ length: 12 }, (_, k) => m * 10 ** k)).sort((a, b) => a - b) };
 
+/* Over training, a series of one or two measurements is drawn as points: a line needs two,
+   so after the first step the train loss (none at step 0) was not drawn at all. */
+const firstPoints = { show: (u, si, i0, i1) => i1 - i0 < 2, size: 6 };
+
 function buildPlots(m) {
   const L = m.n_layers;
   // axis labels are drawn on the canvas, never wrapped: a phone-wide plot gets the short one
@@ -283,9 +287,9 @@ function buildPlots(m) {
     scales: { x: { time: false }, acc: { range: [0, 1] } },
     axes: [stepAxis, { label: "loss", size: 55, values: linTicks }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
     series: [{ label: "step" },
-      { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: { show: false } },
-      { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: { show: false } },
-      { label: "held-out acc", stroke: "#2ca02c", width: 1.5, scale: "acc", points: { show: false } }],
+      { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: firstPoints },
+      { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: firstPoints },
+      { label: "held-out acc", stroke: "#2ca02c", width: 1.5, scale: "acc", points: firstPoints }],
   }, [[], [], [], []]);
   const hl = m.hist_layers;
   makePlot("plot-hist", {
@@ -295,7 +299,7 @@ function buildPlots(m) {
   }, [[], ...hl.map(() => [])]);
   const evoSeries = [{ label: "step" }];
   for (const l of hl) {
-    evoSeries.push({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } });
+    evoSeries.push({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: firstPoints });
   }
   for (const l of hl) {
     for (const sign of ["+", "-"]) {
