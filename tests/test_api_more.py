@@ -308,3 +308,38 @@ def test_pandas_nullable_numbers_are_numbers_everywhere():
         dl.probe(a, holes, labels)
     with pytest.raises(TypeError, match=r"dtype object is not accepted"):
         dl.fit(a, pd.DataFrame({"a": ["u"] * 30, "b": 1.0, "c": 1.0, "d": 1.0}), y)
+
+
+def test_run_then_predict_on_its_own_training_csv(tmp_path, capsys, monkeypatch):
+    """`depthlab predict RUN train.csv` on the CSV the run trained on was refused ('4 features
+    per row; the network expects 3'): the run's label column is dropped and scores the
+    predictions. A CSV's own error was prefixed with its path twice by `depthlab run`."""
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    rows = "".join(f"{int(a > 0)},{a!r},{b!r},{c!r}\n" for a, b, c in x.tolist())
+    (tmp_path / "t.csv").write_text("target,a,b,c\n" + rows)
+    (tmp_path / "bad.csv").write_text("target,a\nyes,1\nno,2\n")
+    cfg = ('[data]\npath = "{}"\nlabel = "target"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+           '[train]\nepochs = 1\n[probes]\njacobian = false\n')
+    (tmp_path / "bad.toml").write_text(cfg.format("bad.csv"))
+    code, out, err = run_cli(capsys, "run", "bad.toml", "--out", "res", "--quiet")
+    line = assert_one_line_error(code, err, "labels must be integers, column 'target'")
+    assert line.count("bad.csv") == 1, line
+    (tmp_path / "t.toml").write_text(cfg.format("t.csv"))
+    code, out, err = run_cli(capsys, "run", "t.toml", "--out", "res", "--quiet", "--json")
+    assert code == 0, err
+    import json
+
+    run_id = json.loads(out)["id"]
+    code, out, err = run_cli(capsys, "predict", run_id, "t.csv", "--dir", "res")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "class,output_0,output_1" and len(lines) == 61
+    classes = np.array([int(r.split(",")[0]) for r in lines[1:]])
+    acc = float((classes == (x[:, 0] > 0)).mean())
+    assert err.strip() == f"t.csv: 60 rows, accuracy {acc:.4f}"
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",")  # features only: the same outputs
+    code, out2, err = run_cli(capsys, "predict", run_id, "x.csv", "--dir", "res")
+    assert code == 0 and out2 == out and err == ""

@@ -95,6 +95,24 @@ def input_key(keys: list[str]) -> str | None:
 def read_inputs(path: str) -> np.ndarray:
     """A 2-D float array from ``.npy``, ``.csv`` or ``.npz`` (key ``x`` or ``X``, or the
     only array)."""
+    return read_labeled_inputs(path)[0]
+
+
+def label_column(meta: dict[str, Any]) -> str | int | None:
+    """The label column of the CSV a run trained on (``data.label``, default ``"label"``), or
+    None for a network not trained by ``depthlab run`` on a CSV file."""
+    d = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    if not str(d.get("path") or "").lower().endswith((".csv", ".csv.gz")):
+        return None
+    return d.get("label") if d.get("label") is not None else "label"
+
+
+def read_labeled_inputs(path: str, label: str | int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(inputs, labels or None): :func:`read_inputs`; a CSV whose header has the column
+    ``label`` (a name or a 0-based index: the run's label column) has it removed from the
+    inputs, and its values are the labels when they are integers."""
+    labels = None
     if not str(path).strip():  # Path("") is the current folder
         raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
                          "built-in data set")
@@ -126,7 +144,18 @@ def read_inputs(path: str) -> np.ndarray:
             with open(p, encoding="utf-8-sig") as fh:  # a byte-order mark is not data
                 first = fh.readline().split(",")
             header = not all(is_number(c) for c in first)
-            x = pd.read_csv(p, header=0 if header else None).to_numpy()
+            frame = pd.read_csv(p, header=0 if header else None)
+            if header and label is not None:
+                columns = [str(c) for c in frame.columns]
+                name = label if isinstance(label, str) else (
+                    columns[label] if 0 <= label < len(columns) else None)
+                if name in columns:  # the training CSV itself: its labels are not inputs
+                    y = frame.pop(frame.columns[columns.index(name)])
+                    if pd.api.types.is_integer_dtype(y) or (
+                            pd.api.types.is_float_dtype(y) and np.isfinite(y).all()
+                            and (y == np.round(y)).all()):
+                        labels = y.to_numpy().astype(np.int64)
+            x = frame.to_numpy()
     except MemoryRefusal:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -142,7 +171,7 @@ def read_inputs(path: str) -> np.ndarray:
             or np.issubdtype(x.dtype, np.complexfloating)):
         raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
                          f"{x.shape} {x.dtype}")
-    return x
+    return x, labels
 
 
 def predict_saved(model: Path, x: np.ndarray,

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if labels is not None and classes is not None and len(labels) == len(classes):
         acc = float((classes == labels).mean())
-        print(f"{args.data} test split: {len(labels)} rows, accuracy {acc:.4f}",
-              file=sys.stderr)
+        split = " test split" if not Path(args.data).exists() else ""
+        print(f"{args.data}{split}: {len(labels)} rows, accuracy {acc:.4f}", file=sys.stderr)
     if args.json:
         payload = {"model": str(model), "outputs": out.tolist(),
                    "classes": None if classes is None else classes.tolist()}
@@ -84,7 +84,13 @@ def _check_target(text: str, inputs: dict[str, Path]) -> None:
 
 def _predict(args: argparse.Namespace):
     from ..data import find_builtin
-    from ..inference import builtin_test_split, predict_saved, read_inputs, resolve_model
+    from ..inference import (
+        builtin_test_split,
+        label_column,
+        predict_saved,
+        read_labeled_inputs,
+        resolve_model,
+    )
     from ..persist import load_meta
 
     model = resolve_model(args.model, args.dir)
@@ -97,8 +103,8 @@ def _predict(args: argparse.Namespace):
             x, labels = builtin_test_split(args.data, meta)
         except (ValueError, OSError) as exc:
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
-    else:
-        x = read_inputs(args.data)
+    else:  # the run's training CSV: its label column is dropped and scores the predictions
+        x, labels = read_labeled_inputs(args.data, label_column(meta))
     out, classes = predict_saved(model, x, f"DATA {args.data!r}")
     return model, x, labels, out, classes
 

@@ -49,6 +49,8 @@ def load_data(config: dict[str, Any]):
     except (ValueError, TypeError, OSError, ImportError, KeyError) as e:
         what = d.get("name") or d.get("path")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if str(what) in msg:  # the loader named the file already: not twice
+            raise ExperimentError(msg) from e
         raise ExperimentError(f"data {what!r}: {msg}") from e
 
 
