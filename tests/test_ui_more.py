@@ -94,6 +94,11 @@ def test_keyboard_only_tab_enter_space_and_a_visible_focus(browser, server, shot
         pg.keyboard.press("Tab")
         order.append(pg.evaluate("document.activeElement.id"))
     assert order == ["play", "pause", "step", "reset"], order
+    # every control has a name a screen reader can say (a label, text or aria-label)
+    unnamed = pg.evaluate("""Array.from(document.querySelectorAll(
+        'button, input, select, a, canvas')).filter(e => !(e.labels && e.labels.length) &&
+        !e.textContent.trim() && !e.getAttribute('aria-label')).map(e => e.outerHTML)""")
+    assert not unnamed, unnamed
     pg.keyboard.press("Shift+Tab")
     pg.keyboard.press("Shift+Tab")
     pg.keyboard.press("Shift+Tab")

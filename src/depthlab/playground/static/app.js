@@ -238,6 +238,9 @@ function makePlot(id, opts, data) {
   $(id).innerHTML = "";
   const u = new uPlot({ width: plotWidth(id), height: 210, legend: { live: false }, ...opts }, data, $(id));
   S.plots[id] = u;
+  // a name for screen readers: the panel's title (the numbers are in the text beside it)
+  u.ctx.canvas.setAttribute("role", "img");
+  u.ctx.canvas.setAttribute("aria-label", $(id).closest(".panel").querySelector("h3").textContent);
   return u;
 }
 
