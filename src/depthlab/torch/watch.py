@@ -26,7 +26,12 @@ random numbers, never write a gradient.
 
 The last forward of the model before a recorded ``step()`` is the one measured; with gradient
 accumulation the layer gradients are those of the last micro-batch (``weight_grad_*`` read
-``.grad``, the accumulated sum).
+``.grad``, the accumulated sum). A forward without gradients (validation under ``no_grad`` or
+``inference_mode``) and a :func:`~depthlab.torch.probe` inside the loop are never the one
+measured. A recorded ``step()`` without a backward since the previous call is a ValueError;
+several backward passes through the measured forward (``retain_graph``) are warned about.
+Copies of the model (``copy.deepcopy``, ``torch.save``) made while the hooks are on carry inert
+hooks only.
 """
 
 from __future__ import annotations
