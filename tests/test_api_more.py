@@ -343,3 +343,21 @@ def test_run_then_predict_on_its_own_training_csv(tmp_path, capsys, monkeypatch)
     np.savetxt(tmp_path / "x.csv", x, delimiter=",")  # features only: the same outputs
     code, out2, err = run_cli(capsys, "predict", run_id, "x.csv", "--dir", "res")
     assert code == 0 and out2 == out and err == ""
+
+
+def test_thread_counts_beyond_any_machine_are_refused_in_one_line(capsys, monkeypatch):
+    """`depthlab --threads 99999999999999999999999 runs` ended in 'ArgumentError: argument 1:
+    OverflowError: int too long to convert (internal error)' from ctypes."""
+    from depthlab.threads import MAX_THREADS, check_threads
+
+    one_blas_thread(monkeypatch)
+    for n in ("99999999999999999999999", str(MAX_THREADS + 1)):
+        code, out, err = run_cli(capsys, "--threads", n, "runs", "nowhere")
+        assert_one_line_error(code, err, f"--threads {n} is not accepted; accepted: an "
+                                         f"integer >= 1 and <= {MAX_THREADS}")
+    monkeypatch.setenv("DEPTHLAB_THREADS", "10" * 12)
+    code, out, err = run_cli(capsys, "runs", "nowhere")
+    assert_one_line_error(code, err, f"DEPTHLAB_THREADS='{'10' * 12}' is not accepted")
+    with pytest.raises(ValueError, match=r"threads=5000 is not accepted"):
+        dl.fit(dl.mlp([2, 2], seed=0), np.ones((4, 2)), np.arange(4) % 2, threads=5000)
+    assert check_threads(np.int64(MAX_THREADS)) == MAX_THREADS

@@ -32,12 +32,17 @@ from collections.abc import Iterator, Sequence
 SMALL_WORK = 2**24
 THREADS_ENV = "DEPTHLAB_THREADS"
 _USER_VARS = (THREADS_ENV, "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+MAX_THREADS = 4096
+"""The most threads a setting may ask for (BLAS libraries take a C int and cap far lower;
+10**23 failed inside ctypes as an internal error)."""
+ACCEPTED = f"an integer >= 1 and <= {MAX_THREADS}"
 
 
 def check_threads(n: object, what: str = "threads") -> int:
-    """``n`` must be an integer >= 1 (``what`` names it in the error)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"{what}={n!r} is not accepted; accepted: an integer >= 1")
+    """``n`` must be an integer in 1..MAX_THREADS (``what`` names it in the error)."""
+    if (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1
+            or n > MAX_THREADS):
+        raise ValueError(f"{what}={n!r} is not accepted; accepted: {ACCEPTED}")
     return int(n)
 
 
@@ -82,13 +87,13 @@ def user_threads() -> int | None:
     """The thread count the user set in the environment (see the module docstring), or None."""
     for var in _USER_VARS:
         value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) >= 1:
+        if value.isdigit() and 1 <= int(value) <= MAX_THREADS:
             return int(value)
         if var == THREADS_ENV and value:  # depthlab's own setting: a typo is not ignored
             from .fieldcheck import ConfigError
 
-            raise ConfigError(f"{THREADS_ENV}={value!r} is not accepted; accepted: an integer "
-                              ">= 1 (or unset it)", THREADS_ENV)
+            raise ConfigError(f"{THREADS_ENV}={value!r} is not accepted; accepted: "
+                              f"{ACCEPTED} (or unset it)", THREADS_ENV)
     return None
 
 

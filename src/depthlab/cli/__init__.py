@@ -90,9 +90,10 @@ def _thread_limit(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
-    if n < 1:
-        raise UserError(f"--threads {n} is not accepted; accepted: an integer >= 1")
-    from ..threads import blas_threads, set_process_threads
+    from ..threads import ACCEPTED, MAX_THREADS, blas_threads, set_process_threads
+
+    if not 1 <= n <= MAX_THREADS:
+        raise UserError(f"--threads {n} is not accepted; accepted: {ACCEPTED}")
 
     set_process_threads(n)  # read by every training run and inherited by worker processes
     with blas_threads(n):
