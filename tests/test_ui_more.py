@@ -195,9 +195,13 @@ def _report(folder: Path, records) -> Path:
 
 def test_a_report_fits_a_phone_screen(browser, shots, tmp_path):
     # was: figure grids of columns at least 540 px wide: 587 px of page on a 375 px screen
+    # and a closed run whose name has no space to wrap at (a sweep point's name) was wider
+    # than the screen
+    long = dataclasses.replace(synthetic_record("nm", sweep=None, depth=2, probes=False),
+                               name="teach:activation=sigmoid,init=glorot_uniform,lr=0.1")
     path = _report(tmp_path, [synthetic_record("f1", status="failed", sweep=None,
                                                probes=False),
-                              synthetic_record("ok", sweep=None, depth=3, probes=False)])
+                              synthetic_record("ok", sweep=None, depth=3, probes=False), long])
     p = _Page(browser, path.resolve().as_uri(), PHONE)
     p.pg.screenshot(path=str(shots / "report_phone.png"), full_page=True)
     assert p.pg.evaluate(FITS), p.pg.evaluate("document.documentElement.scrollWidth")

@@ -33,6 +33,8 @@ details.run { background:var(--bg); border:1px solid var(--line); border-radius:
 details.run > summary { cursor:pointer; padding:12px 18px; font-size:16px; font-weight:600;
   list-style:none; display:flex; gap:12px; align-items:center; flex-wrap:wrap; }
 details.run > summary::-webkit-details-marker { display:none; }
+/* run names without spaces ("sweep:activation=relu,init=he_normal") wrap on a phone */
+h1, h2, h3, details.run > summary, nav.toc { overflow-wrap:anywhere; }
 details.run > summary::before { content:"\\25B6"; font-size:11px; color:var(--muted);
   transition: transform .15s; }
 details.run[open] > summary::before { transform: rotate(90deg); }
