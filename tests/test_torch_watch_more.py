@@ -788,3 +788,52 @@ def test_torchscript_models_and_submodules_are_refused_by_name():
     with pytest.raises(TypeError, match="module 'enc' of Mixed is a TorchScript module"):
         dlt.probe(Mixed(), torch.randn(4, 5), torch.zeros(4, dtype=torch.long),
                   nn.CrossEntropyLoss())
+
+
+class _Block(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.fc = nn.Linear(width, width)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.fc(x)) + x
+
+
+class _ResidualTagger(nn.Module):
+    def __init__(self, first_output_integer):
+        super().__init__()
+        self.inp = nn.Linear(5, 8)
+        self.stage = nn.Sequential(_Block(8), _Block(8))
+        self.out = nn.Linear(8, 3)
+        self.first_output_integer = first_output_integer
+
+    def forward(self, x):
+        logits = self.out(self.stage(self.inp(x)))
+        if self.first_output_integer:
+            return {"pred": logits.argmax(1), "logits": logits}
+        return {"logits": logits}
+
+
+def test_residual_blocks_of_a_model_whose_first_output_is_integer():
+    """{"pred": argmax, "logits": ...}: the first output needs no gradient, so the search for
+    residual blocks never ended; from the second record on the enclosing Sequential was
+    taken for a block too (block_grad_std rows of 'stage')."""
+    def run(flag):
+        torch.manual_seed(0)
+        model = _ResidualTagger(flag).double()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        watch = dlt.Watch(model, every=1, theory=False)
+        for x, y in _batches(3):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x)["logits"], y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+        watch.close()
+        return watch
+
+    plain, tagged = run(False), run(True)
+    blocks = tagged.frame()[tagged.frame().quantity == "block_grad_std"]
+    assert set(blocks.module) == {"stage.0", "stage.1"}
+    assert tagged.frame().equals(plain.frame())

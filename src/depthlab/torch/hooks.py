@@ -73,6 +73,16 @@ __all__ = ["BlockInfo", "Recording"]
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 
 
+def _needs_grad(obj) -> bool:
+    """Whether a tensor in ``obj`` (a model's output: a tensor, tuple, list or dict, nested)
+    requires grad."""
+    if isinstance(obj, torch.Tensor):
+        return obj.requires_grad
+    if isinstance(obj, dict):
+        obj = tuple(obj.values())
+    return isinstance(obj, (tuple, list)) and any(_needs_grad(o) for o in obj)
+
+
 def _ver(t: torch.Tensor) -> int:
     """``t._version``, or -1 for an inference tensor (``torch.inference_mode()``: a validation
     pass while a Watch is armed), which has no version counter (reading it raised)."""
@@ -304,9 +314,11 @@ class Recording:
         p.links.clear()
         p.pending.clear()
         p.block_inputs.clear()
-        out = _first_tensor(output)
-        if out is not None and out.requires_grad:
+        if _needs_grad(output):  # any output: {"pred": argmax, "logits": ...} too (the first
+            # alone never concluded: blocks re-searched each record, enclosing containers taken
+            # for blocks)
             self._blocks_found = True
+        self._claimed.clear()  # this pass's add nodes: not needed past it (kept its nodes alive)
 
     def _number(self, info: LayerInfo) -> int:
         if info.index == 0:
