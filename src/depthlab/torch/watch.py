@@ -126,7 +126,7 @@ class Watch:
         activations. One extra forward and backward, isolated (the model, its ``.grad``,
         buffers and random number generators are left as they were); None, with the reason in
         :attr:`theory_note`, for a model the theory does not cover (attention, recurrent
-        layers, ...). ``False``: not computed. That forward runs the model's own forward
+        layers, ...). ``False``: not computed. That forward and backward run the model's own
         hooks too (a hook that counts or logs calls sees one call more).
     """
 
