@@ -837,3 +837,28 @@ def test_residual_blocks_of_a_model_whose_first_output_is_integer():
     blocks = tagged.frame()[tagged.frame().quantity == "block_grad_std"]
     assert set(blocks.module) == {"stage.0", "stage.1"}
     assert tagged.frame().equals(plain.frame())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_update_ratio_of_half_precision_weights_is_exact(dtype):
+    """model.to(bfloat16): W - W0 was taken in bf16, rounded to 8 bits where an entry more
+    than doubled or changed sign (0.0460530 instead of 0.0460540)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).to(dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    watch = dlt.Watch(model, every=1, theory=False)
+    snaps = []
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        snaps.append([m.weight.detach().double().clone() for m in (model[0], model[2])])
+        opt.zero_grad()
+        loss = model(torch.randn(6, 5, generator=g).to(dtype)).float().pow(2).mean()
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    frame = watch.frame()
+    for step in (1, 2):
+        for i in range(2):
+            w0, w1 = snaps[step - 1][i], snaps[step][i]
+            assert _value(frame, step, i + 1, "update_ratio") == pytest.approx(
+                ((w1 - w0).norm() / w0.norm()).item(), rel=1e-6)

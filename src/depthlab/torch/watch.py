@@ -53,7 +53,7 @@ from torch import nn
 
 from ..probes.stats import check_percentiles
 from ..validators import positive_int
-from .accumulators import norm_dtype
+from .accumulators import norm_dtype, stat_dtype
 from .hooks import Recording
 from .predict import theory_rows
 from .probe import COLUMNS, check_loss
@@ -351,8 +351,15 @@ class Watch:
                 cached = [self._snap_norms.get(id(p)) for p in params]
                 before = (cached if all(v is not None for v in cached)
                           else torch._foreach_norm(olds, 2, dtype=norm_dtype(olds[0])))
-                torch._foreach_sub_(olds, params)
-                after = torch._foreach_norm(olds, 2, dtype=norm_dtype(olds[0]))
+                if any(o.dtype in (torch.bfloat16, torch.float16) for o in olds):
+                    # W - W0 in float32: a bf16 difference rounds to 8 bits wherever an entry
+                    # more than doubles or changes sign (ratio off by 2e-5 at lr 0.5)
+                    diffs = torch._foreach_sub([o.to(stat_dtype(o)) for o in olds],
+                                               [p.detach().to(stat_dtype(p)) for p in params])
+                    after = torch._foreach_norm(diffs, 2, dtype=norm_dtype(diffs[0]))
+                else:
+                    torch._foreach_sub_(olds, params)
+                    after = torch._foreach_norm(olds, 2, dtype=norm_dtype(olds[0]))
             for info, pairs in layers:
                 norms = [v for _, w0 in pairs for v in (before[slot[id(w0)]],
                                                         after[slot[id(w0)]])]
