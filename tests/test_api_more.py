@@ -361,3 +361,14 @@ def test_thread_counts_beyond_any_machine_are_refused_in_one_line(capsys, monkey
     with pytest.raises(ValueError, match=r"threads=5000 is not accepted"):
         dl.fit(dl.mlp([2, 2], seed=0), np.ones((4, 2)), np.arange(4) % 2, threads=5000)
     assert check_threads(np.int64(MAX_THREADS)) == MAX_THREADS
+
+
+def test_sweep_limit_beyond_any_grid_runs_the_whole_grid():
+    """--limit 10**23 ended in 'Stop argument for islice() must be None or an integer: 0 <= x
+    <= sys.maxsize (internal error)'."""
+    from depthlab.experiments.grid import iter_points
+
+    raw = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 4, "auto"]},
+           "sweep": {"train.seed": [0, 1, 2]}}
+    assert len(list(iter_points(raw, limit=10**23))) == 3
+    assert len(list(iter_points(raw, limit=2))) == 2

@@ -23,6 +23,7 @@ import itertools
 import math
 import numbers
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -140,8 +141,8 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
     body = _body(raw)
     keys = list(grid)
     combos = itertools.product(*(grid[k] for k in keys)) if keys else iter([()])
-    if limit is not None:
-        combos = itertools.islice(combos, limit)
+    if limit is not None:  # a limit beyond any grid (10**23) is the whole grid
+        combos = itertools.islice(combos, min(int(limit), sys.maxsize))
     for combo in combos:
         overrides = dict(zip(keys, combo))
         name = ",".join(f"{_short(k, keys)}={value_str(v)}" for k, v in overrides.items())
