@@ -566,3 +566,16 @@ def test_the_first_training_step_is_drawn(browser, server):
         return n; })()""")
     assert inked >= 5, inked
     p.close()
+
+
+def test_the_status_line_keeps_each_item_on_one_line(browser, server):
+    # was: at 701 px "step 0, epoch" / "0" and "0.0" / "updates/s" split over two lines
+    for width in (701, PHONE["width"]):
+        p = _Page(browser, server.url + "?model.depth=2&model.width=4",
+                  {"width": width, "height": 800})
+        _measured(p.pg)
+        lines = p.pg.eval_on_selector_all("#status > span", """els => els.filter(e =>
+            e.textContent.trim()).map(e => [e.textContent, Math.round(e.getBoundingClientRect()
+            .height / parseFloat(getComputedStyle(e).lineHeight || 17))])""")
+        assert all(n <= 1 for _, n in lines), (width, lines)
+        p.close()
