@@ -372,3 +372,19 @@ def test_sweep_limit_beyond_any_grid_runs_the_whole_grid():
            "sweep": {"train.seed": [0, 1, 2]}}
     assert len(list(iter_points(raw, limit=10**23))) == 3
     assert len(list(iter_points(raw, limit=2))) == 2
+
+
+def test_theory_at_depths_and_widths_beyond_any_network():
+    """gradient_growth over 10**30 layers raised OverflowError (34, 'Numerical result out of
+    range'); selu_trajectory(depth=10**30) iterated until memory ran out; propagate refused
+    the integer width 10**30 as not an integer ('float(n) != int(n)')."""
+    assert dl.theory.gradient_growth("tanh", 1.5, 0.0, 10**30) == float("inf")
+    assert dl.theory.gradient_growth("tanh", 0.5, 0.0, 10**30) == 0.0
+    with pytest.raises(ValueError, match=r"selu_trajectory\(depth=1(0{30})\) .* needs about .* "
+                                         r"nothing was allocated"):
+        dl.theory.selu_trajectory(0.0, 1.0, 10**30)
+    assert len(dl.theory.selu_trajectory(0.0, 1.0, 3)) == 4
+    wide = dl.theory.propagate([10**30, 10**30, 10**30], "relu", init="he_normal")
+    assert wide.pre_var.tolist() == pytest.approx([2.0, 2.0])
+    with pytest.raises(ValueError, match=r"sizes must list >= 2 positive integer widths"):
+        dl.theory.propagate([5, 2.5, 3], "tanh")

@@ -287,4 +287,7 @@ def gradient_growth(name: Any, sigma_w2: float, sigma_b2: float, depth: int,
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
     mf = meanfield(name, sigma_w2, sigma_b2, **kw)
-    return float(mf.chi1 ** (int(depth) - 1))
+    try:
+        return float(mf.chi1 ** (int(depth) - 1))
+    except OverflowError:  # chi1 > 1 over 10**30 layers: the ratio is beyond any float
+        return math.inf

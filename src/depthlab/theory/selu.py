@@ -30,7 +30,12 @@ from scipy.optimize import fsolve
 from scipy.special import log_ndtr, ndtr
 
 from ..activations import SELU_ALPHA, SELU_LAMBDA
+from ..memory import check_fits
 from ..validators import real
+
+ROW_BYTES = 200
+"""Memory of one layer's row of :func:`selu_trajectory` (a Python tuple of three numbers
+while iterating, then the DataFrame's row)."""
 
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -118,6 +123,8 @@ def selu_trajectory(
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
         raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
     _check(mu0, nu0, omega, tau)
+    check_fits((int(depth) + 1) * ROW_BYTES, f"selu_trajectory(depth={int(depth)}) "
+               f"({int(depth) + 1:,} rows)")  # refused before iterating, not hours later
     rows = [(0, float(mu0), float(nu0))]
     mu, nu = float(mu0), float(nu0)
     for layer in range(1, int(depth) + 1):

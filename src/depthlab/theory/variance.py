@@ -19,6 +19,7 @@ Gaussian quadrature; ``method="linear"`` uses the linear regime ``f(s) ~= beta +
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,8 +80,9 @@ def _check_sizes(sizes: Sequence[int]) -> list[int]:
         out = [int(n) for n in sizes]
     except (TypeError, ValueError) as exc:
         raise TypeError(f"sizes must be a sequence of positive integers, got {sizes!r}") from exc
-    if len(out) < 2 or any(n < 1 for n in out) or any(
-        isinstance(n, bool) or float(n) != int(n) for n in sizes
+    if len(out) < 2 or any(n < 1 for n in out) or any(  # 10**30 is an integer, 2.5 is not
+        isinstance(n, bool) or (not isinstance(n, numbers.Integral) and float(n) != int(n))
+        for n in sizes
     ):
         raise ValueError(
             f"sizes must list >= 2 positive integer widths [n_0 (input), n_1, ..., n_L], "
