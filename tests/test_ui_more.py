@@ -579,3 +579,26 @@ def test_the_status_line_keeps_each_item_on_one_line(browser, server):
             .height / parseFloat(getComputedStyle(e).lineHeight || 17))])""")
         assert all(n <= 1 for _, n in lines), (width, lines)
         p.close()
+
+
+def test_on_a_phone_the_transport_buttons_stay_at_hand_below_the_panels(browser, server,
+                                                                        shots):
+    # was: the panels follow the controls, so play and pause scrolled away as soon as one
+    # looked at a plot
+    p = _Page(browser, server.url + "?model.depth=3&model.width=8", PHONE)
+    pg = p.pg
+    _measured(pg)
+    pg.locator("#panel-loss").scroll_into_view_if_needed()
+    assert pg.evaluate("window.scrollY") > 500
+    box = pg.locator("#play").bounding_box()
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= PHONE["height"], box
+    pg.click("#play")  # not covered by anything
+    pg.wait_for_selector("body[data-state=running]", timeout=5000)
+    pg.screenshot(path=str(shots / "playground_phone_transport.png"))
+    pg.click("#pause")
+    # the bar covers nothing: the end of the page scrolls clear of it
+    pg.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+    last = pg.locator("#panel-doctor").bounding_box()
+    bar = pg.locator("#transport").bounding_box()
+    assert last["y"] + last["height"] <= bar["y"] + 1, (last, bar)
+    p.close()
