@@ -388,3 +388,17 @@ def test_theory_at_depths_and_widths_beyond_any_network():
     assert wide.pre_var.tolist() == pytest.approx([2.0, 2.0])
     with pytest.raises(ValueError, match=r"sizes must list >= 2 positive integer widths"):
         dl.theory.propagate([5, 2.5, 3], "tanh")
+
+
+def test_calibrate_on_one_row_is_refused():
+    """net.calibrate(x[:1]) set every population variance to 0, so population-mode
+    predictions were scaled by 1/sqrt(eps) (outputs of 100s instead of ~1)."""
+    x = np.random.default_rng(0).normal(size=(9, 3))
+    net = dl.mlp([3, 4, 2], batchnorm=True, seed=0)
+    with pytest.raises(ValueError, match=r"calibrate needs at least 2 rows .* got 1"):
+        net.calibrate(x[:1])
+    assert net.batchnorms()[0].population_var is None
+    net.calibrate(x)
+    net.set_bn_inference("population")
+    assert np.abs(net.predict(x)).max() < 10
+    dl.mlp([3, 4, 2], seed=0).calibrate(x[:1])  # no batch norm: nothing to estimate

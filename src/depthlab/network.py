@@ -110,7 +110,11 @@ class Network(Sequential):
     def calibrate(self, x: Array) -> Array:
         """One pass over ``x`` (the whole training set) setting every BatchNorm's population
         statistics (the seed's 'whole training set as one big batch')."""
-        return Sequential.calibrate(self, self.check_input(x))
+        x = self.check_input(x)
+        if self.batchnorms() and x.shape[0] < 2:  # a variance of 0: outputs scaled by 1/sqrt(eps)
+            raise ValueError(f"calibrate needs at least 2 rows (the training set) to estimate "
+                             f"the batch-norm statistics; got {x.shape[0]}")
+        return Sequential.calibrate(self, x)
 
     def set_bn_inference(self, mode: str) -> None:
         """Select batch-norm inference statistics: ``"ema"`` or ``"population"``; the recipe
