@@ -402,3 +402,18 @@ def test_calibrate_on_one_row_is_refused():
     net.set_bn_inference("population")
     assert np.abs(net.predict(x)).max() < 10
     dl.mlp([3, 4, 2], seed=0).calibrate(x[:1])  # no batch norm: nothing to estimate
+
+
+def test_save_under_a_file_names_the_file_in_one_line(tmp_path):
+    """dl.save(net, 'FILE/sub/net.npz') raised a bare NotADirectoryError from its own mkdir
+    (FILE/net.npz already said "'FILE' is a file, not a folder")."""
+    from depthlab.atomic import AtomicWriteError
+
+    (tmp_path / "f").write_text("keep")
+    net = dl.mlp([3, 2], seed=0)
+    for target in ("f/net.npz", "f/sub/net.npz", "f/sub/deeper/net.npz"):
+        with pytest.raises(AtomicWriteError, match=r"cannot write '.*" + target + r"': '.*/f' "
+                                                   r"is a file, not a folder"):
+            dl.save(net, tmp_path / target)
+    assert (tmp_path / "f").read_text() == "keep"
+    assert dl.save(net, tmp_path / "new" / "sub" / "net.npz").is_file()

@@ -101,8 +101,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}-"
                                    f"{_host()}-{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
-        reason = (f"{str(exc.filename)!r} is a file, not a folder"  # mkdir of a parent
-                  if isinstance(exc, FileExistsError) and exc.filename else _reason(exc))
+        # mkdir of a parent: name the file in the way (FILE/x or FILE/sub/x)
+        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
+                       None) if isinstance(exc, FileExistsError | NotADirectoryError) else None
+        reason = f"{str(blocker)!r} is a file, not a folder" if blocker else _reason(exc)
         raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {reason}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:

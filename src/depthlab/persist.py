@@ -95,9 +95,8 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
         arrays[f"bn:{k}:num_batches"] = np.asarray(int(bn.num_batches), dtype=np.int64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())  # creates missing folders; a file in the way is
+    # an AtomicWriteError naming it (one line), as for every other file depthlab writes
     return path
 
 
