@@ -417,3 +417,12 @@ def test_save_under_a_file_names_the_file_in_one_line(tmp_path):
             dl.save(net, tmp_path / target)
     assert (tmp_path / "f").read_text() == "keep"
     assert dl.save(net, tmp_path / "new" / "sub" / "net.npz").is_file()
+
+
+def test_init_keeps_an_upper_case_toml_suffix(tmp_path, capsys, monkeypatch):
+    """`depthlab init Exp.TOML` wrote 'Exp.TOML.toml'."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "init", "Exp.TOML")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Exp.TOML"]
+    assert 'name = "Exp"' in (tmp_path / "Exp.TOML").read_text()

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         source = matches[0]
     suffix = Path(source).suffix
     target = Path(args.name)
-    if target.suffix != suffix:
+    if target.suffix.lower() != suffix:  # "x.TOML" stays x.TOML
         target = target.with_name(target.name + suffix)
     if target.exists() and not args.force:
         raise UserError(f"{str(target)!r} already exists; pass --force to replace it")
