@@ -426,3 +426,22 @@ def test_init_keeps_an_upper_case_toml_suffix(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Exp.TOML"]
     assert 'name = "Exp"' in (tmp_path / "Exp.TOML").read_text()
+
+
+def test_doctor_refuses_verify_on_a_hand_built_network_before_training(monkeypatch):
+    """verify=True on a Network without an mlp() recipe trained the whole budget first and
+    only then said it cannot verify."""
+    import importlib
+
+    from depthlab.layers import Activation, Dense
+    from depthlab.network import Network
+
+    def no_training(*_a, **_k):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(importlib.import_module("depthlab.diagnosis.doctor"), "_train",
+                        no_training)
+    net = Network([Dense(3, 4), Activation("tanh"), Dense(4, 2)], n_inputs=3)
+    x, y = _xy(20, 3, 2)
+    with pytest.raises(ValueError, match=r"verify=True needs a network built by mlp\(\)"):
+        dl.doctor(net, (x, y), steps=5, verify=True)

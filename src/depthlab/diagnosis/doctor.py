@@ -215,6 +215,9 @@ def doctor(
     else:
         raise TypeError(f"net_or_config must be a Network or a dict of mlp() arguments, got "
                         f"{type(net_or_config).__name__}")
+    if verify and "sizes" not in config:  # refused before training, not after it
+        raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
+                         "or pass a dict of mlp() arguments")
     d = _unpack(data, seed)
     if d.x.ndim != 2 or d.x.shape[1] != net.n_inputs:
         raise ValueError(f"data has inputs of shape {d.x.shape}; the network expects "
@@ -228,9 +231,6 @@ def doctor(
                           bn_drift=base.ctx.bn_drift)
     if not verify or not base.findings:
         return diagnosis
-    if "sizes" not in config:
-        raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
-                         "or pass a dict of mlp() arguments")
 
     reference = base
     if isinstance(net_or_config, Network):
