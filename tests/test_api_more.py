@@ -445,3 +445,17 @@ def test_doctor_refuses_verify_on_a_hand_built_network_before_training(monkeypat
     x, y = _xy(20, 3, 2)
     with pytest.raises(ValueError, match=r"verify=True needs a network built by mlp\(\)"):
         dl.doctor(net, (x, y), steps=5, verify=True)
+
+
+def test_npz_whose_arrays_fit_one_by_one_but_not_together_is_refused(tmp_path, monkeypatch):
+    """Each array of a .npz was checked against the memory available on its own: x_train and
+    x_test of 300 KiB each passed a 400 KiB limit and were both loaded."""
+    x = np.zeros((4800, 8))  # 300 KiB
+    y = np.arange(4800) % 2
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "400K")
+    with pytest.raises(ValueError, match=r"d.npz' \(its 4 arrays together\) needs about 675 KiB "
+                                         r"of memory but only 400 KiB is available"):
+        load_dataset(tmp_path / "d.npz")
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
+    assert load_dataset(tmp_path / "d.npz").sizes["test"] == 4800

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zipfile
 import zlib
@@ -33,8 +34,11 @@ NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_t
 def _npz(path: Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as z:
-            for key, (shape, dtype) in npz_headers(z).items():
+            headers = npz_headers(z)
+            for key, (shape, dtype) in headers.items():
                 check_array(shape, dtype, f"{str(path)!r} array {key!r}")
+            check_fits(sum(math.prod(s) * d.itemsize for s, d in headers.values()),
+                       f"{str(path)!r} (its {len(headers)} arrays together)")
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         if isinstance(exc, MemoryRefusal):
