@@ -459,3 +459,15 @@ def test_npz_whose_arrays_fit_one_by_one_but_not_together_is_refused(tmp_path, m
         load_dataset(tmp_path / "d.npz")
     monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
     assert load_dataset(tmp_path / "d.npz").sizes["test"] == 4800
+
+
+def test_reproduce_names_are_read_like_every_other_name(tmp_path, capsys):
+    """`depthlab reproduce XU2016` (or depth_ladder) was an unknown experiment while
+    activations, losses and optimizers take any case and _ for -. A file as --out stops it
+    before it runs."""
+    (tmp_path / "f").write_text("")
+    for name in ("XU2016", "Depth_Ladder", " he2015 "):
+        code, out, err = run_cli(capsys, "reproduce", name, "--quick", "--out", tmp_path / "f")
+        assert_one_line_error(code, err, "cannot be used as a folder")
+    code, out, err = run_cli(capsys, "reproduce", "xu2017", "--quick")
+    assert_one_line_error(code, err, "unknown experiment 'xu2017'")

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
             print("\nrun one with: depthlab reproduce NAME [--quick] [--out DIR]")
         return 0
     names = [e.name for e in exps]
-    chosen = names if args.name == "all" else [args.name]
+    given = args.name.strip().lower().replace("_", "-")  # XU2016, depth_ladder: as other names
+    chosen = names if given == "all" else [given]
     if chosen[0] not in names:
         raise UserError(f"unknown experiment {args.name!r}; expected one of: "
                         f"{', '.join(names)} (or 'all')")
