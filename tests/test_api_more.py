@@ -471,3 +471,13 @@ def test_reproduce_names_are_read_like_every_other_name(tmp_path, capsys):
         assert_one_line_error(code, err, "cannot be used as a folder")
     code, out, err = run_cli(capsys, "reproduce", "xu2017", "--quick")
     assert_one_line_error(code, err, "unknown experiment 'xu2017'")
+
+
+def test_init_example_names_take_any_case(tmp_path, capsys, monkeypatch):
+    """`depthlab init x --example Digits_Run` said the example is not shipped."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "init", "x", "--example", "Digits-Run")
+    assert code == 0, err
+    assert (tmp_path / "x.toml").is_file()
+    code, out, err = run_cli(capsys, "init", "y", "--example", "digits-runs")
+    assert_one_line_error(code, err, "--example 'digits-runs' is not shipped")

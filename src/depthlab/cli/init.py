@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
     source = STARTER
     if args.example:
-        matches = [e for e in shipped_examples() if args.example in (e, Path(e).stem)]
+        want = args.example.strip().lower().replace("-", "_")  # Digits-Run: as other names
+        matches = [e for e in shipped_examples() if want in (e.lower(), Path(e).stem.lower())]
         if not matches:
             raise UserError(f"--example {args.example!r} is not shipped; expected one of: "
                             f"{', '.join(Path(e).stem for e in shipped_examples())}")
