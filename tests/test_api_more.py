@@ -481,3 +481,14 @@ def test_init_example_names_take_any_case(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "x.toml").is_file()
     code, out, err = run_cli(capsys, "init", "y", "--example", "digits-runs")
     assert_one_line_error(code, err, "--example 'digits-runs' is not shipped")
+
+
+def test_predict_flattens_images_as_training_does(tmp_path):
+    """A .npy of images (N, 8, 8) was refused ('expected a 2-D array') by predict while
+    training on the same images (an .npz of (N, 8, 8)) flattens each to 64 features."""
+    images = np.random.default_rng(0).random((5, 8, 8))
+    np.save(tmp_path / "img.npy", images)
+    np.savez(tmp_path / "img.npz", x=images[:, None])  # (N, 1, 8, 8)
+    for name in ("img.npy", "img.npz"):
+        got = read_inputs(str(tmp_path / name))
+        assert got.shape == (5, 64) and np.array_equal(got, images.reshape(5, 64))

@@ -165,6 +165,8 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
+    elif x.ndim > 2:  # images (N, H, W[, C]): flattened per row, as training flattens them
+        x = x.reshape(x.shape[0], -1)
     if x.ndim == 2 and x.shape[0] == 0:
         raise ValueError(f"DATA {path!r} has no rows; expected at least one row of features")
     if (x.ndim != 2 or not np.issubdtype(x.dtype, np.number)
