@@ -2,12 +2,13 @@
 
 ``RUN_OR_FILE`` is a ``.npz`` written by ``dl.save`` or the id (or a unique prefix) of a run
 whose network ``depthlab run`` saved in ``DIR/models/<id>.npz``. ``DATA`` is a ``.npy`` file
-(a 2-D array of features), a ``.csv`` file (numeric features; a header row is skipped), a
-``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of a built-in data set
-(its test split, split as the run split it; the accuracy goes to stderr). Inputs are
-standardized as in training when the run standardized them. Output (stdout, or
-``--to FILE``): CSV with the predicted class (classification) and the network's raw outputs,
-each number written exactly (``repr``), or ``--json``.
+(rows of features; images ``(N, H, W)`` are flattened), a ``.csv`` file (numeric features; a
+header row is skipped; the run's own training CSV loses its label column, which then scores
+the predictions), a ``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of
+a built-in data set (its test split, split as the run split it; the accuracy goes to
+stderr). Inputs are standardized as in training when the run standardized them. Output
+(stdout, or ``--to FILE``): CSV with the predicted class (classification) and the network's
+raw outputs, each number written exactly (``repr``), or ``--json``.
 """
 
 from __future__ import annotations
