@@ -12,12 +12,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dir(p)
     p.add_argument("--format", choices=("csv", "parquet"), default="csv",
                    help="file format (default csv)")
-    p.add_argument("--to", metavar="PATH", type=path_arg, help="output folder (default DIR/export)")
+    p.add_argument("--to", metavar="PATH", type=path_arg,
+                   help="output folder (default DIR/export; beside the file for a DIR.db)")
 
 
 def run(args: argparse.Namespace) -> int:
     store = open_store(args.dir, create=False, readonly=True)
-    target = Path(args.to) if args.to else Path(args.dir) / "export"
+    # default: DIR/export, or beside the store file for a DIR naming one (results.db)
+    target = Path(args.to) if args.to else store.path.parent / "export"
     if target.exists() and not target.is_dir():
         raise UserError(f"--to {str(target)!r} is a file; expected a folder")
     paths = store.export(target, args.format)

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import ConfigError, read_toml, validate
     from ..experiments.executors import make_executor
     from ..experiments.grid import grid_shape, grid_size
+    from ..experiments.store import resolve_db_path
     from ..experiments.sweep import SweepInterrupted, run_sweep
 
     if args.cluster is not None and args.jobs is not None:
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
                              "again to finish the grid\n")
             return _EXIT.get(seen[0], 130) if seen else 130
+    store = resolve_db_path(args.out)  # DIR/depthlab.db, or the .db file given as --out
     if args.json:
         import json
 
@@ -132,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
                           "counts": res.counts, "seconds": res.seconds,
                           "failures": [{"id": i, "name": n, "error": err}
                                        for i, n, err in res.failures],
-                          "store": str(Path(args.out) / "depthlab.db")}, indent=1))
+                          "store": str(store)}, indent=1))
     failed = "".join(f"\n  failed {i} {n}: {err}" for i, n, err in res.failures)
     echo(f"sweep {res.sweep}: {res.count('finished')} finished, {res.count('diverged')} "
          f"diverged, {res.count('failed')} failed; skipped {res.skipped} already stored "
-         f"({res.seconds:.1f}s); results: {Path(args.out) / 'depthlab.db'}{failed}")
+         f"({res.seconds:.1f}s); results: {store}{failed}")
     if args.quiet and not args.json:  # the exit status 1 is explained even with --quiet
         for i, n, err in res.failures:
             first = (err or "unknown error").strip().splitlines()[-1:] or ["unknown error"]

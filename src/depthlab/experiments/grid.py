@@ -67,11 +67,14 @@ def _short(key: str, keys: list[str]) -> str:
 
 
 def value_str(v: Any) -> str:
-    """A grid value as it appears in point names (``true``, ``0.1``, ``[64,32]``)."""
+    """A grid value as it appears in point names (``true``, ``0.1``, ``[64,32]``): a float
+    as ``{:g}`` when that reads back as the same number, else in full (``0.1000001``), so
+    distinct values never share a name."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return f"{v:g}"
+        short = f"{v:g}"
+        return short if float(short) == v else repr(v)
     if isinstance(v, list | tuple):
         return "[" + ",".join(value_str(x) for x in v) + "]"
     return str(v)

@@ -664,7 +664,9 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
                  echo: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/report.html`` (self-contained) and ``out_dir/figures/*.png`` from the
     runs in ``store`` (default: ``Store(out_dir)``, i.e. ``out_dir/depthlab.db``, which must
-    exist: a missing store raises ``depthlab.experiments.store.StoreError``).
+    exist: a missing store raises ``depthlab.experiments.store.StoreError``). An ``out_dir``
+    naming a store file (``results.db``, as ``--out results.db`` writes) puts the report in
+    the file's folder.
 
     One section per sweep (its gradient-flow figures overlaid over all its runs first, then
     its runs table and metric chart, then per-run details) and one per stand-alone run or
@@ -680,12 +682,15 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
     for label, v in (("max_runs", max_runs), ("max_diverged", max_diverged)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ValueError(f"{label} must be an integer >= 0, got {v!r}")
+    from ..experiments.store import DB_NAME, Store, resolve_db_path
+
     out = Path(out_dir)
+    db = resolve_db_path(out)
+    if db.name != DB_NAME or db.parent != out:  # a store file (results.db): report beside it
+        out = db.parent
     own_store = store is None
     if own_store:
-        from ..experiments.store import Store
-
-        store = Store(out, create=False, readonly=True)  # a report only reads the store
+        store = Store(db, create=False, readonly=True)  # a report only reads the store
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _write(out, store, title, max_runs, max_diverged, percentile_layer,
