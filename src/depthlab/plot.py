@@ -61,6 +61,7 @@ def probe_table(obj: Any) -> pd.DataFrame:
     RunRecord or Diagnosis (``.probes``)."""
     if isinstance(obj, pd.DataFrame):
         _require_columns(obj, ("layer", "quantity", "value"), "a probe table")
+        obj = _numeric_columns(obj, ("step", "layer", "value"))
         return obj if "step" in obj.columns or obj.empty else obj.assign(step=0)
     if hasattr(obj, "frame") and callable(obj.frame):
         return obj.frame()
@@ -69,6 +70,22 @@ def probe_table(obj: Any) -> pd.DataFrame:
         return probes
     raise TypeError(f"expected a probe table (DataFrame with step, layer, quantity, value), a "
                     f"ProbeRecorder, a RunRecord or a Diagnosis; got {type(obj).__name__}")
+
+
+def _numeric_columns(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``df`` with its ``columns`` as numbers (a table read as text: ``"3"`` -> 3); a column
+    holding something else is a ValueError naming it and the first bad entry."""
+    fixed = {}
+    for c in columns:
+        if c not in df.columns or pd.api.types.is_numeric_dtype(df[c].dtype):
+            continue
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = df[c][num.isna() & df[c].notna()]
+        if len(bad):
+            raise ValueError(f"the probe table's {c!r} column must hold numbers; got "
+                             f"{bad.iloc[0]!r}")
+        fixed[c] = num
+    return df.assign(**fixed) if fixed else df
 
 
 def _require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -254,7 +271,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         first, last = wide.index.min(), wide.index.max()
         for ax, step in zip(axes, (first, last)):
             row = wide.loc[step].dropna()
-            row = row[row > 0]
+            row = row[(row > 0) & (row < math.inf)]  # what a log axis can show
             if row.empty:
                 continue
             x = row.index.to_numpy()
@@ -351,6 +368,7 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     """Mean (line) ± one standard deviation (shaded band) of each shown layer's activations
     over training (Glorot & Bengio 2010, Fig. 2), at most ``max_steps`` evenly spaced probed
     steps; the legend sits outside the axes."""
+    _positive_int(max_steps, "max_steps")
     probes = probe_table(table)
     mean, std = _f._quantity(probes, f"{prefix}_mean"), _f._quantity(probes, f"{prefix}_std")
     fig, (ax,) = _f._new_figure(7.6, 3.8, right=1.75, top=0.6)
@@ -377,10 +395,14 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
                 markersize=3.5, label=_f.layer_label(layer, names))
         if not std.empty and layer in std:
             sd = std[layer].reindex(mean.index).to_numpy(float)[keep]
+            if len(x) == 1:  # one probed step: an error bar (a band over one x is invisible)
+                ax.errorbar(x, m, yerr=sd, color=colors[layer], capsize=4, linewidth=1.2)
+                continue
             ax.fill_between(x, m - sd, m + sd, color=colors[layer], alpha=0.1, linewidth=0)
             for edge in (m - sd, m + sd):  # the band's edges, so overlapping bands stay legible
                 ax.plot(x, edge, color=colors[layer], linewidth=0.8, alpha=0.8)
     what = "activation" if prefix == "act" else "pre-activation"
+    _f.step_ticks(ax, x)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
     ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers)}", fontsize=9.5)
@@ -401,6 +423,14 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     one row per shown layer, one column per step (default: the first and last recorded), each
     panel on its own bins (recorded from that layer's data at that step; the panel title gives
     the range). ``recorder``: a ProbeRecorder, a RunRecord or its histogram table."""
+    _positive_int(max_layers, "max_layers")
+    from .probes import HISTOGRAM_KINDS
+
+    if kind not in HISTOGRAM_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(HISTOGRAM_KINDS)}; got {kind!r}")
+    if steps is not None and (isinstance(steps, (str, bytes))
+                              or not isinstance(steps, (Sequence, np.ndarray)) or not len(steps)):
+        raise ValueError(f"steps must be a non-empty list of probed steps, got {steps!r}")
     h = _hist_table(recorder)
     h = h[h["kind"] == kind] if not h.empty else h
     if h.empty:
@@ -450,6 +480,14 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     return fig
 
 
+def _positive_int(value: Any, name: str) -> None:
+    """``value`` must be an integer >= 1 (TypeError / ValueError naming ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _hist_table(obj: Any) -> pd.DataFrame:
     if isinstance(obj, pd.DataFrame):
         _require_columns(obj, ("step", "layer", "kind", "bin_left", "bin_right", "count"),
@@ -494,10 +532,19 @@ def sweep_metric(runs: pd.DataFrame, keys: Sequence[str], metric: str = "val_acc
                  higher_is_better: bool = True) -> Figure:
     """A sweep's ``metric`` against its varying ``keys``: a heatmap when the first two keys
     form a complete grid, otherwise one bar per distinct combination of the keys (best run
-    of each), so no empty cell or hidden axis appears."""
-    keys = list(keys)
+    of each), so no empty cell or hidden axis appears. ``runs``: the store's runs table
+    (``Store.runs()``: one row per run, its config keys and metrics; without a ``status``
+    column every run counts as finished); ``keys``: column names (one name alone is one key)."""
+    if not isinstance(runs, pd.DataFrame):
+        raise TypeError(f"runs must be a DataFrame of runs (one row per run, config keys and "
+                        f"metrics as columns), got {type(runs).__name__}")
+    keys = [keys] if isinstance(keys, str) else list(keys)
     if not keys:
         raise ValueError("sweep_metric needs at least one varying key")
+    if runs.empty:
+        raise ValueError("sweep_metric: the runs table is empty (no run to draw)")
+    if "status" not in runs.columns:
+        runs = runs.assign(status="finished")
     if len(keys) == 2 and forms_grid(runs, keys[0], keys[1]):
         return _f.sweep_heatmap(runs, keys[0], keys[1], metric,
                                 higher_is_better=higher_is_better)

@@ -91,6 +91,19 @@ def _empty(ax, message: str) -> None:
     ax.grid(False)
 
 
+def step_ticks(ax, steps: Sequence[float] | np.ndarray, limit: int = 1) -> None:
+    """Ticks at the probed steps themselves when there are at most ``limit`` of them (one step:
+    the x-range ``step ± 1``). Over a range narrower than 1 the integer tick locator gives way to
+    fractions (a "training step" of -0.045); a heatmap's cells end half a step beyond the data
+    (a tick at step -2)."""
+    s = np.unique(pd.to_numeric(pd.Series(np.ravel(steps)), errors="coerce").dropna())
+    if not 0 < s.size <= limit:
+        return
+    ax.set_xticks(s, [f"{v:g}" for v in s])
+    if s.size == 1:
+        ax.set_xlim(s[0] - 1, s[0] + 1)
+
+
 def _tidy_log_axis(axis, lo: float, hi: float) -> None:
     """On a log axis spanning less than a decade matplotlib labels every minor tick; use a few
     plain ticks instead."""
@@ -202,11 +215,11 @@ def _layer_colors(layers: Sequence[int]) -> dict[int, tuple]:
 
 
 def _layers_note(shown: Sequence[int], total: Sequence[int]) -> str:
-    """Which layers a figure shows when it cannot show them all, and why."""
+    """Which layers a figure shows when it cannot show them all, and why (the legend names
+    them; a title listing them all ran past a panel beside it)."""
     if len(shown) == len(total):
         return ""
-    return (f"\n(layers {', '.join(map(str, shown))} of {len(total)}: first, last, evenly "
-            "spaced)")
+    return f"\n({len(shown)} of {len(total)} layers: first, last and evenly spaced)"
 
 
 def _ema(values: np.ndarray, span: float) -> np.ndarray:
@@ -240,14 +253,19 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         pos = y[finite & (y > 0)]
         if pos.size and pos.max() / max(pos.min(), 1e-300) > 30:
             ax_l.set_yscale("log")
+        has_loss = bool(finite.any())
     for col, color, lab in (("train_loss", OKABE_ITO[1], "train (epoch)"),
                             ("val_loss", OKABE_ITO[3], "val (epoch)")):
         if col in epochs and "step" in epochs and epochs[col].notna().any():
             ax_l.plot(epochs["step"], epochs[col], "o-", color=color, markersize=3.5,
                       linewidth=1.0, label=lab)
-    if not has_loss and not ax_l.lines:
-        _empty(ax_l, "no loss recorded")
+    if not has_loss and not any(len(line.get_xdata()) for line in ax_l.lines):
+        ax_l.clear()
+        _style(ax_l)
+        _empty(ax_l, "no loss recorded" if steps is None or steps.empty else
+               "no finite loss: every step's loss is NaN or inf")
     else:
+        step_ticks(ax_l, np.concatenate([ln.get_xdata() for ln in ax_l.lines]))
         ax_l.set_xlabel("training step")
         ax_l.set_ylabel("loss")
         ax_l.set_title("Training loss")
@@ -273,6 +291,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
                 ax_a.plot(evals["step"], evals[c], "o-", color=color, markersize=3,
                           linewidth=1.2, label=lab)
                 plotted = True
+                step_ticks(ax_a, evals["step"])
         ax_a.set_xlabel("training step")
     if plotted:
         ax_a.set_ylabel("accuracy")
@@ -393,6 +412,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
         hi = lo * 10
     mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_where(~valid, z),
                          norm=LogNorm(vmin=lo, vmax=hi), cmap=HEAT_CMAP, shading="flat")
+    step_ticks(ax, steps, limit=12)
     ax.set_xlabel("training step")
     ax.set_ylabel("module (first at the bottom)" if names else "layer (1 = first hidden)")
     layer_ticks(ax, "y", [int(v) for v in layers], names)
@@ -543,8 +563,10 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         shown = _pick_layers(layers)
         colors = _layer_colors(shown)
         for layer in shown:
-            ax.plot(wide.index, wide[layer], color=colors[layer], linewidth=1.4,
+            ax.plot(wide.index, wide[layer], "o-" if len(wide) < 4 else "-",
+                    color=colors[layer], linewidth=1.4, markersize=3.5,
                     label=layer_label(layer, names))
+        step_ticks(ax, wide.index)
         top = float(np.nanmax(wide[shown].to_numpy(float))) if len(shown) else 0.0
         ax.set_ylim(-0.02 * max(top, 0.05), min(1.02, max(top * 1.15, 0.05)))
         ax.set_xlabel("training step")
@@ -577,6 +599,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
                 linewidth=1.4, markersize=3.5, label=layer_label(layer, names))
     ax.set_yscale("log")
     _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
+    step_ticks(ax, wide.index)
     ax.set_xlabel("training step")
     ax.set_ylabel("||ΔW|| / ||W|| (log scale)")
     ax.set_title(f"Relative weight update per step{_layers_note(shown, layers)}", fontsize=9.5)

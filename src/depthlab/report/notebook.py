@@ -28,6 +28,11 @@ def _card(title: str, inner: str) -> str:
     return f"{_STYLE}<div class=\"depthlab-card\"><b>{H.esc(title)}</b>{inner}</div>"
 
 
+def _n(count: int, noun: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _num(v: Any) -> str:
     return H.fmt(v) if not (isinstance(v, float) and not math.isfinite(v)) else str(v)
 
@@ -38,7 +43,7 @@ def history_html(history: Any) -> str:
 
     final = history.final()
     rows = [[k, _num(v)] for k, v in final.items()]
-    parts = [f"<p class=\"note\">{history.steps} steps, {history.status}, "
+    parts = [f"<p class=\"note\">{_n(history.steps, 'step')}, {history.status}, "
              f"{history.seconds:.1f} s</p>"]
     if history.divergence is not None:
         parts.append(f"<p><b>Diverged.</b> {H.esc(history.divergence.message)}</p>")
@@ -54,9 +59,9 @@ def history_repr(history: Any) -> str:
     final = history.final()
     keys = [k for k in ("train_loss", "val_loss", "val_acc") if k in final]
     if not keys and history.step_loss:
-        return (f"History({history.steps} steps, {history.status}, last loss "
+        return (f"History({_n(history.steps, 'step')}, {history.status}, last loss "
                 f"{_num(float(history.step_loss[-1]))})")
-    return (f"History({history.steps} steps, {history.status}"
+    return (f"History({_n(history.steps, 'step')}, {history.status}"
             + "".join(f", {k}={_num(final[k])}" for k in keys) + ")")
 
 
@@ -104,5 +109,5 @@ def recorder_repr(recorder: Any) -> str:
     steps = recorder.steps
     table = recorder.frame() if steps else None
     layers = 0 if table is None else int(table.loc[table["layer"] >= 1, "layer"].nunique())
-    return (f"ProbeRecorder(every={recorder.every}, {len(steps)} steps recorded, "
-            f"{layers} layers, {recorder.n_records} rows)")
+    return (f"ProbeRecorder(every={recorder.every}, {_n(len(steps), 'step')} recorded, "
+            f"{_n(layers, 'layer')}, {_n(recorder.n_records, 'row')})")

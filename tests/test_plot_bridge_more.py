@@ -1,0 +1,309 @@
+"""Adversarial checks of the public figures (``depthlab.plot``), the notebook reprs and the torch
+bridge (``depthlab.bridge.to_torch``): odd but legal tables (one probed step, text columns,
+hundreds of layers, duplicated or unsorted rows, a torch ``Watch``), bad arguments refused in one
+clear error, and the bridged module's batch-norm statistics, pickling and buffers."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import LineCollection
+
+import depthlab as dl
+from depthlab import plot
+
+
+def _table(steps=(0, 10, 20), layers=3, quantities=None) -> pd.DataFrame:
+    """A synthetic probe table: gradients shrinking 10x per layer towards the input."""
+    quantities = quantities or {
+        "grad_pre_std": lambda s, la: 1e-3 * 10.0 ** (la - layers) * (1 + s / 100),
+        "act_std": lambda s, la: 0.5, "act_mean": lambda s, la: 0.1 * la,
+        "saturated_frac": lambda s, la: 0.05 * la, "dead_frac": lambda s, la: 0.0,
+        "update_ratio": lambda s, la: 1e-3 * la,
+    }
+    rows = [(s, la, q, f(s, la)) for s in steps for la in range(1, layers + 1)
+            for q, f in quantities.items()]
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def _tick_texts(ax) -> list[str]:
+    ax.figure.canvas.draw()
+    return [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+
+
+def _panel_texts(fig) -> str:
+    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+# -- one probed step ---------------------------------------------------------------------------
+def test_one_probed_step_is_visible_and_its_step_axis_has_no_fractional_ticks():
+    """With one probed step the over-training figures drew lines of one point (invisible: the
+    saturation panel looked empty) on an axis ticked -0.045 ... 0.045 "training step"."""
+    one = _table(steps=(7,))
+    for fig in (plot.saturation(one), plot.activation_bands(one), plot.gradient_heatmap(one),
+                plot.update_ratio(one)):
+        for ax in fig.axes:
+            if ax.get_xlabel() == "training step":  # the data panels (not a colour bar)
+                assert _tick_texts(ax) == ["7"], (ax.get_title(), _tick_texts(ax))
+    sat = plot.saturation(one)
+    assert all(line.get_marker() not in (None, "None", "") for line in sat.axes[0].lines)
+    bands = plot.activation_bands(one)  # the ± std band of one step: an error bar per layer
+    bars = [c for c in bands.axes[0].collections if isinstance(c, LineCollection)]
+    assert len(bars) == 3
+    lo, hi = bars[0].get_segments()[0][:, 1]
+    assert (lo, hi) == pytest.approx((0.1 - 0.5, 0.1 + 0.5))
+
+
+def test_training_curves_of_one_step_tick_that_step():
+    fig = plot.training_curves(pd.DataFrame({"step": [1], "loss": [2.3]}))
+    assert _tick_texts(fig.axes[0]) == ["1"]
+
+
+def test_heatmap_ticks_are_the_probed_steps_not_the_cell_edges():
+    """Steps 0, 5, 10: the cells reach -2.5 .. 12.5 and the axis was ticked -2 ... 12."""
+    fig = plot.gradient_heatmap(_table(steps=(0, 5, 10)))
+    assert _tick_texts(fig.axes[0]) == ["0", "5", "10"]
+
+
+def test_training_curves_with_only_non_finite_losses_says_so():
+    """Every loss NaN (a run that diverged at once) drew empty axes with a "per step" legend."""
+    fig = plot.training_curves(pd.DataFrame({"step": [1, 2, 3], "loss": [np.nan, np.inf,
+                                                                         np.nan]}))
+    assert "no finite loss" in _panel_texts(fig)
+    assert fig.axes[0].get_legend() is None
+
+
+# -- odd but legal tables ------------------------------------------------------------------------
+def test_text_columns_read_as_numbers_and_other_text_is_named():
+    """A table read back as text (layer "3") failed deep in pandas: "Invalid comparison between
+    dtype=str and int"."""
+    t = _table()
+    as_text = t.astype({"layer": str, "step": str, "value": str})
+    assert plot.gradient_ratio(as_text) == pytest.approx(plot.gradient_ratio(t))
+    plot.gradient_per_layer(as_text)
+    with pytest.raises(ValueError, match=r"'layer' column must hold numbers; got 'first'"):
+        plot.gradient_ratio(t.assign(layer=t["layer"].astype(str).replace("1", "first")))
+
+
+def test_duplicated_unsorted_and_shifted_tables_give_the_same_numbers():
+    t = _table(steps=(0, 10, 20))
+    ratio = plot.gradient_ratio(t)
+    assert ratio == pytest.approx(1e-2)
+    assert plot.gradient_ratio(pd.concat([t, t])) == pytest.approx(ratio)
+    assert plot.gradient_ratio(t.sample(frac=1.0, random_state=0)) == pytest.approx(ratio)
+    shifted = t.assign(step=t["step"] + 1000)  # resumed training: the first step is 1000
+    assert plot.gradient_ratio(shifted) == pytest.approx(ratio)
+    assert plot.gradient_ratio(shifted, step=1020) == pytest.approx(plot.gradient_ratio(t, 20))
+    fig = plot.gradient_per_layer(shifted)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["at initialization",
+                                                        "at the end of training"]
+
+
+def test_hundreds_of_layers_keep_ticks_and_titles_readable():
+    """300 layers: at most a dozen tick labels, and a saturation title that named every shown
+    layer ran into the panel beside it."""
+    t = _table(steps=(0, 50), layers=300)
+    fig = plot.gradient_per_layer(t)
+    assert 2 <= len(_tick_texts(fig.axes[0])) <= 12
+    assert fig.axes[0].get_yscale() == "log"
+    sat = plot.saturation(t)
+    for ax in sat.axes:
+        title = ax.get_title()
+        assert "8 of 300 layers" in title and max(map(len, title.split("\n"))) <= 50, title
+        assert len(ax.get_legend().get_texts()) == 8
+
+
+def test_zero_negative_and_infinite_gradients_are_not_drawn_on_the_log_axis():
+    t = _table()
+    sel = t["quantity"] == "grad_pre_std"
+    bad = t.copy()
+    bad.loc[sel & (t["layer"] == 2), "value"] = [0.0, -1.0, np.inf]
+    fig = plot.gradient_per_layer(bad)
+    for ax in fig.axes:
+        for line in ax.lines:
+            y = np.asarray(line.get_ydata(), float)
+            assert np.all(np.isfinite(y) & (y > 0))
+    assert math.isnan(plot.gradient_ratio(t.assign(value=np.where(sel, np.nan, t["value"]))))
+    empty = plot.gradient_per_layer(t.assign(value=np.where(sel, 0.0, t["value"])))
+    assert "no positive 'grad_pre_std' probes" in _panel_texts(empty)
+
+
+# -- bad arguments -------------------------------------------------------------------------------
+def test_bad_arguments_are_one_clear_error_naming_what_was_expected():
+    rec = dl.ProbeRecorder(np.zeros((4, 3), np.float32), np.zeros(4, int), every=1)
+    t = _table()
+    cases = [
+        (lambda: plot.activation_bands(t, max_steps=0), ValueError, "max_steps must be"),
+        (lambda: plot.activation_bands(t, max_steps=2.5), TypeError, "max_steps must be"),
+        (lambda: plot.activation_histograms(rec, max_layers=0), ValueError,
+         "max_layers must be an integer >= 1, got 0"),
+        (lambda: plot.activation_histograms(rec, kind="gradient"), ValueError,
+         "kind must be one of pre, act, grad, weight; got 'gradient'"),
+        (lambda: plot.activation_histograms(rec, steps=[]), ValueError,
+         "steps must be a non-empty list"),
+        (lambda: plot.activation_histograms(rec, steps=5), ValueError,
+         "steps must be a non-empty list"),
+        (lambda: plot.sweep_metric([{"val_acc": 1}], ["model.depth"]), TypeError,
+         "runs must be a DataFrame"),
+        (lambda: plot.sweep_metric(pd.DataFrame({"model.depth": [], "val_acc": []}),
+                                   ["model.depth"]), ValueError, "the runs table is empty"),
+        (lambda: plot.gradient_per_layer(None), TypeError, "expected a probe table"),
+        (lambda: plot.gradient_per_layer({}), ValueError, "no runs given"),
+        (lambda: plot.training_curves(3), TypeError, "expected a History"),
+    ]
+    for call, kind, message in cases:
+        with pytest.raises(kind, match=message):
+            call()
+
+
+def test_sweep_metric_takes_one_key_as_a_string_and_a_table_without_status():
+    """``keys="model.depth"`` iterated its characters (KeyError 'm'); a hand-made runs table
+    without the store's ``status`` column was refused."""
+    runs = pd.DataFrame({"name": ["a", "b", "c", "d"], "model.depth": [2, 2, 6, 6],
+                         "model.activation": ["relu", "tanh", "relu", "tanh"],
+                         "val_acc": [0.9, 0.8, 0.7, 0.5]})
+    bars = plot.sweep_metric(runs, "model.depth")
+    assert bars.axes[0].get_xlabel()
+    grid = plot.sweep_metric(runs, ["model.depth", "model.activation"])
+    assert grid.axes[0].collections  # the heatmap over the complete 2 x 2 grid
+
+
+# -- a torch Watch and the NumPy recorder ------------------------------------------------------
+def test_every_figure_takes_a_torch_watch_like_a_numpy_recorder():
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8),
+                                torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    x, y = torch.randn(32, 6, dtype=torch.float64), torch.randint(0, 3, (32,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with dlt.Watch(model, every=2, theory=False) as watch:
+        for _ in range(5):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    assert plot.gradient_ratio(watch) == pytest.approx(plot.gradient_ratio(watch.frame()))
+    for fn in (plot.gradient_per_layer, plot.activation_per_layer, plot.activation_bands,
+               plot.gradient_heatmap, plot.update_ratio, plot.saturation,
+               plot.training_curves):
+        fig = fn(watch)  # nothing is missing but the accuracy (a Watch records no accuracy)
+        assert _panel_texts(fig) in ("", "no accuracy recorded"), (fn.__name__,
+                                                                   _panel_texts(fig))
+    grad = plot.gradient_per_layer(watch)
+    assert "module" in grad.axes[0].get_xlabel()
+
+
+# -- notebook reprs ------------------------------------------------------------------------------
+def test_reprs_count_one_step_and_one_layer_in_the_singular():
+    from depthlab.data import load_dataset
+
+    data = load_dataset("digits", seed=0, standardize=True)
+    net = dl.mlp([64, 8, 10], activation="tanh", seed=0)
+    rec = dl.ProbeRecorder(data.x_val[:40], data.y_val[:40], every=1000)
+    hist = dl.fit(net, data.x_train[:64], data.y_train[:64], loss="cross_entropy", epochs=1,
+                  batch_size=64, seed=0, callbacks=[rec])
+    assert repr(hist).startswith("History(1 step, finished")
+    assert "1 layer," in repr(rec) and "1 layers" not in repr(rec)
+    assert "1 step," in hist._repr_html_()
+    empty = dl.ProbeRecorder(data.x_val[:40], data.y_val[:40], every=5)
+    assert repr(empty) == "ProbeRecorder(every=5, 0 steps recorded, 0 layers, 0 rows)"
+    assert "nothing recorded yet" in empty._repr_html_()
+
+
+# -- the torch bridge ----------------------------------------------------------------------------
+def _bn_pairs(net, tnet):
+    import torch
+
+    ours = [la for la in net.layers if type(la).__name__ == "BatchNorm"]
+    theirs = [m for m in tnet.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert len(ours) == len(theirs) > 0
+    return list(zip(ours, theirs))
+
+
+@pytest.mark.parametrize("ema_start", ["first_batch", "zero"])
+def test_bridged_batch_norm_running_statistics_follow_depthlab_over_training(ema_start):
+    """depthlab's default ``ema_start="first_batch"`` starts the average at the first batch;
+    the bridged ``nn.BatchNorm1d`` started at mean 0, variance 1, so after one training batch
+    its running statistics were off by ~0.5 and eval outputs disagreed."""
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import to_torch
+
+    net = dl.mlp([5, 7, 7, 3], activation="relu", batchnorm=True, dtype="float64", seed=2,
+                 bn_ema_start=ema_start)
+    tnet = to_torch(net).train()
+    g = np.random.default_rng(0)
+    for i in range(3):
+        x = g.standard_normal((16, 5)) * 3.0 + i
+        net.forward(x, training=True)
+        tnet(torch.tensor(x))
+        for ours, theirs in _bn_pairs(net, tnet):
+            np.testing.assert_allclose(theirs.running_mean.numpy(), ours.running_mean,
+                                       rtol=0, atol=1e-12)
+            np.testing.assert_allclose(theirs.running_var.numpy(), ours.running_var,
+                                       rtol=0, atol=1e-12)
+            assert int(theirs.num_batches_tracked) == ours.num_batches == i + 1
+    xe = g.standard_normal((9, 5))
+    np.testing.assert_allclose(tnet.eval()(torch.tensor(xe)).detach().numpy(),
+                               net.forward(xe, training=False), rtol=0, atol=1e-12)
+    # a network already trained: the copy continues the moving average, no fresh start
+    tnet2 = to_torch(net).train()
+    x = g.standard_normal((16, 5))
+    net.forward(x, training=True)
+    tnet2(torch.tensor(x))
+    for ours, theirs in _bn_pairs(net, tnet2):
+        np.testing.assert_allclose(theirs.running_mean.numpy(), ours.running_mean, atol=1e-12)
+
+
+def test_bridged_modules_pickle_move_and_name_their_parameters():
+    """Swish(beta), penalized tanh and step were lambdas (``torch.save`` failed: "Can't pickle
+    local object") shown as ``_Fn()``; Standardize kept its statistics outside the module, so
+    ``.double()`` left them float32 and the ``state_dict`` lost them."""
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import to_torch
+    from depthlab.layers import Activation, Dense
+    from depthlab.layers.standardize import Standardize
+
+    g = np.random.default_rng(1)
+    x = (g.standard_normal((10, 4)) * 5 + 3).astype(np.float32)
+    net = dl.Network([Standardize.fit(x, np.float32), Dense(4, 6, rng=1),
+                      Activation("swish", beta=2.0), Dense(6, 6, rng=2),
+                      Activation("penalized_tanh", a=0.5), Dense(6, 5, rng=3),
+                      Activation("step"), Dense(5, 2, rng=4)], n_inputs=4)
+    tnet = to_torch(net).eval()
+    text = repr(tnet)
+    assert "Swish(beta=2.0)" in text and "PenalizedTanh(a=0.5)" in text and "_Fn" not in text
+    buf = io.BytesIO()
+    torch.save(tnet, buf)
+    buf.seek(0)
+    back = torch.load(buf, weights_only=False)
+    want = net.forward(x, training=False)
+    np.testing.assert_allclose(back(torch.from_numpy(x)).detach().numpy(), want, atol=1e-5)
+    assert {"0.mean", "0.std"} <= set(tnet.state_dict())
+    d = tnet.double()
+    assert d[0].mean.dtype == torch.float64
+    np.testing.assert_allclose(d(torch.from_numpy(x.astype(np.float64))).detach().numpy(), want,
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [None, 3, "net.npz"])
+def test_to_torch_of_something_else_is_a_type_error_naming_it(bad):
+    pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import to_torch
+
+    with pytest.raises(TypeError, match=f"expects a depthlab Network.*got {type(bad).__name__}"):
+        to_torch(bad)
+
+
+def test_to_torch_refuses_a_torch_module():
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import to_torch
+
+    with pytest.raises(TypeError, match="got Linear"):
+        to_torch(torch.nn.Linear(2, 2))
