@@ -6,12 +6,14 @@ names."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
-from helpers.cli import one_blas_thread, run_cli
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
-from depthlab.experiments import Store, expand, read_toml
+from depthlab.experiments import Store, StoreError, expand, read_toml, run_sweep
 from depthlab.experiments.grid import value_str
 
 SWEEP = """\
@@ -80,3 +82,38 @@ def test_sweep_report_and_export_with_a_db_file_as_the_store(tmp_path, capsys):
     assert code == 0, err
     assert Path(out.split()[0]).parent == tmp_path / "o" / "export"
     assert (tmp_path / "o" / "export" / "runs.csv").read_text().count("r4:seed=") == 2
+
+
+# -- a store on a read-only disk --------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_disk(tmp_path):
+    """A small tmpfs holding a store of one finished sweep point, remounted read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_sweep_on_a_read_only_disk_says_so(read_only_disk, tmp_path, capsys):
+    # was "cannot open results store '.../depthlab.db': unable to open database file"
+    mnt = read_only_disk
+    cfg = _config(tmp_path, '"train.seed" = [0, 1]')
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", mnt, "-q", "--limit", "1")
+    assert code == 0, err
+    subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", mnt, "-q")
+    assert_one_line_error(code, err, str(mnt / "depthlab.db"), "read-only")
+    with pytest.raises(StoreError, match="the file system is read-only"):
+        run_sweep(read_toml(cfg), mnt / "api.db", echo=None)
+    with Store(mnt, readonly=True) as s:  # the point stored before is intact and readable
+        assert list(s.runs()["name"]) == ["r4:seed=0"] and s.integrity_check() == "ok"

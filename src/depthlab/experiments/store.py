@@ -95,6 +95,8 @@ class RunExistsError(StoreError):
 def _reason(e: BaseException, path: Path | None = None) -> str:
     """One line on why SQLite failed; a disk I/O error on a full disk says so."""
     text = str(e) or type(e).__name__
+    if path is not None and _read_only_disk(path):  # SQLite says "unable to open database file"
+        return f"the file system is read-only: {text}"
     if path is not None and "database or disk is full" not in text:
         try:
             free = shutil.disk_usage(path.parent).free
@@ -111,6 +113,18 @@ def _reason(e: BaseException, path: Path | None = None) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
     return text
+
+
+def _read_only_disk(path: Path) -> bool:
+    """Whether the folder of ``path`` (or its nearest existing parent) is on a file system
+    mounted read-only (``statvfs`` flag ``ST_RDONLY``)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 def _storage_error(e: BaseException) -> bool:
@@ -177,6 +191,17 @@ class RunRecord:
             raise ValueError(f"unknown run status {self.status!r}; expected one of {STATUSES}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown run kind {self.kind!r}; expected one of {KINDS}")
+
+    def __repr__(self) -> str:
+        from ..report.notebook import run_record_repr
+
+        return run_record_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Status, metrics, training curves and gradient figure (Jupyter)."""
+        from ..report.notebook import run_record_html
+
+        return run_record_html(self)
 
 
 def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
