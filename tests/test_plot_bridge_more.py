@@ -307,3 +307,42 @@ def test_to_torch_refuses_a_torch_module():
 
     with pytest.raises(TypeError, match="got Linear"):
         to_torch(torch.nn.Linear(2, 2))
+
+
+def test_a_run_record_shows_itself_in_one_line_and_a_card():
+    """The dataclass repr printed every stored table (steps, probes, histograms, ...)."""
+    from depthlab.experiments.store import RunRecord
+
+    steps = pd.DataFrame({"step": np.arange(30), "epoch": 0, "loss": np.linspace(2, 1, 30),
+                          "lr": 0.1, "seconds": 0.0})
+    rec = RunRecord(id="abc123", name="tanh <deep>", status="diverged", steps=steps,
+                    probes=_table(), metrics={"train_loss": 1.0, "val_acc": 0.25},
+                    divergence={"message": "loss became nan at step 30 <layer 2>"})
+    text = repr(rec)
+    assert text == ("RunRecord('abc123', name='tanh <deep>', diverged, 30 steps, "
+                    "train_loss=1, val_acc=0.25)")
+    html = rec._repr_html_()
+    assert "<b>Diverged.</b> loss became nan at step 30 &lt;layer 2&gt;" in html
+    assert html.count("<img") == 2 and "tanh &lt;deep&gt;" in html
+    assert "\n" not in repr(RunRecord(id="x"))
+
+
+def test_a_torch_watch_shows_what_it_recorded():
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    watch = dlt.Watch(model, every=2, theory=False)
+    assert repr(watch) == "Watch(Sequential, every=2, 0 steps seen, 0 recorded, 0 layers, open)"
+    assert "nothing recorded yet" in watch._repr_html_()
+    for _ in range(3):
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    watch.close()
+    assert repr(watch) == "Watch(Sequential, every=2, 3 steps seen, 2 recorded, 2 layers, closed)"
+    html = watch._repr_html_()
+    assert "<img" in html and "Gradient ratio" in html and "theory=False" in html

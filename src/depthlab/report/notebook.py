@@ -111,3 +111,66 @@ def recorder_repr(recorder: Any) -> str:
     layers = 0 if table is None else int(table.loc[table["layer"] >= 1, "layer"].nunique())
     return (f"ProbeRecorder(every={recorder.every}, {_n(len(steps), 'step')} recorded, "
             f"{_n(layers, 'layer')}, {_n(recorder.n_records, 'row')})")
+
+
+def run_record_repr(record: Any) -> str:
+    """``RunRecord('3f2a…', name='digits-tanh', finished, 120 steps, val_acc=0.93)``: one line
+    (the dataclass default printed every stored table)."""
+    steps = record.steps
+    n = int(steps["step"].max()) + 1 if steps is not None and len(steps) else 0
+    keys = [k for k in ("train_loss", "val_loss", "val_acc") if k in (record.metrics or {})]
+    name = f", name={record.name!r}" if record.name else ""
+    kind = "" if record.kind == "run" else f", {record.kind}"
+    return (f"RunRecord({record.id!r}{name}{kind}, {record.status}, {_n(n, 'step')}"
+            + "".join(f", {k}={_num(record.metrics[k])}" for k in keys) + ")")
+
+
+def run_record_html(record: Any) -> str:
+    """Status and final metrics of a stored run, why it stopped (divergence, error), then its
+    training curves and gradient-per-layer figure."""
+    from .. import plot
+
+    parts = [f"<p class=\"note\">{H.esc(run_record_repr(record))}</p>"]
+    if record.divergence:
+        parts.append(f"<p><b>Diverged.</b> {H.esc(record.divergence.get('message', ''))}</p>")
+    if record.error:
+        parts.append(f"<p><b>Failed.</b> {H.esc(record.error)}</p>")
+    rows = [[k, _num(v)] for k, v in (record.metrics or {}).items()]
+    if rows:
+        parts.append(H.table(["final metric", "value"], rows))
+    if record.steps is not None and len(record.steps):
+        parts.append(_img(plot.training_curves(record), "training loss and accuracy"))
+    if record.probes is not None and len(record.probes):
+        parts.append(_img(plot.gradient_per_layer({record.name or record.id: record}),
+                          "gradient std per layer"))
+    return _card("RunRecord", "".join(parts))
+
+
+def watch_repr(watch: Any) -> str:
+    """``Watch(Sequential, every=5, 20 steps seen, 4 recorded, 3 layers, open)``."""
+    if not hasattr(watch, "_col_value"):  # its __init__ raised (a repr in the traceback)
+        return "Watch(not set up)"
+    table = watch.frame()
+    recorded = int(table["step"].nunique()) if len(table) else 0
+    layers = int(table.loc[table["layer"] >= 1, "layer"].nunique()) if len(table) else 0
+    state = "closed" if watch._closed else "open"
+    return (f"Watch({watch.name}, every={watch.every}, {_n(watch.steps_seen, 'step')} seen, "
+            f"{recorded} recorded, {_n(layers, 'layer')}, {state})")
+
+
+def watch_html(watch: Any) -> str:
+    """What a torch Watch recorded, its gradient ratio, theory note and gradient figure."""
+    from .. import plot
+
+    table = watch.frame()
+    parts = [f"<p class=\"note\">{H.esc(watch_repr(watch))}</p>"]
+    if table.empty:
+        parts.append("<p class=\"note\">nothing recorded yet</p>")
+        return _card("Watch", "".join(parts))
+    parts.append(f"<p>Gradient ratio (first / last layer) at the first recorded step: "
+                 f"<b>{_num(plot.gradient_ratio(table))}</b>. "
+                 f"{H.esc(watch.theory_note or '')} Tables: <code>.frame()</code>, "
+                 "<code>.losses()</code>.</p>")
+    parts.append(_img(plot.gradient_per_layer({watch.name: table}, False),
+                      "gradient std per layer"))
+    return _card("Watch", "".join(parts))

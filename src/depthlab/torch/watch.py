@@ -454,6 +454,17 @@ class Watch:
         self.close(error=exc)
 
     # -- results -----------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        from ..report.notebook import watch_repr
+
+        return watch_repr(self)
+
+    def _repr_html_(self) -> str:
+        """What was recorded, the gradient ratio and the gradient figure (Jupyter)."""
+        from ..report.notebook import watch_html
+
+        return watch_html(self)
+
     def frame(self) -> pd.DataFrame:
         """Tidy table ``step, layer, module, quantity, value`` of the recorded steps."""
         df = pd.DataFrame({
