@@ -346,3 +346,103 @@ def test_a_torch_watch_shows_what_it_recorded():
     assert repr(watch) == "Watch(Sequential, every=2, 3 steps seen, 2 recorded, 2 layers, closed)"
     html = watch._repr_html_()
     assert "<img" in html and "Gradient ratio" in html and "theory=False" in html
+
+
+# -- torch -> depthlab ---------------------------------------------------------------------------
+def _every_activation_model(torch):
+    nn = torch.nn
+    acts = [nn.Sigmoid(), nn.Tanh(), nn.Identity(), nn.ReLU(inplace=True), nn.LeakyReLU(0.2),
+            nn.ELU(0.7), nn.SELU(), nn.SiLU(), nn.Softsign(), nn.Mish(), nn.GELU()]
+    layers = [nn.Linear(6, 8)]
+    for a in acts:
+        layers += [nn.BatchNorm1d(8, momentum=0.2), a, nn.Dropout(0.3), nn.Linear(8, 8, bias=False)]
+    return nn.Sequential(*layers, nn.Linear(8, 3), nn.Softmax(dim=-1)).double()
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_from_torch_gives_the_same_outputs_and_gradients(mode):
+    """Every activation, batch norm (statistics, eps, momentum), dropout and no-bias layers."""
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import from_torch
+
+    torch.manual_seed(0)
+    model = _every_activation_model(torch)
+    with torch.no_grad():  # running statistics that are not the defaults
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    if mode == "train":  # dropout's masks come from two generators: compare without them
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    getattr(model, mode)()
+    net = from_torch(model)
+    assert net.dtype == np.float64 and net.n_inputs == 6
+    g = np.random.default_rng(3)
+    x, up = g.standard_normal((12, 6)), g.standard_normal((12, 3))
+    xt = torch.tensor(x, requires_grad=True)
+    out = model(xt)
+    out.backward(torch.tensor(up))
+    ours = net.forward(x, training=mode == "train")
+    gx = net.backward(up)
+    np.testing.assert_allclose(ours, out.detach().numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=0, atol=1e-12)
+    theirs = list(model.parameters())
+    assert len(theirs) == len(net.parameters())
+    for p, q in zip(theirs, net.parameters()):
+        want = p.grad.numpy()
+        np.testing.assert_allclose(q.grad.T if q.grad.ndim == 2 else q.grad, want, rtol=0,
+                                   atol=1e-12)
+    for ours_bn, theirs_bn in _bn_pairs(net, model):  # updated alike in training mode
+        np.testing.assert_allclose(ours_bn.running_mean, theirs_bn.running_mean.numpy(),
+                                   rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ours_bn.running_var, theirs_bn.running_var.numpy(),
+                                   rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", [
+    {"activation": "penalized_tanh", "batchnorm": True},
+    {"activation": "swish", "activation_kwargs": {"beta": 1.5}, "residual": True,
+     "batchnorm": True},
+    {"activation": "step", "dtype": "float32"},
+])
+def test_a_round_trip_through_torch_changes_nothing(kw):
+    pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import from_torch, to_torch
+
+    kw = {"dtype": "float64", **kw}
+    net = dl.mlp([6, 8, 8, 8, 3], seed=1, **kw)
+    back = from_torch(to_torch(net))
+    assert back.dtype == net.dtype
+    x = np.random.default_rng(0).standard_normal((10, 6)).astype(net.dtype)
+    for training in (False, True):
+        np.testing.assert_array_equal(back.forward(x, training=training),
+                                      net.forward(x, training=training))
+    for p, q in zip(net.parameters(), back.parameters()):
+        np.testing.assert_array_equal(p.value, q.value)
+
+
+def test_from_torch_refuses_what_depthlab_cannot_express_naming_the_module():
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import from_torch
+
+    nn = torch.nn
+    cases = [
+        (nn.Sequential(nn.Conv2d(1, 2, 3)), r"module '0' \(Conv2d"),
+        (nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), r"module '1' \(LayerNorm"),
+        (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, affine=False)), "affine=True"),
+        (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, momentum=None)), "momentum in"),
+        (nn.Sequential(nn.Linear(2, 2), nn.GELU(approximate="tanh")), "GELU"),
+        (nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2), nn.MaxPool1d(2))),
+         r"module '1.1' \(MaxPool1d"),
+        (nn.LSTM(2, 2), r"the model itself \(LSTM"),
+        (nn.Sequential(nn.Linear(2, 2)).half(), "float32 or float64 parameters"),
+        (nn.Sequential(nn.ReLU()), "at least one Linear"),
+        ("model.pt", "expects a torch.nn.Module, got str"),
+    ]
+    for model, message in cases:
+        with pytest.raises(TypeError, match=message):
+            from_torch(model)

@@ -1,6 +1,8 @@
-"""Copy a depthlab network into an equivalent ``torch.nn.Module`` (tests and benchmarks).
-
-One way only: depthlab -> torch (``to_torch``). Only this module imports torch;
+"""Copy a depthlab network into an equivalent ``torch.nn.Module`` (``to_torch``) and an
+``nn.Sequential`` of the layers depthlab has back into a depthlab ``Network`` (``from_torch``):
+weights, biases and batch-norm statistics copied, so outputs and gradients agree to rounding.
+A torch module depthlab cannot express is refused with a TypeError naming it. Only this module
+imports torch;
 ``import depthlab`` never does. Without PyTorch installed, importing it says
 ``pip install depthlab[torch]``.
 """
@@ -181,3 +183,124 @@ def to_torch(net: Network) -> nn.Sequential:
     return _convert(net, dtype)
 
 
+# -- torch -> depthlab ---------------------------------------------------------------------------
+_SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "identity",
+                      nn.ReLU: "relu", nn.SELU: "selu", nn.Softsign: "softsign",
+                      nn.Mish: "mish", nn.SiLU: "swish", Step: "step"}
+ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics "
+                       "and a momentum), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
+                       "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf), "
+                       "Softmax(dim=-1), and to_torch's Swish, PenalizedTanh, Step, "
+                       "TorchStandardize and residual blocks")
+
+
+def _activation_from_torch(m: nn.Module) -> Activation | None:
+    kind = type(m)
+    if kind in _SIMPLE_FROM_TORCH:
+        return Activation(_SIMPLE_FROM_TORCH[kind])
+    if kind is nn.LeakyReLU:
+        return Activation("leaky_relu", negative_slope=float(m.negative_slope))
+    if kind is nn.ELU:
+        return Activation("elu", alpha=float(m.alpha))
+    if kind is nn.GELU and m.approximate == "none":
+        return Activation("gelu")
+    if kind is nn.Softmax and m.dim in (-1, 1):
+        return Activation("softmax")
+    if kind is Swish:
+        return Activation("swish", beta=m.beta)
+    if kind is PenalizedTanh:
+        return Activation("penalized_tanh", a=m.a)
+    return None
+
+
+def _where(path: str) -> str:
+    return f"module {path!r}" if path else "the model itself"
+
+
+def _from_torch(m: nn.Module, path: str, np_dtype, counter: list[int]) -> list[Layer]:
+    """The depthlab layers computing what module ``m`` (at ``path``) computes."""
+    import numpy as np
+
+    def arr(t) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(np_dtype, copy=True)
+
+    counter[0] += 1
+    name = f"{type(m).__name__.lower()}{counter[0]}"
+    kind = type(m)
+    if kind is nn.Sequential:
+        return [la for sub_name, sub in m.named_children()
+                for la in _from_torch(sub, f"{path}.{sub_name}" if path else sub_name,
+                                      np_dtype, counter)]
+    if kind is nn.Linear:
+        dense = Dense(m.in_features, m.out_features, bias=m.bias is not None,
+                      init="zeros", dtype=np_dtype, name=name)
+        dense.W.value[...] = arr(m.weight).T
+        if m.bias is not None:
+            dense.b.value[...] = arr(m.bias)
+        return [dense]
+    if kind in (nn.BatchNorm1d, FirstBatchBatchNorm1d):
+        if not (m.affine and m.track_running_stats and m.momentum is not None):
+            raise TypeError(f"from_torch cannot express {_where(path)} "
+                            f"({m!r}): depthlab's BatchNorm has a trainable gamma and beta and "
+                            "a moving average with a momentum (affine=True, "
+                            "track_running_stats=True, momentum in (0, 1])")
+        bn = BatchNorm(m.num_features, eps=float(m.eps), momentum=float(m.momentum),
+                       ema_start="first_batch" if kind is FirstBatchBatchNorm1d else "zero",
+                       dtype=np_dtype, name=name)
+        bn.gamma.value[...] = arr(m.weight)
+        bn.beta.value[...] = arr(m.bias)
+        bn.running_mean[...] = arr(m.running_mean)
+        bn.running_var[...] = arr(m.running_var)
+        bn.num_batches = int(m.num_batches_tracked)
+        return [bn]
+    if kind is nn.Dropout:
+        return [Dropout(float(m.p), name=name)]
+    if kind is nn.AlphaDropout:
+        return [AlphaDropout(float(m.p), name=name)]
+    if kind is _Residual:
+        return [Residual(Sequential(_from_torch(m.branch, f"{path}.branch", np_dtype, counter)),
+                         name=name)]
+    if kind is TorchStandardize:
+        return [Standardize(arr(m.mean), arr(m.std), name=name)]
+    act = _activation_from_torch(m)
+    if act is not None:
+        act.name = name
+        return [act]
+    raise TypeError(f"from_torch cannot express {_where(path)} ({type(m).__name__}"
+                    f"{'' if not m.extra_repr() else '(' + m.extra_repr() + ')'}); accepted: "
+                    f"{ACCEPTED_FROM_TORCH}")
+
+
+def _first_sized(layers: list[Layer]) -> Dense | Standardize | None:
+    """The first layer, in forward order, that fixes the input size."""
+    for la in layers:
+        if isinstance(la, (Dense, Standardize)):
+            return la
+        if isinstance(la, Residual):
+            found = _first_sized(la.branch.layers)
+            if found is not None:
+                return found
+    return None
+
+
+def from_torch(module: nn.Module) -> Network:
+    """The depthlab ``Network`` computing what ``module`` computes, weights, biases and
+    batch-norm statistics copied (torch -> depthlab; ``to_torch`` goes back): forward outputs
+    and gradients agree to rounding (float64: to ~1e-15). ``module`` is an ``nn.Sequential``
+    (nested allowed) of the modules in :data:`ACCEPTED_FROM_TORCH` with float32 or float64
+    parameters; anything else is a TypeError naming the module and its path."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
+    tensors = list(module.parameters()) + list(module.buffers())
+    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    if not dtypes <= {torch.float32} and not dtypes <= {torch.float64}:
+        raise TypeError(f"from_torch expects float32 or float64 parameters (one dtype), got "
+                        f"{', '.join(sorted(str(d) for d in dtypes))}")
+    np_dtype = "float64" if dtypes == {torch.float64} else "float32"
+    layers = _from_torch(module, "", np_dtype, [0])
+    first = _first_sized(layers)
+    if first is None:
+        raise TypeError("from_torch needs at least one Linear layer (the network's input size "
+                        "comes from the first one)")
+    n_inputs = first.fan_in if isinstance(first, Dense) else int(first.mean.shape[0])
+    return Network(layers, n_inputs=n_inputs, dtype=np_dtype)
