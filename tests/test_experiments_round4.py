@@ -10,10 +10,19 @@ import os
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
-from depthlab.experiments import ConfigError, Store, StoreError, expand, read_toml, run_sweep
+from depthlab.experiments import (
+    ConfigError,
+    RunRecord,
+    Store,
+    StoreError,
+    expand,
+    read_toml,
+    run_sweep,
+)
 from depthlab.experiments.grid import value_str
 
 SWEEP = """\
@@ -145,3 +154,38 @@ def test_a_key_of_many_values_is_checked_without_validating_each_on_the_whole_co
     bad = read_toml(_config(tmp_path, f'"data.name" = [{names}]'))
     with pytest.raises(ConfigError, match="nosuchdata"):
         grid_module.check_values(bad, bad["sweep"])
+
+
+# -- two processes on one store ---------------------------------------------------------------
+
+
+def _record(rid: str) -> RunRecord:
+    steps = pd.DataFrame({"step": [1, 2], "loss": [0.5, 0.25]})
+    return RunRecord(rid, name=rid, metrics={"val_acc": 0.5}, steps=steps)
+
+
+def test_export_while_another_process_commits_is_one_snapshot(tmp_path, monkeypatch):
+    # export read table after table: a run committed meanwhile (a sweep writing the store)
+    # was in steps.csv but not in runs.csv
+    with Store(tmp_path) as s:
+        s.add_run(_record("first"))
+    reader = Store(tmp_path, readonly=True)
+    table = Store.table
+
+    def table_then_a_commit(self, name):
+        df = table(self, name)
+        if name == "runs":
+            with Store(tmp_path) as writer:  # another connection, as another process
+                writer.add_run(_record("second"))
+        return df
+
+    monkeypatch.setattr(Store, "table", table_then_a_commit)
+    try:
+        reader.export(tmp_path / "export")
+    finally:
+        reader.close()
+    runs = pd.read_csv(tmp_path / "export" / "runs.csv")
+    steps = pd.read_csv(tmp_path / "export" / "steps.csv")
+    assert list(runs["id"]) == ["first"] and set(steps["run_id"]) == {"first"}
+    with Store(tmp_path, readonly=True) as s:
+        assert sorted(s.statuses()) == ["first", "second"]

@@ -324,6 +324,21 @@ class Store:
                     pass
             raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see the store as of their first read: one read transaction, so runs
+        that other processes commit meanwhile appear in none of the tables rather than in some
+        (nested use is one snapshot)."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+
     def close(self) -> None:
         self._conn.close()
 
@@ -553,6 +568,10 @@ class Store:
                 raise StoreError("parquet export needs pyarrow (pip install pyarrow)") from None
         out = Path(out_path)
         out.mkdir(parents=True, exist_ok=True)
+        with self.snapshot():  # every table as of one moment, while a sweep goes on writing
+            return self._export(out, fmt)
+
+    def _export(self, out: Path, fmt: str) -> list[Path]:
         written: list[Path] = []
         for name in TABLES:
             df = self.table(name)
