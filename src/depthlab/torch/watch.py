@@ -433,8 +433,12 @@ class Watch:
         """Copy the losses of the steps since the last record to the host (one transfer)."""
         if self._pending:
             dev = self._pending[-1].device
-            host = torch.stack([t.to(dev, torch.float64 if dev.type != "mps" else torch.float32)
-                                for t in self._pending]).cpu().tolist()
+            wide = torch.float64 if dev.type != "mps" else torch.float32
+            try:  # one stack (dtypes promoted exactly), then one conversion
+                stacked = torch.stack(self._pending).to(wide)
+            except RuntimeError:  # losses on several devices (the model moved mid-run)
+                stacked = torch.stack([t.to(dev, wide) for t in self._pending])
+            host = stacked.cpu().tolist()
             first = self._calls - len(self._pending)
             self._loss_steps.extend(range(first, self._calls))
             self._loss_values.extend(host)
