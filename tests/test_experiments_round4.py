@@ -189,3 +189,25 @@ def test_export_while_another_process_commits_is_one_snapshot(tmp_path, monkeypa
     assert list(runs["id"]) == ["first"] and set(steps["run_id"]) == {"first"}
     with Store(tmp_path, readonly=True) as s:
         assert sorted(s.statuses()) == ["first", "second"]
+
+
+# -- the confirmation of a large grid ---------------------------------------------------------
+
+
+class _Terminal:
+    def isatty(self) -> bool:
+        return True
+
+
+def test_end_of_input_at_the_large_grid_prompt_is_a_no(tmp_path, capsys, monkeypatch):
+    # Ctrl-D at "Run them all? [y/N]" was "depthlab: error: EOFError: EOFError (internal error)"
+    def end_of_input(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    monkeypatch.setattr("builtins.input", end_of_input)
+    values = ", ".join(map(str, range(400)))
+    cfg = _config(tmp_path, f'"train.seed" = [{values}]\n"data.seed" = [{values}]')
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "-q")
+    assert_one_line_error(code, err, "160,000 points", "not confirmed")
+    assert not (tmp_path / "o").exists()

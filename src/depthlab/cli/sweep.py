@@ -82,7 +82,11 @@ def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
     if not sys.stdin.isatty():
         raise UserError(f"{what}; pass --limit N to run the first N points, or --yes to run "
                         "them all")
-    answer = input(f"{what}. Run them all? [y/N] ").strip().lower()
+    try:
+        answer = input(f"{what}. Run them all? [y/N] ").strip().lower()
+    except EOFError:  # Ctrl-D (or the input closed) at the prompt: not a yes
+        sys.stderr.write("\n")
+        answer = ""
     if answer not in ("y", "yes"):
         raise UserError(f"{what}; not confirmed (use --limit N or --yes)")
 
