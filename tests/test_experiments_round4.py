@@ -22,6 +22,7 @@ from depthlab.experiments import (
     expand,
     read_toml,
     run_sweep,
+    validate,
 )
 from depthlab.experiments.grid import value_str
 
@@ -211,3 +212,22 @@ def test_end_of_input_at_the_large_grid_prompt_is_a_no(tmp_path, capsys, monkeyp
     code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "-q")
     assert_one_line_error(code, err, "160,000 points", "not confirmed")
     assert not (tmp_path / "o").exists()
+
+
+# -- a sweep key written twice ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grid", [
+    '"train.seed" = [0, 1]\ntrain.seed = [5, 6, 7]',
+    'train.seed = [5, 6, 7]\n"train.seed" = [0, 1]',
+    'train = {seed = [5, 6, 7]}\n"train.seed" = [0, 1]'], ids=["quoted-first", "dotted-first",
+                                                             "inline-table"])
+def test_a_sweep_key_written_quoted_and_dotted_is_refused(tmp_path, capsys, grid):
+    # TOML holds both "train.seed" (one key) and train.seed (a table): the sweep kept one of
+    # the lists and silently dropped the other (3 points instead of an error)
+    cfg = _config(tmp_path, grid)
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "-q")
+    assert_one_line_error(code, err, "sweep.train.seed is given twice")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ConfigError, match="given twice"):
+        validate(read_toml(cfg))

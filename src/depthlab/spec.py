@@ -621,8 +621,15 @@ def _check_sweep(raw: Any) -> dict[str, list]:
     for key, values in raw.items():
         if isinstance(values, dict):  # written as model.depth = [...] without quotes
             for sub, vals in values.items():
-                out.update(_check_sweep({f"{key}.{sub}": vals}))
+                for k, v in _check_sweep({f"{key}.{sub}": vals}).items():
+                    if k in out:  # "model.depth" = [...] and model.depth = [...]
+                        raise ConfigError(f"sweep.{k} is given twice (as \"{k}\" and as {k} "
+                                          "without quotes); accepted: one list per key", k)
+                    out[k] = v
             continue
+        if key in out:
+            raise ConfigError(f"sweep.{key} is given twice (as \"{key}\" and as {key} without "
+                              "quotes); accepted: one list per key", key)
         if key not in valid:
             raise _unknown_key("sweep", key, valid)
         if not isinstance(values, list) or not values:
