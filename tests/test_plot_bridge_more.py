@@ -446,3 +446,32 @@ def test_from_torch_refuses_what_depthlab_cannot_express_naming_the_module():
     for model, message in cases:
         with pytest.raises(TypeError, match=message):
             from_torch(model)
+
+
+def test_two_runs_of_one_name_both_get_a_line():
+    """Two RunRecords named alike (two seeds of one config) were one dict key: one run vanished
+    from the figure without a word."""
+    from depthlab.experiments.store import RunRecord
+
+    a = RunRecord(id="a1", name="tanh", probes=_table())
+    b = RunRecord(id="b2", name="tanh", probes=_table().assign(value=lambda d: d["value"] * 3))
+    fig = plot.gradient_per_layer([a, b], theory=False)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["tanh", "tanh (2)"]
+    assert len(fig.axes[0].lines) == 2
+
+
+def test_a_theory_argument_that_is_not_a_theory_frame_is_refused():
+    """``theory=5`` and a frame without the theory's columns were ignored without a word."""
+    t = _table()
+    from depthlab.theory import propagate
+
+    good = propagate([8, 8, 8, 8, 3], "tanh", init="glorot_uniform")
+    fig = plot.gradient_per_layer(t, theory=good)
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)
+    with pytest.raises(TypeError, match="theory must be a DataFrame.*got int"):
+        plot.gradient_per_layer(t, theory=5)
+    with pytest.raises(ValueError, match="theory must have the columns layer and grad_pre_var"):
+        plot.gradient_per_layer(t, theory=pd.DataFrame({"depth": [1], "var": [1.0]}))
+    with pytest.raises(TypeError, match=r"theory\['run'\] must be a DataFrame"):
+        plot.activation_per_layer({"run": t}, theory={"run": [1, 2]})

@@ -116,7 +116,14 @@ def _runs(table_or_runs: Any) -> dict[str, tuple[pd.DataFrame, Any]]:
         items = [(_label(table_or_runs, "run"), table_or_runs)]
     if not items:
         raise ValueError("no runs given: expected at least one probe table or run")
-    return {str(k): (probe_table(v), getattr(v, "config", None)) for k, v in items}
+    out: dict[str, tuple[pd.DataFrame, Any]] = {}
+    for k, v in items:  # two runs of one name (seeds, reruns) both stay: "name (2)"
+        label, n = str(k), 1
+        while label in out:
+            n += 1
+            label = f"{k} ({n})"
+        out[label] = (probe_table(v), getattr(v, "config", None))
+    return out
 
 
 def _theories(runs: dict[str, tuple[pd.DataFrame, Any]], theory: Any) -> dict[str, Any]:
@@ -125,9 +132,16 @@ def _theories(runs: dict[str, tuple[pd.DataFrame, Any]], theory: Any) -> dict[st
     if theory is False:
         return {}
     if isinstance(theory, pd.DataFrame):
+        _theory_frame(theory, "theory")
         return {k: theory for k in runs}
     if isinstance(theory, Mapping):
+        for k, v in theory.items():
+            _theory_frame(v, f"theory[{k!r}]")
         return {str(k): v for k, v in theory.items()}
+    if theory is not None and theory is not True:
+        raise TypeError(f"theory must be a DataFrame (layer, grad_pre_var, act_var), a mapping "
+                        f"run label -> DataFrame, False for none or None to derive it from "
+                        f"each run's config; got {type(theory).__name__}")
     out = {}
     for k, (_, cfg) in runs.items():
         if cfg:
@@ -135,6 +149,18 @@ def _theories(runs: dict[str, tuple[pd.DataFrame, Any]], theory: Any) -> dict[st
             if th is not None:
                 out[k] = th
     return out
+
+
+def _theory_frame(frame: Any, what: str) -> None:
+    """A theory frame given by the caller has a ``layer`` column and at least one of
+    ``grad_pre_var`` / ``act_var`` (else a TypeError / ValueError naming ``what``)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{what} must be a DataFrame (layer, grad_pre_var, act_var), got "
+                        f"{type(frame).__name__}")
+    if "layer" not in frame.columns or not {"grad_pre_var", "act_var"} & set(frame.columns):
+        raise ValueError(f"{what} must have the columns layer and grad_pre_var or act_var "
+                         f"(depthlab.theory.propagate(...)); it has "
+                         f"{', '.join(map(str, frame.columns)) or 'none'}")
 
 
 def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, str]:
