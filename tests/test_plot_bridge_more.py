@@ -475,3 +475,11 @@ def test_a_theory_argument_that_is_not_a_theory_frame_is_refused():
         plot.gradient_per_layer(t, theory=pd.DataFrame({"depth": [1], "var": [1.0]}))
     with pytest.raises(TypeError, match=r"theory\['run'\] must be a DataFrame"):
         plot.activation_per_layer({"run": t}, theory={"run": [1, 2]})
+
+
+def test_a_reproduction_result_escapes_its_title():
+    """``Glorot & Bengio`` went into the notebook's <h1> unescaped (a ``<`` would open a tag)."""
+    from depthlab.reproduce.base import Result
+
+    html = Result(name="x", title="Glorot & Bengio <2010>")._repr_html_()
+    assert "<h1>Glorot &amp; Bengio &lt;2010&gt;</h1>" in html

@@ -66,11 +66,12 @@ class Result:
 
     def _repr_html_(self) -> str:
         """Claims, notes, figures and tables as HTML (Jupyter)."""
-        from ..report.html import CSS
+        from ..report.html import CSS, esc
         from .page import result_body
 
         body, _ = result_body(self)
-        return f"<div class=\"depthlab\"><style>{CSS}</style><h1>{self.title}</h1>{body}</div>"
+        return (f"<div class=\"depthlab\"><style>{CSS}</style><h1>{esc(self.title)}</h1>"
+                f"{body}</div>")
 
 
 @dataclass(frozen=True)
