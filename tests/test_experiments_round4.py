@@ -231,3 +231,20 @@ def test_a_sweep_key_written_quoted_and_dotted_is_refused(tmp_path, capsys, grid
     assert not (tmp_path / "o").exists()
     with pytest.raises(ConfigError, match="given twice"):
         validate(read_toml(cfg))
+
+
+# -- progress on a terminal -------------------------------------------------------------------
+
+
+def test_per_point_lines_beside_the_bar_stay_off_json_stdout(tmp_path, capsys, monkeypatch):
+    # on a terminal (stderr a tty) with stdout redirected (`sweep --json > out.json`), the bar's
+    # per-point lines went through tqdm.write to stdout: out.json began with "[1/2] ..."
+    monkeypatch.setattr("depthlab.cli.sweep.progress_enabled", lambda args: True)
+    cfg = _config(tmp_path, '"train.seed" = [0, 1]')
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--json")
+    assert code == 0, err
+    assert json.loads(out)["counts"] == {"finished": 2}
+    assert "[1/2] " in err and "[2/2] " in err
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "p")  # no --json
+    assert code == 0, err
+    assert "[1/2] " in out and "[1/2] " not in err  # the lines where echo prints them

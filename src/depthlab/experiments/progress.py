@@ -10,6 +10,7 @@ computed so far); skipped points count as done and cost nothing.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,8 +81,9 @@ class SweepProgress:
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.failed} failed", refresh=False)
             self.bar.update(1)
-            if every:
-                self.bar.write(line)
+            if every and self.echo is not None:  # through echo: never onto --json's stdout
+                with type(self.bar).external_write_mode(file=sys.stderr):
+                    self.echo(line)
             return
         if self.echo is None:
             return
