@@ -483,3 +483,16 @@ def test_a_reproduction_result_escapes_its_title():
 
     html = Result(name="x", title="Glorot & Bengio <2010>")._repr_html_()
     assert "<h1>Glorot &amp; Bengio &lt;2010&gt;</h1>" in html
+
+
+def test_a_log_axis_over_one_to_two_decades_labels_its_2s_and_5s():
+    """Activation stds from 0.09 to 0.98 got two labels (10^-1, 10^0) on a whole panel."""
+    rows = [(0, la, "act_std", v) for la, v in enumerate(np.geomspace(0.09, 0.98, 12), 1)]
+    fig = plot.activation_per_layer(pd.DataFrame(rows, columns=["step", "layer", "quantity",
+                                                                "value"]))
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    minor = [t.get_text() for t in ax.yaxis.get_minorticklabels()
+             if t.get_text() and lo <= t.get_position()[1] <= hi]
+    assert minor == ["0.2", "0.5"]

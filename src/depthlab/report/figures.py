@@ -25,7 +25,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, ScalarFormatter
 
 # Okabe & Ito (2008) colour-blind-safe qualitative palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
@@ -113,6 +113,19 @@ def _tidy_log_axis(axis, lo: float, hi: float) -> None:
         fmt = ScalarFormatter(useMathText=True)
         fmt.set_powerlimits((-2, 3))
         axis.set_major_formatter(fmt)
+    elif lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 100:
+        # one to two decades: two labelled powers of ten only; label the 2s and 5s between
+        axis.set_minor_formatter(FuncFormatter(_label_two_five))
+        axis.set_tick_params(which="minor", labelsize=axis.get_ticklabels()[0].get_fontsize()
+                             if axis.get_ticklabels() else 8.5)
+
+
+def _label_two_five(v: float, _pos: int | None = None) -> str:
+    """``0.2``, ``0.5``, ``20``: a minor log tick labelled when its mantissa is 2 or 5."""
+    if not v > 0:
+        return ""
+    m = v / 10.0 ** np.floor(np.log10(v))
+    return f"{v:g}" if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
 
 
 def figure_png(fig: Figure) -> bytes:
