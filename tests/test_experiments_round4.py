@@ -248,3 +248,15 @@ def test_per_point_lines_beside_the_bar_stay_off_json_stdout(tmp_path, capsys, m
     code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "p")  # no --json
     assert code == 0, err
     assert "[1/2] " in out and "[1/2] " not in err  # the lines where echo prints them
+
+
+def test_minus_zero_is_the_same_config_as_zero(tmp_path, capsys):
+    # model.dropout = -0.0 validated as -0.0: a second run id (and a second training) for the
+    # same network, and `depthlab run` with 0.0 did not see the stored sweep point
+    cfg = _config(tmp_path, '"model.dropout" = [0.0, -0.0]\n"data.val_fraction" = [-0.0]')
+    points = expand(read_toml(cfg))
+    assert len(points) == 1 and points[0].config["model"]["dropout"] == 0.0
+    assert str(points[0].config["data"]["val_fraction"]) == "0.0"
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--json")
+    assert code == 0, err
+    assert json.loads(out)["counts"] == {"finished": 1} and json.loads(out)["skipped"] == 1

@@ -134,7 +134,7 @@ class Float(Check):
         if (not math.isfinite(f) or (lo is not None and (f < lo or (self.lo_open and f == lo)))
                 or (hi is not None and (f > hi or (self.hi_open and f == hi)))):
             raise bad(key, v, self.accepted, "is out of range")
-        return f
+        return f + 0.0  # -0.0 as 0.0: one config, one run id
 
     def schema(self) -> dict[str, Any]:
         return {**super().schema(), "min": self.lo, "max": self.hi,
