@@ -496,3 +496,15 @@ def test_a_log_axis_over_one_to_two_decades_labels_its_2s_and_5s():
     minor = [t.get_text() for t in ax.yaxis.get_minorticklabels()
              if t.get_text() and lo <= t.get_position()[1] <= hi]
     assert minor == ["0.2", "0.5"]
+
+
+def test_a_histogram_with_one_occupied_bin_says_so_instead_of_the_bins_range():
+    """Every gradient of a dead ReLU layer is 0: the panel said "range [0, 1]" (the default
+    bins) above one spike at 0."""
+    rows = [(0, 1, "grad", i / 50, (i + 1) / 50, 256 if i == 0 else 0) for i in range(50)]
+    rows += [(0, 2, "grad", -1 + i / 25, -1 + (i + 1) / 25, 5) for i in range(50)]
+    hist = pd.DataFrame(rows, columns=["step", "layer", "kind", "bin_left", "bin_right",
+                                       "count"])
+    titles = [ax.get_title() for ax in plot.activation_histograms(hist, "grad").axes]
+    assert titles == ["layer 1, step 0: all in one bin [0, 0.02]",
+                      "layer 2, step 0: range [-1, 1]"]

@@ -494,9 +494,11 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             ax.stairs(dens, np.append(left, right[-1]), fill=True, alpha=0.45,
                       color=colors[layer])
             ax.stairs(dens, np.append(left, right[-1]), color=colors[layer], linewidth=1.0)
-            ax.set_title(f"{_f.layer_label(layer, names)}, step {step}: range "
-                         f"[{left[0]:.3g}, {right[-1]:.3g}]",
-                         fontsize=8.5)
+            full = np.flatnonzero(count > 0)
+            where = (f"range [{left[0]:.3g}, {right[-1]:.3g}]" if len(full) > 1 else
+                     # one occupied bin (a dead layer's zeros): the bins' range says nothing
+                     f"all in one bin [{left[full[0]]:.3g}, {right[full[0]]:.3g}]")
+            ax.set_title(f"{_f.layer_label(layer, names)}, step {step}: {where}", fontsize=8.5)
             ax.tick_params(labelsize=7.5)
             ax.xaxis.set_major_locator(_f.MaxNLocator(5))
             ax.set_ylabel("density", fontsize=8)
