@@ -260,3 +260,22 @@ def test_minus_zero_is_the_same_config_as_zero(tmp_path, capsys):
     code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--json")
     assert code == 0, err
     assert json.loads(out)["counts"] == {"finished": 1} and json.loads(out)["skipped"] == 1
+
+
+# -- a store path that cannot be a store ------------------------------------------------------
+
+
+def test_store_paths_blocked_by_a_file_or_a_folder_name_what_is_in_the_way(tmp_path, capsys):
+    # were "cannot create results folder 'f': File exists" / "...: Not a directory" and, for a
+    # folder named depthlab.db, "cannot open results store ...: unable to open database file"
+    cfg = _config(tmp_path, '"train.seed" = [0]')
+    (tmp_path / "f").write_text("a file")
+    for out in ("f", "f/x.db", "f/a/b"):
+        code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / out, "-q")
+        assert_one_line_error(code, err, f"{str(tmp_path / 'f')!r} is a file, not a folder")
+    (tmp_path / "d" / "depthlab.db").mkdir(parents=True)
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "d", "-q")
+    assert_one_line_error(code, err, "depthlab.db' is a folder, not a database file")
+    with pytest.raises(StoreError, match="is a folder, not a database file"):
+        Store(tmp_path / "d")
+    assert (tmp_path / "f").read_text() == "a file"

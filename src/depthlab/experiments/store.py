@@ -95,6 +95,8 @@ class RunExistsError(StoreError):
 def _reason(e: BaseException, path: Path | None = None) -> str:
     """One line on why SQLite failed; a disk I/O error on a full disk says so."""
     text = str(e) or type(e).__name__
+    if path is not None and path.is_dir():  # SQLite says "unable to open database file"
+        return f"{str(path)!r} is a folder, not a database file: {text}"
     if path is not None and _read_only_disk(path):  # SQLite says "unable to open database file"
         return f"the file system is read-only: {text}"
     if path is not None and "database or disk is full" not in text:
@@ -235,8 +237,13 @@ class Store:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
+                why = e.strerror or str(e)
+                blocker = next((p for p in (self.path.parent, *self.path.parent.parents)
+                                if p.is_file()), None)
+                if blocker is not None:  # errno EEXIST or ENOTDIR: say which file is in the way
+                    why = f"{str(blocker)!r} is a file, not a folder"
                 raise StoreError(f"cannot create results folder {str(self.path.parent)!r}: "
-                                 f"{e.strerror or e}") from None
+                                 f"{why}") from None
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=timeout,
                                          isolation_level=None, check_same_thread=False)
