@@ -508,3 +508,34 @@ def test_a_histogram_with_one_occupied_bin_says_so_instead_of_the_bins_range():
     titles = [ax.get_title() for ax in plot.activation_histograms(hist, "grad").axes]
     assert titles == ["layer 1, step 0: all in one bin [0, 0.02]",
                       "layer 2, step 0: range [-1, 1]"]
+
+
+def test_the_watch_and_run_cards_draw_the_theory_and_module_names_they_mention(monkeypatch):
+    """The Watch card named its theory but drew none; a torch RunRecord's card numbered the
+    layers instead of naming the modules."""
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+    from depthlab.report import notebook
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6),
+                                torch.nn.Tanh(), torch.nn.Linear(6, 2))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with dlt.Watch(model, every=2) as watch:
+        for _ in range(3):
+            model.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+    assert watch.theory is not None
+    drawn = []
+    real = plot.gradient_per_layer
+    monkeypatch.setattr(plot, "gradient_per_layer",
+                        lambda runs, theory=None, **kw: drawn.append((runs, theory))
+                        or real(runs, theory, **kw))
+    notebook.watch_html(watch)
+    notebook.run_record_html(watch.record())
+    (w_runs, w_theory), (r_runs, r_theory) = drawn
+    assert isinstance(w_theory, pd.DataFrame) and isinstance(r_theory, pd.DataFrame)
+    (r_table,) = r_runs.values()
+    assert set(r_table["module"]) >= {"0", "2"}
