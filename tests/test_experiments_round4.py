@@ -72,6 +72,16 @@ def test_floats_that_print_alike_with_g_get_distinct_point_names(tmp_path, capsy
         ["0.5", "1e-30", "3", "[64,0.30000000000000004]", "true"]
 
 
+def test_table_values_are_named_like_lists(tmp_path):
+    # a swept table was named with Python's dict repr: "activation_kwargs={'negative_slope':
+    # 0.1}" (quotes and a space in a run name)
+    cfg = _config(tmp_path, '"model.activation" = ["leaky_relu"]\n'
+                  '"model.activation_kwargs" = [{negative_slope = 0.1}, {}]')
+    names = [p.name for p in expand(read_toml(cfg))]
+    assert names == ["r4:activation=leaky_relu,activation_kwargs={negative_slope=0.1}",
+                     "r4:activation=leaky_relu,activation_kwargs={}"]
+
+
 # -- a store named as a .db file --------------------------------------------------------------
 
 

@@ -68,9 +68,9 @@ def _short(key: str, keys: list[str]) -> str:
 
 
 def value_str(v: Any) -> str:
-    """A grid value as it appears in point names (``true``, ``0.1``, ``[64,32]``): a float
-    as ``{:g}`` when that reads back as the same number, else in full (``0.1000001``), so
-    distinct values never share a name."""
+    """A grid value as it appears in point names (``true``, ``0.1``, ``[64,32]``,
+    ``{negative_slope=0.2}``): a float as ``{:g}`` when that reads back as the same number,
+    else in full (``0.1000001``), so distinct values never share a name."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
@@ -78,6 +78,8 @@ def value_str(v: Any) -> str:
         return short if float(short) == v else repr(v)
     if isinstance(v, list | tuple):
         return "[" + ",".join(value_str(x) for x in v) + "]"
+    if isinstance(v, dict):  # a table value (activation_kwargs): {negative_slope=0.1}
+        return "{" + ",".join(f"{k}={value_str(x)}" for k, x in v.items()) + "}"
     return str(v)
 
 
