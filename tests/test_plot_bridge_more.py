@@ -114,7 +114,32 @@ def test_hundreds_of_layers_keep_ticks_and_titles_readable():
     for ax in sat.axes:
         title = ax.get_title()
         assert "8 of 300 layers" in title and max(map(len, title.split("\n"))) <= 50, title
-        assert len(ax.get_legend().get_texts()) == 8
+    assert len(sat.axes[-1].get_legend().get_texts()) == 8
+
+
+def test_the_saturation_legend_sits_outside_the_data():
+    """A line across the whole panel (layer 1 saturated at 53% throughout) ran under the
+    legend that ``loc="best"`` put inside the axes."""
+    rows = [(s, la, q, 0.53 if la == 1 else 0.1 * la) for s in (0, 10, 20)
+            for la in range(1, 9) for q in ("saturated_frac", "dead_frac")]
+    fig = plot.saturation(pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"]))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    box = legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer)) or box.x0 >= ax.bbox.x1
+    assert box.x1 <= fig.bbox.x1 + 1  # and it is not cut off at the figure's edge
+
+
+def test_minor_log_labels_match_the_powers_of_ten_beside_them():
+    """Between 10^-5 and 10^-3 the minor labels read "5e-05" beside "10^-4"."""
+    from depthlab.report.figures import _label_two_five
+
+    assert _label_two_five(5e-5) == "$5\\times10^{-5}$"
+    assert _label_two_five(0.2) == "0.2" and _label_two_five(50.0) == "50"
+    assert _label_two_five(3e-5) == "" and _label_two_five(0.0) == ""
 
 
 def test_zero_negative_and_infinite_gradients_are_not_drawn_on_the_log_axis():

@@ -124,8 +124,13 @@ def _label_two_five(v: float, _pos: int | None = None) -> str:
     """``0.2``, ``0.5``, ``20``: a minor log tick labelled when its mantissa is 2 or 5."""
     if not v > 0:
         return ""
-    m = v / 10.0 ** np.floor(np.log10(v))
-    return f"{v:g}" if any(abs(m - k) < 1e-6 for k in (2, 5)) else ""
+    e = int(np.floor(np.log10(v)))
+    m = v / 10.0 ** e
+    k = next((k for k in (2, 5) if abs(m - k) < 1e-6), None)
+    if k is None:
+        return ""
+    # plain below 1e4 and from 0.01 (0.2, 50); else like the powers of ten beside it
+    return f"{v:g}" if -2 <= e < 4 else f"${k}\\times10^{{{e}}}$"
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -566,11 +571,15 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         wide = _quantity(probes, q)
         if not wide.empty and np.isfinite(wide.to_numpy(float)).any():
             present.append((q, title, ylabel, wide))
-    fig, axes = _new_figure(4.8 * max(len(present), 1), 3.4, ncols=max(len(present), 1))
+    names = layer_names(probes)
+    # one legend for all panels, outside the last one (inside, "best" still covered lines
+    # that span the whole panel)
+    right = (names_margin(names) + 0.5 if names else 1.1) if present else None
+    fig, axes = _new_figure(4.8 * max(len(present), 1) + (right or 0), 3.4,
+                            ncols=max(len(present), 1), right=right)
     if not present:
         _empty(axes[0], "no saturation or dead-unit probes recorded")
         return fig
-    names = layer_names(probes)
     for ax, (_q, title, ylabel, wide) in zip(axes, present):
         layers = list(wide.columns)
         shown = _pick_layers(layers)
@@ -585,8 +594,8 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}{_layers_note(shown, layers)}", fontsize=9.5)
-        _legend(ax, ncols=2 if len(shown) > 4 and not names else 1, loc="best",
-                fontsize=7.5 if names else 8.5)
+    _legend(axes[-1], loc="upper left", bbox_to_anchor=(1.02, 1.0),
+            fontsize=7.5 if names else 8.5)
     return fig
 
 
