@@ -289,3 +289,18 @@ def test_store_paths_blocked_by_a_file_or_a_folder_name_what_is_in_the_way(tmp_p
     with pytest.raises(StoreError, match="is a folder, not a database file"):
         Store(tmp_path / "d")
     assert (tmp_path / "f").read_text() == "a file"
+
+
+@pytest.mark.parametrize("out, error, match", [
+    ("", ValueError, "results store '' is an empty path"),
+    ("  ", ValueError, "is an empty path"),
+    (None, TypeError, "results store None has the wrong type"),
+    (5, TypeError, "results store 5 has the wrong type")])
+def test_run_sweep_refuses_an_empty_or_non_path_store(tmp_path, monkeypatch, out, error, match):
+    # out="" wrote depthlab.db into the current folder (the CLI refuses an empty --out), and
+    # None or 5 ended in pathlib's "expected str, bytes or os.PathLike object"
+    monkeypatch.chdir(tmp_path)
+    raw = read_toml(_config(tmp_path, '"train.seed" = [0]'))
+    with pytest.raises(error, match=match):
+        run_sweep(raw, out, echo=None)
+    assert not (tmp_path / "depthlab.db").exists()

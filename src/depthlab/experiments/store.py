@@ -207,7 +207,15 @@ class RunRecord:
 
 
 def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
-    """``DIR/depthlab.db`` for a folder (or a path without a ``.db`` suffix), else the path."""
+    """``DIR/depthlab.db`` for a folder (or a path without a ``.db`` suffix), else the path.
+    An empty path (``""``: the current folder, as ``--out "$UNSET"`` would say) or a
+    non-path is refused (ValueError / TypeError naming it)."""
+    if not isinstance(path_or_dir, str | os.PathLike):
+        raise TypeError(f"results store {path_or_dir!r} has the wrong type; accepted: a folder "
+                        "or a .db file path (str or os.PathLike)")
+    if not str(os.fspath(path_or_dir)).strip():
+        raise ValueError(f"results store {path_or_dir!r} is an empty path; accepted: a folder "
+                         "or a .db file path")
     p = Path(path_or_dir)
     if p.is_dir() or p.suffix not in (".db", ".sqlite", ".sqlite3"):
         return p / DB_NAME
