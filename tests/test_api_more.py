@@ -492,3 +492,18 @@ def test_predict_flattens_images_as_training_does(tmp_path):
     for name in ("img.npy", "img.npz"):
         got = read_inputs(str(tmp_path / name))
         assert got.shape == (5, 64) and np.array_equal(got, images.reshape(5, 64))
+
+
+def test_theory_prediction_of_a_network_without_recipe_says_what_it_needs():
+    """A Network built from layers has no dl.mlp recipe: predict_gradients says so (it raised
+    the config loader's '[model] needs sizes', about a config the user never wrote)."""
+    from depthlab.layers import Activation, Dense
+    from depthlab.network import Network
+    from depthlab.theory import predict_gradients
+
+    rng = np.random.default_rng(0)
+    net = Network([Dense(4, 8, rng=rng), Activation("tanh"), Dense(8, 2, rng=rng)], n_inputs=4)
+    with pytest.raises(ValueError, match="no recipe.*ModelSpec"):
+        predict_gradients(net)
+    recipe = dl.mlp([4, 8, 8, 2], activation="tanh", seed=0)
+    assert predict_gradients(recipe).covered

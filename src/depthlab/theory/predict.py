@@ -80,8 +80,16 @@ def _model_spec(model: Any) -> Any:
 
     if isinstance(model, ModelSpec):
         return model
+    from ..network import Network
+
     config = getattr(model, "config", None)
     if isinstance(config, Mapping) and not isinstance(model, Mapping):
+        if isinstance(model, Network) and not config:
+            raise ValueError("this Network has no recipe (it was built from layers or by "
+                             "depthlab.bridge.from_torch, not by dl.mlp): the prediction needs "
+                             "one; pass a ModelSpec or a model table {'sizes': [...], "
+                             "'activation': ..., 'init': ...}, or predict its torch copy with "
+                             "depthlab.torch.predict")
         model = config
     if isinstance(model, Mapping):
         inner = model.get("model")
