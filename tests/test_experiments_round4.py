@@ -24,6 +24,7 @@ from depthlab.experiments import (
     run_sweep,
     validate,
 )
+from depthlab.experiments.executors.base import InProcess, compute_point
 from depthlab.experiments.grid import value_str
 
 SWEEP = """\
@@ -304,3 +305,38 @@ def test_run_sweep_refuses_an_empty_or_non_path_store(tmp_path, monkeypatch, out
     with pytest.raises(error, match=match):
         run_sweep(raw, out, echo=None)
     assert not (tmp_path / "depthlab.db").exists()
+
+
+def test_sweep_on_a_full_disk_stops_before_computing_a_point(tmp_path):
+    # the sweep opened the store and computed a point (or started Dask) before finding that
+    # nothing could be written: the point's training was thrown away each time it was rerun
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        seeds = ", ".join(map(str, range(40)))
+        raw = read_toml(_config(tmp_path, f'"train.seed" = [{seeds}]'))
+        raw["probes"]["every"] = 0
+        raw["probes"]["histogram_steps"] = [0]  # ~20 KiB per point: the disk fills
+        with pytest.raises(StoreError, match="no space left on device"):
+            run_sweep(raw, mnt, echo=None)
+        with Store(mnt, readonly=True) as s:
+            stored = len(s.statuses())
+        computed = []
+
+        def compute(task):
+            computed.append(task.id)
+            return compute_point(task)
+
+        with pytest.raises(StoreError, match="not writable: no space left on device"):
+            run_sweep(raw, mnt, echo=None, executor=InProcess(compute))
+        assert computed == []
+        with Store(mnt, readonly=True) as s:
+            assert len(s.statuses()) == stored and s.integrity_check() == "ok"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -119,6 +119,11 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     t0 = time.perf_counter()
     result = SweepResult(sweep, total)
     store = Store(out_dir)
+    try:  # a read-only or full store fails before any point is computed (or Dask started)
+        store.check_writable()
+    except BaseException:
+        store.close()
+        raise
     prog = SweepProgress(total, echo, bar=progress)
     in_flight: set[str] = set()
 
