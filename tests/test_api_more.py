@@ -507,3 +507,16 @@ def test_theory_prediction_of_a_network_without_recipe_says_what_it_needs():
         predict_gradients(net)
     recipe = dl.mlp([4, 8, 8, 2], activation="tanh", seed=0)
     assert predict_gradients(recipe).covered
+
+
+def test_doctor_summary_leaves_out_an_accuracy_it_did_not_measure():
+    """An mse doctor run has no accuracy: its summary and verifications say nothing of one
+    (they printed 'val acc nan' and 'val acc nan -> nan')."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 120)]
+    d = dl.doctor({"sizes": [4, 8, 8, 2], "activation": "sigmoid", "init": "normal"},
+                  (x, y), loss="mse", steps=20, batch_size=16, seed=0, verify=True)
+    text = str(d)
+    assert "nan" not in text.lower(), text
+    assert "train loss" in text and d.findings and d.verifications

@@ -14,6 +14,12 @@ from ..jsonable import jsonable
 SEVERITIES = ("low", "medium", "high")
 
 
+def _measured(v: Any) -> bool:
+    """Whether a metric was measured: a validation accuracy is None or NaN where there is none
+    (a regression loss such as mse; it was printed as 'val acc nan')."""
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
@@ -106,9 +112,10 @@ class Verification:
             verdict = "helped" + (" (finding resolved)" if self.resolved else "")
         else:
             verdict = "did not help"
+        val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
+               if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
         return (f"train loss {_fmt(b.get('train_loss'))} -> {_fmt(a.get('train_loss'))}, "
-                f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
-                f"{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
+                f"{val}{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
                 f": {verdict}")
 
 
@@ -175,8 +182,8 @@ class Diagnosis:
             f"  run: {s.get('steps')} steps of {s.get('optimizer')} lr {s.get('lr')}"
             + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
             + f", batch {s.get('batch_size')}, seed {s.get('seed')}",
-            f"  baseline: train loss {_fmt(b.get('train_loss'))}, "
-            f"val acc {_fmt(b.get('val_acc'))}"
+            f"  baseline: train loss {_fmt(b.get('train_loss'))}"
+            + (f", val acc {_fmt(b.get('val_acc'))}" if _measured(b.get("val_acc")) else "")
             + (" (diverged)" if b.get("diverged") else ""),
         ]
         if self.healthy:
