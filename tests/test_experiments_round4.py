@@ -340,3 +340,27 @@ def test_sweep_on_a_full_disk_stops_before_computing_a_point(tmp_path):
             assert len(s.statuses()) == stored and s.integrity_check() == "ok"
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_runs_committed_while_a_reader_is_open_reach_the_database_file(tmp_path):
+    # with a reader open (depthlab runs, a notebook) when the sweep closed the store, SQLite
+    # skipped its checkpoint: the runs stayed in depthlab.db-wal and a copy of depthlab.db
+    # alone (scp to another machine) held none of them
+    import shutil
+    import sqlite3
+
+    cfg = _config(tmp_path, '"train.seed" = [0, 1, 2]')
+    run_sweep(read_toml(cfg), tmp_path / "o", echo=None, limit=1)
+    reader = Store(tmp_path / "o", readonly=True)
+    try:
+        assert len(reader.runs()) == 1
+        run_sweep(read_toml(cfg), tmp_path / "o", echo=None)
+    finally:
+        reader.close()
+    shutil.copy(tmp_path / "o" / "depthlab.db", tmp_path / "copy.db")
+    conn = sqlite3.connect(tmp_path / "copy.db")
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (3,)
+        assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM steps").fetchone() == (3,)
+    finally:
+        conn.close()

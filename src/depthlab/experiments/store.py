@@ -355,6 +355,15 @@ class Store:
                 self._conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close; a writer first copies its committed runs from the WAL into the database file
+        (a passive checkpoint, which never waits), so ``depthlab.db`` alone holds them even when
+        a reader (``depthlab runs``, a notebook) is still open and SQLite's own checkpoint at
+        the last close does not happen."""
+        if not self.readonly:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass  # what is committed stays in the WAL, read from there
         self._conn.close()
 
     def __enter__(self) -> Store:
