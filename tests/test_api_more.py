@@ -520,3 +520,25 @@ def test_doctor_summary_leaves_out_an_accuracy_it_did_not_measure():
     text = str(d)
     assert "nan" not in text.lower(), text
     assert "train loss" in text and d.findings and d.verifications
+
+
+def test_names_written_as_torch_and_keras_spell_classes_are_found():
+    """'CrossEntropyLoss', 'MSELoss', 'GlorotUniform', 'LeakyReLU' name what 'cross_entropy',
+    'mse', 'glorot_uniform', 'leaky_relu' do (CamelCase was refused: no separators); a name
+    still unknown is refused with the list."""
+    from depthlab.activations import REGISTRY as ACTIVATIONS
+    from depthlab.initializers import REGISTRY as INITIALIZERS
+    from depthlab.losses import REGISTRY as LOSSES
+
+    assert LOSSES.key("CrossEntropyLoss") == LOSSES.key("CrossEntropy") == "cross_entropy"
+    assert LOSSES.key("MSELoss") == "mse" and LOSSES.key("BCELoss") == "binary_cross_entropy"
+    assert INITIALIZERS.key("GlorotUniform") == "glorot_uniform"
+    assert INITIALIZERS.key("KaimingNormal") == "he_normal"
+    assert ACTIVATIONS.key("LeakyReLU") == "leaky_relu"
+    with pytest.raises(ValueError, match="unknown loss 'CrossEntropyLos'.*cross_entropy"):
+        LOSSES.key("CrossEntropyLos")
+    net = dl.mlp([3, 4, 2], activation="ReLU", init="HeNormal", seed=0)
+    x = np.ones((2, 3), dtype=np.float32)
+    h = dl.fit(net, x, np.array([0, 1]), loss="CrossEntropyLoss", optimizer="SGD", lr=0.1,
+               epochs=1, batch_size=2)
+    assert np.isfinite(h.step_loss[0])

@@ -322,7 +322,10 @@ REGISTRY: Registry[Loss] = Registry(
     {cls.name: cls for cls in (MSE, CrossEntropy, BinaryCrossEntropy, Huber)},
     aliases={"mean_squared_error": "mse", "ce": "cross_entropy",
              "categorical_cross_entropy": "cross_entropy", "nll": "cross_entropy",
-             "bce": "binary_cross_entropy", "log_loss": "binary_cross_entropy"},
+             "bce": "binary_cross_entropy", "log_loss": "binary_cross_entropy",
+             # torch's class names (CrossEntropyLoss, MSELoss, BCELoss, HuberLoss)
+             "cross_entropy_loss": "cross_entropy", "mse_loss": "mse",
+             "bce_loss": "binary_cross_entropy", "huber_loss": "huber"},
     passes=lambda obj: isinstance(obj, Loss),
 )
 

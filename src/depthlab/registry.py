@@ -2,9 +2,12 @@
 
 A :class:`Registry` maps canonical names to factories (classes or functions). Names are
 looked up case-insensitively with ``-`` standing for ``_`` and through aliases
-(``"xavier_uniform"`` -> ``"glorot_uniform"``). An unknown name is a ValueError listing the
-registered names; a keyword argument the factory does not take is a TypeError listing the
-accepted ones; an object that already is one (``passes``) is returned unchanged.
+(``"xavier_uniform"`` -> ``"glorot_uniform"``); a name written without separators, as torch and
+Keras spell classes (``"LeakyReLU"``, ``"GlorotUniform"``, ``"CrossEntropyLoss"``), is found
+when exactly one registered name or alias reads the same without its ``_``. An unknown name
+is a ValueError listing the registered names; a keyword argument the factory does not take is
+a TypeError listing the accepted ones; an object that already is one (``passes``) is returned
+unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class Registry(Generic[T]):
         for alias, target in self.aliases.items():
             if target not in self.factories:
                 raise ValueError(f"alias {alias!r} points to unregistered {kind} {target!r}")
+        compact: dict[str, set[str]] = {}
+        for name in (*self.factories, *self.aliases):
+            compact.setdefault(name.replace("_", ""), set()).add(self.aliases.get(name, name))
+        # written without separators: only where that reading is unambiguous
+        self._compact = {k: next(iter(v)) for k, v in compact.items() if len(v) == 1}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -47,6 +55,8 @@ class Registry(Generic[T]):
                             f"expected one of: {', '.join(self.names)}")
         key = name.strip().lower().replace("-", "_")
         key = self.aliases.get(key, key)
+        if key not in self.factories:
+            key = self._compact.get(key.replace("_", ""), key)
         if key not in self.factories:
             raise ValueError(f"unknown {self.kind} {name!r}; expected one of: "
                              f"{', '.join(self.names)}")
