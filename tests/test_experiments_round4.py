@@ -364,3 +364,16 @@ def test_runs_committed_while_a_reader_is_open_reach_the_database_file(tmp_path)
         assert conn.execute("SELECT COUNT(DISTINCT run_id) FROM steps").fetchone() == (3,)
     finally:
         conn.close()
+
+
+def test_a_blank_name_is_called_empty_not_a_wrong_type(tmp_path):
+    # name = "" said 'has the wrong type' (and was a TypeError) although it is a string
+    base = {"data": {"name": "spirals"}, "model": {"depth": 1, "width": 4}}
+    for raw, key in (({**base, "name": ""}, "name"),
+                     ({**base, "data": {"name": "  "}}, "data.name")):
+        with pytest.raises(ConfigError, match=f"^{key} = .* is empty; accepted: a non-empty "
+                           "string") as info:
+            validate(raw)
+        assert not isinstance(info.value, TypeError)
+    with pytest.raises(TypeError, match="name = 5 has the wrong type"):
+        validate({**base, "name": 5})

@@ -203,8 +203,10 @@ class Text(Check):
     accepted = "a non-empty string"
 
     def __call__(self, key: str, v: Any) -> Any:
-        if not isinstance(v, str) or not v.strip():
+        if not isinstance(v, str):
             raise bad(key, v, self.accepted, "has the wrong type")
+        if not v.strip():  # a string, but blank
+            raise bad(key, v, self.accepted, "is empty")
         return v
 
 
