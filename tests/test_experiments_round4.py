@@ -377,3 +377,30 @@ def test_a_blank_name_is_called_empty_not_a_wrong_type(tmp_path):
         assert not isinstance(info.value, TypeError)
     with pytest.raises(TypeError, match="name = 5 has the wrong type"):
         validate({**base, "name": 5})
+
+
+# -- Dask addresses ---------------------------------------------------------------------------
+
+
+def test_an_ipv6_scheduler_address_is_accepted(tmp_path, capsys):
+    # tcp://[::1]:PORT (Dask's form of an IPv6 address) was refused as "not accepted" before
+    # any connection was tried; the brackets were even stripped for the connection probe
+    import socket
+
+    from depthlab.experiments.executors.dask import check_address
+
+    assert check_address("tcp://[::1]:8786") == "tcp://[::1]:8786"
+    assert check_address("tls://[fe80::1]:8786") == "tls://[fe80::1]:8786"
+    cfg = _config(tmp_path, '"train.seed" = [0]')
+    for bad in ("tcp://[::1]", "tcp://[::1:80", "tcp://[zz]:80", "tcp://a:b:80"):
+        code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", bad)
+        assert_one_line_error(code, err, f"--cluster {bad!r} is not accepted")
+    try:
+        with socket.socket(socket.AF_INET6) as s:  # a free port on the IPv6 loopback
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    address = f"tcp://[::1]:{port}"
+    code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", address)
+    assert_one_line_error(code, err, f"cannot reach the Dask scheduler at {address}")

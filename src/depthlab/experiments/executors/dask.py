@@ -51,7 +51,7 @@ from .base import (
 )
 
 _LOCAL = re.compile(r"local:(\d+)")
-_REMOTE = re.compile(r"(tcp|tls)://[^\s/:]+:\d+")
+_REMOTE = re.compile(r"(tcp|tls)://([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")  # IPv6 in [ ]
 #: chunk sizing (see :meth:`DaskExecutor.chunk_size`)
 WAVES, FIRST_CHUNK, MAX_CHUNK, CHUNK_SECONDS = 4, 4, 256, 2.0
 REFETCH = ("lost", "pending", "finished")
