@@ -1,7 +1,9 @@
-"""Adversarial tests of experiments run by a user who outgrows one machine: sweep point names of
-floats that ``{:g}`` prints alike, a store given as a ``.db`` file to every command that reads
-or writes it, and the store's messages on a read-only disk. Each test failed before the fix it
-names."""
+"""Adversarial tests of experiments run by a user who outgrows one machine: sweep point names
+(floats that ``{:g}`` prints alike, swept tables), a store given as a ``.db`` file to every
+command, stores on read-only or full disks or behind a file, two processes on one store
+(export's snapshot, the WAL checkpoint at close), grids of many or repeated values, a sweep key
+written twice, -0.0, the large-grid prompt at end of input, progress lines beside the bar with
+``--json``, IPv6 scheduler addresses. Each test failed before the fix it names."""
 
 from __future__ import annotations
 
