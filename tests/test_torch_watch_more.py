@@ -862,3 +862,67 @@ def test_update_ratio_of_half_precision_weights_is_exact(dtype):
             w0, w1 = snaps[step - 1][i], snaps[step][i]
             assert _value(frame, step, i + 1, "update_ratio") == pytest.approx(
                 ((w1 - w0).norm() / w0.norm()).item(), rel=1e-6)
+
+
+class _Checkpointed(nn.Module):
+    """Linear-Tanh, then a Linear-Tanh block under activation checkpointing, then a head."""
+
+    def __init__(self, reentrant: bool | None) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(4, 8), nn.Tanh())
+        self.b = nn.Sequential(nn.Linear(8, 8), nn.Tanh())
+        self.h = nn.Linear(8, 3)
+        self.reentrant = reentrant
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+
+        x = self.a(x)
+        if self.reentrant is not None:
+            x = checkpoint(self.b, x, use_reentrant=self.reentrant)
+        else:
+            x = self.b(x)
+        return self.h(x)
+
+
+def test_reentrant_checkpointing_probe_and_watch():
+    """``checkpoint(..., use_reentrant=True)`` refuses ``autograd.grad``: probe crashed with
+    torch's 'incompatible with .grad()'. It now measures by ``backward`` (the user's ``.grad``
+    left as they were) and warns that the wrapped layers have no grad_pre_* rows; every other
+    row equals the plain model's. A Watch measures the wrapped layers in full (the forward is
+    recomputed during the backward, while armed)."""
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(2))
+    frames = {}
+    for mode in (None, True):
+        torch.manual_seed(0)
+        model = _Checkpointed(mode)
+        for p in model.parameters():
+            p.grad = torch.full_like(p, 7.0)
+        if mode:
+            with pytest.warns(RuntimeWarning, match="reentrant.*grad_pre"):
+                frames[mode] = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+        else:
+            frames[mode] = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+        assert all(bool((p.grad == 7.0).all()) for p in model.parameters())
+    plain = frames[None].set_index(["layer", "quantity"]).value
+    ckpt = frames[True].set_index(["layer", "quantity"]).value
+    missing = sorted(set(plain.index) - set(ckpt.index))
+    assert missing == [(2, "grad_pre_absmean"), (2, "grad_pre_std")]
+    np.testing.assert_allclose(ckpt, plain[ckpt.index], rtol=1e-6)
+
+    watched = {}
+    for mode in (None, True):
+        torch.manual_seed(0)
+        model = _Checkpointed(mode)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with dlt.Watch(model, every=1, theory=False) as watch:
+            for _ in range(3):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+        watched[mode] = watch.frame().set_index(["step", "layer", "quantity"]).value
+    assert list(watched[True].index) == list(watched[None].index)
+    np.testing.assert_allclose(watched[True], watched[None], rtol=1e-6)

@@ -2,7 +2,7 @@
 
 One forward of ``model(x)`` in the model's current mode (``train()`` or ``eval()``, as found),
 ``loss = loss_fn(output, y)``, and the gradients of the loss with respect to the parameters by
-``torch.autograd.grad`` (``.grad`` attributes are never written). Hooks
+``torch.autograd.grad`` (``.grad`` attributes are left as found). Hooks
 (:mod:`depthlab.torch.hooks`) measure on the way. Afterwards the model is exactly as found:
 parameters, buffers (batch-norm running statistics are restored), train/eval mode of every
 module, every ``.grad`` (the same tensor objects, or None), and the random number generators
@@ -33,13 +33,16 @@ quantity                  definition (population statistics over all entries)
 
 A module called several times in the pass pools all its calls. Outputs computed under
 ``torch.no_grad()`` have no gradient rows. Under autocast, statistics are computed in float32.
-Layers inside ``torch.utils.checkpoint(..., use_reentrant=True)`` have no gradient rows: that
-checkpoint hides its parameters from ``torch.autograd.grad`` (``use_reentrant=False`` does not;
-a :class:`~depthlab.torch.watch.Watch`, reading ``.grad`` after the user's backward, has them).
+``torch.utils.checkpoint(..., use_reentrant=True)`` refuses ``torch.autograd.grad``: then the
+gradients come from ``loss.backward()`` into emptied ``.grad`` slots (the user's put back
+after), with a warning: the layers it wraps ran their forward without gradients, so they have no
+``grad_pre_*`` rows (``use_reentrant=False`` has them, and so has a
+:class:`~depthlab.torch.watch.Watch`, armed while the backward recomputes them).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -156,8 +159,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         acc = accuracy(output, y, getattr(loss_fn, "ignore_index", None))
         grads: dict[int, torch.Tensor | None] = {}
         if loss.requires_grad and params:
-            got = torch.autograd.grad(loss, params, allow_unused=True)
-            grads = {id(p): g for p, g in zip(params, got)}
+            grads = _weight_grads(loss, params)
         extra = [(0, "", "loss", loss.detach())]
         if acc is not None:
             extra.append((0, "", "acc", acc))
@@ -165,3 +167,24 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         if not rec.order:
             raise ValueError(f"no weight layer of {type(model).__name__} ran in the forward pass")
     return rows_frame([(0, *r) for r in rows])
+
+
+def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
+                  ) -> dict[int, torch.Tensor | None]:
+    """``id(parameter)`` -> ``dloss/dparameter`` (None where unused), by ``autograd.grad``;
+    a model with reentrant activation checkpointing (``checkpoint(..., use_reentrant=True)``,
+    which refuses ``autograd.grad``) by ``loss.backward()`` into emptied ``.grad`` slots (the
+    caller's ``Recording.isolated`` puts the user's gradients back)."""
+    try:
+        got = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+    except RuntimeError as exc:
+        if "use_reentrant=True" not in str(exc):
+            raise
+        warnings.warn("reentrant activation checkpointing (use_reentrant=True): the layers it "
+                      "wraps ran without gradients in the forward, so they have no grad_pre_* "
+                      "rows; use_reentrant=False measures them", RuntimeWarning, stacklevel=4)
+        for p in params:
+            p.grad = None
+        loss.backward()
+        return {id(p): p.grad for p in params}
+    return {id(p): g for p, g in zip(params, got)}
