@@ -406,3 +406,14 @@ def test_an_ipv6_scheduler_address_is_accepted(tmp_path, capsys):
     address = f"tcp://[::1]:{port}"
     code, _out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--cluster", address)
     assert_one_line_error(code, err, f"cannot reach the Dask scheduler at {address}")
+
+
+def test_a_repeated_refused_combination_is_stored_and_counted_once(tmp_path, capsys):
+    # a refused combination that the grid repeats was committed, counted and listed as a
+    # failure once per repeat ("failed": 2, the same id twice in "failures")
+    cfg = _config(tmp_path, '"model.batchnorm" = [true, true]\n"train.batch_size" = [1, 4]')
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--json")
+    assert code == 1, err
+    res = json.loads(out)
+    assert res["counts"] == {"failed": 1, "finished": 1} and res["skipped"] == 2
+    assert [f["name"] for f in res["failures"]] == ["r4:batchnorm=true,batch_size=1"]

@@ -126,15 +126,17 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         raise
     prog = SweepProgress(total, echo, bar=progress)
     in_flight: set[str] = set()
+    refused: set[str] = set()  # refused combinations stored by this sweep (a repeat: skipped)
 
     def tasks() -> Iterator[Task]:
         for p in points:
-            if p.id in in_flight or store.has_run(p.id, DONE_STATUSES):
+            if p.id in in_flight or p.id in refused or store.has_run(p.id, DONE_STATUSES):
                 result.skipped += 1
                 prog.skip()
                 continue
             prog.started()
             if getattr(p, "error", None) is not None:  # a refused combination: not computed
+                refused.add(p.id)
                 commit(failed_record(p.config, p.id, p.error, name=p.name, kind=kind,
                                      sweep=sweep))
                 continue
