@@ -417,3 +417,17 @@ def test_a_repeated_refused_combination_is_stored_and_counted_once(tmp_path, cap
     res = json.loads(out)
     assert res["counts"] == {"failed": 1, "finished": 1} and res["skipped"] == 2
     assert [f["name"] for f in res["failures"]] == ["r4:batchnorm=true,batch_size=1"]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_repeated_failing_point_is_run_once_whatever_the_jobs(tmp_path, capsys, jobs):
+    # in this process a point that failed was run again for each repeat in the grid (its id
+    # was no longer in flight and failed points are not "done"): 'failed': 2 with --jobs 1,
+    # 'failed': 1 with --jobs 2 (the repeat found it in flight)
+    cfg = _config(tmp_path, '"data.n" = [1, 1, 60, 1]')
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", "--json",
+                             "--jobs", jobs)
+    assert code == 1, err
+    res = json.loads(out)
+    assert res["counts"] == {"failed": 1, "finished": 1} and res["skipped"] == 2
+    assert len(res["failures"]) == 1 and "single class" in res["failures"][0]["error"]

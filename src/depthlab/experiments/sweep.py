@@ -126,17 +126,16 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         raise
     prog = SweepProgress(total, echo, bar=progress)
     in_flight: set[str] = set()
-    refused: set[str] = set()  # refused combinations stored by this sweep (a repeat: skipped)
+    failed_here: set[str] = set()  # points this sweep stored as failed (a repeat: skipped)
 
     def tasks() -> Iterator[Task]:
         for p in points:
-            if p.id in in_flight or p.id in refused or store.has_run(p.id, DONE_STATUSES):
+            if p.id in in_flight or p.id in failed_here or store.has_run(p.id, DONE_STATUSES):
                 result.skipped += 1
                 prog.skip()
                 continue
             prog.started()
             if getattr(p, "error", None) is not None:  # a refused combination: not computed
-                refused.add(p.id)
                 commit(failed_record(p.config, p.id, p.error, name=p.name, kind=kind,
                                      sweep=sweep))
                 continue
@@ -153,6 +152,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
 
     def commit(rec: RunRecord) -> None:
         store.add_run(rec)  # one transaction: the whole run or nothing
+        if rec.status == "failed":
+            failed_here.add(rec.id)
         result.counts[rec.status] = result.counts.get(rec.status, 0) + 1
         if rec.status == "failed" and len(result.failures) < MAX_FAILURES_KEPT:
             first = (rec.error or "unknown error").strip().splitlines()[0]
