@@ -88,6 +88,11 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     Where points run: ``executor`` if given, else ``cluster`` (``"local:N"`` or
     ``"tcp://HOST:PORT"``, Dask), else ``jobs`` processes (1: this process). ``echo``
     receives one line per event (None: silent); ``progress`` shows a bar instead.
+
+    ``cluster="local:N"`` from a script: Dask's worker processes import the script's
+    ``__main__`` module (Python's rule for processes that are not plain forks), so its
+    top-level code runs in each of them unless the call sits under
+    ``if __name__ == "__main__":``; ``jobs=N`` workers do not import it.
     """
     check_limit(limit)
     base = validate(raw, base_dir=base_dir)
