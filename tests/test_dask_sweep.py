@@ -360,3 +360,24 @@ def test_bad_cluster_address(tmp_path, value):
 
     with pytest.raises(ClusterError, match="accepted: local:N"):
         check_address(value)
+
+
+def test_interrupt_does_not_wait_on_a_scheduler_that_does_not_answer():
+    """After Ctrl-C the executor cancels its tasks on the scheduler; the client's ``cancel``
+    has no time limit, so a scheduler that does not answer held the interrupted sweep (a
+    flake seen once: a SIGINT'd local:2 sweep still running after 60 s). The cancel now gives
+    up after its timeout."""
+    class Stuck:
+        def __init__(self):
+            self.calls = []
+
+        def cancel(self, futures, force=False):
+            self.calls.append((len(futures), force))
+            time.sleep(30)
+
+    ex = DaskExecutor("tcp://127.0.0.1:8786")
+    ex.client = stuck = Stuck()
+    t0 = time.monotonic()
+    ex._cancel([object(), object()], timeout=0.3)
+    assert time.monotonic() - t0 < 2.0
+    assert stuck.calls == [(2, True)]

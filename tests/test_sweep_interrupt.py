@@ -149,3 +149,17 @@ def test_sigkill_of_the_parent_alone_ends_its_workers(tmp_path):
         assert time.monotonic() < deadline, "workers outlived their parent"
         time.sleep(0.05)
     _assert_whole(db)
+
+
+def test_a_hanging_shutdown_after_an_interrupt_still_ends_the_command():
+    """After an interrupt, a library's shutdown that hangs (here a non-daemon thread that
+    sleeps 30 s) cannot keep the command alive: it ends with the interrupt's status once the
+    grace period is over."""
+    code = ("import threading, time\n"
+            "from depthlab.cli.sweep import _exit_within\n"
+            "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+            "_exit_within(0.3, 130)\n")
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], env=ENV, timeout=20)
+    assert proc.returncode == 130
+    assert time.monotonic() - t0 < 10

@@ -75,6 +75,28 @@ def _signals() -> Iterator[list[int]]:
             signal.signal(s, signal.SIG_IGN if seen else h)
 
 
+SHUTDOWN_GRACE_S = 10.0
+"""After an interrupt the store is closed and the workers stopped: the interpreter's shutdown
+(Dask's threads and exit handlers among it) gets this long before the process exits anyway."""
+
+
+def _exit_within(seconds: float, code: int) -> None:
+    """A daemon timer that ends the process with ``code`` if it is still shutting down after
+    ``seconds`` (a Ctrl-C must end the command even if a library's shutdown hangs)."""
+
+    def end() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
+
+
 def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
     if size <= CONFIRM_ABOVE or args.yes or args.limit is not None:
         return
@@ -129,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
                     if isinstance(e, SweepInterrupted) else "")
             sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
                              "again to finish the grid\n")
-            return _EXIT.get(seen[0], 130) if seen else 130
+            code = _EXIT.get(seen[0], 130) if seen else 130
+            _exit_within(SHUTDOWN_GRACE_S, code)
+            return code
     store = resolve_db_path(args.out)  # DIR/depthlab.db, or the .db file given as --out
     if args.json:
         import json

@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -332,13 +333,26 @@ class DaskExecutor(Executor):
                     submit(window() - len(pending))
         except BaseException:
             if pending and self.client is not None:
-                try:
-                    self.client.cancel([f for _, f in pending.values()], force=True)
-                except Exception:  # noqa: BLE001 - the client may be gone already
-                    pass
+                self._cancel([f for _, f in pending.values()])
             if self.cluster is not None:
                 self._kill_local_workers()
             raise
+
+    def _cancel(self, futures: list[Any], timeout: float = 2.0) -> None:
+        """Cancel ``futures`` on the scheduler, waiting at most ``timeout`` seconds (the
+        client's ``cancel`` has no time limit of its own: an interrupt must not wait on a
+        scheduler that does not answer)."""
+        client = self.client
+
+        def cancel() -> None:
+            try:
+                client.cancel(futures, force=True)
+            except Exception:  # noqa: BLE001 - the client may be gone already
+                pass
+
+        worker = threading.Thread(target=cancel, name="depthlab-dask-cancel", daemon=True)
+        worker.start()
+        worker.join(timeout)
 
     @staticmethod
     def _chunk_error(fut: Any) -> str:
