@@ -6,13 +6,12 @@ test's temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.browser import chromium
+from helpers.browser import chromium, screenshot_dir
 from helpers.cli import cli
 
 from depthlab.report import build  # noqa: E402
@@ -26,10 +25,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    keep = os.environ.get("DEPTHLAB_SCREENSHOTS")
-    path = Path(keep) if keep else tmp_path_factory.mktemp("screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return screenshot_dir(tmp_path_factory.mktemp("screenshots"))
 
 
 def _open(browser, path: Path):

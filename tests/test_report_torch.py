@@ -4,13 +4,12 @@ one results folder; every per-layer figure labels its layers with the module nam
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers.browser import chromium
+from helpers.browser import chromium, screenshot_dir
 from helpers.cli import cli
 from torch import nn
 
@@ -156,9 +155,7 @@ def test_cli_report_and_browser_screenshot(folder, tmp_path):
     page = Path(folder) / "report.html"
     html = page.read_text()
     assert "watched cnn" in html and "doc mlp" in html
-    keep = os.environ.get("DEPTHLAB_SCREENSHOTS")
-    shots = Path(keep) if keep else tmp_path
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     with chromium() as b:
         pg = b.new_page(viewport={"width": 1280, "height": 900})
         pg.goto(page.resolve().as_uri())

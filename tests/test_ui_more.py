@@ -9,11 +9,10 @@ captions of sweep metrics that have no value. Screenshots go to a temporary fold
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
-from helpers.browser import chromium
+from helpers.browser import chromium, screenshot_dir
 from test_report import synthetic_record
 
 from depthlab.experiments.store import Store
@@ -38,10 +37,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
-    keep = os.environ.get("DEPTHLAB_SCREENSHOTS")
-    path = Path(keep) if keep else tmp_path_factory.mktemp("ui_screenshots")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return screenshot_dir(tmp_path_factory.mktemp("ui_screenshots"))
 
 
 class _Page:

@@ -4,6 +4,7 @@ skip, without /usr/bin/chromium: `.ci/run` installs it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,3 +29,12 @@ def chromium() -> Iterator:
             yield b
         finally:
             b.close()
+
+
+def screenshot_dir(fallback: Path) -> Path:
+    """Where a test saves its screenshots: ``$DEPTHLAB_SCREENSHOTS`` when set (to keep and look
+    at them), else ``fallback`` (a temporary folder); created."""
+    keep = os.environ.get("DEPTHLAB_SCREENSHOTS")
+    path = Path(keep) if keep else fallback
+    path.mkdir(parents=True, exist_ok=True)
+    return path
