@@ -50,8 +50,12 @@ def test_save_refuses_what_it_cannot_rebuild(tmp_path):
     from depthlab.layers import Dense
     from depthlab.network import Network
 
-    with pytest.raises(TypeError, match="dl.mlp"):
-        dl.save(Network([Dense(3, 2)], n_inputs=3), tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="dl.mlp"):  # no activation between: not dl.mlp's
+        dl.save(Network([Dense(3, 2), Dense(2, 2)], n_inputs=3), tmp_path / "x.npz")
+    one = Network([Dense(3, 2, init="he_normal")], n_inputs=3)  # what dl.mlp([3, 2]) builds
+    x = np.ones((2, 3), dtype=np.float32)
+    np.testing.assert_array_equal(dl.load(dl.save(one, tmp_path / "one.npz")).predict(x),
+                                  one.predict(x))
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a network saved by depthlab.save"):

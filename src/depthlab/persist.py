@@ -50,12 +50,19 @@ def _json_bytes(obj: Any) -> np.ndarray:
 def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
     """Write ``net`` (built by :func:`depthlab.mlp`) to ``path`` (``.npz`` appended when
     missing). ``meta``: extra JSON values, or NumPy arrays stored beside the weights (e.g.
-    ``{"loss": "cross_entropy", "input_mean": m, "input_std": s}``). Returns the path."""
+    ``{"loss": "cross_entropy", "input_mean": m, "input_std": s}``). Returns the path.
+    A network without a recipe (e.g. ``from_torch``'s) is written with the ``dl.mlp`` recipe
+    that builds the same layers (:func:`depthlab.recipe.infer_recipe`), if there is one."""
     config = getattr(net, "config", None)
+    if not config and isinstance(getattr(net, "layers", None), list):
+        from .recipe import infer_recipe
+
+        config = infer_recipe(net.layers, str(getattr(net, "dtype", "float32")))
     if not config or not hasattr(net, "parameters"):
         raise TypeError(f"save() needs a network built by dl.mlp (with a .config recipe); got "
-                        f"{type(net).__name__}" + (" without a recipe" if hasattr(
-                            net, "parameters") else ""))
+                        f"{type(net).__name__}" + (" without a recipe, whose layers dl.mlp does "
+                                                   "not build" if hasattr(
+                                                       net, "parameters") else ""))
     path = Path(path)
     if path.is_dir():  # not silently FOLDER.npz beside it
         raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "

@@ -288,7 +288,9 @@ def from_torch(module: nn.Module) -> Network:
     batch-norm statistics copied (torch -> depthlab; ``to_torch`` goes back): forward outputs
     and gradients agree to rounding (float64: to ~1e-15). ``module`` is an ``nn.Sequential``
     (nested allowed) of the modules in :data:`ACCEPTED_FROM_TORCH` with float32 or float64
-    parameters; anything else is a TypeError naming the module and its path."""
+    parameters; anything else is a TypeError naming the module and its path. The network has
+    no recipe (``config`` is empty); :func:`depthlab.save` writes it when its layers are what
+    :func:`depthlab.mlp` builds (:func:`depthlab.recipe.infer_recipe`)."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     tensors = list(module.parameters()) + list(module.buffers())
