@@ -224,7 +224,9 @@ class LeakyReLU(ActivationFn):
 
     def forward(self, s: Array) -> Array:
         k = self.negative_slope
-        if 0.0 <= k <= 1.0:
+        if k == 0.0:  # max(s, 0): s * 0 would be NaN at s = +-inf
+            return xp.maximum(s, 0)
+        if 0.0 < k <= 1.0:
             return xp.maximum(s, s * k)
         if k > 1.0:
             return xp.minimum(s, s * k)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..backend import Array, resolve_dtype, xp
 from ..parameter import Parameter
+from ..validators import positive_int, real
 from .base import Layer
 
 INFERENCE_MODES = ("ema", "population")
@@ -42,11 +43,9 @@ class BatchNorm(Layer):
         dtype="float32",
         name: str = "bn",
     ) -> None:
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"BatchNorm size must be a positive integer, got {n!r}")
-        if not eps > 0:
-            raise ValueError(f"BatchNorm eps must be > 0, got {eps!r}")
-        if not 0.0 < momentum <= 1.0:
+        n = positive_int("BatchNorm size", n)
+        eps = real("BatchNorm eps", eps, positive=True)  # finite: an infinite eps zeroes xhat
+        if not 0.0 < real("BatchNorm momentum", momentum) <= 1.0:
             raise ValueError(f"BatchNorm momentum must be in (0, 1], got {momentum!r}")
         if inference not in INFERENCE_MODES:
             raise ValueError(

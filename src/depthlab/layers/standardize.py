@@ -19,8 +19,15 @@ class Standardize(Layer):
 
     @classmethod
     def fit(cls, x: Array, dtype) -> Standardize:
+        """Mean and population std of ``x`` per feature (in float64). A constant feature
+        (max = min) gets its value as the mean and std 1, so it maps to exactly 0: its float64
+        mean may differ from the value by rounding, leaving a std of ~1e-17 to divide by."""
         x = xp.asarray(x, dtype="float64")
-        return cls(x.mean(axis=0).astype(dtype), x.std(axis=0).astype(dtype))
+        mean, std = x.mean(axis=0), x.std(axis=0)
+        constant = x.max(axis=0) == x.min(axis=0)
+        mean[constant] = x[0, constant]
+        std[constant] = 1.0
+        return cls(mean.astype(dtype), std.astype(dtype))
 
     def forward(self, x: Array, training: bool = True) -> Array:
         self.x = x
