@@ -25,6 +25,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..data.fingerprint import digest
 from ..spec import SECTIONS, SPECS, TOP_LEVEL_KEYS, ConfigError, RunSpec, optimizer_hyperparameters
 
 __all__ = [
@@ -123,8 +124,15 @@ def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
     validated config (its ``name`` and ``sweep`` entries left out; keys added to the schema
     after the first version only when they differ from their default). Runs and sweep points
     with the same config share an id; ``kind`` values other than ``run``/``sweep-point`` (and
-    ``extra``) are mixed in so e.g. a doctor diagnosis never replaces a training run."""
+    ``extra``) are mixed in so e.g. a doctor diagnosis never replaces a training run. A data
+    ``path`` adds the file's content fingerprint (:func:`depthlab.data.fingerprint.digest`):
+    an edited data file gives new ids (its stored runs are not taken for finished points)."""
     body = {k: _hashed_section(k, v) for k, v in config.items() if k not in ("name", "sweep")}
+    data = body.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
+        content = digest(data["path"])
+        if content is not None:
+            body["data"] = {**data, "content": content}
     payload: Any = body if kind in ("run", "sweep-point") and extra is None else {
         "kind": kind, "config": body, "extra": extra}
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]

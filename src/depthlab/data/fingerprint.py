@@ -1,0 +1,47 @@
+"""Content fingerprints of user data files, so that a run id changes when its data do.
+
+``digest(path)``: the first 16 hex digits of sha256 over the file's bytes; for a folder (of IDX
+files) over each regular file's name and digest, in name order. Each file is read once per
+process while its size and modification time stay the same (a cache keyed by both), in 1 MiB
+pieces (no whole-file copy in memory). A path that cannot be read gives None (validation has
+said what is wrong with it already).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+__all__ = ["digest"]
+
+_CHUNK = 1 << 20
+_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    hit = _CACHE.get(key)
+    if hit is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        hit = _CACHE[key] = h.hexdigest()[:16]
+    return hit
+
+
+def digest(path: str | os.PathLike) -> str | None:
+    """The content fingerprint of the data file or folder ``path`` (None when unreadable)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            h = hashlib.sha256()
+            for child in sorted(p.iterdir(), key=lambda c: c.name):
+                if child.is_file():
+                    h.update(f"{child.name}\0{_file_digest(child)}\0".encode())
+            return h.hexdigest()[:16]
+        return _file_digest(p)
+    except OSError:
+        return None
