@@ -243,3 +243,20 @@ def test_float32_training_with_every_layer_kind_has_no_float64_array(optimizer):
         arrays["predict"] = net.predict(x)
         wrong = {k: v.dtype for k, v in arrays.items() if v.dtype != np.float32}
         assert not wrong, (optimizer, kind, wrong)
+
+
+# -- residual blocks -------------------------------------------------------------------------
+
+
+def test_nested_residual_with_an_empty_branch_has_the_right_gradient_and_keeps_grad():
+    """y = x + (x + x) = 3x. The empty inner branch handed the gradient object through and
+    ``gx += grad`` doubled the caller's array in place (the outer block then got 4, not 3)."""
+    from depthlab.layers import Residual, Sequential
+
+    outer = Residual(Sequential([Residual(Sequential([]))]))
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_array_equal(outer.forward(x), 3 * x)
+    g = np.random.default_rng(1).standard_normal((4, 3))
+    g_before = g.copy()
+    np.testing.assert_allclose(outer.backward(g), 3 * g_before, rtol=1e-15)
+    np.testing.assert_array_equal(g, g_before)  # Residual.overwrites_grad is False

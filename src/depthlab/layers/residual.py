@@ -40,6 +40,8 @@ class Residual(Layer):
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
         g_in = grad.copy() if self.branch.overwrites_grad else grad
         gx = self.branch.backward(g_in, input_grad=True)
+        if gx is grad:  # a branch that hands the gradient through (empty): grad stays intact
+            return gx + grad
         gx += grad
         return gx
 
