@@ -502,12 +502,38 @@ class Recording:
         p.links[id(out)] = (out, _ver(out), info, "act")
 
     # -- residual blocks -------------------------------------------------------------------
-    def _block_pre(self, module, args) -> None:
+    def _block_pre(self, module, args) -> tuple | None:
         if self._idle:
-            return
+            return None
         x = _first_tensor(args)
         fn = x.grad_fn if x is not None else None
+        new_args = None
+        if fn is None and x is not None and not self._blocks_found and module is not self.model:
+            fn, new_args = self._input_node(module, x, args)
         self.p.block_inputs.setdefault(id(module), []).append(fn)
+        return new_args
+
+    def _input_node(self, module, x: torch.Tensor, args: tuple) -> tuple:
+        """``(node, args or None)`` for the residual-block search when the input ``x`` has no
+        ``grad_fn`` (the first armed pass only): a leaf that requires grad is found through its
+        ``AccumulateGrad`` node; an input without gradient (the raw data going into the
+        model's first ``TransformerEncoderLayer`` or residual block) is replaced by an equal
+        copy that requires grad (the block's forward computes the same values), whose node
+        the skip path reaches; without it ``y = x + F(x)`` was not a block there (no
+        ``block_grad_std`` row). Only for modules with trainable parameters, so frozen parts
+        stay without gradients."""
+        if x.requires_grad:
+            return torch.autograd.graph.get_gradient_edge(x).node, None
+        if (not args or args[0] is not x or type(x) is not torch.Tensor
+                or not x.is_floating_point() or x.is_nested or x.is_inference()
+                or not torch.is_grad_enabled()
+                or not any(p.requires_grad for p in module.parameters())):
+            return None, None
+        copy = x.detach().requires_grad_().clone()
+        link = self.p.links.get(id(x))
+        if link is not None and link[0] is x and link[1] == _ver(x):
+            self.p.links[id(copy)] = (copy, _ver(copy), *link[2:])  # followers still match
+        return copy.grad_fn, (copy, *args[1:])
 
     def _block_post(self, module, args, output) -> None:
         if self._idle:

@@ -104,6 +104,12 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     since, and a block's add must take the branch's and the shortcut's outputs as they are
     (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused)."""
     check_model(model)
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad:
+        # an equal input with an autograd node: a residual block that reads x itself (the
+        # model's first module) is then found in the graph (it was refused as 'not the
+        # previous layer's output')
+        with torch.inference_mode(False), torch.enable_grad():
+            x = (x.clone() if x.is_inference() else x.detach()).requires_grad_().clone()
     rec = Recording(model, ())
     inputs: dict[int, list[int]] = {}
     outputs: dict[int, tuple[int, int]] = {}  # layer -> (output storage, call sequence number)
