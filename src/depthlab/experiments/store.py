@@ -277,12 +277,18 @@ class Store:
                              "or `depthlab sweep` with --out first)")
         uri = self.path.resolve().as_uri()
         err: sqlite3.DatabaseError | None = None
-        # mode=ro shares the WAL with live writers; immutable=1 also reads a store on a
-        # read-only file system, where SQLite cannot create the WAL index
-        for query in ("mode=ro", "mode=ro&immutable=1"):
+        # A store we may write is opened read-write with query_only on: the last connection
+        # to close then removes the WAL and its index (a mode=ro one cannot: `depthlab report`
+        # left empty depthlab.db-wal/-shm files beside the store). mode=ro shares the WAL with
+        # live writers; immutable=1 also reads a store on a read-only file system, where
+        # SQLite cannot create the WAL index.
+        writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        for query in ("mode=rw", "mode=ro", "mode=ro&immutable=1")[0 if writable else 1:]:
             try:
                 self._conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=timeout,
                                              isolation_level=None, check_same_thread=False)
+                if query == "mode=rw":
+                    self._conn.execute("PRAGMA query_only=ON")
                 self._check_schema()
                 return
             except sqlite3.DatabaseError as e:
