@@ -1,8 +1,9 @@
 """Round 5 adversarial checks of the NumPy engine: regressions for the bugs found (LeakyReLU
 with slope 0 at infinity, BatchNorm argument checks, constant features in the trainer's input
-standardization) and the exactness sweeps that found none elsewhere (every option combination
-of every optimizer against ``torch.optim`` over 25 steps, activations at edge inputs, float32
-kept through a whole training run)."""
+standardization, a residual block whose branch hands the gradient through) and the exactness
+sweeps that found none elsewhere (every option combination of every optimizer against
+``torch.optim`` over 25 steps, LeakyReLU slopes at edge inputs, float32 kept through a whole
+training run with every optimizer and layer kind)."""
 
 from __future__ import annotations
 
