@@ -224,7 +224,7 @@ def test_a_tampered_url_says_what_is_wrong_and_a_preset_recovers(page, server, t
 def test_a_failed_doctor_is_said_and_the_button_works_again(page, server, monkeypatch,
                                                             tmp_path):
     # was: the panel kept "the doctor is training copies..." and the button stayed disabled
-    def failing_doctor(prep, setup, steps=None):
+    def failing_doctor(prep, setup, steps=None, stop=None):
         raise RuntimeError("simulated failure")
 
     monkeypatch.setattr(playground_app, "run_doctor", failing_doctor)

@@ -273,7 +273,7 @@ def test_doctor_findings_of_an_earlier_setup_are_marked(browser, server, shots, 
     from depthlab.playground.doctor_task import run_doctor
 
     monkeypatch.setattr(playground_app, "run_doctor",
-                        lambda prep, setup, steps=None: run_doctor(prep, setup, steps=20))
+                        lambda prep, setup, steps=None, stop=None: run_doctor(prep, setup, 20, stop))
     p = _Page(browser, server.url + "?model.depth=3&model.width=8&model.activation=sigmoid"
               "&model.init=normal", DESKTOP)
     pg = p.pg
@@ -364,7 +364,7 @@ def test_stopping_the_server_does_not_wait_for_a_running_doctor(monkeypatch):
 
     release, started = threading.Event(), threading.Event()
 
-    def long_doctor(prep, setup, steps=None):
+    def long_doctor(prep, setup, steps=None, stop=None):
         started.set()
         release.wait(60)  # a doctor run of a minute
         return {}
@@ -495,9 +495,9 @@ def test_a_double_click_on_doctor_starts_one_doctor(browser, server, monkeypatch
 
     calls = []
 
-    def counted(prep, setup, steps=None):
+    def counted(prep, setup, steps=None, stop=None):
         calls.append(1)
-        return run_doctor(prep, setup, steps=20)
+        return run_doctor(prep, setup, 20, stop)
 
     monkeypatch.setattr(playground_app, "run_doctor", counted)
     p = _Page(browser, server.url + "?model.depth=2&model.width=4", DESKTOP)

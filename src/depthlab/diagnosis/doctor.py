@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..probes.recorder import ProbeRecorder
 from ..probes.stats import measurement_mode
 from ..spec import TrainSpec, check_field
 from ..training.history import History
-from ..training.trainer import Trainer
+from ..training.trainer import Callback, Trainer
 from ..validators import positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
@@ -128,7 +129,8 @@ def _bn_drift(net: Network, x: np.ndarray) -> list[dict[str, float]]:
     return out
 
 
-def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any]) -> _Run:
+def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any],
+           callbacks: Sequence[Callback] = ()) -> _Run:
     src_x = data.x_val if data.x_val is not None else data.x
     src_y = data.y_val if data.y_val is not None else data.y
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
@@ -137,7 +139,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     trainer = Trainer(net, loss=settings["loss"], optimizer=settings["optimizer"],
                       lr=settings["lr"], optimizer_kwargs=settings["optimizer_kwargs"],
                       batch_size=settings["batch_size"], epochs=None,
-                      max_steps=settings["steps"], seed=settings["seed"], callbacks=[rec])
+                      max_steps=settings["steps"], seed=settings["seed"],
+                      callbacks=[rec, *callbacks])
     with np.errstate(all="ignore"):
         hist = trainer.fit(data.x, data.y, data.x_val, data.y_val)
         drift = [] if hist.diverged else _bn_drift(net, px.astype(net.dtype, copy=False))
@@ -180,6 +183,7 @@ def doctor(
     seed: int = 0,
     verify: bool = False,
     probe_every: int = 10,
+    callbacks: Sequence[Callback] = (),
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
@@ -194,6 +198,10 @@ def doctor(
     and/or changed training settings), the same budget is re-run with the same seed and data, and
     a :class:`Verification` records final train loss, validation accuracy and the finding's own
     metric before and after, with ``helped`` False when it did not help.
+
+    ``callbacks``: :class:`~depthlab.training.trainer.Callback` objects added to every training
+    run of the doctor (the baseline and each verification), e.g. progress, or a stop: an
+    exception raised in one ends the doctor with it.
     """
     steps, probe_every = (positive_int(label, v) for label, v in (
         ("steps", steps), ("probe_every", probe_every)))
@@ -225,7 +233,8 @@ def doctor(
     settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
                 "optimizer_kwargs": dict(optimizer_kwargs or {}), "batch_size": batch_size,
                 "seed": seed, "probe_every": probe_every}
-    base = _train(net, config, d, settings)
+    callbacks = tuple(callbacks)
+    base = _train(net, config, d, settings, callbacks)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
                           probes=base.ctx.frame, config=config, settings=settings,
                           bn_drift=base.ctx.bn_drift)
@@ -238,8 +247,9 @@ def doctor(
         if not _same_parameters(net_or_config, fresh):
             # Not a fresh build (e.g. already trained): compare prescriptions against a fresh
             # build of the same config trained with the same budget.
-            reference = _train(fresh, config, d, settings)
-    diagnosis.verifications = verify_prescriptions(base.findings, reference, config, d, settings)
+            reference = _train(fresh, config, d, settings, callbacks)
+    diagnosis.verifications = verify_prescriptions(base.findings, reference, config, d, settings,
+                                                   callbacks)
     diagnosis.findings = rank_findings(base.findings, diagnosis.verifications)
     order = [f.kind for f in diagnosis.findings]
     diagnosis.verifications.sort(key=lambda v: order.index(v.kind))
@@ -247,7 +257,8 @@ def doctor(
 
 
 def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[str, Any],
-                         data: _Data, settings: dict[str, Any]) -> list[Verification]:
+                         data: _Data, settings: dict[str, Any],
+                         callbacks: Sequence[Callback] = ()) -> list[Verification]:
     """Re-run each finding's prescription (``mlp(**{**config, **changes})`` and/or changed
     training settings) under ``settings``' budget and seed, once per distinct prescription, and
     judge it against ``reference``: ``resolved`` when the finding is gone, ``helped`` when its
@@ -265,7 +276,7 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
             new_settings = {**settings, **train_changes}
             if new_settings["optimizer"] != settings["optimizer"]:
                 new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
-            cache[key] = _train(variant, dict(variant.config), data, new_settings)
+            cache[key] = _train(variant, dict(variant.config), data, new_settings, callbacks)
         run = cache[key]
         before_metric = reference.metrics_by_kind.get(f.kind, math.nan)
         after_metric = run.metrics_by_kind.get(f.kind, math.nan)

@@ -331,8 +331,9 @@ class _Tab:
         self._enqueue({"type": "doctor_started",
                        "steps": doctor_steps(int(self.setup["model.depth"]))})
         setup = dict(self.setup)
+        stop = threading.Event()  # set when this task ends, e.g. cancelled as the tab closed
         try:
-            result = await in_daemon_thread(run_doctor, session.prep, setup)
+            result = await in_daemon_thread(run_doctor, session.prep, setup, None, stop)
             # the setup it examined: the page marks the findings once the setup changes
             self._enqueue({"type": "doctor", **result, "query": to_query(setup)})
         except Exception as e:  # noqa: BLE001 - reported to the page, the server keeps running
@@ -340,4 +341,5 @@ class _Tab:
             self._enqueue({"type": "error", "key": None, "doctor": True,
                            "message": f"the doctor failed: {type(e).__name__}: {e}"})
         finally:
+            stop.set()  # a doctor still training (the tab closed) stops at its next step
             self.doctor_busy = False

@@ -10,10 +10,12 @@ query after pressing "apply".
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..diagnosis import doctor
 from ..diagnosis.findings import jsonable
+from ..training.trainer import Callback
 from .setup import SetupError, apply_prescription, to_query
 
 DOCTOR_STEPS = 200
@@ -29,9 +31,27 @@ def doctor_steps(depth: int) -> int:
     return next((steps for limit, steps in DEEP_STEPS if depth <= limit), 50)
 
 
-def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None) -> dict[str, Any]:
+class DoctorStopped(Exception):
+    """The doctor was stopped (its page closed) before it finished."""
+
+
+class _StopWhenSet(Callback):
+    """Ends the doctor's current training run at the next step once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def after_update(self, trainer: Any, step: int, loss: float) -> None:
+        if self.event.is_set():
+            raise DoctorStopped("the doctor was stopped")
+
+
+def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
+               stop: threading.Event | None = None) -> dict[str, Any]:
     """Diagnose the prepared run ``prep`` (``experiments.runner.Prepared``) of ``setup``
-    (``steps`` default: :func:`doctor_steps` of its depth)."""
+    (``steps`` default: :func:`doctor_steps` of its depth). ``stop``: once set, the doctor
+    ends within one training step by raising :class:`DoctorStopped` (its tab was closed:
+    minutes of training for nobody)."""
     if steps is None:
         steps = doctor_steps(int(setup["model.depth"]))
     t = prep.config["train"]
@@ -42,7 +62,8 @@ def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None) -> di
     diagnosis = doctor(dict(prep.net.config), data, steps=steps, loss=t["loss"],
                        optimizer=t["optimizer"], lr=t["lr"],
                        optimizer_kwargs=t["optimizer_kwargs"], batch_size=batch,
-                       seed=t["seed"], verify=True)
+                       seed=t["seed"], verify=True,
+                       callbacks=() if stop is None else (_StopWhenSet(stop),))
     out = diagnosis.to_dict()
     out.pop("config", None)
     for f in out["findings"]:
