@@ -120,6 +120,37 @@ def test_trainer_standardize_with_a_constant_feature_trains_as_without_it():
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-12)
 
 
+def test_trainer_standardizes_in_float64_before_casting_to_float32():
+    """x = 1e7 + N(0, 1): cast to float32 first, the noise was rounded to integers (8 distinct
+    standardized values, errors up to 0.6 std); standardized in float64, then cast, it keeps
+    its spread."""
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(2000)
+    x = np.c_[1e7 + noise, rng.standard_normal(2000)]
+    y = (noise > 0).astype(int)
+    net = dl.mlp([2, 4, 2], seed=0)
+    tr = Trainer(net, optimizer="sgd", lr=0.1, batch_size=100, max_steps=1, standardize=True)
+    tr.fit(x, y)
+    z = tr.transform(x)
+    assert z.dtype == np.float32
+    exact = (noise - noise.mean()) / noise.std()
+    # the standardizer's mean is stored in float32 (1e7 + 0.03 -> 1e7): a constant shift only
+    shift = float(np.mean(z[:, 0] - exact))
+    assert abs(shift) < 0.1
+    np.testing.assert_allclose(z[:, 0] - shift, exact, atol=1e-5)
+    assert len(np.unique(z[:, 0])) > 1900
+
+
+def test_trainer_refuses_a_standardized_value_too_large_for_float32():
+    x = np.c_[np.arange(10.0), np.r_[np.zeros(9), 1.0]]
+    net = dl.mlp([2, 3, 2], seed=0)
+    tr = Trainer(net, max_steps=1, standardize=True)
+    tr.fit(x, np.arange(10) % 2)
+    with pytest.raises(ValueError, match=r"standardized x value .* \(row 0, column 0\) does not "
+                                         r"fit in float32"):
+        tr.evaluate(np.array([[1e300, 0.0]]), np.array([0]))
+
+
 # -- every optimizer option combination against torch.optim, step for step ---------------------
 
 

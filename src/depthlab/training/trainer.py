@@ -21,7 +21,7 @@ from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
 from ..threads import blas_threads, check_threads
 from ..validators import closest_name
-from .data_checks import check_xy
+from .data_checks import check_xy, finite_features
 from .history import DivergenceReport, History
 
 
@@ -121,9 +121,15 @@ class Trainer:
 
     def transform(self, x: Array) -> Array:
         """``x`` as the network sees it in training: standardized with the training set's
-        statistics (``standardizer``) when ``standardize=True``, else unchanged."""
+        statistics (``standardizer``) when ``standardize=True``, else unchanged.
+        ``(x - mean) / std`` is computed in float64, then cast to the network's dtype: a
+        feature with a large offset keeps its spread (cast first, float32 rounds
+        1e7 + N(0, 1) to integers); a result too large for the dtype is a ValueError."""
         s = self.standardizer
-        return x if s is None else (xp.asarray(x, dtype=s.mean.dtype) - s.mean) / s.std
+        if s is None:
+            return x
+        z = (xp.asarray(x, dtype=np.float64) - s.mean) / s.std
+        return finite_features(z, self.net.dtype, "standardized x")
 
     def _evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
         out = self.net.predict(x, batch_size)
@@ -151,13 +157,14 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
     def fit(self, x, y, x_val=None, y_val=None) -> History:
         net = self.net
-        x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=net.dtype)
+        raw = np.float64 if self.standardize else net.dtype  # cast after standardizing
+        x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=raw)
         if (x_val is None) != (y_val is None):
             raise ValueError("give both x_val and y_val, or neither; got only "
                              + ("x_val" if y_val is None else "y_val"))
         if x_val is not None:
             x_val, y_val = check_xy(
-                x_val, y_val, n_inputs=net.n_inputs, dtype=net.dtype, what="validation"
+                x_val, y_val, n_inputs=net.n_inputs, dtype=raw, what="validation"
             )
         if self.standardize:  # the data are standardized; the caller's network is not changed
             self.standardizer = Standardize.fit(x, net.dtype)
