@@ -292,3 +292,26 @@ def test_nested_residual_with_an_empty_branch_has_the_right_gradient_and_keeps_g
     g_before = g.copy()
     np.testing.assert_allclose(outer.backward(g), 3 * g_before, rtol=1e-15)
     np.testing.assert_array_equal(g, g_before)  # Residual.overwrites_grad is False
+
+
+# -- initializers: values that do not fit the dtype ----------------------------------------------
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("constant", {"value": 1e39}),
+    ("normal", {"std": 1e39}),
+    ("uniform", {"limit": 1e39}),  # was clipped to +-3.4e38 silently: not U[-1e39, 1e39]
+    ("variance_scaling", {"scale": 1e300}),
+    ("orthogonal", {"gain": 1e39}),
+])
+def test_initializer_refuses_values_too_large_for_float32(name, kwargs):
+    from depthlab.initializers import get_initializer
+
+    init = get_initializer(name, **kwargs)
+    with pytest.raises(ValueError, match=r"drew values that do not fit in float32 "
+                                         r"\(\|w\| <= 3.4e\+38\); expected smaller settings"):
+        init((3, 3), 0, "float32")
+    w = init((3, 3), 0, "float64")  # fine in float64
+    assert np.isfinite(w).all() and np.abs(w).max() > 1e37
+    with pytest.raises(ValueError, match="do not fit in float32"):
+        dl.mlp([3, 3, 2], init=init, seed=0)

@@ -134,14 +134,19 @@ class Initializer:
     ) -> Array:
         shape = _check_shape(shape)
         dt = resolve_dtype(dtype)
-        w = xp.asarray(self.sample(shape, make_rng(rng)), dtype=dt)
-        lim = self.limit(*compute_fans(shape))
-        if lim is not None and dt != np.float64:
-            # rounding to float32 must not push a sample past the limit
-            lim32 = dt.type(lim)
-            if float(lim32) > lim:
-                lim32 = np.nextafter(lim32, dt.type(0))
-            xp.clip(w, -lim32, lim32, out=w)
+        with np.errstate(over="ignore"):  # a sample too large for dt: refused below
+            w = xp.asarray(self.sample(shape, make_rng(rng)), dtype=dt)
+            lim = self.limit(*compute_fans(shape))
+            if lim is not None and dt != np.float64:
+                # rounding to float32 must not push a sample past the limit
+                lim32 = dt.type(lim)
+                if float(lim32) > lim:
+                    lim32 = np.nextafter(lim32, dt.type(0))
+                xp.clip(w, -lim32, lim32, out=w)
+        largest = float(np.finfo(dt).max)
+        if not xp.isfinite(w).all() or (lim is not None and lim > largest):
+            raise ValueError(f"{self!r} drew values that do not fit in {dt.name} (|w| <= "
+                             f"{largest:.3g}); expected smaller settings or dtype='float64'")
         return w
 
     def __repr__(self) -> str:
