@@ -130,8 +130,10 @@ def test_trainer_standardizes_in_float64_before_casting_to_float32():
     y = (noise > 0).astype(int)
     net = dl.mlp([2, 4, 2], seed=0)
     tr = Trainer(net, optimizer="sgd", lr=0.1, batch_size=100, max_steps=1, standardize=True)
+    x_before = x.copy()
     tr.fit(x, y)
     z = tr.transform(x)
+    np.testing.assert_array_equal(x, x_before)  # the caller's float64 array is not changed
     assert z.dtype == np.float32
     exact = (noise - noise.mean()) / noise.std()
     # the standardizer's mean is stored in float32 (1e7 + 0.03 -> 1e7): a constant shift only

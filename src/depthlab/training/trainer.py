@@ -128,7 +128,8 @@ class Trainer:
         s = self.standardizer
         if s is None:
             return x
-        z = (xp.asarray(x, dtype=np.float64) - s.mean) / s.std
+        z = xp.subtract(xp.asarray(x, dtype=np.float64), s.mean)  # a new array: x is kept
+        z /= s.std
         return finite_features(z, self.net.dtype, "standardized x")
 
     def _evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
