@@ -4,13 +4,17 @@ statistics at initialization, from the model's actual weights, beside the measur
 For a chain of Linear/Conv layers ``s_l = W_l a_{l-1} + b_l``, each optionally followed by an
 elementwise activation module ``a_l = f_l(s_l)`` (:data:`depthlab.torch.layers.ACTIVATIONS`;
 ``a_l = s_l`` without one), with shape-only operations (flatten, view) between them, and
-treating pre-activations as zero-mean Gaussians (wide layers; Glorot & Bengio 2010, He et al.
+treating pre-activations as Gaussians (wide layers; Glorot & Bengio 2010, He et al.
 2015, Poole et al. 2016 -- the rules of :mod:`depthlab.theory.variance`):
 
-forward   ``q_l = Var(s_l) = n_l v_l E[a_{l-1}^2] + E[b_l^2]``, ``E[a_0^2]`` = mean of ``x^2``;
+forward   ``q_l = Var(s_l) = n_l Var(W_l) E[a_{l-1}^2] + Var(b_l)`` around the mean
+          ``n_l mean(W_l) E[a_{l-1}] + mean(b_l)`` (common to every unit: a constant bias, or
+          weights with a nonzero mean), ``E[a_0^2]`` = mean of ``x^2``;
           ``n_l`` = fan-in (``in_features``; ``in_channels / groups * prod(kernel)``), ``v_l``
-          = mean of ``W_l^2`` (the actual weights), ``E[a_l^2] = E[f_l(s)^2]`` for
-          ``s ~ N(0, q_l)`` by Gaussian quadrature (:func:`depthlab.theory.gaussian.normal_rule`)
+          = mean of ``W_l^2`` (the actual weights), ``E[a_l^2] = E[f_l(s)^2]`` for ``s`` of
+          that mean and variance by Gaussian quadrature
+          (:func:`depthlab.theory.gaussian.normal_rule`); a weight mean that is more than
+          sampling noise and not small against the spread is refused (:func:`_weight_mean`)
 backward  ``Var(g_l) = m_{l+1} v_{l+1} E[f_l'(s)^2] Var(g_{l+1})``, ``g_l = dL/ds_l``, with
           ``m_{l+1}`` the number of outputs each input entry feeds (``out_features``;
           ``out_channels / groups * prod(kernel) / prod(stride)``); with zero padding both are
@@ -486,10 +490,31 @@ def _gauss_nodes(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
     return z + mean, w
 
 
+def _weight_mean(name: str, numel: int, v: float, mw: float, fan: float) -> float:
+    """The mean of a layer's weights as the theory uses it: 0 when it is within 4 standard
+    errors of 0 (``mean^2 numel <= 16 Var(W)``: a zero-mean draw's sampling noise, which shifts
+    no unit systematically), else ``mw``. A ValueError when ``fan mean^2 >= Var(W)`` (``fan``
+    the larger of fan-in and fan-out): the common part of the units, ``mean(W) sum_j a_j`` per
+    example (and its backward twin), then grows from layer to layer by up to that ratio and
+    the independent-unit theory does not hold (weights N(0.02, 0.0625^2) in a 256-wide ReLU
+    chain: pre_std 12x, grad_pre_std 5x off; e.g. ``nn.init.uniform_`` without bounds)."""
+    var = max(v - mw * mw, 0.0)
+    if mw * mw * numel <= 16.0 * var:
+        return 0.0
+    if fan * mw * mw >= var:
+        raise ValueError(f"predict() models weights whose mean is small against their spread; "
+                         f"layer {name!r} has weights of mean {mw:.3g} and std "
+                         f"{math.sqrt(var):.3g} (fan {fan:g} * mean^2 / variance = "
+                         f"{fan * mw * mw / var if var > 0 else math.inf:.3g} >= 1: its units "
+                         "share a common part that grows with depth)")
+    return mw
+
+
 def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     """Append the layer's row and return ``(E[a^2], E[a], batch variance of a, distribution
     of a)`` of its output (the distribution, nodes and weights, is what a skip carries).
-    ``q = n v E[a_prev^2] + E[b^2]`` (``pre_std``); the batch variance of a unit of ``s`` is
+    ``q = n Var(W) E[a_prev^2] + Var(b)`` (``pre_std``; ``s ~ N(n mean(W) E[a_prev] +
+    mean(b), q)``); the batch variance of a unit of ``s`` is
     ``qb = n v qb_prev`` (a unit's mean ``W E[a]`` and the bias are constant over the batch);
     after BatchNorm ``Var(dL/ds) = mean_c gamma_c^2 E[f'(s_c)^2] / (qb + eps)`` times
     ``Var(dL/da)`` (``dsq``)."""
@@ -499,10 +524,18 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         prev_sq = prev_mean ** 2 + (prev_sq - prev_mean ** 2) / pool
         prev_bvar /= pool
     m = seg["module"]
-    v = float(m.weight.detach().to(torch.float64).pow(2).mean())
-    b2 = 0.0 if m.bias is None else float(m.bias.detach().to(torch.float64).pow(2).mean())
+    w64 = m.weight.detach().to(torch.float64)
+    v, mw = float(w64.pow(2).mean()), float(w64.mean())
+    b64 = None if m.bias is None else m.bias.detach().to(torch.float64)
+    b2 = 0.0 if b64 is None else float(b64.pow(2).mean())
+    mb = 0.0 if b64 is None else float(b64.mean())
     fan_in, fan_out, spread = _fans(m, seg.get("in_shape"))
-    q = fan_in * v * prev_sq + b2
+    mw = _weight_mean(seg["name"], w64.numel(), v, mw, max(fan_in, fan_out))
+    # s ~ N(n mean(W) E[a] + mean(b), n Var(W) E[a^2] + Var(b)) over units and examples: the
+    # weights' and biases' common means shift every unit alike (they were taken for random
+    # ones: a constant bias 2 made ReLU gradients 2x off)
+    q = fan_in * (v - mw * mw) * prev_sq + b2 - mb * mb
+    shift = fan_in * mw * prev_mean + mb
     qb = fan_in * v * prev_bvar + spread * v * prev_mean ** 2
     norm = seg.get("norm")
     spec = seg["activation"]
@@ -531,9 +564,9 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         nodes = (s_nodes, s_w, g2, inv)
         dist = _compress(_apply(spec, s_nodes)[0], s_w)
     else:
-        mean, sq, dsq = _moments(spec, q)
+        mean, sq, dsq = _moments(spec, q, shift)
         bvar = sq - mean * mean if spec is not None else qb
-        s_nodes, s_w = _gauss_nodes(q, 0.0)
+        s_nodes, s_w = _gauss_nodes(q, shift)
         nodes = (s_nodes, s_w, np.ones_like(s_nodes), 1.0)
         dist = (_apply(spec, s_nodes)[0], s_w)
     rows.append({"layer": seg["index"], "module": seg["name"], "q": q,
