@@ -15,13 +15,14 @@ mean duration of the stages done so far.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["LINE_EVERY_S", "ExperimentProgress", "Stages", "StatusLines", "duration",
-           "make_progress", "mode"]
+           "make_progress", "mode", "tqdm_bar"]
 
 LINE_EVERY_S = 5.0
 
@@ -97,9 +98,26 @@ def make_progress(total: int, progress: Any, unit: str = "step"):
         return None
     if m == "lines":
         return StatusLines(total, unit=unit)
+    return tqdm_bar(total, unit)
+
+
+def tqdm_bar(total: int, unit: str = "step", *, leave: bool = True):
+    """A tqdm bar on stderr that follows the terminal's width; 80 columns on a terminal that
+    reports no size (a bare pty, some CI runners and editors' shells), where tqdm would
+    otherwise draw a bar of width 0, i.e. nothing."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=True)
+    if _terminal_columns() <= 0:
+        return tqdm(total=total, unit=unit, ncols=80, nrows=24, leave=leave)
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, leave=leave)
+
+
+def _terminal_columns() -> int:
+    """The width stderr's terminal reports (0 when it reports none or is no terminal)."""
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 class Stages:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -100,6 +101,28 @@ def _thread_limit(n: int | None) -> Iterator[None]:
         yield
 
 
+PROBE_KERNELS_VALUES = ("numpy", "numba", "auto")
+"""Values of ``DEPTHLAB_PROBE_KERNELS`` (``numpy``: the NumPy path; the others, as unset: the
+compiled kernels when Numba is installed)."""
+
+
+def _check_environment() -> None:
+    """The ``DEPTHLAB_*`` settings of the environment, checked before the command starts: a
+    typo is one line naming the variable, not ignored (``DEPTHLAB_PROBE_KERNELS=nmupy``) nor
+    blamed on the config file read first (``DEPTHLAB_MEMORY_LIMIT=8 G``)."""
+    from ..threads import user_threads
+
+    user_threads()
+    if os.environ.get("DEPTHLAB_MEMORY_LIMIT"):
+        from ..memory import available_memory  # imports NumPy: only when the variable is set
+
+        available_memory()
+    kernels = os.environ.get("DEPTHLAB_PROBE_KERNELS", "")
+    if kernels.strip() and kernels.strip().lower() not in PROBE_KERNELS_VALUES:
+        raise UserError(f"DEPTHLAB_PROBE_KERNELS={kernels!r} is not accepted; accepted: "
+                        f"{', '.join(PROBE_KERNELS_VALUES)} (or unset it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
     try:
@@ -117,9 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(getattr(args, "debug", False))
     user_errors = _user_errors()
     try:
-        from ..threads import user_threads
-
-        user_threads()  # a bad DEPTHLAB_THREADS fails here, before anything is written
+        _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
         with _thread_limit(getattr(args, "threads", None)):
             return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -7,8 +7,9 @@ header row is skipped; the run's own training CSV loses its label column, which 
 the predictions), a ``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of
 a built-in data set (its test split, split as the run split it; the accuracy goes to
 stderr). Inputs are standardized as in training when the run standardized them. Output
-(stdout, or ``--to FILE``): CSV with the predicted class (classification) and the network's
-raw outputs, each number written exactly (``repr``), or ``--json``.
+(stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with the predicted class
+(classification) and the network's raw outputs, each number written exactly (``repr``), or
+``--json``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
     p.add_argument("--to", metavar="FILE", type=path_arg,
-                   help="write the CSV (or the --json output) here instead of stdout")
+                   help="write the CSV (or the --json output) here instead of stdout "
+                   "('-': stdout)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: {\"outputs\": [[...]], \"classes\": [...]}")
 
@@ -39,10 +41,6 @@ def run(args: argparse.Namespace) -> int:
         model, x, labels, out, classes = _predict(args)
     except (ValueError, TypeError, OSError) as exc:
         raise UserError(str(exc)) from None
-    if labels is not None and classes is not None and len(labels) == len(classes):
-        acc = float((classes == labels).mean())
-        split = " test split" if not Path(args.data).exists() else ""
-        print(f"{args.data}{split}: {len(labels)} rows, accuracy {acc:.4f}", file=sys.stderr)
     if args.json:
         payload = {"model": str(model), "outputs": out.tolist(),
                    "classes": None if classes is None else classes.tolist()}
@@ -56,13 +54,18 @@ def run(args: argparse.Namespace) -> int:
                 repr(float(v)) for v in out[i]]
             lines.append(",".join(cells))
         text = "\n".join(lines) + "\n"
-    if args.to:  # the CSV or, with --json, the JSON
+    if args.to and args.to != "-":  # the CSV or, with --json, the JSON
         from ..atomic import atomic_write_text
 
         atomic_write_text(Path(args.to), text)
         print(f"predictions for {out.shape[0]} rows: {args.to}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if labels is not None and classes is not None and len(labels) == len(classes):
+        # after the output is written: a failed --to leaves one line, the error
+        acc = float((classes == labels).mean())
+        split = " test split" if not Path(args.data).exists() else ""
+        print(f"{args.data}{split}: {len(labels)} rows, accuracy {acc:.4f}", file=sys.stderr)
     return 0
 
 
@@ -72,6 +75,9 @@ def _check_target(text: str, inputs: dict[str, Path]) -> None:
     from ..experiments.store import DB_NAME
 
     target = Path(text)
+    if target.is_dir():
+        raise ValueError(f"--to {text!r} is a folder; expected a file for the predictions "
+                         "(e.g. predictions.csv)")
     if target.name == DB_NAME:
         raise ValueError(f"--to {text!r} is a results store name; expected a new file "
                          "for the predictions (e.g. predictions.csv)")
@@ -96,7 +102,7 @@ def _predict(args: argparse.Namespace):
 
     model = resolve_model(args.model, args.dir)
     meta = load_meta(model)  # a file that is no saved network is named as such, not as DATA
-    if args.to:
+    if args.to and args.to != "-":
         _check_target(args.to, {"the network": model, "DATA": Path(args.data)})
     labels = None
     if not Path(args.data).exists() and find_builtin(args.data) is not None:

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if chosen[0] not in names:
         raise UserError(f"unknown experiment {args.name!r}; expected one of: "
                         f"{', '.join(names)} (or 'all')")
+    if args.data is not None:
+        _check_data(args.data)
     echo = say(args)
     results = []
     failed = 0
@@ -85,6 +87,17 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(jsonable(results), indent=1))
     return 1 if failed and args.strict else 0
+
+
+def _check_data(data: str) -> None:
+    """``--data`` must name a built-in data set or an existing file or folder: a typo fails
+    now, in one line, not after the first experiment has started."""
+    from ..data import DATASETS, find_builtin
+
+    if find_builtin(data) is None and not Path(data).exists():
+        raise UserError(f"--data {data!r} is neither a built-in data set nor an existing file; "
+                        f"expected one of: {', '.join(DATASETS)}, or a path to a .npz, .csv or "
+                        "IDX file")
 
 
 def _out_folder(out: str | None, name: str, several: bool) -> Path:

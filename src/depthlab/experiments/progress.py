@@ -40,9 +40,9 @@ class SweepProgress:
         self._last_status = clock()
         self.bar: Any = None
         if bar and echo is not None and total > 0:
-            from tqdm.auto import tqdm
+            from ..progress import tqdm_bar
 
-            self.bar = tqdm(total=total, unit="pt", dynamic_ncols=True, leave=False)
+            self.bar = tqdm_bar(total, "pt", leave=False)
 
     def started(self) -> None:
         """The first point was sent (the clock for time left starts)."""

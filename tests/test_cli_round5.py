@@ -1,0 +1,218 @@
+"""The command line as a new user follows the README, probed for round 5: output paths of
+``predict`` (``--to -``, folders, missing folders), ``reproduce --data`` typos, the
+``DEPTHLAB_*`` environment settings, the progress bar on a terminal that reports no width,
+the README's shell examples (every ``depthlab`` line parses; the saved-network block runs as
+written) and Ctrl-C during ``depthlab run``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers.cli import ENV, assert_one_line_error, one_blas_thread, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """\
+name = "tiny"
+[data]
+name = "digits"
+[model]
+sizes = ["auto", 8, "auto"]
+[train]
+epochs = 1
+batch_size = 64
+[probes]
+every = 10
+"""
+
+
+@pytest.fixture
+def saved_net(tmp_path):
+    """A network of digits' shape saved by ``dl.save`` (no training)."""
+    import depthlab as dl
+
+    return dl.save(dl.mlp([64, 8, 10], activation="tanh", seed=0), tmp_path / "net.npz")
+
+
+# --- predict: where the predictions go -------------------------------------------------------
+
+
+def test_predict_to_dash_is_stdout(tmp_path, saved_net, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "x.npy", np.zeros((3, 64), dtype=np.float32))
+    code, out, err = run_cli(capsys, "predict", saved_net, "x.npy", "--to", "-")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("class,output_0") and len(out.splitlines()) == 4
+    assert not (tmp_path / "-").exists()  # was: the CSV written to a file named "-"
+
+
+@pytest.mark.parametrize("where", ["folder", "under a file"])
+def test_predict_to_unusable_target_is_one_line(tmp_path, saved_net, capsys, where):
+    (tmp_path / "notes.txt").write_text("x")
+    target = tmp_path if where == "folder" else tmp_path / "notes.txt" / "p.csv"
+    # digits: labelled rows, whose accuracy line came before the write error (2 lines)
+    code, out, err = run_cli(capsys, "predict", saved_net, "digits", "--to", target)
+    line = assert_one_line_error(code, err, str(target) if where == "folder" else "notes.txt")
+    assert "is a folder" in line if where == "folder" else True
+    assert out == "" and (tmp_path / "notes.txt").read_text() == "x"
+
+
+# --- reproduce --data ------------------------------------------------------------------------
+
+
+def test_reproduce_unknown_data_is_one_line_before_any_experiment(tmp_path, capsys):
+    out_dir = tmp_path / "rx"
+    code, out, err = run_cli(capsys, "reproduce", "xu2016", "--quick", "--data", "digitz",
+                             "--out", out_dir)
+    assert_one_line_error(code, err, "--data 'digitz'", "digits")  # was: "experiment 1/1" first
+    assert not out_dir.exists()
+
+
+# --- environment settings --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("var, value", [("DEPTHLAB_PROBE_KERNELS", "nmupy"),
+                                        ("DEPTHLAB_MEMORY_LIMIT", "8 gigs")])
+def test_bad_environment_setting_is_one_line_naming_it(var, value, capsys, monkeypatch):
+    monkeypatch.setenv(var, value)
+    code, _, err = run_cli(capsys, "datasets")  # was: ignored (status 0)
+    assert_one_line_error(code, err, f"{var}={value!r}", "accepted")
+
+
+def test_memory_limit_typo_is_not_blamed_on_the_config(tmp_path, capsys, monkeypatch):
+    cfg = tmp_path / "tiny.toml"  # depth and width: the config's check reads the limit
+    cfg.write_text(TINY.replace('sizes = ["auto", 8, "auto"]',
+                                'sizes = ["auto", "auto"]\ndepth = 2\nwidth = 8'))
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "lots")
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out")
+    line = assert_one_line_error(code, err, "DEPTHLAB_MEMORY_LIMIT='lots'")
+    assert "tiny.toml" not in line  # was: "depthlab: error: tiny.toml: DEPTHLAB_MEMORY_LIMIT=..."
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["numpy", "NumPy", "numba", ""])
+def test_accepted_probe_kernel_settings_pass(value, capsys, monkeypatch):
+    monkeypatch.setenv("DEPTHLAB_PROBE_KERNELS", value)
+    code, out, err = run_cli(capsys, "datasets", "--json")
+    assert code == 0, err
+    assert any(d["name"] == "digits" for d in json.loads(out))
+
+
+# --- progress on a terminal ------------------------------------------------------------------
+
+
+def test_progress_bar_shows_on_a_terminal_that_reports_no_width(monkeypatch):
+    import pty
+
+    from depthlab.progress import make_progress
+
+    master, slave = pty.openpty()  # a fresh pty reports 0 columns and 0 rows
+    try:
+        stream = os.fdopen(slave, "w", encoding="utf-8", closefd=False)
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert os.get_terminal_size(slave).columns == 0
+        bar = make_progress(10, "bar")
+        for _ in range(10):
+            bar.update(1)
+        bar.close()
+        stream.flush()
+        drawn = os.read(master, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert "10/10" in drawn, repr(drawn)  # was: only "\r\n" (a bar of width 0)
+
+
+# --- the README's shell examples ---------------------------------------------------------------
+
+
+def _readme_sh_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("  #")[0].split("|")[0].strip()
+            if line.startswith("depthlab "):
+                lines.append(line)
+    return lines
+
+
+def test_every_readme_depthlab_line_parses():
+    from depthlab.cli import build_parser
+
+    commands = _readme_sh_commands()
+    assert len(commands) >= 10
+    parser = build_parser()
+    for line in commands:
+        argv = shlex.split(line.replace("<id>", "abc123").replace("$(hostname)", "head"))[1:]
+        try:
+            parser.parse_args(argv)
+        except SystemExit:  # pragma: no cover - the message names the line
+            pytest.fail(f"README line does not parse: {line}")
+
+
+def test_readme_saved_network_block_runs_as_written(tmp_path, capsys, monkeypatch):
+    """``init`` → ``run`` → ``predict <id>`` → ``run --json`` → ``report``, as the README
+    writes them (the run's own CSV line needs a CSV-trained run and is left out)."""
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+                 if "depthlab init myexp" in b)
+    np.savetxt(tmp_path / "new_inputs.csv", np.zeros((4, 64)), delimiter=",")
+    run_id = None
+    for raw in block.splitlines():
+        line = raw.split("  #")[0].strip()
+        if not line or "train.csv" in line:
+            continue
+        piped = "| jq" in line
+        argv = shlex.split(line.split("|")[0].replace("<id>", run_id or "<id>"))[1:]
+        if argv[0] == "init":
+            (tmp_path / "myexp.toml").write_text(TINY)  # the starter is kept small here
+            continue
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 0, (line, err)
+        if piped:
+            assert "metrics" in json.loads(out)  # stdout holds the JSON only
+        if argv[0] == "run" and run_id is None:
+            run_id = re.search(r"models/([0-9a-f]+)\.npz", out).group(1)
+        if argv[0] == "predict":
+            assert len(out.splitlines()) == 5
+    assert (tmp_path / "results" / "report.html").is_file()
+
+
+# --- Ctrl-C during a run ---------------------------------------------------------------------
+
+
+def test_ctrl_c_during_run_exits_130_and_stores_nothing_half_done(tmp_path):
+    cfg = tmp_path / "long.toml"
+    cfg.write_text(TINY.replace("epochs = 1", "epochs = 100000"))
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "depthlab", "run", cfg, "--out", out],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (out / "depthlab.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # training has started
+    p.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert time.monotonic() - t0 < 10
+    assert err.strip().splitlines()[-1] == "depthlab: interrupted" and "Traceback" not in err
+    listed = subprocess.run([sys.executable, "-m", "depthlab", "runs", out, "--json"],
+                            capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    assert not list((out / "models").glob("*.npz")) if (out / "models").exists() else True
