@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The torch options of ``depthlab doctor``."""
     g = p.add_argument_group("PyTorch models (depthlab[torch])")
     g.add_argument("--torch", metavar="FILE.py:FUNCTION", default=None,
-                   help="diagnose the torch.nn.Module that FUNCTION() in FILE.py returns "
-                        "(instead of a CONFIG)")
+                   help="diagnose the torch.nn.Module that FUNCTION() in FILE.py returns, "
+                        "or a module instance of that name (instead of a CONFIG)")
     g.add_argument("--data", metavar="NAME_OR_PATH", default=None,
                    help="data set for --torch: a built-in name (`depthlab datasets`) or a file")
     g.add_argument("--n", type=int, default=None, metavar="N",
@@ -78,7 +78,8 @@ def beside(path: Path) -> Iterator[None]:
 
 
 def load_factory(spec: str) -> Callable[[], Any]:
-    """``FILE.py:FUNCTION`` -> the function (the file is imported as a fresh module)."""
+    """``FILE.py:FUNCTION`` -> the function, or the ``torch.nn.Module`` instance of that name
+    (the file is imported as a fresh module)."""
     path_s, sep, name = spec.rpartition(":")
     if not sep or not path_s or not name:
         raise UserError(f"--torch {spec!r} is not accepted; expected FILE.py:FUNCTION")
@@ -190,9 +191,9 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     except (ValueError, TypeError, OSError) as e:
         raise UserError(f"--data {args.data!r}: {e}") from None
     try:
-        torch.manual_seed(args.seed)
-        probe_model = make_model()
-    except Exception as e:  # noqa: BLE001 - the user's factory failed
+        torch.manual_seed(args.seed)  # an instance in the file is diagnosed as a deep copy
+        probe_model = make_model if isinstance(make_model, torch.nn.Module) else make_model()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's factory failed
         raise UserError(f"--torch: {args.torch} raised {type(e).__name__}: {e}") from None
     if not isinstance(probe_model, torch.nn.Module):
         raise UserError(f"--torch: {args.torch} returned a {type(probe_model).__name__}, not a "

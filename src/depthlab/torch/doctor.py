@@ -311,15 +311,24 @@ def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
 
     def fresh(seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        model = make()
+        try:
+            model = make()
+        except Exception as e:  # noqa: BLE001 - the user's factory failed
+            kind = TypeError if isinstance(e, TypeError) else ValueError
+            raise kind(f"make_model() raised {type(e).__name__}: {e}; expected a function "
+                       "that returns a fresh torch.nn.Module") from e
         if not isinstance(model, nn.Module):
             raise TypeError(f"make_model() must return a torch.nn.Module, got "
                             f"{type(model).__name__}")
         if not first:
             first.extend((model, {k: v.detach().to("cpu", copy=True)
                                   for k, v in model.state_dict().items()}))
-        elif model is first[0]:  # one shared instance (``return model`` of a global): it was
-            model = copy.deepcopy(model)  # trained since; every run starts from it as built
+            try:  # the object returned is trained as a copy: a global instance that the
+                return copy.deepcopy(model)  # factory returns (the caller's) stays as built
+            except Exception:  # noqa: BLE001 - not copyable: trained itself, restored below
+                return model
+        if model is first[0]:  # one shared instance (``return model`` of a global): every
+            model = copy.deepcopy(model)  # run starts from it as built
             model.load_state_dict(first[1])
         return model
 
@@ -525,7 +534,13 @@ def doctor(
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     max_cures, seed = int(max_cures), int(seed)  # NumPy integers too
+    if not isinstance(verify, (bool, np.bool_)):
+        raise TypeError(f"verify must be True or False, got {verify!r}")
+    verify = bool(verify)
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    if isinstance(loss_fn, type):
+        raise TypeError(f"loss_fn must be a loss, not the class {loss_fn.__name__}: pass an "
+                        f"instance such as {loss_fn.__name__}()")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(output, target), got "
                         f"{type(loss_fn).__name__}")
@@ -660,8 +675,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
         if set(changes) & rx.MODEL_KEYS:
             try:
                 rx.apply(changes, fresh(seed), spec, xs)
-            except ValueError:  # NotApplicable, or a change this model cannot take
-                continue
+            except (ValueError, RuntimeError, NotImplementedError):  # NotApplicable, or a
+                continue  # change this model cannot take (e.g. an operation its dtype lacks)
         new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
         if (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm) != \
                 (spec.optimizer, spec.optimizer_kwargs, spec.clip_grad_norm):

@@ -246,7 +246,11 @@ def init_weight(w: torch.Tensor, name: str, act: nn.Module | None) -> None:
         elif name == "lecun_normal":
             w.normal_(0.0, math.sqrt(1.0 / fan_in))
         elif name in ("orthogonal", "lsuv"):
-            nn.init.orthogonal_(w, gain=_gain(act))
+            if w.dtype in (torch.float16, torch.bfloat16):  # no QR in half precision: drawn
+                q = torch.empty(w.shape, dtype=torch.float32, device=w.device)  # in float32
+                w.copy_(nn.init.orthogonal_(q, gain=_gain(act)))
+            else:
+                nn.init.orthogonal_(w, gain=_gain(act))
         else:
             raise ValueError(f"unknown init {name!r}; expected one of {INITS}")
 

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,8 @@ class TorchTrainSpec:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of "
                              f"{sorted(OPTIMIZERS)}")
         object.__setattr__(self, "optimizer", name)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or \
-                not math.isfinite(self.lr) or self.lr <= 0:
+        if isinstance(self.lr, (bool, np.bool_)) or not isinstance(self.lr, Real) or \
+                not math.isfinite(self.lr) or self.lr <= 0:  # NumPy floats (float32) too
             raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))
         if not isinstance(self.optimizer_kwargs, dict):
@@ -102,9 +103,11 @@ class TorchTrainSpec:
                 or self.warmup < 0:
             raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
         c = self.clip_grad_norm
-        if c is not None and (isinstance(c, bool) or not isinstance(c, (int, float))
+        if c is not None and (isinstance(c, (bool, np.bool_)) or not isinstance(c, Real)
                               or not math.isfinite(c) or c <= 0):
             raise ValueError(f"clip_grad_norm must be None or a positive number, got {c!r}")
+        if c is not None:
+            object.__setattr__(self, "clip_grad_norm", float(c))
 
     def with_changes(self, **changes: Any) -> TorchTrainSpec:
         """A copy with ``changes``; a new optimizer drops the old one's extra arguments
