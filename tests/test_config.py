@@ -102,7 +102,7 @@ BAD = [
     ("model", "activation", "tanhh", ["model.activation = \"tanhh\"", "not a known activation",
                                       "did you mean \"tanh\"", "relu"]),
     ("model", "init", "glorot", ["model.init = \"glorot\"", "initializer", "he_normal"]),
-    ("train", "optimizer", "adamw", ["train.optimizer = \"adamw\"", "optimizer", "nadam"]),
+    ("train", "optimizer", "adamx", ["train.optimizer = \"adamx\"", "optimizer", "nadam"]),
     ("train", "loss", "hinge", ["train.loss = \"hinge\"", "loss", "cross_entropy"]),
     ("data", "name", "mnits", ["data.name = \"mnits\"", "built-in data set", "digits"]),
     ("model", "sizes", [64, 0, 10], ["model.sizes[1] = 0", "positive integers"]),

@@ -719,6 +719,8 @@ ALL_OPTIONS = [
     ("adam", "Adam", dict(lr=0.02, betas=(0.6, 0.95), eps=1e-6, weight_decay=0.1, amsgrad=True,
                           decoupled_weight_decay=True, maximize=True)),
     ("adam", "AdamW", dict(lr=0.02, betas=(0.6, 0.95), weight_decay=0.1, amsgrad=True)),
+    ("adamw", "AdamW", dict(lr=0.02, betas=(0.6, 0.95), eps=1e-6, weight_decay=0.1,
+                            amsgrad=True, maximize=True)),
     ("nadam", "NAdam", dict(lr=0.01, betas=(0.75, 0.99), eps=1e-5, weight_decay=0.05,
                             momentum_decay=0.01, maximize=True)),
     ("nadam", "NAdam", dict(lr=0.01, betas=(0.75, 0.99), weight_decay=0.05, momentum_decay=0.01,
@@ -756,7 +758,7 @@ def test_optimizer_with_every_option_matches_torch_for_30_steps(name, tname, kw,
     init = [g.standard_normal(s) for s in shapes]
     ps = [Parameter(f"p{i}", v.copy(), "weight") for i, v in enumerate(init)]
     ts = [torch.tensor(v.copy(), requires_grad=True) for v in init]
-    dl_kw = {**kw, "decoupled_weight_decay": True} if tname == "AdamW" else kw
+    dl_kw = {**kw, "decoupled_weight_decay": True} if name == "adam" and tname == "AdamW" else kw
     opt = get_optimizer(name, ps, **dl_kw)
     topt = getattr(torch.optim, tname)(ts, **kw)
     for step in range(30):

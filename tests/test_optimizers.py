@@ -15,6 +15,7 @@ from depthlab.optimizers import (
     Adadelta,
     Adagrad,
     Adam,
+    AdamW,
     NAdam,
     Optimizer,
     RMSprop,
@@ -28,7 +29,7 @@ LR_CHANGE_AT = 60  # lr is halved here, in both libraries
 
 TORCH_CLASSES = {
     "sgd": "SGD", "adagrad": "Adagrad", "adadelta": "Adadelta",
-    "rmsprop": "RMSprop", "adam": "Adam", "nadam": "NAdam",
+    "rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "nadam": "NAdam",
 }
 
 # (name, kwargs): every documented hyperparameter takes a non-default value somewhere.
@@ -67,6 +68,9 @@ GRID = [
     ("adam", {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("adam", {"lr": 0.01, "betas": (0.3, 0.5)}),  # lerp weight >= 0.5 branch
     ("adam", {"lr": 0.01, "maximize": True, "amsgrad": True, "weight_decay": 0.05}),
+    ("adamw", {}),  # torch's default weight_decay 1e-2, decoupled
+    ("adamw", {"lr": 0.01, "weight_decay": 0.3, "amsgrad": True}),
+    ("adamw", {"lr": 0.01, "maximize": True, "betas": (0.8, 0.9)}),
     ("nadam", {}),
     ("nadam", {"momentum_decay": 0.05, "lr": 0.01}),
     ("nadam", {"betas": (0.8, 0.95), "eps": 1e-4}),
@@ -317,8 +321,8 @@ def test_defaults_match_torch():
 
 def test_hyperparameters_rebuild_and_registry():
     ps = [Parameter("w", np.zeros(2))]
-    assert OPTIMIZERS == ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "nadam")
-    classes = dict(zip(OPTIMIZERS, (SGD, Adagrad, Adadelta, RMSprop, Adam, NAdam)))
+    assert OPTIMIZERS == ("sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw", "nadam")
+    classes = dict(zip(OPTIMIZERS, (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, NAdam)))
     for name, kwargs in GRID:
         opt = get_optimizer(name, ps, **kwargs)
         assert type(opt) is classes[name]
@@ -371,8 +375,8 @@ def test_bad_hyperparameters(name, kwargs, exc, match):
 
 def test_bad_names_and_params():
     ps = [Parameter("w", np.zeros(2))]
-    with pytest.raises(ValueError, match="adamw.*sgd"):
-        get_optimizer("adamw", ps)
+    with pytest.raises(ValueError, match="adamx.*sgd"):
+        get_optimizer("adamx", ps)
     with pytest.raises(TypeError, match="42"):
         get_optimizer(42, ps)
     with pytest.raises(ValueError, match="empty"):

@@ -13,14 +13,15 @@ from ..parameter import Parameter
 from ..registry import Registry
 from .adadelta import Adadelta
 from .adagrad import Adagrad
-from .adam import Adam
+from .adam import Adam, AdamW
 from .base import Optimizer
 from .nadam import NAdam
 from .rmsprop import RMSprop
 from .sgd import SGD
 
 REGISTRY: Registry[Optimizer] = Registry(
-    "optimizer", {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, NAdam)})
+    "optimizer", {cls.name: cls for cls in (SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW,
+                                            NAdam)})
 OPTIMIZERS: tuple[str, ...] = REGISTRY.names
 
 
@@ -61,6 +62,7 @@ __all__ = [
     "Adadelta",
     "Adagrad",
     "Adam",
+    "AdamW",
     "NAdam",
     "Optimizer",
     "RMSprop",

@@ -73,3 +73,17 @@ class Adam(Optimizer):
             xp.divide(m, tmp, out=tmp)
             tmp *= step_size
             w -= tmp
+
+
+class AdamW(Adam):
+    """AdamW as in ``torch.optim.AdamW``: :class:`Adam` with decoupled weight decay
+    (``w *= 1 - lr*wd`` before the Adam step) and torch's default ``weight_decay = 1e-2``."""
+
+    name = "adamw"
+
+    def __init__(self, params: Iterable[Parameter], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
