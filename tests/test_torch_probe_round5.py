@@ -495,3 +495,54 @@ def test_weights_with_a_common_mean_are_refused_not_mispredicted():
     assert ((pred.value / pred.predicted) - 1).abs().max() < 0.08, pred
     rows, why = theory_rows(_chain(nn.ReLU, weight_mean=0.02), x)  # Watch, doctor: a note
     assert rows is None and "mean" in why, why
+
+
+# ---------------------------------------------------------------------------------------------
+# Watch on a model whose branches change from step to step
+
+
+class _Branches(nn.Module):
+    """Step k runs branch a (k % 3 == 1), b (k % 3 == 0) or both."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.act, self.act2, self.h = (nn.Linear(6, 8), nn.Linear(6, 8),
+                                                      nn.Tanh(), nn.ReLU(), nn.Linear(8, 3))
+        self.k = 0
+
+    def forward(self, x):
+        self.k += 1
+        if self.k % 3 == 0:
+            return self.h(self.act2(self.b(x)))
+        if self.k % 3 == 1:
+            return self.h(self.act(self.a(x)))
+        return self.h(self.act(self.a(x)) + self.act2(self.b(x)))
+
+
+def test_watch_when_a_weight_gets_no_gradient_in_a_step_matches_probe():
+    """Regression: Watch.step raised AttributeError ('NoneType' object has no attribute
+    '_version') when a weight that had a gradient at the previous call had none now (zero_grad
+    set it to None and this step's branch did not use it). Every row a Watch records equals
+    dlt.probe's on the same batch (lr 0 keeps the weights fixed)."""
+    torch.manual_seed(0)
+    model = _Branches().double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    watch = dlt.Watch(model, every=1, out=tempfile.mkdtemp(), theory=False)
+    probes = []
+    for i in range(4):
+        x, y = _r(5 + i, 6), torch.randint(0, 3, (5 + i,))
+        k = model.k
+        probes.append(dlt.probe(model, x, y, CE, percentiles=()))
+        model.k = k
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    watch.close()
+    frame = watch.frame()
+    for i, p in enumerate(probes):
+        got = frame[frame.step == i].set_index(["module", "quantity"]).value
+        want = p[p.quantity != "acc"].set_index(["module", "quantity"]).value
+        assert set(want.index) <= set(got.index), i
+        assert np.allclose(got[want.index], want, rtol=1e-9, atol=1e-12), i

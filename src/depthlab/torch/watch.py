@@ -256,7 +256,10 @@ class Watch:
 
     def _check_backward(self) -> None:
         marks, self._grad_marks = self._grad_marks, None
-        if marks and all(ref() is p.grad and p.grad._version == v for p, ref, v in marks):
+        # a weight whose gradient was cleared and not given a new one (a branch that did not
+        # run this step) has changed too (its dead reference matched the None: AttributeError)
+        if marks and all((g := p.grad) is not None and ref() is g and g._version == v
+                         for p, ref, v in marks):
             raise ValueError("Watch.step(loss) was called again without a backward since the "
                              "previous call: every weight's .grad is the one it had then (a "
                              "record of it would be stale); call it once per step, after "
