@@ -112,3 +112,34 @@ def test_cli_factory_that_exits_and_a_module_instance_in_the_file(tmp_path, caps
                              "digits", "--n", "100", "--steps", "3", "--out", tmp_path / "out")
     assert code == 0, err
     assert "Sequential relu" in out
+
+
+@pytest.mark.parametrize("out, err, fragment", [
+    ("{dir}/a_file.txt", ValueError, "cannot hold the diagnosis"),
+    ("{dir}/a_file.txt/below", ValueError, "is a file, not a folder"),
+    ("", ValueError, "empty path"),
+    (3, TypeError, "out must be a folder path or None, got int"),
+])
+def test_an_unusable_out_fails_before_any_training(tmp_path, out, err, fragment):
+    """Regression: ``out`` naming a file (or an empty path) failed only after the baseline and
+    every cure had been trained (a RuntimeError StoreError for a file)."""
+    (tmp_path / "a_file.txt").write_text("not a store")
+    built = []
+
+    def make():
+        built.append(1)
+        return _mlp()()
+
+    out = out.format(dir=tmp_path) if isinstance(out, str) else out
+    with pytest.raises(err, match=None) as e:
+        dlt.doctor(make, _xy(), steps=2, verify=False, out=out)
+    assert fragment in str(e.value) and not built
+
+
+def test_a_non_string_name_and_integer_inputs_to_an_mlp_are_clear_errors():
+    with pytest.raises(TypeError, match="name must be a string or None, got int"):
+        dlt.doctor(_mlp(), _xy(), steps=2, name=7)
+    x, y = _xy()
+    with pytest.raises(ValueError, match="integer inputs are passed as int64 .*give "
+                                         "floating-point inputs"):
+        dlt.doctor(_mlp(), (np.round(x * 3).astype(np.int64), y), steps=2)

@@ -27,6 +27,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -534,6 +535,10 @@ def doctor(
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     max_cures, seed = int(max_cures), int(seed)  # NumPy integers too
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string or None, got {type(name).__name__}")
+    if out is not None:
+        _check_out(out)
     if not isinstance(verify, (bool, np.bool_)):
         raise TypeError(f"verify must be True or False, got {verify!r}")
     verify = bool(verify)
@@ -597,6 +602,20 @@ def doctor(
     return diagnosis
 
 
+def _check_out(out: Any) -> None:
+    """An unusable results folder (a file, an empty path, a read-only or foreign store) fails
+    before any training, not after it: the store is opened and a scratch row written."""
+    from ..experiments.store import Store, StoreError
+
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
+    try:
+        with Store(out) as store:
+            store.check_writable()
+    except StoreError as e:
+        raise ValueError(f"out={str(out)!r} cannot hold the diagnosis: {e}") from None
+
+
 def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     """One forward and loss on two rows: a clear error before any training, also when the
     loss broadcasts outputs and targets of different shapes against each other (torch only
@@ -611,10 +630,13 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     except ValueError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
+        hint = "" if d.x.is_floating_point() else (
+            "; integer inputs are passed as int64 (token ids for an nn.Embedding): give "
+            "floating-point inputs to other models")
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
                          f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
-                         f"{type(e).__name__}: {e}") from None
+                         f"{type(e).__name__}: {e}{hint}") from None
     broadcast = [w for w in seen if "broadcasting" in str(w.message) and "size" in str(w.message)]
     for w in seen:  # the user's other warnings, shown as they would have been
         if w not in broadcast:
