@@ -216,3 +216,28 @@ def test_ctrl_c_during_run_exits_130_and_stores_nothing_half_done(tmp_path):
                             capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
     assert not list((out / "models").glob("*.npz")) if (out / "models").exists() else True
+
+
+# --- the playground's URL in a pipe ----------------------------------------------------------
+
+
+def test_playground_url_reaches_a_pipe_while_it_serves():
+    """``--port 0`` picks a free port that only the printed URL tells: into a pipe (no
+    ``PYTHONUNBUFFERED``) it must arrive while the server runs, not when it stops."""
+    import selectors
+
+    pytest.importorskip("uvicorn")
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    p = subprocess.Popen([sys.executable, "-m", "depthlab", "playground", "--no-browser",
+                          "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, cwd=ROOT)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        ready = sel.select(timeout=60)
+        line = p.stdout.readline() if ready else ""
+        assert re.search(r"http://127\.0\.0\.1:\d+/", line), line  # was: nothing until exit
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    assert p.returncode == 130

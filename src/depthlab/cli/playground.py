@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"the playground needs its extra: pip install 'depthlab[playground]' "
                         f"({e.name or e} is missing)") from None
     try:
-        serve(args.host, args.port, open_browser=not args.no_browser)
+        # flushed: into a pipe or a log the URL must appear while the server runs (the
+        # only way to learn the port of --port 0), not when it stops
+        serve(args.host, args.port, open_browser=not args.no_browser,
+              announce=lambda line: print(line, flush=True))
     except OSError as e:
         raise UserError(str(e)) from None
     return 0
