@@ -51,18 +51,23 @@ def _sup(model) -> dict:
 
 def check(model, x, layers, followers=None, axis=None, blocks=(), y=None, loss_fn=CE,
           pick=None, ref_loss=None, own_follower_rows=None):
-    """dlt.probe(model, ...) == the reference on every row; the model, its ``.grad`` and the
-    input are left as found. ``pick``: the tensor in a structured output that ``ref_loss``
-    (the loss on that tensor) takes; ``own_follower_rows``: a layer whose follower rows the
-    caller checks (left out of the comparison)."""
+    """dlt.probe(model, ...) == the reference on every row; the model (parameters, buffers,
+    modes), its ``.grad``, the input and the random number generator are left as found.
+    ``pick``: the tensor in a structured output that ``ref_loss`` (the loss on that tensor)
+    takes; ``own_follower_rows``: a layer whose follower rows the caller checks (left out of
+    the comparison)."""
     model = model.double()
     first = x[0] if isinstance(x, tuple) else next(iter(x.values())) if isinstance(x, dict) else x
     if y is None:
         y = torch.randint(0, 3, first.shape[:1])
     before = copy.deepcopy(model.state_dict())
     grads = [p.grad for p in model.parameters()]
+    modes = [m.training for m in model.modules()]
     x_grad = first.requires_grad
+    rng = torch.get_rng_state()
     df = dlt.probe(model, x, y, loss_fn, percentiles=PCTS)
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(torch.get_rng_state(), rng)
     for (k, v), (_, w) in zip(model.state_dict().items(), before.items()):
         assert torch.equal(v, w), k
     assert all(p.grad is g for p, g in zip(model.parameters(), grads))
@@ -165,6 +170,35 @@ def test_pre_activation_blocks_whatever_their_input(stem):
         layers = ["stem", *layers]
         followers, axis = {"stem": ("b1.bn", "b1.act")}, {"stem": 1}
     check(model, x, layers, followers, axis, blocks=["b1", "b2"])
+
+
+class _Basic(nn.Module):
+    """torchvision's BasicBlock layout (shortcut computed first here)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1, self.relu = nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                  nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
+
+    def forward(self, x):
+        identity = x if self.down is None else self.down(x)
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += identity
+        return self.relu(out)
+
+
+def test_basic_blocks_with_a_projection_on_raw_inputs():
+    torch.manual_seed(11)
+    model = nn.Sequential(_Basic(3, 4, 2), _Basic(4, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3))
+    convs = ["0.down.0", "0.conv1", "0.conv2", "1.conv1", "1.conv2"]
+    followers = {"0.down.0": ("0.down.1",), "0.conv1": ("0.bn1", "0.relu"),
+                 "0.conv2": ("0.bn2",), "1.conv1": ("1.bn1", "1.relu"), "1.conv2": ("1.bn2",)}
+    check(model, _r(5, 3, 8, 8), [*convs, "4"], followers, {c: 1 for c in convs},
+          blocks=["0", "1"])
 
 
 def _res_mlp(width: int, first_block: bool) -> nn.Module:
