@@ -143,3 +143,14 @@ def test_a_non_string_name_and_integer_inputs_to_an_mlp_are_clear_errors():
     with pytest.raises(ValueError, match="integer inputs are passed as int64 .*give "
                                          "floating-point inputs"):
         dlt.doctor(_mlp(), (np.round(x * 3).astype(np.int64), y), steps=2)
+
+
+def test_no_switch_to_adam_is_offered_to_a_model_trained_with_adam():
+    """Regression: for a finding without its own list of cures (``lr_too_high``) a model
+    already trained with Adam was offered, and verified, "switch to Adam" (lr 1e-3)."""
+    spec = TorchTrainSpec(optimizer="adam", lr=0.5)
+    for kind in ("lr_too_high", "vanishing_gradients", "dead_relu", "divergence"):
+        cures = rx.alternatives(kind, "relu", spec, False)
+        assert cures and not any(c.get("optimizer") == "adam" for c, _ in cures), kind
+    sgd = rx.alternatives("lr_too_high", "relu", TorchTrainSpec(optimizer="sgd"), False)
+    assert any(c.get("optimizer") == "adam" for c, _ in sgd)

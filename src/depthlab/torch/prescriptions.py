@@ -573,6 +573,5 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
                       "over the whole training set after training (population statistics)."),
                      lower],
     }
-    if spec.optimizer == "adam":
-        table = {k: [c for c in v if c is not adam] for k, v in table.items()}
-    return table.get(kind, [lower, adam])
+    cures = table.get(kind, [lower, adam])
+    return [c for c in cures if c is not adam] if spec.optimizer == "adam" else cures
