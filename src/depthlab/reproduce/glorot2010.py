@@ -178,6 +178,16 @@ def _errors(net, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.argmax(net.predict(x), axis=1) != y
 
 
+def top_hidden_mean(net, x: np.ndarray) -> float:
+    """Mean activation of ``net``'s top hidden layer on ``x`` (Fig. 2's saturation measure:
+    ``mean_{examples, units} f(s_L)``; a sigmoid starts at ~0.5, saturated near 0)."""
+    with np.errstate(all="ignore"):
+        net.forward(x, training=False)
+    value = float(np.mean(net.probe_points()[-1].activation.a))
+    net.clear_cache()
+    return value
+
+
 def _sgd(net, ds: Dataset, lr: float, steps: int, seed: int, progress) -> bool:
     """``steps`` plain-SGD updates (batch 10) on the training pool; True when it diverged."""
     hist = dl.fit(net, ds.x_train, ds.y_train, optimizer="sgd", lr=lr, batch_size=BATCH,
@@ -270,6 +280,7 @@ def _table(datasets: dict[str, Dataset], cfg: dict, progress: ExperimentProgress
                                                        for k, v in tuned.final.items()),
                              test_error=err, se=float(np.sqrt(err * (1 - err) / n)),
                              train_error=train_err, chance_error=chance,
+                             top_mean=top_hidden_mean(net, ds.x_test[:N_PROBE]),
                              learned=bool(err < chance - LEARNED_SE * chance_se and not diverged),
                              paper_error=PAPER_TABLE1[dname][label] / 100,
                              diverged=diverged, steps=c["steps"],
@@ -497,7 +508,9 @@ def stage_table1(d: Inputs, res: Result) -> None:
                if len(learned) else "no net learned")
             + f", chance {sig.chance_error:.1%}; the sigmoid net (lr {sig.lr:g}) "
             + (f"learned, to {sig.test_error:.1%}" if sig.learned else
-               f"stays at {sig.test_error:.1%}, its top layer saturated as in Fig. 2")
+               f"stays at {sig.test_error:.1%}")
+            + f" (top hidden layer's mean activation {sig.top_mean:.3f}"
+            + (", saturated as in Fig. 2)" if sig.top_mean < TOP_SATURATED else ")")
             + ". Training errors on as many training images: "
             + ", ".join(f"{k} {r.train_error:.1%}" for k, r in t.iterrows()) + "."
         )

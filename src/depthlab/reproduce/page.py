@@ -127,7 +127,8 @@ def result_body(result: Result, pngs: dict[str, bytes] | None = None) -> tuple[s
 
 
 def write_result(result: Result, out: Path, exp: Experiment) -> Path:
-    """Write ``out/claims.json`` (``checks.json`` when there are sanity checks),
+    """Write ``out/claims.json`` (``checks.json`` when there are sanity checks, else an old
+    one is removed),
     ``out/figures/<name>.png`` and ``out/report.html``, each atomically. Every figure is
     rendered before anything is written. Returns the report path."""
     out = Path(out)
@@ -142,6 +143,8 @@ def write_result(result: Result, out: Path, exp: Experiment) -> Path:
     atomic_write_text(out / "claims.json", claims_json(result))
     if result.checks:
         atomic_write_text(out / "checks.json", checks_json(result))
+    else:  # an earlier run's checks (another experiment in the same folder) are not this one's
+        (out / "checks.json").unlink(missing_ok=True)
     for key, png in pngs.items():
         atomic_write_bytes(out / "figures" / f"{key}.png", png)
     report = out / "report.html"

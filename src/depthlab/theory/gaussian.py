@@ -5,7 +5,8 @@ All theory modules reduce to integrals ``E[g(s)]`` with ``s ~ N(0, q)`` or
 
 * :func:`normal_rule` (used throughout): composite Gauss-Legendre in ``z = s / sqrt(q)`` with
   weights ``phi(z)``. Panels are 0.5 wide in ``z`` and, where ``|s| < 16``, at most 0.5 wide in
-  ``s`` too, growing geometrically beyond, with ``z = 0`` a breakpoint. It therefore resolves
+  ``s`` too, growing geometrically beyond (at most 100 such panels, so ``q = 1e300`` stays
+  cheap), with ``z = 0`` a breakpoint. It therefore resolves
   the unit-scale features of activations (the bump of ``tanh'``, the kink of ReLU at 0) for any
   ``q`` from ~0 to ~1e12, to near machine precision for smooth ``g``;
   Gauss-Hermite alone loses accuracy once ``sqrt(q)`` exceeds ~2 (1e-5 relative error for
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import xp
+from ..validators import real
 
 DEFAULT_NODES = 160
 """Default number of Gauss-Hermite nodes for :func:`hermite_rule`."""
@@ -37,6 +39,7 @@ _PANEL = 0.5       # panel width in z, and in s near the origin
 _S_NEAR = 16.0     # |s| below which panels are at most _PANEL wide in s
 _GROWTH = 1.3      # geometric growth of panels beyond _S_NEAR
 _GL_POINTS = 8     # Gauss-Legendre points per panel
+_FAR_PANELS = 100  # cap on the geometric panels beyond |s| = _S_NEAR (q up to 1e300)
 
 
 @lru_cache(maxsize=32)
@@ -65,9 +68,12 @@ def _standard_rule(scale: float) -> tuple[np.ndarray, np.ndarray]:
     z_near = min(_Z_MAX, _S_NEAR / scale) if scale > 0 else _Z_MAX
     n_near = max(1, int(np.ceil(z_near / step)))
     breaks = list(np.linspace(0.0, z_near, n_near + 1))
+    # at most _FAR_PANELS geometric panels between z_near and _Z_MAX (for scale <~ 1e13 the
+    # growth stays _GROWTH; beyond, |s| > 16 where activations are asymptotic, wider ratios)
+    growth = max(_GROWTH, (_Z_MAX / z_near) ** (1.0 / _FAR_PANELS)) if z_near > 0 else _GROWTH
     z = z_near
     while z < _Z_MAX:
-        z = min(_Z_MAX, z * _GROWTH, z + _PANEL)
+        z = min(_Z_MAX, z * growth, z + _PANEL)
         breaks.append(z)
     b = np.asarray(breaks)
     lo, hi = b[:-1, None], b[1:, None]
@@ -101,8 +107,7 @@ def standard_rule(scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
 
 def normal_rule(var: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``s_i``, weights ``w_i``: ``E[g(s)] ~= sum w_i g(s_i)`` for ``s ~ N(0, var)``."""
-    if not (np.isfinite(var) and var >= 0):
-        raise ValueError(f"variance must be finite and >= 0, got {var!r}")
+    var = real("variance", var, low=0.0)
     sd = float(np.sqrt(var))
     z, w = standard_rule(sd)
     return sd * z, w
@@ -133,6 +138,7 @@ def gaussian_rule(var: float, mean: float = 0.0) -> tuple[np.ndarray, np.ndarray
     """Nodes ``s`` and weights for ``s ~ N(mean, var)``: :func:`normal_rule` moved to ``mean``
     when ``mean = 0`` (or ``var = 0``), else :func:`shifted_normal_rule` (a breakpoint at
     ``s = 0`` as well, where the kinks of the relu family sit)."""
+    var, mean = real("variance", var, low=0.0), real("mean", mean)
     if mean == 0.0 or var == 0.0:
         s, w = normal_rule(var)
         return s + mean, w

@@ -139,16 +139,20 @@ def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
                    max_iter: int = 200, tol: float = 1e-12) -> tuple[float, bool, float]:
     """Fixed point of the length map by iteration from q = 1; returns (q*, converged, last q).
 
-    Divergence beyond ``Q_MAX`` gives ``inf``, collapse below ``Q_MIN`` gives 0. When the
+    Divergence beyond ``q_cap = Q_MAX max(1, sigma_w^2 + sigma_b^2)`` gives ``inf`` (relative
+    to the weights' scale: a bounded ``|f| <= 1`` has a finite ``q* <= sigma_w^2 + sigma_b^2``
+    however large ``sigma_w^2`` is); collapse below ``Q_MIN`` gives 0, only without biases
+    (``q >= sigma_b^2 > 0`` otherwise, so a tiny ``q*`` is still a fixed point). When the
     iteration is slow (near a bifurcation) the fixed point is found by bracketing a root of
     ``h(q) = q_map(q) - q`` in the direction the iterates move, then Brent's method.
     """
+    q_cap = min(Q_MAX * max(1.0, sigma_w2 + sigma_b2), 1e300)
     q = 1.0
     for _ in range(max_iter):
         q_new = _q_map(fn, q, sigma_w2, sigma_b2)
-        if not np.isfinite(q_new) or q_new > Q_MAX:
+        if not np.isfinite(q_new) or q_new > q_cap:
             return math.inf, False, q
-        if q_new < Q_MIN:
+        if q_new < Q_MIN and sigma_b2 == 0.0:
             return 0.0, True, q_new
         if abs(q_new - q) <= tol * q:
             return q_new, True, q_new
@@ -160,15 +164,16 @@ def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
     h_q = h(q)
     if h_q < 0:  # moving down: find lo < q with h(lo) > 0
         lo = q
-        while lo > Q_MIN:
+        floor = Q_MIN if sigma_b2 == 0.0 else 0.0  # h(lo) > 0 once lo < sigma_b^2
+        while lo > floor:
             lo /= 4.0
             if h(lo) > 0:
-                return float(brentq(h, lo, q, xtol=1e-15, rtol=1e-13)), True, q
+                return float(brentq(h, lo, q, xtol=1e-15 * min(1.0, lo), rtol=1e-13)), True, q
         # no positive root: the iterates drift to 0 (e.g. tanh, sigma_b2 = 0, sigma_w2 <= 1)
         return (0.0, True, q) if sigma_b2 == 0.0 else (q, False, q)
     if h_q > 0:  # moving up: find hi > q with h(hi) < 0
         hi = q
-        while hi < Q_MAX:
+        while hi < q_cap:
             hi *= 4.0
             if h(hi) < 0:
                 return float(brentq(h, q, hi, xtol=1e-15, rtol=1e-13)), True, q
@@ -193,9 +198,12 @@ def _c_fixed_point(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: fl
         return 1.0
     lo = -1.0
     h_lo = h(lo)
-    if h_lo == 0.0:
-        return lo
-    if h_lo < 0:  # another root below: scan upwards for the sign change nearest to 1
+    if h_lo == 0.0:  # odd f without biases: c = -1 is a fixed point, repelling when chi1 > 1
+        for k in range(1, 13):
+            if h(-1.0 + 10.0 ** (-k)) > 0:
+                lo, h_lo = -1.0 + 10.0 ** (-k), 1.0
+                break
+    if h_lo <= 0:  # another root below (or -1 attracting): the sign change nearest to 1
         grid = np.linspace(-1.0, hi, 41)
         vals = [h(c) for c in grid]
         lo = None
@@ -268,8 +276,10 @@ def critical_sigma_w2(
         q, _, _ = _q_fixed_point(fn, sw2, float(sigma_b2))
         return _chi1(fn, _q_eval(q), sw2) - 1.0
 
-    lo, hi = map(float, bracket)
-    if not 0 < lo < hi:
+    if not isinstance(bracket, (tuple, list)) or len(bracket) != 2:
+        raise ValueError(f"bracket must be a pair (lo, hi), got {bracket!r}")
+    lo, hi = (real(f"bracket[{i}]", v, positive=True) for i, v in enumerate(bracket))
+    if not lo < hi:
         raise ValueError(f"bracket must satisfy 0 < lo < hi, got {bracket!r}")
     g_lo, g_hi = g(lo), g(hi)
     if g_lo * g_hi > 0:

@@ -118,13 +118,21 @@ def has_zero_biases(bias_init: Any) -> bool:
 
 
 def _init_of(init: Any) -> Any:
-    """A name stays a name (propagate resolves it); an Initializer object becomes its variance
-    function."""
-    if isinstance(init, str) or isinstance(init, (int, float)):
-        return init
-    from ..initializers import weight_variance
+    """A name or an Initializer object, as the recursions take it (they read its variance and
+    refuse weights with a non-zero mean)."""
+    return init
 
-    return lambda fan_in, fan_out: weight_variance(init, fan_in, fan_out)
+
+def has_zero_mean_weights(init: Any) -> bool:
+    """Whether the weight initializer ``init`` (a name or an Initializer) draws zero-mean
+    weights (everything except ``constant`` with a non-zero value)."""
+    from ..initializers import Constant, get_initializer
+
+    try:
+        obj = get_initializer(init)
+    except (ValueError, TypeError):
+        return True
+    return not (isinstance(obj, Constant) and obj.value != 0.0)
 
 
 def predict_gradients(model: Any, *, input_var: float = 1.0,
@@ -160,6 +168,9 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     if not bn and not has_zero_biases(spec.bias_init):
         return _uncovered(arch, points, f"no prediction: bias_init = {spec.bias_init!r}; the "
                                         "recursion assumes zero biases")
+    if not has_zero_mean_weights(spec.init):
+        return _uncovered(arch, points, f"no prediction: init = {spec.init!r} gives weights "
+                                        "with a non-zero mean; the recursions assume E[W] = 0")
     if isinstance(act, str) and act.lower() in NOT_ELEMENTWISE:
         return _uncovered(arch, points, "no prediction: a softmax hidden layer is not "
                                         "elementwise")

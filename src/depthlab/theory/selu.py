@@ -40,9 +40,12 @@ while iterating, then the DataFrame's row)."""
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _check(mu: float, nu: float, omega: float, tau: float) -> None:
+def _check(mu: float, nu: float, omega: float, tau: float, lam: float = SELU_LAMBDA,
+           alpha: float = SELU_ALPHA) -> None:
     for label, value in (("mu", mu), ("nu", nu), ("omega", omega), ("tau", tau)):
         real(label, value)  # a real number (strings, None and bools refused)
+    real("lam", lam, positive=True)  # SELU's scale lambda > 0
+    real("alpha", alpha, low=0.0)  # SELU's negative saturation alpha >= 0
     if not (np.isfinite(mu) and np.isfinite(omega)):
         raise ValueError(f"mu and omega must be finite, got mu={mu!r}, omega={omega!r}")
     if not (np.isfinite(nu) and nu > 0):
@@ -60,7 +63,7 @@ def selu_map(
     alpha: float = SELU_ALPHA,
 ) -> tuple[float, float]:
     """One layer of the SELU moment map ``(mu, nu) -> (mu~, nu~)`` (closed form, module doc)."""
-    _check(mu, nu, omega, tau)
+    _check(mu, nu, omega, tau, lam, alpha)
     m = float(mu) * float(omega)
     s = math.sqrt(float(nu) * float(tau))
     r = m / s
@@ -88,6 +91,9 @@ def selu_fixed_point(
 
     Found by iterating the map from ``start`` then polishing with ``scipy.optimize.fsolve``.
     """
+    if not isinstance(start, (tuple, list)) or len(start) != 2:
+        raise ValueError(f"start must be a pair (mu, nu), got {start!r}")
+    _check(start[0], start[1], omega, tau, lam, alpha)
     mu, nu = map(float, start)
     for _ in range(200):
         mu_new, nu_new = selu_map(mu, nu, omega, tau, lam, alpha)
@@ -122,7 +128,7 @@ def selu_trajectory(
     """
     if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 0:
         raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
-    _check(mu0, nu0, omega, tau)
+    _check(mu0, nu0, omega, tau, lam, alpha)
     check_fits((int(depth) + 1) * ROW_BYTES, f"selu_trajectory(depth={int(depth)}) "
                f"({int(depth) + 1:,} rows)")  # refused before iterating, not hours later
     rows = [(0, float(mu0), float(nu0))]
@@ -143,7 +149,8 @@ def selu_jacobian(
     h: float = 1e-6,
 ) -> np.ndarray:
     """2x2 Jacobian ``d(mu~, nu~) / d(mu, nu)`` of :func:`selu_map` by central differences."""
-    _check(mu, nu, omega, tau)
+    _check(mu, nu, omega, tau, lam, alpha)
+    h = real("h", h)
     if not 0 < h < nu:
         raise ValueError(f"step h must satisfy 0 < h < nu, got h={h!r}, nu={nu!r}")
     jac = np.empty((2, 2))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.polynomial import Chebyshev, Polynomial
 
+from ..validators import real
 from .gaussian import ScalarActivation, resolve_activation
 
 _EXACT: dict[str, tuple[Fraction, ...]] = {
@@ -106,16 +107,22 @@ def _make(name: str, coefs, smooth: bool = True, exact: bool = False,
     )
 
 
+def _check_order(order: Any) -> int:
+    """``int(order)`` for an integer in 1..10, else ValueError naming it."""
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 10:
+        raise ValueError(f"order must be an integer in 1..10, got {order!r}")
+    return int(order)
+
+
 def numerical_taylor(activation: Any, order: int = 3, radius: float = _RADIUS,
                      **kw: Any) -> TaylorCoefficients:
     """Taylor coefficients ``c_0..c_order`` at 0 from Chebyshev interpolation (no tables).
 
     Central fit on ``[-radius, radius]``; one-sided fits on each half decide smoothness.
     """
+    order = _check_order(order)
+    r = real("radius", radius, positive=True)
     fn = resolve_activation(activation, **kw)
-    r = float(radius)
-    if not r > 0:
-        raise ValueError(f"radius must be > 0, got {radius!r}")
     central = _cheb_power(fn, -r, r, _DEG_CENTRAL, order)
     left = _cheb_power(fn, -r, 0.0, _DEG_SIDE, order)
     right = _cheb_power(fn, 0.0, r, _DEG_SIDE, order)
@@ -134,9 +141,7 @@ def taylor(name: Any, order: int = 3, **kw: Any) -> TaylorCoefficients:
     order 7). Examples: sigmoid -> (1/2, 1/4, 0, -1/48); tanh -> (0, 1, 0, -1/3);
     the rescaled sigmoid ``4 sigmoid(s) - 2`` -> ``taylor(rescaled_sigmoid())`` = (0, 1, 0, -1/12).
     """
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or not 1 <= order <= 10:
-        raise ValueError(f"order must be an integer in 1..10, got {order!r}")
-    order = int(order)
+    order = _check_order(order)
     if isinstance(name, str) and name in _EXACT and not kw and order < len(_EXACT[name]):
         resolve_activation(name)  # validates that the name is registered
         return _make(name, _EXACT[name][: order + 1], exact=True)

@@ -37,17 +37,41 @@ COLUMNS = (
 )
 
 
+def _check_zero_mean(init: Any) -> None:
+    """ValueError for an initializer whose weights have a non-zero mean (``constant`` with
+    ``value != 0``): every recursion here assumes ``E[W] = 0``, and with ``E[W] = m`` the sum
+    ``s = sum_i a_i W_ij`` has ``Var s = n m^2 Var a`` plus ``n^2 m^2 E[a]^2`` across units."""
+    from ..initializers import Constant
+
+    if isinstance(init, Constant) and init.value != 0.0:
+        raise ValueError(f"init {init!r} gives weights with mean {init.value:g}; the variance "
+                         "recursion assumes zero-mean weights")
+
+
 def _init_variance(init: Any, fan_in: int, fan_out: int, init_kw: dict) -> float:
-    """Weight variance of ``init`` for a layer: a number, a callable, or an initializer name."""
+    """Weight variance of ``init`` for a layer: a number, a callable ``(fan_in, fan_out) ->
+    variance``, an initializer name or an ``Initializer`` object (its ``variance``)."""
+    from ..initializers import Initializer, get_initializer, weight_variance
+
     if isinstance(init, bool):
         raise TypeError(f"init must be a name, a variance or a callable, got {init!r}")
+    if isinstance(init, str):
+        try:
+            _check_zero_mean(get_initializer(init, **init_kw))
+        except (TypeError, ValueError) as exc:
+            if "zero-mean" in str(exc):
+                raise
     if isinstance(init, (int, float, np.floating, np.integer)):
         v = float(init)
+    elif isinstance(init, Initializer):
+        if init_kw:
+            raise TypeError(f"init_kw {sorted(init_kw)} only apply to an initializer name, "
+                            f"not to the initializer object {init!r}")
+        _check_zero_mean(init)
+        v = weight_variance(init, fan_in, fan_out)
     elif callable(init):
         v = float(init(fan_in, fan_out, **init_kw))
     elif isinstance(init, str):
-        from ..initializers import weight_variance
-
         # Accept both "glorot_uniform" and the distribution-free "glorot" (same variance).
         candidates = [init]
         for suffix in ("_uniform", "_normal"):

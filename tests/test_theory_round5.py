@@ -1,0 +1,209 @@
+"""Adversarial checks of the theory and of the reproductions' reports (round 5).
+
+Each test pins a bug found by comparing a theory function with an independent computation
+(SciPy quadrature, a closed form, a NumPy network) or a report's words with its own data;
+each fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import integrate
+from threadpoolctl import threadpool_limits
+
+import depthlab as dl
+from depthlab.data import load_dataset
+from depthlab.initializers import get_initializer
+from depthlab.progress import ExperimentProgress
+from depthlab.reproduce import glorot2010
+from depthlab.reproduce.base import Result
+from depthlab.theory import (
+    critical_sigma_w2,
+    gauss_expect,
+    meanfield,
+    normal_rule,
+    numerical_taylor,
+    predict_gradients,
+    propagate,
+    propagate_batchnorm,
+    propagate_residual,
+    selu_fixed_point,
+    selu_jacobian,
+    selu_map,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with threadpool_limits(1):
+        yield
+
+
+def _e_sech(q: float, power: int) -> float:
+    """E[sech(sqrt(q) z)^power], z ~ N(0, 1), by SciPy on the scale where the bump lives."""
+    sd = math.sqrt(q)
+    dens = lambda s: math.exp(-0.5 * (s / sd) ** 2) / (sd * math.sqrt(2 * math.pi))  # noqa: E731
+    return 2 * integrate.quad(lambda s: dens(s) / math.cosh(s) ** power, 0, 40, epsrel=1e-13,
+                              limit=400, points=[0.5, 1, 2, 4, 8, 16])[0]
+
+
+# ------------------------------------------------------------------ mean field, huge sigma_w^2
+
+def test_bounded_activation_has_a_finite_q_star_however_large_sigma_w2():
+    """tanh is bounded, so q* <= sigma_w^2 + sigma_b^2 is finite at any sigma_w^2: q* = 1e13
+    was reported as diverging (q* = inf, converged False) with chi1 taken at q = 1e12 instead
+    of q*, off by sqrt(10)."""
+    sw2, sb2 = 1e13, 0.05
+    mf = meanfield("tanh", sw2, sb2)
+    assert mf.converged and math.isfinite(mf.q_star)
+    # q* = sw2 E[tanh^2(sqrt(q*) z)] + sb2 = sw2 (1 - E[sech^2]) + sb2, E[sech^2] ~ 2/sqrt(2 pi q)
+    assert mf.q_star == pytest.approx(sw2 * (1 - 2 / math.sqrt(2 * math.pi * sw2)), rel=1e-9)
+    assert mf.chi1 == pytest.approx(sw2 * _e_sech(mf.q_star, 4), rel=1e-6)
+    assert mf.phase == "chaotic" and mf.chi1 > 1e6
+
+
+def test_chaotic_correlation_fixed_point_is_the_stable_one_not_minus_one():
+    """tanh without biases: c = -1 is also a fixed point of the correlation map (odd f), a
+    repelling one when chi1 > 1. At sigma_w^2 = 1e4 the quadrature makes h(-1) exactly 0 and
+    c* = -1 with xi_c = inf came back; the stable fixed point is c* = 0, where
+    chi_c = sigma_w^2 E[f'(u)]^2 (u1, u2 independent)."""
+    sw2 = 1e4
+    mf = meanfield("tanh", sw2, 0.0)
+    assert mf.c_star == pytest.approx(0.0, abs=1e-9)
+    e_sech2 = _e_sech(mf.q_star, 2)
+    assert mf.chi_c == pytest.approx(sw2 * e_sech2 ** 2, rel=1e-6)
+    assert mf.xi_c == pytest.approx(-1 / math.log(sw2 * e_sech2 ** 2), rel=1e-6)
+
+
+@pytest.mark.parametrize("act,slope2", [("tanh", 1.0), ("relu", 0.5), ("elu", 1.0)])
+def test_tiny_bias_variance_is_a_fixed_point_not_a_collapse(act, slope2):
+    """With sigma_b^2 = 1e-14 > 0 the length map never goes below sigma_b^2; its fixed point
+    in the linear regime is q* = sigma_b^2 / (1 - sigma_w^2 E[f'(0)^2]) (f(0) = 0), not the 0
+    of a collapse (q* was reported as 0 once q fell under 1e-12)."""
+    sw2, sb2 = 0.5, 1e-14
+    mf = meanfield(act, sw2, sb2)
+    assert mf.q_star == pytest.approx(sb2 / (1 - sw2 * slope2), rel=1e-6, abs=0.0)
+    assert mf.chi1 == pytest.approx(sw2 * slope2, rel=1e-6)
+
+
+# ------------------------------------------------------------------ initializers as objects
+
+def _measured_pre_var(sizes, init, act="tanh", batch=400, seed=0):
+    """Per-layer Var(s) of a plain NumPy network whose weights ``init`` draws."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((batch, sizes[0]))
+    f = dl.get_activation(act)
+    out = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        s = a @ init((n_in, n_out), rng, np.float64)
+        out.append(float(s.var()))
+        a = f.forward(s)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("init", [get_initializer("orthogonal", gain=2.0),
+                                  get_initializer("he_uniform"),
+                                  get_initializer("variance_scaling", scale=0.5, mode="fan_out",
+                                                  distribution="uniform")])
+def test_initializer_objects_are_read_by_their_variance(init):
+    """An Initializer object (``dl.mlp(init=obj)`` accepts one) was called as a variance
+    function ``init(fan_in, fan_out)`` -- a weight sample -- and propagate failed with NumPy's
+    'only 0-dimensional arrays'; now its ``variance(fan_in, fan_out)`` is used, checked against
+    non-square layers drawn by the same object."""
+    sizes = [300, 500, 200, 400]
+    df = propagate(sizes, "tanh", init)
+    measured = np.mean([_measured_pre_var(sizes, init, seed=k) for k in range(3)], axis=0)
+    np.testing.assert_allclose(measured, df.pre_var.to_numpy(), rtol=0.08)
+    bn = propagate_batchnorm(sizes, "relu", init)
+    assert np.isfinite(bn.grad_pre_var).all()
+    res = propagate_residual(30, 40, 2, "relu", init, batchnorm=False)
+    assert np.isfinite(res.grad_pre_var).all()
+
+
+def test_constant_non_zero_weights_are_refused_not_predicted_as_zero_variance():
+    """constant(0.3) weights have Var(W) = 0 but mean 0.3: s = 0.3 sum_i x_i is far from 0,
+    yet the recursion predicted pre_var = 0. Refused (ValueError) in the recursions,
+    uncovered in predict_gradients; zeros stay predicted."""
+    c = get_initializer("constant", value=0.3)
+    for call in (lambda: propagate([4, 8, 8], "tanh", c),
+                 lambda: propagate([4, 8, 8], "tanh", "constant", init_kw={"value": 0.3}),
+                 lambda: propagate_batchnorm([4, 8, 8], "relu", c),
+                 lambda: propagate_residual(4, 8, 2, "relu", c)):
+        with pytest.raises(ValueError, match="zero-mean"):
+            call()
+    pred = predict_gradients(dl.mlp([4, 8, 8, 2], "tanh", init=c, seed=0))
+    assert not pred.covered and "non-zero mean" in pred.note
+    assert propagate([4, 8, 8], "tanh", "zeros").pre_var.tolist() == [0.0, 0.0]
+
+
+# ------------------------------------------------------------------ bad arguments, one message
+
+@pytest.mark.parametrize("call,exc,fragment", [
+    (lambda: numerical_taylor("tanh", order=-1), ValueError, "order"),
+    (lambda: numerical_taylor("tanh", order=0), ValueError, "order"),
+    (lambda: numerical_taylor("tanh", radius="0.5"), TypeError, "radius"),
+    (lambda: selu_map(0.0, 1.0, lam="1"), TypeError, "lam"),
+    (lambda: selu_map(0.0, 1.0, lam=float("nan")), ValueError, "lam"),
+    (lambda: selu_map(0.0, 1.0, alpha=-1.0), ValueError, "alpha"),
+    (lambda: selu_fixed_point(start=("a", "b")), TypeError, "mu"),
+    (lambda: selu_fixed_point(start=(0.0,)), ValueError, "start"),
+    (lambda: selu_jacobian(h="1e-6"), TypeError, "h"),
+    (lambda: gauss_expect(np.tanh, "1"), TypeError, "variance"),
+    (lambda: gauss_expect(np.tanh, 1.0, "1"), TypeError, "mean"),
+    (lambda: normal_rule(None), TypeError, "variance"),
+    (lambda: critical_sigma_w2("tanh", 0.05, bracket=(1.0, math.inf)), ValueError, "bracket"),
+    (lambda: critical_sigma_w2("tanh", 0.05, bracket=("a", 2.0)), TypeError, "bracket"),
+    (lambda: critical_sigma_w2("tanh", 0.05, bracket=(1.0, 2.0, 3.0)), ValueError, "bracket"),
+])
+def test_bad_arguments_name_themselves(call, exc, fragment):
+    """Each was an IndexError, NumPy's ufunc message, a bare float() error, a silent NaN
+    result or SciPy's 'failed to converge' before."""
+    with pytest.raises(exc, match=fragment):
+        call()
+
+
+# ------------------------------------------------------------------ glorot2010's report words
+
+def test_glorot_table_note_reports_the_sigmoid_top_layer_it_measured():
+    """The Table 1 note said the sigmoid net's 'top layer saturated as in Fig. 2' whenever it
+    had not learned, without measuring it. Now the table carries each net's top hidden layer
+    mean activation and the note quotes it, saying 'saturated' only below Fig. 2's 0.1."""
+    shapes = glorot2010.shapeset_split(300, 60, 100, seed=0)
+    digits = load_dataset("digits", seed=0, standardize=True)
+    tiny = dict(lrs=(0.1,), select_steps=2, keep=1, steps=2)
+    cfg = dict(table_width=8, shapeset=tiny, mnist5k=tiny)
+    labels = [lab for lab in glorot2010.stage_labels()
+              if lab.startswith("Table 1")]
+    res = Result("glorot2010", "t")
+    d = glorot2010.Inputs(shapes, digits, cfg, ExperimentProgress.planned(labels))
+    glorot2010.stage_table1(d, res)
+    table = res.tables["table1"]
+    for dname in ("shapeset", "mnist5k"):
+        row = table[(table.data == dname) & (table.net == "sigmoid")].iloc[0]
+        assert 0.0 < row.top_mean < 1.0
+        (note,) = [n for n in res.notes if n.startswith(f"Table 1, {dname}, after")]
+        assert f"top hidden layer's mean activation {row.top_mean:.3f}" in note
+        assert ("saturated" in note) == (row.top_mean < glorot2010.TOP_SATURATED)
+    # two updates leave the sigmoid's top layer near sigmoid's 0.5: never called saturated
+    assert not any("saturated" in n for n in res.notes if n.startswith("Table 1, "))
+    net = dl.mlp([4, 6, 6, 3], activation="sigmoid", init="zeros", seed=0)
+    assert glorot2010.top_hidden_mean(net, np.ones((5, 4))) == pytest.approx(0.5)
+
+
+def test_reproduce_output_folder_keeps_no_checks_of_an_earlier_experiment(tmp_path):
+    """Two experiments written into one ``--out`` folder: the second has no sanity checks, and
+    the first's checks.json stayed beside the second's claims.json as if it were its own."""
+    from depthlab.reproduce.base import Claim, Experiment
+    from depthlab.reproduce.page import write_result
+
+    exp = Experiment("t", "T", "paper", lambda **kw: None)
+    first = Result("a", "A", claims=[Claim("c", "p", "m", True, 1.0)],
+                   checks=[Claim("identity", "p", "m", True, 0.0)])
+    write_result(first, tmp_path, exp)
+    assert (tmp_path / "checks.json").exists()
+    write_result(Result("b", "B", claims=[Claim("c2", "p", "m", False, 2.0)]), tmp_path, exp)
+    assert not (tmp_path / "checks.json").exists()
+    assert '"c2"' in (tmp_path / "claims.json").read_text()
