@@ -154,3 +154,24 @@ def test_no_switch_to_adam_is_offered_to_a_model_trained_with_adam():
         assert cures and not any(c.get("optimizer") == "adam" for c, _ in cures), kind
     sgd = rx.alternatives("lr_too_high", "relu", TorchTrainSpec(optimizer="sgd"), False)
     assert any(c.get("optimizer") == "adam" for c, _ in sgd)
+
+
+def test_cli_optimizer_without_lr_gets_the_doctors_default_for_it(tmp_path, capsys,
+                                                                  monkeypatch):
+    """Regression: ``--optimizer adam`` without ``--lr`` trained Adam at lr 0.1 (the SGD
+    default of the CLI) while ``dlt.doctor(optimizer="adam")`` uses 1e-3."""
+    import json
+
+    one_blas_thread(monkeypatch)
+    (tmp_path / "m.py").write_text(
+        "from torch import nn\n"
+        "def make():\n"
+        "    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))\n")
+    lrs = {}
+    for extra in (["--optimizer", "adam"], ["--optimizer", "adam", "--lr", "0.02"], []):
+        code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make",
+                                 "--data", "digits", "--n", "100", "--steps", "2", "--json",
+                                 "--out", tmp_path / "out", *extra)
+        assert code == 0, err
+        lrs[" ".join(extra)] = json.loads(out)["settings"]["lr"]
+    assert lrs == {"--optimizer adam": 1e-3, "--optimizer adam --lr 0.02": 0.02, "": 0.1}

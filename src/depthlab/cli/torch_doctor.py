@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", default=None, metavar="NAME",
                    help="optimizer for --torch (sgd, adam, adamw, nadam, rmsprop, adagrad, "
                         "adadelta; default sgd)")
-    g.add_argument("--lr", type=float, default=None, help="learning rate for --torch "
-                                                          "(default 0.1)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="learning rate for --torch (default 0.1 for sgd, 1e-3 for the others)")
     g.add_argument("--batch-size", type=int, default=None, metavar="B",
                    help="mini-batch size for --torch (default 64)")
     g.add_argument("--seed", type=int, default=None, help="seed for --torch (default 0)")
@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 TORCH_ONLY = ("data", "n", "optimizer", "lr", "batch_size", "seed", "max_cures")
-DEFAULTS = {"optimizer": "sgd", "lr": 0.1, "batch_size": 64, "seed": 0, "max_cures": 3}
+DEFAULTS = {"optimizer": "sgd", "batch_size": 64, "seed": 0, "max_cures": 3}
+"""Defaults of the torch options; ``--lr`` is the doctor's per optimizer (0.1 for SGD, 1e-3)."""
 
 
 def refuse_without_torch(args: argparse.Namespace) -> None:
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
                           ("--n", args.n, 1)):
         if v is not None and v < low:
             raise UserError(f"{label} {v} is not accepted; accepted: an integer >= {low}")
-    if not args.lr > 0:
+    if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr {args.lr} is not accepted; accepted: a number > 0")
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
@@ -201,7 +202,8 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     shape = ds.info.get("image_shape")
     data = (shape_inputs(ds.x_train, shape, probe_model), ds.y_train,
             shape_inputs(ds.x_val, shape, probe_model), ds.y_val)
-    kwargs: dict[str, Any] = {"optimizer": (args.optimizer, {"lr": args.lr}),
+    opt = args.optimizer if args.lr is None else (args.optimizer, {"lr": args.lr})
+    kwargs: dict[str, Any] = {"optimizer": opt,
                               "batch_size": args.batch_size, "seed": args.seed,
                               "verify": args.verify, "max_cures": args.max_cures,
                               "out": args.out, "name": f"doctor {Path(args.torch).name}"}
