@@ -175,3 +175,11 @@ def test_cli_optimizer_without_lr_gets_the_doctors_default_for_it(tmp_path, caps
         assert code == 0, err
         lrs[" ".join(extra)] = json.loads(out)["settings"]["lr"]
     assert lrs == {"--optimizer adam": 1e-3, "--optimizer adam --lr 0.02": 0.02, "": 0.1}
+
+
+def test_a_bad_optimizer_value_names_the_optimizer_and_its_arguments():
+    """Regression: torch's own ValueError ('Invalid momentum value: -1') came through without
+    naming the optimizer or the arguments given."""
+    with pytest.raises(ValueError, match=r"optimizer 'sgd' does not accept \{'momentum': -1\}: "
+                                         r"Invalid momentum value: -1"):
+        dlt.doctor(_mlp(), _xy(), steps=2, optimizer=("sgd", {"lr": 0.1, "momentum": -1}))

@@ -131,7 +131,7 @@ def make_optimizer(spec: TorchTrainSpec, params: Sequence[torch.nn.Parameter]
     argument becomes a ValueError naming the optimizer."""
     try:
         return OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # an unknown keyword; a bad value (momentum -1)
         raise ValueError(f"optimizer {spec.optimizer!r} does not accept "
                          f"{spec.optimizer_kwargs}: {e}") from None
 
