@@ -580,3 +580,36 @@ def test_watch_when_a_weight_gets_no_gradient_in_a_step_matches_probe():
         want = p[p.quantity != "acc"].set_index(["module", "quantity"]).value
         assert set(want.index) <= set(got.index), i
         assert np.allclose(got[want.index], want, rtol=1e-9, atol=1e-12), i
+
+
+class _AfterLast(nn.Module):
+    """``c(h) + h`` (a skip after the last layer) or ``(c(h), h)`` (an extra output)."""
+
+    def __init__(self, kind, width=256):
+        super().__init__()
+        self.kind = kind
+        self.a, self.act, self.c = nn.Linear(width, width), nn.Tanh(), nn.Linear(width, width)
+
+    def forward(self, x):
+        h = self.act(self.a(x))
+        return self.c(h) + h if self.kind == "skip" else (self.c(h), h)
+
+
+def test_gradient_paths_that_bypass_the_last_layer_are_refused():
+    """Regression: predict() anchors the gradient at the last layer and propagates it down the
+    chain; a skip from an earlier activation to the output (c(h) + h) or an auxiliary output
+    used by the loss doubled layer 'a''s gradient (measured/predicted 2.0 and 1.26), silently.
+    Now a ValueError names the module; an extra output the loss does not use is fine (within
+    5%), and without a loss only the first output tensor counts."""
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 256), torch.randn(256, 256)
+    with pytest.raises(ValueError, match=r"loss also depends on 'act' \(Tanh\)"):
+        dlt.predict(_AfterLast("skip"), x, y, nn.MSELoss())
+    with pytest.raises(ValueError, match=r"output also depends on 'act' \(Tanh\)"):
+        dlt.predict(_AfterLast("skip"), x)
+    with pytest.raises(ValueError, match="'act'"):
+        dlt.predict(_AfterLast("aux"), x, y,
+                    lambda o, t: F.mse_loss(o[0], t) + o[1].pow(2).mean())
+    pred = dlt.predict(_AfterLast("aux"), x, y, lambda o, t: F.mse_loss(o[0], t))
+    assert ((pred.value / pred.predicted) - 1).abs().max() < 0.05, pred
+    assert list(dlt.predict(_AfterLast("aux"), x).module.unique()) == ["a", "c"]

@@ -71,6 +71,7 @@ between (e.g. ResNet-18's ``'maxpool' (MaxPool2d)``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -86,7 +87,7 @@ from ..theory.gaussian import ScalarActivation, normal_rule
 from .accumulators import _first_tensor
 from .hooks import Recording
 from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm, untouched
-from .probe import call_model, check_batch, probe
+from .probe import call_model, check_batch, probe, trackable
 
 __all__ = ["chain", "predict", "theory_rows"]
 
@@ -97,7 +98,8 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-def chain(model: nn.Module, x: Any) -> list[dict]:
+def chain(model: nn.Module, x: Any, y: Any = None,
+          loss_fn: Callable[[Any, Any], torch.Tensor] | None = None) -> list[dict]:
     """The model as a chain of segments found in one forward of ``model(x)`` (model, buffers,
     mode, ``.grad`` and RNG left as found): ``{"kind": "layer", "index", "name", "module",
     "activation": ActivationSpec | None}`` or ``{"kind": "block", "name", "layers": [layer
@@ -106,7 +108,10 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     ValueError when the model is not such a chain: the first layer must read the input ``x``
     itself (or a view of it), each layer the previous segment's output not changed in place
     since, and a block's add must take the branch's and the shortcut's outputs as they are
-    (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused)."""
+    (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused); the loss
+    (``loss_fn(model(x), y)``; without them the model's first output tensor) must depend on
+    the layers only through the last segment (a skip or an auxiliary output after the last
+    layer would add gradient paths that the chain does not have)."""
     check_model(model)
     if isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad:
         # an equal input with an autograd node: a residual block that reads x itself (the
@@ -127,6 +132,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     containers: dict[int, list[tuple[int, int]]] = {}
     box_fns: dict[int, tuple[Any, Any]] = {}  # block -> (input's grad_fn, output's grad_fn)
     fns: dict[int, Any] = {}  # call sequence number -> grad_fn of that call's output
+    labels: dict[int, str] = {}  # call sequence number -> "'name' (Class)"
     producers: dict[int, tuple[int, str]] = {}  # output storage -> (input storage, "'n' (C)")
     copies: dict[int, int] = {}  # output -> input storage of a shape-only module that copied
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
@@ -140,6 +146,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
     def wrote(module, t_in, t, at: int) -> None:
         """Bookkeeping for a module call that produced ``t`` from ``t_in``."""
         fns[at] = t.grad_fn
+        labels[at] = label(module)
         versions[_storage(t)] = t._version
         if t_in is not None and _storage(t_in) != _storage(t):  # not in place
             producers.setdefault(_storage(t), (_storage(t_in), label(module)))
@@ -247,7 +254,7 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
                     handles.append(m.register_forward_hook(box_post))
             if isinstance(x, torch.Tensor):
                 versions[_storage(x)] = x._version
-            call_model(model, x)
+            output = call_model(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -308,8 +315,9 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         info = order[i]
         keys = [k for k, ids in members.items() if id(info.owner) in ids]
         if not keys:
-            seg, prev_end, _ = link(info, prev_end)
+            seg, prev_end, at = link(info, prev_end)
             out.append(seg)
+            last = (fns.get(at), outputs[id(info.owner)][1], info.name)
             i += 1
             continue
         key = min(keys, key=lambda k: len(members[k]))  # the innermost block
@@ -346,11 +354,60 @@ def chain(model: nn.Module, x: Any) -> list[dict]:
         hit = [a for a in acts if a[1] == b_out and a[3] > done]
         in_fn, out_fn = box_fns.get(key, (None, None))
         _check_add(block.name, out_fn, bool(hit), ends[0], ends[1] if len(ends) > 1 else in_fn)
+        last = (out_fn, min(outputs[id(s["module"])][1] for s in paths[0] + paths[-1]),
+                block.name)
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
                     "shortcut": paths[1] if len(paths) > 1 else [],
                     "post": hit[-1][2] if hit else None})
         prev_end = b_out
+    stop, start, name = last
+    if loss_fn is None:
+        end = _first_tensor(output)
+    else:
+        with torch.inference_mode(False), torch.enable_grad():
+            end = loss_fn(output, trackable(y))
+    other = _other_path(end, stop, {fn: at for at, fn in fns.items()
+                                    if fn is not None and at < start})
+    if other is not None:
+        raise ValueError(f"predict() anchors the gradient at the model's last layer or block "
+                         f"{name!r}, but the {'output' if loss_fn is None else 'loss'} also "
+                         f"depends on {labels[other]} by another path (a skip or an extra "
+                         "output after the last layer): the gradients before it would be "
+                         "predicted without that path")
     return out
+
+
+def _other_path(end: Any, stop: Any, earlier: dict) -> int | None:
+    """The call number of a module output in ``earlier`` (autograd node -> call) that
+    ``end`` (the loss, or the model's output: a tensor or a structure of tensors) reaches in
+    the autograd graph without passing through the node ``stop`` (the last segment's output),
+    or None."""
+    if stop is None:
+        return None
+    stack = [t.grad_fn for t in _tensors(end) if t.grad_fn is not None]
+    seen: set = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node is stop or node in seen:
+            continue
+        seen.add(node)
+        if node in earlier:
+            return earlier[node]
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return None
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (a tensor, tuple, list, dict or dataclass)."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    return []
 
 
 _SHAPE_ONLY = (nn.Flatten, nn.Unflatten, nn.Identity)
@@ -690,7 +747,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     if x.dtype != wdtype:
         raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
                         f"x of the model's dtype (x.to({wdtype}))")
-    segments = chain(model, x)
+    segments = chain(model, x, y, loss_fn)
     rows: list[dict] = []
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
         x64 = x.detach().to(torch.float64)   # in training mode) updates its buffers
