@@ -294,6 +294,11 @@ def _conv_cases():
                           nn.Dropout(0.5), nn.Conv2d(6, 6, 3), nn.Hardtanh(-0.5, 0.5),
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval(),
             _r(5, 4, 6, 6), ["0", "4", "8"], {"0": ("1", "2"), "4": ("5",)}, {"0": 1, "4": 1}),
+        "linear_bn1d_groupnorm_eval": (
+            nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5),
+                          nn.Linear(8, 8), nn.GroupNorm(2, 8), nn.SiLU(inplace=True),
+                          nn.Linear(8, 3)).eval(),
+            _r(6, 5), ["0", "4", "7"], {"0": ("1", "2"), "4": ("5", "6")}, {}),
         "convtranspose_instancenorm": (
             nn.Sequential(nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1),
                           nn.InstanceNorm2d(4, affine=True), nn.Softsign(), nn.Flatten(),
@@ -613,3 +618,25 @@ def test_gradient_paths_that_bypass_the_last_layer_are_refused():
     pred = dlt.predict(_AfterLast("aux"), x, y, lambda o, t: F.mse_loss(o[0], t))
     assert ((pred.value / pred.predicted) - 1).abs().max() < 0.05, pred
     assert list(dlt.predict(_AfterLast("aux"), x).module.unique()) == ["a", "c"]
+
+
+@pytest.mark.parametrize("case", ["conv", "layer_norm"])
+def test_bf16_autocast_on_cpu_against_the_reference(case):
+    """Statistics of the bf16 tensors autocast produces, computed in float32 (the reference:
+    float64 of the same bf16 values) within 1e-5."""
+    torch.manual_seed(12)
+    if case == "conv":
+        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 8, 3),
+                              nn.Tanh(), nn.Flatten(), nn.Linear(128, 3))
+        x, layers = torch.randn(6, 3, 8, 8), ["0", "3", "6"]
+        followers, axis = {"0": ("1", "2"), "3": ("4",)}, {"0": 1, "3": 1}
+    else:
+        model = nn.Sequential(nn.Linear(10, 16), nn.LayerNorm(16), nn.GELU(), nn.Linear(16, 16),
+                              nn.ReLU(inplace=True), nn.Linear(16, 3))
+        x, layers = torch.randn(6, 10), ["0", "3", "5"]
+        followers, axis = {"0": ("1", "2"), "3": ("4",)}, {}
+    y = torch.randint(0, 3, (6,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        df = dlt.probe(model, x, y, CE, percentiles=PCTS)
+        exp = reference(model, x, y, CE, layers, followers, sup=_sup(model), feature_axis=axis)
+    compare(df, exp, layers, rtol=1e-5, atol=1e-6)
