@@ -241,3 +241,35 @@ def test_playground_url_reaches_a_pipe_while_it_serves():
         p.send_signal(signal.SIGINT)
         p.wait(timeout=30)
     assert p.returncode == 130
+
+
+# --- Ctrl-C under a progress bar -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["on_train_begin", "after_update"])
+def test_interrupted_training_ends_its_progress_bar_line(when, monkeypatch):
+    """On a terminal ``depthlab: interrupted`` was written onto the bar's line (the bar was
+    left open, then redrawn after the message when it was collected)."""
+    import io
+
+    import depthlab as dl
+    from depthlab.training import Callback
+
+    class CtrlC(Callback):
+        def on_train_begin(self, trainer):
+            if when == "on_train_begin":
+                raise KeyboardInterrupt
+
+        def after_update(self, trainer, step, loss):
+            if step == 3:
+                raise KeyboardInterrupt
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 2, 64)
+    net = dl.mlp([4, 8, 2], seed=0)
+    with pytest.raises(KeyboardInterrupt) as info:  # keeps the frames (and the bar) alive
+        dl.fit(net, x, y, batch_size=8, epochs=2, progress="bar", callbacks=[CtrlC()])
+    drawn = stream.getvalue()
+    assert info.value is not None and drawn.endswith("\n"), repr(drawn[-120:])

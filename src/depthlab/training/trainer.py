@@ -197,18 +197,20 @@ class Trainer:
         params = net.parameters()
         hist = self.history
         bar = _progress(total, self.progress)
-        for cb in self.callbacks:
-            cb.on_train_begin(self)
-        t0 = time.perf_counter()
-        shapes = [p.value.shape for p in params if p.value.ndim == 2]
-        self._first_epoch, self._first_step = self.epoch, self.step  # this call's budget
-        with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # see depthlab.threads
-                self.threads, batch_rows=bs, weight_shapes=shapes):
-            self._loop(x, y, n, bs, has_bn, params, bar)
+        try:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
+            t0 = time.perf_counter()
+            shapes = [p.value.shape for p in params if p.value.ndim == 2]
+            self._first_epoch, self._first_step = self.epoch, self.step  # this call's budget
+            with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # depthlab.threads
+                    self.threads, batch_rows=bs, weight_shapes=shapes):
+                self._loop(x, y, n, bs, has_bn, params, bar)
+        finally:  # also on Ctrl-C or an error: the bar ends its line before any message
+            if bar is not None:
+                bar.close()
         hist.seconds = time.perf_counter() - t0
         hist.evals = self.evals
-        if bar is not None:
-            bar.close()
         for cb in self.callbacks:
             cb.on_train_end(self, hist)
         return hist
