@@ -183,3 +183,24 @@ def test_a_bad_optimizer_value_names_the_optimizer_and_its_arguments():
     with pytest.raises(ValueError, match=r"optimizer 'sgd' does not accept \{'momentum': -1\}: "
                                          r"Invalid momentum value: -1"):
         dlt.doctor(_mlp(), _xy(), steps=2, optimizer=("sgd", {"lr": 0.1, "momentum": -1}))
+
+
+def test_labels_out_of_range_anywhere_are_refused_before_training():
+    """Regression: only two rows were checked before training, so a bad label in the
+    validation part raised torch's IndexError ('Target 7 is out of bounds') after the whole
+    training; every label of a class-index loss is now checked against the model's outputs
+    (its ``ignore_index`` allowed)."""
+    x, y = _xy(n=120)
+    y_val = y[100:].copy()
+    y_val[10] = 7
+    with pytest.raises(ValueError, match=r"the labels hold 7 \(1 of 120 outside 0 to 2\) but "
+                                         r"the model has 3 outputs; expected class indices"):
+        dlt.doctor(_mlp(), (x[:100], y[:100], x[100:], y_val), steps=2, verify=False)
+    y_neg = y.copy()
+    y_neg[90] = -1
+    with pytest.raises(ValueError, match="the labels hold -1"):
+        dlt.doctor(_mlp(), (x, y_neg), steps=2, verify=False, loss_fn=nn.NLLLoss())
+    y_ignored = y.copy()
+    y_ignored[90] = -100  # CrossEntropyLoss's default ignore_index
+    d = dlt.doctor(_mlp(), (x, y_ignored), steps=2, verify=False)
+    assert d.baseline["steps"] == 2

@@ -56,6 +56,7 @@ from .train import (
     TorchTrainSpec,
     TrainResult,
     check_fits,
+    is_classification,
     make_optimizer,
     model_device_dtype,
     scalar_loss,
@@ -637,6 +638,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
                          f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
                          f"{type(e).__name__}: {e}{hint}") from None
+    _check_labels(out, d, loss_fn)
     broadcast = [w for w in seen if "broadcasting" in str(w.message) and "size" in str(w.message)]
     for w in seen:  # the user's other warnings, shown as they would have been
         if w not in broadcast:
@@ -646,6 +648,26 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
                          f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
                          "expected the same shape: reshape the targets or the outputs")
+
+
+def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
+    """For a class-index loss (``CrossEntropyLoss``, ``NLLLoss``) on outputs ``(N, C)``: every
+    training and validation label in ``[0, C)`` (or the loss's ``ignore_index``), else a
+    ValueError naming the first bad one. The two-row check sees only two labels, and torch's
+    IndexError would otherwise come from whichever mini-batch (or the final validation pass)
+    first holds one."""
+    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or \
+            not is_classification(out, d.y[:2]):
+        return
+    classes = int(out.shape[1])
+    ys = [y for y in (d.y, d.y_val) if y is not None and not y.is_floating_point()
+          and y.dim() == 1]
+    labels = torch.cat(ys)
+    bad = labels[((labels < 0) | (labels >= classes)) & (labels != loss_fn.ignore_index)]
+    if len(bad):
+        raise ValueError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
+                         f"0 to {classes - 1}) but the model has {classes} outputs; expected "
+                         f"class indices 0 to {classes - 1}")
 
 
 def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: Callable
