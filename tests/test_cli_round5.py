@@ -273,3 +273,27 @@ def test_interrupted_training_ends_its_progress_bar_line(when, monkeypatch):
         dl.fit(net, x, y, batch_size=8, epochs=2, progress="bar", callbacks=[CtrlC()])
     drawn = stream.getvalue()
     assert info.value is not None and drawn.endswith("\n"), repr(drawn[-120:])
+
+
+# --- init: the commands it suggests paste as they are ----------------------------------------
+
+
+def test_init_quotes_a_name_with_spaces_in_the_commands_it_suggests(tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "init", "my exp")
+    assert code == 0, err
+    suggested = shlex.split(out.split("train it with: ")[1])
+    assert suggested == ["depthlab", "run", "my exp.toml", "--out", "results"]
+    header = (tmp_path / "my exp.toml").read_text().splitlines()[0]
+    assert shlex.split(header.split("Train it with:")[1])[2] == "my exp.toml"
+
+
+def test_init_with_a_newline_in_the_name_writes_a_valid_config(tmp_path, capsys,
+                                                                 monkeypatch):
+    from depthlab.experiments import load_config
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "init", "two\nlines")
+    assert code == 0, err
+    assert load_config(tmp_path / "two\nlines.toml")["name"] == "two\nlines"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 from importlib import resources
 from pathlib import Path
 
@@ -32,13 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _next_step(source: str, target: Path) -> str:
+    """The command to use the file next, ready to paste (a name with spaces is quoted)."""
+    quoted = shlex.quote(str(target))
     if source.endswith(".ipynb"):
-        return f"open it with: jupyter lab {target}"
+        return f"open it with: jupyter lab {quoted}"
     if source == "demo.toml":
-        return f"run it with: depthlab demo --config {target}"
+        return f"run it with: depthlab demo --config {quoted}"
     if "sweep" in source:
-        return f"run it with: depthlab sweep {target} --out results"
-    return f"train it with: depthlab run {target} --out results"
+        return f"run it with: depthlab sweep {quoted} --out results"
+    return f"train it with: depthlab run {quoted} --out results"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         name = json.dumps(target.stem)
         text = re.sub(r'^name = "starter"', lambda _m: f"name = {name}", text, count=1,
                       flags=re.M)
-        text = text.replace("THIS_FILE", str(target))
+        # the commands in its comments, ready to paste; a replacement that is kept in a
+        # comment line: a file name with a newline could otherwise break out of it
+        text = text.replace("THIS_FILE", " ".join(shlex.quote(str(target)).splitlines()))
     atomic_write_text(target, text)
     print(f"wrote {target}; {_next_step(source, target)}")
     return 0
