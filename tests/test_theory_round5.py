@@ -165,6 +165,15 @@ def test_bad_arguments_name_themselves(call, exc, fragment):
         call()
 
 
+def test_quadrature_rules_still_take_numpy_scalars_and_zero_d_arrays():
+    """The checks added above refuse strings, not the NumPy numbers other modules pass."""
+    ref = normal_rule(2.0)
+    for var in (np.float32(2.0), np.float64(2.0), np.array(2.0), 2):
+        np.testing.assert_array_equal(normal_rule(var)[0], ref[0])
+    assert gauss_expect(np.tanh, np.array(1.0), np.float32(0.5)) == pytest.approx(
+        gauss_expect(np.tanh, 1.0, 0.5), rel=1e-7)
+
+
 # ------------------------------------------------------------------ glorot2010's report words
 
 def test_glorot_table_note_reports_the_sigmoid_top_layer_it_measured():

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from ..backend import xp
-from ..validators import real
 
 DEFAULT_NODES = 160
 """Default number of Gauss-Hermite nodes for :func:`hermite_rule`."""
@@ -40,6 +39,22 @@ _S_NEAR = 16.0     # |s| below which panels are at most _PANEL wide in s
 _GROWTH = 1.3      # geometric growth of panels beyond _S_NEAR
 _GL_POINTS = 8     # Gauss-Legendre points per panel
 _FAR_PANELS = 100  # cap on the geometric panels beyond |s| = _S_NEAR (q up to 1e300)
+
+
+def _number(label: str, value: Any, low: float | None = None) -> float:
+    """``float(value)`` for a real number (NumPy numbers and 0-d arrays too; strings, None and
+    bools refused with a TypeError), finite and ``>= low`` (else a ValueError)."""
+    bad = isinstance(value, (str, bytes, bool, np.bool_)) or np.ndim(value) != 0
+    try:
+        v = math.nan if bad else float(value)
+    except (TypeError, ValueError):
+        bad = True
+    if bad:
+        raise TypeError(f"{label} must be a real number, got {value!r}")
+    if not math.isfinite(v) or (low is not None and v < low):
+        raise ValueError(f"{label} must be finite{'' if low is None else f' and >= {low:g}'}, "
+                         f"got {value!r}")
+    return v
 
 
 @lru_cache(maxsize=32)
@@ -107,7 +122,7 @@ def standard_rule(scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
 
 def normal_rule(var: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``s_i``, weights ``w_i``: ``E[g(s)] ~= sum w_i g(s_i)`` for ``s ~ N(0, var)``."""
-    var = real("variance", var, low=0.0)
+    var = _number("variance", var, low=0.0)
     sd = float(np.sqrt(var))
     z, w = standard_rule(sd)
     return sd * z, w
@@ -138,7 +153,7 @@ def gaussian_rule(var: float, mean: float = 0.0) -> tuple[np.ndarray, np.ndarray
     """Nodes ``s`` and weights for ``s ~ N(mean, var)``: :func:`normal_rule` moved to ``mean``
     when ``mean = 0`` (or ``var = 0``), else :func:`shifted_normal_rule` (a breakpoint at
     ``s = 0`` as well, where the kinks of the relu family sit)."""
-    var, mean = real("variance", var, low=0.0), real("mean", mean)
+    var, mean = _number("variance", var, low=0.0), _number("mean", mean)
     if mean == 0.0 or var == 0.0:
         s, w = normal_rule(var)
         return s + mean, w
