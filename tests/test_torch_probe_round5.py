@@ -640,3 +640,23 @@ def test_bf16_autocast_on_cpu_against_the_reference(case):
         df = dlt.probe(model, x, y, CE, percentiles=PCTS)
         exp = reference(model, x, y, CE, layers, followers, sup=_sup(model), feature_axis=axis)
     compare(df, exp, layers, rtol=1e-5, atol=1e-6)
+
+
+class _Repeated(nn.Module):
+    """One Conv2d -> BatchNorm2d -> ReLU(inplace) triple applied three times."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.act = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3), \
+            nn.ReLU(inplace=True)
+        self.b = nn.Linear(3, 3)
+
+    def forward(self, x):
+        for _ in range(3):
+            x = self.act(self.bn(self.a(x)))
+        return self.b(x.mean((2, 3)))
+
+
+def test_a_layer_and_its_in_place_followers_called_three_times():
+    torch.manual_seed(13)
+    check(_Repeated(), _r(4, 3, 5, 5), ["a", "b"], {"a": ("bn", "act")}, {"a": 1})
