@@ -197,8 +197,10 @@ def test_basic_blocks_with_a_projection_on_raw_inputs():
     convs = ["0.down.0", "0.conv1", "0.conv2", "1.conv1", "1.conv2"]
     followers = {"0.down.0": ("0.down.1",), "0.conv1": ("0.bn1", "0.relu"),
                  "0.conv2": ("0.bn2",), "1.conv1": ("1.bn1", "1.relu"), "1.conv2": ("1.bn2",)}
-    check(model, _r(5, 3, 8, 8), [*convs, "4"], followers, {c: 1 for c in convs},
-          blocks=["0", "1"])
+    df = check(model, _r(5, 3, 8, 8), [*convs, "4"], followers, {c: 1 for c in convs},
+               blocks=["0", "1"])
+    rows = df[df.quantity == "block_grad_std"]  # sorted beside the block's last layer
+    assert list(zip(rows.module, rows.layer)) == [("0", 3), ("1", 5)]
 
 
 def _res_mlp(width: int, first_block: bool) -> nn.Module:
