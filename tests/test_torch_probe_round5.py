@@ -662,3 +662,41 @@ class _Repeated(nn.Module):
 def test_a_layer_and_its_in_place_followers_called_three_times():
     torch.manual_seed(13)
     check(_Repeated(), _r(4, 3, 5, 5), ["a", "b"], {"a": ("bn", "act")}, {"a": 1})
+
+
+class _Attend(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn, self.head = nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x)[0].mean(1))
+
+
+class _Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = nn.GRU(8, 8, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("make, x, fragment", [
+    (_Attend, (4, 5, 8), r"layer 'attn' is a MultiheadAttention"),
+    (_Recurrent, (4, 5, 8), r"layer 'rnn' is a GRU"),
+    (lambda: nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True),
+                           nn.Flatten(), nn.Linear(40, 3)), (4, 5, 8),
+     r"'0.self_attn' is a MultiheadAttention"),
+    (lambda: nn.Sequential(nn.ConvTranspose2d(2, 2, 2), nn.Flatten(), nn.Linear(50, 3)),
+     (4, 2, 4, 4), r"'0' is a ConvTranspose2d"),
+    (_Twice, (4, 6), r"'a' ran 2 times"),
+    (_Functional, (4, 5), r"torch operation 'Relu'"),
+    (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                           nn.Flatten(), nn.Linear(16, 3)), (4, 2, 4, 4), r"'2' \(AvgPool2d\)"),
+])
+def test_models_the_theory_does_not_cover_are_refused_by_name(make, x, fragment):
+    """Attention, recurrent and transposed-convolution layers, a layer called twice, a
+    functional activation and local pooling: a ValueError naming the module, no number."""
+    with pytest.raises(ValueError, match=fragment):
+        dlt.predict(make(), torch.randn(*x))
