@@ -78,6 +78,27 @@ def test_chaotic_correlation_fixed_point_is_the_stable_one_not_minus_one():
     assert mf.xi_c == pytest.approx(-1 / math.log(sw2 * e_sech2 ** 2), rel=1e-6)
 
 
+def test_sigma_w2_at_the_float_limit_gives_the_sign_network_limit_without_warnings():
+    """sigma_w^2 = sigma_b^2 = 1e300: tanh acts as sign, q* = sigma_w^2 + sigma_b^2 = 2e300
+    (was capped at 1e300 and called diverging), the correlation map is
+    c -> 1/2 + arcsin(c) / pi with slope 1 / (pi sqrt(1 - c^2)) at c*; relu at 1e300 diverges
+    without NumPy overflow warnings (the c-map multiplied sigma_w^2 by q before dividing)."""
+    import warnings
+
+    from scipy.optimize import brentq
+
+    mf = meanfield("tanh", 1e300, 1e300)
+    assert mf.converged and mf.q_star == pytest.approx(2e300, rel=1e-9)
+    c = brentq(lambda c: 0.5 + math.asin(c) / math.pi - c, 0.5, 0.99)
+    assert mf.c_star == pytest.approx(c, abs=5e-3)
+    assert mf.xi_c == pytest.approx(-1 / math.log(1 / (math.pi * math.sqrt(1 - c * c))),
+                                    rel=0.02)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        relu = meanfield("relu", 1e300, 0.0)
+    assert relu.q_star == math.inf and relu.chi1 == pytest.approx(5e299)
+
+
 @pytest.mark.parametrize("act,slope2", [("tanh", 1.0), ("relu", 0.5), ("elu", 1.0)])
 def test_tiny_bias_variance_is_a_fixed_point_not_a_collapse(act, slope2):
     """With sigma_b^2 = 1e-14 > 0 the length map never goes below sigma_b^2; its fixed point

@@ -76,7 +76,8 @@ def _fn(name: Any, kw: dict) -> ScalarActivation:
 def _q_map(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float) -> float:
     s, w = normal_rule(q)
     a = fn.f(s)
-    return float(sigma_w2 * (w @ (a * a)) + sigma_b2)
+    with np.errstate(over="ignore"):  # inf: the map diverges, which the caller reports
+        return float(sigma_w2 * (w @ (a * a)) + sigma_b2)
 
 
 def _chi1(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
@@ -87,7 +88,7 @@ def _chi1(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
 
 def _c_map(fn: ScalarActivation, c: float, q: float, sigma_w2: float, sigma_b2: float) -> float:
     u1, u2, W = correlated_pair(q, q, c)
-    return float((sigma_w2 * np.sum(W * fn.f(u1) * fn.f(u2)) + sigma_b2) / q)
+    return float(sigma_w2 / q * np.sum(W * fn.f(u1) * fn.f(u2)) + sigma_b2 / q)
 
 
 def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float) -> float:
@@ -146,7 +147,7 @@ def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
     iteration is slow (near a bifurcation) the fixed point is found by bracketing a root of
     ``h(q) = q_map(q) - q`` in the direction the iterates move, then Brent's method.
     """
-    q_cap = min(Q_MAX * max(1.0, sigma_w2 + sigma_b2), 1e300)
+    q_cap = min(Q_MAX * max(1.0, sigma_w2 + sigma_b2), 1e307)
     q = 1.0
     for _ in range(max_iter):
         q_new = _q_map(fn, q, sigma_w2, sigma_b2)
