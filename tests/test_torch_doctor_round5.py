@@ -204,3 +204,18 @@ def test_labels_out_of_range_anywhere_are_refused_before_training():
     y_ignored[90] = -100  # CrossEntropyLoss's default ignore_index
     d = dlt.doctor(_mlp(), (x, y_ignored), steps=2, verify=False)
     assert d.baseline["steps"] == 2
+
+
+def test_validation_data_of_another_shape_or_none():
+    """Regression: ``x_val`` with other features than ``x`` passed the two-row check on ``x``
+    and raised torch's RuntimeError after the training (in the final validation pass);
+    ``(x, y, None, None)`` was refused with NumPy's 'object_' conversion error."""
+    x, y = _xy()
+    with pytest.raises(ValueError, match=r"x_val has examples of shape \(5,\) but x has "
+                                         r"\(12,\); expected the same"):
+        dlt.doctor(_mlp(), (x, y, x[:, :5], y), steps=2, verify=False)
+    with pytest.raises(ValueError, match=r"y_val has examples of shape \(1,\) but y has \(\)"):
+        dlt.doctor(_mlp(), (x, y, x, y[:, None]), steps=2, verify=False)
+    a = dlt.doctor(_mlp(), (x, y, None, None), steps=2, verify=False)
+    b = dlt.doctor(_mlp(), (x, y), steps=2, verify=False)
+    assert a.baseline == {**b.baseline, "seconds": a.baseline["seconds"]}

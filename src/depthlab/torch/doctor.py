@@ -353,7 +353,8 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) -> TensorData:
     """``data`` -> tensors on ``device``: a Dataset-like object (``x_train``, ``y_train``,
     ``x_val``, ``y_val``), ``(x, y)`` (``VAL_FRACTION`` held out by a seeded permutation when
-    there are at least 10 rows) or ``(x, y, x_val, y_val)``. Inputs are cast to the model's
+    there are at least 10 rows) or ``(x, y, x_val, y_val)`` (validation parts None: as ``(x, y)``;
+    examples of the same shape as the training ones). Inputs are cast to the model's
     floating ``dtype`` (integer inputs such as token ids become int64, uint8/bool ``dtype``);
     integer labels become int64, float targets ``dtype``."""
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
@@ -363,6 +364,8 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
             parts = parts[:2]
     elif isinstance(data, (tuple, list)) and len(data) in (2, 4):
         parts = list(data)
+        if len(parts) == 4 and parts[2] is None and parts[3] is None:
+            parts = parts[:2]  # no validation set given: held out as for (x, y)
     else:
         raise TypeError("data must be a Dataset (x_train, y_train, x_val, y_val) or a tuple "
                         f"(x, y) or (x, y, x_val, y_val), got {type(data).__name__}")
@@ -374,6 +377,10 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
                              f"{tuple(ys.shape)}; expected the same number of rows")
     if ts[0].shape[0] == 0:
         raise ValueError("the training data are empty")
+    for k, label in ((2, "x"), (3, "y")):
+        if len(ts) == 4 and ts[k].shape[1:] != ts[k - 2].shape[1:]:
+            raise ValueError(f"{label}_val has examples of shape {tuple(ts[k].shape[1:])} but "
+                             f"{label} has {tuple(ts[k - 2].shape[1:])}; expected the same")
     check_fits(sum(t.numel() * max(t.element_size(), 4) for t in ts), device)
 
     def conv(t: torch.Tensor, is_x: bool, label: str) -> torch.Tensor:
