@@ -237,3 +237,46 @@ def test_reproduce_output_folder_keeps_no_checks_of_an_earlier_experiment(tmp_pa
     write_result(Result("b", "B", claims=[Claim("c2", "p", "m", False, 2.0)]), tmp_path, exp)
     assert not (tmp_path / "checks.json").exists()
     assert '"c2"' in (tmp_path / "claims.json").read_text()
+
+
+# ------------------------------------------------------------------ independent simulations
+
+def test_ordered_phase_correlations_approach_one_at_the_rate_chi_c():
+    """Depth scale by simulation: two inputs at q* with correlation 0.6 through wide tanh
+    layers (sigma_w^2 = 1, sigma_b^2 = 0.05, ordered: c* = 1); 1 - c shrinks by
+    chi_c = exp(-1/xi_c) per layer (Schoenholz et al. 2017)."""
+    sw2, sb2, n = 1.0, 0.05, 1000
+    mf = meanfield("tanh", sw2, sb2)
+    assert mf.c_star == 1.0 and mf.xi_c == pytest.approx(3.63, abs=0.01)  # papers.md: 3.6
+    rng = np.random.default_rng(3)
+    gaps = []
+    for _ in range(6):
+        z = rng.standard_normal((2, n))
+        s = np.stack([z[0], 0.6 * z[0] + 0.8 * z[1]]) * math.sqrt(mf.q_star)
+        gap = []
+        for _ in range(10):
+            s = np.tanh(s) @ rng.normal(0, math.sqrt(sw2 / n), (n, n)) + rng.normal(
+                0, math.sqrt(sb2), n)
+            gap.append(1 - s[0] @ s[1] / math.sqrt((s[0] @ s[0]) * (s[1] @ s[1])))
+        gaps.append(gap)
+    gap = np.mean(gaps, axis=0)
+    rate = math.exp(np.polyfit(np.arange(2, 10), np.log(gap[2:]), 1)[0])
+    assert rate == pytest.approx(mf.chi_c, rel=0.05)
+
+
+@pytest.mark.parametrize("act,sizes", [("relu", [100, 400, 200, 300, 300, 300, 10]),
+                                       ("tanh", [50, 300, 150, 400, 200, 200, 10])])
+def test_batchnorm_prediction_with_unequal_widths_matches_measurement(act, sizes):
+    """Dense -> BN -> f with widths changing layer to layer: each step towards the input
+    multiplies Var(g) by (n_{l+1} / n_l) gamma^2 E[f'^2] / Var f (the width ratio does not
+    cancel); measured on He-initialized float64 nets, batch 500, two seeds."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((500, sizes[0])), rng.integers(0, 10, 500)
+    ratios = []
+    for seed in range(2):
+        net = dl.mlp(sizes, act, init="he_normal", batchnorm=True, seed=seed, dtype="float64")
+        df = dl.probe(net, x, y, loss="cross_entropy")
+        g = df[(df.quantity == "grad_pre_std") & (df.layer >= 1)].sort_values("layer")
+        ratios.append(g.value.to_numpy() / g.value.iloc[-1])
+    pred = np.array(predict_gradients(net).relative_std, dtype=float)
+    np.testing.assert_allclose(np.mean(ratios, axis=0), pred, rtol=0.08)
