@@ -79,6 +79,23 @@ def test_reproduce_unknown_data_is_one_line_before_any_experiment(tmp_path, caps
     assert not out_dir.exists()
 
 
+@pytest.mark.parametrize("name", ["ioffe2015", "all"])
+def test_reproduce_data_an_experiment_refuses_is_one_line_before_any_runs(tmp_path, capsys,
+                                                                          name):
+    out_dir = tmp_path / "rp"  # "all" ran three experiments (minutes), then stopped there
+    code, _, err = run_cli(capsys, "reproduce", name, "--quick", "--data", "digits",
+                           "--out", out_dir)
+    assert_one_line_error(code, err, "ioffe2015: data='digits'", "mnist5k")
+    assert not out_dir.exists()
+
+
+def test_reproduce_data_alias_is_accepted_where_its_name_is():
+    from depthlab.reproduce.base import load_data
+
+    _, name = load_data("ioffe2015", "MNIST5K", "mnist5k", accepted=("mnist5k",), n=300)
+    assert name == "MNIST5K"  # was: refused, as not literally in the accepted names
+
+
 # --- environment settings --------------------------------------------------------------------
 
 

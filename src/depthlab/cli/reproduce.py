@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown experiment {args.name!r}; expected one of: "
                         f"{', '.join(names)} (or 'all')")
     if args.data is not None:
-        _check_data(args.data)
+        _check_data(args.data, [e for e in exps if e.name in chosen])
     echo = say(args)
     results = []
     failed = 0
@@ -89,12 +89,18 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed and args.strict else 0
 
 
-def _check_data(data: str) -> None:
-    """``--data`` must name a built-in data set or an existing file or folder: a typo fails
-    now, in one line, not after the first experiment has started."""
+def _check_data(data: str, experiments: list) -> None:
+    """``--data`` must name a built-in data set or an existing file or folder, and one that
+    each chosen experiment accepts: refused now, in one line, not after the experiments
+    before it have run."""
     from ..data import DATASETS, find_builtin
 
-    if find_builtin(data) is None and not Path(data).exists():
+    builtin = find_builtin(data)
+    for e in experiments:  # worded as the experiment itself words it
+        if e.data is not None and (builtin is None or builtin.name not in e.data):
+            raise UserError(f"{e.name}: data={data!r} is not accepted; expected one of: "
+                            f"{', '.join(e.data)}")
+    if builtin is None and not Path(data).exists():
         raise UserError(f"--data {data!r} is neither a built-in data set nor an existing file; "
                         f"expected one of: {', '.join(DATASETS)}, or a path to a .npz, .csv or "
                         "IDX file")

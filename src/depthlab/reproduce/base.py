@@ -88,6 +88,8 @@ class Experiment:
     paper: str
     run: Callable[..., Result]
     summary: str = ""
+    data: tuple[str, ...] | None = None
+    """The data sets ``data=`` may name (None: any data set, or none used)."""
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -102,10 +104,11 @@ def load_data(experiment: str, data: str | None, default: str, *,
     """``load_dataset(data or default, **kwargs)`` and its name; a data set outside
     ``accepted`` or one that fails to load raises :class:`ExperimentDataError` (never a silent
     fallback to other data)."""
-    from depthlab.data import load_dataset
+    from depthlab.data import find_builtin, load_dataset
 
     name = data or default
-    if accepted is not None and name not in accepted:
+    builtin = find_builtin(name)  # Fashion-MNIST, fashion_mnist: as other names
+    if accepted is not None and (builtin is None or builtin.name not in accepted):
         raise ExperimentDataError(f"{experiment}: data={name!r} is not accepted; expected one "
                                   f"of: {', '.join(accepted)}")
     try:
@@ -115,12 +118,14 @@ def load_data(experiment: str, data: str | None, default: str, *,
                                   f"{exc}") from exc
 
 
-def register(name: str, title: str, paper: str, summary: str = ""):
+def register(name: str, title: str, paper: str, summary: str = "", *,
+             data: tuple[str, ...] | None = None):
     """Decorator registering ``fn(quick: bool, data: str | None, progress) -> Result`` (see
-    :class:`Experiment` for ``progress``)."""
+    :class:`Experiment` for ``progress``); ``data``: the data sets it accepts, if limited
+    (checked before any experiment runs)."""
 
     def deco(fn: Callable[..., Result]) -> Callable[..., Result]:
-        REGISTRY[name] = Experiment(name, title, paper, fn, summary)
+        REGISTRY[name] = Experiment(name, title, paper, fn, summary, data)
         return fn
 
     return deco

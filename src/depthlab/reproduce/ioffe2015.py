@@ -107,12 +107,14 @@ def _init_weights():
     "Reducing Internal Covariate Shift, ICML",
     "784-100-100-100-10 sigmoid net, batch 60, with and without BN: test accuracy over training, "
     "percentiles of a last-layer sigmoid input, and the two BN inference modes.",
+    data=DATASETS,
 )
 def run(quick: bool = False, data: str | None = None,
         progress: bool | str | ExperimentProgress = False) -> Result:
     """Train the Fig. 1 network with and without BN; accuracy, drift, inference modes."""
     res = Result("ioffe2015", "Ioffe & Szegedy 2015 — batch normalization (Fig. 1)")
-    kwargs = {"val_fraction": 0.0} if data == "fashion-mnist" else {}
+    fashion = str(data).lower().replace("_", "-") == "fashion-mnist"  # Fashion-MNIST too
+    kwargs = {"val_fraction": 0.0} if fashion else {}
     ds, name = load_data("ioffe2015", data, "mnist5k", accepted=DATASETS, seed=0, **kwargs)
     cfg = _settings(quick)
     steps, every = cfg["steps"], cfg["steps"] // cfg["evals"]
