@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="TOML", default=None,
                    help="demo config with [[recipes]] (default: the packaged examples/demo.toml)")
     p.add_argument("--jobs", "-j", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
-                   help="parallel processes (default: 2 or the number of cores)")
+                   help="parallel processes (default: 2, or 1 on a one-core machine)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per recipe (default: the config's, 10 in the packaged one)")
     p.add_argument("--no-report", action="store_true", help="skip writing report.html")
