@@ -314,3 +314,18 @@ def test_init_with_a_newline_in_the_name_writes_a_valid_config(tmp_path, capsys,
     code, _, err = run_cli(capsys, "init", "two\nlines")
     assert code == 0, err
     assert load_config(tmp_path / "two\nlines.toml")["name"] == "two\nlines"
+
+
+# --- predict on a stored run without a network ------------------------------------------------
+
+
+def test_predict_on_a_stored_run_without_a_network_says_why(tmp_path, capsys, monkeypatch):
+    from depthlab.experiments import RunRecord, Store
+
+    with Store(tmp_path / "res") as store:
+        store.add_run(RunRecord(id="abc123def456", name="p", kind="sweep-point",
+                                status="finished", config={}, metrics={}))
+    code, _, err = run_cli(capsys, "predict", "abc1", "digits", "--dir", tmp_path / "res")
+    # was: "'abc1' is neither a .npz file nor a run with a saved network"
+    assert_one_line_error(code, err, "sweep-point abc123def456", "no saved network",
+                          "depthlab run")

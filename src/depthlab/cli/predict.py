@@ -90,6 +90,27 @@ def _check_target(text: str, inputs: dict[str, Path]) -> None:
                              "predictions there would replace it: give another file")
 
 
+def _why_no_network(target: str, folder: str) -> str | None:
+    """Why the stored run ``target`` (an id or a unique prefix) has no saved network: it is a
+    sweep point or a doctor diagnosis, or it did not finish; None when no such run is stored."""
+    from ..experiments import Store
+    from ..experiments.store import resolve_db_path
+
+    try:
+        db = resolve_db_path(folder)
+        if not db.is_file():
+            return None
+        with Store(folder, create=False, readonly=True) as store:
+            ids = [i for i in store.runs()["id"] if str(i).startswith(target)]
+            if len(ids) != 1:
+                return None
+            described = store.describe(ids[0])
+    except Exception:  # noqa: BLE001 - only a better message is at stake
+        return None
+    return (f"{described} in {str(db)!r} has no saved network: only a run of `depthlab run` "
+            "that finishes saves one (sweep points and diagnoses keep none)")
+
+
 def _predict(args: argparse.Namespace):
     from ..data import find_builtin
     from ..inference import (
@@ -101,7 +122,10 @@ def _predict(args: argparse.Namespace):
     )
     from ..persist import load_meta
 
-    model = resolve_model(args.model, args.dir)
+    try:
+        model = resolve_model(args.model, args.dir)
+    except ValueError as exc:
+        raise ValueError(_why_no_network(args.model, args.dir) or str(exc)) from None
     meta = load_meta(model)  # a file that is no saved network is named as such, not as DATA
     if args.to and args.to != "-":
         _check_target(args.to, {"the network": model, "DATA": Path(args.data)})
