@@ -110,6 +110,36 @@ def test_tiny_bias_variance_is_a_fixed_point_not_a_collapse(act, slope2):
     assert mf.chi1 == pytest.approx(sw2 * slope2, rel=1e-6)
 
 
+# ------------------------------------------------------------------ linear regime, kinks
+
+def test_linear_regime_keeps_each_side_of_a_kink():
+    """method="linear" replaced a kinked activation by one line with the averaged slope:
+    ReLU at He init then lost half its variance per layer (E[f^2] = q/4, E[f'^2] = 1/4)
+    where He et al.'s closed form keeps it (q/2, 1/2). Each side now keeps its own line:
+    E f = (l0 + r0)/2 + (r1 - l1) sqrt(q/2pi), E f'^2 = (l1^2 + r1^2)/2."""
+    lin = propagate([100] * 5, "relu", "he_normal", method="linear")
+    np.testing.assert_allclose(lin.pre_var, 2.0, rtol=1e-9)
+    np.testing.assert_allclose(lin.act_mean, math.sqrt(2.0 / (2 * math.pi)), rtol=1e-9)
+    np.testing.assert_allclose(lin.deriv_sq, 0.5, rtol=1e-9)
+    np.testing.assert_allclose(lin.grad_pre_var, 1.0, rtol=1e-9)
+    exact = propagate([100] * 5, "relu", "he_normal")  # relu is its own linear regime
+    np.testing.assert_allclose(lin.act_sq, exact.act_sq, rtol=1e-9)
+    pt = propagate([50, 50], "penalized_tanh", 1 / 50, input_var=1e-6, method="linear")
+    assert pt.deriv_sq.iloc[0] == pytest.approx((1 + 0.25 ** 2) / 2, rel=1e-9)
+    smooth = propagate([50, 50, 50], "sigmoid", 1 / 50, method="linear")
+    assert smooth.act_sq.iloc[0] == pytest.approx(0.25 + 0.25 ** 2 * 1.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("act", ["elu", "softsign"])
+def test_first_order_taylor_of_a_second_order_kink_is_exact(act):
+    """elu and softsign have f'(0) = 1 from both sides but f'' jumps at 0; asked for order 1,
+    only c0, c1 of the one-sided fits were compared (equal), so the slow central fit gave
+    alpha = 0.992 (elu) and 0.968 (softsign)."""
+    tc = numerical_taylor(act, order=1)
+    assert not tc.smooth and tc.alpha == pytest.approx(1.0, abs=1e-9)
+    assert tc.coefficients == pytest.approx(numerical_taylor(act, order=3).coefficients[:2])
+
+
 # ------------------------------------------------------------------ initializers as objects
 
 def _measured_pre_var(sizes, init, act="tanh", batch=400, seed=0):

@@ -44,6 +44,7 @@ _DEG_CENTRAL = 24  # Chebyshev degree of the central fit
 _DEG_SIDE = 14     # Chebyshev degree of the one-sided fits
 _SMOOTH_TOL = 1e-6
 _SNAP = 1e-9       # |c_k| below this is numerical noise
+_SMOOTH_ORDER = 4  # one-sided fits compared up to this order at least
 
 
 @dataclass(frozen=True)
@@ -118,19 +119,25 @@ def numerical_taylor(activation: Any, order: int = 3, radius: float = _RADIUS,
                      **kw: Any) -> TaylorCoefficients:
     """Taylor coefficients ``c_0..c_order`` at 0 from Chebyshev interpolation (no tables).
 
-    Central fit on ``[-radius, radius]``; one-sided fits on each half decide smoothness.
+    Central fit on ``[-radius, radius]``; one-sided fits on each half decide smoothness, up to
+    order ``max(order, 4)`` whatever ``order`` is asked: a kink in a higher derivative (elu,
+    softsign: ``f''`` jumps at 0) slows the central fit's convergence, so even ``c_1`` comes
+    from the one-sided fits then (elu's slope 1, not the central fit's 0.992).
     """
     order = _check_order(order)
     r = real("radius", radius, positive=True)
     fn = resolve_activation(activation, **kw)
-    central = _cheb_power(fn, -r, r, _DEG_CENTRAL, order)
-    left = _cheb_power(fn, -r, 0.0, _DEG_SIDE, order)
-    right = _cheb_power(fn, 0.0, r, _DEG_SIDE, order)
+    check = max(order, _SMOOTH_ORDER)
+    central = _cheb_power(fn, -r, r, _DEG_CENTRAL, check)
+    left = _cheb_power(fn, -r, 0.0, _DEG_SIDE, check)
+    right = _cheb_power(fn, 0.0, r, _DEG_SIDE, check)
     # Tolerance grows with the order: endpoint derivatives of a one-sided fit are less accurate.
-    tol = _SMOOTH_TOL * (1.0 + np.abs(central)) * (4.0 / r) ** np.arange(order + 1)
+    tol = _SMOOTH_TOL * (1.0 + np.abs(central)) * (4.0 / r) ** np.arange(check + 1)
+    n = order + 1
     if np.all(np.abs(left - right) <= tol):
-        return _make(fn.name, central)
-    return _make(fn.name, 0.5 * (left + right), smooth=False, left=left, right=right)
+        return _make(fn.name, central[:n])
+    return _make(fn.name, 0.5 * (left + right)[:n], smooth=False, left=left[:n],
+                 right=right[:n])
 
 
 def taylor(name: Any, order: int = 3, **kw: Any) -> TaylorCoefficients:

@@ -14,7 +14,8 @@ backward  ``dL/da_l = dL/ds_{l+1} W_{l+1}^T``, ``dL/ds_l = dL/da_l * f'(s_l)``, 
 
 ``method="exact"`` evaluates ``E[f(s)]``, ``E[f(s)^2]``, ``E[f'(s)^2]`` for ``s ~ N(0, Var s_l)`` by
 Gaussian quadrature; ``method="linear"`` uses the linear regime ``f(s) ~= beta + alpha s``
-(the Taylor coefficients at 0), which gives the classic closed forms.
+(the Taylor coefficients at 0), which gives the classic closed forms; for an activation with a
+kink at 0 each side keeps its own line (ReLU: He et al.'s ``E[f^2] = q/2``, ``E[f'^2] = 1/2``).
 """
 
 from __future__ import annotations
@@ -123,9 +124,25 @@ def _moments_exact(fn: ScalarActivation, q: float) -> tuple[float, float, float]
     return float(w @ a), float(w @ (a * a)), float(w @ (d * d))
 
 
-def _moments_linear(beta: float, alpha: float, q: float) -> tuple[float, float, float]:
-    """Linear regime ``f(s) = beta + alpha s``: ``beta``, ``beta^2 + alpha^2 q``, ``alpha^2``."""
-    return beta, beta * beta + alpha * alpha * q, alpha * alpha
+def _moments_linear(left: Sequence[float], right: Sequence[float], q: float
+                    ) -> tuple[float, float, float]:
+    """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s ~ N(0, q)`` in the linear regime on each side of
+    0: ``f(s) = l0 + l1 s`` for ``s < 0`` and ``r0 + r1 s`` for ``s > 0`` (``left = (l0, l1)``,
+    ``right = (r0, r1)``; one line ``beta + alpha s`` when ``f`` is smooth). With
+    ``E[s 1(s > 0)] = sqrt(q / (2 pi))`` and ``E[s^2 1(s > 0)] = q / 2``::
+
+        E f    = (l0 + r0) / 2 + (r1 - l1) sqrt(q / (2 pi))
+        E f^2  = (l0^2 + r0^2) / 2 + 2 (r0 r1 - l0 l1) sqrt(q / (2 pi)) + (l1^2 + r1^2) q / 2
+        E f'^2 = (l1^2 + r1^2) / 2
+
+    smooth: ``beta``, ``beta^2 + alpha^2 q``, ``alpha^2``; ReLU: ``sqrt(q / (2 pi))``, ``q / 2``,
+    ``1 / 2`` (He et al. 2015), not the averaged slope's ``q / 4`` and ``1 / 4``."""
+    l0, l1 = float(left[0]), float(left[1])
+    r0, r1 = float(right[0]), float(right[1])
+    h = float(np.sqrt(q / (2.0 * np.pi)))
+    mean = 0.5 * (l0 + r0) + (r1 - l1) * h
+    sq = 0.5 * (l0 * l0 + r0 * r0) + 2.0 * (r0 * r1 - l0 * l1) * h + 0.5 * (l1 * l1 + r1 * r1) * q
+    return mean, sq, 0.5 * (l1 * l1 + r1 * r1)
 
 
 def propagate(
@@ -164,7 +181,8 @@ def propagate(
     fn = resolve_activation(activation, **kw)
     if method == "linear":
         tc = taylor(fn, order=1)
-        beta, alpha = tc.beta, tc.alpha
+        left = tc.left if tc.left is not None else tc.coefficients
+        right = tc.right if tc.right is not None else tc.coefficients
 
     L = len(widths) - 1
     wvar = [_init_variance(init, widths[l - 1], widths[l], init_kw) for l in range(1, L + 1)]
@@ -177,7 +195,7 @@ def propagate(
         if method == "exact":
             mean, sq, dsq = _moments_exact(fn, q)
         else:
-            mean, sq, dsq = _moments_linear(beta, alpha, q)
+            mean, sq, dsq = _moments_linear(left, right, q)
         rows.append({
             "layer": l, "fan_in": widths[l - 1], "fan_out": widths[l], "weight_var": wvar[l - 1],
             "pre_var": q, "act_mean": mean, "act_var": max(sq - mean * mean, 0.0),
