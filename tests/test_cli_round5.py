@@ -131,6 +131,7 @@ def test_accepted_probe_kernel_settings_pass(value, capsys, monkeypatch):
 
 def test_progress_bar_shows_on_a_terminal_that_reports_no_width(monkeypatch):
     import pty
+    import select
 
     from depthlab.progress import make_progress
 
@@ -144,7 +145,10 @@ def test_progress_bar_shows_on_a_terminal_that_reports_no_width(monkeypatch):
             bar.update(1)
         bar.close()
         stream.flush()
-        drawn = os.read(master, 65536).decode("utf-8", "replace")
+        chunks = []
+        while select.select([master], [], [], 0.5)[0]:  # everything written, in pieces
+            chunks.append(os.read(master, 65536))
+        drawn = b"".join(chunks).decode("utf-8", "replace")
     finally:
         os.close(slave)
         os.close(master)
