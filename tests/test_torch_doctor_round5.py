@@ -180,8 +180,8 @@ def test_cli_optimizer_without_lr_gets_the_doctors_default_for_it(tmp_path, caps
 def test_a_bad_optimizer_value_names_the_optimizer_and_its_arguments():
     """Regression: torch's own ValueError ('Invalid momentum value: -1') came through without
     naming the optimizer or the arguments given."""
-    with pytest.raises(ValueError, match=r"optimizer 'sgd' does not accept \{'momentum': -1\}: "
-                                         r"Invalid momentum value: -1"):
+    with pytest.raises(ValueError, match=r"optimizer 'sgd' with lr 0.1 and \{'momentum': -1\} "
+                                         r"fails: Invalid momentum value: -1"):
         dlt.doctor(_mlp(), _xy(), steps=2, optimizer=("sgd", {"lr": 0.1, "momentum": -1}))
 
 
@@ -219,3 +219,10 @@ def test_validation_data_of_another_shape_or_none():
     a = dlt.doctor(_mlp(), (x, y, None, None), steps=2, verify=False)
     b = dlt.doctor(_mlp(), (x, y), steps=2, verify=False)
     assert a.baseline == {**b.baseline, "seconds": a.baseline["seconds"]}
+
+
+def test_a_torchscript_model_is_refused_by_name_before_training():
+    """Regression: ``torch.jit.script(model)`` reached the optimizer and failed with torch's
+    'can't optimize a non-leaf Tensor', naming neither TorchScript nor the way out."""
+    with pytest.raises(TypeError, match="TorchScript module .* pass the original nn.Module"):
+        dlt.doctor(lambda: torch.jit.script(_mlp()()), _xy(), steps=2, verify=False)

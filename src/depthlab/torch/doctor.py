@@ -48,7 +48,7 @@ from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
 from . import prescriptions as rx
-from .layers import activation_spec
+from .layers import activation_spec, check_model
 from .predict import theory_rows
 from .train import (
     OPTIMIZERS,
@@ -564,7 +564,7 @@ def doctor(
     # sits inside torch.no_grad() or torch.inference_mode()
     with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
         t0 = time.perf_counter()
-        model = fresh(seed)
+        model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
         device, dtype = model_device_dtype(model)
         d = tensor_data(data, device, dtype, seed)
         _check_runs(model, d, loss_fn)

@@ -131,9 +131,12 @@ def make_optimizer(spec: TorchTrainSpec, params: Sequence[torch.nn.Parameter]
     argument becomes a ValueError naming the optimizer."""
     try:
         return OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)
-    except (TypeError, ValueError) as e:  # an unknown keyword; a bad value (momentum -1)
+    except TypeError as e:  # an unknown keyword
         raise ValueError(f"optimizer {spec.optimizer!r} does not accept "
                          f"{spec.optimizer_kwargs}: {e}") from None
+    except ValueError as e:  # a bad value (momentum -1), parameters it cannot take
+        raise ValueError(f"optimizer {spec.optimizer!r} with lr {spec.lr:g} and "
+                         f"{spec.optimizer_kwargs or 'no other arguments'} fails: {e}") from None
 
 
 @dataclass
