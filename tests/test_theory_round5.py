@@ -33,6 +33,7 @@ from depthlab.theory import (
     selu_fixed_point,
     selu_jacobian,
     selu_map,
+    taylor,
 )
 
 
@@ -128,6 +129,21 @@ def test_linear_regime_keeps_each_side_of_a_kink():
     assert pt.deriv_sq.iloc[0] == pytest.approx((1 + 0.25 ** 2) / 2, rel=1e-9)
     smooth = propagate([50, 50, 50], "sigmoid", 1 / 50, method="linear")
     assert smooth.act_sq.iloc[0] == pytest.approx(0.25 + 0.25 ** 2 * 1.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("act,factor", [("relu", 2.0), ("leaky_relu", 2 / (1 + 0.01 ** 2)),
+                                        ("penalized_tanh", 2 / (1 + 0.25 ** 2)),
+                                        ("step", math.inf), ("sigmoid", 16.0), ("tanh", 1.0)])
+def test_weight_variance_factor_of_a_kink_is_he_not_the_averaged_slope(act, factor):
+    """weight_variance_factor_vs_tanh was 1 / alpha^2 of the averaged slope: 4 for ReLU, where
+    He et al. need 2 (E[f'^2] = 1/2); checked against the exact gradient recursion, which
+    keeps Var(dL/ds) constant at that weight variance for small signals."""
+    tc = taylor(act)
+    assert tc.weight_variance_factor_vs_tanh == pytest.approx(factor, rel=1e-9)
+    if math.isfinite(factor) and tc.beta == 0.0:
+        n = 64
+        df = propagate([n] * 4, act, factor / n, input_var=1e-8)
+        np.testing.assert_allclose(df.grad_pre_var, 1.0, rtol=1e-4)
 
 
 @pytest.mark.parametrize("act", ["elu", "softsign"])

@@ -164,7 +164,7 @@ def _taylor_table() -> tuple[pd.DataFrame, dict[str, Any]]:
         rows.append({
             "activation": label, "beta = f(0)": tc.beta, "alpha = f'(0)": tc.alpha,
             "slope s<0": left, "slope s>0": right, "c3": tc.coefficients[3],
-            "smooth": tc.smooth, "weight variance vs tanh (1/alpha²)":
+            "smooth": tc.smooth, "weight variance vs tanh (1/E[f'²], linear regime)":
                 tc.weight_variance_factor_vs_tanh,
         })
     return pd.DataFrame(rows), coefs

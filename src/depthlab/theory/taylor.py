@@ -52,9 +52,12 @@ class TaylorCoefficients:
     """Coefficients ``c_k`` of ``f(s) = sum_k c_k s^k`` at ``s = 0`` (``c_k = f^(k)(0) / k!``).
 
     ``beta = c0`` (mean shift), ``alpha = c1`` (slope),
-    ``weight_variance_factor_vs_tanh = 1 / alpha^2`` (inf when alpha = 0). ``smooth`` is False
-    when the one-sided expansions differ (a kink); then ``coefficients`` is their average and
-    ``left``/``right`` hold the one-sided ones.
+    ``weight_variance_factor_vs_tanh = 1 / alpha^2`` (inf when alpha = 0): the weight variance,
+    relative to tanh's, that keeps variances through a layer in the linear regime. ``smooth`` is
+    False when the one-sided expansions differ (a kink); then ``coefficients`` is their average,
+    ``left``/``right`` hold the one-sided ones and the factor is ``2 / (l1^2 + r1^2)`` (the mean
+    of the squared one-sided slopes, ``E[f'(s)^2]`` for symmetric ``s``: ReLU 2, He et al.'s
+    ``2 / fan_in``; penalized tanh 1.88), not ``1 / alpha^2`` of the averaged slope.
     """
 
     name: str
@@ -98,13 +101,17 @@ def _clean(coefs) -> tuple[float, ...]:
 def _make(name: str, coefs, smooth: bool = True, exact: bool = False,
           left=None, right=None) -> TaylorCoefficients:
     coefs = _clean(coefs)
+    left = None if left is None else _clean(left)
+    right = None if right is None else _clean(right)
     alpha = coefs[1] if len(coefs) > 1 else 0.0
-    factor = float("inf") if alpha == 0.0 else 1.0 / alpha**2
+    # the mean squared slope the linear regime propagates variances with: alpha^2, or at a kink
+    # (l1^2 + r1^2) / 2 = E[f'(s)^2] for symmetric s (ReLU 1/2: He's 2x, not (1/2)^-2 = 4x)
+    slope_sq = alpha**2 if left is None or right is None else 0.5 * (left[1]**2 + right[1]**2)
+    factor = float("inf") if slope_sq == 0.0 else 1.0 / slope_sq
     return TaylorCoefficients(
         name=name, coefficients=coefs, beta=coefs[0], alpha=alpha,
         weight_variance_factor_vs_tanh=factor, smooth=smooth, exact=exact,
-        left=None if left is None else _clean(left),
-        right=None if right is None else _clean(right),
+        left=left, right=right,
     )
 
 
