@@ -226,3 +226,19 @@ def test_a_torchscript_model_is_refused_by_name_before_training():
     'can't optimize a non-leaf Tensor', naming neither TorchScript nor the way out."""
     with pytest.raises(TypeError, match="TorchScript module .* pass the original nn.Module"):
         dlt.doctor(lambda: torch.jit.script(_mlp()()), _xy(), steps=2, verify=False)
+
+
+def test_a_seed_beyond_torchs_range_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    """Regression: ``seed=2**64`` failed in torch.manual_seed with 'Overflow when unpacking
+    long long' (the CLI blamed the user's factory for it)."""
+    with pytest.raises(ValueError, match=r"seed must be an integer from 0 to 2\*\*64 - 1"):
+        dlt.doctor(_mlp(), _xy(), steps=2, seed=2**64)
+    with pytest.raises(ValueError, match=r"seed must be an integer from 0 to 2\*\*64 - 1"):
+        TorchTrainSpec(seed=2**64)
+    assert TorchTrainSpec(seed=2**64 - 1).seed == 2**64 - 1
+    one_blas_thread(monkeypatch)
+    (tmp_path / "m.py").write_text("from torch import nn\n"
+                                   "def make():\n    return nn.Linear(64, 10)\n")
+    code, _, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make", "--data",
+                           "digits", "--seed", str(2**64), "--out", tmp_path / "out")
+    assert_one_line_error(code, err, f"--seed {2**64} is not accepted", "2**64 - 1")

@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
                           ("--n", args.n, 1)):
         if v is not None and v < low:
             raise UserError(f"{label} {v} is not accepted; accepted: an integer >= {low}")
+    if args.seed >= 2**64:
+        raise UserError(f"--seed {args.seed} is not accepted; accepted: an integer from 0 to "
+                        "2**64 - 1")
     if args.lr is not None and not args.lr > 0:
         raise UserError(f"--lr {args.lr} is not accepted; accepted: a number > 0")
     threads = getattr(args, "threads", None)

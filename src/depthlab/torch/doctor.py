@@ -540,8 +540,9 @@ def doctor(
     """
     if isinstance(max_cures, bool) or not isinstance(max_cures, Integral) or max_cures < 1:
         raise ValueError(f"max_cures must be a positive integer, got {max_cures!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1 (torch.manual_seed's "
+                         f"range), got {seed!r}")
     max_cures, seed = int(max_cures), int(seed)  # NumPy integers too
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string or None, got {type(name).__name__}")

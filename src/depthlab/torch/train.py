@@ -97,8 +97,9 @@ class TorchTrainSpec:
         for label in ("steps", "batch_size", "probe_every"):
             positive_int(label, getattr(self, label))
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
-                or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+                or not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed must be an integer from 0 to 2**64 - 1 (torch.manual_seed's "
+                             f"range), got {self.seed!r}")
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, np.integer)) \
                 or self.warmup < 0:
             raise ValueError(f"warmup must be a non-negative integer, got {self.warmup!r}")
