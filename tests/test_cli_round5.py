@@ -333,3 +333,17 @@ def test_predict_on_a_stored_run_without_a_network_says_why(tmp_path, capsys, mo
     # was: "'abc1' is neither a .npz file nor a run with a saved network"
     assert_one_line_error(code, err, "sweep-point abc123def456", "no saved network",
                           "depthlab run")
+
+
+# --- run of a config with a [sweep] table ------------------------------------------------------
+
+
+def test_run_refusing_a_config_with_a_sweep_table_is_one_line(tmp_path, capsys, monkeypatch):
+    one_blas_thread(monkeypatch)
+    cfg = tmp_path / "grid.toml"
+    cfg.write_text(TINY + '[sweep]\n"train.seed" = [0, 1]\n')
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "run", cfg, "--out", out, "-q")
+    assert code == 0 and "[sweep] table is ignored" in err, err
+    code, _, err = run_cli(capsys, "run", cfg, "--out", out, "-q")
+    assert_one_line_error(code, err, "--overwrite")  # was: the note, then the error

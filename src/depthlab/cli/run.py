@@ -24,10 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments import load_config, prepare, run_id, train
 
     cfg = load_config(args.config)
-    if "sweep" in cfg:
-        print("depthlab: note: the [sweep] table is ignored by `depthlab run` "
-              "(use `depthlab sweep`)", file=sys.stderr)
-        cfg.pop("sweep")
+    ignored_sweep = cfg.pop("sweep", None) is not None
     rid = run_id(cfg)
     prep = prepare(cfg)
     # before training: a bad, read-only or full --out and a stored run with this config
@@ -46,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         raise UserError(f"{existing} has this config and is stored in {str(store.path)!r}; "
                         "pass --overwrite to replace it, or change the config or --out")
+    if ignored_sweep:  # once the checks passed: a refused run is one line, its error
+        print("depthlab: note: the [sweep] table is ignored by `depthlab run` "
+              "(use `depthlab sweep`)", file=sys.stderr)
     rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
                 progress=progress_mode(args))
     try:
