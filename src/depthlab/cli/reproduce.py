@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--quick", action="store_true",
                    help="reduced version that still tests every claim (minutes for all)")
-    p.add_argument("--out", default=None, type=path_arg,
-                   help="output folder (default: reproduce-out/NAME); claims.json + report.html")
+    p.add_argument("--out", default=None, type=path_arg, metavar="DIR",
+                   help="output folder (default: reproduce-out/NAME; with 'all', DIR/NAME for "
+                   "each experiment); claims.json + report.html")
     p.add_argument("--data", default=None,
                    help="alternative data set where the experiment supports one "
                         "(e.g. ioffe2015 --data fashion-mnist)")
