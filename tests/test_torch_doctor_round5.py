@@ -242,3 +242,24 @@ def test_a_seed_beyond_torchs_range_is_a_clear_error(tmp_path, capsys, monkeypat
     code, _, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:make", "--data",
                            "digits", "--seed", str(2**64), "--out", tmp_path / "out")
     assert_one_line_error(code, err, f"--seed {2**64} is not accepted", "2**64 - 1")
+
+
+def test_labels_are_checked_for_one_output_and_per_position_outputs():
+    """A model with one output column under CrossEntropyLoss (labels 0/1) and a sequence
+    labeller (outputs ``(N, C, T)``, labels ``(N, T)``): labels outside the classes are refused
+    before training (the two-row check passed when those rows held valid labels)."""
+    x, _ = _xy(n=80, d=16)
+    y = np.zeros(80, np.int64)
+    y[70] = 1  # in the validation part only
+    one = lambda: nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1))  # noqa: E731
+    with pytest.raises(ValueError, match=r"the labels hold 1 .* the model has 1 outputs"):
+        dlt.doctor(one, (x[:60], y[:60], x[60:], y[60:]), steps=2, verify=False)
+
+    def seq():
+        return nn.Sequential(nn.Conv1d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 3, 1))
+
+    ys = (x > 0).astype(np.int64) + (x > 1)
+    assert dlt.doctor(seq, (x[:, None, :], ys), steps=2, verify=False).baseline["steps"] == 2
+    ys[60, 5] = 3
+    with pytest.raises(ValueError, match=r"the labels hold 3 \(1 of 1280 outside 0 to 2\)"):
+        dlt.doctor(seq, (x[:, None, :], ys), steps=2, verify=False)

@@ -56,7 +56,6 @@ from .train import (
     TorchTrainSpec,
     TrainResult,
     check_fits,
-    is_classification,
     make_optimizer,
     model_device_dtype,
     scalar_loss,
@@ -659,18 +658,19 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
 
 
 def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
-    """For a class-index loss (``CrossEntropyLoss``, ``NLLLoss``) on outputs ``(N, C)``: every
-    training and validation label in ``[0, C)`` (or the loss's ``ignore_index``), else a
-    ValueError naming the first bad one. The two-row check sees only two labels, and torch's
-    IndexError would otherwise come from whichever mini-batch (or the final validation pass)
-    first holds one."""
+    """For a class-index loss (``CrossEntropyLoss``, ``NLLLoss``) on outputs ``(N, C, ...)``
+    with integer targets ``(N, ...)``: every training and validation label in ``[0, C)`` (or
+    the loss's ``ignore_index``), else a ValueError naming the first bad one. The two-row
+    check sees only two labels, and torch's IndexError would otherwise come from whichever
+    mini-batch (or the final validation pass) first holds one."""
+    y2 = d.y[:2]
     if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or \
-            not is_classification(out, d.y[:2]):
+            not isinstance(out, torch.Tensor) or y2.is_floating_point() or \
+            out.dim() != y2.dim() + 1 or out.dim() < 2 or out.shape[0] != y2.shape[0] or \
+            out.shape[2:] != y2.shape[1:]:
         return
     classes = int(out.shape[1])
-    ys = [y for y in (d.y, d.y_val) if y is not None and not y.is_floating_point()
-          and y.dim() == 1]
-    labels = torch.cat(ys)
+    labels = torch.cat([y.reshape(-1) for y in (d.y, d.y_val) if y is not None])
     bad = labels[((labels < 0) | (labels >= classes)) & (labels != loss_fn.ignore_index)]
     if len(bad):
         raise ValueError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
