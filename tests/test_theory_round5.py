@@ -111,6 +111,22 @@ def test_tiny_bias_variance_is_a_fixed_point_not_a_collapse(act, slope2):
     assert mf.chi1 == pytest.approx(sw2 * slope2, rel=1e-6)
 
 
+# ------------------------------------------------------------------ off-centre quadrature
+
+@pytest.mark.parametrize("var,mean", [(1e6, 0.5), (1e10, 1.0), (1e10, -3e5), (1e20, 5.0)])
+def test_off_centre_expectation_resolves_unit_features_at_large_variance(var, mean):
+    """E[sech(s)^4], s ~ N(mean, var): the bump of width ~1 at s = 0 sat inside one panel
+    5000 wide in s at var = 1e12 (panels were at least 0.005 wide in z): 54% low at
+    var = 1e10, mean = 1. For sd >> 1, expanding the density about s = 0:
+    phi(mean/sd) / sd [4/3 - (1 - mean^2/var) / (2 var) (pi^2 - 6)/9]."""
+    sd = math.sqrt(var)
+    exact = (math.exp(-0.5 * (mean / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+             * (4 / 3 - (1 - mean ** 2 / var) / (2 * var) * (math.pi ** 2 - 6) / 9))
+    with np.errstate(over="ignore"):
+        got = gauss_expect(lambda s: 1 / np.cosh(s) ** 4, var, mean)
+    assert got == pytest.approx(exact, rel=1e-8)
+
+
 # ------------------------------------------------------------------ linear regime, kinks
 
 def test_linear_regime_keeps_each_side_of_a_kink():

@@ -131,17 +131,27 @@ def normal_rule(var: float) -> tuple[np.ndarray, np.ndarray]:
 def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``s`` and weights for ``s ~ N(mean, var)`` with breakpoints at ``s = mean`` and at
     ``s = 0`` (the kink of the relu family), so that a kink off the mean is integrated exactly:
-    composite 8-point Gauss-Legendre in ``z`` on ``|z| <= 10``, panels ``min(0.5, 0.5/sd)``
-    wide (at least 0.005)."""
+    composite 8-point Gauss-Legendre in ``z`` on ``|z| <= 10``: panels 0.5 wide in ``z``, and
+    around ``z0 = -mean/sd`` (where ``s = 0`` and the activations' unit-scale features sit) at
+    most 0.5 wide in ``s`` while ``|s| < 16``, growing geometrically beyond (as
+    :func:`standard_rule` does about 0), so any ``sd`` from ~0 to ~1e12 is resolved."""
     if not (np.isfinite(var) and var > 0 and np.isfinite(mean)):
         raise ValueError(f"need a finite variance > 0 and a finite mean, got {var!r}, {mean!r}")
     gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
     sd = math.sqrt(var)
-    h = max(min(0.5, 0.5 / sd), 0.005)
-    breaks = np.arange(-10.0, 10.0 + h / 2, h)
     z0 = -mean / sd
-    if -10.0 < z0 < 10.0:
-        breaks = np.unique(np.append(breaks, z0))
+    parts = [np.arange(-_Z_MAX, _Z_MAX + _PANEL / 2, _PANEL), [z0]]
+    if sd > 1.0:  # features of width ~1 in s are narrower than a panel in z
+        near = _S_NEAR / sd
+        k = math.ceil(near * sd / _PANEL)
+        parts.append(z0 + np.arange(-k, k + 1) * (near / k))
+        far, d = [], near
+        growth = max(_GROWTH, (2 * _Z_MAX / near) ** (1.0 / _FAR_PANELS))
+        while d < 2 * _Z_MAX:
+            d = min(d * growth, d + _PANEL)
+            far.append(d)
+        parts += [z0 + np.asarray(far), z0 - np.asarray(far)]
+    breaks = np.unique(np.clip(np.concatenate(parts), -_Z_MAX, _Z_MAX))
     lo, hi = breaks[:-1, None], breaks[1:, None]
     half = 0.5 * (hi - lo)
     z = (lo + half * (1.0 + gl_x)).ravel()
