@@ -347,3 +347,20 @@ def test_run_refusing_a_config_with_a_sweep_table_is_one_line(tmp_path, capsys, 
     assert code == 0 and "[sweep] table is ignored" in err, err
     code, _, err = run_cli(capsys, "run", cfg, "--out", out, "-q")
     assert_one_line_error(code, err, "--overwrite")  # was: the note, then the error
+
+
+# --- stdout that takes no output ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+@pytest.mark.parametrize("buffered", [True, False])
+def test_full_stdout_is_one_line_exit_2(buffered):
+    env = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([sys.executable, "-m", "depthlab", "datasets"], stdout=full,
+                           stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=120)
+    # was: exit 120 and "Exception ignored in: <_io.TextIOWrapper name='<stdout>'...>"
+    # (buffered), or "[Errno 28] No space left on device" naming nothing (unbuffered)
+    assert_one_line_error(p.returncode, p.stderr, "stdout", "No space left on device")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import os
 import sys
@@ -123,6 +124,28 @@ def _check_environment() -> None:
                         f"{', '.join(PROBE_KERNELS_VALUES)} (or unset it)")
 
 
+def _stdout_broken() -> bool:
+    """Whether stdout refuses the command's output (a full disk, a closed pipe); if so it is
+    pointed at ``os.devnull``, so the interpreter's exit does not fail on it again."""
+    try:
+        sys.stdout.flush()
+        return False
+    except (OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return True
+
+
+def _output_failed(e: BaseException) -> bool:
+    """Whether ``e`` is the failure to write the command's output to stdout (an OSError
+    without a file name: the user's files are named in their errors)."""
+    if not isinstance(e, OSError) or e.filename is not None:
+        return False
+    return _stdout_broken() or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
     try:
@@ -142,15 +165,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
         with _thread_limit(getattr(args, "threads", None)):
-            return int(args._run(args) or 0)
+            code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
+        return code
     except KeyboardInterrupt:
         sys.stderr.write("depthlab: interrupted\n")
         return 130
     except BrokenPipeError:
+        _stdout_broken()  # the reader stopped (`| head`): not an error
         return 0
     except Exception as e:
         if debug:
             traceback.print_exc()
+        if _output_failed(e):
+            sys.stderr.write(f"depthlab: error: cannot write the output to stdout: "
+                             f"{e.strerror or one_line(e)}\n")
+            return 2
         if isinstance(e, user_errors):
             sys.stderr.write(f"depthlab: error: {one_line(e)}\n")
             return 2
