@@ -342,3 +342,11 @@ def test_batchnorm_prediction_with_unequal_widths_matches_measurement(act, sizes
         ratios.append(g.value.to_numpy() / g.value.iloc[-1])
     pred = np.array(predict_gradients(net).relative_std, dtype=float)
     np.testing.assert_allclose(np.mean(ratios, axis=0), pred, rtol=0.08)
+
+
+def test_selu_jacobian_at_the_fixed_point_is_the_papers():
+    """Klambauer et al. 2017, proof of Theorem 1: at (mu, nu) = (0, 1) with omega = 0, tau = 1
+    the Jacobian of the moment map is ((0, 0.088834), (0, 0.782648)), spectral norm 0.7877."""
+    jac = selu_jacobian()
+    np.testing.assert_allclose(jac, [[0.0, 0.088834], [0.0, 0.782648]], atol=2e-6)
+    assert np.linalg.norm(jac, 2) == pytest.approx(0.7877, abs=1e-4)
