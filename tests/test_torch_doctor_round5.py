@@ -263,3 +263,34 @@ def test_labels_are_checked_for_one_output_and_per_position_outputs():
     ys[60, 5] = 3
     with pytest.raises(ValueError, match=r"the labels hold 3 \(1 of 1280 outside 0 to 2\)"):
         dlt.doctor(seq, (x[:, None, :], ys), steps=2, verify=False)
+
+
+def test_torch_datasets_and_dataloaders_are_taken_as_x_y():
+    """A PyTorch user's data as they have it: a TensorDataset, a DataLoader (its dataset, in
+    index order; the doctor keeps its own batch order) or a map-style Dataset of ``(x, y)``
+    pairs give the same diagnosis as the tensors (they were refused: 'data must be ...')."""
+    from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+    x, y = _xy()
+
+    class Pairs(Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return x[i], int(y[i])
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(x, y))
+
+    kw = {"steps": 3, "batch_size": 16, "verify": False}
+    ref = dlt.doctor(_mlp(), (x, y), **kw).baseline["train_loss"]
+    tds = TensorDataset(torch.as_tensor(x), torch.as_tensor(y))
+    for data in (tds, DataLoader(tds, batch_size=8, shuffle=True), Pairs(),
+                 DataLoader(Pairs(), batch_size=5)):
+        assert dlt.doctor(_mlp(), data, **kw).baseline["train_loss"] == ref, data
+    with pytest.raises(TypeError, match="Stream has no length"):
+        dlt.doctor(_mlp(), Stream(), **kw)
+    with pytest.raises(TypeError, match="a TensorDataset of \\(x, y\\) was expected, got 3"):
+        dlt.doctor(_mlp(), TensorDataset(*tds.tensors, tds.tensors[1]), **kw)

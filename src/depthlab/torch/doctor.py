@@ -355,7 +355,11 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     there are at least 10 rows) or ``(x, y, x_val, y_val)`` (validation parts None: as ``(x, y)``;
     examples of the same shape as the training ones). Inputs are cast to the model's
     floating ``dtype`` (integer inputs such as token ids become int64, uint8/bool ``dtype``);
-    integer labels become int64, float targets ``dtype``."""
+    integer labels become int64, float targets ``dtype``. A ``torch.utils.data`` Dataset of
+    ``(x, y)`` pairs or a DataLoader (its dataset; the doctor keeps its own batch order) is
+    taken as ``(x, y)`` (:func:`pairs_from_torch`)."""
+    if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
+        data = pairs_from_torch(data, device)
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
         parts = [data.x_train, data.y_train, getattr(data, "x_val", None),
                  getattr(data, "y_val", None)]
@@ -366,8 +370,9 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
         if len(parts) == 4 and parts[2] is None and parts[3] is None:
             parts = parts[:2]  # no validation set given: held out as for (x, y)
     else:
-        raise TypeError("data must be a Dataset (x_train, y_train, x_val, y_val) or a tuple "
-                        f"(x, y) or (x, y, x_val, y_val), got {type(data).__name__}")
+        raise TypeError("data must be a Dataset (x_train, y_train, x_val, y_val), a tuple "
+                        "(x, y) or (x, y, x_val, y_val), or a torch Dataset/DataLoader of (x, y) "
+                        f"pairs, got {type(data).__name__}")
     ts = [_as_tensor(v, label) for v, label in zip(parts, ("x", "y", "x_val", "y_val"))]
     for xs, ys, label in ((ts[0], ts[1], ""), *(((ts[2], ts[3], "_val"),) if len(ts) == 4
                                                  else ())):
@@ -401,6 +406,40 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(device)
     k = max(1, int(round(VAL_FRACTION * n)))
     return TensorData(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
+
+
+def pairs_from_torch(data: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a ``torch.utils.data`` DataLoader's dataset or of a Dataset: a
+    ``TensorDataset``'s two tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked
+    in index order, after checking that ``len`` times the first pair's size fits in memory."""
+    ds = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+    what = type(ds).__name__
+    if isinstance(ds, torch.utils.data.TensorDataset):
+        if len(ds.tensors) != 2:
+            raise TypeError(f"a TensorDataset of (x, y) was expected, got {len(ds.tensors)} "
+                            "tensors")
+        return ds.tensors[0], ds.tensors[1]
+    if isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+        raise TypeError(f"data: {what} has no length (an iterable dataset); give (x, y) tensors "
+                        "or a map-style Dataset of (x, y) pairs")
+    n = len(ds)
+    if n == 0:
+        raise ValueError("the training data are empty")
+    first = ds[0]
+    if not isinstance(first, (tuple, list)) or len(first) != 2:
+        raise TypeError(f"data: {what}[0] is a {type(first).__name__}; expected an (x, y) pair")
+    pair = [_as_tensor(v, label) for v, label in zip(first, ("x", "y"))]
+    check_fits(2 * n * sum(t.numel() * max(t.element_size(), 4) for t in pair), device)  # items
+    # and their stacked copy
+    xs, ys = [pair[0]], [pair[1]]
+    for i in range(1, n):
+        x, y = ds[i]
+        xs.append(_as_tensor(x, "x"))
+        ys.append(_as_tensor(y, "y"))
+    try:
+        return torch.stack(xs), torch.stack(ys)
+    except RuntimeError as e:
+        raise ValueError(f"data: the items of {what} differ in shape: {e}") from None
 
 
 def _check_finite(original: torch.Tensor, cast: torch.Tensor, label: str) -> torch.Tensor:
@@ -526,8 +565,9 @@ def doctor(
 
     ``make_model_or_model``: a function returning a fresh ``nn.Module`` (called after
     ``torch.manual_seed(seed)``) or a module instance (deep-copied, never modified).
-    ``data``: ``(x, y)``, ``(x, y, x_val, y_val)`` or a Dataset; arrays or tensors, moved to
-    the model's device. ``loss_fn(model(x), y)`` must return a scalar tensor (default
+    ``data``: ``(x, y)``, ``(x, y, x_val, y_val)``, a Dataset, or a ``torch.utils.data``
+    Dataset/DataLoader of ``(x, y)`` pairs; arrays or tensors, moved to the model's device.
+    ``loss_fn(model(x), y)`` must return a scalar tensor (default
     ``nn.CrossEntropyLoss()``). ``optimizer``: ``(name, kwargs)`` with a name of
     :data:`depthlab.torch.train.OPTIMIZERS` (``lr`` in kwargs; other kwargs such as
     ``momentum`` go to the optimizer). ``probe_every``: probe-table period (default
