@@ -1,8 +1,9 @@
 """Adversarial checks of the theory and of the reproductions' reports (round 5).
 
-Each test pins a bug found by comparing a theory function with an independent computation
-(SciPy quadrature, a closed form, a NumPy network) or a report's words with its own data;
-each fails on the code before its fix.
+The tests before "independent simulations" each pin a bug found by comparing a theory
+function with an independent computation (SciPy quadrature, a closed form, a NumPy network) or
+a report's words with its own data, and fail on the code before its fix; the last section
+checks predictions against wide random networks and the papers' own numbers.
 """
 
 from __future__ import annotations
