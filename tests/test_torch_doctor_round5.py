@@ -294,3 +294,24 @@ def test_torch_datasets_and_dataloaders_are_taken_as_x_y():
         dlt.doctor(_mlp(), Stream(), **kw)
     with pytest.raises(TypeError, match="a TensorDataset of \\(x, y\\) was expected, got 3"):
         dlt.doctor(_mlp(), TensorDataset(*tds.tensors, tds.tensors[1]), **kw)
+
+
+def test_a_cure_that_cannot_train_at_this_batch_size_is_skipped_not_fatal():
+    """Regression: at ``batch_size=1`` the batch-norm cure (checked by one forward on 256 rows
+    only) failed in its verification run ('Expected more than 1 value per channel when
+    training') and that ValueError ended the whole diagnosis; a changed model must now take
+    one training step of the run's settings to be tried."""
+    def sick():
+        layers = [nn.Linear(12, 16), nn.Sigmoid()]
+        for _ in range(8):
+            layers += [nn.Linear(16, 16), nn.Sigmoid()]
+        model = nn.Sequential(*layers, nn.Linear(16, 3))
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0)
+        return model
+
+    d = dlt.doctor(sick, _xy(n=100), steps=10, batch_size=1, verify=True, max_cures=2)
+    assert "vanishing_gradients" in d.kinds
+    tried = [v.prescription for v in d.verifications if v.kind == "vanishing_gradients"]
+    assert len(tried) == 2 and {"normalization": "batchnorm"} not in tried, tried

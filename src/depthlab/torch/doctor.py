@@ -764,18 +764,15 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
         if key in seen:
             continue
         seen.add(key)
-        if set(changes) & rx.MODEL_KEYS:
-            try:
-                rx.apply(changes, fresh(seed), spec, xs)
+        new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
+        model_changed = bool(set(changes) & rx.MODEL_KEYS)
+        if model_changed or (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm) != \
+                (spec.optimizer, spec.optimizer_kwargs, spec.clip_grad_norm):
+            try:  # the changed model must also take a training step (e.g. inserted batch
+                model, new = rx.apply(changes, fresh(seed), spec, xs)  # norms: not on 1-row
+                _check_step(model, new, d, loss_fn)  # mini-batches)
             except (ValueError, RuntimeError, NotImplementedError):  # NotApplicable, or a
                 continue  # change this model cannot take (e.g. an operation its dtype lacks)
-        new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
-        if (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm) != \
-                (spec.optimizer, spec.optimizer_kwargs, spec.clip_grad_norm):
-            try:
-                _check_step(fresh(seed), new, d, loss_fn)
-            except ValueError:
-                continue
         out.append((changes, text))
     return out
 
