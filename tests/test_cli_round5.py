@@ -364,3 +364,20 @@ def test_full_stdout_is_one_line_exit_2(buffered):
     # was: exit 120 and "Exception ignored in: <_io.TextIOWrapper name='<stdout>'...>"
     # (buffered), or "[Errno 28] No space left on device" naming nothing (unbuffered)
     assert_one_line_error(p.returncode, p.stderr, "stdout", "No space left on device")
+
+
+# --- warnings from the command line ------------------------------------------------------------
+
+
+def test_a_warning_is_one_line_on_stderr(tmp_path):
+    cfg = tmp_path / "bn.toml"  # digits' 1258 training rows in batches of 3 leave one row
+    cfg.write_text(TINY.replace("batch_size = 64", "batch_size = 3").replace(
+        "[model]\n", "[model]\nbatchnorm = true\n"))
+    p = subprocess.run([sys.executable, "-m", "depthlab", "run", cfg, "--out",
+                        tmp_path / "out", "-q"], capture_output=True, text=True, env=ENV,
+                       cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    # was: ".../runner.py:225: UserWarning: batch normalization: ..." and a line of source
+    assert p.stderr.splitlines() == [
+        "depthlab: warning: batch normalization: 1258 rows in batches of 3 leave 1 row for the "
+        "last batch of each epoch; it is merged into the batch before it (4 rows)"], p.stderr

@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 
 from .common import Command, UserError, one_line
@@ -138,6 +139,27 @@ def _stdout_broken() -> bool:
         return True
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(debug: bool) -> Iterator[None]:
+    """Warnings during the command as one line each, ``depthlab: warning: MESSAGE`` (Python's
+    own format adds the file, the line number and a second line of source code); ``--debug``
+    keeps Python's format."""
+    if debug:
+        yield
+        return
+    old = warnings.formatwarning
+    warnings.formatwarning = _warning_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = old
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
+    text = " ".join(str(message).split()).removeprefix("depthlab: ")
+    return f"depthlab: warning: {text}\n"
+
+
 def _output_failed(e: BaseException) -> bool:
     """Whether ``e`` is the failure to write the command's output to stdout (an OSError
     without a file name: the user's files are named in their errors)."""
@@ -164,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     user_errors = _user_errors()
     try:
         _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
-        with _thread_limit(getattr(args, "threads", None)):
+        with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug):
             code = int(args._run(args) or 0)
         sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
         return code
