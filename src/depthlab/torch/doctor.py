@@ -766,8 +766,9 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
         seen.add(key)
         new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
         model_changed = bool(set(changes) & rx.MODEL_KEYS)
-        if model_changed or (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm) != \
-                (spec.optimizer, spec.optimizer_kwargs, spec.clip_grad_norm):
+        if model_changed or (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm,
+                             new.batch_size) != (spec.optimizer, spec.optimizer_kwargs,
+                                                 spec.clip_grad_norm, spec.batch_size):
             try:  # the changed model must also take a training step (e.g. inserted batch
                 model, new = rx.apply(changes, fresh(seed), spec, xs)  # norms: not on 1-row
                 _check_step(model, new, d, loss_fn)  # mini-batches)
