@@ -369,15 +369,20 @@ def test_full_stdout_is_one_line_exit_2(buffered):
 # --- warnings from the command line ------------------------------------------------------------
 
 
-def test_a_warning_is_one_line_on_stderr(tmp_path):
+@pytest.mark.parametrize("command", [["run"], ["sweep", "--jobs", "2"]])
+def test_a_warning_is_one_line_on_stderr(tmp_path, command):
+    """Also from a sweep's worker process."""
     cfg = tmp_path / "bn.toml"  # digits' 1258 training rows in batches of 3 leave one row
     cfg.write_text(TINY.replace("batch_size = 64", "batch_size = 3").replace(
-        "[model]\n", "[model]\nbatchnorm = true\n"))
-    p = subprocess.run([sys.executable, "-m", "depthlab", "run", cfg, "--out",
-                        tmp_path / "out", "-q"], capture_output=True, text=True, env=ENV,
-                       cwd=ROOT, timeout=120)
+        "[model]\n", "[model]\nbatchnorm = true\n") + '[sweep]\n"train.seed" = [0]\n')
+    p = subprocess.run([sys.executable, "-m", "depthlab", command[0], cfg, *command[1:],
+                        "--out", tmp_path / "out", "-q"], capture_output=True, text=True,
+                       env=ENV, cwd=ROOT, timeout=120)
+    lines = p.stderr.splitlines()
+    if command[0] == "run":  # the note that [sweep] is ignored comes first
+        assert lines.pop(0).startswith("depthlab: note:"), p.stderr
     assert p.returncode == 0, p.stderr
     # was: ".../runner.py:225: UserWarning: batch normalization: ..." and a line of source
-    assert p.stderr.splitlines() == [
+    assert lines == [
         "depthlab: warning: batch normalization: 1258 rows in batches of 3 leave 1 row for the "
         "last batch of each epoch; it is merged into the batch before it (4 rows)"], p.stderr

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["LINE_EVERY_S", "ExperimentProgress", "Stages", "StatusLines", "duration",
-           "make_progress", "mode", "tqdm_bar"]
+           "make_progress", "mode", "tqdm_bar", "warning_line"]
 
 LINE_EVERY_S = 5.0
 
@@ -37,6 +37,15 @@ def mode(progress: Any) -> str | None:
         return "lines"
     raise ValueError(f"progress={progress!r} is not accepted; expected True/'bar', 'lines', "
                      "False or None")
+
+
+def warning_line(message: Any, category: Any = None, filename: Any = None, lineno: Any = None,
+                 line: Any = None) -> str:
+    """A warning as one line, ``depthlab: warning: MESSAGE`` (a ``warnings.formatwarning``
+    for the command line and its worker processes; Python's own format adds the file, the
+    line number and a line of source code)."""
+    text = " ".join(str(message).split()).removeprefix("depthlab: ")
+    return f"depthlab: warning: {text}\n"
 
 
 def duration(seconds: float) -> str:

@@ -147,17 +147,14 @@ def _warnings_as_lines(debug: bool) -> Iterator[None]:
     if debug:
         yield
         return
+    from ..progress import warning_line
+
     old = warnings.formatwarning
-    warnings.formatwarning = _warning_line
+    warnings.formatwarning = warning_line
     try:
         yield
     finally:
         warnings.formatwarning = old
-
-
-def _warning_line(message, category, filename, lineno, line=None) -> str:  # noqa: ARG001
-    text = " ".join(str(message).split()).removeprefix("depthlab: ")
-    return f"depthlab: warning: {text}\n"
 
 
 def _output_failed(e: BaseException) -> bool:

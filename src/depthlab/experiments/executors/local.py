@@ -31,10 +31,12 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from ...progress import warning_line
 from .base import Compute, Done, Executor, Task, compute_point, crash_record
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -69,6 +71,7 @@ def worker_main() -> None:
     ``(seq, "error", text)``; ``None`` or end of file stops it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+    warnings.formatwarning = warning_line  # a point's warning: one line, as the client's
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
     _die_with_parent(parent)
     conn = Connection(fd)
