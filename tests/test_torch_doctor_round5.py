@@ -315,3 +315,15 @@ def test_a_cure_that_cannot_train_at_this_batch_size_is_skipped_not_fatal():
     assert "vanishing_gradients" in d.kinds
     tried = [v.prescription for v in d.verifications if v.kind == "vanishing_gradients"]
     assert len(tried) == 2 and {"normalization": "batchnorm"} not in tried, tried
+
+
+def test_a_loss_that_does_not_depend_on_the_model_is_named_as_such():
+    """Regression: a loss built from a detached output failed as 'a training step with
+    optimizer 'sgd' fails ...: element 0 of tensors does not require grad', blaming the
+    optimizer."""
+    def detached(out, target):
+        return nn.functional.cross_entropy(out.detach(), target)
+
+    with pytest.raises(ValueError, match="loss_fn\\(model\\(x\\), y\\) does not depend on the "
+                                         "model's parameters"):
+        dlt.doctor(_mlp(), _xy(), steps=2, loss_fn=detached)

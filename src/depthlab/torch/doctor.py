@@ -729,17 +729,28 @@ def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: 
         return  # train() says so
     opt = make_optimizer(spec, params)
     rows = min(spec.batch_size, len(d.x))
+
+    def failed(e: Exception) -> ValueError:
+        return ValueError(f"a training step with optimizer {spec.optimizer!r} fails on "
+                          f"mini-batches of {rows} rows (batch_size {spec.batch_size}, "
+                          f"{len(d.x)} training rows): {type(e).__name__}: {e}")
+
     try:
         model.train()
         loss = scalar_loss(loss_fn, model(d.x[:rows]), d.y[:rows])
+    except Exception as e:  # noqa: BLE001 - e.g. batch norm on one-row batches
+        raise failed(e) from None
+    if not loss.requires_grad:
+        raise ValueError("loss_fn(model(x), y) does not depend on the model's parameters (no "
+                         "grad_fn): expected a loss computed from the model's output with "
+                         "torch operations (not .item(), NumPy or a detached tensor)")
+    try:
         loss.backward()
         if spec.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
         opt.step()
     except Exception as e:  # noqa: BLE001 - the optimizer (or clipping) cannot train it
-        raise ValueError(f"a training step with optimizer {spec.optimizer!r} fails on "
-                         f"mini-batches of {rows} rows (batch_size {spec.batch_size}, "
-                         f"{len(d.x)} training rows): {type(e).__name__}: {e}") from None
+        raise failed(e) from None
 
 
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
