@@ -286,6 +286,21 @@ def test_glorot_table_note_reports_the_sigmoid_top_layer_it_measured():
     assert glorot2010.top_hidden_mean(net, np.ones((5, 4))) == pytest.approx(0.5)
 
 
+def test_recursions_refuse_depths_whose_rows_cannot_fit_before_computing(monkeypatch):
+    """propagate kept ~1 KB per layer and took ~0.4 ms per layer: ten million layers ran for an
+    hour towards 10 GB. Now refused up front (MemoryRefusal, a ValueError) like
+    selu_trajectory; a depth that fits still runs."""
+    from depthlab.memory import MemoryRefusal
+
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1M")
+    for call in (lambda: propagate([10] * 2001, "tanh"),
+                 lambda: propagate_batchnorm([10] * 2001, "relu"),
+                 lambda: propagate_residual(10, 10, 1000, "relu")):
+        with pytest.raises(MemoryRefusal, match="layers"):
+            call()
+    assert len(propagate([10] * 101, "tanh")) == 100
+
+
 def test_reproduce_output_folder_keeps_no_checks_of_an_earlier_experiment(tmp_path):
     """Two experiments written into one ``--out`` folder: the second has no sanity checks, and
     the first's checks.json stayed beside the second's claims.json as if it were its own."""

@@ -214,9 +214,10 @@ def propagate_batchnorm(
     (module docstring). Where :func:`bn_gradient_factor` does not cover the activation,
     ``grad_pre_var`` is NaN below the top layer and ``frame.attrs["note"]`` says why.
     """
-    from .variance import _check_sizes, _init_variance
+    from .variance import _check_sizes, _init_variance, check_rows
 
     widths = _check_sizes(sizes)
+    check_rows(len(widths) - 1, "propagate_batchnorm")
     input_var = _check("input_var", input_var, positive=True)
     eps = _check("eps", eps)
     if eps < 0:

@@ -84,11 +84,12 @@ def propagate_residual(
     the Dense layers that have biases (none before a BN); ``gamma``, ``beta``, ``eps``: BN's.
     ``grad_pre_var`` is Var(dL/ds) relative to the head site.
     """
-    from .variance import _init_variance
+    from .variance import _init_variance, check_rows
 
     n0 = positive_int("input_width", input_width, 1)
     n = positive_int("width", width, 1)
     K = positive_int("blocks", blocks, 0)
+    check_rows(2 * K + 1, "propagate_residual")
     input_var = real("input_var", input_var, low=0.0)
     input_mean = real("input_mean", input_mean)
     bias_var = real("bias_var", bias_var, low=0.0)

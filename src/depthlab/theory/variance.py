@@ -100,6 +100,20 @@ def _init_variance(init: Any, fan_in: int, fan_out: int, init_kw: dict) -> float
     return v
 
 
+ROW_BYTES = 2000
+"""Memory of one layer's row while a recursion runs (a dict of a dozen floats, ~1 KB
+measured, then the DataFrame's row); a list of sizes is refused before the first layer when
+its rows cannot fit (``depthlab.memory.check_fits``)."""
+
+
+def check_rows(layers: int, what: str) -> None:
+    """:class:`~depthlab.memory.MemoryRefusal` when ``layers`` rows of ``ROW_BYTES`` do not fit
+    in the memory available (refused before computing, not after hours)."""
+    from ..memory import check_fits
+
+    check_fits(layers * ROW_BYTES, f"{what} ({layers:,} layers)")
+
+
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
     try:
         out = [int(n) for n in sizes]
@@ -185,6 +199,7 @@ def propagate(
         right = tc.right if tc.right is not None else tc.coefficients
 
     L = len(widths) - 1
+    check_rows(L, "propagate")
     wvar = [_init_variance(init, widths[l - 1], widths[l], init_kw) for l in range(1, L + 1)]
     prev_sq = float(input_var) + float(input_mean) ** 2
     rows = []
