@@ -24,6 +24,7 @@ from depthlab.reproduce.base import Result
 from depthlab.theory import (
     critical_sigma_w2,
     gauss_expect,
+    hermite_rule,
     meanfield,
     normal_rule,
     numerical_taylor,
@@ -299,6 +300,9 @@ def test_recursions_refuse_depths_whose_rows_cannot_fit_before_computing(monkeyp
         with pytest.raises(MemoryRefusal, match="layers"):
             call()
     assert len(propagate([10] * 101, "tanh")) == 100
+    with pytest.raises(MemoryRefusal, match="hermite_rule"):  # an n x n companion matrix
+        hermite_rule(10**6)
+    assert len(hermite_rule(50)[0]) == 50
 
 
 def test_reproduce_output_folder_keeps_no_checks_of_an_earlier_experiment(tmp_path):

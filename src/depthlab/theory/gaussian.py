@@ -69,10 +69,15 @@ def _hermite(n: int) -> tuple[np.ndarray, np.ndarray]:
 def hermite_rule(n: int = DEFAULT_NODES) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``z_i`` and weights ``w_i`` (summing to 1) with ``E[g(z)] ~= sum w_i g(z_i)``.
 
-    ``z ~ N(0, 1)``; exact for polynomials of degree ``<= 2n - 1``.
+    ``z ~ N(0, 1)``; exact for polynomials of degree ``<= 2n - 1``. NumPy finds the nodes as
+    eigenvalues of an ``n x n`` companion matrix (``2 * 8 n^2`` bytes), refused up front
+    (:class:`~depthlab.memory.MemoryRefusal`) when that cannot fit.
     """
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 2:
         raise ValueError(f"number of quadrature nodes must be an integer >= 2, got {n!r}")
+    from ..memory import check_fits
+
+    check_fits(16.0 * float(n) ** 2, f"hermite_rule({int(n):,})")
     return _hermite(int(n))
 
 
