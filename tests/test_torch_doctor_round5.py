@@ -327,3 +327,11 @@ def test_a_loss_that_does_not_depend_on_the_model_is_named_as_such():
     with pytest.raises(ValueError, match="loss_fn\\(model\\(x\\), y\\) does not depend on the "
                                          "model's parameters"):
         dlt.doctor(_mlp(), _xy(), steps=2, loss_fn=detached)
+
+
+def test_cli_torch_naming_a_folder_says_so(tmp_path, capsys):
+    """Regression: ``--torch FOLDER:make`` said 'no such file' for a folder that exists."""
+    (tmp_path / "models").mkdir()
+    code, _, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/models:make", "--data",
+                           "digits", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "models' is a folder; expected FILE.py:FUNCTION")

@@ -85,6 +85,8 @@ def load_factory(spec: str) -> Callable[[], Any]:
     if not sep or not path_s or not name:
         raise UserError(f"--torch {spec!r} is not accepted; expected FILE.py:FUNCTION")
     path = Path(path_s)
+    if path.is_dir():
+        raise UserError(f"--torch: {path_s!r} is a folder; expected FILE.py:FUNCTION")
     if not path.is_file():
         raise UserError(f"--torch: no such file {path_s!r}")
     if not name.isidentifier():
