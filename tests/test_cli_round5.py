@@ -216,7 +216,11 @@ def test_readme_saved_network_block_runs_as_written(tmp_path, capsys, monkeypatc
 # --- Ctrl-C during a run ---------------------------------------------------------------------
 
 
-def test_ctrl_c_during_run_exits_130_and_stores_nothing_half_done(tmp_path):
+@pytest.mark.parametrize("sig, code, message", [
+    (signal.SIGINT, 130, "depthlab: interrupted"),
+    (signal.SIGTERM, 143, "depthlab: terminated (SIGTERM)")])  # was: killed by the signal
+def test_ctrl_c_during_run_exits_130_and_stores_nothing_half_done(tmp_path, sig, code,
+                                                                   message):
     cfg = tmp_path / "long.toml"
     cfg.write_text(TINY.replace("epochs = 1", "epochs = 100000"))
     out = tmp_path / "out"
@@ -227,12 +231,12 @@ def test_ctrl_c_during_run_exits_130_and_stores_nothing_half_done(tmp_path):
     while not (out / "depthlab.db").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)  # training has started
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     t0 = time.monotonic()
     _, err = p.communicate(timeout=30)
-    assert p.returncode == 130, err
+    assert p.returncode == code, err
     assert time.monotonic() - t0 < 10
-    assert err.strip().splitlines()[-1] == "depthlab: interrupted" and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == message and "Traceback" not in err
     listed = subprocess.run([sys.executable, "-m", "depthlab", "runs", out, "--json"],
                             capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr

@@ -15,7 +15,9 @@ import contextlib
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -139,6 +141,41 @@ def _stdout_broken() -> bool:
         return True
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit) during a command: it stops as at
+    Ctrl-C (what was stored stays, nothing half-written) and exits with status 143."""
+
+
+def _by_sigterm(e: BaseException | None) -> bool:
+    """Whether an interrupt is :class:`Terminated` or was raised because of one (a sweep's
+    ``SweepInterrupted`` from it)."""
+    seen = 0
+    while e is not None and seen < 20:
+        if isinstance(e, Terminated):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while the command runs (a command
+    that handles signals itself, as ``sweep`` does, installs its own handler meanwhile)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:  # not one a command left in place
+            signal.signal(signal.SIGTERM, old)
+
+
 @contextlib.contextmanager
 def _warnings_as_lines(debug: bool) -> Iterator[None]:
     """Warnings during the command as one line each, ``depthlab: warning: MESSAGE`` (Python's
@@ -183,11 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     user_errors = _user_errors()
     try:
         _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
-        with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug):
+        with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug), \
+                _sigterm_as_interrupt():
             code = int(args._run(args) or 0)
         sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
         return code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if _by_sigterm(e):
+            sys.stderr.write("depthlab: terminated (SIGTERM)\n")
+            return 143
         sys.stderr.write("depthlab: interrupted\n")
         return 130
     except BrokenPipeError:
