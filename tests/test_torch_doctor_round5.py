@@ -335,3 +335,17 @@ def test_cli_torch_naming_a_folder_says_so(tmp_path, capsys):
     code, _, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/models:make", "--data",
                            "digits", "--out", tmp_path / "out")
     assert_one_line_error(code, err, "models' is a folder; expected FILE.py:FUNCTION")
+
+
+def test_integer_targets_for_a_float_target_loss_are_named():
+    """Regression: 0/1 integer labels with BCEWithLogitsLoss failed with torch's 'result type
+    Float can't be cast to the desired output type Long'."""
+    x, y = _xy()
+    binary = lambda: nn.Sequential(nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 1),  # noqa: E731
+                                   nn.Flatten(0))
+    with pytest.raises(TypeError, match="BCEWithLogitsLoss needs floating-point targets, got "
+                                        "int64 labels: give y as floats"):
+        dlt.doctor(binary, (x, y % 2), steps=2, loss_fn=nn.BCEWithLogitsLoss())
+    d = dlt.doctor(binary, (x, (y % 2).astype(np.float32)), steps=2, verify=False,
+                   loss_fn=nn.BCEWithLogitsLoss())
+    assert d.baseline["steps"] == 2

@@ -78,6 +78,10 @@ NO_ACTIVATION = "no activation module"
 LSUV_EXAMPLES = 256
 """Rows of the training data LSUV rescales on."""
 
+FLOAT_TARGET_LOSSES = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss,
+                       nn.HuberLoss)
+"""Losses whose targets must be floating point (integer labels are kept as int64)."""
+
 
 # -- the rules' view of a torch model ----------------------------------------------------------
 
@@ -669,6 +673,10 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     loss broadcasts outputs and targets of different shapes against each other (torch only
     warns, e.g. ``MSELoss`` on outputs ``(N, 1)`` and targets ``(N,)`` compares every output
     with every target)."""
+    if isinstance(loss_fn, FLOAT_TARGET_LOSSES) and not d.y.is_floating_point():
+        raise TypeError(f"{type(loss_fn).__name__} needs floating-point targets, got "
+                        f"{str(d.y.dtype).removeprefix('torch.')} labels: give y as floats "
+                        "(e.g. y.astype(np.float32))")
     try:
         with torch.no_grad(), rx.untouched(model), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
