@@ -79,6 +79,13 @@ def test_reproduce_unknown_data_is_one_line_before_any_experiment(tmp_path, caps
     assert not out_dir.exists()
 
 
+def test_reproduce_empty_data_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "reproduce", "xu2016", "--quick", "--data", "",
+                           "--out", tmp_path / "rx")  # was: ran on the default data set
+    assert_one_line_error(code, err, "--data ''", "empty")
+    assert not (tmp_path / "rx").exists()
+
+
 @pytest.mark.parametrize("name", ["ioffe2015", "all"])
 def test_reproduce_data_an_experiment_refuses_is_one_line_before_any_runs(tmp_path, capsys,
                                                                           name):

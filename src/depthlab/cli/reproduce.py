@@ -96,6 +96,9 @@ def _check_data(data: str, experiments: list) -> None:
     before it have run."""
     from ..data import DATASETS, find_builtin
 
+    if not data.strip():  # Path("") is the current folder, and '' read as "no --data"
+        raise UserError(f"--data {data!r} is empty; expected a built-in data set "
+                        f"({', '.join(DATASETS)}) or a file")
     builtin = find_builtin(data)
     for e in experiments:  # worded as the experiment itself words it
         if e.data is not None and (builtin is None or builtin.name not in e.data):
