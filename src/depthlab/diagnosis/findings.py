@@ -119,6 +119,15 @@ class Verification:
                 f": {verdict}")
 
 
+def _timeless(value: Any) -> Any:
+    """``value`` (a :meth:`Diagnosis.to_dict`) without its ``seconds`` entries."""
+    if isinstance(value, dict):
+        return {k: _timeless(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_timeless(v) for v in value]
+    return value
+
+
 @dataclass
 class Diagnosis:
     """The doctor's report: ``findings`` (empty = clean bill of health), the ``baseline`` run's
@@ -145,6 +154,18 @@ class Diagnosis:
     def finding(self, kind: str) -> Finding | None:
         """The finding of ``kind``, or None."""
         return next((f for f in self.findings if f.kind == kind), None)
+
+    def __eq__(self, other: object) -> bool:
+        """The same results: findings, verifications, metrics, probe table, config and settings
+        (the generated ``__eq__`` compared the probe DataFrames by truth value: an error). The
+        wall-clock ``seconds`` of the runs, which differ between identical runs, are left out;
+        non-finite values compare equal, as :meth:`to_dict` writes them (None)."""
+        if not isinstance(other, Diagnosis):
+            return NotImplemented
+        return (_timeless(self.to_dict()) == _timeless(other.to_dict())
+                and self.probes.equals(other.probes))
+
+    __hash__ = None  # mutable, compared by value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (the probe table is not included; see ``probes``)."""
