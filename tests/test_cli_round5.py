@@ -321,6 +321,13 @@ def test_init_quotes_a_name_with_spaces_in_the_commands_it_suggests(tmp_path, ca
     assert shlex.split(header.split("Train it with:")[1])[2] == "my exp.toml"
 
 
+def test_init_with_an_empty_example_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "init", "x", "--example", "")
+    assert_one_line_error(code, err, "--example ''", "digits_run")  # was: the starter written
+    assert not (tmp_path / "x.toml").exists()
+
+
 def test_init_with_a_newline_in_the_name_writes_a_valid_config(tmp_path, capsys,
                                                                  monkeypatch):
     from depthlab.experiments import load_config

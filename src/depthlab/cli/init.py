@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.name or "").strip():  # "" or "  " (not a file named "  .toml")
         raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
     source = STARTER
-    if args.example:
+    if args.example is not None:  # --example '' is refused, not read as the starter
         want = args.example.strip().lower().replace("-", "_")  # Digits-Run: as other names
         matches = [e for e in shipped_examples() if want in (e.lower(), Path(e).stem.lower())]
         if not matches:
