@@ -384,6 +384,13 @@ def test_full_stdout_is_one_line_exit_2(buffered):
     assert_one_line_error(p.returncode, p.stderr, "stdout", "No space left on device")
 
 
+def test_closed_stdout_is_not_an_internal_error():
+    p = subprocess.run([sys.executable, "-m", "depthlab", "datasets"], stdout=None,
+                       stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT, timeout=120,
+                       preexec_fn=lambda: os.close(1))  # as `depthlab datasets >&-`
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
 # --- warnings from the command line ------------------------------------------------------------
 
 

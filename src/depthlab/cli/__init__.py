@@ -130,6 +130,8 @@ def _check_environment() -> None:
 def _stdout_broken() -> bool:
     """Whether stdout refuses the command's output (a full disk, a closed pipe); if so it is
     pointed at ``os.devnull``, so the interpreter's exit does not fail on it again."""
+    if sys.stdout is None:
+        return False
     try:
         sys.stdout.flush()
         return False
@@ -223,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug), \
                 _sigterm_as_interrupt():
             code = int(args._run(args) or 0)
-        sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
         return code
     except KeyboardInterrupt as e:
         if _by_sigterm(e):
