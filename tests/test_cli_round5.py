@@ -391,6 +391,14 @@ def test_closed_stdout_is_not_an_internal_error():
     assert p.returncode == 0 and p.stderr == "", p.stderr
 
 
+@pytest.mark.parametrize("args, code", [(["run", "no-such.toml"], 2), (["datasets"], 0)])
+def test_closed_stderr_keeps_the_exit_status(args, code):
+    p = subprocess.run([sys.executable, "-m", "depthlab", *args], capture_output=True,
+                       text=True, env=ENV, cwd=ROOT, timeout=120,
+                       preexec_fn=lambda: os.close(2))  # as `depthlab ... 2>&-`
+    assert p.returncode == code  # was: 1 (writing the message to a missing stderr failed)
+
+
 # --- warnings from the command line ------------------------------------------------------------
 
 

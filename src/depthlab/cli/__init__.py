@@ -206,6 +206,9 @@ def _output_failed(e: BaseException) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
+    for name in ("stdout", "stderr"):  # started with it closed (`2>&-`): output goes nowhere
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
