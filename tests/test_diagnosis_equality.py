@@ -45,3 +45,26 @@ def test_torch_doctor_runs_of_one_seed_are_equal():
                        batch_size=32, seed=s) for s in (0, 0, 1)]
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
+
+
+def test_datasets_records_and_predictions_compare_by_value():
+    import pandas as pd
+
+    from depthlab.data import load_dataset
+    from depthlab.experiments.store import RunRecord
+    from depthlab.theory import predict_gradients
+
+    a = load_dataset("digits", seed=0, standardize=True)
+    assert a == load_dataset("digits", seed=0, standardize=True)  # info holds mean/std arrays
+    assert a != load_dataset("digits", seed=1, standardize=True)
+    assert a != load_dataset("digits", seed=0)
+    p = predict_gradients(dl.mlp([4, 8, 8, 2], activation="tanh"))
+    assert p == predict_gradients(dl.mlp([4, 8, 8, 2], activation="tanh"))
+    assert p != predict_gradients(dl.mlp([4, 8, 8, 2], activation="relu"))
+    steps = pd.DataFrame({"step": [1, 2], "loss": [0.5, float("nan")]})
+    rec = RunRecord(id="abc123", name="r", metrics={"val_acc": float("nan")}, steps=steps)
+    assert rec == RunRecord(id="abc123", name="r", metrics={"val_acc": float("nan")},
+                            steps=steps.copy())
+    assert rec != RunRecord(id="abc123", name="other", steps=steps)
+    assert rec != RunRecord(id="abc123", name="r", metrics={"val_acc": float("nan")},
+                            steps=steps.assign(loss=[0.5, 0.6]))

@@ -15,6 +15,7 @@ import numpy as np
 
 from depthlab.backend import resolve_dtype, xp
 from depthlab.data.standardize import apply_standardizer, fit_standardizer
+from depthlab.equality import value_eq
 
 _SPLITS = ("train", "val", "test")
 
@@ -22,6 +23,8 @@ _SPLITS = ("train", "val", "test")
 @dataclass(repr=False)
 class Dataset:
     """Train/validation/test arrays: ``x_*`` float (n, d) flattened, ``y_*`` int64 labels (n,)."""
+
+    __eq__ = value_eq()  # arrays/tables compared by value (the generated one raised)
 
     name: str
     x_train: np.ndarray
@@ -98,6 +101,8 @@ class RawData:
     ``x`` may be any real dtype (e.g. uint8 pixels); it is multiplied by ``scale`` after the cast.
     ``x_test``/``x_val`` are official held-out parts (used instead of random splits).
     """
+
+    __eq__ = value_eq()  # arrays/tables compared by value (the generated one raised)
 
     x: np.ndarray
     y: np.ndarray

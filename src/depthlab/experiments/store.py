@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ..atomic import atomic_write
+from ..equality import value_eq
 from ..jsonable import jsonable
 from ..validators import as_number
 
@@ -168,6 +169,8 @@ def _empty(columns: Iterable[str]) -> pd.DataFrame:
 @dataclass
 class RunRecord:
     """Everything one run leaves behind (see the store contract)."""
+
+    __eq__ = value_eq()  # arrays/tables compared by value (the generated one raised)
 
     id: str
     name: str | None = None

@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..equality import value_eq
 from .batchnorm import bn_gradient_factor, propagate_batchnorm
 from .gaussian import NOT_ELEMENTWISE
 from .residual import propagate_residual
@@ -44,6 +45,8 @@ class GradientPrediction:
     plain nets the per-layer factor of the gradient std (NaN otherwise); ``formula``: the
     recursion used, in words.
     """
+
+    __eq__ = value_eq()  # arrays/tables compared by value (the generated one raised)
 
     architecture: str
     frame: pd.DataFrame = field(repr=False)
