@@ -273,7 +273,8 @@ def test_doctor_findings_of_an_earlier_setup_are_marked(browser, server, shots, 
     from depthlab.playground.doctor_task import run_doctor
 
     monkeypatch.setattr(playground_app, "run_doctor",
-                        lambda prep, setup, steps=None, stop=None: run_doctor(prep, setup, 20, stop))
+                        lambda prep, setup, steps=None, stop=None:
+                        run_doctor(prep, setup, 20, stop))
     p = _Page(browser, server.url + "?model.depth=3&model.width=8&model.activation=sigmoid"
               "&model.init=normal", DESKTOP)
     pg = p.pg
