@@ -22,7 +22,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 
-from .common import Command, UserError, one_line
+from .common import Command, Terminated, UserError, one_line
 
 __all__ = ["COMMAND_MODULES", "Command", "UserError", "build_parser", "commands", "main"]
 
@@ -141,11 +141,6 @@ def _stdout_broken() -> bool:
         except (OSError, ValueError, AttributeError):
             pass
         return True
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a batch system's time limit) during a command: it stops as at
-    Ctrl-C (what was stored stays, nothing half-written) and exits with status 143."""
 
 
 def _by_sigterm(e: BaseException | None) -> bool:

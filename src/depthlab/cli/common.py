@@ -20,6 +20,11 @@ class UserError(Exception):
     """A problem the user must fix; printed as one line, exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit) during a command, raised like Ctrl-C so
+    the command stops the same way (what was stored stays, nothing half-written); exit 143."""
+
+
 @dataclass(frozen=True)
 class Command:
     """One subcommand: ``add_arguments(parser)`` declares its options, ``run(args) -> int``

@@ -21,14 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .common import Command, UserError, add_out, check_jobs, progress_enabled, say
+from .common import Command, Terminated, UserError, add_out, check_jobs, progress_enabled, say
 
 CONFIRM_ABOVE = 100_000
 _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so the sweep stops the same way."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
