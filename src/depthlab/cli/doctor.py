@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import torch_doctor
-from .common import Command, UserError, add_out, open_store
+from .common import Command, UserError, add_out, open_store, progress_mode
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +23,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     torch_doctor.add_arguments(p)
+
+
+class RunProgress:
+    """Progress of the doctor's training runs (the baseline, then one per prescription it
+    verifies) as a :class:`~depthlab.training.trainer.Callback`: a bar per run on a terminal,
+    a status line every few seconds into a log (:func:`depthlab.progress.make_progress`)."""
+
+    def __init__(self, mode: bool | str) -> None:
+        self.mode, self.runs, self.bar = mode, 0, None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        from ..progress import make_progress
+
+        self.close()
+        self.runs += 1
+        what = "baseline" if self.runs == 1 else f"check {self.runs - 1}"
+        self.bar = make_progress(int(trainer.max_steps), self.mode, unit=f"doctor {what} step")
+
+    def after_update(self, trainer: Any, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_train_end(self, trainer: Any, history: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def before_update(self, trainer: Any, step: int) -> None: ...
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
 def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
@@ -58,10 +91,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         store.check_writable()
         t0 = time.perf_counter()
+        progress = RunProgress(progress_mode(args))
         try:
-            diag = doctor(prep.net, prep.data, **kwargs)
+            diag = doctor(prep.net, prep.data, callbacks=[progress], **kwargs)
         except (ValueError, TypeError) as e:
             raise UserError(f"doctor: {e}") from e
+        finally:
+            progress.close()  # an interrupted run's bar ends before the message
         seconds = time.perf_counter() - t0
         payload = diag.to_dict()
         rid = run_id(cfg, kind="doctor", extra={"verify": args.verify, "steps": args.steps})
