@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import UserError, open_store, say
+from .common import UserError, open_store, progress_mode, say
 
 if TYPE_CHECKING:
     import numpy as np
@@ -214,7 +214,10 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
                               "out": args.out, "name": f"doctor {Path(args.torch).name}"}
     if args.steps is not None:
         kwargs["steps"] = args.steps
-    try:
-        return doctor(make_model, data, **kwargs)
+    from ..torch.train import runs_progress
+
+    try:  # a bar per training run (the baseline, then each cure), lines into a log
+        with runs_progress(progress_mode(args), "doctor"):
+            return doctor(make_model, data, **kwargs)
     except (ValueError, TypeError) as e:
         raise UserError(f"doctor: {e}") from None

@@ -26,9 +26,11 @@ between backward and the update. A non-finite loss stops training (``History.div
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Real
 from typing import Any
@@ -257,6 +259,51 @@ class _UpdateRatios:
                 for (idx, name, _), r in zip(self.layers, ratio)]
 
 
+_RUN_PROGRESS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "depthlab_torch_run_progress", default=None)
+
+
+@contextlib.contextmanager
+def runs_progress(progress: Any, label: str = "doctor") -> Iterator[None]:
+    """Within the block every :func:`train` run shows its steps: ``progress`` as
+    :func:`depthlab.fit`'s (True/``"bar"``: a bar per run, ``"lines"``: a status line every
+    few seconds, False/None: nothing), labelled ``"{label} run k"``; a run ended by an
+    exception has its bar closed on the way out."""
+    from ..progress import mode
+
+    if mode(progress) is None:
+        yield
+        return
+    state = [progress, label, 0, None]  # setting, label, runs so far, the open bar
+    token = _RUN_PROGRESS.set(state)
+    try:
+        yield
+    finally:
+        _RUN_PROGRESS.reset(token)
+        if state[3] is not None:
+            state[3].close()
+
+
+def _run_bar(steps: int) -> Any:
+    """The progress bar of a new :func:`train` run inside :func:`runs_progress`, else None."""
+    state = _RUN_PROGRESS.get()
+    if state is None:
+        return None
+    from ..progress import make_progress
+
+    state[2] += 1
+    state[3] = make_progress(steps, state[0], unit=f"{state[1]} run {state[2]} step")
+    return state[3]
+
+
+def _end_bar(bar: Any) -> None:
+    if bar is not None:
+        bar.close()
+        state = _RUN_PROGRESS.get()
+        if state is not None and state[3] is bar:
+            state[3] = None
+
+
 def train(
     model: torch.nn.Module,
     data: TensorData,
@@ -302,6 +349,7 @@ def train(
     bs = min(spec.batch_size, n)
     epoch = 0
     last_probed = 0
+    bar = _run_bar(spec.steps)
     for step in range(1, spec.steps + 1):
         if pos + bs > n:
             perm, pos, epoch = order_rng.permutation(n), 0, epoch + 1
@@ -326,10 +374,13 @@ def train(
         if probed and weight_layers:
             ratios.snapshot()
         opt.step()
+        if bar is not None:
+            bar.update(1)
         if probed:
             rows.extend(ratios.rows(step))
             record(step)
             last_probed = step
+    _end_bar(bar)
     if hist.diverged:
         opt.zero_grad(set_to_none=True)
     else:
