@@ -11,6 +11,7 @@ Interrupts: the first Ctrl-C (SIGINT) or SIGTERM drops every queued point, stops
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import os
 import re
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .common import Command, Terminated, UserError, add_out, check_jobs, progress_enabled, say
 
@@ -44,26 +46,63 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print a JSON summary on stdout at the end (messages go to stderr)")
 
 
+def _later(seconds: float, fn: Any) -> None:
+    """``fn()`` in a daemon thread after ``seconds``."""
+    timer = threading.Timer(seconds, fn)
+    timer.daemon = True
+    timer.start()
+
+
+class _Interrupts(list):
+    """The signals seen (a list of numbers); ``taken``: the command has caught the interrupt."""
+
+    taken = False
+
+
 @contextmanager
-def _signals() -> Iterator[list[int]]:
+def _signals() -> Iterator[_Interrupts]:
     """SIGINT and SIGTERM: the first raises (KeyboardInterrupt / :class:`Terminated`), the
-    second exits at once. Yields a list that receives the signals seen."""
-    seen: list[int] = []
+    second exits at once. Yields the signals seen; the command sets ``taken`` when it catches
+    the interrupt. An interrupt raised where Python discards exceptions (a garbage-collector
+    callback, e.g. Dask's ``GCDiagnosis``, or a ``__del__``: "Exception ignored in ...") is
+    raised again in the main thread, so the command still stops (it ran on, stuck)."""
+    seen = _Interrupts()
     if threading.current_thread() is not threading.main_thread():
         yield seen
         return
+    again = threading.Event()  # the next handler call re-raises a lost first interrupt
+
+    def interrupt() -> BaseException:
+        return Terminated() if seen[0] == signal.SIGTERM else KeyboardInterrupt()
+
+    def raise_again() -> None:
+        if seen and not seen.taken and not again.is_set():
+            again.set()
+            _thread.interrupt_main(seen[0])
 
     def handler(signum: int, _frame: object) -> None:
+        if again.is_set():
+            again.clear()
+            raise interrupt()
         seen.append(signum)
         if len(seen) > 1:
             os.write(2, b"depthlab: interrupted again; exiting now\n")
             os._exit(_EXIT.get(seen[0], 130))
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        _later(1.0, raise_again)  # lost without a trace: raised again
+        raise interrupt()
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and seen:
+            _later(0.05, raise_again)  # discarded: raised again, from outside this hook
+            return
+        old_hook(info)
 
     old = {s: signal.signal(s, handler) for s in _EXIT}
+    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield seen
     finally:
+        sys.unraisablehook = old_hook
         for s, h in old.items():
             # After a signal the sweep has stopped its workers and closed the store: only the
             # interpreter's shutdown is left, and one more Ctrl-C must not turn the clean exit
@@ -142,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as e:
             raise ConfigError(f"{args.config}: {e}", e.key) from None
         except KeyboardInterrupt as e:
+            seen.taken = True
             name = signal.Signals(seen[0]).name if seen else "SIGINT"
             done = (f"{e.result.ran} point(s) stored in this sweep, the rest cancelled; "
                     if isinstance(e, SweepInterrupted) else "")
