@@ -88,7 +88,6 @@ def _signals() -> Iterator[_Interrupts]:
         if len(seen) > 1:
             os.write(2, b"depthlab: interrupted again; exiting now\n")
             os._exit(_EXIT.get(seen[0], 130))
-        _later(1.0, raise_again)  # lost without a trace: raised again
         raise interrupt()
 
     def unraisable(info: Any) -> None:
