@@ -86,6 +86,24 @@ class Dataset:
             info=info,
         )
 
+    def astype(self, dtype: Any) -> Dataset:
+        """New Dataset with every split's ``x`` (and a standardization's ``mean``/``std``) cast to
+        ``dtype``; labels unchanged."""
+        dt = resolve_dtype(dtype)
+        info = dict(self.info)
+        info["dtype"] = str(dt)
+        if "standardization" in info:
+            st = dict(info["standardization"])
+            st["mean"], st["std"] = st["mean"].astype(dt), st["std"].astype(dt)
+            info["standardization"] = st
+        return replace(
+            self,
+            x_train=self.x_train.astype(dt),
+            x_val=self.x_val.astype(dt),
+            x_test=self.x_test.astype(dt),
+            info=info,
+        )
+
     def __repr__(self) -> str:
         s = self.sizes
         return (

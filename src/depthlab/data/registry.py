@@ -208,6 +208,11 @@ def load_dataset(
             f"unknown data set {name_or_path!r}; built-ins: {', '.join(DATASETS)}; "
             "or give a path to a .npz, .csv or IDX file (or a folder of IDX files)"
         )
+    # Standardize before a lossy cast: a float64 feature 1e7 + N(0, 1) cast to float32 first
+    # keeps 8 distinct values (its spread is below float32's spacing there).
+    wide = standardize and not all(
+        np.can_cast(a.dtype, dt, "safe") for a in (raw.x, raw.x_val, raw.x_test) if a is not None
+    )
     ds = build_dataset(
         name,
         raw,
@@ -215,7 +220,10 @@ def load_dataset(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
         n=n,
-        dtype=dt,
+        dtype=np.float64 if wide else dt,
     )
     ds.info["seed"] = seed
-    return ds.standardized() if standardize else ds
+    if not standardize:
+        return ds
+    ds = ds.standardized()
+    return ds.astype(dt) if wide else ds
