@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,14 @@ PROBE_EXAMPLES = 300
 
 VAL_FRACTION = 0.2
 """Share held out for validation when ``data`` is a bare ``(x, y)`` pair."""
+
+LOSS_TOLERANCE = 0.01
+"""Relative change of the final train loss within which a verified cure neither helped nor
+hurt (run-to-run noise: a loss of 0.008158 -> 0.008156 is no improvement)."""
+
+ACC_TOLERANCE = 0.01
+"""Change of the validation accuracy (a fraction) within which a verified cure neither helped
+nor hurt."""
 
 
 @dataclass
@@ -61,6 +69,8 @@ def _unpack(data: Any, seed: int | None) -> _Data:
             if yv.ndim == 0 or nv != yv.shape[0]:
                 raise ValueError(f"validation x has {nv} rows but validation y has "
                                  f"{yv.shape[0] if yv.ndim else 0}")
+            if nv == 0:  # an empty validation set is none, as for a Dataset
+                xv = yv = None
             return _Data(x, y, xv, yv)
         if n < 10:
             return _Data(x, y, None, None)
@@ -146,7 +156,7 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
         drift = [] if hist.diverged else _bn_drift(net, px.astype(net.dtype, copy=False))
     ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
                      history=hist, metrics=_final_metrics(hist, settings["steps"]),
-                     bn_drift=drift)
+                     bn_drift=drift, probe_examples=int(px.shape[0]))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, findings, by_kind)
 
@@ -159,15 +169,24 @@ def _same_parameters(a: Network, b: Network) -> bool:
 
 
 def _better(after: dict[str, float], before: dict[str, float]) -> bool:
-    """Training improved: lower final train loss or higher validation accuracy
-    (non-finite counts as worst)."""
+    """Training improved: one of the final train loss ``L`` and the validation accuracy ``A``
+    got clearly better and neither clearly worse (non-finite counts as worst). Changes within
+    the noise of one seed's run are neither: ``L`` is better when
+    ``L_after < (1 - LOSS_TOLERANCE) L_before``, worse when ``L_after > (1 + LOSS_TOLERANCE)
+    L_before``; ``A`` better when ``A_after > A_before + ACC_TOLERANCE``, worse when
+    ``A_after < A_before - ACC_TOLERANCE`` (a loss 1.387 -> 1.384 at chance level with the
+    accuracy down 0.27 -> 0.25 did not help)."""
     def val(d: dict[str, float], key: str, worst: float) -> float:
         v = d.get(key, math.nan)
         return v if isinstance(v, (int, float)) and math.isfinite(v) else worst
 
-    loss_better = val(after, "train_loss", math.inf) < val(before, "train_loss", math.inf)
-    acc_better = val(after, "val_acc", -math.inf) > val(before, "val_acc", -math.inf)
-    return loss_better or acc_better
+    lb, la = val(before, "train_loss", math.inf), val(after, "train_loss", math.inf)
+    ab, aa = val(before, "val_acc", -math.inf), val(after, "val_acc", -math.inf)
+    loss_better = la < (1.0 - LOSS_TOLERANCE) * lb
+    loss_worse = la > (1.0 + LOSS_TOLERANCE) * lb
+    acc_better = aa > ab + ACC_TOLERANCE
+    acc_worse = aa < ab - ACC_TOLERANCE
+    return (loss_better or acc_better) and not (loss_worse or acc_worse)
 
 
 def doctor(
@@ -210,6 +229,12 @@ def doctor(
     if not isinstance(verify, bool | np.bool_):
         raise TypeError(f"verify={verify!r} is not accepted; accepted: True or False")
     verify = bool(verify)
+    if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
+        raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} is not accepted; accepted: "
+                        "a dict of the optimizer's arguments, e.g. {'momentum': 0.9}, or None")
+    if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
+        raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
+                        "depthlab.training.Callback objects")
     if isinstance(net_or_config, Network):
         net = copy.deepcopy(net_or_config)
         config = dict(net_or_config.config)
@@ -230,6 +255,9 @@ def doctor(
     if d.x.ndim != 2 or d.x.shape[1] != net.n_inputs:
         raise ValueError(f"data has inputs of shape {d.x.shape}; the network expects "
                          f"(n, {net.n_inputs})")
+    if d.x.shape[0] == 0:
+        raise ValueError(f"data has no training examples (inputs of shape {d.x.shape}); "
+                         "expected at least 1 row")
     settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
                 "optimizer_kwargs": dict(optimizer_kwargs or {}), "batch_size": batch_size,
                 "seed": seed, "probe_every": probe_every}

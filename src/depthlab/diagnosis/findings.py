@@ -63,8 +63,9 @@ class Verification:
     ``before``/``after``: final train loss, validation accuracy (and loss), divergence;
     ``metric_before``/``metric_after``: the finding's own evidence metric (lower is healthier);
     ``resolved``: the finding is absent from the re-run; ``helped``: the metric went down *and*
-    training got better (lower final train loss or higher validation accuracy; a non-finite
-    loss counts as worst).
+    training got better (final train loss at least 1% lower or validation accuracy more than
+    one point higher, and neither clearly worse: :func:`depthlab.diagnosis.doctor._better`; a
+    non-finite loss counts as worst).
     """
 
     kind: str
@@ -200,7 +201,8 @@ class Diagnosis:
         lines = [
             f"depthlab doctor: {arch} {c.get('activation', '?')}, init {c.get('init', '?')}"
             + (f" ({', '.join(extras)})" if extras else ""),
-            f"  run: {s.get('steps')} steps of {s.get('optimizer')} lr {s.get('lr')}"
+            f"  run: {s.get('steps')} step{'' if s.get('steps') == 1 else 's'} of "
+            f"{s.get('optimizer')} lr {s.get('lr')}"
             + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
             + f", batch {s.get('batch_size')}, seed {s.get('seed')}",
             f"  baseline: train loss {_fmt(b.get('train_loss'))}"

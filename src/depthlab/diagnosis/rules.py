@@ -22,7 +22,10 @@ Thresholds (module constants):
                               above 4 or below 1/4, or 0 (zeros/constant: symmetric units;
                               not checked with batch normalization)
 ``DEAD_FRAC`` 0.3             fraction of units with f'(s) = 0 on every probe example at the end
-                              (activations with a zero-derivative region: ReLU, step)
+                              (activations with a zero-derivative region: ReLU, step), judged
+                              on at least ``DEAD_MIN_EXAMPLES`` (10) probe examples: a healthy
+                              unit, active on half the inputs, is off on all of ``n`` examples
+                              with probability 2^-n (50% of the units "dead" on 1 example)
 ``SATURATION_FRAC`` 0.5       fraction of entries with |f'(s)| < 5% of sup|f'| in a layer at the
                               end of training (bounded activations only)
 ``GRADIENT_DEPTH_SCALES`` 6   vanishing / exploding gradients: with ``R`` the ratio of the std of
@@ -64,6 +67,7 @@ DIVERGENCE_FLOOR = 0.1
 UPDATE_RATIO_HIGH = 0.1
 INIT_MISMATCH = 4.0
 DEAD_FRAC = 0.3
+DEAD_MIN_EXAMPLES = 10
 SATURATION_FRAC = 0.5
 GRADIENT_DEPTH_SCALES = 6.0
 GRADIENT_MIN_RATIO = 10.0
@@ -83,6 +87,7 @@ class RunContext:
     history: History
     metrics: dict[str, float]
     bn_drift: list[dict[str, float]] = field(default_factory=list)
+    probe_examples: int | None = None  # rows of the probe batch (None: not known)
 
     def __post_init__(self) -> None:
         f = self.frame
@@ -131,6 +136,11 @@ class RunContext:
 
 
 RuleResult = tuple[float, Finding | None]
+
+
+def _count(n: int, word: str) -> str:
+    """``1 step``, ``2 steps``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _severity(metric: float, threshold: float, log: bool = True) -> str:
@@ -194,8 +204,9 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
           "ratio_init": ratios[0], "ratio_end": ratios[-1], "init_variance_ratio": init_ratio}
     word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
     msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
-           f"{ratio:.3g}x {how} than in layer {last} (median over {len(ratios)} probes; "
-           f"{ratios[0]:.3g}x at initialization), a factor {per_layer:.3g} per layer: the "
+           f"{ratio:.3g}x {how} than in layer {last} (median over "
+           f"{_count(len(ratios), 'probe')}; {ratios[0]:.3g}x at initialization), a factor "
+           f"{per_layer:.3g} per layer: the "
            f"{n} hidden layers span {metric:.3g} depth scales of {n / metric:.3g} layers "
            f"(trainable up to about {GRADIENT_DEPTH_SCALES:g}).")
     kind = "vanishing_gradients" if vanishing else "exploding_gradients"
@@ -231,8 +242,8 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
           "saturated_frac_init_max": float(sat0.max()) if not sat0.empty else math.nan,
           "n_layers_saturated": len(layers), "init_variance_ratio": ratio}
     msg = (f"{len(layers)} of {len(ctx.hidden)} hidden {ctx.activation} layers are saturated "
-           f"after {ctx.end} steps: up to {100 * metric:.0f}% of entries (layer {worst}) have "
-           f"|f'(s)| below 5% of its maximum.")
+           f"after {_count(ctx.end, 'step')}: up to {100 * metric:.0f}% of entries (layer "
+           f"{worst}) have |f'(s)| below 5% of its maximum.")
     return metric, Finding("saturation", layers, ev, msg, changes, text,
                            _severity(metric, SATURATION_FRAC, log=False))
 
@@ -247,13 +258,16 @@ def _has_dead_region(ctx: RunContext) -> bool:
 
 
 def rule_dead_relu(ctx: RunContext) -> RuleResult:
-    if not _has_dead_region(ctx):
-        return math.nan, None
+    """More than ``DEAD_FRAC`` of a layer's units have f'(s) = 0 on every probe example. The
+    metric is measured for every activation (0 for leaky_relu: a cure that switches to it is
+    compared with a number); the rule fires only for activations with a zero-derivative region
+    and a probe batch of at least ``DEAD_MIN_EXAMPLES`` examples (when known)."""
     dead = ctx.at(ctx.end, "dead_frac").dropna()
     if dead.empty:
         return math.nan, None
     metric = float(dead.max())
-    if metric <= DEAD_FRAC:
+    few = ctx.probe_examples is not None and ctx.probe_examples < DEAD_MIN_EXAMPLES
+    if metric <= DEAD_FRAC or few or not _has_dead_region(ctx):
         return metric, None
     layers = [int(i) for i, v in dead.items() if v > DEAD_FRAC]
     worst = int(dead.idxmax())
@@ -264,7 +278,7 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
           "dead_frac_init_max": dead_init, "n_layers": len(layers)}
     msg = (f"{100 * metric:.0f}% of the units of layer {worst} are dead (zero derivative on "
-           f"every probe example) after {ctx.end} steps ({100 * dead_init:.0f}% at "
+           f"every probe example) after {_count(ctx.end, 'step')} ({100 * dead_init:.0f}% at "
            f"initialization); {len(layers)} "
            f"{'layer has' if len(layers) == 1 else 'layers have'} more than "
            f"{100 * DEAD_FRAC:.0f}%.")
