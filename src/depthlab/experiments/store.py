@@ -320,13 +320,18 @@ class Store:
                     f"({', '.join(cols)}); use another --out folder")
 
     def check_writable(self) -> None:
-        """Write and remove a scratch row of 64 KiB in one committed transaction, so a
-        read-only or full store fails before training rather than after it."""
+        """Write and remove a scratch row of 64 KiB (and one row of every table) in one
+        committed transaction, so a read-only or full store, or one whose tables refuse
+        depthlab's rows (a later version's), fails before training rather than after it."""
         try:
             with self._transaction() as c:
                 c.execute("INSERT INTO runs (id, kind, status, config, metrics, created) "
                           "VALUES ('.writecheck', 'run', 'failed', randomblob(65536), '{}', 0)")
                 c.execute("DELETE FROM runs WHERE id = '.writecheck'")
+                for table in TABLES[1:]:  # a table that refuses depthlab's rows fails here too
+                    width = len(_TABLE_COLUMNS[table])
+                    c.execute(_insert(table), (".writecheck", *[None] * (width - 1)))
+                    c.execute(f"DELETE FROM {table} WHERE run_id = '.writecheck'")
         except (sqlite3.DatabaseError, OSError) as e:
             raise StoreWriteError(f"results store {str(self.path)!r} is not writable: "
                                   f"{_reason(e, self.path)}") from None
@@ -438,14 +443,15 @@ class Store:
                  dumps(record.config), dumps(record.metrics),
                  None if record.divergence is None else dumps(record.divergence),
                  record.error, created, float(record.seconds)))
-            c.executemany("INSERT INTO steps VALUES (?, ?, ?)", steps)
-            c.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?)", epochs)
-            c.executemany("INSERT INTO evals VALUES (?, ?, ?)", evals)
-            c.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?)", probes)
-            c.executemany("INSERT INTO histograms VALUES (?, ?, ?, ?, ?, ?, ?)", hists)
-            c.executemany("INSERT INTO jacobian VALUES (?, ?, ?, ?, ?)", jac)
+            # columns named: a store with more columns (a later version's) takes the rows too
+            c.executemany(_insert("steps"), steps)
+            c.executemany(_insert("epochs"), epochs)
+            c.executemany(_insert("evals"), evals)
+            c.executemany(_insert("probes"), probes)
+            c.executemany(_insert("histograms"), hists)
+            c.executemany(_insert("jacobian"), jac)
             if record.findings is not None:
-                c.execute("INSERT INTO findings VALUES (?, ?)", (rid, dumps(record.findings)))
+                c.execute(_insert("findings"), (rid, dumps(record.findings)))
 
     # -- reading ------------------------------------------------------------------------------
     @_reading
@@ -618,6 +624,12 @@ class Store:
             written.append(atomic_write(out / f"{name}.{fmt}",
                                         lambda fh, w=writer: w(fh, index=False)))
         return written
+
+
+def _insert(table: str) -> str:
+    """``INSERT INTO table (its columns) VALUES (?, ...)`` with depthlab's columns named."""
+    cols = _TABLE_COLUMNS[table]
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
 
 def _int_or_none(v: Any) -> int | None:

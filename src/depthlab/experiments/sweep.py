@@ -37,7 +37,7 @@ from .grid import (
 )
 from .progress import SweepProgress
 from .runner import failed_record
-from .store import RunRecord, Store
+from .store import KINDS, RunRecord, Store
 
 __all__ = ["DONE_STATUSES", "SweepInterrupted", "SweepPoint", "SweepResult", "expand",
            "iter_points", "run_points", "run_sweep", "sweep_id"]
@@ -115,6 +115,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     """Run the given points (skipping those stored as finished/diverged) like
     :func:`run_sweep`; for sweeps that are not a product grid (e.g. ``depthlab demo``).
     ``total`` is the number of points when ``points`` is a generator."""
+    if kind not in KINDS:  # refused before the store is opened or a point computed
+        raise ValueError(f"kind = {kind!r} is not a run kind; accepted: {', '.join(KINDS)}")
     if executor is None:
         executor = make_executor(jobs, cluster)
     if total is None:

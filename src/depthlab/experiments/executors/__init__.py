@@ -21,6 +21,8 @@ def make_executor(jobs: int = 1, cluster: str | None = None) -> Executor:
         from .dask import DaskExecutor
 
         return DaskExecutor(cluster)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise TypeError(f"jobs = {jobs!r} has the wrong type; accepted: an integer >= 1")
+    if jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     return InProcess() if jobs == 1 else LocalPool(jobs)

@@ -23,6 +23,20 @@ class ClusterError(ExperimentError):
     """The executor cannot start or reach its workers (one-line message, exit status 2)."""
 
 
+WORKER_BYTES = 100 * 2**20
+"""Memory of one worker process at least (an interpreter with NumPy, pandas and the runner)."""
+
+
+def check_workers(workers: int, what: str) -> None:
+    """``workers`` processes (:data:`WORKER_BYTES` each) must fit in memory: a
+    :class:`~depthlab.memory.MemoryRefusal` naming ``what`` before the first one starts."""
+    if workers > 1:
+        from ...memory import check_fits
+
+        check_fits(workers * WORKER_BYTES, f"{what} ({workers:,} worker processes of at least "
+                   "100 MiB each)")
+
+
 @dataclass(frozen=True)
 class Task:
     """One point to compute: its run id, name, validated config, sweep id and run kind."""

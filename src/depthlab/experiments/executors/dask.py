@@ -46,6 +46,7 @@ from .base import (
     Done,
     Executor,
     Task,
+    check_workers,
     compute_chunk,
     compute_point,
     crash_record,
@@ -133,6 +134,8 @@ class DaskExecutor(Executor):
         self.cluster: Any = None
         self._config: Any = None  # dask.config.set(...) held from start() to close()
         m = _LOCAL.fullmatch(address)
+        if m:  # a LocalCluster's worker processes must fit here, refused before any starts
+            check_workers(int(m.group(1)), f"cluster {address!r}")
         self.description = (f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
                             else f"Dask scheduler {address}")
 

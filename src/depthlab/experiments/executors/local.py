@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from ...progress import warning_line
-from .base import Compute, Done, Executor, Task, compute_point, crash_record
+from .base import Compute, Done, Executor, Task, check_workers, compute_point, crash_record
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 PREFETCH = 2  # tasks sent ahead to each worker
@@ -168,6 +168,7 @@ class LocalPool(Executor):
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+        check_workers(workers, f"jobs = {workers}")  # refused before a process starts
         self.workers = workers
         self.retries = retries
         self.compute = compute

@@ -1,0 +1,123 @@
+"""Adversarial tests of sweeps, the store and reports over stores, round 6: worker counts from
+the Python API refused before a process starts, argument types, a store written by a later
+version (more columns), grids that overlap across sweeps and what the report then shows. Each
+test failed before the fix it names."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from helpers.cli import one_blas_thread
+
+from depthlab.experiments import Store, read_toml, run_sweep
+from depthlab.experiments.executors import InProcess, LocalPool, make_executor
+from depthlab.experiments.executors.base import compute_point
+from depthlab.experiments.store import StoreWriteError
+from depthlab.memory import MemoryRefusal
+
+SWEEP = """\
+name = "r6"
+[data]
+name = "spirals"
+n = 60
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+max_steps = 2
+batch_size = 8
+[probes]
+every = 1
+batch = 5
+[sweep]
+{grid}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    one_blas_thread(monkeypatch)
+
+
+def _raw(tmp_path: Path, grid: str) -> dict:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SWEEP.format(grid=grid))
+    return read_toml(path)
+
+
+class Counting(InProcess):
+    """Computes in this process and counts the points it computed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.computed: list[str] = []
+
+    def run(self, tasks, done):
+        for task in tasks:
+            self.computed.append(task.id)
+            done(task, compute_point(task))
+
+
+# -- fixed: the memory check of worker processes was only in the CLI: run_sweep(jobs=10**6) or
+# cluster="local:100000" from Python started processes until the machine ran out of memory
+def test_worker_processes_that_cannot_fit_are_refused_from_the_api(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")  # about 10 workers of 100 MiB
+    with pytest.raises(MemoryRefusal, match="jobs = 64 .*64 worker processes"):
+        make_executor(64)
+    with pytest.raises(MemoryRefusal, match="local:64"):
+        make_executor(cluster="local:64")
+    with pytest.raises(MemoryRefusal, match="jobs = 1,000,000|1,000,000 worker"):
+        LocalPool(10**6)
+    raw = _raw(tmp_path, '"train.seed" = [0, 1]')
+    with pytest.raises(MemoryRefusal):
+        run_sweep(raw, tmp_path / "out", jobs=10**6, echo=None)
+    assert not (tmp_path / "out").exists()  # nothing written
+    assert isinstance(make_executor(2), LocalPool)  # what fits is accepted
+
+
+# -- fixed: jobs="2" (a wrong type) was a ValueError
+@pytest.mark.parametrize("jobs", ["2", 2.0, True, None])
+def test_jobs_of_the_wrong_type_is_a_type_error_naming_it(jobs):
+    with pytest.raises(TypeError, match=f"jobs = {jobs!r} has the wrong type"):
+        make_executor(jobs)
+
+
+# -- fixed: an unknown kind was found when the first point was committed (after computing it,
+# the store created)
+def test_an_unknown_kind_is_refused_before_the_store_is_touched(tmp_path):
+    raw = _raw(tmp_path, '"train.seed" = [0, 1]')
+    ex = Counting()
+    with pytest.raises(ValueError, match="kind = 'bogus' is not a run kind"):
+        run_sweep(raw, tmp_path / "out", executor=ex, echo=None, kind="bogus")
+    assert ex.computed == [] and not (tmp_path / "out").exists()
+
+
+# -- fixed: a store whose tables have more columns (a later depthlab's) took the write check,
+# then refused every computed point ("table steps has 4 columns but 3 values were supplied")
+def test_a_store_with_more_columns_takes_runs_or_refuses_before_computing(tmp_path):
+    raw = _raw(tmp_path, '"train.seed" = [0, 1, 2]')
+    out = tmp_path / "out"
+    run_sweep(raw, out, limit=1, echo=None)
+    db = out / "depthlab.db"
+    with sqlite3.connect(db) as conn:  # nullable new columns: depthlab's rows fit
+        for table in ("runs", "steps", "probes", "histograms", "epochs", "findings"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN later_version TEXT")
+    res = run_sweep(raw, out, echo=None)
+    assert res.counts == {"finished": 2} and res.skipped == 1
+    with Store(out, create=False) as s:
+        assert len(s.runs()) == 3 and all(len(s.probes(r)) for r in s.runs()["id"])
+    with sqlite3.connect(db) as conn:  # a new column depthlab cannot fill: refused up front
+        conn.execute("ALTER TABLE jacobian ADD COLUMN unit TEXT NOT NULL DEFAULT 'x'")
+        conn.execute("CREATE TABLE j2 AS SELECT * FROM jacobian")
+        conn.execute("DROP TABLE jacobian")
+        conn.execute("CREATE TABLE jacobian (run_id TEXT NOT NULL, step INTEGER, example "
+                     "INTEGER, idx INTEGER, value REAL, unit TEXT NOT NULL)")
+    ex = Counting()
+    raw4 = _raw(tmp_path, '"train.seed" = [3]')
+    with pytest.raises(StoreWriteError, match="not writable: NOT NULL constraint failed: "
+                       "jacobian.unit"):
+        run_sweep(raw4, out, executor=ex, echo=None)
+    assert ex.computed == []
+    with Store(out, create=False) as s:
+        assert len(s.runs()) == 3
