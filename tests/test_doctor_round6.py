@@ -120,3 +120,21 @@ def test_argument_types_are_named(kwargs, fragment):
         doctor(HE_RELU, (X, Y), steps=2, **kwargs)
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
+
+
+def test_a_rescaled_network_is_the_reference_of_a_cure_that_rebuilds_its_recipe():
+    # a Glorot-built tanh net whose weights were multiplied by 4: the cure "glorot_uniform" is
+    # the fresh build of its recipe, so it is judged against the network diagnosed; it was
+    # judged against that same fresh build ("train loss 0.0744 -> 0.0744, init variance factor
+    # 1.044 -> 1.044: did not help", while the baseline said 0.1485, val acc 0.83)
+    from depthlab.models import mlp
+
+    net = mlp([20, 32, 32, 32, 32, 4], activation="tanh", init="glorot_uniform", seed=0)
+    for d in net.dense_layers():
+        d.W.value *= 4.0
+    dg = doctor(net, (X, Y), steps=100, verify=True)
+    v = next(v for v in dg.verifications if v.kind == "init_mismatch")
+    assert v.prescription == {"init": "glorot_uniform"}
+    assert v.before == dg.baseline
+    assert v.metric_before == dg.finding("init_mismatch").evidence["metric"] > 4
+    assert v.metric_after < 1.5 and v.resolved and v.helped

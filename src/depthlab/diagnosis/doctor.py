@@ -277,7 +277,7 @@ def doctor(
             # build of the same config trained with the same budget.
             reference = _train(fresh, config, d, settings, callbacks)
     diagnosis.verifications = verify_prescriptions(base.findings, reference, config, d, settings,
-                                                   callbacks)
+                                                   callbacks, diagnosed=base)
     diagnosis.findings = rank_findings(base.findings, diagnosis.verifications)
     order = [f.kind for f in diagnosis.findings]
     diagnosis.verifications.sort(key=lambda v: order.index(v.kind))
@@ -286,12 +286,20 @@ def doctor(
 
 def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[str, Any],
                          data: _Data, settings: dict[str, Any],
-                         callbacks: Sequence[Callback] = ()) -> list[Verification]:
+                         callbacks: Sequence[Callback] = (),
+                         diagnosed: _Run | None = None) -> list[Verification]:
     """Re-run each finding's prescription (``mlp(**{**config, **changes})`` and/or changed
     training settings) under ``settings``' budget and seed, once per distinct prescription, and
     judge it against ``reference``: ``resolved`` when the finding is gone, ``helped`` when its
-    metric went down (or it is gone) and training improved (:func:`_better`)."""
-    cache: dict[str, _Run] = {}
+    metric went down (or it is gone) and training improved (:func:`_better`).
+
+    ``diagnosed``: the run of the diagnosed network when ``reference`` is a fresh build of its
+    config instead (a network whose weights are not its recipe's: trained, or rescaled by
+    hand). A prescription that changes nothing of the recipe (``init = "glorot_uniform"`` for a
+    Glorot-built net whose weights were multiplied by 4) *is* that fresh build: it is judged
+    against ``diagnosed`` (the fresh build against itself was "1.044 -> 1.044: did not
+    help")."""
+    cache: dict[str, tuple[_Run, _Run]] = {}  # prescription -> (its run, its reference)
     out = []
     for f in findings:
         if not f.prescription:
@@ -304,20 +312,25 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
             new_settings = {**settings, **train_changes}
             if new_settings["optimizer"] != settings["optimizer"]:
                 new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
-            cache[key] = _train(variant, dict(variant.config), data, new_settings, callbacks)
-        run = cache[key]
-        before_metric = reference.metrics_by_kind.get(f.kind, math.nan)
+            if (diagnosed is not None and new_settings == settings
+                    and dict(variant.config) == dict(config)):
+                cache[key] = (reference, diagnosed)  # the fresh build: already trained
+            else:
+                cache[key] = (_train(variant, dict(variant.config), data, new_settings,
+                                     callbacks), reference)
+        run, ref = cache[key]
+        before_metric = ref.metrics_by_kind.get(f.kind, math.nan)
         after_metric = run.metrics_by_kind.get(f.kind, math.nan)
         after_kinds = [g.kind for g in run.findings]
         resolved = f.kind not in after_kinds
         improved = resolved or after_metric < before_metric  # False when either is NaN
         out.append(Verification(
-            kind=f.kind, prescription=dict(f.prescription), before=dict(reference.final),
+            kind=f.kind, prescription=dict(f.prescription), before=dict(ref.final),
             after=dict(run.final), metric=RULES[f.kind].metric,
             metric_before=before_metric, metric_after=after_metric, resolved=resolved,
-            helped=bool(improved and _better(run.final, reference.final)),
+            helped=bool(improved and _better(run.final, ref.final)),
             new_findings=[k for k in after_kinds
-                          if k not in {g.kind for g in reference.findings}],
+                          if k not in {g.kind for g in ref.findings}],
         ))
     return out
 
