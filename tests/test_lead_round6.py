@@ -37,3 +37,96 @@ def test_load_dataset_exact_inputs_keep_the_float32_path(tmp_path):
     plain = load_dataset(path, seed=0)
     mean, std = fit_standardizer(plain.x_train)
     np.testing.assert_array_equal(ds.x_train, apply_standardizer(plain.x_train, mean, std))
+
+
+# -- nn.PReLU is a known activation of the torch probes ----------------------------------------
+
+torch = pytest.importorskip("torch")
+
+
+def _prelu_case(per_channel: int, conv: bool = False):
+    from torch import nn
+
+    torch.manual_seed(0)
+    if conv:
+        model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.PReLU(per_channel), nn.Flatten(),
+                              nn.Linear(6 * 6 * 6, 4)).double()
+        x = torch.randn(16, 3, 8, 8, dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.Linear(10, 6), nn.PReLU(per_channel), nn.Linear(6, 4)).double()
+        x = torch.randn(64, 10, dtype=torch.float64)
+    with torch.no_grad():  # distinct slopes, one of them 0: a unit-level dead check
+        model[1].weight.copy_(torch.linspace(0.0, 0.5, per_channel, dtype=torch.float64))
+    return model, x, torch.randint(0, 4, (x.shape[0],))
+
+
+@pytest.mark.parametrize("per_channel,conv", [(1, False), (6, False), (6, True)])
+def test_prelu_rows_match_autograd(per_channel, conv):
+    import depthlab.torch as dlt
+
+    model, x, y = _prelu_case(per_channel, conv)
+    df = dlt.probe(model, x, y, torch.nn.CrossEntropyLoss(), percentiles=())
+    got = {q: v for q, v in zip(df[df.layer == 1].quantity, df[df.layer == 1].value)}
+    with torch.no_grad():
+        s = model[0](x)
+        a = model[1](s)
+    a_ref = torch.where(s > 0, s, model[1].weight.reshape((1, -1) + (1,) * (s.dim() - 2)) * s)
+    torch.testing.assert_close(a, a_ref)
+    assert got["act_mean"] == pytest.approx(float(a.mean()), rel=1e-9)
+    assert got["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-9)
+    assert got["inactive_frac"] == pytest.approx(float((s <= 0).double().mean()), rel=1e-12)
+    # per-channel slope 0 on unit 0: dead only where that unit's inputs are all <= 0
+    slope0 = per_channel > 1
+    units = s.transpose(0, 1).reshape(s.shape[1], -1)
+    dead = ((units <= 0).all(dim=1) & slope0 & (torch.arange(s.shape[1]) == 0)).double().mean()
+    assert got["dead_frac"] == pytest.approx(float(dead), abs=1e-12)
+
+
+def test_prelu_slope_is_read_when_measured():
+    """The spec follows a slope that training changed (it is not captured at first use)."""
+    from depthlab.torch.layers import activation_spec
+
+    m = torch.nn.PReLU()
+    spec = activation_spec(m)
+    s = torch.tensor([-2.0, 3.0])
+    assert spec.derivative(s).tolist() == pytest.approx([0.25, 1.0])
+    with torch.no_grad():
+        m.weight.fill_(0.5)
+    assert spec.derivative(s).tolist() == pytest.approx([0.5, 1.0])
+    assert spec.function(s).tolist() == pytest.approx([-1.0, 3.0])
+
+
+def test_prelu_theory_scalar_slope_and_refusal_per_channel():
+    import depthlab.torch as dlt
+
+    model, x, _ = _prelu_case(1)
+    with torch.no_grad():
+        model[1].weight.fill_(0.3)
+        model[0].bias.zero_()  # s ~ N(0, q) exactly
+    pred = dlt.predict(model, x)
+    # E[f(s)^2] for s ~ N(0, q), f = PReLU(0.3): q (1 + 0.09) / 2
+    q = float(pred[(pred.layer == 1) & (pred.quantity == "pre_std")].predicted.iloc[0]) ** 2
+    act = float(pred[(pred.layer == 1) & (pred.quantity == "act_std")].predicted.iloc[0]) ** 2
+    mean = (1 - 0.3) * np.sqrt(q / (2 * np.pi))
+    assert act == pytest.approx(q * 1.09 / 2 - mean ** 2, rel=1e-6)
+    model, x, _ = _prelu_case(6)
+    with pytest.raises(ValueError, match=r"'1' \(PReLU\) has a learned slope per channel"):
+        dlt.predict(model, x)
+
+
+def test_prelu_matched_init_uses_the_mean_slope():
+    from depthlab.torch.prescriptions import init_weight
+
+    torch.manual_seed(0)
+    act = torch.nn.PReLU(4, init=0.5)
+    w = torch.empty(2000, 500)
+    init_weight(w, "matched", act)
+    assert float(w.var()) == pytest.approx(2.0 / (1.25 * 500), rel=0.02)
+
+
+def test_prelu_orthogonal_gain_is_the_leaky_relu_gain_of_its_slope():
+    """The orthogonal/LSUV cures on a PReLU model raised AttributeError (no negative_slope)."""
+    from depthlab.torch.prescriptions import _gain
+
+    act = torch.nn.PReLU(3, init=0.5)
+    assert _gain(act) == pytest.approx(torch.nn.init.calculate_gain("leaky_relu", 0.5))

@@ -184,7 +184,9 @@ def _activation_fn(module: nn.Module | None) -> Any:
     name = rx.activation_name(module) if module is not None else None
     if name is None:
         return None
-    fn = _depthlab_fn(name, rx.activation_kwargs(module))
+    # PReLU: the leaky ReLU of its (mean) learned slope
+    fn = _depthlab_fn(rx.INIT_KIN[name] if name == "prelu" else name,
+                      rx.activation_kwargs(module))
     if fn is None:
         spec = activation_spec(module)
         fn = _TorchActivationFn(spec) if spec is not None else None
@@ -614,8 +616,8 @@ def doctor(
         _check_runs(model, d, loss_fn)
         _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
-        theory = theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES])[0] if out is not None \
-            else None
+        theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES])
+                               if out is not None else (None, ""))
         base = _run(model, d, loss_fn, spec, settings, percentiles=True)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
@@ -650,7 +652,8 @@ def doctor(
             order = {f.kind: i for i, f in enumerate(diagnosis.findings)}
             diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
     if out is not None:
-        _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory)
+        _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory,
+               theory_note)
     return diagnosis
 
 
@@ -823,10 +826,12 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run) ->
 
 
 def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
-           seconds: float, verify: bool, theory: list[dict[str, Any]] | None = None) -> str:
+           seconds: float, verify: bool, theory: list[dict[str, Any]] | None = None,
+           theory_note: str = "") -> str:
     """Write the diagnosis to the results store in ``out`` (one transaction); returns the id.
     ``theory``: :func:`theory_rows` of the untrained model, kept in ``config.model.theory``
-    (the report draws it beside the measured gradients and activations)."""
+    (the report draws it beside the measured gradients and activations); without it,
+    ``theory_note`` (why not) is kept in ``config.model.theory_note``, the report's caption."""
     from ..experiments.store import RunRecord, Store
 
     payload = diagnosis.to_dict()
@@ -851,7 +856,8 @@ def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
         "source": "depthlab.torch.doctor",
         "model": {"class": c.get("model"), "layers": layers, "activation": c.get("activation"),
                   "batchnorm": c.get("batchnorm"), "parameters": c.get("parameters"),
-                  **({"theory": theory} if theory else {})},
+                  **({"theory": theory} if theory else
+                     {"theory_note": theory_note} if theory_note else {})},
         "train": {"optimizer": st["optimizer"], "lr": st["lr"],
                   "optimizer_kwargs": st["optimizer_kwargs"], "batch_size": st["batch_size"],
                   "max_steps": st["steps"], "seed": st["seed"], "loss": st["loss"],

@@ -80,6 +80,9 @@ class ActivationSpec:
     max_derivative: float
     relu_family: bool
     bounded: bool
+    scalar: bool = True
+    """One function for every unit (False: PReLU with a learned slope per channel, which
+    ``derivative`` applies along axis 1 and the theory's scalar Gaussian integrals cannot)."""
 
 
 def _max_deriv(name: str, **kw) -> float:
@@ -121,6 +124,24 @@ def _leaky(m):
     return ActivationSpec(
         "leaky_relu", lambda s: torch.where(s > 0, 1.0, k).to(s.dtype),
         lambda s: torch.nn.functional.leaky_relu(s, k), max(1.0, abs(k)), True, False)
+
+
+def _prelu(m):
+    """PReLU ``f(s) = s`` for ``s > 0``, ``a s`` otherwise, ``a`` learned: one slope, or one
+    per channel on axis 1 (torch's layout); read when called, so the spec follows training."""
+    w = m.weight
+
+    def slope(s: torch.Tensor) -> torch.Tensor:
+        a = w.detach().to(device=s.device, dtype=s.dtype)
+        if a.numel() == 1:
+            return a.reshape(())
+        return a.reshape((1, -1) + (1,) * (s.dim() - 2)) if s.dim() >= 2 else a
+
+    return ActivationSpec(
+        "prelu", lambda s: torch.where(s > 0, torch.ones_like(s), slope(s)),
+        lambda s: torch.where(s > 0, s, slope(s) * s),
+        max(1.0, float(w.detach().abs().max())) if w.numel() else 1.0, True, False,
+        scalar=w.numel() == 1)
 
 
 def _neg_exp(s: torch.Tensor, scale: float = 1.0, alpha: float = 1.0) -> torch.Tensor:
@@ -233,7 +254,7 @@ def _tanhshrink(m):
 
 
 _SPECS: list[tuple[type, Callable[[nn.Module], ActivationSpec]]] = [
-    (nn.ReLU, _relu), (nn.LeakyReLU, _leaky), (nn.ELU, _elu), (nn.SELU, _selu),
+    (nn.ReLU, _relu), (nn.LeakyReLU, _leaky), (nn.PReLU, _prelu), (nn.ELU, _elu), (nn.SELU, _selu),
     (nn.CELU, _celu), (nn.GELU, _gelu), (nn.SiLU, _silu), (nn.Sigmoid, _sigmoid),
     (nn.Tanh, _tanh), (nn.Softsign, _softsign), (nn.Mish, _mish), (nn.Softplus, _softplus),
     (nn.Hardtanh, _hardtanh), (nn.ReLU6, _hardtanh), (nn.Hardsigmoid, _hardsigmoid),

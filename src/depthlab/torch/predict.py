@@ -241,7 +241,12 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 handles.append(info.owner.register_forward_pre_hook(pre))
                 handles.append(info.owner.register_forward_hook(post))
             for m in model.modules():
-                if activation_spec(m) is not None:
+                spec = activation_spec(m)
+                if spec is not None and not spec.scalar:
+                    raise ValueError(f"predict() needs one activation function per layer; "
+                                     f"{label(m)} has a learned slope "
+                                     f"per channel ({m.weight.numel()} of them)")
+                if spec is not None:
                     handles.append(m.register_forward_pre_hook(act_pre))
                     handles.append(m.register_forward_hook(act_post))
                 elif is_norm(m):

@@ -85,7 +85,8 @@ class NotApplicable(ValueError):
 
 
 INIT_KIN: dict[str, str] = {"relu6": "relu", "celu": "elu", "hardswish": "swish",
-                            "hardtanh": "tanh", "hardsigmoid": "sigmoid"}
+                            "hardtanh": "tanh", "hardsigmoid": "sigmoid",
+                            "prelu": "leaky_relu"}
 """Activations the probes know (:data:`depthlab.torch.layers.ACTIVATIONS`) but depthlab's
 NumPy registry does not, and the registry activation whose initialization they share."""
 
@@ -114,6 +115,8 @@ def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
         return {"negative_slope": float(module.negative_slope)}
     if isinstance(module, nn.ELU):
         return {"alpha": float(module.alpha)}
+    if isinstance(module, nn.PReLU) and module.weight.numel():  # its slopes' mean, as now
+        return {"negative_slope": float(module.weight.detach().float().mean())}
     return {}
 
 
@@ -215,7 +218,7 @@ def _gain(act: nn.Module | None) -> float:
     if name in ("relu", "elu", "gelu", "swish", "mish"):
         return math.sqrt(2.0)
     if name == "leaky_relu":
-        return nn.init.calculate_gain("leaky_relu", float(act.negative_slope))
+        return nn.init.calculate_gain("leaky_relu", activation_kwargs(act)["negative_slope"])
     if name == "tanh":
         return 5.0 / 3.0
     return 1.0
@@ -229,7 +232,7 @@ def init_weight(w: torch.Tensor, name: str, act: nn.Module | None) -> None:
             rec = recommended_for(activation_name(act) or "identity") if act is not None \
                 else "glorot_uniform"
             if rec == "he_normal":
-                slope = float(act.negative_slope) if isinstance(act, nn.LeakyReLU) else 0.0
+                slope = activation_kwargs(act).get("negative_slope", 0.0)  # PReLU: mean
                 w.normal_(0.0, math.sqrt(2.0 / ((1.0 + slope ** 2) * fan_in)))
                 return
             name = rec or "glorot_uniform"
