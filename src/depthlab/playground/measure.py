@@ -13,8 +13,13 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
 * ``update_ratio[l] = ||W_l(t) - W_l(t0)|| / ||W_l(t0)|| / (t - t0)``: the relative change of the
   weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``;
 * activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
-  between) over fixed bins chosen at the first measurement
-  (:func:`depthlab.probes.histograms.choose_edges`), normalised to sum 1;
+  between), normalised to sum 1, over a range that follows the data (:func:`follow_edges`:
+  kept from one measurement to the next while the robust range of
+  :func:`depthlab.probes.histograms.choose_edges` stays inside it and fills at least
+  :data:`HIST_SHRINK` of it, so the axis does not jitter; else chosen again with
+  :data:`HIST_HEADROOM`). Fixed edges from the first measurement piled every value that
+  training moved beyond them into the end bins: a saturated tanh layer (all at +-1) drew two
+  spikes at +-0.4;
 * for 2-D inputs, the class the network predicts (inference mode) on a ``GRID x GRID`` grid
   over the data's range (``GRID_DEEP`` for deep networks), and its probability; where the
   output is not finite (batch norm before its first step has no running statistics) a note.
@@ -30,12 +35,14 @@ import numpy as np
 from ..diagnosis.findings import jsonable
 from ..losses import Loss
 from ..network import Network
-from ..probes.histograms import bin_counts, choose_edges
+from ..probes.histograms import activation_range, bin_counts, choose_edges
 from ..probes.stats import layer_quantities, measurement_pass, network_stats
 
 PROBE_ROWS = 300
 HIST_LAYERS = 6
 HIST_BINS = 30
+HIST_SHRINK = 0.25
+HIST_HEADROOM = 1.25
 GRID = 32
 GRID_DEEP = 20
 """Grid side for networks with more than :data:`DEEP` hidden nonlinearities (a forward pass per
@@ -54,6 +61,23 @@ def pick_layers(n: int, k: int = HIST_LAYERS) -> list[int]:
     if n <= k:
         return list(range(1, n + 1))
     return sorted({int(round(1 + i * (n - 1) / (k - 1))) for i in range(k)})
+
+
+def follow_edges(old: tuple[float, float] | None, new: tuple[float, float],
+                 bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The histogram range after one measuring ``new`` (``choose_edges`` of the data): ``old``
+    while ``new`` lies inside it and ``hi - lo >= HIST_SHRINK (old hi - old lo)``; else ``new``
+    widened by :data:`HIST_HEADROOM` away from 0 (``[lo h, hi h]`` for ``lo < 0 < hi``, a
+    bound at 0 stays) and clipped to ``bounds`` (a bounded activation's range)."""
+    if old is not None:
+        inside = old[0] <= new[0] and new[1] <= old[1]
+        if inside and new[1] - new[0] >= HIST_SHRINK * (old[1] - old[0]):
+            return old
+    lo, hi = new
+    lo, hi = (lo * HIST_HEADROOM if lo < 0 else lo), (hi * HIST_HEADROOM if hi > 0 else hi)
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return (lo, hi) if hi > lo else new
 
 
 def _floats(values: list[float], digits: int = 5) -> list[float | None]:
@@ -161,9 +185,9 @@ class Monitor:
             for layer in self.hist_layers:
                 act = self.points[layer - 1].activation
                 a = np.asarray(act.a)
-                if layer not in self.edges:
-                    self.edges[layer] = choose_edges("act", a, act.fn)
-                lo, hi = self.edges[layer]
+                lo, hi = self.edges[layer] = follow_edges(
+                    self.edges.get(layer), choose_edges("act", a, act.fn),
+                    activation_range(act.fn))
                 counts = bin_counts(a, lo, hi, HIST_BINS)
                 total = max(int(counts.sum()), 1)
                 hists.append({"layer": layer, "lo": lo, "hi": hi,

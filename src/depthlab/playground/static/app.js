@@ -64,9 +64,15 @@ function buildControls() {
 function field(key) { return S.schema.fields.find((f) => f.key === key); }
 function inputOf(key) { return document.querySelector(`[name="${key}"]`); }
 
+/* The query of the controls that apply: a hidden one (another data set's option, the momentum
+   of an optimizer without one) is left out, so a bad value typed there before it was hidden
+   does not refuse every later change with a message about a control nobody can see. */
 function readControls() {
   const q = {};
-  for (const f of S.schema.fields) q[f.key] = inputOf(f.key).value.trim();
+  for (const f of S.schema.fields) {
+    if (document.querySelector(`.field[data-key="${f.key}"]`).classList.contains("hidden")) continue;
+    q[f.key] = inputOf(f.key).value.trim();
+  }
   return q;
 }
 
@@ -257,6 +263,14 @@ const logScale = { range: (u, lo, hi) => {
 const tick = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ?
   (+v.toPrecision(3)).toExponential().replace("e+", "e") : (+v.toPrecision(3)).toString());
 const linTicks = (u, splits) => splits.map(tick);
+/* uPlot's range for values that are all equal is [0, 100] when they are 0: every activation
+   0 (zero weights, a step function) drew an axis up to 100. Equal values get +-half their
+   size (+-0.5 around 0), others uPlot's usual 10% margin. */
+const valueRange = (u, lo, hi) => {
+  if (lo === null || hi === null || !isFinite(lo) || !isFinite(hi)) return [-1, 1];
+  if (lo === hi) { const d = Math.abs(lo) / 2 || 0.5; return [lo - d, hi + d]; }
+  return uPlot.rangeNum(lo, hi, 0.1, true);
+};
 const logTicks = (u, splits) => splits.map((v) =>
   (v !== null && Math.abs(v - Math.round(v)) < 1e-9 ? `1e${Math.round(v)}` : ""));
 const decadeIncrs = [1, 2, 5, 10, 20, 50, 100];
@@ -292,7 +306,10 @@ function buildPlots(m) {
     series: [{ label: "step" },
       { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: firstPoints },
       { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: firstPoints },
-      { label: "held-out acc", stroke: "#2ca02c", width: 1.5, scale: "acc", points: firstPoints }],
+      // a regression loss (mse, huber) measures no accuracy: a legend entry without a line
+      // would look like a drawing fault
+      { label: m.has_accuracy === false ? `held-out acc: none for ${m.config.train.loss}` :
+        "held-out acc", stroke: "#2ca02c", width: 1.5, scale: "acc", points: firstPoints }],
   }, [[], [], [], []]);
   const hl = m.hist_layers;
   makePlot("plot-hist", {
@@ -310,7 +327,7 @@ function buildPlots(m) {
     }
   }
   const evo = makePlot("plot-evo", {
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: { range: valueRange } },
     axes: [stepAxis, { label: "activation", size: 55, values: linTicks }],
     legend: { live: false }, series: evoSeries,
   }, evoSeries.map(() => []));
@@ -402,11 +419,19 @@ function onUpdate(m) {
     } else {
       const lo = Math.min(...m.hist.map((hh) => hh.lo)), hi = Math.max(...m.hist.map((hh) => hh.hi));
       const N = 60, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
+      // each layer's bin shares its fraction among the common bins it overlaps, in proportion
+      // to the overlap (moving it whole to the bin of its centre left every other common bin
+      // empty where a layer's bins are wider: a comb of spikes and zeros)
+      const w = (hi - lo) / N;
       const ys = m.hist.map((hh) => {
-        const out = new Array(N).fill(0);
+        const out = new Array(N).fill(0), bw = (hh.hi - hh.lo) / hh.p.length;
         hh.p.forEach((p, i) => {
-          const c = hh.lo + (i + 0.5) * (hh.hi - hh.lo) / hh.p.length;
-          out[Math.min(N - 1, Math.max(0, Math.floor((c - lo) / (hi - lo) * N)))] += p;
+          const a = hh.lo + i * bw, b = a + bw;
+          const j0 = Math.max(0, Math.floor((a - lo) / w)), j1 = Math.min(N - 1, Math.floor((b - lo) / w));
+          for (let j = j0; j <= j1; j++) {
+            const o = Math.min(b, lo + (j + 1) * w) - Math.max(a, lo + j * w);
+            if (o > 0) out[j] += p * o / bw;
+          }
         });
         return out;
       });
