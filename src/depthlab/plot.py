@@ -168,7 +168,8 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     ``model.sizes`` and no dropout, and a note saying what it assumes; ``(None, reason)``
     otherwise. Plain MLPs: ``depthlab.theory.propagate``; batch-normalized or residual ones:
     ``depthlab.theory.predict_gradients`` (batch-norm mean field, residual recursion); a
-    depthlab.torch run: the rows ``model.theory`` it stored (``depthlab.torch.predict``)."""
+    depthlab.torch run: the rows ``model.theory`` it stored (``depthlab.torch.predict``), or
+    without them the reason it stored (``model.theory_note``)."""
     model = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
     rows = model.get("theory")  # depthlab.torch runs: depthlab.torch.predict at initialization
     if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
@@ -177,6 +178,13 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
             th["act_var"] = pd.to_numeric(th.get("act_var"), errors="coerce")
             return th, ("theory: depthlab.torch.predict (variance propagation from the "
                         "model's weights at initialization)")
+    source = config.get("source") if isinstance(config, Mapping) else None
+    if isinstance(source, str) and source.startswith("depthlab.torch"):  # no rows stored
+        note = model.get("theory_note")
+        if isinstance(note, str) and note.strip():
+            return None, "no theory curve: " + note.strip().removeprefix("no theory: ")
+        return None, ("no theory curve: no depthlab.torch.predict rows were stored with this "
+                      "run (a model the theory does not cover, or theory=False)")
     if float(model.get("dropout") or 0) > 0:
         return None, "no theory curve: the prediction covers networks without dropout"
     sizes = model.get("sizes")

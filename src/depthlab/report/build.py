@@ -650,8 +650,11 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     if blocks:
         body.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     if probes.empty and status != "failed":
-        body.append("<p class=\"note\">No probes were recorded for this run "
-                    "(enable them with <code>[probes] every = N</code>).</p>")
+        source = config.get("source") if isinstance(config, dict) else None
+        hint = ("its depthlab.torch Watch was closed before any <code>watch.step(loss)</code>"
+                if isinstance(source, str) and source.startswith("depthlab.torch")
+                else "enable them with <code>[probes] every = N</code>")
+        body.append(f"<p class=\"note\">No probes were recorded for this run ({hint}).</p>")
     open_attr = " open" if is_open else ""
     return (f"<details class=\"run\" id=\"run-{H.esc(safe)}\"{open_attr}>{head}"
             f"<div class=\"body\">{''.join(body)}</div></details>")

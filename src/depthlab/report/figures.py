@@ -160,7 +160,8 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
     with a non-empty name; a name that is only digits, a ``Sequential`` index, reads
     ``[4]`` as in ``model[4]``); empty without one (NumPy runs). Overlaid tables of different
     models: two names of one layer number are joined (``features.0 / [0]``); with more, that
-    number stays unnamed."""
+    number stays unnamed. A ``$`` in a name is drawn as itself (escaped: not typeset as
+    math, and ``$\\bad$`` does not stop the figure)."""
     found: dict[int, list[str]] = {}
     for t in tables:
         if t is None or t.empty or "module" not in t.columns or "layer" not in t.columns:
@@ -168,7 +169,7 @@ def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
         pairs = t.loc[t["layer"] >= 1, ["layer", "module"]].drop_duplicates()
         for layer, mod in zip(pairs["layer"].astype(int), pairs["module"]):
             if isinstance(mod, str) and mod:
-                label = f"[{mod}]" if mod.isdigit() else mod
+                label = f"[{mod}]" if mod.isdigit() else mod.replace("$", r"\$")
                 if label not in found.setdefault(layer, []):
                     found[layer].append(label)
     return {k: " / ".join(v) for k, v in found.items() if len(v) <= 2}
