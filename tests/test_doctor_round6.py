@@ -138,3 +138,26 @@ def test_a_rescaled_network_is_the_reference_of_a_cure_that_rebuilds_its_recipe(
     assert v.before == dg.baseline
     assert v.metric_before == dg.finding("init_mismatch").evidence["metric"] > 4
     assert v.metric_after < 1.5 and v.resolved and v.helped
+
+
+def test_a_perfect_fit_has_loss_zero_not_minus_zero():
+    import math
+
+    from depthlab.losses import get_loss
+
+    ce = get_loss("cross_entropy")
+    for target in (np.array([0]), np.array([[1.0, 0.0]])):
+        value = ce.forward(np.array([[100.0, 0.0]]), target)
+        assert value == 0.0 and math.copysign(1.0, value) == 1.0  # was -0.0: "train loss -0"
+
+
+def test_a_bad_probe_target_names_probe_y():
+    from depthlab.models import mlp
+    from depthlab.probes import ProbeRecorder
+    from depthlab.training import fit
+
+    net = mlp([20, 8, 4], activation="relu", init="he_normal", seed=0)
+    with pytest.raises(ValueError, match=r"^probe_y: cross_entropy: label 7 out of range"):
+        fit(net, X, Y, epochs=1, callbacks=[ProbeRecorder(X[:30], Y[:30] + 4)])
+    with pytest.raises(ValueError, match=r"^probe_y: mse: pred shape \(30, 4\)"):
+        fit(net, X, Y, epochs=1, callbacks=[ProbeRecorder(X[:30], Y[:30], loss="mse")])

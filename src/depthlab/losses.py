@@ -252,7 +252,7 @@ class CrossEntropy(Loss):
             yy = y * (1.0 - eps) + eps / c if eps else y
             nll = -float(xp.einsum("ij,ij->", yy, logp, dtype=np.float64))
         self._cache = (p, y)
-        return nll / b
+        return nll / b + 0.0  # a perfect fit is 0, not -0.0 (printed "train loss -0")
 
     def backward(self) -> Array:
         p, y = self._cached()

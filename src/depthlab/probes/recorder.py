@@ -314,7 +314,24 @@ class ProbeRecorder(Callback):
                 raise ValueError("batch normalization needs a probe batch of at least 2 rows")
             # NaN, inf or values too large for the network's dtype: refused, row and column
             self._x = trainer.transform(finite_features(self.probe_x, net.dtype, "probe_x"))
+            self._check_probe_y(net)
             self._probe_record(trainer.step)
+
+    def _check_probe_y(self, net) -> None:
+        """The loss's checks of ``probe_y`` (labels in range, shape, finiteness) against a zero
+        prediction of the network's output width, so that a bad target names ``probe_y`` (it
+        failed inside the first measurement as "cross_entropy: label 7 out of range")."""
+        if type(self._loss).__module__ != "depthlab.losses" or not net.dense_layers():
+            return
+        width = net.dense_layers()[-1].W.value.shape[1]
+        zeros = np.broadcast_to(np.zeros((), net.dtype), (self.probe_y.shape[0], width))
+        try:
+            with np.errstate(all="ignore"):
+                self._loss.forward(zeros, self.probe_y)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"probe_y: {e}") from None
+        finally:
+            self._loss._cache = None  # nothing of the check is kept
 
     def before_update(self, trainer, step: int) -> None:
         snapshots = self._snapshot_buffers() if self._wants_stats(step) else None
