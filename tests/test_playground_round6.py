@@ -164,3 +164,39 @@ def test_all_zero_activations_get_an_axis_around_zero(page, server, shots):
     lo, hi = page.evaluate("[S.plots['plot-evo'].scales.y.min, S.plots['plot-evo'].scales.y.max]")
     page.locator("#panel-evo").screenshot(path=str(shots / "round6_all_zero_activations.png"))
     assert lo < 0 < hi <= 1  # was: an activation axis from 0 to 100
+
+
+def test_layer_axis_label_is_chosen_again_when_the_window_narrows(page, server, shots):
+    page.goto(server.url + "?model.depth=6&model.width=8&model.residual=true")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    assert page.evaluate("S.plots['plot-sat'].axes[0].label").endswith("input left)")
+    page.set_viewport_size({"width": 375, "height": 700})
+    page.wait_for_function("S.plots['plot-sat'].width < 420", timeout=10_000)
+    sizes = page.evaluate("""['plot-grad', 'plot-sat', 'plot-update'].map((id) => {
+        const u = S.plots[id], c = document.createElement('canvas').getContext('2d');
+        c.font = u.axes[0].labelFont[0];
+        const w = c.measureText(u.axes[0].label).width;
+        return [u.axes[0].label, u.bbox.left + u.bbox.width / 2 + w / 2,
+                u.ctx.canvas.width]; })""")
+    page.locator("#panel-sat").screenshot(path=str(shots / "round6_narrowed_axis_label.png"))
+    for label, right, canvas in sizes:
+        # was: the desktop label kept, "... input l" cut at the canvas's edge
+        assert label == "nonlinearity (2 per residual block)" and right <= canvas, sizes
+
+
+def test_apply_buttons_show_only_settings_that_change_something(page, server):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    query = page.evaluate("S.query")
+    apply = {**query, "model.activation": "tanh"}
+    page.evaluate("""([query, apply]) => handle({type: "doctor", steps: 200, query,
+        baseline: {train_loss: 0.7, val_acc: 0.5, diverged: false},
+        findings: [{kind: "mean_shift", severity: "high", layers: [1, 2, 3],
+                    message: "m", evidence: {}, prescription_text: "p", verifications: [],
+                    prescription: {activation: "tanh", activation_kwargs: {}}, apply}]})""",
+                  [query, apply])
+    # was: 'apply {"activation":"tanh","activation_kwargs":{}}'
+    assert page.locator("#doctor-out button.apply").text_content() == 'apply {"activation":"tanh"}'
+    page.locator("#doctor-out button.apply").click()
+    page.wait_for_function("new URLSearchParams(location.search).get('model.activation')"
+                           " === 'tanh'", timeout=30_000)

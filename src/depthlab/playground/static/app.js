@@ -284,13 +284,18 @@ const stepAxis = { label: "step", incrs: [1, 2, 5].flatMap((m) =>
    so after the first step the train loss (none at step 0) was not drawn at all. */
 const firstPoints = { show: (u, si, i0, i1) => i1 - i0 < 2, size: 6 };
 
+/* The layer axis's label for a plot ``width`` px wide (also chosen again when the window is
+   resized: the label chosen at a desktop width ran past a phone-wide canvas). */
+function layerLabel(width) {
+  if (!S.ready || !S.ready.config.model.residual) return "hidden layer (input left)";
+  return width < 420 ? "nonlinearity (2 per residual block)" :
+    "nonlinearity (two per residual block; input left)";
+}
+
 function buildPlots(m) {
   const L = m.n_layers;
   // axis labels are drawn on the canvas, never wrapped: a phone-wide plot gets the short one
-  const narrow = plotWidth("plot-sat") < 420;
-  layerAxis = { ...layerAxis, label: !m.config.model.residual ? "hidden layer (input left)" :
-    narrow ? "nonlinearity (2 per residual block)" :
-      "nonlinearity (two per residual block; input left)" };
+  layerAxis = { ...layerAxis, label: layerLabel(plotWidth("plot-sat")) };
   const layers = Array.from({ length: L }, (_, i) => i + 1);
   makePlot("plot-grad", {
     scales: { x: { time: false }, y: logScale },
@@ -549,7 +554,10 @@ function onDoctor(m) {
       box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
     }
     if (f.apply && Object.keys(f.prescription || {}).length) {
-      const a = el("button", "apply", "apply " + JSON.stringify(f.prescription));
+      // settings without a control here ({} activation_kwargs: the default) are not shown
+      const shown = Object.fromEntries(Object.entries(f.prescription).filter(([, v]) =>
+        v !== null && !(typeof v === "object" && !Object.keys(v).length)));
+      const a = el("button", "apply", "apply " + JSON.stringify(shown));
       a.addEventListener("click", () => { writeControls(f.apply); sendSetup(f.apply, false); });
       box.appendChild(a);
     } else if (f.apply_error) {
@@ -597,7 +605,10 @@ async function main() {
     setTimeout(() => { $("share").textContent = "copy link"; }, 1500);
   });
   window.addEventListener("resize", () => {
-    for (const [id, u] of Object.entries(S.plots)) u.setSize({ width: plotWidth(id), height: 210 });
+    for (const [id, u] of Object.entries(S.plots)) {
+      if (["plot-grad", "plot-sat", "plot-update"].includes(id)) u.axes[0].label = layerLabel(plotWidth("plot-sat"));
+      u.setSize({ width: plotWidth(id), height: 210 });
+    }
   });
   connect();
 }
