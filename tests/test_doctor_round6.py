@@ -161,3 +161,18 @@ def test_a_bad_probe_target_names_probe_y():
         fit(net, X, Y, epochs=1, callbacks=[ProbeRecorder(X[:30], Y[:30] + 4)])
     with pytest.raises(ValueError, match=r"^probe_y: mse: pred shape \(30, 4\)"):
         fit(net, X, Y, epochs=1, callbacks=[ProbeRecorder(X[:30], Y[:30], loss="mse")])
+
+
+def test_the_doctors_seed_seeds_a_config_without_one():
+    cfg = dict(sizes=[20, 16, 16, 4], activation="tanh", init="glorot_uniform")
+    one, two = (doctor(cfg, (X, Y), steps=5, seed=s) for s in (1, 2))
+    assert one.config["seed"] == 1 and two.config["seed"] == 2  # was 0 for every seed
+    def w0(d):
+        return d.probes.query("step == 0 and quantity == 'weight_std'")["value"].tolist()
+
+    assert w0(one) != w0(two)
+    assert one == doctor(cfg, (X, Y), steps=5, seed=1)  # one seed: one diagnosis
+    pinned = doctor({**cfg, "seed": 7}, (X, Y), steps=5, seed=1)
+    assert pinned.config["seed"] == 7  # a config's own seed is kept
+    with pytest.raises(ValueError, match=r"got keys \['activation'\]$"):
+        doctor({"activation": "relu"}, (X, Y))

@@ -211,7 +211,9 @@ def doctor(
     ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the
     ``mlp()`` arguments used to build prescribed variants) or a dict of ``mlp()`` arguments.
     ``data``: a Dataset (``x_train``, ``y_train``, ``x_val``, ``y_val``) or ``(x, y)`` (20% held
-    out, seeded) or ``(x, y, x_val, y_val)``.
+    out, seeded) or ``(x, y, x_val, y_val)``. ``seed``: the one seed of the diagnosis: the
+    held-out split, the batch order and dropout of every run, and the weights of a config dict
+    that names no ``seed`` of its own (it built every dict with ``mlp``'s seed 0).
 
     With ``verify=True`` every finding's prescription is applied (``mlp(**{**config, **changes})``
     and/or changed training settings), the same budget is re-run with the same seed and data, and
@@ -239,10 +241,10 @@ def doctor(
         net = copy.deepcopy(net_or_config)
         config = dict(net_or_config.config)
     elif isinstance(net_or_config, dict):
-        config = dict(net_or_config)
+        config = {"seed": seed, **net_or_config}  # the doctor's seed unless the dict has one
         if "sizes" not in config:
             raise ValueError(f"a config dict needs 'sizes' (mlp arguments), got keys "
-                             f"{sorted(config)}")
+                             f"{sorted(map(str, net_or_config))}")
         net = mlp(**config)
         config = dict(net.config)
     else:
