@@ -176,3 +176,17 @@ def test_the_doctors_seed_seeds_a_config_without_one():
     assert pinned.config["seed"] == 7  # a config's own seed is kept
     with pytest.raises(ValueError, match=r"got keys \['activation'\]$"):
         doctor({"activation": "relu"}, (X, Y))
+
+
+def test_one_layer_is_said_in_the_singular():
+    import pandas as pd
+
+    from depthlab.diagnosis import Diagnosis, Finding
+
+    one = Finding("dead_relu", [2], {"metric": 1.0, "threshold": 0.3}, "Dead.")
+    two = Finding("saturation", [1, 2, 3, 5], {"metric": 0.9, "threshold": 0.5}, "Flat.")
+    dg = Diagnosis([one, two], {"train_loss": 1.0}, pd.DataFrame(), {"sizes": [2, 4, 2]},
+                   {"steps": 1})
+    text = str(dg)
+    assert "dead_relu (layer 2): Dead." in text  # was "(layers 2)"
+    assert "saturation (layers 1-3, 5): Flat." in text and "run: 1 step of" in text

@@ -217,7 +217,8 @@ class Diagnosis:
         for v in self.verifications:
             by_kind.setdefault(v.kind, []).append(v)
         for f in self.findings:
-            where = f" (layers {_ranges(f.layers)})" if f.layers else ""
+            word = "layer" if len(f.layers) == 1 else "layers"
+            where = f" ({word} {_ranges(f.layers)})" if f.layers else ""
             lines.append(f"  [{f.severity}] {f.kind}{where}: {f.message}")
             if f.prescription:
                 lines.append(f"      prescription {json.dumps(jsonable(f.prescription))}: "
