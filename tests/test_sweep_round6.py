@@ -5,17 +5,21 @@ test failed before the fix it names."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 from helpers.cli import one_blas_thread
 
+from depthlab.equality import same
 from depthlab.experiments import Store, read_toml, run_sweep
 from depthlab.experiments.executors import InProcess, LocalPool, make_executor
 from depthlab.experiments.executors.base import compute_point
 from depthlab.experiments.store import StoreWriteError
+from depthlab.experiments.sweep import SweepInterrupted
 from depthlab.memory import MemoryRefusal
+from depthlab.report import write_report
 
 SWEEP = """\
 name = "r6"
@@ -121,3 +125,66 @@ def test_a_store_with_more_columns_takes_runs_or_refuses_before_computing(tmp_pa
     assert ex.computed == []
     with Store(out, create=False) as s:
         assert len(s.runs()) == 3
+
+
+# -- fixed: a sweep skipped the points an earlier sweep of an overlapping grid had stored (an
+# extended grid: more seeds) and they stayed that sweep's alone: Store.runs(sweep=...) and the
+# report's section of the extended sweep showed only the points it computed itself
+def test_an_extended_grid_holds_its_earlier_points_in_the_store_and_the_report(tmp_path):
+    out = tmp_path / "out"
+    a = run_sweep(_raw(tmp_path, '"train.seed" = [0, 1]'), out, echo=None)
+    ex = Counting()
+    b = run_sweep(_raw(tmp_path, '"train.seed" = [0, 1, 2]'), out, executor=ex, echo=None)
+    assert a.sweep != b.sweep and len(ex.computed) == 1 and b.skipped == 2  # none run twice
+    with Store(out, create=False, readonly=True) as s:
+        assert len(s.runs()) == 3
+        assert len(s.runs(sweep=a.sweep)) == 2 and len(s.runs(sweep=b.sweep)) == 3
+        assert {k: len(v) for k, v in s.sweep_points().items()} == {a.sweep: 2, b.sweep: 3}
+    html = write_report(out, max_runs=2).read_text(encoding="utf-8")
+    assert html.count("3 runs (3 finished)") == 1 and html.count("2 runs (2 finished)") == 1
+    anchors = re.findall(r'<details class="run" id="(run-[^"]*)"', html)
+    assert len(anchors) == len(set(anchors)) == 3  # a run of both sweeps is drawn once
+    assert "detailed in an earlier section" in html
+    with sqlite3.connect(out / "depthlab.db") as conn:  # a store from before the records
+        conn.execute("DROP TABLE sweep_points")
+    with Store(out, create=False, readonly=True) as s:
+        assert len(s.runs(sweep=b.sweep)) == 1
+        assert {k: len(v) for k, v in s.sweep_points().items()} == {a.sweep: 2, b.sweep: 1}
+    html = write_report(out, max_runs=0).read_text(encoding="utf-8")
+    assert "1 runs (1 finished)" in html or "1 run (1 finished)" in html
+
+
+class InterruptAfter(InProcess):
+    """Computes ``n`` points, then raises KeyboardInterrupt as a Ctrl-C would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def run(self, tasks, done):
+        for k, task in enumerate(tasks):
+            if k == self.n:
+                raise KeyboardInterrupt
+            done(task, compute_point(task))
+
+
+def _tables(out: Path) -> dict:
+    with Store(out, create=False, readonly=True) as s:
+        runs = s.runs().sort_values("id")
+        return {rid: (s.run(rid)["config"], s.steps(rid), s.probes(rid), s.histograms(rid),
+                      s.jacobian(rid)) for rid in runs["id"]}
+
+
+def test_an_interrupted_then_resumed_sweep_equals_an_uninterrupted_one(tmp_path):
+    grid = '"train.seed" = [0, 1, 2]\n"model.activation" = ["tanh", "relu"]'
+    raw = _raw(tmp_path, grid)
+    with pytest.raises(SweepInterrupted) as info:
+        run_sweep(raw, tmp_path / "cut", executor=InterruptAfter(2), echo=None)
+    assert info.value.result.ran == 2
+    ex = Counting()
+    res = run_sweep(raw, tmp_path / "cut", executor=ex, echo=None)
+    assert len(ex.computed) == 4 and res.skipped == 2 and res.counts == {"finished": 4}
+    run_sweep(raw, tmp_path / "whole", echo=None)
+    cut, whole = _tables(tmp_path / "cut"), _tables(tmp_path / "whole")
+    assert cut.keys() == whole.keys() and len(cut) == 6
+    assert same(cut, whole)  # same seeds: the same numbers, row for row (NaN = NaN)

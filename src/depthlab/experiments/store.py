@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS histograms (run_id TEXT NOT NULL, step INTEGER, layer
 CREATE TABLE IF NOT EXISTS jacobian (run_id TEXT NOT NULL, step INTEGER, example INTEGER,
     idx INTEGER, value REAL);
 CREATE TABLE IF NOT EXISTS findings (run_id TEXT NOT NULL, payload TEXT);
+CREATE TABLE IF NOT EXISTS sweep_points (sweep TEXT NOT NULL, run_id TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS sweep_points_key ON sweep_points(sweep, run_id);
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
 CREATE INDEX IF NOT EXISTS epochs_run ON epochs(run_id);
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
@@ -452,8 +454,56 @@ class Store:
             c.executemany(_insert("jacobian"), jac)
             if record.findings is not None:
                 c.execute(_insert("findings"), (rid, dumps(record.findings)))
+            if record.sweep and self._has_table("sweep_points"):
+                c.execute(_ADD_MEMBER, (record.sweep, rid))
+
+    def add_sweep_points(self, sweep: str, run_ids: Iterable[str]) -> None:
+        """Record the stored runs ``run_ids`` as points of ``sweep`` too, in one transaction: a
+        sweep skips the points it finds stored (run by an earlier sweep whose grid overlaps
+        it, e.g. before its grid was extended), and :meth:`runs` with ``sweep=``, the report
+        and :meth:`sweep_points` count them in. A run stays a point of every sweep that
+        recorded it; its ``sweep`` column names the sweep that computed it."""
+        rows = [(sweep, str(r)) for r in run_ids]
+        if not rows:
+            return
+        try:
+            with self._transaction() as c:
+                c.executemany(_ADD_MEMBER, rows)
+        except (sqlite3.DatabaseError, OSError) as e:
+            if not _storage_error(e):
+                raise
+            raise StoreWriteError(f"the points of sweep {sweep} could not be recorded in "
+                                  f"{str(self.path)!r}: {_reason(e, self.path)} (runs stored "
+                                  "earlier are intact)") from None
+
+    def _has_table(self, name: str) -> bool:
+        """Whether the store has table ``name`` (a store written before it existed, opened
+        read-only, has not)."""
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name "
+                                  "= ?", (name,)).fetchone() is not None
 
     # -- reading ------------------------------------------------------------------------------
+    @_reading
+    def sweep_points(self) -> dict[str, list[str]]:
+        """``{sweep id: [run ids]}``: the stored runs of each sweep, those it computed and
+        those it found stored (see :meth:`add_sweep_points`), in the order recorded; runs
+        whose ``sweep`` column names a sweep are its points even without a record (stores
+        written before these records existed)."""
+        out: dict[str, list[str]] = {}
+        for sweep, rid in self._conn.execute(
+                "SELECT sweep, id FROM runs WHERE sweep IS NOT NULL AND sweep != '' "
+                "ORDER BY created, id"):
+            out.setdefault(sweep, []).append(rid)
+        if self._has_table("sweep_points"):
+            known = {s: set(ids) for s, ids in out.items()}
+            for sweep, rid in self._conn.execute(
+                    "SELECT p.sweep, p.run_id FROM sweep_points p JOIN runs r ON r.id = "
+                    "p.run_id ORDER BY r.created, r.id"):
+                if rid not in known.setdefault(sweep, set()):
+                    known[sweep].add(rid)
+                    out.setdefault(sweep, []).append(rid)
+        return out
+
     @_reading
     def has_run(self, run_id: str, statuses: Iterable[str] | None = None) -> bool:
         """Whether a run with this id is stored (with one of ``statuses`` if given)."""
@@ -481,9 +531,14 @@ class Store:
         if kind is not None:
             cond.append("kind = ?")
             args.append(kind)
-        if sweep is not None:
-            cond.append("sweep = ?")
-            args.append(sweep)
+        if sweep is not None:  # the runs it computed and those it found stored
+            if self._has_table("sweep_points"):
+                cond.append("(sweep = ? OR id IN (SELECT run_id FROM sweep_points WHERE "
+                            "sweep = ?))")
+                args += [sweep, sweep]
+            else:
+                cond.append("sweep = ?")
+                args.append(sweep)
         if cond:
             q += " WHERE " + " AND ".join(cond)
         q += " ORDER BY created, id"
@@ -624,6 +679,9 @@ class Store:
             written.append(atomic_write(out / f"{name}.{fmt}",
                                         lambda fh, w=writer: w(fh, index=False)))
         return written
+
+
+_ADD_MEMBER = "INSERT OR IGNORE INTO sweep_points (sweep, run_id) VALUES (?, ?)"
 
 
 def _insert(table: str) -> str:

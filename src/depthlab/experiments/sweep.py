@@ -8,7 +8,9 @@ in one transaction. Points are generated lazily (:func:`~depthlab.experiments.gr
 and executors keep a bounded number in flight, so memory does not grow with the grid.
 
 Resuming is automatic: a point whose id is already stored as ``finished`` or ``diverged`` is
-skipped before it is submitted; ``failed`` points are run again. Killing the client loses no
+skipped before it is submitted (and recorded as a point of this sweep too, so a sweep whose
+grid overlaps an earlier one's, e.g. one extended with more seeds, holds all of its points);
+``failed`` points are run again. Killing the client loses no
 committed run; running the same sweep again finishes the grid. A combination of values that
 the config checks refuse (each value valid alone) is stored as a ``failed`` point with the
 one-line reason, without being submitted, and the other points run: every executor does the
@@ -17,6 +19,7 @@ same.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,13 +40,16 @@ from .grid import (
 )
 from .progress import SweepProgress
 from .runner import failed_record
-from .store import KINDS, RunRecord, Store
+from .store import KINDS, RunRecord, Store, StoreError
 
 __all__ = ["DONE_STATUSES", "SweepInterrupted", "SweepPoint", "SweepResult", "expand",
            "iter_points", "run_points", "run_sweep", "sweep_id"]
 
 DONE_STATUSES: tuple[str, ...] = ("finished", "diverged")
 MAX_FAILURES_KEPT = 20
+MEMBERS_BATCH = 1000
+"""Stored points a sweep finds (skips) are recorded as its points in transactions of this many
+(:meth:`~depthlab.experiments.store.Store.add_sweep_points`)."""
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -134,10 +140,24 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     prog = SweepProgress(total, echo, bar=progress)
     in_flight: set[str] = set()
     failed_here: set[str] = set()  # points this sweep stored as failed (a repeat: skipped)
+    found: list[str] = []  # points found stored (another sweep ran them): recorded as ours
+
+    def remember(run_id: str) -> None:
+        found.append(run_id)
+        if len(found) >= MEMBERS_BATCH:
+            record_found()
+
+    def record_found() -> None:
+        store.add_sweep_points(sweep, found)
+        found.clear()
 
     def tasks() -> Iterator[Task]:
         for p in points:
-            if p.id in in_flight or p.id in failed_here or store.has_run(p.id, DONE_STATUSES):
+            stored = (p.id not in in_flight and p.id not in failed_here
+                      and store.has_run(p.id, DONE_STATUSES))
+            if stored or p.id in in_flight or p.id in failed_here:
+                if stored:
+                    remember(p.id)
                 result.skipped += 1
                 prog.skip()
                 continue
@@ -154,6 +174,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             return  # delivered again (a re-run batch of points): committed already
         in_flight.discard(task.id)
         if rec.status == "failed" and store.has_run(task.id, DONE_STATUSES):
+            remember(task.id)
             return  # never replace a finished run with a failed retry
         commit(rec)
 
@@ -172,7 +193,10 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             say(f"sweep {sweep}: running on {executor.description}; results: {store.path}")
             executor.expect(total)
             executor.run(tasks(), done)
+        record_found()
     except KeyboardInterrupt as e:
+        with contextlib.suppress(StoreError):  # the stored points it found count as its own
+            record_found()
         if isinstance(e, SweepInterrupted):
             raise
         result.seconds = time.perf_counter() - t0

@@ -213,8 +213,12 @@ class _Group:
         self.by_run = by_run
 
 
-def _groups(runs: pd.DataFrame, fold_beyond: int | None = None) -> list[_Group]:
-    """Sweeps first (in order of first appearance), then stand-alone runs and diagnoses. Each
+def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
+            members: dict[str, list[str]] | None = None) -> list[_Group]:
+    """Sweeps first (in order of first appearance), then stand-alone runs and diagnoses. A
+    sweep's runs are those its ``sweep`` column names and those ``members`` (the store's
+    :meth:`~depthlab.experiments.store.Store.sweep_points`) list for it: a run computed by one
+    sweep is also in every later sweep that found it stored (an extended grid). Each
     group's anchor is unique (sweep names that differ only in characters an anchor drops, such
     as ``深さ`` and ``幅``, get ``-2``, ``-3``, ...). More than ``fold_beyond`` stand-alone
     runs (diagnoses and reproductions apart) are reported together like a sweep's points: one
@@ -232,13 +236,23 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None) -> list[_Group]:
 
     sweeps = runs["sweep"].where(runs["sweep"].notna(), None) if "sweep" in runs else \
         pd.Series([None] * len(runs), index=runs.index)
-    for name in dict.fromkeys(s for s in sweeps if s):
-        sel = runs[sweeps == name]
-        cfg_names = {str(n) for n in sel.get("cfg:name", pd.Series(dtype=object)).dropna()}
+    ids = runs["id"].astype(str)
+    of_sweep = {name: {*ids[sweeps == name]} for name in dict.fromkeys(s for s in sweeps if s)}
+    for name, rids in (members or {}).items():
+        of_sweep.setdefault(name, set()).update(map(str, rids))
+    position = {rid: k for k, rid in enumerate(ids)}  # sweeps in order of their first run
+    order = sorted((min((position[r] for r in rids if r in position), default=None), name)
+                   for name, rids in of_sweep.items() if rids & position.keys())
+    for _, name in order:
+        sel = runs[ids.isin(of_sweep[name])]
+        own = sel[sweeps[sel.index] == name]  # its name from the runs it computed
+        cfg_names = {str(n) for n in (own if len(own) else sel).get(
+            "cfg:name", pd.Series(dtype=object)).dropna()}
         label = f"{cfg_names.pop()} ({name})" if len(cfg_names) == 1 else str(name)
         title = f"Sweep {label}" if name != "demo" else "Demo: one deep network, several recipes"
         out.append(_Group(unique(f"sweep-{_safe_name(name)}"), title, "sweep", sel))
-    alone = runs[sweeps.isna() | (sweeps == "")]
+    in_sweeps = set().union(*of_sweep.values()) if of_sweep else set()
+    alone = runs[(sweeps.isna() | (sweeps == "")) & ~ids.isin(in_sweeps)]
     kinds = [str(k or "run") for k in alone.get("kind", pd.Series([None] * len(alone)))]
     plain = alone[[k not in ("doctor", "reproduce") for k in kinds]]
     fold = fold_beyond is not None and len(plain) > fold_beyond
@@ -705,7 +719,11 @@ def write_report(out_dir: str | os.PathLike, store: Any = None, title: str | Non
 
 def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_diverged: int,
                    percentile_layer: int | None, first_open: bool,
-                   echo: Callable[[str], None] = lambda _line: None) -> str:
+                   echo: Callable[[str], None] = lambda _line: None,
+                   detailed_before: set[str] | None = None) -> str:
+    """A group's section; a run already detailed in an earlier section (a point of two
+    sweeps) is linked there, not drawn again. Adds the runs it details to ``detailed_before``."""
+    earlier = set() if detailed_before is None else detailed_before
     runs = group.runs
     body = [f"<h2 id=\"{H.esc(group.anchor)}\">{H.esc(group.title)}</h2>"]
     if group.kind != "sweep":
@@ -720,7 +738,7 @@ def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_di
     div_rows = ranked[div_mask].head(max_diverged)
     failed_rows = ranked[fail_mask]
     shown = {*best_rows["id"].astype(str), *div_rows["id"].astype(str),
-             *failed_rows["id"].astype(str)}
+             *failed_rows["id"].astype(str), *(earlier & {*runs["id"].astype(str)})}
     body.append(_flow_section(store, group, pngs))
     body.append(_sweep_overview(group, keys, pngs, shown))
     n_ok = int((~div_mask & ~fail_mask).sum())
@@ -730,11 +748,16 @@ def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_di
         note.append(f"{len(div_rows)} of {int(div_mask.sum())} diverged runs")
     if fail_mask.any():
         note.append(f"{int(fail_mask.sum())} failed runs (errors only)")
+    detailed = pd.concat([best_rows, div_rows, failed_rows])
+    again = detailed["id"].astype(str).isin(earlier)
+    if again.any():
+        note.append(f"{int(again.sum())} of them detailed in an earlier section (linked)")
+        detailed = detailed[~again]
+    earlier.update(detailed["id"].astype(str))
     body.append(f"<h3>{H.esc(SECTION_RUNS)}</h3><p class=\"note\">{H.esc('; '.join(note))}. "
                 "The best run is expanded; click a run to expand it.</p>")
     labels = _labels(runs)
     first = first_open
-    detailed = pd.concat([best_rows, div_rows, failed_rows])
     for k, (_, row) in enumerate(detailed.iterrows()):
         echo(f"report:   run {k + 1}/{len(detailed)}: {labels[str(row['id'])]}")
         label = "best" if k == 0 and len(best_rows) and len(runs) > 1 else ""
@@ -751,7 +774,9 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     n = len(runs)
     body: list[str] = []
     toc: list[tuple[str, str]] = []
-    groups = _groups(runs, fold_beyond=max_runs) if n else []
+    members = store.sweep_points() if n and hasattr(store, "sweep_points") else {}
+    groups = _groups(runs, fold_beyond=max_runs, members=members) if n else []
+    detailed: set[str] = set()  # runs drawn in a section so far (a run in two sweeps: once)
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
                     "<p class=\"note\">The store holds no runs yet.</p>")
@@ -766,7 +791,8 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
         echo(f"report: section {k + 1}/{len(groups)}: {group.title} "
              f"({len(group.runs)} run{'s' if len(group.runs) != 1 else ''})")
         body.append(_group_section(store, group, pngs, max_runs, max_diverged,
-                                   percentile_layer, first_open=(k == 0), echo=echo))
+                                   percentile_layer, first_open=(k == 0), echo=echo,
+                                   detailed_before=detailed))
         toc.append((group.anchor, group.title))
 
     from .. import __version__
