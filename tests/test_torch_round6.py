@@ -283,12 +283,16 @@ def test_the_theory_caption_of_a_torch_run_says_why_there_is_none(tmp_path):
 # depthlab.bridge
 
 
-@pytest.mark.parametrize("activation", [a for a in dl.ACTIVATIONS if a != "softmax"])
-def test_bridged_probe_equals_numpy_probe_for_every_activation(activation):
-    """Every quantity both tables have agrees to 1e-6 (float64); the torch table has every
-    NumPy row for the activations torch has a module for that the probes recognise."""
-    net = dl.mlp([5, 9, 7, 3], activation=activation, seed=2, dtype="float64",
-                 bias_init="normal")
+@pytest.mark.parametrize("activation, kw", [
+    *[(a, {}) for a in dl.ACTIVATIONS if a != "softmax"],
+    ("swish", {"beta": 1.5}), ("penalized_tanh", {"a": 0.4}), ("leaky_relu",
+                                                                {"negative_slope": 0.2})])
+def test_bridged_probe_equals_numpy_probe_for_every_activation(activation, kw):
+    """Every quantity both tables have agrees to 1e-6 (float64), and the torch table has every
+    NumPy row (bridge's Swish(beta) and PenalizedTanh are recognised activations: their
+    act_*, saturated/inactive rows were missing) but for identity and step."""
+    net = dl.mlp([5, 9, 7, 3], activation=activation, activation_kwargs=kw, seed=2,
+                 dtype="float64", bias_init="normal")
     g = np.random.default_rng(4)
     x, y = g.standard_normal((30, 5)) * 1.5, g.integers(0, 3, 30)
     want = dl.probe(net, x, y).dropna()
@@ -298,9 +302,25 @@ def test_bridged_probe_equals_numpy_probe_for_every_activation(activation):
     both = want.merge(got, on=["layer", "quantity"], suffixes=("_np", "_torch"))
     assert len(both) >= 2 * 8 + 2
     np.testing.assert_allclose(both.value_torch, both.value_np, rtol=1e-6, atol=1e-13)
-    if activation not in ("identity", "step", "penalized_tanh"):  # no recognised module
+    if activation not in ("identity", "step"):  # nn.Identity, Step: no activation rows
         missing = want.merge(got, on=["layer", "quantity"], how="left", indicator=True)
         assert (missing["_merge"] == "both").all(), missing[missing["_merge"] != "both"]
+
+
+def test_bridged_activations_are_predicted_and_diagnosed():
+    net = dl.mlp([5, 9, 7, 3], activation="penalized_tanh", activation_kwargs={"a": 0.4},
+                 seed=2, dtype="float64")
+    model = to_torch(net)
+    assert isinstance(model[1], dlt.ACTIVATIONS)
+    x = torch.from_numpy(np.random.default_rng(4).standard_normal((30, 5)))
+    pred = dlt.predict(model, x)  # was refused: not a chain of known activations
+    assert pred[pred.quantity == "grad_pre_std"].predicted.notna().all()
+    from depthlab.torch import prescriptions as rx
+
+    assert rx.activation_kwargs(model[1]) == {"a": 0.4}
+    assert rx.activation_kwargs(to_torch(dl.mlp([3, 4, 2], activation="swish",
+                                                activation_kwargs={"beta": 2.0}))[1]) == {
+        "beta": 2.0}
 
 
 @pytest.mark.parametrize("sizes, kw", [

@@ -35,7 +35,7 @@ from ..network import Network
 class Swish(nn.Module):
     """``f(x) = x sigmoid(beta x)`` (``nn.SiLU`` is beta = 1)."""
 
-    def __init__(self, beta: float) -> None:
+    def __init__(self, beta: float = 1.0) -> None:
         super().__init__()
         self.beta = float(beta)
 
@@ -49,7 +49,7 @@ class Swish(nn.Module):
 class PenalizedTanh(nn.Module):
     """``f(x) = tanh(x)`` for x > 0, ``a tanh(x)`` otherwise (Xu et al. 2016)."""
 
-    def __init__(self, a: float) -> None:
+    def __init__(self, a: float = 0.25) -> None:
         super().__init__()
         self.a = float(a)
 

@@ -253,12 +253,49 @@ def _tanhshrink(m):
                           torch.nn.functional.tanhshrink, 1.0, False, False)
 
 
+def _swish(m):
+    """depthlab.bridge's ``Swish`` (``s sigmoid(beta s)``; ``nn.SiLU`` is beta = 1)."""
+    beta = float(m.beta)
+
+    def f(s):
+        return s * torch.sigmoid(beta * s)
+
+    def d(s):
+        g = torch.sigmoid(beta * s)
+        return g + beta * s * g * (1 - g)
+    return ActivationSpec("swish", d, f, _max_deriv("swish", beta=beta), True, False)
+
+
+def _penalized_tanh(m):
+    """depthlab.bridge's ``PenalizedTanh`` (``tanh(s)`` for s > 0, ``a tanh(s)`` otherwise)."""
+    a = float(m.a)
+
+    def f(s):
+        t = torch.tanh(s)
+        return torch.where(s > 0, t, a * t)
+
+    def d(s):
+        t = torch.tanh(s)
+        return torch.where(s > 0, 1 - t * t, a * (1 - t * t))
+    return ActivationSpec("penalized_tanh", d, f, _max_deriv("penalized_tanh", a=a), False,
+                          True)
+
+
+def _bridge_specs() -> list[tuple[type, Callable[[nn.Module], ActivationSpec]]]:
+    """The activation modules :mod:`depthlab.bridge.torch_bridge` writes for depthlab
+    activations torch has no module for (a bridged network's probe rows match ``dl.probe``)."""
+    from ..bridge.torch_bridge import PenalizedTanh, Swish
+
+    return [(Swish, _swish), (PenalizedTanh, _penalized_tanh)]
+
+
 _SPECS: list[tuple[type, Callable[[nn.Module], ActivationSpec]]] = [
     (nn.ReLU, _relu), (nn.LeakyReLU, _leaky), (nn.PReLU, _prelu), (nn.ELU, _elu), (nn.SELU, _selu),
     (nn.CELU, _celu), (nn.GELU, _gelu), (nn.SiLU, _silu), (nn.Sigmoid, _sigmoid),
     (nn.Tanh, _tanh), (nn.Softsign, _softsign), (nn.Mish, _mish), (nn.Softplus, _softplus),
     (nn.Hardtanh, _hardtanh), (nn.ReLU6, _hardtanh), (nn.Hardsigmoid, _hardsigmoid),
     (nn.Hardswish, _hardswish), (nn.LogSigmoid, _logsigmoid), (nn.Tanhshrink, _tanhshrink),
+    *_bridge_specs(),
 ]
 
 ACTIVATIONS: tuple[type, ...] = tuple(cls for cls, _ in _SPECS)

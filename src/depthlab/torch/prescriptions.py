@@ -117,6 +117,12 @@ def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
         return {"alpha": float(module.alpha)}
     if isinstance(module, nn.PReLU) and module.weight.numel():  # its slopes' mean, as now
         return {"negative_slope": float(module.weight.detach().float().mean())}
+    from ..bridge.torch_bridge import PenalizedTanh, Swish
+
+    if type(module) is Swish:  # depthlab.bridge's modules
+        return {"beta": float(module.beta)}
+    if type(module) is PenalizedTanh:
+        return {"a": float(module.a)}
     return {}
 
 
