@@ -190,3 +190,21 @@ def test_one_layer_is_said_in_the_singular():
     text = str(dg)
     assert "dead_relu (layer 2): Dead." in text  # was "(layers 2)"
     assert "saturation (layers 1-3, 5): Flat." in text and "run: 1 step of" in text
+
+
+@pytest.mark.parametrize("hidden", [[1, 1, 1], [2, 2, 2]])
+def test_tiny_layers_are_not_judged_by_their_few_weights(hidden):
+    # a 1x1 layer's one weight has std 0 ("all have one value ... use glorot_uniform" for a
+    # Glorot-built net); a 2x2 layer's four weights measured 0.19x the Glorot variance
+    dg = doctor(dict(sizes=[20, *hidden, 4], activation="tanh", init="glorot_uniform"),
+                (X, Y), steps=20)
+    assert "init_mismatch" not in dg.kinds
+
+
+def test_equal_weights_are_judged_in_any_layer_of_two_units():
+    from depthlab.initializers import get_initializer
+
+    dg = doctor(dict(sizes=[20, 2, 2, 4], activation="tanh",
+                     init=get_initializer("constant", value=0.5)), (X, Y), steps=5)
+    f = dg.finding("init_mismatch")
+    assert f is not None and f.layers == [1, 2] and f.evidence["variance_ratio"] == 0

@@ -20,7 +20,11 @@ Thresholds (module constants):
 ``INIT_MISMATCH`` 4           measured initial Var(W) / the recommended initializer's variance
                               (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
                               above 4 or below 1/4, or 0 (zeros/constant: symmetric units;
-                              not checked with batch normalization)
+                              not checked with batch normalization); a variance is judged on
+                              at least ``INIT_MIN_WEIGHTS`` (20) weights (sample variances of
+                              fewer scatter by factors: a 2x2 Glorot layer measured 0.19x; a
+                              1x1 layer's std is 0); a variance of 0 in any layer of >= 2
+                              units (equal values are no random draw)
 ``DEAD_FRAC`` 0.3             fraction of units with f'(s) = 0 on every probe example at the end
                               (activations with a zero-derivative region: ReLU, step), judged
                               on at least ``DEAD_MIN_EXAMPLES`` (10) probe examples: a healthy
@@ -66,6 +70,7 @@ DIVERGENCE_RISE = 1.5
 DIVERGENCE_FLOOR = 0.1
 UPDATE_RATIO_HIGH = 0.1
 INIT_MISMATCH = 4.0
+INIT_MIN_WEIGHTS = 20
 DEAD_FRAC = 0.3
 DEAD_MIN_EXAMPLES = 10
 SATURATION_FRAC = 0.5
@@ -311,8 +316,12 @@ def rule_mean_shift(ctx: RunContext) -> RuleResult:
 def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     if ctx.config.get("batchnorm"):
         return math.nan, None
+    # a layer's weights as its sample: its fans (fan_in x fan_out weights, conv: at least)
+    fans = {p.index: (p.dense.fan_in, p.dense.fan_out) for p in ctx.points
+            if p.dense is not None}
     ratios = ctx.init_variance_ratios()
-    ratios = {k: v for k, v in ratios.items() if v >= 0 and math.isfinite(v)}
+    ratios = {k: v for k, v in ratios.items() if v >= 0 and math.isfinite(v) and k in fans and (
+        fans[k][0] * fans[k][1] >= INIT_MIN_WEIGHTS or (v == 0 and fans[k][1] >= 2))}
     if not ratios:
         return math.nan, None
     # a variance of 0 (init zeros or constant: every unit of the layer starts identical and
