@@ -178,18 +178,21 @@ def test_the_doctors_seed_seeds_a_config_without_one():
         doctor({"activation": "relu"}, (X, Y))
 
 
-def test_one_layer_is_said_in_the_singular():
+def test_one_layer_is_said_in_the_singular_and_advice_without_a_change_is_said():
     import pandas as pd
 
     from depthlab.diagnosis import Diagnosis, Finding
 
-    one = Finding("dead_relu", [2], {"metric": 1.0, "threshold": 0.3}, "Dead.")
+    one = Finding("dead_relu", [2], {"metric": 1.0, "threshold": 0.3}, "Dead.", {},
+                  "Lower the learning rate or clip gradients.")
     two = Finding("saturation", [1, 2, 3, 5], {"metric": 0.9, "threshold": 0.5}, "Flat.")
     dg = Diagnosis([one, two], {"train_loss": 1.0}, pd.DataFrame(), {"sizes": [2, 4, 2]},
                    {"steps": 1})
     text = str(dg)
     assert "dead_relu (layer 2): Dead." in text  # was "(layers 2)"
     assert "saturation (layers 1-3, 5): Flat." in text and "run: 1 step of" in text
+    # a cure with no config change to verify is still said (it was left out)
+    assert "advice: Lower the learning rate or clip gradients." in text
 
 
 @pytest.mark.parametrize("hidden", [[1, 1, 1], [2, 2, 2]])

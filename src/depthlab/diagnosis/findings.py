@@ -223,6 +223,8 @@ class Diagnosis:
             if f.prescription:
                 lines.append(f"      prescription {json.dumps(jsonable(f.prescription))}: "
                              f"{f.prescription_text}")
+            elif f.prescription_text:  # advice with no config change to verify
+                lines.append(f"      advice: {f.prescription_text}")
             tried = by_kind.get(f.kind, [])
             for v in tried:  # several cures of one finding (torch doctor): say which
                 which = f" {json.dumps(jsonable(v.prescription))}" if len(tried) > 1 else ""
