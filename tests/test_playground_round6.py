@@ -200,3 +200,15 @@ def test_apply_buttons_show_only_settings_that_change_something(page, server):
     page.locator("#doctor-out button.apply").click()
     page.wait_for_function("new URLSearchParams(location.search).get('model.activation')"
                            " === 'tanh'", timeout=30_000)
+
+
+def test_a_paused_page_does_not_claim_updates_per_second(page, server):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    page.click("#play")
+    page.wait_for_function("+document.getElementById('ups').dataset.ups > 1", timeout=30_000)
+    page.click("#pause")
+    page.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+    # was: "PAUSED ... 11.9 updates/s" for as long as the page stayed paused
+    page.wait_for_function("+document.getElementById('ups').dataset.ups === 0", timeout=15_000)
+    assert page.locator("#ups").text_content() == "0.0 updates/s"

@@ -356,16 +356,23 @@ function buildPlots(m) {
   drawBoundary(null);
 }
 
-function onUpdate(m) {
-  if (!S.ready) return;
-  S.last = m;
-  if (m.step === 0 || S.init === null) S.init = m;
+/* Updates per second over the last 2 s; also refreshed every second without updates (a paused
+   page kept showing the rate it had while training, e.g. "PAUSED 11.9 updates/s"). */
+function showUpdateRate() {
   const now = performance.now();
-  S.updates.push(now);
   while (S.updates.length && now - S.updates[0] > 2000) S.updates.shift();
   const ups = S.updates.length > 1 ? (S.updates.length - 1) / ((now - S.updates[0]) / 1000) : 0;
   $("ups").textContent = `${ups.toFixed(1)} updates/s`;
   $("ups").dataset.ups = ups.toFixed(2);
+}
+setInterval(showUpdateRate, 1000);
+
+function onUpdate(m) {
+  if (!S.ready) return;
+  S.last = m;
+  if (m.step === 0 || S.init === null) S.init = m;
+  S.updates.push(performance.now());
+  showUpdateRate();
   $("stepinfo").textContent = `step ${m.step}, epoch ${m.epoch}`;
   $("stepinfo").dataset.step = m.step;
 
