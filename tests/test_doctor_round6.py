@@ -211,3 +211,15 @@ def test_equal_weights_are_judged_in_any_layer_of_two_units():
                      init=get_initializer("constant", value=0.5)), (X, Y), steps=5)
     f = dg.finding("init_mismatch")
     assert f is not None and f.layers == [1, 2] and f.evidence["variance_ratio"] == 0
+
+
+def test_a_cure_that_cannot_train_with_these_settings_is_left_out_with_a_warning():
+    # batch size 1: the batch-norm cure of vanishing gradients cannot train ("batch
+    # normalization needs batches of at least 2 rows") and that error ended the whole diagnosis
+    cfg = dict(sizes=[20] + [16] * 10 + [4], activation="sigmoid", init="glorot_uniform")
+    with pytest.warns(UserWarning, match=r'the cure \{"batchnorm": true\} of '
+                                         r"vanishing_gradients was not verified: .* 2 rows"):
+        dg = doctor(cfg, (X, Y), batch_size=1, steps=30, probe_every=10, verify=True)
+    assert dg.finding("vanishing_gradients").prescription == {"batchnorm": True}
+    assert "vanishing_gradients" not in [v.kind for v in dg.verifications]
+    assert "mean_shift" in [v.kind for v in dg.verifications]  # the others still verified

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,7 @@ import numpy as np
 
 from ..backend import data_array
 from ..backend import rng as make_rng
+from ..jsonable import jsonable
 from ..models import mlp
 from ..network import Network
 from ..probes.recorder import ProbeRecorder
@@ -310,7 +313,12 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
         if key not in cache:
             net_changes = {k: v for k, v in f.prescription.items() if k not in TRAINING_KEYS}
             train_changes = {k: v for k, v in f.prescription.items() if k in TRAINING_KEYS}
-            variant = mlp(**{**config, **net_changes})
+            try:
+                variant = mlp(**{**config, **net_changes})
+            except (ValueError, TypeError) as e:  # e.g. too large to fit in memory
+                _unverifiable(f, e)
+                cache[key] = None
+                continue
             new_settings = {**settings, **train_changes}
             if new_settings["optimizer"] != settings["optimizer"]:
                 new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
@@ -318,8 +326,9 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
                     and dict(variant.config) == dict(config)):
                 cache[key] = (reference, diagnosed)  # the fresh build: already trained
             else:
-                cache[key] = (_train(variant, dict(variant.config), data, new_settings,
-                                     callbacks), reference)
+                cache[key] = _trained_cure(f, variant, data, new_settings, callbacks, reference)
+        if cache[key] is None:
+            continue
         run, ref = cache[key]
         before_metric = ref.metrics_by_kind.get(f.kind, math.nan)
         after_metric = run.metrics_by_kind.get(f.kind, math.nan)
@@ -335,6 +344,39 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
                           if k not in {g.kind for g in ref.findings}],
         ))
     return out
+
+
+class _FirstStep(Callback):
+    """Whether a training run has completed its first optimizer step."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
+        self.done = True
+
+
+def _unverifiable(f: Finding, e: Exception) -> None:
+    warnings.warn(f"doctor: the cure {json.dumps(jsonable(f.prescription))} of {f.kind} was "
+                  f"not verified: it cannot be trained with these settings ({e})", stacklevel=2)
+
+
+def _trained_cure(f: Finding, variant: Network, data: _Data, settings: dict[str, Any],
+                  callbacks: Sequence[Callback], reference: _Run
+                  ) -> tuple[_Run, _Run] | None:
+    """``(the cure's run, reference)``, or None with a warning when the cure cannot be trained
+    under these settings: a ValueError/TypeError before its first optimizer step (batch
+    normalization prescribed for batches of one row, or for a probe batch of one example) is
+    the cure's, not the user's (it ended the whole diagnosis)."""
+    first = _FirstStep()
+    try:
+        run = _train(variant, dict(variant.config), data, settings, (first, *callbacks))
+    except (ValueError, TypeError) as e:
+        if first.done:
+            raise
+        _unverifiable(f, e)
+        return None
+    return run, reference
 
 
 def rank_findings(findings: list[Finding], verifications: list[Verification]) -> list[Finding]:
