@@ -352,3 +352,19 @@ def test_bridge_round_trips_of_odd_shapes(sizes, kw):
         up = np.ones_like(ours)
         out.backward(torch.tensor(up))
         np.testing.assert_allclose(xt.grad.numpy(), net.backward(up), rtol=tol, atol=tol)
+
+
+def test_short_runs_draw_their_loss_without_a_smoothing_that_changes_nothing():
+    """The EMA has span n/50: under 51 steps it was the raw loss itself, drawn bold over the
+    faint raw line and labelled 'smoothed'."""
+    rng = np.random.default_rng(0)
+    for n, want in ((5, ["per step"]), (30, ["per step"]), (120, ["per step", "smoothed (EMA)"])):
+        steps = pd.DataFrame({"step": np.arange(n), "loss": 1 + rng.random(n)})
+        ax = figures.training_curves(steps).axes[0]
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert list(lines) == want, n
+        raw = lines["per step"]
+        np.testing.assert_array_equal(raw.get_ydata(), steps.loss)
+        assert (raw.get_alpha() or 1.0) == (0.25 if n == 120 else 1.0)
+        if n == 120:
+            assert np.abs(lines["smoothed (EMA)"].get_ydata() - steps.loss).max() > 0.1

@@ -530,8 +530,9 @@ def _divergence_html(div: dict) -> str:
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
 
-FIG_TRAINING_CAP = ("Left: loss per step (faint) and its exponential moving average; right: "
-                    "accuracy. A flat loss from the start means the network is not learning.")
+FIG_TRAINING_CAP = ("Left: loss per step (over 50 steps faint, beside its exponential moving "
+                    "average); right: accuracy. A flat loss from the start means the network is "
+                    "not learning.")
 
 
 def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,

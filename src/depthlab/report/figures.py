@@ -250,7 +250,8 @@ def _ema(values: np.ndarray, span: float) -> np.ndarray:
 # -- per-run figures ---------------------------------------------------------------------------
 def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = None,
                     evals: pd.DataFrame | None = None, title: str = "") -> Figure:
-    """Left: per-step training loss, raw (faint) and smoothed by an EMA of span ``n/50``;
+    """Left: per-step training loss, raw (faint) and smoothed by an EMA of span ``n/50``
+    (over 50 steps; shorter runs: the raw loss alone, solid);
     epoch-level train/val loss as markers. Right: accuracy per epoch (train/val) or, without
     epochs, the periodic evaluations over steps."""
     fig, (ax_l, ax_a) = _new_figure(9.6, 3.6, ncols=2, top=0.62 if title else None)
@@ -263,10 +264,12 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         y = s["loss"].to_numpy(dtype=float)
         finite = np.isfinite(y)
         few = finite.sum() <= 5
+        # an EMA of span n/50 <= 1 is the raw loss itself: under 51 steps none is drawn
+        smooth = not few and len(y) / 50 > 1
         ax_l.plot(x[finite], y[finite], "o-" if few else "-", color=OKABE_ITO[0],
-                  alpha=1.0 if few else 0.25, linewidth=1.2 if few else 0.8, markersize=4,
-                  label="per step")
-        if finite.sum() > 5:
+                  alpha=0.25 if smooth else 1.0, linewidth=0.8 if smooth else 1.2,
+                  markersize=4, label="per step")
+        if smooth:
             sm = _ema(np.where(finite, y, np.nan), len(y) / 50)
             ax_l.plot(x, sm, color=OKABE_ITO[0], linewidth=1.8, label="smoothed (EMA)")
         pos = y[finite & (y > 0)]
