@@ -76,12 +76,23 @@ def test_units_off_on_a_single_probe_example_are_not_called_dead():
 
 
 def test_a_leaky_relu_cure_of_dead_units_is_measured_not_nan():
-    dg = doctor(dict(HE_RELU, init="zeros"), (X, Y), steps=5, probe_every=5, verify=True)
+    # every input row the same: each He-initialized unit is on for all of them or off for all
+    dg = doctor(HE_RELU, (np.ones_like(X), Y), steps=5, probe_every=5, verify=True)
     v = next(v for v in dg.verifications if v.kind == "dead_relu")
     assert v.prescription["activation"] == "leaky_relu"
-    # leaky_relu's derivative is never 0: no unit is dead (the metric was NaN: "1 -> nan")
-    assert v.metric_before == 1.0 and v.metric_after == 0.0 and v.resolved
-    assert "max dead fraction 1 -> 0:" in str(dg)
+    # leaky_relu's derivative is never 0: no unit is dead (the metric was NaN: "0.56 -> nan")
+    assert v.metric_before > 0.3 and v.metric_after == 0.0 and v.resolved
+    assert f"max dead fraction {v.metric_before:.4g} -> 0:" in str(dg)
+
+
+def test_units_dead_from_equal_initial_weights_get_the_he_init():
+    # zero weights: the geometric mean of the layers' variance ratios is 0 (it was NaN, so
+    # the cure fell through to leaky_relu, which cannot break the symmetry: "did not help")
+    dg = doctor(dict(HE_RELU, init="zeros"), (X, Y), steps=20, probe_every=10, verify=True)
+    f = dg.finding("dead_relu")
+    assert f.prescription == {"init": "he_normal"}
+    v = next(v for v in dg.verifications if v.kind == "dead_relu")
+    assert v.metric_before == 1.0 and v.metric_after < 0.3 and v.resolved and v.helped
 
 
 def test_one_step_is_said_in_the_singular():

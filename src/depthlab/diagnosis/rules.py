@@ -135,8 +135,13 @@ class RunContext:
         return out
 
     def mean_init_ratio(self, activation: str | None = None) -> float:
-        """Geometric mean of :meth:`init_variance_ratios` (NaN when unknown)."""
-        r = [v for v in self.init_variance_ratios(activation).values() if v > 0]
+        """Geometric mean of :meth:`init_variance_ratios` (NaN when unknown), ``(prod r)^(1/n)``:
+        0 when a layer's weights are all equal (zeros or constant init; it was NaN when every
+        layer's were, so the cures that repair a too-small init did not apply)."""
+        r = [v for v in self.init_variance_ratios(activation).values()
+             if v >= 0 and math.isfinite(v)]
+        if any(v == 0 for v in r):
+            return 0.0
         return float(np.exp(np.mean(np.log(r)))) if r else math.nan
 
 
