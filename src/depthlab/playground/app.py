@@ -19,6 +19,10 @@ Routes:
   detected by the WebSocket ping (:data:`PING_INTERVAL`).
   A WebSocket opened by a page of another origin (another web site) is refused.
 
+With ``hosts`` (the server passes them when it listens on a loopback address) a request whose
+``Host`` header names another host is answered 400: a web site that points its own name at
+127.0.0.1 (DNS rebinding) is then of the page's origin, and could otherwise start sessions.
+
 Every session lives in :class:`Registry`; training threads never touch the event loop, they hand
 messages to it with ``loop.call_soon_threadsafe``.
 """
@@ -31,11 +35,13 @@ import json
 import threading
 import weakref
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -126,9 +132,11 @@ def _query(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items() if k != "name"}
 
 
-def create_app(*, memory_limit: int | None = None) -> Starlette:
+def create_app(*, memory_limit: int | None = None,
+               hosts: Sequence[str] | None = None) -> Starlette:
     """The playground app. ``memory_limit`` (bytes) caps what one session may use (default:
-    the memory the machine has free)."""
+    the memory the machine has free); ``hosts``: the only ``Host`` names it answers (default:
+    any)."""
     registry = Registry()
 
     async def index(request: Request) -> Response:
@@ -193,9 +201,35 @@ def create_app(*, memory_limit: int | None = None) -> Starlette:
         WebSocketRoute("/ws", ws_endpoint),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes)
+    guard = [] if hosts is None else [Middleware(HostGuard, hosts=hosts)]
+    app = Starlette(routes=routes, middleware=guard)
     app.state.registry = registry
     return app
+
+
+class HostGuard:
+    """ASGI middleware: only requests whose ``Host`` header names one of ``hosts`` (any port)
+    reach the app; others get 400 (HTTP) or a refused WebSocket (403, like another origin's),
+    without an error in the server's log."""
+
+    def __init__(self, app: Any, hosts: Sequence[str]) -> None:
+        self.app = app
+        self.hosts = {h.lower() for h in hosts}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in self.hosts:
+                if scope["type"] == "websocket":
+                    await WebSocket(scope, receive, send).close(code=1008)
+                else:
+                    await PlainTextResponse(
+                        f"depthlab playground: this server answers requests for "
+                        f"{', '.join(sorted(self.hosts))}, not {host!r}\n",
+                        status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _Tab:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -25,6 +26,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def trusted_hosts(host: str) -> tuple[str, ...] | None:
+    """The ``Host`` names the app answers when it listens on ``host``: the loopback names for
+    a loopback address (the page's own URL; another name is a web site rebound to this
+    machine), None (any) otherwise."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return None
+    if not loopback:
+        return None
+    return tuple(dict.fromkeys((*LOOPBACK_NAMES, host.lower())))
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -40,7 +57,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = Tru
 
     sock = bind(host, port)
     url = url_of(sock)
-    config = uvicorn.Config(create_app(memory_limit=memory_limit), log_level="warning",
+    config = uvicorn.Config(create_app(memory_limit=memory_limit, hosts=trusted_hosts(host)),
+                            log_level="warning",
                             ws_ping_interval=PING_INTERVAL, ws_ping_timeout=PING_INTERVAL,
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
@@ -63,7 +81,7 @@ class Background:
 
         sock = bind(host, port)
         self.url = url_of(sock)
-        self.app = create_app(memory_limit=memory_limit)
+        self.app = create_app(memory_limit=memory_limit, hosts=trusted_hosts(host))
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, log_level="warning", ws_ping_interval=ping_interval,
             ws_ping_timeout=ping_interval, timeout_graceful_shutdown=2))
