@@ -234,3 +234,12 @@ def test_a_cure_that_cannot_train_with_these_settings_is_left_out_with_a_warning
     assert dg.finding("vanishing_gradients").prescription == {"batchnorm": True}
     assert "vanishing_gradients" not in [v.kind for v in dg.verifications]
     assert "mean_shift" in [v.kind for v in dg.verifications]  # the others still verified
+
+
+def test_an_empty_recorder_has_the_tables_column_types():
+    from depthlab.probes import ProbeRecorder
+
+    rec = ProbeRecorder(X[:3], Y[:3])
+    assert rec.frame().dtypes.astype(str).tolist() == ["int64", "int64", "object", "float64"]
+    assert rec.histograms().dtypes.astype(str).tolist() == [
+        "int64", "int64", "object", "float64", "float64", "int64"]  # kind was float64

@@ -441,8 +441,8 @@ class ProbeRecorder(Callback):
             cols["bin_right"] += edges[1:].tolist()
             cols["count"] += counts.tolist()
         df = pd.DataFrame(cols)
-        return df.astype({"step": np.int64, "layer": np.int64, "bin_left": np.float64,
-                          "bin_right": np.float64, "count": np.int64})
+        return df.astype({"step": np.int64, "layer": np.int64, "kind": object,  # also empty
+                          "bin_left": np.float64, "bin_right": np.float64, "count": np.int64})
 
     def jacobian(self) -> pd.DataFrame:
         """Columns ``step, example, index, value``: singular value ``index`` (descending) of
