@@ -137,9 +137,6 @@ def _swap(step, model, opt):
     return torch.optim.SGD(model.parameters(), lr=0.1)
 
 
-@pytest.mark.xfail(strict=True, reason="lead: Watch keeps the layers found at construction: a "
-                   "replaced head is recorded with its old, detached weights (update ratio 0) "
-                   "and an added layer never; /tmp/team/patches/watch-module-swap.diff")
 def test_a_module_replaced_or_added_mid_run_is_measured_from_then_on():
     ref_losses, _ = _loop(_Swap(), 12, before=_swap)
     model, at10 = _Swap(), {}
@@ -368,3 +365,16 @@ def test_short_runs_draw_their_loss_without_a_smoothing_that_changes_nothing():
         assert (raw.get_alpha() or 1.0) == (0.25 if n == 120 else 1.0)
         if n == 120:
             assert np.abs(lines["smoothed (EMA)"].get_ydata() - steps.loss).max() > 0.1
+
+
+def test_watch_argument_types_and_its_stored_theory_note(tmp_path):
+    with pytest.raises(TypeError, match="name must be a string"):
+        dlt.Watch(_mlp(), name=5)
+    with pytest.raises(TypeError, match="theory must be True or False"):
+        dlt.Watch(_mlp(), theory="no")
+    _, watch = _loop(_mlp(), 2, every=1, watch_kw={"out": tmp_path})
+    assert watch.theory is None and "Dropout" in watch.theory_note  # not a chain it covers
+    config = Store(tmp_path).run(watch.run_id)["config"]
+    assert config["model"]["theory_note"] == watch.theory_note
+    assert plot.theory_for_config(config)[1] == (
+        "no theory curve: " + watch.theory_note.removeprefix("no theory: "))
