@@ -5,6 +5,7 @@ test failed before the fix it names."""
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -188,3 +189,19 @@ def test_an_interrupted_then_resumed_sweep_equals_an_uninterrupted_one(tmp_path)
     cut, whole = _tables(tmp_path / "cut"), _tables(tmp_path / "whole")
     assert cut.keys() == whole.keys() and len(cut) == 6
     assert same(cut, whole)  # same seeds: the same numbers, row for row (NaN = NaN)
+
+
+# -- fixed: the last update of a run overflowed the weights' outputs (every step's loss finite,
+# each computed before its update): the run was stored as "finished" with a NaN train_loss
+def test_a_run_whose_last_update_overflows_is_diverged_not_finished(tmp_path):
+    raw = _raw(tmp_path, '"train.lr" = [1e12]\n"model.activation" = ["relu"]')
+    res = run_sweep(raw, tmp_path / "out", echo=None)
+    assert res.counts == {"diverged": 1}
+    with Store(tmp_path / "out", create=False, readonly=True) as s:
+        (rid,) = s.runs()["id"]
+        run = s.run(rid)
+        losses = s.steps(rid)["loss"]
+        assert len(losses) == 2 and losses.map(math.isfinite).all()  # no step showed it
+        assert run["status"] == "diverged" and run["divergence"]["step"] == 2
+        assert run["divergence"]["layer"] and "diverged at step 2" in run["divergence"][
+            "message"]

@@ -242,6 +242,8 @@ class Trainer:
             if self.history.diverged:
                 return
             self._end_epoch(t0, bar)
+            if self._left_nonfinite(x, params):
+                return
             if stop or (self.epochs is not None
                         and self.epoch - self._first_epoch >= self.epochs):
                 return
@@ -309,6 +311,25 @@ class Trainer:
                 va = self._evaluate(self._xv, self._yv)
                 row.update(val_loss=va["loss"], val_acc=va["acc"])
             self.evals.append(row)
+
+    def _left_nonfinite(self, x, params) -> bool:
+        """Whether the epoch's last update left non-finite parameters, or a training loss
+        over the epoch's data that is not finite (``inf``/NaN), which no step's loss showed
+        (each is computed before its update): then a :class:`DivergenceReport` at this step,
+        so the run is ``diverged``, not ``finished`` with NaN metrics."""
+        last = self.history.epochs[-1] if self.history.epochs else {}
+        losses = [last["train_loss"]] if last.get("train_loss") is not None else []
+        bad = [p.name for p in params if not np.isfinite(p.value).all()]
+        if not bad and all(math.isfinite(v) for v in losses):
+            return False
+        out = self.net.forward(x[:256], training=False)  # where it turns non-finite
+        layer = self.net.first_nonfinite(out)
+        self.net.clear_cache()
+        loss = next((v for v in losses if not math.isfinite(v)), float("nan"))
+        self.history.divergence = DivergenceReport(
+            step=self.step, epoch=self.epoch, loss=float(loss), layer=layer,
+            nonfinite_parameters=bad)
+        return True
 
     def _end_epoch(self, t0: float, bar) -> None:
         """Epoch metrics (training and validation loss/accuracy) into the history."""
