@@ -243,3 +243,13 @@ def test_a_loopback_server_answers_only_requests_for_loopback_names(server):
 
     assert trusted_hosts("0.0.0.0") is None and trusted_hosts("192.0.2.1") is None
     assert "localhost" in trusted_hosts("127.0.0.1") and "::1" in trusted_hosts("::1")
+
+
+def test_one_hidden_layer_is_not_drawn_between_layers_0_and_2(page, server, shots):
+    page.goto(server.url + "?model.depth=1&model.width=4")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    ranges = page.evaluate("['plot-grad', 'plot-sat', 'plot-update'].map(id => "
+                           "[S.plots[id].scales.x.min, S.plots[id].scales.x.max])")
+    page.locator("#panel-grad").screenshot(path=str(shots / "round6_one_layer.png"))
+    # was: an axis from layer 0 to layer 2 around the only one
+    assert ranges == [[0.5, 1.5]] * 3

@@ -297,8 +297,10 @@ function buildPlots(m) {
   // axis labels are drawn on the canvas, never wrapped: a phone-wide plot gets the short one
   layerAxis = { ...layerAxis, label: layerLabel(plotWidth("plot-sat")) };
   const layers = Array.from({ length: L }, (_, i) => i + 1);
+  // one hidden layer: half a layer either side, not an axis from layer 0 to layer 2
+  const layerScale = L === 1 ? { time: false, range: [0.5, 1.5] } : { time: false };
   makePlot("plot-grad", {
-    scales: { x: { time: false }, y: logScale },
+    scales: { x: layerScale, y: logScale },
     axes: [layerAxis, { label: "std of dL/ds", size: 60, values: logTicks, incrs: decadeIncrs }],
     series: [{ label: "layer" },
       { label: "now", stroke: "#1f5fa8", width: 2, points: { show: L <= 60 } },
@@ -341,7 +343,7 @@ function buildPlots(m) {
     if (/^[+-]std /.test(row.textContent.trim())) row.style.display = "none";
   });
   makePlot("plot-sat", {
-    scales: { x: { time: false }, y: { range: [0, 1] } },
+    scales: { x: layerScale, y: { range: [0, 1] } },
     axes: [layerAxis, { label: "fraction", size: 50 }],
     series: [{ label: "layer" },
       { label: "saturated", stroke: "#d62728", width: 1.5, points: { show: L <= 60 } },
@@ -349,7 +351,7 @@ function buildPlots(m) {
       { label: "dead", stroke: "#7f7f7f", width: 1.5, points: { show: L <= 60 } }],
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-update", {
-    scales: { x: { time: false }, y: logScale },
+    scales: { x: layerScale, y: logScale },
     axes: [layerAxis, { label: "update ratio", size: 60, values: logTicks, incrs: decadeIncrs }],
     series: [{ label: "layer" }, { label: "||dW|| / ||W||", stroke: "#9467bd", width: 1.5, points: { show: L <= 60 } }],
   }, [layers, layers.map(() => null)]);
