@@ -304,7 +304,8 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
     Glorot-built net whose weights were multiplied by 4) *is* that fresh build: it is judged
     against ``diagnosed`` (the fresh build against itself was "1.044 -> 1.044: did not
     help")."""
-    cache: dict[str, tuple[_Run, _Run]] = {}  # prescription -> (its run, its reference)
+    # prescription -> (its run, its reference), None when it cannot be trained
+    cache: dict[str, tuple[_Run, _Run] | None] = {}
     out = []
     for f in findings:
         if not f.prescription:
