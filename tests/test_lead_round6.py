@@ -130,3 +130,35 @@ def test_prelu_orthogonal_gain_is_the_leaky_relu_gain_of_its_slope():
 
     act = torch.nn.PReLU(3, init=0.5)
     assert _gain(act) == pytest.approx(torch.nn.init.calculate_gain("leaky_relu", 0.5))
+
+
+# -- a model that changes its input in place does not change the doctor's data -----------------
+
+class _Divides(torch.nn.Module):
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.in_place = in_place
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 10))
+
+    def forward(self, x):
+        if self.in_place:
+            x /= 16.0  # the caller's tensor: a common beginner's forward
+        else:
+            x = x / 16.0
+        return self.net(x)
+
+
+def test_doctor_feeds_copies_to_a_model_that_divides_its_input_in_place():
+    import depthlab.torch as dlt
+
+    ds = load_dataset("digits", seed=0)
+    x = torch.tensor(ds.x_train[:200] * 16, dtype=torch.float32)
+    y = torch.tensor(ds.y_train[:200])
+    runs = [dlt.doctor(lambda p=p: _Divides(p), (x, y), steps=12, batch_size=32, verify=False,
+                       probe_every=4) for p in (True, False)]
+    # before: every evaluation and probe divided the stored data again (layer 1 pre_std
+    # 0.28 at step 0, 0.07 from step 4 on; validation accuracy 0.18 against 0.38)
+    assert runs[0].baseline == {**runs[1].baseline, "seconds": runs[0].baseline["seconds"]}
+    pd_ = pytest.importorskip("pandas")
+    pd_.testing.assert_frame_equal(runs[0].probes, runs[1].probes)

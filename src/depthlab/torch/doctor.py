@@ -256,7 +256,7 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
     try:
         for m in model.modules():
             m.train(m in saved)
-        model(x)
+        model(x.clone())  # a forward that changes its input in place: not our data
     finally:
         for h in handles:
             h.remove()
@@ -616,7 +616,7 @@ def doctor(
         _check_runs(model, d, loss_fn)
         _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
-        theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES])
+        theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
         base = _run(model, d, loss_fn, spec, settings, percentiles=True)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
@@ -684,7 +684,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         with torch.no_grad(), rx.untouched(model), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             model.eval()
-            out = model(d.x[:2])
+            out = model(d.x[:2].clone())
             scalar_loss(loss_fn, out, d.y[:2])
     except ValueError:
         raise
@@ -748,7 +748,7 @@ def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: 
 
     try:
         model.train()
-        loss = scalar_loss(loss_fn, model(d.x[:rows]), d.y[:rows])
+        loss = scalar_loss(loss_fn, model(d.x[:rows].clone()), d.y[:rows])
     except Exception as e:  # noqa: BLE001 - e.g. batch norm on one-row batches
         raise failed(e) from None
     if not loss.requires_grad:

@@ -164,7 +164,7 @@ def _forward_with_hook(model: nn.Module, x: torch.Tensor, modules: list[nn.Modul
     handles = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.no_grad(), untouched(model):
-            model(x)
+            model(x.clone())  # the shared probe input stays as given
     finally:
         for h in handles:
             h.remove()
@@ -359,7 +359,7 @@ def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) ->
             for _ in range(LSUV_ITERS):
                 seen.clear()
                 with torch.no_grad(), untouched(model):
-                    model(x)
+                    model(x.clone())
                 if not seen or not math.isfinite(seen[0]) or seen[0] <= 0:
                     break
                 if abs(seen[0] - 1.0) < LSUV_TOL:
@@ -497,7 +497,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
     if MODEL_KEYS & set(changes):
         try:
             with torch.no_grad(), untouched(model):
-                model(x)
+                model(x.clone())
         except Exception as e:  # noqa: BLE001 - any failure means the transform broke it
             raise NotApplicable(f"the transformed model does not run: {e}") from None
     train_changes = {k: v for k, v in changes.items() if k in TRAINING_KEYS}

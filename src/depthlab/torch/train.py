@@ -210,7 +210,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
         total, correct, n, classify = 0.0, 0, 0, True
         for i in range(0, len(x), EVAL_BATCH):
             xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
-            out = model(xb)
+            out = model(xb.clone())  # a forward that divides its input in place (x /= 255)
+            # would otherwise change the data every later evaluation and probe reads
             loss = float(scalar_loss(loss_fn, out, yb))
             total += loss * len(xb)
             n += len(xb)
@@ -336,7 +337,7 @@ def train(
     def record(step: int) -> None:
         if probe is None or probe_batch is None:
             return
-        df = probe(model, probe_batch[0], probe_batch[1], loss_fn)
+        df = probe(model, probe_batch[0].clone(), probe_batch[1], loss_fn)
         df = df.assign(step=step)
         frames.append(df)
 
@@ -436,7 +437,7 @@ def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
             bn.reset_running_stats()
             bn.momentum = None
         for k in range(parts):
-            model(x[k * n // parts:(k + 1) * n // parts])
+            model(x[k * n // parts:(k + 1) * n // parts].clone())
         for bn, (count, s1, s2) in sums.items():
             if count < 2:
                 continue
