@@ -253,3 +253,24 @@ def test_one_hidden_layer_is_not_drawn_between_layers_0_and_2(page, server, shot
     page.locator("#panel-grad").screenshot(path=str(shots / "round6_one_layer.png"))
     # was: an axis from layer 0 to layer 2 around the only one
     assert ranges == [[0.5, 1.5]] * 3
+
+
+def test_a_refused_control_says_why_beside_it_on_a_phone(browser, server, shots):
+    context = browser.new_context(viewport={"width": 375, "height": 667})
+    pg = context.new_page()
+    try:
+        pg.goto(server.url)
+        pg.wait_for_function(MEASURED, timeout=60_000)
+        set_field(pg, "model.depth", "5000")
+        # was: only the field's red outline in sight; the reason sat below every control
+        note = pg.locator('.field.invalid[data-key="model.depth"] .field-error')
+        note.wait_for(timeout=30_000)
+        assert "model.depth = '5000' is not accepted" in note.text_content()
+        box = note.bounding_box()
+        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 667 - 48
+        assert box["x"] + box["width"] <= 375
+        pg.screenshot(path=str(shots / "round6_phone_refused_control.png"))
+        set_field(pg, "model.depth", "4")
+        pg.wait_for_function("!document.querySelector('.field-error')", timeout=30_000)
+    finally:
+        context.close()

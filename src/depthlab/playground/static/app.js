@@ -97,12 +97,16 @@ function refreshVisibility() {
   }
 }
 
-function markInvalid(key) {
+/* The refused control is outlined and says what it accepts right below it: on a phone the
+   page's message sits under all the controls, out of sight of the control being typed in. */
+function markInvalid(key, message) {
   document.querySelectorAll(".field.invalid").forEach((e) => e.classList.remove("invalid"));
+  document.querySelectorAll(".field-error").forEach((e) => e.remove());
   if (key) {
     const box = document.querySelector(`.field[data-key="${key}"]`);
     if (box) {
       box.classList.add("invalid");
+      if (message) box.appendChild(el("div", "field-error", message));
       if (box.parentElement.id === "fields-more") $("more").open = true;
     }
   }
@@ -178,7 +182,7 @@ function handle(m) {
       showMessage(m.message + (m.key && S.ready && S.query ?
         ". Still showing the last accepted setup (" + (S.query[m.key] !== undefined ?
           `${m.key} = ${S.query[m.key]}` : "unchanged") + ")." : ""));
-      markInvalid(m.key);
+      markInvalid(m.key, m.message);
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
         $("doctor").disabled = false;
         $("doctor-out").replaceChildren(el("p", "note", m.message));
