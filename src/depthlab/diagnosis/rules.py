@@ -138,12 +138,21 @@ class RunContext:
             out[p.index] = float(w[p.index]) ** 2 / target if target > 0 else math.nan
         return out
 
+    def judged_init_ratios(self, activation: str | None = None) -> dict[int, float]:
+        """:meth:`init_variance_ratios` of the layers whose weights can tell: a finite ratio
+        from at least ``INIT_MIN_WEIGHTS`` weights (``fan_in x fan_out``; a sample variance of
+        fewer scatters by factors), a ratio 0 (all weights equal) in a layer of >= 2 units."""
+        fans = {p.index: (p.dense.fan_in, p.dense.fan_out) for p in self.points
+                if p.dense is not None}
+        return {k: v for k, v in self.init_variance_ratios(activation).items()
+                if v >= 0 and math.isfinite(v) and k in fans
+                and (fans[k][0] * fans[k][1] >= INIT_MIN_WEIGHTS or (v == 0 and fans[k][1] >= 2))}
+
     def mean_init_ratio(self, activation: str | None = None) -> float:
         """Geometric mean of :meth:`init_variance_ratios` (NaN when unknown), ``(prod r)^(1/n)``:
         0 when a layer's weights are all equal (zeros or constant init; it was NaN when every
         layer's were, so the cures that repair a too-small init did not apply)."""
-        r = [v for v in self.init_variance_ratios(activation).values()
-             if v >= 0 and math.isfinite(v)]
+        r = list(self.judged_init_ratios(activation).values())
         if any(v == 0 for v in r):
             return 0.0
         return float(np.exp(np.mean(np.log(r)))) if r else math.nan
@@ -325,12 +334,7 @@ def rule_mean_shift(ctx: RunContext) -> RuleResult:
 def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     if ctx.config.get("batchnorm"):
         return math.nan, None
-    # a layer's weights as its sample: its fans (fan_in x fan_out weights, conv: at least)
-    fans = {p.index: (p.dense.fan_in, p.dense.fan_out) for p in ctx.points
-            if p.dense is not None}
-    ratios = ctx.init_variance_ratios()
-    ratios = {k: v for k, v in ratios.items() if v >= 0 and math.isfinite(v) and k in fans and (
-        fans[k][0] * fans[k][1] >= INIT_MIN_WEIGHTS or (v == 0 and fans[k][1] >= 2))}
+    ratios = ctx.judged_init_ratios()
     if not ratios:
         return math.nan, None
     # a variance of 0 (init zeros or constant: every unit of the layer starts identical and
