@@ -14,7 +14,8 @@ from .common import Command, UserError, add_out, open_store, progress_mode
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=None,
-                   help="TOML config whose [model] and [data] are diagnosed (or use --torch)")
+                   help="TOML (or .json) config whose [model] and [data] are diagnosed "
+                        "(or use --torch)")
     p.add_argument("--verify", action="store_true",
                    help="verify each prescription with a short training run")
     p.add_argument("--steps", type=int, default=None, metavar="N",

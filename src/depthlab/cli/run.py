@@ -9,7 +9,8 @@ from .common import Command, UserError, add_out, metrics_line, open_store, progr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML config file ([data], [model], [train], [probes])")
+    p.add_argument("config", help="TOML config file ([data], [model], [train], [probes]), "
+                                  "or the same sections as a .json object")
     add_out(p)
     p.add_argument("--name", help="a name for the run (default: the config's name)")
     p.add_argument("--overwrite", action="store_true",

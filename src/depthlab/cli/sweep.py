@@ -30,7 +30,8 @@ _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="TOML config with a [sweep] table of \"section.key\" = [...]")
+    p.add_argument("config", help="TOML config with a [sweep] table of \"section.key\" = [...] "
+                                  "(or a .json object with a \"sweep\" object)")
     add_out(p)
     p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
                    help="parallel processes on this machine (default 1)")

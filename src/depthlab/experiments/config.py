@@ -58,7 +58,9 @@ MAX_CONFIG_BYTES = 64 * 2**20
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a TOML file; a missing file or a syntax error is a one-line :class:`ConfigError`."""
+    """Parse a TOML config file, or a JSON one (a ``.json`` name: the same sections as a
+    top-level object, e.g. ``{"model": {"sizes": [64, 32, 10]}}``); a missing file or a syntax
+    error is a one-line :class:`ConfigError`."""
     if not str(path).strip():  # Path("") is "." (the current folder): name what was given
         raise ConfigError(f"config path {str(path)!r} is empty; expected a .toml file")
     p = Path(path)
@@ -73,13 +75,41 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(f"config file {str(p)!r} is larger than "
                               f"{MAX_CONFIG_BYTES // 2**20} MiB; accepted: a TOML config file")
         # utf-8-sig: a byte-order mark (written by some Windows editors) is not a syntax error
-        return tomllib.loads(data.decode("utf-8-sig"))
+        text = data.decode("utf-8-sig")
+        if p.suffix.lower() == ".json":
+            return _json_config(p, text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: TOML syntax error: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a UTF-8 text file ({e.reason})") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+
+
+def _json_config(p: Path, text: str) -> dict[str, Any]:
+    """A JSON config: an object of sections (``NaN``/``Infinity``, which TOML lacks too, and a
+    repeated key are refused)."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ConfigError(f"{p}: JSON key {k!r} appears twice")
+            out[k] = v
+        return out
+
+    def constant(name: str) -> Any:
+        raise ConfigError(f"{p}: JSON value {name} is not accepted; accepted: finite numbers")
+
+    try:
+        raw = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{p}: JSON syntax error: {e.msg} (line {e.lineno}, column "
+                          f"{e.colno})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: a JSON config is an object of sections such as "
+                          f'{{"model": {{...}}, "data": {{...}}}}, got a {type(raw).__name__}')
+    return raw
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
