@@ -401,3 +401,23 @@ def test_a_module_removed_mid_run_is_no_longer_recorded_but_keeps_its_name(tmp_p
     assert set(frame[frame.step >= 4].module) == {"", "a", "b"}
     config = Store(tmp_path).run(watch.run_id)["config"]
     assert config["model"]["layers"] == {"1": "a", "2": "c", "3": "b"}  # step 2's rows named
+
+
+@pytest.mark.parametrize("kw", [{"batchnorm": True}, {"batchnorm": True, "residual": True}])
+def test_bridged_batch_norm_and_residual_mlps_agree_but_where_pre_is_defined_apart(kw):
+    """As the README says: depthlab's pre_* (and grad_pre_*) are of the activation's input
+    (after the norm, the residual sum), torch's of the layer's output; every other row both
+    tables have agrees (batch statistics in training mode on both sides)."""
+    net = dl.mlp([5, 7, 7, 7, 3], activation="tanh", seed=2, dtype="float64", **kw)
+    g = np.random.default_rng(4)
+    x, y = g.standard_normal((30, 5)), g.integers(0, 3, 30)
+    want = dl.probe(net, x, y).dropna()
+    got = dlt.probe(to_torch(net), torch.from_numpy(x), torch.from_numpy(y),
+                    nn.CrossEntropyLoss())
+    both = want.merge(got[got.layer <= want.layer.max()], on=["layer", "quantity"])
+    apart = both.quantity.str.startswith(("pre_", "grad_pre_"))
+    assert apart.any() and (~apart).sum() >= 10
+    np.testing.assert_allclose(both[~apart].value_y, both[~apart].value_x, rtol=1e-6,
+                               atol=1e-13)
+    assert not np.allclose(both[apart & (both.quantity == "pre_std")].value_y,
+                           both[apart & (both.quantity == "pre_std")].value_x, rtol=1e-3)
