@@ -14,7 +14,7 @@ import pytest
 from helpers.cli import one_blas_thread
 
 from depthlab.equality import same
-from depthlab.experiments import Store, read_toml, run_sweep
+from depthlab.experiments import ConfigError, Store, read_toml, run_sweep
 from depthlab.experiments.executors import InProcess, LocalPool, make_executor
 from depthlab.experiments.executors.base import compute_point
 from depthlab.experiments.store import StoreWriteError
@@ -205,3 +205,35 @@ def test_a_run_whose_last_update_overflows_is_diverged_not_finished(tmp_path):
         assert run["status"] == "diverged" and run["divergence"]["step"] == 2
         assert run["divergence"]["layer"] and "diverged at step 2" in run["divergence"][
             "message"]
+
+
+# -- fixed: each value was checked alone on the base config, so a value that needs another
+# swept key (train.betas with a swept train.optimizer = "adam" over a base using sgd; the
+# activation_kwargs of a swept activation) refused the whole grid before anything ran
+def test_a_value_that_needs_another_swept_value_is_not_refused(tmp_path):
+    raw = _raw(tmp_path, '"train.optimizer" = ["sgd", "adam"]\n"train.betas" = [[0.8, 0.99]]')
+    res = run_sweep(raw, tmp_path / "out", echo=None)
+    assert res.counts == {"finished": 1, "failed": 1}  # the sgd point: a refused combination
+    (failure,) = res.failures
+    assert "optimizer=sgd" in failure[1] and "not a hyperparameter of optimizer 'sgd'" in \
+        failure[2]
+    raw = _raw(tmp_path, '"model.activation" = ["leaky_relu", "elu"]\n'
+               '"model.activation_kwargs" = [{negative_slope = 0.2}]')
+    res = run_sweep(raw, tmp_path / "out2", echo=None)
+    assert res.counts == {"finished": 1, "failed": 1}
+
+
+@pytest.mark.parametrize("grid, fragment", [
+    # wrong with any value of the other keys: the value's own refusal, before anything runs
+    ('"train.optimizer" = ["adam"]\n"train.betas" = [[0.8, 2.0]]',
+     "train.betas = [0.8, 2.0] is not accepted"),
+    ('"model.activation" = ["tanh", "nope"]\n"train.seed" = [0, 1]',
+     'model.activation = "nope" is not a known activation'),
+    ('"model.activation" = ["leaky_relu"]\n"model.activation_kwargs" = [{alpha = 0.5}]',
+     "unknown argument 'alpha' for activation 'leaky_relu'"),
+])
+def test_a_value_wrong_with_every_other_value_still_refuses_the_grid(tmp_path, grid, fragment):
+    raw = _raw(tmp_path, grid)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        run_sweep(raw, tmp_path / "out", echo=None)
+    assert not (tmp_path / "out").exists()

@@ -8,8 +8,10 @@ one (each override applied to the base config and validated on its own), so a gr
 points costs the memory of one point, not of the grid.
 
 Before the first point, :func:`check_values` validates every *single* value of the grid on the
-base config (``k_1 + ... + k_m`` validations instead of the product), so a typo anywhere in the
-grid fails at once; a bad *combination* of individually valid values (``model.batchnorm =
+base config (``k_1 + ... + k_m`` validations instead of the product; a value the base refuses
+is tried with each value of the other keys, for a value that needs another swept one, such as
+``train.betas`` with a swept ``train.optimizer``), so a typo anywhere in the grid fails at
+once; a bad *combination* of individually valid values (``model.batchnorm =
 true`` with ``train.batch_size = 1``) is found when its point is reached: :func:`iter_points`
 raises there, or with ``invalid="fail"`` yields the point with its ``error`` set (a sweep
 stores it as a failed point and goes on with the others).
@@ -136,12 +138,49 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
             seen.add(text)
             number = isinstance(v, numbers.Real) and not isinstance(v, bool)
             if len(seen) <= FULL_CHECKS or not number or spec_field is None:
-                _point_config(body, {key: v}, base_dir)
+                try:
+                    _point_config(body, {key: v}, base_dir)
+                except ConfigError as e:
+                    ok, other = _valid_with_another(body, grid, key, v, base_dir, str(e))
+                    if not ok:
+                        raise (other or e) from None
                 continue
             try:
                 spec_field.metadata["check"](key, v)
             except ConfigError as e:
                 raise ConfigError(f"sweep point ({key} = {value_str(v)}): {e}", e.key) from None
+
+
+def _valid_with_another(body: dict[str, Any], grid: dict[str, list], key: str, v: Any,
+                        base_dir: str | os.PathLike | None,
+                        refusal: str) -> tuple[bool, ConfigError | None]:
+    """Whether ``key = v``, refused on the base config, is accepted with one value of another
+    swept key set too (``train.betas`` with ``train.optimizer = "adam"`` over a base that
+    uses sgd; ``model.activation_kwargs`` with the swept activation that takes them): then
+    the grid is not refused, and its points where the combination is refused are stored as
+    failed (the first :data:`FULL_CHECKS` distinct values of each other key are tried).
+    Else the first refusal other than the base's ``refusal`` (the other value lifted that
+    one, but ``v`` is wrong anyway: ``train.betas = [0.8, 2.0]`` with adam), if any."""
+    first: ConfigError | None = None
+    for other, values in grid.items():
+        if other == key:
+            continue
+        seen: set[str] = set()
+        for w in values:
+            text = canonical_json(w)
+            if text in seen:
+                continue
+            seen.add(text)
+            if len(seen) > FULL_CHECKS:
+                break
+            pair = {k: x for k, x in ((key, v), (other, w))}
+            try:
+                _point_config(body, {k: pair[k] for k in grid if k in pair}, base_dir)
+                return True, None
+            except ConfigError as e:
+                if first is None and str(e).split("): ", 1)[-1] != refusal.split("): ", 1)[-1]:
+                    first = e
+    return False, first
 
 
 def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
