@@ -274,3 +274,17 @@ def test_a_refused_control_says_why_beside_it_on_a_phone(browser, server, shots)
         pg.wait_for_function("!document.querySelector('.field-error')", timeout=30_000)
     finally:
         context.close()
+
+
+def test_the_theory_note_says_which_measurement_the_line_is_scaled_to(page, server):
+    page.goto(server.url + "?model.depth=5&model.width=8&model.activation=relu"
+              "&model.init=he_normal")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    page.click("#step")
+    page.wait_for_function("S.last.step === 1", timeout=30_000)
+    theory, init, now = page.evaluate("(() => { const d = S.plots['plot-grad'].data; "
+                                      "return [d[3].at(-1), d[2].at(-1), d[1].at(-1)]; })()")
+    assert theory == pytest.approx(init) and theory != pytest.approx(now, abs=1e-9)
+    # was: "scaled to the measured last layer", read as the line drawn now
+    assert "scaled to the last layer's value at step 0" in page.locator(
+        "#theory-note").text_content()

@@ -5,7 +5,7 @@ Plain networks use the Gaussian variance recursion (``propagate``), batch-normal
 batch-norm mean field (per layer ``Var(g_l) = gamma^2 E[f'(s)^2] / Var f(s) Var(g_{l+1})``,
 Yang et al. 2019: relu grows by ``sqrt(pi / (pi - 1))`` per layer), residual ones the per-block
 recursion ``Var(dL/dx_b) = Var(dL/dx_{b+1}) + Var(branch term)``. Inputs are standardized
-(variance 1). The page draws ``relative_std`` times the measured std of the last hidden layer,
+(variance 1). The page draws ``relative_std`` times the std of the last hidden layer at step 0,
 so the two curves meet at the top and their slopes can be compared. Where the argument does
 not hold (e.g. batch norm with an affine activation, non-zero random biases) the line is
 omitted and the note says why.
@@ -36,4 +36,5 @@ def theory_profile(config: dict[str, Any]) -> dict[str, Any]:
             "residual+batchnorm": ", residual blocks with batch norm"}[pred.architecture]
     return {"relative_std": rel,
             "note": f"theory at initialization (depthlab.theory.predict_gradients, "
-                    f"{m['activation']}, {m['init']}{what}), scaled to the measured last layer"}
+                    f"{m['activation']}, {m['init']}{what}), scaled to the last layer's value "
+                    "at step 0 (the dashed line beside it)"}
