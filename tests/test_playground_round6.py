@@ -288,3 +288,23 @@ def test_the_theory_note_says_which_measurement_the_line_is_scaled_to(page, serv
     # was: "scaled to the measured last layer", read as the line drawn now
     assert "scaled to the last layer's value at step 0" in page.locator(
         "#theory-note").text_content()
+
+
+def test_a_tampered_url_key_is_named_short_and_never_breaks_the_page(page, server, shots):
+    # was: a key with a quote made markInvalid's selector throw: the page stayed "connecting"
+    page.goto(server.url + '?a"b]=1')
+    page.wait_for_function("document.body.dataset.state === 'invalid'", timeout=30_000)
+    assert "unknown setting 'a\"b]'" in page.locator("#message").text_content()
+    # was: the whole 5000-character key in the message, one word running off the page
+    page.goto(server.url + "?" + "x" * 5000 + "=1")
+    page.wait_for_function("document.body.dataset.state === 'invalid'", timeout=30_000)
+    message = page.locator("#message")
+    assert len(message.text_content()) < 600
+    page.screenshot(path=str(shots / "round6_long_url_key.png"))
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    box = message.bounding_box()
+    assert box["x"] + box["width"] <= page.viewport_size["width"]
+    assert page.evaluate("(() => { const m = document.getElementById('message'); "
+                         "return m.scrollWidth <= m.clientWidth; })()")
+    set_field(page, "model.depth", "3")  # any control starts a session from the controls
+    page.wait_for_function(MEASURED, timeout=60_000)

@@ -222,7 +222,7 @@ def parse_setup(query: Mapping[str, Any]) -> dict[str, Any]:
     their defaults. Raises :class:`SetupError` naming the first bad or unknown key."""
     unknown = [k for k in query if k not in BY_KEY]
     if unknown:
-        raise SetupError(f"unknown setting {unknown[0]!r}; accepted: "
+        raise SetupError(f"unknown setting {_short(unknown[0])}; accepted: "
                          + ", ".join(BY_KEY), unknown[0])
     return {f.key: _parse_value(f, query[f.key]) if f.key in query else f.default
             for f in FIELDS}

@@ -103,7 +103,9 @@ function markInvalid(key, message) {
   document.querySelectorAll(".field.invalid").forEach((e) => e.classList.remove("invalid"));
   document.querySelectorAll(".field-error").forEach((e) => e.remove());
   if (key) {
-    const box = document.querySelector(`.field[data-key="${key}"]`);
+    // escaped: a key from a tampered URL such as a"b made the selector throw (the page then
+    // stayed "connecting")
+    const box = document.querySelector(`.field[data-key="${CSS.escape(key)}"]`);
     if (box) {
       box.classList.add("invalid");
       if (message) box.appendChild(el("div", "field-error", message));
