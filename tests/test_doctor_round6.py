@@ -265,3 +265,20 @@ def test_a_real_rise_shows_on_the_probe_batch_too():
     f = dg.finding("divergence")
     assert f is not None and f.evidence["probe_rise"] > 1.5 and f.evidence["rise"] > 1.5
     assert f.evidence["metric"] == min(f.evidence["probe_rise"], f.evidence["rise"])
+
+
+@pytest.mark.parametrize("act,init", [("sigmoid", "glorot_uniform"), ("tanh", "he_normal"),
+                                      ("relu", "glorot_uniform")])
+def test_a_diagnosis_plots_with_its_theory_which_tracks_its_measurement(act, init):
+    from depthlab import plot
+
+    dg = doctor(dict(sizes=[20] + [64] * 8 + [4], activation=act, init=init), (X, Y), steps=1)
+    theory, note = plot.theory_for_config(dg.config)  # an mlp config: no theory before
+    assert theory is not None and note.startswith("theory:"), note
+    fig = plot.gradient_per_layer(dg)
+    assert any(line.get_label().endswith("theory") for line in fig.axes[0].get_lines())
+    measured = dg.probes.query("step == 0 and quantity == 'grad_pre_std' and layer >= 1")
+    m = measured.set_index("layer")["value"]
+    t = np.sqrt(theory.set_index("layer")["grad_pre_var"]).reindex(m.index)
+    ratio_m, ratio_t = m.iloc[0] / m.iloc[-1], t.iloc[0] / t.iloc[-1]
+    assert abs(np.log(ratio_m / ratio_t)) < np.log(1.5), (ratio_m, ratio_t)

@@ -169,8 +169,12 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     otherwise. Plain MLPs: ``depthlab.theory.propagate``; batch-normalized or residual ones:
     ``depthlab.theory.predict_gradients`` (batch-norm mean field, residual recursion); a
     depthlab.torch run: the rows ``model.theory`` it stored (``depthlab.torch.predict``), or
-    without them the reason it stored (``model.theory_note``)."""
+    without them the reason it stored (``model.theory_note``). An ``mlp()`` config
+    (``Network.config``, ``Diagnosis.config``: ``sizes`` at the top level) is its own model
+    section, so a diagnosis plots with its theory too."""
     model = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
+    if not model and isinstance(config, Mapping) and "sizes" in config:
+        model = dict(config)  # dl.mlp's arguments (a Network's or a Diagnosis's config)
     rows = model.get("theory")  # depthlab.torch runs: depthlab.torch.predict at initialization
     if isinstance(rows, list) and rows and all(isinstance(r, Mapping) for r in rows):
         th = pd.DataFrame(rows)

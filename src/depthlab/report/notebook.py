@@ -67,13 +67,16 @@ def history_repr(history: Any) -> str:
 
 def diagnosis_html(diagnosis: Any) -> str:
     """The findings first (kind, layers, evidence, prescription, verified before/after), then
-    the gradient-per-layer figure of the baseline run."""
+    the gradient-per-layer figure of the baseline run with its theory dashed (from the
+    diagnosis's ``mlp`` config, when the theory covers it)."""
     from .. import plot
     from .build import _findings_html
 
     parts = [_findings_html(diagnosis.to_dict())]
     if diagnosis.probes is not None and not diagnosis.probes.empty:
-        parts.append(_img(plot.gradient_per_layer({"baseline": diagnosis.probes}, False),
+        theory, _ = plot.theory_for_config(diagnosis.config or {})  # dashed, as in the report
+        parts.append(_img(plot.gradient_per_layer({"baseline": diagnosis.probes},
+                                                  theory if theory is not None else False),
                           "gradient std per layer of the diagnosed network"))
     return _card("Diagnosis", "".join(parts))
 
