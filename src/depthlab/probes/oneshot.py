@@ -29,8 +29,9 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     statistics are not updated; dropout is off), the loss and one backward; then, per hidden
     layer, the quantities of :mod:`depthlab.probes.stats` (``pre_mean``, ``pre_std``,
     ``pre_pK``, ``act_mean``, ``act_std``, ``act_pK``, ``saturated_frac``, ``dead_frac``,
-    ``grad_pre_std``, ``grad_pre_absmean``, ``weight_std``, ``weight_grad_std``,
-    ``weight_grad_absmean``), and at layer 0 the ``loss`` (and ``acc`` for classification).
+    ``inactive_frac``, ``grad_pre_std``, ``grad_pre_absmean``, ``weight_std``,
+    ``weight_grad_std``, ``weight_grad_absmean``), and at layer 0 the ``loss`` (and ``acc``
+    for classification).
 
     Returns a DataFrame with columns ``layer, quantity, value``. Parameter values, batch-norm
     running statistics and dropout random streams are unchanged; ``p.grad`` of every parameter
