@@ -421,3 +421,17 @@ def test_bridged_batch_norm_and_residual_mlps_agree_but_where_pre_is_defined_apa
                                atol=1e-13)
     assert not np.allclose(both[apart & (both.quantity == "pre_std")].value_y,
                            both[apart & (both.quantity == "pre_std")].value_x, rtol=1e-3)
+
+
+def test_a_run_with_its_loss_only_gets_a_note_not_empty_figures(tmp_path):
+    model = _mlp()
+    x, y = _data()
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()  # before the Watch: its one record holds the loss only (and warns)
+    with pytest.warns(RuntimeWarning, match="records its loss only"), \
+            dlt.Watch(model, every=1, out=tmp_path, name="late") as watch:
+        watch.step(loss)
+    assert set(watch.frame().layer) == {0}
+    page = build.write_report(tmp_path / "rep", Store(tmp_path)).read_text()
+    assert "Only the loss was probed" in page
+    assert build.FIG_GRAD_PROFILE not in page and build.FIG_TRAINING in page

@@ -543,8 +543,11 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
     steps, epochs, evals = _get(store.steps(rid)), _get(store.epochs(rid)), _get(store.evals(rid))
     probes = _named(_clean_probes(_get(store.probes(rid))), config)
     hists = _named(_get(store.histograms(rid)), config)
+    # per-layer figures need layer rows: a torch run whose layers never ran while its
+    # Watch's hooks were on has its loss rows only (its figures were all empty)
+    layered = not probes.empty and bool((probes["layer"] >= 1).any())
     blocks: list[str] = []
-    if not probes.empty:
+    if layered:
         th, note = theory_for(config)
         png = pngs.add(f"{safe}_gradient_per_layer.png", plot.gradient_per_layer,
                        {_mpl(label or rid): probes}, th if th is not None else False)
@@ -560,7 +563,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             "right: accuracy.", "right: accuracy, which this run did not record (the panel "
             "stays empty).")
         blocks.append(H.figure_block(png, FIG_TRAINING, cap, wide=True))
-    if not probes.empty:
+    if layered:
         png = pngs.add(f"{safe}_activations.png", plot.activation_bands, probes)
         blocks.append(H.figure_block(
             png, FIG_ACTIVATIONS, "Line: mean activation of each shown layer; shaded: ± one "
@@ -591,7 +594,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                 "last recorded step (Glorot & Bengio 2010, Figs. 6–7). Every panel has its own "
                 "bins and states its range; layers shown: the first, the last and evenly "
                 "spaced ones between.", wide=True))
-    if not probes.empty:
+    if layered:
         png = pngs.add(f"{safe}_saturation.png", plot.saturation, probes)
         blocks.append(H.figure_block(
             png, FIG_SATURATION, "Saturated: entries of a bounded unit (sigmoid, tanh) whose "
@@ -670,6 +673,10 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
                 if isinstance(source, str) and source.startswith("depthlab.torch")
                 else "enable them with <code>[probes] every = N</code>")
         body.append(f"<p class=\"note\">No probes were recorded for this run ({hint}).</p>")
+    elif not (probes["layer"] >= 1).any() and status != "failed":
+        body.append("<p class=\"note\">Only the loss was probed: no layer ran while the hooks "
+                    "were on (a Watch created after its step's forward, or a loop that calls the "
+                    "model's submodules rather than the model).</p>")
     open_attr = " open" if is_open else ""
     return (f"<details class=\"run\" id=\"run-{H.esc(safe)}\"{open_attr}>{head}"
             f"<div class=\"body\">{''.join(body)}</div></details>")
