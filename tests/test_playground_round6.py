@@ -308,3 +308,16 @@ def test_a_tampered_url_key_is_named_short_and_never_breaks_the_page(page, serve
                          "return m.scrollWidth <= m.clientWidth; })()")
     set_field(page, "model.depth", "3")  # any control starts a session from the controls
     page.wait_for_function(MEASURED, timeout=60_000)
+
+
+def test_the_decision_boundary_says_what_its_directions_are(page, server, shots):
+    page.goto(server.url + "?model.depth=2&model.width=8")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    caption = page.locator("#boundary-axes").text_content()
+    # was: a canvas without axes, ticks or a word on what its directions are
+    assert "horizontal: input feature 1" in caption and "vertical: input feature 2" in caption
+    page.locator("#panel-boundary").screenshot(path=str(shots / "round6_boundary.png"))
+    set_field(page, "data.name", "digits")
+    wait_query(page, "data.name", "digits")
+    page.wait_for_function("document.getElementById('boundary-axes').textContent === ''",
+                           timeout=30_000)

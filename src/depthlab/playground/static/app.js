@@ -222,6 +222,7 @@ function onReady(m) {
   S.ready = m;
   S.theory = m.theory;
   $("theory-note").textContent = m.theory.note;
+  $("boundary-axes").textContent = "";
   $("boundary-note").textContent = m.n_features === 2 ? "" :
     `decision boundary: ${m.n_features}-D inputs (shown for 2-D data sets: spirals, clusters with d = 2)`;
   buildPlots(m);
@@ -483,6 +484,10 @@ function drawBoundary(b) {
   const px = (x) => (x - box.x0) / (box.x1 - box.x0) * W;
   const py = (y) => H - (y - box.y0) / (box.y1 - box.y0) * H;
   if (b) $("boundary-note").textContent = b.note || "";
+  // the canvas has no axes: what its two directions are, and over which range
+  $("boundary-axes").textContent = `horizontal: input feature 1 (${fmt(box.x0)} to ` +
+    `${fmt(box.x1)}), vertical: input feature 2 (${fmt(box.y0)} to ${fmt(box.y1)}), ` +
+    "standardized; shading: the predicted class, darker where the network is surer";
   if (b && b.cls) {
     const n = b.n, cw = W / n, ch = H / n;
     for (let r = 0; r < n; r++) {
