@@ -239,3 +239,22 @@ def test_a_value_wrong_with_every_other_value_still_refuses_the_grid(tmp_path, g
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         run_sweep(raw, tmp_path / "out", echo=None)
     assert not (tmp_path / "out").exists()
+
+
+# -- fixed: a point refused before its data were read (a refused combination) keeps "auto"
+# ends in model.sizes where the others have the data's widths: the report listed model.sizes
+# as varying, and a 2 × 2 grid was drawn as bars of three keys instead of a heatmap
+def test_a_refused_point_does_not_make_model_sizes_vary_in_the_report(tmp_path):
+    from depthlab.report.build import _runs_table, varying_keys
+
+    raw = _raw(tmp_path, '"model.batchnorm" = [true, false]\n"train.batch_size" = [1, 8]\n'
+               '"probes.every" = [0]')
+    res = run_sweep(raw, tmp_path / "out", echo=None)
+    assert res.counts == {"finished": 3, "failed": 1}
+    with Store(tmp_path / "out", create=False, readonly=True) as s:
+        assert sorted(varying_keys(_runs_table(s))) == ["model.batchnorm", "train.batch_size"]
+    raw = _raw(tmp_path, '"model.sizes" = [["auto", 4, "auto"], ["auto", 6, 6, "auto"]]\n'
+               '"probes.every" = [0]')
+    run_sweep(raw, tmp_path / "sizes", echo=None)
+    with Store(tmp_path / "sizes", create=False, readonly=True) as s:  # still told apart
+        assert set(varying_keys(_runs_table(s))) == {"depth", "width"}

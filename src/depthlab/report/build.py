@@ -148,7 +148,15 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     difference, the varying ones of them are listed in its place."""
 
     def distinct(col: str) -> int:
-        return len({figures.value_key(v) for v in runs[col]}) if col in runs else 0
+        if col not in runs:
+            return 0
+        values = list(runs[col])
+        if col == "cfg:model.sizes" and any(isinstance(v, tuple) and "auto" in v
+                                            for v in values):
+            # a point refused before its data were read keeps "auto" ends where the others
+            # have the data's widths: only the hidden sizes tell networks apart then
+            values = [v[1:-1] if isinstance(v, tuple) else v for v in values]
+        return len({figures.value_key(v) for v in values})
 
     out = [(distinct(c), c[4:]) for c in runs.columns if c.startswith("cfg:")
            and c[4:] not in (*NEVER_VARYING, "depth", "width") and distinct(c) > 1]
