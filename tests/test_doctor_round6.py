@@ -282,3 +282,24 @@ def test_a_diagnosis_plots_with_its_theory_which_tracks_its_measurement(act, ini
     t = np.sqrt(theory.set_index("layer")["grad_pre_var"]).reindex(m.index)
     ratio_m, ratio_t = m.iloc[0] / m.iloc[-1], t.iloc[0] / t.iloc[-1]
     assert abs(np.log(ratio_m / ratio_t)) < np.log(1.5), (ratio_m, ratio_t)
+
+
+def test_a_diagnosis_round_trips_through_json():
+    import json
+    import re
+
+    from depthlab.diagnosis import Diagnosis
+
+    # a diverged baseline (NaN metrics, an infinite divergence metric) and verified cures
+    dg = doctor(dict(HE_RELU, init="zeros"), (X, Y), steps=20, probe_every=10, lr=40.0,
+                verify=True)
+    assert dg.verifications and not dg.healthy
+    text = json.dumps(dg.to_dict(), allow_nan=False)
+    back = Diagnosis.from_dict(json.loads(text), dg.probes)
+    assert back == dg and back.to_dict() == dg.to_dict()
+    assert back.kinds == dg.kinds  # and the text, infinities read back as NaN
+    assert str(back) == re.sub(r"\binf\b", "nan", str(dg))
+    assert [v.helped for v in back.verifications] == [v.helped for v in dg.verifications]
+    assert Diagnosis.from_dict(json.loads(text)).probes.empty  # the table is not in the dict
+    with pytest.raises(TypeError, match="Diagnosis.to_dict"):
+        Diagnosis.from_dict([])

@@ -28,6 +28,16 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _numbers(d: Any) -> dict[str, Any]:
+    """A metrics or evidence dict read back from JSON: None (how :func:`jsonable` writes a
+    non-finite number) as NaN, other values as they are."""
+    return {str(k): math.nan if v is None else v for k, v in dict(d or {}).items()}
+
+
+def _number(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
 @dataclass
 class Finding:
     """One problem found in a network.
@@ -54,6 +64,15 @@ class Finding:
             "message": self.message, "prescription": self.prescription,
             "prescription_text": self.prescription_text, "severity": self.severity,
         })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        """The finding :meth:`to_dict` wrote (non-finite evidence, written as None, is NaN)."""
+        return cls(kind=d["kind"], layers=[int(i) for i in d.get("layers") or []],
+                   evidence=_numbers(d.get("evidence")), message=d.get("message", ""),
+                   prescription=dict(d.get("prescription") or {}),
+                   prescription_text=d.get("prescription_text", ""),
+                   severity=d.get("severity", "medium"))
 
 
 @dataclass
@@ -86,6 +105,17 @@ class Verification:
             "metric_after": self.metric_after, "resolved": self.resolved,
             "helped": self.helped, "new_findings": self.new_findings,
         })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Verification:
+        """The verification :meth:`to_dict` wrote (non-finite numbers, written as None, are
+        NaN)."""
+        return cls(kind=d["kind"], prescription=dict(d.get("prescription") or {}),
+                   before=_numbers(d.get("before")), after=_numbers(d.get("after")),
+                   metric=d.get("metric", ""), metric_before=_number(d.get("metric_before")),
+                   metric_after=_number(d.get("metric_after")),
+                   resolved=bool(d.get("resolved")), helped=bool(d.get("helped")),
+                   new_findings=list(d.get("new_findings") or []))
 
     @property
     def gain(self) -> tuple[float, float]:
@@ -179,6 +209,25 @@ class Diagnosis:
             "verifications": [v.to_dict() for v in self.verifications],
             "bn_drift": self.bn_drift,
         })
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], probes: pd.DataFrame | None = None) -> Diagnosis:
+        """The diagnosis :meth:`to_dict` wrote, e.g. read back from its JSON (``depthlab doctor
+        --json``) or a stored doctor run's ``findings``; ``probes``: its probe table (not in
+        the dict; default empty). ``Diagnosis.from_dict(json.loads(json.dumps(dg.to_dict())),
+        dg.probes) == dg``; non-finite numbers, which JSON holds as None, come back as NaN."""
+        if not isinstance(d, dict) or "findings" not in d:
+            raise TypeError(f"expected the dict of Diagnosis.to_dict() (with 'findings'), got "
+                            f"{type(d).__name__}")
+        table = probes if probes is not None else pd.DataFrame(
+            {"step": pd.Series(dtype="int64"), "layer": pd.Series(dtype="int64"),
+             "quantity": pd.Series(dtype=object), "value": pd.Series(dtype="float64")})
+        return cls(findings=[Finding.from_dict(f) for f in d.get("findings") or []],
+                   baseline=_numbers(d.get("baseline")), probes=table,
+                   config=dict(d.get("config") or {}), settings=dict(d.get("settings") or {}),
+                   verifications=[Verification.from_dict(v)
+                                  for v in d.get("verifications") or []],
+                   bn_drift=[_numbers(b) for b in d.get("bn_drift") or []])
 
     def __repr__(self) -> str:
         from ..report.notebook import diagnosis_repr
