@@ -321,3 +321,17 @@ def test_the_decision_boundary_says_what_its_directions_are(page, server, shots)
     wait_query(page, "data.name", "digits")
     page.wait_for_function("document.getElementById('boundary-axes').textContent === ''",
                            timeout=30_000)
+
+
+def test_a_busy_port_says_how_to_get_a_free_one(capsys):
+    import socket
+
+    from helpers.cli import assert_one_line_error, run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, _, err = run_cli(capsys, "playground", "--no-browser", "--port", str(port))
+    # was: "... Address already in use" and no word on what to do (a second playground)
+    assert_one_line_error(code, err, f"127.0.0.1:{port}", "in use", "port 0 picks any free one")
