@@ -435,3 +435,19 @@ def test_a_run_with_its_loss_only_gets_a_note_not_empty_figures(tmp_path):
     page = build.write_report(tmp_path / "rep", Store(tmp_path)).read_text()
     assert "Only the loss was probed" in page
     assert build.FIG_GRAD_PROFILE not in page and build.FIG_TRAINING in page
+
+
+def test_a_first_panel_without_values_at_the_first_step_is_not_called_initialization():
+    """An fp16 run whose first gradients overflowed (NaN rows until the GradScaler backs
+    off): the left panel draws the first step with values, and says which."""
+    rows = [(s, la, "grad_pre_std", np.nan if s < 4 else 0.01 * la)
+            for s in (0, 2, 4, 6) for la in (1, 2, 3)]
+    late = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    titles = [ax.get_title() for ax in plot.gradient_per_layer(late).axes]
+    assert titles == ["at step 4, the first with values", "at the end of training"]
+    drawn = plot.gradient_per_layer(late).axes[0].get_lines()[0]
+    np.testing.assert_allclose(drawn.get_ydata(), [0.01, 0.02, 0.03])
+    ok = late.assign(value=late.value.fillna(0.02))
+    assert plot.gradient_per_layer(ok).axes[0].get_title() == "at initialization"
+    assert plot.gradient_per_layer({"a": late, "b": ok}).axes[0].get_title() == \
+        "at initialization"

@@ -344,7 +344,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             _f._empty(ax, f"no positive '{quantity}' probes recorded")
         return fig
     lo, hi = min(all_vals), max(all_vals)
-    for ax, when in zip(axes, ("at initialization", "at the end of training")):
+    # the first panel draws each run's first step with values: when no run has values at its
+    # first recorded step (an fp16 run's overflowed gradients), that is not initialization
+    late = [int(w.index.min()) for k, w in wides.items() if not w.empty
+            and "step" in runs[k][0] and w.index.min() > runs[k][0]["step"].min()]
+    start = "at initialization"
+    if late and len(late) == sum(not w.empty for w in wides.values()):
+        start = f"at step {late[0]}, the first with values" if len(late) == 1 else \
+            "at the first step with values"
+    for ax, when in zip(axes, (start, "at the end of training")):
         ax.set_yscale("log")
         _f._tidy_log_axis(ax.yaxis, lo, hi)
         ax.set_xlabel("module (nearest the input on the left)" if names else
