@@ -303,3 +303,108 @@ def test_a_diagnosis_round_trips_through_json():
     assert Diagnosis.from_dict(json.loads(text)).probes.empty  # the table is not in the dict
     with pytest.raises(TypeError, match="Diagnosis.to_dict"):
         Diagnosis.from_dict([])
+
+
+class _Snapshots:
+    """Deep copies of the network after each update and its weights before each (a
+    :class:`depthlab.training.Callback`), for a direct computation of recorded steps."""
+
+    def __init__(self):
+        self.nets, self.before = {}, {}
+
+    def on_train_begin(self, trainer):
+        import copy
+
+        self.nets[trainer.step] = copy.deepcopy(trainer.net)
+
+    def before_update(self, trainer, step):
+        self.before[step] = [d.W.value.copy() for d in trainer.net.dense_layers()]
+
+    def after_update(self, trainer, step, loss):
+        import copy
+
+        self.nets[step] = copy.deepcopy(trainer.net)
+
+    def on_epoch_end(self, trainer, epoch, metrics): ...
+
+    def on_train_end(self, trainer, history): ...
+
+
+def _direct(net, x, y, qs):
+    """Every recorded quantity of every hidden layer by plain NumPy (float64, ddof=0) from a
+    training-mode pass with dropout off and batch-norm statistics untouched."""
+    import copy
+
+    from depthlab.layers import BatchNorm, Dropout
+    from depthlab.losses import get_loss
+    from depthlab.probes.histograms import activation_range
+    from depthlab.probes.stats import RELU_FAMILY
+
+    net = copy.deepcopy(net)
+    for layer in net.leaves():
+        if isinstance(layer, BatchNorm):
+            layer.update_stats = False
+        if isinstance(layer, Dropout):
+            layer.p = 0.0
+    loss = get_loss("cross_entropy")
+    value = loss.forward(net.forward(x.astype(net.dtype), training=True), y)
+    net.backward(loss.backward())
+    out = {(0, "loss"): value}
+    for p in net.probe_points():
+        fn, act = p.activation.fn, p.activation
+        s, a, g = (np.asarray(v, np.float64) for v in (act.s, act.a, act.grad_s))
+        d = np.abs(np.asarray(fn.derivative(act.s, act.a), np.float64))
+        w, dw = (np.asarray(v, np.float64) for v in (p.dense.W.value, p.dense.W.grad))
+        q = {"pre_mean": s.mean(), "pre_std": s.std(), "act_mean": a.mean(), "act_std": a.std(),
+             "grad_pre_std": g.std(), "grad_pre_absmean": np.abs(g).mean(),
+             "weight_std": w.std(), "weight_grad_std": dw.std(),
+             "weight_grad_absmean": np.abs(dw).mean(),
+             "dead_frac": np.mean(np.all(d == 0, axis=0)),
+             "saturated_frac": (np.mean(d < 0.05 * fn.max_derivative)
+                                if activation_range(fn) is not None else np.nan),
+             "inactive_frac": np.mean(s <= 0) if fn.name in RELU_FAMILY else np.nan}
+        q |= {f"pre_p{k:g}": v for k, v in zip(qs, np.percentile(s, qs))}
+        q |= {f"act_p{k:g}": v for k, v in zip(qs, np.percentile(a, qs))}
+        out |= {(p.index, k): v for k, v in q.items()}
+    return out
+
+
+@pytest.mark.parametrize("path", ["kernels", "numpy"])
+@pytest.mark.parametrize("act,kwargs,options,dtype", [
+    ("leaky_relu", {"negative_slope": -0.3}, {"dropout": 0.3}, "float32"),  # not monotone
+    ("penalized_tanh", {"a": -0.5}, {"residual": True}, "float64"),
+    ("swish", {}, {"batchnorm": True}, "float32"),
+    ("elu", {"alpha": -1.0}, {}, "float64"),
+])
+def test_recorded_quantities_at_later_steps_equal_a_direct_numpy_computation(
+        path, act, kwargs, options, dtype):
+    from contextlib import nullcontext
+
+    from depthlab.models import mlp
+    from depthlab.probes import ProbeRecorder, accel
+    from depthlab.training import Trainer
+
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((64, 5)).astype(np.float32), g.integers(0, 3, 64)
+    qs = (0, 2.5, 50, 97.5, 100)
+    net = mlp([5, 7, 7, 7, 3], activation=act, init="he_normal", seed=1, dtype=dtype,
+              activation_kwargs=kwargs, **options)
+    rec = ProbeRecorder(x[:40], y[:40], every=3, percentiles=qs, histogram_steps=())
+    snaps = _Snapshots()
+    with accel.numpy_only() if path == "numpy" else nullcontext():
+        Trainer(net, optimizer="adam", lr=0.05, batch_size=16, max_steps=7, epochs=None,
+                seed=0, callbacks=[rec, snaps]).fit(x, y)
+    table = rec.frame().set_index(["step", "layer", "quantity"])["value"]
+    assert rec.steps == [0, 3, 6, 7]
+    rtol, atol = (1e-9, 1e-12) if dtype == "float64" else (3e-4, 1e-6)
+    for step in rec.steps:
+        for (layer, q), want in _direct(snaps.nets[step], x[:40], y[:40], qs).items():
+            got = table[(step, layer, q)]
+            assert (np.isnan(got) and np.isnan(want)) or got == pytest.approx(
+                want, rel=rtol, abs=atol), (step, layer, q, got, want)
+        if step in (3, 6):  # ||W_k - W_{k-1}|| / ||W_{k-1}|| of the weights feeding the layer
+            dense = snaps.nets[step].dense_layers()
+            for p in snaps.nets[step].probe_points():
+                w0 = snaps.before[step][dense.index(p.dense)].astype(np.float64)
+                want = np.linalg.norm(p.dense.W.value - w0) / np.linalg.norm(w0)
+                assert table[(step, p.index, "update_ratio")] == pytest.approx(want, rel=1e-5)
