@@ -335,3 +335,17 @@ def test_a_busy_port_says_how_to_get_a_free_one(capsys):
         code, _, err = run_cli(capsys, "playground", "--no-browser", "--port", str(port))
     # was: "... Address already in use" and no word on what to do (a second playground)
     assert_one_line_error(code, err, f"127.0.0.1:{port}", "in use", "port 0 picks any free one")
+
+
+def test_a_long_run_keeps_the_beginning_of_its_curves(page, server):
+    page.goto(server.url + "?model.depth=2&model.width=4")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    # 2000 more measurements (about three minutes of training at 12 updates/s), sent as the
+    # server sends them
+    steps = page.evaluate("""(() => {
+        const base = S.last;
+        for (let i = 1; i <= 2000; i++) handle({...base, step: 10 * i, train_loss: 1 / i});
+        return S.plots['plot-loss'].data[0]; })()""")
+    # was: the oldest measurements cut, the curve started near step 5000
+    assert steps[0] == 0 and steps[-1] == 20_000 and len(steps) <= 1500
+    assert steps == sorted(steps) and page.evaluate("S.plots['plot-evo'].data[0]") == steps

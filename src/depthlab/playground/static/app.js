@@ -416,8 +416,12 @@ function onUpdate(m) {
     e.step.push(m.step);
     e.mean.push(m.hist.map((x) => m.act_mean[x.layer - 1]));
     e.std.push(m.hist.map((x) => m.act_std[x.layer - 1]));
-    for (const arr of [h.step, h.train, h.probe, h.acc, e.step, e.mean, e.std]) {
-      if (arr.length > MAX_HISTORY) arr.splice(0, arr.length - MAX_HISTORY);
+    // a long run keeps its beginning: every other point goes (the last stays), where cutting
+    // the oldest ones dropped the first steps, the loss's steep fall, after two minutes
+    if (h.step.length > MAX_HISTORY) {
+      const keep = (arr) => arr.filter((v, i) => i % 2 === 0 || i === arr.length - 1);
+      for (const k of ["step", "train", "probe", "acc"]) h[k] = keep(h[k]);
+      for (const k of ["step", "mean", "std"]) e[k] = keep(e[k]);
     }
   }
   S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
