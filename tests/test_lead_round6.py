@@ -162,3 +162,19 @@ def test_doctor_feeds_copies_to_a_model_that_divides_its_input_in_place():
     assert runs[0].baseline == {**runs[1].baseline, "seconds": runs[0].baseline["seconds"]}
     pd_ = pytest.importorskip("pandas")
     pd_.testing.assert_frame_equal(runs[0].probes, runs[1].probes)
+
+
+def test_reproduction_results_compare_by_value():
+    """Result == Result compared tables by value (the generated __eq__ raised on a DataFrame);
+    figures (drawings) and seconds (timing) are left out."""
+    import pandas as pd
+
+    from depthlab.reproduce import Claim, Result
+
+    def result(value: float, seconds: float) -> Result:
+        return Result("x", "X", claims=[Claim("c", "paper", "measured", True, value)],
+                      tables={"t": pd.DataFrame({"a": [1.0, value]})}, notes=["n"],
+                      figures={"f": object()}, seconds=seconds)
+
+    assert result(0.5, 1.0) == result(0.5, 2.0)
+    assert result(0.5, 1.0) != result(0.25, 1.0)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..equality import value_eq
 from ..training import fit
 
 
@@ -57,6 +58,9 @@ class Result:
     seconds: float = 0.0
     captions: dict[str, str] = field(default_factory=dict)
     """Per figure key: what the figure shows and what to look for (the page's caption)."""
+
+    # by value: claims, checks, tables, notes, captions (figures are drawings, seconds timing)
+    __eq__ = value_eq("figures", "seconds")
 
     def __repr__(self) -> str:
         held = sum(c.holds for c in self.claims)
