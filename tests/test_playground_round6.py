@@ -192,11 +192,14 @@ def test_apply_buttons_show_only_settings_that_change_something(page, server):
     page.evaluate("""([query, apply]) => handle({type: "doctor", steps: 200, query,
         baseline: {train_loss: 0.7, val_acc: 0.5, diverged: false},
         findings: [{kind: "mean_shift", severity: "high", layers: [1, 2, 3],
-                    message: "m", evidence: {}, prescription_text: "p", verifications: [],
+                    message: "m", evidence: {metric: null, step: 3},
+                    prescription_text: "p", verifications: [],
                     prescription: {activation: "tanh", activation_kwargs: {}}, apply}]})""",
                   [query, apply])
     # was: 'apply {"activation":"tanh","activation_kwargs":{}}'
     assert page.locator("#doctor-out button.apply").text_content() == 'apply {"activation":"tanh"}'
+    # was: "evidence: metric = null" (a diverged run has no value)
+    assert page.locator("#doctor-out .evidence").text_content() == "evidence: metric = -, step = 3"
     page.locator("#doctor-out button.apply").click()
     page.wait_for_function("new URLSearchParams(location.search).get('model.activation')"
                            " === 'tanh'", timeout=30_000)

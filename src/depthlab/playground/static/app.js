@@ -567,7 +567,7 @@ function onDoctor(m) {
       document.createTextNode(f.layers.length ? ` (layers ${rangeText(f.layers)})` : ""));
     box.append(head, el("div", "message", f.message));
     const ev = Object.entries(f.evidence || {}).filter(([, v]) => typeof v !== "object" || v === null)
-      .map(([k, v]) => `${k} = ${typeof v === "number" ? fmt(v) : v}`).join(", ");
+      .map(([k, v]) => `${k} = ${typeof v === "number" || v === null ? fmt(v) : v}`).join(", ");
     if (ev) box.appendChild(el("div", "evidence", "evidence: " + ev));
     if (f.prescription_text) box.appendChild(el("div", "prescription", "prescription: " + f.prescription_text));
     for (const v of f.verifications || []) {
