@@ -352,3 +352,20 @@ def test_a_long_run_keeps_the_beginning_of_its_curves(page, server):
     # was: the oldest measurements cut, the curve started near step 5000
     assert steps[0] == 0 and steps[-1] == 20_000 and len(steps) <= 1500
     assert steps == sorted(steps) and page.evaluate("S.plots['plot-evo'].data[0]") == steps
+
+
+def test_every_interface_announces_a_url_a_browser_can_open():
+    from depthlab.playground.server import url_of
+
+    class Bound:
+        def __init__(self, host: str) -> None:
+            self.host = host
+
+        def getsockname(self):
+            return (self.host, 8765)
+
+    # was: http://[::]:8765/ for --host ::
+    assert url_of(Bound("::")) == "http://[::1]:8765/"
+    assert url_of(Bound("0.0.0.0")) == "http://127.0.0.1:8765/"
+    assert url_of(Bound("::1")) == "http://[::1]:8765/"
+    assert url_of(Bound("192.0.2.7")) == "http://192.0.2.7:8765/"

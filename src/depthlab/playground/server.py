@@ -48,7 +48,9 @@ def trusted_hosts(host: str) -> tuple[str, ...] | None:
 
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    # every interface: the URL to open on this machine is its loopback one ([::] is no
+    # address a browser can open everywhere)
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     shown = f"[{shown}]" if ":" in shown else shown
     return f"http://{shown}:{port}/"
 
