@@ -286,8 +286,9 @@ def test_the_theory_caption_of_a_torch_run_says_why_there_is_none(tmp_path):
                                                                 {"negative_slope": 0.2})])
 def test_bridged_probe_equals_numpy_probe_for_every_activation(activation, kw):
     """Every quantity both tables have agrees to 1e-6 (float64), and the torch table has every
-    NumPy row (bridge's Swish(beta) and PenalizedTanh are recognised activations: their
-    act_*, saturated/inactive rows were missing) but for identity and step."""
+    NumPy row (bridge's Swish(beta), PenalizedTanh and Step are recognised activations: their
+    act_*, saturated/inactive rows were missing; Step's gradient is 0, not None, so the layers
+    below it have their zero gradient rows) but for identity."""
     net = dl.mlp([5, 9, 7, 3], activation=activation, activation_kwargs=kw, seed=2,
                  dtype="float64", bias_init="normal")
     g = np.random.default_rng(4)
@@ -299,7 +300,7 @@ def test_bridged_probe_equals_numpy_probe_for_every_activation(activation, kw):
     both = want.merge(got, on=["layer", "quantity"], suffixes=("_np", "_torch"))
     assert len(both) >= 2 * 8 + 2
     np.testing.assert_allclose(both.value_torch, both.value_np, rtol=1e-6, atol=1e-13)
-    if activation not in ("identity", "step"):  # nn.Identity, Step: no activation rows
+    if activation != "identity":  # nn.Identity is no activation module: no act_* rows
         missing = want.merge(got, on=["layer", "quantity"], how="left", indicator=True)
         assert (missing["_merge"] == "both").all(), missing[missing["_merge"] != "both"]
 

@@ -60,11 +60,24 @@ class PenalizedTanh(nn.Module):
         return f"a={self.a}"
 
 
+class _StepFunction(torch.autograd.Function):
+    """``1[x > 0]`` with the gradient 0 (not None: the layers below get zero gradients, as in
+    depthlab, so weight decay and momentum still act on them and the probes see them)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
 class Step(nn.Module):
     """``f(x) = 1`` for x > 0, else 0 (its gradient is 0 everywhere)."""
 
     def forward(self, x):
-        return (x > 0).to(x.dtype)
+        return _StepFunction.apply(x)
 
 
 class TorchStandardize(nn.Module):

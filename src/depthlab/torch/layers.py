@@ -281,12 +281,18 @@ def _penalized_tanh(m):
                           True)
 
 
+def _step(m):
+    """depthlab.bridge's ``Step`` (``1[s > 0]``: ``f' = 0``, a bounded range)."""
+    return ActivationSpec("step", torch.zeros_like, lambda s: (s > 0).to(s.dtype),
+                          _max_deriv("step"), False, True)
+
+
 def _bridge_specs() -> list[tuple[type, Callable[[nn.Module], ActivationSpec]]]:
     """The activation modules :mod:`depthlab.bridge.torch_bridge` writes for depthlab
     activations torch has no module for (a bridged network's probe rows match ``dl.probe``)."""
-    from ..bridge.torch_bridge import PenalizedTanh, Swish
+    from ..bridge.torch_bridge import PenalizedTanh, Step, Swish
 
-    return [(Swish, _swish), (PenalizedTanh, _penalized_tanh)]
+    return [(Swish, _swish), (PenalizedTanh, _penalized_tanh), (Step, _step)]
 
 
 _SPECS: list[tuple[type, Callable[[nn.Module], ActivationSpec]]] = [
