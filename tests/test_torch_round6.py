@@ -452,3 +452,16 @@ def test_a_first_panel_without_values_at_the_first_step_is_not_called_initializa
     assert plot.gradient_per_layer(ok).axes[0].get_title() == "at initialization"
     assert plot.gradient_per_layer({"a": late, "b": ok}).axes[0].get_title() == \
         "at initialization"
+
+
+def test_a_bridged_step_network_gives_its_lower_layers_zero_gradients_not_none():
+    net = dl.mlp([4, 6, 3], activation="step", seed=1, dtype="float64")
+    model = to_torch(net)
+    x = torch.randn(8, 4, dtype=torch.float64)
+    nn.functional.cross_entropy(model(x), torch.randint(0, 3, (8,))).backward()
+    assert model[0].weight.grad is not None and not model[0].weight.grad.any()
+    assert model[2].weight.grad.abs().sum() > 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
+    before = model[0].weight.detach().clone()
+    opt.step()  # weight decay acts on the layer below the step, as in depthlab
+    torch.testing.assert_close(model[0].weight.detach(), before * (1 - 0.1 * 0.5))
