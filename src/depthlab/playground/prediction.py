@@ -37,4 +37,4 @@ def theory_profile(config: dict[str, Any]) -> dict[str, Any]:
     return {"relative_std": rel,
             "note": f"theory at initialization (depthlab.theory.predict_gradients, "
                     f"{m['activation']}, {m['init']}{what}), scaled to the last layer's value "
-                    "at step 0 (the dashed line beside it)"}
+                    "at step 0 (the 'at init' line)"}
