@@ -43,7 +43,11 @@ Thresholds (module constants):
                               ``xi = (n - 1) / ln(R^2)`` layers; the finding fires when the
                               network is deeper than 6 depth scales (``n / xi > 6``, mean-field
                               theory's trainability limit ``L < 6 xi``, Schoenholz et al. 2017)
-                              and ``R >= 10`` (an order of magnitude between the ends)
+                              and ``R >= 10`` (an order of magnitude between the ends); probed
+                              steps where the probe batch's loss is below
+                              ``GRADIENT_MIN_LOSS`` (1%) of its value at step 0 are left out:
+                              a fitted network's gradients (1e-12 .. 0) come from the few
+                              examples it still gets wrong, their ratio says nothing of depth
 ``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
                               0.5 batch std (averaged over units), or mean |log variance ratio|
                               above 0.5 (a factor ~1.65)
@@ -80,6 +84,7 @@ DEAD_MIN_EXAMPLES = 10
 SATURATION_FRAC = 0.5
 GRADIENT_DEPTH_SCALES = 6.0
 GRADIENT_MIN_RATIO = 10.0
+GRADIENT_MIN_LOSS = 0.01
 BN_DRIFT = 0.5
 MEAN_SHIFT = 0.25
 MEAN_SHIFT_MIN_LAYERS = 4
@@ -175,13 +180,36 @@ def _severity(metric: float, threshold: float, log: bool = True) -> str:
     return "high" if x >= 1.6 else "medium" if x >= 1.2 else "low"
 
 
+def _gradient_steps(ctx: RunContext) -> list[int]:
+    """The probed steps whose gradients tell of the network's depth: step 0 and those where
+    the probe batch's loss (layer 0 of the probe table, when recorded) is still at least
+    ``GRADIENT_MIN_LOSS`` of its value at step 0 (or not finite: a diverging run)."""
+    t = ctx.table
+    if t.empty or "loss" not in t.columns or not ctx.steps:
+        return list(ctx.steps)
+    try:
+        loss = t["loss"].xs(0, level="layer")
+    except KeyError:
+        return list(ctx.steps)
+    start = float(loss.get(ctx.steps[0], math.nan))
+    if not (math.isfinite(start) and start > 0):
+        return list(ctx.steps)
+    keep = []
+    for step in ctx.steps:
+        v = float(loss.get(step, math.nan))
+        if step == ctx.steps[0] or not math.isfinite(v) or v >= GRADIENT_MIN_LOSS * start:
+            keep.append(step)
+    return keep
+
+
 def _grad_ratios(ctx: RunContext) -> list[float]:
-    """std(dL/ds) last hidden / first hidden at each probed step (finite, positive only)."""
+    """std(dL/ds) last hidden / first hidden at each probed step of :func:`_gradient_steps`
+    (finite, positive only)."""
     if len(ctx.hidden) < 2:
         return []
     first, last = ctx.hidden[0], ctx.hidden[-1]
     out = []
-    for t in ctx.steps:
+    for t in _gradient_steps(ctx):
         g = ctx.at(t, "grad_pre_std")
         if first in g.index and last in g.index:
             a, b = float(g[first]), float(g[last])
@@ -214,7 +242,9 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     if not (metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO):
         return metric, None
     first, last = ctx.hidden[0], ctx.hidden[-1]
-    med = ctx.table["grad_pre_std"].groupby(level="layer").median()
+    g = ctx.table["grad_pre_std"]
+    med = g[g.index.get_level_values("step").isin(_gradient_steps(ctx))].groupby(
+        level="layer").median()
     if vanishing:
         layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) < med.get(last) / 10.0]
     else:
