@@ -242,8 +242,9 @@ def test_a_value_wrong_with_every_other_value_still_refuses_the_grid(tmp_path, g
 
 
 # -- fixed: a point refused before its data were read (a refused combination) keeps "auto"
-# ends in model.sizes where the others have the data's widths: the report listed model.sizes
-# as varying, and a 2 × 2 grid was drawn as bars of three keys instead of a heatmap
+# ends in model.sizes where the others have the data's widths, and its direct optimizer keys
+# (train.betas) outside train.optimizer_kwargs: the report listed model.sizes, train.betas and
+# train.optimizer_kwargs as varying, and a 2 × 2 grid was drawn as bars instead of a heatmap
 def test_a_refused_point_does_not_make_model_sizes_vary_in_the_report(tmp_path):
     from depthlab.report.build import _runs_table, varying_keys
 
@@ -253,6 +254,13 @@ def test_a_refused_point_does_not_make_model_sizes_vary_in_the_report(tmp_path):
     assert res.counts == {"finished": 3, "failed": 1}
     with Store(tmp_path / "out", create=False, readonly=True) as s:
         assert sorted(varying_keys(_runs_table(s))) == ["model.batchnorm", "train.batch_size"]
+    raw = _raw(tmp_path, '"train.optimizer" = ["sgd", "adam"]\n'
+               '"train.betas" = [[0.8, 0.99], [0.9, 0.999]]\n"probes.every" = [0]')
+    res = run_sweep(raw, tmp_path / "betas", echo=None)  # the sgd points: refused, as written
+    assert res.counts == {"finished": 2, "failed": 2}
+    with Store(tmp_path / "betas", create=False, readonly=True) as s:  # 2 keys: a heatmap
+        assert sorted(varying_keys(_runs_table(s))) == ["train.optimizer",
+                                                        "train.optimizer_kwargs.betas"]
     raw = _raw(tmp_path, '"model.sizes" = [["auto", 4, "auto"], ["auto", 6, 6, "auto"]]\n'
                '"probes.every" = [0]')
     run_sweep(raw, tmp_path / "sizes", echo=None)

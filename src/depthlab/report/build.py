@@ -115,13 +115,33 @@ def _named(table: pd.DataFrame, config: Any) -> pd.DataFrame:
 
 
 # -- the runs table ----------------------------------------------------------------------------
+def _as_validated(config: dict) -> dict:
+    """``config`` with optimizer hyperparameters given as direct ``[train]`` keys moved into
+    ``train.optimizer_kwargs``, as validation does: a sweep point refused before validation
+    (``train.betas`` with ``optimizer = "sgd"``) is stored as written, and would otherwise
+    make ``train.betas`` and ``train.optimizer_kwargs`` look like two varying keys."""
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict):
+        return config
+    from ..spec import all_optimizer_hyperparameters
+
+    direct = [k for k in all_optimizer_hyperparameters() if k in train]
+    if not direct:
+        return config
+    kwargs = train.get("optimizer_kwargs")
+    kwargs = dict(kwargs) if isinstance(kwargs, dict) else {}
+    kwargs.update({k: train[k] for k in direct})
+    moved = {k: v for k, v in train.items() if k not in direct}
+    return {**config, "train": {**moved, "optimizer_kwargs": kwargs}}
+
+
 def _runs_table(store) -> pd.DataFrame:
     """One row per run: id, name, status, sweep, config/metrics dicts, flattened config columns
     (``cfg:<dotted key>``) and the metric columns of :data:`METRIC_COLUMNS`."""
     runs = store.runs()  # config/metrics already parsed, metric columns float64
     if runs.empty:
         return runs
-    runs["config"] = [c or {} for c in runs["config"]]
+    runs["config"] = [_as_validated(c or {}) for c in runs["config"]]
     flat = [_flatten(c) for c in runs["config"]]
     keys: list[str] = []
     for f in flat:
