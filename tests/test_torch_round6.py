@@ -465,3 +465,11 @@ def test_a_bridged_step_network_gives_its_lower_layers_zero_gradients_not_none()
     before = model[0].weight.detach().clone()
     opt.step()  # weight decay acts on the layer below the step, as in depthlab
     torch.testing.assert_close(model[0].weight.detach(), before * (1 - 0.1 * 0.5))
+
+
+def test_a_loss_only_run_overlaid_keeps_the_other_runs_module_names():
+    _, watch = _loop(_mlp(), 3, every=1)
+    named = watch.frame()
+    loss_only = named[named.layer == 0].drop(columns="module")  # as the report reads it
+    fig = plot.gradient_per_layer({"named": named, "late": loss_only})
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["[0]", "[4]", "[7]"]

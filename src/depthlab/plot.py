@@ -289,8 +289,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     theories = _theories(runs, theory)
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
     tables = [t for t, _ in runs.values() if not t.empty]
-    # torch runs: module names (not when a NumPy run, numbered only, is overlaid)
-    names = (_f.layer_names(*tables) if all("module" in t.columns for t in tables) else {})
+    # torch runs: module names (not when a NumPy run, numbered only, is overlaid; a run with
+    # its loss rows only draws no layer and does not count)
+    layered = [t for t in tables if "layer" in t.columns and bool((t["layer"] >= 1).any())]
+    names = (_f.layer_names(*layered) if all("module" in t.columns for t in layered) else {})
     has_end = any(not w.empty and w.index.max() != w.index.min() for w in wides.values())
     ncols = 2 if has_end else 1
     longest = max((len(k) for k in wides), default=10)
