@@ -369,3 +369,24 @@ def test_every_interface_announces_a_url_a_browser_can_open():
     assert url_of(Bound("0.0.0.0")) == "http://127.0.0.1:8765/"
     assert url_of(Bound("::1")) == "http://[::1]:8765/"
     assert url_of(Bound("192.0.2.7")) == "http://192.0.2.7:8765/"
+
+
+def test_a_phone_shows_the_state_beside_play_and_pause(browser, server, shots):
+    context = browser.new_context(viewport={"width": 375, "height": 667})
+    pg = context.new_page()
+    state = "getComputedStyle(document.getElementById('transport'), '::before').content"
+    try:
+        pg.goto(server.url + "?model.depth=2&model.width=4")
+        pg.wait_for_function(MEASURED, timeout=60_000)
+        pg.wait_for_function(f"{state} === '\"paused\"'", timeout=30_000)
+        pg.click("#play")
+        # was: nothing in sight changed: the state label sits above the panels, under every
+        # control
+        pg.wait_for_function(f"{state} === '\"running\"'", timeout=30_000)
+        bar = pg.locator("#transport").bounding_box()
+        assert bar["y"] + bar["height"] <= 667 and bar["width"] <= 375
+        pg.screenshot(path=str(shots / "round6_phone_state_in_bar.png"))
+        pg.click("#pause")
+        pg.wait_for_function(f"{state} === '\"paused\"'", timeout=30_000)
+    finally:
+        context.close()

@@ -161,6 +161,7 @@ function setState(state) {
   S.state = state;
   document.body.dataset.state = state;
   $("state").textContent = state;
+  $("transport").dataset.state = state;  // a phone's bottom bar shows it (the header is far)
 }
 
 function showMessage(text) {
