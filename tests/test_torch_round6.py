@@ -473,3 +473,14 @@ def test_a_loss_only_run_overlaid_keeps_the_other_runs_module_names():
     loss_only = named[named.layer == 0].drop(columns="module")  # as the report reads it
     fig = plot.gradient_per_layer({"named": named, "late": loss_only})
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["[0]", "[4]", "[7]"]
+
+
+def test_the_gradient_heatmap_keeps_steps_whose_gradients_are_all_nan_as_blank_columns():
+    rows = [(s, la, "grad_pre_std", np.nan if s < 4 else 0.01 * la)
+            for s in (0, 2, 4, 6) for la in (1, 2, 3)]
+    table = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    mesh = plot.gradient_heatmap(table).axes[0].collections[0]
+    z = mesh.get_array()
+    assert z.shape == (3, 4)  # layers x the four recorded steps
+    assert z.mask[:, :2].all() and not z.mask[:, 2:].any()
+    np.testing.assert_allclose(z[:, 2], [0.01, 0.02, 0.03])

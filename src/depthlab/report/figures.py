@@ -420,6 +420,10 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     if wide.empty:
         _empty(ax, f"no '{quantity}' probes recorded")
         return fig
+    # every recorded step a column: one whose values are all NaN (an fp16 run's overflowed
+    # gradients) is blank, not left out (the axis started at the first finite step)
+    sel = probes[(probes["quantity"] == quantity) & (probes["layer"] >= 1)]
+    wide = wide.reindex(sorted(set(sel["step"]) | set(wide.index)))
     z = wide.to_numpy(dtype=float).T  # layers x steps
     valid = np.isfinite(z) & (z > 0)
     if not valid.any():
