@@ -266,3 +266,25 @@ def test_a_refused_point_does_not_make_model_sizes_vary_in_the_report(tmp_path):
     run_sweep(raw, tmp_path / "sizes", echo=None)
     with Store(tmp_path / "sizes", create=False, readonly=True) as s:  # still told apart
         assert set(varying_keys(_runs_table(s))) == {"depth", "width"}
+
+
+# -- fixed: a grid passed as grid= to expand/iter_points was not checked like a [sweep] table:
+# 3 for a list was "object of type 'int' has no len()", an unknown key a message about a
+# section, {"train": [1]} "not enough values to unpack", an empty list an empty grid
+@pytest.mark.parametrize("grid, fragment", [
+    ({"train.seed": 3}, "sweep.train.seed = 3 has the wrong type"),
+    ({"train.seed": []}, "sweep.train.seed = [] is empty"),
+    ({"bogus.key": [1]}, "unknown key 'sweep.bogus.key'"),
+    ({"train": [1]}, "unknown key 'sweep.train'"),
+    ("x", "sweep = \"x\" must be a table"),
+])
+def test_a_grid_given_to_expand_or_iter_points_is_checked(tmp_path, grid, fragment):
+    from depthlab.experiments.grid import expand, iter_points
+
+    raw = _raw(tmp_path, '"train.seed" = [0]')
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        expand(raw, grid=grid)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        next(iter_points(raw, grid=grid))
+    assert [p.overrides for p in expand(raw, grid={"train.seed": [3, 3, 4]})] == [
+        {"train.seed": 3}, {"train.seed": 4}]

@@ -201,9 +201,8 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
     check_limit(limit)
     if invalid not in ("raise", "fail"):
         raise ValueError(f"invalid = {invalid!r} is not accepted; accepted: 'raise', 'fail'")
-    base = validate(raw, base_dir=base_dir)
-    if grid is None:
-        grid = base.get("sweep") or {}
+    base = validate(_with_grid(raw, grid), base_dir=base_dir)  # a given grid checked too
+    grid = base.get("sweep") or {}
     if check:
         check_values(raw, grid, base_dir=base_dir)
     body = _body(raw)
@@ -228,6 +227,14 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
             continue
         rid = run_id(cfg)
         yield SweepPoint(rid, name or rid, overrides, cfg)
+
+
+def _with_grid(raw: Any, grid: Any) -> Any:
+    """``raw`` with its ``[sweep]`` table replaced by ``grid`` (when given), so that the grid is
+    validated like one read from TOML (keys, non-empty lists; one-line ConfigError)."""
+    if grid is None or not isinstance(raw, dict):
+        return raw
+    return {**raw, "sweep": grid}
 
 
 def check_limit(limit: Any) -> None:
@@ -256,8 +263,7 @@ def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
     (:data:`POINT_BYTES` per point) is refused before the first point is built."""
     from ..memory import check_fits
 
-    if grid is None:
-        grid = validate(raw, base_dir=base_dir).get("sweep") or {}
+    grid = validate(_with_grid(raw, grid), base_dir=base_dir).get("sweep") or {}
     size = grid_size(grid)
     check_fits(size * POINT_BYTES, f"expand() of a grid of {size:,} points (iter_points "
                "yields them one at a time)")
