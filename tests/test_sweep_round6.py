@@ -288,3 +288,14 @@ def test_a_grid_given_to_expand_or_iter_points_is_checked(tmp_path, grid, fragme
         next(iter_points(raw, grid=grid))
     assert [p.overrides for p in expand(raw, grid={"train.seed": [3, 3, 4]})] == [
         {"train.seed": 3}, {"train.seed": 4}]
+
+
+# -- fixed: run_sweep("grid.toml", ...) said "a config must be a table of sections, got str"
+# as a ValueError; a wrong type is a TypeError, and a path is pointed to read_toml
+def test_a_config_path_instead_of_a_config_is_a_type_error_with_a_hint(tmp_path):
+    with pytest.raises(TypeError, match=r"got str \(a TOML file's path\? read it with "
+                       r"depthlab\.experiments\.read_toml"):
+        run_sweep(str(tmp_path / "grid.toml"), tmp_path / "out", echo=None)
+    with pytest.raises(ConfigError, match="got int"):
+        run_sweep(5, tmp_path / "out", echo=None)
+    assert not (tmp_path / "out").exists()

@@ -49,6 +49,7 @@ from .fieldcheck import (
     Check,
     Choice,
     ConfigError,
+    ConfigTypeError,
     Dtype,
     Float,
     Int,
@@ -537,7 +538,10 @@ class RunSpec:
         """Validate a config dict as read from TOML (see
         :func:`depthlab.experiments.config.validate`); ``base_dir`` resolves ``data.path``."""
         if not isinstance(raw, dict):
-            raise ConfigError(f"a config must be a table of sections, got {type(raw).__name__}")
+            hint = (" (a TOML file's path? read it with depthlab.experiments.read_toml(path))"
+                    if isinstance(raw, str | os.PathLike) else "")
+            raise ConfigTypeError(f"a config must be a table of sections (a dict), got "
+                                  f"{type(raw).__name__}{hint}")
         for key in raw:
             if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
                 valid = [*SECTIONS, *TOP_LEVEL_KEYS]
