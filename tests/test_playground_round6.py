@@ -272,9 +272,13 @@ def test_a_refused_control_says_why_beside_it_on_a_phone(browser, server, shots)
         box = note.bounding_box()
         assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 667 - 48
         assert box["x"] + box["width"] <= 375
+        depth = pg.locator('[name="model.depth"]')
+        assert depth.get_attribute("aria-invalid") == "true"
+        assert depth.get_attribute("aria-describedby") == note.get_attribute("id")
         pg.screenshot(path=str(shots / "round6_phone_refused_control.png"))
         set_field(pg, "model.depth", "4")
         pg.wait_for_function("!document.querySelector('.field-error')", timeout=30_000)
+        assert depth.get_attribute("aria-invalid") is None
     finally:
         context.close()
 

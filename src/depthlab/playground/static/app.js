@@ -102,13 +102,24 @@ function refreshVisibility() {
 function markInvalid(key, message) {
   document.querySelectorAll(".field.invalid").forEach((e) => e.classList.remove("invalid"));
   document.querySelectorAll(".field-error").forEach((e) => e.remove());
+  document.querySelectorAll("[aria-invalid]").forEach((e) => {
+    e.removeAttribute("aria-invalid"); e.removeAttribute("aria-describedby");
+  });
   if (key) {
     // escaped: a key from a tampered URL such as a"b made the selector throw (the page then
     // stayed "connecting")
     const box = document.querySelector(`.field[data-key="${CSS.escape(key)}"]`);
     if (box) {
       box.classList.add("invalid");
-      if (message) box.appendChild(el("div", "field-error", message));
+      if (message) {
+        const note = el("div", "field-error", message);
+        note.id = "field-error";
+        box.appendChild(note);
+        // a screen reader reads the reason with the control
+        const input = box.querySelector("input, select");
+        input.setAttribute("aria-invalid", "true");
+        input.setAttribute("aria-describedby", note.id);
+      }
       if (box.parentElement.id === "fields-more") $("more").open = true;
     }
   }
