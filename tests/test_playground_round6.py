@@ -219,8 +219,8 @@ def test_a_paused_page_does_not_claim_updates_per_second(page, server):
 
 # -- a web site rebound to 127.0.0.1 (DNS rebinding) -----------------------------------------
 def _status(port: int, host: str, websocket: bool) -> str:
-    """The status line the server answers a GET (of /api/schema, or a WebSocket handshake on
-    /ws) that names ``host`` in its Host header."""
+    """The server's answer to a GET of /api/schema (status line, then the body) or the status
+    line of a WebSocket handshake on /ws, naming ``host`` in the Host header."""
     import socket
 
     path, extra = "/api/schema", "Connection: close\r\n"
@@ -230,17 +230,19 @@ def _status(port: int, host: str, websocket: bool) -> str:
                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
-        return s.recv(4096).decode("latin-1").split("\r\n")[0]
+        return s.recv(4096).decode("latin-1").split("\r\n")[0] if websocket else \
+            s.makefile("rb").read().decode("latin-1").replace("\r\n\r\n", "\n", 1)
 
 
 def test_a_loopback_server_answers_only_requests_for_loopback_names(server):
     port = int(server.url.rstrip("/").rsplit(":", 1)[1])
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
-        assert _status(port, host, False).endswith("200 OK"), host
+        assert _status(port, host, False).splitlines()[0].endswith("200 OK"), host
         assert " 101 " in _status(port, host, True), host
     # was: served, so a page of evil.example whose name now points at 127.0.0.1 (the page's
     # own origin then) could start sessions of 1000 layers on the teacher's machine
-    assert " 400 " in _status(port, f"evil.example:{port}", False)
+    refused = _status(port, f"evil.example:{port}", False)
+    assert " 400 " in refused.splitlines()[0] and "--host 0.0.0.0" in refused
     assert " 101 " not in _status(port, f"evil.example:{port}", True)
     from depthlab.playground.server import trusted_hosts
 

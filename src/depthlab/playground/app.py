@@ -226,7 +226,8 @@ class HostGuard:
                 else:
                     await PlainTextResponse(
                         f"depthlab playground: this server answers requests for "
-                        f"{', '.join(sorted(self.hosts))}, not {host!r}\n",
+                        f"{', '.join(sorted(self.hosts))}, not {host!r} (reached through a "
+                        "proxy under another name? start it with --host 0.0.0.0)\n",
                         status_code=400)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
