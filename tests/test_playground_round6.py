@@ -6,7 +6,18 @@
 * a bad value typed into a control that is then hidden (a data set option, momentum) refused
   every later change with a message about a control nobody could see;
 * a regression loss (mse) showed a "held-out acc" legend entry without a line;
-* activations that are all 0 (zero weights) drew an activation axis up to 100.
+* activations that are all 0 (zero weights) drew an activation axis up to 100;
+* the residual layer-axis label ran off a canvas narrowed after it was drawn; apply buttons
+  showed ``activation_kwargs: {}``; doctor evidence read ``null``;
+* a paused page kept showing the update rate it had while training;
+* a server on 127.0.0.1 answered any Host name (DNS rebinding); a busy port gave no hint;
+  ``--host ::`` announced ``http://[::]:PORT/``;
+* one hidden layer was drawn on an axis from layer 0 to layer 2;
+* a refused control's reason sat out of sight on a phone; the phone's bottom bar had no state;
+* a URL key with a quote threw in the page (it stayed "connecting"); a 5000-character key ran
+  off the page;
+* the theory note did not say which measurement the line is scaled to; the decision boundary
+  had no word on its axes; a long run lost the beginning of its curves.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
