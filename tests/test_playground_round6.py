@@ -46,6 +46,7 @@ def test_follow_edges_keeps_a_range_that_fits_and_widens_one_that_does_not():
     assert follow_edges((-1.0, 1.0), (-0.1, 0.1)) == pytest.approx((-0.125, 0.125))  # shrank
     assert follow_edges((0.0, 1.0), (0.0, 3.0)) == (0.0, 3.75)  # a ReLU's 0 bound stays
     assert follow_edges(None, (-0.9, 0.9), bounds=(-1.0, 1.0)) == (-1.0, 1.0)  # tanh's range
+    assert follow_edges(None, (0.0, 1.5e308)) == (0.0, 1.5e308)  # no headroom beyond a float
 
 
 def test_a_layer_that_saturates_after_the_first_measurement_is_drawn_at_its_bounds():

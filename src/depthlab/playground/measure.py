@@ -77,7 +77,8 @@ def follow_edges(old: tuple[float, float] | None, new: tuple[float, float],
     lo, hi = (lo * HIST_HEADROOM if lo < 0 else lo), (hi * HIST_HEADROOM if hi > 0 else hi)
     if bounds is not None:
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return (lo, hi) if hi > lo else new
+    # float64 values near 1e308 have no headroom left (inf is no JSON number)
+    return (lo, hi) if hi > lo and math.isfinite(lo) and math.isfinite(hi) else new
 
 
 def _floats(values: list[float], digits: int = 5) -> list[float | None]:
