@@ -419,3 +419,16 @@ def test_gradients_of_a_fitted_network_are_not_read_as_exploding():
     loss = dg.probes.query("layer == 0 and quantity == 'loss'")["value"].to_numpy()
     assert loss[-1] < 1e-3 * loss[0]
     assert "exploding_gradients" not in dg.kinds and "vanishing_gradients" not in dg.kinds
+
+
+def test_batch_norm_drift_is_not_judged_on_a_handful_of_probe_examples():
+    # five validation rows: their own mean and variance are 0.6-0.7 "batch std" off the
+    # running statistics of a healthy batch-normalized net; every seed got a bn_drift finding
+    x, y = clusters(n=800)
+    cfg = dict(sizes=[20, 32, 32, 4], activation="relu", init="he_normal", batchnorm=True)
+    dg = doctor(cfg, (x[:500], y[:500], x[500:505], y[500:505]), lr=0.05, steps=100)
+    assert max(max(d.values()) for d in dg.bn_drift) > 0.5 and dg.healthy
+    # a real lag (running statistics from (0, 1) with momentum 0.001) is still found
+    slow = doctor({**cfg, "bn_momentum": 0.001, "bn_ema_start": "zero"},
+                  (x[:500], y[:500], x[500:560], y[500:560]), lr=0.05, steps=100)
+    assert "bn_drift" in slow.kinds

@@ -50,7 +50,10 @@ Thresholds (module constants):
                               examples it still gets wrong, their ratio says nothing of depth
 ``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
                               0.5 batch std (averaged over units), or mean |log variance ratio|
-                              above 0.5 (a factor ~1.65)
+                              above 0.5 (a factor ~1.65), judged on at least
+                              ``BN_DRIFT_MIN_EXAMPLES`` (20) probe examples: the statistics of
+                              n examples scatter by ~sqrt(2 / n) on their own (5 examples:
+                              0.62 .. 0.74 in healthy batch-normalized nets)
 ``MEAN_SHIFT`` 0.25           |mean activation| at the end, for activations with f(0) != 0
                               (sigmoid) in networks with at least ``MEAN_SHIFT_MIN_LAYERS`` (4)
                               hidden layers and no batch normalization
@@ -86,6 +89,7 @@ GRADIENT_DEPTH_SCALES = 6.0
 GRADIENT_MIN_RATIO = 10.0
 GRADIENT_MIN_LOSS = 0.01
 BN_DRIFT = 0.5
+BN_DRIFT_MIN_EXAMPLES = 20
 MEAN_SHIFT = 0.25
 MEAN_SHIFT_MIN_LAYERS = 4
 
@@ -485,7 +489,8 @@ def rule_bn_drift(ctx: RunContext) -> RuleResult:
         return math.nan, None
     scores = [max(d["mean_shift"], d["log_var_ratio"]) for d in ctx.bn_drift]
     metric = float(np.nanmax(scores)) if np.any(np.isfinite(scores)) else math.nan
-    if not metric > BN_DRIFT:
+    few = ctx.probe_examples is not None and ctx.probe_examples < BN_DRIFT_MIN_EXAMPLES
+    if not metric > BN_DRIFT or few:  # few: the batch's own statistics are that noisy
         return metric, None
     worst = int(np.nanargmax(scores))
     layers = [i + 1 for i, s in enumerate(scores) if s > BN_DRIFT]
