@@ -381,9 +381,6 @@ def test_watch_argument_types_and_its_stored_theory_note(tmp_path):
         "no theory curve: " + watch.theory_note.removeprefix("no theory: "))
 
 
-@pytest.mark.xfail(strict=True, reason="lead: the stored run loses the name of a module removed "
-                   "mid-run (its earlier rows drawn as 'layer 2'); "
-                   "/tmp/team/patches/watch-record-layer-names.diff")
 def test_a_module_removed_mid_run_is_no_longer_recorded_but_keeps_its_name(tmp_path):
     model = _Swap()
     model.c = nn.Linear(8, 8)

@@ -157,6 +157,7 @@ class Recording:
         self.layers: list[LayerInfo] = weight_modules(model)
         self.percentiles = tuple(float(q) for q in percentiles)
         self.order: list[LayerInfo] = []
+        self.numbered = 0  # the largest layer number given (numbers kept by Watch.relayer)
         self.blocks: dict[int, BlockInfo] = {}
         self._blocks_found = False
         self._plan: list[tuple[nn.Module, object, object]] | None = None
@@ -322,7 +323,8 @@ class Recording:
 
     def _number(self, info: LayerInfo) -> int:
         if info.index == 0:
-            info.index = len(self.order) + 1
+            self.numbered += 1
+            info.index = self.numbered
             self.order.append(info)
         self._last_run = info.index
         return info.index

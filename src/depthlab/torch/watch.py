@@ -47,6 +47,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -135,6 +136,11 @@ class Watch:
                  percentiles: Sequence[float] = (), scaler: Any = None,
                  theory: bool = True) -> None:
         self.every = positive_int("every", every)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a string (the run's name in the store) or None, got "
+                            f"{type(name).__name__}")
+        if not isinstance(theory, (bool, np.bool_)):
+            raise TypeError(f"theory must be True or False, got {type(theory).__name__}")
         if scaler is not None and not (callable(getattr(scaler, "get_scale", None))
                                        and callable(getattr(scaler, "is_enabled", None))):
             raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got "
@@ -155,6 +161,7 @@ class Watch:
                 raise ValueError(f"out={str(out)!r} cannot hold the run: {e}") from None
         self.name = name if name is not None else type(model).__name__
         self._weights = [(info, p) for info in self._rec.layers for p in info.weights]
+        self._structure = self._modules()
         self._calls = 0
         self._closed = False
         self._warned_empty = False
@@ -205,10 +212,17 @@ class Watch:
         n = self._calls
         self._pending.append(value)
         refreshed = False
+        # a module or weight added or replaced since the layers were found (checked on the
+        # calls that record or arm only): found again after this call's record
+        changed = ((n % self.every == 0 or (n + 1) % self.every == 0)
+                   and self._modules() != self._structure)
         if n % self.every == 0:
             refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
             if self._theory_pending and self._rec.order:  # else: nothing ran while armed yet
                 self._predict_theory()
+        if changed:
+            self._relayer(n)
+            refreshed = False
         if (n + 1) % self.every == 0:
             self._grad_marks = self._marks()
             self._snapshot(copy=not refreshed)
@@ -247,6 +261,48 @@ class Watch:
             if armed:
                 self._rec.arm()
         self._theory_rows = rows
+
+    def _modules(self) -> tuple:
+        """``(name, module, its own parameters)`` of every module (identities): what the
+        layers were found from. Compared before each record (not on other steps)."""
+        return tuple((name, id(m), *map(id, m._parameters.values()))
+                     for name, m in self.model.named_modules())
+
+    def _relayer(self, n: int) -> None:
+        """After call ``n``, find the layers again: the model's modules changed since they
+        were found (a head replaced, a module added, a weight re-assigned). A layer under a
+        name seen before keeps its number; a new one is numbered after the largest. Warns
+        once per change; the snapshot for the next update ratio is taken anew."""
+        old = self._rec
+        old.disarm()
+        rec = Recording(self.model, old.percentiles)
+        before = {info.name: info.index for info in old.order}
+        gone = sorted(set(before) - {info.name for info in rec.layers})
+        kept = {id(p) for info in old.layers for p in info.weights}
+        new = [info.name for info in rec.layers
+               if info.name not in before or not all(id(p) in kept for p in info.weights)]
+        for info in rec.layers:
+            if info.name in before:
+                info.index = before[info.name]
+                rec.order.append(info)
+        rec.order.sort(key=lambda info: info.index)
+        rec.numbered = max(old.numbered, max(before.values(), default=0))
+        rec.want_input, rec.first_input = old.want_input, old.first_input
+        self._rec = rec
+        self._weights = [(info, p) for info in rec.layers for p in info.weights]
+        self._snap.clear()
+        self._pairs = {}
+        self._buffers.clear()
+        self._copy_lists = None
+        self._previous = {}
+        self._snap_norms = {}
+        self._structure = self._modules()
+        warnings.warn(f"Watch: the modules of {type(self.model).__name__} changed before step "
+                      f"{n + 1} (new or replaced: {', '.join(new) or 'none'}; removed: "
+                      f"{', '.join(gone) or 'none'}): its layers are found again, each keeping "
+                      f"its number by module name (a record of step {n} or earlier measured "
+                      "the modules found before)",
+                      RuntimeWarning, stacklevel=3)
 
     def _marks(self) -> list[tuple[torch.Tensor, Any, int]]:
         """``(weight, weakref to its .grad, the grad's version counter)`` per weight with a
@@ -498,13 +554,19 @@ class Watch:
         from ..experiments.store import RunRecord
 
         losses = self.losses()
+        table = self.frame()
+        # every layer number the rows use (a module removed mid-run keeps its name)
+        named = table[table["layer"] >= 1].drop_duplicates("layer")
+        layers = {**dict(zip(named["layer"].astype(str), named["module"])),
+                  **{str(k): v for k, v in self.layer_names().items()}}
         config = {
             "source": "depthlab.torch.Watch",
             "model": {"class": type(self.model).__name__,
-                      "layers": {str(k): v for k, v in self.layer_names().items()},
+                      "layers": dict(sorted(layers.items(), key=lambda kv: int(kv[0]))),
                       "blocks": {b.name: b.layer for b in self._rec.blocks.values()},
                       "parameters": int(sum(p.numel() for p in self.model.parameters())),
-                      **({"theory": self._theory_rows} if self._theory_rows else {})},
+                      **({"theory": self._theory_rows} if self._theory_rows else
+                         {"theory_note": self.theory_note})},
             "probes": {"every": self.every, "percentiles": list(self._rec.percentiles)},
         }
         if self.run_id is None:
@@ -514,7 +576,7 @@ class Watch:
         error = getattr(self, "_error", None)
         if error is not None:
             status = "failed"
-        probes = self.frame()[["step", "layer", "quantity", "value"]]
+        probes = table[["step", "layer", "quantity", "value"]]
         return RunRecord(
             id=self.run_id, name=self.name, kind="run", status=status, config=config,
             metrics={"train_loss": last, "steps": self._calls,
