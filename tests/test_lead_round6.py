@@ -178,3 +178,15 @@ def test_reproduction_results_compare_by_value():
 
     assert result(0.5, 1.0) == result(0.5, 2.0)
     assert result(0.5, 1.0) != result(0.25, 1.0)
+
+
+def test_torch_doctor_judges_help_by_the_numpy_doctors_rule():
+    """A cure within one run's noise (loss 1.381 -> 1.380 at chance) did not help: the torch
+    doctor counted any lower loss."""
+    from depthlab.torch.doctor import _better
+
+    before = {"train_loss": 1.381, "val_acc": 0.2375}
+    assert not _better({"train_loss": 1.380, "val_acc": 0.2375}, before)
+    assert _better({"train_loss": 1.2, "val_acc": 0.2375}, before)
+    assert not _better({"train_loss": 1.2, "val_acc": 0.10}, before)  # accuracy clearly worse
+    assert _better({"train_loss": 1.381, "val_acc": 0.30}, before)

@@ -539,15 +539,14 @@ def _settings(spec: TorchTrainSpec, loss_fn: Callable, device: torch.device) -> 
             else getattr(loss_fn, "__name__", "loss_fn"), "device": str(device)}
 
 
-def _finite(d: dict[str, Any], key: str, worst: float) -> float:
-    v = d.get(key, math.nan)
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else worst
-
-
 def _better(after: dict[str, Any], before: dict[str, Any]) -> bool:
-    """Lower final train loss or higher validation accuracy (non-finite counts as worst)."""
-    return (_finite(after, "train_loss", math.inf) < _finite(before, "train_loss", math.inf)
-            or _finite(after, "val_acc", -math.inf) > _finite(before, "val_acc", -math.inf))
+    """Training improved beyond one run's noise, by the NumPy doctor's rule
+    (:func:`depthlab.diagnosis.doctor._better`: the final train loss more than 1% lower or the
+    validation accuracy more than one point higher, neither clearly worse; non-finite counts
+    as worst)."""
+    from ..diagnosis.doctor import _better as better
+
+    return better(after, before)
 
 
 # -- the doctor --------------------------------------------------------------------------------
