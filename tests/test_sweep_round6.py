@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from helpers.cli import one_blas_thread
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
 from depthlab.equality import same
 from depthlab.experiments import ConfigError, Store, read_toml, run_sweep
@@ -299,3 +299,13 @@ def test_a_config_path_instead_of_a_config_is_a_type_error_with_a_hint(tmp_path)
     with pytest.raises(ConfigError, match="got int"):
         run_sweep(5, tmp_path / "out", echo=None)
     assert not (tmp_path / "out").exists()
+
+
+# -- fixed: with --json (messages on stderr) a bad grid value came after the grid's size line:
+# two lines on stderr instead of the one error line
+def test_a_bad_value_is_the_only_line_on_stderr_with_json(tmp_path, capsys):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(SWEEP.format(grid='"train.lr" = [0.1, -1]'))
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "out", "--json")
+    assert_one_line_error(code, err, "train.lr = -1", "out of range")
+    assert out == "" and not (tmp_path / "out").exists()

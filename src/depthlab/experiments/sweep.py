@@ -106,8 +106,9 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     sid = sweep_id({k: v for k, v in base.items() if k != "name"})
     total = grid_size(grid) if limit is None else min(grid_size(grid), limit)
     say = echo or (lambda _line: None)
+    # every single value, before anything runs or is said: a bad one is the only line
+    check_values(raw, grid, base_dir=base_dir)
     say(f"sweep {sid}: {total:,} points ({grid_shape(grid)})")
-    check_values(raw, grid, base_dir=base_dir)  # every single value, before anything runs
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, jobs=jobs, cluster=cluster,
