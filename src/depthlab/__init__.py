@@ -10,6 +10,7 @@ Quick start::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 __version__ = "0.1.0"
@@ -56,11 +57,15 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (see :data:`_LAZY`)."""
+    """Import a public name's module on first use (see :data:`_LAZY`); any other subpackage
+    or module of depthlab is imported as an attribute too (``dl.diagnosis.RULES``,
+    ``dl.probes.PERCENTILES``), as if ``import depthlab.NAME`` had run."""
     try:
         module, attr = _LAZY[name]
     except KeyError:
-        raise AttributeError(f"module 'depthlab' has no attribute {name!r}") from None
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'depthlab' has no attribute {name!r}") from None
+        module, attr = f".{name}", None
     mod = importlib.import_module(module, __name__)
     value = mod if attr is None else getattr(mod, attr)
     globals()[name] = value

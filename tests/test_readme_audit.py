@@ -1,0 +1,105 @@
+"""The README and ARCHITECTURE.md against the code: every `depthlab COMMAND --option` the README
+shows exists, `depthlab --help` lists every command, the module table of ARCHITECTURE.md names
+the modules that exist (and every module of src/depthlab), and the submodules the README reaches
+through `import depthlab as dl` (`dl.diagnosis.RULES`, `dl.probes.PERCENTILES`) are attributes
+of a freshly imported package. Fast: no training."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from depthlab.cli import COMMAND_MODULES, build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+ARCHITECTURE = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+PACKAGE = ROOT / "src" / "depthlab"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _command_lines() -> list[str]:
+    """Every `depthlab ...` command the README shows: sh-block lines and inline code."""
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", README, flags=re.S):
+        lines += [ln.split("#")[0] for ln in block.splitlines()]
+    lines += re.findall(r"`(depthlab [^`]*)`", README)
+    return [ln.strip() for ln in lines if re.match(r"\s*depthlab\s", ln)]
+
+
+def test_every_documented_option_exists():
+    parser = build_parser()
+    subs = _subparsers(parser)
+    top = {s for a in parser._actions for s in a.option_strings}
+    lines = _command_lines()
+    assert len(lines) > 20
+    for line in lines:
+        words = line.split()[1:]
+        command = next((w for w in words if not w.startswith("-") and not w.isdigit()
+                        and w != "N"), None)
+        known = set(top)
+        if command in subs:
+            known |= {s for a in subs[command]._actions for s in a.option_strings}
+        else:
+            assert command in (None, "COMMAND"), f"README shows an unknown command: {line}"
+        for opt in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", line):
+            assert opt in known, f"README shows `{opt}`, which `depthlab {command}` lacks: {line}"
+
+
+def test_help_lists_every_command(capsys):
+    from depthlab.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in COMMAND_MODULES:
+        assert re.search(rf"^\s+{re.escape(name)}\b", out, flags=re.M), name
+
+
+def _table_rows() -> list[str]:
+    section = ARCHITECTURE.split("## Modules", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
+
+
+def test_architecture_module_table_matches_the_package():
+    rows = _table_rows()
+    for row in rows:
+        assert (PACKAGE / row).exists(), f"ARCHITECTURE.md lists {row}, which does not exist"
+    covered = set(rows)
+    for path in sorted(PACKAGE.iterdir()):
+        if path.name.startswith(("_", ".")) or path.name in ("examples", "py.typed"):
+            continue
+        name = path.name + ("/" if path.is_dir() else "")
+        if path.is_dir() and any(r.startswith(name) for r in rows):
+            continue
+        assert name in covered, f"{name} of src/depthlab is missing from ARCHITECTURE.md"
+    for path in sorted((PACKAGE / "torch").glob("*.py")):
+        if path.name != "__init__.py":
+            assert f"torch/{path.name}" in covered, path.name
+
+
+def test_submodules_are_attributes_of_a_fresh_import():
+    code = ("import sys, depthlab as dl\n"
+            "assert dl.diagnosis.RULES['divergence'].threshold == 1.5\n"
+            "assert tuple(dl.probes.PERCENTILES) == (2, 15, 50, 85, 98)\n"
+            "assert not hasattr(dl, 'no_such_module') and not hasattr(dl, '_private')\n"
+            "assert 'torch' not in sys.modules\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_every_option_named_in_the_prose_exists():
+    parser = build_parser()
+    known = {s for p in (parser, *_subparsers(parser).values()) for a in p._actions
+             for s in a.option_strings}
+    named = set(re.findall(r"`(--[a-z][\w-]*)[^`]*`", README))
+    assert {"--cluster", "--host", "--yes"} <= named
+    assert named <= known, sorted(named - known)
