@@ -103,3 +103,15 @@ def test_every_option_named_in_the_prose_exists():
     named = set(re.findall(r"`(--[a-z][\w-]*)[^`]*`", README))
     assert {"--cluster", "--host", "--yes"} <= named
     assert named <= known, sorted(named - known)
+
+
+def test_readme_run_config_is_the_example_file():
+    import tomllib
+
+    from depthlab.experiments.config import validate
+
+    block = re.findall(r"```toml\n(.*?)```", README, flags=re.S)[0]
+    assert block.startswith("# examples/digits_run.toml")
+    shown = validate(tomllib.loads(block))
+    with open(ROOT / "examples" / "digits_run.toml", "rb") as f:
+        assert shown == validate(tomllib.load(f))
