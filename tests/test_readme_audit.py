@@ -149,3 +149,22 @@ def test_fifty_layer_bn_gradients_equal_torch_given_the_same_weights():
             g = tp.grad.numpy().T if p.grad.ndim == 2 else tp.grad.numpy()
             assert np.max(np.abs(p.grad - g)) <= 1e-10 * np.max(np.abs(g)), (step, p.name)
         opt.step()
+
+
+def test_doctor_json_prints_with_quiet(tmp_path, capsys):
+    """README: `--json` on run, sweep, reproduce and doctor prints only JSON on stdout, and
+    `--quiet` silences the progress; doctor's --quiet used to swallow its --json too."""
+    import json
+
+    from depthlab.cli import main
+
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('[data]\nname = "spirals"\n[model]\nsizes = ["auto", 8, 8, 8, 8, "auto"]\n'
+                   'activation = "sigmoid"\n[train]\nbatch_size = 32\n')
+    assert main(["doctor", str(cfg), "--steps", "5", "--out", str(tmp_path / "r"),
+                 "--quiet", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "findings" in json.loads(out) and err == ""
+    assert main(["doctor", str(cfg), "--steps", "5", "--out", str(tmp_path / "s"),
+                 "--quiet"]) == 0
+    assert capsys.readouterr() == ("", "")

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training steps the doctor may use (default: the doctor's)")
     add_out(p)
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
-    p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress and no diagnosis text (errors and --json still print)")
     torch_doctor.add_arguments(p)
 
 
@@ -112,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
         store.add_run(rec)
     finally:
         store.close()
+    if args.json:  # --json prints even with --quiet, as on run, sweep and reproduce
+        print(json.dumps(jsonable(payload), indent=1))
+    elif not args.quiet:
+        print(str(diag))
     if not args.quiet:
-        print(json.dumps(jsonable(payload), indent=1) if args.json else str(diag))
         print(f"diagnosis {rid} stored in {store.path}", file=sys.stderr if args.json else None)
     return 0
 

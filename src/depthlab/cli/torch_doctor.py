@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             beside(Path(args.torch.rpartition(":")[0] or ".")):
         diag = _diagnose(args, torch, load_dataset, doctor)
     out = say(args)  # --json: messages on stderr, stdout holds the JSON alone
-    if args.json and not args.quiet:
+    if args.json:  # even with --quiet, as on run, sweep and reproduce
         print(json.dumps(jsonable(diag.to_dict()), indent=1), flush=True)
     elif not args.json:
         out(str(diag))
