@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -232,15 +233,25 @@ def test_ctrl_c_during_run_exits_130_and_stores_nothing_half_done(tmp_path, sig,
     cfg.write_text(TINY.replace("epochs = 1", "epochs = 100000"))
     out = tmp_path / "out"
     p = subprocess.Popen([sys.executable, "-m", "depthlab", "run", cfg, "--out", out],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
                          cwd=ROOT)
-    deadline = time.monotonic() + 60
-    while not (out / "depthlab.db").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)  # training has started
+    lines: list[str] = []
+    trained = threading.Event()
+
+    def read() -> None:  # the progress lines: signal once training has taken steps
+        for line in p.stderr:
+            lines.append(line)
+            if re.match(r"step [1-9]", line):
+                trained.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert trained.wait(90), "".join(lines)
     p.send_signal(sig)
     t0 = time.monotonic()
-    _, err = p.communicate(timeout=30)
+    p.wait(timeout=30)
+    reader.join(10)
+    err = "".join(lines)
     assert p.returncode == code, err
     assert time.monotonic() - t0 < 10
     assert err.strip().splitlines()[-1] == message and "Traceback" not in err

@@ -190,3 +190,41 @@ def test_torch_doctor_judges_help_by_the_numpy_doctors_rule():
     assert _better({"train_loss": 1.2, "val_acc": 0.2375}, before)
     assert not _better({"train_loss": 1.2, "val_acc": 0.10}, before)  # accuracy clearly worse
     assert _better({"train_loss": 1.381, "val_acc": 0.30}, before)
+
+
+# -- Ctrl-C that lands where Python discards exceptions still stops `depthlab run` ------------
+
+def test_an_interrupt_discarded_in_a_finalizer_still_stops_depthlab_run(tmp_path, capsys,
+                                                                        monkeypatch):
+    """A SIGINT whose KeyboardInterrupt is raised inside a ``__del__`` (or a GC callback,
+    a weakref finalizer: 'Exception ignored in ...') was lost and the run trained on to its
+    end (a Ctrl-C in the first second of training, while a library was loading, was
+    ignored); it is raised again in the main thread."""
+    import os
+    import signal
+    import time
+
+    from depthlab.training import trainer
+    from tests.helpers.cli import run_cli
+
+    class SignalsWhenCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # the handler runs here, inside __del__
+
+    real_step, calls, when = trainer.Trainer._step, [0], {}
+
+    def step(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == 20:
+            when["t"] = time.monotonic()
+            SignalsWhenCollected()  # dropped at once: __del__ runs now
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(trainer.Trainer, "_step", step)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "digits"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                   "[train]\nepochs = 400\nbatch_size = 64\n")
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out", "--quiet")
+    assert code == 130 and err.strip().splitlines()[-1] == "depthlab: interrupted", err
+    assert time.monotonic() - when["t"] < 5 and calls[0] < 20000

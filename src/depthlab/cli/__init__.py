@@ -21,6 +21,7 @@ import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .common import Command, Terminated, UserError, one_line
 
@@ -154,23 +155,86 @@ def _by_sigterm(e: BaseException | None) -> bool:
     return False
 
 
+LOST_INTERRUPT_DELAY_S = 0.05
+"""An interrupt Python discarded is raised again this long after, from a timer thread (raised
+at once it could land in the same discarding context again)."""
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread while the command runs (a command
-    that handles signals itself, as ``sweep`` does, installs its own handler meanwhile)."""
+def _interrupts(entry: bool) -> Iterator[None]:
+    """While the command runs, in the main thread: SIGINT raises KeyboardInterrupt and SIGTERM
+    :class:`Terminated` (a command that handles signals itself, as ``sweep`` does, installs
+    its own handlers meanwhile). An interrupt raised where Python discards exceptions (a
+    garbage-collector callback, a ``weakref.finalize`` or ``__del__``: "Exception ignored in
+    ...") is raised again in the main thread: the command stops instead of running on (a
+    ``depthlab run`` went on training). ``entry`` (the process's own command, not a call of
+    :func:`main` inside a program): after an interrupt the signals are ignored for the
+    interpreter's shutdown, so the exit status stays 130/143 (a late signal made it a death
+    by SIGINT)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    import _thread
 
-    def handler(_signum: int, _frame: object) -> None:
-        raise Terminated()
+    seen: list[int] = []
+    again = threading.Event()  # the next handler call re-raises a discarded interrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    def interrupt(signum: int) -> BaseException:
+        return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def handler(signum: int, _frame: object) -> None:
+        if again.is_set():
+            again.clear()
+            raise interrupt(seen[0])
+        seen.append(signum)
+        raise interrupt(signum)
+
+    def raise_again() -> None:
+        if seen and not again.is_set():
+            again.set()
+            _thread.interrupt_main(seen[0])
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and seen:
+            timer = threading.Timer(LOST_INTERRUPT_DELAY_S, raise_again)
+            timer.daemon = True
+            timer.start()
+            return
+        old_hook(info)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGTERM) is handler:  # not one a command left in place
-            signal.signal(signal.SIGTERM, old)
+        if sys.unraisablehook is unraisable:
+            sys.unraisablehook = old_hook
+        for s, h in old.items():
+            if signal.getsignal(s) is handler:  # not one a command left in place
+                signal.signal(s, signal.SIG_IGN if seen and entry else h)
+        if seen and entry:  # signals ignored now: a shutdown that hangs still ends
+            _exit_within(SHUTDOWN_GRACE_S, 143 if seen[0] == signal.SIGTERM else 130)
+
+
+SHUTDOWN_GRACE_S = 10.0
+"""After an interrupt of the process's own command, the interpreter's shutdown gets this long
+before the process exits anyway (with 130, or 143 after SIGTERM)."""
+
+
+def _exit_within(seconds: float, code: int) -> None:
+    """A daemon timer that ends the process with ``code`` if it still runs after ``seconds``."""
+
+    def end() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    timer = threading.Timer(seconds, end)
+    timer.daemon = True
+    timer.start()
 
 
 @contextlib.contextmanager
@@ -221,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
         with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug), \
-                _sigterm_as_interrupt():
+                _interrupts(entry=argv is None):
             code = int(args._run(args) or 0)
         if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
             sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
