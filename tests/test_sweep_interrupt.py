@@ -156,9 +156,9 @@ def test_a_hanging_shutdown_after_an_interrupt_still_ends_the_command():
     sleeps 30 s) cannot keep the command alive: it ends with the interrupt's status once the
     grace period is over."""
     code = ("import threading, time\n"
-            "from depthlab.cli.sweep import _exit_within\n"
+            "from depthlab.cli.common import exit_within\n"
             "threading.Thread(target=time.sleep, args=(30,)).start()\n"
-            "_exit_within(0.3, 130)\n")
+            "exit_within(0.3, 130)\n")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], env=ENV, timeout=20)
     assert proc.returncode == 130

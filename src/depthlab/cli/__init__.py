@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .common import Command, Terminated, UserError, one_line
+from .common import SHUTDOWN_GRACE_S, Command, Terminated, UserError, exit_within, later, one_line
 
 __all__ = ["COMMAND_MODULES", "Command", "UserError", "build_parser", "commands", "main"]
 
@@ -196,9 +196,7 @@ def _interrupts(entry: bool) -> Iterator[None]:
 
     def unraisable(info: Any) -> None:
         if isinstance(info.exc_value, KeyboardInterrupt) and seen:
-            timer = threading.Timer(LOST_INTERRUPT_DELAY_S, raise_again)
-            timer.daemon = True
-            timer.start()
+            later(LOST_INTERRUPT_DELAY_S, raise_again)  # from outside this hook
             return
         old_hook(info)
 
@@ -213,28 +211,8 @@ def _interrupts(entry: bool) -> Iterator[None]:
             if signal.getsignal(s) is handler:  # not one a command left in place
                 signal.signal(s, signal.SIG_IGN if seen and entry else h)
         if seen and entry:  # signals ignored now: a shutdown that hangs still ends
-            _exit_within(SHUTDOWN_GRACE_S, 143 if seen[0] == signal.SIGTERM else 130)
+            exit_within(SHUTDOWN_GRACE_S, 143 if seen[0] == signal.SIGTERM else 130)
 
-
-SHUTDOWN_GRACE_S = 10.0
-"""After an interrupt of the process's own command, the interpreter's shutdown gets this long
-before the process exits anyway (with 130, or 143 after SIGTERM)."""
-
-
-def _exit_within(seconds: float, code: int) -> None:
-    """A daemon timer that ends the process with ``code`` if it still runs after ``seconds``."""
-
-    def end() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
-
-    timer = threading.Timer(seconds, end)
-    timer.daemon = True
-    timer.start()
 
 
 @contextlib.contextmanager

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,3 +151,31 @@ def one_line(e: BaseException) -> str:
                 if isinstance(e, FileExistsError) else
                 f"cannot use {str(e.filename)!r}: {e.strerror}")
     return " ".join(text.split())
+
+
+SHUTDOWN_GRACE_S = 10.0
+"""After an interrupt the command's own clean-up is done (store closed, workers stopped): the
+interpreter's shutdown (a library's threads and exit handlers among it) gets this long before
+the process exits anyway."""
+
+
+def later(seconds: float, fn: Callable[[], Any]) -> None:
+    """``fn()`` in a daemon thread after ``seconds``."""
+    timer = threading.Timer(seconds, fn)
+    timer.daemon = True
+    timer.start()
+
+
+def exit_within(seconds: float, code: int) -> None:
+    """A daemon timer that ends the process with ``code`` (output flushed) if it still runs
+    after ``seconds``: a Ctrl-C must end the command even if a library's shutdown hangs."""
+
+    def end() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+    later(seconds, end)

@@ -23,7 +23,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .common import Command, Terminated, UserError, add_out, check_jobs, progress_enabled, say
+from .common import (
+    SHUTDOWN_GRACE_S,
+    Command,
+    Terminated,
+    UserError,
+    add_out,
+    check_jobs,
+    exit_within,
+    later,
+    progress_enabled,
+    say,
+)
 
 CONFIRM_ABOVE = 100_000
 _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -45,13 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout at the end (messages go to stderr)")
-
-
-def _later(seconds: float, fn: Any) -> None:
-    """``fn()`` in a daemon thread after ``seconds``."""
-    timer = threading.Timer(seconds, fn)
-    timer.daemon = True
-    timer.start()
 
 
 class _Interrupts(list):
@@ -93,7 +97,7 @@ def _signals() -> Iterator[_Interrupts]:
 
     def unraisable(info: Any) -> None:
         if isinstance(info.exc_value, KeyboardInterrupt) and seen:
-            _later(0.05, raise_again)  # discarded: raised again, from outside this hook
+            later(0.05, raise_again)  # discarded: raised again, from outside this hook
             return
         old_hook(info)
 
@@ -108,28 +112,6 @@ def _signals() -> Iterator[_Interrupts]:
             # interpreter's shutdown is left, and one more Ctrl-C must not turn the clean exit
             # status (130/143) into a death by signal.
             signal.signal(s, signal.SIG_IGN if seen else h)
-
-
-SHUTDOWN_GRACE_S = 10.0
-"""After an interrupt the store is closed and the workers stopped: the interpreter's shutdown
-(Dask's threads and exit handlers among it) gets this long before the process exits anyway."""
-
-
-def _exit_within(seconds: float, code: int) -> None:
-    """A daemon timer that ends the process with ``code`` if it is still shutting down after
-    ``seconds`` (a Ctrl-C must end the command even if a library's shutdown hangs)."""
-
-    def end() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(code)
-
-    timer = threading.Timer(seconds, end)
-    timer.daemon = True
-    timer.start()
 
 
 def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
@@ -188,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"depthlab: interrupted ({name}): {done}run the same command "
                              "again to finish the grid\n")
             code = _EXIT.get(seen[0], 130) if seen else 130
-            _exit_within(SHUTDOWN_GRACE_S, code)
+            exit_within(SHUTDOWN_GRACE_S, code)
             return code
     store = resolve_db_path(args.out)  # DIR/depthlab.db, or the .db file given as --out
     if args.json:
