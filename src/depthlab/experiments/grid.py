@@ -130,14 +130,9 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
     for key, values in grid.items():
         section, name = key.split(".", 1)
         spec_field = SPECS[section].__dataclass_fields__.get(name) if section in SPECS else None
-        seen: set[str] = set()
-        for v in values:
-            text = canonical_json(v)
-            if text in seen:
-                continue
-            seen.add(text)
+        for count, v in enumerate(_distinct(values), 1):
             number = isinstance(v, numbers.Real) and not isinstance(v, bool)
-            if len(seen) <= FULL_CHECKS or not number or spec_field is None:
+            if count <= FULL_CHECKS or not number or spec_field is None:
                 try:
                     _point_config(body, {key: v}, base_dir)
                 except ConfigError as e:
@@ -149,6 +144,16 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
                 spec_field.metadata["check"](key, v)
             except ConfigError as e:
                 raise ConfigError(f"sweep point ({key} = {value_str(v)}): {e}", e.key) from None
+
+
+def _distinct(values: list) -> Iterator[Any]:
+    """Each value once (values compared by their canonical JSON), in order."""
+    seen: set[str] = set()
+    for v in values:
+        text = canonical_json(v)
+        if text not in seen:
+            seen.add(text)
+            yield v
 
 
 def _valid_with_another(body: dict[str, Any], grid: dict[str, list], key: str, v: Any,
@@ -165,14 +170,7 @@ def _valid_with_another(body: dict[str, Any], grid: dict[str, list], key: str, v
     for other, values in grid.items():
         if other == key:
             continue
-        seen: set[str] = set()
-        for w in values:
-            text = canonical_json(w)
-            if text in seen:
-                continue
-            seen.add(text)
-            if len(seen) > FULL_CHECKS:
-                break
+        for w in itertools.islice(_distinct(values), FULL_CHECKS):
             pair = {k: x for k, x in ((key, v), (other, w))}
             try:
                 _point_config(body, {k: pair[k] for k in grid if k in pair}, base_dir)
