@@ -178,6 +178,7 @@ def _interrupts(entry: bool) -> Iterator[None]:
 
     seen: list[int] = []
     again = threading.Event()  # the next handler call re-raises a discarded interrupt
+    done = threading.Event()  # the command has ended: nothing is raised again after it
 
     def interrupt(signum: int) -> BaseException:
         return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
@@ -190,7 +191,7 @@ def _interrupts(entry: bool) -> Iterator[None]:
         raise interrupt(signum)
 
     def raise_again() -> None:
-        if seen and not again.is_set():
+        if seen and not again.is_set() and not done.is_set():
             again.set()
             _thread.interrupt_main(seen[0])
 
@@ -205,6 +206,7 @@ def _interrupts(entry: bool) -> Iterator[None]:
     try:
         yield
     finally:
+        done.set()
         if sys.unraisablehook is unraisable:
             sys.unraisablehook = old_hook
         for s, h in old.items():
@@ -212,7 +214,6 @@ def _interrupts(entry: bool) -> Iterator[None]:
                 signal.signal(s, signal.SIG_IGN if seen and entry else h)
         if seen and entry:  # signals ignored now: a shutdown that hangs still ends
             exit_within(SHUTDOWN_GRACE_S, 143 if seen[0] == signal.SIGTERM else 130)
-
 
 
 @contextlib.contextmanager
