@@ -43,9 +43,9 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
                             "data": prep.config["data"], "one_hot_targets": True}
     std = (getattr(prep.data, "info", None) or {}).get("standardization")
-    if std:
-        meta["input_mean"] = np.asarray(std["mean"])
-        meta["input_std"] = np.asarray(std["std"])
+    if std:  # the float64 statistics when the data were standardized before a float32 cast
+        meta["input_mean"] = np.asarray(std.get("mean64", std["mean"]))
+        meta["input_std"] = np.asarray(std.get("std64", std["std"]))
     return save(prep.net, model_path(out, run_id), meta=meta)
 
 
@@ -176,6 +176,15 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     return x, labels
 
 
+def _narrowed(x: np.ndarray, dtype: Any) -> bool:
+    """Whether casting ``x`` to ``dtype`` changes a value (float64 inputs to a float32
+    network: 1e7 + 0.3 becomes 1e7)."""
+    if np.dtype(x.dtype).kind not in "iuf" or np.can_cast(x.dtype, dtype, "safe"):
+        return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not np.array_equal(x.astype(dtype).astype(x.dtype), x)
+
+
 def predict_saved(model: Path, x: np.ndarray,
                   source: str = "DATA") -> tuple[np.ndarray, np.ndarray | None]:
     """(raw outputs, predicted classes or None) of the saved network on ``x`` (named
@@ -191,10 +200,16 @@ def predict_saved(model: Path, x: np.ndarray,
         raise ValueError(f"{source} has {x.shape[1]} features per row; the network expects "
                          f"{n_in}{hint}")
     dtype = net.parameters()[0].value.dtype
-    x = finite_features(x, dtype, source)  # NaN, inf or too large for dtype: row and column
-    if "input_mean" in meta:
-        x = ((x - meta["input_mean"].astype(dtype)) / meta["input_std"].astype(dtype)).astype(
-            dtype, copy=False)
+    mean, std = meta.get("input_mean"), meta.get("input_std")
+    if mean is not None and _narrowed(x, dtype) and np.dtype(mean.dtype).itemsize > np.dtype(
+            dtype).itemsize:  # as in training: standardized in float64, then cast (a feature
+        # 1e7 + N(0, 1) keeps its spread; 1e39 fits float32 once standardized)
+        x64 = finite_features(x, np.float64, source)
+        x = finite_features((x64 - mean) / std, dtype, f"{source} (standardized)")
+    else:
+        x = finite_features(x, dtype, source)  # NaN, inf or too large for dtype: row and column
+        if mean is not None:
+            x = ((x - mean.astype(dtype)) / std.astype(dtype)).astype(dtype, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
         out = net.predict(x)
     if not np.isfinite(out).all():  # the inputs are finite: the weights or an overflow

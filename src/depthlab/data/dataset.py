@@ -88,13 +88,19 @@ class Dataset:
 
     def astype(self, dtype: Any) -> Dataset:
         """New Dataset with every split's ``x`` (and a standardization's ``mean``/``std``) cast to
-        ``dtype``; labels unchanged."""
+        ``dtype``; labels unchanged. Statistics narrowed by the cast (float64 to float32) are
+        kept as ``mean64``/``std64`` too: ``depthlab predict`` standardizes with them (a mean
+        of 1e7 + 0.3 is 1e7 in float32; a feature of 1e39 has an infinite float32 mean)."""
         dt = resolve_dtype(dtype)
         info = dict(self.info)
         info["dtype"] = str(dt)
         if "standardization" in info:
             st = dict(info["standardization"])
-            st["mean"], st["std"] = st["mean"].astype(dt), st["std"].astype(dt)
+            if np.dtype(st["mean"].dtype).itemsize > dt.itemsize:
+                st.setdefault("mean64", st["mean"].astype(np.float64))
+                st.setdefault("std64", st["std"].astype(np.float64))
+            with np.errstate(over="ignore"):  # 1e39 in float32: inf (mean64 keeps it)
+                st["mean"], st["std"] = st["mean"].astype(dt), st["std"].astype(dt)
             info["standardization"] = st
         return replace(
             self,

@@ -1,0 +1,110 @@
+"""The command line and the data files, probed as a demanding user for round 7: features of
+extreme magnitude (1e200, 1e39, 1e7 + noise) through standardization, ``depthlab run`` and
+``depthlab predict`` on the run's own CSV."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from tests.helpers.cli import one_blas_thread, run_cli
+
+
+def _run(tmp_path, capsys, monkeypatch, csv_text: str, epochs: int = 1) -> tuple[str, str]:
+    """``depthlab run`` on a CSV (in this process): (run id, results folder)."""
+    one_blas_thread(monkeypatch)
+    (tmp_path / "d.csv").write_text(csv_text)
+    (tmp_path / "c.toml").write_text(
+        '[data]\npath = "d.csv"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+        f"[train]\nepochs = {epochs}\nbatch_size = 16\nlr = 0.1\n[probes]\nevery = 0\n")
+    out = str(tmp_path / "res")
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", out, "-q")
+    assert code == 0, err
+    (model,) = (tmp_path / "res" / "models").glob("*.npz")
+    return model.stem, out
+
+
+def _csv(x: np.ndarray, y: np.ndarray) -> str:
+    head = ",".join(f"f{j}" for j in range(x.shape[1])) + ",label\n"
+    return head + "".join(",".join(repr(float(v)) for v in row) + f",{int(k)}\n"
+                          for row, k in zip(x, y))
+
+
+# --- standardization of features whose squares overflow float64 -------------------------------
+
+
+def test_standardizer_keeps_a_feature_of_1e200():
+    """Was: std of a column of about 1e200 overflowed (its squares are 1e400) to inf, so the
+    standardized column was all zeros (the feature silently dropped) with a warning."""
+    from depthlab.data import apply_standardizer, fit_standardizer
+
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.standard_normal(50) * 1e200, rng.standard_normal(50),
+                         1e307 * rng.standard_normal(50) + 1e308])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, std = fit_standardizer(x)
+        z = apply_standardizer(x, mean, std)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    np.testing.assert_allclose(z.std(axis=0), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=1e-12)
+    # columns that do not overflow: exactly as before
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert mean[1] == x.mean(axis=0)[1] and std[1] == x.std(axis=0)[1]
+
+
+# --- predict on the run's own CSV: standardized as in training --------------------------------
+
+
+def test_predict_on_the_training_csv_standardizes_in_float64_as_training_did(
+        tmp_path, capsys, monkeypatch):
+    """A feature 1e7 + N(0, 1) (a timestamp, a price): training standardizes it in float64
+    before the float32 cast; predict cast it to float32 first (spacing 1 at 1e7) and used a
+    float32 mean, so the same rows got other classes: accuracy 0.83 on the training CSV of a
+    run with train accuracy 1.0 and test accuracy 0.99. Now predict's classes on the test rows
+    are the run's own, and its accuracy there is the stored test_acc."""
+    import json
+
+    from depthlab.data import load_dataset
+    from depthlab.persist import load
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(400)
+    x = np.column_stack([1e7 + a, rng.standard_normal(400)])
+    y = (a > 0).astype(np.int64)
+    rid, out = _run(tmp_path, capsys, monkeypatch, _csv(x, y), epochs=5)
+    csv = tmp_path / "d.csv"
+    # the run's test split: raw float64 rows, and the float32 inputs its network was scored on
+    raw = load_dataset(csv, seed=0, dtype="float64", val_fraction=0.1, test_fraction=0.2)
+    seen = load_dataset(csv, seed=0, standardize=True, val_fraction=0.1, test_fraction=0.2)
+    np.testing.assert_array_equal(raw.y_test, seen.y_test)
+    (model,) = (tmp_path / "res" / "models").glob("*.npz")
+    expected = np.argmax(load(model).predict(seen.x_test), axis=1)
+    np.save(tmp_path / "test_rows.npy", raw.x_test)
+    code, text, err = run_cli(capsys, "predict", rid, tmp_path / "test_rows.npy", "--dir", out,
+                              "--json")
+    assert code == 0, err
+    got = np.array(json.loads(text)["classes"])
+    assert got.tolist() == expected.tolist()
+    code, runs, err = run_cli(capsys, "runs", out, "--json")
+    assert code == 0, err
+    test_acc = json.loads(runs)[0]["test_acc"]
+    assert float((got == raw.y_test).mean()) == pytest.approx(test_acc, abs=1e-12)
+
+
+def test_predict_accepts_the_training_csv_of_a_run_with_features_beyond_float32(
+        tmp_path, capsys, monkeypatch):
+    """A feature of about 1e39 trains (standardized in float64, then cast to float32), but
+    predict on the same CSV was refused ('value 3.5e+38 ... does not fit in float32') and the
+    run saved an infinite float32 mean with an 'overflow encountered in cast' warning."""
+    rng = np.random.default_rng(1)
+    x = np.column_stack([1e39 * rng.standard_normal(60), rng.standard_normal(60)])
+    y = (x[:, 0] > 0).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        rid, out = _run(tmp_path, capsys, monkeypatch, _csv(x, y))
+    code, text, err = run_cli(capsys, "predict", rid, tmp_path / "d.csv", "--dir", out)
+    assert code == 0, err
+    assert len(text.splitlines()) == 61 and "60 rows, accuracy" in err
