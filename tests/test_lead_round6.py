@@ -228,3 +228,30 @@ def test_an_interrupt_discarded_in_a_finalizer_still_stops_depthlab_run(tmp_path
     code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out", "--quiet")
     assert code == 130 and err.strip().splitlines()[-1] == "depthlab: interrupted", err
     assert time.monotonic() - when["t"] < 5 and calls[0] < 20000
+
+
+def test_export_writes_the_sweep_points_table_too(tmp_path):
+    """A sweep's membership (``sweep_points``: points it computed and points it found stored)
+    was the one table ``export`` left out, so an exported extended sweep lost which runs it
+    held; an older store without the table exports it empty with its columns."""
+    import sqlite3
+
+    import pandas as pd
+
+    from depthlab.experiments.store import Store
+
+    store = Store(tmp_path / "s")
+    store.add_sweep_points("grid1", ["a", "b"])
+    paths = store.export(tmp_path / "x")
+    store.close()
+    assert tmp_path / "x" / "sweep_points.csv" in paths
+    got = pd.read_csv(tmp_path / "x" / "sweep_points.csv")
+    assert sorted(zip(got["sweep"], got["run_id"])) == [("grid1", "a"), ("grid1", "b")]
+    conn = sqlite3.connect(tmp_path / "s" / "depthlab.db")  # as a store from before the table
+    conn.execute("DROP TABLE sweep_points")
+    conn.commit()
+    conn.close()
+    old = Store(tmp_path / "s", create=False, readonly=True)
+    old.export(tmp_path / "y")
+    old.close()
+    assert list(pd.read_csv(tmp_path / "y" / "sweep_points.csv").columns) == ["sweep", "run_id"]

@@ -132,7 +132,8 @@ def test_export(tmp_path, fmt):
     paths = store.export(tmp_path / "exp", fmt)
     names = sorted(p.name for p in paths)
     assert names == sorted(f"{t}.{fmt}" for t in ("runs", "steps", "epochs", "evals", "probes",
-                                                   "histograms", "jacobian", "findings"))
+                                                   "histograms", "jacobian", "findings",
+                                                   "sweep_points"))
     read = pd.read_csv if fmt == "csv" else pd.read_parquet
     runs = read(tmp_path / "exp" / f"runs.{fmt}")
     assert runs.loc[0, "val_acc"] == pytest.approx(0.5)

@@ -38,6 +38,9 @@ METRIC_KEYS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc"
                                 "test_acc", "steps", "seconds")
 TABLES: tuple[str, ...] = ("runs", "steps", "epochs", "evals", "probes", "histograms",
                            "jacobian", "findings")
+EXPORTED: tuple[str, ...] = (*TABLES, "sweep_points")
+"""What :meth:`Store.table` reads and :meth:`Store.export` writes: every table, ``sweep_points``
+(the runs each sweep holds) too."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -641,8 +644,10 @@ class Store:
     @_reading
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as stored (JSON columns as text)."""
-        if name not in TABLES:
-            raise ValueError(f"unknown table {name!r}; expected one of {TABLES}")
+        if name not in EXPORTED:
+            raise ValueError(f"unknown table {name!r}; expected one of {EXPORTED}")
+        if name == "sweep_points" and not self._has_table(name):  # an older store, read-only
+            return pd.DataFrame(columns=list(_TABLE_COLUMNS[name]))
         cur = self._conn.execute(f"SELECT * FROM {name}")
         cols = [d[0] for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=cols)
@@ -667,7 +672,7 @@ class Store:
 
     def _export(self, out: Path, fmt: str) -> list[Path]:
         written: list[Path] = []
-        for name in TABLES:
+        for name in EXPORTED:
             df = self.table(name)
             if name == "runs":
                 flat = self.runs()
