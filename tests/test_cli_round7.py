@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tests.helpers.cli import one_blas_thread, run_cli
+from tests.helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
 
 def _run(tmp_path, capsys, monkeypatch, csv_text: str, epochs: int = 1) -> tuple[str, str]:
@@ -108,3 +108,19 @@ def test_predict_accepts_the_training_csv_of_a_run_with_features_beyond_float32(
     code, text, err = run_cli(capsys, "predict", rid, tmp_path / "d.csv", "--dir", out)
     assert code == 0, err
     assert len(text.splitlines()) == 61 and "60 rows, accuracy" in err
+
+
+# --- a network too large for memory, refused before its data file is read ---------------------
+
+
+def test_memory_refusal_before_loading_a_file_does_not_claim_0_rows(tmp_path, capsys):
+    """Was: '... with train.batch_size = 32 on 0 rows of data needs about 5.46 TiB' for a CSV
+    of 4 rows (its rows are not counted before it is read)."""
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    (tmp_path / "c.toml").write_text('[data]\npath = "d.csv"\n[model]\n'
+                                     "sizes = [2, 100000000000, 2]\n")
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    line = assert_one_line_error(code, err, "model.sizes = [2, 100000000000, 2]",
+                                 "for the network alone", "d.csv", "nothing was allocated")
+    assert "0 rows" not in line
+    assert not (tmp_path / "res").exists()

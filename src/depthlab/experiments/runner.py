@@ -140,8 +140,11 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
                      momentum=bool((t.get("optimizer_kwargs") or {}).get("momentum")),
                      batch_rows=rows, onehot=t["loss"] in ("mse", "huber"))
     try:
-        check_fits(need, f"model.sizes = {sizes_text(sizes)} with train.batch_size = {bs} on "
-                   f"{n_rows or 0} rows of data")
+        # a file's rows are unknown before it is loaded: not "on 0 rows of data"
+        data = (f"on {n_rows} rows of data" if n_rows else
+                f"for the network alone (data file {d.get('path')!r} not loaded yet)")
+        check_fits(need, f"model.sizes = {sizes_text(sizes)} with train.batch_size = {bs} "
+                   + data)
     except MemoryRefusal as e:
         raise ExperimentError(str(e)) from None
 
