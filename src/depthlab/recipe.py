@@ -82,10 +82,8 @@ def _candidate(layers: list, dtype: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {"sizes": sizes, "dtype": dtype, "residual": residual}
     last = layers[-1]
     hidden_acts = acts[:-1] if isinstance(last, Activation) else acts
-    if isinstance(last, Activation):
-        if _act_kwargs(last):
-            return None
-        out["output_activation"] = last.fn.name
+    if isinstance(last, Activation):  # mlp builds it with its default arguments: a
+        out["output_activation"] = last.fn.name  # different slope fails the signature check
     if hidden_acts:
         out["activation"] = hidden_acts[0].fn.name
         out["activation_kwargs"] = _act_kwargs(hidden_acts[0])

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from ..backend import Array, xp
 from ..parameter import Parameter
+from ..validators import to_float
 
 
 def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None = None,
@@ -30,7 +31,7 @@ def check_number(name: str, value: Any, *, low: float = 0.0, high: float | None 
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    v = float(value)
+    v = to_float(value)  # an int beyond the float range is inf (refused below), no OverflowError
     ok = math.isfinite(v) and v >= low
     if high is not None:
         ok = ok and (v <= high if high_inclusive else v < high)
