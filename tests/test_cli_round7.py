@@ -124,3 +124,52 @@ def test_memory_refusal_before_loading_a_file_does_not_claim_0_rows(tmp_path, ca
                                  "for the network alone", "d.csv", "nothing was allocated")
     assert "0 rows" not in line
     assert not (tmp_path / "res").exists()
+
+
+# --- predict reads every CSV name that `depthlab run` reads -----------------------------------
+
+
+@pytest.mark.parametrize("name", ["d.csv.gz", "D.CSV"])
+def test_predict_reads_the_runs_own_gz_or_upper_case_csv(tmp_path, capsys, monkeypatch, name):
+    """`depthlab run` trains on data.csv.gz and DATA.CSV; predict on the same file was refused
+    ("expected a .npy, .npz or .csv file")."""
+    import gzip
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 3))
+    text = _csv(x, (x[:, 0] > 0).astype(np.int64))
+    data = tmp_path / name
+    if name.endswith(".gz"):
+        data.write_bytes(gzip.compress(text.encode()))
+    else:
+        data.write_text(text)
+    one_blas_thread(monkeypatch)
+    (tmp_path / "c.toml").write_text(f'[data]\npath = "{name}"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
+    out = tmp_path / "res"
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", out, "-q")
+    assert code == 0, err
+    (model,) = (out / "models").glob("*.npz")
+    code, text_out, err = run_cli(capsys, "predict", model, data)
+    assert code == 0, err
+    assert len(text_out.splitlines()) == 41 and "40 rows, accuracy" in err  # label column dropped
+
+
+def test_predict_names_a_corrupt_gz_csv_in_one_line(tmp_path, capsys, saved_net):
+    """A .csv.gz whose deflate data are damaged (zlib.error) was an internal error."""
+    import gzip
+
+    blob = bytearray(gzip.compress(b"a,b\n" + b"1,2\n" * 200))
+    blob[20] ^= 0xFF
+    (tmp_path / "bad.csv.gz").write_bytes(bytes(blob))
+    code, out, err = run_cli(capsys, "predict", saved_net, tmp_path / "bad.csv.gz")
+    assert_one_line_error(code, err, "bad.csv.gz", "could not be read")
+    assert out == ""
+
+
+@pytest.fixture
+def saved_net(tmp_path):
+    """A network of 2 inputs saved by ``dl.save`` (no training)."""
+    import depthlab as dl
+
+    return dl.save(dl.mlp([2, 4, 2], activation="tanh", seed=0), tmp_path / "net.npz")

@@ -9,7 +9,9 @@ Errors are ValueErrors naming the file or value and what was expected.
 from __future__ import annotations
 
 import glob
+import gzip
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +124,17 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     if not p.is_file():
         raise ValueError(f"DATA {path!r}: no such file (nor a built-in data set: see "
                          "`depthlab datasets`)")
-    if p.suffix not in (".npy", ".npz", ".csv", ".txt"):
-        raise ValueError(f"DATA {path!r}: expected a .npy, .npz or .csv file")
+    # as `depthlab run` reads its data file: the case of the suffix aside, and .csv.gz
+    lower = p.name.lower()
+    kind = ".csv" if lower.endswith((".csv", ".csv.gz", ".txt")) else p.suffix.lower()
+    if kind not in (".npy", ".npz", ".csv"):
+        raise ValueError(f"DATA {path!r}: expected a .npy, .npz or .csv (or .csv.gz) file")
     try:
-        if p.suffix == ".npy":
+        if kind == ".npy":
             with open(p, "rb") as fh:  # refuse what cannot fit before np.load allocates it
                 check_array(*npy_header(fh), f"DATA {path!r}")
             x = np.load(p, allow_pickle=False)
-        elif p.suffix == ".npz":
+        elif kind == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 headers = npz_headers(z)
                 key = input_key(z.files)
@@ -141,7 +146,8 @@ def read_labeled_inputs(path: str, label: str | int | None = None
             import pandas as pd
 
             check_csv_fits(p, f"DATA {path!r}")  # before pandas allocates it
-            with open(p, encoding="utf-8-sig") as fh:  # a byte-order mark is not data
+            opener = gzip.open if lower.endswith(".gz") else open
+            with opener(p, "rt", encoding="utf-8-sig") as fh:  # a byte-order mark is not data
                 first = fh.readline().split(",")
             header = not all(is_number(c) for c in first)
             frame = pd.read_csv(p, header=0 if header else None)
@@ -158,7 +164,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
             x = frame.to_numpy()
     except MemoryRefusal:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
