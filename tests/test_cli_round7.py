@@ -173,3 +173,32 @@ def saved_net(tmp_path):
     import depthlab as dl
 
     return dl.save(dl.mlp([2, 4, 2], activation="tanh", seed=0), tmp_path / "net.npz")
+
+
+# --- CSV headers as people write them ---------------------------------------------------------
+
+
+def test_csv_header_with_spaces_after_the_commas_trains_and_predicts(tmp_path, capsys,
+                                                                     monkeypatch):
+    """'a, b, label' was refused: "no label column 'label' (columns: ['a', ' b', ' label'])";
+    predict must drop the same label column."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 2))
+    y = (x[:, 0] > 0).astype(np.int64)
+    text = "a, b, label\n" + "".join(f"{a!r}, {b!r}, {k}\n" for (a, b), k in zip(x.tolist(), y))
+    rid, out = _run(tmp_path, capsys, monkeypatch, text)
+    code, lines, err = run_cli(capsys, "predict", rid, tmp_path / "d.csv", "--dir", out)
+    assert code == 0, err
+    assert len(lines.splitlines()) == 41 and "40 rows, accuracy" in err
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_csv_with_another_separator_is_named_in_one_line(tmp_path, capsys, sep):
+    """A semicolon- or tab-separated file read as one column: the hint was "Pass label='COLUMN'
+    to name the label column (columns: ['a;b;label'])", which cannot help."""
+    (tmp_path / "d.csv").write_text(sep.join("ab") + f"{sep}label\n" +
+                                    "".join(f"{i}{sep}{i % 3}{sep}{i % 2}\n" for i in range(8)))
+    (tmp_path / "c.toml").write_text('[data]\npath = "d.csv"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    assert_one_line_error(code, err, "d.csv", f"looks separated by {sep!r}", "comma-separated")

@@ -152,7 +152,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
             header = not all(is_number(c) for c in first)
             frame = pd.read_csv(p, header=0 if header else None)
             if header and label is not None:
-                columns = [str(c) for c in frame.columns]
+                columns = [str(c).strip() for c in frame.columns]  # as the run read them
                 name = label if isinstance(label, str) else (
                     columns[label] if 0 <= label < len(columns) else None)
                 if name in columns:  # the training CSV itself: its labels are not inputs

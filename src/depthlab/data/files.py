@@ -2,9 +2,9 @@
 
 * ``.npz``: keys ``x``/``y``, ``X``/``y`` or ``x_train``/``y_train`` with optional
   ``x_val``/``y_val`` and ``x_test``/``y_test`` (official held-out parts).
-* ``.csv`` (optionally ``.csv.gz``): header row required; the label column is ``label=`` (a
-  column name, default ``"label"``, or a 0-based column index), every other column is a numeric
-  feature.
+* ``.csv`` (optionally ``.csv.gz``): comma-separated, header row required (names stripped of
+  spaces); the label column is ``label=`` (a column name, default ``"label"``, or a 0-based
+  column index), every other column is a numeric feature.
 * IDX: an images file (``*-images-idx3-ubyte[.gz]``) whose labels file (``images`` -> ``labels``,
   ``idx3`` -> ``idx1``) lies next to it, or a folder holding ``train-images-idx3-ubyte[.gz]`` and
   ``train-labels-idx1-ubyte[.gz]`` (plus ``t10k-*`` or ``test-*`` files used as the test split).
@@ -119,9 +119,12 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
         return columns[int(label)]
     if label not in columns:
         numeric_header = all(is_number(c) for c in columns)
+        sep = next((s for s in (";", "\t", "|") if len(columns) == 1 and s in columns[0]), None)
         hint = (
             " The first row looks like data: a header row naming the columns is required."
             if numeric_header
+            else f" Its header {columns[0][:60]!r} looks separated by {sep!r}; accepted: "
+            "comma-separated values." if sep
             else f" Pass label='COLUMN' to name the label column (columns: {_some(columns)})."
         )
         raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
@@ -181,7 +184,8 @@ def _csv(path: Path, label: str | int) -> RawData:
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"{str(path)!r}: corrupt gzip data ({exc or type(exc).__name__})") \
             from exc
-    df.columns = [str(c) for c in df.columns]
+    names = [str(c).strip() for c in df.columns]  # "a, b, label": 'label', not ' label'
+    df.columns = names if len(set(names)) == len(names) else [str(c) for c in df.columns]
     columns = list(df.columns)
     label = _label_column(path, label, columns)
     if df.shape[0] == 0:
