@@ -202,3 +202,19 @@ def test_csv_with_another_separator_is_named_in_one_line(tmp_path, capsys, sep):
                                      'sizes = ["auto", 4, "auto"]\n')
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
     assert_one_line_error(code, err, "d.csv", f"looks separated by {sep!r}", "comma-separated")
+
+
+# --- doctor --torch --lr: one rule for nan and inf --------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_torch_doctor_lr_must_be_finite_and_positive(tmp_path, capsys, value):
+    """--lr nan was refused by the CLI but --lr inf reached the doctor's own check
+    ('doctor: lr must be a positive finite number'): the CLI's rule said 'a number > 0'."""
+    pytest.importorskip("torch")
+    (tmp_path / "m.py").write_text("import torch.nn as nn\n\ndef make_model():\n"
+                                   "    return nn.Sequential(nn.Linear(64, 10))\n")
+    code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path / 'm.py'}:make_model",
+                             "--data", "digits", "--lr", value, "--out", tmp_path / "res")
+    assert_one_line_error(code, err, "--lr", "accepted: a finite number > 0")
+    assert out == "" and not (tmp_path / "res").exists()

@@ -165,8 +165,8 @@ def run(args: argparse.Namespace) -> int:
     if args.seed >= 2**64:
         raise UserError(f"--seed {args.seed} is not accepted; accepted: an integer from 0 to "
                         "2**64 - 1")
-    if args.lr is not None and not args.lr > 0:
-        raise UserError(f"--lr {args.lr} is not accepted; accepted: a number > 0")
+    if args.lr is not None and not 0 < args.lr < float("inf"):  # nan, inf: one rule
+        raise UserError(f"--lr {args.lr} is not accepted; accepted: a finite number > 0")
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
         torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
