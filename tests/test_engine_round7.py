@@ -56,3 +56,26 @@ def test_an_output_activation_with_other_arguments_than_mlp_builds_is_still_refu
                                     nn.LeakyReLU(0.3)))
     with pytest.raises(TypeError, match="whose layers dl.mlp does not build"):
         dl.save(back, tmp_path / "net.npz")
+
+
+@pytest.mark.parametrize("dtype,eps", [("float64", 1e-300), ("float32", 1e-30)])
+def test_batchnorm_gradient_of_a_constant_feature_with_a_tiny_eps_is_finite_as_torch(dtype, eps):
+    """A constant feature (a dead unit, zeros init) with a tiny ``eps``: ``(var + eps)^(-3/2)``
+    overflowed (1e450), and ``0 * inf`` made every input gradient NaN; torch's are finite."""
+    from depthlab.layers import BatchNorm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3)).astype(dtype)
+    x[:, 0] = 0.7
+    g = rng.normal(size=(5, 3)).astype(dtype)
+    bn = BatchNorm(3, eps=eps, dtype=dtype)
+    bn.forward(x, training=True)
+    dx = bn.backward(g.copy())
+    tdt = torch.float64 if dtype == "float64" else torch.float32
+    tbn = torch.nn.BatchNorm1d(3, eps=eps, dtype=tdt)
+    tx = torch.tensor(x, requires_grad=True)
+    tbn(tx).backward(torch.tensor(g))
+    ref = tx.grad.numpy()
+    assert dx.dtype == np.dtype(dtype) and np.isfinite(dx).all()
+    tol = 1e-14 if dtype == "float64" else 1e-6
+    np.testing.assert_allclose(dx, ref, rtol=tol, atol=tol * np.abs(ref).max())

@@ -132,6 +132,12 @@ class BatchNorm(Layer):
             dL/dgamma = sum_i g_i xhat_i          dL/dbeta = sum_i g_i
 
         In inference the statistics are constants, so ``dL/dx = dL/dxhat / sqrt(var + eps)``.
+
+        With ``(x_i - mu) = xhat_i sqrt(var + eps)`` and ``k = (1/m) sum_i dL/dxhat_i xhat_i``
+        the dL/dvar terms are computed as ``dL/dvar * 2 (x_i - mu) / m = -k xhat_i / sqrt(var +
+        eps)`` and ``dL/dvar * sum_i -2 (x_i - mu) / m = k sum_i xhat_i / sqrt(var + eps)``: the
+        same values without ``(var + eps)^(-3/2)``, which overflows for a constant feature and a
+        tiny ``eps`` (``0 * inf``: NaN gradients where torch has finite ones).
         """
         np.einsum("ij,ij->j", grad, self.xhat, out=self.gamma.grad)
         np.sum(grad, axis=0, out=self.beta.grad)
@@ -143,12 +149,12 @@ class BatchNorm(Layer):
             dxhat *= inv_std
             return dxhat
         m = grad.shape[0]
-        xc = self.xc
-        dvar = np.einsum("ij,ij->j", dxhat, xc) * (-0.5 * inv_std**3)
-        dmu = dxhat.sum(axis=0) * -inv_std + dvar * (xc.sum(axis=0) * (-2.0 / m))
+        xhat = self.xhat
+        k_inv_std = np.einsum("ij,ij->j", dxhat, xhat) * (1.0 / m) * inv_std
+        dmu = dxhat.sum(axis=0) * -inv_std + k_inv_std * xhat.sum(axis=0)
         dx = dxhat
         dx *= inv_std
-        dx += xc * (dvar * (2.0 / m))
+        dx -= xhat * k_inv_std
         dx += dmu * (1.0 / m)
         return dx
 
