@@ -79,3 +79,13 @@ def test_batchnorm_gradient_of_a_constant_feature_with_a_tiny_eps_is_finite_as_t
     assert dx.dtype == np.dtype(dtype) and np.isfinite(dx).all()
     tol = 1e-14 if dtype == "float64" else 1e-6
     np.testing.assert_allclose(dx, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_batchnorm_training_on_one_row_names_the_row_count_not_a_batch_size_never_given():
+    """One training row with the default batch size said "batch_size=1" (the user gave 32)."""
+    x = np.random.default_rng(0).normal(size=(1, 3))
+    with pytest.raises(ValueError, match=r"at least 2 rows; got 1 training row \(batch_size=32\)$"):
+        dl.fit(dl.mlp([3, 4, 2], batchnorm=True, seed=0), x, np.array([1]), batch_size=32)
+    with pytest.raises(ValueError, match=r"at least 2 rows; got batch_size=1$"):
+        dl.fit(dl.mlp([3, 4, 2], batchnorm=True, seed=0), np.vstack([x, x]), np.array([1, 0]),
+               batch_size=1)

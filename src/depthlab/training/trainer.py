@@ -180,9 +180,9 @@ class Trainer:
         bs = n if self.batch_size in (None, "full") else min(int(self.batch_size), n)
         has_bn = bool(net.batchnorms())
         if has_bn and bs < 2:
-            raise ValueError(
-                f"batch normalization needs batches of at least 2 rows; batch_size={bs}"
-            )
+            got = (f"batch_size={bs}" if n > 1 else
+                   f"{n} training row (batch_size={self.batch_size!r})")
+            raise ValueError(f"batch normalization needs batches of at least 2 rows; got {got}")
         check_batch(net, bs + 1 if has_bn and bs < n else bs,  # refused before allocating
                     f"training on batches of {bs} rows" if bs < n else "full-batch training")
         merge = has_bn and bs < n and n % bs == 1
