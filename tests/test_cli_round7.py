@@ -218,3 +218,40 @@ def test_torch_doctor_lr_must_be_finite_and_positive(tmp_path, capsys, value):
                              "--data", "digits", "--lr", value, "--out", tmp_path / "res")
     assert_one_line_error(code, err, "--lr", "accepted: a finite number > 0")
     assert out == "" and not (tmp_path / "res").exists()
+
+
+# --- .npz files that are not zip archives; boolean inputs -------------------------------------
+
+
+@pytest.mark.parametrize("content", ["npy", "text"])
+def test_a_npz_that_is_no_zip_archive_is_named_as_such(tmp_path, capsys, saved_net, content):
+    """A .npy renamed .npz was refused with "'numpy.ndarray' object does not support the
+    context manager protocol", other bytes with "This file contains pickled (object) data"."""
+    data = tmp_path / "d.npz"
+    if content == "npy":
+        with open(data, "wb") as fh:
+            np.save(fh, np.ones((4, 2)))
+    else:
+        data.write_text("x,y\n1,0\n")
+    why = "a single .npy array" if content == "npy" else "not a zip archive"
+    (tmp_path / "c.toml").write_text('[data]\npath = "d.npz"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    assert_one_line_error(code, err, "d.npz", "is not a .npz file", why)
+    code, _, err = run_cli(capsys, "predict", saved_net, data)
+    assert_one_line_error(code, err, "d.npz", "is not a .npz file", why)
+    assert "pickled" not in err
+
+
+def test_predict_reads_boolean_inputs_as_training_does(tmp_path, capsys, saved_net):
+    """A training .npz of boolean features trains (0/1); predict refused the same array
+    ('expected a 2-D array of real numbers, got shape (3, 2) bool')."""
+    x = np.array([[True, False], [False, True], [True, True]])
+    np.save(tmp_path / "b.npy", x)
+    code, out, err = run_cli(capsys, "predict", saved_net, tmp_path / "b.npy", "--json")
+    assert code == 0, err
+    import depthlab as dl
+
+    expected = dl.load(saved_net).predict(x.astype(np.float32))
+    np.testing.assert_array_equal(np.array(__import__("json").loads(out)["outputs"],
+                                           dtype=np.float32), expected)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.files import check_csv_fits, is_number, npy_header, npz_headers
+from .data.files import check_csv_fits, check_npz, is_number, npy_header, npz_headers
 from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
 
@@ -135,6 +135,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                 check_array(*npy_header(fh), f"DATA {path!r}")
             x = np.load(p, allow_pickle=False)
         elif kind == ".npz":
+            check_npz(p, "it")  # named by the message below
             with np.load(p, allow_pickle=False) as z:
                 headers = npz_headers(z)
                 key = input_key(z.files)
@@ -169,6 +170,8 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
     x = np.asarray(x)
+    if x.dtype.kind == "b":  # 0/1 features, as a training .npz of booleans is read
+        x = x.astype(np.uint8)
     if x.ndim == 1:
         x = x[None, :]
     elif x.ndim > 2:  # images (N, H, W[, C]): flattened per row, as training flattens them

@@ -31,7 +31,20 @@ FILE_KINDS = (".npz", ".csv", "IDX file or folder")
 NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_test]")
 
 
+def check_npz(path: Path, what: str) -> None:
+    """Refuse a file named ``.npz`` that is no zip archive before ``np.load`` reads it as
+    something else (a renamed ``.npy`` came back as one array; other bytes as "pickled data")."""
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    why = ("it holds a single .npy array" if head == b"\x93NUMPY"
+           else "its bytes are not a zip archive")
+    raise ValueError(f"{what} is not a .npz file (a zip archive of .npy arrays): {why}")
+
+
 def _npz(path: Path) -> RawData:
+    check_npz(path, repr(str(path)))
     try:
         with np.load(path, allow_pickle=False) as z:
             headers = npz_headers(z)
