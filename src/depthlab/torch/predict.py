@@ -138,6 +138,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
     in_ops: dict[int, str] = {}  # layer -> autograd node that made its input (not a module)
+    sizes: dict[int, int] = {}  # storage -> entries of the tensor first written there (x, a
+    # module's output): a layer reading a view with fewer (a slice, one time step) reads a part
+    in_sizes: dict[int, int] = {}  # layer or container -> entries of its (last) input
     handles = []
 
     def label(module) -> str:
@@ -148,6 +151,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         fns[at] = t.grad_fn
         labels[at] = label(module)
         versions[_storage(t)] = t._version
+        sizes.setdefault(_storage(t), t.numel())
         if t_in is not None and _storage(t_in) != _storage(t):  # not in place
             producers.setdefault(_storage(t), (_storage(t_in), label(module)))
             if _shape_only(module):  # e.g. Flatten of a non-contiguous tensor
@@ -158,6 +162,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         inputs.setdefault(id(module), []).append(-1 if t is None else _storage(t))
         if t is not None:
             shapes[id(module)] = tuple(t.shape)
+            in_sizes[id(module)] = t.numel()
             if t.grad_fn is not None:
                 in_ops.setdefault(id(module), t.grad_fn.name())
             if versions.get(_storage(t), t._version) != t._version:
@@ -195,6 +200,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     def box_pre(module, args):
         t = _first_tensor(args)
         containers.setdefault(id(module), []).append((-1 if t is None else _storage(t), -1))
+        if t is not None:
+            in_sizes[id(module)] = t.numel()
         box_fns[id(module)] = (None if t is None else t.grad_fn, None)
 
     def box_post(module, args, out):
@@ -204,6 +211,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         box_fns[id(module)] = (box_fns[id(module)][0], None if t is None else t.grad_fn)
         if t is not None:
             versions[_storage(t)] = t._version
+            sizes.setdefault(_storage(t), t.numel())
 
     def other_post(module, args, out):
         t = _first_tensor(out)
@@ -211,7 +219,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if (t is not None and t_in is not None and isinstance(module, _AVG_POOL)
                 and t_in.dim() >= 3 and t.numel() == t_in.shape[0] * t_in.shape[1]):
             # global average pooling: (N, C, *spatial) -> (N, C, 1...)
-            pools[_storage(t)] = (_storage(t_in), math.prod(t_in.shape[2:]))
+            pools[_storage(t)] = (_storage(t_in), math.prod(t_in.shape[2:]), t_in.numel())
         if t is not None:
             # the first producer: a view (flatten) shares the storage of what it reshapes
             others.setdefault(_storage(t), label(module))
@@ -259,6 +267,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                     handles.append(m.register_forward_hook(box_post))
             if isinstance(x, torch.Tensor):
                 versions[_storage(x)] = x._version
+                sizes[_storage(x)] = x.numel()
             output = call_model(model, x)
     finally:
         for h in handles:
@@ -280,7 +289,11 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             calls, hops = [copies[calls[0]]], hops + 1
         pool = 1
         if start is not None and calls[0] != start and pools.get(calls[0], (None,))[0] == start:
-            pool = pools[calls[0]][1]  # global average pooling in between
+            _, pool, read = pools[calls[0]]  # global average pooling in between
+            _whole(repr(info.name), read, sizes.get(start), start == x_store)
+        elif start is not None and calls[0] == start:
+            _whole(repr(info.name), in_sizes.get(id(info.owner)), sizes.get(start),
+                   start == x_store)
         elif start is not None and calls[0] != start:
             what = "the model's input x" if start == x_store else "the previous layer's output"
             made = between(calls[0], start)
@@ -336,6 +349,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                              f"blocks; the input of residual block {block.name!r} is not the "
                              f"previous layer's output (pooling or another operation in "
                              f"between){between(b_in)}")
+        if prev_end is not None:
+            _whole(f"residual block {block.name!r}", in_sizes.get(key), sizes.get(prev_end),
+                   prev_end == x_store)
         paths: list[list[dict]] = [[]]  # the branch F, then a projection shortcut if any
         ends: list[Any] = [None]  # grad_fn of each path's output (the identity: the input's)
         end, done = b_in, 0
@@ -380,6 +396,20 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                          "output after the last layer): the gradients before it would be "
                          "predicted without that path")
     return out
+
+
+def _whole(name: str, read: int | None, made: int | None, first: bool) -> None:
+    """A ValueError unless a segment reads every entry (``read``) of the tensor before it
+    (``made`` entries): a slice or a selection (``h[:, :k]``, a sequence's last step) shares
+    its storage, and was taken for the whole output, while the gradient reaches only the
+    entries read (the prediction of the layers before was 0.7x the measurement for half the
+    units, 0.2x for one of 32 time steps)."""
+    if first or read is None or made is None or read == made:  # part of x: no gradient rows
+        return
+    raise ValueError(f"predict() needs a chain in which each layer reads all of the previous "
+                     f"output; the input of {name} is a part of the previous layer's output "
+                     f"({read} of its {made} entries: a slice or a selection), whose other "
+                     "entries get no gradient")
 
 
 def _other_path(end: Any, stop: Any, earlier: dict) -> int | None:
@@ -738,6 +768,7 @@ def predict(model: nn.Module, x: Any, y: Any = None,
 
 def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None,
              percentiles: Sequence[float]) -> pd.DataFrame:
+    check_model(model)  # before model.parameters(): a non-module was an AttributeError
     if (y is None) != (loss_fn is None):
         raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
                          "or neither")

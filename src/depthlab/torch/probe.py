@@ -43,7 +43,8 @@ after), with a warning: the layers it wraps ran their forward without gradients,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -116,6 +117,48 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tens
     return (hit & valid).to(wide).sum() / valid.to(wide).sum()
 
 
+@contextmanager
+def no_fast_path() -> Iterator[None]:
+    """torch's inference fast path of ``nn.TransformerEncoder``/``TransformerEncoderLayer``/
+    ``MultiheadAttention`` off within the block (``torch.backends.mha``), restored after. In
+    eval mode with frozen weights the encoder packed a padded batch into a nested tensor, so
+    its layers' outputs had no flat memory and the probe gave them no ``pre_*`` rows (8 layers
+    of a 2-layer encoder: weight rows only); off, they run as in training (padded positions
+    included)."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not mha.get_fastpath_enabled():
+        yield
+        return
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(True)
+
+
+def _tensors_in(x: Any) -> list[torch.Tensor]:
+    inputs = x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list)) else (x,)
+    return [t for t in inputs if isinstance(t, torch.Tensor)]
+
+
+def forward(model: nn.Module, x: Any) -> Any:
+    """:func:`call_model`; a RuntimeError about types raised while an input tensor's dtype is
+    not that of the model's (floating) weights becomes a one-line TypeError saying so (torch
+    said e.g. 'mat1 and mat2 must have the same dtype, but got Double and Float')."""
+    try:
+        return call_model(model, x)
+    except RuntimeError as exc:
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
+                   None)
+        if bad is None or "type" not in said.lower():
+            raise
+        (w,) = dtypes
+        raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
+                        f"of the model's dtype (x.to({w})) (torch: {said})") from exc
+
+
 def trackable(v: Any) -> Any:
     """``v`` with every inference-mode tensor (also inside a tuple, list or dict) copied to an
     ordinary one, which autograd can record."""
@@ -153,7 +196,8 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     params = [p for p in model.parameters() if p.requires_grad]
     with rec.isolated():
         rec.arm()
-        output = call_model(model, x)
+        with no_fast_path():
+            output = forward(model, x)
         rec.disarm()
         loss = check_loss(loss_fn(output, y))
         acc = accuracy(output, y, getattr(loss_fn, "ignore_index", None))
