@@ -89,3 +89,20 @@ def test_batchnorm_training_on_one_row_names_the_row_count_not_a_batch_size_neve
     with pytest.raises(ValueError, match=r"at least 2 rows; got batch_size=1$"):
         dl.fit(dl.mlp([3, 4, 2], batchnorm=True, seed=0), np.vstack([x, x]), np.array([1, 0]),
                batch_size=1)
+
+
+def test_a_config_takes_a_negative_sgd_dampening_as_torch_and_fit_do():
+    """``[train] dampening = -0.2`` was refused (">= 0") although ``torch.optim.SGD`` and
+    ``dl.fit(..., dampening=-0.2)`` take it; a hyperparameter that is not a number said
+    "accepted: a number or true/false" for ``eps``."""
+    from depthlab.spec import ConfigError, RunSpec
+
+    base = {"name": "t", "model": {"sizes": [4, 8, 3]}, "data": {"name": "digits"}}
+    spec = RunSpec.from_dict({**base, "train": {"optimizer": "sgd", "momentum": 0.5,
+                                                "dampening": -0.2}})
+    assert spec.train.optimizer_kwargs["dampening"] == -0.2
+    with pytest.raises(ConfigError, match=r"^train\.momentum = -0\.5 is out of range"):
+        RunSpec.from_dict({**base, "train": {"optimizer": "sgd", "momentum": -0.5}})
+    with pytest.raises(ConfigError, match=r'^train\.eps = "x" has the wrong type; accepted: '
+                                          r"a finite number$"):
+        RunSpec.from_dict({**base, "train": {"optimizer": "adam", "eps": "x"}})

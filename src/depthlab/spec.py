@@ -472,10 +472,11 @@ class TrainSpec(_Section):
                 pass
             elif k in flags:  # a switch (amsgrad, nesterov, ...) given as a number
                 raise bad(f"{prefix}{k}", v, "true or false", "has the wrong type")
-            elif is_num(v):
-                kwargs[k] = Float(0.0, what="a finite number")(f"{prefix}{k}", v)
+            elif is_num(v):  # SGD's dampening may be negative (torch.optim.SGD, dl.fit)
+                low = None if k in _SIGNED_HYPERPARAMETERS else 0.0
+                kwargs[k] = Float(low, what="a finite number")(f"{prefix}{k}", v)
             else:
-                raise bad(f"{prefix}{k}", v, "a number or true/false", "has the wrong type")
+                raise bad(f"{prefix}{k}", v, "a finite number", "has the wrong type")
         try:  # the optimizer's own rules (e.g. nesterov needs momentum > 0)
             OPTIMIZERS[name].check_hyperparameters(lr=self.lr, **kwargs)
         except (TypeError, ValueError) as e:
@@ -493,6 +494,9 @@ class TrainSpec(_Section):
         if self.epochs is None and self.max_steps is None:
             self._set(epochs=1)
 
+
+# Optimizer hyperparameters that may be negative (the others are numbers >= 0).
+_SIGNED_HYPERPARAMETERS = frozenset({"dampening"})
 
 # Names of the optimizer hyperparameters given as direct [train] keys (for messages).
 _DIRECT: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("spec_direct",
