@@ -255,3 +255,18 @@ def test_predict_reads_boolean_inputs_as_training_does(tmp_path, capsys, saved_n
     expected = dl.load(saved_net).predict(x.astype(np.float32))
     np.testing.assert_array_equal(np.array(__import__("json").loads(out)["outputs"],
                                            dtype=np.float32), expected)
+
+
+# --- run --name: the config's rule for a name -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_run_refuses_a_blank_name_as_the_config_does(tmp_path, capsys, name):
+    """`name = ""` in a config is refused; `--name ""` was silently ignored (the run got the
+    config's name) and `--name "   "` stored a blank name."""
+    (tmp_path / "c.toml").write_text('[data]\nname = "digits"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n')
+    code, out, err = run_cli(capsys, "run", tmp_path / "c.toml", "--name", name, "--out",
+                             tmp_path / "res")
+    assert_one_line_error(code, err, "--name", repr(name), "a non-empty name")
+    assert out == "" and not (tmp_path / "res").exists()

@@ -12,13 +12,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config file ([data], [model], [train], [probes]), "
                                   "or the same sections as a .json object")
     add_out(p)
-    p.add_argument("--name", help="a name for the run (default: the config's name)")
+    p.add_argument("--name", type=_name, help="a name for the run (default: the config's name)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a stored run (or sweep point) with the same config; without "
                    "it such a run is refused before training")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     p.add_argument("--json", action="store_true",
                    help="print the run's record as JSON on stdout (messages go to stderr)")
+
+
+def _name(text: str) -> str:
+    """``--name``: not blank, as the config's ``name`` (``--name ""`` was ignored)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; accepted: a non-empty "
+                                         "name (or omit --name for the config's name)")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
