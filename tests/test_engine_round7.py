@@ -106,3 +106,13 @@ def test_a_config_takes_a_negative_sgd_dampening_as_torch_and_fit_do():
     with pytest.raises(ConfigError, match=r'^train\.eps = "x" has the wrong type; accepted: '
                                           r"a finite number$"):
         RunSpec.from_dict({**base, "train": {"optimizer": "adam", "eps": "x"}})
+
+
+def test_an_optimizer_given_the_network_itself_says_to_pass_its_parameters():
+    """``dl.optimizer("sgd", net)`` (torch habit: the model) said "got Dense": a Network
+    iterates over its layers."""
+    net = dl.mlp([3, 4, 2], seed=0)
+    with pytest.raises(TypeError, match=r"got a Network; pass its \.parameters\(\)$"):
+        dl.optimizer("sgd", net, lr=0.1)
+    opt = dl.optimizer("sgd", net.parameters(), lr=0.1)
+    assert len(opt.params) == 4

@@ -74,6 +74,10 @@ def _param_list(params: Iterable[Parameter]) -> list[Parameter]:
         return []
     if isinstance(params, Parameter):
         params = [params]
+    if callable(getattr(params, "parameters", None)):  # a network or layer, as torch users
+        raise TypeError(  # pass model.parameters(): Network iterates over its layers
+            f"params must be an iterable of depthlab Parameter objects, got a "
+            f"{type(params).__name__}; pass its .parameters()")
     try:
         plist = list(params)
     except TypeError:
