@@ -224,6 +224,31 @@ class _Hidden(nn.Module):
         return self.fc(out[-1]), h
 
 
+class _Packed(nn.Module):
+    """Token ids padded with 0, packed for a bidirectional 2-layer GRU (its output: the packed
+    data of the valid steps only), unpacked and averaged over each sequence's length."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 4, padding_idx=0)
+        self.rnn = nn.GRU(4, 6, batch_first=True, bidirectional=True, num_layers=2)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)
+        return self.fc(out.sum(1) / lengths[:, None].to(out.dtype))
+
+
+def _padded_ids(g):
+    lengths = torch.tensor([6, 3, 5, 2])
+    ids = torch.randint(1, 12, (4, 6), generator=g)
+    for i, n in enumerate(lengths):
+        ids[i, n:] = 0
+    return ids, lengths
+
+
 def _frozen(index):
     m = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
     m[index].requires_grad_(False)
@@ -313,6 +338,7 @@ def _cases():
         "bytes-cast-inside": (_Bytes, torch.randint(0, 255, (5, 8), generator=g,
                                                     dtype=torch.uint8), 5, ["c", "fc"]),
         "tuple-output-hidden-state-loss": (_Hidden, r(5, 3, 4), 3, ["rnn", "fc"]),
+        "packed-sequences": (_Packed, _padded_ids(g), 4, ["emb", "rnn", "fc"]),
     }
 
 
@@ -513,6 +539,13 @@ def test_an_input_of_another_dtype_is_one_type_error_line(model, x):
     w = next(model.parameters()).dtype
     assert f"x has dtype {x.dtype} but the model's weights are {w}" in msg, msg
     assert f"x.to({w})" in msg and "\n" not in msg
+
+
+def test_float_ids_into_an_embedding_keep_torchs_message():
+    """The dtype hint is not given where torch says what it wants (indices: Long or Int)."""
+    model = nn.Sequential(nn.Embedding(5, 3), nn.Flatten(), nn.Linear(6, 2))
+    with pytest.raises(RuntimeError, match="'indices' to have one of the following scalar"):
+        dlt.probe(model, torch.zeros(4, 2, dtype=D), torch.zeros(4, dtype=torch.long), _ce)
 
 
 def test_predict_of_a_non_module_is_a_type_error():

@@ -152,8 +152,8 @@ def forward(model: nn.Module, x: Any) -> Any:
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
                    None)
-        if bad is None or "type" not in said.lower():
-            raise
+        if bad is None or "type" not in said.lower() or "indices" in said:
+            raise  # (an Embedding given float ids: torch's message says what it wants)
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
