@@ -270,3 +270,18 @@ def test_run_refuses_a_blank_name_as_the_config_does(tmp_path, capsys, name):
                              tmp_path / "res")
     assert_one_line_error(code, err, "--name", repr(name), "a non-empty name")
     assert out == "" and not (tmp_path / "res").exists()
+
+
+def test_predict_keeps_the_first_row_of_a_headerless_csv_of_quoted_numbers(tmp_path, capsys,
+                                                                           saved_net):
+    """'"1","2"' was taken for a header (its cells were split on commas with the quotes
+    kept, so not numbers): the first row of inputs was silently dropped."""
+    (tmp_path / "q.csv").write_text('"1","2"\n"3","4"\n"5","6"\n')
+    code, out, err = run_cli(capsys, "predict", saved_net, tmp_path / "q.csv", "--json")
+    assert code == 0, err
+    import depthlab as dl
+
+    x = np.array([[1, 2], [3, 4], [5, 6]], dtype=np.float32)
+    got = np.array(__import__("json").loads(out)["outputs"], dtype=np.float32)
+    assert got.shape == (3, 2)
+    np.testing.assert_allclose(got, dl.load(saved_net).predict(x), rtol=1e-6)

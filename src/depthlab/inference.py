@@ -8,6 +8,7 @@ Errors are ValueErrors naming the file or value and what was expected.
 
 from __future__ import annotations
 
+import csv
 import glob
 import gzip
 import zipfile
@@ -149,7 +150,9 @@ def read_labeled_inputs(path: str, label: str | int | None = None
             check_csv_fits(p, f"DATA {path!r}")  # before pandas allocates it
             opener = gzip.open if lower.endswith(".gz") else open
             with opener(p, "rt", encoding="utf-8-sig") as fh:  # a byte-order mark is not data
-                first = fh.readline().split(",")
+                # its cells as pandas reads them: a quoted number ("1") is a number, so a
+                # headerless file of quoted numbers keeps its first row
+                first = next(csv.reader([fh.readline()]), [])
             header = not all(is_number(c) for c in first)
             frame = pd.read_csv(p, header=0 if header else None)
             if header and label is not None:
