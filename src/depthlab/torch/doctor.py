@@ -140,6 +140,13 @@ class TorchRunContext(RunContext):
                 (p.activation.fn for p in self.points
                  if p.activation_name == name and p.activation is not None), None)
 
+    def at(self, step: int, quantity: str) -> pd.Series:
+        """Per-hidden-layer values of ``quantity`` at ``step``: the output layer's row is left
+        out, also when an activation module follows it (a ``BCELoss`` model's sigmoid is the
+        model's output, its saturation confident predictions, not a hidden layer's)."""
+        s = super().at(step, quantity)
+        return s[s.index.isin(self.hidden)]
+
     def init_variance_ratios(self, activation: str | None = None) -> dict[int, float]:
         """Initial Var(W) (``weight_std`` at step 0 squared) / the variance recommended for the
         layer's following activation (or for ``activation`` when given), per hidden layer."""
@@ -345,8 +352,14 @@ def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
 def _as_tensor(v: Any, label: str) -> torch.Tensor:
     if isinstance(v, torch.Tensor):  # an inference-mode tensor cannot be saved for backward
         return v.clone() if v.is_inference() else v.detach()
+    if v is None:
+        raise TypeError(f"{label} is None; expected an array or a tensor" + (
+            " (give x_val and y_val together, or neither)" if label.endswith("_val") else ""))
     try:
-        return torch.as_tensor(np.asarray(v))
+        a = np.asarray(v)
+        if not a.flags.writeable:  # a pandas column, np.load(mmap_mode="r"): torch warns
+            a = a.copy()  # that it cannot share a read-only array's memory
+        return torch.as_tensor(a)
     except (TypeError, ValueError, RuntimeError) as e:
         raise TypeError(f"{label} must be an array or a tensor, got {type(v).__name__}: "
                         f"{e}") from None
@@ -685,9 +698,10 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             model.eval()
             out = model(d.x[:2].clone())
             scalar_loss(loss_fn, out, d.y[:2])
-    except ValueError:
-        raise
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
+        if isinstance(e, ValueError) and str(e).startswith("loss_fn must return a scalar"):
+            raise  # scalar_loss's own message; torch's ValueErrors (BCE's 'Target size
+            # (torch.Size([2])) must be ...', of the 2 rows checked) get the shapes below
         hint = "" if d.x.is_floating_point() else (
             "; integer inputs are passed as int64 (token ids for an nn.Embedding): give "
             "floating-point inputs to other models")

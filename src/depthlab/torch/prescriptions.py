@@ -16,9 +16,10 @@ change                      what it does
                             Mishkin & Matas 2016)
 ``activation``              replace every activation module of a known kind by ``relu``,
                             ``leaky_relu``, ``elu``, ``selu``, ``tanh``, ``gelu`` or ``swish``
+                            (the output layer's, e.g. a ``BCELoss`` model's sigmoid, is kept)
 ``normalization``           ``batchnorm``: insert ``BatchNorm1d/2d/3d`` after every
                             ``Linear``/``Conv`` child of an ``nn.Sequential`` that is directly
-                            followed by an activation module
+                            followed by an activation module (not after the output layer)
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
@@ -144,13 +145,15 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 @dataclass
 class TracedLayer:
     """A weight layer in forward order: dotted ``name``, ``module``, the ``activation`` module
-    that follows it (through normalization, dropout or pooling; None if none) and whether a
-    normalization module sits in between (``normalized``)."""
+    that follows it (through normalization, dropout or pooling; None if none), whether a
+    normalization module sits in between (``normalized``) and whether it ran on the traced
+    batch (``ran``)."""
 
     name: str
     module: nn.Module
     activation: nn.Module | None
     normalized: bool
+    ran: bool = True
 
     @property
     def activation_name(self) -> str | None:
@@ -202,8 +205,14 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         out.append(TracedLayer(names.get(m, "?"), m, act, normed))
     for m in model.modules():
         if m not in seen and weight_tensors(m):
-            out.append(TracedLayer(names.get(m, "?"), m, None, False))
+            out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False))
     return out
+
+
+def output_layer(layers: list[TracedLayer]) -> TracedLayer | None:
+    """The output layer: the last traced layer that ran (its ``activation``, e.g. the sigmoid
+    of a ``BCELoss`` model, is part of the model's output, not a hidden activation)."""
+    return next((t for t in reversed(layers) if t.ran), None)
 
 
 def dominant_activation(layers: list[TracedLayer]) -> str | None:
@@ -374,14 +383,22 @@ def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) ->
 
 # -- activation swap and normalization ---------------------------------------------------------
 
-def swap_activations(model: nn.Module, new: str) -> int:
+def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) -> int:
     """Replace every known activation module by ``NEW_ACTIVATIONS[new]()`` (in-place flags
-    kept for ReLU); returns how many were replaced (0: :class:`NotApplicable`)."""
+    kept for ReLU); returns how many were replaced (0: :class:`NotApplicable`). Every slot
+    holding it is replaced, also when one instance fills several (``act`` shared in
+    ``nn.Sequential(l1, act, l2, act)``), which ``named_children`` lists once. ``x``: a data
+    batch, to find the output layer (:func:`output_layer`), whose activation is kept (a
+    ``BCELoss`` model's sigmoid swapped for a ReLU gives outputs outside [0, 1])."""
     if new not in NEW_ACTIVATIONS:
         raise ValueError(f"unknown activation {new!r}; expected one of {sorted(NEW_ACTIVATIONS)}")
+    out = output_layer(trace(model, x)) if x is not None else None
+    keep = out.activation if out is not None else None
     count = 0
     for parent in model.modules():
-        for child_name, child in list(parent.named_children()):
+        for child_name, child in list(parent._modules.items()):
+            if child is None or child is keep:
+                continue
             old = activation_name(child)
             if old is None or (old == new and not activation_kwargs(child)):
                 continue
@@ -391,7 +408,7 @@ def swap_activations(model: nn.Module, new: str) -> int:
             setattr(parent, child_name, repl)
             count += 1
     if not count:
-        raise NotApplicable(f"no activation module to replace by {new}")
+        raise NotApplicable(f"no activation module of a hidden layer to replace by {new}")
     return count
 
 
@@ -437,23 +454,29 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     """Insert a batch norm after every Linear/Conv child of an ``nn.Sequential`` that is
     directly followed by an activation module; returns how many were inserted. ``x``: a data
     batch, to see a Linear applied to sequences ``(N, T, C)``, which gets a
-    :class:`FeatureBatchNorm` (``BatchNorm1d`` would normalize over ``T``)."""
+    :class:`FeatureBatchNorm` (``BatchNorm1d`` would normalize over ``T``), and to find the
+    output layer (:func:`output_layer`), which gets none (its activation, e.g. a ``BCELoss``
+    model's sigmoid, is the model's output)."""
     ranks = _linear_output_ranks(model, x)
+    out = output_layer(trace(model, x)) if x is not None else None
+    last = out.module if out is not None else None
     device, dtype = next(((p.device, p.dtype) for p in model.parameters()
                           if p.is_floating_point()), (torch.device("cpu"), torch.float32))
     count = 0
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        items = list(seq.named_children())
+        # every slot in order, also a module that fills several (one shared activation
+        # instance), which named_children lists once
+        items = [(n, c) for n, c in seq._modules.items() if c is not None]
         new: list[tuple[str, nn.Module]] = []
         for i, (name, child) in enumerate(items):
             new.append((name, child))
             nxt = items[i + 1][1] if i + 1 < len(items) else None
-            bn = _norm_for(child, ranks.get(id(child), 2))
+            bn = _norm_for(child, ranks.get(id(child), 2)) if child is not last else None
             if bn is not None and nxt is not None and activation_name(nxt) is not None:
                 new.append((f"{name}_bn", bn.to(device=device, dtype=dtype)))
                 count += 1
         if len(new) != len(items):
-            for name, _ in items:
+            for name in list(seq._modules):
                 delattr(seq, name)
             for name, child in new:
                 seq.add_module(name, child)
@@ -476,7 +499,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
         raise ValueError(f"unknown prescription keys {sorted(unknown)}; expected "
                          f"{sorted(TRAINING_KEYS | MODEL_KEYS)}")
     if "activation" in changes:
-        swap_activations(model, str(changes["activation"]))
+        swap_activations(model, str(changes["activation"]), x)
     if "normalization" in changes:
         if changes["normalization"] != "batchnorm":
             raise ValueError(f"unknown normalization {changes['normalization']!r}; expected "

@@ -134,7 +134,8 @@ def make_optimizer(spec: TorchTrainSpec, params: Sequence[torch.nn.Parameter]
     argument becomes a ValueError naming the optimizer."""
     try:
         return OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)
-    except TypeError as e:  # an unknown keyword
+    except (TypeError, IndexError, KeyError, AttributeError) as e:  # an unknown keyword, a
+        # value of the wrong kind (betas=(0.9,): IndexError inside Adam)
         raise ValueError(f"optimizer {spec.optimizer!r} does not accept "
                          f"{spec.optimizer_kwargs}: {e}") from None
     except ValueError as e:  # a bad value (momentum -1), parameters it cannot take
