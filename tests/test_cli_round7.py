@@ -55,6 +55,36 @@ def test_standardizer_keeps_a_feature_of_1e200():
         assert mean[1] == x.mean(axis=0)[1] and std[1] == x.std(axis=0)[1]
 
 
+@pytest.mark.parametrize("scale", [1e-13, 1e-200, 1e200])
+def test_standardized_data_do_not_depend_on_the_units_of_a_feature(tmp_path, scale):
+    """A feature in tiny units (std about 1e-13: lengths in metres of atoms, probabilities)
+    fell under the absolute 'near-constant' threshold std < 1e-12 and was set to 0 for every
+    row; at 1e-200 its squares underflowed to std 0; at 1e200 they overflowed to inf. The
+    standardized data are now those of the same feature in units of 1."""
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((80, 2))
+    y = (x[:, 0] > 0).astype(np.int64)
+    np.savez(tmp_path / "ref.npz", x=x, y=y)
+    np.savez(tmp_path / "scaled.npz", x=x * np.array([scale, 1.0]), y=y)
+    ref = load_dataset(tmp_path / "ref.npz", standardize=True, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = load_dataset(tmp_path / "scaled.npz", standardize=True, seed=0)
+    np.testing.assert_allclose(got.x_train, ref.x_train, atol=1e-5)
+    np.testing.assert_allclose(got.x_test, ref.x_test, atol=1e-5)
+
+
+def test_a_feature_constant_up_to_rounding_still_maps_to_0():
+    """0.1 + 0.2 and 0.3 differ in the last bit: that spread is rounding, not signal."""
+    from depthlab.data import fit_standardizer
+
+    x = np.column_stack([np.where(np.arange(10) % 2, 0.1 + 0.2, 0.3), np.arange(10.0)])
+    _, std = fit_standardizer(x)
+    assert std[0] == 1.0 and std[1] == np.arange(10.0).std()
+
+
 # --- predict on the run's own CSV: standardized as in training --------------------------------
 
 

@@ -14,29 +14,33 @@ from depthlab.backend import xp
 def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of ``x_train`` (population std, computed in float64).
 
-    Returns ``(mean, std)`` in ``x_train``'s dtype; ``std`` is 1 where the feature is constant.
-    A column whose squares overflow float64 (``|x|`` near 1e154 and above) gets
-    ``mean = s mean(x / s)`` and ``std = s std(x / s)`` with ``s = max |x|``.
+    Returns ``(mean, std)`` in ``x_train``'s dtype; ``std`` is 1 where the feature is constant,
+    or constant up to the rounding of its mean: ``std <= n eps |mean|`` (``eps`` of float64, the
+    bound scikit-learn uses), whatever the feature's scale (a feature of about 1e-13 keeps its
+    spread; an absolute 1e-12 erased it). A column whose squares overflow or underflow float64
+    (``|x|`` above about 1e150 or below about 1e-150) gets ``mean = s mean(x / s)`` and
+    ``std = s std(x / s)`` with ``s = max |x|``.
     """
     x = xp.asarray(x_train)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"fit_standardizer needs a non-empty 2-D array, got shape {x.shape}")
-    with np.errstate(over="ignore", invalid="ignore"):  # overflowing columns: below
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # such columns: below
         mean = x.mean(axis=0, dtype=np.float64)
         std = x.std(axis=0, dtype=np.float64)
-    big = ~(np.isfinite(mean) & np.isfinite(std))
-    if big.any():  # |x| ~ 1e200: the squares (or the sum) overflow float64, the std was inf
-        # and the feature became 0; computed on x / s (s = the column's max |x|), times s
-        cols = np.asarray(x[:, big], dtype=np.float64)
-        s = np.abs(cols).max(axis=0)
-        mean[big] = (cols / s).mean(axis=0) * s
-        std[big] = (cols / s).std(axis=0) * s
     constant = x.max(axis=0) == x.min(axis=0)
+    scaled = ~(np.isfinite(mean) & np.isfinite(std)) | ((std < 1e-150) & ~constant)
+    if scaled.any():  # |x| ~ 1e200: the std was inf and the feature became 0 (~ 1e-170: 0)
+        cols = np.asarray(x[:, scaled], dtype=np.float64)
+        s = np.abs(cols).max(axis=0)
+        mean[scaled] = (cols / s).mean(axis=0) * s
+        std[scaled] = (cols / s).std(axis=0) * s
     mean[constant] = x[0, constant]
     std[constant] = 1.0
-    # Guard against near-constant features whose std underflows after rounding.
-    std[std < 1e-12] = 1.0
-    return mean.astype(x.dtype), std.astype(x.dtype)
+    std[std <= x.shape[0] * np.finfo(np.float64).eps * np.abs(mean)] = 1.0  # rounding noise
+    std[std == 0] = 1.0  # a spread below float64's smallest number
+    out = std.astype(x.dtype)
+    out[out == 0] = 1.0  # a spread below the dtype's smallest number
+    return mean.astype(x.dtype), out
 
 
 def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
