@@ -29,6 +29,25 @@ INFERENCE_MODES = ("ema", "population")
 EMA_STARTS = ("first_batch", "zero")
 
 
+# From this many rows on, float32 batch statistics are accumulated in float64 (as torch's CPU
+# kernels do): a float32 sum down a column of m rows errs by up to ~m * 6e-8 relative (20000
+# rows: BN outputs 1.5e-5 away from torch's, 2.4e-6 with float64 sums); smaller batches keep
+# the faster float32 sums, whose error is below a few float32 roundings.
+F64_SUMS_FROM = 1024
+
+
+def batch_moments(x: Array) -> tuple[Array, Array, Array]:
+    """``(mu, x - mu, var)`` of a batch (rows), ``var = (1/m) sum_i (x_i - mu)^2`` (biased), in
+    the dtype of ``x``; float32 batches of at least :data:`F64_SUMS_FROM` rows are summed in
+    float64."""
+    m = x.shape[0]
+    acc = np.float64 if x.dtype == np.float32 and m >= F64_SUMS_FROM else None
+    mu = x.mean(axis=0, dtype=acc).astype(x.dtype, copy=False)
+    xc = x - mu
+    var = (np.einsum("ij,ij->j", xc, xc, dtype=acc) / m).astype(x.dtype, copy=False)
+    return mu, xc, var
+
+
 class BatchNorm(Layer):
     overwrites_grad = False
 
@@ -109,9 +128,7 @@ class BatchNorm(Layer):
                     f"{self.name}: batch normalization needs a batch of at least 2 rows "
                     f"in training, got {m}"
                 )
-            mu = x.mean(axis=0)
-            xc = x - mu
-            var = np.einsum("ij,ij->j", xc, xc) / m
+            mu, xc, var = batch_moments(x)
             if self.update_stats:
                 self._update_running(mu, var, m)
         else:
