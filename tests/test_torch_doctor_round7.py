@@ -162,3 +162,18 @@ def test_targets_of_another_shape_for_bce_name_the_shapes_per_example():
     with pytest.raises(ValueError, match="^loss_fn must return a scalar tensor"):
         dlt.doctor(_sick_sigmoid(head=False), (x, y), steps=2, verify=False,
                    loss_fn=nn.BCEWithLogitsLoss(reduction="none"))
+
+
+def test_a_torch_diagnosis_shows_in_a_notebook():
+    """Regression: ``Diagnosis._repr_html_()`` of a torch diagnosis raised 'ValueError:
+    dictionary update sequence element #0 has length 1' (``plot.theory_for_config`` took its
+    ``config["model"]``, the class name "Sequential", for a model section)."""
+    from depthlab import plot
+
+    d = dlt.doctor(_sick_sigmoid(head=False), _xy(), loss_fn=nn.BCEWithLogitsLoss(), steps=4,
+                   batch_size=16, verify=False)
+    assert d.config["model"] == "Sequential"
+    html = d._repr_html_()
+    assert "Diagnosis" in html and "<img" in html
+    theory, note = plot.theory_for_config(d.config)
+    assert theory is None and note.startswith("no theory curve")

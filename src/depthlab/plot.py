@@ -172,7 +172,9 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     without them the reason it stored (``model.theory_note``). An ``mlp()`` config
     (``Network.config``, ``Diagnosis.config``: ``sizes`` at the top level) is its own model
     section, so a diagnosis plots with its theory too."""
-    model = dict(config.get("model") or {}) if isinstance(config, Mapping) else {}
+    section = config.get("model") if isinstance(config, Mapping) else None
+    # a torch Diagnosis's config names its model's class there ("model": "Sequential")
+    model = dict(section) if isinstance(section, Mapping) else {}
     if not model and isinstance(config, Mapping) and "sizes" in config:
         model = dict(config)  # dl.mlp's arguments (a Network's or a Diagnosis's config)
     rows = model.get("theory")  # depthlab.torch runs: depthlab.torch.predict at initialization
