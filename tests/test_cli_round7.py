@@ -143,14 +143,15 @@ def test_predict_accepts_the_training_csv_of_a_run_with_features_beyond_float32(
 # --- a network too large for memory, refused before its data file is read ---------------------
 
 
-def test_memory_refusal_before_loading_a_file_does_not_claim_0_rows(tmp_path, capsys):
+@pytest.mark.parametrize("sizes", ['[2, 100000000000, 2]', '["auto", 100000000000, "auto"]'])
+def test_memory_refusal_before_loading_a_file_does_not_claim_0_rows(tmp_path, capsys, sizes):
     """Was: '... with train.batch_size = 32 on 0 rows of data needs about 5.46 TiB' for a CSV
-    of 4 rows (its rows are not counted before it is read)."""
+    of 4 rows (its rows are not counted before it is read), and "auto" ends were shown as
+    their placeholder 1: 'model.sizes = [1, 100000000000, 1]'."""
     (tmp_path / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
-    (tmp_path / "c.toml").write_text('[data]\npath = "d.csv"\n[model]\n'
-                                     "sizes = [2, 100000000000, 2]\n")
+    (tmp_path / "c.toml").write_text(f'[data]\npath = "d.csv"\n[model]\nsizes = {sizes}\n')
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
-    line = assert_one_line_error(code, err, "model.sizes = [2, 100000000000, 2]",
+    line = assert_one_line_error(code, err, f"model.sizes = {sizes}",
                                  "for the network alone", "d.csv", "nothing was allocated")
     assert "0 rows" not in line
     assert not (tmp_path / "res").exists()

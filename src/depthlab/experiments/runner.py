@@ -115,6 +115,7 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
     from ..memory import MemoryRefusal, check_fits, run_bytes, sizes_text
 
     m, t, d = config["model"], config["train"], config["data"]
+    written = sizes is None and not (d.get("name") and find_builtin(d.get("name")))
     if sizes is None:
         spec = find_builtin(d.get("name")) if d.get("name") else None
         opts = d.get("options") or {}
@@ -143,8 +144,9 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         # a file's rows are unknown before it is loaded: not "on 0 rows of data"
         data = (f"on {n_rows} rows of data" if n_rows else
                 f"for the network alone (data file {d.get('path')!r} not loaded yet)")
-        check_fits(need, f"model.sizes = {sizes_text(sizes)} with train.batch_size = {bs} "
-                   + data)
+        # before a file is read, its "auto" ends are placeholders: the sizes as written
+        shown = sizes_text(m["sizes"] if written else sizes)
+        check_fits(need, f"model.sizes = {shown} with train.batch_size = {bs} " + data)
     except MemoryRefusal as e:
         raise ExperimentError(str(e)) from None
 
