@@ -316,3 +316,24 @@ def test_predict_keeps_the_first_row_of_a_headerless_csv_of_quoted_numbers(tmp_p
     got = np.array(__import__("json").loads(out)["outputs"], dtype=np.float32)
     assert got.shape == (3, 2)
     np.testing.assert_allclose(got, dl.load(saved_net).predict(x), rtol=1e-6)
+
+
+# --- data.options.scale of an IDX file --------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "-1.0", '"x"'])
+def test_idx_scale_option_is_checked_in_one_line(tmp_path, capsys, value):
+    """scale = 0 was an internal error (ZeroDivisionError), nan 'cannot convert float NaN to
+    integer', "x" 'could not convert string to float'."""
+    from depthlab.data import write_idx
+
+    rng = np.random.default_rng(5)
+    write_idx(tmp_path / "train-images-idx3-ubyte",
+              rng.integers(0, 255, (12, 2, 2)).astype(np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", (np.arange(12) % 2).astype(np.uint8))
+    (tmp_path / "c.toml").write_text(
+        f'[data]\npath = "train-images-idx3-ubyte"\noptions = {{scale = {value}}}\n'
+        '[model]\nsizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    assert_one_line_error(code, err, "train-images-idx3-ubyte", "scale=",
+                          "accepted: a finite number > 0")

@@ -8,7 +8,7 @@
 * IDX: an images file (``*-images-idx3-ubyte[.gz]``) whose labels file (``images`` -> ``labels``,
   ``idx3`` -> ``idx1``) lies next to it, or a folder holding ``train-images-idx3-ubyte[.gz]`` and
   ``train-labels-idx1-ubyte[.gz]`` (plus ``t10k-*`` or ``test-*`` files used as the test split).
-  uint8 pixels are scaled by 1/255 unless ``scale=`` says otherwise.
+  uint8 pixels are scaled by 1/255 unless ``scale=`` (a finite number > 0) says otherwise.
 """
 
 from __future__ import annotations
@@ -359,6 +359,14 @@ def load_file(
     if scale is not None and (csv or lower.endswith(".npz")):
         raise ValueError(f"{str(p)!r}: scale={scale!r} applies only to IDX files (uint8 "
                          "pixels); scale a .npz or .csv file's features yourself")
+    if scale is not None:  # 0 divided by zero (an internal error), nan failed in a cast
+        if isinstance(scale, bool) or not isinstance(scale, int | float | np.integer
+                                                     | np.floating):
+            raise TypeError(f"scale={scale!r} is not accepted; accepted: a finite number > 0 "
+                            "(the factor of an IDX file's values)")
+        if not (math.isfinite(float(scale)) and scale > 0):
+            raise ValueError(f"scale={scale!r} is not accepted; accepted: a finite number > 0 "
+                             "(the factor of an IDX file's values)")
     if p.is_dir():
         return _idx_folder(p, scale)
     if lower.endswith(".npz"):
