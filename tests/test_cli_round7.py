@@ -337,3 +337,17 @@ def test_idx_scale_option_is_checked_in_one_line(tmp_path, capsys, value):
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
     assert_one_line_error(code, err, "train-images-idx3-ubyte", "scale=",
                           "accepted: a finite number > 0")
+
+
+# --- generator options whose features overflow ------------------------------------------------
+
+
+@pytest.mark.parametrize("data", ['name = "clusters"\nn = 50\noptions = {separation = 1e308}',
+                                  'name = "spirals"\nn = 50\noptions = {noise = 1e300}'])
+def test_generator_option_that_overflows_is_one_line_naming_it(tmp_path, capsys, data):
+    """separation = 1e308 printed two 'overflow encountered' warnings and then blamed the
+    features ('features contain 12800 NaN/inf value(s)'), not the option."""
+    option = "separation" if "separation" in data else "noise"
+    (tmp_path / "c.toml").write_text(f'[data]\n{data}\n[model]\nsizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    assert_one_line_error(code, err, f"{option}=1e+30", "float32", f"a smaller {option}")

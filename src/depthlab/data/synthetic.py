@@ -43,11 +43,21 @@ def make_clusters(
     dt = resolve_dtype(dtype)
     g = rng.standard_normal((k, d))
     norms = np.linalg.norm(g, axis=1, keepdims=True)
-    means = (sep * g / np.where(norms > 0, norms, 1.0)).astype(dt)
-    y = np.arange(n, dtype=np.int64) % k
-    x = rng.standard_normal((n, d), dtype=dt)
-    xp.add(x, means[y], out=x)
+    with np.errstate(over="ignore", invalid="ignore"):  # named below
+        means = (sep * g / np.where(norms > 0, norms, 1.0)).astype(dt)
+        y = np.arange(n, dtype=np.int64) % k
+        x = rng.standard_normal((n, d), dtype=dt)
+        xp.add(x, means[y], out=x)
+    _check_range("separation", separation, x, dt)
     return x, y, means
+
+
+def _check_range(name: str, value, x: np.ndarray, dt: np.dtype) -> None:
+    """Refuse an option whose generated features overflow the dtype (e.g. separation =
+    1e308: infinite features), naming the option rather than the features."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}={value!r} gives features beyond {np.dtype(dt).name}'s range "
+                         f"(|x| <= {np.finfo(dt).max:.3g}); accepted: a smaller {name}")
 
 
 def make_spirals(
@@ -73,8 +83,11 @@ def make_spirals(
     t = rng.random(n)
     phi = 2.0 * np.pi * (turns * t + y / k)
     x = np.stack([t * np.cos(phi), t * np.sin(phi)], axis=1)
-    x += noise * rng.standard_normal((n, 2))
-    return x.astype(dt), y
+    with np.errstate(over="ignore", invalid="ignore"):  # named below
+        x += noise * rng.standard_normal((n, 2))
+        x = x.astype(dt)
+    _check_range("noise", noise, x, dt)
+    return x, y
 
 
 def load_clusters(
