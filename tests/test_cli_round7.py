@@ -351,3 +351,13 @@ def test_generator_option_that_overflows_is_one_line_naming_it(tmp_path, capsys,
     (tmp_path / "c.toml").write_text(f'[data]\n{data}\n[model]\nsizes = ["auto", 4, "auto"]\n')
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
     assert_one_line_error(code, err, f"{option}=1e+30", "float32", f"a smaller {option}")
+
+
+@pytest.mark.parametrize("value", ['""', "3"])
+def test_fashion_mnist_path_option_is_checked(tmp_path, capsys, value):
+    """path = 3 was "expected str, bytes or os.PathLike object, not int" (no option named);
+    path = "" searched the current folder."""
+    (tmp_path / "c.toml").write_text(f'[data]\nname = "fashion-mnist"\noptions = {{path = '
+                                     f'{value}}}\n[model]\nsizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    assert_one_line_error(code, err, "fashion-mnist", "path=", "a folder holding")

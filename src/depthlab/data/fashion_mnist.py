@@ -38,6 +38,9 @@ HOW_TO_GET = (
 def candidate_dirs(path: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched, in order."""
     if path is not None:
+        if not isinstance(path, str | os.PathLike) or not str(path).strip():
+            raise ValueError(f"path={path!r} is not accepted; accepted: a folder holding the "
+                             "Fashion-MNIST IDX files")
         return [Path(path).expanduser()]
     dirs = []
     if os.environ.get(ENV):
