@@ -177,3 +177,36 @@ def test_a_torch_diagnosis_shows_in_a_notebook():
     assert "Diagnosis" in html and "<img" in html
     theory, note = plot.theory_for_config(d.config)
     assert theory is None and note.startswith("no theory curve")
+
+
+def test_lazy_modules_are_initialized_on_the_data_as_their_eager_twins():
+    """Regression: a factory (or an instance) with ``nn.LazyLinear`` failed with 'Attempted to
+    use an uninitialized parameter in <method 'detach' ...>'; lazy modules are now initialized
+    on the data's first rows, after ``torch.manual_seed(seed)``: the same weights as
+    ``nn.Linear`` layers built after that seed, so the same diagnosis and verified cures; the
+    caller's lazy instance stays uninitialized."""
+    x, y = _xy()
+
+    def make(lazy):
+        def build():
+            layers = [nn.LazyLinear(16) if lazy else nn.Linear(8, 16), nn.Sigmoid()]
+            for _ in range(5):
+                layers += [nn.LazyLinear(16) if lazy else nn.Linear(16, 16), nn.Sigmoid()]
+            return nn.Sequential(*layers, nn.LazyLinear(1) if lazy else nn.Linear(16, 1))
+        return build
+
+    kw = {"loss_fn": nn.BCEWithLogitsLoss(), "steps": 10, "batch_size": 16, "max_cures": 1,
+          "probe_every": 5}
+    lazy = dlt.doctor(make(True), (x, y), **kw)
+    eager = dlt.doctor(make(False), (x, y), **kw)
+    assert lazy.baseline["train_loss"] == eager.baseline["train_loss"]
+    assert [(v.prescription, v.after["train_loss"]) for v in lazy.verifications] == \
+        [(v.prescription, v.after["train_loss"]) for v in eager.verifications]
+    instance = make(True)()
+    d = dlt.doctor(instance, (x, y), **{**kw, "verify": False})
+    assert d.baseline["steps"] == 10
+    assert any(isinstance(p, nn.parameter.UninitializedParameter) for p in instance.parameters())
+    with pytest.raises(ValueError, match="lazy modules cannot be initialized on inputs of shape "
+                                         r"\(8,\) per example"):
+        dlt.doctor(lambda: nn.Sequential(nn.LazyConv2d(3, 3), nn.Flatten(), nn.LazyLinear(1)),
+                   (x, y), **kw)

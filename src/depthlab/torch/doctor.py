@@ -306,15 +306,51 @@ def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
 
 # -- inputs ------------------------------------------------------------------------------------
 
-def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
-    """``fresh(seed)`` -> a new model: a deep copy of an instance, or ``make_model()`` called
-    after ``torch.manual_seed(seed)`` and checked to return a module."""
+def _has_lazy(model: nn.Module) -> bool:
+    """Whether a lazy module (``nn.LazyLinear``, ``nn.LazyConv2d``, ...) is not initialized."""
+    return any(isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()
+               for m in model.modules())
+
+
+def _materialized(model: nn.Module, x: torch.Tensor, seed: int) -> nn.Module:
+    """``model`` with its lazy modules initialized by one eval-mode forward on ``x``, their
+    weights drawn after ``torch.manual_seed(seed)`` (the same in every run); the caller's
+    random streams and the modules' modes are left as found."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            torch.manual_seed(seed)
+            model.eval()
+            model(x.clone())
+    except Exception as e:  # noqa: BLE001 - the user's model failed on the data
+        raise ValueError(f"the model's lazy modules cannot be initialized on inputs of shape "
+                         f"{tuple(x.shape[1:])} per example: {type(e).__name__}: {e}") from None
+    finally:
+        for m, was in modes.items():
+            m.training = was
+    return model
+
+
+def _factory(make_model_or_model: Any
+             ) -> tuple[Callable[[int], nn.Module], list[torch.Tensor]]:
+    """``(fresh, rows)``: ``fresh(seed)`` -> a new model: a deep copy of an instance, or
+    ``make_model()`` called after ``torch.manual_seed(seed)`` and checked to return a module.
+    Lazy modules are initialized on ``rows[0]`` once the caller has put example inputs there
+    (before that such a model comes back uninitialized, to read its device and dtype); the
+    object ``make_model()`` returned stays lazy."""
+    rows: list[torch.Tensor] = []
     if isinstance(make_model_or_model, nn.Module):
         template = make_model_or_model
         if isinstance(template, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
             raise TypeError("DataParallel/DistributedDataParallel models are not supported: "
                             "pass the wrapped module (model.module)")
-        return lambda _seed: copy.deepcopy(template)
+
+        def copied(seed: int) -> nn.Module:
+            model = copy.deepcopy(template)
+            return _materialized(model, rows[0], seed) if rows and _has_lazy(model) else model
+
+        return copied, rows
     if isinstance(make_model_or_model, type) and issubclass(make_model_or_model, nn.Module):
         pass  # a module class is a factory: calling it builds one
     elif not callable(make_model_or_model):
@@ -334,19 +370,27 @@ def _factory(make_model_or_model: Any) -> Callable[[int], nn.Module]:
         if not isinstance(model, nn.Module):
             raise TypeError(f"make_model() must return a torch.nn.Module, got "
                             f"{type(model).__name__}")
+        made = model
+        if _has_lazy(model):
+            if not rows:
+                return model  # doctor() builds it again once it has the data
+            model = _materialized(copy.deepcopy(model), rows[0], seed)
         if not first:
-            first.extend((model, {k: v.detach().to("cpu", copy=True)
-                                  for k, v in model.state_dict().items()}))
+            first.extend((made, {k: v.detach().to("cpu", copy=True)
+                                 for k, v in model.state_dict().items()}))
+            if model is not made:
+                return model
             try:  # the object returned is trained as a copy: a global instance that the
                 return copy.deepcopy(model)  # factory returns (the caller's) stays as built
             except Exception:  # noqa: BLE001 - not copyable: trained itself, restored below
                 return model
-        if model is first[0]:  # one shared instance (``return model`` of a global): every
-            model = copy.deepcopy(model)  # run starts from it as built
+        if made is first[0]:  # one shared instance (``return model`` of a global): every
+            if model is made:  # run starts from it as built
+                model = copy.deepcopy(model)
             model.load_state_dict(first[1])
         return model
 
-    return fresh
+    return fresh, rows
 
 
 def _as_tensor(v: Any, label: str) -> torch.Tensor:
@@ -616,7 +660,7 @@ def doctor(
         raise TypeError(f"loss_fn must be callable as loss_fn(output, target), got "
                         f"{type(loss_fn).__name__}")
     spec = _spec(optimizer, steps, batch_size, seed, probe_every)
-    fresh = _factory(make_model_or_model)
+    fresh, rows = _factory(make_model_or_model)
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     # the caller's random streams left as found; training needs autograd even when the call
     # sits inside torch.no_grad() or torch.inference_mode()
@@ -625,6 +669,9 @@ def doctor(
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
         device, dtype = model_device_dtype(model)
         d = tensor_data(data, device, dtype, seed)
+        if _has_lazy(model):  # nn.LazyLinear, ...: initialized on the data's first rows
+            rows.append(d.x[:TRACE_EXAMPLES])
+            model = fresh(seed)
         _check_runs(model, d, loss_fn)
         _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
