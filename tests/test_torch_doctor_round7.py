@@ -210,3 +210,18 @@ def test_lazy_modules_are_initialized_on_the_data_as_their_eager_twins():
                                          r"\(8,\) per example"):
         dlt.doctor(lambda: nn.Sequential(nn.LazyConv2d(3, 3), nn.Flatten(), nn.LazyLinear(1)),
                    (x, y), **kw)
+
+
+def test_a_one_row_validation_set_does_not_break_a_batch_norm_model():
+    """Regression: with one validation row the probe batch was that row, and tracing a model
+    with ``BatchNorm1d`` (in training mode, as probed) on it raised torch's 'Expected more
+    than 1 value per channel when training' out of ``doctor`` (``depthlab doctor --torch
+    --n 11``); the probes now use the training rows then."""
+    x, y = _xy(n=20)
+
+    def make():
+        return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1))
+
+    d = dlt.doctor(make, (x[:19], y[:19], x[19:], y[19:]), loss_fn=nn.BCEWithLogitsLoss(),
+                   steps=3, batch_size=8, verify=False)
+    assert d.baseline["steps"] == 3 and np.isfinite(d.baseline["val_loss"])

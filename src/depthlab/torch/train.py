@@ -154,8 +154,9 @@ class TensorData:
 
     @property
     def probe_source(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation data when there is some, else training data."""
-        if self.x_val is not None and self.y_val is not None and len(self.x_val):
+        """Validation data when there are at least 2 rows (a batch norm in training mode,
+        as the probe runs the model, needs 2), else training data."""
+        if self.x_val is not None and self.y_val is not None and len(self.x_val) >= 2:
             return self.x_val, self.y_val
         return self.x, self.y
 
