@@ -225,3 +225,20 @@ def test_a_one_row_validation_set_does_not_break_a_batch_norm_model():
     d = dlt.doctor(make, (x[:19], y[:19], x[19:], y[19:]), loss_fn=nn.BCEWithLogitsLoss(),
                    steps=3, batch_size=8, verify=False)
     assert d.baseline["steps"] == 3 and np.isfinite(d.baseline["val_loss"])
+
+
+def test_training_labels_that_are_all_ignored_are_refused():
+    """Regression: with every training label ``-100`` (``CrossEntropyLoss``'s ignore_index)
+    the loss was 0 / 0 = NaN from step 1 and the diagnosis a 'divergence' with verified
+    cures."""
+    x, _ = _xy()
+
+    def make():
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+
+    with pytest.raises(ValueError, match="^every training label is the loss's ignore_index "
+                                         "-100: nothing to train on"):
+        dlt.doctor(make, (x, np.full(len(x), -100)), steps=3, batch_size=16)
+    some = np.where(np.arange(len(x)) % 2 == 0, -100, (x[:, 0] > 0).astype(np.int64))
+    d = dlt.doctor(make, (x, some), steps=3, batch_size=16, verify=False)
+    assert np.isfinite(d.baseline["train_loss"])

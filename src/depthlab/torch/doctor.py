@@ -787,6 +787,10 @@ def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
         raise ValueError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
                          f"0 to {classes - 1}) but the model has {classes} outputs; expected "
                          f"class indices 0 to {classes - 1}")
+    if bool((d.y == loss_fn.ignore_index).all()):  # the loss is 0 / 0 = NaN at every step,
+        raise ValueError(f"every training label is the loss's ignore_index "  # a 'divergence'
+                         f"{loss_fn.ignore_index}: nothing to train on; expected class indices "
+                         f"0 to {classes - 1}")
 
 
 def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: Callable
