@@ -361,3 +361,20 @@ def test_fashion_mnist_path_option_is_checked(tmp_path, capsys, value):
                                      f'{value}}}\n[model]\nsizes = ["auto", 4, "auto"]\n')
     code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
     assert_one_line_error(code, err, "fashion-mnist", "path=", "a folder holding")
+
+
+def test_predict_reads_the_runs_own_csv_with_a_boolean_column(tmp_path, capsys, monkeypatch):
+    """Training reads True/False columns as 1/0; predict on the same CSV was refused
+    ('expected a 2-D array of real numbers, got shape (40, 3) object')."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((40, 2))
+    y = (x[:, 0] > 0).astype(np.int64)
+    text = "a,b,flag,label\n" + "".join(f"{a!r},{b!r},{bool(i % 3)},{k}\n"
+                                         for i, ((a, b), k) in enumerate(zip(x.tolist(), y)))
+    rid, out = _run(tmp_path, capsys, monkeypatch, text)
+    code, lines, err = run_cli(capsys, "predict", rid, tmp_path / "d.csv", "--dir", out)
+    assert code == 0, err
+    assert len(lines.splitlines()) == 41 and "40 rows, accuracy" in err
+    (tmp_path / "s.csv").write_text("a,b,flag\n1.5,2,x\n")
+    code, _, err = run_cli(capsys, "predict", rid, tmp_path / "s.csv", "--dir", out)
+    assert_one_line_error(code, err, "s.csv", "non-numeric column(s) ['flag']")

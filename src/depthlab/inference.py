@@ -116,6 +116,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     ``label`` (a name or a 0-based index: the run's label column) has it removed from the
     inputs, and its values are the labels when they are integers."""
     labels = None
+    text: list[str] = []  # a CSV's non-numeric columns
     if not str(path).strip():  # Path("") is the current folder
         raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
                          "built-in data set")
@@ -165,11 +166,18 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                             pd.api.types.is_float_dtype(y) and np.isfinite(y).all()
                             and (y == np.round(y)).all()):
                         labels = y.to_numpy().astype(np.int64)
-            x = frame.to_numpy()
+            # numeric columns (booleans among them) as float64, as training reads the CSV
+            # (to_numpy() of floats beside booleans is an object array)
+            text = [str(c) for c in frame.columns  # (no rows: named below as such)
+                    if len(frame) and not pd.api.types.is_numeric_dtype(frame[c])]
+            x = frame.to_numpy(dtype=np.float64) if not text else frame.to_numpy()
     except MemoryRefusal:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
+    if text:
+        raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}; expected numbers "
+                         "(the features the network was trained on)")
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
     x = np.asarray(x)
