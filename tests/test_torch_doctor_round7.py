@@ -242,3 +242,33 @@ def test_training_labels_that_are_all_ignored_are_refused():
     some = np.where(np.arange(len(x)) % 2 == 0, -100, (x[:, 0] > 0).astype(np.int64))
     d = dlt.doctor(make, (x, some), steps=3, batch_size=16, verify=False)
     assert np.isfinite(d.baseline["train_loss"])
+
+
+def test_a_depthlab_image_data_set_is_shaped_for_a_cnn_as_on_the_command_line():
+    """Regression: ``dlt.doctor(make_cnn, load_dataset("digits"))`` failed ('Expected 3D
+    (unbatched) or 4D (batched) input to conv2d, but got input of size: [2, 64]'): only the
+    command line shaped a data set's rows into its images; the API now does the same
+    (``shape_inputs``), and gives a GRU its sequences."""
+    from depthlab.data import load_dataset
+
+    ds = load_dataset("digits", seed=0, n=200)
+
+    def cnn():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * 64, 10))
+
+    kw = {"steps": 3, "batch_size": 16, "verify": False}
+    d = dlt.doctor(cnn, ds, **kw)
+    by_hand = dlt.doctor(cnn, (ds.x_train.reshape(-1, 1, 8, 8), ds.y_train,
+                               ds.x_val.reshape(-1, 1, 8, 8), ds.y_val), **kw)
+    assert d.baseline == {**by_hand.baseline, "seconds": d.baseline["seconds"]}
+
+    class GRUNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.head = nn.GRU(8, 8, batch_first=True), nn.Linear(8, 10)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    assert dlt.doctor(GRUNet, ds, **kw).baseline["steps"] == 3

@@ -116,28 +116,11 @@ def load_factory(spec: str) -> Callable[[], Any]:
 
 
 def shape_inputs(x: np.ndarray, image_shape: Any, model: Any) -> np.ndarray:
-    """Rows ``x`` (N, D) shaped for ``model`` (see the module doc)."""
-    import numpy as np
-    from torch import nn
+    """Rows ``x`` (N, D) shaped for ``model`` (see the module doc;
+    :func:`depthlab.torch.doctor.shape_inputs`)."""
+    from ..torch.doctor import shape_inputs as shaped
 
-    first = next((m for m in model.modules()
-                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding,
-                                    nn.RNNBase))), None)
-    n, d = x.shape[0], int(np.prod(x.shape[1:]))
-    if isinstance(first, nn.Conv2d) and image_shape and len(image_shape) in (2, 3) \
-            and int(np.prod(image_shape)) == d:
-        shape = tuple(int(s) for s in image_shape)
-        if len(shape) == 2:
-            return x.reshape(n, 1, *shape)
-        cin = first.in_channels
-        if shape[-1] == cin and shape[0] != cin:  # (H, W, C) files: channels first for torch
-            return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
-        return x.reshape(n, *shape)
-    if isinstance(first, nn.Conv1d):
-        return x.reshape(n, 1, d)
-    if isinstance(first, nn.RNNBase) and d % first.input_size == 0:
-        return x.reshape(n, d // first.input_size, first.input_size)
-    return x.reshape(n, d)
+    return shaped(x, image_shape, model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -471,6 +471,49 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     return TensorData(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
 
 
+def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module) -> np.ndarray:
+    """Rows ``x`` (N, D) shaped for ``model``, as ``depthlab doctor --torch`` gives them: images
+    ``(N, C, H, W)`` when ``image_shape`` (``(H, W)``: one channel; ``(H, W, C)`` whose C is
+    the convolution's input channels: moved to channels-first) has D entries and the model's
+    first weight layer is a ``Conv2d``; ``(N, 1, D)`` for a ``Conv1d``; sequences
+    ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU``; else ``(N, D)``."""
+    first = next((m for m in model.modules()
+                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding,
+                                    nn.RNNBase))), None)
+    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    if isinstance(first, nn.Conv2d) and image_shape and len(image_shape) in (2, 3) \
+            and int(np.prod(image_shape)) == d:
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) == 2:
+            return x.reshape(n, 1, *shape)
+        cin = first.in_channels
+        if shape[-1] == cin and shape[0] != cin:  # (H, W, C) files: channels first for torch
+            return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
+        return x.reshape(n, *shape)
+    if isinstance(first, nn.Conv1d):
+        return x.reshape(n, 1, d)
+    if isinstance(first, nn.RNNBase) and d % first.input_size == 0:
+        return x.reshape(n, d // first.input_size, first.input_size)
+    return x.reshape(n, d)
+
+
+def _shaped_dataset(data: Any, model: nn.Module) -> Any:
+    """A depthlab data set (``x_train`` rows ``(N, D)`` and an ``info`` dict) as
+    ``(x, y, x_val, y_val)`` with its inputs shaped for ``model`` (:func:`shape_inputs`: a
+    ``Conv2d`` model gets ``info["image_shape"]`` images); anything else as given."""
+    info = getattr(data, "info", None)
+    x = getattr(data, "x_train", None)
+    if not isinstance(info, dict) or not isinstance(x, np.ndarray) or x.ndim != 2 \
+            or not hasattr(data, "y_train"):
+        return data
+    shape = info.get("image_shape")
+    xv = getattr(data, "x_val", None)
+    shaped_val = shape_inputs(xv, shape, model) if isinstance(xv, np.ndarray) and \
+        xv.ndim == 2 and len(xv) else None
+    return (shape_inputs(x, shape, model), data.y_train, shaped_val,
+            getattr(data, "y_val", None) if shaped_val is not None else None)
+
+
 def pairs_from_torch(data: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` of a ``torch.utils.data`` DataLoader's dataset or of a Dataset: a
     ``TensorDataset``'s two tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked
@@ -668,7 +711,7 @@ def doctor(
         t0 = time.perf_counter()
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
         device, dtype = model_device_dtype(model)
-        d = tensor_data(data, device, dtype, seed)
+        d = tensor_data(_shaped_dataset(data, model), device, dtype, seed)
         if _has_lazy(model):  # nn.LazyLinear, ...: initialized on the data's first rows
             rows.append(d.x[:TRACE_EXAMPLES])
             model = fresh(seed)
