@@ -2,9 +2,9 @@
 
 ``RUN_OR_FILE`` is a ``.npz`` written by ``dl.save`` or the id (or a unique prefix) of a run
 whose network ``depthlab run`` saved in ``DIR/models/<id>.npz``. ``DATA`` is a ``.npy`` file
-(rows of features; images ``(N, H, W)`` are flattened), a ``.csv`` file (numeric features; a
-header row is skipped; the run's own training CSV loses its label column, which then scores
-the predictions), a ``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of
+(rows of features; images ``(N, H, W)`` are flattened), a ``.csv`` or ``.csv.gz`` file
+(numeric features, True/False read as 1/0; a header row is skipped; the run's own training
+CSV loses its label column, which then scores the predictions), a ``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of
 a built-in data set (its test split, split as the run split it; the accuracy goes to
 stderr). Inputs are standardized as in training when the run standardized them. Output
 (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with the predicted class
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="RUN_OR_FILE", type=path_arg,
                    help="a .npz saved by dl.save, or a run id (prefix) in --dir")
     p.add_argument("data", metavar="DATA",
-                   help="inputs: .npy, .npz (key x or X, or its only array) or .csv, or a "
+                   help="inputs: .npy, .npz (key x or X, or its only array) or .csv[.gz], or a "
                    "built-in data set's name (its test split; the accuracy goes to stderr)")
     p.add_argument("--dir", default=DEFAULT_OUT, metavar="DIR",
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
