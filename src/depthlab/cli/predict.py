@@ -4,12 +4,12 @@
 whose network ``depthlab run`` saved in ``DIR/models/<id>.npz``. ``DATA`` is a ``.npy`` file
 (rows of features; images ``(N, H, W)`` are flattened), a ``.csv`` or ``.csv.gz`` file
 (numeric features, True/False read as 1/0; a header row is skipped; the run's own training
-CSV loses its label column, which then scores the predictions), a ``.npz`` with an ``x`` (or ``X``) array or a single array, or the name of
-a built-in data set (its test split, split as the run split it; the accuracy goes to
-stderr). Inputs are standardized as in training when the run standardized them. Output
-(stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with the predicted class
-(classification) and the network's raw outputs, each number written exactly (``repr``), or
-``--json``.
+CSV loses its label column, which then scores the predictions), a ``.npz`` with an ``x`` (or
+``X``) array or a single array, or the name of a built-in data set (its test split, split as
+the run split it; the accuracy goes to stderr). Inputs are standardized as in training when
+the run standardized them. Output (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with
+the predicted class (classification) and the network's raw outputs, each number written
+exactly (``repr``), or ``--json``.
 """
 
 from __future__ import annotations
