@@ -378,3 +378,18 @@ def test_predict_reads_the_runs_own_csv_with_a_boolean_column(tmp_path, capsys, 
     (tmp_path / "s.csv").write_text("a,b,flag\n1.5,2,x\n")
     code, _, err = run_cli(capsys, "predict", rid, tmp_path / "s.csv", "--dir", out)
     assert_one_line_error(code, err, "s.csv", "non-numeric column(s) ['flag']")
+
+
+def test_runs_table_keeps_one_line_per_run_for_a_name_with_a_newline(tmp_path, capsys,
+                                                                      monkeypatch):
+    """A run named "a\\nb" (TOML allows it) split its row of `depthlab runs` in two."""
+    one_blas_thread(monkeypatch)
+    (tmp_path / "c.toml").write_text('name = "first\\nsecond"\n[data]\nname = "spirals"\n'
+                                     'n = 60\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                                     '[train]\nepochs = 1\n[probes]\nevery = 0\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res", "-q")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "runs", tmp_path / "res")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3 and "first\\nsecond" in lines[2]

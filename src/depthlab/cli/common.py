@@ -71,12 +71,17 @@ def num(v: Any, digits: int = 4) -> str:
 
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """Plain left-aligned text table (numbers to 4 significant digits, missing as '-')."""
-    cells = [[num(c) if not isinstance(c, str) else c for c in r] for r in rows]
+    cells = [[num(c) if not isinstance(c, str) else _printable(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
     line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
     out = [line.rstrip(), "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     return "\n".join(out)
+
+
+def _printable(text: str) -> str:
+    """A table cell on one line: a newline or tab in a run's name shown escaped (``\\n``)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def open_store(path: str, create: bool, readonly: bool = False):
