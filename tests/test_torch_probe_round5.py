@@ -692,11 +692,12 @@ class _Recurrent(nn.Module):
      (4, 2, 4, 4), r"'0' is a ConvTranspose2d"),
     (_Twice, (4, 6), r"'a' ran 2 times"),
     (_Functional, (4, 5), r"torch operation 'Relu'"),
-    (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-                           nn.Flatten(), nn.Linear(16, 3)), (4, 2, 4, 4), r"'2' \(AvgPool2d\)"),
+    (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.LPPool2d(2, 2),
+                           nn.Flatten(), nn.Linear(16, 3)), (4, 2, 4, 4), r"'2' \(LPPool2d\)"),
 ])
 def test_models_the_theory_does_not_cover_are_refused_by_name(make, x, fragment):
     """Attention, recurrent and transposed-convolution layers, a layer called twice, a
-    functional activation and local pooling: a ValueError naming the module, no number."""
+    functional activation and power-average pooling: a ValueError naming the module, no
+    number (average and max pooling are modelled: tests/test_torch_pooling.py)."""
     with pytest.raises(ValueError, match=fragment):
         dlt.predict(make(), torch.randn(*x))

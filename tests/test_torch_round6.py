@@ -374,7 +374,7 @@ def test_watch_argument_types_and_its_stored_theory_note(tmp_path):
     with pytest.raises(TypeError, match="theory must be True or False"):
         dlt.Watch(_mlp(), theory="no")
     _, watch = _loop(_mlp(), 2, every=1, watch_kw={"out": tmp_path})
-    assert watch.theory is None and "Dropout" in watch.theory_note  # not a chain it covers
+    assert watch.theory is None and "LayerNorm" in watch.theory_note  # not a chain it covers
     config = Store(tmp_path).run(watch.run_id)["config"]
     assert config["model"]["theory_note"] == watch.theory_note
     assert plot.theory_for_config(config)[1] == (

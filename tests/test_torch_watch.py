@@ -314,7 +314,9 @@ def test_one_host_transfer_per_recorded_step(monkeypatch, kernels):
     torch.manual_seed(0)
     model = _model()
     x, y = _data("cpu")
-    watch = dlt.Watch(model, every=2)
+    # theory off: the prediction at the first record (a one-off pass, now that train-mode
+    # dropout is covered) reads its own numbers
+    watch = dlt.Watch(model, every=2, theory=False)
     reads = []
     for name in ("tolist", "item", "numpy", "__float__", "__bool__", "__int__", "__index__"):
         original = getattr(torch.Tensor, name)
@@ -643,10 +645,21 @@ def test_theory_is_stored_and_drawn_beside_the_measurement(tmp_path):
 
 
 def test_no_theory_for_a_model_it_does_not_cover_says_why():
-    _, _, watch = _train("cpu", every=4)  # train-mode dropout between two layers
+    torch.manual_seed(0)  # alpha dropout between two layers (train-mode Dropout is covered)
+    model = nn.Sequential(nn.Linear(6, 16), nn.SELU(), nn.AlphaDropout(0.3), nn.Linear(16, 3))
+    x, y = _data("cpu")
+    watch = dlt.Watch(model, every=4)
+    for _ in range(5):
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    watch.close()
     assert watch.theory is None
-    assert watch.theory_note.startswith("no theory: ") and "Dropout" in watch.theory_note
+    assert watch.theory_note.startswith("no theory: ") and "AlphaDropout" in watch.theory_note
     assert "theory" not in watch.record().config["model"]
+    _, _, covered = _train("cpu", every=4)  # train-mode dropout: predicted since round 7
+    assert covered.theory is not None and "variance propagation" in covered.theory_note
 
 
 def test_no_theory_when_the_models_input_is_unknown():

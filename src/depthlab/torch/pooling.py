@@ -1,0 +1,233 @@
+"""Pooling and dropout between the layers of a chain, for :func:`depthlab.torch.predict`.
+
+A unit's value at initialization is carried as a distribution (nodes ``u`` and weights ``w``,
+see :mod:`depthlab.torch.predict`) with its second moment ``E[a^2]``, mean ``E[a]`` and batch
+variance; the gradient as ``Var(dL/da)``, a constant or a table ``V(u)`` of the unit's own
+value. Each module here maps both, treating the entries a window reads as independent draws
+(exact for the gradient's mean square where the windows do not overlap; an approximation
+where neighbouring positions are correlated). Per channel, ``N_in`` and ``N_out`` are the
+input and output positions and ``r = N_out / N_in``.
+
+Average pooling (``AvgPool*``, ``AdaptiveAvgPool*``): ``out_i = sum_j A_ij x_j`` with
+``A_ij = 1 / d_i`` on the ``n_i`` entries window ``i`` reads inside the input (``d_i``: the
+divisor, ``n_i`` with ``count_include_pad=False``, the padded window size with ``True``, or
+``divisor_override``); ``R_i = sum_j A_ij`` (1 without padding in the divisor),
+``S_i = sum_j A_ij^2 = R_i^2 / n_i``. Forward ``E[out] = mean_i(R_i) E[a]``,
+``E[out^2] = mean_i(R_i^2) E[a]^2 + mean_i(S_i) Var(a)`` (a Gaussian of those moments);
+backward ``Var(dL/da) = r mean_i(S_i) Var(dL/d out)`` (``g_in = A^T g_out``).
+
+Max pooling (``MaxPool*``, ``AdaptiveMaxPool*``; padding never wins): a window of ``n``
+entries outputs their maximum, with ``F`` the distribution function of ``a`` (``F_-`` just
+below ``u``) ``P(max <= u) = F(u)^n``, so ``P(out = u) = sum_n pi_n (F(u)^n - F_-(u)^n)``
+over the fraction ``pi_n`` of windows of ``n`` entries. Backward the whole gradient of a
+window goes to its largest entry: an entry of value ``u`` in a window of ``n`` is that entry
+with probability ``(F^n - F_-^n) / (n p(u))`` (ties shared), an entry lies in ``n r`` windows
+on average, so ``V_in(u) = r sum_n pi_n (F(u)^n - F_-(u)^n) / p(u) V_out(u)``: a table of the
+unit's value, since the gradient reaches the large entries, where e.g. a ReLU's derivative is
+1, and not half of them at random (the product of means: gradient std 0.73x the measured
+on ReLU -> MaxPool2d(2) of independent positions, tests/test_torch_pooling.py).
+
+Dropout in training mode (``p > 0``): ``a' = a m / (1 - p)``, ``m ~ Bernoulli(1 - p)``:
+``E[a'^2] = E[a^2] / (1 - p)``, the distribution gets an atom ``0`` of weight ``p``;
+backward ``V_in(u) = V_out(u / (1 - p)) / (1 - p)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..theory.gaussian import normal_rule
+
+__all__ = ["Between", "between", "forward", "backward", "mean_of", "table"]
+
+_MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_ADAPTIVE_MAX = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_AVG = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_ADAPTIVE_AVG = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_DIMS = {1: (nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d),
+         2: (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d),
+         3: (nn.MaxPool3d, nn.AdaptiveMaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d)}
+_NODES = 512  # nodes kept of a distribution (as predict's _DIST_NODES)
+
+Dist = tuple[np.ndarray, np.ndarray]
+Table = tuple[np.ndarray, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Between:
+    """One module between two segments of a chain: ``kind`` ``"avg"``, ``"max"`` or
+    ``"dropout"``; ``ratio`` = ``N_out / N_in``; window sizes ``sizes`` with their fractions
+    ``pi`` (max); ``mean_r``, ``mean_r2``, ``mean_s`` = means over windows of ``R_i``,
+    ``R_i^2``, ``S_i`` (avg); ``p`` (dropout); ``read``: entries of its input."""
+
+    kind: str
+    label: str
+    read: int
+    ratio: float = 1.0
+    sizes: tuple[int, ...] = ()
+    pi: tuple[float, ...] = ()
+    mean_r: float = 1.0
+    mean_r2: float = 1.0
+    mean_s: float = 1.0
+    p: float = 0.0
+
+
+def _dims(module: nn.Module) -> int:
+    return next(d for d, kinds in _DIMS.items() if isinstance(module, kinds))
+
+
+def _tuple(v: Any, d: int) -> list[int]:
+    return [int(x) for x in v] if isinstance(v, (tuple, list)) else [int(v)] * d
+
+
+def _window_counts(module: nn.Module, size: list[int], out: list[int]) -> np.ndarray:
+    """Entries inside the input read by each output position (outer product over dims)."""
+    counts = np.ones(1)
+    d = len(size)
+    if isinstance(module, (*_ADAPTIVE_MAX, *_ADAPTIVE_AVG)):
+        per = [np.array([-(-((i + 1) * L) // O) - (i * L) // O for i in range(O)])
+               for L, O in zip(size, out)]
+    else:
+        k = _tuple(module.kernel_size, d)
+        s = _tuple(module.stride if module.stride else module.kernel_size, d)
+        p = _tuple(module.padding, d)
+        dil = _tuple(getattr(module, "dilation", 1), d)
+        per = []
+        for L, O, K, S, P, D in zip(size, out, k, s, p, dil):
+            pos = np.arange(O)[:, None] * S - P + np.arange(K)[None, :] * D
+            per.append(((pos >= 0) & (pos < L)).sum(1))
+    for c in per:
+        counts = np.multiply.outer(counts, c).ravel()
+    return counts
+
+
+def between(module: nn.Module, x: torch.Tensor, out: torch.Tensor, label: str
+            ) -> Between | None:
+    """The :class:`Between` of a pooling or training-mode dropout call ``out = module(x)``,
+    or None for any other module (including dropout that does nothing)."""
+    if isinstance(module, _DROPOUT):
+        if not module.training or module.p == 0:
+            return None
+        return Between("dropout", label, x.numel(), p=float(module.p))
+    if not isinstance(module, (*_MAX, *_ADAPTIVE_MAX, *_AVG, *_ADAPTIVE_AVG)):
+        return None
+    d = _dims(module)
+    if x.dim() < d + 1 or out.dim() != x.dim():
+        return None
+    size, osize = [int(v) for v in x.shape[-d:]], [int(v) for v in out.shape[-d:]]
+    n_in, n_out = math.prod(size), math.prod(osize)
+    if n_in == 0 or n_out == 0:
+        return None
+    counts = _window_counts(module, size, osize)
+    if counts.size != n_out or (counts <= 0).any():
+        return None
+    ratio = n_out / n_in
+    if isinstance(module, (*_MAX, *_ADAPTIVE_MAX)):
+        sizes, k = np.unique(counts.astype(np.int64), return_counts=True)
+        return Between("max", label, x.numel(), ratio, tuple(int(v) for v in sizes),
+                       tuple(float(v) for v in k / counts.size))
+    if isinstance(module, _AVG):  # R_i: the module on ones (its own divisor rule)
+        with torch.no_grad():
+            ones = torch.ones((1, 1, *size), dtype=torch.float64)
+            r = module.forward(ones).reshape(-1).numpy()  # not __call__: no hooks
+    else:
+        r = np.ones(n_out)
+    if r.size != n_out:
+        return None
+    s = r * r / counts
+    return Between("avg", label, x.numel(), ratio, mean_r=float(r.mean()),
+                   mean_r2=float((r * r).mean()), mean_s=float(s.mean()))
+
+
+def _atoms(dist: Dist) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (sorted) and their probabilities."""
+    v, w = dist
+    u, inv = np.unique(np.asarray(v, np.float64), return_inverse=True)
+    p = np.bincount(inv.ravel(), weights=np.asarray(w, np.float64).ravel(), minlength=u.size)
+    return u, p / p.sum()
+
+
+def _max_weights(b: Between, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``P(max = u_k)`` and ``sum_n pi_n (F_k^n - F_{k-1}^n)`` per atom (the same array)."""
+    f = np.minimum(np.cumsum(p), 1.0)
+    f0 = np.concatenate([[0.0], f[:-1]])
+    pm = sum(pi * (f ** n - f0 ** n) for n, pi in zip(b.sizes, b.pi))
+    return np.asarray(pm, np.float64), f
+
+
+def _compress(v: np.ndarray, w: np.ndarray) -> Dist:
+    if v.size <= _NODES:
+        return v, w
+    order = np.argsort(v, kind="stable")
+    v, w = v[order], w[order]
+    cw = np.cumsum(w)
+    cuts = np.searchsorted(cw, np.linspace(0, cw[-1], _NODES + 1)[1:-1], side="right")
+    starts = np.unique(np.concatenate([[0], cuts]))
+    starts = starts[starts < v.size]
+    gw = np.add.reduceat(w, starts)
+    return np.add.reduceat(w * v, starts) / np.where(gw > 0, gw, 1.0), gw
+
+
+def forward(b: Between, state: tuple) -> tuple:
+    """``(E[a^2], E[a], batch variance, distribution)`` after the module (module docstring)."""
+    sq, mean, bvar, dist = state
+    var = max(sq - mean * mean, 0.0)
+    if b.kind == "dropout":
+        keep = 1.0 - b.p
+        v, w = dist
+        out = _compress(np.concatenate([[0.0], np.asarray(v) / keep]),
+                        np.concatenate([[b.p], np.asarray(w) * keep]))
+        return sq / keep, mean, max(sq / keep - (sq - bvar), 0.0), out
+    if b.kind == "avg":
+        m2 = b.mean_r2 * mean * mean + b.mean_s * var
+        m1 = b.mean_r * mean
+        z, w = normal_rule(max(m2 - m1 * m1, 0.0))
+        return m2, m1, bvar * b.mean_s, (z + m1, w)
+    u, p = _atoms(dist)
+    pm, _ = _max_weights(b, p)
+    m1 = float(pm @ u)
+    m2 = float(pm @ (u * u))
+    var_out = max(m2 - m1 * m1, 0.0)
+    return m2, m1, var_out * (bvar / var if var > 0 else 0.0), _compress(u, pm)
+
+
+def table(values: np.ndarray, v: np.ndarray) -> Table:
+    """``(u, V)`` sorted by ``u`` with one entry per distinct value (for ``np.interp``)."""
+    u, idx = np.unique(np.asarray(values, np.float64), return_index=True)
+    return u, np.asarray(v, np.float64)[idx]
+
+
+def mean_of(g: float, t: Table | None, dist: Dist) -> float:
+    """``E[V(a)]`` over ``dist`` (``g`` when there is no table)."""
+    if t is None:
+        return g
+    v, w = dist
+    return float(np.asarray(w) @ np.interp(np.asarray(v), t[0], t[1]))
+
+
+def backward(b: Between, g: float, t: Table | None, dist_in: Dist, dist_out: Dist
+             ) -> tuple[float, Table | None]:
+    """``Var(dL/da)`` before the module from ``Var(dL/d out)`` after it (``g`` and, when the
+    gradient depends on the unit's value, its table ``t``): the mean over ``dist_in`` and
+    the table on ``dist_in``'s values (None where it is constant)."""
+    if b.kind == "avg":  # a linear mix of positions: no dependence on one entry's value
+        return b.ratio * b.mean_s * mean_of(g, t, dist_out), None
+    u, p = _atoms(dist_in)
+    if b.kind == "dropout":
+        keep = 1.0 - b.p
+        if t is None:
+            return g / keep, None
+        vin = np.interp(u / keep, t[0], t[1]) / keep
+    else:
+        pm, _ = _max_weights(b, p)
+        share = np.divide(pm, p, out=np.zeros_like(pm), where=p > 0)
+        vout = np.full(u.size, g) if t is None else np.interp(u, t[0], t[1])
+        vin = b.ratio * share * vout
+    return float(p @ vin), (u, vin)
