@@ -393,3 +393,19 @@ def test_runs_table_keeps_one_line_per_run_for_a_name_with_a_newline(tmp_path, c
     assert code == 0, err
     lines = out.splitlines()
     assert len(lines) == 3 and "first\\nsecond" in lines[2]
+
+
+def test_standardizing_a_column_near_float64s_limit_stays_finite(tmp_path):
+    """x - mean overflowed for values of +-1.7e308 (mean 5.7e307): the training data held
+    -inf, silently."""
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(7)
+    a = np.where(rng.random(60) < 0.66, 1.7e308, -1.7e308)
+    np.savez(tmp_path / "edge.npz", x=np.column_stack([a, rng.standard_normal(60)]),
+             y=(a > 0).astype(np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = load_dataset(tmp_path / "edge.npz", standardize=True, seed=0)
+    assert np.isfinite(ds.x_train).all() and np.isfinite(ds.x_test).all()
+    np.testing.assert_allclose(ds.x_train.std(axis=0), 1.0, rtol=1e-5)

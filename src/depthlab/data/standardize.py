@@ -44,7 +44,14 @@ def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Return ``(x - mean) / std`` as a new array in ``x``'s dtype."""
-    out = xp.subtract(x, mean.astype(x.dtype, copy=False))
-    xp.divide(out, std.astype(x.dtype, copy=False), out=out)
+    """Return ``(x - mean) / std`` as a new array in ``x``'s dtype; a column where ``x - mean``
+    overflows (``x`` = 1.7e308 with a mean of -1e308) gets ``x / std - mean / std``."""
+    m, s = mean.astype(x.dtype, copy=False), std.astype(x.dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # such columns: below
+        out = xp.subtract(x, m)
+        xp.divide(out, s, out=out)
+    if out.ndim == 2 and out.dtype.kind == "f" and not np.isfinite(out).all() and (
+            np.isfinite(x).all() and np.isfinite(m).all() and np.isfinite(s).all()):
+        bad = ~np.isfinite(out).all(axis=0)
+        out[:, bad] = x[:, bad] / s[bad] - m[bad] / s[bad]
     return out
