@@ -687,15 +687,13 @@ def test_predict_agrees_with_the_measurement_on_wide_chains(make, x, y, loss):
     assert np.isfinite(ratio).all() and np.abs(ratio - 1).max() < 0.06, df
 
 
-@pytest.mark.xfail(strict=True, reason="lead-owned hooks.py skips nested layer outputs: a Watch "
-                   "of a frozen encoder kept in eval mode gives its layers weight rows only; "
-                   "patch /tmp/team/patches/tprobe-nested-watch.patch")
 @pytest.mark.filterwarnings("ignore:.*nested tensors.*:UserWarning")
 @pytest.mark.filterwarnings("ignore:enable_nested_tensor:UserWarning")
 def test_a_watch_measures_a_frozen_encoder_kept_in_eval_mode(tmp_path):
     """Training a head on a frozen encoder in eval mode with a padding mask: torch's fast path
     makes the encoder layers' outputs nested tensors (the valid positions only); their
-    ``pre_*`` rows are those values'."""
+    ``pre_*`` rows are those values' (regression: hooks.py skipped nested outputs, so the
+    encoder's layers had weight rows only)."""
     torch.manual_seed(7)
     model = _FrozenEncoder().to(D)
     model.enc.eval()

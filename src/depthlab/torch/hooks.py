@@ -387,10 +387,12 @@ class Recording:
             index = info.index or self._number(info)
             self._last_run = index
             info.calls += 1
-            # a nested tensor (nn.TransformerEncoder's fast path with a padding mask, eval
-            # mode without gradients: a validation pass while armed) has no flat memory
-            if out is None or not out.is_floating_point() or out.is_nested:
+            if out is None or not out.is_floating_point():
                 continue
+            if out.is_nested:  # nn.TransformerEncoder's fast path with a padding mask (eval
+                # mode, frozen weights; a validation pass without gradients is _idle): the
+                # valid positions' values, flat (no gradient, no followers to match)
+                out = torch.cat([t.reshape(-1) for t in out.unbind()])
             if p.device is None:
                 p.device = out.device
             acc = p.pre.get(index)
