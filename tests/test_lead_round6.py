@@ -255,3 +255,18 @@ def test_export_writes_the_sweep_points_table_too(tmp_path):
     old.export(tmp_path / "y")
     old.close()
     assert list(pd.read_csv(tmp_path / "y" / "sweep_points.csv").columns) == ["sweep", "run_id"]
+
+
+@pytest.mark.parametrize("x", [None, "numpy"])
+def test_probe_of_a_numpy_or_none_input_names_x(x):
+    """``dlt.probe(model, ndarray, ...)`` raised torch's "linear(): argument 'input' (position
+    1) must be Tensor, not numpy.ndarray", naming an argument of an inner function."""
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    if x == "numpy":
+        x = np.ones((5, 3), np.float32)
+    with pytest.raises(TypeError, match=r"^x must be a torch.Tensor .*got "
+                       + ("ndarray" if x is not None else "NoneType")):
+        dlt.probe(model, x, torch.zeros(5, dtype=torch.long), torch.nn.CrossEntropyLoss())

@@ -147,6 +147,16 @@ def forward(model: nn.Module, x: Any) -> Any:
     said e.g. 'mat1 and mat2 must have the same dtype, but got Double and Float')."""
     try:
         return call_model(model, x)
+    except TypeError as exc:  # torch's own message names an argument of an inner function
+        inputs = (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list))
+                  else (x,))
+        odd = next((v for v in inputs if v is None or type(v).__module__ == "numpy"), False)
+        if odd is False:
+            raise
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TypeError(f"x must be a torch.Tensor (or a tuple, list or dict of them), got "
+                        f"{type(odd).__name__} (torch.as_tensor(x) makes one) (the model "
+                        f"said: {said})") from exc
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
