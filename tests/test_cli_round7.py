@@ -409,3 +409,13 @@ def test_standardizing_a_column_near_float64s_limit_stays_finite(tmp_path):
         ds = load_dataset(tmp_path / "edge.npz", standardize=True, seed=0)
     assert np.isfinite(ds.x_train).all() and np.isfinite(ds.x_test).all()
     np.testing.assert_allclose(ds.x_train.std(axis=0), 1.0, rtol=1e-5)
+
+
+def test_run_on_a_npy_file_says_how_to_give_labels(tmp_path, capsys):
+    """data.path = "x.npy" was 'unsupported file type; accepted: .npz, .csv, IDX file or folder
+    (IDX files start with the bytes 00 00 <type> <ndim>)': not why, nor what to do."""
+    np.save(tmp_path / "x.npy", np.ones((4, 2)))
+    (tmp_path / "c.toml").write_text('[data]\npath = "x.npy"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", tmp_path / "c.toml", "--out", tmp_path / "res")
+    assert_one_line_error(code, err, "x.npy", "no labels", "np.savez(path, x=x, y=y)")

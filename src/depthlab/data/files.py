@@ -375,6 +375,10 @@ def load_file(
         return _csv(p, "label" if label is None else label)
     if "idx" in lower or "ubyte" in lower or looks_like_idx(p):
         return _idx_file(p, scale)
+    if lower.endswith(".npy"):
+        raise ValueError(f"{str(p)!r}: a .npy file holds one array and no labels; accepted: a "
+                         ".npz of features and labels (np.savez(path, x=x, y=y)), a .csv with a "
+                         "label column, or IDX files")
     raise ValueError(
         f"{str(p)!r}: unsupported file type; accepted: {', '.join(FILE_KINDS)} "
         "(IDX files start with the bytes 00 00 <type> <ndim>)"
