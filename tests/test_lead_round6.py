@@ -270,3 +270,14 @@ def test_probe_of_a_numpy_or_none_input_names_x(x):
     with pytest.raises(TypeError, match=r"^x must be a torch.Tensor .*got "
                        + ("ndarray" if x is not None else "NoneType")):
         dlt.probe(model, x, torch.zeros(5, dtype=torch.long), torch.nn.CrossEntropyLoss())
+
+
+def test_predict_refuses_an_unbatched_input():
+    """A 1-D ``x`` ran (``nn.Linear`` takes it) with its features taken for the batch."""
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    with pytest.raises(ValueError, match=r"x must be a batch .*got shape \(8,\)"):
+        dlt.predict(model, torch.randn(8))
+    assert set(dlt.predict(model, torch.randn(1, 8)).layer) == {1, 2}

@@ -837,6 +837,10 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                         "propagates variances from real-valued inputs; token ids into an "
                         "Embedding are not supported)")
     check_batch(x)
+    if x.dim() < 2:
+        raise ValueError(f"x must be a batch of examples (N, features...), got shape "
+                         f"{tuple(x.shape)}: its entries were taken for the examples "
+                         "(x[None] is one example)")
     wdtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
     if x.dtype != wdtype:
         raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
