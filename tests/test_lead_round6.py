@@ -281,3 +281,33 @@ def test_predict_refuses_an_unbatched_input():
     with pytest.raises(ValueError, match=r"x must be a batch .*got shape \(8,\)"):
         dlt.predict(model, torch.randn(8))
     assert set(dlt.predict(model, torch.randn(1, 8)).layer) == {1, 2}
+
+
+def test_a_csv_with_a_duplicate_label_column_is_refused(tmp_path):
+    """Two columns named 'label': pandas read the second as 'label.1', a feature holding the
+    labels (the network could read its answer from its input)."""
+    from depthlab.data.files import load_file
+
+    path = tmp_path / "d.csv"
+    path.write_text("a,label,b,label\n1,0,2,0\n3,1,4,1\n5,0,6,0\n")
+    with pytest.raises(ValueError, match=r"column name\(s\) \['label'\] appear more than once"):
+        load_file(path)
+
+
+def test_a_saved_pandas_index_column_is_left_out_with_a_warning(tmp_path):
+    """``df.to_csv(path)`` writes the index as a first column with an empty name: it was read
+    as a feature ('Unnamed: 0', the row number)."""
+    import pandas as pd
+
+    from depthlab.data.files import load_file
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"a": rng.normal(size=6), "b": rng.normal(size=6), "label": [0, 1] * 3})
+    df.to_csv(tmp_path / "with_index.csv")
+    df.to_csv(tmp_path / "plain.csv", index=False)
+    with pytest.warns(UserWarning, match="no name and holds 0, 1, 2"):
+        got = load_file(tmp_path / "with_index.csv")
+    want = load_file(tmp_path / "plain.csv")
+    assert got.info["feature_names"] == ["a", "b"]
+    np.testing.assert_array_equal(got.x, want.x)
+    np.testing.assert_array_equal(got.y, want.y)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -197,10 +198,23 @@ def _csv(path: Path, label: str | int) -> RawData:
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"{str(path)!r}: corrupt gzip data ({exc or type(exc).__name__})") \
             from exc
+    raw = [str(c).strip() for c in pd.read_csv(path, header=None, nrows=1, dtype=str,
+                                               keep_default_na=False).iloc[0]]
+    twice = sorted({c for c in raw if c and raw.count(c) > 1})
+    if twice:  # pandas renames the second 'label' to 'label.1', which became a feature
+        raise ValueError(f"{str(path)!r}: column name(s) {twice[:5]} appear more than once in "
+                         "the header; expected distinct column names")
     names = [str(c).strip() for c in df.columns]  # "a, b, label": 'label', not ' label'
     df.columns = names if len(set(names)) == len(names) else [str(c) for c in df.columns]
     columns = list(df.columns)
     label = _label_column(path, label, columns)
+    if (raw and raw[0] == "" and columns[0] != label and df.shape[1] > 2 and df.shape[0] > 0
+            and pd.api.types.is_integer_dtype(df.iloc[:, 0])
+            and np.array_equal(df.iloc[:, 0].to_numpy(), np.arange(df.shape[0]))):
+        warnings.warn(f"{str(path)!r}: its first column has no name and holds 0, 1, 2, ... "
+                      "(an index that pandas' to_csv writes unless index=False): left out of "
+                      "the features", UserWarning, stacklevel=2)
+        df = df.iloc[:, 1:]
     if df.shape[0] == 0:
         raise ValueError(f"{str(path)!r}: empty data set (header but no rows)")
     features = df.drop(columns=[label])
