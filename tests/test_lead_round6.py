@@ -311,3 +311,16 @@ def test_a_saved_pandas_index_column_is_left_out_with_a_warning(tmp_path):
     assert got.info["feature_names"] == ["a", "b"]
     np.testing.assert_array_equal(got.x, want.x)
     np.testing.assert_array_equal(got.y, want.y)
+
+
+def test_a_store_path_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    """``Watch(model, out="~/runs")`` or ``Store("~/runs")`` from Python (no shell to expand
+    it) created a folder literally named '~' in the current folder."""
+    from depthlab.experiments.store import Store
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    store = Store("~/runs")
+    store.close()
+    assert (tmp_path / "home" / "runs" / "depthlab.db").is_file()
+    assert not (tmp_path / "~").exists()

@@ -224,7 +224,7 @@ def resolve_db_path(path_or_dir: str | os.PathLike) -> Path:
     if not str(os.fspath(path_or_dir)).strip():
         raise ValueError(f"results store {path_or_dir!r} is an empty path; accepted: a folder "
                          "or a .db file path")
-    p = Path(path_or_dir)
+    p = Path(path_or_dir).expanduser()  # "~/runs" from Python: the home folder, not "./~"
     if p.is_dir() or p.suffix not in (".db", ".sqlite", ".sqlite3"):
         return p / DB_NAME
     return p
