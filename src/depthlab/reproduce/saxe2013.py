@@ -37,6 +37,7 @@ INITS = {"orthogonal": "orthogonal", "scaled Gaussian N(0, 1/n)": "lecun_normal"
 LR_C = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # lr = c / depth
 TARGET_FRACTION = 0.01  # learnt when MSE <= 1% of mean(y^2), decided before running
 DIVERGE_FACTOR = 1e3
+ROUNDOFF_COND = 1e16  # float64: a condition number above ~1/eps only bounds the true one
 
 
 def product_singular_values(init: str, n: int, n_factors: int, seed: int,
@@ -353,13 +354,17 @@ def _fig_products(svs: dict[str, np.ndarray], med_cond: pd.DataFrame, n: int) ->
     for (label, sv), color in zip(svs.items(), ("C0", "C3")):
         ax1.hist(np.clip(sv, lo, None), bins=bins, color=color, alpha=0.6, label=label)
     ax1.set_xscale("log")
+    ax1.set_yscale("log")  # the orthogonal spike (every σ = 1) would flatten the Gaussian spread
     ax1.set_xlabel("singular value σ of W_32 ⋯ W_1")
-    ax1.set_ylabel("count")
+    ax1.set_ylabel("count (log scale)")
     ax1.set_title(f"Singular values of a product of {N_FACTORS} random {n}×{n} matrices")
     ax1.legend(fontsize=8)
     for label, color in zip(med_cond.columns, ("C0", "C3")):
         ax2.semilogy(med_cond.index, med_cond[label], "o-", color=color, label=label)
+    ax2.axhspan(ROUNDOFF_COND, ax2.get_ylim()[1], color="grey", alpha=0.15,
+                label="float64 round-off: σ_min unresolved (lower bounds)")
     ax2.set_xscale("log", base=2)
+    ax2.set_xticks(list(med_cond.index), [str(k) for k in med_cond.index])
     ax2.set_xlabel("number of factors")
     ax2.set_ylabel("condition number σ_max/σ_min (median)")
     ax2.set_title("Condition number of the product")
@@ -381,6 +386,7 @@ def _fig_learning(lt_df: pd.DataFrame, curves: dict, depths: list[int], max_step
             ax1.plot(capped, [max_steps] * len(capped), "v", color=color, ms=10,
                      label=f"{label}: not learnt within {max_steps}")
     ax1.set_xscale("log", base=2)
+    ax1.set_xticks(depths, [str(d) for d in depths])
     ax1.set_yscale("log")
     ax1.set_xlabel("depth (weight layers)")
     ax1.set_ylabel("learning time (GD steps, best lr)")

@@ -374,28 +374,42 @@ def _fig_activations(tc: dict[str, Any]) -> Figure:
         "rescaled sigmoid 4σ−2": 4 * expit(s) - 2,
         "penalized tanh": np.where(s > 0, 1.0, 0.25) * np.tanh(s),
     }
+    labels = list(fns)
+    left, right = _one_sided_slopes(tc, labels)
     for (label, f), color in zip(fns.items(), ("C0", "C1", "C2", "C3")):
         axes[0].plot(s, f, color=color, label=label)
-        t = tc[label]
-        axes[0].plot(s, t.beta + t.alpha * s, color=color, ls=":", lw=1)
+        # the tangent on each side of 0: one line for a smooth f, a bent one at a kink
+        slope = np.where(s < 0, left[label], right[label])
+        axes[0].plot(s, tc[label].beta + slope * s, color=color, ls=":", lw=1)
     axes[0].set_ylim(-2.2, 2.2)
     axes[0].axhline(0, color="grey", lw=0.5)
     axes[0].set_xlabel("s")
     axes[0].set_ylabel("f(s)")
-    axes[0].set_title("activations (solid) and β + α s at 0 (dotted)")
+    axes[0].set_title("activations (solid) and β + α s at 0 (dotted; one-sided α at a kink)",
+                      fontsize=10)
     axes[0].legend(fontsize=8)
-    labels = list(fns)
-    alphas = [tc[k].alpha for k in labels]
     betas = [tc[k].beta for k in labels]
     x = np.arange(len(labels))
-    axes[1].bar(x - 0.2, alphas, 0.4, label="α = f'(0)")
-    axes[1].bar(x + 0.2, betas, 0.4, label="β = f(0)")
+    axes[1].bar(x - 0.27, [left[k] for k in labels], 0.27, label="α⁻ = f'(0⁻), slope for s < 0")
+    axes[1].bar(x, [right[k] for k in labels], 0.27, label="α⁺ = f'(0⁺), slope for s > 0")
+    axes[1].bar(x + 0.27, betas, 0.27, label="β = f(0)")
     axes[1].set_xticks(x, [lbl.replace(" 4σ−2", "\n4σ−2") for lbl in labels], fontsize=8)
     axes[1].set_ylabel("coefficient of the expansion at s = 0")
     axes[1].set_title("Taylor coefficients (numerical)")
-    axes[1].legend(fontsize=8)
+    axes[1].set_ylim(0, 1.45)  # room above the bars for the legend
+    axes[1].legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def _one_sided_slopes(tc: dict[str, Any], labels: list[str]
+                      ) -> tuple[dict[str, float], dict[str, float]]:
+    """Slopes ``f'(0-)`` and ``f'(0+)`` of each activation: both ``alpha`` for a smooth one;
+    a kinked one (penalized tanh: 0.25 and 1) keeps its two (its ``alpha`` is their mean,
+    a slope it has on neither side)."""
+    left = {k: tc[k].left[1] if tc[k].left is not None else tc[k].alpha for k in labels}
+    right = {k: tc[k].right[1] if tc[k].right is not None else tc[k].alpha for k in labels}
+    return left, right
 
 
 def _fig_gradients(profiles: dict[str, tuple[np.ndarray, np.ndarray]], width: int,
