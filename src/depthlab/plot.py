@@ -378,9 +378,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
 
         handles.append(Line2D([], [], linestyle="--", color="#777777"))
         labels.append("dashed: theory (run's colour)")
-    if handles:  # long run names cut to the legend's width (~0.065 in a character)
+    # long run names cut to the legend's width (~0.065 in a character); round, not int:
+    # (0.6 + 0.065 * 28 - 0.6) / 0.065 is 27.999..., which cut every 28-character name
+    if handles:
         labels[:len(labels) - theory_shown] = _f.cut_labels(
-            labels[:len(labels) - theory_shown], max(24, int((legend_w - 0.6) / 0.065)))
+            labels[:len(labels) - theory_shown], max(24, round((legend_w - 0.6) / 0.065)))
         fig.legend(handles, labels, loc="upper left", fontsize=8, frameon=False,
                    bbox_to_anchor=(1 - (legend_w + 0.05) / fig.get_figwidth(), 0.88))
     return fig

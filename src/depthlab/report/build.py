@@ -563,6 +563,11 @@ FIG_TRAINING_CAP = ("Left: loss per step (over 50 steps faint, beside its expone
                     "not learning.")
 
 
+def _wide_note(text_html: str) -> str:
+    """A note spanning the whole figure grid (``text_html`` is inserted as it is)."""
+    return f"<p class=\"note\" style=\"grid-column: 1 / -1\">{text_html}</p>"
+
+
 def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                  percentile_layer: int | None) -> tuple[list[str], pd.DataFrame]:
     from .. import plot
@@ -591,12 +596,28 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             "right: accuracy.", "right: accuracy, which this run did not record (the panel "
             "stays empty).")
         blocks.append(H.figure_block(png, FIG_TRAINING, cap, wide=True))
-    if layered:
+    # a torch model whose layers feed no recognised activation or normalization module (an
+    # LSTM, a transformer's functional activations) records no act_* and no saturation rows:
+    # one note says so instead of two empty panels
+    sat_qs = [q for q, _, _ in figures.SATURATION_QUANTITIES]
+    has_act = layered and bool((probes["quantity"] == "act_mean").any())
+    has_sat = layered and bool(np.isfinite(pd.to_numeric(
+        probes.loc[probes["quantity"].isin(sat_qs), "value"], errors="coerce")).any())
+    if layered and not has_act:
+        blocks.append(_wide_note(
+            f"No activation{'' if has_sat else ' or saturation'} figure: no layer's output "
+            "goes into a recognised activation or normalization module (<code>dlt.ACTIVATIONS"
+            "</code>, <code>dlt.NORMS</code>), so none was measured."))
+    elif layered and not has_sat:
+        blocks.append(_wide_note("No saturation figure: no layer's activation is bounded "
+                                 "(sigmoid, tanh) or of the ReLU family."))
+    if has_act:
         png = pngs.add(f"{safe}_activations.png", plot.activation_bands, probes)
         blocks.append(H.figure_block(
             png, FIG_ACTIVATIONS, "Line: mean activation of each shown layer; shaded: ± one "
             "standard deviation (Glorot & Bengio 2010, Fig. 2). Look for a layer whose band "
             "collapses (saturation) or drifts away from the others."))
+    if layered:
         layers = figures.hidden_layers(probes)
         layer = percentile_layer if percentile_layer in layers else None
         if (probes["quantity"] == "pre_p50").any():  # not recorded: no empty figure
@@ -622,19 +643,19 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                 "last recorded step (Glorot & Bengio 2010, Figs. 6–7). Every panel has its own "
                 "bins and states its range; layers shown: the first, the last and evenly "
                 "spaced ones between.", wide=True))
-    if layered:
+    if has_sat:
         png = pngs.add(f"{safe}_saturation.png", plot.saturation, probes)
         blocks.append(H.figure_block(
             png, FIG_SATURATION, "Saturated: entries of a bounded unit (sigmoid, tanh) whose "
             "derivative is below 5% of its maximum; inactive: ReLU-family entries on the flat "
             "side; dead: units inactive on every probe example.", wide=True))
-        if (probes["quantity"] == "update_ratio").any():
-            png = pngs.add(f"{safe}_update_ratio.png", plot.update_ratio, probes)
-            blocks.append(H.figure_block(
-                png, FIG_UPDATE_RATIO, "||W_n − W_(n−1)|| / ||W_(n−1)|| of each shown layer "
-                "per recorded step (log scale): the relative size of one optimizer step. "
-                "Around 1e-3 is the usual order; far above, the step is too large; far "
-                "below, that layer barely learns."))
+    if layered and (probes["quantity"] == "update_ratio").any():
+        png = pngs.add(f"{safe}_update_ratio.png", plot.update_ratio, probes)
+        blocks.append(H.figure_block(
+            png, FIG_UPDATE_RATIO, "||W_n − W_(n−1)|| / ||W_(n−1)|| of each shown layer "
+            "per recorded step (log scale): the relative size of one optimizer step. "
+            "Around 1e-3 is the usual order; far above, the step is too large; far "
+            "below, that layer barely learns."))
     return blocks, probes
 
 

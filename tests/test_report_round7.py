@@ -1,0 +1,89 @@
+"""Round 7: what a person sees in the report's figures.
+
+- A run name of 28 characters (``activation=sigmoid, depth=10``, the deepest point of a sweep
+  over depth and activation) was cut in the legend of the per-layer figures
+  (``activation=si…oid, depth=10``) while its 27-character neighbours were shown whole: the
+  legend's width in characters came out as 27.999... and was truncated by ``int``.
+- A depthlab.torch run whose layers feed no recognised activation module (an LSTM, a
+  transformer with functional activations) got two empty panels ("no 'act_mean' probes
+  recorded", "no saturation or dead-unit probes recorded") under captions describing curves;
+  now one note says why they are absent, and the update-ratio figure stays.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from depthlab import plot
+from depthlab.experiments.store import Store
+from depthlab.report import build
+
+
+def _grad_table(layers: int = 3) -> pd.DataFrame:
+    rows = [{"step": step, "layer": layer, "quantity": "grad_pre_std",
+             "value": 1e-3 * 2.0 ** layer * (1 + step / 100)}
+            for step in (0, 10) for layer in range(1, layers + 1)]
+    return pd.DataFrame(rows)
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+@pytest.mark.parametrize("name", ["activation=sigmoid, depth=10",  # 28 characters
+                                  "doctor models.py:make_model",   # 27: a torch doctor run
+                                  "x" * 40])
+def test_per_layer_legend_keeps_a_name_that_fits(name):
+    fig = plot.gradient_per_layer({name: _grad_table(), "activation=tanh, depth=2": _grad_table()},
+                                  False)
+    texts = _legend_texts(fig)
+    assert name in texts, texts
+    assert "activation=tanh, depth=2" in texts
+    assert not any("…" in t for t in texts), texts
+
+
+def test_per_layer_legend_still_cuts_a_name_beyond_its_widest():
+    long = "model.activation=sigmoid, model.init=glorot_uniform, train.lr=0.5, seed=3"
+    fig = plot.gradient_per_layer({long: _grad_table()}, False)
+    (text,) = _legend_texts(fig)
+    assert "…" in text and len(text) < len(long)
+    assert text.startswith("model.activation") and text.endswith("seed=3")
+
+
+@pytest.fixture(scope="module")
+def lstm_store(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.torch import zoo
+
+    out = tmp_path_factory.mktemp("lstm")
+    torch.manual_seed(0)
+    model = zoo.lstm_classifier(features=4, hidden=8, layers=2, classes=3)
+    x, y = torch.randn(8, 5, 4), torch.randint(0, 3, (8,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with dlt.Watch(model, every=1, out=out, name="lstm", theory=False) as watch:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    return out
+
+
+def test_torch_run_without_activation_modules_gets_a_note_not_empty_panels(lstm_store, tmp_path):
+    probes = Store(lstm_store).probes(str(Store(lstm_store).runs()["id"].iloc[0]))
+    assert not (probes["quantity"] == "act_mean").any()  # what the fix is about
+    page = build.write_report(tmp_path / "rep", Store(lstm_store)).read_text()
+    pngs = sorted(p.name for p in (tmp_path / "rep" / "figures").glob("lstm_*.png"))
+    assert "lstm_activations.png" not in pngs and "lstm_saturation.png" not in pngs
+    assert {"lstm_gradient_per_layer.png", "lstm_gradient_heatmap.png",
+            "lstm_update_ratio.png", "lstm_training.png"} <= set(pngs)
+    assert "No activation or saturation figure: no layer&#x27;s output goes into a recognised" \
+        in page or "No activation or saturation figure: no layer's output goes into a " \
+        "recognised" in page
+    assert build.FIG_ACTIVATIONS not in page and build.FIG_SATURATION not in page
+    assert build.FIG_UPDATE_RATIO in page
