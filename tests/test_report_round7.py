@@ -87,3 +87,37 @@ def test_torch_run_without_activation_modules_gets_a_note_not_empty_panels(lstm_
         "recognised" in page
     assert build.FIG_ACTIVATIONS not in page and build.FIG_SATURATION not in page
     assert build.FIG_UPDATE_RATIO in page
+
+
+def _flow_record(rid: str, end_ratio: float):
+    import numpy as np
+
+    from depthlab.experiments.store import RunRecord
+
+    rows = []
+    for step in (0, 10):
+        ratio = 0.5 if step == 0 else end_ratio  # first / last hidden layer's gradient std
+        for layer, value in ((1, 1e-2 * ratio), (2, 1e-2 * np.sqrt(ratio)), (3, 1e-2)):
+            rows += [{"step": step, "layer": layer, "quantity": "grad_pre_std", "value": value},
+                     {"step": step, "layer": layer, "quantity": "act_std", "value": 0.5}]
+    config = {"data": {"name": "digits"},
+              "model": {"sizes": [64, 16, 16, 16, 10], "activation": "relu"},
+              "train": {"optimizer": "sgd", "lr": 0.1}}
+    return RunRecord(id=rid, name=rid, kind="run", sweep=None, status="finished", config=config,
+                     metrics={"val_acc": 0.5, "steps": 10}, seconds=1.0,
+                     steps=pd.DataFrame({"step": range(1, 11), "loss": [1.0] * 10}),
+                     probes=pd.DataFrame(rows))
+
+
+def test_gradient_flow_meaning_says_when_the_end_differs_from_init(tmp_path):
+    """The 'meaning' column described the ratio at init alone: a ResNet-18 Watch run read
+    'flows: within a factor 1.9 of 1' beside a ratio at the end of 0.024."""
+    with Store(tmp_path) as store:
+        store.add_run(_flow_record("gets-worse", 0.024))
+        store.add_run(_flow_record("stays", 0.4))
+    store = Store(tmp_path)
+    group = build._Group("all", "All runs", "runs", build._runs_table(store))
+    text = build._flow_section(store, group, build._Pngs())
+    assert ("flows: within a factor 2 of 1; at the end shrinking: the first layer gets 42x "
+            "less gradient") in text
+    assert text.count("; at the end") == 1  # "stays" flows at both ends: nothing added

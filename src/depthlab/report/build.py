@@ -375,7 +375,14 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         at_end = _cellnum(plot.gradient_ratio(t, end)) if end is not None else None
         if at_end is None and r["status"] != "finished":
             at_end = f"none ({r['status']})"  # not a blank that reads as "not measured"
-        rows.append([labels[rid], _cellnum(init_ratio), at_end, _describe_ratio(init_ratio),
+        # the meaning is of the ratio at init; when the end's ratio means something else
+        # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
+        meaning = _describe_ratio(init_ratio)
+        if isinstance(at_end, float):
+            end_meaning = _describe_ratio(at_end)
+            if end_meaning.split(":")[0] != meaning.split(":")[0]:
+                meaning = f"{meaning}; at the end {end_meaning}"
+        rows.append([labels[rid], _cellnum(init_ratio), at_end, meaning,
                      _cellnum(r["val_acc"])])
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
             "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
