@@ -121,3 +121,28 @@ def test_gradient_flow_meaning_says_when_the_end_differs_from_init(tmp_path):
     assert ("flows: within a factor 2 of 1; at the end shrinking: the first layer gets 42x "
             "less gradient") in text
     assert text.count("; at the end") == 1  # "stays" flows at both ends: nothing added
+
+
+def _torch_table(modules: list[str], quantities: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame([{"step": step, "layer": i, "module": m, "quantity": q,
+                          "value": 0.1 * i + 0.01 * step}
+                         for step in (0, 5) for i, m in enumerate(modules, 1)
+                         for q in quantities])
+
+
+def test_overlay_names_only_the_layers_of_runs_it_draws():
+    """The all-runs activation figure of a ResNet-18 beside a transformer Watch run (which
+    records no activations) labelled ResNet points 'layer1.1.conv2 / encoder.layers.0.linear2'."""
+    resnet = _torch_table(["conv1", "layer1.0.conv1", "layer1.0.conv2"],
+                          ("grad_pre_std", "act_std"))
+    transformer = _torch_table(["embed", "encoder.layers.0.self_attn.out_proj",
+                                "encoder.layers.0.linear1"], ("grad_pre_std",))
+    runs = {"resnet18": resnet, "transformer": transformer}
+    act = plot.activation_per_layer(runs, False)
+    ticks = [t.get_text() for t in act.axes[0].get_xticklabels()]
+    assert ticks == ["conv1", "layer1.0.conv1", "layer1.0.conv2"]
+    assert _legend_texts(act) == ["resnet18"]
+    grad = plot.gradient_per_layer(runs, False)  # both runs drawn: both names
+    ticks = [t.get_text() for t in grad.axes[0].get_xticklabels()]
+    assert ticks == ["conv1 / embed", "layer1.0.conv1 / encoder.layers.0.self_attn.out_proj",
+                     "layer1.0.conv2 / encoder.layers.0.linear1"]

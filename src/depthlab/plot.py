@@ -290,7 +290,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     runs = _runs(table_or_runs)
     theories = _theories(runs, theory)
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
-    tables = [t for t, _ in runs.values() if not t.empty]
+    # the rows this figure draws: a run without this quantity (a transformer's or an LSTM's
+    # activations) draws no line, and its module names must not label the other runs' layers
+    tables = [t[t["quantity"] == quantity] if "quantity" in t.columns else t
+              for t, _ in runs.values() if not t.empty]
+    tables = [t for t in tables if not t.empty]
     # torch runs: module names (not when a NumPy run, numbered only, is overlaid; a run with
     # its loss rows only draws no layer and does not count)
     layered = [t for t in tables if "layer" in t.columns and bool((t["layer"] >= 1).any())]
