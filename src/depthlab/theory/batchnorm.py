@@ -46,8 +46,9 @@ Hence:
 * affine ``f`` (identity): the batch is never whitened; the factor depends on the data's batch
   covariance (1 for a full-rank white batch, measured ~1.02 per layer for 300 examples of rank
   32), so no number is returned (``covered = False``);
-* ``Var f(s) = 0`` (``f`` constant on the Gaussian) or an activation that is not elementwise
-  (softmax): no prediction either.
+* ``Var f(s) = 0`` (``f`` constant on the Gaussian), ``E[f'(s)^2] = 0`` (``step``: every
+  gradient is exactly 0, and ``E[f']`` misses its jump, so ``K'(0)`` would read 0) or an
+  activation that is not elementwise (softmax): no prediction either.
 
 Finite width and batch add corrections of order ``1/n`` and ``1/B`` (measured on width 256-1024,
 batch 300: relu 1.200/1.206/1.213, tanh 1.094/1.089/1.089 against 1.2112 and 1.0853; batch 64
@@ -160,6 +161,12 @@ def bn_gradient_factor(activation: Any, gamma: float = 1.0, beta: float = 0.0,
                                 math.nan, math.nan, math.nan, math.nan, False,
                                 f"no prediction: {fn.name} is constant on N({beta:g}, "
                                 f"{gamma * gamma:g}), so the next batch norm divides by ~0")
+    if dsq == 0.0:  # step: f' = 0 almost everywhere, and E[f'] says nothing of its jump
+        return BNGradientFactor(fn.name, gamma, beta, mean, var, sq, dsq, dmean, math.nan,
+                                math.nan, math.nan, math.nan, math.nan, False,
+                                f"no prediction: E[f'(s)^2] = 0 for {fn.name} on "
+                                f"N({beta:g}, {gamma * gamma:g}), so every back-propagated "
+                                "gradient is exactly 0: there is no growth to give")
     growth_sq = gamma * gamma * dsq / var
     whitening = gamma * gamma * dmean * dmean / var
     mode = norm_mode(fn, gamma, beta)
@@ -214,7 +221,7 @@ def propagate_batchnorm(
     (module docstring). Where :func:`bn_gradient_factor` does not cover the activation,
     ``grad_pre_var`` is NaN below the top layer and ``frame.attrs["note"]`` says why.
     """
-    from .variance import _check_sizes, _init_variance, check_rows
+    from .variance import _check_sizes, _init_variance, check_gradient, check_rows
 
     widths = _check_sizes(sizes)
     check_rows(len(widths) - 1, "propagate_batchnorm")
@@ -251,6 +258,7 @@ def propagate_batchnorm(
             nxt = rows[l]
             grad = (rows[l - 1]["deriv_sq"] * widths[l + 1] * wvar[l] * gamma * gamma
                     / (nxt["dense_var"] + eps) * grad)
+            check_gradient(grad, l, L)
         rows[l - 1]["grad_pre_var"] = grad
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.attrs["note"] = factor.note

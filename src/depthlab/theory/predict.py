@@ -138,6 +138,20 @@ def has_zero_mean_weights(init: Any) -> bool:
     return not (isinstance(obj, Constant) and obj.value != 0.0)
 
 
+def _zero_gradients(arch: str, frame: pd.DataFrame, act: Any) -> GradientPrediction | None:
+    """An uncovered prediction when ``E[f'(s)^2] = 0`` at the last probed nonlinearity (``step``,
+    or relu on an all-zero pre-activation): ``dL/ds = dL/da f'(s)`` is then exactly 0 there and,
+    every other gradient flowing through it, everywhere, so a profile relative to the top
+    would be 0/0 however confident its numbers; None otherwise."""
+    top = float(frame["deriv_sq"].iloc[-1])
+    if top != 0.0:
+        return None
+    return _uncovered(arch, len(frame), f"no prediction: E[f'(s)^2] = 0 at the last hidden "
+                                        f"layer (the derivative of {act!r} is 0 on its "
+                                        "pre-activations), so every hidden gradient is exactly 0 "
+                                        "at initialization: no scale to compare")
+
+
 def predict_gradients(model: Any, *, input_var: float = 1.0,
                       input_mean: float = 0.0) -> GradientPrediction:
     """Predicted per-layer std of the back-propagated gradient ``dL/ds`` at initialization,
@@ -148,8 +162,11 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     1 and 0). Wide layers and (with BN) large batches are assumed; measured agreement and the
     cases the argument does not cover (under BN: affine activations, and gelu, swish, mish whose
     examples' norms drift apart; softmax; non-zero random biases) are documented in
-    :mod:`depthlab.theory.batchnorm` and the tests; then ``covered`` is False. Raises
-    ValueError for sizes that are not explicit integers (``"auto"``).
+    :mod:`depthlab.theory.batchnorm` and the tests; then ``covered`` is False, as when every
+    hidden gradient is exactly 0 at initialization (``E[f'(s)^2] = 0`` at the last hidden layer,
+    as for ``step``, or an all-zero output layer: a profile relative to a zero top is 0/0).
+    Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
+    naming the layer where a variance passes float64's range (exploding gradients).
     """
     spec = _model_spec(model)
     sizes = spec.sizes
@@ -177,17 +194,31 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     if isinstance(act, str) and act.lower() in NOT_ELEMENTWISE:
         return _uncovered(arch, points, "no prediction: a softmax hidden layer is not "
                                         "elementwise")
+    out_init = spec.output_init if spec.output_init is not None else spec.init
+    if has_zero_biases(out_init):
+        return _uncovered(arch, points, f"no prediction: the output layer's weights are all 0 "
+                                        f"(init {out_init!r}), so every hidden gradient is "
+                                        "exactly 0 at initialization: no scale to compare")
     if residual:
         frame = propagate_residual(int(sizes[0]), hidden[0], len(hidden) - 1, act, init,
                                    input_var, input_mean, batchnorm=bn, eps=eps, **kw)
+        dead = _zero_gradients(arch, frame, act)
+        if dead is not None:
+            return dead
         return GradientPrediction(arch, frame, True, "wide-layer mean field at initialization"
                                   + (", large batches" if bn else ""), formula)
     if bn:
         frame = propagate_batchnorm([int(sizes[0]), *hidden], act, init, input_var, eps=eps,
                                     **kw)
         factor = bn_gradient_factor(act, **kw)
+        dead = _zero_gradients(arch, frame, act)
+        if dead is not None:
+            return dead
         return GradientPrediction(arch, frame, factor.covered, factor.note, formula,
                                   factor.growth)
     frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean, **kw)
+    dead = _zero_gradients(arch, frame, act)
+    if dead is not None:
+        return dead
     return GradientPrediction(arch, frame, True, "Gaussian variance propagation at "
                               "initialization (wide layers)", formula)

@@ -50,6 +50,7 @@ import pandas as pd
 from ..validators import positive_int, real
 from .batchnorm import NOT_ELEMENTWISE, bn_moments
 from .gaussian import resolve_activation
+from .variance import check_gradient
 
 COLUMNS = ("layer", "block", "site", "pre_var", "act_mean", "act_var", "act_sq", "deriv_sq",
            "grad_pre_var", "stream_batch_var", "stream_sq", "stream_grad_var")
@@ -152,6 +153,7 @@ def propagate_residual(
         else:  # s_in is x_b itself: dL/ds_in is the whole dL/dx_b, skip path included
             G = G + n * v * r_in["deriv_sq"] * g_mid
             g_in = G
+        check_gradient(g_in, 2 * b - 1, 2 * K + 1)
         r_mid["grad_pre_var"], r_in["grad_pre_var"] = g_mid, g_in
         r_mid["stream_grad_var"] = r_in["stream_grad_var"] = G
     for i, r in enumerate(rows, start=1):

@@ -114,6 +114,17 @@ def check_rows(layers: int, what: str) -> None:
     check_fits(layers * ROW_BYTES, f"{what} ({layers:,} layers)")
 
 
+def check_gradient(grad: float, layer: int, top: int) -> None:
+    """:class:`OverflowError` naming ``layer`` when the relative gradient variance ``grad`` =
+    Var(dL/ds_layer) / Var(dL/ds_top) is not finite (it passed float64's ~1.8e308): the
+    gradients explode past any float towards the input, and an ``inf`` (or the ``nan`` it
+    turns into) would read as "no prediction" in a table that says it covers the network."""
+    if not np.isfinite(grad):
+        raise OverflowError(f"the gradient variance overflowed at layer {layer}: Var(dL/ds) "
+                            f"grows past 1.8e308 times layer {top}'s towards the input "
+                            "(the gradients explode)")
+
+
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
     try:
         out = [int(n) for n in sizes]
@@ -222,6 +233,7 @@ def propagate(
     rows[-1]["grad_pre_var"] = grad
     for l in range(L - 1, 0, -1):  # row index l-1 holds layer l
         grad = widths[l + 1] * wvar[l] * rows[l - 1]["deriv_sq"] * grad
+        check_gradient(grad, l, L)
         rows[l - 1]["grad_pre_var"] = grad
     for r in rows:
         r["weight_grad_var"] = r.pop("_prev_sq") * r["grad_pre_var"]
