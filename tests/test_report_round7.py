@@ -8,6 +8,9 @@
   transformer with functional activations) got two empty panels ("no 'act_mean' probes
   recorded", "no saturation or dead-unit probes recorded") under captions describing curves;
   now one note says why they are absent, and the update-ratio figure stays.
+- The gradient-flow table's "meaning" described the ratio at init alone.
+- The per-layer overlays labelled layers with the module names of runs they do not draw.
+- The update-ratio figure, alone in its row, was drawn in half of it (scaled to 0.7).
 """
 
 from __future__ import annotations
@@ -86,7 +89,9 @@ def test_torch_run_without_activation_modules_gets_a_note_not_empty_panels(lstm_
         in page or "No activation or saturation figure: no layer's output goes into a " \
         "recognised" in page
     assert build.FIG_ACTIVATIONS not in page and build.FIG_SATURATION not in page
-    assert build.FIG_UPDATE_RATIO in page
+    # the update ratio comes after the full-width saturation figure, alone in its row: drawn
+    # full width (in half a row its 8-inch figure was scaled to 0.7, its legend unreadable)
+    assert f'<figure class="wide"><h3>{build.FIG_UPDATE_RATIO}</h3>' in page
 
 
 def _flow_record(rid: str, end_ratio: float):
