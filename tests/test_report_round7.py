@@ -89,9 +89,8 @@ def test_torch_run_without_activation_modules_gets_a_note_not_empty_panels(lstm_
         in page or "No activation or saturation figure: no layer's output goes into a " \
         "recognised" in page
     assert build.FIG_ACTIVATIONS not in page and build.FIG_SATURATION not in page
-    # the update ratio comes after the full-width saturation figure, alone in its row: drawn
-    # full width (in half a row its 8-inch figure was scaled to 0.7, its legend unreadable)
-    assert f'<figure class="wide"><h3>{build.FIG_UPDATE_RATIO}</h3>' in page
+    # no saturation figure: the update ratio shares its row with the gradient heatmap
+    assert f"<figure><h3>{build.FIG_UPDATE_RATIO}</h3>" in page
 
 
 def _flow_record(rid: str, end_ratio: float):
@@ -151,3 +150,20 @@ def test_overlay_names_only_the_layers_of_runs_it_draws():
     ticks = [t.get_text() for t in grad.axes[0].get_xticklabels()]
     assert ticks == ["conv1 / embed", "layer1.0.conv1 / encoder.layers.0.self_attn.out_proj",
                      "layer1.0.conv2 / encoder.layers.0.linear1"]
+
+
+def test_update_ratio_after_the_saturation_figure_is_full_width(tmp_path):
+    """After the full-width saturation figure the update ratio is alone in its row: drawn in
+    half of it, its 8-inch figure was scaled to 0.7 and its legend was unreadable."""
+    record = _flow_record("sat", 0.4)
+    extra = [{"step": step, "layer": layer, "quantity": q, "value": 0.01 * layer}
+             for step in (0, 10) for layer in (1, 2, 3)
+             for q in ("saturated_frac", "update_ratio")]
+    record.probes = pd.concat([record.probes, pd.DataFrame(extra)], ignore_index=True)
+    with Store(tmp_path) as store:
+        store.add_run(record)
+    store = Store(tmp_path)
+    blocks, _ = build._run_figures(store, "sat", "sat", record.config, build._Pngs(), None)
+    heads = [b[:b.index("</h3>")] for b in blocks if b.startswith("<figure")]
+    assert heads[-2:] == [f'<figure class="wide"><h3>{build.FIG_SATURATION}',
+                          f'<figure class="wide"><h3>{build.FIG_UPDATE_RATIO}']

@@ -662,7 +662,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             png, FIG_UPDATE_RATIO, "||W_n − W_(n−1)|| / ||W_(n−1)|| of each shown layer "
             "per recorded step (log scale): the relative size of one optimizer step. "
             "Around 1e-3 is the usual order; far above, the step is too large; far "
-            "below, that layer barely learns.", wide=True))  # alone in its row: full size
+            "below, that layer barely learns.", wide=has_sat))  # after saturation: alone
     return blocks, probes
 
 
