@@ -351,6 +351,18 @@ def check_model(model: object) -> nn.Module:
     if dynamo is not None and isinstance(model, dynamo.OptimizedModule):
         raise TypeError("compiled models (torch.compile) are not supported; pass the original "
                         "module (model._orig_mod)")
+    # nn.Module.compile() compiles in place (the module is still plain): the hooks then ran
+    # inside the compiled forward, where the activation rows (act_*, dead_frac, ...) were
+    # silently lost and every recorded step recompiled; so for a compiled submodule
+    compiled = next((n for n, m in model.named_modules()
+                     if getattr(m, "_compiled_call_impl", None) is not None
+                     or (dynamo is not None and isinstance(m, dynamo.OptimizedModule))), None)
+    if compiled is not None:
+        what = f"module {compiled!r} of {type(model).__name__} is" if compiled else \
+            f"{type(model).__name__} is"
+        raise TypeError(f"{what} compiled (model.compile() or torch.compile), whose compiled "
+                        "forward would run depthlab's hooks and lose rows; pass a module that "
+                        "is not compiled")
     return model
 
 
