@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 import depthlab as dl
 
@@ -142,6 +143,15 @@ def run(quick: bool = False, data: str | None = None,
                    value=min(deep[RES] - deep[BN], deep[BN] - deep["relu + he_normal"])))
 
     res.figures["ladder"] = _fig(full, depths, ref)
+    res.captions["ladder"] = (
+        f"Training accuracy on {dname} after {steps} SGD steps, relative to the best depth-"
+        f"{depths[0]} net ({ref:.3f}), against depth in weight layers (log scale), one line "
+        f"per recipe; dashed: the {FRACTION:.0%} threshold for 'trains'. "
+        + ("A line ends at its recipe's first failure (the quick version does not train "
+           "deeper nets). " if quick else "")
+        + "Deepest depth that trains: "
+        + "; ".join(f"{k}: {v}" for k, v in deep.items()) + "."
+    )
     res.notes.append(
         f"Data {dname!r} (standardized; {ds.x_train.shape[0]} training rows); width {width}; "
         f"SGD lr 0.01, momentum 0.9, batch 64, {steps} steps for every network, seed = depth; "
@@ -188,10 +198,12 @@ def _fig(full: pd.DataFrame, depths: list[int], ref: float) -> Figure:
     ax.axhline(FRACTION, color="grey", ls="--", lw=1, label=f"{FRACTION:.0%} of reference")
     ax.set_xscale("log")
     ax.set_xticks(depths, [str(d) for d in depths])
+    ax.xaxis.set_minor_locator(NullLocator())  # the grid's depths only, not 3×10⁰ …
     ax.set_xlabel("depth (weight layers)")
     ax.set_ylabel(f"training accuracy / shallow reference ({ref:.3f})")
     ax.set_ylim(0, 1.1)
     ax.set_title("Depth ladder: accuracy after a fixed budget")
-    ax.legend(fontsize=7, loc="lower left")
+    # outside the axes: inside, it covered the failing ladders' points (lower left)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

@@ -198,6 +198,15 @@ def run(quick: bool = False, data: str | None = None,
            if quick else "")
     )
     res.figures["loss_and_gradients"] = _figure(runs, dict(cfg, decay=decay))
+    res.captions["loss_and_gradients"] = (
+        f"Left: training loss of the {DEPTH}-layer ReLU nets per mini-batch (faint) and its "
+        "10-step mean (line), log scale; dotted: ln 10, a uniform guess; dashed: the steps "
+        f"where the lr is divided by 10. Xavier {lo.loss_first.mean():.2f} → "
+        f"{lo.loss_last.mean():.3g}, He {hi.loss_first.mean():.2f} → {hi.loss_last.mean():.3g}"
+        ". Middle: first-layer mean |dL/dW| during training. Right: mean |dL/dW| of every "
+        "hidden layer at step 0; the variance theory puts the Xavier curve 2^(29/2) ≈ 2.3e4 "
+        f"below He's (measured at layer 1: {(hi.grad_w1_step0 / lo.grad_w1_step0).mean():.2g}×)."
+    )
     return res
 
 

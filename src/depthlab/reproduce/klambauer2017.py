@@ -239,6 +239,22 @@ def run(quick: bool = False, data: str | None = None,
     )
     res.figures["moments_per_layer"] = _fig_moments(fwd, theo)
     res.figures["training_loss"] = _fig_loss(curves, smooth, cfg)
+    outside = sh[(sh["mean"].abs() > MEAN_TOL) | ~sh["var"].between(VAR_LO, VAR_HI)]
+    back_at = int(outside.layer.max()) + 1 if len(outside) else 0
+    res.captions["moments_per_layer"] = (
+        f"Mean (left) and variance (right, log scale) of each of {N_LAYERS} SELU layers' "
+        f"activations at initialization (LeCun-normal weights, {N_EXAMPLES:,} Gaussian "
+        "inputs): dots measured, lines the moment map selu_trajectory; blue: a standard "
+        "input, orange: one with mean 1 and variance 9; green bands: Theorem 1's domain. "
+        f"The shifted input is inside the domain from layer {back_at} on."
+    )
+    res.captions["training_loss"] = (
+        f"Mini-batch training loss (log scale) of SNNs (SELU, blue) and ReLU + batch-norm nets "
+        f"(red) of width {cfg['width']} on the same mini-batches, plain SGD lr {LR}. Legend: "
+        "roughness = mean |L_t − L_{t−1}| / mean L_t over the second half; the paper's Fig. 1 "
+        "shows the BN curves noisy and the SNN curves smooth. A loss near zero fluctuates "
+        "more relative to its level."
+    )
     return res
 
 

@@ -239,6 +239,12 @@ def stage_trainability(d: Inputs, res: Result) -> None:
                    f"train acc {crit:.2f} at 1.76; {edges[0]:.2f} at 1.0, {edges[1]:.2f} at 4.0",
                    crit >= TRAIN_THRESHOLD and max(edges) < TRAIN_THRESHOLD, value=crit))
     res.figures["trainability"] = _fig_grid(grid, sw2_grid, depths, steps)
+    res.captions["trainability"] = (
+        f"Best training accuracy (colour and number) of tanh nets (σ_b² = {SIGMA_B2}, width "
+        f"{width}) over σ_w² (x) and depth (y, log scale), one seed per cell; dashed white: "
+        "6 ξ_c, the mean-field depth below which a net should train (it diverges at the "
+        f"critical σ_w² ≈ 1.76). {frac:.0%} of the cells agree with it."
+    )
     res.notes.append(
         f"Trainability: data {dname!r} (standardized), tanh MLP of width {width} with "
         f"depth L = number of hidden layers, W ~ N(0, σ_w²/n), b ~ N(0, {SIGMA_B2}) in every "
@@ -314,6 +320,12 @@ def stage_gradient_growth(d: Inputs, res: Result) -> None:
                    max(errs) <= math.log10(GRAD_FACTOR), value=10 ** max(errs)))
 
     res.figures["gradient_growth"] = _fig_growth(gdf, sw_c)
+    res.captions["gradient_growth"] = (
+        f"Mean squared back-propagated gradient of the first over the last of {GRAD_DEPTH} tanh "
+        "layers at initialization (log scale) against σ_w²: red dots measured, black line the "
+        f"mean-field χ₁^{GRAD_DEPTH - 1}; dotted: the critical σ_w² where χ₁ = 1. Left of it "
+        "(ordered) gradients vanish towards the input, right of it (chaotic) they explode."
+    )
     res.notes.append(
         f"Gradient growth: {GRAD_DEPTH} tanh layers of {gwidth}, float64, inputs scaled to "
         f"start at q*, {len(gseeds)} seed(s), a standard-normal gradient at a 10-way output; "
