@@ -68,6 +68,11 @@ class StepDecay(Callback):
         trainer.optimizer.lr = self.lr * 0.1 ** sum(step > a for a in self.at)
 
 
+def _loss(v: float) -> str:
+    """A loss for a caption: 3 decimals near ln 10 (2.303 vs 2.287), 2 digits when small."""
+    return f"{v:.3f}" if v >= 0.1 else f"{v:.2g}"
+
+
 def _window_mean(values: list[float], n: int, head: bool) -> float:
     v = values[:n] if head else values[-n:]
     return float(np.mean(v))
@@ -201,8 +206,9 @@ def run(quick: bool = False, data: str | None = None,
     res.captions["loss_and_gradients"] = (
         f"Left: training loss of the {DEPTH}-layer ReLU nets per mini-batch (faint) and its "
         "10-step mean (line), log scale; dotted: ln 10, a uniform guess; dashed: the steps "
-        f"where the lr is divided by 10. Xavier {lo.loss_first.mean():.2f} → "
-        f"{lo.loss_last.mean():.3g}, He {hi.loss_first.mean():.2f} → {hi.loss_last.mean():.3g}"
+        f"where the lr is divided by 10. Xavier {_loss(lo.loss_first.mean())} → "
+        f"{_loss(lo.loss_last.mean())}, He {_loss(hi.loss_first.mean())} → "
+        f"{_loss(hi.loss_last.mean())}"
         ". Middle: first-layer mean |dL/dW| during training. Right: mean |dL/dW| of every "
         "hidden layer at step 0; the variance theory puts the Xavier curve 2^(29/2) ≈ 2.3e4 "
         f"below He's (measured at layer 1: {(hi.grad_w1_step0 / lo.grad_w1_step0).mean():.2g}×)."
