@@ -167,3 +167,16 @@ def test_update_ratio_after_the_saturation_figure_is_full_width(tmp_path):
     heads = [b[:b.index("</h3>")] for b in blocks if b.startswith("<figure")]
     assert heads[-2:] == [f'<figure class="wide"><h3>{build.FIG_SATURATION}',
                           f'<figure class="wide"><h3>{build.FIG_UPDATE_RATIO}']
+
+
+def test_run_lines_are_never_pale_yellow_and_stay_distinct():
+    """The seventh run of a sweep (sigmoid, depth 2 in a 3x3 grid) was drawn in Okabe-Ito
+    yellow #F0E442, barely visible on white."""
+    from matplotlib.colors import to_hex
+
+    runs = {f"run {k}": _grad_table() for k in range(10)}
+    fig = plot.gradient_per_layer(runs, False)
+    styles = [(to_hex(line.get_color()), line.get_marker()) for line in fig.axes[0].lines]
+    assert len(styles) == 10
+    assert "#f0e442" not in {c for c, _ in styles}
+    assert len(set(styles)) == 10  # colour and marker together tell every run apart

@@ -46,7 +46,9 @@ __all__ = [
     "update_ratio",
 ]
 
-RUN_COLORS = _f.OKABE_ITO
+# one colour per run: Okabe-Ito without its yellow (#F0E442: contrast 1.3:1 on the white
+# figure, a thin run line in it could not be seen)
+RUN_COLORS = tuple(c for c in _f.OKABE_ITO if c.upper() != "#F0E442")
 RUN_MARKERS = ("o", "s", "^", "D")
 """Markers cycle after every ``len(RUN_COLORS)`` runs, so no two runs look alike."""
 HIST_MAX_LAYERS = 5
