@@ -180,3 +180,25 @@ def test_run_lines_are_never_pale_yellow_and_stay_distinct():
     assert len(styles) == 10
     assert "#f0e442" not in {c for c, _ in styles}
     assert len(set(styles)) == 10  # colour and marker together tell every run apart
+
+
+def test_gradient_heatmap_keeps_one_row_per_layer_when_a_layer_has_no_gradient():
+    """A transformer's self_attn layers (their in-projection has no output of its own) record
+    weights but no grad_pre_std: the heatmap stretched the embedding's row over the missing
+    layer, drawing it two layers tall, with nothing saying a layer was left out."""
+    import numpy as np
+
+    rows = _torch_table(["embed", "encoder.layers.0.self_attn", "encoder.layers.0.linear1"],
+                        ("weight_std",))
+    grads = _torch_table(["embed", "encoder.layers.0.self_attn", "encoder.layers.0.linear1"],
+                         ("grad_pre_std",))
+    probes = pd.concat([rows, grads[grads["layer"] != 2]], ignore_index=True)
+    fig = plot.gradient_heatmap(probes)
+    ax = fig.axes[0]
+    y_edges = ax.collections[0].get_coordinates()[:, 0, 1]
+    np.testing.assert_allclose(np.diff(y_edges), 1.0)  # three rows, each one layer tall
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "embed", "encoder.layers.0.self_attn", "encoder.layers.0.linear1"]
+    assert "blank: 1 layer with no grad_pre_std recorded" in ax.get_title()
+    full = plot.gradient_heatmap(_grad_table())  # nothing missing: no note
+    assert full.axes[0].get_title() == "Back-propagated gradient std per layer"

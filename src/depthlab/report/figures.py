@@ -424,6 +424,12 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     # gradients) is blank, not left out (the axis started at the first finite step)
     sel = probes[(probes["quantity"] == quantity) & (probes["layer"] >= 1)]
     wide = wide.reindex(sorted(set(sel["step"]) | set(wide.index)))
+    # every layer one row: a layer without this quantity (a transformer's attention, whose
+    # in-projection has no output of its own) is a blank row; its neighbours were stretched
+    # over it (the embedding drawn two layers tall)
+    present = [int(v) for v in wide.columns]
+    wide = wide.reindex(columns=range(min(present), max(present) + 1))
+    missing = [la for la in wide.columns if la not in present]
     z = wide.to_numpy(dtype=float).T  # layers x steps
     valid = np.isfinite(z) & (z > 0)
     if not valid.any():
@@ -446,7 +452,9 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
     cb.set_label("std of dL/ds (log scale)")
-    ax.set_title("Back-propagated gradient std per layer")
+    ax.set_title("Back-propagated gradient std per layer" + (
+        f"\nblank: {len(missing)} layer{'s' * (len(missing) > 1)} with no {quantity} recorded"
+        if missing else ""), fontsize=11 if missing else None)
     return fig
 
 
