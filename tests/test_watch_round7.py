@@ -381,9 +381,8 @@ def _reassign(model, step, how):
         model[4] = nn.Linear(8, 3).double()
 
 
-@pytest.mark.xfail(strict=True, reason="patch /tmp/team/patches/loops-reassigned-weights.patch:"
-                   " a record at the step where weights were re-assigned raised 'called again "
-                   "without a backward' (assign) or measured the replaced head (stale .grad)")
+# regression: a record at the step where weights were re-assigned raised 'called again without
+# a backward' (assign) or measured the replaced head (its stale .grad)
 @pytest.mark.parametrize("kernels", ["numba", "numpy"])
 @pytest.mark.parametrize("how", ["assign", "head"])
 @pytest.mark.parametrize("every", [1, 2])
@@ -449,8 +448,7 @@ def test_a_compiled_model_or_submodule_is_refused_by_name():
         dlt.Watch(torch.compile(_mlp()))
 
 
-@pytest.mark.xfail(strict=True, reason="patch /tmp/team/patches/loops-frozen-grad.patch: a "
-                   "layer frozen mid-run kept reporting the .grad of its last trained step")
+# regression: a layer frozen mid-run kept reporting the .grad of its last trained step
 @pytest.mark.parametrize("kernels", ["numba", "numpy"])
 def test_a_layer_frozen_mid_run_has_no_gradient_rows_after(monkeypatch, kernels):
     """Fine-tuning: the first layer frozen at step 2 (``requires_grad_(False)``) and a new

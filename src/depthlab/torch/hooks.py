@@ -92,6 +92,16 @@ def _ver(t: torch.Tensor) -> int:
         return -1
 
 
+def _weight_grad(w: torch.Tensor, weight_grads: dict | None) -> torch.Tensor | None:
+    """The gradient of the weight ``w`` in this pass: ``weight_grads[id(w)]`` when given, else
+    ``w.grad``; None for a frozen weight (``requires_grad`` False), whose ``.grad`` is what an
+    earlier step left there (frozen mid-run, with an optimizer over the other weights only:
+    its last gradient was recorded again at every later step)."""
+    if weight_grads is not None:
+        return weight_grads.get(id(w))
+    return w.grad if w.requires_grad else None
+
+
 def _inert(*args) -> None:
     """What a copy of a watched model gets in place of a :class:`Recording`'s hook: nothing."""
     return None
@@ -651,8 +661,7 @@ class Recording:
             if g is not None and g.ns:
                 g.gather(t)
                 item["grad"] = g
-            grads = [_strided(p.grad if weight_grads is None else weight_grads.get(id(p)))
-                     for p in info.weights]
+            grads = [_strided(_weight_grad(w, weight_grads)) for w in info.weights]
             item["w"] = info.weights
             item["n_w"] = sum(w.numel() for w in info.weights)
             item["gw"] = [g for g in grads if g is not None]
@@ -783,8 +792,7 @@ class Recording:
             if (pre is not None and not pre.host) or (out is not None and not out.host) \
                     or (act is not None and not act.host) or (g is not None and not g.host):
                 return None
-            grads = [w.grad if weight_grads is None else weight_grads.get(id(w))
-                     for w in info.weights]
+            grads = [_weight_grad(w, weight_grads) for w in info.weights]
             for w, gw in zip(info.weights, grads):
                 if not _host_float(w) or (gw is not None and not _host_float(gw)):
                     return None

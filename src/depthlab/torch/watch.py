@@ -36,6 +36,7 @@ hooks only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -217,7 +218,13 @@ class Watch:
         changed = ((n % self.every == 0 or (n + 1) % self.every == 0)
                    and self._modules() != self._structure)
         if n % self.every == 0:
-            refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
+            order = self._rec.order
+            if changed:  # the record reads the model's weights, not the replaced ones
+                self._rec.order = self._present_layers()
+            try:
+                refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
+            finally:
+                self._rec.order = order
             if self._theory_pending and self._rec.order:  # else: nothing ran while armed yet
                 self._predict_theory()
         if changed:
@@ -268,6 +275,31 @@ class Watch:
         return tuple((name, id(m), *map(id, m._parameters.values()))
                      for name, m in self.model.named_modules())
 
+    def _present_layers(self) -> list:
+        """Before the record of a step at which the model's modules or weights changed: the
+        layers that ran whose module is still the model's, each reading the weights its module
+        has now (re-assigned by ``load_state_dict(assign=True)`` or ``layer.weight =
+        nn.Parameter(...)``: the replaced ones are not the model's, and their ``.grad`` is an
+        earlier step's; a layer whose weights were replaced gets no update ratio this time).
+        A layer whose module was replaced or removed is left out of this record."""
+        from .layers import weight_modules
+
+        now = {(info.name, id(info.owner)): info.weights for info in weight_modules(self.model)}
+        present = []
+        for info in self._rec.order:
+            weights = now.get((info.name, id(info.owner)))
+            if weights is None:
+                continue
+            if len(weights) != len(info.weights) or any(
+                    a is not b for a, b in zip(weights, info.weights)):
+                info = dataclasses.replace(info, weights=weights)  # no snapshot: no ratio
+            present.append(info)
+        self._weights = [(info, p) for info in present for p in info.weights]
+        live = {id(p) for _, p in self._weights}
+        if self._grad_marks:  # the replaced weights' gradients do not tell a backward ran
+            self._grad_marks = [m for m in self._grad_marks if id(m[0]) in live]
+        return present
+
     def _relayer(self, n: int) -> None:
         """After call ``n``, find the layers again: the model's modules changed since they
         were found (a head replaced, a module added, a weight re-assigned). A layer under a
@@ -300,8 +332,9 @@ class Watch:
         warnings.warn(f"Watch: the modules of {type(self.model).__name__} changed before step "
                       f"{n + 1} (new or replaced: {', '.join(new) or 'none'}; removed: "
                       f"{', '.join(gone) or 'none'}): its layers are found again, each keeping "
-                      f"its number by module name (a record of step {n} or earlier measured "
-                      "the modules found before)",
+                      "its number by module name (earlier records measured the modules found "
+                      "then; a record at the step of the change leaves the replaced or removed "
+                      "ones out)",
                       RuntimeWarning, stacklevel=3)
 
     def _marks(self) -> list[tuple[torch.Tensor, Any, int]]:
