@@ -23,36 +23,15 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 import depthlab.torch as dlt
+from tests.helpers.torchref import as_numpy as _np
+from tests.helpers.torchref import call as _call
+from tests.helpers.torchref import first_tensor as _first
 
 D = torch.float64
 PCTS = (2, 15, 50, 85, 98)
 _FOLLOWER = ("act_", "saturated_frac", "inactive_frac", "dead_frac", "acc", "block_grad_std")
 
 
-def _first(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        for v in obj:
-            t = _first(v)
-            if t is not None:
-                return t
-    return None
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t.to_dense() if t.layout != torch.strided else t).to(D).numpy()
-
-
-def _call(model, x):
-    if isinstance(x, tuple):
-        return model(*x)
-    if isinstance(x, dict):
-        return model(**x)
-    return model(x)
 
 
 def reference(model, x, y, loss_fn, layers, weights=None) -> dict:

@@ -20,31 +20,14 @@ from torch import nn
 import depthlab.torch as dlt
 from depthlab.experiments.store import Store
 from depthlab.torch import hooks
+from tests.helpers.torchref import as_numpy as _np
+from tests.helpers.torchref import call as _call
+from tests.helpers.torchref import first_tensor as _first
 
 PCTS = (2, 15, 50, 85, 98)
 D = torch.float64
 
 
-def _first(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        for v in obj:
-            t = _first(v)
-            if t is not None:
-                return t
-    return None
-
-
-def _np(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t if t.layout == torch.strided else t.to_dense()).to("cpu", torch.float64).numpy()
-
-
-def _call(model, x):
-    return model(*x) if isinstance(x, tuple) else model(x)
 
 
 def reference(model, x, y, loss_fn, layers, pcts=PCTS, weights_given=None) -> dict:

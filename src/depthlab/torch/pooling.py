@@ -44,7 +44,8 @@ from torch import nn
 
 from ..theory.gaussian import normal_rule
 
-__all__ = ["Between", "between", "forward", "backward", "mean_of", "table"]
+__all__ = ["NODES", "Between", "backward", "between", "compress", "forward", "mean_of",
+           "table"]
 
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _ADAPTIVE_MAX = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
@@ -54,7 +55,8 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _DIMS = {1: (nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d),
          2: (nn.MaxPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d),
          3: (nn.MaxPool3d, nn.AdaptiveMaxPool3d, nn.AvgPool3d, nn.AdaptiveAvgPool3d)}
-_NODES = 512  # nodes kept of a distribution (as predict's _DIST_NODES)
+NODES = 512
+"""Nodes kept of a distribution of a unit's value (:func:`compress`)."""
 
 Dist = tuple[np.ndarray, np.ndarray]
 Table = tuple[np.ndarray, np.ndarray]
@@ -162,17 +164,20 @@ def _max_weights(b: Between, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pm, np.float64), f
 
 
-def _compress(v: np.ndarray, w: np.ndarray) -> Dist:
-    if v.size <= _NODES:
-        return v, w
-    order = np.argsort(v, kind="stable")
-    v, w = v[order], w[order]
-    cw = np.cumsum(w)
-    cuts = np.searchsorted(cw, np.linspace(0, cw[-1], _NODES + 1)[1:-1], side="right")
+def compress(vals: np.ndarray, w: np.ndarray) -> Dist:
+    """At most :data:`NODES` nodes: equal-weight quantile groups of the sorted values, each
+    replaced by its weighted mean (the mean is kept exactly)."""
+    if vals.size <= NODES:
+        return vals, w
+    order = np.argsort(vals, kind="stable")
+    v, ww = vals[order], w[order]
+    cw = np.cumsum(ww)
+    cuts = np.searchsorted(cw, np.linspace(0, cw[-1], NODES + 1)[1:-1], side="right")
     starts = np.unique(np.concatenate([[0], cuts]))
     starts = starts[starts < v.size]
-    gw = np.add.reduceat(w, starts)
-    return np.add.reduceat(w * v, starts) / np.where(gw > 0, gw, 1.0), gw
+    gw = np.add.reduceat(ww, starts)
+    gv = np.add.reduceat(ww * v, starts) / np.where(gw > 0, gw, 1.0)
+    return gv, gw
 
 
 def forward(b: Between, state: tuple) -> tuple:
@@ -182,7 +187,7 @@ def forward(b: Between, state: tuple) -> tuple:
     if b.kind == "dropout":
         keep = 1.0 - b.p
         v, w = dist
-        out = _compress(np.concatenate([[0.0], np.asarray(v) / keep]),
+        out = compress(np.concatenate([[0.0], np.asarray(v) / keep]),
                         np.concatenate([[b.p], np.asarray(w) * keep]))
         return sq / keep, mean, max(sq / keep - (sq - bvar), 0.0), out
     if b.kind == "avg":
@@ -195,7 +200,7 @@ def forward(b: Between, state: tuple) -> tuple:
     m1 = float(pm @ u)
     m2 = float(pm @ (u * u))
     var_out = max(m2 - m1 * m1, 0.0)
-    return m2, m1, var_out * (bvar / var if var > 0 else 0.0), _compress(u, pm)
+    return m2, m1, var_out * (bvar / var if var > 0 else 0.0), compress(u, pm)
 
 
 def table(values: np.ndarray, v: np.ndarray) -> Table:

@@ -37,8 +37,9 @@ Residual blocks ``y = post(x + F(x))`` or ``post(P(x) + F(x))`` (``F`` a chain a
 included; ``P`` the identity or a projection shortcut, e.g. torchvision's 1x1 conv + BN
 ``downsample``; ``post`` an optional activation). The two paths have independent weights, so
 at initialization a unit's two summands are independent: the distribution of the unit's value
-(nodes and weights: :func:`_gauss_dist`, kept to :data:`_DIST_NODES` quantile groups by
-:func:`_compress`) is carried along the skip and convolved with the branch's Gaussian output
+(nodes and weights: :func:`_gauss_dist`, kept to :data:`depthlab.torch.pooling.NODES`
+quantile groups by :func:`depthlab.torch.pooling.compress`) is carried along the skip and
+convolved with the branch's Gaussian output
 (a ReLU output's skewed, non-negative shape is kept; batch variances add). Backward,
 ``Var(dL/dx) = Var(dL/dx through P) + Var(dL/dx through F)``, and through an identity skip
 the gradient keeps the dependence on the unit's own value (a unit active in one block is
@@ -579,25 +580,6 @@ def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float
     return tuple(float(v) for v in acc / c)
 
 
-_DIST_NODES = 512  # nodes kept for the distribution of a unit's value at a skip
-
-
-def _compress(vals: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """At most :data:`_DIST_NODES` nodes: equal-weight quantile groups of the sorted values,
-    each replaced by its weighted mean (the mean is kept exactly)."""
-    if vals.size <= _DIST_NODES:
-        return vals, w
-    order = np.argsort(vals, kind="stable")
-    v, ww = vals[order], w[order]
-    cw = np.cumsum(ww)
-    cuts = np.searchsorted(cw, np.linspace(0, cw[-1], _DIST_NODES + 1)[1:-1], side="right")
-    starts = np.unique(np.concatenate([[0], cuts]))
-    starts = starts[starts < v.size]
-    gw = np.add.reduceat(ww, starts)
-    gv = np.add.reduceat(ww * v, starts) / np.where(gw > 0, gw, 1.0)
-    return gv, gw
-
-
 def _apply(spec: ActivationSpec | None, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``f(s)`` and ``f'(s)`` on nodes (identity without ``f``)."""
     if spec is None:
@@ -687,7 +669,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         s_w = np.concatenate([p[1] * k / c for p, k in zip(parts, counts)])
         g2 = np.concatenate([np.full(p[0].size, gc * gc) for p, (gc, _) in zip(parts, pairs)])
         nodes = (s_nodes, s_w, g2, inv)
-        dist = _compress(_apply(spec, s_nodes)[0], s_w)
+        dist = pooling.compress(_apply(spec, s_nodes)[0], s_w)
     else:
         mean, sq, dsq = _moments(spec, q, shift)
         bvar = sq - mean * mean if spec is not None else qb
@@ -872,7 +854,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
             p_mean, p_sq = float(wsum @ pv), float(wsum @ (pv * pv))
             post_dsq = float(wsum @ (pd_ * pd_))
             p_bvar = p_sq - p_mean ** 2 if seg["post"] is not None else a_bvar + b_bvar
-            state = (p_sq, p_mean, max(p_bvar, 0.0), _compress(pv, wsum))
+            state = (p_sq, p_mean, max(p_bvar, 0.0), pooling.compress(pv, wsum))
             seg["_rows"] = (first, mid, len(rows), post_dsq)
             seg["_dist"] = (entry, (av, aw), (bv, bw))
     # backward: G = Var(dL/d output of the current segment), 1 at the last layer's output

@@ -1,0 +1,38 @@
+"""Small helpers of the tests that compute depthlab.torch's quantities by hand (autograd)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def first_tensor(obj: Any) -> torch.Tensor | None:
+    """The first tensor in a model's output (a tensor, or nested tuples/lists/dicts)."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for v in obj:
+            t = first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A detached float64 CPU copy (sparse tensors made dense)."""
+    t = t.detach()
+    return (t if t.layout == torch.strided else t.to_dense()).to("cpu", torch.float64).numpy()
+
+
+def call(model: nn.Module, x: Any) -> Any:
+    """``model(*x)`` for a tuple, ``model(**x)`` for a dict, else ``model(x)``."""
+    if isinstance(x, tuple):
+        return model(*x)
+    if isinstance(x, dict):
+        return model(**x)
+    return model(x)
