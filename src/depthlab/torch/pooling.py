@@ -156,12 +156,12 @@ def _atoms(dist: Dist) -> tuple[np.ndarray, np.ndarray]:
     return u, p / p.sum()
 
 
-def _max_weights(b: Between, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``P(max = u_k)`` and ``sum_n pi_n (F_k^n - F_{k-1}^n)`` per atom (the same array)."""
+def _max_weights(b: Between, p: np.ndarray) -> np.ndarray:
+    """``P(max = u_k) = sum_n pi_n (F_k^n - F_{k-1}^n)`` per atom ``u_k`` of probability
+    ``p_k`` (``F_k = p_1 + ... + p_k``)."""
     f = np.minimum(np.cumsum(p), 1.0)
     f0 = np.concatenate([[0.0], f[:-1]])
-    pm = sum(pi * (f ** n - f0 ** n) for n, pi in zip(b.sizes, b.pi))
-    return np.asarray(pm, np.float64), f
+    return np.asarray(sum(pi * (f ** n - f0 ** n) for n, pi in zip(b.sizes, b.pi)), np.float64)
 
 
 def compress(vals: np.ndarray, w: np.ndarray) -> Dist:
@@ -196,7 +196,7 @@ def forward(b: Between, state: tuple) -> tuple:
         z, w = normal_rule(max(m2 - m1 * m1, 0.0))
         return m2, m1, bvar * b.mean_s, (z + m1, w)
     u, p = _atoms(dist)
-    pm, _ = _max_weights(b, p)
+    pm = _max_weights(b, p)
     m1 = float(pm @ u)
     m2 = float(pm @ (u * u))
     var_out = max(m2 - m1 * m1, 0.0)
@@ -231,7 +231,7 @@ def backward(b: Between, g: float, t: Table | None, dist_in: Dist, dist_out: Dis
             return g / keep, None
         vin = np.interp(u / keep, t[0], t[1]) / keep
     else:
-        pm, _ = _max_weights(b, p)
+        pm = _max_weights(b, p)
         share = np.divide(pm, p, out=np.zeros_like(pm), where=p > 0)
         vout = np.full(u.size, g) if t is None else np.interp(u, t[0], t[1])
         vin = b.ratio * share * vout
