@@ -124,6 +124,13 @@ def check(query: dict[str, Any], available: int | None = None
     """``(setup, validated config, parameter count)`` of a query, or :class:`SetupError`."""
     setup = parse_setup(query)
     config = to_config(setup)
+    _, _, classes = data_shape(setup)
+    if setup["train.loss"] == "binary_cross_entropy" and classes != 2:
+        # the runner refuses it when the data is loaded: /api/check said ok, the export
+        # downloaded a config `depthlab run` refuses, and the session failed after "accepted"
+        raise SetupError(f"train.loss = binary_cross_entropy needs 2 classes but data set "
+                         f"{setup['data.name']!r} has {classes}; expected cross_entropy (or "
+                         "a data set of 2 classes)", "train.loss")
     params = check_setup_memory(setup, available)
     return setup, config, params
 
@@ -274,9 +281,17 @@ class _Tab:
         try:
             while True:
                 try:
-                    text = await self.ws.receive_text()
+                    message = await self.ws.receive()
                 except WebSocketDisconnect:
                     break
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:  # a binary frame (receive_text raised KeyError: tab gone)
+                    self._error(f"a binary message of {len(message.get('bytes') or b'')} "
+                                "bytes is not a command; expected JSON text such as "
+                                '{"cmd": "play"}')
+                    continue
                 try:
                     await self._handle(text)
                 except Exception as e:  # noqa: BLE001 - one bad message never ends the tab
@@ -321,6 +336,11 @@ class _Tab:
                 return
             getattr(self.session, cmd)()
         elif cmd == "doctor":
+            if self.doctor_task is not None and not self.doctor_task.done():
+                # the running doctor's task is kept: closing the tab cancels it (replaced
+                # here, its doctor trained on for minutes after the tab closed)
+                self._error("the doctor is already running")
+                return
             self.doctor_task = asyncio.create_task(self._doctor())
         elif cmd == "ping":
             self._enqueue({"type": "pong"})
