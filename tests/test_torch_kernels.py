@@ -43,6 +43,37 @@ def test_relu_units_counts_and_live_units(shape):
     np.testing.assert_array_equal(alive, (a > 0).any(axis=(0, 2)))
 
 
+
+@pytest.mark.parametrize("case", ["wide", "nan", "tiny", "float64", "strided"])
+def test_relu_units_unit_axis_last(case):
+    """The units-on-the-last-axis path (row sums in vector lanes, early-exit live-unit scan)
+    against float64 NumPy: more units than one block, NaN entries (alive, not counted as
+    inactive), float32 squares that underflow, float64 input, a non-contiguous view."""
+    rng = np.random.default_rng(3)
+    dtype = np.float64 if case == "float64" else np.float32
+    a = np.maximum(rng.standard_normal((9, 1100 if case == "wide" else 37)), 0)
+    a[:, 4] = 0  # dead units: one at the start, one in the last block
+    a[:, -2] = 0
+    a[-1, 5] = 0.5  # alive only in the last row
+    a[:, 6] = 0
+    if case == "tiny":
+        a *= 1e-25
+    a = a.astype(dtype)
+    if case == "nan":
+        a[3, 6] = np.nan  # an otherwise dead unit with a NaN entry is not dead
+    if case == "strided":
+        a = np.asfortranarray(a)
+    alive = np.zeros(a.shape[1], dtype=bool)
+    s1, s2, z = _wk().relu_units(a[:, :, None], alive)
+    d = a.astype(np.float64)
+    if case == "nan":
+        assert np.isnan(s1)
+    else:
+        assert (s1, s2) == pytest.approx((d.sum(), (d * d).sum()), rel=1e-5)
+        assert s2 > 0
+    assert z == int((a <= 0).sum())
+    np.testing.assert_array_equal(alive, ~(a <= 0).all(axis=0))
+
 def test_weight_sums_and_snapshot_refresh():
     rng = np.random.default_rng(2)
     w, g, w0 = (rng.standard_normal(1500).astype(np.float32) for _ in range(3))

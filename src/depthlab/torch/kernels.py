@@ -43,38 +43,23 @@ def sums(x: np.ndarray) -> tuple[float, float, float]:
 
 
 @numba.njit(**_JIT)
-def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
-    """``(S1, S2, Z)`` of the 3-d array ``a`` (outer, C, inner), read in memory order; sets
-    ``alive[c]`` where unit ``c`` has a positive (or NaN) entry (``alive``: ``C`` bools, all
-    False on entry). With ``inner == 1`` (units on the last axis) the per-unit maxima ``m_c``
-    are kept instead (a loop the compiler vectorises) and ``alive_c = m_c > 0``; NaN entries
-    (then ``S1`` is NaN) are looked for in a second pass."""
+def _relu_units64(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
+    """:func:`relu_units` with every entry taken to float64 first (no float32 square
+    underflows)."""
     outer, units, inner = a.shape
     s1 = 0.0
     s2 = 0.0
     z = 0
-    if inner == 1:
-        peak = np.zeros(units)
-        for o in range(outer):
-            for c in range(units):
-                v = np.float64(a[o, c, 0])
+    for o in range(outer):
+        for c in range(units):
+            for k in range(inner):
+                v = np.float64(a[o, c, k])
                 s1 += v
                 s2 += v * v
-                z += v <= 0.0
-                peak[c] = max(peak[c], v)
-        for c in range(units):
-            alive[c] = peak[c] > 0.0
-    else:
-        for o in range(outer):
-            for c in range(units):
-                for k in range(inner):
-                    v = np.float64(a[o, c, k])
-                    s1 += v
-                    s2 += v * v
-                    if v > 0.0:
-                        alive[c] = True
-                    elif v <= 0.0:
-                        z += 1
+                if v > 0.0:
+                    alive[c] = True
+                elif v <= 0.0:
+                    z += 1
     if s1 != s1:  # NaN entries (a >= 0 otherwise): their units are not dead
         for o in range(outer):
             for c in range(units):
@@ -82,6 +67,48 @@ def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
                     if a[o, c, k] != a[o, c, k]:
                         alive[c] = True
     return s1, s2, z
+
+
+@numba.njit(**_JIT)
+def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
+    """``(S1, S2, Z)`` of the 3-d array ``a`` (outer, C, inner), read in memory order; sets
+    ``alive[c]`` where unit ``c`` has a positive (or NaN) entry (``alive``: ``C`` bools, all
+    False on entry). With ``inner == 1`` (units on the last axis) each row is summed in ``a``'s
+    dtype over runs of at most :data:`~depthlab.probes.kernels.BLOCK` units (vector lanes, as
+    :func:`sums`; ``Z`` counted in the same lanes, exact below 2^24; the runs added in
+    float64), and a unit is alive at its first entry that is not ``<= 0``, found by a scan down
+    its column that stops there (a few reads for a live unit); when the mean square falls below
+    the dtype's ``TINY_SQUARE`` (float32 squares of vanishing activations underflow) everything
+    is summed again in float64."""
+    outer, units, inner = a.shape
+    if inner != 1:
+        return _relu_units64(a, alive)
+    zero = a.dtype.type(0)
+    one = a.dtype.type(1)
+    s1 = 0.0
+    s2 = 0.0
+    z = 0.0
+    for o in range(outer):
+        for c0 in range(0, units, BLOCK):
+            t1 = zero
+            t2 = zero
+            tz = zero
+            for c in range(c0, min(c0 + BLOCK, units)):
+                v = a[o, c, 0]
+                t1 += v
+                t2 += v * v
+                tz += one if v <= zero else zero
+            s1 += t1
+            s2 += t2
+            z += tz
+    if s2 < (TINY_SQUARE_32 if a.itemsize == 4 else TINY_SQUARE_64) * a.size:
+        return _relu_units64(a, alive)
+    for c in range(units):
+        for o in range(outer):
+            if not a[o, c, 0] <= zero:
+                alive[c] = True
+                break
+    return s1, s2, int(z)
 
 
 @numba.njit(**_JIT)

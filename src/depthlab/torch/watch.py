@@ -216,7 +216,7 @@ class Watch:
         # a module or weight added or replaced since the layers were found (checked on the
         # calls that record or arm only): found again after this call's record
         changed = ((n % self.every == 0 or (n + 1) % self.every == 0)
-                   and self._modules() != self._structure)
+                   and self._changed())
         if n % self.every == 0:
             order = self._rec.order
             if changed:  # the record reads the model's weights, not the replaced ones
@@ -269,11 +269,29 @@ class Watch:
                 self._rec.arm()
         self._theory_rows = rows
 
-    def _modules(self) -> tuple:
-        """``(name, module, its own parameters)`` of every module (identities): what the
-        layers were found from. Compared before each record (not on other steps)."""
-        return tuple((name, id(m), *map(id, m._parameters.values()))
-                     for name, m in self.model.named_modules())
+    def _modules(self) -> list[tuple[nn.Module, dict, list]]:
+        """What the layers were found from: per module of the model, the module, a copy of its
+        ``_modules`` dict (children by name) and its own parameters as ``(name, id)``. Compared
+        by :meth:`_changed` before the calls that record or arm (not on other steps)."""
+        return [(m, dict(m._modules), [(k, id(p)) for k, p in m._parameters.items()])
+                for m in self.model.modules()]
+
+    def _changed(self) -> bool:
+        """A module added, removed or replaced anywhere (every new module hangs in the
+        ``_modules`` dict of one seen before: a dict comparison, identity first, per module) or
+        a parameter re-assigned since :meth:`_modules`. One pass over the modules without
+        building names (``named_modules`` made this check a twentieth of a recorded MLP
+        step)."""
+        for m, children, params in self._structure:
+            try:
+                if m._modules != children:
+                    return True
+            except Exception:  # a replaced child whose class defines an unusual __eq__
+                return True
+            own = m._parameters
+            if (params or own) and [(k, id(p)) for k, p in own.items()] != params:
+                return True
+        return False
 
     def _present_layers(self) -> list:
         """Before the record of a step at which the model's modules or weights changed: the
