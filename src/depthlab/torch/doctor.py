@@ -48,7 +48,7 @@ from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
 from . import prescriptions as rx
-from .layers import activation_spec, check_model
+from .layers import activation_spec, check_materialized, check_model
 from .predict import theory_rows
 from .train import (
     OPTIMIZERS,
@@ -710,6 +710,7 @@ def doctor(
     with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
         t0 = time.perf_counter()
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
+        check_materialized(model)  # a 'meta' model: no values to train
         device, dtype = model_device_dtype(model)
         d = tensor_data(_shaped_dataset(data, model), device, dtype, seed)
         if _has_lazy(model):  # nn.LazyLinear, ...: initialized on the data's first rows

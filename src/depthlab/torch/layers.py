@@ -2,7 +2,8 @@
 normalization modules that follow them, and residual blocks.
 
 Weight layers
-    A module that owns (directly, not through a child) a parameter of >= 2 dimensions:
+    A module that owns (directly, not through a child) a parameter of >= 2 dimensions
+    (normalizations, :data:`NORMS`, excepted: a ``LayerNorm((C, H, W))``'s gain is a follower's):
     ``Linear``, ``Conv1d/2d/3d``, ``ConvTranspose*``, ``Embedding``, ``Bilinear``,
     ``RNN/LSTM/GRU`` (all their ``weight_ih``/``weight_hh`` pooled), any custom module with such
     a parameter. ``MultiheadAttention`` gives two layers: ``NAME`` (the input projection
@@ -47,6 +48,7 @@ __all__ = [
     "ActivationSpec",
     "LayerInfo",
     "activation_spec",
+    "check_materialized",
     "check_model",
     "discover",
     "feature_axis",
@@ -327,9 +329,13 @@ _CHANNEL_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTr
 
 
 def feature_axis(module: nn.Module) -> int:
-    """Axis of a layer's output that indexes its units (features): 1 for convolutions
-    (channels), -1 (the last) otherwise. ``dead_frac`` counts units along this axis."""
-    return 1 if isinstance(module, _CHANNEL_FIRST) else -1
+    """Axis of a layer's output that indexes its units (features): the channels of a
+    convolution over ``d`` spatial dimensions, ``-(d + 1)`` (axis 1 of a batch ``(N, C, ...)``
+    and axis 0 of an unbatched input ``(C, ...)``, where axis 1 was taken and a dead channel
+    was not counted), -1 (the last) otherwise. ``dead_frac`` counts units along this axis."""
+    if isinstance(module, _CHANNEL_FIRST):
+        return -len(module.kernel_size) - 1
+    return -1
 
 
 def check_model(model: object) -> nn.Module:
@@ -363,6 +369,23 @@ def check_model(model: object) -> nn.Module:
         raise TypeError(f"{what} compiled (model.compile() or torch.compile), whose compiled "
                         "forward would run depthlab's hooks and lose rows; pass a module that "
                         "is not compiled")
+    return model
+
+
+def check_materialized(model: nn.Module) -> nn.Module:
+    """Raise a one-line ValueError when a parameter or buffer of ``model`` is on the ``meta``
+    device (shapes without values: ``torch.device('meta')`` construction, ``to_empty`` not
+    yet called), where every statistic is undefined (torch raised 'Cannot copy out of meta
+    tensor; no data!' or 'Tensor.item() cannot be called on meta tensors' from deep inside
+    the probe); returns the model. :func:`discover` computes no statistic and takes such a
+    model."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    meta = next((n for n, t in named if t.device.type == "meta"), None)
+    if meta is not None:
+        raise ValueError(f"{meta!r} of {type(model).__name__} is on the 'meta' device (a shape "
+                         "without values), so nothing can be measured; expected a model with "
+                         "values (model.to_empty(device='cpu') and initialize it, or "
+                         "load_state_dict(..., assign=True))")
     return model
 
 
@@ -445,7 +468,11 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
             out.append(LayerInfo(f"{name}.out_proj" if name else "out_proj", m, [op.weight],
                                  "MultiheadAttention.out_proj", -1))
             continue
-        own = own_weights(m)
+        # a normalization's elementwise gain and shift are >= 2-dim for a LayerNorm/RMSNorm
+        # over several axes (LayerNorm((C, H, W))): it stays a normalization, the follower of
+        # the layer before (it was a weight layer, which took that layer's norm and activation
+        # rows and shifted the numbering of every later layer)
+        own = [] if is_norm(m) else own_weights(m)
         if own and (m is not model or next(iter(m.children()), None) is None):
             out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
                                  feature_axis(m)))

@@ -73,7 +73,8 @@ at 32x32, where layer4 runs on 1x1 positions, grad_pre_std 0.66-1.0x).
 
 Anything else between layers (other pooling, a normalization other than BatchNorm or BatchNorm in
 eval mode, alpha dropout in training mode, nested blocks, a block with more than two paths, a
-layer called twice) breaks the chain: a ValueError names the layer and, where it can, the
+layer called twice, a ``Linear``/``Conv`` subclass with its own ``forward`` such as a
+weight-standardized conv) breaks the chain: a ValueError names the layer and, where it can, the
 module in between (e.g. ``'2' (LPPool2d)``).
 """
 
@@ -95,7 +96,15 @@ from ..theory.gaussian import ScalarActivation, normal_rule
 from . import pooling
 from .accumulators import _first_tensor
 from .hooks import Recording
-from .layers import ActivationSpec, LayerInfo, activation_spec, check_model, is_norm, untouched
+from .layers import (
+    ActivationSpec,
+    LayerInfo,
+    activation_spec,
+    check_materialized,
+    check_model,
+    is_norm,
+    untouched,
+)
 from .probe import call_model, check_batch, probe, trackable
 
 __all__ = ["chain", "predict", "theory_rows"]
@@ -253,6 +262,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if not isinstance(info.owner, (nn.Linear, *_CONV)):
             raise ValueError(f"predict() supports chains of Linear/Conv layers; layer "
                              f"{info.name!r} is a {info.kind}")
+        _check_stock_forward(info)
     try:
         with rec.isolated():  # gradients on: residual blocks are found in the autograd graph
             rec.arm()
@@ -435,6 +445,25 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                          "output after the last layer): the gradients before it would be "
                          "predicted without that path")
     return out
+
+
+def _check_stock_forward(info: LayerInfo) -> None:
+    """A ValueError for a subclass of ``nn.Linear``/``nn.ConvNd`` with its own ``forward`` (or
+    ``_conv_forward``): the theory computes ``s = W a + b`` from the module's ``weight`` and
+    ``bias``, and a forward that transforms them (weight standardization ``(W - mean) / std``,
+    an equalized-learning-rate scale, a low-rank update) computes something else (a
+    weight-standardized ReLU CNN: pre_std predicted 0.003-0.11x the measurement). A
+    parametrization (``torch.nn.utils.parametrize``) changes ``weight`` itself and is
+    modelled."""
+    m = info.owner
+    base = next(c for c in (nn.Linear, *_CONV) if isinstance(m, c))
+    names = ("forward", "_conv_forward") if base is not nn.Linear else ("forward",)
+    own = next((n for n in names if getattr(type(m), n) is not getattr(base, n)), None)
+    if own is not None:
+        raise ValueError(f"predict() models nn.Linear/Conv layers as torch computes them; layer "
+                         f"{info.name!r} is a {type(m).__name__}, a {base.__name__} subclass "
+                         f"with its own {own}() (a transformed weight or output, which the "
+                         f"theory does not see); expected {base.__name__}'s own {own}()")
 
 
 def _whole(name: str, read: int | None, made: int | None, first: bool) -> None:
@@ -809,6 +838,7 @@ def predict(model: nn.Module, x: Any, y: Any = None,
 def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None,
              percentiles: Sequence[float]) -> pd.DataFrame:
     check_model(model)  # before model.parameters(): a non-module was an AttributeError
+    check_materialized(model)
     if (y is None) != (loss_fn is None):
         raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
                          "or neither")

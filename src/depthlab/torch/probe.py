@@ -53,7 +53,7 @@ from torch import nn
 
 from ..probes.stats import PERCENTILES, check_percentiles
 from .hooks import Recording
-from .layers import check_model
+from .layers import check_materialized, check_model
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
 """Columns of every depthlab.torch table."""
@@ -196,7 +196,7 @@ def probe(model: nn.Module, x: Any, y: Any,
 
 def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor],
            percentiles: Sequence[float]) -> pd.DataFrame:
-    check_model(model)
+    check_materialized(check_model(model))
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, got "
                         f"{type(loss_fn).__name__}")
