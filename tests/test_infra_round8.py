@@ -120,3 +120,23 @@ def test_binary_cross_entropy_on_more_than_two_classes_is_refused_before_a_sessi
     assert err.value.code == 400
     two = {**query, "data.options.n_classes": "2", "data.name": "spirals"}
     assert playground_app.check(two)[0]["train.loss"] == "binary_cross_entropy"
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def test_ctrl_c_while_the_cli_imports_its_libraries_is_one_line_and_status_130(tmp_path):
+    """The first second of every command imports pandas and SciPy (``_user_errors``); a Ctrl-C
+    then printed the import's traceback and the process died by SIGINT (-2)."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, sys\n"
+              "import depthlab.cli as cli\n"
+              "real = cli._user_errors\n"
+              "def interrupted():\n"
+              "    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the imports\n"
+              "    return real()\n"
+              "cli._user_errors = interrupted\n"
+              f"sys.exit(cli.main(['runs', {str(tmp_path)!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (130, "depthlab: interrupted\n"), done.stderr

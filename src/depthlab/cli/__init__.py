@@ -260,8 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("depthlab: error: give a command (see `depthlab --help`)\n")
         return 2
     debug = bool(getattr(args, "debug", False))
-    user_errors = _user_errors()
+    user_errors: tuple[type[BaseException], ...] = (UserError,)
     try:
+        # imports pandas and SciPy (a second or more): a Ctrl-C meanwhile is the one line
+        # and status 130 below (it printed a traceback of the import and died by SIGINT)
+        user_errors = _user_errors()
         _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
         with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug), \
                 _interrupts(entry=argv is None):
