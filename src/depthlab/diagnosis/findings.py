@@ -81,9 +81,10 @@ class Verification:
 
     ``before``/``after``: final train loss, validation accuracy (and loss), divergence;
     ``metric_before``/``metric_after``: the finding's own evidence metric (lower is healthier);
-    ``resolved``: the finding is absent from the re-run; ``helped``: the metric went down *and*
-    training got better (final train loss at least 1% lower or validation accuracy more than
-    one point higher, and neither clearly worse: :func:`depthlab.diagnosis.doctor._better`; a
+    ``resolved``: the finding is absent from the re-run; ``helped``: the metric went down (by
+    more than 1%: :func:`depthlab.diagnosis.doctor._improved`) *and* training got better
+    (final train loss at least 1% lower or validation accuracy more than one point and one
+    example higher, and neither clearly worse: :func:`depthlab.diagnosis.doctor._better`; a
     non-finite loss counts as worst).
     """
 
@@ -245,6 +246,8 @@ class Diagnosis:
         sizes = c.get("sizes")
         arch = "-".join(str(v) for v in sizes) if sizes else str(c.get("model") or "network")
         extras = [k for k in ("batchnorm", "residual") if c.get(k)]
+        if c.get("batchnorm") and c.get("normalization"):  # a torch model's: e.g. LayerNorm
+            extras[0] = str(c["normalization"])
         if c.get("dropout"):
             extras.append(f"dropout {c['dropout']}")
         lines = [

@@ -15,10 +15,11 @@ module transform (:func:`depthlab.torch.prescriptions.translate`) and then the t
 alternatives for that kind (:func:`~depthlab.torch.prescriptions.alternatives`) are applied to
 a fresh model (``make_model()`` after ``torch.manual_seed(seed)``, or a deep copy of the given
 instance), trained with the same seed, data order and budget, and compared with the baseline:
-``helped`` when the finding's metric went down (or the finding is gone) *and* the final training
-loss went down or the validation accuracy up. Up to ``max_cures`` applicable cures are verified
-per finding; the finding's prescription becomes the one that improved training most, and
-the findings are ranked by their best cure (:func:`depthlab.diagnosis.doctor.rank_findings`).
+``helped`` when the finding's metric went down by more than 1% (or the finding is gone)
+*and* the final training loss went down or the validation accuracy up. Up to ``max_cures``
+applicable cures are verified per finding; the finding's prescription becomes the one that
+improved training most, and the findings are ranked by their best cure
+(:func:`depthlab.diagnosis.doctor.rank_findings`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch
 from torch import nn
 
 from ..activations import get_activation
-from ..diagnosis.doctor import rank_findings
+from ..diagnosis.doctor import _improved, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import RULES, RunContext, evaluate
@@ -288,9 +289,12 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
 
 def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
     """The diagnosis ``config`` of a torch model: class name, most common activation (and its
-    parameters), whether normalization follows its layers, the weight layers' module names."""
+    parameters), whether normalization follows its layers (``batchnorm``, as the rules read it
+    for a NumPy network, true for any normalization) and which (``normalization``: the module
+    classes, e.g. ``"LayerNorm"``), the weight layers' module names."""
     act = rx.dominant_activation(layers)
     act_module = next((t.activation for t in layers if t.activation_name == act), None)
+    norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, rx.NORM_MODULES)})
     return {
         "model": type(model).__name__,
         "framework": "torch",
@@ -298,6 +302,7 @@ def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
         "activation_kwargs": rx.activation_kwargs(act_module),
         "init": "as built",
         "batchnorm": any(t.normalized for t in layers if t.activation_name),
+        "normalization": ", ".join(norms),
         "n_weight_layers": len(layers),
         "modules": [t.name for t in layers],
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -639,14 +644,14 @@ def _settings(spec: TorchTrainSpec, loss_fn: Callable, device: torch.device) -> 
             else getattr(loss_fn, "__name__", "loss_fn"), "device": str(device)}
 
 
-def _better(after: dict[str, Any], before: dict[str, Any]) -> bool:
+def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = None) -> bool:
     """Training improved beyond one run's noise, by the NumPy doctor's rule
     (:func:`depthlab.diagnosis.doctor._better`: the final train loss more than 1% lower or the
-    validation accuracy more than one point higher, neither clearly worse; non-finite counts
-    as worst)."""
+    validation accuracy more than one point higher, and more than one of the ``n_val``
+    validation examples, neither clearly worse; non-finite counts as worst)."""
     from ..diagnosis.doctor import _better as better
 
-    return better(after, before)
+    return better(after, before, n_val)
 
 
 # -- the doctor --------------------------------------------------------------------------------
@@ -726,6 +731,7 @@ def doctor(
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
                               bn_drift=base.ctx.bn_drift)
         xs = d.x[:LSUV_EXAMPLES]
+        n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
             cures = _cures(f, base, spec, fresh, seed, xs, d, loss_fn)
@@ -742,7 +748,7 @@ def doctor(
                 if key not in runs:
                     runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
                 run = runs[key]
-                tried.append((_verification(f, changes, base, run), text))
+                tried.append((_verification(f, changes, base, run, n_val), text))
             tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
             diagnosis.verifications.extend(v for v, _ in tried)
             if tried and tried[0][0].helped:
@@ -917,18 +923,19 @@ def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed
     return _run(model, d, loss_fn, new_spec, {**settings, **new_spec.as_dict()})
 
 
-def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run) -> Verification:
+def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
+                  n_val: int | None = None) -> Verification:
     before_metric = base.metrics_by_kind.get(f.kind, math.nan)
     after_metric = run.metrics_by_kind.get(f.kind, math.nan)
     after_kinds = [g.kind for g in run.findings]
     resolved = f.kind not in after_kinds
-    improved = resolved or after_metric < before_metric
+    improved = _improved(before_metric, after_metric, resolved)
     rule = RULES.get(f.kind)
     return Verification(
         kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics),
         after=dict(run.result.metrics), metric=str(getattr(rule, "metric", "metric")),
         metric_before=before_metric, metric_after=after_metric, resolved=resolved,
-        helped=bool(improved and _better(run.result.metrics, base.result.metrics)),
+        helped=bool(improved and _better(run.result.metrics, base.result.metrics, n_val)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
     )
 
