@@ -236,7 +236,6 @@ def test_validation_through_the_model_under_no_grad_is_not_recorded(every):
             _check(table, name, r, rel=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch wloops-nograd-submodule-calls")
 @pytest.mark.parametrize("every", [1, 2])
 def test_a_submodule_called_under_no_grad_outside_the_models_forward_is_not_recorded(every):
     """A loop that calls the model's submodules (no forward of the model itself) and runs a
@@ -250,7 +249,6 @@ def test_a_submodule_called_under_no_grad_outside_the_models_forward_is_not_reco
             _check(table, name, r, rel=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch wloops-forward-without-backward")
 @pytest.mark.parametrize("kernels", ["numba", "numpy"])
 @pytest.mark.parametrize("every", [1, 2])
 def test_a_validation_forward_with_gradients_but_no_backward_is_not_recorded(
@@ -301,7 +299,6 @@ class _ReturnsDataclass(nn.Module):
         return _Output(F.cross_entropy(logits, y), logits)
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch wloops-dataclass-output-blocks")
 def test_residual_blocks_of_a_model_returning_a_dataclass():
     """A model whose forward returns a dataclass (loss and logits): its two residual blocks
     have ``block_grad_std`` = the std of ``dL/d block output`` (hooks written here) at every

@@ -71,6 +71,10 @@ from .layers import (
 __all__ = ["BlockInfo", "Recording"]
 
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+EARLIER_PASSES = 8
+"""The passes of at most this many forwards of the model before the last are kept until a
+record, for :meth:`Recording.settle` (each holds a few partial sums, no tensor of the size of
+an activation)."""
 
 
 def _needs_grad(obj) -> bool:
@@ -139,7 +143,7 @@ class _Pass:
     """The accumulators of one armed forward/backward pass (per layer number or module id)."""
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
-                 "device")
+                 "device", "input")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -151,6 +155,11 @@ class _Pass:
         self.pending: dict[int, LayerInfo] = {}
         self.block_inputs: dict[int, list] = {}
         self.device: torch.device | None = None
+        self.input: torch.Tensor | None = None  # the model's input (Recording.want_input)
+
+    def graded(self) -> bool:
+        """Whether a backward has run through this pass (a layer output got its gradient)."""
+        return any(acc.ns for acc in self.grad.values())
 
 
 class Recording:
@@ -184,6 +193,7 @@ class Recording:
         self._last_run = 0
         self._wk = None  # the compiled kernels of the pass (see _kernels)
         self.p = _Pass()
+        self._earlier: list[_Pass] = []  # the passes of earlier forwards since new_pass()
         self.weight_norms: dict[int, torch.Tensor] = {}
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
@@ -195,13 +205,24 @@ class Recording:
         self.want_input = False  # set: each armed forward keeps a copy of its input
         self.first_input: torch.Tensor | None = None
         self.input_seen = False  # an armed forward of the model ran while want_input was set
-        self._idle = False  # the model's forward in progress runs without gradients
+        self._model_idle = False  # the model's forward in progress runs without gradients
+        self._in_model = False  # a forward of the model itself is in progress
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
     @property
     def armed(self) -> bool:
         return self._armed
+
+    @property
+    def _idle(self) -> bool:
+        """The armed hooks ignore the call in progress: a forward of the model without
+        gradients (validation under ``no_grad``/``inference_mode``), or a submodule called on
+        its own, outside any forward of the model, without gradients (a loop that calls
+        ``model.encoder(x)`` rather than ``model(x)``: its validation calls were pooled into the
+        training pass). ``no_grad`` parts inside a training forward of the model are measured
+        (without gradient rows)."""
+        return self._model_idle or (not self._in_model and not torch.is_grad_enabled())
 
     def arm(self) -> None:
         """Install the hooks (idempotent). Which module gets which hooks is worked out once the
@@ -211,6 +232,7 @@ class Recording:
         registering does, without building new handles), in plan order."""
         if self._armed:
             return
+        self._in_model = self._model_idle = False  # a forward that raised left them set
         plan = self._plan if self._plan is not None else self._hook_plan()
         if plan is self._slots_plan:
             for hooks, key, fn in self._slots:
@@ -293,18 +315,41 @@ class Recording:
     def new_pass(self) -> None:
         """Start a new pass (the last one's accumulators are dropped): at every forward of the
         model, and by :class:`~depthlab.torch.watch.Watch` after each record, for training
-        loops that call the model's submodules rather than the model."""
+        loops that call the model's submodules rather than the model. The passes of the
+        forwards since the last call are dropped (see :meth:`settle`)."""
+        self._earlier = []
+        self._begin()
+
+    def _begin(self) -> None:
         self.p = _Pass()
         self._last_run = 0
         self._kernels()
+
+    def settle(self) -> None:
+        """Make the pass to be read (``self.p``) the last forward of the model since
+        :meth:`new_pass` through which a backward ran: a forward with gradients but no backward
+        after the training step's (a validation pass in ``eval()`` mode without ``no_grad``,
+        predictions for a metric) is not the training pass (it was: ``pre_*`` of the
+        validation batch, no gradient rows). With no such forward, the last one stays.
+        Idempotent; :meth:`collect` calls it."""
+        earlier, self._earlier = self._earlier, []
+        if not earlier or self.p.graded():
+            return
+        for q in reversed(earlier):
+            if q.graded():
+                self.p = q
+                if q.input is not None:
+                    self.first_input = q.input
+                return
 
     def _model_pre(self, module, args) -> None:
         # a forward of the model without gradients (validation under no_grad/inference_mode
         # while armed) is not a training pass: its hooks return at once and the pass being
         # recorded stays the last training forward's (a validation between backward and
         # Watch.step replaced it, gradient rows lost)
-        self._idle = not torch.is_grad_enabled()
-        if self._idle:
+        self._in_model = True
+        self._model_idle = not torch.is_grad_enabled()
+        if self._model_idle:
             return
         if self.want_input:
             # the model's input, for depthlab.torch.predict: the last training forward's (a
@@ -312,22 +357,34 @@ class Recording:
             self.input_seen = True
             x = _first_tensor(args)
             self.first_input = None if x is None else x.detach().clone()
-        self.new_pass()
+        earlier = self._earlier
+        earlier.append(self.p)
+        if len(earlier) > EARLIER_PASSES:  # gradient accumulation over many micro-batches
+            del earlier[0]
+        self._begin()
+        if self.want_input:
+            self.p.input = self.first_input
 
     def _model_post(self, module, args, output) -> None:
-        if self._idle:
-            self._idle = False
+        self._in_model = False
+        if self._model_idle:
+            self._model_idle = False
             return
         p = self.p
         if self.percentiles:
             for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
                 acc.freeze(self.percentiles)
+        # a layer output with gradients: the graph the residual-block search reads was there
+        # (a model returning a dataclass, whose fields _needs_grad does not see, never
+        # concluded: from the second record on, the container of its blocks was taken for a
+        # block, a block_grad_std row of its own)
+        graph = any(link[0].requires_grad for link in p.links.values())
         p.links.clear()
         p.pending.clear()
         p.block_inputs.clear()
-        if _needs_grad(output):  # any output: {"pred": argmax, "logits": ...} too (the first
-            # alone never concluded: blocks re-searched each record, enclosing containers taken
-            # for blocks)
+        if graph or _needs_grad(output):  # any output: {"pred": argmax, "logits": ...} too
+            # (the first alone never concluded: blocks re-searched each record, enclosing
+            # containers taken for blocks)
             self._blocks_found = True
         self._claimed.clear()  # this pass's add nodes: not needed past it (kept its nodes alive)
 
@@ -613,6 +670,7 @@ class Recording:
         The same rows are left as columns: ``self.values`` and ``self.layout`` =
         ``(layers, modules, quantities)``, tuples reused while the record's structure repeats.
         """
+        self.settle()
         if self._wk is not None and not self.percentiles:
             rows = self._collect_host(weight_grads, extra, also, previous, refresh)
             if rows is not None:

@@ -24,7 +24,9 @@ model's device and copied to the host once per recorded step (together with the 
 steps since the last record). Training is unchanged: hooks only read tensors, never draw
 random numbers, never write a gradient.
 
-The last forward of the model before a recorded ``step()`` is the one measured; with gradient
+The last forward of the model through which a backward ran before a recorded ``step()`` is the
+one measured (a forward with gradients but without a backward, such as a validation pass
+without ``no_grad``, is not; with none, the last forward); with gradient
 accumulation the layer gradients are those of the last micro-batch (``weight_grad_*`` read
 ``.grad``, the accumulated sum). A forward without gradients (validation under ``no_grad`` or
 ``inference_mode``) and a :func:`~depthlab.torch.probe` inside the loop are never the one
@@ -57,6 +59,7 @@ from ..probes.stats import check_percentiles
 from ..validators import positive_int
 from .accumulators import norm_dtype, stat_dtype
 from .hooks import Recording
+from .layers import check_materialized
 from .predict import theory_rows
 from .probe import COLUMNS, check_loss
 
@@ -148,6 +151,7 @@ class Watch:
                             f"{type(scaler).__name__}")
         self.scaler = scaler
         self._rec = Recording(model, check_percentiles(percentiles))
+        check_materialized(model)  # a 'meta' model: refused here, not at the first record
         self.model = model
         if out is not None and not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
@@ -481,6 +485,7 @@ class Watch:
         """Record step ``n``; True when the weight pass also refreshed the snapshot
         (``refresh`` on the CPU kernels' path)."""
         self._check_backward()
+        self._rec.settle()  # the pass that the backward ran through, read from here on
         extra = [(0, "", "loss", self._pending[-1])]
         if not self._warned_twice:
             self._warn_several_backwards(n)
