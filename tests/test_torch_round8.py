@@ -325,7 +325,6 @@ _IN_PLACE = {"relu-module": (nn.ReLU(inplace=True), nn.ReLU()),
              "clamp_": (lambda h: h.clamp_(-0.1, 0.1), lambda h: h.clamp(-0.1, 0.1))}
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch tmodels-view-grad")
 @pytest.mark.parametrize("name", list(_IN_PLACE))
 def test_linear_on_a_sequence_changed_in_place_keeps_its_gradient_rows(name):
     """Regression: nn.Linear on a (N, L, F) input returns a view (its matmul's output reshaped);

@@ -417,7 +417,15 @@ class Recording:
         """Have ``dL/d out`` added to ``table[index]`` during backward. A non-view output with a
         ``grad_fn`` gets a pre-hook on that node (its gradient input number ``output_nr``, the
         value before any later in-place change, as a tensor hook would see it), which is
-        cheaper to install than a tensor hook; other outputs get a tensor hook."""
+        cheaper to install than a tensor hook; other outputs get a tensor hook. A view of the
+        whole of a tensor (``nn.Linear`` on a sequence returns its matmul's output reshaped; a
+        batch-first attention output is a transpose) is watched at that tensor's node, whose
+        gradient holds the same entries: a tensor hook on the view never fired once the view
+        was changed in place (``nn.ReLU(inplace=True)``, ``h.mul_(2)``), which left such a
+        layer without ``grad_pre_*`` rows."""
+        base = out._base if out._is_view() else None
+        if base is not None and base.grad_fn is not None and base.numel() == out.numel():
+            out = base
         fn = out.grad_fn
         if fn is None or out._is_view():
             out.register_hook(self._grad_hook(table, index))
