@@ -343,3 +343,26 @@ def test_torch_doctor_loss_fn_as_a_function():
                      steps=4, verify=False)
     assert dg.baseline["train_loss"] == ref.baseline["train_loss"]
     assert dg.settings["loss"] == "cross_entropy"
+
+
+def test_torch_doctor_judges_no_dead_units_or_bn_drift_on_a_tiny_probe_batch():
+    """10 rows (2 held out, the probe batch): a ReLU unit negative on those 2 examples was
+    "dead" (dead_relu, 50% of a layer) and a batch norm's statistics of 2 rows "drifted"
+    (bn_drift), as the NumPy doctor does not judge on fewer than 10 (20) probe examples."""
+    g = np.random.default_rng(3)
+    x = g.normal(size=(10, 4)).astype(np.float32)
+    y = np.array([0, 1] * 5)
+
+    def plain():  # measured: "50% of the units of layer 1 are dead"
+        return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                             nn.Linear(16, 2))
+
+    def normed():
+        return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+
+    missed = []
+    for make, kind in ((plain, "dead_relu"), (normed, "bn_drift")):
+        dg = dlt.doctor(make, (x, y), steps=3, verify=False)
+        if kind in dg.kinds:
+            missed.append(str(dg))
+    assert not missed, missed

@@ -634,6 +634,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
     drift = [] if result.history.diverged else bn_drift(model, px)
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
+                          probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, result, findings, by_kind)
