@@ -140,3 +140,16 @@ def test_ctrl_c_while_the_cli_imports_its_libraries_is_one_line_and_status_130(t
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)
     assert (done.returncode, done.stderr) == (130, "depthlab: interrupted\n"), done.stderr
+
+
+# -- store -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["runs", "export", "report"])
+def test_a_folder_where_the_store_file_belongs_is_named_as_a_folder(tmp_path, capsys, command):
+    from depthlab.cli import main
+
+    (tmp_path / "depthlab.db").mkdir()
+    assert main([command, str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    # was: "no results store at ..." (as `run` and `sweep` said, a folder is in the way)
+    assert err.count("\n") == 0 and err.endswith("is a folder, not a database file"), err
+    assert (tmp_path / "depthlab.db").is_dir() and not any((tmp_path / "depthlab.db").iterdir())

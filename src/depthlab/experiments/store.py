@@ -280,6 +280,9 @@ class Store:
                              f"{_reason(e, self.path)}") from None
 
     def _open_readonly(self, timeout: float) -> None:
+        if self.path.is_dir():  # said "no results store", as if nothing were there
+            raise StoreError(f"cannot open results store {str(self.path)!r} read-only: "
+                             f"{str(self.path)!r} is a folder, not a database file")
         if not self.path.is_file():
             raise StoreError(f"no results store at {str(self.path)!r} (run `depthlab run` "
                              "or `depthlab sweep` with --out first)")
