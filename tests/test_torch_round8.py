@@ -348,3 +348,61 @@ def test_linear_on_a_sequence_changed_in_place_keeps_its_gradient_rows(name):
         assert "grad_pre_std" in got, (i, sorted(got.index))
         assert got["grad_pre_std"] == pytest.approx(float(g.std(unbiased=False)), rel=1e-9)
         assert got["grad_pre_absmean"] == pytest.approx(float(g.abs().mean()), rel=1e-9)
+
+
+class _ViewBlock(nn.Module):
+    """x + tanh(W x + b), returned as a view of the whole sum (``view=True``) or as it is."""
+
+    def __init__(self, d: int, view: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        self.act = nn.Tanh()
+        self.view = view
+
+    def forward(self, x):
+        y = x + self.act(self.lin(x))
+        return y.view(y.shape) if self.view else y
+
+
+class _Blocks(nn.Module):
+    def __init__(self, view: bool, in_place: bool) -> None:
+        super().__init__()
+        self.inp = nn.Linear(8, 16)
+        self.b1 = _ViewBlock(16, view)
+        self.b2 = _ViewBlock(16, view)
+        self.head = nn.Linear(16, 3)
+        self.in_place = in_place
+
+    def forward(self, x):
+        h = self.b1(self.inp(x))
+        h = h.mul_(2) if self.in_place else h * 2  # the block output changed in place
+        return self.head(self.b2(h))
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_block_output_changed_in_place_keeps_its_block_grad_row(view):
+    """Regression: a residual block's output that is a view of the whole sum (``y.view(...)``)
+    and is then changed in place by the caller had no ``block_grad_std`` row (its tensor hook
+    never fired); the row is ``std(dL/d block output)`` before the change, as the out-of-place
+    twin's autograd gradient gives it."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    model = _Blocks(view, in_place=True)
+    df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    got = dict(df[df.quantity == "block_grad_std"][["module", "value"]].values.tolist())
+    twin = _Blocks(view, in_place=False)
+    twin.load_state_dict(model.state_dict())
+    outs = {}
+
+    def keep(name):
+        def hook(module, args, out):
+            out.retain_grad()
+            outs[name] = out
+        return hook
+
+    for name in ("b1", "b2"):
+        getattr(twin, name).register_forward_hook(keep(name))
+    nn.CrossEntropyLoss()(twin(x), y).backward()
+    assert set(got) == {"b1", "b2"}
+    for name, out in outs.items():
+        assert got[name] == pytest.approx(out.grad.std(unbiased=False).item(), rel=1e-5)

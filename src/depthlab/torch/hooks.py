@@ -631,8 +631,9 @@ class Recording:
                     self.blocks[key] = BlockInfo(self._names.get(key, ""), module,
                                                  self._last_run)
         block = self.blocks.get(key)
-        if block is not None:
-            out.register_hook(self._grad_hook(self.p.block_grad, key))
+        if block is not None:  # as a layer output: a view of the whole of a tensor is watched
+            # at that tensor's node (a tensor hook on a view changed in place never fired)
+            self._watch_grad(out, self.p.block_grad, key)
 
     # -- results ---------------------------------------------------------------------------
     def ran_layers(self) -> list[LayerInfo]:
