@@ -413,3 +413,20 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_a_loss_of_one_value_per_example_is_refused_in_watchs_words():
+    """``watch.step(per_example_losses)`` (``reduction='none'``): one ValueError line that
+    calls it the loss and says how to reduce it (it said 'loss_fn must return ...', an
+    argument Watch does not have)."""
+    model = _mlp()
+    watch = dlt.Watch(model, every=1, theory=False)
+    x, y = torch.randn(4, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0])
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    losses.mean().backward()
+    with pytest.raises(ValueError, match=r"^the loss must be a scalar \(one-element\) tensor, "
+                                         r"got shape \(4,\); reduce it over the batch") as info:
+        watch.step(losses)
+    assert "loss_fn" not in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"^the loss must be a scalar .* got shape \(4,\)"):
+        dlt.probe(model, x, y, nn.CrossEntropyLoss(reduction="none"))

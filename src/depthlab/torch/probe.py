@@ -91,9 +91,10 @@ def check_loss(loss: Any) -> torch.Tensor:
     """The loss as a scalar floating tensor, or a ValueError/TypeError saying what was wrong."""
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"loss_fn must return a scalar torch.Tensor, got {type(loss).__name__}")
-    if loss.numel() != 1:
-        raise ValueError(f"loss_fn must return a scalar (one-element) tensor, got shape "
-                         f"{tuple(loss.shape)}; use reduction='mean' or 'sum'")
+    if loss.numel() != 1:  # worded for Watch.step(loss) too, which has no loss_fn
+        raise ValueError(f"the loss must be a scalar (one-element) tensor, got shape "
+                         f"{tuple(loss.shape)}; reduce it over the batch (reduction='mean' or "
+                         "'sum')")
     if not loss.is_floating_point():
         raise ValueError(f"loss must be a floating-point tensor, got dtype {loss.dtype}")
     return loss if loss.dim() == 0 else loss.reshape(())
