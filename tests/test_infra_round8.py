@@ -153,3 +153,33 @@ def test_a_folder_where_the_store_file_belongs_is_named_as_a_folder(tmp_path, ca
     # was: "no results store at ..." (as `run` and `sweep` said, a folder is in the way)
     assert err.count("\n") == 0 and err.endswith("is a folder, not a database file"), err
     assert (tmp_path / "depthlab.db").is_dir() and not any((tmp_path / "depthlab.db").iterdir())
+
+
+def test_a_flood_of_setups_keeps_one_session_thread_and_ends_on_the_last():
+    """Each setup replaced the tab's session at once, but a replaced session still loading
+    builds its network before it sees the stop: 40 setups sent together kept 40 threads
+    building 40 networks for 8+ s (the memory check counts one), and closing the tab left
+    them running."""
+    seen: list[int] = []
+    with Background(memory_limit=2**30) as bg:
+        def threads() -> int:
+            with urllib.request.urlopen(bg.url + "api/sessions", timeout=10) as r:
+                n = json.loads(r.read())["threads"]
+            seen.append(n)
+            return n
+
+        with websockets.connect(_ws_url(bg)) as ws:
+            for seed in range(12):
+                ws.send(json.dumps({"cmd": "setup", "play": True, "query": {
+                    "model.depth": "60", "model.width": "64", "train.seed": str(seed)}}))
+            last = _until(ws, lambda m: m["type"] == "accepted"
+                          and m["query"]["train.seed"] == "11")
+            assert last["parameters"] > 0
+            for _ in range(10):
+                threads()
+                time.sleep(0.05)
+        t0 = time.monotonic()
+        while threads() and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+    assert max(seen) <= 1, seen  # was 12: every replaced session still building its network
+    assert seen[-1] == 0

@@ -63,6 +63,10 @@ PING_INTERVAL = 20.0
 MAX_PENDING = 64
 """Messages queued for a slow tab before older measurement updates are dropped."""
 
+OLD_SESSION_WAIT = 30.0
+"""Seconds a new setup waits for the tab's previous session thread to end (it ends within a
+training step, or once its network is built) before it starts anyway."""
+
 
 class Registry:
     """The live sessions, one per connected tab (and, weakly, every session started, so that
@@ -214,6 +218,17 @@ def create_app(*, memory_limit: int | None = None,
     return app
 
 
+def _is_setup(text: Any) -> bool:
+    """Whether a received text frame is a ``setup`` command."""
+    if not isinstance(text, str) or '"setup"' not in text:
+        return False
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(msg, dict) and msg.get("cmd") == "setup"
+
+
 class HostGuard:
     """ASGI middleware: only requests whose ``Host`` header names one of ``hosts`` (any port)
     reach the app; others get 400 (HTTP) or a refused WebSocket (403, like another origin's),
@@ -255,6 +270,9 @@ class _Tab:
         self.doctor_busy = False
         self.doctor_task: asyncio.Task | None = None
         self.key = id(self)
+        self.inbox: deque[dict[str, Any] | None] = deque()  # frames received; None: closed
+        self.arrived = asyncio.Event()
+        self.closed = False
 
     # thread-safe: called from training and doctor threads
     def emit_threadsafe(self, message: dict[str, Any]) -> None:
@@ -276,15 +294,33 @@ class _Tab:
             while self.outbox:
                 await self.ws.send_text(json.dumps(self.outbox.popleft(), allow_nan=False))
 
-    async def serve(self) -> None:
-        sender = asyncio.create_task(self._sender())
+    async def _reader(self) -> None:
+        """Receive frames into :attr:`inbox` as they arrive, so the handler sees a closed tab
+        (and setups that a later one replaces) while it waits for a session to stop."""
         try:
             while True:
-                try:
-                    message = await self.ws.receive()
-                except WebSocketDisconnect:
-                    break
+                message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
+                    break
+                self.inbox.append(message)
+                self.arrived.set()
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.closed = True
+            self.inbox.append(None)
+            self.arrived.set()
+
+    async def serve(self) -> None:
+        sender = asyncio.create_task(self._sender())
+        reader = asyncio.create_task(self._reader())
+        try:
+            while True:
+                while not self.inbox:
+                    await self.arrived.wait()
+                    self.arrived.clear()
+                message = self.inbox.popleft()
+                if message is None or self.closed:  # the tab closed: the rest is for nobody
                     break
                 text = message.get("text")
                 if text is None:  # a binary frame (receive_text raised KeyError: tab gone)
@@ -292,12 +328,14 @@ class _Tab:
                                 "bytes is not a command; expected JSON text such as "
                                 '{"cmd": "play"}')
                     continue
+                if _is_setup(text) and self.inbox and _is_setup((self.inbox[0] or {}).get("text")):
+                    continue  # replaced by the setup right after it (a flood of setups)
                 try:
                     await self._handle(text)
                 except Exception as e:  # noqa: BLE001 - one bad message never ends the tab
                     self._error(f"{type(e).__name__}: {e}")
         finally:
-            for task in (sender, self.doctor_task):
+            for task in (sender, reader, self.doctor_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -323,10 +361,10 @@ class _Tab:
             if not isinstance(play, bool):  # "false" is a string, and bool("false") is True
                 self._error(f"setup's play must be true or false, got {play!r}")
                 return
-            self._start(query, autoplay=play)
+            await self._start(query, autoplay=play)
         elif cmd == "reset":
             if self.setup is not None:
-                self._start(to_query(self.setup), autoplay=False)
+                await self._start(to_query(self.setup), autoplay=False)
         elif cmd in ("play", "pause", "step"):
             if self.session is None or self.session.state in ("diverged", "failed"):
                 self._error("nothing to train: fix the setup or press reset")
@@ -348,12 +386,24 @@ class _Tab:
             self._error(f"unknown command {cmd!r}; accepted: setup, play, pause, step, reset, "
                         "doctor")
 
-    def _start(self, query: dict[str, Any], autoplay: bool) -> None:
+    async def _start(self, query: dict[str, Any], autoplay: bool) -> None:
         try:
             setup, config, params = check(query, self.memory_limit)
         except SetupError as e:
             self._error(str(e), e.key)
             return
+        old = self.session
+        if old is not None and old.alive:
+            # One session thread per tab at a time: the memory check counts one network, and
+            # a stopped session still loading builds its network before it sees the stop (40
+            # setups sent at once kept 40 threads building 40 networks for 8+ s).
+            self.session = None
+            old.stop()
+            deadline = self.loop.time() + OLD_SESSION_WAIT
+            while old.alive and not self.closed and self.loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            if self.closed:
+                return
         self.setup = setup
         # messages of the previous session are dropped from here on
         session = Session(config, self._emit_for(None))
