@@ -440,7 +440,6 @@ def _keep(outs: dict, name: str):
     return hook
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch wloops-shared-module-two-watches")
 def test_a_trunk_shared_by_two_watched_models_is_measured_per_model():
     """Two models sharing a trunk (multi-task heads), each with a Watch, the second model run
     first: each record of the trunk's layer is its own model's forward (output and

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -71,6 +72,10 @@ from .layers import (
 __all__ = ["BlockInfo", "Recording"]
 
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
+_FORWARDS: weakref.WeakSet = weakref.WeakSet()
+"""The recordings whose model's forward is in progress: a module shared by two watched models
+(a common trunk) runs inside the other model's forward, which is not a call of this one's pass
+(see :attr:`Recording._idle`)."""
 EARLIER_PASSES = 8
 """The passes of at most this many forwards of the model before the last are kept until a
 record, for :meth:`Recording.settle` (each holds a few partial sums, no tensor of the size of
@@ -221,8 +226,15 @@ class Recording:
         its own, outside any forward of the model, without gradients (a loop that calls
         ``model.encoder(x)`` rather than ``model(x)``: its validation calls were pooled into the
         training pass). ``no_grad`` parts inside a training forward of the model are measured
-        (without gradient rows)."""
-        return self._model_idle or (not self._in_model and not torch.is_grad_enabled())
+        (without gradient rows). Nor does a call of a shared module outside the model's forward
+        count while another watched model's forward runs (a trunk shared by two models, each
+        with a Watch: the second one's forward was pooled into the first one's pass; layer
+        ``pre_std`` 1.28 where its own batch's is 1.64)."""
+        if self._model_idle:
+            return True
+        if self._in_model:
+            return False
+        return not torch.is_grad_enabled() or any(r is not self for r in _FORWARDS)
 
     def arm(self) -> None:
         """Install the hooks (idempotent). Which module gets which hooks is worked out once the
@@ -233,6 +245,7 @@ class Recording:
         if self._armed:
             return
         self._in_model = self._model_idle = False  # a forward that raised left them set
+        _FORWARDS.discard(self)
         plan = self._plan if self._plan is not None else self._hook_plan()
         if plan is self._slots_plan:
             for hooks, key, fn in self._slots:
@@ -285,6 +298,7 @@ class Recording:
     def disarm(self) -> None:
         """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
         readable."""
+        _FORWARDS.discard(self)  # closed inside a forward that raised: not in one any more
         if not self._armed:
             return
         for hooks, key, _ in self._slots:
@@ -348,6 +362,7 @@ class Recording:
         # recorded stays the last training forward's (a validation between backward and
         # Watch.step replaced it, gradient rows lost)
         self._in_model = True
+        _FORWARDS.add(self)
         self._model_idle = not torch.is_grad_enabled()
         if self._model_idle:
             return
@@ -367,6 +382,7 @@ class Recording:
 
     def _model_post(self, module, args, output) -> None:
         self._in_model = False
+        _FORWARDS.discard(self)
         if self._model_idle:
             self._model_idle = False
             return
