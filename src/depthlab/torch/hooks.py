@@ -223,10 +223,13 @@ class Recording:
     def _idle(self) -> bool:
         """The armed hooks ignore the call in progress: a forward of the model without
         gradients (validation under ``no_grad``/``inference_mode``), or a submodule called on
-        its own, outside any forward of the model, without gradients (a loop that calls
-        ``model.encoder(x)`` rather than ``model(x)``: its validation calls were pooled into the
-        training pass). ``no_grad`` parts inside a training forward of the model are measured
-        (without gradient rows). Nor does a call of a shared module outside the model's forward
+        its own, outside any forward of the model, without gradients, once a backward has run
+        through the pass (a loop that calls ``model.encoder(x)`` rather than ``model(x)``: a
+        validation call between ``backward`` and ``Watch.step`` was pooled into the training
+        pass). Before that backward such a call is part of the step and measured (without
+        gradient rows): a frozen backbone a loop runs under ``no_grad`` before training the
+        head (linear probing). ``no_grad`` parts inside a training forward of the model are
+        measured too. Nor does a call of a shared module outside the model's forward
         count while another watched model's forward runs (a trunk shared by two models, each
         with a Watch: the second one's forward was pooled into the first one's pass; layer
         ``pre_std`` 1.28 where its own batch's is 1.64)."""
@@ -234,7 +237,8 @@ class Recording:
             return True
         if self._in_model:
             return False
-        return not torch.is_grad_enabled() or any(r is not self for r in _FORWARDS)
+        return (not torch.is_grad_enabled() and self.p.graded()) \
+            or any(r is not self for r in _FORWARDS)
 
     def arm(self) -> None:
         """Install the hooks (idempotent). Which module gets which hooks is worked out once the
