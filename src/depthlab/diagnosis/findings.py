@@ -142,6 +142,12 @@ class Verification:
         b, a = self.before, self.after
         if self.helped:
             verdict = "helped" + (" (finding resolved)" if self.resolved else "")
+            if self.resolved and self.metric_after >= self.metric_before:
+                # gone although its metric did not fall: the rule's other conditions no longer
+                # hold (mean_shift does not judge ReLU, f(0) = 0; "0.587 -> 0.640: helped
+                # (finding resolved)" read as a contradiction)
+                verdict = ("helped (finding resolved: its rule no longer applies to this setup, "
+                           "although the metric did not fall)")
         else:
             verdict = "did not help"
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
