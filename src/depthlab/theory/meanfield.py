@@ -73,9 +73,21 @@ def _fn(name: Any, kw: dict) -> ScalarActivation:
     return _resolve(name, **kw)
 
 
+def _check_values(fn: ScalarActivation, what: str, s: np.ndarray, vals: np.ndarray) -> None:
+    """ValueError naming the activation and the first ``s`` where ``f`` (or ``f'``) is NaN: a
+    NaN there is not a diverging map (``inf``), it has no expectation at all."""
+    bad = np.isnan(vals)
+    if bad.any():
+        raise ValueError(f"activation {fn.name!r} gives {what} = nan at s = "
+                         f"{float(np.asarray(s)[bad][0]):.4g}: its Gaussian moments are undefined, "
+                         "so there is no mean-field prediction (expected a function finite on "
+                         "the whole real line)")
+
+
 def _q_map(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float) -> float:
     s, w = normal_rule(q)
     a = fn.f(s)
+    _check_values(fn, "f(s)", s, a)
     with np.errstate(over="ignore"):  # inf: the map diverges, which the caller reports
         return float(sigma_w2 * (w @ (a * a)) + sigma_b2)
 
@@ -83,6 +95,7 @@ def _q_map(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: float) -> 
 def _chi1(fn: ScalarActivation, q: float, sigma_w2: float) -> float:
     s, w = normal_rule(q)
     d = fn.df(s)
+    _check_values(fn, "f'(s)", s, d)
     return float(sigma_w2 * (w @ (d * d)))
 
 
@@ -237,6 +250,7 @@ def meanfield(
     """
     _check_sigmas(sigma_w2, sigma_b2)
     sigma_w2, sigma_b2 = float(sigma_w2), float(sigma_b2)
+    critical_tol = real("critical_tol", critical_tol, low=0.0)
     fn = _fn(name, kw)
     q_star, converged, _ = _q_fixed_point(fn, sigma_w2, sigma_b2)
     q = _q_eval(q_star)

@@ -111,6 +111,9 @@ def propagate_residual(
         if not math.isfinite(var):
             raise OverflowError("the residual stream's variance overflowed")
         m, sq, dsq, _ = bn_moments(fn, var, mean)
+        if any(math.isnan(x) for x in (m, sq, dsq)):
+            raise ValueError(f"moments of {fn.name} on N({mean:g}, {var:g}) are not finite "
+                             "(the activation gives nan): no prediction")
         return {"pre_var": var, "act_mean": m, "act_var": max(sq - m * m, 0.0), "act_sq": sq,
                 "deriv_sq": dsq}
 

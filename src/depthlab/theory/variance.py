@@ -143,9 +143,13 @@ def _check_sizes(sizes: Sequence[int]) -> list[int]:
 
 def _moments_exact(fn: ScalarActivation, q: float) -> tuple[float, float, float]:
     """``E[f(s)], E[f(s)^2], E[f'(s)^2]`` for ``s ~ N(0, q)`` by quadrature."""
+    from .meanfield import _check_values
+
     s, w = normal_rule(q)
     a = fn.f(s)
     d = fn.df(s)
+    _check_values(fn, "f(s)", s, a)
+    _check_values(fn, "f'(s)", s, d)
     return float(w @ a), float(w @ (a * a)), float(w @ (d * d))
 
 
