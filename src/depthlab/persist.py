@@ -63,7 +63,7 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
                         f"{type(net).__name__}" + (" without a recipe, whose layers dl.mlp does "
                                                    "not build" if hasattr(
                                                        net, "parameters") else ""))
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/net.npz": the home folder, not "./~" (as the store)
     if path.is_dir():  # not silently FOLDER.npz beside it
         raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "
                          f"{str(path / 'net.npz')!r}")
@@ -112,7 +112,7 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
     """The recipe and the open archive of the network saved at ``path`` (closed on exit); a
     file that is not one (empty, truncated, another program's ``.npz``) is a ValueError naming
     it."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no saved network at {str(path)!r}")
 
@@ -180,9 +180,26 @@ def _restore(net: Any, data: Any, path: Path) -> None:
                              f"recipe expects {p.value.shape} {p.value.dtype}")
         p.value[...] = value
     for k, bn in enumerate(net.batchnorms()):
+        want = bn.running_mean  # every statistic: shape (n,), the network's dtype
+        state: dict[str, np.ndarray] = {}
         for field in _BN_FIELDS:
             key = f"bn:{k}:{field}"
             if key in data.files:
-                setattr(bn, field, data[key].copy())
-        if f"bn:{k}:num_batches" in data.files:
-            bn.num_batches = int(data[f"bn:{k}:num_batches"])
+                value = data[key]
+                if value.shape != want.shape or value.dtype != want.dtype:
+                    raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} "
+                                     f"{value.dtype}; the recipe expects {want.shape} "
+                                     f"{want.dtype}")
+                state[field] = value.copy()
+        if ("population_mean" in state) != ("population_var" in state):
+            raise ValueError(f"{str(path)!r}: bn:{k} holds one of population_mean and "
+                             "population_var; expected both or neither")
+        count = data[f"bn:{k}:num_batches"] if f"bn:{k}:num_batches" in data.files else None
+        if count is not None and (count.shape != () or count.dtype.kind not in "iu"
+                                  or int(count) < 0):
+            raise ValueError(f"{str(path)!r}: bn:{k}:num_batches is {count!r:.60}; expected "
+                             "one integer >= 0")
+        for field, value in state.items():  # set only once every check passed
+            setattr(bn, field, value)
+        if count is not None:
+            bn.num_batches = int(count)

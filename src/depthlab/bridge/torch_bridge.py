@@ -158,7 +158,9 @@ def _convert(layer: Layer, dtype) -> nn.Module:
                 lin.bias.copy_(torch.from_numpy(layer.b.value.copy()))
         return lin
     if isinstance(layer, BatchNorm):
-        first = layer.ema_start == "first_batch" and layer.num_batches == 0
+        # after the first batch it computes what BatchNorm1d does; kept so that from_torch
+        # gives back ema_start="first_batch" (the same signature, recipe and saved file)
+        first = layer.ema_start == "first_batch"
         bn = (FirstBatchBatchNorm1d if first else nn.BatchNorm1d)(
             layer.n, eps=layer.eps, momentum=layer.momentum, dtype=dtype)
         with torch.no_grad():
@@ -226,12 +228,37 @@ def _activation_from_torch(m: nn.Module) -> Activation | None:
     return None
 
 
+def _desc(m: nn.Module) -> str:
+    """``m`` on one line: its class and ``extra_repr`` (``Dropout(p=1.0, inplace=False)``)."""
+    extra = " ".join(m.extra_repr().split())
+    return f"{type(m).__name__}({extra})" if extra else type(m).__name__
+
+
 def _where(path: str) -> str:
     return f"module {path!r}" if path else "the model itself"
 
 
-def _from_torch(m: nn.Module, path: str, np_dtype, counter: list[int]) -> list[Layer]:
-    """The depthlab layers computing what module ``m`` (at ``path``) computes."""
+def _from_torch(m: nn.Module, path: str, np_dtype, counter: list[int],
+                width: list[int | None]) -> list[Layer]:
+    """The depthlab layers computing what module ``m`` (at ``path``) computes. ``width[0]``:
+    the feature count reaching ``m`` (None before the first sized module); a module expecting
+    another count is a TypeError naming it (torch would fail at the first forward). A value
+    depthlab refuses (a BatchNorm momentum of 0, ``Dropout(p=1)``) is a TypeError naming the
+    module too."""
+    try:
+        return _from_torch_checked(m, path, np_dtype, counter, width)
+    except ValueError as exc:
+        raise TypeError(f"from_torch cannot express {_where(path)} ({_desc(m)}): {exc}") from None
+
+
+def _expect_width(m: nn.Module, path: str, width: list[int | None], n_in: int) -> None:
+    if width[0] is not None and width[0] != n_in:
+        raise TypeError(f"from_torch cannot express {_where(path)} ({_desc(m)}): it expects "
+                        f"{n_in} features, the modules before it give {width[0]}")
+
+
+def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
+                        width: list[int | None]) -> list[Layer]:
     import numpy as np
 
     def arr(t) -> np.ndarray:
@@ -243,8 +270,10 @@ def _from_torch(m: nn.Module, path: str, np_dtype, counter: list[int]) -> list[L
     if kind is nn.Sequential:
         return [la for sub_name, sub in m.named_children()
                 for la in _from_torch(sub, f"{path}.{sub_name}" if path else sub_name,
-                                      np_dtype, counter)]
+                                      np_dtype, counter, width)]
     if kind is nn.Linear:
+        _expect_width(m, path, width, m.in_features)
+        width[0] = m.out_features
         dense = Dense(m.in_features, m.out_features, bias=m.bias is not None,
                       init="zeros", dtype=np_dtype, name=name)
         dense.W.value[...] = arr(m.weight).T
@@ -257,6 +286,8 @@ def _from_torch(m: nn.Module, path: str, np_dtype, counter: list[int]) -> list[L
                             f"({m!r}): depthlab's BatchNorm has a trainable gamma and beta and "
                             "a moving average with a momentum (affine=True, "
                             "track_running_stats=True, momentum in (0, 1])")
+        _expect_width(m, path, width, m.num_features)
+        width[0] = m.num_features
         bn = BatchNorm(m.num_features, eps=float(m.eps), momentum=float(m.momentum),
                        ema_start="first_batch" if kind is FirstBatchBatchNorm1d else "zero",
                        dtype=np_dtype, name=name)
@@ -271,9 +302,15 @@ def _from_torch(m: nn.Module, path: str, np_dtype, counter: list[int]) -> list[L
     if kind is nn.AlphaDropout:
         return [AlphaDropout(float(m.p), name=name)]
     if kind is _Residual:
-        return [Residual(Sequential(_from_torch(m.branch, f"{path}.branch", np_dtype, counter)),
-                         name=name)]
+        n_in = width[0]
+        branch = _from_torch(m.branch, f"{path}.branch", np_dtype, counter, width)
+        if n_in is not None and width[0] != n_in:  # x + F(x): F keeps the width
+            raise TypeError(f"from_torch cannot express {_where(path)}: its branch maps "
+                            f"{n_in} features to {width[0]}; x + F(x) needs the same count")
+        return [Residual(Sequential(branch), name=name)]
     if kind is TorchStandardize:
+        _expect_width(m, path, width, int(m.mean.shape[0]))
+        width[0] = int(m.mean.shape[0])
         return [Standardize(arr(m.mean), arr(m.std), name=name)]
     act = _activation_from_torch(m)
     if act is not None:
@@ -312,7 +349,7 @@ def from_torch(module: nn.Module) -> Network:
         raise TypeError(f"from_torch expects float32 or float64 parameters (one dtype), got "
                         f"{', '.join(sorted(str(d) for d in dtypes))}")
     np_dtype = "float64" if dtypes == {torch.float64} else "float32"
-    layers = _from_torch(module, "", np_dtype, [0])
+    layers = _from_torch(module, "", np_dtype, [0], [None])
     first = _first_sized(layers)
     if first is None:
         raise TypeError("from_torch needs at least one Linear layer (the network's input size "
