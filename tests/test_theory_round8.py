@@ -136,6 +136,25 @@ def test_erf_and_hard_tanh_critical_lines_closed_forms(act, moments, tol_q, tol_
     assert crit == pytest.approx(1 / moments(q)[1], rel=tol_chi)
 
 
+@pytest.mark.parametrize("sw2,sb2", [(2.0, 0.05), (4.0, 0.05), (3.0, 0.3)])
+def test_erf_correlation_fixed_point_and_depth_scale_closed_forms(sw2, sb2):
+    """erf(a s), a^2 = pi/4, has an arcsine kernel (Williams 1997): for u1, u2 of variance q and
+    correlation c, E[f(u1) f(u2)] = (2/pi) asin(2 a^2 q c / (1 + 2 a^2 q)) and
+    E[f'(u1) f'(u2)] = 1 / sqrt((1 + 2 a^2 q)^2 - (2 a^2 q c)^2): c* and xi_c exactly."""
+    mf = T.meanfield(_erf, sw2, sb2)
+    q, a2 = mf.q_star, math.pi / 4
+    assert mf.phase == "chaotic"
+
+    def c_next(c):
+        return (sw2 * 2 / math.pi * math.asin(2 * a2 * q * c / (1 + 2 * a2 * q)) + sb2) / q
+
+    c_star = brentq(lambda c: c_next(c) - c, -0.99, 1 - 1e-6)
+    chi_c = sw2 / math.sqrt((1 + 2 * a2 * q) ** 2 - (2 * a2 * q * c_star) ** 2)
+    assert mf.c_star == pytest.approx(c_star, abs=1e-9)
+    assert mf.chi_c == pytest.approx(chi_c, rel=1e-8)
+    assert mf.xi_c == pytest.approx(-1 / math.log(chi_c), rel=1e-7)
+
+
 def test_quadrature_error_at_kinks_off_zero_is_within_the_documented_bound():
     """theory.gaussian documents that a kink or jump away from s = 0 is integrated to ~1e-3
     (kink of f) / ~2e-2 (jump of f') relative; checked on hard-tanh against its closed forms over
@@ -239,6 +258,42 @@ def test_widths_that_change_per_layer_match_simulation(act, init, init_var):
     # fan_out enters glorot's variance: the recursion really used each layer's own widths
     assert pred.weight_var.tolist() == pytest.approx([init_var(i, o)
                                                       for i, o in zip(sizes, sizes[1:])])
+
+
+def _probe_grads(net, n_in, seed, mean, batch=300):
+    from depthlab.losses import get_loss
+    from depthlab.probes.stats import layer_quantities, measurement_pass, network_stats
+
+    grad = layer_quantities(()).index("grad_pre_std")
+    r = np.random.default_rng(seed + 100)
+    x = (mean + r.standard_normal((batch, n_in))).astype(np.float32)
+    measurement_pass(net, x, r.integers(0, 10, batch), get_loss("cross_entropy"))
+    g = np.array([st[grad] for _, st in network_stats(net, ())])
+    return g / g[-1]
+
+
+@pytest.mark.parametrize("cfg,mean,tol", [
+    # widths changing per layer, shifted inputs (input_mean enters E[x^2])
+    ({"sizes": [64, 600, 200, 800, 300, 10], "activation": "elu", "init": "glorot_normal"},
+     0.5, 0.08),
+    ({"sizes": [64] + [400] * 5 + [10], "activation": "leaky_relu", "init": "he_normal",
+      "activation_kwargs": {"negative_slope": 0.2}}, 0.0, 0.08),
+    # residual without BN, elu (measured 0.95-1.07 at width 256, 10 blocks)
+    ({"sizes": [64] + [256] * 11 + [10], "activation": "elu", "init": "he_normal",
+      "residual": True}, 0.0, 0.12),
+])
+def test_predict_gradients_matches_depthlab_nets_on_new_settings(cfg, mean, tol):
+    import depthlab as dl
+
+    kw = {k: v for k, v in cfg.items() if k not in ("sizes", "activation", "init")}
+    for seed in range(2):
+        net = dl.mlp(cfg["sizes"], cfg["activation"], cfg["init"], seed=seed, **kw)
+        pred = T.predict_gradients(net, input_mean=mean)
+        assert pred.covered
+        with _one_thread():
+            measured = _probe_grads(net, cfg["sizes"][0], seed, mean)
+        ratio = measured / np.array(pred.relative_std, dtype=float)
+        assert np.all(np.abs(ratio - 1) < tol), ratio
 
 
 def test_bias_only_net_keeps_the_bias_variance_and_passes_no_gradient():
