@@ -247,6 +247,8 @@ def meanfield(
     ``trainable_depth = 6 xi_c``. ``kw`` go to the activation. When the length map diverges
     (``q* = inf``) chi1 is its large-q limit (``sigma_w^2 (a_+^2 + a_-^2) / 2`` for asymptotic
     slopes ``a_+``, ``a_-``); when it collapses (``q* = 0``), its small-q limit.
+    ValueError for an activation that gives NaN on the Gaussian (no expectation exists) and
+    for a ``critical_tol`` that is not a finite number ``>= 0``.
     """
     _check_sigmas(sigma_w2, sigma_b2)
     sigma_w2, sigma_b2 = float(sigma_w2), float(sigma_b2)
