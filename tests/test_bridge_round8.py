@@ -267,3 +267,38 @@ def test_failed_save_leaves_no_file(tmp_path):
     with pytest.raises(TypeError, match=r"meta\['bad'\]"):
         dl.save(net, tmp_path / "n.npz", meta={"bad": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ema_start", ["first_batch", "zero"])
+def test_population_batchnorm_round_trip_keeps_both_statistics(tmp_path, ema_start):
+    # was: to_torch wrote the population statistics into running_mean/var, so from_torch gave
+    # back inference="ema" with the moving average lost (running_mean = the population mean)
+    rng = np.random.default_rng(4)
+    net = dl.mlp([4, 6, 2], "tanh", batchnorm=True, bn_inference="population",
+                 bn_ema_start=ema_start, bn_momentum=0.3, dtype="float64", seed=0)
+    net.forward(rng.standard_normal((8, 4)), training=True)  # moving average: one batch
+    x_train = rng.standard_normal((50, 4)) * 2.0 + 1.0
+    net.calibrate(x_train)
+    m = tb.to_torch(net).eval()
+    x = rng.standard_normal((7, 4))
+    h = x_train @ net.dense_layers()[0].W.value  # population statistics by hand (biased var)
+    z = (x @ net.dense_layers()[0].W.value - h.mean(axis=0)) / np.sqrt(h.var(axis=0) + 1e-5)
+    want = np.tanh(z) @ net.dense_layers()[1].W.value + net.dense_layers()[1].b.value
+    np.testing.assert_allclose(m(torch.from_numpy(x)).detach().numpy(), want, rtol=1e-12,
+                               atol=1e-14)
+    back = tb.from_torch(m)
+    bn, bb = net.batchnorms()[0], back.batchnorms()[0]
+    assert bb.inference == "population" and _same_state(net, back)
+    assert np.array_equal(bb.population_mean, bn.population_mean)
+    assert np.array_equal(bb.population_var, bn.population_var)
+    assert not np.array_equal(bb.running_mean, bb.population_mean)
+    assert np.array_equal(back.predict(x), net.predict(x))
+    loaded = dl.load(dl.save(back, tmp_path / "pop.npz"))
+    assert loaded.config["bn_inference"] == "population"
+    assert np.array_equal(loaded.predict(x), net.predict(x))
+    m.train()  # training mode: batch statistics, the moving average updated as BatchNorm1d
+    xb = rng.standard_normal((8, 4))
+    m(torch.from_numpy(xb))
+    mu_b = (xb @ net.dense_layers()[0].W.value).mean(axis=0)
+    np.testing.assert_allclose(m[1].running_mean.numpy(), 0.7 * bn.running_mean + 0.3 * mu_b,
+                               rtol=1e-13, atol=1e-15)

@@ -109,6 +109,30 @@ class FirstBatchBatchNorm1d(nn.BatchNorm1d):
         return super().forward(x)
 
 
+class PopulationBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose eval mode normalizes with whole-training-set statistics, the
+    buffers ``population_mean`` and ``population_var`` (depthlab's ``inference="population"``
+    after ``net.calibrate(x_train)``): ``y = gamma (x - mu_pop) / sqrt(var_pop + eps) + beta``.
+    Training mode is ``BatchNorm1d``'s, which still updates the running statistics (depthlab
+    keeps its moving average beside the population statistics too)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("population_mean", torch.zeros_like(self.running_mean))
+        self.register_buffer("population_var", torch.ones_like(self.running_var))
+
+    def forward(self, x):
+        if self.training:
+            return super().forward(x)
+        return nn.functional.batch_norm(x, self.population_mean, self.population_var,
+                                        self.weight, self.bias, False, 0.0, self.eps)
+
+
+class FirstBatchPopulationBatchNorm1d(FirstBatchBatchNorm1d, PopulationBatchNorm1d):
+    """Both: the moving average starts at the first batch's statistics, eval mode uses the
+    population statistics."""
+
+
 class _Residual(nn.Module):
     def __init__(self, branch: nn.Module) -> None:
         super().__init__()
@@ -161,17 +185,20 @@ def _convert(layer: Layer, dtype) -> nn.Module:
         # after the first batch it computes what BatchNorm1d does; kept so that from_torch
         # gives back ema_start="first_batch" (the same signature, recipe and saved file)
         first = layer.ema_start == "first_batch"
-        bn = (FirstBatchBatchNorm1d if first else nn.BatchNorm1d)(
-            layer.n, eps=layer.eps, momentum=layer.momentum, dtype=dtype)
+        population = layer.inference == "population" and layer.population_mean is not None
+        kind = {(False, False): nn.BatchNorm1d, (True, False): FirstBatchBatchNorm1d,
+                (False, True): PopulationBatchNorm1d,
+                (True, True): FirstBatchPopulationBatchNorm1d}[first, population]
+        bn = kind(layer.n, eps=layer.eps, momentum=layer.momentum, dtype=dtype)
         with torch.no_grad():
             bn.num_batches_tracked.fill_(layer.num_batches)
             bn.weight.copy_(torch.from_numpy(layer.gamma.value.copy()))
             bn.bias.copy_(torch.from_numpy(layer.beta.value.copy()))
-            mean, var = (layer.running_mean, layer.running_var)
-            if layer.inference == "population" and layer.population_mean is not None:
-                mean, var = layer.population_mean, layer.population_var
-            bn.running_mean.copy_(torch.from_numpy(mean.copy()))
-            bn.running_var.copy_(torch.from_numpy(var.copy()))
+            bn.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
+            bn.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
+            if population:
+                bn.population_mean.copy_(torch.from_numpy(layer.population_mean.copy()))
+                bn.population_var.copy_(torch.from_numpy(layer.population_var.copy()))
         return bn
     if isinstance(layer, Activation):
         return torch_activation(layer)
@@ -206,7 +233,7 @@ ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running
                        "and a momentum), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf), "
                        "Softmax(dim=-1), and to_torch's Swish, PenalizedTanh, Step, "
-                       "TorchStandardize and residual blocks")
+                       "TorchStandardize, batch norms and residual blocks")
 
 
 def _activation_from_torch(m: nn.Module) -> Activation | None:
@@ -280,7 +307,8 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         if m.bias is not None:
             dense.b.value[...] = arr(m.bias)
         return [dense]
-    if kind in (nn.BatchNorm1d, FirstBatchBatchNorm1d):
+    if kind in (nn.BatchNorm1d, FirstBatchBatchNorm1d, PopulationBatchNorm1d,
+                FirstBatchPopulationBatchNorm1d):
         if not (m.affine and m.track_running_stats and m.momentum is not None):
             raise TypeError(f"from_torch cannot express {_where(path)} "
                             f"({m!r}): depthlab's BatchNorm has a trainable gamma and beta and "
@@ -289,13 +317,19 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         _expect_width(m, path, width, m.num_features)
         width[0] = m.num_features
         bn = BatchNorm(m.num_features, eps=float(m.eps), momentum=float(m.momentum),
-                       ema_start="first_batch" if kind is FirstBatchBatchNorm1d else "zero",
+                       ema_start="first_batch" if issubclass(kind, FirstBatchBatchNorm1d)
+                       else "zero",
+                       inference="population" if issubclass(kind, PopulationBatchNorm1d)
+                       else "ema",
                        dtype=np_dtype, name=name)
         bn.gamma.value[...] = arr(m.weight)
         bn.beta.value[...] = arr(m.bias)
         bn.running_mean[...] = arr(m.running_mean)
         bn.running_var[...] = arr(m.running_var)
         bn.num_batches = int(m.num_batches_tracked)
+        if isinstance(m, PopulationBatchNorm1d):
+            bn.population_mean = arr(m.population_mean)
+            bn.population_var = arr(m.population_var)
         return [bn]
     if kind is nn.Dropout:
         return [Dropout(float(m.p), name=name)]
