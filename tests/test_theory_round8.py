@@ -342,6 +342,25 @@ def test_selu_fixed_point_with_non_standard_tau_matches_simulation(tau):
     assert mf.q_star == pytest.approx(tau * (nu_star + mu_star ** 2), rel=0.01)
 
 
+def test_selu_map_keeps_theorem_1_domain_and_its_fixed_points_attract():
+    """Klambauer et al. 2017, Theorem 1 (papers.md): for omega in [-0.1, 0.1], tau in
+    [0.95, 1.1] the map sends mu in [-0.1, 0.1], nu in [0.8, 1.5] into itself (the proof bounds
+    the new mean by [-0.03106, 0.06773], reached at the corners) with an attracting fixed
+    point there."""
+    grid = np.linspace(0, 1, 5)
+    out = np.array([T.selu_map(mu, nu, om, tau)
+                    for om in -0.1 + 0.2 * grid for tau in 0.95 + 0.15 * grid
+                    for mu in -0.1 + 0.2 * grid for nu in 0.8 + 0.7 * grid])
+    assert out[:, 0].min() == pytest.approx(-0.03106, abs=1e-5)
+    assert out[:, 0].max() == pytest.approx(0.06773, abs=1e-5)
+    assert 0.8 <= out[:, 1].min() and out[:, 1].max() <= 1.5
+    for om in (-0.1, 0.1):
+        for tau in (0.95, 1.1):
+            mu, nu = T.selu_fixed_point(om, tau)
+            assert -0.1 <= mu <= 0.1 and 0.8 <= nu <= 1.5
+            assert T.selu_spectral_radius(om, tau) < 0.8
+
+
 # -- batch norm with other activations / gamma, beta ------------------------------------------
 def _bn_net(act, gamma, beta, width, depth, batch, seed):
     f, df = _SIM[act]
