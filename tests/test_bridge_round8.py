@@ -302,3 +302,26 @@ def test_population_batchnorm_round_trip_keeps_both_statistics(tmp_path, ema_sta
     mu_b = (xb @ net.dense_layers()[0].W.value).mean(axis=0)
     np.testing.assert_allclose(m[1].running_mean.numpy(), 0.7 * bn.running_mean + 0.3 * mu_b,
                                rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"input_mean": np.zeros(5), "input_std": np.ones(5)},
+     r"meta input_mean is \(5,\) float64; expected 3 finite floats"),
+    ({"input_mean": np.zeros(3)}, r"meta input_std is missing; expected 3 finite floats"),
+    ({"input_mean": np.zeros(3), "input_std": np.array([1.0, 0.0, 2.0])},
+     r"meta input_std holds 0.0; expected every value > 0"),
+])
+def test_predict_saved_names_a_bad_saved_standardization(tmp_path, meta, match):
+    # was: a raw broadcast error, an AttributeError ('NoneType' ... 'astype'), or "the values
+    # overflow float64" for a zero std
+    from depthlab.inference import predict_saved
+
+    net = dl.mlp([3, 4, 2], "tanh", dtype="float64", seed=0)
+    path = dl.save(net, tmp_path / "m.npz", meta=meta)
+    with pytest.raises(ValueError, match=match):
+        predict_saved(path, np.ones((2, 3)))
+    good = dl.save(net, tmp_path / "g.npz",
+                   meta={"input_mean": np.full(3, 0.5), "input_std": np.full(3, 2.0)})
+    out, classes = predict_saved(good, np.ones((2, 3)))
+    np.testing.assert_array_equal(out, net.predict(np.full((2, 3), 0.25)))
+    np.testing.assert_array_equal(classes, out.argmax(axis=1))

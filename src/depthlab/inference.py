@@ -205,6 +205,24 @@ def _narrowed(x: np.ndarray, dtype: Any) -> bool:
         return not np.array_equal(x.astype(dtype).astype(x.dtype), x)
 
 
+def _check_standardization(model: Path, mean: Any, std: Any, n_in: int) -> None:
+    """The saved ``(x - mean) / std`` must be usable: both arrays or neither, ``n_in`` finite
+    numbers each, every ``std > 0`` (training replaces a zero spread by 1); else a ValueError
+    naming the file (an altered or hand-made one)."""
+    if mean is None and std is None:
+        return
+    for key, value in (("input_mean", mean), ("input_std", std)):
+        if not isinstance(value, np.ndarray) or value.shape != (n_in,) or \
+                value.dtype.kind != "f" or not np.isfinite(value).all():
+            kind = getattr(value, "dtype", type(value).__name__)
+            got = "missing" if value is None else f"{np.shape(value)} {kind}"
+            raise ValueError(f"{model}: its meta {key} is {got}; expected {n_in} finite floats "
+                             "(the input standardization, with input_mean and input_std)")
+    if not (std > 0).all():
+        raise ValueError(f"{model}: its meta input_std holds {float(std.min())!r}; expected "
+                         "every value > 0")
+
+
 def predict_saved(model: Path, x: np.ndarray,
                   source: str = "DATA") -> tuple[np.ndarray, np.ndarray | None]:
     """(raw outputs, predicted classes or None) of the saved network on ``x`` (named
@@ -221,6 +239,7 @@ def predict_saved(model: Path, x: np.ndarray,
                          f"{n_in}{hint}")
     dtype = net.parameters()[0].value.dtype
     mean, std = meta.get("input_mean"), meta.get("input_std")
+    _check_standardization(model, mean, std, n_in)
     if mean is not None and _narrowed(x, dtype) and np.dtype(mean.dtype).itemsize > np.dtype(
             dtype).itemsize:  # as in training: standardized in float64, then cast (a feature
         # 1e7 + N(0, 1) keeps its spread; 1e39 fits float32 once standardized)
