@@ -325,3 +325,27 @@ def test_predict_saved_names_a_bad_saved_standardization(tmp_path, meta, match):
     out, classes = predict_saved(good, np.ones((2, 3)))
     np.testing.assert_array_equal(out, net.predict(np.full((2, 3), 0.25)))
     np.testing.assert_array_equal(classes, out.argmax(axis=1))
+
+
+def test_an_activation_instance_used_twice_is_kept_both_times():
+    # was: named_children() skips a module seen before, so the second Tanh was dropped and the
+    # network's outputs were 0.029 away from torch's
+    torch.manual_seed(0)
+    act = nn.Tanh()
+    m = nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 6), act, nn.Linear(6, 2)).double()
+    net = tb.from_torch(m)
+    assert [type(la).__name__ for la in net.layers] == ["Dense", "Activation"] * 2 + ["Dense"]
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    w = [m[i].weight.detach().numpy().T for i in (0, 2, 4)]
+    b = [m[i].bias.detach().numpy() for i in (0, 2, 4)]
+    want = np.tanh(np.tanh(x @ w[0] + b[0]) @ w[1] + b[1]) @ w[2] + b[2]
+    np.testing.assert_allclose(net.predict(x), want, rtol=1e-13, atol=1e-15)
+
+
+def test_a_weight_module_used_twice_is_refused_by_name():
+    # shared weights: torch sums both uses' gradients into one tensor, two depthlab layers
+    # would train apart
+    lin = nn.Linear(6, 6)
+    m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), lin, nn.ReLU(), lin)
+    with pytest.raises(TypeError, match=r"module '4' .* same module as module '2'"):
+        tb.from_torch(m)

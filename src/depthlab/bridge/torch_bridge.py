@@ -295,7 +295,9 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
     name = f"{type(m).__name__.lower()}{counter[0]}"
     kind = type(m)
     if kind is nn.Sequential:
-        return [la for sub_name, sub in m.named_children()
+        # every slot, as Sequential.forward runs them (named_children() skips a module seen
+        # before: a ReLU instance used twice would be dropped the second time)
+        return [la for sub_name, sub in m._modules.items() if sub is not None
                 for la in _from_torch(sub, f"{path}.{sub_name}" if path else sub_name,
                                       np_dtype, counter, width)]
     if kind is nn.Linear:
@@ -383,6 +385,15 @@ def from_torch(module: nn.Module) -> Network:
         raise TypeError(f"from_torch expects float32 or float64 parameters (one dtype), got "
                         f"{', '.join(sorted(str(d) for d in dtypes))}")
     np_dtype = "float64" if dtypes == {torch.float64} else "float32"
+    first_path: dict[int, str] = {}  # a module with weights used twice: torch sums its gradients
+    for path, sub in module.named_modules(remove_duplicate=False):
+        if next(sub.parameters(recurse=False), None) is None:
+            continue
+        if id(sub) in first_path:
+            raise TypeError(f"from_torch cannot express {_where(path)} ({_desc(sub)}): it is "
+                            f"the same module as {_where(first_path[id(sub)])} (shared weights; "
+                            "each depthlab layer owns its own)")
+        first_path[id(sub)] = path
     layers = _from_torch(module, "", np_dtype, [0], [None])
     first = _first_sized(layers)
     if first is None:
