@@ -349,3 +349,18 @@ def test_a_weight_module_used_twice_is_refused_by_name():
     m = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), lin, nn.ReLU(), lin)
     with pytest.raises(TypeError, match=r"module '4' .* same module as module '2'"):
         tb.from_torch(m)
+
+
+@pytest.mark.parametrize("which", ["param", "meta"])
+def test_an_object_array_in_a_saved_file_is_named(tmp_path, which):
+    # was: "Object arrays cannot be loaded when allow_pickle=False", without the file or entry
+    from depthlab.persist import load_meta
+
+    net = dl.mlp([3, 4, 2], "tanh", dtype="float64", seed=0)
+    path = dl.save(net, tmp_path / "o.npz", meta={"input_mean": np.zeros(3)})
+    with np.load(path) as z:
+        key = next(k for k in z.files if k.startswith(f"{which}:"))
+    bad = _rewrite(path, tmp_path, lambda z: z.__setitem__(key, np.array([{}], dtype=object)))
+    read = dl.load if which == "param" else load_meta
+    with pytest.raises(ValueError, match=rf"tampered.npz'?: {key} cannot be read"):
+        read(bad)

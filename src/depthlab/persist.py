@@ -142,11 +142,21 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
             raise refuse(str(exc) or type(exc).__name__) from None
 
 
+def _read(data: Any, key: str, path: str | os.PathLike) -> np.ndarray:
+    """Array ``key`` of the archive; one holding Python objects (which ``allow_pickle=False``
+    refuses) is a ValueError naming the file and the entry."""
+    try:
+        return data[key]
+    except ValueError as exc:
+        raise ValueError(f"{str(path)!r}: {key} cannot be read ({exc}); expected a numeric "
+                         "array") from None
+
+
 def load_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The ``meta`` saved with a network (JSON values and arrays), without building it."""
     with _open(path) as (recipe, data):
         out = dict(recipe.get("meta") or {})
-        out.update({k[5:]: data[k] for k in data.files if k.startswith("meta:")})
+        out.update({k[5:]: _read(data, k, path) for k in data.files if k.startswith("meta:")})
     return out
 
 
@@ -174,7 +184,7 @@ def _restore(net: Any, data: Any, path: Path) -> None:
         raise ValueError(f"{str(path)!r} holds {len(saved)} parameters but its recipe builds "
                          f"{len(params)}")
     for key, p in zip(saved, params):
-        value = data[key]
+        value = _read(data, key, path)
         if value.shape != p.value.shape or value.dtype != p.value.dtype:
             raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} {value.dtype}; the "
                              f"recipe expects {p.value.shape} {p.value.dtype}")
@@ -185,7 +195,7 @@ def _restore(net: Any, data: Any, path: Path) -> None:
         for field in _BN_FIELDS:
             key = f"bn:{k}:{field}"
             if key in data.files:
-                value = data[key]
+                value = _read(data, key, path)
                 if value.shape != want.shape or value.dtype != want.dtype:
                     raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} "
                                      f"{value.dtype}; the recipe expects {want.shape} "
@@ -194,7 +204,8 @@ def _restore(net: Any, data: Any, path: Path) -> None:
         if ("population_mean" in state) != ("population_var" in state):
             raise ValueError(f"{str(path)!r}: bn:{k} holds one of population_mean and "
                              "population_var; expected both or neither")
-        count = data[f"bn:{k}:num_batches"] if f"bn:{k}:num_batches" in data.files else None
+        count = (_read(data, f"bn:{k}:num_batches", path)
+                 if f"bn:{k}:num_batches" in data.files else None)
         if count is not None and (count.shape != () or count.dtype.kind not in "iu"
                                   or int(count) < 0):
             raise ValueError(f"{str(path)!r}: bn:{k}:num_batches is {count!r:.60}; expected "
