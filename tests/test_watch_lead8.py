@@ -52,3 +52,26 @@ def test_linear_probing_measures_the_frozen_backbone_and_the_head(every):
         assert at[(2, "pre_std")] == pytest.approx(want[2], rel=1e-5)
         assert at[(3, "grad_pre_std")] == pytest.approx(want[3], rel=1e-5)
         assert (1, "grad_pre_std") not in at.index  # frozen, under no_grad: no gradient
+
+
+def test_pruning_mid_training_is_named_in_the_change_warning():
+    """torch.nn.utils.prune moves a layer's 'weight' to 'weight_orig' (the same layers under
+    the same names): the warning said 'new or replaced: none; removed: none'."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = dlt.Watch(model, every=2)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    with pytest.warns(RuntimeWarning, match="parameters re-registered in: 0\\)"):
+        for step in range(6):
+            if step == 3:
+                prune.l1_unstructured(model[0], "weight", amount=0.5)
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    watch.close()
+    assert set(watch.frame().layer) == {0, 1, 2}  # the loss rows, the two layers

@@ -350,13 +350,20 @@ class Watch:
         self._copy_lists = None
         self._previous = {}
         self._snap_norms = {}
+        names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
+        regrouped = [names.get(id(m), type(m).__name__) for m, _, params in self._structure
+                     if [(k, id(q)) for k, q in m._parameters.items()] != params]
         self._structure = self._modules()
+        # the same layers under the same names, their parameters re-registered (e.g.
+        # torch.nn.utils.prune moves 'weight' to 'weight_orig'): said, not "none; none"
+        moved = (f"; parameters re-registered in: {', '.join(regrouped)}"
+                 if regrouped and not new and not gone else "")
         warnings.warn(f"Watch: the modules of {type(self.model).__name__} changed before step "
                       f"{n + 1} (new or replaced: {', '.join(new) or 'none'}; removed: "
-                      f"{', '.join(gone) or 'none'}): its layers are found again, each keeping "
-                      "its number by module name (earlier records measured the modules found "
-                      "then; a record at the step of the change leaves the replaced or removed "
-                      "ones out)",
+                      f"{', '.join(gone) or 'none'}{moved}): its layers are found again, each "
+                      "keeping its number by module name (earlier records measured the modules "
+                      "found then; a record at the step of the change leaves the replaced or "
+                      "removed ones out)",
                       RuntimeWarning, stacklevel=3)
 
     def _marks(self) -> list[tuple[torch.Tensor, Any, int]]:
