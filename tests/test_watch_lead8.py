@@ -75,3 +75,19 @@ def test_pruning_mid_training_is_named_in_the_change_warning():
             opt.step()
     watch.close()
     assert set(watch.frame().layer) == {0, 1, 2}  # the loss rows, the two layers
+
+
+@pytest.mark.parametrize("every", ["5", 5.0, True, None])
+def test_every_of_the_wrong_type_is_a_type_error_and_a_value_error(every):
+    """``every="5"`` was a ValueError only; a value of the wrong type is now a TypeError too
+    (``validators.ArgumentTypeError``), naming the argument and the value."""
+    with pytest.raises(TypeError, match=r"every must be a positive integer, got "):
+        dlt.Watch(nn.Linear(3, 2), every=every)
+    with pytest.raises(ValueError):
+        dlt.Watch(nn.Linear(3, 2), every=every)
+
+
+def test_every_below_one_stays_a_value_error_only():
+    with pytest.raises(ValueError, match="every must be a positive integer, got 0") as info:
+        dlt.Watch(nn.Linear(3, 2), every=0)
+    assert not isinstance(info.value, TypeError)

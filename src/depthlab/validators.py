@@ -1,6 +1,7 @@
 """Small checks of scalar arguments shared by the engine (activations, initializers, losses,
 layers, probes, data generators): each returns the value as a plain Python number or raises
-TypeError (wrong type) / ValueError (out of range) naming the argument and the value.
+TypeError (wrong type; :class:`ArgumentTypeError`, also a ValueError, from the integer and rate
+checks) / ValueError (out of range) naming the argument and the value.
 
 Python floats are returned on purpose: NumPy 2 keeps them weak, so a float32 computation
 stays float32 (NEP 50). Experiment settings have their own one-line checks in
@@ -17,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["as_number", "closest_name", "positive_int", "rate", "real", "to_float"]
+__all__ = ["ArgumentTypeError", "as_number", "closest_name", "positive_int", "rate", "real",
+           "to_float"]
+
+
+class ArgumentTypeError(ValueError, TypeError):
+    """A value of the wrong type for an argument checked by :func:`positive_int` or
+    :func:`rate` (``every="5"``, ``p=None``): a TypeError, and still the ValueError these
+    checks have always raised, so callers catching either see it."""
 
 
 def real(name: str, value: Any, *, low: float | None = None, strict: bool = False,
@@ -37,15 +45,19 @@ def real(name: str, value: Any, *, low: float | None = None, strict: bool = Fals
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:
     """``int(value)`` for an integer ``>= minimum`` (NumPy integers too; bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ArgumentTypeError(f"{name} must be {what}, got {value!r}")
+    if value < minimum:
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
 
 
 def rate(name: str, value: Any) -> float:
     """``float(value)`` for a rate in [0, 1) (a dropout probability)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be in [0, 1), got {value!r}")
+    if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return float(value)
 
