@@ -88,6 +88,12 @@ def _scaler_state(scaler: Any) -> tuple[float, bool]:
     return float(scaler.get_scale()), any(st.get("stage") is OptState.UNSCALED for st in states)
 
 
+def _own_params(m: nn.Module) -> list[tuple[str, int]]:
+    """``(name, id)`` of the parameters ``m`` registers itself: what :meth:`Watch._changed`
+    compares to find a re-assigned or re-registered parameter."""
+    return [(k, id(p)) for k, p in m._parameters.items()]
+
+
 def _ratio(*norms: float) -> float:
     """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating
     (``||W_{n-1}||``, ``||W_n - W_{n-1}||``) norms of a layer's weight tensors."""
@@ -277,8 +283,7 @@ class Watch:
         """What the layers were found from: per module of the model, the module, a copy of its
         ``_modules`` dict (children by name) and its own parameters as ``(name, id)``. Compared
         by :meth:`_changed` before the calls that record or arm (not on other steps)."""
-        return [(m, dict(m._modules), [(k, id(p)) for k, p in m._parameters.items()])
-                for m in self.model.modules()]
+        return [(m, dict(m._modules), _own_params(m)) for m in self.model.modules()]
 
     def _changed(self) -> bool:
         """A module added, removed or replaced anywhere (every new module hangs in the
@@ -292,8 +297,7 @@ class Watch:
                     return True
             except Exception:  # a replaced child whose class defines an unusual __eq__
                 return True
-            own = m._parameters
-            if (params or own) and [(k, id(p)) for k, p in own.items()] != params:
+            if (params or m._parameters) and _own_params(m) != params:
                 return True
         return False
 
@@ -352,7 +356,7 @@ class Watch:
         self._snap_norms = {}
         names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
         regrouped = [names.get(id(m), type(m).__name__) for m, _, params in self._structure
-                     if [(k, id(q)) for k, q in m._parameters.items()] != params]
+                     if _own_params(m) != params]
         self._structure = self._modules()
         # the same layers under the same names, their parameters re-registered (e.g.
         # torch.nn.utils.prune moves 'weight' to 'weight_orig'): said, not "none; none"
