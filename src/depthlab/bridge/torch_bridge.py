@@ -232,7 +232,8 @@ _SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "iden
 ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics "
                        "and a momentum), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf), "
-                       "Softmax(dim=-1), and to_torch's Swish, PenalizedTanh, Step, "
+                       "Softmax(dim=-1), Flatten(start_dim=1, end_dim=-1) (no layer: depthlab "
+                       "takes rows), and to_torch's Swish, PenalizedTanh, Step, "
                        "TorchStandardize, batch norms and residual blocks")
 
 
@@ -333,6 +334,14 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
             bn.population_mean = arr(m.population_mean)
             bn.population_var = arr(m.population_var)
         return [bn]
+    if kind is nn.Flatten:
+        # depthlab networks take rows (N, D) and flatten images (N, H, W) per example, which
+        # is what Flatten(start_dim=1, end_dim=-1) does; on rows it is the identity
+        if (m.start_dim, m.end_dim) != (1, -1):
+            raise TypeError(f"from_torch cannot express {_where(path)} ({_desc(m)}): "
+                            "depthlab networks take rows of features (N, D); accepted: "
+                            "Flatten(start_dim=1, end_dim=-1), which flattens each example")
+        return []
     if kind is nn.Dropout:
         return [Dropout(float(m.p), name=name)]
     if kind is nn.AlphaDropout:
