@@ -8,10 +8,12 @@ from .common import Command, UserError
 
 
 def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    # ASCII digits only: int() also reads 8_765 and Arabic-Indic or full-width digits
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 = any "
+                                         "free)")
+    v = int(digits)
     if not 0 <= v <= 65535:
         raise argparse.ArgumentTypeError(f"{v} is not a port number (0-65535; 0 = any free)")
     return v

@@ -22,7 +22,8 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
   spikes at +-0.4;
 * for 2-D inputs, the class the network predicts (inference mode) on a ``GRID x GRID`` grid
   over the data's range (``GRID_DEEP`` for deep networks), and its probability; where the
-  output is not finite (batch norm before its first step has no running statistics) a note.
+  output is not finite a note saying why (batch norm before its first step, weights that are
+  not finite, or values that overflow the dtype).
 """
 
 from __future__ import annotations
@@ -138,8 +139,7 @@ class Monitor:
         ok = np.isfinite(out).all(axis=1)
         if not ok.any():
             return {**box, "cls": None, "note": "no decision boundary yet: the network's "
-                    "inference output is not finite (batch norm has no running statistics "
-                    "before the first step)"}
+                    f"inference output is not finite ({self._why_not_finite()})"}
         out = np.where(ok[:, None], out, 0.0)
         if out.shape[1] == 1:
             p1 = 1.0 / (1.0 + np.exp(-out[:, 0]))
@@ -153,6 +153,18 @@ class Monitor:
         cls = np.where(ok, cls, -1)
         return {**box, "cls": cls.astype(int).tolist(),
                 "conf": np.round(np.where(ok, conf, 0.0), 3).tolist(), "note": ""}
+
+    def _why_not_finite(self) -> str:
+        """Why the inference output is not finite: batch norm before its first batch, weights
+        that are no longer finite (a diverged run), or values that overflow the dtype (a net
+        without batch norm was told it had no running statistics)."""
+        bns = self.net.batchnorms()
+        if bns and all(getattr(bn, "num_batches", 1) == 0 for bn in bns):
+            return "batch norm has no running statistics before the first step"
+        if not all(np.isfinite(p.value).all() for p in self.net.parameters()):
+            return "some weights are no longer finite numbers"
+        return (f"the values grow past the largest {np.dtype(self.net.dtype).name} number "
+                "on their way through the layers")
 
     # -- update ratio -----------------------------------------------------------------------
     def _weights(self) -> list[np.ndarray]:

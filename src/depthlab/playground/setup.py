@@ -20,8 +20,10 @@ inside the playground's ranges; :func:`to_config` then validates the TOML-shaped
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from ..data.registry import BUILTINS, DATASETS
@@ -186,7 +188,7 @@ def _parse_value(f: Field, raw: Any) -> Any:
     if isinstance(raw, bool):
         raise bad
     try:
-        v = float(raw) if f.kind == "float" else _to_int(raw)
+        v = _to_float(raw) if f.kind == "float" else _to_int(raw)
     except (TypeError, ValueError, OverflowError):  # "1e400" as an integer: int(inf)
         raise bad from None
     if isinstance(v, float) and not math.isfinite(v):  # an int of any size is finite
@@ -207,13 +209,37 @@ def _short(raw: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number as text: ASCII digits with an optional sign, point and exponent (``12``, ``1e3``,
+``.5``). Python's ``float`` also reads ``1_0`` (10), ``٣٢`` (32, Arabic-Indic digits) and
+``１２`` (full-width): a typo or a pasted string the page showed back as another value."""
+
+
+def _number_text(raw: str) -> str:
+    text = raw.strip()
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(text)
+    return text
+
+
+def _to_float(raw: Any) -> float:
+    return float(_number_text(raw) if isinstance(raw, str) else raw)
+
+
 def _to_int(raw: Any) -> int:
+    """An integer from an int, an integral float or number text (``10``, ``1e3``, ``5.0``).
+    Text is read exactly (``9.9999999999999999`` is no integer, although it rounds to the
+    float 10.0); more than 100 digits is refused before it is built."""
     if isinstance(raw, int):
         return raw
-    text = str(raw).strip()
-    v = float(text)
+    if isinstance(raw, str):
+        d = Decimal(_number_text(raw))
+        if d.adjusted() > 100 or d != d.to_integral_value():
+            raise ValueError(raw)
+        return int(d)
+    v = float(raw)
     if v != int(v):
-        raise ValueError(text)
+        raise ValueError(raw)
     return int(v)
 
 
