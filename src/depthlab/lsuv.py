@@ -8,7 +8,7 @@ from .backend import Array
 from .backend import rng as make_rng
 from .initializers import get_initializer
 from .network import Network
-from .validators import positive_int
+from .validators import positive_int, real
 
 
 def lsuv(
@@ -19,8 +19,8 @@ def lsuv(
 
     Returns the final output variance of each Dense layer. Works in place on ``net``.
     """
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol!r}")
+    # a finite number > 0: "0.1" was a bare comparison TypeError, inf stopped before rescaling
+    tol = real("tol", tol, positive=True)
     max_iter = positive_int("max_iter", max_iter)  # 0 passes would leave no variance to report
     x = net.check_input(x)
     if x.shape[0] < 2:

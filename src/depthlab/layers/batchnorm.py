@@ -176,11 +176,13 @@ class BatchNorm(Layer):
         return dx
 
     def calibrate(self, x: Array) -> Array:
-        """Set the population statistics from ``x`` (the whole training set, one big batch)."""
-        mu = x.mean(axis=0)
-        xc = x - mu
+        """Set the population statistics from ``x`` (the whole training set, one big batch):
+        ``mu = (1/N) sum_i x_i``, ``var = (1/N) sum_i (x_i - mu)^2``, summed as a training
+        batch is (:func:`batch_moments`: in float64 for float32 sets of at least
+        :data:`F64_SUMS_FROM` rows; float32 sums down 60000 rows erred by 1.4e-5 relative)."""
+        mu, xc, var = batch_moments(x)
         self.population_mean = mu
-        self.population_var = np.einsum("ij,ij->j", xc, xc) / x.shape[0]
+        self.population_var = var
         inv_std = 1.0 / np.sqrt(self.population_var + self.eps)
         return (xc * inv_std) * self.gamma.value + self.beta.value
 

@@ -13,7 +13,8 @@ from .base import Optimizer, axpy, check_flag, check_number, lerp
 class RMSprop(Optimizer):
     """RMSprop as in ``torch.optim.RMSprop``.
 
-    ``d = ±g + wd*w``; ``v = alpha*v + (1-alpha)*d^2`` (``alpha`` in [0, 1]);
+    ``d = ±g + wd*w``; ``v = alpha*v + (1-alpha)*d^2`` (``alpha`` in [0, 1]; in (0, 1] when
+    ``centered``: at 0 the centered variance below is ``d^2 - d^2 = 0``);
     ``den = sqrt(v) + eps``, or when ``centered`` ``m = lerp(m, d, 1-alpha)`` and
     ``den = sqrt(v - m^2) + eps``. With ``momentum``: ``b = momentum*b + d/den``,
     ``w -= lr*b``; else ``w -= lr*d/den``.
@@ -29,6 +30,12 @@ class RMSprop(Optimizer):
         self.eps = check_number("eps", eps)
         self.momentum = check_number("momentum", momentum)
         self.centered = check_flag("centered", centered)
+        if self.centered and self.alpha == 0.0:
+            # m = d and v = d^2 each step: v - m^2 is 0 (a step of lr * d / eps) or, in torch's
+            # fused addcmul, a rounding error below 0 (NaN steps); no setting of either
+            raise ValueError(f"invalid alpha value: {alpha!r} with centered=True; expected "
+                             "alpha in (0, 1] (alpha = 0 makes the centered variance "
+                             "v - m^2 = g^2 - g^2 = 0)")
 
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:

@@ -1,0 +1,96 @@
+"""Round 9 of the engine checks against torch and float64 references: whole-training-set
+batch-norm statistics of a float32 set, centered RMSprop with alpha = 0, LSUV's tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import depthlab as dl
+from depthlab.backend import rng as make_rng
+from depthlab.layers import BatchNorm
+from depthlab.optimizers import RMSprop, get_optimizer
+from depthlab.parameter import Parameter
+
+# -- batch norm: population statistics of a large float32 training set ------------------------
+
+
+def test_float32_calibrate_sums_a_large_set_as_a_training_batch_does():
+    """``calibrate`` on 30000 float32 rows (mean 10, std 2): float32 sums down the column gave
+    a mean 3.0e-6 and a variance 2.2e-6 off (relative; outputs 1.6e-5 off) the float64
+    statistics of the same values; summed in float64 as a training batch is, 4e-8."""
+    x = (make_rng(0).standard_normal((30000, 4)) * 2 + 10).astype(np.float32)
+    bn = BatchNorm(4, dtype="float32")
+    y = bn.calibrate(x)
+    ref_var, ref_mean = torch.var_mean(torch.from_numpy(x).double(), dim=0, correction=0)
+    ref_mean, ref_var = ref_mean.numpy(), ref_var.numpy()
+    assert bn.population_mean.dtype == bn.population_var.dtype == y.dtype == np.float32
+    assert np.max(np.abs(bn.population_mean - ref_mean) / ref_mean) < 3e-7
+    assert np.max(np.abs(bn.population_var - ref_var) / ref_var) < 3e-7
+    ref_y = (x - ref_mean) / np.sqrt(ref_var + 1e-5)
+    assert np.max(np.abs(y - ref_y)) < 3e-6
+    # the same statistics as a training-mode batch of these rows
+    train = BatchNorm(4, dtype="float32")
+    np.testing.assert_array_equal(train.forward(x), y)
+
+
+# -- RMSprop: centered with alpha = 0 ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0])
+def test_centered_rmsprop_with_alpha_zero_is_one_clear_value_error(alpha):
+    """With alpha = 0 the centered variance v - m^2 is g^2 - g^2: depthlab stepped lr*g/eps
+    (|w| ~ 4e6 after 10 steps of lr 0.01) while torch's fused addcmul went below 0 (NaN)."""
+    ps = [Parameter("w", np.zeros(3))]
+    with pytest.raises(ValueError, match=r"alpha value: 0(\.0)? with centered=True.*\(0, 1\]"):
+        RMSprop(ps, alpha=alpha, centered=True)
+    with pytest.raises(ValueError, match="centered=True"):
+        RMSprop.check_hyperparameters(alpha=alpha, centered=True, momentum=0.9)
+    RMSprop(ps, alpha=alpha)  # plain RMSprop at alpha = 0 is torch's (tested in test_engine_more)
+
+
+def test_centered_rmsprop_with_a_tiny_alpha_still_matches_torch():
+    """Small alphas stay accepted and match torch step for step (float64). The tolerance is
+    that of v - m^2 at a small alpha: torch's CPU kernels (addcmul, lerp) round a fused
+    multiply-add once, NumPy twice; the last-bit differences grow by m^2 / (v - m^2)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        g = make_rng(5)
+        w0 = g.standard_normal((4, 3))
+        kw = dict(lr=0.01, alpha=0.05, centered=True, momentum=0.5, eps=1e-3)
+        p = Parameter("w", w0.copy())
+        opt = get_optimizer("rmsprop", [p], **kw)
+        t = torch.tensor(w0.copy(), requires_grad=True)
+        topt = torch.optim.RMSprop([t], **kw)
+        for _ in range(20):
+            grad = np.sin(2 * p.value) + 0.3 * g.standard_normal(w0.shape)
+            p.grad[...] = grad
+            t.grad = torch.tensor(grad.copy())
+            opt.step()
+            topt.step()
+            np.testing.assert_allclose(p.value, t.detach().numpy(), rtol=1e-9, atol=1e-12)
+    finally:
+        torch.set_default_dtype(old)
+
+
+# -- LSUV ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tol", "exc", "match"), [
+    ("0.1", TypeError, r"tol must be a real number, got '0.1'"),
+    (float("inf"), ValueError, r"tol must be a finite number > 0, got inf"),
+    (0.0, ValueError, r"tol must be a finite number > 0, got 0.0"),
+    (float("nan"), ValueError, r"tol must be a finite number > 0, got nan"),
+])
+def test_lsuv_tolerance_is_checked_with_one_clear_error(tol, exc, match):
+    """A string was a bare "'>' not supported" TypeError; tol=inf was accepted and returned
+    after the first pass without rescaling anything."""
+    net = dl.mlp([3, 8, 2], "tanh", seed=0)
+    x = make_rng(1).standard_normal((16, 3))
+    before = [d.W.value.copy() for d in net.dense_layers()]
+    with pytest.raises(exc, match=match):
+        dl.lsuv(net, x, tol=tol)
+    for d, w in zip(net.dense_layers(), before):
+        np.testing.assert_array_equal(d.W.value, w)  # refused before any weight changed
