@@ -232,13 +232,27 @@ class Recording:
         measured too. Nor does a call of a shared module outside the model's forward
         count while another watched model's forward runs (a trunk shared by two models, each
         with a Watch: the second one's forward was pooled into the first one's pass; layer
-        ``pre_std`` 1.28 where its own batch's is 1.64)."""
+        ``pre_std`` 1.28 where its own batch's is 1.64).
+
+        A submodule call outside the model's forward, with gradients, after a backward has run
+        through the pass (a metric on held-out data between ``backward`` and ``Watch.step``,
+        gradients left on) opens a new pass, as a forward of the model does, and
+        :meth:`settle` reads the last pass a backward ran through: it was pooled into the
+        training pass (layer 1 ``pre_std`` 2.92 where the training batch's is 0.575). Not
+        inside a backward: activation checkpointing recomputes a segment there, part of the
+        pass being graded."""
         if self._model_idle:
             return True
         if self._in_model:
             return False
-        return (not torch.is_grad_enabled() and self.p.graded()) \
-            or any(r is not self for r in _FORWARDS)
+        if any(r is not self for r in _FORWARDS):
+            return True
+        if self.p.graded():
+            if not torch.is_grad_enabled():
+                return True
+            if torch._C._current_graph_task_id() == -1:
+                self._roll()
+        return False
 
     def arm(self) -> None:
         """Install the hooks (idempotent). Which module gets which hooks is worked out once the
@@ -376,13 +390,17 @@ class Recording:
             self.input_seen = True
             x = _first_tensor(args)
             self.first_input = None if x is None else x.detach().clone()
+        self._roll()
+        if self.want_input:
+            self.p.input = self.first_input
+
+    def _roll(self) -> None:
+        """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
         earlier = self._earlier
         earlier.append(self.p)
         if len(earlier) > EARLIER_PASSES:  # gradient accumulation over many micro-batches
             del earlier[0]
         self._begin()
-        if self.want_input:
-            self.p.input = self.first_input
 
     def _model_post(self, module, args, output) -> None:
         self._in_model = False
