@@ -14,10 +14,13 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.browser import chromium, screenshot_dir
 
+from depthlab.playground.server import Background
 from depthlab.playground.setup import SetupError, parse_setup, to_config
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
@@ -77,3 +80,101 @@ def test_a_boundary_not_finite_without_batch_norm_does_not_blame_batch_norm():
     mon.points[0].dense.W.value[0, 0] = np.nan  # a diverged run
     note = mon.boundary()["note"]
     assert "batch norm" not in note and "weights are no longer finite" in note, note
+
+
+# -- in a real browser -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server():
+    with Background() as bg:
+        yield bg
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
+        yield b
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round9_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1300, "height": 950})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(f"console: {m.text}")
+          if m.type == "error" else None)
+    yield pg
+    context.close()
+    assert not problems, problems
+
+
+def url_param(pg, key: str) -> str | None:
+    return pg.evaluate("k => new URLSearchParams(location.search).get(k)", key)
+
+
+def test_a_typed_2_0_is_refused_beside_the_control_and_the_setup_stays(page, server, shots):
+    page.goto(server.url)
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.fill("#f-model-depth", "2_0")
+    page.press("#f-model-depth", "Tab")
+    page.wait_for_selector('.field.invalid[data-key="model.depth"] .field-error', timeout=10_000)
+    page.locator("#controls").screenshot(path=str(shots / "round9_depth_2_0.png"))
+    # was: accepted as depth 20 (the URL and the network said 20, the control 2_0)
+    assert "'2_0' is not accepted" in page.locator("#message").text_content()
+    assert url_param(page, "model.depth") == "10"
+
+
+def axis_labels(pg, plot: str, axis: int) -> list[str]:
+    pg.wait_for_function("([p, a]) => S.plots[p] && S.plots[p].axes[a]._values !== undefined",
+                         arg=[plot, axis], timeout=10_000)
+    return [v for v in pg.evaluate("([p, a]) => S.plots[p].axes[a]._values || []",
+                                   [plot, axis]) if v]
+
+
+def test_an_exploding_network_gets_numbers_on_its_axes_and_a_word_on_its_loss(page, server,
+                                                                               shots):
+    # 60 ReLU layers with N(0, 1) weights: activations about 1e35 at step 0, the loss overflows
+    page.goto(server.url + "?model.depth=60&model.width=64&model.activation=relu"
+              "&model.init=normal")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.locator("#panels").screenshot(path=str(shots / "round9_exploding.png"))
+    assert page.evaluate("S.last.act_mean.some((v) => v > 1e32)")  # beyond uPlot's steps
+    # was: no number at all on the histograms' value axis and on the activation axis
+    hist = axis_labels(page, "plot-hist", 0)
+    evo = axis_labels(page, "plot-evo", 1)
+    assert len(hist) >= 2 and all("e3" in v for v in hist), hist
+    assert len(evo) >= 2, evo
+    # was: an empty loss panel without a word
+    assert "held-out loss at step 0 is not finite" in page.locator("#loss-note").text_content()
+
+
+def test_a_slow_preset_answer_does_not_override_a_later_choice(page, server):
+    page.goto(server.url)
+    page.wait_for_function(MEASURED, timeout=30_000)
+    held = []
+    page.route("**/api/preset?*name=he*", lambda route: held.append(route))
+    page.click("button[data-preset=he]")  # its answer is held back
+    page.wait_for_function("() => true")
+    page.click("button[data-preset=selu]")
+    page.wait_for_function("new URLSearchParams(location.search).get('model.activation')"
+                           " === 'selu'", timeout=10_000)
+    assert len(held) == 1
+    with page.expect_response("**/api/preset?*name=he*"):
+        held[0].continue_()
+    page.evaluate("() => new Promise((r) => setTimeout(r, 300))")  # the answer is handled
+    # was: the he preset's controls (relu, he_normal) over the later selu choice, then its setup
+    assert page.locator("#f-model-activation").input_value() == "selu"
+    assert page.locator("#f-model-init").input_value() == "lecun_normal"
+    page.evaluate("() => new Promise((r) => setTimeout(r, 300))")
+    assert url_param(page, "model.activation") == "selu"
+    # a control changed while a preset's answer is on its way wins as well
+    page.click("button[data-preset=naive]")
+    page.fill("#f-model-width", "20")
+    page.press("#f-model-width", "Tab")
+    page.wait_for_function("new URLSearchParams(location.search).get('model.width') === '20'",
+                           timeout=10_000)

@@ -8,7 +8,7 @@ const MAX_HISTORY = 1500;
 
 const S = {
   schema: null, ws: null, query: null, state: "connecting", wantPlay: false,
-  ready: null, theory: null, init: null, last: null, plots: {}, updates: [],
+  ready: null, theory: null, init: null, last: null, plots: {}, updates: [], edits: 0,
   hist: { step: [], train: [], probe: [], acc: [] }, evo: { step: [], mean: [], std: [] },
 };
 
@@ -126,6 +126,7 @@ function markInvalid(key, message) {
 }
 
 function onControlChange() {
+  S.edits++;  // a preset chosen before this change and answered after it is dropped
   refreshVisibility();
   $("preset-why").textContent = "";  // the preset's explanation no longer describes the setup
   // keeps training if the user pressed play (S.state reads "loading" while a setup sent a
@@ -133,11 +134,16 @@ function onControlChange() {
   sendSetup(readControls(), S.wantPlay);
 }
 
+/* The last choice wins: a preset answered after a later preset, control change or "apply" is
+   dropped (a slow answer to an earlier click put that preset's controls back over the later
+   choice, and its setup replaced the one the page had just sent). */
 async function choosePreset(name) {
+  const mine = ++S.edits;
   const params = new URLSearchParams(readControls());
   params.set("name", name);
   const r = await fetch("/api/preset?" + params.toString());
   const body = await r.json();
+  if (mine !== S.edits) return;
   if (!body.ok) { showMessage(body.message); return; }
   writeControls(body.query);
   $("preset-why").textContent = S.schema.presets[name].why;
@@ -226,6 +232,7 @@ function onAccepted(m) {
   const gs = $("grad-summary");
   for (const k of ["first", "last", "ratio", "step"]) gs.dataset[k] = "";
   gs.textContent = "building the network\u2026";
+  $("loss-note").textContent = "";
   S.hist = { step: [], train: [], probe: [], acc: [] };
   S.evo = { step: [], mean: [], std: [] };
 }
@@ -282,6 +289,11 @@ const logScale = { range: (u, lo, hi) => {
 const tick = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ?
   (+v.toPrecision(3)).toExponential().replace("e+", "e") : (+v.toPrecision(3)).toString());
 const linTicks = (u, splits) => splits.map(tick);
+/* uPlot's own tick steps end at 5e31: the activations of an exploding network (1e35 at step 0
+   in a 60-layer ReLU net with N(0, 1) weights) got axes without a single number. The same
+   steps (the same numbers, which uPlot knows the decimals of), then on to 5e307. */
+const wideIncrs = Array.from({ length: 340 }, (_, i) => i - 32).flatMap((k) =>
+  [1, 2, 2.5, 5].map((m) => +`${m}e${k}`)).filter((v) => isFinite(v));
 /* uPlot's range for values that are all equal is [0, 100] when they are 0: every activation
    0 (zero weights, a step function) drew an axis up to 100. Equal values get +-half their
    size (+-0.5 around 0), others uPlot's usual 10% margin. */
@@ -328,7 +340,7 @@ function buildPlots(m) {
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-loss", {
     scales: { x: { time: false }, acc: { range: [0, 1] } },
-    axes: [stepAxis, { label: "loss", size: 55, values: linTicks }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
+    axes: [stepAxis, { label: "loss", size: 55, values: linTicks, incrs: wideIncrs }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
     series: [{ label: "step" },
       { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: firstPoints },
       { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: firstPoints },
@@ -340,7 +352,7 @@ function buildPlots(m) {
   const hl = m.hist_layers;
   makePlot("plot-hist", {
     scales: { x: { time: false } },
-    axes: [{ label: "activation value", values: linTicks }, { label: "fraction", size: 50 }],
+    axes: [{ label: "activation value", values: linTicks, incrs: wideIncrs }, { label: "fraction", size: 50 }],
     series: [{ label: "value" }, ...hl.map((l) => ({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } }))],
   }, [[], ...hl.map(() => [])]);
   const evoSeries = [{ label: "step" }];
@@ -354,7 +366,7 @@ function buildPlots(m) {
   }
   const evo = makePlot("plot-evo", {
     scales: { x: { time: false }, y: { range: valueRange } },
-    axes: [stepAxis, { label: "activation", size: 55, values: linTicks }],
+    axes: [stepAxis, { label: "activation", size: 55, values: linTicks, incrs: wideIncrs }],
     legend: { live: false }, series: evoSeries,
   }, evoSeries.map(() => []));
   // which colour is which layer: the means' entries only (the dashed ±std share them)
@@ -437,6 +449,9 @@ function onUpdate(m) {
     }
   }
   S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
+  // a loss that overflowed is no point on the plot: an empty panel says why
+  $("loss-note").textContent = m.probe_loss === null || m.probe_loss === undefined ?
+    `held-out loss at step ${m.step} is not finite (the network's outputs overflow): not drawn` : "";
   const e = S.evo, k = m.hist.length;
   const evo = [e.step];
   for (let j = 0; j < k; j++) evo.push(e.mean.map((r) => r[j]));
@@ -594,7 +609,9 @@ function onDoctor(m) {
       const shown = Object.fromEntries(Object.entries(f.prescription).filter(([, v]) =>
         v !== null && !(typeof v === "object" && !Object.keys(v).length)));
       const a = el("button", "apply", "apply " + JSON.stringify(shown));
-      a.addEventListener("click", () => { writeControls(f.apply); sendSetup(f.apply, false); });
+      a.addEventListener("click", () => {
+        S.edits++; writeControls(f.apply); sendSetup(f.apply, false);
+      });
       box.appendChild(a);
     } else if (f.apply_error) {
       box.appendChild(el("div", "note", f.apply_error));
