@@ -5,7 +5,11 @@
   than the one typed; ``9.9999999999999999`` was the integer 10 (read through a float);
   ``depthlab playground --port 8_765`` served on port 8765;
 * the decision boundary of a network without batch norm whose output overflowed (or whose
-  weights had diverged) said "batch norm has no running statistics before the first step".
+  weights had diverged) said "batch norm has no running statistics before the first step";
+* an exploding network (60 ReLU layers, N(0, 1) weights) drew its value axes without a number
+  (uPlot's tick steps end at 5e31), its loss panel empty without a word, and "dead 1, inactive
+  0" for its last layers, whose outputs were NaN;
+* a preset whose answer came after a later preset or control change put its controls back.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -82,6 +86,17 @@ def test_a_boundary_not_finite_without_batch_norm_does_not_blame_batch_norm():
     assert "batch norm" not in note and "weights are no longer finite" in note, note
 
 
+def test_a_layer_whose_outputs_overflowed_has_no_dead_or_inactive_fraction():
+    # 60 ReLU layers with N(0, 1) weights: the last layers' float32 outputs are inf and NaN
+    m = _monitor({"model.depth": "60", "model.width": "64", "model.activation": "relu",
+                  "model.init": "normal"}).measure(0)
+    over = [i for i, v in enumerate(m["act_mean"]) if v is None]
+    assert over and over[-1] == 59 and 0 < over[0], over
+    # was: "dead 1.0, inactive 0.0" in the NaN layers (f'(NaN) = 0; NaN <= 0 is false)
+    assert all(m["dead"][i] is None and m["inactive"][i] is None for i in over), m["dead"]
+    assert all(m["dead"][i] is not None for i in range(over[0])), m["dead"]  # finite: kept
+
+
 # -- in a real browser -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server():
@@ -151,6 +166,8 @@ def test_an_exploding_network_gets_numbers_on_its_axes_and_a_word_on_its_loss(pa
     assert len(evo) >= 2, evo
     # was: an empty loss panel without a word
     assert "held-out loss at step 0 is not finite" in page.locator("#loss-note").text_content()
+    first = page.evaluate("S.last.act_mean.findIndex((v) => v === null)") + 1
+    assert f"layers {first}-60: outputs not finite" in page.locator("#sat-note").text_content()
 
 
 def test_a_slow_preset_answer_does_not_override_a_later_choice(page, server):

@@ -9,7 +9,7 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
 * ``grad_std[l]``: std of ``dL/ds_l`` (the back-propagated gradient at the pre-activation);
 * ``act_mean[l]``, ``act_std[l]``; ``saturated[l]`` (bounded activations), ``inactive[l]``
   (ReLU family: entries with ``s <= 0``), ``dead[l]`` (see ``probes.stats``; a quantity that
-  does not apply to the activation is None);
+  does not apply to the activation, or a layer whose outputs are not all finite, is None);
 * ``update_ratio[l] = ||W_l(t) - W_l(t0)|| / ||W_l(t0)|| / (t - t0)``: the relative change of the
   weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``;
 * activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
@@ -193,6 +193,14 @@ class Monitor:
         loss, acc = measurement_pass(self.net, self.x, self.y, self.loss)
         stats = network_stats(self.net, ())
         cols = {name: _floats([row[i] for _, row in stats]) for name, i in _COLUMNS.items()}
+        # a layer whose outputs overflowed (inf, NaN) has no fractions to show: a NaN
+        # pre-activation has f'(s) = 0 and s <= 0 false, so the last layers of an exploding
+        # ReLU net read "dead 1, inactive 0"
+        for j, p in enumerate(self.points):
+            a = getattr(p.activation, "a", None)
+            if a is not None and not np.isfinite(a).all():
+                for name in ("saturated", "inactive", "dead"):
+                    cols[name][j] = None
         hists = []
         with np.errstate(all="ignore"):
             for layer in self.hist_layers:

@@ -491,6 +491,11 @@ function onUpdate(m) {
     }
   }
   S.plots["plot-sat"].setData([layers, m.saturated, m.inactive, m.dead]);
+  // the server leaves out the fractions of a layer whose outputs overflowed (every layer has
+  // a dead fraction otherwise): say which, rather than a line that stops without a word
+  const over = layers.filter((l, i) => m.dead[i] === null);
+  $("sat-note").textContent = over.length ? `layer${over.length > 1 ? "s" : ""} ` +
+    `${rangeText(over)}: outputs not finite (they overflowed): no fractions drawn` : "";
   const ur = m.update_ratio.length ? m.update_ratio.map(lg) : layers.map(() => null);
   S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
   // an empty log-scale panel says why
