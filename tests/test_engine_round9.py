@@ -9,9 +9,10 @@ import torch
 
 import depthlab as dl
 from depthlab.backend import rng as make_rng
-from depthlab.layers import BatchNorm
+from depthlab.layers import BatchNorm, Standardize
 from depthlab.optimizers import RMSprop, get_optimizer
 from depthlab.parameter import Parameter
+from depthlab.training.trainer import Trainer
 
 # -- batch norm: population statistics of a large float32 training set ------------------------
 
@@ -94,3 +95,38 @@ def test_lsuv_tolerance_is_checked_with_one_clear_error(tol, exc, match):
         dl.lsuv(net, x, tol=tol)
     for d, w in zip(net.dense_layers(), before):
         np.testing.assert_array_equal(d.W.value, w)  # refused before any weight changed
+
+
+# -- Trainer(standardize=True): the float64 statistics standardize --------------------------
+
+
+def test_trainer_standardize_centres_a_feature_whose_mean_float32_rounds():
+    """x = 1e8 + 3.7 + N(0, 1) for a float32 network: the stored float32 mean is 1e8, and the
+    standardized feature came out with mean 3.67 (not 0) in training and through
+    ``History.standardizer``; the float64 statistics centre it."""
+    g = make_rng(0)
+    noise = g.standard_normal(2000)
+    x = np.c_[1e8 + 3.7 + noise, g.standard_normal(2000)]
+    y = (noise > 0).astype(int)
+    tr = Trainer(dl.mlp([2, 4, 2], seed=0), optimizer="sgd", lr=0.1, batch_size=100,
+                 max_steps=1, standardize=True)
+    hist = tr.fit(x, y)
+    z = tr.transform(x)
+    assert z.dtype == np.float32
+    exact = (noise - noise.mean()) / noise.std()
+    np.testing.assert_allclose(z[:, 0], exact, atol=1e-5)
+    assert abs(float(z[:, 0].astype(np.float64).mean())) < 1e-5
+    applied = hist.standardizer.forward(x)  # what the README says to do before predict
+    assert applied.dtype == np.float32
+    np.testing.assert_array_equal(applied, z)
+
+
+def test_standardize_fit_in_float64_is_unchanged_and_a_hand_built_layer_keeps_its_arrays():
+    g = make_rng(2)
+    x = np.c_[g.standard_normal(50) * 3 + 1, np.full(50, 0.3)]
+    st = Standardize.fit(x, "float64")
+    np.testing.assert_array_equal(st.forward(x), (x - st.mean) / st.std)
+    assert np.all(st.forward(x)[:, 1] == 0.0)
+    hand = Standardize(np.array([1.0, 2.0], np.float32), np.array([2.0, 0.0], np.float32))
+    out = hand.forward(np.array([[3.0, 5.0]], np.float32))
+    assert out.dtype == np.float32 and out.tolist() == [[1.0, 3.0]]

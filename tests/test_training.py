@@ -131,7 +131,7 @@ def test_standardization_uses_training_statistics_only():
     np.testing.assert_allclose(std.std, x[:80].std(0), rtol=1e-5)
     # training on standardized data = training on data standardized beforehand
     twin = dl.mlp([10, 8, 3], seed=0)
-    z = ((x.astype(np.float64) - std.mean) / std.std).astype(np.float32)  # float64, then cast
+    z = ((x.astype(np.float64) - std.mean64) / std.std64).astype(np.float32)  # float64, cast
     ref = dl.fit(twin, z[:80], y[:80], z[80:], y[80:], epochs=1)
     assert hist.step_loss == ref.step_loss
     np.testing.assert_array_equal(net.predict(z), twin.predict(z))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import Array, xp
 from .base import Layer
 
@@ -16,10 +18,13 @@ class Standardize(Layer):
         self.mean = mean
         self.std = xp.where(std > 0, std, 1).astype(mean.dtype)
         self.name = name
+        self.mean64: Array | None = None  # float64 statistics, set by fit
+        self.std64: Array | None = None
 
     @classmethod
     def fit(cls, x: Array, dtype) -> Standardize:
-        """Mean and population std of ``x`` per feature (in float64). A constant feature
+        """Mean and population std of ``x`` per feature (in float64; kept as ``mean64`` and
+        ``std64`` for :meth:`forward`, ``mean`` and ``std`` in ``dtype``). A constant feature
         (max = min) gets its value as the mean and std 1, so it maps to exactly 0: its float64
         mean may differ from the value by rounding, leaving a std of ~1e-17 to divide by."""
         x = xp.asarray(x, dtype="float64")
@@ -27,11 +32,23 @@ class Standardize(Layer):
         constant = x.max(axis=0) == x.min(axis=0)
         mean[constant] = x[0, constant]
         std[constant] = 1.0
-        return cls(mean.astype(dtype), std.astype(dtype))
+        narrow = std.astype(dtype)
+        layer = cls(mean.astype(dtype), narrow)
+        layer.mean64 = mean
+        layer.std64 = xp.where(narrow > 0, std, 1.0)  # 1 where the dtype's std was 0, as std
+        return layer
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``(x - mean) / std``. After :meth:`fit`, an ``x`` of a wider dtype than the layer's
+        (float64 data, float32 layer) is standardized with the float64 statistics, then cast
+        to the layer's dtype (a float32 mean of 1e8 + 3.7 is 1e8: such a feature came out
+        centred at 3.7 instead of 0)."""
         self.x = x
-        return (x - self.mean) / self.std
+        if self.mean64 is None or xp.asarray(x).dtype == self.mean.dtype:
+            return (x - self.mean) / self.std
+        z = xp.subtract(xp.asarray(x, dtype=np.float64), self.mean64)
+        z /= self.std64
+        return z.astype(self.mean.dtype, copy=False)
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
         grad /= self.std

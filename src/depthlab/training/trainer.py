@@ -128,8 +128,10 @@ class Trainer:
         s = self.standardizer
         if s is None:
             return x
-        z = xp.subtract(xp.asarray(x, dtype=np.float64), s.mean)  # a new array: x is kept
-        z /= s.std
+        # a new array (x is kept), with the float64 statistics: a float32 mean of 1e8 + 3.7 is
+        # 1e8 (the feature was centred at 3.7)
+        z = xp.subtract(xp.asarray(x, dtype=np.float64), s.mean64)
+        z /= s.std64
         return finite_features(z, self.net.dtype, "standardized x")
 
     def _evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
