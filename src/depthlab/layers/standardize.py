@@ -44,7 +44,7 @@ class Standardize(Layer):
         to the layer's dtype (a float32 mean of 1e8 + 3.7 is 1e8: such a feature came out
         centred at 3.7 instead of 0)."""
         self.x = x
-        if self.mean64 is None or xp.asarray(x).dtype == self.mean.dtype:
+        if getattr(self, "mean64", None) is None or xp.asarray(x).dtype == self.mean.dtype:
             return (x - self.mean) / self.std
         z = xp.subtract(xp.asarray(x, dtype=np.float64), self.mean64)
         z /= self.std64
