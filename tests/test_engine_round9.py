@@ -130,3 +130,31 @@ def test_standardize_fit_in_float64_is_unchanged_and_a_hand_built_layer_keeps_it
     hand = Standardize(np.array([1.0, 2.0], np.float32), np.array([2.0, 0.0], np.float32))
     out = hand.forward(np.array([[3.0, 5.0]], np.float32))
     assert out.dtype == np.float32 and out.tolist() == [[1.0, 3.0]]
+
+
+# -- torch training loop: whole-training-set batch-norm statistics --------------------------
+
+
+def test_torch_population_batchnorm_variance_of_a_feature_with_a_large_mean():
+    """``population_batchnorm`` summed v and v^2 (float64) and took S2 - S1^2 / n: a channel
+    of mean 1e7 and std 1 got a variance 2% off (mean 1e8: 227%); sums of v minus the first
+    batch's mean keep it to rounding. A BatchNorm2d (channel dim 1 of 4) too."""
+    from depthlab.torch.train import population_batchnorm
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 3, generator=gen, dtype=torch.float64) * torch.tensor(
+        [1.0, 0.5, 3.0], dtype=torch.float64) + torch.tensor([1e7, 1e8, -2.0],
+                                                             dtype=torch.float64)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(3).double())
+    assert population_batchnorm(model, x) == 1
+    bn = model[0]
+    np.testing.assert_allclose(bn.running_mean.numpy(), x.mean(0).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(bn.running_var.numpy(), x.var(0).numpy(), rtol=1e-8)
+    assert bn.momentum == 0.1 and model.training  # restored
+    img = torch.randn(40, 2, 3, 3, generator=gen, dtype=torch.float64) + 5e6
+    conv_bn = torch.nn.Sequential(torch.nn.BatchNorm2d(2).double())
+    population_batchnorm(conv_bn, img)
+    np.testing.assert_allclose(conv_bn[0].running_mean.numpy(),
+                               img.mean((0, 2, 3)).numpy(), rtol=1e-15)
+    np.testing.assert_allclose(conv_bn[0].running_var.numpy(),
+                               img.var((0, 2, 3)).numpy(), rtol=1e-9)
