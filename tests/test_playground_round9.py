@@ -195,3 +195,32 @@ def test_a_slow_preset_answer_does_not_override_a_later_choice(page, server):
     page.press("#f-model-width", "Tab")
     page.wait_for_function("new URLSearchParams(location.search).get('model.width') === '20'",
                            timeout=10_000)
+
+
+@pytest.mark.parametrize("width", [320, 280])
+def test_a_small_phone_sees_the_end_of_the_page_and_whole_axis_labels(browser, server, shots,
+                                                                      width):
+    context = browser.new_context(viewport={"width": width, "height": 640})
+    pg = context.new_page()
+    try:
+        pg.goto(server.url + "?model.depth=6&model.width=8&model.residual=true")
+        pg.wait_for_function(MEASURED, timeout=60_000)
+        pg.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        pg.screenshot(path=str(shots / f"round9_phone_{width}_bottom.png"))
+        # was: at 320 px the play/pause bar wrapped to 72 px over a 48 px margin: the end of
+        # the doctor panel lay under it
+        gap = pg.evaluate("document.getElementById('transport').getBoundingClientRect().top -"
+                          " document.getElementById('panel-doctor').getBoundingClientRect()"
+                          ".bottom")
+        assert gap >= 0, gap
+        # was: 'nonlinearity (2 per residual block' cut at the canvas's edge; 3 px past 280 px
+        sizes = pg.evaluate("""['plot-grad', 'plot-sat', 'plot-update'].map((id) => {
+            const u = S.plots[id], c = document.createElement('canvas').getContext('2d');
+            c.font = u.axes[0].labelFont[0];
+            const w = c.measureText(u.axes[0].label).width;
+            return [u.axes[0].label, u.bbox.left + u.bbox.width / 2 + w / 2,
+                    u.ctx.canvas.width]; })""")
+        assert all(right <= canvas for _, right, canvas in sizes), sizes
+        assert pg.evaluate("document.documentElement.scrollWidth") <= width
+    finally:
+        context.close()

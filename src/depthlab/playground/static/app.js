@@ -179,6 +179,15 @@ function setState(state) {
   document.body.dataset.state = state;
   $("state").textContent = state;
   $("transport").dataset.state = state;  // a phone's bottom bar shows it (the header is far)
+  fitBottomBar();  // "disconnected" is longer than "paused": the bar may wrap
+}
+
+/* A phone's play/pause bar is fixed over the page's bottom: the page ends that much lower.
+   A fixed 48 px hid the end of the doctor panel where the bar wraps to two lines (320 px). */
+function fitBottomBar() {
+  const bar = $("transport");
+  document.body.style.paddingBottom = getComputedStyle(bar).position === "fixed" ?
+    `${bar.offsetHeight + 8}px` : "";
 }
 
 function showMessage(text) {
@@ -263,7 +272,8 @@ function onDiverged(m) {
 }
 
 /* ---------------- plots ---------------- */
-function plotWidth(id) { return Math.max(260, $(id).parentElement.clientWidth - 20); }
+// no narrower than 200 px (260 ran 3 px past a 280 px wide phone's screen)
+function plotWidth(id) { return Math.max(200, $(id).parentElement.clientWidth - 20); }
 
 function makePlot(id, opts, data) {
   if (S.plots[id]) S.plots[id].destroy();
@@ -316,11 +326,19 @@ const stepAxis = { label: "step", incrs: [1, 2, 5].flatMap((m) =>
 const firstPoints = { show: (u, si, i0, i1) => i1 - i0 < 2, size: 6 };
 
 /* The layer axis's label for a plot ``width`` px wide (also chosen again when the window is
-   resized: the label chosen at a desktop width ran past a phone-wide canvas). */
+   resized: the label chosen at a desktop width ran past a phone-wide canvas): the longest that
+   fits, measured in uPlot's label font. uPlot centres it on the plotting area, right of the
+   y axis and its label (90 px), so it fits when it is no wider than that area (2 px spare). */
+const LABEL_FONT = 'bold 12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", ' +
+  'Arial, "Noto Sans", sans-serif';
 function layerLabel(width) {
   if (!S.ready || !S.ready.config.model.residual) return "hidden layer (input left)";
-  return width < 420 ? "nonlinearity (2 per residual block)" :
-    "nonlinearity (two per residual block; input left)";
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = LABEL_FONT;
+  // at 320 px (a small phone) the middle one still ran past the canvas: "... residual bloc"
+  const labels = ["nonlinearity (two per residual block; input left)",
+    "nonlinearity (2 per residual block)", "nonlinearity (2 per block)", "nonlinearity"];
+  return labels.find((t) => ctx.measureText(t).width <= width - 92) || labels[labels.length - 1];
 }
 
 function buildPlots(m) {
@@ -667,7 +685,9 @@ async function main() {
       if (["plot-grad", "plot-sat", "plot-update"].includes(id)) u.axes[0].label = layerLabel(plotWidth("plot-sat"));
       u.setSize({ width: plotWidth(id), height: 210 });
     }
+    fitBottomBar();
   });
+  fitBottomBar();
   connect();
 }
 
