@@ -224,3 +224,16 @@ def test_a_small_phone_sees_the_end_of_the_page_and_whole_axis_labels(browser, s
         assert pg.evaluate("document.documentElement.scrollWidth") <= width
     finally:
         context.close()
+
+
+def test_export_before_any_accepted_setup_downloads_nothing_and_says_why(page, server):
+    page.goto(server.url + "?model.depth=abc")
+    page.wait_for_selector('.field.invalid[data-key="model.depth"]', timeout=30_000)
+    downloads = []
+    page.on("download", lambda d: downloads.append(d.suggested_filename))
+    page.click("#export")
+    # was: the bare /api/export link downloaded the default setup (depth 10), not the page's
+    page.wait_for_function("document.getElementById('message').textContent"
+                           ".startsWith('nothing to export yet')", timeout=10_000)
+    assert not downloads, downloads
+    assert page.locator('.field.invalid[data-key="model.depth"]').count() == 1

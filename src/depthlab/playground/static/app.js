@@ -676,6 +676,14 @@ async function main() {
     ev.preventDefault();
     $(S.state === "running" ? "pause" : "play").click();
   });
+  // before any setup was accepted (a refused URL, too big a network) the link's bare
+  // /api/export downloaded the default setup: a config of another network than the page's
+  $("export").addEventListener("click", (ev) => {
+    if (S.query) return;
+    ev.preventDefault();
+    showMessage("nothing to export yet: no setup was accepted; fix the control marked in red " +
+      "(or choose a preset), then export");
+  });
   $("share").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText(location.href); $("share").textContent = "link copied"; } catch (e) { prompt("link to this setup", location.href); }
     setTimeout(() => { $("share").textContent = "copy link"; }, 1500);
