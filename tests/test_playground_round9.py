@@ -237,3 +237,23 @@ def test_export_before_any_accepted_setup_downloads_nothing_and_says_why(page, s
                            ".startsWith('nothing to export yet')", timeout=10_000)
     assert not downloads, downloads
     assert page.locator('.field.invalid[data-key="model.depth"]').count() == 1
+
+
+def test_a_stopped_server_disables_the_buttons_that_need_it(browser):
+    context = browser.new_context(viewport={"width": 1300, "height": 950})
+    pg = context.new_page()
+    try:
+        with Background() as own:  # stopped below, not the module's server
+            pg.goto(own.url)
+            pg.wait_for_function(MEASURED, timeout=30_000)
+            pg.click("#play")
+            pg.wait_for_selector("body[data-state=running]", timeout=10_000)
+        pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)
+        assert "reload the page" in pg.locator("#message").text_content()
+        # was: play, pause, step, reset and doctor took clicks and did nothing
+        for name in ("play", "pause", "step", "reset", "doctor"):
+            assert pg.locator(f"#{name}").is_disabled(), name
+        pg.keyboard.press(" ")  # Space (no control focused) clicks a disabled button: nothing
+        assert pg.locator("#state").text_content() == "disconnected"
+    finally:
+        context.close()

@@ -171,6 +171,8 @@ function connect() {
   ws.onclose = () => {
     setState("disconnected");
     showMessage("lost the connection to the server; reload the page to reconnect");
+    // buttons that can do nothing any more look it (they took clicks without a word)
+    for (const id of ["play", "pause", "step", "reset", "doctor"]) $(id).disabled = true;
   };
 }
 
