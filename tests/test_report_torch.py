@@ -120,7 +120,7 @@ def test_plot_functions_use_the_module_column_and_numpy_keeps_numbers(folder):
 
 def test_deep_model_names_stay_readable():
     """ResNet-18's 21 weight layers: every name a tick (rotated, small font), the figure
-    grown to fit them; beyond 40 layers the ticks are thinned, first and last kept."""
+    grown to fit them; 60 layers: the ticks thinned, first and last kept."""
     from depthlab.torch import zoo
 
     model = zoo.resnet18()
@@ -145,7 +145,8 @@ def test_deep_model_names_stay_readable():
     deep = pd.DataFrame([(0, i, f"blocks.{i}.conv", "grad_pre_std", 1.0) for i in range(1, 61)],
                         columns=["step", "layer", "module", "quantity", "value"])
     ticks = [t.get_text() for t in plot.gradient_per_layer(deep).axes[0].get_xticklabels()]
-    assert len(ticks) == figures.LAYER_TICKS_MAX
+    # thinned to what the axis holds without overlap (tests/test_report_round9.py)
+    assert 20 <= len(ticks) <= figures.LAYER_TICKS_MAX
     assert ticks[0] == "blocks.1.conv" and ticks[-1] == "blocks.60.conv"
 
 

@@ -373,15 +373,24 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot.gradient_ratio(t)
         at_end = _cellnum(plot.gradient_ratio(t, end)) if end is not None else None
+        end_ratio, when = at_end, "at the end"
+        if at_end is None and end is not None:
+            # a diverged run's last step is NaN: its last finite ratio (the one the figure's
+            # "end" panel draws) is the explosion; "none" and the init's "flows" hid it
+            last = _last_finite_ratio(t, grads["step"])
+            if last is not None and last[0] != grads["step"].min():
+                step, end_ratio = last
+                when = f"at step {step} (last finite)"
+                at_end = f"{H.fmt(end_ratio)} at step {step}, then not finite"
         if at_end is None and r["status"] != "finished":
             at_end = f"none ({r['status']})"  # not a blank that reads as "not measured"
         # the meaning is of the ratio at init; when the end's ratio means something else
         # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
         meaning = _describe_ratio(init_ratio)
-        if isinstance(at_end, float):
-            end_meaning = _describe_ratio(at_end)
+        if isinstance(end_ratio, float):
+            end_meaning = _describe_ratio(end_ratio)
             if end_meaning.split(":")[0] != meaning.split(":")[0]:
-                meaning = f"{meaning}; at the end {end_meaning}"
+                meaning = f"{meaning}; {when} {end_meaning}"
         rows.append([labels[rid], _cellnum(init_ratio), at_end, meaning,
                      _cellnum(r["val_acc"])])
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
@@ -390,6 +399,18 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
+
+
+def _last_finite_ratio(table: pd.DataFrame, steps: pd.Series) -> tuple[int, float] | None:
+    """``(step, ratio)`` of the latest of ``steps`` whose first/last-layer gradient ratio
+    (:func:`depthlab.plot.gradient_ratio`) is finite and positive, else None."""
+    from .. import plot
+
+    for step in sorted(set(steps), reverse=True):
+        ratio = plot.gradient_ratio(table, step)
+        if math.isfinite(ratio) and ratio > 0:
+            return int(step), float(ratio)
+    return None
 
 
 def _plot_value(v: Any) -> str:

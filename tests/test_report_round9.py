@@ -1,0 +1,98 @@
+"""Round 9: what a person sees in the report's figures and pages (helper "report").
+
+- 62 layers named ``encoder.layers.N.self_attn.out_proj`` (a 60-block torch model watched by
+  ``depthlab.torch.Watch``): the rotated module names under the per-layer figures printed over
+  each other. The ticks were thinned to a count (40), which left neighbours one layer apart,
+  0.065 in on a 4 in axis, under the 0.083 in height of a 6 pt label. Now thinned by the
+  axis length (first and last kept, every label a pitch of 1.35 font sizes from the next).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from depthlab import plot
+from depthlab.report import figures
+
+LONG = ["inp"] + [f"encoder.layers.{i}.self_attn.out_proj" for i in range(60)] + ["out"]
+
+
+def _named_table(names: list[str], steps=(0, 5)) -> pd.DataFrame:
+    rows = [(s, i + 1, n, "grad_pre_std", 1e-3 * 1.5 ** i)
+            for s in steps for i, n in enumerate(names)]
+    return pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+
+
+def _tick_pitch_in(fig, ax, axis: str) -> tuple[list[str], float, float]:
+    """The labels on ``axis``, the smallest distance between two neighbouring labelled ticks
+    in inches, and the labels' font size in inches."""
+    ticks = list(ax.get_xticks() if axis == "x" else ax.get_yticks())
+    labels = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
+    box = ax.get_position()
+    length = box.width * fig.get_figwidth() if axis == "x" else box.height * fig.get_figheight()
+    pitch = min(b - a for a, b in zip(ticks, ticks[1:])) * length / (hi - lo)
+    return [t.get_text() for t in labels], pitch, max(t.get_fontsize() for t in labels) / 72
+
+
+@pytest.mark.parametrize("draw, axis", [
+    (lambda t: plot.gradient_per_layer(t), "x"),
+    (lambda t: figures.gradient_profile(t), "x"),
+    (lambda t: plot.gradient_heatmap(t), "y"),
+])
+def test_sixty_module_names_do_not_overlap(draw, axis):
+    fig = draw(_named_table(LONG))
+    ax = fig.axes[0]
+    texts, pitch, height = _tick_pitch_in(fig, ax, axis)
+    assert pitch >= height, (pitch, height)  # was 0.065 in against 0.083 in
+    assert texts[0] == "inp" and texts[-1] == "out"
+    assert len(texts) >= 20  # thinned, not emptied
+    assert len(texts) == len(set(texts))
+
+
+def test_few_module_names_all_shown():
+    names = [f"layer{i}.conv" for i in range(1, 13)]
+    fig = plot.gradient_per_layer(_named_table(names))
+    texts, pitch, height = _tick_pitch_in(fig, fig.axes[0], "x")
+    assert texts == names and pitch >= height
+
+
+def _diverged_record(rid: str = "diverge-relu"):
+    """The probes of ``depthlab run`` at lr 50 (digits, relu 64x3): gradients flowing at
+    step 0 (ratio 1.04), exploding at step 2 (1.6e10 / 163), all NaN at step 3."""
+    import math
+
+    from depthlab.experiments.store import RunRecord
+
+    grads = {0: (7.21e-4, 6.91e-4, 6.93e-4), 2: (1.563e10, 1.107e6, 163.2),
+             3: (math.nan,) * 3}
+    rows = [{"step": step, "layer": layer, "quantity": "grad_pre_std", "value": v}
+            for step, values in grads.items() for layer, v in enumerate(values, 1)]
+    config = {"data": {"name": "digits"}, "model": {"sizes": [64, 64, 64, 64, 10],
+                                                    "activation": "relu", "init": "he_normal"},
+              "train": {"optimizer": "sgd", "lr": 50.0}}
+    return RunRecord(id=rid, name=rid, kind="run", sweep=None, status="diverged",
+                     config=config, metrics={"steps": 3}, seconds=1.0,
+                     steps=pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 6.5e5, 4.3e18]}),
+                     probes=pd.DataFrame(rows))
+
+
+def test_gradient_flow_table_shows_a_diverged_runs_explosion(tmp_path):
+    """A run diverged at lr 50: the figure's 'end of training' panel drew its gradients at
+    step 2 falling from 1.6e10 to 163 (ratio 9.6e7), but the table's row read 'ratio at end:
+    none (diverged)', 'meaning: flows: within a factor 1 of 1' (its init alone), as the
+    last step's NaN ratio was all it looked at."""
+    from depthlab.experiments.store import Store
+    from depthlab.report import build
+
+    with Store(tmp_path) as store:
+        store.add_run(_diverged_record())
+    store = Store(tmp_path)
+    group = build._Group("all", "All runs", "runs", build._runs_table(store))
+    text = build._flow_section(store, group, build._Pngs())
+    row = text[text.index("<td>diverge-relu</td>"):]
+    row = row[:row.index("</tr>")]
+    assert "9.577e+07 at step 2, then not finite" in row
+    assert ("flows: within a factor 1 of 1; at step 2 (last finite) exploding: the first layer "
+            "gets 9.6e+07x more gradient") in row
