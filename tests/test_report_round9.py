@@ -96,3 +96,19 @@ def test_gradient_flow_table_shows_a_diverged_runs_explosion(tmp_path):
     assert "9.577e+07 at step 2, then not finite" in row
     assert ("flows: within a factor 1 of 1; at step 2 (last finite) exploding: the first layer "
             "gets 9.6e+07x more gradient") in row
+
+
+def test_activation_title_does_not_count_layer_nine_of_eight():
+    """A CNN watched by depthlab.torch has activations at layers 2..9 of its 10 (the stem's
+    and the head's outputs feed no activation module): the band figure's title read 'layers
+    2, 4, 6, 7, 9 of 8'."""
+    modules = {i: f"encoder.{(i - 2) // 2}.conv{1 + i % 2}" for i in range(2, 10)}
+    rows = [(s, i, m, q, 0.1 * i) for s in (0, 2, 4) for i, m in modules.items()
+            for q in ("act_mean", "act_std")]
+    table = pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+    title = plot.activation_bands(table).axes[0].get_title()
+    assert "of 8" not in title.replace("of the 8", "")
+    assert "5 of the 8 layers with values" in title
+    numpy_rows = table[table["layer"] <= 9].assign(layer=table["layer"] - 1).drop(
+        columns="module")  # layers 1..8: numbered as before
+    assert "layers 1, 3, 5, 6, 8 of 8" in plot.activation_bands(numpy_rows).axes[0].get_title()

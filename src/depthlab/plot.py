@@ -469,8 +469,16 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
 
 
 def _layers_text(shown: Sequence[int], total: Sequence[int]) -> str:
+    """Which of the ``total`` layers a figure draws. Numbers only when the layers with values
+    are 1..N: a torch run's activations start after its stem and stop before its head
+    (layers 2..9 of 10), which read 'layers 2, 4, 6, 7, 9 of 8' (the legend names them)."""
+    numbered = list(total) == list(range(1, len(total) + 1))
     if len(shown) == len(total):
-        return f"all {len(total)} layers"
+        return f"all {len(total)} layers" if numbered else \
+            f"the {len(total)} layers with values"
+    if not numbered:
+        return (f"{len(shown)} of the {len(total)} layers with values: first, last and evenly "
+                "spaced")
     return (f"layers {', '.join(map(str, shown))} of {len(total)}: first, last and evenly "
             "spaced")
 
