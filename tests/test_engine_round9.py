@@ -9,7 +9,9 @@ import torch
 
 import depthlab as dl
 from depthlab.backend import rng as make_rng
-from depthlab.layers import BatchNorm, Standardize
+from depthlab.bridge.torch_bridge import to_torch
+from depthlab.layers import Activation, BatchNorm, Dense, Standardize
+from depthlab.network import Network
 from depthlab.optimizers import RMSprop, get_optimizer
 from depthlab.parameter import Parameter
 from depthlab.training.trainer import Trainer
@@ -158,3 +160,40 @@ def test_torch_population_batchnorm_variance_of_a_feature_with_a_large_mean():
                                img.mean((0, 2, 3)).numpy(), rtol=1e-15)
     np.testing.assert_allclose(conv_bn[0].running_var.numpy(),
                                img.var((0, 2, 3)).numpy(), rtol=1e-9)
+
+
+# -- a hand-built Network takes its dtype from its layers ---------------------------------------
+
+
+def test_a_hand_built_float64_network_computes_in_float64_end_to_end():
+    """Network's dtype defaulted to float32 whatever its layers: float64 layers got inputs and
+    the output gradient rounded to float32 (outputs 1.9e-8, dW 9e-8 off torch float64; to_torch
+    built a float32 model). It is now the layers' dtype; a different one is refused."""
+    g = make_rng(0)
+    layers = [Dense(4, 8, rng=1, dtype="float64"), Activation("tanh"),
+              Dense(8, 3, rng=2, dtype="float64")]
+    net = Network(layers, n_inputs=4)
+    assert net.dtype == np.float64
+    x, up = g.standard_normal((5, 4)), g.standard_normal((5, 3))
+    y = net.forward(x)
+    gx = net.backward(up)
+    tnet = to_torch(net)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tnet(tx)
+    ty.backward(torch.tensor(up))
+    assert ty.dtype == torch.float64
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)
+    for dense, lin in ((layers[0], tnet[0]), (layers[2], tnet[2])):
+        np.testing.assert_allclose(dense.W.grad, lin.weight.grad.numpy().T, rtol=1e-13,
+                                   atol=1e-15)
+    assert Network([Activation("relu")], n_inputs=3).dtype == np.float32  # no parameters
+    assert Network([Dense(4, 3, rng=1)], n_inputs=4, dtype="float32").dtype == np.float32
+
+
+def test_a_network_dtype_other_than_its_layers_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"dtype='float32' is not the dtype of the layers' "
+                                         r"parameters \(float64\); expected dtype='float64'"):
+        Network([Dense(4, 3, rng=1, dtype="float64")], n_inputs=4, dtype="float32")
+    with pytest.raises(ValueError, match=r"parameters mix float32 and float64"):
+        Network([Dense(4, 3, rng=1), Dense(3, 2, rng=1, dtype="float64")], n_inputs=4)

@@ -12,6 +12,24 @@ from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
 from .validators import positive_int
 
 
+def _network_dtype(dtype: Any, params: list[Any]) -> np.dtype:
+    """The network's dtype: ``dtype``, or (None) that of the layers' parameters (float32 when
+    there are none). Inputs and gradients are cast to it, so a dtype other than the
+    parameters' is a ValueError (float64 layers in a float32 network rounded every input and
+    the output gradient to float32: gradients 1e-7 off, silently)."""
+    found = sorted({p.value.dtype.name for p in params})
+    if len(found) > 1:
+        raise ValueError(f"the layers' parameters mix {' and '.join(found)}; expected layers "
+                         "built with one dtype ('float32' or 'float64')")
+    dt = resolve_dtype(found[0] if dtype is None and found else
+                       "float32" if dtype is None else dtype)
+    if found and found[0] != dt.name:
+        raise ValueError(f"dtype={dt.name!r} is not the dtype of the layers' parameters "
+                         f"({found[0]}); expected dtype={found[0]!r} or None (inputs and "
+                         "gradients are cast to the network's dtype)")
+    return dt
+
+
 @dataclass(frozen=True)
 class ProbePoint:
     """Hidden layer ``index`` (1 = first): its nonlinearity and the Dense whose weights feed it."""
@@ -24,6 +42,8 @@ class ProbePoint:
 class Network(Sequential):
     """A feed-forward network. ``forward``/``backward`` follow the layer protocol;
     ``backward`` copies the caller's gradient once so the caller's array is never changed.
+    ``dtype`` (inputs and gradients are cast to it) is by default that of the layers'
+    parameters (float32 when there are none); another one is a ValueError.
     ``config`` is the recipe it was built from (for :func:`depthlab.mlp`: the
     :class:`~depthlab.spec.ModelSpec` as a dict plus ``seed``; ``mlp(**net.config)`` rebuilds
     it)."""
@@ -33,7 +53,7 @@ class Network(Sequential):
         layers: list[Layer],
         *,
         n_inputs: int,
-        dtype="float32",
+        dtype: Any = None,
         config: dict[str, Any] | None = None,
         name: str = "net",
     ) -> None:
@@ -43,7 +63,7 @@ class Network(Sequential):
         if dense and dense[0].W.value.shape[0] != self.n_inputs:
             raise ValueError(f"n_inputs={self.n_inputs} does not match the first Dense layer's "
                              f"{dense[0].W.value.shape[0]} inputs")
-        self.dtype = resolve_dtype(dtype)
+        self.dtype = _network_dtype(dtype, self.parameters())
         self.config = dict(config or {})
 
     # -- checked entry points ---------------------------------------------------------
