@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .data.files import check_csv_fits, check_npz, is_number, npy_header, npz_headers
+from .data.files import (
+    check_csv_fits,
+    check_npz,
+    is_number,
+    npy_header,
+    npz_headers,
+    read_csv_frame,
+)
 from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
 
@@ -154,8 +161,11 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                 # its cells as pandas reads them: a quoted number ("1") is a number, so a
                 # headerless file of quoted numbers keeps its first row
                 first = next(csv.reader([fh.readline()]), [])
+            if len(first) > 1 and not first[-1].strip():  # the cell after a trailing comma
+                first = first[:-1]
             header = not all(is_number(c) for c in first)
-            frame = pd.read_csv(p, header=0 if header else None)
+            # lines ending with a comma: no shifted columns, no empty last column
+            frame = read_csv_frame(p, header=0 if header else None)
             if header and label is not None:
                 columns = [str(c).strip() for c in frame.columns]  # as the run read them
                 name = label if isinstance(label, str) else (

@@ -54,14 +54,18 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
     A network without a recipe (e.g. ``from_torch``'s) is written with the ``dl.mlp`` recipe
     that builds the same layers (:func:`depthlab.recipe.infer_recipe`), if there is one."""
     config = getattr(net, "config", None)
+    why = ""
     if not config and isinstance(getattr(net, "layers", None), list):
-        from .recipe import infer_recipe
+        from .recipe import infer_recipe, no_recipe_reason
 
-        config = infer_recipe(net.layers, str(getattr(net, "dtype", "float32")))
+        dtype = str(getattr(net, "dtype", "float32"))
+        config = infer_recipe(net.layers, dtype)
+        if not config:  # name the layer in the way, not only "whose layers dl.mlp does not build"
+            why = f": {no_recipe_reason(net.layers, dtype)}"
     if not config or not hasattr(net, "parameters"):
         raise TypeError(f"save() needs a network built by dl.mlp (with a .config recipe); got "
-                        f"{type(net).__name__}" + (" without a recipe, whose layers dl.mlp does "
-                                                   "not build" if hasattr(
+                        f"{type(net).__name__}" + (f" without a recipe, whose layers dl.mlp does "
+                                                   f"not build{why}" if hasattr(
                                                        net, "parameters") else ""))
     path = Path(path).expanduser()  # "~/net.npz": the home folder, not "./~" (as the store)
     if path.is_dir():  # not silently FOLDER.npz beside it
@@ -132,14 +136,26 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
         if not isinstance(recipe, dict):
             raise refuse(f"its recipe is {type(recipe).__name__}, not a JSON object")
         if recipe.get("format") != FORMAT:
-            raise ValueError(f"{str(path)!r} has format {recipe.get('format')!r}; expected "
-                             f"{FORMAT}")
+            raise ValueError(_format_refusal(path, recipe.get("format")))
         if not isinstance(recipe.get("config"), dict):
             raise refuse("its recipe has no network config")
         try:
             yield recipe, data
         except (EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged array member
             raise refuse(str(exc) or type(exc).__name__) from None
+
+
+def _format_refusal(path: Path, found: Any) -> str:
+    """Why a file whose recipe says ``format = found`` is not read: a later version of this
+    format (``depthlab-network/2``: written by a newer depthlab, whose layout this one cannot
+    know) says to upgrade; anything else is not a depthlab network."""
+    name, _, version = str(found).rpartition("/")
+    if name == FORMAT.rpartition("/")[0] and version.isascii() and version.isdigit() and \
+            int(version) > int(FORMAT.rpartition("/")[2]):
+        return (f"{str(path)!r} has format {found!r}; expected {FORMAT}: it was saved by a "
+                "newer depthlab; upgrade depthlab (pip install -U depthlab) to load it")
+    return (f"{str(path)!r} has format {found!r:.60}; expected {FORMAT} (a network saved by "
+            "depthlab.save)")
 
 
 def _read(data: Any, key: str, path: str | os.PathLike) -> np.ndarray:

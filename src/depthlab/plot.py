@@ -193,7 +193,10 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
             return None, "no theory curve: " + note.strip().removeprefix("no theory: ")
         return None, ("no theory curve: no depthlab.torch.predict rows were stored with this "
                       "run (a model the theory does not cover, or theory=False)")
-    if float(model.get("dropout") or 0) > 0:
+    dropout = model.get("dropout") or 0
+    if not isinstance(dropout, int | float):  # a store edited by hand: no curve, no TypeError
+        return None, f"no theory curve: model.dropout = {dropout!r:.40} is not a rate"
+    if dropout > 0:
         return None, "no theory curve: the prediction covers networks without dropout"
     sizes = model.get("sizes")
     if not isinstance(sizes, (list, tuple)) or not all(
@@ -223,7 +226,8 @@ def theory_for_config(config: Mapping[str, Any]) -> tuple[pd.DataFrame | None, s
     except (ValueError, TypeError, OverflowError) as exc:
         return None, f"no theory curve: {exc}"
     note = "theory: depthlab.theory.propagate (Gaussian variance propagation at init"
-    if (config.get("data") or {}).get("standardize") is False:
+    data = config.get("data") if isinstance(config, Mapping) else None
+    if isinstance(data, Mapping) and data.get("standardize") is False:
         note += "; assumes unit-variance inputs, but this run did not standardize them"
     return th, note + ")"
 
@@ -311,12 +315,22 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                                bottom=bottom)
     all_vals: list[float] = []
     all_layers: set[int] = set()
+    stale: list[tuple[str, Any]] = []  # runs whose last recorded step has no finite value
     for i, (label, wide) in enumerate(wides.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
         marker = RUN_MARKERS[(i // len(RUN_COLORS)) % len(RUN_MARKERS)]
         if wide.empty:
             continue
         first, last = wide.index.min(), wide.index.max()
+        drawable = wide.index[((wide > 0) & (wide < math.inf)).any(axis=1)]
+        if len(drawable) and drawable.max() > first:  # the last step a log axis can show
+            last = drawable.max()
+        recorded = runs[label][0]
+        if ncols == 2 and {"quantity", "layer", "step"} <= set(recorded.columns):
+            recorded = recorded.loc[(recorded["quantity"] == quantity)
+                                    & (recorded["layer"] >= 1), "step"]
+            if len(recorded) and recorded.max() > last:  # a diverged run's NaN steps
+                stale.append((label, last))
         for ax, step in zip(axes, (first, last)):
             row = wide.loc[step].dropna()
             row = row[(row > 0) & (row < math.inf)]  # what a log axis can show
@@ -362,7 +376,12 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     if late and len(late) == sum(not w.empty for w in wides.values()):
         start = f"at step {late[0]}, the first with values" if len(late) == 1 else \
             "at the first step with values"
-    for ax, when in zip(axes, (start, "at the end of training")):
+    end = "at the end of training"
+    if len(stale) == 1:  # the right panel draws the last step with values: say which
+        end += f"\n{_f.cut_labels([stale[0][0]], 24)[0]}: step {stale[0][1]}, the last finite"
+    elif stale:
+        end += f"\n{len(stale)} runs: their last step with finite values"
+    for ax, when in zip(axes, (start, end)):
         ax.set_yscale("log")
         _f._tidy_log_axis(ax.yaxis, lo, hi)
         ax.set_xlabel("module (nearest the input on the left)" if names else

@@ -20,7 +20,7 @@ from typing import Any
 
 from .layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Residual
 
-__all__ = ["infer_recipe", "signature"]
+__all__ = ["infer_recipe", "no_recipe_reason", "signature"]
 
 
 def _act_kwargs(act: Activation) -> dict[str, Any]:
@@ -117,3 +117,41 @@ def infer_recipe(layers: list, dtype: str) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     return built.config if signature(built.layers) == want else None
+
+
+def _first_unbuildable(layers: list, where: str = "") -> str | None:
+    """``layer K (Type)`` of the first layer ``mlp`` never builds (inside residual branches
+    too), or None."""
+    for k, la in enumerate(layers):
+        if isinstance(la, Residual):
+            inner = _first_unbuildable(la.branch.layers, f"{where}layer {k} (Residual) > ")
+            if inner is not None:
+                return inner
+        elif not isinstance(la, (Dense, BatchNorm, Activation, Dropout, AlphaDropout)):
+            return f"{where}layer {k} ({type(la).__name__})"
+    return None
+
+
+def no_recipe_reason(layers: list, dtype: str) -> str:
+    """Why :func:`infer_recipe` finds no recipe: the first layer ``mlp`` never builds, or the
+    first layer that differs from what ``mlp`` builds from the recipe the layers suggest
+    (e.g. a second activation that is not the first one)."""
+    bad = _first_unbuildable(layers)
+    if bad is not None:
+        return (f"{bad} is not a layer dl.mlp builds (accepted: Dense, BatchNorm, "
+                "Activation, Dropout, AlphaDropout, Residual)")
+    kwargs = _candidate(layers, dtype)
+    if kwargs is None:
+        return "it has no Dense layer"
+    from .models import mlp
+
+    try:
+        built = mlp(**kwargs, seed=0)
+    except (TypeError, ValueError) as exc:
+        return f"dl.mlp refuses the recipe its layers suggest ({exc})"
+    want, got = signature(layers) or (), signature(built.layers) or ()
+    for k, (a, b) in enumerate(zip(want, got)):
+        if a != b:
+            return (f"layer {k} ({type(layers[k]).__name__}: {a!r:.80}) differs from what "
+                    f"dl.mlp builds there ({b!r:.80})")
+    return f"it has {len(want)} layers; dl.mlp builds {len(got)} from the same recipe"

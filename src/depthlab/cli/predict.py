@@ -9,7 +9,8 @@ CSV loses its label column, which then scores the predictions), a ``.npz`` with 
 the run split it; the accuracy goes to stderr). Inputs are standardized as in training when
 the run standardized them. Output (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with
 the predicted class (classification) and the network's raw outputs, each number written
-exactly (``repr``), or ``--json``.
+exactly (``repr``), or ``--json``. An existing ``--to FILE`` is replaced only with
+``--force`` (written atomically: a failed write keeps its previous content).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "('-': stdout)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: {\"outputs\": [[...]], \"classes\": [...]}")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --to FILE (without it such a file is refused, "
+                   "before any prediction)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_target(text: str, inputs: dict[str, Path]) -> None:
+def _check_target(text: str, inputs: dict[str, Path], force: bool = False) -> None:
     """Refuse ``--to`` naming a file this command reads (a typo would replace the saved
-    network or the inputs with the predictions) or a results store."""
+    network or the inputs with the predictions), a results store, or, without ``--force``,
+    any existing file (as ``depthlab init``: nothing already written is replaced unasked)."""
     from ..experiments.store import DB_NAME
 
     target = Path(text)
@@ -88,6 +93,9 @@ def _check_target(text: str, inputs: dict[str, Path]) -> None:
         if path.is_file() and target.resolve() == path.resolve():
             raise ValueError(f"--to {text!r} is {what} this command reads; writing the "
                              "predictions there would replace it: give another file")
+    if not force:
+        raise ValueError(f"--to {text!r} already exists; pass --force to replace it (or give "
+                         "another file)")
 
 
 def _why_no_network(target: str, folder: str) -> str | None:
@@ -128,7 +136,8 @@ def _predict(args: argparse.Namespace):
         raise ValueError(_why_no_network(args.model, args.dir) or str(exc)) from None
     meta = load_meta(model)  # a file that is no saved network is named as such, not as DATA
     if args.to and args.to != "-":
-        _check_target(args.to, {"the network": model, "DATA": Path(args.data)})
+        _check_target(args.to, {"the network": model, "DATA": Path(args.data)},
+                      getattr(args, "force", False))
     labels = None
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
         try:

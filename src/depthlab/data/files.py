@@ -185,12 +185,28 @@ def check_csv_fits(path: Path, what: str) -> None:
     check_fits(need, f"{what} (CSV of about {rows:,} rows x {cols:,} columns)")
 
 
+def read_csv_frame(path: Path, header: int | None = 0) -> Any:
+    """``pandas.read_csv(path)`` for a data file whose lines may end with a comma (written by
+    tools that put a separator after every cell): ``index_col=False`` keeps pandas from taking
+    the first column as the row index when the data rows have one more cell than the header
+    (every column then shifted by one: the label column read as NaN), and a last column with
+    no name and no value in any row (the empty cell after the trailing comma) is dropped."""
+    import pandas as pd
+
+    df = pd.read_csv(path, header=header, index_col=False)
+    if df.shape[1] > 1 and df.iloc[:, -1].isna().all():
+        last = str(df.columns[-1])
+        if header is None or last.startswith("Unnamed: "):  # a blank header cell
+            df = df.iloc[:, :-1]
+    return df
+
+
 def _csv(path: Path, label: str | int) -> RawData:
     import pandas as pd
 
     check_csv_fits(path, repr(str(path)))
     try:
-        df = pd.read_csv(path)
+        df = read_csv_frame(path)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{str(path)!r}: empty data set (no rows or header)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:

@@ -18,6 +18,7 @@ import re
 import shutil
 import sqlite3
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,20 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "histograms": ("step", "layer", "kind", "bin_left", "bin_right", "count"),
     "jacobian": ("step", "example", "idx", "value"),
 }
+
+
+LOCK_POLL_S = 0.25
+"""While another process holds the store's write lock, SQLite waits this long at a time (its
+own wait cannot be interrupted): a Ctrl-C is acted on between the waits."""
+LOCK_NOTE_S = 2.0
+"""After waiting this long for another process's lock, a warning says which store is waited
+for (the command looked hung)."""
+
+
+def _is_locked(e: BaseException) -> bool:
+    """SQLite's "database is locked" (another process holds the lock SQLite waited for)."""
+    return isinstance(e, sqlite3.OperationalError) and (
+        "database is locked" in str(e) or "database table is locked" in str(e))
 
 
 class StoreError(RuntimeError):
@@ -243,6 +258,7 @@ class Store:
                  readonly: bool = False, timeout: float = 120.0) -> None:
         self.path = resolve_db_path(path_or_dir)
         self.readonly = readonly
+        self._timeout = float(timeout)  # seconds another process's lock is waited for
         if readonly:
             self._open_readonly(timeout)
             return
@@ -261,23 +277,58 @@ class Store:
                 raise StoreError(f"cannot create results folder {str(self.path.parent)!r}: "
                                  f"{why}") from None
         try:
-            self._conn = sqlite3.connect(str(self.path), timeout=timeout,
+            self._conn = sqlite3.connect(str(self.path), timeout=min(timeout, LOCK_POLL_S),
                                          isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL under WAL: a commit is appended to the WAL without an fsync (the WAL
-            # is synced at checkpoints), ~10x cheaper per run. A killed process still
-            # leaves each run whole or absent; only a power loss or OS crash can drop the
-            # last commits (never corrupt the file) -- a rerun of the sweep redoes them.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._while_locked(self._open_schema)
             self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            self._check_schema()
-            with self._transaction():
-                for stmt in _SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        self._conn.execute(stmt)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open results store {str(self.path)!r}: "
                              f"{_reason(e, self.path)}") from None
+
+    def _open_schema(self) -> None:
+        """WAL mode and depthlab's tables (one attempt; :meth:`_while_locked` repeats it)."""
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL under WAL: a commit is appended to the WAL without an fsync (the WAL
+        # is synced at checkpoints), ~10x cheaper per run. A killed process still
+        # leaves each run whole or absent; only a power loss or OS crash can drop the
+        # last commits (never corrupt the file) -- a rerun of the sweep redoes them.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._check_schema()
+        with self._transaction(wait=False):
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self._conn.execute(stmt)
+
+    def _while_locked(self, action: Callable[[], Any]) -> Any:
+        """``action()``, repeated while another process holds the store locked (a sweep
+        writing a run, an open ``sqlite3`` session): SQLite waits :data:`LOCK_POLL_S` at a time,
+        so Ctrl-C stops the wait promptly; after :data:`LOCK_NOTE_S` a warning names the store
+        waited for, and after the store's ``timeout`` (seconds) a :class:`StoreError` says it
+        stayed locked (it waited silently, then said only "database is locked")."""
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout={int(min(self._timeout, LOCK_POLL_S) * 1000)}")
+        start, warned = time.monotonic(), False
+        try:
+            while True:
+                try:
+                    return action()
+                except sqlite3.OperationalError as e:
+                    if not _is_locked(e):
+                        raise
+                    waited = time.monotonic() - start
+                    if waited >= self._timeout:
+                        raise StoreError(
+                            f"results store {str(self.path)!r} stayed locked by another process "
+                            f"for {self._timeout:g} s (a run or sweep writing to it, or an "
+                            "open sqlite3 session); try again once it is done") from None
+                    if not warned and waited >= min(LOCK_NOTE_S, self._timeout / 2):
+                        warnings.warn(
+                            f"results store {str(self.path)!r} is locked by another process; "
+                            f"waiting for it (up to {self._timeout:g} s; Ctrl-C stops)",
+                            UserWarning, stacklevel=2)
+                        warned = True
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
 
     def _open_readonly(self, timeout: float) -> None:
         if self.path.is_dir():  # said "no results store", as if nothing were there
@@ -301,6 +352,9 @@ class Store:
                 if query == "mode=rw":
                     self._conn.execute("PRAGMA query_only=ON")
                 self._check_schema()
+                if not self._has_table("runs"):  # said "cannot be read: no such table: runs"
+                    self._conn.close()
+                    raise StoreError(self._empty_store_message())
                 return
             except sqlite3.DatabaseError as e:
                 err = e
@@ -308,6 +362,17 @@ class Store:
                     break
         raise StoreError(f"cannot open results store {str(self.path)!r} read-only: "
                          f"{_reason(err, self.path)}") from None
+
+    def _empty_store_message(self) -> str:
+        """Why a database without depthlab's tables (a 0-byte file) cannot be read."""
+        try:
+            size = f"{self.path.stat().st_size} bytes"
+        except OSError:
+            size = "size unknown"
+        return (f"results store {str(self.path)!r} is empty ({size}, no runs table): not a "
+                "depthlab results store yet (a file created by another program, or a store "
+                "whose creation was cut short); `depthlab run`/`sweep` with this --out "
+                "starts one there, or remove the file")
 
     def _check_schema(self) -> None:
         """Refuse a database whose tables are not depthlab's (e.g. another program's
@@ -346,10 +411,14 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception)."""
+    def _transaction(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception); ``BEGIN`` waits
+        for another process's lock as :meth:`_while_locked` says (``wait=False``: inside it)."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        if wait:
+            self._while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+        else:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")

@@ -41,6 +41,12 @@ METRIC_COLUMNS = ("train_loss", "val_acc", "test_acc")
 
 
 # -- small utilities ---------------------------------------------------------------------------
+def _section(config: Any, name: str) -> dict:
+    """The ``name`` section of a run's config when it is a table, else ``{}``."""
+    value = config.get(name) if isinstance(config, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def _as_dict(value: Any) -> dict:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return {}
@@ -711,8 +717,8 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     if findings or row.get("kind") == "doctor":
         body.append(f"<h3>{H.esc(SECTION_FINDINGS)}</h3>")
         body.append(_findings_html(_as_dict(findings)))
-    model = config.get("model", {}) if isinstance(config, dict) else {}
-    train = config.get("train", {}) if isinstance(config, dict) else {}
+    # a section that is no table (a store edited by hand: "model": 5) is shown as absent
+    model, train = (_section(config, k) for k in ("model", "train"))
     summary_pairs: list[tuple[str, Any]] = []
     sizes = model.get("sizes")
     if isinstance(sizes, (list, tuple)) and len(sizes) >= 2:
@@ -726,11 +732,10 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     summary_pairs += [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))]
     if summary_pairs:
         body.append(H.key_values(summary_pairs))
-    names = model.get("layers")  # depthlab.torch runs: layer number -> module name
-    if isinstance(names, dict) and names:
+    names = _module_names(config)  # depthlab.torch runs: layer number -> module name
+    if names:
         body.append("<h3>Layers (module names)</h3>")
-        body.append(H.key_values([(f"layer {k}", v) for k, v in
-                                  sorted(names.items(), key=lambda kv: int(kv[0]))]))
+        body.append(H.key_values([(f"layer {k}", v) for k, v in sorted(names.items())]))
 
     div = _as_dict(detail.get("divergence", row.get("divergence")))
     if status == "diverged" or div:

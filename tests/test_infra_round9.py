@@ -1,0 +1,191 @@
+"""Round 9 of adversarial testing of the command line, the results store and saved networks
+(helper "infra").
+
+* a CSV whose lines end with a comma: pandas took the first column as the row index (every
+  column shifted by one: ``labels must be integers, got ... nan``), and ``depthlab predict``
+  read a headerless such file's first row as its header;
+* ``depthlab predict --to FILE`` replaced an existing FILE without asking;
+* a store locked by another process: 120 s of silence (Ctrl-C not acted on meanwhile), then
+  only "database is locked";
+* a 0-byte ``depthlab.db``: "cannot be read: no such table: runs";
+* ``depthlab report`` on a run whose config section is not a table: AttributeError, exit 1;
+* a network saved by a newer depthlab: "has format 'depthlab-network/2'; expected ...";
+* ``dl.save`` of a network without a recipe did not say which layer is in the way.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import warnings
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.data import load_dataset
+from depthlab.experiments import Store
+from depthlab.experiments.store import RunRecord, StoreError
+from depthlab.inference import read_labeled_inputs
+from depthlab.report import theory_for
+from tests.helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    one_blas_thread(monkeypatch)
+
+
+# --- CSV lines ending with a comma -----------------------------------------------------------
+
+
+def test_csv_rows_with_a_trailing_comma_keep_their_columns(tmp_path):
+    """Header ``a,b,c,label`` and rows ``1,2,3,0,``: pandas made column 'a' the index, so
+    'label' read NaN and the data set was refused ("labels must be integers")."""
+    (tmp_path / "rows.csv").write_text("a,b,c,label\n1,2,3,0,\n4,5,6,1,\n7,8,9,0,\n1,1,1,1,\n")
+    (tmp_path / "both.csv").write_text("a,b,c,label,\n1,2,3,0,\n4,5,6,1,\n7,8,9,0,\n1,1,1,1,\n")
+    for name in ("rows.csv", "both.csv"):
+        ds = load_dataset(tmp_path / name)
+        assert ds.n_features == 3, name
+        x, y = read_labeled_inputs(str(tmp_path / name), "label")
+        assert x.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9], [1, 1, 1]], name
+        assert y.tolist() == [0, 1, 0, 1], name
+
+
+def test_predict_reads_a_headerless_csv_with_trailing_commas_as_data(tmp_path, capsys):
+    """``1,2,3,`` (no header): the empty last cell made the first row look like a header (3 of
+    4 rows predicted) and the empty column a fourth feature."""
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    (tmp_path / "x.csv").write_text("1,2,3,\n4,5,6,\n7,8,9,\n")
+    x, _ = read_labeled_inputs(str(tmp_path / "x.csv"))
+    assert x.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    code, out, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "x.csv")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1 + 3
+
+
+# --- predict --to an existing file -----------------------------------------------------------
+
+
+def test_predict_to_an_existing_file_needs_force(tmp_path, capsys):
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    np.save(tmp_path / "x.npy", np.ones((2, 3)))
+    target = tmp_path / "results.csv"
+    target.write_text("a week of work\n")
+    code, out, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "x.npy",
+                             "--to", target)
+    assert_one_line_error(code, err, f"--to {str(target)!r} already exists", "--force")
+    assert target.read_text() == "a week of work\n" and out == ""
+    code, out, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "x.npy",
+                             "--to", target, "--force")
+    assert code == 0, err
+    assert target.read_text().startswith("class,output_0")
+
+
+# --- the store: locked, empty ----------------------------------------------------------------
+
+
+def test_a_locked_store_warns_then_fails_naming_the_lock(tmp_path):
+    """Another process holding the write lock: the wait was silent (default 120 s) and ended
+    with "cannot open results store ...: database is locked"."""
+    Store(tmp_path).close()
+    other = sqlite3.connect(tmp_path / "depthlab.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with pytest.raises(StoreError, match="stayed locked by another process for 1 s"):
+                Store(tmp_path, timeout=1.0)
+        assert any("is locked by another process; waiting" in str(w.message) for w in seen)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with Store(tmp_path, timeout=1.0) as store:  # released: opens at once
+        store.check_writable()
+
+
+def test_a_store_locked_while_open_waits_in_add_run_too(tmp_path):
+    store = Store(tmp_path, timeout=0.6)
+    other = sqlite3.connect(tmp_path / "depthlab.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="stayed locked by another process"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                store.add_run(RunRecord(id="r1", config={"model": {}}))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    store.add_run(RunRecord(id="r1", config={"model": {}}))
+    assert store.has_run("r1")
+    store.close()
+
+
+@pytest.mark.parametrize("command", ["runs", "report", "export"])
+def test_an_empty_store_file_is_named_as_empty(tmp_path, capsys, command):
+    (tmp_path / "depthlab.db").write_bytes(b"")
+    code, _, err = run_cli(capsys, command, tmp_path)
+    assert_one_line_error(code, err, "depthlab.db' is empty (0 bytes, no runs table)")
+    assert [p.name for p in tmp_path.iterdir()] == ["depthlab.db"]  # no export/ left behind
+    assert (tmp_path / "depthlab.db").read_bytes() == b""
+
+
+# --- report: a config section that is not a table --------------------------------------------
+
+
+@pytest.mark.parametrize("section", [{"model": 5}, {"data": "x"}, {"train": [1]},
+                                     {"model": {"sizes": [2, 3, 2], "dropout": "half"}},
+                                     {"model": {"sizes": [2, 3, 2], "layers": {"a": "fc"}}}])
+def test_report_on_a_config_section_that_is_not_a_table(tmp_path, capsys, section):
+    config = {"data": {"name": "spirals"}, "model": {"sizes": [2, 3, 2]}, "train": {}}
+    config.update(section)
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(id="r1", name="edited", config=config,
+                                metrics={"train_loss": 0.5}))
+    code, out, err = run_cli(capsys, "report", tmp_path, "-q")
+    assert code == 0, err
+    assert (tmp_path / "report.html").is_file() and out.strip().endswith("report.html")
+    frame, note = theory_for(config)  # the report API: a reason, not a raw error
+    assert (frame is None) == note.startswith("no theory curve"), note
+
+
+# --- saved networks ----------------------------------------------------------------------------
+
+
+def test_a_network_saved_by_a_newer_depthlab_says_upgrade(tmp_path):
+    path = dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    recipe = json.loads(bytes(arrays["recipe"]).decode())
+    recipe["format"] = "depthlab-network/2"
+    arrays["recipe"] = np.frombuffer(json.dumps(recipe).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "new.npz", **arrays)
+    for read in (dl.load, dl.persist.load_meta):
+        with pytest.raises(ValueError, match=r"has format 'depthlab-network/2'; expected "
+                           r"depthlab-network/1: it was saved by a newer depthlab; upgrade"):
+            read(tmp_path / "new.npz")
+    recipe["format"] = "someone-else/7"
+    arrays["recipe"] = np.frombuffer(json.dumps(recipe).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "other.npz", **arrays)
+    with pytest.raises(ValueError, match="has format 'someone-else/7'; expected "
+                       "depthlab-network/1"):
+        dl.load(tmp_path / "other.npz")
+    assert np.array_equal(dl.load(path).predict(np.ones((1, 3))),
+                          dl.mlp([3, 2], seed=0).predict(np.ones((1, 3))))
+
+
+def test_save_names_the_layer_that_has_no_recipe(tmp_path):
+    from depthlab.layers import Activation, Dense, Standardize
+    from depthlab.network import Network
+
+    net = Network([Standardize(np.zeros(3), np.ones(3)), Dense(3, 4), Activation("relu"),
+                   Dense(4, 2)], n_inputs=3)
+    with pytest.raises(TypeError, match=r"layer 0 \(Standardize\) is not a layer dl.mlp "
+                       "builds"):
+        dl.save(net, tmp_path / "a.npz")
+    mixed = Network([Dense(3, 4), Activation("relu"), Dense(4, 4), Activation("tanh"),
+                     Dense(4, 2)], n_inputs=3)
+    with pytest.raises(TypeError, match=r"layer 3 \(Activation: .*'tanh'.*\) differs from "
+                       r"what dl.mlp builds there \(.*'relu'"):
+        dl.save(mixed, tmp_path / "b.npz")
+    assert not list(tmp_path.iterdir())
