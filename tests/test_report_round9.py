@@ -112,3 +112,55 @@ def test_activation_title_does_not_count_layer_nine_of_eight():
     numpy_rows = table[table["layer"] <= 9].assign(layer=table["layer"] - 1).drop(
         columns="module")  # layers 1..8: numbered as before
     assert "layers 1, 3, 5, 6, 8 of 8" in plot.activation_bands(numpy_rows).axes[0].get_title()
+
+
+def test_heatmap_says_which_blank_cells_are_not_finite():
+    """The diverged run's heatmap left step 3 (every gradient NaN) blank with nothing saying
+    why: a blank column read as 'not recorded'."""
+    probes = _diverged_record().probes
+    title = plot.gradient_heatmap(probes).axes[0].get_title()
+    assert "blank: not finite (NaN/inf) at step 3" in title
+    healthy = probes[probes["step"] < 3]
+    assert "blank" not in plot.gradient_heatmap(healthy).axes[0].get_title()
+
+
+def test_update_ratio_says_where_it_stopped_drawing():
+    """A torch run at lr 1e3: update ratios of 1e6..6e8 up to step 4, then inf and NaN at
+    steps 4..7; the lines just stopped at step 3 or 4 (a log axis cannot draw inf)."""
+    import math
+
+    rows = [(0, layer, math.nan) for layer in (1, 2, 3)]  # step 0: no previous weights
+    rows += [(s, layer, 10.0 ** (s + layer)) for s in (1, 2, 3) for layer in (1, 2, 3)]
+    rows += [(4, 1, 3e6), (4, 2, math.inf), (4, 3, 6e8)]
+    rows += [(s, layer, v) for s, v in ((5, math.nan), (6, math.inf), (7, math.inf))
+             for layer in (1, 2, 3)]
+    table = pd.DataFrame(rows, columns=["step", "layer", "value"]).assign(
+        quantity="update_ratio")
+    title = plot.update_ratio(table).axes[0].get_title()
+    assert title.endswith("not drawn: not finite (NaN/inf) from step 4")
+    finite = table[table["step"] <= 3]  # step 0's NaN alone is no note
+    assert "not drawn" not in plot.update_ratio(finite).axes[0].get_title()
+    gap = table.assign(value=table["value"].where(table["step"] != 5, 1.0))  # 5 finite
+    assert plot.update_ratio(gap).axes[0].get_title().endswith(
+        "not finite (NaN/inf) at steps 4, 6, 7")
+
+
+def test_end_panel_names_the_step_a_diverged_run_is_drawn_at():
+    """The per-layer figure's 'at the end of training' panel drew the diverged run at step 2
+    (its step 3 is all NaN) with nothing saying so: a reader took 1.6e10 for the end."""
+    import math
+
+    probes = _diverged_record().probes
+    fig = plot.gradient_per_layer({"diverge-relu": probes}, False)
+    assert fig.axes[1].get_title() == ("at the end of training\n"
+                                       "diverge-relu: step 2, the last finite")
+    line = fig.axes[1].lines[0]
+    assert list(line.get_xdata()) == [1, 2, 3]
+    assert line.get_ydata()[0] == pytest.approx(1.563e10)
+    # inf rather than NaN (a table not cleaned by the report): the same, not an empty panel
+    inf = probes.assign(value=probes["value"].where(probes["step"] < 3, math.inf))
+    fig = plot.gradient_per_layer({"diverge-relu": inf}, False)
+    assert fig.axes[1].get_title().endswith("step 2, the last finite")
+    assert len(fig.axes[1].lines) == 1
+    finished = plot.gradient_per_layer({"ok": probes[probes["step"] < 3]}, False)
+    assert finished.axes[1].get_title() == "at the end of training"

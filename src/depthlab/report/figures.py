@@ -482,10 +482,27 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
     cb.set_label("std of dL/ds (log scale)")
-    ax.set_title("Back-propagated gradient std per layer" + (
-        f"\nblank: {len(missing)} layer{'s' * (len(missing) > 1)} with no {quantity} recorded"
-        if missing else ""), fontsize=11 if missing else None)
+    notes = [f"blank: {len(missing)} layer{'s' * (len(missing) > 1)} with no {quantity} "
+             "recorded"] if missing else []
+    values = pd.to_numeric(sel["value"], errors="coerce")
+    for what, bad in (("not finite (NaN/inf)", ~np.isfinite(values)), ("zero", values == 0)):
+        if bad.any():  # recorded, but no colour on a log scale: say so, not a silent gap
+            notes.append(f"blank: {what} {steps_phrase(sel.loc[bad, 'step'], steps)}")
+    ax.set_title("\n".join(["Back-propagated gradient std per layer", *notes]),
+                 fontsize=11 if notes else None)
     return fig
+
+
+def steps_phrase(bad: Sequence[float], steps: Sequence[float]) -> str:
+    """Where values are missing: ``from step 3`` when every step from the first ``bad`` one
+    to the last of ``steps`` is bad, else ``at step 2`` / ``at steps 2, 5, 7`` (the first
+    four, then ``...``)."""
+    bad_steps = sorted({int(v) for v in bad})
+    later = [int(v) for v in sorted(set(steps)) if v >= bad_steps[0]]
+    if len(later) > 1 and later == bad_steps:
+        return f"from step {bad_steps[0]}"
+    shown = ", ".join(map(str, bad_steps[:4])) + (", ..." if len(bad_steps) > 4 else "")
+    return f"at step{'s' * (len(bad_steps) > 1)} {shown}"
 
 
 def _side_axis(fig: Figure, ax, gap_in: float = 0.12, width_in: float = 0.16):
@@ -670,7 +687,15 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     step_ticks(ax, wide.index)
     ax.set_xlabel("training step")
     ax.set_ylabel("||ΔW|| / ||W|| (log scale)")
-    ax.set_title(f"Relative weight update per step{_layers_note(shown, layers)}", fontsize=9.5)
+    # a diverged run's updates (inf, NaN) have no place on a log axis: the title says where
+    # they are instead of the lines just stopping (step 0's NaN, no previous weights, is none)
+    sel = probes[(probes["quantity"] == "update_ratio") & (probes["layer"].isin(shown))]
+    values = pd.to_numeric(sel["value"], errors="coerce")
+    bad = ~np.isfinite(values) & (sel["step"] > sel.loc[np.isfinite(values), "step"].min())
+    note = (f"\nnot drawn: not finite (NaN/inf) {steps_phrase(sel.loc[bad, 'step'], sel['step'])}"
+            if bad.any() else "")
+    ax.set_title(f"Relative weight update per step{_layers_note(shown, layers)}{note}",
+                 fontsize=9.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     return fig
 
