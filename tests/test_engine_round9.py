@@ -197,3 +197,26 @@ def test_a_network_dtype_other_than_its_layers_is_one_clear_error():
         Network([Dense(4, 3, rng=1, dtype="float64")], n_inputs=4, dtype="float32")
     with pytest.raises(ValueError, match=r"parameters mix float32 and float64"):
         Network([Dense(4, 3, rng=1), Dense(3, 2, rng=1, dtype="float64")], n_inputs=4)
+
+
+# -- Dense: the bias gradient of a large float32 batch ------------------------------------------
+
+
+def test_float32_dense_bias_gradient_of_a_large_batch_is_summed_as_torch_does():
+    """dL/db = sum over the batch: float32 sums down 60000 rows erred by 1e-5 relative (torch's
+    cascade sum 8e-8); summed in float64 from 1024 rows, about 3e-8."""
+    g = make_rng(0)
+    dense = Dense(8, 16, rng=1)  # float32
+    x = g.standard_normal((60000, 8)).astype(np.float32)
+    up = (g.standard_normal((60000, 16)) * 1e-3 + 1e-3).astype(np.float32)
+    dense.forward(x)
+    dense.backward(up.copy(), input_grad=False)
+    assert dense.b.grad.dtype == np.float32
+    ref = up.astype(np.float64).sum(axis=0)
+    assert np.max(np.abs(dense.b.grad - ref) / np.abs(ref)) < 3e-7
+    torch_sum = torch.from_numpy(up).sum(dim=0).numpy()
+    assert np.max(np.abs(dense.b.grad - torch_sum) / np.abs(ref)) < 3e-7
+    small = up[:100]  # below 1024 rows: the float32 sum, as before
+    dense.forward(x[:100])
+    dense.backward(small.copy(), input_grad=False)
+    np.testing.assert_array_equal(dense.b.grad, small.sum(axis=0))

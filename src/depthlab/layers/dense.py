@@ -9,13 +9,15 @@ from ..backend import rng as make_rng
 from ..initializers import get_initializer
 from ..parameter import Parameter
 from .base import Layer
+from .batchnorm import F64_SUMS_FROM
 
 
 class Dense(Layer):
     """``y = x W + b``.
 
     Backward (generalized delta rule), with ``g = dL/dy``:
-    ``dL/dW = x^T g``, ``dL/db = sum_batch g``, ``dL/dx = g W^T``.
+    ``dL/dW = x^T g``, ``dL/db = sum_batch g`` (summed in float64 for float32 batches of at
+    least :data:`~depthlab.layers.batchnorm.F64_SUMS_FROM` rows), ``dL/dx = g W^T``.
     """
 
     overwrites_grad = False
@@ -58,7 +60,11 @@ class Dense(Layer):
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
         np.matmul(self.x.T, grad, out=self.W.grad)
         if self.b is not None:
-            np.sum(grad, axis=0, out=self.b.grad)
+            if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
+                # float32 sums down a column of 60000 rows erred by 1e-5 relative (torch 8e-8)
+                self.b.grad[...] = grad.sum(axis=0, dtype=np.float64)
+            else:
+                np.sum(grad, axis=0, out=self.b.grad)
         if not input_grad:
             return None
         return grad @ self.W.value.T
