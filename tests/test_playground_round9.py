@@ -18,6 +18,7 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 from __future__ import annotations
 
 import argparse
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -173,28 +174,51 @@ def test_an_exploding_network_gets_numbers_on_its_axes_and_a_word_on_its_loss(pa
 def test_a_slow_preset_answer_does_not_override_a_later_choice(page, server):
     page.goto(server.url)
     page.wait_for_function(MEASURED, timeout=30_000)
-    held = []
-    page.route("**/api/preset?*name=he*", lambda route: held.append(route))
-    page.click("button[data-preset=he]")  # its answer is held back
-    page.wait_for_function("() => true")
+    held: dict = {}  # preset name -> its request, answered when the test says so
+
+    def intercept(route) -> None:
+        query = urllib.parse.urlsplit(route.request.url).query
+        name = urllib.parse.parse_qs(query).get("name", [""])[0]
+        if name in ("he", "naive"):
+            held[name] = route
+        else:
+            route.continue_()
+
+    def hold(name: str) -> None:
+        page.click(f"button[data-preset={name}]")
+        for _ in range(500):  # the route is called while Playwright waits
+            if name in held:
+                return
+            page.wait_for_timeout(10)
+        raise AssertionError(f"the {name} preset was not requested")
+
+    def answer(name: str) -> None:
+        with page.expect_response(f"**/api/preset?*name={name}*"):
+            held.pop(name).continue_()
+        page.evaluate("() => new Promise((r) => setTimeout(r, 300))")  # the answer is handled
+
+    def wait_url(key: str, value: str) -> None:
+        page.wait_for_function("([k, v]) => new URLSearchParams(location.search).get(k) === v",
+                               arg=[key, value], timeout=10_000)
+
+    page.route("**/api/preset?**", intercept)
+    hold("he")
     page.click("button[data-preset=selu]")
-    page.wait_for_function("new URLSearchParams(location.search).get('model.activation')"
-                           " === 'selu'", timeout=10_000)
-    assert len(held) == 1
-    with page.expect_response("**/api/preset?*name=he*"):
-        held[0].continue_()
-    page.evaluate("() => new Promise((r) => setTimeout(r, 300))")  # the answer is handled
+    wait_url("model.activation", "selu")
+    answer("he")
     # was: the he preset's controls (relu, he_normal) over the later selu choice, then its setup
     assert page.locator("#f-model-activation").input_value() == "selu"
     assert page.locator("#f-model-init").input_value() == "lecun_normal"
-    page.evaluate("() => new Promise((r) => setTimeout(r, 300))")
     assert url_param(page, "model.activation") == "selu"
     # a control changed while a preset's answer is on its way wins as well
-    page.click("button[data-preset=naive]")
+    hold("naive")
     page.fill("#f-model-width", "20")
     page.press("#f-model-width", "Tab")
-    page.wait_for_function("new URLSearchParams(location.search).get('model.width') === '20'",
-                           timeout=10_000)
+    wait_url("model.width", "20")
+    answer("naive")
+    assert page.locator("#f-model-width").input_value() == "20"
+    assert page.locator("#f-model-activation").input_value() == "selu"
+    assert url_param(page, "model.width") == "20"
 
 
 @pytest.mark.parametrize("width", [320, 280])
