@@ -22,7 +22,7 @@ class RMSprop(Optimizer):
     torch's CPU kernels (``addcmul``, ``lerp``) round each multiply-add once (FMA), NumPy
     twice: last-bit differences, which ``v - m^2`` multiplies by ``m^2 / (v - m^2)`` when the
     gradient barely varies (centered, a constant gradient for 3000 steps at alpha = 0.99: 2%
-    apart, both at |w| ~ 1e5; alpha = 0.9 and a gradient noise of 1e-4: 1e-8 apart).
+    apart, both at |w| ~ 7e5; alpha = 0.9 and a gradient noise of 1e-4: 1e-8 apart).
     """
 
     name = "rmsprop"
