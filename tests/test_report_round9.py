@@ -164,3 +164,36 @@ def test_end_panel_names_the_step_a_diverged_run_is_drawn_at():
     assert len(fig.axes[1].lines) == 1
     finished = plot.gradient_per_layer({"ok": probes[probes["step"] < 3]}, False)
     assert finished.axes[1].get_title() == "at the end of training"
+
+
+def test_runs_sharing_a_name_keep_it_in_the_legend_and_table(tmp_path):
+    """Five torch runs (Watch on CNN, on M twice, on Sequential, a doctor): the two named 'M'
+    made every run of the page's overlay and gradient-flow table an id ('8c4b6dcab7e8'),
+    which no section heading ('Run CNN') matches."""
+    from depthlab.experiments.store import Store
+    from depthlab.report import build
+
+    with Store(tmp_path) as store:
+        for rid, name in (("aaa111", "CNN"), ("bbb222", "M"), ("ccc333", "M"), ("ddd444", "")):
+            rec = _diverged_record(rid)
+            rec.name = name
+            store.add_run(rec)
+    runs = build._runs_table(Store(tmp_path))
+    assert build._labels(runs) == {"aaa111": "CNN", "bbb222": "M (bbb222)",
+                                   "ccc333": "M (ccc333)", "ddd444": "ddd444"}
+    unique = runs[runs["id"].isin(["aaa111", "bbb222"])]
+    assert build._labels(unique) == {"aaa111": "CNN", "bbb222": "M"}
+
+
+def test_reproduction_figure_heading_from_its_panels():
+    """glorot2010's Table 1 figure (two panels 'Table 1 analogue: shapeset, ...' and '...:
+    mnist5k, ...', no suptitle) was headed 'Table1' on the reproduction page."""
+    from depthlab.reproduce.page import figure_title
+
+    fig, axes = figures._new_figure(ncols=2)
+    axes[0].set_title("Table 1 analogue: shapeset, 5 hidden layers")
+    axes[1].set_title("Table 1 analogue: mnist5k, 5 hidden layers")
+    assert figure_title("table1", fig) == "Table 1 analogue"
+    axes[1].set_title("something else")
+    assert figure_title("table1", fig) == "Table 1"
+    assert figure_title("fig6_7_at_init", fig) == "Fig 6 7 at init"

@@ -307,14 +307,21 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
 
 def _labels(runs: pd.DataFrame) -> dict[str, str]:
     """A short unique label per run id: its name when names differ (a sweep's common
-    ``<sweep name>:`` prefix removed), else its id."""
+    ``<sweep name>:`` prefix removed); a name two runs share gets the id after it
+    (``M (dc496c22f488)``: two Watch runs of one model class, told apart and still named,
+    where every run was labelled by its id alone); a run without a name, its id."""
     names = [str(n) if n else "" for n in runs["name"]]
+    ids = [str(r) for r in runs["id"]]
     unique = len(set(names)) == len(names) and all(names)
     if unique and len(names) > 1 and all(":" in n for n in names):
         prefixes = {n.split(":", 1)[0] for n in names}
         if len(prefixes) == 1:
             names = [n.split(":", 1)[1] for n in names]
-    return {str(r): (n if unique else str(r)) for r, n in zip(runs["id"], names)}
+    if unique:
+        return dict(zip(ids, names))
+    labels = [n if n and names.count(n) == 1 else f"{n} ({r})" if n else r
+              for r, n in zip(ids, names)]
+    return dict(zip(ids, labels if len(set(labels)) == len(labels) else ids))
 
 
 # -- the headline: gradients and activations of every run, one figure --------------------------

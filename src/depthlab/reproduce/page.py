@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +52,21 @@ def figure_caption(key: str, fig: Any, result: Result) -> str:
 
 
 def figure_title(key: str, fig: Any) -> str:
-    """The figure's suptitle, its only axes' title, or its key in words."""
+    """The figure's suptitle, its only axes' title, the part before ``:`` that all its
+    panels' titles share (``Table 1 analogue: shapeset ...`` and ``Table 1 analogue: mnist5k
+    ...`` give ``Table 1 analogue``), or its key in words (``table1`` -> ``Table 1``; the
+    page headed the glorot2010 panels 'Table1')."""
     suptitle = getattr(getattr(fig, "_suptitle", None), "get_text", lambda: "")()
     axes = [ax for ax in getattr(fig, "axes", []) if ax.get_label() != "<colorbar>"]
     if suptitle:
         return suptitle
     if len(axes) == 1 and axes[0].get_title():
         return axes[0].get_title()
-    return key.replace("_", " ").capitalize()
+    heads = {ax.get_title().split(":", 1)[0].strip() for ax in axes if ":" in ax.get_title()}
+    if len(heads) == 1 and all(":" in ax.get_title() for ax in axes) and heads != {""}:
+        return heads.pop()
+    words = re.sub(r"(?<=[A-Za-z])(?=\d)", " ", key.replace("_", " "))
+    return words[:1].upper() + words[1:]
 
 
 def _claims_table(claims: list) -> str:
