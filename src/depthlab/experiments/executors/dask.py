@@ -29,6 +29,7 @@ stopping the cluster takes about half as long (``benchmarks/sweep_scaling.py`` r
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -60,6 +61,30 @@ REFETCH = ("lost", "pending", "finished")
 """Statuses of a future yielded as done whose result could not be fetched that mean the
 scheduler recomputes it (its worker died after it finished), so it is waited for again."""
 ACCEPTED = "local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler)"
+START_POLL_S = 0.05
+"""While a ``local:N`` cluster starts, the main thread checks for an interrupt this often."""
+
+
+def _forkserver_pid() -> int | None:
+    """The process id of this process's multiprocessing fork server (None: none started)."""
+    if not _forkserver_available():
+        return None
+    import multiprocessing.forkserver
+
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    return getattr(server, "_forkserver_pid", None)
+
+
+def _masked_thread(target: Any, name: str) -> threading.Thread:
+    """A started daemon thread running ``target`` with SIGINT blocked (so are the threads it
+    starts: they inherit the mask)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    return thread
 
 
 def check_address(address: str) -> str:
@@ -133,6 +158,9 @@ class DaskExecutor(Executor):
         self.client: Any = None
         self.cluster: Any = None
         self._config: Any = None  # dask.config.set(...) held from start() to close()
+        self._loop: tuple[Any, Any, threading.Thread] | None = None  # local:N: its event loop
+        self._quiet = False  # its loop's task errors not logged (an abandoned start-up)
+        self._forkserver_pid: int | None = None  # the fork server running before start()
         m = _LOCAL.fullmatch(address)
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
             check_workers(int(m.group(1)), f"cluster {address!r}")
@@ -162,7 +190,9 @@ class DaskExecutor(Executor):
             why = " ".join(str(e).split()) or type(e).__name__
             raise ClusterError(f"cannot reach the Dask scheduler at {self.address}: {why}"
                                ) from None
-        except BaseException:
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt) and self.cluster is not None:
+                self._abandon_start()  # its processes killed, no graceful close to wait for
             self.close()
             raise
 
@@ -177,25 +207,114 @@ class DaskExecutor(Executor):
         if _forkserver_available():
             import multiprocessing
 
+            self._forkserver_pid = _forkserver_pid()
             # Dask sets its own preload list on first use (if this version does), replaced here
             getattr(distributed.utils, "get_mp_context", lambda: None)()
 
             multiprocessing.get_context("forkserver").set_forkserver_preload(
                 ["distributed", "numpy", "pandas", "depthlab.experiments.runner", __name__])
-        # The cluster's event-loop thread inherits this thread's signal mask: with SIGINT
-        # blocked there, a terminal's Ctrl-C reaches the main thread, which decides. The worker
-        # processes do not keep the mask (their /proc status shows SIGINT neither blocked nor
-        # ignored): on an interrupt this client SIGKILLs them (_kill_local_workers).
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            self.cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None, silence_logs=logging.CRITICAL,
-                # its HTTP routes (health, metrics) on a free loopback port, not on :8787
-                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        # The cluster runs on an event loop of this executor's own and is built in a helper
+        # thread, both started with SIGINT blocked: every thread Dask starts from them (those
+        # starting worker processes among them) inherits the mask. The main thread waits for
+        # the helper in short joins, so it sees an interrupt at once, whichever thread the
+        # signal landed in (it waited in Dask's sync(), 10 s waits that only a signal to the
+        # main thread ends, and with SIGINT blocked for the whole start-up it saw the
+        # interrupt once the cluster was up: 6-12 s). The worker processes do not keep the
+        # mask (their /proc status shows SIGINT neither blocked nor ignored): on an interrupt
+        # this client SIGKILLs them (_kill_local_workers).
+        loop = self._start_loop()
+        executor = self
+        built: dict[str, BaseException] = {}
+
+        class _LocalCluster(distributed.LocalCluster):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                executor.cluster = self  # reachable (its workers killable) while it starts
+                super().__init__(*args, **kwargs)
+
+        def build() -> None:
+            try:
+                _LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=None, silence_logs=logging.CRITICAL, loop=loop,
+                    # its HTTP routes (health, metrics) on a free loopback port, not on :8787
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+            except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+                built["error"] = e
+
+        helper = _masked_thread(build, "depthlab-dask-start")
+        while helper.is_alive():
+            helper.join(START_POLL_S)
+        if "error" in built:
+            raise built["error"]
         self.client = distributed.Client(self.cluster, set_as_default=False)
+
+    def _start_loop(self) -> Any:
+        """A Tornado ``IOLoop`` running in a daemon thread started with SIGINT blocked (see
+        :meth:`_start_local`); :meth:`close` stops it (Dask's runners of a loop they did not
+        start leave it running)."""
+        import asyncio
+
+        from tornado.ioloop import IOLoop
+
+        box: dict[str, Any] = {}
+        ready = threading.Event()
+
+        def on_error(aloop: Any, context: dict[str, Any]) -> None:
+            if not self._quiet:  # after an abandoned start-up: its failed tasks, expected
+                aloop.default_exception_handler(context)
+
+        async def serve() -> None:
+            asyncio.get_running_loop().set_exception_handler(on_error)
+            box["loop"], box["stop"] = IOLoop.current(), asyncio.Event()
+            ready.set()
+            await box["stop"].wait()
+
+        def run() -> None:
+            try:
+                asyncio.run(serve())
+            except BaseException as e:  # noqa: BLE001 - raised again in start()
+                box["error"] = e
+                ready.set()
+
+        thread = _masked_thread(run, "depthlab-dask-loop")
+        while not ready.wait(START_POLL_S):
+            pass
+        if "error" in box:
+            raise box["error"]
+        self._loop = (box["loop"], box["stop"], thread)
+        return box["loop"]
+
+    def _stop_loop(self, timeout: float = 2.0) -> bool:
+        """End the loop of :meth:`_start_loop` (its tasks cancelled), waiting at most
+        ``timeout`` seconds for its thread; whether it ended (or there was none)."""
+        if self._loop is None:
+            return True
+        loop, stop, thread = self._loop
+        self._loop = None
+        try:
+            loop.add_callback(stop.set)
+        except RuntimeError:  # closed already
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def _abandon_start(self) -> None:
+        """After an interrupt during :meth:`_start_local`: SIGKILL the worker processes started
+        so far and drop the half-built cluster without a graceful close (that would wait on
+        its start-up, and Dask's exit handler would close it again for up to 10 s)."""
+        cluster = self.cluster
+        self._quiet = True
+        self._kill_local_workers()
+        # the fork server may still be importing its preloads with worker starts queued: it
+        # would fork them after this process has gone (tracebacks on the terminal)
+        pid = _forkserver_pid()
+        if pid and self._forkserver_pid != pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        instances = getattr(type(cluster), "_instances", None)
+        if instances is not None:  # SpecCluster's set that close_clusters() closes at exit
+            instances.discard(cluster)
+        self.cluster = None
 
     def threads(self) -> int:
         """Worker threads the scheduler has now (at least 1)."""
@@ -205,7 +324,10 @@ class DaskExecutor(Executor):
     def _kill_local_workers(self) -> None:
         """SIGKILL the worker processes of our own LocalCluster (an interrupt: their running
         points are abandoned anyway, and a graceful close waits for them)."""
-        for nanny in list(getattr(self.cluster, "workers", {}).values()):
+        nannies = list(getattr(self.cluster, "workers", {}).values())
+        seen = {id(n) for n in nannies}
+        nannies += [n for n in list(getattr(self.cluster, "_created", ())) if id(n) not in seen]
+        for nanny in nannies:  # the started ones and, during start-up, those still starting
             pid = getattr(getattr(getattr(nanny, "process", None), "process", None), "pid", None)
             if pid:
                 try:
@@ -231,7 +353,9 @@ class DaskExecutor(Executor):
                         pass
         finally:
             log.setLevel(level)
-        if config is not None:
+        # the config is restored once the loop has ended: a start-up abandoned by an interrupt
+        # that still ran would start its next worker with Dask's default method (spawn)
+        if self._stop_loop() and config is not None:
             config.__exit__(None, None, None)
 
     def _gather(self, futures: list[Any]) -> dict[str, Any]:
