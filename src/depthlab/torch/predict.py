@@ -129,7 +129,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused); the loss
     (``loss_fn(model(x), y)``; without them the model's first output tensor) must depend on
     the layers only through the last segment (a skip or an auxiliary output after the last
-    layer would add gradient paths that the chain does not have)."""
+    layer would add gradient paths that the chain does not have); a forward hook of the
+    user's that replaces or changes the output of a layer, activation or normalization
+    module is refused by name (the theory computes that output from the weights)."""
     check_model(model)
     if isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad:
         # an equal input with an autograd node: a residual block that reads x itself (the
@@ -161,9 +163,29 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # module's output): a layer reading a view with fewer (a slice, one time step) reads a part
     in_sizes: dict[int, int] = {}  # layer or container -> entries of its (last) input
     handles = []
+    own: dict[int, tuple[torch.Tensor, int]] = {}  # module -> (its forward's output, version)
 
     def label(module) -> str:
         return f"{names.get(id(module), '')!r} ({type(module).__name__})"
+
+    def own_post(module, args, out):
+        """Registered to run before every other forward hook (``prepend``): the output the
+        module's own forward returned, and its version counter."""
+        t = _first_tensor(out)
+        if t is not None:
+            own[id(module)] = (t, t._version)
+
+    def unhooked(module, out) -> None:
+        """A ValueError when a forward hook of the user's replaced ``module``'s output or
+        changed it in place: the theory computes the output from the weights and the input (a
+        hook returning ``3 * out`` on a layer: every row was measured 3.0x the prediction)."""
+        got, t = own.pop(id(module), None), _first_tensor(out)
+        if got is not None and t is not None and (got[0] is not t or got[1] != t._version):
+            raise ValueError(f"predict() computes each module's output from its weights and "
+                             f"input; a forward hook on {label(module)} replaced or changed "
+                             "that output, which the theory does not see; expected forward "
+                             "hooks that only read (return None), or the model without that "
+                             "hook")
 
     def wrote(module, t_in, t, at: int) -> None:
         """Bookkeeping for a module call that produced ``t`` from ``t_in``."""
@@ -188,6 +210,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 changed.setdefault(id(module), producers.get(_storage(t), (0, "x"))[1])
 
     def post(module, args, out):
+        unhooked(module, out)
         at = next(seq)
         outputs[id(module)] = (_storage(_first_tensor(out)), at)
         wrote(module, _first_tensor(args), _first_tensor(out), at)
@@ -198,6 +221,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             module._dl_in = _storage(t)
 
     def act_post(module, args, out):
+        unhooked(module, out)
         t = _first_tensor(out)
         if t is not None:
             acts.append((module._dl_in, _storage(t), activation_spec(module), next(seq)))
@@ -210,6 +234,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             module._dl_in = _storage(t)
 
     def norm_post(module, args, out):
+        unhooked(module, out)
         t = _first_tensor(out)
         if t is not None and hasattr(module, "_dl_in"):
             norms.append((module._dl_in, _storage(t), module, next(seq)))
@@ -268,6 +293,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             rec.arm()
             for info in layers:
                 handles.append(info.owner.register_forward_pre_hook(pre))
+                handles.append(info.owner.register_forward_hook(own_post, prepend=True))
                 handles.append(info.owner.register_forward_hook(post))
             for m in model.modules():
                 spec = activation_spec(m)
@@ -275,6 +301,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                     raise ValueError(f"predict() needs one activation function per layer; "
                                      f"{label(m)} has a learned slope "
                                      f"per channel ({m.weight.numel()} of them)")
+                if spec is not None or is_norm(m):
+                    handles.append(m.register_forward_hook(own_post, prepend=True))
                 if spec is not None:
                     handles.append(m.register_forward_pre_hook(act_pre))
                     handles.append(m.register_forward_hook(act_post))
