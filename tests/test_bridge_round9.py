@@ -35,3 +35,21 @@ def test_a_flatten_that_is_not_per_example_is_refused_by_name(flat):
     with pytest.raises(TypeError, match=r"module '0' \(Flatten\(start_dim=") as e:
         tb.from_torch(m)
     assert "\n" not in str(e.value) and "start_dim=1, end_dim=-1" in str(e.value)
+
+
+def test_complex_parameters_are_refused_not_cast_to_real():
+    """A complex64 Linear was taken as float32 (complex tensors are not floating point, so the
+    dtype check saw none) and its imaginary parts dropped: a network computing something else
+    than the module, with only a ComplexWarning."""
+    m = nn.Sequential(nn.Linear(3, 2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match="float32 or float64 parameters.*complex64") as e:
+        tb.from_torch(m)
+    assert "\n" not in str(e.value)
+
+
+def test_parameters_on_the_meta_device_are_one_line_naming_them():
+    """A model built on the meta device (shapes, no values) raised torch's bare
+    NotImplementedError 'Cannot copy out of meta tensor; no data!'."""
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2, device="meta"))
+    with pytest.raises(TypeError, match=r"cannot read '2\.weight': it is on the 'meta' device"):
+        tb.from_torch(m)

@@ -389,10 +389,17 @@ def from_torch(module: nn.Module) -> Network:
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     tensors = list(module.parameters()) + list(module.buffers())
-    dtypes = {t.dtype for t in tensors if t.is_floating_point()}
+    # complex ones too: cast to a float dtype they would lose their imaginary parts
+    dtypes = {t.dtype for t in tensors if t.is_floating_point() or t.is_complex()}
     if not dtypes <= {torch.float32} and not dtypes <= {torch.float64}:
         raise TypeError(f"from_torch expects float32 or float64 parameters (one dtype), got "
                         f"{', '.join(sorted(str(d) for d in dtypes))}")
+    meta = next((name for name, t in [*module.named_parameters(), *module.named_buffers()]
+                 if t.is_meta), None)
+    if meta is not None:
+        raise TypeError(f"from_torch cannot read {meta!r}: it is on the 'meta' device (a shape "
+                        "without values); materialize the model first (e.g. "
+                        "model.to_empty(device='cpu') and load_state_dict)")
     np_dtype = "float64" if dtypes == {torch.float64} else "float32"
     first_path: dict[int, str] = {}  # a module with weights used twice: torch sums its gradients
     for path, sub in module.named_modules(remove_duplicate=False):
