@@ -197,3 +197,23 @@ def test_reproduction_figure_heading_from_its_panels():
     axes[1].set_title("something else")
     assert figure_title("table1", fig) == "Table 1"
     assert figure_title("fig6_7_at_init", fig) == "Fig 6 7 at init"
+
+
+def _bottom_blank_in(fig) -> float:
+    """Inches between the figure's bottom edge and the lowest text of its first axes."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    texts = [ax.xaxis.label, *ax.get_xticklabels()]
+    return min(t.get_window_extent(r).y0 for t in texts if t.get_text()) / fig.dpi
+
+
+@pytest.mark.parametrize("n", [20, 62])  # 7 pt names, then 6 pt ones
+def test_rotated_module_names_fit_without_a_blank_band(n):
+    """Under 36-character module names the per-layer figures kept 1.3 in of blank (the
+    margin was estimated at 0.062 in a character; at 6 pt they take 0.041)."""
+    names = LONG[:n - 1] + ["out"]
+    for fig in (plot.gradient_per_layer(_named_table(names)),
+                figures.gradient_profile(_named_table(names))):
+        blank = _bottom_blank_in(fig)
+        assert 0 <= blank < 0.45, blank  # inside the figure, no band below

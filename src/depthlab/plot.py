@@ -309,7 +309,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     ncols = 2 if has_end else 1
     longest = max((len(k) for k in wides), default=10)
     legend_w = float(np.clip(0.6 + 0.065 * max(longest, 24), 2.0, 4.2))
-    bottom = _f.names_margin(names) + 0.45 if names else None  # rotated module names
+    size = _f.tick_font_size(len(names))  # rotated module names: the margin for this size
+    bottom = _f.names_margin(names, size=size) + 0.45 if names else None
     fig, axes = _f._new_figure(5.0 * ncols + legend_w, 3.9 + (bottom or 0.55) - 0.55,
                                ncols=ncols, sharey=True, right=legend_w + 0.1, top=0.7,
                                bottom=bottom)
@@ -387,7 +388,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         ax.set_xlabel("module (nearest the input on the left)" if names else
                       "layer (1 = first hidden, nearest the input)")
         ax.set_title(when)
-        _f.layer_ticks(ax, "x", sorted(all_layers), names)
+        _f.layer_ticks(ax, "x", sorted(all_layers), names, size=size)
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
     handles, labels = [], []

@@ -184,19 +184,25 @@ LAYER_TICKS_MAX = 40  # named layer ticks drawn at most; fewer where the axis is
 TICK_PITCH = 1.35  # a tick label's pitch: its font size times this (line height and a gap)
 
 
+def tick_font_size(n_layers: int) -> float:
+    """Points of the module-name ticks of an axis of ``n_layers`` layers: 7, beyond 24: 6."""
+    return TICK_NAME_SIZE if n_layers <= 24 else 6.0
+
+
 def layer_ticks(ax, axis: str, layers: Sequence[int], names: dict[int, str] | None,
-                plain_max: int = 12) -> None:
+                plain_max: int = 12, size: float | None = None) -> None:
     """Ticks at the layers on ``axis`` ("x" or "y"): module names when ``names`` has them
     (small font, x labels rotated 90 degrees), else the numbers when there are at most
     ``plain_max``. Named ticks are thinned to what the axis holds (:func:`_spaced_layers`:
     evenly, first and last kept, labels ``TICK_PITCH`` font sizes apart, at most
     :data:`LAYER_TICKS_MAX`), so 60 rotated names do not print over each other. Call it
-    after the data are drawn (it reads the axis limits)."""
+    after the data are drawn (it reads the axis limits). ``size``: the names' points (default
+    :func:`tick_font_size` of the layers; give the one the figure's margin was made for)."""
     layers = sorted(int(v) for v in layers)
     if not layers:
         return
     if names and any(la in names for la in layers):
-        size = 7.0 if len(layers) <= 24 else 6.0
+        size = size or tick_font_size(len(layers))
         shown = _spaced_layers(ax, axis, layers, size)
         labels = [layer_label(la, names) for la in shown]
         if axis == "x":
@@ -233,11 +239,32 @@ def _spaced_layers(ax, axis: str, layers: list[int], size: float) -> list[int]:
     return shown
 
 
-def names_margin(names: dict[int, str] | None, layers: Sequence[int] = ()) -> float:
-    """Inches a rotated (x) or horizontal (y) axis of module names needs beside the axes."""
+TICK_NAME_SIZE = 7.0
+"""The largest font size :func:`layer_ticks` gives module names (6 pt beyond 24 layers)."""
+
+
+def names_margin(names: dict[int, str] | None, layers: Sequence[int] = (),
+                 size: float | None = None) -> float:
+    """Inches a rotated (x) or horizontal (y) axis of module names needs beside the axes:
+    ``0.15 +`` the longest name's width, measured in DejaVu Sans at ``size`` points
+    (tick labels: :data:`TICK_NAME_SIZE`), or estimated at 0.062 in a character without
+    ``size`` (legends at 7.5-8 pt). The estimate, used for the ticks too, left 1.3 in of
+    blank under 36-character names drawn at 6 pt (1.5 in wide, estimated at 2.2 in)."""
     used = [names[la] for la in layers if la in names] if names and layers else list(
         (names or {}).values())
-    return 0.15 + 0.062 * max((len(v) for v in used), default=0)
+    if size is None:
+        return 0.15 + 0.062 * max((len(v) for v in used), default=0)
+    return 0.15 + max((_text_width_in(v, size) for v in set(used)), default=0.0)
+
+
+def _text_width_in(text: str, size: float) -> float:
+    """Width in inches of ``text`` drawn literally (no math) at ``size`` points."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    width, _h, _d = TextToPath().get_text_width_height_descent(
+        text, FontProperties(size=size), ismath=False)
+    return width / 72.0
 
 
 def hidden_layers(probes: pd.DataFrame | None) -> list[int]:
@@ -444,7 +471,8 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     logarithmic colour scale; zero or non-finite cells are left blank."""
     names = layer_names(probes)
     wide = _quantity(probes, quantity)
-    left = max(0.85, names_margin(names, list(wide.columns)) + 0.35) if names else None
+    size = tick_font_size(len(wide.columns))
+    left = max(0.85, names_margin(names, list(wide.columns), size) + 0.35) if names else None
     height = max(3.8, 1.0 + 0.16 * len(wide.columns)) if names else 3.8
     fig, (ax,) = _new_figure(6.4 + (left or 0.85) - 0.85, height, right=1.3, left=left)
     if wide.empty:
@@ -477,7 +505,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     step_ticks(ax, steps, limit=12)
     ax.set_xlabel("training step")
     ax.set_ylabel("module (first at the bottom)" if names else "layer (1 = first hidden)")
-    layer_ticks(ax, "y", [int(v) for v in layers], names)
+    layer_ticks(ax, "y", [int(v) for v in layers], names, size=size)
     ax.grid(False)
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
@@ -533,8 +561,9 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
         _empty(ax, f"no '{quantity}' probes recorded")
         return fig
     names = layer_names(probes)
+    size = tick_font_size(len(wide.columns))
     if names:  # room for the rotated module names under the axis
-        bottom = names_margin(names, list(wide.columns)) + 0.45
+        bottom = names_margin(names, list(wide.columns), size) + 0.45
         fig.set_figheight(fig.get_figheight() + bottom - 0.55)
         fig.subplots_adjust(bottom=bottom / fig.get_figheight(),
                             top=1 - 0.38 / fig.get_figheight())
@@ -567,7 +596,7 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     ax.set_xlabel("module (nearest the input on the left)" if names else
                   "layer (1 = first hidden)")
     ax.set_ylabel("std of dL/ds")
-    layer_ticks(ax, "x", [int(v) for v in layers], names)
+    layer_ticks(ax, "x", [int(v) for v in layers], names, size=size)
     ax.set_title("Gradient std per layer: initialization vs theory")
     _legend(ax, loc="best")
     return fig
