@@ -338,14 +338,20 @@ def test_frozen_parameters_and_param_groups():
     x, y = _r(32, 5), torch.randint(0, 3, (32,))
     watch = dlt.Watch(model, every=1, theory=False)
     prev = None
-    outs = {}
-    hooks = [model[i].register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(i, o))
+    outs, grads = {}, {}
+
+    def tap(m, a, o, i):
+        outs[i] = o
+        if o.requires_grad:  # dL/d output, as backward passes it (one backward per step)
+            o.register_hook(lambda g: grads.__setitem__(i, g))
+
+    hooks = [model[i].register_forward_hook(lambda m, a, o, i=i: tap(m, a, o, i))
              for i in (0, 2, 4)]
     for step in range(3):
         opt.zero_grad()
         loss = CE(model(x), y)
-        g2, g4 = torch.autograd.grad(loss, [outs[2], outs[4]], retain_graph=True)
         loss.backward()
+        g2, g4 = grads[2], grads[4]
         watch.step(loss)
         f = watch.frame()
         rows = f[f.step == step].set_index(["module", "quantity"]).value
