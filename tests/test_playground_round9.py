@@ -219,6 +219,14 @@ def test_a_slow_preset_answer_does_not_override_a_later_choice(page, server):
     assert page.locator("#f-model-width").input_value() == "20"
     assert page.locator("#f-model-activation").input_value() == "selu"
     assert url_param(page, "model.width") == "20"
+    # and so does a value still being typed when the answer comes (no Tab yet)
+    hold("naive")
+    page.fill("#f-model-width", "24")
+    answer("naive")
+    page.press("#f-model-width", "Tab")
+    # was: the answer wrote width 32 over the typed 24, and the Tab then sent no change
+    wait_url("model.width", "24")
+    assert page.locator("#f-model-activation").input_value() == "selu"
 
 
 @pytest.mark.parametrize("width", [320, 280])

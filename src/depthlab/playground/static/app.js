@@ -140,10 +140,13 @@ function onControlChange() {
 async function choosePreset(name) {
   const mine = ++S.edits;
   const params = new URLSearchParams(readControls());
+  const asked = params.toString();
   params.set("name", name);
   const r = await fetch("/api/preset?" + params.toString());
   const body = await r.json();
-  if (mine !== S.edits) return;
+  // a value being typed (not yet committed with Enter or Tab) is a later choice too: the answer
+  // wrote over it, and the Tab after that sent no change
+  if (mine !== S.edits || new URLSearchParams(readControls()).toString() !== asked) return;
   if (!body.ok) { showMessage(body.message); return; }
   writeControls(body.query);
   $("preset-why").textContent = S.schema.presets[name].why;
