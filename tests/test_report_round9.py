@@ -217,3 +217,27 @@ def test_rotated_module_names_fit_without_a_blank_band(n):
                 figures.gradient_profile(_named_table(names))):
         blank = _bottom_blank_in(fig)
         assert 0 <= blank < 0.45, blank  # inside the figure, no band below
+
+
+def test_saturation_figure_shades_steps_whose_pre_activations_are_not_finite():
+    """A torch MLP at lr 1e3: from step 5 every pre-activation is NaN, and its inactive and
+    dead fractions read 0.0 (a NaN entry is not on the flat side), drawn as a healthy drop
+    from 0.98 to 0 with nothing saying the values behind it were NaN."""
+    import math
+
+    rows = []
+    for step in range(8):
+        for layer in (1, 2):
+            finite = step < 3 or (step < 5 and layer == 1)
+            rows += [(step, layer, "pre_std", 1.0 * 10 ** step if finite else math.nan),
+                     (step, layer, "inactive_frac", 0.5 if step < 5 else 0.0),
+                     (step, layer, "dead_frac", 0.1 if step < 5 else 0.0)]
+    table = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    fig = plot.saturation(table)
+    ax = fig.axes[0]
+    spans = [p.get_x() for p in ax.patches]  # one shaded band per step from step 3
+    assert sorted(spans) == pytest.approx([2.5, 3.5, 4.5, 5.5, 6.5])
+    texts = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert texts[0] == "pre-activation\nNaN/inf"
+    healthy = plot.saturation(table[table["step"] < 3])
+    assert not healthy.axes[0].patches

@@ -16,7 +16,7 @@ batch-normalized and residual runs: ``depthlab.theory.predict_gradients``).
 
 A table with a ``module`` column (``depthlab.torch``'s ``Watch.frame()``, ``probe()``,
 ``Diagnosis.probes``) labels the layer axes, ticks, legends and panel titles with the module
-names (``layer1.0.conv1``; rotated, thinned beyond 40) instead of the layer numbers.
+names (``layer1.0.conv1``; rotated, thinned so that no two overlap) instead of the layer numbers.
 """
 
 from __future__ import annotations

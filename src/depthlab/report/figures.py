@@ -663,19 +663,34 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         wide = _quantity(probes, q)
         if not wide.empty and np.isfinite(wide.to_numpy(float)).any():
             present.append((q, title, ylabel, wide))
+    # steps where a layer's pre-activations are NaN/inf (a diverged run): its entries count
+    # as neither saturated nor inactive there (a NaN derivative is not 0), so the fractions
+    # fall to 0, which reads as healthy; those steps are shaded and the legend says why
+    pre = (probes[(probes["quantity"] == "pre_std") & (probes["layer"] >= 1)]
+           if present else pd.DataFrame(columns=["step", "value"]))
+    bad = sorted(set(pre.loc[~np.isfinite(pd.to_numeric(pre["value"], errors="coerce")),
+                             "step"]))
     names = layer_names(probes)
     # one legend for all panels, outside the last one (inside, "best" still covered lines
     # that span the whole panel)
     right = (names_margin(names) + 0.5 if names else 1.1) if present else None
+    if bad and right is not None:
+        right = max(right, 1.55)  # room for the shading's legend entry
     fig, axes = _new_figure(4.8 * max(len(present), 1) + (right or 0), 3.4,
                             ncols=max(len(present), 1), right=right)
     if not present:
         _empty(axes[0], "no saturation or dead-unit probes recorded")
         return fig
+    all_steps = np.array(sorted(set(probes["step"])), dtype=float)
+    edges = _edges(all_steps) if bad else np.empty(0)
     for ax, (_q, title, ylabel, wide) in zip(axes, present):
         layers = list(wide.columns)
         shown = _pick_layers(layers)
         colors = _layer_colors(shown)
+        for k, step in enumerate(bad):
+            i = int(np.searchsorted(all_steps, step))
+            ax.axvspan(edges[i], edges[i + 1], color="#999999", alpha=0.25, linewidth=0,
+                       label="pre-activation\nNaN/inf" if k == 0 else None)
         for layer in shown:
             ax.plot(wide.index, wide[layer], "o-" if len(wide) < 4 else "-",
                     color=colors[layer], linewidth=1.4, markersize=3.5,
