@@ -189,3 +189,38 @@ def test_save_names_the_layer_that_has_no_recipe(tmp_path):
                        r"what dl.mlp builds there \(.*'relu'"):
         dl.save(mixed, tmp_path / "b.npz")
     assert not list(tmp_path.iterdir())
+
+
+def test_save_meta_keys_and_numpy_scalars(tmp_path):
+    """``meta={1: "a"}`` (or a nested dict with mixed keys) was blamed on "the network's
+    recipe"; ``meta={"x": np.float32(1.5)}`` was refused although it is one number."""
+    net = dl.mlp([3, 2], seed=0)
+    for meta, fragment in (({1: "a"}, "meta key 1 is not accepted; expected a non-empty "
+                            "string"),
+                           ({"x": {1: "a", "b": 2}}, "meta['x'] = {1: 'a', 'b': 2} cannot be "
+                            "saved"),
+                           ([1], "meta = [1] is a list; expected a dict")):
+        with pytest.raises(TypeError, match=fragment.replace("[", r"\[").replace("(", r"\(")):
+            dl.save(net, tmp_path / "n.npz", meta=meta)
+    assert not list(tmp_path.iterdir())
+    path = dl.save(net, tmp_path / "n.npz", meta={"x": np.float32(1.5), "k": np.int64(3)})
+    assert dl.persist.load_meta(path) == {"x": 1.5, "k": 3}
+
+
+@pytest.mark.parametrize("bad, error, fragment", [("", ValueError, "path '' is empty"),
+                                                   (5, TypeError, "path 5 has the wrong type")])
+def test_save_and_load_name_an_empty_or_wrong_path(tmp_path, bad, error, fragment):
+    """``dl.save(net, "")`` said "save() path '.' is a folder"; ``dl.load(5)`` raised
+    Path's "expected str, bytes or os.PathLike object"."""
+    with pytest.raises(error, match=f"save\\(\\) {fragment}"):
+        dl.save(dl.mlp([3, 2], seed=0), bad)
+    for read in (dl.load, dl.persist.load_meta):
+        with pytest.raises(error, match=f"load\\(\\) {fragment}"):
+            read(bad)
+
+
+def test_predict_npz_without_arrays_says_none(tmp_path, capsys):
+    dl.save(dl.mlp([3, 2], seed=0), tmp_path / "net.npz")
+    np.savez(tmp_path / "e.npz")
+    code, _, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "e.npz")
+    assert_one_line_error(code, err, "has no 'x' (or 'X') array; arrays: none")

@@ -151,7 +151,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                 if key is not None:
                     check_array(*headers[key], f"DATA {path!r} array {key!r}")
                 x = z[key] if key is not None else None
-                names = ", ".join(z.files)
+                names = ", ".join(z.files) or "none"
         else:
             import pandas as pd
 

@@ -67,7 +67,8 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
                         f"{type(net).__name__}" + (f" without a recipe, whose layers dl.mlp does "
                                                    f"not build{why}" if hasattr(
                                                        net, "parameters") else ""))
-    path = Path(path).expanduser()  # "~/net.npz": the home folder, not "./~" (as the store)
+    path = _path_arg(path, "save")
+    path = path.expanduser()  # "~/net.npz": the home folder, not "./~" (as the store)
     if path.is_dir():  # not silently FOLDER.npz beside it
         raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "
                          f"{str(path / 'net.npz')!r}")
@@ -75,14 +76,21 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
         path = path.with_name(path.name + ".npz")
     arrays: dict[str, np.ndarray] = {}
     plain_meta: dict[str, Any] = {}
+    if meta is not None and not isinstance(meta, dict):
+        raise TypeError(f"meta = {meta!r:.60} is a {type(meta).__name__}; expected a dict of "
+                        "name -> JSON value or NumPy array")
     for key, value in (meta or {}).items():
+        if not isinstance(key, str) or not key:  # blamed the network's recipe
+            raise TypeError(f"meta key {key!r:.60} is not accepted; expected a non-empty string")
+        if isinstance(value, np.generic):  # np.float32(1.5), np.int64(3): a plain number
+            value = value.item()
         if isinstance(value, np.ndarray):
             if value.dtype == object:
                 raise TypeError(f"meta[{key!r}] is an object array; expected numbers")
             arrays[f"meta:{key}"] = value
         else:
             try:  # named here: the recipe's own message would blame the network
-                json.dumps(value, allow_nan=False)
+                json.dumps(value, allow_nan=False, sort_keys=True)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"meta[{key!r}] = {value!r:.60} cannot be saved ({exc}); "
                                 "accepted: JSON values (finite numbers, strings, lists, "
@@ -111,12 +119,24 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
     return path
 
 
+def _path_arg(path: Any, caller: str) -> Path:
+    """``path`` as a Path: a str or os.PathLike that is not empty (``""`` is the current
+    folder, which would be reported as a folder), else a TypeError / ValueError naming it."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{caller}() path {path!r:.60} has the wrong type; expected a file "
+                        "path (str or os.PathLike)")
+    if not str(os.fspath(path)).strip():
+        raise ValueError(f"{caller}() path {os.fspath(path)!r} is empty; expected a file name "
+                         "such as 'net.npz'")
+    return Path(path)
+
+
 @contextlib.contextmanager
 def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
     """The recipe and the open archive of the network saved at ``path`` (closed on exit); a
     file that is not one (empty, truncated, another program's ``.npz``) is a ValueError naming
     it."""
-    path = Path(path).expanduser()
+    path = _path_arg(path, "load").expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no saved network at {str(path)!r}")
 
