@@ -94,7 +94,7 @@ def test_gradient_flow_table_shows_a_diverged_runs_explosion(tmp_path):
     row = text[text.index("<td>diverge-relu</td>"):]
     row = row[:row.index("</tr>")]
     assert "9.577e+07 at step 2, then not finite" in row
-    assert ("flows: within a factor 1 of 1; at step 2 (last finite) exploding: the first layer "
+    assert ("flows: within a factor 1.04 of 1; at step 2 (last finite) exploding: the first layer "
             "gets 9.6e+07x more gradient") in row
 
 
@@ -241,3 +241,14 @@ def test_saturation_figure_shades_steps_whose_pre_activations_are_not_finite():
     assert texts[0] == "pre-activation\nNaN/inf"
     healthy = plot.saturation(table[table["step"] < 3])
     assert not healthy.axes[0].patches
+
+
+def test_a_ratio_near_one_is_not_within_a_factor_1_of_1():
+    """The diverged run's ratio at init, 1.04, was described as 'flows: within a factor 1 of
+    1' (two digits round 1.04 to 1)."""
+    from depthlab.demo import describe_ratio
+
+    assert describe_ratio(1.0404) == "flows: within a factor 1.04 of 1"
+    assert describe_ratio(1 / 1.0404) == "flows: within a factor 1.04 of 1"
+    assert describe_ratio(0.5) == "flows: within a factor 2 of 1"
+    assert describe_ratio(1.9) == "flows: within a factor 1.9 of 1"

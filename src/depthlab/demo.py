@@ -96,7 +96,10 @@ def describe_ratio(ratio: float | None) -> str:
         return f"shrinking: the first layer gets {1 / ratio:.2g}x less gradient"
     if ratio > 4:
         return f"growing: the first layer gets {ratio:.2g}x more gradient"
-    return "flows: within a factor " + f"{max(ratio, 1 / ratio):.2g} of 1"
+    factor = max(ratio, 1 / ratio)
+    # two digits, three where two round to 1 (1.04 read 'within a factor 1 of 1')
+    text = f"{factor:.2g}" if f"{factor:.2g}" != "1" else f"{factor:.3g}"
+    return f"flows: within a factor {text} of 1"
 
 
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
