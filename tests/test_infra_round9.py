@@ -224,3 +224,14 @@ def test_predict_npz_without_arrays_says_none(tmp_path, capsys):
     np.savez(tmp_path / "e.npz")
     code, _, err = run_cli(capsys, "predict", tmp_path / "net.npz", tmp_path / "e.npz")
     assert_one_line_error(code, err, "has no 'x' (or 'X') array; arrays: none")
+
+
+@pytest.mark.parametrize("timeout, error", [("x", TypeError), (None, TypeError),
+                                            (True, TypeError), (float("nan"), ValueError),
+                                            (-1, ValueError), (float("inf"), ValueError)])
+def test_store_timeout_is_checked(tmp_path, timeout, error):
+    """``Store(dir, timeout="x")`` raised float()'s "could not convert string to float",
+    ``timeout=nan`` int()'s "cannot convert float NaN to integer"."""
+    with pytest.raises(error, match=r"timeout=.* is not accepted; accepted: seconds to wait"):
+        Store(tmp_path, timeout=timeout)
+    assert not (tmp_path / "depthlab.db").exists()

@@ -258,7 +258,13 @@ class Store:
                  readonly: bool = False, timeout: float = 120.0) -> None:
         self.path = resolve_db_path(path_or_dir)
         self.readonly = readonly
-        self._timeout = float(timeout)  # seconds another process's lock is waited for
+        seconds = as_number(timeout) if not isinstance(timeout, bool) else math.nan
+        if not 0 <= seconds < math.inf:  # 'x' or NaN: a raw float()/int() error later
+            error = ValueError if isinstance(timeout, int | float) and not isinstance(
+                timeout, bool) else TypeError
+            raise error(f"timeout={timeout!r:.40} is not accepted; accepted: seconds to wait "
+                        "for another process's lock, a finite number >= 0")
+        self._timeout = seconds  # seconds another process's lock is waited for
         if readonly:
             self._open_readonly(timeout)
             return
