@@ -235,3 +235,14 @@ def test_store_timeout_is_checked(tmp_path, timeout, error):
     with pytest.raises(error, match=r"timeout=.* is not accepted; accepted: seconds to wait"):
         Store(tmp_path, timeout=timeout)
     assert not (tmp_path / "depthlab.db").exists()
+
+
+@pytest.mark.parametrize("name", ["a" * 250 + ".csv", "é" * 125 + ".c"])
+def test_atomic_write_of_a_long_file_name(tmp_path, name):
+    """A valid 254-byte file name could not be written: its temporary's name (the target's
+    plus about 40 bytes) was "File name too long"."""
+    from depthlab.atomic import atomic_write_text
+
+    atomic_write_text(tmp_path / name, "kept")
+    assert (tmp_path / name).read_text() == "kept"
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left

@@ -79,6 +79,21 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
+NAME_MAX = 255
+"""Longest file name (bytes) of common file systems (ext4, XFS, APFS, NTFS)."""
+_TMP_EXTRA = 1 + 1 + len(_TMP_TAG) + 1 + 40 + 1 + 10 + 1 + 8 + 4
+"""Bytes a temporary's name adds to the target's: dots, tag, host (<= 40), pid, mkstemp's
+random part (8) and ``.tmp``."""
+
+
+def _short(name: str) -> str:
+    """``name`` cut so its temporary's name fits :data:`NAME_MAX` bytes (a 250-byte file
+    name is valid, but its temporary's name was not: "File name too long")."""
+    room = NAME_MAX - _TMP_EXTRA
+    data = name.encode("utf-8", "surrogateescape")
+    return name if len(data) <= room else data[:room].decode("utf-8", "ignore") or "x"
+
+
 def _reason(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
@@ -98,7 +113,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}-"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name)}.{_TMP_TAG}-"
                                    f"{_host()}-{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
         # mkdir of a parent: name the file in the way (FILE/x or FILE/sub/x)
