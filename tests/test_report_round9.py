@@ -252,3 +252,25 @@ def test_a_ratio_near_one_is_not_within_a_factor_1_of_1():
     assert describe_ratio(1 / 1.0404) == "flows: within a factor 1.04 of 1"
     assert describe_ratio(0.5) == "flows: within a factor 2 of 1"
     assert describe_ratio(1.9) == "flows: within a factor 1.9 of 1"
+
+
+def test_a_diverged_runs_missing_values_are_said(tmp_path):
+    """The diverged run's section listed 'train_loss', 'val_acc' and its divergence's 'loss'
+    and 'max_grad' as keys with nothing after them (None and NaN were formatted as '')."""
+    from depthlab.experiments.store import Store
+    from depthlab.report import build
+    from depthlab.report import html as H
+
+    assert H.key_values([("loss", None), ("q", float("nan")), ("lr", 50.0)]) == (
+        '<div class="kv"><div><span>loss</span><code>none</code></div><div><span>q</span>'
+        '<code>nan</code></div><div><span>lr</span><code>50</code></div></div>')
+    record = _diverged_record()
+    record.metrics = {"steps": 3, "train_loss": None, "val_acc": None}
+    record.divergence = {"message": "training diverged at step 4: loss = nan", "loss": None,
+                         "step": 4}
+    with Store(tmp_path) as store:
+        store.add_run(record)
+    page = build.write_report(tmp_path).read_text()
+    assert "<span>train_loss</span><code>none</code>" in page
+    assert "<span>loss</span><code>none</code>" in page
+    assert "<code></code>" not in page

@@ -185,8 +185,16 @@ def badge(status: str) -> str:
 
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> str:
-    """A compact grid of ``key value`` pairs."""
-    items = "".join(f"<div><span>{esc(k)}</span><code>{esc(fmt(v))}</code></div>"
+    """A compact grid of ``key value`` pairs. Unlike a table cell, a value that is None reads
+    ``none`` and a NaN ``nan``: a diverged run's ``loss`` and ``train_loss`` stood as a key
+    with nothing after it, like a value lost in the page."""
+
+    def shown(v: Any) -> str:
+        if v is None:
+            return "none"
+        return "nan" if isinstance(v, float) and math.isnan(v) else fmt(v)
+
+    items = "".join(f"<div><span>{esc(k)}</span><code>{esc(shown(v))}</code></div>"
                     for k, v in pairs)
     return f"<div class=\"kv\">{items}</div>"
 
