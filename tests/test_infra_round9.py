@@ -246,3 +246,13 @@ def test_atomic_write_of_a_long_file_name(tmp_path, name):
     atomic_write_text(tmp_path / name, "kept")
     assert (tmp_path / name).read_text() == "kept"
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary left
+
+
+def test_a_store_file_name_too_long_for_its_wal_is_refused_before_creating_it(tmp_path):
+    """``--out DIR/<250 letters>.db``: SQLite created the 0-byte file, then failed on its
+    ``-wal`` file ("unable to open database file"), leaving the empty file behind."""
+    path = tmp_path / ("d" * 250 + ".db")
+    with pytest.raises(StoreError, match="its file name is 253 bytes; accepted: at most 247"):
+        Store(path)
+    assert not list(tmp_path.iterdir())
+    Store(tmp_path / ("d" * 244 + ".db")).close()  # 247 bytes: a store

@@ -113,6 +113,11 @@ class RunExistsError(StoreError):
     """``add_run(..., replace=False)`` found a stored run with the same id."""
 
 
+STORE_NAME_MAX = 247
+"""Longest store file name (bytes): SQLite's ``NAME-wal`` and ``NAME-shm`` must fit the
+common 255-byte limit (and -journal, which SQLite may use before WAL mode is set)."""
+
+
 def _reason(e: BaseException, path: Path | None = None) -> str:
     """One line on why SQLite failed; a disk I/O error on a full disk says so."""
     text = str(e) or type(e).__name__
@@ -265,6 +270,10 @@ class Store:
             raise error(f"timeout={timeout!r:.40} is not accepted; accepted: seconds to wait "
                         "for another process's lock, a finite number >= 0")
         self._timeout = seconds  # seconds another process's lock is waited for
+        if len(os.fsencode(self.path.name)) > STORE_NAME_MAX:  # before SQLite creates it empty
+            raise StoreError(f"cannot open results store {str(self.path)!r}: its file name is "
+                             f"{len(os.fsencode(self.path.name))} bytes; accepted: at most "
+                             f"{STORE_NAME_MAX} (SQLite adds -journal, -wal and -shm to it)")
         if readonly:
             self._open_readonly(timeout)
             return
