@@ -274,3 +274,26 @@ def test_a_diverged_runs_missing_values_are_said(tmp_path):
     assert "<span>train_loss</span><code>none</code>" in page
     assert "<span>loss</span><code>none</code>" in page
     assert "<code></code>" not in page
+
+
+def test_histogram_panels_have_no_offset_text_over_their_titles():
+    """The diverged run's gradient histograms at step 3 (densities ~1e-15, values ~1e16) drew
+    matplotlib's shared '1e-15' and '1e16' offsets above and below each panel, into the
+    panel titles ('1e−8layer 3, step 3: range ...')."""
+    import numpy as np
+
+    rows = []
+    for step, scale in ((0, 1e-3), (3, 1.8e16)):
+        edges = np.linspace(-scale, scale, 51)
+        for layer in (1, 2):
+            rows += [(step, layer, "grad", a, b, 100 if k == 25 else 1)
+                     for k, (a, b) in enumerate(zip(edges[:-1], edges[1:]))]
+    hist = pd.DataFrame(rows, columns=["step", "layer", "kind", "bin_left", "bin_right",
+                                       "count"])
+    fig = plot.activation_histograms(hist, "grad")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.xaxis.get_offset_text().get_text() == ""
+        assert ax.yaxis.get_offset_text().get_text() == ""
+    labels = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
+    assert any("e+16" in t for t in labels), labels

@@ -561,11 +561,22 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             ax.set_title(f"{_f.layer_label(layer, names)}, step {step}: {where}", fontsize=8.5)
             ax.tick_params(labelsize=7.5)
             ax.xaxis.set_major_locator(_f.MaxNLocator(5))
+            # every tick its own number (1.2e-15): matplotlib's shared "1e-15" offset sits
+            # above the axes' top left, into the panel title ("1e−8layer 3, step 3: ..."),
+            # and the x one ("1e16") under the next row's title
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(_f.FuncFormatter(_short_number))
             ax.set_ylabel("density", fontsize=8)
             ax.set_xlabel(what, fontsize=8)
     fig.suptitle(f"Histograms of the {what} ({_layers_text(shown, layers)}); each panel on "
                  "its own bins", fontsize=10)
     return fig
+
+
+def _short_number(v: float, _pos: int | None = None) -> str:
+    """A tick label of up to six significant digits (``0.002``, ``3000``, ``5e-16``,
+    ``-1.6e+16``: ticks are round numbers, so this drops only float noise)."""
+    return f"{v:.6g}"
 
 
 def _positive_int(value: Any, name: str) -> None:
