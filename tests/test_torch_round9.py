@@ -459,12 +459,17 @@ def test_a_users_hook_added_after_the_watch_is_measured_alike_at_every_record():
     model[2].register_forward_pre_hook(lambda m, a: (a[0] * 0.5,))
     model[2].register_forward_hook(lambda m, a, o: o * 2)
     seen = {}
-    model[2].register_forward_hook(lambda m, a, o: seen.__setitem__("out", o))
+
+    def tap(m, a, o):  # what the layer hands on, and dL/d of it in the step's backward
+        seen["out"] = o
+        o.register_hook(lambda g: seen.__setitem__("grad", g))
+
+    model[2].register_forward_hook(tap)
     for step in range(3):
         opt.zero_grad()
         loss = CE(model(x), y)
-        (g,) = torch.autograd.grad(loss, [seen["out"]], retain_graph=True)
         loss.backward()
+        g = seen["grad"]
         watch.step(loss)
         if step % 2 == 0:
             f = watch.frame()
