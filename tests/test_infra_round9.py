@@ -256,3 +256,18 @@ def test_a_store_file_name_too_long_for_its_wal_is_refused_before_creating_it(tm
         Store(path)
     assert not list(tmp_path.iterdir())
     Store(tmp_path / ("d" * 244 + ".db")).close()  # 247 bytes: a store
+
+
+def test_csv_rows_with_a_value_past_the_header_are_refused_not_shifted(tmp_path):
+    """``a,b,c,label`` then ``1,2,3,0,9``: pandas made 'a' the index and read b, c, label, 9
+    as a, b, c, label (labels 9: "a single class"), with no word of the extra cell."""
+    (tmp_path / "extra.csv").write_text("a,b,c,label\n1,2,3,0,9\n4,5,6,1,9\n")
+    for read in (lambda p: load_dataset(p), lambda p: read_labeled_inputs(str(p), "label")):
+        with pytest.raises(ValueError, match="line 2 has 5 cells but the header names 4 "
+                           "columns"):
+            read(tmp_path / "extra.csv")
+    # a byte-order mark, CRLF line ends and a blank last line beside the trailing commas
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfa,b,c,label\r\n1,2,3,0,\r\n4,5,6,1,\r\n\r\n")
+    assert load_dataset(tmp_path / "bom.csv").n_features == 3
+    assert read_labeled_inputs(str(tmp_path / "bom.csv"), "label")[0].tolist() == [
+        [1, 2, 3], [4, 5, 6]]

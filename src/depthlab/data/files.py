@@ -185,15 +185,47 @@ def check_csv_fits(path: Path, what: str) -> None:
     check_fits(need, f"{what} (CSV of about {rows:,} rows x {cols:,} columns)")
 
 
+def _longer_first_row(path: Path) -> bool:
+    """Whether the first data row of CSV ``path`` has more cells than its header row (pandas
+    then takes the first column as the row index); False when it cannot be read (pandas
+    names the problem)."""
+    import csv
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            rows = csv.reader(fh)
+            head = next(rows, [])
+            for row in rows:
+                if any(c.strip() for c in row):  # blank lines are skipped, as pandas does
+                    return len(row) > len(head)
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error):
+        return False
+    return False
+
+
 def read_csv_frame(path: Path, header: int | None = 0) -> Any:
     """``pandas.read_csv(path)`` for a data file whose lines may end with a comma (written by
-    tools that put a separator after every cell): ``index_col=False`` keeps pandas from taking
-    the first column as the row index when the data rows have one more cell than the header
-    (every column then shifted by one: the label column read as NaN), and a last column with
-    no name and no value in any row (the empty cell after the trailing comma) is dropped."""
+    tools that put a separator after every cell). Data rows with more cells than the header
+    made pandas take the first column as the row index (every column shifted by one: the
+    label column read as NaN, or silently as the next column): the cells past the header's
+    are accepted only when empty (trailing commas), else a ValueError names the first line
+    holding one. A last column with no name and no value in any row is dropped."""
     import pandas as pd
 
-    df = pd.read_csv(path, header=header, index_col=False)
+    df = pd.read_csv(path, header=header)
+    if header is not None and _longer_first_row(path):
+        names = [str(c) for c in df.columns]
+        wide = pd.read_csv(path, header=None, skiprows=header + 1)
+        extra = wide.iloc[:, len(names):].notna().to_numpy()
+        if extra.any():
+            row = int(np.argwhere(extra)[0][0])
+            raise ValueError(
+                f"{str(path)!r}: line {header + row + 2} has "
+                f"{len(names) + int(np.argwhere(extra[row])[-1][0]) + 1} cells but the header "
+                f"names {len(names)} columns; expected one value per column (empty cells after "
+                "a trailing comma are accepted)")
+        df = wide.iloc[:, :len(names)].set_axis(names, axis=1)
     if df.shape[1] > 1 and df.iloc[:, -1].isna().all():
         last = str(df.columns[-1])
         if header is None or last.startswith("Unnamed: "):  # a blank header cell
