@@ -271,3 +271,20 @@ def test_csv_rows_with_a_value_past_the_header_are_refused_not_shifted(tmp_path)
     assert load_dataset(tmp_path / "bom.csv").n_features == 3
     assert read_labeled_inputs(str(tmp_path / "bom.csv"), "label")[0].tolist() == [
         [1, 2, 3], [4, 5, 6]]
+
+
+def test_run_refuses_a_folder_where_its_network_goes_before_training(tmp_path, capsys):
+    """``OUT/models/<id>.npz`` a folder: the run trained, was stored, then ended with exit 1,
+    "internal error: ValueError: save() path ... is a folder"."""
+    from depthlab.experiments import load_config, run_id
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "tiny"\n[data]\nname = "clusters"\n[model]\n'
+                   'sizes = ["auto", 8, "auto"]\n[train]\nepochs = 1\n')
+    rid = run_id(load_config(cfg))
+    (tmp_path / "out" / "models" / f"{rid}.npz").mkdir(parents=True)
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out", "-q")
+    assert_one_line_error(code, err, f"{rid}.npz' is a folder; the trained network is saved "
+                                     "as a file")
+    with Store(tmp_path / "out", create=False, readonly=True) as store:
+        assert store.runs().empty  # refused before training

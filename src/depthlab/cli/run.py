@@ -40,13 +40,18 @@ def run(args: argparse.Namespace) -> int:
     # (whose record would be replaced) fail early
     store = open_store(args.out, create=True)
     store.check_writable()
-    from ..inference import models_folder
+    from ..inference import model_path, models_folder
 
     models = models_folder(args.out)  # where the trained network goes, checked before training
     if models.exists() and not models.is_dir():
         store.close()
         raise UserError(f"{str(models)!r} is a file; the trained network is saved in a folder "
                         "of that name (move the file, or use another --out)")
+    network_file = model_path(args.out, rid)
+    if network_file.is_dir():  # was: exit 1, "internal error", after training
+        store.close()
+        raise UserError(f"{str(network_file)!r} is a folder; the trained network is saved as "
+                        "a file of that name (move the folder, or use another --out)")
     existing = store.describe(rid)
     if existing is not None and not args.overwrite:
         store.close()
