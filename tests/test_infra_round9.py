@@ -288,3 +288,25 @@ def test_run_refuses_a_folder_where_its_network_goes_before_training(tmp_path, c
                                      "as a file")
     with Store(tmp_path / "out", create=False, readonly=True) as store:
         assert store.runs().empty  # refused before training
+
+
+def test_a_store_of_a_newer_layout_is_refused_and_an_old_one_still_opens(tmp_path, capsys):
+    """The store carried no version: a later depthlab's store (other tables' meaning) would
+    be read as far as its columns matched."""
+    old = tmp_path / "old"
+    with Store(old) as store:
+        store.add_run(RunRecord(id="r1", config={"model": {}}))
+    with sqlite3.connect(old / "depthlab.db") as c:  # as written before the version was set
+        c.execute("PRAGMA user_version = 0")
+    with Store(old, create=False, readonly=True) as store:
+        assert store.has_run("r1")
+    Store(old).close()  # opened for writing: marked with its version
+    with sqlite3.connect(old / "depthlab.db") as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 1
+        c.execute("PRAGMA user_version = 2")  # a later depthlab's
+    for readonly in (False, True):
+        with pytest.raises(StoreError, match=r"was written by a newer depthlab \(store "
+                           r"version 2; this version reads up to 1\): upgrade depthlab"):
+            Store(old, readonly=readonly)
+    code, _, err = run_cli(capsys, "runs", old)
+    assert_one_line_error(code, err, "was written by a newer depthlab (store version 2")

@@ -113,6 +113,9 @@ class RunExistsError(StoreError):
     """``add_run(..., replace=False)`` found a stored run with the same id."""
 
 
+STORE_VERSION = 1
+"""The store's layout version, SQLite's ``user_version`` (0: a store written before it was
+set, read as version 1). A store of a later version is refused, never half-understood."""
 STORE_NAME_MAX = 247
 """Longest store file name (bytes): SQLite's ``NAME-wal`` and ``NAME-shm`` must fit the
 common 255-byte limit (and -journal, which SQLite may use before WAL mode is set)."""
@@ -313,6 +316,8 @@ class Store:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._conn.execute(stmt)
+            if self._conn.execute("PRAGMA user_version").fetchone()[0] < STORE_VERSION:
+                self._conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
 
     def _while_locked(self, action: Callable[[], Any]) -> Any:
         """``action()``, repeated while another process holds the store locked (a sweep
@@ -393,6 +398,11 @@ class Store:
         """Refuse a database whose tables are not depthlab's (e.g. another program's
         ``runs`` table, or tables but no ``runs``): each of depthlab's tables that exists must
         have the columns depthlab writes."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > STORE_VERSION:  # a layout this version cannot know
+            raise StoreError(f"results store {str(self.path)!r} was written by a newer depthlab "
+                             f"(store version {version}; this version reads up to "
+                             f"{STORE_VERSION}): upgrade depthlab (pip install -U depthlab)")
         tables = [r[0] for r in self._conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
         if tables and "runs" not in tables:
