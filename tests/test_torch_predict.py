@@ -94,6 +94,9 @@ def test_relative_prediction_equals_depthlab_theory():
             m.weight.normal_(0.0, 1.0)
             m.weight.mul_(math.sqrt(v) / m.weight.pow(2).mean().sqrt())  # mean of W^2 = v
     x = torch.randn(30, 50, dtype=torch.float32)
+    # examples of one length: predict() propagates examples of varied length as groups
+    # (predict._input_groups), the NumPy theory the batch's average
+    x = x * (math.sqrt(50) / x.norm(dim=1, keepdim=True))
     df = dlt.predict(model, x)
     assert df.value.isna().all()
     xin = float(x.double().pow(2).mean())

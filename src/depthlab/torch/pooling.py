@@ -164,15 +164,15 @@ def _max_weights(b: Between, p: np.ndarray) -> np.ndarray:
     return np.asarray(sum(pi * (f ** n - f0 ** n) for n, pi in zip(b.sizes, b.pi)), np.float64)
 
 
-def compress(vals: np.ndarray, w: np.ndarray) -> Dist:
-    """At most :data:`NODES` nodes: equal-weight quantile groups of the sorted values, each
-    replaced by its weighted mean (the mean is kept exactly)."""
-    if vals.size <= NODES:
+def compress(vals: np.ndarray, w: np.ndarray, nodes: int = NODES) -> Dist:
+    """At most ``nodes`` (:data:`NODES`) nodes: equal-weight quantile groups of the sorted
+    values, each replaced by its weighted mean (the mean is kept exactly)."""
+    if vals.size <= nodes:
         return vals, w
     order = np.argsort(vals, kind="stable")
     v, ww = vals[order], w[order]
     cw = np.cumsum(ww)
-    cuts = np.searchsorted(cw, np.linspace(0, cw[-1], NODES + 1)[1:-1], side="right")
+    cuts = np.searchsorted(cw, np.linspace(0, cw[-1], nodes + 1)[1:-1], side="right")
     starts = np.unique(np.concatenate([[0], cuts]))
     starts = starts[starts < v.size]
     gw = np.add.reduceat(ww, starts)

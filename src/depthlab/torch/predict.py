@@ -19,6 +19,25 @@ backward  ``Var(g_l) = m_{l+1} v_{l+1} E[f_l'(s)^2] Var(g_{l+1})``, ``g_l = dL/d
           ``m_{l+1}`` the number of outputs each input entry feeds (``out_features``;
           ``out_channels / groups * prod(kernel) / prod(stride)``); with zero padding both are
           averaged over positions (a border position reads fewer taps: :func:`_fans`).
+unit      a unit's value is ``s = shift + b_j + W_j E_batch[a] + N(0, qb)``: its own bias (the
+          layer's actual biases as quantile groups; PyTorch's default uniform bias is not
+          Gaussian, and where it dominates a cubic-like Tanhshrink's ``E f(s)^2`` is 4x that of
+          a Gaussian of the same variance: act_std was predicted 1.95x) and the weights acting
+          on the inputs' batch means (images in [0, 1]) are constant over the batch, so the
+          unit's batch variance ``qb`` (which a later BatchNorm divides by) is the variance
+          about that offset, averaged over units (:func:`_unit_nodes`; with the offset counted
+          in it a BN gradient after inputs of mean 1 was 0.72x the measurement, now 0.91-0.98x)
+groups    the examples are propagated as :data:`GROUPS` quantile groups of their mean square
+          ``|x_i|^2 / d`` (:func:`_input_groups`), since ``E_i f(sqrt(q_i) z)^2 !=
+          E f(sqrt(E q_i) z)^2`` for a saturating activation (inputs with log-normal lengths,
+          sigma 0.5: tanh act_std 1.10x -> 1.00x, gelu 0.95x -> 1.00x; Tanhshrink 0.01-0.91x ->
+          0.79-0.99x), each through the same chain (a BatchNorm divides every group by the
+          whole batch's variance, from a first run over the whole batch), and the rows
+          combined (:func:`_combine`); ReLU/linear layers without offsets are unchanged.
+          Not modelled: the finite-width spread that each layer adds to an example's
+          length (relative ``~sqrt(Var f^2 / n) / E f^2`` per layer), which compounds where
+          the length map is strongly convex (Tanhshrink near 0 with He init: act_std of
+          layer 5 predicted 0.1x at width 128).
 
 BatchNorm (``Linear/Conv -> BatchNorm1d/2d/3d -> [activation]``, training mode: batch
 statistics; the module's own per-channel ``gamma_c``, ``beta_c``; Yang et al. 2019 and
@@ -69,7 +88,15 @@ are (measured within 6%, tests/test_torch_pooling.py); neighbouring positions of
 correlated, so near a pool the prediction is less exact (a ReLU CNN with two 2x2 max pools:
 the layer after them pre_std 1.26x the measurement, the convs' grad_pre_std 1.16x; with 2x2
 average pools 0.77x and 0.94x; ResNet-18 at 64x64 pre_std 0.93-1.11x, grad_pre_std 0.78-1.0x,
-at 32x32, where layer4 runs on 1x1 positions, grad_pre_std 0.66-1.0x).
+at 32x32, where layer4 runs on 1x1 positions, grad_pre_std 0.66-1.0x). The cause: an average
+of ``k`` entries with mean pairwise correlation ``rho`` has variance ``Var(a) (1 + (k - 1)
+rho) / k``, not ``Var(a) / k`` (0.77x in std for 2x2 is ``rho ~ 0.23``; backward the same
+factor), and the maximum of correlated entries is smaller than that of independent ones
+(1.26x). Neighbouring outputs of a 3x3 conv share 6 of their 9 taps, so ``rho`` is set by
+the kernels and by the input's own spatial correlation; a principled estimate would carry
+the covariance between positions ``delta`` apart through the chain (random-weight CNN mean
+field, Xiao et al. 2018: each conv averages it over the kernel's offsets, each activation
+maps it by its dual kernel), which predict() does not do.
 
 Anything else between layers (other pooling, a normalization other than BatchNorm or BatchNorm in
 eval mode, alpha dropout in training mode, nested blocks, a block with more than two paths, a
@@ -92,7 +119,7 @@ import torch
 from torch import nn
 
 from ..theory.batchnorm import bn_moments
-from ..theory.gaussian import ScalarActivation, normal_rule
+from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
 from . import pooling
 from .accumulators import _first_tensor
 from .hooks import Recording
@@ -609,18 +636,20 @@ def _scalar(spec: ActivationSpec) -> ScalarActivation:
     return ScalarActivation(spec.name, f, df)
 
 
-def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float
-                ) -> tuple[float, float, float, float]:
+def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float,
+                denom: float | None = None) -> tuple[float, float, float, float]:
     """Channel averages of ``E f(s)``, ``E f(s)^2``, ``Var f(s)`` and ``gamma^2 E f'(s)^2``
-    for ``s ~ N(beta_c, gamma_c^2 qb / (qb + eps))`` (BN of a unit whose batch variance is
-    ``qb``; the module's own ``gamma_c``, ``beta_c``; 1 and 0 without affine parameters)."""
+    for ``s ~ N(beta_c, gamma_c^2 qb / (denom + eps))`` (BN of a unit whose batch variance is
+    ``denom``, default ``qb``, for examples whose variance about the batch mean is ``qb``; the
+    module's own ``gamma_c``, ``beta_c``; 1 and 0 without affine parameters)."""
+    denom = qb if denom is None else denom
     c = int(norm.num_features)
     if norm.affine:
         g = norm.weight.detach().to(torch.float64).cpu().numpy()
         b = norm.bias.detach().to(torch.float64).cpu().numpy()
     else:
         g, b = np.ones(c), np.zeros(c)
-    r = qb / (qb + float(norm.eps)) if qb + norm.eps > 0 else 0.0
+    r = qb / (denom + float(norm.eps)) if denom + norm.eps > 0 else 0.0
     pairs, counts = np.unique(np.stack([g, b], 1), axis=0, return_counts=True)
     fn = None if spec is None else _scalar(spec)
     acc = np.zeros(4)
@@ -650,6 +679,63 @@ def _gauss_dist(spec: ActivationSpec | None, var: float, mean: float
     """Nodes and weights of ``f(s)``, ``s ~ N(mean, var)``."""
     z, w = normal_rule(max(var, 0.0))
     return _apply(spec, z + mean)[0], w
+
+
+def _dot(w: np.ndarray, a: np.ndarray) -> float:
+    """``sum_i w_i a_i`` without BLAS (a multithreaded BLAS dot of 10^4 nodes took 35 ms on
+    a busy 2-core machine, this 0.1 ms)."""
+    return float(np.multiply(w, a).sum())
+
+
+_UNIT_NODES = 32  # nodes of the distribution of a unit's mean over the batch (bias included)
+_HERMITE = np.polynomial.hermite_e.hermegauss(16)
+
+
+def _spread_nodes(vals: np.ndarray, w: np.ndarray, var: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """At most :data:`_UNIT_NODES` quantile groups of ``vals`` (weights ``w``), their
+    deviations from the mean rescaled so that the variance is ``var`` (default: that of
+    ``vals``; grouping alone loses the spread within each group)."""
+    w = w / w.sum()
+    m = _dot(w, vals)
+    if vals.max() == vals.min():  # one value (e.g. zero biases): one node
+        return np.array([m]), np.ones(1)
+    var = _dot(w, (vals - m) ** 2) if var is None else var
+    gv, gw = pooling.compress(vals, w, _UNIT_NODES)
+    gvar = float(gw @ (gv - m) ** 2)
+    if gvar > 0:
+        gv = m + (gv - m) * math.sqrt(var / gvar)
+    return gv, gw
+
+
+def _unit_nodes(qw: float, qb: float, shift: float, bias: torch.Tensor | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes and weights of ``s = shift + b_j + W_j E_batch[a] + N(0, qb)`` over units and
+    examples: the unit's mean over the batch is its own bias ``b_j`` (the layer's actual
+    biases, as quantile groups: a uniform bias is not Gaussian, and a cubic-like activation
+    such as Tanhshrink saw ``E f(s)^2`` 4x too large from a Gaussian of the same variance when
+    the bias dominates) plus ``N(0, qw - qb)`` (the weights acting on the inputs' batch means,
+    e.g. images in [0, 1]), and the example's deviation from it is ``N(0, qb)`` (``qb``: the
+    unit's batch variance, ``qw``: the weights' whole part of the variance). Returns the
+    nodes, their weights and where each unit mean's block of nodes starts."""
+    if bias is None:
+        mu, mw_ = np.zeros(1), np.ones(1)
+    else:
+        b = bias.reshape(-1).cpu().numpy()
+        mu, mw_ = _spread_nodes(b, np.full(b.size, 1.0 / b.size))
+    tw = max(qw - qb, 0.0)
+    if tw > 1e-12 * max(qw, 1e-300):
+        z, zw = _HERMITE
+        mu, mw_ = _spread_nodes((mu[:, None] + math.sqrt(tw) * z[None, :]).ravel(),
+                                (mw_[:, None] * zw[None, :]).ravel(),
+                                float(mw_ @ (mu - mw_ @ mu) ** 2) + tw)
+    if not qb > 0:
+        return mu + shift, mw_, np.arange(mu.size)
+    # rules with a breakpoint where s = 0 (a ReLU-family kink off a node was 5e-5 off)
+    parts = [shifted_normal_rule(qb, float(m) + shift) for m in mu]
+    s = np.concatenate([p[0] for p in parts])
+    w = np.concatenate([p[1] * wk for p, wk in zip(parts, mw_)])
+    return s, w, np.cumsum([0] + [p[0].size for p in parts[:-1]])
 
 
 def _gauss_nodes(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
@@ -704,7 +790,11 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     norm = seg.get("norm")
     spec = seg["activation"]
     if norm is not None:
-        mean, sq, bvar, gdsq = _bn_moments(norm, spec, qb)
+        # a group of examples (:func:`_input_groups`) is divided by the batch's variance,
+        # found by the run over the whole batch (``_bn_pool``); its own ``qb`` scales it
+        pool = seg.get("_bn_pool")
+        denom = qb if pool is None else pool[0]
+        mean, sq, bvar, gdsq = _bn_moments(norm, spec, qb, denom)
         # each channel is divided by its own batch std: qb_c from the channel's own mean
         # squared weight (E[1 / qb_c] > 1 / E[qb_c] when few inputs feed a channel, e.g. a
         # first conv with 2 input channels: the gradient is larger than 1 / mean qb says)
@@ -712,6 +802,10 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         qb_c = fan_in * v_c * prev_bvar + spread * v_c * prev_mean ** 2
         inv = float(np.mean(1.0 / (qb_c + float(norm.eps)))) if v_c.size == norm.num_features \
             else 1.0 / (qb + float(norm.eps))
+        if pool is None:
+            seg["_bn_pool"] = (qb, inv)
+        else:
+            inv = pool[1]
         dsq = gdsq * inv
         # the channels' mixture of f(N(beta_c, gamma_c^2 r))
         c = int(norm.num_features)
@@ -719,7 +813,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
              else np.ones(c))
         b = (norm.bias.detach().to(torch.float64).cpu().numpy() if norm.affine
              else np.zeros(c))
-        r = qb / (qb + float(norm.eps)) if qb + norm.eps > 0 else 0.0
+        r = qb / (denom + float(norm.eps)) if denom + norm.eps > 0 else 0.0
         pairs, counts = np.unique(np.stack([g, b], 1), axis=0, return_counts=True)
         parts = [_gauss_nodes(gc * gc * r, bc) for gc, bc in pairs]
         s_nodes = np.concatenate([p[0] for p in parts])
@@ -728,13 +822,22 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         nodes = (s_nodes, s_w, g2, inv)
         dist = pooling.compress(_apply(spec, s_nodes)[0], s_w)
     else:
-        mean, sq, dsq = _moments(spec, q, shift)
-        bvar = sq - mean * mean if spec is not None else qb
-        s_nodes, s_w = _gauss_nodes(q, shift)
+        qw = max(fan_in * (v - mw * mw) * prev_sq, 0.0)
+        s_nodes, s_w, starts = _unit_nodes(qw, min(qb, qw), fan_in * mw * prev_mean, b64)
+        a, d = _apply(spec, s_nodes)
+        if spec is None:
+            mean, sq, dsq, bvar = shift, shift * shift + q, 1.0, qb
+        else:
+            mean, sq, dsq = _dot(s_w, a), _dot(s_w, a * a), _dot(s_w, d * d)
+            # the batch variance of a unit: its variance around its own mean (bias and
+            # W_j E[a] held), averaged over the units
+            wu = np.add.reduceat(s_w, starts)
+            mu = np.add.reduceat(a * s_w, starts) / np.where(wu > 0, wu, 1.0)
+            bvar = sq - float(wu @ (mu * mu))
         nodes = (s_nodes, s_w, np.ones_like(s_nodes), 1.0)
-        dist = (_apply(spec, s_nodes)[0], s_w)
-    rows.append({"layer": seg["index"], "module": seg["name"], "q": q,
-                 "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
+        dist = pooling.compress(a, s_w)
+    rows.append({"layer": seg["index"], "module": seg["name"], "q": q, "shift": shift,
+                 "sq": sq, "mean": mean, "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
                  "fan_out": fan_out, "act": seg["activation"] is not None or norm is not None,
                  "nodes": nodes, "spec": spec, "between": seg["_between"]})
     return sq, mean, max(bvar, 0.0), dist
@@ -776,7 +879,7 @@ def _backward(rows: list[dict], grad: list[float], j: int, g_out: float,
     else:
         s_nodes, w, g2, scale = rows[j]["nodes"]
         a, d = _apply(rows[j]["spec"], s_nodes)
-        grad[j] = scale * float(w @ (g2 * d * d * np.interp(a, v_of_a[0], v_of_a[1])))
+        grad[j] = scale * _dot(w, g2 * d * d * np.interp(a, v_of_a[0], v_of_a[1]))
     return _between_backward(rows[j]["between"], rows[j]["fan_out"] * rows[j]["v"] * grad[j],
                              None)
 
@@ -881,71 +984,24 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
         raise ValueError(f"x must be a batch of examples (N, features...), got shape "
                          f"{tuple(x.shape)}: its entries were taken for the examples "
                          "(x[None] is one example)")
+    bad = int((~torch.isfinite(x.detach())).sum())
+    if bad:
+        raise ValueError(f"x has {bad} non-finite entries (NaN or inf) of {x.numel()}; expected "
+                         "finite inputs (predict() propagates their mean and variance)")
     wdtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
     if x.dtype != wdtype:
         raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
                         f"x of the model's dtype (x.to({wdtype}))")
     segments = chain(model, x, y, loss_fn)
-    rows: list[dict] = []
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
         x64 = x.detach().to(torch.float64)   # in training mode) updates its buffers
         bvar = float(x64.var(dim=0, unbiased=False).mean()) if x64.shape[0] > 1 else 0.0
         sq0, mean0 = float(x64.pow(2).mean()), float(x64.mean())
         state = (sq0, mean0, bvar, _gauss_dist(None, sq0 - mean0 ** 2, mean0))
-        for seg in segments:
-            if seg["kind"] == "layer":
-                state = _forward(seg, state, rows)
-                continue
-            state = _between_forward(seg, state)
-            first = len(rows)
-            entry = state[3]
-            _, _, a_bvar, (av, aw) = _path_forward(seg["layers"], state, rows)
-            mid = len(rows)
-            _, _, b_bvar, (bv, bw) = _path_forward(seg["shortcut"], state, rows)
-            # x + F(x) (or P(x) + F(x)): the paths are independent at init (independent
-            # weights), so a unit's value is the sum of two independent values: the
-            # distribution of the sum (a convolution on the nodes; the skip keeps e.g. a ReLU
-            # output's skewed, non-negative shape), batch variances add
-            ssum = (av[:, None] + bv[None, :]).ravel()
-            wsum = (aw[:, None] * bw[None, :]).ravel()
-            pv, pd_ = _apply(seg["post"], ssum)
-            p_mean, p_sq = float(wsum @ pv), float(wsum @ (pv * pv))
-            post_dsq = float(wsum @ (pd_ * pd_))
-            p_bvar = p_sq - p_mean ** 2 if seg["post"] is not None else a_bvar + b_bvar
-            state = (p_sq, p_mean, max(p_bvar, 0.0), pooling.compress(pv, wsum))
-            seg["_rows"] = (first, mid, len(rows), post_dsq)
-            seg["_dist"] = (entry, (av, aw), (bv, bw))
-    # backward: G = Var(dL/d output of the current segment), 1 at the last layer's output
-    grad = [0.0] * len(rows)
-    g_out = 1.0
-    v_of_x = None  # Var(dL/dx | x) on the nodes of the stream's distribution (identity skips)
-    k = len(rows)
-    for seg in reversed(segments):
-        if seg["kind"] == "layer":
-            k -= 1
-            # a weight layer mixes units: no dependence on one unit's value, unless max
-            # pooling before it sends the gradient to the largest entries
-            g_out, v_of_x = _backward(rows, grad, k, g_out, v_of_x)
-            continue
-        first, mid, last, _ = seg["_rows"]
-        (xv, xw), (fv, fw), _ = seg["_dist"]
-        identity = mid == last
-        if identity:  # y = post(x + F), F independent of x: condition on the unit's x
-            sv = xv[:, None] + fv[None, :]
-        else:  # y = post(P(x) + F): both independent of the unit's x
-            sv = (seg["_dist"][2][0][:, None] + fv[None, :])
-            xw = seg["_dist"][2][1]
-        yv, dv = _apply(seg["post"], sv)
-        after = (g_out if v_of_x is None else np.interp(yv, v_of_x[0], v_of_x[1]))
-        inner = (dv * dv * after) @ fw  # E[f'(s)^2 Var(dL/dy | y) | x], per x node
-        g_pre = float(xw @ inner)
-        # both paths: the branch and the shortcut (the identity when it has no layers)
-        g_branch = _path_backward(rows, grad, first, mid, g_pre)
-        g_short = _path_backward(rows, grad, mid, last, g_pre)
-        g_out = g_branch + g_short
-        v_of_x = pooling.table(xv, inner + g_branch) if identity else None
-        g_out, v_of_x = _between_backward(seg["_between"], g_out, v_of_x)
-        k = first
+        rows, grad = _run(segments, state)
+        groups = _input_groups(x64)
+        if len(groups) > 1:  # after the whole batch's run: BatchNorm's variances are known
+            rows, grad = _combine([(w, *_run(segments, st)) for w, st in groups])
     measured = None
     scale = 1.0
     if y is not None:
@@ -977,6 +1033,117 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
         "positions are correlated, so the layers near a pool are predicted less exactly"
         if pools else "")
     return df
+
+
+def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
+    """The rows of the forward pass from the input ``state`` and ``Var(dL/ds)`` per row
+    (relative: ``Var(dL/da) = 1`` at the last segment's output)."""
+    rows: list[dict] = []
+    for seg in segments:
+        if seg["kind"] == "layer":
+            state = _forward(seg, state, rows)
+            continue
+        state = _between_forward(seg, state)
+        first = len(rows)
+        entry = state[3]
+        _, _, a_bvar, (av, aw) = _path_forward(seg["layers"], state, rows)
+        mid = len(rows)
+        _, _, b_bvar, (bv, bw) = _path_forward(seg["shortcut"], state, rows)
+        # x + F(x) (or P(x) + F(x)): the paths are independent at init (independent
+        # weights), so a unit's value is the sum of two independent values: the
+        # distribution of the sum (a convolution on the nodes; the skip keeps e.g. a ReLU
+        # output's skewed, non-negative shape), batch variances add
+        ssum = (av[:, None] + bv[None, :]).ravel()
+        wsum = (aw[:, None] * bw[None, :]).ravel()
+        pv, pd_ = _apply(seg["post"], ssum)
+        p_mean, p_sq = _dot(wsum, pv), _dot(wsum, pv * pv)
+        post_dsq = _dot(wsum, pd_ * pd_)
+        p_bvar = p_sq - p_mean ** 2 if seg["post"] is not None else a_bvar + b_bvar
+        state = (p_sq, p_mean, max(p_bvar, 0.0), pooling.compress(pv, wsum))
+        seg["_rows"] = (first, mid, len(rows), post_dsq)
+        seg["_dist"] = (entry, (av, aw), (bv, bw))
+    # backward: G = Var(dL/d output of the current segment), 1 at the last layer's output
+    grad = [0.0] * len(rows)
+    g_out = 1.0
+    v_of_x = None  # Var(dL/dx | x) on the nodes of the stream's distribution (identity skips)
+    k = len(rows)
+    for seg in reversed(segments):
+        if seg["kind"] == "layer":
+            k -= 1
+            # a weight layer mixes units: no dependence on one unit's value, unless max
+            # pooling before it sends the gradient to the largest entries
+            g_out, v_of_x = _backward(rows, grad, k, g_out, v_of_x)
+            continue
+        first, mid, last, _ = seg["_rows"]
+        (xv, xw), (fv, fw), _ = seg["_dist"]
+        identity = mid == last
+        if identity:  # y = post(x + F), F independent of x: condition on the unit's x
+            sv = xv[:, None] + fv[None, :]
+        else:  # y = post(P(x) + F): both independent of the unit's x
+            sv = (seg["_dist"][2][0][:, None] + fv[None, :])
+            xw = seg["_dist"][2][1]
+        yv, dv = _apply(seg["post"], sv)
+        after = (g_out if v_of_x is None else np.interp(yv, v_of_x[0], v_of_x[1]))
+        inner = (dv * dv * after * fw[None, :]).sum(1)  # E[f'(s)^2 Var(dL/dy | y) | x]
+        g_pre = _dot(xw, inner)
+        # both paths: the branch and the shortcut (the identity when it has no layers)
+        g_branch = _path_backward(rows, grad, first, mid, g_pre)
+        g_short = _path_backward(rows, grad, mid, last, g_pre)
+        g_out = g_branch + g_short
+        v_of_x = pooling.table(xv, inner + g_branch) if identity else None
+        g_out, v_of_x = _between_backward(seg["_between"], g_out, v_of_x)
+        k = first
+    return rows, grad
+
+
+GROUPS = 4
+"""Groups of examples (by quantiles of their mean square) that :func:`predict` propagates
+separately (:func:`_input_groups`)."""
+_SAME = 0.02
+
+
+def _input_groups(x64: torch.Tensor) -> list[tuple[float, tuple]]:
+    """The batch as at most :data:`GROUPS` groups of examples of similar mean square
+    ``|x_i|^2 / d`` (equal counts, by quantiles), each with its weight (its share of the
+    batch) and its input state ``(E[x^2], E[x], E|x - mean_batch(x)|^2 / d, distribution)``
+    over its examples. An activation whose ``E f(s)^2`` is not proportional to ``Var(s)``
+    (tanh, sigmoid, gelu, Tanhshrink) gives a batch of varied example lengths other moments
+    than one example of the average length (``E_i[E f(sqrt(q_i) z)^2] !=
+    E f(sqrt(E q_i) z)^2``); for ReLU and linear layers without biases' or BatchNorm's
+    offsets the two agree. No split (an empty list) for one example or when the examples'
+    mean squares vary by less than :data:`_SAME` relative (std / mean): the difference is
+    second order in that spread (``f''(q) Var(q_i) / 2``)."""
+    n = int(x64.shape[0])
+    flat = x64.reshape(n, -1)
+    sq = flat.pow(2).mean(1).cpu().numpy()
+    if n < 2 or sq.std() <= _SAME * sq.mean():
+        return []
+    means = flat.mean(1).cpu().numpy()
+    cen = (flat - flat.mean(0, keepdim=True)).pow(2).mean(1).cpu().numpy()
+    out = []
+    for idx in np.array_split(np.argsort(sq, kind="stable"), min(GROUPS, n)):
+        sq_g, m_g = float(sq[idx].mean()), float(means[idx].mean())
+        out.append((idx.size / n, (sq_g, m_g, float(cen[idx].mean()),
+                                   _gauss_dist(None, max(sq_g - m_g * m_g, 0.0), m_g))))
+    return out
+
+
+def _combine(runs: list[tuple[float, list[dict], list[float]]]
+             ) -> tuple[list[dict], list[float]]:
+    """One row per layer from the groups' runs (weights ``w_g``): ``Var(s)`` over the batch
+    ``= sum_g w_g (q_g + shift_g^2) - (sum_g w_g shift_g)^2`` (the groups' means differ),
+    ``Var(a) = sum_g w_g E_g[a^2] - (sum_g w_g E_g[a])^2``, ``Var(dL/ds) = sum_g w_g
+    Var_g(dL/ds)`` (each group's gradient from ``Var(dL/da) = 1`` at the output)."""
+    w = np.array([r[0] for r in runs])
+    rows = []
+    for j, row in enumerate(runs[0][1]):
+        col = {k: np.array([r[1][j][k] for r in runs]) for k in ("q", "shift", "sq", "mean")}
+        m = float(w @ col["shift"])
+        am = float(w @ col["mean"])
+        rows.append({**row, "q": max(float(w @ (col["q"] + col["shift"] ** 2)) - m * m, 0.0),
+                     "act_var": max(float(w @ col["sq"]) - am * am, 0.0)})
+    grad = [float(w @ np.array([r[2][j] for r in runs])) for j in range(len(rows))]
+    return rows, grad
 
 
 def _all_betweens(seg: dict) -> list[pooling.Between]:
