@@ -297,3 +297,23 @@ def test_histogram_panels_have_no_offset_text_over_their_titles():
         assert ax.yaxis.get_offset_text().get_text() == ""
     labels = [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()]
     assert any("e+16" in t for t in labels), labels
+
+
+def test_theory_dashes_stay_visible_where_they_meet_the_measurement():
+    """A torch Sequential (ReLU, default init) whose depthlab.torch.predict theory equals its
+    measured gradients: the dashed theory, in the run's colour, thinner and under its solid
+    line, could not be seen, though the legend listed it."""
+    from matplotlib.colors import to_hex
+
+    rows = [(0, layer, "grad_pre_std", v) for layer, v in ((1, 1.5e-4), (2, 3.6e-4), (3, 4e-3))]
+    table = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    theory = pd.DataFrame({"layer": [1, 2, 3], "grad_pre_var": [(1.5e-4 / 4e-3) ** 2,
+                                                                 (3.6e-4 / 4e-3) ** 2, 1.0]})
+    ax = plot.gradient_per_layer({"Sequential": table}, {"Sequential": theory}).axes[0]
+    measured, = (ln for ln in ax.lines if not ln.get_label().endswith(": theory"))
+    drawn, = (ln for ln in ax.lines if ln.get_label().endswith(": theory"))
+    assert drawn.get_ydata() == pytest.approx(measured.get_ydata())  # they coincide
+    assert drawn.get_zorder() > measured.get_zorder()
+    halo = drawn.get_path_effects()[0]
+    assert to_hex(halo._gc["foreground"]) == "#ffffff"
+    assert halo._gc["linewidth"] > drawn.get_linewidth()

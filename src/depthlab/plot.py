@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patheffects import Normal, Stroke
 
 from .report import figures as _f
 
@@ -361,8 +362,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         pred = pred[(pred > 0) & np.isfinite(pred)]
         if pred.empty:
             continue
+        # on top of the measurement with a white halo: where theory and measurement agree
+        # (a He-initialized ReLU net) the dashes of the run's colour vanished into its line
         axes[0].plot(pred.index.to_numpy(), pred.to_numpy(float), "--", color=color,
-                     linewidth=1.3, alpha=0.9, label=f"{label}: theory")
+                     linewidth=1.3, label=f"{label}: theory", zorder=3,
+                     path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()])
         all_vals.extend(pred.to_numpy(float))
     if not all_vals:
         for ax in axes:
