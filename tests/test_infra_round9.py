@@ -25,7 +25,7 @@ import pytest
 import depthlab as dl
 from depthlab.data import load_dataset
 from depthlab.experiments import Store
-from depthlab.experiments.store import RunRecord, StoreError
+from depthlab.experiments.store import RunRecord, StoreError, StoreWriteError
 from depthlab.inference import read_labeled_inputs
 from depthlab.report import theory_for
 from tests.helpers.cli import assert_one_line_error, one_blas_thread, run_cli
@@ -109,10 +109,12 @@ def test_a_store_locked_while_open_waits_in_add_run_too(tmp_path):
     other = sqlite3.connect(tmp_path / "depthlab.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(StoreError, match="stayed locked by another process"):
+        with pytest.raises(StoreWriteError, match="run r1 could not be written: results "
+                           "store .* stayed locked by another process") as caught:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 store.add_run(RunRecord(id="r1", config={"model": {}}))
+        assert caught.value.record.id == "r1"  # the run that was not stored, kept
     finally:
         other.execute("ROLLBACK")
         other.close()

@@ -501,6 +501,11 @@ class Store:
         of it is stored and earlier runs are intact."""
         try:
             self._add_run(record, replace)
+        except StoreError as e:
+            if type(e) is not StoreError:  # RunExistsError, StoreWriteError: as they are
+                raise
+            raise StoreWriteError(f"run {record.id} could not be written: {e} (runs stored "
+                                  "earlier are intact)", record) from None  # a lock held on
         except (sqlite3.DatabaseError, OSError) as e:
             if not _storage_error(e):
                 raise
