@@ -317,3 +317,21 @@ def test_theory_dashes_stay_visible_where_they_meet_the_measurement():
     halo = drawn.get_path_effects()[0]
     assert to_hex(halo._gc["foreground"]) == "#ffffff"
     assert halo._gc["linewidth"] > drawn.get_linewidth()
+
+
+def test_activation_bands_of_a_diverged_run_keep_its_early_steps_visible():
+    """A torch MLP at lr 1e3: activations 0.3 at step 0, 3.5e32 at step 4; on the linear axis
+    (offset 1e32) every step before the last lay flat on 0."""
+    rows = []
+    for step, scale in enumerate((0.3, 4.0, 6e4, 5e10, 3.5e32)):
+        for layer in (1, 2):
+            rows += [(step, layer, "act_mean", scale * layer), (step, layer, "act_std", scale)]
+    table = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    ax = plot.activation_bands(table).axes[0]
+    assert ax.get_yscale() == "symlog"
+    assert ax.yaxis.get_transform().linthresh == 1.0  # 0.6 rounded up to a power of ten
+    ticks = list(ax.get_yticks())
+    assert 0.0 in ticks and max(ticks) > 1e30 and len(ticks) <= 9
+    assert "symlog" in ax.get_ylabel()
+    healthy = table[table["step"] <= 1]
+    assert plot.activation_bands(healthy).axes[0].get_yscale() == "linear"
