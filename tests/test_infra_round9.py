@@ -312,3 +312,15 @@ def test_a_store_of_a_newer_layout_is_refused_and_an_old_one_still_opens(tmp_pat
             Store(old, readonly=readonly)
     code, _, err = run_cli(capsys, "runs", old)
     assert_one_line_error(code, err, "was written by a newer depthlab (store version 2")
+
+
+def test_init_force_onto_a_folder_says_folder(tmp_path, capsys, monkeypatch):
+    """``init dd --force`` with a folder dd.toml: "Is a directory (the previous version is
+    kept)", and a temporary file was created and removed beside it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dd.toml").mkdir()
+    code, _, err = run_cli(capsys, "init", "dd", "--force")
+    line = assert_one_line_error(code, err, "cannot write 'dd.toml': it is a folder; expected "
+                                 "a file name")
+    assert "previous version" not in line
+    assert [p.name for p in tmp_path.iterdir()] == ["dd.toml"]

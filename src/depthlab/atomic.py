@@ -110,6 +110,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     creating, writing or renaming becomes :class:`AtomicWriteError` ("cannot write PATH: no
     space left on device"); ``path`` keeps its previous content."""
     path = Path(path)
+    if path.is_dir():  # os.replace's "Is a directory (the previous version is kept)"
+        raise AtomicWriteError(errno.EISDIR, f"cannot write {str(path)!r}: it is a folder; "
+                               "expected a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
