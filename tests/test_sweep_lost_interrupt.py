@@ -40,3 +40,7 @@ def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_again(capsys):
     assert seen == [signal.SIGINT]
     assert time.monotonic() - t0 < 3
     assert "Traceback" not in capsys.readouterr().err
+    # a call inside a program (not the process's own `depthlab sweep`) gives its Ctrl-C back:
+    # it was left ignored, and a later interrupt in the program never came
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

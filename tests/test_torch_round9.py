@@ -442,7 +442,6 @@ def test_the_users_hooks_coexist_and_stay_after_close():
 # regressions waiting for the lead's patches (hooks.py, accumulators.py)
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch torch-hook-order")
 def test_a_users_hook_added_after_the_watch_is_measured_alike_at_every_record():
     """A forward hook that doubles a layer's output and a pre-hook that halves its input,
     registered after ``Watch(model)`` (which arms the hooks for step 0). depthlab's hooks ran
@@ -483,7 +482,6 @@ def test_a_users_hook_added_after_the_watch_is_measured_alike_at_every_record():
     watch.close()
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch torch-empty-batch")
 @pytest.mark.parametrize("kernels", ["numba", "numpy"])
 def test_a_recorded_step_on_an_empty_batch(monkeypatch, kernels):
     """A data loader's last batch can be empty (a filtered or bucketed data set). The loop
@@ -530,7 +528,6 @@ def test_a_recorded_step_on_an_empty_batch(monkeypatch, kernels):
     assert set(f[f.step == 2].quantity) == set(f[f.step == 0].quantity) | {"update_ratio"}
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch torch-empty-batch")
 def test_the_theory_of_a_watch_whose_first_recorded_batch_is_empty():
     """The theory is computed at the first recorded step from its input; an empty first batch
     (after the fix above, recorded) left ``theory`` None for the whole run with the note

@@ -9,6 +9,7 @@ captions of sweep metrics that have no value. Screenshots go to a temporary fold
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -520,7 +521,8 @@ def test_the_gradient_flow_table_says_why_a_diverged_run_has_no_end_ratio(browse
         "h3:has-text('Gradient flow') + p + div table tbody tr",
         "rows => rows.map(r => Array.from(r.cells).map(c => c.textContent))")
     ends = {row[0]: row[2] for row in rows}
-    assert ends["depth5-lr0.1"] == "none (diverged)", rows
+    # its last finite ratio and the step it was measured at (was 'none (diverged)')
+    assert re.fullmatch(r"[0-9.e+-]+ at step \d+, then not finite", ends["depth5-lr0.1"]), rows
     assert float(ends["depth3-lr0.1"]) > 0, rows
     p.close()
 

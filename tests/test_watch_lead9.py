@@ -61,3 +61,37 @@ def test_a_submodule_validation_with_gradients_enabled_is_not_pooled_into_the_re
         for name, r in rows.items():
             _check(table, name, r, rel=1e-10)
     watch.close()
+
+
+def test_a_forward_that_raised_in_another_watched_model_does_not_silence_this_one():
+    """A watched model whose forward raised stayed marked 'in its forward' until its Watch was
+    re-armed or closed; meanwhile every submodule call of any other watched model was ignored
+    (a loop calling ``model[2](model[1](model[0](x)))`` recorded no layer, a warning)."""
+    class Raises(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.lin(x)
+            raise RuntimeError("boom")
+
+    bad = Raises()
+    bad_watch = dlt.Watch(bad, every=1, theory=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        bad(torch.randn(3, 4))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    watch = dlt.Watch(model, every=1, theory=False)
+    out = {}
+    model[0].register_forward_hook(lambda m, a, o: out.setdefault("pre", o.detach().clone()))
+    loss = F.cross_entropy(model[2](model[1](model[0](x))), y)
+    loss.backward()
+    watch.step(loss)
+    frame = watch.frame()
+    assert sorted(set(frame.layer)) == [0, 1, 2]
+    row = frame[(frame.layer == 1) & (frame.quantity == "pre_std")]
+    assert row.value.item() == pytest.approx(out["pre"].std(unbiased=False).item(), rel=1e-5)
+    watch.close()
+    bad_watch.close()

@@ -156,6 +156,16 @@ def _by_sigterm(e: BaseException | None) -> bool:
 
 
 LOST_INTERRUPT_DELAY_S = 0.05
+_ENTRY: list[bool] = []
+"""One entry per command running in this process: whether it is the process's own command
+(see :func:`_interrupts`); :func:`entry_command` reads the innermost."""
+
+
+def entry_command() -> bool:
+    """Whether the command running is the process's own (``depthlab ...``), not a call of
+    :func:`main` inside a program: only then may it leave SIGINT/SIGTERM ignored when it
+    ends after an interrupt (the program's Ctrl-C stayed ignored for good otherwise)."""
+    return bool(_ENTRY and _ENTRY[-1])
 """An interrupt Python discarded is raised again this long after, from a timer thread (raised
 at once it could land in the same discarding context again)."""
 
@@ -203,9 +213,11 @@ def _interrupts(entry: bool) -> Iterator[None]:
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     old_hook, sys.unraisablehook = sys.unraisablehook, unraisable
+    _ENTRY.append(entry)
     try:
         yield
     finally:
+        _ENTRY.pop()
         done.set()
         if sys.unraisablehook is unraisable:
             sys.unraisablehook = old_hook

@@ -107,11 +107,15 @@ def _signals() -> Iterator[_Interrupts]:
         yield seen
     finally:
         sys.unraisablehook = old_hook
+        from . import entry_command
+
+        ignore = bool(seen) and entry_command()
         for s, h in old.items():
             # After a signal the sweep has stopped its workers and closed the store: only the
             # interpreter's shutdown is left, and one more Ctrl-C must not turn the clean exit
-            # status (130/143) into a death by signal.
-            signal.signal(s, signal.SIG_IGN if seen else h)
+            # status (130/143) into a death by signal. Not in a program calling main(): its
+            # Ctrl-C stayed ignored for good (a later KeyboardInterrupt never came).
+            signal.signal(s, signal.SIG_IGN if ignore else h)
 
 
 def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:

@@ -408,6 +408,8 @@ class ActAcc:
         self.spec = spec
         self.host = False
         f = s.detach().to(stat_dtype(s))
+        if f.numel() == 0:  # an empty batch: no entries, no unit seen (a recorded step on a
+            return  # batch of 0 rows raised amax's IndexError inside the user's forward)
         self.n += f.numel()
         d = spec.derivative(f).abs()
         if spec.bounded:

@@ -262,6 +262,11 @@ class Watch:
         """:attr:`theory` from the recorded step's input, with Watch's own hooks off."""
         self._theory_pending = self._rec.want_input = False
         x, self._rec.first_input = self._rec.first_input, None
+        if isinstance(x, torch.Tensor) and x.dim() >= 1 and x.shape[0] == 0:
+            # an empty batch (a loader's last one) has nothing to predict from: the next
+            # record's batch is taken (the note said 'x is an empty batch' for the whole run)
+            self._theory_pending = self._rec.want_input = True
+            return
         if x is None:
             self.theory_note = ("no theory: the model itself did not run in the recorded step "
                                 "(the loop called its submodules)" if not self._rec.input_seen
