@@ -930,8 +930,11 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
         from matplotlib.patches import Patch
 
         what = "/".join(sorted({n for note in notes if note for n in note.split("/")}))
+        # above the axes' right end, outside them: inside ("upper right") it covered the
+        # tallest bars, which a sweep sorted by its metric puts exactly there
         ax.legend([Patch(facecolor="none", edgecolor="#c77", hatch="///")],
-                  [f"✗ every run {what}"], fontsize=8.5, loc="upper right")
+                  [f"✗ every run {what}"], fontsize=8.5, loc="lower right",
+                  bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
     _set_category_ticks(ax, "x", xs, fig.get_figwidth(), offset=0.0)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)

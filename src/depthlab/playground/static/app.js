@@ -76,12 +76,32 @@ function readControls() {
   return q;
 }
 
+/* A menu's option for a value as the server reads it (case and spaces ignored; true/1/on/yes
+   and false/0/off/no for true or false): a URL's activation=TANH or optimizer=SGD added an
+   option "TANH" beside "tanh", and "SGD" hid the momentum control (its optimizers are spelled
+   "sgd"), so a shared link's momentum was left out of the setup and trained as 0.9. */
+function menuValue(f, el, v) {
+  const values = [...el.options].map((o) => o.value);
+  if (values.includes(v)) return v;
+  const t = v.trim().toLowerCase();
+  if (f.kind === "bool") {
+    if (["true", "1", "on", "yes"].includes(t)) return "true";
+    if (["false", "0", "off", "no"].includes(t)) return "false";
+  }
+  return values.includes(t) ? t : null;
+}
+
 function writeControls(q) {
   for (const f of S.schema.fields) {
-    const v = q[f.key] !== undefined ? String(q[f.key]) : String(f.default);
+    let v = q[f.key] !== undefined ? String(q[f.key]) : String(f.default);
     const el = inputOf(f.key);
-    if (el.tagName === "SELECT" && ![...el.options].some((o) => o.value === v)) {
-      const o = document.createElement("option"); o.value = v; o.textContent = v; el.appendChild(o);
+    if (el.tagName === "SELECT") {
+      const known = menuValue(f, el, v);
+      if (known !== null) {
+        v = known;
+      } else {  // kept as typed: the server names the bad value beside the control
+        const o = document.createElement("option"); o.value = v; o.textContent = v; el.appendChild(o);
+      }
     }
     el.value = v;
   }
