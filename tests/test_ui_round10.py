@@ -4,6 +4,8 @@
   ``model.batchnorm=1``, ``train.optimizer=SGD``) put a second entry "TANH" beside "tanh" into
   the menu, and "SGD" hid the momentum control (its optimizers are spelled "sgd"): the page
   left the link's ``train.momentum=0`` out of the setup and trained with 0.9;
+* a doctor's "apply" button on a 320 px phone ran 10 px past its panel (its settings are JSON:
+  no space to break the line at);
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -109,3 +111,31 @@ def test_the_metric_by_run_legend_covers_no_bar(shots):
     assert fig.bbox.contains(box.x0, box.y0) and fig.bbox.contains(box.x1, box.y1)
     assert not box.overlaps(ax.title.get_window_extent(renderer))
     (shots / "round10_bars_50.png").write_bytes(figures.figure_png(fig))
+
+
+# -- the doctor on a phone ---------------------------------------------------------------------
+def test_an_apply_button_wraps_inside_a_phone_wide_panel(browser, server, shots):
+    context = browser.new_context(viewport={"width": 320, "height": 640})
+    pg = context.new_page()
+    try:
+        pg.goto(server.url + "?model.depth=4&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        query = pg.evaluate("S.query")
+        apply = {**query, "model.activation": "tanh", "model.init": "glorot_uniform"}
+        # the doctor's answer as the server sends it (a real doctor run takes seconds)
+        pg.evaluate("""([query, apply]) => handle({type: "doctor", steps: 200, query,
+            baseline: {train_loss: 0.69, val_acc: 0.5}, findings: [{kind: "mean_shift",
+            severity: "high", layers: [1, 2, 3, 4], message: "not zero-centred",
+            evidence: {metric: 0.61}, prescription_text: "use tanh",
+            prescription: {activation: "tanh", init: "glorot_uniform"}, apply}]})""",
+                    [query, apply])
+        button = pg.locator("#doctor-out button.apply")
+        assert button.text_content() == 'apply {"activation":"tanh","init":"glorot_uniform"}'
+        button.scroll_into_view_if_needed()
+        pg.locator("#panel-doctor").screenshot(path=str(shots / "round10_apply_phone.png"))
+        # was: the settings (JSON: no space to break at) ran past the button and the panel
+        sizes = button.evaluate("b => [b.scrollWidth, b.clientWidth, b.getBoundingClientRect()"
+                                ".right, b.closest('.panel').getBoundingClientRect().right]")
+        assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], sizes
+    finally:
+        context.close()
