@@ -69,3 +69,26 @@ def test_piecewise_derivative_at_nan_follows_torch(name, kwargs, torch_fn):
     np.testing.assert_allclose(fn.derivative(s, a), x.grad.numpy(), rtol=1e-15, atol=0)
     np.testing.assert_allclose(fn.backward(s, a, np.ones_like(s)), x.grad.numpy(),
                                rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.1, 0.123, 0.3, 0.45, 0.5, 0.7, 0.9])
+def test_dropout_scale_is_torchs_to_the_last_bit(dtype, p):
+    # torch scales the kept units by noise.div_(1 - p), i.e. 1 / (1 - p) with 1 - p rounded to
+    # the dtype first; the engine's float32 m * (1 / (1 - p)) was an ulp off (p = 0.45:
+    # 1.8181819 vs torch's 1.8181817)
+    from depthlab.layers import Dropout
+
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    with torch.random.fork_rng():  # the global torch RNG is left as it was
+        torch.manual_seed(0)
+        y = F.dropout(torch.ones(2000, dtype=tdt), p, training=True)
+    want = y[y != 0].unique().numpy()
+    layer = Dropout(p, rng=0)
+    x = np.full((40, 50), 3.0, dtype)
+    out = layer.forward(x, training=True)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(np.unique(layer.mask[layer.mask != 0]), want)
+    grad = layer.backward(np.ones_like(x))
+    np.testing.assert_array_equal(np.unique(grad[grad != 0]), want)
+    np.testing.assert_array_equal(out[out != 0], dtype(3.0) * want[0])
