@@ -6,6 +6,10 @@
   left the link's ``train.momentum=0`` out of the setup and trained with 0.9;
 * a doctor's "apply" button on a 320 px phone ran 10 px past its panel (its settings are JSON:
   no space to break the line at);
+* a doctor could not be stopped: on a 300-layer residual network it trained for a minute after
+  the setup was changed, the doctor button disabled ("already running") all the while; now
+  "cancel the doctor" ends it within a training step;
+* after the server stopped, the preset buttons took clicks and threw "Failed to fetch";
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -137,5 +141,85 @@ def test_an_apply_button_wraps_inside_a_phone_wide_panel(browser, server, shots)
         sizes = button.evaluate("b => [b.scrollWidth, b.clientWidth, b.getBoundingClientRect()"
                                 ".right, b.closest('.panel').getBoundingClientRect().right]")
         assert sizes[0] <= sizes[1] and sizes[2] <= sizes[3], sizes
+    finally:
+        context.close()
+
+
+# -- a slow doctor ---------------------------------------------------------------------------
+def _doctor_threads() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "depthlab-playground-doctor"]
+
+
+def test_a_running_doctor_can_be_cancelled_from_the_page(page, server, shots, monkeypatch):
+    from depthlab.playground import app as playground_app
+    from depthlab.playground import doctor_task
+
+    trained: list[int] = []
+
+    class Counting(doctor_task._StopWhenSet):
+        def after_update(self, trainer, step, loss):
+            trained.append(step)
+            super().after_update(trainer, step, loss)
+
+    monkeypatch.setattr(doctor_task, "_StopWhenSet", Counting)
+    # a doctor of hours, as a deep network's feels: it ends only when stopped
+    monkeypatch.setattr(playground_app, "run_doctor", lambda prep, setup, steps=None, stop=None:
+                        doctor_task.run_doctor(prep, setup, 10**7, stop))
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    for attempt in range(2):  # cancelled, then the doctor button works again
+        trained.clear()
+        page.click("#doctor")
+        # was: no way out; the doctor button stayed disabled until the doctor ended
+        cancel = page.locator("#doctor-cancel")
+        cancel.wait_for(timeout=10_000)
+        for _ in range(300):
+            if trained:
+                break
+            page.wait_for_timeout(50)
+        assert trained, "the doctor did not start training"
+        assert page.locator("#doctor").is_disabled()
+        if attempt == 0:
+            page.locator("#panel-doctor").screenshot(path=str(shots / "round10_doctor_cancel.png"))
+        cancel.click()
+        page.wait_for_function("document.getElementById('doctor-out').textContent"
+                               ".includes('the doctor was cancelled')", timeout=10_000)
+        assert not page.locator("#doctor").is_disabled()
+        for _ in range(200):  # its thread ends within one training step
+            if not _doctor_threads():
+                break
+            page.wait_for_timeout(50)
+        assert not _doctor_threads(), "the cancelled doctor kept training"
+    assert "already running" not in (page.locator("#message").text_content() or "")
+
+
+def test_a_stopped_server_disables_the_presets_and_the_doctors_cancel(browser, monkeypatch):
+    from depthlab.playground import app as playground_app
+    from depthlab.playground import doctor_task
+
+    monkeypatch.setattr(playground_app, "run_doctor", lambda prep, setup, steps=None, stop=None:
+                        doctor_task.run_doctor(prep, setup, 10**7, stop))
+    context = browser.new_context(viewport={"width": 1300, "height": 950})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    try:
+        with Background() as own:  # stopped below, not the module's server
+            pg.goto(own.url + "?model.depth=3&model.width=8")
+            pg.wait_for_function(MEASURED, timeout=30_000)
+            pg.click("#doctor")
+            pg.locator("#doctor-cancel").wait_for(timeout=10_000)
+        pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)
+        # was: a preset took the click and threw 'Failed to fetch' (nothing on the page)
+        presets = pg.locator("#preset-buttons button")
+        assert presets.count() >= 5
+        assert all(presets.nth(i).is_disabled() for i in range(presets.count()))
+        assert pg.locator("#doctor-cancel").is_disabled()
+        presets.first.click(force=True)  # a click on it does nothing, and says nothing wrong
+        pg.evaluate("() => new Promise((r) => setTimeout(r, 500))")
+        assert not problems, problems
     finally:
         context.close()

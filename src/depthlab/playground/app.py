@@ -12,9 +12,10 @@ Routes:
   for a bad setup);
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
   session: validated, memory-checked, then built and paused at step 0), ``play``, ``pause``,
-  ``step``, ``reset`` (the same setup from scratch) and ``doctor``; the server sends ``state``,
-  ``ready``, ``update`` (measurements), ``diverged``, ``error`` (``key`` names the control;
-  ``doctor: true`` when the doctor failed) and ``doctor`` messages. Closing the socket
+  ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
+  server sends ``state``, ``ready``, ``update`` (measurements), ``diverged``, ``error``
+  (``key`` names the control; ``doctor: true`` when the doctor failed), ``doctor_started``,
+  ``doctor`` and ``doctor_cancelled`` messages. Closing the socket
   (closing the tab) stops and frees the session; a tab that vanishes without closing is
   detected by the WebSocket ping (:data:`PING_INTERVAL`).
   A WebSocket opened by a page of another origin (another web site) is refused.
@@ -380,11 +381,21 @@ class _Tab:
                 self._error("the doctor is already running")
                 return
             self.doctor_task = asyncio.create_task(self._doctor())
+        elif cmd == "cancel_doctor":
+            # a doctor of a deep network trains for minutes, and the button stayed disabled
+            # ("already running") even after the setup it examines was changed
+            task = self.doctor_task
+            if task is None or task.done():
+                return  # it has just ended: its answer is on its way
+            task.cancel()  # its thread's stop event is set: it ends within a training step
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._enqueue({"type": "doctor_cancelled"})
         elif cmd == "ping":
             self._enqueue({"type": "pong"})
         else:
             self._error(f"unknown command {cmd!r}; accepted: setup, play, pause, step, reset, "
-                        "doctor")
+                        "doctor, cancel_doctor")
 
     async def _start(self, query: dict[str, Any], autoplay: bool) -> None:
         try:

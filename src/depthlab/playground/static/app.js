@@ -196,6 +196,9 @@ function connect() {
     showMessage("lost the connection to the server; reload the page to reconnect");
     // buttons that can do nothing any more look it (they took clicks without a word)
     for (const id of ["play", "pause", "step", "reset", "doctor"]) $(id).disabled = true;
+    // a preset asks the server too (its click threw 'Failed to fetch'), and so does cancel
+    document.querySelectorAll("#preset-buttons button, #doctor-cancel")
+      .forEach((b) => { b.disabled = true; });
   };
 }
 
@@ -246,7 +249,23 @@ function handle(m) {
     case "doctor_started":
       $("doctor").disabled = true;
       S.doctorQuery = null; $("doctor-out").classList.remove("stale");
-      $("doctor-out").innerHTML = `<p class="note">the doctor is training copies of this network (${m.steps} steps each, then one per prescription)&hellip;</p>`;
+      $("doctor-out").innerHTML = `<p class="note">the doctor is training copies of the network you asked it about ` +
+        `(${m.steps} steps each, then one per prescription)&hellip;</p>`;
+      {  // a deep network's doctor trains for minutes: without a way out the button stayed
+         // disabled ("already running") even after the setup on the page was changed
+        const cancel = el("button", "cancel-doctor", "cancel the doctor");
+        cancel.id = "doctor-cancel";
+        cancel.addEventListener("click", () => {
+          if (send({ cmd: "cancel_doctor" })) { cancel.disabled = true; cancel.textContent = "cancelling\u2026"; }
+        });
+        $("doctor-out").appendChild(cancel);
+      }
+      break;
+    case "doctor_cancelled":
+      $("doctor").disabled = false;
+      S.doctorQuery = null; $("doctor-out").classList.remove("stale");
+      $("doctor-out").replaceChildren(el("p", "note", "the doctor was cancelled; press doctor " +
+        "to examine the setup on the page"));
       break;
     case "doctor": onDoctor(m); break;
     default: break;
