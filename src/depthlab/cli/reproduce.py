@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when a claim does not hold")
     p.add_argument("--json", action="store_true",
-                   help="print the claims as JSON on stdout (messages go to stderr)")
+                   help="print the claims as JSON on stdout (messages go to stderr); with "
+                   "--list, the experiments as a JSON list")
     p.add_argument("--quiet", "-q", action="store_true",
                    help="no progress and no claims table (errors and --json still print)")
 
@@ -32,6 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce.base import ExperimentDataError
 
     exps = list_experiments()
+    if (args.list or args.name is None) and args.json:  # the list as JSON, not the table
+        import json
+
+        print(json.dumps([{"name": e.name, "title": e.title, "paper": e.paper,
+                           "summary": e.summary, "data": None if e.data is None else
+                           list(e.data)} for e in exps], indent=1))
+        return 0
     if args.list or args.name is None:
         width = max(len(e.name) for e in exps)
         for e in exps:
