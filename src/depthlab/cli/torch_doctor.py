@@ -115,12 +115,14 @@ def load_factory(spec: str) -> Callable[[], Any]:
     return fn
 
 
-def shape_inputs(x: np.ndarray, image_shape: Any, model: Any) -> np.ndarray:
+def shape_inputs(x: np.ndarray, image_shape: Any, model: Any,
+                 rows: np.ndarray | None = None) -> np.ndarray:
     """Rows ``x`` (N, D) shaped for ``model`` (see the module doc;
-    :func:`depthlab.torch.doctor.shape_inputs`)."""
+    :func:`depthlab.torch.doctor.shape_inputs`; ``rows``: the training rows, whose shape the
+    validation rows ``x`` take)."""
     from ..torch.doctor import shape_inputs as shaped
 
-    return shaped(x, image_shape, model)
+    return shaped(x, image_shape, model, rows)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,7 +191,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
                         "torch.nn.Module")
     shape = ds.info.get("image_shape")
     data = (shape_inputs(ds.x_train, shape, probe_model), ds.y_train,
-            shape_inputs(ds.x_val, shape, probe_model), ds.y_val)
+            shape_inputs(ds.x_val, shape, probe_model, ds.x_train), ds.y_val)
     opt = args.optimizer if args.lr is None else (args.optimizer, {"lr": args.lr})
     kwargs: dict[str, Any] = {"optimizer": opt,
                               "batch_size": args.batch_size, "seed": args.seed,

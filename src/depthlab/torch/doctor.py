@@ -476,15 +476,12 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     return TensorData(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
 
 
-def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module) -> np.ndarray:
-    """Rows ``x`` (N, D) shaped for ``model``, as ``depthlab doctor --torch`` gives them: images
-    ``(N, C, H, W)`` when ``image_shape`` (``(H, W)``: one channel; ``(H, W, C)`` whose C is
-    the convolution's input channels: moved to channels-first) has D entries and the model's
-    first weight layer is a ``Conv2d``; ``(N, 1, D)`` for a ``Conv1d``; sequences
-    ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU``; else ``(N, D)``."""
-    first = next((m for m in model.modules()
-                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding,
-                                    nn.RNNBase))), None)
+_FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.RNNBase)
+"""Weight layers whose kind decides how :func:`shape_inputs` shapes a model's inputs."""
+
+
+def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.ndarray:
+    """Rows ``x`` shaped for a model whose inputs go first into ``first``."""
     n, d = x.shape[0], int(np.prod(x.shape[1:]))
     if isinstance(first, nn.Conv2d) and image_shape and len(image_shape) in (2, 3) \
             and int(np.prod(image_shape)) == d:
@@ -502,6 +499,57 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module) -> np.ndarra
     return x.reshape(n, d)
 
 
+def _runs_on(model: nn.Module, x: np.ndarray) -> bool:
+    """Whether one eval-mode forward of ``model`` on the rows ``x`` (cast to its device and
+    floating dtype) runs; nothing of the model changes (a lazy model is tried as a copy)."""
+    device, dtype = model_device_dtype(model)
+    t = torch.as_tensor(np.ascontiguousarray(x))
+    t = t.to(device=device, dtype=dtype if t.is_floating_point() or t.dtype in (
+        torch.uint8, torch.bool) else torch.int64)
+    try:
+        m = copy.deepcopy(model) if _has_lazy(model) else model
+        with torch.no_grad(), rx.untouched(m), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.eval()
+            m(t)
+    except Exception:  # noqa: BLE001 - the user's model refused this shape
+        return False
+    return True
+
+
+def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``x`` (N, D) shaped for ``model``, as ``depthlab doctor --torch`` gives them: images
+    ``(N, C, H, W)`` when ``image_shape`` (``(H, W)``: one channel; ``(H, W, C)`` whose C is
+    the convolution's input channels: moved to channels-first) has D entries and the model's
+    first weight layer is a ``Conv2d``; ``(N, 1, D)`` for a ``Conv1d``; sequences
+    ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU``; else ``(N, D)``.
+    The first weight layer is the first of ``model.modules()``; when the model holds layers
+    of other kinds too (a custom ``forward`` may run a conv declared after its linear head),
+    each kind's shape is tried with one forward on two of ``rows`` (default ``x``; the
+    training rows when shaping the validation rows, so both get the same shape) and the first
+    that runs is taken (none: the first layer's)."""
+    kinds = [m for m in model.modules() if isinstance(m, _FIRST_LAYERS)]
+    firsts: list[nn.Module | None] = [kinds[0] if kinds else None]
+    for cls in (nn.Conv2d, nn.Conv1d, nn.Conv3d, nn.RNNBase, nn.Linear):
+        m = next((k for k in kinds if isinstance(k, cls)), None)
+        if m is not None and not any(type(f) is type(m) for f in firsts):
+            firsts.append(m)
+    shaped = _shaped_for(firsts[0], x, image_shape)
+    trial = x if rows is None else rows
+    if len(firsts) == 1 or len(trial) == 0:
+        return shaped
+    seen: list[tuple[int, ...]] = []
+    for first in firsts:
+        t = _shaped_for(first, trial[:2], image_shape)
+        if t.shape[1:] in seen:
+            continue
+        seen.append(t.shape[1:])
+        if _runs_on(model, t):
+            return _shaped_for(first, x, image_shape)
+    return shaped
+
+
 def _shaped_dataset(data: Any, model: nn.Module) -> Any:
     """A depthlab data set (``x_train`` rows ``(N, D)`` and an ``info`` dict) as
     ``(x, y, x_val, y_val)`` with its inputs shaped for ``model`` (:func:`shape_inputs`: a
@@ -513,7 +561,7 @@ def _shaped_dataset(data: Any, model: nn.Module) -> Any:
         return data
     shape = info.get("image_shape")
     xv = getattr(data, "x_val", None)
-    shaped_val = shape_inputs(xv, shape, model) if isinstance(xv, np.ndarray) and \
+    shaped_val = shape_inputs(xv, shape, model, rows=x) if isinstance(xv, np.ndarray) and \
         xv.ndim == 2 and len(xv) else None
     return (shape_inputs(x, shape, model), data.y_train, shaped_val,
             getattr(data, "y_val", None) if shaped_val is not None else None)
@@ -790,12 +838,16 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise TypeError(f"{type(loss_fn).__name__} needs floating-point targets, got "
                         f"{str(d.y.dtype).removeprefix('torch.')} labels: give y as floats "
                         "(e.g. y.astype(np.float32))")
+    out: Any = None
     try:
         with torch.no_grad(), rx.untouched(model), warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
             model.eval()
             out = model(d.x[:2].clone())
-            scalar_loss(loss_fn, out, d.y[:2])
+            _check_labels(out, d, loss_fn)  # before the loss: torch's 'Target 9 is out of
+            scalar_loss(loss_fn, out, d.y[:2])  # bounds' names neither side
+    except _LabelError as e:
+        raise ValueError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
         if isinstance(e, ValueError) and str(e).startswith("loss_fn must return a scalar"):
             raise  # scalar_loss's own message; torch's ValueErrors (BCE's 'Target size
@@ -807,7 +859,6 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
                          f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
                          f"{type(e).__name__}: {e}{hint}") from None
-    _check_labels(out, d, loss_fn)
     broadcast = [w for w in seen if "broadcasting" in str(w.message) and "size" in str(w.message)]
     for w in seen:  # the user's other warnings, shown as they would have been
         if w not in broadcast:
@@ -817,6 +868,10 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
                          f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
                          "expected the same shape: reshape the targets or the outputs")
+
+
+class _LabelError(ValueError):
+    """Labels outside the model's classes (:func:`_check_labels`)."""
 
 
 def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
@@ -835,11 +890,11 @@ def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
     labels = torch.cat([y.reshape(-1) for y in (d.y, d.y_val) if y is not None])
     bad = labels[((labels < 0) | (labels >= classes)) & (labels != loss_fn.ignore_index)]
     if len(bad):
-        raise ValueError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
+        raise _LabelError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
                          f"0 to {classes - 1}) but the model has {classes} outputs; expected "
                          f"class indices 0 to {classes - 1}")
     if bool((d.y == loss_fn.ignore_index).all()):  # the loss is 0 / 0 = NaN at every step,
-        raise ValueError(f"every training label is the loss's ignore_index "  # a 'divergence'
+        raise _LabelError(f"every training label is the loss's ignore_index "  # a 'divergence'
                          f"{loss_fn.ignore_index}: nothing to train on; expected class indices "
                          f"0 to {classes - 1}")
 

@@ -1,0 +1,71 @@
+"""depthlab.torch.doctor, round 10: models and data a user brings (custom ``forward``, labels
+outside the model's classes, ...) and ``depthlab doctor --torch``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", seed=0, n=200)
+
+
+class HeadFirstCNN(nn.Module):
+    """A CNN whose linear head is declared before its convolution (custom ``forward``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(2 * 64, 10)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_a_cnn_declaring_its_head_first_gets_images(digits):
+    # was: 'the model or loss_fn fails on inputs of shape (64,) per example: Expected 3D
+    # (unbatched) or 4D (batched) input to conv2d' (the first module declared chose the shape)
+    d = dlt.doctor(HeadFirstCNN, digits, steps=2, batch_size=32, verify=False)
+    assert set(d.config["modules"]) == {"conv", "head"}
+    from depthlab.torch.doctor import shape_inputs
+
+    rows = digits.x_train[:3]
+    assert shape_inputs(rows, (8, 8), HeadFirstCNN()).shape == (3, 1, 8, 8)
+    # an MLP that reshapes for a Conv1d later keeps its flat rows (the first layer's shape runs)
+    mlp_then_conv = nn.Sequential(nn.Linear(64, 64), nn.Unflatten(1, (1, 64)),
+                                  nn.Conv1d(1, 1, 3))
+    assert shape_inputs(rows, (8, 8), mlp_then_conv).shape == (3, 64)
+
+
+def test_cli_a_cnn_declaring_its_head_first_gets_images(tmp_path, capsys):
+    from depthlab.cli import main
+
+    f = tmp_path / "net.py"
+    f.write_text("import torch\nfrom torch import nn\n\n\n"
+                 "class Net(nn.Module):\n"
+                 "    def __init__(self):\n"
+                 "        super().__init__()\n"
+                 "        self.head = nn.Linear(2 * 64, 10)\n"
+                 "        self.conv = nn.Conv2d(1, 2, 3, padding=1)\n\n"
+                 "    def forward(self, x):\n"
+                 "        return self.head(torch.relu(self.conv(x)).flatten(1))\n")
+    code = main(["doctor", "--torch", f"{f}:Net", "--data", "digits", "--n", "200",
+                 "--steps", "2", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+
+
+def test_labels_beyond_the_models_outputs_are_named_not_torchs_index_error(digits):
+    # was: "IndexError: Target 9 is out of bounds." (the two-row forward failed before the
+    # labels were checked against the model's outputs)
+    x, y = digits.x_train, digits.y_train
+    order = np.argsort(-y, kind="stable")  # the largest labels in the first two rows
+    with pytest.raises(ValueError, match="the labels hold 9 .* but the model has 3 outputs"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 3)), (x[order], y[order]), steps=1,
+                   verify=False)
