@@ -10,6 +10,8 @@
   the setup was changed, the doctor button disabled ("already running") all the while; now
   "cancel the doctor" ends it within a training step;
 * after the server stopped, the preset buttons took clicks and threw "Failed to fetch";
+* the training figure of every run without accuracy (each depthlab.torch Watch run) was two
+  panels, the right one empty but for "no accuracy recorded"; now the loss panel alone;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -223,3 +225,16 @@ def test_a_stopped_server_disables_the_presets_and_the_doctors_cancel(browser, m
         assert not problems, problems
     finally:
         context.close()
+
+
+def test_a_run_without_accuracy_gets_its_loss_panel_alone():
+    steps = pd.DataFrame({"step": np.arange(120), "loss": 2.0 * np.exp(-np.arange(120) / 40)})
+    fig = figures.training_curves(steps)  # as a depthlab.torch Watch records: the loss only
+    # was: two panels, the right one empty but for "no accuracy recorded"
+    assert len(fig.axes) == 1, [ax.get_title() for ax in fig.axes]
+    assert fig.axes[0].get_title() == "Training loss"
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert not texts, texts
+    epochs = pd.DataFrame({"epoch": [1, 2], "step": [60, 120], "val_acc": [0.5, 0.7]})
+    both = figures.training_curves(steps, epochs)
+    assert [ax.get_title() for ax in both.axes] == ["Training loss", "Accuracy"]

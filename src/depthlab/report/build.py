@@ -633,9 +633,11 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals)
         has_acc = any(c in t and t[c].notna().any() for t in (epochs, evals)
                       for c in ("train_acc", "val_acc", "test_acc"))
+        # no accuracy (a torch Watch run, a regression loss): the loss panel alone (was: an
+        # empty "no accuracy recorded" panel beside it)
         cap = FIG_TRAINING_CAP if has_acc else FIG_TRAINING_CAP.replace(
-            "right: accuracy.", "right: accuracy, which this run did not record (the panel "
-            "stays empty).")
+            "Left: loss", "Loss").replace("; right: accuracy.", "; this run recorded no "
+                                          "accuracy, so none is drawn.")
         blocks.append(H.figure_block(png, FIG_TRAINING, cap, wide=True))
     # a torch model whose layers feed no recognised activation or normalization module (an
     # LSTM, a transformer's functional activations) records no act_* and no saturation rows:

@@ -310,11 +310,19 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     """Left: per-step training loss, raw (faint) and smoothed by an EMA of span ``n/50``
     (over 50 steps; shorter runs: the raw loss alone, solid);
     epoch-level train/val loss as markers. Right: accuracy per epoch (train/val) or, without
-    epochs, the periodic evaluations over steps."""
-    fig, (ax_l, ax_a) = _new_figure(9.6, 3.6, ncols=2, top=0.62 if title else None)
+    epochs, the periodic evaluations over steps; a run with a loss and no accuracy (a
+    ``depthlab.torch`` Watch, a regression loss) gets the loss panel alone."""
     epochs = epochs if epochs is not None else pd.DataFrame()
     evals = evals if evals is not None else pd.DataFrame()
     has_loss = steps is not None and not steps.empty
+    has_acc = any(key in t and c in t and t[c].notna().any()
+                  for t, key in ((epochs, "epoch"), (evals, "step"))
+                  for c in ("train_acc", "val_acc", "test_acc"))
+    if has_loss and not has_acc:  # was: beside an empty "no accuracy recorded" panel
+        fig, (ax_l,) = _new_figure(6.4, 3.6, top=0.62 if title else None)
+        ax_a = None
+    else:
+        fig, (ax_l, ax_a) = _new_figure(9.6, 3.6, ncols=2, top=0.62 if title else None)
     if has_loss:
         s = steps.sort_values("step")
         x = s["step"].to_numpy()
@@ -349,6 +357,10 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         ax_l.set_ylabel("loss")
         ax_l.set_title("Training loss")
         _legend(ax_l)
+    if ax_a is None:
+        if title:
+            fig.suptitle(title, fontsize=11)
+        return fig
 
     plotted = False
     acc_cols = [(c, col, lab) for c, col, lab in (("train_acc", OKABE_ITO[1], "train"),
