@@ -92,3 +92,54 @@ def test_dropout_scale_is_torchs_to_the_last_bit(dtype, p):
     grad = layer.backward(np.ones_like(x))
     np.testing.assert_array_equal(np.unique(grad[grad != 0]), want)
     np.testing.assert_array_equal(out[out != 0], dtype(3.0) * want[0])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_an_activation_after_dropout_keeps_its_own_gradient_for_the_probes(dropout):
+    # mlp(residual=True) without batch norm: a branch is act -> Dense -> Dropout -> act ->
+    # Dense. Dropout's in-place backward ran on the second act's grad_s: the probes read
+    # dL/ds times the mask / (1 - p). (The first act's input is the residual sum: its grad_s
+    # is that tensor's gradient, skip included, as torch's s.grad.)
+    import depthlab as dl
+    from depthlab.bridge.torch_bridge import to_torch
+    from depthlab.layers import Activation, Dropout
+    from depthlab.losses import get_loss
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    net = dl.mlp([4, 6, 6, 6, 3], residual=True, activation="tanh", dropout=dropout,
+                 dtype="float64", seed=1)
+    loss = get_loss("cross_entropy")
+    loss.forward(net.forward(x, training=True), y)
+    net.backward(loss.backward())
+    acts = [la for la in net.leaves() if isinstance(la, Activation)]
+    masks = [la.mask for la in net.leaves() if isinstance(la, Dropout)]
+
+    class Mask(torch.nn.Module):  # the engine's dropout mask, replayed
+        def __init__(self, m):
+            super().__init__()
+            self.m = torch.tensor(m)
+
+        def forward(self, t):
+            return t * self.m
+
+    tnet = to_torch(net)
+    drops = [(parent, name) for parent in tnet.modules()
+             for name, child in parent.named_children() if isinstance(child, torch.nn.Dropout)]
+    assert len(drops) == len(masks)
+    for (parent, name), m in zip(drops, masks):
+        setattr(parent, name, Mask(m))
+    inputs = []
+
+    def keep(_mod, inp, _out):
+        inp[0].retain_grad()
+        inputs.append(inp[0])
+
+    for m in tnet.modules():
+        if isinstance(m, torch.nn.Tanh):
+            m.register_forward_hook(keep)
+    F.cross_entropy(tnet(torch.tensor(x)), torch.tensor(y)).backward()
+    assert len(inputs) == len(acts) == 5
+    for act, s in zip(acts, inputs):
+        np.testing.assert_allclose(act.grad_s, s.grad.numpy(), rtol=1e-12, atol=1e-15,
+                                   err_msg=act.name)

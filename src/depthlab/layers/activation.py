@@ -8,7 +8,10 @@ from .base import Layer
 
 
 class Activation(Layer):
-    """``a = f(s)``; backward ``dL/ds = dL/da * f'(s)`` (one factor of the delta rule)."""
+    """``a = f(s)``; backward ``dL/ds = dL/da * f'(s)`` (one factor of the delta rule), kept
+    as ``grad_s`` (``keeps_grad``)."""
+
+    keeps_grad = True
 
     def __init__(self, fn="relu", name: str = "act", **kwargs) -> None:
         self.fn = get_activation(fn, **kwargs)

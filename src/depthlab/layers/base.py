@@ -16,9 +16,13 @@ class Layer:
       every parameter. It may overwrite ``grad_y`` in place unless ``overwrites_grad`` is
       False. With ``input_grad=False`` a layer may skip computing ``dL/dx`` (returns None).
     * ``parameters()`` lists trainable parameters in forward order.
+    * ``keeps_grad``: the array ``backward`` returns is also kept by the layer (an
+      Activation's ``grad_s``, which the probes read), so whoever receives it must not
+      overwrite it in place (``Sequential`` hands a copy to a layer that ``overwrites_grad``).
     """
 
     overwrites_grad: bool = True
+    keeps_grad: bool = False
     name: str = "layer"
 
     def forward(self, x: Array, training: bool = True) -> Array:

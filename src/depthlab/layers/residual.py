@@ -29,6 +29,13 @@ class Residual(Layer):
 
     overwrites_grad = False
 
+    @property
+    def keeps_grad(self) -> bool:  # type: ignore[override]
+        """A branch starting with an activation returns its ``grad_s``; the skip is added into
+        it in place (its probes read ``dL/ds`` of the residual sum, as torch's ``s.grad``), and
+        that array is what this block returns."""
+        return self.branch.keeps_grad
+
     def __init__(self, branch: Sequential, name: str = "res") -> None:
         self.branch = branch
         self.name = name

@@ -27,10 +27,18 @@ class Sequential(Layer):
             x = layer.forward(x, training)
         return x
 
+    @property
+    def keeps_grad(self) -> bool:  # type: ignore[override]
+        return bool(self.layers) and self.layers[0].keeps_grad
+
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
-        last = len(self.layers) - 1
-        for i in range(last, -1, -1):
-            grad = self.layers[i].backward(grad, input_grad or i > 0)
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            grad = layers[i].backward(grad, input_grad or i > 0)
+            if i > 0 and layers[i].keeps_grad and layers[i - 1].overwrites_grad:
+                # an Activation's grad_s must survive the in-place layer before it (Dense ->
+                # Dropout -> act in a residual branch: grad_s came out multiplied by the mask)
+                grad = grad.copy()
         return grad
 
     def calibrate(self, x: Array) -> Array:
