@@ -26,3 +26,32 @@ def test_reproduce_list_with_json_prints_a_json_list(argv, capsys):
     listed = _strict_json(capsys.readouterr().out)
     names = [e["name"] for e in listed]
     assert "glorot2010" in names and all(e["title"] and e["paper"] for e in listed)
+
+
+def _one_line_error(code: int, err: str, *parts: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("depthlab: error: "), err
+    assert "Traceback" not in err
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+
+
+@pytest.mark.parametrize("content", ["npy", "toml"])
+def test_predict_with_a_model_file_that_is_no_npz_says_what_it_is(tmp_path, capsys, content):
+    # was: "(only integers, slices (`:`), ellipsis (`...`) ... are valid indices)" for a .npy
+    # and "(This file contains pickled (object) data. If you trust the file you can load it
+    # unsafely ...)" for a text file given as RUN_OR_FILE
+    import numpy as np
+
+    model = tmp_path / ("net.npy" if content == "npy" else "run.toml")
+    if content == "npy":
+        np.save(model, np.ones((3, 2)))
+    else:
+        model.write_text('[data]\nname = "digits"\n')
+    np.save(tmp_path / "x.npy", np.ones((2, 2)))
+    code = main(["predict", str(model), str(tmp_path / "x.npy")])
+    err = capsys.readouterr().err
+    why = "a single .npy array" if content == "npy" else "not a .npz (zip) archive"
+    _one_line_error(code, err, model.name, "is not a network saved by depthlab.save", why)
+    assert "pickle" not in err and "indices" not in err

@@ -143,10 +143,16 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
     def refuse(why: Any) -> ValueError:
         return ValueError(f"{str(path)!r} is not a network saved by depthlab.save ({why})")
 
-    try:
-        data = np.load(path, allow_pickle=False)
+    try:  # a .npy or a text file: numpy's own words were an indexing or a pickle message
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        zipped = zipfile.is_zipfile(path)
+        data = np.load(path, allow_pickle=False) if zipped else None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise refuse(str(exc) or type(exc).__name__) from None
+    if data is None:
+        raise refuse("it holds a single .npy array, not a .npz archive" if head == b"\x93NUMPY"
+                     else "its bytes are not a .npz (zip) archive")
     with contextlib.closing(data) if hasattr(data, "close") else contextlib.nullcontext():
         try:
             recipe = json.loads(bytes(data["recipe"]).decode("utf-8"))
