@@ -55,3 +55,31 @@ def test_predict_with_a_model_file_that_is_no_npz_says_what_it_is(tmp_path, caps
     why = "a single .npy array" if content == "npy" else "not a .npz (zip) archive"
     _one_line_error(code, err, model.name, "is not a network saved by depthlab.save", why)
     assert "pickle" not in err and "indices" not in err
+
+
+def test_a_store_locked_by_another_process_is_named_when_read_only_too(tmp_path):
+    # `depthlab runs/export/report` open the store read-only: while another process held it
+    # (EXCLUSIVE locking mode) that open waited silently and deaf to Ctrl-C, once per open
+    # mode (twice the timeout), then said only "database is locked"
+    import sqlite3
+    import warnings
+
+    from depthlab.experiments import Store
+    from depthlab.experiments.store import StoreError
+
+    Store(tmp_path).close()
+    other = sqlite3.connect(tmp_path / "depthlab.db", isolation_level=None)
+    try:
+        other.execute("PRAGMA locking_mode=EXCLUSIVE")
+        other.execute("BEGIN EXCLUSIVE")
+        other.execute("CREATE TABLE other_program (a)")
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with pytest.raises(StoreError, match="stayed locked by another process for 0.6 s"):
+                Store(tmp_path, readonly=True, timeout=0.6)
+        assert any("is locked by another process; waiting" in str(w.message) for w in seen)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with Store(tmp_path, readonly=True, timeout=0.6) as store:  # readable once released
+        assert len(store.runs()) == 0

@@ -367,12 +367,21 @@ class Store:
         writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
         for query in ("mode=rw", "mode=ro", "mode=ro&immutable=1")[0 if writable else 1:]:
             try:
-                self._conn = sqlite3.connect(f"{uri}?{query}", uri=True, timeout=timeout,
+                # waits LOCK_POLL_S at a time while another process locks the store (its
+                # EXCLUSIVE locking mode): Ctrl-C stops it, a warning says what is waited for
+                # and `timeout` ends it; it waited silently, deaf to Ctrl-C, twice `timeout`
+                self._conn = sqlite3.connect(f"{uri}?{query}", uri=True,
+                                             timeout=min(timeout, LOCK_POLL_S),
                                              isolation_level=None, check_same_thread=False)
                 if query == "mode=rw":
                     self._conn.execute("PRAGMA query_only=ON")
-                self._check_schema()
-                if not self._has_table("runs"):  # said "cannot be read: no such table: runs"
+                try:
+                    self._while_locked(self._check_schema)
+                    has_runs = self._while_locked(lambda: self._has_table("runs"))
+                except StoreError:
+                    self._conn.close()
+                    raise
+                if not has_runs:  # said "cannot be read: no such table: runs"
                     self._conn.close()
                     raise StoreError(self._empty_store_message())
                 return
