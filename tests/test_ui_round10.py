@@ -12,6 +12,8 @@
 * after the server stopped, the preset buttons took clicks and threw "Failed to fetch";
 * the training figure of every run without accuracy (each depthlab.torch Watch run) was two
   panels, the right one empty but for "no accuracy recorded"; now the loss panel alone;
+* a diverged Watch run's report said "Training diverged. status is 'diverged' (no report)";
+  now it names the step whose loss was first not finite;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -238,3 +240,24 @@ def test_a_run_without_accuracy_gets_its_loss_panel_alone():
     epochs = pd.DataFrame({"epoch": [1, 2], "step": [60, 120], "val_acc": [0.5, 0.7]})
     both = figures.training_curves(steps, epochs)
     assert [ax.get_title() for ax in both.axes] == ["Training loss", "Accuracy"]
+
+
+def test_a_diverged_run_without_a_report_says_where_its_loss_stopped_being_finite(tmp_path):
+    import dataclasses
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    r = synthetic_record("watchboom01", sweep=None, status="diverged")
+    loss = [1.2, 4e3, 2.6e11, 2e28] + [float("nan")] * 26  # a Watch trained on past the NaN
+    r = dataclasses.replace(r, divergence=None,
+                            steps=pd.DataFrame({"step": np.arange(30), "loss": loss}))
+    with Store(tmp_path) as store:
+        store.add_run(r)
+    text = write_report(tmp_path).read_text()
+    # was: "Training diverged. status is 'diverged' (no report)"
+    assert "(no report)" not in text
+    assert ("The loss was first not finite (NaN or inf) at step 4; it stayed so to the last "
+            "recorded step, 29.") in text

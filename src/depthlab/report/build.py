@@ -599,6 +599,25 @@ def _divergence_html(div: dict) -> str:
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
 
+def _unreported_divergence(store: Any, rid: str) -> str:
+    """What a diverged run without a divergence report (a depthlab.torch Watch stores none)
+    says: the first step whose loss was not finite, from its loss rows (was: "status is
+    'diverged' (no report)")."""
+    steps = _get(store.steps(rid)) if hasattr(store, "steps") else pd.DataFrame()
+    if not steps.empty and {"step", "loss"} <= set(steps.columns):
+        loss = pd.to_numeric(steps["loss"], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            step = steps["step"].to_numpy()
+            first, last = int(step[bad.argmax()]), int(step.max())
+            after = (f"; it stayed so to the last recorded step, {last}" if bad[bad.argmax():]
+                     .all() and last > first else "")
+            return (f"The loss was first not finite (NaN or inf) at step {first}{after}. No "
+                    "divergence report was stored (a depthlab.torch Watch keeps none); the "
+                    "figures below mark the steps whose values were not finite.")
+    return "status is 'diverged' (no report)"
+
+
 FIG_TRAINING_CAP = ("Left: loss per step (over 50 steps faint, beside its exponential moving "
                     "average); right: accuracy. A flat loss from the start means the network is "
                     "not learning.")
@@ -749,7 +768,7 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     div = _as_dict(detail.get("divergence", row.get("divergence")))
     if status == "diverged" or div:
         body.append(f"<h3>{H.esc(SECTION_DIVERGENCE)}</h3>")
-        body.append(_divergence_html(div or {"message": "status is 'diverged' (no report)"}))
+        body.append(_divergence_html(div or {"message": _unreported_divergence(store, rid)}))
     error = detail.get("error", row.get("error"))
     if status == "failed" or (isinstance(error, str) and error):
         body.append(f"<h3>{H.esc(SECTION_ERROR)}</h3><div class=\"alert\"><pre>"
