@@ -14,6 +14,7 @@
   panels, the right one empty but for "no accuracy recorded"; now the loss panel alone;
 * a diverged Watch run's report said "Training diverged. status is 'diverged' (no report)";
   now it names the step whose loss was first not finite;
+* its training-loss panel drew steps 0-3 of 30 without a word on the NaN losses after them;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -261,3 +262,17 @@ def test_a_diverged_run_without_a_report_says_where_its_loss_stopped_being_finit
     assert "(no report)" not in text
     assert ("The loss was first not finite (NaN or inf) at step 4; it stayed so to the last "
             "recorded step, 29.") in text
+
+
+def test_a_loss_that_went_nan_says_from_which_step_it_is_not_drawn():
+    loss = [1.2, 4e3, 2.6e11, 2e28] + [float("nan")] * 26
+    fig = figures.training_curves(pd.DataFrame({"step": np.arange(30), "loss": loss}))
+    # was: "Training loss" over a line that stopped at step 3 of 29 without a word
+    assert fig.axes[0].get_title() == ("Training loss\nnot drawn: not finite (NaN/inf) "
+                                       "from step 4")
+    fig.canvas.draw()
+    top = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer()).y1
+    assert top <= fig.bbox.y1, (top, fig.bbox.y1)  # both lines inside the picture
+    fig = figures.training_curves(pd.DataFrame({"step": [0, 1, 2, 3], "loss": [1.0, np.inf,
+                                                                                0.9, 0.8]}))
+    assert fig.axes[0].get_title().endswith("not finite (NaN/inf) at step 1")

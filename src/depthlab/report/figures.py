@@ -315,6 +315,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     epochs = epochs if epochs is not None else pd.DataFrame()
     evals = evals if evals is not None else pd.DataFrame()
     has_loss = steps is not None and not steps.empty
+    loss_note = ""
     has_acc = any(key in t and c in t and t[c].notna().any()
                   for t, key in ((epochs, "epoch"), (evals, "step"))
                   for c in ("train_acc", "val_acc", "test_acc"))
@@ -341,6 +342,9 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         if pos.size and pos.max() / max(pos.min(), 1e-300) > 30:
             ax_l.set_yscale("log")
         has_loss = bool(finite.any())
+        # a run that trained on past a NaN (a depthlab.torch Watch): the line just stopped
+        if has_loss and not finite.all():
+            loss_note = f"\nnot drawn: not finite (NaN/inf) {steps_phrase(x[~finite], x)}"
     for col, color, lab in (("train_loss", OKABE_ITO[1], "train (epoch)"),
                             ("val_loss", OKABE_ITO[3], "val (epoch)")):
         if col in epochs and "step" in epochs and epochs[col].notna().any():
@@ -355,7 +359,9 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         step_ticks(ax_l, np.concatenate([ln.get_xdata() for ln in ax_l.lines]))
         ax_l.set_xlabel("training step")
         ax_l.set_ylabel("loss")
-        ax_l.set_title("Training loss")
+        ax_l.set_title("Training loss" + loss_note)
+        if loss_note:  # room for the title's second line
+            fig.subplots_adjust(top=fig.subplotpars.top - 0.2 / fig.get_figheight())
         _legend(ax_l)
     if ax_a is None:
         if title:
