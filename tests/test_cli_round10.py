@@ -83,3 +83,35 @@ def test_a_store_locked_by_another_process_is_named_when_read_only_too(tmp_path)
         other.close()
     with Store(tmp_path, readonly=True, timeout=0.6) as store:  # readable once released
         assert len(store.runs()) == 0
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("deep.json", '{"data": {"name": "digits", "options": {"a": ' + "[" * 5000 + "]" * 5000
+     + "}}}"),
+    ("deep.toml", "x = " + "[" * 5000 + "]" * 5000 + "\n"),
+    ("name.toml", "name = " + "[" * 400 + "]" * 400 + '\n[data]\nname = "digits"\n'),
+    ("sweep.toml", '[data]\nname = "digits"\n[model]\nsizes = ["auto", 4, "auto"]\n[sweep]\n'
+     '"train.seed" = [' + "[" * 400 + "]" * 400 + "]\n"),
+])
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_config_nested_thousands_deep_is_one_line_not_an_internal_error(
+        tmp_path, capsys, name, text, command):
+    # was: exit 1, "RecursionError: maximum recursion depth exceeded (internal error ...)"
+    # from the JSON/TOML parser or from the message naming the value
+    (tmp_path / name).write_text(text)
+    code = main([command, str(tmp_path / name), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, name, "nested", "accepted: at most 32 levels")
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_error_message_of_a_deeply_nested_value_is_short():
+    from depthlab.spec import ConfigError, RunSpec
+
+    value: list = []
+    for _ in range(3000):
+        value = [value]
+    with pytest.raises(ConfigError, match=r"name = \[\[\[\[\[\[\[\[\[\.\.\.\]\]\]") as info:
+        RunSpec.from_dict({"name": value, "data": {"name": "digits"},
+                           "model": {"sizes": ["auto", 4, "auto"]}})
+    assert len(str(info.value)) < 200

@@ -34,8 +34,12 @@ class ConfigError(ValueError):
         self.key = key
 
 
-def fmt(value: Any) -> str:
-    """A value as it is written in a TOML file (strings quoted, booleans lower case)."""
+def fmt(value: Any, _depth: int = 0) -> str:
+    """A value as it is written in a TOML file (strings quoted, booleans lower case); lists
+    and tables nested more than 8 levels deep shown as ``[...]``/``{...}`` (a value nested
+    thousands deep raised RecursionError instead of its message)."""
+    if isinstance(value, dict | list | tuple) and _depth >= 8:
+        return "{...}" if isinstance(value, dict) else "[...]"
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool):
@@ -43,9 +47,9 @@ def fmt(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {fmt(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k} = {fmt(v, _depth + 1)}" for k, v in value.items()) + "}"
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
+        return "[" + ", ".join(fmt(v, _depth + 1) for v in value) + "]"
     if isinstance(value, int) and abs(value) >= 10**21:  # 10**400: short, and str() of
         exp = math.floor(math.log10(abs(value)))  # more than 4300 digits would raise
         return f"{'-' if value < 0 else ''}{10 ** (math.log10(abs(value)) - exp):.3g}e+{exp}"

@@ -76,15 +76,40 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
                               f"{MAX_CONFIG_BYTES // 2**20} MiB; accepted: a TOML config file")
         # utf-8-sig: a byte-order mark (written by some Windows editors) is not a syntax error
         text = data.decode("utf-8-sig")
-        if p.suffix.lower() == ".json":
-            return _json_config(p, text)
-        return tomllib.loads(text)
+        raw = _json_config(p, text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+        _check_nesting(raw, p)
+        return raw
+    except RecursionError:  # the parser's own recursion: [[[[... thousands deep
+        raise ConfigError(f"{p}: lists or tables are nested too deeply to read; accepted: at "
+                          f"most {MAX_CONFIG_DEPTH} levels") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: TOML syntax error: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a UTF-8 text file ({e.reason})") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
+
+
+MAX_CONFIG_DEPTH = 32
+"""Deepest nesting of lists and tables a config may have (a sweep of layer-size lists needs 4):
+deeper values reached recursive code (messages, hashing) as an internal RecursionError."""
+
+
+def _check_nesting(raw: Any, p: Path) -> None:
+    """Refuse lists or tables nested more than :data:`MAX_CONFIG_DEPTH` levels, naming the
+    key (walked without recursion)."""
+    stack: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{p}: {key or 'the config'} holds lists or tables nested more "
+                              f"than {MAX_CONFIG_DEPTH} levels deep; accepted: at most "
+                              f"{MAX_CONFIG_DEPTH} levels", key or None)
+        if isinstance(value, dict):
+            stack += [(v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in value.items()
+                      if isinstance(v, dict | list)]
+        elif isinstance(value, list):
+            stack += [(v, key, depth + 1) for v in value if isinstance(v, dict | list)]
 
 
 def _json_config(p: Path, text: str) -> dict[str, Any]:
