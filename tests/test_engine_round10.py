@@ -143,3 +143,50 @@ def test_an_activation_after_dropout_keeps_its_own_gradient_for_the_probes(dropo
     for act, s in zip(acts, inputs):
         np.testing.assert_allclose(act.grad_s, s.grad.numpy(), rtol=1e-12, atol=1e-15,
                                    err_msg=act.name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ema_start", ["zero", "first_batch"])
+def test_batchnorm_momentum_none_is_torchs_cumulative_average(dtype, ema_start):
+    # torch's BatchNorm1d(momentum=None) averages the batch statistics with factor
+    # 1 / num_batches_tracked; BatchNorm(momentum=None) was a TypeError
+    from depthlab.bridge.torch_bridge import from_torch, to_torch
+    from depthlab.layers import BatchNorm
+
+    tdt = torch.float32 if dtype == np.float32 else torch.float64
+    rng = np.random.default_rng(3)
+    bn = BatchNorm(4, momentum=None, ema_start=ema_start, dtype=dtype)
+    ref = torch.nn.BatchNorm1d(4, momentum=None, dtype=tdt)
+    batches = [(rng.standard_normal((m, 4)) * 2 + 5).astype(dtype) for m in (3, 7, 2, 5, 4)]
+    for x in batches:
+        bn.forward(x, training=True)
+        ref(torch.tensor(x))
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(bn.running_mean, ref.running_mean.numpy(), rtol=tol)
+    np.testing.assert_allclose(bn.running_var, ref.running_var.numpy(), rtol=tol)
+    np.testing.assert_allclose(bn.running_mean, np.mean([x.mean(0) for x in batches], 0),
+                               rtol=10 * tol)
+    assert bn.running_mean.dtype == dtype and "momentum=None" in repr(bn)
+    x = batches[0]
+    np.testing.assert_allclose(bn.forward(x, training=False),
+                               ref.eval()(torch.tensor(x)).detach().numpy(), rtol=tol,
+                               atol=tol)
+    # the bridge keeps it both ways, and the statistics go on averaging as torch's
+    back = from_torch(torch.nn.Sequential(torch.nn.Linear(4, 4, dtype=tdt), ref.train()))
+    assert back.batchnorms()[0].momentum is None
+    assert to_torch(back)[1].momentum is None
+    extra = (rng.standard_normal((6, 4)) * 3).astype(dtype)
+    lin = back.dense_layers()[0]
+    back.forward(extra, training=True)
+    ref(torch.tensor(extra @ lin.W.value + lin.b.value))
+    np.testing.assert_allclose(back.batchnorms()[0].running_var, ref.running_var.numpy(),
+                               rtol=10 * tol)
+
+
+def test_batchnorm_momentum_out_of_range_still_names_none_as_accepted():
+    from depthlab.layers import BatchNorm
+
+    with pytest.raises(ValueError, match=r"momentum must be in \(0, 1\], got 0 \(or None"):
+        BatchNorm(3, momentum=0)
+    with pytest.raises(TypeError, match="momentum must be a real number"):
+        BatchNorm(3, momentum="0.1")

@@ -229,8 +229,8 @@ def to_torch(net: Network) -> nn.Sequential:
 _SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "identity",
                       nn.ReLU: "relu", nn.SELU: "selu", nn.Softsign: "softsign",
                       nn.Mish: "mish", nn.SiLU: "swish", Step: "step"}
-ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics "
-                       "and a momentum), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
+ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics; "
+                       "a momentum or None), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf), "
                        "Softmax(dim=-1), Flatten(start_dim=1, end_dim=-1) (no layer: depthlab "
                        "takes rows), and to_torch's Swish, PenalizedTanh, Step, "
@@ -312,14 +312,14 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         return [dense]
     if kind in (nn.BatchNorm1d, FirstBatchBatchNorm1d, PopulationBatchNorm1d,
                 FirstBatchPopulationBatchNorm1d):
-        if not (m.affine and m.track_running_stats and m.momentum is not None):
+        if not (m.affine and m.track_running_stats):
             raise TypeError(f"from_torch cannot express {_where(path)} "
                             f"({m!r}): depthlab's BatchNorm has a trainable gamma and beta and "
-                            "a moving average with a momentum (affine=True, "
-                            "track_running_stats=True, momentum in (0, 1])")
+                            "running statistics (affine=True, track_running_stats=True)")
         _expect_width(m, path, width, m.num_features)
         width[0] = m.num_features
-        bn = BatchNorm(m.num_features, eps=float(m.eps), momentum=float(m.momentum),
+        bn = BatchNorm(m.num_features, eps=float(m.eps),
+                       momentum=None if m.momentum is None else float(m.momentum),
                        ema_start="first_batch" if issubclass(kind, FirstBatchBatchNorm1d)
                        else "zero",
                        inference="population" if issubclass(kind, PopulationBatchNorm1d)

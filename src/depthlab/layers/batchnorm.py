@@ -12,6 +12,8 @@ Inference uses one of two estimates of the population statistics:
   PyTorch's ``momentum`` has the same meaning). The running variance uses the unbiased batch
   variance ``m/(m-1) var`` as PyTorch and Ioffe's Algorithm 2 do. ``ema_start="first_batch"``
   (the seed: mu_1 = mu_B1) or ``"zero"`` (PyTorch: start at mean 0, variance 1).
+  ``momentum=None`` is PyTorch's cumulative average: at the k-th training batch
+  ``mu <- (1 - 1/k) mu + (1/k) mu_B``, the plain mean of the batch statistics so far.
 * ``"population"``: the whole training set treated as one big batch, computed by one pass
   (:func:`depthlab.layers.sequential.Sequential.calibrate`).
 """
@@ -56,7 +58,7 @@ class BatchNorm(Layer):
         n: int,
         *,
         eps: float = 1e-5,
-        momentum: float = 0.01,
+        momentum: float | None = 0.01,
         inference: str = "ema",
         ema_start: str = "first_batch",
         dtype="float32",
@@ -64,8 +66,9 @@ class BatchNorm(Layer):
     ) -> None:
         n = positive_int("BatchNorm size", n)
         eps = real("BatchNorm eps", eps, positive=True)  # finite: an infinite eps zeroes xhat
-        if not 0.0 < real("BatchNorm momentum", momentum) <= 1.0:
-            raise ValueError(f"BatchNorm momentum must be in (0, 1], got {momentum!r}")
+        if momentum is not None and not 0.0 < real("BatchNorm momentum", momentum) <= 1.0:
+            raise ValueError(f"BatchNorm momentum must be in (0, 1], got {momentum!r} (or None: "
+                             "a cumulative average)")
         if inference not in INFERENCE_MODES:
             raise ValueError(
                 f"unknown BatchNorm inference mode {inference!r}; expected one of {INFERENCE_MODES}"
@@ -78,7 +81,7 @@ class BatchNorm(Layer):
         self.name = name
         self.n = int(n)
         self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.momentum = None if momentum is None else float(momentum)
         self.inference = inference
         self.ema_start = ema_start
         self.update_stats = True
@@ -99,7 +102,8 @@ class BatchNorm(Layer):
             self.running_mean[...] = mu
             self.running_var[...] = unbiased
         else:
-            mom = self.momentum
+            # momentum None: torch's factor 1 / num_batches_tracked (counting this batch)
+            mom = 1.0 / (self.num_batches + 1) if self.momentum is None else self.momentum
             self.running_mean *= 1.0 - mom
             self.running_mean += mom * mu
             self.running_var *= 1.0 - mom
