@@ -115,3 +115,38 @@ def test_config_error_message_of_a_deeply_nested_value_is_short():
         RunSpec.from_dict({"name": value, "data": {"name": "digits"},
                            "model": {"sizes": ["auto", 4, "auto"]}})
     assert len(str(info.value)) < 200
+
+
+DEMO_BASE = ('[data]\nname = "clusters"\nn = 200\n[model]\nsizes = ["auto", 4, 4, "auto"]\n'
+             '[train]\nepochs = 1\n')
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    (DEMO_BASE + '[[recipes]]\nname = "a"\nmodel = "relu"\n', 'model = "relu" must be a table'),
+    (DEMO_BASE + '[[recipes]]\nname = "a"\nmodel = [1, 2]\n', "model = [1, 2] must be a table"),
+    (DEMO_BASE + '[[recipes]]\nname = "a"\nmodel = 3\n', "model = 3 must be a table"),
+    ('model = "x"\n' + DEMO_BASE.replace('[model]\nsizes = ["auto", 4, 4, "auto"]\n', "")
+     + '[[recipes]]\nname = "a"\n', 'model = "x" must be a table'),
+])
+def test_demo_config_whose_model_is_not_a_table_is_one_line(tmp_path, capsys, text, named):
+    # was: exit 1, "ValueError: dictionary update sequence element #0 has length 1; 2 is
+    # required" (or TypeError/AttributeError) as an internal error
+    (tmp_path / "demo.toml").write_text(text)
+    code = main(["demo", "--config", str(tmp_path / "demo.toml"), "--out",
+                 str(tmp_path / "out"), "--jobs", "1", "--no-report", "-q"])
+    _one_line_error(code, capsys.readouterr().err, "demo.toml", named)
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_on_a_data_file_names_the_file_not_none(tmp_path, capsys):
+    # was: "depthlab demo: None, 1 hidden layers of 4 units, 1 recipes"
+    rows = "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40))
+    (tmp_path / "my data.csv").write_text("a,b,label\n" + rows)
+    (tmp_path / "demo.toml").write_text(
+        '[data]\npath = "my data.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n[train]\n'
+        'epochs = 1\n[probes]\nevery = 0\n[[recipes]]\nname = "plain"\n')
+    code = main(["demo", "--config", str(tmp_path / "demo.toml"), "--out",
+                 str(tmp_path / "out"), "--jobs", "1", "--no-report"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "depthlab demo: my data.csv, 1 hidden layers of 4 units, 1 recipes" in out

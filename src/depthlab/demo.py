@@ -51,6 +51,7 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
     as a full run config (base config + the recipe's ``model`` keys); ``epochs`` overrides the
     base config's ``train.epochs``. Raises ``ConfigError`` naming the bad recipe."""
     from .experiments import ConfigError, SweepPoint, read_toml, run_id, validate
+    from .fieldcheck import fmt
 
     src = Path(path) if path is not None else packaged_example(DEMO_CONFIG)
     raw = read_toml(src)
@@ -58,6 +59,10 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
     if not isinstance(recipes, list) or not recipes:
         raise ConfigError(f"{src}: no [[recipes]] entries; each needs name, meaning and a "
                           "model table", "recipes")
+    for section in ("model", "train"):  # merged into below: a table, or an error naming it
+        if section in raw and not isinstance(raw[section], dict):
+            raise ConfigError(f"{src}: {section} = {fmt(raw[section])} must be a table "
+                              f"([{section}] section)", section)
     if epochs is not None:
         raw.setdefault("train", {})["epochs"] = epochs
     out, names = [], set()
@@ -71,6 +76,10 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
         if rec["name"] in names:
             raise ConfigError(f"{src}: recipe name {rec['name']!r} appears twice", "recipes")
         names.add(rec["name"])
+        if not isinstance(rec.get("model") or {}, dict):  # was: dict("x") raised ValueError
+            raise ConfigError(f"{src}: recipe {rec['name']!r}: model = {fmt(rec['model'])} "
+                              "must be a table of [model] keys, e.g. model = {activation = "
+                              '"relu"}', "recipes")
         cfg_raw = copy.deepcopy(raw)
         cfg_raw.setdefault("model", {}).update(dict(rec.get("model") or {}))
         try:

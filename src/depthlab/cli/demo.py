@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
     echo = say(args)
     model = recipes[0].point.config["model"]
     hidden = len(model["sizes"]) - 2
-    echo(f"depthlab demo: {recipes[0].point.config['data']['name']}, {hidden} hidden layers of "
-         f"{model['sizes'][1]} units, {len(recipes)} recipes")
+    data = recipes[0].point.config["data"]  # a built-in name, or a file (was "None")
+    echo(f"depthlab demo: {data.get('name') or Path(str(data.get('path'))).name}, {hidden} "
+         f"hidden layers of {model['sizes'][1]} units, {len(recipes)} recipes")
     run_points([r.point for r in recipes], args.out, sweep="demo", jobs=jobs, echo=echo,
                progress=progress_enabled(args))
     rows = []
