@@ -15,6 +15,9 @@
 * a diverged Watch run's report said "Training diverged. status is 'diverged' (no report)";
   now it names the step whose loss was first not finite;
 * its training-loss panel drew steps 0-3 of 30 without a word on the NaN losses after them;
+* a report of a sweep of more than 16 runs drew and tabled the 16 best by validation accuracy
+  only: its diverged runs (the explosions), ranked last, were in no overlay and no row of the
+  gradient-flow table, which did not say it was cut; now 4 places are kept for them;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -276,3 +279,34 @@ def test_a_loss_that_went_nan_says_from_which_step_it_is_not_drawn():
     fig = figures.training_curves(pd.DataFrame({"step": [0, 1, 2, 3], "loss": [1.0, np.inf,
                                                                                 0.9, 0.8]}))
     assert fig.axes[0].get_title().endswith("not finite (NaN/inf) at step 1")
+
+
+def test_a_sweep_of_many_runs_keeps_its_diverged_runs_in_the_gradient_flow(tmp_path,
+                                                                           monkeypatch):
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import build, write_report
+
+    n = build.MAX_OVERLAY_RUNS + 4
+    with Store(tmp_path) as store:
+        for k in range(n):
+            store.add_run(synthetic_record(f"p{k:03d}abcdef", depth=2 + k % 5, lr=0.01 * (k + 1),
+                                           status="diverged" if k % 7 == 3 else "finished",
+                                           val_acc=0.5 + k / 100))
+    drawn: list[str] = []  # the figures are not drawn (seconds each); their names are kept
+    monkeypatch.setattr(build._Pngs, "add", lambda self, name, fn, *a, **k: drawn.append(name)
+                        or b"")
+    text = write_report(tmp_path, max_runs=1, max_diverged=0).read_text()
+    assert any(name.endswith("_gradient_per_layer.png") for name in drawn), drawn
+    flow = text[text.index(f"<h3>{build.SECTION_FLOW}</h3>"):]
+    flow = flow[:flow.index("</table>")]
+    names = re.findall(r"<td[^>]*>(depth[^<]*)</td>", flow)
+    # was: the 16 best by validation accuracy, all finished: the 3 diverged runs, ranked
+    # last, were in no overlay and no row of the table, which did not say it was cut
+    assert len(names) == build.MAX_OVERLAY_RUNS, names
+    assert sum("not finite" in row or "diverged" in row
+               for row in re.findall(r"<tr>.*?</tr>", flow, re.S)) == 3
+    assert f"Showing 16 of {n} runs: the 13 best and 3 diverged." in flow

@@ -330,6 +330,9 @@ FIG_ACT_OVERLAY = "Activation std per layer, all runs"
 SECTION_FLOW = "Gradient flow"
 SECTION_ALL = "All runs"
 MAX_OVERLAY_RUNS = 16
+OVERLAY_DIVERGED = 4
+"""Of the MAX_OVERLAY_RUNS places in a section's overlay and gradient-flow table, those kept
+for diverged runs (the best finished runs take the others)."""
 
 
 def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
@@ -338,7 +341,13 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     from .. import plot
 
     ranked = _rank(group.runs)
-    ranked = ranked[ranked["status"] != "failed"].head(MAX_OVERLAY_RUNS)
+    ranked = ranked[ranked["status"] != "failed"]
+    # beyond MAX_OVERLAY_RUNS runs, the diverged ones (the explosions a gradient lab is about)
+    # keep up to OVERLAY_DIVERGED places: ranked last, they were never drawn or tabled
+    diverged = ranked[ranked["status"] == "diverged"].head(OVERLAY_DIVERGED)
+    ranked = pd.concat([ranked[ranked["status"] != "diverged"].head(
+        MAX_OVERLAY_RUNS - len(diverged)), diverged]) if len(ranked) > MAX_OVERLAY_RUNS \
+        else ranked
     labels = _labels(group.runs)
     keys = varying_keys(group.runs)
     if keys and max(len(v) for v in labels.values()) > 24 and all(
@@ -360,7 +369,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             if th is not None:
                 theories[_mpl(labels[str(r["id"])])] = th
     prefix = _safe_name(group.anchor)
-    capped = (f" Showing the {len(tables)} best of {len(group.runs)} runs."
+    n_div = sum(str(r["status"]) == "diverged" for _, r in ranked.iterrows()
+                if str(r["id"]) in tables)
+    capped = (f" Showing {len(tables)} of {len(group.runs)} runs: the "
+              f"{len(tables) - n_div} best" + (f" and {n_div} diverged" if n_div else "") + "."
               if len(group.runs) > len(tables) else "")
     png = pngs.add(f"{prefix}_gradient_per_layer.png", plot.gradient_per_layer, series,
                    theories or False)
@@ -408,7 +420,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                      _cellnum(r["val_acc"])])
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
             "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
-            "vanishes on the way, far above 1 that it explodes.</p>")
+            f"vanishes on the way, far above 1 that it explodes.{capped}</p>")
     table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
