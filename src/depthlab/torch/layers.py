@@ -394,8 +394,13 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     ``torch.nn.utils.parametrize`` (``weight_norm``, ``spectral_norm``, ``orthogonal``, ...)
     the trainable original it is computed from (the largest of several, e.g. weight norm's
     direction ``v`` rather than its magnitudes ``g``; the same for the deprecated
-    ``torch.nn.utils.weight_norm``)."""
+    ``torch.nn.utils.weight_norm``). A ``MultiheadAttention``'s ``bias_k``/``bias_v``
+    (``add_bias_kv=True``: shape ``(1, 1, E)``, biases appended to the keys and values) are
+    not weights of its input projection."""
     own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+    if isinstance(module, nn.MultiheadAttention):  # pooled with the projections, they moved
+        # weight_std 0.2529 -> 0.2533 and weight_grad_std 0.0130 -> 0.0125 (add_bias_kv=True)
+        own = [(n, p) for n, p in own if n not in ("bias_k", "bias_v")]
     # the deprecated torch.nn.utils.weight_norm: a forward pre-hook computes ``NAME`` from
     # ``NAME_v`` and the magnitudes ``NAME_g`` (2-dim for a Linear: pooled with v, they
     # made weight_std 0.326 where v's is 0.255); v alone, as with the parametrization
@@ -521,13 +526,35 @@ def _paused(model: nn.Module) -> list:
     return paused
 
 
+def _ver(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor has no version counter
+        return -1
+
+
+def _renormed_weights(model: nn.Module) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+    """``(weight, version, copy)`` of the ``nn.Embedding``/``nn.EmbeddingBag`` modules with
+    ``max_norm``: their forward rescales the rows it looks up in place (``embedding_renorm_``),
+    so a probe's forward changed the user's weights (a row of norm 3.1 left at 1.0)."""
+    out = []
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None \
+                and isinstance(w, torch.Tensor):
+            out.append((w, _ver(w), w.detach().clone()))
+    return out
+
+
 @contextmanager
 def untouched(model: nn.Module) -> Iterator[None]:
     """Forward passes inside the block leave no trace: buffers (batch-norm running
-    statistics), module modes and the random number generators are restored on exit, and the
+    statistics), module modes and the random number generators are restored on exit, and so
+    are the weights an ``nn.Embedding(max_norm=...)`` renormalizes in its forward; the
     hooks of other armed recordings of the model are off within it (:func:`_paused`)."""
     paused = _paused(model)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    renormed = _renormed_weights(model)
     modes = [(m, m.training) for m in model.modules()]
     devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
                       if t.device.type == "cuda" and t.device.index is not None})
@@ -539,6 +566,9 @@ def untouched(model: nn.Module) -> Iterator[None]:
             for b, saved in buffers:
                 if b.shape == saved.shape:
                     b.copy_(saved)
+            for w, version, saved in renormed:
+                if _ver(w) != version and w.shape == saved.shape:
+                    w.copy_(saved)
         for m, mode in modes:
             m.training = mode
         for r in paused:
