@@ -69,3 +69,23 @@ def test_labels_beyond_the_models_outputs_are_named_not_torchs_index_error(digit
     with pytest.raises(ValueError, match="the labels hold 9 .* but the model has 3 outputs"):
         dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 3)), (x[order], y[order]), steps=1,
                    verify=False)
+
+
+def test_a_loss_non_finite_before_any_update_is_cured_by_reinitializing(digits):
+    # weights of std 1e13: the logits overflow to inf on the initial weights, the loss of
+    # update 1 is NaN. Was: only a smaller lr, warm-up and clipping were tried for the
+    # divergence, none of which changes that first loss ('did not help' every time)
+    def make():
+        model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                              nn.Linear(16, 10))
+        for m in model:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1e13)
+        return model
+
+    d = dlt.doctor(make, digits, steps=5, batch_size=32, max_cures=1)
+    div = next(f for f in d.findings if f.kind == "divergence")
+    assert div.evidence["step"] == 1
+    v = next(v for v in d.verifications if v.kind == "divergence")
+    assert v.prescription == {"init": "matched"} and v.helped
+    assert np.isfinite(v.after["train_loss"]) and div.prescription == {"init": "matched"}

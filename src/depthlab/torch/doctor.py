@@ -947,8 +947,12 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     if first:
         candidates.append((first, f.prescription_text))
     act = config.get("activation")
-    candidates += rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
-                                  bool(config.get("batchnorm")))
+    # the loss of update 1 is computed on the initial weights: non-finite there, no training
+    # setting can cure it, so the re-initializations are tried first
+    at_init = f.kind == "divergence" and f.evidence.get("step") == 1
+    more = rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
+                           bool(config.get("batchnorm")), at_init=at_init)
+    candidates = more[:2] + candidates + more[2:] if at_init else candidates + more
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()
     for changes, text in candidates:

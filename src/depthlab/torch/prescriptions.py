@@ -562,10 +562,12 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
     return out or None
 
 
-def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normalized: bool
-                 ) -> list[tuple[dict[str, Any], str]]:
+def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normalized: bool,
+                 at_init: bool = False) -> list[tuple[dict[str, Any], str]]:
     """Further cures to verify for a finding of ``kind`` (after the rule's own), each with
-    the reason it may help."""
+    the reason it may help. ``at_init``: a divergence whose first loss, on the initial weights
+    before any update, was already non-finite (no learning rate, warm-up or clipping changes
+    that loss: re-initializations come first)."""
     lower = {"lr": spec.lr / 10.0}, "A 10x smaller learning rate keeps each update small."
     adam = ({"optimizer": "adam", "lr": 1e-3},
             "Adam (lr 1e-3) scales each parameter's step by its gradient's running RMS, so a "
@@ -600,7 +602,10 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
         "dead_relu": [lower, leaky, warmup, adam],
         "mean_shift": [tanh, relu],
         "init_mismatch": [matched, lsuv],
-        "divergence": [lower, warmup, clip, adam],
+        "divergence": ([({"init": "matched"}, "The loss is non-finite on the first "
+                          "mini-batch, before any update: the initial weights overflow. "
+                          + matched[1]), lsuv] if at_init else [])
+        + [lower, warmup, clip, adam],
         "bn_drift": [({"bn_population": True}, "Recompute the batch-norm running statistics "
                       "over the whole training set after training (population statistics)."),
                      lower],
