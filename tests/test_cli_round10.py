@@ -150,3 +150,24 @@ def test_demo_on_a_data_file_names_the_file_not_none(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "depthlab demo: my data.csv, 1 hidden layers of 4 units, 1 recipes" in out
+
+
+RUN_JSON = ('{"data": {"name": "clusters", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]}, '
+            '"train": {"epochs": 1}, "probes": {"every": 0}')
+
+
+@pytest.mark.parametrize("where", ["config", "--name"])
+def test_a_name_that_is_not_unicode_text_is_refused_before_training(tmp_path, capsys, where):
+    # was: the run trained, then exit 1 "UnicodeEncodeError: ... surrogates not allowed
+    # (internal error)" when its name was stored (a JSON "\ud800", or --name of bytes that are
+    # not UTF-8, which Python decodes to "\udcff")
+    name = '"name": "a\\ud800b", ' if where == "config" else ""
+    (tmp_path / "c.json").write_text("{" + name + RUN_JSON[1:] + "}")
+    argv = ["run", str(tmp_path / "c.json"), "--out", str(tmp_path / "out")]
+    if where == "--name":
+        argv += ["--name", "x\udcff"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "\\ud800" if where == "config" else "\\udcff",
+                    "is not accepted")
+    assert not (tmp_path / "out").exists()

@@ -211,7 +211,21 @@ class Text(Check):
             raise bad(key, v, self.accepted, "has the wrong type")
         if not v.strip():  # a string, but blank
             raise bad(key, v, self.accepted, "is empty")
+        lone = unencodable(v)
+        if lone:  # a JSON "\ud800": the run trained, then its name failed to be stored
+            raise bad(key, v, f"{self.accepted} of Unicode text (it holds the lone surrogate "
+                      f"{lone})")
         return v
+
+
+def unencodable(text: str) -> str | None:
+    """The first character of ``text`` that UTF-8 cannot encode (a lone surrogate, from a JSON
+    ``\\ud800`` escape or undecodable command-line bytes), escaped; None when there is none."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return ascii(text[e.start])[1:-1]
+    return None
 
 
 class Label(Check):

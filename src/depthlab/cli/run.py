@@ -26,6 +26,12 @@ def _name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not accepted; accepted: a non-empty "
                                          "name (or omit --name for the config's name)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # bytes that are not UTF-8: the run trained, then its
+        lone = ascii(text[e.start])[1:-1]  # name could not be stored (exit 1)
+        raise argparse.ArgumentTypeError(f"{ascii(text)} is not accepted; accepted: a name in "
+                                         f"UTF-8 text (it holds the undecodable {lone})") from None
     return text
 
 
