@@ -18,6 +18,8 @@
 * a report of a sweep of more than 16 runs drew and tabled the 16 best by validation accuracy
   only: its diverged runs (the explosions), ranked last, were in no overlay and no row of the
   gradient-flow table, which did not say it was cut; now 4 places are kept for them;
+* a sweep heatmap of 13 learning rates wrote "✗ diverged" (75 px) into 71 px cells: the marks
+  of neighbouring cells ran together; now "✗" alone there, and the title says what it means;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -310,3 +312,27 @@ def test_a_sweep_of_many_runs_keeps_its_diverged_runs_in_the_gradient_flow(tmp_p
     assert sum("not finite" in row or "diverged" in row
                for row in re.findall(r"<tr>.*?</tr>", flow, re.S)) == 3
     assert f"Showing 16 of {n} runs: the 13 best and 3 diverged." in flow
+
+
+def test_heatmap_status_marks_never_run_into_their_neighbours(shots):
+    lrs = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 2.0]
+    runs = pd.DataFrame([{"train.lr": lr, "model.activation": act, "val_acc": 0.3 + lr / 10,
+                          "status": "diverged" if lr >= 0.5 and act == "relu" else "finished"}
+                         for lr in lrs for act in ("sigmoid", "tanh", "relu")])
+    fig = figures.sweep_heatmap(runs, "train.lr", "model.activation")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    cell = ax.get_window_extent(renderer).width / len(lrs)
+    marks = [t for t in ax.texts if "✗" in t.get_text()]
+    assert len(marks) == 4
+    widths = [t.get_window_extent(renderer).width for t in marks]
+    # was: "✗ diverged" 1.2 cells wide: "✗ diverged✗ diverged" across neighbouring cells
+    assert max(widths) < cell, (widths, cell)
+    assert ax.get_title().endswith("\n✗: every run there diverged")
+    (shots / "round10_heatmap_marks.png").write_bytes(figures.figure_png(fig))
+    wide = figures.sweep_heatmap(runs[runs["train.lr"] >= 0.7], "train.lr",
+                                 "model.activation")  # 3 columns: room for the words
+    assert sorted(t.get_text() for t in wide.axes[0].texts if "✗" in t.get_text()) == [
+        "✗ diverged"] * 3
+    assert "\n" not in wide.axes[0].get_title()
