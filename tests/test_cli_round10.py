@@ -171,3 +171,23 @@ def test_a_name_that_is_not_unicode_text_is_refused_before_training(tmp_path, ca
     _one_line_error(code, err, "\\ud800" if where == "config" else "\\udcff",
                     "is not accepted")
     assert not (tmp_path / "out").exists()
+
+
+def test_doctor_of_a_config_file_named_in_bytes_that_are_not_utf8_stores_its_diagnosis(
+        tmp_path, capsys):
+    # was: the diagnosis ran, then exit 1 "UnicodeEncodeError: ... surrogates not allowed"
+    # storing its default name "doctor c\udcff.toml"
+    import os
+    import sys
+
+    if sys.getfilesystemencoding().lower() != "utf-8":
+        pytest.skip("needs a UTF-8 file system encoding")
+    path = os.fsencode(tmp_path) + b"/c\xff.toml"
+    with open(path, "wb") as fh:
+        fh.write(b'[data]\nname = "clusters"\nn = 60\n[model]\nsizes = ["auto", 4, "auto"]\n')
+    code = main(["doctor", os.fsdecode(path), "--out", str(tmp_path / "out"), "-q",
+                 "--steps", "3"])
+    assert code == 0, capsys.readouterr().err
+    assert main(["runs", str(tmp_path / "out"), "--json"]) == 0
+    runs = _strict_json(capsys.readouterr().out)
+    assert [r["name"] for r in runs] == ["doctor c\ufffd.toml"]

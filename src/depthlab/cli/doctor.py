@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         metrics = {k: baseline[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc",
                                             "steps") if k in baseline}
         metrics["seconds"] = seconds
-        rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {Path(args.config).name}",
+        # a file name of bytes that are not UTF-8 (\udcff in Python) could not be stored
+        # after the diagnosis (exit 1): such bytes are shown as U+FFFD
+        file_name = os.fsencode(Path(args.config).name).decode("utf-8", "replace")
+        rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {file_name}",
                         kind="doctor", status="finished", config=prep.config, metrics=metrics,
                         seconds=seconds, findings=payload, probes=diag.probes)
         store.add_run(rec)
