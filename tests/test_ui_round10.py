@@ -20,6 +20,8 @@
   gradient-flow table, which did not say it was cut; now 4 places are kept for them;
 * a sweep heatmap of 13 learning rates wrote "✗ diverged" (75 px) into 71 px cells: the marks
   of neighbouring cells ran together; now "✗" alone there, and the title says what it means;
+* on a phone, what Tab or a link scrolled into view stopped at the screen's bottom edge,
+  under the fixed play/pause bar (the status line entirely, the doctor button's lower edge);
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -336,3 +338,32 @@ def test_heatmap_status_marks_never_run_into_their_neighbours(shots):
     assert sorted(t.get_text() for t in wide.axes[0].texts if "✗" in t.get_text()) == [
         "✗ diverged"] * 3
     assert "\n" not in wide.axes[0].get_title()
+
+
+def test_on_a_phone_tab_never_leaves_the_focus_under_the_play_bar(browser, server, shots):
+    context = browser.new_context(viewport={"width": 360, "height": 740})
+    pg = context.new_page()
+    try:
+        pg.goto(server.url + "?model.depth=4&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
+        under = []
+        for _ in range(30):  # the presets, every control, doctor, export, copy link
+            pg.keyboard.press("Tab")
+            box = pg.evaluate("""(() => { const e = document.activeElement,
+                r = e.getBoundingClientRect(), bar = document.getElementById('transport');
+                return [e.id || e.textContent, r.bottom, bar.getBoundingClientRect().top,
+                        bar.contains(e) || e === document.body]; })()""")
+            if not box[3] and box[1] > box[2] + 0.5:
+                under.append(box)
+        pg.screenshot(path=str(shots / "round10_phone_tab.png"))
+        # was: doctor, export TOML and copy link were scrolled to the bottom edge of the page's
+        # padding, their lower edge under the fixed play/pause bar (703 px, the bar from 699)
+        assert not under, under
+        pg.locator("#status").scroll_into_view_if_needed()
+        bottom, top = pg.evaluate("[document.getElementById('status').getBoundingClientRect()"
+                                  ".bottom, document.getElementById('transport')"
+                                  ".getBoundingClientRect().top]")
+        assert bottom <= top + 0.5, (bottom, top)  # was: the status line behind the bar
+    finally:
+        context.close()

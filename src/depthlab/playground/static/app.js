@@ -214,8 +214,11 @@ function setState(state) {
    A fixed 48 px hid the end of the doctor panel where the bar wraps to two lines (320 px). */
 function fitBottomBar() {
   const bar = $("transport");
-  document.body.style.paddingBottom = getComputedStyle(bar).position === "fixed" ?
-    `${bar.offsetHeight + 8}px` : "";
+  const room = getComputedStyle(bar).position === "fixed" ? `${bar.offsetHeight + 8}px` : "";
+  document.body.style.paddingBottom = room;
+  // and a control reached with Tab (or anything scrolled into view) stops above the bar, not
+  // under it: the browser scrolled the focused field to the screen's bottom edge, behind it
+  document.documentElement.style.scrollPaddingBottom = room;
 }
 
 function showMessage(text) {
