@@ -191,3 +191,25 @@ def test_doctor_of_a_config_file_named_in_bytes_that_are_not_utf8_stores_its_dia
     assert main(["runs", str(tmp_path / "out"), "--json"]) == 0
     runs = _strict_json(capsys.readouterr().out)
     assert [r["name"] for r in runs] == ["doctor c\ufffd.toml"]
+
+
+def test_torch_doctor_of_a_file_named_in_bytes_that_are_not_utf8_stores_its_diagnosis(
+        tmp_path, capsys):
+    # the same for `doctor --torch FILE.py:FUNCTION` (was: the diagnosis ran, then exit 2
+    # "doctor: 'utf-8' codec can't encode character '\\udcff' ...")
+    import os
+    import sys
+
+    pytest.importorskip("torch")
+    if sys.getfilesystemencoding().lower() != "utf-8":
+        pytest.skip("needs a UTF-8 file system encoding")
+    path = os.fsencode(tmp_path) + b"/m\xff.py"
+    with open(path, "wb") as fh:
+        fh.write(b"import torch\n\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear("
+                 b"64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))\n")
+    code = main(["doctor", "--torch", os.fsdecode(path) + ":make", "--data", "clusters",
+                 "--n", "80", "--steps", "3", "--out", str(tmp_path / "out"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert main(["runs", str(tmp_path / "out"), "--json"]) == 0
+    runs = _strict_json(capsys.readouterr().out)
+    assert [r["name"] for r in runs] == ["doctor m\ufffd.py:make"]

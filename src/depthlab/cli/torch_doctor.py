@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,12 @@ from .common import UserError, open_store, progress_mode, say
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+def _text(name: str) -> str:
+    """A file name as storable text: bytes that are not UTF-8 (``\\udcff`` in Python) as
+    U+FFFD (the diagnosis ran, then failed to be stored under its name: exit 1)."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -196,7 +203,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     kwargs: dict[str, Any] = {"optimizer": opt,
                               "batch_size": args.batch_size, "seed": args.seed,
                               "verify": args.verify, "max_cures": args.max_cures,
-                              "out": args.out, "name": f"doctor {Path(args.torch).name}"}
+                              "out": args.out, "name": f"doctor {_text(Path(args.torch).name)}"}
     if args.steps is not None:
         kwargs["steps"] = args.steps
     from ..torch.train import runs_progress
