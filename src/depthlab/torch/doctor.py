@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -366,12 +367,20 @@ def _factory(make_model_or_model: Any
 
     def fresh(seed: int) -> nn.Module:
         torch.manual_seed(seed)
+        # NumPy's and Python's global generators seeded too (a factory drawing its weights
+        # from np.random: the same model in every call), and left as the caller had them
+        np_state, py_state = np.random.get_state(), random.getstate()
         try:
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
             model = make()
         except Exception as e:  # noqa: BLE001 - the user's factory failed
             kind = TypeError if isinstance(e, TypeError) else ValueError
             raise kind(f"make_model() raised {type(e).__name__}: {e}; expected a function "
                        "that returns a fresh torch.nn.Module") from e
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
         if not isinstance(model, nn.Module):
             raise TypeError(f"make_model() must return a torch.nn.Module, got "
                             f"{type(model).__name__}")
@@ -393,9 +402,22 @@ def _factory(make_model_or_model: Any
             if model is made:  # run starts from it as built
                 model = copy.deepcopy(model)
             model.load_state_dict(first[1])
+        else:  # a factory drawing from an unseeded generator: every run (baseline and
+            _load_if_same(model, first[1])  # cures) starts from the same weights
         return model
 
     return fresh, rows
+
+
+def _load_if_same(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``model`` when its state has the same keys and shapes."""
+    own = model.state_dict()
+    if own.keys() != state.keys() or any(own[k].shape != v.shape for k, v in state.items()):
+        return
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, TypeError):
+        return
 
 
 def _as_tensor(v: Any, label: str) -> torch.Tensor:
