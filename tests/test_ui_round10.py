@@ -22,6 +22,8 @@
   of neighbouring cells ran together; now "✗" alone there, and the title says what it means;
 * on a phone, what Tab or a link scrolled into view stopped at the screen's bottom edge,
   under the fixed play/pause bar (the status line entirely, the doctor button's lower edge);
+* "export TOML" clicked right after typing a value (no Tab) downloaded the accepted setup's
+  value (width 8 in the file, 64 on the page): the link pointed at the last accepted setup;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -365,5 +367,41 @@ def test_on_a_phone_tab_never_leaves_the_focus_under_the_play_bar(browser, serve
                                   ".bottom, document.getElementById('transport')"
                                   ".getBoundingClientRect().top]")
         assert bottom <= top + 0.5, (bottom, top)  # was: the status line behind the bar
+    finally:
+        context.close()
+
+
+# -- export ----------------------------------------------------------------------------------
+def test_export_writes_the_value_typed_into_a_control_even_before_tab(browser, server,
+                                                                       tmp_path):
+    import tomllib
+
+    from depthlab.experiments.config import validate
+
+    context = browser.new_context(viewport={"width": 1300, "height": 950}, accept_downloads=True)
+    pg = context.new_page()
+    try:
+        pg.goto(server.url + "?model.depth=4&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.fill("#f-model-width", "64")  # typed, then the export link clicked at once
+        with pg.expect_download(timeout=15_000) as download:
+            pg.click("#export")
+        path = tmp_path / download.value.suggested_filename
+        download.value.save_as(path)
+        config = validate(tomllib.loads(path.read_text()))  # as `depthlab run` reads it
+        # was: width = 8, the accepted setup the link still pointed at
+        assert config["model"]["width"] == 64 and config["model"]["depth"] == 4, config["model"]
+        assert path.name == "playground-spirals-4x64-tanh.toml"
+        # a typed value the server refuses downloads nothing and says why beside the control
+        downloads = []
+        pg.on("download", lambda d: downloads.append(d.suggested_filename))
+        pg.fill("#f-model-depth", "0")
+        with pg.expect_response(lambda r: "/api/check?" in r.url) as checked:
+            pg.click("#export")
+        assert checked.value.json()["key"] == "model.depth"
+        pg.wait_for_selector('.field.invalid[data-key="model.depth"]', timeout=10_000)
+        pg.evaluate("() => new Promise((r) => setTimeout(r, 300))")  # the answer is handled
+        assert "model.depth = '0' is not accepted" in pg.locator("#message").text_content()
+        assert not downloads, downloads
     finally:
         context.close()

@@ -725,11 +725,28 @@ async function main() {
   });
   // before any setup was accepted (a refused URL, too big a network) the link's bare
   // /api/export downloaded the default setup: a config of another network than the page's
-  $("export").addEventListener("click", (ev) => {
-    if (S.query) return;
+  // the controls as they read now: a value typed and not yet sent (no Tab) was left out, so a
+  // width of 64 on the page exported the accepted setup's 8 (the click's change event sends
+  // the new setup, but the link still pointed at the old one)
+  $("export").addEventListener("click", async (ev) => {
     ev.preventDefault();
-    showMessage("nothing to export yet: no setup was accepted; fix the control marked in red " +
-      "(or choose a preset), then export");
+    const qs = new URLSearchParams(readControls()).toString();
+    let body = null;
+    try {
+      body = await (await fetch("/api/check?" + qs)).json();
+    } catch (e) {
+      showMessage("not exported: the server did not answer; reload the page");
+      return;
+    }
+    if (!body.ok) {
+      showMessage(S.query ? `not exported: ${body.message}` : "nothing to export yet: no setup " +
+        "was accepted; fix the control marked in red (or choose a preset), then export");
+      markInvalid(body.key, body.message);
+      return;
+    }
+    const a = document.createElement("a");
+    a.href = "/api/export?" + qs; a.download = ""; a.hidden = true;
+    document.body.appendChild(a); a.click(); a.remove();
   });
   $("share").addEventListener("click", async () => {
     try { await navigator.clipboard.writeText(location.href); $("share").textContent = "link copied"; } catch (e) { prompt("link to this setup", location.href); }
