@@ -24,6 +24,8 @@
   under the fixed play/pause bar (the status line entirely, the doctor button's lower edge);
 * "export TOML" clicked right after typing a value (no Tab) downloaded the accepted setup's
   value (width 8 in the file, 64 on the page): the link pointed at the last accepted setup;
+* "copy link" likewise copied the page's URL, of the last accepted setup (width=8 with 64 on
+  the page);
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -403,5 +405,26 @@ def test_export_writes_the_value_typed_into_a_control_even_before_tab(browser, s
         pg.evaluate("() => new Promise((r) => setTimeout(r, 300))")  # the answer is handled
         assert "model.depth = '0' is not accepted" in pg.locator("#message").text_content()
         assert not downloads, downloads
+    finally:
+        context.close()
+
+
+def test_copy_link_copies_the_value_typed_into_a_control_even_before_tab(browser, server):
+    context = browser.new_context(viewport={"width": 1300, "height": 950})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    pg = context.new_page()
+    try:
+        pg.goto(server.url + "?model.depth=4&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.fill("#f-model-width", "64")
+        pg.click("#share")
+        pg.wait_for_function("document.getElementById('share').textContent === 'link copied'",
+                             timeout=10_000)
+        link = pg.evaluate("navigator.clipboard.readText()")
+        # was: the page's URL, of the accepted setup: width=8
+        assert "model.width=64" in link and "model.depth=4" in link, link
+        pg.goto(link)  # the link opens the setup that was on the page
+        pg.wait_for_function("new URLSearchParams(location.search).get('model.width') === '64'",
+                             timeout=30_000)
     finally:
         context.close()

@@ -748,8 +748,24 @@ async function main() {
     a.href = "/api/export?" + qs; a.download = ""; a.hidden = true;
     document.body.appendChild(a); a.click(); a.remove();
   });
+  // the link of the controls as they read now, as for the export (the page's URL is that of
+  // the last accepted setup: a value typed without Tab was left out of the copied link)
   $("share").addEventListener("click", async () => {
-    try { await navigator.clipboard.writeText(location.href); $("share").textContent = "link copied"; } catch (e) { prompt("link to this setup", location.href); }
+    const qs = new URLSearchParams(readControls()).toString();
+    let body = null;
+    try {
+      body = await (await fetch("/api/check?" + qs)).json();
+    } catch (e) {
+      showMessage("no link copied: the server did not answer; reload the page");
+      return;
+    }
+    if (!body.ok) {
+      showMessage(`no link copied: ${body.message}`);
+      markInvalid(body.key, body.message);
+      return;
+    }
+    const link = `${location.origin}${location.pathname}?${qs}`;
+    try { await navigator.clipboard.writeText(link); $("share").textContent = "link copied"; } catch (e) { prompt("link to this setup", link); }
     setTimeout(() => { $("share").textContent = "copy link"; }, 1500);
   });
   window.addEventListener("resize", () => {
