@@ -129,3 +129,15 @@ def test_every_run_of_a_factory_starts_from_the_first_builds_weights():
     fresh, _ = _factory(make)
     first, second = fresh(0), fresh(0)
     assert first is not second and torch.equal(first.weight, second.weight)
+
+
+def test_whole_number_float_labels_for_cross_entropy_are_named(digits):
+    # was: "... RuntimeError: expected target dtype to be Long or Byte, but got Float"
+    x, y = digits.x_train, digits.y_train.astype(np.float64)
+    with pytest.raises(TypeError, match="CrossEntropyLoss needs integer class labels, got "
+                                        r"floating-point targets of shape \(\) per example"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)), (x, y), steps=1, verify=False)
+    # class probabilities (N, C) stay accepted by CrossEntropyLoss
+    d = dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)), (x, np.eye(10)[digits.y_train]),
+                   steps=1, verify=False)
+    assert np.isfinite(d.baseline["train_loss"])

@@ -860,6 +860,11 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise TypeError(f"{type(loss_fn).__name__} needs floating-point targets, got "
                         f"{str(d.y.dtype).removeprefix('torch.')} labels: give y as floats "
                         "(e.g. y.astype(np.float32))")
+    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and d.y.is_floating_point() \
+            and (d.y.dim() == 1 or isinstance(loss_fn, nn.NLLLoss)):  # CE takes probabilities
+        raise TypeError(f"{type(loss_fn).__name__} needs integer class labels, got "  # (N, C)
+                        f"floating-point targets of shape {tuple(d.y.shape[1:])} per example: "
+                        "give y as integers (e.g. y.astype(np.int64))")
     out: Any = None
     try:
         with torch.no_grad(), rx.untouched(model), warnings.catch_warnings(record=True) as seen:
