@@ -213,3 +213,27 @@ def test_torch_doctor_of_a_file_named_in_bytes_that_are_not_utf8_stores_its_diag
     assert main(["runs", str(tmp_path / "out"), "--json"]) == 0
     runs = _strict_json(capsys.readouterr().out)
     assert [r["name"] for r in runs] == ["doctor m\ufffd.py:make"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["export", "res", "--to", "e\x00x"], ["runs", "r\x00"],
+    ["predict", "net.npz", "x.npy", "--to", "p\x00.csv"], ["reproduce", "he2015", "--out", "a\x00"],
+    ["doctor", "--torch", "m\x00.py:make", "--data", "digits"], ["init", "a\x00b"],
+])
+def test_an_argument_with_a_nul_byte_is_one_line(tmp_path, capsys, monkeypatch, argv):
+    # was: exit 1, "ValueError: embedded null byte (internal error ...)" from the first os call
+    # (run --out, export --to, predict --to, reproduce --out, doctor --torch, init)
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    _one_line_error(code, capsys.readouterr().err, "\\x00", "holds a NUL byte")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", [".", "..", "/", "./", "sub/.."])
+def test_init_with_a_folder_for_name_is_one_line(tmp_path, capsys, monkeypatch, name):
+    # was: exit 1 "ValueError: PosixPath('.') has an empty name"; '..' wrote a file '...toml'
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    code = main(["init", name])
+    _one_line_error(code, capsys.readouterr().err, repr(name), "names a folder, not a file")
+    assert [p.name for p in tmp_path.iterdir()] == ["sub"]

@@ -259,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("stdout", "stderr"):  # started with it closed (`2>&-`): output goes nowhere
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+    nul = next((a for a in (sys.argv[1:] if argv is None else argv) if "\x00" in str(a)), None)
+    if nul is not None:  # no path can hold one: os calls raised "embedded null byte" (exit 1)
+        sys.stderr.write(f"depthlab: error: argument {str(nul)!r} holds a NUL byte; accepted: "
+                         "text without NUL characters\n")
+        return 2
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         source = matches[0]
     suffix = Path(source).suffix
     target = Path(args.name)
+    if target.name in ("", ".", ".."):  # '.', '/', '..': a folder, no file name (was exit 1)
+        raise UserError(f"NAME {args.name!r} names a folder, not a file; expected a file name "
+                        "such as my_run (written as my_run.toml)")
     if target.suffix.lower() != suffix:  # "x.TOML" stays x.TOML
         target = target.with_name(target.name + suffix)
     if target.exists() and not args.force:
