@@ -96,9 +96,14 @@ def test_prelu_slope_is_read_when_measured():
     assert spec.function(s).tolist() == pytest.approx([-1.0, 3.0])
 
 
-def test_prelu_theory_scalar_slope_and_refusal_per_channel():
+def test_prelu_theory_scalar_slope_and_refusal_per_channel(monkeypatch):
+    import importlib
+
     import depthlab.torch as dlt
 
+    # population variances: predict's 1/n finite-unit term (_finite_units) left out
+    monkeypatch.setattr(importlib.import_module("depthlab.torch.predict"), "_finite_units",
+                        lambda rows: [(0.0, 0.0)] * len(rows))
     model, x, _ = _prelu_case(1)
     with torch.no_grad():
         model[1].weight.fill_(0.3)
