@@ -237,3 +237,16 @@ def test_init_with_a_folder_for_name_is_one_line(tmp_path, capsys, monkeypatch, 
     code = main(["init", name])
     _one_line_error(code, capsys.readouterr().err, repr(name), "names a folder, not a file")
     assert [p.name for p in tmp_path.iterdir()] == ["sub"]
+
+
+def test_a_huge_negative_label_is_named_as_written(tmp_path, capsys):
+    # was: "depthlab: warning: invalid value encountered in cast" then "labels must be
+    # non-negative integers, got -9223372036854775808" for a label -1e30
+    rows = "".join(f"{i},{i % 2}\n" for i in range(10))
+    (tmp_path / "d.csv").write_text("a,label\n" + rows + "3,-1e30\n")
+    (tmp_path / "c.toml").write_text('[data]\npath = "d.csv"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n')
+    code = main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    _one_line_error(code, err, "d.csv", "labels must be non-negative integers, got -1e+30")
+    assert "warning" not in err

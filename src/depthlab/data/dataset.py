@@ -210,6 +210,9 @@ def _as_int_labels(y: np.ndarray, where: str) -> np.ndarray:
                 f"{where}: labels must be integers, got non-integer values such as "
                 f"{sample.tolist()}"
             )
+        if y.size and y.min() < 0:  # before the cast: -1e30 became -9223372036854775808
+            raise ValueError(f"{where}: labels must be non-negative integers, got "
+                             f"{float(y.min()):g}")
         out = y.astype(np.int64)
     else:
         raise ValueError(f"{where}: labels must be integers, got dtype {y.dtype}")
