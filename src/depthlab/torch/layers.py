@@ -538,10 +538,11 @@ def _renormed_weights(model: nn.Module) -> list[tuple[torch.Tensor, int, torch.T
     ``max_norm``: their forward rescales the rows it looks up in place (``embedding_renorm_``),
     so a probe's forward changed the user's weights (a row of norm 3.1 left at 1.0)."""
     out = []
-    for m in model.modules():
-        w = getattr(m, "weight", None)
+    for m in model.modules():  # no other module's weight read: a parametrized one (spectral
+        # norm in training mode) would run a power iteration on reading
         if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None \
-                and isinstance(w, torch.Tensor):
+                and not parametrize.is_parametrized(m):
+            w = m.weight
             out.append((w, _ver(w), w.detach().clone()))
     return out
 
