@@ -26,6 +26,7 @@
   value (width 8 in the file, 64 on the page): the link pointed at the last accepted setup;
 * "copy link" likewise copied the page's URL, of the last accepted setup (width=8 with 64 on
   the page);
+* a report of an empty store said "The store holds no runs yet." and not how to add one;
 * the metric-by-run figure of a report of 50 runs (some diverged) put its legend over the
   tallest bars, which a sweep sorted by its metric draws exactly there.
 
@@ -426,5 +427,25 @@ def test_copy_link_copies_the_value_typed_into_a_control_even_before_tab(browser
         pg.goto(link)  # the link opens the setup that was on the page
         pg.wait_for_function("new URLSearchParams(location.search).get('model.width') === '64'",
                              timeout=30_000)
+    finally:
+        context.close()
+
+
+def test_a_report_of_an_empty_store_says_how_to_fill_it(browser, tmp_path, shots):
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    Store(tmp_path).close()
+    path = write_report(tmp_path)
+    context = browser.new_context(viewport={"width": 375, "height": 667})
+    pg = context.new_page()
+    try:
+        pg.goto(path.resolve().as_uri())
+        pg.screenshot(path=str(shots / "round10_empty_report.png"))
+        text = pg.locator("body").inner_text()
+        # was: "The store holds no runs yet." and nothing on how to add one
+        assert "The store holds no runs yet. Add some with depthlab run CONFIG --out DIR" in text
+        assert "depthlab report DIR" in text
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 375
     finally:
         context.close()

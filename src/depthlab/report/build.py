@@ -909,7 +909,11 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     detailed: set[str] = set()  # runs drawn in a section so far (a run in two sweeps: once)
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
-                    "<p class=\"note\">The store holds no runs yet.</p>")
+                    "<p class=\"note\">The store holds no runs yet. Add some with "
+                    "<code>depthlab run CONFIG --out DIR</code>, <code>depthlab sweep CONFIG "
+                    "--out DIR</code> or a PyTorch loop's <code>depthlab.torch.Watch(model, "
+                    "out=DIR)</code>, then write this report again with <code>depthlab report "
+                    "DIR</code>.</p>")
     if len(groups) > 1 and groups[0].kind != "sweep":
         # several stand-alone runs: the overlaid per-layer figures of all of them come first
         echo("report: overview of all runs")
