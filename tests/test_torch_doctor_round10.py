@@ -141,3 +141,18 @@ def test_whole_number_float_labels_for_cross_entropy_are_named(digits):
     d = dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)), (x, np.eye(10)[digits.y_train]),
                    steps=1, verify=False)
     assert np.isfinite(d.baseline["train_loss"])
+
+
+def test_functional_cross_entropy_gets_the_label_checks_of_the_module(digits):
+    # was: torch's "IndexError: Target 12 is out of bounds." from the mini-batch that first
+    # held the label, after training had started
+    from torch.nn import functional as F  # noqa: N812
+
+    x, y = digits.x_train, digits.y_train.copy()
+    y[-1] = 12
+    with pytest.raises(ValueError, match="the labels hold 12 .* the model has 10 outputs"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)), (x, y), loss_fn=F.cross_entropy,
+                   steps=1, verify=False)
+    with pytest.raises(TypeError, match="F.nll_loss needs integer class labels"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10), nn.LogSoftmax(dim=1)),
+                   (x, y.astype(np.float32)), loss_fn=F.nll_loss, steps=1, verify=False)

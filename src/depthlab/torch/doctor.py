@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 
 from ..activations import get_activation
 from ..diagnosis.doctor import _improved, rank_findings
@@ -860,9 +861,9 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise TypeError(f"{type(loss_fn).__name__} needs floating-point targets, got "
                         f"{str(d.y.dtype).removeprefix('torch.')} labels: give y as floats "
                         "(e.g. y.astype(np.float32))")
-    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) and d.y.is_floating_point() \
-            and (d.y.dim() == 1 or isinstance(loss_fn, nn.NLLLoss)):  # CE takes probabilities
-        raise TypeError(f"{type(loss_fn).__name__} needs integer class labels, got "  # (N, C)
+    kind = _class_index_loss(loss_fn)
+    if kind and d.y.is_floating_point() and (d.y.dim() == 1 or "nll" in kind.lower()):
+        raise TypeError(f"{kind} needs integer class labels, got "  # CE takes probabilities (N, C)
                         f"floating-point targets of shape {tuple(d.y.shape[1:])} per example: "
                         "give y as integers (e.g. y.astype(np.int64))")
     out: Any = None
@@ -901,29 +902,41 @@ class _LabelError(ValueError):
     """Labels outside the model's classes (:func:`_check_labels`)."""
 
 
+def _class_index_loss(loss_fn: Callable) -> str | None:
+    """The name of a class-index loss (``CrossEntropyLoss``/``NLLLoss`` modules, and
+    ``F.cross_entropy``/``F.nll_loss``), else None."""
+    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return type(loss_fn).__name__
+    if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
+        return f"F.{loss_fn.__name__}"
+    return None
+
+
 def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
-    """For a class-index loss (``CrossEntropyLoss``, ``NLLLoss``) on outputs ``(N, C, ...)``
+    """For a class-index loss (``CrossEntropyLoss``, ``NLLLoss``, their functions in
+    ``torch.nn.functional``) on outputs ``(N, C, ...)``
     with integer targets ``(N, ...)``: every training and validation label in ``[0, C)`` (or
     the loss's ``ignore_index``), else a ValueError naming the first bad one. The two-row
     check sees only two labels, and torch's IndexError would otherwise come from whichever
     mini-batch (or the final validation pass) first holds one."""
     y2 = d.y[:2]
-    if not isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or \
+    if _class_index_loss(loss_fn) is None or \
             not isinstance(out, torch.Tensor) or y2.is_floating_point() or \
             out.dim() != y2.dim() + 1 or out.dim() < 2 or out.shape[0] != y2.shape[0] or \
             out.shape[2:] != y2.shape[1:]:
         return
     classes = int(out.shape[1])
+    ignore = int(getattr(loss_fn, "ignore_index", -100))  # the functions' default
     labels = torch.cat([y.reshape(-1) for y in (d.y, d.y_val) if y is not None])
-    bad = labels[((labels < 0) | (labels >= classes)) & (labels != loss_fn.ignore_index)]
+    bad = labels[((labels < 0) | (labels >= classes)) & (labels != ignore)]
     if len(bad):
         raise _LabelError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
-                         f"0 to {classes - 1}) but the model has {classes} outputs; expected "
-                         f"class indices 0 to {classes - 1}")
-    if bool((d.y == loss_fn.ignore_index).all()):  # the loss is 0 / 0 = NaN at every step,
+                          f"0 to {classes - 1}) but the model has {classes} outputs; expected "
+                          f"class indices 0 to {classes - 1}")
+    if bool((d.y == ignore).all()):  # the loss is 0 / 0 = NaN at every step,
         raise _LabelError(f"every training label is the loss's ignore_index "  # a 'divergence'
-                         f"{loss_fn.ignore_index}: nothing to train on; expected class indices "
-                         f"0 to {classes - 1}")
+                          f"{ignore}: nothing to train on; expected class indices "
+                          f"0 to {classes - 1}")
 
 
 def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: Callable
