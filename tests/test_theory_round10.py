@@ -15,6 +15,7 @@ import importlib
 import math
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -91,3 +92,25 @@ def test_finite_unit_term_is_one_over_n_of_the_weights_part_only():
     want = q - (20 * (v - mw * mw) * float(x64.pow(2).mean()) - qb) / 3
     got = float(df[df.quantity == "pre_std"].predicted.iloc[0]) ** 2
     assert got == np.float64(want) or abs(got / want - 1) < 1e-9
+
+
+class _PreActBlock(nn.Module):
+    def __init__(self, n: int, bn: bool) -> None:
+        super().__init__()
+        first = [nn.BatchNorm1d(n)] if bn else []
+        self.f = nn.Sequential(*first, nn.ReLU(), nn.Linear(n, n), nn.ReLU(), nn.Linear(n, n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.f(x)
+
+
+@pytest.mark.parametrize("bn, first", [(False, "relu"), (True, "BatchNorm1d")])
+def test_pre_activation_block_is_refused_by_what_it_is(bn, first):
+    """A block whose branch starts with the activation (or BN) of the layer before was
+    refused as 'not the previous layer's output ... it is the output of '0' (Linear)', which
+    contradicted itself; now it is named a pre-activation block."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), _PreActBlock(16, bn), nn.Linear(16, 3))
+    with pytest.raises(ValueError, match=rf"residual block '1' starts with {first} on '0''s "
+                                         r"output \(a pre-activation block"):
+        dlt.predict(model, torch.randn(32, 8))

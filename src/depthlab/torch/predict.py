@@ -466,6 +466,19 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         mids, reached = walk(b_in, prev_end, prev_at, first_call)
         if prev_end is not None and mids and reached == prev_end:
             _whole(mids[0].label, mids[0].read, sizes.get(prev_end), prev_end == x_store)
+        elif (prev_end is not None and b_in != prev_end and out and out[-1]["kind"] == "layer"
+              and outputs[id(out[-1]["module"])][0] == b_in):
+            # the previous layer's follower (activation or BatchNorm) runs inside the block
+            seg = out[-1]
+            follower = (type(seg["norm"]).__name__ if seg["norm"] is not None
+                        else seg["activation"].name if seg["activation"] is not None
+                        else "a module")
+            raise ValueError(f"predict() models residual blocks post(x + F(x)) whose branch F "
+                             f"starts with a weight layer; residual block {block.name!r} "
+                             f"starts with {follower} on {seg['name']!r}'s output (a "
+                             "pre-activation block, norm/activation before the layer), which "
+                             "is not modelled; expected a block whose branch begins with its "
+                             "Linear/Conv layer")
         elif prev_end is not None and b_in != prev_end:
             raise ValueError(f"predict() needs a chain of layers, activations and residual "
                              f"blocks; the input of residual block {block.name!r} is not the "
