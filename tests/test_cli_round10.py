@@ -250,3 +250,31 @@ def test_a_huge_negative_label_is_named_as_written(tmp_path, capsys):
     err = capsys.readouterr().err
     _one_line_error(code, err, "d.csv", "labels must be non-negative integers, got -1e+30")
     assert "warning" not in err
+
+
+@pytest.mark.parametrize(("section", "key", "meant"), [
+    ("model", "weight_init", "init"),  # was: did you mean "bias_init"
+    ("model", "dropout_rate", "dropout"),  # was: "dropout_type"
+    ("model", "bn", "batchnorm"),  # was: "bn_eps"
+    ("train", "learning_rate", "lr"),  # was: no hint
+    ("train", "lr_decay_rate", "lr_decay"),
+    ("model", "hidden_sizes", "sizes"),  # was: no hint
+    ("model", "initializer", "init"),
+    ("data", "val_split", "val_fraction"),
+    ("data", "label_column", "label"),
+])
+def test_a_misspelled_key_suggests_the_key_it_means(tmp_path, capsys, section, key, meant):
+    text = ('[data]\nname = "digits"\n[model]\nsizes = ["auto", 4, "auto"]\n[train]\n'
+            '[probes]\n').replace(f"[{section}]\n", f"[{section}]\n{key} = 1\n")
+    (tmp_path / "c.toml").write_text(text)
+    code = main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out")])
+    _one_line_error(code, capsys.readouterr().err, f"unknown key '{section}.{key}'",
+                    f'(did you mean "{meant}"?)')
+
+
+@pytest.mark.parametrize(("section", "meant"), [("optimizer", "train"), ("network", "model")])
+def test_a_misnamed_section_suggests_the_section_it_means(tmp_path, capsys, section, meant):
+    (tmp_path / "c.toml").write_text(f'[data]\nname = "digits"\n[{section}]\nlr = 0.1\n')
+    code = main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out")])
+    _one_line_error(code, capsys.readouterr().err, f"unknown section [{section}]",
+                    f"(did you mean [{meant}]?)")

@@ -137,8 +137,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+KEY_SYNONYMS: dict[str, dict[str, str]] = {
+    "data": {"dataset": "name", "file": "path", "filename": "path", "val_split": "val_fraction",
+             "validation_split": "val_fraction", "test_split": "test_fraction",
+             "target": "label", "n_samples": "n", "num_samples": "n", "normalize": "standardize"},
+    "model": {"initializer": "init", "initialization": "init", "act": "activation",
+              "nonlinearity": "activation", "bn": "batchnorm", "layers": "sizes",
+              "hidden_size": "width", "units": "width", "n_layers": "depth",
+              "num_layers": "depth", "hidden_layers": "depth", "skip": "residual"},
+    "train": {"learning_rate": "lr", "bs": "batch_size", "optim": "optimizer", "opt": "optimizer",
+              "criterion": "loss", "steps": "max_steps"},
+}
+"""Other libraries' names of a key (``learning_rate``, ``bn``, ``val_split``): the "did you
+mean" hint names the key they mean, where spelling similarity guessed another or none."""
+SECTION_SYNONYMS: dict[str, str] = {"optimizer": "train", "optim": "train", "training": "train",
+                                    "network": "model", "net": "model", "architecture": "model",
+                                    "dataset": "data", "probe": "probes"}
+
+
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
-    close = closest_name(key, valid)
+    synonym = KEY_SYNONYMS.get(section or "", {}).get(str(key).strip().lower().replace("-", "_"))
+    close = synonym if synonym in valid else closest_name(key, valid)
     hint = f" (did you mean {fmt(close)}?)" if close else ""
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
@@ -549,7 +568,8 @@ class RunSpec:
         for key in raw:
             if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
                 valid = [*SECTIONS, *TOP_LEVEL_KEYS]
-                close = closest_name(key, valid)
+                close = SECTION_SYNONYMS.get(str(key).strip().lower()) or closest_name(key,
+                                                                                   valid)
                 hint = f" (did you mean [{close}]?)" if close else ""
                 kind = "section" if isinstance(raw[key], dict) else "key"
                 raise ConfigError(

@@ -80,7 +80,8 @@ def to_float(value: numbers.Real) -> float:
 def closest_name(word: str, names: Iterable[str]) -> str | None:
     """The accepted name a mistyped ``word`` most likely meant, for "did you mean" hints: a
     name that has ``word`` as one of its ``_``-separated parts (``steps`` -> ``max_steps``,
-    ``batch`` -> ``batch_size``; the shortest such), else the closest by difflib's similarity
+    ``batch`` -> ``batch_size``; the shortest such), else a name that is one of ``word``'s
+    parts (``weight_init`` -> ``init``; the longest such), else the closest by difflib's similarity
     ratio ``2 M / T`` (at least 0.6), else None. Case, ``-`` and surrounding spaces do not
     count."""
     names = [str(n) for n in names]
@@ -88,6 +89,17 @@ def closest_name(word: str, names: Iterable[str]) -> str | None:
     parts = [n for n in names if w and w in n.lower().replace("-", "_").split("_")]
     if parts:
         return min(parts, key=len)
+    # a name that is one of the word's parts (weight_init -> init, dropout_rate -> dropout:
+    # difflib said bias_init and dropout_type); the longest such
+    w_parts = w.split("_")
+
+    def inside(name: str) -> bool:  # name's parts appear, in a row, among the word's
+        p = name.lower().replace("-", "_").split("_")
+        return any(w_parts[i:i + len(p)] == p for i in range(len(w_parts) - len(p) + 1))
+
+    within = [n for n in names if n and inside(n)]
+    if within:
+        return max(within, key=len)
     lowered = {n.lower(): n for n in names}
     close = difflib.get_close_matches(w, list(lowered), n=1, cutoff=0.6)
     return lowered[close[0]] if close else None
