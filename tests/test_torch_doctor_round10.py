@@ -156,3 +156,13 @@ def test_functional_cross_entropy_gets_the_label_checks_of_the_module(digits):
     with pytest.raises(TypeError, match="F.nll_loss needs integer class labels"):
         dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10), nn.LogSoftmax(dim=1)),
                    (x, y.astype(np.float32)), loss_fn=F.nll_loss, steps=1, verify=False)
+
+
+def test_an_instance_that_cannot_be_copied_says_so_and_what_to_pass(digits):
+    # was: "TypeError: cannot pickle '_thread.lock' object" (copy.deepcopy's words alone)
+    import threading
+
+    model = nn.Sequential(nn.Linear(64, 10))
+    model.lock = threading.Lock()
+    with pytest.raises(TypeError, match="cannot be deep-copied .*pass a function that builds"):
+        dlt.doctor(model, digits, steps=1, verify=False)

@@ -354,7 +354,12 @@ def _factory(make_model_or_model: Any
                             "pass the wrapped module (model.module)")
 
         def copied(seed: int) -> nn.Module:
-            model = copy.deepcopy(template)
+            try:
+                model = copy.deepcopy(template)
+            except Exception as e:  # noqa: BLE001 - e.g. a lock or an open file held by it
+                raise TypeError(f"the model cannot be deep-copied ({type(e).__name__}: {e}); "
+                                "the doctor trains copies and leaves the given model as it "
+                                "is: pass a function that builds the model instead") from None
             return _materialized(model, rows[0], seed) if rows and _has_lazy(model) else model
 
         return copied, rows
