@@ -34,7 +34,13 @@ backward: ``dL/dx_b = dL/dx_{b+1} (I + J_F)``, hence with ``G_b = Var(dL/dx_b)``
                 the block input site's ``s`` is ``x_b`` itself, so ``dL/ds = dL/dx_b``
                 (skip path included): ``Var(g_in) = G_b``
 
-everything relative to the head site (``Var(g_head) = 1``). With BN the per-block gain
+everything relative to the head site (``Var(g_head) = 1``). Not modelled: ``x_{b+1} = x_b +
+F(x_b)`` keeps part of ``x_b``, so a unit active in one block tends to be active in the next,
+and ``f'(x_b)`` is correlated with ``Var(dL/dx_{b+1} | x_b)``, which the products of means
+above treat as independent (measured, ReLU without BN, He init, 11 blocks of 256, CE loss,
+3 seeds: the first block's gradient std 0.93x the measurement, 0.97-1.0x in the upper
+blocks; with BN 0.97x; :func:`depthlab.torch.predict` carries that dependence on the
+unit's value through identity skips). With BN the per-block gain
 ``1 + c / q_b`` decays like ``1/b`` (``q_b`` grows linearly), so the gradient grows only
 polynomially towards the input (``~ b^(c / dq)``), not geometrically as in a plain BN net.
 """
