@@ -166,3 +166,10 @@ def test_an_instance_that_cannot_be_copied_says_so_and_what_to_pass(digits):
     model.lock = threading.Lock()
     with pytest.raises(TypeError, match="cannot be deep-copied .*pass a function that builds"):
         dlt.doctor(model, digits, steps=1, verify=False)
+
+
+def test_one_hot_integer_labels_for_cross_entropy_are_named(digits):
+    # was: "... RuntimeError: 0D or 1D target tensor expected, multi-target not supported"
+    x, y = digits.x_train, np.eye(10, dtype=np.int64)[digits.y_train]
+    with pytest.raises(ValueError, match=r"one-hot rows of 10 integers.*y\.argmax\(axis=1\)"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)), (x, y), steps=1, verify=False)

@@ -925,6 +925,12 @@ def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
     check sees only two labels, and torch's IndexError would otherwise come from whichever
     mini-batch (or the final validation pass) first holds one."""
     y2 = d.y[:2]
+    if _class_index_loss(loss_fn) is not None and isinstance(out, torch.Tensor) and \
+            not y2.is_floating_point() and y2.dim() == 2 and out.shape == y2.shape and \
+            bool(((d.y == 0) | (d.y == 1)).all()) and bool((d.y.sum(dim=1) == 1).all()):
+        raise _LabelError(f"the labels are one-hot rows of {y2.shape[1]} integers, but "
+                          f"{_class_index_loss(loss_fn)} takes class indices: give "
+                          "y.argmax(axis=1) (or the rows as floats: class probabilities)")
     if _class_index_loss(loss_fn) is None or \
             not isinstance(out, torch.Tensor) or y2.is_floating_point() or \
             out.dim() != y2.dim() + 1 or out.dim() < 2 or out.shape[0] != y2.shape[0] or \
