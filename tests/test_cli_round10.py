@@ -278,3 +278,12 @@ def test_a_misnamed_section_suggests_the_section_it_means(tmp_path, capsys, sect
     code = main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out")])
     _one_line_error(code, capsys.readouterr().err, f"unknown section [{section}]",
                     f"(did you mean [{meant}]?)")
+
+
+def test_a_misspelled_data_option_suggests_the_option(tmp_path, capsys):
+    # was: "data.options.seperation is not an option of data set 'clusters'; accepted: ..."
+    (tmp_path / "c.toml").write_text('[data]\nname = "clusters"\noptions = {seperation = 2}\n'
+                                     '[model]\nsizes = ["auto", 4, "auto"]\n')
+    code = main(["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "out")])
+    _one_line_error(code, capsys.readouterr().err, "data.options.seperation",
+                    '(did you mean "separation"?)', "accepted: d, n_classes, separation")

@@ -273,10 +273,12 @@ class DataSpec(_Section):
             if builtin.options is not None:
                 wrong = [k for k in self.options if k not in builtin.options]
                 if wrong:
+                    close = closest_name(wrong[0], builtin.options)
+                    hint = f" (did you mean {fmt(close)}?)" if close else ""
                     raise ConfigError(
                         f"{prefix}options.{wrong[0]} is not an option of data set "
-                        f"{builtin.name!r}; accepted: {', '.join(builtin.options) or '(none)'}",
-                        prefix + "options")
+                        f"{builtin.name!r}{hint}; accepted: "
+                        f"{', '.join(builtin.options) or '(none)'}", prefix + "options")
             if self.label is not None:
                 raise ConfigError(
                     f"{prefix}label = {fmt(self.label)} applies only to {prefix}path files; "
