@@ -173,3 +173,25 @@ def test_one_hot_integer_labels_for_cross_entropy_are_named(digits):
     x, y = digits.x_train, np.eye(10, dtype=np.int64)[digits.y_train]
     with pytest.raises(ValueError, match=r"one-hot rows of 10 integers.*y\.argmax\(axis=1\)"):
         dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)), (x, y), steps=1, verify=False)
+
+
+class TwoHeads(nn.Module):
+    """Returns ``(logits, aux)``, as models with auxiliary outputs do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 10), nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(x), self.b(x)
+
+
+def test_a_model_returning_a_tuple_is_told_to_bring_a_loss_that_takes_it(digits):
+    # was: only torch's "cross_entropy_loss(): argument 'input' (position 1) must be Tensor,
+    # not tuple"
+    with pytest.raises(ValueError, match="the model returns a tuple, not a tensor: give a "
+                                         "loss_fn that takes it"):
+        dlt.doctor(TwoHeads, digits, steps=1, verify=False)
+    d = dlt.doctor(TwoHeads, digits, steps=1, verify=False,
+                   loss_fn=lambda out, y: nn.functional.cross_entropy(out[0], y))
+    assert np.isfinite(d.baseline["train_loss"])

@@ -888,6 +888,10 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         hint = "" if d.x.is_floating_point() else (
             "; integer inputs are passed as int64 (token ids for an nn.Embedding): give "
             "floating-point inputs to other models")
+        if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
+            hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
+                     "loss_fn that takes it, e.g. lambda out, y: "
+                     "nn.functional.cross_entropy(out[0], y)")
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
                          f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
