@@ -195,3 +195,19 @@ def test_a_model_returning_a_tuple_is_told_to_bring_a_loss_that_takes_it(digits)
     d = dlt.doctor(TwoHeads, digits, steps=1, verify=False,
                    loss_fn=lambda out, y: nn.functional.cross_entropy(out[0], y))
     assert np.isfinite(d.baseline["train_loss"])
+
+
+def test_channels_last_images_for_a_cnn_are_named_with_the_transpose():
+    # was: only torch's "expected input[2, 8, 8, 3] to have 3 channels, but got 8 channels"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8, 8, 3)).astype(np.float32)  # (N, H, W, C), as image files
+    y = rng.integers(0, 2, 40)
+
+    def make():
+        return nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(2 * 64, 2))
+
+    with pytest.raises(ValueError, match=r"channels-last \(N, H, W, C\).*transpose\(0, 3, 1, 2"):
+        dlt.doctor(make, (x, y), steps=1, verify=False)
+    d = dlt.doctor(make, (x.transpose(0, 3, 1, 2), y), steps=1, verify=False)
+    assert np.isfinite(d.baseline["train_loss"])

@@ -888,6 +888,11 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         hint = "" if d.x.is_floating_point() else (
             "; integer inputs are passed as int64 (token ids for an nn.Embedding): give "
             "floating-point inputs to other models")
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if conv is not None and out is None and d.x.dim() == 4 and \
+                d.x.shape[-1] == conv.in_channels != d.x.shape[1]:
+            hint += ("; the images look channels-last (N, H, W, C): torch's Conv2d takes "
+                     "(N, C, H, W), e.g. x.transpose(0, 3, 1, 2)")
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
             hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
                      "loss_fn that takes it, e.g. lambda out, y: "
