@@ -211,3 +211,11 @@ def test_channels_last_images_for_a_cnn_are_named_with_the_transpose():
         dlt.doctor(make, (x, y), steps=1, verify=False)
     d = dlt.doctor(make, (x.transpose(0, 3, 1, 2), y), steps=1, verify=False)
     assert np.isfinite(d.baseline["train_loss"])
+
+
+def test_a_factory_returning_a_meta_model_is_refused_by_name(digits):
+    # was: NotImplementedError "Cannot copy out of meta tensor; no data!" (the factory's first
+    # model was copied before the meta check that an instance gets)
+    with pytest.raises(ValueError, match="'0.weight' of Sequential is on the 'meta' device"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(64, 10)).to("meta"), digits, steps=1,
+                   verify=False)

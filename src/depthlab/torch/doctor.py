@@ -396,6 +396,7 @@ def _factory(make_model_or_model: Any
                 return model  # doctor() builds it again once it has the data
             model = _materialized(copy.deepcopy(model), rows[0], seed)
         if not first:
+            check_materialized(model)  # a 'meta' model: by name, before copying its values
             first.extend((made, {k: v.detach().to("cpu", copy=True)
                                  for k, v in model.state_dict().items()}))
             if model is not made:
