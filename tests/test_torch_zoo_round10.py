@@ -15,7 +15,10 @@ Regressions: a ``MultiheadAttention(add_bias_kv=True)``'s ``bias_k``/``bias_v`` 
 its input projection's weight rows (weight_std 0.2533 where the projections' is 0.2529,
 weight_grad_std 0.0125 vs 0.0130); a probe of an ``nn.Embedding(max_norm=...)`` left the user's
 weights renormalized (its forward rescales the looked-up rows in place: weight std 0.954 ->
-0.514 after ``dlt.probe``)."""
+0.514 after ``dlt.probe``). Waiting for patch zoo-cancellation (the lead's accumulators.py and
+hooks.py): stds of entries far from 0 cancelled, on the compiled kernels (a saturated sigmoid's
+act_std 9.6e-5 where it is 5.2e-5) and in the torch operations' float32 weight sums (weight_std
+0.4% off for weights of mean 0.05, std 1e-4)."""
 
 from __future__ import annotations
 
@@ -341,8 +344,10 @@ ZOO = _zoo()
 @pytest.mark.parametrize("kernels", ["compiled", "numpy"])
 @pytest.mark.parametrize("name", list(ZOO))
 def test_probe_against_hooks_and_autograd(name, kernels, monkeypatch):
-    if kernels == "numpy":
-        monkeypatch.setenv("DEPTHLAB_PROBE_KERNELS", "numpy")
+    if kernels == "numpy":  # the torch operations (the CUDA path)
+        from depthlab.probes import accel
+
+        monkeypatch.setattr(accel, "kernels", lambda: None)
     make, x, y, layers, followers, axes = ZOO[name]
     torch.manual_seed(1)
     model = make().double()
@@ -509,3 +514,22 @@ def test_std_of_entries_far_from_zero_on_the_compiled_kernels(bias):
         assert got["act_std"] == pytest.approx(a.std(), rel=1e-6)
         assert got["pre_std"] == pytest.approx(s.std(), rel=1e-6)
         assert got["act_mean"] == pytest.approx(a.mean(), rel=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="needs patch zoo-cancellation")
+def test_weight_std_of_weights_far_from_zero_on_the_torch_operations(monkeypatch):
+    """Weights of mean 0.05 and std 1e-4 (float32), on the torch operations' path (CUDA, or no
+    Numba): ``sum W`` was taken in float32, so ``sum W^2 / n - mean^2`` left weight_std 0.4%
+    off (1.0075e-4 where it is 1.0032e-4), 3% after one SGD step; Acc sums in float64 for this
+    reason, and the compiled weight pass was exact."""
+    from depthlab.probes import accel
+
+    monkeypatch.setattr(accel, "kernels", lambda: None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.Tanh(), nn.Linear(256, 10))
+    with torch.no_grad():
+        model[0].weight.copy_(0.05 + 1e-4 * torch.randn(256, 64))
+    x, y = torch.randn(64, 64), torch.randint(0, 10, (64,))
+    df = dlt.probe(model, x, y, _ce, percentiles=())
+    got = df[(df.layer == 1) & (df.quantity == "weight_std")].value.item()
+    assert got == pytest.approx(_np(model[0].weight).std(), rel=1e-6)
