@@ -15,10 +15,9 @@ Regressions: a ``MultiheadAttention(add_bias_kv=True)``'s ``bias_k``/``bias_v`` 
 its input projection's weight rows (weight_std 0.2533 where the projections' is 0.2529,
 weight_grad_std 0.0125 vs 0.0130); a probe of an ``nn.Embedding(max_norm=...)`` left the user's
 weights renormalized (its forward rescales the looked-up rows in place: weight std 0.954 ->
-0.514 after ``dlt.probe``). Waiting for patch zoo-cancellation (the lead's accumulators.py and
-hooks.py): stds of entries far from 0 cancelled, on the compiled kernels (a saturated sigmoid's
-act_std 9.6e-5 where it is 5.2e-5) and in the torch operations' float32 weight sums (weight_std
-0.4% off for weights of mean 0.05, std 1e-4)."""
+0.514 after ``dlt.probe``); stds of entries far from 0 cancelled, on the compiled kernels
+(a saturated sigmoid's act_std 9.6e-5 where it is 5.2e-5) and in the torch operations' float32
+weight sums (weight_std 0.4% off for weights of mean 0.05, std 1e-4)."""
 
 from __future__ import annotations
 
@@ -486,7 +485,6 @@ def _compiled_kernels() -> bool:
 
 
 @pytest.mark.skipif(not _compiled_kernels(), reason="the compiled CPU kernels (Numba) are off")
-@pytest.mark.xfail(strict=True, reason="needs patch zoo-cancellation")
 @pytest.mark.parametrize("bias", [5.0, 7.0])
 def test_std_of_entries_far_from_zero_on_the_compiled_kernels(bias):
     """A saturated sigmoid layer (pre-activations near ``bias``, activations near 1): the
@@ -516,7 +514,6 @@ def test_std_of_entries_far_from_zero_on_the_compiled_kernels(bias):
         assert got["act_mean"] == pytest.approx(a.mean(), rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch zoo-cancellation")
 def test_weight_std_of_weights_far_from_zero_on_the_torch_operations(monkeypatch):
     """Weights of mean 0.05 and std 1e-4 (float32), on the torch operations' path (CUDA, or no
     Numba): ``sum W`` was taken in float32, so ``sum W^2 / n - mean^2`` left weight_std 0.4%

@@ -26,11 +26,12 @@ import torch
 from torch import nn
 
 from ..probes import accel
+from ..probes.kernels import CANCELLATION_RATIO
 from ..probes.stats import SATURATION_RATIO
 from .layers import ActivationSpec
 
 __all__ = ["Acc", "ActAcc", "Transfer", "cpu_kernels", "norm_dtype", "partition_percentiles",
-           "sorted_percentiles", "stat_dtype", "watch_kernels"]
+           "pooled_mean_std", "sorted_percentiles", "stat_dtype", "watch_kernels"]
 
 
 def stat_dtype(t: torch.Tensor) -> torch.dtype:
@@ -229,6 +230,47 @@ def _std(n: int, s1: list[float], s2: list[float]) -> float:
     return math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan
 
 
+def pooled_mean_std(ns: Sequence[int], cs: Sequence[float], s1: Sequence[float],
+                    s2: Sequence[float]) -> tuple[float, float]:
+    """``(mean, population std)`` of calls ``k`` with ``n_k`` entries and sums
+    ``S1_k = sum (x - c_k)``, ``S2_k = sum (x - c_k)^2`` around shifts ``c_k``: each call's
+    mean ``m_k = c_k + S1_k / n_k`` and ``M2_k = S2_k - S1_k^2 / n_k``, combined exactly
+    (``M2 = sum M2_k + sum n_k (m_k - mean)^2``; Chan et al.); with every ``c_k = 0`` and one
+    call this is ``sum x^2 / n - mean^2``."""
+    n = sum(ns)
+    if len(ns) == 1:
+        e = s1[0] / n
+        var = s2[0] / n - e * e
+        mean = cs[0] + e
+    else:
+        ms = [c + a / k for k, c, a in zip(ns, cs, s1)]
+        mean = sum(k * m for k, m in zip(ns, ms)) / n
+        m2 = sum(b - a * a / k for k, a, b in zip(ns, s1, s2))
+        var = (m2 + sum(k * (m - mean) ** 2 for k, m in zip(ns, ms))) / n
+    return mean, (math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan)
+
+
+def _centered(x: torch.Tensor | np.ndarray, n: int, s1: float, s2: float
+              ) -> tuple[float, float, float]:
+    """``(c, S1, S2)``: the sums ``s1 = sum x``, ``s2 = sum x^2`` of the CPU tensor or array ``x``
+    as they are when they do not cancel, else taken again in float64 around ``c`` = their mean
+    (:func:`depthlab.probes.kernels.moments`), as the NumPy probes do: a float32 block sum of
+    squares is within ~1e-5 of ``sum x^2``, so ``sum x^2 / n - mean^2`` lost the variance of
+    entries whose mean is far from 0 (a saturated sigmoid's ``act_std`` 9.6e-5 where it is
+    5.2e-5)."""
+    e = s1 / n
+    var = s2 / n - e * e
+    if math.isfinite(var) and e * e > CANCELLATION_RATIO * var:
+        from ..probes.kernels import moments
+
+        if isinstance(x, torch.Tensor):
+            f = x.detach()
+            x = (f if f.dtype in _KERNEL_DTYPES else f.to(stat_dtype(f))).numpy().ravel("K")
+        t1, t2, _, _ = moments(x, e)
+        return e, t1, t2
+    return 0.0, s1, s2
+
+
 def _strided(g: torch.Tensor | None) -> torch.Tensor | None:
     """A gradient as a dense tensor: ``nn.Embedding(sparse=True)`` gives a sparse one, whose
     statistics are over every entry of ``dL/dW`` (the untouched rows' zeros included)."""
@@ -257,11 +299,13 @@ class Acc:
     values for percentiles (NumPy's ``linear`` rule on the pooled values).
     """
 
-    __slots__ = ("ns", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h", "host")
+    __slots__ = ("ns", "cs", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h",
+                 "host")
 
     def __init__(self, want_abs: bool = False, want_sorted: bool = False) -> None:
         self.host = not want_sorted  # every partial sum a host float (the CPU kernels' path)
         self.ns: list[int] = []
+        self.cs: list[float] = []  # each call's shift c_k: a holds sum (x - c_k), b its norm
         self.a: list[torch.Tensor] = []
         self.b: list[torch.Tensor] = []
         self.abs: list[torch.Tensor] = []
@@ -284,9 +328,11 @@ class Acc:
         if type(total) is tuple and not self.want_abs and not self.want_sorted:
             n = x.numel()  # host sums from the caller's kernel pass (a ReLU's output)
             if n:
+                c, s1, s2 = _centered(x, n, *total)
                 self.ns.append(n)
-                self.a.append(total[0])
-                self.b.append(math.sqrt(total[1]))
+                self.cs.append(c)
+                self.a.append(s1)
+                self.b.append(math.sqrt(s2))
             return
         f = x.detach()
         if f.dtype not in _KERNEL_DTYPES:
@@ -299,18 +345,23 @@ class Acc:
                                                  or (k := watch_kernels()) is not None):
             host = f.numpy().ravel("K")  # storage order: no copy for any dense layout
             s1, s2, sabs = k.sums(host)  # one compiled pass, host floats
+            c, s1, s2 = _centered(host, n, s1, s2)
+            self.cs.append(c)
             self.a.append(s1)
             self.b.append(math.sqrt(s2))
             if self.want_abs:
                 self.abs.append(sabs)
         elif type(total) is tuple:
-            self.a.append(total[0])
-            self.b.append(math.sqrt(total[1]))
+            c, s1, s2 = _centered(f, n, *total) if f.is_cpu else (0.0, *total)
+            self.cs.append(c)
+            self.a.append(s1)
+            self.b.append(math.sqrt(s2))
             if self.want_abs:
                 self.abs.append(f.abs().sum())
                 self.host = False
         else:
             self.host = False
+            self.cs.append(0.0)
             f = f.reshape(-1)
             wide = norm_dtype(f)
             self.a.append(f.sum(dtype=wide) if total is None else total)
@@ -347,9 +398,8 @@ class Acc:
         """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""
         ha, hb, habs, hpct = self._h
         n = sum(self.ns)
-        s1 = t.get(ha)
-        out: dict[str, float | list[float]] = {
-            "mean": sum(s1) / n, "std": _std(n, s1, [v * v for v in t.get(hb)])}
+        mean, std = pooled_mean_std(self.ns, self.cs, t.get(ha), [v * v for v in t.get(hb)])
+        out: dict[str, float | list[float]] = {"mean": mean, "std": std}
         if habs is not None:
             out["absmean"] = sum(t.get(habs)) / n
         if hpct is not None:
