@@ -258,6 +258,21 @@ def gradient_ratio(table: Any, step: int | None = None,
     return float(row.iloc[0] / row.iloc[-1])
 
 
+def _layer_span_text(layers: Sequence[int], names: dict[int, str], shown: int = 4) -> str:
+    """``layers 1-298`` / ``layers 2, 5-7`` (the first ``shown`` runs, then ``...``), or the
+    module name of a single named layer."""
+    if len(layers) == 1:
+        return _f.cut_labels([_f.layer_label(layers[0], names)], 28)[0]
+    runs: list[list[int]] = []
+    for v in layers:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs[:shown]]
+    return "layers " + ", ".join(parts) + (", ..." if len(runs) > shown else "")
+
+
 def _steps_text(steps: Any, shown: int = 8) -> str:
     """``0, 10, 20, ..., 990 (100 steps)``: a long list of steps shortened for a message."""
     v = [int(s) for s in steps]
@@ -319,6 +334,9 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     all_vals: list[float] = []
     all_layers: set[int] = set()
     stale: list[tuple[str, Any]] = []  # runs whose last recorded step has no finite value
+    # per panel, the layers recorded as exactly 0 (a layer below a dead one): a log axis
+    # cannot draw them, so they keep their place on the axis and the title names them
+    zeros: list[set[int]] = [set() for _ in axes]
     for i, (label, wide) in enumerate(wides.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
         marker = RUN_MARKERS[(i // len(RUN_COLORS)) % len(RUN_MARKERS)]
@@ -334,8 +352,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                                     & (recorded["layer"] >= 1), "step"]
             if len(recorded) and recorded.max() > last:  # a diverged run's NaN steps
                 stale.append((label, last))
-        for ax, step in zip(axes, (first, last)):
+        for k, (ax, step) in enumerate(zip(axes, (first, last))):
             row = wide.loc[step].dropna()
+            zero = [int(v) for v in row.index[row == 0]]
+            zeros[k].update(zero)
+            all_layers.update(zero)
             row = row[(row > 0) & (row < math.inf)]  # what a log axis can show
             if row.empty:
                 continue
@@ -387,7 +408,13 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         end += f"\n{_f.cut_labels([stale[0][0]], 24)[0]}: step {stale[0][1]}, the last finite"
     elif stale:
         end += f"\n{len(stale)} runs: their last step with finite values"
-    for ax, when in zip(axes, (start, end)):
+    span = (min(all_layers), max(all_layers)) if all_layers else None
+    for k, (ax, when) in enumerate(zip(axes, (start, end))):
+        if zeros[k]:
+            when += f"\n{_layer_span_text(sorted(zeros[k]), names)}: zero (a log axis has no 0)"
+        if span is not None and span[1] > span[0]:  # every panel the same layers' range
+            pad = 0.04 * (span[1] - span[0])
+            ax.set_xlim(span[0] - pad, span[1] + pad)
         ax.set_yscale("log")
         _f._tidy_log_axis(ax.yaxis, lo, hi)
         ax.set_xlabel("module (nearest the input on the left)" if names else
@@ -589,8 +616,13 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
                 axis.set_major_formatter(_f.FuncFormatter(_short_number))
             ax.set_ylabel("density", fontsize=8)
             ax.set_xlabel(what, fontsize=8)
-    fig.suptitle(f"Histograms of the {what} ({_layers_text(shown, layers)}); each panel on "
-                 "its own bins", fontsize=10)
+    # wrapped to the figure's width (a 10 pt character ~0.085 in): a 300-layer run's heading
+    # ran past both edges of its 8.4 in figure ("Histograms" and "bins" cut off)
+    import textwrap
+
+    heading = (f"Histograms of the {what} ({_layers_text(shown, layers)}); each panel on "
+               "its own bins")
+    fig.suptitle(textwrap.fill(heading, max(30, int((w - 0.3) / 0.085))), fontsize=10)
     return fig
 
 

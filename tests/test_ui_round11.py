@@ -1,0 +1,71 @@
+"""Round 11: what a learner or a teacher sees in reports of unusual stores and in the
+playground (helper "ui11").
+
+* a 300-layer run's histogram figures wrote their heading ("Histograms of the back-propagated
+  gradient dL/ds (layers 1, 76, 151, 225, 300 of 300: first, last and evenly spaced); each
+  panel on its own bins") wider than the figure: "Histograms" and "bins" were cut off at its
+  edges (a one-step run's 4.5 in figure cut even a 3-layer heading); now wrapped;
+* the per-layer gradient figure of a 300-layer ReLU run whose gradients are exactly 0 below
+  layer 299 at the end drew, under "at the end of training", the two points of layers 299 and
+  300 alone, on an axis of 299-300, without a word on the 298 others (a log axis cannot show
+  0); now the panel keeps every recorded layer on its axis and says which are zero.
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from depthlab import plot
+
+
+def _inside(fig, artist) -> bool:
+    fig.canvas.draw()
+    box = artist.get_window_extent(fig.canvas.get_renderer())
+    return box.x0 >= fig.bbox.x0 - 0.5 and box.x1 <= fig.bbox.x1 + 0.5
+
+
+def _hist_table(n_layers: int, steps=(0, 20)) -> pd.DataFrame:
+    edges = np.linspace(0, 1, 11)
+    rows = [(s, layer, kind, a, b, 5)
+            for s in steps for layer in range(1, n_layers + 1) for kind in ("act", "grad")
+            for a, b in zip(edges[:-1], edges[1:])]
+    return pd.DataFrame(rows, columns=["step", "layer", "kind", "bin_left", "bin_right", "count"])
+
+
+@pytest.mark.parametrize("n_layers, steps, kind", [
+    (300, (0, 20), "grad"), (300, (0, 20), "act"), (3, (0,), "act")])
+def test_a_histogram_figures_heading_fits_its_figure(n_layers, steps, kind):
+    fig = plot.activation_histograms(_hist_table(n_layers, steps), kind=kind)
+    heading = fig._suptitle
+    # was: 'Histograms of the back-propagated gradient dL/ds (layers 1, 76, ...' 10.9 in wide
+    # in an 8.4 in figure, both ends cut off
+    assert _inside(fig, heading), heading.get_text()
+    assert "each panel on its own bins" in heading.get_text().replace("\n", " ")
+
+
+def _dead_below(n_layers: int = 300) -> pd.DataFrame:
+    """grad_pre_std of a deep ReLU run: finite at step 0, exactly 0 below the top 2 layers
+    from step 10 (a layer whose units all died passes no gradient down)."""
+    rows = []
+    for step in (0, 10, 20):
+        for layer in range(1, n_layers + 1):
+            v = 1e-3 * 0.9 ** (n_layers - layer)
+            if step and layer < n_layers - 1:
+                v = 0.0
+            rows.append((step, layer, "grad_pre_std", v))
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def test_layers_whose_gradient_is_zero_at_the_end_are_said_and_keep_their_place():
+    fig = plot.gradient_per_layer(_dead_below(), theory=False)
+    init, end = fig.axes[:2]
+    # was: the end panel's axis 299-300 and its title "at the end of training" alone
+    assert end.get_xlim()[0] <= 1 and end.get_xlim()[1] >= 300, end.get_xlim()
+    assert "zero" in end.get_title() and "1-298" in end.get_title(), end.get_title()
+    assert "zero" not in init.get_title()
+    assert _inside(fig, end.title)
