@@ -53,6 +53,7 @@ __all__ = [
     "discover",
     "feature_axis",
     "is_norm",
+    "none_ran",
     "own_weights",
     "weight_modules",
 ]
@@ -482,9 +483,38 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
             out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
                                  feature_axis(m)))
     if not out:
-        raise ValueError(f"model {type(model).__name__} has no weight layers (modules owning a "
+        kind = type(model).__name__
+        root = [n for n, _ in own_weights(model)] if not is_norm(model) else []
+        if root:  # the model's own weights beside submodules: not a layer (said so; the
+            # message claimed it owned no parameter of >= 2 dimensions)
+            kids = ", ".join(repr(n) for n, _ in list(model.named_children())[:3])
+            raise ValueError(f"model {kind} has no weight layers: its own parameters "
+                             f"{', '.join(repr(n) for n in root)} (>= 2 dimensions) are not "
+                             f"one, since {kind} also has submodules ({kids}) and a layer is the "
+                             "output of a module owning its weight; expected them in a "
+                             "submodule that forward calls (e.g. an nn.Linear)")
+        raise ValueError(f"model {kind} has no weight layers (modules owning a "
                          "parameter of >= 2 dimensions: Linear, Conv*, Embedding, RNN, ...)")
     return out
+
+
+def none_ran(model: nn.Module, layers: list[LayerInfo]) -> str:
+    """The one-line ValueError message when none of the weight layers ``layers`` of ``model``
+    ran in a forward pass: it names them and why a module's weights can be used without its
+    forward running (read directly, ``F.linear(x, self.fc.weight)``; a ``ParameterList`` or
+    ``ParameterDict``, which has no forward), since only a module's forward is seen."""
+    names = ", ".join(f"{info.name!r} ({info.kind})" for info in layers[:4])
+    more = f" and {len(layers) - 4} more" if len(layers) > 4 else ""
+    holders = (nn.ParameterList, nn.ParameterDict)
+    if all(isinstance(info.owner, holders) for info in layers):
+        why = ("a ParameterList/ParameterDict has no forward of its own; expected each weight "
+               "in a module that forward calls (e.g. an nn.Linear)")
+    else:
+        first = next(info for info in layers if not isinstance(info.owner, holders))
+        why = (f"weights read directly, e.g. F.linear(x, self.{first.name}.weight), are not "
+               f"measured; expected forward to call the module (self.{first.name}(x))")
+    return (f"no weight layer of {type(model).__name__} ran in the forward pass: {names}{more} "
+            f"own weights but never ran ({why})")
 
 
 def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:

@@ -150,6 +150,7 @@ from .layers import (
     check_materialized,
     check_model,
     is_norm,
+    none_ran,
     untouched,
 )
 from .probe import call_model, check_batch, probe, trackable
@@ -374,7 +375,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             h.remove()
     order = rec.ran_layers()
     if not order:
-        raise ValueError(f"no weight layer of {type(model).__name__} ran in the forward pass")
+        raise ValueError(none_ran(model, rec.layers))
     after = {a[0]: a for a in acts}  # activation by input storage
     norm_after = {a[0]: a for a in norms}
 

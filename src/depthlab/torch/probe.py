@@ -53,7 +53,7 @@ from torch import nn
 
 from ..probes.stats import PERCENTILES, check_percentiles
 from .hooks import Recording
-from .layers import check_materialized, check_model
+from .layers import check_materialized, check_model, none_ran
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
 """Columns of every depthlab.torch table."""
@@ -220,7 +220,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
             extra.append((0, "", "acc", acc))
         rows = rec.collect(weight_grads=grads, extra=extra)
         if not rec.order:
-            raise ValueError(f"no weight layer of {type(model).__name__} ran in the forward pass")
+            raise ValueError(none_ran(model, rec.layers))
     return rows_frame([(0, *r) for r in rows])
 
 
