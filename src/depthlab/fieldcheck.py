@@ -182,6 +182,8 @@ class Dtype(Choice):
         super().__init__("float32", "float64")
 
     def __call__(self, key: str, v: Any) -> Any:
+        if isinstance(v, list | tuple | dict):  # np.dtype makes a structured "void" of them
+            raise bad(key, v, self.accepted, "has the wrong type")
         if not isinstance(v, str):
             try:
                 v = np.dtype(v).name
