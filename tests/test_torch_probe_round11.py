@@ -426,3 +426,19 @@ def test_model_own_weights_beside_submodules_are_named_in_the_error(call):
                                          r"parameters 'W1', 'W2' \(>= 2 dimensions\) are not "
                                          r"one, since _RootWeights also has submodules \('act'\)"):
         run(_RootWeights())
+
+
+@pytest.mark.xfail(strict=True, reason="needs patch tprobe11-watch-none-ran")
+def test_watch_warning_names_weights_used_without_their_module():
+    """A Watch on a model whose weights are all read functionally: its warning guessed 'was
+    the Watch created after this step's forward?' though the model's forward ran while armed;
+    it names the modules that never ran, as probe's error does."""
+    x, y = _x()
+    model = _Functional()
+    watch = dlt.Watch(model, every=1, theory=False)
+    loss = CE(model(x), y)
+    loss.backward()
+    with pytest.warns(RuntimeWarning, match=r"'fc1' \(Linear\), 'fc2' \(Linear\) own weights "
+                                            r"but never ran.*records its loss only"):
+        watch.step(loss)
+    watch.close()
