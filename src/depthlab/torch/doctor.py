@@ -911,6 +911,16 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
                          f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
                          "expected the same shape: reshape the targets or the outputs")
+    if d.x_val is not None and d.y_val is not None and len(d.x_val) == 1:
+        try:  # the final validation metrics see it as a batch of one row (out.squeeze(): a
+            with torch.no_grad(), rx.untouched(model), warnings.catch_warnings():  # scalar)
+                warnings.simplefilter("ignore")
+                model.eval()
+                scalar_loss(loss_fn, model(d.x_val.clone()), d.y_val)
+        except Exception as e:  # noqa: BLE001 - the user's model or loss failed on one row
+            raise ValueError(f"the model or loss_fn fails on the validation set's single row "
+                             f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
+                             "give at least 2 validation rows, or none") from None
 
 
 class _LabelError(ValueError):

@@ -204,14 +204,20 @@ def is_classification(out: Any, y: Any) -> bool:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
              ) -> dict[str, float]:
-    """Inference-mode (``eval()``) mean loss and accuracy on ``(x, y)`` in batches of
-    :data:`EVAL_BATCH` (the loss weighted by batch size); the model's mode is restored."""
+    """Inference-mode (``eval()``) mean loss and accuracy on ``(x, y)`` in
+    ``ceil(N / EVAL_BATCH)`` batches of equal size (at most :data:`EVAL_BATCH` rows; the loss
+    weighted by batch size): no one-row batch at the end (1025 rows: 512 + 513, not
+    1024 + 1, which a model returning ``out.squeeze()`` turns into a scalar output); the
+    model's mode is restored."""
     was_training = model.training
     model.eval()
     try:
         total, correct, n, classify = 0.0, 0, 0, True
-        for i in range(0, len(x), EVAL_BATCH):
-            xb, yb = x[i:i + EVAL_BATCH], y[i:i + EVAL_BATCH]
+        rows = len(x)
+        parts = math.ceil(rows / EVAL_BATCH)  # 0 rows: none
+        for k in range(parts):
+            lo, hi = k * rows // parts, (k + 1) * rows // parts
+            xb, yb = x[lo:hi], y[lo:hi]
             out = model(xb.clone())  # a forward that divides its input in place (x /= 255)
             # would otherwise change the data every later evaluation and probe reads
             loss = float(scalar_loss(loss_fn, out, yb))

@@ -1,0 +1,58 @@
+"""depthlab.torch.doctor, round 11: models, data and options a demanding user brings (a model
+that squeezes its output, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+
+
+class Squeezed(nn.Module):
+    """A binary classifier returning ``logits.squeeze()`` (shape (N,); a scalar for 1 row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(6, 8)
+        self.l2 = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l2(torch.relu(self.l1(x))).squeeze()
+
+
+def binary(n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(np.float32)
+
+
+def test_the_final_metrics_have_no_one_row_batch_for_a_squeezing_model():
+    # 1281 rows: 1025 training rows, evaluated as 1024 + 1 rows, whose 1-row batch the model
+    # squeezed to a scalar: torch's 'Target size (torch.Size([1])) must be the same as input
+    # size (torch.Size([]))' after all the training
+    x, y = binary(1281)
+    diag = dlt.doctor(Squeezed, (x, y), loss_fn=nn.BCEWithLogitsLoss(), steps=2, verify=False)
+    assert np.isfinite(diag.baseline["train_loss"]) and np.isfinite(diag.baseline["val_loss"])
+
+
+def test_the_final_training_loss_is_the_mean_over_all_rows():
+    from depthlab.torch.train import evaluate
+
+    x, y = binary(2049)  # 3 equal batches of 683
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 1), nn.Flatten(0))
+    loss_fn = nn.BCEWithLogitsLoss()
+    got = evaluate(model, torch.from_numpy(x), torch.from_numpy(y), loss_fn)["loss"]
+    with torch.no_grad():
+        want = float(loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y)))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_a_one_row_validation_set_the_model_fails_on_is_named_before_training():
+    x, y = binary(101)
+    with pytest.raises(ValueError, match="validation set's single row.*Target size.*at least 2"):
+        dlt.doctor(Squeezed, (x[:100], y[:100], x[100:], y[100:]),
+                   loss_fn=nn.BCEWithLogitsLoss(), steps=2, verify=False)
