@@ -61,3 +61,62 @@ def test_recorder_probe_batch_that_cannot_fit_is_refused_like_probe(monkeypatch)
     with pytest.raises(ValueError, match="needs about") as e2:
         dl.fit(net, x[:16], y[:16], batch_size=8, max_steps=1, epochs=None, callbacks=[rec])
     assert "probe batch" in str(e2.value) and "400 rows" in str(e2.value)
+
+
+# -- batch norm probed on a 2-row held-out set: no gradient below it ----------------------
+def _bn_two_row_case():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4))
+    return x, (x[:, 0] > 0).astype(np.int64)
+
+
+def test_batch_norm_kills_the_gradient_of_any_two_row_batch():
+    # the fact the fixes rest on: over 2 rows batch norm maps a unit to -1 and +1 (up to
+    # eps) whatever the inputs, so dL/ds of the layer below is ~0; over 3 rows it is not
+    net = dl.mlp([4, 6, 6, 2], batchnorm=True, seed=0, dtype="float64")
+    x, y = _bn_two_row_case()
+    ratio = {}
+    for n in (2, 3):
+        df = dl.probe(net, x[:n], y[:n])
+        g = df[df.quantity == "grad_pre_std"].set_index("layer").value
+        ratio[n] = g[1] / g[2]
+    assert ratio[2] < 0.02 < 0.2 < ratio[3]
+
+
+def test_doctor_of_a_healthy_bn_net_on_ten_rows_finds_no_vanishing_gradients():
+    # 10 rows: 2 held out, the probe batch. Layer 1's gradient std came out 125x below
+    # layer 2's at initialization: "vanishing_gradients (layer 1) ... prescription residual"
+    # for a 2-hidden-layer ReLU + batch-norm net; now probed on the 8 training rows
+    x, y = _bn_two_row_case()
+    d = dl.doctor(dl.mlp([4, 6, 6, 2], batchnorm=True, seed=0), (x, y), steps=10, batch_size=3)
+    assert "vanishing_gradients" not in [f.kind for f in d.findings], str(d)
+    p = d.probes
+    g = p[(p.quantity == "grad_pre_std") & (p.step == 0)].set_index("layer").value
+    assert 0.2 < g[1] / g[2] < 5
+
+
+def test_config_run_of_a_bn_net_with_two_validation_rows_probes_training_rows():
+    from depthlab.experiments.runner import execute
+
+    cfg = {"data": {"name": "spirals", "n": 20, "val_fraction": 0.1, "test_fraction": 0.1},
+           "model": {"sizes": ["auto", 6, 6, "auto"], "batchnorm": True},
+           "train": {"max_steps": 1, "batch_size": 4}, "probes": {"every": 1}}
+    rec = execute(cfg)
+    assert rec.status == "finished"
+    p = rec.probes
+    g = p[(p.quantity == "grad_pre_std") & (p.step == 0)].set_index("layer").value
+    assert g[1] / g[2] > 0.1, g  # was 0.00071 (0.000148 vs 0.208) on the 2 validation rows
+
+
+def test_config_with_batch_norm_and_a_two_row_probe_batch_is_refused_naming_it():
+    from depthlab.experiments import validate
+    from depthlab.fieldcheck import ConfigError
+
+    raw = {"data": {"name": "spirals"}, "model": {"sizes": ["auto", 6, "auto"],
+                                                  "batchnorm": True},
+           "probes": {"every": 1, "batch": 2}}
+    with pytest.raises(ConfigError, match=r"needs at least 3 rows in the probe batch .* but "
+                                          r"probes\.batch = 2; accepted: probes\.batch >= 3"):
+        validate(raw)
+    assert validate({**raw, "probes": {"every": 1, "batch": 3}})
+    assert validate({**raw, "model": {"sizes": ["auto", 6, "auto"]}})  # no batch norm: fine

@@ -291,8 +291,8 @@ def test_batch_norm_runs_on_tiny_splits_or_are_refused_before_training():
     rec = execute(validate(raw))
     assert rec.status == "finished", rec.error
     assert set(rec.probes["step"]) == {0, 1, 2}
-    with pytest.raises(ConfigError, match=r"^model\.batchnorm = true needs at least 2 rows in "
-                                          r"the probe batch but probes\.batch = 1"):
+    with pytest.raises(ConfigError, match=r"^model\.batchnorm = true needs at least 3 rows in "
+                                          r"the probe batch .* but probes\.batch = 1"):
         validate({**raw, "probes": {"every": 1, "batch": 1}})
     assert validate({**raw, "probes": {"every": 0, "batch": 1}})  # no probes: no probe batch
     one_row = {**raw, "data": {"name": "spirals", "n": 4, "val_fraction": 0.5,

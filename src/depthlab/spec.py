@@ -603,11 +603,13 @@ class RunSpec:
                 "model.batchnorm = true needs at least 2 rows per batch but train.batch_size "
                 "= 1; accepted: train.batch_size >= 2 or \"full\" (or model.batchnorm = "
                 "false)", "train.batch_size")
-        if self.model.batchnorm and self.probes.every and self.probes.batch == 1:
+        if self.model.batchnorm and self.probes.every and self.probes.batch < 3:
+            # over 2 rows batch norm maps each unit to -1 and +1 whatever its inputs: no
+            # gradient reaches the layers below it, which the probes would show as vanishing
             raise ConfigError(
-                "model.batchnorm = true needs at least 2 rows in the probe batch but "
-                "probes.batch = 1; accepted: probes.batch >= 2 (or probes.every = 0)",
-                "probes.batch")
+                "model.batchnorm = true needs at least 3 rows in the probe batch (over 2 rows "
+                f"batch norm passes no gradient) but probes.batch = {self.probes.batch}; "
+                "accepted: probes.batch >= 3 (or probes.every = 0)", "probes.batch")
         n_out = self.model.sizes[-1]
         if self.train.loss == "binary_cross_entropy" and n_out not in ("auto", 1):
             raise ConfigError(

@@ -29,6 +29,9 @@ from .rules import RULES, RunContext, evaluate
 
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
+BN_PROBE_ROWS = 3
+"""Fewest rows of a batch-normalized network's probe batch: batch norm maps a unit's values on
+2 rows to -1 and +1 (up to epsilon), so dL/dx below it is 0 on any 2-row batch."""
 
 VAL_FRACTION = 0.2
 """Share held out for validation when ``data`` is a bare ``(x, y)`` pair."""
@@ -149,8 +152,14 @@ def _bn_drift(net: Network, x: np.ndarray) -> list[dict[str, float]]:
 
 def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any],
            callbacks: Sequence[Callback] = ()) -> _Run:
-    src_x = data.x_val if data.x_val is not None else data.x
-    src_y = data.y_val if data.y_val is not None else data.y
+    # batch norm over a batch of 2 rows maps each unit to -1 and +1 whatever the inputs, so
+    # no gradient reaches the layers below it (layer 1's grad_pre_std 125x below layer 2's in
+    # a healthy 2-layer net): such a net is probed on training rows when the held-out set
+    # has fewer than BN_PROBE_ROWS (and the training set has them)
+    least = BN_PROBE_ROWS if net.batchnorms() else 1
+    held_out = data.x_val is not None and (len(data.x_val) >= least or len(data.x) < least)
+    src_x = data.x_val if held_out else data.x
+    src_y = data.y_val if held_out else data.y
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
     rec = ProbeRecorder(px, py, settings["loss"], every=settings["probe_every"],
                         histogram_steps=())
@@ -231,7 +240,9 @@ def doctor(
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
-    examples), apply the rules of :mod:`depthlab.diagnosis.rules` and return a :class:`Diagnosis`.
+    examples; the training rows' when a batch-normalized net has fewer than ``BN_PROBE_ROWS``
+    = 3 validation rows, over which batch norm passes no gradient), apply the rules of
+    :mod:`depthlab.diagnosis.rules` and return a :class:`Diagnosis`.
 
     ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the
     ``mlp()`` arguments used to build prescribed variants) or a dict of ``mlp()`` arguments.

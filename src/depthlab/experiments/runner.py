@@ -184,10 +184,12 @@ def _probe_recorder(prep: Prepared):
         return None
     from ..probes import ProbeRecorder
 
-    # the probe batch: held-out (validation) examples when there are enough (batch norm
-    # normalizes over the batch: at least 2 rows), else training rows
-    least = 2 if prep.config["model"].get("batchnorm") else 1
-    if prep.y_val is not None and len(prep.y_val) >= least:
+    # the probe batch: held-out (validation) examples when there are enough, else training
+    # rows; batch norm normalizes over the batch, and over 2 rows it maps each unit to -1
+    # and +1 whatever the inputs (no gradient below it): at least 3 rows, as the doctor's
+    least = 3 if prep.config["model"].get("batchnorm") else 1
+    if prep.y_val is not None and (len(prep.y_val) >= least
+                                   or len(prep.y_train) < least):
         x, y = prep.data.x_val, prep.y_val
     else:
         x, y = prep.data.x_train, prep.y_train
