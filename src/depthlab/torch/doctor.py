@@ -24,6 +24,7 @@ improved training most, and the findings are ranked by their best cure
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -32,7 +33,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
@@ -790,7 +791,8 @@ def doctor(
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     # the caller's random streams left as found; training needs autograd even when the call
     # sits inside torch.no_grad() or torch.inference_mode()
-    with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
+    with torch.random.fork_rng(devices=cuda), _host_generators(seed), \
+            torch.inference_mode(False), torch.enable_grad():
         t0 = time.perf_counter()
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
         check_materialized(model)  # a 'meta' model: no values to train
@@ -842,6 +844,21 @@ def doctor(
         _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory,
                theory_note)
     return diagnosis
+
+
+@contextlib.contextmanager
+def _host_generators(seed: int) -> Iterator[None]:
+    """NumPy's and Python's global generators seeded with ``seed`` inside the block (a
+    Dataset's random transforms, noise a model draws from ``np.random``: the same draws in
+    every call) and left as the caller had them after it."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        yield
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
 
 
 def _check_out(out: Any) -> None:

@@ -3,7 +3,9 @@
 Two runs with the same :class:`TorchTrainSpec` see the same mini-batches in the same order: the
 order comes from a NumPy generator seeded with ``spec.seed`` (a fresh permutation of the
 training rows per epoch), and ``torch.manual_seed(spec.seed)`` is set before the first step
-(dropout masks). Training runs on the model's device, in the model's floating dtype.
+(dropout masks), NumPy's and Python's global generators seeded likewise (``np.random.seed(seed
+mod 2^32)``, ``random.seed(seed)``: noise a model draws from them). Training runs on the
+model's device, in the model's floating dtype.
 
 Step ``k`` means "the model after ``k`` optimizer updates". The loop records
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -334,6 +337,8 @@ def train(
         raise ValueError("the training data are empty")
     order_rng = np.random.default_rng(spec.seed)
     torch.manual_seed(spec.seed)
+    np.random.seed(spec.seed % 2**32)  # a model or loss drawing from NumPy's or Python's
+    random.seed(spec.seed)  # global generator: the same draws in every run
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
