@@ -8,7 +8,11 @@ playground (helper "ui11").
 * the per-layer gradient figure of a 300-layer ReLU run whose gradients are exactly 0 below
   layer 299 at the end drew, under "at the end of training", the two points of layers 299 and
   300 alone, on an axis of 299-300, without a word on the 298 others (a log axis cannot show
-  0); now the panel keeps every recorded layer on its axis and says which are zero.
+  0); now the panel keeps every recorded layer on its axis and says which are zero;
+* the playground's loss panel of a diverging setup (lr 10, 6 ReLU layers) stopped at the last
+  measurement (step 1, train loss 0.94) where the loss went on to 440 and 2.6e14 at steps 2
+  and 3 before the NaN of step 4: the session dropped the losses it had not yet sent; now the
+  "diverged" message carries them, the panel draws them and its note lists them.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -19,8 +23,42 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.browser import chromium, screenshot_dir
 
 from depthlab import plot
+from depthlab.playground.server import Background
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Background() as bg:
+        yield bg
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
+        yield b
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return screenshot_dir(tmp_path_factory.mktemp("round11_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1300, "height": 950})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("console", lambda m: problems.append(f"console: {m.text}")
+          if m.type == "error" else None)
+    yield pg
+    context.close()
+    assert not problems, problems
 
 
 def _inside(fig, artist) -> bool:
@@ -69,3 +107,19 @@ def test_layers_whose_gradient_is_zero_at_the_end_are_said_and_keep_their_place(
     assert "zero" in end.get_title() and "1-298" in end.get_title(), end.get_title()
     assert "zero" not in init.get_title()
     assert _inside(fig, end.title)
+
+
+def test_a_diverging_runs_loss_panel_draws_the_losses_up_to_the_nan(page, server, shots):
+    page.goto(server.url + "?train.lr=10&model.depth=6&model.activation=relu"
+              "&model.init=he_normal")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    page.wait_for_selector("#diverged:not([hidden])", timeout=30_000)
+    page.screenshot(path=str(shots / "round11_diverged_loss.png"))
+    nan_step = int(page.get_attribute("#diverged", "data-step"))
+    steps, train = page.evaluate("[S.plots['plot-loss'].data[0], S.plots['plot-loss'].data[1]]")
+    # was: the panel ended at the last measurement, step 1 (loss 0.94), of a NaN at step 4
+    assert steps[-1] == nan_step - 1, (steps, nan_step)
+    assert train[-1] is not None and train[-1] > 10 * train[1], train
+    note = page.text_content("#loss-note")
+    assert f"step {nan_step}: not finite" in note, note

@@ -21,6 +21,7 @@ message saying the step and the first layer whose output was not finite.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import traceback
@@ -60,7 +61,7 @@ class _Gate(Callback):
 
     def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
         s = self.s
-        s._losses.append(float(loss))
+        s._losses.append((step, float(loss)))
         s._epoch = trainer.epoch
         single = s._single
         s._measure(step, force=single)
@@ -85,7 +86,7 @@ class Session:
         self._steps_allowed = 0
         self._single = False
         self._stop = False
-        self._losses: list[float] = []
+        self._losses: list[tuple[int, float]] = []  # (step, train loss) since the last update
         self._epoch = 0
         self._last_measure = 0.0
         self._measured_step: int | None = None
@@ -195,7 +196,7 @@ class Session:
             done = self._last_boundary
         losses, self._losses = self._losses, []
         snap.update(type="update", epoch=self._epoch, seconds=round(done - self._t0, 3),
-                    train_loss=float(np.mean(losses)) if losses else None,
+                    train_loss=float(np.mean([v for _, v in losses])) if losses else None,
                     measure_ms=round(1000 * cost, 1))
         self.emit(jsonable(snap))
 
@@ -241,4 +242,7 @@ class Session:
             self.state = "diverged"
             self.emit(jsonable({"type": "diverged", "step": d.step, "epoch": d.epoch,
                                 "layer": d.layer, "loss": d.loss, "message": d.message,
+                                # the train losses after the last measurement (0.94 -> 440 ->
+                                # 2.6e14 before the NaN of lr 10): the page draws the explosion
+                                "losses": [[k, v] for k, v in self._losses if math.isfinite(v)],
                                 "nonfinite_parameters": d.nonfinite_parameters[:10]}))

@@ -316,6 +316,16 @@ function onDiverged(m) {
     "\u201cnot finite\u201d); change the setup, or press reset to watch it again.";
   d.dataset.step = m.step;
   d.dataset.layer = m.layer || "";
+  // the train losses after the last measurement: the loss panel stopped at that measurement
+  // (step 1, loss 0.94) where the loss went on to 440 and 2.6e14 before the NaN of step 4
+  const h = S.hist, after = (m.losses || []).filter(([k]) => !h.step.length || k > h.step[h.step.length - 1]);
+  if (after.length && S.plots["plot-loss"]) {
+    for (const [k, v] of after) { h.step.push(k); h.train.push(v); h.probe.push(null); h.acc.push(null); }
+    S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
+  }
+  $("loss-note").textContent = (after.length ? `train loss after the last measurement: ` +
+    after.map(([k, v]) => `step ${k} ${fmt(v)}`).join(", ") + "; " : "") +
+    `step ${m.step}: not finite, not drawn`;
 }
 
 /* ---------------- plots ---------------- */
