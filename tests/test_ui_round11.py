@@ -123,3 +123,25 @@ def test_a_diverging_runs_loss_panel_draws_the_losses_up_to_the_nan(page, server
     assert train[-1] is not None and train[-1] > 10 * train[1], train
     note = page.text_content("#loss-note")
     assert f"step {nan_step}: not finite" in note, note
+
+
+def _one_point_sweep(folder):
+    from depthlab.experiments.store import RunRecord, Store
+
+    config = {"data": {"name": "spirals"}, "model": {"sizes": [2, 16, 16, 2]},
+              "train": {"lr": 0.05}}
+    with Store(folder) as store:
+        store.add_run(RunRecord(id="p0", name="one-point", kind="sweep-point", sweep="sw-one",
+                                config=config, metrics={"val_acc": 0.575, "steps": 30},
+                                steps=pd.DataFrame({"step": [1, 2], "loss": [0.7, 0.69]})))
+        store.add_sweep_points("sw-one", ["p0"])
+
+
+def test_a_sweep_of_one_point_counts_one_run(tmp_path):
+    from depthlab.report import write_report
+
+    _one_point_sweep(tmp_path)
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    # was: "1 runs (1 finished)."
+    assert "1 runs" not in text
+    assert "1 run (1 finished)" in text

@@ -453,7 +453,8 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     parts = []
     counts = runs["status"].value_counts().to_dict()
     status_txt = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    parts.append(f"<p class=\"note\">{len(runs)} runs ({H.esc(status_txt)}). "
+    parts.append(f"<p class=\"note\">{len(runs)} run{'s' * (len(runs) != 1)} "
+                 f"({H.esc(status_txt)}). "
                  + (f"Varying: {H.esc(', '.join(keys))}." if keys else
                     "No configuration key varies between runs.")
                  + " Click a column header to sort.</p>")
