@@ -442,3 +442,27 @@ def test_watch_warning_names_weights_used_without_their_module():
                                             r"but never ran.*records its loss only"):
         watch.step(loss)
     watch.close()
+
+
+def test_single_logit_binary_classifier_gets_no_argmax_accuracy():
+    """An (N, 1) logit with integer 0/1 labels and a BCE loss_fn: argmax over one column is
+    always 0, so 'acc' was the fraction of 0 labels (0.49 on this batch, where the logit's sign
+    is right for 0.46); the threshold is the loss's, so no acc row. Two columns keep it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    x = torch.randn(100, 4)
+    y = (x[:, 0] > 0).long()
+
+    def bce(out, target):
+        return F.binary_cross_entropy_with_logits(out.squeeze(1), target.float())
+
+    table = dlt.probe(model, x, y, bce)
+    assert list(table[table.layer == 0].quantity) == ["loss"]
+    seg = dlt.probe(nn.Conv2d(3, 1, 1), torch.randn(4, 3, 5, 5),
+                    (torch.rand(4, 5, 5) > 0.5).long(), lambda o, t: bce(o, t))
+    assert "acc" not in set(seg.quantity)
+    two = nn.Sequential(nn.Linear(4, 2))
+    table = dlt.probe(two, x, y, CE).set_index(["layer", "quantity"]).value
+    with torch.no_grad():
+        want = float((two(x).argmax(1) == y).double().mean())
+    assert table[(0, "acc")] == want

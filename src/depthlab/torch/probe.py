@@ -10,9 +10,10 @@ module, every ``.grad`` (the same tensor objects, or None), and the random numbe
 
 Table (``pandas.DataFrame``): columns ``step`` (0), ``layer``, ``module``, ``quantity``,
 ``value``. Layer 0 (module ``""``): ``loss`` and, when ``y`` holds class indices for an output
-of shape ``(N, C, ...)``, ``acc``. Layers 1..L (see :mod:`depthlab.torch.layers`), with
-``s`` the layer's output, ``g = dL/ds``, ``W`` its weights, ``a`` the output of the
-activation/normalization module that follows it, ``f'`` the activation's derivative:
+of shape ``(N, C, ...)`` with ``C >= 2``, ``acc``. Layers 1..L (see
+:mod:`depthlab.torch.layers`), with ``s`` the layer's output, ``g = dL/ds``, ``W`` its
+weights, ``a`` the output of the activation/normalization module that follows it, ``f'`` the
+activation's derivative:
 
 ========================  =====================================================================
 quantity                  definition (population statistics over all entries)
@@ -102,13 +103,17 @@ def check_loss(loss: Any) -> torch.Tensor:
 
 def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tensor | None:
     """Fraction of argmax(output, dim=1) == y when ``y`` holds class indices for an output of
-    shape ``(N, C, ...)`` (``y`` of shape ``(N, ...)``), else None. Targets that are no class
-    (negative, or the loss's ``ignore_index``, e.g. -100 for padding) are left out."""
+    shape ``(N, C, ...)``, ``C >= 2`` (``y`` of shape ``(N, ...)``), else None. Targets that
+    are no class (negative, or the loss's ``ignore_index``, e.g. -100 for padding) are left
+    out. One column (``C = 1``) is a binary logit or probability, whose threshold is the
+    loss's: no ``acc`` (its argmax is always 0, which gave the fraction of 0 labels, 0.49
+    where the logit's sign was right for 0.46)."""
     if not (isinstance(output, torch.Tensor) and isinstance(y, torch.Tensor)):
         return None
     if y.is_floating_point() or y.dtype == torch.bool or not output.is_floating_point():
         return None
-    if output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape:
+    if output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape \
+            or output.shape[1] < 2:
         return None
     wide = torch.float32 if output.device.type == "mps" else torch.float64
     hit = output.detach().argmax(dim=1) == y
