@@ -115,3 +115,29 @@ def test_noise_from_numpy_and_python_generators_is_the_same_in_every_call():
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
+
+
+class BagOfTokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.emb(x).mean(1))
+
+
+@pytest.mark.parametrize("row", [200, 250])  # a training row after the first batch; validation
+def test_token_ids_beyond_the_embedding_are_named_before_training(row):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 50, size=(300, 12))
+    y = (x[:, 0] > 25).astype(np.int64)
+    x[row, 3] = 50
+    # was: torch's 'IndexError: index out of range in self' from the mini-batch (or the
+    # probe of the validation rows) that first held it, after training started
+    with pytest.raises(ValueError, match=r"token id 50 \(1 of 3600 outside 0 to 49\).*"
+                                         r"Embedding 'emb' has 50"):
+        dlt.doctor(BagOfTokens, (x[:240], y[:240], x[240:], y[240:]), steps=3, verify=False)
+    x[row, 3] = 49
+    diag = dlt.doctor(BagOfTokens, (x[:240], y[:240], x[240:], y[240:]), steps=3, verify=False)
+    assert np.isfinite(diag.baseline["train_loss"])

@@ -802,6 +802,7 @@ def doctor(
             rows.append(d.x[:TRACE_EXAMPLES])
             model = fresh(seed)
         _check_runs(model, d, loss_fn)
+        _check_token_ids(model, d)
         _check_step(copy.deepcopy(model), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
@@ -938,6 +939,48 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _check_token_ids(model: nn.Module, d: TensorData) -> None:
+    """For integer inputs that go straight into an ``nn.Embedding``/``nn.EmbeddingBag`` (the
+    model's input tensor itself is the module's input, seen by a hook on a two-row forward):
+    every training and validation entry in ``[0, num_embeddings)``, else a ValueError naming
+    the first bad one. The two-row check sees only two rows, and torch's 'IndexError: index
+    out of range in self' would otherwise come from whichever mini-batch (or the probe or
+    the final validation pass) first holds one, after training started."""
+    embs = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+    if d.x.is_floating_point() or not embs:
+        return
+    x2 = d.x[:2].clone()
+    direct: list[nn.Module] = []
+
+    def hook(m: nn.Module, inp: tuple, _out: Any) -> None:
+        if inp and inp[0] is x2 and m not in direct:
+            direct.append(m)
+
+    handles = [m.register_forward_hook(hook) for m in embs]
+    try:
+        with torch.no_grad(), rx.untouched(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.eval()
+            model(x2)
+    except Exception:  # noqa: BLE001 - it ran in _check_runs; nothing more to check here
+        return
+    finally:
+        for h in handles:
+            h.remove()
+    if not direct:
+        return
+    names = {m: n for n, m in model.named_modules()}
+    ids = torch.cat([t.reshape(-1) for t in (d.x, d.x_val) if t is not None])
+    for m in direct:
+        n = int(m.num_embeddings)
+        bad = ids[(ids < 0) | (ids >= n)]
+        if len(bad):
+            raise ValueError(f"the inputs hold token id {int(bad[0])} ({len(bad)} of "
+                             f"{len(ids)} outside 0 to {n - 1}) but the model's "
+                             f"{type(m).__name__} {names.get(m, '?')!r} has {n} embeddings; "
+                             f"expected token ids 0 to {n - 1}")
 
 
 class _LabelError(ValueError):
