@@ -141,3 +141,24 @@ def test_token_ids_beyond_the_embedding_are_named_before_training(row):
     x[row, 3] = 49
     diag = dlt.doctor(BagOfTokens, (x[:240], y[:240], x[240:], y[240:]), steps=3, verify=False)
     assert np.isfinite(diag.baseline["train_loss"])
+
+
+@pytest.mark.parametrize("loss_fn, sigmoid", [(nn.BCELoss(), True),
+                                              (nn.BCEWithLogitsLoss(), False),
+                                              (nn.functional.binary_cross_entropy, True)])
+def test_binary_targets_outside_0_to_1_are_named_before_training(loss_fn, sigmoid):
+    x, y = binary(300)
+    y = y[:, None].copy()
+    y[200] = 2.0  # a training row after the first batch
+    # was: torch's 'RuntimeError: all elements of target should be between 0 and 1' from the
+    # mini-batch that first held it (BCELoss), or a loss unbounded below (BCEWithLogitsLoss)
+    tail = [nn.Sigmoid()] if sigmoid else []
+    make = lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1), *tail)  # noqa: E731
+    with pytest.raises(ValueError, match=r"targets hold 2 \(1 of 300 outside 0 to 1\).*"
+                                         r"probabilities"):
+        dlt.doctor(make, (x[:240], y[:240], x[240:], y[240:]), loss_fn=loss_fn, steps=2,
+                   verify=False)
+    y[200] = 1.0
+    diag = dlt.doctor(make, (x[:240], y[:240], x[240:], y[240:]), loss_fn=loss_fn, steps=2,
+                      verify=False)
+    assert np.isfinite(diag.baseline["train_loss"])

@@ -885,6 +885,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise TypeError(f"{type(loss_fn).__name__} needs floating-point targets, got "
                         f"{str(d.y.dtype).removeprefix('torch.')} labels: give y as floats "
                         "(e.g. y.astype(np.float32))")
+    _check_probability_targets(d, loss_fn)
     kind = _class_index_loss(loss_fn)
     if kind and d.y.is_floating_point() and (d.y.dim() == 1 or "nll" in kind.lower()):
         raise TypeError(f"{kind} needs integer class labels, got "  # CE takes probabilities (N, C)
@@ -981,6 +982,27 @@ def _check_token_ids(model: nn.Module, d: TensorData) -> None:
                              f"{len(ids)} outside 0 to {n - 1}) but the model's "
                              f"{type(m).__name__} {names.get(m, '?')!r} has {n} embeddings; "
                              f"expected token ids 0 to {n - 1}")
+
+
+def _check_probability_targets(d: TensorData, loss_fn: Callable) -> None:
+    """For a binary cross-entropy (``BCELoss``, ``BCEWithLogitsLoss``, their functions in
+    ``torch.nn.functional``) with floating-point targets: every training and validation
+    target in ``[0, 1]``, else a ValueError naming the first bad one (``BCELoss``: torch's
+    'all elements of target should be between 0 and 1' from whichever mini-batch first holds
+    one, after training started; ``BCEWithLogitsLoss`` takes it silently, its loss
+    ``-t log p - (1 - t) log(1 - p)`` then unbounded below)."""
+    kind = type(loss_fn).__name__ if isinstance(loss_fn, (nn.BCELoss, nn.BCEWithLogitsLoss)) \
+        else next((f"F.{f.__name__}" for f in (F.binary_cross_entropy,
+                                               F.binary_cross_entropy_with_logits)
+                   if loss_fn is f), None)
+    if kind is None or not d.y.is_floating_point():
+        return
+    ys = torch.cat([t.reshape(-1) for t in (d.y, d.y_val) if t is not None])
+    bad = ys[(ys < 0) | (ys > 1)]
+    if len(bad):
+        raise ValueError(f"the targets hold {float(bad[0]):g} ({len(bad)} of {len(ys)} outside "
+                         f"0 to 1) but {kind} takes probabilities from 0 to 1 (class labels "
+                         "0 to K - 1 go with nn.CrossEntropyLoss and K outputs)")
 
 
 class _LabelError(ValueError):
