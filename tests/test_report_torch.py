@@ -92,7 +92,8 @@ def test_report_figures_of_torch_runs_are_labelled_by_module(folder, monkeypatch
     named = [t for t in drawn if any(n in t for n in CNN_NAMES + DOC_NAMES)]
     # per run: gradient profile, activation bands, heatmap, saturation, update ratio
     assert len(named) >= 10
-    assert "Percentiles of [4]'s pre-activation over training" in text
+    # the last layer feeding a nonlinearity ([2], into a Sigmoid), not the logits of [4]
+    assert "Percentiles of [2]'s pre-activation over training" in text
     for t in named:  # no layer of a torch run is called by its number
         assert not any(s.startswith("layer ") and s[6:].isdigit() for s in t), t
 

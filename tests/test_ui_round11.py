@@ -145,3 +145,20 @@ def test_a_sweep_of_one_point_counts_one_run(tmp_path):
     # was: "1 runs (1 finished)."
     assert "1 runs" not in text
     assert "1 run (1 finished)" in text
+
+
+def test_the_percentile_figure_of_a_torch_run_draws_a_layer_that_feeds_a_nonlinearity():
+    from depthlab.report import figures
+
+    rows = []
+    for step in (0, 10, 20):
+        for layer, module in ((1, "1"), (2, "3"), (3, "5")):
+            quantities = ["pre_p15", "pre_p50", "pre_p85"]
+            if layer < 3:  # layer 3 is the output Linear: logits, no activation after it
+                quantities += ["act_p50", "act_std"]
+            rows += [(step, layer, module, q, 0.1 * layer) for q in quantities]
+    probes = pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+    fig = figures.percentile_bands(probes)
+    # was: "Percentiles of [5]'s pre-activation over training" (the logits)
+    assert fig.axes[0].get_title() == "Percentiles of [3]'s pre-activation over training"
+    assert "[5]" in figures.percentile_bands(probes, 3).axes[0].get_title()  # when asked

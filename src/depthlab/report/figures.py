@@ -447,6 +447,13 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
         return fig
     if layer is None:
         layer = layers[-1]
+        # the last layer that feeds a nonlinearity (has activation rows): a torch model's
+        # output Linear (the logits, no activation after it) was drawn as "its input to the
+        # nonlinearity" of a 12-sigmoid-layer model
+        fed = probes.loc[(probes["layer"] >= 1)
+                         & probes["quantity"].astype(str).str.startswith("act_"), "layer"]
+        if prefix == "pre" and len(fed):
+            layer = int(fed.max())
     if layer not in layers:
         raise ValueError(f"layer {layer!r} has no probes; recorded layers: {layers}")
 
