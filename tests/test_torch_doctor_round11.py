@@ -162,3 +162,18 @@ def test_binary_targets_outside_0_to_1_are_named_before_training(loss_fn, sigmoi
     diag = dlt.doctor(make, (x[:240], y[:240], x[240:], y[240:]), loss_fn=loss_fn, steps=2,
                       verify=False)
     assert np.isfinite(diag.baseline["train_loss"])
+
+
+@pytest.mark.parametrize("name", ["adamw", "nadam", "AdamW"])
+def test_no_switch_to_adam_is_offered_to_a_model_trained_with_an_adam_variant(name):
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    # was: AdamW at lr 0.5 offered (and verified) "Adam (lr 1e-3) scales each parameter's
+    # step by its gradient's running RMS", which AdamW does: the gain was the lower lr alone
+    spec = TorchTrainSpec(optimizer=name, lr=0.5)
+    for kind in ("lr_too_high", "vanishing_gradients", "dead_relu", "divergence"):
+        cures = rx.alternatives(kind, "relu", spec, False)
+        assert cures and not any(c.get("optimizer") == "adam" for c, _ in cures), kind
+    rms = rx.alternatives("lr_too_high", "relu", TorchTrainSpec(optimizer="rmsprop"), False)
+    assert any(c.get("optimizer") == "adam" for c, _ in rms)

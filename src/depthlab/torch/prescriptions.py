@@ -531,6 +531,9 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
 
 SATURATING = ("sigmoid", "tanh", "softsign", "hardtanh", "hardsigmoid")
 
+ADAM_FAMILY = frozenset({"adam", "adamw", "nadam"})
+"""Optimizers for which no switch to Adam is offered (Adam itself and its variants)."""
+
 
 def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, Any] | None:
     """The NumPy rules' ``mlp()``-argument prescription as torch changes (None when it has
@@ -611,4 +614,6 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
                      lower],
     }
     cures = table.get(kind, [lower, adam])
-    return [c for c in cures if c is not adam] if spec.optimizer == "adam" else cures
+    # Adam's variants already scale each step by the gradient's RMS: "switch to Adam" would
+    # only drop AdamW's decoupled weight decay (NAdam's momentum) and change the lr
+    return [c for c in cures if c is not adam] if spec.optimizer in ADAM_FAMILY else cures
