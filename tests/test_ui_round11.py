@@ -162,3 +162,22 @@ def test_the_percentile_figure_of_a_torch_run_draws_a_layer_that_feeds_a_nonline
     # was: "Percentiles of [5]'s pre-activation over training" (the logits)
     assert fig.axes[0].get_title() == "Percentiles of [3]'s pre-activation over training"
     assert "[5]" in figures.percentile_bands(probes, 3).axes[0].get_title()  # when asked
+
+
+def test_a_run_with_a_final_accuracy_only_is_not_said_to_have_recorded_none(tmp_path):
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    rows = [(s, layer, q, 0.5) for s in (0, 10) for layer in (1, 2)
+            for q in ("grad_pre_std", "act_mean", "act_std")]
+    with Store(tmp_path) as store:  # a torch doctor's run: accuracy in its final metrics
+        store.add_run(RunRecord(
+            id="doc", name="doc", kind="doctor", config={"model": {}},
+            metrics={"steps": 10, "train_acc": 0.097, "val_acc": 0.1222},
+            steps=pd.DataFrame({"step": range(1, 11), "loss": np.linspace(2.4, 2.3, 10)}),
+            probes=pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])))
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "val acc 0.1222" in text
+    # was: "this run recorded no accuracy, so none is drawn", under "val acc 0.1222"
+    assert "recorded no accuracy" not in text
+    assert "at the end only" in text

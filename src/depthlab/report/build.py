@@ -667,9 +667,17 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                       for c in ("train_acc", "val_acc", "test_acc"))
         # no accuracy (a torch Watch run, a regression loss): the loss panel alone (was: an
         # empty "no accuracy recorded" panel beside it)
+        # a torch doctor's run has its accuracy in its final metrics only (was: "recorded no
+        # accuracy" under its "val acc 0.1222")
+        metrics = ((store.run(rid) or {}).get("metrics") or {}
+                   if not has_acc and hasattr(store, "run") else {})
+        final = any(isinstance(metrics.get(c), (int, float)) and not isinstance(
+            metrics.get(c), bool) for c in ("train_acc", "val_acc", "test_acc"))
         cap = FIG_TRAINING_CAP if has_acc else FIG_TRAINING_CAP.replace(
-            "Left: loss", "Loss").replace("; right: accuracy.", "; this run recorded no "
-                                          "accuracy, so none is drawn.")
+            "Left: loss", "Loss").replace("; right: accuracy.", (
+                "; this run recorded its accuracy at the end only (above), so no accuracy "
+                "curve is drawn." if final else
+                "; this run recorded no accuracy, so none is drawn."))
         blocks.append(H.figure_block(png, FIG_TRAINING, cap, wide=True))
     # a torch model whose layers feed no recognised activation or normalization module (an
     # LSTM, a transformer's functional activations) records no act_* and no saturation rows:
