@@ -177,3 +177,34 @@ def test_no_switch_to_adam_is_offered_to_a_model_trained_with_an_adam_variant(na
         assert cures and not any(c.get("optimizer") == "adam" for c, _ in cures), kind
     rms = rx.alternatives("lr_too_high", "relu", TorchTrainSpec(optimizer="rmsprop"), False)
     assert any(c.get("optimizer") == "adam" for c, _ in rms)
+
+
+class LockedSigmoidNet(nn.Module):
+    """Sigmoid layers with N(0, 1) weights, holding a lock (no deep copy)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(6, 16), nn.Sigmoid()]
+        for _ in range(4):
+            layers += [nn.Linear(16, 16), nn.Sigmoid()]
+        self.body = nn.Sequential(*layers, nn.Linear(16, 2))
+        for m in self.body.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0)
+        self.lock = threading.Lock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            return self.body(x)
+
+
+def test_a_factorys_model_that_cannot_be_deep_copied_is_diagnosed_and_verified(tmp_path):
+    x, y = binary(120)
+    # was: TypeError "cannot pickle '_thread.lock' object" from copying the model for the
+    # checking step (the factory's model itself is trained when it cannot be copied)
+    diag = dlt.doctor(LockedSigmoidNet, (x, y.astype(np.int64)), steps=3, verify=True,
+                      max_cures=1, out=tmp_path / "runs")
+    assert diag.findings and diag.verifications
+    assert diag.settings["run_id"]

@@ -417,6 +417,17 @@ def _factory(make_model_or_model: Any
     return fresh, rows
 
 
+def _scratch_copy(model: nn.Module, fresh: Callable[[int], nn.Module], seed: int
+                  ) -> nn.Module:
+    """A copy of ``model`` to change (a checking step): a deep copy, or for a factory's model
+    that cannot be deep-copied (a lock, an open file) another build, ``fresh(seed)``, which
+    starts from the same weights."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - e.g. 'cannot pickle _thread.lock object'
+        return fresh(seed)
+
+
 def _load_if_same(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load ``state`` into ``model`` when its state has the same keys and shapes."""
     own = model.state_dict()
@@ -803,7 +814,7 @@ def doctor(
             model = fresh(seed)
         _check_runs(model, d, loss_fn)
         _check_token_ids(model, d)
-        _check_step(copy.deepcopy(model), spec, d, loss_fn)
+        _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
