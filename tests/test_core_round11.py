@@ -120,3 +120,27 @@ def test_config_with_batch_norm_and_a_two_row_probe_batch_is_refused_naming_it()
         validate(raw)
     assert validate({**raw, "probes": {"every": 1, "batch": 3}})
     assert validate({**raw, "model": {"sizes": ["auto", 6, "auto"]}})  # no batch norm: fine
+
+
+# -- the doctor: a finding names the layers its message is about --------------------------
+def test_vanishing_gradients_of_a_net_that_dies_names_its_layers():
+    # ReLU with N(0, 0.01) weights: the gradient vanishes 2.5e12x over 10 layers, then every
+    # unit dies and later probes hold only zeros. The ratio came from the 4 probes with
+    # gradients, the layer list from the medians over all 11: layer 10's median was 0, so
+    # the finding said "layer 1 is 3.82e+12x smaller than layer 10" with layers = []
+    from depthlab.data import load_dataset
+    from depthlab.initializers import get_initializer
+
+    data = load_dataset("digits", seed=0, standardize=True)
+    net = dl.mlp([64] + [32] * 10 + [10], activation="relu",
+                 init=get_initializer("normal", std=0.01), seed=0)
+    d = dl.doctor(net, data, steps=100)
+    f = next(f for f in d.findings if f.kind == "vanishing_gradients")
+    p = d.probes
+    g = p[(p.quantity == "grad_pre_std") & (p.layer >= 1)].pivot(index="step", columns="layer",
+                                                                 values="value")
+    assert (g.iloc[-1] == 0).all()  # the case: every gradient 0 at the end
+    live = g[(g[1] > 0) & (g[10] > 0)]  # the probes the ratio is taken over
+    assert f.evidence["ratio"] == pytest.approx(float(np.median(live[10] / live[1])))
+    med = live.median()
+    assert f.layers == [i for i in range(1, 11) if med[i] < med[10] / 10] == list(range(1, 10))

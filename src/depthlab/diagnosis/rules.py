@@ -209,6 +209,12 @@ def _gradient_steps(ctx: RunContext) -> list[int]:
 def _grad_ratios(ctx: RunContext) -> list[float]:
     """std(dL/ds) last hidden / first hidden at each probed step of :func:`_gradient_steps`
     (finite, positive only)."""
+    return [r for _, r in _step_ratios(ctx)]
+
+
+def _step_ratios(ctx: RunContext) -> list[tuple[int, float]]:
+    """``(step, ratio)`` of :func:`_grad_ratios`: the steps whose first and last hidden
+    gradients are both finite and > 0."""
     if len(ctx.hidden) < 2:
         return []
     first, last = ctx.hidden[0], ctx.hidden[-1]
@@ -218,7 +224,7 @@ def _grad_ratios(ctx: RunContext) -> list[float]:
         if first in g.index and last in g.index:
             a, b = float(g[first]), float(g[last])
             if math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0:
-                out.append(b / a)
+                out.append((t, b / a))
     return out
 
 
@@ -235,9 +241,8 @@ def gradient_depth_scales(ratio: float, n_hidden: int) -> tuple[float, float]:
 
 def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     """Shared body of the vanishing and exploding rules (see GRADIENT_DEPTH_SCALES)."""
-    ratios = _grad_ratios(ctx)
-    if not vanishing:
-        ratios = [1.0 / r for r in ratios]
+    pairs = _step_ratios(ctx)
+    ratios = [r if vanishing else 1.0 / r for _, r in pairs]
     if not ratios:
         return math.nan, None
     ratio = float(np.median(ratios))
@@ -247,7 +252,9 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
         return metric, None
     first, last = ctx.hidden[0], ctx.hidden[-1]
     g = ctx.table["grad_pre_std"]
-    med = g[g.index.get_level_values("step").isin(_gradient_steps(ctx))].groupby(
+    # the layers over the steps the ratio came from: a step whose gradients are all 0 (every
+    # unit dead) made the last layer's median 0, and no layer was below a tenth of it
+    med = g[g.index.get_level_values("step").isin([t for t, _ in pairs])].groupby(
         level="layer").median()
     if vanishing:
         layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) < med.get(last) / 10.0]
