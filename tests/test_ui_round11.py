@@ -64,7 +64,8 @@ def page(browser, server):
 def _inside(fig, artist) -> bool:
     fig.canvas.draw()
     box = artist.get_window_extent(fig.canvas.get_renderer())
-    return box.x0 >= fig.bbox.x0 - 0.5 and box.x1 <= fig.bbox.x1 + 0.5
+    return (box.x0 >= fig.bbox.x0 - 0.5 and box.x1 <= fig.bbox.x1 + 0.5
+            and box.y0 >= fig.bbox.y0 - 0.5 and box.y1 <= fig.bbox.y1 + 0.5)
 
 
 def _hist_table(n_layers: int, steps=(0, 20)) -> pd.DataFrame:
@@ -181,3 +182,21 @@ def test_a_run_with_a_final_accuracy_only_is_not_said_to_have_recorded_none(tmp_
     # was: "this run recorded no accuracy, so none is drawn", under "val acc 0.1222"
     assert "recorded no accuracy" not in text
     assert "at the end only" in text
+
+
+def test_layers_whose_weights_did_not_change_are_named_in_the_update_ratio_figure():
+    from depthlab.report import figures
+
+    # a 12-sigmoid-layer torch doctor run: the first layers' updates (lr 0.1 x gradients of
+    # 1e-13) are below float32's resolution of their weights, so W_n == W_(n-1) exactly
+    rows = [(s, layer, "update_ratio", 0.0 if layer <= 3 else 10.0 ** (layer - 14))
+            for s in (20, 40, 60) for layer in range(1, 14)]
+    probes = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    fig = figures.update_ratio(probes)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    title = ax.get_title()
+    # was: "layer 1" in the legend with no line and no word on why
+    assert "layer 1" in labels
+    assert "zero" in title and "layers 1-3" in title, title
+    assert _inside(fig, ax.title)

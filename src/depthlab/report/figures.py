@@ -763,10 +763,42 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     bad = ~np.isfinite(values) & (sel["step"] > sel.loc[np.isfinite(values), "step"].min())
     note = (f"\nnot drawn: not finite (NaN/inf) {steps_phrase(sel.loc[bad, 'step'], sel['step'])}"
             if bad.any() else "")
-    ax.set_title(f"Relative weight update per step{_layers_note(shown, layers)}{note}",
-                 fontsize=9.5)
+    # an update below the float resolution of the weights leaves them unchanged: ratio 0, no
+    # place on a log axis (a 12-sigmoid-layer model's first layers were legend entries with
+    # no line and no word)
+    every = probes[(probes["quantity"] == "update_ratio") & (probes["layer"] >= 1)]
+    zero = sorted(int(v) for v in every.loc[pd.to_numeric(every["value"], errors="coerce") == 0,
+                                            "layer"].unique())
+    if zero:
+        note += f"\nnot drawn: zero (weights unchanged) in {_span_text(zero, names)}"
+    title = f"Relative weight update per step{_layers_note(shown, layers)}{note}"
+    ax.set_title(title, fontsize=9.5)
+    lines = title.count("\n") + 1
+    if lines > 2:  # the fixed 0.38 in top margin holds two lines: the third was cut off
+        extra = 0.17 * (lines - 2)
+        height = fig.get_figheight() + extra
+        fig.set_figheight(height)
+        fig.subplots_adjust(top=1 - (_MARGIN_IN["top"] + extra) / height,
+                            bottom=_MARGIN_IN["bottom"] / height)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     return fig
+
+
+def _span_text(layers: Sequence[int], names: dict[int, str] | None, shown: int = 4) -> str:
+    """``layers 1-3, 7`` (numbered layers, runs of neighbours joined) or the first ``shown``
+    module names, then ``...``."""
+    if names:
+        cut = [layer_label(v, names) for v in layers[:shown]]
+        return ", ".join(cut_labels(cut, 24)) + (", ..." if len(layers) > shown else "")
+    runs: list[list[int]] = []
+    for v in layers:
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs[:shown]]
+    word = "layers" if len(layers) > 1 else "layer"
+    return f"{word} " + ", ".join(parts) + (", ..." if len(runs) > shown else "")
 
 
 # -- sweep figures -----------------------------------------------------------------------------
