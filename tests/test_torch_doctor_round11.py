@@ -208,3 +208,14 @@ def test_a_factorys_model_that_cannot_be_deep_copied_is_diagnosed_and_verified(t
                       max_cures=1, out=tmp_path / "runs")
     assert diag.findings and diag.verifications
     assert diag.settings["run_id"]
+
+
+def test_one_feature_given_as_a_flat_array_is_told_to_make_it_a_column():
+    x, _ = binary(50)
+    y = (2.0 * x[:, :1]).astype(np.float32)
+    make = lambda: nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1))  # noqa: E731
+    # was: torch's 'mat1 and mat2 shapes cannot be multiplied (1x2 and 1x8)' alone
+    with pytest.raises(ValueError, match=r"mat1 and mat2.*x\.reshape\(-1, 1\)"):
+        dlt.doctor(make, (x[:, 0], y), loss_fn=nn.MSELoss(), steps=2, verify=False)
+    diag = dlt.doctor(make, (x[:, :1], y), loss_fn=nn.MSELoss(), steps=2, verify=False)
+    assert np.isfinite(diag.baseline["train_loss"])

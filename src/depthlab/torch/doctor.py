@@ -919,6 +919,9 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         hint = "" if d.x.is_floating_point() else (
             "; integer inputs are passed as int64 (token ids for an nn.Embedding): give "
             "floating-point inputs to other models")
+        if out is None and d.x.dim() == 1 and d.x.is_floating_point():
+            hint += ("; x holds one number per example (shape (N,)): a model of one input "
+                     "feature takes a column, x.reshape(-1, 1)")
         conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if conv is not None and out is None and d.x.dim() == 4 and \
                 d.x.shape[-1] == conv.in_channels != d.x.shape[1]:
