@@ -144,3 +144,15 @@ def test_vanishing_gradients_of_a_net_that_dies_names_its_layers():
     assert f.evidence["ratio"] == pytest.approx(float(np.median(live[10] / live[1])))
     med = live.median()
     assert f.layers == [i for i in range(1, 11) if med[i] < med[10] / 10] == list(range(1, 10))
+
+
+def test_doctor_probes_every_run_on_the_same_rows_with_two_held_out_rows():
+    # 2 held-out rows: a batch-norm net is probed on the training rows, so the baseline
+    # without batch norm is too (a batchnorm cure's metrics are compared with the baseline's)
+    x, y = _bn_two_row_case()
+    for bn in (False, True):
+        net = dl.mlp([4, 6, 6, 2], activation="tanh", batchnorm=bn, seed=0)
+        d = dl.doctor(net, (x[:8], y[:8], x[8:], y[8:]), steps=2)
+        loss0 = d.probes.query("step == 0 and layer == 0 and quantity == 'loss'").value
+        ref = dl.probe(net, x[:8], y[:8]).query("layer == 0 and quantity == 'loss'").value
+        assert float(loss0.iloc[0]) == pytest.approx(float(ref.iloc[0]), rel=1e-6)

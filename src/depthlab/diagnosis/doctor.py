@@ -30,8 +30,9 @@ from .rules import RULES, RunContext, evaluate
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
 BN_PROBE_ROWS = 3
-"""Fewest rows of a batch-normalized network's probe batch: batch norm maps a unit's values on
-2 rows to -1 and +1 (up to epsilon), so dL/dx below it is 0 on any 2-row batch."""
+"""Fewest held-out rows the probe batch is taken from (else the training rows'): batch norm
+maps a unit's values on 2 rows to -1 and +1 (up to epsilon), so dL/dx below it is 0 on any
+2-row batch; every run of a diagnosis, batch-norm cures included, probes the same rows."""
 
 VAL_FRACTION = 0.2
 """Share held out for validation when ``data`` is a bare ``(x, y)`` pair."""
@@ -154,9 +155,9 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
            callbacks: Sequence[Callback] = ()) -> _Run:
     # batch norm over a batch of 2 rows maps each unit to -1 and +1 whatever the inputs, so
     # no gradient reaches the layers below it (layer 1's grad_pre_std 125x below layer 2's in
-    # a healthy 2-layer net): such a net is probed on training rows when the held-out set
-    # has fewer than BN_PROBE_ROWS (and the training set has them)
-    least = BN_PROBE_ROWS if net.batchnorms() else 1
+    # a healthy 2-layer net): with fewer than BN_PROBE_ROWS held-out rows every run of the
+    # diagnosis (a batch-norm cure's too, compared with the baseline) probes training rows
+    least = BN_PROBE_ROWS
     held_out = data.x_val is not None and (len(data.x_val) >= least or len(data.x) < least)
     src_x = data.x_val if held_out else data.x
     src_y = data.y_val if held_out else data.y
@@ -240,8 +241,8 @@ def doctor(
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
-    examples; the training rows' when a batch-normalized net has fewer than ``BN_PROBE_ROWS``
-    = 3 validation rows, over which batch norm passes no gradient), apply the rules of
+    examples; the training rows' when there are fewer than ``BN_PROBE_ROWS`` = 3 validation
+    rows, over which batch norm passes no gradient), apply the rules of
     :mod:`depthlab.diagnosis.rules` and return a :class:`Diagnosis`.
 
     ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the
