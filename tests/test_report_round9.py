@@ -272,7 +272,8 @@ def test_a_diverged_runs_missing_values_are_said(tmp_path):
         store.add_run(record)
     page = build.write_report(tmp_path).read_text()
     assert "<span>train_loss</span><code>none</code>" in page
-    assert "<span>loss</span><code>none</code>" in page
+    # round 11: a divergence's null loss is the NaN/inf it stopped on, said so
+    assert "<span>loss</span><code>not finite (NaN/inf)</code>" in page
     assert "<code></code>" not in page
 
 

@@ -200,3 +200,22 @@ def test_layers_whose_weights_did_not_change_are_named_in_the_update_ratio_figur
     assert "layer 1" in labels
     assert "zero" in title and "layers 1-3" in title, title
     assert _inside(fig, ax.title)
+
+
+def test_a_divergences_nan_loss_is_not_called_none(tmp_path):
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    with Store(tmp_path) as store:  # the store keeps the divergence's NaN loss as null
+        store.add_run(RunRecord(
+            id="div", name="div", status="diverged", config={"model": {}},
+            metrics={"steps": 3},
+            divergence={"step": 4, "epoch": 1, "loss": float("nan"), "layer": "dense4",
+                        "nonfinite_parameters": [], "max_grad": None,
+                        "message": "training diverged at step 4 (epoch 1): loss = nan"},
+            steps=pd.DataFrame({"step": [1, 2, 3], "loss": [0.9, 440.0, 2.6e14]})))
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    # was: "loss none" and "max_grad none" under "loss = nan"
+    assert "<span>loss</span><code>none</code>" not in text
+    assert "<span>loss</span><code>not finite (NaN/inf)</code>" in text
+    assert "<span>max_grad</span>" not in text

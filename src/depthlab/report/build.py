@@ -607,7 +607,11 @@ def _text(v: Any) -> str:
 
 def _divergence_html(div: dict) -> str:
     msg = div.get("message")
-    rest = [(k, v) for k, v in div.items() if k != "message"]
+    # a divergence's loss is never finite: the store keeps its NaN/inf as null (was shown as
+    # "loss none" under "loss = nan"); an unmeasured max_grad says nothing
+    rest = [(k, "not finite (NaN/inf)" if k == "loss" and (
+             v is None or (isinstance(v, float) and not math.isfinite(v))) else v)
+            for k, v in div.items() if k != "message" and not (k == "max_grad" and v is None)]
     return ("<div class=\"alert\"><b>Training diverged.</b>"
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
