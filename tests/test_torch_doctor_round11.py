@@ -95,7 +95,7 @@ def small_mlp() -> nn.Module:
 def test_noise_from_numpy_and_python_generators_is_the_same_in_every_call():
     import random
 
-    x, y = binary(200)
+    x, y = binary(100)
     y = y.astype(np.int64)
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
@@ -104,13 +104,13 @@ def test_noise_from_numpy_and_python_generators_is_the_same_in_every_call():
         np_before, py_before = np.random.get_state()[1].copy(), random.getstate()
         # were: train losses 0.7077 then 0.7063 (the noise drawn from wherever NumPy's global
         # generator stood), and the caller's generator moved on
-        a = dlt.doctor(NumpyNoise, (x, y), steps=4, verify=False)
+        a = dlt.doctor(NumpyNoise, (x, y), steps=2, verify=False)
         assert (np.random.get_state()[1] == np_before).all()
-        b = dlt.doctor(NumpyNoise, (x, y), steps=4, verify=False)
+        b = dlt.doctor(NumpyNoise, (x, y), steps=2, verify=False)
         assert a.baseline["train_loss"] == b.baseline["train_loss"]
-        c = dlt.doctor(small_mlp, JitteredRows(x, y), steps=4, verify=False)
+        c = dlt.doctor(small_mlp, JitteredRows(x, y), steps=2, verify=False)
         assert random.getstate() == py_before
-        d = dlt.doctor(small_mlp, JitteredRows(x, y), steps=4, verify=False)
+        d = dlt.doctor(small_mlp, JitteredRows(x, y), steps=2, verify=False)
         assert c.baseline["train_loss"] == d.baseline["train_loss"]
     finally:
         np.random.set_state(np_state)
@@ -200,14 +200,13 @@ class LockedSigmoidNet(nn.Module):
             return self.body(x)
 
 
-def test_a_factorys_model_that_cannot_be_deep_copied_is_diagnosed_and_verified(tmp_path):
-    x, y = binary(120)
+def test_a_factorys_model_that_cannot_be_deep_copied_is_diagnosed_and_verified():
+    x, y = binary(60)
     # was: TypeError "cannot pickle '_thread.lock' object" from copying the model for the
     # checking step (the factory's model itself is trained when it cannot be copied)
-    diag = dlt.doctor(LockedSigmoidNet, (x, y.astype(np.int64)), steps=3, verify=True,
-                      max_cures=1, out=tmp_path / "runs")
+    diag = dlt.doctor(LockedSigmoidNet, (x, y.astype(np.int64)), steps=2, verify=True,
+                      max_cures=1)
     assert diag.findings and diag.verifications
-    assert diag.settings["run_id"]
 
 
 def test_one_feature_given_as_a_flat_array_is_told_to_make_it_a_column():
