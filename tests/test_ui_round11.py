@@ -219,3 +219,11 @@ def test_a_divergences_nan_loss_is_not_called_none(tmp_path):
     assert "<span>loss</span><code>none</code>" not in text
     assert "<span>loss</span><code>not finite (NaN/inf)</code>" in text
     assert "<span>max_grad</span>" not in text
+
+
+def test_an_overlay_says_which_run_has_the_zero_gradients():
+    healthy = _dead_below().assign(value=lambda t: t["value"].where(t["value"] > 0, 1e-4))
+    fig = plot.gradient_per_layer({"dead": _dead_below(), "healthy": healthy}, theory=False)
+    end = fig.axes[1].get_title()
+    assert "dead: layers 1-298: zero" in end, end  # not the healthy run's layers
+    assert _inside(fig, fig.axes[1].title)

@@ -337,6 +337,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # per panel, the layers recorded as exactly 0 (a layer below a dead one): a log axis
     # cannot draw them, so they keep their place on the axis and the title names them
     zeros: list[set[int]] = [set() for _ in axes]
+    zero_runs: list[list[str]] = [[] for _ in axes]  # which runs those are (an overlay)
     for i, (label, wide) in enumerate(wides.items()):
         color = RUN_COLORS[i % len(RUN_COLORS)]
         marker = RUN_MARKERS[(i // len(RUN_COLORS)) % len(RUN_MARKERS)]
@@ -356,6 +357,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             row = wide.loc[step].dropna()
             zero = [int(v) for v in row.index[row == 0]]
             zeros[k].update(zero)
+            if zero:
+                zero_runs[k].append(label)
             all_layers.update(zero)
             row = row[(row > 0) & (row < math.inf)]  # what a log axis can show
             if row.empty:
@@ -411,7 +414,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     span = (min(all_layers), max(all_layers)) if all_layers else None
     for k, (ax, when) in enumerate(zip(axes, (start, end))):
         if zeros[k]:
-            when += f"\n{_layer_span_text(sorted(zeros[k]), names)}: zero (a log axis has no 0)"
+            whose = ("" if sum(not w.empty for w in wides.values()) == 1 else
+                     f"{_f.cut_labels(zero_runs[k], 20)[0]}: " if len(zero_runs[k]) == 1 else
+                     f"{len(zero_runs[k])} runs: ")
+            when += (f"\n{whose}{_layer_span_text(sorted(zeros[k]), names)}: zero "
+                     "(a log axis has no 0)")
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
             pad = 0.04 * (span[1] - span[0])
             ax.set_xlim(span[0] - pad, span[1] + pad)
