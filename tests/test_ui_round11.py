@@ -12,7 +12,16 @@ playground (helper "ui11").
 * the playground's loss panel of a diverging setup (lr 10, 6 ReLU layers) stopped at the last
   measurement (step 1, train loss 0.94) where the loss went on to 440 and 2.6e14 at steps 2
   and 3 before the NaN of step 4: the session dropped the losses it had not yet sent; now the
-  "diverged" message carries them, the panel draws them and its note lists them.
+  "diverged" message carries them, the panel draws them and its note lists them;
+* a sweep of one point said "1 runs";
+* a torch run's pre-activation percentile figure drew the output Linear's logits, captioned as
+  "one layer's input to its nonlinearity"; now the last layer that feeds one;
+* a torch doctor's run was captioned "this run recorded no accuracy" under its "val acc
+  0.1222" (its accuracy is in its final metrics only);
+* the update-ratio figure of a 12-sigmoid-layer model listed layers [1], [3], [5] in its legend
+  with no line (their updates were below float32 resolution: ratio exactly 0), and a third
+  title line was cut off at the top; now named, and the margin grows;
+* a divergence's NaN loss (stored as null) read "loss none" under "loss = nan".
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
