@@ -206,15 +206,9 @@ def _gradient_steps(ctx: RunContext) -> list[int]:
     return keep
 
 
-def _grad_ratios(ctx: RunContext) -> list[float]:
-    """std(dL/ds) last hidden / first hidden at each probed step of :func:`_gradient_steps`
-    (finite, positive only)."""
-    return [r for _, r in _step_ratios(ctx)]
-
-
 def _step_ratios(ctx: RunContext) -> list[tuple[int, float]]:
-    """``(step, ratio)`` of :func:`_grad_ratios`: the steps whose first and last hidden
-    gradients are both finite and > 0."""
+    """``(step, ratio)``: std(dL/ds) last hidden / first hidden at each probed step of
+    :func:`_gradient_steps` whose two gradients are both finite and > 0."""
     if len(ctx.hidden) < 2:
         return []
     first, last = ctx.hidden[0], ctx.hidden[-1]
