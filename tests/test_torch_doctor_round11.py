@@ -218,3 +218,24 @@ def test_one_feature_given_as_a_flat_array_is_told_to_make_it_a_column():
         dlt.doctor(make, (x[:, 0], y), loss_fn=nn.MSELoss(), steps=2, verify=False)
     diag = dlt.doctor(make, (x[:, :1], y), loss_fn=nn.MSELoss(), steps=2, verify=False)
     assert np.isfinite(diag.baseline["train_loss"])
+
+
+def test_the_callers_torch_settings_are_left_as_found_with_a_float64_default():
+    x, y = binary(60)
+    rng_before = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
+    dtype = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        with torch.no_grad():
+            # built under the float64 default: a float64 model, sick enough to be cured
+            diag = dlt.doctor(LockedSigmoidNet, (x, y.astype(np.int64)), steps=2,
+                              verify=True, max_cures=1)
+            assert not torch.is_grad_enabled()
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(dtype)
+    assert diag.findings and all(np.isfinite(v.after["train_loss"])
+                                 for v in diag.verifications)
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
