@@ -239,3 +239,14 @@ def test_the_callers_torch_settings_are_left_as_found_with_a_float64_default():
                                  for v in diag.verifications)
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.random.get_rng_state(), rng_before)
+
+
+def test_one_shared_instance_that_cannot_be_copied_is_named_before_training():
+    x, y = binary(60)
+    shared = LockedSigmoidNet()
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    # was: TypeError "cannot pickle '_thread.lock' object" from copy.deepcopy alone
+    with pytest.raises(TypeError, match="same model object on every call.*cannot be "
+                                        "deep-copied.*_thread.lock.*new model in each call"):
+        dlt.doctor(lambda: shared, (x, y.astype(np.int64)), steps=2, verify=False)
+    assert all(torch.equal(before[k], v) for k, v in shared.state_dict().items())

@@ -408,7 +408,13 @@ def _factory(make_model_or_model: Any
                 return model
         if made is first[0]:  # one shared instance (``return model`` of a global): every
             if model is made:  # run starts from it as built
-                model = copy.deepcopy(model)
+                try:
+                    model = copy.deepcopy(model)
+                except Exception as e:  # noqa: BLE001 - e.g. a lock held by it
+                    raise TypeError(f"make_model() returns the same model object on every "
+                                    f"call and it cannot be deep-copied ({type(e).__name__}: "
+                                    f"{e}); the doctor trains several copies: build a new "
+                                    "model in each call") from None
             model.load_state_dict(first[1])
         else:  # a factory drawing from an unseeded generator: every run (baseline and
             _load_if_same(model, first[1])  # cures) starts from the same weights
