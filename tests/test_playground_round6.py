@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.browser import chromium, screenshot_dir
+from helpers.browser import checked_page, chromium, screenshot_dir
 
 from depthlab.playground.measure import HIST_HEADROOM, Monitor, follow_edges
 from depthlab.playground.server import Background
@@ -91,15 +91,8 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1300, "height": 950})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console: {m.text}")
-          if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert not problems, problems
+    with checked_page(browser) as pg:
+        yield pg
 
 
 def set_field(pg, key: str, value: str) -> None:

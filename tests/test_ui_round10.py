@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.browser import chromium, screenshot_dir
+from helpers.browser import checked_page, chromium, screenshot_dir, url_param
 
 from depthlab.playground.server import Background
 from depthlab.report import figures
@@ -68,19 +68,8 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1300, "height": 950})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console: {m.text}")
-          if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert not problems, problems
-
-
-def url_param(pg, key: str) -> str | None:
-    return pg.evaluate("k => new URLSearchParams(location.search).get(k)", key)
+    with checked_page(browser) as pg:
+        yield pg
 
 
 def menu(pg, key: str) -> list:

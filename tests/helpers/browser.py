@@ -38,3 +38,27 @@ def screenshot_dir(fallback: Path) -> Path:
     path = Path(keep) if keep else fallback
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def checked_page(browser, width: int = 1300, height: int = 950, console: bool = True) -> Iterator:
+    """A page in a fresh browser context of ``width`` x ``height``; on exit the context is
+    closed and the test fails if the page raised (``pageerror``) or, with ``console``, logged
+    an error to its console."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    pg = context.new_page()
+    problems: list[str] = []
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    if console:
+        pg.on("console", lambda m: problems.append(f"console: {m.text}")
+              if m.type == "error" else None)
+    try:
+        yield pg
+    finally:
+        context.close()
+    assert not problems, problems
+
+
+def url_param(pg, key: str) -> str | None:
+    """The value of ``key`` in the page's URL query (None when absent)."""
+    return pg.evaluate("k => new URLSearchParams(location.search).get(k)", key)
