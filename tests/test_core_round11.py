@@ -45,9 +45,6 @@ def test_dtype_still_accepts_numpy_types():
 
 
 # -- memory: the recorder's probe batch is refused before it is allocated -----------------
-@pytest.mark.xfail(strict=True, reason="patch /tmp/team/patches/core11-recorder-memory.patch: "
-                   "ProbeRecorder never checks that its probe batch's activations fit "
-                   "(dl.probe refuses the same batch)")
 def test_recorder_probe_batch_that_cannot_fit_is_refused_like_probe(monkeypatch):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 8)).astype(np.float32)
@@ -158,9 +155,6 @@ def test_doctor_probes_every_run_on_the_same_rows_with_two_held_out_rows():
         assert float(loss0.iloc[0]) == pytest.approx(float(ref.iloc[0]), rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="patch /tmp/team/patches/core11-torch-bn-probe-rows.patch: "
-                   "depthlab.torch probes a BN model on 2 held-out rows (TensorData.probe_source "
-                   "takes validation data from 2 rows), over which batch norm passes no gradient")
 def test_torch_doctor_of_a_healthy_bn_mlp_on_ten_rows_finds_no_vanishing_gradients():
     torch = pytest.importorskip("torch")
     import depthlab.torch as dlt

@@ -430,7 +430,6 @@ def test_model_own_weights_beside_submodules_are_named_in_the_error(call):
         run(_RootWeights())
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch tprobe11-watch-none-ran")
 def test_watch_warning_names_weights_used_without_their_module():
     """A Watch on a model whose weights are all read functionally: its warning guessed 'was
     the Watch created after this step's forward?' though the model's forward ran while armed;
@@ -470,7 +469,6 @@ def test_single_logit_binary_classifier_gets_no_argmax_accuracy():
     assert table[(0, "acc")] == want
 
 
-@pytest.mark.xfail(strict=True, reason="needs patch tprobe11-functorch")
 def test_torch_func_per_example_gradients_while_the_watch_is_armed():
     """DP-SGD-style per-example gradients, ``vmap(grad(loss))(params, x, y)`` through
     ``functional_call``, while the Watch is armed (step 0 is): the hooks met torch.func's

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.browser import chromium, screenshot_dir
+from helpers.browser import checked_page, chromium, screenshot_dir
 
 from depthlab import plot
 from depthlab.playground.server import Background
@@ -59,15 +59,8 @@ def shots(tmp_path_factory):
 
 @pytest.fixture()
 def page(browser, server):
-    context = browser.new_context(viewport={"width": 1300, "height": 950})
-    pg = context.new_page()
-    problems: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console: {m.text}")
-          if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert not problems, problems
+    with checked_page(browser) as pg:
+        yield pg
 
 
 def _inside(fig, artist) -> bool:

@@ -39,6 +39,7 @@ import pandas as pd
 
 from ..backend import Array, data_array
 from ..losses import Loss, get_loss
+from ..memory import check_batch
 from ..training.data_checks import finite_features
 from ..training.trainer import Callback
 from ..validators import positive_int
@@ -312,6 +313,8 @@ class ProbeRecorder(Callback):
                                  f"expects {net.n_inputs}")
             if net.batchnorms() and self.probe_x.shape[0] < 2:
                 raise ValueError("batch normalization needs a probe batch of at least 2 rows")
+            # the measurement pass's activations must fit, as dl.probe's on the same batch
+            check_batch(net, self.probe_x.shape[0], "probe batch")
             # NaN, inf or values too large for the network's dtype: refused, row and column
             self._x = trainer.transform(finite_features(self.probe_x, net.dtype, "probe_x"))
             self._check_probe_y(net)

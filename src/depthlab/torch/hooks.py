@@ -81,6 +81,18 @@ _FORWARDS: weakref.WeakSet = weakref.WeakSet()
 _CALL_CODES = frozenset(f.__code__ for f in (nn.Module._call_impl, nn.Module._wrapped_call_impl))
 
 
+_PEEK = getattr(getattr(torch._C, "_functorch", None), "peek_interpreter_stack", None)
+
+
+def _in_transform() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``, ...) is running: its
+    tensors are wrappers without storage, which the hooks cannot read (the CPU kernels raised
+    'Cannot access data pointer of Tensor that doesn't have storage' inside the user's
+    per-example gradients, ``vmap(grad(loss))(params, x, y)``; the torch operations kept
+    batched statistics that escaped the transform and raised at the record)."""
+    return _PEEK is not None and _PEEK() is not None
+
+
 def _in_forward(model: nn.Module) -> bool:
     """Whether a call of ``model`` is on some thread's stack (a frame of ``Module.__call__``
     whose ``self`` is it)."""
@@ -246,6 +258,7 @@ class Recording:
         self.input_seen = False  # an armed forward of the model ran while want_input was set
         self._model_idle = False  # the model's forward in progress runs without gradients
         self._in_model = False  # a forward of the model itself is in progress
+        self.forwards = 0  # forwards of the model with gradients since new_pass()
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
@@ -256,7 +269,8 @@ class Recording:
     @property
     def _idle(self) -> bool:
         """The armed hooks ignore the call in progress: a forward of the model without
-        gradients (validation under ``no_grad``/``inference_mode``), or a submodule called on
+        gradients (validation under ``no_grad``/``inference_mode``), any call inside a
+        ``torch.func`` transform (:func:`_in_transform`), or a submodule called on
         its own, outside any forward of the model, without gradients, once a backward has run
         through the pass (a loop that calls ``model.encoder(x)`` rather than ``model(x)``: a
         validation call between ``backward`` and ``Watch.step`` was pooled into the training
@@ -276,6 +290,8 @@ class Recording:
         inside a backward: activation checkpointing recomputes a segment there, part of the
         pass being graded."""
         if self._model_idle:
+            return True
+        if _in_transform():  # torch.func's wrapped tensors: not measured (see above)
             return True
         if self._in_model:
             return False
@@ -384,6 +400,7 @@ class Recording:
         loops that call the model's submodules rather than the model. The passes of the
         forwards since the last call are dropped (see :meth:`settle`)."""
         self._earlier = []
+        self.forwards = 0
         self._begin()
 
     def _begin(self) -> None:
@@ -427,9 +444,10 @@ class Recording:
         # Watch.step replaced it, gradient rows lost)
         self._in_model = True
         _FORWARDS.add(self)
-        self._model_idle = not torch.is_grad_enabled()
+        self._model_idle = not torch.is_grad_enabled() or _in_transform()
         if self._model_idle:
             return
+        self.forwards += 1
         if self.want_input:
             # the model's input, for depthlab.torch.predict: the last training forward's (a
             # validation pass under no_grad/inference_mode before it is not the one recorded)

@@ -59,7 +59,7 @@ from ..probes.stats import check_percentiles
 from ..validators import positive_int
 from .accumulators import norm_dtype, stat_dtype
 from .hooks import Recording
-from .layers import check_materialized
+from .layers import check_materialized, none_ran
 from .predict import theory_rows
 from .probe import COLUMNS, check_loss
 
@@ -514,12 +514,18 @@ class Watch:
         else:
             extra += self._update_ratios()
             self._rec.collect(extra=extra, also=self._pending)  # one transfer
+        ran = self._rec.forwards  # the model's forward ran while armed, no layer in it
         self._rec.new_pass()  # the next record measures its own calls only
         if not self._rec.order and not self._warned_empty:
             self._warned_empty = True
-            warnings.warn(f"Watch: no layer of {type(self.model).__name__} ran while its hooks "
-                          f"were on (was the Watch created after this step's forward?), so "
-                          f"step {n} records its loss only", RuntimeWarning, stacklevel=3)
+            # the model ran and no layer did: weights used without their module's forward
+            # (F.linear(x, self.fc.weight), a ParameterList); the guess about a late Watch
+            # misled there
+            why = (none_ran(self.model, self._rec.layers) if ran else
+                   f"no layer of {type(self.model).__name__} ran while its hooks were on (was "
+                   "the Watch created after this step's forward?)")
+            warnings.warn(f"Watch: {why}, so step {n} records its loss only", RuntimeWarning,
+                          stacklevel=3)
         first = n - len(self._pending) + 1
         self._loss_steps.extend(range(first, n + 1))
         self._loss_values.extend(self._rec.also)
