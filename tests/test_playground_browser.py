@@ -13,23 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers.browser import chromium
-
-from depthlab.playground.server import Background
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "playground.png"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with Background() as bg:
-        yield bg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from helpers.browser import chromium
 from websockets.sync.client import connect
 
 from depthlab.experiments.config import validate
@@ -187,12 +186,6 @@ def test_exported_toml_is_read_back_unchanged_for_every_choice():
 
 
 # -- in a real browser ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
-        yield b
-
-
 @pytest.fixture()
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1300, "height": 900})

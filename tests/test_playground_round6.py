@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.browser import checked_page, chromium, screenshot_dir
+from helpers.browser import checked_page, screenshot_dir
 
 from depthlab.playground.measure import HIST_HEADROOM, Monitor, follow_edges
-from depthlab.playground.server import Background
 from depthlab.playground.setup import parse_setup, to_config
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
@@ -72,18 +71,6 @@ def test_a_layer_that_saturates_after_the_first_measurement_is_drawn_at_its_boun
 
 
 # -- in a real browser -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server():
-    with Background() as bg:
-        yield bg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
-        yield b
-
-
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     return screenshot_dir(tmp_path_factory.mktemp("round6_screenshots"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.browser import checked_page, chromium, screenshot_dir, url_param
+from helpers.browser import checked_page, screenshot_dir, url_param
 
 from depthlab.playground.server import Background
 from depthlab.playground.setup import SetupError, parse_setup, to_config
@@ -99,18 +99,6 @@ def test_a_layer_whose_outputs_overflowed_has_no_dead_or_inactive_fraction():
 
 
 # -- in a real browser -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def server():
-    with Background() as bg:
-        yield bg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
-        yield b
-
-
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory) -> Path:
     return screenshot_dir(tmp_path_factory.mktemp("round9_screenshots"))

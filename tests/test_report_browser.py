@@ -11,16 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.browser import chromium, screenshot_dir
+from helpers.browser import screenshot_dir
 from helpers.cli import cli
 
 from depthlab.report import build  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

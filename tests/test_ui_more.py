@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers.browser import chromium, screenshot_dir
+from helpers.browser import screenshot_dir
 from test_report import synthetic_record
 
 from depthlab.experiments.store import Store
@@ -22,18 +22,6 @@ from depthlab.playground.server import Background
 PHONE = {"width": 375, "height": 667}
 DESKTOP = {"width": 1400, "height": 1000}
 FITS = "document.documentElement.scrollWidth <= window.innerWidth"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with Background() as bg:
-        yield bg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

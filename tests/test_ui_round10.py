@@ -41,24 +41,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.browser import checked_page, chromium, screenshot_dir, url_param
+from helpers.browser import checked_page, screenshot_dir, url_param
 
 from depthlab.playground.server import Background
 from depthlab.report import figures
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with Background() as bg:
-        yield bg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -32,24 +32,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.browser import checked_page, chromium, screenshot_dir
+from helpers.browser import checked_page, screenshot_dir
 
 from depthlab import plot
-from depthlab.playground.server import Background
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
-
-
-@pytest.fixture(scope="module")
-def server():
-    with Background() as bg:
-        yield bg
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:  # fails, as the other browser tests, without /usr/bin/chromium
-        yield b
 
 
 @pytest.fixture(scope="module")

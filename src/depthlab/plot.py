@@ -263,14 +263,7 @@ def _layer_span_text(layers: Sequence[int], names: dict[int, str], shown: int = 
     module name of a single named layer."""
     if len(layers) == 1:
         return _f.cut_labels([_f.layer_label(layers[0], names)], 28)[0]
-    runs: list[list[int]] = []
-    for v in layers:
-        if runs and v == runs[-1][-1] + 1:
-            runs[-1].append(v)
-        else:
-            runs.append([v])
-    parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs[:shown]]
-    return "layers " + ", ".join(parts) + (", ..." if len(runs) > shown else "")
+    return "layers " + _f.number_runs(layers, shown)
 
 
 def _steps_text(steps: Any, shown: int = 8) -> str:

@@ -790,15 +790,21 @@ def _span_text(layers: Sequence[int], names: dict[int, str] | None, shown: int =
     if names:
         cut = [layer_label(v, names) for v in layers[:shown]]
         return ", ".join(cut_labels(cut, 24)) + (", ..." if len(layers) > shown else "")
+    word = "layers" if len(layers) > 1 else "layer"
+    return f"{word} " + number_runs(layers, shown)
+
+
+def number_runs(numbers: Sequence[int], shown: int = 4) -> str:
+    """``1-3, 7, 9-12`` for ascending ``numbers``: neighbours joined into runs, the first
+    ``shown`` runs written, then ``...``."""
     runs: list[list[int]] = []
-    for v in layers:
+    for v in numbers:
         if runs and v == runs[-1][-1] + 1:
             runs[-1].append(v)
         else:
             runs.append([v])
     parts = [f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs[:shown]]
-    word = "layers" if len(layers) > 1 else "layer"
-    return f"{word} " + ", ".join(parts) + (", ..." if len(runs) > shown else "")
+    return ", ".join(parts) + (", ..." if len(runs) > shown else "")
 
 
 # -- sweep figures -----------------------------------------------------------------------------
