@@ -18,7 +18,7 @@ from ..jsonable import jsonable
 from ..models import mlp
 from ..network import Network
 from ..probes.recorder import ProbeRecorder
-from ..probes.stats import measurement_mode
+from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import TrainSpec, check_field
 from ..training.history import History
 from ..training.trainer import Callback, Trainer
@@ -29,10 +29,6 @@ from .rules import RULES, RunContext, evaluate
 
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
-BN_PROBE_ROWS = 3
-"""Fewest held-out rows the probe batch is taken from (else the training rows'): batch norm
-maps a unit's values on 2 rows to -1 and +1 (up to epsilon), so dL/dx below it is 0 on any
-2-row batch; every run of a diagnosis, batch-norm cures included, probes the same rows."""
 
 VAL_FRACTION = 0.2
 """Share held out for validation when ``data`` is a bare ``(x, y)`` pair."""
@@ -157,8 +153,7 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     # no gradient reaches the layers below it (layer 1's grad_pre_std 125x below layer 2's in
     # a healthy 2-layer net): with fewer than BN_PROBE_ROWS held-out rows every run of the
     # diagnosis (a batch-norm cure's too, compared with the baseline) probes training rows
-    least = BN_PROBE_ROWS
-    held_out = data.x_val is not None and (len(data.x_val) >= least or len(data.x) < least)
+    held_out = probe_held_out(None if data.x_val is None else len(data.x_val), len(data.x))
     src_x = data.x_val if held_out else data.x
     src_y = data.y_val if held_out else data.y
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
@@ -241,8 +236,9 @@ def doctor(
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
-    examples; the training rows' when there are fewer than ``BN_PROBE_ROWS`` = 3 validation
-    rows, over which batch norm passes no gradient), apply the rules of
+    examples; the training rows' when there are fewer than
+    ``probes.stats.BN_PROBE_ROWS`` = 3 validation rows, over which batch norm passes no
+    gradient), apply the rules of
     :mod:`depthlab.diagnosis.rules` and return a :class:`Diagnosis`.
 
     ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the

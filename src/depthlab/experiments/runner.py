@@ -183,13 +183,14 @@ def _probe_recorder(prep: Prepared):
     if not p["every"]:
         return None
     from ..probes import ProbeRecorder
+    from ..probes.stats import BN_PROBE_ROWS, probe_held_out
 
     # the probe batch: held-out (validation) examples when there are enough, else training
     # rows; batch norm normalizes over the batch, and over 2 rows it maps each unit to -1
     # and +1 whatever the inputs (no gradient below it): at least 3 rows, as the doctor's
-    least = 3 if prep.config["model"].get("batchnorm") else 1
-    if prep.y_val is not None and (len(prep.y_val) >= least
-                                   or len(prep.y_train) < least):
+    least = BN_PROBE_ROWS if prep.config["model"].get("batchnorm") else 1
+    if probe_held_out(None if prep.y_val is None else len(prep.y_val), len(prep.y_train),
+                      least):
         x, y = prep.data.x_val, prep.y_val
     else:
         x, y = prep.data.x_train, prep.y_train

@@ -50,6 +50,18 @@ PERCENTILES: tuple[float, ...] = (2, 15, 50, 85, 98)
 SATURATION_RATIO = 0.05
 """An entry is saturated when ``|f'(s)| < SATURATION_RATIO * max_derivative``."""
 
+BN_PROBE_ROWS = 3
+"""Fewest rows a probe batch of a batch-norm network is taken from: over 2 rows batch norm
+maps each unit to -1 and +1 (up to epsilon) whatever its inputs, so no gradient reaches the
+layers below it (a healthy 2-layer BN net: layer 1's grad_pre_std 125x below layer 2's)."""
+
+
+def probe_held_out(n_val: int | None, n_train: int, least: int = BN_PROBE_ROWS) -> bool:
+    """Whether a probe batch is taken from the ``n_val`` held-out rows (rather than the
+    ``n_train`` training rows): when there are at least ``least`` of them, or when the
+    training rows are no more numerous a source (fewer than ``least`` too)."""
+    return n_val is not None and (n_val >= least or n_train < least)
+
 
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "mish"})
 """Activations whose units are *inactive* (not saturated) for ``s <= 0``."""

@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..probes.stats import probe_held_out
 from ..training.history import DivergenceReport, History
 from ..validators import positive_int
 
@@ -162,8 +163,8 @@ class TensorData:
         of a 2-row batch to -1 and +1 whatever its input, so no gradient reaches the layers
         below it (a healthy 2-BN-layer MLP on 10 rows: layer 1's grad_pre_std 1e-7, layer 3's
         0.25, a vanishing_gradients finding)."""
-        if self.x_val is not None and self.y_val is not None and (
-                len(self.x_val) >= 3 or len(self.x) < 3):
+        if self.y_val is not None and probe_held_out(
+                None if self.x_val is None else len(self.x_val), len(self.x)):
             return self.x_val, self.y_val
         return self.x, self.y
 
