@@ -113,8 +113,11 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
         dw = _flat(dense.W.grad, dtype, empty1)
     if g is None or w is None or dw is None:
         return None
-    s2 = np.ascontiguousarray(s.reshape(s.shape[0], -1))
-    a2 = np.ascontiguousarray(a.reshape(s2.shape))
+    if s.ndim == 2 and s.flags.c_contiguous and a.flags.c_contiguous:
+        s2, a2 = s, a  # (batch, units) already: no reshape per record
+    else:
+        s2 = np.ascontiguousarray(s.reshape(s.shape[0], -1))
+        a2 = np.ascontiguousarray(a.reshape(s2.shape))
     d2 = empty2
     if how == kernels.DERIVATIVE_GIVEN:
         d2 = fn.derivative(s, a)
@@ -128,9 +131,11 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
         wc = w_copy.reshape(-1)
     out = kernels.layer(s2, a2, d2, how, thr, family, g, w, dw, ranks, t, monotone, wc)
     status = out[-1]
+    values = out[:-1]
+    if status == kernels.OK:
+        return values if monotone or not percentiles else _act_percentiles(values, a2, percentiles)
     if status == kernels.NOT_FINITE:
         return None
-    values = out[:-1]
     p = t.size
     if status == kernels.NOT_SELECTED:  # a range the buckets cannot divide: NumPy's selection
         pos, _ = plan(s.size, percentiles)
@@ -139,8 +144,88 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
         if monotone:
             values[4 + p:4 + 2 * p] = percentile_values(fn.forward(v), pos)
     if p and not monotone:
-        values[4 + p:4 + 2 * p] = quantile_values(a2, percentiles)
+        _act_percentiles(values, a2, percentiles)
     return values
+
+
+def _act_percentiles(values: np.ndarray, a2: np.ndarray, percentiles: tuple[float, ...]
+                     ) -> np.ndarray:
+    """``values`` with the percentiles of ``a`` selected from ``a`` itself (an activation not
+    known to be nondecreasing: the kernel leaves them NaN)."""
+    p = len(percentiles)
+    values[4 + p:4 + 2 * p] = quantile_values(a2, percentiles)
+    return values
+
+
+class LayerStats:
+    """:func:`kernel_layer_stats` of one probe point, for a caller that measures the point again
+    and again (the recorder, at every record). What does not change from record to record (the
+    activation's plan for the layer's size, the flat views of ``W``, ``dL/dW`` and the snapshot
+    buffer, the empty stand-ins) is kept while those arrays stay the same objects and ``s``,
+    ``a``, ``dL/ds`` keep their shape and dtype; a record then costs a few identity and shape
+    checks and the kernel call. Anything else goes through :func:`kernel_layer_stats` (and a
+    changed layout is prepared anew), so the results are the same."""
+
+    __slots__ = ("point", "percentiles", "_key", "_args")
+
+    def __init__(self, point: ProbePoint, percentiles: tuple[float, ...]) -> None:
+        self.point = point
+        self.percentiles = percentiles
+        self._key: tuple | None = None
+        self._args: tuple | None = None
+
+    def __call__(self, w_copy: np.ndarray | None = None) -> np.ndarray | None:
+        """:func:`kernel_layer_stats` ``(point, percentiles, w_copy)``."""
+        point = self.point
+        act = point.activation
+        s, a, g = act.s, act.a, act.grad_s
+        dense = point.dense
+        w = dw = None
+        if dense is not None:
+            w, dw = dense.W.value, dense.W.grad
+        key = self._key
+        if (key is None or s is None or a is None or g is None
+                or key[0] is not accel.kernels() or key[1] is not w or key[2] is not dw
+                or key[3] is not w_copy or key[4] is not act.fn or s.shape != key[5]
+                or a.shape != key[5] or g.shape != key[5] or s.dtype is not key[6]
+                or a.dtype is not key[6] or g.dtype is not key[6]
+                or not (s.flags.c_contiguous and a.flags.c_contiguous
+                        and g.flags.c_contiguous)):
+            return self._prepare(w, dw, w_copy)
+        kernels, how, thr, family, monotone, ranks, t, w, dw, wc = self._args
+        out = kernels.layer(s, a, key[7], how, thr, family, g.reshape(-1), w, dw, ranks, t,
+                            monotone, wc)
+        if out[-1] != kernels.OK:  # not finite, or percentiles to select otherwise
+            return kernel_layer_stats(point, self.percentiles, w_copy)
+        return out[:-1]
+
+    def _prepare(self, w, dw, w_copy) -> np.ndarray | None:
+        """The general path; the arguments kept when the layer is the plain case."""
+        self._key = self._args = None
+        values = kernel_layer_stats(self.point, self.percentiles, w_copy)
+        kernels = accel.kernels()
+        act = self.point.activation
+        s, a, g = act.s, act.a, act.grad_s
+        if values is None or kernels is None or g is None or s.ndim != 2 \
+                or a.shape != s.shape or g.shape != s.shape \
+                or not (a.dtype == s.dtype == g.dtype) \
+                or not (s.flags.c_contiguous and a.flags.c_contiguous and g.flags.c_contiguous):
+            return values
+        fn = act.fn
+        how, thr, family, monotone, ranks, t = _plan(fn, s.size, self.percentiles, kernels)
+        if how == kernels.DERIVATIVE_GIVEN or not (monotone or not self.percentiles):
+            return values
+        empty1, empty2 = _empty(s.dtype)
+        wf = dwf = wc = empty1
+        if w is not None:
+            if not (w.flags.c_contiguous and dw.flags.c_contiguous):
+                return values  # flattened copies would go stale: the general path each time
+            wf, dwf = w.reshape(-1), dw.reshape(-1)  # views
+        if w_copy is not None:
+            wc = w_copy.reshape(-1)
+        self._args = (kernels, how, thr, family, monotone, ranks, t, wf, dwf, wc)
+        self._key = (kernels, w, dw, w_copy, fn, s.shape, s.dtype, empty2)
+        return values
 
 
 _ROBUST = (ROBUST_PERCENTILE, 100.0 - ROBUST_PERCENTILE)

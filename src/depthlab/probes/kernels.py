@@ -18,13 +18,16 @@ Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, ``d_i = x_i - c``)
   entry ``x`` goes to bucket ``min(floor((x - lo) nb / (hi - lo)), nb - 1)``, a monotone map;
   counts per bucket, the buckets holding the wanted ranks, their entries gathered and sorted;
   rank ``r`` is element ``r - (entries in lower buckets)`` of its bucket's sorted run.
-* :func:`layer`: one hidden layer in one call: mean and std of ``s`` and ``a`` (read together
-  in one pass with ``D = f'(s)``), ``#{|D| < thr} / n`` (saturation), the fraction of units
-  whose ``D`` is 0 on every example (dead), ``Z(s) / n`` (inactive), std and mean ``|.|`` of
-  ``dL/ds`` and ``dL/dW``, std of ``W``, and the percentiles of ``s`` and ``a`` by NumPy's
-  ``linear`` rule, ``v[lo] + t (v[hi] - v[lo])`` (:func:`lerp`, rounded as NumPy rounds it); for
-  a nondecreasing ``f`` the order statistics of ``a`` are the entries of ``a`` at the positions
-  of those of ``s``.
+* :func:`layer`: one hidden layer in one call: mean and std of ``s`` and ``a`` (the sums of
+  :func:`shifted_sums`), ``#{|D| < thr} / n`` (saturation, ``D = f'(s)`` computed row by row),
+  the fraction of units whose ``D`` is 0 on every example (dead), ``Z(s) / n`` (inactive), std
+  and mean ``|.|`` of ``dL/ds`` and ``dL/dW``, std of ``W``, and the percentiles of ``s`` and
+  ``a`` by NumPy's ``linear`` rule, ``v[lo] + t (v[hi] - v[lo])`` (:func:`lerp`, rounded as
+  NumPy rounds it; ``s``'s range from :func:`column_range`); for a nondecreasing ``f`` the
+  order statistics of ``a`` are the entries of ``a`` at the positions of those of ``s``. Each
+  of these is a loop of its own over the layer's arrays (which stay in cache between them): a
+  loop that mixes running minima, counts and float64 sums does not run in vector lanes and
+  took 1.4-2x as long.
 * :func:`bin_counts`: bin ``trunc(clip((x - lo) * scale, 0, nb - 1))`` with the subtraction and
   product rounded in the array's dtype exactly as the NumPy path rounds them (no NaN entries).
 * :func:`update_norms`: ``sum w0_i^2`` and ``sum (w_i - w0_i)^2`` (the update ratio
@@ -429,6 +432,57 @@ def _std_abs(x: np.ndarray, dst: np.ndarray) -> tuple[float, float, bool]:
 
 
 @numba.njit(**_JIT)
+def shifted_sums(x: np.ndarray, c: float) -> tuple[float, float]:
+    """``(S1, S2) = (sum d_i, sum d_i^2)``, ``d_i = x_i - c``, of the flat ``x`` in float64
+    (:func:`moments` without ``A`` and ``Z``, in a loop of its own: float64 vector lanes)."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(x.size):
+        d = np.float64(x[i]) - c
+        s1 += d
+        s2 += d * d
+    return s1, s2
+
+
+@numba.njit(**_JIT)
+def column_range(s: np.ndarray) -> tuple[float, float]:
+    """``(min s, max s)`` of the 2-d ``s`` (no NaN entry) through per-column running minima
+    and maxima (elementwise, so the loop runs in vector lanes; a scalar running minimum does
+    not)."""
+    cmin = s[0].copy()
+    cmax = s[0].copy()
+    for b in range(1, s.shape[0]):
+        sr = s[b]
+        for j in range(s.shape[1]):
+            cmin[j] = np.minimum(sr[j], cmin[j])
+            cmax[j] = np.maximum(sr[j], cmax[j])
+    return np.float64(cmin.min()), np.float64(cmax.max())
+
+
+@numba.njit(**_JIT)
+def _derivative_row(sr: np.ndarray, ar: np.ndarray, d: np.ndarray, b: int, how: int,
+                    dv: np.ndarray) -> None:
+    """``dv[j] = f'(s[b, j])`` for one row ``b`` (:data:`DERIVATIVE_GIVEN`: ``d[b, j]``; else
+    from ``sr = s[b]``, ``ar = a[b]`` as the activation's own ``derivative`` computes it). One
+    loop per activation, so that the statistics' loop over the row has no branch."""
+    one = sr.dtype.type(1)
+    zero = sr.dtype.type(0)
+    if how == DERIVATIVE_SIGMOID:
+        for j in range(dv.size):
+            dv[j] = (one - ar[j]) * ar[j]
+    elif how == DERIVATIVE_TANH:
+        for j in range(dv.size):
+            dv[j] = one - ar[j] * ar[j]
+    elif how == DERIVATIVE_STEP:
+        for j in range(dv.size):
+            dv[j] = one if sr[j] > zero else zero
+    else:
+        db = d[b]
+        for j in range(dv.size):
+            dv[j] = db[j]
+
+
+@numba.njit(**_JIT)
 def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, family: int,
           g: np.ndarray, w: np.ndarray, dw: np.ndarray, ranks: np.ndarray, t: np.ndarray,
           monotone: bool, w_copy: np.ndarray) -> np.ndarray:
@@ -443,40 +497,23 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     p = t.size
     out = np.full(TERMS + 2 * p + 1, math.nan)
     rows, cols = s.shape
-    one = s.dtype.type(1)
     zero = s.dtype.type(0)
     th = s.dtype.type(thr)
     cs = np.float64(s[0, 0])
     ca = np.float64(a[0, 0])
-    alive = np.zeros(cols, dtype=np.bool_)
-    cmin = s[0].copy()
-    cmax = s[0].copy()
-    s1 = s2 = a1 = a2 = 0.0
-    zs = sat = 0
+    dead = np.ones(cols, dtype=s.dtype)  # 1 while every D of the unit so far was 0
+    dv = np.empty(cols, dtype=s.dtype)
+    zs = sat = 0.0  # float64 counts: exact, and the loop stays in vector lanes
     for b in range(rows):
+        _derivative_row(s[b], a[b], d, b, how, dv)
+        sr = s[b]
         for j in range(cols):
-            u = s[b, j]
-            v = a[b, j]
-            if how == DERIVATIVE_SIGMOID:
-                dv = (one - v) * v
-            elif how == DERIVATIVE_TANH:
-                dv = one - v * v
-            elif how == DERIVATIVE_STEP:
-                dv = one if u > zero else zero
-            else:
-                dv = d[b, j]
-            sat += abs(dv) < th
-            alive[j] |= dv != zero
-            cmin[j] = u if u < cmin[j] else cmin[j]
-            cmax[j] = u if u > cmax[j] else cmax[j]
-            x = np.float64(u)
-            e = x - cs
-            s1 += e
-            s2 += e * e
-            zs += x <= 0.0
-            y = np.float64(v) - ca
-            a1 += y
-            a2 += y * y
+            dj = dv[j]
+            sat += 1.0 if abs(dj) < th else 0.0
+            zs += 1.0 if sr[j] <= zero else 0.0
+            dead[j] = zero if dj != zero else dead[j]
+    s1, s2 = shifted_sums(s.reshape(s.size), cs)
+    a1, a2 = shifted_sums(a.reshape(a.size), ca)
     n = s.size
     sf = s.reshape(n)
     act = 2 + p  # act_mean's position: pre_mean, pre_std and the P pre_pK come first
@@ -485,7 +522,7 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     out[act], out[act + 1], ok_a = mean_std(a.reshape(n), ca, a1, a2)
     if family == FAMILY_BOUNDED:
         out[rest] = sat / n
-    out[rest + 1] = (cols - alive.sum()) / cols
+    out[rest + 1] = (dead != zero).sum() / cols
     if family == FAMILY_RELU:
         out[rest + 2] = zs / n
     out[rest + 3], out[rest + 4], ok_g = _std_abs(g, g[:0])
@@ -497,8 +534,7 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     out[-1] = OK
     if p == 0:
         return out
-    lo = np.float64(cmin.min())
-    hi = np.float64(cmax.max())
+    lo, hi = column_range(s)
     if lo == hi:
         at = np.zeros(ranks.size, dtype=np.intp)
     elif np.isfinite(hi - lo) and np.isfinite(4096.0 / (hi - lo)):

@@ -44,7 +44,7 @@ from ..training.data_checks import finite_features
 from ..training.trainer import Callback
 from ..validators import positive_int
 from . import accel
-from .fused import kernel_layer_stats
+from .fused import LayerStats
 from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
 from .jacobian import jacobian_singular_values
 from .stats import (
@@ -181,10 +181,13 @@ class ProbeRecorder(Callback):
         self._jac_done: set[int] = set()
         self._w_before: dict[int, tuple[Any, Array]] = {}  # layer -> (W, its copy)
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
+        self._snapshots: dict[int, tuple[Any, Array]] | None = None  # reused while valid
+        self._snap_points: list = []  # the probe points of self._snapshots, in its order
         self._pending_loss: int | None = None
         self._net = None
         self._trainer = None
         self._points: list = []  # the network's probe points, fixed from on_train_begin on
+        self._kernel_stats: list[LayerStats] = []
         self._x = None
         self._loss: Loss | None = None
         self._layer_codes = array("H", [self._code(n) for n in self._layer_q])
@@ -233,7 +236,12 @@ class ProbeRecorder(Callback):
         return (final and self._jac_end) or step in self._jac_steps
 
     def _wants_any(self, step: int) -> bool:
-        return self._wants_stats(step) or self._wants_hist(step) or self._wants_jac(step)
+        """Whether step ``step`` is measured at all (stats, histograms or a Jacobian; called
+        at every step, so the default histogram steps, all multiples of ``every``, are not
+        looked up)."""
+        if step % self.every == 0:
+            return True
+        return (not self._hist_default and step in self._hist_steps) or step in self._jac_steps
 
     # -- measurement -------------------------------------------------------------------
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
@@ -243,18 +251,19 @@ class ProbeRecorder(Callback):
         kernels the copy is made in the statistics' pass over the weights. Returns the indices
         copied."""
         copied: set[int] = set()
-        with np.errstate(all="ignore"):
-            for p in self._points:
-                if stats:
-                    snap = snapshots.get(p.index) if snapshots else None
-                    buf = None if snap is None else snap[1]
-                    values = kernel_layer_stats(p, self.percentiles, w_copy=buf)
-                    if values is None:  # no kernels, or a layer the NumPy path must decide
+        for p, kernel_stats in zip(self._points, self._kernel_stats):
+            if stats:
+                snap = snapshots.get(p.index) if snapshots else None
+                buf = None if snap is None else snap[1]
+                values = kernel_stats(buf)
+                if values is None:  # no kernels, or a layer the NumPy path must decide
+                    with np.errstate(all="ignore"):  # (the kernels raise no warnings)
                         values = layer_stats(p, self.percentiles)
-                    elif buf is not None:
-                        copied.add(p.index)
-                    self._add_layer(step, p.index, values)
-                if hist:
+                elif buf is not None:
+                    copied.add(p.index)
+                self._add_layer(step, p.index, values)
+            if hist:
+                with np.errstate(all="ignore"):
                     self._histograms(step, p)
         if stats:
             self._stat_steps.add(step)
@@ -306,6 +315,9 @@ class ProbeRecorder(Callback):
         self._net = net
         self._trainer = trainer
         self._points = net.probe_points()
+        # per point: the kernel's arguments kept from record to record (fused.LayerStats)
+        self._kernel_stats = [LayerStats(p, self.percentiles) for p in self._points]
+        self._snapshots = None  # new probe points: the snapshot layout is built again
         self._loss = self._loss_spec if self._loss_spec is not None else trainer.loss
         if self.probe_x is not None:
             if self.probe_x.shape[1] != net.n_inputs:
@@ -337,9 +349,13 @@ class ProbeRecorder(Callback):
             self._loss._cache = None  # nothing of the check is kept
 
     def before_update(self, trainer, step: int) -> None:
-        snapshots = self._snapshot_buffers() if self._wants_stats(step) else None
+        snap = self._wants_stats(step)
+        record = self.probe_x is None and self._wants_any(step - 1)
+        if not (snap or record):
+            return
+        snapshots = self._snapshot_buffers() if snap else None
         copied: set[int] = set()
-        if self.probe_x is None and self._wants_any(step - 1):
+        if record:
             label = step - 1
             copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
@@ -351,8 +367,18 @@ class ProbeRecorder(Callback):
 
     def _snapshot_buffers(self) -> dict[int, tuple[Any, Array]]:
         """Layer index -> (its weights, a reused buffer of their shape and dtype: no allocation
-        per record)."""
+        per record). The mapping itself is reused while every weight keeps its parameter,
+        shape and dtype (one check per layer and record)."""
+        out = self._snapshots
+        if out is not None:
+            for p, (weight, buf) in zip(self._snap_points, out.values()):
+                w = weight.value
+                if p.dense.W is not weight or buf.shape != w.shape or buf.dtype != w.dtype:
+                    break
+            else:
+                return out
         out = {}
+        points = []
         for p in self._points:
             if p.dense is not None:
                 weight = p.dense.W
@@ -361,27 +387,34 @@ class ProbeRecorder(Callback):
                 if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
                     buf = self._w_buffers[p.index] = np.empty_like(w, order="C")
                 out[p.index] = (weight, buf)
+                points.append(p)
+        self._snapshots, self._snap_points = out, points
         return out
 
     def after_update(self, trainer, step: int, loss: float) -> None:
         if self._pending_loss is not None:
             self._add(self._pending_loss, 0, "loss", loss)
             self._pending_loss = None
-        if self._w_before:
-            ratios = []
-            for weight, w0 in self._w_before.values():
-                n0, n1 = _update_norms(weight.value, w0)
-                ratios.append(n1 / n0 if n0 > 0 else float("inf"))
-            self._add_layers(step, list(self._w_before), "update_ratio", ratios)
+        before = self._w_before
+        if before:
             self._w_before = {}
+            ratios = []
+            for weight, w0 in before.values():
+                n0, n1 = _update_norms(weight.value, w0)
+                ratios.append(n1 / n0 if n0 > 0 else math.inf)
+            self._add_layers(step, list(before), "update_ratio", ratios)
         if self.probe_x is not None and self._wants_any(step):
             self._probe_record(step)
 
     def on_train_end(self, trainer, history) -> None:
         self._w_before = {}
         self._w_buffers.clear()
+        self._snapshots = None
+        self._snap_points = []
         if self.probe_x is not None and self._net is not None:
             self._probe_record(history.steps, final=True)
+        # no arrays kept after training: the kernels' arguments are prepared again if needed
+        self._kernel_stats = [LayerStats(p, self.percentiles) for p in self._points]
         self._trainer = None  # do not keep the training data alive
 
     # -- results -----------------------------------------------------------------------
