@@ -471,6 +471,17 @@ class ActAcc:
             return
         self._units(d.amax(dim=self._dims(d, axis)) if d.dim() > 1 else d)
 
+    def add_relu_counts(self, n: int, off: int, alive: np.ndarray, spec: ActivationSpec
+                        ) -> None:
+        """A ReLU call of ``n`` entries measured on the host from its input
+        (:func:`depthlab.torch.kernels.layer_relu`): ``off = #{s <= 0}`` and the live-unit mask,
+        as :meth:`add_relu_output` takes them from its output."""
+        self.spec = spec
+        self.n += n
+        self.n_active += n
+        self.active.append(float(n - off))
+        self._pool_alive(alive)
+
     def add_relu_output(self, a: torch.Tensor, spec: ActivationSpec, axis: int, wk=None
                         ) -> torch.Tensor | tuple[float, float] | None:
         """ReLU: ``s <= 0`` exactly where ``a = relu(s) == 0`` and ``f'(s) != 0`` exactly where

@@ -194,7 +194,7 @@ class _Pass:
     """The accumulators of one armed forward/backward pass (per layer number or module id)."""
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
-                 "device", "input")
+                 "device", "input", "fused")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -207,6 +207,9 @@ class _Pass:
         self.block_inputs: dict[int, list] = {}
         self.device: torch.device | None = None
         self.input: torch.Tensor | None = None  # the model's input (Recording.want_input)
+        # id(ReLU module) -> (layer output, its version, LayerInfo, ReLU sums): measured with
+        # the layer's pre_* in one pass, taken by that ReLU's hook if it reads this very tensor
+        self.fused: dict[int, tuple] = {}
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
@@ -237,6 +240,9 @@ class Recording:
             self._owners.setdefault(id(info.owner), []).append(info)
         self._names = {id(m): n for n, m in model.named_modules()}
         self._specs: dict[int, ActivationSpec | None] = {}
+        # id(LayerInfo) -> id(the nn.ReLU that took its output in the last pass): that
+        # layer's output is measured for both at once (kernels.layer_relu)
+        self._relu_of: dict[int, int] = {}
         self._handles: list = []  # (handle, hook) of the plan last registered
         self._slots: list = []  # (its hooks dict, handle id, hook) per handle
         self._slots_plan: list | None = None
@@ -483,6 +489,7 @@ class Recording:
         graph = any(link[0].requires_grad for link in p.links.values())
         p.links.clear()
         p.pending.clear()
+        p.fused.clear()
         p.block_inputs.clear()
         if graph or _needs_grad(output):  # any output: {"pred": argmax, "logits": ...} too
             # (the first alone never concluded: blocks re-searched each record, enclosing
@@ -575,10 +582,34 @@ class Recording:
             acc = p.pre.get(index)
             if acc is None:
                 acc = p.pre[index] = Acc(want_sorted=bool(self.percentiles))
-            acc.add(out, None, self._wk)
+            relu = self._relu_of.get(id(info))
+            if relu is None or not self._fuse(out, info, acc, relu):
+                acc.add(out, None, self._wk)
             p.links[id(out)] = (out, _ver(out), info, "layer")
             if out.requires_grad:
                 self._watch_grad(out, p.grad, index)
+
+    def _fuse(self, out: torch.Tensor, info: LayerInfo, acc: Acc, relu: int) -> bool:
+        """Measure the layer output ``out`` for its ``pre_*`` and, in the same pass, for the
+        ``nn.ReLU`` (module id ``relu``) that took it in the last pass
+        (:func:`depthlab.torch.kernels.layer_relu`); the ReLU's hook takes those sums if it
+        reads this very tensor, unchanged (:meth:`_relu_post`). False (nothing done) where the
+        kernels do not apply: no CPU kernels, not a plain contiguous CPU float tensor, units
+        not on its last axis, no entries."""
+        wk = self._wk
+        if wk is None or self.percentiles or out.dim() == 0 or not _host_float(out) \
+                or info.feature_axis % out.dim() != out.dim() - 1 or not out.is_contiguous():
+            return False
+        units = out.shape[-1]
+        n = out.numel()
+        if n == 0:
+            return False
+        v = out.detach().numpy().reshape(-1, units)
+        alive = np.zeros(units, dtype=bool)
+        p1, p2, r1, r2, z = wk.layer_relu(v, alive)
+        acc.add(out, (p1, p2), wk)
+        self.p.fused[relu] = (out, _ver(out), info, (n, r1, r2, z, alive))
+        return True
 
     # -- followers -------------------------------------------------------------------------
     def _source(self, args) -> tuple[LayerInfo, str] | None:
@@ -665,15 +696,29 @@ class Recording:
         if self._idle:
             return
         out = output if type(output) is torch.Tensor else _first_tensor(output)
-        x = _first_tensor(args)
+        x = args[0] if args and type(args[0]) is torch.Tensor else _first_tensor(args)
         if out is None or x is None:
             return
-        hit = self.p.links.get(id(x)) or self._hooked_link(x)
+        p = self.p
+        fused = p.fused.pop(id(module), None) if p.fused else None
+        if fused is not None:
+            if fused[0] is x and (fused[1] == -1 or x._version == fused[1] + (x is out)):
+                info = fused[2]
+                acc = p.act.get(info.index)
+                if acc is None:
+                    acc = p.act[info.index] = ActAcc(Acc())
+                info.activation = self._names.get(id(module))
+                n, r1, r2, z, alive = fused[3]
+                acc.add_relu_counts(n, z, alive, self._spec(module))
+                acc.out.add(out, (r1, r2), self._wk)
+                p.links[id(out)] = (out, _ver(out), info, "act")
+                return
+            self._relu_of.pop(id(fused[2]), None)  # it read another tensor: not fused again
+        hit = p.links.get(id(x)) or self._hooked_link(x)
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
                 or hit[1] != -1 and x._version != hit[1] + (x is out):
             return
         info = hit[2]
-        p = self.p
         acc = p.act.get(info.index)
         if acc is None:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
@@ -681,6 +726,8 @@ class Recording:
         spec = self._spec(module)
         acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis, self._wk))
         p.links[id(out)] = (out, _ver(out), info, "act")
+        if hit[3] == "layer" and hit[1] != -1:  # the next pass measures both in one read
+            self._relu_of[id(info)] = id(module)
 
     # -- residual blocks -------------------------------------------------------------------
     def _block_pre(self, module, args) -> tuple | None:

@@ -13,6 +13,9 @@ build); NaN and infinity keep IEEE semantics.
   ``alive_c = any(not a[:, c, :] <= 0)``: a unit is dead on the batch where every entry is 0
   (``f'(s) = 0`` exactly where ``a = 0``); a NaN entry is neither 0 nor counted in ``Z``, as
   on the torch path.
+* :func:`layer_relu` of a layer's output ``s`` that an ``nn.ReLU`` takes next: the layer's
+  ``(sum s, sum s^2)`` and the ReLU's ``(sum relu(s), sum relu(s)^2, #{s <= 0})`` and live
+  units, in one read of ``s`` (the ReLU's hook then needs no pass of its own).
 * :func:`weight_sums` of a weight ``W``, its gradient ``G`` and the snapshot ``W0`` of the
   previous step: ``(sum W, sum W^2, sum G, sum G^2, sum |G|, sum W0^2, sum (W - W0)^2)``
   in one loop, and with ``copy`` the snapshot is then overwritten by ``W`` (the next record's
@@ -109,6 +112,75 @@ def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
                 alive[c] = True
                 break
     return s1, s2, int(z)
+
+
+@numba.njit(**_JIT)
+def _layer_relu64(x: np.ndarray) -> tuple[float, float, float, float, float]:
+    """:func:`layer_relu`'s five sums with every entry taken to float64 first."""
+    p1 = p2 = r1 = r2 = 0.0
+    z = 0
+    for i in range(x.size):
+        v = np.float64(x[i])
+        p1 += v
+        p2 += v * v
+        if v <= 0.0:
+            z += 1
+        else:  # positive or NaN: relu(s) = s
+            r1 += v
+            r2 += v * v
+    return p1, p2, r1, r2, float(z)
+
+
+@numba.njit(**_JIT)
+def layer_relu(s: np.ndarray, alive: np.ndarray) -> tuple[float, float, float, float, int]:
+    """One pass over a layer's output ``s`` (2-d, C-contiguous, ``C`` units on the last axis)
+    that a ``ReLU`` takes next: ``(P1, P2, R1, R2, Z)`` with ``P1 = sum s``, ``P2 = sum s^2``
+    (the layer's ``pre_*``), ``R1 = sum relu(s)``, ``R2 = sum relu(s)^2`` (the ReLU's output,
+    ``relu(s) = s`` where ``s > 0`` or NaN, else 0, as ``torch.relu``) and
+    ``Z = #{s <= 0} = #{relu(s) <= 0}``; sets ``alive[c]`` where some ``s[:, c]`` is not
+    ``<= 0`` (``f'(s) != 0``; ``alive``: ``C`` bools, all False on entry). Blocks of
+    :data:`~depthlab.probes.kernels.BLOCK` entries are summed in ``s``'s dtype (vector lanes),
+    the blocks in float64, as :func:`sums`; when a mean square falls below the dtype's
+    ``TINY_SQUARE`` everything is summed again in float64. The ReLU's own hook then only
+    checks that it read this very tensor (the layer's output, unchanged since)."""
+    x = s.reshape(-1)
+    n = x.size
+    zero = x.dtype.type(0)
+    one = x.dtype.type(1)
+    p1 = p2 = r1 = r2 = z = 0.0
+    full = n // BLOCK
+    for b in range(full):
+        t1 = t2 = u1 = u2 = tz = zero
+        for i in range(b * BLOCK, b * BLOCK + BLOCK):
+            v = x[i]
+            t1 += v
+            t2 += v * v
+            off = v <= zero
+            r = zero if off else v
+            u1 += r
+            u2 += r * r
+            tz += one if off else zero
+        p1 += t1
+        p2 += t2
+        r1 += u1
+        r2 += u2
+        z += tz
+    rest = _layer_relu64(x[full * BLOCK:])
+    p1 += rest[0]
+    p2 += rest[1]
+    r1 += rest[2]
+    r2 += rest[3]
+    z += rest[4]
+    tiny = (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * n
+    if p2 < tiny or r2 < tiny:
+        p1, p2, r1, r2, z = _layer_relu64(x)
+    outer, units = s.shape
+    for c in range(units):
+        for o in range(outer):
+            if not s[o, c] <= zero:
+                alive[c] = True
+                break
+    return p1, p2, r1, r2, int(z)
 
 
 @numba.njit(**_JIT)
