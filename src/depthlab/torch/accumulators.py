@@ -325,20 +325,6 @@ class Acc:
         :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass (else it is
         looked up here); its :func:`~depthlab.torch.kernels.sums` reads a plain CPU float
         tensor, every other tensor takes the torch operations."""
-        if k is not None and total is None and not self.want_sorted and type(x) is torch.Tensor \
-                and x.is_cpu and x.dtype in _KERNEL_DTYPES and x.layout == torch.strided:
-            n = x.numel()  # the usual call on the CPU kernels' path: one compiled pass
-            if n:
-                host = (x.detach() if x.requires_grad else x).numpy().ravel("K")
-                s1, s2, sabs = k.sums(host)
-                c, s1, s2 = _centered(host, n, s1, s2)
-                self.ns.append(n)
-                self.cs.append(c)
-                self.a.append(s1)
-                self.b.append(math.sqrt(s2))
-                if self.want_abs:
-                    self.abs.append(sabs)
-            return
         if type(total) is tuple and not self.want_abs and not self.want_sorted:
             n = x.numel()  # host sums from the caller's kernel pass (a ReLU's output)
             if n:
