@@ -473,9 +473,9 @@ class ActAcc:
 
     def add_relu_counts(self, n: int, off: int, alive: np.ndarray, spec: ActivationSpec
                         ) -> None:
-        """A ReLU call of ``n`` entries measured on the host from its input
-        (:func:`depthlab.torch.kernels.layer_relu`): ``off = #{s <= 0}`` and the live-unit mask,
-        as :meth:`add_relu_output` takes them from its output."""
+        """A ReLU call of ``n`` entries counted on the host, from its output
+        (:meth:`add_relu_output`) or from its input (:func:`depthlab.torch.kernels.layer_relu`):
+        ``off = #{s <= 0}`` and the live-unit mask."""
         self.spec = spec
         self.n += n
         self.n_active += n
@@ -491,13 +491,10 @@ class ActAcc:
         the output's moments. On a CPU float tensor with the kernels, one pass gives
         ``sum a``, ``sum a^2`` and ``#{a <= 0}`` instead (returned as host floats); ``wk``:
         :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass."""
-        self.spec = spec
         a = a.detach()
         if a.dtype not in _KERNEL_DTYPES:
             a = a.to(stat_dtype(a))  # bf16 sums of ones would round
         n = a.numel()
-        self.n += n
-        self.n_active += n
         if wk is None and a.dim() and cpu_kernels(a) is not None:
             wk = watch_kernels()
         if wk is not None and a.dim() and _host_float(a):
@@ -509,9 +506,11 @@ class ActAcc:
             alive = np.zeros(units, dtype=bool)
             s1, s2, off = wk.relu_units(
                 v.reshape(math.prod(shape[:ax]), units, math.prod(shape[ax + 1:])), alive)
-            self.active.append(float(n - off))
-            self._pool_alive(alive)
+            self.add_relu_counts(n, off, alive, spec)
             return s1, s2
+        self.spec = spec
+        self.n += n
+        self.n_active += n
         self.host = False
         # a >= 0: the entries > 0, and NaN ones (not s <= 0, as on the kernels' path)
         self.active.append((a != 0).sum())

@@ -696,7 +696,7 @@ class Recording:
         if self._idle:
             return
         out = output if type(output) is torch.Tensor else _first_tensor(output)
-        x = args[0] if args and type(args[0]) is torch.Tensor else _first_tensor(args)
+        x = _first_tensor(args)
         if out is None or x is None:
             return
         p = self.p

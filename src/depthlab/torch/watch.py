@@ -209,18 +209,6 @@ class Watch:
 
     def step(self, loss: torch.Tensor | float) -> None:
         """Mark the end of one training step's backward (call before ``optimizer.step()``)."""
-        n = self._calls
-        every = self.every
-        if n % every and (n + 1) % every and type(loss) is torch.Tensor and loss.dim() == 0 \
-                and loss.is_floating_point() and not self._closed:
-            # a step that neither records nor arms (the usual one): its loss waits on the device
-            self._pending.append(loss.detach())
-            if self._rec._armed:
-                self._rec.disarm()
-            self._calls = n + 1
-            if len(self._pending) >= PENDING_LOSSES:
-                self._flush_losses()
-            return
         if self._closed:
             raise RuntimeError("Watch.step() after close()")
         if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
