@@ -3,7 +3,8 @@
 Sizes are counted from what is known before any array exists (a config's layer sizes, a data
 set's header or generator arguments) and compared with the memory available to this process:
 
-* network: ``P = sum_i (n_i * n_{i+1} + n_{i+1})`` parameters; values, gradients and the
+* network: ``P = sum_i (n_i * n_{i+1} + n_{i+1})`` parameters over the chain of its Dense
+  layers (:func:`dense_chain`: a residual block holds two); values, gradients and the
   optimizer's per-parameter state take ``P * itemsize * (2 + states)`` bytes
   (``states``: 0 for plain SGD, 1 for SGD with momentum, Adagrad and RMSprop, 2 for Adam,
   NAdam and Adadelta), plus ``LAYER_BYTES`` of Python objects per Dense layer (so a network
@@ -123,6 +124,20 @@ def parameter_count(sizes: Sequence[int]) -> int:
     Python integers, so 1e30-wide layers do not overflow)."""
     s = [int(v) for v in sizes]
     return sum(a * b + b for a, b in zip(s[:-1], s[1:]))
+
+
+def dense_chain(sizes: Sequence[int], residual: bool = False) -> list[int]:
+    """The widths of the chain of Dense layers that ``mlp(sizes, residual=...)`` builds, whose
+    :func:`parameter_count` and batch activations are the network's: ``sizes`` itself for a
+    plain network; for a residual one (a stem ``Dense(n_in, w)``, one block of two ``w x w``
+    Dense layers per further hidden width, the output ``Dense(w, n_out)``)
+    ``[n_in, w, (w, w) per block ..., n_out]``, i.e. ``P = n_in w + w + 2 (L - 1)(w^2 + w) +
+    w n_out + n_out`` for ``L`` hidden widths ``w`` (about twice the plain chain's)."""
+    s = [int(v) for v in sizes]
+    hidden = s[1:-1]
+    if not residual or len(hidden) < 2:
+        return s
+    return [s[0], hidden[0], *([hidden[0]] * (2 * (len(hidden) - 1))), s[-1]]
 
 
 def network_bytes(sizes: Sequence[int], dtype: Any = "float32", *, optimizer: str = "sgd",

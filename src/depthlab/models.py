@@ -11,7 +11,7 @@ import numpy as np
 from .backend import resolve_dtype
 from .backend import rng as make_rng
 from .layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Layer, Residual, Sequential
-from .memory import check_network, sizes_text
+from .memory import check_network, dense_chain, sizes_text
 from .network import Network
 from .spec import ModelSpec
 
@@ -60,7 +60,8 @@ def build(spec: ModelSpec, *, seed: int | None = 0) -> Network:
     if auto:
         raise ValueError(f"sizes = {list(spec.sizes)}: \"auto\" is resolved from the data by "
                          "`depthlab run`; mlp() needs the number of inputs and outputs")
-    check_network(spec.sizes, spec.dtype, what=f"mlp(sizes={sizes_text(spec.sizes)})")
+    check_network(dense_chain(spec.sizes, bool(spec.residual)), spec.dtype,
+                  what=f"mlp(sizes={sizes_text(spec.sizes)})")
     parts = _Parts(spec, make_rng(seed))
     layers = parts.drop(spec.input_dropout)
     layers += parts.residual() if spec.residual and spec.hidden else parts.plain()

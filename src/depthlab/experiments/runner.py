@@ -112,7 +112,7 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
     (:func:`depthlab.memory.run_bytes`). Before the data are loaded, ``"auto"`` ends and the
     row count come from a built-in data set's header (1 and 0 for files)."""
     from ..data import find_builtin
-    from ..memory import MemoryRefusal, check_fits, run_bytes, sizes_text
+    from ..memory import MemoryRefusal, check_fits, dense_chain, run_bytes, sizes_text
 
     m, t, d = config["model"], config["train"], config["data"]
     written = sizes is None and not (d.get("name") and find_builtin(d.get("name")))
@@ -137,7 +137,8 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         rows = max(rows, min(probe_rows, n_rows))
     else:  # rows unknown until a file is loaded: the check after loading counts the batch
         rows = 1
-    need = run_bytes(sizes, n_rows=n_rows or 0, dtype=m["dtype"], optimizer=t["optimizer"],
+    need = run_bytes(dense_chain(sizes, bool(m.get("residual"))), n_rows=n_rows or 0,
+                     dtype=m["dtype"], optimizer=t["optimizer"],
                      momentum=bool((t.get("optimizer_kwargs") or {}).get("momentum")),
                      batch_rows=rows, onehot=t["loss"] in ("mse", "huber"))
     try:

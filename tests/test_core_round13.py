@@ -1,0 +1,42 @@
+"""Round 13 (core13): the NumPy side tried as a demanding user would, on inputs the other
+tests do not use; each result checked independently (the parameters a built network really
+holds, ...)."""
+
+from __future__ import annotations
+
+import pytest
+
+import depthlab as dl
+from depthlab.memory import dense_chain, parameter_count
+from tests.helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+
+# -- memory: a residual network holds two Dense layers per block --------------------------
+@pytest.mark.parametrize("hidden", [[7], [7, 7], [7, 7, 7, 7]])
+def test_dense_chain_counts_the_parameters_a_residual_net_holds(hidden):
+    sizes = [5, *hidden, 3]
+    for residual in (False, True):
+        net = dl.mlp(sizes, residual=residual)
+        held = sum(p.value.size for p in net.parameters())
+        assert parameter_count(dense_chain(sizes, residual)) == held
+
+
+def test_residual_net_that_cannot_fit_is_refused_before_allocating(monkeypatch):
+    # [10, 3000 x 4, 10]: plain 27.1M parameters (207 MiB with gradients), residual 54.1M
+    # (413 MiB); the residual one was counted as the plain one and built under a 300 MiB limit
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "300M")
+    sizes = [10, 3000, 3000, 3000, 3000, 10]
+    with pytest.raises(ValueError, match="needs about") as e:
+        dl.mlp(sizes, residual=True)
+    assert "54,081,010 parameters" in str(e.value) and "nothing was allocated" in str(e.value)
+
+
+def test_config_run_of_a_residual_net_that_cannot_fit_exits_2(tmp_path, capsys, monkeypatch):
+    one_blas_thread(monkeypatch)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "300M")
+    cfg = tmp_path / "res.toml"
+    cfg.write_text('[data]\nname = "spirals"\n[model]\nsizes = ["auto", 3000, 3000, 3000, 3000, '
+                   '"auto"]\nresidual = true\n[train]\nepochs = 1\n')
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "needs about", "nothing was allocated")
+    assert not (tmp_path / "out" / "depthlab.db").exists()
