@@ -423,6 +423,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         _f.layer_ticks(ax, "x", sorted(all_layers), names, size=size)
     axes[0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)
+    # the 0.7 in top margin holds the figure's title and two lines of a panel's: a third (a
+    # diverged run's last finite step and another run's zero layers) ran into the title
+    lines = max(ax.get_title().count("\n") + 1 for ax in axes)
+    if lines > 2:
+        extra = 0.22 * (lines - 2)  # a 10.5 pt title line is 0.2 in
+        below = fig.subplotpars.bottom * fig.get_figheight()
+        height = fig.get_figheight() + extra
+        fig.set_figheight(height)
+        fig.subplots_adjust(top=1 - (0.7 + extra) / height, bottom=below / height)
     handles, labels = [], []
     theory_shown = False
     for h, lab in zip(*axes[0].get_legend_handles_labels()):
@@ -441,8 +450,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     if handles:
         labels[:len(labels) - theory_shown] = _f.cut_labels(
             labels[:len(labels) - theory_shown], max(24, round((legend_w - 0.6) / 0.065)))
+        # level with the panels' top: higher, a wide panel title (a run's name and its zero
+        # layers) ran under it
         fig.legend(handles, labels, loc="upper left", fontsize=8, frameon=False,
-                   bbox_to_anchor=(1 - (legend_w + 0.05) / fig.get_figwidth(), 0.88))
+                   bbox_to_anchor=(1 - (legend_w + 0.05) / fig.get_figwidth(),
+                                   fig.subplotpars.top))
     return fig
 
 

@@ -398,6 +398,10 @@ function layerLabel(width) {
   return labels.find((t) => ctx.measureText(t).width <= width - 92) || labels[labels.length - 1];
 }
 
+/* The points of a dashed series: none, but for one hidden layer an unfilled ring of ``size``
+   px (a line needs two points). */
+const ring = (L, size) => ({ show: L === 1, size, width: 1.5, fill: "rgba(0,0,0,0)" });
+
 function buildPlots(m) {
   const L = m.n_layers;
   // axis labels are drawn on the canvas, never wrapped: a phone-wide plot gets the short one
@@ -410,8 +414,10 @@ function buildPlots(m) {
     axes: [layerAxis, { label: "std of dL/ds", size: 60, values: logTicks, incrs: decadeIncrs }],
     series: [{ label: "layer" },
       { label: "now", stroke: "#1f5fa8", width: 2, points: { show: L <= 60 } },
-      { label: "at init", stroke: "#8fa7c8", width: 1.5, dash: [5, 4], points: { show: false } },
-      { label: "theory", stroke: "#d62728", width: 1.5, dash: [2, 3], points: { show: false } }],
+      // one hidden layer is one point, and a line of one point is not drawn: rings around
+      // the "now" point (their legend entries had nothing on the plot)
+      { label: "at init", stroke: "#8fa7c8", width: 1.5, dash: [5, 4], points: ring(L, 11) },
+      { label: "theory", stroke: "#d62728", width: 1.5, dash: [2, 3], points: ring(L, 16) }],
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
   makePlot("plot-loss", {
     scales: { x: { time: false }, acc: { range: [0, 1] } },
@@ -575,9 +581,15 @@ function onUpdate(m) {
   S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
   // an empty log-scale panel says why
   const still = m.update_ratio.length && m.update_ratio.every((v) => v === 0);
+  // and where some layers' weights did not change, which: a 300-layer ReLU net's first 106
+  // layers (updates below the float32 resolution of their weights) were a gap without a word
+  const unchanged = layers.filter((l, i) => m.update_ratio[i] === 0);
   $("update-note").textContent = !m.update_ratio.length ? "measured from the first step on" :
     still ? "no hidden layer's weights changed in the last step (\u2016\u0394W\u2016 = 0): " +
-      "nothing to draw on the log scale" : "";
+      "nothing to draw on the log scale" : unchanged.length ?
+      `${fewLayers(unchanged, layers.length)}: weights unchanged ` +
+      `(\u2016\u0394W\u2016 = 0: a zero gradient, or updates below the resolution of ` +
+      `${S.ready.config.model.dtype || "float32"} weights), not drawn on the log scale` : "";
   if (m.boundary) drawBoundary(m.boundary);
 }
 
@@ -698,6 +710,13 @@ function onDoctor(m) {
     }
     out.appendChild(box);
   }
+}
+
+/* "layer 3", "layers 1-4, 9", or past 6 runs of neighbours "106 of 300 layers (1, 6-8, ...)". */
+function fewLayers(layers, total) {
+  const parts = rangeText(layers).split(", ");
+  if (parts.length <= 6) return `layer${layers.length > 1 ? "s" : ""} ${parts.join(", ")}`;
+  return `${layers.length} of ${total} layers (${parts.slice(0, 5).join(", ")}, \u2026)`;
 }
 
 function rangeText(layers) {
