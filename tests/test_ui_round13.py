@@ -12,6 +12,11 @@
 * its update-ratio panel of a 300-layer ReLU net (He init) left 106 layers out, their
   ||dW|| / ||W|| exactly 0 (updates below float32's resolution of their weights), without a
   word: the note spoke only when every layer's was 0; now it names them;
+* the report's per-layer gradient figure of a one-layer run drew its theory as a dashed line
+  through one point (nothing) under the legend's "dashed: theory"; now a ring;
+* the gradient histograms of a diverged run's last probe (digits, 3 ReLU layers of 64, lr 5)
+  read "layer 1, step 3: all in one bin [0, 0.02]": 486 of its 11,520 entries were NaN,
+  which a histogram's counts leave out without a word; now the panel says how many.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -111,3 +116,39 @@ def test_layers_whose_weights_did_not_change_are_named_under_the_update_ratio(pa
     note = page.text_content("#update-note")
     # was: "" (a gap at layer 1 without a word; a 300-layer ReLU net had 106 such layers)
     assert note.startswith("layer 1: weights unchanged"), note
+
+
+def test_a_histogram_panel_says_how_many_values_were_nan(shots):
+    # a diverging ReLU run's last probe (digits, 3 x 64 units, lr 5): layer 1's dL/ds is 0 in
+    # 11,034 of 11,520 entries and NaN in 486, its activations all finite
+    rows = []
+    for step, grad_zero in ((0, None), (3, 11_034)):
+        for kind in ("act", "grad"):
+            for b in range(10):
+                count = 1152
+                if kind == "grad" and grad_zero is not None:
+                    count = grad_zero if b == 0 else 0
+                rows.append((step, 1, kind, b / 10, (b + 1) / 10, count))
+    table = pd.DataFrame(rows, columns=["step", "layer", "kind", "bin_left", "bin_right",
+                                        "count"])
+    fig = plot.activation_histograms(table, kind="grad")
+    fig.savefig(shots / "round13_hist_nan.png")
+    start, end = (ax.get_title() for ax in fig.axes[:2])
+    # was: "layer 1, step 3: all in one bin [0, 0.1]" alone (the NaN left out without a word)
+    assert "486 of 11,520 values NaN" in end, end
+    assert "NaN" not in start, start
+    assert "NaN" not in " ".join(ax.get_title()
+                                 for ax in plot.activation_histograms(table, "act").axes)
+
+
+def test_a_one_layer_runs_theory_is_drawn_in_the_report(shots):
+    table = pd.DataFrame([(s, 1, "grad_pre_std", v) for s, v in ((0, 1.2e-3), (85, 1.14e-3))],
+                         columns=["step", "layer", "quantity", "value"])
+    theory = pd.DataFrame({"layer": [1], "grad_pre_var": [1.0]})
+    fig = plot.gradient_per_layer({"one-layer": table}, theory={"one-layer": theory})
+    fig.savefig(shots / "round13_one_layer_theory.png")
+    line = next(ln for ln in fig.axes[0].lines if ln.get_label().endswith(": theory"))
+    # was: a dashed line through one point, which draws nothing, under the legend's
+    # "dashed: theory (run's colour)"
+    assert line.get_marker() not in ("", "None", None)
+    assert "ring: theory (run's colour)" in [t.get_text() for t in fig.legends[0].get_texts()]

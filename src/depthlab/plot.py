@@ -382,9 +382,12 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             continue
         # on top of the measurement with a white halo: where theory and measurement agree
         # (a He-initialized ReLU net) the dashes of the run's colour vanished into its line
+        # one hidden layer: a dashed line of one point is not drawn (the legend's "dashed:
+        # theory" had nothing on the plot); a ring around the measured point instead
+        one = {"marker": "o", "markersize": 10, "fillstyle": "none"} if len(pred) == 1 else {}
         axes[0].plot(pred.index.to_numpy(), pred.to_numpy(float), "--", color=color,
                      linewidth=1.3, label=f"{label}: theory", zorder=3,
-                     path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()])
+                     path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()], **one)
         all_vals.extend(pred.to_numpy(float))
     if not all_vals:
         for ax in axes:
@@ -433,18 +436,24 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         fig.set_figheight(height)
         fig.subplots_adjust(top=1 - (0.7 + extra) / height, bottom=below / height)
     handles, labels = [], []
-    theory_shown = False
+    theory_shown, rings = False, True
     for h, lab in zip(*axes[0].get_legend_handles_labels()):
         if lab.endswith(": theory"):
             theory_shown = True
+            rings = rings and len(h.get_xdata()) == 1
         else:
             handles.append(h)
             labels.append(lab)
     if theory_shown:
         from matplotlib.lines import Line2D
 
-        handles.append(Line2D([], [], linestyle="--", color="#777777"))
-        labels.append("dashed: theory (run's colour)")
+        if rings:  # every theory is one layer's point
+            handles.append(Line2D([], [], linestyle="none", marker="o", fillstyle="none",
+                                  color="#777777"))
+            labels.append("ring: theory (run's colour)")
+        else:
+            handles.append(Line2D([], [], linestyle="--", color="#777777"))
+            labels.append("dashed: theory (run's colour)")
     # long run names cut to the legend's width (~0.065 in a character); round, not int:
     # (0.6 + 0.065 * 28 - 0.6) / 0.065 is 27.999..., which cut every 28-character name
     if handles:
@@ -563,6 +572,23 @@ def _layers_text(shown: Sequence[int], total: Sequence[int]) -> str:
             "spaced")
 
 
+def _hist_entries(h: pd.DataFrame, kind: str) -> dict[tuple[int, int], int]:
+    """The number of entries each ``(step, layer)`` histogram of ``kind`` was drawn from, NaN
+    included (their counts leave NaN out): the largest count of that layer's ``act``, ``pre``
+    and ``grad`` histograms at that step (one tensor shape), for ``weight`` the largest over
+    the steps."""
+    if h.empty:
+        return {}
+    totals = h.groupby(["step", "layer", "kind"])["count"].sum()
+    if kind == "weight":
+        w = totals.xs("weight", level="kind") if "weight" in set(h["kind"]) else totals.iloc[:0]
+        most = w.groupby(level="layer").max()
+        return {(int(s), int(la)): int(most[la]) for s, la in w.index}
+    same = totals[totals.index.get_level_values("kind").isin(("act", "pre", "grad"))]
+    return {(int(s), int(la)): int(v)
+            for (s, la), v in same.groupby(level=["step", "layer"]).max().items()}
+
+
 def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int] | None = None,
                           max_layers: int = HIST_MAX_LAYERS) -> Figure:
     """Density histograms of one quantity (``act``, ``pre``, ``grad`` = dL/ds or ``weight``):
@@ -578,6 +604,7 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
                               or not isinstance(steps, (Sequence, np.ndarray)) or not len(steps)):
         raise ValueError(f"steps must be a non-empty list of probed steps, got {steps!r}")
     h = _hist_table(recorder)
+    entries = _hist_entries(h, kind)
     h = h[h["kind"] == kind] if not h.empty else h
     if h.empty:
         fig, (ax,) = _f._new_figure()
@@ -618,6 +645,11 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             where = (f"range [{left[0]:.3g}, {right[-1]:.3g}]" if len(full) > 1 else
                      # one occupied bin (a dead layer's zeros): the bins' range says nothing
                      f"all in one bin [{left[full[0]]:.3g}, {right[full[0]]:.3g}]")
+            # NaN entries are in no bin: a diverging run's last gradients read "all in one bin
+            # [0, 0.02]" (its zeros) where 486 of 11,520 were NaN
+            nan = int(entries.get((step, layer), total) - total)
+            if nan > 0:
+                where += f"\n{nan:,} of {nan + int(total):,} values NaN (in no bin)"
             ax.set_title(f"{_f.layer_label(layer, names)}, step {step}: {where}", fontsize=8.5)
             ax.tick_params(labelsize=7.5)
             ax.xaxis.set_major_locator(_f.MaxNLocator(5))
