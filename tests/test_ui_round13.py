@@ -16,7 +16,12 @@
   through one point (nothing) under the legend's "dashed: theory"; now a ring;
 * the gradient histograms of a diverged run's last probe (digits, 3 ReLU layers of 64, lr 5)
   read "layer 1, step 3: all in one bin [0, 0.02]": 486 of its 11,520 entries were NaN,
-  which a histogram's counts leave out without a word; now the panel says how many.
+  which a histogram's counts leave out without a word; now the panel says how many;
+* a sweep point at lr 10 whose gradients were exactly 0 in every layer from step 10 on (all
+  ReLU units dead) had an empty "ratio at end" cell (0 / 0) beside "flows: within a factor
+  1.5 of 1", and the overlay called its step 5 "the last finite" (the zeros after it are
+  finite); now "0 / 0: no gradient in any layer", "at the end no gradient at all", and
+  "step 5, the last above 0".
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -152,3 +157,42 @@ def test_a_one_layer_runs_theory_is_drawn_in_the_report(shots):
     # "dashed: theory (run's colour)"
     assert line.get_marker() not in ("", "None", None)
     assert "ring: theory (run's colour)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _dead_table() -> pd.DataFrame:
+    """A 3-ReLU-layer run at lr 10 (spirals): gradients at init, then layer 3's alone at step
+    5 (682), then exactly 0 in every layer to the end (every unit dead)."""
+    rows = []
+    for step in (0, 5, 10, 44):
+        for layer in (1, 2, 3):
+            v = 1e-3 * layer if step == 0 else 682.0 if (step, layer) == (5, 3) else 0.0
+            rows.append((step, layer, "grad_pre_std", v))
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def test_a_run_whose_gradients_all_died_is_not_said_to_flow(tmp_path):
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    config = {"data": {"name": "spirals"}, "model": {"sizes": [2, 16, 16, 16, 2]}}
+    with Store(tmp_path) as store:
+        for rid, lr, probes in (("p0", 10.0, _dead_table()), ("p1", 0.01, _grad_table("ok"))):
+            store.add_run(RunRecord(
+                id=rid, name=f"lr={lr}", kind="sweep-point", sweep="sw-dead",
+                config={**config, "train": {"lr": lr}}, metrics={"val_acc": 0.515, "steps": 44},
+                steps=pd.DataFrame({"step": [1, 2], "loss": [0.7, 0.69]}), probes=probes))
+        store.add_sweep_points("sw-dead", ["p0", "p1"])
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    row = text[text.index("<td>lr=10.0<"):][:600]
+    # was: an empty "ratio at end" cell beside "flows: within a factor 3 of 1"
+    assert "no gradient in any layer" in row, row
+    assert "at the end no gradient at all" in row, row
+
+
+def test_a_run_whose_gradients_turned_to_zero_is_not_called_not_finite():
+    fig = plot.gradient_per_layer({"lr=10": _dead_table()}, theory=False)
+    end = fig.axes[1].get_title()
+    # was: "lr=10: step 5, the last finite" (the steps after it are zeros, all finite)
+    assert "step 5, the last above 0" in end, end
+    stale = plot.gradient_per_layer({"a": _grad_table("stale")}, theory=False)
+    assert "step 10, the last finite" in stale.axes[1].get_title()

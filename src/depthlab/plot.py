@@ -326,7 +326,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                                bottom=bottom)
     all_vals: list[float] = []
     all_layers: set[int] = set()
-    stale: list[tuple[str, Any]] = []  # runs whose last recorded step has no finite value
+    stale: list[tuple[str, Any, str]] = []  # runs whose last recorded step has nothing to draw
     # per panel, the layers recorded as exactly 0 (a layer below a dead one): a log axis
     # cannot draw them, so they keep their place on the axis and the title names them
     zeros: list[set[int]] = [set() for _ in axes]
@@ -345,7 +345,12 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             recorded = recorded.loc[(recorded["quantity"] == quantity)
                                     & (recorded["layer"] >= 1), "step"]
             if len(recorded) and recorded.max() > last:  # a diverged run's NaN steps
-                stale.append((label, last))
+                # or zeros (every unit dead after lr 10: finite, but no place on a log
+                # axis), which "the last finite" misnamed
+                after = wide.loc[wide.index > last, wide.notna().any()]
+                zero = (set(recorded[recorded > last]) <= set(after.index)
+                        and bool((after == 0).all(axis=None)))
+                stale.append((label, last, "the last above 0" if zero else "the last finite"))
         for k, (ax, step) in enumerate(zip(axes, (first, last))):
             row = wide.loc[step].dropna()
             zero = [int(v) for v in row.index[row == 0]]
@@ -404,9 +409,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             "at the first step with values"
     end = "at the end of training"
     if len(stale) == 1:  # the right panel draws the last step with values: say which
-        end += f"\n{_f.cut_labels([stale[0][0]], 24)[0]}: step {stale[0][1]}, the last finite"
+        end += f"\n{_f.cut_labels([stale[0][0]], 24)[0]}: step {stale[0][1]}, {stale[0][2]}"
     elif stale:
-        end += f"\n{len(stale)} runs: their last step with finite values"
+        end += (f"\n{len(stale)} runs: their last step with finite values"
+                if all(why == "the last finite" for *_, why in stale) else
+                f"\n{len(stale)} runs: their last step with values above 0")
     span = (min(all_layers), max(all_layers)) if all_layers else None
     for k, (ax, when) in enumerate(zip(axes, (start, end))):
         if zeros[k]:

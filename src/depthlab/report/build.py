@@ -407,11 +407,19 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                 step, end_ratio = last
                 when = f"at step {step} (last finite)"
                 at_end = f"{H.fmt(end_ratio)} at step {step}, then not finite"
+        dead = end is not None and at_end is None and bool(
+            (grads.loc[grads["step"] == end, "value"] == 0).all())
+        if dead:
+            # every layer's gradient exactly 0 (every unit dead after lr 10, or a loss with
+            # no gradient left): 0 / 0, which left a blank cell beside the init's "flows"
+            at_end = "0 / 0: no gradient in any layer"
         if at_end is None and r["status"] != "finished":
             at_end = f"none ({r['status']})"  # not a blank that reads as "not measured"
         # the meaning is of the ratio at init; when the end's ratio means something else
         # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
         meaning = _describe_ratio(init_ratio)
+        if dead:
+            meaning += "; at the end no gradient at all (0 in every layer)"
         if isinstance(end_ratio, float):
             end_meaning = _describe_ratio(end_ratio)
             if end_meaning.split(":")[0] != meaning.split(":")[0]:
