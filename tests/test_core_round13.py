@@ -4,6 +4,8 @@ holds, ...)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import depthlab as dl
@@ -40,3 +42,20 @@ def test_config_run_of_a_residual_net_that_cannot_fit_exits_2(tmp_path, capsys, 
     code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out")
     assert_one_line_error(code, err, "needs about", "nothing was allocated")
     assert not (tmp_path / "out" / "depthlab.db").exists()
+
+
+# -- theory: a forward variance past float64 is one OverflowError naming the layer ---------
+@pytest.mark.parametrize("kwargs, where", [
+    ({"activation": "relu"}, "pre-activation variance overflowed at layer 1018"),
+    ({"activation": "relu", "residual": True}, "residual stream's variance overflowed at layer"),
+])
+def test_predict_gradients_of_an_exploding_net_raises_no_runtime_warning(kwargs, where):
+    # N(0, 1) weights on width 4 (plain) or 8 (residual): the variance grows x2 (x9) per layer;
+    # E[f(s)^2] overflowed inside the Gaussian quadrature first ("RuntimeWarning: overflow
+    # encountered in multiply" before the OverflowError), and the residual error named no layer
+    width = 8 if kwargs.get("residual") else 4
+    net = dl.mlp([3] + [width] * 3000 + [2], init="normal", **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(OverflowError, match=where):
+            dl.theory.predict_gradients(net)

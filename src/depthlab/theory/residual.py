@@ -51,6 +51,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..validators import positive_int, real
@@ -113,39 +114,40 @@ def propagate_residual(
     v = _init_variance(init, n, n, init_kw)
     sb2 = 0.0 if batchnorm else bias_var  # Dense layers before a BN have no bias
 
-    def moments(var: float, mean: float = 0.0) -> dict[str, float]:
-        if not math.isfinite(var):
-            raise OverflowError("the residual stream's variance overflowed")
-        m, sq, dsq, _ = bn_moments(fn, var, mean)
+    def moments(var: float, mean: float = 0.0, layer: int = 0) -> dict[str, float]:
+        if not math.isfinite(var):  # layer: this function's rows, 1 .. 2K + 1
+            raise OverflowError(f"the residual stream's variance overflowed at layer {layer}")
+        with np.errstate(over="ignore"):  # E[f^2] past 1.8e308: the next block's var is inf
+            m, sq, dsq, _ = bn_moments(fn, var, mean)
         if any(math.isnan(x) for x in (m, sq, dsq)):
             raise ValueError(f"moments of {fn.name} on N({mean:g}, {var:g}) are not finite "
                              "(the activation gives nan): no prediction")
         return {"pre_var": var, "act_mean": m, "act_var": max(sq - m * m, 0.0), "act_sq": sq,
                 "deriv_sq": dsq}
 
-    def bn_site(q: float) -> dict[str, float]:
-        return moments(gamma * gamma * q / (q + eps) if q + eps > 0 else 0.0, beta)
+    def bn_site(q: float, layer: int) -> dict[str, float]:
+        return moments(gamma * gamma * q / (q + eps) if q + eps > 0 else 0.0, beta, layer)
 
     q = n0 * v0 * input_var if batchnorm else math.nan
     msq = n0 * v0 * (input_var + input_mean ** 2) + sb2
     rows: list[dict[str, Any]] = []
     for b in range(1, K + 1):
         if batchnorm:
-            r_in = bn_site(q)
+            r_in = bn_site(q, 2 * b - 1)
             h_var = n * v * r_in["act_var"]  # batch variance of h_b = f(s_in) W1
-            r_mid = bn_site(h_var)
+            r_mid = bn_site(h_var, 2 * b)
             dq, dm = n * v * r_mid["act_var"], n * v * r_mid["act_sq"]
         else:
-            r_in = moments(msq)
+            r_in = moments(msq, 0.0, 2 * b - 1)
             h_var = n * v * r_in["act_sq"] + sb2
-            r_mid = moments(h_var)
+            r_mid = moments(h_var, 0.0, 2 * b)
             dq, dm = math.nan, n * v * r_mid["act_sq"] + sb2
         rows.append({"block": b, "site": "block_in", **r_in, "stream_batch_var": q,
                      "stream_sq": msq, "_h_var": h_var})
         rows.append({"block": b, "site": "block_mid", **r_mid, "stream_batch_var": q,
                      "stream_sq": msq})
         q, msq = q + dq, msq + dm
-    head = bn_site(q) if batchnorm else moments(msq)
+    head = bn_site(q, 2 * K + 1) if batchnorm else moments(msq, 0.0, 2 * K + 1)
     rows.append({"block": K + 1, "site": "head", **head, "stream_batch_var": q,
                  "stream_sq": msq})
 

@@ -222,10 +222,11 @@ def propagate(
         q = widths[l - 1] * wvar[l - 1] * prev_sq + float(bias_var)
         if not np.isfinite(q):
             raise OverflowError(f"pre-activation variance overflowed at layer {l}")
-        if method == "exact":
-            mean, sq, dsq = _moments_exact(fn, q)
-        else:
-            mean, sq, dsq = _moments_linear(left, right, q)
+        with np.errstate(over="ignore", invalid="ignore"):  # E[f^2] past 1.8e308: the next
+            if method == "exact":                             # layer's q is inf, named above
+                mean, sq, dsq = _moments_exact(fn, q)
+            else:
+                mean, sq, dsq = _moments_linear(left, right, q)
         rows.append({
             "layer": l, "fan_in": widths[l - 1], "fan_out": widths[l], "weight_var": wvar[l - 1],
             "pre_var": q, "act_mean": mean, "act_var": max(sq - mean * mean, 0.0),
