@@ -472,9 +472,22 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     floating ``dtype`` (integer inputs such as token ids become int64, uint8/bool ``dtype``);
     integer labels become int64, float targets ``dtype``. A ``torch.utils.data`` Dataset of
     ``(x, y)`` pairs or a DataLoader (its dataset; the doctor keeps its own batch order) is
-    taken as ``(x, y)`` (:func:`pairs_from_torch`)."""
-    if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
+    taken as ``(x, y)`` (:func:`pairs_from_torch`), and a pair ``(train, val)`` of them as
+    ``(x, y, x_val, y_val)``."""
+    torch_data = (torch.utils.data.Dataset, torch.utils.data.DataLoader)
+    if isinstance(data, torch_data):
         data = pairs_from_torch(data, device)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and \
+            any(isinstance(p, torch_data) for p in data):
+        # (train_loader, val_loader): was taken for (x, y), 'x must be an array or a tensor,
+        # got Subset: setting an array element with a sequence ...'
+        bad = next((p for p in data if not isinstance(p, torch_data)), None)
+        if bad is not None:
+            raise TypeError(f"data is a pair of a torch Dataset/DataLoader and a "
+                            f"{type(bad).__name__}; expected (train, val) as two torch "
+                            "Datasets/DataLoaders of (x, y) pairs, or (x, y) arrays/tensors")
+        data = (*pairs_from_torch(data[0], device),
+                *pairs_from_torch(data[1], device, "validation"))
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
         parts = [data.x_train, data.y_train, getattr(data, "x_val", None),
                  getattr(data, "y_val", None)]
@@ -614,7 +627,8 @@ def _shaped_dataset(data: Any, model: nn.Module) -> Any:
             getattr(data, "y_val", None) if shaped_val is not None else None)
 
 
-def pairs_from_torch(data: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def pairs_from_torch(data: Any, device: torch.device, part: str = "training"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` of a ``torch.utils.data`` DataLoader's dataset or of a Dataset: a
     ``TensorDataset``'s two tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked
     in index order, after checking that ``len`` times the first pair's size fits in memory."""
@@ -630,7 +644,7 @@ def pairs_from_torch(data: Any, device: torch.device) -> tuple[torch.Tensor, tor
                         "or a map-style Dataset of (x, y) pairs")
     n = len(ds)
     if n == 0:
-        raise ValueError("the training data are empty")
+        raise ValueError(f"the {part} data are empty")
     first = ds[0]
     if not isinstance(first, (tuple, list)) or len(first) != 2:
         raise TypeError(f"data: {what}[0] is a {type(first).__name__}; expected an (x, y) pair")
@@ -772,7 +786,8 @@ def doctor(
     ``make_model_or_model``: a function returning a fresh ``nn.Module`` (called after
     ``torch.manual_seed(seed)``) or a module instance (deep-copied, never modified).
     ``data``: ``(x, y)``, ``(x, y, x_val, y_val)``, a Dataset, or a ``torch.utils.data``
-    Dataset/DataLoader of ``(x, y)`` pairs; arrays or tensors, moved to the model's device.
+    Dataset/DataLoader of ``(x, y)`` pairs, or a pair ``(train, val)`` of them; arrays or
+    tensors, moved to the model's device.
     ``loss_fn(model(x), y)`` must return a scalar tensor (default
     ``nn.CrossEntropyLoss()``). ``optimizer``: ``(name, kwargs)`` with a name of
     :data:`depthlab.torch.train.OPTIMIZERS` (``lr`` in kwargs; other kwargs such as
