@@ -21,7 +21,9 @@
   ReLU units dead) had an empty "ratio at end" cell (0 / 0) beside "flows: within a factor
   1.5 of 1", and the overlay called its step 5 "the last finite" (the zeros after it are
   finite); now "0 / 0: no gradient in any layer", "at the end no gradient at all", and
-  "step 5, the last above 0".
+  "step 5, the last above 0";
+* a doctor finding of a 300-layer network listed "1, 2, 3, ..., 300" down the report's
+  narrow layers column; now "1-300", as the doctor prints it.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -196,3 +198,18 @@ def test_a_run_whose_gradients_turned_to_zero_is_not_called_not_finite():
     assert "step 5, the last above 0" in end, end
     stale = plot.gradient_per_layer({"a": _grad_table("stale")}, theory=False)
     assert "step 10, the last finite" in stale.axes[1].get_title()
+
+
+def test_a_deep_networks_finding_lists_its_layers_as_ranges(tmp_path):
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    finding = {"kind": "vanishing_gradients", "severity": "high", "layers": list(range(1, 301)),
+               "message": "the gradient vanishes"}
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(id="doc", name="doc", kind="doctor", config={"model": {}},
+                                metrics={"steps": 10}, findings={"findings": [finding]}))
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    # was: "1, 2, 3, 4, ..., 300" down the table's layers column (the doctor prints 1-300)
+    assert "<td>1-300</td>" in text
+    assert "1, 2, 3" not in text

@@ -593,7 +593,7 @@ def _findings_html(payload: dict) -> str:
             v = f.get("verified", f.get("verification"))
             check = _text(v) if v is not None else "not verified (run with --verify)"
         rows.append([
-            _text(f.get("severity", "")), _text(f.get("kind", "")), _text(f.get("layers", "")),
+            _text(f.get("severity", "")), _text(f.get("kind", "")), _layers_text(f.get("layers")),
             _text(f.get("message", "")), _text(f.get("evidence", "")),
             (f"{text} ({_text(presc)})" if text else _text(presc)), check,
         ])
@@ -601,6 +601,17 @@ def _findings_html(payload: dict) -> str:
     keep = [i for i, c in enumerate(cols) if c == "kind" or any(r[i] for r in rows)]
     parts.append(H.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows]))
     return "".join(parts)
+
+
+def _layers_text(layers: Any) -> str:
+    """A finding's layers as the doctor prints them, neighbours joined (``1-300``): a
+    300-layer network's finding listed "1, 2, 3, ..., 300" down a narrow table column."""
+    if (isinstance(layers, (list, tuple)) and layers
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in layers)):
+        from ..diagnosis.findings import _ranges
+
+        return _ranges(list(layers))
+    return _text(layers)
 
 
 def _text(v: Any) -> str:
