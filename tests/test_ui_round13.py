@@ -23,7 +23,9 @@
   finite); now "0 / 0: no gradient in any layer", "at the end no gradient at all", and
   "step 5, the last above 0";
 * a doctor finding of a 300-layer network listed "1, 2, 3, ..., 300" down the report's
-  narrow layers column; now "1-300", as the doctor prints it.
+  narrow layers column; now "1-300", as the doctor prints it;
+* a refused link (``?model.activation=``) left "waiting for the first measurement" over the
+  empty panels, where none comes until a control changes; now it says the setup was refused.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -213,3 +215,13 @@ def test_a_deep_networks_finding_lists_its_layers_as_ranges(tmp_path):
     # was: "1, 2, 3, 4, ..., 300" down the table's layers column (the doctor prints 1-300)
     assert "<td>1-300</td>" in text
     assert "1, 2, 3" not in text
+
+
+def test_a_refused_link_does_not_say_it_waits_for_a_measurement(page, server):
+    page.goto(server.url + "?model.activation=")
+    page.wait_for_selector(".field-error", timeout=30_000)
+    # was: "waiting for the first measurement" over empty panels, none ever coming
+    assert "refused" in page.text_content("#grad-summary")
+    page.select_option("#f-model-activation", "tanh")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    assert "step 0" in page.text_content("#grad-summary")

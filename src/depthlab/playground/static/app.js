@@ -248,6 +248,12 @@ function handle(m) {
         $("doctor-out").replaceChildren(el("p", "note", m.message));
       }
       if (S.ready === null) setState("invalid");
+      // a refused link (nothing accepted yet) measures nothing until a control changes: the
+      // gradient panel said "waiting for the first measurement" over empty panels
+      if (S.query === null && m.key) {
+        $("grad-summary").textContent = "nothing to measure: the setup was refused; change " +
+          "the control marked in red (or choose a preset)";
+      }
       break;
     case "doctor_started":
       $("doctor").disabled = true;
