@@ -976,12 +976,12 @@ class Recording:
                 put(r["std"])
                 put(r["absmean"])
             k = len(item["w"])
-            put(_std(item["n_w"], ws1[:k], [v * v for v in ws2[:k]]))
+            put(_std(item["n_w"], ws1[:k], [v * v for v in ws2[:k]], item["w"]))
             ws1, ws2 = ws1[k:], ws2[k:]
             k = len(item["gw"])
             if k:
                 n = sum(g.numel() for g in item["gw"])
-                put(_std(n, gs1[:k], [v * v for v in gs2[:k]]))
+                put(_std(n, gs1[:k], [v * v for v in gs2[:k]], item["gw"]))
                 put(sum(gab[:k]) / n)
                 gs1, gs2, gab = gs1[k:], gs2[k:], gab[k:]
             sig.append((info.index, info.name, npct[0], npct[1], sat, dead, inactive, grad,
@@ -1083,23 +1083,20 @@ class Recording:
             ws = info.weights
             if len(ws) == 1:  # the usual layer: one weight tensor
                 m = sums[id(ws[0])]
-                r = math.sqrt(m[1])
-                put(_std(ws[0].numel(), (m[0],), (r * r,)))
+                put(_std(ws[0].numel(), (m[0],), (m[1],), ws))
                 gm = (m,) if grads[0] is not None else ()
                 if gm:
                     n = grads[0].numel()
-                    r = math.sqrt(m[3])
-                    put(_std(n, (m[2],), (r * r,)))
+                    put(_std(n, (m[2],), (m[3],), grads))
                     put(m[4] / n)
             else:
                 m = [sums[id(w)] for w in ws]
-                put(_std(sum(w.numel() for w in ws), [v[0] for v in m],
-                         [r * r for r in (math.sqrt(v[1]) for v in m)]))
+                put(_std(sum(w.numel() for w in ws), [v[0] for v in m], [v[1] for v in m], ws))
                 gm = [sums[id(w)] for w, gw in zip(ws, grads) if gw is not None]
                 if gm:
                     n = sum(gw.numel() for gw in grads if gw is not None)
-                    put(_std(n, [v[2] for v in gm],
-                             [r * r for r in (math.sqrt(v[3]) for v in gm)]))
+                    put(_std(n, [v[2] for v in gm], [v[3] for v in gm],
+                             [gw for gw in grads if gw is not None]))
                     put(sum(v[4] for v in gm) / n)
             sig.append((info.index, info.name, npre, nact, False, dead, inactive, grad,
                         bool(gm)))
