@@ -13,7 +13,8 @@
   ||dW|| / ||W|| exactly 0 (updates below float32's resolution of their weights), without a
   word: the note spoke only when every layer's was 0; now it names them;
 * the report's per-layer gradient figure of a one-layer run drew its theory as a dashed line
-  through one point (nothing) under the legend's "dashed: theory"; now a ring;
+  through one point (nothing) under the legend's "dashed: theory"; now a ring, and the
+  legend and the caption say "ring: theory";
 * the gradient histograms of a diverged run's last probe (digits, 3 ReLU layers of 64, lr 5)
   read "layer 1, step 3: all in one bin [0, 0.02]": 486 of its 11,520 entries were NaN,
   which a histogram's counts leave out without a word; now the panel says how many;
@@ -225,3 +226,18 @@ def test_a_refused_link_does_not_say_it_waits_for_a_measurement(page, server):
     page.select_option("#f-model-activation", "tanh")
     page.wait_for_function(MEASURED, timeout=30_000)
     assert "step 0" in page.text_content("#grad-summary")
+
+
+def test_a_one_layer_runs_caption_names_the_ring(tmp_path):
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import write_report
+
+    probes = pd.DataFrame([(s, 1, "grad_pre_std", v) for s, v in ((0, 1.2e-3), (85, 1.1e-3))],
+                          columns=["step", "layer", "quantity", "value"])
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(id="one", name="one-layer", config={
+            "data": {"name": "spirals"}, "model": {"sizes": [2, 16, 2], "activation": "tanh"}},
+            metrics={"steps": 85}, probes=probes))
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    # was: "dashed: theory" under a figure whose theory is a ring
+    assert "at the end; ring: theory." in text

@@ -680,10 +680,13 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         th, note = theory_for(config)
         png = pngs.add(f"{safe}_gradient_per_layer.png", plot.gradient_per_layer,
                        {_mpl(label or rid): probes}, th if th is not None else False)
+        # one layer: the theory is a ring around its one point (a dashed line needs two)
+        one = probes.loc[(probes["layer"] >= 1) & (probes["quantity"] == "grad_pre_std"),
+                         "layer"].nunique() == 1
         blocks.append(H.figure_block(
             png, FIG_GRAD_PROFILE, "Std of dL/ds per hidden layer (log scale) at "
-            "initialization and at the end; dashed: theory. A line falling towards layer 1 "
-            f"means vanishing gradients. {note}.", wide=True))
+            f"initialization and at the end; {'ring' if one else 'dashed'}: theory. A line "
+            f"falling towards layer 1 means vanishing gradients. {note}.", wide=True))
     if not (steps.empty and epochs.empty and evals.empty):
         png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals)
         has_acc = any(c in t and t[c].notna().any() for t in (epochs, evals)
