@@ -26,7 +26,10 @@
 * a doctor finding of a 300-layer network listed "1, 2, 3, ..., 300" down the report's
   narrow layers column; now "1-300", as the doctor prints it;
 * a refused link (``?model.activation=``) left "waiting for the first measurement" over the
-  empty panels, where none comes until a control changes; now it says the setup was refused.
+  empty panels, where none comes until a control changes; now it says the setup was refused;
+* a sweep's heatmap over lr x batch norm, the only keys the sweep varies, was titled
+  "val_acc (best over the other keys)" and captioned "each cell holds the best run of the
+  pair", as if runs were hidden; now "(one run per cell)" and "each cell is that pair's run".
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -241,3 +244,30 @@ def test_a_one_layer_runs_caption_names_the_ring(tmp_path):
     text = write_report(tmp_path).read_text(encoding="utf-8")
     # was: "dashed: theory" under a figure whose theory is a ring
     assert "at the end; ring: theory." in text
+
+
+def test_a_grid_run_once_per_cell_is_not_said_to_show_the_best_of_other_keys(tmp_path):
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import figures, write_report
+
+    grid = [(lr, bn) for lr in (0.0001, 0.01, 10.0) for bn in (False, True)]
+    runs = pd.DataFrame({"lr": [g[0] for g in grid], "bn": [g[1] for g in grid],
+                         "val_acc": [0.5 + 0.01 * k for k in range(6)], "status": "finished"})
+    # was: "val_acc (best over the other keys)" over a sweep of these two keys alone
+    title = figures.sweep_heatmap(runs, "lr", "bn").axes[0].get_title()
+    assert title == "val_acc (one run per cell)", title
+    seeds = pd.concat([runs, runs.assign(val_acc=runs["val_acc"] - 0.1)])
+    title = figures.sweep_heatmap(seeds, "lr", "bn").axes[0].get_title()
+    assert title == "val_acc (best over the other keys)", title
+    config = {"data": {"name": "spirals"}, "model": {"sizes": [2, 8, 2]}}
+    with Store(tmp_path) as store:
+        for k, (lr, bn) in enumerate(grid):
+            store.add_run(RunRecord(
+                id=f"p{k}", name=f"p{k}", kind="sweep-point", sweep="sw-grid",
+                config={**config, "model": {**config["model"], "batchnorm": bn},
+                        "train": {"lr": lr}},
+                metrics={"val_acc": 0.5 + 0.01 * k, "train_loss": 0.7, "steps": 10}))
+        store.add_sweep_points("sw-grid", [f"p{k}" for k in range(6)])
+    text = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "each cell is that pair&#x27;s run" in text or "each cell is that pair's run" in text
+    assert "best run of the pair" not in text

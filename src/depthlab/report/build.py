@@ -510,8 +510,13 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
             missing = ("no value: every run there diverged or failed (as marked), or "
                        "finished without a finite value (n/a).")
             if grid:
-                cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run; each "
-                       f"cell holds the best run of the pair. Hatched ✗ cells: {missing}")
+                # "the best run of the pair" where each pair was run once read as if runs
+                # were hidden
+                once = not _plain(runs, tuple(use))[list(use)].astype(str).duplicated().any()
+                cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run"
+                       + ("; each cell is that pair's run" if once else
+                          "; each cell holds the best run of the pair")
+                       + f". Hatched ✗ cells: {missing}")
             elif len(use) == 1:
                 cap = (f"{m} for each value of {use[0]} (the best run of each). Hatched ✗ "
                        f"bars: {missing}")

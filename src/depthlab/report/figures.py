@@ -938,7 +938,10 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     ax.set_xlabel(x_key)
     ax.set_ylabel(y_key)
     best = "best" if higher_is_better else "lowest"
-    ax.set_title(f"{metric} ({best} over the other keys)")
+    # one run per cell (the two keys are all that varies): no other keys to be best over
+    alone = all(len(c) == 1 for c in cells.values())
+    ax.set_title(f"{metric} (one run per cell)" if alone else
+                 f"{metric} ({best} over the other keys)")
     cb = fig.colorbar(mesh, ax=ax, pad=0.01)
     cb.set_label(metric)
     _fit_status_texts(fig, ax, len(xs))
