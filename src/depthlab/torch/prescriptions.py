@@ -18,8 +18,9 @@ change                      what it does
                             ``leaky_relu``, ``elu``, ``selu``, ``tanh``, ``gelu`` or ``swish``
                             (the output layer's, e.g. a ``BCELoss`` model's sigmoid, is kept)
 ``normalization``           ``batchnorm``: insert ``BatchNorm1d/2d/3d`` after every
-                            ``Linear``/``Conv`` child of an ``nn.Sequential`` that is directly
-                            followed by an activation module (not after the output layer)
+                            ``Linear``/``Conv`` layer followed by an activation (not after the
+                            output layer): as the next child of an ``nn.Sequential``, else
+                            the layer's slot becomes ``nn.Sequential(layer, norm)``
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
@@ -147,13 +148,18 @@ class TracedLayer:
     """A weight layer in forward order: dotted ``name``, ``module``, the ``activation`` module
     that follows it (through normalization, dropout or pooling; None if none), whether a
     normalization module sits in between (``normalized``) and whether it ran on the traced
-    batch (``ran``)."""
+    batch (``ran``); a function the forward applies itself is given by an equivalent module
+    (``functional``)."""
 
     name: str
     module: nn.Module
     activation: nn.Module | None
     normalized: bool
     ran: bool = True
+    functional: bool = False
+    """``activation`` is a stand-in, not a module of the model: the forward applies that
+    function itself (``torch.sigmoid(self.fc(x))``, ``F.relu``), found by
+    :func:`functional_activation`."""
 
     @property
     def activation_name(self) -> str | None:
@@ -173,15 +179,78 @@ def _forward_with_hook(model: nn.Module, x: torch.Tensor, modules: list[nn.Modul
             h.remove()
 
 
+FUNCTIONAL_EPS = float(torch.finfo(torch.float32).eps)
+"""The finest precision :func:`functional_activation` assumes of a forward's arithmetic (a
+float64 model may compute its activation by another formula)."""
+
+FUNCTIONAL_CANDIDATES: tuple[Callable[[], nn.Module], ...] = (
+    nn.ReLU, nn.Sigmoid, nn.Tanh, nn.GELU, lambda: nn.GELU(approximate="tanh"), nn.SiLU,
+    nn.ELU, nn.SELU, nn.Softplus, nn.Mish, nn.Softsign, nn.Hardswish, nn.Hardsigmoid,
+    nn.ReLU6, nn.Hardtanh, nn.CELU,
+)
+"""Activations :func:`functional_activation` recognizes, tried in this order (the first that
+reproduces the data wins: ReLU before ReLU6 and Hardtanh, which agree with it on small
+values); a leaky ReLU is recognized with the slope its negative entries show."""
+
+
+def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
+    """The activation ``f`` with ``f(s) = nxt`` entry by entry, for a layer output ``s`` and
+    the next weight layer's input ``nxt`` (same entries in the same order, e.g. through a
+    ``flatten``), as a module: one of :data:`FUNCTIONAL_CANDIDATES`, or ``nn.LeakyReLU(a)``
+    when ``nxt = s`` for ``s >= 0`` and ``nxt = a s`` with one slope ``0 < a < 1`` for
+    ``s < 0``. None when ``nxt`` is ``s`` itself (no activation), has other entries, or no
+    candidate reproduces it: ``|f(s) - nxt| <= 16 eps (|s| + |nxt|)`` with ``f`` in float64
+    and ``eps`` the coarser of the two tensors' precisions and float32's (the rounding of an
+    activation computed in that precision, e.g. float32 GELU's ``1 + erf`` at ``s = -3.7``:
+    3.7e-7 on a value of 4e-4)."""
+    if s.numel() != nxt.numel() or s.numel() == 0 or not s.is_floating_point() \
+            or not nxt.is_floating_point():
+        return None
+    eps = max(torch.finfo(s.dtype).eps, torch.finfo(nxt.dtype).eps, FUNCTIONAL_EPS)
+    a = s.detach().reshape(-1).double()
+    b = nxt.detach().reshape(-1).double()
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return None
+    tol = 16.0 * eps * (a.abs() + b.abs())  # rounding of f at the scale of its argument
+
+    def same(v: torch.Tensor) -> bool:
+        return bool(((v - b).abs() <= tol).all())
+
+    if same(a):
+        return None  # the identity: no activation between the layers
+    for make in FUNCTIONAL_CANDIDATES:
+        module = make()
+        if same(module(a)):
+            return module
+    neg = a < 0
+    if neg.any() and same(torch.where(neg, b, a)):  # leaky: one slope on the negative side
+        slopes = b[neg] / a[neg]
+        slope = float(slopes.median())
+        if 0.0 < slope < 1.0 and same(torch.where(neg, slope * a, a)):
+            return nn.LeakyReLU(slope)
+    return None
+
+
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     """Weight layers (modules owning a ≥ 2-D parameter) in the order they first run on ``x``
     (one forward pass without gradients, inside :func:`untouched`), each with the activation
-    module that runs next before any other weight layer; layers that never run come last."""
+    module that runs next before any other weight layer; layers that never run come last.
+    A layer with no activation module after it whose output reaches the next weight layer
+    through a function the forward applies itself (``torch.sigmoid(self.fc1(x))``,
+    ``F.relu``, ``x.tanh()``, reshapes such as ``flatten`` around it) gets that function as
+    a stand-in module (:func:`functional_activation`, ``functional=True``)."""
     names = {m: n for n, m in model.named_modules()}
     calls: list[nn.Module] = []
+    seen_io: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
 
-    def hook(module: nn.Module, _inp: Any, _out: Any) -> None:
+    def hook(module: nn.Module, inp: Any, out: Any) -> None:
         calls.append(module)
+        if weight_tensors(module):  # copies: a later in-place activation changes the output
+            i, o = _first_tensor(inp), _first_tensor(out)
+            seen_io.append((None if i is None else i.detach().clone(),
+                            None if o is None else o.detach().clone()))
+        else:
+            seen_io.append((None, None))
 
     _forward_with_hook(model, x, [m for m in model.modules()
                                   if weight_tensors(m) or not list(m.children())], hook)
@@ -191,9 +260,14 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         if m in seen or not weight_tensors(m):
             continue
         seen.add(m)
-        act, normed = None, False
-        for nxt in calls[i + 1:]:
+        act, normed, functional = None, False, False
+        between = True  # only reshaping modules between this layer and the next one so far
+        for j in range(i + 1, len(calls)):
+            nxt = calls[j]
             if weight_tensors(nxt):
+                if between:  # the forward may apply the activation itself
+                    act = _functional_between(seen_io[i][1], seen_io[j][0])
+                    functional = act is not None
                 break
             if activation_name(nxt) is not None:
                 act = nxt
@@ -202,11 +276,18 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
                 normed = True
             elif not isinstance(nxt, PASS_THROUGH):
                 break
-        out.append(TracedLayer(names.get(m, "?"), m, act, normed))
+            between = between and isinstance(nxt, (nn.Flatten, nn.Identity))
+        out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=functional))
     for m in model.modules():
         if m not in seen and weight_tensors(m):
             out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False))
     return out
+
+
+def _functional_between(s: torch.Tensor | None, nxt: torch.Tensor | None) -> nn.Module | None:
+    if s is None or nxt is None:
+        return None
+    return functional_activation(s, nxt)
 
 
 def output_layer(layers: list[TracedLayer]) -> TracedLayer | None:
@@ -451,11 +532,15 @@ def _linear_output_ranks(model: nn.Module, x: torch.Tensor | None) -> dict[int, 
 
 
 def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
-    """Insert a batch norm after every Linear/Conv child of an ``nn.Sequential`` that is
-    directly followed by an activation module; returns how many were inserted. ``x``: a data
-    batch, to see a Linear applied to sequences ``(N, T, C)``, which gets a
-    :class:`FeatureBatchNorm` (``BatchNorm1d`` would normalize over ``T``), and to find the
-    output layer (:func:`output_layer`), which gets none (its activation, e.g. a ``BCELoss``
+    """Insert a batch norm after every Linear/Conv layer that an activation follows; returns
+    how many were inserted. A child of an ``nn.Sequential`` directly followed by its
+    activation module gets the norm as the next child; with a data batch ``x``, any other
+    such layer (an activation module or function applied in a custom ``forward``, see
+    :func:`trace`) is replaced in its parent by ``nn.Sequential(layer, norm)``, unless it runs
+    more than once per forward (a shared layer) or already has a normalization before its
+    activation. ``x`` also shows a Linear applied to sequences ``(N, T, C)``, which gets a
+    :class:`FeatureBatchNorm` (``BatchNorm1d`` would normalize over ``T``), and the output
+    layer (:func:`output_layer`), which gets none (its activation, e.g. a ``BCELoss``
     model's sigmoid, is the model's output)."""
     ranks = _linear_output_ranks(model, x)
     out = output_layer(trace(model, x)) if x is not None else None
@@ -480,9 +565,41 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
                 delattr(seq, name)
             for name, child in new:
                 seq.add_module(name, child)
+    if x is not None:
+        count += _wrap_with_norms(model, x, last, ranks, device, dtype)
     if not count:
-        raise NotApplicable("no Linear/Conv layer followed by an activation inside an "
-                            "nn.Sequential")
+        raise NotApplicable("no Linear/Conv layer followed by an activation (a module or a "
+                            "function of the forward) without a normalization before it")
+    return count
+
+
+def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
+                     ranks: dict[int, int], device: torch.device, dtype: torch.dtype) -> int:
+    """:func:`insert_batchnorm` for the layers outside an ``nn.Sequential`` slot that is
+    directly followed by its activation: each slot holding such a layer gets
+    ``nn.Sequential(layer, norm)`` (after the Sequential pass, so those layers now show a
+    normalization and are left alone)."""
+    runs: dict[int, int] = {}
+
+    def hook(module: nn.Module, _inp: Any, _out: Any) -> None:
+        runs[id(module)] = runs.get(id(module), 0) + 1
+
+    layers = trace(model, x)
+    _forward_with_hook(model, x, [t.module for t in layers], hook)
+    wrap = {}
+    for t in layers:
+        if not t.ran or t.activation is None or t.normalized or t.module is last \
+                or runs.get(id(t.module), 0) != 1:
+            continue
+        bn = _norm_for(t.module, ranks.get(id(t.module), 2))
+        if bn is not None:
+            wrap[id(t.module)] = nn.Sequential(t.module, bn.to(device=device, dtype=dtype))
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if child is not None and id(child) in wrap and parent is not wrap[id(child)]:
+                setattr(parent, name, wrap[id(child)])
+                count += 1
     return count
 
 
