@@ -345,14 +345,19 @@ def test_cures_that_cannot_apply_are_skipped_and_the_run_is_reproducible():
                        max_cures=5) for _ in range(2)]
     a, b = runs
     assert a.findings, "a sigmoid net with N(0, 4) weights has something to cure"
-    for v in a.verifications:
-        assert "normalization" not in v.prescription  # no nn.Sequential to insert into
     assert [f.to_dict() for f in a.findings] == [f.to_dict() for f in b.findings]
     assert a.probes.equals(b.probes)
     assert [(v.prescription, v.after["train_loss"]) for v in a.verifications] == \
         [(v.prescription, v.after["train_loss"]) for v in b.verifications]
+    # layers outside an nn.Sequential get their norm by wrapping (round 13); a model whose
+    # activations are all functions of its forward has no activation module to swap
+    wrapped = _Attrs()
+    assert rx.insert_batchnorm(wrapped, x[:4]) == 3 and isinstance(wrapped.a, nn.Sequential)
+    functional = nn.Module()
+    functional.a, functional.d = nn.Linear(10, 16), nn.Linear(16, 2)
+    functional.forward = lambda t: functional.d(torch.sigmoid(functional.a(t)))
     with pytest.raises(rx.NotApplicable):
-        rx.insert_batchnorm(_Attrs(), x[:4])
+        rx.swap_activations(functional, "relu", x[:4])
 
 
 def test_diverging_model_is_a_divergence_finding_with_verified_cures():
