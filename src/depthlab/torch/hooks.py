@@ -1083,19 +1083,23 @@ class Recording:
             ws = info.weights
             if len(ws) == 1:  # the usual layer: one weight tensor
                 m = sums[id(ws[0])]
-                put(_std(ws[0].numel(), (m[0],), (m[1],), ws))
+                r = math.sqrt(m[1])  # (as the general path: the same values to the bit)
+                put(_std(ws[0].numel(), (m[0],), (r * r,), ws))
                 gm = (m,) if grads[0] is not None else ()
                 if gm:
                     n = grads[0].numel()
-                    put(_std(n, (m[2],), (m[3],), grads))
+                    r = math.sqrt(m[3])
+                    put(_std(n, (m[2],), (r * r,), grads))
                     put(m[4] / n)
             else:
                 m = [sums[id(w)] for w in ws]
-                put(_std(sum(w.numel() for w in ws), [v[0] for v in m], [v[1] for v in m], ws))
+                put(_std(sum(w.numel() for w in ws), [v[0] for v in m],
+                         [r * r for r in (math.sqrt(v[1]) for v in m)], ws))
                 gm = [sums[id(w)] for w, gw in zip(ws, grads) if gw is not None]
                 if gm:
                     n = sum(gw.numel() for gw in grads if gw is not None)
-                    put(_std(n, [v[2] for v in gm], [v[3] for v in gm],
+                    put(_std(n, [v[2] for v in gm],
+                             [r * r for r in (math.sqrt(v[3]) for v in gm)],
                              [gw for gw in grads if gw is not None]))
                     put(sum(v[4] for v in gm) / n)
             sig.append((info.index, info.name, npre, nact, False, dead, inactive, grad,
