@@ -35,24 +35,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 import depthlab.torch as dlt  # noqa: E402
 from depthlab.probes.stats import SATURATION_RATIO  # noqa: E402
 from depthlab.torch.layers import activation_spec  # noqa: E402
+from tests.helpers.torchref import first_tensor as _first  # noqa: E402
 
 CE = nn.CrossEntropyLoss()
 D = torch.float64
-
-
-def _first(o):
-    if isinstance(o, torch.Tensor):
-        return o
-    if isinstance(o, dict):
-        o = list(o.values())
-    if dataclass_fields := getattr(o, "__dataclass_fields__", None):
-        o = [getattr(o, k) for k in dataclass_fields]
-    if isinstance(o, (tuple, list)):
-        for v in o:
-            t = _first(v)
-            if t is not None:
-                return t
-    return None
 
 
 def _pstd(v: torch.Tensor) -> float:

@@ -10,11 +10,14 @@ from torch import nn
 
 
 def first_tensor(obj: Any) -> torch.Tensor | None:
-    """The first tensor in a model's output (a tensor, or nested tuples/lists/dicts)."""
+    """The first tensor in a model's output (a tensor, or nested tuples/lists/dicts/
+    dataclasses)."""
     if isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, dict):
         obj = list(obj.values())
+    if fields := getattr(obj, "__dataclass_fields__", None):
+        obj = [getattr(obj, k) for k in fields]
     if isinstance(obj, (tuple, list)):
         for v in obj:
             t = first_tensor(v)
