@@ -36,6 +36,7 @@ weight layers run and which activation module follows each one.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,9 @@ class TracedLayer:
     """``activation`` is a stand-in, not a module of the model: the forward applies that
     function itself (``torch.sigmoid(self.fc(x))``, ``F.relu``), found by
     :func:`functional_activation`."""
+    calls: int = 1
+    """How many times the layer ran in the traced forward (2 for a layer shared by two
+    places)."""
 
     @property
     def activation_name(self) -> str | None:
@@ -254,6 +258,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
 
     _forward_with_hook(model, x, [m for m in model.modules()
                                   if weight_tensors(m) or not list(m.children())], hook)
+    runs = Counter(calls)
     out: list[TracedLayer] = []
     seen: set[nn.Module] = set()
     for i, m in enumerate(calls):
@@ -265,8 +270,10 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         for j in range(i + 1, len(calls)):
             nxt = calls[j]
             if weight_tensors(nxt):
-                if between:  # the forward may apply the activation itself
-                    act = _functional_between(seen_io[i][1], seen_io[j][0])
+                s, nxt_in = seen_io[i][1], seen_io[j][0]
+                if between and s is not None and nxt_in is not None:
+                    # the forward may apply the activation itself
+                    act = functional_activation(s, nxt_in)
                     functional = act is not None
                 break
             if activation_name(nxt) is not None:
@@ -277,17 +284,12 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
             elif not isinstance(nxt, PASS_THROUGH):
                 break
             between = between and isinstance(nxt, (nn.Flatten, nn.Identity))
-        out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=functional))
+        out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=functional,
+                               calls=runs[m]))
     for m in model.modules():
         if m not in seen and weight_tensors(m):
-            out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False))
+            out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False, calls=0))
     return out
-
-
-def _functional_between(s: torch.Tensor | None, nxt: torch.Tensor | None) -> nn.Module | None:
-    if s is None or nxt is None:
-        return None
-    return functional_activation(s, nxt)
 
 
 def output_layer(layers: list[TracedLayer]) -> TracedLayer | None:
@@ -579,17 +581,10 @@ def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
     directly followed by its activation: each slot holding such a layer gets
     ``nn.Sequential(layer, norm)`` (after the Sequential pass, so those layers now show a
     normalization and are left alone)."""
-    runs: dict[int, int] = {}
-
-    def hook(module: nn.Module, _inp: Any, _out: Any) -> None:
-        runs[id(module)] = runs.get(id(module), 0) + 1
-
-    layers = trace(model, x)
-    _forward_with_hook(model, x, [t.module for t in layers], hook)
     wrap = {}
-    for t in layers:
+    for t in trace(model, x):
         if not t.ran or t.activation is None or t.normalized or t.module is last \
-                or runs.get(id(t.module), 0) != 1:
+                or t.calls != 1:
             continue
         bn = _norm_for(t.module, ranks.get(id(t.module), 2))
         if bn is not None:
