@@ -39,3 +39,24 @@ def test_render_states_each_goal_verdict(tmp_path):
     assert "mlp, cpu, 1 thread, every 10: +4.5% (goal <= 5%): met" in block
     assert "mlp, cpu, 1 thread, every step: +60.0% (goal <= 50%): not met" in block
     assert "resnet18, cuda (H200), every 10: +9.0% (goal <= 5%): not met" in block  # wall
+
+
+def test_render_states_the_control_as_the_resolution(tmp_path):
+    """The control setting (a second model without a Watch) is a column and a line saying what
+    two identical loops measure against each other; results without it render as before."""
+    over = {"every 10": {"cpu": [6.0, 7.0, 8.0], "wall": [0.0] * 3},
+            "every step": {"cpu": [40.0, 45.0, 50.0], "wall": [0.0] * 3},
+            "control: no Watch": {"cpu": [-2.5, 0.5, 1.0], "wall": [0.0] * 3}}
+    data = {"torch": "2.13.0", "rounds": 3, "cores": 2, "cpu_statistics": "torch operations",
+            "load_before": [1.0] * 3, "load_after": [1.0] * 3,
+            "results": [{"case": "mlp", "where": "cpu, 1 thread", "steps": 100,
+                         "baseline_ms": {"cpu": 1.25, "wall": 1.3}, "overhead_pct": over}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    block = _renderer().render(path)
+    assert "| control: no Watch |" in block
+    assert ("mlp, cpu, 1 thread, resolution: a second model without `Watch` measured +0.5% "
+            "(-2.5..+1.0) against the baseline") in block
+    del over["control: no Watch"]
+    path.write_text(json.dumps(data))
+    assert "resolution" not in _renderer().render(path)

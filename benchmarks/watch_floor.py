@@ -1,0 +1,150 @@
+"""Where a ``Watch(every=10)`` cycle's cost goes on the MLP, beside the floor of any recorder
+built on PyTorch hooks (issue 8's goal: every 10 steps <= 5%).
+
+The 784-100-100-100-10 ReLU MLP (batch 128, SGD with momentum) of
+``benchmarks/torch_probe_overhead.py``, one thread, the process pinned to one core. Four loops,
+each with its own model, run in cycles of 10 steps, interleaved cycle by cycle (order
+alternating):
+
+* ``baseline``: no recorder;
+* ``control``: a second model without a recorder (the resolution of the comparison: two
+  identical loops differ by where their tensors lie in memory);
+* ``Watch``: ``depthlab.torch.Watch(model, every=10)``, Watch's defaults;
+* ``floor``: the least a hook-based recorder of the same sums does, and nothing else: the
+  hooks installed before a recorded step and removed after it; one forward hook per ``Linear``
+  that reads its output once (:func:`depthlab.torch.kernels.layer_relu`: the layer's and the
+  following ReLU's sums in one compiled pass) and registers a gradient hook on the output's
+  node (:func:`~depthlab.torch.kernels.sums` of ``dL/d output``); on the recorded step one
+  pass over each weight, its gradient and the snapshot
+  (:func:`~depthlab.torch.kernels.weight_sums`); before it, the snapshot copy. No rows, no
+  checks, no bookkeeping: a lower bound, not a usable recorder.
+
+For each step position of the cycle the table gives the median over cycles of the step's wall
+time minus the baseline's at that position (position 0 is the recorded step, 9 the one before
+it), and the whole cycle's difference as a share of the baseline cycle. Only ratios measured in
+one run mean anything on a shared machine.
+
+    python benchmarks/watch_floor.py [--cycles 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from depthlab.torch import Watch, zoo
+from depthlab.torch.accumulators import watch_kernels
+
+EVERY = 10
+
+
+class Floor:
+    """The minimal recorder (module docstring): sums only, kept in ``self.sums``."""
+
+    def __init__(self, model: nn.Module, kernels) -> None:
+        self.k = kernels
+        self.layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        self.snap = [torch.empty_like(m.weight) for m in self.layers]
+        self.handles: list = []
+        self.sums: list = []
+        self.calls = 0
+        self._arm()
+
+    def _forward(self, module, args, out: torch.Tensor) -> None:
+        v = out.detach().numpy()
+        alive = np.zeros(v.shape[-1], dtype=bool)
+        self.sums.append(self.k.layer_relu(v.reshape(-1, v.shape[-1]), alive))
+        out.grad_fn.register_prehook(self._backward)
+
+    def _backward(self, grads: tuple) -> None:
+        self.sums.append(self.k.sums(grads[0].numpy().reshape(-1)))
+
+    def _arm(self) -> None:
+        self.handles = [m.register_forward_hook(self._forward) for m in self.layers]
+        for m, buf in zip(self.layers, self.snap):
+            buf.copy_(m.weight.detach())
+
+    def step(self, loss: torch.Tensor) -> None:
+        n = self.calls
+        self.calls += 1
+        if n % EVERY == 0:
+            for h in self.handles:
+                h.remove()
+            for m, buf in zip(self.layers, self.snap):
+                self.sums.append(self.k.weight_sums(
+                    m.weight.detach().numpy().reshape(-1), m.weight.grad.numpy().reshape(-1),
+                    buf.numpy().reshape(-1), False))
+            self.sums = [float(loss.detach())]
+        if (n + 1) % EVERY == 0:
+            self._arm()
+
+
+def _loop(kind: str, kernels):
+    torch.manual_seed(0)
+    model = zoo.mlp([784, 100, 100, 100, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    rec = Watch(model, every=EVERY) if kind == "Watch" else \
+        Floor(model, kernels) if kind == "floor" else None
+    return model, opt, rec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cycles", type=int, default=300)
+    args = ap.parse_args()
+    kernels = watch_kernels()
+    if kernels is None:
+        raise SystemExit("the floor uses the compiled kernels: install depthlab[fast] (Numba)")
+    torch.set_num_threads(1)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 784, generator=g)
+    y = torch.randint(0, 10, (128,), generator=g)
+    loss_fn = nn.functional.cross_entropy
+    kinds = ("baseline", "control", "Watch", "floor")
+    loops = {k: _loop(k, kernels) for k in kinds}
+
+    def cycle(model, opt, rec) -> list[int]:
+        out = []
+        for _ in range(EVERY):
+            t0 = time.perf_counter_ns()
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            if rec is not None:
+                rec.step(loss)
+            opt.step()
+            out.append(time.perf_counter_ns() - t0)
+        return out
+
+    for _ in range(30):  # warm-up: kernels, allocator, Watch's first record (theory)
+        for k in kinds:
+            cycle(*loops[k])
+    times = {k: [[] for _ in range(EVERY)] for k in kinds}
+    for c in range(args.cycles):
+        for k in (kinds if c % 2 == 0 else kinds[::-1]):
+            for i, t in enumerate(cycle(*loops[k])):
+                times[k][i].append(t)
+    base = [statistics.median(t) / 1e3 for t in times["baseline"]]
+    print(f"torch {torch.__version__}; MLP 784-100-100-100-10, batch 128, 1 thread, pinned; "
+          f"{args.cycles} interleaved cycles of {EVERY} steps; load average "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("per step position: median wall time minus the baseline's (us); position 0 is the "
+          "recorded step")
+    print(f"{'':9s}" + "".join(f"{i:>8d}" for i in range(EVERY)) + f"{'cycle':>10s}{'share':>8s}")
+    print(f"{'baseline':9s}" + "".join(f"{b:8.0f}" for b in base) + f"{sum(base):10.0f}")
+    for k in kinds[1:]:
+        d = [statistics.median(t) / 1e3 - b for t, b in zip(times[k], base)]
+        print(f"{k:9s}" + "".join(f"{v:+8.0f}" for v in d)
+              + f"{sum(d):+10.0f}{100 * sum(d) / sum(base):+7.1f}%")
+
+
+if __name__ == "__main__":
+    main()
