@@ -471,7 +471,8 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     examples of the same shape as the training ones). Inputs are cast to the model's
     floating ``dtype`` (integer inputs such as token ids become int64, uint8/bool ``dtype``);
     integer labels become int64, float targets ``dtype``. A ``torch.utils.data`` Dataset of
-    ``(x, y)`` pairs or a DataLoader (its dataset; the doctor keeps its own batch order) is
+    ``(x, y)`` pairs or a DataLoader (the examples its sampler draws, through its own
+    ``collate_fn`` when that is not torch's default; the doctor keeps its own batch order) is
     taken as ``(x, y)`` (:func:`pairs_from_torch`), and a pair ``(train, val)`` of them as
     ``(x, y, x_val, y_val)``."""
     torch_data = (torch.utils.data.Dataset, torch.utils.data.DataLoader)
@@ -627,27 +628,78 @@ def _shaped_dataset(data: Any, model: nn.Module) -> Any:
             getattr(data, "y_val", None) if shaped_val is not None else None)
 
 
+def _default_collate(fn: Any) -> bool:
+    """Whether ``fn`` is torch's own collation (``default_collate``, or ``default_convert``
+    of a loader without batching): stacking the items adds nothing to them."""
+    from torch.utils.data import _utils
+
+    return fn in (_utils.collate.default_collate, _utils.collate.default_convert)
+
+
+def _loader_indices(loader: torch.utils.data.DataLoader) -> list[int] | None:
+    """The dataset indices a DataLoader visits in one pass, sorted (duplicates kept); None
+    when it visits every index once (a ``SequentialSampler``, or a ``RandomSampler`` without
+    replacement over the whole dataset). A ``SubsetRandomSampler`` (a train/validation split
+    by indices), a ``WeightedRandomSampler`` or a custom ``batch_sampler`` decides which
+    examples the loader trains on; their order is the doctor's own."""
+    from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
+
+    sampler, batches = loader.sampler, loader.batch_sampler
+    custom_batches = batches is not None and type(batches) is not BatchSampler
+    if not custom_batches:
+        if type(sampler) is SequentialSampler:
+            return None
+        if type(sampler) is RandomSampler and not sampler.replacement and \
+                sampler.num_samples == len(loader.dataset):
+            return None
+    drawn = (i for b in batches for i in b) if custom_batches else iter(sampler)
+    return sorted(int(i) for i in drawn)
+
+
 def pairs_from_torch(data: Any, device: torch.device, part: str = "training"
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` of a ``torch.utils.data`` DataLoader's dataset or of a Dataset: a
-    ``TensorDataset``'s two tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked
-    in index order, after checking that ``len`` times the first pair's size fits in memory."""
-    ds = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+    """``(x, y)`` of a ``torch.utils.data`` DataLoader or Dataset: a ``TensorDataset``'s two
+    tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked in index order, after
+    checking that ``len`` times the first pair's size fits in memory. A DataLoader gives the
+    examples its sampler draws in one pass (all of them for the default samplers; a
+    ``SubsetRandomSampler``'s indices; a custom ``batch_sampler``'s), in index order, and
+    when its ``collate_fn`` is not torch's default (it normalizes, casts, pads, builds
+    ``(x, y)`` from dicts) the batches that ``collate_fn`` makes of them, ``batch_size`` items
+    each in index order, concatenated: it must return ``(x, y)`` with the same shape per
+    example in every batch (a collate_fn padding each batch to its own longest sequence is
+    refused by name: pad to one fixed length). Its ``batch_size`` and ``shuffle`` are not
+    the doctor's (``batch_size=``, one fixed seeded order), and ``num_workers`` is not used."""
+    loader = data if isinstance(data, torch.utils.data.DataLoader) else None
+    ds = data.dataset if loader is not None else data
     what = type(ds).__name__
+    if isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
+        raise TypeError(f"data: {what} has no length (an iterable dataset); give (x, y) tensors "
+                        "or a map-style Dataset of (x, y) pairs")
+    idx = _loader_indices(loader) if loader is not None else None
+    if idx is not None:
+        ds = torch.utils.data.Subset(ds, idx)
+    if loader is not None and not _default_collate(loader.collate_fn):
+        return _collated(loader, ds, what, device, part)
+    if isinstance(ds, torch.utils.data.Subset) and \
+            isinstance(ds.dataset, torch.utils.data.TensorDataset) and len(ds):
+        inner = ds.dataset.tensors
+        if len(inner) == 2:
+            rows = torch.as_tensor(ds.indices, dtype=torch.long, device=inner[0].device)
+            return inner[0][rows], inner[1][rows.to(inner[1].device)]
     if isinstance(ds, torch.utils.data.TensorDataset):
         if len(ds.tensors) != 2:
             raise TypeError(f"a TensorDataset of (x, y) was expected, got {len(ds.tensors)} "
                             "tensors")
         return ds.tensors[0], ds.tensors[1]
-    if isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
-        raise TypeError(f"data: {what} has no length (an iterable dataset); give (x, y) tensors "
-                        "or a map-style Dataset of (x, y) pairs")
     n = len(ds)
     if n == 0:
         raise ValueError(f"the {part} data are empty")
     first = ds[0]
     if not isinstance(first, (tuple, list)) or len(first) != 2:
-        raise TypeError(f"data: {what}[0] is a {type(first).__name__}; expected an (x, y) pair")
+        hint = (f" (keys {sorted(map(str, first))[:6]}): give a DataLoader whose collate_fn "
+                "returns (x, y) batches" if isinstance(first, dict) else "")
+        raise TypeError(f"data: {what}[0] is a {type(first).__name__}{hint}; expected an "
+                        "(x, y) pair")
     pair = [_as_tensor(v, label) for v, label in zip(first, ("x", "y"))]
     check_fits(2 * n * sum(t.numel() * max(t.element_size(), 4) for t in pair), device)  # items
     # and their stacked copy
@@ -660,6 +712,43 @@ def pairs_from_torch(data: Any, device: torch.device, part: str = "training"
         return torch.stack(xs), torch.stack(ys)
     except RuntimeError as e:
         raise ValueError(f"data: the items of {what} differ in shape: {e}") from None
+
+
+def _collated(loader: torch.utils.data.DataLoader, ds: Any, what: str, device: torch.device,
+              part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pairs_from_torch` for a loader with its own ``collate_fn``: the batches it makes
+    of ``ds`` (the sampled items) in index order, concatenated."""
+    n = len(ds)
+    if n == 0:
+        raise ValueError(f"the {part} data are empty")
+    name = getattr(loader.collate_fn, "__name__", type(loader.collate_fn).__name__)
+    batched = loader.batch_size is not None or loader.batch_sampler is not None
+    size = loader.batch_size or (loader.batch_sampler.batch_size  # type: ignore[union-attr]
+                                 if hasattr(loader.batch_sampler, "batch_size") else 64) \
+        if batched else 1
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    for start in range(0, n, size):
+        items = [ds[i] for i in range(start, min(n, start + size))]
+        out = loader.collate_fn(items if batched else items[0])
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            keys = f" with keys {sorted(map(str, out))[:6]}" if isinstance(out, dict) else ""
+            raise TypeError(f"data: the DataLoader's collate_fn {name} returns a "
+                            f"{type(out).__name__}{keys}; expected an (x, y) pair of tensors")
+        bx, by = (_as_tensor(v, label) for v, label in zip(out, ("x", "y")))
+        if not batched:
+            bx, by = bx.unsqueeze(0), by.unsqueeze(0)
+        if xs and (bx.shape[1:] != xs[0].shape[1:] or by.shape[1:] != ys[0].shape[1:]):
+            raise ValueError(f"data: the DataLoader's collate_fn {name} makes batches of "
+                             f"different shapes per example (x {tuple(xs[0].shape[1:])} in "
+                             f"the first, {tuple(bx.shape[1:])} at item {start}); the doctor "
+                             "takes the data as one tensor: pad to one fixed length")
+        if not xs:
+            per = sum(t.numel() * max(t.element_size(), 4) for t in (bx, by)) / max(1, len(bx))
+            check_fits(int(2 * n * per), device)  # the batches and their concatenated copy
+        xs.append(bx)
+        ys.append(by)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def _check_finite(original: torch.Tensor, cast: torch.Tensor, label: str) -> torch.Tensor:
