@@ -5,7 +5,10 @@ Imported only through :func:`depthlab.torch.accumulators.watch_kernels` (which f
 ``numpy``); the torch operations of
 :mod:`depthlab.torch.accumulators` define the results and stay the path for CUDA/MPS, bf16/fp16 and
 tensor subclasses. ``reassoc`` lets the sums run in vector lanes (deterministic for one machine and
-build); NaN and infinity keep IEEE semantics.
+build); NaN and infinity keep IEEE semantics. A float32 block sum of squares that overflows
+(entries beyond ~1e19: sum x^2 > 3.4e38, where the torch operations' float64 norms do not)
+is taken again in float64, as one that underflows is: a layer output of std 6e18 had
+``pre_std`` NaN on this path and 6.0e18 on the torch operations' path.
 
 * :func:`sums` of a tensor's entries: ``(S1, S2, A) = (sum x, sum x^2, sum |x|)``.
 * :func:`relu_units` of ``a = relu(s)`` viewed as ``(outer, C, inner)`` (``C`` units on the
@@ -40,7 +43,7 @@ def sums(x: np.ndarray) -> tuple[float, float, float]:
     again in float64 (:func:`depthlab.probes.kernels.moments`) when the mean square falls below
     the dtype's ``TINY_SQUARE`` (squares of vanishing gradients underflow in float32)."""
     s1, s2, ab = block_moments(x, 0.0, x[:0])
-    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * x.size:
+    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * x.size or s2 == np.inf:
         s1, s2, ab, _ = moments(x, 0.0)
     return s1, s2, ab
 
@@ -104,7 +107,7 @@ def relu_units(a: np.ndarray, alive: np.ndarray) -> tuple[float, float, int]:
             s1 += t1
             s2 += t2
             z += tz
-    if s2 < (TINY_SQUARE_32 if a.itemsize == 4 else TINY_SQUARE_64) * a.size:
+    if s2 < (TINY_SQUARE_32 if a.itemsize == 4 else TINY_SQUARE_64) * a.size or s2 == np.inf:
         return _relu_units64(a, alive)
     for c in range(units):
         for o in range(outer):
@@ -172,7 +175,7 @@ def layer_relu(s: np.ndarray, alive: np.ndarray) -> tuple[float, float, float, f
     r2 += rest[3]
     z += rest[4]
     tiny = (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * n
-    if p2 < tiny or r2 < tiny:
+    if p2 < tiny or r2 < tiny or p2 == np.inf:
         p1, p2, r1, r2, z = _layer_relu64(x)
     outer, units = s.shape
     for c in range(units):
@@ -248,7 +251,8 @@ def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tup
     s02 += rest[5]
     sd2 += rest[6]
     tiny = (TINY_SQUARE_32 if w.itemsize == 4 else TINY_SQUARE_64) * n
-    if sw2 < tiny or sg2 < tiny or s02 < tiny or sd2 < tiny:
+    if sw2 < tiny or sg2 < tiny or s02 < tiny or sd2 < tiny \
+            or sw2 == np.inf or sg2 == np.inf or s02 == np.inf or sd2 == np.inf:
         sw, sw2, sg, sg2, sga, s02, sd2 = _weight_sums64(w, g, w0, 0)
     if copy:
         for i in range(n):
