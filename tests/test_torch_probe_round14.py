@@ -116,3 +116,45 @@ def test_float32_squares_that_overflow_probe_and_watch(kernels):
         got = _values(watch.frame(), step)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=1e-5), (step, key)
+
+
+# -- complex weights ------------------------------------------------------------------------------
+
+class _ComplexFront(nn.Module):
+    """A complex-valued linear layer, its magnitude into a real head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Linear(4, 6, dtype=torch.cfloat)
+        self.act = nn.Tanh()
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.act(self.c(x.to(torch.cfloat)).abs()))
+
+
+def test_complex_weights_are_not_a_layer():
+    """A module with a complex weight is no layer (only real floating-point weights are): probe
+    and Watch measure the real head; both ran the model and then failed inside torch
+    ('linalg.vector_norm: dtype should be complex for complex inputs, but got Double')."""
+    torch.manual_seed(0)
+    model = _ComplexFront()
+    x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 3
+    assert [info.name for info in dlt.discover(model, x)] == ["head"]
+    frame = dlt.probe(model, x, y, CE, percentiles=())
+    assert frame[frame.layer > 0].module.unique().tolist() == ["head"]
+    got = _values(frame)
+    with torch.no_grad():
+        h = model.head(model.act(model.c(x.to(torch.cfloat)).abs()))
+    assert got[(1, "pre_std")] == pytest.approx(_pstd(h), rel=1e-6)
+    assert got[(1, "weight_std")] == pytest.approx(_pstd(model.head.weight), rel=1e-6)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with dlt.Watch(model, every=1, theory=False) as watch:
+        for _ in range(2):
+            opt.zero_grad()
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    assert set(watch.frame().module.dropna()) <= {"head", ""}
+    assert (1, "update_ratio") in _values(watch.frame(), 1).index

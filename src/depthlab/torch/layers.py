@@ -397,8 +397,12 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     direction ``v`` rather than its magnitudes ``g``; the same for the deprecated
     ``torch.nn.utils.weight_norm``). A ``MultiheadAttention``'s ``bias_k``/``bias_v``
     (``add_bias_kv=True``: shape ``(1, 1, E)``, biases appended to the keys and values) are
-    not weights of its input projection."""
-    own = [(n, p) for n, p in module.named_parameters(recurse=False) if p.dim() >= 2]
+    not weights of its input projection. Only real floating-point parameters are weights: a
+    complex one (``nn.Linear(..., dtype=torch.cfloat)``) is not measured (its module's output
+    is complex too); ``dlt.probe`` and ``Watch`` ran the model and then failed inside torch
+    ('linalg.vector_norm: dtype should be complex for complex inputs')."""
+    own = [(n, p) for n, p in module.named_parameters(recurse=False)
+           if p.dim() >= 2 and p.is_floating_point()]
     if isinstance(module, nn.MultiheadAttention):  # pooled with the projections, they moved
         # weight_std 0.2529 -> 0.2533 and weight_grad_std 0.0130 -> 0.0125 (add_bias_kv=True)
         own = [(n, p) for n, p in own if n not in ("bias_k", "bias_v")]
@@ -411,7 +415,8 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
         own = [(n, p) for n, p in own if n not in magnitudes]
     for tensor_name, plist in getattr(module, "parametrizations", {}).items():
         originals = [(f"parametrizations.{tensor_name}.{n}", p)
-                     for n, p in plist.named_parameters(recurse=False) if p.dim() >= 2]
+                     for n, p in plist.named_parameters(recurse=False)
+                     if p.dim() >= 2 and p.is_floating_point()]
         if originals:
             own.append(max(originals, key=lambda np_: np_[1].numel()))
     return own
@@ -493,8 +498,9 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
                              f"one, since {kind} also has submodules ({kids}) and a layer is the "
                              "output of a module owning its weight; expected them in a "
                              "submodule that forward calls (e.g. an nn.Linear)")
-        raise ValueError(f"model {kind} has no weight layers (modules owning a "
-                         "parameter of >= 2 dimensions: Linear, Conv*, Embedding, RNN, ...)")
+        raise ValueError(f"model {kind} has no weight layers (modules owning a real "
+                         "floating-point parameter of >= 2 dimensions: Linear, Conv*, "
+                         "Embedding, RNN, ...)")
     return out
 
 
