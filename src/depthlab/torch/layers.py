@@ -447,6 +447,16 @@ class LayerInfo:
     activation: str | None = None
     calls: int = 0
 
+    def __repr__(self) -> str:
+        """One short line per layer, the weights as their shapes: the dataclass repr printed
+        ``owner`` (the whole module) and every weight tensor, so ``print(dlt.discover(model,
+        x))`` of a 3-layer MLP was a wall of ~60 lines of numbers."""
+        shapes = ", ".join(str(tuple(w.shape)) for w in self.weights)
+        extra = "" if self.has_output else ", has_output=False"
+        return (f"LayerInfo(index={self.index}, name={self.name!r}, kind={self.kind!r}, "
+                f"weights=[{shapes}], feature_axis={self.feature_axis}, norm={self.norm!r}, "
+                f"activation={self.activation!r}, calls={self.calls}{extra})")
+
 
 def weight_modules(model: nn.Module) -> list[LayerInfo]:
     """Every weight layer of ``model`` in ``named_modules()`` order (not yet numbered).
