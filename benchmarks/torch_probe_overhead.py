@@ -48,7 +48,7 @@ from depthlab.torch import Watch, zoo
 
 STEPS = {"mlp": 200, "resnet18": 40}
 SETTINGS = (("baseline", None, ()), ("every 10", 10, ()), ("every step", 1, ()),
-            ("every 10 + percentiles", 10, PERCENTILES))
+            ("every 10 + percentiles", 10, PERCENTILES), ("control: no Watch", None, ()))
 COCKPIT = {"every 10": "Cockpit: 1.06x every 16 steps (GPU CNN); goal <= 5%",
            "every step": "Cockpit: 63x every step (CPU MLP); goal <= 50%",
            "every 10 + percentiles": "pre_pK/act_pK too (not Watch's default)",
