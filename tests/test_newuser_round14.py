@@ -27,3 +27,22 @@ def test_discover_lists_layers_in_one_short_line_each():
     assert lines[0] == ("LayerInfo(index=1, name='0', kind='Linear', weights=[(64, 20)], "
                         "feature_axis=-1, norm=None, activation='1', calls=1)")
     assert "weights=[(3, 64)]" in lines[2] and "activation=None" in lines[2]
+
+
+def test_fit_with_a_model_option_says_it_belongs_to_mlp():
+    """README's regularization row lists ``dropout=`` beside ``dl.fit(..., l1=, l2=)``; a user's
+    ``dl.fit(net, x, y, dropout=0.2)`` was "unknown option 'dropout'" with a 40-name list and
+    no word of where dropout goes. Now the message says it is a model option of ``dl.mlp``
+    (and the README row says ``dl.mlp(..., dropout=)``)."""
+    import numpy as np
+
+    import depthlab as dl
+
+    net = dl.mlp([4, 8, 2], seed=0)
+    x, y = np.ones((4, 4), np.float32), np.array([0, 1, 0, 1])
+    for key, value in (("dropout", 0.2), ("batchnorm", True)):
+        with pytest.raises(TypeError, match=rf"'{key}' \({key} is a model option: "
+                           rf"dl\.mlp\(\.\.\., {key}=\.\.\.\)\)"):
+            dl.fit(net, x, y, epochs=1, **{key: value})
+    with pytest.raises(TypeError, match=r"did you mean 'momentum'"):  # the typo hint stays
+        dl.fit(net, x, y, epochs=1, momentun=0.9)

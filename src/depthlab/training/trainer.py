@@ -365,6 +365,15 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
     return out
 
 
+def _model_options() -> set[str]:
+    """The options of ``dl.mlp`` (the fields of :class:`depthlab.spec.ModelSpec`)."""
+    import dataclasses
+
+    from ..spec import ModelSpec
+
+    return {f.name for f in dataclasses.fields(ModelSpec)}
+
+
 def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> dict[str, Any]:
     """``optimizer_kwargs`` with the optimizer hyperparameters given directly (``fit(...,
     momentum=0.9)``, as a ``[train]`` section may); any other unknown keyword is a TypeError
@@ -384,6 +393,8 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
                 "net", "hyperparameters")]
             close = closest_name(key, own + known)
             hint = f" (did you mean {close!r}?)" if close else ""
+            if key in _model_options():  # fit(..., dropout=0.2): the README's regularization
+                hint = f" ({key} is a model option: dl.mlp(..., {key}=...))"  # row lists both
             raise TypeError(f"fit()/Trainer() got an unknown option {key!r}{hint}; accepted: "
                             f"{', '.join(own)} and the optimizer's hyperparameters "
                             f"({', '.join(known)})")
