@@ -106,13 +106,13 @@ def test_float32_squares_that_overflow_probe_and_watch(kernels):
         assert got[key] == pytest.approx(value, rel=1e-5), key
     opt = torch.optim.SGD(m.parameters(), lr=0.0)
     with dlt.Watch(m, every=1, theory=False) as watch:
-        for _ in range(3):
+        for _ in range(2):
             opt.zero_grad()
             loss = CE(m(x), y)
             loss.backward()
             watch.step(loss)
             opt.step()
-    for step in range(3):
+    for step in range(2):
         got = _values(watch.frame(), step)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, rel=1e-5), (step, key)
@@ -158,3 +158,224 @@ def test_complex_weights_are_not_a_layer():
             opt.step()
     assert set(watch.frame().module.dropna()) <= {"head", ""}
     assert (1, "update_ratio") in _values(watch.frame(), 1).index
+
+
+# -- checked and found correct: model kinds against autograd --------------------------------------
+
+def _reference(model: nn.Module, x, y, names: list[str]) -> dict:
+    """``name -> (outputs, output gradients)`` of the modules ``names`` (every call pooled), from
+    forward hooks that hand on ``out + 0`` (so an in-place change after the module does not
+    reach the stashed output) and one ``autograd.grad``."""
+    mods = dict(model.named_modules())
+    outs: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for n in names:
+        def hook(module, args, out, n=n):
+            outs.setdefault(n, []).append(out)
+            return out + 0
+        handles.append(mods[n].register_forward_hook(hook))
+    try:
+        loss = CE(model(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    keys = [(n, t) for n in outs for t in outs[n]]
+    grads = torch.autograd.grad(loss, [t for _, t in keys], allow_unused=True)
+    res: dict[str, tuple[list, list]] = {}
+    for (n, t), g in zip(keys, grads):
+        o, gs = res.setdefault(n, ([], []))
+        o.append(t.detach().reshape(-1))
+        if g is not None:
+            gs.append(g.reshape(-1))
+    return {n: (torch.cat(o), torch.cat(g) if g else None) for n, (o, g) in res.items()}
+
+
+def _matches(frame, ref: dict, blocks: tuple = (), rel: float = 1e-9) -> None:
+    q = frame[frame.step == 0].set_index(["module", "quantity"]).value
+    for n, (o, g) in ref.items():
+        if n in blocks:
+            assert q[(n, "block_grad_std")] == pytest.approx(_pstd(g), rel=rel), n
+            continue
+        assert q[(n, "pre_mean")] == pytest.approx(float(o.double().mean()), rel=rel, abs=1e-15)
+        assert q[(n, "pre_std")] == pytest.approx(_pstd(o), rel=rel), n
+        if g is not None:
+            assert q[(n, "grad_pre_std")] == pytest.approx(_pstd(g), rel=rel), n
+            assert q[(n, "grad_pre_absmean")] == pytest.approx(
+                float(g.double().abs().mean()), rel=rel), n
+    found = set(frame[frame.quantity == "block_grad_std"].module)
+    assert found == set(blocks), found
+
+
+class _UNet(nn.Module):
+    """Encoder output concatenated into the decoder: no residual add anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.a1 = nn.ReLU()
+        self.down = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.Tanh())
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(6, 4, 3, padding=1))
+        self.c2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.a2 = nn.GELU()
+        self.head = nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x):
+        e = self.a1(self.c1(x))
+        d = self.up(self.down(e))
+        return self.head(self.a2(self.c2(torch.cat([e, d], 1))).flatten(1))
+
+
+class _Residual(nn.Module):
+    """``relu(l2(tanh(l1(x))) (+)= shortcut)``: the add in place, scaled, projected, or the
+    layer's output scaled in place first."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.l1, self.act, self.l2 = nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 6)
+        self.proj = nn.Linear(6, 6, bias=False)
+
+    def forward(self, x):
+        out = self.l2(self.act(self.l1(x)))
+        if self.mode == "inplace":
+            out += x
+        elif self.mode == "scaled":
+            out = out + 0.5 * x
+        elif self.mode == "projected":
+            out = out + self.proj(x)
+        elif self.mode == "scaled_inplace":
+            out *= 0.5
+            out += x
+        return torch.relu(out)
+
+
+Y5 = torch.tensor([0, 2, 1, 1, 0])
+
+
+def test_unet_concatenation_is_no_residual_block():
+    torch.manual_seed(0)
+    model = _UNet().double()
+    x = torch.randn(5, 3, 8, 8, dtype=D, generator=torch.Generator().manual_seed(2))
+    frame = dlt.probe(model, x, Y5, CE, percentiles=())
+    names = ["c1", "down.1", "up.1", "c2", "head"]
+    _matches(frame, _reference(model, x, Y5, names))
+    with torch.no_grad():
+        e = model.c1(x)
+    q = _values(frame)
+    assert q[(1, "act_std")] == pytest.approx(_pstd(e.relu()), rel=1e-9)
+    assert q[(1, "dead_frac")] == float((e <= 0).all(3).all(2).all(0).double().mean())
+
+
+@pytest.mark.parametrize("mode", ["inplace", "scaled", "projected", "scaled_inplace"])
+def test_residual_adds_in_place_scaled_projected(mode):
+    """Each kind of add makes a block (``block_grad_std`` = std of dL/d(block output)); a layer
+    output scaled in place after its module returned keeps ``pre_*`` and ``grad_pre_*`` of the
+    module's output. The block runs three times (weights shared): its calls pooled."""
+    torch.manual_seed(0)
+    blk = _Residual(mode)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.blk, self.second, self.head = (nn.Linear(4, 6), blk,
+                                                          _Residual(mode), nn.Linear(6, 3))
+
+        def forward(self, x):
+            h = self.inp(x)
+            for _ in range(3):
+                h = self.blk(h)
+            return self.head(self.second(h))
+
+    model = Net().double()
+    x = torch.randn(5, 4, dtype=D, generator=torch.Generator().manual_seed(3))
+    frame = dlt.probe(model, x, Y5, CE, percentiles=())
+    names = ["inp", "blk.l1", "blk.l2", "second.l1", "second.l2", "head", "blk", "second"]
+    if mode == "projected":
+        names += ["blk.proj", "second.proj"]
+    _matches(frame, _reference(model, x, Y5, names), blocks=("blk", "second"))
+
+
+class _MoE(nn.Module):
+    """Top-1 routing to three experts through one shared Tanh; which experts run is set per
+    call (``route``): an expert may run on no row (skipped), on some, or on all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.experts = nn.ModuleList(nn.Linear(6, 6) for _ in range(3))
+        self.act = nn.Tanh()
+        self.route = [0, 1]
+
+    def forward(self, x):
+        idx = torch.tensor([self.route[i % len(self.route)] for i in range(x.shape[0])])
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            sel = idx == e
+            if sel.any():
+                out = out.index_put((sel,), self.act(expert(x[sel])))
+        return out + x
+
+
+def test_mixture_of_experts_in_a_watch():
+    """Experts that run at some recorded steps and not at others: each step's rows are that
+    step's experts' (their own rows through the shared activation), an expert that did not run
+    has weight rows only, its update ratio 0 while it gets no gradient; layer numbers stay."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), _MoE(), nn.Linear(6, 3)).double()
+    x = torch.randn(6, 4, dtype=D, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(6) % 3
+    routes = [[0, 1], [2], [1, 2], [0]]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    with dlt.Watch(model, every=1, theory=False, percentiles=()) as watch:
+        for route in routes:
+            model[1].route = route
+            before = [e.weight.detach().clone() for e in model[1].experts]
+            outs: dict[int, torch.Tensor] = {}
+            handles = [e.register_forward_hook(
+                lambda m, a, o, k=k, outs=outs: outs.__setitem__(k, o.detach().clone()))
+                for k, e in enumerate(model[1].experts)]
+            opt.zero_grad()
+            loss = CE(model(x), y)
+            loss.backward()
+            for h in handles:
+                h.remove()
+            grads = [e.weight.grad for e in model[1].experts]
+            watch.step(loss)
+            opt.step()
+            seen.append((outs, [None if g is None else g.clone() for g in grads], before))
+    frame = watch.frame()
+    numbers = frame[frame.layer > 0].groupby("module").layer.unique()
+    assert all(len(v) == 1 for v in numbers)
+    assert numbers["1.experts.2"][0] == 5  # first ran at step 1, after '2' (layer 4)
+    for step, (outs, grads, before) in enumerate(seen):
+        q = frame[frame.step == step].set_index(["module", "quantity"]).value
+        for k in range(3):
+            n = f"1.experts.{k}"
+            if k in outs:
+                o = outs[k]
+                assert q[(n, "pre_std")] == pytest.approx(_pstd(o), rel=1e-9)
+                assert q[(n, "act_std")] == pytest.approx(_pstd(torch.tanh(o)), rel=1e-9)
+                assert q[(n, "weight_grad_std")] == pytest.approx(_pstd(grads[k]), rel=1e-9)
+            else:
+                assert (n, "pre_std") not in q.index and (n, "weight_grad_std") not in q.index
+            if step:
+                prev = seen[step - 1][2][k]
+                want = float((before[k] - prev).norm() / prev.norm())
+                assert q[(n, "update_ratio")] == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+def test_layers_between_upsample_pixelshuffle_unflatten_fold():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.Unflatten(1, (4, 2, 2)), nn.Conv2d(4, 8, 1), nn.PixelShuffle(2),
+        nn.Conv2d(2, 3, 3, padding=1), nn.Sigmoid(), nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.Flatten(1), nn.Unflatten(1, (12, 16)), nn.Fold((8, 8), (2, 2), stride=2),
+        nn.Conv2d(3, 2, 1), nn.Flatten(), nn.Linear(128, 3)).double()
+    x = torch.randn(5, 8, dtype=D, generator=torch.Generator().manual_seed(5))
+    frame = dlt.probe(model, x, Y5, CE, percentiles=())
+    _matches(frame, _reference(model, x, Y5, ["0", "2", "4", "10", "12"]))
+    q = _values(frame)
+    assert (1, "act_std") not in q.index  # an Unflatten between: no follower
+    with torch.no_grad():
+        s = model[4](model[3](model[2](model[1](model[0](x)))))
+    assert q[(3, "act_std")] == pytest.approx(_pstd(torch.sigmoid(s)), rel=1e-9)
