@@ -54,10 +54,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="seed for --torch (default 0)")
     g.add_argument("--max-cures", type=int, default=None, metavar="K",
                    help="cures verified per finding with --verify (default 3)")
+    g.add_argument("--loss", default=None, metavar="NAME",
+                   help="loss for --torch: cross_entropy (default), nll, mse, l1, smooth_l1, "
+                        "huber, bce_with_logits, bce; mse, l1, smooth_l1 and huber also take "
+                        "a file's real-valued targets (regression)")
 
 
-TORCH_ONLY = ("data", "n", "optimizer", "lr", "batch_size", "seed", "max_cures")
-DEFAULTS = {"optimizer": "sgd", "batch_size": 64, "seed": 0, "max_cures": 3}
+TORCH_ONLY = ("data", "n", "optimizer", "lr", "batch_size", "seed", "max_cures", "loss")
+DEFAULTS = {"optimizer": "sgd", "batch_size": 64, "seed": 0, "max_cures": 3,
+            "loss": "cross_entropy"}
 """Defaults of the torch options; ``--lr`` is the doctor's per optimizer (0.1 for SGD, 1e-3)."""
 
 
@@ -132,6 +137,89 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: Any,
     return shaped(x, image_shape, model, rows)
 
 
+REGRESSION = ("mse", "l1", "smooth_l1", "huber")
+"""``--loss`` names that take real-valued targets (a file whose labels are not integers)."""
+
+
+def regression_dataset(path: str, *, seed: int, n: int | None) -> Any:
+    """A data file (``.csv``, ``.npz``) with real-valued targets as a regression data set:
+    ``x_train``/``y_train``/``x_val``/``y_val`` (float32; the file's own validation part, or
+    ``round(0.1 N)`` rows, and ``round(0.2 N)`` test rows left out, by a permutation seeded
+    with ``seed``, as :func:`depthlab.data.load_dataset` splits), ``n`` rows subsampled
+    first, and its ``info`` (``image_shape``)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ..data.files import load_file, looks_like_path
+
+    if not looks_like_path(path):
+        raise ValueError(f"unknown data set {path!r}")
+    raw = load_file(path)
+    x, y = np.asarray(raw.x), np.asarray(raw.y, dtype=np.float64)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} examples but {len(y)} targets")
+    if not np.isfinite(y).all():
+        raise ValueError(f"the targets hold {y[~np.isfinite(y)][0]}; accepted: finite numbers")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))[:n]
+    x, y = x[order], y[order]
+    if raw.x_val is not None and raw.y_val is not None:
+        x_val, y_val = np.asarray(raw.x_val), np.asarray(raw.y_val, dtype=np.float64)
+    else:
+        k_val, k_test = round(0.1 * len(x)), round(0.2 * len(x))
+        if len(x) - k_val - k_test < 1:
+            raise ValueError(f"{len(x)} rows leave none to train on after the validation and "
+                             "test parts")
+        x_val, y_val = x[:k_val], y[:k_val]
+        x, y = x[k_val + k_test:], y[k_val + k_test:]
+    flat = [a.reshape(len(a), -1).astype(np.float32) for a in (x, x_val)]
+    return SimpleNamespace(x_train=flat[0], y_train=y.astype(np.float32), x_val=flat[1],
+                           y_val=y_val.astype(np.float32), info=dict(raw.info))
+
+
+def _output_shape(model: Any, x: np.ndarray, torch: Any) -> tuple[int, ...] | None:
+    """The model's output shape per example on two rows (None when it does not run or does
+    not return a tensor: the doctor's own checks then say why)."""
+    from ..torch.train import model_device_dtype
+
+    device, dtype = model_device_dtype(model)
+    t = torch.as_tensor(x)
+    t = t.to(device=device, dtype=dtype if t.is_floating_point() else torch.int64)
+    try:
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            try:
+                out = model(t)
+            finally:
+                model.train(was)
+    except Exception:  # noqa: BLE001 - the doctor's check names the failure
+        return None
+    return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+
+
+def float_targets(y: np.ndarray, out: tuple[int, ...] | None, y_train: np.ndarray
+                  ) -> np.ndarray:
+    """Targets ``y`` for a loss of floats (``--loss mse``, ``bce_with_logits``, ...) and model
+    outputs of shape ``out`` per example: integer class labels become one-hot rows when the
+    model has one output per class (``out == (K,)`` with ``K > 1`` and every training label
+    below ``K``), else the targets as float32 numbers shaped like one output (``(N,)`` ->
+    ``(N, 1)`` for a model of one output column)."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.dtype.kind in "iub" and y.ndim == 1 and out is not None and len(out) == 1 \
+            and out[0] > 1 and len(y_train) and int(np.max(y_train)) < out[0]:
+        hot = np.zeros((len(y), out[0]), dtype=np.float32)
+        hot[np.arange(len(y)), np.clip(y, 0, out[0] - 1)] = 1.0
+        return hot
+    t = y.astype(np.float32)
+    if out is not None and t.ndim == 1 and int(np.prod(out)) == 1:
+        t = t.reshape(len(t), *out)
+    return t
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the torch doctor for ``depthlab doctor --torch ...``."""
     try:
@@ -159,6 +247,11 @@ def run(args: argparse.Namespace) -> int:
                         "2**64 - 1")
     if args.lr is not None and not 0 < args.lr < float("inf"):  # nan, inf: one rule
         raise UserError(f"--lr {args.lr} is not accepted; accepted: a finite number > 0")
+    from ..torch.doctor import LOSSES
+
+    args.loss = args.loss.strip().lower().replace("-", "_")
+    if args.loss not in LOSSES:
+        raise UserError(f"--loss {args.loss!r} is not accepted; accepted: {', '.join(LOSSES)}")
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
         torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
@@ -185,7 +278,15 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     """The user's factory and data set, shaped for the model, through the torch doctor."""
     make_model = load_factory(args.torch)
     try:
-        ds = load_dataset(args.data, seed=args.seed, n=args.n)
+        try:
+            ds = load_dataset(args.data, seed=args.seed, n=args.n)
+        except ValueError as e:
+            if args.loss not in REGRESSION or "labels must be" not in str(e):
+                if "non-integer values" in str(e):
+                    raise ValueError(f"{e}; for real-valued targets (regression) give --loss "
+                                     f"{', '.join(REGRESSION)}") from None
+                raise
+            ds = regression_dataset(args.data, seed=args.seed, n=args.n)
     except (ValueError, TypeError, OSError) as e:
         raise UserError(f"--data {args.data!r}: {e}") from None
     try:
@@ -197,10 +298,15 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
         raise UserError(f"--torch: {args.torch} returned a {type(probe_model).__name__}, not a "
                         "torch.nn.Module")
     shape = ds.info.get("image_shape")
-    data = (shape_inputs(ds.x_train, shape, probe_model), ds.y_train,
-            shape_inputs(ds.x_val, shape, probe_model, ds.x_train), ds.y_val)
+    x, x_val = (shape_inputs(ds.x_train, shape, probe_model),
+                shape_inputs(ds.x_val, shape, probe_model, ds.x_train))
+    y, y_val = ds.y_train, ds.y_val
+    if args.loss not in ("cross_entropy", "nll"):
+        out = _output_shape(probe_model, x[:2], torch)
+        y, y_val = (float_targets(t, out, ds.y_train) for t in (y, y_val))
+    data = (x, y, x_val, y_val)
     opt = args.optimizer if args.lr is None else (args.optimizer, {"lr": args.lr})
-    kwargs: dict[str, Any] = {"optimizer": opt,
+    kwargs: dict[str, Any] = {"optimizer": opt, "loss_fn": args.loss,
                               "batch_size": args.batch_size, "seed": args.seed,
                               "verify": args.verify, "max_cures": args.max_cures,
                               "out": args.out, "name": f"doctor {_text(Path(args.torch).name)}"}

@@ -86,6 +86,24 @@ FLOAT_TARGET_LOSSES = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, 
                        nn.HuberLoss)
 """Losses whose targets must be floating point (integer labels are kept as int64)."""
 
+LOSSES: dict[str, type[nn.Module]] = {
+    "cross_entropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss,
+    "l1": nn.L1Loss, "smooth_l1": nn.SmoothL1Loss, "huber": nn.HuberLoss,
+    "bce_with_logits": nn.BCEWithLogitsLoss, "bce": nn.BCELoss,
+}
+"""Loss names ``doctor(loss_fn=...)`` and ``depthlab doctor --torch --loss`` accept, each the
+``torch.nn`` loss with its defaults (mean over the batch)."""
+
+
+def loss_by_name(name: str) -> nn.Module:
+    """The loss module of a :data:`LOSSES` name (case-insensitive, ``-`` as ``_``); a
+    ValueError naming the accepted ones for any other."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)} (or a "
+                         "callable loss_fn(output, target))")
+    return LOSSES[key]()
+
 
 # -- the rules' view of a torch model ----------------------------------------------------------
 
@@ -859,7 +877,7 @@ def doctor(
     make_model_or_model: nn.Module | Callable[[], nn.Module],
     data: Any,
     *,
-    loss_fn: Callable | None = None,
+    loss_fn: Callable | str | None = None,
     optimizer: str | tuple[str, dict[str, Any]] = ("sgd", {"lr": 0.1}),
     steps: int = 200,
     batch_size: int = 64,
@@ -878,7 +896,8 @@ def doctor(
     Dataset/DataLoader of ``(x, y)`` pairs, or a pair ``(train, val)`` of them; arrays or
     tensors, moved to the model's device.
     ``loss_fn(model(x), y)`` must return a scalar tensor (default
-    ``nn.CrossEntropyLoss()``). ``optimizer``: ``(name, kwargs)`` with a name of
+    ``nn.CrossEntropyLoss()``), or a name of :data:`LOSSES` (``"mse"``, ...).
+    ``optimizer``: ``(name, kwargs)`` with a name of
     :data:`depthlab.torch.train.OPTIMIZERS` (``lr`` in kwargs; other kwargs such as
     ``momentum`` go to the optimizer). ``probe_every``: probe-table period (default
     ``steps // 10``). ``max_cures``: cures verified per finding. ``out``: a results folder;
@@ -901,6 +920,8 @@ def doctor(
         raise TypeError(f"verify must be True or False, got {verify!r}")
     verify = bool(verify)
     loss_fn = nn.CrossEntropyLoss() if loss_fn is None else loss_fn
+    if isinstance(loss_fn, str):
+        loss_fn = loss_by_name(loss_fn)
     if isinstance(loss_fn, type):
         raise TypeError(f"loss_fn must be a loss, not the class {loss_fn.__name__}: pass an "
                         f"instance such as {loss_fn.__name__}()")
