@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 import depthlab.torch as dlt  # noqa: E402
+from depthlab.probes import accel  # noqa: E402
 from depthlab.torch.accumulators import watch_kernels  # noqa: E402
 
 CE = nn.CrossEntropyLoss()
@@ -379,3 +380,68 @@ def test_layers_between_upsample_pixelshuffle_unflatten_fold():
     with torch.no_grad():
         s = model[4](model[3](model[2](model[1](model[0](x)))))
     assert q[(3, "act_std")] == pytest.approx(_pstd(torch.sigmoid(s)), rel=1e-9)
+
+
+class _ConvResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.r1, self.c2 = nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, h):
+        out = self.c2(self.r1(self.bn(self.c1(h))))
+        out += h
+        return torch.relu(out)
+
+
+class _Mixed(nn.Module):
+    """A channels-last conv stem, an in-place residual block with batch norm and in-place ReLU,
+    two wide layers into one shared ReLU (both outputs made before either goes in), a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.r0 = nn.Conv2d(3, 8, 3, padding=1), nn.ReLU()
+        self.block = _ConvResidual()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.a, self.b, self.shared = nn.Linear(8, 600), nn.Linear(8, 600), nn.ReLU()
+        self.head = nn.Linear(600, 3)
+
+    def forward(self, x):
+        z = self.pool(self.block(self.r0(self.stem(x)))).flatten(1)
+        p, q = self.a(z), self.b(z)
+        return self.head(self.shared(p) + self.shared(q))
+
+
+def _watched(monkeypatch, torch_ops: bool, percentiles: tuple):
+    with monkeypatch.context() as mp:
+        if torch_ops:
+            mp.setattr(accel, "kernels", lambda: None)
+        torch.manual_seed(0)
+        model = _Mixed().to(memory_format=torch.channels_last)
+        g = torch.Generator().manual_seed(6)
+        x = torch.randn(8, 3, 10, 10, generator=g).to(memory_format=torch.channels_last)
+        y = torch.arange(8) % 3
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        with dlt.Watch(model, every=1, theory=False, percentiles=percentiles) as watch:
+            for _ in range(3):
+                opt.zero_grad()
+                loss = CE(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+        return watch.frame().set_index(["step", "layer", "quantity"]).value, model
+
+
+@pytest.mark.parametrize("percentiles", [(), (5, 50, 95)])
+def test_kernels_path_equals_torch_operations_path(kernels, monkeypatch, percentiles):
+    """The compiled CPU kernels and the torch operations give the same rows (to 1e-6) over
+    three recorded steps (without percentiles the ReLUs after Linear layers are measured in
+    their layer's pass from the second record on), and training is the same."""
+    fast, m1 = _watched(monkeypatch, False, percentiles)
+    ops, m2 = _watched(monkeypatch, True, percentiles)
+    assert set(fast.index) == set(ops.index)
+    for key in fast.index:
+        assert fast[key] == pytest.approx(ops[key], rel=1e-6, abs=1e-9), key
+    assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
+    assert {"block_grad_std", "update_ratio", "dead_frac", "inactive_frac"} <= set(
+        fast.index.get_level_values(2))
