@@ -90,3 +90,135 @@ def test_dict_items_through_a_collate_fn_and_ragged_batches_named():
         tensor_data(DataLoader(Dicts(x, y), batch_size=16,
                                collate_fn=lambda b: torch.utils.data.default_collate(b)),
                     CPU, torch.float32, 0)
+
+
+# -- depthlab doctor --torch --loss -------------------------------------------------------------
+
+MODELS = ("import torch\nfrom torch import nn\n\n\n"
+          "def regressor():\n"
+          "    return nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 1))\n\n\n"
+          "def binary():\n"
+          "    return nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))\n")
+
+
+def cli_json(tmp_path, capsys, *args: str) -> tuple[int, dict | str]:
+    import json
+
+    from depthlab.cli import main
+
+    f = tmp_path / "models.py"
+    f.write_text(MODELS)
+    code = main(["doctor", "--torch", f"{f}:{args[0]}", *args[1:], "--steps", "3",
+                 "--out", str(tmp_path / "out"), "--quiet", "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else captured.err
+
+
+def test_cli_loss_mse_trains_a_regression_on_a_csv(tmp_path, capsys):
+    """A CSV with a real-valued target: was refused ('labels must be integers') with no way
+    to choose a loss; now --loss mse trains on the real targets, and without it the error
+    names --loss."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    frame = pd.DataFrame(x, columns=list("abcde"))
+    frame["label"] = x @ rng.normal(size=5) + 0.5
+    path = tmp_path / "house.csv"
+    frame.to_csv(path, index=False)
+    code, out = cli_json(tmp_path, capsys, "regressor", "--data", str(path), "--loss", "mse")
+    assert code == 0, out
+    assert out["settings"]["loss"] == "MSELoss"
+    assert 0 < out["baseline"]["train_loss"] < float(frame["label"].var()) * 3
+    code, err = cli_json(tmp_path, capsys, "regressor", "--data", str(path))
+    assert code == 2 and "for real-valued targets (regression) give --loss mse" in err
+
+
+def test_cli_loss_bce_with_logits_on_binary_labels_and_unknown_loss(tmp_path, capsys):
+    """A one-output model on spirals (labels 0/1): was 'the labels hold 1 ... but the model
+    has 1 outputs' (cross-entropy only); --loss bce_with_logits takes the labels as floats of
+    the output's shape. An unknown name is one line, exit 2."""
+    code, out = cli_json(tmp_path, capsys, "binary", "--data", "spirals", "--n", "200",
+                         "--loss", "bce_with_logits")
+    assert code == 0, out
+    assert out["settings"]["loss"] == "BCEWithLogitsLoss"
+    assert 0.5 < out["baseline"]["train_loss"] < 0.9  # about log 2 after 3 steps
+    code, err = cli_json(tmp_path, capsys, "binary", "--data", "spirals", "--loss", "hinge")
+    assert code == 2 and err.strip().splitlines() == [
+        "depthlab: error: --loss 'hinge' is not accepted; accepted: cross_entropy, nll, mse, "
+        "l1, smooth_l1, huber, bce_with_logits, bce"]
+
+
+def test_float_targets_one_hot_for_one_output_per_class():
+    import numpy as np
+
+    from depthlab.cli.torch_doctor import float_targets
+
+    y = np.array([0, 2, 1])
+    assert float_targets(y, (3,), y).tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
+    assert float_targets(y, (1,), y).tolist() == [[0.0], [2.0], [1.0]]
+    assert float_targets(y, (), y).tolist() == [0.0, 2.0, 1.0]
+    assert dlt.doctor.__kwdefaults__["loss_fn"] is None
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; expected one of cross_entropy"):
+        dlt.doctor(lambda: nn.Linear(2, 2), (torch.randn(20, 2), torch.zeros(20).long()),
+                   loss_fn="hinge", steps=1, verify=False)
+
+
+# -- activations a custom forward applies after a normalization or dropout module -----------
+
+
+class CifarBlock(nn.Module):
+    """The usual CIFAR ResNet block written with functions: ``F.relu(self.bn1(self.conv1(x)))``
+    and ``F.relu(self.bn2(self.conv2(out)) + x)``."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.relu(self.bn1(self.conv1(x)))
+        return nn.functional.relu(self.bn2(self.conv2(out)) + x)
+
+
+class CifarNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.layer = nn.Sequential(CifarBlock(4), CifarBlock(4))
+        self.fc = nn.Linear(4 * 16, 16)
+        self.bn_fc = nn.BatchNorm1d(16)
+        self.drop = nn.Dropout(0.3)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer(nn.functional.relu(self.bn1(self.conv1(x))))
+        out = nn.functional.avg_pool2d(out, 2).flatten(1)
+        return self.head(self.drop(torch.tanh(self.bn_fc(self.fc(out)))))
+
+
+def test_functional_activation_after_a_norm_module_is_found():
+    """conv -> BatchNorm2d -> F.relu and Linear -> BatchNorm1d -> tanh -> Dropout: trace
+    compared the next layer's input with the conv's own output only (no norm in between
+    allowed), so every such layer had no activation and the doctor said 'no activation
+    module' (init rules silent) for the usual functional ResNet; now each gets the function
+    applied to its norm's output, with normalized=True."""
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    layers = rx.trace(CifarNet(), torch.randn(8, 1, 8, 8))
+    got = {t.name: (t.activation_name, t.functional, t.normalized) for t in layers}
+    assert got == {"conv1": ("relu", True, True),
+                   "layer.0.conv1": ("relu", True, True),
+                   "layer.0.conv2": (None, False, True),  # relu of a residual sum: not its own
+                   "layer.1.conv1": ("relu", True, True),
+                   "layer.1.conv2": (None, False, True),
+                   "fc": ("tanh", True, True), "head": (None, False, False)}
+    x = torch.randn(60, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    diag = dlt.doctor(CifarNet, (x, torch.arange(60) % 10), steps=2, batch_size=16,
+                      verify=False)
+    assert diag.config["activation"] == "relu" and diag.config["batchnorm"] is True

@@ -235,22 +235,29 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | Non
     return None
 
 
+def _unchanged(s: torch.Tensor, nxt: torch.Tensor) -> bool:
+    """Whether ``nxt`` holds the entries of ``s`` in the same order (a reshape of it)."""
+    return s.numel() == nxt.numel() and s.dtype == nxt.dtype and \
+        torch.equal(s.reshape(-1), nxt.reshape(-1))
+
+
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     """Weight layers (modules owning a ≥ 2-D parameter) in the order they first run on ``x``
     (one forward pass without gradients, inside :func:`untouched`), each with the activation
     module that runs next before any other weight layer; layers that never run come last.
     A layer with no activation module after it whose output reaches the next weight layer
     through a function the forward applies itself (``torch.sigmoid(self.fc1(x))``,
-    ``F.relu``, ``x.tanh()``, reshapes such as ``flatten`` around it) gets that function as
-    a stand-in module (:func:`functional_activation`, ``functional=True``)."""
+    ``F.relu``, ``x.tanh()``, reshapes such as ``flatten`` around it, also after a
+    normalization, dropout or pooling module, ``F.relu(self.bn(self.conv(x)))``) gets that
+    function as a stand-in module (:func:`functional_activation`, ``functional=True``)."""
     names = {m: n for n, m in model.named_modules()}
     calls: list[nn.Module] = []
     seen_io: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
 
     def hook(module: nn.Module, inp: Any, out: Any) -> None:
         calls.append(module)
-        if weight_tensors(module):  # copies: a later in-place activation changes the output
-            i, o = _first_tensor(inp), _first_tensor(out)
+        if weight_tensors(module) or isinstance(module, PASS_THROUGH):  # copies: a later
+            i, o = _first_tensor(inp), _first_tensor(out)  # in-place activation changes them
             seen_io.append((None if i is None else i.detach().clone(),
                             None if o is None else o.detach().clone()))
         else:
@@ -266,15 +273,21 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
             continue
         seen.add(m)
         act, normed, functional = None, False, False
-        between = True  # only reshaping modules between this layer and the next one so far
+        # the tensor the forward may apply an activation to itself: the layer's output, then
+        # the output of each normalization, dropout, pooling or reshaping module after it as
+        # long as each takes the previous one's output unchanged (conv -> bn -> F.relu)
+        last = seen_io[i][1]
         for j in range(i + 1, len(calls)):
             nxt = calls[j]
+            nxt_in = seen_io[j][0]
+            if last is not None and nxt_in is not None and activation_name(nxt) is None:
+                act = functional_activation(last, nxt_in)
+                if act is not None:
+                    functional = True
+                    break
+                if not _unchanged(last, nxt_in):
+                    last = None  # something else between: a sum, a slice, a function
             if weight_tensors(nxt):
-                s, nxt_in = seen_io[i][1], seen_io[j][0]
-                if between and s is not None and nxt_in is not None:
-                    # the forward may apply the activation itself
-                    act = functional_activation(s, nxt_in)
-                    functional = act is not None
                 break
             if activation_name(nxt) is not None:
                 act = nxt
@@ -283,7 +296,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
                 normed = True
             elif not isinstance(nxt, PASS_THROUGH):
                 break
-            between = between and isinstance(nxt, (nn.Flatten, nn.Identity))
+            last = seen_io[j][1] if last is not None else None
         out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=functional,
                                calls=runs[m]))
     for m in model.modules():
