@@ -222,3 +222,35 @@ def test_functional_activation_after_a_norm_module_is_found():
     diag = dlt.doctor(CifarNet, (x, torch.arange(60) % 10), steps=2, batch_size=16,
                       verify=False)
     assert diag.config["activation"] == "relu" and diag.config["batchnorm"] is True
+
+
+class ListedLayers(nn.Module):
+    """Hidden layers called through a plain Python list (also registered as attributes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+        self.hidden = [self.fc1, self.fc2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.hidden:
+            x = torch.sigmoid(layer(x))
+        return self.out(x)
+
+
+def test_batch_norms_that_would_never_run_are_not_a_cure():
+    """insert_batchnorm replaced the attributes fc1, fc2 by nn.Sequential(layer, norm) and
+    reported 2 norms inserted, but the forward calls the layers through its list: the norms
+    never ran (0 calls) and the doctor verified 'batch norm' on an unchanged model. Now
+    NotApplicable naming the layers (the doctor skips that cure)."""
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    with pytest.raises(rx.NotApplicable, match=r"a batch norm after 'fc1', 'fc2' would never "
+                                               r"run: .*plain Python list"):
+        rx.insert_batchnorm(ListedLayers(), torch.randn(8, 8))
+    listed = nn.ModuleList([nn.Linear(8, 16), nn.Linear(16, 16)])
+    model = ListedLayers()
+    model.fc1, model.fc2 = listed[0], listed[1]
+    model.hidden = listed  # an nn.ModuleList: the same layers, now reachable
+    assert rx.insert_batchnorm(model, torch.randn(8, 8)) == 2

@@ -558,11 +558,13 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     layer (:func:`output_layer`), which gets none (its activation, e.g. a ``BCELoss``
     model's sigmoid, is the model's output)."""
     ranks = _linear_output_ranks(model, x)
-    out = output_layer(trace(model, x)) if x is not None else None
+    traced = trace(model, x) if x is not None else []
+    out = output_layer(traced)
     last = out.module if out is not None else None
     device, dtype = next(((p.device, p.dtype) for p in model.parameters()
                           if p.is_floating_point()), (torch.device("cpu"), torch.float32))
     count = 0
+    inserted: list[tuple[nn.Module, nn.Module]] = []  # (layer, its new norm)
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         # every slot in order, also a module that fills several (one shared activation
         # instance), which named_children lists once
@@ -574,6 +576,7 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
             bn = _norm_for(child, ranks.get(id(child), 2)) if child is not last else None
             if bn is not None and nxt is not None and activation_name(nxt) is not None:
                 new.append((f"{name}_bn", bn.to(device=device, dtype=dtype)))
+                inserted.append((child, bn))
                 count += 1
         if len(new) != len(items):
             for name in list(seq._modules):
@@ -581,15 +584,35 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
             for name, child in new:
                 seq.add_module(name, child)
     if x is not None:
-        count += _wrap_with_norms(model, x, last, ranks, device, dtype)
+        count += _wrap_with_norms(model, x, last, ranks, device, dtype, inserted)
     if not count:
         raise NotApplicable("no Linear/Conv layer followed by an activation (a module or a "
                             "function of the forward) without a normalization before it")
+    if x is not None:
+        _check_norms_run(model, x, traced, inserted)
     return count
 
 
+def _check_norms_run(model: nn.Module, x: torch.Tensor, traced: list[TracedLayer],
+                     inserted: list[tuple[nn.Module, nn.Module]]) -> None:
+    """:class:`NotApplicable` when a norm inserted after a layer that ran on ``x`` does not
+    run: the forward reaches that layer through a reference outside the module tree (a plain
+    Python list of layers, a closure), so the model would train unchanged and the cure be
+    judged on a model it never reached."""
+    names = {id(t.module): t.name for t in traced if t.ran}
+    check = [(layer, bn) for layer, bn in inserted if id(layer) in names]
+    ran: set[int] = set()
+    _forward_with_hook(model, x, [bn for _, bn in check], lambda m, _i, _o: ran.add(id(m)))
+    idle = [names[id(layer)] for layer, bn in check if id(bn) not in ran]
+    if idle:
+        raise NotApplicable(f"a batch norm after {', '.join(map(repr, idle[:4]))} would never "
+                            "run: the forward calls the layer through a reference outside the "
+                            "model's modules (e.g. a plain Python list; use nn.ModuleList)")
+
+
 def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
-                     ranks: dict[int, int], device: torch.device, dtype: torch.dtype) -> int:
+                     ranks: dict[int, int], device: torch.device, dtype: torch.dtype,
+                     inserted: list[tuple[nn.Module, nn.Module]]) -> int:
     """:func:`insert_batchnorm` for the layers outside an ``nn.Sequential`` slot that is
     directly followed by its activation: each slot holding such a layer gets
     ``nn.Sequential(layer, norm)`` (after the Sequential pass, so those layers now show a
@@ -602,13 +625,14 @@ def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
         bn = _norm_for(t.module, ranks.get(id(t.module), 2))
         if bn is not None:
             wrap[id(t.module)] = nn.Sequential(t.module, bn.to(device=device, dtype=dtype))
-    count = 0
-    for parent in list(model.modules()):
+            inserted.append((t.module, wrap[id(t.module)][1]))
+    placed: set[int] = set()  # layers, not slots: one layer may fill two (an attribute and
+    for parent in list(model.modules()):  # an nn.ModuleList entry)
         for name, child in list(parent._modules.items()):
             if child is not None and id(child) in wrap and parent is not wrap[id(child)]:
                 setattr(parent, name, wrap[id(child)])
-                count += 1
-    return count
+                placed.add(id(child))
+    return len(placed)
 
 
 # -- applying a prescription -------------------------------------------------------------------
