@@ -254,3 +254,30 @@ def test_batch_norms_that_would_never_run_are_not_a_cure():
     model.fc1, model.fc2 = listed[0], listed[1]
     model.hidden = listed  # an nn.ModuleList: the same layers, now reachable
     assert rx.insert_batchnorm(model, torch.randn(8, 8)) == 2
+
+
+class IdleModule(nn.Module):
+    """A registered nn.Sigmoid the forward never calls: it applies torch.sigmoid itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.out = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+        self.act = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.sigmoid(self.fc2(torch.sigmoid(self.fc1(x)))))
+
+
+def test_an_activation_swap_of_modules_that_never_run_is_not_a_cure():
+    """swap_activations replaced the idle self.act and reported 1 swap: the 'ReLU with He
+    initialization' cure then trained the unchanged sigmoid network (Glorot-initialized, as
+    trace still finds sigmoids) under the ReLU cure's name. Now NotApplicable."""
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 8)
+    with pytest.raises(rx.NotApplicable, match=r"the 1 activation module\(s\) replaced by relu "
+                                               r"never run: the forward applies"):
+        rx.swap_activations(IdleModule(), "relu", x)
+    seq = nn.Sequential(nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 2))
+    assert rx.swap_activations(seq, "relu", x) == 1 and isinstance(seq[1], nn.ReLU)

@@ -485,12 +485,15 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
     holding it is replaced, also when one instance fills several (``act`` shared in
     ``nn.Sequential(l1, act, l2, act)``), which ``named_children`` lists once. ``x``: a data
     batch, to find the output layer (:func:`output_layer`), whose activation is kept (a
-    ``BCELoss`` model's sigmoid swapped for a ReLU gives outputs outside [0, 1])."""
+    ``BCELoss`` model's sigmoid swapped for a ReLU gives outputs outside [0, 1]), and to check
+    that a replaced module runs (:class:`NotApplicable` when none does: a module the forward
+    never calls, beside activations it applies itself)."""
     if new not in NEW_ACTIVATIONS:
         raise ValueError(f"unknown activation {new!r}; expected one of {sorted(NEW_ACTIVATIONS)}")
     out = output_layer(trace(model, x)) if x is not None else None
     keep = out.activation if out is not None else None
     count = 0
+    swapped: list[nn.Module] = []
     for parent in model.modules():
         for child_name, child in list(parent._modules.items()):
             if child is None or child is keep:
@@ -502,9 +505,17 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
             if new == "relu" and getattr(child, "inplace", False):
                 repl = nn.ReLU(inplace=True)
             setattr(parent, child_name, repl)
+            swapped.append(repl)
             count += 1
     if not count:
         raise NotApplicable(f"no activation module of a hidden layer to replace by {new}")
+    if x is not None:  # modules the forward never calls (it applies torch.sigmoid itself)
+        ran: set[int] = set()
+        _forward_with_hook(model, x, swapped, lambda m, _i, _o: ran.add(id(m)))
+        if not ran:
+            raise NotApplicable(f"the {count} activation module(s) replaced by {new} never "
+                                "run: the forward applies its activations itself (e.g. "
+                                "torch.sigmoid(...)), which no module swap changes")
     return count
 
 
