@@ -5,6 +5,19 @@ middle of a long command). The bugs it found, one regression test each."""
 from __future__ import annotations
 
 import pytest
+from helpers.cli import one_blas_thread, run_cli
+
+TINY = """name = "tiny"
+[data]
+name = "spirals"
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+epochs = 1
+seed = {seed}
+[probes]
+every = 20
+"""
 
 
 def test_discover_lists_layers_in_one_short_line_each():
@@ -46,3 +59,41 @@ def test_fit_with_a_model_option_says_it_belongs_to_mlp():
             dl.fit(net, x, y, epochs=1, **{key: value})
     with pytest.raises(TypeError, match=r"did you mean 'momentum'"):  # the typo hint stays
         dl.fit(net, x, y, epochs=1, momentun=0.9)
+
+
+def test_interrupted_export_keeps_the_previous_export_whole(tmp_path, monkeypatch, capsys):
+    """README: Ctrl-C stops any command; nothing is left half-written. ``depthlab export`` wrote
+    its 9 tables one after the other, each renamed into place when done: interrupted while
+    writing histograms.csv (`timeout -s INT 2.5 depthlab export`), it left runs.csv, steps.csv,
+    epochs.csv, evals.csv and probes.csv new (34 runs) beside the previous histograms.csv (10
+    runs). Now every table is written to a temporary first and all are renamed together: the
+    previous export stays whole, and no temporary is left."""
+    from depthlab.experiments.store import Store
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    for seed in (0, 1):
+        (tmp_path / "tiny.toml").write_text(TINY.format(seed=seed))
+        code, _, err = run_cli(capsys, "run", "tiny.toml", "--out", "res", "--quiet")
+        assert code == 0, err
+        if seed == 0:
+            code, _, err = run_cli(capsys, "export", "res")
+            assert code == 0, err
+            before = {p.name: p.read_bytes() for p in (tmp_path / "res/export").iterdir()}
+    table = Store.table
+
+    def interrupted(self, name):
+        if name == "histograms":  # the Ctrl-C comes while the 6th table is written
+            raise KeyboardInterrupt
+        return table(self, name)
+
+    monkeypatch.setattr(Store, "table", interrupted)
+    code, _, err = run_cli(capsys, "export", "res")
+    assert code == 130 and err.strip() == "depthlab: interrupted", err
+    after = {p.name: p.read_bytes() for p in (tmp_path / "res/export").iterdir()}
+    assert after == before  # runs.csv still lists the one run that histograms.csv holds
+    monkeypatch.setattr(Store, "table", table)
+    code, _, err = run_cli(capsys, "export", "res")  # and an export that ends replaces all
+    assert code == 0, err
+    runs = (tmp_path / "res/export/runs.csv").read_text().splitlines()
+    assert len(runs) == 3 and after["runs.csv"].decode().count("\n") == 2

@@ -20,7 +20,7 @@ import re
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -102,14 +102,10 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to
-    ``path`` (mode 0644: results are meant to be shared). Returns ``path``.
-
-    Stale temporaries of killed writers in the folder are removed first. An ``OSError`` while
-    creating, writing or renaming becomes :class:`AtomicWriteError` ("cannot write PATH: no
-    space left on device"); ``path`` keeps its previous content."""
-    path = Path(path)
+def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
+    """Call ``write(binary_file)`` on a new temporary file next to ``path`` (mode 0644) and
+    return the temporary's name; ``path`` is not touched. An ``OSError`` becomes
+    :class:`AtomicWriteError` naming ``path``; on any failure the temporary is removed."""
     if path.is_dir():  # os.replace's "Is a directory (the previous version is kept)"
         raise AtomicWriteError(errno.EISDIR, f"cannot write {str(path)!r}: it is a folder; "
                                "expected a file name")
@@ -130,16 +126,78 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException as exc:
+        _unlink(tmp)
+        _raise_named(exc, path)
+        raise
+    return tmp
+
+
+def _unlink(tmp: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def _raise_named(exc: BaseException, path: Path) -> None:
+    """Raise ``exc`` as an :class:`AtomicWriteError` naming ``path`` when it is a plain
+    ``OSError`` with an errno; return otherwise (the caller re-raises ``exc``)."""
+    if isinstance(exc, OSError) and not isinstance(exc, AtomicWriteError) \
+            and exc.errno is not None:
+        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)} "
+                               "(the previous version is kept)") from exc
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then rename it to
+    ``path`` (mode 0644: results are meant to be shared). Returns ``path``.
+
+    Stale temporaries of killed writers in the folder are removed first. An ``OSError`` while
+    creating, writing or renaming becomes :class:`AtomicWriteError` ("cannot write PATH: no
+    space left on device"); ``path`` keeps its previous content."""
+    path = Path(path)
+    tmp = _stage(path, write)
+    try:
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, AtomicWriteError) \
-                and exc.errno is not None:
-            raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)} "
-                                   "(the previous version is kept)") from exc
+        _unlink(tmp)
+        _raise_named(exc, path)
         raise
     return path
+
+
+def atomic_write_all(items: Iterable[tuple[str | os.PathLike,
+                                           Callable[[BinaryIO], object]]]) -> list[Path]:
+    """Write several files as one: each ``(path, write)`` is written to a temporary file next
+    to its path, and only once all n are complete are the n renamed, so an error or a Ctrl-C
+    while writing the k-th leaves every one of them as it was (an export interrupted after 5
+    of its 9 tables left runs.csv of 34 runs beside the previous histograms.csv of 10). A
+    KeyboardInterrupt among the renames (microseconds) finishes them before it goes on.
+    ``items`` may be a generator (each write's data made only when its turn comes). Returns
+    the paths."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, write in items:
+            staged.append((_stage(Path(path), write), Path(path)))
+    except BaseException:
+        for tmp, _ in staged:
+            _unlink(tmp)
+        raise
+    done = 0
+    try:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            done += 1
+    except KeyboardInterrupt:
+        for tmp, path in staged[done:]:
+            with contextlib.suppress(FileNotFoundError):  # the one renamed as it came
+                os.replace(tmp, path)
+        raise
+    except BaseException as exc:
+        for tmp, _ in staged[done:]:
+            _unlink(tmp)
+        _raise_named(exc, staged[done][1])
+        raise
+    return [path for _, path in staged]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

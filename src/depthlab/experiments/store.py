@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write_all
 from ..equality import value_eq
 from ..jsonable import jsonable
 from ..validators import as_number
@@ -767,8 +767,9 @@ class Store:
     @_reading
     def export(self, out_path: str | os.PathLike, fmt: str = "csv") -> list[Path]:
         """Write every table to ``out_path/<table>.csv`` (or ``.parquet``); the runs table also
-        gets its final metrics as columns. Each file is written to a temporary name and then
-        renamed, so an interrupted export never leaves a half-written file."""
+        gets its final metrics as columns. Every file is written to a temporary name and only
+        then are they all renamed, so an interrupted export never leaves a half-written file,
+        nor new tables beside an earlier export's (:func:`depthlab.atomic.atomic_write_all`)."""
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'parquet'")
         if fmt == "parquet":
@@ -782,19 +783,22 @@ class Store:
             return self._export(out, fmt)
 
     def _export(self, out: Path, fmt: str) -> list[Path]:
-        written: list[Path] = []
-        for name in EXPORTED:
-            df = self.table(name)
-            if name == "runs":
-                flat = self.runs()
-                for k in METRIC_KEYS + tuple(c for c in flat.columns if c not in df.columns
-                                             and c not in METRIC_KEYS):
-                    if k in flat.columns and k not in df.columns:
-                        df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
-            writer = df.to_csv if fmt == "csv" else df.to_parquet
-            written.append(atomic_write(out / f"{name}.{fmt}",
-                                        lambda fh, w=writer: w(fh, index=False)))
-        return written
+        def tables() -> Iterator[tuple[Path, Callable[[Any], object]]]:
+            for name in EXPORTED:  # one table in memory at a time
+                df = self.table(name)
+                if name == "runs":
+                    flat = self.runs()
+                    for k in METRIC_KEYS + tuple(c for c in flat.columns if c not in df.columns
+                                                 and c not in METRIC_KEYS):
+                        if k in flat.columns and k not in df.columns:
+                            df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
+                writer = df.to_csv if fmt == "csv" else df.to_parquet
+                yield out / f"{name}.{fmt}", lambda fh, w=writer: w(fh, index=False)
+
+        # every table written first, then all renamed: an export interrupted after a few
+        # tables left them new beside the previous export's others (runs.csv listing 34 runs,
+        # histograms.csv still of 10)
+        return atomic_write_all(tables())
 
 
 _ADD_MEMBER = "INSERT OR IGNORE INTO sweep_points (sweep, run_id) VALUES (?, ?)"
