@@ -495,7 +495,7 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     ``(x, y, x_val, y_val)``."""
     torch_data = (torch.utils.data.Dataset, torch.utils.data.DataLoader)
     if isinstance(data, torch_data):
-        data = pairs_from_torch(data, device)
+        data = pairs_from_torch(data, device, seed=seed)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and \
             any(isinstance(p, torch_data) for p in data):
         # (train_loader, val_loader): was taken for (x, y), 'x must be an array or a tensor,
@@ -505,8 +505,8 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
             raise TypeError(f"data is a pair of a torch Dataset/DataLoader and a "
                             f"{type(bad).__name__}; expected (train, val) as two torch "
                             "Datasets/DataLoaders of (x, y) pairs, or (x, y) arrays/tensors")
-        data = (*pairs_from_torch(data[0], device),
-                *pairs_from_torch(data[1], device, "validation"))
+        data = (*pairs_from_torch(data[0], device, seed=seed),
+                *pairs_from_torch(data[1], device, "validation", seed))
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
         parts = [data.x_train, data.y_train, getattr(data, "x_val", None),
                  getattr(data, "y_val", None)]
@@ -654,12 +654,14 @@ def _default_collate(fn: Any) -> bool:
     return fn in (_utils.collate.default_collate, _utils.collate.default_convert)
 
 
-def _loader_indices(loader: torch.utils.data.DataLoader) -> list[int] | None:
+def _loader_indices(loader: torch.utils.data.DataLoader, seed: int = 0) -> list[int] | None:
     """The dataset indices a DataLoader visits in one pass, sorted (duplicates kept); None
     when it visits every index once (a ``SequentialSampler``, or a ``RandomSampler`` without
     replacement over the whole dataset). A ``SubsetRandomSampler`` (a train/validation split
     by indices), a ``WeightedRandomSampler`` or a custom ``batch_sampler`` decides which
-    examples the loader trains on; their order is the doctor's own."""
+    examples the loader trains on; their order is the doctor's own. A random draw (with
+    replacement, a weighted one) takes torch's global generator seeded with ``seed`` (the same
+    draw in every call), or the sampler's own ``generator``, whose state is restored after."""
     from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
 
     sampler, batches = loader.sampler, loader.batch_sampler
@@ -670,11 +672,22 @@ def _loader_indices(loader: torch.utils.data.DataLoader) -> list[int] | None:
         if type(sampler) is RandomSampler and not sampler.replacement and \
                 sampler.num_samples == len(loader.dataset):
             return None
-    drawn = (i for b in batches for i in b) if custom_batches else iter(sampler)
-    return sorted(int(i) for i in drawn)
+    gens = [g for g in (getattr(sampler, "generator", None),
+                        getattr(batches, "generator", None),
+                        getattr(getattr(batches, "sampler", None), "generator", None))
+             if isinstance(g, torch.Generator)]
+    states = [(g, g.get_state()) for g in gens]
+    try:
+        with torch.random.fork_rng(devices=[]):  # the CPU generator, which samplers draw
+            torch.default_generator.manual_seed(seed)  # from, left as found
+            drawn = (i for b in batches for i in b) if custom_batches else iter(sampler)
+            return sorted(int(i) for i in drawn)
+    finally:
+        for g, state in states:
+            g.set_state(state)
 
 
-def pairs_from_torch(data: Any, device: torch.device, part: str = "training"
+def pairs_from_torch(data: Any, device: torch.device, part: str = "training", seed: int = 0
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` of a ``torch.utils.data`` DataLoader or Dataset: a ``TensorDataset``'s two
     tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked in index order, after
@@ -693,7 +706,7 @@ def pairs_from_torch(data: Any, device: torch.device, part: str = "training"
     if isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__len__"):
         raise TypeError(f"data: {what} has no length (an iterable dataset); give (x, y) tensors "
                         "or a map-style Dataset of (x, y) pairs")
-    idx = _loader_indices(loader) if loader is not None else None
+    idx = _loader_indices(loader, seed) if loader is not None else None
     if idx is not None:
         ds = torch.utils.data.Subset(ds, idx)
     if loader is not None and not _default_collate(loader.collate_fn):
