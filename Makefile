@@ -34,6 +34,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/engine_speed.py
 	$(PY) benchmarks/probe_overhead.py
 	$(PY) benchmarks/torch_probe_overhead.py
+	$(PY) benchmarks/watch_floor.py
 	$(PY) benchmarks/sweep_scaling.py
 
 clean:
