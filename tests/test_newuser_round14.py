@@ -97,3 +97,41 @@ def test_interrupted_export_keeps_the_previous_export_whole(tmp_path, monkeypatc
     assert code == 0, err
     runs = (tmp_path / "res/export/runs.csv").read_text().splitlines()
     assert len(runs) == 3 and after["runs.csv"].decode().count("\n") == 2
+
+
+def test_interrupted_report_keeps_the_previous_report_and_figures(tmp_path, monkeypatch,
+                                                                   capsys):
+    """README: a killed report keeps the old one; the figure list promises that figures/ never
+    mixes two reports' PNG copies. The report wrote its PNG copies one by one (an fsync each),
+    then report.html: a Ctrl-C among those writes left the new report's first PNG copies
+    beside the previous report.html and figure list. Now all are written, then all renamed."""
+    import depthlab.atomic as atomic
+    from depthlab.report.build import FIGURE_LIST
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY.format(seed=0))
+    code, _, err = run_cli(capsys, "run", "tiny.toml", "--out", "res", "--quiet")
+    assert code == 0, err
+    (tmp_path / "res/figures").mkdir()  # a previous report (of other runs)
+    (tmp_path / "res/figures/old_training.png").write_bytes(b"old png")
+    (tmp_path / "res/figures" / FIGURE_LIST).write_text('["old_training.png"]')
+    (tmp_path / "res/report.html").write_text("<p>the previous report</p>")
+
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in [*(tmp_path / "res/figures").iterdir(),
+                                                  tmp_path / "res/report.html"]}
+
+    before = files()
+    fsync, calls = atomic.os.fsync, []
+
+    def interrupted(fd):
+        calls.append(fd)
+        if len(calls) == 3:  # Ctrl-C while the third file of the new report is written
+            raise KeyboardInterrupt
+        fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", interrupted)
+    code, _, err = run_cli(capsys, "report", "res", "--quiet")
+    assert code == 130, err
+    assert files() == before  # no new PNG copy beside the old report, no temporary left

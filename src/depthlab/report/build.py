@@ -1,6 +1,7 @@
 """Build the report: read the store, draw the figures, write ``report.html`` and
 ``figures/*.png`` atomically (everything is rendered in memory first; each file is written to a
-temporary name in its folder and moved into place with ``os.replace``)."""
+temporary name in its folder, and only when all are written are they moved into place with
+``os.replace``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_all
 from ..validators import as_number
 from . import figures
 from . import html as H
@@ -984,11 +985,13 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
     written_before = _figures_written(fig_dir)
-    for name, png in pngs.files.items():
-        atomic_write_bytes(fig_dir / name, png)
     target = out / "report.html"
-    atomic_write_bytes(target, document.encode("utf-8"))
-    atomic_write_bytes(fig_dir / FIGURE_LIST, json.dumps(sorted(pngs.files)).encode("utf-8"))
+    files = [*((fig_dir / name, png) for name, png in pngs.files.items()),
+             (target, document.encode("utf-8")),
+             (fig_dir / FIGURE_LIST, json.dumps(sorted(pngs.files)).encode("utf-8"))]
+    # all written, then all renamed: a Ctrl-C among the writes (one fsync per file) left some
+    # of the new PNG copies beside the previous report.html and its figure list
+    atomic_write_all([(path, lambda fh, data=data: fh.write(data)) for path, data in files])
     for name in written_before - set(pngs.files):  # the previous report's, not drawn now
         (fig_dir / name).unlink(missing_ok=True)
     return target
