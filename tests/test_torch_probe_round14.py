@@ -15,6 +15,9 @@ gave ``pre_std``/``act_std``/``weight_*`` NaN, where the torch operations (float
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import pytest
 
@@ -445,3 +448,33 @@ def test_kernels_path_equals_torch_operations_path(kernels, monkeypatch, percent
     assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
     assert {"block_grad_std", "update_ratio", "dead_frac", "inactive_frac"} <= set(
         fast.index.get_level_values(2))
+
+
+@pytest.mark.parametrize("torch_ops", [False, True], ids=["kernels", "torch-ops"])
+def test_nan_entries_rows_as_the_readme_says(monkeypatch, torch_ops):
+    """A NaN entry is no error nor warning: that tensor's mean and std rows are NaN, its
+    percentiles NumPy's rule over the values sorted with NaN last, and a NaN entry is neither
+    inactive nor saturated, its unit alive (README, torch section); the same on both paths."""
+    if torch_ops:
+        monkeypatch.setattr(accel, "kernels", lambda: None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 6), nn.Sigmoid(),
+                          nn.Linear(6, 3))
+    with torch.no_grad():
+        model[0].weight[2] = float("nan")  # unit 2: NaN on every row (and after it, all NaN)
+        model[0].bias[3] = -1e3  # unit 3: dead
+    x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(8)), torch.arange(8) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = _values(dlt.probe(model, x, y, CE, percentiles=(0, 50, 100)))
+    with torch.no_grad():
+        h = model[0](x)
+    for key in ("pre_mean", "pre_std", "act_mean", "act_std", "pre_p100", "grad_pre_std"):
+        assert math.isnan(q[(1, key)]), key
+    v = np.sort(h.double().numpy().ravel())  # NaN last
+    assert q[(1, "pre_p0")] == v[0]
+    assert q[(1, "pre_p50")] == pytest.approx(float(v[23] + 0.5 * (v[24] - v[23])), rel=1e-12)
+    assert q[(1, "inactive_frac")] == float((h <= 0).double().mean())  # NaN: not <= 0
+    assert q[(1, "dead_frac")] == 1 / 6  # unit 3 only: the NaN unit is alive
+    assert q[(2, "saturated_frac")] == 0.0 and q[(2, "dead_frac")] == 0.0
+    assert math.isnan(q[(2, "act_std")]) and math.isnan(q[(0, "loss")])
