@@ -135,3 +135,36 @@ def test_interrupted_report_keeps_the_previous_report_and_figures(tmp_path, monk
     code, _, err = run_cli(capsys, "report", "res", "--quiet")
     assert code == 130, err
     assert files() == before  # no new PNG copy beside the old report, no temporary left
+
+
+def test_interrupted_reproduce_keeps_the_previous_claims_and_report(tmp_path, monkeypatch):
+    """``depthlab reproduce NAME --out DIR`` into a folder of an earlier run: claims.json was
+    replaced first, then checks.json, each PNG and report.html, one by one; a Ctrl-C among
+    those writes left the new claims beside the previous report.html (whose claims table
+    said otherwise). Now all are written, then all renamed."""
+    import depthlab.atomic as atomic
+    from depthlab.reproduce.base import Claim, Experiment, Result
+    from depthlab.reproduce.page import write_result
+
+    exp = Experiment("t", "T", "paper", lambda **kw: None)
+    write_result(Result("a", "A", claims=[Claim("old claim", "p", "m", True, 1.0)],
+                        checks=[Claim("identity", "p", "m", True, 0.0)]), tmp_path, exp)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    fsync, calls = atomic.os.fsync, []
+
+    def interrupted(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # Ctrl-C while the second file (checks.json) is written
+            raise KeyboardInterrupt
+        fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", interrupted)
+    new = Result("a", "A", claims=[Claim("new claim", "p", "m", False, 2.0)],
+                 checks=[Claim("identity", "p", "m", True, 0.0)])
+    with pytest.raises(KeyboardInterrupt):
+        write_result(new, tmp_path, exp)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    write_result(new, tmp_path, exp)
+    assert "new claim" in (tmp_path / "claims.json").read_text()
+    assert "new claim" in (tmp_path / "report.html").read_text()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_all
 from ..report import html as H
 from .base import Experiment, Result, checks_json, claims_json
 
@@ -137,8 +137,9 @@ def result_body(result: Result, pngs: dict[str, bytes] | None = None) -> tuple[s
 def write_result(result: Result, out: Path, exp: Experiment) -> Path:
     """Write ``out/claims.json`` (``checks.json`` when there are sanity checks, else an old
     one is removed),
-    ``out/figures/<name>.png`` and ``out/report.html``, each atomically. Every figure is
-    rendered before anything is written. Returns the report path."""
+    ``out/figures/<name>.png`` and ``out/report.html``, all atomically together (every figure
+    is rendered, and every file written to a temporary, before any is renamed into place).
+    Returns the report path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = {key: figure_png(fig) for key, fig in result.figures.items()}
@@ -148,13 +149,15 @@ def write_result(result: Result, out: Path, exp: Experiment) -> Path:
             ("ran in", f"{result.seconds:.0f} s"),
             ("claims holding", f"{sum(c.holds for c in result.claims)}/{len(result.claims)}")]
     document = H.page(exp.title, meta, intro + body, toc=toc)
-    atomic_write_text(out / "claims.json", claims_json(result))
-    if result.checks:
-        atomic_write_text(out / "checks.json", checks_json(result))
-    else:  # an earlier run's checks (another experiment in the same folder) are not this one's
-        (out / "checks.json").unlink(missing_ok=True)
-    for key, png in pngs.items():
-        atomic_write_bytes(out / "figures" / f"{key}.png", png)
     report = out / "report.html"
-    atomic_write_text(report, document)
+    files = [(out / "claims.json", claims_json(result).encode("utf-8")),
+             *([(out / "checks.json", checks_json(result).encode("utf-8"))] if result.checks
+               else []),
+             *((out / "figures" / f"{key}.png", png) for key, png in pngs.items()),
+             (report, document.encode("utf-8"))]
+    # all written, then all renamed: a Ctrl-C after claims.json left the new claims beside
+    # the previous run's report.html and figures
+    atomic_write_all([(path, lambda fh, data=data: fh.write(data)) for path, data in files])
+    if not result.checks:  # an earlier run's checks (another experiment in the same folder)
+        (out / "checks.json").unlink(missing_ok=True)  # are not this one's
     return report
