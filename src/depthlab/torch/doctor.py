@@ -952,6 +952,9 @@ def doctor(
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
         check_materialized(model)  # a 'meta' model: no values to train
         device, dtype = model_device_dtype(model)
+        # a Dataset's random transforms (torch.randn in __getitem__, torchvision's random
+        # crops) draw the same in every call, also for a model instance (not seeded by fresh)
+        torch.manual_seed(seed)
         d = tensor_data(_shaped_dataset(data, model), device, dtype, seed)
         if _has_lazy(model):  # nn.LazyLinear, ...: initialized on the data's first rows
             rows.append(d.x[:TRACE_EXAMPLES])
