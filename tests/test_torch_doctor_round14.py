@@ -1,5 +1,8 @@
 """depthlab.torch.doctor, round 14: a DataLoader's sampler and collate_fn decide the data (were
-ignored: the doctor took the loader's whole dataset, raw), ...."""
+ignored: the doctor took the loader's whole dataset, raw), and random draws of data are seeded;
+``depthlab doctor --torch --loss`` (regression files, binary labels); activations a custom
+forward applies after a norm module; batch-norm and activation-swap cures that would never run
+are not verified as if they had."""
 
 from __future__ import annotations
 
