@@ -168,3 +168,20 @@ def test_interrupted_reproduce_keeps_the_previous_claims_and_report(tmp_path, mo
     write_result(new, tmp_path, exp)
     assert "new claim" in (tmp_path / "claims.json").read_text()
     assert "new claim" in (tmp_path / "report.html").read_text()
+
+
+def test_starter_config_lists_every_loss_and_optimizer(tmp_path, monkeypatch, capsys):
+    """``depthlab init myexp`` (README): the starter's comments list the losses and the
+    optimizers in full (the activations and initializers end with "..."); the optimizer list
+    left out adamw."""
+    from depthlab.losses import LOSSES
+    from depthlab.optimizers import OPTIMIZERS
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "init", "myexp")
+    assert code == 0, err
+    lines = (tmp_path / "myexp.toml").read_text().splitlines()
+    for key, names in (("loss", LOSSES), ("optimizer", OPTIMIZERS)):
+        comment = next(line for line in lines if line.startswith(f"{key} ="))
+        listed = {n.strip() for n in comment.split("#", 1)[1].split(",")}
+        assert listed == set(names), (key, sorted(listed), sorted(names))
