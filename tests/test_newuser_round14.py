@@ -5,7 +5,7 @@ middle of a long command). The bugs it found, one regression test each."""
 from __future__ import annotations
 
 import pytest
-from helpers.cli import one_blas_thread, run_cli
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
 TINY = """name = "tiny"
 [data]
@@ -185,3 +185,16 @@ def test_starter_config_lists_every_loss_and_optimizer(tmp_path, monkeypatch, ca
         comment = next(line for line in lines if line.startswith(f"{key} ="))
         listed = {n.strip() for n in comment.split("#", 1)[1].split(",")}
         assert listed == set(names), (key, sorted(listed), sorted(names))
+
+
+def test_missing_label_column_hint_names_the_config_key(tmp_path, monkeypatch, capsys):
+    """``depthlab run`` on a CSV whose labels are in a column named ``target``: the one-line
+    error told a command-line user to "Pass label='COLUMN'", a Python call. Now it names the
+    config key (``data.label``) as well as the Python argument."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.csv").write_text("target,a,b\n0,1.0,2.0\n1,3.0,4.0\n0,5.0,6.0\n1,7.0,8.0\n")
+    (tmp_path / "t.toml").write_text('[data]\npath = "t.csv"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", "t.toml", "--out", "res", "--quiet")
+    assert_one_line_error(code, err, "no label column 'label'", "'target'",
+                          'data.label = "COLUMN"')
