@@ -351,3 +351,33 @@ def test_a_datasets_random_transform_is_seeded_for_a_model_instance():
     finally:
         torch.set_rng_state(state)
     assert losses[0] == losses[1]
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(4, 16)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(self.inp(x)).mean(1))
+
+
+def test_a_transform_that_breaks_eval_mode_is_not_applicable():
+    """A TransformerEncoderLayer applies F.relu between linear1 and its dropout module, now
+    found by trace, so the batch-norm cure wraps linear1 as nn.Sequential(linear1, norm): it
+    trains, but eval() (the final metrics) takes torch's fast path, which reads
+    self.linear1.weight: AttributeError after training. apply() ran the transformed model in
+    training mode only; now in both, and NotApplicable names the mode."""
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 5, 4)
+    layers = rx.trace(Encoder(), x)
+    assert [t.activation_name for t in layers if t.name.endswith("linear1")] == ["relu"] * 2
+    with pytest.raises(rx.NotApplicable, match=r"does not run in eval mode: AttributeError: "
+                                               r"'Sequential' object has no attribute 'weight'"):
+        rx.apply({"normalization": "batchnorm"}, Encoder(), TorchTrainSpec(), x)

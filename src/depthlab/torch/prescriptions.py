@@ -678,11 +678,16 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
             if any(w.requires_grad for w in weight_tensors(t.module)):  # frozen layers kept
                 _zero_biases(t.module)
     if MODEL_KEYS & set(changes):
-        try:
-            with torch.no_grad(), untouched(model):
+        mode = "training"
+        try:  # in both modes: the final metrics run eval(), where e.g. a
+            with torch.no_grad(), untouched(model):  # TransformerEncoderLayer's fast path
+                model(x.clone())  # reads linear1.weight, which nn.Sequential(linear1,
+                mode = "eval"  # norm) lacks
+                model.eval()
                 model(x.clone())
         except Exception as e:  # noqa: BLE001 - any failure means the transform broke it
-            raise NotApplicable(f"the transformed model does not run: {e}") from None
+            raise NotApplicable(f"the transformed model does not run in {mode} mode: "
+                                f"{type(e).__name__}: {e}") from None
     train_changes = {k: v for k, v in changes.items() if k in TRAINING_KEYS}
     return model, spec.with_changes(**train_changes) if train_changes else spec
 
