@@ -381,3 +381,42 @@ def test_a_transform_that_breaks_eval_mode_is_not_applicable():
     with pytest.raises(rx.NotApplicable, match=r"does not run in eval mode: AttributeError: "
                                                r"'Sequential' object has no attribute 'weight'"):
         rx.apply({"normalization": "batchnorm"}, Encoder(), TorchTrainSpec(), x)
+
+
+class MnistExample(nn.Module):
+    """pytorch/examples' MNIST Net: F.relu, F.max_pool2d, dropout modules, log_softmax."""
+
+    def __init__(self, pool=nn.functional.max_pool2d, act=nn.functional.relu) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 4, 3, 1), nn.Conv2d(4, 8, 3, 1)
+        self.dropout1, self.dropout2 = nn.Dropout(0.25), nn.Dropout(0.5)
+        self.fc1, self.fc2 = nn.Linear(8 * 6 * 6, 16), nn.Linear(16, 10)
+        self.pool, self.act = pool, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv1(x))
+        x = self.pool(self.act(self.conv2(x)), 2)
+        x = torch.flatten(self.dropout1(x), 1)
+        x = self.dropout2(self.act(self.fc1(x)))
+        return nn.functional.log_softmax(self.fc2(x), dim=1)
+
+
+def test_an_activation_before_a_functional_max_pool_is_found():
+    """conv2 -> F.relu -> F.max_pool2d -> Dropout: the pool changes the number of entries, so
+    the activation was not found (conv2: None, left out of the hidden layers); a max pool
+    picks entries, so the next input's entries are all among relu(conv2's output)."""
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 16, 16)
+    acts = [t.activation_name for t in rx.trace(MnistExample(), x)]
+    assert acts == ["relu", "relu", "relu", None]
+    sig = [t.activation_name for t in rx.trace(MnistExample(act=torch.sigmoid), x)]
+    assert sig == ["sigmoid"] * 3 + [None]
+    # an average pool's means are no entries of anything; a max pool alone is no activation
+    assert rx.trace(MnistExample(pool=nn.functional.avg_pool2d), x)[1].activation is None
+    assert rx.trace(MnistExample(act=lambda t: t), x)[1].activation is None
+    s = torch.randn(4, 3, 8, 8)
+    assert rx.pooled_activation(s, nn.functional.max_pool2d(s, 2)) is None
+    assert rx.activation_name(rx.pooled_activation(s, nn.functional.max_pool2d(s.tanh(), 2))) \
+        == "tanh"

@@ -235,6 +235,35 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | Non
     return None
 
 
+def pooled_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
+    """The activation ``f`` of :data:`FUNCTIONAL_CANDIDATES` whose values ``f(s)`` hold every
+    entry of ``nxt``, a smaller tensor: ``f`` applied before (or, for a non-decreasing ``f``,
+    after) a max pooling the forward applies itself, which picks entries
+    (``F.max_pool2d(F.relu(self.conv(x)), 2)``); each entry within ``16 eps (2 |nxt|)`` of a
+    value of ``f(s)`` (:func:`functional_activation`'s rounding). None when ``nxt``'s entries
+    are among ``s``'s own (a pooling without activation), or for no candidate (an average
+    pooling's means are no entries of anything)."""
+    if not (0 < nxt.numel() < s.numel()) or not s.is_floating_point() \
+            or not nxt.is_floating_point():
+        return None
+    eps = max(torch.finfo(s.dtype).eps, torch.finfo(nxt.dtype).eps, FUNCTIONAL_EPS)
+    a = s.detach().reshape(-1).double()
+    b = nxt.detach().reshape(-1).double()
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        return None
+    tol = 32.0 * eps * b.abs()
+
+    def among(v: torch.Tensor) -> bool:
+        v = v.sort().values
+        pos = torch.searchsorted(v, b).clamp(max=len(v) - 1)
+        gap = torch.minimum((b - v[pos]).abs(), (b - v[(pos - 1).clamp(min=0)]).abs())
+        return bool((gap <= tol).all())
+
+    if among(a):
+        return None
+    return next((m for m in (make() for make in FUNCTIONAL_CANDIDATES) if among(m(a))), None)
+
+
 def _unchanged(s: torch.Tensor, nxt: torch.Tensor) -> bool:
     """Whether ``nxt`` holds the entries of ``s`` in the same order (a reshape of it)."""
     return s.numel() == nxt.numel() and s.dtype == nxt.dtype and \
@@ -281,7 +310,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
             nxt = calls[j]
             nxt_in = seen_io[j][0]
             if last is not None and nxt_in is not None and activation_name(nxt) is None:
-                act = functional_activation(last, nxt_in)
+                act = functional_activation(last, nxt_in) or pooled_activation(last, nxt_in)
                 if act is not None:
                     functional = True
                     break
