@@ -198,3 +198,33 @@ def test_missing_label_column_hint_names_the_config_key(tmp_path, monkeypatch, c
     code, _, err = run_cli(capsys, "run", "t.toml", "--out", "res", "--quiet")
     assert_one_line_error(code, err, "no label column 'label'", "'target'",
                           'data.label = "COLUMN"')
+
+
+def test_doctor_of_a_from_torch_network_reads_its_batch_norm():
+    """README: ``from_torch`` turns an ``nn.Sequential`` back into a depthlab network, and
+    ``dl.doctor(net, data)`` diagnoses a network. Such a network has no recipe (empty
+    ``config``), and the rules read batch norm from the config: a batch-normalized tanh
+    network with N(0, 1) weights copied through to_torch/from_torch got an init_mismatch
+    finding (variance 48x Glorot's, "(init ?)") that the very same ``dl.mlp`` network does not
+    get, under the header "depthlab doctor: network ?, init ?"."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.bridge.torch_bridge import from_torch, to_torch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 16)).astype(np.float32)
+    y = (x[:, :4].argmax(axis=1)).astype(np.int64)
+    data = (x, y, x[:60], y[:60])
+    net = dl.mlp([16] + [16] * 6 + [4], "tanh", init="normal", batchnorm=True, seed=0)
+    copied = from_torch(to_torch(net))
+    assert copied.config == {}
+    kinds = [f.kind for f in dl.doctor(net, data, steps=30).findings]
+    diagnosis = dl.doctor(copied, data, steps=30)
+    assert [f.kind for f in diagnosis.findings] == kinds and "init_mismatch" not in kinds
+    assert str(diagnosis).splitlines()[0] == (
+        "depthlab doctor: 16-16-16-16-16-16-16-4 tanh, init as built (batchnorm)")
+    plain = from_torch(to_torch(dl.mlp([16] + [16] * 6 + [4], "tanh", init="normal", seed=0)))
+    found = {f.kind: f for f in dl.doctor(plain, data, steps=30).findings}
+    assert "(init as built)" in found["init_mismatch"].message  # not "(init ?)"

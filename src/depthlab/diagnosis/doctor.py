@@ -272,7 +272,7 @@ def doctor(
                         "depthlab.training.Callback objects")
     if isinstance(net_or_config, Network):
         net = copy.deepcopy(net_or_config)
-        config = dict(net_or_config.config)
+        config = dict(net_or_config.config) or _as_built(net_or_config)
     elif isinstance(net_or_config, dict):
         config = {"seed": seed, **net_or_config}  # the doctor's seed unless the dict has one
         if "sizes" not in config:
@@ -317,6 +317,30 @@ def doctor(
     order = [f.kind for f in diagnosis.findings]
     diagnosis.verifications.sort(key=lambda v: order.index(v.kind))
     return diagnosis
+
+
+AS_BUILT_KEYS = ("activation", "activation_kwargs", "batchnorm", "residual", "dropout",
+                 "bn_inference", "bn_momentum")
+"""The ``dl.mlp`` options the rules and prescriptions read that a network without a recipe
+still has (:func:`_as_built`)."""
+
+
+def _as_built(net: Network) -> dict[str, Any]:
+    """What the rules and the text need of a network without a recipe (``from_torch``'s, or
+    layers put together by hand): the :data:`AS_BUILT_KEYS` of the ``dl.mlp`` recipe that
+    builds the same layers (:func:`depthlab.recipe.infer_recipe`), its sizes as the ``model``
+    description and ``init = "as built"``; no ``sizes``, so ``verify=True`` stays refused (it
+    rebuilds networks from a recipe). With the empty config the rules took batch norm as
+    absent: a batch-normalized tanh network with N(0, 1) weights copied through
+    ``to_torch``/``from_torch`` got an init_mismatch finding that the same ``dl.mlp`` network
+    does not get, and the header read "network ?, init ?"."""
+    from ..recipe import infer_recipe
+
+    recipe = infer_recipe(net.layers, str(getattr(net, "dtype", "float32"))) or {}
+    out: dict[str, Any] = {k: recipe[k] for k in AS_BUILT_KEYS if k in recipe}
+    if recipe.get("sizes"):
+        out["model"] = "-".join(str(v) for v in recipe["sizes"])
+    return {**out, "init": "as built"}
 
 
 def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[str, Any],
