@@ -228,3 +228,16 @@ def test_doctor_of_a_from_torch_network_reads_its_batch_norm():
     plain = from_torch(to_torch(dl.mlp([16] + [16] * 6 + [4], "tanh", init="normal", seed=0)))
     found = {f.kind: f for f in dl.doctor(plain, data, steps=30).findings}
     assert "(init as built)" in found["init_mismatch"].message  # not "(init ?)"
+
+
+def test_from_torch_layers_do_not_claim_zero_initial_weights():
+    """``print(from_torch(model))`` showed every Dense as ``init='zeros'`` (the bridge built
+    them with zeros, then copied torch's weights in): a user reads that the weights are 0."""
+    pytest.importorskip("torch")
+    from torch import nn
+
+    from depthlab.bridge.torch_bridge import from_torch
+
+    net = from_torch(nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)))
+    assert "zeros" not in repr(net) and repr(net).count("init='from_torch'") == 2, repr(net)
+    assert abs(net.layers[0].W.value).sum() > 0

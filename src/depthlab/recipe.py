@@ -6,7 +6,9 @@ of a torch module) can still be saved when its layers have exactly the structure
 and its arguments, dropout rates, batch-norm settings): :func:`depthlab.save` writes that
 recipe, and the weights are copied from the file on load, so the recipe's ``init`` and ``seed``
 (mlp's defaults) do not describe the saved weights. The network's own ``config`` stays empty:
-the theory and the doctor, which read the initializer from a recipe, still refuse it.
+the theory, which reads the initializer from a recipe, still refuses it; the doctor takes the
+recipe's batch norm, residual blocks, dropout and activation, with ``init = "as built"``, and
+refuses ``verify=True``.
 
 One general rule: read the candidate recipe off the layers, build it, and accept it only when
 the built network's :func:`signature` equals the layers' signature. Anything ``mlp`` cannot

@@ -309,6 +309,7 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         dense.W.value[...] = arr(m.weight).T
         if m.bias is not None:
             dense.b.value[...] = arr(m.bias)
+        dense.init = "from_torch"  # its repr said init='zeros' for torch's weights
         return [dense]
     if kind in (nn.BatchNorm1d, FirstBatchBatchNorm1d, PopulationBatchNorm1d,
                 FirstBatchPopulationBatchNorm1d):
