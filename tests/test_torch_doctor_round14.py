@@ -17,6 +17,14 @@ from depthlab.torch.doctor import tensor_data
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_rng():
+    """torch.manual_seed / torch.rand in these tests: the global generator left as found."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
+
+
 def data() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     x = 10.0 * torch.randn(100, 6, generator=g) + 5.0
@@ -420,3 +428,32 @@ def test_an_activation_before_a_functional_max_pool_is_found():
     assert rx.pooled_activation(s, nn.functional.max_pool2d(s, 2)) is None
     assert rx.activation_name(rx.pooled_activation(s, nn.functional.max_pool2d(s.tanh(), 2))) \
         == "tanh"
+
+
+class FunctionalDropout(nn.Module):
+    """F.dropout after F.relu in the forward, in training mode (as the doctor traces)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(8, 32), nn.Linear(32, 32), nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.dropout(torch.relu(self.a(x)), 0.5, self.training)
+        return self.out(nn.functional.dropout(torch.tanh(self.b(x)), 0.2, self.training))
+
+
+def test_an_activation_before_a_functional_dropout_is_found():
+    """F.dropout(F.relu(self.a(x)), 0.5, self.training): the next input is 0 or 2 relu(s), so
+    no activation was found in training mode (the doctor traces a model as built, in
+    training mode): 'no activation module'. Now the activation with one scale 1 / (1 - p)
+    above 1 and some nonzero entries dropped; a dropout alone, or 2 tanh(s), is none."""
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    layers = rx.trace(FunctionalDropout().train(), torch.randn(8, 8))
+    assert [t.activation_name for t in layers] == ["relu", "tanh", None]
+    s = torch.randn(64, 30, generator=torch.Generator().manual_seed(2))
+    assert rx.functional_activation(s, nn.functional.dropout(s, 0.5)) is None
+    assert rx.functional_activation(s, 2.0 * torch.tanh(s)) is None
+    masked = torch.relu(s) * (torch.rand(64, 30) > 0.5)  # dropped but not rescaled
+    assert rx.functional_activation(s, masked) is None

@@ -203,7 +203,8 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | Non
     ``flatten``), as a module: one of :data:`FUNCTIONAL_CANDIDATES`, or ``nn.LeakyReLU(a)``
     when ``nxt = s`` for ``s >= 0`` and ``nxt = a s`` with one slope ``0 < a < 1`` for
     ``s < 0``. None when ``nxt`` is ``s`` itself (no activation), has other entries, or no
-    candidate reproduces it: ``|f(s) - nxt| <= 16 eps (|s| + |nxt|)`` with ``f`` in float64
+    candidate reproduces it, also through a dropout (:func:`_dropped_activation`):
+    ``|f(s) - nxt| <= 16 eps (|s| + |nxt|)`` with ``f`` in float64
     and ``eps`` the coarser of the two tensors' precisions and float32's (the rounding of an
     activation computed in that precision, e.g. float32 GELU's ``1 + erf`` at ``s = -3.7``:
     3.7e-7 on a value of 4e-4)."""
@@ -232,6 +233,27 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | Non
         slope = float(slopes.median())
         if 0.0 < slope < 1.0 and same(torch.where(neg, slope * a, a)):
             return nn.LeakyReLU(slope)
+    return _dropped_activation(a, b, tol)
+
+
+def _dropped_activation(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor
+                        ) -> nn.Module | None:
+    """:func:`functional_activation` through a dropout the forward applies itself in training
+    mode (``F.dropout(F.relu(h), p, self.training)``): ``b`` is 0 or ``f(a) / (1 - p)``, one
+    scale above 1, with at least one nonzero ``f(a)`` dropped (a scaled activation such as
+    ``2 tanh(h)`` drops none; a dropout alone is no activation)."""
+    kept = b != 0
+    if not kept.any() or bool(kept.all()):
+        return None
+    for module in (make() for make in FUNCTIONAL_CANDIDATES):  # a dropout alone keeps some
+        # entries below 0 that a rectifier would zero, and no bounded f reproduces it
+        fa = module(a)
+        if not bool((fa[~kept] != 0).any()) or bool((fa[kept] == 0).any()):
+            continue
+        scale = float((b[kept] / fa[kept]).median())
+        if scale > 1.0 + 1e-6 and bool(((scale * fa[kept] - b[kept]).abs()
+                                        <= tol[kept] * scale).all()):
+            return module
     return None
 
 
