@@ -457,3 +457,15 @@ def test_an_activation_before_a_functional_dropout_is_found():
     assert rx.functional_activation(s, 2.0 * torch.tanh(s)) is None
     masked = torch.relu(s) * (torch.rand(64, 30) > 0.5)  # dropped but not rescaled
     assert rx.functional_activation(s, masked) is None
+
+
+def test_cli_output_shape_leaves_the_users_instance_as_found():
+    """--loss of floats reads the model's output shape with one forward; on the file's module
+    instance it must not switch a frozen batch norm's mode or initialize lazy modules."""
+    from depthlab.cli.torch_doctor import _output_shape
+
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.LazyLinear(1))
+    model[1].eval()  # frozen statistics inside a model in training mode
+    assert _output_shape(model, torch.randn(2, 4).numpy(), torch) == (1,)
+    assert model.training and not model[1].training
+    assert model[2].has_uninitialized_params()

@@ -180,20 +180,22 @@ def regression_dataset(path: str, *, seed: int, n: int | None) -> Any:
 
 def _output_shape(model: Any, x: np.ndarray, torch: Any) -> tuple[int, ...] | None:
     """The model's output shape per example on two rows (None when it does not run or does
-    not return a tensor: the doctor's own checks then say why)."""
+    not return a tensor: the doctor's own checks then say why); an eval-mode forward that
+    leaves the model as found (modes, buffers; a model with lazy modules runs as a copy)."""
+    import copy
+
+    from ..torch.layers import untouched
     from ..torch.train import model_device_dtype
 
     device, dtype = model_device_dtype(model)
     t = torch.as_tensor(x)
     t = t.to(device=device, dtype=dtype if t.is_floating_point() else torch.int64)
     try:
-        with torch.no_grad():
-            was = model.training
+        if any(isinstance(m, torch.nn.modules.lazy.LazyModuleMixin) for m in model.modules()):
+            model = copy.deepcopy(model)
+        with torch.no_grad(), untouched(model):
             model.eval()
-            try:
-                out = model(t)
-            finally:
-                model.train(was)
+            out = model(t)
     except Exception:  # noqa: BLE001 - the doctor's check names the failure
         return None
     return tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
