@@ -88,6 +88,16 @@ def _scaler_state(scaler: Any) -> tuple[float, bool]:
     return float(scaler.get_scale()), any(st.get("stage") is OptState.UNSCALED for st in states)
 
 
+def _error_text(error: BaseException, steps: int) -> str:
+    """The stored text of the exception that ended a watched loop: ``Type: message``; one
+    without a message says what happened (a Ctrl-C was stored as ``KeyboardInterrupt: ``)."""
+    message = str(error)
+    if not message:
+        message = (f"interrupted (Ctrl-C) after {steps} steps"
+                   if isinstance(error, KeyboardInterrupt) else f"raised after {steps} steps")
+    return f"{type(error).__name__}: {message}"
+
+
 def _own_params(m: nn.Module) -> list[tuple[str, int]]:
     """``(name, id)`` of the parameters ``m`` registers itself: what :meth:`Watch._changed`
     compares to find a re-assigned or re-registered parameter."""
@@ -554,7 +564,7 @@ class Watch:
         exception that ended training (the ``with`` block's), stored as a ``failed`` run."""
         if self._closed:
             return
-        self._error = None if error is None else f"{type(error).__name__}: {error}"
+        self._error = None if error is None else _error_text(error, self._calls)
         self._rec.disarm()
         self._closed = True
         self._snap.clear()
