@@ -428,6 +428,11 @@ def test_an_activation_before_a_functional_max_pool_is_found():
     assert rx.pooled_activation(s, nn.functional.max_pool2d(s, 2)) is None
     assert rx.activation_name(rx.pooled_activation(s, nn.functional.max_pool2d(s.tanh(), 2))) \
         == "tanh"
+    wide = 4.0 * s  # float32 GELU of s < -3: 1 + erf cancels, off float64's by 1e-3 relative
+    gelu = nn.functional.max_pool2d(nn.functional.gelu(wide), 2)
+    assert rx.activation_name(rx.pooled_activation(wide, gelu)) == "gelu"
+    means = nn.functional.avg_pool2d(torch.relu(wide), 2)
+    assert rx.pooled_activation(wide, means) is None
 
 
 class FunctionalDropout(nn.Module):

@@ -257,33 +257,48 @@ def _dropped_activation(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor
     return None
 
 
+POOLED_MAX_ENTRIES = 2**18
+"""The most entries of one example's layer output :func:`pooled_activation` searches (a
+sort per candidate activation: larger outputs, e.g. 64 x 112 x 112, are left unmatched)."""
+
+
 def pooled_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
     """The activation ``f`` of :data:`FUNCTIONAL_CANDIDATES` whose values ``f(s)`` hold every
     entry of ``nxt``, a smaller tensor: ``f`` applied before (or, for a non-decreasing ``f``,
     after) a max pooling the forward applies itself, which picks entries
-    (``F.max_pool2d(F.relu(self.conv(x)), 2)``); each entry within ``16 eps (2 |nxt|)`` of a
-    value of ``f(s)`` (:func:`functional_activation`'s rounding). None when ``nxt``'s entries
-    are among ``s``'s own (a pooling without activation), or for no candidate (an average
-    pooling's means are no entries of anything)."""
+    (``F.max_pool2d(F.relu(self.conv(x)), 2)``); ``f`` computed by torch in ``s``'s dtype, as
+    the forward computes it, each entry within ``8 eps |nxt|`` of a value of ``f(s)`` (a few
+    units in the last place: a tolerance on the scale of ``s`` would let an average pooling's
+    means fall among ``f(s)``'s dense values). The first example of each (the same leading
+    size: a pooling keeps examples apart) is searched, at most :data:`POOLED_MAX_ENTRIES`
+    entries. None when ``nxt``'s
+    entries are among ``s``'s own (a pooling without activation), or for no candidate (an
+    average pooling's means are no entries of anything)."""
     if not (0 < nxt.numel() < s.numel()) or not s.is_floating_point() \
             or not nxt.is_floating_point():
         return None
-    eps = max(torch.finfo(s.dtype).eps, torch.finfo(nxt.dtype).eps, FUNCTIONAL_EPS)
-    a = s.detach().reshape(-1).double()
+    if s.dim() and nxt.dim() and s.shape[0] == nxt.shape[0]:
+        s, nxt = s[:1], nxt[:1]
+    if s.numel() > POOLED_MAX_ENTRIES or nxt.numel() >= s.numel():
+        return None
+    eps = max(torch.finfo(s.dtype).eps, torch.finfo(nxt.dtype).eps)
+    a = s.detach().reshape(-1)
     b = nxt.detach().reshape(-1).double()
     if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return None
-    tol = 32.0 * eps * b.abs()
+    tol = 8.0 * eps * b.abs()
 
     def among(v: torch.Tensor) -> bool:
-        v = v.sort().values
+        v = v.double().sort().values
         pos = torch.searchsorted(v, b).clamp(max=len(v) - 1)
         gap = torch.minimum((b - v[pos]).abs(), (b - v[(pos - 1).clamp(min=0)]).abs())
         return bool((gap <= tol).all())
 
     if among(a):
         return None
-    return next((m for m in (make() for make in FUNCTIONAL_CANDIDATES) if among(m(a))), None)
+    with torch.no_grad():
+        return next((m for m in (make() for make in FUNCTIONAL_CANDIDATES) if among(m(a))),
+                    None)
 
 
 def _unchanged(s: torch.Tensor, nxt: torch.Tensor) -> bool:
