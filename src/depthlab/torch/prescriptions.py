@@ -346,13 +346,13 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         for j in range(i + 1, len(calls)):
             nxt = calls[j]
             nxt_in = seen_io[j][0]
-            if last is not None and nxt_in is not None and activation_name(nxt) is None:
+            if last is not None and nxt_in is not None and activation_name(nxt) is None \
+                    and not _unchanged(last, nxt_in):  # (the usual case: checked first)
                 act = functional_activation(last, nxt_in) or pooled_activation(last, nxt_in)
                 if act is not None:
                     functional = True
                     break
-                if not _unchanged(last, nxt_in):
-                    last = None  # something else between: a sum, a slice, a function
+                last = None  # something else between: a sum, a slice, a function
             if weight_tensors(nxt):
                 break
             if activation_name(nxt) is not None:
