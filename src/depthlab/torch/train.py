@@ -209,6 +209,32 @@ def is_classification(out: Any, y: Any) -> bool:
             and out.shape[0] == y.shape[0] and out.shape[1] > 1)
 
 
+def binary_threshold(loss_fn: Callable) -> float | None:
+    """The decision threshold of a binary cross-entropy's outputs: 0 for logits
+    (``BCEWithLogitsLoss``, ``F.binary_cross_entropy_with_logits``), 0.5 for probabilities
+    (``BCELoss``, ``F.binary_cross_entropy``); None for any other loss."""
+    if isinstance(loss_fn, torch.nn.BCEWithLogitsLoss) \
+            or loss_fn is torch.nn.functional.binary_cross_entropy_with_logits:
+        return 0.0
+    if isinstance(loss_fn, torch.nn.BCELoss) or loss_fn is torch.nn.functional.binary_cross_entropy:
+        return 0.5
+    return None
+
+
+def binary_hits(out: Any, y: Any, threshold: float) -> tuple[int, int] | None:
+    """``(correct, entries)`` of a binary classifier's outputs against hard 0/1 targets of the
+    same shape: ``out > threshold`` predicts 1 (every output column a label of its own, as
+    Keras' ``binary_accuracy``); None when the targets are not all exactly 0 or 1 (soft
+    targets have no accuracy)."""
+    if not (isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor)) \
+            or out.shape != y.shape or not y.is_floating_point() or out.dim() == 0:
+        return None
+    hard = (y == 0) | (y == 1)
+    if not bool(hard.all()):
+        return None
+    return int(((out > threshold) == (y == 1)).sum()), y.numel()
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
              ) -> dict[str, float]:
@@ -216,11 +242,15 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     ``ceil(N / EVAL_BATCH)`` batches of equal size (at most :data:`EVAL_BATCH` rows; the loss
     weighted by batch size): no one-row batch at the end (1025 rows: 512 + 513, not
     1024 + 1, which a model returning ``out.squeeze()`` turns into a scalar output); the
-    model's mode is restored."""
+    model's mode is restored. Accuracy: the share of rows whose arg-max output is the integer
+    label (one output per class), or for a binary cross-entropy with hard 0/1 targets the share
+    of entries on the right side of :func:`binary_threshold`; else NaN."""
     was_training = model.training
     model.eval()
+    threshold = binary_threshold(loss_fn)
     try:
         total, correct, n, classify = 0.0, 0, 0, True
+        entries = 0  # the accuracy's denominator (rows, or binary entries)
         rows = len(x)
         parts = math.ceil(rows / EVAL_BATCH)  # 0 rows: none
         for k in range(parts):
@@ -231,15 +261,21 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             loss = float(scalar_loss(loss_fn, out, yb))
             total += loss * len(xb)
             n += len(xb)
-            if classify and is_classification(out, yb):
+            hits = binary_hits(out, yb, threshold) if classify and threshold is not None \
+                else None
+            if hits is not None:
+                correct += hits[0]
+                entries += hits[1]
+            elif classify and threshold is None and is_classification(out, yb):
                 correct += int((out.argmax(dim=1) == yb).sum())
+                entries += len(yb)
             else:
                 classify = False
     finally:
         model.train(was_training)
     loss = total / n if n else math.nan
     return {"loss": loss if math.isfinite(loss) else math.nan,
-            "acc": correct / n if classify and n else math.nan}
+            "acc": correct / entries if classify and entries else math.nan}
 
 
 @dataclass
