@@ -139,8 +139,8 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
             if numeric_header
             else f" Its header {columns[0][:60]!r} looks separated by {sep!r}; accepted: "
             "comma-separated values." if sep
-            else f" Name the label column (columns: {_some(columns)}) with data.label = "
-            "\"COLUMN\" in a config, or load_dataset(..., label=\"COLUMN\")."
+            else f" Columns: {_some(columns)}; choose the label column with data.label = "
+            "\"COLUMN\" (config) or label=\"COLUMN\" (load_dataset)."
         )
         raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
     return label
