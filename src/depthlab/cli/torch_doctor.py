@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or a module instance of that name (instead of a CONFIG)")
     g.add_argument("--data", metavar="NAME_OR_PATH", default=None,
                    help="data set for --torch: a built-in name (`depthlab datasets`) or a file")
+    g.add_argument("--label", default=None, metavar="COLUMN",
+                   help="label column of a .csv --data file: its name, or a 0-based column "
+                        "index when no column has that name (default: \"label\")")
     g.add_argument("--n", type=int, default=None, metavar="N",
                    help="use N examples of the data set (default: all)")
     g.add_argument("--optimizer", default=None, metavar="NAME",
@@ -60,10 +63,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a file's real-valued targets (regression)")
 
 
-TORCH_ONLY = ("data", "n", "optimizer", "lr", "batch_size", "seed", "max_cures", "loss")
+TORCH_ONLY = ("data", "label", "n", "optimizer", "lr", "batch_size", "seed", "max_cures", "loss")
 DEFAULTS = {"optimizer": "sgd", "batch_size": 64, "seed": 0, "max_cures": 3,
             "loss": "cross_entropy"}
 """Defaults of the torch options; ``--lr`` is the doctor's per optimizer (0.1 for SGD, 1e-3)."""
+
+
+def label_column(text: str | None, data: str | None) -> str | int | None:
+    """``--label TEXT`` as ``load_dataset``'s ``label=``: the column of that name, else (digits
+    only, no column of that name in the header) the 0-based column index; refused in one
+    line when empty or when ``data`` is not a ``.csv`` file (a built-in data set, a ``.npz``
+    or IDX files hold their labels themselves)."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise UserError(f"--label {text!r} is empty; expected a column name or a 0-based "
+                        "column index of the .csv --data file")
+    from ..data import find_builtin
+
+    if data is not None and (find_builtin(data) is not None
+                             or not data.lower().endswith((".csv", ".csv.gz"))):
+        what = ("a built-in data set" if find_builtin(data) is not None
+                else "not a .csv file (a .npz holds its labels in y, IDX files in their "
+                     "labels file)")
+        raise UserError(f"--label {text!r} applies only to a .csv --data file; {data!r} is "
+                        f"{what}")
+    text = text.strip()  # the reader strips the header's names ("a, b, label")
+    if not text.isdigit() or not data:
+        return text
+    import csv
+    import gzip
+
+    opener = gzip.open if data.lower().endswith(".gz") else open
+    try:  # the header: a column named "3" is that column, not the fourth
+        with opener(data, "rt", encoding="utf-8-sig", newline="") as fh:
+            header = [c.strip() for c in next(csv.reader(fh), [])]
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error):
+        return text  # the reader names the problem
+    return text if text in header else int(text)
 
 
 def refuse_without_torch(args: argparse.Namespace) -> None:
@@ -141,12 +178,13 @@ REGRESSION = ("mse", "l1", "smooth_l1", "huber")
 """``--loss`` names that take real-valued targets (a file whose labels are not integers)."""
 
 
-def regression_dataset(path: str, *, seed: int, n: int | None) -> Any:
+def regression_dataset(path: str, *, seed: int, n: int | None, label: str | int | None = None
+                       ) -> Any:
     """A data file (``.csv``, ``.npz``) with real-valued targets as a regression data set:
     ``x_train``/``y_train``/``x_val``/``y_val`` (float32; the file's own validation part, or
     ``round(0.1 N)`` rows, and ``round(0.2 N)`` test rows left out, by a permutation seeded
     with ``seed``, as :func:`depthlab.data.load_dataset` splits), ``n`` rows subsampled
-    first, and its ``info`` (``image_shape``)."""
+    first, and its ``info`` (``image_shape``); ``label``: a CSV's label column."""
     from types import SimpleNamespace
 
     import numpy as np
@@ -155,7 +193,7 @@ def regression_dataset(path: str, *, seed: int, n: int | None) -> Any:
 
     if not looks_like_path(path):
         raise ValueError(f"unknown data set {path!r}")
-    raw = load_file(path)
+    raw = load_file(path, label=label)
     x, y = np.asarray(raw.x), np.asarray(raw.y, dtype=np.float64)
     if len(x) != len(y):
         raise ValueError(f"{len(x)} examples but {len(y)} targets")
@@ -254,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     args.loss = args.loss.strip().lower().replace("-", "_")
     if args.loss not in LOSSES:
         raise UserError(f"--loss {args.loss!r} is not accepted; accepted: {', '.join(LOSSES)}")
+    args.label = label_column(args.label, args.data)
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:
         torch.set_num_threads(threads)  # torch's intra-op pool (threadpoolctl sets BLAS's)
@@ -278,19 +317,24 @@ def run(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doctor: Callable
               ) -> Any:
     """The user's factory and data set, shaped for the model, through the torch doctor."""
+    from ..data.files import LABEL_HINT
+
     make_model = load_factory(args.torch)
+    label = {} if args.label is None else {"label": args.label}
     try:
         try:
-            ds = load_dataset(args.data, seed=args.seed, n=args.n)
+            ds = load_dataset(args.data, seed=args.seed, n=args.n, **label)
         except ValueError as e:
             if args.loss not in REGRESSION or "labels must be" not in str(e):
                 if "non-integer values" in str(e):
                     raise ValueError(f"{e}; for real-valued targets (regression) give --loss "
                                      f"{', '.join(REGRESSION)}") from None
                 raise
-            ds = regression_dataset(args.data, seed=args.seed, n=args.n)
-    except (ValueError, TypeError, OSError) as e:
-        raise UserError(f"--data {args.data!r}: {e}") from None
+            ds = regression_dataset(args.data, seed=args.seed, n=args.n, **label)
+    except (ValueError, TypeError, OSError) as e:  # the config's hint becomes the option's
+        raise UserError(f"--data {args.data!r}: "
+                        + str(e).replace(LABEL_HINT, "name it with --label COLUMN.")
+                        .replace(f"label={args.label!r}", f"--label {args.label!r}")) from None
     try:
         torch.manual_seed(args.seed)  # an instance in the file is diagnosed as a deep copy
         probe_model = make_model if isinstance(make_model, torch.nn.Module) else make_model()

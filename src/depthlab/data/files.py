@@ -119,6 +119,12 @@ def _some(columns: list[str], shown: int = 8) -> str:
     return f"[{head}]" if len(columns) <= shown else f"[{head}, ... {len(columns)} in all]"
 
 
+LABEL_HINT = ("choose the label column with data.label = \"COLUMN\" (config) or "
+              "label=\"COLUMN\" (load_dataset).")
+"""The end of the message for a CSV without its label column (``depthlab doctor --torch``
+names its ``--label`` option instead)."""
+
+
 def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
     """The label column: a column name, or an integer 0-based column position (the same rule
     as ``data.label`` in a config)."""
@@ -139,8 +145,7 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
             if numeric_header
             else f" Its header {columns[0][:60]!r} looks separated by {sep!r}; accepted: "
             "comma-separated values." if sep
-            else f" Columns: {_some(columns)}; choose the label column with data.label = "
-            "\"COLUMN\" (config) or label=\"COLUMN\" (load_dataset)."
+            else f" Columns: {_some(columns)}; {LABEL_HINT}"
         )
         raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
     return label
