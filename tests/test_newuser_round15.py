@@ -99,3 +99,33 @@ def test_label_without_torch_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, "doctor", "c.toml", "--label", "x")
     assert_one_line_error(code, err, "--label", "only with --torch")
+
+
+# --- 2. a YAML config --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["run.yaml", "run.yml", "run.YAML"])
+@pytest.mark.parametrize("command", ["run", "doctor", "sweep"])
+def test_a_yaml_config_says_which_formats_are_read(tmp_path, monkeypatch, capsys, name, command):
+    """A YAML config was reported as "TOML syntax error: Expected '=' after a key ... (at line
+    1, column 6)", as if a TOML file were broken. Now one line names the format and the ones
+    read (TOML, JSON); nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).write_text("data:\n  name: digits\nmodel:\n  depth: 3\n")
+    code, _, err = run_cli(capsys, command, name, "--out", "res")
+    line = assert_one_line_error(code, err, name, "YAML", ".toml", ".json")
+    assert "syntax error" not in line
+    assert not (tmp_path / "res").exists()
+
+
+def test_toml_syntax_error_of_another_suffix_names_the_formats(tmp_path):
+    """A config named ``run.txt`` is read as TOML (as before); its syntax error now says so and
+    which formats are read. A ``.toml`` file's message is unchanged."""
+    from depthlab.experiments import ConfigError, read_toml
+
+    (tmp_path / "run.txt").write_text("model:\n  depth: 3\n")
+    with pytest.raises(ConfigError, match=r"TOML syntax error.*read as TOML.*\.json"):
+        read_toml(tmp_path / "run.txt")
+    (tmp_path / "run.toml").write_text("model:\n  depth: 3\n")
+    with pytest.raises(ConfigError) as info:
+        read_toml(tmp_path / "run.toml")
+    assert "read as TOML" not in str(info.value)
