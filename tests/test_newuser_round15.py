@@ -129,3 +129,75 @@ def test_toml_syntax_error_of_another_suffix_names_the_formats(tmp_path):
     with pytest.raises(ConfigError) as info:
         read_toml(tmp_path / "run.toml")
     assert "read as TOML" not in str(info.value)
+
+
+# --- 4. reproduce's time left ------------------------------------------------------------------
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_time_left_is_measured_per_unit_of_work():
+    """A ladder of depths 2, 10, 50: after the first two trainings (2 + 10 layer-steps in
+    1 + 5 s) the old estimate was their mean, ~3 s, for a depth-50 training of ~25 s (8x
+    under). Now the seconds per unit of work measured so far times the work left."""
+    from depthlab.progress import ExperimentProgress
+
+    clock, lines = _Clock(), []
+    p = ExperimentProgress("lines", write=lines.append, clock=clock)
+    p.plan(["depth 2", "depth 10", "depth 50"], work=[2, 10, 50])
+    for label, seconds in (("depth 2", 1), ("depth 10", 5)):
+        with p.stage(label):
+            clock.t += seconds
+    p.stage("depth 50").__enter__()
+    assert lines[-1] == "stage 3/3: depth 50 (overall ~25 s left)"
+
+
+def test_time_left_leaves_out_skipped_stages_and_checks_work():
+    from depthlab.progress import Stages
+
+    clock, lines = _Clock(), []
+    stages = Stages(4, write=lines.append, clock=clock, work=[1, 4, 30, 2])
+    with stages.stage("a"):
+        clock.t += 2
+    stages.skip(2, "failed below")  # 34 units gone, not run
+    stages.start("d")
+    assert lines[-1] == "stage 4/4: d (overall ~4 s left)"
+    for bad in ([1, 2, 3], [1, 2, 0, 1], [1, float("nan"), 1, 1], [1, True, 1, 1]):
+        with pytest.raises(ValueError, match="work"):
+            Stages(4, work=bad)
+
+
+def test_depth_ladder_plans_work_growing_with_depth(monkeypatch):
+    """The depth ladder declares each training's work (its layers, twice with batch norm):
+    depth 100 with batch norm is ~60x a depth-2 plain net, as measured (2.1 s vs 0.03 s)."""
+    from depthlab.progress import ExperimentProgress
+    from depthlab.reproduce import depth_ladder
+
+    planned = {}
+
+    def plan(self, labels, work=None):
+        planned.update(zip(labels, work))
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr(ExperimentProgress, "plan", plan)
+    with pytest.raises(KeyboardInterrupt):
+        depth_ladder.run(quick=True)
+    assert planned["depth 2, relu + he_normal"] == 4
+    assert planned["depth 100, relu + he_normal + BN"] == 202
+    assert planned["depth 50, selu + lecun_normal"] == 52
+
+
+def test_reproduce_all_weighs_each_experiment_by_its_measured_seconds():
+    """``reproduce all``'s overall estimate weighs the experiments by their measured seconds:
+    every registered experiment has them (quick and full)."""
+    from depthlab.cli.reproduce import EXPERIMENT_SECONDS
+    from depthlab.reproduce import list_experiments
+
+    names = {e.name for e in list_experiments()}
+    assert set(EXPERIMENT_SECONDS) == names
+    assert all(0 < q <= f for q, f in EXPERIMENT_SECONDS.values())

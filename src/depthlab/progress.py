@@ -10,7 +10,8 @@
 
 :class:`Stages` labels the parts of a longer job (a reproduction's trainings):
 ``stage 3/11: tanh, standard init (overall ~2 min left)``, the time left estimated from the
-mean duration of the stages done so far.
+time per unit of work measured on the stages done so far and the work of the stages left
+(``work=``: each stage's relative cost, e.g. layers x steps; 1 each by default).
 """
 
 from __future__ import annotations
@@ -134,12 +135,19 @@ class Stages:
 
     Each stage prints ``stage k/n: LABEL`` (plus the overall time left once a stage has
     finished) through ``write`` (default: stderr); ``noun`` replaces "stage" (e.g.
-    ``experiment 2/8: ...`` for ``reproduce all``)."""
+    ``experiment 2/8: ...`` for ``reproduce all``). ``work``: each stage's relative cost (a
+    number > 0 per stage; default 1 each): the time left is the seconds per unit of work
+    measured so far times the work of the stages not yet done, so a ladder whose deep
+    networks come last is not estimated from its shallow ones (skipped stages take no time
+    and leave the estimate)."""
 
     def __init__(self, total: int, *, write: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, noun: str = "stage") -> None:
+                 clock: Callable[[], float] = time.monotonic, noun: str = "stage",
+                 work: Any = None) -> None:
         if total < 1:
             raise ValueError(f"total must be >= 1, got {total!r}")
+        self.work = check_work(work, int(total))
+        self._done_work = 0.0
         self.total, self.done, self.skipped = int(total), 0, 0
         self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self._clock = clock
@@ -150,15 +158,17 @@ class Stages:
         """Announce the next stage; returns the line written."""
         k = self.done + 1
         left = ""
-        if self.done > self.skipped:
-            per = (self._clock() - self._t0) / (self.done - self.skipped)
-            left = f" (overall ~{duration(per * (self.total - self.done))} left)"
+        if self.done > self.skipped and self._done_work > 0:
+            per = (self._clock() - self._t0) / self._done_work
+            left = f" (overall ~{duration(per * sum(self.work[self.done:]))} left)"
         line = f"{self.noun} {k}/{self.total}: {label}{left}"
         self._write(line)
         return line
 
     def finish(self) -> None:
         """Mark the current stage done."""
+        if self.done < self.total:
+            self._done_work += self.work[self.done]
         self.done = min(self.done + 1, self.total)
 
     def skip(self, n: int, reason: str) -> None:
@@ -185,6 +195,25 @@ class Stages:
                 stages.finish()
 
         return _Ctx()
+
+
+def check_work(work: Any, total: int) -> list[float]:
+    """``work`` as one finite number > 0 per stage (None: 1 each); a ValueError names what is
+    wrong."""
+    import math
+    import numbers
+
+    if work is None:
+        return [1.0] * total
+    values = list(work)
+    if len(values) != total:
+        raise ValueError(f"work has {len(values)} values for {total} stages; expected one per "
+                         "stage")
+    for i, w in enumerate(values):
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not (
+                math.isfinite(w) and w > 0):
+            raise ValueError(f"work[{i}] = {w!r} is not accepted; accepted: a finite number > 0")
+    return [float(w) for w in values]
 
 
 class ExperimentProgress:
@@ -228,13 +257,14 @@ class ExperimentProgress:
         p.plan(labels)
         return p
 
-    def plan(self, labels: Any) -> None:
-        """Declare the stages (their labels, in order) before the first one starts."""
+    def plan(self, labels: Any, work: Any = None) -> None:
+        """Declare the stages (their labels, in order) before the first one starts; ``work``:
+        their relative costs for the time left (see :class:`Stages`; default 1 each)."""
         labels = [str(label) for label in labels]
         if self.stages is not None:
             raise RuntimeError(f"stages already planned ({self.stages.total}); plan once")
         self.labels = labels
-        self.stages = Stages(len(labels), write=self._write, clock=self._clock)
+        self.stages = Stages(len(labels), write=self._write, clock=self._clock, work=work)
 
     @property
     def done(self) -> int:

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
         # on stderr: "experiment 2/8: NAME — TITLE (overall ~ left)", each experiment's own
         # "stage k/N: ..." lines beneath
-        stages = Stages(len(chosen), noun="experiment")
+        stages = Stages(len(chosen), noun="experiment",
+                        work=[EXPERIMENT_SECONDS[n][0 if args.quick else 1] for n in chosen])
     outs = {name: _out_folder(args.out, name, len(chosen) > 1) for name in chosen}
     for name in chosen:
         if stages is not None:
@@ -96,6 +97,18 @@ def run(args: argparse.Namespace) -> int:
 
         print(json.dumps(jsonable(results), indent=1))
     return 1 if failed and args.strict else 0
+
+
+EXPERIMENT_SECONDS: dict[str, tuple[float, float]] = {
+    "depth-ladder": (12, 168), "glorot2010": (18, 541), "he2015": (21, 216),
+    "ioffe2015": (5, 68), "klambauer2017": (4, 147), "saxe2013": (5, 21),
+    "schoenholz2017": (16, 581), "xu2016": (4, 26), "yang2019": (21, 52),
+}
+"""CPU seconds of each experiment (quick, full) as README's results table measured them: the
+relative work of ``reproduce all``'s experiments, so its time left is the seconds per unit
+measured on the experiments done times the work left (the mean per experiment was up to 2x
+under and 6x over: before yang2019 quick, 11 s for 21 s; before xu2016 full, 498 s for 78 s).
+A new experiment needs its entry (tests/test_newuser_round15.py checks the names)."""
 
 
 def _check_data(data: str, experiments: list) -> None:

@@ -55,6 +55,14 @@ def build(recipe: str, depth: int, n_in: int, n_out: int, width: int, seed: int)
     return net
 
 
+def stage_work(recipe: str, depth: int) -> float:
+    """A training's relative cost for the progress's time left: per step, each of its
+    ``depth`` weight layers (twice with batch norm: one more layer's forward and backward)
+    plus the step's fixed part (batch, loss, update), counted as 2 layers. Measured on the
+    quick ladder: depth 100 with batch norm 2.1 s, depth 50 without 0.46 s, depth 2 0.03 s."""
+    return depth * (2 if RECIPES[recipe].get("batchnorm") else 1) + 2
+
+
 def label(recipe: str, depth: int) -> str:
     """One training of the ladder, as a progress stage."""
     return f"depth {depth}, {recipe}"
@@ -79,8 +87,8 @@ def run(quick: bool = False, data: str | None = None,
     rows: list[dict[str, Any]] = []
     p = ExperimentProgress.of(progress)
     # shallow references first, then each ladder (a quick ladder's rest skipped at a failure)
-    p.plan([label(r, depths[0]) for r in RECIPES]
-           + [label(r, d) for r in RECIPES for d in depths[1:]])
+    order = [(r, depths[0]) for r in RECIPES] + [(r, d) for r in RECIPES for d in depths[1:]]
+    p.plan([label(r, d) for r, d in order], work=[stage_work(r, d) for r, d in order])
 
     def one(recipe: str, d: int) -> dict[str, Any]:
         t0 = time.perf_counter()
