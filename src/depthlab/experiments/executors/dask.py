@@ -112,6 +112,53 @@ def _probe(address: str, timeout: float) -> None:
                            "with `dask scheduler`, or check the address)") from None
 
 
+def _handshake(address: str, timeout: float) -> None:
+    """Ask the server at ``address`` who it is (Dask's ``identity``) within ``timeout``
+    seconds; :class:`ClusterError` unless it answers as a Dask scheduler. Dask's ``Client``
+    waits without end for a server that accepts the connection and never answers (a port
+    of another program, a stuck proxy), and a server that answers something else (an HTTP
+    port) made its frame reader allocate exabytes: a ``MemoryError`` "internal error"."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask() -> Any:
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["reply"] = asyncio.run(asyncio.wait_for(ask(), timeout))
+        except BaseException as e:  # noqa: BLE001 - judged in the caller's thread
+            box["error"] = e
+
+    thread = _masked_thread(run, "depthlab-dask-handshake")
+    deadline = time.monotonic() + timeout + 1.0
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(START_POLL_S)  # an interrupt is seen at once
+    where = f"the Dask scheduler at {address}"
+    error, reply = box.get("error"), box.get("reply")
+    if thread.is_alive() or isinstance(error, TimeoutError):
+        why = f"no answer within {timeout:g} s; is it a Dask scheduler's address?"
+    elif error is not None:
+        text = " ".join(str(error).split())[:100]
+        why = (f"it did not answer as a Dask scheduler ({type(error).__name__}"
+               f"{': ' + text if text else ''})")
+    elif not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        kind = reply.get("type") if isinstance(reply, dict) else None
+        why = (f"that is a Dask {kind}, not a scheduler" if isinstance(kind, str)
+               else "it did not answer as a Dask scheduler")
+    else:
+        return
+    raise ClusterError(f"cannot use {where}: {why}")
+
+
 def _import_distributed() -> Any:
     try:
         import distributed
@@ -183,6 +230,7 @@ class DaskExecutor(Executor):
             if m:
                 self._start_local(distributed, int(m.group(1)))
             else:
+                _handshake(self.address, self.connect_timeout)
                 self.client = distributed.Client(self.address, set_as_default=False,
                                                  timeout=max(self.connect_timeout, 10.0))
         except (OSError, TimeoutError) as e:

@@ -1,0 +1,129 @@
+"""Round 15 (sweeps on Dask): an adversarial pass, the local executors as the reference.
+
+Clusters are tiny (one or two workers, ``processes=False`` where the test allows) and
+reached over loopback TCP only.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+from helpers.cli import ENV
+
+distributed = pytest.importorskip("distributed")
+
+from depthlab.experiments.executors import ClusterError  # noqa: E402
+from depthlab.experiments.executors.dask import DaskExecutor  # noqa: E402
+
+GRID = """\
+[data]
+name = "clusters"
+n = {n}
+options = {{d = 16, n_classes = 4}}
+[model]
+sizes = ["auto", 16, 16, "auto"]
+[train]
+lr = 0.05
+batch_size = 8
+epochs = {epochs}
+[probes]
+every = {every}
+[sweep]
+"train.lr" = [0.05, 0.1]
+"train.seed" = [0, 1, 2]
+"""
+
+
+def write(tmp_path, n=300, epochs=1, every=20) -> str:
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.format(n=n, epochs=epochs, every=every))
+    return str(path)
+
+
+def sweep_cli(*args, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "depthlab", "sweep", *map(str, args)],
+                          capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+@contextmanager
+def tcp_server(answer: bytes | None):
+    """A loopback TCP port that accepts connections and then says nothing (``None``) or
+    sends ``answer`` and closes: not a Dask scheduler."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.1)
+    stop, held = threading.Event(), []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            if answer is None:
+                held.append(conn)
+            else:
+                conn.sendall(answer)
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(2)
+        for c in held:
+            c.close()
+        srv.close()
+
+
+@pytest.fixture(scope="module")
+def threads_cluster():
+    """Two in-process workers (threads), reached over loopback TCP."""
+    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                                  protocol="tcp", host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=50) as lc:
+        yield lc
+
+
+# -- a scheduler address that is not a scheduler ------------------------------------------
+
+def test_a_port_that_never_answers_fails_within_the_timeout_naming_it(tmp_path):
+    """A port that accepts the connection and never answers (another program, a stuck
+    proxy): Dask's Client waited without end (the sweep was still there after 90 s)."""
+    with tcp_server(None) as address:
+        t0 = time.monotonic()
+        res = sweep_cli(write(tmp_path), "--out", tmp_path / "o", "--cluster", address,
+                        timeout=25)
+        took = time.monotonic() - t0
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and address in err[0] and "no answer within 5 s" in err[0], err
+    assert took < 20
+
+
+def test_a_port_that_answers_something_else_is_one_line_not_an_internal_error(tmp_path):
+    """An HTTP server's answer read as Dask frames: 'MemoryError: Unable to allocate 3.07
+    EiB' as an internal error (exit 1), then 20 s in the Client's __del__ and its
+    traceback."""
+    with tcp_server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10) as address:
+        res = sweep_cli(write(tmp_path), "--out", tmp_path / "o", "--cluster", address,
+                        timeout=25)
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and address in err[0], err
+    assert "did not answer as a Dask scheduler" in err[0] and "internal error" not in err[0]
+
+
+def test_a_worker_address_is_not_taken_for_the_scheduler(threads_cluster):
+    worker = next(iter(threads_cluster.scheduler_info["workers"]))
+    with pytest.raises(ClusterError, match=f"{worker}: that is a Dask Worker, not a sch"):
+        DaskExecutor(worker).start()
