@@ -127,3 +127,29 @@ def test_a_worker_address_is_not_taken_for_the_scheduler(threads_cluster):
     worker = next(iter(threads_cluster.scheduler_info["workers"]))
     with pytest.raises(ClusterError, match=f"{worker}: that is a Dask Worker, not a sch"):
         DaskExecutor(worker).start()
+
+
+# -- the executor's options ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kw, fragment", [
+    ({"window": -1}, "window must be a positive integer, got -1"),
+    ({"window": 0}, "window must be a positive integer, got 0"),
+    ({"window": 1.5}, "window must be a positive integer, got 1.5"),
+    ({"retries": -1}, "retries must be an integer >= 0, got -1"),
+    ({"retries": True}, "retries must be an integer >= 0, got True"),
+    ({"allowed_failures": "3"}, "allowed_failures must be an integer >= 0, got '3'"),
+    ({"connect_timeout": 0}, "connect_timeout must be a finite number > 0, got 0"),
+    ({"connect_timeout": "5"}, "connect_timeout must be a real number, got '5'"),
+    ({"connect_timeout": float("inf")}, "connect_timeout must be a finite number > 0"),
+])
+def test_executor_options_are_checked_naming_the_value(kw, fragment):
+    """window=-1 took no point from the grid: a 6-point sweep ended with nothing run and
+    nothing said; retries=-1, allowed_failures='3' went to Dask as given; connect_timeout=0
+    said 'Operation now in progress', -1 'Timeout value out of range'."""
+    with pytest.raises((ValueError, TypeError), match=fragment.replace("(", r"\(")):
+        DaskExecutor("tcp://127.0.0.1:8786", **kw)
+
+
+def test_an_address_of_the_wrong_type_names_it():
+    with pytest.raises(TypeError, match="cluster address 8786 has the wrong type; accepted"):
+        DaskExecutor(8786)

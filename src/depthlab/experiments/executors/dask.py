@@ -90,6 +90,8 @@ def _masked_thread(target: Any, name: str) -> threading.Thread:
 def check_address(address: str) -> str:
     """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
     else :class:`ClusterError`."""
+    if not isinstance(address, str):
+        raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}")
     m = _LOCAL.fullmatch(address)
     if (m and int(m.group(1)) >= 1) or _REMOTE.fullmatch(address):
         return address
@@ -190,12 +192,22 @@ class DaskExecutor(Executor):
                  retries: int = 1,
                  allowed_failures: int = 3, connect_timeout: float = 5.0,
                  compute: Compute = compute_point) -> None:
+        from ...validators import positive_int, real
+
         self.address = check_address(address)
-        self.window = window
+        # every option checked here, before a cluster starts: a window of -1 took no point
+        # from the grid and the sweep ended "0 finished" with nothing said; a retries,
+        # allowed_failures or connect_timeout of a wrong type or sign went to Dask as given
+        if window is not None:
+            window = positive_int("window", window)
         if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
                                   or chunk < 1):
             raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
+        self.window = window
         self.chunk = chunk
+        retries = positive_int("retries", retries, minimum=0)
+        allowed_failures = positive_int("allowed_failures", allowed_failures, minimum=0)
+        connect_timeout = real("connect_timeout", connect_timeout, positive=True)
         self._expected: int | None = None
         self._point_s: float | None = None  # measured seconds per point (None: not yet)
         self.retries = retries
