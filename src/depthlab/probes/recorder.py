@@ -20,8 +20,12 @@ Two sources of measurements:
 
 ``update_ratio`` at step ``k`` is ``||W_k - W_{k-1}|| / ||W_{k-1}||`` (Frobenius norms) of the
 weights feeding each hidden layer: the weights are copied in ``before_update`` of recorded
-steps only. A further ``Trainer.fit`` of the same trainer continues its step count and the
-recorder its records (a new trainer starts them afresh). Only summaries are stored (compact
+steps only. With a probe batch the ratio is taken right after update ``k``; on the training
+batches it is taken in the record of step ``k`` (``before_update`` of update ``k + 1``), layer
+by layer just before that layer's statistics, which read the same ``W_k`` (one trip of the
+weights through the cache instead of two), or at the end of training for a last update that
+has no record after it. A further ``Trainer.fit`` of the same trainer continues its step count
+and the recorder its records (a new trainer starts them afresh). Only summaries are stored (compact
 ``array`` columns, no NumPy arrays), so memory grows with the number of records, not with batch
 or layer size.
 """
@@ -91,6 +95,17 @@ def _update_norms(w: Array, w0: Array) -> tuple[float, float]:
     return n0, math.sqrt(float(np.dot(f, f)))
 
 
+def _update_ratio(weight: Any, w0: Array) -> float | None:
+    """``||W - W0|| / ||W0||`` of a parameter ``weight`` and the copy ``w0`` of its earlier value
+    (``inf`` for ``W0 = 0``; None when the weights were given another shape or dtype since the
+    copy). ``w0`` may be overwritten."""
+    w = weight.value
+    if w.shape != w0.shape or w.dtype != w0.dtype:
+        return None
+    n0, n1 = _update_norms(w, w0)
+    return n1 / n0 if n0 > 0 else math.inf
+
+
 def _is_pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -155,6 +170,9 @@ class ProbeRecorder(Callback):
         if self._hist_default:
             self._hist_end = True
         self._jac_steps, self._jac_end = _step_set("jacobian_steps", jacobian_steps)
+        # steps measured besides the multiples of `every` (asked at every step otherwise)
+        self._sparse_steps = bool(self._jac_steps) or (not self._hist_default
+                                                       and bool(self._hist_steps))
         if probe_x is None and (self._jac_steps or self._jac_end):
             raise ValueError("jacobian_steps need a probe batch (probe_x, probe_y)")
         self._layer_q = layer_quantities(self.percentiles)
@@ -180,6 +198,7 @@ class ProbeRecorder(Callback):
         self._hist_done: set[int] = set()
         self._jac_done: set[int] = set()
         self._w_before: dict[int, tuple[Any, Array]] = {}  # layer -> (W, its copy)
+        self._w_before_step = -1  # the update whose ratio self._w_before awaits
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
         self._snapshots: dict[int, tuple[Any, Array]] | None = None  # reused while valid
         self._snap_points: list = []  # the probe points of self._snapshots, in its order
@@ -245,13 +264,26 @@ class ProbeRecorder(Callback):
 
     # -- measurement -------------------------------------------------------------------
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
-                       snapshots: dict[int, tuple[Any, Array]] | None = None) -> set[int]:
+                       snapshots: dict[int, tuple[Any, Array]] | None = None,
+                       before: dict[int, tuple[Any, Array]] | None = None) -> set[int]:
         """Statistics and/or histograms of every probe point at ``step``. ``snapshots``: layer
         index -> (its weights, the buffer that is to receive a copy of them); with the compiled
-        kernels the copy is made in the statistics' pass over the weights. Returns the indices
-        copied."""
+        kernels the copy is made in the statistics' pass over the weights. ``before``: the
+        weights before update ``step`` (layer index -> (weights, copy)), whose update ratio is
+        taken for each layer just before its statistics (the copy may be the buffer that
+        ``snapshots`` overwrites next). Returns the indices copied."""
         copied: set[int] = set()
+        if before:
+            layers: list[int] = []
+            ratios: list[float] = []
         for p, kernel_stats in zip(self._points, self._kernel_stats):
+            if before:
+                prior = before.get(p.index)
+                if prior is not None:
+                    ratio = _update_ratio(*prior)
+                    if ratio is not None:
+                        layers.append(p.index)
+                        ratios.append(ratio)
             if stats:
                 snap = snapshots.get(p.index) if snapshots else None
                 buf = None if snap is None else snap[1]
@@ -265,6 +297,8 @@ class ProbeRecorder(Callback):
             if hist:
                 with np.errstate(all="ignore"):
                     self._histograms(step, p)
+        if before:
+            self._add_layers(step, layers, "update_ratio", ratios)
         if stats:
             self._stat_steps.add(step)
         if hist:
@@ -349,21 +383,42 @@ class ProbeRecorder(Callback):
             self._loss._cache = None  # nothing of the check is kept
 
     def before_update(self, trainer, step: int) -> None:
-        snap = self._wants_stats(step)
-        record = self.probe_x is None and self._wants_any(step - 1)
+        every = self.every
+        snap = step % every == 0
+        label = step - 1
+        record = self.probe_x is None and (label % every == 0 or (
+            self._sparse_steps and self._wants_any(label)))
         if not (snap or record):
             return
+        before = self._w_before  # training batches: W before update `label`, for its ratio
+        if before and not (record and self._w_before_step == label):
+            self._flush_update_ratio()  # (a fit interrupted between the copy and its record)
+            before = {}
+        self._w_before = {}
         snapshots = self._snapshot_buffers() if snap else None
         copied: set[int] = set()
         if record:
-            label = step - 1
-            copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
+            copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots,
+                                         before=before)
             self._pending_loss = label
         if snapshots is not None:  # W before this update, for its update_ratio
             for layer, (weight, buf) in snapshots.items():
                 if layer not in copied:
                     np.copyto(buf, weight.value)
             self._w_before = snapshots
+            self._w_before_step = step
+
+    def _flush_update_ratio(self) -> None:
+        """The update ratio still awaited from a copy of the weights (no record after it)."""
+        before, self._w_before = self._w_before, {}
+        layers, ratios = [], []
+        for layer, prior in before.items():
+            ratio = _update_ratio(*prior)
+            if ratio is not None:
+                layers.append(layer)
+                ratios.append(ratio)
+        if layers:
+            self._add_layers(self._w_before_step, layers, "update_ratio", ratios)
 
     def _snapshot_buffers(self) -> dict[int, tuple[Any, Array]]:
         """Layer index -> (its weights, a reused buffer of their shape and dtype: no allocation
@@ -395,19 +450,15 @@ class ProbeRecorder(Callback):
         if self._pending_loss is not None:
             self._add(self._pending_loss, 0, "loss", loss)
             self._pending_loss = None
-        before = self._w_before
-        if before:
-            self._w_before = {}
-            ratios = []
-            for weight, w0 in before.values():
-                n0, n1 = _update_norms(weight.value, w0)
-                ratios.append(n1 / n0 if n0 > 0 else math.inf)
-            self._add_layers(step, list(before), "update_ratio", ratios)
-        if self.probe_x is not None and self._wants_any(step):
-            self._probe_record(step)
+        if self.probe_x is not None:  # (on the training batches: in the next record)
+            if self._w_before:
+                self._flush_update_ratio()
+            if self._wants_any(step):
+                self._probe_record(step)
 
     def on_train_end(self, trainer, history) -> None:
-        self._w_before = {}
+        if self._w_before:  # the last update's, with no record after it
+            self._flush_update_ratio()
         self._w_buffers.clear()
         self._snapshots = None
         self._snap_points = []

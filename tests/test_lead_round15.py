@@ -1,0 +1,179 @@
+"""Lead, round 15: the training-batch recorder takes each update ratio in the record that reads
+the same weights (one trip of them through the cache), or at the end of training; the rows are
+those an independent copy of the weights after every update gives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from depthlab import mlp
+from depthlab.probes import ProbeRecorder, accel
+from depthlab.training.trainer import Callback, Trainer
+
+
+class _Weights(Callback):
+    """Independent reference: a float64 copy of every probed layer's weights after each update
+    (and before the first)."""
+
+    def __init__(self) -> None:
+        self.after: dict[int, dict[int, np.ndarray]] = {}
+
+    def _take(self, trainer, step: int) -> None:
+        self.after[step] = {p.index: p.dense.W.value.astype(np.float64)
+                            for p in trainer.net.probe_points() if p.dense is not None}
+
+    def on_train_begin(self, trainer) -> None:
+        self._take(trainer, trainer.step)
+
+    def before_update(self, trainer, step: int) -> None:
+        pass
+
+    def after_update(self, trainer, step: int, loss: float) -> None:
+        self._take(trainer, step)
+
+    def on_epoch_end(self, *args) -> None:
+        pass
+
+    def on_train_end(self, *args) -> None:
+        pass
+
+    def ratios(self, step: int) -> dict[int, float]:
+        now, then = self.after[step], self.after[step - 1]
+        return {i: float(np.linalg.norm(now[i] - then[i]) / np.linalg.norm(then[i]))
+                for i in now}
+
+
+def _data(n: int = 120, d: int = 12, seed: int = 3):
+    g = np.random.default_rng(seed)
+    return g.standard_normal((n, d)).astype(np.float32), g.integers(0, 3, n)
+
+
+def _ratios(rec: ProbeRecorder) -> dict[tuple[int, int], float]:
+    df = rec.frame()
+    df = df[df["quantity"] == "update_ratio"]
+    return {(int(s), int(layer)): float(v)
+            for s, layer, v in zip(df["step"], df["layer"], df["value"])}
+
+
+def _train(rec: ProbeRecorder, steps: int, dtype: str = "float32", trainer=None):
+    x, y = _data()
+    net = mlp([12, 9, 7, 3], activation="tanh", seed=1, dtype=dtype) if trainer is None \
+        else trainer.net
+    ref = _Weights()
+    trainer = trainer or Trainer(net, loss="cross_entropy", optimizer="adam", lr=0.01,
+                                 batch_size=20, epochs=None, max_steps=steps, eval_train=False,
+                                 callbacks=[rec, ref], seed=0)
+    trainer.fit(x, y)
+    return trainer, ref
+
+
+@pytest.mark.parametrize("numpy_path", [False, True])
+@pytest.mark.parametrize("every,steps", [(1, 7), (3, 10), (4, 8)])
+def test_training_batch_update_ratios_match_an_independent_copy(every, steps, numpy_path):
+    """Every recorded update's ratio, the last one included (10 steps at every=3: updates 3, 6
+    and 9 have records after them, none follows update... at every=4 update 8 is the last and
+    is taken at the end of training), equals the float64 ratio of copies taken after each
+    update, on the compiled and the NumPy path."""
+    rec = ProbeRecorder(every=every)
+    ctx = accel.numpy_only() if numpy_path else _null()
+    with ctx:
+        _, ref = _train(rec, steps)
+    got = _ratios(rec)
+    want_steps = [k for k in range(1, steps + 1) if k % every == 0]
+    assert sorted({s for s, _ in got}) == want_steps
+    for k in want_steps:
+        for layer, r in ref.ratios(k).items():
+            assert got[(k, layer)] == pytest.approx(r, rel=2e-4), (k, layer)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_training_batch_ratios_equal_the_probe_batch_modes():
+    """The probe-batch recorder takes the ratio right after each update (unchanged); both
+    modes give the same rows for the same training (a probe batch does not change it)."""
+    x, y = _data()
+    a, b = ProbeRecorder(every=2), ProbeRecorder(x[:30], y[:30], every=2)
+    for rec in (a, b):
+        net = mlp([12, 9, 7, 3], activation="relu", seed=1)
+        Trainer(net, loss="cross_entropy", optimizer="sgd", lr=0.05, batch_size=20,
+                epochs=None, max_steps=9, eval_train=False, callbacks=[rec], seed=0).fit(x, y)
+    ra, rb = _ratios(a), _ratios(b)
+    assert set(ra) == set(rb) and len(ra) == 4 * 2  # updates 2, 4, 6, 8 x 2 hidden layers
+    for key in ra:
+        assert ra[key] == rb[key]
+
+
+def test_a_further_fit_continues_the_ratios():
+    """A second fit of the same trainer: the update copied at the end of the first fit has no
+    record after it and is taken at its end; the second fit's ratios carry their own steps."""
+    rec = ProbeRecorder(every=2)
+    trainer, ref1 = _train(rec, 4)
+    ref2 = _Weights()
+    trainer.callbacks.append(ref2)
+    trainer.max_steps = 4
+    x, y = _data()
+    trainer.fit(x, y)
+    got = _ratios(rec)
+    assert sorted({s for s, _ in got}) == [2, 4, 6, 8]
+    for k in (6, 8):
+        for layer, r in ref2.ratios(k).items():
+            assert got[(k, layer)] == pytest.approx(r, rel=2e-4)
+    for layer, r in ref1.ratios(4).items():
+        assert got[(4, layer)] == pytest.approx(r, rel=2e-4)
+
+
+def test_a_zero_weight_matrix_gives_an_infinite_ratio_and_a_reshaped_one_none():
+    """``||W0|| = 0``: inf, as before; weights given another shape between the copy and the
+    record (a user's surgery): no ratio row for that layer, the other layers keep theirs."""
+
+    class Surgery(Callback):
+        def on_train_begin(self, trainer):
+            pass
+
+        def before_update(self, trainer, step):
+            pass
+
+        def after_update(self, trainer, step, loss):
+            if step == 2:
+                d = trainer.net.dense_layers()[0]
+                d.W.value[...] = 0.0  # W_2 = 0: the ratio of update 3 is inf
+
+        def on_epoch_end(self, *a):
+            pass
+
+        def on_train_end(self, *a):
+            pass
+
+    rec = ProbeRecorder(every=1)
+    x, y = _data()
+    net = mlp([12, 9, 7, 3], activation="tanh", seed=1)
+    Trainer(net, loss="cross_entropy", optimizer="sgd", lr=0.05, batch_size=20, epochs=None,
+            max_steps=4, eval_train=False, callbacks=[Surgery(), rec], seed=0).fit(x, y)
+    got = _ratios(rec)
+    assert math.isinf(got[(3, 1)]) and math.isfinite(got[(3, 2)])
+    from depthlab.probes.recorder import _update_ratio
+
+    class W:
+        value = np.ones((2, 3), np.float32)
+
+    assert _update_ratio(W, np.ones((3, 2), np.float32)) is None
+    assert _update_ratio(W, np.ones((2, 3), np.float64)) is None
+    assert _update_ratio(W, np.full((2, 3), 2.0, np.float32)) == pytest.approx(0.5)
+
+
+def test_float64_network_ratios():
+    rec = ProbeRecorder(every=1)
+    _, ref = _train(rec, 3, dtype="float64")
+    got = _ratios(rec)
+    for k in (1, 2, 3):
+        for layer, r in ref.ratios(k).items():
+            assert got[(k, layer)] == pytest.approx(r, rel=1e-12)
