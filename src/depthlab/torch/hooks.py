@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 import sys
 import weakref
@@ -122,6 +123,10 @@ def _others_in_forward(rec: Recording) -> bool:
     return busy
 
 
+_READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre"})
+"""The :class:`Recording` hooks that read their module's input: registered ``with_kwargs``, so a
+call by keyword (``act(input=s)``, ``blk(hidden=h)``) is measured as a positional one."""
+
 EARLIER_PASSES = 8
 """The passes of at most this many forwards of the model before the last are kept until a
 record, for :meth:`Recording.settle` (each holds a few partial sums, no tensor of the size of
@@ -155,6 +160,22 @@ def _weight_grad(w: torch.Tensor, weight_grads: dict | None) -> torch.Tensor | N
     if weight_grads is not None:
         return weight_grads.get(id(w))
     return w.grad if w.requires_grad else None
+
+
+def _first_parameter(module: nn.Module) -> tuple[str | None, bool]:
+    """``(name, positional)`` of the first parameter of ``module.forward`` that a call can pass
+    by keyword (``input`` of ``nn.Tanh``, ``src`` of ``nn.TransformerEncoderLayer``) and
+    whether it can be passed positionally too; ``(None, False)`` for a
+    ``forward(*args, **kwargs)`` or no signature to read."""
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None, False
+    first = next(iter(params), None)
+    if first is None or first.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                           inspect.Parameter.KEYWORD_ONLY):
+        return None, False
+    return first.name, first.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
 def _inert(*args) -> None:
@@ -244,7 +265,8 @@ class Recording:
         # layer's output is measured for both at once (kernels.layer_relu)
         self._relu_of: dict[int, int] = {}
         self._handles: list = []  # (handle, hook) of the plan last registered
-        self._slots: list = []  # (its hooks dict, handle id, hook) per handle
+        self._first_params: dict[int, tuple] = {}  # id(module) -> _first_parameter
+        self._slots: list = []  # (its hooks dict, handle id, hook, with_kwargs marks) per handle
         self._slots_plan: list | None = None
         self._armed = False
         self._last_run = 0
@@ -322,18 +344,30 @@ class Recording:
         _FORWARDS.discard(self)
         plan = self._plan if self._plan is not None else self._hook_plan()
         if plan is self._slots_plan:
-            for hooks, key, fn in self._slots:
+            for hooks, key, fn, marks in self._slots:
                 hooks[key] = fn
+                for d in marks:
+                    d[key] = True
         else:
             self._handles = []
             for m, pre, post in plan:  # _Hook: copies of the model do not carry them
+                # the hooks that read the module's input take its keyword arguments too
+                # (blk(hidden=h), act(input=s): no block_grad_std, no act_* rows)
                 if pre is not None:
+                    kw = pre.__name__ in _READS_INPUT
                     pre = _Hook(pre)
-                    self._handles.append((m.register_forward_pre_hook(pre), pre))
+                    self._handles.append((m.register_forward_pre_hook(pre, with_kwargs=kw),
+                                          pre))
                 if post is not None:
+                    kw = post.__name__ in _READS_INPUT
                     post = _Hook(post)
-                    self._handles.append((m.register_forward_hook(post), post))
-            self._slots = [(h.hooks_dict_ref(), h.id, fn) for h, fn in self._handles]
+                    self._handles.append((m.register_forward_hook(post, with_kwargs=kw), post))
+            # (hooks dict, id, hook, the dicts that mark it a with_kwargs hook): disarm takes
+            # the id out of both, arm puts it back
+            self._slots = [(h.hooks_dict_ref(), h.id, fn,
+                            tuple(d for d in (r() for r in h.extra_dict_ref)
+                                  if d is not None and h.id in d))
+                           for h, fn in self._handles]
             self._slots_plan = plan
         self._armed = True
 
@@ -375,9 +409,11 @@ class Recording:
         _FORWARDS.discard(self)  # closed inside a forward that raised: not in one any more
         if not self._armed:
             return
-        for hooks, key, _ in self._slots:
+        for hooks, key, _, marks in self._slots:
             if hooks is not None:
                 hooks.pop(key, None)
+            for d in marks:
+                d.pop(key, None)
         self._armed = False
 
     def _spec(self, m: nn.Module) -> ActivationSpec | None:
@@ -438,11 +474,34 @@ class Recording:
         (after ``Watch(model)``, which arms for step 0) ran after depthlab's at that record
         and before them from the next arm on (which re-inserts them at the end): a hook
         doubling a layer's output gave ``pre_std`` 0.207 at step 0 and 0.415 at step 2."""
-        for hooks, key, fn in self._slots:
+        for hooks, key, fn, _ in self._slots:
             if hooks is not None and hooks.get(key) is fn:
                 hooks.move_to_end(key)
 
-    def _model_pre(self, module, args) -> None:
+    def _input(self, module: nn.Module, args: tuple, kwargs: dict
+               ) -> tuple[torch.Tensor | None, int | str | None]:
+        """``(x, where)``: the input a follower, block or the model reads (the first tensor of
+        the positional arguments, ``where`` 0), else that of the keyword argument naming
+        ``forward``'s first parameter (``act(input=s)``, ``blk(hidden=h)``; ``where`` its name;
+        a ``forward(**kwargs)``: the first keyword argument holding a tensor); ``(None, None)``
+        when there is none."""
+        x = _first_tensor(args) if args else None
+        if x is not None or not kwargs:
+            return x, 0
+        key = id(module)
+        if key not in self._first_params:
+            self._first_params[key] = _first_parameter(module)
+        name = self._first_params[key][0]
+        if name is not None:
+            x = _first_tensor(kwargs.get(name))
+            return (x, name) if x is not None else (None, None)
+        for k, v in kwargs.items():
+            x = _first_tensor(v)
+            if x is not None:
+                return x, k
+        return None, None
+
+    def _model_pre(self, module, args, kwargs) -> None:
         self._last()
         # a forward of the model without gradients (validation under no_grad/inference_mode
         # while armed) is not a training pass: its hooks return at once and the pass being
@@ -458,7 +517,9 @@ class Recording:
             # the model's input, for depthlab.torch.predict: the last training forward's (a
             # validation pass under no_grad/inference_mode before it is not the one recorded)
             self.input_seen = True
-            x = _first_tensor(args)
+            x, where = self._input(module, args, kwargs)
+            if isinstance(where, str) and not self._first_params[id(module)][1]:
+                x = None  # keyword-only (forward(self, *, inputs)): predict calls model(x)
             self.first_input = None if x is None else x.detach().clone()
         self._roll()
         if self.want_input:
@@ -612,8 +673,7 @@ class Recording:
         return True
 
     # -- followers -------------------------------------------------------------------------
-    def _source(self, args) -> tuple[LayerInfo, str] | None:
-        x = _first_tensor(args)
+    def _source(self, x: torch.Tensor | None) -> tuple[LayerInfo, str] | None:
         if x is None:
             return None
         hit = self.p.links.get(id(x)) or self._hooked_link(x)
@@ -640,10 +700,11 @@ class Recording:
                 return (x, *hit[1:])
         return None
 
-    def _norm_pre(self, module, args) -> None:
+    def _norm_pre(self, module, args, kwargs) -> None:
         if self._idle:
             return
-        src = self._source(args)
+        src = self._source(args[0] if args and type(args[0]) is torch.Tensor
+                           else self._input(module, args, kwargs)[0])
         if src is not None and src[1] == "layer":
             self.p.pending[id(module)] = src[0]
 
@@ -658,14 +719,15 @@ class Recording:
         self._acc(self.p.norm, info.index).add(out, None, self._wk)
         self.p.links[id(out)] = (out, _ver(out), info, "norm")
 
-    def _act_pre(self, module, args) -> None:
+    def _act_pre(self, module, args, kwargs) -> None:
         if self._idle:
             return
-        src = self._source(args)
+        s = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
+        src = self._source(s)
         if src is None or src[1] not in ("layer", "norm"):
             return
         info = src[0]
-        s = _first_tensor(args)
         p = self.p
         acc = p.act.get(info.index)
         if acc is None:
@@ -690,13 +752,14 @@ class Recording:
         acc.out.add(out, total, self._wk)
         self.p.links[id(out)] = (out, _ver(out), info, "act")
 
-    def _relu_post(self, module, args, output) -> None:
+    def _relu_post(self, module, args, kwargs, output) -> None:
         """A ReLU needs no pre-hook: its input is linked to a layer here, where an in-place
         ReLU has returned that very tensor with its version counter one higher."""
         if self._idle:
             return
         out = output if type(output) is torch.Tensor else _first_tensor(output)
-        x = _first_tensor(args)
+        x = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
         if out is None or x is None:
             return
         p = self.p
@@ -730,18 +793,19 @@ class Recording:
             self._relu_of[id(info)] = id(module)
 
     # -- residual blocks -------------------------------------------------------------------
-    def _block_pre(self, module, args) -> tuple | None:
+    def _block_pre(self, module, args, kwargs) -> tuple | None:
         if self._idle:
             return None
-        x = _first_tensor(args)
+        x, where = self._input(module, args, kwargs)
         fn = x.grad_fn if x is not None else None
-        new_args = None
+        new = None
         if fn is None and x is not None and not self._blocks_found and module is not self.model:
-            fn, new_args = self._input_node(module, x, args)
+            fn, new = self._input_node(module, x, args, kwargs, where)
         self.p.block_inputs.setdefault(id(module), []).append(fn)
-        return new_args
+        return new
 
-    def _input_node(self, module, x: torch.Tensor, args: tuple) -> tuple:
+    def _input_node(self, module, x: torch.Tensor, args: tuple, kwargs: dict,
+                    where: int | str | None) -> tuple:
         """``(node, args or None)`` for the residual-block search when the input ``x`` has no
         ``grad_fn`` (the first armed pass only): a leaf that requires grad is found through its
         ``AccumulateGrad`` node; an input without gradient (the raw data going into the
@@ -752,7 +816,8 @@ class Recording:
         stay without gradients."""
         if x.requires_grad:
             return torch.autograd.graph.get_gradient_edge(x).node, None
-        if (not args or args[0] is not x or type(x) is not torch.Tensor
+        given = kwargs.get(where) if isinstance(where, str) else args[0] if args else None
+        if (given is not x or type(x) is not torch.Tensor
                 or not x.is_floating_point() or x.is_nested or x.is_inference()
                 or not torch.is_grad_enabled()
                 or not any(p.requires_grad for p in module.parameters())):
@@ -761,7 +826,9 @@ class Recording:
         link = self.p.links.get(id(x))
         if link is not None and link[0] is x and link[1] == _ver(x):
             self.p.links[id(copy)] = (copy, _ver(copy), *link[2:])  # followers still match
-        return copy.grad_fn, (copy, *args[1:])
+        if isinstance(where, str):  # blk(hidden=h)
+            return copy.grad_fn, (args, {**kwargs, where: copy})
+        return copy.grad_fn, ((copy, *args[1:]), kwargs)
 
     def _block_post(self, module, args, output) -> None:
         if self._idle:
