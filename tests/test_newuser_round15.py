@@ -201,3 +201,35 @@ def test_reproduce_all_weighs_each_experiment_by_its_measured_seconds():
     names = {e.name for e in list_experiments()}
     assert set(EXPERIMENT_SECONDS) == names
     assert all(0 < q <= f for q, f in EXPERIMENT_SECONDS.values())
+
+
+# --- 3. sizes with unequal hidden widths and depth ---------------------------------------------
+
+@pytest.mark.parametrize(("extra", "key"), [({"depth": 5}, "depth"),
+                                            ({"depth": 5, "width": 16}, "depth"),
+                                            ({"width": 16}, "width"),
+                                            ({"depth": 0}, "depth")])
+def test_depth_or_width_do_not_silently_replace_unequal_hidden_widths(extra, key):
+    """``sizes = ["auto", 64, 32, "auto"]`` with ``depth = 5`` became 5 hidden layers of 64
+    (the first width; the 32 dropped without a word). Now one line names both keys."""
+    import depthlab as dl
+    from depthlab.experiments import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{key} = .*unequal hidden widths.*\[\"auto\", "
+                                          r"64, 32, \"auto\"\].*sizes alone") as info:
+        dl.ModelSpec(sizes=["auto", 64, 32, "auto"], **extra)
+    assert "\n" not in str(info.value) and info.value.key == key
+    # consistent or equal widths: as before
+    assert dl.ModelSpec(sizes=["auto", 64, 32, "auto"], depth=2).sizes == ("auto", 64, 32, "auto")
+    assert dl.ModelSpec(sizes=["auto", 64, 64, "auto"], depth=3).sizes == ("auto", 64, 64, 64,
+                                                                           "auto")
+    assert dl.ModelSpec(sizes=["auto", "auto"], depth=2, width=8).sizes == ("auto", 8, 8, "auto")
+
+
+def test_run_refuses_sizes_and_depth_that_disagree(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('[data]\nname = "spirals"\n[model]\n'
+                                     'sizes = ["auto", 64, 32, "auto"]\ndepth = 5\n')
+    code, _, err = run_cli(capsys, "run", "c.toml", "--out", "res")
+    assert_one_line_error(code, err, "model.depth = 5", "model.sizes", "64, 32")
+    assert not (tmp_path / "res").exists()

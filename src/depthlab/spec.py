@@ -26,7 +26,8 @@ Layer sizes: ``sizes = (n_in, h_1, ..., h_L, n_out)``; the first entry may be ``
 number of input features of the data) and the last ``"auto"`` (the number of classes; 1 for
 ``binary_cross_entropy``). ``depth`` (number of hidden layers) and ``width``, when they disagree
 with ``sizes``, rebuild the hidden part: ``sizes = (n_in, *[width] * depth, n_out)`` (width
-defaults to the first hidden width); once normalised they describe ``sizes`` (``width`` is None
+defaults to the hidden width; sizes whose hidden widths differ are refused, not rebuilt from
+their first); once normalised they describe ``sizes`` (``width`` is None
 for unequal widths). ``spec.with_sizes(sizes)`` changes the sizes (``replace(spec, sizes=...)``
 would let the old depth and width rebuild them).
 """
@@ -353,6 +354,17 @@ class ModelSpec(_Section):
         consistent = ((depth is None or depth == len(hidden))
                       and (width is None or (uniform and hidden[0] == width)
                            or (depth == 0 and not hidden)))
+        if not consistent and len(set(hidden)) > 1:  # was: rebuilt from the first width
+            from .memory import sizes_text
+
+            given = " and ".join(f"{prefix}{k} = {v}" for k, v in (("depth", self.depth),
+                                                                  ("width", self.width))
+                                 if v is not None)
+            raise ConfigError(
+                f"{given} would replace the unequal hidden widths of {prefix}sizes = "
+                f"{sizes_text(sizes)}; accepted: sizes alone, or depth and width with "
+                f"sizes = {sizes_text([sizes[0], sizes[-1]])} (its ends)",
+                prefix + ("depth" if self.depth is not None else "width"))
         if not consistent:
             if depth is None:
                 depth = len(hidden)
