@@ -233,3 +233,54 @@ def test_run_refuses_sizes_and_depth_that_disagree(tmp_path, monkeypatch, capsys
     code, _, err = run_cli(capsys, "run", "c.toml", "--out", "res")
     assert_one_line_error(code, err, "model.depth = 5", "model.sizes", "64, 32")
     assert not (tmp_path / "res").exists()
+
+
+# --- 5. overlay styles beyond the palette ------------------------------------------------------
+
+def _overlay_runs(n):
+    import numpy as np
+    import pandas as pd
+
+    runs, theory = {}, {}
+    for i in range(n):
+        rows = [{"step": step, "layer": layer, "quantity": "grad_pre_std",
+                 "value": float(np.exp(-0.03 * (i + 1) * layer) * (1 + 0.05 * i))}
+                for step in (0, 100) for layer in range(1, 11)]
+        runs[f"run {i}"] = pd.DataFrame(rows)
+        theory[f"run {i}"] = pd.DataFrame({"layer": range(1, 11), "grad_pre_var": [
+            float(np.exp(-0.05 * (i + 1) * la)) for la in range(1, 11)], "act_var": 1.0})
+    return runs, theory
+
+
+def test_overlay_of_sixteen_runs_draws_each_run_and_theory_distinctly():
+    """The report overlays up to 16 runs; with 7 colours, run 8 was run 1's colour and solid
+    line (a square marker of 4 points instead of a circle) and its dashed theory was drawn
+    exactly as run 1's. Now each run's (colour, line style) differs, and so does each theory
+    line's (colour, marker)."""
+    import matplotlib.pyplot as plt
+
+    from depthlab import plot
+
+    runs, theory = _overlay_runs(16)
+    fig = plot.gradient_per_layer(runs, theory=theory)
+    try:
+        lines = fig.axes[0].get_lines()
+        measured = [ln for ln in lines if not ln.get_label().endswith(": theory")]
+        theories = [ln for ln in lines if ln.get_label().endswith(": theory")]
+        assert len(measured) == len(theories) == 16
+        looks = {(ln.get_color(), ln.get_linestyle()) for ln in measured}
+        assert len(looks) == 16
+        assert len({(ln.get_color(), ln.get_marker()) for ln in theories}) == 16
+        assert {ln.get_linestyle() for ln in theories} == {"--"}  # dashes stay the theory's
+        assert "--" not in {ln.get_linestyle() for ln in measured}
+    finally:
+        plt.close(fig)
+
+
+def test_run_styles_are_distinct_for_eighty_four_runs():
+    from depthlab.plot import RUN_COLORS, run_style
+
+    n = len(RUN_COLORS) * 12
+    assert len({run_style(i) for i in range(n)}) == n
+    assert len({run_style(i)[::2] for i in range(3 * len(RUN_COLORS))}) == 3 * len(RUN_COLORS)
+    assert run_style(0) == (RUN_COLORS[0], "o", "-")

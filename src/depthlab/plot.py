@@ -52,7 +52,19 @@ __all__ = [
 # figure, a thin run line in it could not be seen)
 RUN_COLORS = tuple(c for c in _f.OKABE_ITO if c.upper() != "#F0E442")
 RUN_MARKERS = ("o", "s", "^", "D")
-"""Markers cycle after every ``len(RUN_COLORS)`` runs, so no two runs look alike."""
+RUN_LINESTYLES = ("-", "-.", ":")
+"""After every ``len(RUN_COLORS)`` runs the line style and the marker change together (see
+:func:`run_style`); dashes (``--``) are the theory's."""
+
+
+def run_style(i: int) -> tuple[str, str, str]:
+    """(colour, marker, line style) of the ``i``-th run of an overlay: the colours first, then
+    the same colours dash-dotted with squares, dotted with triangles, ...: distinct for
+    ``len(RUN_COLORS) * 12`` runs (7 colours alone made run 8 look like run 1: the same
+    colour and solid line, a square marker instead of a circle, and the same dashed theory)."""
+    k, c = divmod(int(i), len(RUN_COLORS))
+    return RUN_COLORS[c], RUN_MARKERS[k % len(RUN_MARKERS)], \
+        RUN_LINESTYLES[k % len(RUN_LINESTYLES)]
 HIST_MAX_LAYERS = 5
 """Histogram figures show at most this many layers: the first, the last and evenly spaced
 ones between (the figure says which and why)."""
@@ -332,8 +344,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     zeros: list[set[int]] = [set() for _ in axes]
     zero_runs: list[list[str]] = [[] for _ in axes]  # which runs those are (an overlay)
     for i, (label, wide) in enumerate(wides.items()):
-        color = RUN_COLORS[i % len(RUN_COLORS)]
-        marker = RUN_MARKERS[(i // len(RUN_COLORS)) % len(RUN_MARKERS)]
+        color, marker, linestyle = run_style(i)
         if wide.empty:
             continue
         first, last = wide.index.min(), wide.index.max()
@@ -363,8 +374,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 continue
             x = row.index.to_numpy()
             all_layers.update(int(v) for v in x)
-            ax.plot(x, row.to_numpy(float), marker + "-", color=color, linewidth=1.8,
-                    markersize=4,
+            ax.plot(x, row.to_numpy(float), marker=marker, linestyle=linestyle, color=color,
+                    linewidth=1.8, markersize=4,
                     label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1 else label)
             all_vals.extend(row.to_numpy(float))
         th = theories.get(label)
@@ -390,6 +401,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         # one hidden layer: a dashed line of one point is not drawn (the legend's "dashed:
         # theory" had nothing on the plot); a ring around the measured point instead
         one = {"marker": "o", "markersize": 10, "fillstyle": "none"} if len(pred) == 1 else {}
+        if not one and i >= len(RUN_COLORS):  # a colour's second run: its marker, hollow
+            one = {"marker": marker, "markersize": 5, "fillstyle": "none"}
         axes[0].plot(pred.index.to_numpy(), pred.to_numpy(float), "--", color=color,
                      linewidth=1.3, label=f"{label}: theory", zorder=3,
                      path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()], **one)
@@ -460,7 +473,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             labels.append("ring: theory (run's colour)")
         else:
             handles.append(Line2D([], [], linestyle="--", color="#777777"))
-            labels.append("dashed: theory (run's colour)")
+            labels.append("dashed: theory (run's colour" + (
+                ", hollow marker)" if len(wides) > len(RUN_COLORS) else ")"))
     # long run names cut to the legend's width (~0.065 in a character); round, not int:
     # (0.6 + 0.065 * 28 - 0.6) / 0.065 is 27.999..., which cut every 28-character name
     if handles:
