@@ -251,3 +251,143 @@ def test_keyword_input_of_a_block_without_gradient_is_found_as_a_block():
     frame = dlt.probe(model, x, y, CE, percentiles=())
     assert frame_block(frame, "blk") == pytest.approx(_pstd(g_h), rel=1e-9)
     assert not x.requires_grad
+
+
+# -- fix 2: a layer output reshaped (or transposed) before its activation ----------------------
+
+def _dead(a: torch.Tensor, unit_axis: int) -> float:
+    """Fraction of units (``unit_axis`` of ``a``, an activation output in the layer output's
+    layout) whose every entry is 0."""
+    a = a.movedim(unit_axis, 0).reshape(a.shape[unit_axis], -1)
+    return float((a == 0).all(dim=1).double().mean())
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "relu_inplace", "leaky", "gelu"])
+def test_an_activation_after_unflatten_is_the_layers_follower(paths, act):
+    """``Linear(6, 24) -> Unflatten(1, (4, 6)) -> activation``: the activation read a view of
+    the layer output, which no link matched, so layer 1 had no ``act_*``, ``dead_frac``,
+    ``saturated_frac``/``inactive_frac`` rows; now they are the activation's, with the dead
+    units counted among the layer's 24 features (3 of them dead: 0.125; none for the
+    LeakyReLU), not the view's 6."""
+    make = {"tanh": nn.Tanh, "relu": nn.ReLU, "relu_inplace": lambda: nn.ReLU(inplace=True),
+            "leaky": lambda: nn.LeakyReLU(0.1), "gelu": nn.GELU}[act]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 24), nn.Unflatten(1, (4, 6)), make(), nn.Flatten(),
+                          nn.Linear(24, 3)).double()
+    with torch.no_grad():
+        model[0].bias[[0, 7, 13]] = -60.0  # three dead units (tanh: saturated to -1)
+    x = torch.randn(16, 6, dtype=D)
+    y = torch.randint(0, 3, (16,))
+    s = model[0](x).detach()
+    a = make()(s.clone())
+    q = _values(dlt.probe(model, x, y, CE, percentiles=()))
+    assert q[(1, "act_mean")] == pytest.approx(_mean(a), rel=1e-9)
+    assert q[(1, "act_std")] == pytest.approx(_pstd(a), rel=1e-9)
+    deriv = torch.func.vmap(torch.func.grad(lambda v: make()(v.clone())))(s.reshape(-1)) \
+        .reshape(s.shape)
+    assert q[(1, "dead_frac")] == pytest.approx(_dead(deriv, 1), abs=1e-12)
+    assert q[(1, "dead_frac")] == pytest.approx(0.0 if act == "leaky" else 3 / 24, abs=1e-12)
+    if act == "tanh":
+        assert (1, "saturated_frac") in q.index
+    else:
+        assert q[(1, "inactive_frac")] == pytest.approx(float((s <= 0).double().mean()),
+                                                        abs=1e-12)
+
+
+class _Conformerish(nn.Module):
+    """A Linear on ``(N, T, C)``, transposed to ``(N, C, T)`` for a BatchNorm1d, then ReLU; and a
+    DCGAN-style Linear reshaped to ``(N, C, H, W)`` for a BatchNorm2d, then a PReLU per
+    channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj, self.bn, self.act = nn.Linear(5, 8), nn.BatchNorm1d(8), nn.ReLU()
+        self.fc, self.bn2, self.prelu = nn.Linear(8 * 7, 4 * 3 * 3), nn.BatchNorm2d(4), \
+            nn.PReLU(4, init=0.0)
+        self.head = nn.Linear(36, 3)
+
+    def forward(self, x):
+        h = self.act(self.bn(self.proj(x).transpose(1, 2)))  # (N, 8, T)
+        g = self.fc(h.flatten(1)).view(-1, 4, 3, 3)
+        return self.head(self.prelu(self.bn2(g)).flatten(1))
+
+
+def test_a_transposed_or_viewed_layer_output_through_a_norm_keeps_the_layers_units(paths):
+    """A norm between the reshape and the activation: the norm's rows and the activation's,
+    ``dead_frac`` per the layer's own units (``proj``'s 8 features, ``fc``'s 36), the PReLU's
+    slope per channel of the view (a derivative taken on the layer's layout would have
+    mixed them up)."""
+    torch.manual_seed(0)
+    model = _Conformerish().double()
+    with torch.no_grad():
+        model.bn.weight[[1, 5]] = 0.0
+        model.bn.bias[[1, 5]] = -1.0  # units 1 and 5 of proj: dead after the ReLU
+        model.prelu.weight[2] = 0.25  # channel 2 leaks; the others are ReLUs
+        model.bn2.bias[:] = torch.tensor([0.0, -30.0, -30.0, 0.0], dtype=D)
+    x = torch.randn(6, 7, 5, dtype=D)
+    y = torch.randint(0, 3, (6,))
+    s1 = model.proj(x)
+    b1 = model.bn(s1.transpose(1, 2))
+    a1 = torch.relu(b1)  # (N, 8, T)
+    s2 = model.fc(a1.flatten(1))
+    b2 = model.bn2(s2.view(-1, 4, 3, 3))
+    a2 = model.prelu(b2)
+    q = _values(dlt.probe(model, x, y, CE, percentiles=()))
+    assert q[(1, "act_std")] == pytest.approx(_pstd(a1), rel=1e-9)
+    assert q[(1, "dead_frac")] == pytest.approx(_dead(a1, 1), abs=1e-12)
+    assert q[(1, "dead_frac")] == pytest.approx(2 / 8, abs=1e-12)
+    assert q[(2, "act_std")] == pytest.approx(_pstd(a2), rel=1e-9)
+    # fc's units: its 36 features; channel 1 (bias -30, slope 0): 9 dead features, channel 2
+    # (slope 0.25): none
+    d2 = torch.where(b2 > 0, 1.0, model.prelu.weight.detach().view(1, 4, 1, 1).expand_as(b2))
+    assert q[(2, "dead_frac")] == pytest.approx(_dead(d2.reshape(6, 36), 1), abs=1e-12)
+    assert q[(2, "dead_frac")] == pytest.approx(9 / 36, abs=1e-12)
+
+
+def test_a_slice_of_a_layer_output_is_no_follower():
+    """An activation of part of a layer's output (a slice: a view with fewer entries) is not
+    the layer's follower: its statistics would be of another tensor."""
+    class Half(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.head = nn.Linear(4, 8), nn.Tanh(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.act(self.fc(x)[:, :4]))
+
+    torch.manual_seed(0)
+    model = Half().double()
+    x = torch.randn(8, 4, dtype=D)
+    q = _values(dlt.probe(model, x, torch.randint(0, 2, (8,)), CE, percentiles=()))
+    assert (1, "pre_std") in q.index and (1, "act_std") not in q.index
+
+
+def test_watch_of_a_relu_after_a_view_at_every_step(paths):
+    """The same in a watched loop, every step recorded (the kernels' fused layer+ReLU read
+    applies only to a ReLU reading the layer output itself): each step's ``act_*`` and
+    ``dead_frac`` those of its own batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Unflatten(1, (3, 4)), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(12, 3)).double()
+    with torch.no_grad():
+        model[0].bias[[2, 9]] = -60.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    with dlt.Watch(model, every=1, theory=False) as watch:
+        for _ in range(3):
+            x = torch.randn(16, 6, dtype=D)
+            y = torch.randint(0, 3, (16,))
+            opt.zero_grad()
+            a = torch.relu(model[0](x)).detach()
+            seen.append(a)
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    frame = watch.frame()
+    for step, a in enumerate(seen):
+        q = _values(frame, step)
+        assert q[(1, "act_std")] == pytest.approx(_pstd(a), rel=1e-9)
+        assert q[(1, "dead_frac")] == pytest.approx(_dead(a, 1), abs=1e-12)
+        assert q[(1, "dead_frac")] == pytest.approx(2 / 12, abs=1e-12)
+    assert _hook_dicts(model) == {}

@@ -114,7 +114,7 @@ def _cases():
                                   nn.LogSigmoid(), nn.Flatten(), nn.Linear(12, 12),
                                   nn.RMSNorm(12), nn.LeakyReLU(0.2), nn.Identity(),
                                   nn.Linear(12, 3)),
-            _r(5, 6), ["0", "5", "9"], {"5": ("6", "7")}, {}),
+            _r(5, 6), ["0", "5", "9"], {"0": ("2", "3"), "5": ("6", "7")}, {}),
         "softplus-beta-tanh-saturating": (
             lambda: nn.Sequential(nn.Linear(6, 10), nn.Softplus(beta=3.0, threshold=5.0),
                                   nn.Linear(10, 10), nn.Tanh(), nn.Linear(10, 3)),

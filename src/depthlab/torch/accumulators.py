@@ -469,10 +469,13 @@ class ActAcc:
         ax = axis % t.dim()
         return tuple(i for i in range(t.dim()) if i != ax)
 
-    def add_derivative(self, s: torch.Tensor, spec: ActivationSpec, axis: int) -> None:
+    def add_derivative(self, s: torch.Tensor, spec: ActivationSpec, axis: int,
+                       layout=None) -> None:
         """Counts on the activation's input ``s`` (forward pre-hook, before an in-place
         activation overwrites it). ReLU is counted from its output instead
-        (:meth:`add_relu_output`)."""
+        (:meth:`add_relu_output`). ``layout``: the map of ``s``'s shape into the layer
+        output's (``s`` a reshaped view of it), applied to ``f'(s)`` before the units are
+        read on ``axis``."""
         self.spec = spec
         self.host = False
         f = s.detach().to(stat_dtype(s))
@@ -484,6 +487,8 @@ class ActAcc:
             self.saturated.append((d < SATURATION_RATIO * spec.max_derivative).sum())
         if spec.relu_family:
             self.inactive.append((f <= 0).sum())
+        if layout is not None:
+            d = layout(d)
         if d.dim() == 0:
             self.dead_ok = False
             return

@@ -215,7 +215,7 @@ class _Pass:
     """The accumulators of one armed forward/backward pass (per layer number or module id)."""
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
-                 "device", "input", "fused")
+                 "device", "input", "fused", "layouts")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -225,6 +225,9 @@ class _Pass:
         self.block_grad: dict[int, Acc] = {}
         self.links: dict[int, tuple[torch.Tensor, int, LayerInfo, str]] = {}
         self.pending: dict[int, LayerInfo] = {}
+        # id(linked tensor or pending follower module) -> the map of a tensor of its shape
+        # into its layer output's layout (a reshaped or permuted view of it: _view_link)
+        self.layouts: dict[int, object] = {}
         self.block_inputs: dict[int, list] = {}
         self.device: torch.device | None = None
         self.input: torch.Tensor | None = None  # the model's input (Recording.want_input)
@@ -550,6 +553,7 @@ class Recording:
         graph = any(link[0].requires_grad for link in p.links.values())
         p.links.clear()
         p.pending.clear()
+        p.layouts.clear()
         p.fused.clear()
         p.block_inputs.clear()
         if graph or _needs_grad(output):  # any output: {"pred": argmax, "logits": ...} too
@@ -676,10 +680,40 @@ class Recording:
     def _source(self, x: torch.Tensor | None) -> tuple[LayerInfo, str] | None:
         if x is None:
             return None
-        hit = self.p.links.get(id(x)) or self._hooked_link(x)
+        hit = self.p.links.get(id(x)) or self._hooked_link(x) or self._view_link(x)
         if hit is None or hit[0] is not x or hit[1] != _ver(x):
             return None
         return hit[2], hit[3]
+
+    def _view_link(self, x: torch.Tensor, ahead: int = 0) -> tuple | None:
+        """The link of a layer (or norm) output that ``x`` is a reshaped or permuted view of
+        (``nn.Unflatten``, ``.view``, ``nn.Flatten``, ``.transpose`` between a layer and its
+        activation or norm: the same entries, so the follower is the layer's; it had no
+        ``act_*`` rows). Linked under ``x``, with the map of a tensor of ``x``'s shape into the
+        layer output's layout (:func:`_relayout`) in ``p.layouts``, so ``dead_frac`` counts
+        the layer's units. None for other views (a slice: part of the output). ``ahead``: 1
+        for the output of an in-place activation (the version counter one on)."""
+        if not x._is_view():
+            return None
+        p = self.p
+        base = x._base
+        hit = p.links.get(id(base))
+        hits = (hit,) if hit is not None and hit[0] is base else \
+            [h for h in p.links.values() if h[0]._is_view() and h[0]._base is base]
+        for hit in hits:
+            t = hit[0]
+            if hit[3] not in ("layer", "norm") or hit[1] != -1 and hit[1] + ahead != _ver(x):
+                continue
+            fn = _relayout(x, t)
+            if fn is None:
+                continue
+            inner = p.layouts.get(id(t))  # t itself a reshaped norm output
+            if inner is not None:
+                fn = functools.partial(_compose, inner, fn)
+            link = p.links[id(x)] = (x, *hit[1:])
+            p.layouts[id(x)] = fn
+            return link
+        return None
 
     def _hooked_link(self, x: torch.Tensor) -> tuple | None:
         """The link of an output that a user's ``register_full_backward_hook`` on its module
@@ -703,10 +737,16 @@ class Recording:
     def _norm_pre(self, module, args, kwargs) -> None:
         if self._idle:
             return
-        src = self._source(args[0] if args and type(args[0]) is torch.Tensor
-                           else self._input(module, args, kwargs)[0])
+        x = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
+        src = self._source(x)
         if src is not None and src[1] == "layer":
-            self.p.pending[id(module)] = src[0]
+            p = self.p
+            p.pending[id(module)] = src[0]
+            if p.layouts:
+                fn = p.layouts.get(id(x))
+                if fn is not None:
+                    p.layouts[id(module)] = fn
 
     def _norm_post(self, module, args, output) -> None:
         if self._idle:
@@ -716,8 +756,13 @@ class Recording:
         if info is None or out is None:
             return
         info.norm = self._names.get(id(module))
-        self._acc(self.p.norm, info.index).add(out, None, self._wk)
-        self.p.links[id(out)] = (out, _ver(out), info, "norm")
+        p = self.p
+        self._acc(p.norm, info.index).add(out, None, self._wk)
+        p.links[id(out)] = (out, _ver(out), info, "norm")
+        if p.layouts:
+            fn = p.layouts.pop(id(module), None)
+            if fn is not None:  # a norm of a reshaped layer output: its output alike
+                p.layouts[id(out)] = fn
 
     def _act_pre(self, module, args, kwargs) -> None:
         if self._idle:
@@ -734,7 +779,8 @@ class Recording:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
         spec = self._spec(module)
         if spec.name != "relu":
-            acc.add_derivative(s, spec, info.feature_axis)
+            acc.add_derivative(s, spec, info.feature_axis,
+                               p.layouts.get(id(s)) if p.layouts else None)
         p.pending[id(module)] = info
 
     def _act_post(self, module, args, output) -> None:
@@ -778,6 +824,8 @@ class Recording:
                 return
             self._relu_of.pop(id(fused[2]), None)  # it read another tensor: not fused again
         hit = p.links.get(id(x)) or self._hooked_link(x)
+        if hit is None and x._is_view():  # in place: x is out, one version on
+            hit = self._view_link(x, x is out)
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
                 or hit[1] != -1 and x._version != hit[1] + (x is out):
             return
@@ -787,6 +835,11 @@ class Recording:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
         info.activation = self._names.get(id(module))
         spec = self._spec(module)
+        layout = p.layouts.get(id(x)) if p.layouts else None
+        if layout is not None:  # a reshaped layer output: units in the layer's layout
+            acc.out.add(out, acc.add_relu_output(layout(out), spec, info.feature_axis, None))
+            p.links[id(out)] = (out, _ver(out), info, "act")
+            return
         acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis, self._wk))
         p.links[id(out)] = (out, _ver(out), info, "act")
         if hit[3] == "layer" and hit[1] != -1:  # the next pass measures both in one read
@@ -1243,6 +1296,34 @@ class Recording:
             if w0 is not None:
                 self.update_sums[key] = (out[5], out[6])
         return sums
+
+
+def _relayout(x: torch.Tensor, t: torch.Tensor):
+    """The map of a tensor of ``x``'s shape into ``t``'s layout, entry for entry, when ``x`` is
+    a reshaped or permuted view of all of ``t`` (same memory): ``reshape(t.shape)`` when both
+    are contiguous, a ``permute`` when ``x``'s dimensions are ``t``'s in another order; else
+    None."""
+    if x.dtype != t.dtype or x.numel() != t.numel() or x.data_ptr() != t.data_ptr():
+        return None
+    if x.is_contiguous() and t.is_contiguous():
+        return functools.partial(torch.reshape, shape=tuple(t.shape))
+    if x.dim() != t.dim():
+        return None
+    free = list(range(x.dim()))
+    perm = []
+    for size, stride in zip(t.shape, t.stride()):
+        j = next((j for j in free if x.shape[j] == size
+                  and (size == 1 or x.stride(j) == stride)), None)
+        if j is None:
+            return None
+        free.remove(j)
+        perm.append(j)
+    return functools.partial(torch.permute, dims=tuple(perm))
+
+
+def _compose(first, second, y: torch.Tensor) -> torch.Tensor:
+    """``first(second(y))``: a view of a view into the layer output's layout."""
+    return first(second(y))
 
 
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:
