@@ -2,6 +2,7 @@
 
 * a page left training grew the server without bound: the session's ``History`` kept every
   step's loss and every epoch's metrics (about 100 kB/s on the default setup, 360 MB an hour);
+* a batch-normalized network that diverged was told to "add batch normalization";
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -10,10 +11,27 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir
 
 from depthlab.playground import session as session_module
 from depthlab.playground.session import Session
 from depthlab.playground.setup import parse_setup, to_config
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round15_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
 
 
 def _wait(cond, timeout: float = 30.0) -> None:
@@ -44,3 +62,31 @@ def test_a_long_run_keeps_a_bounded_history(monkeypatch):
     finally:
         s.stop(10)
     assert not s.alive
+
+
+# -- divergence --------------------------------------------------------------------------------
+def test_a_batch_normalized_network_that_diverges_is_not_told_to_add_batch_norm(page, server,
+                                                                               shots):
+    page.goto(server.url + "?model.batchnorm=true&model.activation=relu&train.lr=10")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    banner = page.locator("#diverged")
+    banner.wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(shots / "round15_bn_diverged.png"))
+    text = banner.text_content()
+    assert "diverged at step" in text, text
+    # was: "... Lower the learning rate, use a variance-preserving initializer, or add batch
+    # normalization." to a network with batch normalization before every activation
+    assert "add batch normalization" not in text, text
+    assert "already has batch normalization" in text, text
+
+
+def test_a_network_without_batch_norm_is_still_told_to_try_it():
+    from depthlab.training.history import DivergenceReport
+
+    plain = DivergenceReport(step=2, epoch=1, loss=float("nan"), layer="dense7",
+                             nonfinite_parameters=[], batchnorm=False)
+    assert plain.message.endswith("or add batch normalization."), plain.message
+    unknown = DivergenceReport(step=2, epoch=1, loss=float("nan"), layer=None,
+                               nonfinite_parameters=[])  # a torch run: not known
+    assert unknown.message.endswith("or add batch normalization."), unknown.message

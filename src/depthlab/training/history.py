@@ -18,6 +18,9 @@ class DivergenceReport:
     layer: str | None
     nonfinite_parameters: list[str]
     max_grad: float | None = None
+    batchnorm: bool | None = None
+    """Whether the network has batch normalization (None: not known); the advice then does
+    not tell a batch-normalized network to add batch normalization."""
 
     @property
     def message(self) -> str:
@@ -36,10 +39,13 @@ class DivergenceReport:
             if self.max_grad
             else ""
         )
+        advice = ("Lower the learning rate or use a variance-preserving initializer (the "
+                  "network already has batch normalization)." if self.batchnorm else
+                  "Lower the learning rate, use a variance-preserving initializer, or add "
+                  "batch normalization.")
         return (
             f"training diverged at step {self.step} (epoch {self.epoch}): loss = {self.loss}; "
-            f"{where}{params}{grad}. Lower the learning rate, use a variance-preserving "
-            "initializer, or add batch normalization."
+            f"{where}{params}{grad}. {advice}"
         )
 
     def as_dict(self) -> dict[str, Any]:

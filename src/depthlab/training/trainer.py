@@ -286,6 +286,7 @@ class Trainer:
                 step=self.step, epoch=self.epoch, loss=float(loss),
                 layer=net.first_nonfinite(out),
                 nonfinite_parameters=[p.name for p in params if not np.isfinite(p.value).all()],
+                batchnorm=bool(net.batchnorms()),
             )
             return None
         net.backward(loss_fn.backward(), input_grad=False, copy=False)
@@ -330,7 +331,7 @@ class Trainer:
         loss = next((v for v in losses if not math.isfinite(v)), float("nan"))
         self.history.divergence = DivergenceReport(
             step=self.step, epoch=self.epoch, loss=float(loss), layer=layer,
-            nonfinite_parameters=bad)
+            nonfinite_parameters=bad, batchnorm=bool(self.net.batchnorms()))
         return True
 
     def _end_epoch(self, t0: float, bar) -> None:
