@@ -3,6 +3,8 @@
 * a page left training grew the server without bound: the session's ``History`` kept every
   step's loss and every epoch's metrics (about 100 kB/s on the default setup, 360 MB an hour);
 * a batch-normalized network that diverged was told to "add batch normalization";
+* the loss panel's note listed every train loss between the last measurement and the
+  divergence (76 numbers, fifteen lines under the panel);
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -79,6 +81,29 @@ def test_a_batch_normalized_network_that_diverges_is_not_told_to_add_batch_norm(
     # normalization." to a network with batch normalization before every activation
     assert "add batch normalization" not in text, text
     assert "already has batch normalization" in text, text
+
+
+def test_the_losses_before_a_divergence_are_summed_up_not_listed(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    step = page.evaluate("S.last.step")
+    # what the server sends when training diverges 77 steps after the last measurement
+    losses = [[step + k, 10.0 ** (k % 15)] for k in range(1, 77)]
+    page.evaluate("""([s, losses]) => handle({type: 'diverged', step: s, epoch: 3,
+        layer: 'dense1', losses, message: `training diverged at step ${s} (epoch 3): loss = nan`})
+        """, [step + 77, losses])
+    note = page.locator("#loss-note")
+    page.locator("#panel-loss").screenshot(path=str(shots / "round15_losses_before_nan.png"))
+    text = note.text_content()
+    # was: "step 1 10, step 2 100, ... step 76 1e+5" (76 entries)
+    assert text.count("step ") <= 6, text
+    assert f"76 steps, {step + 1}-{step + 76}" in text, text
+    assert f"largest 1.00e+14 at step {step + 14}" in text, text
+    assert text.endswith(f"step {step + 77}: not finite, not drawn"), text
+    # every one of them is drawn
+    assert page.evaluate("S.hist.step.length") >= 77
+    box = note.bounding_box()
+    assert box["height"] < 60, box  # three lines at most
 
 
 def test_a_network_without_batch_norm_is_still_told_to_try_it():

@@ -329,9 +329,21 @@ function onDiverged(m) {
     for (const [k, v] of after) { h.step.push(k); h.train.push(v); h.probe.push(null); h.acc.push(null); }
     S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
   }
-  $("loss-note").textContent = (after.length ? `train loss after the last measurement: ` +
-    after.map(([k, v]) => `step ${k} ${fmt(v)}`).join(", ") + "; " : "") +
-    `step ${m.step}: not finite, not drawn`;
+  $("loss-note").textContent = (after.length ? `train loss after the last measurement` +
+    `${lossesText(after)}; ` : "") + `step ${m.step}: not finite, not drawn`;
+}
+
+/* The train losses between the last measurement and a divergence, for the loss panel's note:
+   all of them when a few, else the first two, the last two and the largest (they are drawn).
+   Every one was listed: 76 numbers, fifteen lines under the panel, when a batch-normalized
+   net diverged 77 steps after its last measurement. */
+function lossesText(after) {
+  const item = ([k, v]) => `step ${k} ${fmt(v)}`;
+  if (after.length <= 4) return ": " + after.map(item).join(", ");
+  const top = after.reduce((a, b) => (b[1] > a[1] ? b : a));
+  const head = after.slice(0, 2).map(item).join(", "), tail = after.slice(-2).map(item).join(", ");
+  return ` (${after.length} steps, ${after[0][0]}-${after[after.length - 1][0]}, drawn): ` +
+    `${head}, \u2026, ${tail}; largest ${fmt(top[1])} at step ${top[0]}`;
 }
 
 /* ---------------- plots ---------------- */
