@@ -131,6 +131,19 @@ def test_toml_syntax_error_of_another_suffix_names_the_formats(tmp_path):
     assert "read as TOML" not in str(info.value)
 
 
+def test_a_json_object_in_a_toml_file_is_named_and_other_names_still_read_toml(tmp_path):
+    """A JSON object in ``run.toml`` gets a hint naming the ``.json`` suffix; a valid TOML
+    config named ``run.cfg`` (or even ``.yaml``) is still read as TOML."""
+    from depthlab.experiments import ConfigError, read_toml
+
+    (tmp_path / "run.toml").write_text('{"model": {"depth": 3}}')
+    with pytest.raises(ConfigError, match=r"TOML syntax error.*looks like JSON.*\.json"):
+        read_toml(tmp_path / "run.toml")
+    for name in ("run.cfg", "run.yaml"):
+        (tmp_path / name).write_text('[data]\nname = "digits"\n')
+        assert read_toml(tmp_path / name) == {"data": {"name": "digits"}}
+
+
 # --- 4. reproduce's time left ------------------------------------------------------------------
 
 class _Clock:

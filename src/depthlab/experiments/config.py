@@ -68,9 +68,6 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file {str(p)!r} not found")
     if p.is_dir():
         raise ConfigError(f"config path {str(p)!r} is a folder; expected a .toml file")
-    if p.suffix.lower() in OTHER_FORMATS:  # was read as TOML: "TOML syntax error" at line 1
-        raise ConfigError(f"{str(p)!r}: a {OTHER_FORMATS[p.suffix.lower()]} config is not "
-                          f"read; accepted: {READ_FORMATS}")
     try:
         with open(p, "rb") as f:  # bounded: /dev/zero or an endless pipe is not read forever
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -86,9 +83,7 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: lists or tables are nested too deeply to read; accepted: at "
                           f"most {MAX_CONFIG_DEPTH} levels") from None
     except tomllib.TOMLDecodeError as e:
-        read_as = ("" if p.suffix.lower() == ".toml"
-                   else f" (read as TOML; accepted: {READ_FORMATS})")
-        raise ConfigError(f"{p}: TOML syntax error: {e}{read_as}") from None
+        raise _not_toml(p, text, e) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a UTF-8 text file ({e.reason})") from None
     except OSError as e:
@@ -97,9 +92,22 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 READ_FORMATS = "a TOML (.toml) or JSON (.json) config"
 """The config formats :func:`read_toml` reads (a name without ``.json`` is read as TOML)."""
-OTHER_FORMATS = {".yaml": "YAML", ".yml": "YAML", ".ini": "INI", ".cfg": "INI",
-                 ".xml": "XML"}
-"""Config formats users write that are not read: refused by name, not as a TOML syntax error."""
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def _not_toml(p: Path, text: str, e: Exception) -> ConfigError:
+    """The error of a config that TOML cannot parse: a YAML file (by its name) is named as
+    such with the formats read, not as a broken TOML file ("Expected '=' after a key ... line
+    1, column 6"); a JSON object in a file not named ``.json`` gets that hint; a file not named
+    ``.toml`` is said to have been read as TOML."""
+    suffix = p.suffix.lower()
+    if suffix in YAML_SUFFIXES:
+        return ConfigError(f"{str(p)!r}: a YAML config is not read; accepted: {READ_FORMATS}")
+    if text.lstrip().startswith("{"):
+        return ConfigError(f"{p}: TOML syntax error: {e} (the file looks like JSON: a .json "
+                           "name reads it as JSON)")
+    read_as = "" if suffix == ".toml" else f" (read as TOML; accepted: {READ_FORMATS})"
+    return ConfigError(f"{p}: TOML syntax error: {e}{read_as}")
 
 MAX_CONFIG_DEPTH = 32
 """Deepest nesting of lists and tables a config may have (a sweep of layer-size lists needs 4):
