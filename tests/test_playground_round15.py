@@ -5,6 +5,9 @@
 * a batch-normalized network that diverged was told to "add batch normalization";
 * the loss panel's note listed every train loss between the last measurement and the
   divergence (76 numbers, fifteen lines under the panel);
+* the doctor of a diverging setup read "200 steps of this setup: train loss -, held-out
+  accuracy - (diverged)" (it diverged after one) and "verified: train loss - → -, held-out acc
+  - → -, loss rise ... - → -: did not help" for every finding;
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -115,3 +118,21 @@ def test_a_network_without_batch_norm_is_still_told_to_try_it():
     unknown = DivergenceReport(step=2, epoch=1, loss=float("nan"), layer=None,
                                nonfinite_parameters=[])  # a torch run: not known
     assert unknown.message.endswith("or add batch normalization."), unknown.message
+
+
+# -- the doctor ---------------------------------------------------------------------------------
+def test_the_doctor_of_a_diverging_setup_says_diverged_not_dashes(page, server, shots):
+    page.goto(server.url + "?model.activation=relu&model.init=normal&train.lr=10")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#doctor")
+    page.locator("#doctor-out .finding").first.wait_for(timeout=60_000)
+    page.locator("#panel-doctor").screenshot(path=str(shots / "round15_doctor_diverged.png"))
+    base = page.locator("#doctor-out > p.note").first.text_content()
+    # was: "200 steps of this setup: train loss -, held-out accuracy - (diverged)."
+    assert base.startswith("This setup diverged after 1 step of the doctor's 200"), base
+    verified = page.locator("#doctor-out .verified").all_text_contents()
+    assert len(verified) >= 3, verified
+    for t in verified:
+        # was: "verified: train loss - → -, held-out acc - → -, ... - → -: did not help"
+        assert " - → " not in t and "→ -," not in t and "→ -:" not in t, t
+        assert t.startswith("verified: train loss diverged after "), t

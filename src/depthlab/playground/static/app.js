@@ -690,8 +690,10 @@ function onDoctor(m) {
   S.doctorQuery = m.query;
   markDoctorStale();
   const b = m.baseline || {};
-  out.appendChild(el("p", "note", `${m.steps} steps of this setup: train loss ${fmt(b.train_loss)}, ` +
-    `held-out accuracy ${fmt(b.val_acc)}${b.diverged ? " (diverged)" : ""}.`));
+  out.appendChild(el("p", "note", b.diverged ? `This setup diverged after ${runSteps(b)} of the ` +
+    `doctor's ${m.steps} (its loss was no longer finite): no train loss or held-out accuracy.` :
+    `${m.steps} steps of this setup: train loss ${fmt(b.train_loss)}, ` +
+    `held-out accuracy ${fmt(b.val_acc)}.`));
   if (!m.findings.length) {
     out.appendChild(el("p", "finding healthy", "Clean bill of health: no findings."));
     return;
@@ -708,10 +710,13 @@ function onDoctor(m) {
     if (ev) box.appendChild(el("div", "evidence", "evidence: " + ev));
     if (f.prescription_text) box.appendChild(el("div", "prescription", "prescription: " + f.prescription_text));
     for (const v of f.verifications || []) {
-      const t = `verified: train loss ${fmt(v.before.train_loss)} → ${fmt(v.after.train_loss)}, ` +
-        `held-out acc ${fmt(v.before.val_acc)} → ${fmt(v.after.val_acc)}, ${v.metric} ` +
-        `${fmt(v.metric_before)} → ${fmt(v.metric_after)}${v.resolved ? " (resolved)" : ""}: ` +
-        (v.helped ? "helped" : "did not help");
+      // a run that diverged has no loss or accuracy: "diverged after 3 steps", where every
+      // number read "-" ("train loss - → -, held-out acc - → -, ... - → -: did not help")
+      const both = v.before.diverged && v.after.diverged;
+      const t = `verified: train loss ${runLoss(v.before)} → ${runLoss(v.after)}, ` +
+        (both ? "" : `held-out acc ${runAcc(v.before)} → ${runAcc(v.after)}, `) +
+        `${v.metric} ${fmtMetric(v.metric_before)} → ${fmtMetric(v.metric_after)}` +
+        `${v.resolved ? " (resolved)" : ""}: ` + (v.helped ? "helped" : "did not help");
       box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
     }
     if (f.apply && Object.keys(f.prescription || {}).length) {
@@ -729,6 +734,13 @@ function onDoctor(m) {
     out.appendChild(box);
   }
 }
+
+/* A doctor's run (its baseline, or a verification's before or after) as the page says it. */
+const runSteps = (r) => `${r.steps} step${r.steps === 1 ? "" : "s"}`;
+const runLoss = (r) => (r.diverged ? `diverged after ${runSteps(r)}` : fmt(r.train_loss));
+const runAcc = (r) => (r.diverged ? "none (diverged)" : fmt(r.val_acc));
+// a finding's metric is a number; JSON has none for NaN and inf
+const fmtMetric = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
 
 /* "layer 3", "layers 1-4, 9", or past 6 runs of neighbours "106 of 300 layers (1, 6-8, ...)". */
 function fewLayers(layers, total) {
