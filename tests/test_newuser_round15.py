@@ -297,3 +297,15 @@ def test_run_styles_are_distinct_for_eighty_four_runs():
     assert len({run_style(i) for i in range(n)}) == n
     assert len({run_style(i)[::2] for i in range(3 * len(RUN_COLORS))}) == 3 * len(RUN_COLORS)
     assert run_style(0) == (RUN_COLORS[0], "o", "-")
+
+
+def test_an_experiment_without_measured_seconds_counts_as_the_median():
+    """A user's own registered experiment has no measured seconds: ``reproduce`` must not fail
+    on it (KeyError as an internal error, exit 1), it counts as the median experiment."""
+    import statistics
+
+    from depthlab.cli.reproduce import EXPERIMENT_SECONDS, experiment_seconds
+
+    assert experiment_seconds("mine", True) == statistics.median(
+        q for q, _ in EXPERIMENT_SECONDS.values())
+    assert experiment_seconds("he2015", False) == EXPERIMENT_SECONDS["he2015"][1]
