@@ -457,15 +457,30 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     if layer not in layers:
         raise ValueError(f"layer {layer!r} has no probes; recorded layers: {layers}")
 
+    # at every step the layer recorded its median: one where the value is NaN in every layer
+    # (which a wide pivot drops) is a step not drawn, not one left out without a word
+    mine = probes[probes["layer"] == layer]
+    at = sorted(set(mine.loc[mine["quantity"] == f"{prefix}_p50", "step"]))
+
     def q(name: str) -> pd.Series | None:
-        w = _quantity(probes, f"{prefix}_{name}")
-        return None if w.empty or layer not in w else w[layer]
+        rows = mine[mine["quantity"] == f"{prefix}_{name}"]
+        if rows.empty:
+            return None
+        return pd.to_numeric(rows["value"], errors="coerce").groupby(rows["step"]).mean() \
+            .reindex(at)
 
     p15, p50, p85, p2, p98 = q("p15"), q("p50"), q("p85"), q("p2"), q("p98")
     if p50 is None:
         _empty(ax, f"no '{prefix}_p50' probes recorded")
         return fig
     x = p50.index.to_numpy()
+    what = "pre-activation" if prefix == "pre" else "activation"
+    # a diverged run's last steps (NaN, inf) are no points: with one finite step left, the
+    # axis ran from step -0.045 to 0.045 and the title said nothing of the steps not drawn
+    finite = np.isfinite(p50.to_numpy(float))
+    if not finite.any():
+        _empty(ax, f"not finite (NaN/inf) at every recorded step: no {what} percentiles")
+        return fig
     color = OKABE_ITO[0]
     few = len(x) < 3
     if p2 is not None and p98 is not None and not few:
@@ -479,14 +494,17 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     ax.plot(x, p50.to_numpy(float), "o-" if len(x) < 3 else "-", color=OKABE_ITO[3],
             linewidth=1.8, markersize=4, label="median")
     if few and p15 is not None and p85 is not None:
-        ax.errorbar(x, p50.to_numpy(float), yerr=[p50.to_numpy(float) - p15.to_numpy(float),
-                                                  p85.to_numpy(float) - p50.to_numpy(float)],
-                    fmt="none", ecolor=color, capsize=4, label="15–85th pct (few steps)")
-    what = "pre-activation" if prefix == "pre" else "activation"
+        with np.errstate(invalid="ignore"):  # inf - inf at a step not drawn
+            m = p50.to_numpy(float)
+            ax.errorbar(x, m, yerr=[m - p15.to_numpy(float), p85.to_numpy(float) - m],
+                        fmt="none", ecolor=color, capsize=4, label="15–85th pct (few steps)")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
+    step_ticks(ax, x[finite])
+    note = f"\nnot drawn: not finite (NaN/inf) {steps_phrase(x[~finite], x)}" \
+        if not finite.all() else ""
     ax.set_title(f"Percentiles of {layer_label(layer, layer_names(probes))}'s {what} over "
-                 "training")
+                 f"training{note}", fontsize=10 if note else None)
     _legend(ax, loc="best")
     return fig
 

@@ -1,0 +1,48 @@
+"""Round 15 of adversarial report reading (a teacher and a learner looking at the figures).
+
+* the pre-activation percentile figure of a run that diverged after one step (its last
+  layer's step 1 NaN) drew step 0 alone on an axis from step -0.045 to 0.045 and said nothing
+  of step 1;
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from depthlab.report import figures
+
+
+def _table(values: dict[int, float], layer: int = 3) -> pd.DataFrame:
+    """A probe table of ``pre_p*`` rows of ``layer`` (and act rows, so it feeds an activation)
+    at the given steps, the percentiles spread around each step's median."""
+    rows = []
+    for step, v in values.items():
+        for q, d in (("p2", -3), ("p15", -1), ("p50", 0), ("p85", 1), ("p98", 3)):
+            rows.append((step, layer, f"pre_{q}", v + d if np.isfinite(v) else v))
+        rows.append((step, layer, "act_mean", 0.0))
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def test_percentiles_of_a_run_that_diverged_after_one_step():
+    fig = figures.percentile_bands(_table({0: 0.5, 1: np.nan}))
+    ax = fig.axes[0]
+    # was: xlim (-0.045, 0.045) with ticks at -0.04, -0.02, 0, 0.02, 0.04 and no word on step 1
+    assert list(ax.get_xticks()) == [0.0], ax.get_xticks()
+    assert ax.get_xlim() == (-1.0, 1.0), ax.get_xlim()
+    assert "not drawn: not finite (NaN/inf) at step 1" in ax.get_title(), ax.get_title()
+    # a run whose values stop later says from which step
+    ax = figures.percentile_bands(_table({0: 0.5, 10: 0.4, 20: 0.3, 30: np.nan,
+                                          40: np.inf})).axes[0]
+    assert "not finite (NaN/inf) from step 30" in ax.get_title(), ax.get_title()
+    # every step finite: the title as before
+    ax = figures.percentile_bands(_table({0: 0.5, 10: 0.4, 20: 0.3})).axes[0]
+    assert "not drawn" not in ax.get_title(), ax.get_title()
+
+
+def test_percentiles_never_finite_say_so():
+    for values in ({0: np.nan, 1: np.inf}, {0: np.nan, 1: np.nan}):
+        ax = figures.percentile_bands(_table(values)).axes[0]
+        texts = [t.get_text() for t in ax.texts]
+        # was: no word, or "no 'pre_p50' probes recorded" when every value was NaN
+        assert any("not finite (NaN/inf) at every recorded step" in t for t in texts), texts
