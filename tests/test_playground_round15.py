@@ -8,6 +8,8 @@
 * the doctor of a diverging setup read "200 steps of this setup: train loss -, held-out
   accuracy - (diverged)" (it diverged after one) and "verified: train loss - → -, held-out acc
   - → -, loss rise ... - → -: did not help" for every finding;
+* a doctor running when the server stopped kept saying "the doctor is training copies ..."
+  (with a disabled cancel button) for ever;
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -22,6 +24,7 @@ import pytest
 from helpers.browser import checked_page, screenshot_dir
 
 from depthlab.playground import session as session_module
+from depthlab.playground.server import Background
 from depthlab.playground.session import Session
 from depthlab.playground.setup import parse_setup, to_config
 
@@ -136,3 +139,19 @@ def test_the_doctor_of_a_diverging_setup_says_diverged_not_dashes(page, server, 
         # was: "verified: train loss - → -, held-out acc - → -, ... - → -: did not help"
         assert " - → " not in t and "→ -," not in t and "→ -:" not in t, t
         assert t.startswith("verified: train loss diverged after "), t
+
+
+def test_a_doctor_running_when_the_server_stops_says_its_answer_is_lost(browser, shots):
+    with checked_page(browser) as pg:
+        with Background() as own:  # stopped below, not the module's server
+            pg.goto(own.url + "?model.depth=150&model.width=32")
+            pg.wait_for_function(MEASURED, timeout=30_000)
+            pg.click("#doctor")
+            pg.wait_for_selector("#doctor-cancel", timeout=10_000)
+        pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)
+        out = pg.locator("#doctor-out")
+        pg.locator("#panel-doctor").screenshot(path=str(shots / "round15_doctor_lost.png"))
+        # was: "the doctor is training copies of the network ..." and a disabled cancel button
+        assert "the doctor is training" not in out.text_content(), out.text_content()
+        assert "the doctor's answer is lost" in out.text_content(), out.text_content()
+        assert pg.locator("#doctor-cancel").count() == 0

@@ -199,6 +199,13 @@ function connect() {
     // a preset asks the server too (its click threw 'Failed to fetch'), and so does cancel
     document.querySelectorAll("#preset-buttons button, #doctor-cancel")
       .forEach((b) => { b.disabled = true; });
+    // a doctor that was running never answers now: its panel kept saying "the doctor is
+    // training copies ..." (far below the message at the top of a long page)
+    if ($("doctor-cancel")) {
+      $("doctor-out").replaceChildren(el("p", "note doctor-lost", "the doctor's answer is " +
+        "lost: the connection to the server closed while it ran; reload the page and press " +
+        "doctor again"));
+    }
   };
 }
 
