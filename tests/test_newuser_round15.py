@@ -309,3 +309,22 @@ def test_an_experiment_without_measured_seconds_counts_as_the_median():
     assert experiment_seconds("mine", True) == statistics.median(
         q for q, _ in EXPERIMENT_SECONDS.values())
     assert experiment_seconds("he2015", False) == EXPERIMENT_SECONDS["he2015"][1]
+
+
+def test_starter_config_says_how_to_give_unequal_widths(tmp_path):
+    """The starter config (``depthlab init``) sets depth and width; a user who lists unequal
+    widths in its sizes line is now refused (5ac33ca), so its comment says how: the sizes
+    without depth and width, which validates."""
+    import re
+    from importlib import resources
+
+    from depthlab.experiments import read_toml, validate
+
+    text = resources.files("depthlab").joinpath("examples", "starter.toml").read_text()
+    example = re.search(r"\(unequal widths: (sizes = \[.*?\]) without depth and width\)", text)
+    assert example, "the starter's comment on unequal widths"
+    edited = re.sub(r"^sizes = .*$", example.group(1), text, count=1, flags=re.M)
+    edited = re.sub(r"^(depth|width) = .*$", "", edited, flags=re.M)
+    (tmp_path / "s.toml").write_text(edited)
+    sizes = validate(read_toml(tmp_path / "s.toml"))["model"]["sizes"]
+    assert sizes == ["auto", 128, 64, "auto"]
