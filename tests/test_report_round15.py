@@ -3,6 +3,8 @@
 * the pre-activation percentile figure of a run that diverged after one step (its last
   layer's step 1 NaN) drew step 0 alone on an axis from step -0.045 to 0.045 and said nothing
   of step 1;
+* the activations' mean ± std figure of that run ended the lines of its overflowed layers
+  (8 and 10 of 10) at step 0 without a word.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from depthlab import plot
 from depthlab.report import figures
 
 
@@ -46,3 +49,22 @@ def test_percentiles_never_finite_say_so():
         texts = [t.get_text() for t in ax.texts]
         # was: no word, or "no 'pre_p50' probes recorded" when every value was NaN
         assert any("not finite (NaN/inf) at every recorded step" in t for t in texts), texts
+
+
+def test_activation_bands_name_the_layers_that_overflowed():
+    rows = []
+    for step in (0, 1):
+        for layer in (1, 2, 3):
+            over = step == 1 and layer == 3
+            rows += [(step, layer, "act_mean", np.nan if over else 0.1 * layer),
+                     (step, layer, "act_std", np.inf if over else 0.5)]
+    table = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    fig = plot.activation_bands(table)
+    title = fig.axes[0].title
+    # was: "Mean ± std of the activations\nall 3 layers" and layer 3's line ending at step 0
+    assert "not drawn: not finite (NaN/inf) in layer 3 at step 1" in title.get_text()
+    renderer = fig.canvas.get_renderer()
+    top = title.get_window_extent(renderer).y1
+    assert top <= fig.bbox.height, (top, fig.bbox.height)  # the third line is not cut off
+    ok = table.assign(value=table["value"].where(np.isfinite(table["value"]), 0.3))
+    assert "not drawn" not in plot.activation_bands(ok).axes[0].get_title()

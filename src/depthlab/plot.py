@@ -573,7 +573,20 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
         ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_ylabel(f"{what} value (symlog: linear within ±{lin:g})")
-    ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers)}", fontsize=9.5)
+    # a layer whose values overflowed (a diverged run's last steps) has no point there: its
+    # line stopped at step 0 without a word (the heatmap and the update ratio say where)
+    sel = probes[(probes["quantity"] == f"{prefix}_mean") & probes["layer"].isin(shown)
+                 & probes["step"].isin(x)]
+    bad = ~np.isfinite(pd.to_numeric(sel["value"], errors="coerce"))
+    note = ""
+    if bad.any():
+        which = sorted({int(v) for v in sel.loc[bad, "layer"]})
+        where = "" if names else \
+            f" in layer{'s' * (len(which) > 1)} {_f.number_runs(which)}"
+        note = (f"\nnot drawn: not finite (NaN/inf){where} "
+                f"{_f.steps_phrase(sel.loc[bad, 'step'], x)}")
+    ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers)}{note}",
+                 fontsize=9.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
