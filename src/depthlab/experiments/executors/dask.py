@@ -161,6 +161,49 @@ def _handshake(address: str, timeout: float) -> None:
     raise ClusterError(f"cannot use {where}: {why}")
 
 
+def environment() -> dict[str, str]:
+    """What decides a point's numbers in this process besides its config: depthlab's and
+    NumPy's versions and the code computing the probe statistics (Numba's kernels or NumPy,
+    :mod:`depthlab.probes.accel`, whose results agree closely but not bit for bit)."""
+    import numpy
+
+    from ... import __version__
+    from ...probes import accel
+
+    kernels = "NumPy"
+    if accel.kernels() is not None:
+        import numba
+
+        kernels = f"Numba {numba.__version__}"
+    return {"depthlab": __version__, "NumPy": numpy.__version__, "probe kernels": kernels}
+
+
+def differences(there: dict[str, str], here: dict[str, str]) -> str:
+    """``there``'s entries that differ from ``here``'s, in words ("" if none)."""
+    return ", ".join(f"{k} {there.get(k, '?')} (here {v})" for k, v in here.items()
+                     if there.get(k) != v)
+
+
+_WORKER_ENV: dict[str, dict[str, str]] = {}
+
+
+def run_chunk(expected: dict[str, str] | None, compute: Compute, tasks: list[Task],
+              tries: int = 1) -> tuple[list[Any], float]:
+    """:func:`~depthlab.experiments.executors.base.compute_chunk` on a worker whose
+    :func:`environment` is ``expected`` (the client's; None: not checked); on another one
+    (a worker that joined after the sweep's start) every point is ``failed`` saying how the
+    worker differs, and none is computed."""
+    if expected is not None:
+        if "env" not in _WORKER_ENV:
+            _WORKER_ENV["env"] = environment()
+        diff = differences(_WORKER_ENV["env"], expected)
+        if diff:
+            error = (f"WorkerMismatch: this Dask worker has {diff}, so it would not give "
+                     "this machine's results; install the same versions on it")
+            return [crash_record(t, error) for t in tasks], 0.0
+    return compute_chunk(compute, tasks, tries)
+
+
 def _import_distributed() -> Any:
     try:
         import distributed
@@ -209,6 +252,9 @@ class DaskExecutor(Executor):
         allowed_failures = positive_int("allowed_failures", allowed_failures, minimum=0)
         connect_timeout = real("connect_timeout", connect_timeout, positive=True)
         self._expected: int | None = None
+        #: the client's environment() that a remote scheduler's workers must have (None:
+        #: not checked, a local:N cluster's workers are forks of this interpreter's files)
+        self._environment: dict[str, str] | None = None
         self._point_s: float | None = None  # measured seconds per point (None: not yet)
         self.retries = retries
         self.allowed_failures = allowed_failures
@@ -245,6 +291,7 @@ class DaskExecutor(Executor):
                 _handshake(self.address, self.connect_timeout)
                 self.client = distributed.Client(self.address, set_as_default=False,
                                                  timeout=max(self.connect_timeout, 10.0))
+                self._check_workers()
         except (OSError, TimeoutError) as e:
             self.close()
             why = " ".join(str(e).split()) or type(e).__name__
@@ -255,6 +302,33 @@ class DaskExecutor(Executor):
                 self._abandon_start()  # its processes killed, no graceful close to wait for
             self.close()
             raise
+
+    def _check_workers(self) -> None:
+        """A remote scheduler's workers must compute as this machine does (see
+        :func:`environment`): one that cannot import depthlab, or has another depthlab,
+        NumPy or probe-kernel code, is :class:`ClusterError` naming it and the difference
+        (points were all stored ``failed`` with a ``ModuleNotFoundError``, or computed with
+        other numbers than a local run's). Workers that join later are checked by
+        :func:`run_chunk`."""
+        here = environment()
+        self._environment = here
+        there = self.client.run(environment, on_error="return")
+        bad = []
+        for address, env in sorted(there.items()):
+            if isinstance(env, BaseException):
+                text = " ".join(str(env).split())
+                if not re.match(r"\w+(Error|Exception)\(", text):  # Dask wraps a worker's
+                    text = f"{type(env).__name__}: {text}"  # unpickling error as Exception
+                bad.append(f"{address} cannot run depthlab's points ({text[:160]}); install "
+                           f"depthlab {here['depthlab']} there (pip install "
+                           "'depthlab[cluster]')")
+            elif differences(env, here):
+                bad.append(f"{address} has {differences(env, here)}; install the same "
+                           "versions there")
+        if bad:
+            more = f" (and {len(bad) - 1} more worker(s) do not either)" if len(bad) > 1 else ""
+            raise ClusterError(f"the Dask workers of {self.address} do not compute as this "
+                               f"machine does: {bad[0]}{more}")
 
     def _start_local(self, distributed: Any, workers: int) -> None:
         """A ``LocalCluster`` of ``workers`` processes on 127.0.0.1, and a client of it.
@@ -485,7 +559,8 @@ class DaskExecutor(Executor):
             if not chunks:
                 return
             keys = [f"depthlab-{c[0].id}-{len(c)}-{tag}" for c in chunks]
-            futs = self.client.map(compute_chunk, [self.compute] * len(chunks), chunks,
+            futs = self.client.map(run_chunk, [self._environment] * len(chunks),
+                                   [self.compute] * len(chunks), chunks,
                                    [1 + self.retries] * len(chunks), key=keys, pure=False,
                                    retries=self.retries)
             pending.update((f.key, (c, f)) for c, f in zip(chunks, futs))
