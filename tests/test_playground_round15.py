@@ -10,6 +10,9 @@
   - → -, loss rise ... - → -: did not help" for every finding;
 * a doctor running when the server stopped kept saying "the doctor is training copies ..."
   (with a disabled cancel button) for ever;
+* a setup changed while the previous network was still being built (14 s for 1000 layers of
+  512) left the page saying "loading, building the network..." of the old setup, as if the
+  change had been ignored, until the old network was built;
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -155,3 +158,31 @@ def test_a_doctor_running_when_the_server_stops_says_its_answer_is_lost(browser,
         assert "the doctor is training" not in out.text_content(), out.text_content()
         assert "the doctor's answer is lost" in out.text_content(), out.text_content()
         assert pg.locator("#doctor-cancel").count() == 0
+
+
+# -- a change while a big network is built ------------------------------------------------------
+def test_a_change_while_a_network_is_built_says_it_waits(page, server, shots, monkeypatch):
+    real, calls = session_module.prepare, []
+
+    def slow(config):  # the first network takes seconds to build (1000 layers of 512: 14 s)
+        calls.append(config)
+        if len(calls) == 1:
+            time.sleep(4)
+        return real(config)
+
+    monkeypatch.setattr(session_module, "prepare", slow)
+    page.goto(server.url)
+    page.wait_for_selector("body[data-state=loading]", timeout=10_000)
+    page.fill("#f-model-depth", "5")
+    page.press("#f-model-depth", "Tab")
+    t0 = time.monotonic()
+    # was: "LOADING ... building the network…" of the old setup until it was built
+    page.wait_for_selector("body[data-state=waiting]", timeout=2_000)
+    summary = page.locator("#grad-summary").text_content()
+    page.screenshot(path=str(shots / "round15_waiting_for_the_old_build.png"))
+    assert "building the previous network first" in summary, summary
+    assert time.monotonic() - t0 < 2
+    # then the new setup runs
+    page.wait_for_function("new URLSearchParams(location.search).get('model.depth') === '5'"
+                           " && " + MEASURED, timeout=30_000)
+    assert page.locator("#state").text_content() == "paused"

@@ -13,7 +13,8 @@ Routes:
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
   session: validated, memory-checked, then built and paused at step 0), ``play``, ``pause``,
   ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
-  server sends ``state``, ``ready``, ``update`` (measurements), ``diverged``, ``error``
+  server sends ``state``, ``waiting`` (a new setup waits for the previous network to be
+  built), ``ready``, ``update`` (measurements), ``diverged``, ``error``
   (``key`` names the control; ``doctor: true`` when the doctor failed), ``doctor_started``,
   ``doctor`` and ``doctor_cancelled`` messages. Closing the socket
   (closing the tab) stops and frees the session; a tab that vanishes without closing is
@@ -63,6 +64,9 @@ PING_INTERVAL = 20.0
 
 MAX_PENDING = 64
 """Messages queued for a slow tab before older measurement updates are dropped."""
+
+WAIT_NOTICE = 0.3
+"""Seconds a new setup waits for the previous session before the page is told why."""
 
 OLD_SESSION_WAIT = 30.0
 """Seconds a new setup waits for the tab's previous session thread to end (it ends within a
@@ -410,8 +414,19 @@ class _Tab:
             # setups sent at once kept 40 threads building 40 networks for 8+ s).
             self.session = None
             old.stop()
-            deadline = self.loop.time() + OLD_SESSION_WAIT
+            start = self.loop.time()
+            deadline = start + OLD_SESSION_WAIT
+            told = False
             while old.alive and not self.closed and self.loop.time() < deadline:
+                if not told and self.loop.time() - start > WAIT_NOTICE:
+                    # a network still being built ends only once it is built (14 s for 1000
+                    # layers of 512): the page kept saying "building the network" of the
+                    # old setup, as if the change had been ignored
+                    told = True
+                    self._enqueue({"type": "waiting", "message": (
+                        "building the previous network first (it cannot be stopped halfway); "
+                        "this setup starts once it is built" if old.state == "loading" else
+                        "waiting for the previous session to stop; this setup starts then")})
                 await asyncio.sleep(0.02)
             if self.closed:
                 return

@@ -241,6 +241,10 @@ function handle(m) {
       setState(m.state);
       if (m.state === "diverged" || m.state === "failed") S.wantPlay = false;
       break;
+    case "waiting":  // the previous setup's network is still being built
+      setState("waiting");
+      $("grad-summary").textContent = m.message;
+      break;
     case "ready": onReady(m); break;
     case "update": onUpdate(m); break;
     case "diverged": onDiverged(m); break;
