@@ -7,6 +7,8 @@ direct computation by plain torch operations and autograd in float64 (population
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -391,3 +393,190 @@ def test_watch_of_a_relu_after_a_view_at_every_step(paths):
         assert q[(1, "dead_frac")] == pytest.approx(_dead(a, 1), abs=1e-12)
         assert q[(1, "dead_frac")] == pytest.approx(2 / 12, abs=1e-12)
     assert _hook_dicts(model) == {}
+
+
+# -- checked and found correct (coverage: each row against autograd) --------------------------
+
+class _Recurrent(nn.Module):
+    def __init__(self, kind: str, batch_first: bool, bidirectional: bool, layers: int,
+                 packed: bool = False, nonlinearity: str = "tanh") -> None:
+        super().__init__()
+        cls = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind]
+        kw = {"nonlinearity": nonlinearity} if kind == "rnn" else {}
+        self.bf, self.packed = batch_first, packed
+        self.rnn = cls(4, 6, num_layers=layers, batch_first=batch_first,
+                       bidirectional=bidirectional, **kw)
+        self.head = nn.Linear(6 * (2 if bidirectional else 1), 3)
+
+    def forward(self, x, lengths=None):
+        if self.packed:
+            p = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=self.bf,
+                                                  enforce_sorted=False)
+            _, h = self.rnn(p)
+            h = h[0] if isinstance(h, tuple) else h
+            return self.head(torch.cat([h[-2], h[-1]], 1) if self.rnn.bidirectional else h[-1])
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1] if self.bf else out[-1])
+
+
+class _Attention(nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        self.bf = batch_first
+        self.inp, self.mha = nn.Linear(4, 8), nn.MultiheadAttention(8, 2, batch_first=batch_first)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x, mask=None, pad=None):
+        h = self.inp(x)
+        a, _ = self.mha(h, h, h, attn_mask=mask, key_padding_mask=pad, need_weights=False)
+        return self.head(a.mean(1 if self.bf else 0))
+
+
+class _Bags(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.e, self.bag = nn.Embedding(10, 6), nn.EmbeddingBag(10, 6, mode="mean")
+        self.act, self.h = nn.Tanh(), nn.Linear(6, 3)
+
+    def forward(self, ids):
+        return self.h(self.act(self.e(ids).mean(1) + self.bag(ids)))
+
+
+def _cases():
+    r = lambda *s: torch.randn(*s, dtype=D)  # noqa: E731
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), 1)
+    pad = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])
+    lengths = torch.tensor([5, 2, 3])
+    return {
+        "rnn-relu-time-first-2-layers": (lambda: _Recurrent("rnn", False, False, 2, False, "relu"),
+                                         r(5, 3, 4), ["rnn", "head"], {}, {}),
+        "gru-time-first-bidirectional": (lambda: _Recurrent("gru", False, True, 2),
+                                         r(5, 3, 4), ["rnn", "head"], {}, {}),
+        "lstm-batch-first-bidirectional": (lambda: _Recurrent("lstm", True, True, 2),
+                                           r(3, 5, 4), ["rnn", "head"], {}, {}),
+        "gru-packed-bidirectional": (lambda: _Recurrent("gru", True, True, 2, True),
+                                     (r(3, 5, 4), lengths), ["rnn", "head"], {}, {}),
+        "lstm-packed": (lambda: _Recurrent("lstm", True, False, 2, True),
+                        (r(3, 5, 4), lengths), ["rnn", "head"], {}, {}),
+        "attention-masks-time-first": (lambda: _Attention(False), (r(5, 3, 4), causal, pad),
+                                       ["inp", "mha", "mha.out_proj", "head"], {}, {}),
+        "attention-masks-batch-first": (lambda: _Attention(True), (r(3, 5, 4), causal, pad),
+                                        ["inp", "mha", "mha.out_proj", "head"], {}, {}),
+        "grouped-and-depthwise-conv": (
+            lambda: nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, groups=8), nn.BatchNorm2d(8), nn.SiLU(),
+                                  nn.Flatten(), nn.Linear(8, 3)),
+            r(3, 4, 5, 5), ["0", "2", "6"], {"0": ("1",), "2": ("3", "4")}, {"0": 1, "2": 1}),
+        "conv-transpose-elu": (
+            lambda: nn.Sequential(nn.ConvTranspose2d(2, 4, 3, stride=2), nn.ELU(), nn.Flatten(),
+                                  nn.Linear(4 * 49, 3)),
+            r(3, 2, 3, 3), ["0", "3"], {"0": ("1",)}, {"0": 1}),
+        "embedding-and-bag": (_Bags, torch.randint(0, 10, (3, 5)), ["e", "bag", "h"], {}, {}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+def test_recurrent_attention_conv_and_embedding_rows_match_autograd(name):
+    """Every row of ``dlt.probe`` against the autograd reference of tests/test_torch_probe.py
+    (layer outputs: the first output tensor, a packed sequence's data; followers per unit;
+    time-first inputs; causal and padding masks with ``need_weights=False``)."""
+    from test_torch_probe_round5 import check
+
+    make, x, layers, followers, axis = _cases()[name]
+    torch.manual_seed(1)
+    check(make(), x, layers, followers, axis, y=torch.randint(0, 3, (3,)))
+
+
+def test_accumulation_with_no_grad_validation_between_micro_batches():
+    """Three micro-batches per step with a validation forward under ``no_grad`` before each
+    and before ``watch.step``: the layer rows are the last micro-batch's (its own loss / 3
+    as the gradient), ``weight_grad_*`` the accumulated ``.grad``; no hook left after."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    want = {}
+    with dlt.Watch(model, every=2, theory=False) as watch:
+        for step in range(3):
+            batches = [(torch.randn(6, 5, dtype=D), torch.randint(0, 3, (6,)))
+                       for _ in range(3)]
+            ref = copy.deepcopy(model)  # (a copy: the Watch's hooks on it are inert)
+            x, y = batches[-1]
+            s = ref[0](x)
+            a = torch.tanh(s)
+            g_s, = torch.autograd.grad(CE(ref[2](a), y) / 3, [s])
+            opt.zero_grad()
+            for x, y in batches:
+                with torch.no_grad():
+                    model(torch.randn(20, 5, dtype=D))
+                loss = CE(model(x), y) / 3
+                loss.backward()
+            with torch.no_grad():
+                model(torch.randn(20, 5, dtype=D))
+            want[step] = (s.detach(), a.detach(), g_s, model[0].weight.grad.clone())
+            watch.step(loss)
+            opt.step()
+    assert _hook_dicts(model) == {}
+    frame = watch.frame()
+    for step in (0, 2):
+        q = _values(frame, step)
+        s, a, g_s, gw = want[step]
+        assert q[(1, "pre_std")] == pytest.approx(_pstd(s), rel=1e-9)
+        assert q[(1, "act_std")] == pytest.approx(_pstd(a), rel=1e-9)
+        assert q[(1, "grad_pre_std")] == pytest.approx(_pstd(g_s), rel=1e-9)
+        assert q[(1, "weight_grad_std")] == pytest.approx(_pstd(gw), rel=1e-9)
+
+
+def test_no_hook_left_after_a_forward_that_raises():
+    """A forward raising inside ``with Watch`` and inside ``dlt.probe``: no hook, no
+    with_kwargs mark left on any module, and the model runs without them afterwards."""
+    class Boom(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.t, self.b, self.go = nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2), True
+
+        def forward(self, x):
+            h = self.t(input=self.a(x))
+            if self.go:
+                raise RuntimeError("boom")
+            return self.b(h)
+
+    model = Boom()
+    with pytest.raises(RuntimeError, match="boom"):
+        with dlt.Watch(model, every=1, theory=False):
+            model(torch.randn(3, 4))
+    assert _hook_dicts(model) == {}
+    with pytest.raises(RuntimeError, match="boom"):
+        dlt.probe(model, torch.randn(3, 4), torch.randint(0, 2, (3,)), CE)
+    assert _hook_dicts(model) == {}
+
+
+def test_a_model_moved_to_float64_mid_run():
+    """``model.double()`` between recorded steps: the later rows equal float64 autograd, the
+    update ratio is that of the float64 weights against their values before the step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    want = {}
+    with dlt.Watch(model, every=1, theory=False) as watch:
+        for step in range(4):
+            if step == 2:
+                model.double()
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            dtype = model[0].weight.dtype
+            x, y = torch.randn(6, 5, dtype=dtype), torch.randint(0, 3, (6,))
+            want[step] = (nn.functional.gelu(model[0](x)).detach(),
+                          model[2].weight.detach().clone().double())
+            opt.zero_grad()
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+            opt.step()
+    frame = watch.frame()
+    for step in (2, 3):
+        q = _values(frame, step)
+        a, w = want[step]
+        assert a.dtype == D
+        assert q[(1, "act_std")] == pytest.approx(_pstd(a), rel=1e-12)
+        before = want[step - 1][1]
+        assert q[(2, "update_ratio")] == pytest.approx(
+            float((w - before).norm() / before.norm()), rel=1e-6)
