@@ -3,6 +3,8 @@
 * a page left training grew the server without bound: the session's ``History`` kept every
   step's loss and every epoch's metrics (about 100 kB/s on the default setup, 360 MB an hour);
 * a batch-normalized network that diverged was told to "add batch normalization";
+* a network whose loss was not finite on its initial weights (60 ReLU layers, N(0, 1)) was
+  told first to "Lower the learning rate", which plays no part before the first update;
 * the loss panel's note listed every train loss between the last measurement and the
   divergence (76 numbers, fifteen lines under the panel);
 * the doctor of a diverging setup read "200 steps of this setup: train loss -, held-out
@@ -115,6 +117,24 @@ def test_the_losses_before_a_divergence_are_summed_up_not_listed(page, server, s
     assert box["height"] < 60, box  # three lines at most
 
 
+def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(page, server,
+                                                                             shots):
+    page.goto(server.url + "?model.depth=60&model.width=64&model.activation=relu"
+              "&model.init=normal&train.lr=0.001")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    banner = page.locator("#diverged")
+    banner.wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(shots / "round15_nan_before_any_update.png"))
+    text = banner.text_content()
+    assert "diverged at step 1 " in text, text
+    # was: "Lower the learning rate, use a variance-preserving initializer, or add batch
+    # normalization." for a loss computed on the initial weights (lr 0.001)
+    assert "Lower the learning rate" not in text, text
+    assert "before any update" in text and "learning rate plays no part" in text, text
+    assert "use a variance-preserving initializer, or add batch normalization" in text, text
+
+
 def test_a_network_without_batch_norm_is_still_told_to_try_it():
     from depthlab.training.history import DivergenceReport
 
@@ -124,6 +144,7 @@ def test_a_network_without_batch_norm_is_still_told_to_try_it():
     unknown = DivergenceReport(step=2, epoch=1, loss=float("nan"), layer=None,
                                nonfinite_parameters=[])  # a torch run: not known
     assert unknown.message.endswith("or add batch normalization."), unknown.message
+    assert "Lower the learning rate" in unknown.message  # after an update: it may be the lr
 
 
 # -- the doctor ---------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ class DivergenceReport:
     batchnorm: bool | None = None
     """Whether the network has batch normalization (None: not known); the advice then does
     not tell a batch-normalized network to add batch normalization."""
+    before_update: bool = False
+    """The loss was not finite at the first step, before any update: on the weights training
+    started from, where the learning rate plays no part (the advice does not name it)."""
 
     @property
     def message(self) -> str:
@@ -39,10 +42,16 @@ class DivergenceReport:
             if self.max_grad
             else ""
         )
-        advice = ("Lower the learning rate or use a variance-preserving initializer (the "
-                  "network already has batch normalization)." if self.batchnorm else
-                  "Lower the learning rate, use a variance-preserving initializer, or add "
-                  "batch normalization.")
+        if self.before_update:
+            advice = ("The loss was not finite before any update, on the weights training "
+                      "started from (the learning rate plays no part): use a variance-"
+                      "preserving initializer" + (" (the network already has batch "
+                      "normalization)." if self.batchnorm else ", or add batch normalization."))
+        else:
+            advice = ("Lower the learning rate or use a variance-preserving initializer (the "
+                      "network already has batch normalization)." if self.batchnorm else
+                      "Lower the learning rate, use a variance-preserving initializer, or add "
+                      "batch normalization.")
         return (
             f"training diverged at step {self.step} (epoch {self.epoch}): loss = {self.loss}; "
             f"{where}{params}{grad}. {advice}"

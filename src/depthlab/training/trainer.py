@@ -287,6 +287,7 @@ class Trainer:
                 layer=net.first_nonfinite(out),
                 nonfinite_parameters=[p.name for p in params if not np.isfinite(p.value).all()],
                 batchnorm=bool(net.batchnorms()),
+                before_update=self.step - self._first_step == 1,
             )
             return None
         net.backward(loss_fn.backward(), input_grad=False, copy=False)
