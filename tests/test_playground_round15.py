@@ -4,7 +4,9 @@
   step's loss and every epoch's metrics (about 100 kB/s on the default setup, 360 MB an hour);
 * a batch-normalized network that diverged was told to "add batch normalization";
 * a network whose loss was not finite on its initial weights (60 ReLU layers, N(0, 1)) was
-  told first to "Lower the learning rate", which plays no part before the first update;
+  told first to "Lower the learning rate", which plays no part before the first update; its
+  gradient panel's note described a theory line "scaled to the last layer's value at step 0",
+  which was not finite: no line was drawn;
 * the loss panel's note listed every train loss between the last measurement and the
   divergence (76 numbers, fifteen lines under the panel);
 * the doctor of a diverging setup read "200 steps of this setup: train loss -, held-out
@@ -133,6 +135,13 @@ def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(
     assert "Lower the learning rate" not in text, text
     assert "before any update" in text and "learning rate plays no part" in text, text
     assert "use a variance-preserving initializer, or add batch normalization" in text, text
+    # the theory line is scaled to the last layer's gradient at step 0, which is not finite
+    note = page.locator("#theory-note").text_content()
+    # was: "theory at initialization (...), scaled to the last layer's value at step 0 (the
+    # 'at init' line)" over a panel with neither line
+    assert note.endswith("not drawn: the last layer's value at step 0 is not finite, nothing "
+                         "to scale it to"), note
+    assert page.evaluate("S.plots['plot-grad'].data[3].every((v) => v === null)")
 
 
 def test_a_network_without_batch_norm_is_still_told_to_try_it():

@@ -527,6 +527,13 @@ function onUpdate(m) {
   const top = pos(S.init.grad_std[S.init.grad_std.length - 1]);
   if (rel && top) theory = rel.map((r) => (r === null ? null : lg(r * top)));
   S.plots["plot-grad"].setData([layers, grad, initGrad, theory]);
+  // the line is scaled to the last layer's value at step 0: where that is not finite (an
+  // exploding net) or 0, nothing is drawn, and the note claimed a line "scaled to" it
+  if (rel) {
+    const at0 = S.init.grad_std[S.init.grad_std.length - 1];
+    $("theory-note").textContent = S.theory.note + (top ? "" : `; not drawn: the last layer's ` +
+      `value at step ${S.init.step} is ${at0 === 0 ? "0" : "not finite"}, nothing to scale it to`);
+  }
   const first = m.grad_std[0], last = m.grad_std[m.grad_std.length - 1];
   const ratio = first !== null && last ? first / last : null;
   const gs = $("grad-summary");
