@@ -23,6 +23,7 @@ from ..threads import blas_threads, check_threads
 from ..validators import closest_name
 from .data_checks import check_xy, finite_features
 from .history import DivergenceReport, History
+from .interrupts import DeferredInterrupts
 
 
 class Callback:
@@ -206,7 +207,8 @@ class Trainer:
             shapes = [p.value.shape for p in params if p.value.ndim == 2]
             self._first_epoch, self._first_step = self.epoch, self.step  # this call's budget
             with np.errstate(over="ignore", invalid="ignore"), blas_threads(  # depthlab.threads
-                    self.threads, batch_rows=bs, weight_shapes=shapes):
+                    self.threads, batch_rows=bs, weight_shapes=shapes), \
+                    DeferredInterrupts() as self._interrupts:  # Ctrl-C: at a step's end
                 self._loop(x, y, n, bs, has_bn, params, bar)
         finally:  # also on Ctrl-C or an error: the bar ends its line before any message
             if bar is not None:
@@ -264,7 +266,8 @@ class Trainer:
                 end = n if has_bn and n - start - bs == 1 else start + bs
                 idx = order[start:end]
                 xb, yb = x[idx], y[idx]
-            loss = self._step(xb, yb, params)
+            with self._interrupts.step():  # never half a step (training.interrupts)
+                loss = self._step(xb, yb, params)
             if loss is None:
                 return True
             self._after_step(loss, bar)

@@ -1,0 +1,113 @@
+"""Round 15: adversarial exactness and robustness of the engine (see each test's comment)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.training.trainer import Callback, Trainer
+
+# -- Ctrl-C during fit -----------------------------------------------------------------------
+
+
+def _interrupt_data():
+    g = np.random.default_rng(0)
+    return g.standard_normal((24, 4)), g.integers(0, 3, 24)
+
+
+def _interrupt_net():
+    return dl.mlp([4, 6, 6, 3], "tanh", seed=1, dtype="float64", batchnorm=True,
+                  bn_momentum=0.3)
+
+
+class _InterruptingParams(list):
+    """The optimizer's parameter list; iterating it in step ``at`` sends SIGINT to this
+    process after the first parameter's update (Python raises KeyboardInterrupt at its next
+    bytecode: mid-step, with the other parameters not updated yet)."""
+
+    def __init__(self, params, trainer, at):
+        super().__init__(params)
+        self.trainer, self.at = trainer, at
+
+    def __iter__(self):
+        for i, p in enumerate(super().__iter__()):
+            if i == 1 and self.trainer.step == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield p
+
+
+class _InterruptBeforeUpdate(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def before_update(self, trainer, step):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("where", ["optimizer", "before_update"])
+def test_ctrl_c_during_a_step_ends_that_step_and_leaves_the_network_consistent(where):
+    # A Ctrl-C (SIGINT) that arrived during a training step raised KeyboardInterrupt where it
+    # landed: in the optimizer's loop over the parameters only the first of 9 was updated for
+    # step 3 (the others kept step 2's values, Adam's moments of the first moved), in a
+    # before_update callback the batch norms had counted 3 batches and trainer.step was 3
+    # while the weights, optimizer.step_count (2) and history.step_loss (2 losses) said 2.
+    # Now the step in progress is completed, then KeyboardInterrupt is raised: everything
+    # equals a run of max_steps=3 and fit can continue the run.
+    x, y = _interrupt_data()
+    kw = dict(optimizer="adam", lr=0.01, batch_size=8, epochs=None, seed=2)
+    ref = _interrupt_net()
+    ref_tr = Trainer(ref, max_steps=3, **kw)
+    ref_tr.fit(x, y)
+
+    net = _interrupt_net()
+    cbs = [_InterruptBeforeUpdate(3)] if where == "before_update" else []
+    tr = Trainer(net, max_steps=10, callbacks=cbs, **kw)
+    if where == "optimizer":
+        tr.optimizer.params = _InterruptingParams(tr.optimizer.params, tr, 3)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(x, y)
+    assert signal.getsignal(signal.SIGINT) is handler  # the caller's handler is back
+    assert tr.step == tr.optimizer.step_count == len(tr.history.step_loss) == 3
+    assert tr.history.step_loss == ref_tr.history.step_loss
+    for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+        np.testing.assert_array_equal(p.value, q.value, err_msg=p.name)
+        for key, buf in tr.optimizer.state[p].items():
+            np.testing.assert_array_equal(buf, ref_tr.optimizer.state[q][key], err_msg=key)
+    for bn, rb in zip(net.batchnorms(), ref.batchnorms(), strict=True):
+        assert bn.num_batches == rb.num_batches == 3
+        np.testing.assert_array_equal(bn.running_mean, rb.running_mean)
+        np.testing.assert_array_equal(bn.running_var, rb.running_var)
+    # the run continues from there as an uninterrupted one does
+    if where == "optimizer":
+        tr.optimizer.params.at = None
+    tr.callbacks = []
+    tr.max_steps = ref_tr.max_steps = 4
+    tr.fit(x, y)
+    ref_tr.fit(x, y)
+    assert tr.history.step_loss == ref_tr.history.step_loss
+
+
+def test_a_second_ctrl_c_during_a_step_is_not_deferred():
+    # the first Ctrl-C waits for the step's end; one more during that step stops at once (a
+    # step that takes too long can still be interrupted)
+    x, y = _interrupt_data()
+
+    class Twice(Callback):
+        def before_update(self, trainer, step):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                self.after_kill = True  # not reached: the second one raised
+
+    cb = Twice()
+    tr = Trainer(_interrupt_net(), optimizer="sgd", lr=0.1, batch_size=8, epochs=None,
+                 max_steps=5, seed=0, callbacks=[cb])
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(x, y)
+    assert not hasattr(cb, "after_kill") and tr.optimizer.step_count == 1
