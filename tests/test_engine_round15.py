@@ -111,3 +111,27 @@ def test_a_second_ctrl_c_during_a_step_is_not_deferred():
     with pytest.raises(KeyboardInterrupt):
         tr.fit(x, y)
     assert not hasattr(cb, "after_kill") and tr.optimizer.step_count == 1
+
+
+# -- memory: a layer built by hand is refused before allocating --------------------------------
+
+
+def test_a_hand_built_layer_too_large_for_memory_is_refused_before_allocating(monkeypatch):
+    # dl.mlp checked its sizes, a Dense or BatchNorm built by hand did not: Dense(10**6, 10**6)
+    # was NumPy's 'MemoryError: Unable to allocate 7.28 TiB for an array with shape (1000000,
+    # 1000000) and data type float64' (a float32 layer; the initializer's float64 draw),
+    # Dense(10**12, 10**12) 'ValueError: array is too big', and under DEPTHLAB_MEMORY_LIMIT=64M
+    # a Dense(3000, 3000) took 108 MB. Now one line naming the layer, before any array.
+    from depthlab.layers import BatchNorm, Dense
+    from depthlab.memory import MemoryRefusal
+
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "64M")
+    for build, what in ((lambda: Dense(3000, 3000), r"Dense\(3000, 3000\) \(9,003,000 float32 "),
+                        (lambda: Dense(10**6, 10**6, dtype="float64"), r"Dense\(1000000, 1000000"),
+                        (lambda: Dense(10**12, 10**12), r"Dense\(1000000000000, "),
+                        (lambda: BatchNorm(3 * 10**6, dtype="float64"),
+                         r"BatchNorm\(3000000\) \(float64\)")):
+        with pytest.raises(MemoryRefusal, match=what + r".* needs about .* but only 64 MiB is "
+                                                       r"available; nothing was allocated"):
+            build()
+    dl.Network([Dense(300, 300), BatchNorm(300)], n_inputs=300)  # these fit

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import Array, resolve_dtype, xp
+from ..memory import CHECK_FROM_BYTES, check_fits
 from ..parameter import Parameter
 from ..validators import positive_int, real
 from .base import Layer
@@ -78,6 +79,9 @@ class BatchNorm(Layer):
                 f"unknown BatchNorm ema_start {ema_start!r}; expected one of {EMA_STARTS}"
             )
         dt = resolve_dtype(dtype)
+        # gamma, beta, their gradients and the running mean and variance
+        if 6 * int(n) * dt.itemsize >= CHECK_FROM_BYTES:
+            check_fits(6 * int(n) * dt.itemsize, f"BatchNorm({int(n)}) ({dt.name})")
         self.name = name
         self.n = int(n)
         self.eps = float(eps)

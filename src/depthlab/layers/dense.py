@@ -7,6 +7,7 @@ import numpy as np
 from ..backend import Array, resolve_dtype, xp
 from ..backend import rng as make_rng
 from ..initializers import get_initializer
+from ..memory import CHECK_FROM_BYTES, check_fits
 from ..parameter import Parameter
 from .base import Layer
 from .batchnorm import F64_SUMS_FROM
@@ -40,6 +41,14 @@ class Dense(Layer):
         self.name = name
         self.fan_in, self.fan_out = int(fan_in), int(fan_out)
         dt = resolve_dtype(dtype)
+        # refused before the initializer draws (a Dense(10**6, 10**6) was NumPy's 'Unable to
+        # allocate 7.28 TiB ... float64'): its float64 samples and their cast (float32), or
+        # the values and their gradients (float64); small layers skip reading the memory
+        n = self.fan_in * self.fan_out + (self.fan_out if bias else 0)
+        need = n * (8 + dt.itemsize if dt.itemsize != 8 else 16)
+        if need >= CHECK_FROM_BYTES:
+            check_fits(need, f"Dense({self.fan_in}, {self.fan_out}) ({n:,} {dt.name} "
+                             "parameters)")
         gen = make_rng(rng)
         w = xp.asarray(get_initializer(init)((self.fan_in, self.fan_out), gen, dt), dtype=dt)
         self.W = Parameter(f"{name}.W", w, "weight")
