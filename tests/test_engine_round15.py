@@ -135,3 +135,16 @@ def test_a_hand_built_layer_too_large_for_memory_is_refused_before_allocating(mo
                                                        r"available; nothing was allocated"):
             build()
     dl.Network([Dense(300, 300), BatchNorm(300)], n_inputs=300)  # these fit
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def test_a_learning_rate_in_optimizer_kwargs_is_one_line_naming_it():
+    # was "TypeError: depthlab.optimizers.get_optimizer() got multiple values for keyword
+    # argument 'lr'" (a function the caller never called; lr=0.5 there was never used)
+    x, y = _interrupt_data()
+    with pytest.raises(TypeError, match=r"^optimizer_kwargs\['lr'\]=0.5 is not accepted; the "
+                                        r"learning rate is fit\(\)/Trainer\(\)'s own option: "
+                                        r"lr=0.5$"):
+        dl.fit(_interrupt_net(), x, y, optimizer_kwargs={"lr": 0.5, "momentum": 0.9})

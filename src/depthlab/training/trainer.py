@@ -391,6 +391,9 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
         raise TypeError(f"optimizer_kwargs={kwargs!r:.60} is not accepted; accepted: a dict, "
                         "e.g. {'momentum': 0.9}")
     out = dict(kwargs or {})
+    if "lr" in out:  # was get_optimizer()'s 'got multiple values for keyword argument 'lr''
+        raise TypeError(f"optimizer_kwargs['lr']={out['lr']!r} is not accepted; the learning "
+                        f"rate is fit()/Trainer()'s own option: lr={out['lr']!r}")
     known = all_optimizer_hyperparameters()
     for key, value in direct.items():
         if key not in known:
