@@ -4,7 +4,9 @@
   layer's step 1 NaN) drew step 0 alone on an axis from step -0.045 to 0.045 and said nothing
   of step 1;
 * the activations' mean ± std figure of that run ended the lines of its overflowed layers
-  (8 and 10 of 10) at step 0 without a word.
+  (8 and 10 of 10) at step 0 without a word;
+* the xu2016 reproduction page drew the sigmoid blue and tanh orange in its activation figure,
+  and tanh blue and the sigmoid orange in its gradient figure just below.
 """
 
 from __future__ import annotations
@@ -68,3 +70,27 @@ def test_activation_bands_name_the_layers_that_overflowed():
     assert top <= fig.bbox.height, (top, fig.bbox.height)  # the third line is not cut off
     ok = table.assign(value=table["value"].where(np.isfinite(table["value"]), 0.3))
     assert "not drawn" not in plot.activation_bands(ok).axes[0].get_title()
+
+
+def test_xu2016_colours_each_activation_alike_in_both_figures():
+    from matplotlib.colors import to_hex
+
+    from depthlab.reproduce import xu2016
+
+    _, tc = xu2016._taylor_table()
+    act = xu2016._fig_activations(tc)
+    profiles = {c["label"]: (np.geomspace(1e-3, 1, 10), np.geomspace(1e-3, 1, 10))
+                for c in xu2016._configs()}
+    grad = xu2016._fig_gradients(profiles, 128, 2)
+
+    def colours(ax) -> dict[str, str]:
+        return {ln.get_label().removesuffix(" (theory)"): to_hex(ln.get_color())
+                for ln in ax.get_lines() if not ln.get_label().startswith("_")
+                and not ln.get_label().endswith(" (measured)")}
+
+    left, right = colours(act.axes[0]), colours(grad.axes[0])
+    shared = set(left) & set(right)
+    assert shared == {"sigmoid", "tanh", "rescaled sigmoid 4σ−2", "penalized tanh"}, shared
+    # was: sigmoid #1f77b4 / tanh #ff7f0e on the left, tanh #1f77b4 / sigmoid #ff7f0e on the right
+    assert all(left[k] == right[k] for k in shared), (left, right)
+    assert len(set(right.values())) == len(right)  # five networks, five colours

@@ -377,6 +377,12 @@ def run(quick: bool = False, data: str | None = None,
     return res
 
 
+COLORS = {"sigmoid": "C0", "tanh": "C1", "rescaled sigmoid 4σ−2": "C2", "penalized tanh": "C3",
+          "sigmoid, 16x variance": "C4"}
+"""One colour per activation in both figures (the gradient figure coloured by its own order:
+sigmoid orange and tanh blue beside the activation figure's sigmoid blue and tanh orange)."""
+
+
 def _fig_activations(tc: dict[str, Any]) -> Figure:
     fig = Figure(figsize=(10, 4))
     axes = fig.subplots(1, 2)
@@ -389,7 +395,8 @@ def _fig_activations(tc: dict[str, Any]) -> Figure:
     }
     labels = list(fns)
     left, right = _one_sided_slopes(tc, labels)
-    for (label, f), color in zip(fns.items(), ("C0", "C1", "C2", "C3")):
+    for label, f in fns.items():
+        color = COLORS[label]
         axes[0].plot(s, f, color=color, label=label)
         # the tangent on each side of 0: one line for a smooth f, a bent one at a kink
         slope = np.where(s < 0, left[label], right[label])
@@ -431,7 +438,7 @@ def _fig_gradients(profiles: dict[str, tuple[np.ndarray, np.ndarray]], width: in
     ax = fig.subplots()
     layers = np.arange(1, N_HIDDEN + 1)
     for k, (label, (meas, theo)) in enumerate(profiles.items()):
-        color = f"C{k}"
+        color = COLORS.get(label, f"C{5 + k}")
         ax.semilogy(layers, theo, color=color, lw=1.5, label=f"{label} (theory)")
         ax.semilogy(layers, meas, "o", color=color, ms=4, label=f"{label} (measured)")
     ax.set_xlabel("hidden layer l")
