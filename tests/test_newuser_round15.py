@@ -328,3 +328,40 @@ def test_starter_config_says_how_to_give_unequal_widths(tmp_path):
     (tmp_path / "s.toml").write_text(edited)
     sizes = validate(read_toml(tmp_path / "s.toml"))["model"]["sizes"]
     assert sizes == ["auto", 128, 64, "auto"]
+
+
+# --- 4b. a sweep's time left -------------------------------------------------------------------
+
+def test_sweep_time_left_weighs_points_by_their_work():
+    """A depth sweep 1..128 on digits said "~2 s left" after depth 16 with 10 s to go (points
+    counted alike). Now each point's work (its layer-steps) weighs the time left, measured
+    from the first result on (its one-time costs left out)."""
+    from depthlab.experiments.progress import SweepProgress
+
+    now, lines = [0.0], []
+    work = [("a", 1000.0), ("b", 1000.0), ("c", 10000.0)]
+    prog = SweepProgress(3, lines.append, clock=lambda: now[0], work=work)
+    prog.started()
+    now[0] = 5.0  # the first point: imports and the data's first load
+    prog.point("a", "depth=1", "finished", {}, None)
+    assert lines[-1].endswith("depth=1: finished")  # no estimate from one result
+    now[0] = 6.0
+    prog.point("b", "depth=2", "finished", {}, None)
+    assert lines[-1].endswith("(0 failed, ~10 s left)"), lines[-1]  # was ~3 s
+
+
+def test_point_work_follows_depth_width_and_steps():
+    from depthlab.experiments.config import validate
+    from depthlab.experiments.progress import POINT_FIXED, point_work
+
+    def work(**model):
+        cfg = validate({"data": {"name": "digits"}, "model": {"sizes": ["auto", "auto"],
+                                                              "width": 64, **model},
+                        "train": {"epochs": 2}})
+        return point_work(cfg) - POINT_FIXED
+
+    # measured (digits, 80 steps): depth 2 0.2 s, 64 3.2 s; width 64 0.36 s, 1024 17 s
+    assert 20 < work(depth=64) / work(depth=2) < 30
+    assert 30 < work(depth=8, width=1024) / work(depth=8) < 70
+    assert work(depth=8, batchnorm=True) == 2 * work(depth=8)
+    assert point_work({"model": {}}) == 1.0  # unreadable: one unit

@@ -38,7 +38,7 @@ from .grid import (
     iter_points,
     sweep_id,
 )
-from .progress import SweepProgress
+from .progress import WORK_POINTS, SweepProgress, point_work
 from .runner import failed_record
 from .store import KINDS, RunRecord, Store, StoreError
 
@@ -138,7 +138,11 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     except BaseException:
         store.close()
         raise
-    prog = SweepProgress(total, echo, bar=progress)
+    work = None
+    if total <= WORK_POINTS:  # listed now, so the time left weighs each point by its work
+        points = list(points)
+        work = [(p.id, point_work(p.config)) for p in points]
+    prog = SweepProgress(total, echo, bar=progress, work=work)
     in_flight: set[str] = set()
     failed_here: set[str] = set()  # points this sweep stored as failed (a repeat: skipped)
     found: list[str] = []  # points found stored (another sweep ran them): recorded as ours
@@ -160,7 +164,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 if stored:
                     remember(p.id)
                 result.skipped += 1
-                prog.skip()
+                prog.skip(p.id)
                 continue
             prog.started()
             if getattr(p, "error", None) is not None:  # a refused combination: not computed
