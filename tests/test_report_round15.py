@@ -6,7 +6,9 @@
 * the activations' mean ± std figure of that run ended the lines of its overflowed layers
   (8 and 10 of 10) at step 0 without a word;
 * the xu2016 reproduction page drew the sigmoid blue and tanh orange in its activation figure,
-  and tanh blue and the sigmoid orange in its gradient figure just below.
+  and tanh blue and the sigmoid orange in its gradient figure just below;
+* the ioffe2015 figure's percentile legends sat on their lines (with BN the 85th percentile
+  ran behind the box at the top left: three lines across the width leave no free corner).
 """
 
 from __future__ import annotations
@@ -94,3 +96,32 @@ def test_xu2016_colours_each_activation_alike_in_both_figures():
     # was: sigmoid #1f77b4 / tanh #ff7f0e on the left, tanh #1f77b4 / sigmoid #ff7f0e on the right
     assert all(left[k] == right[k] for k in shared), (left, right)
     assert len(set(right.values())) == len(right)  # five networks, five colours
+
+
+def test_ioffe2015_percentile_legends_cover_no_line():
+    from types import SimpleNamespace
+
+    from depthlab.reproduce import ioffe2015
+
+    steps = np.arange(0, 3001, 100)
+    rise = 1.9 - 0.9 * np.exp(-steps / 300)  # the 85th percentile with BN, as measured
+
+    def rec(shift: float):
+        p = np.stack([np.full(steps.size, -1.8), np.zeros(steps.size), rise + shift], axis=1)
+        return SimpleNamespace(steps=steps, array=lambda: p[:, :, None].repeat(3, axis=2))
+
+    runs = {k: {"evals": pd.DataFrame({"step": steps[1:], "val_acc": 0.9}), "rec": rec(s)}
+            for k, s in (("plain", -0.8), ("bn", 0.0))}
+    fig = ioffe2015._figure(runs, {"plain": np.full(3, 0.5), "bn": np.full(3, 0.1)},
+                            "mnist5k", 3000)
+    fig.canvas.draw()
+    for ax in fig.axes[1:]:
+        box = ax.get_legend().get_window_extent()
+        for line in ax.get_lines():
+            xy = line.get_transform().transform(line.get_xydata())
+            inside = ((xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0)
+                      & (xy[:, 1] < box.y1))
+            # was: the legend box at the top left over the 85th percentile's first 500 steps
+            assert not inside.any(), (ax.get_title(), line.get_label())
+        # and the legend is not cut off below the figure
+        assert box.y0 >= 0, box
