@@ -9,7 +9,9 @@ table, or a :class:`~depthlab.network.Network`'s ``config``) and dispatches:
                        ``Var(g_l) = (n_{l+1}/n_l) gamma^2 E[f'(s)^2] / Var f(s) Var(g_{l+1})``,
                        ``s ~ N(beta, gamma^2)`` (Yang et al. 2019; relu ``pi / (pi - 1)``);
 * residual (+/- BN)    :func:`~depthlab.theory.residual.propagate_residual`:
-                       ``Var(dL/dx_b) = Var(dL/dx_{b+1}) + Var(branch term)``.
+                       ``Var(dL/dx_b) = Var(dL/dx_{b+1}) + Var(branch term)``; with BN and an
+                       affine activation no number (as for a plain BN chain: the batch is
+                       never whitened, rank-8 inputs gave the first block 2.2x the formula).
 
 ``g_l = dL/ds_l`` at each probed nonlinearity (the probes' ``grad_pre_std``), relative to the
 last one. Dropout is ignored (the probes measure with dropout off), so is the output layer
@@ -232,6 +234,14 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         return _uncovered(arch, points, f"no prediction: the output layer's weights are all 0 "
                                         f"(init {out_init!r}), so every hidden gradient is "
                                         "exactly 0 at initialization: no scale to compare")
+    if residual and bn:
+        factor = bn_gradient_factor(act, **kw)
+        if factor.whitening >= 1.0 - 1e-9:  # affine: as in a plain BN chain, no number
+            return _uncovered(arch, points, f"no prediction: {factor.name} is affine (K'(0) = "
+                                            "1), so batch norm never whitens the batch and the "
+                                            "blocks' gradient gains depend on the data's batch "
+                                            "covariance (rank-8 inputs: the first block's "
+                                            "gradient 2.2x the large-batch formula)")
     if residual:
         frame = propagate_residual(int(sizes[0]), hidden[0], len(hidden) - 1, act, init,
                                    input_var, input_mean, batchnorm=bn, eps=eps, **kw)
