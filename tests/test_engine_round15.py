@@ -148,3 +148,85 @@ def test_a_learning_rate_in_optimizer_kwargs_is_one_line_naming_it():
                                         r"learning rate is fit\(\)/Trainer\(\)'s own option: "
                                         r"lr=0.5$"):
         dl.fit(_interrupt_net(), x, y, optimizer_kwargs={"lr": 0.5, "momentum": 0.9})
+
+
+# -- optimizer hyperparameters changed between steps, as torch's param_groups -----------------
+
+_CHANGES = [
+    # (optimizer, torch class, constructor kwargs, set before step 3; what it was without the fix)
+    ("adam", "Adam", dict(lr=0.01), dict(weight_decay=0.1)),  # 0.087 away from torch
+    ("sgd", "SGD", dict(lr=0.1, momentum=0.9, nesterov=True), dict(weight_decay=0.1)),  # 0.53
+    ("rmsprop", "RMSprop", dict(lr=0.01, momentum=0.5), dict(weight_decay=0.1)),  # 0.35
+    ("adagrad", "Adagrad", dict(lr=0.1), dict(weight_decay=0.1)),  # 0.51
+    ("adam", "Adam", dict(lr=0.01, weight_decay=0.1), dict(weight_decay=0.0)),
+    ("nadam", "NAdam", dict(lr=0.01), dict(weight_decay=0.1, decoupled_weight_decay=True)),
+    ("sgd", "SGD", dict(lr=0.1), dict(momentum=0.9, dampening=0.3)),  # KeyError
+    ("sgd", "SGD", dict(lr=0.1, momentum=0.9), dict(momentum=0.0, weight_decay=0.2)),
+]
+
+
+@pytest.mark.parametrize("name,tname,kw,change", _CHANGES,
+                         ids=[f"{c[0]}-{'-'.join(c[3])}" for c in _CHANGES])
+def test_hyperparameters_changed_between_steps_act_as_in_torch(name, tname, kw, change):
+    # weight_decay set from 0 after the first step: the rule's one scratch slot then held both
+    # g + wd*w and its temporary (Adam 0.087, SGD+Nesterov 0.53, RMSprop 0.35, Adagrad 0.51
+    # away from torch after 6 steps); SGD's momentum set after the first step was
+    # KeyError: 'momentum_buffer' (torch clones the gradient then). Now as torch.optim.
+    torch = pytest.importorskip("torch")
+    from depthlab.optimizers import get_optimizer
+    from depthlab.parameter import Parameter
+
+    g = np.random.default_rng(0)
+    w0, grads = g.standard_normal((3, 4)), [g.standard_normal((3, 4)) for _ in range(6)]
+    p = Parameter("w", w0.copy())
+    opt = get_optimizer(name, [p], **kw)
+    t = torch.tensor(w0.copy(), requires_grad=True)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # NAdam's scalar mu_product as ours
+    try:
+        topt = getattr(torch.optim, tname)([t], **kw)
+        _steps_with_a_change(opt, topt, p, t, grads, change, torch)
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _steps_with_a_change(opt, topt, p, t, grads, change, torch):
+    for k, grad in enumerate(grads, 1):
+        if k == 3:
+            for key, v in change.items():
+                setattr(opt, key, v)
+                topt.param_groups[0][key] = v
+        p.grad[...] = grad
+        t.grad = torch.tensor(grad)
+        opt.step()
+        topt.step()
+        np.testing.assert_allclose(p.value, t.detach().numpy(), rtol=1e-13, atol=1e-15,
+                                   err_msg=f"step {k}")
+
+
+def test_a_state_buffer_switched_on_later_starts_at_zero_not_a_key_error():
+    # Adam's amsgrad and RMSprop's centered/momentum set after the first step were KeyError
+    # 'max_exp_avg_sq' / 'grad_avg' / 'momentum_buffer' (torch.optim raises the same
+    # KeyError); now the buffer starts at zero, as a run with the option from the start does
+    from depthlab.optimizers import get_optimizer
+    from depthlab.parameter import Parameter
+
+    g = np.random.default_rng(1)
+    grads = [g.standard_normal(5) for _ in range(4)]
+    for name, kw in (("adam", dict(amsgrad=True)), ("rmsprop", dict(centered=True)),
+                     ("rmsprop", dict(momentum=0.5))):
+        late, ref = Parameter("w", np.ones(5)), Parameter("w", np.ones(5))
+        opt, ref_opt = get_optimizer(name, [late], lr=0.01), get_optimizer(name, [ref], lr=0.01)
+        late.grad[...] = ref.grad[...] = grads[0]
+        opt.step()
+        ref_opt.step()
+        for key, v in kw.items():
+            setattr(opt, key, v)
+        fresh = get_optimizer(name, [ref], lr=0.01, **kw)  # from ref's state after step 1
+        fresh.state = {ref: {**ref_opt.state[ref]}}
+        fresh.step_count, fresh._scratch, fresh._scratch_slots = 1, ref_opt._scratch, 1
+        for grad in grads[1:]:
+            late.grad[...] = ref.grad[...] = grad
+            opt.step()
+            fresh.step()
+        np.testing.assert_array_equal(late.value, ref.value, err_msg=f"{name} {kw}")

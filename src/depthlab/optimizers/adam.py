@@ -64,7 +64,7 @@ class Adam(Optimizer):
             tmp *= d
             v += tmp
             if self.amsgrad:
-                vmax = st["max_exp_avg_sq"]
+                vmax = self._buffer(p, "max_exp_avg_sq")
                 xp.maximum(vmax, v, out=vmax)
                 v = vmax
             xp.sqrt(v, out=tmp)

@@ -148,6 +148,7 @@ class Optimizer:
         self.state: dict[Parameter, dict[str, Any]] = {}
         self.step_count = 0
         self._scratch: dict[Parameter, tuple[Array, ...]] = {}
+        self._scratch_slots = 0
 
     # -- learning rate ---------------------------------------------------------------
     @property
@@ -161,9 +162,16 @@ class Optimizer:
 
     # -- public API ------------------------------------------------------------------
     def step(self) -> None:
-        """Apply one update to every parameter from its current ``.grad``."""
+        """Apply one update to every parameter from its current ``.grad``.
+
+        Hyperparameters may be changed between steps, as a ``param_group``'s in torch: a
+        ``weight_decay`` set from 0 (or back) changes how many scratch slots the rule needs,
+        which are reallocated then (one slot doubled as ``g + wd*w`` and the rule's temporary:
+        Adam's steps came out 0.087 away from torch's, SGD with Nesterov 0.53)."""
         if not self.state:
             self._allocate()
+        elif self._n_scratch() != self._scratch_slots:
+            self._allocate_scratch()
         self.step_count += 1
         self._update(self.step_count)
 
@@ -222,11 +230,25 @@ class Optimizer:
 
     # -- helpers ---------------------------------------------------------------------
     def _allocate(self) -> None:
-        k = self._n_scratch()
         for p in self.params:
             self.state[p] = self._init_state(p)
+        self._allocate_scratch()
+
+    def _allocate_scratch(self) -> None:
+        k = self._scratch_slots = self._n_scratch()
+        for p in self.params:
             block = xp.empty((k, *p.value.shape), dtype=p.value.dtype)
             self._scratch[p] = tuple(block[i, ...] for i in range(k))  # views, 0-d safe
+
+    def _buffer(self, p: Parameter, key: str) -> Array:
+        """``state[p][key]``, created as zeros when missing: a hyperparameter switched on after
+        the first step (Adam's ``amsgrad``, RMSprop's ``centered`` or ``momentum``) was a
+        KeyError naming the buffer."""
+        st = self.state[p]
+        buf = st.get(key)
+        if buf is None:
+            buf = st[key] = xp.zeros_like(p.value)
+        return buf
 
     def _direction(self, p: Parameter, slot: Array) -> tuple[Array, float]:
         """The gradient torch feeds its rule, as ``(G, sign)`` with ``grad' = sign * G``.

@@ -64,7 +64,7 @@ class RMSprop(Optimizer):
             tmp *= d
             v += tmp
             if self.centered:
-                m = st["grad_avg"]
+                m = self._buffer(p, "grad_avg")
                 lerp(m, d, sign, 1.0 - alpha, tmp)
                 xp.multiply(m, m, out=tmp)
                 xp.subtract(v, tmp, out=tmp)
@@ -74,7 +74,7 @@ class RMSprop(Optimizer):
             tmp += eps
             xp.divide(d, tmp, out=tmp)
             if mom > 0:
-                buf = st["momentum_buffer"]
+                buf = self._buffer(p, "momentum_buffer")
                 buf *= mom
                 axpy(buf, sign, tmp, None)
                 xp.multiply(buf, lr, out=tmp)

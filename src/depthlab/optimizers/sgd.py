@@ -36,9 +36,7 @@ class SGD(Optimizer):
 
 
     def _init_state(self, p: Parameter) -> dict[str, Any]:
-        if self.momentum != 0:
-            return {"momentum_buffer": xp.zeros_like(p.value)}
-        return {}
+        return {}  # the momentum buffer is made at its first use (torch clones the gradient)
 
     def _update(self, t: int) -> None:
         lr, mu = self.lr, self.momentum
@@ -51,9 +49,11 @@ class SGD(Optimizer):
                 xp.multiply(d, lr * sign, out=tmp)
                 w -= tmp
                 continue
-            buf = self.state[p]["momentum_buffer"]
-            if t == 1:
-                xp.multiply(d, sign, out=buf)       # b = d (torch clones the gradient)
+            st = self.state[p]
+            buf = st.get("momentum_buffer")
+            if buf is None:  # b = d (torch clones the gradient), also for a momentum set later
+                buf = st["momentum_buffer"] = xp.empty_like(p.value)  # 0-d: an array too
+                xp.multiply(d, sign, out=buf)
             else:
                 buf *= mu
                 axpy(buf, keep * sign, d, tmp)
