@@ -83,11 +83,11 @@ class SweepProgress:
                  clock: Callable[[], float] = time.monotonic,
                  work: list[tuple[str, float]] | None = None) -> None:
         self.total = total
-        # work: (run id, work) of every point in grid order (None: each point one unit)
-        self.work = None if work is None else dict(work)
-        self.work_left = 0.0 if work is None else float(sum(w for _, w in work))
-        self.work_ran = 0.0
+        self.work: dict[str, float] | None = None
+        self.work_left = self.work_ran = 0.0
         self._first: tuple[float, float] | None = None  # (time, work) of the first result
+        if work is not None:
+            self.set_work(work)
         self.echo = echo
         self.clock = clock
         self.done = self.ran = self.failed = self.skipped = 0
@@ -98,6 +98,13 @@ class SweepProgress:
             from ..progress import tqdm_bar
 
             self.bar = tqdm_bar(total, "pt", leave=False)
+
+    def set_work(self, work: list[tuple[str, float]]) -> None:
+        """(run id, :func:`point_work`) of every point in grid order (a repeated point once
+        per occurrence), before the first point is sent: the time left then weighs each
+        point by its work."""
+        self.work = dict(work)
+        self.work_left = float(sum(w for _, w in work))
 
     def started(self) -> None:
         """The first point was sent (the clock for time left starts)."""

@@ -138,11 +138,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     except BaseException:
         store.close()
         raise
-    work = None
-    if total <= WORK_POINTS:  # listed now, so the time left weighs each point by its work
-        points = list(points)
-        work = [(p.id, point_work(p.config)) for p in points]
-    prog = SweepProgress(total, echo, bar=progress, work=work)
+    prog = SweepProgress(total, echo, bar=progress)
     in_flight: set[str] = set()
     failed_here: set[str] = set()  # points this sweep stored as failed (a repeat: skipped)
     found: list[str] = []  # points found stored (another sweep ran them): recorded as ours
@@ -194,6 +190,9 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         prog.point(rec.id, rec.name or rec.id, rec.status, rec.metrics or {}, rec.error)
 
     try:
+        if total <= WORK_POINTS:  # listed now (a Ctrl-C here is an interrupted sweep), so the
+            points = list(points)  # time left weighs each point by its work
+            prog.set_work([(p.id, point_work(p.config)) for p in points])
         with executor:
             say(f"sweep {sweep}: running on {executor.description}; results: {store.path}")
             executor.expect(total)
