@@ -365,3 +365,23 @@ def test_point_work_follows_depth_width_and_steps():
     assert 30 < work(depth=8, width=1024) / work(depth=8) < 70
     assert work(depth=8, batchnorm=True) == 2 * work(depth=8)
     assert point_work({"model": {}}) == 1.0  # unreadable: one unit
+
+
+def test_ctrl_c_while_a_grid_is_listed_is_an_interrupted_sweep(tmp_path, monkeypatch):
+    """Listing a grid of up to 2,000 points for the time left takes seconds (1.9 s for 2,000):
+    a Ctrl-C then must be the sweep's own interrupt (SweepInterrupted, the store closed), not
+    a bare KeyboardInterrupt from before its handling."""
+    from depthlab.experiments import progress as sweep_progress
+    from depthlab.experiments import sweep as sweep_module
+    from depthlab.experiments.sweep import SweepInterrupted, run_sweep
+
+    def ctrl_c(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "point_work", ctrl_c)
+    assert sweep_progress.point_work is not ctrl_c
+    raw = {"data": {"name": "spirals", "n": 100}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"epochs": 1}, "sweep": {"train.seed": [0, 1]}}
+    with pytest.raises(KeyboardInterrupt) as info:  # a bare one would stop pytest itself
+        run_sweep(raw, tmp_path / "out", echo=None)
+    assert isinstance(info.value, SweepInterrupted), type(info.value)
