@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 
 import depthlab.torch as dlt  # noqa: E402
 from depthlab.probes import accel  # noqa: E402
+from depthlab.probes.stats import SATURATION_RATIO  # noqa: E402
 
 CE = nn.CrossEntropyLoss()
 D = torch.float64
@@ -580,3 +581,40 @@ def test_a_model_moved_to_float64_mid_run():
         before = want[step - 1][1]
         assert q[(2, "update_ratio")] == pytest.approx(
             float((w - before).norm() / before.norm()), rel=1e-6)
+
+
+# -- fix 3: two activation modules reading one layer output ------------------------------------
+
+@pytest.mark.parametrize("second", ["sigmoid", "relu"])
+def test_a_gate_reading_the_layer_output_is_not_pooled_with_its_activation(paths, second):
+    """``tanh(h) * sigmoid(h)`` (a gated unit on one pre-activation): both modules read ``h``
+    and both were taken for its follower, their outputs pooled (at unit scale: ``act_std``
+    0.465, the std of neither, tanh's 0.505 or the sigmoid's 0.150), saturation counted
+    against two thresholds, a ReLU gate's inactive entries given to the tanh's layer;
+    now the first module to read the output is its follower (rows of tanh(h) alone, named by
+    it) and a second one adds nothing."""
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.act, self.head = nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)
+            self.gate = nn.Sigmoid() if second == "sigmoid" else nn.ReLU()
+
+        def forward(self, x):
+            h = self.lin(x)
+            return self.head(self.act(h) * self.gate(h))
+
+    torch.manual_seed(0)
+    model = Gated().double()
+    x = torch.randn(8, 4, dtype=D) * 4  # some saturated entries
+    y = torch.randint(0, 3, (8,))
+    h = model.lin(x).detach()
+    a = torch.tanh(h)
+    frame = dlt.probe(model, x, y, CE, percentiles=())
+    q = _values(frame)
+    assert q[(1, "act_mean")] == pytest.approx(_mean(a), rel=1e-9)
+    assert q[(1, "act_std")] == pytest.approx(_pstd(a), rel=1e-9)
+    saturated = float((1 - a ** 2 < SATURATION_RATIO).double().mean())  # tanh: sup|f'| = 1
+    assert 0 < saturated < 1
+    assert q[(1, "saturated_frac")] == pytest.approx(saturated, abs=1e-12)
+    assert (1, "inactive_frac") not in q.index  # the ReLU gate's count: not the tanh's layer
+    assert [i.activation for i in dlt.discover(model, x)][0] == "act"

@@ -743,6 +743,7 @@ class Recording:
         if src is not None and src[1] == "layer":
             p = self.p
             p.pending[id(module)] = src[0]
+            p.links[id(x)] = (x, _ver(x), src[0], "taken")  # one follower per output
             if p.layouts:
                 fn = p.layouts.get(id(x))
                 if fn is not None:
@@ -774,6 +775,9 @@ class Recording:
             return
         info = src[0]
         p = self.p
+        # the output's one follower: a second activation module reading it (a gate,
+        # tanh(h) * sigmoid(h)) was pooled with the first (act_std of neither)
+        p.links[id(s)] = (s, _ver(s), info, "taken")
         acc = p.act.get(info.index)
         if acc is None:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
@@ -820,6 +824,8 @@ class Recording:
                 n, r1, r2, z, alive = fused[3]
                 acc.add_relu_counts(n, z, alive, self._spec(module))
                 acc.out.add(out, (r1, r2), self._wk)
+                if x is not out:  # (in place: its link is the ReLU's now)
+                    p.links[id(x)] = (x, fused[1], info, "taken")
                 p.links[id(out)] = (out, _ver(out), info, "act")
                 return
             self._relu_of.pop(id(fused[2]), None)  # it read another tensor: not fused again
@@ -835,6 +841,8 @@ class Recording:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
         info.activation = self._names.get(id(module))
         spec = self._spec(module)
+        if x is not out:  # the output's one follower (see _act_pre)
+            p.links[id(x)] = (x, hit[1], info, "taken")
         layout = p.layouts.get(id(x)) if p.layouts else None
         if layout is not None:  # a reshaped layer output: units in the layer's layout
             acc.out.add(out, acc.add_relu_output(layout(out), spec, info.feature_axis, None))
