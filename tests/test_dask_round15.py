@@ -231,3 +231,33 @@ def _finished(task):
     from depthlab.experiments.executors import compute_point
 
     return compute_point(task)
+
+
+# -- a worker that dies ----------------------------------------------------------------------
+
+def dies_on_seed_1(task):
+    """Seed 1 kills its worker process every time it is tried."""
+    import os
+
+    from depthlab.experiments.executors import compute_point
+
+    if task.config["train"]["seed"] == 1:
+        os._exit(3)
+    return compute_point(task)
+
+
+def test_a_point_that_kills_its_worker_fails_alone_not_its_chunk(tmp_path):
+    """The local pool stores only the killer point failed (seeds 0-5, seed 1 dies: 1 failed,
+    5 finished); Dask stored its whole chunk failed with KilledWorker (chunks of 3: seeds
+    0, 1, 2 failed, seed 2 never computed; default chunks are up to 256 points)."""
+    raw = read_toml(write(tmp_path))
+    raw["sweep"] = {"train.seed": [0, 1, 2, 3, 4, 5]}
+    ex = DaskExecutor("local:2", chunk=3, retries=0, allowed_failures=1,
+                      compute=dies_on_seed_1)
+    res = run_sweep(raw, tmp_path / "o", echo=None, executor=ex)
+    runs = Store(tmp_path / "o").runs().set_index("name").sort_index()
+    assert list(runs.index) == [f"seed={i}" for i in range(6)]
+    assert runs["status"].to_dict() == {f"seed={i}": "failed" if i == 1 else "finished"
+                                        for i in range(6)}
+    assert runs.loc["seed=1", "error"].startswith("KilledWorker: ")
+    assert res.count("failed") == 1 and res.count("finished") == 5 and res.ran == 6

@@ -16,8 +16,9 @@ and the others of its chunk are stored normally. A worker that dies mid-chunk ha
 re-run elsewhere by the scheduler (a point delivered twice is committed once: the client
 skips a run id it already committed), and so does a chunk that finished on a worker that
 died before this client fetched its result; after ``distributed.scheduler.allowed-failures`` deaths
-the chunk errs (``KilledWorker``) and each of its points is stored ``failed`` with that
-message.
+the chunk errs (``KilledWorker``) and its points are tried again one per Dask task, one at a
+time, so that only a point that errs on its own is stored ``failed`` with that message (as the
+local pool fails only the point whose worker died, not its neighbours in the chunk).
 
 Start-up of ``local:N`` (most of what Dask costs a small sweep): no dashboard, and the worker
 processes are forked from a ``forkserver`` that imported Dask, NumPy, pandas and the point
@@ -29,6 +30,7 @@ stopping the cluster takes about half as long (``benchmarks/sweep_scaling.py`` r
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -547,6 +549,14 @@ class DaskExecutor(Executor):
         taken = [0, 0.0, 0]  # tasks taken, seconds and points of the chunks timed so far
         self._point_s = None
 
+        # The points of a chunk that erred (a worker died in each try: KilledWorker) are tried
+        # again one per Dask task, one such task in flight at a time, so that only the point
+        # that kills its worker fails (the local pool's rule), not the innocent points of its
+        # chunk: Dask counts a death against every task the worker held, so suspects sent
+        # together would die together with the killer among them.
+        alone: collections.deque[Task] = collections.deque()
+        suspect: set[str] = set()  # the key of the suspect in flight
+
         def submit(n: int) -> None:  # n chunks, one message for the whole wave
             chunks = []
             for _ in range(n):
@@ -556,15 +566,19 @@ class DaskExecutor(Executor):
                     break
                 taken[0] += len(chunk)
                 chunks.append(chunk)
+            send(chunks)
+
+        def send(chunks: list[list[Task]], retries: int | None = None) -> list[str]:
             if not chunks:
-                return
+                return []
             keys = [f"depthlab-{c[0].id}-{len(c)}-{tag}" for c in chunks]
             futs = self.client.map(run_chunk, [self._environment] * len(chunks),
                                    [self.compute] * len(chunks), chunks,
                                    [1 + self.retries] * len(chunks), key=keys, pure=False,
-                                   retries=self.retries)
+                                   retries=self.retries if retries is None else retries)
             pending.update((f.key, (c, f)) for c, f in zip(chunks, futs))
             ac.update(futs)
+            return keys
 
         try:
             window()
@@ -581,16 +595,23 @@ class DaskExecutor(Executor):
                         ac.add(fut)
                         continue
                     chunk, _ = pending.pop(fut.key)
+                    suspect.discard(fut.key)
                     if fut.key in results:
                         records, seconds = results[fut.key]
                         taken[1:] = [taken[1] + seconds, taken[2] + len(records)]
                         self._point_s = taken[1] / max(taken[2], 1)
+                    elif len(chunk) > 1:  # each of its points on its own again
+                        fut.release()
+                        alone.extend(chunk)
+                        continue
                     else:
-                        error = self._chunk_error(fut)
-                        records = [crash_record(t, error) for t in chunk]
+                        records = [crash_record(chunk[0], self._chunk_error(fut))]
                     fut.release()
                     for task, record in zip(chunk, records):
                         done(task, record)
+                if alone and not suspect:
+                    # no Dask retry: its chunk has had them (each one more worker killed)
+                    suspect.update(send([[alone.popleft()]], retries=0))
                 if len(pending) <= window() // 2:  # the next wave
                     submit(window() - len(pending))
         except BaseException:
