@@ -385,3 +385,21 @@ def test_ctrl_c_while_a_grid_is_listed_is_an_interrupted_sweep(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt) as info:  # a bare one would stop pytest itself
         run_sweep(raw, tmp_path / "out", echo=None)
     assert isinstance(info.value, SweepInterrupted), type(info.value)
+
+
+def test_a_label_copied_with_the_headers_spaces_is_found(tmp_path, monkeypatch, capsys):
+    """A header written "a, b, c, target" is read as the columns 'a', 'b', 'c', 'target' (names
+    stripped), so data.label = " target", copied from it, was "no label column ' target'"
+    beside a list holding 'target'. Now the label is stripped as the names are."""
+    from depthlab.data import load_dataset
+
+    _target_csv(tmp_path / "raw.csv")
+    text = (tmp_path / "raw.csv").read_text().splitlines()
+    (tmp_path / "d.csv").write_text("\n".join([", ".join(text[0].split(","))] + text[1:]) + "\n")
+    ds = load_dataset(tmp_path / "d.csv", label=" target")
+    assert ds.n_features == 3
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('[data]\npath = "d.csv"\nlabel = " target"\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
+    code, _, err = run_cli(capsys, "run", "c.toml", "--out", "res", "--quiet")
+    assert code == 0, err

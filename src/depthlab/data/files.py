@@ -137,6 +137,8 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
                 f"{str(path)!r}: label={int(label)} is not a column index; accepted: 0 to "
                 f"{len(columns) - 1} (columns: {_some(columns)}) or a column name")
         return columns[int(label)]
+    if label not in columns and label.strip() in columns:  # the header's names are stripped:
+        label = label.strip()  # " target", copied from "a, b, target", is 'target'
     if label not in columns:
         numeric_header = all(is_number(c) for c in columns)
         sep = next((s for s in (";", "\t", "|") if len(columns) == 1 and s in columns[0]), None)
