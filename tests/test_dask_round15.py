@@ -20,7 +20,11 @@ distributed = pytest.importorskip("distributed")
 
 from depthlab.experiments import Store, read_toml, run_sweep  # noqa: E402
 from depthlab.experiments.executors import ClusterError, Task  # noqa: E402
-from depthlab.experiments.executors.dask import DaskExecutor, environment, run_chunk  # noqa: E402,I001
+from depthlab.experiments.executors.dask import (  # noqa: E402
+    DaskExecutor,
+    environment,
+    run_chunk,
+)
 
 GRID = """\
 [data]
@@ -90,7 +94,8 @@ def tcp_server(answer: bytes | None):
 def threads_cluster():
     """Two in-process workers (threads), reached over loopback TCP."""
     with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                                  protocol="tcp", host="127.0.0.1", dashboard_address=None,
+                                  protocol="tcp", host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0",
                                   silence_logs=50) as lc:
         yield lc
 
@@ -261,3 +266,16 @@ def test_a_point_that_kills_its_worker_fails_alone_not_its_chunk(tmp_path):
                                         for i in range(6)}
     assert runs.loc["seed=1", "error"].startswith("KilledWorker: ")
     assert res.count("failed") == 1 and res.count("finished") == 5 and res.ran == 6
+
+
+def test_a_scheduler_without_workers_is_said_not_waited_on_in_silence():
+    """A scheduler whose workers have not come (dask-jobqueue's still queued, or none
+    started): the sweep waited with no word after its 'running on' line."""
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  silence_logs=50) as lc:
+        ex = DaskExecutor(lc.scheduler_address)
+        with pytest.warns(UserWarning, match=f"the Dask scheduler at {lc.scheduler_address} "
+                          r"has no workers yet; the sweep waits for them \(Ctrl-C stops\)"):
+            ex.start()
+        ex.close()

@@ -327,6 +327,11 @@ class DaskExecutor(Executor):
             elif differences(env, here):
                 bad.append(f"{address} has {differences(env, here)}; install the same "
                            "versions there")
+        if not there:  # dask-jobqueue's workers may still be queued: wait, but say so
+            import warnings
+
+            warnings.warn(f"the Dask scheduler at {self.address} has no workers yet; the "
+                          "sweep waits for them (Ctrl-C stops)", UserWarning, stacklevel=2)
         if bad:
             more = f" (and {len(bad) - 1} more worker(s) do not either)" if len(bad) > 1 else ""
             raise ClusterError(f"the Dask workers of {self.address} do not compute as this "
