@@ -52,7 +52,7 @@ class _InterruptBeforeUpdate(Callback):
 @pytest.mark.parametrize("where", ["optimizer", "before_update"])
 def test_ctrl_c_during_a_step_ends_that_step_and_leaves_the_network_consistent(where):
     # A Ctrl-C (SIGINT) that arrived during a training step raised KeyboardInterrupt where it
-    # landed: in the optimizer's loop over the parameters only the first of 9 was updated for
+    # landed: in the optimizer's loop over the parameters only the first of 8 was updated for
     # step 3 (the others kept step 2's values, Adam's moments of the first moved), in a
     # before_update callback the batch norms had counted 3 batches and trainer.step was 3
     # while the weights, optimizer.step_count (2) and history.step_loss (2 losses) said 2.
@@ -230,3 +230,32 @@ def test_a_state_buffer_switched_on_later_starts_at_zero_not_a_key_error():
             opt.step()
             fresh.step()
         np.testing.assert_array_equal(late.value, ref.value, err_msg=f"{name} {kw}")
+
+
+@pytest.mark.parametrize("name,kw,attr,value,match", [
+    ("sgd", {}, "momentum", float("nan"), r"^invalid momentum value: nan; expected a finite "),
+    ("adam", {}, "betas", (0.9, 1.5), r"^invalid beta2 \(betas\[1\]\) value: 1.5; expected"),
+    ("adagrad", {}, "weight_decay", -1.0, r"^invalid weight_decay value: -1.0; expected"),
+    ("nadam", {}, "momentum_decay", float("inf"), r"^invalid momentum_decay value: inf"),
+    ("sgd", {"momentum": 0.9, "nesterov": True}, "dampening", 0.5, r"^Nesterov momentum "
+     r"requires momentum > 0 and dampening == 0, got momentum=0.9, dampening=0.5$"),
+])
+def test_a_hyperparameter_set_between_steps_passes_the_constructors_checks(name, kw, attr,
+                                                                            value, match):
+    # opt.momentum = nan was taken as given: the next step made every weight NaN (the lr
+    # setter alone checked its value). Now the constructor's one-line error, nothing changed.
+    from depthlab.optimizers import get_optimizer
+    from depthlab.parameter import Parameter
+
+    p = Parameter("w", np.ones(3))
+    opt = get_optimizer(name, [p], **kw)
+    before = getattr(opt, attr)
+    with pytest.raises((ValueError, TypeError), match=match):
+        setattr(opt, attr, value)
+    assert getattr(opt, attr) == before
+    p.grad[...] = 0.5
+    opt.step()
+    assert np.isfinite(p.value).all()
+    if name == "adam":  # accepted values are normalized as the constructor does
+        opt.betas = [0.5, 0.6]
+        assert opt.betas == (0.5, 0.6)

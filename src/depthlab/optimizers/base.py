@@ -150,6 +150,19 @@ class Optimizer:
         self._scratch: dict[Parameter, tuple[Array, ...]] = {}
         self._scratch_slots = 0
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A hyperparameter set again after construction (``opt.momentum = 0.9`` between
+        steps) passes the constructor's checks first: ``opt.momentum = float("nan")`` was taken
+        as given (NaN weights at the next step). The first assignment of each, in
+        ``__init__``, is checked there."""
+        if name in self.__dict__ and name != "lr" and name in (
+                type(self).__dict__.get("_hyperparameter_names")
+                or type(self).hyperparameter_names()):  # read once per class
+            checked = type(self).check_hyperparameters(
+                **{**self.hyperparameters(), name: value})
+            value = checked[name]
+        object.__setattr__(self, name, value)
+
     # -- learning rate ---------------------------------------------------------------
     @property
     def lr(self) -> float:
