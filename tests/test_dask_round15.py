@@ -279,3 +279,26 @@ def test_a_scheduler_without_workers_is_said_not_waited_on_in_silence():
                           r"has no workers yet; the sweep waits for them \(Ctrl-C stops\)"):
             ex.start()
         ex.close()
+
+
+def test_the_scheduler_handshake_uses_the_clients_tls_settings(monkeypatch):
+    """The identity check must connect as the Client does: with the TLS context of Dask's
+    configuration for a tls:// scheduler (without it a TLS cluster the Client reaches
+    would be refused)."""
+    import distributed.comm
+    from distributed.security import Security
+
+    from depthlab.experiments.executors.dask import _handshake
+
+    seen = {}
+
+    async def connect(address, timeout=None, **kwargs):
+        seen.update(kwargs, address=address)
+        raise OSError("refused by the test")
+
+    monkeypatch.setattr(Security, "get_connection_args",
+                        lambda self, role: {"ssl_context": f"context for {role}"})
+    monkeypatch.setattr(distributed.comm, "connect", connect)
+    with pytest.raises(ClusterError, match="did not answer as a Dask scheduler"):
+        _handshake("tls://127.0.0.1:8786", 2.0)
+    assert seen == {"address": "tls://127.0.0.1:8786", "ssl_context": "context for client"}

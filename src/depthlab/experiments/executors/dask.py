@@ -125,9 +125,13 @@ def _handshake(address: str, timeout: float) -> None:
     import asyncio
 
     from distributed.comm import connect
+    from distributed.security import Security
+
+    # as the Client connects: TLS settings from Dask's configuration for a tls:// address
+    args = Security().get_connection_args("client")
 
     async def ask() -> Any:
-        comm = await connect(address, timeout=timeout)
+        comm = await connect(address, timeout=timeout, **args)
         try:
             await comm.write({"op": "identity", "reply": True})
             return await comm.read()
