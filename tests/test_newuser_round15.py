@@ -403,3 +403,21 @@ def test_a_label_copied_with_the_headers_spaces_is_found(tmp_path, monkeypatch, 
                                      'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
     code, _, err = run_cli(capsys, "run", "c.toml", "--out", "res", "--quiet")
     assert code == 0, err
+
+
+def test_overlay_legend_of_sixteen_runs_stays_inside_the_figure():
+    """d51c45b's legend entry 'dashed: theory (run's colour, hollow marker)' ran past the
+    figure's right edge (cut at 'ho' in a report of 12 runs); the entry keeps its old text."""
+    import matplotlib.pyplot as plt
+
+    from depthlab import plot
+
+    runs, theory = _overlay_runs(16)
+    fig = plot.gradient_per_layer(runs, theory=theory)
+    try:
+        fig.canvas.draw()
+        legend = fig.legends[0] if fig.legends else fig.axes[-1].get_legend()
+        right = max(t.get_window_extent().x1 for t in legend.get_texts())
+        assert right <= fig.bbox.x1 + 0.5, (right, fig.bbox.x1)
+    finally:
+        plt.close(fig)

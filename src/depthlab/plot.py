@@ -473,8 +473,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             labels.append("ring: theory (run's colour)")
         else:
             handles.append(Line2D([], [], linestyle="--", color="#777777"))
-            labels.append("dashed: theory (run's colour" + (
-                ", hollow marker)" if len(wides) > len(RUN_COLORS) else ")"))
+            labels.append("dashed: theory (run's colour)")  # and its marker, hollow, from
+            # the 8th run on (a longer label ran past the figure's right edge)
     # long run names cut to the legend's width (~0.065 in a character); round, not int:
     # (0.6 + 0.065 * 28 - 0.6) / 0.065 is 27.999..., which cut every 28-character name
     if handles:
