@@ -8,13 +8,16 @@
 * the xu2016 reproduction page drew the sigmoid blue and tanh orange in its activation figure,
   and tanh blue and the sigmoid orange in its gradient figure just below;
 * the ioffe2015 figure's percentile legends sat on their lines (with BN the 85th percentile
-  ran behind the box at the top left: three lines across the width leave no free corner).
+  ran behind the box at the top left: three lines across the width leave no free corner);
+* on a phone, a report table's numbers broke over two lines ("1.464e-" above "12" in the demo's
+  gradient-flow table).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from helpers.browser import checked_page, screenshot_dir
 
 from depthlab import plot
 from depthlab.report import figures
@@ -125,3 +128,25 @@ def test_ioffe2015_percentile_legends_cover_no_line():
             assert not inside.any(), (ax.get_title(), line.get_label())
         # and the legend is not cut off below the figure
         assert box.y0 >= 0, box
+
+
+def test_a_number_in_a_report_table_stays_on_one_line_on_a_phone(browser, tmp_path):
+    from depthlab.report import html
+
+    rows = [["sigmoid + glorot", 1.464e-12, 1.409e-12, "vanishing: the first layer gets "
+             "6.8e+11x less gradient", 0.1], ["tanh + glorot", 0.2864, 1.021, "flows: within "
+             "a factor 3.5 of 1", 0.65]]
+    body = html.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
+    path = tmp_path / "report.html"
+    path.write_text(html.page("gradient flow", [("runs", "2")], body), encoding="utf-8")
+    shots = screenshot_dir(tmp_path / "shots")
+    with checked_page(browser, width=375, height=700) as pg:
+        pg.goto(path.as_uri())
+        pg.screenshot(path=str(shots / "round15_phone_table.png"))
+        lines = pg.evaluate("""[...document.querySelectorAll('td.num')].map((td) => {
+            const r = document.createRange(); r.selectNodeContents(td);
+            return [td.textContent, new Set([...r.getClientRects()].map((b) => b.top)).size];
+        })""")
+        # was: 1.464e-12 and 1.409e-12 on two lines each in a 375 px wide window
+        assert lines and all(n == 1 for _, n in lines), lines
+        assert pg.evaluate("document.documentElement.scrollWidth") <= 375  # the box scrolls

@@ -56,6 +56,9 @@ table { border-collapse: collapse; font-size:13.5px; background:var(--bg); }
 th, td { padding: 5px 10px; border-bottom:1px solid var(--line); text-align:left;
   vertical-align:top; }
 td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
+/* a number is never split over two lines ("1.464e-" above "12" in a phone-wide table, which
+   scrolls sideways instead) */
+td.num { white-space:nowrap; }
 thead th { background:#eef1f5; position: sticky; top: 0; }
 table.sortable thead th { cursor:pointer; user-select:none; white-space:nowrap; }
 table.sortable thead th:focus-visible { outline:2px solid var(--accent); outline-offset:-2px; }
