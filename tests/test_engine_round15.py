@@ -259,3 +259,20 @@ def test_a_hyperparameter_set_between_steps_passes_the_constructors_checks(name,
     if name == "adam":  # accepted values are normalized as the constructor does
         opt.betas = [0.5, 0.6]
         assert opt.betas == (0.5, 0.6)
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_a_regression_target_too_large_for_float32_is_named_not_a_divergence(loss):
+    # a float32 network's target of 1e39 was cast to inf: the loss was inf at step 1 and the
+    # run 'diverged', advised to use a variance-preserving initializer. Now one line naming the
+    # value when fit starts (and from the loss itself); float64 networks take it.
+    from depthlab.losses import get_loss
+
+    x, y = np.zeros((4, 2)), np.array([1e39, 0.0, 1.0, 2.0])
+    msg = (rf"^training y: {loss}: target value 1e\+39 does not fit in float32 \(the "
+           r"prediction's dtype\); accepted: \|target\| <= 3.4e\+38, or a float64 network$")
+    with pytest.raises(ValueError, match=msg):
+        dl.fit(dl.mlp([2, 3, 1]), x, y, loss=loss)
+    with pytest.raises(ValueError, match=msg[len("^training y: "):]):
+        get_loss(loss).forward(np.zeros((4, 1), np.float32), y)
+    assert not dl.fit(dl.mlp([2, 3, 1], dtype="float64"), x, y, loss=loss, lr=1e-90).diverged

@@ -59,6 +59,22 @@ def _check_finite_target(target: Array) -> None:
         raise ValueError(f"target contains non-finite values (e.g. {bad!r})")
 
 
+def _regression_target(target: Array, dtype: np.dtype, name: str) -> Array:
+    """``target`` cast to the prediction's ``dtype``: ValueError for a non-finite target, or
+    one the cast overflows (a float32 network's MSE with a target of 1e39 was an infinite loss
+    at step 1, reported as a divergence of the network: 'use a variance-preserving
+    initializer')."""
+    _check_finite_target(target)
+    with np.errstate(over="ignore"):
+        cast = target.astype(dtype, copy=False)
+    if cast is not target and not np.isfinite(cast).all():
+        bad = target.ravel()[np.argmax(~np.isfinite(cast.ravel()))].item()
+        raise ValueError(f"{name}: target value {bad:g} does not fit in {np.dtype(dtype).name} "
+                         f"(the prediction's dtype); accepted: |target| <= "
+                         f"{np.finfo(dtype).max:.3g}, or a float64 network")
+    return cast
+
+
 def _match_shapes(pred: Array, target: Array, name: str) -> Array:
     """Target reshaped to pred's shape; (B, 1) predictions accept (B,) targets."""
     if target.shape == pred.shape:
@@ -117,8 +133,7 @@ class MSE(Loss):
     def forward(self, pred: Array, target: Array) -> float:
         pred = _check_pred(pred)
         target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
-        _check_finite_target(target)
-        diff = pred - target.astype(pred.dtype, copy=False)
+        diff = pred - _regression_target(target, pred.dtype, self.name)
         self._cache = diff
         flat = diff.ravel()
         return float(xp.dot(flat, flat)) / diff.size
@@ -146,8 +161,7 @@ class Huber(Loss):
     def forward(self, pred: Array, target: Array) -> float:
         pred = _check_pred(pred)
         target = _match_shapes(pred, _as_float_array(target, "target"), self.name)
-        _check_finite_target(target)
-        diff = pred - target.astype(pred.dtype, copy=False)
+        diff = pred - _regression_target(target, pred.dtype, self.name)
         self._cache = diff
         a = xp.abs(diff)
         q = xp.minimum(a, self.delta)
