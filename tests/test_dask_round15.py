@@ -302,3 +302,44 @@ def test_the_scheduler_handshake_uses_the_clients_tls_settings(monkeypatch):
     with pytest.raises(ClusterError, match="did not answer as a Dask scheduler"):
         _handshake("tls://127.0.0.1:8786", 2.0)
     assert seen == {"address": "tls://127.0.0.1:8786", "ssl_context": "context for client"}
+
+
+# -- a record that cannot come back ----------------------------------------------------------
+
+def _refuse_to_load(text):
+    raise ValueError(text)
+
+
+class _Unloadable:
+    """Pickled on the worker; loading it on the client raises."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ("this record cannot be loaded here",))
+
+
+def unloadable_on_seed_1(task):
+    import dataclasses
+
+    from depthlab.experiments.executors import compute_point
+
+    rec = compute_point(task)
+    if task.config["train"]["seed"] == 1:
+        rec = dataclasses.replace(rec, findings=[_Unloadable()])
+    return rec
+
+
+def test_a_record_the_client_cannot_load_is_failed_with_the_reason(tmp_path, threads_cluster,
+                                                                    caplog):
+    """Its points were stored 'the Dask task ended finished without a result' (the reason
+    only in Dask's CRITICAL log with a traceback); its chunk-mates failed with it."""
+    raw = read_toml(write(tmp_path))
+    res = run_sweep(raw, tmp_path / "o", echo=None,
+                    executor=DaskExecutor(threads_cluster.scheduler_address, chunk=3,
+                                          compute=unloadable_on_seed_1))
+    runs = Store(tmp_path / "o").runs().set_index("name")
+    failed = runs[runs["status"] == "failed"]
+    assert sorted(failed.index) == ["lr=0.05,seed=1", "lr=0.1,seed=1"]
+    assert set(failed["error"]) == {"its record computed on a Dask worker could not be loaded "
+                                    "here: ValueError: this record cannot be loaded here"}
+    assert res.count("finished") == 4
+    assert not [r for r in caplog.records if r.name == "distributed.protocol.core"]

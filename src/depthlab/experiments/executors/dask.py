@@ -261,6 +261,7 @@ class DaskExecutor(Executor):
         #: the client's environment() that a remote scheduler's workers must have (None:
         #: not checked, a local:N cluster's workers are forks of this interpreter's files)
         self._environment: dict[str, str] | None = None
+        self._fetch_errors: dict[str, str] = {}  # key -> why its result could not be fetched
         self._point_s: float | None = None  # measured seconds per point (None: not yet)
         self.retries = retries
         self.allowed_failures = allowed_failures
@@ -507,6 +508,10 @@ class DaskExecutor(Executor):
         """``{key: result}`` of those ``futures`` that are finished, in one round trip; one by
         one if that fails (a future whose result cannot be fetched is left out)."""
         futures = [f for f in futures if f.status == "finished"]
+        # a result this client cannot load is said in its points' error (it was "the Dask
+        # task ended finished without a result"), not as Dask's CRITICAL log and traceback
+        log = logging.getLogger("distributed.protocol.core")
+        disabled, log.disabled = log.disabled, True
         try:
             return dict(zip((f.key for f in futures), self.client.gather(futures)))
         except Exception:  # noqa: BLE001 - find the one that cannot be fetched
@@ -516,9 +521,12 @@ class DaskExecutor(Executor):
                     continue
                 try:
                     out[f.key] = f.result()
-                except Exception:  # noqa: BLE001
-                    pass
+                except Exception as e:  # noqa: BLE001
+                    text = " ".join(str(e).split())[:300] or "no message"
+                    self._fetch_errors[f.key] = f"{type(e).__name__}: {text}"
             return out
+        finally:
+            log.disabled = disabled
 
     def chunk_size(self, remaining: int | None, threads: int) -> int:
         """Points per Dask task: ``ceil(remaining / (WAVES × threads))`` (several waves per
@@ -646,11 +654,13 @@ class DaskExecutor(Executor):
         worker.start()
         worker.join(timeout)
 
-    @staticmethod
-    def _chunk_error(fut: Any) -> str:
+    def _chunk_error(self, fut: Any) -> str:
         """The error every point of a chunk that failed in every try is stored with."""
         if fut.status == "error":  # KilledWorker, an exception in every try
             exc = fut.exception()
             text = " ".join(str(exc).split()) or "no message"
             return f"{type(exc).__name__}: {text}"
+        if fut.key in self._fetch_errors:
+            return (f"its record computed on a Dask worker could not be loaded here: "
+                    f"{self._fetch_errors[fut.key]}")
         return f"the Dask task ended {fut.status} without a result"
