@@ -14,6 +14,8 @@
   - → -, loss rise ... - → -: did not help" for every finding;
 * a doctor running when the server stopped kept saying "the doctor is training copies ..."
   (with a disabled cancel button) for ever;
+* the doctor trained its own copy of the network beside the session's without a memory check:
+  a setup accepted at 60% of the memory (the session's check) was copied whole;
 * a setup changed while the previous network was still being built (14 s for 1000 layers of
   512) left the page saying "loading, building the network..." of the old setup, as if the
   change had been ignored, until the old network was built;
@@ -216,3 +218,26 @@ def test_a_change_while_a_network_is_built_says_it_waits(page, server, shots, mo
     page.wait_for_function("new URLSearchParams(location.search).get('model.depth') === '5'"
                            " && " + MEASURED, timeout=30_000)
     assert page.locator("#state").text_content() == "paused"
+
+
+def test_the_doctor_refuses_a_copy_that_would_not_fit_beside_the_network(browser, shots):
+    from depthlab.playground.memory_check import setup_bytes
+    from depthlab.playground.setup import parse_setup
+
+    query = {"model.depth": "10", "model.width": "256"}
+    need, _ = setup_bytes(parse_setup(query))
+    # the session fits (need <= limit), the doctor's copy beside it does not (2 need > limit)
+    with Background(memory_limit=int(1.5 * need)) as own, checked_page(browser) as pg:
+        pg.goto(own.url + "?model.depth=10&model.width=256")
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.click("#doctor")
+        out = pg.locator("#doctor-out")
+        # was: the doctor trained its copies (and, near the machine's memory, the server died)
+        pg.wait_for_function("document.getElementById('doctor-out').textContent"
+                             ".includes(\"the doctor's copy\")", timeout=10_000)
+        pg.locator("#panel-doctor").screenshot(path=str(shots / "round15_doctor_memory.png"))
+        text = out.text_content()
+        assert "needs about" in text and "try the doctor on a smaller network" in text, text
+        assert pg.locator("#doctor-out .finding").count() == 0
+        assert not pg.locator("#doctor").is_disabled()  # it can be pressed again
+        assert pg.locator("#state").text_content() == "paused"  # the session is untouched

@@ -52,7 +52,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..data.registry import BUILTINS
 from .doctor_task import doctor_steps, run_doctor
-from .memory_check import check_setup_memory, data_shape
+from .memory_check import check_doctor_memory, check_setup_memory, data_shape
 from .presets import PRESETS, apply_preset, kept
 from .session import Session
 from .setup import FIELDS, SetupError, parse_setup, to_config, to_query, to_toml
@@ -457,6 +457,13 @@ class _Tab:
             return
         if self.doctor_busy:
             self._error("the doctor is already running")
+            return
+        try:
+            # its copy comes on top of the session's network: a setup that took 60% of the
+            # memory was accepted, and the doctor's copy was allocated without a check
+            check_doctor_memory(self.setup, self.memory_limit)
+        except SetupError as e:
+            self._enqueue({"type": "error", "key": None, "doctor": True, "message": str(e)})
             return
         self.doctor_busy = True
         self._enqueue({"type": "doctor_started",

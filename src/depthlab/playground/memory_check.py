@@ -69,3 +69,18 @@ def check_setup_memory(setup: Mapping[str, Any], available: int | None = None) -
     except ValueError as e:
         raise SetupError(str(e), "model.width") from None
     return params
+
+
+def check_doctor_memory(setup: Mapping[str, Any], limit: int | None = None) -> None:
+    """Raise :class:`SetupError` when the doctor's copy of the network (it trains its own, one
+    run at a time, beside the session's) would not fit: in what the machine has free now
+    (the session's network already allocated), or with ``limit`` (what one session may use)
+    in what the session's own share leaves of it."""
+    need, params = setup_bytes(setup)
+    available = None if limit is None else max(limit - need, 0)
+    try:
+        check_fits(need, f"the doctor's copy of this {setup['model.depth']}-layer network of "
+                         f"width {setup['model.width']} ({params:,} parameters), trained beside "
+                         "the one on the page,", available=available)
+    except ValueError as e:
+        raise SetupError(f"{e}; try the doctor on a smaller network", None) from None
