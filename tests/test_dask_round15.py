@@ -385,3 +385,27 @@ def test_a_dask_sweep_stores_bitwise_what_the_in_process_sweep_stores(tmp_path,
     here, there = (_contents(tmp_path / d / "depthlab.db") for d in ("here", "dask"))
     assert len(here["runs"]) == 6 and len(here["probes"]) > 1000
     assert here == there
+
+
+class _Started(DaskExecutor):
+    """Starts as usual, then expects workers of another depthlab: a worker that joined
+    after the check."""
+
+    def start(self):
+        super().start()
+        self._environment = {**self._environment, "depthlab": "0.0.9"}
+
+
+def test_points_a_late_worker_refused_do_not_count_as_free_for_chunk_sizing(tmp_path,
+                                                                         threads_cluster):
+    """A refused chunk came back with 0 s for its points: the measured seconds per point
+    became 0.0 and the next chunks were sized as free points (up to 256, no 2 s cap)."""
+    raw = read_toml(write(tmp_path))
+    ex = _Started(threads_cluster.scheduler_address)
+    res = run_sweep(raw, tmp_path / "o", echo=None, executor=ex)
+    assert res.count("failed") == 6
+    errors = set(Store(tmp_path / "o").runs()["error"])
+    assert len(errors) == 1 and errors.pop().startswith(
+        "WorkerMismatch: this Dask worker has depthlab 0.1.0 (here 0.0.9)")
+    assert ex._point_s is None
+    assert ex.chunk_size(10_000, 2) == 4  # still the first chunks' size

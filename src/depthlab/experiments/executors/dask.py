@@ -615,8 +615,10 @@ class DaskExecutor(Executor):
                     suspect.discard(fut.key)
                     if fut.key in results:
                         records, seconds = results[fut.key]
-                        taken[1:] = [taken[1] + seconds, taken[2] + len(records)]
-                        self._point_s = taken[1] / max(taken[2], 1)
+                        if seconds > 0:  # not a worker's refusal (run_chunk: 0 s, no point
+                            # computed), which made the points look free: chunks of 256
+                            taken[1:] = [taken[1] + seconds, taken[2] + len(records)]
+                            self._point_s = taken[1] / max(taken[2], 1)
                     elif len(chunk) > 1:  # each of its points on its own again
                         fut.release()
                         alone.extend(chunk)
