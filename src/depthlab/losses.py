@@ -59,6 +59,24 @@ def _check_finite_target(target: Array) -> None:
         raise ValueError(f"target contains non-finite values (e.g. {bad!r})")
 
 
+# float32 sums of squares from this many entries on are accumulated in float64 in chunks of
+# this size (BLAS's float32 dot of 4e6 squared errors erred by 9e-6 relative, torch's mean 7e-8)
+_F64_SUMS_FROM = 1024
+_CHUNK = 1 << 16
+
+
+def _sum_squares(flat: Array) -> float:
+    """``sum(flat**2)`` of a 1-D array: float32 arrays of at least :data:`_F64_SUMS_FROM`
+    entries in float64, a chunk at a time (no float64 copy of the whole array)."""
+    if flat.dtype != np.float32 or flat.size < _F64_SUMS_FROM:
+        return float(xp.dot(flat, flat))
+    total = 0.0
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start:start + _CHUNK].astype(np.float64)
+        total += float(xp.dot(part, part))
+    return total
+
+
 def _regression_target(target: Array, dtype: np.dtype, name: str) -> Array:
     """``target`` cast to the prediction's ``dtype``: ValueError for a non-finite target, or
     one the cast overflows (a float32 network's MSE with a target of 1e39 was an infinite loss
@@ -136,7 +154,7 @@ class MSE(Loss):
         diff = pred - _regression_target(target, pred.dtype, self.name)
         self._cache = diff
         flat = diff.ravel()
-        return float(xp.dot(flat, flat)) / diff.size
+        return _sum_squares(flat) / diff.size
 
     def backward(self) -> Array:
         diff = self._cached()
@@ -166,7 +184,7 @@ class Huber(Loss):
         a = xp.abs(diff)
         q = xp.minimum(a, self.delta)
         a -= q  # linear part |d| - min(|d|, delta)
-        total = 0.5 * float(xp.dot(q.ravel(), q.ravel())) + self.delta * float(
+        total = 0.5 * _sum_squares(q.ravel()) + self.delta * float(
             a.sum(dtype=np.float64)
         )
         return total / diff.size
