@@ -7,6 +7,8 @@
   told first to "Lower the learning rate", which plays no part before the first update; its
   gradient panel's note described a theory line "scaled to the last layer's value at step 0",
   which was not finite: no line was drawn;
+* a loss bouncing between 1 and 1e17 (relu + BN at lr 10) drew every loss but the spikes flat
+  on 0 of a linear axis;
 * the loss panel's note listed every train loss between the last measurement and the
   divergence (76 numbers, fifteen lines under the panel);
 * the doctor of a diverging setup read "200 steps of this setup: train loss -, held-out
@@ -241,3 +243,25 @@ def test_the_doctor_refuses_a_copy_that_would_not_fit_beside_the_network(browser
         assert pg.locator("#doctor-out .finding").count() == 0
         assert not pg.locator("#doctor").is_disabled()  # it can be pressed again
         assert pg.locator("#state").text_content() == "paused"  # the session is untouched
+
+
+def test_a_loss_spanning_many_decades_is_drawn_on_a_log_axis(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#step")
+    page.wait_for_function("S.hist.step.length >= 2", timeout=10_000)
+    assert page.evaluate("S.plots['plot-loss'].axes[1].label") == "loss"  # an ordinary run
+    step = page.evaluate("S.last.step")
+    losses = [[step + k, 10.0 ** (k % 15)] for k in range(1, 31)]  # 1 ... 1e14 and back
+    page.evaluate("""([s, losses]) => handle({type: 'diverged', step: s, epoch: 3,
+        layer: 'dense1', losses, message: `training diverged at step ${s} (epoch 3): loss = nan`})
+        """, [step + 31, losses])
+    page.wait_for_timeout(200)  # drawn
+    page.locator("#panel-loss").screenshot(path=str(shots / "round15_loss_log_axis.png"))
+    u = "S.plots['plot-loss']"
+    # was: a linear axis up to 1e14 on which the losses 1 ... 1e9 lay on 0
+    assert page.evaluate(f"{u}.axes[1].label") == "loss (log scale)"
+    train = page.evaluate(f"{u}.data[1]")
+    assert max(v for v in train if v is not None) == 14, train  # log10 of 1e14
+    ticks = [t for t in page.evaluate(f"{u}.axes[1]._values || []") if t]
+    assert "1e0" in ticks and "1e10" in ticks, ticks

@@ -338,7 +338,7 @@ function onDiverged(m) {
   const h = S.hist, after = (m.losses || []).filter(([k]) => !h.step.length || k > h.step[h.step.length - 1]);
   if (after.length && S.plots["plot-loss"]) {
     for (const [k, v] of after) { h.step.push(k); h.train.push(v); h.probe.push(null); h.acc.push(null); }
-    S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
+    setLossData();
   }
   $("loss-note").textContent = (after.length ? `train loss after the last measurement` +
     `${lossesText(after)}; ` : "") + `step ${m.step}: not finite, not drawn`;
@@ -355,6 +355,24 @@ function lossesText(after) {
   const head = after.slice(0, 2).map(item).join(", "), tail = after.slice(-2).map(item).join(", ");
   return ` (${after.length} steps, ${after[0][0]}-${after[after.length - 1][0]}, drawn): ` +
     `${head}, \u2026, ${tail}; largest ${fmt(top[1])} at step ${top[0]}`;
+}
+
+/* The loss panel on a log axis once its losses span more than three decades: a learning rate
+   too high for a batch-normalized net bounced the loss between 1 and 1e17, and on a linear
+   axis every loss but the spikes lay flat on 0. */
+function setLossData() {
+  const h = S.hist, u = S.plots["plot-loss"];
+  let lo = Infinity, hi = 0;
+  for (const v of [...h.train, ...h.probe]) {
+    if (v !== null && v > 0 && isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  }
+  const log = hi / lo > 1e3;
+  if (log !== S.lossLog) {
+    S.lossLog = log;
+    u.axes[1].label = log ? "loss (log scale)" : "loss";
+  }
+  const f = (a) => (log ? a.map(lg) : a);
+  u.setData([h.step, f(h.train), f(h.probe), h.acc]);
 }
 
 /* ---------------- plots ---------------- */
@@ -448,9 +466,13 @@ function buildPlots(m) {
       { label: "at init", stroke: "#8fa7c8", width: 1.5, dash: [5, 4], points: ring(L, 11) },
       { label: "theory", stroke: "#d62728", width: 1.5, dash: [2, 3], points: ring(L, 16) }],
   }, [layers, layers.map(() => null), layers.map(() => null), layers.map(() => null)]);
+  S.lossLog = false;
   makePlot("plot-loss", {
-    scales: { x: { time: false }, acc: { range: [0, 1] } },
-    axes: [stepAxis, { label: "loss", size: 55, values: linTicks, incrs: wideIncrs }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
+    scales: { x: { time: false }, acc: { range: [0, 1] },
+      y: { range: (u, lo, hi) => (S.lossLog ? logScale.range(u, lo, hi) :
+        lo === null || hi === null ? [0, 1] : uPlot.rangeNum(lo, hi, 0.1, true)) } },
+    axes: [stepAxis, { label: "loss", size: 55, values: (u, sp) => (S.lossLog ? logTicks : linTicks)(u, sp),
+      incrs: () => (S.lossLog ? decadeIncrs : wideIncrs) }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
     series: [{ label: "step" },
       { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: firstPoints },
       { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: firstPoints },
@@ -565,7 +587,7 @@ function onUpdate(m) {
       for (const k of ["step", "mean", "std"]) e[k] = keep(e[k]);
     }
   }
-  S.plots["plot-loss"].setData([h.step, h.train, h.probe, h.acc]);
+  setLossData();
   // a loss that overflowed is no point on the plot: an empty panel says why
   $("loss-note").textContent = m.probe_loss === null || m.probe_loss === undefined ?
     `held-out loss at step ${m.step} is not finite (the network's outputs overflow): not drawn` : "";
