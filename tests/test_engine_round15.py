@@ -282,7 +282,7 @@ def test_a_regression_target_too_large_for_float32_is_named_not_a_divergence(los
 def test_a_float32_regression_loss_over_many_entries_is_summed_as_torch_does(loss):
     # float32 sums of squares were BLAS's float32 dot: over 10**6 entries the MSE was 7.6e-7
     # relative off the float64 sum of the same float32 errors (4e6 entries: 9e-6), torch's
-    # mean 2.9e-8; now summed in float64 a chunk at a time (as the cross-entropy already was)
+    # mean 2.9e-8; now float64 sums of dots of 8192 entries (cross-entropy summed in float64)
     torch = pytest.importorskip("torch")
     from depthlab.losses import get_loss
 
@@ -299,7 +299,7 @@ def test_a_float32_regression_loss_over_many_entries_is_summed_as_torch_does(los
     assert abs(got - ref) / ref < 1.5e-7  # torch's float32 mean, to float32 rounding
 
 
-def test_the_penalty_of_a_large_float32_weight_matrix_is_summed_in_float64():
+def test_the_penalty_of_a_large_float32_weight_matrix_is_summed_as_accurately_as_torch():
     # l2 * sum w^2 of a float32 (1000, 1000) weight was BLAS's float32 dot: 1.2e-6 relative
     # off (torch's (w*w).sum() 1.9e-8), part of every step's reported loss; l1 7.9e-8
     from depthlab.parameter import Parameter
@@ -311,4 +311,4 @@ def test_the_penalty_of_a_large_float32_weight_matrix_is_summed_in_float64():
     p = Parameter("w", w)
     for kw, exact in (({"l2": 1.0}, float((w64 * w64).sum())),
                       ({"l1": 1.0}, float(np.abs(w64).sum()))):
-        assert abs(penalty([p], **kw) - exact) / exact < 1e-12, kw
+        assert abs(penalty([p], **kw) - exact) / exact < 1e-8, kw  # torch: 1.9e-8
