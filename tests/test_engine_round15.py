@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -312,3 +313,132 @@ def test_the_penalty_of_a_large_float32_weight_matrix_is_summed_as_accurately_as
     for kw, exact in (({"l2": 1.0}, float((w64 * w64).sum())),
                       ({"l1": 1.0}, float(np.abs(w64).sum()))):
         assert abs(penalty([p], **kw) - exact) / exact < 1e-8, kw  # torch: 1.9e-8
+
+
+# -- random architectures and hyperparameters against torch, step for step (float64) ---------
+
+_ACTS = ["tanh", "relu", "elu", "selu", "gelu", "mish", "swish", "softsign", "sigmoid",
+         "leaky_relu", "penalized_tanh"]
+
+
+def _random_optimizer(g):
+    k = int(g.integers(0, 7))
+    if k == 0:
+        mom = float(g.choice([0.0, 0.5, 0.9]))
+        nest = bool(mom > 0 and g.random() < 0.5)
+        return "sgd", "SGD", dict(lr=0.05, momentum=mom, nesterov=nest,
+                                  dampening=0.0 if nest else float(g.choice([0.0, 0.3])),
+                                  weight_decay=float(g.choice([0.0, 0.01])))
+    if k == 1:
+        return "adam", "Adam", dict(lr=0.01, betas=(float(g.choice([0.0, 0.9])), 0.99),
+                                    eps=float(g.choice([1e-8, 1e-3])),
+                                    amsgrad=bool(g.random() < .5),
+                                    weight_decay=float(g.choice([0.0, 0.05])))
+    if k == 2:
+        return "adamw", "AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=bool(g.random() < .5))
+    if k == 3:
+        return "rmsprop", "RMSprop", dict(lr=0.01, alpha=float(g.choice([0.5, 0.99])),
+                                          momentum=float(g.choice([0.0, 0.9])),
+                                          centered=bool(g.random() < .5),
+                                          weight_decay=float(g.choice([0.0, 0.05])))
+    if k == 4:
+        return "adagrad", "Adagrad", dict(lr=0.1, lr_decay=float(g.choice([0.0, 0.1])),
+                                          initial_accumulator_value=float(g.choice([0.0, 0.3])),
+                                          weight_decay=float(g.choice([0.0, 0.05])))
+    if k == 5:
+        return "adadelta", "Adadelta", dict(lr=1.0, rho=float(g.choice([0.5, 0.9])),
+                                            weight_decay=float(g.choice([0.0, 0.05])))
+    return "nadam", "NAdam", dict(lr=0.01, momentum_decay=float(g.choice([4e-3, 0.1])),
+                                  weight_decay=float(g.choice([0.0, 0.05])),
+                                  decoupled_weight_decay=bool(g.random() < .5))
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_random_networks_and_optimizers_train_as_torch_for_20_steps(trial):
+    """mlp + fit against to_torch's copy trained by torch.optim: random widths, depths,
+    activations, batch norm (momentum 0.1/0.5/1/None, either start), residual blocks,
+    dropout 0, losses (label smoothing, soft labels, Huber deltas), penalties, batch sizes,
+    optimizers with non-default options. Losses, parameters, optimizer state, running
+    statistics and eval-mode outputs after 20 steps. (Batches of 2 under batch norm are left
+    out: their pre-norm gradients are rounding noise that adaptive optimizers scale up.)"""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    from depthlab.bridge.torch_bridge import to_torch
+
+    g = np.random.default_rng(1000 + trial)
+    n_in, n_out, width, depth = (int(v) for v in (g.integers(2, 6), g.integers(2, 4),
+                                                  g.integers(3, 7), g.integers(1, 4)))
+    bn = bool(g.random() < 0.5)
+    mkw = dict(activation=str(g.choice(_ACTS)), batchnorm=bn, dtype="float64",
+               residual=bool(depth >= 2 and g.random() < 0.4), bias_init="normal",
+               init=str(g.choice(["he_normal", "glorot_uniform", "lecun_normal"])))
+    if bn:
+        mkw.update(bn_momentum=[0.1, 0.5, 1.0, None][int(g.integers(0, 4))],
+                   bn_ema_start=str(g.choice(["zero", "first_batch"])))
+    if g.random() < 0.3:
+        mkw["dropout"] = 0.0
+    loss = str(g.choice(["cross_entropy", "mse", "binary_cross_entropy", "huber"]))
+    lkw = ({"label_smoothing": 0.2} if loss == "cross_entropy" and g.random() < 0.5 else
+           {"delta": float(g.choice([1.0, 0.1]))} if loss == "huber" else {})
+    n = int(g.integers(6, 13))
+    bs = int(g.integers(3, n + 1)) if g.random() < 0.6 else None
+    x = g.standard_normal((n, n_in)) * 2
+    y = (g.integers(0, n_out, n) if loss == "cross_entropy" and g.random() < 0.5 else
+         g.dirichlet(np.ones(n_out), n) if loss == "cross_entropy" else
+         g.random((n, n_out)) if loss == "binary_cross_entropy" else
+         g.standard_normal((n, n_out)))
+    name, tname, okw = _random_optimizer(g)
+    l1, l2 = float(g.choice([0.0, 0.01])), float(g.choice([0.0, 0.02]))
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        net = dl.mlp([n_in] + [width] * depth + [n_out], seed=trial, **mkw)
+        tnet = to_torch(net)
+        tr = Trainer(net, loss=loss, loss_kwargs=lkw, optimizer=name, lr=okw["lr"],
+                     optimizer_kwargs={k: v for k, v in okw.items() if k != "lr"},
+                     batch_size=bs, epochs=None, max_steps=20, seed=5, l1=l1, l2=l2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a last batch of one row merged (batch norm)
+            tr.fit(x, y)
+        topt = getattr(torch.optim, tname)(tnet.parameters(), **okw)
+        weights = [p for p in tnet.parameters() if p.ndim == 2]
+        order, losses, b = np.random.default_rng(5), [], n if bs is None else bs
+        while len(losses) < 20:
+            perm = order.permutation(n) if b < n else np.arange(n)
+            for start in range(0, n, b):
+                if len(losses) == 20 or (bn and n - start < 2):
+                    continue
+                idx = perm[start:n if bn and n - start - b == 1 else start + b]
+                topt.zero_grad()
+                out, ty = tnet(torch.tensor(x[idx])), torch.tensor(y[idx])
+                L = (F.cross_entropy(out, ty, label_smoothing=lkw.get("label_smoothing", 0.0))
+                     if loss == "cross_entropy" else F.mse_loss(out, ty) if loss == "mse" else
+                     F.huber_loss(out, ty, delta=lkw["delta"]) if loss == "huber" else
+                     F.binary_cross_entropy_with_logits(out, ty))
+                L = L + sum(l1 * w.abs().sum() + l2 * (w * w).sum() for w in weights)
+                L.backward()
+                topt.step()
+                losses.append(L.item())
+        np.testing.assert_allclose(tr.history.step_loss, losses, rtol=1e-10)
+        tparams = list(tnet.parameters())
+        for p, q in zip(net.parameters(), tparams, strict=True):
+            t = lambda a: a.T if a.ndim == 2 else a  # noqa: E731
+            np.testing.assert_allclose(t(p.value), q.detach().numpy(), rtol=1e-9, atol=1e-12,
+                                       err_msg=p.name)
+            for key, buf in tr.optimizer.state[p].items():
+                want = topt.state[q][key]
+                np.testing.assert_allclose(t(buf), want.numpy(), rtol=1e-8, atol=1e-12,
+                                           err_msg=f"{p.name} {key}")
+        for mine, theirs in zip(net.batchnorms(), [m for m in tnet.modules()
+                                                   if isinstance(m, torch.nn.BatchNorm1d)],
+                                strict=True):
+            assert mine.num_batches == int(theirs.num_batches_tracked)
+            np.testing.assert_allclose(mine.running_mean, theirs.running_mean.numpy(),
+                                       rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(mine.running_var, theirs.running_var.numpy(), rtol=1e-9)
+        with torch.no_grad():
+            want = tnet.eval()(torch.tensor(x)).numpy()
+        np.testing.assert_allclose(net.predict(x), want, rtol=1e-9, atol=1e-12)
+    finally:
+        torch.set_default_dtype(old)
