@@ -9,6 +9,8 @@
   which was not finite: no line was drawn;
 * a loss bouncing between 1 and 1e17 (relu + BN at lr 10) drew every loss but the spikes flat
   on 0 of a linear axis;
+* the update-ratio panel said "no hidden layer's weights changed in the last step" of a ratio
+  taken over the hundreds of steps since the previous measurement;
 * the loss panel's note listed every train loss between the last measurement and the
   divergence (76 numbers, fifteen lines under the panel);
 * the doctor of a diverging setup read "200 steps of this setup: train loss -, held-out
@@ -265,3 +267,23 @@ def test_a_loss_spanning_many_decades_is_drawn_on_a_log_axis(page, server, shots
     assert max(v for v in train if v is not None) == 14, train  # log10 of 1e14
     ticks = [t for t in page.evaluate(f"{u}.axes[1]._values || []") if t]
     assert "1e0" in ticks and "1e10" in ticks, ticks
+
+
+def test_the_update_ratio_note_names_the_steps_it_was_taken_over(page, server):
+    # a step function: every hidden gradient is exactly 0, so no hidden weight ever moves
+    page.goto(server.url + "?model.activation=step&model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    page.wait_for_function("S.last && S.last.step > 200 && S.last.update_since !== null"
+                           " && S.last.step - S.last.update_since > 1", timeout=30_000)
+    note = page.locator("#update-note").text_content()
+    since, step = page.evaluate("[S.last.update_since, S.last.step]")
+    # was: "no hidden layer's weights changed in the last step" for steps since..step
+    assert f"no hidden layer's weights changed from step {since} to {step} " in note, note
+    page.click("#pause")
+    page.wait_for_selector("body[data-state=paused]")
+    page.click("#step")  # one step, measured after it: a ratio over that step alone
+    page.wait_for_function("S.last.step - S.last.update_since === 1", timeout=10_000)
+    note = page.locator("#update-note").text_content()
+    step = page.evaluate("S.last.step")
+    assert f"no hidden layer's weights changed in step {step} " in note, note

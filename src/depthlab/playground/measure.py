@@ -11,7 +11,8 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
   (ReLU family: entries with ``s <= 0``), ``dead[l]`` (see ``probes.stats``; a quantity that
   does not apply to the activation, or a layer whose outputs are not all finite, is None);
 * ``update_ratio[l] = ||W_l(t) - W_l(t0)|| / ||W_l(t0)|| / (t - t0)``: the relative change of the
-  weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``;
+  weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``
+  (``update_since``, None at the first);
 * activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
   between), normalised to sum 1, over a range that follows the data (:func:`follow_edges`:
   kept from one measurement to the next while the robust range of
@@ -213,10 +214,12 @@ class Monitor:
                 total = max(int(counts.sum()), 1)
                 hists.append({"layer": layer, "lo": lo, "hi": hi,
                               "p": np.round(counts / total, 5).tolist()})
+        since = self._w_step if self._w_prev is not None else None
         snap: dict[str, Any] = {
             "step": int(step), "probe_loss": loss, "probe_acc": acc,
             "layers": [p.index for p in self.points], **cols,
-            "update_ratio": self._update_ratio(step), "hist": hists,
+            # the ratio is taken over the steps since the previous measurement (``since``)
+            "update_ratio": self._update_ratio(step), "update_since": since, "hist": hists,
         }
         self.net.clear_cache()
         return jsonable(snap)

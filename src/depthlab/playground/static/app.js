@@ -643,8 +643,11 @@ function onUpdate(m) {
   // layers (updates below the float32 resolution of their weights) were a gap without a word
   const unchanged = layers.filter((l, i) => m.update_ratio[i] === 0);
   $("update-note").textContent = !m.update_ratio.length ? "measured from the first step on" :
-    still ? "no hidden layer's weights changed in the last step (\u2016\u0394W\u2016 = 0): " +
-      "nothing to draw on the log scale" : unchanged.length ?
+    // over the steps since the previous measurement ("in the last step" understated 300 steps
+    // of a dropout-0.999 net in which no weight moved)
+    still ? `no hidden layer's weights changed ${m.update_since < m.step - 1 ?
+      `from step ${m.update_since} to ${m.step}` : `in step ${m.step}`} ` +
+      "(\u2016\u0394W\u2016 = 0): nothing to draw on the log scale" : unchanged.length ?
       `${fewLayers(unchanged, layers.length)}: weights unchanged ` +
       `(\u2016\u0394W\u2016 = 0: a zero gradient, or updates below the resolution of ` +
       `${S.ready.config.model.dtype || "float32"} weights), not drawn on the log scale` : "";
