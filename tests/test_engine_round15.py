@@ -442,3 +442,25 @@ def test_random_networks_and_optimizers_train_as_torch_for_20_steps(trial):
         np.testing.assert_allclose(net.predict(x), want, rtol=1e-9, atol=1e-12)
     finally:
         torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"lr": 0.5}, r"^lr=0.5 is not used: optimizer is an instance of SGD with lr=0.001; set "
+                  r"optimizer.lr = 0.5 or pass optimizer='sgd'$"),
+    ({"momentum": 0.9}, r"^momentum=0.9 is not used: optimizer is an instance of SGD, which "
+                        r"keeps its own hyperparameters; set it there \(optimizer.momentum = "
+                        r"0.9\) or pass optimizer='sgd'$"),
+    ({"optimizer_kwargs": {"nesterov": True}}, r"^nesterov=True is not used: "),
+])
+def test_hyperparameters_given_beside_an_optimizer_instance_are_not_silently_dropped(kw, match):
+    # fit(net, x, y, optimizer=SGD(params, lr=0.001), lr=0.5, momentum=0.9) trained with
+    # lr=0.001 and no momentum, saying nothing (the instance keeps its own settings)
+    from depthlab.optimizers import SGD
+
+    x, y = _interrupt_data()
+    net = _interrupt_net()
+    with pytest.raises(TypeError, match=match):
+        dl.fit(net, x, y, optimizer=SGD(net.parameters(), lr=0.001), **kw)
+    opt = SGD(net.parameters(), lr=0.001)
+    assert Trainer(net, optimizer=opt).optimizer is opt  # nothing else given: used as it is
+    assert Trainer(net, optimizer=opt, lr=0.001).optimizer.lr == 0.001

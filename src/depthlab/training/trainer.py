@@ -16,7 +16,7 @@ from ..layers import Standardize
 from ..losses import get_loss
 from ..memory import check_batch
 from ..network import Network
-from ..optimizers import get_optimizer
+from ..optimizers import Optimizer, get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
 from ..threads import blas_threads, check_threads
@@ -88,10 +88,10 @@ class Trainer:
             raise TypeError(f"loss_kwargs={loss_kwargs!r:.60} is not accepted; accepted: a dict, "
                             "e.g. {'label_smoothing': 0.1}")
         self.loss = get_loss(loss, **(loss_kwargs or {}))
-        self.optimizer = get_optimizer(
-            optimizer, net.parameters(), lr=lr,
-            **_optimizer_kwargs(optimizer_kwargs, hyperparameters),
-        )
+        opt_kwargs = _optimizer_kwargs(optimizer_kwargs, hyperparameters)
+        if isinstance(optimizer, Optimizer):  # it keeps its own hyperparameters: fit's
+            _check_unused(optimizer, lr, opt_kwargs)  # momentum=0.9 was silently not used
+        self.optimizer = get_optimizer(optimizer, net.parameters(), lr=lr, **opt_kwargs)
         self.batch_size = batch_size
         self.epochs = epochs
         self.max_steps = max_steps
@@ -411,6 +411,21 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
                              f"optimizer_kwargs[{key!r}]={out[key]!r})")
         out[key] = value
     return out
+
+
+def _check_unused(optimizer: Optimizer, lr: float, kwargs: dict[str, Any]) -> None:
+    """A TypeError naming a hyperparameter given to fit/Trainer beside an optimizer instance
+    (which keeps its own): any in ``kwargs``, or an ``lr`` other than the default and the
+    instance's."""
+    kind = type(optimizer).__name__
+    for key, value in kwargs.items():
+        raise TypeError(f"{key}={value!r} is not used: optimizer is an instance of {kind}, which "
+                        f"keeps its own hyperparameters; set it there (optimizer.{key} = "
+                        f"{value!r}) or pass optimizer={optimizer.name!r}")
+    if lr != TrainSpec.lr and lr != optimizer.lr:
+        raise TypeError(f"lr={lr!r} is not used: optimizer is an instance of {kind} with lr="
+                        f"{optimizer.lr!r}; set optimizer.lr = {lr!r} or pass "
+                        f"optimizer={optimizer.name!r}")
 
 
 def _progress(total: int, progress: bool | str):
