@@ -177,3 +177,34 @@ def test_float64_network_ratios():
     for k in (1, 2, 3):
         for layer, r in ref.ratios(k).items():
             assert got[(k, layer)] == pytest.approx(r, rel=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["gelu", "softsign"])
+@pytest.mark.parametrize("probe_batch", [False, True])
+def test_huge_pre_activations_raise_no_warning_in_the_recorder(activation, probe_batch):
+    """GELU's f' squares s (overflow beyond ~1.8e19 in float32) and softsign's (1 + |s|)^2: the
+    compiled path called the activation's derivative outside NumPy's error state, so the
+    probe-batch record at the start of training printed 'overflow encountered in multiply'
+    (and failed a sweep point under warnings-as-errors); the values are those of the NumPy
+    path."""
+    import warnings
+
+    g = np.random.default_rng(0)
+    x = g.standard_normal((64, 8)).astype(np.float32)
+    y = g.integers(0, 3, 64)
+    tables = []
+    for numpy_path in (False, True):
+        net = mlp([8, 16, 16, 3], activation=activation, seed=0)
+        for d in net.dense_layers()[:2]:
+            d.W.value[...] *= np.float32(1e12)
+        rec = ProbeRecorder(x[:20], y[:20], every=1) if probe_batch else ProbeRecorder(every=1)
+        with warnings.catch_warnings(), (accel.numpy_only() if numpy_path else _null()):
+            warnings.simplefilter("error")
+            Trainer(net, loss="cross_entropy", optimizer="sgd", lr=1e-30, batch_size=32,
+                    epochs=None, max_steps=2, eval_train=False, callbacks=[rec],
+                    seed=0).fit(x, y)
+        df = rec.frame()
+        tables.append(df[df["quantity"].isin(["saturated_frac", "act_std"])])
+    fast, slow = tables
+    assert len(fast) == len(slow) > 0
+    np.testing.assert_allclose(fast["value"].to_numpy(), slow["value"].to_numpy(), rtol=1e-5)
