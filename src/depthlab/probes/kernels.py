@@ -99,8 +99,10 @@ def block_moments(x: np.ndarray, c: float, dst: np.ndarray) -> tuple[float, floa
     stay within a few float32 roundings of a float64 sum) and added up in float64. The shift is
     ``c`` rounded to that dtype, ``c'``; the sums are moved to ``c`` exactly: with
     ``delta = c - c'``, ``S1 = S1' - n delta``, ``S2 = S2' - 2 delta S1' + n delta^2``.
-    ``dst``: empty, or an array of ``x``'s size that receives a copy of ``x`` in the same pass
-    (the recorder's snapshot of the weights: one read of them instead of two)."""
+    ``dst``: empty, or an array of ``x``'s size that receives a copy of ``x`` block by block,
+    right after each block's sums, from cache (the recorder's snapshot of the weights: one read
+    of them from memory instead of two); in a loop of its own, so that the sums' vector lanes,
+    and with them the last bit, do not depend on where ``dst`` lies."""
     n = x.size
     zero = x.dtype.type(0)
     ct = x.dtype.type(c)
@@ -115,19 +117,21 @@ def block_moments(x: np.ndarray, c: float, dst: np.ndarray) -> tuple[float, floa
         ta = zero
         for i in range(b * BLOCK, b * BLOCK + BLOCK):
             v = x[i]
-            if copy:
-                dst[i] = v
             d = v - ct
             t1 += d
             t2 += d * d
             ta += abs(v)
+        if copy:  # a loop of its own: a store in the sums' loop made their lanes (and so
+            for i in range(b * BLOCK, b * BLOCK + BLOCK):  # the last bit) depend on dst
+                dst[i] = x[i]
         s1 += t1
         s2 += t2
         ab += ta
     cf = np.float64(ct)
-    for i in range(full * BLOCK, n):
-        if copy:
+    if copy:
+        for i in range(full * BLOCK, n):
             dst[i] = x[i]
+    for i in range(full * BLOCK, n):
         v = np.float64(x[i])
         d = v - cf
         s1 += d
