@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
@@ -32,6 +30,7 @@ class DeferredInterrupts:
         self._old: dict[int, Any] = {}
         self._active = False
         self._pending: tuple[int, Any] | None = None
+        self._step = _Step(self)
 
     def __enter__(self) -> DeferredInterrupts:
         if threading.current_thread() is not threading.main_thread():
@@ -68,14 +67,27 @@ class DeferredInterrupts:
         elif signum == getattr(signal, "SIGINT", None):  # pragma: no cover - defensive
             raise KeyboardInterrupt
 
-    @contextmanager
-    def step(self) -> Iterator[None]:
-        """A block that a signal does not cut short (see the module docstring)."""
-        self._active = True
-        try:
-            yield
-        finally:
-            self._active = False
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self._deliver(pending)
+    def step(self) -> _Step:
+        """A block that a signal does not cut short (see the module docstring): ``with
+        d.step(): ...``. A plain context manager object made once (entered every training
+        step: ~0.2 us, where a generator-based one took ~1.5 us)."""
+        return self._step
+
+
+class _Step:
+    """The context manager :meth:`DeferredInterrupts.step` returns."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: DeferredInterrupts) -> None:
+        self._d = d
+
+    def __enter__(self) -> None:
+        self._d._active = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        d = self._d
+        d._active = False
+        if exc_type is None and d._pending is not None:  # (with an error: the fit's exit)
+            pending, d._pending = d._pending, None
+            d._deliver(pending)
