@@ -92,3 +92,26 @@ def test_units_with_unequal_weight_scales_before_a_saturating_activation_are_ref
     df = dlt.predict(_scaled_rows_chain(nn.ReLU, 0.7), x, y, nn.CrossEntropyLoss())
     g = df[(df.layer == 1) & (df.quantity == "grad_pre_std")]
     assert g.value.item() == pytest.approx(g.predicted.item(), rel=0.1)
+
+
+def test_residual_batchnorm_note_says_it_assumes_a_white_input_batch():
+    """The skip path never whitens the batch: with rank-8 inputs the first layer's gradient
+    of a relu residual + BN net is above the prediction by more than the seeds' spread allows
+    (Welch t against Gaussian inputs, one-sided 0.5%), which the note now says (it said only
+    'wide-layer mean field at initialization, large batches')."""
+    W, K, n = 128, 6, 200
+    sizes = [W] + [W] * (K + 1) + [10]
+    p = predict_gradients(dl.mlp(sizes, "relu", "he_normal", residual=True, batchnorm=True))
+    assert p.covered and "white" in p.note and "low-rank" in p.note
+    formula = p.relative_std[0]
+    ratios: dict[str, list[float]] = {"full": [], "rank8": []}
+    for seed in range(4):
+        net = dl.mlp(sizes, "relu", "he_normal", seed=seed, dtype="float64", residual=True,
+                     batchnorm=True)
+        g = np.random.default_rng(1000 + seed)
+        ratios["full"].append(_first_over_last(net, g.normal(size=(n, W)), seed) / formula)
+        x = g.normal(size=(n, 8)) @ g.normal(size=(8, W)) / math.sqrt(8)
+        ratios["rank8"].append(_first_over_last(net, x, seed) / formula)
+    t = stats.ttest_ind(ratios["rank8"], ratios["full"], equal_var=False,
+                        alternative="greater")
+    assert t.pvalue < 0.005, ratios
