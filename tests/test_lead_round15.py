@@ -232,3 +232,37 @@ def test_weight_sums_do_not_depend_on_where_the_snapshot_buffer_lies(dtype, n):
         dst = pool[base + offset:base + offset + n]
         assert k.block_moments(x, float(x[0]), dst) == want, offset
         np.testing.assert_array_equal(dst, x)
+
+
+def test_predict_of_a_model_calling_its_modules_by_keyword():
+    """``self.act(input=h)``, ``self.norm(input=h)``, ``self.lin(input=h)``: predict's hooks read
+    positional arguments only and failed with "'Tanh' object has no attribute '_dl_in'" (also
+    the Watch's theory note); now the same table as the positional model's."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    import depthlab.torch as dlt
+
+    class Net(nn.Module):
+        def __init__(self, keyword: bool) -> None:
+            super().__init__()
+            self.keyword = keyword
+            self.l1, self.l2, self.out = nn.Linear(32, 48), nn.Linear(48, 48), nn.Linear(48, 3)
+            self.a1, self.a2, self.bn = nn.Tanh(), nn.ReLU(), nn.BatchNorm1d(48)
+
+        def forward(self, x):
+            if self.keyword:
+                h = self.a1(input=self.l1(input=x))
+                h = self.a2(input=self.bn(input=self.l2(input=h)))
+                return self.out(input=h)
+            return self.out(self.a2(self.bn(self.l2(self.a1(self.l1(x))))))
+
+    torch.manual_seed(0)
+    positional = Net(False)
+    keyword = Net(True)
+    keyword.load_state_dict(positional.state_dict())
+    x = torch.randn(64, 32)
+    want, got = dlt.predict(positional, x), dlt.predict(keyword, x)
+    assert len(want) > 0
+    assert want.equals(got)
+

@@ -333,6 +333,20 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         who = path[0] if path else others.get(storage)
         return f"; it is the output of {who}" if who else ""
 
+    def reg_pre(m, hook):
+        """``hook(module, args)`` as a pre-hook that also sees keyword arguments, after the
+        positional ones (``act(input=h)``: the activation's input; it was read from the
+        positional arguments only, and predict failed with an AttributeError)."""
+        def kw(module, args, kwargs):
+            hook(module, args + tuple(kwargs.values()) if kwargs else args)
+        handles.append(m.register_forward_pre_hook(kw, with_kwargs=True))
+
+    def reg_post(m, hook):
+        """``hook(module, args, out)`` as a forward hook seeing keyword arguments (reg_pre)."""
+        def kw(module, args, kwargs, out):
+            hook(module, args + tuple(kwargs.values()) if kwargs else args, out)
+        handles.append(m.register_forward_hook(kw, with_kwargs=True))
+
     layers = list(rec.layers)
     layer_ids = {id(info.owner) for info in layers}
     for info in layers:
@@ -344,9 +358,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         with rec.isolated():  # gradients on: residual blocks are found in the autograd graph
             rec.arm()
             for info in layers:
-                handles.append(info.owner.register_forward_pre_hook(pre))
+                reg_pre(info.owner, pre)
                 handles.append(info.owner.register_forward_hook(own_post, prepend=True))
-                handles.append(info.owner.register_forward_hook(post))
+                reg_post(info.owner, post)
             for m in model.modules():
                 spec = activation_spec(m)
                 if spec is not None and not spec.scalar:
@@ -356,16 +370,16 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 if spec is not None or is_norm(m):
                     handles.append(m.register_forward_hook(own_post, prepend=True))
                 if spec is not None:
-                    handles.append(m.register_forward_pre_hook(act_pre))
-                    handles.append(m.register_forward_hook(act_post))
+                    reg_pre(m, act_pre)
+                    reg_post(m, act_post)
                 elif is_norm(m):
-                    handles.append(m.register_forward_pre_hook(norm_pre))
-                    handles.append(m.register_forward_hook(norm_post))
+                    reg_pre(m, norm_pre)
+                    reg_post(m, norm_post)
                 elif next(iter(m.children()), None) is None and id(m) not in layer_ids:
-                    handles.append(m.register_forward_hook(other_post))
+                    reg_post(m, other_post)
                 elif next(iter(m.children()), None) is not None:
-                    handles.append(m.register_forward_pre_hook(box_pre))
-                    handles.append(m.register_forward_hook(box_post))
+                    reg_pre(m, box_pre)
+                    reg_post(m, box_post)
             if isinstance(x, torch.Tensor):
                 versions[_storage(x)] = x._version
                 sizes[_storage(x)] = x.numel()
