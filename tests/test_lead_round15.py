@@ -266,3 +266,38 @@ def test_predict_of_a_model_calling_its_modules_by_keyword():
     assert len(want) > 0
     assert want.equals(got)
 
+
+
+def test_batch_norms_called_by_keyword_in_the_torch_doctors_helpers():
+    """``self.bn(input=h)``: the doctor's batch-norm drift and the population statistics after
+    training read ``inputs[0]`` of a positional-only hook (IndexError: tuple index out of
+    range); now the same numbers as the positional model's."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from depthlab.torch.doctor import bn_drift
+    from depthlab.torch.train import population_batchnorm
+
+    class Net(nn.Module):
+        def __init__(self, keyword: bool) -> None:
+            super().__init__()
+            self.keyword = keyword
+            self.l1, self.bn, self.out = nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.l1(x)
+            h = self.bn(input=h) if self.keyword else self.bn(h)
+            return self.out(torch.relu(h))
+
+    torch.manual_seed(0)
+    a, b = Net(False), Net(True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(50, 6) * 3 + 1
+    assert population_batchnorm(a, x) == population_batchnorm(b, x) == 1
+    assert torch.equal(a.bn.running_mean, b.bn.running_mean)
+    assert torch.equal(a.bn.running_var, b.bn.running_var)
+    with torch.no_grad():
+        b.bn.running_mean.add_(0.5)
+        a.bn.running_mean.add_(0.5)
+    want, got = bn_drift(a, x[:20]), bn_drift(b, x[:20])
+    assert len(want) == 1 and want == got and want[0]["mean_shift"] > 0

@@ -273,15 +273,15 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
         return []
     seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def hook(m: nn.Module, inp: tuple, _out: Any) -> None:
+    def hook(m: nn.Module, inp: tuple, kwargs: dict, _out: Any) -> None:
         if m not in seen:
-            t = inp[0].detach().double()
+            t = (inp or tuple(kwargs.values()))[0].detach().double()  # bn(input=h) too
             dims = [d for d in range(t.dim()) if d != 1]
             seen[m] = (t.mean(dim=dims), t.var(dim=dims, unbiased=False))
 
     saved = {bn: [b.clone() for b in bn.buffers()] for bn in bns}
     modes = {m: m.training for m in model.modules()}
-    handles = [bn.register_forward_hook(hook) for bn in bns]
+    handles = [bn.register_forward_hook(hook, with_kwargs=True) for bn in bns]
     try:
         for m in model.modules():
             m.train(m in saved)

@@ -474,8 +474,8 @@ def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
     momenta = {bn: bn.momentum for bn in bns}
     sums: dict[torch.nn.Module, list] = {bn: [0, 0.0, 0.0, None] for bn in bns}
 
-    def accumulate(bn: torch.nn.Module, args: tuple) -> None:
-        v = args[0].detach().to(torch.float64)
+    def accumulate(bn: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        v = (args or tuple(kwargs.values()))[0].detach().to(torch.float64)  # bn(input=h) too
         dims = [d for d in range(v.dim()) if d != 1]
         acc = sums[bn]
         if acc[3] is None:  # sums of v - K, K the first batch's mean: S2 - S1^2 / n cancels
@@ -485,7 +485,7 @@ def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
         acc[1] = acc[1] + v.sum(dim=dims)
         acc[2] = acc[2] + (v * v).sum(dim=dims)
 
-    handles = [bn.register_forward_pre_hook(accumulate) for bn in bns]
+    handles = [bn.register_forward_pre_hook(accumulate, with_kwargs=True) for bn in bns]
     n = len(x)
     parts = max(1, math.ceil(n / EVAL_BATCH))  # equal batches: no one-row batch at the end
     try:
