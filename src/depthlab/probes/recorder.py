@@ -20,12 +20,8 @@ Two sources of measurements:
 
 ``update_ratio`` at step ``k`` is ``||W_k - W_{k-1}|| / ||W_{k-1}||`` (Frobenius norms) of the
 weights feeding each hidden layer: the weights are copied in ``before_update`` of recorded
-steps only. With a probe batch the ratio is taken right after update ``k``; on the training
-batches it is taken in the record of step ``k`` (``before_update`` of update ``k + 1``), layer
-by layer just before that layer's statistics, which read the same ``W_k`` (one trip of the
-weights through the cache instead of two), or at the end of training for a last update that
-has no record after it. A further ``Trainer.fit`` of the same trainer continues its step count
-and the recorder its records (a new trainer starts them afresh). Only summaries are stored (compact
+steps only. A further ``Trainer.fit`` of the same trainer continues its step count and the
+recorder its records (a new trainer starts them afresh). Only summaries are stored (compact
 ``array`` columns, no NumPy arrays), so memory grows with the number of records, not with batch
 or layer size.
 """
@@ -198,7 +194,6 @@ class ProbeRecorder(Callback):
         self._hist_done: set[int] = set()
         self._jac_done: set[int] = set()
         self._w_before: dict[int, tuple[Any, Array]] = {}  # layer -> (W, its copy)
-        self._w_before_step = -1  # the update whose ratio self._w_before awaits
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
         self._snapshots: dict[int, tuple[Any, Array]] | None = None  # reused while valid
         self._snap_points: list = []  # the probe points of self._snapshots, in its order
@@ -264,26 +259,13 @@ class ProbeRecorder(Callback):
 
     # -- measurement -------------------------------------------------------------------
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
-                       snapshots: dict[int, tuple[Any, Array]] | None = None,
-                       before: dict[int, tuple[Any, Array]] | None = None) -> set[int]:
+                       snapshots: dict[int, tuple[Any, Array]] | None = None) -> set[int]:
         """Statistics and/or histograms of every probe point at ``step``. ``snapshots``: layer
         index -> (its weights, the buffer that is to receive a copy of them); with the compiled
-        kernels the copy is made in the statistics' pass over the weights. ``before``: the
-        weights before update ``step`` (layer index -> (weights, copy)), whose update ratio is
-        taken for each layer just before its statistics (the copy may be the buffer that
-        ``snapshots`` overwrites next). Returns the indices copied."""
+        kernels the copy is made in the statistics' pass over the weights. Returns the indices
+        copied."""
         copied: set[int] = set()
-        if before:
-            layers: list[int] = []
-            ratios: list[float] = []
         for p, kernel_stats in zip(self._points, self._kernel_stats):
-            if before:
-                prior = before.get(p.index)
-                if prior is not None:
-                    ratio = _update_ratio(*prior)
-                    if ratio is not None:
-                        layers.append(p.index)
-                        ratios.append(ratio)
             if stats:
                 snap = snapshots.get(p.index) if snapshots else None
                 buf = None if snap is None else snap[1]
@@ -297,8 +279,6 @@ class ProbeRecorder(Callback):
             if hist:
                 with np.errstate(all="ignore"):
                     self._histograms(step, p)
-        if before:
-            self._add_layers(step, layers, "update_ratio", ratios)
         if stats:
             self._stat_steps.add(step)
         if hist:
@@ -390,35 +370,16 @@ class ProbeRecorder(Callback):
             self._sparse_steps and self._wants_any(label)))
         if not (snap or record):
             return
-        before = self._w_before  # training batches: W before update `label`, for its ratio
-        if before and not (record and self._w_before_step == label):
-            self._flush_update_ratio()  # (a fit interrupted between the copy and its record)
-            before = {}
-        self._w_before = {}
         snapshots = self._snapshot_buffers() if snap else None
         copied: set[int] = set()
         if record:
-            copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots,
-                                         before=before)
+            copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
         if snapshots is not None:  # W before this update, for its update_ratio
             for layer, (weight, buf) in snapshots.items():
                 if layer not in copied:
                     np.copyto(buf, weight.value)
             self._w_before = snapshots
-            self._w_before_step = step
-
-    def _flush_update_ratio(self) -> None:
-        """The update ratio still awaited from a copy of the weights (no record after it)."""
-        before, self._w_before = self._w_before, {}
-        layers, ratios = [], []
-        for layer, prior in before.items():
-            ratio = _update_ratio(*prior)
-            if ratio is not None:
-                layers.append(layer)
-                ratios.append(ratio)
-        if layers:
-            self._add_layers(self._w_before_step, layers, "update_ratio", ratios)
 
     def _snapshot_buffers(self) -> dict[int, tuple[Any, Array]]:
         """Layer index -> (its weights, a reused buffer of their shape and dtype: no allocation
@@ -450,15 +411,23 @@ class ProbeRecorder(Callback):
         if self._pending_loss is not None:
             self._add(self._pending_loss, 0, "loss", loss)
             self._pending_loss = None
-        if self.probe_x is not None:  # (on the training batches: in the next record)
-            if self._w_before:
-                self._flush_update_ratio()
-            if self._wants_any(step):
-                self._probe_record(step)
+        before = self._w_before
+        if before:
+            self._w_before = {}
+            # right after the update: W and its copy (made just before it) still in cache (a
+            # ratio taken in the next record read the copy back from memory: slower)
+            layers, ratios = [], []
+            for layer, (weight, w0) in before.items():
+                ratio = _update_ratio(weight, w0)
+                if ratio is not None:  # (None: weights of another shape since the copy)
+                    layers.append(layer)
+                    ratios.append(ratio)
+            self._add_layers(step, layers, "update_ratio", ratios)
+        if self.probe_x is not None and self._wants_any(step):
+            self._probe_record(step)
 
     def on_train_end(self, trainer, history) -> None:
-        if self._w_before:  # the last update's, with no record after it
-            self._flush_update_ratio()
+        self._w_before = {}
         self._w_buffers.clear()
         self._snapshots = None
         self._snap_points = []
