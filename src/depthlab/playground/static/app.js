@@ -292,8 +292,16 @@ function handle(m) {
   }
 }
 
+function showStep(step, epoch) {
+  $("stepinfo").textContent = `step ${step}, epoch ${epoch}`;
+  $("stepinfo").dataset.step = step;
+}
+
 function onAccepted(m) {
   S.query = m.query;
+  // a new network starts at step 0: the previous one's "step 2145, epoch 49" stayed beside the
+  // new parameter count while the new network was built (seconds for a deep one)
+  showStep(0, 0);
   showMessage(""); markInvalid(null);
   $("diverged").hidden = true;
   const qs = new URLSearchParams(m.query).toString();
@@ -333,6 +341,9 @@ function onDiverged(m) {
     "\u201cnot finite\u201d); change the setup, or press reset to watch it again.";
   d.dataset.step = m.step;
   d.dataset.layer = m.layer || "";
+  // the status line is the trainer's: it said the last measurement's "step 1, epoch 1" beside
+  // "diverged at step 4" (the server's trainer stopped at step 4)
+  showStep(m.step, m.epoch);
   // the train losses after the last measurement: the loss panel stopped at that measurement
   // (step 1, loss 0.94) where the loss went on to 440 and 2.6e14 before the NaN of step 4
   const h = S.hist, after = (m.losses || []).filter(([k]) => !h.step.length || k > h.step[h.step.length - 1]);
@@ -538,8 +549,7 @@ function onUpdate(m) {
   if (m.step === 0 || S.init === null) S.init = m;
   S.updates.push(performance.now());
   showUpdateRate();
-  $("stepinfo").textContent = `step ${m.step}, epoch ${m.epoch}`;
-  $("stepinfo").dataset.step = m.step;
+  showStep(m.step, m.epoch);
 
   const layers = m.layers;
   const grad = m.grad_std.map(lg);

@@ -1,0 +1,74 @@
+"""Round 16 of adversarial playground testing (a learner and a teacher in a real browser).
+
+* after a divergence the status line kept the last measurement's "step 1, epoch 1" beside the
+  banner's "training diverged at step 4" (the server's trainer had stopped at step 4); a new
+  setup kept the previous network's "step 2145, epoch 49" while the new one was built;
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round16_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
+
+
+def _session(server):
+    (s,) = server.app.state.registry.sessions.values()
+    return s
+
+
+def _wait(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+# -- the status line is the server's ----------------------------------------------------------
+def test_the_status_line_after_a_divergence_names_the_step_it_diverged_at(page, server, shots):
+    page.goto(server.url + "?model.activation=relu&model.init=he_normal&train.lr=10")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    page.locator("#diverged").wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(shots / "round16_diverged_status.png"))
+    s = _session(server)
+    assert s.state == "diverged"
+    step = s.trainer.step
+    measured = int(page.locator("#grad-summary").get_attribute("data-step"))
+    assert measured < step  # the panels show the last measurement before the divergence
+    banner = page.locator("#diverged").text_content()
+    assert f"diverged at step {step} " in banner, (step, banner)
+    # was: "step 1, epoch 1" (the last measurement) beside "diverged at step 4"
+    assert page.locator("#stepinfo").text_content() == f"step {step}, epoch {s.trainer.epoch}"
+
+
+def test_a_new_setup_does_not_keep_the_previous_networks_step(page, server):
+    page.goto(server.url + "?model.depth=2&model.width=4")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    for _ in range(3):
+        page.click("#step")
+    page.wait_for_function("document.getElementById('stepinfo').dataset.step === '3'")
+    # what the page shows between "accepted" and the new network's first measurement
+    page.evaluate("""handle({type: 'accepted', parameters: 9666,
+        query: Object.fromEntries(new URLSearchParams(location.search))})""")
+    # was: "step 3, epoch 1" of the network that was just replaced
+    assert page.locator("#stepinfo").text_content() == "step 0, epoch 0"
