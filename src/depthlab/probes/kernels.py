@@ -198,38 +198,47 @@ def _lane_totals(lanes: np.ndarray, nb: int) -> np.ndarray:
     return out
 
 
+CHUNK = 4096
+"""Entries whose bins :func:`bin_counts` computes together before counting them (a fixed trip
+count, so the computation vectorizes; 16 KiB of indices, whatever the array's size)."""
+
+
 @numba.njit(**_JIT)
-def _bucket_index(x: np.ndarray, lo: float, hi: float, nb: int) -> np.ndarray:
-    """``min(floor((x_i - lo) nb / (hi - lo)), nb - 1)`` for every entry (uint16), a
-    nondecreasing map of ``x_i``. In float32 arithmetic for a float32 array whose range and
-    scale are float32 numbers (vectorizes at twice the width), else in float64; both round
-    monotonically, which is all the selection needs."""
-    n = x.size
+def _bucket_chunk(x: np.ndarray, start: int, m: int, lo: float, hi: float, nb: int,
+                  idx: np.ndarray) -> None:
+    """``idx[i] = min(floor((x_i - lo) nb / (hi - lo)), nb - 1)`` (uint16) for the ``m`` entries
+    from ``start``: a nondecreasing map of ``x_i``. In float32 arithmetic for a float32 array
+    whose range and scale are float32 numbers (vectorizes at twice the width), else in float64;
+    both round monotonically, which is all the selection needs, and the same entry always gets
+    the same bucket (the gather pass recomputes them rather than keeping an index per entry)."""
     scale = nb / (hi - lo)
-    idx = np.empty(n, dtype=np.uint16)  # nb <= 4096 (_buckets)
+    xs = x[start:start + m]  # indexed from 0: no negative-index check, the loop vectorizes
     if x.itemsize == 4 and hi - lo < 1e38 and scale < 1e38:
         lo_t = x.dtype.type(lo)
         sc_t = x.dtype.type(scale)
         top_t = x.dtype.type(nb - 1)
-        for i in range(n):
-            idx[i] = np.uint16(min((x[i] - lo_t) * sc_t, top_t))
+        for i in range(m):
+            idx[i] = np.uint16(min((xs[i] - lo_t) * sc_t, top_t))
     else:
         top = np.float64(nb - 1)
-        for i in range(n):
-            idx[i] = np.uint16(min((np.float64(x[i]) - lo) * scale, top))
-    return idx
+        for i in range(m):
+            idx[i] = np.uint16(min((np.float64(xs[i]) - lo) * scale, top))
 
 
 @numba.njit(**_JIT)
 def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
-    """The bucket pass of :func:`select`: ``(bucket of each entry, counts, cumulative counts,
-    bucket of each rank, whether a bucket is gathered, start of each gathered bucket's run,
-    entries gathered)``."""
+    """The counting pass of :func:`select`, :data:`CHUNK` entries at a time (no index kept per
+    entry: one read of ``x``): ``(number of buckets, counts, cumulative counts, bucket of each
+    rank, whether a bucket is gathered, start of each gathered bucket's run, entries
+    gathered)``."""
     n = x.size
     nb = max(2, min(n // 8, 4096))  # ~8 entries a bucket, at most 4096 (uint16 indices)
-    idx = _bucket_index(x, lo, hi, nb)
+    idx = np.empty(CHUNK, dtype=np.uint16)
     lanes = np.zeros(LANES * nb, dtype=np.uint32)
-    _add_counts(idx, n, lanes, nb)
+    for s in range(0, n, CHUNK):
+        m = min(CHUNK, n - s)
+        _bucket_chunk(x, s, m, lo, hi, nb, idx)
+        _add_counts(idx, m, lanes, nb)
     counts = _lane_totals(lanes, nb)
     below = np.cumsum(counts)  # entries in buckets 0..k
     wanted = np.searchsorted(below, ranks, side="right")
@@ -242,7 +251,30 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
         if take[k]:
             start[k] = m
             m += counts[k]
-    return idx, counts, below, wanted, take, start, m
+    return nb, counts, below, wanted, take, start, m
+
+
+@numba.njit(**_JIT)
+def _gather(x: np.ndarray, lo: float, hi: float, nb: int, take: np.ndarray, start: np.ndarray,
+            m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The gathering pass of :func:`select`: the ``m`` entries of the buckets marked in
+    ``take`` (each bucket's entries from ``start[k]``, in the order of ``x``) and their
+    indices."""
+    vals = np.empty(m, dtype=x.dtype)
+    where = np.empty(m, dtype=np.intp)
+    fill = start.copy()
+    idx = np.empty(CHUNK, dtype=np.uint16)
+    n = x.size
+    for s in range(0, n, CHUNK):
+        c = min(CHUNK, n - s)
+        _bucket_chunk(x, s, c, lo, hi, nb, idx)
+        for i in range(c):
+            k = idx[i]
+            if take[k]:
+                vals[fill[k]] = x[s + i]
+                where[fill[k]] = s + i
+                fill[k] += 1
+    return vals, where
 
 
 @numba.njit(**_JIT)
@@ -250,14 +282,8 @@ def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray
     """``v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array ``x`` sorted ascending.
     Preconditions (checked by the caller): every entry finite, ``lo``/``hi`` its minimum and
     maximum, ``lo < hi`` and ``4096 / (hi - lo)`` finite."""
-    idx, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
-    vals = np.empty(m, dtype=x.dtype)
-    fill = start.copy()
-    for i in range(x.size):
-        k = idx[i]
-        if take[k]:
-            vals[fill[k]] = x[i]
-            fill[k] += 1
+    nb, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
+    vals = _gather(x, lo, hi, nb, take, start, m)[0]
     vals.sort()
     out = np.empty(ranks.size, dtype=x.dtype)
     for j in range(ranks.size):
@@ -270,27 +296,14 @@ def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray
 def positions(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Indices ``i`` with ``x[i] = v[r]`` for each ``r`` in ``ranks`` (:func:`select`, same
     preconditions)."""
-    idx, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
-    vals = np.empty(m, dtype=x.dtype)
-    where = np.empty(m, dtype=np.intp)
-    fill = start.copy()
-    for i in range(x.size):
-        k = idx[i]
-        if take[k]:
-            vals[fill[k]] = x[i]
-            where[fill[k]] = i
-            fill[k] += 1
+    nb, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
+    vals, where = _gather(x, lo, hi, nb, take, start, m)
     order = np.argsort(vals)
     out = np.empty(ranks.size, dtype=np.intp)
     for j in range(ranks.size):
         k = wanted[j]
         out[j] = where[order[start[k] + ranks[j] - (below[k] - counts[k])]]
     return out
-
-
-CHUNK = 4096
-"""Entries whose bins :func:`bin_counts` computes together before counting them (a fixed trip
-count, so the computation vectorizes; 16 KiB of indices, whatever the array's size)."""
 
 
 @numba.njit(**_JIT)
