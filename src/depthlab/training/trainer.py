@@ -45,7 +45,9 @@ class Trainer:
     ``threads``: BLAS threads while training (default: chosen from the layer sizes, the batch
     and the idle cores, or the environment's setting; see :mod:`depthlab.threads`).
     Each call of :meth:`fit` trains ``epochs`` more epochs (at most ``max_steps`` more
-    updates); step and epoch numbers continue and the history accumulates.
+    updates); step and epoch numbers continue and the history accumulates. As in a
+    ``[train]`` section, ``epochs`` is 1 only when ``max_steps`` is not given either: with
+    ``max_steps`` alone the training runs that many updates, over as many epochs as it takes.
     """
 
     def __init__(
@@ -56,7 +58,7 @@ class Trainer:
         optimizer: str = TrainSpec.optimizer,
         lr: float = TrainSpec.lr,
         batch_size: int | str | None = TrainSpec.batch_size,
-        epochs: int | None = 1,
+        epochs: int | None = TrainSpec.epochs,
         max_steps: int | None = TrainSpec.max_steps,
         seed: int | None = TrainSpec.seed,
         l1: float = TrainSpec.l1,
@@ -79,8 +81,8 @@ class Trainer:
         lr = check_field(TrainSpec, "lr", lr)
         batch_size = "full" if batch_size is None else check_field(
             TrainSpec, "batch_size", batch_size)
-        if epochs is None and max_steps is None:
-            raise ValueError("give epochs or max_steps")
+        if epochs is None and max_steps is None:  # the [train] rule (TrainSpec): fit(...,
+            epochs = 1  # max_steps=500) on 64 rows stopped after one epoch of 2 steps
         epochs, max_steps, eval_every = (check_field(TrainSpec, k, v) for k, v in (
             ("epochs", epochs), ("max_steps", max_steps), ("eval_every", eval_every)))
         self.net = net
