@@ -45,12 +45,24 @@ def mlp(
     """
     unknown = [k for k in options if k not in ModelSpec.keys()]
     if unknown:
-        raise TypeError(f"mlp() got an unknown option {unknown[0]!r}; accepted: "
-                        f"{', '.join(k for k in ModelSpec.keys() if k != 'sizes')}, seed")
+        raise TypeError(f"mlp() got an unknown option {unknown[0]!r}{_option_hint(unknown[0])}; "
+                        f"accepted: {', '.join(k for k in ModelSpec.keys() if k != 'sizes')}, seed")
     if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__"):
         raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
     spec = ModelSpec(sizes=tuple(sizes), activation=activation, init=init, **options)
     return build(spec, seed=seed)
+
+
+def _option_hint(key: str) -> str:
+    """`` (did you mean 'batchnorm'?)`` for a mistyped or another library's option name
+    (``batch_norm``, ``bn``, ``initializer``; ``spec.KEY_SYNONYMS``), else ``""``."""
+    from .spec import KEY_SYNONYMS
+    from .validators import closest_name
+
+    valid = [*ModelSpec.keys(), "seed"]
+    synonym = KEY_SYNONYMS["model"].get(str(key).strip().lower().replace("-", "_"))
+    close = synonym if synonym in valid else closest_name(key, valid)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def build(spec: ModelSpec, *, seed: int | None = 0) -> Network:

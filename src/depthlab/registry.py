@@ -5,8 +5,9 @@ looked up case-insensitively with ``-`` standing for ``_`` and through aliases
 (``"xavier_uniform"`` -> ``"glorot_uniform"``); a name written without separators, as torch and
 Keras spell classes (``"LeakyReLU"``, ``"GlorotUniform"``, ``"CrossEntropyLoss"``), is found
 when exactly one registered name or alias reads the same without its ``_``. An unknown name
-is a ValueError listing the registered names; a keyword argument the factory does not take is
-a TypeError listing the accepted ones; an object that already is one (``passes``) is returned
+is a ValueError listing the registered names, with the closest one as a "did you mean" hint
+(``validators.closest_name``); a keyword argument the factory does not take is a TypeError
+listing the accepted ones (and the closest); an object that already is one (``passes``) is returned
 unchanged.
 """
 
@@ -58,9 +59,17 @@ class Registry(Generic[T]):
         if key not in self.factories:
             key = self._compact.get(key.replace("_", ""), key)
         if key not in self.factories:
-            raise ValueError(f"unknown {self.kind} {name!r}; expected one of: "
+            raise ValueError(f"unknown {self.kind} {name!r}{self._hint(name)}; expected one of: "
                              f"{', '.join(self.names)}")
         return key
+
+    def _hint(self, name: str) -> str:
+        """`` (did you mean 'adam'?)`` for a mistyped name: the closest registered name or
+        alias (an alias shown as the name it stands for), else ``""``."""
+        from .validators import closest_name  # imports NumPy: only on an error
+
+        close = closest_name(name, (*self.factories, *self.aliases))
+        return f" (did you mean {self.aliases.get(close, close)!r}?)" if close else ""
 
     def __getitem__(self, name: str) -> Callable[..., T]:
         """The factory registered under ``name`` (or an alias of it)."""
@@ -84,7 +93,11 @@ class Registry(Generic[T]):
         accepted = self.arguments(name)
         for k in kwargs:
             if k not in accepted:
-                raise TypeError(f"unknown argument {k!r} for {self.kind} {self.key(name)!r}; "
+                from .validators import closest_name
+
+                close = closest_name(k, accepted) if isinstance(k, str) else None
+                hint = f" (did you mean {close!r}?)" if close else ""
+                raise TypeError(f"unknown argument {k!r} for {self.kind} {self.key(name)!r}{hint}; "
                                 f"accepted: {', '.join(accepted) if accepted else '(none)'}")
 
     def build(self, name: Any, *args: Any, **kwargs: Any) -> T:

@@ -204,8 +204,12 @@ def load_dataset(
         raw = load_file(name_or_path, **kwargs)
         name = Path(name_or_path).name
     else:
+        from depthlab.validators import closest_name
+
+        close = closest_name(name_or_path, DATASETS) if isinstance(name_or_path, str) else None
+        hint = f" (did you mean {close!r}?)" if close else ""
         raise ValueError(
-            f"unknown data set {name_or_path!r}; built-ins: {', '.join(DATASETS)}; "
+            f"unknown data set {name_or_path!r}{hint}; built-ins: {', '.join(DATASETS)}; "
             "or give a path to a .npz, .csv or IDX file (or a folder of IDX files)"
         )
     # Standardize before a lossy cast: a float64 feature 1e7 + N(0, 1) cast to float32 first

@@ -387,7 +387,7 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
     listing the accepted ones."""
     import inspect
 
-    from ..spec import all_optimizer_hyperparameters
+    from ..spec import KEY_SYNONYMS, all_optimizer_hyperparameters
 
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"optimizer_kwargs={kwargs!r:.60} is not accepted; accepted: a dict, "
@@ -401,7 +401,8 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
         if key not in known:
             own = [k for k in inspect.signature(Trainer).parameters if k not in (
                 "net", "hyperparameters")]
-            close = closest_name(key, own + known)
+            synonym = KEY_SYNONYMS["train"].get(key.strip().lower().replace("-", "_"))
+            close = synonym if synonym in own else closest_name(key, own + known)
             hint = f" (did you mean {close!r}?)" if close else ""
             if key in _model_options():  # fit(..., dropout=0.2): the README's regularization
                 hint = f" ({key} is a model option: dl.mlp(..., {key}=...))"  # row lists both

@@ -1,0 +1,64 @@
+"""A new user's walk through the README, the command line and the Python API, round 16: the
+rough edges met on the way and the odd but legal networks a user tries next. One regression
+test per bug."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+
+def _xy(n=20, d=4, k=3):
+    x = np.random.default_rng(0).normal(size=(n, d)).astype("float32")
+    return x, np.arange(n) % k
+
+
+@pytest.mark.parametrize(("call", "error", "fragment"), [
+    (lambda: dl.optimizer("adamm", dl.mlp([4, 5, 3]).parameters()), ValueError,
+     "unknown optimizer 'adamm' (did you mean 'adam'?); expected one of: sgd,"),
+    (lambda: dl.fit(dl.mlp([4, 5, 3]), *_xy(), optimizer="sgdd", epochs=1), ValueError,
+     "unknown optimizer 'sgdd' (did you mean 'sgd'?)"),
+    (lambda: dl.loss("cross_entropyy"), ValueError,
+     "unknown loss 'cross_entropyy' (did you mean 'cross_entropy'?)"),
+    (lambda: dl.probe(dl.mlp([4, 5, 3]), *_xy(), loss="msee"), ValueError,
+     "unknown loss 'msee' (did you mean 'mse'?)"),
+    (lambda: dl.theory.meanfield("tanhh", sigma_w2=1.5), ValueError,
+     "unknown activation 'tanhh' (did you mean 'tanh'?)"),
+    (lambda: dl.theory.taylor("sigmoidd"), ValueError,
+     "unknown activation 'sigmoidd' (did you mean 'sigmoid'?)"),
+    # an alias is suggested as the name it stands for
+    (lambda: dl.initializer("kaiming_normall"), ValueError,
+     "unknown initializer 'kaiming_normall' (did you mean 'he_normal'?)"),
+    (lambda: dl.optimizer("sgd", dl.mlp([4, 5, 3]).parameters(), lr=0.1, momentun=0.9),
+     TypeError, "unknown argument 'momentun' for optimizer 'sgd' (did you mean 'momentum'?)"),
+    (lambda: dl.activation("leaky_relu", negative_slop=0.1), TypeError,
+     "(did you mean 'negative_slope'?)"),
+    (lambda: dl.mlp([4, 5, 3], batch_norm=True), TypeError,
+     "mlp() got an unknown option 'batch_norm' (did you mean 'batchnorm'?); accepted:"),
+    (lambda: dl.mlp([4, 5, 3], activaton="tanh"), TypeError,
+     "unknown option 'activaton' (did you mean 'activation'?)"),
+    (lambda: dl.mlp([4, 5, 3], initializer="he_normal"), TypeError,
+     "unknown option 'initializer' (did you mean 'init'?)"),
+    (lambda: dl.fit(dl.mlp([4, 5, 3]), *_xy(), learning_rate=0.1, epochs=1), TypeError,
+     "unknown option 'learning_rate' (did you mean 'lr'?)"),
+    (lambda: __import__("depthlab.data", fromlist=["load_dataset"]).load_dataset("digitz"),
+     ValueError, "unknown data set 'digitz' (did you mean 'digits'?)"),
+])
+def test_a_misspelled_name_or_option_suggests_the_closest_valid_one(call, error, fragment):
+    """Only the config path said "did you mean"; dl.optimizer('adamm'), dl.loss, the theory's
+    activation names, optimizer/activation keywords, mlp(batch_norm=True) and
+    fit(learning_rate=) listed the accepted names without the one that was meant."""
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_a_name_with_nothing_close_gets_no_hint():
+    with pytest.raises(ValueError) as info:
+        dl.loss("foo")
+    assert str(info.value).startswith("unknown loss 'foo'; expected one of: mse, cross_entropy")
+    assert "did you mean" not in str(info.value)
