@@ -3,6 +3,8 @@
 * after a divergence the status line kept the last measurement's "step 1, epoch 1" beside the
   banner's "training diverged at step 4" (the server's trainer had stopped at step 4); a new
   setup kept the previous network's "step 2145, epoch 49" while the new one was built;
+* the parameter count of a batch-normalized network left out its batch norms' gamma and beta
+  (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -15,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from helpers.browser import checked_page, screenshot_dir
+
+from depthlab.experiments.runner import prepare
+from depthlab.playground.app import check
 
 MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
 
@@ -72,3 +77,27 @@ def test_a_new_setup_does_not_keep_the_previous_networks_step(page, server):
         query: Object.fromEntries(new URLSearchParams(location.search))})""")
     # was: "step 3, epoch 1" of the network that was just replaced
     assert page.locator("#stepinfo").text_content() == "step 0, epoch 0"
+
+
+@pytest.mark.parametrize("query", [
+    {"model.batchnorm": "true", "model.depth": "3", "model.width": "8"},
+    {"model.batchnorm": "true", "model.residual": "true", "model.depth": "4", "model.width": "6"},
+    {"model.batchnorm": "true", "model.depth": "1", "model.width": "1"},
+    {"model.batchnorm": "true", "train.loss": "binary_cross_entropy", "model.depth": "2"},
+    {"model.batchnorm": "true", "model.residual": "true", "data.name": "clusters",
+     "data.options.d": "7", "data.options.n_classes": "5", "model.depth": "3"},
+    {"model.residual": "true", "model.depth": "3", "model.width": "5"},
+])
+def test_the_parameter_count_is_the_built_networks(query):
+    _, config, params = check(query)
+    # was 9,666 for a 9,986-parameter batch-normalized net of 10 x 32 (gamma and beta of every
+    # hidden unit left out, and a bias counted in every hidden dense layer, which has none)
+    assert params == prepare(config).net.num_parameters()
+
+
+def test_the_page_shows_the_parameter_count_of_the_network_it_trains(page, server):
+    page.goto(server.url + "?model.batchnorm=true")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    n = _session(server).prep.net.num_parameters()
+    assert n == 9986
+    assert page.locator("#params").text_content() == f"{n:,} parameters"

@@ -2,7 +2,8 @@
 
 Counted with :mod:`depthlab.memory` from the setup alone (the data set's feature and class
 counts come from the built-in table, nothing is loaded): the dense chain of the network
-(residual: a stem, two ``width x width`` layers per block, the output layer), its parameters,
+(residual: a stem, two ``width x width`` layers per block, the output layer) and its batch
+norms (gamma and beta of each hidden unit, whose dense layer then has no bias), their parameters,
 gradients, optimizer state and one more copy (the weights kept to measure the update ratio),
 the activations of the largest batch the session runs (training batch, the 300-example probe
 batch or an evaluation chunk of up to 4096 rows, times 2 with batch norm for its caches) and
@@ -56,7 +57,16 @@ def setup_bytes(setup: Mapping[str, Any]) -> tuple[int, int]:
                       onehot=setup["train.loss"] in ("mse", "huber"))
     params = parameter_count(sizes)
     itemsize = 8 if dtype == "float64" else 4
-    return total + params * itemsize, params
+    extra = params * itemsize
+    if setup["model.batchnorm"]:
+        # a batch norm after every hidden dense layer, which then has no bias: gamma and beta
+        # for one bias per unit (the page said "9,666 parameters" of a 9,986-parameter
+        # network), with their gradients, optimizer state (two slots at most), the weights'
+        # copy and the running mean and variance
+        bn = sum(sizes[1:-1])
+        params += bn
+        extra += 2 * bn * itemsize * 6
+    return total + extra, params
 
 
 def check_setup_memory(setup: Mapping[str, Any], available: int | None = None) -> int:
