@@ -79,6 +79,9 @@ class History:
     standardizer: Any = None
     """The ``Standardize`` fitted on the training inputs (``fit(standardize=True)``): apply it
     to new inputs before ``net.predict``; None otherwise."""
+    interrupted: bool = False
+    """The last ``fit`` was stopped by Ctrl-C (``KeyboardInterrupt``) at the end of a step; a
+    later ``fit`` that runs to its end clears it."""
 
     @property
     def diverged(self) -> bool:
@@ -86,7 +89,11 @@ class History:
 
     @property
     def status(self) -> str:
-        return "diverged" if self.diverged else "finished"
+        """``"diverged"``, ``"interrupted"`` (Ctrl-C stopped the last ``fit``) or
+        ``"finished"``."""
+        if self.diverged:
+            return "diverged"
+        return "interrupted" if self.interrupted else "finished"
 
     @property
     def steps(self) -> int:

@@ -202,6 +202,7 @@ class Trainer:
         params = net.parameters()
         hist = self.history
         bar = _progress(total, self.progress)
+        hist.interrupted = False
         try:
             for cb in self.callbacks:
                 cb.on_train_begin(self)
@@ -212,6 +213,9 @@ class Trainer:
                     self.threads, batch_rows=bs, weight_shapes=shapes), \
                     DeferredInterrupts() as self._interrupts:  # Ctrl-C: at a step's end
                 self._loop(x, y, n, bs, has_bn, params, bar)
+        except KeyboardInterrupt:  # the history says so (a notebook's History(..., finished)
+            hist.interrupted = True  # after Ctrl-C was a claim the run never made)
+            raise
         finally:  # also on Ctrl-C or an error: the bar ends its line before any message
             if bar is not None:
                 bar.close()
