@@ -34,3 +34,17 @@ def test_a_history_stopped_by_ctrl_c_says_interrupted_not_finished():
     assert "interrupted" in repr(hist) and "finished" not in repr(hist)
     stop.at = -1  # a later fit that runs to its end
     assert trainer.fit(x, y).status == "finished"
+
+
+def test_predict_refuses_a_batch_that_cannot_fit_before_allocating(monkeypatch):
+    net = dl.mlp([64, 2048, 2048, 10], seed=0)
+    x = np.zeros((40_000, 64), dtype="float32")
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "200M")
+    # 40,000 rows at once: ~0.66 GB of cached layer outputs
+    with pytest.raises(ValueError, match=r"predict on 40,000 rows in batches of 40,000 "
+                                         r"\(batch_size=100000\) needs about .* available"):
+        net.predict(x, batch_size=100_000)
+    out = net.predict(x[:1000], batch_size=512)  # small batches fit
+    assert out.shape == (1000, 10)
+    monkeypatch.delenv("DEPTHLAB_MEMORY_LIMIT")
+    assert np.array_equal(net.predict(x[:1000], batch_size=512), out)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .backend import Array, data_array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
+from .memory import CHECK_FROM_BYTES, batch_bytes, check_fits
 from .validators import positive_int
 
 
@@ -120,6 +121,13 @@ class Network(Sequential):
         computed ``batch_size`` rows at a time."""
         batch_size = positive_int("batch_size", batch_size)
         x = self.check_input(x)
+        rows = min(batch_size, x.shape[0])
+        # a batch's cached outputs (pre-activation and activation of every layer) and the
+        # result, refused before allocating (batch_size=10**7 on a wide net asked for GBs)
+        need = batch_bytes(self, rows) * 2 // 3 + x.shape[0] * self.n_outputs * x.itemsize
+        if need >= CHECK_FROM_BYTES:
+            check_fits(need, f"predict on {x.shape[0]:,} rows in batches of {rows:,} "
+                             f"(batch_size={batch_size})")
         outs = [
             Sequential.forward(self, x[i : i + batch_size], False)
             for i in range(0, x.shape[0], batch_size)
