@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import depthlab as dl
 from depthlab.training import Trainer
@@ -31,3 +32,18 @@ def test_max_steps_alone_trains_that_many_steps_as_a_train_section_does():
     tr.fit(x, y)
     tr.fit(x, y)
     assert tr.step == 6 and len(tr.history.step_loss) == 6
+
+
+def test_get_optimizer_refuses_arguments_for_an_optimizer_instance_instead_of_ignoring_them():
+    # dl.optimizer(adam_instance, params, lr=0.5, amsgrad=True) returned the instance with
+    # lr 0.1 and amsgrad off, silently (a built loss or activation refuses arguments)
+    net = dl.mlp([3, 4, 2], seed=0)
+    opt = dl.optimizer("adam", net.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=r"\['amsgrad', 'lr'\].*Adam.*optimizer\.amsgrad = True"):
+        dl.optimizer(opt, net.parameters(), lr=0.5, amsgrad=True)
+    assert opt.lr == 0.1 and opt.amsgrad is False
+    assert dl.optimizer(opt, net.parameters()) is opt
+    # fit with the instance and no other hyperparameter trains with the instance's own
+    x, y = _blobs(8)
+    dl.fit(net, x, y, optimizer=opt)
+    assert opt.step_count == 1 and opt.lr == 0.1

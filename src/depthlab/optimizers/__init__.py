@@ -29,10 +29,17 @@ def get_optimizer(name: str | Optimizer, params: Iterable[Parameter] | None = No
                   **kwargs: Any) -> Optimizer:
     """Build the optimizer ``name`` (one of :data:`OPTIMIZERS`, case-insensitive) on ``params``.
 
-    An :class:`Optimizer` instance is returned unchanged (it keeps its own hyperparameters;
-    ``kwargs`` are ignored); ``params``, if given, must be the parameters it was built on.
+    An :class:`Optimizer` instance is returned unchanged (it keeps its own hyperparameters:
+    ``kwargs`` are refused, as a built loss or activation refuses them; they were silently
+    ignored); ``params``, if given, must be the parameters it was built on.
     """
     if isinstance(name, Optimizer):
+        if kwargs:
+            first = sorted(kwargs)[0]
+            raise TypeError(
+                f"cannot apply arguments {sorted(kwargs)} to the optimizer instance "
+                f"{type(name).__name__} (it keeps its own hyperparameters); set them on it "
+                f"(optimizer.{first} = {kwargs[first]!r}) or pass its name {name.name!r}")
         if params is not None:
             given = list(params)
             if len(given) != len(name.params) or any(

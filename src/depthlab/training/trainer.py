@@ -93,7 +93,9 @@ class Trainer:
         opt_kwargs = _optimizer_kwargs(optimizer_kwargs, hyperparameters)
         if isinstance(optimizer, Optimizer):  # it keeps its own hyperparameters: fit's
             _check_unused(optimizer, lr, opt_kwargs)  # momentum=0.9 was silently not used
-        self.optimizer = get_optimizer(optimizer, net.parameters(), lr=lr, **opt_kwargs)
+            self.optimizer = get_optimizer(optimizer, net.parameters())
+        else:
+            self.optimizer = get_optimizer(optimizer, net.parameters(), lr=lr, **opt_kwargs)
         self.batch_size = batch_size
         self.epochs = epochs
         self.max_steps = max_steps
