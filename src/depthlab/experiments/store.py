@@ -17,8 +17,10 @@ import os
 import re
 import shutil
 import sqlite3
+import tempfile
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,6 +148,23 @@ def _reason(e: BaseException, path: Path | None = None) -> str:
     return text
 
 
+WAL_HEADER = 32
+"""Bytes of a WAL file's header; a longer WAL holds frames (pages of committed runs that may
+not be in the database file yet)."""
+
+
+def _wal_path(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _wal_frames(path: Path) -> bool:
+    """Whether the store at ``path`` has a WAL file holding frames."""
+    try:
+        return _wal_path(path).stat().st_size > WAL_HEADER
+    except OSError:
+        return False
+
+
 def _read_only_disk(path: Path) -> bool:
     """Whether the folder of ``path`` (or its nearest existing parent) is on a file system
     mounted read-only (``statvfs`` flag ``ST_RDONLY``)."""
@@ -258,8 +277,10 @@ class Store:
 
     ``create=False`` refuses to create a missing database (for read-only commands);
     ``readonly=True`` opens an existing store for reading only (works on a read-only file
-    system or file). A file that is not a depthlab store (another program's ``runs`` table,
-    damaged pages, not SQLite) is refused with a one-line :class:`StoreError` naming it.
+    system or file; runs a killed writer left in the WAL, which SQLite cannot read there without
+    the store's ``-shm`` file, are read from a temporary copy). A file that is not a depthlab
+    store (another program's ``runs`` table, damaged pages, not SQLite) is refused with a
+    one-line :class:`StoreError` naming it.
     """
 
     def __init__(self, path_or_dir: str | os.PathLike, *, create: bool = True,
@@ -366,6 +387,13 @@ class Store:
         # SQLite cannot create the WAL index.
         writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
         for query in ("mode=rw", "mode=ro", "mode=ro&immutable=1")[0 if writable else 1:]:
+            if query.endswith("immutable=1") and _wal_frames(self.path):
+                # immutable=1 reads the database file alone: the runs committed to the WAL
+                # (a writer killed before its checkpoint) were silently missing, or the store
+                # was "empty ... remove the file"; SQLite reads that WAL only beside a -shm
+                # file it can open or create, which a read-only folder may lack
+                self._open_copy(timeout)
+                return
             try:
                 # waits LOCK_POLL_S at a time while another process locks the store (its
                 # EXCLUSIVE locking mode): Ctrl-C stops it, a warning says what is waited for
@@ -391,6 +419,47 @@ class Store:
                     break
         raise StoreError(f"cannot open results store {str(self.path)!r} read-only: "
                          f"{_reason(err, self.path)}") from None
+
+    def _open_copy(self, timeout: float) -> None:
+        """Read a store whose WAL holds committed runs but which SQLite cannot read in place
+        (a read-only folder without the store's ``-shm`` file): the database file and its WAL
+        are copied to a private temporary folder and read there (removed on :meth:`close`)."""
+        wal = _wal_path(self.path)
+        try:
+            need = self.path.stat().st_size + wal.stat().st_size
+            folder = Path(tempfile.mkdtemp(prefix="depthlab-store-"))
+        except OSError as e:
+            raise StoreError(self._copy_message(f"{e.strerror or e}")) from None
+        self._copy_dir = folder
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(folder), True)
+        try:
+            free = shutil.disk_usage(folder).free
+            if free < need + (1 << 20):
+                raise OSError(f"{need:,} bytes needed in {str(folder.parent)!r}, {free:,} free "
+                              "(set TMPDIR to a larger folder)")
+            copy = folder / self.path.name
+            shutil.copyfile(self.path, copy)
+            shutil.copyfile(wal, _wal_path(copy))
+            self._conn = sqlite3.connect(str(copy), timeout=min(timeout, LOCK_POLL_S),
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA query_only=ON")
+            self._check_schema()
+            if not self._has_table("runs"):
+                raise StoreError(self._empty_store_message())
+        except BaseException as e:
+            if getattr(self, "_conn", None) is not None:
+                self._conn.close()
+            self._cleanup()
+            if not isinstance(e, OSError | sqlite3.DatabaseError):
+                raise
+            why = _reason(e) if isinstance(e, sqlite3.DatabaseError) else (e.strerror or str(e))
+            raise StoreError(self._copy_message(why)) from None
+
+    def _copy_message(self, why: str) -> str:
+        return (f"cannot open results store {str(self.path)!r} read-only: its last runs are in "
+                f"{_wal_path(self.path).name}, which SQLite reads only beside a "
+                f"{self.path.name}-shm file it can create (the folder is read-only), and a "
+                f"temporary copy failed: {why}")
 
     def _empty_store_message(self) -> str:
         """Why a database without depthlab's tables (a 0-byte file) cannot be read."""
@@ -490,6 +559,8 @@ class Store:
             except sqlite3.Error:
                 pass  # what is committed stays in the WAL, read from there
         self._conn.close()
+        if getattr(self, "_cleanup", None) is not None:  # a read-only store's temporary copy
+            self._cleanup()
 
     def __enter__(self) -> Store:
         return self

@@ -1,0 +1,73 @@
+"""Adversarial tests of the results store, sweeps, export and report (round 16): stores left by
+killed writers, read-only folders, grids with repeated values. Each test failed before the fix
+it names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from helpers.cli import run_cli
+
+from depthlab.experiments import Store
+
+KILLED_WRITER = """
+import os, signal, sys
+from depthlab.experiments import RunRecord, Store
+folder = sys.argv[1]
+with Store(folder) as s:  # closed: checkpointed into depthlab.db
+    for i in range(3):
+        s.add_run(RunRecord(f"old{i}", name=f"old {i}"))
+s = Store(folder)  # then killed before any checkpoint: these runs are in the WAL only
+for i in range(2):
+    s.add_run(RunRecord(f"new{i}", name=f"new {i}"))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _copies() -> set[str]:
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith("depthlab-store-")}
+
+
+def test_runs_in_the_wal_of_a_killed_writer_are_read_on_a_read_only_folder(tmpfs, capsys):
+    # a writer killed before its checkpoint leaves its last runs in depthlab.db-wal; on a
+    # read-only folder without depthlab.db-shm, SQLite cannot read that WAL and the fallback
+    # (immutable=1) read depthlab.db alone: `depthlab runs` listed 3 of the 5 runs, silently,
+    # and a store whose runs were all in the WAL was "empty ... remove the file"
+    res = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmpfs)], capture_output=True)
+    assert res.returncode == -9, res.stderr
+    (tmpfs / "depthlab.db-shm").unlink()  # e.g. copied without it
+    assert (tmpfs / "depthlab.db-wal").stat().st_size > 32
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    before = _copies()
+    with Store(tmpfs, readonly=True) as s:
+        assert sorted(s.statuses()) == ["new0", "new1", "old0", "old1", "old2"]
+        assert s.run("new1")["name"] == "new 1"
+    assert _copies() == before  # the temporary copy is removed on close
+    code, out, err = run_cli(capsys, "runs", tmpfs, "--json")
+    assert code == 0, err
+    assert out.count('"id"') == 5
+    code, out, err = run_cli(capsys, "export", tmpfs, "--to", tmpfs.parent / "ex")
+    assert code == 0, err
+    assert (tmpfs.parent / "ex" / "runs.csv").read_text().count("new ") == 2
+    assert _copies() == before
+    assert sorted(os.listdir(tmpfs)) == ["depthlab.db", "depthlab.db-wal"]  # untouched
