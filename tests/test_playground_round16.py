@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.browser import checked_page, screenshot_dir
 
@@ -101,3 +102,22 @@ def test_the_page_shows_the_parameter_count_of_the_network_it_trains(page, serve
     n = _session(server).prep.net.num_parameters()
     assert n == 9986
     assert page.locator("#params").text_content() == f"{n:,} parameters"
+
+
+# -- the report's figures ---------------------------------------------------------------------
+def test_figures_of_a_one_hidden_layer_network_do_not_say_all_1_layers():
+    import depthlab as dl
+    from depthlab import plot
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 2)), rng.integers(0, 2, size=64)
+    net = dl.mlp([2, 3, 2], activation="tanh", seed=0)
+    rec = dl.ProbeRecorder(x, y, every=2)
+    dl.fit(net, x, y, loss="cross_entropy", lr=0.1, batch_size=16, epochs=1, seed=0,
+           callbacks=[rec])
+    bands = plot.activation_bands(rec).axes[0].get_title()
+    heading = plot.activation_histograms(rec, "act")._suptitle.get_text()
+    for text in (bands, heading):
+        # was "Mean ± std of the activations\nall 1 layers", "(all 1 layers)"
+        assert "all 1 layers" not in text, text
+        assert "layer 1, the only one" in text, text

@@ -596,6 +596,8 @@ def _layers_text(shown: Sequence[int], total: Sequence[int]) -> str:
     are 1..N: a torch run's activations start after its stem and stop before its head
     (layers 2..9 of 10), which read 'layers 2, 4, 6, 7, 9 of 8' (the legend names them)."""
     numbered = list(total) == list(range(1, len(total) + 1))
+    if len(total) == 1:  # "all 1 layers" under a one-hidden-layer network's figures
+        return f"layer {total[0]}, the only one" if numbered else "the one layer with values"
     if len(shown) == len(total):
         return f"all {len(total)} layers" if numbered else \
             f"the {len(total)} layers with values"
