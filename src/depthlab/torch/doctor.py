@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -799,16 +800,50 @@ def _check_finite(original: torch.Tensor, cast: torch.Tensor, label: str) -> tor
                      "numbers")
 
 
+def _short(v: Any, limit: int = 80) -> str:
+    """``repr(v)`` on one line, at most ``limit`` characters (an optimizer's repr spans many
+    lines)."""
+    text = " ".join(repr(v).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _optimizer_name(opt: Any) -> str | None:
+    """The :data:`OPTIMIZERS` name of ``opt``: a name as given, or that of a ``torch.optim``
+    class of the table (``torch.optim.Adam`` -> ``"adam"``); a TypeError for another class
+    (its name and the accepted ones) or an optimizer instance (the doctor builds a new
+    optimizer for each fresh model); None for anything else."""
+    if isinstance(opt, str):
+        return opt
+    if isinstance(opt, type) and issubclass(opt, torch.optim.Optimizer):
+        name = next((k for k, cls in OPTIMIZERS.items() if cls is opt), None)
+        if name is None:
+            raise TypeError(f"optimizer class {opt.__module__}.{opt.__qualname__} is not "
+                            f"supported; expected one of "
+                            f"{', '.join('torch.optim.' + c.__name__ for c in OPTIMIZERS.values())}"
+                            f" (or their names {sorted(OPTIMIZERS)})")
+        return name
+    if isinstance(opt, torch.optim.Optimizer):
+        name = next((k for k, cls in OPTIMIZERS.items() if type(opt) is cls), None)
+        hint = f"('{name}', {{'lr': {opt.defaults.get('lr')!r}}})" if name else \
+            "('sgd', {'lr': 0.1})"
+        raise TypeError(f"optimizer is a {type(opt).__name__} instance bound to one model's "
+                        f"parameters; the doctor trains fresh models, each with a new "
+                        f"optimizer: give its name or class and arguments, e.g. {hint}")
+    return None
+
+
 def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
           probe_every: int | None) -> TorchTrainSpec:
-    if isinstance(optimizer, str):
-        name, kwargs = optimizer, {}
-    elif isinstance(optimizer, (tuple, list)) and len(optimizer) == 2 \
-            and isinstance(optimizer[0], str) and isinstance(optimizer[1], dict):
-        name, kwargs = optimizer[0], dict(optimizer[1])
-    else:
+    if isinstance(optimizer, functools.partial) and not optimizer.args:
+        optimizer = (optimizer.func, dict(optimizer.keywords))  # partial(torch.optim.SGD, lr=.1)
+    pair = isinstance(optimizer, (tuple, list)) and len(optimizer) == 2 \
+        and isinstance(optimizer[1], dict)
+    name = _optimizer_name(optimizer[0] if pair else optimizer)
+    if name is None:
         raise TypeError(f"optimizer must be a name or (name, kwargs) such as ('sgd', "
-                        f"{{'lr': 0.1}}), got {optimizer!r}")
+                        f"{{'lr': 0.1}}), or a torch.optim class (alone or in place of the "
+                        f"name), got {type(optimizer).__name__} {_short(optimizer)}")
+    kwargs = dict(optimizer[1]) if pair else {}
     if name.lower() not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
     default_lr = 0.1 if name.lower() == "sgd" else 1e-3
@@ -912,7 +947,10 @@ def doctor(
     ``nn.CrossEntropyLoss()``), or a name of :data:`LOSSES` (``"mse"``, ...).
     ``optimizer``: ``(name, kwargs)`` with a name of
     :data:`depthlab.torch.train.OPTIMIZERS` (``lr`` in kwargs; other kwargs such as
-    ``momentum`` go to the optimizer). ``probe_every``: probe-table period (default
+    ``momentum`` go to the optimizer), or its ``torch.optim`` class in place of the name
+    (``torch.optim.Adam``, ``(torch.optim.Adam, {"lr": 0.01})``,
+    ``functools.partial(torch.optim.Adam, lr=0.01)``); not an optimizer instance, which is
+    bound to one model's parameters. ``probe_every``: probe-table period (default
     ``steps // 10``). ``max_cures``: cures verified per finding. ``out``: a results folder;
     the diagnosis, its probe table and step losses are stored there (kind ``doctor``).
 
