@@ -121,3 +121,20 @@ def test_figures_of_a_one_hidden_layer_network_do_not_say_all_1_layers():
         # was "Mean ± std of the activations\nall 1 layers", "(all 1 layers)"
         assert "all 1 layers" not in text, text
         assert "layer 1, the only one" in text, text
+
+
+# -- figures: axes that carry something -------------------------------------------------------
+def test_a_regression_loss_draws_no_empty_accuracy_axis(page, server, shots):
+    page.goto(server.url + "?train.loss=mse&model.depth=2&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#step")
+    page.wait_for_function("document.getElementById('grad-summary').dataset.step === '1'")
+    page.locator("#panel-loss").screenshot(path=str(shots / "round16_mse_loss_panel.png"))
+    axes = page.evaluate("S.plots['plot-loss'].axes.map((a) => [a.label || '', a.show])")
+    # was: a 0-1 axis labelled "accuracy" with no line on it
+    assert ["accuracy", False] in axes, axes
+    assert "none for mse" in page.locator("#panel-loss .u-legend").text_content()
+    page.goto(server.url + "?model.depth=2&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    axes = page.evaluate("S.plots['plot-loss'].axes.map((a) => [a.label || '', a.show])")
+    assert ["accuracy", True] in axes, axes

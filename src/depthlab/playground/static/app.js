@@ -483,7 +483,10 @@ function buildPlots(m) {
       y: { range: (u, lo, hi) => (S.lossLog ? logScale.range(u, lo, hi) :
         lo === null || hi === null ? [0, 1] : uPlot.rangeNum(lo, hi, 0.1, true)) } },
     axes: [stepAxis, { label: "loss", size: 55, values: (u, sp) => (S.lossLog ? logTicks : linTicks)(u, sp),
-      incrs: () => (S.lossLog ? decadeIncrs : wideIncrs) }, { side: 1, scale: "acc", label: "accuracy", grid: { show: false } }],
+      incrs: () => (S.lossLog ? decadeIncrs : wideIncrs) },
+      // a regression loss (mse, huber) measures no accuracy: an empty 0-1 "accuracy" axis
+      // beside its loss read as an accuracy of 0
+      { side: 1, scale: "acc", label: "accuracy", grid: { show: false }, show: m.has_accuracy !== false }],
     series: [{ label: "step" },
       { label: "train loss", stroke: "#1f5fa8", width: 1.5, points: firstPoints },
       { label: "held-out loss", stroke: "#ff7f0e", width: 1.5, points: firstPoints },
