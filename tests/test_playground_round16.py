@@ -3,6 +3,8 @@
 * after a divergence the status line kept the last measurement's "step 1, epoch 1" beside the
   banner's "training diverged at step 4" (the server's trainer had stopped at step 4); a new
   setup kept the previous network's "step 2145, epoch 49" while the new one was built;
+* a link with a setting the page has no control for (?foo=1) said "change the control marked in
+  red" where none was marked;
 * the parameter count of a batch-normalized network left out its batch norms' gamma and beta
   (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
@@ -138,3 +140,23 @@ def test_a_regression_loss_draws_no_empty_accuracy_axis(page, server, shots):
     page.wait_for_function(MEASURED, timeout=30_000)
     axes = page.evaluate("S.plots['plot-loss'].axes.map((a) => [a.label || '', a.show])")
     assert ["accuracy", True] in axes, axes
+
+
+# -- a link's setting without a control -------------------------------------------------------
+def test_a_link_setting_without_a_control_says_how_to_go_on(page, server, shots):
+    page.goto(server.url + "?foo=bar&model.depth=3")
+    page.wait_for_function("document.body.dataset.state === 'invalid'", timeout=30_000)
+    page.screenshot(path=str(shots / "round16_unknown_link_setting.png"))
+    assert page.locator(".field.invalid").count() == 0  # no control to mark
+    summary = page.locator("#grad-summary").text_content()
+    # was: "... change the control marked in red (or choose a preset)", with none marked
+    assert "marked in red" not in summary, summary
+    assert "change any control (or choose a preset) to start without the link's foo" in summary
+    assert "foo came with the link and has no control here" in page.locator(
+        "#message").text_content()
+    # and it does: the next change of a control leaves foo out
+    page.fill("#f-model-width", "4")
+    page.press("#f-model-width", "Tab")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    assert _session(server).config["model"]["width"] == 4
+    assert page.locator("#message").is_hidden()

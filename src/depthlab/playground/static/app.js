@@ -248,9 +248,14 @@ function handle(m) {
     case "ready": onReady(m); break;
     case "update": onUpdate(m); break;
     case "diverged": onDiverged(m); break;
-    case "error":
+    case "error": {
+      // a setting of the link with no control here (?foo=1): nothing on the page is marked, and
+      // the next change of a control leaves it out (only the first setup sends such keys)
+      const linkOnly = !!m.key && !field(m.key);
       // a refused control leaves the last accepted setup in place (and training, if it was)
-      showMessage(m.message + (m.key && S.ready && S.query ?
+      showMessage(m.message + (linkOnly ? `. ${m.key} came with the link and has no control ` +
+        "here: change any control (or choose a preset) to start without it" : "") +
+        (m.key && !linkOnly && S.ready && S.query ?
         ". Still showing the last accepted setup (" + (S.query[m.key] !== undefined ?
           `${m.key} = ${S.query[m.key]}` : "unchanged") + ")." : ""));
       markInvalid(m.key, m.message);
@@ -262,10 +267,13 @@ function handle(m) {
       // a refused link (nothing accepted yet) measures nothing until a control changes: the
       // gradient panel said "waiting for the first measurement" over empty panels
       if (S.query === null && m.key) {
-        $("grad-summary").textContent = "nothing to measure: the setup was refused; change " +
-          "the control marked in red (or choose a preset)";
+        // "change the control marked in red" where none was marked: ?foo=1 has no control
+        $("grad-summary").textContent = "nothing to measure: the setup was refused; " +
+          (linkOnly ? `change any control (or choose a preset) to start without the link's ${m.key}` :
+            "change the control marked in red (or choose a preset)");
       }
       break;
+    }
     case "doctor_started":
       $("doctor").disabled = true;
       S.doctorQuery = null; $("doctor-out").classList.remove("stale");
