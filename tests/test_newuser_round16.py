@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers.cli import assert_one_line_error, run_cli
 
 import depthlab as dl
 
@@ -62,3 +63,32 @@ def test_a_name_with_nothing_close_gets_no_hint():
         dl.loss("foo")
     assert str(info.value).startswith("unknown loss 'foo'; expected one of: mse, cross_entropy")
     assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize(("args", "fragments"), [
+    (["runn", "x.toml"], ["invalid choice: 'runn'", "(did you mean 'run'?)",
+                          "(see `depthlab --help`)"]),
+    (["run", "x.toml", "--ovrwrite"], ["unrecognized arguments: --ovrwrite",
+                                       "(did you mean --overwrite?)",
+                                       "(see `depthlab run --help`)"]),
+    (["datasets", "--jsn"], ["(did you mean --json?)", "(see `depthlab datasets --help`)"]),
+    (["export", "--format", "csvv"], ["invalid choice: 'csvv'", "(did you mean 'csv'?)"]),
+    (["runs", "--kind", "doctr"], ["(did you mean 'doctor'?)"]),
+    (["reproduce", "he", "--quick"], ["unknown experiment 'he' (did you mean 'he2015'?)"]),
+    (["reproduce", "glorot"], ["(did you mean 'glorot2010'?)"]),
+    (["reproduce", "ladder"], ["(did you mean 'depth-ladder'?)"]),
+])
+def test_cli_typos_suggest_the_closest_command_option_or_choice(capsys, args, fragments):
+    """`depthlab runn`, `--ovrwrite`, `--format csvv` and `reproduce glorot` were refused
+    without the name meant, and an unknown option of a command pointed to `depthlab --help`
+    instead of the command's own help."""
+    code, out, err = run_cli(capsys, *args)
+    assert out == ""
+    assert_one_line_error(code, err, *fragments)
+
+
+def test_cli_words_with_nothing_close_get_no_hint(capsys):
+    code, _, err = run_cli(capsys, "run", "x.toml", "extra1")
+    line = assert_one_line_error(code, err, "unrecognized arguments: extra1",
+                                 "(see `depthlab run --help`)")
+    assert "did you mean" not in line

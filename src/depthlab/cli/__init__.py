@@ -15,6 +15,7 @@ import contextlib
 import errno
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -51,8 +52,28 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``depthlab: error: ...`` and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"depthlab: error: {message} (see `{self.prog} --help`)\n")
+        sys.stderr.write(f"depthlab: error: {message}{self._hint(message)} "
+                         f"(see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+    def _hint(self, message: str) -> str:
+        """`` (did you mean 'run'?)`` for a mistyped command or choice (``invalid choice:
+        'runn'``) and `` (did you mean --overwrite?)`` for a mistyped option (``unrecognized
+        arguments: --ovrwrite``): the closest valid one, else ``""``."""
+        from ..validators import closest_name
+
+        choice = re.match(r"argument \S+: invalid choice: '(.*)' \(choose from (.*)\)$",
+                          message)
+        if choice:
+            close = closest_name(choice[1], re.findall(r"'([^']*)'", choice[2]))
+            return f" (did you mean {close!r}?)" if close else ""
+        unknown = re.match(r"unrecognized arguments: (--[^\s=]+)", message)
+        if unknown:
+            options = [o[2:] for a in self._actions for o in a.option_strings
+                       if o.startswith("--")]
+            close = closest_name(unknown[1][2:], options)
+            return f" (did you mean --{close}?)" if close else ""
+        return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's parser by name."""
+    return next((dict(a.choices) for a in parser._actions
+                 if isinstance(a, argparse._SubParsersAction)), {})
 
 
 THREADS_HELP = ("BLAS threads of this process and the worker processes it starts (default: "
@@ -266,7 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # the command's own parser names it and its options (was `depthlab --help`)
+            command = _subparsers(parser).get(getattr(args, "command", None) or "", parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:
         return int(e.code or 0)
     except KeyboardInterrupt:

@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     given = args.name.strip().lower().replace("_", "-")  # XU2016, depth_ladder: as other names
     chosen = names if given == "all" else [given]
     if chosen[0] not in names:
-        raise UserError(f"unknown experiment {args.name!r}; expected one of: "
-                        f"{', '.join(names)} (or 'all')")
+        raise UserError(f"unknown experiment {args.name!r}{_hint(given, names)}; expected one "
+                        f"of: {', '.join(names)} (or 'all')")
     if args.data is not None:
         _check_data(args.data, [e for e in exps if e.name in chosen])
     echo = say(args)
@@ -158,3 +158,13 @@ def _out_folder(out: str | None, name: str, several: bool) -> Path:
 
 COMMAND = Command("reproduce", "run a classic experiment and check its claims",
                   add_arguments, run)
+
+
+def _hint(given: str, names: list[str]) -> str:
+    """`` (did you mean 'he2015'?)``: the one experiment whose name starts with ``given`` (a
+    name without its year: ``he``, ``glorot``), else the closest (``validators.closest_name``)."""
+    from ..validators import closest_name
+
+    starts = [n for n in names if given and n.startswith(given)]
+    close = starts[0] if len(starts) == 1 else closest_name(given, names)
+    return f" (did you mean {close!r}?)" if close else ""
