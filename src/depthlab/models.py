@@ -13,7 +13,7 @@ from .backend import rng as make_rng
 from .layers import Activation, AlphaDropout, BatchNorm, Dense, Dropout, Layer, Residual, Sequential
 from .memory import check_network, dense_chain, sizes_text
 from .network import Network
-from .spec import ModelSpec
+from .spec import CUMULATIVE, ModelSpec
 
 
 def mlp(
@@ -49,6 +49,12 @@ def mlp(
                         f"accepted: {', '.join(k for k in ModelSpec.keys() if k != 'sizes')}, seed")
     if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__"):
         raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
+    if "bn_momentum" in options and options["bn_momentum"] is None:
+        # torch's BatchNorm1d(momentum=None) is a cumulative average; None was taken as "the
+        # default" here, an EMA of momentum 0.01, silently
+        raise ValueError(f"bn_momentum=None is not accepted (torch's momentum=None is "
+                         f"bn_momentum={CUMULATIVE!r}); accepted: "
+                         f"{ModelSpec.__dataclass_fields__['bn_momentum'].metadata['check'].accepted}")
     spec = ModelSpec(sizes=tuple(sizes), activation=activation, init=init, **options)
     return build(spec, seed=seed)
 
@@ -117,7 +123,8 @@ class _Parts:
         s = self.spec
         if not s.batchnorm:
             return []
-        return [BatchNorm(n, eps=s.bn_eps, momentum=s.bn_momentum, inference=s.bn_inference,
+        momentum = None if s.bn_momentum == CUMULATIVE else s.bn_momentum  # torch's None
+        return [BatchNorm(n, eps=s.bn_eps, momentum=momentum, inference=s.bn_inference,
                           ema_start=s.bn_ema_start, dtype=self.dtype, name=self.name("bn"))]
 
     def act(self) -> Activation:

@@ -92,7 +92,8 @@ def _candidate(layers: list, dtype: str) -> dict[str, Any] | None:
     bns = [la for la in flat if isinstance(la, BatchNorm)]
     if bns:
         bn = bns[0]
-        out.update(batchnorm=True, bn_eps=bn.eps, bn_momentum=bn.momentum,
+        out.update(batchnorm=True, bn_eps=bn.eps,
+                   bn_momentum="cumulative" if bn.momentum is None else bn.momentum,
                    bn_inference=bn.inference, bn_ema_start=bn.ema_start)
     drops = [la for la in flat if isinstance(la, (Dropout, AlphaDropout))]
     if drops:

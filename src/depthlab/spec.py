@@ -300,6 +300,25 @@ class DataSpec(_Section):
                 prefix.rstrip(".") or "val_fraction")
 
 
+CUMULATIVE = "cumulative"
+
+
+class BnMomentum(Float):
+    """A batch-norm momentum in (0, 1], or ``"cumulative"``: torch's ``momentum=None``, the
+    running statistics being the plain mean of every training batch's so far (``BatchNorm``
+    builds it with ``momentum=None``; a network from ``from_torch`` with it has this recipe)."""
+
+    def __init__(self) -> None:
+        super().__init__(0.0, 1.0, lo_open=True, hi_open=False)
+        self.accepted += (f' or "{CUMULATIVE}" (torch\'s momentum=None: the plain mean of the '
+                          "batch statistics)")
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().lower() == CUMULATIVE:
+            return CUMULATIVE
+        return super().__call__(key, v)
+
+
 @dataclass(frozen=True)
 class ModelSpec(_Section):
     """``[model]``: the network (an MLP: plain, batch-normalized and/or residual)."""
@@ -333,8 +352,8 @@ class ModelSpec(_Section):
                                      "{negative_slope = 0.1}")
     bn_inference: str = option("ema", Choice("ema", "population"), "batch-norm statistics at "
                                "inference: running average or whole training set")
-    bn_momentum: float = option(0.01, Float(0.0, 1.0, lo_open=True, hi_open=False),
-                                "weight of the new batch in the running averages")
+    bn_momentum: float | str = option(0.01, BnMomentum(), "weight of the new batch in the "
+                                      'running averages, or "cumulative" (their plain mean)')
     bn_eps: float = option(1e-5, Float(0.0, lo_open=True), "added to the batch variance")
     bn_ema_start: str = option("first_batch", Choice("first_batch", "zero"),
                                "running averages start at the first batch's statistics or at "

@@ -138,8 +138,12 @@ def for_bn_drift(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
         return {"bn_inference": "population"}, (
             "Use population statistics computed in one pass over the training set instead of "
             "the lagging moving average.")
-    mom = float(config.get("bn_momentum", 0.01))
-    return {"bn_momentum": min(1.0, mom * 10.0)}, (
+    mom = config.get("bn_momentum", 0.01)
+    if isinstance(mom, str):  # "cumulative": the plain mean of every batch's statistics
+        return {"bn_momentum": 0.1}, (
+            "Use a moving average of the batch statistics (batch-norm momentum 0.1) instead "
+            "of their cumulative mean, so the running statistics follow training.")
+    return {"bn_momentum": min(1.0, float(mom) * 10.0)}, (
         "Use a 10x larger batch-norm momentum so the running statistics follow training.")
 
 
