@@ -5,6 +5,9 @@
   setup kept the previous network's "step 2145, epoch 49" while the new one was built;
 * a link with a setting the page has no control for (?foo=1) said "change the control marked in
   red" where none was marked;
+* ``depthlab playground --host [::1]`` (IPv6 as URLs write it) failed with "Name or service
+  not known"; ``--host 192.0.2.1`` said only "Cannot assign requested address"; ``--host
+  127.0.0.2`` (loopback) warned that other machines may use the playground;
 * the parameter count of a batch-normalized network left out its batch norms' gamma and beta
   (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.browser import checked_page, screenshot_dir
+from helpers.cli import assert_one_line_error, run_cli
 
 from depthlab.experiments.runner import prepare
 from depthlab.playground.app import check
@@ -160,3 +164,47 @@ def test_a_link_setting_without_a_control_says_how_to_go_on(page, server, shots)
     page.wait_for_function(MEASURED, timeout=30_000)
     assert _session(server).config["model"]["width"] == 4
     assert page.locator("#message").is_hidden()
+
+
+# -- the command line -------------------------------------------------------------------------
+def test_a_host_that_is_no_address_of_this_machine_says_what_to_give(capsys):
+    # 192.0.2.1 is TEST-NET-1: no machine has it
+    code, _, err = run_cli(capsys, "playground", "--no-browser", "--host", "192.0.2.1",
+                           "--port", "0")
+    # was: "cannot listen on 192.0.2.1:0: Cannot assign requested address"
+    assert_one_line_error(code, err, "192.0.2.1", "expected an address of this machine",
+                          "127.0.0.1", "0.0.0.0")
+    code, _, err = run_cli(capsys, "playground", "--no-browser", "--host", "no-such-host.invalid",
+                           "--port", "0")
+    assert_one_line_error(code, err, "no-such-host.invalid", "expected an address")
+
+
+def test_an_ipv6_host_in_brackets_is_listened_on():
+    import socket
+
+    from depthlab.playground.server import bind, url_of
+
+    try:
+        socket.socket(socket.AF_INET6).close()
+        probe = bind("::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    probe.close()
+    # was: OSError "cannot listen on [::1]:0: Name or service not known"
+    sock = bind("[::1]", 0)
+    try:
+        assert sock.family == socket.AF_INET6
+        assert url_of(sock).startswith("http://[::1]:")
+    finally:
+        sock.close()
+
+
+def test_only_addresses_other_machines_can_reach_are_warned_about():
+    from depthlab.playground.server import exposure_note, trusted_hosts
+
+    for host in ("127.0.0.1", "127.0.0.2", "localhost", "LOCALHOST", "::1", "[::1]"):
+        # was: "note: listening on 127.0.0.2: other machines that can reach it may use ..."
+        assert exposure_note(host) is None, host
+        assert trusted_hosts(host) is not None, host
+    for host in ("0.0.0.0", "::", "192.168.1.5"):
+        assert "other machines" in exposure_note(host), host

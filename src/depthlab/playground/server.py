@@ -15,16 +15,25 @@ from .app import PING_INTERVAL, create_app
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``(host, port)`` (``port`` 0: any free port). Raises
     ``OSError`` with a one-line message when the address is taken or not local."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # an IPv6 address as URLs write it ([::1]) was looked up as a host name: "Name or service
+    # not known"
+    addr = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        sock.bind((addr, port))
     except OSError as e:
         sock.close()
-        # a second playground on the default port: say how to get another one
-        hint = " (another program uses it; port 0 picks any free one)" \
-            if e.errno == errno.EADDRINUSE else ""
+        if e.errno == errno.EADDRINUSE:  # a second playground on the default port
+            hint = " (another program uses it; port 0 picks any free one)"
+        elif isinstance(e, socket.gaierror) or e.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
+            # "Cannot assign requested address" (8.8.8.8) or "Invalid argument" (fe80::1)
+            # did not say what to give instead
+            hint = ("; expected an address of this machine: 127.0.0.1 (this machine only), "
+                    "0.0.0.0 (every interface) or one of its network addresses")
+        else:
+            hint = ""
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
     sock.listen(128)
     return sock
@@ -38,12 +47,22 @@ def trusted_hosts(host: str) -> tuple[str, ...] | None:
     a loopback address (the page's own URL; another name is a web site rebound to this
     machine), None (any) otherwise."""
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+        loopback = host.lower() == "localhost" or \
+            ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return None
     if not loopback:
         return None
     return tuple(dict.fromkeys((*LOOPBACK_NAMES, host.lower())))
+
+
+def exposure_note(host: str) -> str | None:
+    """The warning printed when ``host`` is not a loopback address (127.0.0.2 and LOCALHOST
+    are this machine too: they were warned about as if other machines could connect)."""
+    if trusted_hosts(host) is not None:
+        return None
+    return (f"note: listening on {host}: other machines that can reach it may use the "
+            "playground (and this machine's CPU)")
 
 
 def url_of(sock: socket.socket) -> str:
@@ -69,9 +88,9 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = Tru
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     announce(f"depthlab playground: {url}  (Ctrl-C stops it)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        announce(f"note: listening on {host}: other machines that can reach it may use the "
-                 "playground (and this machine's CPU)")
+    note = exposure_note(host)
+    if note:
+        announce(note)
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     server.run(sockets=[sock])
