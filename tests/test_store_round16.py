@@ -5,6 +5,7 @@ it names."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -71,3 +72,31 @@ def test_runs_in_the_wal_of_a_killed_writer_are_read_on_a_read_only_folder(tmpfs
     assert (tmpfs.parent / "ex" / "runs.csv").read_text().count("new ") == 2
     assert _copies() == before
     assert sorted(os.listdir(tmpfs)) == ["depthlab.db", "depthlab.db-wal"]  # untouched
+
+
+@pytest.mark.parametrize("rename, match", [
+    (lambda k: k.replace("param:0:", "param:x:"), r"entry 'param:x:.*' is not a parameter"),
+    (lambda k: "param:", r"entry 'param:' is not a parameter"),
+    (lambda k: k.replace("param:0:", "param:1:") + "2",
+     r"its parameters are numbered \[1, 1, 2, 3\]; expected 0 to 3"),
+])
+def test_a_saved_network_with_a_misnamed_parameter_entry_is_refused_naming_it(
+        tmp_path, capsys, rename, match):
+    # an archive whose parameter entry was renamed (edited, or another tool's) failed with
+    # int()'s "invalid literal for int() with base 10: 'x'", naming neither the file nor the
+    # entry (also as `depthlab predict`'s one line)
+    import numpy as np
+
+    import depthlab as dl
+
+    path = dl.save(dl.mlp([2, 3, 2], "tanh", seed=0), tmp_path / "net.npz")
+    arrays = dict(np.load(path))
+    first = next(k for k in arrays if k.startswith("param:0:"))
+    arrays[rename(first)] = arrays.pop(first)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(ValueError, match=f"^'{re.escape(str(bad))}': {match}"):
+        dl.load(bad)
+    code, _out, err = run_cli(capsys, "predict", bad, "spirals")
+    assert code == 2 and "bad.npz" in err and "invalid literal" not in err, err
+    assert dl.load(path).parameters()[0].value.shape == (2, 3)

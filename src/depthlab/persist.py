@@ -217,14 +217,30 @@ def load(path: str | os.PathLike) -> Any:
     return net
 
 
+def _param_index(key: str, path: Path) -> int:
+    """``k`` of an archive entry ``param:<k>:<name>``; an entry of another shape (an edited
+    archive) is a ValueError naming the file and the entry (it was int()'s "invalid literal
+    for int() with base 10: 'x'")."""
+    parts = key.split(":", 2)
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
+        raise ValueError(f"{str(path)!r}: entry {key!r:.60} is not a parameter of a network "
+                         "saved by depthlab.save; expected 'param:<k>:<name>' with an integer "
+                         "k >= 0")
+    return int(parts[1])
+
+
 def _restore(net: Any, data: Any, path: Path) -> None:
     """Copy the saved parameters and batch-norm state of archive ``data`` into ``net``."""
     params = net.parameters()
     saved = sorted((k for k in data.files if k.startswith("param:")),
-                   key=lambda k: int(k.split(":")[1]))
+                   key=lambda k: _param_index(k, path))
     if len(saved) != len(params):
         raise ValueError(f"{str(path)!r} holds {len(saved)} parameters but its recipe builds "
                          f"{len(params)}")
+    indices = [_param_index(k, path) for k in saved]
+    if indices != list(range(len(saved))):  # param:0 twice and no param:1: order unknown
+        raise ValueError(f"{str(path)!r}: its parameters are numbered {indices[:12]}; expected "
+                         f"0 to {len(saved) - 1}, each once")
     for key, p in zip(saved, params):
         value = _read(data, key, path)
         if value.shape != p.value.shape or value.dtype != p.value.dtype:
