@@ -208,3 +208,27 @@ def test_only_addresses_other_machines_can_reach_are_warned_about():
         assert trusted_hosts(host) is not None, host
     for host in ("0.0.0.0", "::", "192.168.1.5"):
         assert "other machines" in exposure_note(host), host
+
+
+# -- a setting of the export only -------------------------------------------------------------
+def test_changing_the_exported_epochs_keeps_the_trained_network(page, server):
+    page.goto(server.url + "?model.depth=2&model.width=4")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    _wait(lambda: _session(server).trainer.step > 50)
+    before = _session(server)
+    page.locator("summary").click()
+    page.fill("#f-train-epochs", "7")
+    page.press("#f-train-epochs", "Tab")
+    page.wait_for_function("new URLSearchParams(location.search).get('train.epochs') === '7'")
+    # was: a new session from step 0 (the epochs play no part in the playground's training)
+    assert _session(server) is before
+    assert before.state == "running"
+    assert int(page.locator("#stepinfo").get_attribute("data-step")) > 50
+    assert "epochs = 7" in page.evaluate("fetch(document.getElementById('export').href)"
+                                         ".then((r) => r.text())")
+    # any other setting still starts a new network
+    page.fill("#f-model-width", "5")
+    page.press("#f-model-width", "Tab")
+    _wait(lambda: _session(server) is not before)
+    assert _session(server).config["model"]["width"] == 5

@@ -11,7 +11,9 @@ Routes:
 * ``GET /api/export?QUERY``: the setup as a TOML file for ``depthlab run`` (400 with the message
   for a bad setup);
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
-  session: validated, memory-checked, then built and paused at step 0), ``play``, ``pause``,
+  session: validated, memory-checked, then built and paused at step 0; a setup that differs
+  from the session's in :data:`EXPORT_ONLY` settings only keeps the session and is answered
+  ``accepted`` with ``kept: true``), ``play``, ``pause``,
   ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
   server sends ``state``, ``waiting`` (a new setup waits for the previous network to be
   built), ``ready``, ``update`` (measurements), ``diverged``, ``error``
@@ -223,6 +225,16 @@ def create_app(*, memory_limit: int | None = None,
     return app
 
 
+EXPORT_ONLY = ("train.epochs",)
+"""Settings that only go into the exported TOML: a session does not use them."""
+
+
+def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two setups train the same session (they differ in :data:`EXPORT_ONLY` at most)."""
+    return ({k: v for k, v in a.items() if k not in EXPORT_ONLY} ==
+            {k: v for k, v in b.items() if k not in EXPORT_ONLY})
+
+
 def _is_setup(text: Any) -> bool:
     """Whether a received text frame is a ``setup`` command."""
     if not isinstance(text, str) or '"setup"' not in text:
@@ -408,6 +420,16 @@ class _Tab:
             self._error(str(e), e.key)
             return
         old = self.session
+        if (old is not None and old.alive and old.state in ("paused", "running")
+                and self.setup is not None and _same_network(setup, self.setup)):
+            # only a setting of the export changed (epochs: the playground trains until
+            # paused): the network trained so far stays (it was rebuilt from step 0)
+            self.setup = setup
+            self._enqueue({"type": "accepted", "query": to_query(setup), "parameters": params,
+                           "kept": True})
+            if autoplay:
+                old.play()
+            return
         if old is not None and old.alive:
             # One session thread per tab at a time: the memory check counts one network, and
             # a stopped session still loading builds its network before it sees the stop (40

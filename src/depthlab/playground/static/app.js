@@ -307,6 +307,14 @@ function showStep(step, epoch) {
 
 function onAccepted(m) {
   S.query = m.query;
+  if (m.kept) {  // only a setting of the export changed (epochs): the session goes on
+    showMessage(""); markInvalid(null);
+    const qs = new URLSearchParams(m.query).toString();
+    history.replaceState(null, "", "?" + qs);
+    $("export").href = "/api/export?" + qs;
+    markDoctorStale();
+    return;
+  }
   // a new network starts at step 0: the previous one's "step 2145, epoch 49" stayed beside the
   // new parameter count while the new network was built (seconds for a deep one)
   showStep(0, 0);
@@ -730,7 +738,9 @@ function el(tag, cls, text) {
 
 /* findings of another setup than the one on the page (changed since the doctor ran) say so */
 function sameQuery(a, b) {
-  const keys = [...new Set([...Object.keys(a || {}), ...Object.keys(b || {})])];
+  // the epochs go into the export only: the doctor trains its own number of steps
+  const keys = [...new Set([...Object.keys(a || {}), ...Object.keys(b || {})])]
+    .filter((k) => k !== "train.epochs");
   return keys.every((k) => String((a || {})[k]) === String((b || {})[k]));
 }
 
