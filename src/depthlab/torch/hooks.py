@@ -94,6 +94,22 @@ def _in_transform() -> bool:
     return _PEEK is not None and _PEEK() is not None
 
 
+_FT = getattr(torch._C, "_functorch", None)
+_WRAPPED = getattr(_FT, "is_functorch_wrapped_tensor", None)
+_UNWRAP = getattr(_FT, "get_unwrapped", None)
+_NO_FUNCTORCH = getattr(torch._C, "_DisableFuncTorch", None)
+
+
+def _plain(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The ordinary tensor under torch.func's wrappers (``vmap``'s batched tensor holds every
+    vmapped call's values, the batch dimension included), or None when there is none to read."""
+    if t is None or _WRAPPED is None or _UNWRAP is None:
+        return None
+    while _WRAPPED(t):
+        t = _UNWRAP(t)
+    return t
+
+
 def _in_forward(model: nn.Module) -> bool:
     """Whether a call of ``model`` is on some thread's stack (a frame of ``Module.__call__``
     whose ``self`` is it)."""
@@ -301,7 +317,9 @@ class Recording:
     def _idle(self) -> bool:
         """The armed hooks ignore the call in progress: a forward of the model without
         gradients (validation under ``no_grad``/``inference_mode``), any call inside a
-        ``torch.func`` transform (:func:`_in_transform`), or a submodule called on
+        ``torch.func`` transform (:func:`_in_transform`; a weight layer run by ``vmap`` or
+        ``func.grad`` inside the model's own forward is still measured,
+        :meth:`_transformed_in_model`), or a submodule called on
         its own, outside any forward of the model, without gradients, once a backward has run
         through the pass (a loop that calls ``model.encoder(x)`` rather than ``model(x)``: a
         validation call between ``backward`` and ``Watch.step`` was pooled into the training
@@ -617,8 +635,16 @@ class Recording:
         fn.register_prehook(prehook)
 
     # -- weight layers ---------------------------------------------------------------------
+    def _transformed_in_model(self) -> bool:
+        """Whether the call in progress runs inside a ``torch.func`` transform that the
+        model's own forward (with gradients) opened: ``torch.vmap(lambda r: self.fc(r))(x)``
+        inside ``forward``. Such a layer is measured on the ordinary tensor under vmap's
+        wrapper (all vmapped calls, pooled): it was skipped as :attr:`_idle`, so it had no
+        number and no row at all, not even its weights'."""
+        return self._in_model and not self._model_idle and _in_transform()
+
     def _layer_pre(self, module, args) -> None:
-        if self._idle:
+        if self._idle and not self._transformed_in_model():
             return
         for info in self._owners[id(module)]:
             if not info.has_output:
@@ -627,7 +653,13 @@ class Recording:
 
     def _layer_post(self, module, args, output) -> None:
         if self._idle:
+            if self._transformed_in_model() and _NO_FUNCTORCH is not None:
+                with _NO_FUNCTORCH():  # ordinary operations on the ordinary tensor
+                    self._layer_output(module, _plain(_first_tensor(output)))
             return
+        self._layer_output(module, output)
+
+    def _layer_output(self, module, output) -> None:
         out = output if type(output) is torch.Tensor else _first_tensor(output)
         p = self.p
         for info in self._owners[id(module)]:

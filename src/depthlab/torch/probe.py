@@ -33,7 +33,10 @@ quantity                  definition (population statistics over all entries)
 ========================  =====================================================================
 
 A module called several times in the pass pools all its calls. Outputs computed under
-``torch.no_grad()`` have no gradient rows. Under autocast, statistics are computed in float32.
+``torch.no_grad()`` have no gradient rows. A weight layer that the model's forward runs through
+``torch.vmap`` (or ``torch.func.grad``) is measured on the tensor under the transform's wrapper
+(every vmapped call pooled); the activation and normalization modules inside the transform are
+not matched to it (no ``act_*`` rows). Under autocast, statistics are computed in float32.
 ``torch.utils.checkpoint(..., use_reentrant=True)`` refuses ``torch.autograd.grad``: then the
 gradients come from ``loss.backward()`` into emptied ``.grad`` slots (the user's put back
 after), with a warning: the layers it wraps ran their forward without gradients, so they have no
