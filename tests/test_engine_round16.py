@@ -103,3 +103,21 @@ def test_a_torch_batch_norm_with_momentum_none_saves_and_loads(tmp_path):
                                model[1].running_mean.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(back.batchnorms()[0].running_var,
                                model[1].running_var.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_argument_given_as_a_training_option_is_named_as_loss_kwargs():
+    # fit(..., loss="huber", delta=2.0) and [train] delta = 2.0 hinted "did you mean 'betas'?"
+    from depthlab.experiments.config import validate
+
+    x, y = _blobs()
+    with pytest.raises(TypeError, match=r"delta is an argument of the loss 'huber': "
+                                        r"loss_kwargs=\{'delta': 2.0\}"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y, loss="huber", delta=2.0)
+    with pytest.raises(TypeError, match="label_smoothing is an argument of the loss "
+                                        "'cross_entropy'"):
+        dl.fit(dl.mlp([3, 4, 2]), x, y, label_smoothing=0.1)
+    with pytest.raises(ValueError, match=r'train.delta.*argument of the loss "huber": '
+                                         r"loss_kwargs = \{delta = \.\.\.\}") as err:
+        validate({"data": {"name": "digits"}, "model": {"sizes": [64, 8, 10]},
+                  "train": {"loss": "huber", "delta": 2.0}})
+    assert "betas" not in str(err.value).split(";")[0]

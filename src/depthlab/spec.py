@@ -111,6 +111,20 @@ def all_optimizer_hyperparameters() -> list[str]:
     return names
 
 
+def loss_arguments() -> dict[str, str]:
+    """The keyword arguments of the registered losses (``label_smoothing``, ``delta``), each
+    with the first loss that takes it: given where an optimizer hyperparameter may be (a
+    ``[train]`` key, ``fit(..., delta=2.0)``) they are named as ``loss_kwargs``."""
+    import inspect
+
+    out: dict[str, str] = {}
+    for name in LOSSES.names:
+        for k in inspect.signature(LOSSES[name].__init__).parameters:
+            if k != "self":
+                out.setdefault(k, name)
+    return out
+
+
 def check_field(spec_cls: type, name: str, value: Any) -> Any:
     """``value`` checked and normalised as field ``name`` of ``spec_cls`` is (the key in the
     message is ``name``): the one rule for that setting, also where no spec is built."""
@@ -160,6 +174,9 @@ def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError
     synonym = KEY_SYNONYMS.get(section or "", {}).get(str(key).strip().lower().replace("-", "_"))
     close = synonym if synonym in valid else closest_name(key, valid)
     hint = f" (did you mean {fmt(close)}?)" if close else ""
+    if section == "train" and key in loss_arguments():  # "delta": not "did you mean betas?"
+        hint = (f" ({key} is an argument of the loss {fmt(loss_arguments()[key])}: "
+                f"loss_kwargs = {{{key} = ...}})")
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
     return ConfigError(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..backend import Array, xp
 from ..backend import rng as make_rng
@@ -29,11 +30,20 @@ from .interrupts import DeferredInterrupts
 class Callback:
     """Hooks called by :class:`Trainer`. ``step`` counts optimizer updates from 1."""
 
-    def on_train_begin(self, trainer: Trainer) -> None: ...
-    def before_update(self, trainer: Trainer, step: int) -> None: ...
-    def after_update(self, trainer: Trainer, step: int, loss: float) -> None: ...
-    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_train_end(self, trainer: Trainer, history: History) -> None: ...
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Before the first step of a :meth:`Trainer.fit` call."""
+
+    def before_update(self, trainer: Trainer, step: int) -> None:
+        """After the backward pass of ``step`` (every ``.grad`` filled), before the update."""
+
+    def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
+        """After the optimizer's update of ``step``; ``loss`` is the step's batch loss."""
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        """After each epoch, with its metrics (the row :meth:`History.epochs_frame` adds)."""
+
+    def on_train_end(self, trainer: Trainer, history: History) -> None:
+        """When the :meth:`Trainer.fit` call ends (finished, diverged or interrupted)."""
 
 
 class Trainer:
@@ -163,7 +173,12 @@ class Trainer:
         return m
 
     # -- the loop ------------------------------------------------------------------------
-    def fit(self, x, y, x_val=None, y_val=None) -> History:
+    def fit(self, x: ArrayLike, y: ArrayLike, x_val: ArrayLike | None = None,
+            y_val: ArrayLike | None = None) -> History:
+        """Train on ``x`` (``(n, n_inputs)``) and ``y`` (integer labels ``(n,)`` or targets
+        ``(n, n_outputs)``), evaluating on ``x_val, y_val`` after each epoch when given;
+        returns the :class:`History` (accumulated over calls). Bad data (shapes, NaN, empty,
+        labels out of range) raise ValueError/TypeError before the first step."""
         net = self.net
         raw = np.float64 if self.standardize else net.dtype  # cast after standardizing
         x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=raw)
@@ -393,7 +408,7 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
     listing the accepted ones."""
     import inspect
 
-    from ..spec import KEY_SYNONYMS, all_optimizer_hyperparameters
+    from ..spec import KEY_SYNONYMS, all_optimizer_hyperparameters, loss_arguments
 
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"optimizer_kwargs={kwargs!r:.60} is not accepted; accepted: a dict, "
@@ -412,6 +427,9 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
             hint = f" (did you mean {close!r}?)" if close else ""
             if key in _model_options():  # fit(..., dropout=0.2): the README's regularization
                 hint = f" ({key} is a model option: dl.mlp(..., {key}=...))"  # row lists both
+            elif key in loss_arguments():  # fit(..., delta=2.0) hinted "did you mean 'betas'?"
+                hint = (f" ({key} is an argument of the loss {loss_arguments()[key]!r}: "
+                        f"loss_kwargs={{{key!r}: {value!r}}})")
             raise TypeError(f"fit()/Trainer() got an unknown option {key!r}{hint}; accepted: "
                             f"{', '.join(own)} and the optimizer's hyperparameters "
                             f"({', '.join(known)})")
@@ -445,6 +463,7 @@ def _progress(total: int, progress: bool | str):
     return make_progress(total, progress)
 
 
-def fit(net: Network, x, y, x_val=None, y_val=None, **kwargs) -> History:
+def fit(net: Network, x: ArrayLike, y: ArrayLike, x_val: ArrayLike | None = None,
+        y_val: ArrayLike | None = None, **kwargs: Any) -> History:
     """Train ``net`` (see :class:`Trainer` for the options) and return its :class:`History`."""
     return Trainer(net, **kwargs).fit(x, y, x_val, y_val)
