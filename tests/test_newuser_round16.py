@@ -92,3 +92,67 @@ def test_cli_words_with_nothing_close_get_no_hint(capsys):
     line = assert_one_line_error(code, err, "unrecognized arguments: extra1",
                                  "(see `depthlab run --help`)")
     assert "did you mean" not in line
+
+
+PUBLIC_MODULES = ["depthlab", "depthlab.theory", "depthlab.plot", "depthlab.data",
+                  "depthlab.diagnosis", "depthlab.layers", "depthlab.training",
+                  "depthlab.inference", "depthlab.losses", "depthlab.activations",
+                  "depthlab.initializers", "depthlab.optimizers"]
+NOT_HERE = {"ProbeRecorder"}  # depthlab.probes: its callback methods are another owner's
+
+
+def _public_callables():
+    import importlib
+    import inspect
+
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        names = getattr(module, "__all__", [n for n in dir(module) if not n.startswith("_")])
+        for name in names:
+            obj = getattr(module, name)
+            if name in NOT_HERE:
+                continue
+            if inspect.isfunction(obj):
+                yield f"{module_name}.{name}", obj, obj
+            elif inspect.isclass(obj) and obj.__module__.startswith("depthlab"):
+                yield f"{module_name}.{name}.__init__", obj.__init__, None
+                for attr in dir(obj):
+                    method = getattr(obj, attr)
+                    if not attr.startswith("_") and inspect.isfunction(method):
+                        yield f"{module_name}.{name}.{attr}", method, method
+
+
+def test_every_public_function_has_type_hints_and_a_docstring():
+    """dl.loss/optimizer/activation/initializer had no return types, dl.fit's x, y and
+    Trainer.fit none and no docstring, Dense/BatchNorm/Activation/Dropout forward and backward
+    no docstring with their formula (BatchNorm not even a class docstring), nor History's
+    frames, Network.forward/backward, the Callback hooks or the initializers' sample/variance."""
+    import inspect
+
+    missing = []
+    for label, fn, documented in _public_callables():
+        if not inspect.isfunction(fn):
+            continue  # object.__init__ of a dataclass-free class without one
+        sig = inspect.signature(fn)
+        bare = [p for p, v in sig.parameters.items()
+                if p not in ("self", "cls") and v.annotation is inspect.Parameter.empty]
+        if bare:
+            missing.append(f"{label}: parameters {bare} without a type hint")
+        if documented is not None:
+            if sig.return_annotation is inspect.Signature.empty:
+                missing.append(f"{label}: no return type")
+            if not (inspect.getdoc(documented) or "").strip():
+                missing.append(f"{label}: no docstring")
+    assert not missing, "\n".join(missing)
+
+
+def test_layer_docstrings_give_their_formulas():
+    import inspect
+
+    from depthlab import layers
+
+    assert "sqrt(var_B + eps)" in inspect.getdoc(layers.BatchNorm)
+    assert "x^T g" in inspect.getdoc(layers.Dense.backward)
+    assert "f'(s)" in inspect.getdoc(layers.Activation.backward)
+    assert "m / (1 - p)" in inspect.getdoc(layers.Dropout.forward)
+    assert "adamw" in inspect.getdoc(dl.optimizer)

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for the annotations only: `import depthlab` stays lazy
+    from .activations import ActivationFn
+    from .initializers import Initializer
+    from .losses import Loss
+    from .optimizers import Optimizer
+    from .parameter import Parameter
 
 __version__ = "0.1.0"
 
@@ -76,30 +84,39 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-def loss(name: str, **kwargs):
-    """A loss object by name: ``mse``, ``cross_entropy``, ``binary_cross_entropy``, ``huber``."""
+def loss(name: str, **kwargs: Any) -> Loss:
+    """A loss object by name: ``mse`` (``mean (pred - y)^2``), ``cross_entropy`` (logits:
+    ``mean_i (logsumexp(z_i) - z_i[y_i])``; integer or one-hot labels),
+    ``binary_cross_entropy`` (logits: ``mean softplus(z) - y z``), ``huber`` (``delta = 1``:
+    ``mean 0.5 r^2`` for ``|r| <= delta``, ``delta (|r| - delta/2)`` beyond). ``forward(pred,
+    target) -> float``, ``backward() -> dL/dpred``."""
     from .losses import get_loss
 
     return get_loss(name, **kwargs)
 
 
-def optimizer(name: str, params, **kwargs):
+def optimizer(name: str, params: Iterable[Parameter], **kwargs: Any) -> Optimizer:
     """An optimizer by name (``sgd``, ``adagrad``, ``adadelta``, ``rmsprop``, ``adam``,
-    ``nadam``) over ``params``, with ``torch.optim`` hyperparameter names and defaults."""
+    ``adamw``, ``nadam``) over ``params`` (e.g. ``net.parameters()``), with ``torch.optim``
+    hyperparameter names, defaults and update rules; ``step()`` updates every ``.value`` in
+    place from its ``.grad`` (sgd: ``v = mu v + g``, ``w -= lr v``)."""
     from .optimizers import get_optimizer
 
     return get_optimizer(name, params, **kwargs)
 
 
-def activation(name: str, **kwargs):
-    """An activation function object by name."""
+def activation(name: str, **kwargs: Any) -> ActivationFn:
+    """An activation function object by name (:data:`ACTIVATIONS`): ``forward(s) = f(s)``,
+    ``derivative(s, a) = f'(s)``, ``backward(s, a, dL/da) = dL/da * f'(s)``."""
     from .activations import get_activation
 
     return get_activation(name, **kwargs)
 
 
-def initializer(name: str, **kwargs):
-    """An initializer ``init(shape, rng, dtype)`` by name."""
+def initializer(name: str, **kwargs: Any) -> Initializer:
+    """An initializer ``init(shape, rng, dtype)`` by name (:data:`INITIALIZERS`); the
+    variance-scaling ones draw ``Var W = scale / fan`` (glorot: ``2 / (fan_in + fan_out)``,
+    he: ``2 / fan_in``, lecun: ``1 / fan_in``)."""
     from .initializers import get_initializer
 
     return get_initializer(name, **kwargs)

@@ -119,9 +119,12 @@ class Initializer:
         return {}
 
     def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
+        """Draw an array of ``shape`` (float64) from ``gen``; ``__call__`` casts it."""
         raise NotImplementedError
 
     def variance(self, fan_in: int, fan_out: int) -> float:
+        """The variance ``Var(W)`` of one entry for a layer of these fans (the class
+        docstring's formula), used by the theory."""
         raise NotImplementedError
 
     def limit(self, fan_in: int, fan_out: int) -> float | None:
@@ -283,7 +286,7 @@ class Normal(Initializer):
     def params(self) -> dict[str, Any]:
         return {"std": self.std}
 
-    def sample(self, shape, gen):
+    def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         return gen.normal(0.0, self.std, size=shape)
 
     def variance(self, fan_in: int, fan_out: int) -> float:
@@ -308,7 +311,7 @@ class Uniform(Initializer):
     def variance(self, fan_in: int, fan_out: int) -> float:
         return self.limit(fan_in, fan_out) ** 2 / 3.0
 
-    def sample(self, shape, gen):
+    def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         lim = self.limit(*compute_fans(shape))
         return gen.uniform(-lim, lim, size=shape)
 
@@ -342,7 +345,7 @@ class Constant(Initializer):
     def params(self) -> dict[str, Any]:
         return {"value": self.value}
 
-    def sample(self, shape, gen):
+    def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         return np.full(shape, self.value, dtype=np.float64)
 
     def variance(self, fan_in: int, fan_out: int) -> float:
@@ -377,7 +380,7 @@ class Orthogonal(Initializer):
     def params(self) -> dict[str, Any]:
         return {"gain": self.gain}
 
-    def sample(self, shape, gen):
+    def sample(self, shape: tuple[int, ...], gen: np.random.Generator) -> Array:
         if len(shape) < 2:
             raise ValueError(
                 f"orthogonal init needs a shape with 2 or more dimensions, got {shape!r}; "

@@ -89,11 +89,18 @@ class Network(Sequential):
         return x
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """The network's output (logits unless ``output_activation`` names one) for a batch
+        ``x`` of shape ``(batch, n_inputs)``, checked first (:meth:`check_input`); every layer
+        caches what :meth:`backward` needs."""
         y = super().forward(self.check_input(x), training)
         self._out_shape = y.shape  # what backward's gradient must match (no walk per step)
         return y
 
     def backward(self, grad: Array, input_grad: bool = True, copy: bool = True) -> Array | None:
+        """``dL/dx`` for ``grad = dL/dy`` of the last :meth:`forward` (shape ``(batch,
+        n_outputs)``), by the chain rule through every layer in reverse (the generalized delta
+        rule); fills every parameter's ``.grad``. ``grad`` is left unchanged (copied first)
+        unless ``copy=False``."""
         if self.layers[0].cached_input() is None:
             raise RuntimeError("backward called before forward")
         out = getattr(self, "_out_shape", None) or self.output_cache_shape
@@ -159,12 +166,15 @@ class Network(Sequential):
 
     # -- structure --------------------------------------------------------------------
     def dense_layers(self) -> list[Dense]:
+        """The Dense layers in forward order (residual blocks' included)."""
         return [layer for layer in self.leaves() if isinstance(layer, Dense)]
 
     def batchnorms(self) -> list[BatchNorm]:
+        """The BatchNorm layers in forward order."""
         return [layer for layer in self.leaves() if isinstance(layer, BatchNorm)]
 
     def dropouts(self) -> list[Dropout]:
+        """The Dropout (and AlphaDropout) layers in forward order."""
         return [layer for layer in self.leaves() if isinstance(layer, Dropout)]
 
     def probe_points(self) -> list[ProbePoint]:
@@ -184,6 +194,7 @@ class Network(Sequential):
         return len(self.dense_layers())
 
     def num_parameters(self) -> int:
+        """The number of trainable scalars, ``sum_p p.value.size``."""
         return int(sum(p.value.size for p in self.parameters()))
 
     def first_nonfinite(self, output: Array | None = None) -> str | None:

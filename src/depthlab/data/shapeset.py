@@ -23,6 +23,8 @@ apex at ``(0, 0.5)``; parallelogram with horizontal sides offset by a quarter wi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from depthlab.backend import resolve_dtype, xp
@@ -125,7 +127,8 @@ def rasterize(types: np.ndarray, pose: np.ndarray, size: int = SIZE, chunk: int 
 
 
 def make_shapeset(
-    n: int = DEFAULT_N, rng: np.random.Generator | None = None, *, size: int = SIZE, dtype="float32"
+    n: int = DEFAULT_N, rng: np.random.Generator | None = None, *, size: int = SIZE,
+    dtype: Any = "float32",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Generate ``n`` Shapeset-3x2 images.
 

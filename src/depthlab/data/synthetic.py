@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from depthlab.backend import resolve_dtype, xp
@@ -28,7 +30,7 @@ def make_clusters(
     d: int = 64,
     n_classes: int = 10,
     separation: float = 3.0,
-    dtype="float32",
+    dtype: Any = "float32",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gaussian classes: ``x = mu_y + eps``, ``eps ~ N(0, I_d)``, ``y = i mod K`` (balanced).
 
@@ -67,7 +69,7 @@ def make_spirals(
     n_classes: int = 2,
     noise: float = 0.1,
     turns: float = 1.5,
-    dtype="float32",
+    dtype: Any = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interleaved 2-D spirals, one arm per class, ``y = i mod K``.
 

@@ -59,6 +59,7 @@ class Finding:
     severity: str = "medium"
 
     def to_dict(self) -> dict[str, Any]:
+        """The finding as strict-JSON values (``Finding.from_dict`` reads it back)."""
         return jsonable({
             "kind": self.kind, "layers": list(self.layers), "evidence": self.evidence,
             "message": self.message, "prescription": self.prescription,
@@ -100,6 +101,7 @@ class Verification:
     new_findings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The verification as strict-JSON values (``Verification.from_dict`` reads it back)."""
         return jsonable({
             "kind": self.kind, "prescription": self.prescription, "before": self.before,
             "after": self.after, "metric": self.metric, "metric_before": self.metric_before,
@@ -139,6 +141,8 @@ class Verification:
         return acc(self.after) - acc(self.before), max(-1.0, min(1.0, rel))
 
     def summary(self) -> str:
+        """One line: train loss, val accuracy and the finding's metric before -> after, and
+        whether the prescription helped (the rule in the class docstring)."""
         b, a = self.before, self.after
         if self.helped:
             verdict = "helped" + (" (finding resolved)" if self.resolved else "")

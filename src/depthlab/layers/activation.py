@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..activations import get_activation
 from ..backend import Array
 from .base import Layer
@@ -13,7 +15,7 @@ class Activation(Layer):
 
     keeps_grad = True
 
-    def __init__(self, fn="relu", name: str = "act", **kwargs) -> None:
+    def __init__(self, fn: Any = "relu", name: str = "act", **kwargs: Any) -> None:
         self.fn = get_activation(fn, **kwargs)
         self.name = name
         self.s: Array | None = None
@@ -21,11 +23,13 @@ class Activation(Layer):
         self.grad_s: Array | None = None
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``a = f(s)`` elementwise, with ``s = x``; both kept (``s``, ``a``) for the probes."""
         self.s = x
         self.a = self.fn.forward(x)
         return self.a
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
+        """``dL/ds = dL/da * f'(s)`` elementwise, kept as ``grad_s`` and returned."""
         self.grad_s = self.fn.backward(self.s, self.a, grad)
         return self.grad_s
 

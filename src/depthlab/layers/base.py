@@ -26,12 +26,19 @@ class Layer:
     name: str = "layer"
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``y = f(x)`` for a batch ``x`` of shape ``(batch, features)``; ``training`` selects
+        batch statistics and dropout masks (True) or the inference behaviour (False). Caches
+        what :meth:`backward` needs."""
         raise NotImplementedError
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
+        """``dL/dx = dL/dy * dy/dx`` for ``grad = dL/dy`` of the last :meth:`forward`; fills
+        ``p.grad = dL/dp`` of every parameter (overwritten, not accumulated). ``None`` when
+        ``input_grad=False`` lets the layer skip ``dL/dx``."""
         raise NotImplementedError
 
     def parameters(self) -> list[Parameter]:
+        """The layer's trainable parameters in forward order (none here)."""
         return []
 
     def leaves(self) -> Iterator[Layer]:

@@ -20,6 +20,8 @@ Inference uses one of two estimates of the population statistics:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..backend import Array, resolve_dtype, xp
@@ -52,6 +54,17 @@ def batch_moments(x: Array) -> tuple[Array, Array, Array]:
 
 
 class BatchNorm(Layer):
+    """Batch normalization (Ioffe & Szegedy 2015) of each of ``n`` features::
+
+        training:  y = gamma * (x - mu_B) / sqrt(var_B + eps) + beta
+                   (mu_B, var_B: the batch's mean and biased variance)
+        inference: the same with the moving averages (``inference="ema"``:
+                   r <- (1 - momentum) r + momentum * batch statistic, the unbiased variance)
+                   or the whole training set's statistics (``"population"``, :meth:`calibrate`)
+
+    ``momentum=None`` is torch's cumulative average (factor 1/k at the k-th batch).
+    """
+
     overwrites_grad = False
 
     def __init__(
@@ -62,7 +75,7 @@ class BatchNorm(Layer):
         momentum: float | None = 0.01,
         inference: str = "ema",
         ema_start: str = "first_batch",
-        dtype="float32",
+        dtype: Any = "float32",
         name: str = "bn",
     ) -> None:
         n = positive_int("BatchNorm size", n)
@@ -127,6 +140,9 @@ class BatchNorm(Layer):
 
     # -- forward / backward -----------------------------------------------------------
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``y = gamma * xhat + beta`` with ``xhat = (x - mu) / sqrt(var + eps)``: the batch's
+        mean and biased variance in training (at least 2 rows; the moving averages updated),
+        the inference statistics otherwise."""
         self.x = x
         self._training = training
         if training:
@@ -198,6 +214,7 @@ class BatchNorm(Layer):
         self.x = self.xhat = self.xc = self.inv_std = None
 
     def parameters(self) -> list[Parameter]:
+        """``[gamma, beta]``."""
         return [self.gamma, self.beta]
 
     def __repr__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..backend import Array, resolve_dtype, xp
@@ -29,10 +31,10 @@ class Dense(Layer):
         fan_out: int,
         *,
         bias: bool = True,
-        init="glorot_uniform",
-        bias_init="zeros",
-        rng=None,
-        dtype="float32",
+        init: Any = "glorot_uniform",
+        bias_init: Any = "zeros",
+        rng: Any = None,
+        dtype: Any = "float32",
         name: str = "dense",
     ) -> None:
         for label, n in (("fan_in", fan_in), ("fan_out", fan_out)):
@@ -60,6 +62,7 @@ class Dense(Layer):
         self.x: Array | None = None
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``y = x W + b``: ``(batch, fan_in) -> (batch, fan_out)``; ``x`` kept for backward."""
         self.x = x
         y = x @ self.W.value
         if self.b is not None:
@@ -67,6 +70,8 @@ class Dense(Layer):
         return y
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
+        """With ``g = dL/dy``: ``dL/dW = x^T g``, ``dL/db = sum_batch g`` (into ``W.grad``,
+        ``b.grad``); returns ``dL/dx = g W^T`` (None with ``input_grad=False``)."""
         np.matmul(self.x.T, grad, out=self.W.grad)
         if self.b is not None:
             if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
@@ -79,6 +84,7 @@ class Dense(Layer):
         return grad @ self.W.value.T
 
     def parameters(self) -> list[Parameter]:
+        """``[W, b]`` (``[W]`` without a bias)."""
         return [self.W] if self.b is None else [self.W, self.b]
 
     def __repr__(self) -> str:

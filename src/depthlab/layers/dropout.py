@@ -7,6 +7,7 @@ units, as their initializers give them the same weights."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class Dropout(Layer):
     """Inverted dropout: in training ``y = x * (m / (1 - p))`` with ``m ~ Bernoulli(1 - p)``;
     identity at inference unless ``mc`` is set (Monte Carlo dropout)."""
 
-    def __init__(self, p: float = 0.5, *, rng=None, name: str = "dropout") -> None:
+    def __init__(self, p: float = 0.5, *, rng: Any = None, name: str = "dropout") -> None:
         self.p = rate("dropout rate", p)
         self.rng = make_rng(rng)
         self.name = name
@@ -39,6 +40,8 @@ class Dropout(Layer):
         return (training or self.mc) and self.p > 0.0
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``y = x * m / (1 - p)``, ``m ~ Bernoulli(1 - p)`` drawn per entry, in training (or
+        with ``mc``); ``y = x`` otherwise."""
         self.x = x
         if not self._active(training):
             self.mask = None
@@ -51,6 +54,7 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
+        """``dL/dx = dL/dy * mask`` (the forward's scaled mask; ``dL/dy`` when it was off)."""
         if self.mask is not None:
             grad *= self.mask
         return grad
@@ -65,6 +69,8 @@ class AlphaDropout(Dropout):
     ``B = -A a' p`` so that zero mean and unit variance are kept."""
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``y = A (x m + a' (1 - m)) + B`` in training (or with ``mc``), ``y = x``
+        otherwise; backward ``dL/dx = A m dL/dy``."""
         self.x = x
         if not self._active(training):
             self.mask = None

@@ -41,10 +41,12 @@ class Residual(Layer):
         self.name = name
 
     def forward(self, x: Array, training: bool = True) -> Array:
+        """``y = x + F(x)``."""
         self.x = x
         return _add_skip(self.branch, self.branch.forward(x, training), x)
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
+        """``dL/dx = dL/dy + J_F^T dL/dy`` (the skip path's gradient plus the branch's)."""
         g_in = grad.copy() if self.branch.overwrites_grad else grad
         gx = self.branch.backward(g_in, input_grad=True)
         if gx is grad:  # a branch that hands the gradient through (empty): grad stays intact
@@ -56,6 +58,7 @@ class Residual(Layer):
         return _add_skip(self.branch, self.branch.calibrate(x), x)
 
     def parameters(self) -> list[Parameter]:
+        """The branch ``F``'s parameters (the skip path has none)."""
         return self.branch.parameters()
 
     def leaves(self) -> Iterator[Layer]:

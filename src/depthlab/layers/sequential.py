@@ -10,6 +10,9 @@ from .base import Layer
 
 
 class Sequential(Layer):
+    """``y = f_L(... f_1(x))``; backward ``dL/dx = J_1^T ... J_L^T dL/dy`` (each layer's
+    :meth:`~Layer.backward` in reverse order)."""
+
     def __init__(self, layers: list[Layer], name: str = "seq") -> None:
         self.layers = list(layers)
         self.name = name
@@ -47,6 +50,7 @@ class Sequential(Layer):
         return x
 
     def parameters(self) -> list[Parameter]:
+        """Every layer's parameters, in forward order."""
         return [p for layer in self.layers for p in layer.parameters()]
 
     def leaves(self) -> Iterator[Layer]:

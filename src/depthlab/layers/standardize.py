@@ -51,6 +51,7 @@ class Standardize(Layer):
         return z.astype(self.mean.dtype, copy=False)
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
+        """``dL/dx = dL/dz / std``."""
         grad /= self.std
         return grad
 

@@ -309,7 +309,8 @@ def resolve_activation(activation: Any, **kw: Any) -> ScalarActivation:
 
 
 def affine_activation(
-    activation: Any, out_scale: float = 1.0, out_shift: float = 0.0, in_scale: float = 1.0, **kw
+    activation: Any, out_scale: float = 1.0, out_shift: float = 0.0, in_scale: float = 1.0,
+    **kw: Any,
 ) -> ScalarActivation:
     """``g(s) = out_scale f(in_scale s) + out_shift``, ``g' = out_scale in_scale f'(in_scale s)``.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..backend import Array, data_array
@@ -34,7 +36,7 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     return x, y
 
 
-def finite_features(x: Array, dtype, what: str) -> Array:
+def finite_features(x: Array, dtype: Any, what: str) -> Array:
     """``x`` (2-D, real numbers) cast to ``dtype``, or a ValueError naming the first entry
     that is NaN, infinite or too large for ``dtype`` (row and column) and what is accepted."""
     x = data_array(x)

@@ -58,6 +58,7 @@ class DivergenceReport:
         )
 
     def as_dict(self) -> dict[str, Any]:
+        """The report's fields and its :attr:`message` as a dict (strict-JSON values)."""
         return {
             "step": self.step,
             "epoch": self.epoch,
@@ -85,6 +86,7 @@ class History:
 
     @property
     def diverged(self) -> bool:
+        """Training stopped on a non-finite loss (:attr:`divergence` holds the report)."""
         return self.divergence is not None
 
     @property
@@ -97,15 +99,21 @@ class History:
 
     @property
     def steps(self) -> int:
+        """The number of optimizer updates so far."""
         return len(self.step_loss)
 
     def steps_frame(self) -> pd.DataFrame:
+        """One row per update: ``step`` (from 1) and ``loss`` (the batch's loss before it)."""
         return pd.DataFrame({"step": range(1, len(self.step_loss) + 1), "loss": self.step_loss})
 
     def epochs_frame(self) -> pd.DataFrame:
+        """One row per epoch: ``epoch``, ``step``, ``train_loss``, ``train_acc`` (over the
+        whole training set after the epoch, in inference mode; unless ``eval_train=False``),
+        ``val_loss``, ``val_acc`` (with validation data) and ``seconds``."""
         return pd.DataFrame(self.epochs)
 
     def evals_frame(self) -> pd.DataFrame:
+        """One row per ``eval_every`` steps: ``step``, ``epoch``, ``val_loss``, ``val_acc``."""
         return pd.DataFrame(self.evals)
 
     def final(self) -> dict[str, float]:
