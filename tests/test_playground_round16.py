@@ -8,6 +8,8 @@
 * ``depthlab playground --host [::1]`` (IPv6 as URLs write it) failed with "Name or service
   not known"; ``--host 192.0.2.1`` said only "Cannot assign requested address"; ``--host
   127.0.0.2`` (loopback) warned that other machines may use the playground;
+* a residual network's panels number its nonlinearities (two per block), but the summary said
+  "layer 1 ..., layer 599" of a 300-layer net and the legends "layer 401";
 * the parameter count of a batch-normalized network left out its batch norms' gamma and beta
   (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
@@ -232,3 +234,24 @@ def test_changing_the_exported_epochs_keeps_the_trained_network(page, server):
     page.press("#f-model-width", "Tab")
     _wait(lambda: _session(server) is not before)
     assert _session(server).config["model"]["width"] == 5
+
+
+# -- a residual network's numbering ------------------------------------------------------------
+def test_a_residual_networks_summary_and_legends_name_nonlinearities(page, server, shots):
+    page.goto(server.url + "?model.depth=20&model.width=8&model.residual=true"
+              "&model.activation=relu&model.init=he_normal")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    n = page.evaluate("S.ready.n_layers")
+    assert n == 39  # a stem and 19 blocks of two
+    page.locator("#panel-grad").screenshot(path=str(shots / "round16_residual_summary.png"))
+    summary = page.locator("#grad-summary").text_content()
+    # was: "step 0: layer 1 ..., layer 39 ...", beside an axis of "nonlinearity (2 per block)"
+    assert summary.startswith("step 0: nonlinearity 1 ") and f"nonlinearity {n} " in summary, \
+        summary
+    legend = page.locator("#panel-hist .u-legend").text_content()
+    assert "nonlinearity 1" in legend and "layer" not in legend, legend
+    # a plain network keeps its layers
+    page.goto(server.url + "?model.depth=3&model.width=4")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    assert page.locator("#grad-summary").text_content().startswith("step 0: layer 1 ")
+    assert "layer 3" in page.locator("#panel-hist .u-legend").text_content()

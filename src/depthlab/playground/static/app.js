@@ -474,6 +474,11 @@ function layerLabel(width) {
 
 /* The points of a dashed series: none, but for one hidden layer an unfilled ring of ``size``
    px (a line needs two points). */
+/* What the panels number, in words: a residual net's points are its nonlinearities (two per
+   block), and the summary's "layer 599" of a 300-layer net named a layer it does not have. */
+const unit = (n = 1) => (S.ready && S.ready.config.model.residual ?
+  (n === 1 ? "nonlinearity" : "nonlinearities") : (n === 1 ? "layer" : "layers"));
+
 const ring = (L, size) => ({ show: L === 1, size, width: 1.5, fill: "rgba(0,0,0,0)" });
 
 function buildPlots(m) {
@@ -515,11 +520,11 @@ function buildPlots(m) {
   makePlot("plot-hist", {
     scales: { x: { time: false } },
     axes: [{ label: "activation value", values: linTicks, incrs: wideIncrs }, { label: "fraction", size: 50 }],
-    series: [{ label: "value" }, ...hl.map((l) => ({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } }))],
+    series: [{ label: "value" }, ...hl.map((l) => ({ label: `${unit()} ${l}`, stroke: layerColor(l, L), width: 1.5, points: { show: false } }))],
   }, [[], ...hl.map(() => [])]);
   const evoSeries = [{ label: "step" }];
   for (const l of hl) {
-    evoSeries.push({ label: `layer ${l}`, stroke: layerColor(l, L), width: 1.5, points: firstPoints });
+    evoSeries.push({ label: `${unit()} ${l}`, stroke: layerColor(l, L), width: 1.5, points: firstPoints });
   }
   for (const l of hl) {
     for (const sign of ["+", "-"]) {
@@ -590,13 +595,13 @@ function onUpdate(m) {
   const gs = $("grad-summary");
   gs.dataset.first = first; gs.dataset.last = last; gs.dataset.ratio = ratio; gs.dataset.step = m.step;
   const fmtg = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
-  gs.innerHTML = `step ${m.step}: layer 1 <b>${fmtg(first)}</b>, layer ${layers.length} <b>${fmtg(last)}</b>; ` +
-    `first / last = <b>${last === 0 ? "undefined (the last layer's is 0)" : fmtg(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+  gs.innerHTML = `step ${m.step}: ${unit()} 1 <b>${fmtg(first)}</b>, ${unit()} ${layers.length} <b>${fmtg(last)}</b>; ` +
+    `first / last = <b>${last === 0 ? `undefined (the last ${unit()}'s is 0)` : fmtg(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
   // a log scale cannot draw 0: say where the gradient is exactly 0 (underflow, dead units)
   const zero = layers.filter((l, i) => m.grad_std[i] === 0);
   gs.dataset.zero = zero.length;
   if (zero.length) {
-    gs.append(el("span", "note zero", ` The gradient is exactly 0 in layer${zero.length > 1 ? "s" : ""} ` +
+    gs.append(el("span", "note zero", ` The gradient is exactly 0 in ${unit(zero.length)} ` +
       `${rangeText(zero)} (a zero derivative: dead units, a step function; or values below the ` +
       `smallest ${(S.ready.config.model.dtype || "float32")} number): not drawn on the log scale.`));
   }
@@ -662,7 +667,7 @@ function onUpdate(m) {
   // the server leaves out the fractions of a layer whose outputs overflowed (every layer has
   // a dead fraction otherwise): say which, rather than a line that stops without a word
   const over = layers.filter((l, i) => m.dead[i] === null);
-  $("sat-note").textContent = over.length ? `layer${over.length > 1 ? "s" : ""} ` +
+  $("sat-note").textContent = over.length ? `${unit(over.length)} ` +
     `${rangeText(over)}: outputs not finite (they overflowed): no fractions drawn` : "";
   const ur = m.update_ratio.length ? m.update_ratio.map(lg) : layers.map(() => null);
   S.plots["plot-update"].setData([layers.slice(0, ur.length), ur]);
@@ -819,8 +824,8 @@ const fmtMetric = (v) => (v === null || v === undefined ? "not finite" : fmt(v))
 /* "layer 3", "layers 1-4, 9", or past 6 runs of neighbours "106 of 300 layers (1, 6-8, ...)". */
 function fewLayers(layers, total) {
   const parts = rangeText(layers).split(", ");
-  if (parts.length <= 6) return `layer${layers.length > 1 ? "s" : ""} ${parts.join(", ")}`;
-  return `${layers.length} of ${total} layers (${parts.slice(0, 5).join(", ")}, \u2026)`;
+  if (parts.length <= 6) return `${unit(layers.length)} ${parts.join(", ")}`;
+  return `${layers.length} of ${total} ${unit(total)} (${parts.slice(0, 5).join(", ")}, \u2026)`;
 }
 
 function rangeText(layers) {
