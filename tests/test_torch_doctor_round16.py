@@ -42,3 +42,74 @@ def test_an_optimizer_given_as_a_torch_optim_class_trains_as_its_name():
     with pytest.raises(TypeError) as e:
         run(optimizer=np.float64(0.1))
     assert "optimizer must be a name or (name, kwargs)" in str(e.value)
+
+
+class _Functional(nn.Module):
+    """The layers of ``seq`` (Linear, LayerNorm, _, Linear, _, Linear, _, Linear) with the
+    activations applied by the forward: F.relu after the norm, torch.sigmoid, torch.tanh."""
+
+    def __init__(self, seq):
+        super().__init__()
+        self.seq = seq
+
+    def forward(self, x):
+        s = self.seq
+        h = torch.relu(s[1](s[0](x)))
+        h = torch.sigmoid(s[3](h))
+        return s[7](torch.tanh(s[5](h)))
+
+
+def test_functional_activations_get_the_activation_rows_of_the_same_modules():
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.doctor import _probe_fn
+
+    torch.manual_seed(0)
+    mod = nn.Sequential(nn.Linear(6, 10), nn.LayerNorm(10), nn.ReLU(), nn.Linear(10, 10),
+                        nn.Sigmoid(), nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 3))
+    with torch.no_grad():  # three dead units, a saturated sigmoid layer
+        mod[0].weight[:3] = -10.0
+        mod[0].bias[:3] = -50.0
+        mod[3].weight.mul_(20.0)
+    fun = _Functional(copy_of(mod))
+    x, y = _xy(n=50)
+    tables = [_probe_fn(True, rx.trace(m, x[:8]))(m, x, y, nn.CrossEntropyLoss())
+              for m in (fun, mod)]
+    a, b = (t.set_index(["layer", "quantity"])["value"] for t in tables)
+    assert list(tables[0]["quantity"]) == list(tables[1]["quantity"])  # rows in the same order
+    assert {"dead_frac", "inactive_frac", "saturated_frac", "act_p50"} <= set(tables[0]["quantity"])
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6, atol=1e-9)
+    assert a[(1, "dead_frac")] == pytest.approx(0.3) and a[(2, "saturated_frac")] > 0.2
+    assert a[(1, "act_mean")] > 0.2  # the ReLU's output, not the LayerNorm's (mean 0)
+
+
+def copy_of(module):
+    import copy
+
+    return copy.deepcopy(module)
+
+
+def test_units_killed_behind_F_relu_are_found_as_with_relu_modules():
+    from depthlab.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    x, y = ds.x_train[:300].astype(np.float32), ds.y_train[:300]
+
+    class FMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.l3 = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.l3(nn.functional.relu(self.l2(nn.functional.relu(self.l1(x)))))
+
+    def seq():
+        f = FMLP()
+        return nn.Sequential(f.l1, nn.ReLU(), f.l2, nn.ReLU(), f.l3)
+
+    run = functools.partial(dlt.doctor, optimizer=("sgd", {"lr": 3.0}), steps=30,
+                            batch_size=32, verify=False, probe_every=10)
+    fun, mod = run(FMLP, (x, y)), run(seq, (x, y))
+    assert fun.baseline["train_loss"] == mod.baseline["train_loss"]  # the same weights
+    assert fun.kinds == mod.kinds and "dead_relu" in fun.kinds  # was: no findings
+    f, m = fun.finding("dead_relu"), mod.finding("dead_relu")
+    assert f.layers == m.layers and f.evidence["metric"] == pytest.approx(m.evidence["metric"])

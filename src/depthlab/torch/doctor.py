@@ -867,14 +867,113 @@ class _Run:
     metrics_by_kind: dict[str, float]
 
 
-def _probe_fn(percentiles: bool) -> Callable:
+def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> Callable:
     """:func:`depthlab.torch.probe`; with ``percentiles=False`` no ``pre_pK``/``act_pK`` (the
-    rules read none; only the stored baseline keeps them for the report's figures)."""
+    rules read none; only the stored baseline keeps them for the report's figures). The
+    traced ``layers`` whose activation the forward applies itself (``F.relu(self.fc(x))``)
+    get their activation rows from :func:`functional_act_rows`."""
+    from ..probes.stats import PERCENTILES
     from .probe import probe
 
-    if percentiles:
-        return probe
-    return lambda model, x, y, loss_fn: probe(model, x, y, loss_fn, percentiles=())
+    qs = PERCENTILES if percentiles else ()
+    functional = [t for t in layers or [] if t.functional and t.ran]
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
+            ) -> pd.DataFrame:
+        table = probe(model, x, y, loss_fn, percentiles=qs)
+        return functional_act_rows(table, model, x, functional, qs) if functional else table
+
+    return run
+
+
+_ACT_ROWS = ("saturated_frac", "dead_frac", "inactive_frac")
+_ROW_RANK = {"saturated_frac": 2, "dead_frac": 3, "inactive_frac": 4}
+
+
+def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
+                        layers: list[rx.TracedLayer], percentiles: tuple = ()
+                        ) -> pd.DataFrame:
+    """The probe ``table`` of ``model`` on ``x`` with the activation rows of ``layers`` whose
+    activation the forward applies itself (a traced stand-in, ``functional=True``): the probe
+    sees activation modules only, so ``F.relu(self.fc(x))`` had no ``act_*``,
+    ``dead_frac``, ``inactive_frac`` (or, for a sigmoid, ``saturated_frac``) rows and the
+    dead-unit and saturation rules saw nothing (a ReLU MLP trained at lr 3: 'no findings'
+    with the loss at chance). One more forward on ``x`` (no gradients, in the model's mode,
+    buffers and random streams as found: the probe's dropout masks) gives the tensors ``s``
+    the function reads (:func:`depthlab.torch.prescriptions.functional_inputs`); ``a = f(s)``
+    by the stand-in, and with the probe's definitions (:mod:`depthlab.torch.probe`):
+    ``act_mean``/``act_std`` (population), ``act_pK``, ``saturated_frac`` (bounded ``f``),
+    ``dead_frac`` (units on the layer's feature axis with ``f'(s) = 0`` on every entry),
+    ``inactive_frac`` (ReLU family: ``s <= 0``), replacing the ``act_*`` rows of a norm in
+    between (a module activation's rows are its output's, not the norm's). A layer that has
+    such rows already, or whose function does not run on ``x``, is left as measured."""
+    from ..probes.stats import SATURATION_RATIO, percentile_names
+    from .layers import feature_axis
+
+    index = _layer_index(table, layers)
+    todo = [t for t in layers if t.name in index and t.activation is not None
+            and activation_spec(t.activation) is not None
+            and not table["quantity"].isin(_ACT_ROWS)[table["layer"] == index[t.name]].any()]
+    if not todo:
+        return table
+    found = rx.functional_inputs(model, x, [t.module for t in todo])
+    step = int(table["step"].iloc[0]) if len(table) and "step" in table.columns else 0
+    rows: list[tuple] = []
+    replaced: list[int] = []
+    for t in todo:
+        ss = found.get(t.module)
+        if not ss:
+            continue
+        spec = activation_spec(t.activation)
+        axis = feature_axis(t.module)
+        vals, n, sat, off, alive, dead_ok = [], 0, 0, 0, None, True
+        with torch.no_grad():
+            for s in ss:
+                f = s.to(torch.float64 if s.dtype == torch.float64 else torch.float32)
+                vals.append(t.activation(f).reshape(-1).double())
+                n += f.numel()
+                d = spec.derivative(f).abs()
+                if spec.bounded:
+                    sat += int((d < SATURATION_RATIO * spec.max_derivative).sum())
+                if spec.relu_family:
+                    off += int((f <= 0).sum())
+                if d.dim() < 2:
+                    dead_ok = False
+                    continue
+                ax = axis % d.dim()
+                unit = ~(d.amax(dim=[k for k in range(d.dim()) if k != ax]) <= 0)
+                if alive is None:
+                    alive = unit
+                elif alive.shape == unit.shape:
+                    alive = alive | unit
+                else:
+                    dead_ok = False
+            a = torch.cat(vals)
+        if n == 0:
+            continue
+        i = index[t.name]
+        out = [("act_mean", float(a.mean())), ("act_std", float(a.std(unbiased=False)))]
+        if percentiles:
+            pct = np.percentile(a.cpu().numpy(), list(percentiles))
+            out += list(zip(percentile_names("act", percentiles), map(float, pct)))
+        if spec.bounded:
+            out.append(("saturated_frac", sat / n))
+        if dead_ok and alive is not None:
+            out.append(("dead_frac", float((~alive).sum()) / alive.numel()))
+        if spec.relu_family:
+            out.append(("inactive_frac", off / n))
+        rows += [(step, i, t.name, q, v) for q, v in out]
+        replaced.append(i)
+    if not rows:
+        return table
+    keep = ~((table["layer"].isin(replaced)) & table["quantity"].str.startswith("act_"))
+    new = pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+    merged = pd.concat([table[keep], new.astype(table.dtypes.to_dict())], ignore_index=True)
+    # the probe's order within a layer: pre_*, act_*, saturated, dead, inactive, the rest
+    rank = merged["quantity"].map(lambda q: 0 if q.startswith("pre_") else 1 if
+                                  q.startswith("act_") else _ROW_RANK.get(q, 5))
+    order = np.lexsort((rank.to_numpy(), merged["layer"].to_numpy(), merged["step"].to_numpy()))
+    return merged.iloc[order].reset_index(drop=True)
 
 
 def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrainSpec,
@@ -886,8 +985,8 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         raise ValueError(f"{type(model).__name__} has no weight layers (modules owning a "
                          "parameter of at least 2 dimensions) to diagnose")
     weights = [(i, t.name, rx.weight_tensors(t.module)[0]) for i, t in enumerate(layers, 1)]
-    result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles), probe_batch=(px, py),
-                   weight_layers=weights)
+    result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
+                   probe_batch=(px, py), weight_layers=weights)
     index = _layer_index(result.probes, layers)
     ratios = result.probes["quantity"] == "update_ratio"
     if ratios.any():  # update ratios were numbered in trace order: renumber as the probe does

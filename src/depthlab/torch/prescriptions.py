@@ -307,6 +307,64 @@ def _unchanged(s: torch.Tensor, nxt: torch.Tensor) -> bool:
         torch.equal(s.reshape(-1), nxt.reshape(-1))
 
 
+_IO = tuple[torch.Tensor | None, torch.Tensor | None]
+
+
+def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], list[_IO]]:
+    """One forward of ``model`` on ``x`` (no gradients, inside :func:`untouched`): the
+    modules called, in order (weight layers and leaf modules), and for each call of a weight
+    layer or pass-through module copies of its first input and output tensors (a later
+    in-place activation changes them), ``(None, None)`` for the others."""
+    calls: list[nn.Module] = []
+    seen_io: list[_IO] = []
+
+    def hook(module: nn.Module, inp: Any, out: Any) -> None:
+        calls.append(module)
+        if weight_tensors(module) or isinstance(module, PASS_THROUGH):
+            i, o = _first_tensor(inp), _first_tensor(out)
+            seen_io.append((None if i is None else i.detach().clone(),
+                            None if o is None else o.detach().clone()))
+        else:
+            seen_io.append((None, None))
+
+    _forward_with_hook(model, x, [m for m in model.modules()
+                                  if weight_tensors(m) or not list(m.children())], hook)
+    return calls, seen_io
+
+
+def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
+              ) -> tuple[nn.Module | None, bool, torch.Tensor | None]:
+    """What follows call ``i`` (a weight layer) of :func:`_hooked_calls`: ``(activation,
+    normalized, s)``: the activation module that runs next before any other weight layer, or
+    a stand-in for a function the forward applies itself, whose input ``s`` is then given
+    (None for a module)."""
+    act, normed = None, False
+    # the tensor the forward may apply an activation to itself: the layer's output, then
+    # the output of each normalization, dropout, pooling or reshaping module after it as
+    # long as each takes the previous one's output unchanged (conv -> bn -> F.relu)
+    last = seen_io[i][1]
+    for j in range(i + 1, len(calls)):
+        nxt = calls[j]
+        nxt_in = seen_io[j][0]
+        if last is not None and nxt_in is not None and activation_name(nxt) is None \
+                and not _unchanged(last, nxt_in):  # (the usual case: checked first)
+            act = functional_activation(last, nxt_in) or pooled_activation(last, nxt_in)
+            if act is not None:
+                return act, normed, last
+            last = None  # something else between: a sum, a slice, a function
+        if weight_tensors(nxt):
+            break
+        if activation_name(nxt) is not None:
+            act = nxt
+            break
+        if isinstance(nxt, NORM_MODULES):
+            normed = True
+        elif not isinstance(nxt, PASS_THROUGH):
+            break
+        last = seen_io[j][1] if last is not None else None
+    return act, normed, None
+
+
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     """Weight layers (modules owning a ≥ 2-D parameter) in the order they first run on ``x``
     (one forward pass without gradients, inside :func:`untouched`), each with the activation
@@ -317,20 +375,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     normalization, dropout or pooling module, ``F.relu(self.bn(self.conv(x)))``) gets that
     function as a stand-in module (:func:`functional_activation`, ``functional=True``)."""
     names = {m: n for n, m in model.named_modules()}
-    calls: list[nn.Module] = []
-    seen_io: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
-
-    def hook(module: nn.Module, inp: Any, out: Any) -> None:
-        calls.append(module)
-        if weight_tensors(module) or isinstance(module, PASS_THROUGH):  # copies: a later
-            i, o = _first_tensor(inp), _first_tensor(out)  # in-place activation changes them
-            seen_io.append((None if i is None else i.detach().clone(),
-                            None if o is None else o.detach().clone()))
-        else:
-            seen_io.append((None, None))
-
-    _forward_with_hook(model, x, [m for m in model.modules()
-                                  if weight_tensors(m) or not list(m.children())], hook)
+    calls, seen_io = _hooked_calls(model, x)
     runs = Counter(calls)
     out: list[TracedLayer] = []
     seen: set[nn.Module] = set()
@@ -338,36 +383,31 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         if m in seen or not weight_tensors(m):
             continue
         seen.add(m)
-        act, normed, functional = None, False, False
-        # the tensor the forward may apply an activation to itself: the layer's output, then
-        # the output of each normalization, dropout, pooling or reshaping module after it as
-        # long as each takes the previous one's output unchanged (conv -> bn -> F.relu)
-        last = seen_io[i][1]
-        for j in range(i + 1, len(calls)):
-            nxt = calls[j]
-            nxt_in = seen_io[j][0]
-            if last is not None and nxt_in is not None and activation_name(nxt) is None \
-                    and not _unchanged(last, nxt_in):  # (the usual case: checked first)
-                act = functional_activation(last, nxt_in) or pooled_activation(last, nxt_in)
-                if act is not None:
-                    functional = True
-                    break
-                last = None  # something else between: a sum, a slice, a function
-            if weight_tensors(nxt):
-                break
-            if activation_name(nxt) is not None:
-                act = nxt
-                break
-            if isinstance(nxt, NORM_MODULES):
-                normed = True
-            elif not isinstance(nxt, PASS_THROUGH):
-                break
-            last = seen_io[j][1] if last is not None else None
-        out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=functional,
+        act, normed, s = _follower(calls, seen_io, i)
+        out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=s is not None,
                                calls=runs[m]))
     for m in model.modules():
         if m not in seen and weight_tensors(m):
             out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False, calls=0))
+    return out
+
+
+def functional_inputs(model: nn.Module, x: torch.Tensor, layers: list[nn.Module]
+                      ) -> dict[nn.Module, list[torch.Tensor]]:
+    """For each of ``layers``: the tensors (copies) that the forward on ``x`` applies an
+    activation function to itself after the layer's calls (its output, or that of the
+    normalization after it: see :func:`trace`), one per call followed by such a function;
+    one forward without gradients, inside :func:`untouched` (buffers, modes and random
+    streams as found, so in training mode the dropout masks are those of a forward that
+    follows)."""
+    wanted = set(layers)
+    calls, seen_io = _hooked_calls(model, x)
+    out: dict[nn.Module, list[torch.Tensor]] = {}
+    for i, m in enumerate(calls):
+        if m in wanted:
+            _act, _normed, s = _follower(calls, seen_io, i)
+            if s is not None:
+                out.setdefault(m, []).append(s)
     return out
 
 
