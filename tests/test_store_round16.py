@@ -100,3 +100,29 @@ def test_a_saved_network_with_a_misnamed_parameter_entry_is_refused_naming_it(
     code, _out, err = run_cli(capsys, "predict", bad, "spirals")
     assert code == 2 and "bad.npz" in err and "invalid literal" not in err, err
     assert dl.load(path).parameters()[0].value.shape == (2, 3)
+
+
+def test_a_metric_named_like_a_runs_column_does_not_replace_it(tmp_path, capsys):
+    # Store.runs() flattened every metric into a column of its name, over the row's own:
+    # `seconds` was NaN for each run whose metrics lack it (a failed point stores 5.0 s in its
+    # row), and a record's metric "status" or "name" replaced the run's status and name
+    # (`depthlab runs` listed status 3, the report ranked on it)
+    from depthlab.experiments import RunRecord
+
+    with Store(tmp_path) as s:
+        s.add_run(RunRecord("a", name="first", status="failed", seconds=5.0, metrics={}))
+        s.add_run(RunRecord("b", name="second", seconds=7.0,
+                            metrics={"seconds": 6.5, "status": 3.0, "name": 1.0, "kind": 2,
+                                     "train_loss": 0.5, "lr_final": 0.01}))
+        df = s.runs()
+    assert list(df["status"]) == ["failed", "finished"]
+    assert list(df["name"]) == ["first", "second"] and list(df["kind"]) == ["run", "run"]
+    assert list(df["seconds"]) == [5.0, 7.0]
+    assert df["train_loss"].iloc[1] == 0.5 and df["lr_final"].iloc[1] == 0.01  # still flat
+    assert df["metrics"].iloc[1]["status"] == 3.0  # the metric itself is kept
+    code, out, err = run_cli(capsys, "runs", tmp_path)
+    assert code == 0, err
+    rows = out.splitlines()[2:]
+    assert rows[0].split()[:4] == ["a", "run", "failed", "first"], rows
+    assert rows[1].split()[:4] == ["b", "run", "finished", "second"], rows
+    assert rows[0].split()[-1] == "5" and rows[1].split()[-1] == "7"

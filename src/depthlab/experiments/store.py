@@ -740,7 +740,10 @@ class Store:
         keys = list(METRIC_KEYS)
         for m in df["metrics"]:
             keys += [k for k in m if k not in keys and not isinstance(m[k], dict | list)]
-        for k in keys:
+        # a metric named like a column of the row (seconds, status, name, ...) does not replace
+        # it: `seconds` was NaN for every run whose metrics lack it (a failed point) and a
+        # record's metric "status" turned each run's status into a number
+        for k in (k for k in keys if k not in cols):
             df[k] = pd.array([as_number(m.get(k)) for m in df["metrics"]], dtype="float64") \
                 if len(df) else pd.Series([], dtype="float64")
         return df
