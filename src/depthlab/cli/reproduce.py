@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..reproduce import list_experiments, run_experiment
-    from ..reproduce.base import ExperimentDataError
+    from ..reproduce.base import ExperimentDataError, takes_data
 
     exps = list_experiments()
     if (args.list or args.name is None) and args.json:  # the list as JSON, not the table
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     failed = 0
     titles = {e.name: e.title for e in exps}
+    by_name = {e.name: e for e in exps}
     stages = None
     if not args.quiet:
         from ..progress import Stages
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             stages.start(f"{name} — {titles[name]}" + (" (quick)" if args.quick else ""))
         out = outs[name]
         try:
-            result = run_experiment(name, quick=args.quick, out=out, data=args.data,
+            data = args.data if takes_data(by_name[name]) else None  # 'all': its own data
+            result = run_experiment(name, quick=args.quick, out=out, data=data,
                                     progress=progress_mode(args), echo=echo)
         except ExperimentDataError as exc:
             raise UserError(str(exc)) from exc
@@ -126,14 +128,21 @@ def experiment_seconds(name: str, quick: bool) -> float:
 def _check_data(data: str, experiments: list) -> None:
     """``--data`` must name a built-in data set or an existing file or folder, and one that
     each chosen experiment accepts: refused now, in one line, not after the experiments
-    before it have run."""
+    before it have run. An experiment that takes no data set (``data=()``) refuses it when
+    named alone; with ``all`` it runs on its own data (see :func:`run`)."""
     from ..data import DATASETS, find_builtin
 
     if not data.strip():  # Path("") is the current folder, and '' read as "no --data"
         raise UserError(f"--data {data!r} is empty; expected a built-in data set "
                         f"({', '.join(DATASETS)}) or a file")
+    from ..reproduce.base import no_data_message, takes_data
+
     builtin = find_builtin(data)
+    if len(experiments) == 1 and not takes_data(experiments[0]):
+        raise UserError(no_data_message(experiments[0].name, data))
     for e in experiments:  # worded as the experiment itself words it
+        if not takes_data(e):  # with 'all': it runs on its own data, given no --data
+            continue
         if e.data is not None and (builtin is None or builtin.name not in e.data):
             raise UserError(f"{e.name}: data={data!r} is not accepted; expected one of: "
                             f"{', '.join(e.data)}")

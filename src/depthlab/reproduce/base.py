@@ -93,7 +93,8 @@ class Experiment:
     run: Callable[..., Result]
     summary: str = ""
     data: tuple[str, ...] | None = None
-    """The data sets ``data=`` may name (None: any data set, or none used)."""
+    """The data sets ``data=`` may name (None: any data set; ``()``: none, the experiment's
+    data are part of its setup, so a ``data=`` is refused rather than ignored)."""
 
 
 REGISTRY: dict[str, Experiment] = {}
@@ -122,11 +123,39 @@ def load_data(experiment: str, data: str | None, default: str, *,
                                   f"{exc}") from exc
 
 
+def takes_data(exp: Experiment) -> bool:
+    """Whether ``exp`` takes a ``data=`` at all (``data=()`` registers one that takes none)."""
+    return exp.data != ()
+
+
+def no_data_message(name: str, data: str) -> str:
+    """The one line refusing ``data`` for experiment ``name``, which takes no data set."""
+    takers = ", ".join(sorted(k for k, e in REGISTRY.items() if takes_data(e)))
+    return (f"{name} takes no data set (its data are part of the paper's setup), got "
+            f"data={data!r}; expected no data (the experiments that take one: {takers})")
+
+
+def check_data_accepted(exp: Experiment, data: str | None) -> None:
+    """:class:`ExperimentDataError` (one line) when ``data`` is given to an experiment that
+    takes none or names a data set outside the ones it accepts: refused before it runs, never
+    ignored after minutes of training on other data."""
+    if data is None or exp.data is None:
+        return
+    if exp.data == ():
+        raise ExperimentDataError(no_data_message(exp.name, data))
+    from depthlab.data import find_builtin
+
+    builtin = find_builtin(data)
+    if builtin is None or builtin.name not in exp.data:
+        raise ExperimentDataError(f"{exp.name}: data={data!r} is not accepted; expected one "
+                                  f"of: {', '.join(exp.data)}")
+
+
 def register(name: str, title: str, paper: str, summary: str = "", *,
              data: tuple[str, ...] | None = None):
     """Decorator registering ``fn(quick: bool, data: str | None, progress) -> Result`` (see
     :class:`Experiment` for ``progress``); ``data``: the data sets it accepts, if limited
-    (checked before any experiment runs)."""
+    (checked before any experiment runs; ``()`` for an experiment that takes none)."""
 
     def deco(fn: Callable[..., Result]) -> Callable[..., Result]:
         REGISTRY[name] = Experiment(name, title, paper, fn, summary, data)
@@ -195,6 +224,7 @@ def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = N
         known = ", ".join(sorted(REGISTRY))
         raise ValueError(f"unknown experiment {name!r}; expected one of: {known}")
     exp = REGISTRY[name]
+    check_data_accepted(exp, data)
     from ..progress import ExperimentProgress
 
     tracker = ExperimentProgress.of(progress)

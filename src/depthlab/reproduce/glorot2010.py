@@ -577,6 +577,7 @@ STAGES: tuple[Callable[[Inputs, Result], None], ...] = (stage_fig2, stage_at_ini
     "Sigmoid top-layer saturation during training (Fig. 2), activation and gradient spread "
     "and layer-Jacobian singular values at init with standard vs normalized init (Figs. 6-7, "
     "section 4.2.2), and Table 1 with each net's learning rate chosen on validation data.",
+    data=(),  # Shapeset-3x2 and MNIST, the paper's
 )
 def run(quick: bool = False, data: str | None = None,
         progress: bool | str | ExperimentProgress = False) -> Result:

@@ -174,6 +174,7 @@ def stage_labels(depths: list[int]) -> list[str]:
     "in deep linear neural networks",
     "products of 32 random matrices (singular values), and learning time vs depth of deep "
     "linear nets with orthogonal and scaled Gaussian init",
+    data=(),  # a synthetic linear teacher
 )
 def run(quick: bool = False, data: str | None = None,
         progress: bool | str | ExperimentProgress = False) -> Result:

@@ -1,0 +1,67 @@
+"""Round 16: the reproductions and the ``depthlab reproduce`` CLI against the papers' setups
+and the project's bad-input rule (one line, exit status 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+
+import pytest
+from helpers.cli import assert_one_line_error, run_cli
+
+import depthlab.reproduce as reproduce_pkg
+from depthlab.reproduce import (
+    REGISTRY,
+    Result,
+    experiments,  # noqa: F401  (registers the built-ins)
+    run_experiment,
+)
+from depthlab.reproduce.base import ExperimentDataError
+
+OWN_DATA = ("glorot2010", "he2015", "saxe2013")  # Shapeset + MNIST; clusters; a linear teacher
+
+
+@pytest.mark.parametrize("name", OWN_DATA)
+def test_a_data_set_given_to_an_experiment_that_takes_none_is_refused(name, capsys,
+                                                                     monkeypatch):
+    """was: ``depthlab reproduce glorot2010 --data mnist5k`` (he2015, saxe2013 alike) ran
+    the whole experiment (glorot2010 full: ~9 minutes) on its own data and only said so in a
+    note of the report; now one line and exit status 2 before anything runs, and the same
+    refusal from the API."""
+    ran = []
+    monkeypatch.setitem(REGISTRY, name, dataclasses.replace(REGISTRY[name],
+                                                             run=lambda **kw: ran.append(kw)))
+    code, out, err = run_cli(capsys, "reproduce", name, "--data", "mnist5k", "--quiet")
+    line = assert_one_line_error(code, err, name, "takes no data set", "'mnist5k'", "ioffe2015")
+    assert name not in line.split("take one:")[1]  # not listed among the ones that take data
+    with pytest.raises(ExperimentDataError, match=f"{name} takes no data set"):
+        run_experiment(name, data="digits", echo=None)
+    assert not ran
+
+
+def test_all_with_data_runs_the_experiments_without_data_on_their_own(capsys, monkeypatch):
+    """``reproduce all --data fashion-mnist``: ioffe2015 and the others that take a data set
+    get it; glorot2010, he2015 and saxe2013 run on their own data (data=None), not refused."""
+    seen: dict[str, object] = {}
+
+    def fake(name, *, quick=False, out=None, data=None, progress=False, echo=print):
+        seen[name] = data
+        return Result(name, name)
+
+    monkeypatch.setattr(reproduce_pkg, "run_experiment", fake)
+    monkeypatch.chdir(tempfile.mkdtemp())
+    code, _, err = run_cli(capsys, "reproduce", "all", "--data", "fashion-mnist", "--quiet")
+    assert code == 0, err
+    assert set(seen) == set(REGISTRY)
+    for name in OWN_DATA:
+        assert seen[name] is None
+    assert seen["ioffe2015"] == "fashion-mnist" and seen["klambauer2017"] == "fashion-mnist"
+
+
+def test_the_list_says_which_experiments_take_no_data(capsys):
+    code, out, _ = run_cli(capsys, "reproduce", "--list", "--json")
+    data = {e["name"]: e["data"] for e in json.loads(out)}
+    assert code == 0
+    assert all(data[n] == [] for n in OWN_DATA)
+    assert data["ioffe2015"] == ["mnist5k", "fashion-mnist"] and data["xu2016"] is None
