@@ -121,3 +121,58 @@ def test_a_loss_argument_given_as_a_training_option_is_named_as_loss_kwargs():
         validate({"data": {"name": "digits"}, "model": {"sizes": [64, 8, 10]},
                   "train": {"loss": "huber", "delta": 2.0}})
     assert "betas" not in str(err.value).split(";")[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_tanh_approximation_matches_torch_at_every_input(dtype):
+    # torch's nn.GELU(approximate="tanh") had no depthlab twin: get_activation("gelu",
+    # approximate="tanh") was a TypeError and from_torch refused the module
+    torch = pytest.importorskip("torch")
+    from depthlab.activations import get_activation
+
+    fn = get_activation("gelu", approximate="tanh")
+    s = np.array([-1e4, -100, -20, -5, -3.7, -1, -1e-30, 0.0, 1e-8, 0.3, 1, 1.4185, 5, 20,
+                  100, 1e4, np.nan], dtype=dtype)
+    a = fn.forward(s.copy())
+    d = fn.derivative(s.copy(), a.copy())
+    g = fn.backward(s.copy(), a.copy(), np.full_like(s, 0.5))
+    ts = torch.tensor(s, requires_grad=True)
+    ta = torch.nn.functional.gelu(ts, approximate="tanh")
+    ta.sum().backward()
+    eps = np.finfo(dtype).eps
+    for ours, ref in ((a, ta.detach().numpy()), (d, ts.grad.numpy()),
+                      (2 * g, ts.grad.numpy())):
+        assert ours.dtype == dtype
+        np.testing.assert_allclose(ours, ref, rtol=4 * eps, atol=1e-300)
+    # the limits where torch's s^3 overflows (float32 s = 1e20: its f' is NaN)
+    big = np.array([-1e20, 1e20], dtype=dtype)
+    np.testing.assert_array_equal(fn.derivative(big, fn.forward(big)), [0.0, 1.0])
+    if dtype == np.float64:  # f' against central differences
+        x = np.random.default_rng(0).normal(size=200) * 3
+        num = (fn.forward(x + 1e-6) - fn.forward(x - 1e-6)) / 2e-6
+        np.testing.assert_allclose(fn.derivative(x, fn.forward(x)), num, atol=1e-8)
+        grid = np.linspace(-6, 6, 120001)
+        assert fn.max_derivative == pytest.approx(fn.derivative(grid, grid).max(), rel=1e-9)
+    assert get_activation("gelu").params == {} and fn.params == {"approximate": "tanh"}
+    with pytest.raises(ValueError, match="approximate='erf' is not accepted.*'tanh'"):
+        get_activation("gelu", approximate="erf")
+
+
+def test_a_tanh_gelu_network_goes_through_the_bridge_and_a_save(tmp_path):
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge.torch_bridge import from_torch, to_torch
+
+    net = dl.mlp([3, 5, 2], activation="gelu", activation_kwargs={"approximate": "tanh"},
+                 dtype="float64", seed=0)
+    model = to_torch(net)
+    assert [m.approximate for m in model.modules() if isinstance(m, torch.nn.GELU)] == ["tanh"]
+    x = np.random.default_rng(2).normal(size=(4, 3)) * 3
+    np.testing.assert_allclose(model(torch.tensor(x)).detach().numpy(), net.predict(x),
+                               rtol=1e-12)
+    back = from_torch(torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.GELU("tanh"),
+                                          torch.nn.Linear(5, 2)).double())
+    assert back.layers[1].fn.approximate == "tanh"
+    dl.save(back, tmp_path / "n.npz")
+    loaded = dl.load(tmp_path / "n.npz")
+    assert loaded.layers[1].fn.approximate == "tanh"
+    np.testing.assert_array_equal(loaded.predict(x), back.predict(x))

@@ -59,6 +59,11 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SWISH_MAX_DERIV = 1.099839320128867
 # sup_x |Phi(x) + x phi(x)| = Phi(sqrt 2) + sqrt(2) phi(sqrt 2) (attained at x = sqrt 2).
 _GELU_MAX_DERIV = float(ndtr(math.sqrt(2.0)) + math.sqrt(2.0) * _INV_SQRT_2PI * math.exp(-1.0))
+# torch's tanh approximation of GELU: 0.5 s (1 + tanh(k (s + c s^3))); sup_x |f'(x)|,
+# attained at x ~ 1.41850 (solved numerically).
+_GELU_TANH_K = math.sqrt(2.0 / math.pi)
+_GELU_TANH_C = 0.044715
+_GELU_TANH_MAX_DERIV = 1.1289930686587717
 # sup_x |mish'(x)|, attained at x ~ 1.49057 (solved numerically).
 _MISH_MAX_DERIV = 1.088498161251728
 
@@ -413,18 +418,67 @@ class Softsign(ActivationFn):
 
 
 class GELU(ActivationFn):
-    """Exact GELU f(s) = s Phi(s) (Phi = standard normal CDF); f' = Phi(s) + s phi(s)."""
+    """GELU (torch.nn.GELU). Exact (``approximate="none"``): f(s) = s Phi(s) (Phi = standard
+    normal CDF), f' = Phi(s) + s phi(s). ``approximate="tanh"`` (Hendrycks & Gimpel's
+    approximation, torch's ``GELU(approximate="tanh")``): f(s) = s (1 + t) / 2 with
+    t = tanh(k (s + c s^3)), k = sqrt(2/pi), c = 0.044715;
+    f' = (1 + t) / 2 + s (1 - t)(1 + t) k (1 + 3 c s^2) / 2. Both have the Maclaurin
+    coefficients (0, 1/2, 1/sqrt(2 pi), 0)."""
 
     name = "gelu"
     max_derivative = _GELU_MAX_DERIV
     taylor = (0.0, 0.5, _INV_SQRT_2PI, 0.0)
 
+    def __init__(self, approximate: str = "none") -> None:
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate={approximate!r} is not accepted; accepted: "
+                             "'none' (exact, erf) or 'tanh'")
+        self.approximate = approximate
+        if approximate == "tanh":
+            self.max_derivative = _GELU_TANH_MAX_DERIV
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"approximate": "tanh"} if self.approximate == "tanh" else {}
+
+    def _tanh_inner(self, s: Array) -> Array:
+        """t = tanh(k (s + c s^3)) (a new array; torch's order of operations); for |s| whose
+        cube overflows t is +-1."""
+        t = s * s
+        t *= s
+        t *= _GELU_TANH_C
+        t += s
+        t *= _GELU_TANH_K
+        xp.tanh(t, out=t)
+        return t
+
     def forward(self, s: Array) -> Array:
+        if self.approximate == "tanh":
+            with xp.errstate(over="ignore", invalid="ignore"):
+                t = self._tanh_inner(s)
+                t += 1
+                t *= s * 0.5
+            return t
         out = ndtr(s)
         out *= s
         return out
 
     def derivative(self, s: Array, a: Array) -> Array:
+        if self.approximate == "tanh":
+            with xp.errstate(over="ignore", invalid="ignore"):
+                t = self._tanh_inner(s)
+                inner = s * s  # s/2 (1 - t)(1 + t) k (1 + 3 c s^2)
+                inner *= 3.0 * _GELU_TANH_C
+                inner += 1
+                inner *= _GELU_TANH_K
+                inner *= _one_minus_square(t)
+                inner *= s * 0.5
+                # s^2 overflowed where t is +-1: (1 - t)(1 + t) = 0 there, f' = (1 + t) / 2
+                inner[xp.isnan(inner) & xp.isfinite(s)] = 0
+                t += 1
+                t *= 0.5
+                t += inner
+            return t
         d = s * s
         d *= -0.5
         xp.exp(d, out=d)

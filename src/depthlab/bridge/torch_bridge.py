@@ -160,7 +160,7 @@ def torch_activation(layer: Activation) -> nn.Module:
     if name == "elu":
         return nn.ELU(p.get("alpha", 1.0))
     if name == "gelu":
-        return nn.GELU()
+        return nn.GELU(approximate=p.get("approximate", "none"))
     if name == "softmax":
         return nn.Softmax(dim=-1)
     if name == "swish":
@@ -231,7 +231,7 @@ _SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "iden
                       nn.Mish: "mish", nn.SiLU: "swish", Step: "step"}
 ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics; "
                        "a momentum or None), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
-                       "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf), "
+                       "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf or tanh), "
                        "Softmax(dim=-1), Flatten(start_dim=1, end_dim=-1) (no layer: depthlab "
                        "takes rows), and to_torch's Swish, PenalizedTanh, Step, "
                        "TorchStandardize, batch norms and residual blocks")
@@ -245,8 +245,8 @@ def _activation_from_torch(m: nn.Module) -> Activation | None:
         return Activation("leaky_relu", negative_slope=float(m.negative_slope))
     if kind is nn.ELU:
         return Activation("elu", alpha=float(m.alpha))
-    if kind is nn.GELU and m.approximate == "none":
-        return Activation("gelu")
+    if kind is nn.GELU and m.approximate in ("none", "tanh"):
+        return Activation("gelu", approximate=m.approximate)
     if kind is nn.Softmax and m.dim in (-1, 1):
         return Activation("softmax")
     if kind is Swish:
