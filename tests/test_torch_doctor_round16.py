@@ -113,3 +113,25 @@ def test_units_killed_behind_F_relu_are_found_as_with_relu_modules():
     assert fun.kinds == mod.kinds and "dead_relu" in fun.kinds  # was: no findings
     f, m = fun.finding("dead_relu"), mod.finding("dead_relu")
     assert f.layers == m.layers and f.evidence["metric"] == pytest.approx(m.evidence["metric"])
+
+
+def test_a_list_of_mini_batches_is_the_data_it_holds():
+    x, y = _xy(n=80)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    run = functools.partial(dlt.doctor, _mlp, steps=4, batch_size=16, verify=False)
+    whole = run((x, y))
+    for batches in (list(loader), [tuple(b) for b in loader][:2] + [tuple(b) for b in loader][2:],
+                    [(bx.numpy(), by.numpy()) for bx, by in loader]):
+        d = run(batches)
+        assert d.baseline == {**whole.baseline, "seconds": d.baseline["seconds"]}
+    # 2 or 4 batches were taken for (x, y) / (x, y, x_val, y_val); an autoencoder's 2 batches
+    # of (x_b, x_b) stacked into 2 'examples' of shape (40, 6) and trained silently
+    auto = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 6))
+    d = dlt.doctor(auto, [(x[:40], x[:40]), (x[40:], x[40:])], loss_fn="mse", steps=2,
+                   batch_size=16, verify=False)
+    assert d.baseline["train_loss"] == pytest.approx(
+        dlt.doctor(auto, (x, x), loss_fn="mse", steps=2, batch_size=16,
+                   verify=False).baseline["train_loss"])
+    with pytest.raises(ValueError, match=r"batch 1 of the list of \(x, y\) batches has x of "
+                                         r"shape \(5,\) per example, batch 0 \(6,\)"):
+        run([(x[:40], y[:40]), (x[40:, :5], y[40:])])

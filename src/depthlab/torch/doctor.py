@@ -493,8 +493,11 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     ``(x, y)`` pairs or a DataLoader (the examples its sampler draws, through its own
     ``collate_fn`` when that is not torch's default; the doctor keeps its own batch order) is
     taken as ``(x, y)`` (:func:`pairs_from_torch`), and a pair ``(train, val)`` of them as
-    ``(x, y, x_val, y_val)``."""
+    ``(x, y, x_val, y_val)``; so is a list of mini-batches ``[(x_b, y_b), ...]`` (e.g.
+    ``list(loader)``), concatenated (:func:`_joined_batches`)."""
     torch_data = (torch.utils.data.Dataset, torch.utils.data.DataLoader)
+    if _is_batch_list(data):
+        data = _joined_batches(data)
     if isinstance(data, torch_data):
         data = pairs_from_torch(data, device, seed=seed)
     elif isinstance(data, (tuple, list)) and len(data) == 2 and \
@@ -554,6 +557,44 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
     order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(device)
     k = max(1, int(round(VAL_FRACTION * n)))
     return TensorData(x[order[k:]], y[order[k:]], x[order[:k]], y[order[:k]])
+
+
+def _is_batch_list(data: Any) -> bool:
+    """Whether ``data`` is a list (or tuple) of mini-batches ``(x_b, y_b)``, as
+    ``list(loader)`` gives them: every item a pair of tensors/arrays with as many rows each,
+    ``x_b`` of at least 2 dimensions (rows of features; a pair ``(x, y)`` of whole arrays
+    has no such items)."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return False
+    for item in data:
+        if not isinstance(item, (list, tuple)) or len(item) != 2 or \
+                not all(isinstance(t, (torch.Tensor, np.ndarray)) for t in item):
+            return False
+        bx, by = item
+        if bx.ndim < 2 or by.ndim < 1 or bx.shape[0] != by.shape[0]:
+            return False
+    return True
+
+
+def _joined_batches(batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a list of mini-batches (:func:`_is_batch_list`), concatenated in order;
+    a ValueError naming the first batch whose examples differ in shape from the first's. A
+    list of 2 or 4 batches was taken for ``(x, y)`` or ``(x, y, x_val, y_val)`` ('x must be
+    an array or a tensor, got tuple: setting an array element with a sequence'), any other
+    number refused."""
+    xs = [_as_tensor(b[0], "x") for b in batches]
+    ys = [_as_tensor(b[1], "y") for b in batches]
+    for k, (bx, by) in enumerate(zip(xs, ys)):
+        for t, first, label in ((bx, xs[0], "x"), (by, ys[0], "y")):
+            if t.shape[1:] != first.shape[1:]:
+                raise ValueError(f"data: batch {k} of the list of (x, y) batches has {label} "
+                                 f"of shape {tuple(t.shape[1:])} per example, batch 0 "
+                                 f"{tuple(first.shape[1:])}; expected the same in every "
+                                 "batch")
+    check_fits(2 * sum(t.numel() * max(t.element_size(), 4) for t in (*xs, *ys)),
+               xs[0].device)
+    return torch.cat([t.to(xs[0].device) for t in xs]), torch.cat([t.to(ys[0].device)
+                                                                   for t in ys])
 
 
 _FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.RNNBase)
