@@ -126,3 +126,14 @@ def test_a_metric_named_like_a_runs_column_does_not_replace_it(tmp_path, capsys)
     assert rows[0].split()[:4] == ["a", "run", "failed", "first"], rows
     assert rows[1].split()[:4] == ["b", "run", "finished", "second"], rows
     assert rows[0].split()[-1] == "5" and rows[1].split()[-1] == "7"
+
+
+def test_the_repr_of_a_failed_run_leaves_out_its_missing_metrics():
+    # a failed point's metrics are all None: its repr ended "train_loss=, val_loss=, val_acc=)"
+    from depthlab.experiments import RunRecord
+    from depthlab.experiments.runner import failed_record
+
+    rec = failed_record({"name": "n"}, "abc123", "ValueError: boom", kind="sweep-point")
+    assert repr(rec) == "RunRecord('abc123', name='n', sweep-point, failed, 0 steps)"
+    ok = RunRecord("d", metrics={"train_loss": 0.25, "val_loss": None, "val_acc": float("nan")})
+    assert repr(ok) == "RunRecord('d', finished, 0 steps, train_loss=0.25, val_acc=nan)"

@@ -121,7 +121,8 @@ def run_record_repr(record: Any) -> str:
     (the dataclass default printed every stored table)."""
     steps = record.steps
     n = int(steps["step"].max()) + 1 if steps is not None and len(steps) else 0
-    keys = [k for k in ("train_loss", "val_loss", "val_acc") if k in (record.metrics or {})]
+    keys = [k for k in ("train_loss", "val_loss", "val_acc")  # a failed run's are None: left
+            if (record.metrics or {}).get(k) is not None]  # out, not "train_loss=, val_acc="
     name = f", name={record.name!r}" if record.name else ""
     kind = "" if record.kind == "run" else f", {record.kind}"
     return (f"RunRecord({record.id!r}{name}{kind}, {record.status}, {_n(n, 'step')}"
