@@ -156,3 +156,26 @@ def test_layer_docstrings_give_their_formulas():
     assert "f'(s)" in inspect.getdoc(layers.Activation.backward)
     assert "m / (1 - p)" in inspect.getdoc(layers.Dropout.forward)
     assert "adamw" in inspect.getdoc(dl.optimizer)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e300])
+@pytest.mark.parametrize("call", ["predict", "calibrate", "lsuv", "mc_dropout_predict"])
+def test_inference_on_non_finite_inputs_is_refused_naming_the_entry(call, value):
+    """net.predict(x) with a NaN returned NaN outputs silently (1e300: an 'overflow encountered
+    in cast' warning and inf/NaN), and calibrate set NaN population statistics; fit, probe and
+    `depthlab predict` already refused such data."""
+    import warnings
+
+    net = dl.mlp([3, 4, 2], batchnorm=True, dropout=0.2, seed=0)
+    x = np.ones((4, 3))
+    x[2, 1] = value
+    calls = {"predict": lambda: net.predict(x), "calibrate": lambda: net.calibrate(x),
+             "lsuv": lambda: dl.lsuv(net, x),
+             "mc_dropout_predict": lambda: dl.mc_dropout_predict(net, x, 2)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"row 2, column 1") as info:
+            calls[call]()
+    assert "accepted:" in str(info.value) and "\n" not in str(info.value)
+    good = np.random.default_rng(0).normal(size=(4, 3))
+    assert np.isfinite(net.predict(good)).all()

@@ -22,7 +22,7 @@ def lsuv(
     # a finite number > 0: "0.1" was a bare comparison TypeError, inf stopped before rescaling
     tol = real("tol", tol, positive=True)
     max_iter = positive_int("max_iter", max_iter)  # 0 passes would leave no variance to report
-    x = net.check_input(x)
+    x = net.check_input(x, finite=True)
     if x.shape[0] < 2:
         raise ValueError(f"LSUV needs a batch of at least 2 rows, got {x.shape[0]}")
     gen = make_rng(seed)

@@ -68,9 +68,12 @@ class Network(Sequential):
         self.config = dict(config or {})
 
     # -- checked entry points ---------------------------------------------------------
-    def check_input(self, x: Array) -> Array:
+    def check_input(self, x: Array, finite: bool = False) -> Array:
         """``x`` as a (batch, n_inputs) array of the network's dtype; ValueError naming the
-        shape otherwise (or an empty batch)."""
+        shape otherwise (or an empty batch). With ``finite=True`` (:meth:`predict`,
+        :meth:`calibrate`, ``lsuv``, ``mc_dropout_predict``: one pass over data a user hands
+        in) also a ValueError naming the first NaN, infinite or too large entry (row and
+        column); the training step's ``forward`` leaves that to ``fit``'s data check."""
         if not isinstance(x, np.ndarray):
             if isinstance(x, str | bytes | dict) or x is None:
                 raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
@@ -84,6 +87,10 @@ class Network(Sequential):
             )
         if x.shape[0] == 0:
             raise ValueError("input batch is empty (0 rows)")
+        if finite:  # NaN/inf gave NaN outputs, 1e300 an 'overflow encountered in cast' warning
+            from .training.data_checks import finite_features
+
+            return finite_features(x, self.dtype, "x")
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         return x
@@ -127,7 +134,7 @@ class Network(Sequential):
         """Inference-mode outputs (dropout off, batch norm on its inference statistics),
         computed ``batch_size`` rows at a time."""
         batch_size = positive_int("batch_size", batch_size)
-        x = self.check_input(x)
+        x = self.check_input(x, finite=True)
         rows = min(batch_size, x.shape[0])
         # a batch's cached outputs (pre-activation and activation of every layer) and the
         # result, refused before allocating (batch_size=10**7 on a wide net asked for GBs)
@@ -145,7 +152,7 @@ class Network(Sequential):
     def calibrate(self, x: Array) -> Array:
         """One pass over ``x`` (the whole training set) setting every BatchNorm's population
         statistics (the seed's 'whole training set as one big batch')."""
-        x = self.check_input(x)
+        x = self.check_input(x, finite=True)
         if self.batchnorms() and x.shape[0] < 2:  # a variance of 0: outputs scaled by 1/sqrt(eps)
             raise ValueError(f"calibrate needs at least 2 rows (the training set) to estimate "
                              f"the batch-norm statistics; got {x.shape[0]}")

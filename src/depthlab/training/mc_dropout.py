@@ -22,7 +22,7 @@ def mc_dropout_predict(
     drops = net.dropouts()
     if not drops:
         raise ValueError("the network has no dropout layer: Monte Carlo dropout needs dropout > 0")
-    x = net.check_input(x)
+    x = net.check_input(x, finite=True)
     # the T outputs are kept (mean and std at the end): refused before the first pass if
     # they cannot fit
     n_out = net.dense_layers()[-1].W.value.shape[1]
