@@ -176,3 +176,24 @@ def test_a_tanh_gelu_network_goes_through_the_bridge_and_a_save(tmp_path):
     loaded = dl.load(tmp_path / "n.npz")
     assert loaded.layers[1].fn.approximate == "tanh"
     np.testing.assert_array_equal(loaded.predict(x), back.predict(x))
+
+
+@pytest.mark.parametrize("out_act, loss, y_kind", [("softmax", "cross_entropy", "labels"),
+                                                   ("sigmoid", "BCELoss", "column")])
+def test_an_output_squashed_again_by_its_logit_loss_is_a_warning(out_act, loss, y_kind):
+    # mlp(output_activation="sigmoid") + loss "BCELoss" (torch's name; a loss on logits here)
+    # or a softmax output + cross_entropy trained on twice-squashed outputs, silently
+    x, y = _blobs()
+    if y_kind == "column":
+        y = y[:, None].astype(float)
+    n_out = 2 if y_kind == "labels" else 1
+    with pytest.warns(UserWarning, match=f"applies {out_act} itself.*already ends in "
+                                         f"{out_act}.*without output_activation"):
+        Trainer(dl.mlp([3, 4, n_out], output_activation=out_act), loss=loss)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # logits, or probabilities with another loss: silent
+        Trainer(dl.mlp([3, 4, n_out]), loss=loss)
+        Trainer(dl.mlp([3, 4, n_out], output_activation=out_act), loss="mse")
+        Trainer(dl.mlp([3, 4, n_out], output_activation="tanh"), loss=loss)

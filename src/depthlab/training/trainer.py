@@ -100,6 +100,7 @@ class Trainer:
             raise TypeError(f"loss_kwargs={loss_kwargs!r:.60} is not accepted; accepted: a dict, "
                             "e.g. {'label_smoothing': 0.1}")
         self.loss = get_loss(loss, **(loss_kwargs or {}))
+        _warn_squashed_twice(net, self.loss)
         opt_kwargs = _optimizer_kwargs(optimizer_kwargs, hyperparameters)
         if isinstance(optimizer, Optimizer):  # it keeps its own hyperparameters: fit's
             _check_unused(optimizer, lr, opt_kwargs)  # momentum=0.9 was silently not used
@@ -391,6 +392,27 @@ def _check_callbacks(callbacks: Any) -> list[Callback]:
                             f"{missing[0]}(); accepted: instances of a subclass of "
                             "depthlab.training.Callback")
     return out
+
+
+# A loss on logits and the output activation it applies itself (torch's CrossEntropyLoss after
+# a Softmax, BCEWithLogitsLoss after a Sigmoid: a classic silent bug).
+_LOGIT_LINKS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+
+def _warn_squashed_twice(net: Network, loss: Any) -> None:
+    """A warning when ``net`` ends in the very squashing its logit loss applies itself
+    (``output_activation="softmax"`` with ``cross_entropy``, ``"sigmoid"`` with
+    ``binary_cross_entropy``, alias ``BCELoss``): the loss then saw probabilities as logits,
+    silently (its minimum is no longer 0 and the gradients shrink as the output saturates)."""
+    link = _LOGIT_LINKS.get(getattr(loss, "name", None))
+    last = next(iter(reversed(list(net.leaves()))), None)
+    from ..layers import Activation
+
+    if link is not None and isinstance(last, Activation) and last.fn.name == link:
+        warnings.warn(f"loss {loss.name!r} takes logits and applies {link} itself, but the "
+                      f"network already ends in {link} (output_activation={link!r}): its "
+                      f"outputs are squashed twice; build the network without "
+                      f"output_activation (or use loss='mse' on probabilities)", stacklevel=3)
 
 
 def _model_options() -> set[str]:
