@@ -137,3 +137,32 @@ def test_the_repr_of_a_failed_run_leaves_out_its_missing_metrics():
     assert repr(rec) == "RunRecord('abc123', name='n', sweep-point, failed, 0 steps)"
     ok = RunRecord("d", metrics={"train_loss": 0.25, "val_loss": None, "val_acc": float("nan")})
     assert repr(ok) == "RunRecord('d', finished, 0 steps, train_loss=0.25, val_acc=nan)"
+
+
+def test_a_full_disk_under_an_export_names_the_file_not_stdout(tmp_path, capsys, monkeypatch):
+    # AtomicWriteError had no file name, so the command line took a full disk while writing
+    # an exported table (or report.html, or a run's network) for its stdout: "depthlab:
+    # error: cannot write the output to stdout: cannot write '.../steps.csv': no space left"
+    import errno
+
+    import depthlab.atomic as atomic
+    from depthlab.experiments import RunRecord
+
+    with Store(tmp_path / "o") as s:
+        s.add_run(RunRecord("a", name="first"))
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    code, out, err = run_cli(capsys, "export", tmp_path / "o", "--to", tmp_path / "ex")
+    assert code == 2 and out == "", err
+    line = err.strip()
+    assert line.startswith(f"depthlab: error: cannot write '{tmp_path / 'ex' / 'runs.csv'}': "
+                           "no space left on device"), line
+    assert "stdout" not in line and len(err.splitlines()) == 1
+    assert not (tmp_path / "ex").exists() or not any((tmp_path / "ex").iterdir())
+    with pytest.raises(atomic.AtomicWriteError) as info:
+        atomic.atomic_write_text(tmp_path / "x.txt", "x")
+    assert info.value.filename == str(tmp_path / "x.txt")
+    assert str(info.value).startswith(f"cannot write '{tmp_path / 'x.txt'}': no space left")

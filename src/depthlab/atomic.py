@@ -35,7 +35,9 @@ def _host() -> str:
 
 class AtomicWriteError(OSError):
     """A file could not be written (disk full, permission, ...); the old version is intact.
-    ``str(err)`` is the one-line message (no ``[Errno N]`` prefix)."""
+    ``str(err)`` is the one-line message (no ``[Errno N]`` prefix); ``filename`` is the file
+    (the command line told a full disk under an export's table as "cannot write the output to
+    stdout", the case of an OSError without a file name)."""
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -108,7 +110,7 @@ def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
     :class:`AtomicWriteError` naming ``path``; on any failure the temporary is removed."""
     if path.is_dir():  # os.replace's "Is a directory (the previous version is kept)"
         raise AtomicWriteError(errno.EISDIR, f"cannot write {str(path)!r}: it is a folder; "
-                               "expected a file name")
+                               "expected a file name", str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
@@ -119,7 +121,8 @@ def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
         blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
                        None) if isinstance(exc, FileExistsError | NotADirectoryError) else None
         reason = f"{str(blocker)!r} is a file, not a folder" if blocker else _reason(exc)
-        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {reason}") from exc
+        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {reason}",
+                               str(path)) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o644)  # mkstemp creates 0600
@@ -144,7 +147,7 @@ def _raise_named(exc: BaseException, path: Path) -> None:
     if isinstance(exc, OSError) and not isinstance(exc, AtomicWriteError) \
             and exc.errno is not None:
         raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)} "
-                               "(the previous version is kept)") from exc
+                               "(the previous version is kept)", str(path)) from exc
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
