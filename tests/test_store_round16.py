@@ -166,3 +166,16 @@ def test_a_full_disk_under_an_export_names_the_file_not_stdout(tmp_path, capsys,
         atomic.atomic_write_text(tmp_path / "x.txt", "x")
     assert info.value.filename == str(tmp_path / "x.txt")
     assert str(info.value).startswith(f"cannot write '{tmp_path / 'x.txt'}': no space left")
+
+
+def test_load_runs_reads_a_store_on_a_read_only_disk(tmpfs):
+    # load_runs opened the store for writing: on a read-only disk it failed with "the file
+    # system is read-only: unable to open database file", where `depthlab runs` lists it
+    from depthlab.experiments import RunRecord, load_runs
+
+    with Store(tmpfs) as s:
+        s.add_run(RunRecord("a", name="first", metrics={"val_acc": 0.5}))
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    runs = load_runs(tmpfs)
+    assert list(runs["id"]) == ["a"] and list(runs["val_acc"]) == [0.5]
+    assert sorted(os.listdir(tmpfs)) == ["depthlab.db"]

@@ -923,8 +923,10 @@ def _rows(df: Any, columns: tuple[str, ...], run_id: str) -> list[tuple]:
 
 
 def load_runs(path_or_dir: str | os.PathLike) -> pd.DataFrame:
-    """All runs of the store at ``path_or_dir`` as a DataFrame (see :meth:`Store.runs`)."""
-    with Store(path_or_dir, create=False) as s:
+    """All runs of the store at ``path_or_dir`` as a DataFrame (see :meth:`Store.runs`). The
+    store is only read (it was opened for writing: a store on a read-only disk failed with
+    "unable to open database file", where ``depthlab runs`` lists it)."""
+    with Store(path_or_dir, create=False, readonly=True) as s:
         return s.runs()
 
 
