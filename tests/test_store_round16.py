@@ -179,3 +179,13 @@ def test_load_runs_reads_a_store_on_a_read_only_disk(tmpfs):
     runs = load_runs(tmpfs)
     assert list(runs["id"]) == ["a"] and list(runs["val_acc"]) == [0.5]
     assert sorted(os.listdir(tmpfs)) == ["depthlab.db"]
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_very_long_lock_timeout_waits_rather_than_not_at_all(tmp_path, readonly):
+    # SQLite's busy_timeout is a 32-bit count of milliseconds: timeout=1e10 ("wait for ever")
+    # wrapped to 0, so a statement meeting another process's lock failed at once
+    Store(tmp_path).close()
+    for seconds, want in ((1e10, 2**31 - 1), (2_147_484, 2**31 - 1), (5, 5000), (0, 0)):
+        with Store(tmp_path, timeout=seconds, readonly=readonly) as s:
+            assert s._conn.execute("PRAGMA busy_timeout").fetchone()[0] == want, seconds

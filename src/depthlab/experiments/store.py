@@ -92,6 +92,13 @@ LOCK_NOTE_S = 2.0
 for (the command looked hung)."""
 
 
+def _busy_ms(seconds: float) -> int:
+    """SQLite's ``busy_timeout`` (milliseconds, a 32-bit int) for a wait of ``seconds``: a
+    longer wait than 2**31 - 1 ms (~24.8 days; ``timeout=1e10`` for "wait for ever") gives the
+    longest, where it wrapped to 0 (no wait at all)."""
+    return min(int(seconds * 1000), 2**31 - 1)
+
+
 def _is_locked(e: BaseException) -> bool:
     """SQLite's "database is locked" (another process holds the lock SQLite waited for)."""
     return isinstance(e, sqlite3.OperationalError) and (
@@ -319,7 +326,7 @@ class Store:
             self._conn = sqlite3.connect(str(self.path), timeout=min(timeout, LOCK_POLL_S),
                                          isolation_level=None, check_same_thread=False)
             self._while_locked(self._open_schema)
-            self._conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._conn.execute(f"PRAGMA busy_timeout={_busy_ms(seconds)}")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open results store {str(self.path)!r}: "
                              f"{_reason(e, self.path)}") from None
@@ -347,7 +354,7 @@ class Store:
         waited for, and after the store's ``timeout`` (seconds) a :class:`StoreError` says it
         stayed locked (it waited silently, then said only "database is locked")."""
         conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout={int(min(self._timeout, LOCK_POLL_S) * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout={_busy_ms(min(self._timeout, LOCK_POLL_S))}")
         start, warned = time.monotonic(), False
         try:
             while True:
@@ -369,7 +376,7 @@ class Store:
                             UserWarning, stacklevel=2)
                         warned = True
         finally:
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout={_busy_ms(self._timeout)}")
 
     def _open_readonly(self, timeout: float) -> None:
         if self.path.is_dir():  # said "no results store", as if nothing were there
