@@ -65,3 +65,15 @@ def test_the_list_says_which_experiments_take_no_data(capsys):
     assert code == 0
     assert all(data[n] == [] for n in OWN_DATA)
     assert data["ioffe2015"] == ["mnist5k", "fashion-mnist"] and data["xu2016"] is None
+
+
+@pytest.mark.parametrize("alias", ["fashion-mnist", "fashion_mnist", "fmnist", "FashionMNIST",
+                                   "Fashion-MNIST"])
+def test_ioffe2015_trains_on_the_whole_fashion_mnist_set_under_any_of_its_names(alias):
+    """was: only the spellings 'fashion-mnist'/'fashion_mnist' (any case) set val_fraction=0;
+    '--data fmnist' (an accepted alias) held out 10% for validation, so the same experiment
+    trained on 54,000 images instead of 60,000."""
+    from depthlab.reproduce.ioffe2015 import full_training_set
+
+    assert full_training_set(alias) == {"val_fraction": 0.0}
+    assert full_training_set("mnist5k") == {} and full_training_set(None) == {}

@@ -95,6 +95,16 @@ def _settings(quick: bool) -> dict:
     return dict(steps=50_000, evals=100)
 
 
+def full_training_set(data: str | None) -> dict:
+    """``load_data`` options for ``data``: Fashion-MNIST under any of its names (fmnist,
+    FashionMNIST, ...) trains on all 60,000 images (``val_fraction=0``; the official test set
+    is the test split), as the paper's MNIST net did; mnist5k keeps its own split."""
+    from depthlab.data import find_builtin
+
+    spec = find_builtin(data) if data is not None else None
+    return {"val_fraction": 0.0} if spec is not None and spec.name == "fashion-mnist" else {}
+
+
 def _init_weights():
     """Small random Gaussian weights N(0, W_STD^2) (the paper gives no std)."""
     return dl.get_initializer("normal", std=W_STD)
@@ -113,8 +123,7 @@ def run(quick: bool = False, data: str | None = None,
         progress: bool | str | ExperimentProgress = False) -> Result:
     """Train the Fig. 1 network with and without BN; accuracy, drift, inference modes."""
     res = Result("ioffe2015", "Ioffe & Szegedy 2015 — batch normalization (Fig. 1)")
-    fashion = str(data).lower().replace("_", "-") == "fashion-mnist"  # Fashion-MNIST too
-    kwargs = {"val_fraction": 0.0} if fashion else {}
+    kwargs = full_training_set(data)
     ds, name = load_data("ioffe2015", data, "mnist5k", accepted=DATASETS, seed=0, **kwargs)
     cfg = _settings(quick)
     steps, every = cfg["steps"], cfg["steps"] // cfg["evals"]
