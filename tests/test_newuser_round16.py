@@ -179,3 +179,23 @@ def test_inference_on_non_finite_inputs_is_refused_naming_the_entry(call, value)
     assert "accepted:" in str(info.value) and "\n" not in str(info.value)
     good = np.random.default_rng(0).normal(size=(4, 3))
     assert np.isfinite(net.predict(good)).all()
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"optimizer": ("adamm", {})}, "unknown optimizer 'adamm' (did you mean 'adam'?)"),
+    ({"optimizer": ("sgd", {"momentun": 0.9})}, "(did you mean 'momentum'?)"),
+    ({"optimizer": ("sgd", {"lrr": 0.1})}, "(did you mean 'lr'?)"),
+    ({"loss_fn": "crossentropyy"}, "unknown loss 'crossentropyy' (did you mean 'cross_entropy'?)"),
+])
+def test_torch_doctor_misspelled_names_suggest_the_closest(kwargs, fragment):
+    """dlt.doctor(optimizer=('adamm', {})), a mistyped optimizer keyword and a mistyped loss
+    name listed the accepted names without the one meant."""
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(16, 4), torch.arange(16) % 3
+    settings = {"loss_fn": torch.nn.CrossEntropyLoss(), "steps": 2, "verify": False, **kwargs}
+    with pytest.raises(ValueError) as info:
+        dlt.doctor(model, (x, y), **settings)
+    assert fragment in str(info.value) and "\n" not in str(info.value)

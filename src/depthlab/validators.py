@@ -77,6 +77,12 @@ def to_float(value: numbers.Real) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def did_you_mean(word: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'adam'?)`` naming :func:`closest_name` of ``word``, else ``""``."""
+    close = closest_name(word, names)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
 def closest_name(word: str, names: Iterable[str]) -> str | None:
     """The accepted name a mistyped ``word`` most likely meant, for "did you mean" hints: a
     name that has ``word`` as one of its ``_``-separated parts (``steps`` -> ``max_steps``,

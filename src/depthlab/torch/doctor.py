@@ -52,6 +52,7 @@ from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
+from ..validators import did_you_mean
 from . import prescriptions as rx
 from .layers import activation_spec, check_materialized, check_model
 from .predict import theory_rows
@@ -101,8 +102,8 @@ def loss_by_name(name: str) -> nn.Module:
     ValueError naming the accepted ones for any other."""
     key = name.strip().lower().replace("-", "_")
     if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)} (or a "
-                         "callable loss_fn(output, target))")
+        raise ValueError(f"unknown loss {name!r}{did_you_mean(key, LOSSES)}; expected one of "
+                         f"{', '.join(LOSSES)} (or a callable loss_fn(output, target))")
     return LOSSES[key]()
 
 
@@ -886,7 +887,8 @@ def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
                         f"name), got {type(optimizer).__name__} {_short(optimizer)}")
     kwargs = dict(optimizer[1]) if pair else {}
     if name.lower() not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+        raise ValueError(f"unknown optimizer {name!r}{did_you_mean(name, OPTIMIZERS)}; expected "
+                         f"one of {sorted(OPTIMIZERS)}")
     default_lr = 0.1 if name.lower() == "sgd" else 1e-3
     lr = kwargs.pop("lr", default_lr)
     for label, v in (("steps", steps), ("batch_size", batch_size)):

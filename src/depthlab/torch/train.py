@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import math
 import random
 import time
@@ -44,7 +45,7 @@ import torch
 
 from ..probes.stats import probe_held_out
 from ..training.history import DivergenceReport, History
-from ..validators import positive_int
+from ..validators import did_you_mean, positive_int
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -89,7 +90,8 @@ class TorchTrainSpec:
     def __post_init__(self) -> None:
         name = str(self.optimizer).lower() if isinstance(self.optimizer, str) else None
         if name not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of "
+            hint = did_you_mean(name, OPTIMIZERS) if name is not None else ""
+            raise ValueError(f"unknown optimizer {self.optimizer!r}{hint}; expected one of "
                              f"{sorted(OPTIMIZERS)}")
         object.__setattr__(self, "optimizer", name)
         if isinstance(self.lr, (bool, np.bool_)) or not isinstance(self.lr, Real) or \
@@ -140,8 +142,12 @@ def make_optimizer(spec: TorchTrainSpec, params: Sequence[torch.nn.Parameter]
         return OPTIMIZERS[spec.optimizer](params, lr=spec.lr, **spec.optimizer_kwargs)
     except (TypeError, IndexError, KeyError, AttributeError) as e:  # an unknown keyword, a
         # value of the wrong kind (betas=(0.9,): IndexError inside Adam)
+        accepted = [p for p in inspect.signature(OPTIMIZERS[spec.optimizer]).parameters
+                    if p != "params"]
+        unknown = next((k for k in spec.optimizer_kwargs if k not in accepted), None)
+        hint = did_you_mean(unknown, accepted) if isinstance(unknown, str) else ""
         raise ValueError(f"optimizer {spec.optimizer!r} does not accept "
-                         f"{spec.optimizer_kwargs}: {e}") from None
+                         f"{spec.optimizer_kwargs}{hint}: {e}") from None
     except ValueError as e:  # a bad value (momentum -1), parameters it cannot take
         raise ValueError(f"optimizer {spec.optimizer!r} with lr {spec.lr:g} and "
                          f"{spec.optimizer_kwargs or 'no other arguments'} fails: {e}") from None
