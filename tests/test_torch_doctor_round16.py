@@ -135,3 +135,46 @@ def test_a_list_of_mini_batches_is_the_data_it_holds():
     with pytest.raises(ValueError, match=r"batch 1 of the list of \(x, y\) batches has x of "
                                          r"shape \(5,\) per example, batch 0 \(6,\)"):
         run([(x[:40], y[:40]), (x[40:, :5], y[40:])])
+
+
+class _PosEmb(nn.Module):
+    """A positional embedding owned by the model itself, beside its layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(4, 8)
+        self.pos = nn.Parameter(0.02 * torch.randn(1, 5, 8))
+        self.act = nn.ReLU()
+        self.norm = nn.RMSNorm(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.act(self.norm(self.inp(x) + self.pos)).mean(1))
+
+
+def test_norms_with_multi_axis_gains_and_a_models_own_parameters_are_no_weight_layers():
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LayerNorm([4, 6, 6]), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+                        nn.Flatten(), nn.Linear(144, 3))
+    x = torch.randn(16, 1, 6, 6)
+    traced = rx.trace(cnn, x[:8])
+    assert [(t.name, t.activation_name, t.normalized) for t in traced] == [
+        ("0", "relu", True), ("3", "relu", True), ("7", None, False)]  # was: '1' a layer
+    cured, _ = rx.apply({"init": "matched"}, copy_of(cnn), TorchTrainSpec(), x)
+    assert torch.equal(cured[1].weight, torch.ones(4, 6, 6))  # was: random gains, std 0.17
+    assert not torch.equal(cured[0].weight, cnn[0].weight)  # the convolutions re-initialized
+    model = _PosEmb()
+    xs = torch.randn(16, 5, 4)
+    traced = rx.trace(model, xs[:8])
+    assert [(t.name, t.activation_name, t.normalized) for t in traced] == [
+        ("inp", "relu", True), ("head", None, False)]  # RMSNorm a normalization; no '' layer
+    cured, _ = rx.apply({"init": "lsuv"}, copy_of(model), TorchTrainSpec(), xs)
+    assert torch.equal(cured.pos, model.pos)  # was: re-initialized as a weight matrix
+    y = torch.randint(0, 3, (16,))
+    d = dlt.doctor(lambda: nn.Sequential(*[copy_of(m) for m in cnn]), (x, y), steps=2,
+                   batch_size=8, verify=False)
+    assert d.config["batchnorm"] and d.config["normalization"] == "GroupNorm, LayerNorm"

@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
-from .layers import activation_spec, own_weights, untouched
+from .layers import activation_spec, is_norm, own_weights, untouched
 from .train import TorchTrainSpec
 
 ACTIVATION_MODULES: dict[type[nn.Module], str] = {
@@ -64,7 +64,7 @@ NEW_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 NORM_MODULES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
-    nn.modules.instancenorm._InstanceNorm,
+    nn.modules.instancenorm._InstanceNorm, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
 PASS_THROUGH: tuple[type[nn.Module], ...] = NORM_MODULES + (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
@@ -132,10 +132,23 @@ def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
 def weight_tensors(module: nn.Module) -> list[nn.Parameter]:
     """The module's own parameters with at least 2 dimensions; a module with a parametrized
     weight (``weight_norm``, ``spectral_norm``, ...) owns its trainable original, and the
-    parametrization's modules own none (the layers of :mod:`depthlab.torch.layers`)."""
-    if isinstance(module, parametrize.ParametrizationList):
+    parametrization's modules own none (the layers of :mod:`depthlab.torch.layers`); nor
+    does a normalization, whose gain and shift are >= 2-dim over several axes
+    (``nn.LayerNorm([C, H, W])``: it is the follower of the layer before, not a layer, as in
+    the probe; taken for one, its gains were re-initialized to random values by the
+    ``init`` cures and the convolution before it lost its activation)."""
+    if isinstance(module, parametrize.ParametrizationList) or is_norm(module):
         return []
     return [p for _, p in own_weights(module)]
+
+
+def _layer_modules(model: nn.Module) -> set[nn.Module]:
+    """The modules of ``model`` that are weight layers (:func:`weight_tensors`), the model
+    itself not when it has submodules (its own parameters, e.g. a positional embedding
+    ``nn.Parameter(torch.zeros(1, T, E))`` beside its layers, are no layer of the probe's;
+    taken for one, the ``init`` cures re-initialized the embedding as a weight matrix)."""
+    return {m for m in model.modules() if weight_tensors(m)
+            and (m is not model or next(iter(m.children()), None) is None)}
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
@@ -317,10 +330,11 @@ def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], l
     in-place activation changes them), ``(None, None)`` for the others."""
     calls: list[nn.Module] = []
     seen_io: list[_IO] = []
+    layers = _layer_modules(model)
 
     def hook(module: nn.Module, inp: Any, out: Any) -> None:
         calls.append(module)
-        if weight_tensors(module) or isinstance(module, PASS_THROUGH):
+        if module in layers or isinstance(module, PASS_THROUGH):
             i, o = _first_tensor(inp), _first_tensor(out)
             seen_io.append((None if i is None else i.detach().clone(),
                             None if o is None else o.detach().clone()))
@@ -328,7 +342,7 @@ def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], l
             seen_io.append((None, None))
 
     _forward_with_hook(model, x, [m for m in model.modules()
-                                  if weight_tensors(m) or not list(m.children())], hook)
+                                  if m in layers or not list(m.children())], hook)
     return calls, seen_io
 
 
@@ -376,18 +390,19 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     function as a stand-in module (:func:`functional_activation`, ``functional=True``)."""
     names = {m: n for n, m in model.named_modules()}
     calls, seen_io = _hooked_calls(model, x)
+    layers = _layer_modules(model)
     runs = Counter(calls)
     out: list[TracedLayer] = []
     seen: set[nn.Module] = set()
     for i, m in enumerate(calls):
-        if m in seen or not weight_tensors(m):
+        if m in seen or m not in layers:
             continue
         seen.add(m)
         act, normed, s = _follower(calls, seen_io, i)
         out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=s is not None,
                                calls=runs[m]))
     for m in model.modules():
-        if m not in seen and weight_tensors(m):
+        if m not in seen and m in layers:
             out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False, calls=0))
     return out
 
