@@ -10,6 +10,9 @@
   127.0.0.2`` (loopback) warned that other machines may use the playground;
 * a residual network's panels number its nonlinearities (two per block), but the summary said
   "layer 1 ..., layer 599" of a 300-layer net and the legends "layer 401";
+* reset after a refused change restarted the last accepted setup (relu) while the controls
+  still showed the refused values (selu), and the restart's "accepted" cleared the message that
+  said so: page and server disagreed without a word;
 * the parameter count of a batch-normalized network left out its batch norms' gamma and beta
   (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
@@ -287,3 +290,28 @@ def test_a_report_figure_on_a_phone_keeps_a_readable_size_and_scrolls_in_its_box
         pg.goto(path.as_uri())
         assert abs(pg.evaluate(width) - min(natural, pg.evaluate(
             "document.querySelector('.figbox').clientWidth"))) <= 1
+
+
+# -- reset after a refused change --------------------------------------------------------------
+def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.select_option("#f-model-activation", "selu")
+    page.wait_for_function("_ => S.query['model.activation'] === 'selu'")
+    page.fill("#f-train-seed", "")  # refused: the selu setup stays
+    page.press("#f-train-seed", "Tab")
+    page.locator(".field.invalid").wait_for()
+    page.select_option("#f-model-activation", "tanh")  # refused too (the seed): not accepted
+    page.wait_for_function("document.getElementById('message').textContent.includes("
+                           "'Still showing the last accepted setup')")
+    page.click("#reset")
+    page.wait_for_function("document.getElementById('stepinfo').dataset.step === '0' && "
+                           "document.getElementById('message').hidden")
+    page.screenshot(path=str(shots / "round16_reset_after_refused.png"))
+    config = _session(server).config
+    assert config["model"]["activation"] == "selu" and config["train"]["seed"] == 0
+    # was: the controls kept "tanh" and an empty seed beside the restarted selu network, with
+    # no message and no control marked
+    assert page.input_value("#f-model-activation") == "selu"
+    assert page.input_value("#f-train-seed") == "0"
+    assert page.locator(".field.invalid").count() == 0

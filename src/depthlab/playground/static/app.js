@@ -850,7 +850,14 @@ async function main() {
   $("play").addEventListener("click", () => { S.wantPlay = true; if (send({ cmd: "play" })) setState("running"); });
   $("pause").addEventListener("click", () => { S.wantPlay = false; if (send({ cmd: "pause" })) setState("paused"); });
   $("step").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "step" }); });
-  $("reset").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "reset" }); });
+  // reset restarts the last accepted setup: the controls show it again (after a refused change
+  // they kept the refused values, e.g. selu beside a restarted relu network, and the restart's
+  // "accepted" cleared the message that said so)
+  $("reset").addEventListener("click", () => {
+    S.wantPlay = false;
+    if (S.query && !sameQuery(readControls(), S.query)) { S.edits++; writeControls(S.query); }
+    send({ cmd: "reset" });
+  });
   // disabled at once: a double click started a second doctor ("already running")
   $("doctor").addEventListener("click", () => { if (send({ cmd: "doctor" })) $("doctor").disabled = true; });
   // Space plays or pauses unless a control has the focus (there it types or presses)
