@@ -117,3 +117,30 @@ def test_a_layer_inside_func_grad_in_the_forward_is_measured_in_probe_and_watch(
     rows = frame[(frame.module == "a") & (frame.quantity == "grad_pre_std")]
     assert list(rows.step) == [0, 1]
     assert rows.value.tolist() == pytest.approx([_pstd(g_s)] * 2, rel=1e-10)
+
+
+# -- fix 2: the ignore_index of a functools.partial loss -----------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("functools").partial(F.cross_entropy, ignore_index=0),
+    lambda: __import__("functools").partial(
+        __import__("functools").partial(F.cross_entropy, ignore_index=0), reduction="mean"),
+    lambda: nn.CrossEntropyLoss(ignore_index=0),
+])
+def test_acc_leaves_out_the_ignore_index_of_a_partial_loss(make):
+    """``partial(F.cross_entropy, ignore_index=0)`` (class 0 = padding): ``acc`` counted the
+    padding targets (0.40 where the accuracy over the others was 0.4375, 20 targets); now it
+    reads the partial's keyword as it reads ``nn.CrossEntropyLoss(ignore_index=0)``'s
+    attribute. Token targets of shape (N, T) for logits (N, C, T)."""
+    torch.manual_seed(0)
+    model = nn.Conv1d(4, 3, 1).to(D)
+    x, y = torch.randn(5, 4, 4, dtype=D), torch.randint(0, 3, (5, 4))
+    y[0, :3] = 0
+    table = dlt.probe(model, x, y, make()).set_index("quantity").value
+    with torch.no_grad():
+        hit = model(x).argmax(1) == y
+    valid = y != 0
+    assert table["acc"] == pytest.approx(int((hit & valid).sum()) / int(valid.sum()), rel=1e-12)
+    assert table["acc"] != pytest.approx(float(hit.double().mean()))
+    assert table["loss"] == pytest.approx(float(F.cross_entropy(model(x), y, ignore_index=0)),
+                                          rel=1e-12)

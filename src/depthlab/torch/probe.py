@@ -46,6 +46,7 @@ after), with a warning: the layers it wraps ran their forward without gradients,
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -107,10 +108,10 @@ def check_loss(loss: Any) -> torch.Tensor:
 def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tensor | None:
     """Fraction of argmax(output, dim=1) == y when ``y`` holds class indices for an output of
     shape ``(N, C, ...)``, ``C >= 2`` (``y`` of shape ``(N, ...)``), else None. Targets that
-    are no class (negative, or the loss's ``ignore_index``, e.g. -100 for padding) are left
-    out. One column (``C = 1``) is a binary logit or probability, whose threshold is the
-    loss's: no ``acc`` (its argmax is always 0, which gave the fraction of 0 labels, 0.49
-    where the logit's sign was right for 0.46)."""
+    are no class (negative, or the loss's ``ignore_index``, e.g. -100 for padding, read by
+    :func:`loss_ignore_index`) are left out. One column (``C = 1``) is a binary logit or
+    probability, whose threshold is the loss's: no ``acc`` (its argmax is always 0, which
+    gave the fraction of 0 labels, 0.49 where the logit's sign was right for 0.46)."""
     if not (isinstance(output, torch.Tensor) and isinstance(y, torch.Tensor)):
         return None
     if y.is_floating_point() or y.dtype == torch.bool or not output.is_floating_point():
@@ -124,6 +125,23 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tens
     if ignore_index is not None:
         valid &= y != ignore_index
     return (hit & valid).to(wide).sum() / valid.to(wide).sum()
+
+
+def loss_ignore_index(loss_fn: Any) -> int | None:
+    """The target value ``loss_fn`` ignores: its ``ignore_index`` attribute
+    (``nn.CrossEntropyLoss(ignore_index=0)``, ``nn.NLLLoss``), or the keyword of a
+    ``functools.partial`` (``partial(F.cross_entropy, ignore_index=0)``, nested partials and a
+    partial of a loss module too), else None (the functions' default, -100, is no class
+    anyway). A partial's keyword was not read: its padding targets (class 0) counted in
+    ``acc`` (0.40 where the non-padding accuracy was 0.44)."""
+    while True:
+        value = getattr(loss_fn, "ignore_index", None)
+        if value is not None or not isinstance(loss_fn, functools.partial):
+            return value
+        value = loss_fn.keywords.get("ignore_index")
+        if value is not None:
+            return value
+        loss_fn = loss_fn.func
 
 
 @contextmanager
@@ -219,7 +237,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
             output = forward(model, x)
         rec.disarm()
         loss = check_loss(loss_fn(output, y))
-        acc = accuracy(output, y, getattr(loss_fn, "ignore_index", None))
+        acc = accuracy(output, y, loss_ignore_index(loss_fn))
         grads: dict[int, torch.Tensor | None] = {}
         if loss.requires_grad and params:
             grads = _weight_grads(loss, params)
