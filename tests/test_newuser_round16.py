@@ -199,3 +199,19 @@ def test_torch_doctor_misspelled_names_suggest_the_closest(kwargs, fragment):
     with pytest.raises(ValueError) as info:
         dlt.doctor(model, (x, y), **settings)
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_doctor_takes_a_model_spec_and_auto_sizes_and_names_a_run_config():
+    """dl.doctor(dl.ModelSpec(...), data) was 'net_or_config must be a Network or a dict of
+    mlp() arguments, got ModelSpec', a dict with sizes ["auto", 16, "auto"] (a config's
+    [model] table) failed in mlp, and a whole run config said only "needs 'sizes'"."""
+    x, y = _xy(n=40, d=4, k=3)
+    spec = dl.ModelSpec(sizes=("auto", 8, "auto"), activation="tanh")
+    dg = dl.doctor(spec, (x, y), steps=3)
+    assert dg.config["sizes"] == [4, 8, 3] and dg.config["activation"] == "tanh"
+    binary = dl.doctor({"sizes": ["auto", 8, "auto"]}, (x, y % 2), steps=3,
+                       loss="binary_cross_entropy")
+    assert binary.config["sizes"] == [4, 8, 1]
+    with pytest.raises(ValueError, match=r"needs 'sizes'.*this is a run config: pass its "
+                                         r"\[model\] table, dl.doctor\(config\['model'\]"):
+        dl.doctor({"model": {"sizes": [4, 8, 3]}, "train": {"lr": 0.1}}, (x, y), steps=3)

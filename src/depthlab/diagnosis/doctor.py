@@ -15,11 +15,12 @@ import numpy as np
 from ..backend import data_array
 from ..backend import rng as make_rng
 from ..jsonable import jsonable
+from ..losses import REGISTRY as LOSS_REGISTRY
 from ..models import mlp
 from ..network import Network
 from ..probes.recorder import ProbeRecorder
 from ..probes.stats import measurement_mode, probe_held_out
-from ..spec import TrainSpec, check_field
+from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
 from ..training.trainer import Callback, Trainer
 from ..validators import positive_int
@@ -89,6 +90,31 @@ def _unpack(data: Any, seed: int | None) -> _Data:
         "data must be a Dataset (with x_train, y_train, x_val, y_val) or a tuple (x, y) or "
         f"(x, y, x_val, y_val), got {type(data).__name__}"
     )
+
+
+def _resolve_auto(sizes: Any, data: Any, seed: int | None, loss: Any) -> Any:
+    """``sizes`` with an ``"auto"`` first width replaced by the data's features and an
+    ``"auto"`` last one by its classes (1 for ``binary_cross_entropy``; a one-hot ``y``'s
+    columns), as ``depthlab run`` resolves them; other sizes unchanged (``mlp`` checks them)."""
+    if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__") or len(sizes) < 2 or \
+            not any(isinstance(s, str) and s == "auto" for s in (sizes[0], sizes[-1])):
+        return sizes
+    d = _unpack(data, seed)
+    sizes = list(sizes)
+    if isinstance(sizes[0], str) and sizes[0] == "auto" and d.x.ndim == 2:
+        sizes[0] = int(d.x.shape[1])
+    if isinstance(sizes[-1], str) and sizes[-1] == "auto":
+        y = d.y
+        if d.y_val is not None and d.y.ndim == 1 and d.y_val.ndim == 1:  # a class only in val
+            y = np.concatenate([d.y, d.y_val])
+        if isinstance(loss, str) and loss in LOSS_REGISTRY and \
+                LOSS_REGISTRY.key(loss) == "binary_cross_entropy":
+            sizes[-1] = 1
+        elif y.ndim == 2:
+            sizes[-1] = int(y.shape[1])
+        elif y.size and np.issubdtype(y.dtype, np.number) and np.isfinite(y).all():
+            sizes[-1] = int(np.max(y)) + 1
+    return sizes
 
 
 @dataclass
@@ -220,7 +246,7 @@ def _improved(before: float, after: float, resolved: bool) -> bool:
 
 
 def doctor(
-    net_or_config: Network | dict[str, Any],
+    net_or_config: Network | ModelSpec | dict[str, Any],
     data: Any,
     *,
     steps: int = 200,
@@ -242,7 +268,9 @@ def doctor(
     :mod:`depthlab.diagnosis.rules` and return a :class:`Diagnosis`.
 
     ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the
-    ``mlp()`` arguments used to build prescribed variants) or a dict of ``mlp()`` arguments.
+    ``mlp()`` arguments used to build prescribed variants), a dict of ``mlp()`` arguments or a
+    :class:`~depthlab.spec.ModelSpec` (an ``"auto"`` first or last width is resolved from the
+    data, as ``depthlab run`` does: the features; the classes, 1 for binary cross-entropy).
     ``data``: a Dataset (``x_train``, ``y_train``, ``x_val``, ``y_val``) or ``(x, y)`` (20% held
     out, seeded) or ``(x, y, x_val, y_val)``. ``seed``: the one seed of the diagnosis: the
     held-out split, the batch order and dropout of every run, and the weights of a config dict
@@ -270,19 +298,26 @@ def doctor(
     if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
         raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
                         "depthlab.training.Callback objects")
+    if isinstance(net_or_config, ModelSpec):  # dl.ModelSpec(...): its mlp() arguments
+        net_or_config = net_or_config.to_dict()
     if isinstance(net_or_config, Network):
         net = copy.deepcopy(net_or_config)
         config = dict(net_or_config.config) or _as_built(net_or_config)
     elif isinstance(net_or_config, dict):
         config = {"seed": seed, **net_or_config}  # the doctor's seed unless the dict has one
         if "sizes" not in config:
+            run_config = "model" in config and isinstance(config["model"], dict)
+            hint = ("; this is a run config: pass its [model] table, dl.doctor(config['model'], "
+                    "data, ...) (its [train] settings as doctor's loss=, optimizer=, lr=, "
+                    "batch_size=), or run `depthlab doctor CONFIG`" if run_config else "")
             raise ValueError(f"a config dict needs 'sizes' (mlp arguments), got keys "
-                             f"{sorted(map(str, net_or_config))}")
+                             f"{sorted(map(str, net_or_config))}{hint}")
+        config["sizes"] = _resolve_auto(config["sizes"], data, seed, loss)
         net = mlp(**config)
         config = dict(net.config)
     else:
-        raise TypeError(f"net_or_config must be a Network or a dict of mlp() arguments, got "
-                        f"{type(net_or_config).__name__}")
+        raise TypeError(f"net_or_config must be a Network, a dl.ModelSpec or a dict of mlp() "
+                        f"arguments, got {type(net_or_config).__name__}")
     if verify and "sizes" not in config:  # refused before training, not after it
         raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
                          "or pass a dict of mlp() arguments")
