@@ -13,7 +13,7 @@ import tempfile
 import pytest
 from helpers.cli import run_cli
 
-from depthlab.experiments import Store
+from depthlab.experiments import Store, StoreError
 
 KILLED_WRITER = """
 import os, signal, sys
@@ -189,3 +189,35 @@ def test_a_very_long_lock_timeout_waits_rather_than_not_at_all(tmp_path, readonl
     for seconds, want in ((1e10, 2**31 - 1), (2_147_484, 2**31 - 1), (5, 5000), (0, 0)):
         with Store(tmp_path, timeout=seconds, readonly=readonly) as s:
             assert s._conn.execute("PRAGMA busy_timeout").fetchone()[0] == want, seconds
+
+
+@pytest.mark.parametrize("column, value", [("seconds", "abc"), ("created", "yesterday"),
+                                           ("seconds", b"\x00\x01")])
+def test_a_runs_row_with_text_for_a_number_is_one_line_not_an_internal_error(
+        tmp_path, capsys, column, value):
+    # a store edited outside depthlab (seconds = 'abc'): `depthlab runs`, report and export
+    # failed with "ValueError: could not convert string to float: 'abc' (internal error ...)"
+    import sqlite3
+
+    from depthlab.experiments import RunRecord
+
+    with Store(tmp_path) as s:
+        s.add_run(RunRecord("good", name="kept", seconds=2.0))
+        s.add_run(RunRecord("bad", name="edited", seconds=3.0))
+    with sqlite3.connect(tmp_path / "depthlab.db") as c:
+        c.execute(f"UPDATE runs SET {column} = ? WHERE id = 'bad'", (value,))
+    c.close()
+    for command in ("runs", "report", "export"):
+        code, _out, err = run_cli(capsys, command, tmp_path)
+        assert code == 2, (command, err)
+        assert err.count("\n") == 1 and "internal error" not in err, err
+        assert f"run 'bad' has a {column} that is not a number" in err, err
+    with Store(tmp_path, readonly=True) as s, pytest.raises(StoreError, match="not a number"):
+        s.run("bad")
+    with sqlite3.connect(tmp_path / "depthlab.db") as c:
+        c.execute(f"UPDATE runs SET {column} = 4.5 WHERE id = 'bad'")
+    c.close()
+    with Store(tmp_path, readonly=True) as s:
+        runs = s.runs().set_index("id")
+        assert runs.loc["bad", column] == 4.5 and s.run("bad")[column] == 4.5
+        assert s.run("good")["seconds"] == 2.0

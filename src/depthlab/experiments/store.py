@@ -741,6 +741,8 @@ class Store:
         for c in ("config", "metrics", "divergence"):
             columns[c] = [self._object(c, v, rid) for v, rid in zip(columns[c], columns["id"])]
         columns["metrics"] = [m or {} for m in columns["metrics"]]
+        for c in ("created", "seconds"):
+            columns[c] = [self._number(c, v, rid) for v, rid in zip(columns[c], columns["id"])]
         df = pd.DataFrame({c: pd.Series(v, dtype=object if c not in ("created", "seconds")
                                         else "float64")
                            for c, v in columns.items()})
@@ -768,7 +770,19 @@ class Store:
         out = dict(zip(keys, row))
         for c in ("config", "metrics", "divergence"):
             out[c] = self._object(c, out[c], run_id)
+        for c in ("created", "seconds"):
+            out[c] = self._number(c, out[c], run_id)
         return out
+
+    def _number(self, column: str, value: Any, run_id: str) -> float | None:
+        """A number column of a runs row (None stays None); a StoreError naming the run when
+        it holds text (a store edited outside depthlab: ``seconds = 'abc'`` was "ValueError:
+        could not convert string to float", an internal error of `depthlab runs`)."""
+        if value is None or isinstance(value, int | float):
+            return value
+        raise StoreError(f"results store {str(self.path)!r} cannot be read: run {run_id!r} has "
+                         f"a {column} that is not a number ({str(value)[:40]!r}); the store was "
+                         "changed outside depthlab or is damaged")
 
     def _object(self, column: str, text: str | None, run_id: str) -> dict | None:
         """A JSON-object column of a runs row (None stays None); a StoreError naming the run
