@@ -77,3 +77,24 @@ def test_ioffe2015_trains_on_the_whole_fashion_mnist_set_under_any_of_its_names(
 
     assert full_training_set(alias) == {"val_fraction": 0.0}
     assert full_training_set("mnist5k") == {} and full_training_set(None) == {}
+
+
+@pytest.mark.parametrize("spelling", ["Depth_Ladder", " XU2016 ", "depth_ladder"])
+def test_run_experiment_takes_the_names_the_command_line_takes(spelling, monkeypatch):
+    """was: run_experiment('depth_ladder') raised "unknown experiment 'depth_ladder'" though
+    `depthlab reproduce depth_ladder` (and XU2016) ran it; now the same names resolve."""
+    from depthlab.reproduce.base import experiment_name
+
+    ran = []
+    want = spelling.strip().lower().replace("_", "-")
+
+    def fake(**kw):
+        ran.append(kw)
+        return Result(want, want)
+
+    monkeypatch.setitem(REGISTRY, want, dataclasses.replace(REGISTRY[want], run=fake))
+    assert experiment_name(spelling) == want
+    result = run_experiment(spelling, quick=True, echo=None)
+    assert result.name == want and len(ran) == 1
+    with pytest.raises(ValueError, match=r"unknown experiment 'glorot-2010'; expected one of"):
+        run_experiment("glorot-2010", echo=None)

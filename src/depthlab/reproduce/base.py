@@ -123,6 +123,21 @@ def load_data(experiment: str, data: str | None, default: str, *,
                                   f"{exc}") from exc
 
 
+def experiment_name(name: str) -> str:
+    """The registered name ``name`` stands for: case, surrounding blanks and ``_`` for ``-``
+    do not matter (``Depth_Ladder`` is ``depth-ladder``, ``XU2016`` is ``xu2016``, as on the
+    command line); ValueError naming the registered ones otherwise."""
+    from . import experiments  # noqa: F401  (registers the built-ins)
+
+    if isinstance(name, str) and name not in REGISTRY:
+        given = name.strip().lower().replace("_", "-")
+        name = next((k for k in REGISTRY if k.lower().replace("_", "-") == given), name)
+    if not isinstance(name, str) or name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY))
+        raise ValueError(f"unknown experiment {name!r}; expected one of: {known}")
+    return name
+
+
 def takes_data(exp: Experiment) -> bool:
     """Whether ``exp`` takes a ``data=`` at all (``data=()`` registers one that takes none)."""
     return exp.data != ()
@@ -220,9 +235,7 @@ def run_experiment(name: str, *, quick: bool = False, out: str | Path | None = N
     must run."""
     from . import experiments  # noqa: F401  (registers the built-ins)
 
-    if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY))
-        raise ValueError(f"unknown experiment {name!r}; expected one of: {known}")
+    name = experiment_name(name)
     exp = REGISTRY[name]
     check_data_accepted(exp, data)
     from ..progress import ExperimentProgress
