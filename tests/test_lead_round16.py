@@ -48,3 +48,30 @@ def test_predict_refuses_a_batch_that_cannot_fit_before_allocating(monkeypatch):
     assert out.shape == (1000, 10)
     monkeypatch.delenv("DEPTHLAB_MEMORY_LIMIT")
     assert np.array_equal(net.predict(x[:1000], batch_size=512), out)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["normal", "relu", "dead", "saturated", "interior ties",
+                                  "two values"])
+def test_bucket_selection_is_exact_on_ties_and_never_gathers_them(dtype, kind):
+    """Order statistics by the compiled bucket selection equal a full sort's on arrays whose
+    minimum or maximum repeats (a ReLU output's zeros, a dead layer, saturated units) or with
+    ties inside; the ties at either end are answered without gathering them (before: half a
+    ReLU output gathered and sorted, 72 ms for 2^20 entries)."""
+    kernels = pytest.importorskip("depthlab.probes.kernels")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(50_000) * 1.4
+    x = {"normal": x, "relu": np.maximum(x, 0), "dead": np.maximum(x - 3.0, 0),
+         "saturated": np.clip(x, -1, 1), "interior ties": np.round(x * 3),
+         "two values": (x > 0.5).astype(float)}[kind].astype(dtype)
+    n = x.size
+    ranks = np.array([0, 1, n // 100, n // 50, n // 7, n // 2, n - n // 7, n - n // 50,
+                      n - 2, n - 1], dtype=np.intp)
+    lo, hi = float(x.min()), float(x.max())
+    want = np.sort(x)[ranks]
+    assert np.array_equal(kernels.select(x, ranks, lo, hi), want)
+    assert np.array_equal(x[kernels.positions(x, ranks, lo, hi)], want)
+    gathered = kernels._buckets(x, ranks, lo, hi)[6]
+    assert gathered <= 2 * kernels.SORT_UP_TO or kind == "interior ties"
+    if kind in ("relu", "dead", "saturated", "two values"):
+        assert gathered < n // 20  # the repeated end values stay out of the gather

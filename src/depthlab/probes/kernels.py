@@ -15,9 +15,11 @@ Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, ``d_i = x_i - c``)
   and once more with ``c`` = that mean when ``(S1/n)^2 > CANCELLATION_RATIO var``);
   :func:`block_moments` the same sums, each block of 512 entries summed in the array's dtype.
 * :func:`select` / :func:`positions`: bucket selection (see :mod:`depthlab.probes.quantiles`):
-  entry ``x`` goes to bucket ``min(floor((x - lo) nb / (hi - lo)), nb - 1)``, a monotone map;
-  counts per bucket, the buckets holding the wanted ranks, their entries gathered and sorted;
-  rank ``r`` is element ``r - (entries in lower buckets)`` of its bucket's sorted run.
+  entry ``x`` goes to bucket ``1 + min(floor((x - lo) nb / (hi - lo)), nb - 1)``, or to the
+  tie buckets 0 (``x = lo``) and ``nb + 1`` (``x = hi``), a monotone map; counts per bucket,
+  the buckets holding the wanted ranks, their entries gathered and sorted; rank ``r`` is
+  element ``r - (entries in lower buckets)`` of its bucket's sorted run. A rank in a tie bucket
+  is ``lo`` or ``hi`` without gathering; a long run is bucketed again over its own range.
 * :func:`layer`: one hidden layer in one call: mean and std of ``s`` and ``a`` (the sums of
   :func:`shifted_sums`), ``#{|D| < thr} / n`` (saturation, ``D = f'(s)`` computed row by row),
   the fraction of units whose ``D`` is 0 on every example (dead), ``Z(s) / n`` (inactive), std
@@ -206,103 +208,220 @@ count, so the computation vectorizes; 16 KiB of indices, whatever the array's si
 @numba.njit(**_JIT)
 def _bucket_chunk(x: np.ndarray, start: int, m: int, lo: float, hi: float, nb: int,
                   idx: np.ndarray) -> None:
-    """``idx[i] = min(floor((x_i - lo) nb / (hi - lo)), nb - 1)`` (uint16) for the ``m`` entries
-    from ``start``: a nondecreasing map of ``x_i``. In float32 arithmetic for a float32 array
-    whose range and scale are float32 numbers (vectorizes at twice the width), else in float64;
-    both round monotonically, which is all the selection needs, and the same entry always gets
-    the same bucket (the gather pass recomputes them rather than keeping an index per entry)."""
+    """The bucket (uint16) of each of the ``m`` entries from ``start``:
+    ``1 + min(floor((x_i - lo) nb / (hi - lo)), nb - 1) - [x_i = lo] + [x_i = hi]``, so 0 for
+    an entry equal to the minimum ``lo``, ``nb + 1`` for one equal to the maximum ``hi`` (the
+    floor is ``nb - 1`` there: ``nb`` times the rounding error is below 1), ``1..nb``
+    between: a nondecreasing map of ``x_i``
+    whose end buckets hold only ties (a ReLU output's zeros, a saturated unit's 1.0), which
+    need no sorting. In float32 arithmetic for a float32 array whose range and scale are
+    float32 numbers (vectorizes at twice the width), else in float64; both round
+    monotonically, which is all the selection needs, and the same entry always gets the same
+    bucket (the gather pass recomputes them rather than keeping an index per entry)."""
     scale = nb / (hi - lo)
     xs = x[start:start + m]  # indexed from 0: no negative-index check, the loop vectorizes
+    one = np.int32(1)
     if x.itemsize == 4 and hi - lo < 1e38 and scale < 1e38:
         lo_t = x.dtype.type(lo)
+        hi_t = x.dtype.type(hi)
         sc_t = x.dtype.type(scale)
         top_t = x.dtype.type(nb - 1)
-        for i in range(m):
-            idx[i] = np.uint16(min((xs[i] - lo_t) * sc_t, top_t))
+        for i in range(m):  # int32 arithmetic: float32 -> int32 converts in vector lanes
+            v = xs[i]
+            u = np.int32(min((v - lo_t) * sc_t, top_t))
+            idx[i] = np.uint16(u + one - np.int32(v == lo_t) + np.int32(v == hi_t))
     else:
-        top = np.float64(nb - 1)
+        top_f = np.float64(nb - 1)
         for i in range(m):
-            idx[i] = np.uint16(min((np.float64(xs[i]) - lo) * scale, top))
+            v = np.float64(xs[i])
+            u = np.int32(min((v - lo) * scale, top_f))
+            idx[i] = np.uint16(u + one - np.int32(v == lo) + np.int32(v == hi))
 
 
 @numba.njit(**_JIT)
 def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
-    """The counting pass of :func:`select`, :data:`CHUNK` entries at a time (no index kept per
-    entry: one read of ``x``): ``(number of buckets, counts, cumulative counts, bucket of each
-    rank, whether a bucket is gathered, start of each gathered bucket's run, entries
-    gathered)``."""
+    """The counting pass of :func:`positions`, :data:`CHUNK` entries at a time (no index kept
+    per entry: one read of ``x``): ``(interior buckets nb, counts, cumulative counts, bucket
+    of each rank, whether a bucket is gathered, start of each gathered bucket's run, entries
+    gathered)``; the two tie buckets (0 and ``nb + 1``, :func:`_bucket_chunk`) are never
+    gathered."""
     n = x.size
-    nb = max(2, min(n // 8, 4096))  # ~8 entries a bucket, at most 4096 (uint16 indices)
-    idx = np.empty(CHUNK, dtype=np.uint16)
-    lanes = np.zeros(LANES * nb, dtype=np.uint32)
+    nb = max(2, min(n // 8, 4094))  # ~8 entries a bucket; nb + 2 <= 4096 (uint16 indices)
+    nt = nb + 2
+    keep = n <= KEEP_UP_TO  # the buckets kept for the gather pass
+    idx = np.empty(n if keep else CHUNK, dtype=np.uint16)
+    lanes = np.zeros(LANES * nt, dtype=np.uint32)
     for s in range(0, n, CHUNK):
         m = min(CHUNK, n - s)
-        _bucket_chunk(x, s, m, lo, hi, nb, idx)
-        _add_counts(idx, m, lanes, nb)
-    counts = _lane_totals(lanes, nb)
+        part = idx[s:s + m] if keep else idx
+        _bucket_chunk(x, s, m, lo, hi, nb, part)
+        _add_counts(part, m, lanes, nt)
+    counts = _lane_totals(lanes, nt)
     below = np.cumsum(counts)  # entries in buckets 0..k
     wanted = np.searchsorted(below, ranks, side="right")
-    take = np.zeros(nb, dtype=np.bool_)
+    take = np.zeros(nt, dtype=np.bool_)
     for k in wanted:
         take[k] = True
-    start = np.zeros(nb, dtype=np.int64)  # offset of each gathered bucket's run
+    take[0] = take[nt - 1] = False  # ties: answered without gathering
+    start = np.zeros(nt, dtype=np.int64)  # offset of each gathered bucket's run
     m = 0
-    for k in range(nb):
+    for k in range(nt):
         if take[k]:
             start[k] = m
             m += counts[k]
-    return nb, counts, below, wanted, take, start, m
+    return nb, counts, below, wanted, take, start, m, idx[:n] if keep else idx[:0]
 
 
 @numba.njit(**_JIT)
-def _gather(x: np.ndarray, lo: float, hi: float, nb: int, take: np.ndarray, start: np.ndarray,
-            m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The gathering pass of :func:`select`: the ``m`` entries of the buckets marked in
+def _gather(x: np.ndarray, ix: np.ndarray, lo: float, hi: float, nb: int, take: np.ndarray,
+            start: np.ndarray, m: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The gathering pass of :func:`positions`: the ``m`` entries of the buckets marked in
     ``take`` (each bucket's entries from ``start[k]``, in the order of ``x``) and their
-    indices."""
+    indices (``ix[i]``, or ``i`` itself where ``ix`` is empty); the buckets from ``kept``
+    (:func:`_buckets`), or computed again where it is empty."""
     vals = np.empty(m, dtype=x.dtype)
     where = np.empty(m, dtype=np.intp)
     fill = start.copy()
-    idx = np.empty(CHUNK, dtype=np.uint16)
+    again = kept.size == 0
+    idx = np.empty(CHUNK if again else 0, dtype=np.uint16)
     n = x.size
+    own = ix.size == 0
     for s in range(0, n, CHUNK):
         c = min(CHUNK, n - s)
-        _bucket_chunk(x, s, c, lo, hi, nb, idx)
+        if again:
+            _bucket_chunk(x, s, c, lo, hi, nb, idx)
+            part = idx
+        else:
+            part = kept[s:s + c]
         for i in range(c):
-            k = idx[i]
+            k = part[i]
             if take[k]:
-                vals[fill[k]] = x[s + i]
-                where[fill[k]] = s + i
-                fill[k] += 1
+                f = fill[k]
+                vals[f] = x[s + i]
+                where[f] = s + i if own else ix[s + i]
+                fill[k] = f + 1
     return vals, where
 
 
 @numba.njit(**_JIT)
-def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array ``x`` sorted ascending.
-    Preconditions (checked by the caller): every entry finite, ``lo``/``hi`` its minimum and
-    maximum, ``lo < hi`` and ``4096 / (hi - lo)`` finite."""
-    nb, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
-    vals = _gather(x, lo, hi, nb, take, start, m)[0]
-    vals.sort()
-    out = np.empty(ranks.size, dtype=x.dtype)
-    for j in range(ranks.size):
-        k = wanted[j]
-        out[j] = vals[start[k] + ranks[j] - (below[k] - counts[k])]
-    return out
+def _first_equal(x: np.ndarray, ix: np.ndarray, value: float) -> int:
+    """The index (``ix[i]``, or ``i`` where ``ix`` is empty) of the first entry of ``x`` equal
+    to ``value`` (there is one)."""
+    for i in range(x.size):
+        if x[i] == value:
+            return ix[i] if ix.size else i
+    return -1
+
+
+KEEP_UP_TO = 1 << 18
+"""Arrays up to this many entries keep their buckets from the counting pass for the gathering
+pass (512 KiB of uint16, in cache); larger ones compute them again (cheaper than writing and
+reading back an index per entry from memory: 28 -> 18 ms for 2^22 float32 entries)."""
+
+SORT_UP_TO = 2048
+"""Gathered entries sorted at once when there are at most this many; otherwise each wanted
+bucket's run on its own: sorted when short, answered at once when its entries are all equal,
+else bucketed again over its own range (at most :data:`MAX_LEVELS` deep). With the tie
+buckets, a selection stays a few linear passes where sorting a bucket took O(n log n) (2^20
+ReLU outputs: 72 ms; a dead layer: 102 ms)."""
+
+MAX_LEVELS = 8
 
 
 @numba.njit(**_JIT)
 def positions(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Indices ``i`` with ``x[i] = v[r]`` for each ``r`` in ``ranks`` (:func:`select`, same
-    preconditions)."""
-    nb, counts, below, wanted, take, start, m = _buckets(x, ranks, lo, hi)
-    vals, where = _gather(x, lo, hi, nb, take, start, m)
-    order = np.argsort(vals)
+    """Indices ``i`` with ``x[i] = v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array
+    ``x`` sorted ascending (any one of equal entries). Preconditions (checked by the caller):
+    every entry finite, ``lo``/``hi`` its minimum and maximum, ``lo < hi`` and
+    ``4096 / (hi - lo)`` finite. Pending runs are kept in a list, not recursion (Numba cannot
+    cache a recursive function)."""
     out = np.empty(ranks.size, dtype=np.intp)
+    v = x
+    ix = np.empty(0, dtype=np.intp)  # empty: indices into x itself
+    r = ranks.astype(np.intp)
+    slots = np.arange(ranks.size)
+    pending = [(np.empty(0, dtype=x.dtype), ix, r, slots, np.float64(lo), np.float64(hi), 0)]
+    pending.pop()  # (a list typed by its first entry, now empty; the loop starts from x)
+    depth = 0
+    while True:
+        nb, counts, below, wanted, take, start, m, kept = _buckets(v, r, lo, hi)
+        vals, where = _gather(v, ix, lo, hi, nb, take, start, m, kept)
+        at_lo = at_hi = -1
+        for j in range(r.size):
+            k = wanted[j]
+            if k == 0:
+                if at_lo < 0:
+                    at_lo = _first_equal(v, ix, lo)
+                out[slots[j]] = at_lo
+            elif k == nb + 1:
+                if at_hi < 0:
+                    at_hi = _first_equal(v, ix, hi)
+                out[slots[j]] = at_hi
+        if m <= SORT_UP_TO:  # the usual case: one sort of everything gathered
+            order = np.argsort(vals)
+            for j in range(r.size):
+                k = wanted[j]
+                if take[k]:
+                    out[slots[j]] = where[order[start[k] + r[j] - (below[k] - counts[k])]]
+        else:
+            done = np.zeros(r.size, dtype=np.bool_)
+            for j in range(r.size):
+                k = wanted[j]
+                if done[j] or not take[k]:
+                    continue
+                n_group = 0  # the ranks in bucket k, as positions within its run
+                for i in range(j, r.size):
+                    n_group += wanted[i] == k
+                group = np.empty(n_group, dtype=np.intp)
+                g = 0
+                for i in range(j, r.size):
+                    if wanted[i] == k:
+                        group[g] = i
+                        g += 1
+                        done[i] = True
+                run = vals[start[k]:start[k] + counts[k]]
+                run_ix = where[start[k]:start[k] + counts[k]]
+                local = r[group] - (below[k] - counts[k])
+                rlo = np.float64(run.min())
+                rhi = np.float64(run.max())
+                if rlo == rhi:  # ties only: any entry of the run is the answer
+                    for g in range(n_group):
+                        out[slots[group[g]]] = run_ix[local[g]]
+                elif (run.size <= SORT_UP_TO or depth + 1 >= MAX_LEVELS
+                      or not (np.isfinite(rhi - rlo) and np.isfinite(4096.0 / (rhi - rlo)))):
+                    order = np.argsort(run)
+                    for g in range(n_group):
+                        out[slots[group[g]]] = run_ix[order[local[g]]]
+                else:
+                    pending.append((run.copy(), run_ix.copy(), local, slots[group], rlo, rhi,
+                                    depth + 1))
+        if len(pending) == 0:
+            return out
+        v, ix, r, slots, lo, hi, depth = pending.pop()
+
+
+@numba.njit(**_JIT)
+def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array ``x`` sorted ascending
+    (:func:`positions`, same preconditions). The usual case, few entries gathered, sorts their
+    values alone; otherwise the entries at :func:`positions`."""
+    nb, counts, below, wanted, take, start, m, kept = _buckets(x, ranks, lo, hi)
+    out = np.empty(ranks.size, dtype=x.dtype)
+    if m > SORT_UP_TO:
+        at = positions(x, ranks, lo, hi)
+        for j in range(ranks.size):
+            out[j] = x[at[j]]
+        return out
+    vals = _gather(x, np.empty(0, dtype=np.intp), lo, hi, nb, take, start, m, kept)[0]
+    vals.sort()
     for j in range(ranks.size):
         k = wanted[j]
-        out[j] = where[order[start[k] + ranks[j] - (below[k] - counts[k])]]
+        if k == 0:
+            out[j] = x.dtype.type(lo)
+        elif k == nb + 1:
+            out[j] = x.dtype.type(hi)
+        else:
+            out[j] = vals[start[k] + ranks[j] - (below[k] - counts[k])]
     return out
 
 
