@@ -215,3 +215,27 @@ def test_doctor_takes_a_model_spec_and_auto_sizes_and_names_a_run_config():
     with pytest.raises(ValueError, match=r"needs 'sizes'.*this is a run config: pass its "
                                          r"\[model\] table, dl.doctor\(config\['model'\]"):
         dl.doctor({"model": {"sizes": [4, 8, 3]}, "train": {"lr": 0.1}}, (x, y), steps=3)
+
+
+def test_csv_shape_errors_are_one_line_naming_the_line_and_the_separator(tmp_path):
+    """A row with one cell too many was pandas' two-line 'cannot parse as CSV (Error
+    tokenizing data. C error: Expected 4 fields in line 9, saw 5\\n)'; a ';'-separated file
+    with decimal commas said only that line 2 had 4 cells for a header of 1 column."""
+    from depthlab.data import load_dataset
+
+    rows = [[0.5 * i, 1.0, -2.0, i % 2] for i in range(30)]
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b,c,label\n" + "".join(
+        ",".join(map(str, r + ([9] if i == 7 else []))) + "\n" for i, r in enumerate(rows)))
+    with pytest.raises(ValueError) as info:
+        load_dataset(ragged)
+    assert str(info.value) == (f"{str(ragged)!r}: line 9 has 5 cells but the lines before it "
+                               "have 4; expected one value per column")
+    european = tmp_path / "european.csv"
+    european.write_text("a;b;c;label\n" + "".join(
+        ";".join(str(v).replace(".", ",") for v in r) + "\n" for r in rows))
+    with pytest.raises(ValueError) as info:
+        load_dataset(european)
+    message = str(info.value)
+    assert "looks separated by ';'" in message and "decimal commas" in message
+    assert "\n" not in message

@@ -219,20 +219,37 @@ def read_csv_frame(path: Path, header: int | None = 0) -> Any:
     label column read as NaN, or silently as the next column): the cells past the header's
     are accepted only when empty (trailing commas), else a ValueError names the first line
     holding one. A last column with no name and no value in any row is dropped."""
+    import re
+
     import pandas as pd
 
-    df = pd.read_csv(path, header=header)
+    try:
+        df = pd.read_csv(path, header=header)
+    except pd.errors.ParserError as exc:
+        # pandas' 'Error tokenizing data. C error: Expected 4 fields in line 9, saw 5\n' (a
+        # line break inside the one-line message, and no word of what to change)
+        fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if not fields:
+            raise
+        n, line, saw = fields.groups()
+        raise ValueError(f"{str(path)!r}: line {line} has {saw} cells but the lines before it "
+                         f"have {n}; expected one value per column") from exc
     if header is not None and _longer_first_row(path):
         names = [str(c) for c in df.columns]
         wide = pd.read_csv(path, header=None, skiprows=header + 1)
         extra = wide.iloc[:, len(names):].notna().to_numpy()
         if extra.any():
             row = int(np.argwhere(extra)[0][0])
+            sep = next((s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]), None)
+            expected = (f" (the header {names[0][:60]!r} looks separated by {sep!r}, its "
+                        "numbers written with decimal commas?); accepted: comma-separated "
+                        "values with decimal points" if sep else
+                        "; expected one value per column (empty cells after a trailing comma "
+                        "are accepted)")
             raise ValueError(
                 f"{str(path)!r}: line {header + row + 2} has "
                 f"{len(names) + int(np.argwhere(extra[row])[-1][0]) + 1} cells but the header "
-                f"names {len(names)} columns; expected one value per column (empty cells after "
-                "a trailing comma are accepted)")
+                f"names {len(names)} columns{expected}")
         df = wide.iloc[:, :len(names)].set_axis(names, axis=1)
     if df.shape[1] > 1 and df.iloc[:, -1].isna().all():
         last = str(df.columns[-1])
@@ -250,7 +267,8 @@ def _csv(path: Path, label: str | int) -> RawData:
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{str(path)!r}: empty data set (no rows or header)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{str(path)!r}: cannot parse as CSV ({exc})") from exc
+        raise ValueError(f"{str(path)!r}: cannot parse as CSV ({' '.join(str(exc).split())})"
+                         ) from exc
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise ValueError(f"{str(path)!r}: corrupt gzip data ({exc or type(exc).__name__})") \
             from exc
