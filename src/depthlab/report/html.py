@@ -51,11 +51,6 @@ details.run .body { padding: 0 18px 16px; border-top:1px solid var(--line); }
 figure { margin:0; background:var(--bg); }
 figure.wide { grid-column: 1 / -1; }
 figure img { max-width:100%; height:auto; display:block; margin:0 auto; }
-.figbox { overflow-x:auto; max-width:100%; }
-/* a phone: a figure at three quarters of its size at least, scrolling sideways in its box */
-@media (max-width: 700px) {
-  figure img[style] { max-width:none; width:max(100%, calc(var(--w) * .75)); }
-}
 figcaption { color:var(--muted); font-size:13px; margin-top:2px; }
 table { border-collapse: collapse; font-size:13.5px; background:var(--bg); }
 th, td { padding: 5px 10px; border-bottom:1px solid var(--line); text-align:left;
@@ -152,14 +147,8 @@ def figure_block(png: bytes, title: str, caption: str = "", wide: bool = False,
     """A ``<figure>`` with an ``<h3>``-level title, the embedded image and a caption."""
     cls = ' class="wide"' if wide else ""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    # its pixel size: on a phone the figure keeps most of it and scrolls sideways in its box
-    # (shrunk to the screen, a two-panel figure's 12 px labels were 3 px high at 390 px)
-    size = ""
-    if png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) >= 24:
-        w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-        size = f' width="{w}" height="{h}" style="--w:{w}px"'
-    return (f"<figure{cls}><h3>{esc(title)}</h3><div class=\"figbox\"><img alt=\""
-            f"{esc(alt or title)}\"{size} src=\"{data_uri(png)}\"></div>{cap}</figure>")
+    return (f"<figure{cls}><h3>{esc(title)}</h3><img alt=\"{esc(alt or title)}\" "
+            f"src=\"{data_uri(png)}\">{cap}</figure>")
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False,
