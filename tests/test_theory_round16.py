@@ -124,3 +124,21 @@ def test_batchnorm_and_residual_chains_of_saturating_activations_match(act, resi
             x = np.random.default_rng(100 + seed).normal(size=(200, W))
             got.append(_probe_profile(net, x, seed)[0][0])
         assert np.mean(got) / pred.relative_std[0] == pytest.approx(1.0, abs=0.08), (bn, got)
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_lsuv_returns_the_variance_each_layer_ends_with(max_iter):
+    """Mishkin & Matas's LSUV rescales each layer until its output variance is 1; lsuv says
+    it returns 'the final output variance of each Dense layer'. was: when max_iter ran out,
+    the variance measured before the last rescale ([12.45, 0.39, 0.39] for max_iter=1 on
+    inputs of std 5, while the layers then gave [1.0, 1.0, 1.0])."""
+    from depthlab.lsuv import lsuv
+
+    net = dl.mlp([50, 100, 100, 10], "tanh", "glorot_uniform", seed=0, dtype="float64")
+    x = np.random.default_rng(0).normal(size=(200, 50)) * 5.0
+    got = lsuv(net, x, max_iter=max_iter, tol=1e-6)
+    net.forward(x, training=False)
+    final = [float(np.var(d.x @ d.W.value)) for d in net.dense_layers()]
+    net.clear_cache()
+    assert got == pytest.approx(final, rel=1e-9)
+    assert got == pytest.approx([1.0, 1.0, 1.0], rel=1e-6)  # no biases: one rescale is exact

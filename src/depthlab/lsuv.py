@@ -30,20 +30,24 @@ def lsuv(
     denses = net.dense_layers()
     for d in denses:
         d.W.value[...] = ortho(d.W.value.shape, gen, d.W.value.dtype)
+    def output_variance(d) -> float:
+        net.forward(x, training=False)
+        out = d.x @ d.W.value
+        if d.b is not None:
+            out += d.b.value
+        return float(np.var(out))
+
     variances: list[float] = []
     for d in denses:
-        var = float("nan")
         for _ in range(max_iter):
-            net.forward(x, training=False)
-            out = d.x @ d.W.value
-            if d.b is not None:
-                out += d.b.value
-            var = float(np.var(out))
+            var = output_variance(d)
             if not np.isfinite(var) or var == 0.0:
                 raise ValueError(f"LSUV: output variance of {d.name} is {var}; cannot rescale")
             if abs(var - 1.0) < tol:
                 break
             d.W.value *= d.W.value.dtype.type(1.0 / np.sqrt(var))
+        else:  # the last pass rescaled: the variance the layer ends with, not the one before
+            var = output_variance(d)
         variances.append(var)
     net.clear_cache()
     return variances
