@@ -160,9 +160,11 @@ def test_a_link_setting_without_a_control_says_how_to_go_on(page, server, shots)
     summary = page.locator("#grad-summary").text_content()
     # was: "... change the control marked in red (or choose a preset)", with none marked
     assert "marked in red" not in summary, summary
-    assert "change any control (or choose a preset) to start without the link's foo" in summary
-    assert "foo came with the link and has no control here" in page.locator(
-        "#message").text_content()
+    assert "change any control (or choose a preset) to start without the link's unknown " \
+        "setting" in summary
+    message = page.locator("#message").text_content()
+    assert "unknown setting 'foo'" in message, message
+    assert "That setting came with the link and has no control here" in message, message
     # and it does: the next change of a control leaves foo out
     page.fill("#f-model-width", "4")
     page.press("#f-model-width", "Tab")

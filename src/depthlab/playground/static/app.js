@@ -253,8 +253,9 @@ function handle(m) {
       // the next change of a control leaves it out (only the first setup sends such keys)
       const linkOnly = !!m.key && !field(m.key);
       // a refused control leaves the last accepted setup in place (and training, if it was)
-      showMessage(m.message + (linkOnly ? `. ${m.key} came with the link and has no control ` +
-        "here: change any control (or choose a preset) to start without it" : "") +
+      // (the server's message names the key, shortened: a tampered link's key may be long)
+      showMessage(m.message + (linkOnly ? ". That setting came with the link and has no " +
+        "control here: change any control (or choose a preset) to start without it" : "") +
         (m.key && !linkOnly && S.ready && S.query ?
         ". Still showing the last accepted setup (" + (S.query[m.key] !== undefined ?
           `${m.key} = ${S.query[m.key]}` : "unchanged") + ")." : ""));
@@ -269,7 +270,8 @@ function handle(m) {
       if (S.query === null && m.key) {
         // "change the control marked in red" where none was marked: ?foo=1 has no control
         $("grad-summary").textContent = "nothing to measure: the setup was refused; " +
-          (linkOnly ? `change any control (or choose a preset) to start without the link's ${m.key}` :
+          (linkOnly ? "change any control (or choose a preset) to start without the link's " +
+            "unknown setting" :
             "change the control marked in red (or choose a preset)");
       }
       break;
