@@ -13,6 +13,8 @@
 * reset after a refused change restarted the last accepted setup (relu) while the controls
   still showed the refused values (selu), and the restart's "accepted" cleared the message that
   said so: page and server disagreed without a word;
+* the decision boundary's canvas had 320 x 320 pixels at any pixel density: on a phone (3 device
+  pixels per CSS pixel) it was stretched threefold and its points blurred;
 * the parameter count of a batch-normalized network left out its batch norms' gamma and beta
   (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
@@ -286,3 +288,33 @@ def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, 
     assert page.input_value("#f-train-seed") == "0"
     assert page.locator(".field.invalid").count() == 0
 
+
+# -- the decision boundary at a phone's pixel density -------------------------------------------
+def test_the_decision_boundary_is_drawn_at_the_screens_pixel_density(browser, server, shots):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3)
+    errors: list[str] = []
+    try:
+        pg = context.new_page()
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server.url + "?model.depth=2&model.width=8")
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.locator("#panel-boundary").screenshot(path=str(shots / "round16_boundary_dpr3.png"))
+        css, backing, height = pg.evaluate("(() => { const c = document.getElementById("
+                                           "'boundary'); return [c.clientWidth, c.width, "
+                                           "c.height]; })()")
+        # was: 320 backing pixels for 318 CSS pixels, 954 device pixels
+        assert backing == round(3 * css) and height == backing, (css, backing)
+        # the data points are drawn over the shading: the canvas holds both class colours
+        blue, orange = pg.evaluate("""(() => {
+            const c = document.getElementById('boundary');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let b = 0, o = 0;
+            for (let i = 0; i < d.length; i += 4) {
+              if (Math.abs(d[i] - 31) < 12 && Math.abs(d[i + 1] - 119) < 12 && d[i + 2] > 160) b++;
+              if (d[i] > 240 && Math.abs(d[i + 1] - 127) < 12 && d[i + 2] < 30) o++;
+            }
+            return [b, o]; })()""")
+        assert blue > 500 and orange > 500, (blue, orange)
+    finally:
+        context.close()
+    assert not errors, errors

@@ -691,16 +691,23 @@ function onUpdate(m) {
 }
 
 function drawBoundary(b) {
+  S.boundary = b;
   const cv = $("boundary"), ctx = cv.getContext("2d");
-  ctx.clearRect(0, 0, cv.width, cv.height);
+  // drawn in 320 x 320 units on a backing store of the screen's pixels: at 3 device pixels per
+  // CSS pixel (a phone) the 320-pixel canvas was stretched threefold and its points blurred
+  const W = 320, H = 320;
+  const side = Math.max(1, Math.round((cv.clientWidth || W) * (window.devicePixelRatio || 1)));
+  if (cv.width !== side) { cv.width = side; cv.height = side; }
+  const k = side / W;
+  ctx.setTransform(k, 0, 0, k, 0, 0);
+  ctx.clearRect(0, 0, W, H);
   const pts = S.ready && S.ready.points;
   if (!pts) {
     ctx.fillStyle = "#9aa5b8"; ctx.font = "13px system-ui"; ctx.textAlign = "center";
-    ctx.fillText(S.ready ? "not a 2-D data set" : "", cv.width / 2, cv.height / 2);
+    ctx.fillText(S.ready ? "not a 2-D data set" : "", W / 2, H / 2);
     return;
   }
   const box = b || { x0: Math.min(...pts.x), x1: Math.max(...pts.x), y0: Math.min(...pts.y), y1: Math.max(...pts.y) };
-  const W = cv.width, H = cv.height;
   const px = (x) => (x - box.x0) / (box.x1 - box.x0) * W;
   const py = (y) => H - (y - box.y0) / (box.y1 - box.y0) * H;
   if (b) $("boundary-note").textContent = b.note || "";
@@ -717,10 +724,10 @@ function drawBoundary(b) {
           ctx.fillStyle = CLASS_COLORS[cls % CLASS_COLORS.length];
           ctx.globalAlpha = 0.12 + 0.45 * Math.max(0, (b.conf[i] - 0.5) * 2);
         }
-        // whole-pixel edges: neighbouring translucent cells neither overlap (a darker grid
-        // of seams) nor leave gaps
-        const x0 = Math.round(c * cw), x1 = Math.round((c + 1) * cw);
-        const y0 = H - Math.round((r + 1) * ch), y1 = H - Math.round(r * ch);
+        // whole-pixel edges (of the screen's pixels): neighbouring translucent cells neither
+        // overlap (a darker grid of seams) nor leave gaps
+        const x0 = Math.round(c * cw * k) / k, x1 = Math.round((c + 1) * cw * k) / k;
+        const y0 = H - Math.round((r + 1) * ch * k) / k, y1 = H - Math.round(r * ch * k) / k;
         ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
       }
     }
@@ -920,6 +927,7 @@ async function main() {
       if (["plot-grad", "plot-sat", "plot-update"].includes(id)) u.axes[0].label = layerLabel(plotWidth("plot-sat"));
       u.setSize({ width: plotWidth(id), height: 210 });
     }
+    if (S.ready) drawBoundary(S.boundary || null);  // its pixels follow the canvas's new size
     fitBottomBar();
   });
   fitBottomBar();
