@@ -239,3 +239,20 @@ def test_csv_shape_errors_are_one_line_naming_the_line_and_the_separator(tmp_pat
     message = str(info.value)
     assert "looks separated by ';'" in message and "decimal commas" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("key", "fragment"), [
+    ("activation", '"identity" for linear units, or omit it for \'relu\''),
+    ("init", "or omit it for 'glorot_uniform'"),
+])
+def test_mlp_refuses_none_activation_or_init_instead_of_building_the_default(key, fragment):
+    """dl.mlp(sizes, activation=None), a Keras user's way to ask for linear units, silently
+    built ReLU units (init=None: glorot_uniform)."""
+    with pytest.raises(TypeError) as info:
+        dl.mlp([4, 5, 3], **{key: None})
+    assert str(info.value).startswith(f"{key}=None is not accepted") and fragment in str(
+        info.value)
+    linear = dl.mlp([4, 5, 3], activation="identity", seed=0)
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    w1, b1, w2, b2 = (p.value.astype(float) for p in linear.parameters())
+    np.testing.assert_allclose(linear.predict(x), (x @ w1 + b1) @ w2 + b2, rtol=1e-5)

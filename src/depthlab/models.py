@@ -55,6 +55,15 @@ def mlp(
         raise ValueError(f"bn_momentum=None is not accepted (torch's momentum=None is "
                          f"bn_momentum={CUMULATIVE!r}); accepted: "
                          f"{ModelSpec.__dataclass_fields__['bn_momentum'].metadata['check'].accepted}")
+    # None silently built ReLU units with glorot_uniform weights: a Keras user's
+    # Dense(activation=None) means linear units
+    if activation is None:
+        raise TypeError("activation=None is not accepted (it does not mean linear units "
+                        "here); accepted: an activation name, \"identity\" for linear units, "
+                        f"or omit it for {ModelSpec.activation!r}")
+    if init is None:
+        raise TypeError("init=None is not accepted; accepted: an initializer name or object, "
+                        f"or omit it for {ModelSpec.init!r}")
     spec = ModelSpec(sizes=tuple(sizes), activation=activation, init=init, **options)
     return build(spec, seed=seed)
 
