@@ -19,7 +19,7 @@ Formulas (``n`` entries ``x_i``, a shift ``c`` near the mean, ``d_i = x_i - c``)
   tie buckets 0 (``x = lo``) and ``nb + 1`` (``x = hi``), a monotone map; counts per bucket,
   the buckets holding the wanted ranks, their entries gathered and sorted; rank ``r`` is
   element ``r - (entries in lower buckets)`` of its bucket's sorted run. A rank in a tie bucket
-  is ``lo`` or ``hi`` without gathering; a long run is bucketed again over its own range.
+  is ``lo`` or ``hi`` without gathering (a ReLU output's zeros, saturated units).
 * :func:`layer`: one hidden layer in one call: mean and std of ``s`` and ``a`` (the sums of
   :func:`shifted_sums`), ``#{|D| < thr} / n`` (saturation, ``D = f'(s)`` computed row by row),
   the fraction of units whose ``D`` is 0 on every example (dead), ``Z(s) / n`` (inactive), std
@@ -273,19 +273,18 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
 
 
 @numba.njit(**_JIT)
-def _gather(x: np.ndarray, ix: np.ndarray, lo: float, hi: float, nb: int, take: np.ndarray,
+def _gather(x: np.ndarray, lo: float, hi: float, nb: int, take: np.ndarray,
             start: np.ndarray, m: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The gathering pass of :func:`positions`: the ``m`` entries of the buckets marked in
     ``take`` (each bucket's entries from ``start[k]``, in the order of ``x``) and their
-    indices (``ix[i]``, or ``i`` itself where ``ix`` is empty); the buckets from ``kept``
-    (:func:`_buckets`), or computed again where it is empty."""
+    indices; the buckets from ``kept`` (:func:`_buckets`), or computed again where it is
+    empty."""
     vals = np.empty(m, dtype=x.dtype)
     where = np.empty(m, dtype=np.intp)
     fill = start.copy()
     again = kept.size == 0
     idx = np.empty(CHUNK if again else 0, dtype=np.uint16)
     n = x.size
-    own = ix.size == 0
     for s in range(0, n, CHUNK):
         c = min(CHUNK, n - s)
         if again:
@@ -298,18 +297,17 @@ def _gather(x: np.ndarray, ix: np.ndarray, lo: float, hi: float, nb: int, take: 
             if take[k]:
                 f = fill[k]
                 vals[f] = x[s + i]
-                where[f] = s + i if own else ix[s + i]
+                where[f] = s + i
                 fill[k] = f + 1
     return vals, where
 
 
 @numba.njit(**_JIT)
-def _first_equal(x: np.ndarray, ix: np.ndarray, value: float) -> int:
-    """The index (``ix[i]``, or ``i`` where ``ix`` is empty) of the first entry of ``x`` equal
-    to ``value`` (there is one)."""
+def _first_equal(x: np.ndarray, value: float) -> int:
+    """The index of the first entry of ``x`` equal to ``value`` (there is one)."""
     for i in range(x.size):
         if x[i] == value:
-            return ix[i] if ix.size else i
+            return i
     return -1
 
 
@@ -318,102 +316,40 @@ KEEP_UP_TO = 1 << 18
 pass (512 KiB of uint16, in cache); larger ones compute them again (cheaper than writing and
 reading back an index per entry from memory: 28 -> 18 ms for 2^22 float32 entries)."""
 
-SORT_UP_TO = 2048
-"""Gathered entries sorted at once when there are at most this many; otherwise each wanted
-bucket's run on its own: sorted when short, answered at once when its entries are all equal,
-else bucketed again over its own range (at most :data:`MAX_LEVELS` deep). With the tie
-buckets, a selection stays a few linear passes where sorting a bucket took O(n log n) (2^20
-ReLU outputs: 72 ms; a dead layer: 102 ms)."""
-
-MAX_LEVELS = 8
-
-
 @numba.njit(**_JIT)
 def positions(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Indices ``i`` with ``x[i] = v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array
     ``x`` sorted ascending (any one of equal entries). Preconditions (checked by the caller):
     every entry finite, ``lo``/``hi`` its minimum and maximum, ``lo < hi`` and
-    ``4096 / (hi - lo)`` finite. Pending runs are kept in a list, not recursion (Numba cannot
-    cache a recursive function)."""
+    ``4096 / (hi - lo)`` finite."""
+    nb, counts, below, wanted, take, start, m, kept = _buckets(x, ranks, lo, hi)
+    vals, where = _gather(x, lo, hi, nb, take, start, m, kept)
+    order = np.argsort(vals)
     out = np.empty(ranks.size, dtype=np.intp)
-    v = x
-    ix = np.empty(0, dtype=np.intp)  # empty: indices into x itself
-    r = ranks.astype(np.intp)
-    slots = np.arange(ranks.size)
-    pending = [(np.empty(0, dtype=x.dtype), ix, r, slots, np.float64(lo), np.float64(hi), 0)]
-    pending.pop()  # (a list typed by its first entry, now empty; the loop starts from x)
-    depth = 0
-    while True:
-        nb, counts, below, wanted, take, start, m, kept = _buckets(v, r, lo, hi)
-        vals, where = _gather(v, ix, lo, hi, nb, take, start, m, kept)
-        at_lo = at_hi = -1
-        for j in range(r.size):
-            k = wanted[j]
-            if k == 0:
-                if at_lo < 0:
-                    at_lo = _first_equal(v, ix, lo)
-                out[slots[j]] = at_lo
-            elif k == nb + 1:
-                if at_hi < 0:
-                    at_hi = _first_equal(v, ix, hi)
-                out[slots[j]] = at_hi
-        if m <= SORT_UP_TO:  # the usual case: one sort of everything gathered
-            order = np.argsort(vals)
-            for j in range(r.size):
-                k = wanted[j]
-                if take[k]:
-                    out[slots[j]] = where[order[start[k] + r[j] - (below[k] - counts[k])]]
+    at_lo = at_hi = -1
+    for j in range(ranks.size):
+        k = wanted[j]
+        if k == 0:  # a tie bucket: the first entry equal to the minimum (or maximum)
+            if at_lo < 0:
+                at_lo = _first_equal(x, lo)
+            out[j] = at_lo
+        elif k == nb + 1:
+            if at_hi < 0:
+                at_hi = _first_equal(x, hi)
+            out[j] = at_hi
         else:
-            done = np.zeros(r.size, dtype=np.bool_)
-            for j in range(r.size):
-                k = wanted[j]
-                if done[j] or not take[k]:
-                    continue
-                n_group = 0  # the ranks in bucket k, as positions within its run
-                for i in range(j, r.size):
-                    n_group += wanted[i] == k
-                group = np.empty(n_group, dtype=np.intp)
-                g = 0
-                for i in range(j, r.size):
-                    if wanted[i] == k:
-                        group[g] = i
-                        g += 1
-                        done[i] = True
-                run = vals[start[k]:start[k] + counts[k]]
-                run_ix = where[start[k]:start[k] + counts[k]]
-                local = r[group] - (below[k] - counts[k])
-                rlo = np.float64(run.min())
-                rhi = np.float64(run.max())
-                if rlo == rhi:  # ties only: any entry of the run is the answer
-                    for g in range(n_group):
-                        out[slots[group[g]]] = run_ix[local[g]]
-                elif (run.size <= SORT_UP_TO or depth + 1 >= MAX_LEVELS
-                      or not (np.isfinite(rhi - rlo) and np.isfinite(4096.0 / (rhi - rlo)))):
-                    order = np.argsort(run)
-                    for g in range(n_group):
-                        out[slots[group[g]]] = run_ix[order[local[g]]]
-                else:
-                    pending.append((run.copy(), run_ix.copy(), local, slots[group], rlo, rhi,
-                                    depth + 1))
-        if len(pending) == 0:
-            return out
-        v, ix, r, slots, lo, hi, depth = pending.pop()
+            out[j] = where[order[start[k] + ranks[j] - (below[k] - counts[k])]]
+    return out
 
 
 @numba.njit(**_JIT)
 def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """``v[r]`` for each ``r`` in ``ranks``, ``v`` the flat array ``x`` sorted ascending
-    (:func:`positions`, same preconditions). The usual case, few entries gathered, sorts their
-    values alone; otherwise the entries at :func:`positions`."""
+    (:func:`positions`, same preconditions; the gathered values sorted alone)."""
     nb, counts, below, wanted, take, start, m, kept = _buckets(x, ranks, lo, hi)
-    out = np.empty(ranks.size, dtype=x.dtype)
-    if m > SORT_UP_TO:
-        at = positions(x, ranks, lo, hi)
-        for j in range(ranks.size):
-            out[j] = x[at[j]]
-        return out
-    vals = _gather(x, np.empty(0, dtype=np.intp), lo, hi, nb, take, start, m, kept)[0]
+    vals = _gather(x, lo, hi, nb, take, start, m, kept)[0]
     vals.sort()
+    out = np.empty(ranks.size, dtype=x.dtype)
     for j in range(ranks.size):
         k = wanted[j]
         if k == 0:
