@@ -144,3 +144,27 @@ def test_acc_leaves_out_the_ignore_index_of_a_partial_loss(make):
     assert table["acc"] != pytest.approx(float(hit.double().mean()))
     assert table["loss"] == pytest.approx(float(F.cross_entropy(model(x), y, ignore_index=0)),
                                           rel=1e-12)
+
+
+# -- fix 3: an exported graph that never calls its layers is refused -----------------------------
+
+def test_an_exported_graph_is_refused_and_a_traced_one_is_measured():
+    """``torch.export(model, args).module()`` reads every weight as a graph attribute and calls
+    no layer: ``dlt.probe`` ran it and blamed 'weights read directly, e.g. F.linear(x,
+    self.0.weight)' (a generated graph the user cannot edit), and a Watch accepted it and
+    recorded losses only. Both now refuse it with one TypeError naming the layers and the way
+    out; a ``torch.fx.symbolic_trace`` graph, which calls its modules, gives the original's
+    table."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).to(D)
+    x, y = torch.randn(6, 4, dtype=D), torch.randint(0, 3, (6,))
+    exported = torch.export.export(model, (x,)).module()
+    with pytest.raises(TypeError, match=r"reads the weights of '0', '2' directly.*original"):
+        dlt.probe(exported, x, y, CE)
+    with pytest.raises(TypeError, match="pass the original nn.Module"):
+        dlt.Watch(exported, every=1, theory=False)
+    traced = torch.fx.symbolic_trace(model)
+    got = dlt.probe(traced, x, y, CE)
+    want = dlt.probe(model, x, y, CE)
+    assert got.drop(columns="value").equals(want.drop(columns="value"))
+    assert got.value.to_numpy() == pytest.approx(want.value.to_numpy(), rel=1e-12, abs=1e-15)

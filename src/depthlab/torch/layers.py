@@ -370,7 +370,39 @@ def check_model(model: object) -> nn.Module:
         raise TypeError(f"{what} compiled (model.compile() or torch.compile), whose compiled "
                         "forward would run depthlab's hooks and lose rows; pass a module that "
                         "is not compiled")
+    inlined = _inlined_weights(model)
+    if inlined:
+        raise TypeError(f"{type(model).__name__} is a graph (torch.export(...).module() or an fx "
+                        f"GraphModule) that reads the weights of {', '.join(inlined[:3])} "
+                        "directly instead of calling their modules, so no layer's forward runs "
+                        "and nothing would be measured; pass the original nn.Module")
     return model
+
+
+def _inlined_weights(model: nn.Module) -> list[str]:
+    """For an fx ``GraphModule`` that calls none of its weight-owning submodules but reads
+    their weights as graph attributes (``torch.export(model, args).module()``), the names of
+    those modules; else ``[]``. (``dlt.probe`` ran it and said the weights were 'read
+    directly, e.g. F.linear(x, self.0.weight)', suggesting an edit of a generated graph; a
+    Watch warned at its first record only.) A traced graph that calls its modules
+    (``torch.fx.symbolic_trace``) is measured as the original."""
+    fx = sys.modules.get("torch.fx.graph_module")
+    if fx is None or not isinstance(model, fx.GraphModule):
+        return []
+    owners = {n: m for n, m in model.named_modules()
+              if n and any(p.dim() >= 2 for p in m.parameters(recurse=False))}
+    if not owners:
+        return []
+    read: list[str] = []
+    for node in model.graph.nodes:
+        target = str(node.target)
+        if node.op == "call_module" and target in owners:
+            return []
+        if node.op == "get_attr" and "." in target:
+            owner = target.rsplit(".", 1)[0]
+            if owner in owners and repr(owner) not in read:
+                read.append(repr(owner))
+    return read
 
 
 def check_materialized(model: nn.Module) -> nn.Module:
