@@ -221,3 +221,38 @@ def test_a_runs_row_with_text_for_a_number_is_one_line_not_an_internal_error(
         runs = s.runs().set_index("id")
         assert runs.loc["bad", column] == 4.5 and s.run("bad")[column] == 4.5
         assert s.run("good")["seconds"] == 2.0
+
+
+@pytest.mark.parametrize("table, column, value", [
+    ("steps", "loss", "x"), ("steps", "step", "x"), ("probes", "layer", "L"),
+    ("probes", "value", "abc"), ("histograms", "count", "n")])
+def test_a_per_run_table_with_text_for_a_number_is_one_line_not_an_internal_error(
+        tmp_path, capsys, table, column, value):
+    # `depthlab report` on a store edited outside depthlab: "TypeError: '<' not supported
+    # between instances of 'str' and 'int'" or "could not convert string to float: 'x'"
+    # (internal error, exit 1)
+    import sqlite3
+
+    import pandas as pd
+
+    from depthlab.experiments import RunRecord
+
+    rec = RunRecord("r", name="r", steps=pd.DataFrame({"step": [0, 1], "loss": [0.7, 0.6]}),
+                    probes=pd.DataFrame({"step": [0, 0], "layer": [1, 2],
+                                         "quantity": ["grad_std"] * 2, "value": [0.1, 0.2]}),
+                    histograms=pd.DataFrame({"step": [0], "layer": [1], "kind": ["act"],
+                                             "bin_left": [0.0], "bin_right": [1.0],
+                                             "count": [3]}))
+    with Store(tmp_path) as s:
+        s.add_run(rec)
+        assert s.steps("r")["loss"].tolist() == [0.7, 0.6]  # numbers read as numbers
+    with sqlite3.connect(tmp_path / "depthlab.db") as c:
+        c.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = 1", (value,))
+    c.close()
+    code, _out, err = run_cli(capsys, "report", tmp_path, "-q")
+    assert code == 2 and err.count("\n") == 1 and "internal error" not in err, err
+    assert f"run 'r' has a {table}.{column} that is not a number ({value!r})" in err, err
+    with Store(tmp_path, readonly=True) as s, pytest.raises(StoreError, match="not a number"):
+        getattr(s, table)("r")
+    code, _out, err = run_cli(capsys, "export", tmp_path)  # the tables as stored: still written
+    assert code == 0, err

@@ -76,6 +76,10 @@ _TABLE_COLUMNS: dict[str, list[str]] = {
     m.group(1): [c.split()[0] for c in m.group(2).split(",")]
     for m in re.finditer(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\);", _SCHEMA, re.S)}
 
+_TEXT_COLUMNS = frozenset({"quantity", "kind"})
+"""The columns of text in the per-run tables (:meth:`Store.probes` ...); the others hold
+numbers."""
+
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": ("step", "loss"),
     "probes": ("step", "layer", "quantity", "value"),
@@ -800,7 +804,18 @@ class Store:
         rows = self._conn.execute(
             f"SELECT {', '.join(columns)} FROM {table} WHERE run_id = ? ORDER BY {order}",
             (run_id,)).fetchall()
-        return pd.DataFrame(rows, columns=list(columns))
+        df = pd.DataFrame(rows, columns=list(columns))
+        for c in df.columns:  # numbers (None: NaN) in a column of numbers, else damage
+            if c in _TEXT_COLUMNS or pd.api.types.is_numeric_dtype(df[c].dtype):
+                continue
+            bad = next((v for v in df[c] if v is not None and (
+                isinstance(v, bool) or not isinstance(v, int | float))), None)
+            if bad is not None:  # was a TypeError/ValueError of the report (internal error)
+                raise StoreError(f"results store {str(self.path)!r} cannot be read: run "
+                                 f"{run_id!r} has a {table}.{c} that is not a number "
+                                 f"({str(bad)[:40]!r}); the store was changed outside depthlab "
+                                 "or is damaged")
+        return df
 
     def steps(self, run_id: str) -> pd.DataFrame:
         """Per-step training loss: columns step, loss."""
