@@ -178,3 +178,31 @@ def test_norms_with_multi_axis_gains_and_a_models_own_parameters_are_no_weight_l
     d = dlt.doctor(lambda: nn.Sequential(*[copy_of(m) for m in cnn]), (x, y), steps=2,
                    batch_size=8, verify=False)
     assert d.config["batchnorm"] and d.config["normalization"] == "GroupNorm, LayerNorm"
+
+
+class _DeepSigmoid(nn.Module):
+    """Linear layers in nn.Sequential slots of a ModuleList, torch.sigmoid in forward."""
+
+    def __init__(self, depth=5, width=16):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(8 if i == 0 else width, width))
+                                    for i in range(depth))
+        self.out = nn.Linear(width, 3)
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = torch.sigmoid(b(x))
+        return self.out(x)
+
+
+def test_a_cure_that_does_not_apply_is_skipped_with_its_reason():
+    x, _ = _xy(n=120, d=8)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    d = dlt.doctor(_DeepSigmoid, (x, y), steps=20, batch_size=32, verify=False)
+    f = d.finding("mean_shift")  # found since the sigmoid's act_mean rows exist (f94e776)
+    assert f is not None, str(d)
+    assert f.prescription == {}  # no module to swap: advice, not a cure to verify
+    assert ('{"activation": "tanh", "init": "matched"} does not apply: no activation module '
+            'of a hidden layer to replace by tanh: the forward applies its activations itself '
+            '(sigmoid as a function)') in f.prescription_text
+    assert "advice:" in str(d) and "\n" not in f.prescription_text

@@ -1153,12 +1153,19 @@ def doctor(
         n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
-            cures = _cures(f, base, spec, fresh, seed, xs, d, loss_fn)
+            skipped: list[str] = []
+            cures = _cures(f, base, spec, fresh, seed, xs, d, loss_fn, skipped)
+            own = rx.translate(f.prescription, spec) if f.prescription else None
+            key = json.dumps(own, sort_keys=True, default=str) + " " if own else None
+            own_skipped = next((r for r in skipped if key and r.startswith(key)), None)
+            why = f"; {skipped[0]}" if skipped else ""
             if cures:
                 f.prescription, f.prescription_text = cures[0]
+                if own_skipped:  # the rule's own cure did not apply: say why, not silently
+                    f.prescription_text += f" (the rule's own cure {own_skipped})"
             else:
                 f.prescription, f.prescription_text = {}, (
-                    f.prescription_text + " (no module transform applies to this model)")
+                    f.prescription_text + f" (no module transform applies to this model{why})")
             if not verify:
                 continue
             tried: list[tuple[Verification, str]] = []
@@ -1429,12 +1436,12 @@ def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: 
 
 
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
-           seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable
-           ) -> list[tuple[dict[str, Any], str]]:
+           seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable,
+           skipped: list[str] | None = None) -> list[tuple[dict[str, Any], str]]:
     """Applicable cures for finding ``f``: the rule's prescription translated, then the torch
     alternatives, duplicates, transforms that change nothing in this model and training
     changes whose step fails on it (:func:`_check_step`, e.g. Adam for sparse gradients) left
-    out."""
+    out, each of those with its reason in ``skipped`` (``'{changes} does not apply: why'``)."""
     config = base.ctx.config
     candidates: list[tuple[dict[str, Any], str]] = []
     first = rx.translate(f.prescription, spec) if f.prescription else None
@@ -1462,8 +1469,12 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
             try:  # the changed model must also take a training step (e.g. inserted batch
                 model, new = rx.apply(changes, fresh(seed), spec, xs)  # norms: not on 1-row
                 _check_step(model, new, d, loss_fn)  # mini-batches)
-            except (ValueError, RuntimeError, NotImplementedError):  # NotApplicable, or a
-                continue  # change this model cannot take (e.g. an operation its dtype lacks)
+            except (ValueError, RuntimeError, NotImplementedError) as e:  # NotApplicable, or
+                if skipped is not None:  # a change this model cannot take (e.g. an operation
+                    said = " ".join(str(e).split()) or type(e).__name__  # its dtype lacks)
+                    skipped.append(f"{json.dumps(changes, sort_keys=True, default=str)} does "
+                                   f"not apply: {said[:300]}")
+                continue
         out.append((changes, text))
     return out
 

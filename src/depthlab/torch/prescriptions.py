@@ -611,7 +611,8 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
     never calls, beside activations it applies itself)."""
     if new not in NEW_ACTIVATIONS:
         raise ValueError(f"unknown activation {new!r}; expected one of {sorted(NEW_ACTIVATIONS)}")
-    out = output_layer(trace(model, x)) if x is not None else None
+    traced = trace(model, x) if x is not None else []
+    out = output_layer(traced)
     keep = out.activation if out is not None else None
     count = 0
     swapped: list[nn.Module] = []
@@ -629,7 +630,10 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
             swapped.append(repl)
             count += 1
     if not count:
-        raise NotApplicable(f"no activation module of a hidden layer to replace by {new}")
+        fn = next((t.activation_name for t in traced if t.functional), None)
+        raise NotApplicable(f"no activation module of a hidden layer to replace by {new}" + (
+            f": the forward applies its activations itself ({fn} as a function), which no "
+            "module swap changes" if fn else ""))
     if x is not None:  # modules the forward never calls (it applies torch.sigmoid itself)
         ran: set[int] = set()
         _forward_with_hook(model, x, swapped, lambda m, _i, _o: ran.add(id(m)))
