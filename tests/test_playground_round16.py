@@ -15,6 +15,8 @@
   said so: page and server disagreed without a word;
 * the decision boundary's canvas had 320 x 320 pixels at any pixel density: on a phone (3 device
   pixels per CSS pixel) it was stretched threefold and its points blurred;
+* a loss that barely moved (zero weights: 0.69314 to 0.69318) drew an axis whose ticks all read
+  "0.693";
 * the parameter count of a batch-normalized network left out its batch norms' gamma and beta
   (and counted the biases its dense layers do not have): "9,666 parameters" of 9,986;
 
@@ -318,3 +320,25 @@ def test_the_decision_boundary_is_drawn_at_the_screens_pixel_density(browser, se
     finally:
         context.close()
     assert not errors, errors
+
+
+# -- tick labels that tell the ticks apart -----------------------------------------------------
+def test_a_loss_that_barely_moves_gets_ticks_that_differ(page, server, shots):
+    page.goto(server.url + "?model.init=zeros&model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    for k in (1, 2, 3):
+        page.click("#step")
+        page.wait_for_function(f"document.getElementById('grad-summary').dataset.step === '{k}'")
+    page.locator("#panel-loss").screenshot(path=str(shots / "round16_flat_loss_ticks.png"))
+    ticks = page.evaluate("S.plots['plot-loss'].axes[1]._values")
+    # was: ["0.693", "0.693", "0.693"]
+    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks
+    assert page.evaluate("linTicks(null, [0.69314, 0.69316, 0.69318])") == [
+        "0.69314", "0.69316", "0.69318"]
+    assert page.evaluate("linTicks(null, [450000, 500000, 550000])") == ["4.5e5", "5e5", "5.5e5"]
+    assert page.evaluate("linTicks(null, [-0.25, 0, 0.25])") == ["-0.25", "0", "0.25"]
+    # and the axis is wide enough for them: its label does not run into the numbers
+    size, widest = page.evaluate("""(() => { const a = S.plots['plot-loss'].axes[1];
+        const c = document.createElement('canvas').getContext('2d'); c.font = AXIS_FONT;
+        return [a._size, Math.max(...a._values.map((v) => c.measureText(v).width))]; })()""")
+    assert size >= widest + 15, (size, widest)

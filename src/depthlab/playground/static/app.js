@@ -431,7 +431,29 @@ const logScale = { range: (u, lo, hi) => {
 // as many digits as the ticks need (4.5e+5, not 4e+5 twice beside 5e+5)
 const tick = (v) => (v === null ? "" : Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ?
   (+v.toPrecision(3)).toExponential().replace("e+", "e") : (+v.toPrecision(3)).toString());
-const linTicks = (u, splits) => splits.map(tick);
+/* and no fewer than the spacing of the ticks needs: a loss that barely moves (zero weights: 0.69314
+   to 0.69318) had two ticks that both read "0.693" */
+const linTicks = (u, splits) => {
+  const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 0;
+  return splits.map((v) => {
+    if (v === null || !(step > 0) || v === 0) return tick(v);
+    const digits = Math.min(15, Math.max(3, Math.ceil(Math.log10(Math.abs(v) / step) + 1e-9) + 1));
+    return Math.abs(v) >= 1e4 || Math.abs(v) < 1e-3 ?
+      (+v.toPrecision(digits)).toExponential().replace("e+", "e") : (+v.toPrecision(digits)).toString();
+  });
+};
+/* A y axis as wide as its longest tick label needs (uPlot's axis font; tick and gap 15 px):
+   ticks of 6 or more characters ("0.69316") ran into the axis's label beside them. */
+const AXIS_FONT = '12px system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", ' +
+  'Arial, "Noto Sans", sans-serif';
+let measurer = null;
+const fitAxis = (least) => (u, values) => {
+  if (!values || !values.length) return least;
+  measurer = measurer || document.createElement("canvas").getContext("2d");
+  measurer.font = AXIS_FONT;
+  const w = Math.max(...values.map((v) => measurer.measureText(v || "").width));
+  return Math.max(least, Math.ceil(w) + 20);
+};
 /* uPlot's own tick steps end at 5e31: the activations of an exploding network (1e35 at step 0
    in a 60-layer ReLU net with N(0, 1) weights) got axes without a single number. The same
    steps (the same numbers, which uPlot knows the decimals of), then on to 5e307. */
@@ -505,7 +527,7 @@ function buildPlots(m) {
     scales: { x: { time: false }, acc: { range: [0, 1] },
       y: { range: (u, lo, hi) => (S.lossLog ? logScale.range(u, lo, hi) :
         lo === null || hi === null ? [0, 1] : uPlot.rangeNum(lo, hi, 0.1, true)) } },
-    axes: [stepAxis, { label: "loss", size: 55, values: (u, sp) => (S.lossLog ? logTicks : linTicks)(u, sp),
+    axes: [stepAxis, { label: "loss", size: fitAxis(55), values: (u, sp) => (S.lossLog ? logTicks : linTicks)(u, sp),
       incrs: () => (S.lossLog ? decadeIncrs : wideIncrs) },
       // a regression loss (mse, huber) measures no accuracy: an empty 0-1 "accuracy" axis
       // beside its loss read as an accuracy of 0
@@ -535,7 +557,7 @@ function buildPlots(m) {
   }
   const evo = makePlot("plot-evo", {
     scales: { x: { time: false }, y: { range: valueRange } },
-    axes: [stepAxis, { label: "activation", size: 55, values: linTicks, incrs: wideIncrs }],
+    axes: [stepAxis, { label: "activation", size: fitAxis(55), values: linTicks, incrs: wideIncrs }],
     legend: { live: false }, series: evoSeries,
   }, evoSeries.map(() => []));
   // which colour is which layer: the means' entries only (the dashed ±std share them)
