@@ -36,18 +36,20 @@ def test_a_history_stopped_by_ctrl_c_says_interrupted_not_finished():
     assert trainer.fit(x, y).status == "finished"
 
 
-def test_predict_refuses_a_batch_that_cannot_fit_before_allocating(monkeypatch):
+def test_predict_shrinks_a_batch_that_cannot_fit_and_refuses_what_never_fits(monkeypatch):
     net = dl.mlp([64, 2048, 2048, 10], seed=0)
-    x = np.zeros((40_000, 64), dtype="float32")
-    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "200M")
-    # 40,000 rows at once: ~0.66 GB of cached layer outputs
-    with pytest.raises(ValueError, match=r"predict on 40,000 rows in batches of 40,000 "
-                                         r"\(batch_size=100000\) needs about .* available"):
-        net.predict(x, batch_size=100_000)
-    out = net.predict(x[:1000], batch_size=512)  # small batches fit
-    assert out.shape == (1000, 10)
-    monkeypatch.delenv("DEPTHLAB_MEMORY_LIMIT")
-    assert np.array_equal(net.predict(x[:1000], batch_size=512), out)
+    x = np.random.default_rng(0).standard_normal((4000, 64)).astype("float32")
+    want = net.predict(x, batch_size=256)
+    # 4,000 rows at once: ~66 MB of cached layer outputs; 20 MB available -> smaller batches
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "20M")
+    assert net._fitting_batch(x, 100_000) < 4000
+    np.testing.assert_allclose(net.predict(x, batch_size=100_000), want, rtol=1e-6, atol=1e-6)
+    # not even the result and one row fit: refused before allocating, naming the work
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "100K")
+    big = np.zeros((40_000, 64), dtype="float32")
+    with pytest.raises(ValueError, match=r"predict on 40,000 rows \(the result and one row "
+                                         r"through the network\) needs about .* available"):
+        net.predict(big)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from .backend import Array, data_array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
-from .memory import CHECK_FROM_BYTES, batch_bytes, check_fits
+from .memory import CHECK_FROM_BYTES, available_memory, batch_bytes, check_fits
 from .validators import positive_int
 
 
@@ -135,19 +135,33 @@ class Network(Sequential):
         computed ``batch_size`` rows at a time."""
         batch_size = positive_int("batch_size", batch_size)
         x = self.check_input(x, finite=True)
-        rows = min(batch_size, x.shape[0])
-        # a batch's cached outputs (pre-activation and activation of every layer) and the
-        # result, refused before allocating (batch_size=10**7 on a wide net asked for GBs)
-        need = batch_bytes(self, rows) * 2 // 3 + x.shape[0] * self.n_outputs * x.itemsize
-        if need >= CHECK_FROM_BYTES:
-            check_fits(need, f"predict on {x.shape[0]:,} rows in batches of {rows:,} "
-                             f"(batch_size={batch_size})")
+        batch_size = self._fitting_batch(x, batch_size)
         outs = [
             Sequential.forward(self, x[i : i + batch_size], False)
             for i in range(0, x.shape[0], batch_size)
         ]
         self.clear_cache()
         return outs[0] if len(outs) == 1 else xp.concatenate(outs)
+
+    def _fitting_batch(self, x: Array, batch_size: int) -> int:
+        """``batch_size``, or fewer rows when a batch's cached layer outputs (pre-activation
+        and activation of every layer) and the result would not fit in the memory available
+        (the outputs do not depend on the batching: ``batch_size=10**7`` on a wide net asked
+        for GBs); refused before allocating when not even one row fits."""
+        n = x.shape[0]
+        rows = min(batch_size, n)
+        per_row = batch_bytes(self, 1) * 2 // 3
+        result = n * self.n_outputs * x.itemsize
+        if per_row * rows + result < CHECK_FROM_BYTES:
+            return batch_size
+        avail = available_memory()
+        if per_row * rows + result <= avail:
+            return batch_size
+        fitting = (avail - result) // per_row if per_row else rows
+        if fitting < 1:
+            check_fits(per_row + result, f"predict on {n:,} rows (the result and one row "
+                                         f"through the network)", available=avail)
+        return int(fitting)
 
     def calibrate(self, x: Array) -> Array:
         """One pass over ``x`` (the whole training set) setting every BatchNorm's population
