@@ -238,7 +238,16 @@ def test_changing_the_exported_epochs_keeps_the_trained_network(page, server):
     assert int(page.locator("#stepinfo").get_attribute("data-step")) > 50
     assert "epochs = 7" in page.evaluate("fetch(document.getElementById('export').href)"
                                          ".then((r) => r.text())")
+    # reset (and the same setup sent again, as a preset chosen twice does) still starts afresh
+    page.click("#reset")
+    _wait(lambda: _session(server) is not before)
+    page.wait_for_function("document.getElementById('stepinfo').dataset.step === '0'")
+    assert _session(server).trainer is None or _session(server).trainer.step == 0
+    before = _session(server)
+    page.evaluate("sendSetup(S.query, false)")
+    _wait(lambda: _session(server) is not before)
     # any other setting still starts a new network
+    before = _session(server)
     page.fill("#f-model-width", "5")
     page.press("#f-model-width", "Tab")
     _wait(lambda: _session(server) is not before)

@@ -381,7 +381,7 @@ class _Tab:
             await self._start(query, autoplay=play)
         elif cmd == "reset":
             if self.setup is not None:
-                await self._start(to_query(self.setup), autoplay=False)
+                await self._start(to_query(self.setup), autoplay=False, fresh=True)
         elif cmd in ("play", "pause", "step"):
             if self.session is None or self.session.state in ("diverged", "failed"):
                 self._error("nothing to train: fix the setup or press reset")
@@ -413,15 +413,19 @@ class _Tab:
             self._error(f"unknown command {cmd!r}; accepted: setup, play, pause, step, reset, "
                         "doctor, cancel_doctor")
 
-    async def _start(self, query: dict[str, Any], autoplay: bool) -> None:
+    async def _start(self, query: dict[str, Any], autoplay: bool, fresh: bool = False) -> None:
+        """Start a session for ``query``; unless ``fresh`` (reset), a setup that changes only
+        :data:`EXPORT_ONLY` settings keeps the running one."""
         try:
             setup, config, params = check(query, self.memory_limit)
         except SetupError as e:
             self._error(str(e), e.key)
             return
         old = self.session
-        if (old is not None and old.alive and old.state in ("paused", "running")
-                and self.setup is not None and _same_network(setup, self.setup)):
+        if (not fresh and old is not None and old.alive and old.state in ("paused", "running")
+                and self.setup is not None and setup != self.setup
+                and _same_network(setup, self.setup)):
+            # (the same setup again, e.g. a preset chosen twice, starts afresh as before)
             # only a setting of the export changed (epochs: the playground trains until
             # paused): the network trained so far stays (it was rebuilt from step 0)
             self.setup = setup
