@@ -206,3 +206,19 @@ def test_a_cure_that_does_not_apply_is_skipped_with_its_reason():
             'of a hidden layer to replace by tanh: the forward applies its activations itself '
             '(sigmoid as a function)') in f.prescription_text
     assert "advice:" in str(d) and "\n" not in f.prescription_text
+
+
+def test_bce_on_logits_says_it_takes_probabilities():
+    x, _ = _xy(n=40)
+    y = (x[:, :1] > 0).float()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 1))
+    with torch.no_grad():
+        model[2].bias.fill_(5.0)  # logits above 1 on every row
+    with pytest.raises(ValueError) as e:
+        dlt.doctor(model, (x * 10, y), loss_fn="bce", steps=2, verify=False)
+    assert "all elements of input should be between 0 and 1" in str(e.value)
+    assert "for logits use nn.BCEWithLogitsLoss ('bce_with_logits')" in str(e.value)
+    d = dlt.doctor(nn.Sequential(model, nn.Sigmoid()), (x, y), loss_fn="bce", steps=2,
+                   verify=False)
+    assert d.baseline["train_loss"] > 0

@@ -61,6 +61,7 @@ from .train import (
     TensorData,
     TorchTrainSpec,
     TrainResult,
+    binary_threshold,
     check_fits,
     make_optimizer,
     model_device_dtype,
@@ -1261,6 +1262,9 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                 d.x.shape[-1] == conv.in_channels != d.x.shape[1]:
             hint += ("; the images look channels-last (N, H, W, C): torch's Conv2d takes "
                      "(N, C, H, W), e.g. x.transpose(0, 3, 1, 2)")
+        if binary_threshold(loss_fn) == 0.5 and "input should be between 0 and 1" in str(e):
+            hint += ("; BCELoss takes the model's outputs as probabilities (a sigmoid at its "
+                     "end): for logits use nn.BCEWithLogitsLoss ('bce_with_logits')")
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
             hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
                      "loss_fn that takes it, e.g. lambda out, y: "
