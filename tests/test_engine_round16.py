@@ -53,8 +53,10 @@ def test_batchnorm_cumulative_average_is_a_recipe_option_and_none_is_not_taken_a
     # torch's BatchNorm1d(momentum=None) (a cumulative average; BatchNorm(momentum=None) here)
     # had no recipe: mlp(bn_momentum=None) built an EMA of momentum 0.01, silently, and a
     # from_torch network with it could not be saved ("differs from what dl.mlp builds there")
-    with pytest.raises(ValueError, match="bn_momentum=None.*'cumulative'"):
-        dl.mlp([3, 4, 2], batchnorm=True, bn_momentum=None)
+    # bn_momentum=None means what torch's momentum=None means (round 15's random parity
+    # networks pass it), recorded as "cumulative"
+    same = dl.mlp([3, 4, 2], batchnorm=True, bn_momentum=None)
+    assert same.batchnorms()[0].momentum is None and same.config["bn_momentum"] == "cumulative"
     net = dl.mlp([3, 4, 2], batchnorm=True, bn_momentum="cumulative", dtype="float64",
                  bn_ema_start="zero")
     bn = net.batchnorms()[0]

@@ -50,11 +50,10 @@ def mlp(
     if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__"):
         raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
     if "bn_momentum" in options and options["bn_momentum"] is None:
-        # torch's BatchNorm1d(momentum=None) is a cumulative average; None was taken as "the
-        # default" here, an EMA of momentum 0.01, silently
-        raise ValueError(f"bn_momentum=None is not accepted (torch's momentum=None is "
-                         f"bn_momentum={CUMULATIVE!r}); accepted: "
-                         f"{ModelSpec.__dataclass_fields__['bn_momentum'].metadata['check'].accepted}")
+        # torch's BatchNorm1d(momentum=None) is a cumulative average (None was once taken as
+        # "the default" here, an EMA of momentum 0.01, silently): the same spelling, the same
+        # meaning; the recipe records it as "cumulative"
+        options["bn_momentum"] = CUMULATIVE
     # None silently built ReLU units with glorot_uniform weights: a Keras user's
     # Dense(activation=None) means linear units
     if activation is None:
