@@ -114,16 +114,27 @@ class PopulationBatchNorm1d(nn.BatchNorm1d):
     buffers ``population_mean`` and ``population_var`` (depthlab's ``inference="population"``
     after ``net.calibrate(x_train)``): ``y = gamma (x - mu_pop) / sqrt(var_pop + eps) + beta``.
     Training mode is ``BatchNorm1d``'s, which still updates the running statistics (depthlab
-    keeps its moving average beside the population statistics too)."""
+    keeps its moving average beside the population statistics too). Before calibration the
+    buffers are NaN and eval mode is refused, as depthlab refuses it (it does not fall back
+    on the running statistics)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.register_buffer("population_mean", torch.zeros_like(self.running_mean))
-        self.register_buffer("population_var", torch.ones_like(self.running_var))
+        self.register_buffer("population_mean", torch.full_like(self.running_mean, torch.nan))
+        self.register_buffer("population_var", torch.full_like(self.running_var, torch.nan))
+
+    def calibrated(self) -> bool:
+        """Whether the population statistics were set (they are not all NaN)."""
+        return not bool(torch.isnan(self.population_mean).all())
 
     def forward(self, x):
         if self.training:
             return super().forward(x)
+        if not self.calibrated():
+            raise RuntimeError(f"{type(self).__name__}: inference='population' needs "
+                               "whole-training-set statistics; call net.calibrate(x_train) on "
+                               "the depthlab network before to_torch, or set population_mean "
+                               "and population_var")
         return nn.functional.batch_norm(x, self.population_mean, self.population_var,
                                         self.weight, self.bias, False, 0.0, self.eps)
 
@@ -185,7 +196,9 @@ def _convert(layer: Layer, dtype) -> nn.Module:
         # after the first batch it computes what BatchNorm1d does; kept so that from_torch
         # gives back ema_start="first_batch" (the same signature, recipe and saved file)
         first = layer.ema_start == "first_batch"
-        population = layer.inference == "population" and layer.population_mean is not None
+        # an uncalibrated "population" layer too: a plain BatchNorm1d evaluated with the
+        # running statistics depthlab refuses to use, and from_torch gave back inference="ema"
+        population = layer.inference == "population"
         kind = {(False, False): nn.BatchNorm1d, (True, False): FirstBatchBatchNorm1d,
                 (False, True): PopulationBatchNorm1d,
                 (True, True): FirstBatchPopulationBatchNorm1d}[first, population]
@@ -196,7 +209,7 @@ def _convert(layer: Layer, dtype) -> nn.Module:
             bn.bias.copy_(torch.from_numpy(layer.beta.value.copy()))
             bn.running_mean.copy_(torch.from_numpy(layer.running_mean.copy()))
             bn.running_var.copy_(torch.from_numpy(layer.running_var.copy()))
-            if population:
+            if population and layer.population_mean is not None:
                 bn.population_mean.copy_(torch.from_numpy(layer.population_mean.copy()))
                 bn.population_var.copy_(torch.from_numpy(layer.population_var.copy()))
         return bn
@@ -331,7 +344,7 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         bn.running_mean[...] = arr(m.running_mean)
         bn.running_var[...] = arr(m.running_var)
         bn.num_batches = int(m.num_batches_tracked)
-        if isinstance(m, PopulationBatchNorm1d):
+        if isinstance(m, PopulationBatchNorm1d) and m.calibrated():
             bn.population_mean = arr(m.population_mean)
             bn.population_var = arr(m.population_var)
         return [bn]

@@ -1,0 +1,42 @@
+"""Round 16 (bridge, dlt.predict's activations): expected numbers are torch's own outputs on
+the same inputs, or a direct measurement on the torch model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+tb = pytest.importorskip("depthlab.bridge.torch_bridge")
+import depthlab as dl  # noqa: E402
+
+
+def test_an_uncalibrated_population_batchnorm_stays_population_and_refuses_eval_in_torch():
+    """A network with bn_inference='population' not yet calibrated became a plain
+    BatchNorm1d: torch's eval mode silently normalized with the running averages (depthlab
+    refuses to), and from_torch gave back inference='ema'. Now the layer stays a population
+    batch norm, refuses eval until calibrated, and comes back as inference='population'; once
+    calibrated in depthlab, the same torch eval outputs as depthlab."""
+    net = dl.mlp([4, 5, 2], batchnorm=True, bn_inference="population", dtype="float64")
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    net.forward(x, training=True)
+    t = tb.to_torch(net)
+    assert isinstance(t[1], tb.PopulationBatchNorm1d)
+    t.eval()
+    with pytest.raises(RuntimeError, match="inference='population' needs whole-training-set") as e:
+        t(torch.from_numpy(x))
+    assert "\n" not in str(e.value)
+    back = tb.from_torch(t)
+    assert back.batchnorms()[0].inference == "population"
+    assert back.batchnorms()[0].population_mean is None
+    t.train()
+    y_t = t(torch.from_numpy(x)).detach().numpy()  # training mode is unaffected
+    np.testing.assert_allclose(y_t, back.forward(x, training=True), rtol=1e-13, atol=1e-14)
+    net.calibrate(x)
+    t2 = tb.to_torch(net).eval()
+    np.testing.assert_allclose(t2(torch.from_numpy(x)).detach().numpy(),
+                               net.forward(x, training=False), rtol=1e-13, atol=1e-14)
+    back2 = tb.from_torch(t2)
+    np.testing.assert_array_equal(back2.batchnorms()[0].population_var,
+                                  net.batchnorms()[0].population_var)
