@@ -222,3 +222,19 @@ def test_bce_on_logits_says_it_takes_probabilities():
     d = dlt.doctor(nn.Sequential(model, nn.Sigmoid()), (x, y), loss_fn="bce", steps=2,
                    verify=False)
     assert d.baseline["train_loss"] > 0
+
+
+def test_a_cure_that_diverged_says_so_beside_its_nan_loss():
+    from depthlab.diagnosis import Verification
+
+    torch.manual_seed(0)
+    x, y = _xy(n=80)
+    d = dlt.doctor(_mlp, (x * 1e3, y), optimizer=("sgd", {"lr": 1e3}), steps=20,
+                   batch_size=16, verify=False)
+    after = d.baseline  # a run that diverged: its metrics as a verification's 'after'
+    assert after["diverged"] and 1 <= after["steps"] < 20
+    v = Verification("lr_too_high", {"lr": 1e2}, {"train_loss": 1.1, "diverged": False,
+                                                  "steps": 20}, after, "m", 2.0, 1.0,
+                     False, False)
+    assert v.summary().startswith(f"train loss 1.1 -> nan (diverged at step "
+                                  f"{after['steps']}), ")  # was: '1.1 -> nan'

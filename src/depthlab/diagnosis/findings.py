@@ -28,6 +28,17 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _loss(m: dict[str, Any]) -> str:
+    """A run's final train loss; a diverged run's as 'nan (diverged at step k)' (a bare 'nan'
+    read as a measurement)."""
+    text = _fmt(m.get("train_loss"))
+    if m.get("diverged") and not _measured(m.get("train_loss")):
+        step = m.get("steps")
+        text += f" (diverged at step {step})" if isinstance(step, (int, float)) and \
+            math.isfinite(step) else " (diverged)"
+    return text
+
+
 def _numbers(d: Any) -> dict[str, Any]:
     """A metrics or evidence dict read back from JSON: None (how :func:`jsonable` writes a
     non-finite number) as NaN, other values as they are."""
@@ -156,7 +167,7 @@ class Verification:
             verdict = "did not help"
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
                if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
-        return (f"train loss {_fmt(b.get('train_loss'))} -> {_fmt(a.get('train_loss'))}, "
+        return (f"train loss {_loss(b)} -> {_loss(a)}, "
                 f"{val}{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
                 f": {verdict}")
 
