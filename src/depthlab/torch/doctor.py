@@ -952,6 +952,7 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
     between (a module activation's rows are its output's, not the norm's). A layer that has
     such rows already, or whose function does not run on ``x``, is left as measured."""
     from ..probes.stats import SATURATION_RATIO, percentile_names
+    from .accumulators import partition_percentiles
     from .layers import feature_axis
 
     index = _layer_index(table, layers)
@@ -974,7 +975,7 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
         with torch.no_grad():
             for s in ss:
                 f = s.to(torch.float64 if s.dtype == torch.float64 else torch.float32)
-                vals.append(t.activation(f).reshape(-1).double())
+                vals.append(t.activation(f).reshape(-1))
                 n += f.numel()
                 d = spec.derivative(f).abs()
                 if spec.bounded:
@@ -996,10 +997,11 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
         if n == 0:
             continue
         i = index[t.name]
-        out = [("act_mean", float(a.mean())), ("act_std", float(a.std(unbiased=False)))]
-        if percentiles:
-            pct = np.percentile(a.cpu().numpy(), list(percentiles))
-            out += list(zip(percentile_names("act", percentiles), map(float, pct)))
+        wide = a.double()
+        out = [("act_mean", float(wide.mean())), ("act_std", float(wide.std(unbiased=False)))]
+        if percentiles:  # the probe's rule, on the values in their dtype
+            pct = partition_percentiles(a.cpu().numpy().copy(), percentiles).tolist()
+            out += list(zip(percentile_names("act", percentiles), pct))
         if spec.bounded:
             out.append(("saturated_frac", sat / n))
         if dead_ok and alive is not None:
