@@ -40,3 +40,21 @@ def test_an_uncalibrated_population_batchnorm_stays_population_and_refuses_eval_
     back2 = tb.from_torch(t2)
     np.testing.assert_array_equal(back2.batchnorms()[0].population_var,
                                   net.batchnorms()[0].population_var)
+
+
+@pytest.mark.parametrize("act", [nn.Threshold(0.5, -1.0), nn.RReLU(), nn.Softshrink(),
+                                 nn.Hardshrink()], ids=lambda m: type(m).__name__)
+def test_predict_names_an_activation_it_has_no_theory_for_as_an_activation(act):
+    """Threshold, RReLU, Softshrink and Hardshrink between two Linear layers were refused as
+    'pooling or another operation in between' only: the message now says the module is an
+    activation dlt.predict has no theory for and lists those it models."""
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), act, nn.Linear(16, 4))
+    with pytest.raises(ValueError) as e:
+        dlt.predict(m, torch.randn(32, 8))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert f"'1' ({type(act).__name__}) is an activation predict() has no theory for" in msg
+    assert "modelled: " in msg and "GELU" in msg and "Softplus" in msg

@@ -144,6 +144,7 @@ from . import pooling
 from .accumulators import _first_tensor
 from .hooks import Recording
 from .layers import (
+    ACTIVATIONS,
     ActivationSpec,
     LayerInfo,
     activation_spec,
@@ -194,6 +195,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     norms: list[tuple[int, int, nn.Module, int]] = []  # (input, output, module, seq) per call
     shapes: dict[int, tuple[int, ...]] = {}  # layer -> input shape
     others: dict[int, str] = {}  # output storage -> "'name' (Class)" of other leaf modules
+    foreign: set[str] = set()  # labels of torch activation modules the theory has no f for
     # pooling and training-mode dropout: (input storage, output storage, Between, seq)
     betweens: list[tuple[int, int, pooling.Between, int]] = []
     names = {id(m): n for n, m in model.named_modules()}
@@ -317,6 +319,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if t is not None:
             # the first producer: a view (flatten) shares the storage of what it reshapes
             others.setdefault(_storage(t), label(module))
+            if (type(module).__module__ == nn.Threshold.__module__  # torch.nn activations
+                    and next(module.parameters(), None) is None):  # not MultiheadAttention
+                foreign.add(label(module))
             at = next(seq)
             if b is not None:
                 betweens.append((_storage(t_in), _storage(t), b, at))
@@ -328,10 +333,15 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         while storage in producers and storage != start and len(path) < 8:
             storage, who = producers[storage]
             path.append(who)
-        if len(path) > 1:
-            return "; it is made by " + " -> ".join(reversed(path))
         who = path[0] if path else others.get(storage)
-        return f"; it is the output of {who}" if who else ""
+        bad = sorted({p for p in [*path, who] if p in foreign})
+        # Threshold, RReLU, Softshrink, ...: not 'another operation' but an activation
+        note = (f"; {', '.join(bad)} {'is an activation' if len(bad) == 1 else 'are activations'}"
+                " predict() has no theory for (modelled: "
+                f"{', '.join(sorted({c.__name__ for c in ACTIVATIONS}))})" if bad else "")
+        if len(path) > 1:
+            return "; it is made by " + " -> ".join(reversed(path)) + note
+        return f"; it is the output of {who}{note}" if who else ""
 
     def reg_pre(m, hook):
         """``hook(module, args)`` as a pre-hook that also sees keyword arguments, after the
