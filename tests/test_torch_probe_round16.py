@@ -441,3 +441,79 @@ def test_watch_every_three_steps_matches_autograd_with_update_ratios(paths, case
             assert have[q] == pytest.approx(v, rel=1e-9, abs=1e-15), (step, layer, q)
         if not step:
             assert "update_ratio" not in have
+
+
+# -- fix 4: the units of a custom convolution are its channels -----------------------------------
+
+class _WSConv(nn.Module):
+    """A weight-standardized 3x3 convolution written with F.conv2d (no nn.Conv2d subclass)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, 3, 3) * 0.3)
+        self.bias = nn.Parameter(torch.zeros(c_out))
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3), keepdim=True)
+        return F.conv2d(x, w, self.bias, padding=1)
+
+
+class _BilinearLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(5, 3, 4) * 0.3)
+
+    def forward(self, a, b):
+        return torch.einsum("ni,oij,nj->no", a, self.weight, b)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_dead_channels_of_a_custom_convolution(paths, batched):
+    """A custom conv module (weight (C_out, C_in, 3, 3), F.conv2d) before a ReLU: its
+    dead_frac was counted along the image width (0.0 with 1 of its 4 channels dead, bias
+    -100); now along the channels as for nn.Conv2d (0.25), batched or not, in dlt.probe and
+    a Watch; a bilinear-like 3-D weight with a (N, C_out) output keeps its last axis."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_WSConv(2, 4), nn.ReLU(), nn.Flatten(0 if not batched else 1),
+                          nn.Linear(4 * 25, 3)).to(D)
+    with torch.no_grad():
+        model[0].bias[2] = -100.0
+    x = torch.randn(6, 2, 5, 5, dtype=D) if batched else torch.randn(2, 5, 5, dtype=D)
+    y = torch.randint(0, 3, (6,)) if batched else torch.randint(0, 3, ())
+    s = model[0](x).detach()
+    ch = 1 if batched else 0
+    dead = (torch.relu(s).amax(dim=[d for d in range(s.dim()) if d != ch]) <= 0)
+    assert float(dead.double().mean()) == 0.25
+    got = dlt.probe(model, x, y, CE, percentiles=()).set_index(["layer", "quantity"]).value
+    assert got[(1, "dead_frac")] == 0.25
+    assert got[(1, "inactive_frac")] == pytest.approx(float((s <= 0).double().mean()))
+    assert got[(1, "act_std")] == pytest.approx(_pstd(torch.relu(s)), rel=1e-10)
+    with dlt.Watch(model, every=1, theory=False) as watch:
+        for _ in range(2):
+            model.zero_grad()
+            loss = CE(model(x), y)
+            loss.backward()
+            watch.step(loss)
+    frame = watch.frame()
+    assert frame[frame.quantity == "dead_frac"].value.tolist() == [0.25, 0.25]
+    model.zero_grad()
+
+    bil = _BilinearLike().to(D)
+    head = nn.Sequential(nn.ReLU())
+    with torch.no_grad():
+        bil.weight[1] = 0.0  # unit 1 always 0: dead
+    net = nn.ModuleDict({"bil": bil, "act": head[0]})
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, a, b):
+            return self.net["act"](self.net["bil"](a, b))
+    a, b = torch.randn(5, 3, dtype=D), torch.randn(5, 4, dtype=D)
+    table = dlt.probe(Net(), (a, b), torch.randn(5, 5, dtype=D), nn.MSELoss(),
+                      percentiles=()).set_index(["layer", "quantity"]).value
+    out = torch.relu(bil(a, b)).detach()
+    assert table[(1, "dead_frac")] == float((out.amax(0) <= 0).double().mean())

@@ -68,6 +68,7 @@ from .layers import (
     activation_spec,
     check_model,
     is_norm,
+    output_feature_axis,
     untouched,
     weight_modules,
 )
@@ -283,6 +284,7 @@ class Recording:
         # id(LayerInfo) -> id(the nn.ReLU that took its output in the last pass): that
         # layer's output is measured for both at once (kernels.layer_relu)
         self._relu_of: dict[int, int] = {}
+        self._axes: set[int] = set()  # id(LayerInfo) whose feature axis its output refined
         self._handles: list = []  # (handle, hook) of the plan last registered
         self._first_params: dict[int, tuple] = {}  # id(module) -> _first_parameter
         self._slots: list = []  # (its hooks dict, handle id, hook, with_kwargs marks) per handle
@@ -655,11 +657,11 @@ class Recording:
         if self._idle:
             if self._transformed_in_model() and _NO_FUNCTORCH is not None:
                 with _NO_FUNCTORCH():  # ordinary operations on the ordinary tensor
-                    self._layer_output(module, _plain(_first_tensor(output)))
+                    self._layer_output(module, args, _plain(_first_tensor(output)))
             return
-        self._layer_output(module, output)
+        self._layer_output(module, args, output)
 
-    def _layer_output(self, module, output) -> None:
+    def _layer_output(self, module, args, output) -> None:
         out = output if type(output) is torch.Tensor else _first_tensor(output)
         p = self.p
         for info in self._owners[id(module)]:
@@ -674,6 +676,10 @@ class Recording:
                 # mode, frozen weights; a validation pass without gradients is _idle): the
                 # valid positions' values, flat (no gradient, no followers to match)
                 out = torch.cat([t.reshape(-1) for t in out.unbind()])
+            elif id(info) not in self._axes:  # a custom conv's units: its channels
+                self._axes.add(id(info))
+                info.feature_axis = output_feature_axis(
+                    info.owner, info.weights, _first_tensor(args) if args else None, out)
             if p.device is None:
                 p.device = out.device
             acc = p.pre.get(index)

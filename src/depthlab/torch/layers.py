@@ -54,6 +54,7 @@ __all__ = [
     "feature_axis",
     "is_norm",
     "none_ran",
+    "output_feature_axis",
     "own_weights",
     "weight_modules",
 ]
@@ -337,6 +338,34 @@ def feature_axis(module: nn.Module) -> int:
     if isinstance(module, _CHANNEL_FIRST):
         return -len(module.kernel_size) - 1
     return -1
+
+
+_KNOWN_LAYOUT = (nn.Linear, nn.Bilinear, nn.Embedding, nn.EmbeddingBag, nn.RNNBase,
+                 nn.RNNCellBase, nn.MultiheadAttention, *_CHANNEL_FIRST)
+
+
+def output_feature_axis(module: nn.Module, weights: list[torch.Tensor], x: object,
+                        out: torch.Tensor) -> int:
+    """:func:`feature_axis` refined on a layer's first call: a custom module (no torch layer
+    class) with one convolution-shaped weight ``(C_out, C_in, *kernel)`` that maps an input
+    ``x`` of ``(N, G C_in, *spatial)`` to ``(N, C_out, *spatial')`` (or unbatched, without
+    ``N``; the output's last axis then not of size ``C_out``) has its units on the channel
+    axis, as ``nn.ConvNd``: a weight-standardized conv written with ``F.conv2d`` had
+    ``dead_frac`` counted along the image width (0.0 with one of its 4 channels dead).
+    Else :func:`feature_axis`."""
+    axis = feature_axis(module)
+    if isinstance(module, _KNOWN_LAYOUT) or len(weights) != 1:
+        return axis
+    w = weights[0]
+    d = w.dim()
+    if d < 3 or out.dim() not in (d, d - 1) or out.shape[-(d - 1)] != w.shape[0]:
+        return axis
+    if not (isinstance(x, torch.Tensor) and x.dim() == out.dim() and w.shape[1] > 0
+            and x.shape[-(d - 1)] % w.shape[1] == 0):
+        return axis
+    if out.dim() == d - 1 and out.shape[-1] == weights[0].shape[0]:
+        return axis  # (N, C_out) of a bilinear-like weight (C_out, in1, in2)
+    return -(d - 1)
 
 
 def check_model(model: object) -> nn.Module:
