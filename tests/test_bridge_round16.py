@@ -58,3 +58,22 @@ def test_predict_names_an_activation_it_has_no_theory_for_as_an_activation(act):
     assert "\n" not in msg
     assert f"'1' ({type(act).__name__}) is an activation predict() has no theory for" in msg
     assert "modelled: " in msg and "GELU" in msg and "Softplus" in msg
+
+
+def test_a_partly_frozen_model_is_refused_naming_the_frozen_parameter():
+    """A model whose first Linear was frozen (requires_grad=False, fine-tuning) was taken as
+    fully trainable: one SGD step in depthlab moved the frozen weights that torch keeps. Now a
+    mix of frozen and trainable parameters is one TypeError naming the first frozen one; a
+    model frozen as a whole (put away for inference) still converts, outputs equal."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2), nn.BatchNorm1d(2)).double()
+    m[0].requires_grad_(False)
+    with pytest.raises(TypeError, match=r"frozen parameters: '0\.weight' and 1 more has "
+                                        r"requires_grad=False") as e:
+        tb.from_torch(m)
+    assert "\n" not in str(e.value)
+    m.requires_grad_(False)
+    net = tb.from_torch(m)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    np.testing.assert_allclose(net.forward(x.numpy(), training=False),
+                               m.eval()(x).numpy(), rtol=1e-13, atol=1e-14)

@@ -415,6 +415,18 @@ def from_torch(module: nn.Module) -> Network:
                         "without values); materialize the model first (e.g. "
                         "model.to_empty(device='cpu') and load_state_dict)")
     np_dtype = "float64" if dtypes == {torch.float64} else "float32"
+    # some parameters frozen (requires_grad=False), others not: depthlab trains every
+    # parameter, so one optimizer step would move weights torch keeps (all frozen is a model
+    # put away for inference: accepted)
+    named = [(n, t) for n, t in module.named_parameters() if t.is_floating_point()]
+    if any(t.requires_grad for _, t in named):
+        frozen = [n for n, t in named if not t.requires_grad]
+        if frozen:
+            raise TypeError(f"from_torch cannot express frozen parameters: {frozen[0]!r}"
+                            f"{f' and {len(frozen) - 1} more' if len(frozen) > 1 else ''} "
+                            "has requires_grad=False while others train; depthlab trains "
+                            "every parameter, so training would move them (expected all "
+                            "parameters trainable: model.requires_grad_(True), or all frozen)")
     first_path: dict[int, str] = {}  # a module with weights used twice: torch sums its gradients
     for path, sub in module.named_modules(remove_duplicate=False):
         if next(sub.parameters(recurse=False), None) is None:
