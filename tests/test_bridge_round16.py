@@ -103,3 +103,29 @@ def test_predict_maps_each_torch_activation_to_its_own_function(make):
     # the activation's own output, over 512 units: tight; the 8 output units: their spread
     np.testing.assert_allclose(rows.predicted[:2], rows.value[:2], rtol=0.02)
     np.testing.assert_allclose(rows.predicted[2:], rows.value[2:], rtol=0.1)
+
+
+def test_a_calibrated_network_set_to_ema_keeps_its_population_statistics_through_torch():
+    """net.calibrate(x) then net.set_bn_inference('ema'): to_torch dropped the population
+    statistics (a plain BatchNorm1d), so the network from_torch gave back could not go back to
+    'population' ('needs whole-training-set statistics') and saved without them. Now the torch
+    layer keeps them with inference='ema' (eval mode uses the running averages, as depthlab)
+    and from_torch gives both back."""
+    net = dl.mlp([4, 5, 2], batchnorm=True, dtype="float64")
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    for _ in range(3):
+        net.forward(x, training=True)
+    net.calibrate(1.5 * x + 0.3)
+    net.set_bn_inference("ema")
+    t = tb.to_torch(net).eval()
+    assert "inference='ema'" in repr(t[1])
+    np.testing.assert_allclose(t(torch.from_numpy(x)).detach().numpy(),
+                               net.forward(x, training=False), rtol=1e-13, atol=1e-14)
+    back = tb.from_torch(t)
+    bn = back.batchnorms()[0]
+    assert bn.inference == "ema"
+    np.testing.assert_array_equal(bn.population_mean, net.batchnorms()[0].population_mean)
+    back.set_bn_inference("population")
+    net.set_bn_inference("population")
+    np.testing.assert_allclose(back.forward(x, training=False), net.forward(x, training=False),
+                               rtol=1e-13, atol=1e-14)

@@ -116,10 +116,15 @@ class PopulationBatchNorm1d(nn.BatchNorm1d):
     Training mode is ``BatchNorm1d``'s, which still updates the running statistics (depthlab
     keeps its moving average beside the population statistics too). Before calibration the
     buffers are NaN and eval mode is refused, as depthlab refuses it (it does not fall back
-    on the running statistics)."""
+    on the running statistics). ``inference="ema"``: a depthlab layer calibrated but set to
+    its moving averages (``net.set_bn_inference("ema")``): eval mode is ``BatchNorm1d``'s, the
+    population statistics are kept for ``from_torch``."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, inference: str = "population", **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if inference not in ("ema", "population"):
+            raise ValueError(f"inference must be 'ema' or 'population', got {inference!r}")
+        self.inference = inference
         self.register_buffer("population_mean", torch.full_like(self.running_mean, torch.nan))
         self.register_buffer("population_var", torch.full_like(self.running_var, torch.nan))
 
@@ -127,8 +132,11 @@ class PopulationBatchNorm1d(nn.BatchNorm1d):
         """Whether the population statistics were set (they are not all NaN)."""
         return not bool(torch.isnan(self.population_mean).all())
 
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", inference='ema'" if self.inference == "ema" else "")
+
     def forward(self, x):
-        if self.training:
+        if self.training or self.inference == "ema":
             return super().forward(x)
         if not self.calibrated():
             raise RuntimeError(f"{type(self).__name__}: inference='population' needs "
@@ -198,11 +206,13 @@ def _convert(layer: Layer, dtype) -> nn.Module:
         first = layer.ema_start == "first_batch"
         # an uncalibrated "population" layer too: a plain BatchNorm1d evaluated with the
         # running statistics depthlab refuses to use, and from_torch gave back inference="ema"
-        population = layer.inference == "population"
+        # a calibrated "ema" layer too: its population statistics kept (inference="ema")
+        population = layer.inference == "population" or layer.population_mean is not None
         kind = {(False, False): nn.BatchNorm1d, (True, False): FirstBatchBatchNorm1d,
                 (False, True): PopulationBatchNorm1d,
                 (True, True): FirstBatchPopulationBatchNorm1d}[first, population]
-        bn = kind(layer.n, eps=layer.eps, momentum=layer.momentum, dtype=dtype)
+        bn = kind(layer.n, eps=layer.eps, momentum=layer.momentum, dtype=dtype,
+                  **({"inference": layer.inference} if population else {}))
         with torch.no_grad():
             bn.num_batches_tracked.fill_(layer.num_batches)
             bn.weight.copy_(torch.from_numpy(layer.gamma.value.copy()))
@@ -336,8 +346,8 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
                        momentum=None if m.momentum is None else float(m.momentum),
                        ema_start="first_batch" if issubclass(kind, FirstBatchBatchNorm1d)
                        else "zero",
-                       inference="population" if issubclass(kind, PopulationBatchNorm1d)
-                       else "ema",
+                       inference=getattr(m, "inference", "population")
+                       if issubclass(kind, PopulationBatchNorm1d) else "ema",
                        dtype=np_dtype, name=name)
         bn.gamma.value[...] = arr(m.weight)
         bn.beta.value[...] = arr(m.bias)
