@@ -129,3 +129,24 @@ def test_a_calibrated_network_set_to_ema_keeps_its_population_statistics_through
     net.set_bn_inference("population")
     np.testing.assert_allclose(back.forward(x, training=False), net.forward(x, training=False),
                                rtol=1e-13, atol=1e-14)
+
+
+def test_the_torch_doctor_reads_a_tanh_gelu_as_the_tanh_approximation():
+    """dlt.doctor's rules and its config took nn.GELU(approximate='tanh') for exact GELU
+    (activation_kwargs {}): its activation function computed erf GELU (1.954500 at s = 2
+    where the module gives 1.954598; up to 4.7e-4 apart on [-4, 4]). Now the kwargs say
+    approximate='tanh' and the function is the module's to float64 rounding."""
+    import importlib
+
+    dd = importlib.import_module("depthlab.torch.doctor")
+    from depthlab.torch import prescriptions as rx
+
+    m = nn.GELU(approximate="tanh")
+    assert rx.activation_kwargs(m) == {"approximate": "tanh"}
+    assert rx.activation_kwargs(nn.GELU()) == {}
+    s = np.linspace(-4, 4, 81)
+    fn = dd._activation_fn(m)
+    want = m(torch.from_numpy(s)).numpy()
+    np.testing.assert_allclose(fn.forward(s), want, rtol=1e-14, atol=1e-15)
+    exact = nn.GELU()(torch.from_numpy(s)).numpy()
+    assert np.abs(exact - want).max() > 1e-4  # the two differ: the test can tell them apart

@@ -113,11 +113,14 @@ def recommended_for(name: str | None) -> str | None:
 
 
 def activation_kwargs(module: nn.Module | None) -> dict[str, float]:
-    """The depthlab activation parameters of a module (LeakyReLU's slope, ELU's alpha)."""
+    """The depthlab activation parameters of a module (LeakyReLU's slope, ELU's alpha,
+    GELU's ``approximate="tanh"``)."""
     if isinstance(module, nn.LeakyReLU):
         return {"negative_slope": float(module.negative_slope)}
     if isinstance(module, nn.ELU):
         return {"alpha": float(module.alpha)}
+    if isinstance(module, nn.GELU) and module.approximate != "none":  # it was exact GELU's
+        return {"approximate": str(module.approximate)}
     if isinstance(module, nn.PReLU) and module.weight.numel():  # its slopes' mean, as now
         return {"negative_slope": float(module.weight.detach().float().mean())}
     from ..bridge.torch_bridge import PenalizedTanh, Swish
