@@ -238,3 +238,14 @@ def test_a_cure_that_diverged_says_so_beside_its_nan_loss():
                      False, False)
     assert v.summary().startswith(f"train loss 1.1 -> nan (diverged at step "
                                   f"{after['steps']}), ")  # was: '1.1 -> nan'
+
+
+def test_class_labels_given_as_a_column_are_named():
+    x, y = _xy()
+    with pytest.raises(ValueError) as e:  # was torch's 'RuntimeError: 0D or 1D target tensor
+        dlt.doctor(_mlp, (x.numpy(), y.numpy()[:, None]), steps=2, verify=False)  # expected'
+    assert str(e.value) == ("CrossEntropyLoss takes one class index per example (y of shape "
+                            "(N,)), got integer labels of shape (1,) per example (a column "
+                            "(N, 1)): give y.reshape(-1)")
+    d = dlt.doctor(_mlp, (x.numpy(), y.numpy()), steps=2, verify=False)
+    assert d.baseline["steps"] == 2

@@ -1250,6 +1250,11 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
     except _LabelError as e:
         raise ValueError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the user's model or loss failed on the data
+        if kind and not d.y.is_floating_point() and d.y.dim() == 2 and d.y.shape[1] == 1 \
+                and isinstance(out, torch.Tensor) and out.dim() == 2:  # torch: '0D or 1D
+            raise ValueError(f"{kind} takes one class index per example (y of shape (N,)), "
+                             "got integer labels of shape (1,) per example (a column (N, "
+                             "1)): give y.reshape(-1)") from None  # target tensor expected'
         if isinstance(e, ValueError) and str(e).startswith("loss_fn must return a scalar"):
             raise  # scalar_loss's own message; torch's ValueErrors (BCE's 'Target size
             # (torch.Size([2])) must be ...', of the 2 rows checked) get the shapes below
