@@ -76,3 +76,31 @@ def test_bucket_selection_is_exact_on_ties_and_never_gathers_them(dtype, kind):
     gathered = kernels._buckets(x, ranks, lo, hi)[6]
     if kind != "interior ties":
         assert gathered < n // 20  # the repeated end values stay out of the gather
+
+
+def test_torch_doctor_accepts_the_ignore_index_of_a_partial_loss():
+    """partial(F.cross_entropy, ignore_index=255) (a void class in segmentation labels): the
+    label check read only an ignore_index attribute and refused 255 as a label outside
+    0..C-1; the probe's accuracy already read the partial's keyword."""
+    import functools
+
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 6, generator=g)
+    y = torch.randint(0, 3, (64,), generator=g)
+    y[::4] = 255
+    loss = functools.partial(torch.nn.functional.cross_entropy, ignore_index=255)
+    d = dlt.doctor(lambda: torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(),
+                                               torch.nn.Linear(8, 3)),
+                   (x, y), loss_fn=loss, steps=3, batch_size=16, verify=False)
+    assert d.baseline["steps"] == 3
+    y[1] = 7  # a label outside the classes: one line, not torch's error mid-training
+    with pytest.raises(ValueError, match="the labels hold 7 .* expected class indices 0 to 2"):
+        dlt.doctor(lambda: torch.nn.Linear(6, 3), (x, y), loss_fn=loss, steps=3,
+                   verify=False)
+    y[:] = 255
+    with pytest.raises(ValueError, match="every training label is the loss's ignore_index 255"):
+        dlt.doctor(lambda: torch.nn.Linear(6, 3), (x, y), loss_fn=loss, steps=3,
+                   verify=False)

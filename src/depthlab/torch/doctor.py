@@ -1370,7 +1370,9 @@ class _LabelError(ValueError):
 
 def _class_index_loss(loss_fn: Callable) -> str | None:
     """The name of a class-index loss (``CrossEntropyLoss``/``NLLLoss`` modules, and
-    ``F.cross_entropy``/``F.nll_loss``), else None."""
+    ``F.cross_entropy``/``F.nll_loss``, also inside ``functools.partial``), else None."""
+    while isinstance(loss_fn, functools.partial):  # partial(F.cross_entropy, ignore_index=255)
+        loss_fn = loss_fn.func
     if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
         return type(loss_fn).__name__
     if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
@@ -1398,7 +1400,10 @@ def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
             out.shape[2:] != y2.shape[1:]:
         return
     classes = int(out.shape[1])
-    ignore = int(getattr(loss_fn, "ignore_index", -100))  # the functions' default
+    from .probe import loss_ignore_index  # (a partial's keyword too: 255 for a void class)
+
+    found = loss_ignore_index(loss_fn)
+    ignore = -100 if found is None else int(found)  # the functions' default
     labels = torch.cat([y.reshape(-1) for y in (d.y, d.y_val) if y is not None])
     bad = labels[((labels < 0) | (labels >= classes)) & (labels != ignore)]
     if len(bad):
