@@ -104,3 +104,27 @@ def test_torch_doctor_accepts_the_ignore_index_of_a_partial_loss():
     with pytest.raises(ValueError, match="every training label is the loss's ignore_index 255"):
         dlt.doctor(lambda: torch.nn.Linear(6, 3), (x, y), loss_fn=loss, steps=3,
                    verify=False)
+
+
+def test_idle_cores_follow_the_run_queue_while_the_load_average_falls(monkeypatch):
+    """After other jobs end, the 1-minute load average holds them for minutes: a wide net
+    trained right after a test suite got 1 of 2 idle cores. While the average falls (below
+    the 5-minute one) the other tasks runnable now count where they are fewer; a steady or
+    rising load keeps the average's rule (test_hardening_store's neighbour case)."""
+    from depthlab import threads
+
+    monkeypatch.setattr(threads, "cores_available", lambda: 2)
+    monkeypatch.setattr(threads, "own_load", lambda: 0.0)
+    monkeypatch.setattr(threads, "running_others", lambda: 0)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.6, 4.0, 3.0))  # falling
+    assert threads.idle_cores() == 2
+    monkeypatch.setattr(threads, "running_others", lambda: 1)  # a neighbour still runs
+    assert threads.idle_cores() == 1
+    monkeypatch.setattr(threads, "running_others", lambda: None)  # no /proc/stat
+    assert threads.idle_cores() == 1
+    monkeypatch.setattr(threads, "running_others", lambda: 0)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # steady
+    assert threads.idle_cores() == 1
+    monkeypatch.undo()
+    now = threads.running_others()  # the machine's own run queue
+    assert now is None or now >= 0
