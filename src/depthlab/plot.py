@@ -430,9 +430,13 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     span = (min(all_layers), max(all_layers)) if all_layers else None
     for k, (ax, when) in enumerate(zip(axes, (start, end))):
         if zeros[k]:
-            whose = ("" if sum(not w.empty for w in wides.values()) == 1 else
-                     f"{_f.cut_labels(zero_runs[k], 20)[0]}: " if len(zero_runs[k]) == 1 else
-                     f"{len(zero_runs[k])} runs: ")
+            # several runs: named (was "3 runs: ", which left the reader to guess which)
+            n_runs = sum(not w.empty for w in wides.values())
+            cut = _f.cut_labels(zero_runs[k], 20 if len(zero_runs[k]) == 1 else 14)
+            whose = ("" if n_runs == 1 else f"{cut[0]}: " if len(cut) == 1 else
+                     f"all {len(cut)} runs: " if len(cut) == n_runs else
+                     f"{', '.join(cut)}: " if len(cut) <= 3 else
+                     f"{len(cut)} runs ({', '.join(cut[:2])}, …): ")
             when += (f"\n{whose}{_layer_span_text(sorted(zeros[k]), names)}: zero "
                      "(a log axis has no 0)")
         if span is not None and span[1] > span[0]:  # every panel the same layers' range

@@ -25,7 +25,13 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, ScalarFormatter
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    MaxNLocator,
+    NullFormatter,
+    ScalarFormatter,
+)
 
 # Okabe & Ito (2008) colour-blind-safe qualitative palette.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
@@ -109,15 +115,51 @@ def _tidy_log_axis(axis, lo: float, hi: float) -> None:
     plain ticks instead."""
     if lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 10:
         axis.set_minor_formatter(NullFormatter())
-        axis.set_major_locator(MaxNLocator(5))
-        fmt = ScalarFormatter(useMathText=True)
-        fmt.set_powerlimits((-2, 3))
-        axis.set_major_formatter(fmt)
+        locator = _log_nice_locator(lo, hi)
+        axis.set_major_locator(locator)
+        if isinstance(locator, FixedLocator):  # 0.2, 0.5, 1 or 2e-4, 5e-4, 1e-3 as they are
+            axis.set_major_formatter(FuncFormatter(_label_log_tick))
+        else:
+            fmt = ScalarFormatter(useMathText=True)
+            fmt.set_powerlimits((-2, 3))
+            axis.set_major_formatter(fmt)
     elif lo > 0 and np.isfinite(lo) and np.isfinite(hi) and hi / lo < 100:
         # one to two decades: two labelled powers of ten only; label the 2s and 5s between
         axis.set_minor_formatter(FuncFormatter(_label_two_five))
         axis.set_tick_params(which="minor", labelsize=axis.get_ticklabels()[0].get_fontsize()
                              if axis.get_ticklabels() else 8.5)
+
+
+# mantissas of a log axis's ticks under a decade, coarsest first: their steps are about even
+# in log terms, so the low end of the axis gets labels as the high end does
+_LOG_SUBS = ((1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
+             (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0))
+
+
+def _log_nice_locator(lo: float, hi: float):
+    """Ticks for a log axis spanning ``lo``..``hi`` (under a decade): the coarsest of
+    :data:`_LOG_SUBS` giving 3 or more ticks within the data. Was ``MaxNLocator(5)``: evenly
+    spaced values (0.4, 0.8, ... 2.0e-3) crowd the top of a log axis and left a line at 2.5e-4
+    with no label below it. A range too narrow for 3 of them (hi/lo under ~1.5, where a log
+    axis is nearly linear) keeps ``MaxNLocator``."""
+    decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+    for subs in _LOG_SUBS:
+        ticks = [float(f"{m:g}e{e}") for e in decades for m in subs]
+        if sum(lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9) for t in ticks) >= 3:
+            return FixedLocator(ticks)
+    return MaxNLocator(5)
+
+
+def _label_log_tick(v: float, _pos: int | None = None) -> str:
+    """A tick of :func:`_log_nice_locator`: plain from 0.01 to below 1e4 (``0.15``, ``20``),
+    else ``1.5×10^-4`` (``10^-3`` for a mantissa of 1)."""
+    if not v > 0:
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    if -2 <= e < 4:
+        return f"{v:g}"
+    m = float(f"{v / 10.0 ** e:.3g}")
+    return f"$10^{{{e}}}$" if m == 1 else f"${m:g}\\times10^{{{e}}}$"
 
 
 def _label_two_five(v: float, _pos: int | None = None) -> str:

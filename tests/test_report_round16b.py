@@ -1,0 +1,65 @@
+"""Round 16b: report/plot figures, the report table, divergence advice, playground, sweep."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from depthlab import plot
+from depthlab.report import figures as f
+
+
+def _visible_ticks(ax) -> list[tuple[float, str]]:
+    FigureCanvasAgg(ax.figure).draw()
+    lo, hi = ax.get_ylim()
+    return [(t.get_loc(), t.label1.get_text()) for t in ax.yaxis.get_major_ticks()
+            if lo <= t.get_loc() <= hi and t.label1.get_text()]
+
+
+def test_a_log_axis_under_one_decade_labels_its_low_end():
+    """Values 2.1e-4 .. 2e-3 got MaxNLocator's 0.5, 1.0, 1.5, 2.0 x10^-3: a line at
+    2.2-2.6e-4 had no label below it."""
+    fig, (ax,) = f._new_figure()
+    ax.plot([1, 2, 3], [2.1e-4, 1e-3, 2.0e-3])
+    ax.plot([1, 2, 3], [2.2e-4, 2.4e-4, 2.6e-4])
+    ax.set_yscale("log")
+    f._tidy_log_axis(ax.yaxis, 2.1e-4, 2.0e-3)
+    ticks = _visible_ticks(ax)
+    locs = [v for v, _ in ticks]
+    assert min(locs) <= 2.6e-4, ticks
+    assert [t for _, t in ticks] == ["$2\\times10^{-4}$", "$5\\times10^{-4}$", "$10^{-3}$",
+                                     "$2\\times10^{-3}$"]
+    # plain numbers in the plain range; a very narrow range keeps evenly spaced ticks
+    fig, (ax,) = f._new_figure()
+    ax.plot([1, 2], [0.3, 2.5])
+    ax.set_yscale("log")
+    f._tidy_log_axis(ax.yaxis, 0.3, 2.5)
+    assert [t for _, t in _visible_ticks(ax)] == ["0.5", "1", "2"]
+    fig, (ax,) = f._new_figure()
+    ax.plot([1, 2], [1.0, 1.3])
+    ax.set_yscale("log")
+    f._tidy_log_axis(ax.yaxis, 1.0, 1.3)
+    assert len(_visible_ticks(ax)) >= 3
+
+
+def _probes(zero_layer: int | None) -> pd.DataFrame:
+    rows = [(s, la, "grad_pre_std", 0.0 if la == zero_layer else 1e-3 * la)
+            for s in (0, 10) for la in (1, 2, 3)]
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def test_an_overlay_names_the_runs_whose_layers_are_zero():
+    """3 of 4 runs with a zero layer: the title said "3 runs: layer 1: zero" without naming
+    them."""
+    runs = {"relu-he": _probes(1), "tanh-xavier": _probes(1), "selu-lecun": _probes(1),
+            "ok-run": _probes(None)}
+    fig = plot.gradient_per_layer(runs, theory=False)
+    title = fig.axes[0].get_title()
+    assert "relu-he, tanh-xavier, selu-lecun: layer 1: zero" in title, title
+    every = plot.gradient_per_layer({k: _probes(2) for k in ("a", "b", "c")}, theory=False)
+    assert "all 3 runs: layer 2: zero" in every.axes[0].get_title()
+    many = plot.gradient_per_layer({f"run-{i}": _probes(1 if i else None) for i in range(6)},
+                                   theory=False)
+    assert "5 runs (run-1, run-2, …): layer 1: zero" in many.axes[0].get_title()
+    assert np.isfinite(fig.axes[0].get_ylim()).all()
