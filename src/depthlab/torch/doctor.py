@@ -56,6 +56,7 @@ from ..validators import did_you_mean
 from . import prescriptions as rx
 from .layers import activation_spec, check_materialized, check_model
 from .predict import theory_rows
+from .probe import LOSSES, loss_by_name  # noqa: F401  (depthlab.torch.doctor.LOSSES)
 from .train import (
     OPTIMIZERS,
     TensorData,
@@ -89,23 +90,6 @@ FLOAT_TARGET_LOSSES = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, 
                        nn.HuberLoss)
 """Losses whose targets must be floating point (integer labels are kept as int64)."""
 
-LOSSES: dict[str, type[nn.Module]] = {
-    "cross_entropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss,
-    "l1": nn.L1Loss, "smooth_l1": nn.SmoothL1Loss, "huber": nn.HuberLoss,
-    "bce_with_logits": nn.BCEWithLogitsLoss, "bce": nn.BCELoss,
-}
-"""Loss names ``doctor(loss_fn=...)`` and ``depthlab doctor --torch --loss`` accept, each the
-``torch.nn`` loss with its defaults (mean over the batch)."""
-
-
-def loss_by_name(name: str) -> nn.Module:
-    """The loss module of a :data:`LOSSES` name (case-insensitive, ``-`` as ``_``); a
-    ValueError naming the accepted ones for any other."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}{did_you_mean(key, LOSSES)}; expected one of "
-                         f"{', '.join(LOSSES)} (or a callable loss_fn(output, target))")
-    return LOSSES[key]()
 
 
 # -- the rules' view of a torch model ----------------------------------------------------------

@@ -154,7 +154,7 @@ from .layers import (
     none_ran,
     untouched,
 )
-from .probe import call_model, check_batch, probe, trackable
+from .probe import check_batch, forward, probe, resolve_loss, trackable
 
 __all__ = ["chain", "predict", "theory_rows"]
 
@@ -393,7 +393,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             if isinstance(x, torch.Tensor):
                 versions[_storage(x)] = x._version
                 sizes[_storage(x)] = x.numel()
-            output = call_model(model, x)
+            output = forward(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -1133,17 +1133,18 @@ def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
 
 
 def predict(model: nn.Module, x: Any, y: Any = None,
-            loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+            loss_fn: Callable[[Any, Any], torch.Tensor] | str | None = None,
             percentiles: Sequence[float] = ()) -> pd.DataFrame:
     """Predicted ``pre_std``, ``act_std`` and ``grad_pre_std`` per layer (see the module
     docstring) beside the values measured by :func:`depthlab.torch.probe` on ``(x, y)``
-    (``value``; NaN without ``y``/``loss_fn``). ``x`` must be a floating tensor. Called inside
-    ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the autograd graph it
-    needs (inference tensors are copied)."""
+    (``value``; NaN without ``y``/``loss_fn``; ``loss_fn`` may be a loss name such as
+    ``"cross_entropy"``, see :data:`depthlab.torch.probe.LOSSES`). ``x`` must be a floating
+    tensor. Called inside ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the
+    autograd graph it needs (inference tensors are copied)."""
     with torch.inference_mode(False), torch.enable_grad():
         x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
                 for t in (x, y))
-        return _predict(model, x, y, loss_fn, percentiles)
+        return _predict(model, x, y, resolve_loss(loss_fn), percentiles)
 
 
 def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None,

@@ -57,6 +57,7 @@ import torch
 from torch import nn
 
 from ..probes.stats import PERCENTILES, check_percentiles
+from ..validators import did_you_mean
 from .hooks import Recording
 from .layers import check_materialized, check_model, none_ran
 
@@ -71,6 +72,32 @@ def rows_frame(rows: list[tuple[int, int, str, str, float]]) -> pd.DataFrame:
     df = df.astype({"step": "int64", "layer": "int64", "module": object, "quantity": object,
                     "value": "float64"})
     return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
+
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "cross_entropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss,
+    "l1": nn.L1Loss, "smooth_l1": nn.SmoothL1Loss, "huber": nn.HuberLoss,
+    "bce_with_logits": nn.BCEWithLogitsLoss, "bce": nn.BCELoss,
+}
+"""Loss names ``probe``/``predict``/``doctor(loss_fn=...)`` and ``depthlab doctor --torch
+--loss`` accept, each the
+``torch.nn`` loss with its defaults (mean over the batch)."""
+
+
+def loss_by_name(name: str) -> nn.Module:
+    """The loss module of a :data:`LOSSES` name (case-insensitive, ``-`` as ``_``); a
+    ValueError naming the accepted ones for any other."""
+    key = name.strip().lower().replace("-", "_")
+    if key not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}{did_you_mean(key, LOSSES)}; expected one of "
+                         f"{', '.join(LOSSES)} (or a callable loss_fn(output, target))")
+    return LOSSES[key]()
+
+
+def resolve_loss(loss_fn: Any) -> Any:
+    """``loss_fn`` itself, or the loss module of a :data:`LOSSES` name given as a string
+    (``"cross_entropy"``, ``"mse"``; :func:`loss_by_name`'s ValueError for another name)."""
+    return loss_by_name(loss_fn) if isinstance(loss_fn, str) else loss_fn
 
 
 def call_model(model: nn.Module, x: Any) -> Any:
@@ -209,16 +236,17 @@ def trackable(v: Any) -> Any:
 
 
 def probe(model: nn.Module, x: Any, y: Any,
-          loss_fn: Callable[[Any, Any], torch.Tensor],
+          loss_fn: Callable[[Any, Any], torch.Tensor] | str,
           percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:
     """Measure every weight layer of ``model`` on the batch ``(x, y)``; see the module
     docstring for the table. ``x``: a tensor (or a tuple/list of positional inputs, or a dict
-    of keyword inputs); ``loss_fn(model(x), y)`` must return a scalar tensor;
+    of keyword inputs); ``loss_fn(model(x), y)`` must return a scalar tensor (or give a
+    :data:`LOSSES` name: ``"cross_entropy"``, ``"mse"``, ...);
     ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``. Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still back-propagates (the gradient
     rows were NaN); ``torch.no_grad()`` *inside* the model's forward keeps its meaning."""
     with torch.inference_mode(False), torch.enable_grad():
-        return _probe(model, trackable(x), trackable(y), loss_fn, percentiles)
+        return _probe(model, trackable(x), trackable(y), resolve_loss(loss_fn), percentiles)
 
 
 def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor],

@@ -1,0 +1,37 @@
+"""Round 16b regressions of the torch API: loss names in probe/predict, wrong input width,
+mistyped keywords."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _net_and_batch(classes: int = 3):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, classes))
+    x = torch.randn(16, 4)
+    y = torch.randint(0, classes, (16,))
+    return model, x, y
+
+
+def test_probe_and_predict_take_a_loss_by_name_as_the_doctor_does():
+    model, x, y = _net_and_batch()
+    by_name = dlt.probe(model, x, y, "cross_entropy")
+    by_module = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    loss = lambda t: float(t[t.quantity == "loss"].value.iloc[0])  # noqa: E731
+    assert loss(by_name) == pytest.approx(loss(by_module), rel=1e-12)
+    assert loss(by_name) == pytest.approx(float(nn.CrossEntropyLoss()(model(x), y)), rel=1e-6)
+    yf = torch.randn(16, 3)
+    mse = dlt.probe(model, x, yf, "MSE")  # case-insensitive, as the doctor's resolver
+    assert loss(mse) == pytest.approx(float(nn.MSELoss()(model(x), yf)), rel=1e-6)
+    pred = dlt.predict(model, x, y, "cross-entropy")
+    assert pred["value"].notna().any()
+    with pytest.raises(ValueError, match=r"unknown loss 'crossentropy' \(did you mean "
+                                         r"'cross_entropy'\?\)"):
+        dlt.probe(model, x, y, "crossentropy")
+    with pytest.raises(ValueError, match=r"did you mean 'cross_entropy'"):
+        dlt.predict(model, x, y, "crossentropy")
