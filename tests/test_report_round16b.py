@@ -63,3 +63,31 @@ def test_an_overlay_names_the_runs_whose_layers_are_zero():
                                    theory=False)
     assert "5 runs (run-1, run-2, …): layer 1: zero" in many.axes[0].get_title()
     assert np.isfinite(fig.axes[0].get_ylim()).all()
+
+
+def test_divergence_advice_does_not_recommend_the_initializer_the_network_has():
+    """A SELU + lecun_normal net that diverged was told to "use a variance-preserving
+    initializer"; a glorot_uniform SELU net still is."""
+    import depthlab as dl
+    from depthlab.training.history import DivergenceReport
+    from depthlab.training.trainer import fit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    messages = {}
+    for init in ("lecun_normal", "glorot_uniform"):
+        net = dl.mlp([8, 16, 16, 3], activation="selu", init=init, seed=0)
+        hist = fit(net, x, y, epochs=2, lr=1e4, batch_size=16)
+        assert hist.divergence is not None
+        messages[init] = hist.divergence.message
+    assert "use a variance-preserving" not in messages["lecun_normal"]
+    assert ("Lower the learning rate or add batch normalization (the network already has a "
+            "variance-preserving initializer, lecun_normal)") in messages["lecun_normal"]
+    assert "use a variance-preserving initializer" in messages["glorot_uniform"]
+    first = DivergenceReport(step=1, epoch=1, loss=float("nan"), layer="dense1",
+                             nonfinite_parameters=[], batchnorm=True, before_update=True,
+                             matched_init="he_uniform")
+    assert "use a variance-preserving" not in first.message
+    assert "he_uniform, and batch normalization" in first.message
+    assert "standardize them" in first.message

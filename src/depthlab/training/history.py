@@ -24,6 +24,10 @@ class DivergenceReport:
     before_update: bool = False
     """The loss was not finite at the first step, before any update: on the weights training
     started from, where the learning rate plays no part (the advice does not name it)."""
+    matched_init: str | None = None
+    """The network's initializer when it is the variance-preserving one matched to its
+    activation (``lecun_normal`` for SELU, ``he_normal`` for ReLU; None: not, or not known);
+    the advice then does not recommend a variance-preserving initializer."""
 
     @property
     def message(self) -> str:
@@ -42,7 +46,17 @@ class DivergenceReport:
             if self.max_grad
             else ""
         )
-        if self.before_update:
+        if self.matched_init:  # was: "use a variance-preserving initializer" to a network
+            # that has one (SELU + lecun_normal)
+            has = f"the network already has a variance-preserving initializer, {self.matched_init}"
+            has += ", and batch normalization" if self.batchnorm else ""
+            advice = (("The loss was not finite before any update, on the weights training "
+                       f"started from (the learning rate plays no part; {has}): check the "
+                       "scale of the inputs (standardize them) and the loss.")
+                      if self.before_update else
+                      f"Lower the learning rate ({has})." if self.batchnorm else
+                      f"Lower the learning rate or add batch normalization ({has}).")
+        elif self.before_update:
             advice = ("The loss was not finite before any update, on the weights training "
                       "started from (the learning rate plays no part): use a variance-"
                       "preserving initializer" + (" (the network already has batch "

@@ -315,6 +315,7 @@ class Trainer:
                 nonfinite_parameters=[p.name for p in params if not np.isfinite(p.value).all()],
                 batchnorm=bool(net.batchnorms()),
                 before_update=self.step - self._first_step == 1,
+                matched_init=_matched_init(net),
             )
             return None
         net.backward(loss_fn.backward(), input_grad=False, copy=False)
@@ -359,7 +360,8 @@ class Trainer:
         loss = next((v for v in losses if not math.isfinite(v)), float("nan"))
         self.history.divergence = DivergenceReport(
             step=self.step, epoch=self.epoch, loss=float(loss), layer=layer,
-            nonfinite_parameters=bad, batchnorm=bool(self.net.batchnorms()))
+            nonfinite_parameters=bad, batchnorm=bool(self.net.batchnorms()),
+            matched_init=_matched_init(self.net))
         return True
 
     def _end_epoch(self, t0: float, bar) -> None:
@@ -483,6 +485,24 @@ def _progress(total: int, progress: bool | str):
     from ..progress import make_progress
 
     return make_progress(total, progress)
+
+
+def _matched_init(net: Network) -> str | None:
+    """The network's initializer (``net.config``) when it is the variance-preserving one
+    matched to its activation (its normal or uniform form: ``he_uniform`` for ReLU too), for
+    a divergence's advice; None otherwise or when the config does not say."""
+    from ..diagnosis.prescriptions import recommended_init
+
+    config = getattr(net, "config", None) or {}
+    act, init = config.get("activation"), config.get("init")
+    rec = recommended_init(act) if isinstance(act, str) else None
+    if not (rec and isinstance(init, str)):
+        return None
+
+    def family(name: str) -> str:
+        return name.removesuffix("_normal").removesuffix("_uniform")
+
+    return init if family(init) == family(rec) else None
 
 
 def fit(net: Network, x: ArrayLike, y: ArrayLike, x_val: ArrayLike | None = None,
