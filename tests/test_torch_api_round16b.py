@@ -35,3 +35,21 @@ def test_probe_and_predict_take_a_loss_by_name_as_the_doctor_does():
         dlt.probe(model, x, y, "crossentropy")
     with pytest.raises(ValueError, match=r"did you mean 'cross_entropy'"):
         dlt.predict(model, x, y, "crossentropy")
+
+
+@pytest.mark.parametrize("fn", [dlt.probe, dlt.predict])
+def test_an_input_of_the_wrong_width_names_its_shape_and_the_first_layers_in_features(fn):
+    model, _, y = _net_and_batch()
+    with pytest.raises(ValueError, match=r"^x has shape \(16, 5\), 5 features in its last "
+                                         r"dimension, but the model's first layer '0' \(Linear\) "
+                                         r"expects in_features=4; expected x of shape \(16, 4\)$"
+                       ) as info:
+        fn(model, torch.randn(16, 5), y, nn.CrossEntropyLoss())
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own error is kept
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(700, 3))
+    with pytest.raises(ValueError, match=r"784 values per example.*in_features=700"):
+        fn(flat, torch.randn(16, 1, 28, 28), y, nn.CrossEntropyLoss())
+    # a mismatch deeper in the model is the model's own bug: torch's error is not reworded
+    inner = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(9, 3))
+    with pytest.raises(RuntimeError, match="mat1 and mat2"):
+        fn(inner, torch.randn(16, 4), y, nn.CrossEntropyLoss())

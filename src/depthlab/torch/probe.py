@@ -47,6 +47,7 @@ after), with a warning: the layers it wraps ran their forward without gradients,
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -214,6 +215,9 @@ def forward(model: nn.Module, x: Any) -> Any:
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        wrong = _wrong_width(model, x, said)
+        if wrong is not None:
+            raise ValueError(wrong) from exc
         bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
                    None)
         if bad is None or "type" not in said.lower() or "indices" in said:
@@ -221,6 +225,39 @@ def forward(model: nn.Module, x: Any) -> Any:
         (w,) = dtypes
         raise TypeError(f"x has dtype {bad.dtype} but the model's weights are {w}; expected x "
                         f"of the model's dtype (x.to({w})) (torch: {said})") from exc
+
+
+_MATMUL = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and "
+                     r"(\d+)x(\d+)\)")
+
+
+def _wrong_width(model: nn.Module, x: Any, said: str) -> str | None:
+    """One line naming ``x``'s shape and the first layer's ``in_features`` when torch's
+    'mat1 and mat2 shapes cannot be multiplied (16x5 and 4x8)' came from the model's first
+    weight layer, an ``nn.Linear``, given the input's last dimension (or its values per
+    example, through a Flatten); None for any other failure (a mismatch deeper inside)."""
+    m = _MATMUL.search(said)
+    tensors = _tensors_in(x)
+    if m is None or len(tensors) != 1 or tensors[0].dim() < 1:
+        return None
+    first = next(((n, mod) for n, mod in model.named_modules()
+                  if next(mod.parameters(recurse=False), None) is not None), None)
+    if first is None or not isinstance(first[1], nn.Linear):
+        return None
+    name, layer = first
+    t = tensors[0]
+    got, want = int(m.group(2)), int(m.group(3))
+    per_example = t[0].numel() if t.dim() > 1 else t.numel()
+    if want != layer.in_features or got == want or got not in (t.shape[-1], per_example):
+        return None
+    where = f"the model's first layer {name!r} (Linear)" if name else "the model (a Linear)"
+    if got == t.shape[-1]:
+        what = f"{got} features in its last dimension"
+        fix = f"x of shape {(*t.shape[:-1], layer.in_features)}"
+    else:
+        what, fix = f"{got} values per example", f"{layer.in_features} values per example"
+    return (f"x has shape {tuple(t.shape)}, {what}, but {where} expects "
+            f"in_features={layer.in_features}; expected {fix}")
 
 
 def trackable(v: Any) -> Any:
