@@ -91,3 +91,42 @@ def test_divergence_advice_does_not_recommend_the_initializer_the_network_has():
     assert "use a variance-preserving" not in first.message
     assert "he_uniform, and batch normalization" in first.message
     assert "standardize them" in first.message
+
+
+def _flow_row(tmp_path, grads: dict, status: str) -> str:
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import build
+
+    rows = [{"step": step, "layer": layer, "quantity": "grad_pre_std", "value": v}
+            for step, values in grads.items() for layer, v in enumerate(values, 1)]
+    config = {"data": {"name": "digits"}, "model": {"sizes": [64, 64, 64, 64, 10],
+                                                    "activation": "relu", "init": "he_normal"},
+              "train": {"optimizer": "sgd", "lr": 50.0}}
+    with Store(tmp_path) as store:
+        store.add_run(RunRecord(id="r", name="r", kind="run", sweep=None, status=status,
+                                config=config, metrics={"steps": 3}, seconds=1.0,
+                                steps=pd.DataFrame({"step": [1, 2, 3], "loss": [3.0, 4, 5]}),
+                                probes=pd.DataFrame(rows)))
+    store = Store(tmp_path)
+    group = build._Group("all", "All runs", "runs", build._runs_table(store))
+    text = build._flow_section(store, group, build._Pngs())
+    row = text[text.index("<td>r</td>"):]
+    return row[:row.index("</tr>")]
+
+
+def test_a_diverged_runs_meaning_says_its_flow_reading_is_the_inits(tmp_path):
+    """A run NaN after init: 'ratio at end: none (diverged)' beside 'flows: within a factor
+    1.04 of 1', its init's reading presented as the run's state."""
+    nan = float("nan")
+    row = _flow_row(tmp_path / "a", {0: (7.21e-4, 6.91e-4, 6.93e-4), 2: (nan,) * 3},
+                    "diverged")
+    assert ("at init, flows: within a factor 1.04 of 1; no finite ratio after it (diverged)"
+            in row), row
+    # still flowing at its last finite step
+    row = _flow_row(tmp_path / "b", {0: (7.21e-4, 6.91e-4, 6.93e-4), 2: (8e-4, 7e-4, 7e-4),
+                                     3: (nan,) * 3}, "diverged")
+    assert "at init, flows: within a factor 1.04 of 1; at step 2 (last finite) too" in row, row
+    # a finished run flowing at init and at the end: one reading for both, no prefix
+    row = _flow_row(tmp_path / "c", {0: (7.21e-4, 6.91e-4, 6.93e-4), 2: (8e-4, 7e-4, 7e-4)},
+                    "finished")
+    assert "<td>flows: within a factor" in row and "at init" not in row, row

@@ -419,12 +419,23 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         # the meaning is of the ratio at init; when the end's ratio means something else
         # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
         meaning = _describe_ratio(init_ratio)
+        kind = meaning.split(":")[0]
         if dead:
             meaning += "; at the end no gradient at all (0 in every layer)"
         if isinstance(end_ratio, float):
             end_meaning = _describe_ratio(end_ratio)
-            if end_meaning.split(":")[0] != meaning.split(":")[0]:
+            if end_meaning.split(":")[0] != kind:
                 meaning = f"{meaning}; {when} {end_meaning}"
+            elif when != "at the end":  # a diverged run's last finite reading, still flowing
+                meaning += f"; {when} too, then not finite"
+        elif not dead and r["status"] != "finished" and math.isfinite(init_ratio):
+            # a diverged run with no finite ratio after init: its init's "flows: within a
+            # factor 1.04 of 1" alone read as the run's state
+            meaning += f"; no finite ratio after it ({r['status']})"
+        if not (isinstance(end_ratio, float) and when == "at the end"
+                and _describe_ratio(end_ratio).split(":")[0] == kind
+                and r["status"] == "finished") and math.isfinite(init_ratio):
+            meaning = f"at init, {meaning}"  # the first reading is the init's, not the run's
         rows.append([labels[rid], _cellnum(init_ratio), at_end, meaning,
                      _cellnum(r["val_acc"])])
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
