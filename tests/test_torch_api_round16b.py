@@ -53,3 +53,20 @@ def test_an_input_of_the_wrong_width_names_its_shape_and_the_first_layers_in_fea
     inner = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(9, 3))
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         fn(inner, torch.randn(16, 4), y, nn.CrossEntropyLoss())
+
+
+def test_a_mistyped_keyword_names_the_closest_accepted_one():
+    import depthlab as dl
+    from depthlab.probes import ProbeRecorder
+
+    with pytest.raises(TypeError, match=r"^ProbeRecorder\(\) got an unexpected keyword argument "
+                                        r"'evry' \(did you mean 'every'\?\)$"):
+        ProbeRecorder(evry=10)
+    assert ProbeRecorder(every=7).every == 7  # the accepted keywords still work
+    with pytest.raises(TypeError, match=r"^doctor\(\) got an unexpected keyword argument 'step' "
+                                        r"\(did you mean 'steps'\?\)$"):
+        dl.doctor({"widths": [4, 8, 3]}, None, step=3)
+    with pytest.raises(TypeError, match=r"'step' \(did you mean 'steps'\?\)$"):
+        dlt.doctor(nn.Linear(4, 3), None, step=3)
+    with pytest.raises(TypeError, match=r"'zzz'; accepted: make_model_or_model, data, loss_fn"):
+        dlt.doctor(nn.Linear(4, 3), None, zzz=3)

@@ -11,9 +11,11 @@ stays float32 (NEP 50). Experiment settings have their own one-line checks in
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -81,6 +83,31 @@ def did_you_mean(word: str, names: Iterable[str]) -> str:
     """`` (did you mean 'adam'?)`` naming :func:`closest_name` of ``word``, else ``""``."""
     close = closest_name(word, names)
     return f" (did you mean {close!r}?)" if close else ""
+
+
+def keyword_hints(fn: Callable) -> Callable:
+    """``fn`` (a function or a class's ``__init__``) refusing an unknown keyword argument with
+    one TypeError line naming it and the closest accepted one (Python said only
+    "__init__() got an unexpected keyword argument 'evry'"), else the accepted ones."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return fn
+    names = [p.name for p in params if p.name != "self"
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = frozenset(names)
+    label = fn.__qualname__.removesuffix(".__init__")
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not accepted.issuperset(kwargs):
+            key = next(k for k in kwargs if k not in accepted)
+            hint = did_you_mean(key, names) or f"; accepted: {', '.join(names)}"
+            raise TypeError(f"{label}() got an unexpected keyword argument {key!r}{hint}")
+        return fn(*args, **kwargs)
+    # the defaults stay readable where they were (fn.__kwdefaults__["loss_fn"]); the wrapper's
+    # own (*args, **kwargs) ignores them
+    checked.__defaults__, checked.__kwdefaults__ = fn.__defaults__, fn.__kwdefaults__
+    return checked
 
 
 def closest_name(word: str, names: Iterable[str]) -> str | None:

@@ -23,7 +23,7 @@ from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
 from ..training.trainer import Callback, Trainer
-from ..validators import positive_int
+from ..validators import keyword_hints, positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
 from .rules import RULES, RunContext, evaluate
@@ -245,6 +245,7 @@ def _improved(before: float, after: float, resolved: bool) -> bool:
     return after < before - METRIC_TOLERANCE * abs(before)
 
 
+@keyword_hints
 def doctor(
     net_or_config: Network | ModelSpec | dict[str, Any],
     data: Any,

@@ -42,7 +42,7 @@ from ..losses import Loss, get_loss
 from ..memory import check_batch
 from ..training.data_checks import finite_features
 from ..training.trainer import Callback
-from ..validators import positive_int
+from ..validators import keyword_hints, positive_int
 from . import accel
 from .fused import LayerStats
 from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
@@ -131,6 +131,7 @@ class ProbeRecorder(Callback):
         ``()`` records none and skips the sort behind them (the cheapest every-step setting).
     """
 
+    @keyword_hints
     def __init__(
         self,
         probe_x: Array | None = None,

@@ -52,7 +52,7 @@ from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import RULES, RunContext, evaluate
 from ..initializers import weight_variance
-from ..validators import did_you_mean
+from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
 from .layers import activation_spec, check_materialized, check_model
 from .predict import theory_rows
@@ -1050,6 +1050,7 @@ def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = N
 
 # -- the doctor --------------------------------------------------------------------------------
 
+@keyword_hints
 def doctor(
     make_model_or_model: nn.Module | Callable[[], nn.Module],
     data: Any,
