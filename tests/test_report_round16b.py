@@ -130,3 +130,42 @@ def test_a_diverged_runs_meaning_says_its_flow_reading_is_the_inits(tmp_path):
     row = _flow_row(tmp_path / "c", {0: (7.21e-4, 6.91e-4, 6.93e-4), 2: (8e-4, 7e-4, 7e-4)},
                     "finished")
     assert "<td>flows: within a factor" in row and "at init" not in row, row
+
+
+def test_the_playground_batch_norm_message_offers_no_full_batch_and_presets_answer_200():
+    """The playground's batch-norm message said 'accepted: train.batch_size >= 2 or "full"',
+    which its integer control refuses; /api/preset answered a page with a bad seed 400 (a
+    console error in the browser beside the page's message)."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import pytest
+
+    from depthlab.playground import setup as S
+    from depthlab.playground.server import Background
+
+    with pytest.raises(S.SetupError) as err:
+        S.to_config(S.parse_setup({"model.batchnorm": "true", "train.batch_size": "1"}))
+    assert "full" not in str(err.value)
+    assert "accepted: train.batch_size >= 2 (or model.batchnorm = false)" in str(err.value)
+    assert err.value.key == "train.batch_size"
+
+    seed = next(k for k in S.DEFAULTS if k.endswith(".seed"))
+    with Background(memory_limit=256 * 2**20) as bg:
+        def get(params):
+            url = bg.url + "api/preset?" + urllib.parse.urlencode(params)
+            try:
+                with urllib.request.urlopen(url, timeout=10) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        status, body = get({"name": "he", seed: "abc"})
+        assert status == 200 and body["ok"] is False and body["key"] == seed, body
+        assert "abc" in body["message"]
+        status, body = get({"name": "he"})
+        assert status == 200 and body["ok"] is True
+        status, body = get({"name": "no-such-preset"})
+        assert status == 400 and "unknown preset 'no-such-preset'" in body["message"]

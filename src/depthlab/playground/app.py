@@ -7,7 +7,9 @@ Routes:
   inside the package, nothing from the internet);
 * ``GET /api/schema``: the controls (:data:`setup.FIELDS`), presets and data sets;
 * ``GET /api/check?QUERY``: ``{"ok": bool, "message", "key", "parameters"}`` for a setup;
-* ``GET /api/preset?name=NAME&QUERY``: the query with a preset applied;
+* ``GET /api/preset?name=NAME&QUERY``: the query with a preset applied (a setup it keeps that
+  is refused, a bad seed: ``{"ok": false, "message", "key"}`` as ``/api/check``; 400 for an
+  unknown preset);
 * ``GET /api/export?QUERY``: the setup as a TOML file for ``depthlab run`` (400 with the message
   for a bad setup);
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
@@ -184,7 +186,11 @@ def create_app(*, memory_limit: int | None = None,
         try:
             setup = parse_setup(kept(_query(request)))
             out = apply_preset(setup, request.query_params.get("name", ""))
-        except (SetupError, ValueError) as e:
+        except SetupError as e:
+            # the page's own setup (a bad seed it keeps): an answer like /api/check's, 200 (was
+            # 400, which the browser logged as a console error beside the page's message)
+            return JSONResponse({"ok": False, "message": str(e), "key": e.key})
+        except ValueError as e:  # no such preset: a bad request
             return JSONResponse({"ok": False, "message": str(e)}, status_code=400)
         return JSONResponse({"ok": True, "query": to_query(out)})
 

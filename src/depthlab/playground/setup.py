@@ -292,7 +292,11 @@ def to_config(setup: Mapping[str, Any]) -> dict[str, Any]:
         key = e.key if e.key in BY_KEY else None
         if key is None and e.key:
             key = next((k for k in BY_KEY if e.key.startswith(k) or k.startswith(e.key)), None)
-        raise SetupError(str(e), key) from None
+        message = str(e)
+        if key == "train.batch_size":  # the config file's "full" is no value of the page's
+            # integer control (was offered by the batch-norm message: 'accepted: >= 2 or "full"')
+            message = message.replace(' or "full"', "")
+        raise SetupError(message, key) from None
 
 
 def to_toml(setup: Mapping[str, Any]) -> str:
