@@ -169,3 +169,39 @@ def test_the_playground_batch_norm_message_offers_no_full_batch_and_presets_answ
         assert status == 200 and body["ok"] is True
         status, body = get({"name": "no-such-preset"})
         assert status == 400 and "unknown preset 'no-such-preset'" in body["message"]
+
+
+SWEEP_TOML = """\
+name = "r16b"
+[data]
+name = "spirals"
+n = 60
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+max_steps = 2
+batch_size = 8
+[probes]
+every = 0
+[sweep]
+"train.seed" = [7, 7, 8]
+"""
+
+
+def test_a_value_listed_twice_in_a_grid_is_a_repeated_point_not_a_stored_one(
+        tmp_path, capsys, monkeypatch):
+    """A grid [7, 7, 8] on a new store ended 'skipped 1 already stored', though nothing was
+    stored before the sweep."""
+    import json
+
+    from helpers.cli import one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(SWEEP_TOML)
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "skipped 0 already stored and 1 repeated grid point (" in out, out
+    code, out, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "out", "--json")
+    res = json.loads(out)
+    assert code == 0 and res["skipped"] == 3 and res["repeated"] == 1, res

@@ -181,14 +181,18 @@ def run(args: argparse.Namespace) -> int:
         import json
 
         print(json.dumps({"sweep": res.sweep, "points": res.total, "skipped": res.skipped,
+                          "repeated": res.repeated,
                           "counts": res.counts, "seconds": res.seconds,
                           "failures": [{"id": i, "name": n, "error": err}
                                        for i, n, err in res.failures],
                           "store": str(store)}, indent=1))
     failed = "".join(f"\n  failed {i} {n}: {err}" for i, n, err in res.failures)
+    # a value listed twice in the grid ([7, 7, 8]) was "skipped 1 already stored" on a new store
+    repeated = (f" and {res.repeated} repeated grid point{'s' * (res.repeated != 1)}"
+                if res.repeated else "")
     echo(f"sweep {res.sweep}: {res.count('finished')} finished, {res.count('diverged')} "
-         f"diverged, {res.count('failed')} failed; skipped {res.skipped} already stored "
-         f"({res.seconds:.1f}s); results: {store}{failed}")
+         f"diverged, {res.count('failed')} failed; skipped {res.skipped - res.repeated} "
+         f"already stored{repeated} ({res.seconds:.1f}s); results: {store}{failed}")
     if args.quiet and not args.json:  # the exit status 1 is explained even with --quiet
         for i, n, err in res.failures:
             first = (err or "unknown error").strip().splitlines()[-1:] or ["unknown error"]

@@ -70,6 +70,9 @@ class SweepResult:
     sweep: str
     total: int = 0
     skipped: int = 0
+    repeated: int = 0
+    """Of ``skipped``, the points listed again in the grid (``[7, 7, 8]``): the same id as an
+    earlier point of this sweep, not a run stored before it."""
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -152,14 +155,19 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         store.add_sweep_points(sweep, found)
         found.clear()
 
+    listed: set[str] = set()  # ids of the points met so far: a second one is a repeat
+
     def tasks() -> Iterator[Task]:
         for p in points:
+            repeat = p.id in listed
+            listed.add(p.id)
             stored = (p.id not in in_flight and p.id not in failed_here
                       and store.has_run(p.id, DONE_STATUSES))
             if stored or p.id in in_flight or p.id in failed_here:
-                if stored:
+                if stored and not repeat:
                     remember(p.id)
                 result.skipped += 1
+                result.repeated += repeat
                 prog.skip(p.id)
                 continue
             prog.started()
