@@ -70,3 +70,29 @@ def test_a_mistyped_keyword_names_the_closest_accepted_one():
         dlt.doctor(nn.Linear(4, 3), None, step=3)
     with pytest.raises(TypeError, match=r"'zzz'; accepted: make_model_or_model, data, loss_fn"):
         dlt.doctor(nn.Linear(4, 3), None, zzz=3)
+
+
+class _ClassesLast(nn.Module):
+    """A per-token classifier: (N, T, 4) -> (N, T, 5), the classes last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.head(x)
+
+
+def test_the_doctor_names_outputs_with_the_classes_last_for_a_class_index_loss():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 7, 4), torch.randint(0, 5, (32, 7))
+    with pytest.raises(ValueError, match=r"Expected target size.*; the model's outputs hold the 5 "
+                                         r"classes last \(shape \(7, 5\) per example, labels "
+                                         r"\(7,\)\), but CrossEntropyLoss takes them in dim 1.*"
+                                         r"cross_entropy\(out\.movedim\(-1, 1\), y\)$"):
+        dlt.doctor(_ClassesLast, (x, y), steps=2, verify=False)
+    # the loss it prescribes runs
+    fixed = lambda o, t: nn.functional.cross_entropy(o.movedim(-1, 1), t)  # noqa: E731
+    diagnosis = dlt.doctor(_ClassesLast, (x, y), loss_fn=fixed, steps=2, batch_size=16,
+                           verify=False)
+    assert diagnosis is not None

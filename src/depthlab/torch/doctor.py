@@ -1257,6 +1257,14 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         if binary_threshold(loss_fn) == 0.5 and "input should be between 0 and 1" in str(e):
             hint += ("; BCELoss takes the model's outputs as probabilities (a sigmoid at its "
                      "end): for logits use nn.BCEWithLogitsLoss ('bce_with_logits')")
+        if kind and isinstance(out, torch.Tensor) and not d.y.is_floating_point() and \
+                out.dim() >= 3 and out.dim() == d.y.dim() + 1 and \
+                tuple(out.shape[:-1]) == tuple(d.y[:2].shape) and out.shape[1] != out.shape[-1]:
+            fn = "nll_loss" if "nll" in kind.lower() else "cross_entropy"  # (N, T, C), (N, T)
+            hint += (f"; the model's outputs hold the {out.shape[-1]} classes last (shape "
+                     f"{tuple(out.shape[1:])} per example, labels {tuple(d.y.shape[1:])}), but "
+                     f"{kind} takes them in dim 1, (N, C, ...): give loss_fn=lambda out, y: "
+                     f"nn.functional.{fn}(out.movedim(-1, 1), y)")
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
             hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
                      "loss_fn that takes it, e.g. lambda out, y: "
