@@ -28,8 +28,8 @@ def test_a_log_axis_under_one_decade_labels_its_low_end():
     ticks = _visible_ticks(ax)
     locs = [v for v, _ in ticks]
     assert min(locs) <= 2.6e-4, ticks
-    assert [t for _, t in ticks] == ["$2\\times10^{-4}$", "$5\\times10^{-4}$", "$10^{-3}$",
-                                     "$2\\times10^{-3}$"]
+    assert [t for _, t in ticks] == ["0.2", "0.5", "1", "2"]
+    assert ax.yaxis.get_offset_text().get_text() == "$\\times10^{-3}$"
     # plain numbers in the plain range; a very narrow range keeps evenly spaced ticks
     fig, (ax,) = f._new_figure()
     ax.plot([1, 2], [0.3, 2.5])
@@ -56,13 +56,19 @@ def test_an_overlay_names_the_runs_whose_layers_are_zero():
             "ok-run": _probes(None)}
     fig = plot.gradient_per_layer(runs, theory=False)
     title = fig.axes[0].get_title()
-    assert "relu-he, tanh-xavier, selu-lecun: layer 1: zero" in title, title
+    assert "\nrelu-he, tanh-xavier, selu-lecun:\nlayer 1: zero" in title, title
     every = plot.gradient_per_layer({k: _probes(2) for k in ("a", "b", "c")}, theory=False)
     assert "all 3 runs: layer 2: zero" in every.axes[0].get_title()
     many = plot.gradient_per_layer({f"run-{i}": _probes(1 if i else None) for i in range(6)},
                                    theory=False)
-    assert "5 runs (run-1, run-2, …): layer 1: zero" in many.axes[0].get_title()
+    assert "5 runs (run-1, run-2, …):\nlayer 1: zero" in many.axes[0].get_title()
     assert np.isfinite(fig.axes[0].get_ylim()).all()
+    # the two panels' titles do not run into each other
+    FigureCanvasAgg(fig).draw()
+    left, right = (ax.title.get_window_extent() for ax in fig.axes[:2])
+    assert left.x1 < right.x0, (left, right)
+    # the "x10^-3" over the axis lifts the left title: it stays below the figure's title
+    assert left.y1 <= fig._suptitle.get_window_extent().y0 + 1
 
 
 def test_divergence_advice_does_not_recommend_the_initializer_the_network_has():

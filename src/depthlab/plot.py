@@ -435,8 +435,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             cut = _f.cut_labels(zero_runs[k], 20 if len(zero_runs[k]) == 1 else 14)
             whose = ("" if n_runs == 1 else f"{cut[0]}: " if len(cut) == 1 else
                      f"all {len(cut)} runs: " if len(cut) == n_runs else
-                     f"{', '.join(cut)}: " if len(cut) <= 3 else
-                     f"{len(cut)} runs ({', '.join(cut[:2])}, …): ")
+                     f"{', '.join(cut)}:\n" if len(cut) <= 3 else  # a line of their own:
+                     f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
             when += (f"\n{whose}{_layer_span_text(sorted(zeros[k]), names)}: zero "
                      "(a log axis has no 0)")
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
@@ -453,6 +453,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # the 0.7 in top margin holds the figure's title and two lines of a panel's: a third (a
     # diverged run's last finite step and another run's zero layers) ran into the title
     lines = max(ax.get_title().count("\n") + 1 for ax in axes)
+    if axes[0].yaxis.get_major_formatter().get_offset():  # "×10^-3" over the axis lifts the
+        lines += 1  # left panel's title by about a line (into the figure's title)
     if lines > 2:
         extra = 0.22 * (lines - 2)  # a 10.5 pt title line is 0.2 in
         below = fig.subplotpars.bottom * fig.get_figheight()

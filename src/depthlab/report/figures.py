@@ -117,8 +117,8 @@ def _tidy_log_axis(axis, lo: float, hi: float) -> None:
         axis.set_minor_formatter(NullFormatter())
         locator = _log_nice_locator(lo, hi)
         axis.set_major_locator(locator)
-        if isinstance(locator, FixedLocator):  # 0.2, 0.5, 1 or 2e-4, 5e-4, 1e-3 as they are
-            axis.set_major_formatter(FuncFormatter(_label_log_tick))
+        if isinstance(locator, FixedLocator):  # 0.2, 0.5, 1 (x10^-3 once, beside the axis)
+            axis.set_major_formatter(_log_tick_formatter(hi))
         else:
             fmt = ScalarFormatter(useMathText=True)
             fmt.set_powerlimits((-2, 3))
@@ -150,16 +150,18 @@ def _log_nice_locator(lo: float, hi: float):
     return MaxNLocator(5)
 
 
-def _label_log_tick(v: float, _pos: int | None = None) -> str:
-    """A tick of :func:`_log_nice_locator`: plain from 0.01 to below 1e4 (``0.15``, ``20``),
-    else ``1.5×10^-4`` (``10^-3`` for a mantissa of 1)."""
-    if not v > 0:
-        return ""
-    e = int(np.floor(np.log10(v) + 1e-9))
+def _log_tick_formatter(hi: float) -> FuncFormatter:
+    """Labels of :func:`_log_nice_locator`'s ticks: plain from 0.01 to below 1e4 (``0.15``,
+    ``20``); else in units of the power of ten at or below ``hi``, which the axis's offset text
+    names once (``0.2 0.5 1 2`` and ``×10^-3``), as short as matplotlib's plain ticks were:
+    ``1.5×10^-3`` on every tick pushed the axis label off the figure's fixed margin."""
+    e = int(np.floor(np.log10(hi) + 1e-9))
     if -2 <= e < 4:
-        return f"{v:g}"
-    m = float(f"{v / 10.0 ** e:.3g}")
-    return f"$10^{{{e}}}$" if m == 1 else f"${m:g}\\times10^{{{e}}}$"
+        return FuncFormatter(lambda v, _pos=None: f"{v:g}" if v > 0 else "")
+    scale = 10.0 ** e
+    fmt = FuncFormatter(lambda v, _pos=None: f"{float(f'{v / scale:.3g}'):g}" if v > 0 else "")
+    fmt.set_offset_string(f"$\\times10^{{{e}}}$")
+    return fmt
 
 
 def _label_two_five(v: float, _pos: int | None = None) -> str:
