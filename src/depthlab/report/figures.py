@@ -770,10 +770,22 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         return fig
     all_steps = np.array(sorted(set(probes["step"])), dtype=float)
     edges = _edges(all_steps) if bad else np.empty(0)
+    # one colour per layer across the panels, and one legend entry per layer drawn in any of
+    # them: a CNN's ReLU layers (inactive) and its tanh layer (saturated) each coloured their
+    # own panel from the palette's start, and the last panel's legend named those colours
+    # otherwise
+    union = sorted(set().union(*(wide.columns for *_, wide in present)))
+    picked = _pick_layers(union)
+    colors = _layer_colors(picked)
+    drawn: set[int] = set()
     for ax, (_q, title, ylabel, wide) in zip(axes, present):
         layers = list(wide.columns)
-        shown = _pick_layers(layers)
-        colors = _layer_colors(shown)
+        shown = [la for la in picked if la in layers]
+        if not shown:  # many layers, none of this panel's among the picked ones
+            shown = _pick_layers(layers)
+            extra = _layer_colors(union)
+            colors.update({la: extra[la] for la in shown if la not in colors})
+        drawn.update(shown)
         for k, step in enumerate(bad):
             i = int(np.searchsorted(all_steps, step))
             ax.axvspan(edges[i], edges[i + 1], color="#999999", alpha=0.25, linewidth=0,
@@ -788,8 +800,15 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title}{_layers_note(shown, layers)}", fontsize=9.5)
-    _legend(axes[-1], loc="upper left", bbox_to_anchor=(1.02, 1.0),
-            fontsize=7.5 if names else 8.5)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[la], linewidth=1.4) for la in sorted(drawn)]
+    labels = [layer_label(la, names) for la in sorted(drawn)]
+    shade = [(h, lab) for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())
+             if lab.startswith("pre-activation")][:1]
+    axes[-1].legend([h for h, _ in shade] + handles, [lab for _, lab in shade] + labels,
+                    loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                    fontsize=7.5 if names else 8.5)
     return fig
 
 
