@@ -94,6 +94,25 @@ MEAN_SHIFT = 0.25
 MEAN_SHIFT_MIN_LAYERS = 4
 
 
+def activation_name(configured: Any, fn: Any = None) -> str:
+    """The registered name the rules and prescriptions know an activation by: a configured
+    name as the registry spells it (``"silu"`` -> ``"swish"``), an activation object's
+    ``name`` (``dl.mlp(sizes, Tanh())`` records the object, whose ``str`` is ``"Tanh()"``: no
+    initializer was recommended for it, so a tanh net with N(0, 1) weights got batch norm
+    instead of its init_mismatch finding), else the probed nonlinearity's (``fn``)."""
+    from ..activations import REGISTRY as ACTIVATIONS
+
+    if isinstance(configured, str) and configured:
+        try:
+            return ACTIVATIONS.key(configured)
+        except (ValueError, TypeError):
+            return configured
+    name = getattr(configured, "name", None)
+    if configured is not None and isinstance(name, str) and name:
+        return name
+    return fn.name if fn is not None else ""
+
+
 @dataclass
 class RunContext:
     """Everything a rule may read about one probed run."""
@@ -116,7 +135,7 @@ class RunContext:
         self.hidden = [p.index for p in self.points]
         self.steps = sorted(set(f["step"])) if len(f) else []
         self.fn = self.points[0].activation.fn if self.points else None
-        self.activation = str(self.config.get("activation") or (self.fn.name if self.fn else ""))
+        self.activation = activation_name(self.config.get("activation"), self.fn)
 
     @property
     def end(self) -> int:
