@@ -20,6 +20,7 @@ same.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -201,10 +202,19 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         if total <= WORK_POINTS:  # listed now (a Ctrl-C here is an interrupted sweep), so the
             points = list(points)  # time left weighs each point by its work
             prog.set_work([(p.id, point_work(p.config)) for p in points])
-        with executor:
-            say(f"sweep {sweep}: running on {executor.description}; results: {store.path}")
-            executor.expect(total)
-            executor.run(tasks(), done)
+        # the stored points are skipped (and refused combinations stored) before the executor
+        # starts, and it starts only if a point is left: the same sweep again started a
+        # LocalCluster (4-9 s here) or connected to a scheduler to compute nothing
+        todo = tasks()
+        first = next(todo, None)
+        if first is not None:
+            with executor:
+                say(f"sweep {sweep}: running on {executor.description}; results: "
+                    f"{store.path}")
+                prog.t0 = None  # the time left counts from here, not the cluster's start
+                prog.started()
+                executor.expect(total)
+                executor.run(itertools.chain([first], todo), done)
         record_found()
     except KeyboardInterrupt as e:
         with contextlib.suppress(StoreError):  # the stored points it found count as its own
