@@ -785,7 +785,11 @@ function markDoctorStale() {
   const stale = !!S.doctorQuery && !sameQuery(S.doctorQuery, S.query);
   out.classList.toggle("stale", stale);
   const note = out.querySelector(".stale-note");
-  if (stale && !note) {
+  // an applied prescription's note says it already (and goes once the page is back to the
+  // doctor's setup)
+  const applied = out.querySelector(".applied-note");
+  if (applied && !stale) applied.remove();
+  if (stale && !note && !applied) {
     out.prepend(el("p", "stale-note", "These findings are for an earlier setup, not the one " +
       "on the page now: press doctor to examine this one."));
   } else if (!stale && note) {
@@ -835,7 +839,13 @@ function onDoctor(m) {
         v !== null && !(typeof v === "object" && !Object.keys(v).length)));
       const a = el("button", "apply", "apply " + JSON.stringify(shown));
       a.addEventListener("click", () => {
-        S.edits++; writeControls(f.apply); sendSetup(f.apply, false);
+        // the page says what the click changed: the controls changed without a word, and
+        // findings of an earlier setup (the doctor's) silently put back its other settings
+        // too (an lr changed from 0.1 to 0.05 after the doctor ran went back to 0.1)
+        const before = readControls();
+        S.edits++; writeControls(f.apply);
+        showApplied(f.kind, m.query, f.apply, before, readControls());
+        sendSetup(f.apply, false);
       });
       box.appendChild(a);
     } else if (f.apply_error) {
@@ -843,6 +853,28 @@ function onDoctor(m) {
     }
     out.appendChild(box);
   }
+}
+
+/* After "apply": a note at the top of the doctor panel naming every control the click changed,
+   "old → new", the prescription's own changes apart from the settings that went back to the
+   setup the doctor examined (changed on the page after it ran). */
+function showApplied(kind, examined, applied, before, after) {
+  const name = (k) => k.split(".").pop().replace(/_/g, " ");
+  // the same number however written: a control's default reads "0", the server's "0.0"
+  const same = (a, b) => String(a) === String(b) ||
+    (String(a).trim() !== "" && String(b).trim() !== "" && Number(a) === Number(b));
+  const keys = Object.keys(after).filter((k) => k in before && !same(before[k], after[k]));
+  const text = (ks) => ks.map((k) => `${name(k)} ${before[k]} \u2192 ${after[k]}`).join(", ");
+  const prescribed = keys.filter((k) => !same((examined || {})[k], applied[k]));
+  const back = keys.filter((k) => !prescribed.includes(k));
+  const out = $("doctor-out");
+  out.querySelectorAll(".applied-note, .stale-note").forEach((e) => e.remove());
+  const note = el("p", "applied-note", (prescribed.length ? `applied the ${kind} prescription: ` +
+    `${text(prescribed)}` : `the ${kind} prescription changed no control: the page had it already`) +
+    (back.length ? `; back to the setup the doctor examined: ${text(back)}` : "") +
+    ". The findings below are for the setup before it; press doctor to examine this one.");
+  note.setAttribute("role", "status");
+  out.prepend(note);
 }
 
 /* A doctor's run (its baseline, or a verification's before or after) as the page says it. */

@@ -1,0 +1,69 @@
+"""Round 17 of adversarial playground testing (a teacher preparing a class and a learner, in a
+real browser).
+
+* the doctor's "apply" changed the controls without a word (the panel then said only that its
+  findings were for an earlier setup), and findings of a setup changed since the doctor ran
+  silently put back the doctor's other settings too: an lr changed from 0.1 to 0.05 after the
+  doctor ran went back to 0.1;
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir, url_param
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+DOCTOR_DONE = "!document.getElementById('doctor').disabled && " \
+              "document.querySelector('#doctor-out .finding') !== null"
+NAIVE = "?model.depth=10&model.width=32&model.activation=sigmoid&model.init=normal&train.lr=0.1"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round17_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
+
+
+def _commit(pg, selector: str, value: str) -> None:
+    pg.fill(selector, value)
+    pg.press(selector, "Tab")
+
+
+# -- the doctor's apply says what it changed --------------------------------------------------
+def test_apply_names_every_control_it_changes(page, server, shots):
+    page.goto(server.url + NAIVE)
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#doctor")
+    page.wait_for_function(DOCTOR_DONE, timeout=120_000)
+    # the learner changes the learning rate after the doctor ran
+    _commit(page, "#f-train-lr", "0.05")
+    page.wait_for_function("new URLSearchParams(location.search).get('train.lr') === '0.05'")
+    finding = page.locator("#doctor-out .finding[data-kind=mean_shift]")
+    finding.locator("button.apply").click()
+    page.wait_for_function("new URLSearchParams(location.search).get('model.activation') "
+                           "=== 'tanh'", timeout=30_000)
+    note = page.locator("#doctor-out .applied-note")
+    note.wait_for(state="visible", timeout=5_000)
+    page.locator("#panel-doctor").screenshot(path=str(shots / "round17_applied_note.png"))
+    text = note.text_content()
+    # was: no word of what changed (only "These findings are for an earlier setup")
+    assert "applied the mean_shift prescription: activation sigmoid \u2192 tanh, " \
+           "init normal \u2192 glorot_uniform" in text, text
+    # the doctor examined lr 0.1: the apply put it back, which the note says
+    assert url_param(page, "train.lr") == "0.1"
+    assert "back to the setup the doctor examined: lr 0.05 \u2192 0.1" in text, text
+    # controls the click did not change are not listed ("dropout 0 -> 0.0")
+    assert "dropout" not in text and "l2" not in text, text
+    assert note.get_attribute("role") == "status"
+    # one note, not the stale note beside it
+    assert page.locator("#doctor-out .stale-note").count() == 0
