@@ -67,3 +67,26 @@ def test_a_sweep_with_every_point_stored_starts_no_executor(tmp_path):
     assert not any("running on" in line for line in lines), lines
     with Store(tmp_path / "out", readonly=True) as store:  # still points of the sweep
         assert len(store.runs(sweep=res.sweep)) == 3
+
+
+# -- a scheduler address with a port that cannot exist --------------------------------------
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:99999", "tcp://127.0.0.1:0",
+                                     "tcp://[::1]:65536"])
+def test_a_port_outside_1_to_65535_is_refused_as_malformed_before_anything(tmp_path, address,
+                                                                             capsys):
+    """'tcp://127.0.0.1:99999' was taken as well formed: the grid's size was said, the store
+    created, then 'cannot reach the Dask scheduler ...: Connection refused'."""
+    from depthlab.cli import main
+    from depthlab.experiments.executors import ClusterError
+    from depthlab.experiments.executors.dask import check_address
+
+    with pytest.raises(ClusterError, match=r"port .* 1\.\.65535"):
+        check_address(address)
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.format(grid='"train.seed" = [0, 1]'))
+    code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cluster", address])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err.count("\n") == 1 and "65535" in err and address in err, err
+    assert "points" not in out + err and not (tmp_path / "out").exists()

@@ -95,8 +95,15 @@ def check_address(address: str) -> str:
     if not isinstance(address, str):
         raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}")
     m = _LOCAL.fullmatch(address)
-    if (m and int(m.group(1)) >= 1) or _REMOTE.fullmatch(address):
+    if m and int(m.group(1)) >= 1:
         return address
+    if _REMOTE.fullmatch(address):
+        port = int(address.rpartition(":")[2])
+        if 1 <= port <= 65535:
+            return address
+        # tcp://127.0.0.1:99999 was tried ("Connection refused") once the store was created
+        raise ClusterError(f"--cluster {address!r} is not accepted: port {port} is not in "
+                           f"1..65535; accepted: {ACCEPTED}")
     raise ClusterError(f"--cluster {address!r} is not accepted; accepted: {ACCEPTED}")
 
 
