@@ -28,3 +28,22 @@ def test_an_activation_object_gets_the_findings_of_its_name():
         kinds[str(act)] = {f.kind: f.prescription for f in d.findings}
     assert kinds["Tanh()"].get("init_mismatch") == {"init": "glorot_uniform"}
     assert kinds["Tanh()"] == kinds["tanh"]
+
+
+def test_dead_relus_are_not_prescribed_the_zero_biases_they_have():
+    from depthlab.diagnosis.prescriptions import for_dead_relu
+    from depthlab.initializers import Constant, Zeros
+
+    for bias in ("zeros", "Zeros", "constant", Zeros(), Constant(0.0)):
+        changes, _ = for_dead_relu(1.0, 0.0, 0.3, 0.1, {"bias_init": bias})
+        assert changes == {"lr": 0.01}, bias
+    # batch normalization: the hidden Dense layers have no bias to set
+    changes, _ = for_dead_relu(1.0, 0.0, 0.3, 0.1, {"bias_init": "ones", "batchnorm": True})
+    assert "bias_init" not in changes
+    changes, _ = for_dead_relu(1.0, 0.0, 0.3, 0.1, {"bias_init": Constant(0.5)})
+    assert changes == {"bias_init": "zeros"}
+    # end to end: a ReLU net killed by a large step, its biases Zeros()
+    net = dl.mlp([8, 32, 32, 32, 32, 3], "relu", "he_normal", seed=0, bias_init=Zeros())
+    d = dl.doctor(net, (X, Y), steps=30, lr=3.0)
+    dead = [f for f in d.findings if f.kind == "dead_relu"]
+    assert dead and "bias_init" not in dead[0].prescription

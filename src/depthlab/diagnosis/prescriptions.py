@@ -97,7 +97,7 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
                   lr: float, config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Cure for dead rectifiers: a zero bias, the He init, a smaller learning rate (units died
     during training) or a leaky rectifier."""
-    if config.get("bias_init", "zeros") not in ("zeros", "zero"):
+    if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
         return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
     if dead_at_init > dead_threshold and init_ratio < INIT_SHORTFALL:
         return {"init": "he_normal"}, ("Initialize with he_normal so that pre-activations are "
@@ -145,6 +145,16 @@ def for_bn_drift(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
             "of their cumulative mean, so the running statistics follow training.")
     return {"bn_momentum": min(1.0, float(mom) * 10.0)}, (
         "Use a 10x larger batch-norm momentum so the running statistics follow training.")
+
+
+def _zero_biases(bias_init: Any) -> bool:
+    """Whether ``bias_init`` already sets every bias to 0: ``zeros`` by any spelling or as an
+    object, ``constant`` with value 0 (the name's default) -- where ``{"bias_init": "zeros"}``
+    would change nothing (it was prescribed for ``dl.initializers.Zeros()``, a no-op cure; so
+    it was with batch normalization, whose hidden Dense layers have no bias)."""
+    from ..theory.predict import has_zero_biases
+
+    return has_zero_biases(bias_init)
 
 
 def _equal_widths(config: dict[str, Any]) -> bool:
