@@ -215,7 +215,7 @@ def forward(model: nn.Module, x: Any) -> Any:
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        wrong = _wrong_width(model, x, said)
+        wrong = _wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
         if wrong is not None:
             raise ValueError(wrong) from exc
         bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
@@ -258,6 +258,84 @@ def _wrong_width(model: nn.Module, x: Any, said: str) -> str | None:
         what, fix = f"{got} values per example", f"{layer.in_features} values per example"
     return (f"x has shape {tuple(t.shape)}, {what}, but {where} expects "
             f"in_features={layer.in_features}; expected {fix}")
+
+
+_CHANNELS = re.compile(r"weight of size \[([\d, ]*)\], expected input\[([\d, ]*)\] to have "
+                       r"(\d+) channels, but got (\d+) channels")
+_DIMS = re.compile(r"Expected (\d+)D \(unbatched\) or (\d+)D \(batched\) input to "
+                   r"(conv|conv_transpose)(\d)d, but got input of size: \[([\d, ]*)\]")
+_KERNEL = re.compile(r"Calculated padded input size per channel: \(([\d x]*)\)\. Kernel size: "
+                     r"\(([\d x]*)\)")
+_RNN = re.compile(r"input\.size\(-1\) must be equal to input_size\. Expected (\d+), got (\d+)"
+                  r"|input has inconsistent input_size: got (\d+) expected (\d+)")
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+          nn.ConvTranspose3d)
+
+
+def _ints(text: str, sep: str = ",") -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(sep) if v.strip())
+
+
+def _failed_layer(exc: BaseException) -> tuple[nn.Module, torch.Tensor] | None:
+    """The innermost convolution or recurrent module whose ``forward`` raised ``exc`` (from
+    its traceback), with the tensor it was given."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        m, t = local.get("self"), local.get("input")
+        if isinstance(m, (*_CONVS, nn.RNNBase, nn.RNNCellBase)) and isinstance(t, torch.Tensor):
+            found = (m, t)
+        tb = tb.tb_next
+    return found
+
+
+def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str | None:
+    """One line naming ``x``'s shape and what the layer it went into expects, when torch's
+    error is a convolution's (channels, number of dimensions, positions fewer than the
+    kernel) or a recurrent layer's (``input_size``) and that layer was given ``x`` itself (or
+    a view of it of the same shape); None for any other failure (a mismatch deeper inside the
+    model is the model's, and torch's message stays)."""
+    failed = _failed_layer(exc)
+    if failed is None:
+        return None
+    m, given = failed
+    t = next((t for t in _tensors_in(x) if t.shape == given.shape and t.dim() >= 1
+              and t.data_ptr() == given.data_ptr()), None)
+    name = next((n for n, mod in model.named_modules() if mod is m), None)
+    if t is None or name is None:
+        return None
+    shape = tuple(t.shape)
+    where = (f"the model's first layer {name!r} ({type(m).__name__})" if name
+             else f"the model (a {type(m).__name__})")
+    if isinstance(m, _CONVS):
+        spatial = {1: "L", 2: "H, W", 3: "D, H, W"}[len(m.kernel_size)]
+        batch = f"(N, {m.in_channels}, {spatial})"
+        if (hit := _CHANNELS.search(said)) is not None and t.dim() >= 2:
+            want, got = int(hit.group(3)), int(hit.group(4))
+            return (f"x has shape {shape}, {got} channels in dimension 1, but {where} "
+                    f"expects in_channels={want}; expected x of shape "
+                    f"{(shape[0], want, *shape[2:])}")
+        if (hit := _DIMS.search(said)) is not None:
+            return (f"x has shape {shape} ({len(shape)} dimensions), but {where} expects "
+                    f"{hit.group(2)}-dimensional batches {batch}; expected x of shape {batch}")
+        if (hit := _KERNEL.search(said)) is not None:
+            padded, kernel = _ints(hit.group(1), "x"), _ints(hit.group(2), "x")
+            size = shape[-len(kernel):]
+            least = "x".join(str(max(k - (p - s), 1))
+                             for k, p, s in zip(kernel, padded, size))
+            return (f"x has shape {shape}: {'x'.join(map(str, size))} positions "
+                    f"({'x'.join(map(str, padded))} with padding) are fewer than the kernel "
+                    f"{'x'.join(map(str, kernel))} of {where}; expected at least {least}")
+        return None
+    if (hit := _RNN.search(said)) is not None:
+        want, got = ((int(hit.group(1)), int(hit.group(2))) if hit.group(1) is not None
+                     else (int(hit.group(4)), int(hit.group(3))))
+        if shape[-1] != got:
+            return None
+        return (f"x has shape {shape}, {got} features in its last dimension, but {where} "
+                f"expects input_size={want}; expected x of shape {(*shape[:-1], want)}")
+    return None
 
 
 def trackable(v: Any) -> Any:

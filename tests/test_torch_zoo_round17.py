@@ -1,0 +1,83 @@
+"""depthlab.torch probe/predict on architectures the other torch tests do not build (round 17),
+and their regressions: bad input shapes for a convolutional or recurrent first layer."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+CE = nn.CrossEntropyLoss()
+
+
+class _GRUHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.head = nn.GRU(4, 6, batch_first=True), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def _cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize("fn", [dlt.probe, dlt.predict])
+@pytest.mark.parametrize("make, x, match", [
+    (_cnn, torch.randn(4, 3, 8, 8),
+     r"^x has shape \(4, 3, 8, 8\), 3 channels in dimension 1, but the model's first layer '0' "
+     r"\(Conv2d\) expects in_channels=2; expected x of shape \(4, 2, 8, 8\)$"),
+    (_cnn, torch.randn(4, 64),
+     r"^x has shape \(4, 64\) \(2 dimensions\), but the model's first layer '0' \(Conv2d\) "
+     r"expects 4-dimensional batches \(N, 2, H, W\); expected x of shape \(N, 2, H, W\)$"),
+    (lambda: nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(8, 3)),
+     torch.randn(4, 2, 5, 5),
+     r"^x has shape \(4, 2, 5, 5\) \(4 dimensions\), but the model's first layer '0' "
+     r"\(Conv1d\) expects 3-dimensional batches \(N, 2, L\); expected x of shape \(N, 2, L\)$"),
+    (_cnn, torch.randn(4, 2, 2, 2),
+     r"^x has shape \(4, 2, 2, 2\): 2x2 positions \(2x2 with padding\) are fewer than the "
+     r"kernel 3x3 of the model's first layer '0' \(Conv2d\); expected at least 3x3$"),
+    (_GRUHead, torch.randn(4, 7, 5),
+     r"^x has shape \(4, 7, 5\), 5 features in its last dimension, but the model's first "
+     r"layer 'rnn' \(GRU\) expects input_size=4; expected x of shape \(4, 7, 4\)$"),
+])
+def test_an_input_of_the_wrong_shape_for_a_conv_or_rnn_names_x_and_the_first_layer(
+        fn, make, x, match):
+    """A batch of the wrong shape for a convolutional or recurrent first layer raised torch's
+    bare RuntimeError ('Given groups=1, weight of size [4, 2, 3, 3], expected input[4, 3, 8, 8]
+    to have 2 channels, but got 3 channels instead', 'input.size(-1) must be equal to
+    input_size. Expected 4, got 5'), which names neither x nor the layer; now one ValueError
+    line naming x's shape and what the first layer expects (torch's error kept as the
+    cause)."""
+    torch.manual_seed(0)
+    model = make()
+    if fn is dlt.predict and isinstance(model, _GRUHead):
+        pytest.skip("predict refuses a GRU before running the model")
+    with pytest.raises(ValueError, match=match) as info:
+        fn(model, x, torch.randint(0, 3, (4,)), CE)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_a_shape_mismatch_inside_the_model_keeps_torchs_error():
+    """A conv deeper in the model that gets the wrong channels is the model's own bug: torch's
+    error is not reworded as one about x."""
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Conv2d(5, 4, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(RuntimeError, match="to have 5 channels"):
+        dlt.probe(model, torch.randn(4, 2, 8, 8), torch.randint(0, 3, (4,)), CE)
+
+    class Inner(nn.Module):  # x has 5 features, as the GRU's input, which is not x
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.rnn, self.head = nn.Linear(5, 5), nn.GRU(4, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.rnn(self.inp(x))[0][-1])
+
+    with pytest.raises(RuntimeError, match="must be equal to input_size"):
+        dlt.probe(Inner(), torch.randn(7, 4, 5), torch.randint(0, 3, (4,)), CE)
