@@ -199,7 +199,11 @@ def _tensors_in(x: Any) -> list[torch.Tensor]:
 def forward(model: nn.Module, x: Any) -> Any:
     """:func:`call_model`; a RuntimeError about types raised while an input tensor's dtype is
     not that of the model's (floating) weights becomes a one-line TypeError saying so (torch
-    said e.g. 'mat1 and mat2 must have the same dtype, but got Double and Float')."""
+    said e.g. 'mat1 and mat2 must have the same dtype, but got Double and Float'); an ``x`` of
+    the wrong shape for the layer it goes straight into (a Linear's in_features, a conv's
+    channels, dimensions or kernel, a recurrent layer's input_size) a one-line ValueError
+    naming ``x``'s shape and what that layer expects (:func:`_wrong_width`,
+    :func:`_wrong_shape`)."""
     try:
         return call_model(model, x)
     except TypeError as exc:  # torch's own message names an argument of an inner function
