@@ -55,3 +55,36 @@ def test_saturation_panels_colour_a_layer_alike_as_the_legend_says(shots):
     assert set(named) == {"features.0", "features.2", "classifier.1"}
     for label, rgba in colour.items():
         assert named[label] == rgba, label
+
+
+def test_sweep_bars_by_run_keep_the_values_that_tell_runs_apart(shots):
+    # a sweep's generated names "mixed:depth=2,lr=50,activation=tanh": cut in their middle
+    # to 32 characters, the depth-2 lr-0.05 and lr-50 tanh names collided, so two bars read
+    # "mixed:depth=2,lr=50,activatio…#1" and nothing on the axis told tanh from relu
+    from depthlab import plot
+
+    rows = []
+    for depth in (2, 8):
+        for lr in (0.05, 50.0):
+            for act in ("tanh", "relu"):
+                rows.append({"name": f"mixed:depth={depth},lr={lr:g},activation={act}",
+                             "depth": depth, "train.lr": lr, "model.activation": act,
+                             "status": "finished", "val_acc": 0.1 + 0.01 * len(rows)})
+    runs = pd.DataFrame(rows)
+    fig = plot.sweep_metric(runs, ["model.activation", "depth", "train.lr"], "val_acc")
+    fig.savefig(shots / "sweep_bars_generated_names.png")
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(ticks) == len(rows)
+    for row, tick in zip(rows, ticks):
+        assert row["name"].split(":", 1)[1] in tick, (row["name"], tick)
+    assert not any("#" in t for t in ticks), ticks
+
+
+def test_cut_labels_drops_a_prefix_every_label_shares():
+    names = [f"an-experiment-with-a-long-name:point{k}:lr={lr}" for k, lr in
+             enumerate((0.001, 0.01, 0.1))]
+    cut = figures.cut_labels(names, 20)
+    assert cut == ["point0:lr=0.001", "point1:lr=0.01", "point2:lr=0.1"]
+    # a lone label, or labels whose shared start has no separator, are cut as before
+    assert figures.cut_labels(["x" * 40, "x" * 40], 10) == ["xxxxx…xxxx", "xxxxxxx…#1"]
+    assert figures.cut_labels(["abcdefghijklmnopqrstuvwxyz"], 10) == ["abcde…wxyz"]

@@ -17,6 +17,7 @@ layer number: :func:`layer_names`, :func:`layer_label`, :func:`layer_ticks`.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -915,13 +916,27 @@ MAX_TICK_CHARS = 32
 
 
 
+SHARED_PREFIX_SEPARATORS = (":", ",", ";", "/", "|")
+"""Where a start that every label shares may end to be dropped by :func:`cut_labels`."""
+
+
 def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
-    """``labels`` shortened to at most ``limit`` characters each by cutting out their middle
-    (``start…end``: names that differ only at the end, ``run-1``/``run-2``, stay apart); when
-    two still coincide, the later ones end in ``#k``, so every label stays distinct."""
+    """``labels`` shortened to at most ``limit`` characters each: when one is longer, a start
+    they all share up to a separator (``sweep:``) is dropped, then the longer ones lose their
+    middle (``start…end``: names that differ only at the end, ``run-1``/``run-2``, stay
+    apart); when two still coincide, the later ones end in ``#k``, so every label stays
+    distinct."""
     limit = max(limit, 5)
     keep = limit - 1
     texts = [str(t) for t in labels]
+    if len(texts) > 1 and any(len(t) > limit for t in texts):
+        # a start every label shares up to a separator (a sweep's "name:" before each
+        # point's values) tells no label apart: dropped before cutting, as the middle cut
+        # of "mixed:depth=2,lr=50,activation=tanh" kept the shared start and lost the values
+        shared = os.path.commonprefix(texts)
+        cut = max(shared.rfind(c) for c in SHARED_PREFIX_SEPARATORS) + 1
+        if cut and all(t[cut:].strip() for t in texts):
+            texts = [t[cut:].lstrip() for t in texts]
     out = [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
            for t in texts]
     seen: dict[str, int] = {}
