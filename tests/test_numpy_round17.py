@@ -47,3 +47,25 @@ def test_dead_relus_are_not_prescribed_the_zero_biases_they_have():
     d = dl.doctor(net, (X, Y), steps=30, lr=3.0)
     dead = [f for f in d.findings if f.kind == "dead_relu"]
     assert dead and "bias_init" not in dead[0].prescription
+
+
+def test_lsuv_that_cannot_rescale_leaves_the_network_as_it_was():
+    """LSUV on a batch giving a layer output variance 0 (all-zero inputs; a ReLU layer dead on
+    every row) raised after it had replaced every weight by an orthogonal one."""
+    from depthlab.initializers import Constant
+
+    g = np.random.default_rng(0)
+    cases = [(dl.mlp([3, 8, 8, 2], "tanh", seed=0), np.zeros((16, 3))),
+             (dl.mlp([3, 8, 8, 2], "relu", seed=0, bias_init=Constant(-100.0)),
+              g.normal(size=(16, 3)))]
+    for net, x in cases:
+        before = [p.value.copy() for p in net.parameters()]
+        try:
+            dl.lsuv(net, x)
+        except ValueError as e:
+            assert "output variance of dense" in str(e) and "\n" not in str(e)
+        else:
+            raise AssertionError("lsuv rescaled a layer of variance 0")
+        for p, w in zip(net.parameters(), before):
+            np.testing.assert_array_equal(p.value, w)
+        assert all(d.x is None for d in net.dense_layers())  # no batch kept in the caches

@@ -28,8 +28,10 @@ def lsuv(
     gen = make_rng(seed)
     ortho = get_initializer("orthogonal")
     denses = net.dense_layers()
-    for d in denses:
-        d.W.value[...] = ortho(d.W.value.shape, gen, d.W.value.dtype)
+    # a layer that cannot be rescaled (variance 0 or not finite) is refused with the network
+    # as it was given: it was left with orthogonal weights, some layers rescaled
+    saved = [d.W.value.copy() for d in denses]
+
     def output_variance(d) -> float:
         net.forward(x, training=False)
         out = d.x @ d.W.value
@@ -38,16 +40,25 @@ def lsuv(
         return float(np.var(out))
 
     variances: list[float] = []
-    for d in denses:
-        for _ in range(max_iter):
-            var = output_variance(d)
-            if not np.isfinite(var) or var == 0.0:
-                raise ValueError(f"LSUV: output variance of {d.name} is {var}; cannot rescale")
-            if abs(var - 1.0) < tol:
-                break
-            d.W.value *= d.W.value.dtype.type(1.0 / np.sqrt(var))
-        else:  # the last pass rescaled: the variance the layer ends with, not the one before
-            var = output_variance(d)
-        variances.append(var)
-    net.clear_cache()
+    try:
+        for d in denses:
+            d.W.value[...] = ortho(d.W.value.shape, gen, d.W.value.dtype)
+        for d in denses:
+            for _ in range(max_iter):
+                var = output_variance(d)
+                if not np.isfinite(var) or var == 0.0:
+                    raise ValueError(f"LSUV: output variance of {d.name} is {var} on this "
+                                     "batch; cannot rescale (the network is left unchanged)")
+                if abs(var - 1.0) < tol:
+                    break
+                d.W.value *= d.W.value.dtype.type(1.0 / np.sqrt(var))
+            else:  # the last pass rescaled: the variance the layer ends with, not the one before
+                var = output_variance(d)
+            variances.append(var)
+    except BaseException:
+        for d, w in zip(denses, saved):
+            d.W.value[...] = w
+        raise
+    finally:
+        net.clear_cache()
     return variances
