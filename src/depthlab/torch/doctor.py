@@ -28,6 +28,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -859,10 +860,52 @@ def _optimizer_name(opt: Any) -> str | None:
     return None
 
 
+def _from_factory(make_opt: Callable) -> tuple[str, dict[str, Any]]:
+    """``(name, kwargs)`` of an optimizer factory ``make_opt(params) -> optimizer`` (``lambda
+    ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)`` -> ``("sgd", {"lr": 0.05, "momentum":
+    0.9})``): it is called once on a scratch parameter and its optimizer's class and
+    ``defaults`` read (arguments equal to the class's own defaults left out), so every fresh
+    model gets a new optimizer of the same kind, and the lr/optimizer cures apply to it."""
+    scratch = nn.Parameter(torch.zeros(2, 2))
+    what = _short(make_opt, 60)
+    try:
+        opt = make_opt([scratch])
+    except Exception as e:  # noqa: BLE001 - not a factory of parameters
+        said = " ".join(str(e).split())[:200]
+        raise TypeError(f"optimizer {what} was called as optimizer(params) and raised "
+                        f"{type(e).__name__}: {said}; expected a name, (name, kwargs), a "
+                        "torch.optim class, or a function params -> torch.optim optimizer") \
+            from None
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"optimizer {what} returned a {type(opt).__name__} when called as "
+                        "optimizer(params); expected a torch.optim optimizer")
+    name = _optimizer_name(type(opt))  # a class outside OPTIMIZERS: refused by name
+    signature = inspect.signature(type(opt)).parameters
+    kwargs: dict[str, Any] = {}
+    for k, v in opt.defaults.items():
+        if k not in signature:
+            continue
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()  # lr=torch.tensor(0.01)
+        if k == "lr":
+            kwargs[k] = float(v)
+            continue
+        default = signature[k].default
+        try:
+            same = default is not inspect.Parameter.empty and bool(default == v)
+        except Exception:  # noqa: BLE001 - a value without a plain truth value
+            same = False
+        if not same:
+            kwargs[k] = v
+    return name or "", kwargs
+
+
 def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
           probe_every: int | None) -> TorchTrainSpec:
     if isinstance(optimizer, functools.partial) and not optimizer.args:
         optimizer = (optimizer.func, dict(optimizer.keywords))  # partial(torch.optim.SGD, lr=.1)
+    elif callable(optimizer) and not isinstance(optimizer, (str, type, torch.optim.Optimizer)):
+        optimizer = _from_factory(optimizer)  # lambda params: torch.optim.SGD(params, lr=.05)
     pair = isinstance(optimizer, (tuple, list)) and len(optimizer) == 2 \
         and isinstance(optimizer[1], dict)
     name = _optimizer_name(optimizer[0] if pair else optimizer)
@@ -1079,7 +1122,9 @@ def doctor(
     :data:`depthlab.torch.train.OPTIMIZERS` (``lr`` in kwargs; other kwargs such as
     ``momentum`` go to the optimizer), or its ``torch.optim`` class in place of the name
     (``torch.optim.Adam``, ``(torch.optim.Adam, {"lr": 0.01})``,
-    ``functools.partial(torch.optim.Adam, lr=0.01)``); not an optimizer instance, which is
+    ``functools.partial(torch.optim.Adam, lr=0.01)``), or a factory ``lambda params:
+    torch.optim.SGD(params, lr=0.05, momentum=0.9)`` (read as its class and arguments, called
+    once on a scratch parameter); not an optimizer instance, which is
     bound to one model's parameters. ``probe_every``: probe-table period (default
     ``steps // 10``). ``max_cures``: cures verified per finding. ``out``: a results folder;
     the diagnosis, its probe table and step losses are stored there (kind ``doctor``).

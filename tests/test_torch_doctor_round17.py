@@ -1,0 +1,43 @@
+"""Round 17: the torch doctor, its CLI and the bridge, on models, data and inputs as a
+practitioner gives them."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _xy(n: int = 60, d: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, (x[:, 0] > 0).long()
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 2))
+
+
+def test_an_optimizer_factory_trains_as_its_name_and_arguments():
+    x, y = _xy()
+    run = functools.partial(dlt.doctor, _mlp, (x, y), steps=4, batch_size=16, verify=False)
+    by_name = run(optimizer=("sgd", {"lr": 0.05, "momentum": 0.9}))
+    d = run(optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.9))
+    assert (d.settings["optimizer"], d.settings["lr"]) == ("sgd", 0.05)
+    assert d.settings["optimizer_kwargs"] == {"momentum": 0.9}
+    assert d.baseline["train_loss"] == by_name.baseline["train_loss"]
+    d = run(optimizer=lambda ps: torch.optim.Adam(ps))  # the class defaults: lr 1e-3 only
+    assert (d.settings["optimizer"], d.settings["lr"], d.settings["optimizer_kwargs"]) == \
+        ("adam", 1e-3, {})
+    with pytest.raises(TypeError, match=r"returned a int.*expected a torch\.optim optimizer"):
+        run(optimizer=lambda ps: 3)
+    with pytest.raises(TypeError, match=r"LBFGS is not supported"):
+        run(optimizer=lambda ps: torch.optim.LBFGS(ps))
+    with pytest.raises(TypeError) as e:  # not a factory of params: one line naming the call
+        run(optimizer=lambda: torch.optim.SGD(_mlp().parameters(), lr=0.1))
+    assert "optimizer(params)" in str(e.value) and "\n" not in str(e.value)
