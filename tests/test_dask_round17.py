@@ -90,3 +90,103 @@ def test_a_port_outside_1_to_65535_is_refused_as_malformed_before_anything(tmp_p
     assert code == 2
     assert err.count("\n") == 1 and "65535" in err and address in err, err
     assert "points" not in out + err and not (tmp_path / "out").exists()
+
+
+# -- a Client (or a cluster object) the user already has ------------------------------------
+
+@pytest.fixture(scope="module")
+def threads_cluster():
+    """Two in-process workers (threads) and a client of the test's own."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
+                                  dashboard_address=None, silence_logs=50) as lc:
+        yield lc
+
+
+def test_a_client_given_by_the_user_runs_the_sweep_and_is_left_open(tmp_path, threads_cluster):
+    """A notebook's Client (e.g. of a dask-jobqueue SLURMCluster) was refused:
+    'TypeError: cluster = <Client ...> has the wrong type', after the grid's size was said."""
+    import distributed
+
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    with distributed.Client(threads_cluster, set_as_default=False) as client:
+        raw = _raw(tmp_path)
+        res = run_sweep(raw, tmp_path / "out", cluster=client, echo=None)
+        assert res.count("finished") == 3
+        assert client.status == "running"  # not closed by depthlab: still usable
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
+        assert threads_cluster.status.name == "running"
+        ref = run_sweep(raw, tmp_path / "ref", echo=None)  # the same numbers as in-process
+        with Store(tmp_path / "out", readonly=True) as a, \
+                Store(tmp_path / "ref", readonly=True) as b:
+            ra = a.runs().set_index("id").sort_index()
+            rb = b.runs().set_index("id").sort_index()
+        assert list(ra.index) == list(rb.index) and ref.count("finished") == 3
+        assert ra["train_loss"].tolist() == rb["train_loss"].tolist()
+        ex = DaskExecutor(client)
+        assert "Dask client" in ex.description
+        with ex:
+            pass
+        assert client.status == "running"
+
+
+def test_a_cluster_object_given_by_the_user_is_used_and_left_running(tmp_path,
+                                                                       threads_cluster):
+    res = run_sweep(_raw(tmp_path), tmp_path / "out", cluster=threads_cluster, echo=None)
+    assert res.count("finished") == 3
+    assert threads_cluster.status.name == "running"
+
+
+def test_a_closed_client_is_one_line_before_the_store_is_touched(tmp_path, threads_cluster):
+    import distributed
+
+    from depthlab.experiments.executors import ClusterError
+
+    client = distributed.Client(threads_cluster, set_as_default=False)
+    client.close()
+    with pytest.raises(ClusterError, match="the Dask client given is closed") as e:
+        run_sweep(_raw(tmp_path), tmp_path / "out", cluster=client, echo=None)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_something_else_is_still_a_type_error_naming_it():
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    with pytest.raises(TypeError, match=r"cluster address \[1\] has the wrong type; accepted: "
+                       r"local:N .* a distributed\.Client"):
+        DaskExecutor([1])
+
+
+def test_an_interrupt_with_a_given_client_cancels_its_points_and_leaves_the_client_open(
+        tmp_path, threads_cluster):
+    import time
+
+    import distributed
+
+    from depthlab.experiments.executors import Task
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    def slow(task):
+        time.sleep(0.2)
+        from depthlab.experiments.executors import crash_record
+        return crash_record(task, "not computed")
+
+    tasks = [Task(f"p{i}", f"p{i}", {}, None) for i in range(40)]
+    with distributed.Client(threads_cluster, set_as_default=False) as client:
+        ex = DaskExecutor(client, compute=slow, chunk=1)
+        seen = []
+
+        def done(task, rec):
+            seen.append(task.id)
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt), ex:
+            ex.run(iter(tasks), done)
+        assert seen and client.status == "running"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and client.run_on_scheduler(
+                lambda dask_scheduler: len(dask_scheduler.tasks)):
+            time.sleep(0.05)
+        assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0

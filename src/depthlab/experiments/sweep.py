@@ -88,7 +88,7 @@ class SweepResult:
 
 
 def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
-              cluster: str | None = None, executor: Executor | None = None,
+              cluster: Any = None, executor: Executor | None = None,
               base_dir: str | os.PathLike | None = None, limit: int | None = None,
               echo: Callable[[str], None] | None = print, progress: bool = False,
               kind: str = "sweep-point") -> SweepResult:
@@ -96,7 +96,9 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     stored as finished/diverged.
 
     Where points run: ``executor`` if given, else ``cluster`` (``"local:N"`` or
-    ``"tcp://HOST:PORT"``, Dask), else ``jobs`` processes (1: this process). ``echo``
+    ``"tcp://HOST:PORT"``, Dask; or a ``distributed.Client`` or Dask cluster object of the
+    caller's, e.g. a dask-jobqueue ``SLURMCluster``, used and left open), else ``jobs``
+    processes (1: this process). ``echo``
     receives one line per event (None: silent); ``progress`` shows a bar instead.
 
     ``cluster="local:N"`` from a script: Dask's worker processes import the script's
@@ -120,7 +122,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
 
 
 def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, sweep: str,
-               jobs: int = 1, cluster: str | None = None, executor: Executor | None = None,
+               jobs: int = 1, cluster: Any = None, executor: Executor | None = None,
                echo: Callable[[str], None] | None = print, progress: bool = False,
                kind: str = "sweep-point", total: int | None = None) -> SweepResult:
     """Run the given points (skipping those stored as finished/diverged) like

@@ -4,6 +4,8 @@ the sweep client commits each returned record to the store (the single writer)."
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import ClusterError, Compute, Executor, InProcess, Task, compute_point, crash_record
 from .local import LocalPool
 
@@ -11,15 +13,17 @@ __all__ = ["ClusterError", "Compute", "Executor", "InProcess", "LocalPool", "Tas
            "compute_point", "crash_record", "make_executor"]
 
 
-def make_executor(jobs: int = 1, cluster: str | None = None) -> Executor:
-    """``cluster`` (``local:N`` / ``tcp://HOST:PORT``): a Dask executor (Dask imported only
-    then); else ``jobs`` processes (1: this process)."""
+def make_executor(jobs: int = 1, cluster: Any = None) -> Executor:
+    """``cluster`` (``local:N`` / ``tcp://HOST:PORT``, or the caller's ``distributed.Client``
+    or Dask cluster object, left open): a Dask executor (Dask imported only then); else
+    ``jobs`` processes (1: this process)."""
     if cluster is not None:
-        if not isinstance(cluster, str):
-            raise TypeError(f"cluster = {cluster!r} has the wrong type; accepted: \"local:N\" "
-                            "or \"tcp://HOST:PORT\" (or None)")
-        from .dask import DaskExecutor
+        from .dask import DaskExecutor, _given  # neither imports Dask
 
+        if not isinstance(cluster, str) and _given(cluster) is None:
+            raise TypeError(f"cluster = {cluster!r} has the wrong type; accepted: \"local:N\" "
+                            "or \"tcp://HOST:PORT\", a distributed.Client or a Dask cluster "
+                            "object (or None)")
         return DaskExecutor(cluster)
     if isinstance(jobs, bool) or not isinstance(jobs, int):
         raise TypeError(f"jobs = {jobs!r} has the wrong type; accepted: an integer >= 1")

@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -63,6 +64,8 @@ REFETCH = ("lost", "pending", "finished")
 """Statuses of a future yielded as done whose result could not be fetched that mean the
 scheduler recomputes it (its worker died after it finished), so it is waited for again."""
 ACCEPTED = "local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler)"
+GIVEN = "a distributed.Client or a Dask cluster object (left open)"
+"""What the Python API takes besides an address (``run_sweep(..., cluster=client)``)."""
 START_POLL_S = 0.05
 """While a ``local:N`` cluster starts, the main thread checks for an interrupt this often."""
 
@@ -93,7 +96,8 @@ def check_address(address: str) -> str:
     """``address`` if it is ``local:N`` (N >= 1) or ``tcp://HOST:PORT``/``tls://HOST:PORT``;
     else :class:`ClusterError`."""
     if not isinstance(address, str):
-        raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}")
+        raise TypeError(f"cluster address {address!r} has the wrong type; accepted: {ACCEPTED}, "
+                        f"or {GIVEN}")
     m = _LOCAL.fullmatch(address)
     if m and int(m.group(1)) >= 1:
         return address
@@ -105,6 +109,21 @@ def check_address(address: str) -> str:
         raise ClusterError(f"--cluster {address!r} is not accepted: port {port} is not in "
                            f"1..65535; accepted: {ACCEPTED}")
     raise ClusterError(f"--cluster {address!r} is not accepted; accepted: {ACCEPTED}")
+
+
+def _given(thing: Any) -> tuple[Any, Any] | None:
+    """``(client, None)`` for a ``distributed.Client``, ``(None, cluster)`` for a Dask cluster
+    object (``LocalCluster``, dask-jobqueue's ``SLURMCluster``: a ``distributed.deploy.Cluster``),
+    None for anything else (Dask is not imported here: a Client exists only if it was)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None or isinstance(thing, str):
+        return None
+    if isinstance(thing, distributed.Client):
+        return thing, None
+    cluster_type = getattr(getattr(distributed, "deploy", None), "Cluster", None)
+    if cluster_type is not None and isinstance(thing, cluster_type):
+        return None, thing
+    return None
 
 
 def _probe(address: str, timeout: float) -> None:
@@ -244,13 +263,25 @@ class DaskExecutor(Executor):
     scheduler uses its own configuration); ``connect_timeout``: seconds to reach a remote scheduler.
     """
 
-    def __init__(self, address: str, *, window: int | None = None, chunk: int | None = None,
+    def __init__(self, address: str | Any, *, window: int | None = None, chunk: int | None = None,
                  retries: int = 1,
                  allowed_failures: int = 3, connect_timeout: float = 5.0,
                  compute: Compute = compute_point) -> None:
         from ...validators import positive_int, real
 
-        self.address = check_address(address)
+        # a Client or a cluster object of the caller's (a notebook's, dask-jobqueue's): used
+        # as it is and left open (only a client made here for a cluster object is closed)
+        given = _given(address)
+        self._given_client, self._given_cluster = given or (None, None)
+        if given is None:
+            self.address = check_address(address)
+        else:
+            thing = self._given_client or self._given_cluster
+            where = (getattr(getattr(thing, "scheduler", None), "address", None)
+                     if self._given_client is not None
+                     else getattr(thing, "scheduler_address", None))
+            self.address = where if isinstance(where, str) else repr(thing)
+            self._check_given()  # a closed one: refused before the store is opened
         # every option checked here, before a cluster starts: a window of -1 took no point
         # from the grid and the sweep ended "0 finished" with nothing said; a retries,
         # allowed_failures or connect_timeout of a wrong type or sign went to Dask as given
@@ -280,13 +311,19 @@ class DaskExecutor(Executor):
         self._loop: tuple[Any, Any, threading.Thread] | None = None  # local:N: its event loop
         self._quiet = False  # its loop's task errors not logged (an abandoned start-up)
         self._forkserver_pid: int | None = None  # the fork server running before start()
-        m = _LOCAL.fullmatch(address)
+        m = None if given else _LOCAL.fullmatch(address)
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
             check_workers(int(m.group(1)), f"cluster {address!r}")
-        self.description = (f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
+        self.description = (f"the given Dask client of {self.address}"
+                            if self._given_client is not None
+                            else f"the given Dask cluster {self.address}" if given
+                            else f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
                             else f"Dask scheduler {address}")
 
     def start(self) -> None:
+        if self._given_client is not None or self._given_cluster is not None:
+            self._start_given()
+            return
         m = _LOCAL.fullmatch(self.address)
         if not m:  # a refused or unreachable address fails before Dask is even imported
             _probe(self.address, self.connect_timeout)
@@ -314,6 +351,45 @@ class DaskExecutor(Executor):
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt) and self.cluster is not None:
                 self._abandon_start()  # its processes killed, no graceful close to wait for
+            self.close()
+            raise
+
+    def _check_given(self) -> None:
+        """:class:`ClusterError` if the caller's client is closed or asynchronous, or their
+        cluster object is closed."""
+        client = self._given_client
+        if client is not None:
+            status = getattr(client, "status", None)
+            if status != "running":
+                raise ClusterError(f"the Dask client given is {status or 'not running'} "
+                                   f"({client!r}); pass an open distributed.Client")
+            if getattr(client, "asynchronous", False):
+                raise ClusterError("the Dask client given is asynchronous; pass a client made "
+                                   "with asynchronous=False (the default)")
+        elif self._given_cluster is not None:
+            status = getattr(getattr(self._given_cluster, "status", None), "name", "running")
+            if status not in ("running", "created"):
+                raise ClusterError(f"the Dask cluster given is {status} "
+                                   f"({self._given_cluster!r}); pass a running cluster")
+
+    def _start_given(self) -> None:
+        """Use the caller's Client (or a client of the caller's cluster object); its workers
+        are checked as a remote scheduler's are (:meth:`_check_workers`)."""
+        distributed = _import_distributed()
+        self._check_given()
+        client = self._given_client
+        if client is not None:
+            self.client = client
+        else:
+            try:
+                self.client = distributed.Client(self._given_cluster, set_as_default=False)
+            except (OSError, TimeoutError) as e:
+                why = " ".join(str(e).split()) or type(e).__name__
+                raise ClusterError(f"cannot reach the Dask cluster given ({self.address}): "
+                                   f"{why}") from None
+        try:
+            self._check_workers()
+        except BaseException:
             self.close()
             raise
 
@@ -491,6 +567,8 @@ class DaskExecutor(Executor):
     def close(self) -> None:
         client, cluster, config = self.client, self.cluster, self._config
         self.client = self.cluster = self._config = None
+        if client is not None and client is self._given_client:
+            client = None  # the caller's: left open (its futures of this sweep released)
         # The cluster's silence_logs lasts until its close restores Dask's handlers; the comms
         # of workers killed by an interrupt may still log their closed streams (INFO, with a
         # traceback) after that. Dask's loggers stay at CRITICAL until both closes return.
