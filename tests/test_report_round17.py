@@ -88,3 +88,41 @@ def test_cut_labels_drops_a_prefix_every_label_shares():
     # a lone label, or labels whose shared start has no separator, are cut as before
     assert figures.cut_labels(["x" * 40, "x" * 40], 10) == ["xxxxx…xxxx", "xxxxxxx…#1"]
     assert figures.cut_labels(["abcdefghijklmnopqrstuvwxyz"], 10) == ["abcde…wxyz"]
+
+
+def _no_figures(monkeypatch) -> list[str]:
+    """The report's figures are not drawn (seconds each); their names are kept."""
+    from depthlab.report import build
+
+    drawn: list[str] = []
+    monkeypatch.setattr(build._Pngs, "add", lambda self, name, fn, *a, **k: drawn.append(name)
+                        or b"")
+    return drawn
+
+
+def _flow_note(text: str) -> str:
+    from depthlab.report import build
+
+    flow = text[text.index(f"<h3>{build.SECTION_FLOW}</h3>"):]
+    return flow[:flow.index("</table>")]
+
+
+def test_the_overlay_says_a_run_is_missing_because_it_failed_not_because_it_ranked_low(
+        tmp_path, monkeypatch):
+    # a sweep of two points, one failed (refused before training: no probes): the gradient
+    # flow note and the overlay's caption read "Showing 1 of 2 runs: the 1 best.", as if the
+    # other had been left out for a lower accuracy
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("okay00000001", depth=2, sweep="s1"))
+        store.add_run(synthetic_record("fail00000001", depth=3, sweep="s1", status="failed"))
+        store.add_run(synthetic_record("nopr00000001", depth=4, sweep="s1", probes=False))
+    text = write_report(tmp_path).read_text()
+    note = _flow_note(text)
+    assert "the 1 best" not in text
+    assert "Showing 1 of 3 runs; 1 failed (no probes); 1 recorded no probes." in note

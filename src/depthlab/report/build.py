@@ -372,9 +372,23 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     prefix = _safe_name(group.anchor)
     n_div = sum(str(r["status"]) == "diverged" for _, r in ranked.iterrows()
                 if str(r["id"]) in tables)
-    capped = (f" Showing {len(tables)} of {len(group.runs)} runs: the "
-              f"{len(tables) - n_div} best" + (f" and {n_div} diverged" if n_div else "") + "."
-              if len(group.runs) > len(tables) else "")
+    # why runs are missing: a failed run or one without probes has nothing to draw (was
+    # "Showing 1 of 2 runs: the 1 best." beside a failed point, as if ranked out)
+    status = group.runs["status"].astype(str)
+    n_failed = int((status == "failed").sum())
+    n_unprobed = len(ranked) - len(tables)
+    ranked_out = len(group.runs) - len(tables) - n_failed - n_unprobed
+    capped = ""
+    if len(group.runs) > len(tables):
+        capped = f" Showing {len(tables)} of {len(group.runs)} runs"
+        if ranked_out > 0:
+            capped += (f": the {len(tables) - n_div} best"
+                       + (f" and {n_div} diverged" if n_div else ""))
+        if n_failed:
+            capped += f"; {n_failed} failed (no probes)"
+        if n_unprobed:
+            capped += f"; {n_unprobed} recorded no probes"
+        capped += "."
     png = pngs.add(f"{prefix}_gradient_per_layer.png", plot.gradient_per_layer, series,
                    theories or False)
     blocks = [H.figure_block(
