@@ -5,6 +5,10 @@ real browser).
   findings were for an earlier setup), and findings of a setup changed since the doctor ran
   silently put back the doctor's other settings too: an lr changed from 0.1 to 0.05 after the
   doctor ran went back to 0.1;
+* the gradient panel's theory note dropped the prediction's own terms (wide layers, large
+  batches, a white input batch): the batch-norm preset on the 2-D spirals drew a theory line
+  3.7x off the measured one at layer 1 (first / last 140 measured, 38 predicted) with nothing
+  saying what the prediction assumes;
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -67,3 +71,28 @@ def test_apply_names_every_control_it_changes(page, server, shots):
     assert note.get_attribute("role") == "status"
     # one note, not the stale note beside it
     assert page.locator("#doctor-out .stale-note").count() == 0
+
+
+# -- the theory line says what it assumes -----------------------------------------------------
+@pytest.mark.parametrize("query", [
+    {"model.activation": "relu", "model.init": "he_normal", "model.batchnorm": "true"},
+    {"model.activation": "relu", "model.batchnorm": "true", "model.residual": "true",
+     "model.depth": "6"},
+    {"model.activation": "selu", "model.init": "lecun_normal", "model.depth": "7"},
+    {"model.residual": "true", "model.depth": "3", "data.name": "clusters",
+     "data.options.d": "9"},
+])
+def test_the_theory_note_keeps_the_predictions_terms(query):
+    from depthlab.experiments.runner import prepare
+    from depthlab.playground.prediction import theory_profile
+    from depthlab.playground.setup import parse_setup, to_config
+    from depthlab.theory import predict_gradients
+
+    config = prepare(to_config(parse_setup(query))).config
+    pred = predict_gradients(config["model"])
+    assert pred.covered and pred.note
+    note = theory_profile(config)["note"]
+    # was: "theory at initialization (...), scaled to the last layer's value at step 0 (the
+    # 'at init' line)" without "large-width, large-batch limit" or "a white input batch"
+    assert note.endswith(f"; the prediction's terms: {pred.note.rstrip('.')}"), note
+    assert "scaled to the last layer's value at step 0" in note

@@ -6,9 +6,10 @@ batch-norm mean field (per layer ``Var(g_l) = gamma^2 E[f'(s)^2] / Var f(s) Var(
 Yang et al. 2019: relu grows by ``sqrt(pi / (pi - 1))`` per layer), residual ones the per-block
 recursion ``Var(dL/dx_b) = Var(dL/dx_{b+1}) + Var(branch term)``. Inputs are standardized
 (variance 1). The page draws ``relative_std`` times the std of the last hidden layer at step 0,
-so the two curves meet at the top and their slopes can be compared. Where the argument does
-not hold (e.g. batch norm with an affine activation, non-zero random biases) the line is
-omitted and the note says why.
+so the two curves meet at the top and their slopes can be compared; the note ends with the
+prediction's own terms (``GradientPrediction.note``: wide layers, large batches, ...). Where
+the argument does not hold (e.g. batch norm with an affine activation, non-zero random biases)
+the line is omitted and the note says why.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ def theory_profile(config: dict[str, Any]) -> dict[str, Any]:
     rel = [None if v is None else float(f"{v:.5g}") for v in pred.relative_std]
     what = {"plain": "", "batchnorm": ", batch norm", "residual": ", residual blocks",
             "residual+batchnorm": ", residual blocks with batch norm"}[pred.architecture]
+    # the theory's own terms (wide layers, large batches, a white input batch, ...): the page
+    # dropped them, and a batch-norm net on the 2-D spirals drew a line 3.7x off the measured
+    # one at layer 1 with nothing to say what the prediction assumes
+    terms = pred.note.strip().rstrip(".")
+    terms = f"; the prediction's terms: {terms}" if terms else ""
     return {"relative_std": rel,
             "note": f"theory at initialization (depthlab.theory.predict_gradients, "
                     f"{m['activation']}, {m['init']}{what}), scaled to the last layer's value "
-                    "at step 0 (the 'at init' line)"}
+                    f"at step 0 (the 'at init' line){terms}"}
