@@ -41,3 +41,25 @@ def test_an_optimizer_factory_trains_as_its_name_and_arguments():
     with pytest.raises(TypeError) as e:  # not a factory of params: one line naming the call
         run(optimizer=lambda: torch.optim.SGD(_mlp().parameters(), lr=0.1))
     assert "optimizer(params)" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_bridge_package_gives_to_torch_and_from_torch_without_importing_torch_first():
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.bridge import from_torch, to_torch  # was an ImportError: only in .torch_bridge
+    from depthlab.bridge.torch_bridge import to_torch as direct
+
+    assert to_torch is direct
+    net = dl.mlp([4, 5, 3], activation="tanh", dtype="float64", seed=1)
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    back = from_torch(to_torch(net))
+    assert np.allclose(back.forward(x), net.forward(x), rtol=0, atol=1e-12)
+    # importing the package alone still imports no torch (the engine never needs it)
+    code = "import sys, depthlab.bridge; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
