@@ -126,3 +126,28 @@ def test_the_overlay_says_a_run_is_missing_because_it_failed_not_because_it_rank
     note = _flow_note(text)
     assert "the 1 best" not in text
     assert "Showing 1 of 3 runs; 1 failed (no probes); 1 recorded no probes." in note
+
+
+def test_two_stand_alone_runs_of_one_name_get_sections_told_apart(tmp_path, monkeypatch):
+    # `depthlab run` twice with one name and two seeds: two sections and two contents links
+    # titled "Run same", which a reader could not tell apart
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    with Store(tmp_path) as store:
+        for rid in ("aaaa00000001", "bbbb00000002"):
+            rec = synthetic_record(rid, depth=2, sweep=None)
+            rec.name = "same"
+            store.add_run(rec)
+        other = synthetic_record("cccc00000003", depth=3, sweep=None)
+        store.add_run(other)
+    text = write_report(tmp_path).read_text()
+    heads = re.findall(r"<h2 id=\"[^\"]+\">([^<]+)</h2>", text)
+    assert "Run same (aaaa00000001)" in heads and "Run same (bbbb00000002)" in heads, heads
+    assert f"Run {other.name}" in heads  # a name of its own stays alone
+    assert text.count(">Run same (aaaa00000001)<") == 2  # its heading and its contents link

@@ -294,10 +294,15 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
     if fold:
         out.append(_Group(unique("runs"), f"{len(plain)} stand-alone runs", "sweep", plain,
                           by_run=True))
+    # a name two stand-alone runs share (`depthlab run` twice with two seeds) gets each run's
+    # id after it: two sections and contents links read "Run same"
+    shared = alone["name"].dropna().astype(str).value_counts() if "name" in alone else {}
     for _, row in alone.iterrows():
         if fold and row.name in plain.index:
             continue
         label = row.get("name") or row["id"]
+        if row.get("name") and shared.get(str(row["name"]), 0) > 1:
+            label = f"{label} ({row['id']})"
         kind = str(row.get("kind") or "run")
         title = (f"Doctor: {label}" if kind == "doctor" else
                  f"Reproduction: {label}" if kind == "reproduce" else f"Run {label}")
