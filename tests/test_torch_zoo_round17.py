@@ -81,3 +81,19 @@ def test_a_shape_mismatch_inside_the_model_keeps_torchs_error():
 
     with pytest.raises(RuntimeError, match="must be equal to input_size"):
         dlt.probe(Inner(), torch.randn(7, 4, 5), torch.randint(0, 3, (4,)), CE)
+
+
+@pytest.mark.parametrize("loss_fn, error, match", [
+    (lambda out, y: 1.0, TypeError, r"^loss_fn must return a scalar torch\.Tensor, got float$"),
+    (lambda out, y: out.sum().item(), TypeError, r"got float$"),
+    (lambda out, y: (out.argmax(1) == y).sum(), ValueError,
+     r"^loss must be a floating-point tensor, got dtype torch\.int64$"),
+])
+def test_predict_names_a_loss_that_is_no_floating_tensor(loss_fn, error, match):
+    """predict() with a loss_fn returning a Python float gave 'AttributeError: 'float' object
+    has no attribute 'requires_grad'' (dlt.probe gave a TypeError naming it): now the probe's
+    one-line TypeError/ValueError."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    with pytest.raises(error, match=match):
+        dlt.predict(model, torch.randn(16, 4), torch.randint(0, 3, (16,)), loss_fn)

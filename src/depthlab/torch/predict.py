@@ -154,7 +154,7 @@ from .layers import (
     none_ran,
     untouched,
 )
-from .probe import check_batch, forward, probe, resolve_loss, trackable
+from .probe import check_batch, check_loss, forward, probe, resolve_loss, trackable
 
 __all__ = ["chain", "predict", "theory_rows"]
 
@@ -552,7 +552,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         end = _first_tensor(output)
     else:
         with torch.inference_mode(False), torch.enable_grad():
-            end = loss_fn(output, trackable(y))
+            end = check_loss(loss_fn(output, trackable(y)))  # a float: one TypeError line
     other = _other_path(end, stop, {fn: at for at, fn in fns.items()
                                     if fn is not None and at < start})
     if other is not None:
