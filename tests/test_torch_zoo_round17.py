@@ -97,3 +97,18 @@ def test_predict_names_a_loss_that_is_no_floating_tensor(loss_fn, error, match):
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     with pytest.raises(error, match=match):
         dlt.predict(model, torch.randn(16, 4), torch.randint(0, 3, (16,)), loss_fn)
+
+
+@pytest.mark.parametrize("x, what", [([[0.5] * 4] * 16, "a list of list"),
+                                     ([0.5, 1.0, 2.0, 3.0], "a list of float"),
+                                     (((0.5,) * 4,) * 16, "a tuple of tuple")])
+def test_probe_names_a_python_list_given_as_x(x, what):
+    """A nested Python list as x (rows of numbers) was called as model(*x), one row per
+    positional argument: 'TypeError: Sequential.forward() takes 2 positional arguments but 17
+    were given', which says nothing of x; now the TypeError names it and the fix."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    with pytest.raises(TypeError, match=rf"^x must be a torch\.Tensor \(or a tuple, list or "
+                                        rf"dict of them\), got {what} \(torch\.as_tensor\(x\) "
+                                        r"makes one\) \(the model said: "):
+        dlt.probe(model, x, torch.randint(0, 3, (16,)), CE)

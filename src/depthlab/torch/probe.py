@@ -209,13 +209,19 @@ def forward(model: nn.Module, x: Any) -> Any:
     except TypeError as exc:  # torch's own message names an argument of an inner function
         inputs = (x.values() if isinstance(x, dict) else x if isinstance(x, (tuple, list))
                   else (x,))
-        odd = next((v for v in inputs if v is None or type(v).__module__ == "numpy"), False)
+        odd = next((v for v in inputs if v is None or type(v).__module__ == "numpy"
+                    or type(v) in (list, tuple, int, float, bool)), False)
         if odd is False:
             raise
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = type(odd).__name__
+        if isinstance(x, (list, tuple)) and odd is not x and type(odd) in (list, tuple, int,
+                                                                           float, bool):
+            # a nested Python list of numbers was called as model(*x), one row per argument
+            what = f"a {type(x).__name__} of {what}"
         raise TypeError(f"x must be a torch.Tensor (or a tuple, list or dict of them), got "
-                        f"{type(odd).__name__} (torch.as_tensor(x) makes one) (the model "
-                        f"said: {said})") from exc
+                        f"{what} (torch.as_tensor(x) makes one) (the model said: {said})"
+                        ) from exc
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
