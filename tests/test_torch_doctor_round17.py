@@ -63,3 +63,32 @@ def test_the_bridge_package_gives_to_torch_and_from_torch_without_importing_torc
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_from_torch_takes_subclasses_that_keep_their_base_forward():
+    import numpy as np
+
+    from depthlab.bridge import from_torch
+
+    class MLP(nn.Sequential):  # the common 'class MLP(nn.Sequential)' of a user's code
+        def __init__(self):
+            super().__init__(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+
+    class Head(nn.Linear):  # its own __init__, torch's forward
+        def __init__(self):
+            super().__init__(6, 2)
+
+    class Gated(nn.Linear):  # its own forward: not a Linear's computation
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    for model in (MLP(), nn.Sequential(nn.Linear(4, 6), nn.ReLU(), Head())):
+        model = model.double()
+        net = from_torch(model)
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+        assert np.allclose(net.forward(x), want, rtol=0, atol=1e-12)
+    with pytest.raises(TypeError, match=r"cannot express module '1' \(Gated"):
+        from_torch(nn.Sequential(nn.Linear(4, 6), Gated(6, 2)))

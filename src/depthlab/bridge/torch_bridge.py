@@ -260,8 +260,25 @@ ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running
                        "TorchStandardize, batch norms and residual blocks")
 
 
-def _activation_from_torch(m: nn.Module) -> Activation | None:
+_PLAIN_KINDS = (nn.Sequential, nn.Linear, nn.BatchNorm1d, nn.Flatten, nn.Dropout, nn.AlphaDropout,
+                nn.LeakyReLU, nn.ELU, nn.GELU, nn.Softmax,
+                *(k for k in _SIMPLE_FROM_TORCH if k.__module__.startswith("torch.")))
+
+
+def _kind(m: nn.Module) -> type:
+    """The class ``m`` is read as: a subclass of a torch class of :data:`ACCEPTED_FROM_TORCH`
+    that keeps its base's ``forward`` (``class MLP(nn.Sequential)`` with its own ``__init__``)
+    computes what the base does and is read as the base; anything else as its own class
+    (a subclass with its own ``forward`` is refused by name)."""
     kind = type(m)
+    if kind in _PLAIN_KINDS or kind.__module__ == __name__:
+        return kind
+    base = next((b for b in kind.__mro__[1:] if b in _PLAIN_KINDS), None)
+    return base if base is not None and kind.forward is base.forward else kind
+
+
+def _activation_from_torch(m: nn.Module) -> Activation | None:
+    kind = _kind(m)
     if kind in _SIMPLE_FROM_TORCH:
         return Activation(_SIMPLE_FROM_TORCH[kind])
     if kind is nn.LeakyReLU:
@@ -317,7 +334,7 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
 
     counter[0] += 1
     name = f"{type(m).__name__.lower()}{counter[0]}"
-    kind = type(m)
+    kind = _kind(m)
     if kind is nn.Sequential:
         # every slot, as Sequential.forward runs them (named_children() skips a module seen
         # before: a ReLU instance used twice would be dropped the second time)
