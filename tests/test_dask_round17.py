@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import one_blas_thread
 
-from depthlab.experiments import Store, read_toml, run_sweep
+from depthlab.experiments import Store, expand, read_toml, run_sweep
 from depthlab.experiments.executors import InProcess
 
 GRID = """\
@@ -190,3 +190,51 @@ def test_an_interrupt_with_a_given_client_cancels_its_points_and_leaves_the_clie
                 lambda dask_scheduler: len(dask_scheduler.tasks)):
             time.sleep(0.05)
         assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+
+
+# -- a data file that differs where the point is computed -----------------------------------
+
+def test_a_data_file_that_differs_on_the_worker_fails_its_points_naming_it(tmp_path):
+    """The run id holds the data file's content fingerprint taken by the sweep client; a
+    worker reading another file at that path (a cluster machine with a stale copy, or the
+    file edited mid-sweep) trained on it and stored the result under the id of the other
+    content: a later sweep took it for that data's finished point."""
+    import numpy as np
+
+    from depthlab.experiments.executors import compute_point
+
+    rng = np.random.default_rng(0)
+    csv = tmp_path / "data.csv"
+
+    def write_csv(shift: float) -> None:
+        x = rng.normal(size=(40, 3)) + shift
+        rows = ["a,b,c,label"] + [f"{r[0]},{r[1]},{r[2]},{int(r[0] > shift)}" for r in x]
+        csv.write_text("\n".join(rows) + "\n")
+
+    write_csv(0.0)
+    (tmp_path / "grid.toml").write_text(
+        '[data]\npath = "data.csv"\nlabel = "label"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[train]\nmax_steps = 2\nbatch_size = 8\n[probes]\nevery = 1\nbatch = 5\n[sweep]\n'
+        '"train.seed" = [0, 1]\n')
+    raw = read_toml(tmp_path / "grid.toml")
+
+    class OtherFileOnTheWorker(InProcess):
+        def run(self, tasks, done):
+            write_csv(5.0)  # the worker's copy differs (same path, other content)
+            for task in tasks:
+                done(task, compute_point(task))
+
+    res = run_sweep(raw, tmp_path / "out", executor=OtherFileOnTheWorker(), echo=None,
+                    base_dir=tmp_path)
+    # both ids were taken before the worker read the other file (a grid of up to 2,000
+    # points is listed first): neither is trained on it
+    assert res.count("failed") == 2 and res.ran == 2
+    now = {p.id for p in expand(raw, base_dir=tmp_path)}  # the ids of the file as it is now
+    with Store(tmp_path / "out", readonly=True) as store:
+        runs = store.runs().set_index("id")
+    assert set(runs["status"]) == {"failed"} and not set(runs.index) & now
+    error = runs["error"].iloc[0]
+    assert error.startswith("DataChanged: ") and str(csv) in error and "\n" not in error
+    # run again with the file as it is now: new ids, computed
+    res = run_sweep(raw, tmp_path / "out", executor=InProcess(), echo=None, base_dir=tmp_path)
+    assert res.count("finished") == 2 and res.skipped == 0

@@ -193,6 +193,16 @@ def _hashed_section(section: str, values: Any) -> Any:
             if k in first or k not in defaults or v != defaults[k]}
 
 
+def data_digest(config: dict[str, Any]) -> str | None:
+    """The content fingerprint of ``config``'s ``data.path`` (None: no file, or unreadable),
+    as :func:`run_id` mixes it in."""
+    data = config.get("data") if isinstance(config, dict) else None
+    path = data.get("path") if isinstance(data, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    return digest(path)
+
+
 def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
     """Stable id of a run: the first 12 hex digits of sha256 of the canonical JSON of the
     validated config (its ``name`` and ``sweep`` entries left out; keys added to the schema

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..spec import SPECS
-from .config import ConfigError, canonical_json, run_id, set_dotted, validate
+from .config import ConfigError, canonical_json, data_digest, run_id, set_dotted, validate
 
 
 @dataclass
@@ -46,6 +46,8 @@ class SweepPoint:
     overrides: dict[str, Any]
     config: dict[str, Any]
     error: str | None = None
+    data_digest: str | None = None
+    """The content fingerprint of ``data.path`` when the id was computed (None: no file)."""
 
 
 def grid_size(grid: dict[str, list] | None) -> int:
@@ -223,8 +225,12 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
             rid = run_id(point_cfg)
             yield SweepPoint(rid, name or rid, overrides, point_cfg, error=str(e))
             continue
+        # the file's fingerprint as the id takes it (both read the cache of its size and
+        # time): a worker that reads other content fails the point (a list of points made
+        # before the file was edited kept the old ids, and the new data were stored under them)
+        content = data_digest(cfg)
         rid = run_id(cfg)
-        yield SweepPoint(rid, name or rid, overrides, cfg)
+        yield SweepPoint(rid, name or rid, overrides, cfg, data_digest=content)
 
 
 def _with_grid(raw: Any, grid: Any) -> Any:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import validate
+from .config import data_digest, validate
 from .executors import Executor, Task, make_executor
 from .grid import (
     SweepPoint,
@@ -179,7 +179,9 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                                      sweep=sweep))
                 continue
             in_flight.add(p.id)
-            yield Task(p.id, p.name, p.config, sweep, kind)
+            # the data file's fingerprint the id holds: a worker with another file fails it
+            content = (p.data_digest if isinstance(p, SweepPoint) else data_digest(p.config))
+            yield Task(p.id, p.name, p.config, sweep, kind, content)
 
     def done(task: Task, rec: RunRecord) -> None:
         if task.id not in in_flight:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import data_digest
 from ..runner import ExperimentError
 from ..store import RunRecord
 
@@ -39,13 +40,34 @@ def check_workers(workers: int, what: str) -> None:
 
 @dataclass(frozen=True)
 class Task:
-    """One point to compute: its run id, name, validated config, sweep id and run kind."""
+    """One point to compute: its run id, name, validated config, sweep id and run kind;
+    ``data_digest``: the content fingerprint of the config's ``data.path`` that the run id
+    was computed from (None: not checked), so a worker reading another file fails the point
+    (:func:`data_changed`)."""
 
     id: str
     name: str
     config: dict[str, Any]
     sweep: str | None
     kind: str = "sweep-point"
+    data_digest: str | None = None
+
+
+def data_changed(task: Task) -> str | None:
+    """Why ``task`` must not be computed here: its ``data.path`` holds other content than the
+    file its run id was computed from (a cluster machine with another copy, or the file
+    edited after the sweep started), so its record would be stored under the id of data it
+    was not trained on; None if it may be (a missing file: the loader says so)."""
+    if task.data_digest is None:
+        return None
+    here = data_digest(task.config)
+    if here is None or here == task.data_digest:
+        return None
+    path = task.config["data"]["path"]
+    return (f"DataChanged: data.path {path!r} here has other content (fingerprint {here}) "
+            f"than the file the sweep computed this point's id from ({task.data_digest}): it "
+            "was edited after the sweep started, or this worker has another copy; run the "
+            "sweep again once every machine has the file")
 
 
 Compute = Callable[[Task], RunRecord]
@@ -76,6 +98,9 @@ def compute_point(task: Task) -> RunRecord:
     the error text. Runs in a worker (process, Dask worker or the caller)."""
     from ..runner import execute
 
+    changed = data_changed(task)
+    if changed is not None:  # not trained on data its id does not name
+        return crash_record(task, changed)
     try:
         return execute(task.config, run_id=task.id, name=task.name, kind=task.kind,
                        sweep=task.sweep, catch=True)
