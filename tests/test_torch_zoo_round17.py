@@ -112,3 +112,26 @@ def test_probe_names_a_python_list_given_as_x(x, what):
                                         rf"dict of them\), got {what} \(torch\.as_tensor\(x\) "
                                         r"makes one\) \(the model said: "):
         dlt.probe(model, x, torch.randint(0, 3, (16,)), CE)
+
+
+@pytest.mark.parametrize("fn", [dlt.probe, dlt.predict])
+@pytest.mark.parametrize("loss_fn", [nn.CrossEntropyLoss(), nn.functional.cross_entropy,
+                                     "nll"])
+def test_a_label_outside_the_classes_is_named(fn, loss_fn):
+    """Class indices beyond the model's outputs gave torch's bare 'IndexError: Target 4 is out
+    of bounds.' (on CUDA a device-side assert that breaks the process's CUDA context); now a
+    ValueError naming the label, how many are outside and the classes. The loss's
+    ignore_index (-100, or its own) stays allowed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3), nn.LogSoftmax(1))
+    x = torch.randn(6, 4)
+    y = torch.tensor([0, 1, 2, 4, 3, 1])
+    with pytest.raises(ValueError, match=r"^y holds the label 4 \(2 of 6 outside 0 to 2\), but "
+                                         r"the model's output has 3 classes in dimension 1 for "
+                                         r".*; expected class indices 0 to 2$"):
+        fn(model, x, y, loss_fn)
+    fn(model, x, torch.tensor([0, 1, 2, -100, 2, 1]), loss_fn)  # the ignored label: fine
+    seg = nn.Conv2d(2, 3, 1)  # per-pixel classes: (N, C, H, W) against (N, H, W)
+    with pytest.raises(ValueError, match=r"label 3 \(1 of 18 outside 0 to 2\)"):
+        dlt.probe(seg, torch.randn(2, 2, 3, 3), torch.tensor([0, 1, 2] * 5 + [3, 0, 0]).view(
+            2, 3, 3), nn.CrossEntropyLoss(ignore_index=255))

@@ -154,7 +154,15 @@ from .layers import (
     none_ran,
     untouched,
 )
-from .probe import check_batch, check_loss, forward, probe, resolve_loss, trackable
+from .probe import (
+    check_batch,
+    check_loss,
+    check_targets,
+    forward,
+    probe,
+    resolve_loss,
+    trackable,
+)
 
 __all__ = ["chain", "predict", "theory_rows"]
 
@@ -552,6 +560,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         end = _first_tensor(output)
     else:
         with torch.inference_mode(False), torch.enable_grad():
+            check_targets(output, y, loss_fn)
             end = check_loss(loss_fn(output, trackable(y)))  # a float: one TypeError line
     other = _other_path(end, stop, {fn: at for at, fn in fns.items()
                                     if fn is not None and at < start})

@@ -172,6 +172,32 @@ def loss_ignore_index(loss_fn: Any) -> int | None:
         loss_fn = loss_fn.func
 
 
+def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
+    """For a class-index loss (``CrossEntropyLoss``/``NLLLoss``, ``F.cross_entropy``/
+    ``F.nll_loss``, also in a ``functools.partial``) on an output ``(N, C, ...)`` with integer
+    targets ``(N, ...)``: a ValueError naming the first label outside ``[0, C)`` (and not the
+    loss's ``ignore_index``) before the loss runs. torch said only 'IndexError: Target 4 is out
+    of bounds.' on the CPU, and on CUDA such a label is a device-side assert that leaves the
+    process's CUDA context unusable."""
+    from .doctor import _class_index_loss  # (doctor imports this module)
+
+    name = _class_index_loss(loss_fn)
+    if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
+            or y.is_floating_point() or y.dtype == torch.bool or output.dim() < 2 \
+            or output.dim() != y.dim() + 1 or output.shape[0] != y.shape[0] \
+            or output.shape[2:] != y.shape[1:]:
+        return
+    classes = int(output.shape[1])
+    found = loss_ignore_index(loss_fn)
+    ignore = -100 if found is None else int(found)  # the functions' default
+    flat = y.reshape(-1)
+    bad = flat[((flat < 0) | (flat >= classes)) & (flat != ignore)]
+    if len(bad):
+        raise ValueError(f"y holds the label {int(bad[0])} ({len(bad)} of {len(flat)} outside 0 "
+                         f"to {classes - 1}), but the model's output has {classes} classes in "
+                         f"dimension 1 for {name}; expected class indices 0 to {classes - 1}")
+
+
 @contextmanager
 def no_fast_path() -> Iterator[None]:
     """torch's inference fast path of ``nn.TransformerEncoder``/``TransformerEncoderLayer``/
@@ -389,6 +415,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         with no_fast_path():
             output = forward(model, x)
         rec.disarm()
+        check_targets(output, y, loss_fn)
         loss = check_loss(loss_fn(output, y))
         acc = accuracy(output, y, loss_ignore_index(loss_fn))
         grads: dict[int, torch.Tensor | None] = {}
