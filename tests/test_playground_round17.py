@@ -9,6 +9,9 @@ real browser).
   batches, a white input batch): the batch-norm preset on the 2-D spirals drew a theory line
   3.7x off the measured one at layer 1 (first / last 140 measured, 38 predicted) with nothing
   saying what the prediction assumes, and the page never put the gap into words;
+* a screen reader announced the buttons as "black right-pointing triangle play", "light
+  vertical bar light vertical bar pause" and "staff of aesculapius doctor" (their accessible
+  names held the decorative glyphs);
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -130,3 +133,18 @@ def test_the_theory_note_says_nothing_of_a_gap_where_the_lines_agree(page, serve
     assert max(measured / predicted, predicted / measured) < 2, (measured, predicted)
     note = page.locator("#theory-note").text_content()
     assert "apart" not in note and note.endswith("(K'(0) = 0.7335, D'(1) = 1)"), note
+
+
+# -- screen readers ---------------------------------------------------------------------------
+def test_the_buttons_accessible_names_are_their_words(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.locator("#controls").screenshot(path=str(shots / "round17_buttons.png"))
+    tree = page.locator("#controls").aria_snapshot()
+    # was: button "▶ play", button "❙❙ pause", button "⚕ doctor"
+    for name in ("play", "pause", "step", "reset", "doctor"):
+        assert f'button "{name}"' in tree, tree
+        assert page.get_by_role("button", name=name, exact=True).count() == 1, name
+    # the glyphs are still shown
+    assert page.locator("#play").inner_text().startswith("\u25b6")
+    assert page.locator("#doctor").inner_text().startswith("\u2695")
