@@ -238,3 +238,38 @@ def test_a_data_file_that_differs_on_the_worker_fails_its_points_naming_it(tmp_p
     # run again with the file as it is now: new ids, computed
     res = run_sweep(raw, tmp_path / "out", executor=InProcess(), echo=None, base_dir=tmp_path)
     assert res.count("finished") == 2 and res.skipped == 0
+
+
+# -- depthlab runs: one sweep's runs, one status --------------------------------------------
+
+def test_runs_lists_one_sweeps_points_and_one_status(tmp_path, capsys):
+    """A store holding several sweeps listed all their runs mixed; there was no way to list
+    one sweep's points (a sweep extended with more seeds holds its earlier ones too) or only
+    the failed runs."""
+    import json
+
+    from depthlab.cli import main
+
+    out = tmp_path / "out"
+    first = run_sweep(_raw(tmp_path, '"train.seed" = [0, 1]'), out, echo=None)
+    # an extended grid (its seeds 0, 1 found stored) with a refused combination: failed
+    second = run_sweep(_raw(tmp_path, '"train.seed" = [0, 1, 2]\n'
+                            '"model.batchnorm" = [false, true]\n"train.batch_size" = [8, 1]'),
+                       out, echo=None)
+    assert second.count("failed") == 3  # batch norm with batches of 1 row: refused
+    assert main(["runs", str(out), "--json", "--sweep", first.sweep]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(r["name"] for r in listed) == ["seed=0", "seed=1"]
+    assert main(["runs", str(out), "--json", "--sweep", second.sweep]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 12 and {r["sweep"] for r in listed} == {first.sweep, second.sweep}
+    assert main(["runs", str(out), "--json", "--sweep", second.sweep, "--status",
+                 "failed"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert len(listed) == 3 and {r["status"] for r in listed} == {"failed"}
+    assert main(["runs", str(out), "--status", "diverged"]) == 0
+    assert capsys.readouterr().out.startswith("no diverged runs in ")
+    # an unknown sweep id: one line naming it and the sweeps there, exit 2
+    assert main(["runs", str(out), "--sweep", "sw-nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'sw-nope'" in err and first.sweep in err, err

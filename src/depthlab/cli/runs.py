@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import Command, add_dir, format_table, open_store
+from .common import Command, UserError, add_dir, format_table, open_store
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -14,21 +14,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # reproductions are not stored runs: they write claims.json and report.html to their folder
     p.add_argument("--kind", choices=("run", "sweep-point", "doctor"),
                    help="only runs of this kind")
+    p.add_argument("--sweep", metavar="ID",
+                   help="only the points of this sweep (sw-...: those it ran and those it "
+                   "found stored)")
+    p.add_argument("--status", choices=("finished", "diverged", "failed"),
+                   help="only runs with this status")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments.store import runs_as_dicts
 
     store = open_store(args.dir, create=False, readonly=True)
-    runs = runs_as_dicts(store)
-    store.close()
+    try:
+        if args.sweep is not None:
+            known = list(store.sweep_points())
+            if args.sweep not in known:  # was: no way to list one sweep's points
+                shown = ", ".join(known[:10]) + (f" (and {len(known) - 10} more)"
+                                                 if len(known) > 10 else "")
+                raise UserError(f"--sweep {args.sweep!r} is not a sweep of {args.dir}; "
+                                f"its sweeps: {shown or 'none'}")
+        runs = runs_as_dicts(store, sweep=args.sweep)
+    finally:
+        store.close()
     if args.kind:
         runs = [r for r in runs if r["kind"] == args.kind]
+    if args.status:
+        runs = [r for r in runs if r["status"] == args.status]
     if args.json:
         print(json.dumps(runs, indent=1))
         return 0
     if not runs:
-        print(f"no runs in {args.dir}")
+        what = " ".join(x for x in (args.status, args.kind) if x)
+        of = f" of sweep {args.sweep}" if args.sweep else ""
+        print(f"no {what + ' ' if what else ''}runs{of} in {args.dir}")
         return 0
     rows = [[r["id"], r["kind"], r["status"], r["name"] or "", r.get("train_loss"),
              r.get("val_acc"), r.get("test_acc"), r.get("steps"), r.get("seconds")]

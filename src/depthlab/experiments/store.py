@@ -966,11 +966,12 @@ def load_runs(path_or_dir: str | os.PathLike) -> pd.DataFrame:
         return s.runs()
 
 
-def runs_as_dicts(store: Store) -> list[dict[str, Any]]:
-    """One JSON-ready dict per run of ``store``: the runs row plus the final metrics both under
+def runs_as_dicts(store: Store, *, sweep: str | None = None) -> list[dict[str, Any]]:
+    """One JSON-ready dict per run of ``store`` (of sweep ``sweep`` only: the points it
+    computed and those it found stored): the runs row plus the final metrics both under
     ``metrics`` and flattened at top level (missing metrics as None)."""
     out = []
-    for row in store.runs().itertuples(index=False):
+    for row in store.runs(sweep=sweep).itertuples(index=False):
         d = {"id": row.id, "name": row.name, "kind": row.kind, "sweep": row.sweep,
              "status": row.status, "created": row.created, "seconds": row.seconds,
              "config": row.config, "metrics": row.metrics, "divergence": row.divergence,
