@@ -273,3 +273,23 @@ def test_runs_lists_one_sweeps_points_and_one_status(tmp_path, capsys):
     assert main(["runs", str(out), "--sweep", "sw-nope"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'sw-nope'" in err and first.sweep in err, err
+
+
+def test_runs_table_says_why_a_run_failed(tmp_path, capsys):
+    """The table showed 'failed' and dashes, no reason (only --json had the error): the
+    first line of the error is its last column, cut to one short line."""
+    from depthlab.cli import main
+
+    out = tmp_path / "out"
+    run_sweep(_raw(tmp_path, '"model.batchnorm" = [false, true]\n"train.batch_size" = [8, 1]'),
+              out, echo=None)
+    assert main(["runs", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[-1] == "error"
+    failed = [line for line in lines if " failed " in line]
+    assert len(failed) == 1 and "needs at least 2 rows per batch" in failed[0]
+    assert len(failed[0]) < 250
+    finished = [line for line in lines if " finished " in line]
+    assert len(finished) == 3 and not any("needs" in line for line in finished)
+    assert main(["runs", str(out), "--status", "finished"]) == 0  # no error: no column
+    assert "error" not in capsys.readouterr().out.splitlines()[0]

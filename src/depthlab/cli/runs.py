@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from .common import Command, UserError, add_dir, format_table, open_store
+
+ERROR_WIDTH = 100
+"""The table's error column: at most this many characters of a run's first error line."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,9 +55,22 @@ def run(args: argparse.Namespace) -> int:
     rows = [[r["id"], r["kind"], r["status"], r["name"] or "", r.get("train_loss"),
              r.get("val_acc"), r.get("test_acc"), r.get("steps"), r.get("seconds")]
             for r in runs]
-    print(format_table(rows, ["id", "kind", "status", "name", "train_loss", "val_acc",
-                              "test_acc", "steps", "seconds"]))
+    header = ["id", "kind", "status", "name", "train_loss", "val_acc", "test_acc", "steps",
+              "seconds"]
+    if any(r["error"] for r in runs):  # a failed run said 'failed' and dashes, no reason
+        header.append("error")
+        for row, r in zip(rows, runs):
+            row.append(_first_line(r["error"]))
+    print(format_table(rows, header))
     return 0
+
+
+def _first_line(error: str | None, width: int = ERROR_WIDTH) -> str:
+    """A run's error in a table cell: its first line, without the point's values that the
+    name column shows ("sweep point (...): "), cut to ``width`` characters."""
+    lines = (error or "").strip().splitlines()
+    text = re.sub(r"^sweep point \(.*?\): ", "", lines[0]) if lines else ""
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 COMMAND = Command("runs", "list the runs of a results folder", add_arguments, run)
