@@ -135,3 +135,24 @@ def test_a_label_outside_the_classes_is_named(fn, loss_fn):
     with pytest.raises(ValueError, match=r"label 3 \(1 of 18 outside 0 to 2\)"):
         dlt.probe(seg, torch.randn(2, 2, 3, 3), torch.tensor([0, 1, 2] * 5 + [3, 0, 0]).view(
             2, 3, 3), nn.CrossEntropyLoss(ignore_index=255))
+
+
+class _TwoFromX(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.l2, self.act, self.l3 = (nn.Linear(5, 6), nn.Linear(5, 6), nn.Tanh(),
+                                               nn.Linear(6, 3))
+
+    def forward(self, x):
+        return self.l3(self.act(self.l1(x) + self.l2(x)))
+
+
+def test_predict_says_a_second_layer_reads_the_input_itself():
+    """predict() refused l1(x) + l2(x) saying the input of 'l2' 'is computed by the torch
+    operation 'Clone' (autograd node CloneBackward0), not by a module': a copy predict() makes
+    of x itself, which the user's model has not; now it says that l2 reads the model's input."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"the input of 'l2' is not the previous layer's output "
+                                         r".*; it reads the model's input x itself") as info:
+        dlt.predict(_TwoFromX(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)
+    assert "Clone" not in str(info.value)

@@ -448,7 +448,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         elif start is not None and calls[0] != start and not (mids and reached == start):
             what = "the model's input x" if start == x_store else "the previous layer's output"
             made = between(calls[0], start)
-            if not made and id(info.owner) in in_ops:  # a torch function, not a module
+            if not made and calls[0] == x_store:  # (x's copy that chain() made: 'Clone')
+                made = ("; it reads the model's input x itself (a second path from the input, "
+                        "e.g. l1(x) + l2(x))")
+            elif not made and id(info.owner) in in_ops:  # a torch function, not a module
                 node = in_ops[id(info.owner)]
                 made = (f"; it is computed by the torch operation "
                         f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node "
