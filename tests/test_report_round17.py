@@ -151,3 +151,35 @@ def test_two_stand_alone_runs_of_one_name_get_sections_told_apart(tmp_path, monk
     assert "Run same (aaaa00000001)" in heads and "Run same (bbbb00000002)" in heads, heads
     assert f"Run {other.name}" in heads  # a name of its own stays alone
     assert text.count(">Run same (aaaa00000001)<") == 2  # its heading and its contents link
+
+
+def test_ioffe_percentile_panels_mark_where_the_drift_is_measured_from(shots):
+    # the claims' drift runs from t0 = the first record at 10% of training to the end, but
+    # panels (b) and (c) drew the whole run unmarked: with BN the 15-85 band widened from
+    # 2.1 to 3.8 in the first steps, and "drift 0.14" beside it read as a wrong number
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from depthlab.reproduce import ioffe2015
+
+    steps = list(range(0, 3001, 100))
+    g = np.random.default_rng(0)
+    runs = {}
+    for k in ("plain", "bn"):
+        widen = np.minimum(np.array(steps) / 300.0, 1.0)[:, None]
+        p = np.stack([-1 - widen, 0.05 * g.standard_normal((len(steps), 1)), 1 + widen],
+                     axis=1) + 0.01 * g.standard_normal((len(steps), 3, 100))
+        runs[k] = {"evals": pd.DataFrame({"step": steps[1:], "val_acc": np.linspace(
+                       0.5, 0.9, len(steps) - 1)}),
+                   "rec": SimpleNamespace(steps=steps, array=lambda p=p: p)}
+    d = {k: ioffe2015.drift(steps, runs[k]["rec"].array()) for k in runs}
+    fig = ioffe2015._figure(runs, d, "mnist5k", 3000)
+    fig.savefig(shots / "ioffe2015_fig1_t0.png")
+    t0 = steps[int(np.argmax(np.array(steps) >= ioffe2015.EARLY_FRACTION * steps[-1]))]
+    for ax in fig.axes[1:3]:
+        spans = [c for c in ax.patches if c.get_label().startswith("before")]
+        assert spans, [c.get_label() for c in ax.patches]
+        assert spans[0].get_x() + spans[0].get_width() == pytest.approx(t0)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any("drift" in t for t in legend), legend

@@ -311,6 +311,14 @@ def _figure(runs: dict, d: dict, name: str, steps: int) -> Figure:
         rec = runs[k]["rec"]
         p = rec.array()
         u = _typical_unit(d[k])
+        # the drift runs from t0 (the first record at EARLY_FRACTION of training) to the end:
+        # the steps before it are shaded, so a band that widens in the first steps (with BN)
+        # is not read as the drift the title's number measures
+        rec_steps = np.asarray(rec.steps)
+        t0 = rec_steps[int(np.argmax(rec_steps >= EARLY_FRACTION * rec_steps[-1]))]
+        if t0 > rec_steps[0]:
+            ax.axvspan(rec_steps[0], t0, color="#999999", alpha=0.15, linewidth=0,
+                       label=f"before t0 = step {t0:g}: not in the drift")
         for i, q in enumerate(PCTS):
             ax.plot(rec.steps, p[:, i, u], color="tab:blue" if k == "bn" else "tab:gray",
                     lw=2 if q == 50 else 1, ls={15.0: ":", 50.0: "-"}.get(q, "--"),
@@ -321,7 +329,7 @@ def _figure(runs: dict, d: dict, name: str, steps: int) -> Figure:
         ax.set_ylabel("sigmoid input")
         # below the axes: three percentile lines across the whole width leave no free corner
         # (the 85th percentile with BN ran behind the legend box at the top left)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=3,
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2,
                   frameon=False)
         ylo, yhi = ax.get_ylim()
         lo = ylo if lo is None else min(lo, ylo)
