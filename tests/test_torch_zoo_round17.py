@@ -156,3 +156,27 @@ def test_predict_says_a_second_layer_reads_the_input_itself():
                                          r".*; it reads the model's input x itself") as info:
         dlt.predict(_TwoFromX(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)
     assert "Clone" not in str(info.value)
+
+
+class _Expanded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.a1, self.l2, self.a2 = nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), \
+            nn.Tanh()
+        self.flat, self.head = nn.Flatten(), nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = self.a1(self.l1(x)).unsqueeze(1).expand(-1, 4, -1)
+        return self.head(self.flat(self.a2(self.l2(h))))
+
+
+def test_predict_names_a_broadcast_view_between_layers():
+    """An expand() between two layers (each of l1's outputs read 4 times) was refused as 'a
+    part of the previous layer's output (512 of its 128 entries: a slice or a selection)':
+    more entries than there are is no part; now the message says the view repeats entries."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"the input of 'l2' repeats the previous layer's "
+                                         r"output \(512 entries read from its 128: a broadcast "
+                                         r"view such as expand\)") as info:
+        dlt.predict(_Expanded(), torch.randn(8, 8), torch.randint(0, 3, (8,)), CE)
+    assert "a part of" not in str(info.value)

@@ -632,6 +632,12 @@ def _whole(name: str, read: int | None, made: int | None, first: bool) -> None:
     units, 0.2x for one of 32 time steps)."""
     if first or read is None or made is None or read == made:  # part of x: no gradient rows
         return
+    if read > made:  # h[:, None].expand(-1, 4, -1): a stride-0 view of more entries
+        raise ValueError(f"predict() needs a chain in which each layer reads each entry of the "
+                         f"previous output once; the input of {name} repeats the previous "
+                         f"layer's output ({read} entries read from its {made}: a broadcast "
+                         "view such as expand), so each entry's gradient is a sum over its "
+                         "copies")
     raise ValueError(f"predict() needs a chain in which each layer reads all of the previous "
                      f"output; the input of {name} is a part of the previous layer's output "
                      f"({read} of its {made} entries: a slice or a selection), whose other "
