@@ -92,3 +92,16 @@ def test_from_torch_takes_subclasses_that_keep_their_base_forward():
         assert np.allclose(net.forward(x), want, rtol=0, atol=1e-12)
     with pytest.raises(TypeError, match=r"cannot express module '1' \(Gated"):
         from_torch(nn.Sequential(nn.Linear(4, 6), Gated(6, 2)))
+
+
+def test_a_lazy_conv_model_gets_channels_last_images_moved_to_channels_first():
+    import numpy as np
+
+    from depthlab.torch.doctor import shape_inputs
+
+    x = np.arange(2 * 8 * 6 * 3, dtype=np.float32).reshape(2, 8 * 6 * 3)  # (H, W, C) files
+    lazy = nn.Sequential(nn.LazyConv2d(4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    got = shape_inputs(x, (8, 6, 3), lazy)  # was (2, 8, 6, 3): 8 'channels' of 6 x 3 images
+    want = x.reshape(2, 8, 6, 3).transpose(0, 3, 1, 2)
+    assert got.shape == (2, 3, 8, 6) and np.array_equal(got, want)
+    assert shape_inputs(x, (3, 8, 6), lazy).shape == (2, 3, 8, 6)  # channels first: kept

@@ -597,7 +597,11 @@ def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.
         if len(shape) == 2:
             return x.reshape(n, 1, *shape)
         cin = first.in_channels
-        if shape[-1] == cin and shape[0] != cin:  # (H, W, C) files: channels first for torch
+        lazy = isinstance(first, nn.modules.lazy.LazyModuleMixin) and \
+            first.has_uninitialized_params()  # in_channels 0 until its first forward
+        last = shape[-1] <= 4 and shape[-1] < shape[0] if lazy else \
+            shape[-1] == cin and shape[0] != cin
+        if last:  # (H, W, C) files: channels first for torch (a lazy conv: C of 1 to 4)
             return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
         return x.reshape(n, *shape)
     if isinstance(first, nn.Conv1d):
@@ -629,7 +633,8 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
                  rows: np.ndarray | None = None) -> np.ndarray:
     """Rows ``x`` (N, D) shaped for ``model``, as ``depthlab doctor --torch`` gives them: images
     ``(N, C, H, W)`` when ``image_shape`` (``(H, W)``: one channel; ``(H, W, C)`` whose C is
-    the convolution's input channels: moved to channels-first) has D entries and the model's
+    the convolution's input channels, or a lazy one's C of at most 4 and less than H: moved to
+    channels-first) has D entries and the model's
     first weight layer is a ``Conv2d``; ``(N, 1, D)`` for a ``Conv1d``; sequences
     ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU``; else ``(N, D)``.
     The first weight layer is the first of ``model.modules()``; when the model holds layers
