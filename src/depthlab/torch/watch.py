@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from ..probes.stats import check_percentiles
-from ..validators import positive_int
+from ..validators import keyword_hints, positive_int
 from .accumulators import norm_dtype, stat_dtype
 from .hooks import Recording
 from .layers import check_materialized, none_ran
@@ -151,6 +151,7 @@ class Watch:
         hooks too (a hook that counts or logs calls sees one call more).
     """
 
+    @keyword_hints
     def __init__(self, model: nn.Module, every: int = 10, out: str | os.PathLike | None = None,
                  *, name: str | None = None,
                  percentiles: Sequence[float] = (), scaler: Any = None,
