@@ -69,3 +69,19 @@ def test_lsuv_that_cannot_rescale_leaves_the_network_as_it_was():
         for p, w in zip(net.parameters(), before):
             np.testing.assert_array_equal(p.value, w)
         assert all(d.x is None for d in net.dense_layers())  # no batch kept in the caches
+
+
+def test_a_diverged_runs_step_is_the_same_in_its_finding_and_its_verification():
+    """The divergence finding said 'the loss became non-finite at step 4' and its
+    verification 'train loss nan (diverged at step 3)' (the updates before it)."""
+    import re
+
+    x = np.repeat(X[:, :1], 8, axis=1) * 50.0  # identity units, N(0, 1) weights: explodes
+    d = dl.doctor(dict(sizes=[8] + [16] * 6 + [3], activation="identity", init="normal"),
+                  (x, Y), steps=40, lr=0.01, verify=True)
+    div = next(f for f in d.findings if f.kind == "divergence")
+    at = int(re.search(r"non-finite at step (\d+)", div.message).group(1))
+    assert d.baseline["diverged"] and d.baseline["diverged_step"] == at
+    text = str(d)
+    assert f"nan (diverged at step {at})" in text
+    assert f"nan (diverged at step {at - 1})" not in text

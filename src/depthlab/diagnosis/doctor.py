@@ -139,6 +139,9 @@ def _final_metrics(hist: History, steps: int) -> dict[str, float]:
         "val_loss": nan if diverged else float(last.get("val_loss", nan)),
         "val_acc": nan if diverged else float(last.get("val_acc", nan)),
         "diverged": bool(diverged),
+        # the step whose loss was not finite, as the divergence finding and the trainer's
+        # report number it (``steps`` counts the updates before it: one fewer)
+        "diverged_step": int(hist.divergence.step) if diverged else nan,
         "steps": int(hist.steps),
         "budget": int(steps),
         "seconds": float(hist.seconds),

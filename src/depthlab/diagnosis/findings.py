@@ -33,7 +33,11 @@ def _loss(m: dict[str, Any]) -> str:
     read as a measurement)."""
     text = _fmt(m.get("train_loss"))
     if m.get("diverged") and not _measured(m.get("train_loss")):
-        step = m.get("steps")
+        # the step whose loss was not finite (the NumPy doctor's diverged_step, as its
+        # divergence finding says; torch's steps count that step among them)
+        step = m.get("diverged_step")
+        if not (isinstance(step, (int, float)) and math.isfinite(step)):
+            step = m.get("steps")
         text += f" (diverged at step {step})" if isinstance(step, (int, float)) and \
             math.isfinite(step) else " (diverged)"
     return text
