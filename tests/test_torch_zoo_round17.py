@@ -180,3 +180,26 @@ def test_predict_names_a_broadcast_view_between_layers():
                                          r"view such as expand\)") as info:
         dlt.predict(_Expanded(), torch.randn(8, 8), torch.randint(0, 3, (8,)), CE)
     assert "a part of" not in str(info.value)
+
+
+class _Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.act, self.norm, self.l3 = nn.Linear(5, 6), nn.Sigmoid(), \
+            nn.BatchNorm1d(6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.l3(self.act(self.norm(self.l1(x) * 3.0)))
+
+
+def test_predict_names_the_operation_between_a_layer_and_its_activation():
+    """act(norm(l1(x) * 3)) was refused as 'the input of 'l3' is not the previous layer's
+    output (...); it is made by 'norm' (BatchNorm1d) -> 'act' (Sigmoid)', which named the two
+    modules but not the multiplication that broke the chain; now the message names it."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"the input of 'l3' is not the previous layer's output "
+                                         r".*; it is made by 'norm' \(BatchNorm1d\) -> 'act' "
+                                         r"\(Sigmoid\), and 'norm' \(BatchNorm1d\) reads the "
+                                         r"result of the torch operation 'Mul' \(autograd node "
+                                         r"MulBackward0\), not the previous layer's output"):
+        dlt.predict(_Scaled(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)

@@ -223,6 +223,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     handles = []
     own: dict[int, tuple[torch.Tensor, int]] = {}  # module -> (its forward's output, version)
     out_tensors: dict[int, tuple[torch.Tensor, int]] = {}  # layer -> (output s, version)
+    ops: dict[int, str] = {}  # storage a module read -> autograd node of the torch operation
+    # that made it (not a module): 'MulBackward0' for act(l1(x) * 3)
 
     def label(module) -> str:
         return f"{names.get(id(module), '')!r} ({type(module).__name__})"
@@ -252,6 +254,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         labels[at] = label(module)
         versions[_storage(t)] = t._version
         sizes.setdefault(_storage(t), t.numel())
+        if t_in is not None and t_in.grad_fn is not None:
+            ops.setdefault(_storage(t_in), t_in.grad_fn.name())
         if t_in is not None and _storage(t_in) != _storage(t):  # not in place
             producers.setdefault(_storage(t), (_storage(t_in), label(module)))
             if _shape_only(module):  # e.g. Flatten of a non-contiguous tensor
@@ -347,9 +351,16 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         note = (f"; {', '.join(bad)} {'is an activation' if len(bad) == 1 else 'are activations'}"
                 " predict() has no theory for (modelled: "
                 f"{', '.join(sorted({c.__name__ for c in ACTIVATIONS}))})" if bad else "")
+        op = ""
+        if path and storage != start and storage not in producers and storage in ops \
+                and not (isinstance(x, torch.Tensor) and storage == _storage(x)):
+            node = ops[storage]  # the first module on the path reads a torch operation's result
+            op = (f", and {path[-1]} reads the result of the torch operation "
+                  f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node {node}), not the "
+                  "previous layer's output")
         if len(path) > 1:
-            return "; it is made by " + " -> ".join(reversed(path)) + note
-        return f"; it is the output of {who}{note}" if who else ""
+            return "; it is made by " + " -> ".join(reversed(path)) + op + note
+        return f"; it is the output of {who}{op}{note}" if who else ""
 
     def reg_pre(m, hook):
         """``hook(module, args)`` as a pre-hook that also sees keyword arguments, after the
