@@ -105,3 +105,33 @@ def test_a_lazy_conv_model_gets_channels_last_images_moved_to_channels_first():
     want = x.reshape(2, 8, 6, 3).transpose(0, 3, 1, 2)
     assert got.shape == (2, 3, 8, 6) and np.array_equal(got, want)
     assert shape_inputs(x, (3, 8, 6), lazy).shape == (2, 3, 8, 6)  # channels first: kept
+
+
+def _deep_sigmoid() -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(10):
+        lin = nn.Linear(6, 6)
+        nn.init.normal_(lin.weight, 0, 1)
+        layers += [lin, nn.Sigmoid()]
+    return nn.Sequential(*layers, nn.Linear(6, 2))
+
+
+def test_a_finding_no_verified_cure_helped_says_so_beside_its_prescription():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 6, generator=g), torch.randint(0, 2, (60,), generator=g)
+    d = dlt.doctor(_deep_sigmoid, (x, y), steps=8, batch_size=16, verify=True, max_cures=2)
+    tried = {f.kind: [v for v in d.verifications if v.kind == f.kind] for f in d.findings}
+    none_helped = [f for f in d.findings if tried[f.kind] and
+                   not any(v.helped for v in tried[f.kind])]
+    some_helped = [f for f in d.findings if any(v.helped for v in tried[f.kind])]
+    assert none_helped and some_helped  # init_mismatch: neither re-initialization helped
+    for f in none_helped:  # was the rule's prescription alone, read as a recommendation
+        n = len(tried[f.kind])
+        said = "the cure verified did not help" if n == 1 else \
+            f"none of the {n} cures verified helped"
+        assert f"{said} within 8 steps" in f.prescription_text
+        assert f.prescription_text in str(d)
+    for f in some_helped:
+        assert "verified helped" not in f.prescription_text
+        assert "did not help" not in f.prescription_text

@@ -1217,6 +1217,11 @@ def doctor(
             diagnosis.verifications.extend(v for v, _ in tried)
             if tried and tried[0][0].helped:
                 f.prescription, f.prescription_text = dict(tried[0][0].prescription), tried[0][1]
+            elif tried:  # the prescription line alone read as a recommendation that works
+                which = "the cure verified did not help" if len(tried) == 1 else \
+                    f"none of the {len(tried)} cures verified helped"
+                f.prescription_text += (f" ({which} within {spec.steps} steps: training "
+                                        "loss and validation accuracy no better)")
         if verify and diagnosis.verifications:
             best = {}  # each finding ranked by its best cure, as the NumPy doctor ranks
             for v in diagnosis.verifications:
