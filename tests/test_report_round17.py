@@ -84,7 +84,7 @@ def test_cut_labels_drops_a_prefix_every_label_shares():
     names = [f"an-experiment-with-a-long-name:point{k}:lr={lr}" for k, lr in
              enumerate((0.001, 0.01, 0.1))]
     cut = figures.cut_labels(names, 20)
-    assert cut == ["point0:lr=0.001", "point1:lr=0.01", "point2:lr=0.1"]
+    assert cut == ["…point0:lr=0.001", "…point1:lr=0.01", "…point2:lr=0.1"]
     # a lone label, or labels whose shared start has no separator, are cut as before
     assert figures.cut_labels(["x" * 40, "x" * 40], 10) == ["xxxxx…xxxx", "xxxxxxx…#1"]
     assert figures.cut_labels(["abcdefghijklmnopqrstuvwxyz"], 10) == ["abcde…wxyz"]

@@ -922,9 +922,9 @@ SHARED_PREFIX_SEPARATORS = (":", ",", ";", "/", "|")
 
 def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
     """``labels`` shortened to at most ``limit`` characters each: when one is longer, a start
-    they all share up to a separator (``sweep:``) is dropped, then the longer ones lose their
-    middle (``start…end``: names that differ only at the end, ``run-1``/``run-2``, stay
-    apart); when two still coincide, the later ones end in ``#k``, so every label stays
+    they all share up to a separator (``sweep:``) gives way to ``…``, then the longer ones
+    lose their middle (``start…end``: names that differ only at the end, ``run-1``/``run-2``,
+    stay apart); when two still coincide, the later ones end in ``#k``, so every label stays
     distinct."""
     limit = max(limit, 5)
     keep = limit - 1
@@ -936,7 +936,7 @@ def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
         shared = os.path.commonprefix(texts)
         cut = max(shared.rfind(c) for c in SHARED_PREFIX_SEPARATORS) + 1
         if cut and all(t[cut:].strip() for t in texts):
-            texts = [t[cut:].lstrip() for t in texts]
+            texts = ["…" + t[cut:].lstrip() for t in texts]  # "…": a start was dropped
     out = [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
            for t in texts]
     seen: dict[str, int] = {}
