@@ -293,3 +293,23 @@ def test_runs_table_says_why_a_run_failed(tmp_path, capsys):
     assert len(finished) == 3 and not any("needs" in line for line in finished)
     assert main(["runs", str(out), "--status", "finished"]) == 0  # no error: no column
     assert "error" not in capsys.readouterr().out.splitlines()[0]
+
+
+# -- an unreachable scheduler leaves nothing behind ------------------------------------------
+
+def test_an_unreachable_scheduler_creates_no_store(tmp_path, capsys):
+    """'--cluster tcp://127.0.0.1:1' (nothing listening) failed in one line, exit 2, but only
+    after the store was created: a mistyped address left an empty results folder behind."""
+    from depthlab.cli import main
+    from depthlab.experiments.executors import ClusterError
+
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.format(grid='"train.seed" = [0, 1]'))
+    code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cluster",
+                 "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot reach the Dask scheduler" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ClusterError, match="cannot reach"):
+        run_sweep(_raw(tmp_path), tmp_path / "api", cluster="tcp://127.0.0.1:1", echo=None)
+    assert not (tmp_path / "api").exists()

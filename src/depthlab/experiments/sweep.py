@@ -138,6 +138,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     say = echo or (lambda _line: None)
     t0 = time.perf_counter()
     result = SweepResult(sweep, total)
+    executor.check()  # an unreachable scheduler: before the store is created
     store = Store(out_dir)
     try:  # a read-only or full store fails before any point is computed (or Dask started)
         store.check_writable()

@@ -129,6 +129,10 @@ class Executor(ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """A quick look, before the store is opened, that :meth:`start` can succeed (a
+        remote scheduler's port answers); raises :class:`ClusterError` if not."""
+
     def start(self) -> None:  # noqa: B027 - optional hook
         """Start workers (or connect to them); raises :class:`ClusterError` on failure."""
 

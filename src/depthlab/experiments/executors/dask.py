@@ -320,6 +320,13 @@ class DaskExecutor(Executor):
                             else f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
                             else f"Dask scheduler {address}")
 
+    def check(self) -> None:
+        """A remote scheduler's port must accept a connection (within ``connect_timeout``):
+        an unreachable address fails before the sweep creates its store."""
+        if self._given_client is None and self._given_cluster is None \
+                and not _LOCAL.fullmatch(self.address):
+            _probe(self.address, self.connect_timeout)
+
     def start(self) -> None:
         if self._given_client is not None or self._given_cluster is not None:
             self._start_given()
