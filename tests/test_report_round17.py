@@ -183,3 +183,47 @@ def test_ioffe_percentile_panels_mark_where_the_drift_is_measured_from(shots):
         assert spans[0].get_x() + spans[0].get_width() == pytest.approx(t0)
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
         assert any("drift" in t for t in legend), legend
+
+
+def _verification(kind: str, changes: dict, after_loss: float, helped: bool,
+                  resolved: bool, metric_after: float) -> dict:
+    return {"kind": kind, "prescription": changes, "helped": helped, "resolved": resolved,
+            "before": {"train_loss": 2.307, "val_acc": 0.094},
+            "after": {"train_loss": after_loss, "val_acc": 0.5},
+            "metric": "max |mean activation|", "metric_before": 0.52,
+            "metric_after": metric_after, "new_findings": []}
+
+
+def test_a_doctor_report_shows_every_verified_cure_of_a_finding(tmp_path, monkeypatch):
+    # the doctor verified two cures of one finding (tanh helped, a re-initialization did not);
+    # the report's verification cell kept the first alone, so the cure that did not help,
+    # which the command line prints, was missing from the page
+    import html as html_lib
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    payload = {
+        "findings": [{"kind": "mean_shift", "severity": "high", "layers": [1, 2],
+                      "message": "sigmoid activations are not zero-centred",
+                      "prescription": {"activation": "tanh", "init": "matched"}}],
+        "verifications": [
+            _verification("mean_shift", {"activation": "tanh", "init": "matched"}, 0.26,
+                          True, True, 0.02),
+            _verification("mean_shift", {"activation": "relu", "init": "matched"}, 1.41,
+                          True, True, 0.55),
+            _verification("mean_shift", {"init": "matched"}, 2.31, False, False, 0.51)]}
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("doc000000001", depth=2, sweep=None, findings=payload))
+    text = write_report(tmp_path).read_text()
+    table = text[text.index("<th>verification</th>"):]
+    row = html_lib.unescape(re.sub(r"<[^>]+>", " ", table[table.index("<tbody>"):
+                                                         table.index("</tbody>")]))
+    assert "activation=tanh; init=matched" in row and "activation=relu; init=matched" in row
+    assert "2.307 → 2.31" in row and "did not help" in row, row
+    # the relu cure: gone although its metric rose (as the command line says)
+    assert "although the metric did not fall" in row, row

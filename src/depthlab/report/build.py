@@ -590,7 +590,16 @@ def _verification_text(v: dict) -> str:
         bits.append(f"{v['metric']} {H.fmt(v.get('metric_before'))} → "
                     f"{H.fmt(v.get('metric_after'))}")
     verdict = "helped" if v.get("helped") else "did not help"
-    return ", ".join(bits) + f": {verdict}" + (" (resolved)" if v.get("resolved") else "")
+    resolved = ""
+    if v.get("resolved"):
+        resolved = " (resolved)"
+        m_before, m_after = as_number(v.get("metric_before")), as_number(v.get("metric_after"))
+        if v.get("helped") and m_after >= m_before:
+            # gone although its metric did not fall, as the command line says (the rule's
+            # other conditions no longer hold: mean_shift does not judge a ReLU)
+            resolved = (" (resolved: its rule no longer applies to this setup, although the "
+                        "metric did not fall)")
+    return ", ".join(bits) + f": {verdict}" + resolved
 
 
 def _findings_html(payload: dict) -> str:
@@ -599,9 +608,11 @@ def _findings_html(payload: dict) -> str:
     items = payload.get("findings") if isinstance(payload.get("findings"), list) else None
     if items is None:
         items = [payload] if payload.get("kind") else []
-    verifs: dict[str, dict] = {}  # the first (best) verification of each finding
+    # every verified cure of each finding, best first (the first alone was shown: a cure
+    # that did not help, which the command line prints, was missing from the page)
+    verifs: dict[str, list[dict]] = {}
     for v in payload.get("verifications") or []:
-        verifs.setdefault(str(_as_dict(v).get("kind")), _as_dict(v))
+        verifs.setdefault(str(_as_dict(v).get("kind")), []).append(_as_dict(v))
     parts = []
     summary = payload.get("summary") or payload.get("message")
     if summary:
@@ -623,11 +634,15 @@ def _findings_html(payload: dict) -> str:
         presc = f.get("prescription", f.get("cure", ""))
         text = f.get("prescription_text")
         verified = verifs.get(str(f.get("kind")))
-        if verified:
-            check = _verification_text(verified)
+        if verified and len(verified) > 1:  # one paragraph per cure, named by its changes
+            check = "".join(
+                f"<p class=\"cure\"><b>{H.esc(_text(_as_dict(v.get('prescription'))) or '?')}"
+                f"</b>: {H.esc(_verification_text(v))}</p>" for v in verified)
+        elif verified:
+            check = H.esc(_verification_text(verified[0]))
         else:
             v = f.get("verified", f.get("verification"))
-            check = _text(v) if v is not None else "not verified (run with --verify)"
+            check = H.esc(_text(v) if v is not None else "not verified (run with --verify)")
         rows.append([
             _text(f.get("severity", "")), _text(f.get("kind", "")), _layers_text(f.get("layers")),
             _text(f.get("message", "")), _text(f.get("evidence", "")),
@@ -635,7 +650,8 @@ def _findings_html(payload: dict) -> str:
         ])
     cols = ["severity", "kind", "layers", "finding", "evidence", "prescription", "verification"]
     keep = [i for i, c in enumerate(cols) if c == "kind" or any(r[i] for r in rows)]
-    parts.append(H.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows]))
+    parts.append(H.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                         raw_html_columns=("verification",)))
     return "".join(parts)
 
 

@@ -66,6 +66,7 @@ table.sortable thead th::after { content:" \\21C5"; color:#9aa3ae; font-size:11p
 table.sortable thead th.asc::after { content:" \\25B2"; color:var(--fg); }
 table.sortable thead th.desc::after { content:" \\25BC"; color:var(--fg); }
 tr.diverged td { background:#fdecea; } tr.failed td { background:#f9d6d3; }
+td p.cure { margin: 0 0 .45em; } td p.cure:last-child { margin-bottom: 0; }
 .scroll { overflow-x:auto; max-width:100%; }
 .alert { border-left:4px solid var(--bad); background:#fdecea; padding:10px 14px;
   border-radius:4px;
