@@ -313,3 +313,45 @@ def test_an_unreachable_scheduler_creates_no_store(tmp_path, capsys):
     with pytest.raises(ClusterError, match="cannot reach"):
         run_sweep(_raw(tmp_path), tmp_path / "api", cluster="tcp://127.0.0.1:1", echo=None)
     assert not (tmp_path / "api").exists()
+
+
+def test_a_port_answering_another_protocol_is_said_without_an_allocation_error(tmp_path,
+                                                                               capsys):
+    """An HTTP port given as the scheduler: the one line read 'it did not answer as a Dask
+    scheduler (MemoryError: Unable to allocate 3.07 EiB for an array with shape
+    (3543824036068086856,) ...)', Dask's frame reader taking the answer for a length."""
+    import socket
+    import threading
+
+    from depthlab.cli import main
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    address = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.format(grid='"train.seed" = [0, 1]'))
+    try:
+        code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cluster", address])
+    finally:
+        stop.set()
+        thread.join(2)
+        srv.close()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "did not answer as a Dask scheduler" in err and "another protocol" in err, err
+    assert "MemoryError" not in err and "allocate" not in err, err

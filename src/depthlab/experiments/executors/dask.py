@@ -180,6 +180,11 @@ def _handshake(address: str, timeout: float) -> None:
     error, reply = box.get("error"), box.get("reply")
     if thread.is_alive() or isinstance(error, TimeoutError):
         why = f"no answer within {timeout:g} s; is it a Dask scheduler's address?"
+    elif isinstance(error, MemoryError | OverflowError):
+        # Dask's frame reader took the first bytes of the answer for a length ("Unable to
+        # allocate 3.07 EiB ..."): a server of another protocol (HTTP, SSH, a database)
+        why = ("it did not answer as a Dask scheduler (it answered in another protocol; is "
+               "the port that of another server, e.g. the dashboard's HTTP port 8787?)")
     elif error is not None:
         text = " ".join(str(error).split())[:100]
         why = (f"it did not answer as a Dask scheduler ({type(error).__name__}"
