@@ -203,3 +203,285 @@ def test_predict_names_the_operation_between_a_layer_and_its_activation():
                                          r"result of the torch operation 'Mul' \(autograd node "
                                          r"MulBackward0\), not the previous layer's output"):
         dlt.predict(_Scaled(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)
+
+
+# ---------------------------------------------------------------------------------------------
+# architectures the other torch tests do not build: every row of dlt.probe against the test's
+# own hooks and autograd (tests/test_torch_zoo_round10.reference), float64, and the residual
+# blocks' gradient rows against autograd
+
+
+from torch.nn import functional as F  # noqa: E402
+
+from tests.test_torch_zoo_round10 import compare, reference  # noqa: E402
+
+D = torch.float64
+
+
+class _UNet(nn.Module):
+    """Encoder conv -> BN -> in-place ReLU, max pool, ConvTranspose2d upsampling, a skip
+    concatenated with torch.cat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.e1, self.b1, self.r1 = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), \
+            nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(2)
+        self.e2, self.r2 = nn.Conv2d(4, 8, 3, padding=1), nn.ReLU()
+        self.up = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.d1, self.r3 = nn.Conv2d(8, 4, 3, padding=1), nn.LeakyReLU(0.1)
+        self.head = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x):
+        a = self.r1(self.b1(self.e1(x)))
+        b = self.r2(self.e2(self.pool(a)))
+        d = self.r3(self.d1(torch.cat([a, self.up(b)], 1)))
+        return self.head(d).mean((2, 3))
+
+
+class _Dense(nn.Module):
+    """DenseNet-style: BN -> ReLU -> conv on the concatenation of all earlier outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, padding=1)
+        self.bns = nn.ModuleList([nn.BatchNorm2d(4 + 3 * i) for i in range(3)])
+        self.acts = nn.ModuleList([nn.ReLU() for _ in range(3)])
+        self.convs = nn.ModuleList([nn.Conv2d(4 + 3 * i, 3, 3, padding=1) for i in range(3)])
+        self.head = nn.Linear(13, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        for bn, act, conv in zip(self.bns, self.acts, self.convs):
+            h = torch.cat([h, conv(act(bn(h)))], 1)
+        return self.head(h.mean((2, 3)))
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int, r: int) -> None:
+        super().__init__()
+        self.pool, self.fc1, self.act = nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, r, 1), nn.ReLU()
+        self.fc2, self.gate = nn.Conv2d(r, c, 1), nn.Sigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.act(self.fc1(self.pool(x)))))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV2/V3: 1x1 expand -> BN -> ReLU6 (in place), depthwise 3x3 -> BN -> Hardswish,
+    squeeze-excitation gate, 1x1 project -> BN, added to the input."""
+
+    def __init__(self, c: int, e: int) -> None:
+        super().__init__()
+        self.expand, self.bn1, self.a1 = nn.Conv2d(c, c * e, 1, bias=False), \
+            nn.BatchNorm2d(c * e), nn.ReLU6(inplace=True)
+        self.dw, self.bn2, self.a2 = nn.Conv2d(c * e, c * e, 3, padding=1, groups=c * e,
+                                               bias=False), nn.BatchNorm2d(c * e), nn.Hardswish()
+        self.se = _SE(c * e, 4)
+        self.proj, self.bn3 = nn.Conv2d(c * e, c, 1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        h = self.se(self.a2(self.bn2(self.dw(self.a1(self.bn1(self.expand(x)))))))
+        return x + self.bn3(self.proj(h))
+
+
+class _Mobile(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.sbn, self.sa = nn.Conv2d(3, 4, 3, stride=2, padding=1), \
+            nn.BatchNorm2d(4), nn.ReLU6()
+        self.blocks = nn.Sequential(_InvertedResidual(4, 3), _InvertedResidual(4, 2))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.blocks(self.sa(self.sbn(self.stem(x))))
+        return self.head(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+
+class _ViT(nn.Module):
+    """Conv2d patch embedding, a cls token and positional embedding Parameters, a pre-norm
+    (norm_first) batch-first TransformerEncoder with GELU, the cls token's head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, 8) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, 5, 8) * 0.02)
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm, self.head = nn.LayerNorm(8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        p = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), p], 1) + self.pos
+        return self.head(self.norm(self.enc(t))[:, 0])
+
+
+class _ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7 conv, permute to channels-last, LayerNorm, Linear -> GELU -> Linear, a
+    layer-scale Parameter, permute back, added to the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dw, self.norm = nn.Conv2d(4, 4, 7, padding=3, groups=4), nn.LayerNorm(4)
+        self.pw1, self.act, self.pw2 = nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 4)
+        self.gamma = nn.Parameter(torch.full((4,), 0.5))
+
+    def forward(self, x):
+        h = self.pw2(self.act(self.pw1(self.norm(self.dw(x).permute(0, 2, 3, 1))))) * self.gamma
+        return x + h.permute(0, 3, 1, 2)
+
+
+class _ConvNeXt(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.b1, self.b2 = nn.Conv2d(2, 4, 2, stride=2), _ConvNeXtBlock(), \
+            _ConvNeXtBlock()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.b2(self.b1(self.stem(x))).mean((2, 3)))
+
+
+class _Seq2Seq(nn.Module):
+    """A shared Embedding, a GRU encoder whose final state starts a GRU decoder, per-token
+    logits (N, T, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 6)
+        self.enc, self.dec = nn.GRU(6, 8, batch_first=True), nn.GRU(6, 8, batch_first=True)
+        self.out = nn.Linear(8, 10)
+
+    def forward(self, src, tgt):
+        _, h = self.enc(self.emb(src))
+        return self.out(self.dec(self.emb(tgt), h)[0])
+
+
+def _token_loss(out, y):
+    return F.cross_entropy(out.movedim(-1, 1), y)
+
+
+class _Audio(nn.Module):
+    """Conv1d (stride 2) -> BatchNorm1d -> GELU, F.interpolate, Conv1d -> SiLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.bn, self.a = nn.Conv1d(1, 4, 5, stride=2, padding=2), nn.BatchNorm1d(4), \
+            nn.GELU()
+        self.c2, self.a2, self.head = nn.Conv1d(4, 4, 3, padding=1), nn.SiLU(), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = F.interpolate(self.a(self.bn(self.c1(x))), scale_factor=2, mode="linear")
+        return self.head(self.a2(self.c2(h)).mean(-1))
+
+
+class _DictOut(nn.Module):
+    """Keyword-only forward argument, a dict output with an auxiliary head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.a, self.l2, self.l3 = nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3), \
+            nn.Linear(6, 1)
+
+    def forward(self, x, *, scale=1.0):
+        h = self.a(self.l1(x))
+        return {"aux": self.l3(h), "logits": self.l2(h) * scale}
+
+
+def _dict_loss(out, y):
+    return F.cross_entropy(out["logits"], y) + 0.1 * out["aux"].pow(2).mean()
+
+
+def _zoo17() -> dict:
+    g = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=D)
+
+    def labels(n, c=3):
+        return torch.randint(0, c, (n,), generator=g)
+
+    mobile = ["stem"]
+    mobile_f = {"stem": ["sbn", "sa"]}
+    for b in range(2):
+        p = f"blocks.{b}"
+        mobile += [f"{p}.expand", f"{p}.dw", f"{p}.se.fc1", f"{p}.se.fc2", f"{p}.proj"]
+        mobile_f.update({f"{p}.expand": [f"{p}.bn1", f"{p}.a1"],
+                         f"{p}.dw": [f"{p}.bn2", f"{p}.a2"], f"{p}.se.fc1": [f"{p}.se.act"],
+                         f"{p}.se.fc2": [f"{p}.se.gate"], f"{p}.proj": [f"{p}.bn3"]})
+    vit = ["patch"]
+    for i in range(2):
+        p = f"enc.layers.{i}"
+        vit += [f"{p}.self_attn", f"{p}.self_attn.out_proj", f"{p}.linear1", f"{p}.linear2"]
+    nxt = ["stem"]
+    for b in ("b1", "b2"):
+        nxt += [f"{b}.dw", f"{b}.pw1", f"{b}.pw2"]
+    conv = {"stem": -3, "e1": -3, "e2": -3, "d1": -3, "c1": -2, "c2": -2, "b1.dw": -3,
+            "b2.dw": -3}
+    conv.update({n: -3 for n in mobile[:-1]})
+    tokens = torch.randint(0, 10, (3, 5), generator=g), torch.randint(0, 10, (3, 4), generator=g)
+    return {
+        "unet": (_UNet, r(3, 2, 8, 8), labels(3), F.cross_entropy,
+                 ["e1", "e2", "up", "d1", "head"],
+                 {"e1": ["b1", "r1"], "e2": ["r2"], "d1": ["r3"]}, []),
+        "densenet": (_Dense, r(3, 2, 6, 6), labels(3), F.cross_entropy,
+                     ["stem", "convs.0", "convs.1", "convs.2", "head"],
+                     {"stem": ["bns.0", "acts.0"]}, []),
+        "mobilenet-se": (_Mobile, r(3, 3, 8, 8), labels(3), F.cross_entropy,
+                         [*mobile, "head"], mobile_f, ["blocks.0", "blocks.1"]),
+        "vit-pre-norm": (_ViT, r(3, 3, 8, 8), labels(3), F.cross_entropy, [*vit, "head"], {},
+                         ["enc.layers.0", "enc.layers.1"]),
+        "convnext": (_ConvNeXt, r(3, 2, 8, 8), labels(3), F.cross_entropy, [*nxt, "head"],
+                     {"b1.dw": ["b1.norm"], "b2.dw": ["b2.norm"], "b1.pw1": ["b1.act"],
+                      "b2.pw1": ["b2.act"]}, ["b1", "b2"]),
+        "gru-seq2seq": (_Seq2Seq, tokens, torch.randint(0, 10, (3, 4), generator=g),
+                        _token_loss, ["emb", "enc", "dec", "out"], {}, []),
+        "conv1d-interpolate": (_Audio, r(3, 1, 16), labels(3), F.cross_entropy,
+                               ["c1", "c2", "head"], {"c1": ["bn", "a"], "c2": ["a2"]}, []),
+        "dict-output-keyword": (_DictOut, {"x": r(4, 5), "scale": 2.0}, labels(4), _dict_loss,
+                                ["l1", "l3", "l2"], {"l1": ["a"]}, []),
+    }, conv
+
+
+ZOO17, AXES17 = _zoo17()
+
+
+def _block_grads(model, x, y, loss_fn, blocks) -> dict[str, float]:
+    if not blocks:
+        return {}
+    mods = dict(model.named_modules())
+    outs: dict[str, list] = {b: [] for b in blocks}
+    handles = [mods[b].register_forward_hook(lambda m, a, o, b=b: outs[b].append(o))
+               for b in blocks]
+    out = model(**x) if isinstance(x, dict) else model(*x) if isinstance(x, tuple) else model(x)
+    for h in handles:
+        h.remove()
+    grads = torch.autograd.grad(loss_fn(out, y), [t for b in blocks for t in outs[b]])
+    return {b: float(g.std(correction=0)) for b, g in zip(blocks, grads)}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("name", list(ZOO17))
+def test_probe_on_unseen_architectures_against_autograd(name, mode):
+    """Every row (pre_*, act_*, saturated/inactive/dead fractions, grad_pre_*, weight_*) equals
+    the test's own computation, layers numbered in first-run order with their module names
+    (a U-Net's ConvTranspose2d after the encoder, a DenseNet's stem followed by the first
+    BN-ReLU while the later convs, read only through torch.cat, have no follower), and each
+    residual block's block_grad_std is the std of dL/d(block output), on the block's last
+    layer."""
+    make, x, y, loss_fn, layers, followers, blocks = ZOO17[name]
+    torch.manual_seed(1)
+    model = make().double()
+    getattr(model, mode)()
+    df = dlt.probe(model, x, y, loss_fn)
+    axes = {k: v for k, v in AXES17.items() if k in layers}
+    compare(df, reference(model, x, y, loss_fn, layers, followers, axes), layers)
+    rows = df[df.quantity == "block_grad_std"]
+    assert sorted(rows.module) == sorted(blocks)
+    want = _block_grads(model, x, y, loss_fn, blocks)
+    last = {b: max(i for i, n in enumerate(layers, 1) if n.startswith(b + ".")) for b in blocks}
+    for row in rows.itertuples():
+        assert row.value == pytest.approx(want[row.module], rel=1e-9)
+        assert row.layer == last[row.module]
