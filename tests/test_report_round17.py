@@ -227,3 +227,29 @@ def test_a_doctor_report_shows_every_verified_cure_of_a_finding(tmp_path, monkey
     assert "2.307 → 2.31" in row and "did not help" in row, row
     # the relu cure: gone although its metric rose (as the command line says)
     assert "although the metric did not fall" in row, row
+
+
+def test_notebook_views_draw_a_name_with_dollar_signs_as_text():
+    # a run or Watch named "cost $\frac{1$ run": the report escapes "$" for matplotlib, the
+    # notebook views did not, and Jupyter showed a mathtext ParseSyntaxException traceback
+    # in place of the card
+    import torch
+    from test_report import synthetic_record
+
+    import depthlab.torch as dlt
+
+    record = synthetic_record("nbrec0000001", depth=3, sweep=None)
+    record.name = "cost $\\frac{1$ run"
+    card = record._repr_html_()
+    assert "<img" in card and "frac{1$ run" in card
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with dlt.Watch(model, every=1, name="$\\frac{1$ model") as watch:
+        for _ in range(2):
+            model.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            watch.step(loss)
+    assert "<img" in watch._repr_html_()

@@ -145,11 +145,12 @@ def run_record_html(record: Any) -> str:
     if record.steps is not None and len(record.steps):
         parts.append(_img(plot.training_curves(record), "training loss and accuracy"))
     if record.probes is not None and len(record.probes):
-        from .build import _named
+        from .build import _mpl, _named
 
         probes = _named(record.probes, record.config)  # a torch run: its module names
         theory, _ = plot.theory_for_config(record.config or {})
-        parts.append(_img(plot.gradient_per_layer({record.name or record.id: probes},
+        # "$" escaped, as the report does: "cost $\frac{1$" was typeset as math and failed
+        parts.append(_img(plot.gradient_per_layer({_mpl(record.name or record.id): probes},
                                                   theory if theory is not None else False),
                           "gradient std per layer"))
     return _card("RunRecord", "".join(parts))
@@ -180,8 +181,10 @@ def watch_html(watch: Any) -> str:
                  f"<b>{_num(plot.gradient_ratio(table))}</b>. "
                  f"{H.esc(watch.theory_note or '')} Tables: <code>.frame()</code>, "
                  "<code>.losses()</code>.</p>")
+    from .build import _mpl
+
     theory = watch.theory  # dlt.predict at the first recorded step, or None
-    parts.append(_img(plot.gradient_per_layer({watch.name: table},
+    parts.append(_img(plot.gradient_per_layer({_mpl(watch.name): table},
                                               theory if theory is not None else False),
                       "gradient std per layer"))
     return _card("Watch", "".join(parts))
