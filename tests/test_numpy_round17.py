@@ -85,3 +85,17 @@ def test_a_diverged_runs_step_is_the_same_in_its_finding_and_its_verification():
     text = str(d)
     assert f"nan (diverged at step {at})" in text
     assert f"nan (diverged at step {at - 1})" not in text
+
+
+def test_a_gradient_ratio_from_a_later_step_is_not_called_the_initializations():
+    """With a zero output layer every hidden gradient is exactly 0 at step 0, so the ratio
+    first measured at step 10 was reported as '9.31e+06x at initialization'."""
+    net = dict(sizes=[8] + [32] * 12 + [3], activation="sigmoid", init="glorot_uniform")
+    d = dl.doctor({**net, "output_init": "zeros"}, (X, Y), steps=30)
+    f = next(f for f in d.findings if f.kind == "vanishing_gradients")
+    assert "at initialization" not in f.message
+    assert "x at step 10, the first probe with finite non-zero gradients" in f.message
+    assert f.evidence["ratio_init_step"] == 10
+    d = dl.doctor(net, (X, Y), steps=30)  # step 0 has gradients: the initialization's ratio
+    f = next(f for f in d.findings if f.kind == "vanishing_gradients")
+    assert "x at initialization)" in f.message and f.evidence["ratio_init_step"] == 0

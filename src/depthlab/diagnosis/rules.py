@@ -278,11 +278,17 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     changes, text = cure(ctx.activation, init_ratio, ctx.config)
     ev = {"metric": metric, "threshold": GRADIENT_DEPTH_SCALES, "ratio": ratio,
           "per_layer_factor": per_layer, "depth_scale": n / metric, "n_hidden": n,
-          "ratio_init": ratios[0], "ratio_end": ratios[-1], "init_variance_ratio": init_ratio}
+          "ratio_init": ratios[0], "ratio_init_step": pairs[0][0], "ratio_end": ratios[-1],
+          "init_variance_ratio": init_ratio}
     word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
+    # the first ratio is the initialization's only when step 0 had one: gradients all 0 there
+    # (a zero output layer) or not finite leave it out, and its value is a later step's
+    when = ("at initialization" if pairs[0][0] == 0 else
+            f"at step {pairs[0][0]}, the first probe with finite non-zero gradients at both "
+            "ends")
     msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
            f"{ratio:.3g}x {how} than in layer {last} (median over "
-           f"{_count(len(ratios), 'probe')}; {ratios[0]:.3g}x at initialization), a factor "
+           f"{_count(len(ratios), 'probe')}; {ratios[0]:.3g}x {when}), a factor "
            f"{per_layer:.3g} per layer: the "
            f"{n} hidden layers span {metric:.3g} depth scales of {n / metric:.3g} layers "
            f"(trainable up to about {GRADIENT_DEPTH_SCALES:g}).")
