@@ -130,7 +130,7 @@ def test_a_finding_no_verified_cure_helped_says_so_beside_its_prescription():
         n = len(tried[f.kind])
         said = "the cure verified did not help" if n == 1 else \
             f"none of the {n} cures verified helped"
-        assert f"{said} within 8 steps" in f.prescription_text
+        assert f.prescription_text.endswith(f" ({said} within 8 steps)")
         assert f.prescription_text in str(d)
     for f in some_helped:
         assert "verified helped" not in f.prescription_text

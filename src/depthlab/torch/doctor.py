@@ -1220,8 +1220,8 @@ def doctor(
             elif tried:  # the prescription line alone read as a recommendation that works
                 which = "the cure verified did not help" if len(tried) == 1 else \
                     f"none of the {len(tried)} cures verified helped"
-                f.prescription_text += (f" ({which} within {spec.steps} steps: training "
-                                        "loss and validation accuracy no better)")
+                f.prescription_text += f" ({which} within {spec.steps} steps)"  # why: in
+                # each verified line (a higher val acc with a clearly worse train loss too)
         if verify and diagnosis.verifications:
             best = {}  # each finding ranked by its best cure, as the NumPy doctor ranks
             for v in diagnosis.verifications:
