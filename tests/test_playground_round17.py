@@ -14,7 +14,8 @@ real browser).
   1% to 27% of the units saturated and first / last = 0.08 (12x) at step 0;
 * a screen reader announced the buttons as "black right-pointing triangle play", "light
   vertical bar light vertical bar pause" and "staff of aesculapius doctor" (their accessible
-  names held the decorative glyphs);
+  names held the decorative glyphs); the data set's menu was labelled "name" ("name, combobox,
+  spirals") and the clusters' input dimension "d";
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -179,3 +180,15 @@ def test_the_naive_preset_shows_what_it_says(data, seed):
     # "many sigmoid units in their flat tails", not every one
     sat = np.asarray(snap["saturated"], dtype=float)
     assert 0.1 < sat.mean() < 0.9 and sat.min() < 0.5, sat
+
+
+def test_the_data_set_controls_name_what_they_set(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8&data.name=clusters&data.options.d=5")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.locator("#controls").screenshot(path=str(shots / "round17_data_labels.png"))
+    # was: combobox "name" and textbox "d"
+    assert page.get_by_role("combobox", name="name", exact=True).count() == 0
+    data_set = page.get_by_role("combobox", name="data set", exact=True)
+    dims = page.get_by_role("textbox", name="input dims (d)", exact=True)
+    assert data_set.count() == 1 and dims.count() == 1
+    assert data_set.input_value() == "clusters" and dims.input_value() == "5"

@@ -25,6 +25,10 @@ const fmt = (v) => (v === null || v === undefined || !isFinite(v)) ? "-" :
 const pos = (v) => (v === null || !(v > 0)) ? null : v;
 
 /* ---------------- controls ---------------- */
+/* A label is its key's last part, except where that names nothing on its own: the data set's
+   menu read "name" (a screen reader said "name, combobox, spirals") and its input dimension "d". */
+const LABELS = { "data.name": "data set", "data.options.d": "input dims (d)" };
+
 function buildControls() {
   for (const f of S.schema.fields) {
     const box = document.createElement("div");
@@ -33,7 +37,7 @@ function buildControls() {
     const id = "f-" + f.key.replace(/\./g, "-");
     const label = document.createElement("label");
     label.htmlFor = id;
-    label.textContent = f.key.split(".").pop().replace(/_/g, " ");
+    label.textContent = LABELS[f.key] || f.key.split(".").pop().replace(/_/g, " ");
     label.title = `${f.doc} (${f.accepts})`;
     let input;
     if (f.kind === "choice" || f.kind === "bool") {
