@@ -253,3 +253,15 @@ def test_notebook_views_draw_a_name_with_dollar_signs_as_text():
             loss.backward()
             watch.step(loss)
     assert "<img" in watch._repr_html_()
+
+
+def test_a_run_records_one_line_counts_its_steps_not_its_last_step_plus_one():
+    # a NumPy run numbers its steps 1..N (a torch Watch 0..N-1): "max + 1" read
+    # "RunRecord('…', finished, 201 steps, …)" for a run of 200 steps (metrics: steps 200)
+    from test_report import synthetic_record
+
+    record = synthetic_record("steps0000001", depth=2, sweep=None)
+    assert record.metrics["steps"] == 200 and int(record.steps["step"].min()) == 1
+    assert ", 200 steps" in repr(record), repr(record)
+    record.steps = record.steps.assign(step=record.steps["step"] - 1)  # torch: 0..199
+    assert ", 200 steps" in repr(record), repr(record)

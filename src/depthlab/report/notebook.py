@@ -120,7 +120,9 @@ def run_record_repr(record: Any) -> str:
     """``RunRecord('3f2a…', name='digits-tanh', finished, 120 steps, val_acc=0.93)``: one line
     (the dataclass default printed every stored table)."""
     steps = record.steps
-    n = int(steps["step"].max()) + 1 if steps is not None and len(steps) else 0
+    # the steps recorded, counted: a NumPy run numbers them 1..N, a torch Watch 0..N-1 ("max
+    # + 1" read 201 steps for a NumPy run of 200)
+    n = int(steps["step"].nunique()) if steps is not None and len(steps) else 0
     keys = [k for k in ("train_loss", "val_loss", "val_acc")  # a failed run's are None: left
             if (record.metrics or {}).get(k) is not None]  # out, not "train_loss=, val_acc="
     name = f", name={record.name!r}" if record.name else ""
