@@ -99,3 +99,16 @@ def test_a_gradient_ratio_from_a_later_step_is_not_called_the_initializations():
     d = dl.doctor(net, (X, Y), steps=30)  # step 0 has gradients: the initialization's ratio
     f = next(f for f in d.findings if f.kind == "vanishing_gradients")
     assert "x at initialization)" in f.message and f.evidence["ratio_init_step"] == 0
+
+
+def test_a_divergence_message_gives_each_rise_beside_its_own_losses():
+    """The message put the metric (the smaller of the training losses' rise and the probe
+    batch's) after the training losses it was not computed from: '... a best moving average
+    of 0.5969: 1.75x' where those losses rose 1.79x (the probe batch's 1.75x)."""
+    d = dl.doctor(dict(sizes=[8, 32, 32, 3], activation="relu", init="glorot_uniform"),
+                  (X, Y), steps=100, lr=3.0)
+    f = d.finding("divergence")
+    ev = f.evidence
+    assert ev["rise"] != ev["probe_rise"] and ev["metric"] == min(ev["rise"], ev["probe_rise"])
+    assert f"of {ev['loss_best']:.4g}: {ev['rise']:.3g}x, and the fixed probe batch's loss " \
+           f"{ev['probe_rise']:.3g}x" in f.message
