@@ -13,6 +13,7 @@ depth sweep 1..128 said "~2 s left" after depth 16 with 10 s to go.)
 
 from __future__ import annotations
 
+import collections
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +30,12 @@ MACS_PER_LAYER_STEP = 2**19
 """Multiply-adds of a layer's step that cost as much as its fixed part (Python calls, probes,
 the update): measured on digits, batch 32, 9 Dense layers, 80 steps: width 64 0.36 s, 256
 1.1 s, 1024 17 s."""
+RATE_WINDOW = 0.25
+"""The time left takes the rate of this last fraction of the time since its anchor (the first
+result, or the first point sent), at least :data:`RATE_MIN_S` seconds: the workers' first
+points (imports, the data's first load) and Dask's first small chunks made the rate since the
+first result 2-3x too slow for most of a sweep."""
+RATE_MIN_S = 5.0
 POINT_FIXED = 400
 """A point's own fixed part (building, data, final metrics, storing), in layer-steps of width
 64 on a batch of 32 (each 1.25 units): a depth sweep on digits, 80 steps, took 0.2 s at depth
@@ -86,6 +93,9 @@ class SweepProgress:
         self.work: dict[str, float] | None = None
         self.work_left = self.work_ran = 0.0
         self._first: tuple[float, float] | None = None  # (time, work) of the first result
+        # (time, work or points computed) at each result after the anchor, oldest first; the
+        # oldest is the latest one before the rate window (older ones dropped)
+        self._samples: collections.deque[tuple[float, float]] = collections.deque()
         if work is not None:
             self.set_work(work)
         self.echo = echo
@@ -115,15 +125,38 @@ class SweepProgress:
         """Estimated seconds until the grid is done (None before the first result)."""
         if not self.ran or self.t0 is None:
             return None
+        now = self.clock()
         if self.work is not None:
             # from the first result on: the first point's one-time costs (imports, the data's
             # first load: 2.7 s of a depth-1 point's 2.9 s) left out of the rate, so no
             # estimate before a second result
             if self._first is None or self.work_ran <= self._first[1]:
                 return None
-            since, ran = self._first[0], self.work_ran - self._first[1]
-            return max(self.work_left, 0.0) * max(self.clock() - since, 0.0) / ran
-        return max(self.total - self.done, 0) * (self.clock() - self.t0) / self.ran
+            since, rate = self._rate(self._first, self.work_ran, now)
+            return max(self.work_left, 0.0) * since / rate
+        since, rate = self._rate((self.t0, 0.0), float(self.ran), now)
+        return max(self.total - self.done, 0) * since / rate
+
+    def _rate(self, anchor: tuple[float, float], amount: float, now: float
+              ) -> tuple[float, float]:
+        """(seconds, amount computed in them) since :meth:`_base`; since ``anchor`` when
+        nothing was computed after the base (failed points only, or none yet)."""
+        since, base = self._base(anchor, now)
+        if amount - base <= 0:
+            since, base = anchor
+        return max(now - since, 0.0), amount - base
+
+    def _base(self, anchor: tuple[float, float], now: float) -> tuple[float, float]:
+        """The (time, amount computed) the rate is measured from: the latest result at least
+        :data:`RATE_WINDOW` of the time since ``anchor`` (and :data:`RATE_MIN_S`) ago, else
+        ``anchor``."""
+        cutoff = now - max(RATE_MIN_S, RATE_WINDOW * (now - anchor[0]))
+        samples = self._samples
+        while len(samples) > 1 and samples[1][0] <= cutoff:
+            samples.popleft()  # the cutoff only moves on: older ones are never the base again
+        if samples and anchor[0] <= samples[0][0] <= cutoff:
+            return samples[0]
+        return anchor
 
     def status(self) -> str:
         left = self.left()
@@ -156,6 +189,8 @@ class SweepProgress:
         self.done += 1
         self.ran += 1
         self.failed += status == "failed"
+        self._samples.append((self.clock(), self.work_ran if self.work is not None
+                              else float(self.ran)))
         extra = ""
         if status == "failed" and error:
             extra = " error: " + error.strip().splitlines()[0]
