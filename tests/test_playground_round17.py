@@ -16,6 +16,9 @@ real browser).
   vertical bar light vertical bar pause" and "staff of aesculapius doctor" (their accessible
   names held the decorative glyphs); the data set's menu was labelled "name" ("name, combobox,
   spirals") and the clusters' input dimension "d";
+* the doctor pressed from the keyboard dropped the focus to the page's body (its button is
+  disabled while it runs, the cancel button goes when it ends): Tab went on from the top of the
+  page and Space played the network;
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -192,3 +195,48 @@ def test_the_data_set_controls_name_what_they_set(page, server, shots):
     dims = page.get_by_role("textbox", name="input dims (d)", exact=True)
     assert data_set.count() == 1 and dims.count() == 1
     assert data_set.input_value() == "clusters" and dims.input_value() == "5"
+
+
+# -- keyboard only ----------------------------------------------------------------------------
+ACTIVE = "document.activeElement.id || document.activeElement.tagName"
+
+
+def test_the_doctor_from_the_keyboard_keeps_the_focus_on_its_buttons(page, server, shots):
+    page.goto(server.url + "?model.depth=4&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.focus("#doctor")
+    page.keyboard.press("Enter")
+    page.locator("#doctor-cancel").wait_for(timeout=30_000)
+    # was: BODY (the disabled doctor button lost it)
+    page.wait_for_function(f"({ACTIVE}) === 'doctor-cancel' || "
+                           "!document.getElementById('doctor').disabled", timeout=30_000)
+    if page.locator("#doctor-cancel").count():  # not answered yet
+        assert page.evaluate(ACTIVE) == "doctor-cancel"
+    page.wait_for_function(DOCTOR_DONE.replace(".finding", "p"), timeout=120_000)
+    page.locator("#panel-doctor").screenshot(path=str(shots / "round17_doctor_keyboard.png"))
+    # was: BODY; Space then played the network
+    assert page.evaluate(ACTIVE) == "doctor"
+    page.keyboard.press("Tab")
+    assert page.evaluate(ACTIVE) == "export"
+    # cancelled from the keyboard: the focus comes back to the doctor button as well (a
+    # network whose doctor trains long enough to be cancelled)
+    page.goto(server.url + "?model.depth=100&model.width=64")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.focus("#doctor")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"({ACTIVE}) === 'doctor-cancel'", timeout=30_000)
+    page.keyboard.press("Enter")
+    page.wait_for_function("!document.getElementById('doctor').disabled", timeout=60_000)
+    page.wait_for_function(f"({ACTIVE}) === 'doctor'", timeout=5_000)
+    assert page.locator("body").get_attribute("data-state") == "paused"
+
+
+def test_the_doctor_pressed_with_the_mouse_leaves_the_focus_alone(page, server):
+    page.goto(server.url + "?model.depth=4&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#doctor")
+    page.wait_for_function(DOCTOR_DONE.replace(".finding", "p"), timeout=120_000)
+    # Space still plays: the focus was not moved onto a button
+    assert page.evaluate(ACTIVE) == "BODY"
+    page.keyboard.press("Space")
+    page.wait_for_function("document.body.dataset.state === 'running'", timeout=10_000)

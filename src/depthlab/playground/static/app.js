@@ -265,8 +265,10 @@ function handle(m) {
           `${m.key} = ${S.query[m.key]}` : "unchanged") + ")." : ""));
       markInvalid(m.key, m.message);
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
+        const refocus = doctorFocusBack();
         $("doctor").disabled = false;
         $("doctor-out").replaceChildren(el("p", "note", m.message));
+        refocus();
       }
       if (S.ready === null) setState("invalid");
       // a refused link (nothing accepted yet) measures nothing until a control changes: the
@@ -293,14 +295,18 @@ function handle(m) {
           if (send({ cmd: "cancel_doctor" })) { cancel.disabled = true; cancel.textContent = "cancelling\u2026"; }
         });
         $("doctor-out").appendChild(cancel);
+        if (S.doctorByKey && focusDropped()) cancel.focus();
       }
       break;
-    case "doctor_cancelled":
+    case "doctor_cancelled": {
+      const refocus = doctorFocusBack();
       $("doctor").disabled = false;
       S.doctorQuery = null; $("doctor-out").classList.remove("stale");
       $("doctor-out").replaceChildren(el("p", "note", "the doctor was cancelled; press doctor " +
         "to examine the setup on the page"));
+      refocus();
       break;
+    }
     case "doctor": onDoctor(m); break;
     default: break;
   }
@@ -816,9 +822,14 @@ function markDoctorStale() {
 }
 
 function onDoctor(m) {
+  const refocus = doctorFocusBack();
   $("doctor").disabled = false;
   const out = $("doctor-out");
   out.innerHTML = "";
+  try { showDiagnosis(m, out); } finally { refocus(); }
+}
+
+function showDiagnosis(m, out) {
   S.doctorQuery = m.query;
   markDoctorStale();
   const b = m.baseline || {};
@@ -871,6 +882,21 @@ function onDoctor(m) {
     }
     out.appendChild(box);
   }
+}
+
+/* The doctor pressed from the keyboard: its button is disabled while it runs and the cancel
+   button goes with the panel's content when it ends, and each time the focus fell to the page's
+   body (Tab then went on from the top of the page, Space played the network). The cancel button
+   takes the focus while the doctor runs, the doctor button when it has answered; a focus
+   elsewhere (a control being typed in) stays. Pressed with the mouse, nothing moves. */
+function focusDropped() {
+  const a = document.activeElement;
+  return !a || a === document.body || a === $("doctor") || $("doctor-out").contains(a);
+}
+
+function doctorFocusBack() {
+  const back = S.doctorByKey && focusDropped();
+  return () => { if (back && !$("doctor").disabled) $("doctor").focus(); };
 }
 
 /* After "apply": a note at the top of the doctor panel naming every control the click changed,
@@ -940,7 +966,10 @@ async function main() {
     send({ cmd: "reset" });
   });
   // disabled at once: a double click started a second doctor ("already running")
-  $("doctor").addEventListener("click", () => { if (send({ cmd: "doctor" })) $("doctor").disabled = true; });
+  $("doctor").addEventListener("click", (ev) => {
+    S.doctorByKey = ev.detail === 0;  // Enter or Space (a mouse click counts its clicks)
+    if (send({ cmd: "doctor" })) $("doctor").disabled = true;
+  });
   // Space plays or pauses unless a control has the focus (there it types or presses)
   document.addEventListener("keydown", (ev) => {
     if (ev.key !== " " || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
