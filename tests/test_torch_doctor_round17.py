@@ -135,3 +135,16 @@ def test_a_finding_no_verified_cure_helped_says_so_beside_its_prescription():
     for f in some_helped:
         assert "verified helped" not in f.prescription_text
         assert "did not help" not in f.prescription_text
+
+
+def test_the_doctor_api_shows_progress_of_each_training_run(capsys):
+    x, y = _xy()
+    run = functools.partial(dlt.doctor, _mlp, (x, y), steps=3, batch_size=16, verify=False)
+    quiet = run()
+    assert capsys.readouterr().err == ""  # default: nothing, as before
+    d = run(progress="lines")  # was "unexpected keyword argument 'progress'"
+    err = capsys.readouterr().err
+    assert "doctor run 1 step 3/3 (100%)" in err and "\r" not in err
+    assert d.baseline["train_loss"] == quiet.baseline["train_loss"]
+    with pytest.raises(ValueError, match="progress='loud' is not accepted"):
+        run(progress="loud")

@@ -1113,6 +1113,7 @@ def doctor(
     probe_every: int | None = None,
     out: str | Path | None = None,
     name: str | None = None,
+    progress: bool | str | None = None,
 ) -> Diagnosis:
     """Diagnose a torch model and (``verify=True``) verify cures; see the module doc.
 
@@ -1133,12 +1134,19 @@ def doctor(
     bound to one model's parameters. ``probe_every``: probe-table period (default
     ``steps // 10``). ``max_cures``: cures verified per finding. ``out``: a results folder;
     the diagnosis, its probe table and step losses are stored there (kind ``doctor``).
+    ``progress``: the steps of each training run (the baseline, then each cure verified) on
+    stderr, labelled ``doctor run k``: True/``"bar"`` a bar, ``"lines"`` a status line every
+    few seconds and one at each run's end, None/False nothing (as :func:`depthlab.fit`).
 
     Returns the NumPy doctor's :class:`~depthlab.diagnosis.Diagnosis` (``config`` describes the
     torch model, ``settings`` the training run, ``probes`` the baseline's probe table).
     """
     if isinstance(max_cures, bool) or not isinstance(max_cures, Integral) or max_cures < 1:
         raise ValueError(f"max_cures must be a positive integer, got {max_cures!r}")
+    from ..progress import mode
+    from .train import runs_progress
+
+    mode(progress)  # a bad setting: one ValueError before any work
     if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**64:
         raise ValueError(f"seed must be an integer from 0 to 2**64 - 1 (torch.manual_seed's "
                          f"range), got {seed!r}")
@@ -1165,7 +1173,7 @@ def doctor(
     # the caller's random streams left as found; training needs autograd even when the call
     # sits inside torch.no_grad() or torch.inference_mode()
     with torch.random.fork_rng(devices=cuda), _host_generators(seed), \
-            torch.inference_mode(False), torch.enable_grad():
+            torch.inference_mode(False), torch.enable_grad(), runs_progress(progress, "doctor"):
         t0 = time.perf_counter()
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
         check_materialized(model)  # a 'meta' model: no values to train
