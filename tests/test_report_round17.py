@@ -265,3 +265,39 @@ def test_a_run_records_one_line_counts_its_steps_not_its_last_step_plus_one():
     assert ", 200 steps" in repr(record), repr(record)
     record.steps = record.steps.assign(step=record.steps["step"] - 1)  # torch: 0..199
     assert ", 200 steps" in repr(record), repr(record)
+
+
+def test_a_sweep_of_failed_runs_says_none_finished(tmp_path, monkeypatch):
+    # every point failed (a size the data refuse): the runs note read "Showing 0 of 0
+    # finished runs; 2 failed runs (errors only). The best run is expanded", with no best run
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    with Store(tmp_path) as store:
+        for k, rid in enumerate(("fail00000001", "fail00000002")):
+            rec = synthetic_record(rid, depth=2 + k, sweep="s1", status="failed", probes=False)
+            rec.metrics = {}
+            store.add_run(rec)
+    text = write_report(tmp_path).read_text()
+    note = re.search(r"<h3>Runs</h3><p class=\"note\">([^<]*)</p>", text).group(1)
+    assert "0 of 0" not in note and "best" not in note, note
+    assert note.startswith("No run finished; 2 failed runs (errors only)."), note
+    # one failed run: singular
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("okay00000003", depth=4, sweep="s1"))
+    text = write_report(tmp_path).read_text()
+    note = re.search(r"<h3>Runs</h3><p class=\"note\">([^<]*)</p>", text).group(1)
+    assert note.startswith("Showing 1 of 1 finished run; 2 failed runs (errors only)."), note
+    # a later section opens no run: its note must not say one is expanded
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("othr00000004", depth=2, sweep="s0", val_acc=0.5))
+    text = write_report(tmp_path).read_text()
+    notes = re.findall(r"<h3>Runs</h3><p class=\"note\">([^<]*)</p>", text)
+    opened = re.findall(r"<details class=\"run\" id=\"[^\"]+\" open>", text)
+    assert len(notes) == 2 and len(opened) == 1, (notes, opened)
+    assert "is expanded" in notes[0] and "is expanded" not in notes[1], notes

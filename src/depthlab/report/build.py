@@ -959,20 +959,29 @@ def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_di
     body.append(_flow_section(store, group, pngs))
     body.append(_sweep_overview(group, keys, pngs, shown))
     n_ok = int((~div_mask & ~fail_mask).sum())
-    note = [f"Showing {len(best_rows)} of {n_ok} finished runs"
-            + (f" (the {max_runs} best by validation accuracy)" if n_ok > max_runs else "")]
+    # no finished run: "Showing 0 of 0 finished runs ... The best run is expanded" said
+    # there was a best one
+    note = [f"Showing {len(best_rows)} of {n_ok} finished run{'s' * (n_ok != 1)}"
+            + (f" (the {max_runs} best by validation accuracy)" if n_ok > max_runs else "")
+            if n_ok else "No run finished"]
     if div_mask.any():
-        note.append(f"{len(div_rows)} of {int(div_mask.sum())} diverged runs")
+        n_div = int(div_mask.sum())
+        note.append(f"{len(div_rows)} of {n_div} diverged run{'s' * (n_div != 1)}")
     if fail_mask.any():
-        note.append(f"{int(fail_mask.sum())} failed runs (errors only)")
+        n_fail = int(fail_mask.sum())
+        note.append(f"{n_fail} failed run{'s' * (n_fail != 1)} (errors only)")
     detailed = pd.concat([best_rows, div_rows, failed_rows])
     again = detailed["id"].astype(str).isin(earlier)
     if again.any():
         note.append(f"{int(again.sum())} of them detailed in an earlier section (linked)")
         detailed = detailed[~again]
     earlier.update(detailed["id"].astype(str))
+    # only the report's first section opens a run (a later sweep's note said "The best run is
+    # expanded" above a closed one)
+    opened = (("The best run" if len(best_rows) else "The first run") + " is expanded; click"
+              if first_open and len(detailed) else "Click")
     body.append(f"<h3>{H.esc(SECTION_RUNS)}</h3><p class=\"note\">{H.esc('; '.join(note))}. "
-                "The best run is expanded; click a run to expand it.</p>")
+                f"{opened} a run to expand it.</p>")
     labels = _labels(runs)
     first = first_open
     for k, (_, row) in enumerate(detailed.iterrows()):
