@@ -485,3 +485,34 @@ def test_probe_on_unseen_architectures_against_autograd(name, mode):
     for row in rows.itertuples():
         assert row.value == pytest.approx(want[row.module], rel=1e-9)
         assert row.layer == last[row.module]
+
+
+class _Tokens(nn.Module):
+    def __init__(self, bag: bool = False) -> None:
+        super().__init__()
+        self.bag = bag
+        self.emb = nn.EmbeddingBag(10, 4) if bag else nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, t):
+        return self.head(self.emb(t) if self.bag else self.emb(t).mean(1))
+
+
+@pytest.mark.parametrize("bag", [False, True])
+@pytest.mark.parametrize("fn", [dlt.probe, dlt.discover])
+def test_token_ids_beyond_an_embedding_are_named(fn, bag):
+    """Token ids beyond an Embedding's rows gave torch's bare 'IndexError: index out of range
+    in self', naming neither the ids nor the layer; now a ValueError naming the first bad id,
+    how many there are and num_embeddings (torch's error kept as the cause; an EmbeddingBag's
+    is a RuntimeError). dlt.discover gives the same line."""
+    torch.manual_seed(0)
+    ids = torch.tensor([[1, 2, 12, 3], [0, -1, 4, 11]])
+    cls = "EmbeddingBag" if bag else "Embedding"
+    with pytest.raises(ValueError, match=rf"^x \(shape \(2, 4\)\) of 'emb' \({cls}\) holds the id "
+                                         r"12 \(3 of 8 outside 0 to 9\), but it has "
+                                         r"num_embeddings=10; expected ids 0 to 9$") as info:
+        if fn is dlt.discover:
+            fn(_Tokens(bag), ids)
+        else:
+            fn(_Tokens(bag), ids, torch.tensor([0, 1]), CE)
+    assert isinstance(info.value.__cause__, (IndexError, RuntimeError))  # torch's, kept

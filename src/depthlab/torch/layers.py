@@ -602,12 +602,15 @@ def discover(model: nn.Module, *inputs, **kwargs) -> list[LayerInfo]:
     generators are left exactly as found. For residual blocks as well, use
     :class:`depthlab.torch.hooks.Recording` (``.blocks``)."""
     from .hooks import Recording
-    from .probe import trackable
+    from .probe import forward, trackable
 
     rec = Recording(model, ())
     with torch.inference_mode(False), torch.enable_grad(), rec.isolated():
         rec.arm()
-        model(*trackable(list(inputs)), **trackable(kwargs))
+        if kwargs:
+            model(*trackable(list(inputs)), **trackable(kwargs))
+        else:  # probe's one-line errors for a wrong input (shape, dtype, token ids)
+            forward(model, tuple(trackable(list(inputs))))  # model(*inputs)
         rec.disarm()
     return rec.ran_layers()
 

@@ -248,10 +248,16 @@ def forward(model: nn.Module, x: Any) -> Any:
         raise TypeError(f"x must be a torch.Tensor (or a tuple, list or dict of them), got "
                         f"{what} (torch.as_tensor(x) makes one) (the model said: {said})"
                         ) from exc
+    except IndexError as exc:
+        wrong = _wrong_ids(model, x, exc)
+        if wrong is None:
+            raise
+        raise ValueError(wrong) from exc
     except RuntimeError as exc:
         dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
         said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        wrong = _wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
+        wrong = (_wrong_width(model, x, said) or _wrong_shape(model, x, exc, said)
+                 or _wrong_ids(model, x, exc))  # an EmbeddingBag's 'Expected i < index_size'
         if wrong is not None:
             raise ValueError(wrong) from exc
         bad = next((t for t in _tensors_in(x) if len(dtypes) == 1 and t.dtype not in dtypes),
@@ -324,6 +330,35 @@ def _failed_layer(exc: BaseException) -> tuple[nn.Module, torch.Tensor] | None:
             found = (m, t)
         tb = tb.tb_next
     return found
+
+
+def _wrong_ids(model: nn.Module, x: Any, exc: BaseException) -> str | None:
+    """One line naming the first id outside an ``nn.Embedding``'s (or ``EmbeddingBag``'s)
+    rows when its forward raised torch's bare 'IndexError: index out of range in self' (from
+    the traceback: the module and the ids it was given), else None."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        local = tb.tb_frame.f_locals
+        m, t = local.get("self"), local.get("input")
+        if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and isinstance(t, torch.Tensor):
+            found = (m, t)
+        tb = tb.tb_next
+    if found is None:
+        return None
+    m, ids = found
+    rows = int(m.num_embeddings)
+    flat = ids.detach().reshape(-1)
+    bad = flat[(flat < 0) | (flat >= rows)]
+    if not len(bad):
+        return None
+    name = next((n for n, mod in model.named_modules() if mod is m), "")
+    given = next((t for t in _tensors_in(x) if t.shape == ids.shape
+                  and t.data_ptr() == ids.data_ptr()), None)
+    what = f"x (shape {tuple(given.shape)})" if given is not None else "the input"
+    return (f"{what} of {f'{name!r} ({type(m).__name__})' if name else 'the model'} holds the "
+            f"id {int(bad[0])} ({len(bad)} of {len(flat)} outside 0 to {rows - 1}), but it has "
+            f"num_embeddings={rows}; expected ids 0 to {rows - 1}")
 
 
 def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str | None:
