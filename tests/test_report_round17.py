@@ -301,3 +301,26 @@ def test_a_sweep_of_failed_runs_says_none_finished(tmp_path, monkeypatch):
     opened = re.findall(r"<details class=\"run\" id=\"[^\"]+\" open>", text)
     assert len(notes) == 2 and len(opened) == 1, (notes, opened)
     assert "is expanded" in notes[0] and "is expanded" not in notes[1], notes
+
+
+def test_the_overlay_names_the_run_whose_last_finite_step_it_draws_in_full(shots):
+    # a sweep's overlay labels "activation=relu, depth=8, lr=50": the end panel's title cut
+    # the diverged run's name to 24 characters, "activation=r…th=8, lr=50: step 120, the last
+    # finite", which named neither its activation nor its depth
+    from test_report import synthetic_probes
+
+    from depthlab import plot
+
+    runs = {"activation=tanh, depth=8, lr=0.05": synthetic_probes(8),
+            "activation=relu, depth=8, lr=50": synthetic_probes(8, diverge_at=140)}
+    fig = plot.gradient_per_layer(runs, False)
+    fig.savefig(shots / "overlay_diverged_named.png")
+    title = fig.axes[1].get_title()
+    assert "activation=relu, depth=8, lr=50" in title, title
+    assert "step 120, the last finite" in title, title
+    # the title stays within its panel (it ran into the left panel's)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.axes[1].title.get_window_extent(renderer)
+    panel = fig.axes[1].get_window_extent(renderer)
+    assert box.x0 >= fig.axes[0].get_window_extent(renderer).x1 and box.width <= panel.width * 1.15

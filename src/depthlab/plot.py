@@ -422,7 +422,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             "at the first step with values"
     end = "at the end of training"
     if len(stale) == 1:  # the right panel draws the last step with values: say which
-        end += f"\n{_f.cut_labels([stale[0][0]], 24)[0]}: step {stale[0][1]}, {stale[0][2]}"
+        # the run's name on a line of its own when both do not fit on one (cut to 24
+        # characters, "activation=r…th=8, lr=50" named neither the activation nor the depth)
+        who, when_ = _f.cut_labels([stale[0][0]], 44)[0], f"step {stale[0][1]}, {stale[0][2]}"
+        end += f"\n{who}: {when_}" if len(who) + len(when_) <= 46 else f"\n{who}:\n{when_}"
     elif stale:
         end += (f"\n{len(stale)} runs: their last step with finite values"
                 if all(why == "the last finite" for *_, why in stale) else
