@@ -112,3 +112,26 @@ def test_a_divergence_message_gives_each_rise_beside_its_own_losses():
     assert ev["rise"] != ev["probe_rise"] and ev["metric"] == min(ev["rise"], ev["probe_rise"])
     assert f"of {ev['loss_best']:.4g}: {ev['rise']:.3g}x, and the fixed probe batch's loss " \
            f"{ev['probe_rise']:.3g}x" in f.message
+
+
+def test_an_auto_output_width_follows_the_loss_and_the_target():
+    """For a regression loss "auto" took a 1-D y's largest value + 1 as class labels: 6
+    outputs for targets up to 5.2 (then the loss refused pred (32, 6) against y (32,)) and
+    sizes [4, 8, 0] for negative targets; multi-label binary cross-entropy got 1 output for a
+    (n, 3) y; string labels were told that "auto" is resolved by `depthlab run`."""
+    import pytest
+
+    g = np.random.default_rng(0)
+    x = g.normal(size=(40, 4))
+    y_class = g.integers(0, 3, 40)
+    for y, loss, width in [(g.normal(size=40) * 3, "mse", 1),
+                           (-np.abs(g.normal(size=40)) - 1, "huber", 1),
+                           (g.normal(size=(40, 2)), "mse", 2),
+                           ((g.normal(size=(40, 3)) > 0).astype(float), "binary_cross_entropy", 3),
+                           ((y_class > 0).astype(float), "binary_cross_entropy", 1),
+                           (y_class, "cross_entropy", 3)]:
+        d = dl.doctor(dict(sizes=[4, 8, "auto"]), (x, y), steps=2, loss=loss)
+        assert d.config["sizes"][-1] == width, (loss, y.shape)
+    with pytest.raises(ValueError, match=r'sizes\[-1\] = "auto" cannot be resolved from y, '
+                                         r"which holds values of dtype <U1"):
+        dl.doctor(dict(sizes=[4, 8, "auto"]), (x, np.array(["a", "b", "c"])[y_class]), steps=2)

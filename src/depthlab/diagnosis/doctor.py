@@ -94,8 +94,10 @@ def _unpack(data: Any, seed: int | None) -> _Data:
 
 def _resolve_auto(sizes: Any, data: Any, seed: int | None, loss: Any) -> Any:
     """``sizes`` with an ``"auto"`` first width replaced by the data's features and an
-    ``"auto"`` last one by its classes (1 for ``binary_cross_entropy``; a one-hot ``y``'s
-    columns), as ``depthlab run`` resolves them; other sizes unchanged (``mlp`` checks them)."""
+    ``"auto"`` last one by the targets: a 2-D ``y``'s columns (one-hot, probabilities,
+    multi-label or regression targets), 1 for a 1-D ``y`` under ``binary_cross_entropy`` or a
+    regression loss, else the classes of integer labels; ValueError when ``y`` tells none
+    (strings, booleans, NaN). Other sizes unchanged (``mlp`` checks them)."""
     if isinstance(sizes, str | bytes) or not hasattr(sizes, "__len__") or len(sizes) < 2 or \
             not any(isinstance(s, str) and s == "auto" for s in (sizes[0], sizes[-1])):
         return sizes
@@ -107,13 +109,30 @@ def _resolve_auto(sizes: Any, data: Any, seed: int | None, loss: Any) -> Any:
         y = d.y
         if d.y_val is not None and d.y.ndim == 1 and d.y_val.ndim == 1:  # a class only in val
             y = np.concatenate([d.y, d.y_val])
-        if isinstance(loss, str) and loss in LOSS_REGISTRY and \
-                LOSS_REGISTRY.key(loss) == "binary_cross_entropy":
-            sizes[-1] = 1
-        elif y.ndim == 2:
+        try:
+            fn = LOSS_REGISTRY.build(loss)
+        except (ValueError, TypeError):
+            fn = None  # named by the training run's own check
+        bce = fn is not None and fn.name == "binary_cross_entropy"
+        # a regression loss (mse, huber) fits the target's own width: 1 for a 1-D y (its
+        # largest value + 1, as for class labels, gave 6 outputs for targets up to 5.2 and
+        # 0 for negative ones; the loss then refused the shapes)
+        regression = fn is not None and not fn.has_accuracy
+        if y.ndim == 2:
             sizes[-1] = int(y.shape[1])
-        elif y.size and np.issubdtype(y.dtype, np.number) and np.isfinite(y).all():
-            sizes[-1] = int(np.max(y)) + 1
+        elif bce or (regression and y.ndim == 1):
+            sizes[-1] = 1
+        elif y.ndim == 1 and y.size and np.issubdtype(y.dtype, np.number) and \
+                not np.issubdtype(y.dtype, np.bool_) and np.isfinite(y).all():
+            sizes[-1] = max(int(np.max(y)) + 1, 1)
+        else:
+            what = ("no rows" if not y.size else f"values of dtype {y.dtype}"
+                    if not np.issubdtype(y.dtype, np.number) or
+                    np.issubdtype(y.dtype, np.bool_) else "NaN or infinity"
+                    if y.ndim == 1 else f"shape {y.shape}")
+            raise ValueError(f"sizes[-1] = \"auto\" cannot be resolved from y, which holds "
+                             f"{what}; accepted: integer class labels 0..K-1 (one per row) or "
+                             f"an (n, K) array of targets, or the output width in sizes")
     return sizes
 
 
@@ -274,7 +293,8 @@ def doctor(
     ``net_or_config``: a Network (not modified: a deep copy is trained; its ``config`` holds the
     ``mlp()`` arguments used to build prescribed variants), a dict of ``mlp()`` arguments or a
     :class:`~depthlab.spec.ModelSpec` (an ``"auto"`` first or last width is resolved from the
-    data, as ``depthlab run`` does: the features; the classes, 1 for binary cross-entropy).
+    data: the features; the classes, or 1 for binary cross-entropy and regression losses with
+    a 1-D ``y``, or a 2-D ``y``'s columns).
     ``data``: a Dataset (``x_train``, ``y_train``, ``x_val``, ``y_val``) or ``(x, y)`` (20% held
     out, seeded) or ``(x, y, x_val, y_val)``. ``seed``: the one seed of the diagnosis: the
     held-out split, the batch order and dropout of every run, and the weights of a config dict
