@@ -324,3 +324,31 @@ def test_the_overlay_names_the_run_whose_last_finite_step_it_draws_in_full(shots
     box = fig.axes[1].title.get_window_extent(renderer)
     panel = fig.axes[1].get_window_extent(renderer)
     assert box.x0 >= fig.axes[0].get_window_extent(renderer).x1 and box.width <= panel.width * 1.15
+
+
+def test_the_flow_table_gives_no_ratio_for_a_network_of_one_hidden_layer(tmp_path,
+                                                                          monkeypatch):
+    # one hidden layer is its own first and last: its ratio is 1 by construction, and the
+    # table read "1, 1, flows: within a factor 1 of 1" as if the gradient had been measured
+    # to flow
+    import re
+
+    from test_report import synthetic_probes, synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    with Store(tmp_path) as store:
+        one = synthetic_record("one000000001", depth=1, sweep="s1")
+        one.probes = synthetic_probes(1)
+        store.add_run(one)
+        store.add_run(synthetic_record("four00000001", depth=4, sweep="s1"))
+    text = write_report(tmp_path).read_text()
+    flow = _flow_note(text)
+    rows = {r[0]: r for r in (re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in
+                              re.findall(r"<tr>(.*?)</tr>", flow, re.S)) if r}
+    row = rows["depth1-lr0.1"]
+    assert "within a factor 1 of 1" not in row[3], row
+    assert "one hidden layer" in row[3] and row[1] == "" and row[2] == "", row
+    assert "less gradient" in rows["depth4-lr0.1"][3]  # four layers: a ratio, described

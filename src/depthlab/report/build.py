@@ -415,6 +415,12 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     for rid, t in tables.items():
         r = group.runs[group.runs["id"].astype(str) == rid].iloc[0]
         grads = t[(t["quantity"] == "grad_pre_std") & (t["layer"] >= 1)]
+        if grads["layer"].nunique() == 1:
+            # its own first and last layer: a ratio of 1 by construction ("flows: within a
+            # factor 1 of 1" read as measured)
+            rows.append([labels[rid], None, None, "one hidden layer: no first/last ratio to "
+                         "take", _cellnum(r["val_acc"])])
+            continue
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot.gradient_ratio(t)
         at_end = _cellnum(plot.gradient_ratio(t, end)) if end is not None else None
