@@ -34,6 +34,9 @@ def test_an_optimizer_factory_trains_as_its_name_and_arguments():
     d = run(optimizer=lambda ps: torch.optim.Adam(ps))  # the class defaults: lr 1e-3 only
     assert (d.settings["optimizer"], d.settings["lr"], d.settings["optimizer_kwargs"]) == \
         ("adam", 1e-3, {})
+    d = run(optimizer=lambda ps: torch.optim.SGD([{"params": ps, "lr": 0.05, "momentum": 0.9}],
+                                                 lr=0.5))  # the group's own lr trains
+    assert d.baseline["train_loss"] == by_name.baseline["train_loss"]
     with pytest.raises(TypeError, match=r"returned a int.*expected a torch\.optim optimizer"):
         run(optimizer=lambda ps: 3)
     with pytest.raises(TypeError, match=r"LBFGS is not supported"):

@@ -869,7 +869,7 @@ def _from_factory(make_opt: Callable) -> tuple[str, dict[str, Any]]:
     """``(name, kwargs)`` of an optimizer factory ``make_opt(params) -> optimizer`` (``lambda
     ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)`` -> ``("sgd", {"lr": 0.05, "momentum":
     0.9})``): it is called once on a scratch parameter and its optimizer's class and
-    ``defaults`` read (arguments equal to the class's own defaults left out), so every fresh
+    parameter group read (arguments equal to the class's own defaults left out), so every fresh
     model gets a new optimizer of the same kind, and the lr/optimizer cures apply to it."""
     scratch = nn.Parameter(torch.zeros(2, 2))
     what = _short(make_opt, 60)
@@ -887,8 +887,11 @@ def _from_factory(make_opt: Callable) -> tuple[str, dict[str, Any]]:
     name = _optimizer_name(type(opt))  # a class outside OPTIMIZERS: refused by name
     signature = inspect.signature(type(opt)).parameters
     kwargs: dict[str, Any] = {}
-    for k, v in opt.defaults.items():
-        if k not in signature:
+    # its parameter group: what it trains with (SGD([{"params": ps, "lr": 0.01}], lr=0.1)
+    # trains at 0.01, its defaults say 0.1)
+    group = opt.param_groups[0] if len(opt.param_groups) == 1 else opt.defaults
+    for k, v in group.items():
+        if k == "params" or k not in signature:
             continue
         if isinstance(v, torch.Tensor) and v.numel() == 1:
             v = v.item()  # lr=torch.tensor(0.01)
