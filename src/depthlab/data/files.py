@@ -311,6 +311,14 @@ def _csv(path: Path, label: str | int) -> RawData:
             f"{str(path)!r}: feature column {str(features.columns[col])!r} holds {x[row, col]} "
             f"on line {row + 2} ({x.size - int(finite.sum())} such value(s)); accepted: finite "
             "numbers (an empty cell reads as NaN)")
+    missing = y.isna().to_numpy()
+    if missing.any():  # an empty label cell, or a row shorter than the header (was: "labels
+        # must be integers, got non-integer values such as [nan]", no line named)
+        row = int(np.argmax(missing))
+        raise ValueError(
+            f"{str(path)!r}: label column {label!r} is empty on line {row + 2} "
+            f"({int(missing.sum())} such row(s)); expected a class number in every row (a row "
+            "with fewer cells than the header leaves its last columns empty)")
     return RawData(
         x=x,
         y=y.to_numpy(),

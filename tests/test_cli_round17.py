@@ -1,0 +1,22 @@
+"""Round 17, the CLI and the new user's path: data files, demo, init."""
+
+from __future__ import annotations
+
+import pytest
+
+from depthlab.data import load_dataset
+
+
+def test_a_csv_row_without_its_label_cell_names_the_line(tmp_path):
+    # a row with fewer cells than the header: its label reads as NaN, which was refused as
+    # 'labels must be integers, got non-integer values such as [nan]' (no line, no cause)
+    path = tmp_path / "short.csv"
+    path.write_text("a,b,label\n1,2,0\n3,4,1\n5,6\n7,8,1\n")
+    with pytest.raises(ValueError) as err:
+        load_dataset(path)
+    msg = str(err.value)
+    assert "label column 'label'" in msg and "line 4" in msg and "nan" not in msg, msg
+    # an empty label cell in a full row likewise
+    path.write_text("x,label,z\n1,0,2\n3,,4\n5,1,6\n")
+    with pytest.raises(ValueError, match=r"label column 'label' is empty on line 3"):
+        load_dataset(path)
