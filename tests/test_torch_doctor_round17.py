@@ -151,3 +151,17 @@ def test_the_doctor_api_shows_progress_of_each_training_run(capsys):
     assert d.baseline["train_loss"] == quiet.baseline["train_loss"]
     with pytest.raises(ValueError, match="progress='loud' is not accepted"):
         run(progress="loud")
+
+
+def test_a_depthlab_network_given_to_the_torch_doctor_names_both_ways():
+    import depthlab as dl
+
+    net = dl.mlp([6, 8, 2], seed=0)
+    with pytest.raises(TypeError) as e:
+        dlt.doctor(net, _xy(), steps=2, verify=False)
+    said = str(e.value)  # was only 'expected a torch.nn.Module ..., got Network'
+    assert "got a depthlab Network" in said and "dl.doctor(net, data)" in said
+    assert "depthlab.bridge.to_torch(net)" in said and "\n" not in said
+    from depthlab.bridge import to_torch
+
+    assert dlt.doctor(to_torch(net), _xy(), steps=2, verify=False).baseline["steps"] == 2

@@ -373,6 +373,12 @@ def _factory(make_model_or_model: Any
     if isinstance(make_model_or_model, type) and issubclass(make_model_or_model, nn.Module):
         pass  # a module class is a factory: calling it builds one
     elif not callable(make_model_or_model):
+        from ..network import Network
+
+        if isinstance(make_model_or_model, Network):
+            raise TypeError("expected a torch.nn.Module or a function returning one, got a "
+                            "depthlab Network: diagnose it with dl.doctor(net, data), or give "
+                            "its torch copy, depthlab.bridge.to_torch(net)")
         raise TypeError(f"expected a torch.nn.Module or a function returning one, got "
                         f"{type(make_model_or_model).__name__}")
     make = make_model_or_model
