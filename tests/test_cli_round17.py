@@ -20,3 +20,14 @@ def test_a_csv_row_without_its_label_cell_names_the_line(tmp_path):
     path.write_text("x,label,z\n1,0,2\n3,,4\n5,1,6\n")
     with pytest.raises(ValueError, match=r"label column 'label' is empty on line 3"):
         load_dataset(path)
+
+
+def test_a_csv_text_cell_among_the_features_is_named_with_its_line(tmp_path):
+    # was "non-numeric feature column(s) ['b']": which cell of a 10,000-row file?
+    path = tmp_path / "text.csv"
+    rows = "".join(f"{i},{i + 1},{i % 2}\n" for i in range(50))
+    path.write_text("a,b,label\n" + rows + "7,abc,1\n" + rows)
+    with pytest.raises(ValueError) as err:
+        load_dataset(path)
+    msg = str(err.value)
+    assert "column 'b'" in msg and "'abc'" in msg and "line 52" in msg, msg

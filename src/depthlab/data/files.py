@@ -295,8 +295,16 @@ def _csv(path: Path, label: str | int) -> RawData:
     if features.shape[1] == 0:
         raise ValueError(f"{str(path)!r}: no feature columns besides the label {label!r}")
     bad = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    if bad:
-        raise ValueError(f"{str(path)!r}: non-numeric feature column(s) {bad[:5]}")
+    if bad:  # the first cell that is no number, with its line (a column name alone left the
+        # user searching a long file for it)
+        column = features[bad[0]]
+        text = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+        row = int(np.argmax(text.to_numpy())) if text.any() else 0
+        more = f" (non-numeric columns: {bad[:5]})" if len(bad) > 1 else ""
+        raise ValueError(
+            f"{str(path)!r}: feature column {bad[0]!r} holds {str(column.iloc[row])[:40]!r} on "
+            f"line {row + 2}, which is not a number{more}; accepted: numeric feature columns "
+            "(decimal points, no thousands separators)")
     y = df[label]
     if not pd.api.types.is_numeric_dtype(y):
         raise ValueError(
