@@ -516,3 +516,43 @@ def test_token_ids_beyond_an_embedding_are_named(fn, bag):
         else:
             fn(_Tokens(bag), ids, torch.tensor([0, 1]), CE)
     assert isinstance(info.value.__cause__, (IndexError, RuntimeError))  # torch's, kept
+
+
+class _TwoActs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.a, self.b, self.l2 = nn.Linear(5, 6), nn.Tanh(), nn.ReLU(), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.l2(self.b(self.a(self.l1(x))))
+
+
+class _Discarded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.a, self.l2 = nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)
+        self.seen = None
+
+    def forward(self, x):
+        h = self.l1(x)
+        self.seen = self.a(h)  # e.g. kept for a log; the next layer reads h itself
+        return self.l2(h)
+
+
+@pytest.mark.parametrize("make, match", [
+    (_TwoActs, r"the input of 'l2' is not the previous layer's output \(pooling or another "
+               r"operation in between\); it is the output of 'b' \(ReLU\), a second activation "
+               r"module after 'a' \(Tanh\) \(predict\(\) takes one activation module per "
+               r"layer\)$"),
+    (_Discarded, r"the input of 'l2' is not the previous layer's output \(pooling or another "
+                 r"operation in between\); it reads the previous layer's output itself, not the "
+                 r"output of its activation 'a' \(Tanh\)$"),
+])
+def test_predict_says_why_an_activation_breaks_the_chain(make, match):
+    """Two activation modules in a row (tanh then relu) were refused with 'it is the output of
+    'b' (ReLU)', and a layer reading the output of the layer before rather than that of its
+    activation with 'it is the output of 'l1' (Linear)' - the previous layer itself; now each
+    message says what is wrong."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=match):
+        dlt.predict(make(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)

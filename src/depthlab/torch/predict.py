@@ -459,7 +459,16 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         elif start is not None and calls[0] != start and not (mids and reached == start):
             what = "the model's input x" if start == x_store else "the previous layer's output"
             made = between(calls[0], start)
-            if not made and calls[0] == x_store:  # (x's copy that chain() made: 'Clone')
+            made_start = [a for a in acts if a[1] == start]  # start: an activation's output
+            second = [a for a in acts if a[0] == start and a[1] == calls[0]]
+            if made_start and made_start[-1][0] == calls[0]:  # h = l1(x); a(h); l2(h)
+                made = (f"; it reads the previous layer's output itself, not the output of "
+                        f"its activation {labels[made_start[-1][3]]}")
+            elif made_start and second:  # l2(b(a(l1(x)))): two activation modules in a row
+                made = (f"; it is the output of {labels[second[-1][3]]}, a second activation "
+                        f"module after {labels[made_start[-1][3]]} (predict() takes one "
+                        "activation module per layer)")
+            elif not made and calls[0] == x_store:  # (x's copy that chain() made: 'Clone')
                 made = ("; it reads the model's input x itself (a second path from the input, "
                         "e.g. l1(x) + l2(x))")
             elif not made and id(info.owner) in in_ops:  # a torch function, not a module
