@@ -135,3 +135,20 @@ def test_an_auto_output_width_follows_the_loss_and_the_target():
     with pytest.raises(ValueError, match=r'sizes\[-1\] = "auto" cannot be resolved from y, '
                                          r"which holds values of dtype <U1"):
         dl.doctor(dict(sizes=[4, 8, "auto"]), (x, np.array(["a", "b", "c"])[y_class]), steps=2)
+
+
+def test_a_population_batch_norm_drift_is_not_called_a_lag_nor_cured_by_the_momentum():
+    """Under bn_inference = "population" the statistics are the whole training set's under
+    the final weights; a drift from the probe batch (held-out rows scaled x3) read 'running
+    statistics lag the batch statistics' and got {'bn_momentum': 0.1}, verified 'BN drift
+    2.134 -> 2.134: did not help' (inference does not use the running statistics)."""
+    g = np.random.default_rng(1)
+    x = g.normal(size=(300, 8)).astype(np.float32)
+    y = np.argmax(x @ g.normal(size=(8, 3)), axis=1)
+    cfg = dict(sizes=[8, 32, 32, 3], activation="relu", init="he_normal", batchnorm=True)
+    data = (x, y, x[:100] * 3 + 1.0, y[:100])
+    d = dl.doctor({**cfg, "bn_inference": "population"}, data, steps=30, lr=0.05)
+    f = d.finding("bn_drift")
+    assert f is not None and f.prescription == {}
+    assert "lag" not in f.message and "population statistics" in f.message
+    assert "momentum" not in f.prescription_text

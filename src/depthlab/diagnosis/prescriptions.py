@@ -147,6 +147,18 @@ def for_bn_drift(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
         "Use a 10x larger batch-norm momentum so the running statistics follow training.")
 
 
+def for_population_drift() -> tuple[dict[str, Any], str]:
+    """No cure in the network for a drift under ``bn_inference = "population"``: those
+    statistics are the whole training set's under the final weights (the trainer computes
+    them at the end), so the probe (held-out) batch differs from the training data; the
+    momentum cure of :func:`for_bn_drift` acts on running statistics inference does not use
+    (a verification read 'BN drift 2.134 -> 2.134: did not help')."""
+    return {}, ("No network setting cures this: population statistics are the whole training "
+                "set's under the final weights, so the probe (held-out) examples are "
+                "distributed unlike the training examples; check that both come from one "
+                "distribution and are standardized with the training set's statistics.")
+
+
 def _zero_biases(bias_init: Any) -> bool:
     """Whether ``bias_init`` already sets every bias to 0: ``zeros`` by any spelling or as an
     object, ``constant`` with value 0 (the name's default) -- where ``{"bias_init": "zeros"}``

@@ -526,12 +526,17 @@ def rule_bn_drift(ctx: RunContext) -> RuleResult:
     worst = int(np.nanargmax(scores))
     layers = [i + 1 for i, s in enumerate(scores) if s > BN_DRIFT]
     d = ctx.bn_drift[worst]
-    changes, text = rx.for_bn_drift(ctx.config)
+    population = ctx.config.get("bn_inference") == "population"
+    changes, text = rx.for_population_drift() if population else rx.for_bn_drift(ctx.config)
     ev = {"metric": metric, "threshold": BN_DRIFT, "worst_layer": worst + 1,
           "mean_shift": d["mean_shift"], "log_var_ratio": d["log_var_ratio"]}
-    msg = (f"Batch-norm running statistics lag the batch statistics: in BN layer {worst + 1} "
-           f"the running mean is off by {d['mean_shift']:.2f} batch std and the variance by a "
-           f"factor {math.exp(d['log_var_ratio']):.2f} (mean over units).")
+    msg = ((f"Batch-norm population statistics (the whole training set's) differ from the "
+            f"probe batch's: in BN layer {worst + 1} their mean is off by "
+            f"{d['mean_shift']:.2f} batch std and the variance by a factor "
+            f"{math.exp(d['log_var_ratio']):.2f} (mean over units).") if population else
+           (f"Batch-norm running statistics lag the batch statistics: in BN layer {worst + 1} "
+            f"the running mean is off by {d['mean_shift']:.2f} batch std and the variance by "
+            f"a factor {math.exp(d['log_var_ratio']):.2f} (mean over units)."))
     return metric, Finding("bn_drift", layers, ev, msg, changes, text,
                            _severity(metric, BN_DRIFT, log=False))
 
