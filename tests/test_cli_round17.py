@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers.cli import assert_one_line_error, run_cli
 
 from depthlab.data import load_dataset
 
@@ -31,3 +32,13 @@ def test_a_csv_text_cell_among_the_features_is_named_with_its_line(tmp_path):
         load_dataset(path)
     msg = str(err.value)
     assert "column 'b'" in msg and "'abc'" in msg and "line 52" in msg, msg
+
+
+def test_demo_config_that_is_a_folder_is_not_called_missing(tmp_path, capsys):
+    # was "--config '/tmp/...': no such file" for a folder that exists
+    code, _, err = run_cli(capsys, "demo", "--config", tmp_path, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "is a folder", "expected a demo config file")
+    code, _, err = run_cli(capsys, "demo", "--config", tmp_path / "none.toml", "--out",
+                           tmp_path / "o")
+    assert_one_line_error(code, err, "none.toml", "no such file")
+    assert not (tmp_path / "o").exists()

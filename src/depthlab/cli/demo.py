@@ -32,7 +32,10 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs {args.epochs} is not accepted; accepted: an integer >= 1")
     if args.config is not None and not Path(args.config).is_file():
-        raise UserError(f"--config {args.config!r}: no such file")
+        why = ("is a folder; expected a demo config file (a .toml with [[recipes]], e.g. "
+               "`depthlab init my_demo --example demo`)" if Path(args.config).is_dir()
+               else "no such file")
+        raise UserError(f"--config {args.config!r}: {why}")
     recipes = demo_recipes(args.config, epochs=args.epochs)
     echo = say(args)
     model = recipes[0].point.config["model"]
