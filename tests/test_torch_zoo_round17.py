@@ -556,3 +556,24 @@ def test_predict_says_why_an_activation_breaks_the_chain(make, match):
     torch.manual_seed(0)
     with pytest.raises(ValueError, match=match):
         dlt.predict(make(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)
+
+
+class _ChangedInPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.a, self.l2 = nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.l1(x)
+        h.mul_(3.0)
+        return self.l2(self.a(h))
+
+
+def test_predict_says_a_layer_output_was_changed_in_place_before_its_activation():
+    """h = l1(x); h.mul_(3); l2(tanh(h)) was refused with "it is the output of 'a' (Tanh)",
+    which names the activation but not the in-place change that broke the chain."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"it is the output of 'a' \(Tanh\), which read the "
+                                         r"previous layer's output after it was changed in "
+                                         r"place"):
+        dlt.predict(_ChangedInPlace(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)

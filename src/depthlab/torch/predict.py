@@ -468,6 +468,11 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 made = (f"; it is the output of {labels[second[-1][3]]}, a second activation "
                         f"module after {labels[made_start[-1][3]]} (predict() takes one "
                         "activation module per layer)")
+            elif second and any(_storage(t) == start and t._version != v
+                                for t, v in out_tensors.values()):  # h = l1(x); h.mul_(3)
+                made = (f"; it is the output of {labels[second[-1][3]]}, which read the previous "
+                        "layer's output after it was changed in place (predict() computes the "
+                        "activation of the output as the layer made it)")
             elif not made and calls[0] == x_store:  # (x's copy that chain() made: 'Clone')
                 made = ("; it reads the model's input x itself (a second path from the input, "
                         "e.g. l1(x) + l2(x))")
