@@ -352,3 +352,29 @@ def test_the_flow_table_gives_no_ratio_for_a_network_of_one_hidden_layer(tmp_pat
     assert "within a factor 1 of 1" not in row[3], row
     assert "one hidden layer" in row[3] and row[1] == "" and row[2] == "", row
     assert "less gradient" in rows["depth4-lr0.1"][3]  # four layers: a ratio, described
+
+
+def test_a_reproduction_into_a_folder_of_another_leaves_only_its_own_figures(tmp_path):
+    # `depthlab reproduce he2015 --out DIR`, then `reproduce xu2016 --out DIR`: figures/ kept
+    # he2015's loss_and_gradients.png beside xu2016's PNGs (the page's own report removes the
+    # figures it drew before); a file the reproduction did not write stays
+    from matplotlib.figure import Figure
+
+    from depthlab.reproduce.base import Claim, Experiment, Result
+    from depthlab.reproduce.page import write_result
+
+    def figure() -> Figure:
+        fig = Figure(figsize=(2, 2))
+        fig.subplots().plot([0, 1], [1, 0])
+        return fig
+
+    exp = Experiment("t", "T", "paper", lambda **kw: None)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "mine.png").write_bytes(b"user's own")
+    write_result(Result("he", "He", claims=[Claim("c", "p", "m", True, 1.0)],
+                        figures={"loss_and_gradients": figure()}), tmp_path, exp)
+    assert (tmp_path / "figures" / "loss_and_gradients.png").exists()
+    write_result(Result("xu", "Xu", claims=[Claim("c", "p", "m", True, 1.0)],
+                        figures={"gradients": figure(), "activations": figure()}), tmp_path, exp)
+    pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
+    assert pngs == ["activations.png", "gradients.png", "mine.png"], pngs

@@ -10,6 +10,7 @@ The claims table keeps the paper's number in the "paper" column, the number meas
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -150,14 +151,25 @@ def write_result(result: Result, out: Path, exp: Experiment) -> Path:
             ("claims holding", f"{sum(c.holds for c in result.claims)}/{len(result.claims)}")]
     document = H.page(exp.title, meta, intro + body, toc=toc)
     report = out / "report.html"
+    from ..report.build import FIGURE_LIST, _figures_written
+
+    fig_dir = out / "figures"
+    # the PNG copies an earlier reproduction (or report) wrote here and this one does not
+    # draw are removed afterwards: another experiment's figures stayed beside this one's
+    written_before = _figures_written(fig_dir)
+    names = sorted(f"{key}.png" for key in pngs)
     files = [(out / "claims.json", claims_json(result).encode("utf-8")),
              *([(out / "checks.json", checks_json(result).encode("utf-8"))] if result.checks
                else []),
-             *((out / "figures" / f"{key}.png", png) for key, png in pngs.items()),
-             (report, document.encode("utf-8"))]
+             *((fig_dir / f"{key}.png", png) for key, png in pngs.items()),
+             (report, document.encode("utf-8")),
+             *([(fig_dir / FIGURE_LIST, json.dumps(names).encode("utf-8"))]
+               if pngs or written_before else [])]
     # all written, then all renamed: a Ctrl-C after claims.json left the new claims beside
     # the previous run's report.html and figures
     atomic_write_all([(path, lambda fh, data=data: fh.write(data)) for path, data in files])
+    for name in written_before - set(names):
+        (fig_dir / name).unlink(missing_ok=True)
     if not result.checks:  # an earlier run's checks (another experiment in the same folder)
         (out / "checks.json").unlink(missing_ok=True)  # are not this one's
     return report
