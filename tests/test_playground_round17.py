@@ -16,6 +16,9 @@ real browser).
   vertical bar light vertical bar pause" and "staff of aesculapius doctor" (their accessible
   names held the decorative glyphs); the data set's menu was labelled "name" ("name, combobox,
   spirals") and the clusters' input dimension "d";
+* reset pressed eight times in a row on the 1000-layer residual preset built eight networks one
+  after the other (a network being built cannot be stopped): ready after 15 s, where one build
+  takes 2 s;
 * the doctor pressed from the keyboard dropped the focus to the page's body (its button is
   disabled while it runs, the cancel button goes when it ends): Tab went on from the top of the
   page and Space played the network;
@@ -26,6 +29,7 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -240,3 +244,27 @@ def test_the_doctor_pressed_with_the_mouse_leaves_the_focus_alone(page, server):
     assert page.evaluate(ACTIVE) == "BODY"
     page.keyboard.press("Space")
     page.wait_for_function("document.body.dataset.state === 'running'", timeout=10_000)
+
+
+# -- a slow server: presses pile up -----------------------------------------------------------
+def test_reset_pressed_again_and_again_builds_one_network(page, server, shots):
+    page.goto(server.url + "?model.depth=1000&model.width=16&model.residual=true"
+              "&model.batchnorm=true&model.activation=relu&model.init=he_normal")
+    page.wait_for_function(MEASURED, timeout=60_000)
+    page.evaluate("""() => { window.SEEN = []; const handle0 = S.ws.onmessage;
+        S.ws.onmessage = (ev) => { SEEN.push(JSON.parse(ev.data).type); handle0(ev); }; }""")
+    page.evaluate("() => { for (let i = 0; i < 8; i++) document.getElementById('reset').click(); }")
+    page.wait_for_function("SEEN.includes('ready') && document.body.dataset.state === 'paused' "
+                           "&& document.getElementById('grad-summary').dataset.step === '0'",
+                           timeout=120_000)
+    registry = server.app.state.registry
+    deadline = time.monotonic() + 60
+    while registry.threads_alive() != 1:  # the replaced sessions' threads end
+        assert time.monotonic() < deadline, registry.threads_alive()
+        time.sleep(0.05)
+    page.screenshot(path=str(shots / "round17_resets.png"))
+    seen = page.evaluate("SEEN")
+    # was: 8 networks built one after the other ("accepted" 8 times)
+    assert seen.count("accepted") <= 2, seen
+    assert seen.count("ready") == 1, seen
+    assert len(server.app.state.registry.sessions) == 1

@@ -241,15 +241,20 @@ def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
             {k: v for k, v in b.items() if k not in EXPORT_ONLY})
 
 
-def _is_setup(text: Any) -> bool:
-    """Whether a received text frame is a ``setup`` command."""
-    if not isinstance(text, str) or '"setup"' not in text:
+def _is_cmd(text: Any, cmd: str) -> bool:
+    """Whether a received text frame is the command ``cmd`` (``setup``, ``reset``)."""
+    if not isinstance(text, str) or f'"{cmd}"' not in text:
         return False
     try:
         msg = json.loads(text)
     except ValueError:
         return False
-    return isinstance(msg, dict) and msg.get("cmd") == "setup"
+    return isinstance(msg, dict) and msg.get("cmd") == cmd
+
+
+def _is_setup(text: Any) -> bool:
+    """Whether a received text frame is a ``setup`` command."""
+    return _is_cmd(text, "setup")
 
 
 class HostGuard:
@@ -289,6 +294,7 @@ class _Tab:
         self.outbox: deque[dict[str, Any]] = deque()
         self.wake = asyncio.Event()
         self.session: Session | None = None
+        self.winding: Session | None = None  # stopped, still alive, no session started since
         self.setup: dict[str, Any] | None = None
         self.doctor_busy = False
         self.doctor_task: asyncio.Task | None = None
@@ -353,6 +359,8 @@ class _Tab:
                     continue
                 if _is_setup(text) and self.inbox and _is_setup((self.inbox[0] or {}).get("text")):
                     continue  # replaced by the setup right after it (a flood of setups)
+                if _is_cmd(text, "reset") and self._reset_next():
+                    continue  # reset pressed again right after: one fresh network, not two
                 try:
                     await self._handle(text)
                 except Exception as e:  # noqa: BLE001 - one bad message never ends the tab
@@ -365,6 +373,12 @@ class _Tab:
                         await task
             self.registry.put(self.key, None)
             self.session = None
+
+    def _reset_next(self) -> bool:
+        """Whether the next frame received is a ``reset``: eight quick presses of reset on a
+        1000-layer network built eight networks one after the other (ready after 15 s, where
+        one build takes 2 s), since a network being built cannot be stopped."""
+        return bool(self.inbox) and _is_cmd((self.inbox[0] or {}).get("text"), "reset")
 
     def _error(self, message: str, key: str | None = None) -> None:
         self._enqueue({"type": "error", "message": message, "key": key})
@@ -428,7 +442,11 @@ class _Tab:
             self._error(str(e), e.key)
             return
         old = self.session
-        if (not fresh and old is not None and old.alive and old.state in ("paused", "running")
+        if old is None and self.winding is not None:
+            # a session stopped by a reset that a later reset replaced while it was still
+            # being built: this one waits for it as well (one network per tab at a time)
+            old, self.winding = self.winding, None
+        elif (not fresh and old is not None and old.alive and old.state in ("paused", "running")
                 and self.setup is not None and setup != self.setup
                 and _same_network(setup, self.setup)):
             # (the same setup again, e.g. a preset chosen twice, starts afresh as before)
@@ -450,6 +468,9 @@ class _Tab:
             deadline = start + OLD_SESSION_WAIT
             told = False
             while old.alive and not self.closed and self.loop.time() < deadline:
+                if fresh and self._reset_next():
+                    self.winding = old  # a later reset replaces this one; it waits for old
+                    return
                 if not told and self.loop.time() - start > WAIT_NOTICE:
                     # a network still being built ends only once it is built (14 s for 1000
                     # layers of 512): the page kept saying "building the network" of the
