@@ -3,6 +3,8 @@ and their regressions: bad input shapes for a convolutional or recurrent first l
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -577,3 +579,23 @@ def test_predict_says_a_layer_output_was_changed_in_place_before_its_activation(
                                          r"previous layer's output after it was changed in "
                                          r"place"):
         dlt.predict(_ChangedInPlace(), torch.randn(8, 5), torch.randint(0, 3, (8,)), CE)
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (4, 28, 28)])
+def test_images_into_a_linear_first_layer_are_told_to_flatten(shape):
+    """Images (4, 1, 28, 28) into an MLP whose first layer is Linear(784, ...) were told
+    'expected x of shape (4, 1, 28, 784)'; each example holds the 784 values, so the fix is to
+    flatten them: now 'expected x of shape (4, 784): each example flattened (x.flatten(1), or
+    nn.Flatten() before the layer)'. A sequence batch (N, T, C) of the wrong C keeps its
+    advice."""
+    model = nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 3))
+    y = torch.randint(0, 3, (4,))
+    with pytest.raises(ValueError, match=rf"^x has shape {re.escape(str(shape))}, 28 features "
+                                         r"in its last dimension, but the model's first layer "
+                                         r"'0' \(Linear\) expects in_features=784; expected x "
+                                         r"of shape \(4, 784\): each example flattened "
+                                         r"\(x\.flatten\(1\), or nn\.Flatten\(\) before the "
+                                         r"layer\)$"):
+        dlt.probe(model, torch.randn(*shape), y, CE)
+    with pytest.raises(ValueError, match=r"expected x of shape \(4, 3, 784\)$"):
+        dlt.probe(model, torch.randn(4, 3, 28), y, CE)

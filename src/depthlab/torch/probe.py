@@ -293,7 +293,13 @@ def _wrong_width(model: nn.Module, x: Any, said: str) -> str | None:
     if want != layer.in_features or got == want or got not in (t.shape[-1], per_example):
         return None
     where = f"the model's first layer {name!r} (Linear)" if name else "the model (a Linear)"
-    if got == t.shape[-1]:
+    if got == t.shape[-1] and t.dim() > 2 and per_example == layer.in_features:
+        # images (N, 1, 28, 28) into Linear(784): each example holds the right number of
+        # values, it is not flat (the fix was 'x of shape (4, 1, 28, 784)')
+        what = f"{got} features in its last dimension"
+        fix = (f"x of shape {(t.shape[0], per_example)}: each example flattened "
+               "(x.flatten(1), or nn.Flatten() before the layer)")
+    elif got == t.shape[-1]:
         what = f"{got} features in its last dimension"
         fix = f"x of shape {(*t.shape[:-1], layer.in_features)}"
     else:
