@@ -152,3 +152,16 @@ def test_a_population_batch_norm_drift_is_not_called_a_lag_nor_cured_by_the_mome
     assert f is not None and f.prescription == {}
     assert "lag" not in f.message and "population statistics" in f.message
     assert "momentum" not in f.prescription_text
+
+
+def test_a_bad_doctor_callback_is_named_by_its_place_in_the_users_list():
+    """dl.doctor(..., callbacks=[1]) said 'callbacks[1]=1 is not accepted' (the trainer's
+    index, after the doctor's own probe recorder)."""
+    import pytest
+
+    from depthlab.training import Callback
+
+    with pytest.raises(TypeError, match=r"^callbacks\[0\]=1 is not accepted: it has no method"):
+        dl.doctor(dict(sizes=[8, 4, 3]), (X, Y), steps=2, callbacks=[1])
+    with pytest.raises(TypeError, match=r"^callbacks\[1\]='x' is not accepted"):
+        dl.doctor(dict(sizes=[8, 4, 3]), (X, Y), steps=2, callbacks=[Callback(), "x"])

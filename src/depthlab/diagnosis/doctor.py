@@ -22,7 +22,7 @@ from ..probes.recorder import ProbeRecorder
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
-from ..training.trainer import Callback, Trainer
+from ..training.trainer import Callback, Trainer, _check_callbacks
 from ..validators import keyword_hints, positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
@@ -322,6 +322,9 @@ def doctor(
     if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
         raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
                         "depthlab.training.Callback objects")
+    # checked here, as given: the trainer's check, after the doctor's own recorder, named the
+    # first of them callbacks[1]
+    callbacks = tuple(_check_callbacks(callbacks))
     if isinstance(net_or_config, ModelSpec):  # dl.ModelSpec(...): its mlp() arguments
         net_or_config = net_or_config.to_dict()
     if isinstance(net_or_config, Network):
