@@ -383,3 +383,48 @@ def test_time_left_follows_the_recent_rate_not_the_warm_up():
     assert "left" in prog.status()
     prog.point("p25", "seed=25", "failed", {}, "boom")  # no work computed since the base
     assert "left)" in lines[-1]
+
+
+# -- a resumed sweep's chunks are sized from the points left, not the grid -------------------
+
+def _fake_finished(task):
+    import dataclasses
+
+    from depthlab.experiments.executors import crash_record
+
+    return dataclasses.replace(crash_record(task, "x"), status="finished", error=None)
+
+
+def _slow_finished(task):
+    import dataclasses
+    import threading
+    import time
+
+    time.sleep(0.02)
+    return dataclasses.replace(_fake_finished(task), error=threading.current_thread().name)
+
+
+def test_a_resumed_sweep_spreads_its_points_left_over_the_workers(tmp_path, threads_cluster):
+    """900 of 1000 points stored: the chunks were sized for 1000 points left, so the 100 left
+    went to one worker in a chunk of up to 2 s of work (92 points on one worker, 8 on the
+    other) while the other idled."""
+    import collections
+
+    import distributed
+
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    raw = _raw(tmp_path, '"train.seed" = ' + str(list(range(100))) +
+               '\n"train.lr" = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1]')
+    run_sweep(raw, tmp_path / "out", executor=InProcess(compute=_fake_finished), limit=900,
+              echo=None)
+    with distributed.Client(threads_cluster, set_as_default=False) as client:
+        res = run_sweep(raw, tmp_path / "out", executor=DaskExecutor(client,
+                                                                     compute=_slow_finished),
+                        echo=None)
+    assert res.skipped == 900 and res.count("finished") == 100
+    with Store(tmp_path / "out", readonly=True) as store:
+        runs = store.runs()
+    by_thread = collections.Counter(e for e in runs["error"] if e)
+    assert sum(by_thread.values()) == 100 and len(by_thread) == 2, by_thread
+    assert min(by_thread.values()) >= 20, by_thread

@@ -160,6 +160,13 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         found.clear()
 
     listed: set[str] = set()  # ids of the points met so far: a second one is a repeat
+    expected = [total]  # points that may still be handed to the executor
+
+    def not_sent() -> None:
+        # a Dask executor sizes its chunks from the points left: a resumed sweep (900 of 1000
+        # stored) sent its 100 left to one worker in one chunk while the other idled
+        expected[0] -= 1
+        executor.expect(expected[0])
 
     def tasks() -> Iterator[Task]:
         for p in points:
@@ -173,11 +180,13 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 result.skipped += 1
                 result.repeated += repeat
                 prog.skip(p.id)
+                not_sent()
                 continue
             prog.started()
             if getattr(p, "error", None) is not None:  # a refused combination: not computed
                 commit(failed_record(p.config, p.id, p.error, name=p.name, kind=kind,
                                      sweep=sweep))
+                not_sent()
                 continue
             in_flight.add(p.id)
             # the data file's fingerprint the id holds: a worker with another file fails it
@@ -218,7 +227,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                     f"{store.path}")
                 prog.t0 = None  # the time left counts from here, not the cluster's start
                 prog.started()
-                executor.expect(total)
+                executor.expect(expected[0])
                 executor.run(itertools.chain([first], todo), done)
         record_found()
     except KeyboardInterrupt as e:

@@ -141,7 +141,8 @@ class Executor(ABC):
 
     def expect(self, total: int | None) -> None:  # noqa: B027 - optional hook
         """Told before :meth:`run` how many tasks it will be given at most (None: unknown),
-        so an executor that batches tasks can size its batches."""
+        so an executor that batches tasks can size its batches; told again, fewer, while it
+        runs, as the sweep skips points found stored."""
 
     @abstractmethod
     def run(self, tasks: Iterator[Task], done: Done) -> None:
