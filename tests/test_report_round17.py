@@ -378,3 +378,29 @@ def test_a_reproduction_into_a_folder_of_another_leaves_only_its_own_figures(tmp
                         figures={"gradients": figure(), "activations": figure()}), tmp_path, exp)
     pngs = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
     assert pngs == ["activations.png", "gradients.png", "mine.png"], pngs
+
+
+def test_a_failed_runs_summary_lists_no_metrics_it_never_measured(tmp_path, monkeypatch):
+    # a point refused before training (a size the data refuse) stores its metrics as None:
+    # its section listed "seconds none, test_acc none, test_loss none, train_acc none,
+    # train_loss none, val_acc none, val_loss none" above its error
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    with Store(tmp_path) as store:
+        rec = synthetic_record("fail00000009", depth=2, sweep=None, status="failed",
+                               probes=False)
+        rec.metrics = {"train_loss": None, "val_acc": None, "test_acc": None, "seconds": None,
+                       "steps": 0}
+        store.add_run(rec)
+    text = write_report(tmp_path).read_text()
+    section = text[text.index('id="run-fail00000009"'):]
+    keys = re.findall(r"<div><span>([^<]*)</span><code>", section)
+    assert keys and "model.activation" in keys, section[:2000]
+    assert not {"train_loss", "val_acc", "test_acc", "seconds"} & set(keys), keys
+    assert "ValueError: boom" in section

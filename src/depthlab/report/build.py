@@ -862,7 +862,10 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     summary_pairs += [(f"train.{k}", train[k]) for k in ("optimizer", "lr", "batch_size",
                                                          "epochs", "max_steps") if k in train]
     metrics = row["metrics"]
-    summary_pairs += [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))]
+    # a failed run's unmeasured metrics (None) are left out: "seconds none, test_acc none,
+    # ..., val_loss none" stood above its error
+    summary_pairs += [(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))
+                      and not (v is None and status == "failed")]
     if summary_pairs:
         body.append(H.key_values(summary_pairs))
     names = _module_names(config)  # depthlab.torch runs: layer number -> module name
