@@ -404,3 +404,31 @@ def test_a_failed_runs_summary_lists_no_metrics_it_never_measured(tmp_path, monk
     assert keys and "model.activation" in keys, section[:2000]
     assert not {"train_loss", "val_acc", "test_acc", "seconds"} & set(keys), keys
     assert "ValueError: boom" in section
+
+
+def test_a_sweep_of_three_keys_does_not_say_its_values_miss_a_grid(tmp_path, monkeypatch):
+    # depth x lr x activation, every combination run: the bar chart's caption said "the
+    # values do not form a full grid, so bars instead of a heatmap" (a heatmap has two axes;
+    # the grid was full)
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    with Store(tmp_path) as store:
+        k = 0
+        for depth in (2, 4):
+            for lr in (0.01, 0.1):
+                for act in ("tanh", "relu"):
+                    store.add_run(synthetic_record(f"grid{k:08d}", depth=depth, lr=lr, act=act,
+                                                   probes=False, val_acc=0.5 + 0.01 * k))
+                    k += 1
+    text = write_report(tmp_path).read_text()
+    assert "do not form a full grid" not in text
+    assert "3 keys vary (every combination was run): one bar per combination" in text
+    with Store(tmp_path) as store:  # a fourth value of one key, run once: no longer full
+        store.add_run(synthetic_record("grid00000099", depth=8, lr=0.1, act="tanh",
+                                       probes=False))
+    text = write_report(tmp_path).read_text()
+    assert "3 keys vary (not every combination was run)" in text

@@ -557,6 +557,17 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
             elif len(use) == 1:
                 cap = (f"{m} for each value of {use[0]} (the best run of each). Hatched ✗ "
                        f"bars: {missing}")
+            elif len(use) > 2:
+                # a heatmap has two axes: three keys are bars whether or not every combination
+                # ran (was: "the values do not form a full grid" beside a full 2 x 2 x 2 grid)
+                plain = _plain(runs, tuple(use))[list(use)].map(figures.value_key)
+                full = len(plain.drop_duplicates()) == int(np.prod(
+                    [plain[k].nunique() for k in use]))
+                cap = (f"{m} of each combination of {', '.join(use)}: {len(use)} keys vary ("
+                       + ("every combination was run" if full else
+                          "not every combination was run")
+                       + f"): one bar per combination, the best run of each. Hatched ✗ bars: "
+                       f"{missing}")
             else:
                 cap = (f"{m} of each combination of {', '.join(use)} (the values do not form "
                        f"a full grid, so bars instead of a heatmap). Hatched ✗ bars: {missing}")
