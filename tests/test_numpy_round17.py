@@ -165,3 +165,29 @@ def test_a_bad_doctor_callback_is_named_by_its_place_in_the_users_list():
         dl.doctor(dict(sizes=[8, 4, 3]), (X, Y), steps=2, callbacks=[1])
     with pytest.raises(TypeError, match=r"^callbacks\[1\]='x' is not accepted"):
         dl.doctor(dict(sizes=[8, 4, 3]), (X, Y), steps=2, callbacks=[Callback(), "x"])
+
+
+def test_lsuv_measures_batch_norm_networks_as_training_does():
+    """lsuv ran inference-mode passes: a bn_inference='population' network raised
+    'RuntimeError: bn1: inference=population needs whole-training-set statistics' (stale as
+    soon as LSUV rescales), and an EMA network was normalized with its initial running
+    statistics (mean 0, variance 1), i.e. not at all, unlike every training step."""
+    from depthlab.probes.stats import measurement_mode
+
+    x = np.random.default_rng(0).normal(size=(64, 3)) * 5.0 + 2.0
+    for inference in ("population", "ema"):
+        net = dl.mlp([3, 16, 16, 2], "relu", seed=0, batchnorm=True, bn_inference=inference,
+                     dtype="float64")
+        running = [(b.running_mean.copy(), b.running_var.copy()) for b in net.batchnorms()]
+        got = dl.lsuv(net, x, tol=1e-6)
+        with measurement_mode(net):
+            net.forward(x, training=True)
+            final = [float(np.var(d.x @ d.W.value + (0 if d.b is None else d.b.value)))
+                     for d in net.dense_layers()]
+        net.clear_cache()
+        np.testing.assert_allclose(got, final, rtol=1e-9)
+        np.testing.assert_allclose(got, 1.0, rtol=1e-6)
+        for b, (m, v) in zip(net.batchnorms(), running):  # no side effect on training state
+            np.testing.assert_array_equal(b.running_mean, m)
+            np.testing.assert_array_equal(b.running_var, v)
+            assert b.num_batches == 0

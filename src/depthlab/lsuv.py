@@ -8,6 +8,7 @@ from .backend import Array
 from .backend import rng as make_rng
 from .initializers import get_initializer
 from .network import Network
+from .probes.stats import measurement_mode
 from .validators import positive_int, real
 
 
@@ -15,7 +16,9 @@ def lsuv(
     net: Network, x: Array, *, tol: float = 0.1, max_iter: int = 10, seed: int | None = 0
 ) -> list[float]:
     """Orthogonal weights, then for each Dense layer in forward order rescale
-    ``W <- W / sqrt(Var(xW + b))`` on the batch ``x`` until ``|Var - 1| < tol``.
+    ``W <- W / sqrt(Var(xW + b))`` on the batch ``x`` until ``|Var - 1| < tol``; the passes
+    are training-mode passes without side effects (batch norm on the batch's statistics, its
+    running statistics unchanged; dropout off).
 
     Returns the final output variance of each Dense layer. Works in place on ``net``.
     """
@@ -33,7 +36,13 @@ def lsuv(
     saved = [d.W.value.copy() for d in denses]
 
     def output_variance(d) -> float:
-        net.forward(x, training=False)
+        # as training sees the layer: batch norm on this batch's statistics (its running
+        # statistics untouched), dropout off; inference mode refused a bn_inference =
+        # "population" network (RuntimeError: needs whole-training-set statistics, which
+        # are stale once LSUV has rescaled the weights anyway) and normalized an EMA one with
+        # its initial running statistics (mean 0, variance 1), i.e. not at all
+        with measurement_mode(net), np.errstate(all="ignore"):
+            net.forward(x, training=True)
         out = d.x @ d.W.value
         if d.b is not None:
             out += d.b.value
