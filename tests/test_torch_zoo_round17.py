@@ -599,3 +599,29 @@ def test_images_into_a_linear_first_layer_are_told_to_flatten(shape):
         dlt.probe(model, torch.randn(*shape), y, CE)
     with pytest.raises(ValueError, match=r"expected x of shape \(4, 3, 784\)$"):
         dlt.probe(model, torch.randn(4, 3, 28), y, CE)
+
+
+@pytest.mark.parametrize("fn", [dlt.probe, dlt.predict])
+@pytest.mark.parametrize("y, match", [
+    (torch.tensor([[0], [2], [1], [1]]),
+     r"^y has shape \(4, 1\), a column of class indices, but CrossEntropyLoss takes them of "
+     r"shape \(4,\): give y\.squeeze\(1\)$"),
+    (torch.tensor([[1, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 0]]),
+     r"^y holds one-hot rows of 3 integers \(shape \(4, 3\)\), but CrossEntropyLoss takes class "
+     r"indices: give y\.argmax\(1\) \(or the rows as floats: class probabilities\)$"),
+    (torch.tensor([0.0, 2.0, 1.0, 1.0]),
+     r"^y holds floats of shape \(4,\), but CrossEntropyLoss takes class indices \(integers: "
+     r"y\.long\(\)\) of shape \(4,\), or class probabilities of the output's shape \(4, 3\)$"),
+])
+def test_class_labels_of_the_wrong_form_are_named(fn, y, match):
+    """Labels as a column (N, 1), as one-hot integer rows or as floats gave torch's bare
+    RuntimeErrors ('0D or 1D target tensor expected, multi-target not supported', 'Expected
+    floating point type for target with class probabilities, got Long', 'expected target dtype
+    to be Long or Byte, but got Float'); now one ValueError line with the fix. Float class
+    probabilities of the output's shape stay accepted."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(4, 5)
+    with pytest.raises(ValueError, match=match):
+        fn(model, x, y, CE)
+    fn(model, x, torch.softmax(torch.randn(4, 3), 1), CE)  # probabilities: fine

@@ -183,7 +183,24 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
 
     name = _class_index_loss(loss_fn)
     if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
-            or y.is_floating_point() or y.dtype == torch.bool or output.dim() < 2 \
+            or output.dim() < 2:
+        return
+    shape, want = tuple(y.shape), (output.shape[0], *output.shape[2:])
+    if not y.is_floating_point() and y.dtype != torch.bool and y.shape == output.shape \
+            and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(dim=1) == 1).all()):
+        raise ValueError(f"y holds one-hot rows of {output.shape[1]} integers (shape {shape}), "
+                         f"but {name} takes class indices: give y.argmax(1) (or the rows as "
+                         "floats: class probabilities)")
+    if not y.is_floating_point() and y.dtype != torch.bool and output.dim() == 2 \
+            and shape == (output.shape[0], 1) and output.shape[1] > 1:
+        raise ValueError(f"y has shape {shape}, a column of class indices, but {name} takes "
+                         f"them of shape {want}: give y.squeeze(1)")
+    if y.is_floating_point() and shape == want and output.shape[1] > 1 and \
+            name != "NLLLoss" and name != "F.nll_loss":
+        raise ValueError(f"y holds floats of shape {shape}, but {name} takes class indices "
+                         f"(integers: y.long()) of shape {want}, or class probabilities of the "
+                         f"output's shape {tuple(output.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool \
             or output.dim() != y.dim() + 1 or output.shape[0] != y.shape[0] \
             or output.shape[2:] != y.shape[1:]:
         return
