@@ -42,3 +42,16 @@ def test_demo_config_that_is_a_folder_is_not_called_missing(tmp_path, capsys):
                            tmp_path / "o")
     assert_one_line_error(code, err, "none.toml", "no such file")
     assert not (tmp_path / "o").exists()
+
+
+def test_init_example_without_a_name_copies_it_under_its_own_name(tmp_path, capsys,
+                                                                  monkeypatch):
+    # was "give NAME: `depthlab init NAME` writes NAME.toml": --example names the file already
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "init", "--example", "digits-run")
+    assert code == 0, err
+    assert (tmp_path / "digits_run.toml").is_file() and "wrote digits_run.toml" in out
+    code, _, err = run_cli(capsys, "init", "--example", "digits_run")  # never replaced silently
+    assert_one_line_error(code, err, "digits_run.toml", "already exists", "--force")
+    code, _, err = run_cli(capsys, "init")  # the starter still needs NAME
+    assert_one_line_error(code, err, "give NAME")

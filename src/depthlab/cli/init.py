@@ -25,7 +25,7 @@ def shipped_examples() -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?",
                    help="file to create: NAME.toml (its name field is NAME); with --example, "
-                   "NAME plus the example's suffix")
+                   "NAME plus the example's suffix (default: the example's own file name)")
     p.add_argument("--example", metavar="EX",
                    help="copy a shipped example (see --list) instead of the starter config")
     p.add_argument("--list", action="store_true", help="list the shipped examples and exit")
@@ -52,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         for name in shipped_examples():
             print(name)
         return 0
-    if not (args.name or "").strip():  # "" or "  " (not a file named "  .toml")
-        raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
     source = STARTER
     if args.example is not None:  # --example '' is refused, not read as the starter
         want = args.example.strip().lower().replace("-", "_")  # Digits-Run: as other names
@@ -62,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--example {args.example!r} is not shipped; expected one of: "
                             f"{', '.join(Path(e).stem for e in shipped_examples())}")
         source = matches[0]
+    name = args.name
+    if name is None and source != STARTER:  # `init --example digits_run`: digits_run.toml
+        name = Path(source).stem
+    if not (name or "").strip():  # "" or "  " (not a file named "  .toml")
+        raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
     suffix = Path(source).suffix
-    target = Path(args.name)
+    target = Path(name)
     if target.name in ("", ".", ".."):  # '.', '/', '..': a folder, no file name (was exit 1)
-        raise UserError(f"NAME {args.name!r} names a folder, not a file; expected a file name "
+        raise UserError(f"NAME {name!r} names a folder, not a file; expected a file name "
                         "such as my_run (written as my_run.toml)")
     if target.suffix.lower() != suffix:  # "x.TOML" stays x.TOML
         target = target.with_name(target.name + suffix)
