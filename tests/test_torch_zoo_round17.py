@@ -625,3 +625,13 @@ def test_class_labels_of_the_wrong_form_are_named(fn, y, match):
     with pytest.raises(ValueError, match=match):
         fn(model, x, y, CE)
     fn(model, x, torch.softmax(torch.randn(4, 3), 1), CE)  # probabilities: fine
+
+
+def test_labels_of_another_batch_size_are_named():
+    """y with 5 labels for 4 examples gave torch's 'Expected input batch_size (4) to match
+    target batch_size (5).', which names neither y nor the fix."""
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(ValueError, match=r"^y has 5 labels \(shape \(5,\)\) but the model gave 4 "
+                                         r"outputs \(output shape \(4, 3\)\); expected y of shape "
+                                         r"\(4,\), one class index per example$"):
+        dlt.probe(model, torch.randn(4, 5), torch.tensor([0, 1, 2, 0, 1]), CE)

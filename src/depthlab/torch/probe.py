@@ -176,9 +176,11 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     """For a class-index loss (``CrossEntropyLoss``/``NLLLoss``, ``F.cross_entropy``/
     ``F.nll_loss``, also in a ``functools.partial``) on an output ``(N, C, ...)`` with integer
     targets ``(N, ...)``: a ValueError naming the first label outside ``[0, C)`` (and not the
-    loss's ``ignore_index``) before the loss runs. torch said only 'IndexError: Target 4 is out
-    of bounds.' on the CPU, and on CUDA such a label is a device-side assert that leaves the
-    process's CUDA context unusable."""
+    loss's ``ignore_index``) before the loss runs; also one line for labels of another number
+    of examples, a column ``(N, 1)``, one-hot integer rows and floats of shape ``(N, ...)``
+    (torch's 'multi-target not supported', 'expected target dtype to be Long'). For the
+    labels torch said only 'IndexError: Target 4 is out of bounds.' on the CPU, and on CUDA
+    such a label is a device-side assert that leaves the process's CUDA context unusable."""
     from .doctor import _class_index_loss  # (doctor imports this module)
 
     name = _class_index_loss(loss_fn)
@@ -186,6 +188,10 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
             or output.dim() < 2:
         return
     shape, want = tuple(y.shape), (output.shape[0], *output.shape[2:])
+    if y.dim() >= 1 and y.shape[0] != output.shape[0] and not y.is_floating_point():
+        raise ValueError(f"y has {y.shape[0]} labels (shape {shape}) but the model gave "
+                         f"{output.shape[0]} outputs (output shape {tuple(output.shape)}); "
+                         f"expected y of shape {want}, one class index per example")
     if not y.is_floating_point() and y.dtype != torch.bool and y.shape == output.shape \
             and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(dim=1) == 1).all()):
         raise ValueError(f"y holds one-hot rows of {output.shape[1]} integers (shape {shape}), "
