@@ -191,3 +191,25 @@ def test_lsuv_measures_batch_norm_networks_as_training_does():
             np.testing.assert_array_equal(b.running_mean, m)
             np.testing.assert_array_equal(b.running_var, v)
             assert b.num_batches == 0
+
+
+def test_a_plain_prediction_for_narrow_layers_says_one_network_departs_from_it():
+    """predict_gradients for layers of 1-8 units read 'Gaussian variance propagation at
+    initialization (wide layers)', covered, with no word that one network of that width
+    departs from it by factors (tanh, width 2, 20 seeds: the first layer's gradient a median
+    0.53x the prediction, spread e^0.67; width 1: 0.12x)."""
+    from depthlab.theory import predict_gradients
+
+    g = np.random.default_rng(0)
+    x, y = g.normal(size=(256, 16)), g.integers(0, 3, 256)
+    ratios = []
+    for seed in range(12):
+        net = dl.mlp([16, 2, 2, 2, 2, 3], "tanh", "glorot_normal", seed=seed, dtype="float64")
+        df = dl.probe(net, x, y)
+        gm = df[df.quantity == "grad_pre_std"].set_index("layer").value
+        ratios.append((gm[1] / gm[4]) / predict_gradients(net).relative_std[0])
+    assert np.median(ratios) < 0.8 and max(ratios) / min(ratios) > 5  # far from one number
+    note = predict_gradients(net).note
+    assert "hidden layers as narrow as 2 units" in note and "depart from it" in note
+    wide = predict_gradients(dl.mlp([16, 64, 64, 3], "tanh", "glorot_normal")).note
+    assert "narrow" not in wide

@@ -140,6 +140,14 @@ def has_zero_mean_weights(init: Any) -> bool:
     return not (isinstance(obj, Constant) and obj.value != 0.0)
 
 
+NARROW_WIDTH = 16
+"""A plain prediction's note warns when a hidden layer has fewer units: 4 hidden layers of
+width w, 256 Gaussian inputs, 20 seeds, first-layer gradient relative to the last, measured /
+predicted: tanh (Glorot) median 0.12, 0.53, 0.98, 0.96, 0.87, 1.07 for w = 1, 2, 4, 8, 16,
+64 with a spread (std of the log) of 1.67, 0.67, 0.49, 0.40, 0.14, 0.12; relu (He) median
+0.29, 0.42, 1.08, 0.81, 0.91, 1.09, spread 1.69, 1.41, 0.73, 0.51, 0.21, 0.10 (at widths 1
+and 2, 18 and 10 of the 20 networks had no gradient at all)."""
+
 AMPLIFICATION_NOTE = 3.0
 """A plain prediction's note warns when :func:`length_map_amplification` reaches this (gelu
 with He init over 20 layers: 8.7; at width 256 its last layer's variance measured x2.6, x7.4
@@ -275,6 +283,13 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     if dead is not None:
         return dead
     note = "Gaussian variance propagation at initialization (wide layers)"
+    narrow = min(hidden)
+    if narrow < NARROW_WIDTH:
+        note += (f"; hidden layers as narrow as {narrow} unit{'s' if narrow != 1 else ''}: this "
+                 "is an average over weight draws, and one network's gradients depart from it "
+                 "by large factors (4 hidden tanh or relu layers, 20 seeds: the first layer's "
+                 "typically 1.5x off at width 8, 2x at width 4, and at widths 1-2 the median "
+                 "itself 2-8x below)")
     gain = length_map_amplification(frame, act, **kw)
     if gain >= AMPLIFICATION_NOTE:
         note += (f"; the length map is unstable here: a relative error in one layer's variance "
