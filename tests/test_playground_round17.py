@@ -19,6 +19,8 @@ real browser).
 * reset pressed eight times in a row on the 1000-layer residual preset built eight networks one
   after the other (a network being built cannot be stopped): ready after 15 s, where one build
   takes 2 s;
+* while a session loaded its data set (fashion-mnist: 5-9 s on every setup change) the gradient
+  panel said "building the network…";
 * the doctor pressed from the keyboard dropped the focus to the page's body (its button is
   disabled while it runs, the cancel button goes when it ends): Tab went on from the top of the
   page and Space played the network;
@@ -268,3 +270,21 @@ def test_reset_pressed_again_and_again_builds_one_network(page, server, shots):
     assert seen.count("accepted") <= 2, seen
     assert seen.count("ready") == 1, seen
     assert len(server.app.state.registry.sessions) == 1
+
+
+def test_the_page_says_the_data_is_loaded_while_a_session_prepares(page, server, monkeypatch):
+    from depthlab.playground import session as session_module
+
+    real = session_module.prepare
+
+    def slow(config):  # a data set that takes seconds to load (fashion-mnist: 5-9 s)
+        time.sleep(2)
+        return real(config)
+
+    monkeypatch.setattr(session_module, "prepare", slow)
+    page.goto(server.url + "?model.depth=2&model.width=4")
+    page.wait_for_selector("body[data-state=loading]", timeout=10_000)
+    # was: "building the network…" while the data set was read
+    assert page.locator("#grad-summary").text_content() == \
+        "loading the data and building the network\u2026"
+    page.wait_for_function(MEASURED, timeout=30_000)

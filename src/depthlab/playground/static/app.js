@@ -340,7 +340,9 @@ function onAccepted(m) {
   markDoctorStale();
   const gs = $("grad-summary");
   for (const k of ["first", "last", "ratio", "step"]) gs.dataset[k] = "";
-  gs.textContent = "building the network\u2026";
+  // the session loads the data set first: seconds for fashion-mnist (54,000 images), which
+  // the page called "building the network" of a 10 x 32 net
+  gs.textContent = "loading the data and building the network\u2026";
   $("loss-note").textContent = "";
   S.hist = { step: [], train: [], probe: [], acc: [] };
   S.evo = { step: [], mean: [], std: [] };
