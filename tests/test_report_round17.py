@@ -432,3 +432,25 @@ def test_a_sweep_of_three_keys_does_not_say_its_values_miss_a_grid(tmp_path, mon
                                        probes=False))
     text = write_report(tmp_path).read_text()
     assert "3 keys vary (not every combination was run)" in text
+
+
+def test_the_overlay_names_the_run_whose_layers_are_zero_in_full(shots):
+    # "activation=relu, depth=2, lr=50" with every gradient 0 at the end: the end panel's
+    # title read "activation…=2, lr=50: layers 1-2: zero", cut to 20 characters
+    from test_report import synthetic_probes
+
+    from depthlab import plot
+
+    dead = synthetic_probes(2)
+    dead.loc[(dead["quantity"] == "grad_pre_std") & (dead["step"] > 0), "value"] = 0.0
+    runs = {"activation=tanh, depth=2, lr=0.05": synthetic_probes(2),
+            "activation=relu, depth=2, lr=50": dead}
+    fig = plot.gradient_per_layer(runs, False)
+    fig.savefig(shots / "overlay_zero_named.png")
+    title = fig.axes[1].get_title()
+    assert "activation=relu, depth=2, lr=50" in title, title
+    assert "layers 1-2: zero" in title, title
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.axes[1].title.get_window_extent(renderer)
+    assert box.x0 >= fig.axes[0].get_window_extent(renderer).x1, title

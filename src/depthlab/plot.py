@@ -435,13 +435,17 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         if zeros[k]:
             # several runs: named (was "3 runs: ", which left the reader to guess which)
             n_runs = sum(not w.empty for w in wides.values())
-            cut = _f.cut_labels(zero_runs[k], 20 if len(zero_runs[k]) == 1 else 14)
-            whose = ("" if n_runs == 1 else f"{cut[0]}: " if len(cut) == 1 else
+            # one run: named in full up to 44 characters, on a line of its own when it and its
+            # layers do not fit on one (cut to 20, "activation…=2, lr=50" named neither the
+            # activation nor the depth)
+            cut = _f.cut_labels(zero_runs[k], 44 if len(zero_runs[k]) == 1 else 14)
+            span_text = _layer_span_text(sorted(zeros[k]), names)
+            one = (f"{cut[0]}:\n" if len(cut[0]) + len(span_text) > 36 else f"{cut[0]}: ")
+            whose = ("" if n_runs == 1 else one if len(cut) == 1 else
                      f"all {len(cut)} runs: " if len(cut) == n_runs else
                      f"{', '.join(cut)}:\n" if len(cut) <= 3 else  # a line of their own:
                      f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
-            when += (f"\n{whose}{_layer_span_text(sorted(zeros[k]), names)}: zero "
-                     "(a log axis has no 0)")
+            when += f"\n{whose}{span_text}: zero (a log axis has no 0)"
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
             pad = 0.04 * (span[1] - span[0])
             ax.set_xlim(span[0] - pad, span[1] + pad)
