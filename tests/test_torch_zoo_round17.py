@@ -464,15 +464,20 @@ def _block_grads(model, x, y, loss_fn, blocks) -> dict[str, float]:
     return {b: float(g.std(correction=0)) for b, g in zip(blocks, grads)}
 
 
+@pytest.mark.parametrize("kernels", ["compiled", "numpy"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("name", list(ZOO17))
-def test_probe_on_unseen_architectures_against_autograd(name, mode):
+def test_probe_on_unseen_architectures_against_autograd(name, mode, kernels, monkeypatch):
     """Every row (pre_*, act_*, saturated/inactive/dead fractions, grad_pre_*, weight_*) equals
     the test's own computation, layers numbered in first-run order with their module names
     (a U-Net's ConvTranspose2d after the encoder, a DenseNet's stem followed by the first
     BN-ReLU while the later convs, read only through torch.cat, have no follower), and each
     residual block's block_grad_std is the std of dL/d(block output), on the block's last
     layer."""
+    if kernels == "numpy":  # the torch operations (the CUDA path)
+        from depthlab.probes import accel
+
+        monkeypatch.setattr(accel, "kernels", lambda: None)
     make, x, y, loss_fn, layers, followers, blocks = ZOO17[name]
     torch.manual_seed(1)
     model = make().double()
