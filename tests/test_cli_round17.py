@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
-from helpers.cli import assert_one_line_error, run_cli
+from helpers.cli import ENV, assert_one_line_error, run_cli
 
 from depthlab.data import load_dataset
 
@@ -55,3 +59,16 @@ def test_init_example_without_a_name_copies_it_under_its_own_name(tmp_path, caps
     assert_one_line_error(code, err, "digits_run.toml", "already exists", "--force")
     code, _, err = run_cli(capsys, "init")  # the starter still needs NAME
     assert_one_line_error(code, err, "give NAME")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["run", "--help"]])
+def test_help_written_to_a_full_disk_is_an_error_not_success(args):
+    # `depthlab --help > /dev/full` printed nothing and exited 0 (the lost output unreported)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "depthlab", *args], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "depthlab: error: cannot write the output to stdout: No space left on device"]
+

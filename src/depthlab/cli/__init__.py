@@ -56,6 +56,24 @@ class _Parser(argparse.ArgumentParser):
                          f"(see `{self.prog} --help`)\n")
         raise SystemExit(2)
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """argparse's, without its ``except OSError: pass``: help or a version that cannot be
+        written (a full disk) is an error (it exited 0 with nothing written); a closed pipe
+        (``| head``) stays silent."""
+        if not message:
+            return
+        file = file or sys.stderr
+        try:
+            file.write(message)
+        except BrokenPipeError:
+            if file is sys.stdout:
+                _stdout_broken()
+        except OSError:
+            if file is sys.stdout:  # stderr cannot carry the error line either: as argparse
+                raise
+        except AttributeError:  # no stream at all: as argparse
+            pass
+
     def _hint(self, message: str) -> str:
         """`` (did you mean 'run'?)`` for a mistyped command or choice (``invalid choice:
         'runn'``) and `` (did you mean --overwrite?)`` for a mistyped option (``unrecognized
@@ -281,6 +299,16 @@ def _output_failed(e: BaseException) -> bool:
     return _stdout_broken() or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
+def _report_output_failure(e: OSError) -> int:
+    """Exit status 2 and one line for output that could not be written to stdout; ``e``
+    again when it is not that."""
+    if not _output_failed(e):
+        raise e
+    sys.stderr.write(f"depthlab: error: cannot write the output to stdout: "
+                     f"{e.strerror or one_line(e)}\n")
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
     for name in ("stdout", "stderr"):  # started with it closed (`2>&-`): output goes nowhere
@@ -298,7 +326,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = _subparsers(parser).get(getattr(args, "command", None) or "", parser)
             command.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:
-        return int(e.code or 0)
+        if e.code:
+            return int(e.code)
+        try:  # --help, --version: output lost on a full disk was an exit status 0
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_broken()  # the reader stopped (`| head`): not an error
+        except OSError as failed:
+            return _report_output_failure(failed)
+        return 0
+    except OSError as failed:  # the help or version text could not be written
+        return _report_output_failure(failed)
     except KeyboardInterrupt:
         sys.stderr.write("depthlab: interrupted\n")
         return 130
