@@ -640,3 +640,25 @@ def test_labels_of_another_batch_size_are_named():
                                          r"outputs \(output shape \(4, 3\)\); expected y of shape "
                                          r"\(4,\), one class index per example$"):
         dlt.probe(model, torch.randn(4, 5), torch.tensor([0, 1, 2, 0, 1]), CE)
+
+
+def _make_model():
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize("fn", [dlt.probe, dlt.predict, dlt.discover])
+@pytest.mark.parametrize("model, match", [
+    (nn.Linear, r"^model must be a torch\.nn\.Module, got the class Linear itself; expected an "
+                r"instance \(Linear\(\.\.\.\)\)$"),
+    (_make_model, r"^model must be a torch\.nn\.Module, got the function '_make_model', which "
+                  r"takes no arguments; expected the module it makes \(call it: model = "
+                  r"_make_model\(\)\)$"),
+    (lambda x: x, r"^model must be a torch\.nn\.Module, got function$"),
+])
+def test_a_module_class_or_a_factory_given_as_the_model_is_named(fn, model, match):
+    """dlt.probe(nn.Linear, ...) said 'model must be a torch.nn.Module, got type' and a factory
+    (which dlt.doctor takes) 'got function'; now the message says it is the class or a
+    factory, and how to get the module."""
+    x = torch.randn(4, 5)
+    with pytest.raises(TypeError, match=match):
+        fn(model, x) if fn is dlt.discover else fn(model, x, torch.tensor([0, 1, 2, 0]), CE)

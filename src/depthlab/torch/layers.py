@@ -370,6 +370,16 @@ def output_feature_axis(module: nn.Module, weights: list[torch.Tensor], x: objec
 
 def check_model(model: object) -> nn.Module:
     """Raise a clear TypeError for anything but a plain ``nn.Module``; returns the model."""
+    if isinstance(model, type) and issubclass(model, nn.Module):  # dlt.probe(nn.Linear, ...)
+        raise TypeError(f"model must be a torch.nn.Module, got the class {model.__name__} "
+                        f"itself; expected an instance ({model.__name__}(...))")
+    if not isinstance(model, nn.Module) and callable(model) and not isinstance(model, type) \
+            and getattr(model, "__code__", None) is not None \
+            and model.__code__.co_argcount == 0:  # a factory: def make_model(): ...
+        raise TypeError(f"model must be a torch.nn.Module, got the function "
+                        f"{getattr(model, '__name__', type(model).__name__)!r}, which takes no "
+                        "arguments; expected the module it makes (call it: model = "
+                        f"{getattr(model, '__name__', 'make_model')}())")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
