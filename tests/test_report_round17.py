@@ -454,3 +454,18 @@ def test_the_overlay_names_the_run_whose_layers_are_zero_in_full(shots):
     renderer = fig.canvas.get_renderer()
     box = fig.axes[1].title.get_window_extent(renderer)
     assert box.x0 >= fig.axes[0].get_window_extent(renderer).x1, title
+
+
+def test_the_depth_ladders_bn_claim_cites_what_the_papers_say():
+    # the claims table put "BN: around 100 layers" in the paper column beside the measured
+    # 10: no paper states that; Yang et al. 2019 (papers.md) predict plain BN nets' gradients
+    # explode with depth at init, which is what the ladder measured
+    from depthlab.reproduce import depth_ladder
+
+    deep = {k: 2 for k in depth_ladder.NAIVE} | {k: 20 for k in depth_ladder.GOOD}
+    deep |= {depth_ladder.BN: 10, depth_ladder.RES: 100}
+    claims = {c.claim: c for c in depth_ladder.claims(deep, [3, 10, 20, 50, 100])}
+    bn = claims["relu + he_normal + BN trains at depth ≥ 50"]
+    assert "around 100" not in bn.paper and "Yang et al. 2019" in bn.paper, bn.paper
+    assert not bn.holds and bn.value == 10 and bn.measured == "10"
+    assert claims["residual + BN trains at the largest depth of the grid (100)"].holds

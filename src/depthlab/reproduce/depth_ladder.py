@@ -130,25 +130,7 @@ def run(quick: bool = False, data: str | None = None,
     res.tables["ladder"] = lad
     deep = dict(zip(lad["recipe"], lad["deepest depth that trains"]))
 
-    C = res.claims
-    C.append(Claim("naive sigmoid recipes fail by depth 10 (deepest trainable < 10)",
-                   "sigmoid with naive init: a few layers at most",
-                   ", ".join(f"{k}: {deep[k]}" for k in NAIVE),
-                   all(deep[k] < 10 for k in NAIVE), value=max(deep[k] for k in NAIVE)))
-    C.append(Claim("good activation + init recipes train at depth ≥ 10",
-                   "activation + init: 10–20 layers",
-                   ", ".join(f"{k}: {deep[k]}" for k in GOOD),
-                   all(deep[k] >= 10 for k in GOOD), value=min(deep[k] for k in GOOD)))
-    C.append(Claim("relu + he_normal + BN trains at depth ≥ 50", "BN: around 100 layers",
-                   f"{deep[BN]}", deep[BN] >= 50, value=deep[BN]))
-    C.append(Claim(f"residual + BN trains at the largest depth of the grid ({depths[-1]})",
-                   "ResNets: about 1000 layers", f"{deep[RES]}", deep[RES] >= depths[-1],
-                   value=deep[RES]))
-    C.append(Claim("ordering: residual+BN ≥ BN ≥ relu+he (deepest trainable depth)",
-                   "each ingredient extends the trainable depth",
-                   f"{deep[RES]} ≥ {deep[BN]} ≥ {deep['relu + he_normal']}",
-                   deep[RES] >= deep[BN] >= deep["relu + he_normal"],
-                   value=min(deep[RES] - deep[BN], deep[BN] - deep["relu + he_normal"])))
+    res.claims.extend(claims(deep, depths))
 
     res.figures["ladder"] = _fig(full, depths, ref)
     res.captions["ladder"] = (
@@ -215,3 +197,35 @@ def _fig(full: pd.DataFrame, depths: list[int], ref: float) -> Figure:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+BN_PAPER = ("no paper states a depth for plain BN nets; Yang et al. 2019: their gradients "
+            "explode with depth at init (this project: trained to depth 20, not 50)")
+"""The paper column of the BN claim: what the literature says (``papers.md``), not a depth."""
+
+
+def claims(deep: dict[str, int], depths: list[int]) -> list[Claim]:
+    """The ladder's claims from the deepest trainable depth of each recipe (``deep``) on the
+    grid ``depths``."""
+    C: list[Claim] = []
+    C.append(Claim("naive sigmoid recipes fail by depth 10 (deepest trainable < 10)",
+                   "sigmoid with naive init: a few layers at most",
+                   ", ".join(f"{k}: {deep[k]}" for k in NAIVE),
+                   all(deep[k] < 10 for k in NAIVE), value=max(deep[k] for k in NAIVE)))
+    C.append(Claim("good activation + init recipes train at depth ≥ 10",
+                   "activation + init: 10–20 layers",
+                   ", ".join(f"{k}: {deep[k]}" for k in GOOD),
+                   all(deep[k] >= 10 for k in GOOD), value=min(deep[k] for k in GOOD)))
+    # no paper gives a trainable depth for plain BN nets ("BN: around 100 layers" had no
+    # source); Yang et al. 2019 predict their gradients explode with depth at init
+    C.append(Claim("relu + he_normal + BN trains at depth ≥ 50", BN_PAPER,
+                   f"{deep[BN]}", deep[BN] >= 50, value=deep[BN]))
+    C.append(Claim(f"residual + BN trains at the largest depth of the grid ({depths[-1]})",
+                   "ResNets: about 1000 layers", f"{deep[RES]}", deep[RES] >= depths[-1],
+                   value=deep[RES]))
+    C.append(Claim("ordering: residual+BN ≥ BN ≥ relu+he (deepest trainable depth)",
+                   "each ingredient extends the trainable depth",
+                   f"{deep[RES]} ≥ {deep[BN]} ≥ {deep['relu + he_normal']}",
+                   deep[RES] >= deep[BN] >= deep["relu + he_normal"],
+                   value=min(deep[RES] - deep[BN], deep[BN] - deep["relu + he_normal"])))
+    return C
