@@ -213,3 +213,22 @@ def test_a_plain_prediction_for_narrow_layers_says_one_network_departs_from_it()
     assert "hidden layers as narrow as 2 units" in note and "depart from it" in note
     wide = predict_gradients(dl.mlp([16, 64, 64, 3], "tanh", "glorot_normal")).note
     assert "narrow" not in wide
+
+
+def test_an_auto_input_width_names_inputs_that_are_not_rows_of_features():
+    """x of shape (40, 2, 2) or (40,) with sizes ["auto", 8, 3] was told '"auto" is resolved
+    from the data by `depthlab run`', though the doctor resolves it."""
+    import re
+
+    import pytest
+
+    g = np.random.default_rng(0)
+    y = g.integers(0, 3, 40)
+    for x in (g.normal(size=(40, 2, 2)), g.normal(size=40)):
+        with pytest.raises(ValueError, match=re.escape(
+                f'sizes[0] = "auto" cannot be resolved from x with {x.ndim} dimension'
+                f"{'s' if x.ndim != 1 else ''} (rows of shape {x.shape[1:]}); accepted: x of "
+                "shape (n, features)")):
+            dl.doctor(dict(sizes=["auto", 8, 3]), (x, y), steps=2)
+    d = dl.doctor(dict(sizes=["auto", 8, 3]), (g.normal(size=(40, 5)), y), steps=2)
+    assert d.config["sizes"][0] == 5

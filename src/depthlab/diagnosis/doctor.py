@@ -103,7 +103,12 @@ def _resolve_auto(sizes: Any, data: Any, seed: int | None, loss: Any) -> Any:
         return sizes
     d = _unpack(data, seed)
     sizes = list(sizes)
-    if isinstance(sizes[0], str) and sizes[0] == "auto" and d.x.ndim == 2:
+    if isinstance(sizes[0], str) and sizes[0] == "auto":
+        if d.x.ndim != 2:  # was: '"auto" is resolved from the data by `depthlab run`'
+            raise ValueError(f"sizes[0] = \"auto\" cannot be resolved from x with "
+                             f"{d.x.ndim} dimension{'s' if d.x.ndim != 1 else ''} (rows of "
+                             f"shape {d.x.shape[1:]}); accepted: x of shape (n, features), "
+                             "e.g. images as x.reshape(len(x), -1)")
         sizes[0] = int(d.x.shape[1])
     if isinstance(sizes[-1], str) and sizes[-1] == "auto":
         y = d.y
