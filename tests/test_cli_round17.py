@@ -72,3 +72,17 @@ def test_help_written_to_a_full_disk_is_an_error_not_success(args):
     assert proc.stderr.strip().splitlines() == [
         "depthlab: error: cannot write the output to stdout: No space left on device"]
 
+
+
+def test_a_csv_cell_pandas_reads_as_missing_is_quoted_not_called_nan(tmp_path):
+    # 'NA', 'n/a', 'null' are read as NaN by pandas: a feature 'n/a' was reported as "holds
+    # nan", a label 'NA' as an empty cell
+    path = tmp_path / "na.csv"
+    path.write_text("a,b,label\n1,2,0\n3,n/a,1\n5,6,0\n")
+    with pytest.raises(ValueError) as err:
+        load_dataset(path)
+    assert "column 'b' holds 'n/a' on line 3" in str(err.value), str(err.value)
+    path.write_text("a,b,label\n1,2,0\n3,4,NA\n5,6,1\n")
+    with pytest.raises(ValueError) as err:
+        load_dataset(path)
+    assert "label column 'label' holds 'NA' on line 3" in str(err.value), str(err.value)

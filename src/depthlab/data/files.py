@@ -212,6 +212,39 @@ def _longer_first_row(path: Path) -> bool:
     return False
 
 
+def _raw_cell(path: Path, row: int, position: int) -> tuple[str, int] | None:
+    """The text of data row ``row`` (0-based, blank lines skipped as pandas skips them) at
+    column ``position`` of CSV ``path``, and its line number; None when it cannot be read."""
+    import csv
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            rows = csv.reader(fh)
+            next(rows, None)  # the header
+            seen = -1
+            for cells in rows:
+                if any(c.strip() for c in cells):
+                    seen += 1
+                    if seen == row:
+                        text = cells[position] if position < len(cells) else ""
+                        return text, rows.line_num
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error):
+        return None
+    return None
+
+
+def _missing_cell(path: Path, raw: list[str], column: str, row: int, empty: str) -> str:
+    """``holds 'n/a' on line 3 (read as a missing value)``, or ``empty`` (``{line}`` filled in)
+    for an empty cell: a cell pandas read as NaN, by its own text (pandas reads 'NA', 'n/a',
+    'null', ... as NaN)."""
+    found = _raw_cell(path, row, raw.index(column)) if column in raw else None
+    text, line = found if found is not None else ("", row + 2)
+    if text.strip():
+        return f"holds {text.strip()[:40]!r} on line {line} (read as a missing value)"
+    return empty.format(line=line)
+
+
 def read_csv_frame(path: Path, header: int | None = 0) -> Any:
     """``pandas.read_csv(path)`` for a data file whose lines may end with a comma (written by
     tools that put a separator after every cell). Data rows with more cells than the header
@@ -315,16 +348,20 @@ def _csv(path: Path, label: str | int) -> RawData:
     finite = np.isfinite(x)
     if not finite.all():  # named by the file's column and line (an empty cell reads as NaN)
         row, col = (int(i) for i in np.argwhere(~finite)[0])
+        name = str(features.columns[col])
+        where = (_missing_cell(path, raw, name, row, "holds nan on line {line}")
+                 if np.isnan(x[row, col])
+                 else f"holds {x[row, col]} on line {row + 2}")
         raise ValueError(
-            f"{str(path)!r}: feature column {str(features.columns[col])!r} holds {x[row, col]} "
-            f"on line {row + 2} ({x.size - int(finite.sum())} such value(s)); accepted: finite "
-            "numbers (an empty cell reads as NaN)")
+            f"{str(path)!r}: feature column {name!r} {where} ({x.size - int(finite.sum())} "
+            "such value(s)); accepted: finite numbers (an empty cell reads as NaN)")
     missing = y.isna().to_numpy()
     if missing.any():  # an empty label cell, or a row shorter than the header (was: "labels
         # must be integers, got non-integer values such as [nan]", no line named)
         row = int(np.argmax(missing))
+        where = _missing_cell(path, raw, label, row, "is empty on line {line}")
         raise ValueError(
-            f"{str(path)!r}: label column {label!r} is empty on line {row + 2} "
+            f"{str(path)!r}: label column {label!r} {where} "
             f"({int(missing.sum())} such row(s)); expected a class number in every row (a row "
             "with fewer cells than the header leaves its last columns empty)")
     return RawData(
