@@ -86,3 +86,14 @@ def test_a_csv_cell_pandas_reads_as_missing_is_quoted_not_called_nan(tmp_path):
     with pytest.raises(ValueError) as err:
         load_dataset(path)
     assert "label column 'label' holds 'NA' on line 3" in str(err.value), str(err.value)
+
+
+def test_spirals_with_too_many_turns_names_turns_not_noise(recwarn):
+    # turns = 1e308: three NumPy RuntimeWarnings (overflow, invalid cos/sin), then
+    # "noise=0.1 gives features beyond float32's range; accepted: a smaller noise"
+    with pytest.raises(ValueError) as err:
+        load_dataset("spirals", turns=1e308)
+    msg = str(err.value)
+    assert msg.startswith("spirals") or "turns=1e+308" in msg, msg
+    assert "turns" in msg and "noise" not in msg, msg
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -83,7 +83,11 @@ def make_spirals(
     dt = resolve_dtype(dtype)
     y = np.arange(n, dtype=np.int64) % k
     t = rng.random(n)
-    phi = 2.0 * np.pi * (turns * t + y / k)
+    with np.errstate(over="ignore", invalid="ignore"):  # named below
+        phi = 2.0 * np.pi * (turns * t + y / k)
+    if not np.isfinite(phi).all():  # cos(inf) = NaN: was blamed on the noise
+        raise ValueError(f"turns={turns!r} gives angles beyond float64's range; accepted: a "
+                         "finite number >= 0 well below 1e307 (1.5 by default)")
     x = np.stack([t * np.cos(phi), t * np.sin(phi)], axis=1)
     with np.errstate(over="ignore", invalid="ignore"):  # named below
         x += noise * rng.standard_normal((n, 2))
