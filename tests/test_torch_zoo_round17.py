@@ -662,3 +662,42 @@ def test_a_module_class_or_a_factory_given_as_the_model_is_named(fn, model, matc
     x = torch.randn(4, 5)
     with pytest.raises(TypeError, match=match):
         fn(model, x) if fn is dlt.discover else fn(model, x, torch.tensor([0, 1, 2, 0]), CE)
+
+
+class _Cut(nn.Module):
+    """l1 -> tanh, cut from the gradient (no_grad, detach(), detach_()), then l2 -> tanh -> l3."""
+
+    def __init__(self, cut: str) -> None:
+        super().__init__()
+        self.cut = cut
+        self.l1, self.a, self.l2, self.b, self.l3 = nn.Linear(16, 32), nn.Tanh(), \
+            nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 10)
+
+    def forward(self, x):
+        if self.cut == "no_grad":
+            with torch.no_grad():
+                h = self.a(self.l1(x))
+        else:
+            h = self.a(self.l1(x))
+            if self.cut == "detach":
+                h = h.detach()
+            elif self.cut == "detach_":
+                h.detach_()
+        return self.l3(self.b(self.l2(h)))
+
+
+@pytest.mark.parametrize("with_loss", [True, False])
+@pytest.mark.parametrize("cut", ["no_grad", "detach", "detach_"])
+def test_predict_refuses_a_layer_the_gradient_does_not_reach(cut, with_loss):
+    """A first layer computed under torch.no_grad() or detached before the next layer gets no
+    gradient (probe: no grad_pre_* rows; predict's value NaN), but predict() gave it a
+    predicted grad_pre_std of 2.3e-4 all the same, from the chain's backward pass; now it
+    refuses, naming the layer."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 16), torch.randint(0, 10, (64,))
+    args = (y, CE) if with_loss else ()
+    with pytest.raises(ValueError, match=rf"the {'loss' if with_loss else 'output'} does not "
+                                         r"reach 'l1' \(its output was computed under "
+                                         r"torch\.no_grad\(\) or detached on the way\)"):
+        dlt.predict(_Cut(cut), x, *args)
+    assert dlt.predict(_Cut("none"), x, *args)["predicted"].notna().all()  # no cut: predicted
