@@ -28,3 +28,45 @@ def test_watch_names_a_mistyped_keyword_and_the_one_meant():
         loss.backward()
         w.step(loss)
     assert w.steps_seen == 1
+
+
+def test_a_runs_seconds_do_not_hold_the_probe_kernels_load():
+    """The first run of a process (a sweep worker's first point) stored 1-5.6 s as its
+    ``seconds``: Numba's import and the kernels' cache load happened inside the clock. In a
+    fresh process, the kernels the run's probes use must be loaded when the clock starts."""
+    import subprocess
+    import sys
+
+    code = r"""
+import time
+import numpy as np
+from depthlab.experiments import execute, runner
+from depthlab.probes import accel
+
+seen = {}
+real = time.perf_counter
+
+def clock():
+    if "t0" not in seen:  # the run's first clock read: its start
+        k = accel._state["kernels"]
+        seen["t0"] = (k is not accel._UNSET and k is not None
+                      and any(str(s[0].dtype) == "float64" for s in k.layer.signatures))
+    return real()
+
+class Clock:  # the runner's clock only (time itself is left alone)
+    perf_counter = staticmethod(clock)
+
+runner.time = Clock
+rec = execute({"data": {"name": "spirals", "n": 60},
+               "model": {"sizes": [2, 8, 8, 2], "dtype": "float64"},
+               "train": {"epochs": 1}, "probes": {"every": 1}})
+assert rec.status == "finished", rec.error
+print("loaded" if seen["t0"] else "not loaded")
+"""
+    accel = pytest.importorskip("depthlab.probes.accel")
+    if not accel.available():
+        pytest.skip("no compiled kernels (Numba) here")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "loaded"

@@ -225,6 +225,13 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
     status ``diverged``; with ``catch`` any exception gives status ``failed`` with the error
     text (and the partial history) instead of propagating."""
     cfg, ds = prep.config, prep.data
+    if cfg["probes"]["every"]:
+        # the probes' compiled kernels loaded (or compiled) before the clock starts: the first
+        # run of a process (a sweep worker's first point) stored 1-5.6 s of Numba's import and
+        # cache load as its seconds, where the same config takes 0.05 s
+        from ..probes import accel
+
+        accel.warm_up(dtypes=(prep.net.dtype,))
     t0 = time.perf_counter()
     recorder = trainer = hist = error = None
     try:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -80,15 +81,16 @@ def numpy_only() -> Iterator[None]:
         _state["kernels"] = saved
 
 
-def warm_up() -> dict[str, float]:
-    """Import Numba and load (or compile) every kernel for float32 and float64; returns the
-    seconds spent: ``{"import": ..., "kernels": ...}`` (``kernels`` is 0 without Numba).
-    A process whose cache is warm loads the machine code; a cold cache compiles it."""
+def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
+    """Import Numba and load (or compile) every kernel for the ``dtypes`` (default float32
+    and float64; others are ignored); returns the seconds spent:
+    ``{"import": ..., "kernels": ...}`` (``kernels`` is 0 without Numba). A process whose
+    cache is warm loads the machine code; a cold cache compiles it."""
     t0 = time.perf_counter()
     k = kernels()
     t1 = time.perf_counter()
     if k is not None:
-        for dtype in KERNEL_DTYPES:
+        for dtype in (d for d in KERNEL_DTYPES if d in {np.dtype(v) for v in dtypes}):
             x = np.linspace(-1.0, 1.0, 64, dtype=dtype)
             k.moments(x, 0.0)
             m = x.reshape(8, 8)
