@@ -165,3 +165,20 @@ def test_a_depthlab_network_given_to_the_torch_doctor_names_both_ways():
     from depthlab.bridge import to_torch
 
     assert dlt.doctor(to_torch(net), _xy(), steps=2, verify=False).baseline["steps"] == 2
+
+
+def test_from_torch_takes_a_softmax_without_a_dim_as_torch_applies_it_to_rows():
+    import warnings
+
+    import numpy as np
+
+    from depthlab.bridge import from_torch
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.Softmax()).double()  # dim=None: torch takes
+    x = np.random.default_rng(0).standard_normal((5, 4))  # dim 1 of a 2-D input (it warns)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            want = model(torch.from_numpy(x)).numpy()
+    net = from_torch(model)  # was 'cannot express module '1' (Softmax(dim=None))'
+    assert np.allclose(net.forward(x), want, rtol=0, atol=1e-12)

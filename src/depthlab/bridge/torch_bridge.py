@@ -255,8 +255,8 @@ _SIMPLE_FROM_TORCH = {nn.Sigmoid: "sigmoid", nn.Tanh: "tanh", nn.Identity: "iden
 ACCEPTED_FROM_TORCH = ("nn.Sequential, Linear, BatchNorm1d (affine, with running statistics; "
                        "a momentum or None), Dropout, AlphaDropout, Sigmoid, Tanh, Identity, ReLU, "
                        "LeakyReLU, ELU, SELU, SiLU, Softsign, Mish, GELU (erf or tanh), "
-                       "Softmax(dim=-1), Flatten(start_dim=1, end_dim=-1) (no layer: depthlab "
-                       "takes rows), and to_torch's Swish, PenalizedTanh, Step, "
+                       "Softmax(dim=-1, 1 or None), Flatten(start_dim=1, end_dim=-1) (no layer: "
+                       "depthlab takes rows), and to_torch's Swish, PenalizedTanh, Step, "
                        "TorchStandardize, batch norms and residual blocks")
 
 
@@ -287,7 +287,7 @@ def _activation_from_torch(m: nn.Module) -> Activation | None:
         return Activation("elu", alpha=float(m.alpha))
     if kind is nn.GELU and m.approximate in ("none", "tanh"):
         return Activation("gelu", approximate=m.approximate)
-    if kind is nn.Softmax and m.dim in (-1, 1):
+    if kind is nn.Softmax and m.dim in (-1, 1, None):  # None: torch's dim 1 of rows (N, D)
         return Activation("softmax")
     if kind is Swish:
         return Activation("swish", beta=m.beta)
