@@ -97,3 +97,31 @@ def test_spirals_with_too_many_turns_names_turns_not_noise(recwarn):
     assert msg.startswith("spirals") or "turns=1e+308" in msg, msg
     assert "turns" in msg and "noise" not in msg, msg
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    # each was passed to the generator unchecked: final_seq_length=10**9 allocated until the
+    # kernel's OOM killer ended the process, padding=[0, 10**9] 8 GB per sample, a negative
+    # template_len was accepted, final_seq_length=0 gave NumPy warnings and an empty set
+    ("final_seq_length", 10**9, "needs about"),
+    ("padding", [0, 10**9], "needs about"),
+    ("template_len", -1, "template_len=-1"),
+    ("final_seq_length", 0, "final_seq_length=0"),
+    ("iid_noise_scale", float("nan"), "iid_noise_scale=nan"),
+    ("padding", "x", "padding='x'"),
+    ("shuffle_seq", "yes", "shuffle_seq='yes'"),
+    ("max_translation", 0, "max_translation=0"),
+])
+def test_mnist1d_generator_options_are_checked_before_generating(monkeypatch, option, value,
+                                                                  fragment):
+    pytest.importorskip("mnist1d")
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "2G")
+    import depthlab.data.mnist1d as m1
+
+    def never(*_a, **_k):
+        raise AssertionError("the generator ran")
+
+    monkeypatch.setattr("mnist1d.data.make_dataset", never)
+    with pytest.raises((ValueError, TypeError)) as err:
+        m1.load(n=1000, **{option: value})
+    assert fragment in str(err.value) and option in str(err.value), str(err.value)

@@ -9,11 +9,14 @@ RNG; its state is saved and restored around the call so nothing else is disturbe
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Any
 
 import numpy as np
 
 from depthlab.data.dataset import RawData
+from depthlab.memory import check_fits
 
 DEFAULT_N = 5000
 _FIXED = ("num_samples", "seed", "train_split", "url")
@@ -24,6 +27,42 @@ def generator_options() -> dict:
     from mnist1d.data import get_dataset_args
 
     return {k: v for k, v in get_dataset_args(as_dict=True).items() if k not in _FIXED}
+
+
+_INTS = {"template_len": 1, "max_translation": 1, "final_seq_length": 1}  # the least accepted
+_SCALES = ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale")
+
+
+def _check_option(key: str, value: Any) -> Any:
+    """``value`` of generator option ``key`` when it is one the generator can use (they went
+    to it unchecked: a negative length was accepted, a huge one allocated until killed)."""
+    def refuse(accepted: str) -> ValueError:
+        return ValueError(f"mnist1d: {key}={value!r} is not accepted; accepted: {accepted}")
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if key in _INTS:
+        if not integer(value) or value < _INTS[key]:
+            raise refuse(f"an integer >= {_INTS[key]}")
+        return int(value)
+    if key in _SCALES:
+        if (isinstance(value, bool) or not isinstance(value, int | float | np.integer
+                                                      | np.floating)
+                or not math.isfinite(value) or value < 0):
+            raise refuse("a finite number >= 0")
+        return float(value)
+    if key == "padding":
+        if (not isinstance(value, list | tuple) or len(value) != 2
+                or not all(integer(v) for v in value) or not 0 <= value[0] <= value[1]):
+            raise refuse("[low, high], integers with 0 <= low <= high (zeros added to each "
+                         "template)")
+        return [int(v) for v in value]
+    if key == "shuffle_seq":
+        if not isinstance(value, bool | np.bool_):
+            raise refuse("true or false")
+        return bool(value)
+    return value
 
 
 def load(*, n: int | None = None, seed: int = 0, dtype=None, rng=None, **options) -> RawData:
@@ -38,7 +77,13 @@ def load(*, n: int | None = None, seed: int = 0, dtype=None, rng=None, **options
     for key, value in options.items():
         if key not in allowed:
             raise TypeError(f"mnist1d: unknown option {key!r}; accepted: {sorted(allowed)}")
-        setattr(args, key, value)
+        setattr(args, key, _check_option(key, value))
+    length, longest = int(args.final_seq_length), int(args.template_len) + int(args.padding[-1])
+    # the generator keeps every sample (float64) and copies the stacked set about three
+    # times; each sample is first resampled to template_len + padding[1] points
+    check_fits(8 * (4 * max(n, 10) * length + 8 * longest),
+               f"mnist1d (n={n}, final_seq_length={length}, template_len + padding[1] = "
+               f"{longest})")
     args.num_samples = -(-n // 10) * 10  # the generator makes num_samples // 10 per class
     args.seed = int(seed)
     args.train_split = 1.0
