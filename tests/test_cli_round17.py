@@ -125,3 +125,12 @@ def test_mnist1d_generator_options_are_checked_before_generating(monkeypatch, op
     with pytest.raises((ValueError, TypeError)) as err:
         m1.load(n=1000, **{option: value})
     assert fragment in str(err.value) and option in str(err.value), str(err.value)
+
+
+def test_a_csv_text_cell_after_blank_lines_gets_the_files_line_number(tmp_path):
+    # pandas skips blank lines, so its row + 2 named line 3 for the text on line 5
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,b,label\n1,2,0\n\n\n3,abc,1\n5,6,0\n")
+    with pytest.raises(ValueError) as err:
+        load_dataset(path)
+    assert "holds 'abc' on line 5" in str(err.value), str(err.value)

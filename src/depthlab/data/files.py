@@ -334,9 +334,11 @@ def _csv(path: Path, label: str | int) -> RawData:
         text = pd.to_numeric(column, errors="coerce").isna() & column.notna()
         row = int(np.argmax(text.to_numpy())) if text.any() else 0
         more = f" (non-numeric columns: {bad[:5]})" if len(bad) > 1 else ""
+        found = _raw_cell(path, row, raw.index(bad[0])) if bad[0] in raw else None
+        line = found[1] if found is not None else row + 2  # pandas skips blank lines
         raise ValueError(
             f"{str(path)!r}: feature column {bad[0]!r} holds {str(column.iloc[row])[:40]!r} on "
-            f"line {row + 2}, which is not a number{more}; accepted: numeric feature columns "
+            f"line {line}, which is not a number{more}; accepted: numeric feature columns "
             "(decimal points, no thousands separators)")
     y = df[label]
     if not pd.api.types.is_numeric_dtype(y):
