@@ -134,3 +134,13 @@ def test_a_csv_text_cell_after_blank_lines_gets_the_files_line_number(tmp_path):
     with pytest.raises(ValueError) as err:
         load_dataset(path)
     assert "holds 'abc' on line 5" in str(err.value), str(err.value)
+
+
+def test_mnist1d_options_that_overflow_are_named_without_numpy_warnings(recwarn):
+    # scale_coeff = 1e308: three 'invalid value encountered in reduce' warnings, then
+    # 'features contain 200000 NaN/inf value(s)', naming no option
+    pytest.importorskip("mnist1d")
+    with pytest.raises(ValueError) as err:
+        load_dataset("mnist1d", n=200, scale_coeff=1e308)
+    assert "scale_coeff=1e+308" in str(err.value), str(err.value)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

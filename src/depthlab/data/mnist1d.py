@@ -89,11 +89,17 @@ def load(*, n: int | None = None, seed: int = 0, dtype=None, rng=None, **options
     args.train_split = 1.0
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
-        data = make_dataset(args)
+        with np.errstate(all="ignore"):  # an overflowing option is named below
+            data = make_dataset(args)
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
     x = np.asarray(data["x"])[:n]
+    if options and not np.isfinite(x).all():  # was: 'features contain ... NaN/inf value(s)'
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise ValueError(f"mnist1d: the generator options {given} give non-finite features "
+                         "(an overflow); accepted: smaller values (the defaults: "
+                         f"{', '.join(f'{k}={v!r}' for k, v in allowed.items() if k in options)})")
     y = np.asarray(data["y"])[:n]
     return RawData(
         x=x,
