@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 from helpers.browser import screenshot_dir
@@ -469,3 +470,24 @@ def test_the_depth_ladders_bn_claim_cites_what_the_papers_say():
     assert "around 100" not in bn.paper and "Yang et al. 2019" in bn.paper, bn.paper
     assert not bn.holds and bn.value == 10 and bn.measured == "10"
     assert claims["residual + BN trains at the largest depth of the grid (100)"].holds
+
+
+def test_the_overlay_says_which_layers_of_a_run_are_not_finite(shots):
+    # a diverged run's last step with values: layers 1-4 finite (1e18 ... 1e32), layers 5-8
+    # inf; its line stopped at layer 4 and nothing said where layers 5-8 had gone
+    from test_report import synthetic_probes
+
+    from depthlab import plot
+
+    broken = synthetic_probes(8)
+    end = (broken["quantity"] == "grad_pre_std") & (broken["step"] == 200)
+    broken.loc[end & (broken["layer"] >= 5), "value"] = np.nan
+    runs = {"tanh, lr=0.05": synthetic_probes(8), "relu, lr=50": broken}
+    fig = plot.gradient_per_layer(runs, False)
+    fig.savefig(shots / "overlay_nonfinite_layers.png")
+    title = fig.axes[1].get_title()
+    assert "relu, lr=50: layers 5-8: not finite (NaN/inf)" in title, title
+    assert "not finite" not in fig.axes[0].get_title()
+    # one run alone: the layers, without its name
+    fig = plot.gradient_per_layer({"relu, lr=50": broken}, False)
+    assert fig.axes[1].get_title().endswith("\nlayers 5-8: not finite (NaN/inf)")

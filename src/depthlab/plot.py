@@ -343,6 +343,9 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # cannot draw them, so they keep their place on the axis and the title names them
     zeros: list[set[int]] = [set() for _ in axes]
     zero_runs: list[list[str]] = [[] for _ in axes]  # which runs those are (an overlay)
+    # per panel, the runs drawn with some layers not finite (a diverged run's activations
+    # past 1e32 at its last finite step): those layers vanished from the line unexplained
+    gaps: list[list[tuple[str, list[int]]]] = [[] for _ in axes]
     for i, (label, wide) in enumerate(wides.items()):
         color, marker, linestyle = run_style(i)
         if wide.empty:
@@ -363,6 +366,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                         and bool((after == 0).all(axis=None)))
                 stale.append((label, last, "the last above 0" if zero else "the last finite"))
         for k, (ax, step) in enumerate(zip(axes, (first, last))):
+            full = pd.to_numeric(wide.loc[step], errors="coerce")
+            finite = np.isfinite(full.to_numpy(float))
+            if finite.any() and not finite.all():  # some layers drawn, the others vanished
+                gaps[k].append((label, [int(v) for v in full.index[~finite]]))
             row = wide.loc[step].dropna()
             zero = [int(v) for v in row.index[row == 0]]
             zeros[k].update(zero)
@@ -446,6 +453,13 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                      f"{', '.join(cut)}:\n" if len(cut) <= 3 else  # a line of their own:
                      f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
             when += f"\n{whose}{span_text}: zero (a log axis has no 0)"
+        if len(gaps[k]) == 1:
+            who = _f.cut_labels([gaps[k][0][0]], 44)[0] + ":" if len(wides) > 1 else ""
+            what = f"{_layer_span_text(gaps[k][0][1], names)}: not finite (NaN/inf)"
+            when += f"\n{who}\n{what}" if len(who) + len(what) > 58 else (
+                f"\n{who} {what}".replace("\n ", "\n"))
+        elif gaps[k]:
+            when += f"\n{len(gaps[k])} runs: some layers not finite (NaN/inf)"
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
             pad = 0.04 * (span[1] - span[0])
             ax.set_xlim(span[0] - pad, span[1] + pad)
