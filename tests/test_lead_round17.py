@@ -70,3 +70,28 @@ print("loaded" if seen["t0"] else "not loaded")
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "loaded"
+
+
+def test_importing_the_lsuv_module_leaves_dl_lsuv_the_function():
+    """``from depthlab.lsuv import lsuv`` (or ``import depthlab.lsuv``) made ``dl.lsuv`` the
+    module: ``dl.lsuv(net, x)`` raised "'module' object is not callable" (found by numpy17;
+    tests failed or passed by the order they ran in)."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+import depthlab as dl
+from depthlab.lsuv import lsuv
+import depthlab.lsuv
+assert dl.lsuv is lsuv, dl.lsuv
+net = dl.mlp([4, 8, 3], activation="tanh", seed=0)
+dl.lsuv(net, np.random.default_rng(0).standard_normal((32, 4)))
+import depthlab.plot
+assert type(dl.plot).__name__ == "module", dl.plot  # a public module stays a module
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"

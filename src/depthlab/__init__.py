@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +84,25 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """depthlab's module object. The import system binds a submodule, once it is first imported,
+    as an attribute of its package: ``import depthlab.lsuv`` (or ``from depthlab.lsuv import
+    lsuv``) made ``dl.lsuv`` the module, so ``dl.lsuv(net, x)`` raised "'module' object is not
+    callable" (in the test suite, depending on which test imported it first). A public name of
+    :data:`_LAZY` that is an attribute of the submodule of the same name stays that attribute."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = _LAZY.get(name)
+        if target is not None and target[1] is not None \
+                and isinstance(value, types.ModuleType) \
+                and value.__name__ == f"{__name__}{target[0]}":
+            value = getattr(value, target[1])
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def loss(name: str, **kwargs: Any) -> Loss:
