@@ -144,3 +144,21 @@ def test_mnist1d_options_that_overflow_are_named_without_numpy_warnings(recwarn)
         load_dataset("mnist1d", n=200, scale_coeff=1e308)
     assert "scale_coeff=1e+308" in str(err.value), str(err.value)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_demo_recipes_that_train_the_same_network_are_refused(tmp_path):
+    # two recipes with the same model ran once and the summary showed the one result twice,
+    # under both names, as if two recipes had been compared
+    from depthlab.demo import demo_recipes
+    from depthlab.experiments import ConfigError
+
+    base = '[data]\nname = "spirals"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+    path = tmp_path / "dm.toml"
+    path.write_text(base + '[[recipes]]\nname = "a"\nmodel = {activation = "relu"}\n'
+                    '[[recipes]]\nname = "b"\nmodel = {activation = "relu", init = '
+                    '"glorot_uniform"}\n')  # glorot_uniform is the default: the same network
+    with pytest.raises(ConfigError, match=r"recipe 'b' trains the same network as recipe 'a'"):
+        demo_recipes(path)
+    path.write_text(base + '[[recipes]]\nname = " "\nmodel = {activation = "relu"}\n')
+    with pytest.raises(ConfigError, match="needs a non-empty 'name'"):
+        demo_recipes(path)

@@ -69,6 +69,9 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
     for i, rec in enumerate(recipes, 1):
         if not isinstance(rec, dict) or not isinstance(rec.get("name"), str):
             raise ConfigError(f"{src}: recipe {i} = {rec!r} needs a string 'name'", "recipes")
+        if not rec["name"].strip():  # a blank row in the summary
+            raise ConfigError(f"{src}: recipe {i} needs a non-empty 'name' (got "
+                              f"{rec['name']!r})", "recipes")
         extra = set(rec) - {"name", "meaning", "model"}
         if extra:
             raise ConfigError(f"{src}: recipe {rec['name']!r} has unknown keys "
@@ -88,6 +91,11 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
             raise ConfigError(f"{src}: recipe {rec['name']!r}: {exc}", exc.key) from None
         cfg.pop("sweep", None)
         point = SweepPoint(run_id(cfg), rec["name"], {"recipe": rec["name"]}, cfg)
+        twin = next((r for r in out if r.point.id == point.id), None)
+        if twin is not None:  # was: trained once, its result shown under both names
+            raise ConfigError(f"{src}: recipe {rec['name']!r} trains the same network as "
+                              f"recipe {twin.name!r} (their model keys give the same config); "
+                              "expected recipes that differ", "recipes")
         out.append(Recipe(rec["name"], str(rec.get("meaning", "")), point))
     return out
 
