@@ -124,6 +124,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     inputs, and its values are the labels when they are integers."""
     labels = None
     text: list[str] = []  # a CSV's non-numeric columns
+    dropped: int | None = None  # the file's column of the labels, not among the inputs
     if not str(path).strip():  # Path("") is the current folder
         raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
                          "built-in data set")
@@ -171,7 +172,8 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                 name = label if isinstance(label, str) else (
                     columns[label] if 0 <= label < len(columns) else None)
                 if name in columns:  # the training CSV itself: its labels are not inputs
-                    y = frame.pop(frame.columns[columns.index(name)])
+                    dropped = columns.index(name)
+                    y = frame.pop(frame.columns[dropped])
                     if pd.api.types.is_integer_dtype(y) or (
                             pd.api.types.is_float_dtype(y) and np.isfinite(y).all()
                             and (y == np.round(y)).all()):
@@ -188,6 +190,8 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     if text:
         raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}; expected numbers "
                          "(the features the network was trained on)")
+    if kind == ".csv":
+        _refuse_missing_cells(p, opener, x, header, path, dropped)
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
     x = np.asarray(x)
@@ -204,6 +208,31 @@ def read_labeled_inputs(path: str, label: str | int | None = None
         raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
                          f"{x.shape} {x.dtype}")
     return x, labels
+
+
+def _refuse_missing_cells(p: Path, opener: Any, x: np.ndarray, header: bool, path: str,
+                          dropped: int | None = None) -> None:
+    """ValueError naming the first cell of the CSV ``p`` that holds no value (a short row, or
+    ``1,,3``): pandas reads it as NaN, which was refused as 'contains NaN or infinity' though
+    the file holds none. A NaN written as such (``nan``) is left to the finite-values check."""
+    nan = np.isnan(x)
+    if not nan.any():
+        return
+    row, col = (int(i) for i in np.argwhere(nan)[0])
+    if dropped is not None and col >= dropped:  # the file's column, the labels' counted
+        col += 1
+    with opener(p, "rt", encoding="utf-8-sig") as fh:
+        lines = (line for line in fh if line.strip())  # pandas skips blank lines
+        for _ in range(row + (1 if header else 0)):
+            next(lines, None)
+        cells = next(csv.reader([next(lines, "")]), [])
+    if col < len(cells) and cells[col].strip():
+        return
+    width = x.shape[1] + (dropped is not None)
+    what = (f"has {len(cells)} value{'s' if len(cells) != 1 else ''} but the file has "
+            f"{width} columns" if col >= len(cells) else f"has an empty cell in column "
+            f"{col}")
+    raise ValueError(f"DATA {path!r}: row {row} {what}; expected a number in every cell")
 
 
 def _narrowed(x: np.ndarray, dtype: Any) -> bool:
