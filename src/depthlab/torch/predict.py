@@ -207,6 +207,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # pooling and training-mode dropout: (input storage, output storage, Between, seq)
     betweens: list[tuple[int, int, pooling.Between, int]] = []
     names = {id(m): n for n, m in model.named_modules()}
+    named = dict(model.named_modules())
     seq = iter(range(1 << 62))
     containers: dict[int, list[tuple[int, int]]] = {}
     box_fns: dict[int, tuple[Any, Any]] = {}  # block -> (input's grad_fn, output's grad_fn)
@@ -217,6 +218,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
     in_ops: dict[int, str] = {}  # layer -> autograd node that made its input (not a module)
+    custom: dict[int, str] = {}  # layer or activation -> a custom autograd.Function between
+    # it and the module before (its backward may scale the gradient: GradReverse)
     sizes: dict[int, int] = {}  # storage -> entries of the tensor first written there (x, a
     # module's output): a layer reading a view with fewer (a slice, one time step) reads a part
     in_sizes: dict[int, int] = {}  # layer or container -> entries of its (last) input
@@ -269,6 +272,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             in_sizes[id(module)] = t.numel()
             if t.grad_fn is not None:
                 in_ops.setdefault(id(module), t.grad_fn.name())
+                fn = _custom_function(t.grad_fn, set(fns.values()))
+                if fn is not None:
+                    custom.setdefault(id(module), fn)
             if versions.get(_storage(t), t._version) != t._version:
                 changed.setdefault(id(module), producers.get(_storage(t), (0, "x"))[1])
 
@@ -285,6 +291,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(args)
         if t is not None:
             module._dl_in = _storage(t)
+            fn = _custom_function(t.grad_fn, set(fns.values()))
+            if fn is not None:
+                custom.setdefault(id(module), fn)
 
     def act_post(module, args, out):
         unhooked(module, out)
@@ -484,6 +493,13 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} is not {what} (pooling or another "
                              f"operation in between){made}")
+        act = [named[info.activation]] if info.activation in named else []
+        odd = [(label(m), custom[id(m)]) for m in (info.owner, *act) if id(m) in custom]
+        if odd:
+            raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
+                             f"the input of {odd[0][0]} passes through the custom autograd "
+                             f"Function {odd[0][1]!r}, whose backward the theory does not "
+                             "know (it may scale or reverse the gradient)")
         if id(info.owner) in changed:
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} was changed in place after "
@@ -669,6 +685,22 @@ def _whole(name: str, read: int | None, made: int | None, first: bool) -> None:
                      f"output; the input of {name} is a part of the previous layer's output "
                      f"({read} of its {made} entries: a slice or a selection), whose other "
                      "entries get no gradient")
+
+
+def _custom_function(fn: Any, modules: set) -> str | None:
+    """The class name of a custom ``torch.autograd.Function``'s node (its backward is the
+    user's: a gradient reversal or scale) on the single-input path from ``fn`` back to the
+    last module output (a node in ``modules``), views and copies included; else None."""
+    for _ in range(16):
+        if fn is None or fn in modules:
+            return None
+        if isinstance(fn, torch.autograd.function.BackwardCFunction):
+            return type(fn).__name__
+        nxt = [n for n, _ in fn.next_functions if n is not None]
+        if len(nxt) != 1:
+            return None
+        fn = nxt[0]
+    return None
 
 
 def _reaches_every_layer(end: Any, outs: list, no_loss: bool) -> None:
