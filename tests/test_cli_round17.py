@@ -162,3 +162,14 @@ def test_demo_recipes_that_train_the_same_network_are_refused(tmp_path):
     path.write_text(base + '[[recipes]]\nname = " "\nmodel = {activation = "relu"}\n')
     with pytest.raises(ConfigError, match="needs a non-empty 'name'"):
         demo_recipes(path)
+
+
+def test_a_csv_that_is_not_utf8_says_which_encoding_is_accepted(tmp_path):
+    # was "cannot parse as CSV ('utf-8' codec can't decode byte 0xe9 in position 1: ...)":
+    # neither the line nor what to do
+    path = tmp_path / "latin.csv"
+    path.write_bytes("a,b,label\n1,2,0\n3,4,1\nx\xe9,5,0\n".encode("latin-1"))
+    with pytest.raises(ValueError) as err:
+        load_dataset(path)
+    msg = str(err.value)
+    assert "not UTF-8" in msg and "line 4" in msg and "accepted: UTF-8" in msg, msg

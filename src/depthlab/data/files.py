@@ -291,6 +291,21 @@ def read_csv_frame(path: Path, header: int | None = 0) -> Any:
     return df
 
 
+def _not_utf8(path: Path) -> str:
+    """Where CSV ``path`` stops being UTF-8: ``line 4 is not UTF-8 text (byte 0xe9)``."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return f"line {number} is not UTF-8 text (byte 0x{line[exc.start]:02x})"
+    except (OSError, EOFError, zlib.error):
+        pass
+    return "it is not UTF-8 text"
+
+
 def _csv(path: Path, label: str | int) -> RawData:
     import pandas as pd
 
@@ -299,7 +314,10 @@ def _csv(path: Path, label: str | int) -> RawData:
         df = read_csv_frame(path)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{str(path)!r}: empty data set (no rows or header)") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # was pandas' "'utf-8' codec can't decode byte ..."
+        raise ValueError(f"{str(path)!r}: {_not_utf8(path)}; accepted: UTF-8 text (re-save "
+                         "the file as UTF-8)") from exc
+    except pd.errors.ParserError as exc:
         raise ValueError(f"{str(path)!r}: cannot parse as CSV ({' '.join(str(exc).split())})"
                          ) from exc
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
