@@ -173,3 +173,14 @@ def test_a_csv_that_is_not_utf8_says_which_encoding_is_accepted(tmp_path):
         load_dataset(path)
     msg = str(err.value)
     assert "not UTF-8" in msg and "line 4" in msg and "accepted: UTF-8" in msg, msg
+
+
+def test_a_mistyped_csv_label_column_suggests_the_closest_column(tmp_path):
+    # was "no label column 'lbl'. Columns: ['label', 'a', 'b']; choose ..." with no hint
+    path = tmp_path / "lf.csv"
+    path.write_text("label,a,b\n0,1,2\n1,3,4\n0,5,6\n")
+    with pytest.raises(ValueError, match=r"no label column 'lbl' \(did you mean 'label'\?\)"):
+        load_dataset(path, label="lbl")
+    with pytest.raises(ValueError) as err:  # nothing close: no hint
+        load_dataset(path, label="zzzzzz")
+    assert "did you mean" not in str(err.value)

@@ -149,7 +149,11 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
             "comma-separated values." if sep
             else f" Columns: {_some(columns)}; {LABEL_HINT}"
         )
-        raise ValueError(f"{str(path)!r}: no label column {label!r}.{hint}")
+        from depthlab.validators import closest_name
+
+        close = None if numeric_header or sep else closest_name(label, columns)
+        near = f" (did you mean {close!r}?)" if close else ""
+        raise ValueError(f"{str(path)!r}: no label column {label!r}{near}.{hint}")
     return label
 
 
