@@ -285,7 +285,7 @@ def test_progress_lines_count_failures_and_time_left():
     now[0] = 20.0
     prog.point("a2", "seed=2", "failed", {}, "ValueError: bad\ntraceback line")
     assert lines[0] == "[2/4] a1 seed=1: finished train_loss=0.5 (0 failed, ~20 s left)"
-    assert lines[1] == "[3/4] a2 seed=2: failed  error: ValueError: bad (1 failed, ~10 s left)"
+    assert lines[1] == "[3/4] a2 seed=2: failed error: ValueError: bad (1 failed, ~10 s left)"
     assert prog.status() == "3/4 points done, 1 failed, 1 skipped, ~10 s left"
     # large grids: finished points only in a status line every STATUS_EVERY seconds
     big: list[str] = []

@@ -193,8 +193,9 @@ class SweepProgress:
                               else float(self.ran)))
         extra = ""
         if status == "failed" and error:
-            extra = " error: " + error.strip().splitlines()[0]
-        line = f"[{self.done}/{self.total}] {run_id} {name}: {status} {_metrics(metrics)}{extra}"
+            extra = "error: " + error.strip().splitlines()[0]
+        said = " ".join(part for part in (status, _metrics(metrics), extra) if part)
+        line = f"[{self.done}/{self.total}] {run_id} {name}: {said}"
         every = self.total <= PER_POINT_LINES or status != "finished"
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.failed} failed", refresh=False)
