@@ -218,6 +218,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
     in_ops: dict[int, str] = {}  # layer -> autograd node that made its input (not a module)
+    seg_outs: list[tuple[str, torch.Tensor]] = []  # "'name' (Class)", output of each
+    # activation and norm call (a gradient hook the user's forward put on one is refused)
     custom: dict[int, str] = {}  # layer or activation -> a custom autograd.Function between
     # it and the module before (its backward may scale the gradient: GradReverse)
     sizes: dict[int, int] = {}  # storage -> entries of the tensor first written there (x, a
@@ -300,6 +302,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(out)
         if t is not None:
             acts.append((module._dl_in, _storage(t), activation_spec(module), next(seq)))
+            seg_outs.append((label(module), t))
             wrote(module, _first_tensor(args), t, acts[-1][3])
             del module._dl_in
 
@@ -313,6 +316,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(out)
         if t is not None and hasattr(module, "_dl_in"):
             norms.append((module._dl_in, _storage(t), module, next(seq)))
+            seg_outs.append((label(module), t))
             wrote(module, _first_tensor(args), t, norms[-1][3])
             del module._dl_in
 
@@ -606,6 +610,15 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         with torch.inference_mode(False), torch.enable_grad():
             check_targets(output, y, loss_fn)
             end = check_loss(loss_fn(output, trackable(y)))  # a float: one TypeError line
+    hooked = next((who for who, t in [*seg_outs, *((label(m), out_tensors[id(m)][0])
+                                                   for m in (i.owner for i in order)
+                                                   if id(m) in out_tensors)]
+                   if any(not getattr(h, "__qualname__", "").startswith("Recording.")
+                          for h in (t._backward_hooks or {}).values())), None)
+    if hooked is not None:
+        raise ValueError(f"predict() computes each gradient from the weights; a gradient hook "
+                         f"(tensor.register_hook) on the output of {hooked} may change it, "
+                         "which the theory does not see; expected the model without it")
     _reaches_every_layer(end, [(info.name, out_tensors.get(id(info.owner)))
                                for info in order], loss_fn is None)
     other = _other_path(end, stop, {fn: at for at, fn in fns.items()
