@@ -3,15 +3,18 @@ the test split, and return a :class:`~depthlab.experiments.store.RunRecord`."""
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError, validate
+from ..data.fingerprint import digest
+from .config import ConfigError, canonical_json, validate
 from .config import run_id as make_run_id
 from .store import METRIC_KEYS, RunRecord, jsonable
 
@@ -32,6 +35,39 @@ class Prepared:
     y_test: np.ndarray | None
 
 
+def data_key(config: dict[str, Any]) -> str | None:
+    """What identifies the data set :func:`load_data` returns for the validated ``config``:
+    every ``[data]`` field, the model's dtype and, for a ``data.path``, the content
+    fingerprint of the file or folder (:func:`depthlab.data.fingerprint.digest`). None when
+    that path cannot be read (such a data set is never reused)."""
+    d = config["data"]
+    body: dict[str, Any] = {"data": d, "dtype": config["model"]["dtype"]}
+    path = d.get("path")
+    if path is not None:
+        content = digest(path)
+        if content is None:
+            return None
+        body["content"] = content
+    return canonical_json(body)
+
+
+# the data_key of each Dataset that load_data returned, by id (dropped when it is collected)
+_LOADED: dict[int, str] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _forget(ident: int) -> None:
+    with _LOADED_LOCK:
+        _LOADED.pop(ident, None)
+
+
+def loaded_key(ds: Any) -> str | None:
+    """The :func:`data_key` of the config that :func:`load_data` loaded ``ds`` for (None: not
+    a data set that load_data returned, or one whose file changed while it was read)."""
+    with _LOADED_LOCK:
+        return _LOADED.get(id(ds))
+
+
 def load_data(config: dict[str, Any]):
     """``depthlab.data.load_dataset`` called with the ``[data]`` section (dtype from the model);
     any failure becomes an :class:`ExperimentError`."""
@@ -41,8 +77,9 @@ def load_data(config: dict[str, Any]):
     kwargs = dict(d.get("options") or {})
     if d.get("path") is not None and d.get("label") is not None:
         kwargs["label"] = d["label"]
+    before = data_key(config)
     try:
-        return load_dataset(
+        ds = load_dataset(
             d["name"] if d.get("name") is not None else d["path"], seed=d["seed"],
             val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], n=d["n"],
             standardize=d["standardize"], dtype=config["model"]["dtype"], **kwargs)
@@ -52,6 +89,12 @@ def load_data(config: dict[str, Any]):
         if str(what) in msg:  # the loader named the file already: not twice
             raise ExperimentError(msg) from e
         raise ExperimentError(f"data {what!r}: {msg}") from e
+    # a file edited while it was read has no key: its arrays match neither fingerprint
+    if before is not None and data_key(config) == before:
+        with _LOADED_LOCK:
+            _LOADED[id(ds)] = before
+        weakref.finalize(ds, _forget, id(ds))
+    return ds
 
 
 def _targets(loss: str, y: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
@@ -152,15 +195,23 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         raise ExperimentError(str(e)) from None
 
 
-def prepare(config: dict[str, Any]) -> Prepared:
+def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     """Load the data, resolve ``"auto"`` sizes, check them against the data and build the
     net. Raises :class:`ExperimentError` for anything the user must fix (a run that cannot
     fit in memory is refused from the config and the data set's header before loading).
     ``config`` may be a raw config dict (it is validated first: a ConfigError names a bad
-    value)."""
+    value).
+
+    ``data``: a Dataset that :func:`load_data` returned earlier (e.g. for the previous
+    config of a playground tab). It is used instead of loading when it is the one this
+    config would load: the same :func:`data_key` (every ``[data]`` field, the model dtype and
+    a data file's content fingerprint); anything else (another seed, ``n``, standardization
+    or path, an edited file, a Dataset built by hand) is loaded afresh. Its arrays are taken
+    as they are: they must not have been written to."""
     config = validate(config)
     check_memory(config)
-    ds = load_data(config)
+    key = loaded_key(data) if data is not None else None
+    ds = data if key is not None and key == data_key(config) else load_data(config)
     sizes = resolve_sizes(config, ds.n_features, ds.n_classes)
     if config["model"].get("batchnorm") and ds.sizes["train"] < 2:
         name = config["data"].get("name") or config["data"].get("path")

@@ -58,7 +58,7 @@ from ..data.registry import BUILTINS
 from .doctor_task import doctor_steps, run_doctor
 from .memory_check import check_doctor_memory, check_setup_memory, data_shape
 from .presets import PRESETS, apply_preset, kept
-from .session import Session
+from .session import DataCache, Session
 from .setup import FIELDS, SetupError, parse_setup, to_config, to_query, to_toml
 
 STATIC = Path(__file__).with_name("static")
@@ -85,6 +85,9 @@ class Registry:
         self._lock = threading.Lock()
         self.sessions: dict[int, Session] = {}
         self._started: weakref.WeakSet[Session] = weakref.WeakSet()
+        # the last data set loaded, for the next session of any tab (a control change no
+        # longer reloads fashion-mnist: 5-9 s)
+        self.data = DataCache()
 
     def put(self, tab: int, session: Session | None) -> None:
         """Make ``session`` the tab's session (None: the tab closed); the previous one stops."""
@@ -485,7 +488,7 @@ class _Tab:
                 return
         self.setup = setup
         # messages of the previous session are dropped from here on
-        session = Session(config, self._emit_for(None))
+        session = Session(config, self._emit_for(None), data_cache=self.registry.data)
         session.emit = self._emit_for(session)
         self.session = session
         self.registry.put(self.key, session)
