@@ -276,14 +276,16 @@ def test_the_update_ratio_note_names_the_steps_it_was_taken_over(page, server):
     page.click("#play")
     page.wait_for_function("S.last && S.last.step > 200 && S.last.update_since !== null"
                            " && S.last.step - S.last.update_since > 1", timeout=30_000)
-    note = page.locator("#update-note").text_content()
-    since, step = page.evaluate("[S.last.update_since, S.last.step]")
+    # the note and the step it was drawn for read at once: training runs on, and an update
+    # between two reads gave "from step 1 to 203" against step 204
+    note, since, step = page.evaluate("[document.getElementById('update-note').textContent, "
+                                      "S.last.update_since, S.last.step]")
     # was: "no hidden layer's weights changed in the last step" for steps since..step
     assert f"no hidden layer's weights changed from step {since} to {step} " in note, note
     page.click("#pause")
     page.wait_for_selector("body[data-state=paused]")
     page.click("#step")  # one step, measured after it: a ratio over that step alone
     page.wait_for_function("S.last.step - S.last.update_since === 1", timeout=10_000)
-    note = page.locator("#update-note").text_content()
-    step = page.evaluate("S.last.step")
+    note, step = page.evaluate("[document.getElementById('update-note').textContent, "
+                               "S.last.step]")
     assert f"no hidden layer's weights changed in step {step} " in note, note
