@@ -241,6 +241,36 @@ def binary_hits(out: Any, y: Any, threshold: float) -> tuple[int, int] | None:
     return int(((out > threshold) == (y == 1)).sum()), y.numel()
 
 
+ACC_KEYS = ("logits", "out", "output", "outputs", "pred", "preds", "y_hat")
+"""Keys of a dict output read first for the accuracy (torchvision's segmentation models
+return ``{"out": ..., "aux": ...}``, Hugging Face's ``{"logits": ...}``)."""
+
+
+def accuracy_output(out: Any, y: Any, threshold: float | None) -> Any:
+    """The tensor the accuracy is read from: ``out`` itself when it is a tensor; for a
+    tuple/list (``(logits, aux)``, torchvision's ``InceptionOutputs``) or a dict (its
+    :data:`ACC_KEYS` first, then its values in order), the first floating tensor that fits the
+    targets as the loss's outputs would (one column per class with integer labels, or the
+    targets' shape for a binary cross-entropy); else ``out`` (no accuracy: NaN)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        keys = [k for k in ACC_KEYS if k in out] + [k for k in out if k not in ACC_KEYS]
+        parts = [out[k] for k in keys]
+    elif isinstance(out, (tuple, list)):
+        parts = list(out)
+    else:
+        return out
+    for t in parts:
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            continue
+        if threshold is None and is_classification(t, y):
+            return t
+        if threshold is not None and isinstance(y, torch.Tensor) and t.shape == y.shape:
+            return t
+    return out
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
              ) -> dict[str, float]:
@@ -250,7 +280,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     1024 + 1, which a model returning ``out.squeeze()`` turns into a scalar output); the
     model's mode is restored. Accuracy: the share of rows whose arg-max output is the integer
     label (one output per class), or for a binary cross-entropy with hard 0/1 targets the share
-    of entries on the right side of :func:`binary_threshold`; else NaN."""
+    of entries on the right side of :func:`binary_threshold`; else NaN. A model returning a
+    tuple or dict (its loss_fn taking the whole) gets the accuracy of the output
+    :func:`accuracy_output` picks."""
     was_training = model.training
     model.eval()
     threshold = binary_threshold(loss_fn)
@@ -267,6 +299,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             loss = float(scalar_loss(loss_fn, out, yb))
             total += loss * len(xb)
             n += len(xb)
+            out = accuracy_output(out, yb, threshold)  # (logits, aux), {"logits": ...}
             hits = binary_hits(out, yb, threshold) if classify and threshold is not None \
                 else None
             if hits is not None:

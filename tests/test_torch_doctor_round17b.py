@@ -1,0 +1,55 @@
+"""Round 17b: the torch doctor on models whose outputs are a tuple or a dict, boolean targets
+and keyword/dict data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _xy(n: int = 80, d: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 2))
+
+
+class _TupleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _mlp()
+
+    def forward(self, x):  # (logits, aux): the aux a (N, 2) float too, second
+        logits = self.net(x)
+        return logits, torch.zeros_like(logits)
+
+
+class _DictNet(_TupleNet):
+    def forward(self, x):  # the aux first in the dict, an aux of the same shape
+        logits = self.net(x)
+        return {"aux": -logits, "logits": logits, "n": x.shape[0]}
+
+
+def test_a_model_returning_a_tuple_or_a_dict_gets_the_accuracy_of_its_logits():
+    x, y = _xy()
+    kw = dict(steps=6, batch_size=16, verify=False)
+    plain = dlt.doctor(_mlp, (x, y), **kw).baseline
+    assert math.isfinite(plain["val_acc"]) and math.isfinite(plain["train_acc"])
+    tup = dlt.doctor(_TupleNet, (x, y), loss_fn=lambda out, t: F.cross_entropy(out[0], t),
+                     **kw).baseline
+    dct = dlt.doctor(_DictNet, (x, y), loss_fn=lambda out, t: F.cross_entropy(out["logits"], t),
+                     **kw).baseline
+    for b in (tup, dct):  # were NaN: the accuracy read only a tensor output
+        assert b["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
+        assert b["train_acc"] == pytest.approx(plain["train_acc"])
+        assert b["val_acc"] == pytest.approx(plain["val_acc"])
