@@ -131,3 +131,32 @@ def test_a_session_keeps_the_data_set_it_loaded_in_the_cache(loads):
         time.sleep(0.05)
     s.stop(timeout=10)
     assert cache.get() is s.prep.data and len(loads) == 1
+
+
+def test_the_kept_data_set_is_let_go_before_another_one_is_loaded(monkeypatch):
+    from depthlab.playground.session import DataCache, Session
+
+    cache, held = DataCache(), []
+    real = runner.load_data
+
+    def watching(config):  # what the cache holds while the next data set is read
+        held.append(cache.get())
+        return real(config)
+
+    monkeypatch.setattr(runner, "load_data", watching)
+
+    def run(query: dict) -> Session:
+        s = Session(to_config(parse_setup(query)), lambda m: None, data_cache=cache).start()
+        deadline = time.monotonic() + 60
+        while s.state == "loading" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        s.stop(timeout=10)
+        assert s.prep is not None
+        return s
+
+    first = run(SMALL)
+    assert run({**SMALL, "train.lr": "0.01"}).prep.data is first.prep.data
+    # was: the spirals kept while the clusters were loaded (fashion-mnist then mnist1d: both)
+    second = run({**SMALL, "data.name": "clusters"})
+    assert held == [None, None], held
+    assert cache.get() is second.prep.data

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnosis.findings import jsonable
-from ..experiments.runner import ExperimentError, loaded_key, make_trainer, prepare
+from ..experiments.runner import ExperimentError, data_key, loaded_key, make_trainer, prepare
 from ..training.trainer import Callback, Trainer
 from .measure import Monitor
 from .prediction import theory_profile
@@ -60,7 +60,8 @@ class DataCache:
     5-9 s on fashion-mnist and 4-7 s on mnist1d. ``prepare(config, data=...)`` uses it only
     when it is the one that config loads (every ``[data]`` field, the dtype and a file's
     content fingerprint), so a changed seed, ``n`` or data set loads afresh and replaces it.
-    One entry: the memory it holds beyond the live sessions is one data set at most."""
+    One entry: the memory it holds beyond the live sessions is one data set at most, and
+    :meth:`take` lets go of it before another data set is loaded (not both in memory)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -69,6 +70,19 @@ class DataCache:
     def get(self) -> Any:
         with self._lock:
             return self._data
+
+    def take(self, config: dict[str, Any]) -> Any:
+        """The kept data set when it is the one the validated ``config`` loads; else None,
+        and the kept one is dropped (a switch from fashion-mnist to mnist1d held both)."""
+        try:
+            key = data_key(config)
+        except (KeyError, TypeError):
+            key = None
+        with self._lock:
+            data = self._data
+            if data is not None and (key is None or loaded_key(data) != key):
+                data = self._data = None
+            return data
 
     def put(self, data: Any) -> None:
         if loaded_key(data) is None:
@@ -263,7 +277,7 @@ class Session:
     def _train(self) -> None:
         self.emit({"type": "state", "state": "loading"})
         cache = self.data_cache
-        data = cache.get() if cache is not None else None
+        data = cache.take(self.config) if cache is not None else None
         if data is not None and _takes_data(prepare):
             prep = prepare(self.config, data=data)
         else:
