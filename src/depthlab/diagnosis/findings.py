@@ -155,6 +155,23 @@ class Verification:
             rel = (lb - la) / lb if lb > 0 else 0.0
         return acc(self.after) - acc(self.before), max(-1.0, min(1.0, rel))
 
+    def _trade_off(self) -> str:
+        """For a cure that helped by the held-out accuracy while the train loss rose beyond
+        noise (``_better``'s rule): ``", held-out accuracy up 16 points although the train loss
+        rose 2%"``, so the line says what improved and what got worse; else ``""``."""
+        from .doctor import LOSS_TOLERANCE
+
+        def num(d: dict[str, float], key: str) -> float:
+            v = d.get(key, math.nan)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
+
+        lb, la = num(self.before, "train_loss"), num(self.after, "train_loss")
+        ab, aa = num(self.before, "val_acc"), num(self.after, "val_acc")
+        if not (lb > 0 and la > (1.0 + LOSS_TOLERANCE) * lb and aa > ab):
+            return ""
+        return (f", held-out accuracy up {100 * (aa - ab):.3g} points although the train loss "
+                f"rose {100 * (la - lb) / lb:.2g}%")
+
     def summary(self) -> str:
         """One line: train loss, val accuracy and the finding's metric before -> after, and
         whether the prescription helped (the rule in the class docstring)."""
@@ -167,6 +184,7 @@ class Verification:
                 # (finding resolved)" read as a contradiction)
                 verdict = ("helped (finding resolved: its rule no longer applies to this setup, "
                            "although the metric did not fall)")
+            verdict += self._trade_off()
         else:
             verdict = "did not help"
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
