@@ -40,3 +40,39 @@ def test_a_resolved_cure_that_raised_held_out_accuracy_16_points_helped():
                                                                    "val_acc": 0.5})
     # no trade-off to name when the loss fell too
     assert "although" not in _v(before, {"train_loss": 0.6, "val_acc": 0.645}).summary()
+
+
+def _playground_bn_net(**extra):
+    from depthlab.experiments.runner import prepare
+    from depthlab.playground.setup import parse_setup, to_config
+
+    setup = parse_setup({"model.depth": "20", "model.activation": "relu",
+                         "model.init": "he_normal", "model.batchnorm": "true", **extra})
+    prep = prepare(to_config(setup))
+    t, ds = prep.config["train"], prep.data
+    return (dict(prep.net.config), (ds.x_train, prep.y_train, ds.x_val, prep.y_val),
+            dict(lr=t["lr"], optimizer_kwargs=t["optimizer_kwargs"], seed=0))
+
+
+def test_compounded_bn_drift_that_breaks_inference_is_no_clean_bill_of_health():
+    """Measured in the playground: 20 ReLU layers with batch norm (bn_momentum 0.01), spirals,
+    200 steps: held-out loss 6.2 at chance (0.485) while the batch statistics give 0.63, yet
+    'Clean bill of health: no findings' (no single BN layer's running statistics were off by
+    more than 0.25, below the 0.5 threshold; the drifts compound over 20 layers). Now a
+    bn_drift finding names both losses, and its prescription (population statistics) is
+    verified to help; the same net with bn_momentum 0.1 (held-out loss 0.64) stays clean."""
+    from depthlab.diagnosis.doctor import doctor
+
+    config, data, kw = _playground_bn_net()
+    dg = doctor(config, data, steps=200, verify=True, **kw)
+    assert dg.baseline["val_acc"] < 0.55  # the broken inference the finding is about
+    f = dg.finding("bn_drift")
+    assert f is not None, str(dg)
+    assert f.evidence["loss_inference"] > 3 * f.evidence["loss_batch_stats"]
+    assert "inference mode" in f.message and "compound" in f.message
+    assert f.prescription == {"bn_inference": "population"}
+    v = next(v for v in dg.verifications if v.kind == "bn_drift")
+    assert v.helped and v.resolved and v.after["val_acc"] > dg.baseline["val_acc"] + 0.05
+
+    config, data, kw = _playground_bn_net(**{"model.bn_momentum": "0.1"})
+    assert "bn_drift" not in doctor(config, data, steps=200, **kw).kinds
