@@ -76,3 +76,26 @@ def test_compounded_bn_drift_that_breaks_inference_is_no_clean_bill_of_health():
 
     config, data, kw = _playground_bn_net(**{"model.bn_momentum": "0.1"})
     assert "bn_drift" not in doctor(config, data, steps=200, **kw).kinds
+
+
+def test_a_negative_gradient_depth_says_the_gradients_now_grow_toward_the_input():
+    """Measured in the playground: batch norm resolved vanishing gradients and the line read
+    'depth in gradient depth scales 10.25 -> -2.595', a negative depth that read as a bug (the
+    metric is signed: below 0 the gradients grow toward the input). The metric's name, which
+    the playground and the report print, now says so; read back from JSON it says it once."""
+    from depthlab.diagnosis.rules import gradient_depth_scales
+
+    # the signed metric itself: a first/last ratio below 1 is a depth below 0
+    assert gradient_depth_scales(0.5, 10)[1] < 0
+    v = _v({"train_loss": 0.7076, "val_acc": 0.485}, {"train_loss": 0.722, "val_acc": 0.645},
+           metric_before=10.25, metric_after=-2.595)
+    assert "grow toward the input" in v.metric
+    assert "-2.595" in v.summary() and "grow toward the input" in v.summary()
+    back = Verification.from_dict(v.to_dict())
+    assert back.metric == v.metric and back.metric.count("grow toward") == 1
+    e = _v({"train_loss": 1.0}, {"train_loss": 0.5}, metric_before=9.0, metric_after=-1.0,
+           kind="exploding_gradients")
+    assert "shrink toward the input" in e.metric
+    # a positive metric keeps the plain name
+    assert _v({"train_loss": 1.0}, {"train_loss": 0.5}, metric_after=3.0).metric == \
+        "depth in gradient depth scales"

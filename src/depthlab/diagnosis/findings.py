@@ -91,6 +91,13 @@ class Finding:
                    severity=d.get("severity", "medium"))
 
 
+_SIGNED_NOTES = {
+    "vanishing_gradients": "below 0: the gradients grow toward the input instead of shrinking",
+    "exploding_gradients": "below 0: the gradients shrink toward the input instead of growing",
+}
+"""What a gradient-flow metric below 0 means, per finding kind (:class:`Verification`)."""
+
+
 @dataclass
 class Verification:
     """A prescription re-run with the same budget, seed and data.
@@ -114,6 +121,18 @@ class Verification:
     resolved: bool
     helped: bool
     new_findings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """A gradient-flow metric below 0 says which way the gradients now go: the depth in
+        depth scales, ``2 n ln(R) / (n - 1)``, is signed (``R`` the last/first hidden layer's
+        gradient-std ratio for vanishing, first/last for exploding), and batch norm curing
+        vanishing gradients left 'depth in gradient depth scales 10.25 -> -2.595', a negative
+        depth that read as a bug; the metric's name now says what a value below 0 means."""
+        note = _SIGNED_NOTES.get(self.kind)
+        if note and note not in self.metric and any(
+                isinstance(v, (int, float)) and v < 0
+                for v in (self.metric_before, self.metric_after)):
+            self.metric = f"{self.metric} ({note})"
 
     def to_dict(self) -> dict[str, Any]:
         """The verification as strict-JSON values (``Verification.from_dict`` reads it back)."""
