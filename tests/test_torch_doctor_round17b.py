@@ -53,3 +53,22 @@ def test_a_model_returning_a_tuple_or_a_dict_gets_the_accuracy_of_its_logits():
         assert b["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
         assert b["train_acc"] == pytest.approx(plain["train_acc"])
         assert b["val_acc"] == pytest.approx(plain["val_acc"])
+
+
+def test_boolean_targets_of_a_binary_cross_entropy_train_as_zeros_and_ones():
+    x, y = _xy()
+    yb = (y == 1).reshape(-1, 1)  # a torch.bool column, as (scores > 0) gives it
+    kw = dict(steps=5, batch_size=16, verify=False)
+
+    def net():
+        return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    floats = dlt.doctor(net, (x, yb.float()), loss_fn=nn.BCEWithLogitsLoss(), **kw).baseline
+    for loss in (nn.BCEWithLogitsLoss(), "bce_with_logits", F.binary_cross_entropy_with_logits):
+        # was 'BCEWithLogitsLoss needs floating-point targets, got int64 labels' (the module)
+        # and torch's 'result type Float can't be cast to ... Long' (the function)
+        b = dlt.doctor(net, (x, yb), loss_fn=loss, **kw).baseline
+        assert b["train_loss"] == pytest.approx(floats["train_loss"], rel=1e-6)
+        assert b["val_acc"] == pytest.approx(floats["val_acc"]) and math.isfinite(b["val_acc"])
+    b = dlt.doctor(net, (x, yb.numpy()), loss_fn=nn.MSELoss(), **kw).baseline  # NumPy bools
+    assert math.isfinite(b["train_loss"])

@@ -476,13 +476,15 @@ def _as_tensor(v: Any, label: str) -> torch.Tensor:
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 
-def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) -> TensorData:
+def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
+                float_targets: bool = False) -> TensorData:
     """``data`` -> tensors on ``device``: a Dataset-like object (``x_train``, ``y_train``,
     ``x_val``, ``y_val``), ``(x, y)`` (``VAL_FRACTION`` held out by a seeded permutation when
     there are at least 10 rows) or ``(x, y, x_val, y_val)`` (validation parts None: as ``(x, y)``;
     examples of the same shape as the training ones). Inputs are cast to the model's
     floating ``dtype`` (integer inputs such as token ids become int64, uint8/bool ``dtype``);
-    integer labels become int64, float targets ``dtype``. A ``torch.utils.data`` Dataset of
+    integer labels become int64, float targets ``dtype``; boolean targets ``dtype`` too when
+    ``float_targets`` (a loss of float targets: BCE, MSE, ...). A ``torch.utils.data`` Dataset of
     ``(x, y)`` pairs or a DataLoader (the examples its sampler draws, through its own
     ``collate_fn`` when that is not torch's default; the doctor keeps its own batch order) is
     taken as ``(x, y)`` (:func:`pairs_from_torch`), and a pair ``(train, val)`` of them as
@@ -539,6 +541,8 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int) 
             return _check_finite(t, t.to(device=device, dtype=dtype), label)
         if is_x and t.dtype in (torch.uint8, torch.bool):
             return t.to(device=device, dtype=dtype)  # pixels / masks: numbers, not indices
+        if not is_x and float_targets and t.dtype == torch.bool:
+            return t.to(device=device, dtype=dtype)  # BCE's 0/1 targets (torch takes floats)
         return t.to(device=device, dtype=torch.int64)  # labels, token ids
 
     x, y = conv(ts[0], True, "x"), conv(ts[1], False, "y")
@@ -1190,7 +1194,8 @@ def doctor(
         # a Dataset's random transforms (torch.randn in __getitem__, torchvision's random
         # crops) draw the same in every call, also for a model instance (not seeded by fresh)
         torch.manual_seed(seed)
-        d = tensor_data(_shaped_dataset(data, model), device, dtype, seed)
+        d = tensor_data(_shaped_dataset(data, model), device, dtype, seed,
+                        float_targets=_float_target_loss(loss_fn))
         if _has_lazy(model):  # nn.LazyLinear, ...: initialized on the data's first rows
             rows.append(d.x[:TRACE_EXAMPLES])
             model = fresh(seed)
@@ -1431,6 +1436,15 @@ def _check_probability_targets(d: TensorData, loss_fn: Callable) -> None:
 
 class _LabelError(ValueError):
     """Labels outside the model's classes (:func:`_check_labels`)."""
+
+
+def _float_target_loss(loss_fn: Callable) -> bool:
+    """Whether ``loss_fn`` takes floating-point targets (:data:`FLOAT_TARGET_LOSSES`, the
+    binary cross-entropy functions; also inside ``functools.partial``): boolean targets are
+    given to it as 0.0/1.0 in the model's dtype."""
+    while isinstance(loss_fn, functools.partial):
+        loss_fn = loss_fn.func
+    return isinstance(loss_fn, FLOAT_TARGET_LOSSES) or binary_threshold(loss_fn) is not None
 
 
 def _class_index_loss(loss_fn: Callable) -> str | None:
