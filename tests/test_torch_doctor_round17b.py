@@ -72,3 +72,32 @@ def test_boolean_targets_of_a_binary_cross_entropy_train_as_zeros_and_ones():
         assert b["val_acc"] == pytest.approx(floats["val_acc"]) and math.isfinite(b["val_acc"])
     b = dlt.doctor(net, (x, yb.numpy()), loss_fn=nn.MSELoss(), **kw).baseline  # NumPy bools
     assert math.isfinite(b["train_loss"])
+
+
+def test_a_forward_of_keywords_only_is_named_with_the_wrapper_to_give():
+    x, y = _xy()
+
+    class KeywordNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, *, features):
+            return self.net(features)
+
+    with pytest.raises(ValueError) as e:  # was torch's bare 'forward() takes 1 positional
+        dlt.doctor(KeywordNet, (x, y), steps=3, verify=True)  # argument but 2 were given'
+    msg = str(e.value)
+    assert "\n" not in msg and "KeywordNet.forward takes keywords only (features)" in msg
+    assert "forward(self, x) returns self.inner(features=x)" in msg
+
+    class Wrapped(nn.Module):  # the wrapper the line names trains
+        def __init__(self):
+            super().__init__()
+            self.inner = KeywordNet()
+
+        def forward(self, x):
+            return self.inner(features=x)
+
+    assert math.isfinite(dlt.doctor(Wrapped, (x, y), steps=3, verify=False)
+                         .baseline["val_acc"])

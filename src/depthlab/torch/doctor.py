@@ -1342,6 +1342,8 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                      f"{tuple(out.shape[1:])} per example, labels {tuple(d.y.shape[1:])}), but "
                      f"{kind} takes them in dim 1, (N, C, ...): give loss_fn=lambda out, y: "
                      f"nn.functional.{fn}(out.movedim(-1, 1), y)")
+        if out is None and isinstance(e, TypeError):
+            hint += _keyword_forward_hint(model)
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
             hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
                      "loss_fn that takes it, e.g. lambda out, y: "
@@ -1369,6 +1371,24 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _keyword_forward_hint(model: nn.Module) -> str:
+    """For a ``forward`` that takes no positional input (``def forward(self, *, x)``): how to
+    give it to the doctor, which calls ``model(x)``; else ''."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return ""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                  inspect.Parameter.VAR_POSITIONAL)
+    if any(p.kind in positional for p in params):
+        return ""
+    names = [p.name for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY]
+    first = names[0] if names else "x"
+    return (f"; the doctor calls model(x) with the inputs as its one positional argument, but "
+            f"{type(model).__name__}.forward takes keywords only ({', '.join(names) or '**kwargs'})"
+            f": give a wrapper module whose forward(self, x) returns self.inner({first}=x)")
 
 
 def _check_token_ids(model: nn.Module, d: TensorData) -> None:
