@@ -101,3 +101,24 @@ def test_a_forward_of_keywords_only_is_named_with_the_wrapper_to_give():
 
     assert math.isfinite(dlt.doctor(Wrapped, (x, y), steps=3, verify=False)
                          .baseline["val_acc"])
+
+
+def test_a_dataloader_of_x_y_dicts_is_taken_as_its_pairs():
+    from torch.utils.data import DataLoader, Dataset
+
+    x, y = _xy()
+
+    class Dicts(Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"x": x[i], "y": y[i], "id": i}
+
+    kw = dict(steps=4, batch_size=16, verify=False)
+    plain = dlt.doctor(_mlp, DataLoader(torch.utils.data.TensorDataset(x, y)), **kw).baseline
+    for data in (Dicts(), DataLoader(Dicts(), batch_size=8),  # was 'Dicts[0] is a dict'
+                 DataLoader(Dicts(), batch_size=8, collate_fn=torch.utils.data.default_collate)):
+        b = dlt.doctor(_mlp, data, **kw).baseline
+        assert b["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-6)
+        assert b["val_acc"] == pytest.approx(plain["val_acc"])

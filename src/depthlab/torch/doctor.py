@@ -734,7 +734,8 @@ def _loader_indices(loader: torch.utils.data.DataLoader, seed: int = 0) -> list[
 def pairs_from_torch(data: Any, device: torch.device, part: str = "training", seed: int = 0
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` of a ``torch.utils.data`` DataLoader or Dataset: a ``TensorDataset``'s two
-    tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair) stacked in index order, after
+    tensors, else every item ``dataset[i]`` (an ``(x, y)`` pair, or a dict with keys ``x`` and
+    ``y``) stacked in index order, after
     checking that ``len`` times the first pair's size fits in memory. A DataLoader gives the
     examples its sampler draws in one pass (all of them for the default samplers; a
     ``SubsetRandomSampler``'s indices; a custom ``batch_sampler``'s), in index order, and
@@ -769,24 +770,32 @@ def pairs_from_torch(data: Any, device: torch.device, part: str = "training", se
     n = len(ds)
     if n == 0:
         raise ValueError(f"the {part} data are empty")
-    first = ds[0]
+    first = _xy_of(ds[0])
     if not isinstance(first, (tuple, list)) or len(first) != 2:
         hint = (f" (keys {sorted(map(str, first))[:6]}): give a DataLoader whose collate_fn "
                 "returns (x, y) batches" if isinstance(first, dict) else "")
         raise TypeError(f"data: {what}[0] is a {type(first).__name__}{hint}; expected an "
-                        "(x, y) pair")
+                        "(x, y) pair (or a dict with keys 'x' and 'y')")
     pair = [_as_tensor(v, label) for v, label in zip(first, ("x", "y"))]
     check_fits(2 * n * sum(t.numel() * max(t.element_size(), 4) for t in pair), device)  # items
     # and their stacked copy
     xs, ys = [pair[0]], [pair[1]]
     for i in range(1, n):
-        x, y = ds[i]
+        x, y = _xy_of(ds[i])
         xs.append(_as_tensor(x, "x"))
         ys.append(_as_tensor(y, "y"))
     try:
         return torch.stack(xs), torch.stack(ys)
     except RuntimeError as e:
         raise ValueError(f"data: the items of {what} differ in shape: {e}") from None
+
+
+def _xy_of(item: Any) -> Any:
+    """A dict item or batch with keys ``'x'`` and ``'y'`` (its other keys unused) as the pair
+    ``(x, y)``; anything else as it is."""
+    if isinstance(item, dict) and "x" in item and "y" in item:
+        return item["x"], item["y"]
+    return item
 
 
 def _collated(loader: torch.utils.data.DataLoader, ds: Any, what: str, device: torch.device,
@@ -805,7 +814,7 @@ def _collated(loader: torch.utils.data.DataLoader, ds: Any, what: str, device: t
     ys: list[torch.Tensor] = []
     for start in range(0, n, size):
         items = [ds[i] for i in range(start, min(n, start + size))]
-        out = loader.collate_fn(items if batched else items[0])
+        out = _xy_of(loader.collate_fn(items if batched else items[0]))
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             keys = f" with keys {sorted(map(str, out))[:6]}" if isinstance(out, dict) else ""
             raise TypeError(f"data: the DataLoader's collate_fn {name} returns a "
