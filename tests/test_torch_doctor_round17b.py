@@ -122,3 +122,26 @@ def test_a_dataloader_of_x_y_dicts_is_taken_as_its_pairs():
         b = dlt.doctor(_mlp, data, **kw).baseline
         assert b["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-6)
         assert b["val_acc"] == pytest.approx(plain["val_acc"])
+
+
+def test_a_segmentation_map_gets_its_per_pixel_accuracy_without_the_void_class():
+    from depthlab.torch.train import evaluate
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 3, 5, 5, generator=g)
+    y = (x[:, 0] > 0).long()
+    y[:, 0, :] = 255  # a void row, ignored by the loss
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+
+    loss = nn.CrossEntropyLoss(ignore_index=255)
+    torch.manual_seed(0)
+    m = net()
+    with torch.no_grad():
+        pred = m(x).argmax(dim=1)
+    keep = y != 255
+    want = float(((pred == y) & keep).sum()) / float(keep.sum())
+    assert evaluate(m, x, y, loss)["acc"] == pytest.approx(want)  # was NaN: (N, C) only
+    b = dlt.doctor(net, (x, y), loss_fn=loss, steps=3, batch_size=8, verify=False).baseline
+    assert 0 <= b["val_acc"] <= 1 and 0 <= b["train_acc"] <= 1

@@ -215,6 +215,15 @@ def is_classification(out: Any, y: Any) -> bool:
             and out.shape[0] == y.shape[0] and out.shape[1] > 1)
 
 
+def _dense_classes(out: Any, y: Any) -> bool:
+    """Integer labels ``(N, d1, ...)`` and class scores ``(N, C, d1, ...)``, ``C >= 2`` (a
+    segmentation map, per-token classes in dim 1)."""
+    return (isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor)
+            and not y.is_floating_point() and y.dtype != torch.bool and y.dim() >= 2
+            and out.is_floating_point() and out.dim() == y.dim() + 1
+            and out.shape[:1] + out.shape[2:] == y.shape and out.shape[1] > 1)
+
+
 def binary_threshold(loss_fn: Callable) -> float | None:
     """The decision threshold of a binary cross-entropy's outputs: 0 for logits
     (``BCEWithLogitsLoss``, ``F.binary_cross_entropy_with_logits``), 0.5 for probabilities
@@ -286,6 +295,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     was_training = model.training
     model.eval()
     threshold = binary_threshold(loss_fn)
+    from .probe import loss_ignore_index
+
+    ignore = loss_ignore_index(loss_fn)
     try:
         total, correct, n, classify = 0.0, 0, 0, True
         entries = 0  # the accuracy's denominator (rows, or binary entries)
@@ -308,6 +320,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             elif classify and threshold is None and is_classification(out, yb):
                 correct += int((out.argmax(dim=1) == yb).sum())
                 entries += len(yb)
+            elif classify and threshold is None and _dense_classes(out, yb):
+                valid = yb >= 0  # (N, C, H, W) scores, (N, H, W) labels: per entry, the
+                if ignore is not None:  # loss's ignore_index left out (probe.accuracy's rule)
+                    valid &= yb != ignore
+                correct += int(((out.argmax(dim=1) == yb) & valid).sum())
+                entries += int(valid.sum())
             else:
                 classify = False
     finally:
