@@ -145,3 +145,27 @@ def test_a_segmentation_map_gets_its_per_pixel_accuracy_without_the_void_class()
     assert evaluate(m, x, y, loss)["acc"] == pytest.approx(want)  # was NaN: (N, C) only
     b = dlt.doctor(net, (x, y), loss_fn=loss, steps=3, batch_size=8, verify=False).baseline
     assert 0 <= b["val_acc"] <= 1 and 0 <= b["train_acc"] <= 1
+
+
+def test_a_segmentation_model_returning_out_and_aux_gets_the_accuracy_of_out():
+    from depthlab.torch.train import evaluate
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(20, 3, 5, 5, generator=g)
+    y = (x[:, 1] > 0).long()
+
+    class Seg(nn.Module):  # torchvision's segmentation models: {'out': ..., 'aux': ...}
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Conv2d(3, 2, 3, padding=1)
+
+        def forward(self, x):
+            out = self.body(x)
+            return {"aux": -out, "out": out}
+
+    torch.manual_seed(0)
+    m = Seg()
+    with torch.no_grad():
+        want = float((m(x)["out"].argmax(dim=1) == y).float().mean())
+    got = evaluate(m, x, y, lambda o, t: F.cross_entropy(o["out"], t))["acc"]
+    assert got == pytest.approx(want)  # was NaN: only (N, C) entries of a dict were read

@@ -273,8 +273,8 @@ def accuracy_output(out: Any, y: Any, threshold: float | None) -> Any:
     for t in parts:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             continue
-        if threshold is None and is_classification(t, y):
-            return t
+        if threshold is None and (is_classification(t, y) or _dense_classes(t, y)):
+            return t  # (N, C) or a map (N, C, H, W): torchvision's {'out': ..., 'aux': ...}
         if threshold is not None and isinstance(y, torch.Tensor) and t.shape == y.shape:
             return t
     return out
