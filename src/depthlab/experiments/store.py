@@ -321,9 +321,10 @@ class Store:
             except OSError as e:
                 why = e.strerror or str(e)
                 blocker = next((p for p in (self.path.parent, *self.path.parent.parents)
-                                if p.is_file()), None)
+                                if p.exists() and not p.is_dir()), None)
                 if blocker is not None:  # errno EEXIST or ENOTDIR: say which file is in the way
-                    why = f"{str(blocker)!r} is a file, not a folder"
+                    why = (f"{str(blocker)!r} is a file, not a folder" if blocker.is_file()
+                           else f"{str(blocker)!r} is not a folder (a device or a pipe)")
                 raise StoreError(f"cannot create results folder {str(self.path.parent)!r}: "
                                  f"{why}") from None
         try:
