@@ -1112,7 +1112,9 @@ def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = N
     """Training improved beyond one run's noise, by the NumPy doctor's rule
     (:func:`depthlab.diagnosis.doctor._better`: the final train loss more than 1% lower or the
     validation accuracy more than one point higher, and more than one of the ``n_val``
-    validation examples, neither clearly worse; non-finite counts as worst)."""
+    validation examples, neither clearly worse; where they disagree, a clear rise of the
+    accuracy by more points than the loss rose in percent is an improvement and a fall of the
+    accuracy never is; non-finite counts as worst)."""
     from ..diagnosis.doctor import _better as better
 
     return better(after, before, n_val)
