@@ -149,3 +149,29 @@ def test_a_results_folder_that_is_a_device_is_named(tmp_path, capsys):
     assert main(["run", str(cfg), "--out", "/dev/null"]) == 2
     err = capsys.readouterr().err
     assert "'/dev/null' is not a folder (a device or a pipe)" in err, err
+
+
+@pytest.mark.parametrize("wrap", ["tuple", "dict"])
+def test_probe_gives_the_accuracy_of_a_tuple_or_dict_output(wrap):
+    """A model returning ``(logits, aux)`` or ``{"logits": ..., "aux": ...}`` (its loss_fn
+    taking the whole) had no ``acc`` row from dlt.probe, while the doctor read its logits
+    (found by torchdoctor17b)."""
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+        def forward(self, x):
+            z = self.body(x)
+            return (z, z.sum()) if wrap == "tuple" else {"aux": z.mean(1), "logits": z}
+
+    model = Net()
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    pick = (lambda o: o[0]) if wrap == "tuple" else (lambda o: o["logits"])
+    df = dlt.probe(model, x, y, lambda o, t: nn.functional.cross_entropy(pick(o), t))
+    acc = df[(df.layer == 0) & (df.quantity == "acc")].value
+    with torch.no_grad():
+        expected = (model.body(x).argmax(1) == y).double().mean().item()
+    assert len(acc) == 1 and acc.iloc[0] == pytest.approx(expected, abs=1e-12)

@@ -61,6 +61,7 @@ from ..probes.stats import PERCENTILES, check_percentiles
 from ..validators import did_you_mean
 from .hooks import Recording
 from .layers import check_materialized, check_model, none_ran
+from .train import accuracy_output
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
 """Columns of every depthlab.torch table."""
@@ -481,7 +482,9 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         rec.disarm()
         check_targets(output, y, loss_fn)
         loss = check_loss(loss_fn(output, y))
-        acc = accuracy(output, y, loss_ignore_index(loss_fn))
+        # a tuple or dict output ((logits, aux), {'logits': ...}, its loss_fn taking the whole):
+        # the accuracy of the tensor that holds the classes, as the doctor reads it
+        acc = accuracy(accuracy_output(output, y, None), y, loss_ignore_index(loss_fn))
         grads: dict[int, torch.Tensor | None] = {}
         if loss.requires_grad and params:
             grads = _weight_grads(loss, params)
