@@ -174,7 +174,7 @@ class Verification:
             rel = (lb - la) / lb if lb > 0 else 0.0
         return acc(self.after) - acc(self.before), max(-1.0, min(1.0, rel))
 
-    def _trade_off(self) -> str:
+    def trade_off(self) -> str:
         """For a cure that helped by the held-out accuracy while the train loss rose beyond
         noise (``_better``'s rule): ``", held-out accuracy up 16 points although the train loss
         rose 2%"``, so the line says what improved and what got worse; else ``""``."""
@@ -203,7 +203,7 @@ class Verification:
                 # (finding resolved)" read as a contradiction)
                 verdict = ("helped (finding resolved: its rule no longer applies to this setup, "
                            "although the metric did not fall)")
-            verdict += self._trade_off()
+            verdict += self.trade_off()
         else:
             verdict = "did not help"
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "

@@ -861,7 +861,8 @@ function showDiagnosis(m, out) {
       const t = `verified: train loss ${runLoss(v.before)} → ${runLoss(v.after)}, ` +
         (both ? "" : `held-out acc ${runAcc(v.before)} → ${runAcc(v.after)}, `) +
         `${v.metric} ${fmtMetric(v.metric_before)} → ${fmtMetric(v.metric_after)}` +
-        `${v.resolved ? " (resolved)" : ""}: ` + (v.helped ? "helped" : "did not help");
+        `${v.resolved ? " (resolved)" : ""}: ` +
+        (v.helped ? "helped" + (v.trade_off || "") : "did not help");
       box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
     }
     if (f.apply && Object.keys(f.prescription || {}).length) {
