@@ -119,25 +119,6 @@ def test_predict_names_a_short_row_or_an_empty_cell_of_a_csv(tmp_path, capsys, t
     assert "NaN or infinity" in capsys.readouterr().err
 
 
-def test_a_run_name_with_a_line_break_is_refused(tmp_path, capsys):
-    """``--name $'a\\nb'`` (or ``name = "a\\nb"`` in the config) was stored and then split
-    ``depthlab runs``' one-row-per-run table (found by cli17)."""
-    from depthlab.cli import main
-    from depthlab.experiments import validate
-    from depthlab.fieldcheck import ConfigError
-
-    with pytest.raises(ConfigError, match=r"name = 'a\\nb' is not accepted; accepted: a name "
-                                          "without line breaks"):
-        validate({"name": "a\nb", "data": {"name": "spirals"}, "model": {"sizes": [2, 3, 2]}})
-    cfg = tmp_path / "r.toml"
-    cfg.write_text('[data]\nname = "spirals"\nn = 40\n[model]\nsizes = [2, 3, 2]\n'
-                   '[train]\nepochs = 1\n')
-    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--name", "a\tb"]) == 2
-    err = capsys.readouterr().err
-    assert "without line breaks or control characters" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
-
-
 def test_a_results_folder_that_is_a_device_is_named(tmp_path, capsys):
     """``--out /dev/null`` said "cannot create results folder '/dev/null': File exists"
     (the search for what is in the way looked for regular files only; found by cli17)."""

@@ -634,9 +634,6 @@ class RunSpec:
         name = raw.get("name")
         if name is not None:
             name = Text()("name", name)
-            if not name.isprintable():  # a line break split `depthlab runs`' rows
-                raise ConfigError(f"name = {ascii(name)} is not accepted; accepted: a name "
-                                  "without line breaks or control characters", "name")
         checked = {s: _in_section(s, spec_cls.check_fields, raw.get(s))
                    for s, spec_cls in SPECS.items()}
         base = _BASE_DIR.set(Path(base_dir) if base_dir is not None else None)

@@ -26,9 +26,6 @@ def _name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not accepted; accepted: a non-empty "
                                          "name (or omit --name for the config's name)")
-    if not text.isprintable():  # a line break split `depthlab runs`' rows and the messages
-        raise argparse.ArgumentTypeError(f"{ascii(text)} is not accepted; accepted: a name "
-                                         "without line breaks or control characters")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:  # bytes that are not UTF-8: the run trained, then its
