@@ -21,6 +21,7 @@ import numpy as np
 from .data.files import (
     check_csv_fits,
     check_npz,
+    csv_row,
     is_number,
     npy_header,
     npz_headers,
@@ -191,7 +192,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
         raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}; expected numbers "
                          "(the features the network was trained on)")
     if kind == ".csv":
-        _refuse_missing_cells(p, opener, x, header, path, dropped)
+        _refuse_missing_cells(p, x, header, path, dropped)
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
     x = np.asarray(x)
@@ -210,7 +211,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     return x, labels
 
 
-def _refuse_missing_cells(p: Path, opener: Any, x: np.ndarray, header: bool, path: str,
+def _refuse_missing_cells(p: Path, x: np.ndarray, header: bool, path: str,
                           dropped: int | None = None) -> None:
     """ValueError naming the first cell of the CSV ``p`` that holds no value (a short row, or
     ``1,,3``): pandas reads it as NaN, which was refused as 'contains NaN or infinity' though
@@ -221,11 +222,8 @@ def _refuse_missing_cells(p: Path, opener: Any, x: np.ndarray, header: bool, pat
     row, col = (int(i) for i in np.argwhere(nan)[0])
     if dropped is not None and col >= dropped:  # the file's column, the labels' counted
         col += 1
-    with opener(p, "rt", encoding="utf-8-sig") as fh:
-        lines = (line for line in fh if line.strip())  # pandas skips blank lines
-        for _ in range(row + (1 if header else 0)):
-            next(lines, None)
-        cells = next(csv.reader([next(lines, "")]), [])
+    found = csv_row(p, row, header)
+    cells = found[0] if found is not None else []
     if col < len(cells) and cells[col].strip():
         return
     width = x.shape[1] + (dropped is not None)

@@ -216,26 +216,38 @@ def _longer_first_row(path: Path) -> bool:
     return False
 
 
-def _raw_cell(path: Path, row: int, position: int) -> tuple[str, int] | None:
-    """The text of data row ``row`` (0-based, blank lines skipped as pandas skips them) at
-    column ``position`` of CSV ``path``, and its line number; None when it cannot be read."""
+def csv_row(path: Path, row: int, header: bool = True) -> tuple[list[str], int] | None:
+    """The cells of data row ``row`` (0-based, counted as pandas counts them: after the header
+    line when ``header``, lines of only whitespace skipped, a line of empty cells such as
+    ``,,`` kept) of CSV ``path`` (gzip by its name) and its line number; None when it cannot be
+    read."""
     import csv
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
             rows = csv.reader(fh)
-            next(rows, None)  # the header
+            if header:
+                next(rows, None)
             seen = -1
             for cells in rows:
-                if any(c.strip() for c in cells):
+                if len(cells) > 1 or (cells and cells[0].strip()):
                     seen += 1
                     if seen == row:
-                        text = cells[position] if position < len(cells) else ""
-                        return text, rows.line_num
+                        return cells, rows.line_num
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error):
         return None
     return None
+
+
+def _raw_cell(path: Path, row: int, position: int) -> tuple[str, int] | None:
+    """The text of data row ``row`` of CSV ``path`` (:func:`csv_row`) at column ``position``,
+    and its line number; None when it cannot be read."""
+    found = csv_row(path, row)
+    if found is None:
+        return None
+    cells, line = found
+    return (cells[position] if position < len(cells) else ""), line
 
 
 def _missing_cell(path: Path, raw: list[str], column: str, row: int, empty: str) -> str:

@@ -90,7 +90,8 @@ def warm_up(dtypes: Sequence[Any] = KERNEL_DTYPES) -> dict[str, float]:
     k = kernels()
     t1 = time.perf_counter()
     if k is not None:
-        for dtype in (d for d in KERNEL_DTYPES if d in {np.dtype(v) for v in dtypes}):
+        wanted = {np.dtype(v) for v in dtypes}
+        for dtype in (d for d in KERNEL_DTYPES if d in wanted):
             x = np.linspace(-1.0, 1.0, 64, dtype=dtype)
             k.moments(x, 0.0)
             m = x.reshape(8, 8)
