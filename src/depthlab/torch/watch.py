@@ -408,7 +408,10 @@ class Watch:
                 if p.grad is not None:
                     return
                 trainable = True
-        if trainable:
+        # gradients taken by torch.autograd.grad (a loop that updates the weights itself, or a
+        # functional optimizer) set no .grad: the backward is seen by the hooks of the pass
+        rec = self._rec
+        if trainable and not (rec.p.graded() or any(q.graded() for q in rec._earlier)):
             raise ValueError("Watch.step(loss) was called before any backward: no weight has a "
                              "gradient; call it after loss.backward() and before "
                              "optimizer.step()")
