@@ -95,3 +95,28 @@ def test_a_loop_that_takes_its_gradients_by_autograd_grad_is_recorded():
     loss = F.cross_entropy(model(x), y)
     with pytest.raises(ValueError, match="before any backward"):
         watch.step(loss)
+
+
+def test_a_relative_out_is_the_folder_of_the_working_directory_at_creation(tmp_path,
+                                                                          monkeypatch):
+    """``Watch(model, out="runs")`` made ``runs/depthlab.db`` in the working directory of the
+    moment, but close() stored the run under the working directory of its own moment: a loop
+    that changed directory (``os.chdir``, a notebook's ``%cd``) found an empty store where it
+    looked and a run in another folder. The run goes where the store was made."""
+    from depthlab.experiments.store import Store
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    model = _mlp()
+    x, y = _data()
+    watch = dlt.Watch(model, every=1, out="runs", theory=False)
+    monkeypatch.chdir(second)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    watch.step(loss)
+    watch.close()
+    assert not (second / "runs").exists()
+    with Store(first / "runs") as store:
+        assert list(store.runs()["name"]) == ["Sequential"]

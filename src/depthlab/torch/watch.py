@@ -172,7 +172,10 @@ class Watch:
         self.model = model
         if out is not None and not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
-        self.out = None if out is None else Path(out)
+        # a relative folder is the one under the working directory of now, where the store is
+        # made: a loop that changes directory (os.chdir, a notebook's %cd) stored the run in
+        # another folder at close
+        self.out = None if out is None else Path(out).absolute()
         if self.out is not None:  # an unusable folder fails now, not after the training
             from ..experiments.store import Store, StoreError
 
