@@ -256,8 +256,46 @@ def _same_parameters(a: Network, b: Network) -> bool:
     )
 
 
-def _better(after: dict[str, float], before: dict[str, float], n_val: int | None = None
-            ) -> bool:
+def constant_loss(loss: Any, y: Any, n_outputs: int | None = None) -> float:
+    """The loss of the best constant prediction of the training targets ``y``: what a network
+    that learned nothing of its inputs can reach. ``cross_entropy``: ``-sum_c m_c log(m_c /
+    sum m)``, ``m`` the mean (label-smoothed) target row (``ln 2`` for two balanced classes;
+    ``n_outputs`` classes for integer labels); ``binary_cross_entropy``: the mean binary entropy
+    of each column's mean; ``mse``: the mean of each column's variance; NaN for other losses or
+    targets it cannot read."""
+    try:
+        fn = LOSS_REGISTRY.build(loss)
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 0 or y.shape[0] == 0 or not np.isfinite(y).all():
+            return math.nan
+        with np.errstate(all="ignore"):
+            if fn.name == "cross_entropy":
+                if y.ndim == 1:
+                    n_cls = int(n_outputs) if n_outputs else int(y.max()) + 1
+                    m = np.bincount(y.astype(np.intp), minlength=n_cls) / y.shape[0]
+                elif y.ndim == 2:
+                    m = y.mean(axis=0)
+                else:
+                    return math.nan
+                eps = float(getattr(fn, "label_smoothing", 0.0))
+                m = (1.0 - eps) * m + eps / m.size
+                pos = m > 0
+                return float(-np.sum(m[pos] * np.log(m[pos] / m.sum())))
+            cols = y.reshape(y.shape[0], -1)
+            if fn.name == "binary_cross_entropy":
+                m = np.clip(cols.mean(axis=0), 0.0, 1.0)
+                h = -(np.where(m > 0, m * np.log(m), 0.0)
+                      + np.where(m < 1, (1 - m) * np.log1p(-m), 0.0))
+                return float(h.mean())
+            if fn.name == "mse":
+                return float(cols.var(axis=0).mean())
+    except (ValueError, TypeError, OverflowError):
+        pass
+    return math.nan
+
+
+def _better(after: dict[str, float], before: dict[str, float], n_val: int | None = None,
+            chance: float = math.nan) -> bool:
     """Training improved: one of the final train loss ``L`` and the validation accuracy ``A``
     got clearly better and neither clearly worse (non-finite counts as worst). Changes within
     the noise of one seed's run are neither: ``L`` is better when
@@ -273,14 +311,21 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     (``100 (L_after - L_before) / L_before``) is an improvement (batch norm curing vanishing
     gradients: held-out accuracy 0.485 -> 0.645 with the train loss 0.7076 -> 0.722, +2%, was
     "did not help"); a fall of ``A`` never is (the loss halved with the accuracy 20 points down:
-    over-fitting)."""
+    over-fitting).
+
+    ``chance``: the loss of the best constant prediction (:func:`constant_loss`). A train loss
+    that does not end below it by ``LOSS_TOLERANCE`` is no improvement: a cure that took a
+    two-class net from 0.7076 to 0.6932 (ln 2: a 50/50 prediction for every input) with the
+    held-out accuracy unchanged at 0.485 had only stopped being wrong with confidence, and read
+    "helped"."""
     def val(d: dict[str, float], key: str, worst: float) -> float:
         v = d.get(key, math.nan)
         return v if isinstance(v, (int, float)) and math.isfinite(v) else worst
 
     lb, la = val(before, "train_loss", math.inf), val(after, "train_loss", math.inf)
     ab, aa = val(before, "val_acc", -math.inf), val(after, "val_acc", -math.inf)
-    loss_better = la < (1.0 - LOSS_TOLERANCE) * lb
+    # not ">= chance", so that a NaN chance (not known) keeps the loss's verdict
+    loss_better = la < (1.0 - LOSS_TOLERANCE) * lb and not la >= (1.0 - LOSS_TOLERANCE) * chance
     loss_worse = la > (1.0 + LOSS_TOLERANCE) * lb
     tol = max(ACC_TOLERANCE, 1.5 / n_val) if n_val else ACC_TOLERANCE
     acc_better = aa > ab + tol
@@ -460,6 +505,10 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
     # prescription -> (its run, its reference), None when it cannot be trained
     cache: dict[str, tuple[_Run, _Run] | None] = {}
     n_val = None if data.y_val is None else len(data.y_val)
+    sizes = config.get("sizes")
+    chance = constant_loss(settings["loss"], data.y,
+                           sizes[-1] if isinstance(sizes, list | tuple) and sizes and
+                           isinstance(sizes[-1], int) else None)
     out = []
     for f in findings:
         if not f.prescription:
@@ -494,7 +543,7 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
             kind=f.kind, prescription=dict(f.prescription), before=dict(ref.final),
             after=dict(run.final), metric=RULES[f.kind].metric,
             metric_before=before_metric, metric_after=after_metric, resolved=resolved,
-            helped=bool(improved and _better(run.final, ref.final, n_val)),
+            helped=bool(improved and _better(run.final, ref.final, n_val, chance)),
             new_findings=[k for k in after_kinds
                           if k not in {g.kind for g in ref.findings}],
         ))

@@ -106,9 +106,9 @@ class Verification:
     ``metric_before``/``metric_after``: the finding's own evidence metric (lower is healthier);
     ``resolved``: the finding is absent from the re-run; ``helped``: the metric went down (by
     more than 1%: :func:`depthlab.diagnosis.doctor._improved`) *and* training got better
-    (final train loss at least 1% lower or validation accuracy more than one point and one
-    example higher, and neither clearly worse: :func:`depthlab.diagnosis.doctor._better`; a
-    non-finite loss counts as worst).
+    (final train loss at least 1% lower, and below the loss of a constant prediction, or
+    validation accuracy more than one point and one example higher, and neither clearly worse:
+    :func:`depthlab.diagnosis.doctor._better`; a non-finite loss counts as worst).
     """
 
     kind: str

@@ -1,0 +1,54 @@
+"""Round 18, NumPy side: the doctor's verdicts, theory notes and probes on cases the earlier
+rounds left out."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.data import load_dataset
+from depthlab.diagnosis.doctor import constant_loss
+
+
+def test_a_cure_that_only_reaches_a_constant_predictions_loss_did_not_help():
+    # the playground's sigmoid net (10 x 32, N(0, 1) weights, lr 0.1, momentum 0.9) on the
+    # 2-D spirals: glorot_uniform took the train loss 0.7076 -> 0.6932 (ln 2: 50/50 for every
+    # input) with the held-out accuracy unchanged at 0.485, and read "helped"
+    data = load_dataset("spirals", seed=0, standardize=True, n_classes=2, noise=0.1)
+    cfg = dict(sizes=[2] + [32] * 10 + [2], activation="sigmoid", init="normal", seed=0)
+    dg = dl.doctor(cfg, data, steps=200, lr=0.1, optimizer_kwargs={"momentum": 0.9},
+                   verify=True)
+    glorot = [v for v in dg.verifications if v.prescription == {"init": "glorot_uniform"}]
+    assert glorot, dg.verifications
+    chance = constant_loss("cross_entropy", data.y_train, 2)
+    assert abs(chance - math.log(2)) < 1e-3
+    for v in glorot:
+        assert v.after["val_acc"] == v.before["val_acc"]
+        assert v.after["train_loss"] > 0.99 * chance  # no better than a constant prediction
+        assert not v.helped, v.summary()
+    # a cure that learned something still helped (batch norm: held-out accuracy up)
+    assert any(v.helped for v in dg.verifications if v.prescription.get("batchnorm"))
+
+
+def test_constant_loss_is_the_loss_of_the_best_constant_prediction():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 500)
+    freq = np.bincount(y, minlength=4) / y.size  # class 3 never appears
+    for eps in (0.0, 0.2):
+        m = (1 - eps) * freq + eps / 4
+        with np.errstate(divide="ignore"):
+            z = np.tile(np.log(m), (y.size, 1))  # the optimum constant logits
+        want = dl.loss("cross_entropy", label_smoothing=eps).forward(z, y)
+        got = constant_loss(dl.loss("cross_entropy", label_smoothing=eps), y, 4)
+        assert got == pytest.approx(want, rel=1e-12)
+    yb = (rng.random((300, 2)) < [0.2, 0.7]).astype(float)
+    mb = yb.mean(axis=0)
+    zb = np.tile(np.log(mb / (1 - mb)), (300, 1))
+    assert constant_loss("bce", yb) == pytest.approx(dl.loss("bce").forward(zb, yb), rel=1e-12)
+    yr = rng.normal(size=(300, 3))
+    assert constant_loss("mse", yr) == pytest.approx(
+        dl.loss("mse").forward(np.tile(yr.mean(axis=0), (300, 1)), yr), rel=1e-12)
+    assert math.isnan(constant_loss("huber", yr))
