@@ -146,6 +146,7 @@ def test_a_slow_first_measurement_does_not_hold_back_the_updates_after_play():
 
     class Monitor:
         calls = 0
+        since = 0  # the weights of step 0 kept: step 1 may be measured (its one-step ratio)
 
         def measure(self, step):
             Monitor.calls += 1

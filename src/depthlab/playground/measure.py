@@ -11,8 +11,11 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
   (ReLU family: entries with ``s <= 0``), ``dead[l]`` (see ``probes.stats``; a quantity that
   does not apply to the activation, or a layer whose outputs are not all finite, is None);
 * ``update_ratio[l] = ||W_l(t) - W_l(t0)|| / ||W_l(t0)|| / (t - t0)``: the relative change of the
-  weights feeding layer ``l`` per optimizer step since the previous measurement at step ``t0``
-  (``update_since``, None at the first);
+  weights feeding layer ``l`` per optimizer step since step ``t0`` (``update_since``, None at
+  the first), the previous measurement or the step :meth:`Monitor.arm` kept: the session arms
+  it before each step it measures, so ``t - t0`` is 1 (the ratio of one step, as ``depthlab
+  run`` records it; the net displacement over the ~200 steps between two measurements while
+  training ran, divided by 200, read 5x below it on the default setup);
 * activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
   between), normalised to sum 1, over a range that follows the data (:func:`follow_edges`:
   kept from one measurement to the next while the robust range of
@@ -171,6 +174,23 @@ class Monitor:
     def _weights(self) -> list[np.ndarray]:
         return [p.dense.W.value for p in self.points if p.dense is not None]
 
+    @property
+    def since(self) -> int | None:
+        """The step whose weights the next update ratio is taken from (None: none kept)."""
+        return self._w_step if self._w_prev is not None else None
+
+    def arm(self, step: int) -> None:
+        """Keep the weights as they are after optimizer step ``step``, for the update ratio of
+        the next measurement (the session arms it right before the step it measures, so the
+        ratio is that of one step, as ``depthlab run`` records it)."""
+        now = self._weights()
+        if self._w_prev is None:
+            self._w_prev = [w.copy() for w in now]
+        else:
+            for dst, src in zip(self._w_prev, now):
+                np.copyto(dst, src)
+        self._w_step = step
+
     def _update_ratio(self, step: int) -> list[float | None]:
         now = self._weights()
         out: list[float] = []
@@ -179,12 +199,7 @@ class Monitor:
             for w, w0 in zip(now, self._w_prev):
                 n0 = float(np.linalg.norm(w0))
                 out.append(float(np.linalg.norm(w - w0)) / n0 / k if n0 > 0 else math.nan)
-        if self._w_prev is None:
-            self._w_prev = [w.copy() for w in now]
-        else:
-            for dst, src in zip(self._w_prev, now):
-                np.copyto(dst, src)
-        self._w_step = step
+        self.arm(step)
         return _floats(out, 4)
 
     # -- one measurement ---------------------------------------------------------------------

@@ -113,6 +113,9 @@ class _Gate(Callback):
         self.s._measure(0, force=True)
         self.s._wait()
 
+    def before_update(self, trainer: Trainer, step: int) -> None:
+        self.s._arm(step)
+
     def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
         s = self.s
         h = trainer.history
@@ -214,6 +217,12 @@ class Session:
         with self._cond:
             blocks = not self._running and self._steps_allowed == 0 and not self._stop
         if blocks and step is not None and step != self._measured_step:
+            assert self.monitor is not None
+            if self.monitor.since != step - 1 and not self._stop:
+                # paused while this step was updating the weights (after the check before it):
+                # one more step, which is armed, so that the paused page shows a one-step ratio
+                self._single = True
+                return
             self._measure(step, force=True)
         with self._cond:
             if self._stop:
@@ -233,13 +242,29 @@ class Session:
             else:
                 self._single = False
 
+    def _due(self, now: float) -> bool:
+        return now - self._last_measure >= max(UPDATE_INTERVAL, 3.0 * self._measure_cost)
+
+    def _arm(self, step: int) -> None:
+        """Before optimizer step ``step``: when it is to be measured (the session pauses or
+        steps singly, or a measurement is due), keep the weights it starts from, so that the
+        update ratio measured after it is that step's."""
+        monitor = self.monitor
+        if monitor is None or monitor.since == step - 1:
+            return
+        with self._cond:
+            measured = not self._running
+        if measured or self._due(time.perf_counter()):
+            monitor.arm(step - 1)
+
     def _measure(self, step: int, *, force: bool = False) -> None:
         now = time.perf_counter()
-        interval = max(UPDATE_INTERVAL, 3.0 * self._measure_cost)
-        if not force and now - self._last_measure < interval:
+        if not force and not self._due(now):
             return
-        self._last_measure = now
         assert self.monitor is not None
+        if not force and self.monitor.since != step - 1:
+            return  # due during this step: measured after the next, which is armed for it
+        self._last_measure = now
         snap = self.monitor.measure(step)
         # the first measurement of a process also loads the compiled kernels (~0.3 s, once):
         # its cost would hold back the first updates after "play" for a second
