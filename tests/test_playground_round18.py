@@ -13,7 +13,9 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,45 @@ def test_the_update_ratio_drawn_while_training_is_that_of_one_step(page, server,
     # paused: the page shows the step training stopped at, and that step's own ratio
     step, since = page.evaluate("[S.last.step, S.last.update_since]")
     assert since == step - 1, (step, since)
+
+
+def test_a_pause_after_a_slow_step_is_measured_at_once():
+    """A pause that catches a step whose weights were not kept lets one more (kept) step
+    through only when steps are quick: on the 1000-layer residual preset (a step of 1-2 s on a
+    loaded host) the pause held the page's measurement back by that step."""
+    from depthlab.playground.session import Session, Stopped
+    from depthlab.playground.setup import parse_setup, to_config
+
+    class Monitor:
+        since = 5  # the weights of step 5 kept; step 8 paused
+
+        def measure(self, step):
+            return {"step": step}
+
+        def boundary(self):
+            return None
+
+    sent: list[dict] = []
+    session = Session(to_config(parse_setup({})), sent.append)
+    session.monitor = Monitor()
+    session.state = "paused"
+    session._step_seconds = 1.5
+    def wait() -> None:
+        with contextlib.suppress(Stopped):  # ended by session.stop()
+            session._wait(8)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(1.0)
+    assert [m["step"] for m in sent if m.get("type") == "update"] == [8]  # at once
+    assert waiter.is_alive()  # and it waits for play or step, no further step let through
+    session.stop()
+    waiter.join(2.0)
+    # a quick step: one more step goes through, measured after it (its own one-step ratio)
+    sent.clear()
+    session = Session(to_config(parse_setup({})), sent.append)
+    session.monitor = Monitor()
+    session.state = "paused"
+    session._step_seconds = 0.001
+    session._wait(8)  # returns: the next step is let through
+    assert session._single and not sent

@@ -125,8 +125,12 @@ class _Gate(Callback):
         s._losses.append((step, float(loss)))
         s._epoch = trainer.epoch
         single = s._single
+        now = time.perf_counter()
+        if s._stepped is not None:
+            s._step_seconds = now - s._stepped
         s._measure(step, force=single)
         s._wait(step)
+        s._stepped = time.perf_counter()
 
 
 class Session:
@@ -152,6 +156,8 @@ class Session:
         self._losses: list[tuple[int, float]] = []  # (step, train loss) since the last update
         self._epoch = 0
         self._last_measure = 0.0
+        self._stepped: float | None = None  # when the last step was let through
+        self._step_seconds = math.inf  # how long the last step took
         self._measured_step: int | None = None
         self._measure_cost = 0.0
         self._last_boundary = 0.0
@@ -218,9 +224,10 @@ class Session:
             blocks = not self._running and self._steps_allowed == 0 and not self._stop
         if blocks and step is not None and step != self._measured_step:
             assert self.monitor is not None
-            if self.monitor.since != step - 1 and not self._stop:
+            if self.monitor.since != step - 1 and self._step_seconds < UPDATE_INTERVAL:
                 # paused while this step was updating the weights (after the check before it):
-                # one more step, which is armed, so that the paused page shows a one-step ratio
+                # one more step (a quick one: a deep network's would hold the pause back by
+                # seconds), which is armed, so that the paused page shows a one-step ratio
                 self._single = True
                 return
             self._measure(step, force=True)
