@@ -789,7 +789,8 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any)
     """The block's output is ``post(a + b)`` (``post`` an activation module when ``post``) of
     exactly the branch's output ``a`` and the shortcut's ``b`` (autograd nodes; the check is
     skipped without gradients): a scale, another operation or a functional activation in
-    between would make the prediction wrong, so it is refused."""
+    between would make the prediction wrong, so it is refused; so is an add with ``alpha``
+    (``x.add(F(x), alpha=0.5)``, ``torch.add(x, F(x), alpha=2)``), a scale inside the add."""
     if out_fn is None or branch_fn is None or skip_fn is None:
         return
     add = out_fn
@@ -803,6 +804,13 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any)
                          f"with an activation module f (or none); in {name!r} the output is "
                          f"not the plain sum of the branch and the shortcut (a scale, another "
                          f"operation or a functional activation in between)")
+    alpha = getattr(add, "_saved_alpha", 1)
+    if alpha != 1:  # x.add(F(x), alpha=0.5): one operand scaled, as 0.5 * F(x) would be (the
+        # sum was modelled as x + F(x): grad_pre_std of the layer below 2.0x the measurement)
+        raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + F(x)); "
+                         f"in {name!r} the sum is an add with alpha={alpha:g} (x.add(F(x), "
+                         f"alpha={alpha:g}) scales one path by {alpha:g}), which the theory does "
+                         "not model; expected the plain sum x + F(x)")
 
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -1,0 +1,57 @@
+"""depthlab.torch probe and predict on models the earlier rounds did not cover (round 18).
+Measured values are compared with a direct computation by plain torch operations and autograd
+in float64 (population std, ddof = 0); predictions with the measurement at initialization."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+CE = nn.CrossEntropyLoss()
+D = torch.float64
+
+
+def _pstd(v: torch.Tensor) -> float:
+    return float(v.detach().double().std(unbiased=False))
+
+
+def _mean(v: torch.Tensor) -> float:
+    return float(v.detach().double().mean())
+
+
+class _AlphaBlock(nn.Module):
+    """``x.add(fc2(relu(fc1(x))), alpha=alpha)``: a residual add that scales its branch."""
+
+    def __init__(self, width: int, alpha: float, fn: str = "method") -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width)
+        self.alpha, self.fn = alpha, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.fc2(self.act(self.fc1(x)))
+        if self.fn == "method":
+            return x.add(branch, alpha=self.alpha)
+        return torch.add(x, branch, alpha=self.alpha)
+
+
+@pytest.mark.parametrize("alpha,fn", [(0.5, "method"), (2.0, "function")])
+def test_predict_refuses_a_residual_add_with_alpha(alpha, fn):
+    """``x.add(F(x), alpha=0.5)`` is ``x + 0.5 F(x)``: the branch's gradient is scaled by
+    alpha, which predict() took for a plain sum (grad_pre_std of the layer before the block
+    predicted 2.0x the measurement for alpha 0.5, 0.5x for alpha 2)."""
+    torch.manual_seed(0)
+    w = 64
+    model = nn.Sequential(nn.Linear(w, w), nn.ReLU(), _AlphaBlock(w, alpha, fn),
+                          nn.Linear(w, 10)).to(D)
+    x, y = torch.randn(128, w, dtype=D), torch.randint(0, 10, (128,))
+    with pytest.raises(ValueError, match=rf"'2'.*alpha={alpha:g}"):
+        dlt.predict(model, x, y, CE)
+    plain = nn.Sequential(nn.Linear(w, w), nn.ReLU(), _AlphaBlock(w, 1.0, fn),
+                          nn.Linear(w, 10)).to(D)
+    df = dlt.predict(plain, x, y, CE)  # alpha 1 is the plain sum: predicted as before
+    g = df[df.quantity == "grad_pre_std"]
+    assert ((g.predicted / g.value).between(0.8, 1.25)).all()
