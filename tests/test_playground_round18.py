@@ -104,3 +104,26 @@ def test_a_pause_after_a_slow_step_is_measured_at_once():
     session._step_seconds = 0.001
     session._wait(8)  # returns: the next step is let through
     assert session._single and not sent
+
+
+# -- the batch-norm momentum takes the "cumulative" its tooltip offers --------------------------
+def test_the_bn_momentum_control_takes_the_cumulative_its_tooltip_offers(page, server):
+    page.goto(server.url + "?model.batchnorm=true&model.depth=4")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#more summary")
+    tip = page.get_attribute("#f-model-bn_momentum", "title")
+    assert '"cumulative"' in tip, tip  # the spec's doc, which the tooltip shows
+    page.fill("#f-model-bn_momentum", "cumulative")
+    page.press("#f-model-bn_momentum", "Tab")
+    # was: 'model.bn_momentum = 'cumulative' is not accepted; expected a number > 0 and <= 1'
+    page.wait_for_function("new URLSearchParams(location.search).get('model.bn_momentum') "
+                           "=== 'cumulative' && S.ready && S.last", timeout=30_000)
+    assert page.is_hidden("#message")
+    assert page.evaluate("S.ready.config.model.bn_momentum") == "cumulative"
+    page.click("#step")
+    page.wait_for_function("S.last.step === 1", timeout=10_000)
+    assert page.is_hidden("#message") and page.inner_text("#state") == "PAUSED"
+    # and the link's export is a config `depthlab run` reads back with it
+    qs = page.evaluate("location.search")
+    toml = page.evaluate("async (qs) => (await fetch('/api/export' + qs)).text()", qs)
+    assert 'bn_momentum = "cumulative"' in toml

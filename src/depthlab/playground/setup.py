@@ -30,7 +30,7 @@ from ..data.registry import BUILTINS, DATASETS
 from ..experiments.config import ConfigError, validate
 from ..initializers import INITIALIZERS, get_initializer
 from ..optimizers import OPTIMIZERS
-from ..spec import fields_schema, optimizer_hyperparameters
+from ..spec import CUMULATIVE, fields_schema, optimizer_hyperparameters
 from ..spec import to_toml as spec_to_toml
 
 MAX_DEPTH = 1000
@@ -64,6 +64,7 @@ class Field:
     hi_open: bool = False
     datasets: tuple[str, ...] = ()
     optimizers: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()  # a number field's values that are words ("cumulative")
 
     def describe(self) -> str:
         """What the field accepts, for messages: ``an integer >= 1 and <= 1000``."""
@@ -78,14 +79,15 @@ class Field:
             parts.append(f"{'>' if self.lo_open else '>='} {num(self.lo)}")
         if self.hi is not None:
             parts.append(f"{'<' if self.hi_open else '<='} {num(self.hi)}")
-        return f"{what} {' and '.join(parts)}" if parts else what
+        text = f"{what} {' and '.join(parts)}" if parts else what
+        return text + "".join(f' or "{w}"' for w in self.words)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "kind": self.kind, "default": self.default, "doc": self.doc,
                 "group": self.group, "choices": list(self.choices), "lo": self.lo,
                 "hi": self.hi, "lo_open": self.lo_open, "hi_open": self.hi_open,
                 "accepts": self.describe(), "datasets": list(self.datasets),
-                "optimizers": list(self.optimizers)}
+                "optimizers": list(self.optimizers), "words": list(self.words)}
 
 
 def _takes(option: str) -> tuple[str, ...]:
@@ -129,7 +131,9 @@ _CONTROLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("train.loss", "more", {}),
     ("train.l2", "more", {"hi": 1.0, "hi_open": False}),
     ("model.bias_init", "more", {"choices": _bias_initializers()}),
-    ("model.bn_momentum", "more", {}),
+    # the spec's "cumulative" (the plain mean of the batch statistics): the control's own
+    # tooltip offered it, and typing it was refused as "expected a number > 0 and <= 1"
+    ("model.bn_momentum", "more", {"words": (CUMULATIVE,)}),
     ("model.bn_inference", "more", {}),
     ("model.dtype", "more", {}),
     ("train.epochs", "more", {"default": 20, "hi": 100_000, "doc": "epochs written into the "
@@ -185,6 +189,8 @@ def _parse_value(f: Field, raw: Any) -> Any:
         if text not in f.choices:
             raise bad
         return text
+    if isinstance(raw, str) and raw.strip().lower() in f.words:
+        return raw.strip().lower()
     if isinstance(raw, bool):
         raise bad
     try:
