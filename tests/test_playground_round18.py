@@ -127,3 +127,27 @@ def test_the_bn_momentum_control_takes_the_cumulative_its_tooltip_offers(page, s
     qs = page.evaluate("location.search")
     toml = page.evaluate("async (qs) => (await fetch('/api/export' + qs)).text()", qs)
     assert 'bn_momentum = "cumulative"' in toml
+
+
+def test_every_word_a_controls_tooltip_offers_is_accepted(server):
+    """A control's tooltip is its doc and what it accepts; a quoted word in it ("full" for the
+    batch size: 'examples per step, or "full"') was refused when typed into the control."""
+    import json
+    import re
+    import urllib.parse
+    import urllib.request
+
+    def get(path):
+        with urllib.request.urlopen(server.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    offered = []
+    for f in get("api/schema")["fields"]:
+        if f["kind"] not in ("int", "float"):
+            continue
+        for word in re.findall(r'"([a-z_]+)"', f"{f['doc']} ({f['accepts']})"):
+            offered.append(f["key"])
+            query = {f["key"]: word, "model.batchnorm": "true"}
+            body = get("api/check?" + urllib.parse.urlencode(query))
+            assert body["ok"], (f["key"], word, body["message"])
+    assert offered == ["model.bn_momentum", "model.bn_momentum"]  # its doc and accepts

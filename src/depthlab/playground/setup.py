@@ -125,7 +125,10 @@ _CONTROLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("model.dropout", "main", {}),
     ("train.optimizer", "main", {}),
     ("train.lr", "main", {"default": 0.05, "hi": 10.0, "hi_open": False}),
-    ("train.batch_size", "main", {"kind": "int", "choices": (), "hi": MAX_BATCH}),
+    # the spec's doc says 'examples per step, or "full"', a value of the TOML file that the
+    # page's integer control refuses (its tooltip offered it)
+    ("train.batch_size", "main", {"kind": "int", "choices": (), "hi": MAX_BATCH,
+                                  "doc": "examples per step"}),
     ("train.seed", "main", {"hi": 2**31 - 1, "doc": "one seed for the data, the weights and "
                                                     "the batches"}),
     ("train.loss", "more", {}),
