@@ -38,7 +38,10 @@ DB_NAME = "depthlab.db"
 STATUSES: tuple[str, ...] = ("finished", "diverged", "failed")
 KINDS: tuple[str, ...] = ("run", "sweep-point", "doctor", "reproduce")
 METRIC_KEYS: tuple[str, ...] = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-                                "test_acc", "steps", "seconds")
+                                "test_acc", "steps", "seconds", "epochs", "n_parameters")
+"""The final metrics every run has a column for (:meth:`Store.runs`, the export's runs table,
+`depthlab runs --json`), NaN/None where a run has none: the columns do not depend on what the
+store holds (a store of failed points only had no ``epochs`` or ``n_parameters`` column)."""
 TABLES: tuple[str, ...] = ("runs", "steps", "epochs", "evals", "probes", "histograms",
                            "jacobian", "findings")
 EXPORTED: tuple[str, ...] = (*TABLES, "sweep_points")

@@ -1,0 +1,43 @@
+"""Round 18, the command line and the experiment machinery: export columns, sweeps' memory,
+unwritable stderr, interrupts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from helpers.cli import run_cli
+
+from depthlab.experiments import Store
+from depthlab.experiments.runner import failed_record
+
+BASE = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 4, "auto"]},
+        "train": {"epochs": 1}}
+
+
+def _header(path) -> list[str]:
+    with open(path, newline="") as fh:
+        return next(csv.reader(fh))
+
+
+def test_export_runs_csv_has_the_same_columns_whatever_the_store_holds(tmp_path, capsys):
+    # runs.csv took its metric columns from the runs stored: a store of failed points only
+    # (or an empty one, or doctor runs only) had no epochs/n_parameters columns, so a script
+    # reading them failed with a KeyError on one store and not on the next
+    from depthlab.experiments import validate
+
+    (tmp_path / "empty").mkdir()
+    Store(tmp_path / "empty").close()
+    with Store(tmp_path / "failed") as s:
+        s.add_run(failed_record(validate(BASE), "f1", "ValueError: bad"))
+    headers = []
+    for name in ("empty", "failed"):
+        code, _, err = run_cli(capsys, "export", tmp_path / name, "--to", tmp_path / f"x{name}")
+        assert code == 0, err
+        headers.append(_header(tmp_path / f"x{name}" / "runs.csv"))
+    assert headers[0] == headers[1]
+    assert headers[0][-3:] == ["steps", "epochs", "n_parameters"], headers[0]
+    code, out, err = run_cli(capsys, "runs", tmp_path / "failed", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert "epochs" in row and "n_parameters" in row and row["n_parameters"] is None, row
