@@ -55,3 +55,24 @@ def test_predict_refuses_a_residual_add_with_alpha(alpha, fn):
     df = dlt.predict(plain, x, y, CE)  # alpha 1 is the plain sum: predicted as before
     g = df[df.quantity == "grad_pre_std"]
     assert ((g.predicted / g.value).between(0.8, 1.25)).all()
+
+
+@pytest.mark.parametrize("on", [3, 2])
+def test_predict_refuses_a_deprecated_backward_hook(on):
+    """``module.register_backward_hook`` (the deprecated kind) acts on the autograd node of the
+    module's output, invisible in the forward: a hook returning ``grad_input * 10`` on a tanh
+    had grad_pre_std of the layers below predicted 0.1x the measurement, silently."""
+    torch.manual_seed(0)
+    w = 64
+    model = nn.Sequential(nn.Linear(32, w), nn.Tanh(), nn.Linear(w, w), nn.Tanh(),
+                          nn.Linear(w, 10)).to(D)
+    x, y = torch.randn(128, 32, dtype=D), torch.randint(0, 10, (128,))
+    handle = model[on].register_backward_hook(lambda m, gi, go: (gi[0] * 10,))
+    kind = type(model[on]).__name__
+    with pytest.raises(ValueError, match=rf"backward hook \(register_backward_hook\) on "
+                                         rf"'{on}' \({kind}\)"):
+        dlt.predict(model, x, y, CE)
+    handle.remove()
+    df = dlt.predict(model, x, y, CE)  # without it: predicted as measured
+    g = df[df.quantity == "grad_pre_std"]
+    assert ((g.predicted / g.value).between(0.8, 1.25)).all()

@@ -396,6 +396,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             raise ValueError(f"predict() supports chains of Linear/Conv layers; layer "
                              f"{info.name!r} is a {info.kind}")
         _check_stock_forward(info)
+    _check_backward_hooks(model, names)
     try:
         with rec.isolated():  # gradients on: residual blocks are found in the autograd graph
             rec.arm()
@@ -632,6 +633,30 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     if loss_fn is not None:
         out[-1]["top_grad"] = _top_moments(end, out_tensors.get(id(_top_module(out[-1]))))
     return out
+
+
+def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
+    """A ValueError naming the module that carries a backward hook of the deprecated kind
+    (``module.register_backward_hook``, or ``nn.modules.module.register_module_backward_hook``
+    for every module): torch registers it on the autograd node of the module's output, where
+    what it returns replaces the gradient sent below, and nothing in the forward shows it (a
+    hook returning ``grad_input * 10`` on an activation: grad_pre_std of the layers below
+    predicted 0.1x the measurement). Full backward hooks are refused where they run (their
+    ``BackwardHookFunction`` between the modules)."""
+    from torch.nn.modules import module as torch_module
+
+    if getattr(torch_module, "_global_backward_hooks", None) and \
+            getattr(torch_module, "_global_is_full_backward_hook", None) is False:
+        raise ValueError("predict() computes each gradient from the weights; a global module "
+                         "backward hook (torch.nn.modules.module.register_module_backward_hook)"
+                         " may change every module's gradient, which the theory does not see; "
+                         "expected no such hook while predicting")
+    for m in model.modules():
+        if m._backward_hooks and getattr(m, "_is_full_backward_hook", None) is False:
+            raise ValueError(f"predict() computes each gradient from the weights; a backward "
+                             f"hook (register_backward_hook) on {names.get(id(m), '')!r} "
+                             f"({type(m).__name__}) may change the gradient it sends below, "
+                             "which the theory does not see; expected the model without it")
 
 
 def _top_module(seg: dict) -> nn.Module:
