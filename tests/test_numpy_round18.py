@@ -52,3 +52,36 @@ def test_constant_loss_is_the_loss_of_the_best_constant_prediction():
     assert constant_loss("mse", yr) == pytest.approx(
         dl.loss("mse").forward(np.tile(yr.mean(axis=0), (300, 1)), yr), rel=1e-12)
     assert math.isnan(constant_loss("huber", yr))
+
+
+def _first_over_last(net, x):
+    y = np.random.default_rng(1).integers(0, 2, len(x))
+    t = dl.probe(net, x, y)
+    g = t[t.quantity == "grad_pre_std"].set_index("layer")["value"]
+    return float(g.loc[1] / g.loc[g.index.max()])
+
+
+def test_a_prediction_for_few_input_features_says_it_departs_near_the_input():
+    # selu + LeCun and relu + batch norm on 2-D inputs (the playground's spirals): measured
+    # first-layer gradients 2-5x the prediction, and the note only said "wide layers"
+    for cfg in (dict(activation="selu", init="lecun_normal"),
+                dict(activation="tanh", init="glorot_normal", residual=True),
+                dict(activation="relu", init="he_normal", batchnorm=True)):
+        few = dl.theory.predict_gradients(dict(sizes=[2] + [96] * 20 + [2], **cfg))
+        many = dl.theory.predict_gradients(dict(sizes=[64] + [96] * 20 + [2], **cfg))
+        assert "2 input features" in few.note and "input feature" not in many.note
+        assert few.covered
+        if not cfg.get("residual"):  # the stem's fan-in sets a residual stream's variance
+            assert few.relative_std == many.relative_std  # the same numbers, a new note
+    # relu without batch norm: each example's length cancels, no warning
+    for act in ("relu", "leaky_relu", "identity"):
+        plain = dl.theory.predict_gradients(dict(sizes=[2] + [96] * 20 + [2], activation=act))
+        assert "input feature" not in plain.note
+    # the departure it warns of (relu + BN, seed 0: 2.1x at 2 features, 0.95x at 64)
+    cfg = dict(activation="relu", init="he_normal", batchnorm=True, seed=0, dtype="float64")
+    pred = dl.theory.predict_gradients(dict(sizes=[2] + [96] * 20 + [2], **cfg)).relative_std[0]
+    g = np.random.default_rng(0)
+    gap2 = _first_over_last(dl.mlp([2] + [96] * 20 + [2], **cfg), g.normal(size=(256, 2))) / pred
+    gap64 = _first_over_last(dl.mlp([64] + [96] * 20 + [2], **cfg),
+                             g.normal(size=(256, 64))) / pred
+    assert gap2 > 1.5 and 0.75 < gap64 < 1.3, (gap2, gap64)
