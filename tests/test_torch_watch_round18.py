@@ -120,3 +120,40 @@ def test_a_relative_out_is_the_folder_of_the_working_directory_at_creation(tmp_p
     assert not (second / "runs").exists()
     with Store(first / "runs") as store:
         assert list(store.runs()["name"]) == ["Sequential"]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_watch_step_between_scaler_step_and_update_reads_the_unscaled_gradients(fused):
+    """``scaler.scale(loss).backward(); scaler.step(opt); watch.step(loss); scaler.update()``:
+    ``scaler.step`` had unscaled ``.grad`` in place (a fused Adam's too), and the Watch divided
+    it by the scale once more: ``weight_grad_std`` 1/1024 of the gradient, silently. The rows
+    equal autograd's gradients of the same loss without a scaler (the scale is a power of 2:
+    exact), wherever the call is before ``scaler.update``."""
+    x, y = _data(rows=16, dtype=torch.float32)
+
+    def model():
+        return _mlp(dtype=torch.float32)
+
+    ref = model()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        F.cross_entropy(ref(x), y).backward()
+    for where in ("before", "after"):
+        net = model()
+        opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused)
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        watch = dlt.Watch(net, every=1, scaler=scaler, theory=False)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(net(x), y)
+        scaler.scale(loss).backward()
+        if where == "before":
+            watch.step(loss)
+        scaler.step(opt)
+        if where == "after":
+            watch.step(loss)
+        scaler.update()
+        table = _table(watch, 0)
+        for i in range(3):
+            want = ref[2 * i].weight.grad
+            assert table[(i + 1, "weight_grad_std")] == pytest.approx(_pstd(want), rel=1e-6)
+            assert table[(i + 1, "weight_grad_absmean")] == pytest.approx(
+                want.double().abs().mean().item(), rel=1e-6)

@@ -78,14 +78,18 @@ WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 
 def _scaler_state(scaler: Any) -> tuple[float, bool]:
     """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
-    ``scaler.step``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
-    disabled) and whether ``scaler.unscale_(optimizer)`` has already divided ``.grad`` by it."""
+    ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
+    disabled) and whether ``scaler.unscale_(optimizer)`` or ``scaler.step(optimizer)`` (which
+    unscales first, fused optimizers too) has already divided ``.grad`` by it (a
+    ``Watch.step`` between ``scaler.step`` and ``scaler.update`` read ``weight_grad_*``
+    divided twice: 1/S of the gradient)."""
     if not scaler.is_enabled():
         return 1.0, True
     from torch.amp.grad_scaler import OptState
 
     states = getattr(scaler, "_per_optimizer_states", {}).values()
-    return float(scaler.get_scale()), any(st.get("stage") is OptState.UNSCALED for st in states)
+    done = (OptState.UNSCALED, OptState.STEPPED)
+    return float(scaler.get_scale()), any(st.get("stage") in done for st in states)
 
 
 def _error_text(error: BaseException, steps: int) -> str:
