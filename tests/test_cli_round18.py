@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
-from helpers.cli import run_cli
+import pytest
+from helpers.cli import ENV, run_cli
 
 from depthlab.experiments import Store
 from depthlab.experiments.runner import failed_record
@@ -41,3 +45,14 @@ def test_export_runs_csv_has_the_same_columns_whatever_the_store_holds(tmp_path,
     assert code == 0, err
     (row,) = json.loads(out)
     assert "epochs" in row and "n_parameters" in row and row["n_parameters"] is None, row
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["rnu"], ["run", "/nonexistent/c.toml"]])
+def test_a_user_error_with_stderr_on_a_full_disk_still_exits_2(args):
+    # `depthlab rnu 2>/dev/full`: writing the error line raised OSError, which escaped main
+    # (exit status 1, as an internal error), so a script could not tell bad input from a bug
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "depthlab", *args], stdout=subprocess.PIPE,
+                              stderr=full, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""

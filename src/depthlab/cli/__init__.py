@@ -48,11 +48,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, ConfigError, ExperimentError, StoreError, AtomicWriteError, OSError)
 
 
+def _tell(text: str) -> None:
+    """``text`` on stderr; a stderr that refuses it (``2>/dev/full``, a closed pipe) loses the
+    line but not the exit status (the OSError made every user error an exit status 1)."""
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``depthlab: error: ...`` and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"depthlab: error: {message}{self._hint(message)} "
+        _tell(f"depthlab: error: {message}{self._hint(message)} "
                          f"(see `{self.prog} --help`)\n")
         raise SystemExit(2)
 
@@ -304,7 +314,7 @@ def _report_output_failure(e: OSError) -> int:
     again when it is not that."""
     if not _output_failed(e):
         raise e
-    sys.stderr.write(f"depthlab: error: cannot write the output to stdout: "
+    _tell(f"depthlab: error: cannot write the output to stdout: "
                      f"{e.strerror or one_line(e)}\n")
     return 2
 
@@ -316,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
     nul = next((a for a in (sys.argv[1:] if argv is None else argv) if "\x00" in str(a)), None)
     if nul is not None:  # no path can hold one: os calls raised "embedded null byte" (exit 1)
-        sys.stderr.write(f"depthlab: error: argument {str(nul)!r} holds a NUL byte; accepted: "
+        _tell(f"depthlab: error: argument {str(nul)!r} holds a NUL byte; accepted: "
                          "text without NUL characters\n")
         return 2
     try:
@@ -338,11 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as failed:  # the help or version text could not be written
         return _report_output_failure(failed)
     except KeyboardInterrupt:
-        sys.stderr.write("depthlab: interrupted\n")
+        _tell("depthlab: interrupted\n")
         return 130
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
-        sys.stderr.write("depthlab: error: give a command (see `depthlab --help`)\n")
+        _tell("depthlab: error: give a command (see `depthlab --help`)\n")
         return 2
     debug = bool(getattr(args, "debug", False))
     user_errors: tuple[type[BaseException], ...] = (UserError,)
@@ -359,9 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt as e:
         if _by_sigterm(e):
-            sys.stderr.write("depthlab: terminated (SIGTERM)\n")
+            _tell("depthlab: terminated (SIGTERM)\n")
             return 143
-        sys.stderr.write("depthlab: interrupted\n")
+        _tell("depthlab: interrupted\n")
         return 130
     except BrokenPipeError:
         _stdout_broken()  # the reader stopped (`| head`): not an error
@@ -370,14 +380,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if _output_failed(e):
-            sys.stderr.write(f"depthlab: error: cannot write the output to stdout: "
+            _tell(f"depthlab: error: cannot write the output to stdout: "
                              f"{e.strerror or one_line(e)}\n")
             return 2
         if isinstance(e, user_errors):
-            sys.stderr.write(f"depthlab: error: {one_line(e)}\n")
+            _tell(f"depthlab: error: {one_line(e)}\n")
             return 2
         if not debug:
-            sys.stderr.write(f"depthlab: error: {type(e).__name__}: {one_line(e)} "
+            _tell(f"depthlab: error: {type(e).__name__}: {one_line(e)} "
                              "(internal error; run with --debug for the traceback)\n")
         return 1
 
