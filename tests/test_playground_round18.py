@@ -151,3 +151,39 @@ def test_every_word_a_controls_tooltip_offers_is_accepted(server):
             body = get("api/check?" + urllib.parse.urlencode(query))
             assert body["ok"], (f["key"], word, body["message"])
     assert offered == ["model.bn_momentum", "model.bn_momentum"]  # its doc and accepts
+
+
+# -- Space plays and pauses after a button was clicked -----------------------------------------
+def test_space_plays_and_pauses_after_a_button_was_clicked(page, server):
+    page.goto(server.url)
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")  # with the mouse: the button keeps the focus, without a ring
+    page.wait_for_selector("body[data-state=running]")
+    page.keyboard.press(" ")
+    # was: Space pressed the focused play button again, so it never paused
+    page.wait_for_selector("body[data-state=paused]", timeout=5_000)
+    page.keyboard.press(" ")
+    page.wait_for_selector("body[data-state=running]", timeout=5_000)
+    page.keyboard.press(" ")
+    page.wait_for_selector("body[data-state=paused]", timeout=5_000)
+    # a preset clicked, then Space: it trains the preset's network (was: the preset again,
+    # rebuilt at step 0)
+    page.click("button[data-preset=he]")
+    page.wait_for_function("S.ready && S.ready.config.model.depth === 20 && S.last",
+                           timeout=30_000)
+    accepted = page.evaluate("() => { window.accepted = 0; const h = handle; window.handle = "
+                             "(m) => { if (m.type === 'accepted') window.accepted++; h(m); }; "
+                             "return 0; }")
+    page.keyboard.press(" ")
+    page.wait_for_function("S.last.step > 20", timeout=10_000)
+    assert page.evaluate("window.accepted") == accepted  # no new session
+    assert page.inner_text("#state") == "RUNNING"
+    page.keyboard.press(" ")
+    page.wait_for_selector("body[data-state=paused]", timeout=5_000)
+    # a button reached with Tab keeps its own Space: reset restarts the network
+    page.focus("#step")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "reset"
+    page.keyboard.press(" ")
+    page.wait_for_function("S.last && S.last.step === 0", timeout=30_000)
+    assert page.inner_text("#state") == "PAUSED"

@@ -973,14 +973,28 @@ async function main() {
     S.doctorByKey = ev.detail === 0;  // Enter or Space (a mouse click counts its clicks)
     if (send({ cmd: "doctor" })) $("doctor").disabled = true;
   });
-  // Space plays or pauses unless a control has the focus (there it types or presses)
-  document.addEventListener("keydown", (ev) => {
-    if (ev.key !== " " || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+  // Space plays or pauses unless a control has the focus (there it types or presses). A
+  // button pressed with the mouse keeps the focus without showing it: Space then pressed it
+  // again (play clicked, Space never paused; a preset clicked, Space rebuilt it at step 0), so
+  // a button the pointer pressed, not reached with Tab since, leaves Space to play and pause.
+  let pointed = null;
+  document.addEventListener("pointerdown", (ev) => {
+    pointed = ev.target instanceof Element ? ev.target.closest("button, a, summary") : null;
+  }, true);
+  document.addEventListener("focusin", (ev) => { if (ev.target !== pointed) pointed = null; });
+  const spaceIsOurs = (ev) => {
+    if (ev.key !== " " || ev.ctrlKey || ev.metaKey || ev.altKey) return false;
     const t = ev.target;
-    if (t && t !== document.body && t.closest("input, select, textarea, button, a, summary")) return;
+    return !t || t === document.body || t === pointed ||
+      !t.closest("input, select, textarea, button, a, summary");
+  };
+  document.addEventListener("keydown", (ev) => {
+    if (!spaceIsOurs(ev)) return;
     ev.preventDefault();
-    $(S.state === "running" ? "pause" : "play").click();
+    if (!ev.repeat) $(S.state === "running" ? "pause" : "play").click();
   });
+  // a button presses itself when Space is released: not the one the pointer pressed
+  document.addEventListener("keyup", (ev) => { if (spaceIsOurs(ev)) ev.preventDefault(); });
   // before any setup was accepted (a refused URL, too big a network) the link's bare
   // /api/export downloaded the default setup: a config of another network than the page's
   // the controls as they read now: a value typed and not yet sent (no Tab) was left out, so a
