@@ -561,8 +561,9 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     shown = _f._pick_layers(layers, HIST_MAX_LAYERS)
     colors = _f._layer_colors(shown)
     names = _f.layer_names(probes)
-    if names:  # a wider legend for the module names
-        extra = _f.names_margin(names, shown) + 0.3 - 1.75
+    if names:  # a wider legend for the module names: their width at the legend's 8 pt plus
+        # the line sample and pads (0.062 in a character + 0.3 cut a 40-character name)
+        extra = _f.names_margin(names, shown, size=8) + 0.45 - 1.75
         if extra > 0:
             fig.set_figwidth(fig.get_figwidth() + extra)
             fig.subplots_adjust(left=0.85 / fig.get_figwidth(),
