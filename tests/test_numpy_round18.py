@@ -85,3 +85,37 @@ def test_a_prediction_for_few_input_features_says_it_departs_near_the_input():
     gap64 = _first_over_last(dl.mlp([64] + [96] * 20 + [2], **cfg),
                              g.normal(size=(256, 64))) / pred
     assert gap2 > 1.5 and 0.75 < gap64 < 1.3, (gap2, gap64)
+
+
+def test_infinite_numbers_of_a_diagnosis_come_back_from_its_json():
+    # a divergence's metric is inf: 'loss rise ... inf -> inf: did not help' came back from
+    # `depthlab doctor --json` (strict JSON: null) as 'nan -> nan'
+    import json
+
+    from depthlab.diagnosis import Diagnosis, Finding, Verification
+
+    inf = math.inf
+    f = Finding("divergence", [], {"metric": inf, "threshold": 1.5, "step": 2, "low": -inf,
+                                   "gap": math.nan}, "Training diverged.", {"lr": 0.001})
+    v = Verification("divergence", {"lr": 0.001}, {"train_loss": math.nan, "diverged": True},
+                     {"train_loss": 0.5, "val_acc": 0.9, "spread": inf},
+                     "loss rise (end / min(step 0, best))", inf, 1.2, True, True)
+    dg = Diagnosis([f], {"train_loss": math.nan}, pd_empty(), {"sizes": [2, 3, 2]},
+                   {"steps": 3}, [v])
+    text = json.dumps(dg.to_dict(), allow_nan=False)  # strict JSON still
+    back = Diagnosis.from_dict(json.loads(text))
+    bf, bv = back.findings[0], back.verifications[0]
+    assert bf.evidence["metric"] == inf and bf.evidence["low"] == -inf
+    assert math.isnan(bf.evidence["gap"]) and bf.evidence["step"] == 2
+    assert bv.metric_before == inf and bv.metric_after == 1.2 and bv.after["spread"] == inf
+    assert math.isnan(bv.before["train_loss"])
+    assert "inf -> 1.2" in bv.summary() and bv.summary() == v.summary()
+    assert str(back) == str(dg)
+    # a finite diagnosis's JSON is as before: no extra entry
+    assert "infinite" not in json.loads(json.dumps(Finding("x", [], {"metric": 1.0}, "").to_dict()))
+
+
+def pd_empty():
+    import pandas as pd
+
+    return pd.DataFrame({"step": [], "layer": [], "quantity": [], "value": []})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,43 @@ def _number(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+def _infinities(**groups: Any) -> dict[str, str]:
+    """Where the numbers of ``groups`` (a name -> a number, or a name -> a dict of numbers)
+    are infinite: ``{"metric_before": "inf", "evidence.metric": "inf"}``. Strict JSON holds
+    them as None, which reads back as NaN: a divergence's 'loss rise inf -> inf' came back from
+    ``depthlab doctor --json`` as 'nan -> nan'; :func:`_restore` puts them back."""
+    out = {}
+    for name, value in groups.items():
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, v in items:
+            if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isinf(v):
+                out[name if key is None else f"{name}.{key}"] = "inf" if v > 0 else "-inf"
+    return out
+
+
+def _with_infinities(d: dict[str, Any], infinities: dict[str, str]) -> dict[str, Any]:
+    """``d`` (a ``jsonable`` dict) with an ``"infinite"`` entry when there are any (other
+    readers of the JSON see the numbers as null, as before)."""
+    if infinities:
+        d["infinite"] = infinities
+    return d
+
+
+def _restore(d: dict[str, Any], name: str, value: Any) -> Any:
+    """``value`` read back as ``name`` of the dict ``d`` (NaN for None), an infinity where
+    ``d["infinite"]`` says so; a dict of numbers entry by entry."""
+    inf = d.get("infinite") if isinstance(d.get("infinite"), dict) else {}
+    if isinstance(value, dict) or value is None and any(k.startswith(f"{name}.") for k in inf):
+        out = _numbers(value)
+        for key, sign in inf.items():
+            if key.startswith(f"{name}.") and sign in ("inf", "-inf"):
+                out[key[len(name) + 1:]] = float(sign)
+        return out
+    if inf.get(name) in ("inf", "-inf"):
+        return float(inf[name])
+    return value
+
+
 @dataclass
 class Finding:
     """One problem found in a network.
@@ -75,17 +113,19 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         """The finding as strict-JSON values (``Finding.from_dict`` reads it back)."""
-        return jsonable({
+        return _with_infinities(jsonable({
             "kind": self.kind, "layers": list(self.layers), "evidence": self.evidence,
             "message": self.message, "prescription": self.prescription,
             "prescription_text": self.prescription_text, "severity": self.severity,
-        })
+        }), _infinities(evidence=self.evidence))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
-        """The finding :meth:`to_dict` wrote (non-finite evidence, written as None, is NaN)."""
+        """The finding :meth:`to_dict` wrote (evidence written as None is NaN, or an infinity
+        where its ``"infinite"`` entry says so)."""
         return cls(kind=d["kind"], layers=[int(i) for i in d.get("layers") or []],
-                   evidence=_numbers(d.get("evidence")), message=d.get("message", ""),
+                   evidence=_restore(d, "evidence", d.get("evidence")),
+                   message=d.get("message", ""),
                    prescription=dict(d.get("prescription") or {}),
                    prescription_text=d.get("prescription_text", ""),
                    severity=d.get("severity", "medium"))
@@ -136,21 +176,23 @@ class Verification:
 
     def to_dict(self) -> dict[str, Any]:
         """The verification as strict-JSON values (``Verification.from_dict`` reads it back)."""
-        return jsonable({
+        return _with_infinities(jsonable({
             "kind": self.kind, "prescription": self.prescription, "before": self.before,
             "after": self.after, "metric": self.metric, "metric_before": self.metric_before,
             "metric_after": self.metric_after, "resolved": self.resolved,
             "helped": self.helped, "new_findings": self.new_findings,
-        })
+        }), _infinities(before=self.before, after=self.after,
+                        metric_before=self.metric_before, metric_after=self.metric_after))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Verification:
-        """The verification :meth:`to_dict` wrote (non-finite numbers, written as None, are
-        NaN)."""
+        """The verification :meth:`to_dict` wrote (numbers written as None are NaN, or an
+        infinity where its ``"infinite"`` entry says so)."""
         return cls(kind=d["kind"], prescription=dict(d.get("prescription") or {}),
-                   before=_numbers(d.get("before")), after=_numbers(d.get("after")),
-                   metric=d.get("metric", ""), metric_before=_number(d.get("metric_before")),
-                   metric_after=_number(d.get("metric_after")),
+                   before=_restore(d, "before", d.get("before")),
+                   after=_restore(d, "after", d.get("after")), metric=d.get("metric", ""),
+                   metric_before=_number(_restore(d, "metric_before", d.get("metric_before"))),
+                   metric_after=_number(_restore(d, "metric_after", d.get("metric_after"))),
                    resolved=bool(d.get("resolved")), helped=bool(d.get("helped")),
                    new_findings=list(d.get("new_findings") or []))
 
@@ -278,7 +320,9 @@ class Diagnosis:
         """The diagnosis :meth:`to_dict` wrote, e.g. read back from its JSON (``depthlab doctor
         --json``) or a stored doctor run's ``findings``; ``probes``: its probe table (not in
         the dict; default empty). ``Diagnosis.from_dict(json.loads(json.dumps(dg.to_dict())),
-        dg.probes) == dg``; non-finite numbers, which JSON holds as None, come back as NaN."""
+        dg.probes) == dg``; non-finite numbers, which JSON holds as None, come back as NaN, or as
+        the infinities of a finding's evidence or a verification's numbers that their
+        ``"infinite"`` entries name."""
         if not isinstance(d, dict) or "findings" not in d:
             raise TypeError(f"expected the dict of Diagnosis.to_dict() (with 'findings'), got "
                             f"{type(d).__name__}")
