@@ -45,3 +45,39 @@ def test_the_activation_bands_legend_of_long_module_names_stays_inside_the_figur
     legend = fig.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == list(names.values())
     assert _drawn_right_edge(fig) <= fig.get_figwidth()
+
+
+def _no_figures(monkeypatch) -> list[str]:
+    """The report's figures are not drawn (seconds each); their names are kept."""
+    from depthlab.report import build
+
+    drawn: list[str] = []
+    monkeypatch.setattr(build._Pngs, "add", lambda self, name, fn, *a, **k: drawn.append(name)
+                        or b"")
+    return drawn
+
+
+def test_the_layers_table_names_a_sequential_index_as_the_figures_do(tmp_path, monkeypatch):
+    # a torch doctor run of an nn.Sequential: the figures' ticks read [0], [2], ... [20]
+    # (model[4]), the section's "Layers (module names)" table "layer 3: 4", so layer 3 read
+    # as module 4 beside a tick [4] that is layer 3's
+    import html as html_lib
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    rec = synthetic_record("torch0000001", depth=3, sweep=None)
+    rec.config["model"]["layers"] = {"1": "0", "2": "2", "3": "4", "4": "head.fc"}
+    with Store(tmp_path) as store:
+        store.add_run(rec)
+    text = write_report(tmp_path).read_text()
+    block = text[text.index("Layers (module names)"):]
+    pairs = dict(re.findall(r"<span>([^<]*)</span><code>([^<]*)</code>",
+                            block[:block.index("</div></div>") + 12]))
+    pairs = {k: html_lib.unescape(v) for k, v in pairs.items()}
+    assert pairs == {"layer 1": "[0]", "layer 2": "[2]", "layer 3": "[4]",
+                     "layer 4": "head.fc"}, pairs

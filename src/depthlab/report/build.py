@@ -882,7 +882,10 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     names = _module_names(config)  # depthlab.torch runs: layer number -> module name
     if names:
         body.append("<h3>Layers (module names)</h3>")
-        body.append(H.key_values([(f"layer {k}", v) for k, v in sorted(names.items())]))
+        # an nn.Sequential's index as the figures label it, [4] as in model[4] (the table
+        # said "layer 3: 4" beside ticks reading [4])
+        body.append(H.key_values([(f"layer {k}", f"[{v}]" if v.isdigit() else v)
+                                  for k, v in sorted(names.items())]))
 
     div = _as_dict(detail.get("divergence", row.get("divergence")))
     if status == "diverged" or div:
