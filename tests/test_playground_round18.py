@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,63 @@ def test_space_plays_and_pauses_after_a_button_was_clicked(page, server):
     page.keyboard.press(" ")
     page.wait_for_function("S.last && S.last.step === 0", timeout=30_000)
     assert page.inner_text("#state") == "PAUSED"
+
+
+# -- setups changed while a network is built -----------------------------------------------------
+SLOW_DEPTH = 7
+"""Depth of the networks the tests below build slowly (a stand-in for a big network)."""
+
+
+@pytest.fixture()
+def builds(monkeypatch):
+    """Sessions of depth SLOW_DEPTH prepare for 3 s; returns the list of the lrs prepared."""
+    from depthlab.playground import session as session_module
+
+    real = session_module.prepare
+    prepared: list[float] = []
+
+    def slow(config, **kw):
+        if config["model"]["depth"] == SLOW_DEPTH:
+            prepared.append(config["train"]["lr"])
+            time.sleep(3.0)
+        return real(config, **kw)
+
+    monkeypatch.setattr(session_module, "prepare", slow)
+    return prepared
+
+
+def _commit(pg, selector: str, value: str) -> None:
+    pg.fill(selector, value)
+    pg.press(selector, "Tab")
+
+
+def test_a_refused_value_is_said_at_once_while_a_network_is_built(page, server, builds):
+    page.goto(server.url + f"?model.depth={SLOW_DEPTH}")
+    page.wait_for_function("S.state === 'loading'", timeout=10_000)
+    _commit(page, "#f-train-lr", "0.02")  # waits for the network being built
+    page.wait_for_selector("body[data-state=waiting]", timeout=5_000)
+    t0 = time.monotonic()
+    _commit(page, "#f-model-width", "0")
+    page.wait_for_function("document.getElementById('message').textContent.includes("
+                           "\"model.width = '0'\")", timeout=10_000)
+    # was: said once the network of lr 0.02 had waited for the previous one (1.7 s more here)
+    assert time.monotonic() - t0 < 1.0
+    assert page.evaluate("[...document.querySelectorAll('.field.invalid')]"
+                         ".map((e) => e.dataset.key)") == ["model.width"]
+    # and the setup it waited for starts as before
+    page.wait_for_function("S.ready && S.ready.config.train.lr === 0.02 && S.last",
+                           timeout=20_000)
+    assert builds == [0.05, 0.02]
+
+
+def test_a_second_change_while_a_network_is_built_builds_only_the_last(page, server, builds):
+    page.goto(server.url + f"?model.depth={SLOW_DEPTH}")
+    page.wait_for_function("S.state === 'loading'", timeout=10_000)
+    _commit(page, "#f-train-lr", "0.02")
+    page.wait_for_selector("body[data-state=waiting]", timeout=5_000)
+    _commit(page, "#f-train-lr", "0.03")
+    page.wait_for_function("S.ready && S.ready.config.train.lr === 0.03 && S.last",
+                           timeout=20_000)
+    # was: [0.05, 0.02, 0.03]: lr 0.02's network was built once 0.05's was, then thrown away
+    assert builds == [0.05, 0.03]
+    assert page.evaluate("new URLSearchParams(location.search).get('train.lr')") == "0.03"

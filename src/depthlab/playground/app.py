@@ -383,6 +383,25 @@ class _Tab:
         one build takes 2 s), since a network being built cannot be stopped."""
         return bool(self.inbox) and _is_cmd((self.inbox[0] or {}).get("text"), "reset")
 
+    def _later_setup(self) -> bool:
+        """Whether the next frame received is a setup that starts a session. One that is
+        refused is answered at once and dropped: it waited for the previous network to be
+        built (seconds) before the page said a word, under 'this setup starts once it is
+        built'."""
+        while self.inbox and _is_setup((self.inbox[0] or {}).get("text")):
+            msg = json.loads(self.inbox[0]["text"])
+            query, play = msg.get("query"), msg.get("play", False)
+            if not isinstance(query, dict) or not isinstance(play, bool):
+                return False  # the handler says what is wrong with it
+            try:
+                check(query, self.memory_limit)
+            except SetupError as e:
+                self.inbox.popleft()
+                self._error(str(e), e.key)
+                continue
+            return True
+        return False
+
     def _error(self, message: str, key: str | None = None) -> None:
         self._enqueue({"type": "error", "message": message, "key": key})
 
@@ -473,6 +492,12 @@ class _Tab:
             while old.alive and not self.closed and self.loop.time() < deadline:
                 if fresh and self._reset_next():
                     self.winding = old  # a later reset replaces this one; it waits for old
+                    return
+                if not fresh and self._later_setup():
+                    # a later setup that will start replaces this one (it waits for old): a
+                    # second change while a big network was built built this setup's network
+                    # for nothing, once the first was built
+                    self.winding = old
                     return
                 if not told and self.loop.time() - start > WAIT_NOTICE:
                     # a network still being built ends only once it is built (14 s for 1000
