@@ -157,3 +157,38 @@ def test_a_watch_step_between_scaler_step_and_update_reads_the_unscaled_gradient
             assert table[(i + 1, "weight_grad_std")] == pytest.approx(_pstd(want), rel=1e-6)
             assert table[(i + 1, "weight_grad_absmean")] == pytest.approx(
                 want.double().abs().mean().item(), rel=1e-6)
+
+
+def test_a_run_whose_store_failed_at_close_is_stored_by_a_second_close(tmp_path):
+    """close() marked the Watch closed before storing: when the store failed (the results
+    folder removed during training and a file in its place, a full disk, a locked database)
+    the exception said nothing of the run, and the second close() did nothing, so the run
+    could not be stored any more. The error now says the run is kept and close() again stores
+    it, with the time the run took up to the first close."""
+    import shutil
+
+    from depthlab.experiments.store import Store
+
+    out = tmp_path / "runs"
+    model = _mlp()
+    x, y = _data()
+    watch = dlt.Watch(model, every=1, out=out, theory=False)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    watch.step(loss)
+    shutil.rmtree(out)
+    out.write_text("not a folder")
+    with pytest.raises(Exception, match="not a folder") as info:
+        watch.close()
+    assert any("call watch.close() again to store it" in n
+               for n in getattr(info.value, "__notes__", []))
+    out.unlink()
+    watch.close()
+    with Store(out) as store:
+        runs = store.runs()
+        assert list(runs["name"]) == ["Sequential"]
+        frame = store.probes(runs["id"].iloc[0])
+    assert len(frame) == len(watch.frame())
+    watch.close()  # stored: nothing more
+    with Store(out) as store:
+        assert len(store.runs()) == 1

@@ -193,6 +193,8 @@ class Watch:
         self._structure = self._modules()
         self._calls = 0
         self._closed = False
+        self._unstored = False  # closed with out, the store not written yet (or failed)
+        self._ended: float | None = None  # when close() ended the run
         self._warned_empty = False
         self._warned_twice = False
         self._grad_marks: list | None = None  # the gradients at the call before a record
@@ -572,12 +574,18 @@ class Watch:
 
     def close(self, error: BaseException | None = None) -> None:
         """Remove the hooks and, with ``out``, store the run (idempotent). ``error``: the
-        exception that ended training (the ``with`` block's), stored as a ``failed`` run."""
+        exception that ended training (the ``with`` block's), stored as a ``failed`` run. A
+        store that fails (disk full, the folder removed and a file in its place, a locked
+        database) raises, and the run stays in memory: ``close()`` again stores it (it was
+        lost: the second call did nothing)."""
         if self._closed:
+            if self._unstored:
+                self._store()
             return
         self._error = None if error is None else _error_text(error, self._calls)
         self._rec.disarm()
         self._closed = True
+        self._ended = time.time()
         self._snap.clear()
         self._buffers.clear()
         self._pairs.clear()
@@ -585,6 +593,7 @@ class Watch:
         self._previous = {}
         self._flush_losses()
         if self.out is not None:
+            self._unstored = True
             self._store()
 
     def _flush_losses(self) -> None:
@@ -676,16 +685,24 @@ class Watch:
         if error is not None:
             status = "failed"
         probes = table[["step", "layer", "quantity", "value"]]
+        # the run's own time: up to close() (a store retried later does not add the wait)
+        seconds = (self._ended if self._ended is not None else time.time()) - self._started
         return RunRecord(
             id=self.run_id, name=self.name, kind="run", status=status, config=config,
             metrics={"train_loss": last, "steps": self._calls,
-                     "seconds": time.time() - self._started},
-            seconds=time.time() - self._started, steps=losses, probes=probes,
+                     "seconds": seconds},
+            seconds=seconds, steps=losses, probes=probes,
             error=error, created=self._started)
 
     def _store(self) -> None:
         from ..experiments.store import Store
 
         record = self.record()
-        with Store(self.out) as store:
-            store.add_run(record)
+        try:
+            with Store(self.out) as store:
+                store.add_run(record)
+        except Exception as e:
+            e.add_note(f"depthlab.torch.Watch: the run is not stored in {str(self.out)!r}; it "
+                       "is kept in memory (watch.frame()): call watch.close() again to store it")
+            raise
+        self._unstored = False
