@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers.cli import ENV, run_cli
+from helpers.cli import ENV, assert_one_line_error, run_cli
 
 from depthlab.experiments import Store
 from depthlab.experiments.runner import failed_record
@@ -72,3 +72,35 @@ def test_a_slow_garbage_collection_is_not_counted_as_a_late_interrupt(capsys):
     assert time.monotonic() - t0 > 3.5  # the collection itself took that long
     assert seen == [signal.SIGINT] and delay < 3, delay
     assert "Traceback" not in capsys.readouterr().err
+
+
+WIDE_SWEEP = """\
+[data]
+name = "digits"
+[model]
+sizes = ["auto", 2000, 2000, "auto"]
+[train]
+epochs = 1
+optimizer = "adam"
+[sweep]
+"train.seed" = [0, 1, 2, 3]
+"""
+
+
+@pytest.mark.parametrize("where", [["--jobs", "2"], ["--cluster", "local:2"]])
+def test_points_that_fit_alone_but_not_side_by_side_are_refused_before_any_starts(
+        tmp_path, capsys, monkeypatch, where):
+    # each point (77.8 MiB) passed its own check in its worker, and --jobs only counted
+    # 100 MiB per worker process: 2 workers with a point each need 356 MiB of the 300 given,
+    # and with real memory a sweep of 3 GiB points on 4 workers of an 8 GiB machine ran out
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "300M")
+    cfg = tmp_path / "wide.toml"
+    cfg.write_text(WIDE_SWEEP)
+    code, _, err = run_cli(capsys, "sweep", cfg, "--out", tmp_path / "o", *where)
+    line = assert_one_line_error(code, err,
+                                 "2 points at once", "model.sizes = [64, 2000, 2000, 10]",
+                                 "needs about 356 MiB", "only 300 MiB",
+                                 "at most 1 of these points fit at once")
+    assert "nothing was allocated" in line
+    with Store(tmp_path / "o", readonly=True) as s:
+        assert s.runs().empty

@@ -154,8 +154,24 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
     """Refuse a run whose network, batch activations and data cannot fit in memory
     (:func:`depthlab.memory.run_bytes`). Before the data are loaded, ``"auto"`` ends and the
     row count come from a built-in data set's header (1 and 0 for files)."""
+    from ..memory import MemoryRefusal, check_fits
+
+    need = memory_need(config, sizes, n_rows)
+    if need is None:
+        return
+    try:
+        check_fits(*need)
+    except MemoryRefusal as e:
+        raise ExperimentError(str(e)) from None
+
+
+def memory_need(config: dict[str, Any], sizes: list[int] | None = None,
+                n_rows: int | None = None) -> tuple[int, str] | None:
+    """The bytes a run of the validated ``config`` needs (:func:`check_memory`'s count) and
+    what they are for, e.g. ``"model.sizes = [64, 2000, 10] with train.batch_size = 32 on
+    1797 rows of data"``; None when an option is bad (the loader names it)."""
     from ..data import find_builtin
-    from ..memory import MemoryRefusal, check_fits, dense_chain, run_bytes, sizes_text
+    from ..memory import dense_chain, run_bytes, sizes_text
 
     m, t, d = config["model"], config["train"], config["data"]
     written = sizes is None and not (d.get("name") and find_builtin(d.get("name")))
@@ -172,7 +188,7 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         sizes[0] = n_in if sizes[0] == "auto" else sizes[0]
         sizes[-1] = n_out if sizes[-1] == "auto" else sizes[-1]
         if not all(isinstance(v, int) and v > 0 for v in [*sizes, n_rows + 1]):
-            return  # a bad option: the loader names it
+            return None  # a bad option: the loader names it
     bs = t["batch_size"]
     probe_rows = int(config.get("probes", {}).get("batch") or 0)
     if n_rows:  # a batch (training or probe) never holds more rows than the data
@@ -184,15 +200,12 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
                      dtype=m["dtype"], optimizer=t["optimizer"],
                      momentum=bool((t.get("optimizer_kwargs") or {}).get("momentum")),
                      batch_rows=rows, onehot=t["loss"] in ("mse", "huber"))
-    try:
-        # a file's rows are unknown before it is loaded: not "on 0 rows of data"
-        data = (f"on {n_rows} rows of data" if n_rows else
-                f"for the network alone (data file {d.get('path')!r} not loaded yet)")
-        # before a file is read, its "auto" ends are placeholders: the sizes as written
-        shown = sizes_text(m["sizes"] if written else sizes)
-        check_fits(need, f"model.sizes = {shown} with train.batch_size = {bs} " + data)
-    except MemoryRefusal as e:
-        raise ExperimentError(str(e)) from None
+    # a file's rows are unknown before it is loaded: not "on 0 rows of data"
+    data = (f"on {n_rows} rows of data" if n_rows else
+            f"for the network alone (data file {d.get('path')!r} not loaded yet)")
+    # before a file is read, its "auto" ends are placeholders: the sizes as written
+    shown = sizes_text(m["sizes"] if written else sizes)
+    return need, f"model.sizes = {shown} with train.batch_size = {bs} " + data
 
 
 def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:

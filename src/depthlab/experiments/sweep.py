@@ -40,7 +40,7 @@ from .grid import (
     sweep_id,
 )
 from .progress import WORK_POINTS, SweepProgress, point_work
-from .runner import failed_record
+from .runner import ExperimentError, failed_record
 from .store import KINDS, RunRecord, Store, StoreError
 
 __all__ = ["DONE_STATUSES", "SweepInterrupted", "SweepPoint", "SweepResult", "expand",
@@ -119,6 +119,49 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, jobs=jobs, cluster=cluster,
                       executor=executor, echo=echo, progress=progress, kind=kind, total=total)
+
+
+def check_workers_memory(executor: Executor, points: list[SweepPoint], store: Store) -> None:
+    """The points left to compute (not stored as finished/diverged, not refused) that run at
+    once on ``executor.local_workers`` processes of this machine must fit in memory together
+    with the workers: the largest ``workers`` of them plus ``WORKER_BYTES`` per worker. Raises
+    :class:`ExperimentError` naming the largest point and how many workers fit (each point
+    alone passed the runner's check, so ``--jobs 4`` of 3 GiB points on 8 GiB started them
+    all and ran out of memory)."""
+    workers = getattr(executor, "local_workers", 0) or 0
+    if workers < 2:
+        return
+    from ..memory import MemoryRefusal, available_memory, check_fits, format_bytes
+    from .executors.base import WORKER_BYTES
+    from .runner import memory_need
+
+    needs = []
+    for p in points:
+        if getattr(p, "error", None) is not None or store.has_run(p.id, DONE_STATUSES):
+            continue
+        try:
+            need = memory_need(p.config)
+        except (KeyError, TypeError, ValueError):  # not a validated config: its worker says
+            need = None
+        if need is not None:
+            needs.append(need)
+    needs.sort(key=lambda n: -n[0])
+    k = min(workers, len(needs))
+    if k < 2:  # one point at a time: the runner checks it
+        return
+
+    def total(n: int) -> int:
+        return n * WORKER_BYTES + sum(b for b, _ in needs[:n])
+
+    try:
+        check_fits(total(k), f"{executor.description}: {k} points at once (the largest, "
+                   f"{needs[0][1]}, {format_bytes(needs[0][0])}) beside {workers} worker "
+                   "processes of 100 MiB")
+    except MemoryRefusal as e:
+        avail = available_memory()
+        fit = max((n for n in range(1, k) if total(n) <= avail), default=1)
+        raise ExperimentError(f"{e}; at most {fit} of these points fit at once: use "
+                              f"{fit} worker process{'es' * (fit > 1)}") from None
 
 
 def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, sweep: str,
@@ -216,6 +259,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         if total <= WORK_POINTS:  # listed now (a Ctrl-C here is an interrupted sweep), so the
             points = list(points)  # time left weighs each point by its work
             prog.set_work([(p.id, point_work(p.config)) for p in points])
+            check_workers_memory(executor, points, store)
         # the stored points are skipped (and refused combinations stored) before the executor
         # starts, and it starts only if a point is left: the same sweep again started a
         # LocalCluster (4-9 s here) or connected to a scheduler to compute nothing

@@ -121,6 +121,10 @@ class Executor(ABC):
 
     #: how the executor describes itself in the sweep's first line ("2 processes")
     description: str = ""
+    #: worker processes on this machine computing a point each at once: their points' memory
+    #: adds up here (0: points are computed in this process, checked one by one by the
+    #: runner, or on other machines)
+    local_workers: int = 0
 
     def __enter__(self) -> Executor:
         self.start()

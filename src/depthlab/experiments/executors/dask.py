@@ -319,6 +319,7 @@ class DaskExecutor(Executor):
         m = None if given else _LOCAL.fullmatch(address)
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
             check_workers(int(m.group(1)), f"cluster {address!r}")
+            self.local_workers = int(m.group(1))
         self.description = (f"the given Dask client of {self.address}"
                             if self._given_client is not None
                             else f"the given Dask cluster {self.address}" if given

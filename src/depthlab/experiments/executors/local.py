@@ -170,6 +170,7 @@ class LocalPool(Executor):
             raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
         check_workers(workers, f"jobs = {workers}")  # refused before a process starts
         self.workers = workers
+        self.local_workers = workers
         self.retries = retries
         self.compute = compute
         self.env = worker_env(env)
