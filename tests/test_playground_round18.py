@@ -248,3 +248,25 @@ def test_a_second_change_while_a_network_is_built_builds_only_the_last(page, ser
     # was: [0.05, 0.02, 0.03]: lr 0.02's network was built once 0.05's was, then thrown away
     assert builds == [0.05, 0.03]
     assert page.evaluate("new URLSearchParams(location.search).get('train.lr')") == "0.03"
+
+
+# -- a decimal comma ------------------------------------------------------------------------------
+def test_a_decimal_comma_is_answered_with_the_number_to_write(browser, server):
+    # a phone in a German locale: its decimal keyboard types a comma
+    context = browser.new_context(viewport={"width": 390, "height": 800}, locale="de-DE")
+    try:
+        pg = context.new_page()
+        pg.goto(server.url)
+        pg.wait_for_function(MEASURED, timeout=30_000)
+        _commit(pg, "#f-train-lr", "0,02")
+        note = pg.locator(".field[data-key='train.lr'] .field-error")
+        note.wait_for(state="visible", timeout=10_000)
+        # was: "train.lr = '0,02' is not accepted; expected a number > 0 and <= 10", as if
+        # 0,02 were no number
+        assert note.text_content().endswith("written with a decimal point: 0.02"), \
+            note.text_content()
+        _commit(pg, "#f-model-depth", "1,000")
+        pg.wait_for_function("document.getElementById('message').textContent.includes("
+                             "'without thousands separators: 1000')", timeout=10_000)
+    finally:
+        context.close()

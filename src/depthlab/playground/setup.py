@@ -199,6 +199,9 @@ def _parse_value(f: Field, raw: Any) -> Any:
     try:
         v = _to_float(raw) if f.kind == "float" else _to_int(raw)
     except (TypeError, ValueError, OverflowError):  # "1e400" as an integer: int(inf)
+        hint = _comma_hint(f, raw)
+        if hint:
+            raise SetupError(f"{bad}, {hint}", f.key) from None
         raise bad from None
     if isinstance(v, float) and not math.isfinite(v):  # an int of any size is finite
         raise bad
@@ -207,6 +210,17 @@ def _parse_value(f: Field, raw: Any) -> Any:
     if f.hi is not None and (v > f.hi or (f.hi_open and v == f.hi)):
         raise bad
     return v
+
+
+def _comma_hint(f: Field, raw: Any) -> str:
+    """What a number written with a comma needs: a phone's decimal keyboard in a German or
+    French locale types "0,05", which was refused as if it were no number at all."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if f.kind == "float" and re.fullmatch(r"[+-]?[0-9]*,[0-9]+([eE][+-]?[0-9]+)?", text):
+        return f"written with a decimal point: {text.replace(',', '.')}"
+    if f.kind == "int" and re.fullmatch(r"[+-]?[0-9]{1,3}(,[0-9]{3})+", text):
+        return f"written without thousands separators: {text.replace(',', '')}"
+    return ""
 
 
 def _short(raw: Any) -> str:
