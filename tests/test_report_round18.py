@@ -81,3 +81,32 @@ def test_the_layers_table_names_a_sequential_index_as_the_figures_do(tmp_path, m
     pairs = {k: html_lib.unescape(v) for k, v in pairs.items()}
     assert pairs == {"layer 1": "[0]", "layer 2": "[2]", "layer 3": "[4]",
                      "layer 4": "head.fc"}, pairs
+
+
+def test_plot_figures_show_as_pictures_in_a_jupyter_kernel_without_pyplot(shots):
+    # examples/tour.ipynb executed by a Jupyter kernel (ipykernel 7, nbclient): the cells
+    # ending in plot.gradient_per_layer(...) and plot.activation_histograms(...) displayed
+    # '<Figure size 716x390 with 1 Axes>' as text, no picture: the figures are built without
+    # pyplot, and ipykernel registers matplotlib's PNG printer only once pyplot is imported.
+    # IPython's PNG formatter falls back to an object's _repr_png_
+    import depthlab as dl
+    from depthlab import plot
+
+    x = dl.backend.rng(0).standard_normal((64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype(int)
+    net = dl.mlp([8, 16, 16, 2], activation="tanh", seed=0)
+    recorder = dl.ProbeRecorder(x, y, every=2)
+    history = dl.fit(net, x, y, loss="cross_entropy", lr=0.1, batch_size=16, epochs=1,
+                     seed=0, callbacks=[recorder])
+    shown = {"gradient_per_layer": plot.gradient_per_layer(recorder),
+             "training_curves": plot.training_curves(history),
+             "activation_histograms": plot.activation_histograms(recorder, "grad"),
+             "gradient_heatmap": plot.gradient_heatmap(recorder)}
+    for name, fig in shown.items():
+        png = fig._repr_png_()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", name
+        (shots / f"jupyter_{name}.png").write_bytes(png)
+        # shown, not consumed: the figure keeps its drawing for a second display or savefig
+        # (constrained layout may move a label by a pixel on a second pass)
+        again = fig._repr_png_()
+        assert fig.axes and again[:8] == png[:8] and again[16:24] == png[16:24], name

@@ -686,7 +686,8 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     what = {"act": "activation", "pre": "pre-activation s",
             "grad": "back-propagated gradient dL/ds", "weight": "weight"}.get(kind, kind)
     w, row_h = 3.9 * len(steps) + 0.6, 1.55
-    fig = Figure(figsize=(w, 0.9 + row_h * len(shown)), dpi=_f.DPI, layout="constrained")
+    fig = _f.NotebookFigure(figsize=(w, 0.9 + row_h * len(shown)), dpi=_f.DPI,
+                            layout="constrained")
     _f.FigureCanvasAgg(fig)
     axes = fig.subplots(len(shown), len(steps), squeeze=False)
     colors = _f._layer_colors(shown)

@@ -44,6 +44,22 @@ DPI = 100
 
 
 
+class NotebookFigure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that a Jupyter kernel shows as a picture although
+    no pyplot is involved: ipykernel registers matplotlib's PNG printer only once pyplot is
+    imported (or ``%matplotlib`` is run), and without it a figure built directly displayed as
+    the text ``<Figure size 716x390 with 1 Axes>``. Where that printer is registered it is used
+    (it matches this class); ``_repr_png_`` is the fallback, and renders without changing the
+    figure."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        canvas = self.canvas if isinstance(self.canvas, FigureCanvasAgg) else FigureCanvasAgg(
+            self)
+        canvas.print_png(buf)
+        return buf.getvalue()
+
+
 # Fixed margins (in inches) for the per-run figures: constrained layout costs more than half of
 # the rendering time, and a sweep report draws a hundred or more of them.
 _MARGIN_IN = {"left": 0.85, "right": 0.15, "bottom": 0.55, "top": 0.38, "wspace": 0.28}
@@ -55,7 +71,8 @@ def _new_figure(width: float = 6.4, height: float = 3.8, ncols: int = 1,
                 left: float | None = None) -> tuple[Figure, list]:
     """A figure with ``ncols`` axes in one row: fixed margins (``right``/``top``/``bottom``/
     ``left`` in inches override the defaults) or, with ``fixed=False``, constrained layout."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout=None if fixed else "constrained")
+    fig = NotebookFigure(figsize=(width, height), dpi=DPI,
+                         layout=None if fixed else "constrained")
     FigureCanvasAgg(fig)
     if fixed:
         m = dict(_MARGIN_IN)
