@@ -110,3 +110,21 @@ def test_plot_figures_show_as_pictures_in_a_jupyter_kernel_without_pyplot(shots)
         # (constrained layout may move a label by a pixel on a second pass)
         again = fig._repr_png_()
         assert fig.axes and again[:8] == png[:8] and again[16:24] == png[16:24], name
+
+
+def test_a_one_panel_overlay_legend_keeps_a_short_run_name_whole():
+    # the tour notebook's overlay of three recipes at initialization (one panel): its legend
+    # read 'sigmoid + gl…ot (step 0)', a 16-character name cut because the entry's
+    # " (step 0)" made it 25 characters against a limit of 24
+    from depthlab import plot
+
+    def table(scale: float) -> pd.DataFrame:
+        return pd.DataFrame([{"step": 0, "layer": la, "quantity": "grad_pre_std",
+                              "value": scale * 2.0 ** la} for la in (1, 2, 3)])
+
+    fig = plot.gradient_per_layer({"sigmoid + glorot": table(1e-6), "tanh + glorot": table(1e-3),
+                                   "relu + he": table(1e-2)})
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[:3] == ["sigmoid + glorot (step 0)", "tanh + glorot (step 0)",
+                         "relu + he (step 0)"], texts
+    assert _drawn_right_edge(fig) <= fig.get_figwidth()

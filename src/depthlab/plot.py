@@ -329,7 +329,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     names = (_f.layer_names(*layered) if all("module" in t.columns for t in layered) else {})
     has_end = any(not w.empty and w.index.max() != w.index.min() for w in wides.values())
     ncols = 2 if has_end else 1
-    longest = max((len(k) for k in wides), default=10)
+    # one panel: each legend entry ends in its step, " (step 0)", which the width must hold
+    # ("sigmoid + glorot (step 0)", 25 characters at a limit of 24, read "sigmoid + gl…ot")
+    longest = max((len(k) + (len(f" (step {w.index.min()})") if ncols == 1 and not w.empty
+                             else 0) for k, w in wides.items()), default=10)
     legend_w = float(np.clip(0.6 + 0.065 * max(longest, 24), 2.0, 4.2))
     size = _f.tick_font_size(len(names))  # rotated module names: the margin for this size
     bottom = _f.names_margin(names, size=size) + 0.45 if names else None
