@@ -120,6 +120,18 @@ def test_a_relative_out_is_the_folder_of_the_working_directory_at_creation(tmp_p
     assert not (second / "runs").exists()
     with Store(first / "runs") as store:
         assert list(store.runs()["name"]) == ["Sequential"]
+    # "~/runs": the home folder's, at creation and at close (not a folder named '~')
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    watch = dlt.Watch(model, every=1, out="~/runs", theory=False)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    watch.step(loss)
+    watch.close()
+    assert not (second / "~").exists()
+    with Store(home / "runs") as store:
+        assert len(store.runs()) == 1
 
 
 @pytest.mark.parametrize("fused", [False, True])

@@ -178,8 +178,8 @@ class Watch:
             raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
         # a relative folder is the one under the working directory of now, where the store is
         # made: a loop that changes directory (os.chdir, a notebook's %cd) stored the run in
-        # another folder at close
-        self.out = None if out is None else Path(out).absolute()
+        # another folder at close; "~/runs" is the home folder's, as the store reads it
+        self.out = None if out is None else Path(out).expanduser().absolute()
         if self.out is not None:  # an unusable folder fails now, not after the training
             from ..experiments.store import Store, StoreError
 
