@@ -149,8 +149,9 @@ function markInvalid(key, message) {
   }
 }
 
-function onControlChange() {
+function onControlChange(ev) {
   S.edits++;  // a preset chosen before this change and answered after it is dropped
+  S.changed = ev && ev.target ? ev.target.name : null;  // the control a refusal is shown at
   refreshVisibility();
   $("preset-why").textContent = "";  // the preset's explanation no longer describes the setup
   // keeps training if the user pressed play (S.state reads "loading" while a setup sent a
@@ -163,6 +164,7 @@ function onControlChange() {
    choice, and its setup replaced the one the page had just sent). */
 async function choosePreset(name) {
   const mine = ++S.edits;
+  S.changed = null;
   const params = new URLSearchParams(readControls());
   const asked = params.toString();
   params.set("name", name);
@@ -256,14 +258,19 @@ function handle(m) {
       // a setting of the link with no control here (?foo=1): nothing on the page is marked, and
       // the next change of a control leaves it out (only the first setup sends such keys)
       const linkOnly = !!m.key && !field(m.key);
+      // a refusal of two settings together (depth 1000 "with model.width = 4096 needs about
+      // 125 GiB"; batch size 1 with batch norm) is shown at the one just changed when it names
+      // it: width 4096 typed, the depth control was outlined and carried the message
+      const key = !linkOnly && S.changed && S.changed !== m.key && field(S.changed) &&
+        m.message.includes(`${S.changed} `) ? S.changed : m.key;
       // a refused control leaves the last accepted setup in place (and training, if it was)
       // (the server's message names the key, shortened: a tampered link's key may be long)
       showMessage(m.message + (linkOnly ? ". That setting came with the link and has no " +
         "control here: change any control (or choose a preset) to start without it" : "") +
-        (m.key && !linkOnly && S.ready && S.query ?
-        ". Still showing the last accepted setup (" + (S.query[m.key] !== undefined ?
-          `${m.key} = ${S.query[m.key]}` : "unchanged") + ")." : ""));
-      markInvalid(m.key, m.message);
+        (key && !linkOnly && S.ready && S.query ?
+        ". Still showing the last accepted setup (" + (S.query[key] !== undefined ?
+          `${key} = ${S.query[key]}` : "unchanged") + ")." : ""));
+      markInvalid(key, m.message);
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
         const refocus = doctorFocusBack();
         $("doctor").disabled = false;
@@ -875,7 +882,7 @@ function showDiagnosis(m, out) {
         // findings of an earlier setup (the doctor's) silently put back its other settings
         // too (an lr changed from 0.1 to 0.05 after the doctor ran went back to 0.1)
         const before = readControls();
-        S.edits++; writeControls(f.apply);
+        S.edits++; S.changed = null; writeControls(f.apply);
         showApplied(f.kind, m.query, f.apply, before, readControls());
         sendSetup(f.apply, false);
       });
