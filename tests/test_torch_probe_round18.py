@@ -76,3 +76,21 @@ def test_predict_refuses_a_deprecated_backward_hook(on):
     df = dlt.predict(model, x, y, CE)  # without it: predicted as measured
     g = df[df.quantity == "grad_pre_std"]
     assert ((g.predicted / g.value).between(0.8, 1.25)).all()
+
+
+def test_predict_takes_a_dropout_of_p_one(recwarn):
+    """``nn.Dropout(1.0)`` in training mode zeroes every entry: predict() raised
+    ZeroDivisionError (after NumPy's divide-by-zero warnings). Now the layer after it reads
+    zeros (its pre_std is its biases' spread, exactly) and no gradient reaches the layer
+    before it (0, as measured)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Dropout(1.0), nn.Linear(32, 64),
+                          nn.Tanh(), nn.Linear(64, 4)).to(D)
+    x, y = torch.randn(64, 16, dtype=D), torch.randint(0, 4, (64,))
+    df = dlt.predict(model, x, y, CE).set_index(["layer", "quantity"])
+    assert df.loc[(1, "grad_pre_std"), "predicted"] == 0.0 == df.loc[(1, "grad_pre_std"), "value"]
+    bias = model[3].bias.detach()
+    assert df.loc[(2, "pre_std"), "predicted"] == pytest.approx(_pstd(bias), rel=1e-9)
+    assert df.loc[(2, "pre_std"), "value"] == pytest.approx(_pstd(bias), rel=1e-9)
+    assert df.loc[(2, "act_std"), "predicted"] == pytest.approx(_pstd(torch.tanh(bias)), rel=1e-3)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

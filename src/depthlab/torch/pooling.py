@@ -29,7 +29,8 @@ on ReLU -> MaxPool2d(2) of independent positions, tests/test_torch_pooling.py).
 
 Dropout in training mode (``p > 0``): ``a' = a m / (1 - p)``, ``m ~ Bernoulli(1 - p)``:
 ``E[a'^2] = E[a^2] / (1 - p)``, the distribution gets an atom ``0`` of weight ``p``;
-backward ``V_in(u) = V_out(u / (1 - p)) / (1 - p)``.
+backward ``V_in(u) = V_out(u / (1 - p)) / (1 - p)``. With ``p = 1`` every entry is 0 and
+no gradient passes (it raised ZeroDivisionError).
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ def forward(b: Between, state: tuple) -> tuple:
     var = max(sq - mean * mean, 0.0)
     if b.kind == "dropout":
         keep = 1.0 - b.p
+        if keep <= 0.0:  # p = 1: every entry zeroed (a ZeroDivisionError, NumPy warnings)
+            return 0.0, 0.0, 0.0, (np.zeros(1), np.ones(1))
         v, w = dist
         out = compress(np.concatenate([[0.0], np.asarray(v) / keep]),
                         np.concatenate([[b.p], np.asarray(w) * keep]))
@@ -227,6 +230,8 @@ def backward(b: Between, g: float, t: Table | None, dist_in: Dist, dist_out: Dis
     u, p = _atoms(dist_in)
     if b.kind == "dropout":
         keep = 1.0 - b.p
+        if keep <= 0.0:  # p = 1: no entry passes a gradient
+            return 0.0, None
         if t is None:
             return g / keep, None
         vin = np.interp(u / keep, t[0], t[1]) / keep
