@@ -1108,16 +1108,71 @@ def _settings(spec: TorchTrainSpec, loss_fn: Callable, device: torch.device) -> 
             else getattr(loss_fn, "__name__", "loss_fn"), "device": str(device)}
 
 
-def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = None) -> bool:
+def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
+    """The loss of the best constant prediction of the training targets ``y`` (what a model
+    that learned nothing of its inputs reaches), as
+    :func:`depthlab.diagnosis.doctor.constant_loss` computes it, for a torch loss of mean
+    reduction without per-class weights: ``CrossEntropyLoss``/``NLLLoss`` (and their
+    functions, also in a ``functools.partial``) the entropy of the (label-smoothed) class
+    frequencies over the ``out.shape[1]`` classes, the loss's ``ignore_index`` left out, or of
+    the mean probability row; ``BCEWithLogitsLoss``/``BCELoss`` the mean binary entropy of each
+    target column's mean; ``MSELoss`` the mean of each column's variance. NaN for any other
+    loss, a class weight, ``pos_weight`` or a reduction other than ``"mean"``."""
+    from .. import losses as dl_losses
+    from ..diagnosis.doctor import constant_loss as shared
+    from .probe import loss_ignore_index
+
+    fn, kw = loss_fn, {}
+    while isinstance(fn, functools.partial):
+        kw = {**fn.keywords, **kw}
+        fn = fn.func
+
+    def opt(name: str, default: Any = None) -> Any:
+        return kw.get(name, getattr(fn, name, default))
+
+    if opt("reduction", "mean") != "mean" or opt("weight") is not None or \
+            opt("pos_weight") is not None:
+        return math.nan
+    if not isinstance(y, torch.Tensor):
+        return math.nan
+    t = y.detach()
+    if _class_index_loss(fn) is not None:
+        eps = float(opt("label_smoothing", 0.0) or 0.0)
+        if not isinstance(out, torch.Tensor) or out.dim() < 2:
+            return math.nan
+        if t.is_floating_point():  # class probabilities (N, C)
+            labels = t.cpu().double().numpy() if t.dim() == 2 else None
+        else:
+            ignore = loss_ignore_index(loss_fn)
+            flat = t.reshape(-1)
+            flat = flat[flat != (-100 if ignore is None else int(ignore))]
+            if len(flat) == 0 or bool((flat < 0).any()) or bool((flat >= out.shape[1]).any()):
+                return math.nan
+            labels = flat.cpu().numpy()
+        if labels is None:
+            return math.nan
+        return shared(dl_losses.get_loss("cross_entropy", label_smoothing=eps), labels,
+                      int(out.shape[1]))
+    if isinstance(fn, (nn.BCEWithLogitsLoss, nn.BCELoss)) or binary_threshold(fn) is not None:
+        return shared("bce", t.cpu().double().numpy()) if t.is_floating_point() else math.nan
+    if isinstance(fn, nn.MSELoss) or fn is F.mse_loss:
+        return shared("mse", t.cpu().double().numpy()) if t.is_floating_point() else math.nan
+    return math.nan
+
+
+def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = None,
+            chance: float = math.nan) -> bool:
     """Training improved beyond one run's noise, by the NumPy doctor's rule
     (:func:`depthlab.diagnosis.doctor._better`: the final train loss more than 1% lower or the
     validation accuracy more than one point higher, and more than one of the ``n_val``
     validation examples, neither clearly worse; where they disagree, a clear rise of the
     accuracy by more points than the loss rose in percent is an improvement and a fall of the
-    accuracy never is; non-finite counts as worst)."""
+    accuracy never is; non-finite counts as worst; a train loss that does not end 1% below
+    ``chance``, the best constant prediction's loss (:func:`constant_loss`), is no
+    improvement)."""
     from ..diagnosis.doctor import _better as better
 
-    return better(after, before, n_val)
+    return better(after, before, n_val, chance)
 
 
 # -- the doctor --------------------------------------------------------------------------------
@@ -1222,6 +1277,7 @@ def doctor(
                               bn_drift=base.ctx.bn_drift)
         xs = d.x[:LSUV_EXAMPLES]
         n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
+        chance = constant_loss(loss_fn, d.y, _sample_output(model, d)) if verify else math.nan
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
             skipped: list[str] = []
@@ -1245,7 +1301,7 @@ def doctor(
                 if key not in runs:
                     runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
                 run = runs[key]
-                tried.append((_verification(f, changes, base, run, n_val), text))
+                tried.append((_verification(f, changes, base, run, n_val, chance), text))
             tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
             diagnosis.verifications.extend(v for v, _ in tried)
             if tried and tried[0][0].helped:
@@ -1382,6 +1438,18 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _sample_output(model: nn.Module, d: TensorData) -> Any:
+    """The model's eval-mode output on two training rows (None when it fails), the model left
+    as found: what :func:`constant_loss` reads the number of classes from."""
+    try:
+        with torch.no_grad(), rx.untouched(model), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.eval()
+            return model(d.x[:2].clone())
+    except Exception:  # noqa: BLE001 - it ran in _check_runs
+        return None
 
 
 def _keyword_forward_hint(model: nn.Module) -> str:
@@ -1615,7 +1683,7 @@ def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed
 
 
 def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
-                  n_val: int | None = None) -> Verification:
+                  n_val: int | None = None, chance: float = math.nan) -> Verification:
     before_metric = base.metrics_by_kind.get(f.kind, math.nan)
     after_metric = run.metrics_by_kind.get(f.kind, math.nan)
     after_kinds = [g.kind for g in run.findings]
@@ -1626,7 +1694,8 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
         kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics),
         after=dict(run.result.metrics), metric=str(getattr(rule, "metric", "metric")),
         metric_before=before_metric, metric_after=after_metric, resolved=resolved,
-        helped=bool(improved and _better(run.result.metrics, base.result.metrics, n_val)),
+        helped=bool(improved and _better(run.result.metrics, base.result.metrics, n_val,
+                                          chance)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
     )
 
