@@ -74,3 +74,43 @@ def test_the_constant_prediction_loss_of_torch_losses():
     assert tdoc.constant_loss(nn.MSELoss(), yr, yr) == pytest.approx(float(yr.var(unbiased=False)))
     assert math.isnan(tdoc.constant_loss(nn.L1Loss(), yr, yr))
 
+
+def _bce_without_sigmoid() -> nn.Module:
+    # outputs 0.5 at first (the checks on the first rows and mini-batch pass), then leave [0, 1]
+    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    nn.init.zeros_(m[2].weight)
+    nn.init.constant_(m[2].bias, 0.5)
+    return m
+
+
+def test_a_loss_that_fails_after_training_started_is_one_line_naming_the_step():
+    # BCELoss on a model without a sigmoid: torch's bare 'RuntimeError: all elements of input
+    # should be between 0 and 1' came out of the training loop at step 11, a traceback (the
+    # CLI's exit 1, an internal error)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=g)
+    y = (x[:, :1] > 0).float()
+    with pytest.raises(ValueError, match=r"failed at training step 11 of 30 .*between 0 and 1; "
+                                         r"BCELoss takes .*BCEWithLogitsLoss") as info:
+        dlt.doctor(_bce_without_sigmoid, (x, y), loss_fn=nn.BCELoss(), steps=30, verify=False)
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own error is kept
+
+
+def test_the_cli_exits_2_when_the_loss_fails_after_training_started(tmp_path, capsys):
+    from depthlab.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    np.savez(tmp_path / "bin.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    f = tmp_path / "models.py"
+    f.write_text("from torch import nn\n\n\ndef make():\n"
+                 "    m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))\n"
+                 "    nn.init.zeros_(m[2].weight)\n    nn.init.constant_(m[2].bias, 0.5)\n"
+                 "    return m\n")
+    code = main(["doctor", "--torch", f"{f}:make", "--data", str(tmp_path / "bin.npz"),
+                 "--loss", "bce", "--steps", "30", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "failed at training step" in err and "BCEWithLogitsLoss" in err
+    assert "Traceback" not in err

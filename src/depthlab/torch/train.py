@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import math
 import random
@@ -206,6 +207,34 @@ def scalar_loss(loss_fn: Callable, out: Any, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"loss_fn must return a scalar tensor (e.g. a mean over the batch), "
                          f"got {shape}")
     return loss.reshape(())
+
+
+def loss_hint(loss_fn: Callable, error: BaseException) -> str:
+    """A hint for a failure torch names without its cause, '' for any other: ``BCELoss``
+    (``F.binary_cross_entropy``, also in a ``functools.partial``) on outputs outside
+    ``[0, 1]``, i.e. a model without a sigmoid at its end."""
+    while isinstance(loss_fn, functools.partial):
+        loss_fn = loss_fn.func
+    if binary_threshold(loss_fn) == 0.5 and "input should be between 0 and 1" in str(error):
+        return ("; BCELoss takes the model's outputs as probabilities (a sigmoid at its end): "
+                "for logits use nn.BCEWithLogitsLoss ('bce_with_logits')")
+    return ""
+
+
+@contextlib.contextmanager
+def named_failure(where: str, loss_fn: Callable) -> Iterator[None]:
+    """A failure of the model or the loss inside the block (torch's bare RuntimeError from a
+    later mini-batch, e.g. ``BCELoss`` once the outputs leave ``[0, 1]``) as one ValueError
+    saying where it happened, torch's message and :func:`loss_hint`; running out of memory
+    and interrupts pass as they are."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's model or loss failed
+        said = " ".join(str(e).split())
+        raise ValueError(f"the model or loss_fn failed {where}: {type(e).__name__}: {said}"
+                         f"{loss_hint(loss_fn, e)}") from e
 
 
 def is_classification(out: Any, y: Any) -> bool:
@@ -448,7 +477,9 @@ def train(
     def record(step: int) -> None:
         if probe is None or probe_batch is None:
             return
-        df = probe(model, probe_batch[0].clone(), probe_batch[1], loss_fn)
+        with named_failure(f"in the probe at step {step} (the {len(probe_batch[0])} probe "
+                           "rows)", loss_fn):
+            df = probe(model, probe_batch[0].clone(), probe_batch[1], loss_fn)
         df = df.assign(step=step)
         frames.append(df)
 
@@ -472,7 +503,10 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = spec.lr * min(1.0, step / spec.warmup)
         opt.zero_grad(set_to_none=True)
-        loss = scalar_loss(loss_fn, model(xb), yb)
+        with named_failure(f"at training step {step} of {spec.steps} (a mini-batch of "
+                           f"{len(xb)} rows), after the checks on the first ones passed",
+                           loss_fn):
+            loss = scalar_loss(loss_fn, model(xb), yb)
         value = float(loss.detach())
         hist.step_loss.append(value)
         if not math.isfinite(value):
@@ -503,7 +537,9 @@ def train(
                 frames.pop()  # measured again with the population statistics
             record(hist.steps)
     hist.seconds = time.perf_counter() - t0
-    metrics = final_metrics(model, data, loss_fn, hist, spec.steps)
+    with named_failure(f"on the final metrics after {hist.steps} steps (eval mode, the whole "
+                       "training and validation sets)", loss_fn):
+        metrics = final_metrics(model, data, loss_fn, hist, spec.steps)
     frames.append(pd.DataFrame(rows, columns=list(TABLE_COLUMNS)))
     table = pd.concat([f for f in frames if len(f)], ignore_index=True) \
         if any(len(f) for f in frames) else pd.DataFrame({c: [] for c in TABLE_COLUMNS})
