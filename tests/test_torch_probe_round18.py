@@ -94,3 +94,29 @@ def test_predict_takes_a_dropout_of_p_one(recwarn):
     assert df.loc[(2, "pre_std"), "value"] == pytest.approx(_pstd(bias), rel=1e-9)
     assert df.loc[(2, "act_std"), "predicted"] == pytest.approx(_pstd(torch.tanh(bias)), rel=1e-3)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+class _BufferOnly(nn.Module):
+    """A linear map whose weights were kept with ``register_buffer``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("w", torch.randn(6, 3))
+        self.register_buffer("scale", torch.ones(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.w * self.scale
+
+
+def test_a_model_with_buffers_only_is_told_its_weights_are_buffers():
+    """A model whose 2-dim weights are buffers (register_buffer) got 'has no weight layers
+    (modules owning a real floating-point parameter ...)', which did not say why its weight
+    was none; now the line names the buffer and its shape."""
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    for call in (lambda: dlt.probe(_BufferOnly(), x, y, CE), lambda: dlt.predict(_BufferOnly(), x),
+                 lambda: dlt.discover(_BufferOnly(), x)):
+        with pytest.raises(ValueError, match=r"^model _BufferOnly has no weight layers: its "
+                                             r"tensor 'w' \(shape \(6, 3\)\) is a buffer "
+                                             r"\(register_buffer\), not a parameter") as e:
+            call()
+        assert "\n" not in str(e.value)

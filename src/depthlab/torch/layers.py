@@ -579,6 +579,15 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
                              f"one, since {kind} also has submodules ({kids}) and a layer is the "
                              "output of a module owning its weight; expected them in a "
                              "submodule that forward calls (e.g. an nn.Linear)")
+        held = [(n, tuple(b.shape)) for n, b in model.named_buffers()
+                if b.dim() >= 2 and b.is_floating_point()]
+        if held:  # weights kept with register_buffer: the message said only what a layer is
+            n, shape = held[0]
+            more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+            raise ValueError(f"model {kind} has no weight layers: its tensor {n!r} (shape "
+                             f"{shape}){more} is a buffer (register_buffer), not a parameter, "
+                             "so it is neither trained nor measured; expected the weights as "
+                             "nn.Parameter of a module that forward calls (e.g. an nn.Linear)")
         raise ValueError(f"model {kind} has no weight layers (modules owning a real "
                          "floating-point parameter of >= 2 dimensions: Linear, Conv*, "
                          "Embedding, RNN, ...)")
