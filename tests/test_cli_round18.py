@@ -104,3 +104,24 @@ def test_points_that_fit_alone_but_not_side_by_side_are_refused_before_any_start
     assert "nothing was allocated" in line
     with Store(tmp_path / "o", readonly=True) as s:
         assert s.runs().empty
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
+                    reason="needs named pipes and /dev/zero")
+def test_a_data_path_that_is_a_device_or_a_pipe_is_refused_not_read_for_ever(tmp_path, capsys):
+    # data.path = "/dev/zero": the run id's fingerprint of the file read it for ever; a named
+    # pipe blocked the open until a writer came (also load_dataset(pipe))
+    from depthlab.data import load_dataset
+
+    pipe = tmp_path / "rows.csv"
+    os.mkfifo(pipe)
+    for path in ("/dev/zero", pipe):
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[data]\npath = "{path}"\n[model]\nsizes = ["auto", 4, "auto"]\n')
+        for cmd in ("run", "doctor"):
+            code, _, err = run_cli(capsys, cmd, cfg, "--out", tmp_path / "o")
+            assert_one_line_error(code, err, f'data.path = "{path}" is not a file or a folder',
+                                  "(a device or a pipe)")
+    with pytest.raises(ValueError, match="is not a file or a folder"):
+        load_dataset(pipe)
+    assert not (tmp_path / "o").exists()

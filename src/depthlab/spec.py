@@ -309,6 +309,11 @@ class DataSpec(_Section):
             if not p.exists():
                 raise ConfigError(f"{prefix}path = {fmt(self.path)}: no such file or folder "
                                   f"({p})", prefix + "path")
+            if not (p.is_file() or p.is_dir()):  # /dev/zero, a pipe: its fingerprint (the run
+                # id) read it for ever, or waited for a writer
+                raise ConfigError(f"{prefix}path = {fmt(self.path)} is not a file or a folder "
+                                  "(a device or a pipe); accepted: a .npz, .csv or IDX file, or "
+                                  "a folder of IDX files", prefix + "path")
             self._set(path=str(p.resolve()))
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ConfigError(

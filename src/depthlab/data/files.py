@@ -528,6 +528,9 @@ def load_file(
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"data file not found: {str(p)!r}")
+    if not (p.is_file() or p.is_dir()):  # a pipe blocked the open until a writer came
+        raise ValueError(f"{str(p)!r} is not a file or a folder (a device or a pipe); accepted: "
+                         f"{', '.join(FILE_KINDS)}")
     lower = p.name.lower()
     csv = not p.is_dir() and lower.endswith((".csv", ".csv.gz"))
     if label is not None and not csv:
