@@ -114,3 +114,22 @@ def test_the_cli_exits_2_when_the_loss_fails_after_training_started(tmp_path, ca
     assert code == 2, err
     assert "failed at training step" in err and "BCEWithLogitsLoss" in err
     assert "Traceback" not in err
+
+
+def test_bce_on_logits_caught_by_the_step_check_names_bce_with_logits():
+    # the two-row check's outputs happened to lie in [0, 1], the first mini-batch's did not:
+    # 'a training step with optimizer 'sgd' fails ...: all elements of input should be between
+    # 0 and 1' without the hint the two-row check gives (a sigmoid, or BCEWithLogitsLoss)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 4, generator=g)
+    y = (x[:, :1] > 0).float()
+    x[:2] = 0.0  # the two rows checked first: output = bias = 0.5
+
+    def make():
+        m = nn.Linear(4, 1)
+        nn.init.constant_(m.bias, 0.5)
+        return m
+
+    with pytest.raises(ValueError, match=r"training step with optimizer 'sgd' fails .*between "
+                                         r"0 and 1; BCELoss takes .*BCEWithLogitsLoss"):
+        dlt.doctor(make, (x, y, x[:10], y[:10]), loss_fn=nn.BCELoss(), steps=3, verify=False)

@@ -65,6 +65,7 @@ from .train import (
     TrainResult,
     binary_threshold,
     check_fits,
+    loss_hint,
     make_optimizer,
     model_device_dtype,
     scalar_loss,
@@ -1606,10 +1607,11 @@ def _check_step(model: nn.Module, spec: TorchTrainSpec, d: TensorData, loss_fn: 
     opt = make_optimizer(spec, params)
     rows = min(spec.batch_size, len(d.x))
 
-    def failed(e: Exception) -> ValueError:
+    def failed(e: Exception) -> ValueError:  # (BCELoss on logits: the hint _check_runs gives)
         return ValueError(f"a training step with optimizer {spec.optimizer!r} fails on "
                           f"mini-batches of {rows} rows (batch_size {spec.batch_size}, "
-                          f"{len(d.x)} training rows): {type(e).__name__}: {e}")
+                          f"{len(d.x)} training rows): {type(e).__name__}: {e}"
+                          f"{loss_hint(loss_fn, e)}")
 
     try:
         model.train()
