@@ -204,3 +204,68 @@ def test_a_run_whose_store_failed_at_close_is_stored_by_a_second_close(tmp_path)
     watch.close()  # stored: nothing more
     with Store(out) as store:
         assert len(store.runs()) == 1
+
+
+def _sgd_groups(model):
+    return torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.01},
+                            {"params": [*model[2].parameters(), *model[4].parameters()]}],
+                           lr=0.1, momentum=0.9, nesterov=True)
+
+
+@pytest.mark.parametrize("setting", ["adam_step_lr", "adamw_clip", "sgd_groups_zero_grad_false",
+                                     "rmsprop_every_1"])
+def test_optimizers_clipping_schedulers_and_param_groups(setting):
+    """A practitioner's loop with Adam and a StepLR, AdamW after clip_grad_norm_, SGD with
+    Nesterov momentum over two parameter groups and zero_grad(set_to_none=False), RMSprop
+    recorded at every step: the training is bit-identical to the same loop without a Watch,
+    every update_ratio equals ||W_n - W_(n-1)|| / ||W_(n-1)|| of the weights by hand, and
+    weight_grad_std the std of the .grad the optimizer stepped with (after clipping)."""
+    make_opt = {
+        "adam_step_lr": lambda m: torch.optim.Adam(m.parameters(), lr=1e-2),
+        "adamw_clip": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.1),
+        "sgd_groups_zero_grad_false": _sgd_groups,
+        "rmsprop_every_1": lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-3),
+    }[setting]
+    every = 1 if setting == "rmsprop_every_1" else 3
+
+    def train(watch_it):
+        model = _mlp()
+        opt = make_opt(model)
+        sched = torch.optim.lr_scheduler.StepLR(opt, 2, 0.5) if setting == "adam_step_lr" \
+            else None
+        g = torch.Generator().manual_seed(3)
+        watch = dlt.Watch(model, every=every, theory=False) if watch_it else None
+        weights, grads = [], []
+        for _ in range(8):
+            x = torch.randn(12, 5, generator=g, dtype=torch.float64)
+            y = torch.randint(0, 3, (12,), generator=g)
+            opt.zero_grad(set_to_none=setting != "sgd_groups_zero_grad_false")
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            if setting == "adamw_clip":
+                nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+            if watch is not None:
+                watch.step(loss)
+            weights.append([model[i].weight.detach().clone() for i in (0, 2, 4)])
+            grads.append([model[i].weight.grad.clone() for i in (0, 2, 4)])
+            opt.step()
+            if sched is not None:
+                sched.step()
+        if watch is not None:
+            watch.close()
+        return model, watch, weights, grads
+
+    plain = train(False)[0]
+    model, watch, weights, grads = train(True)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), model.parameters()))
+    frame = watch.frame()
+    ratios = frame[frame.quantity == "update_ratio"]
+    assert len(ratios) == 3 * len(range(every, 8, every))
+    for row in ratios.itertuples():
+        w1, w0 = weights[row.step][row.layer - 1], weights[row.step - 1][row.layer - 1]
+        assert row.value == pytest.approx(((w1 - w0).norm() / w0.norm()).item(), rel=1e-9)
+    for step in range(0, 8, every):
+        table = _table(watch, step)
+        for i in range(3):
+            assert table[(i + 1, "weight_grad_std")] == pytest.approx(_pstd(grads[step][i]),
+                                                                      rel=1e-10)
