@@ -296,3 +296,38 @@ def test_a_refusal_of_two_settings_is_shown_at_the_one_just_changed(page, server
     page.wait_for_selector(".field.invalid", timeout=10_000)
     assert page.evaluate("[...document.querySelectorAll('.field.invalid')]"
                          ".map((e) => e.dataset.key)") == ["model.width"]
+
+
+# -- the decision boundary of a batch-normalized network says what it is -------------------------
+BN20 = "?model.depth=20&model.activation=relu&model.init=he_normal&model.batchnorm=true"
+
+
+def test_a_batch_norm_boundary_says_it_is_the_network_at_inference(page, server, shots):
+    page.goto(server.url + BN20)
+    page.wait_for_function(MEASURED, timeout=30_000)
+    for _ in range(50):
+        page.click("#step")
+    page.wait_for_function("S.last.step === 50 && S.boundary && S.boundary.cls", timeout=30_000)
+    page.locator("#panel-boundary").screenshot(path=str(shots / "round18_bn_boundary.png"))
+    note, inference, probe, rows = page.evaluate(
+        "[document.getElementById('boundary-mode').textContent, S.boundary.inference_acc, "
+        "S.last.probe_acc, S.boundary.probe_rows]")
+    # was: nothing said why the shading painted one class nearly everywhere (held-out
+    # accuracy 0.46 at inference) beside a held-out accuracy of 0.565 in the loss panel
+    assert inference != probe
+    assert f"(held-out accuracy {_fmt(inference)} on the {rows} probe examples at step 50)" \
+        in note, note
+    assert f"the loss panel's held-out accuracy ({_fmt(probe)}) normalizes with those " \
+           "examples' own statistics" in note, note
+    # a network without batch norm: one mode, nothing to say
+    page.goto(server.url)
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#step")
+    page.wait_for_function("S.last.step === 1", timeout=10_000)
+    assert page.evaluate("S.boundary.inference_acc") is None
+    assert page.inner_text("#boundary-mode") == ""
+
+
+def _fmt(v: float) -> str:
+    """The page's fmt for a number between 1e-3 and 1e4 (4 significant digits)."""
+    return f"{float(f'{v:.4g}'):g}"

@@ -742,7 +742,20 @@ function onUpdate(m) {
       `${fewLayers(unchanged, layers.length)}: weights unchanged ` +
       `(\u2016\u0394W\u2016 = 0: a zero gradient, or updates below the resolution of ` +
       `${S.ready.config.model.dtype || "float32"} weights), not drawn on the log scale` : "";
-  if (m.boundary) drawBoundary(m.boundary);
+  if (m.boundary) {
+    drawBoundary(m.boundary);
+    // the shading is the network at inference; with batch norm that uses the running
+    // statistics, and the loss panel's held-out accuracy the probe batch's own: early in
+    // training the panels disagreed without a word (0.565 there, one class painted everywhere)
+    const ia = m.boundary.inference_acc;
+    const bn = S.ready.config.model;
+    $("boundary-mode").textContent = typeof ia !== "number" ? "" :
+      `batch norm: the shading is the network at inference, with batch norm's ` +
+      `${bn.bn_inference === "population" ? "training-set" : "running-average"} statistics ` +
+      `(held-out accuracy ${fmt(ia)} on the ${m.boundary.probe_rows} probe examples at step ${m.step}); ` +
+      `the loss panel's held-out accuracy${typeof m.probe_acc === "number" ?
+        ` (${fmt(m.probe_acc)})` : ""} normalizes with those examples' own statistics`;
+  }
 }
 
 function drawBoundary(b) {
