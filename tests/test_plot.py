@@ -43,7 +43,8 @@ def test_gradient_per_layer_overlays_runs_with_theory():
     fig = plot.gradient_per_layer(runs)
     init, end = fig.axes[:2]
     assert init.get_yscale() == "log" and end.get_yscale() == "log"
-    labels = [ln.get_label() for ln in init.lines]
+    # (unlabelled: each run's measured points drawn again over its theory)
+    labels = [ln.get_label() for ln in init.lines if not ln.get_label().startswith("_")]
     assert labels == ["deep", "deep: theory", "shallow", "shallow: theory"]
     assert init.lines[1].get_linestyle() == "--"
     # theory scaled to the measured top layer, same colour as its run

@@ -128,3 +128,27 @@ def test_a_one_panel_overlay_legend_keeps_a_short_run_name_whole():
     assert texts[:3] == ["sigmoid + glorot (step 0)", "tanh + glorot (step 0)",
                          "relu + he (step 0)"], texts
     assert _drawn_right_edge(fig) <= fig.get_figwidth()
+
+
+def test_the_measured_points_are_drawn_whole_over_the_theory_line(shots):
+    # the tour's overlay, where theory and measurement agree (tanh, relu + he): the theory's
+    # dashed line, drawn on top with a white halo, bit every measured marker it crossed into
+    # a "C"; each measured point of the first panel is now drawn above the theory
+    from matplotlib.colors import to_rgba
+
+    from depthlab import plot
+
+    layers = list(range(1, 9))
+    measured = pd.DataFrame([{"step": 0, "layer": la, "quantity": "grad_pre_std",
+                              "value": 1e-3} for la in layers])
+    theory = pd.DataFrame({"layer": layers, "grad_pre_var": [1e-6] * len(layers)})
+    fig = plot.gradient_per_layer({"relu + he": measured}, {"relu + he": theory})
+    fig.savefig(shots / "theory_over_measurement.png", dpi=200)
+    lines = fig.axes[0].get_lines()
+    dashed = [ln for ln in lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    colour = to_rgba(dashed[0].get_color())
+    above = [ln for ln in lines if ln.get_marker() not in ("None", "", None)
+             and to_rgba(ln.get_color()) == colour and ln.get_zorder() > dashed[0].get_zorder()]
+    assert above, [(ln.get_linestyle(), ln.get_marker(), ln.get_zorder()) for ln in lines]
+    assert sorted(above[0].get_xdata()) == layers

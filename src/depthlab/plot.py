@@ -353,6 +353,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         color, marker, linestyle = run_style(i)
         if wide.empty:
             continue
+        measured = None  # the line of the first panel
         first, last = wide.index.min(), wide.index.max()
         drawable = wide.index[((wide > 0) & (wide < math.inf)).any(axis=1)]
         if len(drawable) and drawable.max() > first:  # the last step a log axis can show
@@ -384,9 +385,12 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 continue
             x = row.index.to_numpy()
             all_layers.update(int(v) for v in x)
-            ax.plot(x, row.to_numpy(float), marker=marker, linestyle=linestyle, color=color,
-                    linewidth=1.8, markersize=4,
-                    label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1 else label)
+            drawn = ax.plot(x, row.to_numpy(float), marker=marker, linestyle=linestyle,
+                            color=color, linewidth=1.8, markersize=4,
+                            label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1
+                            else label)[0]
+            if k == 0:
+                measured = drawn
             all_vals.extend(row.to_numpy(float))
         th = theories.get(label)
         init = wide.loc[first].dropna()
@@ -416,6 +420,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         axes[0].plot(pred.index.to_numpy(), pred.to_numpy(float), "--", color=color,
                      linewidth=1.3, label=f"{label}: theory", zorder=3,
                      path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()], **one)
+        # the measured points again, over the theory and its halo: where the two agree the
+        # halo bit each marker it crossed into a "C"
+        if measured is not None:
+            axes[0].plot(measured.get_xdata(), measured.get_ydata(), linestyle="none",
+                         marker=marker, markersize=4, color=color, zorder=4)
         all_vals.extend(pred.to_numpy(float))
     if not all_vals:
         for ax in axes:
