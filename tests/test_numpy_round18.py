@@ -119,3 +119,16 @@ def pd_empty():
     import pandas as pd
 
     return pd.DataFrame({"step": [], "layer": [], "quantity": [], "value": []})
+
+
+def test_probes_of_an_exploding_net_far_above_chance_are_not_left_out_as_fitted():
+    # a 31-block residual relu net without batch norm starts at a probe loss of 126705 and
+    # trains to 93 (chance: ln 10 = 2.3); the probes below 1% of step 0's loss were left out
+    # as "fitted", so the exploding finding was the median of 2 of its 11 probes
+    data = load_dataset("digits", seed=0, standardize=True)
+    dg = dl.doctor(dict(sizes=[64] + [16] * 31 + [10], activation="relu", init="he_normal",
+                        residual=True), data, steps=100, optimizer="adam", lr=1e-3)
+    loss = dg.probes.query("layer == 0 and quantity == 'loss'")["value"].to_numpy()
+    assert loss[0] > 1e5 and (loss[1:] < 0.01 * loss[0]).sum() >= 8 and loss.min() > 10
+    f = dg.finding("exploding_gradients")
+    assert f is not None and "median over 11 probes" in f.message, f.message

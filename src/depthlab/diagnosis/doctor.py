@@ -244,7 +244,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
             net, px.astype(net.dtype, copy=False), py, settings["loss"])
     ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
                      history=hist, metrics=_final_metrics(hist, settings["steps"]),
-                     bn_drift=drift, probe_examples=int(px.shape[0]), bn_losses=bn_losses)
+                     bn_drift=drift, probe_examples=int(px.shape[0]), bn_losses=bn_losses,
+                     chance_loss=constant_loss(settings["loss"], py, _outputs(config)))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, findings, by_kind)
 
@@ -292,6 +293,13 @@ def constant_loss(loss: Any, y: Any, n_outputs: int | None = None) -> float:
     except (ValueError, TypeError, OverflowError):
         pass
     return math.nan
+
+
+def _outputs(config: dict[str, Any]) -> int | None:
+    """The output width ``config["sizes"][-1]`` (None when not an integer)."""
+    sizes = config.get("sizes")
+    last = sizes[-1] if isinstance(sizes, list | tuple) and sizes else None
+    return int(last) if isinstance(last, int) and not isinstance(last, bool) else None
 
 
 def _better(after: dict[str, float], before: dict[str, float], n_val: int | None = None,
@@ -505,10 +513,7 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
     # prescription -> (its run, its reference), None when it cannot be trained
     cache: dict[str, tuple[_Run, _Run] | None] = {}
     n_val = None if data.y_val is None else len(data.y_val)
-    sizes = config.get("sizes")
-    chance = constant_loss(settings["loss"], data.y,
-                           sizes[-1] if isinstance(sizes, list | tuple) and sizes and
-                           isinstance(sizes[-1], int) else None)
+    chance = constant_loss(settings["loss"], data.y, _outputs(config))
     out = []
     for f in findings:
         if not f.prescription:

@@ -45,9 +45,12 @@ Thresholds (module constants):
                               theory's trainability limit ``L < 6 xi``, Schoenholz et al. 2017)
                               and ``R >= 10`` (an order of magnitude between the ends); probed
                               steps where the probe batch's loss is below
-                              ``GRADIENT_MIN_LOSS`` (1%) of its value at step 0 are left out:
-                              a fitted network's gradients (1e-12 .. 0) come from the few
+                              ``GRADIENT_MIN_LOSS`` (1%) of its value at step 0, or of a
+                              constant prediction's loss on it when that is smaller, are left
+                              out: a fitted network's gradients (1e-12 .. 0) come from the few
                               examples it still gets wrong, their ratio says nothing of depth
+                              (an exploding residual net starting at a loss of 126705 is not
+                              fitted at 93)
 ``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
                               0.5 batch std (averaged over units), or mean |log variance ratio|
                               above 0.5 (a factor ~1.65), judged on at least
@@ -132,6 +135,8 @@ class RunContext:
     probe_examples: int | None = None  # rows of the probe batch (None: not known)
     # the probe batch's loss with batch statistics and in inference mode (batch norm only)
     bn_losses: dict[str, float] = field(default_factory=dict)
+    # the probe batch's loss under the best constant prediction (NaN: not known)
+    chance_loss: float = math.nan
 
     def __post_init__(self) -> None:
         f = self.frame
@@ -213,7 +218,10 @@ def _severity(metric: float, threshold: float, log: bool = True) -> str:
 def _gradient_steps(ctx: RunContext) -> list[int]:
     """The probed steps whose gradients tell of the network's depth: step 0 and those where
     the probe batch's loss (layer 0 of the probe table, when recorded) is still at least
-    ``GRADIENT_MIN_LOSS`` of its value at step 0 (or not finite: a diverging run)."""
+    ``GRADIENT_MIN_LOSS`` of its value at step 0 or of a constant prediction's
+    (``ctx.chance_loss``), whichever is smaller (or not finite: a diverging run). Step 0's
+    alone was the reference: a 31-block residual net without batch norm starts at a loss of
+    126705, and its probes at losses of 1037 .. 72 (chance: 2.3) were left out as fitted."""
     t = ctx.table
     if t.empty or "loss" not in t.columns or not ctx.steps:
         return list(ctx.steps)
@@ -224,10 +232,13 @@ def _gradient_steps(ctx: RunContext) -> list[int]:
     start = float(loss.get(ctx.steps[0], math.nan))
     if not (math.isfinite(start) and start > 0):
         return list(ctx.steps)
+    chance = ctx.chance_loss
+    ref = min(start, chance) if isinstance(chance, float) and math.isfinite(chance) and \
+        chance > 0 else start
     keep = []
     for step in ctx.steps:
         v = float(loss.get(step, math.nan))
-        if step == ctx.steps[0] or not math.isfinite(v) or v >= GRADIENT_MIN_LOSS * start:
+        if step == ctx.steps[0] or not math.isfinite(v) or v >= GRADIENT_MIN_LOSS * ref:
             keep.append(step)
     return keep
 
