@@ -331,3 +331,47 @@ def test_a_batch_norm_boundary_says_it_is_the_network_at_inference(page, server,
 def _fmt(v: float) -> str:
     """The page's fmt for a number between 1e-3 and 1e4 (4 significant digits)."""
     return f"{float(f'{v:.4g}'):g}"
+
+
+# -- the address other machines open ---------------------------------------------------------------
+def _announced(*args: str) -> list[str]:
+    """The lines ``depthlab playground --no-browser --port 0 ARGS`` prints before it serves."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "depthlab", "playground", "--no-browser",
+                             "--port", "0", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
+                                  daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("playground: http" in s for s in lines):
+            time.sleep(0.05)
+        time.sleep(0.5)  # the lines printed after the URL
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return [s.rstrip("\n") for s in lines]
+
+
+def test_listening_on_every_interface_prints_the_url_other_machines_open():
+    from depthlab.playground.server import network_address
+
+    lines = _announced("--host", "0.0.0.0")
+    port = next(s for s in lines if "playground: http" in s).split(":")[3].split("/")[0]
+    addr = network_address()
+    others = [s for s in lines if s.startswith("other machines on its network open ")]
+    # was: only http://127.0.0.1:PORT/, which the students' machines cannot open
+    if addr is None:  # a machine without a network
+        assert others == [], lines
+    else:
+        assert others == [f"other machines on its network open http://{addr}:{port}/"], lines
+        assert not addr.startswith("127.")
+    # this machine only, or one address: the URL printed is the one
+    from depthlab.playground.server import bind, others_url
+
+    with bind("127.0.0.1", 0) as sock:
+        assert others_url(sock) is None

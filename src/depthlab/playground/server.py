@@ -61,8 +61,43 @@ def exposure_note(host: str) -> str | None:
     are this machine too: they were warned about as if other machines could connect)."""
     if trusted_hosts(host) is not None:
         return None
-    return (f"note: listening on {host}: other machines that can reach it may use the "
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return (f"note: listening on {shown}: other machines that can reach it may use the "
             "playground (and this machine's CPU)")
+
+
+def network_address(family: int = socket.AF_INET) -> str | None:
+    """This machine's address on its network (the one its default route leaves from), or None
+    when it has none: a UDP socket connected to a documentation address (192.0.2.1,
+    2001:db8::1) sends nothing; its own address is the one other machines reach."""
+    target = ("2001:db8::1", 9) if family == socket.AF_INET6 else ("192.0.2.1", 9)
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(target)
+            addr = probe.getsockname()[0]
+    except OSError:
+        return None
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    return None if ip.is_loopback or ip.is_unspecified else addr
+
+
+def others_url(sock: socket.socket) -> str | None:
+    """The URL other machines open when ``sock`` listens on every interface (0.0.0.0, ::), or
+    None (a loopback or a single address: the printed URL is already the one)."""
+    host, port = sock.getsockname()[:2]
+    if host not in ("0.0.0.0", "", "::"):
+        return None
+    families = [socket.AF_INET]
+    if host == "::":  # an IPv4 address first where the socket takes IPv4 too (dual stack)
+        v6only = sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        families = [socket.AF_INET6] if v6only else [socket.AF_INET, socket.AF_INET6]
+    addr = next((a for a in map(network_address, families) if a is not None), None)
+    if addr is None:
+        return None
+    return f"http://[{addr}]:{port}/" if ":" in addr else f"http://{addr}:{port}/"
 
 
 def url_of(sock: socket.socket) -> str:
@@ -91,6 +126,11 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = Tru
     note = exposure_note(host)
     if note:
         announce(note)
+    others = others_url(sock)
+    if others:
+        # --host 0.0.0.0 for a class: the URL printed was this machine's 127.0.0.1, which
+        # the students' machines cannot open, and nothing said which one they can
+        announce(f"other machines on its network open {others}")
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     server.run(sockets=[sock])
