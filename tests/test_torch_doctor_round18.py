@@ -61,9 +61,12 @@ def test_the_constant_prediction_loss_of_torch_losses():
     want = float(F.cross_entropy(z, y[keep], label_smoothing=0.1))
     got = tdoc.constant_loss(nn.CrossEntropyLoss(label_smoothing=0.1), y, out)
     assert got == pytest.approx(want, rel=1e-5)
-    # class weights, a sum reduction: not known (NaN keeps the loss's own verdict)
-    assert math.isnan(tdoc.constant_loss(nn.CrossEntropyLoss(weight=torch.ones(4)), y, out))
+    # a sum reduction, class weights with label smoothing: not known (NaN keeps the loss's own
+    # verdict)
     assert math.isnan(tdoc.constant_loss(nn.CrossEntropyLoss(reduction="sum"), y, out))
+    w4 = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert math.isnan(tdoc.constant_loss(nn.CrossEntropyLoss(weight=w4, label_smoothing=0.1),
+                                         y, out))
     yb = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
     pb = yb.mean(dim=0)
     want_b = float(F.binary_cross_entropy(pb.expand(4, 2), yb))
@@ -133,3 +136,22 @@ def test_bce_on_logits_caught_by_the_step_check_names_bce_with_logits():
     with pytest.raises(ValueError, match=r"training step with optimizer 'sgd' fails .*between "
                                          r"0 and 1; BCELoss takes .*BCEWithLogitsLoss"):
         dlt.doctor(make, (x, y, x[:10], y[:10]), loss_fn=nn.BCELoss(), steps=3, verify=False)
+
+
+def test_the_constant_prediction_loss_of_a_class_weighted_cross_entropy():
+    # class weights for imbalanced labels: was NaN, so a cure that only reached the weighted
+    # loss of a constant prediction still read "helped"
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 2, -100])
+    w = torch.tensor([1.0, 6.0, 3.0])
+    keep = y != -100
+    mass = w * torch.bincount(y[keep], minlength=3)
+    q = mass / mass.sum()
+    want = float(F.cross_entropy(torch.log(q).expand(int(keep.sum()), 3), y[keep], weight=w))
+    out = torch.zeros(9, 3)
+    for fn in (nn.CrossEntropyLoss(weight=w), functools.partial(F.cross_entropy, weight=w),
+               nn.NLLLoss(weight=w)):
+        assert tdoc.constant_loss(fn, y, out) == pytest.approx(want, rel=1e-6)
+    # nothing better: a loss below it needs a prediction that depends on the input
+    for p in (torch.tensor([0.5, 0.25, 0.25]), torch.tensor([6.0, 1.0, 1.0]) / 8):
+        other = float(F.cross_entropy(torch.log(p).expand(8, 3), y[keep], weight=w))
+        assert other > want

@@ -1116,9 +1116,11 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
     reduction without per-class weights: ``CrossEntropyLoss``/``NLLLoss`` (and their
     functions, also in a ``functools.partial``) the entropy of the (label-smoothed) class
     frequencies over the ``out.shape[1]`` classes, the loss's ``ignore_index`` left out, or of
-    the mean probability row; ``BCEWithLogitsLoss``/``BCELoss`` the mean binary entropy of each
-    target column's mean; ``MSELoss`` the mean of each column's variance. NaN for any other
-    loss, a class weight, ``pos_weight`` or a reduction other than ``"mean"``."""
+    the mean probability row (with class weights, :func:`_weighted_label_entropy`);
+    ``BCEWithLogitsLoss``/``BCELoss`` the mean binary entropy of each target column's mean;
+    ``MSELoss`` the mean of each column's variance. NaN for any other loss, ``pos_weight`` or
+    the BCE's ``weight``, class weights with label smoothing, or a reduction other than
+    ``"mean"``."""
     from .. import losses as dl_losses
     from ..diagnosis.doctor import constant_loss as shared
     from .probe import loss_ignore_index
@@ -1131,8 +1133,9 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
     def opt(name: str, default: Any = None) -> Any:
         return kw.get(name, getattr(fn, name, default))
 
-    if opt("reduction", "mean") != "mean" or opt("weight") is not None or \
-            opt("pos_weight") is not None:
+    weight = opt("weight")
+    if opt("reduction", "mean") != "mean" or opt("pos_weight") is not None or \
+            (weight is not None and _class_index_loss(fn) is None):
         return math.nan
     if not isinstance(y, torch.Tensor):
         return math.nan
@@ -1141,6 +1144,9 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
         eps = float(opt("label_smoothing", 0.0) or 0.0)
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             return math.nan
+        if weight is not None:  # integer labels, no smoothing: the entropy of q_c ~ w_c n_c
+            return _weighted_label_entropy(loss_fn, t, weight, int(out.shape[1])) \
+                if eps == 0 else math.nan
         if t.is_floating_point():  # class probabilities (N, C)
             labels = t.cpu().double().numpy() if t.dim() == 2 else None
         else:
@@ -1159,6 +1165,30 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
     if isinstance(fn, nn.MSELoss) or fn is F.mse_loss:
         return shared("mse", t.cpu().double().numpy()) if t.is_floating_point() else math.nan
     return math.nan
+
+
+def _weighted_label_entropy(loss_fn: Callable, y: torch.Tensor, weight: Any, classes: int
+                            ) -> float:
+    """:func:`constant_loss` of a class-weighted ``CrossEntropyLoss``/``NLLLoss`` (mean
+    reduction: ``sum_i w_(y_i) (-log p_(y_i)) / sum_i w_(y_i)``) on integer labels ``y``: a
+    constant prediction ``p`` costs ``-sum_c q_c log p_c`` with ``q_c = w_c n_c / sum_k w_k
+    n_k``, least at ``p = q``: the entropy of ``q`` (NaN for labels it cannot read)."""
+    from .probe import loss_ignore_index
+
+    if y.is_floating_point() or not isinstance(weight, torch.Tensor) or \
+            weight.shape != (classes,):
+        return math.nan
+    ignore = loss_ignore_index(loss_fn)
+    flat = y.reshape(-1)
+    flat = flat[flat != (-100 if ignore is None else int(ignore))]
+    if len(flat) == 0 or bool((flat < 0).any()) or bool((flat >= classes).any()):
+        return math.nan
+    counts = np.bincount(flat.cpu().numpy(), minlength=classes).astype(np.float64)
+    mass = weight.detach().cpu().double().numpy() * counts
+    if not np.isfinite(mass).all() or (mass < 0).any() or mass.sum() <= 0:
+        return math.nan
+    q = mass[mass > 0] / mass.sum()
+    return float(-(q * np.log(q)).sum())
 
 
 def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = None,
