@@ -120,3 +120,39 @@ def test_a_model_with_buffers_only_is_told_its_weights_are_buffers():
                                              r"\(register_buffer\), not a parameter") as e:
             call()
         assert "\n" not in str(e.value)
+
+
+def _patched(which: str) -> nn.Sequential:
+    import functools
+    import types
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(),
+                          nn.Linear(64, 10)).to(D)
+    if which == "layer":
+        model[2].forward = types.MethodType(
+            lambda self, x: 3 * F.linear(x, self.weight, self.bias), model[2])
+    elif which == "activation":
+        model[1].forward = types.MethodType(lambda self, x: torch.tanh(3 * x), model[1])
+    elif which == "wrapper":  # calls the class's own forward (accelerate's device hooks)
+        old = model[2].forward
+        model[2].forward = functools.update_wrapper(
+            functools.partial(lambda m, *a, **k: old(*a, **k), model[2]), old)
+    return model
+
+
+@pytest.mark.parametrize("which,name", [("layer", r"layer '2' \(Linear\)"),
+                                        ("activation", r"activation '1' \(Tanh\)")])
+def test_predict_refuses_a_forward_replaced_on_the_instance(which, name):
+    """``layer.forward = types.MethodType(f, layer)`` (a patch on the instance, not a subclass)
+    was predicted as the class computes it: a Linear returning ``3 * F.linear(...)`` gave the
+    next layer's pre_std 0.33x the measurement, a Tanh patched to ``tanh(3 x)`` act_std 0.6x,
+    silently. A wrapper that calls the class's own forward is still predicted."""
+    x, y = torch.randn(128, 32, dtype=D), torch.randint(0, 10, (128,))
+    with pytest.raises(ValueError, match=rf"{name} has its forward\(\) replaced on the "
+                                         r"instance"):
+        dlt.predict(_patched(which), x, y, CE)
+    df = dlt.predict(_patched("wrapper"), x, y, CE)
+    assert ((df.predicted / df.value).between(0.8, 1.25)).all()

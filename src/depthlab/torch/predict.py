@@ -411,6 +411,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                                      f"{label(m)} has a learned slope "
                                      f"per channel ({m.weight.numel()} of them)")
                 if spec is not None or is_norm(m):
+                    _check_instance_forward(m, repr(names.get(id(m), "")),
+                                            "activation" if spec is not None else "norm")
                     handles.append(m.register_forward_hook(own_post, prepend=True))
                 if spec is not None:
                     reg_pre(m, act_pre)
@@ -703,6 +705,37 @@ def _check_stock_forward(info: LayerInfo) -> None:
                          f"{info.name!r} is a {type(m).__name__}, a {base.__name__} subclass "
                          f"with its own {own}() (a transformed weight or output, which the "
                          f"theory does not see); expected {base.__name__}'s own {own}()")
+    _check_instance_forward(m, repr(info.name), "layer")
+
+
+def _replaced_forward(m: nn.Module) -> str | None:
+    """The name of the method (``forward``, a conv's ``_conv_forward``) that the instance
+    ``m`` replaced by one of its own (``m.forward = types.MethodType(f, m)``, a patched
+    ``functools.partial``), else None. A wrapper that only calls the class's own method (its
+    ``__wrapped__``, as accelerate's device hooks set) is no replacement."""
+    for n in ("forward", "_conv_forward"):
+        fn = vars(m).get(n)
+        if fn is None:
+            continue
+        own = getattr(type(m), n, None)
+        inner = getattr(fn, "__wrapped__", None)
+        if own is not None and getattr(inner, "__func__", inner) is own:
+            continue
+        return n
+    return None
+
+
+def _check_instance_forward(m: nn.Module, label: str, what: str) -> None:
+    """A ValueError when the module ``m`` (a layer, an activation or a normalization) has its
+    ``forward`` replaced on the instance: the theory computes what the class computes (a
+    Linear patched to return ``3 * F.linear(x, W, b)``: pre_std of the next layer predicted
+    0.33x the measurement; a Tanh patched to ``tanh(3 x)``: act_std 0.6x)."""
+    n = _replaced_forward(m)
+    if n is not None:
+        raise ValueError(f"predict() models each module as its class computes it; {what} "
+                         f"{label} ({type(m).__name__}) has its {n}() replaced on the instance "
+                         f"(module.{n} = ...), which the theory does not see; expected "
+                         f"{type(m).__name__}'s own {n}()")
 
 
 def _whole(name: str, read: int | None, made: int | None, first: bool) -> None:
