@@ -125,3 +125,23 @@ def test_a_data_path_that_is_a_device_or_a_pipe_is_refused_not_read_for_ever(tmp
     with pytest.raises(ValueError, match="is not a file or a folder"):
         load_dataset(pipe)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_csv_of_nul_bytes_is_refused_before_pandas_reads_it(tmp_path, capsys):
+    # a file of zeros named .csv (preallocated by a download and never written): pandas read
+    # it as one header cell, 300 MB taking 6.5 GB of memory and minutes; now refused from its
+    # first MiB, as is a NUL byte inside a CSV's text
+    from depthlab.data import load_dataset
+
+    zeros = tmp_path / "zeros.csv"
+    with open(zeros, "wb") as fh:
+        fh.truncate(8 << 20)  # sparse: no disk used
+    with pytest.raises(ValueError, match=r"line 1 holds a NUL byte \(0x00\), so it is no CSV"):
+        load_dataset(zeros)
+    inside = tmp_path / "inside.csv"
+    inside.write_bytes(b"a,b,label\n1,2,0\n3,\x004,1\n5,6,0\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\npath = "{inside}"\n[model]\nsizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "inside.csv': line 3 holds a NUL byte",
+                          "accepted: comma-separated UTF-8 text")

@@ -191,8 +191,28 @@ def csv_bytes(path: Path) -> tuple[int, int, int]:
     return 2 * 8 * rows * per_row, rows, per_row
 
 
+def _nul_line(path: Path) -> int | None:
+    """The line of CSV ``path``'s first NUL byte within its first :data:`SAMPLE_BYTES`, or
+    None (also when the file cannot be read: the reader names the problem)."""
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            sample = fh.read(SAMPLE_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None
+    at = sample.find(b"\0")
+    return None if at < 0 else sample.count(b"\n", 0, at) + 1
+
+
 def check_csv_fits(path: Path, what: str) -> None:
-    """Refuse a CSV whose values cannot fit in memory (:func:`csv_bytes`) before reading."""
+    """Refuse a CSV whose values cannot fit in memory (:func:`csv_bytes`) before reading, and
+    one holding NUL bytes (a file of zeros named .csv, e.g. preallocated and never written:
+    pandas read its 300 MB as one header cell in 6.5 GB of memory)."""
+    nul = _nul_line(path)
+    if nul is not None:
+        raise ValueError(f"{what}: line {nul} holds a NUL byte (0x00), so it is no CSV text "
+                         "(a binary file, or one preallocated and never written); accepted: "
+                         "comma-separated UTF-8 text")
     need, rows, cols = csv_bytes(path)
     check_fits(need, f"{what} (CSV of about {rows:,} rows x {cols:,} columns)")
 
