@@ -333,7 +333,7 @@ def _fmt(v: float) -> str:
     return f"{float(f'{v:.4g}'):g}"
 
 
-# -- the address other machines open ---------------------------------------------------------------
+# -- the address other machines open -------------------------------------------------------------
 def _announced(*args: str) -> list[str]:
     """The lines ``depthlab playground --no-browser --port 0 ARGS`` prints before it serves."""
     import subprocess
@@ -375,3 +375,48 @@ def test_listening_on_every_interface_prints_the_url_other_machines_open():
 
     with bind("127.0.0.1", 0) as sock:
         assert others_url(sock) is None
+
+
+# -- two tabs on two data sets ------------------------------------------------------------------
+def test_two_tabs_on_two_data_sets_do_not_reload_them_on_every_change(monkeypatch):
+    import json
+
+    from websockets.sync.client import connect
+
+    from depthlab.experiments import runner
+    from depthlab.playground.server import Background
+
+    loads: list[str] = []
+    real = runner.load_data
+
+    def counting(config):
+        loads.append(config["data"]["name"])
+        return real(config)
+
+    monkeypatch.setattr(runner, "load_data", counting)
+
+    def ready(ws) -> dict:
+        deadline = time.monotonic() + 60
+        while True:
+            m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            assert m["type"] != "error", m
+            if m["type"] == "ready":
+                return m
+
+    small = {"model.depth": "2", "model.width": "4"}
+    with Background() as server:
+        url = server.url.replace("http://", "ws://") + "ws"
+        with connect(url) as a, connect(url) as b:
+            a.send(json.dumps({"cmd": "setup", "query": {**small, "data.name": "spirals"}}))
+            ready(a)
+            b.send(json.dumps({"cmd": "setup", "query": {**small, "data.name": "clusters"}}))
+            ready(b)
+            assert loads == ["spirals", "clusters"]
+            # was: each change in one tab loaded its data set again (the server kept only the
+            # last one loaded, the other tab's): fashion-mnist 5-9 s per change
+            for lr in ("0.01", "0.02"):
+                for ws, name in ((a, "spirals"), (b, "clusters")):
+                    ws.send(json.dumps({"cmd": "setup", "query": {
+                        **small, "data.name": name, "train.lr": lr}}))
+                    assert ready(ws)["config"]["data"]["name"] == name
+            assert loads == ["spirals", "clusters"], loads

@@ -513,7 +513,10 @@ class _Tab:
                 return
         self.setup = setup
         # messages of the previous session are dropped from here on
-        session = Session(config, self._emit_for(None), data_cache=self.registry.data)
+        previous = old.prep.data if old is not None and old.prep is not None else None
+        session = Session(config, self._emit_for(None), data_cache=self.registry.data,
+                          previous=previous)
+        del previous, old  # the new session holds it only until it has prepared
         session.emit = self._emit_for(session)
         self.session = session
         self.registry.put(self.key, session)
