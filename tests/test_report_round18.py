@@ -152,3 +152,21 @@ def test_the_measured_points_are_drawn_whole_over_the_theory_line(shots):
              and to_rgba(ln.get_color()) == colour and ln.get_zorder() > dashed[0].get_zorder()]
     assert above, [(ln.get_linestyle(), ln.get_marker(), ln.get_zorder()) for ln in lines]
     assert sorted(above[0].get_xdata()) == layers
+
+
+def test_the_overlay_names_two_runs_with_zero_layers_in_full():
+    # five torch Watch runs overlaid, two of which ended with layers 1-3 at exactly 0: the end
+    # panel's title named them 'torch-d…-lr1e3, torch-n…-lr1e9' (14 characters each) though
+    # both names fit on the line
+    from depthlab import plot
+
+    def table(end: float) -> pd.DataFrame:
+        return pd.DataFrame([{"step": s, "layer": la, "quantity": "grad_pre_std",
+                              "value": (1e-3 * la if s == 0 or la == 4 else end)}
+                             for s in (0, 10) for la in (1, 2, 3, 4)])
+
+    runs = {"torch-float64": table(1e-3), "torch-one-step": table(2e-3),
+            "torch-diverges-lr1e3": table(0.0), "torch-nan-lr1e9": table(0.0)}
+    fig = plot.gradient_per_layer(runs)
+    title = fig.axes[1].get_title()
+    assert "torch-diverges-lr1e3, torch-nan-lr1e9:" in title, title

@@ -457,7 +457,11 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             # one run: named in full up to 44 characters, on a line of its own when it and its
             # layers do not fit on one (cut to 20, "activation…=2, lr=50" named neither the
             # activation nor the depth)
-            cut = _f.cut_labels(zero_runs[k], 44 if len(zero_runs[k]) == 1 else 14)
+            # two or three runs share the line's 44 characters (two cut to 14 each read
+            # "torch-d…-lr1e3, torch-n…-lr1e9" though "torch-diverges-lr1e3" fits)
+            n_zero = len(zero_runs[k])
+            cut = _f.cut_labels(zero_runs[k], 44 if n_zero == 1 else
+                                max(14, (44 - 2 * (n_zero - 1)) // n_zero))
             span_text = _layer_span_text(sorted(zeros[k]), names)
             one = (f"{cut[0]}:\n" if len(cut[0]) + len(span_text) > 36 else f"{cut[0]}: ")
             whose = ("" if n_runs == 1 else one if len(cut) == 1 else
