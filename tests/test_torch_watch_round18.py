@@ -76,7 +76,10 @@ def test_a_loop_that_takes_its_gradients_by_autograd_grad_is_recorded():
         return model, watch, weights, wants
 
     plain, _, _, _ = train(False)
-    model, watch, weights, wants = train(True)
+    with pytest.warns(RuntimeWarning, match="no weight has a .grad") as said:
+        model, watch, weights, wants = train(True)
+    mine = [w for w in said if "no weight has a .grad" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__  # once a run, at the user's line
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), model.parameters()))
     assert not watch.frame()["quantity"].str.startswith("weight_grad").any()
     for step in (0, 2, 4):
@@ -89,6 +92,16 @@ def test_a_loop_that_takes_its_gradients_by_autograd_grad_is_recorded():
         w1, w0 = weights[step], weights[step - 1]
         want = ((w1 - w0).norm() / w0.norm()).item()
         assert _table(watch, step)[(2, "update_ratio")] == pytest.approx(want, rel=1e-9)
+    # optimizer.zero_grad() between backward and Watch.step: recorded, and told where to call
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    watch = dlt.Watch(model, every=1, theory=False)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    with pytest.warns(RuntimeWarning, match=r"call Watch.step\(loss\) before optimizer.step"):
+        watch.step(loss)
     # with no backward at all the refusal stays
     model = _mlp()
     watch = dlt.Watch(model, theory=False)

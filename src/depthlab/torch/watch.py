@@ -197,6 +197,7 @@ class Watch:
         self._ended: float | None = None  # when close() ended the run
         self._warned_empty = False
         self._warned_twice = False
+        self._warned_no_grad = False
         self._grad_marks: list | None = None  # the gradients at the call before a record
         self._started = time.time()
         self._col_step = array("q")
@@ -417,13 +418,22 @@ class Watch:
                 if p.grad is not None:
                     return
                 trainable = True
+        if not trainable:
+            return
         # gradients taken by torch.autograd.grad (a loop that updates the weights itself, or a
         # functional optimizer) set no .grad: the backward is seen by the hooks of the pass
         rec = self._rec
-        if trainable and not (rec.p.graded() or any(q.graded() for q in rec._earlier)):
+        if not (rec.p.graded() or any(q.graded() for q in rec._earlier)):
             raise ValueError("Watch.step(loss) was called before any backward: no weight has a "
                              "gradient; call it after loss.backward() and before "
                              "optimizer.step()")
+        if not self._warned_no_grad:  # said once: also what optimizer.zero_grad() before
+            self._warned_no_grad = True  # Watch.step leaves
+            warnings.warn("Watch: a backward ran through the model but no weight has a .grad "
+                          "(gradients by torch.autograd.grad, or optimizer.zero_grad() between "
+                          "the backward and Watch.step): the weight_grad_* rows are left out; "
+                          "with loss.backward(), call Watch.step(loss) before "
+                          "optimizer.step() and zero_grad()", RuntimeWarning, stacklevel=4)
 
     def _warn_several_backwards(self, n: int) -> None:
         """Warn (once) when a layer output of the recorded pass received more gradients than
