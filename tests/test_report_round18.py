@@ -170,3 +170,34 @@ def test_the_overlay_names_two_runs_with_zero_layers_in_full():
     fig = plot.gradient_per_layer(runs)
     title = fig.axes[1].get_title()
     assert "torch-diverges-lr1e3, torch-nan-lr1e9:" in title, title
+
+
+def test_a_first_layer_with_no_gradient_at_the_end_is_vanishing_not_unmeasured(
+        tmp_path, monkeypatch):
+    # a torch Watch run at lr 1e3 whose lower ReLU layers all died: its first layer's
+    # gradient at the end was exactly 0, the flow table's ratio at end 0 and its meaning
+    # "at the end not measured", though 0 is the measurement: no gradient reaches layer 1
+    import html as html_lib
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import build, write_report
+
+    _no_figures(monkeypatch)
+    dead = synthetic_record("dead00000001", depth=4, sweep="s1")
+    p = dead.probes
+    last = p["step"].max()
+    lower = (p["step"] == last) & (p["quantity"] == "grad_pre_std") & p["layer"].between(1, 3)
+    p.loc[lower, "value"] = 0.0
+    with Store(tmp_path) as store:
+        store.add_run(dead)
+        store.add_run(synthetic_record("live00000002", depth=4, sweep="s1", lr=0.01))
+    text = write_report(tmp_path).read_text()
+    flow = text[text.index(f"<h3>{build.SECTION_FLOW}</h3>"):]
+    flow = html_lib.unescape(re.sub(r"<[^>]+>", " ", flow[:flow.index("</table>")]))
+    row = next(line for line in flow.split("  ") if "not measured" in line
+               or "no gradient at all" in line)
+    assert "not measured" not in flow, flow
+    assert "at the end vanishing: the first layer gets no gradient at all (0)" in row, flow

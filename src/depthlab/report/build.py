@@ -490,6 +490,9 @@ def _plot_value(v: Any) -> str:
 def _describe_ratio(ratio: float) -> str:
     from ..demo import describe_ratio
 
+    if ratio == 0:  # measured: the first layer's gradient is exactly 0 (its units all dead),
+        # which demo.describe_ratio's "not measured" (for NaN or no rows) misnamed
+        return "vanishing: the first layer gets no gradient at all (0)"
     return describe_ratio(ratio)
 
 
