@@ -231,9 +231,14 @@ def test_a_refused_value_is_said_at_once_while_a_network_is_built(page, server, 
     assert time.monotonic() - t0 < 1.0
     assert page.evaluate("[...document.querySelectorAll('.field.invalid')]"
                          ".map((e) => e.dataset.key)") == ["model.width"]
-    # and the setup it waited for starts as before
+    # and the setup it waited for starts as before; the refusal is still said once it has
+    # (its "accepted" clears the page's message)
     page.wait_for_function("S.ready && S.ready.config.train.lr === 0.02 && S.last",
                            timeout=20_000)
+    page.wait_for_function("document.getElementById('message').textContent.includes("
+                           "\"model.width = '0'\")", timeout=10_000)
+    assert page.evaluate("[...document.querySelectorAll('.field.invalid')]"
+                         ".map((e) => e.dataset.key)") == ["model.width"]
     assert builds == [0.05, 0.02]
 
 

@@ -384,20 +384,25 @@ class _Tab:
         return bool(self.inbox) and _is_cmd((self.inbox[0] or {}).get("text"), "reset")
 
     def _later_setup(self) -> bool:
-        """Whether the next frame received is a setup that starts a session. One that is
-        refused is answered at once and dropped: it waited for the previous network to be
-        built (seconds) before the page said a word, under 'this setup starts once it is
-        built'."""
-        while self.inbox and _is_setup((self.inbox[0] or {}).get("text")):
-            msg = json.loads(self.inbox[0]["text"])
+        """Whether a setup received after this one (before any other command) starts a
+        session. One that is refused is answered at once: it waited for the previous network
+        to be built (seconds) before the page said a word, under 'this setup starts once it is
+        built'. It stays in the inbox, so it is answered again after the waiting setup's
+        'accepted' (which clears the page's message)."""
+        for frame in list(self.inbox):
+            text = (frame or {}).get("text")
+            if not _is_setup(text):
+                return False
+            msg = json.loads(text)
             query, play = msg.get("query"), msg.get("play", False)
             if not isinstance(query, dict) or not isinstance(play, bool):
                 return False  # the handler says what is wrong with it
             try:
                 check(query, self.memory_limit)
             except SetupError as e:
-                self.inbox.popleft()
-                self._error(str(e), e.key)
+                if not frame.get("told"):
+                    frame["told"] = True
+                    self._error(str(e), e.key)
                 continue
             return True
         return False
