@@ -56,6 +56,7 @@ __all__ = [
     "none_ran",
     "output_feature_axis",
     "own_weights",
+    "replaced_forward",
     "weight_modules",
 ]
 
@@ -110,12 +111,31 @@ def _grid_sup(d: Callable[[torch.Tensor], torch.Tensor]) -> float:
     return float(d(s).abs().max())
 
 
+def replaced_forward(m: nn.Module) -> str | None:
+    """The name of the method (``forward``, a conv's ``_conv_forward``) that the instance
+    ``m`` replaced by one of its own (``m.forward = types.MethodType(f, m)``, a patched
+    ``functools.partial``), else None. A wrapper that only calls the class's own method (its
+    ``__wrapped__``, as accelerate's device hooks set) is no replacement."""
+    for n in ("forward", "_conv_forward"):
+        fn = vars(m).get(n)
+        if fn is None:
+            continue
+        own = getattr(type(m), n, None)
+        inner = getattr(fn, "__wrapped__", None)
+        if own is not None and getattr(inner, "__func__", inner) is own:
+            continue
+        return n
+    return None
+
+
 def activation_spec(module: nn.Module) -> ActivationSpec | None:
     """The :class:`ActivationSpec` of an activation module, or None if it is not one of
-    :data:`ACTIVATIONS`."""
+    :data:`ACTIVATIONS`, or its ``forward`` was replaced on the instance
+    (:func:`replaced_forward`: a Tanh patched to compute a ReLU had its saturated_frac counted
+    by tanh's derivative, 0.18 where nothing saturates)."""
     for cls, make in _SPECS:
         if type(module) is cls:
-            return make(module)
+            return None if replaced_forward(module) else make(module)
     return None
 
 

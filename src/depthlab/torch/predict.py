@@ -152,6 +152,7 @@ from .layers import (
     check_model,
     is_norm,
     none_ran,
+    replaced_forward,
     untouched,
 )
 from .probe import (
@@ -410,9 +411,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                     raise ValueError(f"predict() needs one activation function per layer; "
                                      f"{label(m)} has a learned slope "
                                      f"per channel ({m.weight.numel()} of them)")
-                if spec is not None or is_norm(m):
+                if type(m) in ACTIVATIONS or is_norm(m):  # (a replaced forward: no spec)
                     _check_instance_forward(m, repr(names.get(id(m), "")),
-                                            "activation" if spec is not None else "norm")
+                                            "norm" if is_norm(m) else "activation")
+                if spec is not None or is_norm(m):
                     handles.append(m.register_forward_hook(own_post, prepend=True))
                 if spec is not None:
                     reg_pre(m, act_pre)
@@ -708,29 +710,12 @@ def _check_stock_forward(info: LayerInfo) -> None:
     _check_instance_forward(m, repr(info.name), "layer")
 
 
-def _replaced_forward(m: nn.Module) -> str | None:
-    """The name of the method (``forward``, a conv's ``_conv_forward``) that the instance
-    ``m`` replaced by one of its own (``m.forward = types.MethodType(f, m)``, a patched
-    ``functools.partial``), else None. A wrapper that only calls the class's own method (its
-    ``__wrapped__``, as accelerate's device hooks set) is no replacement."""
-    for n in ("forward", "_conv_forward"):
-        fn = vars(m).get(n)
-        if fn is None:
-            continue
-        own = getattr(type(m), n, None)
-        inner = getattr(fn, "__wrapped__", None)
-        if own is not None and getattr(inner, "__func__", inner) is own:
-            continue
-        return n
-    return None
-
-
 def _check_instance_forward(m: nn.Module, label: str, what: str) -> None:
     """A ValueError when the module ``m`` (a layer, an activation or a normalization) has its
     ``forward`` replaced on the instance: the theory computes what the class computes (a
     Linear patched to return ``3 * F.linear(x, W, b)``: pre_std of the next layer predicted
     0.33x the measurement; a Tanh patched to ``tanh(3 x)``: act_std 0.6x)."""
-    n = _replaced_forward(m)
+    n = replaced_forward(m)
     if n is not None:
         raise ValueError(f"predict() models each module as its class computes it; {what} "
                          f"{label} ({type(m).__name__}) has its {n}() replaced on the instance "
