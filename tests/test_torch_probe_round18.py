@@ -177,3 +177,213 @@ def test_probe_does_not_count_a_patched_activation_by_its_class_derivative():
     s = model[0](x)
     assert got["pre_std"] == pytest.approx(_pstd(s), rel=1e-9)
     assert dlt.activation_spec(model[1]) is None and dlt.activation_spec(nn.Tanh()) is not None
+
+
+# -- every pre_*, grad_pre_*, weight_* row against a direct autograd computation ----------------
+
+def _first(o):
+    if isinstance(o, torch.Tensor):
+        return o
+    if isinstance(o, nn.utils.rnn.PackedSequence):
+        return o.data
+    for e in (o.values() if isinstance(o, dict) else o if isinstance(o, (tuple, list)) else ()):
+        t = _first(e)
+        if t is not None:
+            return t
+    return None
+
+
+def _reference(model: nn.Module, x, y, loss_fn) -> dict[tuple[str, str], float]:
+    """The definitions, by forward hooks and one ``autograd.grad``: layers = modules owning a
+    weight of >= 2 dims (attention: ``NAME`` weights only, ``NAME.out_proj`` its output), each
+    call's output pooled; population std (ddof 0) in float64."""
+    from depthlab.torch.layers import weight_modules
+
+    outs: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    infos = weight_modules(model)
+    for info in infos:
+        if info.has_output:
+            def hook(m, a, o, name=info.name):
+                t = _first(o)
+                if t is not None and t.is_floating_point():
+                    outs.setdefault(name, []).append(t)
+            handles.append(info.owner.register_forward_hook(hook))
+    with torch.random.fork_rng():
+        out = model(**x) if isinstance(x, dict) else model(*x) if isinstance(x, tuple) \
+            else model(x)
+        for h in handles:
+            h.remove()
+        loss = loss_fn(out, y)
+        params = [p for p in model.parameters() if p.requires_grad]
+        tensors = [t for ts in outs.values() for t in ts if t.requires_grad]
+        got = torch.autograd.grad(loss, params + tensors, allow_unused=True)
+    pg = {id(p): g for p, g in zip(params, got)}
+    tg = dict(zip(map(id, tensors), got[len(params):]))
+    ref = {}
+    for name, ts in outs.items():
+        v = torch.cat([t.detach().double().reshape(-1) for t in ts])
+        ref[name, "pre_mean"], ref[name, "pre_std"] = _mean(v), _pstd(v)
+        gs = [tg[id(t)] for t in ts if tg.get(id(t)) is not None]
+        if gs:
+            g = torch.cat([g.double().reshape(-1) for g in gs])
+            ref[name, "grad_pre_std"], ref[name, "grad_pre_absmean"] = _pstd(g), _mean(g.abs())
+    for info in infos:
+        ref[info.name, "weight_std"] = _pstd(torch.cat([w.reshape(-1) for w in info.weights]))
+        gw = [pg[id(w)] for w in info.weights if pg.get(id(w)) is not None]
+        if gw:
+            ref[info.name, "weight_grad_std"] = _pstd(torch.cat(
+                [(g.to_dense() if g.is_sparse else g).reshape(-1) for g in gw]))
+    return ref
+
+
+def _transformer():
+    torch.manual_seed(0)
+    model = nn.Transformer(d_model=16, nhead=2, num_encoder_layers=2, num_decoder_layers=1,
+                           dim_feedforward=32, dropout=0.1).to(D)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, -2:] = True
+    x = dict(src=torch.randn(7, 3, 16, dtype=D), tgt=torch.randn(5, 3, 16, dtype=D),
+             tgt_mask=nn.Transformer.generate_square_subsequent_mask(5, dtype=D),
+             src_key_padding_mask=pad, memory_key_padding_mask=pad)
+    return model, x, torch.randn(5, 3, 16, dtype=D), nn.MSELoss()
+
+
+class _Attend(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.MultiheadAttention(16, 2, kdim=8, vdim=12, add_bias_kv=True)
+
+    def forward(self, q, k, v):
+        return self.a(q, k, v, need_weights=False)[0]
+
+
+def _attention():
+    torch.manual_seed(0)
+    x = (torch.randn(5, 3, 16, dtype=D), torch.randn(6, 3, 8, dtype=D),
+         torch.randn(6, 3, 12, dtype=D))
+    return _Attend().to(D), x, torch.randn(5, 3, 16, dtype=D), nn.MSELoss()
+
+
+class _Packed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 8, padding_idx=0)
+        self.rnn = nn.GRU(8, 16, num_layers=2, bidirectional=True, dropout=0.3,
+                          batch_first=True)
+        self.fc = nn.Linear(32, 3)
+
+    def forward(self, ids, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)
+        return self.fc(out.sum(1))
+
+
+def _packed():
+    torch.manual_seed(0)
+    lengths = torch.tensor([9, 3, 5, 7, 2])
+    ids = torch.randint(1, 20, (5, 9))
+    for i, n in enumerate(lengths):
+        ids[i, n:] = 0
+    return _Packed().to(D), (ids, lengths), torch.randint(0, 3, (5,)), CE
+
+
+class _Cells(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.r, self.fc = nn.LSTMCell(8, 16), nn.RNNCell(16, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = c = h2 = x.new_zeros(x.shape[1], 16)
+        for t in range(x.shape[0]):
+            h, c = self.c(x[t], (h, c))
+            h2 = self.r(h, h2)
+        return self.fc(h2)
+
+
+def _convs():
+    torch.manual_seed(0)
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    model = nn.Sequential(
+        nn.Conv1d(4, 8, 3, groups=2, dilation=2, padding=2, padding_mode="reflect"), nn.PReLU(8),
+        nn.Conv1d(8, 8, 3, padding=1, padding_mode="circular", groups=8),
+        weight_norm(nn.Conv1d(8, 6, 1)), nn.Hardswish(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+        spectral_norm(nn.Linear(6, 3))).to(D)
+    return model, torch.randn(5, 4, 12, dtype=D), torch.randint(0, 3, (5,)), CE
+
+
+def _upsampling():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.ConvTranspose2d(4, 8, 3, stride=2, groups=2, dilation=2, output_padding=1),
+        nn.GroupNorm(2, 8, affine=False), nn.Hardtanh(-0.5, 0.5), nn.Conv2d(8, 16, 3, padding=1),
+        nn.PixelShuffle(2), nn.Upsample(scale_factor=2, mode="bilinear"),
+        nn.Conv2d(4, 2, 1), nn.LogSigmoid(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten()).to(D).to(memory_format=torch.channels_last)
+    x = torch.randn(3, 4, 5, 5, dtype=D).to(memory_format=torch.channels_last)
+    return model, x, torch.randint(0, 2, (3,)), CE
+
+
+class _Bags(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(30, 8, mode="sum", padding_idx=0)
+        self.bi = nn.Bilinear(8, 5, 7)
+        self.fc = nn.Linear(7, 2)
+
+    def forward(self, ids, offsets, other):
+        import torch.nn.functional as F
+
+        return self.fc(F.softplus(self.bi(F.relu(self.bag(ids, offsets)), other)))
+
+
+def _bags():
+    torch.manual_seed(0)
+    x = (torch.randint(0, 30, (20,)), torch.tensor([0, 5, 9, 15]), torch.randn(4, 5, dtype=D))
+    return _Bags().to(D), x, torch.randint(0, 2, (4,)), CE
+
+
+def _bf16():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.InstanceNorm2d(8), nn.CELU(0.5),
+                          nn.Flatten(), nn.Linear(8 * 25, 16),
+                          nn.LayerNorm(16, elementwise_affine=False), nn.Softplus(beta=2),
+                          nn.Linear(16, 3)).to(torch.bfloat16)
+    return (model, torch.randn(6, 3, 5, 5).to(torch.bfloat16), torch.randint(0, 3, (6,)),
+            lambda o, y: CE(o.float(), y))
+
+
+CASES = {"transformer-masks-dropout": _transformer, "attention-kdim-vdim-bias-kv": _attention,
+         "packed-bigru-dropout-padding-idx": _packed,
+         "cells-in-a-loop": lambda: (_Cells().to(D), torch.randn(5, 4, 8, dtype=D),
+                                     torch.randint(0, 2, (4,)), CE),
+         "conv1d-groups-reflect-circular-norm-parametrizations": _convs,
+         "convtranspose-pixelshuffle-upsample-channels-last": _upsampling,
+         "embeddingbag-bilinear-functional": _bags, "bf16": _bf16}
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
+@pytest.mark.parametrize("case", list(CASES))
+def test_probe_rows_equal_the_autograd_definitions(case):
+    """Each model's pre_*, grad_pre_*, weight_* rows equal the definitions computed directly
+    (hooks, one autograd.grad, float64; bf16 to its rounding), and probe leaves the
+    parameters, buffers, .grad and the random number generators as found."""
+    model, x, y, loss_fn = CASES[case]()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad for p in model.parameters()]
+    rng = torch.random.get_rng_state()
+    df = dlt.probe(model, x, y, loss_fn, percentiles=())
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert all(g is None for g in grads) and all(p.grad is None for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    ref = _reference(model, x, y, loss_fn)
+    got = {(m, q): v for m, q, v in zip(df.module, df.quantity, df.value)
+           if q in ("pre_mean", "pre_std", "grad_pre_std", "grad_pre_absmean", "weight_std",
+                    "weight_grad_std")}
+    assert set(got) == set(ref)
+    rel = 2e-3 if case == "bf16" else 1e-7
+    for key, v in ref.items():
+        assert got[key] == pytest.approx(v, rel=rel, abs=1e-12), key
