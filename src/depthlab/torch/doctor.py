@@ -240,12 +240,32 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
     out = []
     for i, t in hidden:
         ws = rx.weight_tensors(t.module)
-        # no fans, so no init judgement, for embeddings and frozen (e.g. pretrained) layers
-        judged = ws and ws[0].requires_grad and not isinstance(t.module, nn.Embedding)
+        # no fans, so no init judgement, for embeddings, frozen (e.g. pretrained) layers and
+        # weights whose scale the parametrization sets (spectral norm, orthogonal)
+        judged = ws and ws[0].requires_grad and not isinstance(t.module, nn.Embedding) \
+            and not scale_free(t.module)
         fan = _Fans(*rx.fans(ws[0])) if judged else None
         out.append(_Point(i, fan, _Act(_activation_fn(t.activation)), t.name,
                           t.activation_name))
     return out
+
+
+SCALE_FREE = ("_SpectralNorm", "_Orthogonal", "SpectralNorm")
+"""Parametrizations (``torch.nn.utils.parametrizations.spectral_norm``/``orthogonal``) and the
+deprecated ``torch.nn.utils.spectral_norm``'s forward pre-hook whose weight does not depend on
+the scale of the trainable original (``W / sigma(W)``; an orthogonal matrix)."""
+
+
+def scale_free(module: nn.Module) -> bool:
+    """Whether the weight ``module`` uses is computed by a :data:`SCALE_FREE` parametrization
+    or hook: the initial variance of its trainable original (which the probe's ``weight_std``
+    reads) says nothing about it, so its initialization is not judged (a spectral-normed
+    tanh net drawn from N(0, 0.02) got init_mismatch, 'the initial weight variance of layer 2
+    is 0.00566x the glorot_uniform variance', while the weights it used had std 0.136)."""
+    for plist in getattr(module, "parametrizations", {}).values():
+        if any(type(p).__name__ in SCALE_FREE for p in plist):
+            return True
+    return any(type(h).__name__ in SCALE_FREE for h in module._forward_pre_hooks.values())
 
 
 @torch.no_grad()
