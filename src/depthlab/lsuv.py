@@ -9,9 +9,10 @@ from .backend import rng as make_rng
 from .initializers import get_initializer
 from .network import Network
 from .probes.stats import measurement_mode
-from .validators import positive_int, real
+from .validators import keyword_hints, positive_int, real
 
 
+@keyword_hints
 def lsuv(
     net: Network, x: Array, *, tol: float = 0.1, max_iter: int = 10, seed: int | None = 0
 ) -> list[float]:

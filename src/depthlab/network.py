@@ -10,7 +10,7 @@ import numpy as np
 from .backend import Array, data_array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
 from .memory import CHECK_FROM_BYTES, available_memory, batch_bytes, check_fits
-from .validators import positive_int
+from .validators import keyword_hints, positive_int
 
 
 def _network_dtype(dtype: Any, params: list[Any]) -> np.dtype:
@@ -49,6 +49,7 @@ class Network(Sequential):
     :class:`~depthlab.spec.ModelSpec` as a dict plus ``seed``; ``mlp(**net.config)`` rebuilds
     it)."""
 
+    @keyword_hints
     def __init__(
         self,
         layers: list[Layer],

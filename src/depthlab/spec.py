@@ -68,7 +68,7 @@ from .fieldcheck import (
 from .initializers import REGISTRY as INITIALIZERS
 from .losses import REGISTRY as LOSSES
 from .optimizers import REGISTRY as OPTIMIZERS
-from .validators import closest_name
+from .validators import closest_name, keyword_hints
 
 __all__ = [
     "ConfigError", "DataSpec", "ModelSpec", "ProbeSpec", "RunSpec", "TrainSpec", "check_field",
@@ -183,6 +183,13 @@ def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError
         f"unknown key {full!r} in {where}{hint}; accepted keys: {', '.join(valid)}", full)
 
 
+def _hinted(cls: type) -> type:
+    """A spec class whose constructor names a mistyped keyword and the closest field
+    (``TrainSpec(lrate=0.1)``: "did you mean 'lr'?")."""
+    cls.__init__ = keyword_hints(cls.__init__)  # type: ignore[method-assign]
+    return cls
+
+
 class _Section:
     """Shared behaviour of the four section specs (``section`` is the TOML table name)."""
 
@@ -253,6 +260,7 @@ class _Section:
 # -- the four sections ---------------------------------------------------------------------
 
 
+@_hinted
 @dataclass(frozen=True)
 class DataSpec(_Section):
     """``[data]``: a built-in data set (``name``) or a user file (``path``), and its splits."""
@@ -341,6 +349,7 @@ class BnMomentum(Float):
         return super().__call__(key, v)
 
 
+@_hinted
 @dataclass(frozen=True)
 class ModelSpec(_Section):
     """``[model]``: the network (an MLP: plain, batch-normalized and/or residual)."""
@@ -473,6 +482,7 @@ def _check_depth_fits(sizes: tuple, depth: int, width: int, dtype: str, prefix: 
         raise ConfigError(str(e), prefix + "depth") from None
 
 
+@_hinted
 @dataclass(frozen=True)
 class TrainSpec(_Section):
     """``[train]``: loss, optimizer and schedule. Optimizer hyperparameters may be given
@@ -577,6 +587,7 @@ _DIRECT: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("spec_d
                                                                    default=frozenset())
 
 
+@_hinted
 @dataclass(frozen=True)
 class ProbeSpec(_Section):
     """``[probes]``: what the probe recorder measures during training."""
@@ -599,6 +610,7 @@ SPECS: dict[str, type] = {"data": DataSpec, "model": ModelSpec, "train": TrainSp
                           "probes": ProbeSpec}
 
 
+@_hinted
 @dataclass(frozen=True)
 class RunSpec:
     """A whole run: an optional ``name``, the four sections and an optional ``sweep`` grid

@@ -12,6 +12,7 @@ from ..losses import Loss, get_loss
 from ..memory import check_batch
 from ..network import Network
 from ..training.data_checks import finite_features
+from ..validators import keyword_hints
 from .stats import (
     PERCENTILES,
     check_percentiles,
@@ -21,6 +22,7 @@ from .stats import (
 )
 
 
+@keyword_hints
 def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
           percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:
     """Measure every hidden layer of ``net`` on the batch ``(x, y)``.

@@ -140,6 +140,7 @@ from torch import nn
 
 from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
+from ..validators import keyword_hints
 from . import pooling
 from .accumulators import _first_tensor
 from .hooks import Recording
@@ -1297,6 +1298,7 @@ def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
     return fan_in, float(w.shape[0]) / groups * s1 / p_in, max(spread, 0.0)
 
 
+@keyword_hints
 def predict(model: nn.Module, x: Any, y: Any = None,
             loss_fn: Callable[[Any, Any], torch.Tensor] | str | None = None,
             percentiles: Sequence[float] = ()) -> pd.DataFrame:

@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from ..probes.stats import PERCENTILES, check_percentiles
-from ..validators import did_you_mean
+from ..validators import did_you_mean, keyword_hints
 from .hooks import Recording
 from .layers import check_materialized, check_model, none_ran
 from .train import accuracy_output
@@ -451,6 +451,7 @@ def trackable(v: Any) -> Any:
     return v
 
 
+@keyword_hints
 def probe(model: nn.Module, x: Any, y: Any,
           loss_fn: Callable[[Any, Any], torch.Tensor] | str,
           percentiles: Sequence[float] = PERCENTILES) -> pd.DataFrame:

@@ -9,8 +9,10 @@ from ..backend import Array
 from ..backend import rng as make_rng
 from ..memory import check_array
 from ..network import Network
+from ..validators import keyword_hints
 
 
+@keyword_hints
 def mc_dropout_predict(
     net: Network, x: Array, T: int = 50, *, seed: int | None = None, output: str | None = None
 ) -> tuple[Array, Array]:

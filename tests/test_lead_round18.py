@@ -1,0 +1,61 @@
+"""Lead, round 18: regression tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+
+def _net():
+    return dl.mlp([4, 8, 2], seed=0)
+
+
+X = np.random.default_rng(0).standard_normal((20, 4)).astype("float32")
+Y = np.arange(20) % 2
+
+
+@pytest.mark.parametrize("call, name, hint", [
+    (lambda: dl.probe(_net(), X, Y, los="mse"), "probe", "did you mean 'loss'"),
+    (lambda: dl.lsuv(_net(), X, iters=3), "lsuv", "did you mean 'max_iter'"),
+    (lambda: dl.mc_dropout_predict(_net(), X, sample=3), "mc_dropout_predict", "accepted: net"),
+    (lambda: dl.Network([], n_inputs=2, seeed=0), "Network", "accepted: layers"),
+    (lambda: dl.ModelSpec(widht=3), "ModelSpec", "did you mean 'width'"),
+    (lambda: dl.TrainSpec(lrate=0.1), "TrainSpec", "accepted: loss"),
+    (lambda: dl.DataSpec(nmae="digits"), "DataSpec", "did you mean 'name'"),
+    (lambda: dl.ProbeSpec(evry=5), "ProbeSpec", "did you mean 'every'"),
+    (lambda: dl.RunSpec(dat=1), "RunSpec", "did you mean 'data'"),
+])
+def test_a_mistyped_keyword_of_the_public_api_names_the_one_meant(call, name, hint):
+    # Python said only "probe() got an unexpected keyword argument 'los'" (Network and the
+    # specs: "__init__() got ..."), without the accepted names
+    with pytest.raises(TypeError) as e:
+        call()
+    msg = str(e.value)
+    assert msg.startswith(f"{name}() got an unexpected keyword argument") and hint in msg, msg
+    assert "\n" not in msg
+
+
+def test_the_hinted_constructors_still_build_copy_and_pickle():
+    import dataclasses
+    import pickle
+
+    spec = dl.TrainSpec(lr=0.2)
+    assert spec.lr == 0.2
+    assert dataclasses.replace(spec, lr=0.3).lr == 0.3
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    net = _net()
+    assert net.forward(X).shape == (20, 2)
+
+
+def test_torch_probe_and_predict_name_the_keyword_meant():
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    with pytest.raises(TypeError, match=r"^probe\(\) .* 'loss' \(did you mean 'loss_fn'\?\)"):
+        dlt.probe(m, x, y, loss=torch.nn.CrossEntropyLoss())
+    with pytest.raises(TypeError, match=r"^predict\(\) .* 'los' \(did you mean 'loss_fn'\?\)"):
+        dlt.predict(m, x, los=None)
