@@ -282,3 +282,57 @@ def test_optimizers_clipping_schedulers_and_param_groups(setting):
         for i in range(3):
             assert table[(i + 1, "weight_grad_std")] == pytest.approx(_pstd(grads[step][i]),
                                                                       rel=1e-10)
+
+
+class _Counting(nn.Module):
+    """A model whose forward keeps state in plain attributes: a call counter its output
+    depends on (a warm-up), a list of batch sizes, a cached tensor, an attribute made on the
+    first call."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+        self.calls = 0
+        self.seen = []
+        self.sizes = {}
+        self.last = None
+
+    def forward(self, x):
+        self.calls += 1
+        self.seen.append(x.shape[0])
+        self.sizes[self.calls] = x.shape[0]
+        if not hasattr(self, "first"):
+            self.first = x.shape[0]
+        self.last = out = self.net(x) * min(1.0, self.calls / 4)
+        return out
+
+
+def test_the_theorys_extra_forward_leaves_the_models_own_attributes_as_they_were():
+    """The theory's forward at the first recorded step ran the model's forward once more, so
+    a counter the forward increments was one ahead for the rest of the run (a warm-up factor
+    read from it trained differently than without a Watch), a list it appends to had an entry
+    more, and its cached tensor was the theory's. They are put back: the training is
+    bit-identical and the attributes are those of the same loop without a Watch."""
+    x, y = _data(rows=8)
+
+    def train(watch_it):
+        model = _Counting()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        watch = dlt.Watch(model, every=2) if watch_it else None
+        for _ in range(5):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            if watch is not None:
+                watch.step(loss)
+            opt.step()
+        return model, watch
+
+    plain, _ = train(False)
+    model, watch = train(True)
+    assert watch.theory is not None  # the theory's forward did run
+    assert model.calls == plain.calls == 5
+    assert model.seen == plain.seen and model.sizes == plain.sizes and model.first == 8
+    assert torch.equal(model.last, plain.last)
+    assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), model.parameters()))

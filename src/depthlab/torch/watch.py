@@ -102,6 +102,43 @@ def _error_text(error: BaseException, steps: int) -> str:
     return f"{type(error).__name__}: {message}"
 
 
+_MODULE_KEYS = frozenset(nn.Module().__dict__)
+"""The attributes every ``nn.Module`` has (its parameters, buffers, children and hooks)."""
+_CONTAINERS = (list, dict, set)
+
+
+def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list]]:
+    """Per module of ``model``: its own attributes (``self.calls``, ``self.seen``,
+    ``self.last_attention``: not those of :data:`_MODULE_KEYS`) and the contents of those that
+    are lists, dicts or sets, for :func:`_put_back` after the theory's extra forward."""
+    saved = []
+    for m in model.modules():
+        own = {k: v for k, v in m.__dict__.items() if k not in _MODULE_KEYS}
+        contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
+        saved.append((m, own, contents))
+    return saved
+
+
+def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
+    """Undo what a forward did to the modules' own attributes (a call counter the forward
+    increments, a list it appends to, a tensor it caches, an attribute it adds): the theory's
+    forward left a model whose forward reads them training differently from one without a
+    Watch (a counter one ahead)."""
+    for m, own, contents in saved:
+        now = m.__dict__
+        for k in [k for k in now if k not in _MODULE_KEYS and k not in own]:
+            del now[k]
+        for k, v in own.items():
+            if now.get(k, _put_back) is not v:
+                now[k] = v
+        for v, old in contents:  # once a run: no comparison (of tensors, say) needed
+            if type(v) is list:
+                v[:] = old
+            else:
+                v.clear()
+                v.update(old)
+
+
 def _own_params(m: nn.Module) -> list[tuple[str, int]]:
     """``(name, id)`` of the parameters ``m`` registers itself: what :meth:`Watch._changed`
     compares to find a re-assigned or re-registered parameter."""
@@ -152,7 +189,9 @@ class Watch:
         buffers and random number generators are left as they were); None, with the reason in
         :attr:`theory_note`, for a model the theory does not cover (attention, recurrent
         layers, ...). ``False``: not computed. That forward and backward run the model's own
-        hooks too (a hook that counts or logs calls sees one call more).
+        hooks too (a hook that counts or logs calls sees one call more); what the forward does
+        to the modules' own attributes (a call counter, a list it appends to, a cached tensor)
+        is put back.
     """
 
     @keyword_hints
@@ -296,11 +335,13 @@ class Watch:
             return
         armed = self._rec.armed
         self._rec.disarm()
+        saved = _attributes(self.model)
         try:
             rows, self.theory_note = theory_rows(self.model, x)
         except Exception as exc:  # the theory is an addition: never the end of the training
             rows, self.theory_note = None, f"no theory: {type(exc).__name__}: {exc}"
         finally:
+            _put_back(saved)
             if armed:
                 self._rec.arm()
         self._theory_rows = rows
