@@ -211,3 +211,23 @@ def test_the_init_of_a_plain_or_weight_norm_layer_is_still_judged(kind):
     d = dlt.doctor(make, (x, (x[:, 0] > 0).long()), steps=4, verify=False)
     assert "init_mismatch" in d.kinds
 
+
+
+# -- depthlab.bridge ------------------------------------------------------------------------------
+
+def test_from_torch_of_an_uninitialized_lazy_module_says_to_run_it_first():
+    # was "from_torch cannot express module '1' (LazyLinear(in_features=0, ...)): Dense fan_in
+    # must be a positive integer, got 0"
+    from depthlab.bridge import from_torch
+
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(TypeError, match=r"^from_torch cannot express module '1' \(LazyLinear"
+                                        r".*\): a lazy module .* run the model once on an "
+                                        r"example batch first$"):
+        from_torch(model)
+    model(torch.randn(4, 5))  # materialized: a Linear now, converted
+    x = torch.randn(4, 5)
+    net = from_torch(model)
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.allclose(net.forward(x.numpy(), training=False), want, atol=1e-6)

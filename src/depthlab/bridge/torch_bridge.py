@@ -435,6 +435,13 @@ def from_torch(module: nn.Module) -> Network:
     if not dtypes <= {torch.float32} and not dtypes <= {torch.float64}:
         raise TypeError(f"from_torch expects float32 or float64 parameters (one dtype), got "
                         f"{', '.join(sorted(str(d) for d in dtypes))}")
+    lazy = next(((name, sub) for name, sub in module.named_modules()
+                 if isinstance(sub, nn.modules.lazy.LazyModuleMixin)
+                 and sub.has_uninitialized_params()), None)
+    if lazy is not None:  # was 'Dense fan_in must be a positive integer, got 0'
+        raise TypeError(f"from_torch cannot express {_where(lazy[0])} ({_desc(lazy[1])}): a "
+                        "lazy module whose weights do not exist until its first forward; run "
+                        "the model once on an example batch first")
     meta = next((name for name, t in [*module.named_parameters(), *module.named_buffers()]
                  if t.is_meta), None)
     if meta is not None:
