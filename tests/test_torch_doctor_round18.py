@@ -231,3 +231,22 @@ def test_from_torch_of_an_uninitialized_lazy_module_says_to_run_it_first():
     with torch.no_grad():
         want = model(x).numpy()
     assert np.allclose(net.forward(x.numpy(), training=False), want, atol=1e-6)
+
+
+def test_class_weights_of_another_dtype_than_the_model_are_taken_in_its_dtype():
+    # a factory returning a float64 model, CrossEntropyLoss(weight=float32 tensor): was
+    # refused 'the model or loss_fn fails ...: RuntimeError: expected scalar type Double but
+    # found Float', although the doctor gives the model its data in float64 itself
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 4, generator=g)
+    y = (x[:, 0] > 0.5).long()
+    w = torch.tensor([1.0, 3.0])
+
+    def make():
+        return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+
+    ce = nn.CrossEntropyLoss(weight=w)
+    for loss_fn in (ce, functools.partial(F.cross_entropy, weight=w)):
+        d = dlt.doctor(make, (x, y), loss_fn=loss_fn, steps=3, verify=False)
+        assert math.isfinite(d.baseline["train_loss"])
+    assert w.dtype == ce.weight.dtype == torch.float32  # the caller's loss left as it was

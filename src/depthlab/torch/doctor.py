@@ -1316,6 +1316,7 @@ def doctor(
         if _has_lazy(model):  # nn.LazyLinear, ...: initialized on the data's first rows
             rows.append(d.x[:TRACE_EXAMPLES])
             model = fresh(seed)
+        loss_fn = _loss_on(loss_fn, device, dtype)  # class weights as the data: model's dtype
         _check_runs(model, d, loss_fn)
         _check_token_ids(model, d)
         _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
@@ -1489,6 +1490,33 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _loss_on(loss_fn: Callable, device: torch.device, dtype: torch.dtype) -> Callable:
+    """``loss_fn`` with its floating-point tensors (a ``CrossEntropyLoss``'s class weights, a
+    ``BCEWithLogitsLoss``'s ``pos_weight``, the tensor keywords of a ``functools.partial``) on
+    the model's device and in its floating dtype, as the doctor gives it the data: a copy
+    where any differs (the caller's loss is left as it is), else ``loss_fn`` itself. A
+    float64 model with ``CrossEntropyLoss(weight=torch.tensor([1., 3.]))`` was refused with
+    torch's 'expected scalar type Double but found Float'."""
+    def differs(t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and t.is_floating_point() and \
+            (t.device != device or t.dtype != dtype)
+
+    if isinstance(loss_fn, functools.partial):
+        inner = _loss_on(loss_fn.func, device, dtype)
+        kw = {k: v.to(device=device, dtype=dtype) if differs(v) else v
+              for k, v in loss_fn.keywords.items()}
+        if inner is loss_fn.func and all(kw[k] is v for k, v in loss_fn.keywords.items()):
+            return loss_fn
+        return functools.partial(inner, *loss_fn.args, **kw)
+    if isinstance(loss_fn, nn.Module) and any(
+            differs(t) for t in (*loss_fn.parameters(), *loss_fn.buffers())):
+        try:
+            return copy.deepcopy(loss_fn).to(device=device, dtype=dtype)
+        except Exception:  # noqa: BLE001 - not copyable: torch's own error when it runs
+            return loss_fn
+    return loss_fn
 
 
 def _sample_output(model: nn.Module, d: TensorData) -> Any:
