@@ -201,3 +201,24 @@ def test_a_first_layer_with_no_gradient_at_the_end_is_vanishing_not_unmeasured(
                or "no gradient at all" in line)
     assert "not measured" not in flow, flow
     assert "at the end vanishing: the first layer gets no gradient at all (0)" in row, flow
+
+
+def test_saxe_learning_time_texts_bound_a_ratio_on_the_side_that_never_learned(monkeypatch):
+    # saxe2013 with the inits exchanged (the orthogonal nets drawn Gaussian): the claims
+    # failed, but their texts said 'steps: 2: 20, 8: 31, 32: 33 (ratio ≥ 1.6)' of two measured
+    # times, '33 vs > 500 steps (ratio ≥ 0.1)' where the ratio is at most 0.066, and the note
+    # explained orthogonal times of 19, 86, > 500 steps as staying 'within a few tens of steps'
+    from depthlab.reproduce import saxe2013
+
+    monkeypatch.setattr(saxe2013, "INITS", {"orthogonal": "lecun_normal",
+                                            "scaled Gaussian N(0, 1/n)": "orthogonal"})
+    monkeypatch.setattr(saxe2013, "LR_C", (1.0,))
+    res = saxe2013.run(quick=True)
+    spread, growth, slower = res.claims[-3:]
+    assert not (spread.holds or growth.holds or slower.holds)
+    assert "> 500" in spread.measured and "(max/min ≥ " in spread.measured, spread.measured
+    assert "(ratio " in growth.measured and "≥" not in growth.measured.split("(ratio")[1], \
+        growth.measured
+    assert "vs > 500 steps (ratio ≤ 0.0" in slower.measured, slower.measured
+    note = next(n for n in res.notes if n.startswith("'Learning time roughly"))
+    assert "within a few tens of steps" not in note and "fails outright" in note, note

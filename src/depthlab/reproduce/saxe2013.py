@@ -241,6 +241,19 @@ def run(quick: bool = False, data: str | None = None,
         v = lt_df[(lt_df["init"] == label) & (lt_df["depth"] == d)]["steps"].iloc[0]
         return f"> {max_steps}" if v is None or pd.isna(v) else f"{int(v)}"
 
+    def censored(label: str, d: int) -> bool:
+        return fmt(label, d).startswith(">")
+
+    def ratio_text(word: str, value: float, top: bool, bottom: bool, digits: int = 1) -> str:
+        """``word`` and ``value`` of a ratio of learning times, with the side a time that
+        never reached the target bounds it on ("≥" for a numerator of "> N" steps, "≤" for
+        a denominator, unknown for both; a plain "ratio ≥ 1.8" of two measured times, or
+        "≥ 0.0" of 18 over > 500 steps, read as bounds they are not)."""
+        if top and bottom:
+            return f"{word} unknown: neither reached the target in {max_steps} steps"
+        shown = f"{value:.{digits}f}" if value >= 0.1 else f"{value:.2g}"  # not "0.0"
+        return f"{word} {'≥ ' if top else '≤ ' if bottom else ''}{shown}"
+
     ortho, gauss = list(INITS)
     o, g = sv_df.set_index("init").loc[ortho], sv_df.set_index("init").loc[gauss]
     C = res.claims
@@ -280,32 +293,45 @@ def run(quick: bool = False, data: str | None = None,
     dmin, dmax = depths[0], depths[-1]
     o_times = [steps(ortho, d) for d in depths]
     spread = max(o_times) / max(min(o_times), 1.0)
+    slowest = depths[int(np.argmax(o_times))]
+    fastest = depths[int(np.argmin(o_times))]
+    spread_text = ratio_text("max/min", spread, censored(ortho, slowest),
+                             censored(ortho, fastest), 2)
     C.append(Claim("orthogonal init: learning time roughly depth-independent (max/min over "
                    f"depths {depths} ≤ 2)",
                    "depth-independent learning times with random orthogonal init",
                    "steps: " + ", ".join(f"{d}: {fmt(ortho, d)}" for d in depths)
-                   + f" (max/min {spread:.2f})",
+                   + f" ({spread_text})",
                    spread <= 2.0 and all(steps(ortho, d) < max_steps for d in depths),
                    value=spread))
     if spread > 2.0:
         res.notes.append(
             f"'Learning time roughly depth-independent' (max/min ≤ 2, fixed before running) does "
             f"not hold: orthogonal times {', '.join(f'{d}: {fmt(ortho, d)}' for d in depths)} "
-            f"steps (max/min {spread:.2f}). They stay within a few tens of steps and do not "
-            "grow with depth beyond the middle of the grid, while the Gaussian times grow by "
-            "orders of magnitude; the learning rate is c/depth with c from a discrete grid "
-            f"{list(LR_C)}, which alone moves a time by up to the grid's step ratio."
+            f"steps ({spread_text}). "
+            + ("They stay within a few tens of steps and do not grow with depth beyond the "
+               "middle of the grid, while the Gaussian times grow by orders of magnitude; the "
+               f"learning rate is c/depth with c from a discrete grid {list(LR_C)}, which alone "
+               "moves a time by up to the grid's step ratio."
+               if max(o_times) <= 100 and o_times[-1] <= 2 * o_times[len(o_times) // 2] else
+               # the explanation above is of the few-tens-of-steps spread measured here; a
+               # spread of orders of magnitude (orthogonal 10, 63, > 500 steps) is the claim
+               # failing outright, which it must not explain away
+               "They grow with depth by more than the learning-rate grid explains: the "
+               "claim fails outright.")
         )
     g_growth = steps(gauss, dmax) / max(steps(gauss, dmin), 1.0)
     C.append(Claim(f"scaled Gaussian init: learning time grows with depth (depth {dmax} ≥ 2× "
                    f"depth {dmin})", "learning time grows with depth for scaled Gaussian init",
                    "steps: " + ", ".join(f"{d}: {fmt(gauss, d)}" for d in depths)
-                   + f" (ratio ≥ {g_growth:.1f})",
+                   + " (" + ratio_text("ratio", g_growth, censored(gauss, dmax),
+                                       censored(gauss, dmin)) + ")",
                    g_growth >= 2.0, value=g_growth))
     slow = steps(gauss, dmax) / max(steps(ortho, dmax), 1.0)
     C.append(Claim(f"at depth {dmax} Gaussian init learns ≥ 2× slower than orthogonal",
                    "orthogonal init is much faster in deep linear nets",
-                   f"{fmt(gauss, dmax)} vs {fmt(ortho, dmax)} steps (ratio ≥ {slow:.1f})",
+                   f"{fmt(gauss, dmax)} vs {fmt(ortho, dmax)} steps "
+                   f"({ratio_text('ratio', slow, censored(gauss, dmax), censored(ortho, dmax))})",
                    slow >= 2.0, value=slow))
 
     res.figures["singular_values"] = _fig_products(svs, med_cond, n_prod)
