@@ -336,3 +336,58 @@ def test_the_theorys_extra_forward_leaves_the_models_own_attributes_as_they_were
     assert model.seen == plain.seen and model.sizes == plain.sizes and model.first == 8
     assert torch.equal(model.last, plain.last)
     assert all(torch.equal(a, b) for a, b in zip(plain.parameters(), model.parameters()))
+
+
+def test_a_gan_sharing_one_grad_scaler_reads_each_models_gradients_unscaled_once():
+    """One GradScaler for a GAN (PyTorch's recipe for several optimizers): the discriminator's
+    ``scaler.step(opt_d)`` comes before the generator's backward and ``watch_g.step``. Reading
+    that STEPPED state as 'unscaled' (any optimizer's) left the generator's ``weight_grad_*``
+    1024x the gradient; only an optimizer of the watched weights counts now. Both models' rows
+    equal autograd's of the same losses without a scaler; the Watch's optimizer hook goes at
+    close."""
+    from torch.optim.optimizer import _global_optimizer_pre_hooks
+
+    torch.manual_seed(0)
+    gen = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 6))
+    disc = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-3)
+    opt_d = torch.optim.Adam(disc.parameters(), 1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    hooks_before = len(_global_optimizer_pre_hooks)
+    watch_g = dlt.Watch(gen, every=1, scaler=scaler, theory=False)
+    watch_d = dlt.Watch(disc, every=1, scaler=scaler, theory=False)
+    g = torch.Generator().manual_seed(1)
+    bce = F.binary_cross_entropy_with_logits
+    amp = torch.autocast("cpu", dtype=torch.bfloat16)
+    for step in range(3):
+        real, z = torch.randn(8, 6, generator=g), torch.randn(8, 4, generator=g)
+        ones, zeros = torch.ones(8, 1), torch.zeros(8, 1)
+        ref_g, ref_d = copy.deepcopy(gen), copy.deepcopy(disc)
+        with amp:
+            (bce(ref_d(real), ones) + bce(ref_d(ref_g(z).detach()), zeros)).backward()
+        want_d = [ref_d[i].weight.grad for i in (0, 2)]
+        opt_d.zero_grad()
+        with amp:
+            loss_d = bce(disc(real), ones) + bce(disc(gen(z).detach()), zeros)
+        scaler.scale(loss_d).backward()
+        watch_d.step(loss_d)
+        scaler.step(opt_d)
+        ref_g, ref_d = copy.deepcopy(gen), copy.deepcopy(disc)
+        with amp:
+            bce(ref_d(ref_g(z)), ones).backward()
+        want_g = [ref_g[i].weight.grad for i in (0, 2)]
+        opt_g.zero_grad()
+        with amp:
+            loss_g = bce(disc(gen(z)), ones)
+        scaler.scale(loss_g).backward()
+        watch_g.step(loss_g)
+        scaler.step(opt_g)
+        scaler.update()
+        for watch, want in ((watch_g, want_g), (watch_d, want_d)):
+            table = _table(watch, step)
+            for i in range(2):
+                assert table[(i + 1, "weight_grad_std")] == pytest.approx(_pstd(want[i]),
+                                                                          rel=1e-6)
+    watch_g.close()
+    watch_d.close()
+    assert len(_global_optimizer_pre_hooks) == hooks_before

@@ -76,20 +76,51 @@ WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 """Rows measured on the parameters' ``.grad``."""
 
 
-def _scaler_state(scaler: Any) -> tuple[float, bool]:
+def _scaler_state(scaler: Any, mine: Sequence[int] = ()) -> tuple[float, bool]:
     """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
     ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
-    disabled) and whether ``scaler.unscale_(optimizer)`` or ``scaler.step(optimizer)`` (which
-    unscales first, fused optimizers too) has already divided ``.grad`` by it (a
+    disabled) and whether ``.grad`` is already divided by it: by ``scaler.unscale_`` (of any
+    optimizer: unscale all or none), or by ``scaler.step`` (which unscales first, fused
+    optimizers too) of an optimizer of the watched weights (``mine``: their ids; a
     ``Watch.step`` between ``scaler.step`` and ``scaler.update`` read ``weight_grad_*``
-    divided twice: 1/S of the gradient)."""
+    divided twice, 1/S of the gradient), not of another model's (a GAN's discriminator
+    stepped before the generator's backward: its scaler state says nothing of the generator's
+    ``.grad``)."""
     if not scaler.is_enabled():
         return 1.0, True
     from torch.amp.grad_scaler import OptState
 
-    states = getattr(scaler, "_per_optimizer_states", {}).values()
-    done = (OptState.UNSCALED, OptState.STEPPED)
-    return float(scaler.get_scale()), any(st.get("stage") in done for st in states)
+    states = getattr(scaler, "_per_optimizer_states", {})
+    unscaled = any(st.get("stage") is OptState.UNSCALED
+                   or (st.get("stage") is OptState.STEPPED and key in mine)
+                   for key, st in states.items())
+    return float(scaler.get_scale()), unscaled
+
+
+class _OptimizersOf:
+    """A global optimizer step pre-hook (``torch.optim.optimizer.
+    register_optimizer_step_pre_hook``) that notes which optimizers step the weights of a
+    Watch with a ``scaler`` (``scaler.step`` calls ``optimizer.step``): ``mine`` maps
+    ``id(optimizer)`` to (a weak reference to it, whether it holds one of the weights). The
+    Watch is held weakly (a global hook)."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = weakref.ref(watch)
+        self.seen: dict[int, tuple[weakref.ref, bool]] = {}
+
+    def __call__(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        entry = self.seen.get(id(opt))
+        if entry is not None and entry[0]() is opt:
+            return
+        watch = self.watch()
+        if watch is None:
+            return
+        ids = {id(p) for _, p in watch._weights}
+        self.seen[id(opt)] = (weakref.ref(opt), any(
+            id(p) in ids for group in opt.param_groups for p in group["params"]))
+
+    def mine(self) -> set[int]:
+        return {key for key, (ref, holds) in self.seen.items() if holds and ref() is not None}
 
 
 def _error_text(error: BaseException, steps: int) -> str:
@@ -259,6 +290,13 @@ class Watch:
         self.theory_note = "no theory: not computed (theory=False)" if not theory else \
             "no theory: not computed yet (computed at the first recorded step)"
         self._theory_pending = self._rec.want_input = bool(theory)
+        self._optimizers: _OptimizersOf | None = None
+        self._optimizers_hook = None
+        if scaler is not None:  # which optimizers step these weights (see _scaler_state)
+            from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+            self._optimizers = _OptimizersOf(self)
+            self._optimizers_hook = register_optimizer_step_pre_hook(self._optimizers)
         self._rec.arm()  # step 0 is recorded
 
     # -- training loop -----------------------------------------------------------------------
@@ -617,7 +655,8 @@ class Watch:
 
     def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
         """The record's values with the gradient rows divided by the GradScaler's scale."""
-        scale, unscaled = _scaler_state(self.scaler)
+        scale, unscaled = _scaler_state(
+            self.scaler, self._optimizers.mine() if self._optimizers is not None else ())
         if scale == 1.0:
             return values
         rows = GRADIENT_ROWS if unscaled else GRADIENT_ROWS | WEIGHT_GRADIENT_ROWS
@@ -637,6 +676,7 @@ class Watch:
         self._rec.disarm()
         self._closed = True
         self._ended = time.time()
+        self._remove_optimizers_hook()
         self._snap.clear()
         self._buffers.clear()
         self._pairs.clear()
@@ -662,12 +702,19 @@ class Watch:
             self._loss_values.extend(host)
             self._pending.clear()
 
+    def _remove_optimizers_hook(self) -> None:
+        hook = getattr(self, "_optimizers_hook", None)
+        if hook is not None:
+            hook.remove()
+            self._optimizers_hook = None
+
     def __del__(self) -> None:
         # a Watch dropped without close() (a notebook cell run again after an error): its
         # hooks would stay on the model, measuring every forward, for as long as the model
         rec = getattr(self, "_rec", None)
         if rec is not None:
             rec.disarm()
+        self._remove_optimizers_hook()
 
     def __enter__(self) -> Watch:
         return self
