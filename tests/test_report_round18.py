@@ -222,3 +222,25 @@ def test_saxe_learning_time_texts_bound_a_ratio_on_the_side_that_never_learned(m
     assert "vs > 500 steps (ratio ≤ 0.0" in slower.measured, slower.measured
     note = next(n for n in res.notes if n.startswith("'Learning time roughly"))
     assert "within a few tens of steps" not in note and "fails outright" in note, note
+
+
+def test_a_doctor_section_title_does_not_say_doctor_twice(tmp_path, monkeypatch):
+    # `depthlab doctor --torch models.py:make_model --out DIR` stores the run as
+    # "doctor models.py:make_model": its section and contents link read
+    # "Doctor: doctor models.py:make_model"
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    rec = synthetic_record("doc000000009", depth=2, sweep=None)
+    rec.kind, rec.name = "doctor", "doctor models.py:make_model"
+    with Store(tmp_path) as store:
+        store.add_run(rec)
+    text = write_report(tmp_path).read_text()
+    heads = re.findall(r"<h2 id=\"[^\"]+\">([^<]+)</h2>", text)
+    assert "Doctor: models.py:make_model" in heads, heads
+    assert "Doctor: doctor" not in text

@@ -304,7 +304,10 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
         if row.get("name") and shared.get(str(row["name"]), 0) > 1:
             label = f"{label} ({row['id']})"
         kind = str(row.get("kind") or "run")
-        title = (f"Doctor: {label}" if kind == "doctor" else
+        # the doctors name their runs "doctor FILE" ("Doctor: doctor models.py:make_model")
+        shown = (label[len("doctor "):] if kind == "doctor" and str(label).startswith(
+            "doctor ") and len(str(label)) > len("doctor ") else label)
+        title = (f"Doctor: {shown}" if kind == "doctor" else
                  f"Reproduction: {label}" if kind == "reproduce" else f"Run {label}")
         out.append(_Group(unique(f"{kind}-{_safe_name(row['id'])}"), title, kind,
                           runs.loc[[row.name]]))
