@@ -244,3 +244,28 @@ def test_a_doctor_section_title_does_not_say_doctor_twice(tmp_path, monkeypatch)
     heads = re.findall(r"<h2 id=\"[^\"]+\">([^<]+)</h2>", text)
     assert "Doctor: models.py:make_model" in heads, heads
     assert "Doctor: doctor" not in text
+
+
+def test_a_divergence_with_finite_weights_says_so_not_an_empty_list(tmp_path, monkeypatch):
+    # `depthlab run` at lr 20 diverged at step 3 with every weight still finite: the report's
+    # Divergence block listed "nonfinite_parameters []"
+    import html as html_lib
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    _no_figures(monkeypatch)
+    rec = synthetic_record("div000000001", depth=3, sweep=None, status="diverged")
+    rec.divergence = dict(rec.divergence, nonfinite_parameters=[])
+    other = synthetic_record("div000000002", depth=3, sweep=None, status="diverged", lr=0.5)
+    with Store(tmp_path) as store:
+        store.add_run(rec)
+        store.add_run(other)
+    text = html_lib.unescape(write_report(tmp_path).read_text())
+    pairs = re.findall(r"<span>([^<]*)</span><code>([^<]*)</code>", text)
+    shown = [v for k, v in pairs if "parameters" in k]
+    assert sorted(shown) == ["dense3.W", "none (every weight still finite)"], pairs
+    assert "[]" not in [v for _, v in pairs]

@@ -706,6 +706,11 @@ def _divergence_html(div: dict) -> str:
     rest = [(k, "not finite (NaN/inf)" if k == "loss" and (
              v is None or (isinstance(v, float) and not math.isfinite(v))) else v)
             for k, v in div.items() if k != "message" and not (k == "max_grad" and v is None)]
+    # the weights still finite when the loss was not: an empty list read "[]"
+    rest = [("non-finite parameters", (", ".join(map(str, v)) if v else
+                                       "none (every weight still finite)"))
+            if k == "nonfinite_parameters" and isinstance(v, (list, tuple)) else (k, v)
+            for k, v in rest]
     return ("<div class=\"alert\"><b>Training diverged.</b>"
             + (f" {H.esc(msg)}" if msg else "") + H.key_values(rest) + "</div>")
 
