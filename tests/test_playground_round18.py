@@ -425,3 +425,15 @@ def test_two_tabs_on_two_data_sets_do_not_reload_them_on_every_change(monkeypatc
                         **small, "data.name": name, "train.lr": lr}}))
                     assert ready(ws)["config"]["data"]["name"] == name
             assert loads == ["spirals", "clusters"], loads
+
+
+# -- the command run twice ------------------------------------------------------------------------
+def test_a_port_taken_by_a_playground_says_to_open_it(capsys, server):
+    from helpers.cli import assert_one_line_error, run_cli
+
+    port = server.url.rsplit(":", 1)[1].strip("/")
+    code, _, err = run_cli(capsys, "playground", "--no-browser", "--port", port)
+    # was: "(another program uses it; port 0 picks any free one)" for the playground itself
+    assert_one_line_error(code, err, f"127.0.0.1:{port}", "in use",
+                          f"a depthlab playground already answers there: open {server.url};",
+                          "port 0 picks any free one")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import socket
 import threading
 import time
+import urllib.request
 import webbrowser
 
 from .app import PING_INTERVAL, create_app
@@ -26,7 +28,12 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         if e.errno == errno.EADDRINUSE:  # a second playground on the default port
-            hint = " (another program uses it; port 0 picks any free one)"
+            running = _playground_at(addr, port)
+            # the command run twice (a second terminal, a teacher's second try): the page the
+            # first one serves is the one to open, which the line did not say
+            hint = (f" (a depthlab playground already answers there: open {running}; port 0 "
+                    "picks any free one)" if running else
+                    " (another program uses it; port 0 picks any free one)")
         elif isinstance(e, socket.gaierror) or e.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
             # "Cannot assign requested address" (8.8.8.8) or "Invalid argument" (fe80::1)
             # did not say what to give instead
@@ -37,6 +44,22 @@ def bind(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}{hint}") from None
     sock.listen(128)
     return sock
+
+
+def _playground_at(addr: str, port: int) -> str | None:
+    """The URL of a playground that answers on ``(addr, port)`` (its ``/api/schema``, asked
+    with half a second to answer, no proxy), else None."""
+    if not port:
+        return None
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(addr, addr)
+    url = f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url + "api/schema", timeout=0.5) as r:
+            body = json.loads(r.read(2_000_000))
+    except (OSError, ValueError):  # refused, timed out, not HTTP, not JSON
+        return None
+    return url if isinstance(body, dict) and "fields" in body and "presets" in body else None
 
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
