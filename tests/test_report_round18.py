@@ -269,3 +269,23 @@ def test_a_divergence_with_finite_weights_says_so_not_an_empty_list(tmp_path, mo
     shown = [v for k, v in pairs if "parameters" in k]
     assert sorted(shown) == ["dense3.W", "none (every weight still finite)"], pairs
     assert "[]" not in [v for _, v in pairs]
+
+
+def test_an_accuracy_stuck_at_chance_is_drawn_flat_not_magnified(shots):
+    # the tour's 20-layer sigmoid net: train accuracy 0.0970 -> 0.0986 and validation 0.1 at
+    # both epochs; the accuracy axis ran from 0.097 to 0.100, so the train line climbed the
+    # whole panel as if the net learned
+    from depthlab.report import figures
+
+    steps = pd.DataFrame({"step": range(1, 41), "loss": [2.3] * 40})
+    epochs = pd.DataFrame({"epoch": [1, 2], "step": [20, 40], "train_loss": [2.31, 2.305],
+                           "train_acc": [0.0970, 0.0986], "val_loss": [2.32, 2.316],
+                           "val_acc": [0.1, 0.1]})
+    fig = figures.training_curves(steps, epochs, None)
+    fig.savefig(shots / "accuracy_at_chance.png")
+    lo, hi = fig.axes[1].get_ylim()
+    assert hi - lo >= 0.1 and lo <= 0.097 and hi >= 0.1, (lo, hi)
+    # a real rise keeps its own range (not squeezed into the minimum)
+    epochs = epochs.assign(train_acc=[0.3, 0.9], val_acc=[0.25, 0.85])
+    lo, hi = figures.training_curves(steps, epochs, None).axes[1].get_ylim()
+    assert lo < 0.3 and 0.9 < hi < 1.0, (lo, hi)

@@ -455,12 +455,25 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     if plotted:
         ax_a.set_ylabel("accuracy")
         ax_a.set_title("Accuracy")
+        # at least 10 points of accuracy on the axis: a net stuck at chance (train 0.0970 ->
+        # 0.0986, validation 0.1) filled the panel from bottom to top, as if it learned
+        acc = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax_a.get_lines()])
+        acc = acc[np.isfinite(acc)]
+        if acc.size and acc.max() - acc.min() < ACC_MIN_SPAN:
+            mid = (acc.max() + acc.min()) / 2
+            lo = min(max(mid - ACC_MIN_SPAN / 2, 0.0), 1.0 - ACC_MIN_SPAN)
+            pad = 0.05 * ACC_MIN_SPAN
+            ax_a.set_ylim(lo - pad, lo + ACC_MIN_SPAN + pad)
         _legend(ax_a)
     else:
         _empty(ax_a, "no accuracy recorded")
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+ACC_MIN_SPAN = 0.1
+"""The least range of an accuracy axis (a flat accuracy is drawn flat, not magnified)."""
 
 
 def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
