@@ -391,3 +391,29 @@ def test_a_gan_sharing_one_grad_scaler_reads_each_models_gradients_unscaled_once
     watch_g.close()
     watch_d.close()
     assert len(_global_optimizer_pre_hooks) == hooks_before
+
+
+def test_optimizers_made_per_step_under_a_scaler_are_not_kept():
+    """A loop that makes a new optimizer at every step (an inner loop, a restarted schedule)
+    under a Watch with a GradScaler: the Watch's note of which optimizers step its weights grew
+    by one entry per step for the whole run; dead optimizers are dropped now."""
+    model = _mlp(dtype=torch.float32)
+    x, y = _data(dtype=torch.float32)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    watch = dlt.Watch(model, every=50, scaler=scaler, theory=False)
+    made = []  # alive for a while (a schedule's history), then let go
+    for step in range(300):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        made.append(opt)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        watch.step(loss)
+        scaler.step(opt)
+        scaler.update()
+        if step == 199:
+            made.clear()
+            del opt
+    # 100 alive now; the 200 let go are not all still there (at most twice the alive ones)
+    assert len(watch._optimizers.seen) <= 150
+    watch.close()

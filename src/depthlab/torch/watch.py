@@ -107,6 +107,7 @@ class _OptimizersOf:
     def __init__(self, watch: Watch) -> None:
         self.watch = weakref.ref(watch)
         self.seen: dict[int, tuple[weakref.ref, bool]] = {}
+        self.limit = 64
 
     def __call__(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         entry = self.seen.get(id(opt))
@@ -115,6 +116,9 @@ class _OptimizersOf:
         watch = self.watch()
         if watch is None:
             return
+        if len(self.seen) >= self.limit:  # an optimizer made per step: the dead ones go
+            self.seen = {k: v for k, v in self.seen.items() if v[0]() is not None}
+            self.limit = max(64, 2 * len(self.seen))  # amortized: many alive at once
         ids = {id(p) for _, p in watch._weights}
         self.seen[id(opt)] = (weakref.ref(opt), any(
             id(p) in ids for group in opt.param_groups for p in group["params"]))
