@@ -387,3 +387,20 @@ def test_probe_rows_equal_the_autograd_definitions(case):
     rel = 2e-3 if case == "bf16" else 1e-7
     for key, v in ref.items():
         assert got[key] == pytest.approx(v, rel=rel, abs=1e-12), key
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_predict_refuses_non_finite_weights_by_name(value):
+    """A diverged model (an inf weight) was predicted act_std 0.0 and grad_pre_std 0.0 at the
+    layer and pre_std 0.50 at the next, beside NaN measurements (a NaN weight: NaN rows
+    throughout); non-finite parameters are refused by name, as non-finite inputs are."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 4))
+    with torch.no_grad():
+        model[2].weight[0, 0] = value
+    x = torch.randn(64, 16)
+    for args in ((), (torch.randint(0, 4, (64,)), CE)):
+        with pytest.raises(ValueError, match=r"^parameter '2\.weight' holds 1 non-finite value "
+                                             r"\(NaN or inf\) of 1024"):
+            dlt.predict(model, x, *args)

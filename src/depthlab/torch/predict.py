@@ -1336,6 +1336,15 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     if bad:
         raise ValueError(f"x has {bad} non-finite entries (NaN or inf) of {x.numel()}; expected "
                          "finite inputs (predict() propagates their mean and variance)")
+    for name, prm in model.named_parameters():  # a diverged model: an inf weight gave act_std
+        # and grad_pre_std 0.0 and the next layer's pre_std 0.50 beside NaN measurements
+        if prm.is_floating_point():
+            bad = int((~torch.isfinite(prm.detach())).sum())
+            if bad:
+                raise ValueError(f"parameter {name!r} holds {bad} non-finite value"
+                                 f"{'s' if bad > 1 else ''} (NaN or inf) of {prm.numel()} (a "
+                                 "diverged or corrupted model); expected finite weights "
+                                 "(predict() propagates their mean and variance)")
     wdtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
     if x.dtype != wdtype:
         raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
