@@ -289,3 +289,17 @@ def test_an_accuracy_stuck_at_chance_is_drawn_flat_not_magnified(shots):
     epochs = epochs.assign(train_acc=[0.3, 0.9], val_acc=[0.25, 0.85])
     lo, hi = figures.training_curves(steps, epochs, None).axes[1].get_ylim()
     assert lo < 0.3 and 0.9 < hi < 1.0, (lo, hi)
+
+
+@pytest.mark.parametrize("name", ["saxe2013", "all"])
+def test_a_reproduction_out_that_is_a_file_is_named_as_a_file(tmp_path, capsys, name):
+    # `depthlab reproduce saxe2013 --out results.txt` (an existing file) said "cannot be used
+    # as a folder: File exists", and with 'all' ("results.txt/depth-ladder") "Not a
+    # directory", neither naming the file in the way
+    from helpers.cli import assert_one_line_error, run_cli
+
+    afile = tmp_path / "results.txt"
+    afile.write_text("mine\n")
+    code, out, err = run_cli(capsys, "reproduce", name, "--quick", "-q", "--out", str(afile))
+    assert_one_line_error(code, err, f"'{afile}' is a file, not a folder")
+    assert afile.read_text() == "mine\n"

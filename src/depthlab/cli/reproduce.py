@@ -160,8 +160,12 @@ def _out_folder(out: str | None, name: str, several: bool) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"--out {str(folder)!r} cannot be used as a folder: "
-                        f"{e.strerror or e}") from None
+        # a file in the way: "File exists" / "Not a directory" named no file
+        blocker = next((p for p in (folder, *folder.parents)
+                        if p.exists() and not p.is_dir()), None)
+        why = (f"{str(blocker)!r} is a file, not a folder" if blocker is not None
+               else e.strerror or e)
+        raise UserError(f"--out {str(folder)!r} cannot be used as a folder: {why}") from None
     return folder
 
 
