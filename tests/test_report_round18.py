@@ -303,3 +303,23 @@ def test_a_reproduction_out_that_is_a_file_is_named_as_a_file(tmp_path, capsys, 
     code, out, err = run_cli(capsys, "reproduce", name, "--quick", "-q", "--out", str(afile))
     assert_one_line_error(code, err, f"'{afile}' is a file, not a folder")
     assert afile.read_text() == "mine\n"
+
+
+def test_dense_measured_points_leave_the_theory_dashes_on_top(shots):
+    # 100 layers whose theory equals the measurement: the measured markers drawn again over
+    # the theory (for sparse points, above) touch each other and hid every dash, while the
+    # legend said "dashed: theory"
+    from depthlab import plot
+
+    layers = list(range(1, 101))
+    measured = pd.DataFrame([{"step": 0, "layer": la, "quantity": "grad_pre_std",
+                              "value": 1e-3 * 1.05 ** la} for la in layers])
+    theory = pd.DataFrame({"layer": layers, "grad_pre_var": [(1e-3 * 1.05 ** la) ** 2
+                                                             for la in layers]})
+    fig = plot.gradient_per_layer({"deep": measured}, {"deep": theory})
+    fig.savefig(shots / "theory_over_100_layers.png")
+    lines = fig.axes[0].get_lines()
+    dashed = [ln for ln in lines if ln.get_linestyle() == "--"]
+    assert len(dashed) == 1
+    assert max(ln.get_zorder() for ln in lines) == dashed[0].get_zorder(), \
+        [(ln.get_linestyle(), ln.get_marker(), ln.get_zorder()) for ln in lines]

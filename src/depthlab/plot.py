@@ -65,6 +65,11 @@ def run_style(i: int) -> tuple[str, str, str]:
     k, c = divmod(int(i), len(RUN_COLORS))
     return RUN_COLORS[c], RUN_MARKERS[k % len(RUN_MARKERS)], \
         RUN_LINESTYLES[k % len(RUN_LINESTYLES)]
+
+
+MAX_REDRAWN_POINTS = 30
+"""Most measured points a per-layer panel draws again over the theory line (a ~5 in panel:
+0.17 in apart, three marker widths; denser markers would hide the dashes)."""
 HIST_MAX_LAYERS = 5
 """Histogram figures show at most this many layers: the first, the last and evenly spaced
 ones between (the figure says which and why)."""
@@ -421,8 +426,9 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                      linewidth=1.3, label=f"{label}: theory", zorder=3,
                      path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()], **one)
         # the measured points again, over the theory and its halo: where the two agree the
-        # halo bit each marker it crossed into a "C"
-        if measured is not None:
+        # halo bit each marker it crossed into a "C". Not when they are dense (beyond
+        # MAX_REDRAWN_POINTS on a panel): their markers touch and would hide every dash
+        if measured is not None and len(measured.get_xdata()) <= MAX_REDRAWN_POINTS:
             axes[0].plot(measured.get_xdata(), measured.get_ydata(), linestyle="none",
                          marker=marker, markersize=4, color=color, zorder=4)
         all_vals.extend(pred.to_numpy(float))
