@@ -14,6 +14,7 @@ from torch import nn
 
 import depthlab.torch as dlt
 from depthlab.torch import pooling, zoo
+from depthlab.torch.predict import theory_rows
 
 CE = nn.CrossEntropyLoss()
 
@@ -100,7 +101,7 @@ def test_resnet18_with_its_max_pool_is_predicted():
     pre, grad = _ratios(hidden, "pre_std"), _ratios(hidden, "grad_pre_std")
     assert ((pre > 0.85) & (pre < 1.2)).all(), pre.round(2)
     assert ((grad > 0.65) & (grad < 1.15)).all(), grad.round(2)
-    rows, note = dlt.predict.__globals__["theory_rows"](model, x)
+    rows, note = theory_rows(model, x)
     assert rows is not None and len(rows) == 21 and "independent" in note
 
 
