@@ -417,3 +417,30 @@ def test_optimizers_made_per_step_under_a_scaler_are_not_kept():
     # 100 alive now; the 200 let go are not all still there (at most twice the alive ones)
     assert len(watch._optimizers.seen) <= 150
     watch.close()
+
+
+def test_pickling_or_copying_a_watch_says_what_to_keep_instead():
+    """``torch.save({'model': ..., 'watch': watch})`` or ``copy.deepcopy`` of a training state
+    holding a Watch failed with "Can't pickle local object '_relu.<locals>.<lambda>'" (open)
+    or "cannot pickle 'module' object" (closed). Now a TypeError names the Watch and what to
+    keep; its record pickles."""
+    import io
+    import pickle
+
+    model = _mlp()
+    x, y = _data()
+    watch = dlt.Watch(model, every=1, theory=False)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    watch.step(loss)
+    for closed in (False, True):
+        if closed:
+            watch.close()
+        with pytest.raises(TypeError, match=r"Watch cannot be pickled.*watch\.record\(\)"):
+            pickle.dumps(watch)
+        with pytest.raises(TypeError, match="Watch cannot be pickled or copied"):
+            copy.deepcopy(watch)
+        with pytest.raises(TypeError, match="Watch cannot be pickled or copied"):
+            torch.save({"model": model.state_dict(), "watch": watch}, io.BytesIO())
+    again = pickle.loads(pickle.dumps(watch.record()))
+    assert len(again.probes) == len(watch.frame())

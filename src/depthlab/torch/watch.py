@@ -720,6 +720,15 @@ class Watch:
             rec.disarm()
         self._remove_optimizers_hook()
 
+    def __getstate__(self) -> dict:
+        # pickle, copy.deepcopy (a checkpoint of "everything", torch.save({'watch': w}))
+        # failed with "cannot pickle 'module' object" or "Can't pickle local object
+        # '_relu.<locals>.<lambda>'", naming neither the Watch nor what to keep instead
+        raise TypeError("a depthlab.torch.Watch cannot be pickled or copied (it holds hooks on "
+                        "the live model); keep its results instead: watch.frame() and "
+                        "watch.losses() (DataFrames) or watch.record() (a RunRecord), or pass "
+                        "out= to store the run")
+
     def __enter__(self) -> Watch:
         return self
 
