@@ -11,6 +11,7 @@ from ..backend import Array, data_array
 from ..losses import Loss, get_loss
 from ..memory import check_batch
 from ..network import Network
+from ..threads import blas_threads
 from ..training.data_checks import finite_features
 from ..validators import keyword_hints
 from .stats import (
@@ -57,7 +58,12 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
         raise ValueError("batch normalization needs a batch of at least 2 rows to probe")
     qs = check_percentiles(percentiles)
     loss_fn = get_loss(loss)
-    value, acc = measurement_pass(net, x, y, loss_fn)
+    # the training loop's BLAS threads for this work (depthlab.threads): with the default pool
+    # a loaded 2-core machine probed a 100-layer net of width 64 on 256 rows in 0.1-1.9 s
+    # (the backward's products waiting on threads spinning for busy cores), 0.07-0.12 s with one
+    shapes = [p.value.shape for p in net.parameters() if p.value.ndim == 2]
+    with blas_threads(batch_rows=x.shape[0], weight_shapes=shapes):
+        value, acc = measurement_pass(net, x, y, loss_fn)
     rows: list[tuple[int, str, float]] = [(0, "loss", value)]
     if acc is not None:
         rows.append((0, "acc", acc))
