@@ -323,3 +323,41 @@ def test_dense_measured_points_leave_the_theory_dashes_on_top(shots):
     assert len(dashed) == 1
     assert max(ln.get_zorder() for ln in lines) == dashed[0].get_zorder(), \
         [(ln.get_linestyle(), ln.get_marker(), ln.get_zorder()) for ln in lines]
+
+
+def test_the_flow_meaning_quotes_the_end_ratio_when_it_moved_within_one_class(tmp_path,
+                                                                                monkeypatch):
+    # a tanh depth-20 he_normal sweep point: ratio 1.715 at init, 3.271 at the end, both
+    # 'flows'; the meaning read "flows: within a factor 1.7 of 1" beside 3.271, the init's
+    # number alone. A ratio that barely moved keeps one reading
+    from depthlab.experiments.store import RunRecord, Store
+    from depthlab.report import build
+
+    _no_figures(monkeypatch)
+
+    def row_of(folder, end_first: float) -> str:
+        rows = [{"step": step, "layer": layer, "quantity": "grad_pre_std", "value": v}
+                for step, values in {0: (1.715e-3, 1.2e-3, 1e-3),
+                                     10: (end_first, 1.2e-3, 1e-3)}.items()
+                for layer, v in enumerate(values, 1)]
+        config = {"data": {"name": "digits"}, "model": {"sizes": [64, 48, 48, 48, 10],
+                                                        "activation": "tanh",
+                                                        "init": "he_normal"},
+                  "train": {"optimizer": "sgd", "lr": 0.05}}
+        with Store(folder) as store:
+            store.add_run(RunRecord(id="r", name="r", kind="run", sweep=None,
+                                    status="finished", config=config,
+                                    metrics={"steps": 10, "val_acc": 0.83}, seconds=1.0,
+                                    steps=pd.DataFrame({"step": [1, 10], "loss": [2.0, 1.0]}),
+                                    probes=pd.DataFrame(rows)))
+        store = Store(folder)
+        group = build._Group("all", "All runs", "runs", build._runs_table(store))
+        text = build._flow_section(store, group, build._Pngs())
+        row = text[text.index("<td>r</td>"):]
+        return row[:row.index("</tr>")]
+
+    moved = row_of(tmp_path / "a", 3.271e-3)
+    assert ("flows: within a factor 1.7 of 1; at the end within a factor 3.3 of 1"
+            in moved), moved
+    kept = row_of(tmp_path / "b", 1.9e-3)
+    assert "<td>flows: within a factor 1.7 of 1</td>" in kept, kept

@@ -454,6 +454,11 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             end_meaning = _describe_ratio(end_ratio)
             if end_meaning.split(":")[0] != kind:
                 meaning = f"{meaning}; {when} {end_meaning}"
+            elif (when == "at the end" and init_ratio > 0 and end_ratio > 0
+                  and abs(math.log(end_ratio / init_ratio)) > math.log(FLOW_CHANGE)):
+                # one class, another number: "flows: within a factor 1.7 of 1" beside an end
+                # ratio of 3.27 quoted the init's number alone
+                meaning += f"; at the end {end_meaning.split(': ', 1)[1]}"
             elif when != "at the end":  # a diverged run's last finite reading, still flowing
                 meaning += f"; {when} too, then not finite"
         elif not dead and r["status"] != "finished" and math.isfinite(init_ratio):
@@ -472,6 +477,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
+
+
+FLOW_CHANGE = 1.5
+"""A ratio at the end this factor or more away from the one at init is quoted too."""
 
 
 def _last_finite_ratio(table: pd.DataFrame, steps: pd.Series) -> tuple[int, float] | None:
