@@ -46,7 +46,7 @@ import time
 import warnings
 import weakref
 from array import array
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 """Rows measured on the parameters' ``.grad``."""
 
 
-def _scaler_state(scaler: Any, mine: Sequence[int] = ()) -> tuple[float, bool]:
+def _scaler_state(scaler: Any, mine: Collection[int] = ()) -> tuple[float, bool]:
     """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
     ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
     disabled) and whether ``.grad`` is already divided by it: by ``scaler.unscale_`` (of any
@@ -100,9 +100,10 @@ def _scaler_state(scaler: Any, mine: Sequence[int] = ()) -> tuple[float, bool]:
 class _OptimizersOf:
     """A global optimizer step pre-hook (``torch.optim.optimizer.
     register_optimizer_step_pre_hook``) that notes which optimizers step the weights of a
-    Watch with a ``scaler`` (``scaler.step`` calls ``optimizer.step``): ``mine`` maps
-    ``id(optimizer)`` to (a weak reference to it, whether it holds one of the weights). The
-    Watch is held weakly (a global hook)."""
+    Watch with a ``scaler`` (``scaler.step`` calls ``optimizer.step``): ``seen`` maps
+    ``id(optimizer)`` to (a weak reference to it, whether it holds one of the weights);
+    :meth:`mine` gives the ids of the live ones that do. The Watch is held weakly (a global
+    hook)."""
 
     def __init__(self, watch: Watch) -> None:
         self.watch = weakref.ref(watch)
