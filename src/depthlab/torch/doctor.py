@@ -747,6 +747,9 @@ def _loader_indices(loader: torch.utils.data.DataLoader, seed: int = 0) -> list[
 
     sampler, batches = loader.sampler, loader.batch_sampler
     custom_batches = batches is not None and type(batches) is not BatchSampler
+    dropped = _dropped_tail(loader)
+    if dropped is not None:
+        return dropped
     if not custom_batches:
         if type(sampler) is SequentialSampler:
             return None
@@ -768,6 +771,38 @@ def _loader_indices(loader: torch.utils.data.DataLoader, seed: int = 0) -> list[
             g.set_state(state)
 
 
+def _dropped_tail(loader: torch.utils.data.DataLoader) -> list[int] | None:
+    """The indices a ``drop_last=True`` loader with a fixed order yields (its sampler's order
+    cut to whole batches, sorted): a ``SequentialSampler``, or any sampler without its own
+    generator drawing the same order under two seeds of torch's global generator (a list or
+    range of indices). None otherwise: without ``drop_last``, or a random order, which drops a
+    different tail in every pass, so that every example is trained on."""
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    batches = loader.batch_sampler
+    if type(batches) is not BatchSampler or not batches.drop_last:
+        return None
+    sampler = batches.sampler
+    keep = len(sampler) // batches.batch_size * batches.batch_size  # type: ignore[arg-type]
+    if keep == 0:
+        raise ValueError(f"data: the DataLoader yields no batch (drop_last=True with "
+                         f"batch_size {batches.batch_size} and {len(sampler)} examples)")
+    if type(sampler) is SequentialSampler:
+        order = list(range(len(sampler)))
+    elif isinstance(getattr(sampler, "generator", None), torch.Generator):
+        return None
+    else:
+        draws = []
+        with torch.random.fork_rng(devices=[]):
+            for seed in (0, 1):
+                torch.default_generator.manual_seed(seed)
+                draws.append([int(i) for i in sampler])
+        if draws[0] != draws[1]:
+            return None
+        order = draws[0]
+    return sorted(order[:keep])
+
+
 def pairs_from_torch(data: Any, device: torch.device, part: str = "training", seed: int = 0
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x, y)`` of a ``torch.utils.data`` DataLoader or Dataset: a ``TensorDataset``'s two
@@ -775,7 +810,10 @@ def pairs_from_torch(data: Any, device: torch.device, part: str = "training", se
     ``y``) stacked in index order, after
     checking that ``len`` times the first pair's size fits in memory. A DataLoader gives the
     examples its sampler draws in one pass (all of them for the default samplers; a
-    ``SubsetRandomSampler``'s indices; a custom ``batch_sampler``'s), in index order, and
+    ``SubsetRandomSampler``'s indices; a custom ``batch_sampler``'s), in index order (with
+    ``drop_last=True`` and a fixed order, a ``SequentialSampler``'s, the examples of its whole
+    batches only: the tail it never yields is not trained on; a shuffled loader drops a
+    different tail in every pass, so all of its examples are used), and
     when its ``collate_fn`` is not torch's default (it normalizes, casts, pads, builds
     ``(x, y)`` from dicts) the batches that ``collate_fn`` makes of them, ``batch_size`` items
     each in index order, concatenated: it must return ``(x, y)`` with the same shape per
