@@ -399,8 +399,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                              f"{info.name!r} is a {info.kind}")
         _check_stock_forward(info)
     _check_backward_hooks(model, names)
+    returns = _HookReturns(model, names)
     try:
-        with rec.isolated():  # gradients on: residual blocks are found in the autograd graph
+        # gradients on: residual blocks are found in the autograd graph
+        with rec.isolated(), returns:
             rec.arm()
             for info in layers:
                 reg_pre(info.owner, pre)
@@ -625,6 +627,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         raise ValueError(f"predict() computes each gradient from the weights; a gradient hook "
                          f"(tensor.register_hook) on the output of {hooked} may change it, "
                          "which the theory does not see; expected the model without it")
+    returns.check(end, x)
     _reaches_every_layer(end, [(info.name, out_tensors.get(id(info.owner)))
                                for info in order], loss_fn is None)
     other = _other_path(end, stop, {fn: at for at, fn in fns.items()
@@ -646,8 +649,8 @@ def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
     for every module): torch registers it on the autograd node of the module's output, where
     what it returns replaces the gradient sent below, and nothing in the forward shows it (a
     hook returning ``grad_input * 10`` on an activation: grad_pre_std of the layers below
-    predicted 0.1x the measurement). Full backward hooks are refused where they run (their
-    ``BackwardHookFunction`` between the modules)."""
+    predicted 0.1x the measurement). Full backward hooks are checked by what they return
+    (:class:`_HookReturns`)."""
     from torch.nn.modules import module as torch_module
 
     if getattr(torch_module, "_global_backward_hooks", None) and \
@@ -662,6 +665,78 @@ def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
                              f"hook (register_backward_hook) on {names.get(id(m), '')!r} "
                              f"({type(m).__name__}) may change the gradient it sends below, "
                              "which the theory does not see; expected the model without it")
+
+
+class _HookReturns:
+    """Full backward hooks and pre-hooks (``register_full_backward_hook``,
+    ``register_full_backward_pre_hook``, on the model's modules or global) wrapped for one
+    forward, so that what they return in a backward of it is known: ``None`` (or the
+    gradients as given) leaves the gradient as autograd computed it, as the theory does (a
+    logging hook); anything else replaces it. Without the hooks' returns every such model was
+    refused ('custom autograd Function BackwardHookFunctionBackward')."""
+
+    def __init__(self, model: nn.Module, names: dict[int, str]) -> None:
+        from torch.nn.modules import module as torch_module
+
+        self.tables: list[tuple[dict, str]] = []  # (hook dict, "'name' (Class)" or global)
+        glob = "a global module backward hook"
+        if getattr(torch_module, "_global_is_full_backward_hook", None) is True:
+            self.tables.append((torch_module._global_backward_hooks, glob))
+        self.tables.append((getattr(torch_module, "_global_backward_pre_hooks", {}),
+                            "a global module backward pre-hook"))
+        for m in model.modules():
+            who = f"{names.get(id(m), '')!r} ({type(m).__name__})"
+            if getattr(m, "_is_full_backward_hook", None) is True:
+                self.tables.append((m._backward_hooks, f"a full backward hook on {who}"))
+            self.tables.append((getattr(m, "_backward_pre_hooks", {}),
+                                f"a full backward pre-hook on {who}"))
+        self.tables = [(t, w) for t, w in self.tables if t]
+        self.saved: list[tuple[dict, Any, Any]] = []
+        self.changed: str | None = None
+
+    def _wrap(self, hook: Callable, who: str) -> Callable:
+        def wrapped(module, *grads):
+            got = hook(module, *grads)
+            if got is not None and self.changed is None and not _same(got, grads[0]):
+                self.changed = who
+            return got
+        return wrapped
+
+    def __enter__(self) -> _HookReturns:
+        for table, who in self.tables:
+            for key, hook in list(table.items()):
+                self.saved.append((table, key, hook))
+                table[key] = self._wrap(hook, who)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for table, key, hook in self.saved:
+            if key in table:
+                table[key] = hook
+        self.saved = []
+
+    def check(self, end: torch.Tensor, x: Any) -> None:
+        """Run the wrapped hooks by a backward of ``end`` (the loss, else the output's sum) to
+        ``x`` (no ``.grad`` written) and raise a ValueError naming the first that returned a
+        changed gradient."""
+        if not self.tables or not isinstance(x, torch.Tensor) or not x.requires_grad \
+                or not end.requires_grad:
+            return
+        torch.autograd.grad(end.sum(), x, retain_graph=True, allow_unused=True)
+        if self.changed is not None:
+            raise ValueError(f"predict() computes each gradient from the weights; "
+                             f"{self.changed} returned a changed gradient, which the theory "
+                             "does not see; expected backward hooks that only read (return "
+                             "None), or the model without that hook")
+
+
+def _same(got: Any, given: tuple) -> bool:
+    """Whether a backward hook's return ``got`` is the gradients ``given`` unchanged."""
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    return len(got) == len(given) and all(
+        (a is None and b is None) or (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                                      and a.shape == b.shape and torch.equal(a, b))
+        for a, b in zip(got, given))
 
 
 def _top_module(seg: dict) -> nn.Module:
@@ -751,8 +826,9 @@ def _custom_function(fn: Any, modules: set) -> str | None:
     for _ in range(16):
         if fn is None or fn in modules:
             return None
-        if isinstance(fn, torch.autograd.function.BackwardCFunction):
-            return type(fn).__name__
+        if isinstance(fn, torch.autograd.function.BackwardCFunction) \
+                and fn.name() != "BackwardHookFunctionBackward":  # a full backward hook's
+            return type(fn).__name__  # view: checked by what the hooks return (_HookReturns)
         nxt = [n for n, _ in fn.next_functions if n is not None]
         if len(nxt) != 1:
             return None
