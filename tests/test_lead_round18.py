@@ -59,3 +59,23 @@ def test_torch_probe_and_predict_name_the_keyword_meant():
         dlt.probe(m, x, y, loss=torch.nn.CrossEntropyLoss())
     with pytest.raises(TypeError, match=r"^predict\(\) .* 'los' \(did you mean 'loss_fn'\?\)"):
         dlt.predict(m, x, los=None)
+
+
+def test_predict_names_a_device_or_a_pipe_given_as_data_or_model(tmp_path):
+    # `depthlab predict RUN /dev/zero` (or a named pipe) said "no such file (nor a built-in
+    # data set ...)" although the path exists; a model path /dev/null said "no such file"
+    import os
+
+    from depthlab.inference import read_labeled_inputs, resolve_model
+
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):
+        with pytest.raises(ValueError, match=r"is not a file \(a device or a pipe\)"):
+            read_labeled_inputs(path)
+    with pytest.raises(ValueError, match="no such file"):
+        read_labeled_inputs(str(tmp_path / "absent.csv"))
+    model = tmp_path / "net.npz"
+    os.mkfifo(model)
+    with pytest.raises(ValueError, match=r"is not a file \(a folder, a device or a pipe\)"):
+        resolve_model(str(model), tmp_path)

@@ -66,7 +66,9 @@ def resolve_model(target: str, folder: str | Path) -> Path:
     p = Path(target)
     if p.suffix == ".npz" or p.is_file():
         if not p.is_file():
-            raise ValueError(f"{target!r}: no such file")
+            raise ValueError(f"{target!r}: no such file" if not p.exists() else
+                             f"{target!r} is not a file (a folder, a device or a pipe); "
+                             "expected a saved network (.npz) or a run id")
         return p
     models = models_folder(folder)
     found = sorted(models.glob(f"{glob.escape(target)}*.npz")) if models.is_dir() else []
@@ -133,6 +135,9 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     if p.is_dir():
         raise ValueError(f"DATA {path!r} is a folder; expected a .npy, .npz or .csv file")
     if not p.is_file():
+        if p.exists():  # /dev/zero, a named pipe: read without end or waiting for a writer
+            raise ValueError(f"DATA {path!r} is not a file (a device or a pipe); expected a "
+                             ".npy, .npz or .csv file or a built-in data set")
         raise ValueError(f"DATA {path!r}: no such file (nor a built-in data set: see "
                          "`depthlab datasets`)")
     # as `depthlab run` reads its data file: the case of the suffix aside, and .csv.gz
