@@ -141,7 +141,7 @@ def test_bad_input_doctor_apply_reload_and_export(page, tmp_path):
                          " || new URLSearchParams(location.search).get('model.batchnorm') === "
                          "'true' || new URLSearchParams(location.search).get('model.activation')"
                          " !== 'sigmoid'", timeout=30_000)
-    assert label.startswith("apply {")
+    assert label.startswith("apply: ")  # (round 18b: controls and values, no longer JSON)
 
     # the URL holds the whole setup: a reload restores it
     set_field(pg, "train.epochs", "1")

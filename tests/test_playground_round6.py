@@ -189,7 +189,8 @@ def test_apply_buttons_show_only_settings_that_change_something(page, server):
                     prescription: {activation: "tanh", activation_kwargs: {}}, apply}]})""",
                   [query, apply])
     # was: 'apply {"activation":"tanh","activation_kwargs":{}}'
-    assert page.locator("#doctor-out button.apply").text_content() == 'apply {"activation":"tanh"}'
+    # (round 18b: the label names controls and values, no longer JSON)
+    assert page.locator("#doctor-out button.apply").text_content() == "apply: activation tanh"
     # was: "evidence: metric = null" (a diverged run has no value)
     assert page.locator("#doctor-out .evidence").text_content() == "evidence: metric = -, step = 3"
     page.locator("#doctor-out button.apply").click()

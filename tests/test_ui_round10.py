@@ -128,7 +128,8 @@ def test_an_apply_button_wraps_inside_a_phone_wide_panel(browser, server, shots)
             prescription: {activation: "tanh", init: "glorot_uniform"}, apply}]})""",
                     [query, apply])
         button = pg.locator("#doctor-out button.apply")
-        assert button.text_content() == 'apply {"activation":"tanh","init":"glorot_uniform"}'
+        # (round 18b: the label names controls and values, no longer JSON)
+        assert button.text_content() == "apply: activation tanh, init glorot_uniform"
         button.scroll_into_view_if_needed()
         pg.locator("#panel-doctor").screenshot(path=str(shots / "round10_apply_phone.png"))
         # was: the settings (JSON: no space to break at) ran past the button and the panel

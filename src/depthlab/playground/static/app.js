@@ -29,6 +29,8 @@ const pos = (v) => (v === null || !(v > 0)) ? null : v;
    menu read "name" (a screen reader said "name, combobox, spirals") and its input dimension "d". */
 const LABELS = { "data.name": "data set", "data.options.d": "input dims (d)" };
 
+const controlLabel = (key) => LABELS[key] || key.split(".").pop().replace(/_/g, " ");
+
 function buildControls() {
   for (const f of S.schema.fields) {
     const box = document.createElement("div");
@@ -37,7 +39,7 @@ function buildControls() {
     const id = "f-" + f.key.replace(/\./g, "-");
     const label = document.createElement("label");
     label.htmlFor = id;
-    label.textContent = LABELS[f.key] || f.key.split(".").pop().replace(/_/g, " ");
+    label.textContent = controlLabel(f.key);
     label.title = `${f.doc} (${f.accepts})`;
     let input;
     if (f.kind === "choice" || f.kind === "bool") {
@@ -889,7 +891,7 @@ function showDiagnosis(m, out) {
       // settings without a control here ({} activation_kwargs: the default) are not shown
       const shown = Object.fromEntries(Object.entries(f.prescription).filter(([, v]) =>
         v !== null && !(typeof v === "object" && !Object.keys(v).length)));
-      const a = el("button", "apply", "apply " + JSON.stringify(shown));
+      const a = el("button", "apply", applyLabel(shown, f.apply));
       a.addEventListener("click", () => {
         // the page says what the click changed: the controls changed without a word, and
         // findings of an earlier setup (the doctor's) silently put back its other settings
@@ -905,6 +907,20 @@ function showDiagnosis(m, out) {
     }
     out.appendChild(box);
   }
+}
+
+/* An apply button's text: the controls it sets and the values they will read, as the controls
+   are named ("apply: activation tanh, init glorot_uniform"). It was the prescription's JSON
+   (apply {"activation":"tanh","init":"glorot_uniform"}), which a class reading a projected page
+   had to decode. */
+function applyLabel(prescription, applied) {
+  const parts = Object.entries(prescription).map(([k, v]) => {
+    const key = ["model", "train"].map((s) => `${s}.${k}`).find((q) => field(q));
+    const value = key && applied && applied[key] !== undefined ? applied[key] :
+      (typeof v === "object" ? JSON.stringify(v) : v);
+    return `${key ? controlLabel(key) : k.replace(/_/g, " ")} ${value}`;
+  });
+  return "apply: " + parts.join(", ");
 }
 
 /* The doctor pressed from the keyboard: its button is disabled while it runs and the cancel

@@ -1,0 +1,67 @@
+"""Round 18b of adversarial playground testing (a teacher projecting the page to a class, in a
+real browser).
+
+* the doctor's apply buttons read the prescription as JSON
+  (``apply {"activation":"tanh","init":"glorot_uniform"}``), which a class reading a projected
+  page had to decode;
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+INVALID = "[...document.querySelectorAll('.field.invalid')].map((e) => e.dataset.key)"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round18b_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
+
+
+# -- the apply button says what it sets in words ---------------------------------------------
+def test_an_apply_button_names_the_controls_and_values_it_sets(page, server, shots):
+    page.goto(server.url + "?model.depth=4&model.width=8&train.lr=0.3")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    query = page.evaluate("S.query")
+    # the doctor's answer as the server sends it (its apply: the query after the click)
+    findings = [
+        ("mean_shift", {"activation": "tanh", "init": "glorot_uniform", "activation_kwargs": {}},
+         {"model.activation": "tanh", "model.init": "glorot_uniform"}),
+        # 0.3 / 10 is 0.03 in the control (the server's apply), 0.029999999999999995 in JSON
+        ("exploding_gradients", {"lr": 0.029999999999999995, "batchnorm": True,
+                                 "bn_momentum": 0.1},
+         {"train.lr": "0.03", "model.batchnorm": "true", "model.bn_momentum": "0.1"}),
+    ]
+    msg = {"type": "doctor", "steps": 200, "query": query,
+           "baseline": {"train_loss": 0.69, "val_acc": 0.5, "diverged": False},
+           "findings": [{"kind": kind, "severity": "high", "layers": [1, 2], "message": "m",
+                         "evidence": {}, "prescription_text": "p", "verifications": [],
+                         "prescription": p, "apply": {**query, **a}}
+                        for kind, p, a in findings]}
+    page.evaluate("(m) => handle(m)", msg)
+    labels = page.locator("#doctor-out button.apply").all_text_contents()
+    page.locator("#panel-doctor").screenshot(path=str(shots / "round18b_apply_labels.png"))
+    # was: 'apply {"activation":"tanh","init":"glorot_uniform"}' and
+    # 'apply {"lr":0.029999999999999995,"batchnorm":true,"bn_momentum":0.1}'
+    assert labels == ["apply: activation tanh, init glorot_uniform",
+                      "apply: lr 0.03, batchnorm true, bn momentum 0.1"], labels
+    # each "name value" is what the named control reads after the click
+    page.locator("#doctor-out button.apply").nth(1).click()
+    page.wait_for_function("S.query['model.batchnorm'] === 'true'", timeout=30_000)
+    assert page.input_value("#f-train-lr") == "0.03"
+    assert page.input_value("#f-model-batchnorm") == "true"
+    assert page.input_value("#f-model-bn_momentum") == "0.1"
+    assert page.text_content("label[for=f-model-bn_momentum]") == "bn momentum"
