@@ -203,17 +203,25 @@ def test_a_first_layer_with_no_gradient_at_the_end_is_vanishing_not_unmeasured(
     assert "at the end vanishing: the first layer gets no gradient at all (0)" in row, flow
 
 
-def test_saxe_learning_time_texts_bound_a_ratio_on_the_side_that_never_learned(monkeypatch):
+@pytest.fixture(scope="module")
+def saxe_exchanged():
+    """saxe2013 (quick) with the inits exchanged: the orthogonal nets drawn Gaussian."""
+    from depthlab.reproduce import saxe2013
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(saxe2013, "INITS", {"orthogonal": "lecun_normal",
+                                       "scaled Gaussian N(0, 1/n)": "orthogonal"})
+        mp.setattr(saxe2013, "LR_C", (1.0,))
+        return saxe2013.run(quick=True)
+
+
+def test_saxe_learning_time_texts_bound_a_ratio_on_the_side_that_never_learned(
+        saxe_exchanged):
     # saxe2013 with the inits exchanged (the orthogonal nets drawn Gaussian): the claims
     # failed, but their texts said 'steps: 2: 20, 8: 31, 32: 33 (ratio ≥ 1.6)' of two measured
     # times, '33 vs > 500 steps (ratio ≥ 0.1)' where the ratio is at most 0.066, and the note
     # explained orthogonal times of 19, 86, > 500 steps as staying 'within a few tens of steps'
-    from depthlab.reproduce import saxe2013
-
-    monkeypatch.setattr(saxe2013, "INITS", {"orthogonal": "lecun_normal",
-                                            "scaled Gaussian N(0, 1/n)": "orthogonal"})
-    monkeypatch.setattr(saxe2013, "LR_C", (1.0,))
-    res = saxe2013.run(quick=True)
+    res = saxe_exchanged
     spread, growth, slower = res.claims[-3:]
     assert not (spread.holds or growth.holds or slower.holds)
     assert "> 500" in spread.measured and "(max/min ≥ " in spread.measured, spread.measured
@@ -361,3 +369,14 @@ def test_the_flow_meaning_quotes_the_end_ratio_when_it_moved_within_one_class(tm
             in moved), moved
     kept = row_of(tmp_path / "b", 1.9e-3)
     assert "<td>flows: within a factor 1.7 of 1</td>" in kept, kept
+
+
+def test_saxe_numbers_meant_to_be_one_are_readable_when_they_are_not(saxe_exchanged):
+    # the same exchanged run: the heavy-tail claim read '(orthogonal 5820155003.771299)' and
+    # the condition-number claim 'orthogonal at 32: 1017064102436335616.000000'
+    texts = {c.claim[:10]: c.measured for c in saxe_exchanged.claims}
+    tail, cond = texts["heavy tail"], texts["Gaussian: "]
+    assert "(orthogonal 5.8e+09)" in tail, tail
+    assert "orthogonal at 32: 1e+18" in cond, cond
+    assert not any(len(w) > 12 for w in (tail + " " + cond).replace(",", " ").split()), \
+        (tail, cond)

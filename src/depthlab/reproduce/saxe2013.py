@@ -151,6 +151,12 @@ def best_learning_time(x: np.ndarray, y: np.ndarray, depth: int, init: str, max_
     return best
 
 
+def _near_one(v: float) -> str:
+    """A number expected to be 1: six decimals show how close; far from 1 (a failed claim)
+    two significant digits ("1.0e+18", not "1017064102436335616.000000")."""
+    return f"{v:.6f}" if abs(v) < 1e3 else f"{v:.2g}"
+
+
 def product_label(label: str) -> str:
     """A matrix-product measurement, as a progress stage."""
     return f"products of {N_FACTORS} {label} matrices (measured)"
@@ -275,7 +281,7 @@ def run(quick: bool = False, data: str | None = None,
     C.append(Claim("heavy tail: mean σ² exceeds the median σ² more than 10⁶-fold (orthogonal: "
                    "equal)", "heavy-tailed singular value distribution",
                    f"mean/median = {g['mean σ²'] / g['median σ²']:.2g} (orthogonal "
-                   f"{o['mean σ²'] / o['median σ²']:.6f})",
+                   f"{_near_one(o['mean σ²'] / o['median σ²'])})",
                    g["mean σ²"] / g["median σ²"] > 1e6
                    and abs(o["mean σ²"] / o["median σ²"] - 1.0) < 1e-8,
                    value=g["mean σ²"] / g["median σ²"]))
@@ -286,7 +292,7 @@ def run(quick: bool = False, data: str | None = None,
                    f"every doubling while < 1e14, > 1e6 at {N_FACTORS}); orthogonal stays 1",
                    "condition number grows exponentially with depth",
                    "median cond: " + ", ".join(f"{k}: {v:.2g}" for k, v in gc.items())
-                   + f"; orthogonal at {N_FACTORS}: {med_cond.loc[N_FACTORS, ortho]:.6f}",
+                   + f"; orthogonal at {N_FACTORS}: {_near_one(med_cond.loc[N_FACTORS, ortho])}",
                    mono and gc.loc[N_FACTORS] > 1e6
                    and abs(med_cond.loc[N_FACTORS, ortho] - 1.0) < 1e-6,
                    value=float(gc.loc[N_FACTORS])))
