@@ -4,6 +4,9 @@ real browser).
 * the doctor's apply buttons read the prescription as JSON
   (``apply {"activation":"tanh","init":"glorot_uniform"}``), which a class reading a projected
   page had to decode;
+* a refusal from export or copy link (``/api/check``) outlined the server's control, not the
+  one just changed (batch norm switched on beside batch size 1: the WebSocket's refusal
+  outlined batch norm, then the export moved the outline to the untouched batch size);
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -65,3 +68,34 @@ def test_an_apply_button_names_the_controls_and_values_it_sets(page, server, sho
     assert page.input_value("#f-model-batchnorm") == "true"
     assert page.input_value("#f-model-bn_momentum") == "0.1"
     assert page.text_content("label[for=f-model-bn_momentum]") == "bn momentum"
+
+
+# -- export / copy link refusals are shown at the control just changed ------------------------
+@pytest.mark.parametrize("button", ["#export", "#share"])
+def test_an_export_refusal_is_shown_at_the_control_just_changed(page, server, shots, button):
+    page.goto(server.url + "?model.depth=4&model.width=8&train.batch_size=1")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.select_option("#f-model-batchnorm", "true")
+    page.wait_for_function(f"JSON.stringify({INVALID}) === '[\"model.batchnorm\"]'",
+                           timeout=10_000)
+    page.click(button)
+    said = "not exported: " if button == "#export" else "no link copied: "
+    page.wait_for_function(f"document.getElementById('message').textContent.startsWith('{said}')",
+                           timeout=10_000)
+    page.locator("#controls").screenshot(
+        path=str(shots / f"round18b_{button[1:]}_refusal.png"))
+    # was: ['train.batch_size'] (untouched, outlined with the message) after the click
+    assert page.evaluate(INVALID) == ["model.batchnorm"]
+    note = page.locator(".field[data-key='model.batchnorm'] .field-error").text_content()
+    assert "needs at least 2 rows per batch but train.batch_size = 1" in note, note
+    assert page.get_attribute("#f-model-batchnorm", "aria-invalid") == "true"
+    assert page.get_attribute("#f-train-batch_size", "aria-invalid") is None
+    # a refusal that does not name the control changed stays at its own control
+    page.select_option("#f-model-batchnorm", "false")
+    page.wait_for_function("!document.querySelector('.field.invalid')", timeout=10_000)
+    page.fill("#f-model-width", "0")
+    with page.expect_response("**/api/check?*"):
+        page.click(button)  # the change (blur) and the click: both refusals mark the width
+    page.wait_for_timeout(300)
+    assert page.evaluate(INVALID) == ["model.width"]
+    assert "model.width = '0' is not accepted" in page.inner_text("#message")

@@ -151,6 +151,15 @@ function markInvalid(key, message) {
   }
 }
 
+/* The control a refusal is shown at: a refusal of two settings together (depth 1000 "with
+   model.width = 4096 needs about 125 GiB"; batch size 1 with batch norm) at the one just
+   changed when it names it (width 4096 typed, the depth control was outlined and carried the
+   message), else the server's. */
+function refusedKey(key, message) {
+  return S.changed && S.changed !== key && field(S.changed) &&
+    message.includes(`${S.changed} `) ? S.changed : key;
+}
+
 function onControlChange(ev) {
   S.edits++;  // a preset chosen before this change and answered after it is dropped
   S.changed = ev && ev.target ? ev.target.name : null;  // the control a refusal is shown at
@@ -260,11 +269,7 @@ function handle(m) {
       // a setting of the link with no control here (?foo=1): nothing on the page is marked, and
       // the next change of a control leaves it out (only the first setup sends such keys)
       const linkOnly = !!m.key && !field(m.key);
-      // a refusal of two settings together (depth 1000 "with model.width = 4096 needs about
-      // 125 GiB"; batch size 1 with batch norm) is shown at the one just changed when it names
-      // it: width 4096 typed, the depth control was outlined and carried the message
-      const key = !linkOnly && S.changed && S.changed !== m.key && field(S.changed) &&
-        m.message.includes(`${S.changed} `) ? S.changed : m.key;
+      const key = linkOnly ? m.key : refusedKey(m.key, m.message);
       // a refused control leaves the last accepted setup in place (and training, if it was)
       // (the server's message names the key, shortened: a tampered link's key may be long)
       showMessage(m.message + (linkOnly ? ". That setting came with the link and has no " +
@@ -1049,7 +1054,10 @@ async function main() {
     if (!body.ok) {
       showMessage(S.query ? `not exported: ${body.message}` : "nothing to export yet: no setup " +
         "was accepted; fix the control marked in red (or choose a preset), then export");
-      markInvalid(body.key, body.message);
+      // at the control just changed, as the same refusal over the WebSocket is (batch norm
+      // switched on beside batch size 1: the WebSocket's refusal outlined batch norm, then
+      // the export's moved the outline to the untouched batch size)
+      markInvalid(refusedKey(body.key, body.message), body.message);
       return;
     }
     const a = document.createElement("a");
@@ -1069,7 +1077,7 @@ async function main() {
     }
     if (!body.ok) {
       showMessage(`no link copied: ${body.message}`);
-      markInvalid(body.key, body.message);
+      markInvalid(refusedKey(body.key, body.message), body.message);
       return;
     }
     const link = `${location.origin}${location.pathname}?${qs}`;
