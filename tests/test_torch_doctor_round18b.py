@@ -8,8 +8,13 @@ import importlib
 import pytest
 
 torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+import depthlab as dl  # noqa: E402
+import depthlab.torch as dlt  # noqa: E402
+
+ttrain = importlib.import_module("depthlab.torch.train")
 tdoc = importlib.import_module("depthlab.torch.doctor")  # (depthlab.torch.doctor: the function)
 CPU = torch.device("cpu")
 
@@ -31,3 +36,45 @@ def test_a_sequential_drop_last_loader_gives_only_the_examples_it_yields():
     with pytest.raises(ValueError, match=r"yields no batch \(drop_last=True with "
                                          r"batch_size 16 and 10 "):
         tdoc.pairs_from_torch(DataLoader(ds, batch_size=16, drop_last=True), CPU)
+
+
+def _population_mlp():
+    return dl.mlp([8, 16, 16, 2], activation="tanh", batchnorm=True,
+                  bn_inference="population", dropout=0.1, seed=0)
+
+
+def _pop_buffers(model: nn.Module) -> list[torch.Tensor]:
+    return [t for m in ttrain.population_layers(model)
+            for t in (m.population_mean, m.population_var)]
+
+
+def test_a_population_batchnorm_model_from_depthlab_is_calibrated_as_depthlab_does():
+    # dl.mlp(batchnorm=True, bn_inference="population") -> to_torch -> dlt.doctor was refused:
+    # "FirstBatchPopulationBatchNorm1d: inference='population' needs whole-training-set
+    # statistics" (eval mode before calibration). The doctor calibrates on the training set,
+    # layer after layer, as net.calibrate(x_train) does: the same statistics
+    from depthlab.bridge import from_torch, to_torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    net = _population_mlp()
+    model = to_torch(net)
+    assert ttrain.calibrate_population(model, x) == 2
+    net.calibrate(x.numpy())
+    for got, want in zip(_pop_buffers(model), _pop_buffers(to_torch(net)), strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    # after training: the trained weights' statistics (depthlab's own calibrate of the
+    # trained model as the known answer), and the final metrics in eval mode with them
+    model = to_torch(net)
+    data = ttrain.TensorData(x[:240], y[:240], x[240:], y[240:])
+    res = ttrain.train(model, data, nn.CrossEntropyLoss(), ttrain.TorchTrainSpec(steps=15))
+    trained = from_torch(model)
+    trained.calibrate(x[:240].numpy())
+    for got, want in zip(_pop_buffers(model), _pop_buffers(to_torch(trained)), strict=True):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        want_loss = float(nn.functional.cross_entropy(model.eval()(x[:240]), y[:240]))
+    assert res.metrics["train_loss"] == pytest.approx(want_loss, rel=1e-5)
+    d = dlt.doctor(lambda: to_torch(_population_mlp()), (x, y), steps=15, verify=False)
+    assert d.baseline["val_acc"] > 0.8, str(d)

@@ -64,10 +64,12 @@ from .train import (
     TorchTrainSpec,
     TrainResult,
     binary_threshold,
+    calibrate_population,
     check_fits,
     loss_hint,
     make_optimizer,
     model_device_dtype,
+    population_layers,
     scalar_loss,
     train,
 )
@@ -454,6 +456,19 @@ def _factory(make_model_or_model: Any
         return model
 
     return fresh, rows
+
+
+def _calibrating(fresh: Callable[[int], nn.Module], x: torch.Tensor
+                 ) -> Callable[[int], nn.Module]:
+    """``fresh`` whose models have their population batch-norm statistics
+    (:func:`~depthlab.torch.train.calibrate_population`) set from ``x`` as built."""
+
+    def calibrated(seed: int) -> nn.Module:
+        model = fresh(seed)
+        calibrate_population(model, x)
+        return model
+
+    return calibrated
 
 
 def _scratch_copy(model: nn.Module, fresh: Callable[[int], nn.Module], seed: int
@@ -1371,6 +1386,9 @@ def doctor(
             rows.append(d.x[:TRACE_EXAMPLES])
             model = fresh(seed)
         loss_fn = _loss_on(loss_fn, device, dtype)  # class weights as the data: model's dtype
+        if population_layers(model):  # depthlab's bn_inference="population" (to_torch): eval
+            fresh = _calibrating(fresh, d.x)  # mode needs the training set's statistics, at
+            calibrate_population(model, d.x)  # the start too (train() sets them at the end)
         _check_runs(model, d, loss_fn)
         _check_token_ids(model, d)
         _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)

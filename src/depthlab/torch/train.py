@@ -21,7 +21,10 @@ Learning-rate warm-up (``spec.warmup = W``): update ``k`` uses ``lr * min(1, k /
 Population batch-norm statistics (``spec.bn_population``): after the last update every
 ``_BatchNorm``'s running mean/variance are recomputed as the mean and unbiased variance of its
 input over the whole training set (one pass in batches, every row counted once, no gradients)
-before the final metrics.
+before the final metrics. ``depthlab.bridge``'s population batch norms
+(``PopulationBatchNorm1d``, ``inference="population"``, whose eval mode needs whole-training-set
+statistics) get them from the training set under the trained weights after the last update
+(:func:`calibrate_population`, as depthlab's trainer calibrates before its metrics).
 Gradient clipping (``spec.clip_grad_norm = c``): ``torch.nn.utils.clip_grad_norm_(params, c)``
 between backward and the update. A non-finite loss stops training (``History.divergence``).
 """
@@ -532,6 +535,8 @@ def train(
     else:
         if spec.bn_population:
             population_batchnorm(model, data.x)
+        calibrate_population(model, data.x)  # depthlab's "population" batch norms: the
+        # final metrics in eval mode use the trained weights' whole-training-set statistics
         if last_probed != hist.steps or spec.bn_population:
             if frames and int(frames[-1]["step"].iloc[0]) == hist.steps:
                 frames.pop()  # measured again with the population statistics
@@ -602,6 +607,81 @@ def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
             h.remove()
         for bn, mom in momenta.items():
             bn.momentum = mom
+        for m, was in modes.items():
+            m.training = was
+    return len(bns)
+
+
+class _Reached(Exception):
+    """Stops a calibration pass at the batch norm being calibrated."""
+
+
+def population_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The batch norms of ``model`` whose eval mode uses whole-training-set statistics
+    (``depthlab.bridge``'s ``PopulationBatchNorm1d`` with ``inference="population"``: buffers
+    ``population_mean`` and ``population_var``), in forward (module) order."""
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            and getattr(m, "inference", None) == "population"
+            and isinstance(getattr(m, "population_mean", None), torch.Tensor)
+            and isinstance(getattr(m, "population_var", None), torch.Tensor)]
+
+
+@torch.no_grad()
+def calibrate_population(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Set the population statistics of every :func:`population_layers` module from ``x``
+    (the training set) under the current weights, as depthlab's ``net.calibrate(x_train)``
+    does: layer after layer in inference mode (dropout off, the batch norms before it
+    normalizing with their fresh population statistics), ``mean = (1/N) sum v`` and the
+    biased ``var = (1/N) sum (v - mean)^2`` of each one's input ``v`` over all ``N`` rows (in
+    batches of at most :data:`EVAL_BATCH` rows, float64 sums). Without it such a module
+    refuses eval mode. Modes restored. Returns the number of modules calibrated."""
+    bns = population_layers(model)
+    if not bns:
+        return 0
+    if len(x) < 2:
+        raise ValueError(f"calibrating the population batch-norm statistics needs at least 2 "
+                         f"training rows, got {len(x)}")
+    modes = {m: m.training for m in model.modules()}
+    n = len(x)
+    parts = max(1, math.ceil(n / EVAL_BATCH))
+    try:
+        model.eval()
+        for target in bns:
+            acc: list[Any] = [0, 0.0, 0.0, None]
+
+            def take(bn: torch.nn.Module, args: tuple, kwargs: dict,
+                     target: torch.nn.Module = target, acc: list[Any] = acc) -> None:
+                if bn is not target:
+                    return
+                v = (args or tuple(kwargs.values()))[0].detach().to(torch.float64)
+                dims = [d for d in range(v.dim()) if d != 1]
+                if acc[3] is None:  # sums of v - K (K the first batch's mean): no cancellation
+                    acc[3] = v.mean(dim=dims)
+                v = v - acc[3].reshape([-1 if d == 1 else 1 for d in range(v.dim())])
+                acc[0] += v.numel() // max(v.shape[1], 1)
+                acc[1] = acc[1] + v.sum(dim=dims)
+                acc[2] = acc[2] + (v * v).sum(dim=dims)
+                raise _Reached
+
+            handle = target.register_forward_pre_hook(take, with_kwargs=True)
+            try:
+                for k in range(parts):
+                    try:
+                        model(x[k * n // parts:(k + 1) * n // parts].clone())
+                    except _Reached:
+                        pass
+            finally:
+                handle.remove()
+            count, s1, s2, shift = acc
+            if shift is None:
+                raise ValueError(f"calibrating the population batch-norm statistics: "
+                                 f"{type(target).__name__} was not reached by the forward")
+            mean = s1 / count
+            var = ((s2 - s1 * mean) / count).clamp_min(0.0)
+            target.population_mean.copy_(mean + shift)
+            target.population_var.copy_(var)
+    finally:
         for m, was in modes.items():
             m.training = was
     return len(bns)
