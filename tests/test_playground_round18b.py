@@ -7,6 +7,8 @@ real browser).
 * a refusal from export or copy link (``/api/check``) outlined the server's control, not the
   one just changed (batch norm switched on beside batch size 1: the WebSocket's refusal
   outlined batch norm, then the export moved the outline to the untouched batch size);
+* nothing capped the sessions: with ``--host 0.0.0.0`` every student's tab trained a network on
+  the teacher's CPU (``--max-sessions N``; a tab beyond it waits, told so, until one closes);
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -99,3 +101,103 @@ def test_an_export_refusal_is_shown_at_the_control_just_changed(page, server, sh
     page.wait_for_timeout(300)
     assert page.evaluate(INVALID) == ["model.width"]
     assert "model.width = '0' is not accepted" in page.inner_text("#message")
+
+
+# -- at most --max-sessions tabs train a network at once ------------------------------------------
+@pytest.fixture(scope="module")
+def small_server():
+    from depthlab.playground.server import Background
+
+    with Background(max_sessions=2) as bg:
+        yield bg
+
+
+def _sessions(server) -> dict:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "api/sessions", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_a_tab_beyond_max_sessions_waits_and_says_why(browser, small_server, shots):
+    url = small_server.url + "?model.depth=3&model.width=8"
+    with checked_page(browser) as one, checked_page(browser) as two:
+        one.goto(url)
+        one.wait_for_function(MEASURED, timeout=30_000)
+        two.goto(url)
+        two.wait_for_function(MEASURED, timeout=30_000)
+        with checked_page(browser, width=390, height=800) as third:
+            third.goto(url)
+            # was: a third network trained on the server (thirty tabs of a class: thirty)
+            third.wait_for_selector("#message:not([hidden])", timeout=10_000)
+            message = third.inner_text("#message")
+            assert message == ("the playground is full: 2 tabs have a network on this server, "
+                               "as many as it allows (its --max-sessions); this setup starts as "
+                               "soon as one of them closes"), message
+            assert third.inner_text("#state") == "WAITING"
+            assert third.inner_text("#grad-summary") == message
+            assert third.get_attribute("#transport", "data-state") == "server full"
+            third.screenshot(path=str(shots / "round18b_full_phone.png"))
+            assert _sessions(small_server)["sessions"] == 2
+            # a tab that has a network keeps changing it on a full server
+            one.fill("#f-model-width", "6")
+            one.press("#f-model-width", "Tab")
+            one.wait_for_function("S.ready && S.ready.config.model.width === 6 && S.last",
+                                  timeout=30_000)
+            assert third.inner_text("#state") == "WAITING"
+            # the waiting tab's later change is the one that starts
+            third.fill("#f-model-width", "5")
+            third.press("#f-model-width", "Tab")
+            third.wait_for_timeout(500)
+            assert third.evaluate("S.ready") is None
+            one.close()  # a place is free: the waiting tab's network is built
+            third.wait_for_function(MEASURED, timeout=30_000)
+            assert third.is_hidden("#message")
+            assert third.evaluate("S.ready.config.model.width") == 5
+            assert _sessions(small_server)["sessions"] == 2
+
+
+def test_max_sessions_default_option_and_printed_line(capsys, monkeypatch):
+    import os
+
+    import uvicorn
+    from helpers.cli import assert_one_line_error, run_cli
+
+    from depthlab.playground import server as pg_server
+
+    # no cap for this machine's own tabs; a class (any other address): twice the cores
+    assert pg_server.default_max_sessions("127.0.0.1") is None
+    assert pg_server.default_max_sessions("localhost") is None
+    assert pg_server.default_max_sessions("0.0.0.0") == max(4, 2 * (os.cpu_count() or 1))
+    # the command line: N, 0 for no limit, nothing for the default
+    seen: list = []
+    monkeypatch.setattr(pg_server, "serve", lambda *a, **k: seen.append(k["max_sessions"]))
+    for args, want in ((["--max-sessions", "3"], 3), (["--max-sessions", "0"], None), ([],
+                       "default")):
+        code, _, err = run_cli(capsys, "playground", "--no-browser", *args)
+        assert code == 0, err
+        assert seen.pop() == want
+    code, _, err = run_cli(capsys, "playground", "--max-sessions", "many")
+    assert_one_line_error(code, err, "'many' is not a number of sessions",
+                          "an integer >= 1, or 0 for no limit")
+    monkeypatch.undo()
+    # the line serve prints, and the app it serves
+    apps: list = []
+    def run(self, sockets):  # serves nothing: the app it would serve, the socket closed
+        apps.append(self.config.app)
+        for sock in sockets:
+            sock.close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+    lines: list[str] = []
+    pg_server.serve("0.0.0.0", 0, open_browser=False, max_sessions=7, announce=lines.append)
+    assert ("at most 7 tabs train a network at once; a tab beyond that waits until one closes "
+            "(--max-sessions N changes it, 0: no limit)") in lines
+    assert apps[-1].state.registry.max_sessions == 7
+    lines.clear()
+    pg_server.serve("127.0.0.1", 0, open_browser=False, announce=lines.append)
+    assert not any("at most" in s for s in lines), lines
+    assert apps[-1].state.registry.max_sessions is None
+    with pytest.raises(ValueError, match="max_sessions = 0 is not accepted"):
+        pg_server.serve("127.0.0.1", 0, open_browser=False, max_sessions=0)

@@ -28,11 +28,23 @@ def _host(text: str) -> str:
     return text.strip()
 
 
+def _max_sessions(text: str) -> int:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of sessions; expected an "
+                                         "integer >= 1, or 0 for no limit")
+    return int(digits)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", type=_host,
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8765, help="TCP port (default 8765; 0 = any)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--max-sessions", type=_max_sessions, default=None, metavar="N",
+                   help="at most N tabs train a network at once; a tab beyond that waits until "
+                        "one closes (0: no limit; default: no limit on 127.0.0.1, else twice "
+                        "the CPU cores, at least 4)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         # flushed: into a pipe or a log the URL must appear while the server runs (the
         # only way to learn the port of --port 0), not when it stops
+        cap = args.max_sessions
         serve(args.host, args.port, open_browser=not args.no_browser,
+              max_sessions="default" if cap is None else (cap or None),
               announce=lambda line: print(line, flush=True))
     except OSError as e:
         raise UserError(str(e)) from None

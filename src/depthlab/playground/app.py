@@ -18,7 +18,8 @@ Routes:
   ``accepted`` with ``kept: true``), ``play``, ``pause``,
   ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
   server sends ``state``, ``waiting`` (a new setup waits for the previous network to be
-  built), ``ready``, ``update`` (measurements), ``diverged``, ``error``
+  built; ``full: true``: the server runs its ``max_sessions`` networks, and this one starts
+  when another tab closes), ``ready``, ``update`` (measurements), ``diverged``, ``error``
   (``key`` names the control; ``doctor: true`` when the doctor failed), ``doctor_started``,
   ``doctor`` and ``doctor_cancelled`` messages. Closing the socket
   (closing the tab) stops and frees the session; a tab that vanishes without closing is
@@ -72,6 +73,9 @@ MAX_PENDING = 64
 WAIT_NOTICE = 0.3
 """Seconds a new setup waits for the previous session before the page is told why."""
 
+FULL_POLL = 0.25
+"""Seconds between two looks for a free place of a tab waiting on a full server."""
+
 OLD_SESSION_WAIT = 30.0
 """Seconds a new setup waits for the tab's previous session thread to end (it ends within a
 training step, or once its network is built) before it starts anyway."""
@@ -85,6 +89,7 @@ class Registry:
         self._lock = threading.Lock()
         self.sessions: dict[int, Session] = {}
         self._started: weakref.WeakSet[Session] = weakref.WeakSet()
+        self.max_sessions: int | None = None  # tabs with a network at once (None: any)
         # the last data set loaded, for the next session of any tab (a control change no
         # longer reloads fashion-mnist: 5-9 s)
         self.data = DataCache()
@@ -102,6 +107,13 @@ class Registry:
     def __len__(self) -> int:
         with self._lock:
             return len(self.sessions)
+
+    def full_for(self, tab: int) -> bool:
+        """Whether a new session of ``tab`` (one without a session yet) must wait: the other
+        tabs hold :attr:`max_sessions` of them."""
+        with self._lock:
+            return (self.max_sessions is not None and tab not in self.sessions
+                    and len(self.sessions) >= self.max_sessions)
 
     def threads_alive(self) -> int:
         """Training threads still running (current sessions and stopped ones winding down)."""
@@ -156,11 +168,18 @@ def _query(request: Request) -> dict[str, str]:
 
 
 def create_app(*, memory_limit: int | None = None,
-               hosts: Sequence[str] | None = None) -> Starlette:
+               hosts: Sequence[str] | None = None,
+               max_sessions: int | None = None) -> Starlette:
     """The playground app. ``memory_limit`` (bytes) caps what one session may use (default:
     the memory the machine has free); ``hosts``: the only ``Host`` names it answers (default:
-    any)."""
+    any); ``max_sessions``: how many tabs may have a network at once (None: any number); a
+    tab beyond it waits, told so, until another closes."""
+    if max_sessions is not None and (isinstance(max_sessions, bool) or
+                                     not isinstance(max_sessions, int) or max_sessions < 1):
+        raise ValueError(f"max_sessions = {max_sessions!r} is not accepted; expected an integer "
+                         ">= 1 (None: no limit)")
     registry = Registry()
+    registry.max_sessions = max_sessions
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
@@ -516,6 +535,18 @@ class _Tab:
                 await asyncio.sleep(0.02)
             if self.closed:
                 return
+        if self.registry.full_for(self.key):
+            # --host 0.0.0.0 for a class: every student's tab trained a network on the
+            # teacher's CPU (thirty networks on four cores), and nothing capped them
+            self._enqueue({"type": "waiting", "full": True, "message": (
+                f"the playground is full: {self.registry.max_sessions} tabs have a network on "
+                "this server, as many as it allows (its --max-sessions); this setup starts as "
+                "soon as one of them closes")})
+            while self.registry.full_for(self.key):
+                if self.closed or self._later_setup():
+                    return  # closed, or a later setup waits in this one's place
+                await asyncio.sleep(FULL_POLL)
+        # no await from here to registry.put: two waiting tabs cannot take one place
         self.setup = setup
         # messages of the previous session are dropped from here on
         previous = old.prep.data if old is not None and old.prep is not None else None

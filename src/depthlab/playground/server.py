@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import json
+import os
 import socket
 import threading
 import time
@@ -123,6 +124,23 @@ def others_url(sock: socket.socket) -> str | None:
     return f"http://[{addr}]:{port}/" if ":" in addr else f"http://{addr}:{port}/"
 
 
+def default_max_sessions(host: str) -> int | None:
+    """How many tabs may have a network at once when ``--max-sessions`` is not given: any
+    number on a loopback address (this machine's own tabs), else twice the CPU cores, at
+    least 4 (a class on a teacher's laptop: each running network keeps a core busy)."""
+    if trusted_hosts(host) is not None:
+        return None
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+def sessions_note(max_sessions: int | None) -> str | None:
+    """The line printed about the cap on sessions (None: no cap, nothing to say)."""
+    if max_sessions is None:
+        return None
+    return (f"at most {max_sessions} tabs train a network at once; a tab beyond that waits "
+            "until one closes (--max-sessions N changes it, 0: no limit)")
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     # every interface: the URL to open on this machine is its loopback one ([::] is no
@@ -133,14 +151,21 @@ def url_of(sock: socket.socket) -> str:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = True,
-          memory_limit: int | None = None, announce=print) -> None:
+          memory_limit: int | None = None, max_sessions: int | None | str = "default",
+          announce=print) -> None:
     """Serve the playground on ``host:port`` (127.0.0.1 unless told otherwise), print the URL
-    and open it in the default browser. Returns when interrupted (Ctrl-C)."""
+    and open it in the default browser. Returns when interrupted (Ctrl-C). ``max_sessions``:
+    how many tabs may have a network at once (None: any number; ``"default"``:
+    :func:`default_max_sessions`)."""
     import uvicorn
 
+    if max_sessions == "default":
+        max_sessions = default_max_sessions(host)
+    app = create_app(memory_limit=memory_limit, hosts=trusted_hosts(host),
+                     max_sessions=max_sessions)  # a bad value: ValueError before binding
     sock = bind(host, port)
     url = url_of(sock)
-    config = uvicorn.Config(create_app(memory_limit=memory_limit, hosts=trusted_hosts(host)),
+    config = uvicorn.Config(app,
                             log_level="warning",
                             ws_ping_interval=PING_INTERVAL, ws_ping_timeout=PING_INTERVAL,
                             timeout_graceful_shutdown=2)
@@ -154,6 +179,9 @@ def serve(host: str = "127.0.0.1", port: int = 8765, *, open_browser: bool = Tru
         # --host 0.0.0.0 for a class: the URL printed was this machine's 127.0.0.1, which
         # the students' machines cannot open, and nothing said which one they can
         announce(f"other machines on its network open {others}")
+    cap = sessions_note(max_sessions)
+    if cap:
+        announce(cap)
     if open_browser:
         threading.Timer(0.5, webbrowser.open, args=(url,)).start()
     server.run(sockets=[sock])
@@ -164,12 +192,14 @@ class Background:
     ``.stop()``; also a context manager."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 memory_limit: int | None = None, ping_interval: float = PING_INTERVAL) -> None:
+                 memory_limit: int | None = None, ping_interval: float = PING_INTERVAL,
+                 max_sessions: int | None = None) -> None:
         import uvicorn
 
         sock = bind(host, port)
         self.url = url_of(sock)
-        self.app = create_app(memory_limit=memory_limit, hosts=trusted_hosts(host))
+        self.app = create_app(memory_limit=memory_limit, hosts=trusted_hosts(host),
+                              max_sessions=max_sessions)
         self.server = uvicorn.Server(uvicorn.Config(
             self.app, log_level="warning", ws_ping_interval=ping_interval,
             ws_ping_timeout=ping_interval, timeout_graceful_shutdown=2))

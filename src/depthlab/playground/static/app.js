@@ -261,6 +261,14 @@ function handle(m) {
     case "waiting":  // the previous setup's network is still being built
       setState("waiting");
       $("grad-summary").textContent = m.message;
+      // a full server (its --max-sessions): said at the top too, where a student looks first;
+      // the network's "accepted" clears it once a place is free
+      if (m.full) {
+        showMessage(m.message);
+        // a phone's bottom bar (the message is below all the controls there) says why it waits
+        $("transport").dataset.state = "server full";
+        fitBottomBar();
+      }
       break;
     case "ready": onReady(m); break;
     case "update": onUpdate(m); break;
