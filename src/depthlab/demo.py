@@ -102,9 +102,13 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
 
 def describe_ratio(ratio: float | None) -> str:
     """A few words on a first/last-layer gradient ratio (see the module docstring): flows
-    within a factor 4 of 1, shrinking/growing up to a factor 100, vanishing/exploding beyond."""
-    if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+    within a factor 4 of 1, shrinking/growing up to a factor 100, vanishing/exploding beyond.
+    A ratio of exactly 0 is a measurement: no gradient reaches the first layer (its units all
+    dead); None, NaN, an infinity or a negative number is "not measured"."""
+    if ratio is None or not math.isfinite(ratio) or ratio < 0:
         return "not measured"
+    if ratio == 0:  # was "not measured", for a run whose first layer got no gradient at all
+        return "vanishing: the first layer gets no gradient at all (0)"
     if ratio < 1e-2:
         return f"vanishing: the first layer gets {1 / ratio:.2g}x less gradient"
     if ratio > 1e2:
