@@ -78,3 +78,70 @@ def test_predict_refuses_a_backward_hook_that_changes_the_gradient(kind, who):
             dlt.predict(model, x, y, CE)
     finally:
         h.remove()
+
+
+class _Block(nn.Module):
+    """``post(x + fc2(relu(fc1(x))))``, ``post`` an activation module inside the block or
+    None."""
+
+    def __init__(self, w: int, post: nn.Module | None = None) -> None:
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(w, w), nn.ReLU(), nn.Linear(w, w)
+        self.post = post
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x + self.fc2(self.act(self.fc1(x)))
+        return out if self.post is None else self.post(out)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_predict_models_an_activation_module_after_a_residual_block(inplace):
+    """``Sequential(..., Block(), nn.ReLU(), Linear)``: the activation after the block,
+    outside it, is the f of ``f(x + F(x))``, as if the block called it; predict() refused it
+    ("the input of '4' is not the previous layer's output; it is the output of '3' (ReLU)")."""
+    w = 64
+    x, y = torch.randn(128, 16, dtype=D), torch.randint(0, 10, (128,))
+    torch.manual_seed(1)
+    outside = nn.Sequential(nn.Linear(16, w), nn.ReLU(), _Block(w), nn.ReLU(inplace=inplace),
+                            nn.Linear(w, 10)).to(D)
+    torch.manual_seed(1)
+    inside = nn.Sequential(nn.Linear(16, w), nn.ReLU(), _Block(w, nn.ReLU()),
+                           nn.Linear(w, 10)).to(D)
+    got, want = dlt.predict(outside, x, y, CE), dlt.predict(inside, x, y, CE)
+    assert got.predicted.tolist() == pytest.approx(want.predicted.tolist(), rel=1e-12)
+    assert got.value.tolist() == pytest.approx(want.value.tolist(), rel=1e-9)
+    g = got[got.quantity == "grad_pre_std"].set_index("module")
+    assert g.loc["2.fc1", "value"] == pytest.approx(_grad_pre_block(outside, x, y), rel=1e-9)
+    assert ((g.predicted / g.value).between(0.85, 1.15)).all()
+
+
+def _grad_pre_block(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor) -> float:
+    """dL/ds of the block's first layer (``model[2].fc1``), by autograd."""
+    blk = model[2]
+    s = blk.fc1(model[1](model[0](x)))
+    h = model[1](model[0](x)) + blk.fc2(blk.act(s))
+    (g,) = torch.autograd.grad(CE(model[4](torch.relu(h)), y), s)
+    return _pstd(g)
+
+
+class _PoolShortcut(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.c1, self.act = nn.Conv2d(c, c, 3, padding=1, stride=2), nn.ReLU()
+        self.c2, self.pool = nn.Conv2d(c, c, 3, padding=1), nn.AvgPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.pool(x) + self.c2(self.act(self.c1(x))))
+
+
+def test_predict_names_a_pooling_shortcut():
+    """A block whose shortcut is a pooling of its input (``pool(x) + F(x)``) is not modelled;
+    the refusal said "not the plain sum ... (a scale, another operation ...)" and now names
+    the shortcut's module."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _PoolShortcut(8),
+                          nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).to(D)
+    x, y = torch.randn(16, 3, 8, 8, dtype=D), torch.randint(0, 10, (16,))
+    with pytest.raises(ValueError, match=r"in '2' the shortcut is the output of '2\.pool' "
+                                         r"\(AvgPool2d\), not the block's input"):
+        dlt.predict(model, x, y, CE)

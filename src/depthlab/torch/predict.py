@@ -603,7 +603,14 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         # and that ran after both paths (torchvision adds in place, so storages coincide)
         hit = [a for a in acts if a[1] == b_out and a[3] > done]
         in_fn, out_fn = box_fns.get(key, (None, None))
-        _check_add(block.name, out_fn, bool(hit), ends[0], ends[1] if len(ends) > 1 else in_fn)
+        _check_add(block.name, out_fn, bool(hit), ends[0], ends[1] if len(ends) > 1 else in_fn,
+                   {fn: labels[at] for at, fn in fns.items() if fn is not None})
+        readers = [a for a in acts if a[0] == b_out and a[1] != b_out and a[3] > done]
+        if not hit and len(readers) == 1 and not any(b_out in c for c in inputs.values()):
+            # Sequential(..., Block(), nn.ReLU(), ...): the activation module after the block,
+            # outside it, is its f in f(x + F(x)) (refused before: "the input of '4' is not the
+            # previous layer's output; it is the output of '3' (ReLU)")
+            hit, b_out = readers, readers[0][1]
         last = (out_fn, min(outputs[id(s["module"])][1] for s in paths[0] + paths[-1]),
                 block.name)
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
@@ -905,7 +912,8 @@ def _shape_only(module: nn.Module) -> bool:
         isinstance(module, _DROPOUT) and (not module.training or module.p == 0))
 
 
-def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any) -> None:
+def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
+               made: dict | None = None) -> None:
     """The block's output is ``post(a + b)`` (``post`` an activation module when ``post``) of
     exactly the branch's output ``a`` and the shortcut's ``b`` (autograd nodes; the check is
     skipped without gradients): a scale, another operation or a functional activation in
@@ -914,12 +922,21 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any)
     if out_fn is None or branch_fn is None or skip_fn is None:
         return
     add = out_fn
-    if post:
+    if post and not out_fn.name().startswith("AddBackward"):  # (an in-place activation module
+        # after the block, outside it, ran after the block's output was recorded)
         nxt = [n for n, _ in out_fn.next_functions if n is not None]
         add = nxt[0] if len(nxt) == 1 else None
     operands = [] if add is None else [n for n, _ in add.next_functions if n is not None]
     if (add is None or not add.name().startswith("AddBackward") or len(operands) != 2
             or {id(n) for n in operands} != {id(branch_fn), id(skip_fn)}):
+        other = [n for n in operands if n is not branch_fn] if branch_fn in operands else []
+        who = (made or {}).get(other[0]) if len(other) == 1 else None
+        if who is not None:  # x_pool + F(x): a module (not a weight layer) as the shortcut
+            raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or "
+                             f"f(P(x) + F(x)) with a Linear/Conv projection P; in {name!r} the "
+                             f"shortcut is the output of {who}, not the block's input itself "
+                             "nor a Linear/Conv layer, which is not modelled; expected an "
+                             "identity or a projection-layer shortcut")
         raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + F(x)) "
                          f"with an activation module f (or none); in {name!r} the output is "
                          f"not the plain sum of the branch and the shortcut (a scale, another "
