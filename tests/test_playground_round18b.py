@@ -201,3 +201,18 @@ def test_max_sessions_default_option_and_printed_line(capsys, monkeypatch):
     assert apps[-1].state.registry.max_sessions is None
     with pytest.raises(ValueError, match="max_sessions = 0 is not accepted"):
         pg_server.serve("127.0.0.1", 0, open_browser=False, max_sessions=0)
+
+
+def test_a_full_server_of_one_tab_says_so_in_the_singular(browser, shots):
+    from depthlab.playground.server import Background
+
+    with Background(max_sessions=1) as bg, checked_page(browser) as one, \
+            checked_page(browser) as two:
+        one.goto(bg.url + "?model.depth=3&model.width=8")
+        one.wait_for_function(MEASURED, timeout=30_000)
+        two.goto(bg.url + "?model.depth=3&model.width=8")
+        two.wait_for_selector("#message:not([hidden])", timeout=10_000)
+        # was: "the playground is full: 1 tabs have a network ... as soon as one of them closes"
+        assert two.inner_text("#message") == (
+            "the playground is full: 1 tab has a network on this server, as many as it allows "
+            "(its --max-sessions); this setup starts as soon as it closes")

@@ -538,10 +538,11 @@ class _Tab:
         if self.registry.full_for(self.key):
             # --host 0.0.0.0 for a class: every student's tab trained a network on the
             # teacher's CPU (thirty networks on four cores), and nothing capped them
+            n = self.registry.max_sessions
             self._enqueue({"type": "waiting", "full": True, "message": (
-                f"the playground is full: {self.registry.max_sessions} tabs have a network on "
-                "this server, as many as it allows (its --max-sessions); this setup starts as "
-                "soon as one of them closes")})
+                f"the playground is full: {n} {'tab has' if n == 1 else 'tabs have'} a network "
+                "on this server, as many as it allows (its --max-sessions); this setup starts "
+                f"as soon as {'it closes' if n == 1 else 'one of them closes'}")})
             while self.registry.full_for(self.key):
                 if self.closed or self._later_setup():
                     return  # closed, or a later setup waits in this one's place
