@@ -79,6 +79,15 @@ def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
     return {}, "Lower the learning rate or clip gradients."
 
 
+def for_exploding_activations(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Cure for a residual stream whose variance grows with depth: batch normalization (in a
+    pre-activation block it normalizes the branch's input, so each block adds a bounded
+    variance: the stream's variance grows linearly with depth, not geometrically)."""
+    return _bn("in each pre-activation block it normalizes the branch's input, so every block "
+               "adds a bounded variance to the stream (its std grows as the square root of the "
+               "depth instead of geometrically; He et al. 2016's blocks: BN -> ReLU -> weight).")
+
+
 def for_saturation(activation: str, init_ratio: float, config: dict[str, Any]
                    ) -> tuple[dict[str, Any], str]:
     """Cure for saturated units: the recommended init when the weights are too large, else

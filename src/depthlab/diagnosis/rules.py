@@ -34,6 +34,15 @@ Thresholds (module constants):
                               on at least ``DEAD_MIN_EXAMPLES`` (10) probe examples: a healthy
                               unit, active on half the inputs, is off on all of ``n`` examples
                               with probability 2^-n (50% of the units "dead" on 1 example)
+``FORWARD_GROWTH`` 10         residual networks without batch normalization: the activation
+                              std of the last hidden layer over the first's at step 0 above
+                              10 (100x in variance): each pre-activation block adds its
+                              branch's variance to the stream's, so with He-initialized ReLU
+                              branches the variance about doubles per block and the logits
+                              start large (digits, 12 blocks of 32: 45.9x, a probe loss of 136
+                              at step 0, val acc 0.45 after 200 Adam steps; with batch norm
+                              1.0x, 2.7, 0.86; 7 blocks: 16x, 0.75 against 0.89); a weight
+                              init judgement per layer cannot see it (every layer is He's)
 ``SATURATION_FRAC`` 0.5       fraction of entries with |f'(s)| < 5% of sup|f'| in a layer at the
                               end of training (bounded activations only)
 ``GRADIENT_DEPTH_SCALES`` 6   vanishing / exploding gradients: with ``R`` the ratio of the std of
@@ -93,6 +102,7 @@ INIT_MIN_WEIGHTS = 20
 DEAD_FRAC = 0.3
 DEAD_MIN_EXAMPLES = 10
 SATURATION_FRAC = 0.5
+FORWARD_GROWTH = 10.0
 GRADIENT_DEPTH_SCALES = 6.0
 GRADIENT_MIN_RATIO = 10.0
 GRADIENT_MIN_LOSS = 0.01
@@ -306,7 +316,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
             "ends")
     msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
            f"{ratio:.3g}x {how} than in layer {last} (median over "
-           f"{_count(len(ratios), 'probe')}; {ratios[0]:.3g}x {when}), a factor "
+           f"{_count(len(ratios), 'probe')}; "
+           f"{ratios[0]:.3g}x {when}), a factor "
            f"{per_layer:.3g} per layer: the "
            f"{n} hidden layers span {metric:.3g} depth scales of {n / metric:.3g} layers "
            f"(trainable up to about {GRADIENT_DEPTH_SCALES:g}).")
@@ -438,6 +449,52 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
                f"recommended for {ctx.activation} units (init {ctx.config.get('init', '?')}).")
     return metric, Finding("init_mismatch", layers, ev, msg, changes, text,
                            _severity(metric, INIT_MISMATCH))
+
+
+def rule_exploding_activations(ctx: RunContext) -> RuleResult:
+    """A residual network's activations grow with depth at initialization: the ``act_std`` of
+    the last hidden layer over the first's at step 0 (see ``FORWARD_GROWTH``). Measured for
+    every residual network (a batch-normalized cure is compared with a number), judged without
+    batch normalization; NaN for other networks (a plain network's growth is its weights',
+    which init_mismatch judges)."""
+    if not ctx.config.get("residual") or len(ctx.hidden) < 2:
+        return math.nan, None
+    a = ctx.at(0, "act_std")
+    first, last = ctx.hidden[0], ctx.hidden[-1]
+    if first not in a.index or last not in a.index:
+        return math.nan, None
+    a_first, a_last = float(a[first]), float(a[last])
+    if not (math.isfinite(a_first) and a_first > 0 and math.isfinite(a_last)):
+        return math.nan, None
+    metric = a_last / a_first
+    if not metric > FORWARD_GROWTH or ctx.config.get("batchnorm"):
+        return metric, None
+    blocks = max(1, (len(ctx.hidden) - 1) // 2)  # two nonlinearities per pre-activation block
+    per_block = metric ** (1.0 / blocks)
+    layers = [int(i) for i in ctx.hidden
+              if math.isfinite(float(a.get(i, math.nan)))
+              and float(a.get(i, math.nan)) > FORWARD_GROWTH * a_first]
+    loss0 = math.nan
+    if "loss" in ctx.table.columns:
+        try:
+            loss0 = float(ctx.table["loss"].xs(0, level="layer").get(0, math.nan))
+        except KeyError:
+            pass
+    chance = ctx.chance_loss
+    changes, text = rx.for_exploding_activations(ctx.config)
+    ev = {"metric": metric, "threshold": FORWARD_GROWTH, "act_std_first": a_first,
+          "act_std_last": a_last, "n_blocks": blocks, "per_block_factor": per_block,
+          "loss_step0": loss0, "chance_loss": chance}
+    start = (f" (the probe batch's loss at step 0: {loss0:.4g}"
+             + (f"; a constant prediction's: {chance:.4g})" if math.isfinite(chance) else ")")
+             if math.isfinite(loss0) else "")
+    msg = (f"The residual stream's activations grow with depth: at initialization their std "
+           f"rises from {a_first:.3g} (layer {first}) to {a_last:.3g} (layer {last}), "
+           f"{metric:.3g}x over {_count(blocks, 'residual block')} ({per_block:.3g}x per "
+           f"block; above {FORWARD_GROWTH:g}x is flagged): without normalization every block "
+           f"adds its branch's variance to the stream's, so the outputs start large{start}.")
+    return metric, Finding("exploding_activations", layers, ev, msg, changes, text,
+                           _severity(metric, FORWARD_GROWTH, log=False))
 
 
 def loss_trajectory(losses: np.ndarray) -> dict[str, float]:
@@ -645,6 +702,8 @@ RULES: dict[str, Rule] = {r.kind: r for r in (
          rule_lr_too_high),
     Rule("divergence", "loss rise (end / min(step 0, best))", DIVERGENCE_RISE, rule_divergence),
     Rule("init_mismatch", "init variance factor", INIT_MISMATCH, rule_init_mismatch),
+    Rule("exploding_activations", "activation std growth (last / first hidden layer, step 0)",
+         FORWARD_GROWTH, rule_exploding_activations),
     Rule("saturation", "max saturated fraction", SATURATION_FRAC, rule_saturation),
     Rule("vanishing_gradients", "depth in gradient depth scales", GRADIENT_DEPTH_SCALES,
          rule_vanishing),
