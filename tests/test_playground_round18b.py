@@ -216,3 +216,29 @@ def test_a_full_server_of_one_tab_says_so_in_the_singular(browser, shots):
         assert two.inner_text("#message") == (
             "the playground is full: 1 tab has a network on this server, as many as it allows "
             "(its --max-sessions); this setup starts as soon as it closes")
+
+
+def test_play_pressed_while_waiting_for_a_place_says_waiting_then_trains(browser):
+    from depthlab.playground.server import Background
+
+    with Background(max_sessions=1) as bg, checked_page(browser) as one, \
+            checked_page(browser, width=390, height=800) as two:
+        one.goto(bg.url + "?model.depth=3&model.width=8")
+        one.wait_for_function(MEASURED, timeout=30_000)
+        two.goto(bg.url + "?model.depth=3&model.width=8")
+        two.wait_for_selector("#message:not([hidden])", timeout=10_000)
+        two.click("#play")
+        two.wait_for_timeout(300)
+        # was: RUNNING (and the phone's bar "running" in place of "server full"), no network
+        assert two.inner_text("#state") == "WAITING"
+        assert two.get_attribute("#transport", "data-state") == "server full"
+        assert two.evaluate("S.wantPlay") is True
+        two.keyboard.press(" ")  # Space toggles what was pressed: pause
+        assert two.evaluate("S.wantPlay") is False
+        two.keyboard.press(" ")  # and play again
+        assert two.evaluate("S.wantPlay") is True
+        assert two.inner_text("#state") == "WAITING"
+        one.close()
+        # the press was kept: the network trains once it has a place
+        two.wait_for_function("S.last && S.last.step > 5", timeout=30_000)
+        assert two.inner_text("#state") == "RUNNING"

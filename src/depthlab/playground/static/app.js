@@ -1006,8 +1006,11 @@ async function main() {
   // keys the page has no control for still go to the server, which names them
   for (const k of Object.keys(q)) if (!field(k)) S.extra = { ...(S.extra || {}), [k]: q[k] };
   // the label follows a press at once, but only when the server got it (not once disconnected)
-  $("play").addEventListener("click", () => { S.wantPlay = true; if (send({ cmd: "play" })) setState("running"); });
-  $("pause").addEventListener("click", () => { S.wantPlay = false; if (send({ cmd: "pause" })) setState("paused"); });
+  // (a setup waiting, for the previous network's build or for a place on a full server, stays
+  // "waiting": the page read RUNNING with no network; the server answers once it has started)
+  const waiting = () => S.state === "waiting";
+  $("play").addEventListener("click", () => { S.wantPlay = true; if (send({ cmd: "play" }) && !waiting()) setState("running"); });
+  $("pause").addEventListener("click", () => { S.wantPlay = false; if (send({ cmd: "pause" }) && !waiting()) setState("paused"); });
   $("step").addEventListener("click", () => { S.wantPlay = false; send({ cmd: "step" }); });
   // reset restarts the last accepted setup: the controls show it again (after a refused change
   // they kept the refused values, e.g. selu beside a restarted relu network, and the restart's
@@ -1040,7 +1043,8 @@ async function main() {
   document.addEventListener("keydown", (ev) => {
     if (!spaceIsOurs(ev)) return;
     ev.preventDefault();
-    if (!ev.repeat) $(S.state === "running" ? "pause" : "play").click();
+    // (while waiting the state stays "waiting": Space pauses a play pressed then)
+    if (!ev.repeat) $(S.state === "running" || (S.state === "waiting" && S.wantPlay) ? "pause" : "play").click();
   });
   // a button presses itself when Space is released: not the one the pointer pressed
   document.addEventListener("keyup", (ev) => { if (spaceIsOurs(ev)) ev.preventDefault(); });
