@@ -275,7 +275,9 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
     """Per batch norm with running statistics (forward order of ``model.modules()``): running
     (inference) statistics against the statistics of the probe batch ``x`` at its input (a
     forward with batch norms in training mode, all else in eval mode; buffers and modes
-    restored). As the NumPy doctor: ``mean_shift`` = mean over channels of
+    restored); for depthlab's population batch norms (``bn_inference="population"`` through
+    ``depthlab.bridge``) the population statistics their eval mode uses, as the NumPy doctor
+    reads them. As the NumPy doctor: ``mean_shift`` = mean over channels of
     ``|mu_run - mu_batch| / sqrt(var_batch + eps)``, ``log_var_ratio`` = mean over channels of
     ``|log((var_run + eps) / (var_batch + eps))|``."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -305,12 +307,16 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
                 b.copy_(v)
         for m, was in modes.items():
             m.training = was
+    population = {bn for bn in population_layers(model)
+                  if not bool(torch.isnan(bn.population_mean).any())}
     out = []
     for bn in bns:
         if bn not in seen:
             continue
         mu_b, var_b = seen[bn]
         mu_r, var_r = bn.running_mean.double(), bn.running_var.double()
+        if bn in population:  # its eval mode normalizes with these, not the running ones
+            mu_r, var_r = bn.population_mean.double(), bn.population_var.double()
         sd = torch.sqrt(var_b + bn.eps)
         stats = torch.stack([((mu_r - mu_b).abs() / sd).mean(),
                              torch.log((var_r + bn.eps) / (var_b + bn.eps)).abs().mean()])
