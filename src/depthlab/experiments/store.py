@@ -24,9 +24,11 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..atomic import atomic_write_all
@@ -952,14 +954,49 @@ def _py(v: Any) -> Any:
     return v
 
 
-def _rows(df: Any, columns: tuple[str, ...], run_id: str) -> list[tuple]:
+ROW_CHUNK = 65536
+"""Rows of a table converted for SQLite at a time while a run is written (the rows of a long
+run are never all held as Python tuples at once)."""
+
+
+def _column(values: pd.Series) -> list:
+    """One column's values as SQLite takes them, the values :func:`_py` gives, converted per
+    column: a NumPy int/bool column by ``tolist``, a float one with NaN -> None, a column of
+    strings as it is; any other column value by value."""
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":
+        return values.to_numpy().tolist()
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        array = values.to_numpy()
+        nan = np.isnan(array)
+        if not nan.any():
+            return array.tolist()
+        out = array.astype(object)  # Python floats, as .item() gives
+        out[nan] = None
+        return out.tolist()
+    items = values.tolist()
+    if pd.api.types.infer_dtype(items, skipna=False) == "string":  # str only, no None/NaN
+        return items
+    return [_py(v) for v in items]
+
+
+def _rows(df: Any, columns: tuple[str, ...], run_id: str) -> Iterable[tuple]:
+    """The rows of ``df`` for a table of ``columns`` (``run_id`` first), made
+    :data:`ROW_CHUNK` rows at a time as they are read (``executemany`` inside the run's
+    transaction); a missing column is refused at once."""
     if df is None or len(df) == 0:
         return []
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"frame for the store lacks columns {missing}; has {list(df.columns)}")
-    arrays = [df[c].tolist() for c in columns]
-    return [(run_id, *(_py(v) for v in row)) for row in zip(*arrays)]
+    series = [df[c] for c in columns]
+    return _row_chunks(series, len(df), run_id)
+
+
+def _row_chunks(series: list[pd.Series], n: int, run_id: str) -> Iterator[tuple]:
+    for start in range(0, n, ROW_CHUNK):
+        parts = [_column(s.iloc[start:start + ROW_CHUNK]) for s in series]
+        yield from zip(repeat(run_id), *parts)
 
 
 def load_runs(path_or_dir: str | os.PathLike) -> pd.DataFrame:
