@@ -43,3 +43,16 @@ def test_healthy_residual_and_plain_nets_get_no_exploding_activations_finding(di
     dg = dl.doctor(full, digits, steps=20, optimizer="adam", lr=1e-3)
     assert "exploding_activations" not in dg.kinds, str(dg)
 
+
+def test_the_gradient_ratio_of_an_even_number_of_probes_is_their_geometric_middle(digits):
+    # sgd lr 5.0 kills the net: 2 probes with ratios [1.05, 4.2e6] gave their arithmetic mean
+    # 2.1e6 ("median over 2 probes"), half the larger one; the median of the logs is 2.1e3
+    dg = dl.doctor(dict(sizes=[64, 64, 64, 10], activation="relu", init="he_normal"), digits,
+                   steps=200, lr=5.0)
+    f = dg.finding("exploding_gradients")
+    assert f is not None, str(dg)
+    ev = f.evidence
+    assert ev["ratio_end"] > 1e6 and ev["ratio_init"] < 2, ev
+    assert ev["ratio"] == pytest.approx(math.sqrt(ev["ratio_init"] * ev["ratio_end"]),
+                                        rel=1e-9)
+    assert "median over 2 probes, their geometric mean" in f.message, f.message

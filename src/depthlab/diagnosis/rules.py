@@ -47,7 +47,9 @@ Thresholds (module constants):
                               end of training (bounded activations only)
 ``GRADIENT_DEPTH_SCALES`` 6   vanishing / exploding gradients: with ``R`` the ratio of the std of
 ``GRADIENT_MIN_RATIO`` 10     dL/ds between the last and the first hidden layer (median over the
-                              probed steps) across ``n`` hidden layers, the per-layer factor is
+                              probed steps, of ``ln R``: with an even number of probes the
+                              geometric mean of the middle two) across ``n`` hidden layers, the
+                              per-layer factor is
                               ``R^(1/(n-1))`` and the depth scale of the squared gradient is
                               ``xi = (n - 1) / ln(R^2)`` layers; the finding fires when the
                               network is deeper than 6 depth scales (``n / xi > 6``, mean-field
@@ -269,6 +271,13 @@ def _step_ratios(ctx: RunContext) -> list[tuple[int, float]]:
     return out
 
 
+def _middle(n: int) -> str:
+    """What a median of the logs of ``n`` numbers is, where it is not one of them."""
+    if n == 2:
+        return ", their geometric mean"
+    return ", the geometric mean of the middle two" if n % 2 == 0 else ""
+
+
 def gradient_depth_scales(ratio: float, n_hidden: int) -> tuple[float, float]:
     """``(per-layer factor, depth in depth scales)`` of a first/last gradient-std ratio
     ``ratio`` (>= 1) across ``n_hidden`` hidden layers: the factor is
@@ -286,7 +295,9 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     ratios = [r if vanishing else 1.0 / r for _, r in pairs]
     if not ratios:
         return math.nan, None
-    ratio = float(np.median(ratios))
+    # the median of the logs: with an even number of probes the geometric mean of the middle
+    # two (their arithmetic mean made [1.05, 4.2e6] a ratio of 2.1e6, half the larger probe)
+    ratio = float(np.exp(np.median(np.log(ratios))))
     n = len(ctx.hidden)
     per_layer, metric = gradient_depth_scales(ratio, n)
     if not (metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO):
@@ -316,7 +327,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
             "ends")
     msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
            f"{ratio:.3g}x {how} than in layer {last} (median over "
-           f"{_count(len(ratios), 'probe')}; "
+           f"{_count(len(ratios), 'probe')}"
+           f"{_middle(len(ratios))}; "
            f"{ratios[0]:.3g}x {when}), a factor "
            f"{per_layer:.3g} per layer: the "
            f"{n} hidden layers span {metric:.3g} depth scales of {n / metric:.3g} layers "
