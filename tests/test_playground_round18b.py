@@ -192,8 +192,9 @@ def test_max_sessions_default_option_and_printed_line(capsys, monkeypatch):
     monkeypatch.setattr(uvicorn.Server, "run", run)
     lines: list[str] = []
     pg_server.serve("0.0.0.0", 0, open_browser=False, max_sessions=7, announce=lines.append)
-    assert ("at most 7 tabs train a network at once; a tab beyond that waits until one closes "
-            "(--max-sessions N changes it, 0: no limit)") in lines
+    # (was "tabs train a network", where the page says "have": a paused network counts too)
+    assert ("at most 7 tabs have a network (training or paused) at once; a tab beyond that "
+            "waits until one closes (--max-sessions N changes it, 0: no limit)") in lines
     assert apps[-1].state.registry.max_sessions == 7
     lines.clear()
     pg_server.serve("127.0.0.1", 0, open_browser=False, announce=lines.append)

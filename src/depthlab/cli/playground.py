@@ -42,9 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=8765, help="TCP port (default 8765; 0 = any)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
     p.add_argument("--max-sessions", type=_max_sessions, default=None, metavar="N",
-                   help="at most N tabs train a network at once; a tab beyond that waits until "
-                        "one closes (0: no limit; default: no limit on 127.0.0.1, else twice "
-                        "the CPU cores, at least 4)")
+                   help="at most N tabs have a network (training or paused) at once; a tab "
+                        "beyond that waits until one closes (0: no limit; default: no limit on "
+                        "127.0.0.1, else twice the CPU cores, at least 4)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -137,8 +137,8 @@ def sessions_note(max_sessions: int | None) -> str | None:
     """The line printed about the cap on sessions (None: no cap, nothing to say)."""
     if max_sessions is None:
         return None
-    return (f"at most {max_sessions} tabs train a network at once; a tab beyond that waits "
-            "until one closes (--max-sessions N changes it, 0: no limit)")
+    return (f"at most {max_sessions} tabs have a network (training or paused) at once; a tab "
+            "beyond that waits until one closes (--max-sessions N changes it, 0: no limit)")
 
 
 def url_of(sock: socket.socket) -> str:
