@@ -109,3 +109,31 @@ def test_the_bn_drift_of_a_population_batchnorm_is_read_off_its_population_stati
     mu, var = h.double().mean(0), h.double().var(0, unbiased=False)
     want = ((bn.population_mean.double() - mu).abs() / (var + bn.eps).sqrt()).mean()
     assert tdoc.bn_drift(model, x[50:150])[0]["mean_shift"] == pytest.approx(float(want))
+
+
+def test_a_population_batchnorm_models_drift_names_population_statistics_and_no_rerun():
+    # validation data shifted from the training data: the population statistics differ from
+    # the probe batch's. It read "running statistics lag the batch statistics" and verified
+    # the cure {"bn_population": true} (recomputing running statistics its eval mode does not
+    # use: "BN drift 1.197 -> 1.197, did not help"); now the NumPy rule's population wording
+    from depthlab.bridge import to_torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    xv = 1.5 + torch.randn(100, 8, generator=g)
+
+    def make():
+        return to_torch(dl.mlp([8, 32, 32, 2], activation="relu", batchnorm=True,
+                               bn_inference="population", seed=0))
+
+    d = dlt.doctor(make, (x, (x[:, 0] > 0).long(), xv, (xv[:, 0] > 1.5).long()), steps=40,
+                   verify=True, max_cures=1)
+    assert d.config["bn_inference"] == "population"
+    f = next(f for f in d.findings if f.kind == "bn_drift")
+    assert f.message.startswith("Batch-norm population statistics (the whole training set's) "
+                                "differ from the probe batch's"), f.message
+    assert all("bn_population" not in v.prescription for v in d.verifications), str(d)
+    plain = dlt.doctor(lambda: nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4), nn.ReLU(),
+                                             nn.Linear(4, 2)), (x, (x[:, 0] > 0).long()),
+                       steps=2, verify=False)
+    assert "bn_inference" not in plain.config

@@ -329,10 +329,16 @@ def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
     """The diagnosis ``config`` of a torch model: class name, most common activation (and its
     parameters), whether normalization follows its layers (``batchnorm``, as the rules read it
     for a NumPy network, true for any normalization) and which (``normalization``: the module
-    classes, e.g. ``"LayerNorm"``), the weight layers' module names."""
+    classes, e.g. ``"LayerNorm"``), the weight layers' module names; ``bn_inference``
+    ``"population"`` when every batch norm is one of depthlab's population batch norms
+    (``to_torch`` of ``bn_inference="population"``: eval mode on whole-training-set
+    statistics, which the NumPy rules then read so)."""
     act = rx.dominant_activation(layers)
     act_module = next((t.activation for t in layers if t.activation_name == act), None)
     norms = sorted({type(m).__name__ for m in model.modules() if isinstance(m, rx.NORM_MODULES)})
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    population = bool(bns) and len(population_layers(model)) == len(bns)
     return {
         "model": type(model).__name__,
         "framework": "torch",
@@ -344,6 +350,7 @@ def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
         "n_weight_layers": len(layers),
         "modules": [t.name for t in layers],
         "parameters": int(sum(p.numel() for p in model.parameters())),
+        **({"bn_inference": "population"} if population else {}),
     }
 
 
@@ -1813,6 +1820,11 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
         if key in seen:
             continue
         seen.add(key)
+        if changes.get("bn_population") and config.get("bn_inference") == "population":
+            if skipped is not None:  # recomputing running statistics its eval mode ignores
+                skipped.append(f"{key} does not apply: the batch norms already use "
+                               "population statistics in eval mode")
+            continue
         new = spec.with_changes(**{k: v for k, v in changes.items() if k in rx.TRAINING_KEYS})
         model_changed = bool(set(changes) & rx.MODEL_KEYS)
         if model_changed or (new.optimizer, new.optimizer_kwargs, new.clip_grad_norm,
