@@ -7,6 +7,8 @@ real browser).
 * a refusal from export or copy link (``/api/check``) outlined the server's control, not the
   one just changed (batch norm switched on beside batch size 1: the WebSocket's refusal
   outlined batch norm, then the export moved the outline to the untouched batch size);
+* a prescribed learning rate of 0.7 / 10 read "apply: lr 0.06999999999999999" (the button,
+  the applied note and the lr control);
 * nothing capped the sessions: with ``--host 0.0.0.0`` every student's tab trained a network on
   the teacher's CPU (``--max-sessions N``; a tab beyond it waits, told so, until one closes);
 
@@ -243,3 +245,33 @@ def test_play_pressed_while_waiting_for_a_place_says_waiting_then_trains(browser
         # the press was kept: the network trains once it has a place
         two.wait_for_function("S.last && S.last.step > 5", timeout=30_000)
         assert two.inner_text("#state") == "RUNNING"
+
+
+# -- a computed prescription reads as the number it is -----------------------------------------
+def test_a_prescribed_learning_rate_reads_as_the_number_it_is(page, server, shots):
+    from depthlab.playground.setup import apply_prescription, parse_setup, to_query
+
+    page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu"
+              "&model.init=he_normal&train.lr=0.7")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    query = page.evaluate("S.query")
+    prescription = {"lr": 0.7 / 10.0}  # the dead_relu prescription, as the doctor computes it
+    apply = to_query(apply_prescription(parse_setup(query), prescription))
+    # was: 0.06999999999999999 in the control after apply (and in the exported TOML)
+    assert apply["train.lr"] == "0.07"
+    page.evaluate("""([query, p, apply]) => handle({type: "doctor", steps: 200, query,
+        baseline: {train_loss: 0.71, val_acc: 0.485, diverged: false},
+        findings: [{kind: "dead_relu", severity: "high", layers: [2, 3], message: "m",
+                    evidence: {}, prescription_text: "use a 10x smaller learning rate",
+                    verifications: [], prescription: p, apply}]})""",
+                  [query, prescription, apply])
+    button = page.locator("#doctor-out button.apply")
+    assert button.text_content() == "apply: lr 0.07"  # was: "apply: lr 0.06999999999999999"
+    button.click()
+    page.wait_for_function("S.query['train.lr'] === '0.07'", timeout=30_000)
+    assert page.input_value("#f-train-lr") == "0.07"
+    note = page.inner_text("#doctor-out .applied-note")
+    assert note.startswith("applied the dead_relu prescription: lr 0.7 \u2192 0.07. "), note
+    page.locator("#panel-doctor").screenshot(path=str(shots / "round18b_apply_lr.png"))
+    # a value of more digits than noise keeps them
+    assert apply_prescription(parse_setup(query), {"lr": 0.123456789})["train.lr"] == 0.123456789

@@ -347,5 +347,13 @@ def apply_prescription(setup: Mapping[str, Any], prescription: Mapping[str, Any]
             if v in ({}, None):  # e.g. activation_kwargs = {}: the playground's own default
                 continue
             raise SetupError(f"the prescription sets {k!r}, which has no control here")
+        if isinstance(v, float) and BY_KEY[key].kind == "float" and math.isfinite(v) and v:
+            # a computed value (lr / 10 of 0.7: 0.06999999999999999) as the control shows
+            # it: the apply button, the note and the lr control read 0.06999999999999999
+            v = float(f"{v:.{PRESCRIBED_DIGITS}g}")
         out[key] = _parse_value(BY_KEY[key], v)
     return out
+
+
+PRESCRIBED_DIGITS = 12
+"""Significant digits of a prescribed number (a float's last digits are rounding noise)."""
