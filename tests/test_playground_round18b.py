@@ -275,3 +275,28 @@ def test_a_prescribed_learning_rate_reads_as_the_number_it_is(page, server, shot
     page.locator("#panel-doctor").screenshot(path=str(shots / "round18b_apply_lr.png"))
     # a value of more digits than noise keeps them
     assert apply_prescription(parse_setup(query), {"lr": 0.123456789})["train.lr"] == 0.123456789
+
+
+def test_the_doctor_pressed_while_waiting_for_a_place_answers_at_once(browser):
+    from depthlab.playground.server import Background
+
+    with Background(max_sessions=1) as bg, checked_page(browser) as one, \
+            checked_page(browser) as two:
+        one.goto(bg.url + "?model.depth=3&model.width=8")
+        one.wait_for_function(MEASURED, timeout=30_000)
+        two.goto(bg.url + "?model.depth=3&model.width=8")
+        two.wait_for_selector("#message:not([hidden])", timeout=10_000)
+        two.click("#doctor")
+        # was: nothing until the network started, then "the doctor needs a network: wait until
+        # the setup has loaded" at the top of a page that had one, the button disabled till then
+        assert two.inner_text("#doctor-out") == (
+            "the doctor needs a network, and this tab is still waiting for one (see above); "
+            "press doctor once it has started")
+        assert two.is_enabled("#doctor")
+        one.close()
+        two.wait_for_function(MEASURED, timeout=30_000)
+        two.wait_for_timeout(500)
+        assert two.is_hidden("#message")
+        # and pressed now, the doctor examines the network
+        two.click("#doctor")
+        two.wait_for_selector("#doctor-out .finding, #doctor-out .healthy", timeout=120_000)

@@ -1023,6 +1023,17 @@ async function main() {
   // disabled at once: a double click started a second doctor ("already running")
   $("doctor").addEventListener("click", (ev) => {
     S.doctorByKey = ev.detail === 0;  // Enter or Space (a mouse click counts its clicks)
+    if (S.state === "waiting") {
+      // a setup waiting (for a place on a full server, for the previous network's build) has
+      // no network: the server answered the press only once the network had started, with
+      // "the doctor needs a network: wait until the setup has loaded" at the top of a page
+      // that by then had one (and the doctor button stayed disabled until then)
+      S.doctorQuery = null; $("doctor-out").classList.remove("stale");
+      $("doctor-out").replaceChildren(el("p", "note doctor-waiting", "the doctor needs a " +
+        "network, and this tab is still waiting for one (see above); press doctor once it " +
+        "has started"));
+      return;
+    }
     if (send({ cmd: "doctor" })) $("doctor").disabled = true;
   });
   // Space plays or pauses unless a control has the focus (there it types or presses). A
