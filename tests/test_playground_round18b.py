@@ -9,6 +9,7 @@ real browser).
   outlined batch norm, then the export moved the outline to the untouched batch size);
 * a prescribed learning rate of 0.7 / 10 read "apply: lr 0.06999999999999999" (the button,
   the applied note and the lr control);
+* the doctor of a regression loss (mse) said "held-out accuracy -." and "held-out acc - → -";
 * nothing capped the sessions: with ``--host 0.0.0.0`` every student's tab trained a network on
   the teacher's CPU (``--max-sessions N``; a tab beyond it waits, told so, until one closes);
 
@@ -300,3 +301,34 @@ def test_the_doctor_pressed_while_waiting_for_a_place_answers_at_once(browser):
         # and pressed now, the doctor examines the network
         two.click("#doctor")
         two.wait_for_selector("#doctor-out .finding, #doctor-out .healthy", timeout=120_000)
+
+
+# -- the doctor of a loss without accuracy ------------------------------------------------------
+def test_the_doctor_of_an_mse_setup_does_not_quote_an_accuracy(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8&train.loss=mse")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    query = page.evaluate("S.query")
+    run = {"train_loss": 0.2518, "val_acc": None, "val_loss": 0.25, "diverged": False,
+           "steps": 200}
+    page.evaluate("""([query, run]) => handle({type: "doctor", steps: 200, query, baseline: run,
+        findings: [{kind: "mean_shift", severity: "high", layers: [1, 2, 3], message: "m",
+                    evidence: {}, prescription_text: "p", prescription: {activation: "tanh"},
+                    apply: {...query, "model.activation": "tanh"},
+                    verifications: [{kind: "mean_shift", before: run,
+                                     after: {...run, train_loss: 0.2376}, metric: "max |mean|",
+                                     metric_before: 0.65, metric_after: 0.1, resolved: true,
+                                     helped: true, trade_off: ""}]}]})""", [query, run])
+    page.locator("#panel-doctor").screenshot(path=str(shots / "round18b_doctor_mse.png"))
+    # was: "200 steps of this setup: train loss 0.2518, held-out accuracy -."
+    assert page.inner_text("#doctor-out > p.note") == (
+        "200 steps of this setup: train loss 0.2518 (no held-out accuracy: the mse loss "
+        "measures none).")
+    # was: "verified: train loss 0.2518 → 0.2376, held-out acc - → -, max |mean| ..."
+    assert page.inner_text("#doctor-out .verified") == (
+        "verified: train loss 0.2518 \u2192 0.2376, max |mean| 0.65 \u2192 0.1 (resolved): helped")
+    # a classification loss keeps its accuracy
+    acc = {**run, "val_acc": 0.485}
+    page.evaluate("""([query, run]) => handle({type: "doctor", steps: 200, query, baseline: run,
+        findings: []})""", [{**query, "train.loss": "cross_entropy"}, acc])
+    assert page.inner_text("#doctor-out > p.note") == (
+        "200 steps of this setup: train loss 0.2518, held-out accuracy 0.485.")

@@ -870,10 +870,14 @@ function showDiagnosis(m, out) {
   S.doctorQuery = m.query;
   markDoctorStale();
   const b = m.baseline || {};
+  // a regression loss (mse, huber) measures no accuracy: the note read "held-out accuracy -."
+  // and each verification "held-out acc - → -"
+  const loss = (m.query || {})["train.loss"] || "this";
   out.appendChild(el("p", "note", b.diverged ? `This setup diverged after ${runSteps(b)} of the ` +
     `doctor's ${m.steps} (its loss was no longer finite): no train loss or held-out accuracy.` :
-    `${m.steps} steps of this setup: train loss ${fmt(b.train_loss)}, ` +
-    `held-out accuracy ${fmt(b.val_acc)}.`));
+    `${m.steps} steps of this setup: train loss ${fmt(b.train_loss)}` + (hasAcc(b) ?
+      `, held-out accuracy ${fmt(b.val_acc)}.` : ` (no held-out accuracy: the ${loss} loss ` +
+      "measures none).")));
   if (!m.findings.length) {
     out.appendChild(el("p", "finding healthy", "Clean bill of health: no findings."));
     return;
@@ -892,9 +896,10 @@ function showDiagnosis(m, out) {
     for (const v of f.verifications || []) {
       // a run that diverged has no loss or accuracy: "diverged after 3 steps", where every
       // number read "-" ("train loss - → -, held-out acc - → -, ... - → -: did not help")
-      const both = v.before.diverged && v.after.diverged;
+      // (and a regression loss's runs have no accuracy either)
+      const acc = hasAcc(v.before) || hasAcc(v.after);
       const t = `verified: train loss ${runLoss(v.before)} → ${runLoss(v.after)}, ` +
-        (both ? "" : `held-out acc ${runAcc(v.before)} → ${runAcc(v.after)}, `) +
+        (acc ? `held-out acc ${runAcc(v.before)} → ${runAcc(v.after)}, ` : "") +
         `${v.metric} ${fmtMetric(v.metric_before)} → ${fmtMetric(v.metric_after)}` +
         `${v.resolved ? " (resolved)" : ""}: ` +
         (v.helped ? "helped" + (v.trade_off || "") : "did not help");
@@ -977,6 +982,7 @@ function showApplied(kind, examined, applied, before, after) {
 const runSteps = (r) => `${r.steps} step${r.steps === 1 ? "" : "s"}`;
 const runLoss = (r) => (r.diverged ? `diverged after ${runSteps(r)}` : fmt(r.train_loss));
 const runAcc = (r) => (r.diverged ? "none (diverged)" : fmt(r.val_acc));
+const hasAcc = (r) => !r.diverged && r.val_acc !== null && r.val_acc !== undefined;
 // a finding's metric is a number; JSON has none for NaN and inf
 const fmtMetric = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
 
