@@ -4,6 +4,7 @@ probe tables, huge data files refused before they are read."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 
 def test_a_gradient_ratio_of_exactly_0_is_vanishing_not_unmeasured():
@@ -120,3 +121,82 @@ def test_odd_columns_are_still_stored_value_by_value_and_a_bad_one_stores_nothin
             raise AssertionError("a dict value was stored")
         assert not s.has_run("bad") and s.has_run("odd")
         assert len(_stored(tmp_path, "probes")) == 3  # the first chunk rolled back too
+
+
+def _huge_data(tmp_path, kind: str):
+    """A data file whose header declares far more than memory holds, its body a hole (a
+    sparse CSV of 20 GB; a .npz / IDX file whose arrays' data are absent)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    if kind == "csv":
+        p = tmp_path / "huge.csv"
+        with open(p, "w") as fh:
+            fh.write("a,b,label\n" + "0.125,0.25,1\n" * 90_000)  # past the NUL check's MiB
+            fh.truncate(20 * 10**9)
+        return p
+    if kind == "npz":
+        p = tmp_path / "huge.npz"
+        with zipfile.ZipFile(p, "w") as z:
+            for key, shape in (("x", (10**6, 10**4)), ("y", (10**6,))):
+                head = io.BytesIO()
+                np.lib.format.write_array_header_1_0(
+                    head, {"descr": "<f8", "fortran_order": False, "shape": shape})
+                z.writestr(f"{key}.npy", head.getvalue())
+        return p
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    (folder / "train-images-idx3-ubyte").write_bytes(
+        b"\0\0\x08\x03" + np.array([10**6, 300, 300], dtype=">u4").tobytes())
+    (folder / "train-labels-idx1-ubyte").write_bytes(
+        b"\0\0\x08\x01" + np.array([10**6], dtype=">u4").tobytes())
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["csv", "npz", "idx"])
+@pytest.mark.parametrize("command", ["run", "sweep", "doctor"])
+def test_a_data_file_too_large_is_refused_from_its_header_before_its_fingerprint(
+        tmp_path, monkeypatch, capsys, command, kind):
+    # a 50 GB data file was read whole for the run id's fingerprint (~100 s) before the memory
+    # check refused it; its header now sizes it first, and nothing reads its content
+    from helpers.cli import assert_one_line_error, run_cli
+
+    import depthlab.data.fingerprint as fp
+
+    def never(path):
+        raise AssertionError(f"the fingerprint read {path} before the memory refusal")
+
+    monkeypatch.setattr(fp, "_file_digest", never)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "2G")
+    data = _huge_data(tmp_path, kind)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\npath = "{data}"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                   "[train]\nepochs = 1\n"
+                   + ('[sweep]\n"train.seed" = [0, 1]\n' if command == "sweep" else ""))
+    code, _, err = run_cli(capsys, command, cfg, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, str(data), "needs about", "is available")
+    assert not (tmp_path / "out" / "depthlab.db").exists() or command == "sweep"
+
+
+def test_execute_and_prepare_refuse_a_data_file_too_large_before_reading_it(tmp_path,
+                                                                            monkeypatch):
+    import depthlab.data.fingerprint as fp
+    from depthlab.experiments import ExperimentError, execute, prepare
+    from depthlab.experiments.runner import check_data_file
+
+    def never(path):
+        raise AssertionError(f"the fingerprint read {path} before the memory refusal")
+
+    monkeypatch.setattr(fp, "_file_digest", never)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "2G")
+    cfg = {"data": {"path": str(_huge_data(tmp_path, "csv"))},
+           "model": {"sizes": ["auto", 4, "auto"]}, "train": {"epochs": 1}}
+    for call in (prepare, lambda c: execute(c, catch=False)):
+        with pytest.raises(ExperimentError, match=r"CSV of about 1,538,461,53\d rows x 3 col"):
+            call(cfg)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "200G")  # it fits: no refusal
+    from depthlab.experiments import validate
+
+    check_data_file(validate(cfg))

@@ -37,9 +37,11 @@ def _name(text: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments import load_config, prepare, run_id, train
+    from ..experiments.runner import check_memory
 
     cfg = load_config(args.config)
     ignored_sweep = cfg.pop("sweep", None) is not None
+    check_memory(cfg)  # before the run id reads a data file whole for its fingerprint
     rid = run_id(cfg)
     prep = prepare(cfg)
     # before training: a bad, read-only or full --out and a stored run with this config

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from depthlab.data.dataset import RawData
-from depthlab.data.idx import looks_like_idx, read_idx
+from depthlab.data.idx import idx_header, looks_like_idx, read_idx
 from depthlab.memory import MemoryRefusal, check_array, check_fits
 
 FILE_KINDS = (".npz", ".csv", "IDX file or folder")
@@ -522,6 +522,52 @@ def _idx_file(images: Path, scale: float | None) -> RawData:
     if x.ndim == 3:
         info["image_shape"] = tuple(int(s) for s in x.shape[1:])
     return RawData(x=x, y=y, scale=_idx_scale(x, scale), info=info)
+
+
+def _idx_pair_bytes(images: Path) -> int:
+    total = 0
+    for f in (images, labels_file_for(images)):
+        dims, dtype = idx_header(f)
+        total += math.prod(dims) * dtype.itemsize
+    return total
+
+
+def file_bytes(path: str | os.PathLike) -> tuple[int, str] | None:
+    """``(bytes, what)``: the memory that loading the user data ``path`` (a file, or a folder
+    of IDX files) needs, from its headers alone: a CSV's size and first row
+    (:func:`csv_bytes`), a .npz's array headers, the IDX files' declared shapes. Nothing
+    beyond them is read, so data too large for memory can be refused before their content is
+    read at all (for the run id's fingerprint or the load). None when ``path`` cannot be sized
+    this way (the loader names the problem)."""
+    p = Path(path).expanduser()
+    lower = p.name.lower()
+    try:
+        if p.is_dir():
+            found = [f for f in (_find_in_folder(p, ("train",)),
+                                 _find_in_folder(p, ("t10k", "test"))) if f is not None]
+            if not found:
+                return None
+            return (sum(_idx_pair_bytes(f) for f in found),
+                    f"data folder {str(p)!r} ({len(found)} pair{'s' * (len(found) > 1)} "
+                    "of IDX images and labels files)")
+        if not p.is_file():
+            return None
+        if lower.endswith((".csv", ".csv.gz")):
+            need, rows, cols = csv_bytes(p)
+            return (need, f"data file {str(p)!r} (CSV of about {rows:,} rows x {cols:,} "
+                    "columns)") if need else None
+        if lower.endswith(".npz"):
+            if not zipfile.is_zipfile(p):
+                return None
+            with np.load(p, allow_pickle=False) as z:
+                headers = npz_headers(z)
+            return (sum(math.prod(s) * d.itemsize for s, d in headers.values()),
+                    f"data file {str(p)!r} (its {len(headers)} arrays together)")
+        if "idx" in lower or "ubyte" in lower or looks_like_idx(p):
+            return _idx_pair_bytes(p), f"data file {str(p)!r} (IDX, with its labels file)"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    return None
 
 
 def looks_like_path(name: str | os.PathLike) -> bool:

@@ -115,6 +115,22 @@ def _read_stream(fh: BinaryIO, source: str) -> np.ndarray:
     return out.astype(dtype.newbyteorder("="), copy=False)
 
 
+def idx_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype that the IDX file ``path`` declares (its header alone is read, through
+    gzip when compressed). Raises ValueError for a file that is not IDX."""
+    p = Path(path)
+    try:
+        with _open(p) as fh:
+            dtype, ndim = _header(fh.read(4), str(p))
+            head = fh.read(4 * ndim)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{str(p)!r}: corrupt gzip stream ({exc})") from exc
+    if len(head) < 4 * ndim:
+        raise ValueError(f"{str(p)!r}: truncated IDX header ({4 + len(head)} bytes, need "
+                         f"{4 + 4 * ndim})")
+    return tuple(int(d) for d in np.frombuffer(head, dtype=">u4")), dtype
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a NumPy array.
 

@@ -205,8 +205,11 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
     grid = base.get("sweep") or {}
     if check:
         check_values(raw, grid, base_dir=base_dir)
+    from .runner import check_data_file
+
     body = _body(raw)
     keys = list(grid)
+    sized: set[str] = set()
     combos = itertools.product(*(grid[k] for k in keys)) if keys else iter([()])
     if limit is not None:  # a limit beyond any grid (10**23) is the whole grid
         combos = itertools.islice(combos, min(int(limit), sys.maxsize))
@@ -228,6 +231,10 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
         # the file's fingerprint as the id takes it (both read the cache of its size and
         # time): a worker that reads other content fails the point (a list of points made
         # before the file was edited kept the old ids, and the new data were stored under them)
+        path = cfg["data"].get("path")
+        if path is not None and path not in sized:  # a file too large for memory is refused
+            check_data_file(cfg)  # from its header, before its fingerprint reads it whole
+            sized.add(path)
         content = data_digest(cfg)
         rid = run_id(cfg)
         yield SweepPoint(rid, name or rid, overrides, cfg, data_digest=content)

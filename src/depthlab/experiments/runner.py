@@ -156,8 +156,30 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
     row count come from a built-in data set's header (1 and 0 for files)."""
     from ..memory import MemoryRefusal, check_fits
 
+    if sizes is None:  # a data file too large is refused before anything reads its content
+        check_data_file(config)
     need = memory_need(config, sizes, n_rows)
     if need is None:
+        return
+    try:
+        check_fits(*need)
+    except MemoryRefusal as e:
+        raise ExperimentError(str(e)) from None
+
+
+def check_data_file(config: dict[str, Any]) -> None:
+    """Refuse a validated ``config`` whose ``data.path`` cannot fit in memory, sized from its
+    headers alone (:func:`depthlab.data.files.file_bytes`): to be called before its content
+    fingerprint (:func:`depthlab.experiments.config.run_id`, :func:`data_key`) is computed,
+    which reads the whole file (about 100 s for 50 GB) only for the load to be refused."""
+    from ..data.files import file_bytes
+    from ..memory import MemoryRefusal, check_fits
+
+    path = (config.get("data") or {}).get("path")
+    if not isinstance(path, str) or not path:
+        return
+    need = file_bytes(path)
+    if need is None:  # not a kind sized from its header: the loader checks it
         return
     try:
         check_fits(*need)
@@ -397,6 +419,14 @@ def execute(config: dict[str, Any], *, run_id: str | None = None, name: str | No
             raise
         return failed_record(config, run_id or make_run_id(config), str(e), name=name,
                              kind=kind, sweep=sweep)
+    if run_id is None:  # a data file too large is refused before its fingerprint is read
+        try:
+            check_data_file(config)
+        except ExperimentError as e:
+            if not catch:
+                raise
+            return failed_record(config, make_run_id(config), str(e), name=name, kind=kind,
+                                 sweep=sweep)
     rid = run_id or make_run_id(config)
     try:
         prep = prepare(config)
