@@ -165,3 +165,33 @@ def test_probe_refuses_a_percentile_copy_that_does_not_fit(monkeypatch):
     df = dlt.probe(model, x, y, nn.MSELoss(), percentiles=())
     got = df.set_index("quantity").value
     assert got["pre_std"] == pytest.approx(_pstd(model(x)), rel=1e-5)
+
+
+class _TwoCalls(nn.Module):
+    """One layer called twice, each call's output into its own activation module."""
+
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.fc, self.a, self.b, self.out = nn.Linear(16, 16), a, b, nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.a(self.fc(x)) + self.b(self.fc(2 * x)))
+
+
+@pytest.mark.parametrize("a,b", [(nn.Tanh(), nn.ReLU()), (nn.ReLU(), nn.Sigmoid()),
+                                 (nn.LeakyReLU(0.1), nn.LeakyReLU(0.3))])
+def test_a_layer_whose_calls_go_into_different_activations_has_no_act_rows(a, b):
+    """``tanh(fc(x)) + relu(fc(2x))``: the act rows pooled tanh's and relu's outputs (act_std,
+    saturated_frac and inactive_frac of neither); now there are none, as for an unknown
+    follower. Calls into activations of one kind are still pooled, to the direct value."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 16, dtype=D), torch.randint(0, 10, (64,))
+    df = dlt.probe(_TwoCalls(a, b).to(D), x, y, CE)
+    got = set(df[df.module == "fc"].quantity)
+    assert "pre_std" in got and "grad_pre_std" in got
+    assert not got & {"act_std", "act_mean", "saturated_frac", "inactive_frac", "dead_frac"}
+    same = _TwoCalls(nn.Tanh(), nn.Tanh()).to(D)
+    df = dlt.probe(same, x, y, CE)
+    act = df[(df.module == "fc") & (df.quantity == "act_std")].value
+    want = torch.cat([torch.tanh(same.fc(x)), torch.tanh(same.fc(2 * x))])
+    assert float(act.iloc[0]) == pytest.approx(_pstd(want), rel=1e-9)

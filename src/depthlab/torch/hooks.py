@@ -834,6 +834,7 @@ class Recording:
             return
         info.activation = self._names.get(id(module))
         acc = self.p.act[info.index]
+        acc.follower(module)
         spec = self._spec(module)
         total = (acc.add_relu_output(out, spec, info.feature_axis, self._wk)
                  if spec.name == "relu" else None)
@@ -859,6 +860,7 @@ class Recording:
                 if acc is None:
                     acc = p.act[info.index] = ActAcc(Acc())
                 info.activation = self._names.get(id(module))
+                acc.follower(module)
                 n, r1, r2, z, alive = fused[3]
                 acc.add_relu_counts(n, z, alive, self._spec(module))
                 acc.out.add(out, (r1, r2), self._wk)
@@ -878,6 +880,7 @@ class Recording:
         if acc is None:
             acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(self.percentiles)))
         info.activation = self._names.get(id(module))
+        acc.follower(module)
         spec = self._spec(module)
         if x is not out:  # the output's one follower (see _act_pre)
             p.links[id(x)] = (x, hit[1], info, "taken")
@@ -1022,6 +1025,8 @@ class Recording:
                 pre.gather(t)
                 item["pre"] = pre
             act = p.act.get(i)
+            if act is not None and act.mixed:  # activations of two kinds: rows of neither
+                act = None
             out = act.out if act is not None and act.out.ns else p.norm.get(i)
             if out is not None and out.ns:
                 out.gather(t)
@@ -1172,6 +1177,8 @@ class Recording:
         for info in self.order:
             i = info.index
             pre, act, g = p.pre.get(i), p.act.get(i), p.grad.get(i)
+            if act is not None and act.mixed:  # activations of two kinds: rows of neither
+                act = None
             out = act.out if act is not None and act.out.ns else p.norm.get(i)
             if (pre is not None and not pre.host) or (out is not None and not out.host) \
                     or (act is not None and not act.host) or (g is not None and not g.host):
