@@ -195,3 +195,26 @@ def test_a_layer_whose_calls_go_into_different_activations_has_no_act_rows(a, b)
     act = df[(df.module == "fc") & (df.quantity == "act_std")].value
     want = torch.cat([torch.tanh(same.fc(x)), torch.tanh(same.fc(2 * x))])
     assert float(act.iloc[0]) == pytest.approx(_pstd(want), rel=1e-9)
+
+
+class _NoTensorOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.t, self.b = nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        self.cache = self.b(self.t(self.a(x)))
+        return {"note": "done"}
+
+
+def test_predict_with_a_backward_hook_and_no_output_tensor_gives_its_one_line():
+    """With a full backward hook on the model, an output holding no tensor (``end`` None) was
+    an AttributeError ('NoneType' object has no attribute 'requires_grad') in the hooks'
+    check; it is the usual one-line refusal again."""
+    model = _NoTensorOut()
+    h = model.a.register_full_backward_hook(lambda m, gi, go: None)
+    try:
+        with pytest.raises(ValueError, match="the output does not reach 'a'"):
+            dlt.predict(model, torch.randn(16, 8))
+    finally:
+        h.remove()

@@ -727,6 +727,7 @@ class _HookReturns:
         ``x`` (no ``.grad`` written) and raise a ValueError naming the first that returned a
         changed gradient."""
         if not self.tables or not isinstance(x, torch.Tensor) or not x.requires_grad \
+                or not isinstance(end, torch.Tensor) \
                 or not end.requires_grad:
             return
         torch.autograd.grad(end.sum(), x, retain_graph=True, allow_unused=True)
