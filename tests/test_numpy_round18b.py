@@ -56,3 +56,45 @@ def test_the_gradient_ratio_of_an_even_number_of_probes_is_their_geometric_middl
     assert ev["ratio"] == pytest.approx(math.sqrt(ev["ratio_init"] * ev["ratio_end"]),
                                         rel=1e-9)
     assert "median over 2 probes, their geometric mean" in f.message, f.message
+
+
+def _regression(n: int = 300):
+    # house.csv-like: y = X w + noise, 4 standardized features, targets of std 2.4
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    x = g.standard_normal((n, 4))
+    return x, x @ np.array([1.5, -1.0, 1.2, 0.8]) + 0.3 * g.standard_normal(n)
+
+
+def test_large_updates_that_keep_lowering_the_loss_are_not_a_too_high_learning_rate():
+    # a healthy 4-16-1 tanh regression (mse, sgd lr 0.1, 10 steps): the first updates are
+    # 0.17 of the hidden weights' norm while the weights grow to the targets' scale and the
+    # probe loss falls at every step; it got a [high] lr_too_high whose cure (lr 0.01) left
+    # the train loss far higher
+    dg = dl.doctor(dict(sizes=[4, 16, 1], activation="tanh"), _regression(), loss="mse",
+                   lr=0.1, steps=10, probe_every=1, batch_size=64)
+    p = dg.probes
+    ur = p[p.quantity == "update_ratio"].groupby("step")["value"].median()
+    loss = p[(p.quantity == "loss") & (p.layer == 0)].set_index("step")["value"]
+    high = ur[ur >= 0.1].index
+    assert len(high) >= 2 and (loss.diff()[high] < 0).all()  # the case: large steps, loss down
+    assert "lr_too_high" not in dg.kinds, str(dg)
+    # a learning rate whose steps raise the loss is still flagged
+    hot = dl.doctor(dict(sizes=[4, 16, 1], activation="tanh"), _regression(), loss="mse",
+                    lr=1.5, steps=10, probe_every=1, batch_size=64)
+    assert "lr_too_high" in hot.kinds, str(hot)
+
+
+def test_the_torch_doctor_does_not_blame_the_lr_for_a_small_output_layer_learning_fast():
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    x, y = (torch.tensor(a, dtype=torch.float32) for a in _regression())
+    dg = dlt.doctor(lambda: torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
+                                                torch.nn.Linear(16, 1)),
+                    (x, y[:, None]), loss_fn=torch.nn.MSELoss(), steps=10, verify=False,
+                    optimizer=("sgd", {"lr": 0.1}))
+    p = dg.probes
+    assert p[p.quantity == "update_ratio"]["value"].max() > 0.3  # the 16->1 layer's
+    assert "lr_too_high" not in dg.kinds, str(dg)
