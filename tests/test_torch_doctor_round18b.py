@@ -137,3 +137,18 @@ def test_a_population_batchnorm_models_drift_names_population_statistics_and_no_
                                              nn.Linear(4, 2)), (x, (x[:, 0] > 0).long()),
                        steps=2, verify=False)
     assert "bn_inference" not in plain.config
+
+
+def test_a_drop_last_loader_over_a_sampler_without_len_is_read():
+    # a custom Sampler with __iter__ only (no __len__) and drop_last=True: 'TypeError: object
+    # of type 'Every2' has no len()' from the drop_last reading (b91e83f); it yields
+    # [0, 2], [4, 6] (8 dropped)
+    from torch.utils.data import Sampler
+
+    class Every2(Sampler):
+        def __iter__(self):
+            return iter(range(0, 10, 2))
+
+    ds = TensorDataset(torch.arange(10.0).unsqueeze(1), torch.arange(10) % 2)
+    loader = DataLoader(ds, batch_size=2, drop_last=True, sampler=Every2())
+    assert tdoc.pairs_from_torch(loader, CPU)[0].flatten().tolist() == [0.0, 2.0, 4.0, 6.0]

@@ -811,10 +811,6 @@ def _dropped_tail(loader: torch.utils.data.DataLoader) -> list[int] | None:
     if type(batches) is not BatchSampler or not batches.drop_last:
         return None
     sampler = batches.sampler
-    keep = len(sampler) // batches.batch_size * batches.batch_size  # type: ignore[arg-type]
-    if keep == 0:
-        raise ValueError(f"data: the DataLoader yields no batch (drop_last=True with "
-                         f"batch_size {batches.batch_size} and {len(sampler)} examples)")
     if type(sampler) is SequentialSampler:
         order = list(range(len(sampler)))
     elif isinstance(getattr(sampler, "generator", None), torch.Generator):
@@ -828,6 +824,10 @@ def _dropped_tail(loader: torch.utils.data.DataLoader) -> list[int] | None:
         if draws[0] != draws[1]:
             return None
         order = draws[0]
+    keep = len(order) // batches.batch_size * batches.batch_size  # (a sampler without len)
+    if keep == 0:
+        raise ValueError(f"data: the DataLoader yields no batch (drop_last=True with "
+                         f"batch_size {batches.batch_size} and {len(order)} examples)")
     return sorted(order[:keep])
 
 
