@@ -98,3 +98,35 @@ def test_the_torch_doctor_does_not_blame_the_lr_for_a_small_output_layer_learnin
     p = dg.probes
     assert p[p.quantity == "update_ratio"]["value"].max() > 0.3  # the 16->1 layer's
     assert "lr_too_high" not in dg.kinds, str(dg)
+
+
+def test_a_did_not_help_decided_by_the_constant_prediction_says_so():
+    # a cure that cut the loss 48% but only to a constant prediction's (ln 2) read
+    # "1.36 -> 0.7089: did not help" with no reason
+    from depthlab.diagnosis import Verification
+
+    def v(after: float, chance: float) -> Verification:
+        return Verification("saturation", {"batchnorm": True},
+                            {"train_loss": 1.36, "val_acc": 0.6},
+                            {"train_loss": after, "val_acc": 0.6}, "max saturated fraction",
+                            0.9, 0.1, True, False, chance_loss=chance)
+
+    text = v(0.7089, math.log(2)).summary()
+    assert text.endswith("did not help (the train loss did not end below a constant "
+                         "prediction's, 0.6931)"), text
+    assert v(0.5, math.log(2)).summary().endswith("did not help")  # below it: not the reason
+    assert v(0.7089, math.nan).summary().endswith("did not help")  # not known
+    back = Verification.from_dict(v(0.7089, math.log(2)).to_dict())
+    assert back.chance_loss == pytest.approx(math.log(2)) and str(back.summary()) == text
+
+
+def test_the_doctor_records_the_constant_predictions_loss_on_each_verification(digits):
+    from depthlab.diagnosis.doctor import constant_loss
+
+    cfg = dict(sizes=[64] + [32] * 8 + [10], activation="relu", init="he_normal",
+               residual=True)
+    dg = dl.doctor(cfg, digits, steps=20, optimizer="adam", lr=1e-3, verify=True)
+    assert dg.verifications, str(dg)
+    want = constant_loss("cross_entropy", digits.y_train, 10)
+    assert 2.2 < want < 2.31
+    assert all(v.chance_loss == pytest.approx(want) for v in dg.verifications)

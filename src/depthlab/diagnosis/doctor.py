@@ -551,6 +551,7 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
             helped=bool(improved and _better(run.final, ref.final, n_val, chance)),
             new_findings=[k for k in after_kinds
                           if k not in {g.kind for g in ref.findings}],
+            chance_loss=chance,
         ))
     return out
 

@@ -146,7 +146,8 @@ class Verification:
     ``metric_before``/``metric_after``: the finding's own evidence metric (lower is healthier);
     ``resolved``: the finding is absent from the re-run; ``helped``: the metric went down (by
     more than 1%: :func:`depthlab.diagnosis.doctor._improved`) *and* training got better
-    (final train loss at least 1% lower, and below the loss of a constant prediction, or
+    (final train loss at least 1% lower, and below the loss of a constant prediction,
+    ``chance_loss``, or
     validation accuracy more than one point and one example higher, and neither clearly worse:
     :func:`depthlab.diagnosis.doctor._better`; a non-finite loss counts as worst).
     """
@@ -161,6 +162,9 @@ class Verification:
     resolved: bool
     helped: bool
     new_findings: list[str] = field(default_factory=list)
+    # the loss of the best constant prediction of the training targets (NaN: not known), the
+    # level a train loss must end below for its fall to count (doctor.constant_loss)
+    chance_loss: float = math.nan
 
     def __post_init__(self) -> None:
         """A gradient-flow metric below 0 says which way the gradients now go: the depth in
@@ -181,6 +185,7 @@ class Verification:
             "after": self.after, "metric": self.metric, "metric_before": self.metric_before,
             "metric_after": self.metric_after, "resolved": self.resolved,
             "helped": self.helped, "new_findings": self.new_findings,
+            "chance_loss": self.chance_loss,
         }), _infinities(before=self.before, after=self.after,
                         metric_before=self.metric_before, metric_after=self.metric_after))
 
@@ -194,7 +199,8 @@ class Verification:
                    metric_before=_number(_restore(d, "metric_before", d.get("metric_before"))),
                    metric_after=_number(_restore(d, "metric_after", d.get("metric_after"))),
                    resolved=bool(d.get("resolved")), helped=bool(d.get("helped")),
-                   new_findings=list(d.get("new_findings") or []))
+                   new_findings=list(d.get("new_findings") or []),
+                   chance_loss=_number(d.get("chance_loss")))
 
     @property
     def gain(self) -> tuple[float, float]:
@@ -233,6 +239,24 @@ class Verification:
         return (f", held-out accuracy up {100 * (aa - ab):.3g} points although the train loss "
                 f"rose {100 * (la - lb) / lb:.2g}%")
 
+    def _chance_reason(self) -> str:
+        """Why a fall of the train loss beyond noise did not count: it did not end below the
+        best constant prediction's loss (``" (the train loss did not end below a constant
+        prediction's, 0.6931)"``; '1.36 -> 0.7089: did not help' gave no reason), else
+        ``""``."""
+        from .doctor import LOSS_TOLERANCE
+
+        def num(d: dict[str, float]) -> float:
+            v = d.get("train_loss", math.nan)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
+
+        lb, la, c = num(self.before), num(self.after), self.chance_loss
+        if not (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)):
+            return ""
+        if la < (1.0 - LOSS_TOLERANCE) * lb and la >= (1.0 - LOSS_TOLERANCE) * c:
+            return f" (the train loss did not end below a constant prediction's, {c:.4g})"
+        return ""
+
     def summary(self) -> str:
         """One line: train loss, val accuracy and the finding's metric before -> after, and
         whether the prescription helped (the rule in the class docstring)."""
@@ -247,7 +271,7 @@ class Verification:
                            "although the metric did not fall)")
             verdict += self.trade_off()
         else:
-            verdict = "did not help"
+            verdict = "did not help" + self._chance_reason()
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
                if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
         return (f"train loss {_loss(b)} -> {_loss(a)}, "
