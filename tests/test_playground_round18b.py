@@ -10,6 +10,8 @@ real browser).
 * a prescribed learning rate of 0.7 / 10 read "apply: lr 0.06999999999999999" (the button,
   the applied note and the lr control);
 * the doctor of a regression loss (mse) said "held-out accuracy -." and "held-out acc - → -";
+* a gradient of exactly 0 in the last layer read "first / last = undefined (the last layer's is
+  0)", a word a class reads as the page's own fault;
 * nothing capped the sessions: with ``--host 0.0.0.0`` every student's tab trained a network on
   the teacher's CPU (``--max-sessions N``; a tab beyond it waits, told so, until one closes);
 
@@ -332,3 +334,16 @@ def test_the_doctor_of_an_mse_setup_does_not_quote_an_accuracy(page, server, sho
         findings: []})""", [{**query, "train.loss": "cross_entropy"}, acc])
     assert page.inner_text("#doctor-out > p.note") == (
         "200 steps of this setup: train loss 0.2518, held-out accuracy 0.485.")
+
+
+# -- a zero last-layer gradient ---------------------------------------------------------------
+def test_a_zero_last_gradient_reads_no_ratio_not_undefined(page, server):
+    page.goto(server.url + "?model.init=zeros&model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    assert page.evaluate("S.last.grad_std[S.last.grad_std.length - 1]") == 0
+    summary = page.inner_text("#grad-summary")
+    # was: "step 0: layer 1 0, layer 3 0; first / last = undefined (the last layer's is 0)"
+    assert summary.startswith("step 0: layer 1 0, layer 3 0; first / last = no ratio (the last "
+                              "layer's is 0) The gradient is exactly 0 in layers 1-3"), summary
+    assert "undefined" not in summary
+    assert page.inner_text("#grad-summary b:nth-of-type(3)") == "no ratio"

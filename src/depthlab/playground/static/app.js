@@ -668,7 +668,8 @@ function onUpdate(m) {
   gs.dataset.first = first; gs.dataset.last = last; gs.dataset.ratio = ratio; gs.dataset.step = m.step;
   const fmtg = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
   gs.innerHTML = `step ${m.step}: ${unit()} 1 <b>${fmtg(first)}</b>, ${unit()} ${layers.length} <b>${fmtg(last)}</b>; ` +
-    `first / last = <b>${last === 0 ? `undefined (the last ${unit()}'s is 0)` : fmtg(ratio)}</b>` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+    // (a projected "undefined" read as the page's own fault)
+    `first / last = ${last === 0 ? `<b>no ratio</b> (the last ${unit()}'s is 0)` : `<b>${fmtg(ratio)}</b>`}` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
   // a log scale cannot draw 0: say where the gradient is exactly 0 (underflow, dead units)
   const zero = layers.filter((l, i) => m.grad_std[i] === 0);
   gs.dataset.zero = zero.length;
