@@ -130,3 +130,22 @@ def test_the_doctor_records_the_constant_predictions_loss_on_each_verification(d
     want = constant_loss("cross_entropy", digits.y_train, 10)
     assert 2.2 < want < 2.31
     assert all(v.chance_loss == pytest.approx(want) for v in dg.verifications)
+
+
+def test_a_cure_whose_metric_stays_above_the_threshold_does_not_read_plainly_resolved():
+    # torch doctor, 10 sigmoid layers N(0, 1): the relu cure of mean_shift read "max |mean
+    # activation| 0.5417 -> 0.4223: helped (finding resolved)": a ReLU's mean of 0.42 is above
+    # the 0.25 threshold, only not judged (f(0) = 0)
+    from depthlab.diagnosis import Verification
+
+    def v(after: float) -> Verification:
+        return Verification("mean_shift", {"activation": "relu"},
+                            {"train_loss": 2.3, "val_acc": 0.1},
+                            {"train_loss": 0.5, "val_acc": 0.8}, "max |mean activation|",
+                            0.5417, after, True, True)
+
+    text = v(0.4223).summary()
+    assert text.endswith("helped (finding resolved: its rule no longer applies to this setup, "
+                         "although the metric is still above its threshold 0.25)"), text
+    assert v(0.1).summary().endswith("helped (finding resolved)")  # below it: resolved
+    assert v(0.6).summary().endswith("although the metric did not fall)")

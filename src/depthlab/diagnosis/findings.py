@@ -239,6 +239,17 @@ class Verification:
         return (f", held-out accuracy up {100 * (aa - ab):.3g} points although the train loss "
                 f"rose {100 * (la - lb) / lb:.2g}%")
 
+    def _above_threshold(self) -> str:
+        """The rule's threshold (``"0.25"``) when :attr:`metric_after` is finite and above
+        it, else ``""``."""
+        from .rules import RULES
+
+        rule = RULES.get(self.kind)
+        m = self.metric_after
+        if rule is None or not (isinstance(m, (int, float)) and math.isfinite(m)):
+            return ""
+        return f"{rule.threshold:g}" if m > rule.threshold else ""
+
     def _chance_reason(self) -> str:
         """Why a fall of the train loss beyond noise did not count: it did not end below the
         best constant prediction's loss (``" (the train loss did not end below a constant
@@ -263,12 +274,17 @@ class Verification:
         b, a = self.before, self.after
         if self.helped:
             verdict = "helped" + (" (finding resolved)" if self.resolved else "")
-            if self.resolved and self.metric_after >= self.metric_before:
-                # gone although its metric did not fall: the rule's other conditions no longer
-                # hold (mean_shift does not judge ReLU, f(0) = 0; "0.587 -> 0.640: helped
-                # (finding resolved)" read as a contradiction)
+            above = self._above_threshold()
+            if self.resolved and (self.metric_after >= self.metric_before or above):
+                # gone although its metric did not fall, or fell but stays above the rule's
+                # threshold: the rule's other conditions no longer hold (mean_shift does not
+                # judge ReLU, f(0) = 0; "0.587 -> 0.640: helped (finding resolved)" read as a
+                # contradiction, "0.5417 -> 0.4223: helped (finding resolved)" as a ReLU's
+                # mean of 0.42 being fine)
+                why = ("the metric did not fall" if self.metric_after >= self.metric_before
+                       else f"the metric is still above its threshold {above}")
                 verdict = ("helped (finding resolved: its rule no longer applies to this setup, "
-                           "although the metric did not fall)")
+                           f"although {why})")
             verdict += self.trade_off()
         else:
             verdict = "did not help" + self._chance_reason()
