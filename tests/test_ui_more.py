@@ -385,7 +385,8 @@ def test_a_step_activation_says_why_its_panels_are_empty(browser, server, shots)
     pg = p.pg
     _measured(pg)
     summary = pg.locator("#grad-summary").text_content()
-    assert "first / last = undefined" in summary and "exactly 0 in layers 1-3" in summary
+    # (round 18b: "no ratio", was "undefined")
+    assert "first / last = no ratio" in summary and "exactly 0 in layers 1-3" in summary
     assert "zero derivative" in summary, summary
     pg.click("#step")
     pg.wait_for_function("S.last && S.last.step >= 1", timeout=30_000)
