@@ -200,3 +200,35 @@ def test_execute_and_prepare_refuse_a_data_file_too_large_before_reading_it(tmp_
     from depthlab.experiments import validate
 
     check_data_file(validate(cfg))
+
+
+def test_a_long_probe_table_is_read_back_a_chunk_at_a_time(tmp_path):
+    # reading a long run back held every row as a tuple, then built the frame from them (peak
+    # ~265 bytes a row of Python memory); the rows now come ROW_CHUNK at a time, each chunk's
+    # columns made arrays at once (~120 bytes a row here), with the same frame
+    import gc
+    import sqlite3
+    import tracemalloc
+
+    from depthlab.experiments import store as st
+
+    n = 250_000
+    probes = _long_probe_table(n)
+    with st.Store(tmp_path) as s:
+        s.add_run(st.RunRecord(id="long", probes=probes))
+    con = sqlite3.connect(str(tmp_path / "depthlab.db"))
+    rows = con.execute("SELECT step, layer, quantity, value FROM probes WHERE run_id = 'long' "
+                       "ORDER BY step, layer, quantity").fetchall()
+    con.close()
+    want = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])  # as it was read
+    del rows
+    with st.Store(tmp_path, readonly=True) as s:
+        tracemalloc.start()
+        try:
+            back = s.probes("long")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert gc.isenabled()  # paused while reading only
+    assert back.equals(want) and list(back.dtypes) == list(want.dtypes)
+    assert peak < 160 * n, f"{peak / n:.0f} bytes a row"
