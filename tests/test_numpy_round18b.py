@@ -149,3 +149,23 @@ def test_a_cure_whose_metric_stays_above_the_threshold_does_not_read_plainly_res
                          "although the metric is still above its threshold 0.25)"), text
     assert v(0.1).summary().endswith("helped (finding resolved)")  # below it: resolved
     assert v(0.6).summary().endswith("although the metric did not fall)")
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5), (3, 5, 4), (2, 3, 8, 6), (16, 9)])
+@pytest.mark.parametrize("gain", [1.0, 1.3])
+def test_the_orthogonal_initializers_declared_variance_of_a_shape_is_what_it_samples(shape,
+                                                                                     gain):
+    # (3, 4, 5) is drawn as a (12, 5) matrix with orthonormal columns: Var 1/12, where
+    # variance(*compute_fans((3, 4, 5))) = 1/max(12, 15) = 1/15
+    import numpy as np
+
+    from depthlab.initializers import Orthogonal, compute_fans
+
+    init = Orthogonal(gain)
+    w = init.sample(shape, np.random.default_rng(0))
+    assert init.shape_variance(shape) == pytest.approx(float(np.mean(w**2)), rel=1e-9)
+    if len(shape) == 2:
+        assert init.shape_variance(shape) == init.variance(*compute_fans(shape))
+    # every other initializer: the variance of the fans
+    assert dl.initializers.HeNormal().shape_variance(shape) == pytest.approx(
+        2.0 / compute_fans(shape)[0])

@@ -127,6 +127,11 @@ class Initializer:
         docstring's formula), used by the theory."""
         raise NotImplementedError
 
+    def shape_variance(self, shape: tuple[int, ...]) -> float:
+        """``Var(W)`` of one entry of an array of ``shape``: :meth:`variance` of its
+        :func:`compute_fans` (an initializer that reads the shape otherwise overrides it)."""
+        return self.variance(*compute_fans(shape))
+
     def limit(self, fan_in: int, fan_out: int) -> float | None:
         """Bound on |W| for uniform initializers, None otherwise."""
         return None
@@ -369,7 +374,12 @@ class Orthogonal(Initializer):
     """Orthogonal init (Saxe et al. 2013): QR of a Gaussian matrix, Q times sign(diag R),
     transposed when rows < cols, times ``gain``: W^T W = gain^2 I (tall) or W W^T = gain^2 I
     (wide). Shapes with more than 2 dimensions are flattened to (prod(shape[:-1]),
-    shape[-1]). Var(W) = gain^2 / max(fan_in, fan_out)."""
+    shape[-1]) (Keras' convention). Var(W) = gain^2 / max(rows, cols) of that matrix: for a
+    2-D (fan_in, fan_out) shape ``variance(fan_in, fan_out) = gain^2 / max(fan_in, fan_out)``;
+    for a shape ``(r..., in, out)`` it is ``gain^2 / max(r in, out)``
+    (:meth:`shape_variance`), not ``variance(*compute_fans(shape)) = gain^2 / max(r in,
+    r out)``, which the fans alone cannot tell apart: (3, 4, 5) samples 1/12, the fans
+    (12, 15) give 1/15."""
 
     name = "orthogonal"
 
@@ -401,6 +411,14 @@ class Orthogonal(Initializer):
 
     def variance(self, fan_in: int, fan_out: int) -> float:
         return self.gain**2 / max(fan_in, fan_out)
+
+    def shape_variance(self, shape: tuple[int, ...]) -> float:
+        """``gain^2 / max(rows, cols)`` of the flattened ``(prod(shape[:-1]), shape[-1])``
+        matrix that :meth:`sample` draws (for 2-D shapes :meth:`variance` of the fans)."""
+        shape = _check_shape(shape)
+        if len(shape) < 2:
+            return self.variance(*compute_fans(shape))
+        return self.gain**2 / max(math.prod(shape[:-1]), shape[-1])
 
 
 # the function-style names of the public API
