@@ -343,7 +343,8 @@ def test_a_zero_last_gradient_reads_no_ratio_not_undefined(page, server):
     assert page.evaluate("S.last.grad_std[S.last.grad_std.length - 1]") == 0
     summary = page.inner_text("#grad-summary")
     # was: "step 0: layer 1 0, layer 3 0; first / last = undefined (the last layer's is 0)"
+    # (and the note after it was run on without a full stop: "... is 0) The gradient ...")
     assert summary.startswith("step 0: layer 1 0, layer 3 0; first / last = no ratio (the last "
-                              "layer's is 0) The gradient is exactly 0 in layers 1-3"), summary
+                              "layer's is 0). The gradient is exactly 0 in layers 1-3"), summary
     assert "undefined" not in summary
     assert page.inner_text("#grad-summary b:nth-of-type(3)") == "no ratio"

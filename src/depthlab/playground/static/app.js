@@ -674,7 +674,8 @@ function onUpdate(m) {
   const zero = layers.filter((l, i) => m.grad_std[i] === 0);
   gs.dataset.zero = zero.length;
   if (zero.length) {
-    gs.append(el("span", "note zero", ` The gradient is exactly 0 in ${unit(zero.length)} ` +
+    // a sentence of its own: it ran on from the summary ("... is 0) The gradient is ...")
+    gs.append(".", el("span", "note zero", ` The gradient is exactly 0 in ${unit(zero.length)} ` +
       `${rangeText(zero)} (a zero derivative: dead units, a step function; or values below the ` +
       `smallest ${(S.ready.config.model.dtype || "float32")} number): not drawn on the log scale.`));
   }
