@@ -152,3 +152,26 @@ def test_a_drop_last_loader_over_a_sampler_without_len_is_read():
     ds = TensorDataset(torch.arange(10.0).unsqueeze(1), torch.arange(10) % 2)
     loader = DataLoader(ds, batch_size=2, drop_last=True, sampler=Every2())
     assert tdoc.pairs_from_torch(loader, CPU)[0].flatten().tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+def test_a_torch_did_not_help_decided_by_the_constant_prediction_says_so():
+    # labels unrelated to the inputs: batch norm took the saturated net 1.36 -> 0.7089 (above
+    # ln 2) and read "did not help" without a reason: the torch doctor did not hand the
+    # constant prediction's loss to the Verification (numpy18's 267e615 prints it)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 4, generator=g), torch.arange(200) % 2
+
+    def make():
+        m = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 2))
+        for p in m.modules():
+            if isinstance(p, nn.Linear):
+                nn.init.normal_(p.weight, 0.0, 2.0)
+        return m
+
+    dg = dlt.doctor(make, (x, y), steps=20, verify=True, max_cures=2, probe_every=10)
+    bn = [v for v in dg.verifications if v.prescription == {"normalization": "batchnorm"}]
+    assert bn and all(0.69 < v.chance_loss <= 0.693148 for v in bn)  # the training split's
+    want = f"did not help (the train loss did not end below a constant prediction's, " \
+        f"{bn[0].chance_loss:.4g})"
+    assert want in bn[0].summary(), bn[0].summary()

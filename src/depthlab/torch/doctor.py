@@ -1867,6 +1867,7 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
         helped=bool(improved and _better(run.result.metrics, base.result.metrics, n_val,
                                           chance)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
+        chance_loss=chance,  # the summary's reason for a 'did not help' it decided
     )
 
 
