@@ -232,3 +232,41 @@ def test_a_long_probe_table_is_read_back_a_chunk_at_a_time(tmp_path):
     assert gc.isenabled()  # paused while reading only
     assert back.equals(want) and list(back.dtypes) == list(want.dtypes)
     assert peak < 160 * n, f"{peak / n:.0f} bytes a row"
+
+
+def test_the_store_keeps_a_sweeps_number_of_points_for_a_report_of_it_running(tmp_path,
+                                                                              capsys):
+    # the store kept no grid size: a report of a sweep still running could not say "17 of 24"
+    import sqlite3
+
+    import numpy as np
+    from helpers.cli import run_cli
+
+    from depthlab.experiments import Store
+
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text('[data]\nname = "digits"\nn = 200\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                   '[train]\nepochs = 1\n[sweep]\n"train.seed" = [0, 1, 2]\n')
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "sweep", cfg, "--out", out, "--limit", "2", "--quiet")
+    assert code == 0, err
+    with Store(out) as s:
+        (sid, n), = s.sweep_sizes().items()
+        assert n == 2 and len(s.sweep_points()[sid]) == 2  # "2 of 2"
+        s.set_sweep_size("sw-huge", 10**23)  # a grid beyond SQLite's integers: the largest
+        assert s.sweep_sizes()["sw-huge"] == 2**63 - 1
+        for bad in (-1, True, "3", 2.0):
+            with pytest.raises(ValueError, match=f"points = {bad!r}"):
+                s.set_sweep_size("sw-x", bad)
+        s.set_sweep_size("sw-np", np.int64(5))  # run_sweep's limit may be a NumPy integer
+        assert s.sweep_sizes()["sw-np"] == 5
+    code, _, err = run_cli(capsys, "sweep", cfg, "--out", out, "--quiet")
+    assert code == 0, err
+    with Store(out, readonly=True) as s:
+        assert s.sweep_sizes()[sid] == 3  # the last run of the sweep says
+    con = sqlite3.connect(str(out / "depthlab.db"))
+    con.execute("DROP TABLE sweeps")  # a store of an earlier depthlab
+    con.commit()
+    con.close()
+    with Store(out, readonly=True) as s:
+        assert s.sweep_sizes() == {}

@@ -14,6 +14,7 @@ import functools
 import gc
 import json
 import math
+import operator
 import os
 import re
 import shutil
@@ -69,6 +70,8 @@ CREATE TABLE IF NOT EXISTS jacobian (run_id TEXT NOT NULL, step INTEGER, example
 CREATE TABLE IF NOT EXISTS findings (run_id TEXT NOT NULL, payload TEXT);
 CREATE TABLE IF NOT EXISTS sweep_points (sweep TEXT NOT NULL, run_id TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS sweep_points_key ON sweep_points(sweep, run_id);
+CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, points INTEGER NOT NULL,
+    updated REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
 CREATE INDEX IF NOT EXISTS epochs_run ON epochs(run_id);
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
@@ -678,6 +681,36 @@ class Store:
             raise StoreWriteError(f"the points of sweep {sweep} could not be recorded in "
                                   f"{str(self.path)!r}: {_reason(e, self.path)} (runs stored "
                                   "earlier are intact)") from None
+
+    def set_sweep_size(self, sweep: str, points: int) -> None:
+        """Record that ``sweep`` has ``points`` points to run (its grid, or the first
+        ``--limit`` of it; the last sweep run with this id says), so that a report of a sweep
+        still running can say how many of them are stored (:meth:`sweep_sizes`)."""
+        try:  # a NumPy integer too (run_sweep's limit)
+            n = -1 if isinstance(points, bool) else operator.index(points)
+        except TypeError:
+            n = -1
+        if n < 0:
+            raise ValueError(f"points = {points!r} is not accepted; accepted: an integer >= 0")
+        try:
+            with self._transaction() as c:
+                c.execute("INSERT OR REPLACE INTO sweeps (id, points, updated) VALUES (?, ?, ?)",
+                          (str(sweep), min(n, 2**63 - 1), time.time()))  # SQLite's
+        except (sqlite3.DatabaseError, OSError) as e:
+            if not _storage_error(e):
+                raise
+            raise StoreWriteError(f"the size of sweep {sweep} could not be recorded in "
+                                  f"{str(self.path)!r}: {_reason(e, self.path)} (runs stored "
+                                  "earlier are intact)") from None
+
+    @_reading
+    def sweep_sizes(self) -> dict[str, int]:
+        """``{sweep id: points}`` as :meth:`set_sweep_size` recorded them; a sweep stored by an
+        earlier depthlab (or a run kept without one) has no entry."""
+        if not self._has_table("sweeps"):  # a store written before it, read-only
+            return {}
+        return {str(k): int(v) for k, v in self._conn.execute("SELECT id, points FROM sweeps")
+                if isinstance(v, int)}
 
     def _has_table(self, name: str) -> bool:
         """Whether the store has table ``name`` (a store written before it existed, opened

@@ -185,6 +185,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     store = Store(out_dir)
     try:  # a read-only or full store fails before any point is computed (or Dask started)
         store.check_writable()
+        store.set_sweep_size(sweep, total)  # a report of it running says "17 of 24"
     except BaseException:
         store.close()
         raise
