@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS findings (run_id TEXT NOT NULL, payload TEXT);
 CREATE TABLE IF NOT EXISTS sweep_points (sweep TEXT NOT NULL, run_id TEXT NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS sweep_points_key ON sweep_points(sweep, run_id);
 CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, points INTEGER NOT NULL,
-    updated REAL NOT NULL);
+    created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
 CREATE INDEX IF NOT EXISTS epochs_run ON epochs(run_id);
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
@@ -694,7 +694,9 @@ class Store:
             raise ValueError(f"points = {points!r} is not accepted; accepted: an integer >= 0")
         try:
             with self._transaction() as c:
-                c.execute("INSERT OR REPLACE INTO sweeps (id, points, updated) VALUES (?, ?, ?)",
+                # created: when the sweep was first run (wall clock, like a run's)
+                c.execute("INSERT INTO sweeps (id, points, created) VALUES (?, ?, ?) ON "
+                          "CONFLICT(id) DO UPDATE SET points = excluded.points",
                           (str(sweep), min(n, 2**63 - 1), time.time()))  # SQLite's
         except (sqlite3.DatabaseError, OSError) as e:
             if not _storage_error(e):
