@@ -79,3 +79,26 @@ def test_predict_names_a_device_or_a_pipe_given_as_data_or_model(tmp_path):
     os.mkfifo(model)
     with pytest.raises(ValueError, match=r"is not a file \(a folder, a device or a pipe\)"):
         resolve_model(str(model), tmp_path)
+
+
+def test_the_reports_verification_line_says_what_decided_the_verdict():
+    # the report built its own verdict: 'train loss 1.36 -> 0.7089: did not help' with no
+    # reason, and 'max |mean activation| 0.5417 -> 0.4223: helped (resolved)' for a ReLU's
+    # mean still above the rule's threshold; the command line said both
+    from depthlab.diagnosis.findings import Verification
+    from depthlab.report.build import _verification_text
+
+    chance = Verification(kind="saturation", prescription={"batchnorm": True},
+                          before={"train_loss": 1.36, "val_acc": 0.5},
+                          after={"train_loss": 0.7089, "val_acc": 0.5}, metric="saturated",
+                          metric_before=0.9, metric_after=0.1, resolved=True, helped=False,
+                          chance_loss=0.6931)
+    text = _verification_text(chance.to_dict())
+    assert text.endswith("did not help (the train loss did not end below a constant "
+                         "prediction's, 0.6931)"), text
+    relu = Verification(kind="mean_shift", prescription={"activation": "relu"},
+                        before={"train_loss": 2.0}, after={"train_loss": 1.0},
+                        metric="max |mean activation|", metric_before=0.5417,
+                        metric_after=0.4223, resolved=True, helped=True)
+    text = _verification_text(relu.to_dict())
+    assert "still above its threshold 0.25" in text and text.startswith("train loss 2"), text

@@ -272,6 +272,15 @@ class Verification:
         """One line: train loss, val accuracy and the finding's metric before -> after, and
         whether the prescription helped (the rule in the class docstring)."""
         b, a = self.before, self.after
+        val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
+               if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
+        return (f"train loss {_loss(b)} -> {_loss(a)}, "
+                f"{val}{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
+                f": {self.verdict()}")
+
+    def verdict(self) -> str:
+        """The end of :meth:`summary`: ``helped`` or ``did not help`` with what decided it (the
+        report's verification lines end with it too)."""
         if self.helped:
             verdict = "helped" + (" (finding resolved)" if self.resolved else "")
             above = self._above_threshold()
@@ -288,11 +297,7 @@ class Verification:
             verdict += self.trade_off()
         else:
             verdict = "did not help" + self._chance_reason()
-        val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
-               if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
-        return (f"train loss {_loss(b)} -> {_loss(a)}, "
-                f"{val}{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
-                f": {verdict}")
+        return verdict
 
 
 def _timeless(value: Any) -> Any:

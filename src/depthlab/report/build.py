@@ -621,6 +621,13 @@ def _verification_text(v: dict) -> str:
     if v.get("metric"):
         bits.append(f"{v['metric']} {H.fmt(v.get('metric_before'))} → "
                     f"{H.fmt(v.get('metric_after'))}")
+    try:  # the doctor's own verdict: what decided it (a constant prediction's loss, a metric
+        # still above its threshold) said as the command line says it
+        from ..diagnosis.findings import Verification
+
+        return ", ".join(bits) + ": " + Verification.from_dict(v).verdict()
+    except (KeyError, TypeError, ValueError, AttributeError):  # an older or partial record
+        pass
     verdict = "helped" if v.get("helped") else "did not help"
     resolved = ""
     if v.get("resolved"):
