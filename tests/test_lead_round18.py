@@ -102,3 +102,22 @@ def test_the_reports_verification_line_says_what_decided_the_verdict():
                         metric_after=0.4223, resolved=True, helped=True)
     text = _verification_text(relu.to_dict())
     assert "still above its threshold 0.25" in text and text.startswith("train loss 2"), text
+
+
+def test_a_report_of_a_sweep_still_running_says_how_many_of_its_points_are_stored(tmp_path):
+    # the store keeps each sweep's planned points (Store.set_sweep_size) since cli18b, but the
+    # report said only '2 runs (2 finished)' for a sweep of 5 points stopped after 2
+    from depthlab.experiments.store import Store
+    from depthlab.experiments.sweep import run_sweep
+    from depthlab.report.build import write_report
+
+    cfg = {"data": {"name": "spirals", "n": 60}, "model": {"sizes": [2, 4, 2]},
+           "train": {"epochs": 1, "batch_size": 30},
+           "sweep": {"train.lr": [0.01, 0.02]}}
+    result = run_sweep(cfg, tmp_path, echo=None)
+    with Store(tmp_path) as store:
+        assert store.sweep_sizes() == {result.sweep: 2}
+        store.set_sweep_size(result.sweep, 5)  # as a sweep of 5 points stopped after 2 leaves it
+    page = write_report(tmp_path)
+    html = (page if page.is_file() else tmp_path / "report.html").read_text()
+    assert "2 of the sweep's 5 points stored (3 not run yet" in html.replace("&#x27;", "'")

@@ -246,6 +246,8 @@ class _Group:
                  by_run: bool = False) -> None:
         self.anchor, self.title, self.kind, self.runs = anchor, title, kind, runs
         self.by_run = by_run
+        self.sweep: str | None = None  # the sweep's id (its points' ``sweep`` column)
+        self.planned: int | None = None  # the points it is to run (Store.sweep_sizes)
 
 
 def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
@@ -286,6 +288,7 @@ def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
         label = f"{cfg_names.pop()} ({name})" if len(cfg_names) == 1 else str(name)
         title = f"Sweep {label}" if name != "demo" else "Demo: one deep network, several recipes"
         out.append(_Group(unique(f"sweep-{_safe_name(name)}"), title, "sweep", sel))
+        out[-1].sweep = str(name)
     in_sweeps = set().union(*of_sweep.values()) if of_sweep else set()
     alone = runs[(sweeps.isna() | (sweeps == "")) & ~ids.isin(in_sweeps)]
     kinds = [str(k or "run") for k in alone.get("kind", pd.Series([None] * len(alone)))]
@@ -513,7 +516,10 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     parts = []
     counts = runs["status"].value_counts().to_dict()
     status_txt = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    parts.append(f"<p class=\"note\">{len(runs)} run{'s' * (len(runs) != 1)} "
+    planned = group.planned if group.planned is not None and group.planned > len(runs) else None
+    stored = (f"{len(runs)} of the sweep's {planned} points stored ({planned - len(runs)} not "
+              "run yet: the sweep is still running or was stopped). " if planned else "")
+    parts.append(f"<p class=\"note\">{stored}{len(runs)} run{'s' * (len(runs) != 1)} "
                  f"({H.esc(status_txt)}). "
                  + (f"Varying: {H.esc(', '.join(keys))}." if keys else
                     "No configuration key varies between runs.")
@@ -1052,6 +1058,9 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     toc: list[tuple[str, str]] = []
     members = store.sweep_points() if n and hasattr(store, "sweep_points") else {}
     groups = _groups(runs, fold_beyond=max_runs, members=members) if n else []
+    sizes = store.sweep_sizes() if groups and hasattr(store, "sweep_sizes") else {}
+    for g in groups:  # a sweep still running (or stopped): "17 of 24 runs"
+        g.planned = sizes.get(g.sweep) if g.sweep is not None else None
     detailed: set[str] = set()  # runs drawn in a section so far (a run in two sweeps: once)
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
