@@ -121,3 +121,21 @@ def test_a_report_of_a_sweep_still_running_says_how_many_of_its_points_are_store
     page = write_report(tmp_path)
     html = (page if page.is_file() else tmp_path / "report.html").read_text()
     assert "2 of the sweep's 5 points stored (3 not run yet" in html.replace("&#x27;", "'")
+
+
+def test_a_grid_listing_a_point_twice_is_not_reported_as_unfinished(tmp_path):
+    # [0.01, 0.01, 0.02] is 3 points but 2 runs: the report said "2 of the sweep's 3 points
+    # stored (1 not run yet ...)" for a finished sweep
+    from depthlab.experiments.store import Store
+    from depthlab.experiments.sweep import run_sweep
+    from depthlab.report.build import write_report
+
+    cfg = {"data": {"name": "spirals", "n": 60}, "model": {"sizes": [2, 4, 2]},
+           "train": {"epochs": 1, "batch_size": 30},
+           "sweep": {"train.lr": [0.01, 0.01, 0.02]}}
+    result = run_sweep(cfg, tmp_path, echo=None)
+    with Store(tmp_path) as store:
+        assert store.sweep_sizes() == {result.sweep: 2}
+    page = write_report(tmp_path)
+    html = (page if page.is_file() else tmp_path / "report.html").read_text()
+    assert "points stored" not in html.replace("&#x27;", "'")

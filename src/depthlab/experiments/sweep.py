@@ -261,6 +261,9 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             points = list(points)  # time left weighs each point by its work
             prog.set_work([(p.id, point_work(p.config)) for p in points])
             check_workers_memory(executor, points, store)
+            distinct = len({p.id for p in points})  # a grid listing a point twice ([7, 7, 8])
+            if distinct != total:  # stores it once: "2 of 3 points stored" read as unfinished
+                store.set_sweep_size(sweep, distinct)
         # the stored points are skipped (and refused combinations stored) before the executor
         # starts, and it starts only if a point is left: the same sweep again started a
         # LocalCluster (4-9 s here) or connected to a scheduler to compute nothing
@@ -275,6 +278,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 executor.expect(expected[0])
                 executor.run(itertools.chain([first], todo), done)
         record_found()
+        if len(listed) != total:  # every point met: the distinct ones are the sweep's size
+            store.set_sweep_size(sweep, len(listed))
     except KeyboardInterrupt as e:
         with contextlib.suppress(StoreError):  # the stored points it found count as its own
             record_found()
