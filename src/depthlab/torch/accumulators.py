@@ -453,12 +453,13 @@ class ActAcc:
     ``s <= 0`` (ReLU family) and the units where ``f'(s) != 0`` somewhere."""
 
     __slots__ = ("out", "spec", "n", "saturated", "inactive", "n_active", "active", "alive",
-                 "dead_ok", "host", "kind", "mixed")
+                 "dead_ok", "host", "kind", "mixed", "module")
 
     def __init__(self, out: Acc) -> None:
         self.host = True  # counts and masks on the host only (the CPU kernels' ReLU path)
         self.out = out
         self.kind: tuple | None = None  # the follower module's class and settings
+        self.module: nn.Module | None = None  # the last follower seen (its kind known)
         self.mixed = False  # followers of different kinds in one pass: no rows (see follower)
         self.spec: ActivationSpec | None = None
         self.n = 0
@@ -474,11 +475,14 @@ class ActAcc:
         activations of different kinds (``tanh(fc(a)) + relu(fc(b))``) were pooled into one
         act_std, saturated_frac and inactive_frac of neither; such a layer gets no act rows
         (:attr:`mixed`). One kind: the class and its settings (``inplace`` aside)."""
+        if module is self.module:  # the usual case, and every step of a cell loop: no repr
+            return
         kind = (type(module), module.extra_repr().replace("inplace=True", "").strip(", "))
         if self.kind is None:
             self.kind = kind
         elif kind != self.kind:
             self.mixed = True
+        self.module = module
 
     def _units(self, peak: torch.Tensor | np.ndarray) -> None:
         """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0, or NaN: as
