@@ -535,6 +535,21 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextmanager
+    def _recording(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A write transaction for the sweep bookkeeping ``what`` names: a storage failure is
+        one :class:`StoreWriteError` line ("the points of sweep S could not be recorded in
+        ..."); nothing of it is written and earlier runs are intact."""
+        try:
+            with self._transaction() as c:
+                yield c
+        except (sqlite3.DatabaseError, OSError) as e:
+            if not _storage_error(e):
+                raise
+            raise StoreWriteError(f"{what} could not be recorded in {str(self.path)!r}: "
+                                  f"{_reason(e, self.path)} (runs stored earlier are intact)"
+                                  ) from None
+
+    @contextmanager
     def _transaction(self, wait: bool = True) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception); ``BEGIN`` waits
         for another process's lock as :meth:`_while_locked` says (``wait=False``: inside it)."""
@@ -672,15 +687,8 @@ class Store:
         rows = [(sweep, str(r)) for r in run_ids]
         if not rows:
             return
-        try:
-            with self._transaction() as c:
-                c.executemany(_ADD_MEMBER, rows)
-        except (sqlite3.DatabaseError, OSError) as e:
-            if not _storage_error(e):
-                raise
-            raise StoreWriteError(f"the points of sweep {sweep} could not be recorded in "
-                                  f"{str(self.path)!r}: {_reason(e, self.path)} (runs stored "
-                                  "earlier are intact)") from None
+        with self._recording(f"the points of sweep {sweep}") as c:
+            c.executemany(_ADD_MEMBER, rows)
 
     def set_sweep_size(self, sweep: str, points: int) -> None:
         """Record that ``sweep`` has ``points`` points to run (its grid, or the first
@@ -692,18 +700,11 @@ class Store:
             n = -1
         if n < 0:
             raise ValueError(f"points = {points!r} is not accepted; accepted: an integer >= 0")
-        try:
-            with self._transaction() as c:
-                # created: when the sweep was first run (wall clock, like a run's)
-                c.execute("INSERT INTO sweeps (id, points, created) VALUES (?, ?, ?) ON "
-                          "CONFLICT(id) DO UPDATE SET points = excluded.points",
-                          (str(sweep), min(n, 2**63 - 1), time.time()))  # SQLite's
-        except (sqlite3.DatabaseError, OSError) as e:
-            if not _storage_error(e):
-                raise
-            raise StoreWriteError(f"the size of sweep {sweep} could not be recorded in "
-                                  f"{str(self.path)!r}: {_reason(e, self.path)} (runs stored "
-                                  "earlier are intact)") from None
+        with self._recording(f"the size of sweep {sweep}") as c:
+            # created: when the sweep was first run (wall clock, like a run's)
+            c.execute("INSERT INTO sweeps (id, points, created) VALUES (?, ?, ?) ON "
+                      "CONFLICT(id) DO UPDATE SET points = excluded.points",
+                      (str(sweep), min(n, 2**63 - 1), time.time()))  # SQLite's
 
     @_reading
     def sweep_sizes(self) -> dict[str, int]:
