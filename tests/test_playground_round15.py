@@ -221,6 +221,9 @@ def test_a_change_while_a_network_is_built_says_it_waits(page, server, shots, mo
     # then the new setup runs
     page.wait_for_function("new URLSearchParams(location.search).get('model.depth') === '5'"
                            " && " + MEASURED, timeout=30_000)
+    # the server sends the first measurement, then the state: the page may be read between them
+    page.wait_for_function("document.getElementById('state').textContent !== 'loading'",
+                           timeout=10_000)
     assert page.locator("#state").text_content() == "paused"
 
 
