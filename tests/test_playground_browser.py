@@ -92,6 +92,8 @@ def test_vanishing_then_residual_batchnorm(page, tmp_path):
     assert "predict_gradients" in note and "no theory line" not in note, note
     assert pg.evaluate("S.theory.relative_std.filter((v) => v !== null).length") == 1999
     # 2000 activation layers (two per block) on the page, controls still answer
+    # (the server sends the first measurement, then the state: the page may be read between)
+    pg.wait_for_function("document.body.dataset.state !== 'loading'", timeout=10_000)
     assert pg.locator("#state").text_content() == "paused"
     pg.click("#play")
     pg.wait_for_selector("body[data-state=running]", timeout=2000)

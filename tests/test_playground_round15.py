@@ -240,6 +240,8 @@ def test_the_doctor_refuses_a_copy_that_would_not_fit_beside_the_network(browser
     with Background(memory_limit=int(1.5 * need)) as own, checked_page(browser) as pg:
         pg.goto(own.url + "?model.depth=10&model.width=256")
         pg.wait_for_function(MEASURED, timeout=30_000)
+        # the state follows the first measurement (a loaded host may answer the doctor first)
+        pg.wait_for_function("document.body.dataset.state !== 'loading'", timeout=10_000)
         pg.click("#doctor")
         out = pg.locator("#doctor-out")
         # was: the doctor trained its copies (and, near the machine's memory, the server died)

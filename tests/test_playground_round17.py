@@ -228,6 +228,8 @@ def test_the_doctor_from_the_keyboard_keeps_the_focus_on_its_buttons(page, serve
     # network whose doctor trains long enough to be cancelled)
     page.goto(server.url + "?model.depth=100&model.width=64")
     page.wait_for_function(MEASURED, timeout=30_000)
+    # the state follows the first measurement (a loaded host may answer the doctor first)
+    page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=10_000)
     page.focus("#doctor")
     page.keyboard.press("Enter")
     page.wait_for_function(f"({ACTIVE}) === 'doctor-cancel'", timeout=30_000)

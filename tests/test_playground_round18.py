@@ -187,6 +187,8 @@ def test_space_plays_and_pauses_after_a_button_was_clicked(page, server):
     assert page.evaluate("document.activeElement.id") == "reset"
     page.keyboard.press(" ")
     page.wait_for_function("S.last && S.last.step === 0", timeout=30_000)
+    # the restarted session sends its first measurement, then its state (was 'loading' before)
+    page.wait_for_function("document.body.dataset.state !== 'loading'", timeout=10_000)
     assert page.inner_text("#state") == "PAUSED"
 
 
