@@ -259,7 +259,11 @@ def test_a_gradient_spanning_forty_decades_is_drawn(page, server, tmp_path):
               "&model.init=normal")
     page.wait_for_function("document.getElementById('grad-summary').dataset.ratio !== ''",
                            timeout=60_000)
-    page.wait_for_timeout(300)  # uPlot draws on the next frame
+    # uPlot draws on the next frame (a fixed 300 ms can be short on a loaded host)
+    page.wait_for_function("(() => { const u = S.plots['plot-grad']; return u && "
+                           "u.data[1].filter((v) => v !== null).length === 300 && "
+                           "u.axes[1]._values && u.axes[1]._values.length > 0; })()",
+                           timeout=30_000)
     ratio = float(page.locator("#grad-summary").get_attribute("data-ratio"))
     assert ratio < 1e-30  # the setup does what the test needs
     y = page.evaluate("() => { const u = S.plots['plot-grad'];"
