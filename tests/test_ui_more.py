@@ -542,8 +542,9 @@ def test_the_first_training_step_is_drawn(browser, server):
     pg.click("#step")
     pg.wait_for_function("S.last && S.last.step >= 1 && S.plots['plot-loss'].data[1]"
                          ".filter(v => v !== null).length === 1", timeout=30_000)
-    pg.wait_for_timeout(100)  # uPlot draws on the next animation frame
-    inked = pg.evaluate("""(() => {
+    # uPlot draws on the next animation frame: a fixed 100 ms can be short on a loaded host,
+    # so the pixels are looked at until they are drawn (or 10 s have passed)
+    ink = """(() => {
         const u = S.plots['plot-loss'], d = u.data, i = d[1].findIndex(v => v !== null);
         const x = Math.round(u.valToPos(d[0][i], 'x', true));
         const y = Math.round(u.valToPos(d[1][i], 'y', true));
@@ -553,7 +554,13 @@ def test_the_first_training_step_is_drawn(browser, server):
           if (Math.abs(px[k] - 31) < 40 && Math.abs(px[k + 1] - 95) < 40 &&
               Math.abs(px[k + 2] - 168) < 40 && px[k + 3] > 100) n++;
         }
-        return n; })()""")
+        return n; })()"""
+    inked = pg.evaluate(ink)
+    for _ in range(100):
+        if inked >= 5:
+            break
+        pg.wait_for_timeout(100)
+        inked = pg.evaluate(ink)
     assert inked >= 5, inked
     p.close()
 
