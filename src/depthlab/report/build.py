@@ -628,10 +628,13 @@ def _verification_text(v: dict) -> str:
         bits.append(f"{v['metric']} {H.fmt(v.get('metric_before'))} → "
                     f"{H.fmt(v.get('metric_after'))}")
     try:  # the doctor's own verdict: what decided it (a constant prediction's loss, a metric
-        # still above its threshold) said as the command line says it
+        # still above its threshold) said as the command line says it; a record stored
+        # without its finding's kind (an older or hand-written one) has no rule's threshold,
+        # but the rest of the verdict is the doctor's (it fell back to a bare "did not help")
         from ..diagnosis.findings import Verification
 
-        return ", ".join(bits) + ": " + Verification.from_dict(v).verdict()
+        record = {**v, "kind": v.get("kind") or ""}
+        return ", ".join(bits) + ": " + Verification.from_dict(record).verdict()
     except (KeyError, TypeError, ValueError, AttributeError):  # an older or partial record
         pass
     verdict = "helped" if v.get("helped") else "did not help"
