@@ -195,6 +195,28 @@ def _first_parameter(module: nn.Module) -> tuple[str | None, bool]:
     return first.name, first.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
+def _compiled_call(model: nn.Module) -> str | None:
+    """The one line refusing a forward of ``model`` compiled after the hooks were armed
+    (``torch.compile(model)`` or ``model.compile()`` after a ``Watch``: dynamo ran depthlab's
+    hooks through its frame evaluation and crashed inside Numba's dispatcher), else None.
+    Read first in the model's pre-hook, before anything dynamo could not trace."""
+    dynamo = sys.modules.get("torch._dynamo.eval_frame")  # imported once anything compiled
+    if dynamo is None:
+        return None
+    if getattr(dynamo, "_in_optimized_module", False):
+        how = "torch.compile(model)"
+    elif torch.compiler.is_compiling() or torch._C._dynamo.eval_frame.get_eval_frame_callback() \
+            not in (None, False):  # dynamo traces this hook, or runs it in a compiled region
+        how = "a torch.compile'd function calls it"
+    elif getattr(model, "_compiled_call_impl", None) is not None:
+        how = "model.compile()"
+    else:
+        return None
+    return (f"{type(model).__name__} runs compiled ({how}) while a depthlab Watch's hooks "
+            "are on it, which a compiled forward cannot run; train it uncompiled while it is "
+            "watched, or compile it after watch.close()")
+
+
 def _inert(*args) -> None:
     """What a copy of a watched model gets in place of a :class:`Recording`'s hook: nothing."""
     return None
@@ -525,6 +547,9 @@ class Recording:
         return None, None
 
     def _model_pre(self, module, args, kwargs) -> None:
+        compiled = _compiled_call(module)
+        if compiled:
+            raise TypeError(compiled)
         self._last()
         # a forward of the model without gradients (validation under no_grad/inference_mode
         # while armed) is not a training pass: its hooks return at once and the pass being

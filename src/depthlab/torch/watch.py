@@ -42,6 +42,7 @@ import dataclasses
 import math
 import numbers
 import os
+import sys
 import time
 import warnings
 import weakref
@@ -640,7 +641,10 @@ class Watch:
             # misled there
             why = (none_ran(self.model, self._rec.layers) if ran else
                    f"no layer of {type(self.model).__name__} ran while its hooks were on (was "
-                   "the Watch created after this step's forward?)")
+                   "the Watch created after this step's forward?"
+                   + (" Or does the loop call a torch.compile(model) compiled before the "
+                      "Watch, whose compiled forward skips hooks added later?)"
+                      if "torch._dynamo.eval_frame" in sys.modules else ")"))
             warnings.warn(f"Watch: {why}, so step {n} records its loss only", RuntimeWarning,
                           stacklevel=3)
         first = n - len(self._pending) + 1

@@ -1,0 +1,65 @@
+"""depthlab.torch probe / predict / Watch on the models and loops practitioners have
+(round 19): each finding's regression test, values checked against direct autograd."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+
+
+# -- torch.compile after a Watch is attached ------------------------------------------------
+
+@pytest.mark.parametrize("how", ["torch.compile", "model.compile", "function"])
+def test_a_model_compiled_after_the_watch_is_refused_in_one_line(how):
+    # it crashed inside dynamo ("AssertionError: exception table entry start instruction has
+    # no offset": dynamo ran the hooks through its frame evaluation into Numba's dispatcher)
+    pytest.importorskip("torch._dynamo")
+    m = _mlp()
+    x = torch.randn(16, 4)
+    with dlt.Watch(m, every=2, theory=False):
+        if how == "torch.compile":
+            run = torch.compile(m, backend="eager")
+        elif how == "model.compile":
+            m.compile(backend="eager")
+            run = m
+        else:
+            run = torch.compile(lambda t: m(t).sum(), backend="eager")
+        with pytest.raises(TypeError, match=r"Sequential runs compiled .*compile it after "
+                                            r"watch\.close\(\)"):
+            run(x)
+    # closed: the compiled model trains as any other
+    assert torch.isfinite(torch.as_tensor(run(x))).all()
+
+
+def test_a_model_compiled_before_the_watch_is_refused_or_named_in_the_warning():
+    # compiled code that skips hooks added later made every record loss-only with a warning
+    # asking only whether the Watch was created after the step's forward; where dynamo does
+    # run the hooks (the compiled code recompiled), it crashed inside dynamo
+    pytest.importorskip("torch._dynamo")
+    m = _mlp()
+    cm = torch.compile(m, backend="eager")
+    x = torch.randn(16, 4)
+    cm(x).sum().backward()
+    with dlt.Watch(m, every=1, theory=False) as w:
+        try:
+            loss = cm(x).pow(2).mean()
+        except TypeError as e:
+            assert "runs compiled (torch.compile(model))" in str(e)
+            return
+        loss.backward()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            w.step(loss)
+    assert any("torch.compile(model) compiled before the Watch" in str(c.message)
+               for c in caught), [str(c.message) for c in caught]
