@@ -1220,9 +1220,11 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
     frequencies over the ``out.shape[1]`` classes, the loss's ``ignore_index`` left out, or of
     the mean probability row (with class weights, :func:`_weighted_label_entropy`);
     ``BCEWithLogitsLoss``/``BCELoss`` the mean binary entropy of each target column's mean;
-    ``MSELoss`` the mean of each column's variance. NaN for any other loss, ``pos_weight`` or
-    the BCE's ``weight``, class weights with label smoothing, or a reduction other than
-    ``"mean"``."""
+    ``MSELoss`` the mean of each column's variance; ``L1Loss``, ``HuberLoss`` and
+    ``SmoothL1Loss`` each column's mean loss at its best constant (the median for L1,
+    :func:`_robust_constant_loss`), averaged over the columns. NaN for any other loss,
+    ``pos_weight`` or the BCE's ``weight``, class weights with label smoothing, or a reduction
+    other than ``"mean"``."""
     from .. import losses as dl_losses
     from ..diagnosis.doctor import constant_loss as shared
     from .probe import loss_ignore_index
@@ -1266,7 +1268,60 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
         return shared("bce", t.cpu().double().numpy()) if t.is_floating_point() else math.nan
     if isinstance(fn, nn.MSELoss) or fn is F.mse_loss:
         return shared("mse", t.cpu().double().numpy()) if t.is_floating_point() else math.nan
+    robust = _robust_loss(fn, opt)
+    if robust is not None:
+        return _robust_constant_loss(t, robust) if t.is_floating_point() else math.nan
     return math.nan
+
+
+def _robust_loss(fn: Any, opt: Callable[[str, Any], Any]) -> float | None:
+    """The transition point of an ``L1Loss`` (0), ``HuberLoss`` (``delta``, default 1) or
+    ``SmoothL1Loss`` (``beta``, default 1; 0 is the L1 loss) as :func:`_huber_loss` takes it
+    (a negative width for the smooth L1 loss, whose quadratic part is divided by ``beta``), or
+    None for any other loss."""
+    if isinstance(fn, nn.L1Loss) or fn is F.l1_loss:
+        return 0.0
+    if isinstance(fn, nn.HuberLoss) or fn is F.huber_loss:
+        delta = opt("delta", 1.0)
+        return float(delta) if isinstance(delta, (int, float)) and delta > 0 else None
+    if isinstance(fn, nn.SmoothL1Loss) or fn is F.smooth_l1_loss:
+        beta = opt("beta", 1.0)
+        return -float(beta) if isinstance(beta, (int, float)) and beta >= 0 else None
+    return None
+
+
+def _huber_loss(r: np.ndarray, width: float) -> np.ndarray:
+    """Entry-wise loss of the residuals ``r`` (see :func:`_robust_loss`): ``|r|`` for width 0,
+    torch's ``huber_loss(delta=width)`` for width > 0, ``smooth_l1_loss(beta=-width)`` for
+    width < 0."""
+    a = np.abs(r)
+    if width == 0:
+        return a
+    d = abs(width)
+    huber = np.where(a < d, 0.5 * r * r, d * (a - 0.5 * d))
+    return huber if width > 0 else huber / d
+
+
+def _robust_constant_loss(y: torch.Tensor, width: float) -> float:
+    """:func:`constant_loss` of an L1, Huber or smooth L1 loss (mean reduction): per target
+    column, the loss is least at the column's median (L1), or where the mean clipped residual
+    ``clip(c - y, -d, d)`` is 0 (Huber, smooth L1: increasing in ``c``, found by bisection
+    between the column's extremes in float64); the mean over the columns of each one's mean
+    loss there."""
+    cols = y.detach().reshape(len(y), -1).cpu().double().numpy()
+    if cols.size == 0 or not np.isfinite(cols).all():
+        return math.nan
+    if width == 0:
+        c = np.median(cols, axis=0)
+    else:
+        d = abs(width)
+        lo, hi = cols.min(axis=0), cols.max(axis=0)
+        for _ in range(200):  # the interval halves each time: float64's resolution well before
+            mid = 0.5 * (lo + hi)
+            up = np.clip(mid - cols, -d, d).mean(axis=0) > 0
+            lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+        c = 0.5 * (lo + hi)
+    return float(_huber_loss(cols - c, width).mean(axis=0).mean())
 
 
 def _weighted_label_entropy(loss_fn: Callable, y: torch.Tensor, weight: Any, classes: int

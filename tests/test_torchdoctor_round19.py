@@ -1,0 +1,77 @@
+"""Round 19: the torch doctor, its command line and the bridge on losses, models and data
+the earlier rounds left out."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+tdoc = importlib.import_module("depthlab.torch.doctor")  # (depthlab.torch.doctor: the function)
+
+
+def _brute_constant(loss_fn, y: torch.Tensor) -> float:
+    """The least mean loss of one constant per target column, by a grid search in float64."""
+    total = 0.0
+    for col in y.double().reshape(len(y), -1).T:
+        grid = torch.linspace(float(col.min()), float(col.max()), 4001, dtype=torch.float64)
+        losses = torch.stack([loss_fn(torch.full_like(col, float(c)), col) for c in grid])
+        i = int(losses.argmin())
+        fine = torch.linspace(float(grid[max(i - 1, 0)]), float(grid[min(i + 1, 4000)]), 2001,
+                              dtype=torch.float64)
+        total += float(torch.stack([loss_fn(torch.full_like(col, float(c)), col)
+                                    for c in fine]).min())
+    return total / y.reshape(len(y), -1).shape[1]
+
+
+@pytest.mark.parametrize("loss_fn", [
+    nn.L1Loss(), nn.HuberLoss(), nn.HuberLoss(delta=0.3), nn.SmoothL1Loss(),
+    nn.SmoothL1Loss(beta=0.2), nn.SmoothL1Loss(beta=0.0), F.l1_loss,
+    functools.partial(F.huber_loss, delta=2.0), functools.partial(F.smooth_l1_loss, beta=0.5)],
+    ids=["l1", "huber", "huber0.3", "smooth_l1", "smooth_l1_0.2", "smooth_l1_0", "F.l1",
+         "F.huber2", "F.smooth_l1_0.5"])
+def test_the_constant_prediction_of_an_l1_or_huber_regression_is_known(loss_fn):
+    # constant_loss was NaN for L1Loss, HuberLoss and SmoothL1Loss, so a cure of such a
+    # regression that only learned each target's median read "helped" (the constant-prediction
+    # condition of the verdict was off); the best constant's mean loss, per column
+    g = torch.Generator().manual_seed(1)
+    y = torch.cat([torch.randn(301, 1, generator=g) * 2 + 3,
+                   torch.rand(301, 1, generator=g).log().neg() * 3,
+                   torch.randn(301, 1, generator=g) * 0.1], dim=1)
+    got = tdoc.constant_loss(loss_fn, y, None)
+    assert got == pytest.approx(_brute_constant(loss_fn, y), rel=1e-6)
+    assert tdoc.constant_loss(nn.L1Loss(reduction="sum"), y, None) != \
+        tdoc.constant_loss(nn.L1Loss(reduction="sum"), y, None)  # NaN: not a mean
+
+
+def test_an_l1_regressions_verified_cure_is_judged_against_the_median_prediction():
+    # targets unrelated to the inputs: the baseline (a deep sigmoid net) ends at the median's
+    # loss; the verifications carry that loss, so a cure reaching it does not read "helped"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=g)
+    y = torch.randn(200, 1, generator=g) * 2 + 3
+
+    def make():
+        layers = [nn.Linear(6, 16), nn.Sigmoid()]
+        for _ in range(7):
+            layers += [nn.Linear(16, 16), nn.Sigmoid()]
+        model = nn.Sequential(*layers, nn.Linear(16, 1))
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0)
+        return model
+
+    d = dlt.doctor(make, (x, y), loss_fn=nn.L1Loss(), steps=20, verify=True, max_cures=1)
+    assert d.verifications
+    data = tdoc.tensor_data((x, y), torch.device("cpu"), torch.float32, 0, float_targets=True)
+    median = float((data.y - data.y.median()).abs().mean())  # 160 rows: any middle value
+    for v in d.verifications:
+        assert v.chance_loss == pytest.approx(median, rel=1e-6)
+        assert not (v.helped and v.after["train_loss"] >= 0.99 * v.chance_loss)
