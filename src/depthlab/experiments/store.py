@@ -927,6 +927,73 @@ class Store:
         cols = [d[0] for d in cur.description]
         return pd.DataFrame(cur.fetchall(), columns=cols)
 
+    def _column_kinds(self, name: str, cols: list[str]) -> list[str]:
+        """The dtype :meth:`table` gives each column of table ``name``, from the SQLite types
+        of all its values (one scan): ``"int64"`` (integers only), ``"float64"`` (numbers with a
+        real or a NULL among them), ``"text"`` (text, maybe NULLs: an object column of strings),
+        else ``"object"`` (text beside numbers, blobs, or NULLs only)."""
+        flags = ", ".join(f"max(typeof({_sql_name(c)}) = '{t}')" for c in cols
+                          for t in ("null", "integer", "real", "text", "blob"))
+        row = self._conn.execute(f"SELECT {flags} FROM {name}").fetchone()
+        kinds = []
+        for i in range(len(cols)):
+            null, integer, real, text, blob = (bool(v) for v in row[5 * i:5 * i + 5])
+            if text and not (integer or real or blob):
+                kinds.append("text")
+            elif text or blob or not (integer or real):
+                kinds.append("object")
+            elif integer and not (real or null):
+                kinds.append("int64")
+            else:
+                kinds.append("float64")
+        return kinds
+
+    def _write_table(self, name: str, fh: Any, fmt: str) -> None:
+        """Table ``name`` as :meth:`table` reads it, written to the open file ``fh`` as CSV or
+        Parquet ``ROW_CHUNK`` rows at a time, each column of the dtype that the whole table gives
+        it (so the file is the one the whole frame writes; export of a 3M-row probe table held
+        every row as a tuple and the frame built from them)."""
+        if name == "sweep_points" and not self._has_table(name):  # an older store, read-only
+            return self._write_frame(self.table(name), fh, fmt)
+        cur = self._conn.execute(f"SELECT * FROM {name}")
+        cols = [d[0] for d in cur.description]
+        kinds = self._column_kinds(name, cols)
+        parquet = fmt == "parquet"
+        if parquet and "object" in kinds:  # Arrow's type of such a column: from all of it
+            return self._write_frame(self.table(name), fh, fmt)
+        schema = None
+        if parquet:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            text = pa.Schema.from_pandas(pd.DataFrame([("a",)], columns=["t"]),
+                                         preserve_index=False).field("t").type  # as table()'s
+            types = {"int64": pa.int64(), "float64": pa.float64(), "text": text}
+            schema = pa.schema([(c, types[k]) for c, k in zip(cols, kinds)])
+        writer = None
+        with _gc_paused():  # each chunk's tuples set off collections of the whole heap
+            while rows := cur.fetchmany(ROW_CHUNK):
+                df = pd.DataFrame({c: pd.Series(values, dtype=object) if kind in (
+                                   "text", "object") else np.array(values, dtype=kind)
+                                   for c, kind, values in zip(cols, kinds, zip(*rows))})
+                if not parquet:
+                    df.to_csv(fh, index=False, header=writer is None)
+                    writer = True
+                    continue
+                table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(fh, table.schema)
+                writer.write_table(table)
+        if writer is None:  # no rows: the header (or schema) of an empty table
+            return self._write_frame(pd.DataFrame([], columns=cols), fh, fmt)
+        if parquet:
+            writer.close()
+        return None
+
+    @staticmethod
+    def _write_frame(df: pd.DataFrame, fh: Any, fmt: str) -> None:
+        (df.to_csv if fmt == "csv" else df.to_parquet)(fh, index=False)
+
     # -- export -------------------------------------------------------------------------------
     @_reading
     def export(self, out_path: str | os.PathLike, fmt: str = "csv") -> list[Path]:
@@ -948,14 +1015,16 @@ class Store:
 
     def _export(self, out: Path, fmt: str) -> list[Path]:
         def tables() -> Iterator[tuple[Path, Callable[[Any], object]]]:
-            for name in EXPORTED:  # one table in memory at a time
-                df = self.table(name)
-                if name == "runs":
-                    flat = self.runs()
-                    for k in METRIC_KEYS + tuple(c for c in flat.columns if c not in df.columns
-                                                 and c not in METRIC_KEYS):
-                        if k in flat.columns and k not in df.columns:
-                            df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
+            for name in EXPORTED:
+                if name != "runs":  # ROW_CHUNK rows in memory at a time (a long probe table)
+                    yield out / f"{name}.{fmt}", lambda fh, n=name: self._write_table(n, fh, fmt)
+                    continue
+                df = self.table(name)  # one row per run, with its final metrics as columns
+                flat = self.runs()
+                for k in METRIC_KEYS + tuple(c for c in flat.columns if c not in df.columns
+                                             and c not in METRIC_KEYS):
+                    if k in flat.columns and k not in df.columns:
+                        df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
                 writer = df.to_csv if fmt == "csv" else df.to_parquet
                 yield out / f"{name}.{fmt}", lambda fh, w=writer: w(fh, index=False)
 
@@ -963,6 +1032,11 @@ class Store:
         # tables left them new beside the previous export's others (runs.csv listing 34 runs,
         # histograms.csv still of 10)
         return atomic_write_all(tables())
+
+
+def _sql_name(name: str) -> str:
+    """``name`` quoted as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 _ADD_MEMBER = "INSERT OR IGNORE INTO sweep_points (sweep, run_id) VALUES (?, ?)"
