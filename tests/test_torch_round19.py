@@ -63,3 +63,60 @@ def test_a_model_compiled_before_the_watch_is_refused_or_named_in_the_warning():
             w.step(loss)
     assert any("torch.compile(model) compiled before the Watch" in str(c.message)
                for c in caught), [str(c.message) for c in caught]
+
+
+# -- the Watch's theory of a forward called with more than one input -----------------------
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f, self.act, self.g = nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)
+
+    def forward(self, a, scale=None):
+        h = self.f(a)
+        return self.g(self.act(h if scale is None else h * scale))
+
+
+class _Listed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f, self.act, self.g = nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)
+
+    def forward(self, xs):
+        return self.g(self.act(sum(self.f(t) for t in xs)))
+
+
+@pytest.mark.parametrize("call, what", [
+    (lambda m, a: m(a, torch.full((16, 8), 3.0)), "2 positional arguments"),
+    (lambda m, a: m(a, scale=torch.full((16, 8), 3.0)), "1 positional argument and keyword "
+                                                       "argument 'scale'"),
+    (lambda m, a: m([a, 2 * a]), "a list of inputs"),
+])
+def test_the_watch_has_no_theory_of_a_forward_called_with_several_inputs(call, what):
+    # predict calls model(x): the theory was that of model(a) without the scale (act_var 0.23
+    # of a tanh fed 3x its input), or of model(xs[0]) for a list ("'f' ran 16 times")
+    torch.manual_seed(0)
+    m = _Listed() if "list" in what else _Scaled()
+    a, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    with dlt.Watch(m, every=1) as w:
+        loss = nn.functional.cross_entropy(call(m, a), y)
+        loss.backward()
+        w.step(loss)
+    assert w.theory is None
+    assert w.theory_note == (f"no theory: the model's forward was called with {what}, and "
+                             "predict() takes one input tensor x (it calls model(x))")
+
+
+@pytest.mark.parametrize("by_keyword", [False, True])
+def test_the_watch_predicts_a_forward_called_with_its_one_input(by_keyword):
+    torch.manual_seed(0)
+    m = _Scaled()
+    a, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    with dlt.Watch(m, every=1) as w:
+        loss = nn.functional.cross_entropy(m(a=a) if by_keyword else m(a), y)
+        loss.backward()
+        w.step(loss)
+    assert w.theory is not None and w.theory_note.startswith("theory:")
+    expected = dlt.predict(m, a)
+    assert w.theory.act_var[0] == pytest.approx(
+        float(expected[expected.quantity == "act_std"].predicted.iloc[0]) ** 2, rel=1e-6)

@@ -217,6 +217,21 @@ def _compiled_call(model: nn.Module) -> str | None:
             "watched, or compile it after watch.close()")
 
 
+def _call_note(args: tuple, kwargs: dict) -> str:
+    """Why a forward called with ``args``/``kwargs`` has no single input tensor ``x`` for
+    ``predict(model, x)``, which calls ``model(x)``."""
+    if len(args) == 1 and not kwargs:
+        what = f"a {type(args[0]).__name__} of inputs"
+    else:
+        parts = [f"{len(args)} positional argument{'s' if len(args) != 1 else ''}"] if args \
+            else []
+        parts += [f"keyword argument{'s' if len(kwargs) > 1 else ''} "
+                  + ", ".join(map(repr, kwargs))] if kwargs else []
+        what = " and ".join(parts)
+    return (f"no theory: the model's forward was called with {what}, and predict() "
+            "takes one input tensor x (it calls model(x))")
+
+
 def _inert(*args) -> None:
     """What a copy of a watched model gets in place of a :class:`Recording`'s hook: nothing."""
     return None
@@ -327,6 +342,7 @@ class Recording:
         self.want_input = False  # set: each armed forward keeps a copy of its input
         self.first_input: torch.Tensor | None = None
         self.input_seen = False  # an armed forward of the model ran while want_input was set
+        self.input_note = ""  # why the last such forward's input is not predict()'s x
         self._model_idle = False  # the model's forward in progress runs without gradients
         self._in_model = False  # a forward of the model itself is in progress
         self.forwards = 0  # forwards of the model with gradients since new_pass()
@@ -566,8 +582,14 @@ class Recording:
             # validation pass under no_grad/inference_mode before it is not the one recorded)
             self.input_seen = True
             x, where = self._input(module, args, kwargs)
+            self.input_note = ""
             if isinstance(where, str) and not self._first_params[id(module)][1]:
                 x = None  # keyword-only (forward(self, *, inputs)): predict calls model(x)
+            elif x is not None and (len(args) + len(kwargs) > 1 or (args and x is not args[0])):
+                # predict calls model(x): the theory of model(xs[0]) for forward(xs: list), of
+                # model(a) without the call's other inputs (a scale, a mask) was another model's
+                self.input_note = _call_note(args, kwargs)
+                x = None
             self.first_input = None if x is None else x.detach().clone()
         self._roll()
         if self.want_input:

@@ -394,9 +394,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     layers = list(rec.layers)
     layer_ids = {id(info.owner) for info in layers}
     for info in layers:
-        if not isinstance(info.owner, (nn.Linear, *_CONV)):
-            raise ValueError(f"predict() supports chains of Linear/Conv layers; layer "
-                             f"{info.name!r} is a {info.kind}")
+        kind = unsupported_layer([info])
+        if kind:
+            raise ValueError(kind)
         _check_stock_forward(info)
     _check_backward_hooks(model, names)
     returns = _HookReturns(model, names)
@@ -1393,6 +1393,16 @@ def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
 
 
 @keyword_hints
+def unsupported_layer(layers) -> str:
+    """The refusal of the first of ``layers`` (``LayerInfo``) that is no ``Linear``/``Conv``
+    layer, or ``""``."""
+    for info in layers:
+        if not isinstance(info.owner, (nn.Linear, *_CONV)):
+            return (f"predict() supports chains of Linear/Conv layers; layer {info.name!r} is a "
+                    f"{info.kind}")
+    return ""
+
+
 def predict(model: nn.Module, x: Any, y: Any = None,
             loss_fn: Callable[[Any, Any], torch.Tensor] | str | None = None,
             percentiles: Sequence[float] = ()) -> pd.DataFrame:

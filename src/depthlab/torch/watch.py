@@ -61,7 +61,7 @@ from ..validators import keyword_hints, positive_int
 from .accumulators import norm_dtype, stat_dtype
 from .hooks import Recording
 from .layers import check_materialized, none_ran
-from .predict import theory_rows
+from .predict import theory_rows, unsupported_layer
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]
@@ -372,10 +372,11 @@ class Watch:
             self._theory_pending = self._rec.want_input = True
             return
         if x is None:
-            self.theory_note = ("no theory: the model itself did not run in the recorded step "
-                                "(the loop called its submodules)" if not self._rec.input_seen
-                                else "no theory: the model's forward got no tensor as its first "
-                                "positional argument")
+            kind = unsupported_layer(self._rec.ran_layers()) if self._rec.input_note else ""
+            self.theory_note = f"no theory: {kind}" if kind else self._rec.input_note or (
+                "no theory: the model itself did not run in the recorded step (the loop called "
+                "its submodules)" if not self._rec.input_seen else "no theory: the model's "
+                "forward got no tensor as its first positional argument")
             return
         armed = self._rec.armed
         self._rec.disarm()
