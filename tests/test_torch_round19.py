@@ -120,3 +120,39 @@ def test_the_watch_predicts_a_forward_called_with_its_one_input(by_keyword):
     expected = dlt.predict(m, a)
     assert w.theory.act_var[0] == pytest.approx(
         float(expected[expected.quantity == "act_std"].predicted.iloc[0]) ** 2, rel=1e-6)
+
+
+# -- probe/predict in a loop leave the model's own attributes as they were ------------------
+
+class _Counting(nn.Module):
+    """A forward that counts its calls and keeps its last hidden state (warm-up schedules,
+    attention maps kept for plotting)."""
+
+    def __init__(self):
+        super().__init__()
+        self.f, self.act, self.g = nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)
+        self.calls, self.seen = 0, []
+
+    def forward(self, x):
+        self.calls += 1
+        self.seen.append(len(x))
+        h = self.act(self.f(x))
+        self.last_hidden = h
+        return self.g(h)
+
+
+@pytest.mark.parametrize("what", ["probe", "predict"])
+def test_probe_and_predict_leave_the_models_own_attributes_as_they_were(what):
+    # dlt.probe/dlt.predict in a loop advanced a forward's call counter (+1 per probe: a
+    # warm-up read from it trains differently from the loop without the probe), appended to
+    # its lists and left the probe's hidden state cached
+    torch.manual_seed(0)
+    m = _Counting()
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    m(x)
+    cached = m.last_hidden
+    if what == "probe":
+        dlt.probe(m, x[:5], y[:5], "cross_entropy")
+    else:
+        dlt.predict(m, x[:5], y[:5], "cross_entropy")
+    assert m.calls == 1 and m.seen == [16] and m.last_hidden is cached

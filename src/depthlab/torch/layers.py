@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -696,6 +697,44 @@ def _renormed_weights(model: nn.Module) -> list[tuple[torch.Tensor, int, torch.T
     return out
 
 
+_MODULE_KEYS = frozenset(nn.Module().__dict__)
+"""The attributes every ``nn.Module`` has (its parameters, buffers, children and hooks)."""
+_CONTAINERS = (list, dict, set)
+
+
+def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list]]:
+    """Per module of ``model``: its own attributes (``self.calls``, ``self.seen``,
+    ``self.last_attention``: not those of :data:`_MODULE_KEYS`) and the contents of those that
+    are lists, dicts or sets, for :func:`_put_back` after a forward that must leave no trace
+    (:func:`untouched`)."""
+    saved = []
+    for m in model.modules():
+        own = {k: v for k, v in m.__dict__.items() if k not in _MODULE_KEYS}
+        contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
+        saved.append((m, own, contents))
+    return saved
+
+
+def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
+    """Undo what a forward did to the modules' own attributes (a call counter the forward
+    increments, a list it appends to, a tensor it caches, an attribute it adds): the theory's
+    forward left a model whose forward reads them training differently from one without a
+    Watch (a counter one ahead), and so did every ``dlt.probe``/``dlt.predict`` in a loop."""
+    for m, own, contents in saved:
+        now = m.__dict__
+        for k in [k for k in now if k not in _MODULE_KEYS and k not in own]:
+            del now[k]
+        for k, v in own.items():
+            if now.get(k, _put_back) is not v:
+                now[k] = v
+        for v, old in contents:  # once a run: no comparison (of tensors, say) needed
+            if type(v) is list:
+                v[:] = old
+            else:
+                v.clear()
+                v.update(old)
+
+
 @contextmanager
 def untouched(model: nn.Module) -> Iterator[None]:
     """Forward passes inside the block leave no trace: buffers (batch-norm running
@@ -703,6 +742,7 @@ def untouched(model: nn.Module) -> Iterator[None]:
     are the weights an ``nn.Embedding(max_norm=...)`` renormalizes in its forward; the
     hooks of other armed recordings of the model are off within it (:func:`_paused`)."""
     paused = _paused(model)
+    attributes = _attributes(model)
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     renormed = _renormed_weights(model)
     modes = [(m, m.training) for m in model.modules()]
@@ -721,5 +761,6 @@ def untouched(model: nn.Module) -> Iterator[None]:
                     w.copy_(saved)
         for m, mode in modes:
             m.training = mode
+        _put_back(attributes)  # a call counter the forward increments, a list it appends to
         for r in paused:
             r.arm()

@@ -60,7 +60,7 @@ from ..probes.stats import check_percentiles
 from ..validators import keyword_hints, positive_int
 from .accumulators import norm_dtype, stat_dtype
 from .hooks import Recording
-from .layers import check_materialized, none_ran
+from .layers import _attributes, _put_back, check_materialized, none_ran
 from .predict import theory_rows, unsupported_layer
 from .probe import COLUMNS, check_loss
 
@@ -137,43 +137,6 @@ def _error_text(error: BaseException, steps: int) -> str:
         message = (f"interrupted (Ctrl-C) after {steps} steps"
                    if isinstance(error, KeyboardInterrupt) else f"raised after {steps} steps")
     return f"{type(error).__name__}: {message}"
-
-
-_MODULE_KEYS = frozenset(nn.Module().__dict__)
-"""The attributes every ``nn.Module`` has (its parameters, buffers, children and hooks)."""
-_CONTAINERS = (list, dict, set)
-
-
-def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list]]:
-    """Per module of ``model``: its own attributes (``self.calls``, ``self.seen``,
-    ``self.last_attention``: not those of :data:`_MODULE_KEYS`) and the contents of those that
-    are lists, dicts or sets, for :func:`_put_back` after the theory's extra forward."""
-    saved = []
-    for m in model.modules():
-        own = {k: v for k, v in m.__dict__.items() if k not in _MODULE_KEYS}
-        contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
-        saved.append((m, own, contents))
-    return saved
-
-
-def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
-    """Undo what a forward did to the modules' own attributes (a call counter the forward
-    increments, a list it appends to, a tensor it caches, an attribute it adds): the theory's
-    forward left a model whose forward reads them training differently from one without a
-    Watch (a counter one ahead)."""
-    for m, own, contents in saved:
-        now = m.__dict__
-        for k in [k for k in now if k not in _MODULE_KEYS and k not in own]:
-            del now[k]
-        for k, v in own.items():
-            if now.get(k, _put_back) is not v:
-                now[k] = v
-        for v, old in contents:  # once a run: no comparison (of tensors, say) needed
-            if type(v) is list:
-                v[:] = old
-            else:
-                v.clear()
-                v.update(old)
 
 
 def _own_params(m: nn.Module) -> list[tuple[str, int]]:
