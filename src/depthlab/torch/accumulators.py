@@ -18,6 +18,7 @@ already; every other tensor takes the torch operations, which define the results
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -81,6 +82,11 @@ def _first_tensor(obj) -> torch.Tensor | None:
         return obj[0]
     if isinstance(obj, dict):  # e.g. a model returning {"logits": ..., "aux": ...}
         obj = tuple(obj.values())
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        # a model returning @dataclass Output(loss=None, logits=...): predict's first output
+        # tensor (without y, loss_fn) was None, the theory refused as "the gradient does not
+        # flow through every layer"
+        obj = tuple(getattr(obj, f.name, None) for f in dataclasses.fields(obj))
     if isinstance(obj, (tuple, list)):
         for o in obj:
             t = _first_tensor(o)
