@@ -4,9 +4,14 @@ reports and the reproduction pages.
 * a doctor record stored without its finding's kind (an older or hand-written one) had its
   verification line end with the report's own bare verdict ("did not help"), not the doctor's
   (which says what decided it: the constant prediction's loss);
+* the report's gradient-flow table took a PyTorch run's ratio of its first layer against its
+  output layer (the head), a NumPy run's against its last hidden layer: a torch doctor's
+  section said "8.06e+05x smaller" (its hidden layers) under the table's "1e+07x less";
 """
 
 from __future__ import annotations
+
+import pytest
 
 
 # -- a doctor record without a kind: the doctor's verdict ----------------------------------------
@@ -27,3 +32,45 @@ def test_a_verification_stored_without_a_kind_ends_with_the_doctors_verdict():
     # was: "saturated 0.9 → 0.1: did not help (resolved)", without the reason
     assert ("saturated 0.9 → 0.1: did not help (the train loss did not end below a constant "
             "prediction's, 0.6931)") in html, html
+
+
+# -- a PyTorch run's gradient ratio is of its hidden layers, as a NumPy run's ---------------------
+def test_a_torch_runs_gradient_ratio_leaves_its_output_layer_out(tmp_path):
+    import html
+    import re
+
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.experiments.store import Store
+    from depthlab.report.build import write_report
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Sigmoid(),
+                          nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 3))
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    for name in ("torch-sigmoid", "again"):  # two runs: the report's "All runs" table
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with dlt.Watch(model, every=1, out=tmp_path, name=name) as watch:
+            for _ in range(3):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+    with Store(tmp_path) as store:
+        runs = store.runs()
+        t = store.probes(runs.loc[runs["name"] == "torch-sigmoid", "id"].iloc[0])
+    g = t[(t["quantity"] == "grad_pre_std") & (t["step"] == t["step"].min())]
+    g = g.groupby("layer")["value"].mean()
+    assert list(g.index) == [1, 2, 3, 4]  # the output layer [6] is layer 4
+    page = write_report(tmp_path)
+    raw = (page if page.is_file() else tmp_path / "report.html").read_text()
+    text = html.unescape(re.sub(r"<[^>]+>", " ", raw))
+    row = re.search(r"torch-sigmoid\s+(\S+)\s+(\S+)", text[text.index("ratio at init"):])
+    # was: layer 1 / layer 4 (the head), where a NumPy run's and the doctor's is layer 1 /
+    # the last hidden layer
+    assert float(row.group(1)) == pytest.approx(g[1] / g[3], rel=1e-3), (row.group(0), g)
+    assert float(row.group(1)) != pytest.approx(g[1] / g[4], rel=1e-2)
+    assert "its output layer (the last to run: <code>[6]</code>)" in raw  # as the figures name it

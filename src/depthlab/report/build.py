@@ -418,8 +418,19 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         "inputs. Shrinking std with depth means the signal dies out going forward."
         + capped, wide=True, alt="activation std per layer for every run"))
     rows = []
+    outputs_left_out = []
     for rid, t in tables.items():
         r = group.runs[group.runs["id"].astype(str) == rid].iloc[0]
+        names = _module_names(r["config"])
+        if names:
+            # a depthlab.torch table holds the output layer too (the last to run), a NumPy
+            # one its hidden layers only: the ratio is of the hidden layers, as the doctor
+            # takes it (a torch doctor's "8.06e+05x smaller" sat beside this table's "1e+07x",
+            # its first layer against the head)
+            t = _without_output_layer(t)
+            top = int(tables[rid]["layer"].max())
+            name = names.get(top, "")  # an nn.Sequential's index as the figures label it
+            outputs_left_out.append((f"[{name}]" if name.isdigit() else name) or f"layer {top}")
         grads = t[(t["quantity"] == "grad_pre_std") & (t["layer"] >= 1)]
         if grads["layer"].nunique() == 1:
             # its own first and last layer: a ratio of 1 by construction ("flows: within a
@@ -474,12 +485,26 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             meaning = f"at init, {meaning}"  # the first reading is the init's, not the run's
         rows.append([labels[rid], _cellnum(init_ratio), at_end, meaning,
                      _cellnum(r["val_acc"])])
+    if outputs_left_out:
+        shown = ", ".join(f"<code>{H.esc(n)}</code>" for n in dict.fromkeys(outputs_left_out))
+        torch_note = (" A PyTorch run's last hidden layer is the one before its output layer "
+                      f"(the last to run: {shown}), which the figures draw too; the doctor "
+                      "counts them so.")
+    else:
+        torch_note = ""
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
             "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
-            f"vanishes on the way, far above 1 that it explodes.{capped}</p>")
+            f"vanishes on the way, far above 1 that it explodes.{torch_note}{capped}</p>")
     table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
+
+
+def _without_output_layer(table: pd.DataFrame) -> pd.DataFrame:
+    """A depthlab.torch probe table without its output layer (the highest layer number, the
+    last to run): its hidden layers, as a NumPy table holds them."""
+    layers = pd.to_numeric(table["layer"], errors="coerce")
+    return table[layers != layers.max()]
 
 
 FLOW_CHANGE = 1.5
