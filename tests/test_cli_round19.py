@@ -115,3 +115,21 @@ def test_export_to_parquet_a_chunk_at_a_time_reads_back_as_the_whole_tables(tmp_
         assert pq.read_schema(path).remove_metadata().equals(
             pq.read_schema(tmp_path / f"{name}.parquet").remove_metadata()), name
     assert pq.ParquetFile(tmp_path / "export" / "probes.parquet").num_row_groups > 1
+
+
+@pytest.mark.parametrize("cluster", ["local:0", "local:x", "http://h:1"])
+def test_a_malformed_cluster_is_named_before_the_grids_confirmation(tmp_path, capsys,
+                                                                    monkeypatch, cluster):
+    # a grid above 100,000 points with --cluster local:0 was told to pass --limit N or --yes;
+    # with --limit, it was then told that local:0 is not accepted (one error at a time)
+    from helpers.cli import assert_one_line_error, run_cli
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
+    values = ", ".join(str(v) for v in range(400))
+    (tmp_path / "big.toml").write_text(
+        '[data]\nname = "spirals"\n[model]\nsizes = ["auto", 4, "auto"]\n[sweep]\n'
+        f'"train.seed" = [{values}]\n"data.seed" = [{values}]\n')
+    code, _, err = run_cli(capsys, "sweep", tmp_path / "big.toml", "--out", tmp_path / "out",
+                           "--cluster", cluster)
+    assert_one_line_error(code, err, f"--cluster {cluster!r} is not accepted")
+    assert not (tmp_path / "out").exists()

@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         check_jobs(int(local.group(1)), f"--cluster {args.cluster}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit} is not accepted; accepted: an integer >= 1")
+    # a malformed --cluster named first (it came after the grid's confirmation: a user told to
+    # pass --limit or --yes was then told that local:0 is not accepted)
+    executor = make_executor(jobs, args.cluster)
     raw = read_toml(args.config)
     base_dir = Path(args.config).resolve().parent
     echo = say(args)
@@ -161,7 +164,6 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{args.config}: {what}; add e.g. \"model.activation\""
                                 " = [\"tanh\", \"relu\"] (or use `depthlab run`)")
             _confirm(grid_size(cfg["sweep"]), grid_shape(cfg["sweep"]), args)
-            executor = make_executor(jobs, args.cluster)
             res = run_sweep(raw, args.out, executor=executor, base_dir=base_dir,
                             limit=args.limit, echo=echo, progress=progress_enabled(args))
         except ConfigError as e:
