@@ -7,11 +7,33 @@ reports and the reproduction pages.
 * the report's gradient-flow table took a PyTorch run's ratio of its first layer against its
   output layer (the head), a NumPy run's against its last hidden layer: a torch doctor's
   section said "8.06e+05x smaller" (its hidden layers) under the table's "1e+07x less";
+* the playground's update rate of the previous network ("8.5 updates/s") stayed beside the new
+  network's "step 0, epoch 0" while the new one was built (up to 2 s, the rate's window).
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+MEASURED = ("document.getElementById('grad-summary').dataset.step !== '' && "
+            "document.body.dataset.state !== 'loading'")
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("web19_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
 
 
 # -- a doctor record without a kind: the doctor's verdict ----------------------------------------
@@ -74,3 +96,22 @@ def test_a_torch_runs_gradient_ratio_leaves_its_output_layer_out(tmp_path):
     assert float(row.group(1)) == pytest.approx(g[1] / g[3], rel=1e-3), (row.group(0), g)
     assert float(row.group(1)) != pytest.approx(g[1] / g[4], rel=1e-2)
     assert "its output layer (the last to run: <code>[6]</code>)" in raw  # as the figures name it
+
+
+# -- a new network starts without the previous one's update rate ---------------------------------
+def test_a_new_network_does_not_show_the_previous_ones_update_rate(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#play")
+    page.wait_for_function("+document.getElementById('ups').dataset.ups > 1", timeout=30_000)
+    # what the status line reads as the new setup is accepted (before it is built)
+    page.evaluate("""() => { window.atAccepted = null; const h = handle; window.handle = (m) => {
+        h(m); if (m.type === 'accepted' && !m.kept) window.atAccepted = [
+            document.getElementById('stepinfo').textContent,
+            document.getElementById('ups').textContent]; }; }""")
+    page.fill("#f-model-width", "9")
+    page.press("#f-model-width", "Tab")
+    page.wait_for_function("window.atAccepted !== null", timeout=30_000)
+    page.screenshot(path=str(shots / "web19_new_network_rate.png"))
+    # was: ['step 0, epoch 0', '9.8 updates/s'] (the rate of the network just replaced)
+    assert page.evaluate("window.atAccepted") == ["step 0, epoch 0", "0.0 updates/s"]

@@ -352,6 +352,9 @@ function onAccepted(m) {
   // a new network starts at step 0: the previous one's "step 2145, epoch 49" stayed beside the
   // new parameter count while the new network was built (seconds for a deep one)
   showStep(0, 0);
+  // and its rate: the previous network's "8.5 updates/s" stayed beside the new one's "step 0"
+  // while it was built (up to 2 s, the rate's window)
+  S.updates = []; showUpdateRate();
   showMessage(""); markInvalid(null);
   $("diverged").hidden = true;
   const qs = new URLSearchParams(m.query).toString();
