@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +22,16 @@ def cache_dir() -> Path:
 
 
 def load_npz(name: str) -> dict[str, np.ndarray] | None:
-    """Arrays of cache file ``name`` or None when it is missing or unreadable."""
+    """Arrays of cache file ``name`` or None when it is missing or unreadable (damaged: a
+    truncated or altered zip was an internal error, ``BadZipFile``, instead of a rebuilt
+    cache)."""
     path = cache_dir() / name
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
 
 
