@@ -80,19 +80,19 @@ def test_interrupted_export_keeps_the_previous_export_whole(tmp_path, monkeypatc
             code, _, err = run_cli(capsys, "export", "res")
             assert code == 0, err
             before = {p.name: p.read_bytes() for p in (tmp_path / "res/export").iterdir()}
-    table = Store.table
+    write_table = Store._write_table  # each table but runs, written a chunk at a time
 
-    def interrupted(self, name):
+    def interrupted(self, name, fh, fmt):
         if name == "histograms":  # the Ctrl-C comes while the 6th table is written
             raise KeyboardInterrupt
-        return table(self, name)
+        return write_table(self, name, fh, fmt)
 
-    monkeypatch.setattr(Store, "table", interrupted)
+    monkeypatch.setattr(Store, "_write_table", interrupted)
     code, _, err = run_cli(capsys, "export", "res")
     assert code == 130 and err.strip() == "depthlab: interrupted", err
     after = {p.name: p.read_bytes() for p in (tmp_path / "res/export").iterdir()}
     assert after == before  # runs.csv still lists the one run that histograms.csv holds
-    monkeypatch.setattr(Store, "table", table)
+    monkeypatch.setattr(Store, "_write_table", write_table)
     code, _, err = run_cli(capsys, "export", "res")  # and an export that ends replaces all
     assert code == 0, err
     runs = (tmp_path / "res/export/runs.csv").read_text().splitlines()
