@@ -157,3 +157,28 @@ def test_a_damaged_cache_file_is_rebuilt_not_an_internal_error(tmp_path, monkeyp
     assert cache.load_npz("t.npz") is None
     cache.save_npz("t.npz", x=x, y=np.arange(1000))
     assert np.array_equal(cache.load_npz("t.npz")["x"], x)
+
+
+@pytest.mark.parametrize("link", ["dangling", "loop"])
+def test_an_out_folder_that_is_a_broken_symbolic_link_is_named_as_such(tmp_path, capsys, link):
+    # `--out results` where results is a link to an unmounted disk (or a loop of links) said
+    # "cannot create results folder 'results': File exists", though `ls results` shows nothing
+    import os
+
+    from helpers.cli import assert_one_line_error, run_cli
+
+    (tmp_path / "run.toml").write_text(
+        '[data]\nname = "spirals"\n[model]\nsizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
+    out = tmp_path / "results"
+    if link == "dangling":
+        os.symlink(tmp_path / "gone" / "results", out)
+        target = str(tmp_path / "gone" / "results")
+    else:
+        os.symlink(tmp_path / "other", out)
+        os.symlink(out, tmp_path / "other")
+        target = str(tmp_path / "other")
+    for where in (out, out / "sub"):
+        code, _, err = run_cli(capsys, "run", tmp_path / "run.toml", "--out", where, "--quiet")
+        assert_one_line_error(code, err, f"{str(out)!r} is a symbolic link to {target!r}",
+                              "its target is missing, or the links form a loop")
+        assert "File exists" not in err

@@ -330,8 +330,13 @@ class Store:
             except OSError as e:
                 why = e.strerror or str(e)
                 blocker = next((p for p in (self.path.parent, *self.path.parent.parents)
-                                if p.exists() and not p.is_dir()), None)
-                if blocker is not None:  # errno EEXIST or ENOTDIR: say which file is in the way
+                                if p.is_symlink() and not p.exists()
+                                or p.exists() and not p.is_dir()), None)
+                if blocker is not None and not blocker.exists():  # "File exists", of a link
+                    why = (f"{str(blocker)!r} is a symbolic link to "
+                           f"{os.readlink(blocker)!r}, which leads to no folder (its target "
+                           "is missing, or the links form a loop)")
+                elif blocker is not None:  # errno EEXIST or ENOTDIR: name the file in the way
                     why = (f"{str(blocker)!r} is a file, not a folder" if blocker.is_file()
                            else f"{str(blocker)!r} is not a folder (a device or a pipe)")
                 raise StoreError(f"cannot create results folder {str(self.path.parent)!r}: "
