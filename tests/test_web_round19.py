@@ -8,7 +8,11 @@ reports and the reproduction pages.
   output layer (the head), a NumPy run's against its last hidden layer: a torch doctor's
   section said "8.06e+05x smaller" (its hidden layers) under the table's "1e+07x less";
 * the playground's update rate of the previous network ("8.5 updates/s") stayed beside the new
-  network's "step 0, epoch 0" while the new one was built (up to 2 s, the rate's window).
+  network's "step 0, epoch 0" while the new one was built (up to 2 s, the rate's window);
+* while a new setup was built (seconds for the 1000-layer preset, more for fashion-mnist), the
+  panels drew the replaced network at full strength (its loss curve to step 1800, its boundary,
+  a theory note of "tanh, glorot_uniform") beside the new "relu, he_normal" controls, "step 0"
+  and its parameter count.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
@@ -115,3 +119,25 @@ def test_a_new_network_does_not_show_the_previous_ones_update_rate(page, server,
     page.screenshot(path=str(shots / "web19_new_network_rate.png"))
     # was: ['step 0, epoch 0', '9.8 updates/s'] (the rate of the network just replaced)
     assert page.evaluate("window.atAccepted") == ["step 0, epoch 0", "0.0 updates/s"]
+
+
+# -- the panels of the replaced network are dimmed while the new one is built --------------------
+def test_the_replaced_networks_panels_are_dimmed_while_the_new_one_is_built(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8&model.activation=tanh")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    look = """() => [document.getElementById('panels').getAttribute('aria-busy'),
+        ['plot-grad', 'theory-note', 'plot-loss', 'boundary', 'doctor-out', 'grad-summary'].map(
+            (id) => +getComputedStyle(document.getElementById(id)).opacity)]"""
+    assert page.evaluate(look) == [None, [1, 1, 1, 1, 1, 1]]
+    page.evaluate("""(look) => { window.atAccepted = null; const h = handle;
+        window.handle = (m) => { h(m); if (m.type === 'accepted' && !m.kept)
+            window.atAccepted = eval(look)(); }; }""", look)
+    page.select_option("#f-model-activation", "relu")
+    page.wait_for_function("window.atAccepted !== null", timeout=30_000)
+    # was: [None, [1, 1, 1, 1, 1, 1]]: the tanh network's plots and theory note at full strength
+    # beside the relu setup's "step 0" (the summary says it is being built; the doctor panel
+    # has its own stale mark)
+    assert page.evaluate("window.atAccepted") == ["true", [0.35, 0.35, 0.35, 0.35, 1, 1]]
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.screenshot(path=str(shots / "web19_built.png"))
+    assert page.evaluate(look) == [None, [1, 1, 1, 1, 1, 1]]

@@ -355,6 +355,10 @@ function onAccepted(m) {
   // and its rate: the previous network's "8.5 updates/s" stayed beside the new one's "step 0"
   // while it was built (up to 2 s, the rate's window)
   S.updates = []; showUpdateRate();
+  // the panels still draw the network replaced (its loss curve, boundary, theory note of
+  // another activation) beside the new one's parameter count until it is built: dimmed
+  $("panels").classList.add("previous");
+  $("panels").setAttribute("aria-busy", "true");
   showMessage(""); markInvalid(null);
   $("diverged").hidden = true;
   const qs = new URLSearchParams(m.query).toString();
@@ -375,6 +379,8 @@ function onAccepted(m) {
 
 function onReady(m) {
   S.ready = m;
+  $("panels").classList.remove("previous");
+  $("panels").removeAttribute("aria-busy");
   S.theory = m.theory;
   $("theory-note").textContent = m.theory.note;
   $("boundary-axes").textContent = "";
