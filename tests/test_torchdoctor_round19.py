@@ -75,3 +75,27 @@ def test_an_l1_regressions_verified_cure_is_judged_against_the_median_prediction
     for v in d.verifications:
         assert v.chance_loss == pytest.approx(median, rel=1e-6)
         assert not (v.helped and v.after["train_loss"] >= 0.99 * v.chance_loss)
+
+
+@pytest.mark.parametrize("loss_fn,ignored", [
+    (nn.CrossEntropyLoss(ignore_index=-1), -1), (nn.CrossEntropyLoss(), -100),
+    (functools.partial(F.cross_entropy, ignore_index=2), 2)], ids=["-1", "default", "partial"])
+def test_the_final_accuracy_leaves_out_the_rows_the_loss_ignores(loss_fn, ignored):
+    # train.evaluate (the doctor's final train/val accuracy) counted the rows labelled with the
+    # loss's ignore_index as misses for (N, C) outputs (CrossEntropyLoss(ignore_index=-1), a
+    # quarter of the rows -1: train acc 0.5875 where 0.7966 of the labelled rows were right);
+    # probe.accuracy and the (N, C, H, W) case already left them out
+    ttrain = importlib.import_module("depthlab.torch.train")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 10, generator=g)
+    y = x[:, :3].argmax(1)
+    y[::4] = ignored
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 3))
+    with torch.no_grad():
+        out = model(x)
+    keep = y != ignored
+    want = float((out.argmax(1)[keep] == y[keep]).double().mean())
+    got = ttrain.evaluate(model, x, y, loss_fn)
+    assert got["acc"] == pytest.approx(want, abs=1e-12)
+    assert got["loss"] == pytest.approx(float(loss_fn(out, y)), rel=1e-6)

@@ -320,8 +320,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     weighted by batch size): no one-row batch at the end (1025 rows: 512 + 513, not
     1024 + 1, which a model returning ``out.squeeze()`` turns into a scalar output); the
     model's mode is restored. Accuracy: the share of rows whose arg-max output is the integer
-    label (one output per class), or for a binary cross-entropy with hard 0/1 targets the share
-    of entries on the right side of :func:`binary_threshold`; else NaN. A model returning a
+    label (one output per class; rows labelled with the loss's ``ignore_index`` or a negative
+    number left out, as :func:`depthlab.torch.probe.accuracy` does), or for a binary
+    cross-entropy with hard 0/1 targets the share of entries on the right side of
+    :func:`binary_threshold`; else NaN. A model returning a
     tuple or dict (its loss_fn taking the whole) gets the accuracy of the output
     :func:`accuracy_output` picks."""
     was_training = model.training
@@ -349,12 +351,14 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             if hits is not None:
                 correct += hits[0]
                 entries += hits[1]
-            elif classify and threshold is None and is_classification(out, yb):
-                correct += int((out.argmax(dim=1) == yb).sum())
-                entries += len(yb)
-            elif classify and threshold is None and _dense_classes(out, yb):
-                valid = yb >= 0  # (N, C, H, W) scores, (N, H, W) labels: per entry, the
-                if ignore is not None:  # loss's ignore_index left out (probe.accuracy's rule)
+            elif classify and threshold is None and (is_classification(out, yb)
+                                                     or _dense_classes(out, yb)):
+                # (N, C) scores and (N,) labels, or (N, C, H, W) and (N, H, W): per entry,
+                # the loss's ignore_index left out (probe.accuracy's rule; the rows of
+                # CrossEntropyLoss(ignore_index=-1) labelled -1 counted as misses: train acc
+                # 0.5875 where 0.7966 of the labelled rows were right)
+                valid = yb >= 0
+                if ignore is not None:
                     valid &= yb != ignore
                 correct += int(((out.argmax(dim=1) == yb) & valid).sum())
                 entries += int(valid.sum())
