@@ -79,6 +79,15 @@ def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
     return {}, "Lower the learning rate or clip gradients."
 
 
+def for_bounded_logits(output_activation: str, loss: str) -> tuple[dict[str, Any], str]:
+    """Cure for a loss on logits fed a bounded output activation's values: no output
+    activation (the loss applies its own softmax or sigmoid)."""
+    return {"output_activation": None}, (
+        f"Remove output_activation={output_activation!r}: {loss} takes logits and applies "
+        f"{'softmax' if loss == 'cross_entropy' else 'the sigmoid'} itself, so the network's "
+        f"last Dense layer must output unbounded logits.")
+
+
 def for_exploding_activations(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Cure for a residual stream whose variance grows with depth: batch normalization (in a
     pre-activation block it normalizes the branch's input, so each block adds a bounded
