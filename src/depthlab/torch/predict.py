@@ -1392,7 +1392,6 @@ def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
     return fan_in, float(w.shape[0]) / groups * s1 / p_in, max(spread, 0.0)
 
 
-@keyword_hints
 def unsupported_layer(layers) -> str:
     """The refusal of the first of ``layers`` (``LayerInfo``) that is no ``Linear``/``Conv``
     layer, or ``""``."""
@@ -1403,6 +1402,7 @@ def unsupported_layer(layers) -> str:
     return ""
 
 
+@keyword_hints
 def predict(model: nn.Module, x: Any, y: Any = None,
             loss_fn: Callable[[Any, Any], torch.Tensor] | str | None = None,
             percentiles: Sequence[float] = ()) -> pd.DataFrame:
