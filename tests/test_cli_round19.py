@@ -177,8 +177,19 @@ def test_an_out_folder_that_is_a_broken_symbolic_link_is_named_as_such(tmp_path,
         os.symlink(tmp_path / "other", out)
         os.symlink(out, tmp_path / "other")
         target = str(tmp_path / "other")
+    said = (f"{str(out)!r} is a symbolic link to {target!r}",
+            "its target is missing, or the links form a loop")
     for where in (out, out / "sub"):
         code, _, err = run_cli(capsys, "run", tmp_path / "run.toml", "--out", where, "--quiet")
-        assert_one_line_error(code, err, f"{str(out)!r} is a symbolic link to {target!r}",
-                              "its target is missing, or the links form a loop")
+        assert_one_line_error(code, err, *said)
         assert "File exists" not in err
+    # the same link as export's --to, or the folder of a file written (predict --to, reports)
+    from depthlab.atomic import AtomicWriteError, atomic_write_text
+    from depthlab.experiments import Store
+
+    Store(tmp_path / "store").close()
+    code, _, err = run_cli(capsys, "export", tmp_path / "store", "--to", out)
+    assert_one_line_error(code, err, f"cannot create folder {str(out)!r}: ", *said)
+    with pytest.raises(AtomicWriteError) as e:
+        atomic_write_text(out / "x.csv", "1\n")
+    assert all(part in str(e.value) for part in said), e.value

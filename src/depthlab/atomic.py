@@ -104,6 +104,22 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
+def in_the_way(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` cannot be created when ``mkdir(parents=True)`` fails with "File exists"
+    or "Not a directory": the first path from the root down that is in the way (a file, a
+    device or pipe, or a symbolic link that leads to no folder: a missing target, a loop of
+    links), e.g. ``"'results' is a file, not a folder"``; None when none is."""
+    folder = Path(folder)
+    for p in (*reversed(folder.parents), folder):
+        if p.is_symlink() and not p.exists():
+            return (f"{str(p)!r} is a symbolic link to {os.readlink(p)!r}, which leads to no "
+                    "folder (its target is missing, or the links form a loop)")
+        if p.exists() and not p.is_dir():
+            return (f"{str(p)!r} is a file, not a folder" if p.is_file()
+                    else f"{str(p)!r} is not a folder (a device or a pipe)")
+    return None
+
+
 def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
     """Call ``write(binary_file)`` on a new temporary file next to ``path`` (mode 0644) and
     return the temporary's name; ``path`` is not touched. An ``OSError`` becomes
@@ -118,9 +134,9 @@ def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
                                    f"{_host()}-{os.getpid()}-", suffix=".tmp")
     except OSError as exc:
         # mkdir of a parent: name the file in the way (FILE/x or FILE/sub/x)
-        blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()),
-                       None) if isinstance(exc, FileExistsError | NotADirectoryError) else None
-        reason = f"{str(blocker)!r} is a file, not a folder" if blocker else _reason(exc)
+        blocker = in_the_way(path.parent) if isinstance(
+            exc, FileExistsError | NotADirectoryError) else None
+        reason = blocker or _reason(exc)
         raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {reason}",
                                str(path)) from exc
     try:

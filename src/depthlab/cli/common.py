@@ -145,6 +145,17 @@ def check_jobs(jobs: int, option: str | None = None) -> int:
     return jobs
 
 
+def _in_the_way(folder: Any) -> str | None:
+    """What a broken symbolic link at ``folder`` leads to (None: not such a link)."""
+    from ..atomic import in_the_way
+
+    try:
+        path = os.fsdecode(folder)
+        return in_the_way(path) if os.path.islink(path) and not os.path.exists(path) else None
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def one_line(e: BaseException) -> str:
     """An exception's message on one line."""
     text = str(e).strip() or type(e).__name__
@@ -152,7 +163,8 @@ def one_line(e: BaseException) -> str:
         text = str(e.args[0])
     if isinstance(e, OSError) and e.strerror and e.filename is not None and text.startswith(
             "[Errno"):  # "[Errno 20] Not a directory: 'x/y'" -> "cannot use 'x/y': Not a ..."
-        text = (f"cannot create folder {str(e.filename)!r}: a file with that name exists"
+        text = (f"cannot create folder {str(e.filename)!r}: "
+                f"{_in_the_way(e.filename) or 'a file with that name exists'}"
                 if isinstance(e, FileExistsError) else
                 f"cannot use {str(e.filename)!r}: {e.strerror}")
     return " ".join(text.split())

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_write_all
+from ..atomic import atomic_write_all, in_the_way
 from ..equality import value_eq
 from ..jsonable import jsonable
 from ..validators import as_number
@@ -328,17 +328,8 @@ class Store:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                why = e.strerror or str(e)
-                blocker = next((p for p in (self.path.parent, *self.path.parent.parents)
-                                if p.is_symlink() and not p.exists()
-                                or p.exists() and not p.is_dir()), None)
-                if blocker is not None and not blocker.exists():  # "File exists", of a link
-                    why = (f"{str(blocker)!r} is a symbolic link to "
-                           f"{os.readlink(blocker)!r}, which leads to no folder (its target "
-                           "is missing, or the links form a loop)")
-                elif blocker is not None:  # errno EEXIST or ENOTDIR: name the file in the way
-                    why = (f"{str(blocker)!r} is a file, not a folder" if blocker.is_file()
-                           else f"{str(blocker)!r} is not a folder (a device or a pipe)")
+                # errno EEXIST or ENOTDIR: name what is in the way (a file, a broken link)
+                why = in_the_way(self.path.parent) or e.strerror or str(e)
                 raise StoreError(f"cannot create results folder {str(self.path.parent)!r}: "
                                  f"{why}") from None
         try:
