@@ -141,3 +141,36 @@ def test_the_replaced_networks_panels_are_dimmed_while_the_new_one_is_built(page
     page.wait_for_function(MEASURED, timeout=30_000)
     page.screenshot(path=str(shots / "web19_built.png"))
     assert page.evaluate(look) == [None, [1, 1, 1, 1, 1, 1]]
+
+
+# -- a diverged doctor record in the report --------------------------------------------------------
+DIVERGED_DOCTOR = {
+    "baseline": {"budget": 200, "diverged": True, "diverged_step": 2, "steps": 1,
+                 "train_acc": None, "train_loss": None, "val_acc": None, "val_loss": None},
+    "settings": {"steps": 200, "optimizer": "sgd", "lr": 10.0},
+    "findings": [{"kind": "divergence", "layers": [], "severity": "high",
+                  "evidence": {"lr": 10.0, "metric": None, "ratio": None, "step": 2,
+                               "threshold": 1.5},
+                  "infinite": {"evidence.metric": "inf", "evidence.ratio": "-inf"},
+                  "message": "Training diverged: the loss became non-finite at step 2 with "
+                             "learning rate 10.",
+                  "prescription": {"lr": 1.0}, "prescription_text": "Use a 10x smaller lr."}]}
+
+
+def test_a_diverged_doctor_baseline_says_it_diverged():
+    from depthlab.report.build import _findings_html
+
+    html = _findings_html(DIVERGED_DOCTOR)
+    # was: "Baseline run: 200 steps of sgd lr 10, train loss , val acc ."
+    assert ("Baseline run: 200 steps of sgd lr 10, diverged at step 2: no finite train loss or "
+            "val acc.") in html, html
+
+
+def test_a_findings_infinite_or_nan_evidence_is_written_as_such():
+    from depthlab.report.build import _findings_html
+
+    html = _findings_html({**DIVERGED_DOCTOR, "findings": [{
+        **DIVERGED_DOCTOR["findings"][0],
+        "evidence": {**DIVERGED_DOCTOR["findings"][0]["evidence"], "loss": None}}]})
+    # was: "lr=10; metric=; ratio=; step=2; threshold=1.5; loss="
+    assert "lr=10; metric=inf; ratio=-inf; step=2; threshold=1.5; loss=not finite" in html, html

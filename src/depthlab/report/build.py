@@ -694,9 +694,15 @@ def _findings_html(payload: dict) -> str:
     if base:
         run = (f"{settings.get('steps')} steps of {settings.get('optimizer')} lr "
                f"{H.fmt(settings.get('lr'))}, " if settings else "")
-        parts.append(f"<p>Baseline run: {H.esc(run)}train loss "
-                     f"{H.esc(H.fmt(base.get('train_loss')))}, val acc "
-                     f"{H.esc(H.fmt(base.get('val_acc')))}.</p>")
+        if base.get("diverged"):
+            # was "train loss , val acc ." (both NaN, written as None)
+            at = base.get("diverged_step")
+            outcome = ("diverged" + (f" at step {at}" if isinstance(at, int) else "")
+                       + ": no finite train loss or val acc")
+        else:
+            outcome = (f"train loss {H.fmt(base.get('train_loss')) or 'none'}, val acc "
+                       f"{H.fmt(base.get('val_acc')) or 'none'}")
+        parts.append(f"<p>Baseline run: {H.esc(run)}{H.esc(outcome)}.</p>")
     if not items:
         parts.append("<p class=\"note\">Clean bill of health: the doctor found nothing to "
                      "report.</p>")
@@ -718,7 +724,7 @@ def _findings_html(payload: dict) -> str:
             check = H.esc(_text(v) if v is not None else "not verified (run with --verify)")
         rows.append([
             _text(f.get("severity", "")), _text(f.get("kind", "")), _layers_text(f.get("layers")),
-            _text(f.get("message", "")), _text(f.get("evidence", "")),
+            _text(f.get("message", "")), _evidence_text(f),
             (f"{text} ({_text(presc)})" if text else _text(presc)), check,
         ])
     cols = ["severity", "kind", "layers", "finding", "evidence", "prescription", "verification"]
@@ -726,6 +732,23 @@ def _findings_html(payload: dict) -> str:
     parts.append(H.table([cols[i] for i in keep], [[r[i] for i in keep] for r in rows],
                          raw_html_columns=("verification",)))
     return "".join(parts)
+
+
+def _evidence_text(finding: dict) -> str:
+    """A finding's evidence, ``key=value; ...``: a number stored as None is an infinity where
+    the record's ``infinite`` entry says so (``evidence.metric: "inf"``), else not finite (a
+    diverged run's metric read "metric=" with nothing after it)."""
+    evidence = finding.get("evidence")
+    if not isinstance(evidence, dict):
+        return _text(evidence) if evidence is not None else ""
+    inf = finding.get("infinite") if isinstance(finding.get("infinite"), dict) else {}
+    bits = []
+    for k, v in evidence.items():
+        if v is None:
+            sign = inf.get(f"evidence.{k}")
+            v = float(sign) if sign in ("inf", "-inf") else "not finite"
+        bits.append(f"{k}={v if isinstance(v, str) else H.fmt(v)}")
+    return "; ".join(bits)
 
 
 def _layers_text(layers: Any) -> str:
