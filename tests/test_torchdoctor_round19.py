@@ -99,3 +99,36 @@ def test_the_final_accuracy_leaves_out_the_rows_the_loss_ignores(loss_fn, ignore
     got = ttrain.evaluate(model, x, y, loss_fn)
     assert got["acc"] == pytest.approx(want, abs=1e-12)
     assert got["loss"] == pytest.approx(float(loss_fn(out, y)), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss_fn", [
+    nn.CrossEntropyLoss(), nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0, 20.0])),
+    nn.CrossEntropyLoss(weight=torch.tensor([1.0, 5.0, 20.0]), label_smoothing=0.1),
+    functools.partial(F.cross_entropy, ignore_index=1),
+    functools.partial(F.nll_loss, weight=torch.tensor([2.0, 1.0, 0.5]))],
+    ids=["ce", "weighted", "weighted-smoothed", "partial-ignore-1", "nll-weighted"])
+@pytest.mark.parametrize("dense", [False, True], ids=["rows", "per-position"])
+def test_the_final_loss_over_several_batches_is_the_whole_sets_loss(loss_fn, dense):
+    # evaluate weighed each batch's mean by its number of rows, but a class-index loss with
+    # class weights or ignored labels divides by the sum of its labels' weights: 2000 rows in
+    # two batches, the first mostly the ignored -100: 1.2265 for a whole-set loss of 1.2377
+    ttrain = importlib.import_module("depthlab.torch.train")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 10, generator=g)
+    y = x[:, :3].argmax(1)
+    y[:1000][torch.rand(1000, generator=g) < 0.9] = -100
+    y[:1000][torch.rand(1000, generator=g) < 0.5] = 1
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 3))
+    if isinstance(loss_fn, functools.partial) and loss_fn.func is F.nll_loss:
+        model.append(nn.LogSoftmax(dim=1))
+        y[y == -100] = 0  # (the weighted NLL case: no ignored labels, weights alone)
+    elif isinstance(loss_fn, functools.partial):
+        y[y == -100] = 1  # its ignore_index
+    if dense:  # (N, C, L) scores, (N, L) labels
+        model.append(nn.Unflatten(1, (3, 1)))
+        y = y.unsqueeze(1)
+    with torch.no_grad():
+        want = float(loss_fn(model(x), y))
+    assert len(x) > ttrain.EVAL_BATCH
+    assert ttrain.evaluate(model, x, y, loss_fn)["loss"] == pytest.approx(want, rel=1e-6)

@@ -317,9 +317,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
              ) -> dict[str, float]:
     """Inference-mode (``eval()``) mean loss and accuracy on ``(x, y)`` in
     ``ceil(N / EVAL_BATCH)`` batches of equal size (at most :data:`EVAL_BATCH` rows; the loss
-    weighted by batch size): no one-row batch at the end (1025 rows: 512 + 513, not
-    1024 + 1, which a model returning ``out.squeeze()`` turns into a scalar output); the
-    model's mode is restored. Accuracy: the share of rows whose arg-max output is the integer
+    weighted by batch size, or by what a class-index loss's mean divides by,
+    :func:`_mean_mass`): no one-row batch at the end (1025 rows: 512 + 513, not 1024 + 1,
+    which a model returning ``out.squeeze()`` turns into a scalar output); the model's mode
+    is restored. Accuracy: the share of rows whose arg-max output is the integer
     label (one output per class; rows labelled with the loss's ``ignore_index`` or a negative
     number left out, as :func:`depthlab.torch.probe.accuracy` does), or for a binary
     cross-entropy with hard 0/1 targets the share of entries on the right side of
@@ -343,8 +344,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             out = model(xb.clone())  # a forward that divides its input in place (x /= 255)
             # would otherwise change the data every later evaluation and probe reads
             loss = float(scalar_loss(loss_fn, out, yb))
-            total += loss * len(xb)
-            n += len(xb)
+            mass = _mean_mass(loss_fn, yb)  # what this batch's mean divided by
+            if mass != 0:  # (every label ignored: the batch's mean is 0/0, no part of the
+                total += loss * mass  # whole set's)
+                n += mass
             out = accuracy_output(out, yb, threshold)  # (logits, aux), {"logits": ...}
             hits = binary_hits(out, yb, threshold) if classify and threshold is not None \
                 else None
@@ -369,6 +372,35 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     loss = total / n if n else math.nan
     return {"loss": loss if math.isfinite(loss) else math.nan,
             "acc": correct / entries if classify and entries else math.nan}
+
+
+def _mean_mass(loss_fn: Callable, y: Any) -> float:
+    """The denominator of ``loss_fn``'s mean over the batch of targets ``y``, so that the
+    batches' losses of :func:`evaluate` add up to the loss of the whole set: for a
+    ``CrossEntropyLoss``/``NLLLoss`` (or ``F.cross_entropy``/``F.nll_loss``, also in a
+    ``functools.partial``) of mean reduction on integer labels, the sum of the class weights
+    of the labels it does not ignore (their number without weights); else the rows
+    ``len(y)``. A batch mean of 1000 rows, 90% of them the ignored -100, weighed as much as one
+    of 1000 labelled rows: 1.2265 for a whole-set loss of 1.2377."""
+    fn, kw = loss_fn, {}
+    while isinstance(fn, functools.partial):
+        kw = {**fn.keywords, **kw}
+        fn = fn.func
+    functional = torch.nn.functional
+    if not (isinstance(fn, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss))
+            or fn is functional.cross_entropy or fn is functional.nll_loss) \
+            or kw.get("reduction", getattr(fn, "reduction", "mean")) != "mean" \
+            or not isinstance(y, torch.Tensor) or y.is_floating_point() \
+            or y.dtype == torch.bool:
+        return float(len(y))
+    ignore = kw.get("ignore_index", getattr(fn, "ignore_index", -100))
+    labels = y[y != ignore] if ignore is not None else y.reshape(-1)
+    weight = kw.get("weight", getattr(fn, "weight", None))
+    if not isinstance(weight, torch.Tensor):
+        return float(labels.numel())
+    if labels.numel() and (bool((labels < 0).any()) or bool((labels >= len(weight)).any())):
+        return float(len(y))  # labels the loss itself refuses
+    return float(weight.detach().to(labels.device, torch.float64)[labels].sum())
 
 
 @dataclass
