@@ -174,3 +174,19 @@ def test_a_findings_infinite_or_nan_evidence_is_written_as_such():
         "evidence": {**DIVERGED_DOCTOR["findings"][0]["evidence"], "loss": None}}]})
     # was: "lr=10; metric=; ratio=; step=2; threshold=1.5; loss="
     assert "lr=10; metric=inf; ratio=-inf; step=2; threshold=1.5; loss=not finite" in html, html
+
+
+def test_the_doctor_panel_writes_an_infinite_or_nan_evidence_as_such(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    finding = {**DIVERGED_DOCTOR["findings"][0], "verifications": [],
+               "evidence": {**DIVERGED_DOCTOR["findings"][0]["evidence"], "loss": None},
+               "apply": {**page.evaluate("S.query"), "train.lr": "1"}}
+    page.evaluate("""([query, f]) => handle({type: "doctor", steps: 200, query,
+        baseline: {train_loss: null, val_acc: null, diverged: true, steps: 1},
+        findings: [f]})""", [page.evaluate("S.query"), finding])
+    text = page.inner_text("#doctor-out .finding .evidence")
+    page.locator("#panel-doctor").screenshot(path=str(shots / "web19_evidence.png"))
+    # was: "evidence: lr = 10, metric = -, ratio = -, step = 2, threshold = 1.5, loss = -"
+    assert text == ("evidence: lr = 10, metric = inf, ratio = -inf, step = 2, threshold = 1.5, "
+                    "loss = not finite"), text

@@ -900,8 +900,13 @@ function showDiagnosis(m, out) {
     head.append(el("span", "kind", `[${f.severity}] ${f.kind}`),
       document.createTextNode(f.layers.length ? ` (layers ${rangeText(f.layers)})` : ""));
     box.append(head, el("div", "message", f.message));
+    // JSON has no NaN or infinity: a number sent as null is an infinity where the finding's
+    // "infinite" entry says so, else not finite (a divergence's "metric = -" read as a minus)
+    const inf = f.infinite && typeof f.infinite === "object" ? f.infinite : {};
+    const evValue = (k, v) => (v !== null ? fmt(v) : inf[`evidence.${k}`] === "inf" ? "inf" :
+      inf[`evidence.${k}`] === "-inf" ? "-inf" : "not finite");
     const ev = Object.entries(f.evidence || {}).filter(([, v]) => typeof v !== "object" || v === null)
-      .map(([k, v]) => `${k} = ${typeof v === "number" || v === null ? fmt(v) : v}`).join(", ");
+      .map(([k, v]) => `${k} = ${typeof v === "number" || v === null ? evValue(k, v) : v}`).join(", ");
     if (ev) box.appendChild(el("div", "evidence", "evidence: " + ev));
     if (f.prescription_text) box.appendChild(el("div", "prescription", "prescription: " + f.prescription_text));
     for (const v of f.verifications || []) {
