@@ -194,3 +194,40 @@ def test_predict_and_the_watch_theory_read_a_dataclass_output():
         loss.backward()
         w.step(loss)
     assert w.theory is not None, w.theory_note
+
+
+# -- a frozen layer on a block's raw input (LoRA) -------------------------------------------
+
+class _LoRA(nn.Module):
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+        self.A = nn.Linear(base.in_features, 4, bias=False)
+        self.B = nn.Linear(4, base.out_features, bias=False)
+
+    def forward(self, x):
+        return self.base(x) + self.B(self.A(x))
+
+
+def test_a_frozen_base_of_a_lora_block_has_no_gradient_rows_at_any_step():
+    # '0.base' had grad_pre_* rows at step 0 only (the first armed pass's requires-grad copy of
+    # the block's raw input made its output require grad), none later nor in dlt.probe
+    torch.manual_seed(0)
+    m = nn.Sequential(_LoRA(nn.Linear(10, 32)), nn.Tanh(), nn.Linear(32, 3))
+    m[0].base.requires_grad_(False)
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    with dlt.Watch(m, every=1, theory=False) as w:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            w.step(loss)
+            opt.step()
+    f = w.frame()
+    grad = f[f.quantity == "grad_pre_std"].groupby("module").step.apply(list).to_dict()
+    assert grad == {"0.A": [0, 1, 2], "0.B": [0, 1, 2], "2": [0, 1, 2]}
+    assert f[f.quantity == "block_grad_std"].step.tolist() == [0, 1, 2]
+    assert "0.base" in set(f[f.quantity == "pre_std"].module)
+    df = dlt.probe(m, x, y, "cross_entropy")
+    assert sorted(set(df[df.quantity == "grad_pre_std"].module)) == ["0.A", "0.B", "2"]

@@ -313,6 +313,9 @@ class Recording:
         self._blocks_found = False
         self._plan: list[tuple[nn.Module, object, object]] | None = None
         self._claimed: set = set()
+        # ids of _input_node's requires-grad copies (first armed pass) and of the outputs of
+        # frozen layers computed from them: no gradient rows of their own (see _layer_output)
+        self._copied: set[int] = set()
         self._owners: dict[int, list[LayerInfo]] = {}
         for info in self.layers:
             self._owners.setdefault(id(info.owner), []).append(info)
@@ -509,6 +512,7 @@ class Recording:
     def _begin(self) -> None:
         self.p = _Pass()
         self._last_run = 0
+        self._copied.clear()  # (a forward that raised did not reach _model_post)
         self._kernels()
 
     def settle(self) -> None:
@@ -623,6 +627,7 @@ class Recording:
         p.layouts.clear()
         p.fused.clear()
         p.block_inputs.clear()
+        self._copied.clear()
         if graph or _needs_grad(output):  # any output: {"pred": argmax, "logits": ...} too
             # (the first alone never concluded: blocks re-searched each record, enclosing
             # containers taken for blocks)
@@ -736,8 +741,20 @@ class Recording:
             if relu is None or not self._fuse(out, info, acc, relu):
                 acc.add(out, None, self._wk)
             p.links[id(out)] = (out, _ver(out), info, "layer")
-            if out.requires_grad:
+            if out.requires_grad and not (self._copied and self._from_copy(module, args, out)):
                 self._watch_grad(out, p.grad, index)
+
+    def _from_copy(self, module: nn.Module, args: tuple, out: torch.Tensor) -> bool:
+        """Whether ``out`` of a frozen ``module`` requires grad only because its input is a
+        copy :meth:`_input_node` made (a LoRA's frozen ``base(x)`` in ``base(x) + B(A(x))``):
+        it had ``grad_pre_*`` rows in that first armed pass alone (a ``Watch``'s step 0; not in
+        ``dlt.probe``, whose gradients reach the weights only)."""
+        x = _first_tensor(args) if args else None
+        if x is None or id(x) not in self._copied or any(
+                q.requires_grad for q in module.parameters()):
+            return False
+        self._copied.add(id(out))  # a frozen layer after it: likewise
+        return True
 
     def _fuse(self, out: torch.Tensor, info: LayerInfo, acc: Acc, relu: int) -> bool:
         """Measure the layer output ``out`` for its ``pre_*`` and, in the same pass, for the
@@ -972,6 +989,7 @@ class Recording:
                 or not any(p.requires_grad for p in module.parameters())):
             return None, None
         copy = x.detach().requires_grad_().clone()
+        self._copied.add(id(copy))
         link = self.p.links.get(id(x))
         if link is not None and link[0] is x and link[1] == _ver(x):
             self.p.links[id(copy)] = (copy, _ver(copy), *link[2:])  # followers still match
