@@ -132,3 +132,35 @@ def test_the_final_loss_over_several_batches_is_the_whole_sets_loss(loss_fn, den
         want = float(loss_fn(model(x), y))
     assert len(x) > ttrain.EVAL_BATCH
     assert ttrain.evaluate(model, x, y, loss_fn)["loss"] == pytest.approx(want, rel=1e-6)
+
+
+def test_a_time_first_lstm_is_named_with_its_batch_first():
+    # nn.LSTM(8, 16) (batch_first=False, torch's default) reads the doctor's examples (N, T, 8)
+    # with the T time steps as its batch: 'Expected input batch_size (8) to match target
+    # batch_size (2)' said nothing of why; the error names the layer and batch_first=True
+    class TimeFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16)
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            _, (h, _) = self.rnn(x)
+            return self.head(h[-1])
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+    with pytest.raises(ValueError, match=r"LSTM 'rnn' has batch_first=False .* its outputs "
+                                         r"have 8 rows \(the time steps\) for 2 examples; build "
+                                         r"it with batch_first=True$"):
+        dlt.doctor(TimeFirst, (x, y), steps=2, verify=False)
+
+    class BatchFirst(TimeFirst):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16, batch_first=True)
+
+    with pytest.raises(ValueError) as e:  # another failure of a batch-first one: no such hint
+        dlt.doctor(BatchFirst, (x, torch.randint(0, 3, (40, 2), generator=g)), steps=2,
+                   verify=False)
+    assert "batch_first" not in str(e.value)

@@ -1603,6 +1603,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                      f"nn.functional.{fn}(out.movedim(-1, 1), y)")
         if out is None and isinstance(e, TypeError):
             hint += _keyword_forward_hint(model)
+        hint += _time_first_hint(model, d.x, out)
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
             hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
                      "loss_fn that takes it, e.g. lambda out, y: "
@@ -1630,6 +1631,23 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _time_first_hint(model: nn.Module, x: torch.Tensor, out: Any) -> str:
+    """The hint for a recurrent layer built time-first (``nn.LSTM(8, 16)``: ``batch_first``
+    False, torch's default) that reads the doctor's examples ``(N, T, features)`` with the
+    time steps as its batch: its outputs have ``T`` rows for ``N`` targets (torch said only
+    'Expected input batch_size (8) to match target batch_size (2)')."""
+    rnn = next((m for m in model.modules() if isinstance(m, nn.RNNBase) and not m.batch_first),
+               None)
+    if rnn is None or x.dim() != 3 or not isinstance(out, torch.Tensor) or out.dim() == 0 \
+            or out.shape[0] == 2:
+        return ""
+    name = next((n for n, m in model.named_modules() if m is rnn), "") or "model"
+    return (f"; the model's {type(rnn).__name__} '{name}' has batch_first=False (time first, "
+            f"(T, N, features)), but the doctor gives the examples along dim 0, (N, T, "
+            f"features): its outputs have {out.shape[0]} rows (the time steps) for 2 examples; "
+            f"build it with batch_first=True")
 
 
 def _loss_on(loss_fn: Callable, device: torch.device, dtype: torch.dtype) -> Callable:
