@@ -193,3 +193,29 @@ def test_an_out_folder_that_is_a_broken_symbolic_link_is_named_as_such(tmp_path,
     with pytest.raises(AtomicWriteError) as e:
         atomic_write_text(out / "x.csv", "1\n")
     assert all(part in str(e.value) for part in said), e.value
+
+
+def test_sizes_and_steps_as_numpy_arrays_or_ranges_are_the_lists_mlp_takes():
+    # mlp(np.array([64, 8, 10])) built the network, but ModelSpec, a config dict and the
+    # recorder's steps refused the same array ("has the wrong type"), and a range too
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.experiments import validate
+    from depthlab.experiments.config import run_id
+    from depthlab.fieldcheck import ConfigError
+    from depthlab.spec import ModelSpec, ProbeSpec
+
+    assert ModelSpec(sizes=np.array([4, 8, 2])).sizes == (4, 8, 2)
+    assert ModelSpec(sizes=np.array([4, 8, 2], dtype=np.int32)).sizes == (4, 8, 2)
+    assert ModelSpec(sizes=range(2, 5)).sizes == (2, 3, 4)
+    assert dl.mlp(np.array([4, 8, 2]), "tanh", seed=0).config["sizes"] == [4, 8, 2]
+    as_array = validate({"data": {"name": "digits"}, "model": {"sizes": np.array([64, 8, 10])}})
+    as_list = validate({"data": {"name": "digits"}, "model": {"sizes": [64, 8, 10]}})
+    assert as_array == as_list and run_id(as_array) == run_id(as_list)
+    assert ProbeSpec(histogram_steps=np.arange(0, 30, 10)).histogram_steps == (0, 10, 20)
+    # what stays refused: floats, booleans, 2-D arrays, text arrays, one size
+    for bad in (np.array([4.0, 8.0, 2.0]), np.array([True, False]), np.array([[4, 8]]),
+                np.array(["4", "8"]), np.array([4])):
+        with pytest.raises(ConfigError):
+            ModelSpec(sizes=bad)

@@ -77,6 +77,18 @@ def is_num(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def as_list(v: Any) -> list | None:
+    """``v`` as a list when it is a list, a tuple, a ``range`` or a 1-D NumPy array (what
+    ``mlp(sizes)`` takes: ``np.array([64, 128, 10])`` was refused by ``ModelSpec``, the config
+    and ``Trainer`` while ``mlp`` built it), else None."""
+    if isinstance(v, list | tuple | range):
+        return list(v)
+    if getattr(v, "ndim", None) == 1 and callable(getattr(v, "tolist", None)) \
+            and getattr(getattr(v, "dtype", None), "kind", "") in "biuf":
+        return v.tolist()
+    return None
+
+
 class Check:
     """Base class: ``__call__(key, value)`` normalises or raises; ``accepted``; ``schema()``."""
 
@@ -291,9 +303,11 @@ class Sizes(Check):
                 'the last may be "auto"')
 
     def __call__(self, key: str, v: Any) -> Any:
-        if not isinstance(v, list | tuple) or len(v) < 2:
+        listed = as_list(v)
+        if listed is None or len(listed) < 2:
             raise bad(key, v, self.accepted, "has the wrong type"
-                      if not isinstance(v, list | tuple) else "is too short")
+                      if listed is None else "is too short")
+        v = listed
         out: list[Any] = []
         for i, s in enumerate(v):
             if isinstance(s, str) and s.strip().lower() == "auto" and i in (0, len(v) - 1):
@@ -325,7 +339,8 @@ class BatchSize(Check):
 
 def step_values(v: Any) -> tuple | None:
     """Sorted unique steps (ints >= 0, then ``"end"``), or None if ``v`` is not such a list."""
-    if not isinstance(v, list | tuple):
+    v = as_list(v)
+    if v is None:
         return None
     ints, end = set(), False
     for s in v:
