@@ -190,3 +190,25 @@ def test_the_doctor_panel_writes_an_infinite_or_nan_evidence_as_such(page, serve
     # was: "evidence: lr = 10, metric = -, ratio = -, step = 2, threshold = 1.5, loss = -"
     assert text == ("evidence: lr = 10, metric = inf, ratio = -inf, step = 2, threshold = 1.5, "
                     "loss = not finite"), text
+
+
+def test_a_verification_of_diverged_runs_says_they_diverged():
+    from depthlab.report.build import _verification_text
+
+    def run(step):
+        return {"budget": 200, "diverged": True, "diverged_step": step, "steps": step - 1,
+                "train_acc": None, "train_loss": None, "val_acc": None, "val_loss": None}
+
+    v = {"kind": "divergence", "before": run(2), "after": run(3), "chance_loss": 0.693,
+         "helped": False, "resolved": False, "new_findings": [], "prescription": {"lr": 1.0},
+         "metric": "loss rise (end / min(step 0, best))", "metric_before": None,
+         "metric_after": None, "infinite": {"metric_after": "inf", "metric_before": "inf"}}
+    # was: "train loss  → , val acc  → , loss rise (end / min(step 0, best))  → : did not help"
+    assert _verification_text(v) == ("train loss diverged at step 2 → diverged at step 3, loss "
+                                     "rise (end / min(step 0, best)) inf → inf: did not help")
+    # one side diverged, the other measured; a NaN metric without an infinity
+    v2 = {**v, "after": {"diverged": False, "train_loss": 0.5, "val_acc": 0.8, "steps": 200},
+          "infinite": {}, "metric_after": 1.2}
+    assert _verification_text(v2).startswith(
+        "train loss diverged at step 2 → 0.5, val acc diverged at step 2 → 0.8, loss rise "
+        "(end / min(step 0, best)) not finite → 1.2: "), _verification_text(v2)

@@ -646,12 +646,33 @@ def _cellnum(v: Any) -> float | None:
 def _verification_text(v: dict) -> str:
     """``train loss a -> b, val acc a -> b, <metric> a -> b: helped`` from a Verification."""
     b, a = _as_dict(v.get("before")), _as_dict(v.get("after"))
-    bits = [f"{label} {H.fmt(b.get(key))} → {H.fmt(a.get(key))}"
-            for label, key in (("train loss", "train_loss"), ("val acc", "val_acc"))
-            if key in b or key in a]
+    inf = v.get("infinite") if isinstance(v.get("infinite"), dict) else {}
+
+    def finite(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+    def run_text(m: dict, key: str) -> str:
+        # a run that diverged has no loss or accuracy (was "train loss  → , val acc  → ")
+        if finite(m.get(key)):
+            return H.fmt(m[key])
+        if m.get("diverged"):
+            at = m.get("diverged_step")
+            return "diverged" + (f" at step {at}" if isinstance(at, int) else "")
+        return "not finite"
+
+    def metric_text(name: str) -> str:  # an infinity is stored as None beside its sign
+        x = v.get(name)
+        return H.fmt(x) if finite(x) else (inf.get(name) if inf.get(name) in ("inf", "-inf")
+                                           else "not finite")
+
+    bits = []
+    if "train_loss" in b or "train_loss" in a:
+        bits.append(f"train loss {run_text(b, 'train_loss')} → {run_text(a, 'train_loss')}")
+    if finite(b.get("val_acc")) or finite(a.get("val_acc")):  # none measured: none shown
+        bits.append(f"val acc {run_text(b, 'val_acc')} → {run_text(a, 'val_acc')}")
     if v.get("metric"):
-        bits.append(f"{v['metric']} {H.fmt(v.get('metric_before'))} → "
-                    f"{H.fmt(v.get('metric_after'))}")
+        bits.append(f"{v['metric']} {metric_text('metric_before')} → "
+                    f"{metric_text('metric_after')}")
     try:  # the doctor's own verdict: what decided it (a constant prediction's loss, a metric
         # still above its threshold) said as the command line says it; a record stored
         # without its finding's kind (an older or hand-written one) has no rule's threshold,
