@@ -219,3 +219,22 @@ def test_sizes_and_steps_as_numpy_arrays_or_ranges_are_the_lists_mlp_takes():
                 np.array(["4", "8"]), np.array([4])):
         with pytest.raises(ConfigError):
             ModelSpec(sizes=bad)
+
+
+def test_numpy_numbers_inside_a_networks_meta_are_saved_as_numbers(tmp_path):
+    # dl.save(net, path, meta={"history": {"val_acc": [np.float32(0.8)]}}) was refused ("Object
+    # of type float32 is not JSON serializable") although meta={"val_acc": np.float32(0.8)}
+    # was saved; NumPy numbers at any depth are now numbers (NaN still refused, in one line)
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.persist import load_meta
+
+    net = dl.mlp([4, 8, 3], "tanh", seed=0)
+    meta = {"history": {"val_acc": [np.float32(0.5), np.float64(0.75)], "steps": np.int64(3),
+                        "flags": (np.bool_(True), 2)}, "top": np.float32(0.25)}
+    path = dl.save(net, tmp_path / "net.npz", meta=meta)
+    assert load_meta(path) == {"history": {"val_acc": [0.5, 0.75], "steps": 3,
+                                           "flags": [True, 2]}, "top": 0.25}
+    with pytest.raises(TypeError, match=r"meta\['n'\] .* not JSON compliant"):
+        dl.save(net, tmp_path / "bad.npz", meta={"n": {"x": np.float64("nan")}})

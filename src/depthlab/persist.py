@@ -47,6 +47,19 @@ def _json_bytes(obj: Any) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars inside dicts, lists and tuples made Python numbers
+    (``{"val_acc": [np.float32(0.8)]}`` was refused: "Object of type float32 is not JSON
+    serializable", though a top-level NumPy number was saved)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = None) -> Path:
     """Write ``net`` (built by :func:`depthlab.mlp`) to ``path`` (``.npz`` appended when
     missing). ``meta``: extra JSON values, or NumPy arrays stored beside the weights (e.g.
@@ -89,6 +102,7 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
                 raise TypeError(f"meta[{key!r}] is an object array; expected numbers")
             arrays[f"meta:{key}"] = value
         else:
+            value = _plain(value)
             try:  # named here: the recipe's own message would blame the network
                 json.dumps(value, allow_nan=False, sort_keys=True)
             except (TypeError, ValueError) as exc:
