@@ -212,3 +212,30 @@ def test_a_verification_of_diverged_runs_says_they_diverged():
     assert _verification_text(v2).startswith(
         "train loss diverged at step 2 → 0.5, val acc diverged at step 2 → 0.8, loss rise "
         "(end / min(step 0, best)) not finite → 1.2: "), _verification_text(v2)
+
+
+def test_a_torch_model_of_one_layer_has_no_hidden_layer_to_take_a_ratio_of(tmp_path):
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.report.build import write_report
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    for name, model in (("single", nn.Linear(8, 3)),
+                        ("two", nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with dlt.Watch(model, every=1, out=tmp_path, name=name) as watch:
+            for _ in range(2):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+    page = write_report(tmp_path)
+    raw = (page if page.is_file() else tmp_path / "report.html").read_text()
+    # its one layer is the output layer, left out of the ratio: the row read "not measured"
+    assert ("<td>single</td><td></td><td></td><td>no hidden layer (its one layer is the output "
+            "layer): no first/last ratio to take</td>") in raw
+    assert "<td>two</td><td></td><td></td><td>one hidden layer: no first/last ratio" in raw

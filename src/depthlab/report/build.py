@@ -438,6 +438,12 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             rows.append([labels[rid], None, None, "one hidden layer: no first/last ratio to "
                          "take", _cellnum(r["val_acc"])])
             continue
+        if names and grads.empty and not tables[rid].empty:
+            # a model of one layer (nn.Linear): its only layer is its output layer (the row
+            # read "not measured", although the figures draw it)
+            rows.append([labels[rid], None, None, "no hidden layer (its one layer is the "
+                         "output layer): no first/last ratio to take", _cellnum(r["val_acc"])])
+            continue
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot.gradient_ratio(t)
         at_end = _cellnum(plot.gradient_ratio(t, end)) if end is not None else None
