@@ -238,3 +238,22 @@ def test_numpy_numbers_inside_a_networks_meta_are_saved_as_numbers(tmp_path):
                                            "flags": [True, 2]}, "top": 0.25}
     with pytest.raises(TypeError, match=r"meta\['n'\] .* not JSON compliant"):
         dl.save(net, tmp_path / "bad.npz", meta={"n": {"x": np.float64("nan")}})
+
+
+@pytest.mark.parametrize("encoding,name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                           ("utf-16-le", "UTF-16"), ("utf-32", "UTF-32")])
+def test_a_utf16_csv_is_named_as_such_not_as_a_binary_file(tmp_path, encoding, name):
+    # Windows' Out-File and "Unicode text" exports write UTF-16: it was refused as "line 1
+    # holds a NUL byte (0x00), so it is no CSV text (a binary file, or one preallocated and
+    # never written)"; it is named as UTF-16 (or UTF-32) text, to re-save as UTF-8
+    from depthlab.data import load_dataset
+
+    text = "a,b,label\n" + "".join(f"{i},{i * 0.5},{i % 2}\n" for i in range(40))
+    path = tmp_path / "rows.csv"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(ValueError, match=f"the file is {name} text; accepted: comma-separated "
+                                         r"UTF-8 text \(re-save the file as UTF-8\)"):
+        load_dataset(str(path))
+    path.write_bytes(bytes(5000))  # zeros: still a binary file
+    with pytest.raises(ValueError, match="line 1 holds a NUL byte"):
+        load_dataset(str(path))

@@ -191,9 +191,12 @@ def csv_bytes(path: Path) -> tuple[int, int, int]:
     return 2 * 8 * rows * per_row, rows, per_row
 
 
-def _nul_line(path: Path) -> int | None:
-    """The line of CSV ``path``'s first NUL byte within its first :data:`SAMPLE_BYTES`, or
-    None (also when the file cannot be read: the reader names the problem)."""
+def _nul_line(path: Path) -> tuple[int, str | None] | None:
+    """The line of CSV ``path``'s first NUL byte within its first :data:`SAMPLE_BYTES` and the
+    encoding it says the text is in (``"UTF-16"``/``"UTF-32"``: a byte order mark, or every
+    second or fourth byte NUL, as Windows' ``Out-File`` and "Unicode text" exports write; else
+    None), or None when it holds no NUL (also when the file cannot be read: the reader names
+    the problem)."""
     gz = path.name.lower().endswith(".gz")
     try:
         with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
@@ -201,7 +204,22 @@ def _nul_line(path: Path) -> int | None:
     except (OSError, EOFError, zlib.error):
         return None
     at = sample.find(b"\0")
-    return None if at < 0 else sample.count(b"\n", 0, at) + 1
+    if at < 0:
+        return None
+    wide = None
+    if sample.startswith((b"\xff\xfe\0\0", b"\0\0\xfe\xff")):
+        wide = "UTF-32"
+    elif sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        wide = "UTF-16"
+    else:
+        head = sample[:4096 - 4096 % 4]
+        for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+            units = [head[i:i + width] for i in range(0, len(head), width)]
+            if len(units) >= 4 and all(u.count(b"\0") == width - 1 and u.strip(b"\0")
+                                       for u in units):
+                wide = name
+                break
+    return (1 if wide else sample.count(b"\n", 0, at) + 1), wide
 
 
 def check_csv_fits(path: Path, what: str) -> None:
@@ -209,8 +227,11 @@ def check_csv_fits(path: Path, what: str) -> None:
     one holding NUL bytes (a file of zeros named .csv, e.g. preallocated and never written:
     pandas read its 300 MB as one header cell in 6.5 GB of memory)."""
     nul = _nul_line(path)
+    if nul is not None and nul[1] is not None:  # read as NUL bytes, "a binary file"
+        raise ValueError(f"{what}: the file is {nul[1]} text; accepted: comma-separated UTF-8 "
+                         "text (re-save the file as UTF-8)")
     if nul is not None:
-        raise ValueError(f"{what}: line {nul} holds a NUL byte (0x00), so it is no CSV text "
+        raise ValueError(f"{what}: line {nul[0]} holds a NUL byte (0x00), so it is no CSV text "
                          "(a binary file, or one preallocated and never written); accepted: "
                          "comma-separated UTF-8 text")
     need, rows, cols = csv_bytes(path)
