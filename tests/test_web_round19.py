@@ -239,3 +239,14 @@ def test_a_torch_model_of_one_layer_has_no_hidden_layer_to_take_a_ratio_of(tmp_p
     assert ("<td>single</td><td></td><td></td><td>no hidden layer (its one layer is the output "
             "layer): no first/last ratio to take</td>") in raw
     assert "<td>two</td><td></td><td></td><td>one hidden layer: no first/last ratio" in raw
+
+
+def test_a_regression_doctors_baseline_names_no_accuracy():
+    from depthlab.report.build import _findings_html
+
+    html = _findings_html({"baseline": {"diverged": False, "train_loss": 0.0123, "val_acc": None,
+                                        "val_loss": 0.02},
+                           "settings": {"steps": 200, "optimizer": "sgd", "lr": 0.05},
+                           "findings": []})
+    # was: "train loss 0.0123, val acc ." (an mse loss measures no accuracy)
+    assert "Baseline run: 200 steps of sgd lr 0.05, train loss 0.0123.</p>" in html, html

@@ -726,9 +726,10 @@ def _findings_html(payload: dict) -> str:
             at = base.get("diverged_step")
             outcome = ("diverged" + (f" at step {at}" if isinstance(at, int) else "")
                        + ": no finite train loss or val acc")
-        else:
-            outcome = (f"train loss {H.fmt(base.get('train_loss')) or 'none'}, val acc "
-                       f"{H.fmt(base.get('val_acc')) or 'none'}")
+        else:  # a regression loss (mse) measures no accuracy: none named (was "val acc .")
+            acc = H.fmt(base.get("val_acc"))
+            outcome = (f"train loss {H.fmt(base.get('train_loss')) or 'not finite'}"
+                       + (f", val acc {acc}" if acc else ""))
         parts.append(f"<p>Baseline run: {H.esc(run)}{H.esc(outcome)}.</p>")
     if not items:
         parts.append("<p class=\"note\">Clean bill of health: the doctor found nothing to "
