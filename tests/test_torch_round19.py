@@ -231,3 +231,23 @@ def test_a_frozen_base_of_a_lora_block_has_no_gradient_rows_at_any_step():
     assert "0.base" in set(f[f.quantity == "pre_std"].module)
     df = dlt.probe(m, x, y, "cross_entropy")
     assert sorted(set(df[df.quantity == "grad_pre_std"].module)) == ["0.A", "0.B", "2"]
+
+
+# -- Softshrink, Hardshrink ----------------------------------------------------------------
+
+@pytest.mark.parametrize("act", [nn.Softshrink(0.5), nn.Hardshrink(0.3)])
+def test_shrink_activations_are_measured_and_refused_by_predict_by_name(act):
+    # no act_* rows, and predict refused them as "the input of '2' is not the previous layer's
+    # output"; predicted as a chain they were 0.78x the measurement (sparse outputs): refused
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 32, dtype=torch.float64), torch.randint(0, 3, (256,))
+    m = nn.Sequential(nn.Linear(32, 64), act, nn.Linear(64, 64), act, nn.Linear(64, 3)).double()
+    df = dlt.probe(m, x, y, "cross_entropy")
+    h = act(m[0](x))
+    value = df[(df.layer == 1) & (df.quantity == "act_std")].value.iloc[0]
+    assert value == pytest.approx(h.std(unbiased=False).item(), rel=1e-9)
+    mean = df[(df.layer == 1) & (df.quantity == "act_mean")].value.iloc[0]
+    assert mean == pytest.approx(h.mean().item(), rel=1e-9, abs=1e-15)
+    with pytest.raises(ValueError, match=rf"^predict\(\) does not model '1' "
+                                         rf"\({type(act).__name__}\): its flat zone"):
+        dlt.predict(m, x, y, "cross_entropy")

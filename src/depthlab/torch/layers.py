@@ -278,6 +278,17 @@ def _tanhshrink(m):
                           torch.nn.functional.tanhshrink, 1.0, False, False)
 
 
+def _shrink(m):
+    """``Softshrink``/``Hardshrink``: 0 on ``[-lambd, lambd]``, ``s -+ lambd`` (soft) or ``s``
+    (hard) outside; ``f' = 1`` outside."""
+    lam = float(m.lambd)
+    soft = type(m) is nn.Softshrink
+    fn = torch.nn.functional.softshrink if soft else torch.nn.functional.hardshrink
+    return ActivationSpec("softshrink" if soft else "hardshrink",
+                          lambda s: (s.abs() > lam).to(s.dtype), lambda s: fn(s, lam), 1.0,
+                          False, False)
+
+
 def _swish(m):
     """depthlab.bridge's ``Swish`` (``s sigmoid(beta s)``; ``nn.SiLU`` is beta = 1)."""
     beta = float(m.beta)
@@ -326,6 +337,7 @@ _SPECS: list[tuple[type, Callable[[nn.Module], ActivationSpec]]] = [
     (nn.Tanh, _tanh), (nn.Softsign, _softsign), (nn.Mish, _mish), (nn.Softplus, _softplus),
     (nn.Hardtanh, _hardtanh), (nn.ReLU6, _hardtanh), (nn.Hardsigmoid, _hardsigmoid),
     (nn.Hardswish, _hardswish), (nn.LogSigmoid, _logsigmoid), (nn.Tanhshrink, _tanhshrink),
+    (nn.Softshrink, _shrink), (nn.Hardshrink, _shrink),
     *_bridge_specs(),
 ]
 
