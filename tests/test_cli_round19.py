@@ -257,3 +257,18 @@ def test_a_utf16_csv_is_named_as_such_not_as_a_binary_file(tmp_path, encoding, n
     path.write_bytes(bytes(5000))  # zeros: still a binary file
     with pytest.raises(ValueError, match="line 1 holds a NUL byte"):
         load_dataset(str(path))
+
+
+def test_a_time_left_of_days_or_years_reads_in_days_or_years():
+    # train.epochs = 99999999999999999999 (a typo of extra digits) is accepted, and its
+    # progress read "~215239521905832.9 h left"; a NaN span read "nan s"
+    from depthlab.progress import StatusLines, duration
+
+    assert [duration(s) for s in (42, 3000, 7000, 172_800, 1e6, 1e9, 7.7e20)] == [
+        "42 s", "50 min", "1.9 h", "2.0 days", "11.6 days", "32 years", "2.4e+13 years"]
+    assert duration(float("nan")) == duration(float("inf")) == "?"
+    lines: list[str] = []
+    clock = iter([0.0, 120.0, 240.0])
+    bar = StatusLines(4 * 10**21, write=lines.append, clock=lambda: next(clock), every_s=1.0)
+    bar.update(10**6)
+    assert lines and lines[-1].endswith("years left"), lines

@@ -50,13 +50,24 @@ def warning_line(message: Any, category: Any = None, filename: Any = None, linen
 
 
 def duration(seconds: float) -> str:
-    """A time span as a person reads it: ``"42 s"``, ``"3 min"``, ``"2.1 h"``."""
+    """A time span as a person reads it: ``"42 s"``, ``"3 min"``, ``"2.1 h"``, ``"3.5 days"``,
+    ``"12 years"`` (a run of 10**20 epochs read "~215239521905832.9 h left"); ``"?"`` for a
+    span that is not a number."""
+    if seconds != seconds:  # NaN: max(nan, 0.0) is nan, which printed "nan s"
+        return "?"
     seconds = max(seconds, 0.0)
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    days = seconds / 86400
+    if days < 730:
+        return f"{days:.1f} days"
+    years = days / 365.25
+    return f"{years:,.0f} years" if years < 1e6 else (
+        f"{years:.1e} years" if years < float("inf") else "?")
 
 
 class StatusLines:
