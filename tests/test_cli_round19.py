@@ -272,3 +272,21 @@ def test_a_time_left_of_days_or_years_reads_in_days_or_years():
     bar = StatusLines(4 * 10**21, write=lines.append, clock=lambda: next(clock), every_s=1.0)
     bar.update(10**6)
     assert lines and lines[-1].endswith("years left"), lines
+
+
+def test_inits_command_to_paste_for_a_name_starting_with_a_dash_is_read_as_a_file(
+        tmp_path, capsys, monkeypatch):
+    # `depthlab init -- -dash` printed "train it with: depthlab run -dash.toml --out results",
+    # which pasted reads -dash.toml as an option (exit 2, "unrecognized arguments")
+    import shlex
+
+    from helpers.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "init", "--", "-dash")
+    assert code == 0, err
+    command = out.strip().split("train it with: ", 1)[1]
+    assert shlex.split(command)[:3] == ["depthlab", "run", "./-dash.toml"], command
+    assert "depthlab run ./-dash.toml --out results" in (tmp_path / "-dash.toml").read_text()
+    code, out, err = run_cli(capsys, "init", "my run")  # quoted as before
+    assert "depthlab run 'my run.toml' --out results" in out

@@ -32,9 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing file")
 
 
+def _pasteable(target: Path) -> str:
+    """``target`` as a shell word that a command reads as a file: quoted when it has spaces or
+    quotes, and ``./-x.toml`` for a name starting with ``-`` (pasted as is, ``depthlab run
+    -x.toml`` read it as an option: "unrecognized arguments")."""
+    text = str(target)
+    if text.startswith("-"):
+        text = f"./{text}"
+    return shlex.quote(text)
+
+
 def _next_step(source: str, target: Path) -> str:
     """The command to use the file next, ready to paste (a name with spaces is quoted)."""
-    quoted = shlex.quote(str(target))
+    quoted = _pasteable(target)
     if source.endswith(".ipynb"):
         return f"open it with: jupyter lab {quoted}"
     if source == "demo.toml":
@@ -85,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                       flags=re.M)
         # the commands in its comments, ready to paste; a replacement that is kept in a
         # comment line: a file name with a newline could otherwise break out of it
-        text = text.replace("THIS_FILE", " ".join(shlex.quote(str(target)).splitlines()))
+        text = text.replace("THIS_FILE", " ".join(_pasteable(target).splitlines()))
     atomic_write_text(target, text)
     print(f"wrote {target}; {_next_step(source, target)}")
     return 0
