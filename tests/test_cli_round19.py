@@ -290,3 +290,25 @@ def test_inits_command_to_paste_for_a_name_starting_with_a_dash_is_read_as_a_fil
     assert "depthlab run ./-dash.toml --out results" in (tmp_path / "-dash.toml").read_text()
     code, out, err = run_cli(capsys, "init", "my run")  # quoted as before
     assert "depthlab run 'my run.toml' --out results" in out
+
+
+def test_a_registered_name_written_with_spaces_is_the_name():
+    # "leaky-relu", "LeakyReLU" and "leaky_relu" were one name, but "leaky relu" (as papers and
+    # torch's docs write it) was refused with "did you mean 'leaky_relu'?"
+    import depthlab as dl
+    from depthlab.activations import REGISTRY as ACTIVATIONS
+    from depthlab.experiments import validate
+    from depthlab.experiments.config import run_id
+    from depthlab.initializers import REGISTRY as INITIALIZERS
+
+    assert ACTIVATIONS.key("leaky relu") == ACTIVATIONS.key(" Leaky  ReLU ") == "leaky_relu"
+    assert INITIALIZERS.key("He Normal") == "he_normal"
+    assert dl.mlp([3, 4, 2], "leaky relu", "glorot uniform", seed=0).config["activation"] == \
+        "leaky_relu"
+    spaced = validate({"data": {"name": "digits"}, "model": {
+        "sizes": ["auto", 8, "auto"], "activation": "leaky relu", "init": "He Normal"}})
+    plain = validate({"data": {"name": "digits"}, "model": {
+        "sizes": ["auto", 8, "auto"], "activation": "leaky_relu", "init": "he_normal"}})
+    assert spaced == plain and run_id(spaced) == run_id(plain)
+    with pytest.raises(ValueError, match="did you mean 'leaky_relu'"):
+        ACTIVATIONS.key("le aky")

@@ -54,7 +54,7 @@ class Registry(Generic[T]):
         if not isinstance(name, str):
             raise TypeError(f"{self.kind} must be a name, got {type(name).__name__} {name!r}; "
                             f"expected one of: {', '.join(self.names)}")
-        key = name.strip().lower().replace("-", "_")
+        key = "_".join(name.lower().split()).replace("-", "_")  # "leaky relu", "He Normal"
         key = self.aliases.get(key, key)
         if key not in self.factories:
             key = self._compact.get(key.replace("_", ""), key)
