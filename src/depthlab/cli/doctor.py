@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from . import torch_doctor
@@ -68,6 +69,15 @@ def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
             "optimizer_kwargs": train["optimizer_kwargs"]}
 
 
+def _prepared_data(prep: Any) -> SimpleNamespace:
+    """The data set with the targets in the form the config's loss takes, as ``depthlab run``
+    trains on them (one-hot rows for mse/huber, 0/1 floats for binary cross-entropy): the
+    data set's own integer labels made an mse doctor of a classification set fail."""
+    ds = prep.data
+    return SimpleNamespace(x_train=ds.x_train, y_train=prep.y_train, x_val=ds.x_val,
+                           y_val=prep.y_val if prep.y_val is not None else ds.y_val)
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -96,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         progress = RunProgress(progress_mode(args))
         try:
-            diag = doctor(prep.net, prep.data, callbacks=[progress], **kwargs)
+            diag = doctor(prep.net, _prepared_data(prep), callbacks=[progress], **kwargs)
         except (ValueError, TypeError) as e:
             raise UserError(f"doctor: {e}") from e
         finally:
