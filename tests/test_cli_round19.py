@@ -312,3 +312,27 @@ def test_a_registered_name_written_with_spaces_is_the_name():
     assert spaced == plain and run_id(spaced) == run_id(plain)
     with pytest.raises(ValueError, match="did you mean 'leaky_relu'"):
         ACTIVATIONS.key("le aky")
+
+
+def test_runs_sweep_takes_the_start_of_a_sweeps_id(tmp_path, capsys):
+    # `depthlab runs DIR --sweep sw-7c78` said "is not a sweep of DIR; its sweeps:
+    # sw-7c785455d5", although predict takes the start of a run id
+    import json
+
+    from helpers.cli import assert_one_line_error, run_cli
+
+    from depthlab.experiments import Store
+    from depthlab.experiments.store import RunRecord
+
+    with Store(tmp_path) as s:
+        for sweep, rid in (("sw-aa11", "r1"), ("sw-aa22", "r2"), ("sw-bb33", "r3")):
+            s.add_run(RunRecord(id=rid, kind="sweep-point", sweep=sweep))
+    code, out, err = run_cli(capsys, "runs", tmp_path, "--sweep", "sw-b", "--json")
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(out)] == ["r3"]
+    code, out, err = run_cli(capsys, "runs", tmp_path, "--sweep", "SW-AA1", "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == ["r1"], err
+    code, _, err = run_cli(capsys, "runs", tmp_path, "--sweep", "sw-aa")
+    assert_one_line_error(code, err, "'sw-aa' is the start of 2 sweeps", "sw-aa11", "sw-aa22")
+    code, _, err = run_cli(capsys, "runs", tmp_path, "--sweep", "sw-c")
+    assert_one_line_error(code, err, "is not a sweep of")

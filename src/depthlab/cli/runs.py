@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=("run", "sweep-point", "doctor"),
                    help="only runs of this kind")
     p.add_argument("--sweep", metavar="ID",
-                   help="only the points of this sweep (sw-...: those it ran and those it "
-                   "found stored)")
+                   help="only the points of this sweep (sw-..., or the start of its id: "
+                   "those it ran and those it found stored)")
     p.add_argument("--status", choices=("finished", "diverged", "failed"),
                    help="only runs with this status")
 
@@ -32,6 +32,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.sweep is not None:
             known = list(store.sweep_points())
+            # a unique prefix names its sweep, as a run id's prefix names its run (predict)
+            given = args.sweep.strip()
+            matches = [k for k in known if k.lower().startswith(given.lower())] if given else []
+            if args.sweep not in known and len(matches) == 1:
+                args.sweep = matches[0]
+            elif args.sweep not in known and len(matches) > 1:
+                raise UserError(f"--sweep {args.sweep!r} is the start of {len(matches)} sweeps "
+                                f"of {args.dir} ({', '.join(matches[:10])}"
+                                f"{', ...' if len(matches) > 10 else ''}); give more of its id")
             if args.sweep not in known:  # was: no way to list one sweep's points
                 shown = ", ".join(known[:10]) + (f" (and {len(known) - 10} more)"
                                                  if len(known) > 10 else "")
