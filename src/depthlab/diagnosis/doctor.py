@@ -226,6 +226,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     # no gradient reaches the layers below it (layer 1's grad_pre_std 125x below layer 2's in
     # a healthy 2-layer net): with fewer than BN_PROBE_ROWS held-out rows every run of the
     # diagnosis (a batch-norm cure's too, compared with the baseline) probes training rows
+    if settings.get("standardize"):
+        data = _standardized(data)
     held_out = probe_held_out(None if data.x_val is None else len(data.x_val), len(data.x))
     src_x = data.x_val if held_out else data.x
     src_y = data.y_val if held_out else data.y
@@ -245,9 +247,40 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
                      history=hist, metrics=_final_metrics(hist, settings["steps"]),
                      bn_drift=drift, probe_examples=int(px.shape[0]), bn_losses=bn_losses,
-                     chance_loss=constant_loss(settings["loss"], py, _outputs(config)))
+                     chance_loss=constant_loss(settings["loss"], py, _outputs(config)),
+                     input_stats=_input_stats(data.x))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, findings, by_kind)
+
+
+def _standardized(data: _Data) -> _Data:
+    """``data`` with every ``x`` standardized by the training rows' per-feature mean and std
+    (``depthlab.data.fit_standardizer``: float64, a constant feature maps to 0), as
+    ``fit(standardize=True)`` does; the probe batch is then standardized alike."""
+    from ..data.standardize import apply_standardizer, fit_standardizer
+
+    x = np.asarray(data.x, dtype=np.float64)
+    mean, std = fit_standardizer(x)
+    xv = None if data.x_val is None else apply_standardizer(
+        np.asarray(data.x_val, dtype=np.float64), mean, std)
+    return _Data(apply_standardizer(x, mean, std), data.y, xv, data.y_val)
+
+
+def _input_stats(x: np.ndarray) -> dict[str, Any]:
+    """Per-feature ``mean`` and ``std`` (float64) of the training inputs ``x`` (``{}`` when
+    not a finite 2-D array): what ``rules.rule_unscaled_inputs`` judges."""
+    if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "fiub":
+        return {}
+    chunk = max(1, (1 << 22) // max(1, x.shape[1]))  # float64 temporaries of <= 32 MiB
+    with np.errstate(all="ignore"):
+        mean = sum(np.sum(x[i:i + chunk], axis=0, dtype=np.float64)
+                   for i in range(0, x.shape[0], chunk)) / x.shape[0]
+        var = sum(np.sum((np.asarray(x[i:i + chunk], dtype=np.float64) - mean) ** 2, axis=0)
+                  for i in range(0, x.shape[0], chunk)) / x.shape[0]
+        std = np.sqrt(var)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        return {}
+    return {"mean": mean, "std": std}
 
 
 def _same_parameters(a: Network, b: Network) -> bool:
@@ -371,6 +404,7 @@ def doctor(
     verify: bool = False,
     probe_every: int = 10,
     callbacks: Sequence[Callback] = (),
+    standardize: bool = False,
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
@@ -397,6 +431,10 @@ def doctor(
     ``callbacks``: :class:`~depthlab.training.trainer.Callback` objects added to every training
     run of the doctor (the baseline and each verification), e.g. progress, or a stop: an
     exception raised in one ends the doctor with it.
+
+    ``standardize``: as ``fit(standardize=True)``, every run standardizes the inputs with the
+    training rows' per-feature mean and std (the probe batch too); ``settings["standardize"]``
+    is True then. The ``unscaled_inputs`` finding prescribes it.
     """
     steps, probe_every = (positive_int(label, v) for label, v in (
         ("steps", steps), ("probe_every", probe_every)))
@@ -405,6 +443,8 @@ def doctor(
     if not isinstance(verify, bool | np.bool_):
         raise TypeError(f"verify={verify!r} is not accepted; accepted: True or False")
     verify = bool(verify)
+    if not isinstance(standardize, bool | np.bool_):
+        raise TypeError(f"standardize={standardize!r} is not accepted; accepted: True or False")
     if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
         raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} is not accepted; accepted: "
                         "a dict of the optimizer's arguments, e.g. {'momentum': 0.9}, or None")
@@ -447,6 +487,8 @@ def doctor(
     settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
                 "optimizer_kwargs": dict(optimizer_kwargs or {}), "batch_size": batch_size,
                 "seed": seed, "probe_every": probe_every}
+    if standardize:  # only then: the settings of a run on the data as given stay as they were
+        settings["standardize"] = True
     callbacks = tuple(callbacks)
     base = _train(net, config, d, settings, callbacks)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,

@@ -407,7 +407,8 @@ class Diagnosis:
             f"  run: {s.get('steps')} step{'' if s.get('steps') == 1 else 's'} of "
             f"{s.get('optimizer')} lr {s.get('lr')}"
             + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
-            + f", batch {s.get('batch_size')}, seed {s.get('seed')}",
+            + f", batch {s.get('batch_size')}, seed {s.get('seed')}"
+            + (", inputs standardized" if s.get("standardize") else ""),
             f"  baseline: train loss {_fmt(b.get('train_loss'))}"
             + (f", val acc {_fmt(b.get('val_acc'))}" if _measured(b.get("val_acc")) else "")
             + (" (diverged)" if b.get("diverged") else ""),

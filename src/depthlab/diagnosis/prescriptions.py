@@ -2,14 +2,15 @@
 
 A prescription is a dict of ``mlp()`` arguments (``init``, ``activation``, ``batchnorm``,
 ``bias_init``, ``bn_inference``, ``bn_momentum``) and/or training settings (``lr``,
-``optimizer``, ``batch_size``: :data:`TRAINING_KEYS`), plus a sentence saying why.
+``optimizer``, ``batch_size``, ``standardize``: :data:`TRAINING_KEYS`), plus a sentence saying
+why.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size"})
+TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size", "standardize"})
 """Prescription keys that change training settings rather than the network config."""
 
 RECOMMENDED_INIT: dict[str, str] = {
@@ -207,3 +208,13 @@ def for_lr_too_high(lr: float, update_ratio: float) -> tuple[dict[str, Any], str
     return {"lr": lr / 10.0}, (
         f"Use a 10x smaller learning rate ({lr / 10.0:g}): updates of {update_ratio:.2g} of the "
         "weights' norm per step overshoot; about 1e-3 per step is a healthy size.")
+
+
+def for_unscaled_inputs() -> tuple[dict[str, Any], str]:
+    """Cure for unscaled inputs: standardize them with the training set's statistics (the
+    doctor's and ``fit``'s ``standardize=True``; ``[data] standardize = true`` in a config)."""
+    return {"standardize": True}, (
+        "Standardize the inputs with the training set's statistics, (x - mean) / std per "
+        "feature (LeCun et al. 1998): standardize=True in dl.doctor / fit, or [data] "
+        "standardize = true in a config (validation and test inputs with the same mean and "
+        "std).")
