@@ -56,7 +56,9 @@ def test_predict_names_an_activation_it_has_no_theory_for_as_an_activation(act):
         dlt.predict(m, torch.randn(32, 8))
     msg = str(e.value)
     assert "\n" not in msg
-    assert f"'1' ({type(act).__name__}) is an activation predict() has no theory for" in msg
+    # (Softshrink/Hardshrink: measured by dlt.probe since round 19, predict says why it cannot)
+    assert f"'1' ({type(act).__name__})" in msg
+    assert "is an activation predict() has no theory for" in msg
     assert "modelled: " in msg and "GELU" in msg and "Softplus" in msg
 
 
