@@ -336,3 +336,20 @@ def test_runs_sweep_takes_the_start_of_a_sweeps_id(tmp_path, capsys):
     assert_one_line_error(code, err, "'sw-aa' is the start of 2 sweeps", "sw-aa11", "sw-aa22")
     code, _, err = run_cli(capsys, "runs", tmp_path, "--sweep", "sw-c")
     assert_one_line_error(code, err, "is not a sweep of")
+
+
+def test_sweep_values_given_as_a_tuple_range_or_array_are_the_list():
+    # from Python, a [sweep] value as a tuple was refused with a message showing it as a list:
+    # 'sweep.train.seed = [0, 1, 2] has the wrong type; accepted: a non-empty list of values'
+    import numpy as np
+
+    from depthlab.experiments import validate
+    from depthlab.fieldcheck import ConfigError
+
+    base = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 8, "auto"]}}
+    want = validate({**base, "sweep": {"train.seed": [0, 1, 2]}})
+    for values in ((0, 1, 2), range(3), np.arange(3)):
+        assert validate({**base, "sweep": {"train.seed": values}}) == want, values
+    for values in ((), 3, np.array([])):
+        with pytest.raises(ConfigError):
+            validate({**base, "sweep": {"train.seed": values}})

@@ -61,6 +61,7 @@ from .fieldcheck import (
     Steps,
     Table,
     Text,
+    as_list,
     bad,
     fmt,
     is_num,
@@ -729,10 +730,11 @@ def _check_sweep(raw: Any) -> dict[str, list]:
                               "quotes); accepted: one list per key", key)
         if key not in valid:
             raise _unknown_key("sweep", key, valid)
-        if not isinstance(values, list) or not values:
+        listed = as_list(values)  # a tuple, range or 1-D array from Python too
+        if not listed:
             raise bad(f"sweep.{key}", values, "a non-empty list of values to try",
-                      "has the wrong type" if not isinstance(values, list) else "is empty")
-        out[key] = list(values)
+                      "has the wrong type" if listed is None else "is empty")
+        out[key] = listed
     return out
 
 
