@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import math
@@ -289,15 +290,24 @@ return ``{"out": ..., "aux": ...}``, Hugging Face's ``{"logits": ...}``)."""
 
 def accuracy_output(out: Any, y: Any, threshold: float | None) -> Any:
     """The tensor the accuracy is read from: ``out`` itself when it is a tensor; for a
-    tuple/list (``(logits, aux)``, torchvision's ``InceptionOutputs``) or a dict (its
-    :data:`ACC_KEYS` first, then its values in order), the first floating tensor that fits the
+    tuple/list (``(logits, aux)``, torchvision's ``InceptionOutputs``), a dict (its
+    :data:`ACC_KEYS` first, then its values in order) or a dataclass (its fields read as a
+    dict's items, in field order), the first floating tensor that fits the
     targets as the loss's outputs would (one column per class with integer labels, or the
     targets' shape for a binary cross-entropy); else ``out`` (no accuracy: NaN)."""
     if isinstance(out, torch.Tensor):
         return out
-    if isinstance(out, dict):
-        keys = [k for k in ACC_KEYS if k in out] + [k for k in out if k not in ACC_KEYS]
-        parts = [out[k] for k in keys]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        # @dataclass Output(loss=None, logits=...): its fields in order, as a dict's values
+        # (accumulators._first_tensor reads them so; the acc row and evaluate's accuracy
+        # were missing, NaN)
+        out_fields = {f.name: getattr(out, f.name, None) for f in dataclasses.fields(out)}
+    else:
+        out_fields = out
+    if isinstance(out_fields, dict):
+        keys = [k for k in ACC_KEYS if k in out_fields] + [k for k in out_fields
+                                                            if k not in ACC_KEYS]
+        parts = [out_fields[k] for k in keys]
     elif isinstance(out, (tuple, list)):
         parts = list(out)
     else:
