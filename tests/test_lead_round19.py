@@ -20,3 +20,99 @@ def test_the_cli_doctor_trains_an_mse_config_on_the_targets_run_trains_on(tmp_pa
     assert code == 0, err
     baseline = json.loads(out)["baseline"]
     assert 0 < baseline["train_loss"] < 1  # a mean squared error on one-hot rows of 2 classes
+
+
+# -- an accuracy at a constant prediction's is no improvement ------------------------------------
+def test_an_accuracy_that_ends_at_a_constant_predictions_did_not_help():
+    """A diverged baseline's cure at chance read "train loss nan (diverged at step 7) -> 2.383,
+    val acc nan -> 0.1: helped" (ten classes), and a rise from below chance to the constant
+    prediction's own accuracy (0.028 -> 0.061) read "helped" too."""
+    import math
+
+    from depthlab.diagnosis.doctor import _better
+    from depthlab.diagnosis.findings import Verification
+
+    diverged = {"train_loss": math.nan, "val_acc": math.nan}
+    at_chance = {"train_loss": 2.383, "val_acc": 0.1}
+    assert _better(at_chance, diverged, 200, 2.303)  # what the accuracy alone decided
+    assert not _better(at_chance, diverged, 200, 2.303, 0.1)
+    assert not _better({"train_loss": 2.304, "val_acc": 0.0611},
+                       {"train_loss": 2.317, "val_acc": 0.0278}, 180, 2.303, 0.0611)
+    # above the constant prediction's accuracy it still counts, the train loss notwithstanding
+    assert _better({"train_loss": 6.8, "val_acc": 0.35}, diverged, 200, 2.303, 0.1)
+    v = Verification(kind="divergence", prescription={"clip_grad_norm": 1.0}, before=diverged,
+                     after=at_chance, metric="m", metric_before=math.inf, metric_after=1.0,
+                     resolved=True, helped=False, chance_loss=2.303, chance_acc=0.1)
+    assert v.verdict() == ("did not help (the train loss did not end below a constant "
+                           "prediction's, 2.303, nor the validation accuracy above its 0.1)")
+    v.after = {"train_loss": 2.0, "val_acc": 0.1}  # the loss below chance: the accuracy's reason
+    assert v.verdict() == ("did not help (the validation accuracy did not end above a constant "
+                           "prediction's, 0.1)")
+    back = Verification.from_dict(json.loads(json.dumps(v.to_dict())))
+    assert back.chance_acc == 0.1 and back.verdict() == v.verdict()
+
+
+def test_constant_accuracy_of_each_kind_of_target():
+    import math
+
+    import numpy as np
+
+    from depthlab.diagnosis.doctor import constant_accuracy
+
+    y = np.array([0, 1, 1, 2, 1])
+    assert constant_accuracy("cross_entropy", y, np.array([1, 1, 0, 2])) == 0.5
+    assert constant_accuracy("cross_entropy", np.eye(3)[y], np.eye(3)[[1, 1, 0, 2]]) == 0.5
+    yb = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # columns' majorities: 1 and 0
+    assert constant_accuracy("binary_cross_entropy", yb, np.array([[1.0, 1.0], [0.0, 0.0]])) \
+        == 0.5
+    assert math.isnan(constant_accuracy("mse", np.eye(3)[y], np.eye(3)[y]))
+    assert math.isnan(constant_accuracy("cross_entropy", y, None))
+
+
+def test_torch_constant_accuracy_leaves_out_the_ignored_labels():
+    import math
+
+    import torch
+    from torch import nn
+
+    from depthlab.torch.doctor import constant_accuracy
+
+    y = torch.tensor([2, 2, -1, -1, -1, 0])  # -1 ignored: the majority is 2, not -1
+    yv = torch.tensor([2, -1, 0, 0])
+    assert constant_accuracy(nn.CrossEntropyLoss(ignore_index=-1), y, yv) == 1 / 3
+    yb = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    assert constant_accuracy(nn.BCEWithLogitsLoss(), yb, torch.tensor([[1.0, 0.0], [0.0, 0.0]])) \
+        == 0.75
+    assert math.isnan(constant_accuracy(nn.MSELoss(), torch.randn(4, 2), torch.randn(3, 2)))
+    assert math.isnan(constant_accuracy(nn.CrossEntropyLoss(), y, None))
+
+
+def test_the_torch_doctor_does_not_call_a_cure_at_chance_help():
+    """digits, a 4-layer He ReLU MLP at SGD lr 2 (momentum 0.9, Nesterov), 30 steps: the loss
+    diverges; the gradient clipping cure ends at chance and read 'helped (finding resolved)'."""
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.data import load_dataset
+
+    ds = load_dataset("digits")
+    x, y = torch.tensor(ds.x_train, dtype=torch.float32), torch.tensor(ds.y_train)
+
+    def make():
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        for _ in range(4):
+            lin = nn.Linear(64, 64)
+            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+            layers += [lin, nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(64, 10))
+
+    d = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), steps=30, seed=0, verify=True,
+                   optimizer=("sgd", {"lr": 2.0, "momentum": 0.9, "nesterov": True}))
+    clips = [v for v in d.verifications if v.prescription == {"clip_grad_norm": 1.0}]
+    assert clips, [v.prescription for v in d.verifications]
+    for v in clips:
+        assert v.after["val_acc"] <= v.chance_acc + 0.01, v.summary()
+        assert not v.helped, v.summary()
+        assert "nor the validation accuracy above its" in v.verdict(), v.summary()

@@ -328,6 +328,36 @@ def constant_loss(loss: Any, y: Any, n_outputs: int | None = None) -> float:
     return math.nan
 
 
+def constant_accuracy(loss: Any, y: Any, y_val: Any) -> float:
+    """The validation accuracy of the best constant prediction of the training targets ``y``:
+    what a network that learned nothing of its inputs scores on ``y_val``. ``cross_entropy``:
+    the share of validation rows labelled with the most frequent training class (integer
+    labels, or the arg-max of target rows); ``binary_cross_entropy``: the share of validation
+    entries on the side (> 0.5 or not) that most training entries of their column take; NaN
+    for other losses (no accuracy), without validation targets, or for targets it cannot
+    read."""
+    try:
+        fn = LOSS_REGISTRY.build(loss)
+        if y_val is None:
+            return math.nan
+        y, yv = np.asarray(y, dtype=np.float64), np.asarray(y_val, dtype=np.float64)
+        if y.ndim == 0 or yv.ndim == 0 or y.shape[0] == 0 or yv.shape[0] == 0 \
+                or not (np.isfinite(y).all() and np.isfinite(yv).all()):
+            return math.nan
+        if fn.name == "cross_entropy" and y.ndim in (1, 2) and yv.ndim == y.ndim:
+            labels = y.astype(np.intp) if y.ndim == 1 else y.argmax(axis=1)
+            held = yv.astype(np.intp) if yv.ndim == 1 else yv.argmax(axis=1)
+            if labels.min() < 0:
+                return math.nan
+            return float(np.mean(held == np.bincount(labels).argmax()))
+        if fn.name == "binary_cross_entropy" and yv.shape[1:] == y.shape[1:]:
+            side = (y > 0.5).mean(axis=0) > 0.5  # each column's majority side
+            return float(np.mean((yv > 0.5) == side))
+    except (ValueError, TypeError, OverflowError):
+        pass
+    return math.nan
+
+
 def _outputs(config: dict[str, Any]) -> int | None:
     """The output width ``config["sizes"][-1]`` (None when not an integer)."""
     sizes = config.get("sizes")
@@ -336,7 +366,7 @@ def _outputs(config: dict[str, Any]) -> int | None:
 
 
 def _better(after: dict[str, float], before: dict[str, float], n_val: int | None = None,
-            chance: float = math.nan) -> bool:
+            chance: float = math.nan, chance_acc: float = math.nan) -> bool:
     """Training improved: one of the final train loss ``L`` and the validation accuracy ``A``
     got clearly better and neither clearly worse (non-finite counts as worst). Changes within
     the noise of one seed's run are neither: ``L`` is better when
@@ -358,7 +388,13 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     that does not end below it by ``LOSS_TOLERANCE`` is no improvement: a cure that took a
     two-class net from 0.7076 to 0.6932 (ln 2: a 50/50 prediction for every input) with the
     held-out accuracy unchanged at 0.485 had only stopped being wrong with confidence, and read
-    "helped"."""
+    "helped".
+
+    ``chance_acc``: the validation accuracy of that constant prediction
+    (:func:`constant_accuracy`). An accuracy that does not end above it by the tolerance is no
+    improvement either: a diverged baseline's cure at chance ("train loss nan -> 2.383, val acc
+    nan -> 0.1", ten classes) and a rise from below chance to it (0.028 -> 0.061, the constant
+    prediction's own accuracy) read "helped"."""
     def val(d: dict[str, float], key: str, worst: float) -> float:
         v = d.get(key, math.nan)
         return v if isinstance(v, (int, float)) and math.isfinite(v) else worst
@@ -369,7 +405,8 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     loss_better = la < (1.0 - LOSS_TOLERANCE) * lb and not la >= (1.0 - LOSS_TOLERANCE) * chance
     loss_worse = la > (1.0 + LOSS_TOLERANCE) * lb
     tol = max(ACC_TOLERANCE, 1.5 / n_val) if n_val else ACC_TOLERANCE
-    acc_better = aa > ab + tol
+    # not "<= chance_acc + tol", so that a NaN chance_acc (not known) keeps the accuracy's verdict
+    acc_better = aa > ab + tol and not aa <= chance_acc + tol
     acc_worse = aa < ab - tol
     if acc_better and loss_worse and math.isfinite(la) and lb > 0:
         return aa - ab > (la - lb) / lb
@@ -556,6 +593,7 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
     cache: dict[str, tuple[_Run, _Run] | None] = {}
     n_val = None if data.y_val is None else len(data.y_val)
     chance = constant_loss(settings["loss"], data.y, _outputs(config))
+    chance_acc = constant_accuracy(settings["loss"], data.y, data.y_val)
     out = []
     for f in findings:
         if not f.prescription:
@@ -590,10 +628,10 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
             kind=f.kind, prescription=dict(f.prescription), before=dict(ref.final),
             after=dict(run.final), metric=RULES[f.kind].metric,
             metric_before=before_metric, metric_after=after_metric, resolved=resolved,
-            helped=bool(improved and _better(run.final, ref.final, n_val, chance)),
+            helped=bool(improved and _better(run.final, ref.final, n_val, chance, chance_acc)),
             new_findings=[k for k in after_kinds
                           if k not in {g.kind for g in ref.findings}],
-            chance_loss=chance,
+            chance_loss=chance, chance_acc=chance_acc,
         ))
     return out
 

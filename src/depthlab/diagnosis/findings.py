@@ -165,6 +165,9 @@ class Verification:
     # the loss of the best constant prediction of the training targets (NaN: not known), the
     # level a train loss must end below for its fall to count (doctor.constant_loss)
     chance_loss: float = math.nan
+    # that constant prediction's validation accuracy (NaN: not known), the level an accuracy
+    # must end above for its rise to count (doctor.constant_accuracy)
+    chance_acc: float = math.nan
 
     def __post_init__(self) -> None:
         """A gradient-flow metric below 0 says which way the gradients now go: the depth in
@@ -185,7 +188,7 @@ class Verification:
             "after": self.after, "metric": self.metric, "metric_before": self.metric_before,
             "metric_after": self.metric_after, "resolved": self.resolved,
             "helped": self.helped, "new_findings": self.new_findings,
-            "chance_loss": self.chance_loss,
+            "chance_loss": self.chance_loss, "chance_acc": self.chance_acc,
         }), _infinities(before=self.before, after=self.after,
                         metric_before=self.metric_before, metric_after=self.metric_after))
 
@@ -200,7 +203,8 @@ class Verification:
                    metric_after=_number(_restore(d, "metric_after", d.get("metric_after"))),
                    resolved=bool(d.get("resolved")), helped=bool(d.get("helped")),
                    new_findings=list(d.get("new_findings") or []),
-                   chance_loss=_number(d.get("chance_loss")))
+                   chance_loss=_number(d.get("chance_loss")),
+                   chance_acc=_number(d.get("chance_acc")))
 
     @property
     def gain(self) -> tuple[float, float]:
@@ -251,21 +255,32 @@ class Verification:
         return f"{rule.threshold:g}" if m > rule.threshold else ""
 
     def _chance_reason(self) -> str:
-        """Why a fall of the train loss beyond noise did not count: it did not end below the
-        best constant prediction's loss (``" (the train loss did not end below a constant
-        prediction's, 0.6931)"``; '1.36 -> 0.7089: did not help' gave no reason), else
-        ``""``."""
-        from .doctor import LOSS_TOLERANCE
+        """Why a fall of the train loss or a rise of the validation accuracy beyond noise did
+        not count: it did not end beyond the best constant prediction's (``" (the train loss
+        did not end below a constant prediction's, 0.6931)"``; '1.36 -> 0.7089: did not help'
+        gave no reason; ``" (the validation accuracy did not end above a constant
+        prediction's, 0.1)"``), else ``""``."""
+        from .doctor import ACC_TOLERANCE, LOSS_TOLERANCE
 
-        def num(d: dict[str, float]) -> float:
-            v = d.get("train_loss", math.nan)
-            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
+        def num(d: dict[str, float], key: str, worst: float) -> float:
+            v = d.get(key, math.nan)
+            return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else worst
 
-        lb, la, c = num(self.before), num(self.after), self.chance_loss
-        if not (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)):
-            return ""
-        if la < (1.0 - LOSS_TOLERANCE) * lb and la >= (1.0 - LOSS_TOLERANCE) * c:
+        lb, la = num(self.before, "train_loss", math.inf), num(self.after, "train_loss", math.inf)
+        ab, aa = num(self.before, "val_acc", -math.inf), num(self.after, "val_acc", -math.inf)
+        c, ca = self.chance_loss, self.chance_acc
+        loss = (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)
+                and (1.0 - LOSS_TOLERANCE) * c <= la < (1.0 - LOSS_TOLERANCE) * lb)
+        acc = (isinstance(ca, (int, float)) and math.isfinite(ca) and math.isfinite(aa)
+               and ab + ACC_TOLERANCE < aa <= ca + ACC_TOLERANCE)
+        if loss and acc:
+            return (f" (the train loss did not end below a constant prediction's, {c:.4g}, nor "
+                    f"the validation accuracy above its {ca:.4g})")
+        if loss:
             return f" (the train loss did not end below a constant prediction's, {c:.4g})"
+        if acc:
+            return (" (the validation accuracy did not end above a constant prediction's, "
+                    f"{ca:.4g})")
         return ""
 
     def summary(self) -> str:

@@ -1324,6 +1324,43 @@ def _robust_constant_loss(y: torch.Tensor, width: float) -> float:
     return float(_huber_loss(cols - c, width).mean(axis=0).mean())
 
 
+def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | None) -> float:
+    """The validation accuracy of the best constant prediction of the training targets ``y``,
+    as :func:`depthlab.diagnosis.doctor.constant_accuracy` computes it and as
+    :func:`depthlab.torch.train.evaluate` scores: for integer labels the share of validation
+    labels equal to the most frequent training label (negative labels and the loss's
+    ``ignore_index`` left out, per entry for dense labels); for a binary cross-entropy with 0/1
+    targets the share of validation entries equal to their position's majority training value.
+    NaN without validation targets or for targets of another kind (no accuracy then)."""
+    from .probe import loss_ignore_index
+
+    if not isinstance(y, torch.Tensor) or not isinstance(y_val, torch.Tensor) \
+            or y.dim() == 0 or y_val.dim() == 0 or len(y) == 0 or len(y_val) == 0:
+        return math.nan
+    if binary_threshold(loss_fn) is not None:
+        hard = all(bool(((t == 0) | (t == 1)).all()) for t in (y, y_val))
+        if not (y.is_floating_point() and hard and y.shape[1:] == y_val.shape[1:]):
+            return math.nan
+        side = (y == 1).double().mean(dim=0) > 0.5  # each position's majority value
+        return float(((y_val == 1) == side).double().mean())
+    if y.is_floating_point() or y_val.is_floating_point() or y.is_complex() or y_val.is_complex():
+        return math.nan
+    ignore = loss_ignore_index(loss_fn)
+
+    def kept(t: torch.Tensor) -> torch.Tensor:
+        flat = t.reshape(-1)
+        keep = flat >= 0
+        if ignore is not None:
+            keep &= flat != int(ignore)
+        return flat[keep]
+
+    labels, held = kept(y), kept(y_val)
+    if len(labels) == 0 or len(held) == 0:
+        return math.nan
+    majority = int(torch.bincount(labels.long()).argmax())
+    return float((held == majority).double().mean())
+
+
 def _weighted_label_entropy(loss_fn: Callable, y: torch.Tensor, weight: Any, classes: int
                             ) -> float:
     """:func:`constant_loss` of a class-weighted ``CrossEntropyLoss``/``NLLLoss`` (mean
@@ -1349,7 +1386,7 @@ def _weighted_label_entropy(loss_fn: Callable, y: torch.Tensor, weight: Any, cla
 
 
 def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = None,
-            chance: float = math.nan) -> bool:
+            chance: float = math.nan, chance_acc: float = math.nan) -> bool:
     """Training improved beyond one run's noise, by the NumPy doctor's rule
     (:func:`depthlab.diagnosis.doctor._better`: the final train loss more than 1% lower or the
     validation accuracy more than one point higher, and more than one of the ``n_val``
@@ -1357,10 +1394,11 @@ def _better(after: dict[str, Any], before: dict[str, Any], n_val: int | None = N
     accuracy by more points than the loss rose in percent is an improvement and a fall of the
     accuracy never is; non-finite counts as worst; a train loss that does not end 1% below
     ``chance``, the best constant prediction's loss (:func:`constant_loss`), is no
-    improvement)."""
+    improvement, nor is an accuracy that does not end above ``chance_acc``, that prediction's
+    (:func:`constant_accuracy`))."""
     from ..diagnosis.doctor import _better as better
 
-    return better(after, before, n_val, chance)
+    return better(after, before, n_val, chance, chance_acc)
 
 
 # -- the doctor --------------------------------------------------------------------------------
@@ -1470,6 +1508,7 @@ def doctor(
         xs = d.x[:LSUV_EXAMPLES]
         n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
         chance = constant_loss(loss_fn, d.y, _sample_output(model, d)) if verify else math.nan
+        chance_acc = constant_accuracy(loss_fn, d.y, d.y_val) if verify else math.nan
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
             skipped: list[str] = []
@@ -1493,7 +1532,8 @@ def doctor(
                 if key not in runs:
                     runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
                 run = runs[key]
-                tried.append((_verification(f, changes, base, run, n_val, chance), text))
+                tried.append((_verification(f, changes, base, run, n_val, chance, chance_acc),
+                              text))
             tried.sort(key=lambda vt: (not vt[0].helped, tuple(-g for g in vt[0].gain)))
             diagnosis.verifications.extend(v for v, _ in tried)
             if tried and tried[0][0].helped:
@@ -1926,7 +1966,8 @@ def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed
 
 
 def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
-                  n_val: int | None = None, chance: float = math.nan) -> Verification:
+                  n_val: int | None = None, chance: float = math.nan,
+                  chance_acc: float = math.nan) -> Verification:
     before_metric = base.metrics_by_kind.get(f.kind, math.nan)
     after_metric = run.metrics_by_kind.get(f.kind, math.nan)
     after_kinds = [g.kind for g in run.findings]
@@ -1938,9 +1979,9 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
         after=dict(run.result.metrics), metric=str(getattr(rule, "metric", "metric")),
         metric_before=before_metric, metric_after=after_metric, resolved=resolved,
         helped=bool(improved and _better(run.result.metrics, base.result.metrics, n_val,
-                                          chance)),
+                                          chance, chance_acc)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
-        chance_loss=chance,  # the summary's reason for a 'did not help' it decided
+        chance_loss=chance, chance_acc=chance_acc,  # the summary's reasons for a 'did not help'
     )
 
 
