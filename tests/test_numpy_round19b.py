@@ -81,3 +81,28 @@ def test_images_in_0_to_255_are_flagged_under_cross_entropy_but_a_10x_scale_is_n
     assert v.helped and v.after["val_acc"] > v.before["val_acc"] + 0.5  # 0.06 -> 0.82
     ten = dl.doctor(cfg, (ds.x_train * 10, ds.y_train, ds.x_val * 10, ds.y_val), steps=20)
     assert "unscaled_inputs" not in ten.kinds
+
+
+def test_a_learning_rate_too_low_to_move_is_a_finding_cured_by_a_larger_one():
+    # digits 64-64-64-10 relu, sgd lr 1e-5: train loss 2.99 above ln 10, val acc 0.09, and a
+    # clean bill of health; updates of at most 2.8e-6 of the weights' norm
+    ds = dl.data.load_dataset("digits", seed=0, standardize=True)
+    cfg = {"sizes": [64, 64, 64, 10], "activation": "relu", "init": "he_normal"}
+    d = dl.doctor(cfg, ds, lr=1e-5, verify=True)
+    assert d.kinds == ["lr_too_low"]
+    f = d.findings[0]
+    assert f.prescription == {"lr": 0.01} and f.evidence["largest_update_ratio"] < 1e-5
+    v = d.verifications[0]
+    assert v.helped and v.resolved and v.after["val_acc"] > 0.8
+    adam = dl.doctor(cfg, ds, optimizer="adam", lr=1e-6, steps=30)
+    assert adam.kinds == ["lr_too_low"] and adam.findings[0].prescription == {"lr": 1e-3}
+    assert dl.doctor(cfg, ds, lr=1e-3).healthy  # 2.4e-4 per step, loss 2.22 below ln 10
+
+
+def test_standardizing_unscaled_inputs_at_a_tiny_learning_rate_names_the_learning_rate_next():
+    x, y = _regression(100.0, 50.0)
+    d = dl.doctor(CFG, (x, y), loss="mse", lr=1e-5, steps=200, verify=True)
+    v = d.verifications[0]
+    assert v.kind == "unscaled_inputs" and not v.helped and "lr_too_low" in v.new_findings
+    s = dl.doctor(CFG, (x, y), loss="mse", lr=1e-5, steps=200, standardize=True, verify=True)
+    assert s.kinds == ["lr_too_low"] and s.verifications[0].helped

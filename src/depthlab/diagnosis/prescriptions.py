@@ -218,3 +218,13 @@ def for_unscaled_inputs() -> tuple[dict[str, Any], str]:
         "feature (LeCun et al. 1998): standardize=True in dl.doctor / fit, or [data] "
         "standardize = true in a config (validation and test inputs with the same mean and "
         "std).")
+
+
+def for_lr_too_low(lr: float, factor: float, update_ratio: float) -> tuple[dict[str, Any], str]:
+    """Cure for steps too small to train: the learning rate times ``factor`` (the smallest
+    power of 10 that brings the largest update ratio to 1e-3 or more)."""
+    new = float(f"{lr * factor:.12g}")  # 1e-6 x 100 is 1e-4, not 9.999999999999999e-05
+    return {"lr": new}, (
+        f"Use a {factor:g}x larger learning rate ({new:g}): updates of at most "
+        f"{update_ratio:.2g} of the weights' norm per step leave the network where it started; "
+        "about 1e-3 per step is a healthy size.")

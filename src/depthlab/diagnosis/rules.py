@@ -28,6 +28,19 @@ Thresholds (module constants):
                               16->1 output layer's weights growing to the targets' scale,
                               while the probe loss fell 6.6 -> 0.11 in 10 steps; lr 0.01
                               left the train loss at 4.2)
+``LR_SHORTFALL`` 10           the learning rate is too low: ``1e-3`` (a healthy ``||dW|| / ||W||``)
+                              over the largest update ratio of any hidden layer at any probed
+                              step, above 10 (no layer ever moved by 1e-4 of its weights),
+                              when the probe batch's loss at the end is not below a constant
+                              prediction's (by 1%): training got nowhere. Digits 64-64-64-10
+                              relu, sgd, 200 steps: lr 1e-2 ratios up to 1.9e-3, loss 0.57;
+                              lr 1e-3 2.4e-4 (2.22, below ln 10 = 2.30: not flagged); lr 1e-4
+                              2.6e-5 (2.90), lr 1e-5 2.7e-6 (2.99), adam 1e-6 3.3e-6: a clean
+                              bill of health before. The largest layer's, not the median: with
+                              vanishing gradients the layers near the output still move. Cure:
+                              the learning rate times ``10^ceil(log10(metric))``, the smallest
+                              power of 10 that brings the largest ratio to 1e-3 or more (lr
+                              1e-5 -> 1e-2, adam 1e-6 -> 1e-3)
 ``INIT_MISMATCH`` 4           measured initial Var(W) / the recommended initializer's variance
                               (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
                               above 4 or below 1/4, or 0 (zeros/constant: symmetric units;
@@ -140,6 +153,8 @@ DIVERGENCE_RISE = 1.5
 DIVERGENCE_FLOOR = 0.1
 UPDATE_RATIO_HIGH = 0.1
 LR_STEP_FALL = 0.01
+LR_SHORTFALL = 10.0
+UPDATE_RATIO_HEALTHY = 1e-3
 INIT_MISMATCH = 4.0
 INIT_MIN_WEIGHTS = 20
 DEAD_FRAC = 0.3
@@ -814,6 +829,53 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                            _severity(metric, UPDATE_RATIO_HIGH, log=False))
 
 
+def rule_lr_too_low(ctx: RunContext) -> RuleResult:
+    """No hidden layer's update ever reached ``1e-3 / LR_SHORTFALL`` of its weights' norm and
+    the probe batch's loss did not end below a constant prediction's (see ``LR_SHORTFALL``).
+    The metric, ``1e-3 / largest update ratio``, is measured whenever update ratios are."""
+    if ctx.table.empty or "update_ratio" not in ctx.table.columns:
+        return math.nan, None
+    ur = ctx.table["update_ratio"].dropna()
+    ur = ur[(ur.index.get_level_values("layer") >= 1) & np.isfinite(ur.to_numpy())]
+    if ur.empty:
+        return math.nan, None
+    largest = float(ur.max())
+    metric = UPDATE_RATIO_HEALTHY / largest if largest > 0 else math.inf
+    if not (metric > LR_SHORTFALL and largest > 0):  # nothing moved at all: no step size's
+        return metric, None
+    # small steps that small gradients explain (dead units, vanishing gradients, saturation,
+    # a bounded output) are those findings' symptom, not a learning rate's
+    # (30 Glorot ReLU layers: 2e-5 per step; ReLUs with biases at -3: 0 .. 1e-6)
+    if any(RULES[k](ctx)[1] is not None for k in _LR_TOO_LOW_CAUSES):
+        return metric, None
+    chance = ctx.chance_loss
+    end = math.nan
+    if "loss" in ctx.table.columns and ctx.steps:
+        try:
+            end = float(ctx.table["loss"].xs(0, level="layer").get(ctx.end, math.nan))
+        except KeyError:
+            pass
+    if not (math.isfinite(chance) and chance > 0 and math.isfinite(end)
+            and end >= (1.0 - LR_STEP_FALL) * chance):
+        return metric, None
+    lr = float(ctx.settings.get("lr", 0.01))
+    factor = 10.0 ** max(1, math.ceil(math.log10(metric)))
+    changes, text = rx.for_lr_too_low(lr, factor, largest)
+    start = math.nan
+    try:
+        start = float(ctx.table["loss"].xs(0, level="layer").get(ctx.steps[0], math.nan))
+    except KeyError:
+        pass
+    ev = {"metric": metric, "threshold": LR_SHORTFALL, "largest_update_ratio": largest,
+          "lr": lr, "loss_step0": start, "loss_end": end, "chance_loss": chance}
+    msg = (f"The learning rate {lr:g} is too low: no hidden layer's update exceeded "
+           f"{largest:.2g} of its weights' norm in {_count(ctx.end, 'step')} (about 1e-3 is "
+           f"healthy), and the probe batch's loss went from {start:.4g} to {end:.4g}, not below "
+           f"a constant prediction's {chance:.4g}.")
+    return metric, Finding("lr_too_low", [], ev, msg, changes, text,
+                           _severity(metric, LR_SHORTFALL))
+
+
 def _bn_loss_gap(ctx: RunContext) -> float:
     """``ln(L_inference / max(L_batch, DIVERGENCE_FLOOR x L_0))``: how far the probe batch's
     loss in inference mode is above its loss with the batch's own statistics (``L_0``: the
@@ -932,6 +994,8 @@ RULES: dict[str, Rule] = {r.kind: r for r in (
     Rule("init_mismatch", "init variance factor", INIT_MISMATCH, rule_init_mismatch),
     Rule("exploding_activations", "activation std growth (last / first hidden layer, step 0)",
          FORWARD_GROWTH, rule_exploding_activations),
+    Rule("lr_too_low", "update shortfall (1e-3 / largest ||dW||/||W||)", LR_SHORTFALL,
+         rule_lr_too_low),
     Rule("saturation", "max saturated fraction", SATURATION_FRAC, rule_saturation),
     Rule("vanishing_gradients", "depth in gradient depth scales", GRADIENT_DEPTH_SCALES,
          rule_vanishing),
@@ -942,6 +1006,13 @@ RULES: dict[str, Rule] = {r.kind: r for r in (
     Rule("mean_shift", "max |mean activation|", MEAN_SHIFT, rule_mean_shift),
 )}
 """Every rule, in priority order (the order of the findings before verification)."""
+
+_LR_TOO_LOW_CAUSES = ("bounded_logits", "unscaled_inputs", "saturation", "vanishing_gradients",
+                      "dead_relu")
+"""The rules whose finding explains small updates better than the learning rate does: small
+gradients (squashed outputs, flat activations, dead units) or inputs whose cure comes first
+(an init_mismatch alone does not: a 3-16-16-2 relu net with Glorot weights, 0.16x He's, at
+lr 1e-5 stayed at 0.93 above ln 2 and moved 1e-5 per step)."""
 
 KINDS: tuple[str, ...] = tuple(RULES)
 
