@@ -20,7 +20,9 @@ change                      what it does
 ``normalization``           ``batchnorm``: insert ``BatchNorm1d/2d/3d`` after every
                             ``Linear``/``Conv`` layer followed by an activation (not after the
                             output layer): as the next child of an ``nn.Sequential``, else
-                            the layer's slot becomes ``nn.Sequential(layer, norm)``
+                            the layer's slot becomes ``nn.Sequential(layer, norm)``; not
+                            applicable when a hidden layer outside a Sequential slot runs
+                            several times per forward (weight-tied: it would get no norm)
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
@@ -749,6 +751,28 @@ def _check_norms_run(model: nn.Module, x: torch.Tensor, traced: list[TracedLayer
                             "model's modules (e.g. a plain Python list; use nn.ModuleList)")
 
 
+def _refuse_unnormalized_repeats(model: nn.Module, x: torch.Tensor) -> None:
+    """:class:`NotApplicable` when, after :func:`insert_batchnorm`, a hidden layer that an
+    activation follows runs more than once per forward and has no normalization after it (a
+    weight-tied layer a custom ``forward`` applies in a loop, which the insertion skips: one
+    batch norm would pool the statistics of all its calls). The cure would then be a batch
+    norm after some of the hidden layers only (a model applying one ``h`` 8 times after
+    ``inp``: after 1 of the 9 hidden layer calls), judged under a prescription that says
+    "after each layer"."""
+    traced = trace(model, x)
+    last = output_layer(traced)
+    hidden = [t for t in traced if t.ran and t.activation is not None and t is not last]
+    left = [t for t in hidden if t.calls > 1 and not t.normalized]
+    if not left:
+        return
+    said = ", ".join(f"{t.name!r}: it runs {t.calls} times per forward" for t in left[:3])
+    done = sum(t.calls for t in hidden if t.normalized)
+    total = sum(t.calls for t in hidden)
+    raise NotApplicable(f"no batch norm after {said} (one norm would pool the statistics of "
+                        f"all its calls), so the norms would follow {done} of the {total} "
+                        "hidden layer calls only, not each layer")
+
+
 def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
                      ranks: dict[int, int], device: torch.device, dtype: torch.dtype,
                      inserted: list[tuple[nn.Module, nn.Module]]) -> int:
@@ -793,6 +817,7 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
             raise ValueError(f"unknown normalization {changes['normalization']!r}; expected "
                              f"'batchnorm'")
         insert_batchnorm(model, x)
+        _refuse_unnormalized_repeats(model, x)
     if "init" in changes:
         reinitialize(model, trace(model, x), str(changes["init"]), x)
     if changes.get("bias_init") is not None:
