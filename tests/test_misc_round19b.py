@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -132,3 +133,55 @@ def test_the_doctor_verifies_no_partial_batchnorm_cure_on_a_weight_tied_model():
     assert "vanishing_gradients" in kinds, kinds
     assert all(v.prescription.get("normalization") is None for v in diag.verifications), \
         [v.prescription for v in diag.verifications]
+
+
+@pytest.mark.parametrize("name,content,fragment", [
+    ("empty_cell.csv", b"a,b,c\n1,2,3\n4,,6\n",
+     "line 3 has an empty cell in column 'b'; expected a number in every cell"),
+    ("headerless.csv", b"1,2,3\n4,,6\n", "line 2 has an empty cell in column 2 of 3"),
+    ("short_after_blank.csv", b"a,b,c\n1,2,3\n\n4,5\n",
+     "line 4 has 2 values but the file has 3 columns"),
+    ("na.csv", b"a,b,c\n1,2,3\n4,n/a,6\n",
+     "line 3 holds 'n/a' in column 'b' (read as a missing value)"),
+    ("inf.csv", b"a,b,c\n1,2,3\n4,inf,6\n",
+     "contains NaN or infinity (first on line 3, column 'b': 'inf'); accepted: finite"),
+    ("f32.csv", b"a,b,c\n1,2,3\n4,1e39,6\n",
+     "value 1e+39 (line 3, column 'b') does not fit in float32"),
+    ("nul.csv", b"a,b,c\n1,2,3\n4\x005,6\n", "could not be read: line 3 holds a NUL byte"),
+    ("long.csv", b"a,b,c\n1,2,3\n4,5,6,7\n",
+     "could not be read: line 3 has 4 cells but the lines before it have 3"),
+    ("latin1.csv", b"a,b,c\n1,2,3\n4,\xe9,6\n",
+     "could not be read: line 3 is not UTF-8 text (byte 0xe9)"),
+    ("blank.csv", b"", "could not be read: the file is empty (no header, no rows)"),
+])
+def test_predict_names_a_csv_cell_by_its_line_and_column(tmp_path, capsys, monkeypatch, name,
+                                                         content, fragment):
+    """predict named a CSV's missing cell by 0-based row and column index ('row 1 has an empty
+    cell in column 1') where training names the file line and the column name, a NaN or inf
+    cell as 'first at row 1, column 1', and some messages said "DATA 'x.csv' could not be
+    read: DATA 'x.csv': ..." (the file twice; a Latin-1 file as "'utf-8' codec can't decode
+    byte 0xe9 in position 14"). Now one line naming the file once, the line and the column."""
+    import depthlab as dl
+    from depthlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    dl.save(dl.mlp([3, 5, 2], seed=0), tmp_path / "net.npz")
+    (tmp_path / name).write_bytes(content)
+    assert main(["predict", "net.npz", name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err, err
+    assert err.count(repr(name)) == 1 and "row 1" not in err, err
+
+
+def test_a_runs_csv_names_the_feature_column_past_its_dropped_label(tmp_path):
+    from depthlab.inference import read_input_file
+
+    path = tmp_path / "train.csv"
+    path.write_text("label,a,b\n0,1,2\n1,3,\n")
+    with pytest.raises(ValueError, match=r"line 3 has an empty cell in column 'b';"):
+        read_input_file(str(path), "label")
+    path.write_text("a,label,b\n1,0,2\n3,1,4\n")
+    found = read_input_file(str(path), "label")
+    assert found.x.tolist() == [[1.0, 2.0], [3.0, 4.0]] and found.labels.tolist() == [0, 1]
+    assert found.where(1, 1) == "line 3, column 'b'" and found.where(0, 0) == "line 2, column 'a'"
+    assert np.array_equal(found.x, np.array([[1.0, 2.0], [3.0, 4.0]]))

@@ -13,12 +13,15 @@ import glob
 import gzip
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .data.files import (
+    _not_utf8,
     check_csv_fits,
     check_npz,
     csv_row,
@@ -125,9 +128,68 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     """(inputs, labels or None): :func:`read_inputs`; a CSV whose header has the column
     ``label`` (a name or a 0-based index: the run's label column) has it removed from the
     inputs, and its values are the labels when they are integers."""
+    found = read_input_file(path, label)
+    return found.x, found.labels
+
+
+@dataclass
+class InputFile:
+    """What :func:`read_input_file` read: the inputs ``x``, the labels (or None), and for a
+    CSV ``where(row, col)``, which names entry ``x[row, col]`` (``col`` None: the row) by the
+    file's line and column (``"line 3, column 'b'"``), as training's messages name them;
+    None for arrays (their 0-based indices are the names)."""
+
+    x: np.ndarray
+    labels: np.ndarray | None = None
+    where: Callable[[int, int | None], str] | None = None
+
+
+class _CsvCells:
+    """Names the entries of a CSV's input matrix by the file's line (:func:`csv_row`: lines
+    counted as pandas counts rows) and column (the header's name, else ``column 2 of 4``
+    counted from 1), the label column ``dropped`` from the inputs counted back in."""
+
+    def __init__(self, path: Path, header: bool, names: list[str], dropped: int | None) -> None:
+        self.path, self.header, self.names, self.dropped = path, header, names, dropped
+
+    def file_column(self, col: int) -> int:
+        return col + 1 if self.dropped is not None and col >= self.dropped else col
+
+    def column(self, col: int) -> str:
+        c = self.file_column(col)
+        if self.header and c < len(self.names):
+            return f"column {self.names[c]!r}"
+        return f"column {c + 1} of {len(self.names)}"
+
+    def row(self, row: int) -> tuple[list[str], int]:
+        """The cells of data row ``row`` and its line number."""
+        found = csv_row(self.path, row, self.header)
+        return found if found is not None else ([], row + 1 + int(self.header))
+
+    def __call__(self, row: int, col: int | None = None) -> str:
+        line = self.row(row)[1]
+        return f"line {line}" if col is None else f"line {line}, {self.column(col)}"
+
+
+def _stripped(exc: BaseException, path: str, p: Path) -> str:
+    """``exc``'s message without the file name it starts with (the caller names it): a
+    message of ``check_csv_fits``/``read_csv_frame`` said "DATA 'x.csv' could not be read:
+    DATA 'x.csv': line 3 holds a NUL byte" (twice)."""
+    said = " ".join(str(exc).split())
+    for prefix in (f"DATA {path!r}", repr(str(p)), repr(path)):
+        if said.startswith(prefix):
+            return said[len(prefix):].lstrip(":").strip()
+    return said
+
+
+def read_input_file(path: str, label: str | int | None = None) -> InputFile:
+    """:func:`read_labeled_inputs` with, for a CSV, the namer of its cells
+    (:class:`InputFile`); a CSV's empty cells, short rows and non-finite numbers are refused
+    here by line and column."""
     labels = None
     text: list[str] = []  # a CSV's non-numeric columns
     dropped: int | None = None  # the file's column of the labels, not among the inputs
+    where: _CsvCells | None = None
     if not str(path).strip():  # Path("") is the current folder
         raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
                          "built-in data set")
@@ -172,9 +234,12 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                 first = first[:-1]
             header = not all(is_number(c) for c in first)
             # lines ending with a comma: no shifted columns, no empty last column
-            frame = read_csv_frame(p, header=0 if header else None)
+            try:
+                frame = read_csv_frame(p, header=0 if header else None)
+            except pd.errors.EmptyDataError:  # pandas' "No columns to parse from file"
+                raise ValueError("the file is empty (no header, no rows)") from None
+            columns = [str(c).strip() for c in frame.columns]  # as the run read them
             if header and label is not None:
-                columns = [str(c).strip() for c in frame.columns]  # as the run read them
                 name = label if isinstance(label, str) else (
                     columns[label] if 0 <= label < len(columns) else None)
                 if name in columns:  # the training CSV itself: its labels are not inputs
@@ -184,6 +249,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
                             pd.api.types.is_float_dtype(y) and np.isfinite(y).all()
                             and (y == np.round(y)).all()):
                         labels = y.to_numpy().astype(np.int64)
+            where = _CsvCells(p, header, columns, dropped)
             # numeric columns (booleans among them) as float64, as training reads the CSV
             # (to_numpy() of floats beside booleans is an object array)
             text = [str(c) for c in frame.columns  # (no rows: named below as such)
@@ -191,13 +257,17 @@ def read_labeled_inputs(path: str, label: str | int | None = None
             x = frame.to_numpy(dtype=np.float64) if not text else frame.to_numpy()
     except MemoryRefusal:
         raise
+    except UnicodeDecodeError:  # was "'utf-8' codec can't decode byte 0xe9 in position 14"
+        raise ValueError(f"DATA {path!r} could not be read: {_not_utf8(p)}; accepted: UTF-8 "
+                         "text (re-save the file as UTF-8)") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise ValueError(f"DATA {path!r} could not be read: {exc}") from None
+        raise ValueError(f"DATA {path!r} could not be read: {_stripped(exc, path, p)}"
+                         ) from None
     if text:
         raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}; expected numbers "
                          "(the features the network was trained on)")
-    if kind == ".csv":
-        _refuse_missing_cells(p, x, header, path, dropped)
+    if where is not None and x.size:
+        _refuse_bad_cells(x, where, path)
     if x is None:
         raise ValueError(f"DATA {path!r} has no 'x' (or 'X') array; arrays: {names}")
     x = np.asarray(x)
@@ -213,29 +283,38 @@ def read_labeled_inputs(path: str, label: str | int | None = None
             or np.issubdtype(x.dtype, np.complexfloating)):
         raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
                          f"{x.shape} {x.dtype}")
-    return x, labels
+    return InputFile(x, labels, where)
 
 
-def _refuse_missing_cells(p: Path, x: np.ndarray, header: bool, path: str,
-                          dropped: int | None = None) -> None:
-    """ValueError naming the first cell of the CSV ``p`` that holds no value (a short row, or
-    ``1,,3``): pandas reads it as NaN, which was refused as 'contains NaN or infinity' though
-    the file holds none. A NaN written as such (``nan``) is left to the finite-values check."""
-    nan = np.isnan(x)
-    if not nan.any():
+def _refuse_bad_cells(x: np.ndarray, where: _CsvCells, path: str) -> None:
+    """ValueError naming, by its line and column (:class:`_CsvCells`, as training names
+    them), the first cell of a CSV's inputs ``x`` that holds no finite number: a cell that
+    holds no value (a short row, or ``1,,3``; pandas reads it as NaN, which was refused as
+    'contains NaN or infinity (first at row 1, column 1)', 0-based, though the file holds
+    none), a text pandas reads as missing (``n/a``, ``NA``), or a written ``nan``, ``inf`` or
+    ``1e400``."""
+    bad = ~np.isfinite(x)
+    if not bad.any():
         return
-    row, col = (int(i) for i in np.argwhere(nan)[0])
-    if dropped is not None and col >= dropped:  # the file's column, the labels' counted
-        col += 1
-    found = csv_row(p, row, header)
-    cells = found[0] if found is not None else []
-    if col < len(cells) and cells[col].strip():
-        return
-    width = x.shape[1] + (dropped is not None)
-    what = (f"has {len(cells)} value{'s' if len(cells) != 1 else ''} but the file has "
-            f"{width} columns" if col >= len(cells) else f"has an empty cell in column "
-            f"{col}")
-    raise ValueError(f"DATA {path!r}: row {row} {what}; expected a number in every cell")
+    row, col = (int(i) for i in np.argwhere(bad)[0])
+    cells, line = where.row(row)
+    c = where.file_column(col)
+    count = int(bad.sum())
+    more = f" ({count} cells without a finite number in all)" if count > 1 else ""
+    if c >= len(cells):
+        raise ValueError(f"DATA {path!r}: line {line} has {len(cells)} "
+                         f"value{'s' if len(cells) != 1 else ''} but the file has "
+                         f"{len(where.names)} columns{more}; expected a number in every cell")
+    cell = cells[c].strip()
+    if not cell:
+        raise ValueError(f"DATA {path!r}: line {line} has an empty cell in "
+                         f"{where.column(col)}{more}; expected a number in every cell")
+    if np.isnan(x[row, col]) and not is_number(cell):
+        raise ValueError(f"DATA {path!r}: line {line} holds {cell[:40]!r} in "
+                         f"{where.column(col)} (read as a missing value){more}; expected a "
+                         "number in every cell")
+    raise ValueError(f"DATA {path!r} contains NaN or infinity (first on line {line}, "
+                     f"{where.column(col)}: {cell[:40]!r}){more}; accepted: finite numbers")
 
 
 def _narrowed(x: np.ndarray, dtype: Any) -> bool:
@@ -245,6 +324,21 @@ def _narrowed(x: np.ndarray, dtype: Any) -> bool:
         return False
     with np.errstate(over="ignore", invalid="ignore"):
         return not np.array_equal(x.astype(dtype).astype(x.dtype), x)
+
+
+def _refuse_too_large(x: np.ndarray, dtype: Any, source: str,
+                      where: Callable[[int, int | None], str]) -> None:
+    """:func:`finite_features`' refusal of a finite value too large for ``dtype`` (1e39 for
+    a float32 network), the entry named by ``where`` (a CSV's line and column)."""
+    if np.dtype(x.dtype).kind != "f" or np.can_cast(x.dtype, dtype, "safe"):
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite(x.astype(dtype)) & np.isfinite(x)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{source} value {float(x[row, col]):g} ({where(row, col)}) does not "
+                         f"fit in {np.dtype(dtype).name}; accepted: |x| <= "
+                         f"{np.finfo(dtype).max:.3g}")
 
 
 def _check_standardization(model: Path, mean: Any, std: Any, n_in: int) -> None:
@@ -265,11 +359,13 @@ def _check_standardization(model: Path, mean: Any, std: Any, n_in: int) -> None:
                          "every value > 0")
 
 
-def predict_saved(model: Path, x: np.ndarray,
-                  source: str = "DATA") -> tuple[np.ndarray, np.ndarray | None]:
+def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",
+                  where: Callable[[int, int | None], str] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
     """(raw outputs, predicted classes or None) of the saved network on ``x`` (named
     ``source`` in errors: a wrong feature count, NaN, infinity or values too large for the
-    network's dtype)."""
+    network's dtype; ``where(row, col)`` names an entry, e.g. a CSV's line and column
+    (:class:`InputFile`), else its 0-based row and column)."""
     from .persist import load, load_meta
 
     net, meta = load(model), load_meta(model)
@@ -288,6 +384,8 @@ def predict_saved(model: Path, x: np.ndarray,
         x64 = finite_features(x, np.float64, source)
         x = finite_features((x64 - mean) / std, dtype, f"{source} (standardized)")
     else:
+        if where is not None:  # a CSV's value too large for the dtype: its line and column
+            _refuse_too_large(x, dtype, source, where)
         x = finite_features(x, dtype, source)  # NaN, inf or too large for dtype: row and column
         if mean is not None:
             x = ((x - mean.astype(dtype)) / std.astype(dtype)).astype(dtype, copy=False)
@@ -298,8 +396,9 @@ def predict_saved(model: Path, x: np.ndarray,
         bad = [p.name for p in net.parameters() if not np.isfinite(p.value).all()]
         why = (f"its parameters {', '.join(bad[:3])} hold NaN or infinity (a diverged "
                "network?)" if bad else f"the values overflow {np.dtype(dtype).name}")
+        at = where(row, None) if where is not None else f"row {row}"
         raise ValueError(f"{model}: the network's outputs for {source} are not finite (first "
-                         f"at row {row}): {why}")
+                         f"at {at}): {why}")
     loss = meta.get("loss")
     classes = None
     if loss == "cross_entropy" or (out.shape[1] > 1 and (

@@ -125,7 +125,7 @@ def _predict(args: argparse.Namespace):
         builtin_test_split,
         label_column,
         predict_saved,
-        read_labeled_inputs,
+        read_input_file,
         resolve_model,
     )
     from ..persist import load_meta
@@ -138,15 +138,16 @@ def _predict(args: argparse.Namespace):
     if args.to and args.to != "-":
         _check_target(args.to, {"the network": model, "DATA": Path(args.data)},
                       getattr(args, "force", False))
-    labels = None
+    labels, where = None, None
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
         try:
             x, labels = builtin_test_split(args.data, meta)
         except (ValueError, OSError) as exc:
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
     else:  # the run's training CSV: its label column is dropped and scores the predictions
-        x, labels = read_labeled_inputs(args.data, label_column(meta))
-    out, classes = predict_saved(model, x, f"DATA {args.data!r}")
+        found = read_input_file(args.data, label_column(meta))
+        x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
+    out, classes = predict_saved(model, x, f"DATA {args.data!r}", where)
     return model, x, labels, out, classes
 
 
