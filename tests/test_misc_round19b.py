@@ -185,3 +185,33 @@ def test_a_runs_csv_names_the_feature_column_past_its_dropped_label(tmp_path):
     assert found.x.tolist() == [[1.0, 2.0], [3.0, 4.0]] and found.labels.tolist() == [0, 1]
     assert found.where(1, 1) == "line 3, column 'b'" and found.where(0, 0) == "line 2, column 'a'"
     assert np.array_equal(found.x, np.array([[1.0, 2.0], [3.0, 4.0]]))
+
+
+def test_batchnorm_cure_goes_after_a_conv_transpose_too():
+    """A ConvTranspose layer followed by an activation got no batch norm (a decoder's norms
+    went after its Conv layers only, 2 of 3 hidden layers, verified as "after each layer")."""
+    from depthlab.torch import prescriptions as rx
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 8, 8)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                          nn.ConvTranspose2d(4, 6, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 3))
+    assert rx.insert_batchnorm(model, x) == 3
+    norm = model._modules["2_bn"]  # right after the ConvTranspose2d
+    assert isinstance(norm, nn.BatchNorm2d) and norm.num_features == 6
+    assert model(x).shape == (8, 3)
+
+    class Decoder(nn.Module):  # a custom forward: the layer's slot is wrapped
+        def __init__(self):
+            super().__init__()
+            self.up = nn.ConvTranspose1d(3, 5, 2, stride=2)
+            self.out = nn.Linear(5 * 8, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.up(x)).flatten(1))
+
+    dec = Decoder()
+    assert rx.insert_batchnorm(dec, torch.randn(6, 3, 4)) == 1
+    assert isinstance(dec.up[1], nn.BatchNorm1d) and dec.up[1].num_features == 5

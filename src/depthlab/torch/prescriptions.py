@@ -18,11 +18,12 @@ change                      what it does
                             ``leaky_relu``, ``elu``, ``selu``, ``tanh``, ``gelu`` or ``swish``
                             (the output layer's, e.g. a ``BCELoss`` model's sigmoid, is kept)
 ``normalization``           ``batchnorm``: insert ``BatchNorm1d/2d/3d`` after every
-                            ``Linear``/``Conv`` layer followed by an activation (not after the
-                            output layer): as the next child of an ``nn.Sequential``, else
-                            the layer's slot becomes ``nn.Sequential(layer, norm)``; not
-                            applicable when a hidden layer outside a Sequential slot runs
-                            several times per forward (weight-tied: it would get no norm)
+                            ``Linear``/``Conv``/``ConvTranspose`` layer followed by an
+                            activation (not after the output layer): as the next child of an
+                            ``nn.Sequential``, else the layer's slot becomes
+                            ``nn.Sequential(layer, norm)``; not applicable when a hidden layer
+                            outside a Sequential slot runs several times per forward
+                            (weight-tied: it would get no norm)
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
@@ -664,11 +665,13 @@ def _norm_for(layer: nn.Module, rank: int = 2) -> nn.Module | None:
     """The batch norm for ``layer``'s output (of ``rank`` dimensions for a Linear)."""
     if isinstance(layer, nn.Linear):
         return (nn.BatchNorm1d if rank <= 2 else FeatureBatchNorm)(layer.out_features)
-    if isinstance(layer, nn.Conv1d):
+    # (a ConvTranspose got none: a decoder's Conv -> ReLU -> ConvTranspose -> ReLU had its
+    # norm after the Conv only, the cure verified as "after each layer")
+    if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)):
         return nn.BatchNorm1d(layer.out_channels)
-    if isinstance(layer, nn.Conv2d):
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
         return nn.BatchNorm2d(layer.out_channels)
-    if isinstance(layer, nn.Conv3d):
+    if isinstance(layer, (nn.Conv3d, nn.ConvTranspose3d)):
         return nn.BatchNorm3d(layer.out_channels)
     return None
 
