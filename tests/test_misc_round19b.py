@@ -215,3 +215,29 @@ def test_batchnorm_cure_goes_after_a_conv_transpose_too():
     dec = Decoder()
     assert rx.insert_batchnorm(dec, torch.randn(6, 3, 4)) == 1
     assert isinstance(dec.up[1], nn.BatchNorm1d) and dec.up[1].num_features == 5
+
+
+def test_an_activation_swap_that_leaves_a_functional_activation_is_not_applicable():
+    """A forward mixing an activation module (``self.act(self.l1(x))``) and a function
+    (``torch.sigmoid(self.l2(h))``): the swap to ReLU replaced the module only and reported 1
+    swap, so 'ReLU with He initialization' trained a half-sigmoid model under its name. Now
+    NotApplicable naming the layer; a model of modules only is swapped as before."""
+    from depthlab.torch import prescriptions as rx
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.l3 = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+            self.act = nn.Sigmoid()
+
+        def forward(self, x):
+            return self.l3(torch.sigmoid(self.l2(self.act(self.l1(x)))))
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 6)
+    with pytest.raises(rx.NotApplicable, match=r"after 'l2' \(sigmoid\) itself.*relu would "
+                                               r"replace 1 of the 2 hidden"):
+        rx.swap_activations(Mixed(), "relu", x)
+    seq = nn.Sequential(nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Sigmoid(),
+                        nn.Linear(8, 1), nn.Sigmoid())  # the output's sigmoid is kept
+    assert rx.swap_activations(seq, "relu", x) == 2 and isinstance(seq[5], nn.Sigmoid)

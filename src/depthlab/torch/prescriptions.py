@@ -647,7 +647,25 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
             raise NotApplicable(f"the {count} activation module(s) replaced by {new} never "
                                 "run: the forward applies its activations itself (e.g. "
                                 "torch.sigmoid(...)), which no module swap changes")
+        _refuse_functional_left(model, x, new)
     return count
+
+
+def _refuse_functional_left(model: nn.Module, x: torch.Tensor, new: str) -> None:
+    """:class:`NotApplicable` when, after a swap to ``new``, a hidden layer's activation of
+    another kind is one the forward applies itself (``torch.sigmoid(self.l2(h))``): a model
+    mixing modules and functions was swapped in part (``self.act(self.l1(x))`` became ReLU,
+    ``torch.sigmoid(self.l2(...))`` stayed), and trained as "ReLU with He initialization"."""
+    traced = trace(model, x)
+    last = output_layer(traced)
+    hidden = [t for t in traced if t.ran and t.activation is not None and t is not last]
+    left = [t for t in hidden if t.functional and t.activation_name != new]
+    if left:
+        said = ", ".join(f"{t.name!r} ({t.activation_name})" for t in left[:3])
+        raise NotApplicable(f"the forward applies the activation after {said} itself, as a "
+                            f"function, which no module swap changes: {new} would replace "
+                            f"{len(hidden) - len(left)} of the {len(hidden)} hidden layers' "
+                            "activations only")
 
 
 class FeatureBatchNorm(nn.BatchNorm1d):
