@@ -116,3 +116,33 @@ def test_the_torch_doctor_does_not_call_a_cure_at_chance_help():
         assert v.after["val_acc"] <= v.chance_acc + 0.01, v.summary()
         assert not v.helped, v.summary()
         assert "nor the validation accuracy above its" in v.verdict(), v.summary()
+
+
+def test_the_torch_doctor_finds_a_learning_rate_too_low_to_move():
+    """digits, a 4-layer He ReLU MLP at SGD lr 1e-5 for 60 steps: the loss stays at ln 10
+    (2.305, val acc 0.115) and the torch doctor gave a clean bill of health (its rules never
+    got the constant prediction's loss that lr_too_low judges against)."""
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.data import load_dataset
+
+    ds = load_dataset("digits")
+    x, y = torch.tensor(ds.x_train, dtype=torch.float32), torch.tensor(ds.y_train)
+
+    def make():
+        torch.manual_seed(0)
+        layers: list[nn.Module] = []
+        for _ in range(4):
+            lin = nn.Linear(64, 64)
+            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
+            layers += [lin, nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(64, 10))
+
+    d = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), optimizer=("sgd", {"lr": 1e-5}),
+                   steps=60, seed=0, verify=True)
+    assert [f.kind for f in d.findings] == ["lr_too_low"], str(d)
+    raised = [v for v in d.verifications if v.prescription == {"lr": 0.01}]
+    assert raised and raised[0].helped, str(d)  # the rule's own cure (never "lr / 10")
+    assert all(v.prescription.get("lr", 1.0) > 1e-5 for v in d.verifications), str(d)

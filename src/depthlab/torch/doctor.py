@@ -1180,8 +1180,11 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
 
 
 def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrainSpec,
-         settings: dict[str, Any], percentiles: bool = False) -> _Run:
-    """Train ``model`` with probes and apply the rules."""
+         settings: dict[str, Any], percentiles: bool = False, chance: float = math.nan
+         ) -> _Run:
+    """Train ``model`` with probes and apply the rules (``chance``: the best constant
+    prediction's loss, :func:`constant_loss`, which the rules judge a loss against, as the
+    NumPy doctor's do: a learning rate too low to move leaves the loss above it)."""
     px, py = (t[:PROBE_EXAMPLES] for t in data.probe_source)
     layers = rx.trace(model, px[:TRACE_EXAMPLES])
     if not layers:
@@ -1201,7 +1204,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
-                          points_override=_points(result.probes, layers))
+                          points_override=_points(result.probes, layers), chance_loss=chance)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, result, findings, by_kind)
 
@@ -1501,13 +1504,13 @@ def doctor(
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
-        base = _run(model, d, loss_fn, spec, settings, percentiles=True)
+        chance = constant_loss(loss_fn, d.y, _sample_output(model, d))
+        base = _run(model, d, loss_fn, spec, settings, percentiles=True, chance=chance)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
                               bn_drift=base.ctx.bn_drift)
         xs = d.x[:LSUV_EXAMPLES]
         n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
-        chance = constant_loss(loss_fn, d.y, _sample_output(model, d)) if verify else math.nan
         chance_acc = constant_accuracy(loss_fn, d.y, d.y_val) if verify else math.nan
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
@@ -1530,7 +1533,8 @@ def doctor(
             for changes, text in cures[:max_cures]:
                 key = json.dumps(changes, sort_keys=True, default=str)
                 if key not in runs:
-                    runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs)
+                    runs[key] = _verify_run(changes, fresh, seed, spec, d, loss_fn, settings, xs,
+                                            chance)
                 run = runs[key]
                 tried.append((_verification(f, changes, base, run, n_val, chance, chance_acc),
                               text))
@@ -1958,11 +1962,11 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
 
 def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed: int,
                 spec: TorchTrainSpec, d: TensorData, loss_fn: Callable, settings: dict[str, Any],
-                xs: torch.Tensor) -> _Run:
+                xs: torch.Tensor, chance: float = math.nan) -> _Run:
     model = fresh(seed)
     torch.manual_seed(seed)  # re-initializations draw from the same stream every time
     model, new_spec = rx.apply(changes, model, spec, xs)
-    return _run(model, d, loss_fn, new_spec, {**settings, **new_spec.as_dict()})
+    return _run(model, d, loss_fn, new_spec, {**settings, **new_spec.as_dict()}, chance=chance)
 
 
 def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,

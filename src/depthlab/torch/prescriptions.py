@@ -951,6 +951,7 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
         "bn_drift": [({"bn_population": True}, "Recompute the batch-norm running statistics "
                       "over the whole training set after training (population statistics)."),
                      lower],
+        "lr_too_low": [adam],  # (the rule's own cure raises the lr: never "lower" it)
     }
     cures = table.get(kind, [lower, adam])
     # Adam's variants already scale each step by the gradient's RMS: "switch to Adam" would
