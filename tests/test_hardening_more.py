@@ -120,7 +120,7 @@ def saved_net(tmp_path) -> Path:
     ("inf.npy", ["'inf.npy'", "NaN or infinity", "row 0, column 0"]),
     ("big.npy", ["'big.npy'", "1e+300", "row 1, column 0", "does not fit in float32"]),
     ("complex.npy", ["'complex.npy'", "real numbers", "complex128"]),
-    ("ragged.csv", ["'ragged.csv'", "row 1 has 2 values", "3 columns"]),
+    ("ragged.csv", ["'ragged.csv'", "line 2 has 2 values", "3 columns"]),
     ("empty.npy", ["'empty.npy'", "no rows"]),
     ("folder", ["'folder'", "is a folder", ".npy"]),
 ])

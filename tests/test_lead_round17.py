@@ -98,9 +98,9 @@ print("ok")
 
 
 @pytest.mark.parametrize("text,fragment", [
-    ("1,2,3,4\n1,2\n", "row 1 has 2 values but the file has 4 columns"),
-    ("1,2,3,4\n1,,3,4\n", "row 1 has an empty cell in column 1"),
-    ("a,b,c,d\n1,2,3,4\n5,6,7\n", "row 1 has 3 values but the file has 4 columns"),
+    ("1,2,3,4\n1,2\n", "line 2 has 2 values but the file has 4 columns"),
+    ("1,2,3,4\n1,,3,4\n", "line 2 has an empty cell in column 2 of 4"),
+    ("a,b,c,d\n1,2,3,4\n5,6,7\n", "line 3 has 3 values but the file has 4 columns"),
 ])
 def test_predict_names_a_short_row_or_an_empty_cell_of_a_csv(tmp_path, capsys, text, fragment):
     """A CSV with a short row or an empty cell was refused as 'contains NaN or infinity'
