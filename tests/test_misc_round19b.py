@@ -241,3 +241,24 @@ def test_an_activation_swap_that_leaves_a_functional_activation_is_not_applicabl
     seq = nn.Sequential(nn.Linear(6, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.Sigmoid(),
                         nn.Linear(8, 1), nn.Sigmoid())  # the output's sigmoid is kept
     assert rx.swap_activations(seq, "relu", x) == 2 and isinstance(seq[5], nn.Sigmoid)
+
+
+def test_a_binary_cross_entropy_in_a_partial_has_an_accuracy():
+    """evaluate's accuracy of partial(F.binary_cross_entropy_with_logits, pos_weight=w) (or of
+    a partial of the module) was NaN: binary_threshold did not look inside the partial, as
+    the loss's ignore_index and mean mass do."""
+    import functools
+
+    import torch.nn.functional as F
+
+    from depthlab.torch.train import binary_threshold, evaluate
+
+    torch.manual_seed(0)
+    model, x = nn.Linear(5, 3), torch.randn(40, 5)
+    y = (torch.rand(40, 3) > 0.5).float()
+    with torch.no_grad():
+        direct = float(((model(x) > 0) == (y == 1)).double().mean())
+    for loss_fn in (functools.partial(F.binary_cross_entropy_with_logits, pos_weight=torch.ones(3)),
+                    functools.partial(nn.BCEWithLogitsLoss())):
+        assert evaluate(model, x, y, loss_fn)["acc"] == pytest.approx(direct, abs=1e-12)
+    assert binary_threshold(functools.partial(F.binary_cross_entropy, reduction="mean")) == 0.5

@@ -260,7 +260,11 @@ def _dense_classes(out: Any, y: Any) -> bool:
 def binary_threshold(loss_fn: Callable) -> float | None:
     """The decision threshold of a binary cross-entropy's outputs: 0 for logits
     (``BCEWithLogitsLoss``, ``F.binary_cross_entropy_with_logits``), 0.5 for probabilities
-    (``BCELoss``, ``F.binary_cross_entropy``); None for any other loss."""
+    (``BCELoss``, ``F.binary_cross_entropy``), also inside a ``functools.partial``
+    (``partial(F.binary_cross_entropy_with_logits, pos_weight=w)``: its accuracy was NaN);
+    None for any other loss."""
+    while isinstance(loss_fn, functools.partial):
+        loss_fn = loss_fn.func
     if isinstance(loss_fn, torch.nn.BCEWithLogitsLoss) \
             or loss_fn is torch.nn.functional.binary_cross_entropy_with_logits:
         return 0.0
