@@ -262,3 +262,32 @@ def test_a_binary_cross_entropy_in_a_partial_has_an_accuracy():
                     functools.partial(nn.BCEWithLogitsLoss())):
         assert evaluate(model, x, y, loss_fn)["acc"] == pytest.approx(direct, abs=1e-12)
     assert binary_threshold(functools.partial(F.binary_cross_entropy, reduction="mean")) == 0.5
+
+
+def test_predict_leaves_out_a_pandas_index_column_as_training_does(tmp_path):
+    """A CSV written by pandas' to_csv with its index (a first column without a name holding
+    0, 1, 2, ...): training leaves it out of the features with a warning, predict read it as a
+    feature, so a run's own training CSV was refused ('has 4 features per row; the network
+    expects 3')."""
+    import pandas as pd
+
+    from depthlab.data import load_dataset
+    from depthlab.inference import read_input_file
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(40, 3)), columns=["a", "b", "c"])
+    df["label"] = rng.integers(0, 2, 40)
+    path = tmp_path / "indexed.csv"
+    df.to_csv(path)
+    with pytest.warns(UserWarning, match="no name and holds 0, 1, 2"):
+        load_dataset(str(path))  # training: 3 features
+    with pytest.warns(UserWarning, match=r"'.*indexed.csv': its first column has no name"):
+        found = read_input_file(str(path), "label")
+    assert np.array_equal(found.x, df[["a", "b", "c"]].to_numpy())
+    assert found.labels.tolist() == df["label"].tolist()
+    assert found.where(2, 1) == "line 4, column 'b'"
+    df.loc[3, "b"] = np.nan
+    df.to_csv(path)
+    with pytest.warns(UserWarning), pytest.raises(ValueError,
+                                                  match=r"line 5 has an empty cell in column 'b'"):
+        read_input_file(str(path), "label")

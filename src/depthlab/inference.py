@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import glob
 import gzip
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -147,13 +148,14 @@ class InputFile:
 class _CsvCells:
     """Names the entries of a CSV's input matrix by the file's line (:func:`csv_row`: lines
     counted as pandas counts rows) and column (the header's name, else ``column 2 of 4``
-    counted from 1), the label column ``dropped`` from the inputs counted back in."""
+    counted from 1); ``kept``: the file's column of each input column (the label column and
+    a pandas index column left out of the inputs are counted back in)."""
 
-    def __init__(self, path: Path, header: bool, names: list[str], dropped: int | None) -> None:
-        self.path, self.header, self.names, self.dropped = path, header, names, dropped
+    def __init__(self, path: Path, header: bool, names: list[str], kept: list[int]) -> None:
+        self.path, self.header, self.names, self.kept = path, header, names, kept
 
     def file_column(self, col: int) -> int:
-        return col + 1 if self.dropped is not None and col >= self.dropped else col
+        return self.kept[col] if col < len(self.kept) else col
 
     def column(self, col: int) -> str:
         c = self.file_column(col)
@@ -249,7 +251,18 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
                             pd.api.types.is_float_dtype(y) and np.isfinite(y).all()
                             and (y == np.round(y)).all()):
                         labels = y.to_numpy().astype(np.int64)
-            where = _CsvCells(p, header, columns, dropped)
+            index = None  # pandas' to_csv index, left out as training leaves it out
+            if (header and first and not first[0].strip() and dropped != 0
+                    and len(columns) > 2 and len(frame) > 0
+                    and pd.api.types.is_integer_dtype(frame.iloc[:, 0])
+                    and np.array_equal(frame.iloc[:, 0].to_numpy(), np.arange(len(frame)))):
+                warnings.warn(f"DATA {path!r}: its first column has no name and holds 0, 1, "
+                              "2, ... (an index that pandas' to_csv writes unless "
+                              "index=False): left out of the features, as training leaves it "
+                              "out", UserWarning, stacklevel=2)
+                frame, index = frame.iloc[:, 1:], 0
+            where = _CsvCells(p, header, columns, [i for i in range(len(columns))
+                                                   if i not in (dropped, index)])
             # numeric columns (booleans among them) as float64, as training reads the CSV
             # (to_numpy() of floats beside booleans is an object array)
             text = [str(c) for c in frame.columns  # (no rows: named below as such)
