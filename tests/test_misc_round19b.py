@@ -291,3 +291,15 @@ def test_predict_leaves_out_a_pandas_index_column_as_training_does(tmp_path):
     with pytest.warns(UserWarning), pytest.raises(ValueError,
                                                   match=r"line 5 has an empty cell in column 'b'"):
         read_input_file(str(path), "label")
+
+
+def test_predict_names_the_first_text_cell_of_a_non_numeric_column(tmp_path):
+    """predict named a non-numeric column only ("non-numeric column(s) ['b']"), where
+    training names the cell's text and its line."""
+    from depthlab.inference import read_input_file
+
+    path = tmp_path / "t.csv"
+    path.write_text("label,a,b,c\n0,1,2,3\n\n1,4,xyz,6\n")
+    with pytest.raises(ValueError, match=r"non-numeric column\(s\) \['b'\]: column 'b' holds "
+                                         r"'xyz' on line 4, which is not a number; expected"):
+        read_input_file(str(path), "label")

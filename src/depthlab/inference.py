@@ -276,9 +276,11 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {_stripped(exc, path, p)}"
                          ) from None
-    if text:
-        raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}; expected numbers "
-                         "(the features the network was trained on)")
+    if text:  # the first cell that is no number, by its line and column, as training names
+        # it (the column alone left the user searching a long file)
+        raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}"
+                         f"{_first_text_cell(frame, text[0], where)}; expected numbers (the "
+                         "features the network was trained on)")
     if where is not None and x.size:
         _refuse_bad_cells(x, where, path)
     if x is None:
@@ -297,6 +299,21 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
         raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
                          f"{x.shape} {x.dtype}")
     return InputFile(x, labels, where)
+
+
+def _first_text_cell(frame: Any, column: str, where: _CsvCells | None) -> str:
+    """``: column 'b' holds 'x' on line 3, which is not a number`` for the first cell of
+    ``frame[column]`` that is text, or '' when none is found."""
+    import pandas as pd
+
+    values = frame[column]
+    text = (pd.to_numeric(values, errors="coerce").isna() & values.notna()).to_numpy()
+    if where is None or not text.any():
+        return ""
+    row = int(np.argmax(text))
+    col = list(frame.columns).index(column)
+    return (f": {where.column(col)} holds {str(values.iloc[row])[:40]!r} on line "
+            f"{where.row(row)[1]}, which is not a number")
 
 
 def _refuse_bad_cells(x: np.ndarray, where: _CsvCells, path: str) -> None:
