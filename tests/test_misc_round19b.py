@@ -153,6 +153,7 @@ def test_the_doctor_verifies_no_partial_batchnorm_cure_on_a_weight_tied_model():
     ("latin1.csv", b"a,b,c\n1,2,3\n4,\xe9,6\n",
      "could not be read: line 3 is not UTF-8 text (byte 0xe9)"),
     ("blank.csv", b"", "could not be read: the file is empty (no header, no rows)"),
+    ("damaged.csv.gz", b"not gzip", "could not be read: corrupt gzip data (Not a gzipped"),
 ])
 def test_predict_names_a_csv_cell_by_its_line_and_column(tmp_path, capsys, monkeypatch, name,
                                                          content, fragment):

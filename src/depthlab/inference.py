@@ -273,7 +273,13 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
     except UnicodeDecodeError:  # was "'utf-8' codec can't decode byte 0xe9 in position 14"
         raise ValueError(f"DATA {path!r} could not be read: {_not_utf8(p)}; accepted: UTF-8 "
                          "text (re-save the file as UTF-8)") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:  # as training says it
+        if not lower.endswith(".gz"):
+            raise ValueError(f"DATA {path!r} could not be read: {_stripped(exc, path, p)}"
+                             ) from None
+        raise ValueError(f"DATA {path!r} could not be read: corrupt gzip data "
+                         f"({exc or type(exc).__name__})") from None
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ValueError(f"DATA {path!r} could not be read: {_stripped(exc, path, p)}"
                          ) from None
     if text:  # the first cell that is no number, by its line and column, as training names
