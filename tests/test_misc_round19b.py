@@ -304,3 +304,26 @@ def test_predict_names_the_first_text_cell_of_a_non_numeric_column(tmp_path):
     with pytest.raises(ValueError, match=r"non-numeric column\(s\) \['b'\]: column 'b' holds "
                                          r"'xyz' on line 4, which is not a number; expected"):
         read_input_file(str(path), "label")
+
+
+def test_the_doctor_says_why_the_rules_batchnorm_cure_does_not_apply_to_a_tied_model():
+    """With Glorot weights the vanishing-gradient rule's own cure is batch normalization: on a
+    weight-tied model the doctor now names why it left that cure out (before: verified on a
+    model with one norm after 'inp')."""
+    import depthlab.torch as dlt
+
+    def make():
+        model = _Tied()
+        for layer in (model.inp, model.h, model.out):
+            nn.init.xavier_uniform_(layer.weight)
+        return model
+
+    torch.manual_seed(0)
+    x = torch.randn(240, 8)
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 0.5).long()
+    diag = dlt.doctor(make, (x[:200], y[:200], x[200:], y[200:]), loss_fn=nn.CrossEntropyLoss(),
+                      optimizer=("sgd", {"lr": 0.1}), steps=20, batch_size=32, verify=False)
+    vanishing = next(f for f in diag.findings if f.kind == "vanishing_gradients")
+    assert vanishing.prescription.get("normalization") is None
+    assert ("the rule's own cure {\"normalization\": \"batchnorm\"} does not apply: no batch "
+            "norm after 'h': it runs 8 times per forward") in vanishing.prescription_text
