@@ -327,3 +327,27 @@ def test_the_doctor_says_why_the_rules_batchnorm_cure_does_not_apply_to_a_tied_m
     assert vanishing.prescription.get("normalization") is None
     assert ("the rule's own cure {\"normalization\": \"batchnorm\"} does not apply: no batch "
             "norm after 'h': it runs 8 times per forward") in vanishing.prescription_text
+
+
+def test_a_repeated_layer_no_batch_norm_fits_is_not_given_as_the_reason():
+    """The weight-tied refusal named a repeated nn.Bilinear ("'bil': it runs 3 times per
+    forward"), which gets no batch norm however often it runs: only layers a norm fits count."""
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    class Bi(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.bil = nn.Linear(4, 8), nn.Bilinear(8, 8, 8)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.inp(x))
+            for _ in range(3):
+                h = torch.tanh(self.bil(h, h))
+            return self.out(h)
+
+    torch.manual_seed(0)
+    model, _ = rx.apply({"normalization": "batchnorm"}, Bi(), TorchTrainSpec(),
+                        torch.randn(16, 4))
+    assert isinstance(model.inp[1], nn.BatchNorm1d)

@@ -783,7 +783,8 @@ def _refuse_unnormalized_repeats(model: nn.Module, x: torch.Tensor) -> None:
     traced = trace(model, x)
     last = output_layer(traced)
     hidden = [t for t in traced if t.ran and t.activation is not None and t is not last]
-    left = [t for t in hidden if t.calls > 1 and not t.normalized]
+    left = [t for t in hidden if t.calls > 1 and not t.normalized
+            and _norm_for(t.module) is not None]  # (an LSTMCell in a loop gets none anyway)
     if not left:
         return
     said = ", ".join(f"{t.name!r}: it runs {t.calls} times per forward" for t in left[:3])
