@@ -531,27 +531,49 @@ def column_range(s: np.ndarray) -> tuple[float, float]:
     return np.float64(cmin.min()), np.float64(cmax.max())
 
 
-@numba.njit(**_JIT)
-def _derivative_row(sr: np.ndarray, ar: np.ndarray, d: np.ndarray, b: int, how: int,
-                    dv: np.ndarray) -> None:
-    """``dv[j] = f'(s[b, j])`` for one row ``b`` (:data:`DERIVATIVE_GIVEN`: ``d[b, j]``; else
-    from ``sr = s[b]``, ``ar = a[b]`` as the activation's own ``derivative`` computes it). One
-    loop per activation, so that the statistics' loop over the row has no branch."""
+@numba.njit(inline="always", **_JIT)  # inlined in layer's row loop (a call per row: slower)
+def _row_counts(sr: np.ndarray, ar: np.ndarray, d: np.ndarray, b: int, how: int, th,
+                dead: np.ndarray) -> tuple[int, int]:
+    """``(#{|D| < th}, #{s <= 0})`` of one row ``b`` (``sr = s[b]``, ``ar = a[b]``), and
+    ``dead[j]`` set to 0 where ``D[j] != 0``; ``D = f'(s)`` is computed in the loop as the
+    activation's own ``derivative`` computes it (sigmoid ``(1 - a) a``, tanh ``1 - a a``, ReLU
+    ``1 if s > 0 else 0``) or read from ``d[b]`` (:data:`DERIVATIVE_GIVEN`). One loop per
+    activation with int32 counts: no ``D`` row written and read back, no branch in the loop,
+    and twice the vector lanes of float64 counts."""
     one = sr.dtype.type(1)
     zero = sr.dtype.type(0)
+    cols = sr.size
+    n_sat = np.int32(0)
+    n_zs = np.int32(0)
     if how == DERIVATIVE_SIGMOID:
-        for j in range(dv.size):
-            dv[j] = (one - ar[j]) * ar[j]
+        for j in range(cols):
+            aj = ar[j]
+            dj = (one - aj) * aj
+            n_sat += np.int32(abs(dj) < th)
+            n_zs += np.int32(sr[j] <= zero)
+            dead[j] = zero if dj != zero else dead[j]
     elif how == DERIVATIVE_TANH:
-        for j in range(dv.size):
-            dv[j] = one - ar[j] * ar[j]
+        for j in range(cols):
+            aj = ar[j]
+            dj = one - aj * aj
+            n_sat += np.int32(abs(dj) < th)
+            n_zs += np.int32(sr[j] <= zero)
+            dead[j] = zero if dj != zero else dead[j]
     elif how == DERIVATIVE_STEP:
-        for j in range(dv.size):
-            dv[j] = one if sr[j] > zero else zero
+        for j in range(cols):
+            v = sr[j]
+            dj = one if v > zero else zero
+            n_sat += np.int32(abs(dj) < th)
+            n_zs += np.int32(v <= zero)
+            dead[j] = zero if dj != zero else dead[j]
     else:
         db = d[b]
-        for j in range(dv.size):
-            dv[j] = db[j]
+        for j in range(cols):
+            dj = db[j]
+            n_sat += np.int32(abs(dj) < th)
+            n_zs += np.int32(sr[j] <= zero)
+            dead[j] = zero if dj != zero else dead[j]
+    return n_sat, n_zs
 
 
 @numba.njit(**_JIT)
@@ -574,16 +596,11 @@ def layer(s: np.ndarray, a: np.ndarray, d: np.ndarray, how: int, thr: float, fam
     cs = np.float64(s[0, 0])
     ca = np.float64(a[0, 0])
     dead = np.ones(cols, dtype=s.dtype)  # 1 while every D of the unit so far was 0
-    dv = np.empty(cols, dtype=s.dtype)
-    zs = sat = 0.0  # float64 counts: exact, and the loop stays in vector lanes
+    zs = sat = 0.0  # float64 totals of each row's int32 counts: exact
     for b in range(rows):
-        _derivative_row(s[b], a[b], d, b, how, dv)
-        sr = s[b]
-        for j in range(cols):
-            dj = dv[j]
-            sat += 1.0 if abs(dj) < th else 0.0
-            zs += 1.0 if sr[j] <= zero else 0.0
-            dead[j] = zero if dj != zero else dead[j]
+        n_sat, n_zs = _row_counts(s[b], a[b], d, b, how, th, dead)
+        sat += n_sat
+        zs += n_zs
     s1, s2 = shifted_sums(s.reshape(s.size), cs)
     a1, a2 = shifted_sums(a.reshape(a.size), ca)
     n = s.size
