@@ -520,14 +520,16 @@ def shifted_sums(x: np.ndarray, c: float) -> tuple[float, float]:
 def column_range(s: np.ndarray) -> tuple[float, float]:
     """``(min s, max s)`` of the 2-d ``s`` (no NaN entry) through per-column running minima
     and maxima (elementwise, so the loop runs in vector lanes; a scalar running minimum does
-    not)."""
+    not), each a plain comparison and select (``np.minimum``'s NaN handling made the loop
+    twice as slow: 6.7 -> 3.0 us for 128 x 256 float32)."""
     cmin = s[0].copy()
     cmax = s[0].copy()
     for b in range(1, s.shape[0]):
         sr = s[b]
         for j in range(s.shape[1]):
-            cmin[j] = np.minimum(sr[j], cmin[j])
-            cmax[j] = np.maximum(sr[j], cmax[j])
+            v = sr[j]
+            cmin[j] = v if v < cmin[j] else cmin[j]
+            cmax[j] = v if v > cmax[j] else cmax[j]
     return np.float64(cmin.min()), np.float64(cmax.max())
 
 
