@@ -90,3 +90,20 @@ def test_column_range_is_the_minimum_and_maximum(dtype):
         assert k.column_range(s) == (float(s.min()), float(s.max()))
     names = k.column_range.py_func.__code__.co_names
     assert "minimum" not in names and "maximum" not in names  # (NaN handling: 2x slower)
+
+
+@pytest.mark.parametrize("n", [32768, (1 << 17), (1 << 17) + 1, 300000])
+def test_bucket_count_and_exact_order_statistics_either_side_of_small_up_to(n):
+    """Up to SMALL_UP_TO entries at most 2046 buckets (their lane counters in L1), above it
+    4094; the order statistics (and positions) are exact either way."""
+    k = accel.kernels()
+    g = np.random.default_rng(n)
+    x = g.standard_normal(n).astype(np.float32)
+    x[::5] = np.round(x[::5], 1)  # ties
+    ranks = np.array(sorted({0, 1, n // 50, n // 2, n // 2 + 1, n - 2, n - 1}), dtype=np.intp)
+    lo, hi = float(x.min()), float(x.max())
+    nb = k._buckets(x, ranks, lo, hi)[0]
+    assert nb == (2046 if n <= k.SMALL_UP_TO else 4094)
+    want = np.partition(x, ranks)[ranks]
+    np.testing.assert_array_equal(k.select(x, ranks, lo, hi), want)
+    np.testing.assert_array_equal(x[k.positions(x, ranks, lo, hi)], want)

@@ -238,6 +238,12 @@ def _bucket_chunk(x: np.ndarray, start: int, m: int, lo: float, hi: float, nb: i
             idx[i] = np.uint16(u + one - np.int32(v == lo) + np.int32(v == hi))
 
 
+SMALL_UP_TO = 1 << 17
+"""Arrays up to this many entries are counted into at most 2046 buckets (:func:`_buckets`;
+32768 float32 entries: positions 31.4 -> 28.0 us), larger ones into 4094 (1M entries: 1084 us
+with 4094, 1197 with 2046: more entries gathered and sorted)."""
+
+
 @numba.njit(**_JIT)
 def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     """The counting pass of :func:`positions`, :data:`CHUNK` entries at a time (no index kept
@@ -246,7 +252,9 @@ def _buckets(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float):
     gathered)``; the two tie buckets (0 and ``nb + 1``, :func:`_bucket_chunk`) are never
     gathered."""
     n = x.size
-    nb = max(2, min(n // 8, 4094))  # ~8 entries a bucket; nb + 2 <= 4096 (uint16 indices)
+    # ~8 entries a bucket; nb + 2 <= 4096 (uint16 indices); at most 2046 up to SMALL_UP_TO
+    # entries, whose 4 x 2048 lane counters stay in L1 and whose fixed per-bucket work halves
+    nb = max(2, min(n // 8, 4094 if n > SMALL_UP_TO else 2046))
     nt = nb + 2
     keep = n <= KEEP_UP_TO  # the buckets kept for the gather pass
     idx = np.empty(n if keep else CHUNK, dtype=np.uint16)
