@@ -29,6 +29,15 @@ torch operations that CUDA uses).
 Usage: ``python benchmarks/torch_probe_overhead.py [--rounds 15] [--steps N]
 [--only cpu1|cpu|cuda] [--cases mlp,resnet18] [--json FILE]``; ``benchmarks/watch_readme.py``
 renders the README block from the JSON file.
+
+``--breakdown [CYCLES]`` instead: where a Watch's time goes on the CPU at one thread. For
+``every=10`` and ``every=1``, beside a baseline, cycles of ``every`` steps interleaved (order
+alternating); per step position (0: the recorded step; ``every - 1``: the step whose
+``watch.step`` arms the hooks and copies the weights for the update ratio) the median over cycles
+of each phase's thread CPU time (``time.thread_time_ns``: what other processes on a shared
+machine do not add) minus the baseline's at that position: ``fwd`` (``zero_grad``, forward,
+loss; the forward hooks), ``bwd`` (backward; the gradient hooks), ``watch`` (``watch.step``:
+the record's host pass, arming), ``opt`` (``opt.step``), and the step's whole difference.
 """
 
 from __future__ import annotations
@@ -138,6 +147,59 @@ def report(case: str, where: str, times: dict[str, list[tuple[float, float]]],
               f"CPU {_overhead(times[label], base, 1)}   [{COCKPIT[label]}]")
 
 
+PHASES = ("fwd", "bwd", "watch", "opt", "step")
+
+
+def _cycle(r: Runner, every: int, sink: list | None) -> None:
+    """``every`` steps of ``r``; with ``sink`` (per position, per phase a list) the thread CPU
+    time of each phase is appended."""
+    clock = time.thread_time_ns
+    for pos in range(every):
+        t0 = clock()
+        r.opt.zero_grad()
+        loss = nn.functional.cross_entropy(r.model(r.x), r.y)
+        t1 = clock()
+        loss.backward()
+        t2 = clock()
+        if r.watch is not None:
+            r.watch.step(loss)
+        t3 = clock()
+        r.opt.step()
+        t4 = clock()
+        if sink is not None:
+            for k, v in enumerate((t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+                sink[pos][k].append(v)
+
+
+def breakdown(case: str, cycles: int) -> None:
+    """Print the per-phase CPU cost of ``Watch(every=10)`` and ``Watch(every=1)`` over a
+    baseline, per step position (see the module docstring's ``--breakdown``)."""
+    print(f"{case}: median thread CPU time per phase minus the baseline's (us), {cycles} "
+          f"interleaved cycles; load average {os.getloadavg()[0]:.1f}")
+    for every in (10, 1):
+        runners = {"baseline": Runner(case, "cpu", None, ()),
+                   "watch": Runner(case, "cpu", every, ())}
+        times = {k: [[[] for _ in PHASES] for _ in range(every)] for k in runners}
+        for _ in range(max(3, 30 // every)):  # warm-up: kernels, first record, allocator
+            for r in runners.values():
+                _cycle(r, every, None)
+        for c in range(cycles * (10 // every)):
+            for key in (runners if c % 2 == 0 else list(runners)[::-1]):
+                _cycle(runners[key], every, times[key])
+        runners["watch"].watch.close()
+        print(f"  every={every:<3d}{'position':>9s}" + "".join(f"{p:>9s}" for p in PHASES))
+        base = [[statistics.median(v) / 1e3 for v in pos] for pos in times["baseline"]]
+        total = 0.0
+        for pos in range(every):
+            d = [statistics.median(v) / 1e3 - b
+                 for v, b in zip(times["watch"][pos], base[pos])]
+            total += d[-1]
+            print(f"  {'':12s}{pos:>9d}" + "".join(f"{v:+9.0f}" for v in d))
+        whole = sum(b[-1] for b in base)
+        print(f"  {'':12s}{'cycle':>9s}{total:+45.0f} us ({100 * total / whole:+.1f}% of the "
+              f"baseline's {whole:.0f} us)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -146,7 +208,17 @@ def main() -> None:
     ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)
     ap.add_argument("--cases", default="mlp,resnet18")
     ap.add_argument("--json", default=None, help="write the raw results to this file")
+    ap.add_argument("--breakdown", type=int, nargs="?", const=200, default=None,
+                    metavar="CYCLES", help="instead: per-phase CPU cost of every 10 and every "
+                    "step at 1 thread, per step position (default 200 cycles)")
     args = ap.parse_args()
+    if args.breakdown is not None:
+        if args.breakdown < 1:
+            ap.error(f"--breakdown must be a positive number of cycles, got {args.breakdown}")
+        torch.set_num_threads(1)
+        for case in args.cases.split(","):
+            breakdown(case, args.breakdown)
+        return
     if args.steps is not None and (args.steps < 10 or args.steps % 10):
         ap.error("--steps must be a positive multiple of 10")
     cores = os.cpu_count() or 1
