@@ -191,8 +191,9 @@ def test_apply_buttons_show_only_settings_that_change_something(page, server):
     # was: 'apply {"activation":"tanh","activation_kwargs":{}}'
     # (round 18b: the label names controls and values, no longer JSON)
     assert page.locator("#doctor-out button.apply").text_content() == "apply: activation tanh"
-    # was: "evidence: metric = null" (a diverged run has no value)
-    assert page.locator("#doctor-out .evidence").text_content() == "evidence: metric = -, step = 3"
+    # was: "evidence: metric = null" (a diverged run has no value; round 19: "-" named)
+    assert page.locator("#doctor-out .evidence").text_content() == \
+        "evidence: metric = not finite, step = 3"
     page.locator("#doctor-out button.apply").click()
     page.wait_for_function("new URLSearchParams(location.search).get('model.activation')"
                            " === 'tanh'", timeout=30_000)
