@@ -87,9 +87,8 @@ def test_torch_constant_accuracy_leaves_out_the_ignored_labels():
     assert math.isnan(constant_accuracy(nn.CrossEntropyLoss(), y, None))
 
 
-def test_the_torch_doctor_does_not_call_a_cure_at_chance_help():
-    """digits, a 4-layer He ReLU MLP at SGD lr 2 (momentum 0.9, Nesterov), 30 steps: the loss
-    diverges; the gradient clipping cure ends at chance and read 'helped (finding resolved)'."""
+def _digits_relu_doctor(optimizer: tuple, steps: int):
+    """The torch doctor (verify=True, seed 0) of a 4-layer He ReLU MLP of width 64 on digits."""
     import torch
     from torch import nn
 
@@ -108,8 +107,14 @@ def test_the_torch_doctor_does_not_call_a_cure_at_chance_help():
             layers += [lin, nn.ReLU()]
         return nn.Sequential(*layers, nn.Linear(64, 10))
 
-    d = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), steps=30, seed=0, verify=True,
-                   optimizer=("sgd", {"lr": 2.0, "momentum": 0.9, "nesterov": True}))
+    return dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), optimizer=optimizer,
+                      steps=steps, seed=0, verify=True)
+
+
+def test_the_torch_doctor_does_not_call_a_cure_at_chance_help():
+    """digits, a 4-layer He ReLU MLP at SGD lr 2 (momentum 0.9, Nesterov), 30 steps: the loss
+    diverges; the gradient clipping cure ends at chance and read 'helped (finding resolved)'."""
+    d = _digits_relu_doctor(("sgd", {"lr": 2.0, "momentum": 0.9, "nesterov": True}), steps=30)
     clips = [v for v in d.verifications if v.prescription == {"clip_grad_norm": 1.0}]
     assert clips, [v.prescription for v in d.verifications]
     for v in clips:
@@ -122,26 +127,7 @@ def test_the_torch_doctor_finds_a_learning_rate_too_low_to_move():
     """digits, a 4-layer He ReLU MLP at SGD lr 1e-5 for 60 steps: the loss stays at ln 10
     (2.305, val acc 0.115) and the torch doctor gave a clean bill of health (its rules never
     got the constant prediction's loss that lr_too_low judges against)."""
-    import torch
-    from torch import nn
-
-    import depthlab.torch as dlt
-    from depthlab.data import load_dataset
-
-    ds = load_dataset("digits")
-    x, y = torch.tensor(ds.x_train, dtype=torch.float32), torch.tensor(ds.y_train)
-
-    def make():
-        torch.manual_seed(0)
-        layers: list[nn.Module] = []
-        for _ in range(4):
-            lin = nn.Linear(64, 64)
-            nn.init.kaiming_normal_(lin.weight, nonlinearity="relu")
-            layers += [lin, nn.ReLU()]
-        return nn.Sequential(*layers, nn.Linear(64, 10))
-
-    d = dlt.doctor(make, (x, y), loss_fn=nn.CrossEntropyLoss(), optimizer=("sgd", {"lr": 1e-5}),
-                   steps=60, seed=0, verify=True)
+    d = _digits_relu_doctor(("sgd", {"lr": 1e-5}), steps=60)
     assert [f.kind for f in d.findings] == ["lr_too_low"], str(d)
     raised = [v for v in d.verifications if v.prescription == {"lr": 0.01}]
     assert raised and raised[0].helped, str(d)  # the rule's own cure (never "lr / 10")

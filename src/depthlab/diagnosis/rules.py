@@ -796,14 +796,21 @@ def _large_steps_lowered_the_loss(ctx: RunContext, steps: list[int]) -> bool:
     return True
 
 
+def _update_ratios(ctx: RunContext) -> pd.Series | None:
+    """The hidden layers' finite ``||dW|| / ||W||`` probes (indexed by step and layer), or None
+    when there are none."""
+    if ctx.table.empty or "update_ratio" not in ctx.table.columns:
+        return None
+    ur = ctx.table["update_ratio"].dropna()
+    ur = ur[(ur.index.get_level_values("layer") >= 1) & np.isfinite(ur.to_numpy())]
+    return None if ur.empty else ur
+
+
 def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     """Steps that rewrite >= 10% of the weights: ``||dW|| / ||W||`` per layer (median over the
     layers at each probed step, largest over the steps) at or above ``UPDATE_RATIO_HIGH``."""
-    if ctx.table.empty or "update_ratio" not in ctx.table.columns:
-        return math.nan, None
-    ur = ctx.table["update_ratio"].dropna()
-    ur = ur[(ur.index.get_level_values("layer") >= 1) & np.isfinite(ur.to_numpy())]
-    if ur.empty:
+    ur = _update_ratios(ctx)
+    if ur is None:
         return math.nan, None
     per_step = ur.groupby(level="step").median()
     metric = float(per_step.max())
@@ -833,11 +840,8 @@ def rule_lr_too_low(ctx: RunContext) -> RuleResult:
     """No hidden layer's update ever reached ``1e-3 / LR_SHORTFALL`` of its weights' norm and
     the probe batch's loss did not end below a constant prediction's (see ``LR_SHORTFALL``).
     The metric, ``1e-3 / largest update ratio``, is measured whenever update ratios are."""
-    if ctx.table.empty or "update_ratio" not in ctx.table.columns:
-        return math.nan, None
-    ur = ctx.table["update_ratio"].dropna()
-    ur = ur[(ur.index.get_level_values("layer") >= 1) & np.isfinite(ur.to_numpy())]
-    if ur.empty:
+    ur = _update_ratios(ctx)
+    if ur is None:
         return math.nan, None
     largest = float(ur.max())
     metric = UPDATE_RATIO_HEALTHY / largest if largest > 0 else math.inf
