@@ -9,13 +9,13 @@ Errors are ValueErrors naming the file or value and what was expected.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import gzip
 import warnings
 import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     return found.x, found.labels
 
 
-@dataclass
+@dataclasses.dataclass
 class InputFile:
     """What :func:`read_input_file` read: the inputs ``x``, the labels (or None), and for a
     CSV ``where(row, col)``, which names entry ``x[row, col]`` (``col`` None: the row) by the
