@@ -853,23 +853,21 @@ def rule_lr_too_low(ctx: RunContext) -> RuleResult:
     if any(RULES[k](ctx)[1] is not None for k in _LR_TOO_LOW_CAUSES):
         return metric, None
     chance = ctx.chance_loss
-    end = math.nan
+    start = end = math.nan
     if "loss" in ctx.table.columns and ctx.steps:
         try:
-            end = float(ctx.table["loss"].xs(0, level="layer").get(ctx.end, math.nan))
+            losses = ctx.table["loss"].xs(0, level="layer")
         except KeyError:
             pass
+        else:
+            start = float(losses.get(ctx.steps[0], math.nan))
+            end = float(losses.get(ctx.end, math.nan))
     if not (math.isfinite(chance) and chance > 0 and math.isfinite(end)
             and end >= (1.0 - LR_STEP_FALL) * chance):
         return metric, None
     lr = float(ctx.settings.get("lr", 0.01))
     factor = 10.0 ** max(1, math.ceil(math.log10(metric)))
     changes, text = rx.for_lr_too_low(lr, factor, largest)
-    start = math.nan
-    try:
-        start = float(ctx.table["loss"].xs(0, level="layer").get(ctx.steps[0], math.nan))
-    except KeyError:
-        pass
     ev = {"metric": metric, "threshold": LR_SHORTFALL, "largest_update_ratio": largest,
           "lr": lr, "loss_step0": start, "loss_end": end, "chance_loss": chance}
     msg = (f"The learning rate {lr:g} is too low: no hidden layer's update exceeded "

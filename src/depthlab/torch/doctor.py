@@ -66,7 +66,9 @@ from .train import (
     binary_threshold,
     calibrate_population,
     check_fits,
+    class_index_loss,
     loss_hint,
+    loss_parts,
     make_optimizer,
     model_device_dtype,
     population_layers,
@@ -1232,22 +1234,19 @@ def constant_loss(loss_fn: Callable, y: torch.Tensor, out: Any) -> float:
     from ..diagnosis.doctor import constant_loss as shared
     from .probe import loss_ignore_index
 
-    fn, kw = loss_fn, {}
-    while isinstance(fn, functools.partial):
-        kw = {**fn.keywords, **kw}
-        fn = fn.func
+    fn, kw = loss_parts(loss_fn)
 
     def opt(name: str, default: Any = None) -> Any:
         return kw.get(name, getattr(fn, name, default))
 
     weight = opt("weight")
     if opt("reduction", "mean") != "mean" or opt("pos_weight") is not None or \
-            (weight is not None and _class_index_loss(fn) is None):
+            (weight is not None and class_index_loss(fn) is None):
         return math.nan
     if not isinstance(y, torch.Tensor):
         return math.nan
     t = y.detach()
-    if _class_index_loss(fn) is not None:
+    if class_index_loss(fn) is not None:
         eps = float(opt("label_smoothing", 0.0) or 0.0)
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             return math.nan
@@ -1599,7 +1598,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
                         f"{str(d.y.dtype).removeprefix('torch.')} labels: give y as floats "
                         "(e.g. y.astype(np.float32))")
     _check_probability_targets(d, loss_fn)
-    kind = _class_index_loss(loss_fn)
+    kind = class_index_loss(loss_fn)
     if kind and d.y.is_floating_point() and (d.y.dim() == 1 or "nll" in kind.lower()):
         raise TypeError(f"{kind} needs integer class labels, got "  # CE takes probabilities (N, C)
                         f"floating-point targets of shape {tuple(d.y.shape[1:])} per example: "
@@ -1822,21 +1821,8 @@ def _float_target_loss(loss_fn: Callable) -> bool:
     """Whether ``loss_fn`` takes floating-point targets (:data:`FLOAT_TARGET_LOSSES`, the
     binary cross-entropy functions; also inside ``functools.partial``): boolean targets are
     given to it as 0.0/1.0 in the model's dtype."""
-    while isinstance(loss_fn, functools.partial):
-        loss_fn = loss_fn.func
+    loss_fn, _ = loss_parts(loss_fn)
     return isinstance(loss_fn, FLOAT_TARGET_LOSSES) or binary_threshold(loss_fn) is not None
-
-
-def _class_index_loss(loss_fn: Callable) -> str | None:
-    """The name of a class-index loss (``CrossEntropyLoss``/``NLLLoss`` modules, and
-    ``F.cross_entropy``/``F.nll_loss``, also inside ``functools.partial``), else None."""
-    while isinstance(loss_fn, functools.partial):  # partial(F.cross_entropy, ignore_index=255)
-        loss_fn = loss_fn.func
-    if isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-        return type(loss_fn).__name__
-    if loss_fn is F.cross_entropy or loss_fn is F.nll_loss:
-        return f"F.{loss_fn.__name__}"
-    return None
 
 
 def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
@@ -1847,13 +1833,13 @@ def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
     check sees only two labels, and torch's IndexError would otherwise come from whichever
     mini-batch (or the final validation pass) first holds one."""
     y2 = d.y[:2]
-    if _class_index_loss(loss_fn) is not None and isinstance(out, torch.Tensor) and \
+    if class_index_loss(loss_fn) is not None and isinstance(out, torch.Tensor) and \
             not y2.is_floating_point() and y2.dim() == 2 and out.shape == y2.shape and \
             bool(((d.y == 0) | (d.y == 1)).all()) and bool((d.y.sum(dim=1) == 1).all()):
         raise _LabelError(f"the labels are one-hot rows of {y2.shape[1]} integers, but "
-                          f"{_class_index_loss(loss_fn)} takes class indices: give "
+                          f"{class_index_loss(loss_fn)} takes class indices: give "
                           "y.argmax(axis=1) (or the rows as floats: class probabilities)")
-    if _class_index_loss(loss_fn) is None or \
+    if class_index_loss(loss_fn) is None or \
             not isinstance(out, torch.Tensor) or y2.is_floating_point() or \
             out.dim() != y2.dim() + 1 or out.dim() < 2 or out.shape[0] != y2.shape[0] or \
             out.shape[2:] != y2.shape[1:]:

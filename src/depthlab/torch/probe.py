@@ -182,9 +182,9 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     (torch's 'multi-target not supported', 'expected target dtype to be Long'). For the
     labels torch said only 'IndexError: Target 4 is out of bounds.' on the CPU, and on CUDA
     such a label is a device-side assert that leaves the process's CUDA context unusable."""
-    from .doctor import _class_index_loss  # (doctor imports this module)
+    from .train import class_index_loss
 
-    name = _class_index_loss(loss_fn)
+    name = class_index_loss(loss_fn)
     if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
             or output.dim() < 2:
         return

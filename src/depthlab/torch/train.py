@@ -257,14 +257,35 @@ def _dense_classes(out: Any, y: Any) -> bool:
             and out.shape[:1] + out.shape[2:] == y.shape and out.shape[1] > 1)
 
 
+def loss_parts(loss_fn: Callable) -> tuple[Callable, dict[str, Any]]:
+    """``loss_fn`` without its ``functools.partial`` wrappers, and their keywords (an outer
+    partial's keyword over an inner one's): ``partial(F.cross_entropy, ignore_index=255)`` is
+    ``(F.cross_entropy, {"ignore_index": 255})``; any other callable comes back with ``{}``."""
+    kw: dict[str, Any] = {}
+    while isinstance(loss_fn, functools.partial):
+        kw = {**loss_fn.keywords, **kw}
+        loss_fn = loss_fn.func
+    return loss_fn, kw
+
+
+def class_index_loss(loss_fn: Callable) -> str | None:
+    """The name of a class-index loss (``CrossEntropyLoss``/``NLLLoss`` modules, and
+    ``F.cross_entropy``/``F.nll_loss``, also inside ``functools.partial``), else None."""
+    fn, _ = loss_parts(loss_fn)  # partial(F.cross_entropy, ignore_index=255)
+    if isinstance(fn, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)):
+        return type(fn).__name__
+    if fn is torch.nn.functional.cross_entropy or fn is torch.nn.functional.nll_loss:
+        return f"F.{fn.__name__}"
+    return None
+
+
 def binary_threshold(loss_fn: Callable) -> float | None:
     """The decision threshold of a binary cross-entropy's outputs: 0 for logits
     (``BCEWithLogitsLoss``, ``F.binary_cross_entropy_with_logits``), 0.5 for probabilities
     (``BCELoss``, ``F.binary_cross_entropy``), also inside a ``functools.partial``
     (``partial(F.binary_cross_entropy_with_logits, pos_weight=w)``: its accuracy was NaN);
     None for any other loss."""
-    while isinstance(loss_fn, functools.partial):
-        loss_fn = loss_fn.func
+    loss_fn, _ = loss_parts(loss_fn)
     if isinstance(loss_fn, torch.nn.BCEWithLogitsLoss) \
             or loss_fn is torch.nn.functional.binary_cross_entropy_with_logits:
         return 0.0
@@ -396,19 +417,16 @@ def _mean_mass(loss_fn: Callable, y: Any) -> float:
     of the labels it does not ignore (their number without weights); else the rows
     ``len(y)``. A batch mean of 1000 rows, 90% of them the ignored -100, weighed as much as one
     of 1000 labelled rows: 1.2265 for a whole-set loss of 1.2377."""
-    fn, kw = loss_fn, {}
-    while isinstance(fn, functools.partial):
-        kw = {**fn.keywords, **kw}
-        fn = fn.func
-    functional = torch.nn.functional
-    if not (isinstance(fn, (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss))
-            or fn is functional.cross_entropy or fn is functional.nll_loss) \
+    from .probe import loss_ignore_index
+
+    fn, kw = loss_parts(loss_fn)
+    if class_index_loss(fn) is None \
             or kw.get("reduction", getattr(fn, "reduction", "mean")) != "mean" \
             or not isinstance(y, torch.Tensor) or y.is_floating_point() \
             or y.dtype == torch.bool:
         return float(len(y))
-    ignore = kw.get("ignore_index", getattr(fn, "ignore_index", -100))
-    labels = y[y != ignore] if ignore is not None else y.reshape(-1)
+    ignore = loss_ignore_index(loss_fn)
+    labels = y[y != (-100 if ignore is None else ignore)]
     weight = kw.get("weight", getattr(fn, "weight", None))
     if not isinstance(weight, torch.Tensor):
         return float(labels.numel())
