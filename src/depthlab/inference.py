@@ -130,7 +130,7 @@ def read_labeled_inputs(path: str, label: str | int | None = None
     ``label`` (a name or a 0-based index: the run's label column) has it removed from the
     inputs, and its values are the labels when they are integers."""
     found = read_input_file(path, label)
-    return found.x, found.labels
+    return found.x, found.labels if found.labelled is None else None
 
 
 @dataclasses.dataclass
@@ -143,6 +143,11 @@ class InputFile:
     x: np.ndarray
     labels: np.ndarray | None = None
     where: Callable[[int, int | None], str] | None = None
+    labelled: np.ndarray | None = None
+    """Which rows have a label (None: all of them, or no labels); ``labels`` holds -1 in
+    the others (a CSV's empty label cell)."""
+    unlabelled: str | None = None
+    """Why some rows (or all: ``labels`` None) have no label, for the user; None if all do."""
 
 
 class _CsvCells:
@@ -188,7 +193,7 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
     """:func:`read_labeled_inputs` with, for a CSV, the namer of its cells
     (:class:`InputFile`); a CSV's empty cells, short rows and non-finite numbers are refused
     here by line and column."""
-    labels = None
+    labels = labelled = unlabelled = None
     text: list[str] = []  # a CSV's non-numeric columns
     dropped: int | None = None  # the file's column of the labels, not among the inputs
     where: _CsvCells | None = None
@@ -247,10 +252,6 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
                 if name in columns:  # the training CSV itself: its labels are not inputs
                     dropped = columns.index(name)
                     y = frame.pop(frame.columns[dropped])
-                    if pd.api.types.is_integer_dtype(y) or (
-                            pd.api.types.is_float_dtype(y) and np.isfinite(y).all()
-                            and (y == np.round(y)).all()):
-                        labels = y.to_numpy().astype(np.int64)
             index = None  # pandas' to_csv index, left out as training leaves it out
             if (header and first and not first[0].strip() and dropped != 0
                     and len(columns) > 2 and len(frame) > 0
@@ -263,6 +264,8 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
                 frame, index = frame.iloc[:, 1:], 0
             where = _CsvCells(p, header, columns, [i for i in range(len(columns))
                                                    if i not in (dropped, index)])
+            if dropped is not None:
+                labels, labelled, unlabelled = _csv_labels(y, where, dropped)
             # numeric columns (booleans among them) as float64, as training reads the CSV
             # (to_numpy() of floats beside booleans is an object array)
             text = [str(c) for c in frame.columns  # (no rows: named below as such)
@@ -304,7 +307,41 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
             or np.issubdtype(x.dtype, np.complexfloating)):
         raise ValueError(f"DATA {path!r}: expected a 2-D array of real numbers, got shape "
                          f"{x.shape} {x.dtype}")
-    return InputFile(x, labels, where)
+    if unlabelled is not None:
+        warnings.warn(f"DATA {path!r}: {unlabelled}", UserWarning, stacklevel=2)
+    return InputFile(x, labels, where, labelled, unlabelled)
+
+
+def _csv_labels(y: Any, where: _CsvCells, column: int
+                ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(labels, labelled, note) of the label column ``y`` (the file's column ``column``) of a
+    CSV given to predict: class numbers where the cell holds a whole number >= 0 (-1 in the
+    rows without one, which ``labelled`` marks False; None when every row has one), and the
+    note saying which rows are left out of the accuracy, or why there is none (an empty label
+    cell, ``n/a``, text or ``0.5`` silently gave no accuracy at all)."""
+    import pandas as pd
+
+    name = f"column {where.names[column]!r}"  # (a label column is found by its header)
+    values = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(values) & (values == np.round(values)) & (values >= 0) & (
+            values < 2**53)
+    if whole.all():
+        return values.astype(np.int64), None, None
+    missing = y.isna().to_numpy()  # an empty cell, or a text pandas reads as missing
+    other = ~whole & ~missing  # text, a fraction, a negative number, infinity
+    first = int(np.argmax(other)) if other.any() else int(np.argmax(missing))
+    cells, line = where.row(first)
+    cell = cells[column].strip() if column < len(cells) else ""
+    said = (f"line {line} holds {cell[:40]!r} in the label {name}" if cell
+            else f"line {line} has an empty cell in the label {name}")
+    if not whole.any():
+        return None, None, (f"{said}, not a class number 0, 1, ... (nor does any other row): "
+                            "no accuracy is computed")
+    labels = np.where(whole, np.nan_to_num(values, nan=-1, posinf=-1, neginf=-1), -1)
+    return (labels.astype(np.int64), whole,
+            f"{said}, not a class number 0, 1, ... ({int((~whole).sum())} of {len(whole)} "
+            f"rows without one): the accuracy is over the {int(whole.sum())} rows that have one")
 
 
 def _first_text_cell(frame: Any, column: str, where: _CsvCells | None) -> str:

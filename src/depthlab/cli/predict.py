@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        model, x, labels, out, classes = _predict(args)
+        model, x, labels, labelled, out, classes = _predict(args)
     except (ValueError, TypeError, OSError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
@@ -68,9 +68,14 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     if labels is not None and classes is not None and len(labels) == len(classes):
         # after the output is written: a failed --to leaves one line, the error
-        acc = float((classes == labels).mean())
+        import numpy as np
+
+        scored = np.ones(len(labels), bool) if labelled is None else labelled
+        acc = float((classes[scored] == labels[scored]).mean())
         split = " test split" if not Path(args.data).exists() else ""
-        print(f"{args.data}{split}: {len(labels)} rows, accuracy {acc:.4f}", file=sys.stderr)
+        rows = (f"{len(labels)} rows" if labelled is None
+                else f"{int(scored.sum())} of {len(labels)} rows labelled")
+        print(f"{args.data}{split}: {rows}, accuracy {acc:.4f}", file=sys.stderr)
     return 0
 
 
@@ -138,7 +143,7 @@ def _predict(args: argparse.Namespace):
     if args.to and args.to != "-":
         _check_target(args.to, {"the network": model, "DATA": Path(args.data)},
                       getattr(args, "force", False))
-    labels, where = None, None
+    labels, labelled, where = None, None, None
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
         try:
             x, labels = builtin_test_split(args.data, meta)
@@ -147,8 +152,9 @@ def _predict(args: argparse.Namespace):
     else:  # the run's training CSV: its label column is dropped and scores the predictions
         found = read_input_file(args.data, label_column(meta))
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
+        labelled = found.labelled  # rows with an empty label cell are not scored
     out, classes = predict_saved(model, x, f"DATA {args.data!r}", where)
-    return model, x, labels, out, classes
+    return model, x, labels, labelled, out, classes
 
 
 COMMAND = Command("predict", "outputs of a saved network (dl.save or a run) on new inputs",

@@ -1,0 +1,86 @@
+"""Round 20, the command line and the experiment machinery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from depthlab.cli import main
+
+
+def _csv_run(tmp_path):
+    """A run of `depthlab run` on a CSV (3 features, label column last): (its network, the CSV,
+    the labels, the results folder)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    data = tmp_path / "d.csv"
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "label": y}).to_csv(data,
+                                                                              index=False)
+    (tmp_path / "p.toml").write_text('[data]\npath = "d.csv"\n[model]\nsizes = ["auto", 8, '
+                                     '"auto"]\n[train]\nepochs = 2\n[probes]\nevery = 0\n')
+    out = tmp_path / "r"
+    assert main(["run", str(tmp_path / "p.toml"), "--out", str(out), "--quiet"]) == 0
+    (net,) = (out / "models").glob("*.npz")
+    return net, data, y, out
+
+
+@pytest.mark.parametrize("cell, said", [("", "has an empty cell in the label column 'label'"),
+                                        ("n/a", "holds 'n/a' in the label column 'label'"),
+                                        ("0.5", "holds '0.5' in the label column 'label'")])
+def test_predict_on_a_csv_with_a_row_without_a_label_scores_the_others(tmp_path, capsys,
+                                                                       cell, said):
+    # the run's own CSV with one label cell empty (or n/a, or 0.5) silently printed no
+    # accuracy at all: the labels were dropped whole. Now the rows that have a class number are
+    # scored, and a warning names the line without one
+    net, data, y, _ = _csv_run(tmp_path)
+    assert main(["predict", str(net), str(data), "--to", str(tmp_path / "all.csv")]) == 0
+    classes = pd.read_csv(tmp_path / "all.csv")["class"].to_numpy()
+    lines = data.read_text().splitlines()
+    lines[5] = ",".join(lines[5].split(",")[:-1] + [cell])  # data row 4, file line 6
+    holed = tmp_path / "holed.csv"
+    holed.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    with pytest.warns(UserWarning) as said_lines:
+        assert main(["predict", str(net), str(holed), "--to", str(tmp_path / "p.csv")]) == 0
+    err = capsys.readouterr().err
+    warned = " ".join(str(w.message) for w in said_lines)
+    keep = np.arange(len(y)) != 4
+    want = float((classes[keep] == y[keep]).mean())
+    assert f"line 6 {said}, not a class number" in warned
+    assert "(1 of 60 rows without one): the accuracy is over the 59 rows" in warned
+    assert f"59 of 60 rows labelled, accuracy {want:.4f}" in err
+    assert (pd.read_csv(tmp_path / "p.csv")["class"].to_numpy() == classes).all()
+
+
+def test_predict_on_a_csv_whose_label_column_holds_no_class_numbers_says_so(tmp_path, capsys):
+    net, data, _, _ = _csv_run(tmp_path)
+    frame = pd.read_csv(data)
+    frame["label"] = "cat"
+    text = tmp_path / "text.csv"
+    frame.to_csv(text, index=False)
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"line 2 holds 'cat' in the label column 'label', not "
+                      r"a class number 0, 1, \.\.\. \(nor does any other row\): no accuracy is "
+                      "computed"):
+        assert main(["predict", str(net), str(text), "--to", str(tmp_path / "p.csv")]) == 0
+    assert "accuracy" not in capsys.readouterr().err
+
+
+def test_read_labeled_inputs_keeps_its_labels_whole_or_none(tmp_path):
+    # the Python function's labels stay all rows' or None (no -1 rows leak out of it)
+    from depthlab.inference import read_input_file, read_labeled_inputs
+
+    path = tmp_path / "d.csv"
+    path.write_text("a,label\n1.0,0\n2.0,\n3.0,1\n")
+    with pytest.warns(UserWarning, match="line 3 has an empty cell"):
+        x, labels = read_labeled_inputs(str(path), "label")
+    assert labels is None and x.shape == (3, 1)
+    with pytest.warns(UserWarning):
+        found = read_input_file(str(path), "label")
+    assert found.labels.tolist() == [0, -1, 1]
+    assert found.labelled.tolist() == [True, False, True]
+    path.write_text("a,label\n1.0,0\n2.0,2\n")
+    x, labels = read_labeled_inputs(str(path), "label")
+    assert labels.tolist() == [0, 2]
