@@ -13,6 +13,10 @@ and dtype of ``pred``; targets are cast to the dtype of ``pred`` so float32 stay
   loss = mean(max(z, 0) - z y + log1p(e^-|z|)); grad (sigmoid(z) - y) / N.
 * ``huber``: mean of 0.5 d^2 for |d| <= delta, delta (|d| - delta / 2) otherwise;
   grad clip(d, -delta, delta) / N.
+
+``mse`` and ``huber`` are regression losses (``has_accuracy`` False), but a classifier trained
+on one-hot target rows with them (the quadratic cost of textbooks) gets an accuracy: the share
+of rows whose largest output is at the row's 1 (:func:`one_hot_labels`); other targets: None.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "Loss",
     "MSE",
     "get_loss",
+    "one_hot_labels",
 ]
 
 
@@ -105,6 +110,28 @@ def _match_shapes(pred: Array, target: Array, name: str) -> Array:
     )
 
 
+def one_hot_labels(target: Any) -> Array | None:
+    """The class index of each row when ``target`` is one-hot rows (2-D, at least 2 columns,
+    every entry 0 or 1 and exactly one 1 per row), else None (regression targets)."""
+    t = np.asarray(target)
+    if t.ndim != 2 or t.shape[1] < 2 or t.shape[0] == 0 or not (
+            np.issubdtype(t.dtype, np.number) or np.issubdtype(t.dtype, np.bool_)):
+        return None
+    ones = t == 1
+    if not ((ones | (t == 0)).all() and (ones.sum(axis=1) == 1).all()):
+        return None
+    return ones.argmax(axis=1)
+
+
+def _one_hot_accuracy(pred: Array, target: Array) -> float | None:
+    """Arg-max accuracy of ``pred`` against one-hot ``target`` rows of its shape, else None."""
+    labels = one_hot_labels(target)
+    p = np.asarray(pred)
+    if labels is None or p.shape != np.shape(target):
+        return None
+    return float(np.mean(p.argmax(axis=1) == labels))
+
+
 class Loss:
     """Base class of the losses. ``forward`` returns a Python float and caches what
     ``backward`` needs; ``backward`` returns dL/dpred (a new array each call)."""
@@ -160,6 +187,11 @@ class MSE(Loss):
         diff = self._cached()
         return diff * (2.0 / diff.size)
 
+    def accuracy(self, pred: Array, target: Array) -> float | None:
+        """Arg-max accuracy for one-hot target rows (a classifier trained with the quadratic
+        cost); None for regression targets."""
+        return _one_hot_accuracy(pred, target)
+
 
 class Huber(Loss):
     """Huber loss (PyTorch HuberLoss, mean): 0.5 d^2 if |d| <= delta else delta (|d| - delta/2),
@@ -194,6 +226,10 @@ class Huber(Loss):
         g = xp.clip(diff, -self.delta, self.delta)
         g *= 1.0 / diff.size
         return g
+
+    def accuracy(self, pred: Array, target: Array) -> float | None:
+        """Arg-max accuracy for one-hot target rows; None for regression targets."""
+        return _one_hot_accuracy(pred, target)
 
 
 class CrossEntropy(Loss):

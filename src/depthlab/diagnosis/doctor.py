@@ -16,6 +16,7 @@ from ..backend import data_array
 from ..backend import rng as make_rng
 from ..jsonable import jsonable
 from ..losses import REGISTRY as LOSS_REGISTRY
+from ..losses import one_hot_labels
 from ..models import mlp
 from ..network import Network
 from ..probes.recorder import ProbeRecorder
@@ -333,8 +334,9 @@ def constant_accuracy(loss: Any, y: Any, y_val: Any) -> float:
     what a network that learned nothing of its inputs scores on ``y_val``. ``cross_entropy``:
     the share of validation rows labelled with the most frequent training class (integer
     labels, or the arg-max of target rows); ``binary_cross_entropy``: the share of validation
-    entries on the side (> 0.5 or not) that most training entries of their column take; NaN
-    for other losses (no accuracy), without validation targets, or for targets it cannot
+    entries on the side (> 0.5 or not) that most training entries of their column take;
+    ``mse``/``huber`` on one-hot rows (both sets): as ``cross_entropy``; NaN for other
+    targets of these (no accuracy), without validation targets, or for targets it cannot
     read."""
     try:
         fn = LOSS_REGISTRY.build(loss)
@@ -344,6 +346,11 @@ def constant_accuracy(loss: Any, y: Any, y_val: Any) -> float:
         if y.ndim == 0 or yv.ndim == 0 or y.shape[0] == 0 or yv.shape[0] == 0 \
                 or not (np.isfinite(y).all() and np.isfinite(yv).all()):
             return math.nan
+        if fn.name in ("mse", "huber"):  # a classifier trained on one-hot rows, else NaN
+            labels, held = one_hot_labels(y), one_hot_labels(yv)
+            if labels is None or held is None or yv.shape[1] != y.shape[1]:
+                return math.nan
+            return float(np.mean(held == np.bincount(labels).argmax()))
         if fn.name == "cross_entropy" and y.ndim in (1, 2) and yv.ndim == y.ndim:
             labels = y.astype(np.intp) if y.ndim == 1 else y.argmax(axis=1)
             held = yv.astype(np.intp) if yv.ndim == 1 else yv.argmax(axis=1)

@@ -288,12 +288,14 @@ def measurement_pass(net: Network, x: Array, y: Array, loss: Loss) -> tuple[floa
 
     Afterwards every Activation holds ``s``, ``a``, ``grad_s`` and every Parameter ``grad`` for
     this batch (``p.grad`` is overwritten; parameter values are not changed).
-    Returns ``(loss, accuracy)`` (accuracy None for regression losses).
+    Returns ``(loss, accuracy)`` (accuracy None for regression targets).
     """
     with measurement_mode(net), np.errstate(all="ignore"):
         out = net.forward(x, training=True)
         value = float(loss.forward(out, y))
-        acc = loss.accuracy(out, y) if getattr(loss, "has_accuracy", False) else None
+        # every Loss has ``accuracy`` (None for regression targets; mse and huber on one-hot
+        # rows give the arg-max accuracy, as in the trainer's history)
+        acc = loss.accuracy(out, y) if hasattr(loss, "accuracy") else None
         net.backward(loss.backward(), input_grad=False, copy=False)
     return value, (None if acc is None else float(acc))
 
