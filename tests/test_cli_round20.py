@@ -84,3 +84,30 @@ def test_read_labeled_inputs_keeps_its_labels_whole_or_none(tmp_path):
     path.write_text("a,label\n1.0,0\n2.0,2\n")
     x, labels = read_labeled_inputs(str(path), "label")
     assert labels.tolist() == [0, 2]
+
+
+def test_a_data_path_given_as_a_path_object_is_its_string(tmp_path):
+    # from Python, {"data": {"path": Path("d.npz")}} was refused ("has the wrong type;
+    # accepted: a non-empty string") though load_dataset takes a Path: now the same config,
+    # run id and sweep points as the string
+    from pathlib import Path
+
+    from depthlab.experiments import expand, run_id, validate
+    from depthlab.experiments.config import ConfigError
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
+
+    def config(path):
+        return {"data": {"path": path}, "model": {"sizes": ["auto", 4, "auto"]}}
+
+    want = validate(config("d.npz"), base_dir=tmp_path)
+    for path in (Path("d.npz"), tmp_path / "d.npz"):
+        got = validate(config(path), base_dir=tmp_path)
+        assert got == want and run_id(got) == run_id(want)
+        assert isinstance(got["data"]["path"], str)
+    raw = {**config("d.npz"), "sweep": {"data.path": [Path("d.npz")]}}
+    assert [p.id for p in expand(raw, base_dir=tmp_path)] == [run_id(want)]
+    with pytest.raises(ConfigError, match=r"data.path = b'd.npz' has the wrong type; accepted: "
+                       r"a non-empty string or path \(os.PathLike\)$"):
+        validate(config(b"d.npz"), base_dir=tmp_path)

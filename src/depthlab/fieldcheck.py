@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,9 @@ import numpy as np
 from .validators import closest_name, to_float
 
 __all__ = [
-    "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype", "Float",
-    "Int", "JacobianSteps", "Label", "Name", "Sizes", "Steps", "Text", "Table", "fmt", "is_int",
-    "is_num",
+    "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype",
+    "FilePath", "Float", "Int", "JacobianSteps", "Label", "Name", "Sizes", "Steps", "Text",
+    "Table", "fmt", "is_int", "is_num",
 ]
 
 
@@ -230,6 +231,22 @@ class Text(Check):
             raise bad(key, v, f"{self.accepted} of Unicode text (it holds the lone surrogate "
                       f"{lone})")
         return v
+
+
+class FilePath(Text):
+    """A file's path: a string or an ``os.PathLike`` (``pathlib.Path``), kept as the string
+    (a ``Path`` was refused from Python as having "the wrong type", though it names the same
+    file as its string and gives the same run)."""
+
+    accepted = "a non-empty string or path (os.PathLike)"
+
+    def __call__(self, key: str, v: Any) -> Any:
+        if isinstance(v, os.PathLike):
+            text = os.fspath(v)
+            if not isinstance(text, str):  # a bytes path
+                raise bad(key, v, self.accepted + " of text, not bytes", "has the wrong type")
+            v = text
+        return super().__call__(key, v)
 
 
 def unencodable(text: str) -> str | None:

@@ -52,6 +52,7 @@ from .fieldcheck import (
     ConfigError,
     ConfigTypeError,
     Dtype,
+    FilePath,
     Float,
     Int,
     JacobianSteps,
@@ -269,7 +270,7 @@ class DataSpec(_Section):
     section: ClassVar[str] = "data"
 
     name: str | None = option(None, Text(), "built-in data set (see `depthlab datasets`)")
-    path: str | None = option(None, Text(), "a .npz, .csv or IDX file (instead of name); "
+    path: str | None = option(None, FilePath(), "a .npz, .csv or IDX file (instead of name); "
                               "relative to the TOML file")
     n: int | None = option(None, Int(1, optional=True), "use only the first n examples")
     standardize: bool = option(True, Bool(), "standardize features with training statistics")
