@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnosis.findings import jsonable
-from ..losses import Loss
+from ..losses import Loss, one_hot_labels
 from ..network import Network
 from ..probes.histograms import activation_range, bin_counts, choose_edges
 from ..probes.stats import layer_quantities, measurement_pass, network_stats
@@ -101,6 +101,11 @@ class Monitor:
         self.net = net
         self.x, self.y = x[:PROBE_ROWS], y[:PROBE_ROWS]
         self.loss = loss
+        # mse and huber on one-hot class rows (the quadratic cost of textbooks) measure an
+        # arg-max accuracy, as `depthlab run` of the same setup does: the page hid it ("held-out
+        # acc: none for mse") while the measurements carried it and the run reported val_acc
+        self.has_accuracy = bool(getattr(loss, "has_accuracy", False)) or \
+            one_hot_labels(self.y) is not None
         self.points = net.probe_points()
         self.hist_layers = pick_layers(len(self.points))
         self.edges: dict[int, tuple[float, float]] = {}
@@ -165,15 +170,15 @@ class Monitor:
         accuracy is measured with the probe batch's own statistics, and the two part early in
         training (the batch-norm preset at step 50: 0.565 there, 0.46 at inference, while the
         boundary painted one class almost everywhere)."""
-        if not self.net.batchnorms() or not getattr(self.loss, "has_accuracy", False):
+        if not self.net.batchnorms() or not self.has_accuracy:
             return None
         try:
             with np.errstate(all="ignore"):
                 out = self.net.predict(self.x)
-                acc = float(self.loss.accuracy(out, self.y))
+                acc = self.loss.accuracy(out, self.y)
         except (RuntimeError, ValueError):
             return None
-        return round(acc, 4) if math.isfinite(acc) else None
+        return round(float(acc), 4) if acc is not None and math.isfinite(acc) else None
 
     def _why_not_finite(self) -> str:
         """Why the inference output is not finite: batch norm before its first batch, weights

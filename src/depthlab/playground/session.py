@@ -348,8 +348,9 @@ class Session:
             "type": "ready", "config": cfg, "n_parameters": net.num_parameters(),
             "n_layers": len(self.monitor.points), "n_features": ds.n_features,
             "n_classes": ds.n_classes, "n_train": int(ds.x_train.shape[0]),
-            # a regression loss (mse, huber) has no accuracy: the page says so in its legend
-            "has_accuracy": bool(getattr(trainer.loss, "has_accuracy", False)),
+            # a regression loss (mse, huber) has no accuracy, unless its targets are one-hot
+            # class rows: the page says so in its legend
+            "has_accuracy": self.monitor.has_accuracy,
             "hist_layers": self.monitor.hist_layers, "theory": theory_profile(cfg),
             "points": self.monitor.sample,
         }

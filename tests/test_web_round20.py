@@ -1,0 +1,73 @@
+"""Round 20 of adversarial testing of the web pages: the playground in a real browser, the HTML
+reports and the reproduction pages.
+
+* the playground's loss panel said "held-out acc: none for mse" (no accuracy axis, no line) for
+  a setup trained with the quadratic cost (mse, huber) on its class data, while the server
+  measured that accuracy in every update (0.3, 0.545 ...), the doctor's baseline named it and
+  `depthlab run` of the page's exported TOML reported its val_acc (0.908): the losses measure
+  an arg-max accuracy on one-hot class rows;
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+MEASURED = ("document.getElementById('grad-summary').dataset.step !== '' && "
+            "document.body.dataset.state !== 'loading'")
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("web20_screenshots"))
+
+
+@pytest.fixture()
+def page(browser, server):
+    with checked_page(browser) as pg:
+        yield pg
+
+
+# -- the quadratic cost on class data has an accuracy ----------------------------------------------
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_the_quadratic_cost_on_class_data_draws_its_accuracy(page, server, shots, loss):
+    page.goto(server.url + f"?train.loss={loss}&model.depth=2&model.width=8"
+              "&data.options.n_classes=3")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    page.click("#step")
+    page.wait_for_function("+document.getElementById('grad-summary').dataset.step >= 1",
+                           timeout=30_000)
+    acc = page.evaluate("S.plots['plot-loss'].data[3]")
+    # the server measures it: the arg-max accuracy of the outputs against the one-hot rows
+    assert len(acc) == 2 and all(0 <= a <= 1 for a in acc), acc
+    page.locator("#panel-loss").screenshot(path=str(shots / f"web20_{loss}_accuracy.png"))
+    axes = page.evaluate("S.plots['plot-loss'].axes.map((a) => [a.label || '', a.show])")
+    legend = page.locator("#panel-loss .u-legend").text_content()
+    # was: ['accuracy', False] and "held-out acc: none for mse" beside measured accuracies
+    assert ["accuracy", True] in axes, axes
+    assert "held-out acc" in legend and "none" not in legend, legend
+
+
+def test_a_batch_normalized_quadratic_cost_boundary_names_its_inference_accuracy():
+    from depthlab.experiments.runner import make_trainer, prepare
+    from depthlab.playground.measure import Monitor
+    from depthlab.playground.setup import parse_setup, to_config
+
+    cfg = to_config(parse_setup({"train.loss": "mse", "model.batchnorm": "true",
+                                 "model.depth": "2", "model.width": "8"}))
+    prep = prepare(cfg)
+    trainer = make_trainer(prep, epochs=None, max_steps=1, eval_every=None)
+    ds = prep.data
+    mon = Monitor(prep.net, ds.x_val, prep.y_val, trainer.loss, ds.x_train, prep.y_train)
+    b = mon.boundary()
+    # was None: the note beside the boundary gave no inference accuracy for a quadratic cost
+    assert isinstance(b["inference_acc"], float) and 0 <= b["inference_acc"] <= 1, b
+    out = prep.net.predict(mon.x)
+    expected = np.mean(np.asarray(out).argmax(axis=1) == np.asarray(mon.y).argmax(axis=1))
+    assert b["inference_acc"] == pytest.approx(expected, abs=1e-4)
