@@ -72,3 +72,26 @@ def test_the_doctor_of_a_one_hot_mse_classifier_reports_and_judges_accuracy():
                      (x[:150], yy[:150], x[150:], yy[150:]), steps=60, loss="mse", lr=0.1)
     acc = diag.baseline["val_acc"]
     assert math.isfinite(acc) and acc > 0.9
+
+
+# -- critical_sigma_w2: a jump of chi1 over 1 is no critical point --------------------------------
+
+@pytest.mark.parametrize("name,sigma_b2", [("gelu", 0.0), ("gelu", 0.05), ("swish", 0.0),
+                                           ("mish", 0.05), ("swish", 0.5)])
+def test_critical_sigma_w2_refuses_a_jump_of_chi1_over_1(name, sigma_b2):
+    # was: gelu, sigma_b2 0 -> 2.3517, where meanfield gives q* = 1 (the unstable fixed point
+    # the iteration starts on) and chi1 1.072, phase "chaotic": brentq found the jump of the
+    # fixed point reached from q = 1 (q* 0, chi1 0.588 below; q* inf, chi1 1.18 above)
+    with pytest.raises(ValueError, match=f"'{name}' with sigma_b2 = {sigma_b2:g} has no "
+                                         "critical sigma_w2.*jumps over 1"):
+        dl.theory.critical_sigma_w2(name, sigma_b2=sigma_b2)
+
+
+@pytest.mark.parametrize("name,sigma_b2,kw", [
+    ("gelu", 0.5, {}), ("mish", 0.5, {}), ("swish", 2.0, {}), ("selu", 0.05, {}),
+    ("softsign", 0.05, {}), ("elu", 0.05, {"alpha": 0.5}), ("elu", 0.5, {"alpha": 2.0}),
+    ("tanh", 0.05, {}), ("sigmoid", 0.0, {})])
+def test_critical_sigma_w2_gives_chi1_of_1(name, sigma_b2, kw):
+    sw = dl.theory.critical_sigma_w2(name, sigma_b2=sigma_b2, **kw)
+    mf = dl.theory.meanfield(name, sigma_w2=sw, sigma_b2=sigma_b2, **kw)
+    assert mf.chi1 == pytest.approx(1.0, abs=1e-7) and mf.phase == "critical"

@@ -33,6 +33,7 @@ from .gaussian import resolve_activation as _resolve
 Q_MAX = 1e12       # q above this is reported as diverging (q* = inf)
 Q_MIN = 1e-12      # q below this is reported as collapsing (q* = 0)
 _Q_EVAL_MIN = 1e-20  # variance used for chi1 / c-map when q* = 0 (the small-signal limit)
+CRITICAL_CHECK = 1e-6  # critical_sigma_w2: |chi1 - 1| at its answer above this is a jump, no zero
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,10 @@ def critical_sigma_w2(
     """The ``sigma_w^2`` where ``chi1(sigma_w^2, sigma_b^2) = 1`` (order-to-chaos transition).
 
     Solved with Brent's method on ``chi1 - 1`` over ``bracket``; ValueError if it has no sign
-    change there (e.g. an activation whose chi1 never reaches 1).
+    change there (e.g. an activation whose chi1 never reaches 1), or if ``chi1`` jumps over 1
+    instead of passing through it (the fixed point ``q*`` reached from ``q = 1`` switches from
+    0 to infinity: gelu, swish, mish with ``sigma_b2`` 0 or 0.05; ``chi1`` is checked to be
+    within ``CRITICAL_CHECK`` of 1 at the answer).
     """
     _check_sigmas(1.0, sigma_b2)
     fn = _fn(name, kw)
@@ -304,7 +308,21 @@ def critical_sigma_w2(
             f"chi1 - 1 does not change sign on sigma_w2 in {bracket} for {fn.name!r} "
             f"(values {g_lo + 1:.4g} and {g_hi + 1:.4g}); pass a wider bracket"
         )
-    return float(brentq(g, lo, hi, xtol=1e-12, rtol=1e-12))
+    root = float(brentq(g, lo, hi, xtol=1e-12, rtol=1e-12))
+    if abs(g(root)) > CRITICAL_CHECK:
+        # a sign change by a jump, not a zero: the fixed point reached from q = 1 switches
+        # there (gelu, swish, mish without large biases: q* = 0 with chi1 = sigma_w^2 f'(0)^2
+        # below, q* = inf with chi1 = sigma_w^2 (a_+^2 + a_-^2) / 2 above), and chi1 never is 1
+        below, above = (_q_fixed_point(fn, root * (1.0 + d), float(sigma_b2))[0]
+                        for d in (-1e-9, 1e-9))
+        raise ValueError(
+            f"{fn.name!r} with sigma_b2 = {float(sigma_b2):g} has no critical sigma_w2 in "
+            f"{tuple(bracket)}: chi1 jumps over 1 at sigma_w2 = {root:.6g} (from "
+            f"{g(root * (1.0 - 1e-9)) + 1:.4g} to {g(root * (1.0 + 1e-9)) + 1:.4g}), where the "
+            f"length map's fixed point reached from q = 1 jumps from q* = {below:.4g} to "
+            f"{above:.4g}; a larger sigma_b2 gives a continuous transition"
+        )
+    return root
 
 
 def gradient_growth(name: Any, sigma_w2: float, sigma_b2: float, depth: int,
