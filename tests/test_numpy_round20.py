@@ -95,3 +95,11 @@ def test_critical_sigma_w2_gives_chi1_of_1(name, sigma_b2, kw):
     sw = dl.theory.critical_sigma_w2(name, sigma_b2=sigma_b2, **kw)
     mf = dl.theory.meanfield(name, sigma_w2=sw, sigma_b2=sigma_b2, **kw)
     assert mf.chi1 == pytest.approx(1.0, abs=1e-7) and mf.phase == "critical"
+
+
+def test_critical_sigma_w2_of_penalized_tanh_without_biases():
+    # was: RuntimeError "Failed to converge after 100 iterations" from scipy's brentq (chi1 - 1
+    # is flat within rounding just above the transition, where q* is tiny). Exact: q* = 0 and
+    # chi1 = sigma_w^2 (1 + 0.25^2) / 2 = 1 at sigma_w^2 = 1 / 0.53125
+    sw = dl.theory.critical_sigma_w2("penalized_tanh", sigma_b2=0.0)
+    assert sw == pytest.approx(1 / 0.53125, rel=1e-7)

@@ -308,7 +308,9 @@ def critical_sigma_w2(
             f"chi1 - 1 does not change sign on sigma_w2 in {bracket} for {fn.name!r} "
             f"(values {g_lo + 1:.4g} and {g_hi + 1:.4g}); pass a wider bracket"
         )
-    root = float(brentq(g, lo, hi, xtol=1e-12, rtol=1e-12))
+    # maxiter: chi1 - 1 is flat within rounding just past a q* = 0 transition (penalized_tanh,
+    # sigma_b2 = 0: 104 iterations; scipy's default 100 raised RuntimeError)
+    root = float(brentq(g, lo, hi, xtol=1e-12, rtol=1e-12, maxiter=1000))
     if abs(g(root)) > CRITICAL_CHECK:
         # a sign change by a jump, not a zero: the fixed point reached from q = 1 switches
         # there (gelu, swish, mish without large biases: q* = 0 with chi1 = sigma_w^2 f'(0)^2
