@@ -71,3 +71,44 @@ def test_a_batch_normalized_quadratic_cost_boundary_names_its_inference_accuracy
     out = prep.net.predict(mon.x)
     expected = np.mean(np.asarray(out).argmax(axis=1) == np.asarray(mon.y).argmax(axis=1))
     assert b["inference_acc"] == pytest.approx(expected, abs=1e-4)
+
+
+# -- an upgraded page is loaded, not the browser's copy of the previous one ------------------------
+def test_a_new_tab_after_an_upgrade_runs_the_new_script(browser, tmp_path, monkeypatch):
+    import os
+    import shutil
+    import urllib.request
+
+    import depthlab.playground.app as app_module
+    from depthlab.playground.server import Background
+
+    static = tmp_path / "static"
+    shutil.copytree(app_module.STATIC, static)
+    wheel_time = 315532800  # 1980-01-01: the timestamps of a wheel's files (or weeks old)
+    for f in static.iterdir():
+        os.utime(f, (wheel_time, wheel_time))
+    monkeypatch.setattr(app_module, "STATIC", static)
+    loaded = ("document.body.dataset.state !== 'connecting' && "
+              "typeof window.UPGRADED !== 'undefined'")
+    with Background() as srv, checked_page(browser) as pg:
+        script = static / "app.js"
+        source = script.read_text()
+        script.write_text(source + "\nwindow.UPGRADED = 1;\n")
+        os.utime(script, (wheel_time, wheel_time))
+        pg.goto(srv.url)
+        pg.wait_for_function(loaded, timeout=30_000)
+        # the upgrade: a new app.js, as old a file as the one before
+        script.write_text(source + "\nwindow.UPGRADED = 2;\n")
+        os.utime(script, (wheel_time, wheel_time + 60))
+        tab = pg.context.new_page()
+        tab.goto(srv.url)
+        tab.wait_for_function(loaded, timeout=30_000)
+        # was 1: the browser's heuristic cache (a tenth of the file's age: years) served the
+        # previous app.js, which then spoke to the new server
+        assert tab.evaluate("window.UPGRADED") == 2
+        pg.goto(srv.url)
+        pg.wait_for_function(loaded, timeout=30_000)
+        assert pg.evaluate("window.UPGRADED") == 2
+        for f in ("", "static/app.js", "static/style.css"):  # checked again on every load
+            with urllib.request.urlopen(srv.url + f, timeout=10) as r:
+                assert r.headers["Cache-Control"] == "no-cache", (f, dict(r.headers))

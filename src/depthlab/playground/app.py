@@ -63,6 +63,19 @@ from .session import DataCache, Session
 from .setup import FIELDS, SetupError, parse_setup, to_config, to_query, to_toml
 
 STATIC = Path(__file__).with_name("static")
+
+REVALIDATE = {"Cache-Control": "no-cache"}
+"""The page and its scripts are checked with the server on every load (an unchanged file is a
+304): with only ``Last-Modified`` a browser kept them for a tenth of their age, so after an
+upgrade (a wheel's files are weeks or years old) a new tab still ran the previous release's
+app.js against the new server."""
+
+
+class _RevalidatedFiles(StaticFiles):
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(REVALIDATE)
+        return response
 PING_INTERVAL = 20.0
 """Seconds between WebSocket pings (uvicorn); a tab that answers none within another
 ``PING_INTERVAL`` is dropped, so a vanished tab's session is freed within 40 s."""
@@ -182,7 +195,7 @@ def create_app(*, memory_limit: int | None = None,
     registry.max_sessions = max_sessions
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", headers=REVALIDATE)
 
     async def schema(request: Request) -> Response:
         datasets = {}
@@ -245,7 +258,7 @@ def create_app(*, memory_limit: int | None = None,
         Route("/api/export", export),
         Route("/api/sessions", sessions),
         WebSocketRoute("/ws", ws_endpoint),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        Mount("/static", _RevalidatedFiles(directory=STATIC), name="static"),
     ]
     guard = [] if hosts is None else [Middleware(HostGuard, hosts=hosts)]
     app = Starlette(routes=routes, middleware=guard)
