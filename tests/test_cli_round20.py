@@ -111,3 +111,40 @@ def test_a_data_path_given_as_a_path_object_is_its_string(tmp_path):
     with pytest.raises(ConfigError, match=r"data.path = b'd.npz' has the wrong type; accepted: "
                        r"a non-empty string or path \(os.PathLike\)$"):
         validate(config(b"d.npz"), base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("section, given", [
+    ("train", {"momentum": 0.0, "nesterov": False, "dampening": 0}),
+    ("train", {"optimizer_kwargs": {"weight_decay": 0.0}}),
+    ("train", {"optimizer": "adam", "betas": [0.9, 0.999], "eps": 1e-8}),
+    ("train", {"loss_kwargs": {"label_smoothing": 0.0}}),
+    ("model", {"activation": "leaky_relu", "activation_kwargs": {"negative_slope": 0.01}}),
+])
+def test_a_hyperparameter_given_at_its_default_keeps_the_run_id(section, given):
+    # `momentum = 0.0` (sgd's default) trains exactly as leaving it out, but was another run
+    # id: `depthlab run` trained the stored run again, a sweep recomputed its points
+    from depthlab.experiments import run_id, validate
+
+    base = {"data": {"name": "clusters"}, "model": {"sizes": ["auto", 8, "auto"]},
+            "train": {"epochs": 1}}
+    plain = {**base, section: {**base[section], **{k: v for k, v in given.items()
+                                                   if k in ("optimizer", "activation")}}}
+    full = {**base, section: {**base[section], **given}}
+    assert run_id(validate(full)) == run_id(validate(plain))
+    assert run_id(validate(plain)) == run_id(validate(validate(plain)))
+    # a value off the default is another run, as before
+    other = {**base, "train": {"epochs": 1, "momentum": 0.5}}
+    assert run_id(validate(other)) != run_id(validate(base))
+
+
+def test_run_ids_without_a_default_given_are_unchanged():
+    # the ids of configs that give no hyperparameter at its default are the ones stores hold
+    from depthlab.experiments import run_id, validate
+
+    base = {"data": {"name": "clusters"}, "model": {"sizes": ["auto", 8, "auto"]},
+            "train": {"epochs": 1}}
+    assert run_id(validate(base)) == "b11979f58786"
+    base["train"]["momentum"] = 0.9
+    assert run_id(validate(base)) == "1f5682a8ac37"
+    base["model"].update(activation="leaky_relu", activation_kwargs={"negative_slope": 0.2})
+    assert run_id(validate(base)) == "0602620a3034"

@@ -189,8 +189,53 @@ def _hashed_section(section: str, values: Any) -> Any:
     if section not in SPECS or not isinstance(values, dict):
         return values
     first, defaults = FIRST_SCHEMA_KEYS[section], SPECS[section].defaults()
-    return {k: v for k, v in values.items()
-            if k in first or k not in defaults or v != defaults[k]}
+    out = {k: v for k, v in values.items()
+           if k in first or k not in defaults or v != defaults[k]}
+    for kwargs, (registry, name) in _ARGUMENTS.get(section, {}).items():
+        if isinstance(out.get(kwargs), dict) and out[kwargs]:
+            out[kwargs] = _without_defaults(out[kwargs], registry, out.get(name))
+    return out
+
+
+_ARGUMENTS: dict[str, dict[str, tuple[str, str]]] = {
+    "train": {"optimizer_kwargs": ("optimizers", "optimizer"), "loss_kwargs": ("losses", "loss")},
+    "model": {"activation_kwargs": ("activations", "activation")},
+}
+"""The keyword-argument tables of a section: (registry, the key naming the registered
+object they are given to)."""
+
+
+def _defaults(registry: str, name: Any) -> dict[str, Any]:
+    """The keyword defaults of the registered ``name``'s constructor ({} when unknown)."""
+    import importlib
+    import inspect
+
+    try:
+        factory = importlib.import_module(f"depthlab.{registry}").REGISTRY[name]
+        params = inspect.signature(factory).parameters.values()
+    except (KeyError, TypeError, ValueError, ImportError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two hyperparameter values are the same setting: numbers by value (0 and 0.0),
+    lists and tuples by their items, booleans only as booleans."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _without_defaults(kwargs: dict[str, Any], registry: str, name: Any) -> dict[str, Any]:
+    """``kwargs`` without the arguments given at their default (``momentum = 0.0`` for sgd,
+    ``betas = [0.9, 0.999]`` for adam): the same training as leaving them out, so the same
+    run id (it was another id, and the stored run was trained again)."""
+    defaults = _defaults(registry, name)
+    return {k: v for k, v in kwargs.items() if not (k in defaults and _same(v, defaults[k]))}
 
 
 def data_digest(config: dict[str, Any]) -> str | None:
