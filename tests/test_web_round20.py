@@ -112,3 +112,27 @@ def test_a_new_tab_after_an_upgrade_runs_the_new_script(browser, tmp_path, monke
         for f in ("", "static/app.js", "static/style.css"):  # checked again on every load
             with urllib.request.urlopen(srv.url + f, timeout=10) as r:
                 assert r.headers["Cache-Control"] == "no-cache", (f, dict(r.headers))
+
+
+# -- a link's setting under "more settings" is in sight --------------------------------------------
+@pytest.mark.parametrize("setting", ["train.loss=mse", "model.dtype=float64", "train.l2=0.01",
+                                     "model.bn_momentum=cumulative", "train.epochs=3"])
+def test_a_links_setting_under_more_settings_opens_the_box(page, server, shots, setting):
+    page.goto(server.url + f"?model.depth=2&model.width=8&{setting}")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    key, value = setting.split("=")
+    # was: closed, the page's visible controls those of the default setup
+    assert page.evaluate("document.getElementById('more').open")
+    assert page.is_visible(f"[name='{key}']") and page.input_value(f"[name='{key}']") == value
+    if key == "train.loss":
+        page.locator("#controls").screenshot(path=str(shots / "web20_link_more_open.png"))
+
+
+def test_more_settings_stay_closed_for_the_defaults_and_a_preset(page, server):
+    page.goto(server.url + "?model.depth=2&model.width=8&train.l2=0.0&train.optimizer=adam")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    assert not page.evaluate("document.getElementById('more').open")  # 0.0 is the default 0
+    page.click("[data-preset='naive']")
+    page.wait_for_function("document.getElementById('preset-why').textContent !== ''",
+                           timeout=30_000)
+    assert not page.evaluate("document.getElementById('more').open")

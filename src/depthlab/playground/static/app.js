@@ -112,6 +112,19 @@ function writeControls(q) {
     el.value = v;
   }
   refreshVisibility();
+  showChangedMore();
+}
+
+/* "more settings" opens when a link, preset, apply or reset sets one of its controls away from
+   its default: a shared link's loss = mse (or float64, an l2 penalty) trained under a closed
+   box, beside controls that read like the default setup's. (It is never closed for the user.) */
+function showChangedMore() {
+  const same = (a, b) => String(a) === String(b) ||
+    (String(a).trim() !== "" && String(b).trim() !== "" && Number(a) === Number(b));
+  const changed = S.schema.fields.some((f) => f.group === "more" &&
+    !document.querySelector(`.field[data-key="${f.key}"]`).classList.contains("hidden") &&
+    !same(inputOf(f.key).value, f.default));
+  if (changed) $("more").open = true;
 }
 
 function refreshVisibility() {
