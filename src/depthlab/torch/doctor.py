@@ -51,11 +51,11 @@ from ..activations import get_activation
 from ..diagnosis.doctor import _improved, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
-from ..diagnosis.rules import RULES, RunContext, evaluate
+from ..diagnosis.rules import LR_STEP_FALL, RULES, Rule, RunContext, _count, evaluate
 from ..initializers import weight_variance
 from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
-from .layers import activation_spec, check_materialized, check_model
+from .layers import activation_spec, check_materialized, check_model, untouched
 from .predict import theory_rows
 from .probe import LOSSES, loss_by_name  # noqa: F401  (depthlab.torch.doctor.LOSSES)
 from .train import (
@@ -141,6 +141,7 @@ class TorchRunContext(RunContext):
     of each hidden layer is judged against its own following activation."""
 
     points_override: list[_Point] = field(default_factory=list)
+    through_time: dict[str, Any] | None = None  # :func:`through_time` of the trained model
 
     def __post_init__(self) -> None:
         self.net = _ModelView(self.points_override)
@@ -1193,6 +1194,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         raise ValueError(f"{type(model).__name__} has no weight layers (modules owning a "
                          "parameter of at least 2 dimensions) to diagnose")
     weights = [(i, t.name, rx.weight_tensors(t.module)[0]) for i, t in enumerate(layers, 1)]
+    before = through_time(model, px, py, loss_fn)
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
                    probe_batch=(px, py), weight_layers=weights)
     index = _layer_index(result.probes, layers)
@@ -1203,12 +1205,131 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
     config = describe(model, layers)
     drift = [] if result.history.diverged else bn_drift(model, px)
+    tt = None if before is None or result.history.diverged else through_time(model, px, py,
+                                                                               loss_fn)
+    if tt is not None:
+        tt["ratio_step0"] = before["ratio"]
+        tt["index"] = index.get(tt["layer"])
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
-                          points_override=_points(result.probes, layers), chance_loss=chance)
+                          points_override=_points(result.probes, layers), chance_loss=chance,
+                          through_time=tt)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
+    with np.errstate(all="ignore"):
+        for kind, rule in TORCH_RULES.items():
+            by_kind[kind], finding = rule(ctx)
+            if finding is not None:
+                findings.append(finding)
     return _Run(ctx, result, findings, by_kind)
+
+
+THROUGH_TIME_DECADES = 3.0
+"""``vanishing_through_time``: the smallest time step's input-gradient norm at least 10^3 times
+below the largest one's (see :func:`rule_vanishing_through_time`)."""
+
+
+def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
+                 ) -> dict[str, Any] | None:
+    """The gradient of the loss on ``(x, y)`` with respect to the input of the model's first
+    recurrent layer (``nn.RNN``/``nn.GRU``/``nn.LSTM``), as the norm over examples and features
+    at each time step: ``{"layer", "steps", "ratio" (smallest / largest step norm), "weakest",
+    "strongest" (their steps), "first", "last" (norms at the first and last step)}``; None
+    when the model has no recurrent layer, it does not run on a floating ``(N, T, F)`` tensor,
+    has fewer than 2 steps, or no gradient reaches it. The model's weights, gradients, buffers
+    and random streams are left as they were (one forward and backward pass in its mode)."""
+    rnn = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.RNNBase)), None)
+    if rnn is None:
+        return None
+    name, layer = rnn
+    seen: dict[str, torch.Tensor] = {}
+
+    def leaf(m: nn.Module, args: tuple) -> tuple | None:
+        t = args[0] if args else None
+        if seen or not isinstance(t, torch.Tensor) or t.dim() != 3 or not t.is_floating_point():
+            return None
+        seen["x"] = t.detach().requires_grad_(True)
+        return (seen["x"], *args[1:])
+
+    hook = layer.register_forward_pre_hook(leaf)
+    try:
+        with untouched(model), torch.enable_grad():
+            loss = loss_fn(model(x), y)
+            if "x" not in seen or not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                return None
+            g, = torch.autograd.grad(loss, seen["x"], allow_unused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return None
+    finally:
+        hook.remove()
+    if g is None:
+        return None
+    dim = 1 if layer.batch_first else 0
+    norms = g.detach().double().transpose(0, dim).reshape(g.shape[dim], -1).norm(dim=1).cpu()
+    steps = int(norms.numel())
+    top = float(norms.max())
+    if steps < 2 or not (math.isfinite(top) and top > 0):
+        return None
+    low = float(norms.min())
+    return {"layer": name, "module": type(layer).__name__, "steps": steps, "ratio": low / top,
+            "weakest": int(norms.argmin()), "strongest": int(norms.argmax()),
+            "first": float(norms[0]), "last": float(norms[-1])}
+
+
+def rule_vanishing_through_time(ctx: RunContext) -> tuple[float, Finding | None]:
+    """A recurrent model that did not learn while the gradient vanished through time: after
+    training, the loss gradient reaching the first recurrent layer's input at its weakest time
+    step is ``10^-THROUGH_TIME_DECADES`` or less of that at its strongest (metric: those
+    decades, ``-log10 ratio``), and the probe batch's loss did not end below a constant
+    prediction's (``RunContext.chance_loss``), as ``rule_lr_too_low`` judges it. Such a model
+    learns from its last few steps only; a label set by early steps stays at chance (a GRU on
+    200 steps: 0 at steps 0..100)."""
+    tt = getattr(ctx, "through_time", None)
+    if not tt:
+        return math.nan, None
+    ratio = float(tt["ratio"])
+    metric = -math.log10(ratio) if ratio > 0 else math.inf
+    if metric < THROUGH_TIME_DECADES:
+        return metric, None
+    chance = ctx.chance_loss
+    start = end = math.nan
+    if "loss" in ctx.table.columns and ctx.steps:
+        try:
+            losses = ctx.table["loss"].xs(0, level="layer")
+        except KeyError:
+            pass
+        else:
+            start = float(losses.get(ctx.steps[0], math.nan))
+            end = float(losses.get(ctx.end, math.nan))
+    if not (math.isfinite(chance) and chance > 0 and math.isfinite(end)
+            and end >= (1.0 - LR_STEP_FALL) * chance):
+        return metric, None
+    layer = tt.get("index")
+    ev = {"metric": metric, "threshold": THROUGH_TIME_DECADES, "ratio": ratio,
+          "time_steps": tt["steps"], "weakest_step": tt["weakest"],
+          "strongest_step": tt["strongest"], "grad_first_step": tt["first"],
+          "grad_last_step": tt["last"], "ratio_step0": tt.get("ratio_step0", math.nan),
+          "loss_step0": start, "loss_end": end, "chance_loss": chance}
+    msg = (f"The gradient vanishes through time in the recurrent layer {tt['layer']!r} "
+           f"({tt['module']}): after {_count(ctx.end, 'step')} the loss gradient reaching its "
+           f"input at step {tt['weakest']} is {ratio:.3g} of that at step {tt['strongest']} "
+           f"(of {tt['steps']} time steps), so training learns from a few steps near step "
+           f"{tt['strongest']} only, and the probe batch's loss went from {start:.4g} to "
+           f"{end:.4g}, not below a constant prediction's {chance:.4g}.")
+    text = ("Chrono-initialize the gate biases (Tallec & Ollivier 2018) so that the state is "
+            "kept over up to T steps, or read every step (pool the outputs over time) instead "
+            "of the last one.")
+    return metric, Finding("vanishing_through_time", [] if layer is None else [int(layer)], ev,
+                           msg, {}, text, "high" if metric >= 2 * THROUGH_TIME_DECADES
+                           else "medium")
+
+
+TORCH_RULES: dict[str, Rule] = {r.kind: r for r in (
+    Rule("vanishing_through_time", "decades lost through time (-log10 weakest/strongest "
+         "step's input gradient)", THROUGH_TIME_DECADES, rule_vanishing_through_time),
+)}
+"""The torch doctor's own rules (after :data:`depthlab.diagnosis.rules.RULES`): findings only
+a torch model can show (recurrence through time)."""
 
 
 def _settings(spec: TorchTrainSpec, loss_fn: Callable, device: torch.device) -> dict[str, Any]:
@@ -1963,7 +2084,7 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
     after_kinds = [g.kind for g in run.findings]
     resolved = f.kind not in after_kinds
     improved = _improved(before_metric, after_metric, resolved)
-    rule = RULES.get(f.kind)
+    rule = RULES.get(f.kind) or TORCH_RULES.get(f.kind)
     return Verification(
         kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics),
         after=dict(run.result.metrics), metric=str(getattr(rule, "metric", "metric")),

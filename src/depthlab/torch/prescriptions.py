@@ -25,6 +25,11 @@ change                      what it does
                             outside a Sequential slot runs several times per forward
                             (weight-tied: it would get no norm)
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
+``recurrent_init``          ``chrono``: the gate biases of every ``nn.GRU``/``nn.LSTM`` set so
+                            that each unit keeps its state over ``U(1, T - 1)`` steps, ``T`` the
+                            sequence length the layer sees (Tallec & Ollivier 2018): LSTM forget
+                            bias ``log u``, input bias ``-log u``; GRU update-gate bias
+                            ``log u``; other gate biases 0
 ``lr``, ``warmup``,         training settings (:class:`depthlab.torch.train.TorchTrainSpec`): a
 ``clip_grad_norm``,         smaller learning rate, linear warm-up steps, gradient-norm clipping
 ``optimizer``,              (``torch.nn.utils.clip_grad_norm_``), another optimizer (``adam``),
@@ -80,7 +85,7 @@ INITS: tuple[str, ...] = ("matched", "he_normal", "he_uniform", "glorot_normal",
                           "glorot_uniform", "lecun_normal", "orthogonal", "lsuv")
 TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size",
                            "bn_population"})
-MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init"})
+MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init", "recurrent_init"})
 
 LSUV_TOL = 0.1
 LSUV_ITERS = 10
@@ -708,6 +713,68 @@ def _linear_output_ranks(model: nn.Module, x: torch.Tensor | None) -> dict[int, 
     return ranks
 
 
+def chrono_init(model: nn.Module, x: torch.Tensor) -> int:
+    """Chrono initialization (Tallec & Ollivier 2018, "Can recurrent neural networks warp
+    time?") of every trainable ``nn.GRU``/``nn.LSTM`` of ``model``, in place: each unit's
+    memory gate biased to keep its state for ``u ~ U(1, T - 1)`` steps, ``T`` the sequence
+    length the layer sees on ``x`` (one forward pass). LSTM (gates i, f, g, o): forget-gate
+    bias ``log u`` and input-gate bias ``-log u`` in ``bias_ih``, their ``bias_hh`` 0. GRU
+    (gates r, z, n; ``h' = (1 - z) n + z h``): update-gate bias ``log u`` in ``bias_ih``, its
+    ``bias_hh`` 0. Returns the number of layers changed; raises :class:`NotApplicable` when
+    none can be (no GRU/LSTM, only ``nn.RNN``, ``bias=False``, frozen, sequences under 3
+    steps)."""
+    lengths: dict[int, int] = {}
+
+    def seen(m: nn.Module, args: tuple) -> None:
+        t = args[0] if args else None
+        if isinstance(t, torch.Tensor) and t.dim() >= 2:
+            lengths.setdefault(id(m), int(t.shape[1 if m.batch_first and t.dim() == 3 else 0]))
+
+    rnns = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.GRU, nn.LSTM))]
+    if not rnns:
+        plain = [n for n, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+        raise NotApplicable("no nn.GRU or nn.LSTM to initialize" + (
+            f" ({', '.join(map(repr, plain[:3]))} is a plain nn.RNN: it has no gates whose "
+            "bias sets a memory)" if plain else ""))
+    hooks = [m.register_forward_pre_hook(seen) for _, m in rnns]
+    try:
+        with torch.no_grad(), untouched(model):
+            model(x.clone())
+    finally:
+        for h in hooks:
+            h.remove()
+    changed, why = 0, []
+    for name, m in rnns:
+        t = lengths.get(id(m))
+        if not m.bias:
+            why.append(f"{name!r} is built with bias=False")
+            continue
+        if t is None or t < 3:
+            why.append(f"{name!r} " + ("did not run" if t is None else f"sees {t} step(s)"))
+            continue
+        h = m.hidden_size
+        gate = slice(h, 2 * h)  # LSTM's forget gate, GRU's update gate: the second block
+        with torch.no_grad():
+            for pname, p in m.named_parameters():
+                if not pname.startswith("bias_") or not p.requires_grad:
+                    continue
+                keep = torch.log(torch.empty(h, dtype=torch.float64).uniform_(1.0, t - 1.0))
+                if isinstance(m, nn.LSTM):
+                    p[: 2 * h] = 0
+                    if pname.startswith("bias_ih"):
+                        p[gate] = keep.to(p)
+                        p[:h] = -keep.to(p)
+                else:
+                    p[gate] = 0
+                    if pname.startswith("bias_ih"):
+                        p[gate] = keep.to(p)
+                changed += 1
+    if not changed:
+        raise NotApplicable("no gate bias to initialize: " + "; ".join(why or [
+            "every recurrent bias is frozen"]))
+    return changed
+
+
 def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     """Insert a batch norm after every Linear/Conv layer that an activation follows; returns
     how many were inserted. A child of an ``nn.Sequential`` directly followed by its
@@ -842,6 +909,11 @@ def apply(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec, x: to
         _refuse_unnormalized_repeats(model, x)
     if "init" in changes:
         reinitialize(model, trace(model, x), str(changes["init"]), x)
+    if changes.get("recurrent_init") is not None:
+        if changes["recurrent_init"] != "chrono":
+            raise ValueError(f"unknown recurrent_init {changes['recurrent_init']!r}; expected "
+                             "'chrono'")
+        chrono_init(model, x)
     if changes.get("bias_init") is not None:
         if changes["bias_init"] not in ("zeros", "zero"):
             raise ValueError(f"unknown bias_init {changes['bias_init']!r}; expected 'zeros'")
@@ -905,6 +977,11 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
     return out or None
 
 
+CHRONO = ("Chrono initialization of the GRU/LSTM gate biases (Tallec & Ollivier 2018): each "
+          "unit starts out keeping its state over 1 to T steps, so the gradient reaches the "
+          "early steps.")
+
+
 def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normalized: bool,
                  at_init: bool = False) -> list[tuple[dict[str, Any], str]]:
     """Further cures to verify for a finding of ``kind`` (after the rule's own), each with
@@ -953,8 +1030,15 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
                       "over the whole training set after training (population statistics)."),
                      lower],
         "lr_too_low": [adam],  # (the rule's own cure raises the lr: never "lower" it)
+        "vanishing_through_time": [
+            ({"recurrent_init": "chrono", "optimizer": "adam", "lr": 0.01},
+             CHRONO + " With Adam (lr 0.01), whose per-parameter step does not shrink with "
+             "the small gradients of the early steps."),
+            ({"recurrent_init": "chrono"}, CHRONO), adam],
     }
     cures = table.get(kind, [lower, adam])
+    if kind == "vanishing_through_time" and spec.optimizer in ADAM_FAMILY:
+        return [c for c in cures if "recurrent_init" in c[0] and "optimizer" not in c[0]]
     # Adam's variants already scale each step by the gradient's RMS: "switch to Adam" would
     # only drop AdamW's decoupled weight decay (NAdam's momentum) and change the lr
     return [c for c in cures if c is not adam] if spec.optimizer in ADAM_FAMILY else cures
