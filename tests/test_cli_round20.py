@@ -148,3 +148,60 @@ def test_run_ids_without_a_default_given_are_unchanged():
     assert run_id(validate(base)) == "1f5682a8ac37"
     base["model"].update(activation="leaky_relu", activation_kwargs={"negative_slope": 0.2})
     assert run_id(validate(base)) == "0602620a3034"
+
+
+def _fetchall_table(store, name):
+    """What Store.table returned before it read a chunk at a time."""
+    cur = store._conn.execute(f"SELECT * FROM {name}")
+    return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
+
+
+def test_store_table_reads_a_chunk_at_a_time(tmp_path, monkeypatch):
+    # Store.table fetched every row as a tuple, then built the frame: 347 B of peak memory
+    # per row of a probe table; now ROW_CHUNK rows at a time (76 B/row), the same frame
+    import tracemalloc
+
+    from depthlab.experiments import store as st
+    from tests.test_cli_round19 import _long_store
+
+    n = 50_000
+    _long_store(tmp_path, n)
+    monkeypatch.setattr(st, "ROW_CHUNK", 4096)
+    with st.Store(tmp_path, readonly=True) as s:
+        tracemalloc.start()
+        try:
+            got = s.table("probes")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        pd.testing.assert_frame_equal(got, _fetchall_table(s, "probes"), check_exact=True)
+    assert len(got) == n + 10
+    assert peak / len(got) < 160, peak / len(got)
+
+
+def test_store_table_of_odd_columns_is_the_whole_tables_frame(tmp_path, monkeypatch):
+    # a chunk's own inference must not decide a column's dtype: integers with a NULL late,
+    # text in a column of numbers (an edited store), NULLs only, text with NULLs, no rows
+    import sqlite3
+
+    from depthlab.experiments import store as st
+    from tests.test_cli_round19 import _long_store
+
+    monkeypatch.setattr(st, "ROW_CHUNK", 3)
+    _long_store(tmp_path, 20)
+    con = sqlite3.connect(str(tmp_path / "depthlab.db"))
+    con.execute("UPDATE steps SET step = NULL WHERE rowid = (SELECT max(rowid) FROM steps)")
+    con.execute("UPDATE probes SET value = 'oops' WHERE rowid = (SELECT max(rowid) FROM probes)")
+    con.execute("UPDATE probes SET layer = 7.5 WHERE rowid = 2")
+    con.execute("UPDATE probes SET quantity = NULL WHERE rowid = 1")
+    con.execute("INSERT INTO jacobian (run_id, step, example, idx, value) VALUES "
+                "('long', NULL, 0, 0, NULL), ('long', NULL, 1, 1, NULL), "
+                "('long', NULL, 2, 2, NULL), ('long', NULL, 3, 3, 2)")
+    con.commit()
+    con.close()
+    with st.Store(tmp_path, readonly=True) as s:
+        for name in st.EXPORTED:
+            want, got = _fetchall_table(s, name), s.table(name)
+            pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
+            for c in want.columns:  # None stays None, NaN stays NaN
+                assert [type(v) for v in got[c]] == [type(v) for v in want[c]], (name, c)
