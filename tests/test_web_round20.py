@@ -136,3 +136,34 @@ def test_more_settings_stay_closed_for_the_defaults_and_a_preset(page, server):
     page.wait_for_function("document.getElementById('preset-why').textContent !== ''",
                            timeout=30_000)
     assert not page.evaluate("document.getElementById('more').open")
+
+
+# -- the report's PNG copies of runs named alike ----------------------------------------------
+def test_png_copies_of_runs_named_alike_but_for_case_are_distinct_files(tmp_path):
+    import json
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+    from depthlab.report.build import FIGURE_LIST
+
+    with Store(tmp_path) as store:
+        for rid, name in (("case00000001", "RUN 1"), ("case00000002", "run_1")):
+            rec = synthetic_record(rid, depth=2, sweep=None)
+            rec.name = name
+            store.add_run(rec)
+    write_report(tmp_path)
+    names = json.loads((tmp_path / "figures" / FIGURE_LIST).read_text())
+    training = sorted(n for n in names if "_training" in n)
+    # was ['RUN_1_training.png', 'run_1_training.png']: one file on macOS's and Windows' file
+    # systems, where the second overwrote the first
+    assert len({n.casefold() for n in names}) == len(names), training
+    assert len(training) == 2, training
+    for n in names:
+        assert (tmp_path / "figures" / n).stat().st_size > 1000
+    # a report drawn again removes none of its own files (compared without case too)
+    write_report(tmp_path)
+    assert sorted(json.loads((tmp_path / "figures" / FIGURE_LIST).read_text())) == sorted(names)
+    for n in names:
+        assert (tmp_path / "figures" / n).is_file()

@@ -227,7 +227,10 @@ class _Pngs:
 
     def add(self, name: str, fig_fn: Callable[..., Any], *args: Any, **kw: Any) -> bytes:
         stem, k = name.rsplit(".", 1)[0], 2
-        while name in self.files:  # two runs with one name: keep both files
+        # two runs with one name: keep both files; also two names that differ in case only
+        # ("RUN 1" and "run_1"), one file on macOS's and Windows' file systems
+        taken = {n.casefold() for n in self.files}
+        while name.casefold() in taken:
             name = f"{stem}_{k}.png"
             k += 1
         fig = fig_fn(*args, **kw)
@@ -1185,8 +1188,10 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     # all written, then all renamed: a Ctrl-C among the writes (one fsync per file) left some
     # of the new PNG copies beside the previous report.html and its figure list
     atomic_write_all([(path, lambda fh, data=data: fh.write(data)) for path, data in files])
-    for name in written_before - set(pngs.files):  # the previous report's, not drawn now
-        (fig_dir / name).unlink(missing_ok=True)
+    drawn = {name.casefold() for name in pngs.files}  # (a file system may ignore case)
+    for name in written_before:  # the previous report's, not drawn now
+        if name.casefold() not in drawn:
+            (fig_dir / name).unlink(missing_ok=True)
     return target
 
 
