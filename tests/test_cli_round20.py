@@ -205,3 +205,23 @@ def test_store_table_of_odd_columns_is_the_whole_tables_frame(tmp_path, monkeypa
             pd.testing.assert_frame_equal(got, want, check_exact=True, obj=name)
             for c in want.columns:  # None stays None, NaN stays NaN
                 assert [type(v) for v in got[c]] == [type(v) for v in want[c]], (name, c)
+
+
+def test_runs_table_lines_up_after_a_wide_or_accented_name():
+    # the columns were padded by characters: a run named "名前 run" (two wide characters) or
+    # "é" written as e + a combining accent pushed its row's later columns off the header's
+    import unicodedata
+
+    from depthlab.cli.common import format_table
+
+    names = ["名前 run", "plain", "cafe\u0301", "ｆｕｌｌ"]
+    text = format_table([[n, 0.5] for n in names], ["name", "val_acc"])
+
+    def column(line: str, ch: str) -> int:  # terminal column where `ch` (ASCII) is
+        at = line.index(ch)
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else
+                   0 if unicodedata.combining(c) else 1 for c in line[:at])
+
+    lines = text.splitlines()
+    want = column(lines[0], "v")
+    assert [column(line, "0") for line in lines[2:]] == [want] * len(names), text

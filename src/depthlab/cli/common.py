@@ -72,11 +72,27 @@ def num(v: Any, digits: int = 4) -> str:
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """Plain left-aligned text table (numbers to 4 significant digits, missing as '-')."""
     cells = [[num(c) if not isinstance(c, str) else _printable(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    widths = [max([_width(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(header)]
+    line = "  ".join(_pad(h, w) for h, w in zip(header, widths))
     out = [line.rstrip(), "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    out += ["  ".join(_pad(c, w) for c, w in zip(r, widths)).rstrip() for r in cells]
     return "\n".join(out)
+
+
+def _width(text: str) -> int:
+    """Terminal columns ``text`` takes: a wide (CJK) character two, a combining accent none
+    (``len`` counted characters: a run named "名前" shifted the columns after it)."""
+    import unicodedata
+
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf")
+               else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text)
+
+
+def _pad(text: str, width: int) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns (:func:`_width`)."""
+    return text + " " * max(0, width - _width(text))
 
 
 def _printable(text: str) -> str:
