@@ -225,3 +225,24 @@ def test_runs_table_lines_up_after_a_wide_or_accented_name():
     lines = text.splitlines()
     want = column(lines[0], "v")
     assert [column(line, "0") for line in lines[2:]] == [want] * len(names), text
+
+
+def test_an_array_of_python_objects_is_named_with_what_to_save_instead(tmp_path, capsys):
+    # NumPy's "Object arrays cannot be loaded when allow_pickle=False" named neither the array
+    # nor what is accepted
+    x = np.zeros((20, 3))
+    np.savez(tmp_path / "objy.npz", x=x, y=(np.arange(20) % 2).astype(object))
+    (tmp_path / "t.toml").write_text('[data]\npath = "objy.npz"\n[model]\nsizes = ["auto", 4, '
+                                     '"auto"]\n')
+    assert main(["run", str(tmp_path / "t.toml"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "array 'y' holds Python objects (dtype object), which only pickle reads" in err
+    assert "accepted: numeric arrays" in err and len(err.splitlines()) == 1
+    net, _, _, _ = _csv_run(tmp_path)
+    np.save(tmp_path / "xobj.npy", x[:, :3].astype(object), allow_pickle=True)
+    np.savez(tmp_path / "xobj.npz", x=x.astype(object))
+    for name, said in (("xobj.npy", "it holds"), ("xobj.npz", "its array 'x' holds")):
+        capsys.readouterr()
+        assert main(["predict", str(net), str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert f"could not be read: {said} Python objects (dtype object)" in err, err

@@ -30,6 +30,7 @@ from .data.files import (
     npy_header,
     npz_headers,
     read_csv_frame,
+    refuse_objects,
 )
 from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
@@ -217,7 +218,9 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
     try:
         if kind == ".npy":
             with open(p, "rb") as fh:  # refuse what cannot fit before np.load allocates it
-                check_array(*npy_header(fh), f"DATA {path!r}")
+                shape, dtype = npy_header(fh)
+            refuse_objects(dtype, "it")
+            check_array(shape, dtype, f"DATA {path!r}")
             x = np.load(p, allow_pickle=False)
         elif kind == ".npz":
             check_npz(p, "it")  # named by the message below
@@ -225,6 +228,7 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
                 headers = npz_headers(z)
                 key = input_key(z.files)
                 if key is not None:
+                    refuse_objects(headers[key][1], f"its array {key!r}")
                     check_array(*headers[key], f"DATA {path!r} array {key!r}")
                 x = z[key] if key is not None else None
                 names = ", ".join(z.files) or "none"

@@ -44,18 +44,29 @@ def check_npz(path: Path, what: str) -> None:
     raise ValueError(f"{what} is not a .npz file (a zip archive of .npy arrays): {why}")
 
 
+def refuse_objects(dtype: np.dtype, what: str) -> None:
+    """Refuse an array of Python objects from its header: NumPy's "Object arrays cannot be
+    loaded when allow_pickle=False" named neither the array nor what to save instead."""
+    if np.dtype(dtype).hasobject:
+        raise ValueError(f"{what} holds Python objects (dtype {np.dtype(dtype)}), which only "
+                         "pickle reads (not done: loading a pickle can run code); accepted: "
+                         "numeric arrays (save x.astype(float), y.astype(int))")
+
+
 def _npz(path: Path) -> RawData:
     check_npz(path, repr(str(path)))
     try:
         with np.load(path, allow_pickle=False) as z:
             headers = npz_headers(z)
+            for key, (_, dtype) in headers.items():
+                refuse_objects(dtype, f"{str(path)!r}: array {key!r}")
             for key, (shape, dtype) in headers.items():
                 check_array(shape, dtype, f"{str(path)!r} array {key!r}")
             check_fits(sum(math.prod(s) * d.itemsize for s, d in headers.values()),
                        f"{str(path)!r} (its {len(headers)} arrays together)")
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        if isinstance(exc, MemoryRefusal):
+        if isinstance(exc, MemoryRefusal) or "holds Python objects" in str(exc):
             raise
         raise ValueError(f"{str(path)!r}: cannot read as .npz ({exc})") from exc
     keys = set(arrays)
