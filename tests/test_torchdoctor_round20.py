@@ -154,3 +154,89 @@ def test_through_time_reads_the_gradient_at_each_step_and_changes_nothing():
     assert through_time(_MeanPooled(), x, y, nn.CrossEntropyLoss())["ratio"] > 1e-2
     assert through_time(nn.Sequential(nn.Flatten(), nn.Linear(40, 2)), x, y,
                         nn.CrossEntropyLoss()) is None
+
+
+def _house_prices(n: int = 300):
+    """Three regression targets around 1000 with a spread of about 300 (prices, not
+    standardized), linear in 8 standardized features."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 8))
+    y = 1000 + 100 * (x @ rng.normal(size=(8, 3))) + rng.normal(size=(n, 3))
+    return x.astype(np.float32), y.astype(np.float32)
+
+
+def _relu_regressor() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                         nn.Linear(32, 3))
+
+
+def test_regression_targets_far_from_standardized_are_found_and_cured():
+    # was: only "init_mismatch (low)", whose cures did not help (Adam 1e-3: 1.05e6 after 60
+    # steps, a constant prediction 7.1e4); with SGD 0.01 divergence and dead ReLUs, every cure
+    # failing. The cure trains as on standardized targets: compared with a hand-written loop on
+    # (y - mean) / std, its loss in the targets' units
+    x, y = _house_prices()
+    xt, yt, xv, yv = x[:240], y[:240], x[240:], y[240:]
+    steps = 60
+    d = dlt.doctor(_relu_regressor, (xt, yt, xv, yv), loss_fn=nn.MSELoss(),
+                   optimizer=("adam", {"lr": 1e-3}), steps=steps, verify=True, max_cures=1)
+    kinds = [f.kind for f in d.findings]
+    assert "unscaled_targets" in kinds, str(d)
+    f = d.findings[kinds.index("unscaled_targets")]
+    assert f.evidence["target_mean"] == pytest.approx(float(yt[:, f.evidence["column"]].mean()),
+                                                      rel=1e-5)
+    v = next(v for v in d.verifications if v.kind == "unscaled_targets")
+    assert v.prescription == {"target_scale": "standardize"} and v.helped, str(d)
+
+    mean, std = yt.mean(0), yt.std(0)
+    torch.manual_seed(0)
+    m = _relu_regressor()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    X, Z = torch.tensor(xt), torch.tensor((yt - mean) / std)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    perm, pos = rng.permutation(240), 0
+    for _ in range(steps):
+        if pos + 64 > 240:
+            perm, pos = rng.permutation(240), 0
+        idx = torch.from_numpy(perm[pos:pos + 64])
+        pos += 64
+        loss = F.mse_loss(m(X[idx]), Z[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = torch.tensor(mean) + torch.tensor(std) * m(X)
+    assert v.after["train_loss"] == pytest.approx(F.mse_loss(pred, torch.tensor(yt)).item(),
+                                                  rel=1e-3)
+    assert v.after["train_loss"] < 0.5 * f.evidence["chance_loss"]
+
+
+def test_standardized_or_learned_targets_and_classification_are_not_unscaled_targets():
+    from depthlab.torch.doctor import target_scale
+
+    x, y = _house_prices()
+    z = (y - y.mean(0)) / y.std(0)
+    d = dlt.doctor(_relu_regressor, (x, z), loss_fn="mse", optimizer=("adam", {"lr": 1e-3}),
+                   steps=30, verify=False)
+    assert "unscaled_targets" not in [f.kind for f in d.findings], str(d)
+    assert target_scale(nn.CrossEntropyLoss(), torch.zeros(4, dtype=torch.long)) is None
+    assert target_scale(nn.HuberLoss(), torch.tensor(y)) is None  # no exact standardized twin
+    t = target_scale(nn.L1Loss(), torch.tensor(y))
+    assert t["loss"] == "l1" and t["metric"] > 1
+
+
+@pytest.mark.parametrize("kind, fn", [("mse", F.mse_loss), ("l1", F.l1_loss)])
+def test_standardized_targets_give_the_gradient_of_the_standardized_loss(kind, fn):
+    from depthlab.torch.doctor import StandardizedTargets
+
+    torch.manual_seed(0)
+    x = torch.randn(50, 4, dtype=torch.float64)
+    y = 500 + 80 * torch.randn(50, 2, dtype=torch.float64)
+    mean, std = y.mean(0), y.std(0, unbiased=False)
+    m = nn.Linear(4, 2).double()
+    w = StandardizedTargets(m, mean.tolist(), std.tolist(), kind)
+    assert torch.allclose(w(x), mean + std * m(x))
+    g = torch.autograd.grad(fn(w(x), y), m.weight)[0]
+    assert torch.allclose(g, torch.autograd.grad(fn(m(x), (y - mean) / std), m.weight)[0],
+                          rtol=1e-12, atol=1e-12)

@@ -51,7 +51,17 @@ from ..activations import get_activation
 from ..diagnosis.doctor import _improved, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
-from ..diagnosis.rules import LR_STEP_FALL, RULES, Rule, RunContext, _count, evaluate
+from ..diagnosis.rules import (
+    INPUT_SCALE,
+    LR_STEP_FALL,
+    RULES,
+    Rule,
+    RunContext,
+    _count,
+    _severity,
+    evaluate,
+    input_scale,
+)
 from ..initializers import weight_variance
 from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
@@ -142,6 +152,7 @@ class TorchRunContext(RunContext):
 
     points_override: list[_Point] = field(default_factory=list)
     through_time: dict[str, Any] | None = None  # :func:`through_time` of the trained model
+    targets: dict[str, Any] | None = None  # :func:`target_scale` of the training targets
 
     def __post_init__(self) -> None:
         self.net = _ModelView(self.points_override)
@@ -1214,7 +1225,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,
-                          through_time=tt)
+                          through_time=tt, targets=target_scale(loss_fn, data.y))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():
@@ -1324,9 +1335,130 @@ def rule_vanishing_through_time(ctx: RunContext) -> tuple[float, Finding | None]
                            else "medium")
 
 
+def _regression_kind(loss_fn: Callable) -> str | None:
+    """``"mse"`` or ``"l1"`` for a mean squared / absolute error (modules, functions, also in
+    a ``functools.partial``), else None: the losses whose gradient scales with the targets'
+    unit in a known way (degree 2 and 1), so that training on standardized targets can be
+    reproduced exactly (:class:`StandardizedTargets`)."""
+    fn, _ = loss_parts(loss_fn)
+    if isinstance(fn, nn.MSELoss) or fn is F.mse_loss:
+        return "mse"
+    if isinstance(fn, nn.L1Loss) or fn is F.l1_loss:
+        return "l1"
+    return None
+
+
+def target_scale(loss_fn: Callable, y: torch.Tensor) -> dict[str, Any] | None:
+    """For a mean squared or absolute error on floating targets: the training targets'
+    per-column ``mean`` and population ``std`` (float64 lists, shaped as one target) and
+    :func:`depthlab.diagnosis.rules.input_scale` of them (``metric``: the larger of the largest
+    column's root mean square over 10 and the mean vector's norm over the spread's over 5);
+    None for any other loss or target."""
+    kind = _regression_kind(loss_fn)
+    if kind is None or not y.is_floating_point() or y.dim() < 1 or len(y) < 2:
+        return None
+    yd = y.detach().double()
+    mean, std = yd.mean(0), yd.std(0, unbiased=False)
+    scale = input_scale(mean.cpu().numpy(), std.cpu().numpy(), INPUT_SCALE)
+    return {"loss": kind, "mean": mean.cpu().tolist(), "std": std.cpu().tolist(), **scale}
+
+
+def rule_unscaled_targets(ctx: RunContext) -> tuple[float, Finding | None]:
+    """Regression targets far from standardized (a mean squared or absolute error): the
+    :func:`target_scale` metric at or above 1 (the largest column's root mean square
+    ``sqrt(mean^2 + std^2)`` above 10, or the means more than 5x the spread), while training
+    ended no lower than a constant prediction's loss (``RunContext.chance_loss``, the
+    targets' variance for the mean squared error) or diverged: the output layer, initialized
+    for outputs of scale 1, would need its weights and bias 100x or 1000x larger, and the
+    gradient of a squared error grows with the targets' scale (house prices with Adam 1e-3:
+    1.05e6 after 100 steps for a constant prediction's 7.1e4; with SGD 0.01: divergence)."""
+    t = getattr(ctx, "targets", None)
+    if not t:
+        return math.nan, None
+    metric = float(t["metric"])
+    if not metric >= 1.0:
+        return metric, None
+    chance = ctx.chance_loss
+    end = float(ctx.metrics.get("train_loss", math.nan))
+    stuck = ctx.history.diverged or not math.isfinite(end) or (
+        math.isfinite(chance) and end >= (1.0 - LR_STEP_FALL) * chance)
+    if not stuck:
+        return metric, None
+    col = int(t["feature"])
+    mean, std = np.ravel(t["mean"]), np.ravel(t["std"])
+    where = f"column {col}: " if mean.size > 1 else ""
+    ev = {"metric": metric, "threshold": 1.0, "scale": float(t["scale"]),
+          "offset": float(t["offset"]), "column": col, "target_mean": float(mean[col]),
+          "target_std": float(std[col]), "loss_end": end, "chance_loss": chance}
+    how = ("training diverged" if ctx.history.diverged or not math.isfinite(end) else
+           f"the train loss ended at {end:.4g}, not below a constant prediction's {chance:.4g}")
+    msg = (f"The regression targets are far from standardized ({where}mean {mean[col]:.4g}, "
+           f"std {std[col]:.4g}; root mean square {t['scale']:.4g}, about 1 is healthy), and "
+           f"{how}: a network initialized for outputs of scale 1 must grow its output layer "
+           f"that far, and the loss's gradient grows with the targets' scale.")
+    text = ("Standardize the targets with the training set's per-column mean and std (train "
+            "on (y - mean) / std, predict mean + std * output).")
+    return metric, Finding("unscaled_targets", [], ev, msg, {}, text,
+                           _severity(metric, 1.0))
+
+
+class StandardizedTargets(nn.Module):
+    """``model`` trained as on standardized targets ``(y - mean) / std`` while its outputs,
+    and so every loss, stay in the targets' units: the forward returns ``mean + std * z``
+    (``z = model(x)``); the backward hands ``z`` the gradient that the same loss of ``z`` on
+    the standardized targets has (``dL/dout / std`` for a mean squared error, ``dL/dout`` for a
+    mean absolute error), so every update equals that of training on standardized targets
+    (the torch doctor's cure for ``unscaled_targets``)."""
+
+    def __init__(self, model: nn.Module, mean: Any, std: Any, loss: str) -> None:
+        super().__init__()
+        self.model = model
+        p = next(model.parameters())
+        std_t = torch.as_tensor(std, dtype=torch.float64)
+        std_t = torch.where(std_t > 0, std_t, torch.ones_like(std_t))  # a constant column
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64).to(p))
+        self.register_buffer("std", std_t.to(p))
+        self.register_buffer("back", (1.0 / std_t if loss == "mse" else
+                                      torch.ones_like(std_t)).to(p))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return _Destandardize.apply(self.model(*args, **kwargs), self.mean, self.std,
+                                    self.back)
+
+
+class _Destandardize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                back: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(back)
+        return mean + std * z
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple:
+        back, = ctx.saved_tensors
+        return g * back, None, None, None
+
+
+def _apply_cure(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec,
+                xs: torch.Tensor, d: TensorData, loss_fn: Callable
+                ) -> tuple[nn.Module, TorchTrainSpec]:
+    """:func:`depthlab.torch.prescriptions.apply`, then ``target_scale="standardize"``: the
+    model wrapped in :class:`StandardizedTargets` with the training targets' statistics."""
+    model, spec = rx.apply(changes, model, spec, xs)
+    if changes.get("target_scale") is not None:
+        t = target_scale(loss_fn, d.y)
+        if changes["target_scale"] != "standardize" or t is None:
+            raise rx.NotApplicable("standardizing the targets needs a mean squared or absolute "
+                                   "error on floating targets")
+        model = StandardizedTargets(model, t["mean"], t["std"], t["loss"])
+    return model, spec
+
+
 TORCH_RULES: dict[str, Rule] = {r.kind: r for r in (
     Rule("vanishing_through_time", "decades lost through time (-log10 weakest/strongest "
          "step's input gradient)", THROUGH_TIME_DECADES, rule_vanishing_through_time),
+    Rule("unscaled_targets", "target scale (larger of max column RMS / 10, mean offset / 5)",
+         1.0, rule_unscaled_targets),
 )}
 """The torch doctor's own rules (after :data:`depthlab.diagnosis.rules.RULES`): findings only
 a torch model can show (recurrence through time)."""
@@ -2055,7 +2187,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                              new.batch_size) != (spec.optimizer, spec.optimizer_kwargs,
                                                  spec.clip_grad_norm, spec.batch_size):
             try:  # the changed model must also take a training step (e.g. inserted batch
-                model, new = rx.apply(changes, fresh(seed), spec, xs)  # norms: not on 1-row
+                model, new = _apply_cure(changes, fresh(seed), spec, xs, d,  # norms: not
+                                         loss_fn)  # on 1-row
                 _check_step(model, new, d, loss_fn)  # mini-batches)
             except (ValueError, RuntimeError, NotImplementedError) as e:  # NotApplicable, or
                 if skipped is not None:  # a change this model cannot take (e.g. an operation
@@ -2072,7 +2205,7 @@ def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed
                 xs: torch.Tensor, chance: float = math.nan) -> _Run:
     model = fresh(seed)
     torch.manual_seed(seed)  # re-initializations draw from the same stream every time
-    model, new_spec = rx.apply(changes, model, spec, xs)
+    model, new_spec = _apply_cure(changes, model, spec, xs, d, loss_fn)
     return _run(model, d, loss_fn, new_spec, {**settings, **new_spec.as_dict()}, chance=chance)
 
 

@@ -25,6 +25,9 @@ change                      what it does
                             outside a Sequential slot runs several times per forward
                             (weight-tied: it would get no norm)
 ``bias_init``               ``zeros``: every bias of a weight layer set to 0
+``target_scale``            ``standardize``: the model trained as on standardized targets, its
+                            outputs in the targets' units (applied by the doctor:
+                            ``depthlab.torch.doctor.StandardizedTargets``)
 ``recurrent_init``          ``chrono``: the gate biases of every ``nn.GRU``/``nn.LSTM`` set so
                             that each unit keeps its state over ``U(1, T - 1)`` steps, ``T`` the
                             sequence length the layer sees (Tallec & Ollivier 2018): LSTM forget
@@ -85,7 +88,10 @@ INITS: tuple[str, ...] = ("matched", "he_normal", "he_uniform", "glorot_normal",
                           "glorot_uniform", "lecun_normal", "orthogonal", "lsuv")
 TRAINING_KEYS = frozenset({"lr", "warmup", "clip_grad_norm", "optimizer", "batch_size",
                            "bn_population"})
-MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init", "recurrent_init"})
+MODEL_KEYS = frozenset({"init", "activation", "normalization", "bias_init", "recurrent_init",
+                        "target_scale"})
+"""(``target_scale``: applied by the doctor, which knows the training targets:
+:class:`depthlab.torch.doctor.StandardizedTargets`.)"""
 
 LSUV_TOL = 0.1
 LSUV_ITERS = 10
@@ -1035,6 +1041,10 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
              CHRONO + " With Adam (lr 0.01), whose per-parameter step does not shrink with "
              "the small gradients of the early steps."),
             ({"recurrent_init": "chrono"}, CHRONO), adam],
+        "unscaled_targets": [({"target_scale": "standardize"}, "Standardize the targets with "
+                               "the training set's per-column mean and std (train on (y - mean) "
+                               "/ std, predict mean + std * output): outputs and gradients of "
+                               "scale 1, as the initialization expects."), adam],
     }
     cures = table.get(kind, [lower, adam])
     if kind == "vanishing_through_time" and spec.optimizer in ADAM_FAMILY:
