@@ -103,3 +103,75 @@ def test_critical_sigma_w2_of_penalized_tanh_without_biases():
     # chi1 = sigma_w^2 (1 + 0.25^2) / 2 = 1 at sigma_w^2 = 1 / 0.53125
     sw = dl.theory.critical_sigma_w2("penalized_tanh", sigma_b2=0.0)
     assert sw == pytest.approx(1 / 0.53125, rel=1e-7)
+
+
+# -- unscaled regression targets -----------------------------------------------------------------
+
+def _regression(scale: float = 1.0, offset: float = 0.0, n: int = 600):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 5))
+    f = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3] + 0.1 * rng.normal(size=n)
+    y = (f - f.mean()) / f.std() * scale + offset
+    k = n * 4 // 5
+    return x[:k], y[:k], x[k:], y[k:]
+
+
+_REG = {"sizes": [5, 32, 32, 1], "activation": "relu", "init": "he_normal", "seed": 0}
+
+
+def test_targets_far_from_standardized_are_named_and_standardizing_them_is_verified():
+    # was: targets with mean 5x their std (adam 1e-3, 300 steps): train loss 1.52 against the
+    # targets' variance 1.02 (no better than a constant prediction) and a clean bill of health;
+    # standardized, the same net ends at 0.086
+    data = _regression(offset=5.0)
+    diag = dl.doctor(_REG, data, loss="mse", optimizer="adam", lr=1e-3, steps=300, verify=True)
+    assert [f.kind for f in diag.findings] == ["unscaled_targets"]
+    f = diag.findings[0]
+    assert f.prescription == {"standardize_targets": True}
+    assert f.evidence["offset"] == pytest.approx(abs(data[1].mean()) / data[1].std(), rel=1e-9)
+    assert diag.baseline["train_loss"] > np.var(data[1])
+    v = diag.verifications[0]
+    assert v.helped and v.resolved
+    # the cure's losses are in the targets' units: the same as a run asked to standardize them
+    cured = dl.doctor(_REG, data, loss="mse", optimizer="adam", lr=1e-3, steps=300,
+                      standardize_targets=True)
+    assert cured.findings == [] and cured.settings["standardize_targets"] is True
+    assert v.after["train_loss"] == pytest.approx(cured.baseline["train_loss"], rel=1e-9)
+    assert v.after["train_loss"] < 0.2 * np.var(data[1])
+
+
+def test_the_standardized_targets_run_reports_losses_in_the_targets_units():
+    from depthlab.training.trainer import Trainer
+
+    x, y, xv, yv = _regression(scale=30.0, offset=7.0)
+    diag = dl.doctor(_REG, (x, y, xv, yv), loss="mse", optimizer="sgd", lr=0.01, steps=100,
+                     standardize_targets=True)
+    m, s = y.mean(), y.std()
+    net = dl.mlp(**_REG)
+    Trainer(net, loss="mse", optimizer="sgd", lr=0.01, batch_size=32, epochs=None,
+            max_steps=100, seed=0).fit(x, (y - m) / s)
+    pred = net.predict(x)[:, 0] * s + m
+    assert diag.baseline["train_loss"] == pytest.approx(np.mean((pred - y) ** 2), rel=1e-6)
+    pred_v = net.predict(xv)[:, 0] * s + m
+    assert diag.baseline["val_loss"] == pytest.approx(np.mean((pred_v - yv) ** 2), rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["standardized", "fitted anyway", "one-hot mse"])
+def test_targets_that_need_no_standardizing_get_no_finding(case):
+    if case == "one-hot mse":
+        x, y, yy = _one_hot_blobs(200)
+        data = (x[:150], yy[:150] * 1.0, x[150:], yy[150:] * 1.0)
+        cfg = {"sizes": [4, 16, 3], "seed": 0}
+        kw = {"optimizer": "sgd", "lr": 0.1}
+    else:
+        # scale 15 with sgd 0.01 trains to 5% of the targets' variance unstandardized (better
+        # than standardized, 10%): left alone
+        data = _regression() if case == "standardized" else _regression(scale=15.0)
+        cfg, kw = _REG, {"optimizer": "sgd", "lr": 0.01}
+    diag = dl.doctor(cfg, data, loss="mse", steps=300, **kw)
+    assert "unscaled_targets" not in [f.kind for f in diag.findings]
+
+
+def test_standardize_targets_must_be_a_bool():
+    with pytest.raises(TypeError, match="standardize_targets='yes' is not accepted"):
+        dl.doctor(_REG, _regression(), loss="mse", standardize_targets="yes")

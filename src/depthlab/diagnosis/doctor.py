@@ -229,6 +229,9 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     # diagnosis (a batch-norm cure's too, compared with the baseline) probes training rows
     if settings.get("standardize"):
         data = _standardized(data)
+    original = data
+    if settings.get("standardize_targets"):
+        data = _standardized_targets(data)
     held_out = probe_held_out(None if data.x_val is None else len(data.x_val), len(data.x))
     src_x = data.x_val if held_out else data.x
     src_y = data.y_val if held_out else data.y
@@ -245,11 +248,16 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
         drift = [] if hist.diverged else _bn_drift(net, px.astype(net.dtype, copy=False))
         bn_losses = {} if hist.diverged else _bn_losses(
             net, px.astype(net.dtype, copy=False), py, settings["loss"])
+    metrics = _final_metrics(hist, settings["steps"])
+    if data is not original and not hist.diverged:
+        # in the targets' own units, as the runs it is compared with (and constant_loss) are
+        metrics.update(_original_losses(net, original, data, settings["loss"]))
     ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
-                     history=hist, metrics=_final_metrics(hist, settings["steps"]),
+                     history=hist, metrics=metrics,
                      bn_drift=drift, probe_examples=int(px.shape[0]), bn_losses=bn_losses,
                      chance_loss=constant_loss(settings["loss"], py, _outputs(config)),
-                     input_stats=_input_stats(data.x))
+                     input_stats=_input_stats(data.x),
+                     target_stats=_target_stats(settings["loss"], data.y))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, findings, by_kind)
 
@@ -265,6 +273,79 @@ def _standardized(data: _Data) -> _Data:
     xv = None if data.x_val is None else apply_standardizer(
         np.asarray(data.x_val, dtype=np.float64), mean, std)
     return _Data(apply_standardizer(x, mean, std), data.y, xv, data.y_val)
+
+
+def _target_columns(y: Any) -> np.ndarray | None:
+    """``y`` as float64 columns (n, k), or None when it is not a finite 1-D or 2-D array."""
+    y = np.asarray(y)
+    if y.ndim not in (1, 2) or y.shape[0] == 0 or y.dtype.kind not in "fiub":
+        return None
+    cols = y.astype(np.float64).reshape(y.shape[0], -1)
+    return cols if np.isfinite(cols).all() else None
+
+
+def _target_moments(y: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-column mean and std (float64, a constant column's std 1) of the targets ``y``."""
+    cols = _target_columns(y)
+    if cols is None:
+        return None
+    mean = cols.mean(axis=0)
+    std = cols.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _standardized_targets(data: _Data) -> _Data:
+    """``data`` with ``y`` and ``y_val`` as ``(y - mean) / std`` per column, the training
+    rows' statistics (the unscaled_targets cure; unchanged when ``y`` is not numeric)."""
+    m = _target_moments(data.y)
+    if m is None:
+        return data
+    mean, std = m
+
+    def scale(y: Any) -> Any:
+        if y is None:
+            return None
+        a = np.asarray(y, dtype=np.float64)
+        return ((a.reshape(a.shape[0], -1) - mean) / std).reshape(a.shape)
+
+    return _Data(data.x, scale(data.y), data.x_val, scale(data.y_val))
+
+
+def _original_losses(net: Network, original: _Data, scaled: _Data, loss: Any
+                     ) -> dict[str, float]:
+    """``train_loss``/``val_loss`` of a network trained on standardized targets, with its
+    predictions mapped back (``pred * std + mean``) against the original targets."""
+    m = _target_moments(original.y)
+    out: dict[str, float] = {}
+    if m is None:
+        return out
+    mean, std = m
+    fn = LOSS_REGISTRY.build(loss)
+    for key, x, y in (("train_loss", scaled.x, original.y), ("val_loss", scaled.x_val,
+                                                              original.y_val)):
+        if x is None or y is None:
+            continue
+        with np.errstate(all="ignore"):
+            pred = np.asarray(net.predict(x), dtype=np.float64)
+            pred = pred.reshape(pred.shape[0], -1) * std + mean  # (n, k), as the columns
+            out[key] = float(fn.forward(pred, np.asarray(y, dtype=np.float64)))
+        fn._cache = None
+    return out
+
+
+def _target_stats(loss: Any, y: Any) -> dict[str, Any]:
+    """Per-column ``mean`` and ``std`` (float64) of regression targets (``mse``, ``huber``;
+    not one-hot rows): what ``rules.rule_unscaled_targets`` judges; ``{}`` otherwise."""
+    try:
+        name = LOSS_REGISTRY.build(loss).name
+    except (ValueError, TypeError):
+        return {}
+    if name not in ("mse", "huber") or one_hot_labels(y) is not None:
+        return {}
+    cols = _target_columns(y)
+    if cols is None:
+        return {}
+    return {"mean": cols.mean(axis=0), "std": cols.std(axis=0)}
 
 
 def _input_stats(x: np.ndarray) -> dict[str, Any]:
@@ -449,6 +530,7 @@ def doctor(
     probe_every: int = 10,
     callbacks: Sequence[Callback] = (),
     standardize: bool = False,
+    standardize_targets: bool = False,
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
@@ -479,6 +561,11 @@ def doctor(
     ``standardize``: as ``fit(standardize=True)``, every run standardizes the inputs with the
     training rows' per-feature mean and std (the probe batch too); ``settings["standardize"]``
     is True then. The ``unscaled_inputs`` finding prescribes it.
+
+    ``standardize_targets``: every run trains on regression targets standardized per column
+    with the training rows' mean and std, and reports its train/validation losses with the
+    predictions mapped back to the targets' units (``settings["standardize_targets"]``). The
+    ``unscaled_targets`` finding prescribes it.
     """
     steps, probe_every = (positive_int(label, v) for label, v in (
         ("steps", steps), ("probe_every", probe_every)))
@@ -487,8 +574,9 @@ def doctor(
     if not isinstance(verify, bool | np.bool_):
         raise TypeError(f"verify={verify!r} is not accepted; accepted: True or False")
     verify = bool(verify)
-    if not isinstance(standardize, bool | np.bool_):
-        raise TypeError(f"standardize={standardize!r} is not accepted; accepted: True or False")
+    for label, v in (("standardize", standardize), ("standardize_targets", standardize_targets)):
+        if not isinstance(v, bool | np.bool_):
+            raise TypeError(f"{label}={v!r} is not accepted; accepted: True or False")
     if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
         raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} is not accepted; accepted: "
                         "a dict of the optimizer's arguments, e.g. {'momentum': 0.9}, or None")
@@ -533,6 +621,8 @@ def doctor(
                 "seed": seed, "probe_every": probe_every}
     if standardize:  # only then: the settings of a run on the data as given stay as they were
         settings["standardize"] = True
+    if standardize_targets:
+        settings["standardize_targets"] = True
     callbacks = tuple(callbacks)
     base = _train(net, config, d, settings, callbacks)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,

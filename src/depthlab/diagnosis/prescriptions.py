@@ -2,15 +2,16 @@
 
 A prescription is a dict of ``mlp()`` arguments (``init``, ``activation``, ``batchnorm``,
 ``bias_init``, ``bn_inference``, ``bn_momentum``) and/or training settings (``lr``,
-``optimizer``, ``batch_size``, ``standardize``: :data:`TRAINING_KEYS`), plus a sentence saying
-why.
+``optimizer``, ``batch_size``, ``standardize``, ``standardize_targets``:
+:data:`TRAINING_KEYS`), plus a sentence saying why.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size", "standardize"})
+TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size", "standardize",
+                           "standardize_targets"})
 """Prescription keys that change training settings rather than the network config."""
 
 RECOMMENDED_INIT: dict[str, str] = {
@@ -218,6 +219,17 @@ def for_unscaled_inputs() -> tuple[dict[str, Any], str]:
         "feature (LeCun et al. 1998): standardize=True in dl.doctor / fit, or [data] "
         "standardize = true in a config (validation and test inputs with the same mean and "
         "std).")
+
+
+def for_unscaled_targets() -> tuple[dict[str, Any], str]:
+    """Cure for unscaled regression targets: train on ``(y - mean) / std`` per column (the
+    training rows' statistics) and map predictions back (the doctor's
+    ``standardize_targets=True``; ``fit`` has no such option: transform ``y`` before it)."""
+    return {"standardize_targets": True}, (
+        "Standardize the regression targets with the training set's statistics, (y - mean) / "
+        "std per column, and map the predictions back with pred * std + mean "
+        "(standardize_targets=True in dl.doctor; before fit, transform y_train and y_val "
+        "alike).")
 
 
 def for_lr_too_low(lr: float, factor: float, update_ratio: float) -> tuple[dict[str, Any], str]:
