@@ -341,7 +341,7 @@ class Acc:
     """
 
     __slots__ = ("ns", "cs", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h",
-                 "host")
+                 "host", "kept")
 
     def __init__(self, want_abs: bool = False, want_sorted: bool = False) -> None:
         self.host = not want_sorted  # every partial sum a host float (the CPU kernels' path)
@@ -354,6 +354,7 @@ class Acc:
         self.pct: torch.Tensor | None = None
         self.want_abs = want_abs
         self.want_sorted = want_sorted
+        self.kept = None  # the values frozen with keep=True, for a merge
 
     @property
     def n(self) -> int:
@@ -419,8 +420,9 @@ class Acc:
                                else f.reshape(-1).clone())
             self.pct = None
 
-    def freeze(self, percentiles: Sequence[float]) -> None:
-        """Compute the percentiles of the pooled values and drop the copies (memory)."""
+    def freeze(self, percentiles: Sequence[float], keep: bool = False) -> None:
+        """Compute the percentiles of the pooled values and drop the copies (memory; with
+        ``keep`` their concatenation stays in :attr:`kept` for a :meth:`merge`)."""
         vals = self.sorted
         if not vals:
             return
@@ -434,6 +436,28 @@ class Acc:
             v = vals[0] if len(vals) == 1 else torch.cat(vals)
             self.pct = sorted_percentiles(torch.sort(v).values, percentiles)
         self.sorted = []
+        if keep:
+            self.kept = v
+
+    def merge(self, other: Acc) -> None:
+        """Pool ``other``'s calls (another forward's) into this one; percentiles from both
+        forwards' :attr:`kept` values (frozen with ``keep``), to be taken again by
+        :meth:`freeze`."""
+        self.ns += other.ns
+        self.cs += other.cs
+        self.a += other.a
+        self.b += other.b
+        self.abs += other.abs
+        self.host = self.host and other.host
+        mine, theirs = self.kept, other.kept
+        if mine is not None and theirs is not None:
+            if isinstance(mine, np.ndarray) != isinstance(theirs, np.ndarray):
+                mine, theirs = (v if isinstance(v, np.ndarray) else v.cpu().numpy()
+                                for v in (mine, theirs))
+            self.kept = (np.concatenate((mine, theirs)) if isinstance(mine, np.ndarray)
+                         else torch.cat((mine, theirs)))
+            self.sorted = [self.kept]
+            self.pct = None
 
     def gather(self, t: Transfer) -> None:
         """Queue the partial sums (and percentiles) for the transfer."""
@@ -489,6 +513,24 @@ class ActAcc:
         elif kind != self.kind:
             self.mixed = True
         self.module = module
+
+    def merge(self, other: ActAcc) -> None:
+        """Pool ``other``'s calls (another forward's) into this one."""
+        self.out.merge(other.out)
+        if other.kind is not None:
+            self.mixed = self.mixed or other.mixed or (
+                self.kind is not None and other.kind != self.kind)
+            self.kind = self.kind or other.kind
+        self.spec = self.spec or other.spec
+        self.n += other.n
+        self.saturated += other.saturated
+        self.inactive += other.inactive
+        self.n_active += other.n_active
+        self.active += other.active
+        if other.alive is not None:
+            self._pool_alive(other.alive)
+        self.dead_ok = self.dead_ok and other.dead_ok
+        self.host = self.host and other.host
 
     def _units(self, peak: torch.Tensor | np.ndarray) -> None:
         """Pool the per-unit maxima of ``|f'|`` (a unit is alive where it is > 0, or NaN: as

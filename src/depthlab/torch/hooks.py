@@ -149,6 +149,10 @@ EARLIER_PASSES = 8
 record, for :meth:`Recording.settle` (each holds a few partial sums, no tensor of the size of
 an activation)."""
 
+OPEN_PASSES = 4096
+"""The most passes kept while no backward has closed any of them (a watched submodule called
+in a loop: each call a forward, all graded by one backward and pooled)."""
+
 
 def _needs_grad(obj) -> bool:
     """Whether a tensor in ``obj`` (a model's output: a tensor, tuple, list or dict, nested)
@@ -269,7 +273,7 @@ class _Pass:
     """The accumulators of one armed forward/backward pass (per layer number or module id)."""
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
-                 "device", "input", "fused", "layouts")
+                 "device", "input", "fused", "layouts", "open")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -288,10 +292,38 @@ class _Pass:
         # id(ReLU module) -> (layer output, its version, LayerInfo, ReLU sums): measured with
         # the layer's pre_* in one pass, taken by that ReLU's hook if it reads this very tensor
         self.fused: dict[int, tuple] = {}
+        # no backward had run through it when the model's next forward began (a siamese pair,
+        # a watched submodule called in a loop): one backward may grade it with the later ones
+        self.open = False
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
         return any(acc.ns for acc in self.grad.values())
+
+    def _sorted(self) -> tuple[Acc, ...]:
+        return (*self.pre.values(), *self.norm.values(), *(a.out for a in self.act.values()))
+
+    def freeze(self, percentiles: Sequence[float], keep: bool = False) -> None:
+        """Take the percentiles of the pooled outputs and drop their copies (``keep``: their
+        values kept for a merge, see :meth:`Recording.settle`)."""
+        for acc in self._sorted():
+            acc.freeze(percentiles, keep)
+
+    def release(self) -> None:
+        """Drop the values kept for a merge (memory)."""
+        for acc in self._sorted():
+            acc.kept = None
+
+    def merge(self, other: _Pass) -> None:
+        """Pool the calls of ``other`` (an earlier forward that the same backward graded)."""
+        for mine, theirs in ((self.pre, other.pre), (self.grad, other.grad),
+                             (self.act, other.act), (self.norm, other.norm),
+                             (self.block_grad, other.block_grad)):
+            for key, acc in theirs.items():
+                if key in mine:
+                    mine[key].merge(acc)
+                else:
+                    mine[key] = acc
 
 
 class Recording:
@@ -523,14 +555,29 @@ class Recording:
         validation batch, no gradient rows). With no such forward, the last one stays.
         Idempotent; :meth:`collect` calls it."""
         earlier, self._earlier = self._earlier, []
-        if not earlier or self.p.graded():
+        if not earlier:
             return
-        for q in reversed(earlier):
-            if q.graded():
-                self.p = q
-                if q.input is not None:
-                    self.first_input = q.input
+        chosen = len(earlier)
+        if not self.p.graded():
+            chosen = next((i for i in range(len(earlier) - 1, -1, -1) if earlier[i].graded()),
+                          None)
+            if chosen is None:
                 return
+            self.p = earlier[chosen]
+            if self.p.input is not None:
+                self.first_input = self.p.input
+        # the forwards before it that no backward had graded when the next one began, graded
+        # since (by the same backward: a siamese pair model(a), model(b) under one loss, a
+        # watched submodule that the model calls in a loop) are pooled with it, as dlt.probe
+        # pools a module's calls within one forward (the last forward alone was recorded:
+        # one of the pair, the last of a cell's 6 calls); a forward no backward reached (a
+        # detached target, a validation pass) is skipped, one graded before the next forward
+        # (gradient accumulation, a backward per micro-batch) ends the run
+        for q in reversed(earlier[:chosen]):
+            if not q.open:
+                break
+            if q.graded():
+                self.p.merge(q)
 
     def _last(self) -> None:
         """Move this recording's hooks behind every other hook of their modules, in plan order,
@@ -602,9 +649,16 @@ class Recording:
     def _roll(self) -> None:
         """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
         earlier = self._earlier
-        earlier.append(self.p)
+        p = self.p
+        p.open = not p.graded()
+        if self.percentiles and not p.open and not (earlier and earlier[-1].open):
+            p.release()  # pooled with no other pass (see settle): its copies dropped
+        earlier.append(p)
         if len(earlier) > EARLIER_PASSES:  # gradient accumulation over many micro-batches
-            del earlier[0]
+            # (while none is closed, the open passes are kept: a cell called in a loop, each
+            # call a forward, is pooled; the oldest pass is never part of a later run)
+            if len(earlier) > OPEN_PASSES or not all(q.open for q in earlier):
+                del earlier[0]
         self._begin()
 
     def _model_post(self, module, args, output) -> None:
@@ -614,9 +668,8 @@ class Recording:
             self._model_idle = False
             return
         p = self.p
-        if self.percentiles:
-            for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
-                acc.freeze(self.percentiles)
+        if self.percentiles:  # (the values kept until it is known whether an earlier or later
+            p.freeze(self.percentiles, keep=True)  # forward is pooled with it: settle)
         # a layer output with gradients: the graph the residual-block search reads was there
         # (a model returning a dataclass, whose fields _needs_grad does not see, never
         # concluded: from the second record on, the container of its blocks was taken for a
@@ -1067,10 +1120,8 @@ class Recording:
             rows = self._collect_host(weight_grads, extra, also, previous, refresh)
             if rows is not None:
                 return rows
-        if self.percentiles:  # a pass without a model forward (submodules called directly)
-            p = self.p
-            for acc in (*p.pre.values(), *p.norm.values(), *(a.out for a in p.act.values())):
-                acc.freeze(self.percentiles)
+        if self.percentiles:  # a pass without a model forward (submodules called directly),
+            self.p.freeze(self.percentiles)  # or pooled with earlier forwards'
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
         p = self.p
