@@ -26,9 +26,12 @@ random numbers, never write a gradient.
 
 The last forward of the model through which a backward ran before a recorded ``step()`` is the
 one measured (a forward with gradients but without a backward, such as a validation pass
-without ``no_grad``, is not; with none, the last forward); with gradient
-accumulation the layer gradients are those of the last micro-batch (``weight_grad_*`` read
-``.grad``, the accumulated sum). A forward without gradients (validation under ``no_grad`` or
+without ``no_grad``, is not; with none, the last forward), pooled with the forwards before it
+that the same backward ran through (a siamese pair ``model(a)``, ``model(b)`` under one loss; a
+watched submodule that the model calls in a loop: every call), as :func:`~depthlab.torch.probe`
+pools a module's calls; with gradient accumulation (a backward per micro-batch) the layer
+gradients are those of the last micro-batch (``weight_grad_*`` read ``.grad``, the
+accumulated sum). A forward without gradients (validation under ``no_grad`` or
 ``inference_mode``) and a :func:`~depthlab.torch.probe` inside the loop are never the one
 measured. A recorded ``step()`` without a backward since the previous call is a ValueError;
 several backward passes through the measured forward (``retain_graph``) are warned about.
