@@ -167,3 +167,41 @@ def test_png_copies_of_runs_named_alike_but_for_case_are_distinct_files(tmp_path
     assert sorted(json.loads((tmp_path / "figures" / FIGURE_LIST).read_text())) == sorted(names)
     for n in names:
         assert (tmp_path / "figures" / n).is_file()
+
+
+# -- a Watch's notebook card gives the report's gradient ratio -----------------------------------
+def test_a_watch_card_gives_the_hidden_layers_ratio_as_the_report_does():
+    import re
+
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+    from depthlab.report import notebook
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Sigmoid(),
+                          nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 3))
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    with dlt.Watch(model, every=1) as watch:
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    t = watch.frame()
+    g = t[t["quantity"] == "grad_pre_std"].groupby("layer")["value"].mean()
+    card = notebook.watch_html(watch)
+    shown = float(re.search(r"Gradient ratio \(first / last.*?<b>([^<]+)</b>", card).group(1))
+    # was 0.00111 "(first / last layer)": the first layer against the head [6], where the
+    # report's table and the doctor take the last hidden layer [4] (0.0185)
+    assert shown == pytest.approx(g[1] / g[3], rel=1e-3), (shown, g.to_dict())
+    assert shown != pytest.approx(g[1] / g[4], rel=1e-2)
+    assert "the output layer <code>[6]</code>, the last to run, not counted" in card
+    # and the theory note ends its sentence before the next one ("weights) Tables:")
+    assert "actual weights). Tables:" in card, card[:600]
+    # one hidden layer: no ratio of a layer to itself or to the head
+    one = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    with dlt.Watch(one, every=1) as watch:
+        loss = nn.functional.cross_entropy(one(x), y)
+        loss.backward()
+        watch.step(loss)
+    assert "Gradient ratio: one hidden layer" in notebook.watch_html(watch)

@@ -179,10 +179,9 @@ def watch_html(watch: Any) -> str:
     if table.empty:
         parts.append("<p class=\"note\">nothing recorded yet</p>")
         return _card("Watch", "".join(parts))
-    parts.append(f"<p>Gradient ratio (first / last layer) at the first recorded step: "
-                 f"<b>{_num(plot.gradient_ratio(table))}</b>. "
-                 f"{H.esc(watch.theory_note or '')} Tables: <code>.frame()</code>, "
-                 "<code>.losses()</code>.</p>")
+    note = (watch.theory_note or "").rstrip(".")
+    parts.append(f"<p>{_watch_ratio_text(table)} {H.esc(note) + '. ' if note else ''}"
+                 "Tables: <code>.frame()</code>, <code>.losses()</code>.</p>")
     from .build import _mpl
 
     theory = watch.theory  # dlt.predict at the first recorded step, or None
@@ -190,3 +189,31 @@ def watch_html(watch: Any) -> str:
                                               theory if theory is not None else False),
                       "gradient std per layer"))
     return _card("Watch", "".join(parts))
+
+
+def _watch_ratio_text(table: Any) -> str:
+    """The card's gradient ratio: of the hidden layers, the output layer (the last to run) left
+    out as the report's gradient-flow table and the doctor leave it out. It was the first layer
+    against the head (0.1062 on the card, 0.3556 in the report for the same run)."""
+    import pandas as pd
+
+    from .. import plot
+    from .build import _without_output_layer
+
+    layers = pd.to_numeric(table["layer"], errors="coerce")
+    top = layers.max()
+    names = table.loc[layers == top, "module"] if "module" in table.columns else pd.Series([])
+    name = str(names.iloc[0]) if len(names) else ""
+    head = (f"<code>{H.esc(f'[{name}]' if name.isdigit() else name)}</code>" if name else
+            f"layer {int(top)}")
+    hidden = _without_output_layer(table)
+    grads = hidden[(hidden["quantity"] == "grad_pre_std") & (hidden["layer"] >= 1)]
+    out = (f"the output layer {head}, the last to run, not counted, as in "
+           "the report and the doctor")
+    if grads.empty:
+        return (f"Gradient ratio: no hidden layer (its one layer, {head}, is the output "
+                "layer): no first/last ratio to take.")
+    if grads["layer"].nunique() == 1:
+        return f"Gradient ratio: one hidden layer ({out}): no first/last ratio to take."
+    return (f"Gradient ratio (first / last hidden layer, at the first recorded step; {out}): "
+            f"<b>{_num(plot.gradient_ratio(hidden))}</b>.")
