@@ -175,3 +175,17 @@ def test_targets_that_need_no_standardizing_get_no_finding(case):
 def test_standardize_targets_must_be_a_bool():
     with pytest.raises(TypeError, match="standardize_targets='yes' is not accepted"):
         dl.doctor(_REG, _regression(), loss="mse", standardize_targets="yes")
+
+
+def test_binary_labels_under_mse_are_not_unscaled_targets():
+    # 0/1 labels with 88.5% ones (mean 2.8x their std) were flagged unscaled_targets: classes,
+    # not a scale to standardize
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 4))
+    y = (x[:, 0] + 0.5 * rng.normal(size=400) > -1.4).astype(float)
+    assert y.mean() / y.std() > 2
+    diag = dl.doctor({"sizes": [4, 16, 1], "activation": "tanh", "seed": 0}, (x, y), loss="mse",
+                     steps=50)
+    assert "unscaled_targets" not in [f.kind for f in diag.findings]
+    from depthlab.diagnosis.doctor import _target_stats
+    assert _target_stats("mse", y) == {} and _target_stats("mse", y * 2 + 1) != {}

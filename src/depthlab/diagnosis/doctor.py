@@ -335,7 +335,8 @@ def _original_losses(net: Network, original: _Data, scaled: _Data, loss: Any
 
 def _target_stats(loss: Any, y: Any) -> dict[str, Any]:
     """Per-column ``mean`` and ``std`` (float64) of regression targets (``mse``, ``huber``;
-    not one-hot rows): what ``rules.rule_unscaled_targets`` judges; ``{}`` otherwise."""
+    not one-hot rows or 0/1 labels): what ``rules.rule_unscaled_targets`` judges; ``{}``
+    otherwise."""
     try:
         name = LOSS_REGISTRY.build(loss).name
     except (ValueError, TypeError):
@@ -343,7 +344,8 @@ def _target_stats(loss: Any, y: Any) -> dict[str, Any]:
     if name not in ("mse", "huber") or one_hot_labels(y) is not None:
         return {}
     cols = _target_columns(y)
-    if cols is None:
+    # 0/1 labels (mse on a binary class, 90% ones: offset 3) are classes, not a scale to fix
+    if cols is None or ((cols == 0) | (cols == 1)).all():
         return {}
     return {"mean": cols.mean(axis=0), "std": cols.std(axis=0)}
 
