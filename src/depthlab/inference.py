@@ -394,15 +394,6 @@ def _refuse_bad_cells(x: np.ndarray, where: _CsvCells, path: str) -> None:
                      f"{where.column(col)}: {cell[:40]!r}){more}; accepted: finite numbers")
 
 
-def _narrowed(x: np.ndarray, dtype: Any) -> bool:
-    """Whether casting ``x`` to ``dtype`` changes a value (float64 inputs to a float32
-    network: 1e7 + 0.3 becomes 1e7)."""
-    if np.dtype(x.dtype).kind not in "iuf" or np.can_cast(x.dtype, dtype, "safe"):
-        return False
-    with np.errstate(over="ignore", invalid="ignore"):
-        return not np.array_equal(x.astype(dtype).astype(x.dtype), x)
-
-
 def _refuse_too_large(x: np.ndarray, dtype: Any, source: str,
                       where: Callable[[int, int | None], str]) -> None:
     """:func:`finite_features`' refusal of a finite value too large for ``dtype`` (1e39 for
@@ -455,9 +446,11 @@ def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",
     dtype = net.parameters()[0].value.dtype
     mean, std = meta.get("input_mean"), meta.get("input_std")
     _check_standardization(model, mean, std, n_in)
-    if mean is not None and _narrowed(x, dtype) and np.dtype(mean.dtype).itemsize > np.dtype(
-            dtype).itemsize:  # as in training: standardized in float64, then cast (a feature
-        # 1e7 + N(0, 1) keeps its spread; 1e39 fits float32 once standardized)
+    if mean is not None and np.dtype(mean.dtype).itemsize > np.dtype(dtype).itemsize:
+        # as in training: standardized in float64, then cast (a feature 1e7 + N(0, 1) keeps
+        # its spread; 1e39 fits float32 once standardized). Also inputs that a cast would not
+        # change (integers, float32): standardized in float32 they were 3.6e-7 off the outputs
+        # the run computes for its own rows of a CSV of pixel values
         x64 = finite_features(x, np.float64, source)
         x = finite_features((x64 - mean) / std, dtype, f"{source} (standardized)")
     else:
