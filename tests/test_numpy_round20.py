@@ -189,3 +189,21 @@ def test_binary_labels_under_mse_are_not_unscaled_targets():
     assert "unscaled_targets" not in [f.kind for f in diag.findings]
     from depthlab.diagnosis.doctor import _target_stats
     assert _target_stats("mse", y) == {} and _target_stats("mse", y * 2 + 1) != {}
+
+
+def test_unscaled_targets_with_unscaled_inputs_prescribes_standardizing_both():
+    # was: each cure alone (inputs x 100 + 50, targets 300 +- 10, adam 1e-3, 300 steps: train
+    # loss 7787) made it worse (3.2e4 inputs standardized, 1.4e4 targets standardized): both
+    # "did not help"; both standardized: 7.0
+    x, y, xv, yv = _regression(scale=10.0, offset=300.0, n=800)
+    rng = np.random.default_rng(1)
+    scale = rng.uniform(50, 150, 5)
+    x, xv = x * scale + 50, xv * scale + 50
+    diag = dl.doctor(_REG, (x, y, xv, yv), loss="mse", optimizer="adam", lr=1e-3, steps=300,
+                     verify=True)
+    kinds = [f.kind for f in diag.findings]
+    assert kinds[0] == "unscaled_targets" and "unscaled_inputs" in kinds
+    f = diag.findings[0]
+    assert f.prescription == {"standardize_targets": True, "standardize": True}
+    v = next(v for v in diag.verifications if v.kind == "unscaled_targets")
+    assert v.helped and v.after["train_loss"] < 0.2 * np.var(y)

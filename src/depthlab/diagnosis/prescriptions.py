@@ -221,15 +221,20 @@ def for_unscaled_inputs() -> tuple[dict[str, Any], str]:
         "std).")
 
 
-def for_unscaled_targets() -> tuple[dict[str, Any], str]:
+def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]:
     """Cure for unscaled regression targets: train on ``(y - mean) / std`` per column (the
     training rows' statistics) and map predictions back (the doctor's
-    ``standardize_targets=True``; ``fit`` has no such option: transform ``y`` before it)."""
-    return {"standardize_targets": True}, (
+    ``standardize_targets=True``; ``fit`` has no such option: transform ``y`` before it).
+    ``inputs_too``: the inputs are not standardized either: standardize both."""
+    changes: dict[str, Any] = {"standardize_targets": True}
+    if inputs_too:
+        changes["standardize"] = True
+    return changes, (
         "Standardize the regression targets with the training set's statistics, (y - mean) / "
         "std per column, and map the predictions back with pred * std + mean "
         "(standardize_targets=True in dl.doctor; before fit, transform y_train and y_val "
-        "alike).")
+        "alike)" + ("; and the inputs, which are not standardized either (standardize=True)."
+                    if inputs_too else "."))
 
 
 def for_lr_too_low(lr: float, factor: float, update_ratio: float) -> tuple[dict[str, Any], str]:
