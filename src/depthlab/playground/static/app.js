@@ -660,6 +660,9 @@ function showUpdateRate() {
 }
 setInterval(showUpdateRate, 1000);
 
+/* The power of ten of a ratio, one decimal: a ratio of 0.952 read "10^-0.0" (a minus zero). */
+const decade = (r) => (Math.round(Math.log10(r) * 10) / 10 || 0).toFixed(1);
+
 function onUpdate(m) {
   if (!S.ready) return;
   S.last = m;
@@ -691,7 +694,7 @@ function onUpdate(m) {
   const fmtg = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
   gs.innerHTML = `step ${m.step}: ${unit()} 1 <b>${fmtg(first)}</b>, ${unit()} ${layers.length} <b>${fmtg(last)}</b>; ` +
     // (a projected "undefined" read as the page's own fault)
-    `first / last = ${last === 0 ? `<b>no ratio</b> (the last ${unit()}'s is 0)` : `<b>${fmtg(ratio)}</b>`}` + (ratio ? ` (10<sup>${Math.log10(ratio).toFixed(1)}</sup>)` : "");
+    `first / last = ${last === 0 ? `<b>no ratio</b> (the last ${unit()}'s is 0)` : `<b>${fmtg(ratio)}</b>`}` + (ratio ? ` (10<sup>${decade(ratio)}</sup>)` : "");
   // a log scale cannot draw 0: say where the gradient is exactly 0 (underflow, dead units)
   const zero = layers.filter((l, i) => m.grad_std[i] === 0);
   gs.dataset.zero = zero.length;
