@@ -183,7 +183,7 @@ def test_regression_targets_far_from_standardized_are_found_and_cured():
     kinds = [f.kind for f in d.findings]
     assert "unscaled_targets" in kinds, str(d)
     f = d.findings[kinds.index("unscaled_targets")]
-    assert f.evidence["target_mean"] == pytest.approx(float(yt[:, f.evidence["column"]].mean()),
+    assert f.evidence["column_mean"] == pytest.approx(float(yt[:, f.evidence["column"]].mean()),
                                                       rel=1e-5)
     v = next(v for v in d.verifications if v.kind == "unscaled_targets")
     assert v.prescription == {"target_scale": "standardize"} and v.helped, str(d)
@@ -209,7 +209,7 @@ def test_regression_targets_far_from_standardized_are_found_and_cured():
         pred = torch.tensor(mean) + torch.tensor(std) * m(X)
     assert v.after["train_loss"] == pytest.approx(F.mse_loss(pred, torch.tensor(yt)).item(),
                                                   rel=1e-3)
-    assert v.after["train_loss"] < 0.5 * f.evidence["chance_loss"]
+    assert v.after["train_loss"] < 0.5 * f.evidence["constant_loss"]
 
 
 def test_standardized_or_learned_targets_and_classification_are_not_unscaled_targets():
@@ -222,8 +222,11 @@ def test_standardized_or_learned_targets_and_classification_are_not_unscaled_tar
     assert "unscaled_targets" not in [f.kind for f in d.findings], str(d)
     assert target_scale(nn.CrossEntropyLoss(), torch.zeros(4, dtype=torch.long)) is None
     assert target_scale(nn.HuberLoss(), torch.tensor(y)) is None  # no exact standardized twin
+    labels = (torch.rand(200, generator=torch.Generator().manual_seed(0)) < 0.9).float()
+    assert target_scale(nn.MSELoss(), labels) is None  # 0/1 labels (90% ones: offset 3)
+    assert target_scale(nn.MSELoss(), torch.eye(3)[torch.arange(30) % 3]) is None  # one-hot
     t = target_scale(nn.L1Loss(), torch.tensor(y))
-    assert t["loss"] == "l1" and t["metric"] > 1
+    assert t["loss"] == "l1" and t["mean"] == pytest.approx(y.astype(np.float64).mean(0))
 
 
 @pytest.mark.parametrize("kind, fn", [("mse", F.mse_loss), ("l1", F.l1_loss)])
@@ -240,3 +243,21 @@ def test_standardized_targets_give_the_gradient_of_the_standardized_loss(kind, f
     g = torch.autograd.grad(fn(w(x), y), m.weight)[0]
     assert torch.allclose(g, torch.autograd.grad(fn(m(x), (y - mean) / std), m.weight)[0],
                           rtol=1e-12, atol=1e-12)
+
+
+def test_one_dimensional_regression_targets_are_judged_too():
+    x, y = _house_prices(200)
+
+    class Flat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.net(t).squeeze(-1)
+
+    d = dlt.doctor(Flat, (x, y[:, 0]), loss_fn=nn.MSELoss(), optimizer=("adam", {"lr": 1e-3}),
+                   steps=20, verify=False)
+    f = next(f for f in d.findings if f.kind == "unscaled_targets")
+    assert f.prescription == {"target_scale": "standardize"}
+    assert f.evidence["column_mean"] == pytest.approx(float(y[:160, 0].mean()), rel=0.2)

@@ -51,17 +51,7 @@ from ..activations import get_activation
 from ..diagnosis.doctor import _improved, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
-from ..diagnosis.rules import (
-    INPUT_SCALE,
-    LR_STEP_FALL,
-    RULES,
-    Rule,
-    RunContext,
-    _count,
-    _severity,
-    evaluate,
-    input_scale,
-)
+from ..diagnosis.rules import LR_STEP_FALL, RULES, Rule, RunContext, _count, evaluate
 from ..initializers import weight_variance
 from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
@@ -152,7 +142,6 @@ class TorchRunContext(RunContext):
 
     points_override: list[_Point] = field(default_factory=list)
     through_time: dict[str, Any] | None = None  # :func:`through_time` of the trained model
-    targets: dict[str, Any] | None = None  # :func:`target_scale` of the training targets
 
     def __post_init__(self) -> None:
         self.net = _ModelView(self.points_override)
@@ -1221,11 +1210,15 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
     if tt is not None:
         tt["ratio_step0"] = before["ratio"]
         tt["index"] = index.get(tt["layer"])
+    targets = target_scale(loss_fn, data.y if not isinstance(model, StandardizedTargets) else
+                           (data.y - model.mean) / model.std)  # as the network learns them
+    stats = {} if targets is None else {"mean": np.atleast_1d(targets["mean"]),
+                                        "std": np.atleast_1d(targets["std"])}
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,
-                          through_time=tt, targets=target_scale(loss_fn, data.y))
+                          through_time=tt, target_stats=stats)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():
@@ -1350,56 +1343,18 @@ def _regression_kind(loss_fn: Callable) -> str | None:
 
 def target_scale(loss_fn: Callable, y: torch.Tensor) -> dict[str, Any] | None:
     """For a mean squared or absolute error on floating targets: the training targets'
-    per-column ``mean`` and population ``std`` (float64 lists, shaped as one target) and
-    :func:`depthlab.diagnosis.rules.input_scale` of them (``metric``: the larger of the largest
-    column's root mean square over 10 and the mean vector's norm over the spread's over 5);
-    None for any other loss or target."""
+    per-column ``mean`` and population ``std`` (float64 lists, shaped as one target), which
+    the shared rule ``unscaled_targets`` judges (``RunContext.target_stats``); None for any
+    other loss (the doctor could not verify its cure exactly), and for 0/1 targets (labels,
+    one-hot rows), as the NumPy doctor leaves them."""
     kind = _regression_kind(loss_fn)
     if kind is None or not y.is_floating_point() or y.dim() < 1 or len(y) < 2:
         return None
     yd = y.detach().double()
-    mean, std = yd.mean(0), yd.std(0, unbiased=False)
-    scale = input_scale(mean.cpu().numpy(), std.cpu().numpy(), INPUT_SCALE)
-    return {"loss": kind, "mean": mean.cpu().tolist(), "std": std.cpu().tolist(), **scale}
-
-
-def rule_unscaled_targets(ctx: RunContext) -> tuple[float, Finding | None]:
-    """Regression targets far from standardized (a mean squared or absolute error): the
-    :func:`target_scale` metric at or above 1 (the largest column's root mean square
-    ``sqrt(mean^2 + std^2)`` above 10, or the means more than 5x the spread), while training
-    ended no lower than a constant prediction's loss (``RunContext.chance_loss``, the
-    targets' variance for the mean squared error) or diverged: the output layer, initialized
-    for outputs of scale 1, would need its weights and bias 100x or 1000x larger, and the
-    gradient of a squared error grows with the targets' scale (house prices with Adam 1e-3:
-    1.05e6 after 100 steps for a constant prediction's 7.1e4; with SGD 0.01: divergence)."""
-    t = getattr(ctx, "targets", None)
-    if not t:
-        return math.nan, None
-    metric = float(t["metric"])
-    if not metric >= 1.0:
-        return metric, None
-    chance = ctx.chance_loss
-    end = float(ctx.metrics.get("train_loss", math.nan))
-    stuck = ctx.history.diverged or not math.isfinite(end) or (
-        math.isfinite(chance) and end >= (1.0 - LR_STEP_FALL) * chance)
-    if not stuck:
-        return metric, None
-    col = int(t["feature"])
-    mean, std = np.ravel(t["mean"]), np.ravel(t["std"])
-    where = f"column {col}: " if mean.size > 1 else ""
-    ev = {"metric": metric, "threshold": 1.0, "scale": float(t["scale"]),
-          "offset": float(t["offset"]), "column": col, "target_mean": float(mean[col]),
-          "target_std": float(std[col]), "loss_end": end, "chance_loss": chance}
-    how = ("training diverged" if ctx.history.diverged or not math.isfinite(end) else
-           f"the train loss ended at {end:.4g}, not below a constant prediction's {chance:.4g}")
-    msg = (f"The regression targets are far from standardized ({where}mean {mean[col]:.4g}, "
-           f"std {std[col]:.4g}; root mean square {t['scale']:.4g}, about 1 is healthy), and "
-           f"{how}: a network initialized for outputs of scale 1 must grow its output layer "
-           f"that far, and the loss's gradient grows with the targets' scale.")
-    text = ("Standardize the targets with the training set's per-column mean and std (train "
-            "on (y - mean) / std, predict mean + std * output).")
-    return metric, Finding("unscaled_targets", [], ev, msg, {}, text,
-                           _severity(metric, 1.0))
+    if bool(((yd == 0) | (yd == 1)).all()):  # 0/1 labels, one-hot rows: classes, not a scale
+        return None  # to fix (as the NumPy doctor's target statistics)
+    return {"loss": kind, "mean": yd.mean(0).cpu().tolist(),
+            "std": yd.std(0, unbiased=False).cpu().tolist()}
 
 
 class StandardizedTargets(nn.Module):
@@ -1457,8 +1412,6 @@ def _apply_cure(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec,
 TORCH_RULES: dict[str, Rule] = {r.kind: r for r in (
     Rule("vanishing_through_time", "decades lost through time (-log10 weakest/strongest "
          "step's input gradient)", THROUGH_TIME_DECADES, rule_vanishing_through_time),
-    Rule("unscaled_targets", "target scale (larger of max column RMS / 10, mean offset / 5)",
-         1.0, rule_unscaled_targets),
 )}
 """The torch doctor's own rules (after :data:`depthlab.diagnosis.rules.RULES`): findings only
 a torch model can show (recurrence through time)."""

@@ -974,6 +974,8 @@ def translate(rule_changes: dict[str, Any], spec: TorchTrainSpec) -> dict[str, A
             out[k] = v
         elif k == "bn_inference" and v == "population":
             out["bn_population"] = True
+        elif k == "standardize_targets" and v:  # the doctor wraps the model: trained as on
+            out["target_scale"] = "standardize"  # (y - mean) / std, outputs in y's units
         elif k == "activation_kwargs":
             continue
         else:  # residual, bn_inference, bn_momentum: no generic module transform
