@@ -207,3 +207,21 @@ def test_unscaled_targets_with_unscaled_inputs_prescribes_standardizing_both():
     assert f.prescription == {"standardize_targets": True, "standardize": True}
     v = next(v for v in diag.verifications if v.kind == "unscaled_targets")
     assert v.helped and v.after["train_loss"] < 0.2 * np.var(y)
+
+
+@pytest.mark.parametrize("delta", [0.3, 1.0, 5.0])
+def test_constant_loss_of_huber_is_the_loss_at_the_best_constant(delta):
+    # was NaN: the doctor judged a huber run against no constant prediction
+    from scipy.optimize import minimize_scalar
+
+    from depthlab.diagnosis.doctor import constant_loss
+
+    rng = np.random.default_rng(0)
+    y = np.column_stack([rng.normal(3, 2, 300), rng.exponential(4, 300), rng.normal(size=300)])
+    fn = dl.loss("huber", delta=delta)
+    best = np.mean([minimize_scalar(
+        lambda c, j=j: fn.forward(np.full((300, 1), c), y[:, j:j + 1]),
+        bounds=(y[:, j].min(), y[:, j].max()), method="bounded",
+        options={"xatol": 1e-12}).fun for j in range(3)])
+    assert constant_loss(fn, y) == pytest.approx(best, rel=1e-12)
+    assert constant_loss(fn, y[:, 0]) == pytest.approx(constant_loss(fn, y[:, :1]), rel=1e-15)

@@ -379,8 +379,9 @@ def constant_loss(loss: Any, y: Any, n_outputs: int | None = None) -> float:
     that learned nothing of its inputs can reach. ``cross_entropy``: ``-sum_c m_c log(m_c /
     sum m)``, ``m`` the mean (label-smoothed) target row (``ln 2`` for two balanced classes;
     ``n_outputs`` classes for integer labels); ``binary_cross_entropy``: the mean binary entropy
-    of each column's mean; ``mse``: the mean of each column's variance; NaN for other losses or
-    targets it cannot read."""
+    of each column's mean; ``mse``: the mean of each column's variance; ``huber``: the mean
+    over the columns of each one's Huber loss at its best constant (where the mean clipped
+    residual is 0); NaN for other losses or targets it cannot read."""
     try:
         fn = LOSS_REGISTRY.build(loss)
         y = np.asarray(y, dtype=np.float64)
@@ -407,6 +408,16 @@ def constant_loss(loss: Any, y: Any, n_outputs: int | None = None) -> float:
                 return float(h.mean())
             if fn.name == "mse":
                 return float(cols.var(axis=0).mean())
+            if fn.name == "huber":  # least where the mean clipped residual is 0 (increasing
+                d = float(fn.delta)  # in c): bisection between each column's extremes, as the
+                lo, hi = cols.min(axis=0), cols.max(axis=0)  # torch doctor's
+                for _ in range(200):  # halves each time: float64's resolution well before
+                    mid = 0.5 * (lo + hi)
+                    up = np.clip(mid - cols, -d, d).mean(axis=0) > 0
+                    lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+                a = np.abs(cols - 0.5 * (lo + hi))
+                q = np.minimum(a, d)
+                return float((0.5 * q * q + d * (a - q)).mean(axis=0).mean())
     except (ValueError, TypeError, OverflowError):
         pass
     return math.nan
