@@ -279,3 +279,37 @@ def test_predict_standardizes_as_the_run_did_whatever_the_inputs_dtype(tmp_path,
     assert main(["predict", str(net), str(data), "--json"]) == 0
     out = np.array(json.loads(capsys.readouterr().out)["outputs"], dtype=np.float32)
     assert np.array_equal(out, own), np.abs(out - own).max()
+
+
+@pytest.mark.parametrize("options, said", [
+    ("{separation = -1}", "data.options.separation = -1 is not accepted: separation=-1 must "
+                          "be a finite number >= 0"),
+    ("{d = 0}", "data.options.d = 0 is not accepted: d must be a positive integer, got 0"),
+    ("{d = 2.5}", "data.options.d = 2.5 is not accepted"),
+])
+def test_a_bad_generated_data_option_is_one_line_before_a_sweep_runs(tmp_path, capsys,
+                                                                     options, said):
+    # clusters' options were checked only when the data were generated: a sweep stored every
+    # point failed (exit status 1, one line per point) and left a store behind
+    (tmp_path / "s.toml").write_text(f'[data]\nname = "clusters"\noptions = {options}\n'
+                                     '[model]\nsizes = ["auto", 8, "auto"]\n'
+                                     '[sweep]\n"train.seed" = [0, 1, 2]\n')
+    assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_spirals_options_are_checked_with_the_config():
+    from depthlab.experiments import validate
+    from depthlab.experiments.config import ConfigError
+
+    base = {"data": {"name": "spirals"}, "model": {"sizes": ["auto", 4, "auto"]}}
+    with pytest.raises(ConfigError, match=r"data.options.n_classes = 1 is not accepted"):
+        validate({**base, "data": {"name": "spirals", "options": {"n_classes": 1}}})
+    with pytest.raises(ConfigError, match=r"data.options.noise = \"a\" is not accepted"):
+        validate({**base, "data": {"name": "spirals", "options": {"noise": "a"}}})
+    ok = validate({**base, "data": {"name": "spirals", "options": {"n_classes": 3,
+                                                                   "turns": 2}}})
+    assert ok["data"]["options"] == {"n_classes": 3, "turns": 2}

@@ -307,6 +307,17 @@ class DataSpec(_Section):
                         f"{prefix}options.{wrong[0]} is not an option of data set "
                         f"{builtin.name!r}{hint}; accepted: "
                         f"{', '.join(builtin.options) or '(none)'}", prefix + "options")
+            from .data.synthetic import OPTION_CHECKS
+
+            for k, v in self.options.items():  # the generator's checks, before it runs
+                check = OPTION_CHECKS.get(builtin.name, {}).get(k)
+                try:
+                    if check is not None:
+                        check(v)
+                except (TypeError, ValueError) as e:
+                    error = ConfigTypeError if isinstance(e, TypeError) else ConfigError
+                    raise error(f"{prefix}options.{k} = {fmt(v)} is not accepted: {e}",
+                                f"{prefix}options.{k}") from None
             if self.label is not None:
                 raise ConfigError(
                     f"{prefix}label = {fmt(self.label)} applies only to {prefix}path files; "
