@@ -149,3 +149,40 @@ def test_watch_on_a_submodule_called_in_a_loop_pools_every_call():
         for q, want in (("pre_std", _pstd(outs)), ("grad_pre_std", _pstd(grads))):
             assert table[(name, q)] == pytest.approx(want, rel=1e-10)
             assert probed[(f"cell.{name}", q)] == pytest.approx(want, rel=1e-10)
+
+
+class _Recursive(nn.Module):
+    """A forward that calls the model itself (depth 3), then the layer once more."""
+
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(8, 8)
+        self.o = nn.Linear(8, 2)
+
+    def forward(self, x, depth=3):
+        h = torch.tanh(self.l(x))
+        h = self(h, depth - 1) if depth > 0 else h
+        return self.o(torch.tanh(self.l(h))) if depth == 3 else h
+
+
+def test_a_model_whose_forward_calls_itself_is_measured_over_every_call():
+    """Each nested call of the model began a new pass: dlt.probe measured the calls after the
+    innermost one only ('l' pre_std 0.196 where its 5 calls' is 0.361), and once those were
+    pooled the percentiles still missed the calls before the innermost one's end (p15 -0.155
+    where all calls' is -0.216): both now over every call, in dlt.probe and in a Watch."""
+    torch.manual_seed(0)
+    model = _Recursive().double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 8, generator=g, dtype=torch.float64)
+    y = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    direct = _direct(model, lambda m: F.mse_loss(m(x), y))
+    assert len(direct["l"][0]) == 5
+    probed = dlt.probe(model, x, y, F.mse_loss, percentiles=(15, 50)).set_index(
+        ["module", "quantity"]).value
+    table = _watched_step(model, model, lambda m: F.mse_loss(m(x), y), percentiles=(15, 50))
+    for rows in (probed, table):
+        for name, (outs, grads) in direct.items():
+            values = torch.cat([o.flatten() for o in outs]).numpy()
+            assert rows[(name, "pre_std")] == pytest.approx(_pstd(outs), rel=1e-10)
+            assert rows[(name, "grad_pre_std")] == pytest.approx(_pstd(grads), rel=1e-10)
+            assert rows[(name, "pre_p15")] == pytest.approx(np.percentile(values, 15), rel=1e-10)

@@ -324,6 +324,17 @@ def _check_copy(nbytes: int, shape: tuple, dtype: object) -> None:
                        "percentiles=() measures without such copies)")
 
 
+def _joined(parts: list):
+    """The concatenation of value copies (NumPy arrays, or device tensors; mixed: NumPy)."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(isinstance(v, np.ndarray) for v in parts):
+        return np.concatenate(parts)
+    if not any(isinstance(v, np.ndarray) for v in parts):
+        return torch.cat(parts)
+    return np.concatenate([v if isinstance(v, np.ndarray) else v.cpu().numpy() for v in parts])
+
+
 class Acc:
     """Statistics of the entries of one or more tensors (the calls of a module), as partial
     sums on the device, combined on the host after the one transfer.
@@ -422,10 +433,14 @@ class Acc:
 
     def freeze(self, percentiles: Sequence[float], keep: bool = False) -> None:
         """Compute the percentiles of the pooled values and drop the copies (memory; with
-        ``keep`` their concatenation stays in :attr:`kept` for a :meth:`merge`)."""
+        ``keep`` their concatenation stays in :attr:`kept` for a :meth:`merge`, together with
+        the values kept before: a model whose forward calls the model itself froze the inner
+        call's values at its end, and the outer call's percentiles were of the rest alone)."""
         vals = self.sorted
         if not vals:
             return
+        if keep and self.kept is not None:
+            vals = [_joined([self.kept, *vals])]
         if isinstance(vals[0], np.ndarray):
             if len(vals) > 1:
                 _check_copy(sum(a.nbytes for a in vals), (sum(a.size for a in vals),),
@@ -449,15 +464,18 @@ class Acc:
         self.b += other.b
         self.abs += other.abs
         self.host = self.host and other.host
-        mine, theirs = self.kept, other.kept
+        mine, theirs = self._values(), other._values()
         if mine is not None and theirs is not None:
-            if isinstance(mine, np.ndarray) != isinstance(theirs, np.ndarray):
-                mine, theirs = (v if isinstance(v, np.ndarray) else v.cpu().numpy()
-                                for v in (mine, theirs))
-            self.kept = (np.concatenate((mine, theirs)) if isinstance(mine, np.ndarray)
-                         else torch.cat((mine, theirs)))
+            self.kept = _joined([mine, theirs])
             self.sorted = [self.kept]
             self.pct = None
+
+    def _values(self):
+        """The values of this pass's calls for percentiles: those kept at its freeze, else
+        (a pass that a nested call of the model rolled before its end) its copies."""
+        if self.kept is not None:
+            return self.kept
+        return _joined(self.sorted) if self.sorted else None
 
     def gather(self, t: Transfer) -> None:
         """Queue the partial sums (and percentiles) for the transfer."""
