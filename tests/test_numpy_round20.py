@@ -225,3 +225,16 @@ def test_constant_loss_of_huber_is_the_loss_at_the_best_constant(delta):
         options={"xatol": 1e-12}).fun for j in range(3)])
     assert constant_loss(fn, y) == pytest.approx(best, rel=1e-12)
     assert constant_loss(fn, y[:, 0]) == pytest.approx(constant_loss(fn, y[:, :1]), rel=1e-15)
+
+
+def test_a_huber_net_that_fits_offset_targets_held_out_gets_no_finding():
+    # targets 3 +- 1, huber, sgd 0.05, 300 steps: train loss 0.033, held-out probe loss 0.056,
+    # 0.12x a constant prediction's 0.45; TARGET_FIT 0.1 flagged it (standardizing: 0.029)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(800, 5))
+    f = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + 0.5 * x[:, 3]
+    y = 3.0 + (f - f.mean()) / f.std()
+    diag = dl.doctor(_REG, (x[:600], y[:600], x[600:], y[600:]), loss="huber", optimizer="sgd",
+                     lr=0.05, steps=300)
+    assert diag.baseline["train_loss"] < 0.1 * np.var(y)
+    assert "unscaled_targets" not in [f.kind for f in diag.findings]

@@ -128,9 +128,11 @@ Thresholds (module constants):
                               standardized data (metric 0.1 or 0.02)
 ``TARGET_SCALE`` 10           unscaled regression targets (mse, huber; not one-hot rows): the
 ``TARGET_OFFSET`` 2           metric is the larger of ``S / 10`` and ``O / 2`` over the
-``TARGET_FIT`` 0.1            training targets' columns as for the inputs, flagged above 1 when
+``TARGET_FIT`` 0.2            training targets' columns as for the inputs, flagged above 1 when
                               the probe batch's loss ends above ``TARGET_FIT`` x a constant
-                              prediction's (a net that fits them anyway is left alone).
+                              prediction's (a net that fits them anyway is left alone; the
+                              probe batch is held out: huber, offset 3, sgd 0.05 ended at
+                              0.033 on the training rows and 0.12x on the probe batch).
                               Scanned (5-32-32-1 relu He, 300 steps, a smooth function of 5
                               N(0, 1) features, the final train loss over the targets' variance,
                               raw against standardized 0.097 sgd 0.01 / 0.084 adam 1e-3):
@@ -185,7 +187,7 @@ INPUT_SCALE_LOGITS = 50.0
 INPUT_OFFSET = 5.0
 TARGET_SCALE = 10.0
 TARGET_OFFSET = 2.0
-TARGET_FIT = 0.1
+TARGET_FIT = 0.2
 
 
 def activation_name(configured: Any, fn: Any = None) -> str:
