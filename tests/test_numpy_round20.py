@@ -238,3 +238,16 @@ def test_a_huber_net_that_fits_offset_targets_held_out_gets_no_finding():
                      lr=0.05, steps=300)
     assert diag.baseline["train_loss"] < 0.1 * np.var(y)
     assert "unscaled_targets" not in [f.kind for f in diag.findings]
+
+
+def test_the_run_line_says_the_targets_were_standardized_and_the_diagnosis_round_trips():
+    import json
+
+    from depthlab.diagnosis import Diagnosis
+
+    diag = dl.doctor(_REG, _regression(offset=5.0), loss="mse", steps=20,
+                     standardize_targets=True)
+    assert "targets standardized (losses in their units)" in str(diag).splitlines()[1]
+    back = Diagnosis.from_dict(json.loads(json.dumps(diag.to_dict())))
+    assert back.settings["standardize_targets"] is True
+    assert str(back) == str(diag)

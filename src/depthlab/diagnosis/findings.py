@@ -423,7 +423,9 @@ class Diagnosis:
             f"{s.get('optimizer')} lr {s.get('lr')}"
             + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
             + f", batch {s.get('batch_size')}, seed {s.get('seed')}"
-            + (", inputs standardized" if s.get("standardize") else ""),
+            + (", inputs standardized" if s.get("standardize") else "")
+            + (", targets standardized (losses in their units)"
+               if s.get("standardize_targets") else ""),
             f"  baseline: train loss {_fmt(b.get('train_loss'))}"
             + (f", val acc {_fmt(b.get('val_acc'))}" if _measured(b.get("val_acc")) else "")
             + (" (diverged)" if b.get("diverged") else ""),
