@@ -186,3 +186,25 @@ def test_a_model_whose_forward_calls_itself_is_measured_over_every_call():
             assert rows[(name, "pre_std")] == pytest.approx(_pstd(outs), rel=1e-10)
             assert rows[(name, "grad_pre_std")] == pytest.approx(_pstd(grads), rel=1e-10)
             assert rows[(name, "pre_p15")] == pytest.approx(np.percentile(values, 15), rel=1e-10)
+
+
+def test_probe_holds_no_percentile_copies_through_its_backward(monkeypatch):
+    """The pooling of forwards (19263a1) keeps each pass's percentile values until the record;
+    dlt.probe's single forward has nothing to pool with, so its copies (the size of every layer
+    output) are dropped before the backward, as before that change; a recursive model keeps
+    them (its nested calls are pooled)."""
+    from depthlab.torch import hooks
+
+    held = []
+    collect = hooks.Recording.collect
+
+    def spy(self, *args, **kwargs):
+        held.append(sum(acc.kept is not None for acc in self.p.pre.values()))
+        return collect(self, *args, **kwargs)
+    monkeypatch.setattr(hooks.Recording, "collect", spy)
+    model = _encoder()
+    dlt.probe(model, _A, _Y[:, None].expand(32, 4), F.mse_loss)
+    torch.manual_seed(0)
+    dlt.probe(_Recursive().double(), _A[:, :8].repeat(1, 2)[:, :8], _Y[:, None].expand(32, 2),
+              F.mse_loss)
+    assert held[0] == 0 and held[1] > 0

@@ -579,6 +579,13 @@ class Recording:
             if q.graded():
                 self.p.merge(q)
 
+    def drop_kept(self) -> None:
+        """Drop the percentile values kept for pooling (see :meth:`settle`) when no other pass
+        can be pooled with this one (``dlt.probe``'s single forward: the copies were held
+        through the backward)."""
+        if not any(q.pre or q.act or q.norm for q in self._earlier):
+            self.p.release()
+
     def _last(self) -> None:
         """Move this recording's hooks behind every other hook of their modules, in plan order,
         so they see what the module hands on: its output after a user's forward hooks, its

@@ -481,6 +481,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         with no_fast_path():
             output = forward(model, x)
         rec.disarm()
+        rec.drop_kept()
         check_targets(output, y, loss_fn)
         loss = check_loss(loss_fn(output, y))
         # a tuple or dict output ((logits, aux), {'logits': ...}, its loss_fn taking the whole):
