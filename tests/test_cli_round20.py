@@ -313,3 +313,20 @@ def test_spirals_options_are_checked_with_the_config():
     ok = validate({**base, "data": {"name": "spirals", "options": {"n_classes": 3,
                                                                    "turns": 2}}})
     assert ok["data"]["options"] == {"n_classes": 3, "turns": 2}
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_a_refused_sweep_point_is_named_once_in_its_failure_line(tmp_path, capsys, quiet):
+    # "sweep point ID (lr=0.05,optimizer=sgd,...) failed: sweep point (train.lr = 0.05,
+    # train.optimizer = sgd, ...): train.betas is not ...": the point's values said twice
+    (tmp_path / "s.toml").write_text(
+        '[data]\nname = "clusters"\nn = 200\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[probes]\nevery = 0\n[sweep]\n"train.optimizer" = ["sgd", "adam"]\n'
+        '"train.betas" = [[0.9, 0.99]]\n')
+    args = ["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "r")]
+    assert main(args + (["--quiet"] if quiet else [])) == 1
+    captured = capsys.readouterr()
+    said = captured.err if quiet else captured.out
+    line = next(s for s in said.splitlines() if "train.betas is not" in s)
+    assert "sweep point (" not in line
+    assert "optimizer=sgd,betas=[0.9,0.99]" in line and "failed" in line

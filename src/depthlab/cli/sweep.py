@@ -188,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
                           "failures": [{"id": i, "name": n, "error": err}
                                        for i, n, err in res.failures],
                           "store": str(store)}, indent=1))
-    failed = "".join(f"\n  failed {i} {n}: {err}" for i, n, err in res.failures)
+    from ..experiments.progress import without_point
+
+    failed = "".join(f"\n  failed {i} {n}: {without_point(err)}" for i, n, err in res.failures)
     # a value listed twice in the grid ([7, 7, 8]) was "skipped 1 already stored" on a new store
     repeated = (f" and {res.repeated} repeated grid point{'s' * (res.repeated != 1)}"
                 if res.repeated else "")
@@ -198,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet and not args.json:  # the exit status 1 is explained even with --quiet
         for i, n, err in res.failures:
             first = (err or "unknown error").strip().splitlines()[-1:] or ["unknown error"]
-            sys.stderr.write(f"depthlab: sweep point {i} ({n}) failed: {first[0]}\n")
+            sys.stderr.write(f"depthlab: sweep point {i} ({n}) failed: "
+                             f"{without_point(first[0])}\n")
     return 1 if res.count("failed") else 0
 
 

@@ -193,7 +193,7 @@ class SweepProgress:
                               else float(self.ran)))
         extra = ""
         if status == "failed" and error:
-            extra = "error: " + error.strip().splitlines()[0]
+            extra = "error: " + without_point(error.strip().splitlines()[0])
         said = " ".join(part for part in (status, _metrics(metrics), extra) if part)
         line = f"[{self.done}/{self.total}] {run_id} {name}: {said}"
         every = self.total <= PER_POINT_LINES or status != "finished"
@@ -219,3 +219,12 @@ class SweepProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def without_point(error: str | None) -> str:
+    """A failed point's error without the ``sweep point (train.lr = 0.05, ...): `` it starts
+    with when the point's config was refused: the lines showing it name the point already
+    (``[1/8] ID lr=0.05,...: failed error: sweep point (train.lr = 0.05, ...): ...``)."""
+    import re
+
+    return re.sub(r"^sweep point \(.*?\): ", "", error or "")
