@@ -216,3 +216,25 @@ def test_a_ratio_just_below_one_is_not_ten_to_the_minus_zero(page, server):
     sup = page.inner_text("#grad-summary sup")
     assert sup == "0.0", sup  # was "-0.0"
     assert page.evaluate("decade(0.5)") == "-0.3" and page.evaluate("decade(2e-7)") == "-6.7"
+
+
+# -- a finding of hundreds of layers names them in one line -------------------------------------
+def test_a_finding_of_hundreds_of_scattered_layers_is_one_line(page, server, shots):
+    page.goto(server.url + "?model.depth=3&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    scattered = list(range(1, 24)) + list(range(25, 1000, 2))  # as a 1000-block net's bn_drift
+    page.evaluate("""([query, layers]) => handle({type: "doctor", steps: 50, query,
+        baseline: {train_loss: 0.7, val_acc: 0.5, diverged: false, steps: 50},
+        findings: [{kind: "bn_drift", severity: "high", layers, message: "m", evidence: {},
+                    prescription_text: "p", prescription: {}, verifications: []},
+                   {kind: "saturation", severity: "low", layers: [1, 2, 3, 5, 7], message: "s",
+                    evidence: {}, prescription_text: "p", prescription: {},
+                    verifications: []}]})""", [page.evaluate("S.query"), scattered])
+    page.locator("#panel-doctor").screenshot(path=str(shots / "web20_doctor_many_layers.png"))
+    heads = page.eval_on_selector_all("#doctor-out .finding > div:first-child",
+                                      "els => els.map((e) => [e.textContent, e.title])")
+    # was "[high] bn_drift (layers 1-23, 25, 27, 29, ..., 999)": 511 numbers, thirty lines
+    assert heads[0][0] == ("[high] bn_drift (511 layers: 1-23, 25, 27, 29, 31, 33, \u2026, "
+                           "997, 999)"), heads[0]
+    assert heads[0][1].startswith("layers 1-23, 25, 27,") and heads[0][1].endswith(", 999")
+    assert heads[1][0] == "[low] saturation (layers 1-3, 5, 7)"  # a few: all of them

@@ -914,7 +914,9 @@ function showDiagnosis(m, out) {
     box.dataset.kind = f.kind;
     const head = el("div");
     head.append(el("span", "kind", `[${f.severity}] ${f.kind}`),
-      document.createTextNode(f.layers.length ? ` (layers ${rangeText(f.layers)})` : ""));
+      document.createTextNode(f.layers.length ? ` (${findingLayers(f.layers)})` : ""));
+    // every layer on hover (the head shortens a long list)
+    if (f.layers.length) head.title = `layers ${rangeText(f.layers)}`;
     box.append(head, el("div", "message", f.message));
     // JSON has no NaN or infinity: a number sent as null is an infinity where the finding's
     // "infinite" entry says so, else not finite (a divergence's "metric = -" read as a minus)
@@ -1023,6 +1025,16 @@ function fewLayers(layers, total) {
   const parts = rangeText(layers).split(", ");
   if (parts.length <= 6) return `${unit(layers.length)} ${parts.join(", ")}`;
   return `${layers.length} of ${total} ${unit(total)} (${parts.slice(0, 5).join(", ")}, \u2026)`;
+}
+
+/* A finding's layers: all of them while a few runs of neighbours, else their count, the first
+   runs and the last ones. A 1000-block residual net's bn_drift listed 412 runs ("layers 1-23,
+   25, 27-29, ..., 1997, 1999"): thirty lines of numbers above the finding's message. */
+function findingLayers(layers) {
+  const parts = rangeText(layers).split(", ");
+  if (parts.length <= 8) return `layers ${parts.join(", ")}`;
+  return `${layers.length} layers: ${parts.slice(0, 6).join(", ")}, \u2026, ` +
+    `${parts.slice(-2).join(", ")}`;
 }
 
 function rangeText(layers) {
