@@ -330,3 +330,31 @@ def test_a_refused_sweep_point_is_named_once_in_its_failure_line(tmp_path, capsy
     line = next(s for s in said.splitlines() if "train.betas is not" in s)
     assert "sweep point (" not in line
     assert "optimizer=sgd,betas=[0.9,0.99]" in line and "failed" in line
+
+
+def test_predict_finds_a_label_column_given_by_index_by_its_name(tmp_path, capsys):
+    # a run with data.label = 0 (its CSV's labels first) dropped the FIRST column of any CSV
+    # given to predict: the same data with the labels last lost its first feature, the labels
+    # were read as a feature, and the predictions were silently wrong
+    import json
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3))
+    y = (x[:, 0] > 0).astype(int)
+    first = pd.DataFrame({"label": y, "a": x[:, 0], "b": x[:, 1], "c": x[:, 2]})
+    first.to_csv(tmp_path / "first.csv", index=False)
+    first[["a", "b", "c", "label"]].to_csv(tmp_path / "last.csv", index=False)
+    (tmp_path / "t.toml").write_text('[data]\npath = "first.csv"\nlabel = 0\n[model]\nsizes = '
+                                     '["auto", 8, "auto"]\n[train]\nepochs = 2\n[probes]\n'
+                                     'every = 0\n')
+    assert main(["run", str(tmp_path / "t.toml"), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    (net,) = (tmp_path / "r" / "models").glob("*.npz")
+    outputs, said = [], []
+    for name in ("first.csv", "last.csv"):
+        capsys.readouterr()
+        assert main(["predict", str(net), str(tmp_path / name), "--json"]) == 0
+        captured = capsys.readouterr()
+        outputs.append(json.loads(captured.out)["outputs"])
+        said.append(captured.err.split(": ", 1)[1].strip())
+    assert outputs[0] == outputs[1]
+    assert said[0] == said[1] and said[0].startswith("80 rows, accuracy")

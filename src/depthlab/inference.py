@@ -58,7 +58,12 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     # a run always classifies: mse/huber are trained on one-hot rows of the classes
     meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
                             "data": prep.config["data"], "one_hot_targets": True}
-    std = (getattr(prep.data, "info", None) or {}).get("standardization")
+    info = getattr(prep.data, "info", None) or {}
+    if isinstance(info.get("label_column"), str):  # the CSV's label column by its name: a
+        # `data.label = 0` dropped the first column of any CSV given to predict (a feature of
+        # one whose labels are last), and took its numbers for labels
+        meta["label_column"] = info["label_column"]
+    std = info.get("standardization")
     if std:  # the float64 statistics when the data were standardized before a float32 cast
         meta["input_mean"] = np.asarray(std.get("mean64", std["mean"]))
         meta["input_std"] = np.asarray(std.get("std64", std["std"]))
@@ -122,6 +127,8 @@ def label_column(meta: dict[str, Any]) -> str | int | None:
     d = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     if not str(d.get("path") or "").lower().endswith((".csv", ".csv.gz")):
         return None
+    if isinstance(meta.get("label_column"), str) and meta["label_column"]:
+        return meta["label_column"]  # its name in the training CSV (data.label may be an index)
     return d.get("label") if d.get("label") is not None else "label"
 
 
