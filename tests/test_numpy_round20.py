@@ -251,3 +251,15 @@ def test_the_run_line_says_the_targets_were_standardized_and_the_diagnosis_round
     back = Diagnosis.from_dict(json.loads(json.dumps(diag.to_dict())))
     assert back.settings["standardize_targets"] is True
     assert str(back) == str(diag)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce"])
+def test_standardize_targets_with_a_loss_on_classes_is_one_clear_error(loss):
+    # was: "training y: cross_entropy: labels must be integers, got 1.1476..." (the labels had
+    # been standardized)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 4)), rng.integers(0, 2, 100)
+    with pytest.raises(ValueError, match=r"standardize_targets=True needs a regression loss "
+                                         rf"\(mse, huber\); got loss='{loss}'"):
+        dl.doctor({"sizes": [4, 8, 2 if loss == "cross_entropy" else 1]}, (x, y), loss=loss,
+                  steps=10, standardize_targets=True)

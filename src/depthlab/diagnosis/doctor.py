@@ -635,6 +635,13 @@ def doctor(
     if standardize:  # only then: the settings of a run on the data as given stay as they were
         settings["standardize"] = True
     if standardize_targets:
+        try:
+            regression = LOSS_REGISTRY.build(loss).name in ("mse", "huber")
+        except (ValueError, TypeError):
+            regression = True  # an unknown loss: named by the training run's own check
+        if not regression:
+            raise ValueError(f"standardize_targets=True needs a regression loss (mse, huber); "
+                             f"got loss={loss!r}, whose targets are classes")
         settings["standardize_targets"] = True
     callbacks = tuple(callbacks)
     base = _train(net, config, d, settings, callbacks)
