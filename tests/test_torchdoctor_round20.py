@@ -261,3 +261,17 @@ def test_one_dimensional_regression_targets_are_judged_too():
     f = next(f for f in d.findings if f.kind == "unscaled_targets")
     assert f.prescription == {"target_scale": "standardize"}
     assert f.evidence["column_mean"] == pytest.approx(float(y[:160, 0].mean()), rel=0.2)
+
+
+def test_a_gradient_that_underflows_through_time_is_named_as_exactly_zero():
+    # a plain RNN on 200 steps: nothing reaches step 0 in float32 (was "is 0 of that at step
+    # 199")
+    x, y = _early_label_data(200, 100)
+    d = dlt.doctor(lambda: _LastStep(nn.RNN), (x, y), steps=10, verify=True, max_cures=3)
+    f = next(f for f in d.findings if f.kind == "vanishing_through_time")
+    assert f.evidence["ratio"] == 0 and math.isinf(f.evidence["metric"])
+    assert "is exactly 0 (underflowed), that at step 199 " in f.message, f.message
+    # chrono needs gates: the plain RNN's cures are Adam only, the reason given
+    assert all("recurrent_init" not in v.prescription for v in d.verifications)
+    assert d.verifications and all(v.prescription.get("optimizer") == "adam"
+                                   for v in d.verifications if v.kind == f.kind)

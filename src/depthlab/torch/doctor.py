@@ -1238,7 +1238,8 @@ def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Ca
     """The gradient of the loss on ``(x, y)`` with respect to the input of the model's first
     recurrent layer (``nn.RNN``/``nn.GRU``/``nn.LSTM``), as the norm over examples and features
     at each time step: ``{"layer", "steps", "ratio" (smallest / largest step norm), "weakest",
-    "strongest" (their steps), "first", "last" (norms at the first and last step)}``; None
+    "strongest" (their steps), "strongest_norm", "first", "last" (norms at the first and last
+    step)}``; None
     when the model has no recurrent layer, it does not run on a floating ``(N, T, F)`` tensor,
     has fewer than 2 steps, or no gradient reaches it. The model's weights, gradients, buffers
     and random streams are left as they were (one forward and backward pass in its mode)."""
@@ -1276,7 +1277,7 @@ def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Ca
         return None
     low = float(norms.min())
     return {"layer": name, "module": type(layer).__name__, "steps": steps, "ratio": low / top,
-            "weakest": int(norms.argmin()), "strongest": int(norms.argmax()),
+            "weakest": int(norms.argmin()), "strongest": int(norms.argmax()), "strongest_norm": top,
             "first": float(norms[0]), "last": float(norms[-1])}
 
 
@@ -1316,8 +1317,11 @@ def rule_vanishing_through_time(ctx: RunContext) -> tuple[float, Finding | None]
           "loss_step0": start, "loss_end": end, "chance_loss": chance}
     msg = (f"The gradient vanishes through time in the recurrent layer {tt['layer']!r} "
            f"({tt['module']}): after {_count(ctx.end, 'step')} the loss gradient reaching its "
-           f"input at step {tt['weakest']} is {ratio:.3g} of that at step {tt['strongest']} "
-           f"(of {tt['steps']} time steps), so training learns from a few steps near step "
+           f"input at step {tt['weakest']} is "
+           + (f"{ratio:.3g} of that at step {tt['strongest']}" if ratio > 0 else
+              f"exactly 0 (underflowed), that at step {tt['strongest']} "
+              f"{tt['strongest_norm']:.3g}")
+           + f" (of {tt['steps']} time steps), so training learns from a few steps near step "
            f"{tt['strongest']} only, and the probe batch's loss went from {start:.4g} to "
            f"{end:.4g}, not below a constant prediction's {chance:.4g}.")
     text = ("Chrono-initialize the gate biases (Tallec & Ollivier 2018) so that the state is "
