@@ -358,3 +358,27 @@ def test_predict_finds_a_label_column_given_by_index_by_its_name(tmp_path, capsy
         said.append(captured.err.split(": ", 1)[1].strip())
     assert outputs[0] == outputs[1]
     assert said[0] == said[1] and said[0].startswith("80 rows, accuracy")
+
+
+def test_predict_takes_the_training_features_by_name_in_another_order(tmp_path, capsys):
+    # a CSV holding the run's features in another order was read by position: each value fed
+    # to another input, the predictions silently wrong
+    import json
+
+    net, data, _, _ = _csv_run(tmp_path)
+    frame = pd.read_csv(data)
+    frame[["c", "label", "a", "b"]].to_csv(tmp_path / "shuffled.csv", index=False)
+    capsys.readouterr()
+    assert main(["predict", str(net), str(data), "--json"]) == 0
+    want = json.loads(capsys.readouterr().out)["outputs"]
+    with pytest.warns(UserWarning, match=r"its columns \['c', 'a', 'b'\] are the network's "
+                      r"features in another order; taken in the training order \['a', 'b', "
+                      r"'c'\]"):
+        assert main(["predict", str(net), str(tmp_path / "shuffled.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"] == want
+    lines = (tmp_path / "shuffled.csv").read_text().splitlines()
+    lines[3] = ",".join(lines[3].split(",")[:2] + ["", lines[3].split(",")[3]])  # column a
+    (tmp_path / "hole.csv").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning):
+        assert main(["predict", str(net), str(tmp_path / "hole.csv")]) == 2
+    assert "line 4 has an empty cell in column 'a'" in capsys.readouterr().err

@@ -23,6 +23,7 @@ import numpy as np
 
 from .data.files import (
     _not_utf8,
+    _some,
     check_csv_fits,
     check_npz,
     csv_row,
@@ -63,6 +64,8 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
         # `data.label = 0` dropped the first column of any CSV given to predict (a feature of
         # one whose labels are last), and took its numbers for labels
         meta["label_column"] = info["label_column"]
+        if isinstance(info.get("feature_names"), list):  # predict takes them by name
+            meta["feature_names"] = [str(f) for f in info["feature_names"]]
     std = info.get("standardization")
     if std:  # the float64 statistics when the data were standardized before a float32 cast
         meta["input_mean"] = np.asarray(std.get("mean64", std["mean"]))
@@ -197,10 +200,12 @@ def _stripped(exc: BaseException, path: str, p: Path) -> str:
     return said
 
 
-def read_input_file(path: str, label: str | int | None = None) -> InputFile:
+def read_input_file(path: str, label: str | int | None = None,
+                    features: list[str] | None = None) -> InputFile:
     """:func:`read_labeled_inputs` with, for a CSV, the namer of its cells
     (:class:`InputFile`); a CSV's empty cells, short rows and non-finite numbers are refused
-    here by line and column."""
+    here by line and column. ``features``: the training CSV's feature names; a CSV holding
+    exactly those in another order has its columns put in the training order."""
     labels = labelled = unlabelled = None
     text: list[str] = []  # a CSV's non-numeric columns
     dropped: int | None = None  # the file's column of the labels, not among the inputs
@@ -273,8 +278,18 @@ def read_input_file(path: str, label: str | int | None = None) -> InputFile:
                               "index=False): left out of the features, as training leaves it "
                               "out", UserWarning, stacklevel=2)
                 frame, index = frame.iloc[:, 1:], 0
-            where = _CsvCells(p, header, columns, [i for i in range(len(columns))
-                                                   if i not in (dropped, index)])
+            kept = [i for i in range(len(columns)) if i not in (dropped, index)]
+            names = [columns[i] for i in kept]
+            if (header and features is not None and names != list(features)
+                    and len(set(names)) == len(names) and sorted(names) == sorted(features)):
+                # the training CSV's features in another order: taken by name (by position
+                # they were silently fed to the wrong inputs)
+                order = [names.index(f) for f in features]
+                frame, kept = frame.iloc[:, order], [kept[i] for i in order]
+                warnings.warn(f"DATA {path!r}: its columns {_some(names)} are the network's "
+                              f"features in another order; taken in the training order "
+                              f"{_some(list(features))}", UserWarning, stacklevel=2)
+            where = _CsvCells(p, header, columns, kept)
             if dropped is not None:
                 labels, labelled, unlabelled = _csv_labels(y, where, dropped)
             # numeric columns (booleans among them) as float64, as training reads the CSV

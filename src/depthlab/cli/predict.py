@@ -150,7 +150,9 @@ def _predict(args: argparse.Namespace):
         except (ValueError, OSError) as exc:
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
     else:  # the run's training CSV: its label column is dropped and scores the predictions
-        found = read_input_file(args.data, label_column(meta))
+        names = meta.get("feature_names")
+        found = read_input_file(args.data, label_column(meta),
+                                names if isinstance(names, list) else None)
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
         labelled = found.labelled  # rows with an empty label cell are not scored
     out, classes = predict_saved(model, x, f"DATA {args.data!r}", where)
