@@ -382,3 +382,18 @@ def test_predict_takes_the_training_features_by_name_in_another_order(tmp_path, 
     with pytest.warns(UserWarning):
         assert main(["predict", str(net), str(tmp_path / "hole.csv")]) == 2
     assert "line 4 has an empty cell in column 'a'" in capsys.readouterr().err
+
+
+def test_predict_warns_when_a_csvs_columns_are_not_the_networks_features(tmp_path, capsys):
+    net, data, _, _ = _csv_run(tmp_path)
+    frame = pd.read_csv(data)
+    frame.rename(columns={"c": "z"}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.warns(UserWarning, match=r"its columns \['z'\] are not the network's features "
+                      r"\['a', 'b', 'c'\]; taken by position"):
+        assert main(["predict", str(net), str(tmp_path / "other.csv")]) == 0
+    frame.drop(columns="label").to_csv(tmp_path / "bare.csv", index=False, header=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a headerless file names no columns: no warning
+        assert main(["predict", str(net), str(tmp_path / "bare.csv")]) == 0

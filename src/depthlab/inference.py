@@ -289,6 +289,12 @@ def read_input_file(path: str, label: str | int | None = None,
                 warnings.warn(f"DATA {path!r}: its columns {_some(names)} are the network's "
                               f"features in another order; taken in the training order "
                               f"{_some(list(features))}", UserWarning, stacklevel=2)
+            elif (header and features is not None and len(names) == len(features)
+                  and names != list(features) and not all(is_number(n) for n in names)):
+                other = [n for n, f in zip(names, features, strict=True) if n != f]
+                warnings.warn(f"DATA {path!r}: its columns {_some(other)} are not the "
+                              f"network's features {_some(list(features))}; taken by position",
+                              UserWarning, stacklevel=2)
             where = _CsvCells(p, header, columns, kept)
             if dropped is not None:
                 labels, labelled, unlabelled = _csv_labels(y, where, dropped)
