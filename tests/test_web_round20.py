@@ -250,3 +250,18 @@ def test_the_reports_finding_of_hundreds_of_scattered_layers_is_one_line():
     # was every run: "1-23, 25, 27, 29, ..., 997, 999" (2,500 characters in a narrow column)
     assert "<td>511 layers: 1-23, 25, 27, 29, 31, 33, \u2026, 997, 999</td>" in html, html
     assert "<td>1-3, 5, 7</td>" in html
+
+
+def test_scattered_zero_gradients_are_named_in_a_short_list(page, server):
+    page.goto(server.url + "?model.depth=30&model.width=8")
+    page.wait_for_function(MEASURED, timeout=30_000)
+    # the last measurement again, with the gradient exactly 0 in every other layer
+    page.evaluate("""() => { window.measured = S.last; handle({...measured,
+        grad_std: measured.grad_std.map((v, i) => (i % 2 === 1 && i < 28 ? 0 : v))}); }""")
+    note = page.inner_text("#grad-summary .zero")
+    # was "in layers 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28 (a zero ..."
+    assert note.startswith(" The gradient is exactly 0 in 14 of 30 layers (2, 4, 6, 8, 10, "
+                           "\u2026) (a zero derivative"), note
+    page.evaluate("""() => handle({...measured, grad_std: measured.grad_std.map(
+        (v, i) => (i < 3 ? 0 : v))})""")
+    assert "exactly 0 in layers 1-3 (a zero" in page.inner_text("#grad-summary .zero")

@@ -700,9 +700,12 @@ function onUpdate(m) {
   gs.dataset.zero = zero.length;
   if (zero.length) {
     // a sentence of its own: it ran on from the summary ("... is 0) The gradient is ...")
-    gs.append(".", el("span", "note zero", ` The gradient is exactly 0 in ${unit(zero.length)} ` +
-      `${rangeText(zero)} (a zero derivative: dead units, a step function; or values below the ` +
-      `smallest ${(S.ready.config.model.dtype || "float32")} number): not drawn on the log scale.`));
+    // (a long list shortened as the update note's: a 1000-block net's scattered zeros listed
+    // every run of nonlinearities)
+    gs.append(".", el("span", "note zero", ` The gradient is exactly 0 in ` +
+      `${fewLayers(zero, layers.length)} (a zero derivative: dead units, a step function; or ` +
+      `values below the smallest ${(S.ready.config.model.dtype || "float32")} number): not ` +
+      "drawn on the log scale."));
   }
 
   const h = S.hist;
