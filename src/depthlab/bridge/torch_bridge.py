@@ -419,6 +419,61 @@ def _first_sized(layers: list[Layer]) -> Dense | Standardize | None:
     return None
 
 
+_HOOK_KINDS = (("_forward_pre_hooks", "forward pre-hook"), ("_forward_hooks", "forward hook"),
+               ("_backward_pre_hooks", "backward pre-hook"), ("_backward_hooks", "backward hook"))
+
+
+def _hook_name(hook) -> str:
+    """A hook by its class (``SpectralNorm``, ``L1Unstructured``) or its function's name."""
+    fn = getattr(hook, "__func__", hook)
+    return getattr(fn, "__qualname__", None) or type(hook).__name__
+
+
+def _hook_remedy(hook) -> str:
+    from torch.nn.utils import prune
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    if isinstance(hook, SpectralNorm):
+        return "torch.nn.utils.remove_spectral_norm(module) keeps its current weight"
+    if isinstance(hook, WeightNorm):
+        return "torch.nn.utils.remove_weight_norm(module) keeps its current weight"
+    if isinstance(hook, prune.BasePruningMethod):
+        return ("torch.nn.utils.prune.remove(module, 'weight') keeps the pruned weight (depthlab "
+                "would train the pruned entries again)")
+    return "remove it (the handle register_*_hook returned: handle.remove())"
+
+
+def _refuse_hooks_and_parametrizations(module: nn.Module) -> None:
+    """A TypeError naming the first module whose computation is not its class's: a weight
+    computed from other parameters (``torch.nn.utils.parametrizations.weight_norm`` or
+    ``spectral_norm``: depthlab trains the weight itself, so gradients and training differ,
+    and reading a spectral norm's weight in training mode runs a power iteration on the
+    user's model), or a forward/backward hook (the old ``torch.nn.utils.spectral_norm`` and
+    ``weight_norm``, pruning, a user's hook scaling an output: depthlab runs none, so its
+    outputs differed, 0.3 to 1.1 on a Linear(4, 3) with an output or input hook)."""
+    from torch.nn.utils import parametrize
+
+    for path, sub in module.named_modules():
+        if parametrize.is_parametrized(sub):
+            tensor, plist = next(iter(sub.parametrizations.items()))
+            kinds = ", ".join(type(p).__name__ for p in plist)
+            raise TypeError(f"from_torch cannot express {_where(path)} ({_desc(sub)}): its "
+                            f"{tensor!r} is parametrized ({kinds}): computed from other "
+                            f"parameters, which depthlab cannot train (it trains the "
+                            f"{tensor} itself); remove it first: "
+                            f"torch.nn.utils.parametrize.remove_parametrizations(module, "
+                            f"{tensor!r}) keeps its current value")
+        for attr, what in _HOOK_KINDS:
+            hooks = getattr(sub, attr, None)
+            if hooks:
+                hook = next(iter(hooks.values()))
+                raise TypeError(f"from_torch cannot express {_where(path)} ({_desc(sub)}): it "
+                                f"has a {what} ({_hook_name(hook)}) that can change what it "
+                                f"computes, and depthlab layers run no hooks; "
+                                f"{_hook_remedy(hook)}")
+
+
 def from_torch(module: nn.Module) -> Network:
     """The depthlab ``Network`` computing what ``module`` computes, weights, biases and
     batch-norm statistics copied (torch -> depthlab; ``to_torch`` goes back): forward outputs
@@ -448,6 +503,7 @@ def from_torch(module: nn.Module) -> Network:
         raise TypeError(f"from_torch cannot read {meta!r}: it is on the 'meta' device (a shape "
                         "without values); materialize the model first (e.g. "
                         "model.to_empty(device='cpu') and load_state_dict)")
+    _refuse_hooks_and_parametrizations(module)
     np_dtype = "float64" if dtypes == {torch.float64} else "float32"
     # some parameters frozen (requires_grad=False), others not: depthlab trains every
     # parameter, so one optimizer step would move weights torch keeps (all frozen is a model
