@@ -275,3 +275,23 @@ def test_a_gradient_that_underflows_through_time_is_named_as_exactly_zero():
     assert all("recurrent_init" not in v.prescription for v in d.verifications)
     assert d.verifications and all(v.prescription.get("optimizer") == "adam"
                                    for v in d.verifications if v.kind == f.kind)
+
+
+def test_regression_targets_of_more_than_two_dimensions_are_judged_per_entry():
+    # targets (N, 2, 5): the shared rule indexed the (2, 5) mean by a flat column (IndexError)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=g)
+    y = 300 + 40 * torch.randn(200, 2, 5, generator=g)
+
+    class Grid(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10))
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.net(t).view(-1, 2, 5)
+
+    d = dlt.doctor(Grid, (x, y), loss_fn="mse", optimizer=("adam", {"lr": 1e-3}), steps=20,
+                   verify=False)
+    f = next(f for f in d.findings if f.kind == "unscaled_targets")
+    assert 0 <= f.evidence["column"] < 10 and f.evidence["n_columns"] == 10

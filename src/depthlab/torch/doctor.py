@@ -1212,8 +1212,8 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         tt["index"] = index.get(tt["layer"])
     targets = target_scale(loss_fn, data.y if not isinstance(model, StandardizedTargets) else
                            (data.y - model.mean) / model.std)  # as the network learns them
-    stats = {} if targets is None else {"mean": np.atleast_1d(targets["mean"]),
-                                        "std": np.atleast_1d(targets["std"])}
+    stats = {} if targets is None else {  # one column per target entry: (N,), (N, C) and
+        "mean": np.ravel(targets["mean"]), "std": np.ravel(targets["std"])}  # (N, C, L) alike
     ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
