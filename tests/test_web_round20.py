@@ -265,3 +265,29 @@ def test_scattered_zero_gradients_are_named_in_a_short_list(page, server):
     page.evaluate("""() => handle({...measured, grad_std: measured.grad_std.map(
         (v, i) => (i < 3 ? 0 : v))})""")
     assert "exactly 0 in layers 1-3 (a zero" in page.inner_text("#grad-summary .zero")
+
+
+def test_a_run_named_with_a_leading_dot_gets_visible_png_copies(tmp_path):
+    import json
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+    from depthlab.report.build import FIGURE_LIST
+
+    with Store(tmp_path) as store:
+        rec = synthetic_record("dot000000001", depth=2, sweep=None)
+        rec.name = ".hidden"
+        store.add_run(rec)
+    write_report(tmp_path)
+    names = json.loads((tmp_path / "figures" / FIGURE_LIST).read_text())
+    # was .hidden_training.png ...: hidden files, never removed by a later report's cleanup
+    assert names and not any(n.startswith(".") for n in names), names
+    assert "hidden_training.png" in names
+    with Store(tmp_path) as store:  # the run renamed: the next report removes the old copies
+        rec.name = "renamed"
+        store.add_run(rec)
+    write_report(tmp_path)
+    assert not [p.name for p in (tmp_path / "figures").glob("*hidden*")]
+    assert (tmp_path / "figures" / "renamed_training.png").is_file()

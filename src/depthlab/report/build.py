@@ -226,6 +226,9 @@ class _Pngs:
         self.files: dict[str, bytes] = {}
 
     def add(self, name: str, fig_fn: Callable[..., Any], *args: Any, **kw: Any) -> bytes:
+        # a run named ".hidden" drew .hidden_training.png: hidden files, which the next
+        # report's cleanup (never a dot file) then left behind for good
+        name = name.lstrip(".") or "run.png"
         stem, k = name.rsplit(".", 1)[0], 2
         # two runs with one name: keep both files; also two names that differ in case only
         # ("RUN 1" and "run_1"), one file on macOS's and Windows' file systems
