@@ -295,3 +295,25 @@ def test_regression_targets_of_more_than_two_dimensions_are_judged_per_entry():
                    verify=False)
     f = next(f for f in d.findings if f.kind == "unscaled_targets")
     assert 0 <= f.evidence["column"] < 10 and f.evidence["n_columns"] == 10
+
+
+def test_through_time_measures_in_training_mode_and_leaves_the_mode():
+    # a model instance handed over in eval mode: measured as the doctor trains it (training
+    # mode; on CUDA a cuDNN RNN has no backward in eval mode, so the finding was never made)
+    x, y = _early_label_data(20, 32)
+
+    class Dropped(_LastStep):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return self.head(self.drop(self.rnn(t)[0][:, -1]))
+
+    torch.manual_seed(0)
+    m = Dropped()
+    in_training = through_time(m, x, y, nn.CrossEntropyLoss())
+    m.eval()
+    in_eval = through_time(m, x, y, nn.CrossEntropyLoss())
+    assert not m.training
+    assert in_eval["ratio"] == in_training["ratio"] and in_eval["last"] == in_training["last"]

@@ -1241,8 +1241,9 @@ def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Ca
     "strongest" (their steps), "strongest_norm", "first", "last" (norms at the first and last
     step)}``; None
     when the model has no recurrent layer, it does not run on a floating ``(N, T, F)`` tensor,
-    has fewer than 2 steps, or no gradient reaches it. The model's weights, gradients, buffers
-    and random streams are left as they were (one forward and backward pass in its mode)."""
+    has fewer than 2 steps, or no gradient reaches it. The model's weights, gradients, buffers,
+    modes and random streams are left as they were (one forward and backward pass in training
+    mode, as the doctor trains)."""
     rnn = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.RNNBase)), None)
     if rnn is None:
         return None
@@ -1257,8 +1258,9 @@ def through_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Ca
         return (seen["x"], *args[1:])
 
     hook = layer.register_forward_pre_hook(leaf)
-    try:
+    try:  # in training mode, as the doctor trains (a cuDNN RNN has no backward in eval mode)
         with untouched(model), torch.enable_grad():
+            model.train()
             loss = loss_fn(model(x), y)
             if "x" not in seen or not isinstance(loss, torch.Tensor) or loss.dim() != 0:
                 return None
