@@ -6,6 +6,15 @@ reports and the reproduction pages.
   measured that accuracy in every update (0.3, 0.545 ...), the doctor's baseline named it and
   `depthlab run` of the page's exported TOML reported its val_acc (0.908): the losses measure
   an arg-max accuracy on one-hot class rows;
+* the page and its scripts had only Last-Modified: a browser kept them for a tenth of their age,
+  so after an upgrade a new tab ran the previous app.js against the new server;
+* a link's loss = mse (float64, l2, epochs) trained under the closed "more settings" box;
+* the report's PNG copies of "RUN 1" and "run_1" differed only in case (one file on macOS and
+  Windows), and a run named ".hidden" got hidden copies no later report removed;
+* a torch Watch's notebook card took its ratio against the head (the report: last hidden layer);
+* "(10^-0.0)" beside a ratio of 0.952;
+* a doctor finding of 412 runs of layers (1000-block residual net) listed them all, on the page
+  and in the report's table, and so did the page's zero-gradient note.
 
 Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
 temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
