@@ -95,3 +95,47 @@ def test_a_parametrized_weight_is_refused_and_its_remedy_is_accepted(param):
     nn.utils.parametrize.remove_parametrizations(lin, "weight")
     net = from_torch(model)
     assert abs(net.predict(x.numpy()) - expected.numpy()).max() < 1e-6
+
+
+@pytest.mark.parametrize("options", [
+    {},  # dl.mlp's default norm: ema_start="first_batch"
+    {"bn_ema_start": "zero", "bn_inference": "population"},
+    {"bn_inference": "population", "bn_momentum": None},
+])
+def test_to_torch_batch_norms_compile_under_torchscript_and_compute_the_same(options):
+    # before: torch.jit.script failed ("try blocks aren't supported", then super()) on every
+    # to_torch model of dl.mlp(batchnorm=True) with its default bn_ema_start="first_batch"
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.bridge import to_torch
+
+    net = dl.mlp([3, 5, 5, 2], "tanh", batchnorm=True, dtype="float64", seed=0, **options)
+    rng = np.random.default_rng(0)
+    if options.get("bn_inference") == "population":
+        net.calibrate(rng.normal(1, 2, (40, 3)))
+    eager, scripted = to_torch(net), torch.jit.script(to_torch(net))
+    for _ in range(3):  # training mode: the running statistics of each batch, from the first
+        x = torch.from_numpy(rng.normal(1, 2, (8, 3)))
+        net.forward(x.numpy(), training=True)
+        out_e, out_s = eager(x), scripted(x)
+        assert torch.allclose(out_e, out_s, rtol=0, atol=1e-14)
+    norms = [m for m in eager.modules() if isinstance(m, nn.BatchNorm1d)]
+    scripted_norms = [m for m in scripted.modules() if m.original_name.endswith("Norm1d")]
+    for a, b, c in zip(net.batchnorms(), norms, scripted_norms, strict=True):
+        np.testing.assert_allclose(b.running_mean.numpy(), a.running_mean, rtol=1e-12)
+        np.testing.assert_allclose(c.running_var.numpy(), a.running_var, rtol=1e-12)
+        assert int(c.num_batches_tracked) == a.num_batches == 3
+    eager.eval(), scripted.eval()
+    x = torch.from_numpy(rng.normal(1, 2, (6, 3)))
+    np.testing.assert_allclose(scripted(x).detach().numpy(), net.predict(x.numpy()),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_an_uncalibrated_population_norm_still_names_its_class_in_eval_mode():
+    from depthlab.bridge.torch_bridge import FirstBatchPopulationBatchNorm1d
+
+    bn = FirstBatchPopulationBatchNorm1d(3).eval()
+    with pytest.raises(RuntimeError, match=r"^FirstBatchPopulationBatchNorm1d: inference="
+                                           r"'population' needs whole-training-set"):
+        bn(torch.randn(4, 3))

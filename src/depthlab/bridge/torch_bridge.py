@@ -93,23 +93,49 @@ class TorchStandardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class FirstBatchBatchNorm1d(nn.BatchNorm1d):
+class _BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose forward is written out (``F.batch_norm`` as torch's
+    ``_BatchNorm.forward`` calls it), so that the bridge's norms compile under
+    ``torch.jit.script`` (no ``super()`` call, no ``try``: TorchScript has neither; a
+    ``to_torch`` model with ``dl.mlp(batchnorm=True)``'s default norm failed to script)."""
+
+    def _first_batch(self) -> bool:
+        return False
+
+    def _train_or_running(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        momentum = self.momentum
+        factor = 0.0 if momentum is None else momentum
+        if self.training and self.track_running_stats:
+            n = self.num_batches_tracked
+            if n is not None:
+                first = bool(n == 0)
+                n.add_(1)
+                if first and self._first_batch():
+                    factor = 1.0  # running statistics = this batch's
+                elif momentum is None:
+                    factor = 1.0 / float(n)
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return nn.functional.batch_norm(x, self.running_mean if track else None,
+                                        self.running_var if track else None, self.weight,
+                                        self.bias, bn_training, factor, self.eps)
+
+
+class FirstBatchBatchNorm1d(_BatchNorm1d):
     """``nn.BatchNorm1d`` whose running statistics start at the first training batch's
     (depthlab's ``ema_start="first_batch"``: ``mu_1 = mu_B1``, ``var_1`` = its unbiased
     variance), then follow torch's ``mu <- (1 - momentum) mu + momentum mu_B``. Plain
     ``BatchNorm1d`` starts the average at mean 0, variance 1."""
 
-    def forward(self, x):
-        if self.training and self.track_running_stats and int(self.num_batches_tracked) == 0:
-            momentum, self.momentum = self.momentum, 1.0  # running = this batch's statistics
-            try:
-                return super().forward(x)
-            finally:
-                self.momentum = momentum
-        return super().forward(x)
+    def _first_batch(self) -> bool:
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._train_or_running(x)
 
 
-class PopulationBatchNorm1d(nn.BatchNorm1d):
+class PopulationBatchNorm1d(_BatchNorm1d):
     """``nn.BatchNorm1d`` whose eval mode normalizes with whole-training-set statistics, the
     buffers ``population_mean`` and ``population_var`` (depthlab's ``inference="population"``
     after ``net.calibrate(x_train)``): ``y = gamma (x - mu_pop) / sqrt(var_pop + eps) + beta``.
@@ -125,8 +151,13 @@ class PopulationBatchNorm1d(nn.BatchNorm1d):
         if inference not in ("ema", "population"):
             raise ValueError(f"inference must be 'ema' or 'population', got {inference!r}")
         self.inference = inference
+        self.kind_name = type(self).__name__  # for the message (TorchScript has no type())
         self.register_buffer("population_mean", torch.full_like(self.running_mean, torch.nan))
         self.register_buffer("population_var", torch.full_like(self.running_var, torch.nan))
+
+    def __setstate__(self, state) -> None:  # a model pickled before kind_name existed
+        super().__setstate__(state)
+        self.__dict__.setdefault("kind_name", type(self).__name__)
 
     def calibrated(self) -> bool:
         """Whether the population statistics were set (they are not all NaN)."""
@@ -135,11 +166,14 @@ class PopulationBatchNorm1d(nn.BatchNorm1d):
     def extra_repr(self) -> str:
         return super().extra_repr() + (", inference='ema'" if self.inference == "ema" else "")
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._population_forward(x)
+
+    def _population_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.inference == "ema":
-            return super().forward(x)
+            return self._train_or_running(x)
         if not self.calibrated():
-            raise RuntimeError(f"{type(self).__name__}: inference='population' needs "
+            raise RuntimeError(self.kind_name + ": inference='population' needs "
                                "whole-training-set statistics; call net.calibrate(x_train) on "
                                "the depthlab network before to_torch, or set population_mean "
                                "and population_var")
@@ -150,6 +184,9 @@ class PopulationBatchNorm1d(nn.BatchNorm1d):
 class FirstBatchPopulationBatchNorm1d(FirstBatchBatchNorm1d, PopulationBatchNorm1d):
     """Both: the moving average starts at the first batch's statistics, eval mode uses the
     population statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._population_forward(x)
 
 
 class _Residual(nn.Module):
