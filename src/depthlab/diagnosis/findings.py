@@ -438,8 +438,7 @@ class Diagnosis:
         for v in self.verifications:
             by_kind.setdefault(v.kind, []).append(v)
         for f in self.findings:
-            word = "layer" if len(f.layers) == 1 else "layers"
-            where = f" ({word} {_ranges(f.layers)})" if f.layers else ""
+            where = f" ({layers_text(f.layers)})" if f.layers else ""
             lines.append(f"  [{f.severity}] {f.kind}{where}: {f.message}")
             if f.prescription:
                 lines.append(f"      prescription {json.dumps(jsonable(f.prescription))}: "
@@ -451,6 +450,23 @@ class Diagnosis:
                 which = f" {json.dumps(jsonable(v.prescription))}" if len(tried) > 1 else ""
                 lines.append(f"      verified{which}: {v.summary()}")
         return "\n".join(lines)
+
+
+LAYER_RUNS_SHOWN = 8
+"""A finding's layers are all listed up to this many runs of neighbours; beyond, their count,
+the first six runs and the last two (the doctor's text, the report's findings table)."""
+
+
+def layers_text(layers: list[int]) -> str:
+    """A finding's layers for a person: ``"layer 5"``, ``"layers 1-3, 5"``; past
+    :data:`LAYER_RUNS_SHOWN` runs of neighbours ``"511 layers: 1-23, 25, 27, 29, 31, 33, …,
+    997, 999"`` (a 1000-block residual net's ``bn_drift`` listed 412 runs, thirty lines of
+    numbers before its message)."""
+    parts = _ranges(list(layers)).split(", ")
+    if len(parts) <= LAYER_RUNS_SHOWN:
+        return f"{'layer' if len(set(layers)) == 1 else 'layers'} {', '.join(parts)}"
+    return (f"{len(set(layers))} layers: {', '.join(parts[:6])}, \u2026, "
+            f"{', '.join(parts[-2:])}")
 
 
 def _ranges(layers: list[int]) -> str:

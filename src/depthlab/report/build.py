@@ -786,25 +786,16 @@ def _evidence_text(finding: dict) -> str:
 
 
 def _layers_text(layers: Any) -> str:
-    """A finding's layers as the doctor prints them, neighbours joined (``1-300``): a
-    300-layer network's finding listed "1, 2, 3, ..., 300" down a narrow table column."""
+    """A finding's layers as the doctor prints them, neighbours joined (``1-300``: a
+    300-layer network's finding listed "1, 2, 3, ..., 300" down a narrow table column), past
+    ``findings.LAYER_RUNS_SHOWN`` runs their count, the first runs and the last two."""
     if (isinstance(layers, (list, tuple)) and layers
             and all(isinstance(v, int) and not isinstance(v, bool) for v in layers)):
-        from ..diagnosis.findings import _ranges
+        from ..diagnosis.findings import layers_text
 
-        parts = _ranges(list(layers)).split(", ")
-        if len(parts) <= LAYER_RUNS_SHOWN:
-            return ", ".join(parts)
-        # a 1000-block residual net's bn_drift: 412 runs of layers ("1-23, 25, 27-29, ...,
-        # 1999") down the table's narrow column, hundreds of lines before the next finding
-        return (f"{len(set(layers))} layers: {', '.join(parts[:6])}, \u2026, "
-                f"{', '.join(parts[-2:])}")
+        text = layers_text(list(layers))
+        return text.split(" ", 1)[1] if text.startswith("layer") else text
     return _text(layers)
-
-
-LAYER_RUNS_SHOWN = 8
-"""A finding's layers are all listed up to this many runs of neighbours; beyond, their count,
-the first six runs and the last two."""
 
 
 def _text(v: Any) -> str:

@@ -1,0 +1,26 @@
+"""Round 20 (lead): regressions found while integrating the round."""
+from __future__ import annotations
+
+
+def test_the_doctors_text_shortens_a_finding_of_many_scattered_layers():
+    # a 1000-block residual net's bn_drift listed 412 runs of layers in `depthlab doctor`'s
+    # text ("layers 1-23, 25, 27-29, ..., 1999"), thirty lines before its message, while the
+    # report and the playground already shortened it past 8 runs
+    import pandas as pd
+
+    from depthlab.diagnosis import Diagnosis, Finding
+    from depthlab.report.build import _layers_text
+
+    many = list(range(1, 24)) + list(range(25, 1000, 2))
+    d = Diagnosis([Finding("bn_drift", many, {"metric": 2.0}, "drift", severity="high"),
+                   Finding("saturation", [1, 2, 3, 5, 7], {"metric": 1.5}, "sat"),
+                   Finding("dead_relu", [4], {"metric": 1.2}, "dead")],
+                  {}, pd.DataFrame(), {"sizes": [2, 4, 2]}, {})
+    text = str(d)
+    assert "[high] bn_drift (511 layers: 1-23, 25, 27, 29, 31, 33, \u2026, 997, 999): drift" \
+        in text
+    assert "35, 37" not in text
+    assert "saturation (layers 1-3, 5, 7): sat" in text
+    assert "dead_relu (layer 4): dead" in text
+    assert _layers_text(many) == "511 layers: 1-23, 25, 27, 29, 31, 33, \u2026, 997, 999"
+    assert _layers_text([1, 2, 3, 5, 7]) == "1-3, 5, 7"
