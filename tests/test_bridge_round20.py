@@ -139,3 +139,33 @@ def test_an_uncalibrated_population_norm_still_names_its_class_in_eval_mode():
     with pytest.raises(RuntimeError, match=r"^FirstBatchPopulationBatchNorm1d: inference="
                                            r"'population' needs whole-training-set"):
         bn(torch.randn(4, 3))
+
+
+class Linear(nn.Module):  # another library's "Linear": not torch's
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(2, 2))
+
+    def forward(self, x):
+        return x @ self.w
+
+
+class ScaledLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(x) * 2
+
+
+@pytest.mark.parametrize("make, what", [
+    # before: "cannot express the model itself (Sequential); accepted: nn.Sequential, ..."
+    (lambda: torch.fx.symbolic_trace(nn.Sequential(nn.Linear(3, 2), nn.ReLU())),
+     r"the model itself \(Sequential: a torch\.fx GraphModule running traced code; pass the "
+     r"model it was traced from\); accepted"),
+    (lambda: nn.Sequential(nn.Linear(2, 2), Linear()),
+     r"module '1' \(Linear: \S+\.Linear, not torch\.nn's\); accepted"),
+    (lambda: nn.Sequential(ScaledLinear(2, 2)),
+     r"module '0' \(ScaledLinear\(.*\): \S+\.ScaledLinear, a subclass of nn\.Linear with its own "
+     r"forward, which depthlab cannot read\); accepted"),
+])
+def test_a_refused_module_named_like_an_accepted_one_says_what_it_is(make, what):
+    with pytest.raises(TypeError, match=rf"^from_torch cannot express {what}"):
+        from_torch(make())

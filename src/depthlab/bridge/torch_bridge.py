@@ -440,8 +440,27 @@ def _from_torch_checked(m: nn.Module, path: str, np_dtype, counter: list[int],
         act.name = name
         return [act]
     raise TypeError(f"from_torch cannot express {_where(path)} ({type(m).__name__}"
-                    f"{'' if not m.extra_repr() else '(' + m.extra_repr() + ')'}); accepted: "
-                    f"{ACCEPTED_FROM_TORCH}")
+                    f"{'' if not m.extra_repr() else '(' + m.extra_repr() + ')'}"
+                    f"{_not_the_torch_class(m)}); accepted: {ACCEPTED_FROM_TORCH}")
+
+
+def _not_the_torch_class(m: nn.Module) -> str:
+    """What a refused module is when its class name reads like an accepted one: a
+    ``torch.fx`` GraphModule keeps the traced class's name (``symbolic_trace(nn.Sequential)``
+    was refused as 'Sequential; accepted: nn.Sequential, ...'), a subclass with its own
+    ``forward`` (or another library's ``Linear``) is not torch's."""
+    import torch.fx
+
+    kind = type(m)
+    if isinstance(m, torch.fx.GraphModule):
+        return ": a torch.fx GraphModule running traced code; pass the model it was traced from"
+    base = next((b for b in kind.__mro__[1:] if b in _PLAIN_KINDS), None)
+    if base is not None:
+        return (f": {kind.__module__}.{kind.__qualname__}, a subclass of nn.{base.__name__} "
+                "with its own forward, which depthlab cannot read")
+    if kind.__name__ in {k.__name__ for k in _PLAIN_KINDS}:
+        return f": {kind.__module__}.{kind.__qualname__}, not torch.nn's"
+    return ""
 
 
 def _first_sized(layers: list[Layer]) -> Dense | Standardize | None:
