@@ -397,3 +397,29 @@ def test_predict_warns_when_a_csvs_columns_are_not_the_networks_features(tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a headerless file names no columns: no warning
         assert main(["predict", str(net), str(tmp_path / "bare.csv")]) == 0
+
+
+def test_time_left_of_a_parallel_sweep_is_not_taken_from_its_first_results_gap():
+    # two workers' first points end 0.01 s apart: the rate from the first result to the
+    # second said "~0 s left" with 6 of 8 points (2 s each) to go
+    from depthlab.experiments.progress import SweepProgress
+
+    now = [0.0]
+    work = [(f"p{i}", 1.0) for i in range(8)]
+    prog = SweepProgress(8, None, clock=lambda: now[0], work=work, workers=2)
+    prog.started()
+    for i, t in enumerate((3.0, 3.01)):  # the first wave (imports, first data load)
+        now[0] = t
+        prog.point(f"p{i}", f"p{i}", "finished", {}, None)
+    assert prog.left() is None  # no rate yet: the wave ended together
+    for i, t in enumerate((5.0, 5.01), start=2):  # the second wave: 2 s per point
+        now[0] = t
+        prog.point(f"p{i}", f"p{i}", "finished", {}, None)
+    left = prog.left()
+    assert left is not None and 3.0 <= left <= 12.0, left  # 4 points, 2 at a time: ~4 s
+    one = SweepProgress(8, None, clock=lambda: now[0], work=work)  # one worker: as before
+    one.started()
+    for i, t in enumerate((3.0, 5.0)):
+        now[0] = t
+        one.point(f"p{i}", f"p{i}", "finished", {}, None)
+    assert one.left() == pytest.approx(12.0)
