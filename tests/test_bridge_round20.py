@@ -169,3 +169,30 @@ class ScaledLinear(nn.Linear):
 def test_a_refused_module_named_like_an_accepted_one_says_what_it_is(make, what):
     with pytest.raises(TypeError, match=rf"^from_torch cannot express {what}"):
         from_torch(make())
+
+
+@pytest.mark.parametrize("register", ["register_module_forward_hook",
+                                      "register_module_forward_pre_hook"])
+def test_a_global_module_hook_is_refused_while_it_is_registered(register):
+    # before: accepted; the torch model's outputs were the hook's (here doubled), the
+    # network's not
+    import numpy as np
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.Tanh())
+    if register.endswith("pre_hook"):
+        def double(mod, inp):
+            return (inp[0] * 2,) if isinstance(mod, nn.Linear) else None
+    else:
+        def double(mod, inp, out):
+            return out * 2 if isinstance(mod, nn.Linear) else None
+    handle = getattr(nn.modules.module, register)(double)
+    try:
+        with pytest.raises(TypeError, match=r"^from_torch cannot express the model while a "
+                                            r"global forward (pre-)?hook \(\S*double\) is "
+                                            r"registered.*handle\.remove\(\)"):
+            from_torch(model)
+    finally:
+        handle.remove()
+    x = torch.randn(4, 3)
+    with torch.no_grad():
+        assert np.abs(from_torch(model).predict(x.numpy()) - model(x).numpy()).max() < 1e-6

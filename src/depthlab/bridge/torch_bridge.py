@@ -508,8 +508,17 @@ def _refuse_hooks_and_parametrizations(module: nn.Module) -> None:
     user's model), or a forward/backward hook (the old ``torch.nn.utils.spectral_norm`` and
     ``weight_norm``, pruning, a user's hook scaling an output: depthlab runs none, so its
     outputs differed, 0.3 to 1.1 on a Linear(4, 3) with an output or input hook)."""
+    from torch.nn.modules import module as torch_module
     from torch.nn.utils import parametrize
 
+    for attr, what in _HOOK_KINDS:  # register_module_forward_hook & co.: every module runs them
+        hooks = getattr(torch_module, f"_global{attr}", None)
+        if hooks:
+            hook = next(iter(hooks.values()))
+            raise TypeError(f"from_torch cannot express the model while a global {what} "
+                            f"({_hook_name(hook)}) is registered: every module runs it, and "
+                            "depthlab layers run no hooks; remove it (the handle "
+                            "register_module_*_hook returned: handle.remove())")
     for path, sub in module.named_modules():
         if parametrize.is_parametrized(sub):
             tensor, plist = next(iter(sub.parametrizations.items()))
