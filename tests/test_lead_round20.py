@@ -24,3 +24,27 @@ def test_the_doctors_text_shortens_a_finding_of_many_scattered_layers():
     assert "dead_relu (layer 4): dead" in text
     assert _layers_text(many) == "511 layers: 1-23, 25, 27, 29, 31, 33, \u2026, 997, 999"
     assert _layers_text([1, 2, 3, 5, 7]) == "1-3, 5, 7"
+
+
+def test_a_network_whose_layer_widths_disagree_is_refused_by_name():
+    # bridge20: Network([Dense(4, 6), Dense(5, 2)]) and a residual branch from 6 to 5 features
+    # were accepted and failed at the first forward with NumPy's broadcast error
+    import pytest
+
+    import depthlab as dl
+    from depthlab.layers import Activation, BatchNorm, Dense, Residual, Sequential
+
+    with pytest.raises(ValueError, match=r"layers\[1\] \(.*Dense 5 -> 2\) expects 5 features, "
+                                         r"the layers before it give 6"):
+        dl.Network([Dense(4, 6), Dense(5, 2)], n_inputs=4)
+    with pytest.raises(ValueError, match=r"layers\[1\] .*residual branch ends with 5 features, "
+                                         r"its input has 6"):
+        dl.Network([Dense(4, 6), Residual(Sequential([Dense(6, 5)])), Dense(5, 2)], n_inputs=4)
+    with pytest.raises(ValueError, match=r"BatchNorm of 5 features\) gets 6 features"):
+        dl.Network([Dense(4, 6), BatchNorm(5), Dense(6, 2)], n_inputs=4)
+    with pytest.raises(ValueError, match=r"layers\[1\]\.branch\[1\] .*expects 5 features"):
+        dl.Network([Dense(4, 6), Residual(Sequential([Activation("relu"), Dense(5, 6)]))],
+                   n_inputs=4)
+    ok = dl.Network([Dense(4, 6), Residual(Sequential([Activation("relu"), Dense(6, 6)])),
+                     BatchNorm(6), Dense(6, 2)], n_inputs=4)
+    assert ok.predict(dl.backend.xp.ones((3, 4))).shape == (3, 2)

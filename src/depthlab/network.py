@@ -31,6 +31,41 @@ def _network_dtype(dtype: Any, params: list[Any]) -> np.dtype:
     return dt
 
 
+def _check_widths(layers: list[Layer], width: int, where: str) -> int:
+    """The features after ``layers`` given ``width`` before them; a ValueError naming the
+    first layer whose own width disagrees (a ``Dense`` whose fan-in, a ``BatchNorm`` or
+    ``Standardize`` whose feature count is not what the layers before it give, or a residual
+    branch that does not end at its input's width). ``Network([Dense(4, 6), Dense(5, 2)])``
+    was accepted and failed at its first forward with NumPy's broadcast error."""
+    from .layers import Residual, Standardize
+
+    for i, layer in enumerate(layers):
+        at = f"{where}[{i}]"
+        if isinstance(layer, Dense):
+            fan_in, fan_out = layer.W.value.shape
+            if fan_in != width:
+                raise ValueError(f"{at} ({layer.name}: Dense {fan_in} -> {fan_out}) expects "
+                                 f"{fan_in} features, the layers before it give {width}; "
+                                 f"expected Dense({width}, ...)")
+            width = fan_out
+        elif isinstance(layer, BatchNorm | Standardize):
+            n = layer.n if isinstance(layer, BatchNorm) else int(layer.mean.shape[0])
+            if n != width:
+                raise ValueError(f"{at} ({layer.name}: {type(layer).__name__} of {n} features) "
+                                 f"gets {width} features from the layers before it; expected "
+                                 f"{type(layer).__name__} of {width}")
+        elif isinstance(layer, Residual):
+            out = _check_widths(list(getattr(layer.branch, "layers", [])), width,
+                                f"{at}.branch")
+            if out != width:
+                raise ValueError(f"{at} ({layer.name}): the residual branch ends with {out} "
+                                 f"features, its input has {width}; expected a branch that "
+                                 f"ends at {width} features (y = x + F(x))")
+        elif isinstance(layer, Sequential):
+            width = _check_widths(layer.layers, width, at)
+    return width
+
+
 @dataclass(frozen=True)
 class ProbePoint:
     """Hidden layer ``index`` (1 = first): its nonlinearity and the Dense whose weights feed it."""
@@ -65,6 +100,7 @@ class Network(Sequential):
         if dense and dense[0].W.value.shape[0] != self.n_inputs:
             raise ValueError(f"n_inputs={self.n_inputs} does not match the first Dense layer's "
                              f"{dense[0].W.value.shape[0]} inputs")
+        _check_widths(self.layers, self.n_inputs, "layers")
         self.dtype = _network_dtype(dtype, self.parameters())
         self.config = dict(config or {})
 
