@@ -48,3 +48,23 @@ def test_a_network_whose_layer_widths_disagree_is_refused_by_name():
     ok = dl.Network([Dense(4, 6), Residual(Sequential([Activation("relu"), Dense(6, 6)])),
                      BatchNorm(6), Dense(6, 2)], n_inputs=4)
     assert ok.predict(dl.backend.xp.ones((3, 4))).shape == (3, 2)
+
+
+def test_unscaled_targets_reads_statistics_of_several_target_dimensions():
+    # torchdoctor20: rule_unscaled_targets indexed mean[j] with input_scale's raveled feature
+    # index, so (C, L) statistics (targets shaped (N, C, L)) raised an IndexError
+    import types
+
+    import numpy as np
+    import pandas as pd
+
+    from depthlab.diagnosis.rules import rule_unscaled_targets
+
+    mean = np.zeros((2, 3))
+    mean[1, 2] = 500.0  # entry 5 of the raveled statistics
+    ctx = types.SimpleNamespace(
+        target_stats={"mean": mean.tolist(), "std": np.ones((2, 3)).tolist()},
+        input_stats={}, table=pd.DataFrame(), steps=[], chance_loss=float("nan"))
+    metric, finding = rule_unscaled_targets(ctx)
+    assert finding is not None and finding.evidence["column"] == 5
+    assert finding.evidence["column_mean"] == 500.0 and metric > 1

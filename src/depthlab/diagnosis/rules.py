@@ -693,8 +693,10 @@ def rule_unscaled_targets(ctx: RunContext) -> RuleResult:
     st = getattr(ctx, "target_stats", None)
     if not st:
         return math.nan, None
-    mean = np.asarray(st["mean"], dtype=np.float64)
-    std = np.asarray(st["std"], dtype=np.float64)
+    # one entry per target entry (targets shaped (N, C, L): statistics (C, L), raveled as
+    # input_scale's feature index is)
+    mean = np.ravel(np.asarray(st["mean"], dtype=np.float64))
+    std = np.ravel(np.asarray(st["std"], dtype=np.float64))
     r = input_scale(mean, std, TARGET_SCALE)
     parts_m = [r["scale"] / TARGET_SCALE] + (
         [r["offset"] / TARGET_OFFSET] if math.isfinite(r["offset"]) else [])
