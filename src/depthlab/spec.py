@@ -392,8 +392,9 @@ class ModelSpec(_Section):
     output_init: Any = option(None, Name(INITIALIZERS, none=True), "initializer of the last layer "
                               "(none: init)")
     bias_init: Any = option("zeros", Name(INITIALIZERS), "bias initializer")
-    activation_kwargs: dict = option({}, Table(), "arguments of the activation, e.g. "
-                                     "{negative_slope = 0.1}")
+    activation_kwargs: dict = option({}, Table(), "arguments of the hidden layers' "
+                                     "activation, e.g. {negative_slope = 0.1} (the output "
+                                     "activation keeps its defaults)")
     bn_inference: str = option("ema", Choice("ema", "population"), "batch-norm statistics at "
                                "inference: running average or whole training set")
     bn_momentum: float | str = option(0.01, BnMomentum(), "weight of the new batch in the "
