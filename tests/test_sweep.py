@@ -205,13 +205,29 @@ def test_grid_size_and_lazy_points():
     first = list(itertools.islice(iter_points(raw), 3))
     assert [p.overrides for p in first] == [
         {"train.seed": 0, "train.lr": 0.01, "model.width": w} for w in (4, 8, 16)]
-    tracemalloc.start()
-    try:
-        n = sum(1 for _ in iter_points(raw, limit=200, check=False))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert n == 200
+    import gc
+
+    # The peak counts garbage too: the points' validation leaves reference cycles that wait
+    # for a collection, so the peak depended on where the collector's counters stood when
+    # tracing started (7.7 MB once, after test_dask_round17, test_newuser_round15 and
+    # test_report_progress in one pytest). A collection every 20 points leaves what is kept;
+    # the least of three tries leaves out another thread's allocations (tracemalloc counts
+    # every thread's).
+    peaks = []
+    for _ in range(3):
+        gc.collect()
+        tracemalloc.start()
+        try:
+            n = 0
+            for _ in iter_points(raw, limit=200, check=False):
+                n += 1
+                if n % 20 == 0:
+                    gc.collect()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert n == 200
+    peak = min(peaks)
     assert peak < 300_000, f"{peak} bytes: points are kept, not streamed"  # a list: ~800 kB
     # a bad value at the very end of a 10^6-point grid fails before the first point
     bad = {**raw, "sweep": {**grid, "model.width": [4, 0]}}
