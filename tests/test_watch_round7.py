@@ -308,8 +308,9 @@ def test_watch_step_before_a_closure_optimizers_step_is_refused_clearly():
 def test_zero_grad_without_set_to_none_and_the_model_called_twice_per_step():
     """``zero_grad(set_to_none=False)`` (gradients zeroed in place, accumulated in place) and
     a step whose loss sums two forwards of the model (the same weights on two batches): the
-    layer rows are the last forward's, with the gradient of the summed loss; ``weight_grad_*``
-    the accumulated ``.grad``; training is bit-identical."""
+    layer rows pool both forwards (the backward ran through both, as ``dlt.probe`` pools a
+    module's calls), with the gradient of the summed loss; ``weight_grad_*`` the accumulated
+    ``.grad``; training is bit-identical."""
     def run(watched):
         model = _mlp()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
@@ -332,14 +333,20 @@ def test_zero_grad_without_set_to_none_and_the_model_called_twice_per_step():
     assert all(torch.equal(a, b) for a, b in zip(ref.parameters(), model.parameters()))
     before = seen["model"]
     first = F.cross_entropy(before(x), y).detach()
+    second = F.cross_entropy(before(x2), y2).detach()
 
-    def total(out, target):  # the summed loss, seen from the second forward's output
+    def total1(out, target):  # the summed loss, seen from the first forward's output
+        return F.cross_entropy(out, target) + second
+
+    def total2(out, target):  # ... and from the second forward's
         return first + F.cross_entropy(out, target)
-    outs, gouts, _, _ = _direct(before, x2, y2, total)
+    outs1, gouts1, _, _ = _direct(before, x, y, total1)
+    outs2, gouts2, _, _ = _direct(before, x2, y2, total2)
     copy_ = copy.deepcopy(before)
     (F.cross_entropy(copy_(x), y) + F.cross_entropy(copy_(x2), y2)).backward()
     wgrads = [m.weight.grad for m in copy_ if isinstance(m, nn.Linear)]
-    _check(_table(watch, 2), outs, gouts, wgrads)
+    _check(_table(watch, 2), [torch.cat([a, b]) for a, b in zip(outs1, outs2)],
+           [torch.cat([a, b]) for a, b in zip(gouts1, gouts2)], wgrads)
 
 
 # ---------------------------------------------------------------------------------------------
