@@ -68,3 +68,23 @@ def test_unscaled_targets_reads_statistics_of_several_target_dimensions():
     metric, finding = rule_unscaled_targets(ctx)
     assert finding is not None and finding.evidence["column"] == 5
     assert finding.evidence["column_mean"] == 500.0 and metric > 1
+
+
+def test_rrelu_and_threshold_layers_get_act_rows_equal_to_their_outputs():
+    # RReLU and Threshold were not in dlt.ACTIVATIONS: their layers had no act_* rows
+    # (torchprobe20's patch, checked here against the modules' actual outputs)
+    import torch
+    from torch import nn
+
+    import depthlab.torch as dlt
+
+    for act in (nn.RReLU(0.1, 0.3), nn.Threshold(0.2, -1.0), nn.Threshold(0.0, 0.0)):
+        torch.manual_seed(0)
+        lin = nn.Linear(6, 16).double()
+        model = nn.Sequential(lin, act, nn.Linear(16, 3).double()).eval()
+        x, y = torch.randn(40, 6, dtype=torch.float64), torch.randint(0, 3, (40,))
+        t = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+        a = act(lin(x)).detach()
+        got = t[(t.layer == 1) & (t.quantity == "act_std")]["value"]
+        assert len(got) == 1, type(act).__name__
+        assert abs(float(got.iloc[0]) - float(a.std(unbiased=False))) < 1e-10

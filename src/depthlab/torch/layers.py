@@ -151,6 +151,30 @@ def _leaky(m):
         lambda s: torch.nn.functional.leaky_relu(s, k), max(1.0, abs(k)), True, False)
 
 
+def _rrelu(m):
+    """RReLU: ``s`` for ``s > 0``, ``a s`` otherwise, ``a`` drawn uniformly from ``[lower,
+    upper]`` for every entry in training mode, their mean in eval mode (torch's own eval
+    function). The counts (inactive: ``s <= 0``; dead units) do not depend on the draw, the
+    act rows are measured on the actual output; ``function``/``derivative`` are the mean
+    slope's, the theory's (in training the random slope's ``E a^2`` exceeds ``(E a)^2`` by
+    ``(upper - lower)^2 / 12``, 7% of the negative side's 5% share of ``E f^2`` at the default
+    bounds: 0.3%)."""
+    lo, hi = float(m.lower), float(m.upper)
+    k = (lo + hi) / 2
+    return ActivationSpec(
+        "rrelu", lambda s: torch.where(s > 0, 1.0, k).to(s.dtype),
+        lambda s: torch.nn.functional.leaky_relu(s, k), max(1.0, abs(lo), abs(hi)), True, False)
+
+
+def _threshold(m):
+    """Threshold: ``s`` for ``s > threshold``, ``value`` otherwise (``f' = 0`` there); of the
+    ReLU family (inactive entries ``s <= 0``) when the threshold is 0."""
+    t, v = float(m.threshold), float(m.value)
+    return ActivationSpec(
+        "threshold", lambda s: (s > t).to(s.dtype),
+        lambda s: torch.nn.functional.threshold(s, t, v), 1.0, t == 0.0, False)
+
+
 def _prelu(m):
     """PReLU ``f(s) = s`` for ``s > 0``, ``a s`` otherwise, ``a`` learned: one slope, or one
     per channel on axis 1 (torch's layout); read when called, so the spec follows training."""
@@ -337,7 +361,8 @@ _SPECS: list[tuple[type, Callable[[nn.Module], ActivationSpec]]] = [
     (nn.Tanh, _tanh), (nn.Softsign, _softsign), (nn.Mish, _mish), (nn.Softplus, _softplus),
     (nn.Hardtanh, _hardtanh), (nn.ReLU6, _hardtanh), (nn.Hardsigmoid, _hardsigmoid),
     (nn.Hardswish, _hardswish), (nn.LogSigmoid, _logsigmoid), (nn.Tanhshrink, _tanhshrink),
-    (nn.Softshrink, _shrink), (nn.Hardshrink, _shrink),
+    (nn.Softshrink, _shrink), (nn.Hardshrink, _shrink), (nn.RReLU, _rrelu),
+    (nn.Threshold, _threshold),
     *_bridge_specs(),
 ]
 
