@@ -369,6 +369,141 @@ def select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float) -> np.ndarray
     return out
 
 
+TAIL_FROM = 1 << 18
+"""Arrays of at least this many entries select their extreme order statistics (the
+histogram's 0.1% and 99.9% percentiles) by :func:`tail_select` first; smaller ones by
+:func:`select` (the sample's fixed cost outweighs the saved bucket counting)."""
+
+TAIL_STEP = 127
+"""Stride of :func:`tail_select`'s sample: a prime, so that the sample of a C-ordered matrix
+visits every column (a stride of 128 sampled 16 of a 2048-wide layer's units, whose tails
+differ from the rest's: the thresholds missed and the bucket selection ran as well)."""
+
+TAIL_BLOCK = 64
+"""Entries counted together in vector lanes by :func:`tail_select` before any is gathered."""
+
+
+@numba.njit(**_JIT)
+def _tail_count(xs: np.ndarray, tlo, thi) -> int:
+    """``#{v < tlo} + #{v > thi}`` of one block (int32 lanes: vectorizes)."""
+    c = np.int32(0)
+    for i in range(xs.size):
+        v = xs[i]
+        c += np.int32(v < tlo) + np.int32(v > thi)
+    return c
+
+
+@numba.njit(**_JIT)
+def _tail_margin(q: float) -> int:
+    """Sample entries kept beyond a wanted rank expected at ``q`` sample entries from the
+    end: ``q`` plus three standard deviations and three."""
+    return int(q + 3.0 * math.sqrt(q) + 3.0)
+
+
+@numba.njit(**_JIT)
+def tail_select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float
+                ) -> tuple[np.ndarray, bool]:
+    """``(v[r] for r in ranks, True)`` as :func:`select` when every rank lies in a thin tail
+    of the flat ``x`` (same preconditions), else ``(_, False)``. Thresholds ``tlo``/``thi``
+    are order statistics of a strided sample of ``n / TAIL_STEP`` entries a few standard deviations
+    beyond the wanted ranks' fractions; one pass counts the entries beyond them block by block
+    in vector lanes and gathers those of the blocks that have any. The entries below ``tlo``
+    are exactly the lowest order statistics of ``x`` (likewise above ``thi``), so a rank among
+    them is selected from them alone (:func:`select`). ``False`` when the sample missed (too
+    few entries beyond a threshold), gathered too many, or a rank is not in a thin tail."""
+    n = x.size
+    out = np.empty(ranks.size, dtype=x.dtype)
+    half = n // 2
+    rlo = -1  # highest low rank, lowest high rank
+    rhi = n
+    nbelow = 0
+    for r in ranks:
+        if r < half:
+            rlo = max(rlo, r)
+            nbelow += 1
+        else:
+            rhi = min(rhi, r)
+    step = TAIL_STEP
+    sample = x[::step].copy()
+    m = sample.size
+    jl = _tail_margin((rlo + 1) * m / n) if rlo >= 0 else 0
+    jh = _tail_margin((n - rhi) * m / n) if rhi < n else 0
+    if 16 * max(jl, jh) > m:
+        return out, False
+    k2 = np.empty(2, dtype=ranks.dtype)
+    k2[0] = jl
+    k2[1] = m - 1 - jh
+    smin = np.float64(sample.min())
+    smax = np.float64(sample.max())
+    if not smin < smax:
+        return out, False
+    th = select(sample, k2, smin, smax)
+    tlo = th[0] if rlo >= 0 else x.dtype.type(lo)  # nothing is below the minimum
+    thi = th[1] if rhi < n else x.dtype.type(hi)
+    cap = 4 * (max(jl, jh) + 1) * step + 1024
+    vlo = np.empty(cap, dtype=x.dtype)
+    vhi = np.empty(cap, dtype=x.dtype)
+    nlo = nhi = 0
+    full = n // TAIL_BLOCK * TAIL_BLOCK
+    for b in range(0, n, TAIL_BLOCK):
+        xs = x[b:min(b + TAIL_BLOCK, n)]
+        c = _tail_count(xs, tlo, thi) if b < full else 1
+        if c > 0:
+            if nlo + c > cap or nhi + c > cap:
+                return out, False
+            for i in range(xs.size):
+                v = xs[i]
+                if v < tlo:
+                    vlo[nlo] = v
+                    nlo += 1
+                elif v > thi:
+                    vhi[nhi] = v
+                    nhi += 1
+    if rlo >= nlo or n - rhi > nhi:  # the sample missed
+        return out, False
+    below = np.empty(nbelow, dtype=ranks.dtype)
+    above = np.empty(ranks.size - nbelow, dtype=ranks.dtype)
+    ib = ia = 0
+    for r in ranks:
+        if r < half:
+            below[ib] = r
+            ib += 1
+        else:
+            above[ia] = r - (n - nhi)
+            ia += 1
+    vb = _small_select(vlo[:nlo], below)
+    va = _small_select(vhi[:nhi], above)
+    ib = ia = 0
+    for j in range(ranks.size):
+        if ranks[j] < half:
+            out[j] = vb[ib]
+            ib += 1
+        else:
+            out[j] = va[ia]
+            ia += 1
+    return out, True
+
+
+@numba.njit(**_JIT)
+def _small_select(v: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """:func:`select` of ``ranks`` in the gathered ``v`` (a sort where its range is one
+    value or one the buckets cannot divide)."""
+    out = np.empty(ranks.size, dtype=v.dtype)
+    if ranks.size == 0:
+        return out
+    a = v.min()
+    b = v.max()
+    if a == b:
+        out[:] = a
+        return out
+    if np.isfinite(b - a) and np.isfinite(4096.0 / (np.float64(b) - np.float64(a))):
+        return select(v, ranks, np.float64(a), np.float64(b))
+    s = np.sort(v)
+    for j in range(ranks.size):
+        out[j] = s[ranks[j]]
+    return out
+
+
 @numba.njit(**_JIT)
 def _bin_index(x: np.ndarray, start: int, m: int, lo_t, sc_t, top, idx: np.ndarray) -> None:
     """``idx[i] = trunc(clip((x[start + i] - lo) * scale, 0, nb - 1))`` for ``i < m``, in
@@ -421,7 +556,11 @@ def _robust_edges(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: 
     if low == high:
         v = np.full(r.size, x[0])
     elif np.isfinite(high - low) and np.isfinite(4096.0 / (high - low)):
-        v = select(x, r, low, high)
+        ok = False
+        if x.size >= TAIL_FROM:
+            v, ok = tail_select(x, r, low, high)
+        if not ok:
+            v = select(x, r, low, high)
     else:
         return math.nan, math.nan, NOT_SELECTED
     if low >= 0.0:
