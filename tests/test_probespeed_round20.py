@@ -85,3 +85,34 @@ def test_large_histograms_equal_the_numpy_path(name, kind):
         counts2 = bin_counts(x, lo2, hi2, 50, _finite=finite)
     assert (lo, hi) == (lo2, hi2)
     np.testing.assert_array_equal(counts, counts2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 5, 63, 64, 65, 6000, 78400])
+def test_finite_range_is_numpys_min_and_max(dtype, n):
+    k = accel.kernels()
+    x = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    assert k.finite_range(x) == (float(x.min()), float(x.max()))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("n", [5, 64, 6000])
+def test_finite_range_refuses_a_non_finite_entry(bad, n):
+    """NaN anywhere (the first lane block included), or an infinity: (nan, nan), so the
+    histogram goes to the NumPy path, which drops the non-finite entries."""
+    k = accel.kernels()
+    for at in (0, n // 2, n - 1):
+        x = np.random.default_rng(at).standard_normal(n).astype(np.float32)
+        x[at] = bad
+        lo, hi = k.finite_range(x)
+        assert np.isnan(lo) and np.isnan(hi)
+
+
+def test_histogram_of_a_layer_with_a_nan_drops_it():
+    x = np.random.default_rng(1).standard_normal(6000).astype(np.float32)
+    x[100] = np.nan
+    lo, hi, counts = kernel_histogram("pre", x, 50, None) or (None, None, None)
+    assert lo is None  # the kernel declines; histograms.histogram counts the finite entries
+    from depthlab.probes.histograms import histogram
+
+    assert histogram("pre", x, 50)[2].sum() == 5999

@@ -250,7 +250,7 @@ def kernel_histogram(kind: str, x: np.ndarray, n_bins: int, fn: ActivationFn | N
     if kernels is None or x.size == 0 or n_bins >= 2**24 or kind not in HISTOGRAM_KINDS:
         return None
     f = np.ascontiguousarray(x).reshape(-1)
-    low, high = float(f.min()), float(f.max())  # NaN or infinite iff some entry is
+    low, high = kernels.finite_range(f)  # one pass; NaN when some entry is not finite
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
     ranks, t = _ranks_fractions(f.size, _ROBUST)
