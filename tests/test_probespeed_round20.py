@@ -116,3 +116,20 @@ def test_histogram_of_a_layer_with_a_nan_drops_it():
     from depthlab.probes.histograms import histogram
 
     assert histogram("pre", x, 50)[2].sum() == 5999
+
+
+@pytest.mark.parametrize("n", [33, 4097, 3 * 4096 + 17, (1 << 18) + 5])
+def test_positions_gather_every_block_and_remainder(n):
+    """The gathering pass looks the buckets of 32 entries up together (an int32 table, vector
+    lanes) and goes through a block one by one only where one is wanted; the wanted entries of
+    a chunk's partial last block (and of the recomputed buckets above KEEP_UP_TO) are found."""
+    k = accel.kernels()
+    g = np.random.default_rng(n)
+    x = g.standard_normal(n).astype(np.float32)
+    x[-1] = np.median(x[:-1])  # a wanted entry in the remainder
+    ranks, _ = _ranks_fractions(n, (2, 15, 50, 85, 98))
+    lo, hi = float(x.min()), float(x.max())
+    assert k._buckets(x, ranks, lo, hi)[4].dtype == np.int32
+    at = k.positions(x, ranks, lo, hi)
+    np.testing.assert_array_equal(x[at], np.sort(x)[ranks])
+    np.testing.assert_array_equal(k.select(x, ranks, lo, hi), np.sort(x)[ranks])
