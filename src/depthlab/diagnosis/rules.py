@@ -685,6 +685,29 @@ def rule_unscaled_inputs(ctx: RunContext) -> RuleResult:
                            _severity(metric, 1.0))
 
 
+def probe_loss_ends(ctx: RunContext) -> tuple[float, float]:
+    """The fixed probe batch's loss at the first probed step and at the last (``ctx.end``);
+    NaN where the table has no loss row for that step."""
+    start = end = math.nan
+    if "loss" in ctx.table.columns and ctx.steps:
+        try:
+            losses = ctx.table["loss"].xs(0, level="layer")
+        except KeyError:
+            pass
+        else:
+            start = float(losses.get(ctx.steps[0], math.nan))
+            end = float(losses.get(ctx.end, math.nan))
+    return start, end
+
+
+def stuck_at_chance(ctx: RunContext, end: float) -> bool:
+    """Whether the probe loss ``end`` did not fall below a constant prediction's
+    (``ctx.chance_loss``) by more than ``LR_STEP_FALL`` of it (False when either is unknown)."""
+    chance = ctx.chance_loss
+    return (math.isfinite(chance) and chance > 0 and math.isfinite(end)
+            and end >= (1.0 - LR_STEP_FALL) * chance)
+
+
 def rule_unscaled_targets(ctx: RunContext) -> RuleResult:
     """Regression targets far from standardized (see ``TARGET_SCALE``/``TARGET_OFFSET``): a
     column's root mean square above 10, or the columns' means more than 2x their spread, while
@@ -703,12 +726,7 @@ def rule_unscaled_targets(ctx: RunContext) -> RuleResult:
     metric = max(parts_m) if math.isfinite(r["scale"]) else math.nan
     if not metric > 1.0:
         return metric, None
-    end = math.nan
-    if "loss" in ctx.table.columns and ctx.steps:
-        try:
-            end = float(ctx.table["loss"].xs(0, level="layer").get(ctx.end, math.nan))
-        except KeyError:
-            pass
+    end = probe_loss_ends(ctx)[1]
     chance = ctx.chance_loss
     fitted = (math.isfinite(end) and math.isfinite(chance) and chance > 0
               and end <= TARGET_FIT * chance)
@@ -930,17 +948,8 @@ def rule_lr_too_low(ctx: RunContext) -> RuleResult:
     if any(RULES[k](ctx)[1] is not None for k in _LR_TOO_LOW_CAUSES):
         return metric, None
     chance = ctx.chance_loss
-    start = end = math.nan
-    if "loss" in ctx.table.columns and ctx.steps:
-        try:
-            losses = ctx.table["loss"].xs(0, level="layer")
-        except KeyError:
-            pass
-        else:
-            start = float(losses.get(ctx.steps[0], math.nan))
-            end = float(losses.get(ctx.end, math.nan))
-    if not (math.isfinite(chance) and chance > 0 and math.isfinite(end)
-            and end >= (1.0 - LR_STEP_FALL) * chance):
+    start, end = probe_loss_ends(ctx)
+    if not stuck_at_chance(ctx, end):
         return metric, None
     lr = float(ctx.settings.get("lr", 0.01))
     factor = 10.0 ** max(1, math.ceil(math.log10(metric)))

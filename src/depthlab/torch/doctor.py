@@ -51,7 +51,15 @@ from ..activations import get_activation
 from ..diagnosis.doctor import _improved, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
-from ..diagnosis.rules import LR_STEP_FALL, RULES, Rule, RunContext, _count, evaluate
+from ..diagnosis.rules import (
+    RULES,
+    Rule,
+    RunContext,
+    _count,
+    evaluate,
+    probe_loss_ends,
+    stuck_at_chance,
+)
 from ..initializers import weight_variance
 from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
@@ -1299,17 +1307,8 @@ def rule_vanishing_through_time(ctx: RunContext) -> tuple[float, Finding | None]
     if metric < THROUGH_TIME_DECADES:
         return metric, None
     chance = ctx.chance_loss
-    start = end = math.nan
-    if "loss" in ctx.table.columns and ctx.steps:
-        try:
-            losses = ctx.table["loss"].xs(0, level="layer")
-        except KeyError:
-            pass
-        else:
-            start = float(losses.get(ctx.steps[0], math.nan))
-            end = float(losses.get(ctx.end, math.nan))
-    if not (math.isfinite(chance) and chance > 0 and math.isfinite(end)
-            and end >= (1.0 - LR_STEP_FALL) * chance):
+    start, end = probe_loss_ends(ctx)
+    if not stuck_at_chance(ctx, end):
         return metric, None
     layer = tt.get("index")
     ev = {"metric": metric, "threshold": THROUGH_TIME_DECADES, "ratio": ratio,
