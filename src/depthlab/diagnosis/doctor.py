@@ -408,19 +408,28 @@ def constant_loss(loss: Any, y: Any, n_outputs: int | None = None) -> float:
                 return float(h.mean())
             if fn.name == "mse":
                 return float(cols.var(axis=0).mean())
-            if fn.name == "huber":  # least where the mean clipped residual is 0 (increasing
-                d = float(fn.delta)  # in c): bisection between each column's extremes, as the
-                lo, hi = cols.min(axis=0), cols.max(axis=0)  # torch doctor's
-                for _ in range(200):  # halves each time: float64's resolution well before
-                    mid = 0.5 * (lo + hi)
-                    up = np.clip(mid - cols, -d, d).mean(axis=0) > 0
-                    lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
-                a = np.abs(cols - 0.5 * (lo + hi))
+            if fn.name == "huber":
+                d = float(fn.delta)
+                a = np.abs(cols - huber_center(cols, d))
                 q = np.minimum(a, d)
                 return float((0.5 * q * q + d * (a - q)).mean(axis=0).mean())
     except (ValueError, TypeError, OverflowError):
         pass
     return math.nan
+
+
+def huber_center(cols: np.ndarray, delta: float) -> np.ndarray:
+    """Each column's best constant under a Huber loss of width ``delta`` (rows x columns,
+    float64): the ``c`` where the mean clipped residual ``clip(c - y, -delta, delta)`` is 0,
+    increasing in ``c``, found by bisection between the column's extremes (200 halvings:
+    float64's resolution well before). Shared by :func:`constant_loss` and the torch doctor's
+    (Huber and smooth L1)."""
+    lo, hi = cols.min(axis=0), cols.max(axis=0)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        up = np.clip(mid - cols, -delta, delta).mean(axis=0) > 0
+        lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+    return 0.5 * (lo + hi)
 
 
 def constant_accuracy(loss: Any, y: Any, y_val: Any) -> float:

@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from ..activations import get_activation
-from ..diagnosis.doctor import _improved, rank_findings
+from ..diagnosis.doctor import _improved, huber_center, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import (
@@ -1527,13 +1527,7 @@ def _robust_constant_loss(y: torch.Tensor, width: float) -> float:
     if width == 0:
         c = np.median(cols, axis=0)
     else:
-        d = abs(width)
-        lo, hi = cols.min(axis=0), cols.max(axis=0)
-        for _ in range(200):  # the interval halves each time: float64's resolution well before
-            mid = 0.5 * (lo + hi)
-            up = np.clip(mid - cols, -d, d).mean(axis=0) > 0
-            lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
-        c = 0.5 * (lo + hi)
+        c = huber_center(cols, abs(width))
     return float(_huber_loss(cols - c, width).mean(axis=0).mean())
 
 
