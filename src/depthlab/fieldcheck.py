@@ -264,9 +264,17 @@ class Label(Check):
     ``depthlab.data.files``)."""
 
     kind = "label"
-    accepted = "a column name or a 0-based column index (an integer >= 0)"
+    accepted = ("a column name or a 0-based column index (an integer >= 0), or a list of them "
+                "(the target columns of a regression)")
 
     def __call__(self, key: str, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            if not v:
+                raise bad(key, v, self.accepted, "names no column")
+            out = [self(f"{key}[{i}]", one) for i, one in enumerate(v)]
+            if any(isinstance(one, list) for one in out) or len(set(map(str, out))) < len(out):
+                raise bad(key, v, self.accepted, "names a column twice or nests lists")
+            return out
         if v is None or (isinstance(v, str) and v):
             return v
         if is_int(v):

@@ -277,8 +277,15 @@ class DataSpec(_Section):
     seed: int = option(0, Int(0), "seed of the train/validation/test split")
     val_fraction: float = option(0.1, Float(0.0, 1.0), "fraction held out for validation")
     test_fraction: float = option(0.2, Float(0.0, 1.0), "fraction held out for testing")
-    label: str | int | None = option(None, Label(), "label column of a .csv file (name or "
-                                     "index)")
+    label: str | int | list | None = option(None, Label(), "label column of a .csv file (name "
+                                            "or index; a list: several regression targets)")
+    targets: str = option("auto", Choice("auto", "classes", "values"),
+                          "a file's labels: classes, real regression targets (values), or "
+                          "auto (values for train.loss mse/huber when they are not integers "
+                          "or several columns)")
+    standardize_targets: bool = option(False, Bool(), "train on regression targets "
+                                       "standardized with training statistics (predictions "
+                                       "in the targets' units)")
     options: dict = option({}, Table(), "options of the built-in data set")
 
     def _finish(self, prefix: str) -> None:

@@ -72,8 +72,14 @@ def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
 def _prepared_data(prep: Any) -> SimpleNamespace:
     """The data set with the targets in the form the config's loss takes, as ``depthlab run``
     trains on them (one-hot rows for mse/huber, 0/1 floats for binary cross-entropy): the
-    data set's own integer labels made an mse doctor of a classification set fail."""
+    data set's own integer labels made an mse doctor of a classification set fail. With
+    ``data.standardize_targets`` the regression targets as given (the doctor standardizes
+    them itself, its losses in the targets' units)."""
     ds = prep.data
+    if prep.target_scale is not None:
+        dt = prep.net.dtype
+        return SimpleNamespace(x_train=ds.x_train, y_train=ds.y_train.astype(dt),
+                               x_val=ds.x_val, y_val=ds.y_val.astype(dt))
     return SimpleNamespace(x_train=ds.x_train, y_train=prep.y_train, x_val=ds.x_val,
                            y_val=prep.y_val if prep.y_val is not None else ds.y_val)
 
@@ -99,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         kwargs["steps"] = args.steps
     kwargs.update(doctor_train_kwargs(prep.config["train"]))
+    if prep.target_scale is not None:  # [data] standardize_targets: the doctor's own option
+        kwargs["standardize_targets"] = True
     # before the diagnosis: a bad, foreign, read-only or full --out fails now, not after it
     store = open_store(args.out, create=True)
     try:

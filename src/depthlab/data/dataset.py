@@ -18,11 +18,16 @@ from depthlab.data.standardize import apply_standardizer, fit_standardizer
 from depthlab.equality import value_eq
 
 _SPLITS = ("train", "val", "test")
+TARGETS = ("classes", "values")
+"""What a data set's labels are: integer classes, or real regression targets (values)."""
 
 
 @dataclass(repr=False)
 class Dataset:
-    """Train/validation/test arrays: ``x_*`` float (n, d) flattened, ``y_*`` int64 labels (n,)."""
+    """Train/validation/test arrays: ``x_*`` float (n, d) flattened, ``y_*`` int64 labels (n,);
+    for a regression data set (``info["targets"] == "values"``, ``load_dataset(...,
+    targets="values")``) ``y_*`` are float64 targets (n, k) and ``n_classes`` is ``k``, the
+    number of target columns."""
 
     __eq__ = value_eq()  # arrays/tables compared by value (the generated one raised)
 
@@ -43,7 +48,8 @@ class Dataset:
             y = getattr(self, f"y_{split}")
             if x.ndim != 2:
                 raise ValueError(f"{self.name}: x_{split} must be 2-D (n, d), got shape {x.shape}")
-            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            if y.ndim not in (1, 2) or (y.ndim == 2 and y.dtype.kind != "f") or \
+                    y.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"{self.name}: y_{split} shape {y.shape} does not match x_{split} {x.shape}"
                 )
@@ -140,8 +146,10 @@ class RawData:
     sized: bool = False  # True when the loader already produced exactly ``n`` samples
 
 
-def check_xy(x: Any, y: Any, source: str, part: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Validate one (x, y) pair; flatten x to (n, d); labels to int64.
+def check_xy(x: Any, y: Any, source: str, part: str = "", *, values: bool = False
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one (x, y) pair; flatten x to (n, d); labels to int64 (``values``: real
+    regression targets to float64 (n, k), :func:`_as_targets`).
 
     Raises ValueError (naming ``source``) on: empty data, non-numeric or non-finite features,
     labels that are not non-negative integers, or mismatched lengths.
@@ -159,7 +167,9 @@ def check_xy(x: Any, y: Any, source: str, part: str = "") -> tuple[np.ndarray, n
         raise ValueError(f"{where}: empty data set (features of shape {x.shape})")
     if x.ndim > 2:
         x = x.reshape(x.shape[0], -1)
-    if y.ndim != 1:
+    if values:
+        y = _as_targets(y, where)
+    elif y.ndim != 1:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         elif y.ndim == 2 and y.shape[1] > 1 and _one_hot(y):
@@ -178,8 +188,26 @@ def check_xy(x: Any, y: Any, source: str, part: str = "") -> tuple[np.ndarray, n
         raise ValueError(f"{where}: features contain {bad} NaN/inf value(s), the first "
                          f"{float(x[row, col])} at row {row}, column {col}; accepted: finite "
                          "numbers")
-    y = _as_int_labels(y, where)
+    if not values:
+        y = _as_int_labels(y, where)
     return x, y
+
+
+def _as_targets(y: np.ndarray, where: str) -> np.ndarray:
+    """Regression targets as float64 (n, k): a 1-D ``y`` is one column, more dimensions are
+    flattened per row; numbers only, every one finite (the first other value named)."""
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"{where}: regression targets must be numbers, got dtype {y.dtype}")
+    if y.ndim == 0:
+        raise ValueError(f"{where}: regression targets must have a sample axis, got a scalar")
+    y = y.reshape(len(y), -1).astype(np.float64)
+    finite = np.isfinite(y)
+    if not finite.all():
+        row, col = (int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{where}: targets contain {int(y.size - finite.sum())} NaN/inf "
+                         f"value(s), the first {float(y[row, col])} at row {row}, target column "
+                         f"{col}; accepted: finite numbers")
+    return y
 
 
 def _one_hot(y: np.ndarray) -> bool:
@@ -295,21 +323,35 @@ def build_dataset(
     test_fraction: float,
     n: int | None,
     dtype: Any = "float32",
+    targets: str = "classes",
 ) -> Dataset:
     """Validate ``raw``, subsample ``n`` rows (seeded), shuffle and split into train/val/test.
 
     Random split sizes: ``n_test = round(test_fraction * N)``, ``n_val = round(val_fraction * N)``,
     the rest is training data. An official test (or validation) part in ``raw`` replaces the
     random one; ``n`` is then shared between the parts in proportion to their sizes.
+    ``targets="values"``: the labels are real regression targets (float64 (n, k), any
+    values, split at random as classes are; ``n_classes`` is ``k``).
     """
+    if targets not in TARGETS:
+        raise ValueError(f"targets={targets!r} is not accepted; accepted: "
+                         f"{', '.join(map(repr, TARGETS))}")
+    values = targets == "values"
     dt = resolve_dtype(dtype)
     vf, tf = check_fractions(val_fraction, test_fraction)
     n = check_n(n)
     source = str(raw.info.get("path", name))
-    parts = _checked_parts(raw, source, dt)
+    parts = _checked_parts(raw, source, dt, values)
     want = _wanted_sizes(name, parts, n, raw.sized)
     out = _split(name, parts, want, split_rng, vf, tf, dt, raw.scale)
-    n_classes = _n_classes(raw.n_classes, parts, out, source)
+    if values:
+        widths = {v[1].shape[1] for v in parts.values()}
+        if len(widths) > 1:
+            raise ValueError(f"{source}: the parts have {sorted(widths)} target columns; "
+                             "expected the same number in each")
+        n_classes = widths.pop()
+    else:
+        n_classes = _n_classes(raw.n_classes, parts, out, source)
 
     info = dict(raw.info)
     info.update(
@@ -321,6 +363,8 @@ def build_dataset(
         test_fraction=tf,
         dtype=str(dt),
     )
+    if values:
+        info["targets"] = "values"
     return Dataset(
         name=name,
         x_train=out["train"][0],
@@ -337,15 +381,17 @@ def build_dataset(
 Parts = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _checked_parts(raw: RawData, source: str, dt: np.dtype) -> Parts:
+def _checked_parts(raw: RawData, source: str, dt: np.dtype, values: bool = False) -> Parts:
     """``{"pool": (x, y)}`` plus the official ``"test"``/``"val"`` parts, each checked
-    (shapes, finite values, labels, the same features, values that fit ``dt``)."""
-    x, y = check_xy(raw.x, raw.y, source, "train" if raw.x_test is not None else "")
+    (shapes, finite values, labels (``values``: real targets), the same features, values that
+    fit ``dt``)."""
+    x, y = check_xy(raw.x, raw.y, source, "train" if raw.x_test is not None else "",
+                    values=values)
     parts: Parts = {"pool": (x, y)}
     if raw.x_test is not None:
-        parts["test"] = check_xy(raw.x_test, raw.y_test, source, "test")
+        parts["test"] = check_xy(raw.x_test, raw.y_test, source, "test", values=values)
     if raw.x_val is not None:
-        parts["val"] = check_xy(raw.x_val, raw.y_val, source, "val")
+        parts["val"] = check_xy(raw.x_val, raw.y_val, source, "val", values=values)
     for key, (xp_, _) in parts.items():
         if xp_.shape[1] != x.shape[1]:
             raise ValueError(
@@ -353,7 +399,8 @@ def _checked_parts(raw: RawData, source: str, dt: np.dtype) -> Parts:
                 f"{x.shape[1]}"
             )
         check_fits_dtype(xp_, dt, raw.scale, source, "" if key == "pool" else key)
-    check_classes(parts, source)
+    if not values:
+        check_classes(parts, source)
     return parts
 
 

@@ -400,8 +400,17 @@ def _csv(path: Path, label: str | int) -> RawData:
     names = [str(c).strip() for c in df.columns]  # "a, b, label": 'label', not ' label'
     df.columns = names if len(set(names)) == len(names) else [str(c) for c in df.columns]
     columns = list(df.columns)
-    label = _label_column(path, label, columns)
-    if (raw and raw[0] == "" and columns[0] != label and df.shape[1] > 2 and df.shape[0] > 0
+    several = isinstance(label, list | tuple)
+    if several and not label:
+        raise ValueError(f"{str(path)!r}: label=[] names no column; accepted: a column name or "
+                         "index, or a list of them (regression targets)")
+    chosen = [_label_column(path, one, columns) for one in (label if several else [label])]
+    twice = sorted({c for c in chosen if chosen.count(c) > 1})
+    if twice:
+        raise ValueError(f"{str(path)!r}: label names column(s) {twice} more than once; "
+                         "expected distinct columns")
+    label = chosen[0]
+    if (raw and raw[0] == "" and columns[0] not in chosen and df.shape[1] > 2 and df.shape[0] > 0
             and pd.api.types.is_integer_dtype(df.iloc[:, 0])
             and np.array_equal(df.iloc[:, 0].to_numpy(), np.arange(df.shape[0]))):
         warnings.warn(f"{str(path)!r}: its first column has no name and holds 0, 1, 2, ... "
@@ -410,9 +419,10 @@ def _csv(path: Path, label: str | int) -> RawData:
         df = df.iloc[:, 1:]
     if df.shape[0] == 0:
         raise ValueError(f"{str(path)!r}: empty data set (header but no rows)")
-    features = df.drop(columns=[label])
+    features = df.drop(columns=chosen)
     if features.shape[1] == 0:
-        raise ValueError(f"{str(path)!r}: no feature columns besides the label {label!r}")
+        what = f"the label {label!r}" if len(chosen) == 1 else f"the labels {chosen}"
+        raise ValueError(f"{str(path)!r}: no feature columns besides {what}")
     bad = [str(c) for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if bad:  # the first cell that is no number, with its line (a column name alone left the
         # user searching a long file for it)
@@ -426,12 +436,13 @@ def _csv(path: Path, label: str | int) -> RawData:
             f"{str(path)!r}: feature column {bad[0]!r} holds {str(column.iloc[row])[:40]!r} on "
             f"line {line}, which is not a number{more}; accepted: numeric feature columns "
             "(decimal points, no thousands separators)")
-    y = df[label]
-    if not pd.api.types.is_numeric_dtype(y):
-        raise ValueError(
-            f"{str(path)!r}: labels must be integers, column {label!r} has values like "
-            f"{y.astype(str).head(3).tolist()}"
-        )
+    for label in chosen:
+        y = df[label]
+        if not pd.api.types.is_numeric_dtype(y):
+            raise ValueError(
+                f"{str(path)!r}: labels must be integers, column {label!r} has values like "
+                f"{y.astype(str).head(3).tolist()}"
+            )
     x = features.to_numpy(dtype=np.float64)
     finite = np.isfinite(x)
     if not finite.all():  # named by the file's column and line (an empty cell reads as NaN)
@@ -443,6 +454,23 @@ def _csv(path: Path, label: str | int) -> RawData:
         raise ValueError(
             f"{str(path)!r}: feature column {name!r} {where} ({x.size - int(finite.sum())} "
             "such value(s)); accepted: finite numbers (an empty cell reads as NaN)")
+    for label in chosen:
+        _label_cells(path, raw, label, df[label])
+    y = df[chosen] if several else df[chosen[0]]
+    return RawData(
+        x=x,
+        y=y.to_numpy(),
+        info={
+            "source": f"csv file {path}",
+            "path": str(path),
+            "feature_names": [str(c) for c in features.columns],
+            "label_column": list(chosen) if several else label,
+        },
+    )
+
+
+def _label_cells(path: Path, raw: list[str], label: str, y: Any) -> None:
+    """Refuse an empty cell in label column ``label`` (values ``y``), naming its line."""
     missing = y.isna().to_numpy()
     if missing.any():  # an empty label cell, or a row shorter than the header (was: "labels
         # must be integers, got non-integer values such as [nan]", no line named)
@@ -452,16 +480,6 @@ def _csv(path: Path, label: str | int) -> RawData:
             f"{str(path)!r}: label column {label!r} {where} "
             f"({int(missing.sum())} such row(s)); expected a class number in every row (a row "
             "with fewer cells than the header leaves its last columns empty)")
-    return RawData(
-        x=x,
-        y=y.to_numpy(),
-        info={
-            "source": f"csv file {path}",
-            "path": str(path),
-            "feature_names": [str(c) for c in features.columns],
-            "label_column": label,
-        },
-    )
 
 
 def is_number(s: str) -> bool:

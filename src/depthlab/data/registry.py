@@ -163,6 +163,7 @@ def load_dataset(
     n: int | None = None,
     standardize: bool = False,
     dtype: Any = "float32",
+    targets: str = "classes",
     **kwargs: Any,
 ) -> Dataset:
     """Load a built-in data set (see ``DATASETS``) or a user file / IDX folder by path.
@@ -175,7 +176,9 @@ def load_dataset(
     returns ``Dataset.standardized()`` (training statistics only). Extra ``kwargs`` go to the
     loader: ``path`` (fashion-mnist), ``d``/``n_classes``/``separation`` (clusters),
     ``n_classes``/``noise``/``turns`` (spirals), MNIST-1D generator args (mnist1d),
-    ``label``/``scale`` (files).
+    ``label``/``scale`` (files; a CSV's ``label`` may be a list of columns for regression).
+    ``targets="values"``: a file's labels are real regression targets (float64 ``y_*`` of
+    shape (n, k), ``n_classes`` = k target columns; split at random, never standardized).
     """
     seed = _check_seed(seed)
     n = check_n(n)
@@ -185,6 +188,11 @@ def load_dataset(
         raise TypeError(f"standardize={standardize!r} is not accepted; accepted: True or False")
     gen_rng, split_rng = make_rng(seed).spawn(2)
     spec = find_builtin(name_or_path)
+    if targets not in ("classes", "values"):
+        raise ValueError(f"targets={targets!r} is not accepted; accepted: 'classes', 'values'")
+    if spec is not None and targets != "classes":
+        raise ValueError(f"{spec.name}: targets={targets!r} applies to data files; the "
+                         "built-in data sets have classes")
     if spec is not None:
         if spec.options is not None:
             unknown = sorted(set(kwargs) - set(spec.options))
@@ -225,6 +233,7 @@ def load_dataset(
         test_fraction=test_fraction,
         n=n,
         dtype=np.float64 if wide else dt,
+        targets=targets,
     )
     ds.info["seed"] = seed
     if not standardize:

@@ -232,9 +232,10 @@ def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]
     return changes, (
         "Standardize the regression targets with the training set's statistics, (y - mean) / "
         "std per column, and map the predictions back with pred * std + mean "
-        "(standardize_targets=True in dl.doctor; before fit, transform y_train and y_val "
-        "alike)" + ("; and the inputs, which are not standardized either (standardize=True)."
-                    if inputs_too else "."))
+        "(standardize_targets=True in dl.doctor, [data] standardize_targets = true in a "
+        "config; before fit, transform y_train and y_val alike)"
+        + ("; and the inputs, which are not standardized either (standardize=True)."
+           if inputs_too else "."))
 
 
 def for_lr_too_low(lr: float, factor: float, update_ratio: float) -> tuple[dict[str, Any], str]:

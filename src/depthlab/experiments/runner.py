@@ -33,6 +33,29 @@ class Prepared:
     y_train: np.ndarray
     y_val: np.ndarray | None
     y_test: np.ndarray | None
+    target_scale: tuple[np.ndarray, np.ndarray] | None = None
+    """``data.standardize_targets``: the training targets' float64 mean and std per column;
+    ``y_*`` hold ``(y - mean) / std``, and :func:`train` folds the scale into the output layer
+    once trained (the saved network predicts in the targets' units)."""
+
+
+REGRESSION = ("mse", "huber")
+"""``train.loss`` names whose targets may be real numbers (regression)."""
+
+
+def target_mode(config: dict[str, Any]) -> str:
+    """How :func:`load_data` reads a data file's labels: ``"values"`` (real regression
+    targets) when ``data.targets = "values"`` or, with ``"auto"`` and a regression loss, the
+    labels name several columns; ``"auto"`` when a regression loss may read them either way
+    (classes when they are integers); else ``"classes"``."""
+    d = config["data"]
+    mode = d.get("targets", "auto")
+    regression = config["train"]["loss"] in REGRESSION
+    if mode != "auto":
+        return mode
+    if d.get("path") is None or not regression:
+        return "classes"
+    return "values" if isinstance(d.get("label"), list) else "auto"
 
 
 def data_key(config: dict[str, Any]) -> str | None:
@@ -41,7 +64,8 @@ def data_key(config: dict[str, Any]) -> str | None:
     fingerprint of the file or folder (:func:`depthlab.data.fingerprint.digest`). None when
     that path cannot be read (such a data set is never reused)."""
     d = config["data"]
-    body: dict[str, Any] = {"data": d, "dtype": config["model"]["dtype"]}
+    body: dict[str, Any] = {"data": d, "dtype": config["model"]["dtype"],
+                            "targets": target_mode(config)}
     path = d.get("path")
     if path is not None:
         content = digest(path)
@@ -78,14 +102,35 @@ def load_data(config: dict[str, Any]):
     if d.get("path") is not None and d.get("label") is not None:
         kwargs["label"] = d["label"]
     before = data_key(config)
-    try:
-        ds = load_dataset(
+    mode, loss = target_mode(config), config["train"]["loss"]
+    if mode == "values" and loss not in REGRESSION:
+        raise ExperimentError(f"data.targets = \"values\" (real regression targets) needs "
+                              f"train.loss = \"mse\" or \"huber\"; got {loss!r}, whose targets "
+                              "are classes")
+    if mode == "values" and d.get("path") is None:
+        raise ExperimentError(f"data.targets = \"values\" applies to data.path files; data set "
+                              f"{d.get('name')!r} has classes")
+
+    def load(targets: str):
+        return load_dataset(
             d["name"] if d.get("name") is not None else d["path"], seed=d["seed"],
             val_fraction=d["val_fraction"], test_fraction=d["test_fraction"], n=d["n"],
-            standardize=d["standardize"], dtype=config["model"]["dtype"], **kwargs)
+            standardize=d["standardize"], dtype=config["model"]["dtype"],
+            targets=targets, **kwargs)
+
+    try:
+        try:
+            ds = load("values" if mode == "values" else "classes")
+        except ValueError as e:  # labels that are no classes: real targets of a regression
+            if mode != "auto" or not any(k in str(e) for k in NOT_CLASSES):
+                raise
+            ds = load("values")
     except (ValueError, TypeError, OSError, ImportError, KeyError) as e:
         what = d.get("name") or d.get("path")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "non-integer values" in msg and loss not in REGRESSION:
+            msg += (f"; train.loss = {loss!r} takes classes: for real-valued targets "
+                    "(regression) use train.loss = \"mse\" or \"huber\"")
         if str(what) in msg:  # the loader named the file already: not twice
             raise ExperimentError(msg) from e
         raise ExperimentError(f"data {what!r}: {msg}") from e
@@ -97,9 +142,18 @@ def load_data(config: dict[str, Any]):
     return ds
 
 
+NOT_CLASSES = ("labels must be integers, got non-integer", "labels must be non-negative",
+               "labels must be 1-D", "(a single class)", "is too large; accepted: integers")
+"""Parts of the loader's messages about labels that are no classes: with a regression loss
+and ``data.targets = "auto"`` such a file is read again as real targets."""
+
+
 def _targets(loss: str, y: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray:
     """Labels in the form ``loss`` expects: integer classes (cross-entropy), one-hot rows
-    (mse, huber) or 0/1 floats (binary cross-entropy)."""
+    (mse, huber) or 0/1 floats (binary cross-entropy); real targets (n, k) of a regression
+    data set as they are, in ``dtype``."""
+    if y.ndim == 2:
+        return y.astype(dtype)
     if loss == "cross_entropy":
         return y
     if loss == "binary_cross_entropy":
@@ -109,8 +163,10 @@ def _targets(loss: str, y: np.ndarray, n_classes: int, dtype: Any) -> np.ndarray
     return onehot
 
 
-def resolve_sizes(config: dict[str, Any], n_features: int, n_classes: int) -> list[int]:
-    """``model.sizes`` with ``"auto"`` replaced and both ends checked against the data."""
+def resolve_sizes(config: dict[str, Any], n_features: int, n_classes: int,
+                  values: bool = False) -> list[int]:
+    """``model.sizes`` with ``"auto"`` replaced and both ends checked against the data
+    (``values``: regression targets, ``n_classes`` of them per row)."""
     sizes = list(config["model"]["sizes"])
     loss = config["train"]["loss"]
     n_out = 1 if loss == "binary_cross_entropy" else n_classes
@@ -125,7 +181,8 @@ def resolve_sizes(config: dict[str, Any], n_features: int, n_classes: int) -> li
         sizes[-1] = n_out
     elif sizes[-1] != n_out:
         what = ("1 output (binary_cross_entropy)" if loss == "binary_cross_entropy"
-                else f"{n_classes} classes")
+                else f"{n_classes} target column{'s' * (n_classes != 1)} (regression)"
+                if values else f"{n_classes} classes")
         raise ExperimentError(
             f"model.sizes[-1] = {sizes[-1]} but data set {name!r} has {what}; set it to "
             f"{n_out} or \"auto\"")
@@ -247,7 +304,11 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     check_memory(config)
     key = loaded_key(data) if data is not None else None
     ds = data if key is not None and key == data_key(config) else load_data(config)
-    sizes = resolve_sizes(config, ds.n_features, ds.n_classes)
+    values = ds.info.get("targets") == "values"
+    sizes = resolve_sizes(config, ds.n_features, ds.n_classes, values)
+    scaled = config["data"].get("standardize_targets")
+    if scaled:
+        check_standardize_targets(config, values)
     if config["model"].get("batchnorm") and ds.sizes["train"] < 2:
         name = config["data"].get("name") or config["data"].get("path")
         raise ExperimentError(
@@ -259,10 +320,62 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     cfg.pop("sweep", None)
     net = build_net(cfg, sizes)
     loss, dt = cfg["train"]["loss"], net.dtype
-    y_tr = _targets(loss, ds.y_train, ds.n_classes, dt)
-    y_va = _targets(loss, ds.y_val, ds.n_classes, dt) if len(ds.y_val) else None
-    y_te = _targets(loss, ds.y_test, ds.n_classes, dt) if len(ds.y_test) else None
-    return Prepared(cfg, ds, net, y_tr, y_va, y_te)
+    scale = target_statistics(ds.y_train) if scaled else None
+
+    def targets(y: np.ndarray) -> np.ndarray:
+        if scale is not None:
+            y = (y - scale[0]) / scale[1]
+        return _targets(loss, y, ds.n_classes, dt)
+
+    y_tr = targets(ds.y_train)
+    y_va = targets(ds.y_val) if len(ds.y_val) else None
+    y_te = targets(ds.y_test) if len(ds.y_test) else None
+    return Prepared(cfg, ds, net, y_tr, y_va, y_te, scale)
+
+
+def check_standardize_targets(config: dict[str, Any], values: bool) -> None:
+    """``data.standardize_targets = true`` needs real regression targets and an output layer
+    the targets' scale can be folded into (a Dense layer with a bias, no output
+    activation)."""
+    loss = config["train"]["loss"]
+    if loss not in REGRESSION:
+        raise ExperimentError(f"data.standardize_targets = true needs a regression loss "
+                              f"(train.loss = \"mse\" or \"huber\"); got {loss!r}, whose "
+                              "targets are classes")
+    if not values:
+        raise ExperimentError("data.standardize_targets = true needs real regression targets; "
+                              "these labels were read as classes (one-hot rows): set "
+                              "data.targets = \"values\" to read them as numbers")
+    out = config["model"].get("output_activation")
+    if out not in (None, "none", "identity", "linear"):
+        raise ExperimentError(f"data.standardize_targets = true maps the outputs back to the "
+                              f"targets' units through the last layer; model.output_activation "
+                              f"= {out!r} is in the way (use \"none\")")
+
+
+def target_statistics(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 mean and population std per column of training targets ``y`` (n, k); a
+    constant column gets std 1."""
+    y = np.asarray(y, dtype=np.float64)
+    mean, std = y.mean(axis=0), y.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return mean, std
+
+
+def unscale_outputs(net: Any, scale: tuple[np.ndarray, np.ndarray]) -> None:
+    """Fold ``pred * std + mean`` into ``net``'s output layer (a Dense layer: ``W * std``,
+    ``b * std + mean``, computed in float64): the network then predicts in the targets'
+    units."""
+    from ..layers.dense import Dense
+
+    last = net.layers[-1]
+    if not isinstance(last, Dense) or last.b is None:
+        raise ExperimentError("data.standardize_targets = true needs an output layer with a "
+                              f"bias; the network ends with {last!r}")
+    mean, std = scale
+    w, b = last.W.value, last.b.value
+    last.W.value[...] = (w.astype(np.float64) * std).astype(w.dtype)
+    last.b.value[...] = (b.astype(np.float64) * std + mean).astype(b.dtype)
 
 
 def _probe_recorder(prep: Prepared):
@@ -334,6 +447,13 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
     seconds = time.perf_counter() - t0
     status = hist.status if hist is not None else "failed"
     metrics = _final_metrics(prep, trainer, hist, seconds)
+    if prep.target_scale is not None and hist is not None and not hist.diverged:
+        try:
+            metrics.update(_in_target_units(prep, trainer))
+        except Exception as e:  # noqa: BLE001 - recorded as a failed run
+            if not catch:
+                raise
+            error, status = f"{type(e).__name__}: {e}", "failed"
     h = hist if hist is not None else (trainer.history if trainer is not None else None)
     tables, probe_error = _probe_tables(recorder, catch)
     if probe_error is not None:
@@ -369,6 +489,22 @@ def _final_metrics(prep: Prepared, trainer: Any, hist: Any, seconds: float) -> d
     metrics["epochs"] = len(hist.epochs) if hist is not None else 0
     metrics["n_parameters"] = prep.net.num_parameters()
     return metrics
+
+
+def _in_target_units(prep: Prepared, trainer: Any) -> dict[str, Any]:
+    """``data.standardize_targets``: the target scale folded into the trained network (it
+    predicts in the targets' units from now on: the saved network, ``depthlab predict``), and
+    the final train/validation/test losses of that network on the targets as given
+    (inference mode; the step and epoch curves stay in standardized units)."""
+    unscale_outputs(prep.net, prep.target_scale)
+    ds, loss, dt = prep.data, prep.config["train"]["loss"], prep.net.dtype
+    out: dict[str, Any] = {}
+    for split, y_key in (("train", prep.y_train), ("val", prep.y_val), ("test", prep.y_test)):
+        if y_key is None:
+            continue
+        y = _targets(loss, getattr(ds, f"y_{split}"), ds.n_classes, dt)
+        out[f"{split}_loss"] = trainer.evaluate(getattr(ds, f"x_{split}"), y)["loss"]
+    return out
 
 
 def _probe_tables(recorder: Any, catch: bool) -> tuple[dict[str, pd.DataFrame], str | None]:

@@ -1,0 +1,210 @@
+"""Round 20 (regress20): the NumPy side's command line trains regressions from a user's file.
+
+* ``depthlab run`` / ``sweep`` / ``doctor CONFIG`` with ``train.loss = "mse"``/``"huber"`` on a
+  CSV or .npz whose labels are real numbers (was: "labels must be integers, got non-integer
+  values such as [...]"): float targets, several CSV columns with ``data.label = [...]``,
+  ``sizes`` "auto" output = number of target columns, no accuracy (None), losses stored.
+* ``data.standardize_targets = true``: trained on standardized targets, the scale folded into
+  the output layer (saved network and ``depthlab predict`` in the targets' units), final
+  losses in the targets' units; the doctor's unscaled_targets cure verifies on a config.
+* ``depthlab predict`` of a regression run: values, and the mean squared error when the
+  targets are in the CSV.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from depthlab.cli import main
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _reg_csv(tmp_path, n=200, scale=1.0, offset=0.0, seed=0, two=False):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.1 * rng.normal(size=n)
+    cols = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y * scale + offset}
+    if two:
+        cols["z"] = np.sin(y)
+    pd.DataFrame(cols).to_csv(tmp_path / "reg.csv", index=False)
+    return x, y
+
+
+def _config(tmp_path, data, loss="mse", sizes='[3, 16, 1]', extra="", train=""):
+    return _write(tmp_path, "reg.toml",
+                  f'[model]\nsizes = {sizes}\n[train]\nloss = "{loss}"\nepochs = 3\n{train}'
+                  f'[data]\n{data}\n{extra}')
+
+
+def _run_json(tmp_path, cfg, capsys, *more):
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet", "--json", *more])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out)
+
+
+def _split_like_loader(n, seed=0, val=0.1, test=0.2):
+    """The rows of the train/val/test parts as load_dataset draws them (independently)."""
+    from depthlab.backend import rng as make_rng
+
+    _, split_rng = make_rng(seed).spawn(2)
+    perm = split_rng.permutation(n)
+    k_test, k_val = int(round(test * n)), int(round(val * n))
+    return perm[k_test + k_val:], perm[k_test:k_test + k_val], perm[:k_test]
+
+
+def test_run_trains_a_regression_on_a_csv_of_real_targets(tmp_path, capsys):
+    x, y = _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"')
+    rec = _run_json(tmp_path, cfg, capsys)
+    m = rec["metrics"]
+    assert rec["status"] == "finished"
+    assert m["train_acc"] is None and m["val_acc"] is None and m["test_acc"] is None
+    # the test loss is the saved network's MSE on the test rows, computed here with NumPy
+    from depthlab.persist import load
+
+    net = load(rec["network"])
+    _, _, test = _split_like_loader(len(y))
+    xs = x.copy()
+    tr, _, _ = _split_like_loader(len(y))
+    mean, std = xs[tr].mean(0), xs[tr].std(0)
+    pred = net.predict(((xs[test] - mean) / std).astype(np.float32))[:, 0].astype(np.float64)
+    assert m["test_loss"] == pytest.approx(float(np.mean((pred - y[test]) ** 2)), rel=1e-5)
+
+
+def test_run_reads_npz_targets_and_several_csv_target_columns(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(120, 4))
+    y = np.stack([x.sum(1), x[:, 0] - 0.5], 1) + 0.25
+    np.savez(tmp_path / "reg.npz", x=x, y=y)
+    cfg = _config(tmp_path, 'path = "reg.npz"', loss="huber", sizes='["auto", 8, "auto"]')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["config"]["model"]["sizes"] == [4, 8, 2]
+    assert rec["metrics"]["test_acc"] is None
+    _reg_csv(tmp_path, two=True)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = ["y", "z"]', sizes='[3, 8, "auto"]')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["config"]["model"]["sizes"] == [3, 8, 2]
+
+
+def test_classification_losses_keep_integer_labels_and_name_the_regression_losses(
+        tmp_path, capsys):
+    _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"', loss="cross_entropy",
+                  sizes='[3, 16, "auto"]')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "labels must be integers, got non-integer values" in err
+    assert 'train.loss = "mse" or "huber"' in err
+    # integer labels under mse are still classes (one-hot rows, an accuracy)
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=60), "b": rng.normal(size=60),
+                  "label": np.arange(60) % 3}).to_csv(tmp_path / "cls.csv", index=False)
+    cfg = _config(tmp_path, 'path = "cls.csv"', sizes='[2, 8, "auto"]')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["config"]["model"]["sizes"] == [2, 8, 3]
+    assert rec["metrics"]["test_acc"] is not None
+
+
+def test_targets_values_refused_with_a_loss_on_classes(tmp_path, capsys):
+    _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"\ntargets = "values"',
+                  loss="cross_entropy")
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and 'data.targets = "values"' in err and "cross_entropy" in err
+
+
+def test_sweep_of_a_regression_stores_its_losses(tmp_path, capsys):
+    _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"',
+                  extra='[sweep]\n"train.lr" = [0.01, 0.05]\n')
+    rc = main(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    from depthlab.experiments import Store
+
+    with Store(str(tmp_path / "out"), create=False, readonly=True) as store:
+        runs = store.runs()
+    assert len(runs) == 2
+    assert runs["test_loss"].notna().all() and runs["test_acc"].isna().all()
+
+
+def test_doctor_finds_unscaled_targets_and_the_config_key_cures_them(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 3))
+    y = 300 + 10 * (x @ np.array([1.0, -2.0, 0.5]))
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y}).to_csv(
+        tmp_path / "reg.csv", index=False)
+    train = 'optimizer = "adam"\nlr = 0.001\n'
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"', sizes="[3, 16, 16, 1]",
+                  train=train)
+    rc = main(["doctor", str(cfg), "--out", str(tmp_path / "out"), "--steps", "300",
+               "--verify", "--json", "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    diag = json.loads(out.out)
+    kinds = [f["kind"] for f in diag["findings"]]
+    assert "unscaled_targets" in kinds
+    ver = next(v for v in diag["verifications"] if v["kind"] == "unscaled_targets")
+    assert ver["helped"]
+    finding = next(f for f in diag["findings"] if f["kind"] == "unscaled_targets")
+    assert finding["prescription"] == {"standardize_targets": True}
+    # the prescription is a key the config accepts: the doctor on it no longer finds it
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"\nstandardize_targets = true',
+                  sizes="[3, 16, 16, 1]", train=train)
+    rc = main(["doctor", str(cfg), "--out", str(tmp_path / "out"), "--steps", "300",
+               "--json", "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    diag = json.loads(out.out)
+    assert "unscaled_targets" not in [f["kind"] for f in diag["findings"]]
+    assert diag["settings"]["standardize_targets"] is True
+
+
+def test_standardize_targets_folds_the_scale_into_the_saved_network(tmp_path, capsys):
+    x, y = _reg_csv(tmp_path, scale=100.0, offset=1000.0)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"\nstandardize_targets = true',
+                  train='optimizer = "adam"\nlr = 0.01\n')
+    rec = _run_json(tmp_path, cfg, capsys)
+    from depthlab.persist import load
+
+    net = load(rec["network"])
+    tr, va, te = _split_like_loader(len(y))
+    t = y * 100.0 + 1000.0
+    mean, std = x[tr].mean(0), x[tr].std(0)
+
+    def mse(rows):
+        pred = net.predict(((x[rows] - mean) / std).astype(np.float32))[:, 0]
+        return float(np.mean((pred.astype(np.float64) - t[rows]) ** 2))
+
+    # the saved network predicts in the targets' units; the stored losses are in them too
+    m = rec["metrics"]
+    assert m["test_loss"] == pytest.approx(mse(te), rel=1e-4)
+    assert m["val_loss"] == pytest.approx(mse(va), rel=1e-4)
+    assert m["train_loss"] == pytest.approx(mse(tr), rel=1e-4)
+    assert m["test_loss"] < 0.2 * float(np.var(t[te]))  # trained, not a constant's error
+
+
+def test_standardize_targets_is_refused_for_classes(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=60), "label": np.arange(60) % 3}).to_csv(
+        tmp_path / "cls.csv", index=False)
+    for loss in ("cross_entropy", "mse"):
+        cfg = _config(tmp_path, 'path = "cls.csv"\nstandardize_targets = true', loss=loss,
+                      sizes='[1, 4, "auto"]')
+        rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and len(err.strip().splitlines()) == 1
+        assert "data.standardize_targets = true needs" in err
+
