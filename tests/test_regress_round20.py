@@ -194,6 +194,19 @@ def test_standardize_targets_folds_the_scale_into_the_saved_network(tmp_path, ca
     assert m["val_loss"] == pytest.approx(mse(va), rel=1e-4)
     assert m["train_loss"] == pytest.approx(mse(tr), rel=1e-4)
     assert m["test_loss"] < 0.2 * float(np.var(t[te]))  # trained, not a constant's error
+    # predict on the training CSV: values in the targets' units, scored by their MSE
+    rc = main(["predict", rec["id"], str(tmp_path / "reg.csv"), "--dir",
+               str(tmp_path / "out")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    lines = out.out.strip().splitlines()
+    assert lines[0] == "output_0"
+    pred = np.array([float(v) for v in lines[1:]])
+    want = net.predict(((x - mean) / std).astype(np.float32))[:, 0]
+    np.testing.assert_allclose(pred, want, rtol=1e-6)
+    err = float(np.mean((pred - t) ** 2))
+    assert f"200 rows, mean squared error {err:.6g}" in out.err
+    assert "accuracy" not in out.err
 
 
 def test_standardize_targets_is_refused_for_classes(tmp_path, capsys):
@@ -207,4 +220,32 @@ def test_standardize_targets_is_refused_for_classes(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and len(err.strip().splitlines()) == 1
         assert "data.standardize_targets = true needs" in err
+
+
+def test_predict_of_several_targets_drops_them_and_scores_them(tmp_path, capsys):
+    x, y = _reg_csv(tmp_path, two=True)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = ["y", "z"]', sizes='[3, 8, "auto"]')
+    rec = _run_json(tmp_path, cfg, capsys)
+    # the target columns first, and one row without its targets (not scored)
+    frame = pd.read_csv(tmp_path / "reg.csv")[["z", "a", "y", "b", "c"]]
+    frame.loc[5, "y"] = np.nan
+    frame.to_csv(tmp_path / "new.csv", index=False)
+    with pytest.warns(UserWarning, match="line 7 has an empty cell in the target column 'y'"):
+        rc = main(["predict", rec["id"], str(tmp_path / "new.csv"), "--dir",
+                   str(tmp_path / "out"), "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    got = np.array(json.loads(out.out)["outputs"])
+    assert json.loads(out.out)["classes"] is None
+    from depthlab.persist import load
+
+    net = load(rec["network"])
+    tr, _, _ = _split_like_loader(len(y))
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    want = net.predict(((x - mean) / std).astype(np.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    t = np.stack([y, np.sin(y)], 1)
+    keep = np.arange(len(y)) != 5
+    err = float(np.mean((got[keep] - t[keep]) ** 2))
+    assert f"199 of 200 rows with targets, mean squared error {err:.6g}" in out.err
 

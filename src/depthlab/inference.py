@@ -56,14 +56,19 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     """Save a trained run's network with its loss and input standardization."""
     from .persist import save
 
-    # a run always classifies: mse/huber are trained on one-hot rows of the classes
-    meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
-                            "data": prep.config["data"], "one_hot_targets": True}
+    # a run classifies (mse/huber trained on one-hot rows of the classes) unless its data set
+    # holds real regression targets (predict gives values then, and scores them by MSE)
     info = getattr(prep.data, "info", None) or {}
-    if isinstance(info.get("label_column"), str):  # the CSV's label column by its name: a
+    values = info.get("targets") == "values"
+    meta: dict[str, Any] = {"loss": prep.config["train"]["loss"], "run_id": run_id,
+                            "data": prep.config["data"], "one_hot_targets": not values}
+    if values:
+        meta["targets"] = "values"
+    label = info.get("label_column")
+    if isinstance(label, str) or (isinstance(label, list) and label):  # by name: a
         # `data.label = 0` dropped the first column of any CSV given to predict (a feature of
         # one whose labels are last), and took its numbers for labels
-        meta["label_column"] = info["label_column"]
+        meta["label_column"] = label
         if isinstance(info.get("feature_names"), list):  # predict takes them by name
             meta["feature_names"] = [str(f) for f in info["feature_names"]]
     std = info.get("standardization")
@@ -124,14 +129,15 @@ def read_inputs(path: str) -> np.ndarray:
     return read_labeled_inputs(path)[0]
 
 
-def label_column(meta: dict[str, Any]) -> str | int | None:
+def label_column(meta: dict[str, Any]) -> str | int | list | None:
     """The label column of the CSV a run trained on (``data.label``, default ``"label"``), or
     None for a network not trained by ``depthlab run`` on a CSV file."""
     d = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     if not str(d.get("path") or "").lower().endswith((".csv", ".csv.gz")):
         return None
-    if isinstance(meta.get("label_column"), str) and meta["label_column"]:
-        return meta["label_column"]  # its name in the training CSV (data.label may be an index)
+    named = meta.get("label_column")
+    if (isinstance(named, str) and named) or (isinstance(named, list) and named):
+        return named  # its name(s) in the training CSV (data.label may be an index)
     return d.get("label") if d.get("label") is not None else "label"
 
 
@@ -159,6 +165,9 @@ class InputFile:
     the others (a CSV's empty label cell)."""
     unlabelled: str | None = None
     """Why some rows (or all: ``labels`` None) have no label, for the user; None if all do."""
+    targets: np.ndarray | None = None
+    """``values=True`` (a regression run): the CSV's target columns as float64 (n, k), NaN
+    in a cell that holds no number (such rows are not scored); None without them."""
 
 
 class _CsvCells:
@@ -200,15 +209,17 @@ def _stripped(exc: BaseException, path: str, p: Path) -> str:
     return said
 
 
-def read_input_file(path: str, label: str | int | None = None,
-                    features: list[str] | None = None) -> InputFile:
+def read_input_file(path: str, label: str | int | list | None = None,
+                    features: list[str] | None = None, *, values: bool = False) -> InputFile:
     """:func:`read_labeled_inputs` with, for a CSV, the namer of its cells
     (:class:`InputFile`); a CSV's empty cells, short rows and non-finite numbers are refused
     here by line and column. ``features``: the training CSV's feature names; a CSV holding
-    exactly those in another order has its columns put in the training order."""
-    labels = labelled = unlabelled = None
+    exactly those in another order has its columns put in the training order. ``label`` may
+    be a list of columns (a regression's targets); ``values``: the label columns hold real
+    targets (:attr:`InputFile.targets`), not classes."""
+    labels = labelled = unlabelled = targets = None
     text: list[str] = []  # a CSV's non-numeric columns
-    dropped: int | None = None  # the file's column of the labels, not among the inputs
+    dropped: list[int] = []  # the file's columns of the labels, not among the inputs
     where: _CsvCells | None = None
     if not str(path).strip():  # Path("") is the current folder
         raise ValueError(f"DATA {path!r} is empty; expected a .npy, .npz or .csv file or a "
@@ -263,13 +274,15 @@ def read_input_file(path: str, label: str | int | None = None,
                 raise ValueError("the file is empty (no header, no rows)") from None
             columns = [str(c).strip() for c in frame.columns]  # as the run read them
             if header and label is not None:
-                name = label if isinstance(label, str) else (
-                    columns[label] if 0 <= label < len(columns) else None)
-                if name in columns:  # the training CSV itself: its labels are not inputs
-                    dropped = columns.index(name)
-                    y = frame.pop(frame.columns[dropped])
+                for one in label if isinstance(label, list) else [label]:
+                    name = one if isinstance(one, str) else (
+                        columns[one] if 0 <= one < len(columns) else None)
+                    if name in columns:  # the training CSV itself: its labels are not inputs
+                        dropped.append(columns.index(name))
+                ys = frame.iloc[:, dropped]
+                frame = frame.iloc[:, [i for i in range(frame.shape[1]) if i not in dropped]]
             index = None  # pandas' to_csv index, left out as training leaves it out
-            if (header and first and not first[0].strip() and dropped != 0
+            if (header and first and not first[0].strip() and 0 not in dropped
                     and len(columns) > 2 and len(frame) > 0
                     and pd.api.types.is_integer_dtype(frame.iloc[:, 0])
                     and np.array_equal(frame.iloc[:, 0].to_numpy(), np.arange(len(frame)))):
@@ -278,7 +291,7 @@ def read_input_file(path: str, label: str | int | None = None,
                               "index=False): left out of the features, as training leaves it "
                               "out", UserWarning, stacklevel=2)
                 frame, index = frame.iloc[:, 1:], 0
-            kept = [i for i in range(len(columns)) if i not in (dropped, index)]
+            kept = [i for i in range(len(columns)) if i not in (*dropped, index)]
             names = [columns[i] for i in kept]
             if (header and features is not None and names != list(features)
                     and len(set(names)) == len(names) and sorted(names) == sorted(features)):
@@ -296,8 +309,11 @@ def read_input_file(path: str, label: str | int | None = None,
                               f"network's features {_some(list(features))}; taken by position",
                               UserWarning, stacklevel=2)
             where = _CsvCells(p, header, columns, kept)
-            if dropped is not None:
-                labels, labelled, unlabelled = _csv_labels(y, where, dropped)
+            wanted = len(label) if isinstance(label, list) else 1
+            if values and dropped and len(dropped) == wanted:
+                targets, unlabelled = _csv_targets(ys, where, dropped)
+            elif dropped and not values and len(dropped) == 1:
+                labels, labelled, unlabelled = _csv_labels(ys.iloc[:, 0], where, dropped[0])
             # numeric columns (booleans among them) as float64, as training reads the CSV
             # (to_numpy() of floats beside booleans is an object array)
             text = [str(c) for c in frame.columns  # (no rows: named below as such)
@@ -341,7 +357,36 @@ def read_input_file(path: str, label: str | int | None = None,
                          f"{x.shape} {x.dtype}")
     if unlabelled is not None:
         warnings.warn(f"DATA {path!r}: {unlabelled}", UserWarning, stacklevel=2)
-    return InputFile(x, labels, where, labelled, unlabelled)
+    return InputFile(x, labels, where, labelled, unlabelled, targets)
+
+
+def _csv_targets(ys: Any, where: _CsvCells, columns: list[int]
+                 ) -> tuple[np.ndarray | None, str | None]:
+    """(targets, note) of a regression run's target columns ``ys`` (the file's columns
+    ``columns``) in a CSV given to predict: float64 (n, k), NaN where a cell holds no finite
+    number (that row is not scored: the note names the first such cell), None when no row has
+    all its targets."""
+    import pandas as pd
+
+    t = np.stack([pd.to_numeric(ys.iloc[:, j], errors="coerce").to_numpy(dtype=np.float64)
+                  for j in range(ys.shape[1])], axis=1)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(t)
+    if not bad.any():
+        return t, None
+    row, j = (int(i) for i in np.argwhere(bad)[0])
+    cells, line = where.row(row)
+    col = columns[j]
+    cell = cells[col].strip() if col < len(cells) else ""
+    name = f"column {where.names[col]!r}"
+    said = (f"line {line} holds {cell[:40]!r} in the target {name}" if cell
+            else f"line {line} has an empty cell in the target {name}")
+    t[bad] = np.nan
+    scored = int((~bad.any(axis=1)).sum())
+    if not scored:
+        return None, f"{said}, not a number (nor does any other row): no error is computed"
+    return t, (f"{said}, not a number ({len(t) - scored} of {len(t)} rows without their "
+               f"targets): the mean squared error is over the {scored} rows that have them")
 
 
 def _csv_labels(y: Any, where: _CsvCells, column: int

@@ -9,7 +9,9 @@ CSV loses its label column, which then scores the predictions), a ``.npz`` with 
 the run split it; the accuracy goes to stderr). Inputs are standardized as in training when
 the run standardized them. Output (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with
 the predicted class (classification) and the network's raw outputs, each number written
-exactly (``repr``), or ``--json``. An existing ``--to FILE`` is replaced only with
+exactly (``repr``), or ``--json``. A regression run (real targets) predicts values: no class
+column, and a CSV holding the run's target columns scores them by the mean squared error
+(stderr) instead of an accuracy. An existing ``--to FILE`` is replaced only with
 ``--force`` (written atomically: a failed write keeps its previous content).
 """
 
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        model, x, labels, labelled, out, classes = _predict(args)
+        model, x, labels, labelled, out, classes, targets = _predict(args)
     except (ValueError, TypeError, OSError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
@@ -66,6 +68,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"predictions for {out.shape[0]} rows: {args.to}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if targets is not None and targets.shape == out.shape:
+        import numpy as np
+
+        scored = np.isfinite(targets).all(axis=1)
+        err = ((out[scored].astype(np.float64) - targets[scored]) ** 2).mean()
+        rows = (f"{len(targets)} rows" if scored.all()
+                else f"{int(scored.sum())} of {len(targets)} rows with targets")
+        print(f"{args.data}: {rows}, mean squared error {err:.6g}", file=sys.stderr)
     if labels is not None and classes is not None and len(labels) == len(classes):
         # after the output is written: a failed --to leaves one line, the error
         import numpy as np
@@ -143,7 +153,8 @@ def _predict(args: argparse.Namespace):
     if args.to and args.to != "-":
         _check_target(args.to, {"the network": model, "DATA": Path(args.data)},
                       getattr(args, "force", False))
-    labels, labelled, where = None, None, None
+    labels, labelled, where, targets = None, None, None, None
+    values = meta.get("targets") == "values"  # a regression run: its targets are numbers
     if not Path(args.data).exists() and find_builtin(args.data) is not None:
         try:
             x, labels = builtin_test_split(args.data, meta)
@@ -152,11 +163,12 @@ def _predict(args: argparse.Namespace):
     else:  # the run's training CSV: its label column is dropped and scores the predictions
         names = meta.get("feature_names")
         found = read_input_file(args.data, label_column(meta),
-                                names if isinstance(names, list) else None)
+                                names if isinstance(names, list) else None, values=values)
+        targets = found.targets
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
         labelled = found.labelled  # rows with an empty label cell are not scored
     out, classes = predict_saved(model, x, f"DATA {args.data!r}", where)
-    return model, x, labels, labelled, out, classes
+    return model, x, labels, labelled, out, classes, targets
 
 
 COMMAND = Command("predict", "outputs of a saved network (dl.save or a run) on new inputs",
