@@ -249,3 +249,14 @@ def test_predict_of_several_targets_drops_them_and_scores_them(tmp_path, capsys)
     err = float(np.mean((got[keep] - t[keep]) ** 2))
     assert f"199 of 200 rows with targets, mean squared error {err:.6g}" in out.err
 
+
+def test_runs_table_shows_a_regression_runs_losses(tmp_path, capsys):
+    _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert main(["runs", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[4:7] == ["train_loss", "val_loss", "test_loss"]
+    row = table[2].split()  # (the name cell is empty: id, kind, status, the three losses)
+    assert row[0] == rec["id"]
+    assert float(row[5]) == pytest.approx(rec["metrics"]["test_loss"], rel=1e-3)

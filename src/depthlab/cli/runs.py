@@ -61,17 +61,31 @@ def run(args: argparse.Namespace) -> int:
         of = f" of sweep {args.sweep}" if args.sweep else ""
         print(f"no {what + ' ' if what else ''}runs{of} in {args.dir}")
         return 0
-    rows = [[r["id"], r["kind"], r["status"], r["name"] or "", r.get("train_loss"),
-             r.get("val_acc"), r.get("test_acc"), r.get("steps"), r.get("seconds")]
-            for r in runs]
-    header = ["id", "kind", "status", "name", "train_loss", "val_acc", "test_acc", "steps",
-              "seconds"]
+    metrics = _metric_columns(runs)
+    rows = [[r["id"], r["kind"], r["status"], r["name"] or "", *(r.get(k) for k in metrics),
+             r.get("steps"), r.get("seconds")] for r in runs]
+    header = ["id", "kind", "status", "name", *metrics, "steps", "seconds"]
     if any(r["error"] for r in runs):  # a failed run said 'failed' and dashes, no reason
         header.append("error")
         for row, r in zip(rows, runs):
             row.append(_first_line(r["error"]))
     print(format_table(rows, header))
     return 0
+
+
+def _metric_columns(runs: list[dict]) -> list[str]:
+    """The table's metric columns: train_loss, val_acc, test_acc; with regression runs (losses
+    and no accuracy: mse/huber on real targets, whose table showed dashes but for the train
+    loss) val_loss and test_loss too, instead of the accuracies when no run has one."""
+    accs, losses = ("val_acc", "test_acc"), ("val_loss", "test_loss")
+    regression = any(all(r.get(k) is None for k in accs) and any(r.get(k) is not None
+                                                                  for k in losses)
+                     for r in runs)
+    if not regression:
+        return ["train_loss", *accs]
+    if any(r.get(k) is not None for r in runs for k in accs):
+        return ["train_loss", *losses, *accs]
+    return ["train_loss", *losses]
 
 
 def _first_line(error: str | None, width: int = ERROR_WIDTH) -> str:
