@@ -260,3 +260,22 @@ def test_runs_table_shows_a_regression_runs_losses(tmp_path, capsys):
     row = table[2].split()  # (the name cell is empty: id, kind, status, the three losses)
     assert row[0] == rec["id"]
     assert float(row[5]) == pytest.approx(rec["metrics"]["test_loss"], rel=1e-3)
+
+
+@pytest.mark.parametrize("bad, said", [
+    ("abc", "labels must be integers, column 'y' holds 'abc' on line 5, which is not a number"),
+    ("inf", "label column 'y' holds inf on line 5; accepted: finite numbers"),
+    ("", "label column 'y' is empty on line 5 (1 such row(s)); expected a class number (or a "
+         "regression target)"),
+])
+def test_a_bad_target_cell_is_named_by_its_line(tmp_path, capsys, bad, said):
+    _reg_csv(tmp_path)
+    lines = (tmp_path / "reg.csv").read_text().splitlines()
+    cells = lines[4].split(",")
+    lines[4] = ",".join([*cells[:-1], bad])
+    (tmp_path / "reg.csv").write_text("\n".join(lines) + "\n")
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert said in err

@@ -438,11 +438,16 @@ def _csv(path: Path, label: str | int) -> RawData:
             "(decimal points, no thousands separators)")
     for label in chosen:
         y = df[label]
-        if not pd.api.types.is_numeric_dtype(y):
+        if not pd.api.types.is_numeric_dtype(y):  # its first cell that is no number, by line
+            # (the first three values were shown: numbers, when one cell down the file was not)
+            text = (pd.to_numeric(y, errors="coerce").isna() & y.notna()).to_numpy()
+            row = int(np.argmax(text)) if text.any() else 0
+            found = _raw_cell(path, row, raw.index(label)) if label in raw else None
+            cell, line = found if found is not None else (str(y.iloc[row]), row + 2)
             raise ValueError(
-                f"{str(path)!r}: labels must be integers, column {label!r} has values like "
-                f"{y.astype(str).head(3).tolist()}"
-            )
+                f"{str(path)!r}: labels must be integers, column {label!r} holds "
+                f"{cell.strip()[:40]!r} on line {line}, which is not a number; accepted: class "
+                "numbers 0, 1, ... (real numbers: the targets of train.loss mse or huber)")
     x = features.to_numpy(dtype=np.float64)
     finite = np.isfinite(x)
     if not finite.all():  # named by the file's column and line (an empty cell reads as NaN)
@@ -478,8 +483,16 @@ def _label_cells(path: Path, raw: list[str], label: str, y: Any) -> None:
         where = _missing_cell(path, raw, label, row, "is empty on line {line}")
         raise ValueError(
             f"{str(path)!r}: label column {label!r} {where} "
-            f"({int(missing.sum())} such row(s)); expected a class number in every row (a row "
-            "with fewer cells than the header leaves its last columns empty)")
+            f"({int(missing.sum())} such row(s)); expected a class number (or a regression "
+            "target) in every row (a row with fewer cells than the header leaves its last "
+            "columns empty)")
+    values = y.to_numpy()
+    if values.dtype.kind == "f" and not np.isfinite(values).all():  # inf, -inf: named by line
+        row = int(np.argmax(~np.isfinite(values)))
+        found = _raw_cell(path, row, raw.index(label)) if label in raw else None
+        line = found[1] if found is not None else row + 2
+        raise ValueError(f"{str(path)!r}: label column {label!r} holds {values[row]} on line "
+                         f"{line}; accepted: finite numbers")
 
 
 def is_number(s: str) -> bool:
