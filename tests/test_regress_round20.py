@@ -279,3 +279,20 @@ def test_a_bad_target_cell_is_named_by_its_line(tmp_path, capsys, bad, said):
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert said in err
+
+
+def test_label_lists_and_targets_classes_are_refused_with_their_remedy(tmp_path, capsys):
+    _reg_csv(tmp_path, two=True)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = ["y", "z"]', loss="cross_entropy",
+                  sizes='[3, 8, "auto"]')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "data.label = ['y', 'z'] is a list of target columns" in err
+    assert 'train.loss = "mse" or "huber"' in err
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"\ntargets = "classes"')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert 'labels must be integers, got non-integer values' in err
+    assert 'data.targets = "classes" reads the labels as classes' in err

@@ -107,6 +107,12 @@ def load_data(config: dict[str, Any]):
         raise ExperimentError(f"data.targets = \"values\" (real regression targets) needs "
                               f"train.loss = \"mse\" or \"huber\"; got {loss!r}, whose targets "
                               "are classes")
+    if isinstance(d.get("label"), list) and loss not in REGRESSION:
+        shown = ", ".join(map(repr, d["label"]))
+        raise ExperimentError(f"data.label = [{shown}] is a list of target columns, which "
+                              f"only a regression loss takes; train.loss = {loss!r} takes one "
+                              "column of classes (use train.loss = \"mse\" or \"huber\", or "
+                              "one label column)")
     if mode == "values" and d.get("path") is None:
         raise ExperimentError(f"data.targets = \"values\" applies to data.path files; data set "
                               f"{d.get('name')!r} has classes")
@@ -131,6 +137,9 @@ def load_data(config: dict[str, Any]):
         if "non-integer values" in msg and loss not in REGRESSION:
             msg += (f"; train.loss = {loss!r} takes classes: for real-valued targets "
                     "(regression) use train.loss = \"mse\" or \"huber\"")
+        elif mode == "classes" and any(k in msg for k in NOT_CLASSES):
+            msg += ("; data.targets = \"classes\" reads the labels as classes: \"values\" (or "
+                    "\"auto\") reads them as real regression targets")
         if str(what) in msg:  # the loader named the file already: not twice
             raise ExperimentError(msg) from e
         raise ExperimentError(f"data {what!r}: {msg}") from e
