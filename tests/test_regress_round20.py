@@ -296,3 +296,20 @@ def test_label_lists_and_targets_classes_are_refused_with_their_remedy(tmp_path,
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert 'labels must be integers, got non-integer values' in err
     assert 'data.targets = "classes" reads the labels as classes' in err
+
+
+def test_integer_targets_read_as_classes_name_the_targets_key(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 2))
+    price = np.round(2000 + 100 * x[:, 0]).astype(int)  # integer regression targets
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "price": price}).to_csv(
+        tmp_path / "p.csv", index=False)
+    cfg = _config(tmp_path, 'path = "p.csv"\nlabel = "price"', sizes='[2, 4, "auto"]')
+    with pytest.warns(UserWarning, match='data.targets = "values" reads them as numbers'):
+        rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["config"]["model"]["sizes"][-1] == price.max() + 1  # classes, as before
+    cfg = _config(tmp_path, 'path = "p.csv"\nlabel = "price"\ntargets = "values"',
+                  sizes='[2, 4, "auto"]')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["config"]["model"]["sizes"] == [2, 4, 1]
+    assert rec["metrics"]["test_acc"] is None

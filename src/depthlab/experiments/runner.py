@@ -126,7 +126,8 @@ def load_data(config: dict[str, Any]):
 
     try:
         try:
-            ds = load("values" if mode == "values" else "classes")
+            ds = (_hinted_classes(load) if mode == "auto" else
+                  load("values" if mode == "values" else "classes"))
         except ValueError as e:  # labels that are no classes: real targets of a regression
             if mode != "auto" or not any(k in str(e) for k in NOT_CLASSES):
                 raise
@@ -149,6 +150,26 @@ def load_data(config: dict[str, Any]):
             _LOADED[id(ds)] = before
         weakref.finalize(ds, _forget, id(ds))
     return ds
+
+
+def _hinted_classes(load: Any) -> Any:
+    """``load("classes")`` for a regression loss (``data.targets = "auto"``): its warning of
+    classes without examples (integer labels such as prices 230980..366398, read as 366399
+    one-hot outputs) names the key that reads them as regression targets."""
+    import warnings
+
+    caught: list[Any] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return load("classes")
+    finally:  # (a load that fails keeps its warnings too)
+        for w in caught:
+            text = str(w.message)
+            if "have no examples" in text:
+                text += ("; integer regression targets: data.targets = \"values\" reads them "
+                         "as numbers")
+            warnings.warn(text, w.category, stacklevel=3)
 
 
 NOT_CLASSES = ("labels must be integers, got non-integer", "labels must be non-negative",
