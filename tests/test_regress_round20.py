@@ -313,3 +313,22 @@ def test_integer_targets_read_as_classes_name_the_targets_key(tmp_path, capsys):
     rec = _run_json(tmp_path, cfg, capsys)
     assert rec["config"]["model"]["sizes"] == [2, 4, 1]
     assert rec["metrics"]["test_acc"] is None
+
+
+def test_load_dataset_reads_real_targets_of_an_npz_with_official_parts(tmp_path):
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    y_train, y_test = rng.normal(size=50) * 3 + 7, rng.normal(size=(10, 1))
+    np.savez(tmp_path / "parts.npz", x_train=rng.normal(size=(50, 3)), y_train=y_train,
+             x_test=rng.normal(size=(10, 3)), y_test=y_test)
+    ds = load_dataset(tmp_path / "parts.npz", targets="values", val_fraction=0.2)
+    assert ds.y_train.shape == (40, 1) and ds.y_test.shape == (10, 1)
+    # the official part, as given (rows shuffled)
+    np.testing.assert_array_equal(np.sort(ds.y_test[:, 0]), np.sort(y_test[:, 0]))
+    # the pool's rows are split at random, every target kept once
+    np.testing.assert_allclose(np.sort(np.concatenate([ds.y_train, ds.y_val])[:, 0]),
+                               np.sort(y_train))
+    assert "n_targets=1" in repr(ds)
+    with pytest.raises(ValueError, match="digits: targets='values' applies to data files"):
+        load_dataset("digits", targets="values")

@@ -116,11 +116,17 @@ class Dataset:
             info=info,
         )
 
+    def _outputs(self) -> str:
+        """``n_classes=K``, or ``n_targets=K`` for a regression data set (real targets)."""
+        if self.info.get("targets") == "values":
+            return f"n_targets={self.n_classes}"
+        return f"n_classes={self.n_classes}"
+
     def __repr__(self) -> str:
         s = self.sizes
         return (
             f"Dataset({self.name!r}, train={s['train']}, val={s['val']}, test={s['test']}, "
-            f"n_features={self.n_features}, n_classes={self.n_classes}, dtype={self.dtype})"
+            f"n_features={self.n_features}, {self._outputs()}, dtype={self.dtype})"
         )
 
 
