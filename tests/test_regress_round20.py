@@ -332,3 +332,20 @@ def test_load_dataset_reads_real_targets_of_an_npz_with_official_parts(tmp_path)
     assert "n_targets=1" in repr(ds)
     with pytest.raises(ValueError, match="digits: targets='values' applies to data files"):
         load_dataset("digits", targets="values")
+
+
+def test_predict_scores_a_regression_on_an_npz_with_its_targets(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(90, 3))
+    y = np.stack([x[:, 0] * 2 - 1, x[:, 1] + x[:, 2]], 1)
+    np.savez(tmp_path / "reg.npz", x=x, y=y)
+    cfg = _config(tmp_path, 'path = "reg.npz"', sizes='["auto", 8, "auto"]')
+    rec = _run_json(tmp_path, cfg, capsys)
+    rc = main(["predict", rec["id"], str(tmp_path / "reg.npz"), "--dir",
+               str(tmp_path / "out"), "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    got = np.array(json.loads(out.out)["outputs"])
+    assert got.shape == (90, 2) and json.loads(out.out)["classes"] is None
+    err = float(np.mean((got - y) ** 2))
+    assert f"90 rows, mean squared error {err:.6g}" in out.err

@@ -255,6 +255,10 @@ def read_input_file(path: str, label: str | int | list | None = None,
                     check_array(*headers[key], f"DATA {path!r} array {key!r}")
                 x = z[key] if key is not None else None
                 names = ", ".join(z.files) or "none"
+                if values and key in ("x", "X") and "y" in z.files:  # a regression's targets
+                    refuse_objects(headers["y"][1], "its array 'y'")
+                    check_array(*headers["y"], f"DATA {path!r} array 'y'")
+                    targets = _npz_targets(z["y"], x)
         else:
             import pandas as pd
 
@@ -358,6 +362,17 @@ def read_input_file(path: str, label: str | int | list | None = None,
     if unlabelled is not None:
         warnings.warn(f"DATA {path!r}: {unlabelled}", UserWarning, stacklevel=2)
     return InputFile(x, labels, where, labelled, unlabelled, targets)
+
+
+def _npz_targets(y: np.ndarray, x: np.ndarray | None) -> np.ndarray | None:
+    """A regression run's targets in a ``.npz`` given to predict (its ``y`` beside ``x``):
+    float64 (n, k), non-finite entries NaN (their rows not scored); None when ``y`` holds
+    no numbers or not one row per input row."""
+    if x is None or y.dtype.kind not in "biuf" or y.ndim == 0 or len(y) != len(x):
+        return None
+    t = y.reshape(len(y), -1).astype(np.float64)
+    t[~np.isfinite(t)] = np.nan
+    return t
 
 
 def _csv_targets(ys: Any, where: _CsvCells, columns: list[int]

@@ -10,8 +10,8 @@ the run split it; the accuracy goes to stderr). Inputs are standardized as in tr
 the run standardized them. Output (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with
 the predicted class (classification) and the network's raw outputs, each number written
 exactly (``repr``), or ``--json``. A regression run (real targets) predicts values: no class
-column, and a CSV holding the run's target columns scores them by the mean squared error
-(stderr) instead of an accuracy. An existing ``--to FILE`` is replaced only with
+column, and a CSV holding the run's target columns (or a .npz's ``y`` beside its ``x``) scores
+them by the mean squared error (stderr) instead of an accuracy. An existing ``--to FILE`` is replaced only with
 ``--force`` (written atomically: a failed write keeps its previous content).
 """
 
