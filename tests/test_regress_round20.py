@@ -349,3 +349,22 @@ def test_predict_scores_a_regression_on_an_npz_with_its_targets(tmp_path, capsys
     assert got.shape == (90, 2) and json.loads(out.out)["classes"] is None
     err = float(np.mean((got - y) ** 2))
     assert f"90 rows, mean squared error {err:.6g}" in out.err
+
+
+def test_sweep_progress_lines_of_a_regression_show_its_losses(tmp_path, capsys):
+    _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"',
+                  extra='[sweep]\n"train.lr" = [0.01, 0.05]\n')
+    rc = main(["sweep", str(cfg), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    from depthlab.experiments import Store
+
+    with Store(str(tmp_path / "out"), create=False, readonly=True) as store:
+        runs = store.runs().set_index("id")
+    lines = [ln for ln in (out.out + out.err).splitlines() if ": finished " in ln]
+    assert len(lines) == 2
+    for line in lines:
+        rid = line.split()[1]
+        assert f"val_loss={runs.loc[rid, 'val_loss']:.4g}" in line
+        assert f"test_loss={runs.loc[rid, 'test_loss']:.4g}" in line

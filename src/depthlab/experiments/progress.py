@@ -78,8 +78,12 @@ def point_work(config: dict[str, Any]) -> float:
 
 
 def _metrics(m: dict[str, Any]) -> str:
-    return " ".join(f"{k}={m[k]:.4g}" for k in ("train_loss", "val_acc", "test_acc")
-                    if isinstance(m.get(k), int | float))
+    """A point's line: train loss and accuracies; a regression point (no accuracy: mse or
+    huber on real targets) its validation and test losses instead."""
+    keys = ("train_loss", "val_acc", "test_acc")
+    if not any(isinstance(m.get(k), int | float) for k in keys[1:]):
+        keys = ("train_loss", "val_loss", "test_loss")
+    return " ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m.get(k), int | float))
 
 
 class SweepProgress:
