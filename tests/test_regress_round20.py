@@ -368,3 +368,28 @@ def test_sweep_progress_lines_of_a_regression_show_its_losses(tmp_path, capsys):
         rid = line.split()[1]
         assert f"val_loss={runs.loc[rid, 'val_loss']:.4g}" in line
         assert f"test_loss={runs.loc[rid, 'test_loss']:.4g}" in line
+
+
+def test_report_of_a_regression_sweep_shows_and_ranks_by_its_losses(tmp_path, capsys):
+    import re
+
+    _reg_csv(tmp_path)
+    cfg = _config(tmp_path, 'path = "reg.csv"\nlabel = "y"',
+                  extra='[sweep]\n"train.lr" = [0.001, 0.05, 0.1]\n')
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main(["report", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    from depthlab.experiments import Store
+
+    with Store(str(tmp_path / "out"), create=False, readonly=True) as store:
+        runs = store.runs()
+    best = runs.loc[runs["val_loss"].idxmin()]
+    html = (tmp_path / "out" / "report.html").read_text()
+    text = re.sub(r"\s+", " ", re.sub("<[^>]+>", " ", re.sub(r"data:image[^\"]+", "", html)))
+    assert "train loss val loss test loss steps" in text  # the sweep table's columns
+    assert "val acc test acc steps" not in text
+    assert "val_loss by train.lr" in text
+    # the best run (expanded, badge 'best') is the one of the lowest validation loss
+    head = text[text.index("The best run is expanded"):][:300]
+    assert best["id"] in head.split(" finished best ")[0]
+    assert f"val loss {best['val_loss']:.4g}" in head

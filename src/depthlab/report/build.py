@@ -39,6 +39,9 @@ SECTION_FINDINGS = "Doctor findings"
 SECTION_DIVERGENCE = "Divergence"
 SECTION_ERROR = "Error"
 METRIC_COLUMNS = ("train_loss", "val_acc", "test_acc")
+REGRESSION_COLUMNS = ("val_loss", "test_loss")
+"""What a run without accuracies (mse/huber on real targets) is shown and ranked by besides
+its train loss."""
 
 
 # -- small utilities ---------------------------------------------------------------------------
@@ -200,13 +203,18 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
 
 
 def _rank(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs ordered best first: finished before others, then val_acc (desc), then train_loss."""
+    """Runs ordered best first: finished before others, then val_acc (desc), then train_loss;
+    runs without any accuracy (regressions: mse/huber on real targets) by val_loss (asc) before
+    train_loss (the lowest training loss of an overfitting net was taken for the best)."""
     r = runs.copy()
     r["_fin"] = (r["status"] != "finished").astype(int)
     r["_acc"] = -r["val_acc"].fillna(-np.inf)
+    no_acc = not np.isfinite(pd.to_numeric(r["val_acc"], errors="coerce")).any()
+    r["_val"] = (pd.to_numeric(r["val_loss"], errors="coerce").fillna(np.inf)
+                 if no_acc and "val_loss" in r else 0.0)
     r["_loss"] = r["train_loss"].fillna(np.inf)
-    return r.sort_values(["_fin", "_acc", "_loss"], kind="stable").drop(
-        columns=["_fin", "_acc", "_loss"])
+    return r.sort_values(["_fin", "_acc", "_val", "_loss"], kind="stable").drop(
+        columns=["_fin", "_acc", "_val", "_loss"])
 
 
 # -- theory ------------------------------------------------------------------------------------
@@ -562,8 +570,15 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
                     "No configuration key varies between runs.")
                  + " Click a column header to sort.</p>")
     ranked = _rank(runs)
-    cols = ["id", "name", "status", *keys, "train loss", "val acc", "test acc", "steps",
-            "seconds"]
+    # a sweep of regressions (mse/huber on real targets) measures no accuracy: its validation
+    # and test losses (the accuracy columns were empty)
+    regression = not any(np.isfinite(pd.to_numeric(runs.get(k), errors="coerce")).any()
+                         for k in ("val_acc", "test_acc")) and any(
+        np.isfinite(pd.to_numeric(runs.get(k), errors="coerce")).any()
+        for k in ("val_loss", "test_loss"))
+    second = REGRESSION_COLUMNS if regression else ("val_acc", "test_acc")
+    cols = ["id", "name", "status", *keys, "train loss", *(k.replace("_", " ") for k in second),
+            "steps", "seconds"]
     rows, classes = [], []
     for _, r in ranked.iterrows():
         rid = str(r["id"])
@@ -571,8 +586,8 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
                 if rid in shown else f"<code>{H.esc(rid)}</code>")
         vals = [_cell(r["cfg:" + k]) for k in keys]
         rows.append([link, r.get("name") or "", H.badge(r["status"]), *vals,
-                     _cellnum(r["train_loss"]), _cellnum(r["val_acc"]),
-                     _cellnum(r["test_acc"]), _cellnum(r["steps"]), _cellnum(r["seconds"])])
+                     _cellnum(r["train_loss"]), _cellnum(r[second[0]]),
+                     _cellnum(r[second[1]]), _cellnum(r["steps"]), _cellnum(r["seconds"])])
         classes.append(r["status"] if r["status"] != "finished" else "")
     parts.append("<div class=\"card\">" + H.table(
         cols, rows, sortable=True, row_classes=classes,
@@ -581,7 +596,8 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     from .. import plot
 
     blocks = []
-    metrics = [(m, hib) for m, hib in (("val_acc", True), ("train_loss", False))
+    metrics = [(m, hib) for m, hib in (("val_acc", True), ("train_loss", False),
+                                       *((("val_loss", False),) if regression else ()))
                if np.isfinite(runs[m]).any()]
     prefix = _safe_name(group.anchor)
     if group.by_run and metrics:
@@ -637,8 +653,9 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
 
 def _plain(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
     out = pd.DataFrame({k: [_mpl(v) for v in runs["cfg:" + k]] for k in keys})
-    for col in ("name", "status", *METRIC_COLUMNS):
-        out[col] = [_mpl(v) for v in runs[col]]
+    for col in ("name", "status", *METRIC_COLUMNS, *REGRESSION_COLUMNS):
+        if col in runs:  # (a regression's losses: plotted when no run has an accuracy)
+            out[col] = [_mpl(v) for v in runs[col]]
     return out
 
 
@@ -969,8 +986,10 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
     title_bits.append(H.badge(status))
     if rank_label:
         title_bits.append(f"<span class=\"badge best\">{H.esc(rank_label)}</span>")
-    sub = ", ".join(f"{m.replace('_', ' ')} {H.fmt(row[m])}" for m in METRIC_COLUMNS
-                    if math.isfinite(as_number(row[m])))
+    shown = METRIC_COLUMNS if any(math.isfinite(as_number(row.get(m))) for m in
+                                  METRIC_COLUMNS[1:]) else ("train_loss", *REGRESSION_COLUMNS)
+    sub = ", ".join(f"{m.replace('_', ' ')} {H.fmt(row[m])}" for m in shown
+                    if math.isfinite(as_number(row.get(m))))
     if keys:
         sub = "; ".join(f"{k}={H.fmt(_cell(row['cfg:' + k]))}" for k in keys[:4]) + (
             f" — {sub}" if sub else "")
