@@ -393,3 +393,26 @@ def test_report_of_a_regression_sweep_shows_and_ranks_by_its_losses(tmp_path, ca
     head = text[text.index("The best run is expanded"):][:300]
     assert best["id"] in head.split(" finished best ")[0]
     assert f"val loss {best['val_loss']:.4g}" in head
+
+
+def test_standardize_targets_with_an_identity_output_activation(tmp_path, capsys):
+    x, y = _reg_csv(tmp_path, scale=50.0, offset=-400.0)
+    cfg = _write(tmp_path, "reg.toml",
+                 '[model]\nsizes = [3, 8, 1]\noutput_activation = "identity"\n[train]\n'
+                 'loss = "huber"\nepochs = 3\n[data]\npath = "reg.csv"\nlabel = "y"\n'
+                 'standardize_targets = true\n')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["status"] == "finished"
+    from depthlab.persist import load
+
+    net = load(rec["network"])
+    tr, _, te = _split_like_loader(len(y))
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    pred = net.predict(((x[te] - mean) / std).astype(np.float32))[:, 0].astype(np.float64)
+    d = np.abs(pred - (y[te] * 50.0 - 400.0))  # huber (delta 1) in the targets' units
+    huber = np.where(d <= 1.0, 0.5 * d ** 2, d - 0.5).mean()
+    assert rec["metrics"]["test_loss"] == pytest.approx(huber, rel=1e-4)
+    cfg.write_text(cfg.read_text().replace('"identity"', '"tanh"'))
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out2"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.output_activation = 'tanh' is in the way" in err

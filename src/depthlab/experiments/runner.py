@@ -398,7 +398,11 @@ def unscale_outputs(net: Any, scale: tuple[np.ndarray, np.ndarray]) -> None:
     units."""
     from ..layers.dense import Dense
 
-    last = net.layers[-1]
+    layers = list(net.layers)
+    while len(layers) > 1 and getattr(getattr(layers[-1], "fn", None), "name", None) == \
+            "identity":  # output_activation = "identity": the Dense layer before it
+        layers.pop()
+    last = layers[-1]
     if not isinstance(last, Dense) or last.b is None:
         raise ExperimentError("data.standardize_targets = true needs an output layer with a "
                               f"bias; the network ends with {last!r}")
