@@ -416,3 +416,19 @@ def test_standardize_targets_with_an_identity_output_activation(tmp_path, capsys
     rc = main(["run", str(cfg), "--out", str(tmp_path / "out2"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "model.output_activation = 'tanh' is in the way" in err
+
+
+def test_a_csv_without_header_row_is_refused_not_shortened(tmp_path, capsys):
+    _reg_csv(tmp_path)
+    lines = (tmp_path / "reg.csv").read_text().splitlines()
+    (tmp_path / "nohdr.csv").write_text("\n".join(lines[1:]) + "\n")
+    cfg = _config(tmp_path, 'path = "nohdr.csv"\nlabel = 3')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1  # (its first row was the header)
+    assert "looks like data: a header row naming the columns is required" in err
+    # pandas' names of an array's columns (0, 1, 2, 3) are a header
+    (tmp_path / "named.csv").write_text("0,1,2,3\n" + "\n".join(lines[1:]) + "\n")
+    cfg = _config(tmp_path, 'path = "named.csv"\nlabel = 3')
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["status"] == "finished"

@@ -397,6 +397,14 @@ def _csv(path: Path, label: str | int) -> RawData:
     if twice:  # pandas renames the second 'label' to 'label.1', which became a feature
         raise ValueError(f"{str(path)!r}: column name(s) {twice[:5]} appear more than once in "
                          "the header; expected distinct column names")
+    counted = [str(i) for i in range(len(raw))]  # pandas' names of a frame from an array
+    if raw and all(is_number(c) for c in raw) and raw not in (counted, [
+            str(i + 1) for i in range(len(raw))]):  # a label given by index read the first
+        # data row as the column names: one row lost without a word, numbers for names
+        shown = ", ".join(raw[:4]) + (", ..." if len(raw) > 4 else "")
+        raise ValueError(f"{str(path)!r}: its first row ({shown}) looks like data: a header "
+                         "row naming the columns is required (add one, e.g. "
+                         "x1,x2,...,label)")
     names = [str(c).strip() for c in df.columns]  # "a, b, label": 'label', not ' label'
     df.columns = names if len(set(names)) == len(names) else [str(c) for c in df.columns]
     columns = list(df.columns)
