@@ -418,17 +418,62 @@ def test_standardize_targets_with_an_identity_output_activation(tmp_path, capsys
     assert rc == 2 and "model.output_activation = 'tanh' is in the way" in err
 
 
-def test_a_csv_without_header_row_is_refused_not_shortened(tmp_path, capsys):
-    _reg_csv(tmp_path)
+def test_a_csv_without_header_row_trains_on_every_row_and_predict_scores_it(tmp_path, capsys):
+    x, y = _reg_csv(tmp_path)
     lines = (tmp_path / "reg.csv").read_text().splitlines()
     (tmp_path / "nohdr.csv").write_text("\n".join(lines[1:]) + "\n")
     cfg = _config(tmp_path, 'path = "nohdr.csv"\nlabel = 3')
+    rec = _run_json(tmp_path, cfg, capsys)  # its first row was taken for the column names
+    from depthlab.persist import load
+
+    net = load(rec["network"])
+    tr, _, te = _split_like_loader(len(y))  # all 200 rows, split as the loader splits them
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    pred = net.predict(((x - mean) / std).astype(np.float32))[:, 0].astype(np.float64)
+    assert rec["metrics"]["test_loss"] == pytest.approx(np.mean((pred[te] - y[te]) ** 2),
+                                                        rel=1e-5)
+    # predict: the same headerless file has its label column dropped and scored
+    rc = main(["predict", rec["id"], str(tmp_path / "nohdr.csv"), "--dir",
+               str(tmp_path / "out"), "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    got = np.array(json.loads(out.out)["outputs"])[:, 0]
+    np.testing.assert_allclose(got, pred, rtol=1e-6)
+    assert f"200 rows, mean squared error {np.mean((got - y) ** 2):.6g}" in out.err
+    # a headerless file of the features alone is read whole
+    (tmp_path / "x.csv").write_text("\n".join(",".join(ln.split(",")[:3]) for ln in lines[1:]))
+    rc = main(["predict", rec["id"], str(tmp_path / "x.csv"), "--dir", str(tmp_path / "out"),
+               "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    np.testing.assert_allclose(np.array(json.loads(out.out)["outputs"])[:, 0], pred, rtol=1e-6)
+    # the default label name cannot be found without a header: one line naming the remedy
+    cfg = _config(tmp_path, 'path = "nohdr.csv"')
     rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2 and len(err.strip().splitlines()) == 1  # (its first row was the header)
-    assert "looks like data: a header row naming the columns is required" in err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "looks like data, not a header naming the columns (no label column 'label')" in err
     # pandas' names of an array's columns (0, 1, 2, 3) are a header
     (tmp_path / "named.csv").write_text("0,1,2,3\n" + "\n".join(lines[1:]) + "\n")
     cfg = _config(tmp_path, 'path = "named.csv"\nlabel = 3')
     rec = _run_json(tmp_path, cfg, capsys)
     assert rec["status"] == "finished"
+
+
+def test_a_headerless_classification_csv_names_bad_cells_by_their_line(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = [f"{a!r},{b!r},{k}" for a, b, k in zip(rng.normal(size=60).tolist(),
+                                                   rng.normal(size=60).tolist(),
+                                                   (np.arange(60) % 3).tolist())]
+    rows[6] = rows[6].rsplit(",", 1)[0] + ",x"
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    cfg = _config(tmp_path, 'path = "c.csv"\nlabel = 2', loss="cross_entropy",
+                  sizes='[2, 4, "auto"]')
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "column '2' holds 'x' on line 7, which is not a number" in err
+    rows[6] = rows[7]
+    (tmp_path / "c.csv").write_text("\n".join(rows) + "\n")
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["config"]["model"]["sizes"] == [2, 4, 3]
+    assert rec["metrics"]["test_acc"] is not None

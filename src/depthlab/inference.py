@@ -71,6 +71,10 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
         meta["label_column"] = label
         if isinstance(info.get("feature_names"), list):  # predict takes them by name
             meta["feature_names"] = [str(f) for f in info["feature_names"]]
+    if info.get("header") is False:  # a CSV without a header row: its label column(s) by
+        # position, dropped by predict from a file of the same width
+        meta["label_index"] = info["label_index"]
+        meta["csv_columns"] = int(info["n_columns"])
     std = info.get("standardization")
     if std:  # the float64 statistics when the data were standardized before a float32 cast
         meta["input_mean"] = np.asarray(std.get("mean64", std["mean"]))
@@ -210,11 +214,14 @@ def _stripped(exc: BaseException, path: str, p: Path) -> str:
 
 
 def read_input_file(path: str, label: str | int | list | None = None,
-                    features: list[str] | None = None, *, values: bool = False) -> InputFile:
+                    features: list[str] | None = None, *, values: bool = False,
+                    unnamed: tuple[Any, int] | None = None) -> InputFile:
     """:func:`read_labeled_inputs` with, for a CSV, the namer of its cells
     (:class:`InputFile`); a CSV's empty cells, short rows and non-finite numbers are refused
     here by line and column. ``features``: the training CSV's feature names; a CSV holding
-    exactly those in another order has its columns put in the training order. ``label`` may
+    exactly those in another order has its columns put in the training order. ``unnamed``:
+    (label index or indices, columns) of a training CSV without a header row: a headerless
+    CSV of that many columns has those dropped (and scored). ``label`` may
     be a list of columns (a regression's targets); ``values``: the label columns hold real
     targets (:attr:`InputFile.targets`), not classes."""
     labels = labelled = unlabelled = targets = None
@@ -277,6 +284,12 @@ def read_input_file(path: str, label: str | int | list | None = None,
             except pd.errors.EmptyDataError:  # pandas' "No columns to parse from file"
                 raise ValueError("the file is empty (no header, no rows)") from None
             columns = [str(c).strip() for c in frame.columns]  # as the run read them
+            if not header and unnamed is not None and frame.shape[1] == unnamed[1]:
+                index = unnamed[0] if isinstance(unnamed[0], list) else [unnamed[0]]
+                dropped = [int(i) for i in index if 0 <= int(i) < frame.shape[1]]
+                ys = frame.iloc[:, dropped]
+                frame = frame.iloc[:, [i for i in range(frame.shape[1]) if i not in dropped]]
+                label = index if isinstance(unnamed[0], list) else index[0]
             if header and label is not None:
                 for one in label if isinstance(label, list) else [label]:
                     name = one if isinstance(one, str) else (

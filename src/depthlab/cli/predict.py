@@ -10,9 +10,11 @@ the run split it; the accuracy goes to stderr). Inputs are standardized as in tr
 the run standardized them. Output (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with
 the predicted class (classification) and the network's raw outputs, each number written
 exactly (``repr``), or ``--json``. A regression run (real targets) predicts values: no class
-column, and a CSV holding the run's target columns (or a .npz's ``y`` beside its ``x``) scores
-them by the mean squared error (stderr) instead of an accuracy. An existing ``--to FILE`` is replaced only with
-``--force`` (written atomically: a failed write keeps its previous content).
+column, and a CSV holding the run's target columns (or a .npz's ``y`` beside its ``x``)
+scores them by the mean squared error (stderr) instead of an accuracy. An existing ``--to
+FILE`` is replaced only with ``--force`` (written atomically: a failed write keeps its
+previous content). A run trained on a CSV without a header row has its label column(s)
+dropped (and scored) from a headerless CSV of the training file's width.
 """
 
 from __future__ import annotations
@@ -162,8 +164,11 @@ def _predict(args: argparse.Namespace):
             raise ValueError(f"DATA {args.data!r}: {exc}") from None
     else:  # the run's training CSV: its label column is dropped and scores the predictions
         names = meta.get("feature_names")
+        unnamed = ((meta["label_index"], int(meta["csv_columns"]))
+                   if meta.get("label_index") is not None and meta.get("csv_columns") else None)
         found = read_input_file(args.data, label_column(meta),
-                                names if isinstance(names, list) else None, values=values)
+                                names if isinstance(names, list) else None, values=values,
+                                unnamed=unnamed)
         targets = found.targets
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
         labelled = found.labelled  # rows with an empty label cell are not scored

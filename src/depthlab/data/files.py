@@ -292,22 +292,25 @@ def csv_row(path: Path, row: int, header: bool = True) -> tuple[list[str], int] 
     return None
 
 
-def _raw_cell(path: Path, row: int, position: int) -> tuple[str, int] | None:
-    """The text of data row ``row`` of CSV ``path`` (:func:`csv_row`) at column ``position``,
-    and its line number; None when it cannot be read."""
-    found = csv_row(path, row)
+def _raw_cell(path: Path, row: int, position: int, header: bool = True
+              ) -> tuple[str, int] | None:
+    """The text of data row ``row`` of CSV ``path`` (:func:`csv_row`; ``header``: the file
+    has a header row) at column ``position``, and its line number; None when it cannot be
+    read."""
+    found = csv_row(path, row, header)
     if found is None:
         return None
     cells, line = found
     return (cells[position] if position < len(cells) else ""), line
 
 
-def _missing_cell(path: Path, raw: list[str], column: str, row: int, empty: str) -> str:
+def _missing_cell(path: Path, raw: list[str], column: str, row: int, empty: str,
+                  header: bool = True) -> str:
     """``holds 'n/a' on line 3 (read as a missing value)``, or ``empty`` (``{line}`` filled in)
     for an empty cell: a cell pandas read as NaN, by its own text (pandas reads 'NA', 'n/a',
     'null', ... as NaN)."""
-    found = _raw_cell(path, row, raw.index(column)) if column in raw else None
-    text, line = found if found is not None else ("", row + 2)
+    found = _raw_cell(path, row, raw.index(column), header) if column in raw else None
+    text, line = found if found is not None else ("", row + 1 + header)
     if text.strip():
         return f"holds {text.strip()[:40]!r} on line {line} (read as a missing value)"
     return empty.format(line=line)
@@ -393,18 +396,25 @@ def _csv(path: Path, label: str | int) -> RawData:
             from exc
     raw = [str(c).strip() for c in pd.read_csv(path, header=None, nrows=1, dtype=str,
                                                keep_default_na=False).iloc[0]]
+    counted = [str(i) for i in range(len(raw))]  # pandas' names of a frame from an array
+    header = not (raw and all(is_number(c) for c in raw) and raw not in (counted, [
+        str(i + 1) for i in range(len(raw))]))
+    if not header:  # no header row: read as data (the first data row was taken for the
+        # column names: one row lost without a word, numbers for feature names); columns
+        # named by their 0-based position, the label given by its index
+        if isinstance(label, str) and label not in counted:
+            shown = ", ".join(raw[:4]) + (", ..." if len(raw) > 4 else "")
+            raise ValueError(f"{str(path)!r}: its first row ({shown}) looks like data, not a "
+                             f"header naming the columns (no label column {label!r}); give "
+                             "the label column's 0-based index (data.label = N, label=N) or "
+                             "add a header row")
+        df = read_csv_frame(path, header=None)
+        df.columns = counted[:df.shape[1]] + [str(i) for i in range(len(raw), df.shape[1])]
+        raw = list(df.columns)
     twice = sorted({c for c in raw if c and raw.count(c) > 1})
     if twice:  # pandas renames the second 'label' to 'label.1', which became a feature
         raise ValueError(f"{str(path)!r}: column name(s) {twice[:5]} appear more than once in "
                          "the header; expected distinct column names")
-    counted = [str(i) for i in range(len(raw))]  # pandas' names of a frame from an array
-    if raw and all(is_number(c) for c in raw) and raw not in (counted, [
-            str(i + 1) for i in range(len(raw))]):  # a label given by index read the first
-        # data row as the column names: one row lost without a word, numbers for names
-        shown = ", ".join(raw[:4]) + (", ..." if len(raw) > 4 else "")
-        raise ValueError(f"{str(path)!r}: its first row ({shown}) looks like data: a header "
-                         "row naming the columns is required (add one, e.g. "
-                         "x1,x2,...,label)")
     names = [str(c).strip() for c in df.columns]  # "a, b, label": 'label', not ' label'
     df.columns = names if len(set(names)) == len(names) else [str(c) for c in df.columns]
     columns = list(df.columns)
@@ -438,8 +448,8 @@ def _csv(path: Path, label: str | int) -> RawData:
         text = pd.to_numeric(column, errors="coerce").isna() & column.notna()
         row = int(np.argmax(text.to_numpy())) if text.any() else 0
         more = f" (non-numeric columns: {bad[:5]})" if len(bad) > 1 else ""
-        found = _raw_cell(path, row, raw.index(bad[0])) if bad[0] in raw else None
-        line = found[1] if found is not None else row + 2  # pandas skips blank lines
+        found = _raw_cell(path, row, raw.index(bad[0]), header) if bad[0] in raw else None
+        line = found[1] if found is not None else row + 1 + header  # (blank lines skipped)
         raise ValueError(
             f"{str(path)!r}: feature column {bad[0]!r} holds {str(column.iloc[row])[:40]!r} on "
             f"line {line}, which is not a number{more}; accepted: numeric feature columns "
@@ -450,8 +460,8 @@ def _csv(path: Path, label: str | int) -> RawData:
             # (the first three values were shown: numbers, when one cell down the file was not)
             text = (pd.to_numeric(y, errors="coerce").isna() & y.notna()).to_numpy()
             row = int(np.argmax(text)) if text.any() else 0
-            found = _raw_cell(path, row, raw.index(label)) if label in raw else None
-            cell, line = found if found is not None else (str(y.iloc[row]), row + 2)
+            found = _raw_cell(path, row, raw.index(label), header) if label in raw else None
+            cell, line = found if found is not None else (str(y.iloc[row]), row + 1 + header)
             raise ValueError(
                 f"{str(path)!r}: labels must be integers, column {label!r} holds "
                 f"{cell.strip()[:40]!r} on line {line}, which is not a number; accepted: class "
@@ -461,34 +471,33 @@ def _csv(path: Path, label: str | int) -> RawData:
     if not finite.all():  # named by the file's column and line (an empty cell reads as NaN)
         row, col = (int(i) for i in np.argwhere(~finite)[0])
         name = str(features.columns[col])
-        where = (_missing_cell(path, raw, name, row, "holds nan on line {line}")
+        where = (_missing_cell(path, raw, name, row, "holds nan on line {line}", header)
                  if np.isnan(x[row, col])
-                 else f"holds {x[row, col]} on line {row + 2}")
+                 else f"holds {x[row, col]} on line {row + 1 + header}")
         raise ValueError(
             f"{str(path)!r}: feature column {name!r} {where} ({x.size - int(finite.sum())} "
             "such value(s)); accepted: finite numbers (an empty cell reads as NaN)")
     for label in chosen:
-        _label_cells(path, raw, label, df[label])
+        _label_cells(path, raw, label, df[label], header)
     y = df[chosen] if several else df[chosen[0]]
-    return RawData(
-        x=x,
-        y=y.to_numpy(),
-        info={
-            "source": f"csv file {path}",
-            "path": str(path),
-            "feature_names": [str(c) for c in features.columns],
-            "label_column": list(chosen) if several else label,
-        },
-    )
+    info: dict[str, Any] = {"source": f"csv file {path}", "path": str(path)}
+    if header:
+        info.update(feature_names=[str(c) for c in features.columns],
+                    label_column=list(chosen) if several else chosen[0])
+    else:  # columns by position: the label's index and the file's width (for predict)
+        index = [int(c) for c in chosen]
+        info.update(header=False, n_columns=int(df.shape[1]),
+                    label_index=index if several else index[0])
+    return RawData(x=x, y=y.to_numpy(), info=info)
 
 
-def _label_cells(path: Path, raw: list[str], label: str, y: Any) -> None:
+def _label_cells(path: Path, raw: list[str], label: str, y: Any, header: bool = True) -> None:
     """Refuse an empty cell in label column ``label`` (values ``y``), naming its line."""
     missing = y.isna().to_numpy()
     if missing.any():  # an empty label cell, or a row shorter than the header (was: "labels
         # must be integers, got non-integer values such as [nan]", no line named)
         row = int(np.argmax(missing))
-        where = _missing_cell(path, raw, label, row, "is empty on line {line}")
+        where = _missing_cell(path, raw, label, row, "is empty on line {line}", header)
         raise ValueError(
             f"{str(path)!r}: label column {label!r} {where} "
             f"({int(missing.sum())} such row(s)); expected a class number (or a regression "
@@ -497,8 +506,8 @@ def _label_cells(path: Path, raw: list[str], label: str, y: Any) -> None:
     values = y.to_numpy()
     if values.dtype.kind == "f" and not np.isfinite(values).all():  # inf, -inf: named by line
         row = int(np.argmax(~np.isfinite(values)))
-        found = _raw_cell(path, row, raw.index(label)) if label in raw else None
-        line = found[1] if found is not None else row + 2
+        found = _raw_cell(path, row, raw.index(label), header) if label in raw else None
+        line = found[1] if found is not None else row + 1 + header
         raise ValueError(f"{str(path)!r}: label column {label!r} holds {values[row]} on line "
                          f"{line}; accepted: finite numbers")
 
