@@ -2,9 +2,11 @@
 
 * ``.npz``: keys ``x``/``y``, ``X``/``y`` or ``x_train``/``y_train`` with optional
   ``x_val``/``y_val`` and ``x_test``/``y_test`` (official held-out parts).
-* ``.csv`` (optionally ``.csv.gz``): comma-separated, header row required (names stripped of
+* ``.csv`` (optionally ``.csv.gz``): comma-separated, with a header row (names stripped of
   spaces); the label column is ``label=`` (a column name, default ``"label"``, or a 0-based
-  column index), every other column is a numeric feature.
+  column index; a list of them: several regression targets), every other column is a numeric
+  feature. A file whose first row is numbers (not pandas' ``0, 1, 2, ...`` names) has no
+  header: its columns are named by their 0-based position, the label given by its index.
 * IDX: an images file (``*-images-idx3-ubyte[.gz]``) whose labels file (``images`` -> ``labels``,
   ``idx3`` -> ``idx1``) lies next to it, or a folder holding ``train-images-idx3-ubyte[.gz]`` and
   ``train-labels-idx1-ubyte[.gz]`` (plus ``t10k-*`` or ``test-*`` files used as the test split).
