@@ -477,3 +477,19 @@ def test_a_headerless_classification_csv_names_bad_cells_by_their_line(tmp_path,
     rec = _run_json(tmp_path, cfg, capsys)
     assert rec["config"]["model"]["sizes"] == [2, 4, 3]
     assert rec["metrics"]["test_acc"] is not None
+
+
+@pytest.mark.parametrize("variant", ["trailing_comma", "byte_order_mark"])
+def test_a_headerless_csv_with_trailing_commas_or_a_bom_is_read_whole(tmp_path, variant):
+    from depthlab.data import load_dataset
+
+    _, y = _reg_csv(tmp_path)
+    rows = (tmp_path / "reg.csv").read_text().splitlines()[1:]
+    if variant == "trailing_comma":
+        (tmp_path / "n.csv").write_text("\n".join(r + "," for r in rows) + "\n")
+    else:
+        (tmp_path / "n.csv").write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    ds = load_dataset(tmp_path / "n.csv", label=3, targets="values", val_fraction=0,
+                      test_fraction=0)
+    assert ds.n_features == 3
+    np.testing.assert_allclose(np.sort(ds.y_train[:, 0]), np.sort(y))  # every row, once

@@ -399,8 +399,9 @@ def _csv(path: Path, label: str | int) -> RawData:
     raw = [str(c).strip() for c in pd.read_csv(path, header=None, nrows=1, dtype=str,
                                                keep_default_na=False).iloc[0]]
     counted = [str(i) for i in range(len(raw))]  # pandas' names of a frame from an array
-    header = not (raw and all(is_number(c) for c in raw) and raw not in (counted, [
-        str(i + 1) for i in range(len(raw))]))
+    cells = raw[:-1] if len(raw) > 1 and not raw[-1] else raw  # (a trailing comma's cell)
+    header = not (cells and all(is_number(c) for c in cells) and cells not in (
+        counted[:len(cells)], [str(i + 1) for i in range(len(cells))]))
     if not header:  # no header row: read as data (the first data row was taken for the
         # column names: one row lost without a word, numbers for feature names); columns
         # named by their 0-based position, the label given by its index
