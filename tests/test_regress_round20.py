@@ -493,3 +493,16 @@ def test_a_headerless_csv_with_trailing_commas_or_a_bom_is_read_whole(tmp_path, 
                       test_fraction=0)
     assert ds.n_features == 3
     np.testing.assert_allclose(np.sort(ds.y_train[:, 0]), np.sort(y))  # every row, once
+
+
+def test_a_first_row_of_whole_numbers_read_as_data_is_said(tmp_path):
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    pix = rng.integers(0, 256, size=(30, 4))
+    lab = np.arange(30) % 2
+    (tmp_path / "pix.csv").write_text("\n".join(
+        ",".join(map(str, [k, *p])) for k, p in zip(lab, pix)) + "\n")
+    with pytest.warns(UserWarning, match=r"its first row \(0, .*\) is read as data"):
+        ds = load_dataset(tmp_path / "pix.csv", label=0, val_fraction=0, test_fraction=0)
+    assert ds.sizes["train"] == 30 and ds.n_features == 4

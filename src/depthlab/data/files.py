@@ -411,6 +411,13 @@ def _csv(path: Path, label: str | int) -> RawData:
                              f"header naming the columns (no label column {label!r}); give "
                              "the label column's 0-based index (data.label = N, label=N) or "
                              "add a header row")
+        if all(c.lstrip("+-").isdigit() for c in cells):  # whole numbers: names (400, 410,
+            # ... nm) or data (pixels)? said, so that names read as a data row are noticed
+            shown = ", ".join(cells[:4]) + (", ..." if len(cells) > 4 else "")
+            warnings.warn(f"{str(path)!r}: its first row ({shown}) is read as data, the file "
+                          "as having no header row (columns named by position 0, 1, ...); "
+                          "name the columns with text if it is a header", UserWarning,
+                          stacklevel=2)
         df = read_csv_frame(path, header=None)
         df.columns = counted[:df.shape[1]] + [str(i) for i in range(len(raw), df.shape[1])]
         raw = list(df.columns)
