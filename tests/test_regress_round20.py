@@ -506,3 +506,19 @@ def test_a_first_row_of_whole_numbers_read_as_data_is_said(tmp_path):
     with pytest.warns(UserWarning, match=r"its first row \(0, .*\) is read as data"):
         ds = load_dataset(tmp_path / "pix.csv", label=0, val_fraction=0, test_fraction=0)
     assert ds.sizes["train"] == 30 and ds.n_features == 4
+
+
+def test_one_output_for_integer_targets_read_as_classes_names_the_targets_key(tmp_path,
+                                                                                capsys):
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=40), "y": np.arange(40) % 2}).to_csv(
+        tmp_path / "b.csv", index=False)
+    cfg = _config(tmp_path, 'path = "b.csv"\nlabel = "y"', sizes="[1, 4, 1]")
+    rc = main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert "has 2 classes; set it to 2" in err and 'data.targets = "values"' in err
+    cfg = _config(tmp_path, 'path = "b.csv"\nlabel = "y"\ntargets = "values"',
+                  sizes="[1, 4, 1]")
+    rec = _run_json(tmp_path, cfg, capsys)
+    assert rec["status"] == "finished" and rec["metrics"]["test_acc"] is None

@@ -213,9 +213,12 @@ def resolve_sizes(config: dict[str, Any], n_features: int, n_classes: int,
         what = ("1 output (binary_cross_entropy)" if loss == "binary_cross_entropy"
                 else f"{n_classes} target column{'s' * (n_classes != 1)} (regression)"
                 if values else f"{n_classes} classes")
+        real = (" (or data.targets = \"values\" to read the labels as real regression "
+                "targets, one output per target column)"
+                if loss in REGRESSION and not values and config["data"].get("path") else "")
         raise ExperimentError(
             f"model.sizes[-1] = {sizes[-1]} but data set {name!r} has {what}; set it to "
-            f"{n_out} or \"auto\"")
+            f"{n_out} or \"auto\"{real}")
     if loss == "binary_cross_entropy" and n_classes != 2:
         raise ExperimentError(
             f"train.loss = \"binary_cross_entropy\" needs 2 classes; data set {name!r} has "
