@@ -88,3 +88,28 @@ def test_rrelu_and_threshold_layers_get_act_rows_equal_to_their_outputs():
         got = t[(t.layer == 1) & (t.quantity == "act_std")]["value"]
         assert len(got) == 1, type(act).__name__
         assert abs(float(got.iloc[0]) - float(a.std(unbiased=False))) < 1e-10
+
+
+def test_the_torch_doctors_unscaled_targets_cure_speaks_of_the_torch_model():
+    # the shared rule's text named NumPy's settings ("standardize_targets=True in dl.doctor,
+    # [data] standardize_targets = true in a config"), which dlt.doctor does not take; its
+    # translated cure now carries the torch alternative's text for the same changes
+    import numpy as np
+    from torch import nn
+
+    import depthlab.torch as dlt
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    y = (1000 + 100 * (x @ rng.normal(size=(8, 2)))).astype(np.float32)
+
+    def make():
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    d = dlt.doctor(make, (x[:160], y[:160], x[160:], y[160:]), loss_fn=nn.MSELoss(),
+                   optimizer=("adam", {"lr": 1e-3}), steps=30, verify=True, max_cures=1)
+    f = d.finding("unscaled_targets")
+    assert f is not None, str(d)
+    assert f.prescription == {"target_scale": "standardize"}
+    assert "dl.doctor" not in f.prescription_text and "[data]" not in f.prescription_text
+    assert "mean + std * output" in f.prescription_text

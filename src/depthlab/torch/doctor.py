@@ -2112,14 +2112,19 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     config = base.ctx.config
     candidates: list[tuple[dict[str, Any], str]] = []
     first = rx.translate(f.prescription, spec) if f.prescription else None
-    if first:
-        candidates.append((first, f.prescription_text))
     act = config.get("activation")
     # the loss of update 1 is computed on the initial weights: non-finite there, no training
     # setting can cure it, so the re-initializations are tried first
     at_init = f.kind == "divergence" and f.evidence.get("step") == 1
     more = rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
                            bool(config.get("batchnorm")), at_init=at_init)
+    if first:
+        # the shared rule's text speaks of NumPy's settings (unscaled_targets:
+        # "standardize_targets=True in dl.doctor, [data] standardize_targets = true"): a torch
+        # alternative with the same changes says it for a torch model
+        same = {json.dumps(c, sort_keys=True, default=str): t for c, t in more}
+        candidates.append((first, same.get(json.dumps(first, sort_keys=True, default=str),
+                                           f.prescription_text)))
     candidates = more[:2] + candidates + more[2:] if at_init else candidates + more
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()
