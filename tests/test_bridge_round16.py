@@ -42,12 +42,13 @@ def test_an_uncalibrated_population_batchnorm_stays_population_and_refuses_eval_
                                   net.batchnorms()[0].population_var)
 
 
-@pytest.mark.parametrize("act", [nn.Threshold(0.5, -1.0), nn.RReLU(), nn.Softshrink(),
-                                 nn.Hardshrink()], ids=lambda m: type(m).__name__)
+@pytest.mark.parametrize("act", [nn.Softshrink(), nn.Hardshrink()],
+                         ids=lambda m: type(m).__name__)
 def test_predict_names_an_activation_it_has_no_theory_for_as_an_activation(act):
     """Threshold, RReLU, Softshrink and Hardshrink between two Linear layers were refused as
     'pooling or another operation in between' only: the message now says the module is an
-    activation dlt.predict has no theory for and lists those it models."""
+    activation dlt.predict has no theory for and lists those it models. (Threshold and RReLU
+    are modelled since round 20: test_predict_models_threshold_and_rrelu.)"""
     import depthlab.torch as dlt
 
     torch.manual_seed(0)
@@ -60,6 +61,23 @@ def test_predict_names_an_activation_it_has_no_theory_for_as_an_activation(act):
     assert f"'1' ({type(act).__name__})" in msg
     assert "is an activation predict() has no theory for" in msg
     assert "modelled: " in msg and "GELU" in msg and "Softplus" in msg
+
+
+@pytest.mark.parametrize("act", [nn.Threshold(0.0, 0.0), nn.RReLU()],
+                         ids=lambda m: type(m).__name__)
+def test_predict_models_threshold_and_rrelu(act):
+    """Round 20: Threshold (of the ReLU family at threshold 0) and RReLU (its mean slope) are
+    predicted, within the spread the theory has for ReLU-like chains at this width."""
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 256), act, nn.Linear(256, 256), type(act)(
+        *((0.0, 0.0) if isinstance(act, nn.Threshold) else ())), nn.Linear(256, 10)).eval()
+    x, y = torch.randn(512, 64), torch.randint(0, 10, (512,))
+    t = dlt.predict(m, x, y, nn.CrossEntropyLoss())
+    g = t[(t.quantity == "grad_pre_std") & (t.layer == 1)]
+    ratio = float(g["value"].iloc[0] / g["predicted"].iloc[0])
+    assert 0.8 < ratio < 1.25, ratio
 
 
 def test_a_partly_frozen_model_is_refused_naming_the_frozen_parameter():

@@ -5,7 +5,8 @@ NumPy, ``f'(s)`` by autograd through the activation module itself, gradients by
 ``torch.autograd.grad``. Models: Conv3d with groups and dilation into GroupNorm and ReLU6,
 ConvTranspose1d/3d with groups, Bilinear, a weight tied between an Embedding and the output
 layer, a module called three times, a per-channel PReLU, InstanceNorm2d and LayerNorm without
-affine parameters, Softplus/LogSigmoid/CELU/Hardswish/Hardtanh, an nn.Threshold (no follower),
+affine parameters, Softplus/LogSigmoid/CELU/Hardswish/Hardtanh, an nn.Threshold (a follower
+since round 20),
 Identity/Unflatten in a Sequential, a multi-scale conv on three input sizes, bidirectional
 2-layer LSTM with proj_size on packed sequences (both layouts), MultiheadAttention with
 kdim/vdim, a 2-layer TransformerDecoder with a causal mask; Watch rows equal a probe of the same
@@ -311,7 +312,8 @@ def _zoo() -> dict:
             lambda: nn.Sequential(nn.Linear(5, 8), nn.Softplus(beta=2, threshold=1),
                                   nn.Linear(8, 8), nn.LogSigmoid(), nn.Linear(8, 8),
                                   nn.Threshold(0.1, -1.0), nn.Linear(8, 3)),
-            r(6, 5), labels(6), ["0", "2", "4", "6"], {"0": ["1"], "2": ["3"]}, {}),
+            r(6, 5), labels(6), ["0", "2", "4", "6"], {"0": ["1"], "2": ["3"], "4": ["5"]},
+            {}),
         "identity-unflatten-batch-of-one": (
             lambda: nn.Sequential(nn.Linear(6, 8), nn.Identity(), nn.Tanh(),
                                   nn.Unflatten(1, (2, 4)), nn.Conv1d(2, 3, 2), nn.ELU(),
