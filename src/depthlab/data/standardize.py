@@ -55,3 +55,14 @@ def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
         bad = ~np.isfinite(out).all(axis=0)
         out[:, bad] = x[:, bad] / s[bad] - m[bad] / s[bad]
     return out
+
+
+def target_moments(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column float64 mean and population std of regression targets ``y`` (n, k) or
+    (n,) (columns: ``y`` reshaped to (n, -1)); a constant column gets std 1. The statistics
+    that standardize targets as ``(y - mean) / std``: the doctor's ``standardize_targets``
+    and ``[data] standardize_targets`` of a run."""
+    cols = np.asarray(y, dtype=np.float64)
+    cols = cols.reshape(cols.shape[0], -1)
+    mean, std = cols.mean(axis=0), cols.std(axis=0)
+    return mean, np.where(std > 0, std, 1.0)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backend import data_array
 from ..backend import rng as make_rng
+from ..data.standardize import target_moments
 from ..jsonable import jsonable
 from ..losses import REGISTRY as LOSS_REGISTRY
 from ..losses import one_hot_labels
@@ -287,11 +288,7 @@ def _target_columns(y: Any) -> np.ndarray | None:
 def _target_moments(y: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-column mean and std (float64, a constant column's std 1) of the targets ``y``."""
     cols = _target_columns(y)
-    if cols is None:
-        return None
-    mean = cols.mean(axis=0)
-    std = cols.std(axis=0)
-    return mean, np.where(std > 0, std, 1.0)
+    return None if cols is None else target_moments(cols)
 
 
 def _standardized_targets(data: _Data) -> _Data:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.fingerprint import digest
+from ..data.standardize import target_moments
 from .config import ConfigError, canonical_json, validate
 from .config import run_id as make_run_id
 from .store import METRIC_KEYS, RunRecord, jsonable
@@ -353,7 +354,7 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     cfg.pop("sweep", None)
     net = build_net(cfg, sizes)
     loss, dt = cfg["train"]["loss"], net.dtype
-    scale = target_statistics(ds.y_train) if scaled else None
+    scale = target_moments(ds.y_train) if scaled else None
 
     def targets(y: np.ndarray) -> np.ndarray:
         if scale is not None:
@@ -384,15 +385,6 @@ def check_standardize_targets(config: dict[str, Any], values: bool) -> None:
         raise ExperimentError(f"data.standardize_targets = true maps the outputs back to the "
                               f"targets' units through the last layer; model.output_activation "
                               f"= {out!r} is in the way (use \"none\")")
-
-
-def target_statistics(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Float64 mean and population std per column of training targets ``y`` (n, k); a
-    constant column gets std 1."""
-    y = np.asarray(y, dtype=np.float64)
-    mean, std = y.mean(axis=0), y.std(axis=0)
-    std = np.where(std > 0, std, 1.0)
-    return mean, std
 
 
 def unscale_outputs(net: Any, scale: tuple[np.ndarray, np.ndarray]) -> None:
