@@ -136,9 +136,34 @@ function refreshVisibility() {
   }
 }
 
+/* A refusal (or its clearing) changes the height of the controls above the export link and
+   the copy-link button. Arriving between a press and its release (the press blurred the control
+   just typed in, and the server refused its change at once) it moved the link 38 px from under
+   the pointer: the release landed elsewhere and the click was lost (no export, no message).
+   While a pointer is pressed such a change waits for the release and the click it makes (at
+   most a second: a release outside the window is never seen). */
+const press = { down: false, queue: [], timer: 0 };
+function flushPress() {
+  press.down = false; clearTimeout(press.timer);
+  for (const f of press.queue.splice(0)) f();
+}
+document.addEventListener("pointerdown", () => { press.down = true; }, true);
+for (const type of ["pointerup", "pointercancel"]) {
+  // after the click, which the browser dispatches right after the release, in the same task
+  document.addEventListener(type, () => setTimeout(flushPress, 0), true);
+}
+window.addEventListener("blur", () => setTimeout(flushPress, 0));
+function afterRelease(f) {
+  if (!press.down) { f(); return; }
+  press.queue.push(f);
+  clearTimeout(press.timer); press.timer = setTimeout(flushPress, 1000);
+}
+
+function markInvalid(key, message) { afterRelease(() => markInvalidNow(key, message)); }
+
 /* The refused control is outlined and says what it accepts right below it: on a phone the
    page's message sits under all the controls, out of sight of the control being typed in. */
-function markInvalid(key, message) {
+function markInvalidNow(key, message) {
   document.querySelectorAll(".field.invalid").forEach((e) => e.classList.remove("invalid"));
   document.querySelectorAll(".field-error").forEach((e) => e.remove());
   document.querySelectorAll("[aria-invalid]").forEach((e) => {
