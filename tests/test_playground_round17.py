@@ -212,7 +212,8 @@ def test_the_doctor_from_the_keyboard_keeps_the_focus_on_its_buttons(page, serve
     page.wait_for_function(MEASURED, timeout=30_000)
     page.focus("#doctor")
     page.keyboard.press("Enter")
-    page.locator("#doctor-cancel").wait_for(timeout=30_000)
+    # (no wait for the cancel button: a 4x8 network's doctor may answer, and remove it, before
+    # a wait sees it; CI on 39e5ea9 timed out there)
     # was: BODY (the disabled doctor button lost it)
     page.wait_for_function(f"({ACTIVE}) === 'doctor-cancel' || "
                            "!document.getElementById('doctor').disabled", timeout=30_000)
