@@ -1039,13 +1039,18 @@ class Recording:
         copy that requires grad (the block's forward computes the same values), whose node
         the skip path reaches; without it ``y = x + F(x)`` was not a block there (no
         ``block_grad_std`` row). Only for modules with trainable parameters, so frozen parts
-        stay without gradients."""
+        stay without gradients. Not while saved-tensor hooks are active: the copy changes what
+        autograd saves, and non-reentrant activation checkpointing
+        (``checkpoint(..., use_reentrant=False)``) compares the tensors its recomputation
+        saves with the forward's, so a checkpointed segment fed the raw data raised
+        ``CheckpointError`` ("a different number of tensors was saved")."""
         if x.requires_grad:
             return torch.autograd.graph.get_gradient_edge(x).node, None
         given = kwargs.get(where) if isinstance(where, str) else args[0] if args else None
         if (given is not x or type(x) is not torch.Tensor
                 or not x.is_floating_point() or x.is_nested or x.is_inference()
                 or not torch.is_grad_enabled()
+                or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
                 or not any(p.requires_grad for p in module.parameters())):
             return None, None
         copy = x.detach().requires_grad_().clone()
