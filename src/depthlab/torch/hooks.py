@@ -273,7 +273,7 @@ class _Pass:
     """The accumulators of one armed forward/backward pass (per layer number or module id)."""
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
-                 "device", "input", "fused", "layouts", "open")
+                 "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -281,6 +281,12 @@ class _Pass:
         self.act: dict[int, ActAcc] = {}
         self.norm: dict[int, Acc] = {}
         self.block_grad: dict[int, Acc] = {}
+        # the gradients of a backward run with create_graph=True (a gradient penalty's
+        # torch.autograd.grad(out.sum(), x, create_graph=True), MAML's inner step): part of
+        # computing the loss, not its gradient; used only when no other backward graded the
+        # pass (prefer_plain)
+        self.grad_cg: dict[int, Acc] = {}
+        self.block_grad_cg: dict[int, Acc] = {}
         self.links: dict[int, tuple[torch.Tensor, int, LayerInfo, str]] = {}
         self.pending: dict[int, LayerInfo] = {}
         # id(linked tensor or pending follower module) -> the map of a tensor of its shape
@@ -298,7 +304,25 @@ class _Pass:
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
-        return any(acc.ns for acc in self.grad.values())
+        return any(acc.ns for acc in self.grad.values()) or any(
+            acc.ns for acc in self.grad_cg.values())
+
+    def aside(self, table: dict) -> dict:
+        """Where a create_graph backward's gradients for ``table`` go (see ``grad_cg``)."""
+        return self.grad_cg if table is self.grad else self.block_grad_cg
+
+    def prefer_plain(self) -> None:
+        """Make the gradient rows those of the ordinary backwards (``loss.backward()``) when
+        one graded this pass, else those of the create_graph ones (a loop whose only backward
+        is ``loss.backward(create_graph=True)``). A gradient penalty's
+        ``torch.autograd.grad(out.sum(), x, create_graph=True)`` before ``loss.backward()`` was
+        pooled with the loss's gradient (a layer's ``grad_pre_std`` 0.041 where ``dL/ds``'s
+        is 0.0041)."""
+        if any(acc.ns for acc in self.grad.values()):
+            self.grad_cg, self.block_grad_cg = {}, {}
+        elif self.grad_cg:
+            self.grad, self.block_grad = self.grad_cg, self.block_grad_cg
+            self.grad_cg, self.block_grad_cg = {}, {}
 
     def _sorted(self) -> tuple[Acc, ...]:
         return (*self.pre.values(), *self.norm.values(), *(a.out for a in self.act.values()))
@@ -318,7 +342,9 @@ class _Pass:
         """Pool the calls of ``other`` (an earlier forward that the same backward graded)."""
         for mine, theirs in ((self.pre, other.pre), (self.grad, other.grad),
                              (self.act, other.act), (self.norm, other.norm),
-                             (self.block_grad, other.block_grad)):
+                             (self.block_grad, other.block_grad),
+                             (self.grad_cg, other.grad_cg),
+                             (self.block_grad_cg, other.block_grad_cg)):
             for key, acc in theirs.items():
                 if key in mine:
                     mine[key].merge(acc)
@@ -554,6 +580,10 @@ class Recording:
         predictions for a metric) is not the training pass (it was: ``pre_*`` of the
         validation batch, no gradient rows). With no such forward, the last one stays.
         Idempotent; :meth:`collect` calls it."""
+        self._settle()
+        self.p.prefer_plain()
+
+    def _settle(self) -> None:
         earlier, self._earlier = self._earlier, []
         if not earlier:
             return
@@ -709,13 +739,14 @@ class Recording:
             acc = table[index] = Acc(want_sorted=bool(self.percentiles))
         return acc
 
-    def _grad_hook(self, table: dict, index: int):
+    def _grad_hook(self, table: dict, index: int, aside: dict):
         k = self._wk
 
         def hook(g: torch.Tensor) -> None:
-            acc = table.get(index)
+            t = aside if torch.is_grad_enabled() else table  # create_graph: see _Pass.grad_cg
+            acc = t.get(index)
             if acc is None:
-                acc = table[index] = Acc(want_abs=True)
+                acc = t[index] = Acc(want_abs=True)
             acc.add(g, None, k)
         return hook
 
@@ -733,8 +764,9 @@ class Recording:
         if base is not None and base.grad_fn is not None and base.numel() == out.numel():
             out = base
         fn = out.grad_fn
+        aside = self.p.aside(table)  # a create_graph backward's (grad mode on in its hooks)
         if fn is None or out._is_view():
-            out.register_hook(self._grad_hook(table, index))
+            out.register_hook(self._grad_hook(table, index, aside))
             return
         slot = out.output_nr
         k = self._wk
@@ -742,9 +774,10 @@ class Recording:
         def prehook(grad_outputs: tuple) -> None:
             g = grad_outputs[slot]
             if g is not None:
-                acc = table.get(index)
+                t = aside if torch.is_grad_enabled() else table
+                acc = t.get(index)
                 if acc is None:
-                    acc = table[index] = Acc(want_abs=True)
+                    acc = t[index] = Acc(want_abs=True)
                 acc.add(g, None, k)
         fn.register_prehook(prehook)
 
