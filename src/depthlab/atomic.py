@@ -162,8 +162,11 @@ def _raise_named(exc: BaseException, path: Path) -> None:
     ``OSError`` with an errno; return otherwise (the caller re-raises ``exc``)."""
     if isinstance(exc, OSError) and not isinstance(exc, AtomicWriteError) \
             and exc.errno is not None:
-        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)} "
-                               "(the previous version is kept)", str(path)) from exc
+        # "the previous version is kept" only when there is one (a first save that failed
+        # said it of a file that never existed)
+        kept = " (the previous version is kept)" if path.exists() else ""
+        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)}{kept}",
+                               str(path)) from exc
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:

@@ -78,9 +78,16 @@ def run(args: argparse.Namespace) -> int:
     echo(f"run {rec.id}: {rec.status} {metrics_line(rec.metrics)}")
     network = None
     if rec.status == "finished":  # the trained network, for `depthlab predict RUN DATA`
+        from ..atomic import AtomicWriteError
         from ..inference import save_run_network
 
-        network = save_run_network(prep, args.out, rec.id)
+        try:
+            network = save_run_network(prep, args.out, rec.id)
+        except AtomicWriteError as exc:  # a full disk here said only "cannot write
+            # '.../models/ID.npz'": not that the run was stored, nor how to get its network
+            raise UserError(f"run {rec.id} ({rec.status}) is stored in {str(store.path)!r}, "
+                            f"but its network was not saved: {exc}; make room and run the "
+                            "config again with --overwrite to save it") from exc
         echo(f"network: {network}")
     if args.json:
         import json
