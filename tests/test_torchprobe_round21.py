@@ -131,3 +131,18 @@ def test_a_gradient_penalty_backward_is_not_pooled_into_the_loss_gradient_rows(t
         assert set(got) == set(want)
         for k in want:
             assert abs(got[k] - want[k]) <= 1e-10 * want[k], (create_graph, k, got[k], want[k])
+
+
+def test_predict_refuses_an_uninitialized_lazy_model_in_one_line_naming_the_module():
+    """dlt.predict on a model with nn.LazyLinear not yet run raised torch's ValueError
+    ('Attempted to use an uninitialized parameter in <method 'detach' ...>', no module
+    named) from its check of the weights; dlt.probe, discover and Watch name the module."""
+    import pytest
+
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.LazyLinear(2))
+    x, y = torch.randn(6, 5), torch.randn(6, 2)
+    with pytest.raises(ValueError, match=r"^module '2' \(LazyLinear\) of Sequential has "
+                                         r"uninitialized lazy parameters: run the model once"):
+        dlt.predict(model, x, y, "mse")
+    model(x)
+    assert (dlt.predict(model, x, y, "mse").layer >= 1).any()

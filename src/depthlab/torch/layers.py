@@ -587,20 +587,27 @@ class LayerInfo:
                 f"activation={self.activation!r}, calls={self.calls}{extra})")
 
 
+def check_initialized(model: nn.Module) -> None:
+    """Refuse in one line a model with a lazy module not yet run (``nn.LazyLinear``):
+    torch's own error ('Attempted to use an uninitialized parameter', several lines) named
+    no module, and ``dlt.predict`` raised it from its check of the weights."""
+    lazy = [(n, type(m).__name__) for n, m in model.named_modules()
+            if any(isinstance(p, nn.parameter.UninitializedParameter)
+                   for p in m.parameters(recurse=False))]
+    if lazy:
+        n, kind = lazy[0]
+        raise ValueError(f"module {n!r} ({kind}) of {type(model).__name__} has uninitialized "
+                         "lazy parameters: run the model once on a batch (model(x)) before "
+                         "attaching depthlab")
+
+
 def weight_modules(model: nn.Module) -> list[LayerInfo]:
     """Every weight layer of ``model`` in ``named_modules()`` order (not yet numbered).
 
     Raises ValueError when the model has none.
     """
     check_model(model)
-    lazy = [(n, type(m).__name__) for n, m in model.named_modules()
-            if any(isinstance(p, nn.parameter.UninitializedParameter)
-                   for p in m.parameters(recurse=False))]
-    if lazy:  # torch's own error ('Attempted to use an uninitialized parameter') named nothing
-        n, kind = lazy[0]
-        raise ValueError(f"module {n!r} ({kind}) of {type(model).__name__} has uninitialized "
-                         "lazy parameters: run the model once on a batch (model(x)) before "
-                         "attaching depthlab")
+    check_initialized(model)
     out: list[LayerInfo] = []
     skip: set[int] = set()
     for name, m in model.named_modules():

@@ -149,6 +149,7 @@ from .layers import (
     ActivationSpec,
     LayerInfo,
     activation_spec,
+    check_initialized,
     check_materialized,
     check_model,
     is_norm,
@@ -1432,6 +1433,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
              percentiles: Sequence[float]) -> pd.DataFrame:
     check_model(model)  # before model.parameters(): a non-module was an AttributeError
     check_materialized(model)
+    check_initialized(model)
     if (y is None) != (loss_fn is None):
         raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
                          "or neither")
