@@ -66,3 +66,47 @@ def test_atomic_write_error_says_previous_version_kept_only_when_there_was_one(t
         atomic_write(target, full)
     assert str(info.value) == f"cannot write {str(target)!r}: no space left on device"
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def _npz_run(tmp_path, y):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(len(y), 3))
+    np.savez(tmp_path / "d.npz", x=x, y=y, extra=np.zeros(4))
+    (tmp_path / "n.toml").write_text('[data]\npath = "d.npz"\n[model]\nsizes = ["auto", 8, '
+                                     '"auto"]\n[train]\nepochs = 2\n[probes]\nevery = 0\n')
+    out = tmp_path / "r"
+    assert main(["run", str(tmp_path / "n.toml"), "--out", str(out), "--quiet"]) == 0
+    (net,) = (out / "models").glob("*.npz")
+    return net, x
+
+
+def test_predict_on_the_runs_own_npz_prints_the_accuracy(tmp_path, capsys):
+    # a classification run given its own .npz (x and y) printed the classes and no accuracy at
+    # all (its CSV gets one on stderr, a regression run's .npz its mean squared error)
+    y = (np.arange(60) % 3).astype(np.int64)
+    net, x = _npz_run(tmp_path, y)
+    capsys.readouterr()
+    assert main(["predict", str(net), str(tmp_path / "d.npz")]) == 0
+    got = capsys.readouterr()
+    classes = pd.read_csv(__import__("io").StringIO(got.out))["class"].to_numpy()
+    expected = float((classes == y).mean())
+    assert got.err.strip() == f"{tmp_path / 'd.npz'}: 60 rows, accuracy {expected:.4f}"
+    # one-hot rows are the same classes; a float y with a NaN leaves that row out
+    np.savez(tmp_path / "oh.npz", x=x, y=np.eye(3)[y])
+    assert main(["predict", str(net), str(tmp_path / "oh.npz")]) == 0
+    assert capsys.readouterr().err.strip().endswith(f"60 rows, accuracy {expected:.4f}")
+    yf = y.astype(np.float64)
+    yf[4] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=yf)
+    assert main(["predict", str(net), str(tmp_path / "nan.npz")]) == 0
+    keep = np.arange(60) != 4
+    part = float((classes[keep] == y[keep]).mean())
+    assert capsys.readouterr().err.strip().endswith(
+        f"59 of 60 rows labelled, accuracy {part:.4f}")
+    # a y that holds no classes (text, another length): outputs, no accuracy, no error
+    np.savez(tmp_path / "txt.npz", x=x, y=np.array(["a"] * 60))
+    assert main(["predict", str(net), str(tmp_path / "txt.npz")]) == 0
+    assert "accuracy" not in capsys.readouterr().err
+    np.savez(tmp_path / "short.npz", x=x, y=y[:10])
+    assert main(["predict", str(net), str(tmp_path / "short.npz")]) == 0
+    assert "accuracy" not in capsys.readouterr().err

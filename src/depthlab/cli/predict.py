@@ -5,7 +5,8 @@ whose network ``depthlab run`` saved in ``DIR/models/<id>.npz``. ``DATA`` is a `
 (rows of features; images ``(N, H, W)`` are flattened), a ``.csv`` or ``.csv.gz`` file
 (numeric features, True/False read as 1/0; a header row is skipped; the run's own training
 CSV loses its label column, which then scores the predictions), a ``.npz`` with an ``x`` (or
-``X``) array or a single array, or the name of a built-in data set (its test split, split as
+``X``) array or a single array (a ``y`` beside ``x``, class numbers or one-hot rows, scores
+the predictions), or the name of a built-in data set (its test split, split as
 the run split it; the accuracy goes to stderr). Inputs are standardized as in training when
 the run standardized them. Output (stdout, or ``--to FILE``; ``--to -`` is stdout): CSV with
 the predicted class (classification) and the network's raw outputs, each number written
@@ -172,8 +173,45 @@ def _predict(args: argparse.Namespace):
         targets = found.targets
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
         labelled = found.labelled  # rows with an empty label cell are not scored
+        if labels is None and not values and str(args.data).lower().endswith(".npz"):
+            # a classification run given its own .npz (x and y) printed no accuracy at all
+            labels, labelled = _npz_classes(Path(args.data), len(x))
     out, classes = predict_saved(model, x, f"DATA {args.data!r}", where)
     return model, x, labels, labelled, out, classes, targets
+
+
+def _npz_classes(path: Path, n: int) -> tuple[object, object]:
+    """(labels, labelled) of a ``.npz`` DATA's ``y`` beside its ``x`` (or ``X``) for a
+    classification run: class numbers (one-hot rows read as their class), ``labelled`` the rows
+    holding one (None: all of them); (None, None) when ``y`` holds no classes, not one per row
+    of ``x``, or is missing."""
+    import numpy as np
+
+    from ..data.files import npz_headers
+    from ..inference import input_key
+    from ..memory import check_array
+
+    with np.load(path, allow_pickle=False) as z:
+        if input_key(z.files) not in ("x", "X") or "y" not in z.files:
+            return None, None
+        shape, dtype = npz_headers(z)["y"]
+        if dtype.kind not in "biuf" or len(shape) not in (1, 2) or shape[0] != n:
+            return None, None
+        check_array(shape, dtype, f"DATA {str(path)!r} array 'y'")
+        y = z["y"]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:  # one-hot rows: a single 1 among 0s
+        onehot = np.isin(y, (0, 1)).all(axis=1) & (y.sum(axis=1) == 1)
+        if not onehot.any():
+            return None, None
+        return y.argmax(axis=1).astype(np.int64), None if onehot.all() else onehot
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(y) & (y >= 0) & (y == np.round(y))
+    if not ok.any():
+        return None, None
+    labels = np.where(ok, y, -1).astype(np.int64)
+    return labels, None if ok.all() else ok
 
 
 COMMAND = Command("predict", "outputs of a saved network (dl.save or a run) on new inputs",
