@@ -6,6 +6,7 @@ import errno
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from depthlab.cli import main
 
@@ -54,8 +55,6 @@ def test_a_full_disk_while_saving_the_network_says_the_run_is_stored(tmp_path, c
 
 
 def test_atomic_write_error_says_previous_version_kept_only_when_there_was_one(tmp_path):
-    import pytest
-
     from depthlab.atomic import AtomicWriteError, atomic_write
 
     def full(fh):
@@ -110,3 +109,27 @@ def test_predict_on_the_runs_own_npz_prints_the_accuracy(tmp_path, capsys):
     np.savez(tmp_path / "short.npz", x=x, y=y[:10])
     assert main(["predict", str(net), str(tmp_path / "short.npz")]) == 0
     assert "accuracy" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"),
+                                            ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")])
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_a_config_saved_as_utf16_is_named_as_such(tmp_path, capsys, encoding, name, suffix):
+    # a config written by PowerShell 5's Out-File (UTF-16 with a byte-order mark) said "not a
+    # UTF-8 text file (invalid start byte)", one without a byte-order mark "TOML syntax error:
+    # Invalid initial character for a key part (at line 1, column 2)"; a CSV says its encoding
+    _csv_config(tmp_path)
+    text = ('[data]\r\npath = "d.csv"\r\n[model]\r\nsizes = ["auto", 8, "auto"]\r\n'
+            if suffix == ".toml" else '{"data": {"path": "d.csv"}, "model": {"sizes": '
+            '["auto", 8, "auto"]}}')
+    config = tmp_path / f"w{suffix}"
+    config.write_bytes(text.encode(encoding))
+    out = tmp_path / "r"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"depthlab: error: {config}: the file is {name} text; accepted: UTF-8 text "
+                   "(re-save the file as UTF-8)")
+    assert not out.exists()
+    # the same text in UTF-8 runs
+    config.write_text(text, encoding="utf-8")
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0

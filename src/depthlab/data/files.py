@@ -219,20 +219,25 @@ def _nul_line(path: Path) -> tuple[int, str | None] | None:
     at = sample.find(b"\0")
     if at < 0:
         return None
-    wide = None
-    if sample.startswith((b"\xff\xfe\0\0", b"\0\0\xfe\xff")):
-        wide = "UTF-32"
-    elif sample.startswith((b"\xff\xfe", b"\xfe\xff")):
-        wide = "UTF-16"
-    else:
-        head = sample[:4096 - 4096 % 4]
-        for width, name in ((4, "UTF-32"), (2, "UTF-16")):
-            units = [head[i:i + width] for i in range(0, len(head), width)]
-            if len(units) >= 4 and all(u.count(b"\0") == width - 1 and u.strip(b"\0")
-                                       for u in units):
-                wide = name
-                break
+    wide = wide_encoding(sample)
     return (1 if wide else sample.count(b"\n", 0, at) + 1), wide
+
+
+def wide_encoding(sample: bytes) -> str | None:
+    """``"UTF-16"`` or ``"UTF-32"`` when the first bytes ``sample`` of a text file say it is in
+    that encoding (a byte order mark, or every second or fourth byte NUL, as Windows'
+    ``Out-File`` and "Unicode text" exports write); else None."""
+    if sample.startswith((b"\xff\xfe\0\0", b"\0\0\xfe\xff")):
+        return "UTF-32"
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    head = sample[:4096 - 4096 % 4]
+    for width, name in ((4, "UTF-32"), (2, "UTF-16")):
+        units = [head[i:i + width] for i in range(0, len(head), width)]
+        if len(units) >= 4 and all(u.count(b"\0") == width - 1 and u.strip(b"\0")
+                                   for u in units):
+            return name
+    return None
 
 
 def check_csv_fits(path: Path, what: str) -> None:

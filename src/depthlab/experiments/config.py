@@ -74,6 +74,15 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {str(p)!r} is larger than "
                               f"{MAX_CONFIG_BYTES // 2**20} MiB; accepted: a TOML config file")
+        if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\0\0\xfe\xff")) or b"\0" in data[:4096]:
+            from ..data.files import wide_encoding
+
+            # PowerShell 5's Out-File writes UTF-16: was "not a UTF-8 text file (invalid start
+            # byte)", or without a byte-order mark a TOML syntax error at line 1, column 2
+            wide = wide_encoding(data[:4096])
+            if wide is not None:
+                raise ConfigError(f"{p}: the file is {wide} text; accepted: UTF-8 text "
+                                  "(re-save the file as UTF-8)")
         # utf-8-sig: a byte-order mark (written by some Windows editors) is not a syntax error
         text = data.decode("utf-8-sig")
         raw = _json_config(p, text) if p.suffix.lower() == ".json" else tomllib.loads(text)
