@@ -146,3 +146,33 @@ def test_predict_refuses_an_uninitialized_lazy_model_in_one_line_naming_the_modu
         dlt.predict(model, x, y, "mse")
     model(x)
     assert (dlt.predict(model, x, y, "mse").layer >= 1).any()
+
+
+def test_an_elementwise_loss_refuses_targets_it_would_pair_every_output_with():
+    """A one-output regression (N, 1) with targets y of shape (N,): "mse" broadcast them to
+    (N, N), every output against every target (loss 1.22 where the examples' MSE is 1.12),
+    with torch's UserWarning only; y of a shape that does not broadcast gave torch's 'The
+    size of tensor a (2) must match the size of tensor b (3)'. Now one ValueError naming
+    both shapes, in dlt.probe and dlt.predict, for the names, modules and F. functions;
+    y of the output's shape, or one broadcast over it, is measured as before."""
+    import functools
+
+    import pytest
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    x, y = torch.randn(16, 4), torch.randn(16)
+    for loss_fn in ("mse", "l1", "huber", "smooth_l1", nn.MSELoss(), nn.functional.mse_loss,
+                    functools.partial(nn.functional.l1_loss, reduction="sum")):
+        for fn in (dlt.probe, dlt.predict):
+            with pytest.raises(ValueError, match=r"^y has shape \(16,\) but the model's output "
+                                                 r"has shape \(16, 1\), and [\w.]+ compares them "
+                                                 r"entry by entry \(torch would broadcast them "
+                                                 r"to \(16, 16\).*y\.reshape\(16, 1\)"):
+                fn(model, x, y, loss_fn)
+    with pytest.raises(ValueError, match=r"y has shape \(3, 2\) .* \(16, 1\).*do not broadcast"):
+        dlt.probe(model, x, torch.randn(3, 2), "mse")
+    got = dlt.probe(model, x, y[:, None], "mse").query("quantity == 'loss'").value.item()
+    assert got == pytest.approx(nn.functional.mse_loss(model(x), y[:, None]).item(), rel=1e-6)
+    assert (dlt.probe(model, x, torch.zeros(1), "mse").quantity == "loss").any()
+

@@ -56,6 +56,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..probes.stats import PERCENTILES, check_percentiles
 from ..validators import did_you_mean, keyword_hints
@@ -173,6 +174,47 @@ def loss_ignore_index(loss_fn: Any) -> int | None:
         loss_fn = loss_fn.func
 
 
+_ELEMENTWISE_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+_ELEMENTWISE_FUNCTIONS = {F.mse_loss: "F.mse_loss", F.l1_loss: "F.l1_loss",
+                          F.smooth_l1_loss: "F.smooth_l1_loss", F.huber_loss: "F.huber_loss"}
+
+
+def _check_elementwise_targets(output: Any, y: Any, loss_fn: Any) -> None:
+    """For a loss that compares output and target entry by entry (``"mse"``, ``"l1"``,
+    ``"smooth_l1"``, ``"huber"``, their modules and ``F.`` functions, also in a
+    ``functools.partial``): a ValueError when ``y``'s shape is not the output's and
+    broadcasting would pair every output with every target (a column output ``(N, 1)``
+    against targets ``(N,)``: torch compared the ``N x N`` pairs, a loss of 1.22 where the
+    examples' is 1.12, and only warned) or fails (torch's 'The size of tensor a (2) must
+    match the size of tensor b (3)', naming neither)."""
+    fn = loss_fn
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if isinstance(fn, _ELEMENTWISE_LOSSES):
+        name = type(fn).__name__
+    else:
+        try:
+            name = _ELEMENTWISE_FUNCTIONS.get(fn)
+        except TypeError:  # an unhashable callable
+            name = None
+    if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
+            or output.shape == y.shape:
+        return
+    try:
+        both = tuple(torch.broadcast_shapes(output.shape, y.shape))
+    except RuntimeError:
+        both = None
+    if both == tuple(output.shape):
+        return  # a target broadcast over the output (a constant per unit): torch's rule
+    paired = (f"torch would broadcast them to {both}, pairing every output with every target"
+              if both is not None else "they do not broadcast")
+    hint = (f" (y.reshape({', '.join(map(str, output.shape))}))"
+            if y.numel() == output.numel() else "")
+    raise ValueError(f"y has shape {tuple(y.shape)} but the model's output has shape "
+                     f"{tuple(output.shape)}, and {name} compares them entry by entry "
+                     f"({paired}); expected y of the output's shape{hint}")
+
+
 def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     """For a class-index loss (``CrossEntropyLoss``/``NLLLoss``, ``F.cross_entropy``/
     ``F.nll_loss``, also in a ``functools.partial``) on an output ``(N, C, ...)`` with integer
@@ -184,6 +226,7 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     such a label is a device-side assert that leaves the process's CUDA context unusable."""
     from .train import class_index_loss
 
+    _check_elementwise_targets(output, y, loss_fn)
     name = class_index_loss(loss_fn)
     if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
             or output.dim() < 2:
