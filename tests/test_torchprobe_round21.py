@@ -176,3 +176,41 @@ def test_an_elementwise_loss_refuses_targets_it_would_pair_every_output_with():
     assert got == pytest.approx(nn.functional.mse_loss(model(x), y[:, None]).item(), rel=1e-6)
     assert (dlt.probe(model, x, torch.zeros(1), "mse").quantity == "loss").any()
 
+
+class _ForceField(nn.Module):
+    """An energy network whose forward returns the force -dE/dx (torch.autograd.grad with
+    create_graph=True inside the forward: a force field, a Hamiltonian network)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.e = nn.Linear(3, 16), nn.Linear(16, 16), nn.Linear(16, 1)
+
+    def forward(self, x):
+        with torch.enable_grad():
+            x = x if x.requires_grad else x.clone().requires_grad_()
+            energy = self.e(torch.tanh(self.b(torch.tanh(self.a(x))))).sum()
+            (f,) = torch.autograd.grad(energy, x, create_graph=True)
+        return -f
+
+
+def test_a_forward_that_differentiates_itself_has_the_loss_gradient_rows():
+    """dlt.probe on a force field: the forward's own create_graph backward (dE/ds) was pooled
+    into the grad_pre rows with the loss's (layer 'a' grad_pre_std 0.0412 where dL/ds's is
+    0.000703; the energy head 'e', which the loss's gradient does not reach, got 0.0)."""
+    torch.manual_seed(0)
+    model = _ForceField().double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 3, dtype=torch.float64)
+    ref = copy.deepcopy(model)
+    outs = {}
+    for name, m in ref.named_children():
+        m.register_forward_hook(lambda mod, a, o, name=name: outs.__setitem__(name, o))
+    grads = torch.autograd.grad(nn.functional.mse_loss(ref(x), y), list(outs.values()),
+                                allow_unused=True)
+    got = dlt.probe(model, x, y, "mse").set_index(["module", "quantity"]).value
+    for (name, out), g in zip(outs.items(), grads):
+        assert abs(got[(name, "pre_std")] - out.std(unbiased=False).item()) <= 1e-12
+        if g is None:
+            assert (name, "grad_pre_std") not in got.index
+        else:
+            want = g.std(unbiased=False).item()
+            assert abs(got[(name, "grad_pre_std")] - want) <= 1e-10 * want, name
