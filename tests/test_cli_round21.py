@@ -133,3 +133,25 @@ def test_a_config_saved_as_utf16_is_named_as_such(tmp_path, capsys, encoding, na
     # the same text in UTF-8 runs
     config.write_text(text, encoding="utf-8")
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("labels, said", [("0", "all 60 labels are 0 (a single class)"),
+                                          ("-1", "labels must be non-negative")])
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy"])
+def test_class_labels_refused_for_a_classification_loss_suggest_no_regression(
+        tmp_path, capsys, labels, said, loss):
+    # a CSV whose labels are all 0 (or negative) trained with cross_entropy said "...; accepted:
+    # data with at least 2 classes; data.targets = "classes" reads the labels as classes:
+    # "values" (or "auto") reads them as real regression targets" - a remedy that cross_entropy
+    # refuses in turn ('data.targets = "values" ... needs train.loss = "mse" or "huber"')
+    rng = np.random.default_rng(0)
+    rows = "\n".join(f"{a:.6f},{b:.6f},{labels}" for a, b in rng.normal(size=(60, 2)))
+    (tmp_path / "d.csv").write_text("a,b,label\n" + rows + "\n")
+    config = tmp_path / "p.toml"
+    config.write_text(f'[data]\npath = "d.csv"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                      f'[train]\nloss = "{loss}"\nepochs = 1\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and said in err, err
+    assert "regression" not in err and "data.targets" not in err, err
+    assert not (tmp_path / "r").exists()

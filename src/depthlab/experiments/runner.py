@@ -139,7 +139,8 @@ def load_data(config: dict[str, Any]):
         if "non-integer values" in msg and loss not in REGRESSION:
             msg += (f"; train.loss = {loss!r} takes classes: for real-valued targets "
                     "(regression) use train.loss = \"mse\" or \"huber\"")
-        elif mode == "classes" and any(k in msg for k in NOT_CLASSES):
+        elif mode == "classes" and loss in REGRESSION and any(k in msg for k in NOT_CLASSES):
+            # (cross_entropy: not this remedy, which it refuses in turn)
             msg += ("; data.targets = \"classes\" reads the labels as classes: \"values\" (or "
                     "\"auto\") reads them as real regression targets")
         if str(what) in msg:  # the loader named the file already: not twice
