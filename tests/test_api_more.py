@@ -74,7 +74,7 @@ def test_non_finite_features_are_named_by_row_and_column(tmp_path):
     # an empty cell of a named column (an empty last column after a trailing comma on every
     # line is dropped: tests/test_infra_round9.py)
     (tmp_path / "t.csv").write_text("a,b,label\n1,,0\n2,,1\n3,,0\n4,,1\n")
-    with pytest.raises(ValueError, match=r"feature column 'b' holds nan on line 2 "
+    with pytest.raises(ValueError, match=r"feature column 'b' has an empty cell on line 2 "
                                          r"\(4 such value\(s\)\).*empty cell reads as NaN"):
         load_dataset(tmp_path / "t.csv")
 

@@ -155,3 +155,21 @@ def test_class_labels_refused_for_a_classification_loss_suggest_no_regression(
     assert len(err.splitlines()) == 1 and said in err, err
     assert "regression" not in err and "data.targets" not in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_feature_cell_is_named_as_empty_not_as_nan(tmp_path, capsys):
+    # an empty cell among the features said "feature column 'a' holds nan on line 9": the file
+    # holds no "nan" to look for (predict says "line 9 has an empty cell in column 'a'")
+    config = _csv_config(tmp_path)
+    lines = (tmp_path / "d.csv").read_text().splitlines()
+    lines[8] = "," + lines[8].split(",", 1)[1]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "feature column 'a' has an empty cell on line 9 (1 such value(s))" in err, err
+    assert "holds nan" not in err
+    # a cell holding a text pandas reads as missing is named by its text, as before
+    lines[8] = "n/a," + lines[8].split(",", 1)[1]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "column 'a' holds 'n/a' on line 9 (read as a missing value)" in capsys.readouterr().err

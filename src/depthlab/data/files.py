@@ -486,7 +486,8 @@ def _csv(path: Path, label: str | int) -> RawData:
     if not finite.all():  # named by the file's column and line (an empty cell reads as NaN)
         row, col = (int(i) for i in np.argwhere(~finite)[0])
         name = str(features.columns[col])
-        where = (_missing_cell(path, raw, name, row, "holds nan on line {line}", header)
+        where = (_missing_cell(path, raw, name, row, "has an empty cell on line {line}",
+                               header)
                  if np.isnan(x[row, col])
                  else f"holds {x[row, col]} on line {row + 1 + header}")
         raise ValueError(
