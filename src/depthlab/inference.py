@@ -30,6 +30,7 @@ from .data.files import (
     is_number,
     npy_header,
     npz_headers,
+    other_separator,
     read_csv_frame,
     refuse_objects,
 )
@@ -352,6 +353,10 @@ def read_input_file(path: str, label: str | int | list | None = None,
                          ) from None
     if text:  # the first cell that is no number, by its line and column, as training names
         # it (the column alone left the user searching a long file)
+        sep = other_separator(columns)
+        if sep:  # as training says it (was: "non-numeric column(s) ['a;b;c;label']: ...")
+            raise ValueError(f"DATA {path!r}: its header {columns[0][:60]!r} looks "
+                             f"separated by {sep!r}; accepted: comma-separated values")
         raise ValueError(f"DATA {path!r}: non-numeric column(s) {text[:5]}"
                          f"{_first_text_cell(frame, text[0], where)}; expected numbers (the "
                          "features the network was trained on)")

@@ -154,7 +154,7 @@ def _label_column(path: Path, label: str | int, columns: list[str]) -> str:
         label = label.strip()  # " target", copied from "a, b, target", is 'target'
     if label not in columns:
         numeric_header = all(is_number(c) for c in columns)
-        sep = next((s for s in (";", "\t", "|") if len(columns) == 1 and s in columns[0]), None)
+        sep = other_separator(columns)
         hint = (
             " The first row looks like data: a header row naming the columns is required."
             if numeric_header
@@ -351,7 +351,7 @@ def read_csv_frame(path: Path, header: int | None = 0) -> Any:
         extra = wide.iloc[:, len(names):].notna().to_numpy()
         if extra.any():
             row = int(np.argwhere(extra)[0][0])
-            sep = next((s for s in (";", "\t", "|") if len(names) == 1 and s in names[0]), None)
+            sep = other_separator(names)
             expected = (f" (the header {names[0][:60]!r} looks separated by {sep!r}, its "
                         "numbers written with decimal commas?); accepted: comma-separated "
                         "values with decimal points" if sep else
@@ -725,3 +725,11 @@ def load_file(
         f"{str(p)!r}: unsupported file type; accepted: {', '.join(FILE_KINDS)} "
         "(IDX files start with the bytes 00 00 <type> <ndim>)"
     )
+
+
+def other_separator(columns: list[str]) -> str | None:
+    """The separator (``;``, tab or ``|``) a CSV read as comma-separated seems to use: its
+    header came out as one column holding it (``'a;b;c;label'``); else None."""
+    if len(columns) != 1:
+        return None
+    return next((sep for sep in (";", "\t", "|") if sep in str(columns[0])), None)
