@@ -283,7 +283,14 @@ function fitBottomBar() {
   document.documentElement.style.scrollPaddingBottom = room;
 }
 
+/* The message (and the divergence banner) sit above the panels: shown or hidden while a pointer
+   is pressed on a button below them (an apply, cancel the doctor) it moved that button. */
 function showMessage(text) {
+  // a hidden message takes its text at once (a hidden box moves nothing), shown on release
+  if (press.down && $("message").hidden) $("message").textContent = text || "";
+  afterRelease(() => showMessageNow(text));
+}
+function showMessageNow(text) {
   const m = $("message");
   m.textContent = text || "";
   m.hidden = !text;
@@ -384,7 +391,7 @@ function onAccepted(m) {
     const qs = new URLSearchParams(m.query).toString();
     history.replaceState(null, "", "?" + qs);
     $("export").href = "/api/export?" + qs;
-    markDoctorStale();
+    afterRelease(markDoctorStale);
     return;
   }
   // a new network starts at step 0: the previous one's "step 2145, epoch 49" stayed beside the
@@ -398,13 +405,16 @@ function onAccepted(m) {
   $("panels").classList.add("previous");
   $("panels").setAttribute("aria-busy", "true");
   showMessage(""); markInvalid(null);
-  $("diverged").hidden = true;
+  afterRelease(() => { $("diverged").hidden = true; });
   const qs = new URLSearchParams(m.query).toString();
   history.replaceState(null, "", "?" + qs);
   $("export").href = "/api/export?" + qs;
   $("params").textContent = `${m.parameters.toLocaleString()} parameters`;
   S.ready = null; S.init = null; S.last = null;
-  markDoctorStale();
+  // the stale note goes above the findings: a control changed, then an apply button pressed
+  // (the press blurred the control, its setup was accepted at once) moved the button 32 px
+  // down before the release, and the click was lost
+  afterRelease(markDoctorStale);
   const gs = $("grad-summary");
   for (const k of ["first", "last", "ratio", "step"]) gs.dataset[k] = "";
   // the session loads the data set first: seconds for fashion-mnist (54,000 images), which
@@ -431,15 +441,17 @@ function onDiverged(m) {
   setState("diverged");
   S.wantPlay = false;
   const d = $("diverged");
-  d.hidden = false;
   // the trainer's message already says "training diverged at step N (epoch E): ..."
   const said = m.message.replace(/\.+$/, "");
-  d.textContent = (said.startsWith("training diverged") ? said :
-    `training diverged at step ${m.step} (epoch ${m.epoch}): ${said}`) +
-    ". The panels show the last measurement before it (values that were not finite read " +
-    "\u201cnot finite\u201d); change the setup, or press reset to watch it again.";
-  d.dataset.step = m.step;
-  d.dataset.layer = m.layer || "";
+  afterRelease(() => {
+    d.hidden = false;
+    d.textContent = (said.startsWith("training diverged") ? said :
+      `training diverged at step ${m.step} (epoch ${m.epoch}): ${said}`) +
+      ". The panels show the last measurement before it (values that were not finite read " +
+      "\u201cnot finite\u201d); change the setup, or press reset to watch it again.";
+    d.dataset.step = m.step;
+    d.dataset.layer = m.layer || "";
+  });
   // the status line is the trainer's: it said the last measurement's "step 1, epoch 1" beside
   // "diverged at step 4" (the server's trainer stopped at step 4)
   showStep(m.step, m.epoch);
