@@ -585,9 +585,12 @@ class DaskExecutor(Executor):
         # The cluster's silence_logs lasts until its close restores Dask's handlers; the comms
         # of workers killed by an interrupt may still log their closed streams (INFO, with a
         # traceback) after that. Dask's loggers stay at CRITICAL until both closes return.
-        log = logging.getLogger("distributed")
-        level = log.level
-        log.setLevel(logging.CRITICAL)
+        # So is distributed.client, which has a level of its own: a client that lost its
+        # scheduler logs its cancelled reconnect attempt (ERROR, a traceback) as it closes.
+        logs = [logging.getLogger(n) for n in ("distributed", "distributed.client")]
+        levels = [log.level for log in logs]
+        for log in logs:
+            log.setLevel(logging.CRITICAL)
         try:
             for thing in (client, cluster):
                 if thing is not None:
@@ -596,7 +599,8 @@ class DaskExecutor(Executor):
                     except Exception:  # noqa: BLE001 - closing is best effort
                         pass
         finally:
-            log.setLevel(level)
+            for log, level in zip(logs, levels):
+                log.setLevel(level)
         # the config is restored once the loop has ended: a start-up abandoned by an interrupt
         # that still ran would start its next worker with Dask's default method (spawn)
         if self._stop_loop() and config is not None:
@@ -700,6 +704,7 @@ class DaskExecutor(Executor):
             submit(window())
             for batch in ac.batches():
                 results = self._gather(batch)
+                self._check_scheduler(batch, results)
                 for fut in batch:
                     if fut.key not in results and fut.status in REFETCH \
                             and refetched.get(fut.key, 0) < self.allowed_failures:
@@ -737,6 +742,24 @@ class DaskExecutor(Executor):
             if self.cluster is not None:
                 self._kill_local_workers()
             raise
+
+    def _check_scheduler(self, batch: list[Any], results: dict[str, Any]) -> None:
+        """:class:`ClusterError` when a chunk came back without its result because this client
+        lost the scheduler (killed, restarted, its machine gone): its chunks end ``cancelled``
+        and their results cannot be fetched, which says nothing about their points, so none
+        of them is stored ``failed`` (the sweep stops as on an interrupt; a rerun finishes
+        the grid). The sweep never cancels its own chunks while they are waited for."""
+        missing = [f for f in batch if f.key not in results]
+        if not missing:
+            return
+        status = getattr(self.client, "status", "running")
+        if status == "running" and not any(f.status == "cancelled" for f in missing):
+            return
+        raise ClusterError(f"lost the Dask scheduler at {self.address} (the client is "
+                           f"{status}, {len(missing)} chunk(s) came back cancelled or "
+                           f"unfetched): the points stored so far are "
+                           f"kept, the rest were not run; run the same command again to "
+                           f"finish the grid")
 
     def _cancel(self, futures: list[Any], timeout: float = 2.0) -> None:
         """Cancel ``futures`` on the scheduler, waiting at most ``timeout`` seconds (the

@@ -1,0 +1,117 @@
+"""Round 21 (dask21b): a sweep whose Dask scheduler dies mid-sweep. Each test failed before
+the fix it names. The scheduler and its two workers are separate processes (``dask
+scheduler`` / ``dask worker`` on loopback), so the test can kill the scheduler alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers.cli import ENV, assert_one_line_error
+
+distributed = pytest.importorskip("distributed")
+
+GRID = """\
+[data]
+name = "clusters"
+n = 1500
+options = {d = 16, n_classes = 4}
+[model]
+sizes = ["auto", 16, 16, "auto"]
+[train]
+lr = 0.05
+batch_size = 8
+epochs = 3
+[probes]
+every = 20
+[sweep]
+"model.dtype" = ["float32", "float64"]
+"train.seed" = [0, 1, 2, 3]
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rows(db) -> list[tuple]:
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT id, status, error FROM runs").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def _start(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], env=ENV, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_a_scheduler_killed_mid_sweep_is_one_line_and_stores_no_point_failed(tmp_path):
+    """Before: the points left were stored ``failed`` ("the Dask task ended cancelled
+    without a result", "its record computed on a Dask worker could not be loaded here:
+    CommClosedError ..."; measured: 3 finished, 5 failed of 8), exit 1, and Dask's
+    traceback of the client's cancelled reconnect on stderr. Now: exit 2, one line naming
+    the scheduler, only the finished points stored; a rerun finishes the grid."""
+    (tmp_path / "grid.toml").write_text(GRID)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    port = address.rsplit(":", 1)[1]
+    sched = _start("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", port,
+                   "--dashboard-address", "127.0.0.1:0")
+    workers = None
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler listens
+            try:
+                socket.create_connection(("127.0.0.1", int(port)), 1).close()
+                break
+            except OSError:
+                assert sched.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        workers = _start("distributed.cli.dask_worker", address, "--nworkers", "2",
+                         "--nthreads", "1", "--no-dashboard")
+        db = tmp_path / "o" / "depthlab.db"
+        client = subprocess.Popen([sys.executable, "-m", "depthlab", "sweep",
+                                   str(tmp_path / "grid.toml"), "--out", str(tmp_path / "o"),
+                                   "--cluster", address], env=ENV, start_new_session=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 180
+            while not _rows(db):
+                assert client.poll() is None, client.communicate()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(sched.pid, signal.SIGKILL)  # the scheduler alone; workers stay
+            out, err = client.communicate(timeout=120)
+        finally:
+            _stop(client)
+    finally:
+        _stop(sched)
+        if workers is not None:
+            _stop(workers)
+    got = _rows(db)
+    assert 1 <= len(got) < 8, out
+    assert [r for r in got if r[1] != "finished"] == []  # none of them stored failed
+    # (a worker slow to register may add the "has no workers yet" warning line first)
+    err = "".join(line for line in err.splitlines(keepends=True)
+                  if not line.startswith("depthlab: warning: the Dask scheduler"))
+    assert_one_line_error(client.returncode, err, f"lost the Dask scheduler at {address}",
+                          "run the same command again")
