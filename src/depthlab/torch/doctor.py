@@ -79,6 +79,7 @@ from .train import (
     loss_parts,
     make_optimizer,
     model_device_dtype,
+    one_hot_labels,
     population_layers,
     scalar_loss,
     train,
@@ -1550,6 +1551,9 @@ def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | 
             return math.nan
         side = (y == 1).double().mean(dim=0) > 0.5  # each position's majority value
         return float(((y_val == 1) == side).double().mean())
+    hot, hot_val = one_hot_labels(loss_fn, y), one_hot_labels(loss_fn, y_val)
+    if hot is not None and hot_val is not None:  # one-hot targets: as their class indices,
+        y, y_val = hot, hot_val  # which evaluate's accuracy reads
     if y.is_floating_point() or y_val.is_floating_point() or y.is_complex() or y_val.is_complex():
         return math.nan
     ignore = loss_ignore_index(loss_fn)

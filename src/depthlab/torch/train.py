@@ -257,6 +257,21 @@ def _dense_classes(out: Any, y: Any) -> bool:
             and out.shape[:1] + out.shape[2:] == y.shape and out.shape[1] > 1)
 
 
+def one_hot_labels(loss_fn: Callable, y: Any) -> torch.Tensor | None:
+    """The class indices of one-hot targets for a class-index loss: ``y.argmax(dim=1)`` when
+    ``loss_fn`` is a ``CrossEntropyLoss``/``F.cross_entropy`` (:func:`class_index_loss`, which
+    takes class probabilities of the outputs' shape) and ``y`` is a floating ``(N, C, ...)``
+    tensor, ``C >= 2``, of exact 0/1 entries with one 1 in each row (per position of a map):
+    such targets name a class as its index would (their accuracy was NaN, 'baseline: train
+    loss 0.467' without a val acc); else None (soft or smoothed targets name no class)."""
+    if class_index_loss(loss_fn) is None or not isinstance(y, torch.Tensor) \
+            or not y.is_floating_point() or y.dim() < 2 or y.shape[1] < 2 or y.numel() == 0:
+        return None
+    if not bool(((y == 0) | (y == 1)).all()) or not bool((y.sum(dim=1) == 1).all()):
+        return None
+    return y.argmax(dim=1)
+
+
 def loss_parts(loss_fn: Callable) -> tuple[Callable, dict[str, Any]]:
     """``loss_fn`` without its ``functools.partial`` wrappers, and their keywords (an outer
     partial's keyword over an inner one's): ``partial(F.cross_entropy, ignore_index=255)`` is
@@ -383,6 +398,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
             if mass != 0:  # (every label ignored: the batch's mean is 0/0, no part of the
                 total += loss * mass  # whole set's)
                 n += mass
+            labels = one_hot_labels(loss_fn, yb) if threshold is None else None
+            if labels is not None:  # one-hot targets: their class indices name the classes
+                yb = labels
             out = accuracy_output(out, yb, threshold)  # (logits, aux), {"logits": ...}
             hits = binary_hits(out, yb, threshold) if classify and threshold is not None \
                 else None
