@@ -115,3 +115,38 @@ def test_a_scheduler_killed_mid_sweep_is_one_line_and_stores_no_point_failed(tmp
                   if not line.startswith("depthlab: warning: the Dask scheduler"))
     assert_one_line_error(client.returncode, err, f"lost the Dask scheduler at {address}",
                           "run the same command again")
+
+
+class _Fut:
+    def __init__(self, key, status):
+        self.key, self.status = key, status
+
+
+class _Client:
+    """Says "running" the first ``n`` times it is asked, then "connecting"."""
+
+    def __init__(self, n):
+        self.n = n
+
+    @property
+    def status(self):
+        self.n -= 1
+        return "running" if self.n >= 0 else "connecting"
+
+
+def test_a_fetch_that_met_the_closed_connection_first_is_the_lost_scheduler():
+    """Before: a chunk whose result fetch failed with CommClosedError while the client still
+    said "running" (it had not yet noticed the lost scheduler) was waited for again, then its
+    points stored failed ("could not be loaded here: CommClosedError ..."), a race seen once
+    in the test above. Now the client's status is looked at again before deciding."""
+    from depthlab.experiments.executors import ClusterError
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    ex = DaskExecutor("tcp://127.0.0.1:8786")
+    ex.client = _Client(2)
+    ex._fetch_errors["k"] = "CommClosedError: in <TCP (closed) ConnectionPool.gather>"
+    with pytest.raises(ClusterError, match="lost the Dask scheduler at tcp://127.0.0.1:8786"):
+        ex._check_scheduler([_Fut("k", "finished")], {})
+    ex.client = _Client(10**9)  # a worker's closed connection: the client stays running
+    ex._check_scheduler([_Fut("k", "finished")], {})  # not a lost scheduler: waited again
+    ex.client = None

@@ -61,6 +61,9 @@ _REMOTE = re.compile(r"(tcp|tls)://([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")  # IP
 #: chunk sizing (see :meth:`DaskExecutor.chunk_size`)
 WAVES, FIRST_CHUNK, MAX_CHUNK, CHUNK_SECONDS = 4, 4, 256, 2.0
 REFETCH = ("lost", "pending", "finished")
+LOST_SCHEDULER_S = 3.0
+"""How long a result fetch that met a closed connection waits for the client to say whether
+it lost its scheduler (a worker's closed connection leaves the client running)."""
 """Statuses of a future yielded as done whose result could not be fetched that mean the
 scheduler recomputes it (its worker died after it finished), so it is waited for again."""
 ACCEPTED = "local:N (N worker processes here) or tcp://HOST:PORT (a running Dask scheduler)"
@@ -753,6 +756,13 @@ class DaskExecutor(Executor):
         if not missing:
             return
         status = getattr(self.client, "status", "running")
+        if status == "running" and any(self._fetch_errors.get(f.key, "").startswith(
+                "CommClosedError") for f in missing):
+            # the fetch met the closed connection before the client noticed it: look again
+            deadline = time.monotonic() + LOST_SCHEDULER_S
+            while status == "running" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                status = getattr(self.client, "status", "running")
         if status == "running" and not any(f.status == "cancelled" for f in missing):
             return
         raise ClusterError(f"lost the Dask scheduler at {self.address} (the client is "
