@@ -1533,13 +1533,15 @@ def _robust_constant_loss(y: torch.Tensor, width: float) -> float:
 
 
 def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | None) -> float:
-    """The validation accuracy of the best constant prediction of the training targets ``y``,
-    as :func:`depthlab.diagnosis.doctor.constant_accuracy` computes it and as
-    :func:`depthlab.torch.train.evaluate` scores: for integer labels the share of validation
-    labels equal to the most frequent training label (negative labels and the loss's
-    ``ignore_index`` left out, per entry for dense labels); for a binary cross-entropy with 0/1
-    targets the share of validation entries equal to their position's majority training value.
-    NaN without validation targets or for targets of another kind (no accuracy then)."""
+    """The validation accuracy of the best constant prediction (the most a network that learned
+    nothing of its inputs scores on ``y_val``), as
+    :func:`depthlab.diagnosis.doctor.constant_accuracy` computes it and as
+    :func:`depthlab.torch.train.evaluate` scores: for integer labels the share of the most
+    frequent validation label (negative labels and the loss's ``ignore_index`` left out, per
+    entry for dense labels); for a binary cross-entropy with 0/1 targets, per position the share
+    of validation entries of its more frequent value, averaged. NaN without validation targets
+    or for targets of another kind (no accuracy then; ``y``, the training targets, is checked
+    for its kind)."""
     from .probe import loss_ignore_index
 
     if not isinstance(y, torch.Tensor) or not isinstance(y_val, torch.Tensor) \
@@ -1549,8 +1551,8 @@ def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | 
         hard = all(bool(((t == 0) | (t == 1)).all()) for t in (y, y_val))
         if not (y.is_floating_point() and hard and y.shape[1:] == y_val.shape[1:]):
             return math.nan
-        side = (y == 1).double().mean(dim=0) > 0.5  # each position's majority value
-        return float(((y_val == 1) == side).double().mean())
+        up = (y_val == 1).double().mean(dim=0)  # each position's share of ones
+        return float(torch.maximum(up, 1.0 - up).mean())
     hot, hot_val = one_hot_labels(loss_fn, y), one_hot_labels(loss_fn, y_val)
     if hot is not None and hot_val is not None:  # one-hot targets: as their class indices,
         y, y_val = hot, hot_val  # which evaluate's accuracy reads
@@ -1568,8 +1570,7 @@ def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | 
     labels, held = kept(y), kept(y_val)
     if len(labels) == 0 or len(held) == 0:
         return math.nan
-    majority = int(torch.bincount(labels.long()).argmax())
-    return float((held == majority).double().mean())
+    return float(torch.bincount(held.long()).max()) / len(held)
 
 
 def _weighted_label_entropy(loss_fn: Callable, y: torch.Tensor, weight: Any, classes: int
