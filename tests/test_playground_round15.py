@@ -90,7 +90,7 @@ def test_a_long_run_keeps_a_bounded_history(monkeypatch):
 def test_a_batch_normalized_network_that_diverges_is_not_told_to_add_batch_norm(page, server,
                                                                                shots):
     page.goto(server.url + "?model.batchnorm=true&model.activation=relu&train.lr=10")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     banner = page.locator("#diverged")
     banner.wait_for(state="visible", timeout=30_000)
@@ -105,7 +105,7 @@ def test_a_batch_normalized_network_that_diverges_is_not_told_to_add_batch_norm(
 
 def test_the_losses_before_a_divergence_are_summed_up_not_listed(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     step = page.evaluate("S.last.step")
     # what the server sends when training diverges 77 steps after the last measurement
     losses = [[step + k, 10.0 ** (k % 15)] for k in range(1, 77)]
@@ -130,7 +130,7 @@ def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(
                                                                              shots):
     page.goto(server.url + "?model.depth=60&model.width=64&model.activation=relu"
               "&model.init=normal&train.lr=0.001")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     banner = page.locator("#diverged")
     banner.wait_for(state="visible", timeout=30_000)
@@ -166,7 +166,7 @@ def test_a_network_without_batch_norm_is_still_told_to_try_it():
 # -- the doctor ---------------------------------------------------------------------------------
 def test_the_doctor_of_a_diverging_setup_says_diverged_not_dashes(page, server, shots):
     page.goto(server.url + "?model.activation=relu&model.init=normal&train.lr=10")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#doctor")
     page.locator("#doctor-out .finding").first.wait_for(timeout=60_000)
     page.locator("#panel-doctor").screenshot(path=str(shots / "round15_doctor_diverged.png"))
@@ -185,7 +185,7 @@ def test_a_doctor_running_when_the_server_stops_says_its_answer_is_lost(browser,
     with checked_page(browser) as pg:
         with Background() as own:  # stopped below, not the module's server
             pg.goto(own.url + "?model.depth=150&model.width=32")
-            pg.wait_for_function(MEASURED, timeout=30_000)
+            pg.wait_for_function(MEASURED, timeout=90_000)
             pg.click("#doctor")
             pg.wait_for_selector("#doctor-cancel", timeout=10_000)
         pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)
@@ -239,7 +239,7 @@ def test_the_doctor_refuses_a_copy_that_would_not_fit_beside_the_network(browser
     # the session fits (need <= limit), the doctor's copy beside it does not (2 need > limit)
     with Background(memory_limit=int(1.5 * need)) as own, checked_page(browser) as pg:
         pg.goto(own.url + "?model.depth=10&model.width=256")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         # the state follows the first measurement (a loaded host may answer the doctor first)
         pg.wait_for_function("document.body.dataset.state !== 'loading'", timeout=10_000)
         pg.click("#doctor")
@@ -257,7 +257,7 @@ def test_the_doctor_refuses_a_copy_that_would_not_fit_beside_the_network(browser
 
 def test_a_loss_spanning_many_decades_is_drawn_on_a_log_axis(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#step")
     page.wait_for_function("S.hist.step.length >= 2", timeout=10_000)
     assert page.evaluate("S.plots['plot-loss'].axes[1].label") == "loss"  # an ordinary run
@@ -280,7 +280,7 @@ def test_a_loss_spanning_many_decades_is_drawn_on_a_log_axis(page, server, shots
 def test_the_update_ratio_note_names_the_steps_it_was_taken_over(page, server):
     # a step function: every hidden gradient is exactly 0, so no hidden weight ever moves
     page.goto(server.url + "?model.activation=step&model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     page.wait_for_function("S.last && S.last.step > 200 && S.last.update_since !== null",
                            timeout=30_000)

@@ -67,7 +67,7 @@ def _wait(cond, timeout: float = 30.0) -> None:
 # -- the status line is the server's ----------------------------------------------------------
 def test_the_status_line_after_a_divergence_names_the_step_it_diverged_at(page, server, shots):
     page.goto(server.url + "?model.activation=relu&model.init=he_normal&train.lr=10")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     page.locator("#diverged").wait_for(state="visible", timeout=30_000)
     page.screenshot(path=str(shots / "round16_diverged_status.png"))
@@ -84,7 +84,7 @@ def test_the_status_line_after_a_divergence_names_the_step_it_diverged_at(page, 
 
 def test_a_new_setup_does_not_keep_the_previous_networks_step(page, server):
     page.goto(server.url + "?model.depth=2&model.width=4")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     for _ in range(3):
         page.click("#step")
     page.wait_for_function("document.getElementById('stepinfo').dataset.step === '3'")
@@ -113,7 +113,7 @@ def test_the_parameter_count_is_the_built_networks(query):
 
 def test_the_page_shows_the_parameter_count_of_the_network_it_trains(page, server):
     page.goto(server.url + "?model.batchnorm=true")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     n = _session(server).prep.net.num_parameters()
     assert n == 9986
     assert page.locator("#params").text_content() == f"{n:,} parameters"
@@ -141,7 +141,7 @@ def test_figures_of_a_one_hidden_layer_network_do_not_say_all_1_layers():
 # -- figures: axes that carry something -------------------------------------------------------
 def test_a_regression_loss_draws_no_empty_accuracy_axis(page, server, shots):
     page.goto(server.url + "?train.loss=mse&model.depth=2&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#step")
     page.wait_for_function("document.getElementById('grad-summary').dataset.step === '1'")
     page.locator("#panel-loss").screenshot(path=str(shots / "round16_mse_loss_panel.png"))
@@ -153,7 +153,7 @@ def test_a_regression_loss_draws_no_empty_accuracy_axis(page, server, shots):
     assert page.evaluate("S.plots['plot-loss'].data[3].every((a) => a >= 0 && a <= 1)")
     assert "none for mse" not in page.locator("#panel-loss .u-legend").text_content()
     page.goto(server.url + "?model.depth=2&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     axes = page.evaluate("S.plots['plot-loss'].axes.map((a) => [a.label || '', a.show])")
     assert ["accuracy", True] in axes, axes
 
@@ -175,7 +175,7 @@ def test_a_link_setting_without_a_control_says_how_to_go_on(page, server, shots)
     # and it does: the next change of a control leaves foo out
     page.fill("#f-model-width", "4")
     page.press("#f-model-width", "Tab")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     assert _session(server).config["model"]["width"] == 4
     assert page.locator("#message").is_hidden()
 
@@ -227,7 +227,7 @@ def test_only_addresses_other_machines_can_reach_are_warned_about():
 # -- a setting of the export only -------------------------------------------------------------
 def test_changing_the_exported_epochs_keeps_the_trained_network(page, server):
     page.goto(server.url + "?model.depth=2&model.width=4")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     _wait(lambda: _session(server).trainer.step > 50)
     before = _session(server)
@@ -261,7 +261,7 @@ def test_changing_the_exported_epochs_keeps_the_trained_network(page, server):
 def test_a_residual_networks_summary_and_legends_name_nonlinearities(page, server, shots):
     page.goto(server.url + "?model.depth=20&model.width=8&model.residual=true"
               "&model.activation=relu&model.init=he_normal")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     n = page.evaluate("S.ready.n_layers")
     assert n == 39  # a stem and 19 blocks of two
     page.locator("#panel-grad").screenshot(path=str(shots / "round16_residual_summary.png"))
@@ -273,7 +273,7 @@ def test_a_residual_networks_summary_and_legends_name_nonlinearities(page, serve
     assert "nonlinearity 1" in legend and "layer" not in legend, legend
     # a plain network keeps its layers
     page.goto(server.url + "?model.depth=3&model.width=4")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     assert page.locator("#grad-summary").text_content().startswith("step 0: layer 1 ")
     assert "layer 3" in page.locator("#panel-hist .u-legend").text_content()
 
@@ -281,7 +281,7 @@ def test_a_residual_networks_summary_and_legends_name_nonlinearities(page, serve
 # -- reset after a refused change --------------------------------------------------------------
 def test_reset_after_a_refused_change_shows_the_setup_it_restarts(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.select_option("#f-model-activation", "selu")
     page.wait_for_function("_ => S.query['model.activation'] === 'selu'")
     page.fill("#f-train-seed", "")  # refused: the selu setup stays
@@ -311,7 +311,7 @@ def test_the_decision_boundary_is_drawn_at_the_screens_pixel_density(browser, se
         pg = context.new_page()
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.goto(server.url + "?model.depth=2&model.width=8")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         pg.locator("#panel-boundary").screenshot(path=str(shots / "round16_boundary_dpr3.png"))
         css, backing, height = pg.evaluate("(() => { const c = document.getElementById("
                                            "'boundary'); return [c.clientWidth, c.width, "
@@ -337,7 +337,7 @@ def test_the_decision_boundary_is_drawn_at_the_screens_pixel_density(browser, se
 # -- tick labels that tell the ticks apart -----------------------------------------------------
 def test_a_loss_that_barely_moves_gets_ticks_that_differ(page, server, shots):
     page.goto(server.url + "?model.init=zeros&model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     for k in (1, 2, 3):
         page.click("#step")
         page.wait_for_function(f"document.getElementById('grad-summary').dataset.step === '{k}'")

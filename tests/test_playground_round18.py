@@ -39,7 +39,7 @@ def page(browser, server):
 # -- the update ratio is that of one step ----------------------------------------------------
 def test_the_update_ratio_drawn_while_training_is_that_of_one_step(page, server, shots):
     page.goto(server.url)
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     # every update the page draws, as it arrives
     page.evaluate("""() => { window.seen = []; const h = handle;
         window.handle = (m) => { h(m); if (m.type === 'update') window.seen.push(
@@ -110,7 +110,7 @@ def test_a_pause_after_a_slow_step_is_measured_at_once():
 # -- the batch-norm momentum takes the "cumulative" its tooltip offers --------------------------
 def test_the_bn_momentum_control_takes_the_cumulative_its_tooltip_offers(page, server):
     page.goto(server.url + "?model.batchnorm=true&model.depth=4")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#more summary")
     tip = page.get_attribute("#f-model-bn_momentum", "title")
     assert '"cumulative"' in tip, tip  # the spec's doc, which the tooltip shows
@@ -157,7 +157,7 @@ def test_every_word_a_controls_tooltip_offers_is_accepted(server):
 # -- Space plays and pauses after a button was clicked -----------------------------------------
 def test_space_plays_and_pauses_after_a_button_was_clicked(page, server):
     page.goto(server.url)
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")  # with the mouse: the button keeps the focus, without a ring
     page.wait_for_selector("body[data-state=running]")
     page.keyboard.press(" ")
@@ -275,7 +275,7 @@ def test_a_decimal_comma_is_answered_with_the_number_to_write(browser, server):
     try:
         pg = context.new_page()
         pg.goto(server.url)
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         _commit(pg, "#f-train-lr", "0,02")
         note = pg.locator(".field[data-key='train.lr'] .field-error")
         note.wait_for(state="visible", timeout=10_000)
@@ -293,7 +293,7 @@ def test_a_decimal_comma_is_answered_with_the_number_to_write(browser, server):
 # -- a refusal of two settings is shown at the one just changed ---------------------------------
 def test_a_refusal_of_two_settings_is_shown_at_the_one_just_changed(page, server):
     page.goto(server.url + "?train.batch_size=1")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.select_option("#f-model-batchnorm", "true")
     page.wait_for_selector(".field.invalid", timeout=10_000)
     # was: the batch size control (not touched) was outlined and carried the message, and the
@@ -322,7 +322,7 @@ BN20 = "?model.depth=20&model.activation=relu&model.init=he_normal&model.batchno
 
 def test_a_batch_norm_boundary_says_it_is_the_network_at_inference(page, server, shots):
     page.goto(server.url + BN20)
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     for _ in range(50):
         page.click("#step")
     page.wait_for_function("S.last.step === 50 && S.boundary && S.boundary.cls", timeout=30_000)
@@ -339,7 +339,7 @@ def test_a_batch_norm_boundary_says_it_is_the_network_at_inference(page, server,
            "examples' own statistics" in note, note
     # a network without batch norm: one mode, nothing to say
     page.goto(server.url)
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#step")
     page.wait_for_function("S.last.step === 1", timeout=10_000)
     assert page.evaluate("S.boundary.inference_acc") is None

@@ -44,7 +44,7 @@ def page(browser, server):
 # -- the apply button says what it sets in words ---------------------------------------------
 def test_an_apply_button_names_the_controls_and_values_it_sets(page, server, shots):
     page.goto(server.url + "?model.depth=4&model.width=8&train.lr=0.3")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     query = page.evaluate("S.query")
     # the doctor's answer as the server sends it (its apply: the query after the click)
     findings = [
@@ -81,7 +81,7 @@ def test_an_apply_button_names_the_controls_and_values_it_sets(page, server, sho
 @pytest.mark.parametrize("button", ["#export", "#share"])
 def test_an_export_refusal_is_shown_at_the_control_just_changed(page, server, shots, button):
     page.goto(server.url + "?model.depth=4&model.width=8&train.batch_size=1")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.select_option("#f-model-batchnorm", "true")
     page.wait_for_function(f"JSON.stringify({INVALID}) === '[\"model.batchnorm\"]'",
                            timeout=10_000)
@@ -135,9 +135,9 @@ def test_a_tab_beyond_max_sessions_waits_and_says_why(browser, small_server, sho
     url = small_server.url + "?model.depth=3&model.width=8"
     with checked_page(browser) as one, checked_page(browser) as two:
         one.goto(url)
-        one.wait_for_function(MEASURED, timeout=30_000)
+        one.wait_for_function(MEASURED, timeout=90_000)
         two.goto(url)
-        two.wait_for_function(MEASURED, timeout=30_000)
+        two.wait_for_function(MEASURED, timeout=90_000)
         with checked_page(browser, width=390, height=800) as third:
             third.goto(url)
             # was: a third network trained on the server (thirty tabs of a class: thirty)
@@ -163,7 +163,7 @@ def test_a_tab_beyond_max_sessions_waits_and_says_why(browser, small_server, sho
             third.wait_for_timeout(500)
             assert third.evaluate("S.ready") is None
             one.close()  # a place is free: the waiting tab's network is built
-            third.wait_for_function(MEASURED, timeout=30_000)
+            third.wait_for_function(MEASURED, timeout=90_000)
             assert third.is_hidden("#message")
             assert third.evaluate("S.ready.config.model.width") == 5
             assert _sessions(small_server)["sessions"] == 2
@@ -221,7 +221,7 @@ def test_a_full_server_of_one_tab_says_so_in_the_singular(browser, shots):
     with Background(max_sessions=1) as bg, checked_page(browser) as one, \
             checked_page(browser) as two:
         one.goto(bg.url + "?model.depth=3&model.width=8")
-        one.wait_for_function(MEASURED, timeout=30_000)
+        one.wait_for_function(MEASURED, timeout=90_000)
         two.goto(bg.url + "?model.depth=3&model.width=8")
         two.wait_for_selector("#message:not([hidden])", timeout=10_000)
         # was: "the playground is full: 1 tabs have a network ... as soon as one of them closes"
@@ -236,7 +236,7 @@ def test_play_pressed_while_waiting_for_a_place_says_waiting_then_trains(browser
     with Background(max_sessions=1) as bg, checked_page(browser) as one, \
             checked_page(browser, width=390, height=800) as two:
         one.goto(bg.url + "?model.depth=3&model.width=8")
-        one.wait_for_function(MEASURED, timeout=30_000)
+        one.wait_for_function(MEASURED, timeout=90_000)
         two.goto(bg.url + "?model.depth=3&model.width=8")
         two.wait_for_selector("#message:not([hidden])", timeout=10_000)
         two.click("#play")
@@ -262,7 +262,7 @@ def test_a_prescribed_learning_rate_reads_as_the_number_it_is(page, server, shot
 
     page.goto(server.url + "?model.depth=3&model.width=8&model.activation=relu"
               "&model.init=he_normal&train.lr=0.7")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     query = page.evaluate("S.query")
     prescription = {"lr": 0.7 / 10.0}  # the dead_relu prescription, as the doctor computes it
     apply = to_query(apply_prescription(parse_setup(query), prescription))
@@ -292,7 +292,7 @@ def test_the_doctor_pressed_while_waiting_for_a_place_answers_at_once(browser):
     with Background(max_sessions=1) as bg, checked_page(browser) as one, \
             checked_page(browser) as two:
         one.goto(bg.url + "?model.depth=3&model.width=8")
-        one.wait_for_function(MEASURED, timeout=30_000)
+        one.wait_for_function(MEASURED, timeout=90_000)
         two.goto(bg.url + "?model.depth=3&model.width=8")
         two.wait_for_selector("#message:not([hidden])", timeout=10_000)
         two.click("#doctor")
@@ -303,7 +303,7 @@ def test_the_doctor_pressed_while_waiting_for_a_place_answers_at_once(browser):
             "press doctor once it has started")
         assert two.is_enabled("#doctor")
         one.close()
-        two.wait_for_function(MEASURED, timeout=30_000)
+        two.wait_for_function(MEASURED, timeout=90_000)
         two.wait_for_timeout(500)
         assert two.is_hidden("#message")
         # and pressed now, the doctor examines the network
@@ -314,7 +314,7 @@ def test_the_doctor_pressed_while_waiting_for_a_place_answers_at_once(browser):
 # -- the doctor of a loss without accuracy ------------------------------------------------------
 def test_the_doctor_of_an_mse_setup_does_not_quote_an_accuracy(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8&train.loss=mse")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     query = page.evaluate("S.query")
     run = {"train_loss": 0.2518, "val_acc": None, "val_loss": 0.25, "diverged": False,
            "steps": 200}
@@ -345,7 +345,7 @@ def test_the_doctor_of_an_mse_setup_does_not_quote_an_accuracy(page, server, sho
 # -- a zero last-layer gradient ---------------------------------------------------------------
 def test_a_zero_last_gradient_reads_no_ratio_not_undefined(page, server):
     page.goto(server.url + "?model.init=zeros&model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     assert page.evaluate("S.last.grad_std[S.last.grad_std.length - 1]") == 0
     summary = page.inner_text("#grad-summary")
     # was: "step 0: layer 1 0, layer 3 0; first / last = undefined (the last layer's is 0)"

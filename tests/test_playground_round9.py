@@ -112,7 +112,7 @@ def page(browser, server):
 
 def test_a_typed_2_0_is_refused_beside_the_control_and_the_setup_stays(page, server, shots):
     page.goto(server.url)
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.fill("#f-model-depth", "2_0")
     page.press("#f-model-depth", "Tab")
     page.wait_for_selector('.field.invalid[data-key="model.depth"] .field-error', timeout=10_000)
@@ -134,7 +134,7 @@ def test_an_exploding_network_gets_numbers_on_its_axes_and_a_word_on_its_loss(pa
     # 60 ReLU layers with N(0, 1) weights: activations about 1e35 at step 0, the loss overflows
     page.goto(server.url + "?model.depth=60&model.width=64&model.activation=relu"
               "&model.init=normal")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.locator("#panels").screenshot(path=str(shots / "round9_exploding.png"))
     assert page.evaluate("S.last.act_mean.some((v) => v > 1e32)")  # beyond uPlot's steps
     # was: no number at all on the histograms' value axis and on the activation axis
@@ -150,7 +150,7 @@ def test_an_exploding_network_gets_numbers_on_its_axes_and_a_word_on_its_loss(pa
 
 def test_a_slow_preset_answer_does_not_override_a_later_choice(page, server):
     page.goto(server.url)
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     held: dict = {}  # preset name -> its request, answered when the test says so
 
     def intercept(route) -> None:
@@ -254,7 +254,7 @@ def test_a_stopped_server_disables_the_buttons_that_need_it(browser):
     try:
         with Background() as own:  # stopped below, not the module's server
             pg.goto(own.url)
-            pg.wait_for_function(MEASURED, timeout=30_000)
+            pg.wait_for_function(MEASURED, timeout=90_000)
             pg.click("#play")
             pg.wait_for_selector("body[data-state=running]", timeout=10_000)
         pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)

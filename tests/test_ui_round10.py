@@ -69,7 +69,7 @@ def menu(pg, key: str) -> list:
 def test_a_link_with_capitals_keeps_its_menus_and_its_momentum(page, server, shots):
     page.goto(server.url + "?model.activation=TANH&model.batchnorm=1&train.optimizer=SGD"
               "&train.momentum=0&model.depth=4")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.locator("#controls").screenshot(path=str(shots / "round10_link_capitals.png"))
     # was: momentum hidden (its optimizers are spelled "sgd") and left out: 0.9 trained
     assert url_param(page, "train.momentum") == "0.0"
@@ -117,7 +117,7 @@ def test_an_apply_button_wraps_inside_a_phone_wide_panel(browser, server, shots)
     pg = context.new_page()
     try:
         pg.goto(server.url + "?model.depth=4&model.width=8")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         query = pg.evaluate("S.query")
         apply = {**query, "model.activation": "tanh", "model.init": "glorot_uniform"}
         # the doctor's answer as the server sends it (a real doctor run takes seconds)
@@ -163,7 +163,7 @@ def test_a_running_doctor_can_be_cancelled_from_the_page(page, server, shots, mo
     monkeypatch.setattr(playground_app, "run_doctor", lambda prep, setup, steps=None, stop=None:
                         doctor_task.run_doctor(prep, setup, 10**7, stop))
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     for attempt in range(2):  # cancelled, then the doctor button works again
         trained.clear()
         page.click("#doctor")
@@ -204,7 +204,7 @@ def test_a_stopped_server_disables_the_presets_and_the_doctors_cancel(browser, m
     try:
         with Background() as own:  # stopped below, not the module's server
             pg.goto(own.url + "?model.depth=3&model.width=8")
-            pg.wait_for_function(MEASURED, timeout=30_000)
+            pg.wait_for_function(MEASURED, timeout=90_000)
             pg.click("#doctor")
             pg.locator("#doctor-cancel").wait_for(timeout=10_000)
         pg.wait_for_selector("body[data-state=disconnected]", timeout=15_000)
@@ -331,7 +331,7 @@ def test_on_a_phone_tab_never_leaves_the_focus_under_the_play_bar(browser, serve
     pg = context.new_page()
     try:
         pg.goto(server.url + "?model.depth=4&model.width=8")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         pg.evaluate("document.activeElement.blur(); window.scrollTo(0, 0)")
         under = []
         for _ in range(30):  # the presets, every control, doctor, export, copy link
@@ -366,7 +366,7 @@ def test_export_writes_the_value_typed_into_a_control_even_before_tab(browser, s
     pg = context.new_page()
     try:
         pg.goto(server.url + "?model.depth=4&model.width=8")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         pg.fill("#f-model-width", "64")  # typed, then the export link clicked at once
         with pg.expect_download(timeout=15_000) as download:
             pg.click("#export")
@@ -397,7 +397,7 @@ def test_copy_link_copies_the_value_typed_into_a_control_even_before_tab(browser
     pg = context.new_page()
     try:
         pg.goto(server.url + "?model.depth=4&model.width=8")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         pg.fill("#f-model-width", "64")
         pg.click("#share")
         pg.wait_for_function("document.getElementById('share').textContent === 'link copied'",

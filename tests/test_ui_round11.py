@@ -102,7 +102,7 @@ def test_layers_whose_gradient_is_zero_at_the_end_are_said_and_keep_their_place(
 def test_a_diverging_runs_loss_panel_draws_the_losses_up_to_the_nan(page, server, shots):
     page.goto(server.url + "?train.lr=10&model.depth=6&model.activation=relu"
               "&model.init=he_normal")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     page.wait_for_selector("#diverged:not([hidden])", timeout=30_000)
     page.screenshot(path=str(shots / "round11_diverged_loss.png"))

@@ -106,7 +106,7 @@ PIXELS = """([id, rgb]) => {
 
 def test_one_hidden_layers_init_and_theory_are_drawn(page, server, shots):
     page.goto(server.url + "?model.depth=1")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.locator("#panel-grad").screenshot(path=str(shots / "round13_one_layer_grad.png"))
     # was: one point per series, and a dashed series draws no point: the legend named
     # "at init" and "theory" over a panel with the "now" point alone
@@ -120,7 +120,7 @@ def test_layers_whose_weights_did_not_change_are_named_under_the_update_ratio(pa
     # is below float32's resolution of its weights, so its ||dW|| / ||W|| is exactly 0
     page.goto(server.url + "?model.depth=30&model.activation=sigmoid&model.init=normal"
               "&train.lr=0.001")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#step")
     page.wait_for_function("S.last && S.last.step >= 1", timeout=30_000)
     ratios = page.evaluate("S.last.update_ratio")
@@ -227,7 +227,7 @@ def test_a_refused_link_does_not_say_it_waits_for_a_measurement(page, server):
     # was: "waiting for the first measurement" over empty panels, none ever coming
     assert "refused" in page.text_content("#grad-summary")
     page.select_option("#f-model-activation", "tanh")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     assert "step 0" in page.text_content("#grad-summary")
 
 

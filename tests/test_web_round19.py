@@ -105,7 +105,7 @@ def test_a_torch_runs_gradient_ratio_leaves_its_output_layer_out(tmp_path):
 # -- a new network starts without the previous one's update rate ---------------------------------
 def test_a_new_network_does_not_show_the_previous_ones_update_rate(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.click("#play")
     page.wait_for_function("+document.getElementById('ups').dataset.ups > 0", timeout=30_000)
     # what the status line reads as the new setup is accepted (before it is built)
@@ -124,7 +124,7 @@ def test_a_new_network_does_not_show_the_previous_ones_update_rate(page, server,
 # -- the panels of the replaced network are dimmed while the new one is built --------------------
 def test_the_replaced_networks_panels_are_dimmed_while_the_new_one_is_built(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8&model.activation=tanh")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     look = """() => [document.getElementById('panels').getAttribute('aria-busy'),
         ['plot-grad', 'theory-note', 'plot-loss', 'boundary', 'doctor-out', 'grad-summary'].map(
             (id) => +getComputedStyle(document.getElementById(id)).opacity)]"""
@@ -138,7 +138,7 @@ def test_the_replaced_networks_panels_are_dimmed_while_the_new_one_is_built(page
     # beside the relu setup's "step 0" (the summary says it is being built; the doctor panel
     # has its own stale mark)
     assert page.evaluate("window.atAccepted") == ["true", [0.35, 0.35, 0.35, 0.35, 1, 1]]
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     page.screenshot(path=str(shots / "web19_built.png"))
     assert page.evaluate(look) == [None, [1, 1, 1, 1, 1, 1]]
 
@@ -178,7 +178,7 @@ def test_a_findings_infinite_or_nan_evidence_is_written_as_such():
 
 def test_the_doctor_panel_writes_an_infinite_or_nan_evidence_as_such(page, server, shots):
     page.goto(server.url + "?model.depth=3&model.width=8")
-    page.wait_for_function(MEASURED, timeout=30_000)
+    page.wait_for_function(MEASURED, timeout=90_000)
     finding = {**DIVERGED_DOCTOR["findings"][0], "verifications": [],
                "evidence": {**DIVERGED_DOCTOR["findings"][0]["evidence"], "loss": None},
                "apply": {**page.evaluate("S.query"), "train.lr": "1"}}

@@ -26,7 +26,7 @@ def test_a_refusal_arriving_between_press_and_release_does_not_move_the_button(
     pg = context.new_page()
     try:
         pg.goto(server.url + "?model.depth=4&model.width=8")
-        pg.wait_for_function(MEASURED, timeout=30_000)
+        pg.wait_for_function(MEASURED, timeout=90_000)
         pg.fill("#f-model-depth", "0")  # refused by the server (a depth of at least 1)
         box = pg.locator(button).bounding_box()
         pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
