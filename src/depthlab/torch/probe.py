@@ -187,9 +187,9 @@ def _check_elementwise_targets(output: Any, y: Any, loss_fn: Any) -> None:
     against targets ``(N,)``: torch compared the ``N x N`` pairs, a loss of 1.22 where the
     examples' is 1.12, and only warned) or fails (torch's 'The size of tensor a (2) must
     match the size of tensor b (3)', naming neither)."""
-    fn = loss_fn
-    while isinstance(fn, functools.partial):
-        fn = fn.func
+    from .train import loss_parts
+
+    fn, _ = loss_parts(loss_fn)
     if isinstance(fn, _ELEMENTWISE_LOSSES):
         name = type(fn).__name__
     else:
