@@ -273,7 +273,8 @@ class _Pass:
     """The accumulators of one armed forward/backward pass (per layer number or module id)."""
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
-                 "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg")
+                 "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
+                 "cg_only")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -301,11 +302,19 @@ class _Pass:
         # no backward had run through it when the model's next forward began (a siamese pair,
         # a watched submodule called in a loop): one backward may grade it with the later ones
         self.open = False
+        # only a create_graph backward had (a gradient penalty's interpolates, graded by
+        # torch.autograd.grad(..., create_graph=True) before the real and fake forwards): open
+        # too, pooled if the loss's ordinary backward grades it with the later ones
+        self.cg_only = False
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
-        return any(acc.ns for acc in self.grad.values()) or any(
-            acc.ns for acc in self.grad_cg.values())
+        return self.plainly_graded() or any(acc.ns for acc in self.grad_cg.values())
+
+    def plainly_graded(self) -> bool:
+        """Whether an ordinary backward (not one with ``create_graph=True``) has run through
+        this pass."""
+        return any(acc.ns for acc in self.grad.values())
 
     def aside(self, table: dict) -> dict:
         """Where a create_graph backward's gradients for ``table`` go (see ``grad_cg``)."""
@@ -603,8 +612,14 @@ class Recording:
         # one of the pair, the last of a cell's 6 calls); a forward no backward reached (a
         # detached target, a validation pass) is skipped, one graded before the next forward
         # (gradient accumulation, a backward per micro-batch) ends the run
+        # (a pass only a create_graph backward had graded then, a gradient penalty's
+        # interpolates forward before the real and fake ones, is pooled when the loss's
+        # ordinary backward graded it too: its rows were left out; a loop whose only backwards
+        # are create_graph ones, one per micro-batch, still ends the run there)
         for q in reversed(earlier[:chosen]):
             if not q.open:
+                break
+            if q.cg_only and not q.plainly_graded():
                 break
             if q.graded():
                 self.p.merge(q)
@@ -687,7 +702,13 @@ class Recording:
         """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
         earlier = self._earlier
         p = self.p
-        p.open = not p.graded()
+        p.cg_only = not p.plainly_graded() and p.graded()
+        p.open = not p.plainly_graded()
+        if p.graded():  # a later backward graded this pass and no ordinary one those only a
+            # create_graph backward had (a loop whose backwards all take create_graph): closed
+            for q in earlier:
+                if q.open and q.cg_only and not q.plainly_graded():
+                    q.open = False
         if self.percentiles and not p.open and not (earlier and earlier[-1].open):
             p.release()  # pooled with no other pass (see settle): its copies dropped
         earlier.append(p)
