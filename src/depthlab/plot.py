@@ -354,6 +354,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # per panel, the runs drawn with some layers not finite (a diverged run's activations
     # past 1e32 at its last finite step): those layers vanished from the line unexplained
     gaps: list[list[tuple[str, list[int]]]] = [[] for _ in axes]
+    # per panel, the runs with layers that have no row at that step (recorded at others)
+    absent: list[list[tuple[str, list[int]]]] = [[] for _ in axes]
     for i, (label, wide) in enumerate(wides.items()):
         color, marker, linestyle = run_style(i)
         if wide.empty:
@@ -374,9 +376,19 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 zero = (set(recorded[recorded > last]) <= set(after.index)
                         and bool((after == 0).all(axis=None)))
                 stale.append((label, last, "the last above 0" if zero else "the last finite"))
+        table = runs[label][0]
         for k, (ax, step) in enumerate(zip(axes, (first, last))):
             full = pd.to_numeric(wide.loc[step], errors="coerce")
             finite = np.isfinite(full.to_numpy(float))
+            if {"quantity", "layer", "step"} <= set(table.columns):
+                # a layer with no row at this step (a branch of the forward that did not
+                # run then: the table's pivot reads NaN) was not measured, not NaN/inf
+                at = table[(table["quantity"] == quantity) & (table["step"] == step)]
+                rows = {int(v) for v in at["layer"]}
+                unrecorded = [int(v) for v in full.index if int(v) not in rows]
+                finite |= np.asarray(full.index.isin(unrecorded))  # not a NaN/inf
+                if unrecorded:
+                    absent[k].append((label, unrecorded))
             if finite.any() and not finite.all():  # some layers drawn, the others vanished
                 gaps[k].append((label, [int(v) for v in full.index[~finite]]))
             row = wide.loc[step].dropna()
@@ -482,6 +494,13 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 f"\n{who} {what}".replace("\n ", "\n"))
         elif gaps[k]:
             when += f"\n{len(gaps[k])} runs: some layers not finite (NaN/inf)"
+        if len(absent[k]) == 1:
+            who = _f.cut_labels([absent[k][0][0]], 44)[0] + ":" if len(wides) > 1 else ""
+            what = f"{_layer_span_text(absent[k][0][1], names)}: not recorded at this step"
+            when += f"\n{who}\n{what}" if len(who) + len(what) > 58 else (
+                f"\n{who} {what}".replace("\n ", "\n"))
+        elif absent[k]:
+            when += f"\n{len(absent[k])} runs: some layers not recorded at this step"
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
             pad = 0.04 * (span[1] - span[0])
             ax.set_xlim(span[0] - pad, span[1] + pad)
