@@ -289,7 +289,25 @@ def test_transformer_encoder():
     layers.append("head")
     blocks = ["encoder.layers.0", "encoder.layers.1"]
     exp = reference(model, x, y, nn.CrossEntropyLoss(), layers, {}, blocks)
-    compare(df, exp, layers, blocks)
+    # the feed-forward's F.relu (the layer's activation function, applied in its forward)
+    # gives linear1 the rows of its ReLU (depthlab.torch.functional_acts; checked below)
+    act_q = ("act_", "saturated_frac", "dead_frac", "inactive_frac")
+    ff = df.quantity.str.startswith(act_q) & df.layer.isin([4, 8])
+    compare(df[~ff], exp, layers, blocks)
+    seen = []
+    hs = [model.encoder.layers[i].linear1.register_forward_hook(
+        lambda m, a, o: seen.append(o.detach())) for i in range(2)]
+    model(x)
+    for h in hs:
+        h.remove()
+    got = df[ff].set_index(["layer", "quantity"]).value
+    for layer, s in zip((4, 8), seen):
+        a = torch.relu(s)
+        assert got[(layer, "act_mean")] == pytest.approx(float(a.mean()), rel=1e-10)
+        assert got[(layer, "act_std")] == pytest.approx(float(a.std(unbiased=False)), rel=1e-10)
+        assert got[(layer, "inactive_frac")] == pytest.approx(float((s <= 0).double().mean()))
+        dead = float((a.reshape(-1, s.shape[-1]).amax(0) <= 0).double().mean())
+        assert got[(layer, "dead_frac")] == pytest.approx(dead)
 
 
 def test_lstm_classifier():

@@ -283,7 +283,9 @@ def _coverage_cases():
             ["emb"] + [f"dec.layers.{i}.{n}" for i in range(2)
                        for n in ("self_attn", "self_attn.out_proj", "multihead_attn",
                                  "multihead_attn.out_proj", "linear1", "linear2")] + ["head"],
-            {}, {}, {"y": dec_y, "blocks": ["dec.layers.0", "dec.layers.1"]}),
+            {}, {}, {"y": dec_y, "blocks": ["dec.layers.0", "dec.layers.1"],
+                     # linear1's F.relu: the ReLU's rows (tests/test_torchfunc_round22.py)
+                     "own_follower_rows": [6, 12]}),
         "packed-lstm-projections": (_ProjLSTM, (_r(3, 5, 4), torch.tensor([5, 2, 3])),
                                     ["rnn", "head"], {}, {}, {"y": y3}),
         "dict-in-dict-out": (

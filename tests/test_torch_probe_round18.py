@@ -161,8 +161,9 @@ def test_predict_refuses_a_forward_replaced_on_the_instance(which, name):
 def test_probe_does_not_count_a_patched_activation_by_its_class_derivative():
     """A Tanh whose forward was replaced on the instance (it computes a ReLU) was counted by
     tanh's derivative: saturated_frac 0.18 for an activation that never saturates. Such a
-    module is no recognised activation now: no act_* or fraction rows (as any custom module),
-    the layer's own rows unchanged."""
+    module is no recognised activation now, as any custom module; the torch.relu its forward
+    applies is (depthlab.torch.functional_acts, round 22): the rows are that ReLU's, no
+    saturated_frac; the layer's own rows unchanged."""
     import types
 
     torch.manual_seed(0)
@@ -172,9 +173,11 @@ def test_probe_does_not_count_a_patched_activation_by_its_class_derivative():
     model[1].forward = types.MethodType(lambda self, s: torch.relu(s), model[1])
     df = dlt.probe(model, x, y, CE, percentiles=())
     got = df[df.layer == 1].set_index("quantity").value
-    assert not any(q.startswith("act_") or q.endswith("_frac") for q in got.index)
+    assert "saturated_frac" not in got.index
     assert got["pre_std"] == plain[(plain.layer == 1) & (plain.quantity == "pre_std")].value.item()
     s = model[0](x)
+    assert got["act_std"] == pytest.approx(_pstd(torch.relu(s)), rel=1e-9)
+    assert got["inactive_frac"] == pytest.approx(float((s <= 0).double().mean()))
     assert got["pre_std"] == pytest.approx(_pstd(s), rel=1e-9)
     assert dlt.activation_spec(model[1]) is None and dlt.activation_spec(nn.Tanh()) is not None
 

@@ -82,8 +82,9 @@ def check(model, x, layers, followers=None, axis=None, blocks=(), y=None, loss_f
         # tensor of classes gives one, compared with the reference's on the picked output
         exp.pop((0, "acc"), None)
     follower = df.quantity.str.startswith(("act_", "saturated_", "inactive_", "dead_"))
-    compare(df[~(follower & (df.layer == own_follower_rows))], exp, layers, blocks=blocks,
-            atol=1e-12)
+    own = own_follower_rows if isinstance(own_follower_rows, (list, tuple, set)) else \
+        [own_follower_rows]
+    compare(df[~(follower & df.layer.isin(own))], exp, layers, blocks=blocks, atol=1e-12)
     return df
 
 
@@ -104,8 +105,12 @@ def test_first_encoder_layer_on_raw_inputs_is_a_block(batch_first, norm_first):
     x = _r(4, 5, 8)
     layers = [f"layers.{i}.{n}" for i in range(2)
               for n in ("self_attn", "self_attn.out_proj", "linear1", "linear2")]
+    # linear1's F.relu (the layer's own activation function): its rows are the ReLU's
+    # (depthlab.torch.functional_acts; tests/test_torchfunc_round22.py), not the reference's
+    ff = [i + 1 for i, n in enumerate(layers) if n.endswith("linear1")]
     df = check(enc, x, layers, blocks=["layers.0", "layers.1"], y=_r(4, 5, 8),
-               loss_fn=nn.MSELoss())
+               loss_fn=nn.MSELoss(), own_follower_rows=ff)
+    assert set(df.layer[df.quantity == "dead_frac"]) == set(ff)
     rows = df[df.quantity == "block_grad_std"]
     assert list(rows.module) == ["layers.0", "layers.1"] and list(rows.layer) == [4, 8]
 
@@ -124,7 +129,9 @@ def test_decoder_layer_on_raw_inputs_is_a_block():
 
     layers = ["dec.self_attn", "dec.self_attn.out_proj", "dec.multihead_attn",
               "dec.multihead_attn.out_proj", "dec.linear1", "dec.linear2", "head"]
-    check(Dec(), (_r(5, 4, 8), _r(3, 4, 8)), layers, blocks=["dec"], y=torch.randint(0, 3, (4,)))
+    df = check(Dec(), (_r(5, 4, 8), _r(3, 4, 8)), layers, blocks=["dec"],
+               y=torch.randint(0, 3, (4,)), own_follower_rows=5)  # linear1's F.gelu
+    assert set(df.layer[df.quantity == "act_std"]) == {5}
 
 
 class _PreAct(nn.Module):
@@ -414,10 +421,20 @@ def test_cells_called_in_a_loop(cls):
     assert cell["dead_frac"] == 0.0
 
 
-def test_functional_activation_gives_no_follower_rows():
+def test_functional_activation_gives_the_follower_rows():
+    """F.relu(self.a(x)) in forward: a's rows are those of its ReLU (they were none, as for
+    any function; depthlab.torch.functional_acts, round 22)."""
     torch.manual_seed(7)
-    df = check(_Functional(), _r(6, 5), ["a", "b"])
-    assert not df.quantity.str.startswith(("act_", "saturated", "inactive", "dead")).any()
+    model, x = _Functional(), _r(6, 5)
+    df = check(model, x, ["a", "b"], own_follower_rows=1)
+    got = df[df.layer == 1].set_index("quantity").value
+    s = model.a(x).detach()
+    a = torch.relu(s)
+    assert got["act_mean"] == pytest.approx(float(a.mean()), rel=1e-12)
+    assert got["act_std"] == pytest.approx(float(a.std(unbiased=False)), rel=1e-12)
+    assert got["inactive_frac"] == pytest.approx(float((s <= 0).double().mean()))
+    assert got["dead_frac"] == pytest.approx(float((a.amax(0) <= 0).double().mean()))
+    assert not df.quantity[df.layer == 2].str.startswith(("act_", "saturated", "dead")).any()
 
 
 class _Embed(nn.Module):
@@ -453,7 +470,8 @@ def test_embeddings_tied_and_shared_weights():
     ids = torch.randint(0, 10, (4, 5))
     ids[0, :3] = 0
     check(_Embed(padding_idx=0), ids, ["e", "h"])
-    check(_Tied(), ids, ["e", "h"])
+    df = check(_Tied(), ids, ["e", "h"], own_follower_rows=1)  # the embedding's torch.tanh
+    assert "saturated_frac" in set(df.quantity[df.layer == 1])
     check(_Twice(), _r(5, 6), ["a", "b"], {"a": ("act",)})
     # a sparse gradient gives the same rows as the dense one
     torch.manual_seed(9)

@@ -1,0 +1,309 @@
+"""Activations a custom ``forward`` applies itself (``F.relu(self.fc1(x))``,
+``torch.tanh(self.conv(x))``, ``x.sigmoid()``, ``F.gelu``, ``F.leaky_relu(h, 0.2)``,
+``F.relu(h, inplace=True)``, ``F.max_pool2d(F.relu(self.conv1(x)), 2)``): the ``act_*``,
+``saturated_frac``, ``dead_frac`` and ``inactive_frac`` rows of the layer whose output goes
+through them, the rows an activation *module* there gives (:mod:`depthlab.torch.hooks`).
+
+Found after the model's forward of an armed pass (:meth:`Recording._model_post`), in the
+autograd graph: the layer (or normalization) outputs of the pass that no follower module took
+are looked up among the inputs of the graph's nodes; a node of a known elementwise activation
+(:data:`ACT_NODES`: ``ReluBackward0``, ``TanhBackward0``, ``GeluBackward0``, ...) that reads
+such an output, itself or a reshaped/permuted view of it (``flatten``, ``view``,
+``transpose``), is that layer's activation; its settings (slope, alpha, approximation, ...)
+are the node's saved scalars, never its saved tensors (unpacking those would run a user's
+saved-tensor hooks: activation checkpointing's recomputation, offloading). The statistics are
+taken as a module's hooks take them, by the same accumulators, on the layer output ``s`` and
+``f(s)`` computed again by the equivalent module (the same torch function: the same values);
+an in-place activation (``F.relu(h, inplace=True)``, ``h.tanh_()``) is read from ``s``, which
+holds ``f(s)`` now (ReLU, LeakyReLU, Tanh, Sigmoid, Hardtanh/ReLU6: their ``f'(s)`` is a
+function of ``f(s)``; other in-place activations get no rows).
+
+Rules, as for modules: the first activation (in execution order) that reads an output is its
+follower; an output changed in place before the end of the forward (``h += skip``) by anything
+but that activation has no follower; ``x * torch.sigmoid(x)`` is SiLU and
+``x * torch.tanh(F.softplus(x))`` Mish (a sigmoid gating its own input is no sigmoid
+activation); calls of one layer with activations of different kinds get no rows (the module
+case's ``mixed``). Parts without a graph (``torch.no_grad``, frozen layers fed data without
+gradients, a reentrant checkpoint's inside) have no nodes to read: no functional rows there.
+Unrecorded steps cost nothing (the hooks are not armed); a recorded pass without candidate
+outputs (every layer followed by a module, or the model's output itself) returns at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..probes.kernels import CANCELLATION_RATIO
+from .accumulators import Acc, ActAcc
+from .layers import ActivationSpec
+
+__all__ = ["ACT_NODES", "record_functional"]
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _f(v) -> float:
+    return float(v)
+
+
+def _elu(node) -> tuple | None:
+    a, sc, isc = _f(node._saved_alpha), _f(node._saved_scale), _f(node._saved_input_scale)
+    if sc == 1.0 and isc == 1.0:
+        return (nn.ELU, a)
+    if abs(a - _SELU_ALPHA) < 1e-12 and abs(sc - _SELU_SCALE) < 1e-12 and isc == 1.0:
+        return (nn.SELU,)
+    return None
+
+
+def _hardtanh(node) -> tuple:
+    lo, hi = _f(node._saved_min_val), _f(node._saved_max_val)
+    return (nn.ReLU6,) if (lo, hi) == (0.0, 6.0) else (nn.Hardtanh, lo, hi)
+
+
+ACT_NODES: dict[str, Callable] = {
+    "ReluBackward0": lambda n: (nn.ReLU,),
+    "TanhBackward0": lambda n: (nn.Tanh,),
+    "SigmoidBackward0": lambda n: (nn.Sigmoid,),
+    "GeluBackward0": lambda n: (nn.GELU, str(n._saved_approximate)),
+    "SiluBackward0": lambda n: (nn.SiLU,),
+    "MishBackward0": lambda n: (nn.Mish,),
+    "EluBackward0": _elu,
+    "EluBackward1": _elu,
+    "CeluBackward0": lambda n: (nn.CELU, _f(n._saved_alpha)),
+    "CeluBackward1": lambda n: (nn.CELU, _f(n._saved_alpha)),
+    "LeakyReluBackward0": lambda n: (nn.LeakyReLU, _f(n._saved_negative_slope)),
+    "LeakyReluBackward1": lambda n: (nn.LeakyReLU, _f(n._saved_negative_slope)),
+    "HardtanhBackward0": _hardtanh,
+    "SoftplusBackward0": lambda n: (nn.Softplus, _f(n._saved_beta), _f(n._saved_threshold)),
+    "HardswishBackward0": lambda n: (nn.Hardswish,),
+    "HardsigmoidBackward0": lambda n: (nn.Hardsigmoid,),
+    "LogSigmoidBackward0": lambda n: (nn.LogSigmoid,),
+    "SoftshrinkBackward0": lambda n: (nn.Softshrink, _f(n._saved_lambd)),
+    "HardshrinkBackward0": lambda n: (nn.Hardshrink, _f(n._saved_lambd)),
+}
+"""Autograd nodes of elementwise activations -> ``(module class, *settings)`` of the
+equivalent module (from the node's saved scalars), or None for settings no module has."""
+
+_VIEW = re.compile(r"(View|UnsafeView|ReshapeAlias|Permute|Transpose|T|Squeeze|Unsqueeze|Alias)"
+                   r"Backward\d+")
+"""Nodes of views that hold every entry of their input (same values, another shape or order)."""
+
+_HOOK_NODE = "BackwardHookFunctionBackward"  # a user's full backward hook: identity per slot
+
+
+def _out_derivative(spec: ActivationSpec, key: tuple) -> ActivationSpec | None:
+    """The spec whose ``derivative`` reads ``f(s)`` instead of ``s`` (an in-place activation
+    left only its output): the same values as ``f'(s)`` for these activations; None for the
+    others."""
+    cls = key[0]
+    if cls is nn.Tanh:
+        def d(a):
+            return 1 - a * a
+    elif cls is nn.Sigmoid:
+        def d(a):
+            return a * (1 - a)
+    elif cls is nn.LeakyReLU and key[1] >= 0:  # sign(f(s)) = sign(s)
+        d = spec.derivative
+    elif cls in (nn.Hardtanh, nn.ReLU6):  # lo < f(s) < hi exactly where lo < s < hi
+        d = spec.derivative
+    else:
+        return None
+    return dataclasses.replace(spec, derivative=d)
+
+
+def _tensors(obj, out: list, depth: int = 0) -> None:
+    """The tensors in a model's output (tensor, tuple, list, dict, dataclass; nested)."""
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif depth < 4:
+        if isinstance(obj, dict):
+            obj = tuple(obj.values())
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            obj = tuple(getattr(obj, f.name, None) for f in dataclasses.fields(obj))
+        if isinstance(obj, (tuple, list)):
+            for o in obj:
+                _tensors(o, out, depth + 1)
+
+
+def _seq(node) -> int:
+    try:
+        return node._sequence_nr()
+    except (AttributeError, RuntimeError):  # pragma: no cover - every node has one
+        return -1
+
+
+def record_functional(rec, output) -> None:
+    """Add the rows of the functional activations of the pass just forwarded (see the module
+    docstring) to ``rec.p.act``; called by :meth:`Recording._model_post` before the pass's
+    links are dropped and its percentiles frozen."""
+    from .hooks import _ver
+
+    p = rec.p
+    cands: list[tuple] = []  # (tensor, version, info, in-place node or None)
+    for t, v, info, kind in p.links.values():
+        if kind != "layer" and kind != "norm":
+            continue
+        fn = t.grad_fn
+        if fn is None or v == -1:
+            continue
+        now = _ver(t)
+        if now == v:
+            cands.append((t, v, info, None))
+        elif now == v + 1 and fn.name() in ACT_NODES:  # F.relu(h, inplace=True)
+            cands.append((t, v, info, fn))
+    if not cands:
+        return
+    outs: list[torch.Tensor] = []
+    _tensors(output, outs)
+    returned = {id(o) for o in outs}
+    # the outputs the model returns as they are have no follower inside the forward
+    todo = [c for c in cands if c[3] is not None or id(c[0]) not in returned]
+    if not todo:
+        return
+    consumers = _consumers(rec, p, outs, [c for c in todo if c[3] is None])
+    # the activation modules' own nodes: measured by their hooks (a module reading a view of
+    # the output leaves the output's own link untaken)
+    done: set = {link[0].grad_fn for link in p.links.values() if link[3] == "act"}
+    for t, v, info, inplace in todo:
+        if inplace is not None:
+            if inplace in done:
+                continue
+            done.add(inplace)
+            _add(rec, p, t, v, info, inplace, ACT_NODES[inplace.name()](inplace), True)
+            continue
+        hit = _follower(t, consumers)
+        if hit is None or hit[0] in done:
+            continue
+        done.add(hit[0])
+        _add(rec, p, t, v, info, hit[0], hit[1], False)
+
+
+def _consumers(rec, p, outs: list[torch.Tensor], cands: list[tuple]) -> dict:
+    """node -> [(consumer node, its input slot, the node's output slot)] for the graph above
+    the oldest candidate output (a node is made after its inputs: nothing older can read a
+    candidate, so the part of the graph below it, e.g. a model upstream, is not walked)."""
+    if not cands:
+        return {}
+    floor = min(_seq(c[0].grad_fn) for c in cands)
+    roots = [o.grad_fn for o in outs if o.requires_grad and o.grad_fn is not None]
+    # the layer outputs too: an activation whose output reaches no returned tensor but a
+    # later layer (a model returning what _tensors cannot see)
+    roots += [link[0].grad_fn for link in p.links.values() if link[0].grad_fn is not None]
+    cons: dict = {}
+    seen: set = set()
+    stack = [r for r in roots if r is not None]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if _seq(node) <= floor:  # the oldest candidate or below: reads no candidate
+            continue
+        for j, (nxt, nr) in enumerate(node.next_functions):
+            if nxt is None:
+                continue
+            cons.setdefault(nxt, []).append((node, j, nr))
+            if nxt not in seen:
+                stack.append(nxt)
+    return cons
+
+
+def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
+    """``(activation node, settings key)`` of the first activation (execution order) reading
+    ``t`` or a view of all of it, else None."""
+    found: list = []
+    frontier = [(t.grad_fn, t.output_nr)]
+    guard = 0
+    while frontier and guard < 64:
+        guard += 1
+        node, nr = frontier.pop()
+        for c, j, out_nr in cons.get(node, ()):
+            if out_nr != nr:
+                continue
+            name = c.name()
+            if name in ACT_NODES:
+                found.append((c, node, nr))
+            elif name == _HOOK_NODE:
+                frontier.append((c, j))
+            elif j == 0 and _VIEW.fullmatch(name):
+                frontier.append((c, 0))
+    if not found:
+        return None
+    act, src, nr = min(found, key=lambda f: _seq(f[0]))
+    key = ACT_NODES[act.name()](act)
+    if key is None:
+        return None
+    # a product with the very tensor it reads: x * sigmoid(x) (SiLU), x * tanh(softplus(x))
+    # (Mish), or a gate (no activation of the layer)
+    for c, j, _out_nr in cons.get(act, ()):
+        if c.name() != "MulBackward0":
+            continue
+        others = [e for k, e in enumerate(c.next_functions) if k != j]
+        if (src, nr) in others:
+            return (act, (nn.SiLU,)) if key == (nn.Sigmoid,) else None
+    if key == (nn.Softplus, 1.0, 20.0):
+        for c, _j, _nr in cons.get(act, ()):
+            if c.name() == "TanhBackward0":
+                for m, k, _ in cons.get(c, ()):
+                    if m.name() == "MulBackward0" and (src, nr) in \
+                            [e for i, e in enumerate(m.next_functions) if i != k]:
+                        return (act, (nn.Mish,))
+    return act, key
+
+
+def _stand_in(rec, info, key: tuple) -> nn.Module:
+    """The module equivalent to an activation node (one per layer and setting: its id keys
+    the layer's fused ReLU sums, :meth:`Recording._fuse`)."""
+    table = rec.__dict__.setdefault("_fn_stand_ins", {})
+    k = (id(info), key)
+    m = table.get(k)
+    if m is None:
+        m = table[k] = key[0](*key[1:])
+    return m
+
+
+def _add(rec, p, t: torch.Tensor, v: int, info, node, key: tuple, inplace: bool) -> None:
+    """Measure ``f(t)`` of the layer ``info`` as the module hooks measure a follower module."""
+    module = _stand_in(rec, info, key)
+    spec = rec._spec(module)
+    if spec is None:
+        return
+    if inplace and spec.name != "relu":
+        spec = _out_derivative(spec, key)
+        if spec is None:
+            return
+    wk = rec._wk
+    axis = info.feature_axis
+    acc = p.act.get(info.index)
+    if acc is None:
+        acc = p.act[info.index] = ActAcc(Acc(want_sorted=bool(rec.percentiles)))
+    with torch.no_grad():
+        if spec.name == "relu":
+            fused = p.fused.pop(id(module), None) if p.fused else None
+            if fused is not None and fused[0] is t and t._version == fused[1] + inplace:
+                acc.follower(module)
+                n, r1, r2, z, alive = fused[3]
+                acc.add_relu_counts(n, z, alive, spec)
+                # (its values are read only where the sums cancel: Acc.add's _centered)
+                e = r1 / n if n else 0.0
+                var = r2 / n - e * e if n else 0.0
+                cancels = math.isfinite(var) and e * e > CANCELLATION_RATIO * var
+                acc.out.add(torch.relu(t.detach()) if cancels and not inplace else t,
+                            (r1, r2), wk)
+                return
+            out = t.detach() if inplace else torch.relu(t.detach())
+            acc.follower(module)
+            acc.out.add(out, acc.add_relu_output(out, spec, axis, wk))
+            rec._relu_of[id(info)] = id(module)  # the next pass measures both in one read
+            return
+        acc.follower(module)
+        s = t.detach()
+        acc.add_derivative(s, spec, axis, None)
+        acc.out.add(s if inplace else module(s), None, wk)
