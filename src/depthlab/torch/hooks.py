@@ -61,7 +61,6 @@ from .accumulators import (
     stat_dtype,
     watch_kernels,
 )
-from .functional_acts import record_functional
 from .layers import (
     RECORDINGS,
     ActivationSpec,
@@ -275,7 +274,7 @@ class _Pass:
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
                  "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
-                 "cg_only")
+                 "cg_only", "swapped")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -307,6 +306,9 @@ class _Pass:
         # torch.autograd.grad(..., create_graph=True) before the real and fake forwards): open
         # too, pooled if the loss's ordinary backward grades it with the later ones
         self.cg_only = False
+        # the forward ran with other weights than the model's parameters
+        # (torch.func.functional_call(model, fast_weights, x): MAML's adapted forward)
+        self.swapped = False
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
@@ -620,8 +622,9 @@ class Recording:
         for q in reversed(earlier[:chosen]):
             if not q.open:
                 break
-            if q.cg_only and not q.plainly_graded():
-                break
+            if q.cg_only and (not q.plainly_graded() or q.swapped or self.p.swapped):
+                break  # (MAML's inner forward, graded by the inner step's create_graph
+                # backward, is not pooled with the adapted forward: another network's weights)
             if q.graded():
                 self.p.merge(q)
 
@@ -727,8 +730,8 @@ class Recording:
             self._model_idle = False
             return
         p = self.p
-        if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
-            record_functional(self, output)
+        p.swapped = any(not any(q is w for q in info.owner.parameters())
+                        for info in self.order for w in info.weights[:1])
         if self.percentiles:  # (the values kept until it is known whether an earlier or later
             p.freeze(self.percentiles, keep=True)  # forward is pooled with it: settle)
         # a layer output with gradients: the graph the residual-block search reads was there
