@@ -3,11 +3,14 @@ independently in the test (own forward hooks, torch.autograd.grad, float64)."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 import depthlab.torch as dlt
 
@@ -100,3 +103,70 @@ def test_a_gradient_penalty_forward_before_the_real_and_fake_ones_is_pooled_with
         frames[order] = df
     a, b = (frames[o].set_index(["step", "module", "quantity"]).value for o in frames)
     assert (a - b).abs().max() < 1e-12
+
+
+class _Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(6, 6)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return x + self.act(self.lin(x))
+
+
+class _CheckpointedBlocks(nn.Module):
+    """Two residual blocks, each run through ``checkpoint(..., use_reentrant=False)``, the
+    first on the raw data (no gradient), then a head; ``ck=False`` runs them plainly."""
+
+    def __init__(self):
+        super().__init__()
+        self.ck = True
+        self.blk = _Res()
+        self.blk2 = _Res()
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        for blk in (self.blk, self.blk2):
+            x = checkpoint(blk, x, use_reentrant=False) if self.ck else blk(x)
+        return self.head(x)
+
+
+def test_a_checkpointed_residual_block_on_the_raw_data_has_its_block_grad_std_row(tmp_path):
+    """The residual-block search gives a block whose input has no gradient (the raw data) a
+    copy that requires grad; under checkpoint's saved-tensor hooks it was skipped (the copy
+    changed what the forward saved, and the recomputation, without it, raised
+    CheckpointError), so the first block got no block_grad_std row in dlt.probe or a Watch.
+    Both now have it, equal to the plain model's and to autograd's dL/d(block output)."""
+    torch.manual_seed(0)
+    model = _CheckpointedBlocks().double()
+    plain = copy.deepcopy(model)
+    plain.ck = False
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+
+    out = {}
+    h = plain.blk.register_forward_hook(lambda m, a, o: out.setdefault("blk", o))
+    loss = nn.functional.mse_loss(plain(x), y)
+    h.remove()
+    (g,) = torch.autograd.grad(loss, out["blk"])
+    want = g.std(unbiased=False).item()
+
+    got = dlt.probe(model, x, y, nn.MSELoss())
+    ref = dlt.probe(plain, x, y, nn.MSELoss())
+    key = ["module", "quantity"]
+    assert got.set_index(key).value.loc[("blk", "block_grad_std")] == pytest.approx(want, 1e-12)
+    assert list(got.set_index(key).index) == list(ref.set_index(key).index)
+    assert (got.value - ref.value).abs().max() < 1e-12
+
+    trained = copy.deepcopy(model)
+    opt = torch.optim.SGD(trained.parameters(), lr=0.0)
+    with dlt.Watch(trained, every=1, theory=False, out=tmp_path / "w") as w:
+        for _ in range(2):
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(trained(x), y)
+            loss.backward()
+            w.step(loss)
+            opt.step()
+    rows = w.frame().query("module == 'blk' and quantity == 'block_grad_std'")
+    assert rows.step.tolist() == [0, 1]
+    assert rows.value.to_numpy() == pytest.approx([want, want], rel=1e-12)

@@ -386,6 +386,10 @@ class Recording:
         # ids of _input_node's requires-grad copies (first armed pass) and of the outputs of
         # frozen layers computed from them: no gradient rows of their own (see _layer_output)
         self._copied: set[int] = set()
+        # ids of the modules given such a copy under saved-tensor hooks (a segment of
+        # checkpoint(..., use_reentrant=False) fed the raw data): its recomputation in the
+        # backward gets one too, so that both save the same tensors (see _input_node)
+        self._saved_copies: set[int] = set()
         self._owners: dict[int, list[LayerInfo]] = {}
         for info in self.layers:
             self._owners.setdefault(id(info.owner), []).append(info)
@@ -583,6 +587,7 @@ class Recording:
         self.p = _Pass()
         self._last_run = 0
         self._copied.clear()  # (a forward that raised did not reach _model_post)
+        self._saved_copies.clear()
         self._kernels()
 
     def settle(self) -> None:
@@ -1085,7 +1090,8 @@ class Recording:
         x, where = self._input(module, args, kwargs)
         fn = x.grad_fn if x is not None else None
         new = None
-        if fn is None and x is not None and not self._blocks_found and module is not self.model:
+        if fn is None and x is not None and module is not self.model and (
+                not self._blocks_found or id(module) in self._saved_copies):
             fn, new = self._input_node(module, x, args, kwargs, where)
         self.p.block_inputs.setdefault(id(module), []).append(fn)
         return new
@@ -1099,19 +1105,29 @@ class Recording:
         copy that requires grad (the block's forward computes the same values), whose node
         the skip path reaches; without it ``y = x + F(x)`` was not a block there (no
         ``block_grad_std`` row). Only for modules with trainable parameters, so frozen parts
-        stay without gradients. Not while saved-tensor hooks are active: the copy changes what
-        autograd saves, and non-reentrant activation checkpointing
-        (``checkpoint(..., use_reentrant=False)``) compares the tensors its recomputation
-        saves with the forward's, so a checkpointed segment fed the raw data raised
-        ``CheckpointError`` ("a different number of tensors was saved")."""
+        stay without gradients. The copy changes what autograd saves, and non-reentrant
+        activation checkpointing (``checkpoint(..., use_reentrant=False)``, whose forward runs
+        under saved-tensor hooks) compares the tensors its recomputation saves with the
+        forward's: a module given a copy under such hooks gets one again when the backward
+        recomputes it (without, a checkpointed segment fed the raw data raised
+        ``CheckpointError``, "a different number of tensors was saved"; skipping the copy there
+        left a checkpointed residual block on the raw data without ``block_grad_std``)."""
         if x.requires_grad:
             return torch.autograd.graph.get_gradient_edge(x).node, None
         given = kwargs.get(where) if isinstance(where, str) else args[0] if args else None
         if (given is not x or type(x) is not torch.Tensor
                 or not x.is_floating_point() or x.is_nested or x.is_inference()
                 or not torch.is_grad_enabled()
-                or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
                 or not any(p.requires_grad for p in module.parameters())):
+            return None, None
+        if torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+            if torch._C._current_graph_task_id() == -1:  # the forward
+                if self._blocks_found:
+                    return None, None
+                self._saved_copies.add(id(module))
+            elif id(module) not in self._saved_copies:  # a recomputation of another pass
+                return None, None
+        elif self._blocks_found:
             return None, None
         copy = x.detach().requires_grad_().clone()
         self._copied.add(id(copy))
@@ -1121,6 +1137,32 @@ class Recording:
         if isinstance(where, str):  # blk(hidden=h)
             return copy.grad_fn, (args, {**kwargs, where: copy})
         return copy.grad_fn, ((copy, *args[1:]), kwargs)
+
+    @contextlib.contextmanager
+    def recomputing(self) -> Iterator[None]:
+        """For a backward run after :meth:`disarm` (``dlt.probe``'s): the modules given a
+        requires-grad copy of their input under saved-tensor hooks (a residual block that
+        ``checkpoint(..., use_reentrant=False)`` runs on the raw data, see
+        :meth:`_input_node`) get one again when that backward recomputes them, so that it
+        saves the tensors their forward saved (else torch's ``CheckpointError``)."""
+        if not self._saved_copies:
+            yield
+            return
+        handles = [m.register_forward_pre_hook(self._recompute_pre, with_kwargs=True)
+                   for m in self.model.modules() if id(m) in self._saved_copies]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _recompute_pre(self, module, args, kwargs) -> tuple | None:
+        if torch._C._current_graph_task_id() == -1:  # a forward: not a recomputation
+            return None
+        x, where = self._input(module, args, kwargs)
+        if x is None or x.grad_fn is not None or x.requires_grad:
+            return None
+        return self._input_node(module, x, args, kwargs, where)[1]
 
     def _block_post(self, module, args, output) -> None:
         if self._idle:

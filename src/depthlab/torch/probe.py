@@ -532,7 +532,8 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         acc = accuracy(accuracy_output(output, y, None), y, loss_ignore_index(loss_fn))
         grads: dict[int, torch.Tensor | None] = {}
         if loss.requires_grad and params:
-            grads = _weight_grads(loss, params)
+            with rec.recomputing():
+                grads = _weight_grads(loss, params)
         extra = [(0, "", "loss", loss.detach())]
         if acc is not None:
             extra.append((0, "", "acc", acc))
