@@ -61,6 +61,7 @@ from .accumulators import (
     stat_dtype,
     watch_kernels,
 )
+from .functional_acts import record_functional
 from .layers import (
     RECORDINGS,
     ActivationSpec,
@@ -737,6 +738,8 @@ class Recording:
         p = self.p
         p.swapped = any(not any(q is w for q in info.owner.parameters())
                         for info in self.order for w in info.weights[:1])
+        if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
+            record_functional(self, output)
         if self.percentiles:  # (the values kept until it is known whether an earlier or later
             p.freeze(self.percentiles, keep=True)  # forward is pooled with it: settle)
         # a layer output with gradients: the graph the residual-block search reads was there
