@@ -45,3 +45,42 @@ def test_a_layer_not_run_at_a_step_is_not_called_not_finite():
     titles = _titles(plot.gradient_per_layer({"nan": _branching_table(nan_at=(1, 1))}))
     assert "a: not finite (NaN/inf)" in titles, titles
     assert "b: not recorded at this step" in titles
+
+
+def _watch_record(rid: str, name: str, status: str, probes: pd.DataFrame | None):
+    from depthlab.experiments.store import RunRecord
+
+    config = {"source": "depthlab.torch.Watch",
+              "model": {"class": "Net", "layers": {"1": "a", "2": "b", "3": "o"}},
+              "probes": {"every": 1}}
+    rec = RunRecord(id=rid, name=name, kind="run", status=status, config=config,
+                    metrics={"train_loss": 1.0, "steps": 2},
+                    error="RuntimeError: out of memory" if status == "failed" else None)
+    if probes is not None:
+        rec.probes = probes[["step", "layer", "quantity", "value"]]
+    return rec
+
+
+def test_a_failed_watch_run_with_probes_is_in_the_overview(tmp_path):
+    # a Watch whose training loop raised after some recorded steps (an out-of-memory error)
+    # holds its probes and its own section draws them, but the overview left it out and
+    # said "1 failed (no probes)"
+    from depthlab.experiments.store import Store
+    from depthlab.report import build
+
+    table = _branching_table()
+    steady = table[table["layer"] != 4].copy()
+    steady.loc[steady["layer"] == 2, "value"] = 2e-3  # b at both steps
+    extra = steady[(steady["layer"] == 2) & (steady["step"] == 0)].assign(step=1)
+    steady = pd.concat([steady, extra], ignore_index=True)
+    with Store(tmp_path / "r") as store:
+        store.add_run(_watch_record("bbbbbbbbbbbb", "crashed", "failed", steady))
+        store.add_run(_watch_record("cccccccccccc", "crashed early", "failed", None))
+    with Store(tmp_path / "r", create=False) as store:
+        page = build.write_report(tmp_path / "rep", store).read_text()
+    flow = page[page.index("Gradient flow"):]
+    flow = flow[:flow.index("Activation std per layer")]
+    assert "Showing 1 of 2 runs; 1 failed (no probes)" in flow, flow
+    assert "crashed</td>" in flow  # the failed run with probes has its ratio row
+    assert "at step 1, then failed" in flow
+    assert "crashed early</td>" not in flow

@@ -367,7 +367,14 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     from .. import plot
 
     ranked = _rank(group.runs)
-    ranked = ranked[ranked["status"] != "failed"]
+    # a failed run that recorded probes before its error (a Watch whose training loop raised
+    # at step 4000, an out-of-memory error: its gradients up to there) is drawn with the
+    # others; one without probes has nothing to draw (was: every failed run left out and
+    # counted as "failed (no probes)")
+    failed = ranked["status"] == "failed"
+    probed_failed = {str(rid) for rid in ranked.loc[failed, "id"]
+                     if not _get(store.probes(str(rid))).empty}
+    ranked = ranked[~failed | ranked["id"].astype(str).isin(probed_failed)]
     # beyond MAX_OVERLAY_RUNS runs, the diverged ones (the explosions a gradient lab is about)
     # keep up to OVERLAY_DIVERGED places: ranked last, they were never drawn or tabled
     diverged = ranked[ranked["status"] == "diverged"].head(OVERLAY_DIVERGED)
@@ -400,7 +407,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     # why runs are missing: a failed run or one without probes has nothing to draw (was
     # "Showing 1 of 2 runs: the 1 best." beside a failed point, as if ranked out)
     status = group.runs["status"].astype(str)
-    n_failed = int((status == "failed").sum())
+    n_failed = int((status == "failed").sum()) - len(probed_failed)
     n_unprobed = len(ranked) - len(tables)
     ranked_out = len(group.runs) - len(tables) - n_failed - n_unprobed
     capped = ""
@@ -478,6 +485,9 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             at_end = "0 / 0: no gradient in any layer"
         if at_end is None and r["status"] != "finished":
             at_end = f"none ({r['status']})"  # not a blank that reads as "not measured"
+        elif isinstance(at_end, float) and r["status"] == "failed":
+            # its last recorded step before the error, not the end of a training
+            at_end = f"{H.fmt(at_end)} at step {end}, then failed"
         # the meaning is of the ratio at init; when the end's ratio means something else
         # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
         meaning = _describe_ratio(init_ratio)
