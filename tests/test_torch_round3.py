@@ -469,7 +469,7 @@ def test_cli_shapes_conv1d_and_rnn_inputs(factories, capsys, fn):
 @pytest.mark.parametrize("spec, data, fragments", [
     ("syntax.py:f", "digits", ("importing", "SyntaxError")),
     ("models.py:missing", "digits", ("has no 'missing'",)),
-    ("models.py:not_a_module", "digits", ("returned a int",)),
+    ("models.py:not_a_module", "digits", ("returned an int",)),
     ("models.py:raises", "digits", ("RuntimeError: boom second line",)),
     ("models.py:broken", "digits", ("KeyError", "forward fails")),
     ("models.py:wrong_width", "digits", ("fails on inputs of shape (64,)",)),

@@ -84,3 +84,16 @@ def test_a_failed_watch_run_with_probes_is_in_the_overview(tmp_path):
     assert "crashed</td>" in flow  # the failed run with probes has its ratio row
     assert "at step 1, then failed" in flow
     assert "crashed early</td>" not in flow
+
+
+def test_the_type_named_in_a_torch_refusal_has_its_article(tmp_path, capsys):
+    # "returned a int" / "is a int"
+    from helpers.cli import assert_one_line_error, run_cli
+
+    (tmp_path / "m.py").write_text("width = 3\n\ndef make():\n    return 3\n")
+    for spec, fragment in (("make", "returned an int, not a torch.nn.Module"),
+                           ("width", "'width' in")):
+        code, out, err = run_cli(capsys, "doctor", "--torch", f"{tmp_path}/m.py:{spec}",
+                                 "--data", "digits", "--out", tmp_path / "runs")
+        line = assert_one_line_error(code, err, fragment)
+        assert " a int" not in line and ("is an int," in line or spec == "make"), line

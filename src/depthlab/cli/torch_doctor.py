@@ -35,6 +35,11 @@ def _text(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "replace")
 
 
+def _a(noun: str) -> str:
+    """``a list``, ``an int``, ``an OrderedDict``: a type's name with its article."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The torch options of ``depthlab doctor``."""
     g = p.add_argument_group("PyTorch models (depthlab[torch])")
@@ -160,7 +165,7 @@ def load_factory(spec: str) -> Callable[[], Any]:
     if fn is None:
         raise UserError(f"--torch: {path_s!r} has no {name!r}")
     if not callable(fn):
-        raise UserError(f"--torch: {name!r} in {path_s!r} is a {type(fn).__name__}, not a "
+        raise UserError(f"--torch: {name!r} in {path_s!r} is {_a(type(fn).__name__)}, not a "
                         "function returning a torch.nn.Module")
     return fn
 
@@ -342,8 +347,8 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's factory failed
         raise UserError(f"--torch: {args.torch} raised {type(e).__name__}: {e}") from None
     if not isinstance(probe_model, torch.nn.Module):
-        raise UserError(f"--torch: {args.torch} returned a {type(probe_model).__name__}, not a "
-                        "torch.nn.Module")
+        raise UserError(f"--torch: {args.torch} returned {_a(type(probe_model).__name__)}, "
+                        "not a torch.nn.Module")
     shape = ds.info.get("image_shape")
     x, x_val = (shape_inputs(ds.x_train, shape, probe_model),
                 shape_inputs(ds.x_val, shape, probe_model, ds.x_train))
