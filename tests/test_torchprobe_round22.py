@@ -170,3 +170,48 @@ def test_a_checkpointed_residual_block_on_the_raw_data_has_its_block_grad_std_ro
     rows = w.frame().query("module == 'blk' and quantity == 'block_grad_std'")
     assert rows.step.tolist() == [0, 1]
     assert rows.value.to_numpy() == pytest.approx([want, want], rel=1e-12)
+
+
+def test_predict_uses_the_weights_of_a_deprecated_weight_norm_after_load_state_dict():
+    """``torch.nn.utils.weight_norm`` (and ``spectral_norm``), the deprecated API, keep the
+    computed ``weight`` as a plain attribute that their pre-hook refreshes at each forward;
+    after ``load_state_dict`` it still held the constructed model's weights and predict's
+    theory used them (layer '2' pre_std predicted 0.276 where the measurement is 0.817). The
+    prediction now equals that of a plain model with the weights the next forward computes,
+    and the attribute is left as found."""
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 20, dtype=torch.float64), torch.randint(0, 3, (128,))
+
+    def make(wrap):
+        m = nn.Sequential(nn.Linear(20, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(),
+                          nn.Linear(32, 3)).double()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            wrap(m[2])
+        return m
+
+    for wrap in (nn.utils.weight_norm, nn.utils.spectral_norm):
+        trained = make(wrap)
+        with torch.no_grad():
+            for p in trained.parameters():
+                p.mul_(1.5 if p.dim() > 1 else 3.0)  # weight_norm's g is 2-dim, v too
+        trained(x)  # its own weight attribute and spectral norm's vectors are current
+        model = make(wrap)
+        model.load_state_dict(trained.state_dict())
+        stale = model[2].weight
+        plain = make(lambda m: None)
+        plain.load_state_dict({k: v for k, v in trained.state_dict().items()
+                               if k.count("_") == 0 or not k.startswith("2.")}, strict=False)
+        ahead = make(wrap)
+        ahead.load_state_dict(trained.state_dict())
+        ahead(x)  # the weight its next forward computes (spectral norm: one more iteration)
+        with torch.no_grad():
+            plain[2].weight.copy_(ahead[2].weight)
+        got = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+        want = dlt.predict(plain, x, y, nn.CrossEntropyLoss())
+        key = ["module", "quantity"]
+        a = got.set_index(key).predicted.dropna()
+        b = want.set_index(key).predicted.dropna()
+        assert list(a.index) == list(b.index)
+        assert ((a - b).abs() / b.abs()).max() < 1e-3, (wrap.__name__, a, b)
+        assert model[2].weight is stale

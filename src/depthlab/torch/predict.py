@@ -1429,6 +1429,25 @@ def predict(model: nn.Module, x: Any, y: Any = None,
         return _predict(model, x, y, resolve_loss(loss_fn), percentiles)
 
 
+_WEIGHT_HOOKS = frozenset({"WeightNorm", "SpectralNorm"})
+"""The forward pre-hooks of the deprecated ``torch.nn.utils.weight_norm`` and
+``torch.nn.utils.spectral_norm``, which compute a module's ``weight`` attribute from its
+parameters at each forward."""
+
+
+def _refresh_hook_weights(model: nn.Module) -> None:
+    """Compute the ``weight`` of each module under the deprecated ``weight_norm`` /
+    ``spectral_norm`` as its next forward will (their pre-hook, run here; the caller's
+    :func:`~depthlab.torch.layers.untouched` puts the attribute and the buffers back): the
+    attribute holds the weight of the last forward, so after ``load_state_dict`` (or a change of
+    ``weight_g``) the theory used the old weights (``pre_std`` predicted 0.276 where the
+    measurement is 0.817, magnitudes loaded 3x the initial ones)."""
+    for m in model.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if type(hook).__name__ in _WEIGHT_HOOKS and hasattr(hook, "name"):
+                hook(m, ())
+
+
 def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None,
              percentiles: Sequence[float]) -> pd.DataFrame:
     check_model(model)  # before model.parameters(): a non-module was an AttributeError
@@ -1467,7 +1486,8 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                         f"x of the model's dtype (x.to({wdtype}))")
     segments = chain(model, x, y, loss_fn)
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
-        x64 = x.detach().to(torch.float64)   # in training mode) updates its buffers
+        _refresh_hook_weights(model)         # in training mode) updates its buffers
+        x64 = x.detach().to(torch.float64)
         bvar = float(x64.var(dim=0, unbiased=False).mean()) if x64.shape[0] > 1 else 0.0
         sq0, mean0 = float(x64.pow(2).mean()), float(x64.mean())
         state = (sq0, mean0, bvar, _gauss_dist(None, sq0 - mean0 ** 2, mean0))
