@@ -97,3 +97,30 @@ def test_the_type_named_in_a_torch_refusal_has_its_article(tmp_path, capsys):
                                  "--data", "digits", "--out", tmp_path / "runs")
         line = assert_one_line_error(code, err, fragment)
         assert " a int" not in line and ("is an int," in line or spec == "make"), line
+
+
+def test_a_layer_first_run_after_the_first_step_is_not_taken_for_the_output_layer(tmp_path):
+    # module c, first run at step 1 (numbered 4, after the output layer o = 3), was taken for
+    # the output layer ("the highest number"): the ratio table read a / o (the head: 0.3333
+    # at both steps) and named c as the output layer left out
+    from depthlab.experiments.store import Store
+    from depthlab.report import build
+    from depthlab.report.notebook import _watch_ratio_text
+
+    table = _branching_table()
+    record = _watch_record("dddddddddddd", "branching", "finished", table)
+    record.config["model"]["layers"]["4"] = "c"
+    with Store(tmp_path / "r") as store:
+        store.add_run(record)
+        store.add_run(_watch_record("eeeeeeeeeeee", "no probes", "failed", None))
+    with Store(tmp_path / "r", create=False) as store:
+        page = build.write_report(tmp_path / "rep", store).read_text()
+    flow = page[page.index("Gradient flow"):]
+    flow = flow[:flow.index("Activation std per layer")]
+    row = flow[flow.index("branching</td>"):]
+    row = row[:row.index("</tr>")]
+    assert 'data-v="0.5"' in row and 'data-v="0.25"' in row, row  # a / b, then a / c
+    assert "the last to run: <code>o</code>)" in flow, flow
+    # the notebook card of the Watch: the ratio at the first recorded step, o left out
+    card = _watch_ratio_text(table)
+    assert "<code>o</code>" in card and "<b>0.5</b>" in card, card

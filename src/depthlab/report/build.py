@@ -449,9 +449,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             # takes it (a torch doctor's "8.06e+05x smaller" sat beside this table's "1e+07x",
             # its first layer against the head)
             t = _without_output_layer(t)
-            top = int(tables[rid]["layer"].max())
-            name = names.get(top, "")  # an nn.Sequential's index as the figures label it
-            outputs_left_out.append((f"[{name}]" if name.isdigit() else name) or f"layer {top}")
+            for top in dict.fromkeys(output_layers(tables[rid]).values()):
+                name = names.get(top, "")  # an nn.Sequential's index as the figures label it
+                outputs_left_out.append((f"[{name}]" if name.isdigit() else name)
+                                        or f"layer {top}")
         grads = t[(t["quantity"] == "grad_pre_std") & (t["layer"] >= 1)]
         if grads["layer"].nunique() == 1:
             # its own first and last layer: a ratio of 1 by construction ("flows: within a
@@ -530,11 +531,36 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             f"<div class=\"grid\">{''.join(blocks)}</div>")
 
 
-def _without_output_layer(table: pd.DataFrame) -> pd.DataFrame:
-    """A depthlab.torch probe table without its output layer (the highest layer number, the
-    last to run): its hidden layers, as a NumPy table holds them."""
+def output_layers(table: pd.DataFrame) -> dict[int, int]:
+    """Step -> the output layer of a depthlab.torch probe table at that step: the last layer
+    to run at the first recorded step (layers are numbered in the order they first run: the
+    highest number there) for as long as it runs, then (a head replaced) the highest number of
+    the step where it no longer does. A layer first run after the first step (a branch of the
+    forward taken at later steps only) is numbered after the output layer without being it:
+    "the highest number" read the last hidden layer as the output (the ratio table's first
+    layer against the head). Empty without layer rows."""
     layers = pd.to_numeric(table["layer"], errors="coerce")
-    return table[layers != layers.max()]
+    rows = table[layers >= 1]
+    if rows.empty or "step" not in rows.columns:
+        return {}
+    out: dict[int, int] = {}
+    current = None
+    for step, g in rows.groupby("step", sort=True):
+        present = {int(v) for v in g["layer"]}
+        if current not in present:
+            current = max(present)
+        out[int(step)] = current
+    return out
+
+
+def _without_output_layer(table: pd.DataFrame) -> pd.DataFrame:
+    """A depthlab.torch probe table without its output layer (:func:`output_layers`: the last
+    to run) at each step: its hidden layers, as a NumPy table holds them."""
+    layers = pd.to_numeric(table["layer"], errors="coerce")
+    outs = output_layers(table)
+    if not outs:
+        return table[layers != layers.max()]
+    return table[layers != pd.to_numeric(table["step"], errors="coerce").map(outs)]
 
 
 FLOW_CHANGE = 1.5

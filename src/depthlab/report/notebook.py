@@ -198,10 +198,11 @@ def _watch_ratio_text(table: Any) -> str:
     import pandas as pd
 
     from .. import plot
-    from .build import _without_output_layer
+    from .build import _without_output_layer, output_layers
 
     layers = pd.to_numeric(table["layer"], errors="coerce")
-    top = layers.max()
+    outs = output_layers(table)  # the ratio is of the first recorded step: its output layer
+    top = outs[min(outs)] if outs else layers.max()
     names = table.loc[layers == top, "module"] if "module" in table.columns else pd.Series([])
     name = str(names.iloc[0]) if len(names) else ""
     head = (f"<code>{H.esc(f'[{name}]' if name.isdigit() else name)}</code>" if name else
