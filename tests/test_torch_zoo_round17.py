@@ -484,6 +484,13 @@ def test_probe_on_unseen_architectures_against_autograd(name, mode, kernels, mon
     getattr(model, mode)()
     df = dlt.probe(model, x, y, loss_fn)
     axes = {k: v for k, v in AXES17.items() if k in layers}
+    # a transformer layer's linear1 goes through its F.relu/F.gelu (an activation function,
+    # not a module the reference follows): its rows are that activation's (round 22,
+    # tests/test_torchfunc_round22.py; checked there against the module model's)
+    ff = [i for i, n in enumerate(layers, 1) if n.endswith(".linear1")]
+    fr = df.quantity.str.startswith(("act_", "saturated_", "inactive_", "dead_"))
+    assert set(df.layer[fr & (df.quantity == "act_std")]) >= set(ff)
+    df = df[~(fr & df.layer.isin(ff))]
     compare(df, reference(model, x, y, loss_fn, layers, followers, axes), layers)
     rows = df[df.quantity == "block_grad_std"]
     assert sorted(rows.module) == sorted(blocks)

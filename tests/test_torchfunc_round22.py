@@ -345,3 +345,74 @@ def test_doctor_finds_dead_units_of_a_functional_relu_mlp():
         found.append((sorted(g.kind for g in d.findings), f.evidence["metric"]))
     assert found[0][0] == found[1][0]
     assert found[0][1] == pytest.approx(found[1][1], rel=1e-6) and found[0][1] > 0.3
+
+
+class PredNet(nn.Module):
+    """conv -> BatchNorm -> F.relu (optionally in place) -> conv -> tanh/gelu -> flatten -> fc,
+    or the same with activation modules."""
+
+    def __init__(self, modules=False, inplace=False, act="tanh"):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 36, 3)
+        self.modules_, self.inplace, self.act = modules, inplace, act
+        self.r = nn.ReLU(inplace=inplace)
+        self.t = nn.Tanh() if act == "tanh" else nn.GELU()
+
+    def forward(self, x):
+        h = self.bn(self.c1(x))
+        h = self.r(h) if self.modules_ else F.relu(h, inplace=self.inplace)
+        h = self.c2(h)
+        if self.modules_:
+            h = self.t(h)
+        else:
+            h = torch.tanh(h) if self.act == "tanh" else F.gelu(h)
+        return self.fc(h.flatten(1))
+
+
+@pytest.mark.parametrize("kw", [{}, {"inplace": True}, {"act": "gelu"}],
+                         ids=["relu-tanh", "inplace-relu", "gelu"])
+def test_predict_covers_a_chain_with_functional_activations(kw):
+    """dlt.predict refused ('it is computed by the torch operation 'Relu' ..., not by a
+    module'); it gives the module model's theory now."""
+    torch.manual_seed(12)
+    f = PredNet(**kw).double()
+    m = PredNet(modules=True, **kw).double()
+    m.load_state_dict(f.state_dict())
+    x = torch.randn(16, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    a, b = dlt.predict(f, x), dlt.predict(m, x)
+    assert list(zip(a.layer, a.quantity)) == list(zip(b.layer, b.quantity))
+    np.testing.assert_allclose(a.predicted, b.predicted, rtol=1e-12)
+    assert "act_std" in set(a.quantity[a.layer == 1])
+
+
+def test_predict_functional_mlp_and_sigmoid_output():
+    class S(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 8), nn.Linear(8, 1)
+
+        def forward(self, x):
+            return torch.sigmoid(self.b(F.relu(self.a(x))))
+
+    torch.manual_seed(13)
+    s = S().double()
+    seq = nn.Sequential(s.a, nn.ReLU(), s.b, nn.Sigmoid())
+    x = torch.randn(32, 5, dtype=torch.float64)
+    y = torch.randint(0, 2, (32, 1)).double()
+    a, b = dlt.predict(s, x, y, nn.BCELoss()), dlt.predict(seq, x, y, nn.BCELoss())
+    np.testing.assert_allclose(a.predicted, b.predicted, rtol=1e-12)
+    # an activation that is not the layer's output's (a sum in between) is still refused
+    class Sum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(5, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(F.relu(h + 1.0))
+
+    with pytest.raises(ValueError, match="chain of layers"):
+        dlt.predict(Sum().double(), x)

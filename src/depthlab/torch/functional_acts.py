@@ -27,6 +27,10 @@ case's ``mixed``). Parts without a graph (``torch.no_grad``, frozen layers fed d
 gradients, a reentrant checkpoint's inside) have no nodes to read: no functional rows there.
 Unrecorded steps cost nothing (the hooks are not armed); a recorded pass without candidate
 outputs (every layer followed by a module, or the model's output itself) returns at once.
+
+``dlt.predict`` (:func:`depthlab.torch.predict.chain`) takes such an activation as the layer's
+activation too (:func:`chain_acts`): a chain ``fc2(F.relu(fc1(x)))`` has the theory of
+``nn.Sequential(fc1, nn.ReLU(), fc2)``.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from ..probes.kernels import CANCELLATION_RATIO
 from .accumulators import Acc, ActAcc
 from .layers import ActivationSpec
 
-__all__ = ["ACT_NODES", "record_functional"]
+__all__ = ["ACT_NODES", "chain_acts", "inplace_act_of", "record_functional"]
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
 _SELU_SCALE = 1.0507009873554804934193349852946
@@ -132,6 +136,15 @@ def _tensors(obj, out: list, depth: int = 0) -> None:
                 _tensors(o, out, depth + 1)
 
 
+def _settings(node) -> tuple | None:
+    """``ACT_NODES[name](node)``, None where the node lacks a saved scalar (another torch
+    version's node layout: no rows rather than an error inside the user's forward)."""
+    try:
+        return ACT_NODES[node.name()](node)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return None
+
+
 def _seq(node) -> int:
     try:
         return node._sequence_nr()
@@ -176,7 +189,9 @@ def record_functional(rec, output) -> None:
             if inplace in done:
                 continue
             done.add(inplace)
-            _add(rec, p, t, v, info, inplace, ACT_NODES[inplace.name()](inplace), True)
+            key = _settings(inplace)
+            if key is not None:
+                _add(rec, p, t, v, info, inplace, key, True)
             continue
         hit = _follower(t, consumers)
         if hit is None or hit[0] in done:
@@ -237,7 +252,7 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
     if not found:
         return None
     act, src, nr = min(found, key=lambda f: _seq(f[0]))
-    key = ACT_NODES[act.name()](act)
+    key = _settings(act)
     if key is None:
         return None
     # a product with the very tensor it reads: x * sigmoid(x) (SiLU), x * tanh(softplus(x))
@@ -307,3 +322,50 @@ def _add(rec, p, t: torch.Tensor, v: int, info, node, key: tuple, inplace: bool)
         s = t.detach()
         acc.add_derivative(s, spec, axis, None)
         acc.out.add(s if inplace else module(s), None, wk)
+
+
+# -- for dlt.predict's chain --------------------------------------------------------------------
+
+def _below_views(node, made: dict | None = None, nr: int = 0) -> tuple:
+    """``(node, slot)`` under any view nodes (a flatten of an activation's output, of a layer
+    output before its activation), stopping at a key of ``made``."""
+    for _ in range(16):
+        if node is None or (made is not None and (node, nr) in made) \
+                or not _VIEW.fullmatch(node.name()):
+            break
+        node, nr = node.next_functions[0]
+    return node, nr
+
+
+def chain_acts(reads: list[tuple], made: dict) -> list[tuple]:
+    """For :func:`depthlab.torch.predict.chain`: the activations a forward applied itself
+    between a layer (or norm) output and what a later layer (or the model's output) reads.
+    ``reads``: ``(grad_fn, storage)`` of each tensor read (a layer input, an output of the
+    model); ``made``: ``(grad_fn, slot)`` of each layer or norm output -> its record. Returns
+    ``(made record, storage of the activation's output, equivalent module, node)`` for each
+    tensor read that is an activation's output (or a view of it) whose input is such an
+    output (or a view of it)."""
+    out = []
+    seen: set = set()
+    for fn, storage in reads:
+        node, _ = _below_views(fn)
+        if node is None or node in seen or node.name() not in ACT_NODES:
+            continue
+        src = _below_views(node.next_functions[0][0], made, node.next_functions[0][1]) \
+            if node.next_functions else None
+        hit = made.get(src) if src is not None else None
+        key = _settings(node) if hit is not None else None
+        if key is None:
+            continue
+        seen.add(node)
+        out.append((hit, storage, key[0](*key[1:]), node))
+    return out
+
+
+def inplace_act_of(t: torch.Tensor, made: dict) -> bool:
+    """Whether ``t`` is a layer (or norm) output an activation changed in place
+    (``F.relu(h, inplace=True)``): its node is that activation's, reading the output."""
+    fn = t.grad_fn
+    if fn is None or fn.name() not in ACT_NODES or not fn.next_functions:
+        return False
+    return fn.next_functions[0] in made

@@ -143,6 +143,8 @@ from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
 from ..validators import keyword_hints
 from . import pooling
 from .accumulators import _first_tensor
+from .functional_acts import _tensors as output_tensors
+from .functional_acts import chain_acts, inplace_act_of
 from .hooks import Recording
 from .layers import (
     ACTIVATIONS,
@@ -233,6 +235,11 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     out_tensors: dict[int, tuple[torch.Tensor, int]] = {}  # layer -> (output s, version)
     ops: dict[int, str] = {}  # storage a module read -> autograd node of the torch operation
     # that made it (not a module): 'MulBackward0' for act(l1(x) * 3)
+    # activations the forward applies itself (F.relu(self.fc1(x))): the (grad_fn, slot) of
+    # each layer or norm call's output -> (storage, seq, module), and the grad_fn and storage
+    # of each layer input (functional_acts.chain_acts reads the graph between them)
+    made: dict[tuple, tuple[int, int, nn.Module]] = {}
+    reads: list[tuple[Any, int]] = []
 
     def label(module) -> str:
         return f"{names.get(id(module), '')!r} ({type(module).__name__})"
@@ -272,6 +279,11 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     def pre(module, args):
         t = _first_tensor(args)
         inputs.setdefault(id(module), []).append(-1 if t is None else _storage(t))
+        if t is not None and t.grad_fn is not None:
+            reads.append((t.grad_fn, _storage(t)))
+            if _storage(t) in versions and versions[_storage(t)] + 1 == t._version and \
+                    inplace_act_of(t, made):  # F.relu(h, inplace=True) on the layer output
+                versions[_storage(t)] = t._version
         if t is not None:
             shapes[id(module)] = tuple(t.shape)
             in_sizes[id(module)] = t.numel()
@@ -290,6 +302,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t_out = _first_tensor(out)
         if t_out is not None:
             out_tensors[id(module)] = (t_out, t_out._version)
+            if t_out.grad_fn is not None:
+                made[(t_out.grad_fn, t_out.output_nr)] = (_storage(t_out), at, module)
         wrote(module, _first_tensor(args), _first_tensor(out), at)
 
     def act_pre(module, args):
@@ -319,6 +333,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(out)
         if t is not None and hasattr(module, "_dl_in"):
             norms.append((module._dl_in, _storage(t), module, next(seq)))
+            if t.grad_fn is not None:
+                made[(t.grad_fn, t.output_nr)] = (_storage(t), norms[-1][3], module)
             seg_outs.append((label(module), t))
             wrote(module, _first_tensor(args), t, norms[-1][3])
             del module._dl_in
@@ -451,6 +467,22 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     order = rec.ran_layers()
     if not order:
         raise ValueError(none_ran(model, rec.layers))
+    outs: list[torch.Tensor] = []
+    output_tensors(output, outs)
+    by_storage = {outputs[id(i.owner)][0]: i for i in order if id(i.owner) in outputs}
+    for (s_store, s_at, producer), a_store, act, node in chain_acts(
+            reads + [(o.grad_fn, _storage(o)) for o in outs if o.grad_fn is not None], made):
+        spec = activation_spec(act)
+        if spec is None or not spec.scalar or spec.name in ("softshrink", "hardshrink"):
+            continue
+        at = s_at + 0.5  # between the call that made s and the next one
+        acts.append((s_store, a_store, spec, at))
+        fns[at] = node
+        labels[at] = f"the function {re.sub(r'Backward[0-9]*$', '', node.name()).lower()}"
+        layer = by_storage.get(s_store) if not is_norm(producer) else next(
+            (by_storage.get(n[0]) for n in norms if n[2] is producer), None)
+        if layer is not None and layer.activation is None:
+            layer.activation = labels[at]
     after = {a[0]: a for a in acts}  # activation by input storage
     norm_after = {a[0]: a for a in norms}
 
