@@ -391,6 +391,15 @@ class Recording:
         # checkpoint(..., use_reentrant=False) fed the raw data): its recomputation in the
         # backward gets one too, so that both save the same tensors (see _input_node)
         self._saved_copies: set[int] = set()
+        # (module, name, parameter) of each layer's first weight: a forward that finds another
+        # tensor there ran with other weights (torch.func.functional_call; see _Pass.swapped)
+        held = {}
+        for m in model.modules():
+            for n, q in m._parameters.items():
+                if q is not None:
+                    held.setdefault(id(q), (m, n, q))
+        self._weight_slots = [held[id(info.weights[0])] for info in self.layers
+                              if info.weights and id(info.weights[0]) in held]
         self._owners: dict[int, list[LayerInfo]] = {}
         for info in self.layers:
             self._owners.setdefault(id(info.owner), []).append(info)
@@ -736,8 +745,7 @@ class Recording:
             self._model_idle = False
             return
         p = self.p
-        p.swapped = any(not any(q is w for q in info.owner.parameters())
-                        for info in self.order for w in info.weights[:1])
+        p.swapped = any(m._parameters.get(n) is not w for m, n, w in self._weight_slots)
         if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
             record_functional(self, output)
         if self.percentiles:  # (the values kept until it is known whether an earlier or later
