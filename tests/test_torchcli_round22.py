@@ -124,3 +124,17 @@ def test_a_layer_first_run_after_the_first_step_is_not_taken_for_the_output_laye
     # the notebook card of the Watch: the ratio at the first recorded step, o left out
     card = _watch_ratio_text(table)
     assert "<code>o</code>" in card and "<b>0.5</b>" in card, card
+
+
+def test_the_heatmap_says_which_layer_was_not_recorded_at_a_step():
+    # the blank cells of a layer not run at some steps were unexplained (a blank reads as a
+    # gradient of 0 or NaN elsewhere in the figure's notes)
+    from depthlab.report import figures
+
+    table = _branching_table()  # b missing at step 1, c at step 0
+    both = figures.gradient_heatmap(table).axes[0].get_title()
+    assert "blank: 2 layers not recorded at some steps" in both, both
+    b_back = table[(table["layer"] == 2) & (table["step"] == 0)].assign(step=1)
+    one = figures.gradient_heatmap(pd.concat([table, b_back])).axes[0].get_title()
+    assert "blank: c not recorded at step 0" in one, one
+    assert "not finite" not in one

@@ -634,6 +634,18 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     for what, bad in (("not finite (NaN/inf)", ~np.isfinite(values)), ("zero", values == 0)):
         if bad.any():  # recorded, but no colour on a log scale: say so, not a silent gap
             notes.append(f"blank: {what} {steps_phrase(sel.loc[bad, 'step'], steps)}")
+    # a layer with rows at some steps only (a branch of the forward taken at other steps):
+    # its blank cells were unexplained
+    recorded = set(zip(sel["step"].astype(float), sel["layer"].astype(int)))
+    gaps = {int(la): [s for s in steps if (float(s), int(la)) not in recorded]
+            for la in present}
+    gaps = {la: v for la, v in gaps.items() if v}
+    if len(gaps) == 1:
+        (la, at), = gaps.items()
+        label = cut_labels([layer_label(la, names)], 28)[0]
+        notes.append(f"blank: {label} not recorded {steps_phrase(at, steps)}")
+    elif gaps:
+        notes.append(f"blank: {len(gaps)} layers not recorded at some steps")
     ax.set_title("\n".join(["Back-propagated gradient std per layer", *notes]),
                  fontsize=11 if notes else None)
     return fig
