@@ -27,7 +27,8 @@ import depthlab.torch as dlt
 
 
 class _Functional(nn.Module):
-    """Activations as torch functions (no follower rows) beside one module."""
+    """Activations as torch functions beside one module (a's F.silu: its follower rows since
+    round 22)."""
 
     def __init__(self):
         super().__init__()
@@ -132,7 +133,13 @@ def test_probe_against_autograd_on_more_models(name):
     make, x, layers, followers, axis = _cases()[name]
     torch.manual_seed(0)
     model = make()
-    check(model, x, layers, followers, axis)
+    own = 1 if name == "functional-activations" else None  # a's F.silu (round 22)
+    df = check(model, x, layers, followers, axis, own_follower_rows=own)
+    if own:  # the first function after the layer is its activation: silu, not the tanh after
+        s = model.a(x).detach()
+        got = df[df.layer == 1].set_index("quantity").value
+        assert got["act_mean"] == pytest.approx(float(F.silu(s).mean()), rel=1e-10)
+        assert got["inactive_frac"] == pytest.approx(float((s <= 0).double().mean()))
 
 
 def test_two_inputs_a_keyword_and_a_dict_output():
@@ -145,7 +152,7 @@ def test_two_inputs_a_keyword_and_a_dict_output():
 def test_patch_embedding_transformer_and_regression_losses():
     torch.manual_seed(2)
     check(_Patches(), _r(3, 3, 8, 8), ["patch", *_enc(0), "head"],
-          blocks=["enc.layers.0"])
+          blocks=["enc.layers.0"], own_follower_rows=4)  # linear1's F.relu (round 22)
     x = _r(6, 5)
     check(nn.Sequential(nn.Linear(5, 3), nn.Tanh(), nn.Linear(3, 5)), x, ["0", "2"],
           {"0": ("1",)}, y=x.clone(), loss_fn=nn.MSELoss())
