@@ -82,10 +82,29 @@ def test_transformer_decoder_with_a_memory(norm_first):
     pre-norm: the first decoder layer's norm1 reads the embedding, its follower."""
     torch.manual_seed(2)
     ids, memory = torch.randint(0, 11, (3, 5)), _r(3, 4, 4)
-    check(_Decoder(norm_first), (ids, memory),
-          ["emb", "mem", *_dec_layers(0), *_dec_layers(1), "head"],
-          {"emb": ("dec.layers.0.norm1",)} if norm_first else {},
-          blocks=["dec.layers.0", "dec.layers.1"], y=torch.randint(0, 3, (3,)))
+    model = _Decoder(norm_first)
+    df = check(model, (ids, memory),
+               ["emb", "mem", *_dec_layers(0), *_dec_layers(1), "head"],
+               {"emb": ("dec.layers.0.norm1",)} if norm_first else {},
+               blocks=["dec.layers.0", "dec.layers.1"], y=torch.randint(0, 3, (3,)),
+               own_follower_rows=[7, 13])
+    # linear1's F.relu (round 22: functional activations): the ReLU's rows of linear1's output
+    outs = {}
+    hooks = [model.dec.layers[i].linear1.register_forward_hook(
+        lambda m, a, o, i=i: outs.__setitem__(i, o.detach())) for i in range(2)]
+    with torch.no_grad():
+        model(ids, memory)
+    for h in hooks:
+        h.remove()
+    for i, layer in ((0, 7), (1, 13)):
+        s = outs[i]
+        a = torch.relu(s)
+        rows = df[df.layer == layer].set_index("quantity").value
+        assert rows["act_mean"] == pytest.approx(a.mean().item(), rel=1e-10, abs=1e-14)
+        assert rows["act_std"] == pytest.approx(a.std(unbiased=False).item(), rel=1e-10)
+        assert rows["inactive_frac"] == pytest.approx((s <= 0).double().mean().item())
+        dead = (s <= 0).reshape(-1, s.shape[-1]).all(0).double().mean().item()
+        assert rows["dead_frac"] == pytest.approx(dead)
 
 
 class _Bag(nn.Module):
