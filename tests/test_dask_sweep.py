@@ -75,18 +75,39 @@ def steps_rows(db, rid) -> list[tuple]:
         conn.close()
 
 
+NO_WORKERS_S = 300
+"""The tests that kill workers fail (ClusterError) rather than hang when no worker is left."""
+
+
 @contextmanager
 def _local_cluster(allowed_failures: int):
+    """Held while the cluster lives, as depthlab's own local:N holds them: a killed worker's
+    nanny is not closed for good after Dask's 15 s lost-worker-timeout (a restart on a loaded
+    CI host took longer: the cluster was left without workers and the sweep hung), and workers
+    are forked from a fork server that imported Dask, NumPy, pandas and the runner once."""
+    import multiprocessing
+
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
-        lc = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                      silence_logs=50)
-    try:
-        yield lc
-    finally:
-        lc.close()
+    cfg = {"distributed.deploy.lost-worker-timeout": "1h"}
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        # as DaskExecutor._start_local: Dask sets its own preload list on first use (replaced
+        # here), and whichever cluster starts the fork server first decides its preloads
+        with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+            getattr(distributed.utils, "get_mp_context", lambda: None)()
+        multiprocessing.get_context("forkserver").set_forkserver_preload(
+            ["distributed", "numpy", "pandas", "depthlab.experiments.runner",
+             "depthlab.experiments.executors.dask"])
+        cfg["distributed.worker.multiprocessing-method"] = "forkserver"
+    with dask.config.set(cfg):
+        with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
+            lc = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                          host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                          silence_logs=50)
+        try:
+            yield lc
+        finally:
+            lc.close()
 
 
 @pytest.fixture(scope="module")
@@ -235,8 +256,8 @@ def test_chunk_that_fails_in_every_try_stores_its_points_failed(tmp_path, fragil
     raw["sweep"] = {"train.seed": [0, 1, 2, 3, 4, 5]}
     res = run_sweep(raw, tmp_path / "o", echo=None,  # chunks: seeds 0-2 (dies), seeds 3-5
                     executor=DaskExecutor(fragile_cluster.scheduler_address,
-                                          compute=dying_compute,
-                                          chunk=3))
+                                          compute=dying_compute, chunk=3,
+                                          no_workers_timeout=NO_WORKERS_S))
     conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
     got = conn.execute("SELECT name, status, error FROM runs ORDER BY name").fetchall()
     conn.close()

@@ -71,6 +71,20 @@ GIVEN = "a distributed.Client or a Dask cluster object (left open)"
 """What the Python API takes besides an address (``run_sweep(..., cluster=client)``)."""
 START_POLL_S = 0.05
 """While a ``local:N`` cluster starts, the main thread checks for an interrupt this often."""
+LOCAL_NO_WORKERS_S = 120.0
+"""Default ``no_workers_timeout`` of a ``local:N`` cluster: seconds its scheduler may have no
+worker at all (every worker process died and none came back) before the sweep stops with
+:class:`ClusterError` (a remote scheduler's or a given client's sweep waits without limit,
+saying so: dask-jobqueue's workers may arrive later)."""
+FETCH_WAIT_S = 10.0
+"""A result fetch waits this long at a time (see :meth:`DaskExecutor._fetch`)."""
+WORKERS_POLL_S = 1.0
+"""While the sweep waits for chunks, it asks the scheduler how many workers it has this often."""
+LOST_WORKER_S = 24 * 3600.0
+"""``distributed.deploy.lost-worker-timeout`` held by a ``local:N`` cluster: Dask's 15 s
+default hard-closes, for good, the nanny of a worker that died and was not back within 15 s
+(a restart takes longer on a loaded machine), leaving the cluster with fewer or no workers;
+``no_workers_timeout`` bounds the wait for them instead."""
 
 
 def _forkserver_pid() -> int | None:
@@ -268,12 +282,20 @@ class DaskExecutor(Executor):
     sized from the grid, the workers and the points' speed); ``retries``: extra tries of a
     point that raised (in its chunk) and Dask ``retries`` of a chunk; ``allowed_failures``:
     worker deaths a chunk may cause before it errs (set on a ``local:N`` scheduler; a remote
-    scheduler uses its own configuration); ``connect_timeout``: seconds to reach a remote scheduler.
+    scheduler uses its own configuration); ``connect_timeout``: seconds to reach a remote scheduler;
+    ``no_workers_timeout``: seconds the scheduler may have no worker at all while chunks wait
+    before the sweep stops with :class:`ClusterError` (points stored so far kept; a rerun
+    finishes the grid); None (default): ``LOCAL_NO_WORKERS_S`` for ``local:N``, no limit for a
+    remote scheduler or a given client/cluster (said once as a warning; Ctrl-C stops);
+    ``math.inf``: no limit. A chunk the scheduler itself failed for want of workers (its
+    ``distributed.scheduler.no-workers-timeout``: ``NoWorkerError``) is the same error, its
+    points not stored ``failed``.
     """
 
     def __init__(self, address: str | Any, *, window: int | None = None, chunk: int | None = None,
                  retries: int = 1,
                  allowed_failures: int = 3, connect_timeout: float = 5.0,
+                 no_workers_timeout: float | None = None,
                  compute: Compute = compute_point) -> None:
         from ...validators import positive_int, real
 
@@ -303,6 +325,10 @@ class DaskExecutor(Executor):
         retries = positive_int("retries", retries, minimum=0)
         allowed_failures = positive_int("allowed_failures", allowed_failures, minimum=0)
         connect_timeout = real("connect_timeout", connect_timeout, positive=True)
+        unlimited = (no_workers_timeout == float("inf") and not isinstance(no_workers_timeout, bool)
+                     if isinstance(no_workers_timeout, float | int) else False)
+        if no_workers_timeout is not None and not unlimited:
+            no_workers_timeout = real("no_workers_timeout", no_workers_timeout, positive=True)
         self._expected: int | None = None
         #: the client's environment() that a remote scheduler's workers must have (None:
         #: not checked, a local:N cluster's workers are forks of this interpreter's files)
@@ -313,6 +339,7 @@ class DaskExecutor(Executor):
         self.allowed_failures = allowed_failures
         self.connect_timeout = connect_timeout
         self.compute = compute
+        self._said_no_workers = False  # the start-up's "no workers yet" warning was given
         self.client: Any = None
         self.cluster: Any = None
         self._config: Any = None  # dask.config.set(...) held from start() to close()
@@ -328,6 +355,10 @@ class DaskExecutor(Executor):
                             else f"the given Dask cluster {self.address}" if given
                             else f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
                             else f"Dask scheduler {address}")
+        #: seconds without any worker before ClusterError (None: waited for without limit)
+        self.no_workers_timeout = (None if unlimited else no_workers_timeout
+                                   if no_workers_timeout is not None
+                                   else LOCAL_NO_WORKERS_S if m else None)
 
     def check(self) -> None:
         """A remote scheduler's port must accept a connection (within ``connect_timeout``):
@@ -347,6 +378,8 @@ class DaskExecutor(Executor):
         import dask
 
         cfg: dict[str, Any] = {"distributed.scheduler.allowed-failures": self.allowed_failures}
+        if m:  # a dead worker's nanny is never closed for being slow to bring it back
+            cfg["distributed.deploy.lost-worker-timeout"] = f"{LOST_WORKER_S:g}s"
         if m and _forkserver_available():
             cfg["distributed.worker.multiprocessing-method"] = "forkserver"
         # Held until close(): a worker the nanny restarts (after a death) starts the same way.
@@ -434,8 +467,10 @@ class DaskExecutor(Executor):
         if not there:  # dask-jobqueue's workers may still be queued: wait, but say so
             import warnings
 
+            self._said_no_workers = True
             warnings.warn(f"the Dask scheduler at {self.address} has no workers yet; the "
-                          "sweep waits for them (Ctrl-C stops)", UserWarning, stacklevel=2)
+                          f"sweep waits for them ({self._wait_words()})", UserWarning,
+                          stacklevel=2)
         if bad:
             more = f" (and {len(bad) - 1} more worker(s) do not either)" if len(bad) > 1 else ""
             raise ClusterError(f"the Dask workers of {self.address} do not compute as this "
@@ -618,20 +653,37 @@ class DaskExecutor(Executor):
         log = logging.getLogger("distributed.protocol.core")
         disabled, log.disabled = log.disabled, True
         try:
-            return dict(zip((f.key for f in futures), self.client.gather(futures)))
+            return dict(zip((f.key for f in futures), self._fetch(futures)))
         except Exception:  # noqa: BLE001 - find the one that cannot be fetched
             out = {}
             for f in futures:
                 if f.status != "finished":  # lost since: the caller waits for it again
                     continue
                 try:
-                    out[f.key] = f.result()
+                    out[f.key] = self._fetch([f])[0]
+                except TimeoutError:
+                    continue  # lost during the fetch: waited for again
                 except Exception as e:  # noqa: BLE001
                     text = " ".join(str(e).split())[:300] or "no message"
                     self._fetch_errors[f.key] = f"{type(e).__name__}: {text}"
             return out
         finally:
             log.disabled = disabled
+
+    def _fetch(self, futures: list[Any]) -> list[Any]:
+        """The results of finished ``futures``. Dask's ``gather`` of a result lost with its
+        worker before this client fetched it waits for the scheduler to compute it again,
+        without end if no worker is left (the sweep hung there): waited for ``FETCH_WAIT_S``
+        at a time, :class:`TimeoutError` once one of them is no longer finished (the caller
+        waits for it as for any chunk, where a lack of workers is seen)."""
+        client = self.client
+        while True:
+            try:
+                return client.sync(client._gather, futures, callback_timeout=FETCH_WAIT_S)
+            except TimeoutError:
+                if any(f.status != "finished" for f in futures):
+                    raise TimeoutError("a result was lost before it was fetched") from None
+                # all still there: a slow transfer, fetched again
 
     def chunk_size(self, remaining: int | None, threads: int) -> int:
         """Points per Dask task: ``ceil(remaining / (WAVES × threads))`` (several waves per
@@ -705,7 +757,7 @@ class DaskExecutor(Executor):
         try:
             window()
             submit(window())
-            for batch in ac.batches():
+            for batch in self._batches(ac):
                 results = self._gather(batch)
                 self._check_scheduler(batch, results)
                 for fut in batch:
@@ -746,6 +798,72 @@ class DaskExecutor(Executor):
                 self._kill_local_workers()
             raise
 
+    def _wait_words(self) -> str:
+        """How a wait for workers ends, in words."""
+        if self.no_workers_timeout is None:
+            return "Ctrl-C stops"
+        return f"for at most {self.no_workers_timeout:g} s; Ctrl-C stops"
+
+    def _workers_now(self) -> int | None:
+        """Workers the scheduler has now (None: it did not say)."""
+        try:
+            info = self.client.scheduler_info(n_workers=0)
+            n = info.get("n_workers")
+            if not isinstance(n, int):  # an older scheduler: its workers listed
+                n = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+            return n
+        except Exception:  # noqa: BLE001 - a lost scheduler is judged by its chunks
+            return None
+
+    def _batches(self, ac: Any) -> Iterator[list[Any]]:
+        """``ac.batches()`` (the finished futures, as they finish) that does not wait without
+        end on a scheduler with no worker: while chunks wait, the scheduler's workers are
+        counted every ``WORKERS_POLL_S``; none is said once (a warning: the sweep waits, they
+        may come back or arrive) and, after ``no_workers_timeout`` seconds of none,
+        :class:`ClusterError` (every worker process of a ``local:N`` cluster died and none
+        came back; a remote scheduler's workers all died or left)."""
+        condition = getattr(ac, "thread_condition", None)
+        local = self.cluster is not None and self._given_cluster is None
+        where = (f"the Dask scheduler of the {self.address} cluster" if local
+                 else f"the Dask scheduler at {self.address}")
+        since: float | None = None  # when the scheduler was first seen without workers
+        said = self._said_no_workers
+        looked = time.monotonic()
+        while True:
+            if ac.has_ready():
+                yield ac.next_batch(block=False)
+                continue
+            if ac.is_empty():
+                return
+            if condition is not None:
+                with condition:
+                    condition.wait(timeout=0.1)
+            else:
+                time.sleep(0.05)
+            now = time.monotonic()
+            if now - looked < WORKERS_POLL_S:
+                continue
+            looked = now
+            workers = self._workers_now()
+            if workers is None or workers > 0:
+                since, said = None, said and workers is None
+                continue
+            since = now if since is None else since
+            if not said:
+                said = True
+                import warnings
+
+                warnings.warn(f"{where} has no workers now (they died or left); the sweep "
+                              f"waits for them ({self._wait_words()})", UserWarning,
+                              stacklevel=2)
+            if self.no_workers_timeout is not None and now - since >= self.no_workers_timeout:
+                what = (f"all {self.local_workers} worker process(es) died and none came back"
+                        if local else "its workers died or left and none came back")
+                raise ClusterError(f"{where} has had no workers for "
+                                   f"{self.no_workers_timeout:g} s ({what}): the points "
+                                   "stored so far are kept, the rest were not run; run the "
+                                   "same command again to finish the grid")
+
     def _check_scheduler(self, batch: list[Any], results: dict[str, Any]) -> None:
         """:class:`ClusterError` when a chunk came back without its result because this client
         lost the scheduler (killed, restarted, its machine gone): its chunks end ``cancelled``
@@ -755,6 +873,13 @@ class DaskExecutor(Executor):
         missing = [f for f in batch if f.key not in results]
         if not missing:
             return
+        for f in missing:  # the scheduler's no-workers-timeout: says nothing of the points
+            if f.status == "error" and type(self._exception(f)).__name__ == "NoWorkerError":
+                raise ClusterError(f"the Dask scheduler at {self.address} failed a chunk "
+                                   "because it had no workers for its no-workers-timeout "
+                                   "(NoWorkerError): the points stored so far are kept, the "
+                                   "rest were not run; run the same command again to finish "
+                                   "the grid")
         status = getattr(self.client, "status", "running")
         if status == "running" and any(self._fetch_errors.get(f.key, "").startswith(
                 "CommClosedError") for f in missing):
@@ -770,6 +895,14 @@ class DaskExecutor(Executor):
                            f"unfetched): the points stored so far are "
                            f"kept, the rest were not run; run the same command again to "
                            f"finish the grid")
+
+    @staticmethod
+    def _exception(fut: Any) -> BaseException | None:
+        """The exception of an erred future (None: it could not be fetched)."""
+        try:
+            return fut.exception()
+        except Exception:  # noqa: BLE001
+            return None
 
     def _cancel(self, futures: list[Any], timeout: float = 2.0) -> None:
         """Cancel ``futures`` on the scheduler, waiting at most ``timeout`` seconds (the
