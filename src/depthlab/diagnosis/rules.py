@@ -269,8 +269,8 @@ class RunContext:
         for p in self.points:
             if p.dense is None or p.index not in w.index:
                 continue
-            target = weight_variance(rec, p.dense.fan_in, p.dense.fan_out)
-            out[p.index] = float(w[p.index]) ** 2 / target if target > 0 else math.nan
+            out[p.index] = init_ratio(rec, float(w[p.index]) ** 2, p.dense.fan_in,
+                                      p.dense.fan_out)
         return out
 
     def judged_init_ratios(self, activation: str | None = None) -> dict[int, float]:
@@ -291,6 +291,25 @@ class RunContext:
         if any(v == 0 for v in r):
             return 0.0
         return float(np.exp(np.mean(np.log(r)))) if r else math.nan
+
+
+def init_ratio(rec: str, variance: float, fan_in: int, fan_out: int) -> float:
+    """``variance`` (a layer's initial Var(W)) / the variance of the recommended initializer
+    ``rec`` for a (fan_in, fan_out) layer. He and LeCun initializations preserve the forward
+    variance with 1/fan_in or the back-propagated one with 1/fan_out, and either keeps a deep
+    network trainable (He et al. 2015, sec. 2.2; ``torch.nn.init.kaiming_normal_(...,
+    mode="fan_out")``, torchvision's ResNet): a variance between the two modes' is 1, one
+    outside both is divided by the nearer one (Glorot's fan_avg is the same both ways). It was
+    judged against the fan_in mode's alone: a fan_out-mode He init of a first convolution with
+    fan_in 9, fan_out 144 read as 0.0625x He, an init mismatch on a healthy CNN."""
+    a = weight_variance(rec, fan_in, fan_out)
+    b = weight_variance(rec, fan_out, fan_in)
+    lo, hi = min(a, b), max(a, b)
+    if not lo > 0 or math.isnan(variance):
+        return math.nan
+    if variance > hi:
+        return variance / hi
+    return variance / lo if variance < lo else 1.0
 
 
 RuleResult = tuple[float, Finding | None]

@@ -57,10 +57,10 @@ from ..diagnosis.rules import (
     RunContext,
     _count,
     evaluate,
+    init_ratio,
     probe_loss_ends,
     stuck_at_chance,
 )
-from ..initializers import weight_variance
 from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
 from .layers import activation_spec, check_materialized, check_model, untouched
@@ -183,8 +183,8 @@ class TorchRunContext(RunContext):
             rec = recommended_init(activation or p.activation_name or "")
             if rec is None or p.dense is None or p.index not in w.index:
                 continue
-            target = weight_variance(rec, p.dense.fan_in, p.dense.fan_out)
-            out[p.index] = float(w[p.index]) ** 2 / target if target > 0 else math.nan
+            out[p.index] = init_ratio(rec, float(w[p.index]) ** 2, p.dense.fan_in,
+                                      p.dense.fan_out)  # either He mode (fan_in / fan_out)
         return out
 
 
