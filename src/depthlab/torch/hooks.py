@@ -1220,8 +1220,8 @@ class Recording:
                 extra: Sequence[tuple[int, str, str, torch.Tensor]] = (),
                 also: torch.Tensor | Sequence[torch.Tensor] | None = None,
                 previous: dict[int, torch.Tensor] | None = None,
-                refresh: bool = False,
-                ) -> list[tuple[int, str, str, float]]:
+                refresh: bool = False, rows: bool = True,
+                ) -> list[tuple[int, str, str, float]] | None:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
         ``weight_grads`` maps ``id(parameter)`` to its gradient (None: read ``p.grad``);
@@ -1238,13 +1238,14 @@ class Recording:
         ``sqrt(sum (W - W0)^2 / sum W0^2)`` per layer then follow the ``extra`` rows.
 
         The same rows are left as columns: ``self.values`` and ``self.layout`` =
-        ``(layers, modules, quantities)``, tuples reused while the record's structure repeats.
+        ``(layers, modules, quantities)``, tuples reused while the record's structure repeats;
+        ``rows=False`` (a caller that reads those columns, as ``Watch`` does): the rows are not
+        built and None is returned.
         """
         self.settle()
         if self._wk is not None and not self.percentiles:
-            rows = self._collect_host(weight_grads, extra, also, previous, refresh)
-            if rows is not None:
-                return rows
+            if self._collect_host(weight_grads, extra, also, previous, refresh):
+                return self._rows() if rows else None
         if self.percentiles:  # a pass without a model forward (submodules called directly),
             self.p.freeze(self.percentiles)  # or pooled with earlier forwards'
         self.update_sums: dict[int, tuple[float, float]] = {}
@@ -1403,15 +1404,19 @@ class Recording:
             sig.append((block.layer, block.name, "block_grad_std"))
         self.layout = self._layout(tuple(sig))
         self.values = values
-        layers, modules, quantities = self.layout
-        return list(zip(layers, modules, quantities, values))
+        return self._rows() if rows else None
 
-    def _collect_host(self, weight_grads, extra, also, previous, refresh
-                      ) -> list[tuple[int, str, str, float]] | None:
+    def _rows(self) -> list[tuple[int, str, str, float]]:
+        """The last record's ``(layer, module, quantity, value)`` rows."""
+        layers, modules, quantities = self.layout
+        return list(zip(layers, modules, quantities, self.values))
+
+    def _collect_host(self, weight_grads, extra, also, previous, refresh) -> bool | None:
         """:meth:`collect` when every statistic of the pass is a host float already (CPU
         kernels, no percentiles, activations measured by the kernels): the same values, in the
-        same order and layout, without the transfer's handles. None, with nothing changed, when
-        the pass does not qualify (a device tensor anywhere); then the general path runs."""
+        same order and layout, without the transfer's handles (left in ``values`` and
+        ``layout``): True. None, with nothing changed, when the pass does not qualify (a device
+        tensor anywhere); then the general path runs."""
         p = self.p
         layers = []
         pairs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
@@ -1472,10 +1477,10 @@ class Recording:
         for info, pre, out, act, g, grads in layers:
             npre = nact = -1
             if pre is not None and pre.ns:
-                values += pooled_mean_std(pre.ns, pre.cs, pre.a, [v * v for v in pre.b])
+                values += _mean_std(pre)
                 npre = 0
             if out is not None and out.ns:
-                values += pooled_mean_std(out.ns, out.cs, out.a, [v * v for v in out.b])
+                values += _mean_std(out)
                 nact = 0
             dead = inactive = False
             if act is not None and act.n:
@@ -1492,7 +1497,7 @@ class Recording:
             grad = g is not None and bool(g.ns)
             if grad:
                 n = sum(g.ns)
-                put(pooled_mean_std(g.ns, g.cs, g.a, [v * v for v in g.b])[1])
+                put(_mean_std(g)[1])
                 put(sum(g.abs) / n)
             ws = info.weights
             if len(ws) == 1:  # the usual layer: one weight tensor
@@ -1523,8 +1528,7 @@ class Recording:
             sig.append((block.layer, block.name, "block_grad_std"))
         self.layout = self._layout(tuple(sig))
         self.values = values
-        layers_, modules, quantities = self.layout
-        return list(zip(layers_, modules, quantities, values))
+        return True
 
     def _layout(self, sig: tuple) -> tuple[tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
         """``(layers, modules, quantities)`` of the values :meth:`collect` produced for the
@@ -1590,6 +1594,19 @@ class Recording:
             if w0 is not None:
                 self.update_sums[key] = (out[5], out[6])
         return sums
+
+
+def _mean_std(acc: Acc) -> tuple[float, float]:
+    """``pooled_mean_std`` of the host sums of ``acc``'s calls; a single call (the usual case)
+    by the same operations inline, without the lists of squares."""
+    ns = acc.ns
+    if len(ns) != 1:
+        return pooled_mean_std(ns, acc.cs, acc.a, [v * v for v in acc.b])
+    n = ns[0]
+    e = acc.a[0] / n
+    b = acc.b[0]
+    var = b * b / n - e * e
+    return acc.cs[0] + e, (math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan)
 
 
 def _relayout(x: torch.Tensor, t: torch.Tensor):

@@ -593,12 +593,12 @@ class Watch:
         fused = bool(self._snap) and self._rec.host_weights()
         if fused:  # update ratios in the weight pass of collect
             self._rec.collect(extra=extra, also=self._pending, previous=self._previous,
-                              refresh=refresh)  # the update ratios follow the loss row
+                              refresh=refresh, rows=False)  # update ratios after the loss
             self._snap.clear()
             fused = self._rec.refreshed
         else:
             extra += self._update_ratios()
-            self._rec.collect(extra=extra, also=self._pending)  # one transfer
+            self._rec.collect(extra=extra, also=self._pending, rows=False)  # one transfer
         ran = self._rec.forwards  # the model's forward ran while armed, no layer in it
         self._rec.new_pass()  # the next record measures its own calls only
         if not self._rec.order and not self._warned_empty:
