@@ -351,6 +351,15 @@ class _Functional(nn.Module):
         return self.b(F.relu(self.a(x)))
 
 
+class _FunctionalPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c, self.f = nn.Conv2d(2, 4, 3, padding=1), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.f(torch.flatten(F.max_pool2d(F.relu(self.c(x)), 2), 1))
+
+
 class _Cell(nn.Module):
     """A recurrent cell called once per time step in a Python loop (its calls pooled); only
     the last step's output goes through the Tanh follower."""
@@ -711,7 +720,9 @@ class _Recurrent(nn.Module):
     (lambda: nn.Sequential(nn.ConvTranspose2d(2, 2, 2), nn.Flatten(), nn.Linear(50, 3)),
      (4, 2, 4, 4), r"'0' is a ConvTranspose2d"),
     (_Twice, (4, 6), r"'a' ran 2 times"),
-    (_Functional, (4, 5), r"torch operation 'Relu'"),
+    # a functional activation is modelled since round 22 (tests/test_torchfunc_round22.py);
+    # functional pooling between layers is not
+    (_FunctionalPool, (4, 2, 4, 4), r"input of 'f' is not the previous layer's output"),
     (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.LPPool2d(2, 2),
                            nn.Flatten(), nn.Linear(16, 3)), (4, 2, 4, 4), r"'2' \(LPPool2d\)"),
 ])

@@ -470,10 +470,12 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     outs: list[torch.Tensor] = []
     output_tensors(output, outs)
     by_storage = {outputs[id(i.owner)][0]: i for i in order if id(i.owner) in outputs}
+    module_acts = {(a[0], a[1]) for a in acts}  # an activation module's own call, named by it
     for (s_store, s_at, producer), a_store, act, node in chain_acts(
             reads + [(o.grad_fn, _storage(o)) for o in outs if o.grad_fn is not None], made):
         spec = activation_spec(act)
-        if spec is None or not spec.scalar or spec.name in ("softshrink", "hardshrink"):
+        if spec is None or not spec.scalar or spec.name in ("softshrink", "hardshrink") \
+                or (s_store, a_store) in module_acts:
             continue
         at = s_at + 0.5  # between the call that made s and the next one
         acts.append((s_store, a_store, spec, at))
