@@ -19,9 +19,10 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 import dask  # noqa: E402
+from test_dask_sweep import Started  # noqa: E402
 
 from depthlab.experiments import read_toml, run_sweep  # noqa: E402
-from depthlab.experiments.executors import Executor, compute_point  # noqa: E402
+from depthlab.experiments.executors import compute_point  # noqa: E402
 from depthlab.experiments.executors.base import ClusterError  # noqa: E402
 from depthlab.experiments.executors.dask import (  # noqa: E402
     LOCAL_NO_WORKERS_S,
@@ -126,17 +127,6 @@ def test_a_cluster_that_closed_its_dead_workers_nanny_stops_the_sweep_in_one_lin
     assert set(stored(tmp_path / "o").values()) <= {"finished"}
 
 
-class Started(Executor):
-    """An executor started (and closed) by the test."""
-
-    def __init__(self, inner: DaskExecutor) -> None:
-        self.inner, self.description = inner, inner.description
-
-    def expect(self, total):
-        self.inner.expect(total)
-
-    def run(self, tasks, done):
-        self.inner.run(tasks, done)
 
 
 def test_a_local_cluster_whose_workers_never_come_back_is_a_cluster_error(tmp_path,

@@ -487,20 +487,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                      f"{', '.join(cut)}:\n" if len(cut) <= 3 else  # a line of their own:
                      f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
             when += f"\n{whose}{span_text}: zero (a log axis has no 0)"
-        if len(gaps[k]) == 1:
-            who = _f.cut_labels([gaps[k][0][0]], 44)[0] + ":" if len(wides) > 1 else ""
-            what = f"{_layer_span_text(gaps[k][0][1], names)}: not finite (NaN/inf)"
-            when += f"\n{who}\n{what}" if len(who) + len(what) > 58 else (
-                f"\n{who} {what}".replace("\n ", "\n"))
-        elif gaps[k]:
-            when += f"\n{len(gaps[k])} runs: some layers not finite (NaN/inf)"
-        if len(absent[k]) == 1:
-            who = _f.cut_labels([absent[k][0][0]], 44)[0] + ":" if len(wides) > 1 else ""
-            what = f"{_layer_span_text(absent[k][0][1], names)}: not recorded at this step"
-            when += f"\n{who}\n{what}" if len(who) + len(what) > 58 else (
-                f"\n{who} {what}".replace("\n ", "\n"))
-        elif absent[k]:
-            when += f"\n{len(absent[k])} runs: some layers not recorded at this step"
+        for runs, why in ((gaps[k], "not finite (NaN/inf)"),
+                          (absent[k], "not recorded at this step")):
+            if len(runs) == 1:
+                who = _f.cut_labels([runs[0][0]], 44)[0] + ":" if len(wides) > 1 else ""
+                what = f"{_layer_span_text(runs[0][1], names)}: {why}"
+                when += f"\n{who}\n{what}" if len(who) + len(what) > 58 else (
+                    f"\n{who} {what}".replace("\n ", "\n"))
+            elif runs:
+                when += f"\n{len(runs)} runs: some layers {why}"
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
             pad = 0.04 * (span[1] - span[0])
             ax.set_xlim(span[0] - pad, span[1] + pad)
