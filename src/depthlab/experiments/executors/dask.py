@@ -77,8 +77,13 @@ worker at all (every worker process died and none came back) before the sweep st
 :class:`ClusterError` (a remote scheduler's or a given client's sweep waits without limit,
 saying so: dask-jobqueue's workers may arrive later)."""
 FETCH_WAIT_S = 10.0
-"""A result fetch waits this long at a time (see :meth:`DaskExecutor._fetch`)."""
+"""A result fetch waits at most this long at a time (see :meth:`DaskExecutor._fetch`)."""
+FETCH_FIRST_WAIT_S = 1.0
+"""A result fetch's first wait, doubled at each retry up to ``FETCH_WAIT_S``."""
 WORKERS_POLL_S = 1.0
+WORKERS_ASK_S = 0.5
+"""The most that asking the scheduler for its workers may take (a scheduler lost meanwhile
+would keep the question, and the sweep, waiting for the client's reconnect to fail)."""
 """While the sweep waits for chunks, it asks the scheduler how many workers it has this often."""
 LOST_WORKER_S = 24 * 3600.0
 """``distributed.deploy.lost-worker-timeout`` held by a ``local:N`` cluster: Dask's 15 s
@@ -677,13 +682,18 @@ class DaskExecutor(Executor):
         at a time, :class:`TimeoutError` once one of them is no longer finished (the caller
         waits for it as for any chunk, where a lack of workers is seen)."""
         client = self.client
+        wait = FETCH_FIRST_WAIT_S  # doubled up to FETCH_WAIT_S: a slow transfer gets its time
         while True:
             try:
-                return client.sync(client._gather, futures, callback_timeout=FETCH_WAIT_S)
+                return client.sync(client._gather, futures, callback_timeout=wait)
             except TimeoutError:
                 if any(f.status != "finished" for f in futures):
                     raise TimeoutError("a result was lost before it was fetched") from None
-                # all still there: a slow transfer, fetched again
+                if getattr(client, "status", "running") != "running":
+                    # the scheduler was lost during the fetch: said by the chunks at once, not
+                    # after the client's reconnect has failed (~10 s, Dask's ERROR log)
+                    raise TimeoutError("the scheduler was lost during the fetch") from None
+                wait = min(2 * wait, FETCH_WAIT_S)  # all still there: fetched again
 
     def chunk_size(self, remaining: int | None, threads: int) -> int:
         """Points per Dask task: ``ceil(remaining / (WAVES × threads))`` (several waves per
@@ -805,12 +815,20 @@ class DaskExecutor(Executor):
         return f"for at most {self.no_workers_timeout:g} s; Ctrl-C stops"
 
     def _workers_now(self) -> int | None:
-        """Workers the scheduler has now (None: it did not say)."""
-        try:
-            info = self.client.scheduler_info(n_workers=0)
+        """Workers the scheduler has now (None: it did not say, or this client is not
+        connected: a client that lost its scheduler reconnects, and a question asked then
+        waits for that to fail, ~10 s and Dask's ERROR log, where its chunks, cancelled at
+        once, say :class:`ClusterError` (``_check_scheduler``))."""
+        client = self.client
+        if getattr(client, "status", "running") != "running":
+            return None
+        try:  # asked with a time limit: the scheduler may be lost while it answers
+            info = client.sync(client.scheduler.identity, n_workers=0,
+                               callback_timeout=WORKERS_ASK_S)
             n = info.get("n_workers")
             if not isinstance(n, int):  # an older scheduler: its workers listed
-                n = len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+                n = len(client.sync(client.scheduler.identity,
+                                    callback_timeout=WORKERS_ASK_S).get("workers", {}))
             return n
         except Exception:  # noqa: BLE001 - a lost scheduler is judged by its chunks
             return None
