@@ -208,6 +208,8 @@ def main() -> None:
     ap.add_argument("--only", choices=("cpu1", "cpu", "cuda"), default=None)
     ap.add_argument("--cases", default="mlp,resnet18")
     ap.add_argument("--json", default=None, help="write the raw results to this file")
+    ap.add_argument("--machine", default=None,
+                    help="words naming the machine, for the README (e.g. 'a lent H200 machine')")
     ap.add_argument("--breakdown", type=int, nargs="?", const=200, default=None,
                     metavar="CYCLES", help="instead: per-phase CPU cost of every 10 and every "
                     "step at 1 thread, per step position (default 200 cycles)")
@@ -254,6 +256,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"torch": torch.__version__, "rounds": args.rounds, "cores": cores,
+                       "only": args.only, "machine": args.machine,
                        "cpu_statistics": path, "load_before": load_before,
                        "load_after": list(os.getloadavg()), "results": results}, fh, indent=1)
 

@@ -2,7 +2,8 @@
 results (never typed by hand).
 
     python benchmarks/torch_probe_overhead.py --json benchmarks/torch_probe_overhead.json
-    python benchmarks/watch_readme.py benchmarks/torch_probe_overhead.json --write
+    python benchmarks/watch_readme.py benchmarks/torch_probe_overhead.json \
+        [benchmarks/torch_probe_overhead_cuda.json] --write
 
 prints the block (or, with ``--write``, replaces it in README.md between the ``watch:begin`` and
 ``watch:end`` markers): per model and device, the baseline step and the overhead of each
@@ -33,24 +34,33 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.median(values):+.1f}% ({min(values):+.1f}..{max(values):+.1f})"
 
 
-def render(path: Path) -> str:
-    """The README block for the results in ``path``."""
-    data = json.loads(Path(path).read_text())
-    labels = list(data["results"][0]["overhead_pct"]) if data["results"] else []
+def _measured(data: dict, machine: str | None) -> str:
+    """The sentence saying how one file's results were measured."""
+    where = f" on {machine}" if machine else ""
+    only = f" --only {data['only']}" if data.get("only") else ""
+    return (f"Measured{where} by `python benchmarks/torch_probe_overhead.py --rounds "
+            f"{data['rounds']}{only}` (torch {data['torch']}, CPU statistics by "
+            f"{data['cpu_statistics']}, {data['cores']} cores, load average "
+            f"{', '.join(f'{v:.1f}' for v in data['load_before'])} before and "
+            f"{', '.join(f'{v:.1f}' for v in data['load_after'])} after).")
+
+
+def render(*paths: Path) -> str:
+    """The README block for the results in ``paths`` (one file per machine: this project's
+    2-core host, and a GPU machine's ``--only cuda`` run when one was lent)."""
+    files = [json.loads(Path(p).read_text()) for p in paths]
+    results = [r for data in files for r in data["results"]]
+    labels = list(results[0]["overhead_pct"]) if results else []
     lines = [BEGIN,
-             f"Measured by `python benchmarks/torch_probe_overhead.py --rounds {data['rounds']}` "
-             f"(torch {data['torch']}, CPU statistics by {data['cpu_statistics']}, "
-             f"{data['cores']} shared cores, load average "
-             f"{', '.join(f'{v:.1f}' for v in data['load_before'])} before and "
-             f"{', '.join(f'{v:.1f}' for v in data['load_after'])} after): overhead of "
-             "`Watch` against the same loop without it, in the process's CPU time "
+             *[_measured(data, data.get("machine")) for data in files],
+             "Overhead of `Watch` against the same loop without it, in the process's CPU time "
              "(wall time on CUDA), median (range) over interleaved rounds; step ms: the loop "
              "without `Watch`, CPU ms per step (all threads; wall on CUDA).",
              "",
              "| model | device | step ms | " + " | ".join(labels) + " |",
              "|---|---|---|" + "---|" * len(labels)]
     verdicts = []
-    for r in data["results"]:
+    for r in results:
         clock = "wall" if r["where"].startswith("cuda") else "cpu"
         cells = [_cell(r["overhead_pct"][label][clock]) for label in labels]
         lines.append(f"| {MODELS.get(r['case'], r['case'])} | {r['where']} | "
@@ -75,10 +85,10 @@ def render(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("json", type=Path)
+    ap.add_argument("json", type=Path, nargs="+", help="results files, one per machine")
     ap.add_argument("--write", action="store_true", help="replace the block in README.md")
     args = ap.parse_args()
-    block = render(args.json)
+    block = render(*args.json)
     if not args.write:
         print(block)
         return

@@ -275,12 +275,13 @@ def test_resnet18(device):
     assert rows[rows.module == "layer1.0"].layer.item() == layers.index("layer1.0.conv2") + 1
 
 
-def test_transformer_encoder():
+@pytest.mark.parametrize("device", DEVICES)
+def test_transformer_encoder(device):
     torch.manual_seed(0)
     model = zoo.transformer_classifier(vocab=20, d_model=16, heads=2, layers=2, classes=3,
-                                       ff=24).double()
-    x = torch.randint(0, 20, (4, 6))
-    y = torch.randint(0, 3, (4,))
+                                       ff=24).double().to(device)
+    x = torch.randint(0, 20, (4, 6), device=device)
+    y = torch.randint(0, 3, (4,), device=device)
     df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
     layers = ["embed"]
     for i in range(2):
@@ -310,11 +311,12 @@ def test_transformer_encoder():
         assert got[(layer, "dead_frac")] == pytest.approx(dead)
 
 
-def test_lstm_classifier():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lstm_classifier(device):
     torch.manual_seed(0)
-    model = zoo.lstm_classifier(features=5, hidden=8, layers=2, classes=3).double()
-    x = torch.randn(6, 7, 5, dtype=torch.float64)
-    y = torch.randint(0, 3, (6,))
+    model = zoo.lstm_classifier(features=5, hidden=8, layers=2, classes=3).double().to(device)
+    x = torch.randn(6, 7, 5, dtype=torch.float64, device=device)
+    y = torch.randint(0, 3, (6,), device=device)
     df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
     layers = ["lstm", "head"]
     exp = reference(model, x, y, nn.CrossEntropyLoss(), layers, {})

@@ -76,14 +76,15 @@ def _rng_after(device):
     return torch.get_rng_state()
 
 
-def test_recorded_rows_equal_a_probe_of_the_same_batch():
+@pytest.mark.parametrize("device", DEVICES)
+def test_recorded_rows_equal_a_probe_of_the_same_batch(device):
     probes = {}
 
     def before(step, model, xb, yb):
         if step % 4 == 0:
             probes[step] = dlt.probe(model, xb, yb, nn.CrossEntropyLoss())
 
-    model, losses, watch = _train("cpu", every=4, dropout=False, before_step=before,
+    model, losses, watch = _train(device, every=4, dropout=False, before_step=before,
                                   percentiles=(2, 15, 50, 85, 98))
     table = watch.frame()
     assert list(table.columns) == ["step", "layer", "module", "quantity", "value"]

@@ -19,7 +19,36 @@ def test_readme_watch_block_matches_the_committed_results():
     results = ROOT / "benchmarks" / "torch_probe_overhead.json"
     if not results.exists():
         pytest.skip("no committed benchmark results")
-    assert _renderer().render(results) in (ROOT / "README.md").read_text()
+    gpu = ROOT / "benchmarks" / "torch_probe_overhead_cuda.json"  # a lent GPU machine's run
+    files = [results, gpu] if gpu.exists() else [results]
+    assert _renderer().render(*files) in (ROOT / "README.md").read_text()
+
+
+def test_results_of_two_machines_render_in_one_table(tmp_path):
+    """The 2-core host's CPU run and a GPU machine's ``--only cuda`` run: one sentence each
+    saying how it was measured, their rows in one table, the verdicts of both."""
+    over = {"every 10": {"cpu": [4.0], "wall": [30.0]},
+            "every step": {"cpu": [40.0], "wall": [200.0]}}
+    paths = []
+    for name, where, machine, only, cores in (
+            ("cpu.json", "cpu, 1 thread", None, None, 2),
+            ("gpu.json", "cuda (NVIDIA H200)", "a lent GPU machine", "cuda", 16)):
+        data = {"torch": "2.13.0", "rounds": 1, "cores": cores, "only": only,
+                "machine": machine, "cpu_statistics": "torch operations",
+                "load_before": [0.5] * 3, "load_after": [0.5] * 3,
+                "results": [{"case": "mlp", "where": where, "steps": 100,
+                             "baseline_ms": {"cpu": 1.5, "wall": 1.7}, "overhead_pct": over}]}
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(data))
+    block = _renderer().render(*paths)
+    assert "Measured by `python benchmarks/torch_probe_overhead.py --rounds 1` (torch" in block
+    assert ("Measured on a lent GPU machine by `python benchmarks/torch_probe_overhead.py "
+            "--rounds 1 --only cuda` (torch 2.13.0, CPU statistics by torch operations, "
+            "16 cores,") in block
+    assert "| cpu, 1 thread | 1.5 | +4.0% (+4.0..+4.0) |" in block
+    assert "| cuda (NVIDIA H200) | 1.7 | +30.0% (+30.0..+30.0) |" in block  # wall on CUDA
+    assert "mlp, cpu, 1 thread, every 10: +4.0% (goal <= 5%): met" in block
+    assert "mlp, cuda (NVIDIA H200), every step: +200.0% (goal <= 50%): not met" in block
 
 
 def test_render_states_each_goal_verdict(tmp_path):
