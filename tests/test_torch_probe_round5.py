@@ -357,7 +357,7 @@ class _FunctionalPool(nn.Module):
         self.c, self.f = nn.Conv2d(2, 4, 3, padding=1), nn.Linear(16, 3)
 
     def forward(self, x):
-        return self.f(torch.flatten(F.max_pool2d(F.relu(self.c(x)), 2), 1))
+        return self.f(torch.flatten(F.lp_pool2d(F.relu(self.c(x)), 2, 2), 1))
 
 
 class _Cell(nn.Module):
@@ -720,9 +720,11 @@ class _Recurrent(nn.Module):
     (lambda: nn.Sequential(nn.ConvTranspose2d(2, 2, 2), nn.Flatten(), nn.Linear(50, 3)),
      (4, 2, 4, 4), r"'0' is a ConvTranspose2d"),
     (_Twice, (4, 6), r"'a' ran 2 times"),
-    # a functional activation is modelled since round 22 (tests/test_torchfunc_round22.py);
-    # functional pooling between layers is not
-    (_FunctionalPool, (4, 2, 4, 4), r"input of 'f' is not the previous layer's output"),
+    # a functional activation is modelled since round 22 (tests/test_torchfunc_round22.py),
+    # functional max/average pooling since round 23 (tests/test_predictpool_round23.py);
+    # functional power-average pooling is not
+    (_FunctionalPool, (4, 2, 4, 4), r"input of 'f' is not the previous layer's output.*"
+                                    r"F\.lp_pool2d"),
     (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.LPPool2d(2, 2),
                            nn.Flatten(), nn.Linear(16, 3)), (4, 2, 4, 4), r"'2' \(LPPool2d\)"),
 ])

@@ -45,8 +45,8 @@ from torch import nn
 
 from ..theory.gaussian import normal_rule
 
-__all__ = ["NODES", "Between", "backward", "between", "compress", "forward", "mean_of",
-           "table"]
+__all__ = ["FUNCTIONS", "NODES", "Between", "backward", "between", "compress", "forward",
+           "function_module", "mean_of", "table"]
 
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _ADAPTIVE_MAX = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
@@ -147,6 +147,46 @@ def between(module: nn.Module, x: torch.Tensor, out: torch.Tensor, label: str
     s = r * r / counts
     return Between("avg", label, x.numel(), ratio, mean_r=float(r.mean()),
                    mean_r2=float((r * r).mean()), mean_s=float(s.mean()))
+
+
+_MAX_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVG_ARGS = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+             "divisor_override")
+FUNCTIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
+    **{f"max_pool{d}d": (_MAX[d - 1], _MAX_ARGS) for d in (1, 2, 3)},
+    "avg_pool1d": (nn.AvgPool1d, _AVG_ARGS[:-1]),  # (no divisor_override)
+    **{f"avg_pool{d}d": (_AVG[d - 1], _AVG_ARGS) for d in (2, 3)},
+    **{f"adaptive_max_pool{d}d": (_ADAPTIVE_MAX[d - 1], ("output_size", "return_indices"))
+       for d in (1, 2, 3)},
+    **{f"adaptive_avg_pool{d}d": (_ADAPTIVE_AVG[d - 1], ("output_size",)) for d in (1, 2, 3)},
+}
+"""The pooling functions (``torch.nn.functional``'s and ``torch``'s: ``F.max_pool2d``,
+``F.max_pool2d(..., return_indices=True)`` (``max_pool2d_with_indices``), ``torch.max_pool2d``,
+``F.avg_pool1d`` = ``torch.avg_pool1d``, ``F.adaptive_avg_pool2d``, ...) -> the module that
+computes the same (its class and the functions' argument names after ``input``, in order)."""
+
+
+def function_module(name: str, args: tuple, kwargs: dict) -> nn.Module | None:
+    """The pooling module equivalent to the call ``name(input, *args, **kwargs)`` of a pooling
+    function (:data:`FUNCTIONS`; a leading ``_`` and a trailing ``_with_indices`` are dropped
+    from ``name``), or None for any other function or arguments no module takes. The module
+    gets the call's own arguments, so :func:`between` models the call exactly as it models
+    that module (``stride=None``, torch's ``stride=[]``: the kernel size)."""
+    base = name.lstrip("_").removesuffix("_with_indices")
+    hit = FUNCTIONS.get(base)
+    if hit is None:
+        return None
+    cls, names = hit
+    if len(args) > len(names) or any(k not in names for k in kwargs):
+        return None
+    given = {**dict(zip(names, args)), **kwargs}
+    given.pop("return_indices", None)  # (the output: the first tensor of the pair)
+    if cls in (*_MAX, *_AVG) and not given.get("stride"):  # None or torch's [] default
+        given["stride"] = None
+    try:
+        return cls(**given)
+    except (TypeError, ValueError):
+        return None
 
 
 def _atoms(dist: Dist) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@ statistics at initialization, from the model's actual weights, beside the measur
 
 For a chain of Linear/Conv layers ``s_l = W_l a_{l-1} + b_l``, each optionally followed by an
 elementwise activation module ``a_l = f_l(s_l)`` (:data:`depthlab.torch.layers.ACTIVATIONS`;
-``a_l = s_l`` without one), with shape-only operations (flatten, view) between them, and
+``a_l = s_l`` without one; an activation the forward applies itself, ``F.relu(fc1(x))``, as
+that module), with shape-only operations between them (``nn.Flatten``, ``torch.flatten``,
+``x.view``, ``x.reshape``, ``x.flatten``: the values, reshaped or copied), and
 treating pre-activations as Gaussians (wide layers; Glorot & Bengio 2010, He et al.
 2015, Poole et al. 2016 -- the rules of :mod:`depthlab.theory.variance`):
 
@@ -97,7 +99,13 @@ lower layer predicted 0.045x with the std alone); without them the ``value`` col
 
 Result: the tidy table ``step, layer, module, quantity, value, predicted`` for the quantities
 ``pre_std``, ``act_std`` (layers with an activation) and ``grad_pre_std``.
-Pooling and dropout between segments (:mod:`depthlab.torch.pooling`): average pooling
+Pooling and dropout between segments (:mod:`depthlab.torch.pooling`), as modules or as the
+functions a forward calls itself (``F.max_pool1d/2d/3d`` with or without ``return_indices``,
+``torch.max_pool2d``, ``F.avg_pool*``, ``F.adaptive_avg_pool*``, ``F.adaptive_max_pool*``:
+found by a ``TorchFunctionMode`` during the forward, each modelled as the module of the same
+arguments, :func:`depthlab.torch.pooling.function_module`, so ``F.max_pool2d(F.relu(conv1(x)),
+2)`` gets exactly the prediction of ``nn.ReLU()`` then ``nn.MaxPool2d(2)``; the activation is
+the layer's when it comes before the pool): average pooling
 (``AvgPool*``, ``AdaptiveAvgPool*``; global average pooling before a CNN's head: each of the
 ``P`` inputs receives ``1/P`` of the gradient, ``Var(dL/dx) = Var(g) / P^2`` per input, exact),
 max pooling (``MaxPool*``, ``AdaptiveMaxPool*``: the maximum of a window's entries forward,
@@ -118,11 +126,14 @@ the covariance between positions ``delta`` apart through the chain (random-weigh
 field, Xiao et al. 2018: each conv averages it over the kernel's offsets, each activation
 maps it by its dual kernel), which predict() does not do.
 
-Anything else between layers (other pooling, a normalization other than BatchNorm or BatchNorm in
+Anything else between layers (other pooling: ``LPPool*``, ``F.lp_pool2d``, fractional max
+pooling; an activation applied after pooling, ``F.relu(F.max_pool2d(conv(x), 2))``; an
+arithmetic operation such as ``h * 2``; a normalization other than BatchNorm or BatchNorm in
 eval mode, alpha dropout in training mode, nested blocks, a block with more than two paths, a
 layer called twice, a ``Linear``/``Conv`` subclass with its own ``forward`` such as a
 weight-standardized conv) breaks the chain: a ValueError names the layer and, where it can, the
-module in between (e.g. ``'2' (LPPool2d)``).
+module in between (e.g. ``'2' (LPPool2d)``), the function (``the function F.lp_pool2d``) or the
+torch operation under any views (``'Mul' (autograd node MulBackward0)``).
 """
 
 from __future__ import annotations
@@ -137,14 +148,15 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
 from ..validators import keyword_hints
 from . import pooling
 from .accumulators import _first_tensor
+from .functional_acts import ACT_NODES, _below_views, chain_acts, inplace_act_of
 from .functional_acts import _tensors as output_tensors
-from .functional_acts import chain_acts, inplace_act_of
 from .hooks import Recording
 from .layers import (
     ACTIVATIONS,
@@ -222,7 +234,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     copies: dict[int, int] = {}  # output -> input storage of a shape-only module that copied
     versions: dict[int, int] = {}  # storage -> version counter after its last seen writer
     changed: dict[int, str] = {}  # layer -> the producer whose output changed in place since
-    in_ops: dict[int, str] = {}  # layer -> autograd node that made its input (not a module)
+    in_ops: dict[int, Any] = {}  # layer -> autograd node that made its input (not a module)
     seg_outs: list[tuple[str, torch.Tensor]] = []  # "'name' (Class)", output of each
     # activation and norm call (a gradient hook the user's forward put on one is refused)
     custom: dict[int, str] = {}  # layer or activation -> a custom autograd.Function between
@@ -288,7 +300,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             shapes[id(module)] = tuple(t.shape)
             in_sizes[id(module)] = t.numel()
             if t.grad_fn is not None:
-                in_ops.setdefault(id(module), t.grad_fn.name())
+                in_ops.setdefault(id(module), t.grad_fn)
                 fn = _custom_function(t.grad_fn, set(fns.values()))
                 if fn is not None:
                     custom.setdefault(id(module), fn)
@@ -370,6 +382,45 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             if b is not None:
                 betweens.append((_storage(t_in), _storage(t), b, at))
             wrote(module, t_in, t, at)
+
+    # pooling and reshapes the forward applies as functions (F.max_pool2d, torch.flatten,
+    # x.view): found by _Functions, a TorchFunctionMode, with the call's own arguments and tensors
+    fbetweens: list[tuple[int, int, pooling.Between, int]] = []
+    fn_pools: dict[int, str] = {}  # output storage -> a pooling function predict() cannot model
+
+    def on_function(name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        """Bookkeeping for a torch function call ``name(*args, **kwargs) -> out``: a pooling
+        function as its module (:func:`depthlab.torch.pooling.function_module`: the same
+        :class:`~depthlab.torch.pooling.Between`), a reshape that copied as a copy of the
+        values (as a Flatten module that copied)."""
+        t_in = kwargs.get("input", args[0] if args else None)
+        t = _first_tensor(out)
+        if not isinstance(t_in, torch.Tensor) or t is None or not t_in.is_floating_point():
+            return
+        base = name.lstrip("_").removesuffix("_with_indices")
+        if base in _RESHAPES:
+            if t.numel() == t_in.numel() and _storage(t) != _storage(t_in):
+                copies.setdefault(_storage(t), _storage(t_in))
+                producers.setdefault(_storage(t), (_storage(t_in), f"the function {base}"))
+                sizes.setdefault(_storage(t), t.numel())
+            return
+        if "pool" not in base:
+            return
+        rest = args[1:] if "input" not in kwargs else args
+        module = pooling.function_module(name, rest, {k: v for k, v in kwargs.items()
+                                                      if k != "input"})
+        who = f"the function F.{base}"
+        b = None if module is None else pooling.between(module, t_in, t, who)
+        if b is None:
+            fn_pools.setdefault(_storage(t), who)
+            return
+        fbetweens.append((_storage(t_in), _storage(t), b, next(seq)))
+        if t_in.grad_fn is not None:
+            ops.setdefault(_storage(t_in), t_in.grad_fn.name())
+        sizes.setdefault(_storage(t), t.numel())
+        producers.setdefault(_storage(t), (_storage(t_in), who))
+        if t_in.grad_fn is not None:  # a functional activation before it (chain_acts)
+            reads.append((t_in.grad_fn, _storage(t_in)))
 
     def between(storage: int, start: int | None = None) -> str:
         """The modules that produced ``storage`` from ``start`` (walked back), named."""
@@ -460,10 +511,14 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             if isinstance(x, torch.Tensor):
                 versions[_storage(x)] = x._version
                 sizes[_storage(x)] = x.numel()
-            output = forward(model, x)
+            with _Functions(on_function):
+                output = forward(model, x)
     finally:
         for h in handles:
             h.remove()
+    # a pooling module's own call of its function is the module's (named by it)
+    pairs = {(b[0], b[1]) for b in betweens}
+    betweens.extend(f for f in fbetweens if (f[0], f[1]) not in pairs)
     order = rec.ran_layers()
     if not order:
         raise ValueError(none_ran(model, rec.layers))
@@ -542,11 +597,11 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             elif not made and calls[0] == x_store:  # (x's copy that chain() made: 'Clone')
                 made = ("; it reads the model's input x itself (a second path from the input, "
                         "e.g. l1(x) + l2(x))")
+            elif not made and calls[0] in fn_pools:  # F.lp_pool2d, F.fractional_max_pool2d
+                made = (f"; it is the output of {fn_pools[calls[0]]}, a pooling predict() has "
+                        f"no theory for (modelled: {_MODELLED_POOLS})")
             elif not made and id(info.owner) in in_ops:  # a torch function, not a module
-                node = in_ops[id(info.owner)]
-                made = (f"; it is computed by the torch operation "
-                        f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node "
-                        f"{node}), not by a module")
+                made = _operation(in_ops[id(info.owner)])
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} is not {what} (pooling or another "
                              f"operation in between){made}")
@@ -693,6 +748,54 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     if loss_fn is not None:
         out[-1]["top_grad"] = _top_moments(end, out_tensors.get(id(_top_module(out[-1]))))
     return out
+
+
+_MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling, as modules "
+                   "(nn.MaxPool2d, ...) or functions (F.max_pool2d, ...)")
+
+
+def _operation(fn: Any) -> str:
+    """The refusal's words for a layer input made by the autograd node ``fn`` (a torch
+    operation, not a module), named below the views on it (a flatten of ``h * 2`` is named by
+    ``Mul``, not by ``View``); an activation applied after pooling is named as such."""
+    node, _ = _below_views(fn)
+    node = fn if node is None else node
+    name = node.name()
+    op = re.sub(r"Backward[0-9]*$", "", name)
+    below = _below_views(node.next_functions[0][0])[0] if node.next_functions else None
+    if name in ACT_NODES and below is not None and "Pool" in below.name():
+        pool = re.sub(r"Backward[0-9]*$", "", below.name())
+        return (f"; it is the output of the function {op.lower()} applied after the pooling "
+                f"{pool!r} (autograd node {below.name()}): predict() takes a layer's "
+                "activation on its output, before pooling (F.max_pool2d(F.relu(conv(x)), 2), "
+                "not F.relu(F.max_pool2d(conv(x), 2)))")
+    return f"; it is computed by the torch operation {op!r} (autograd node {name}), not by a module"
+
+
+_RESHAPES = frozenset({"flatten", "view", "reshape", "view_as", "reshape_as", "contiguous",
+                       "unflatten", "squeeze", "unsqueeze"})
+"""Functions (``torch.flatten``, tensor methods) whose output holds every value of their input in
+another shape (a reshape of a non-contiguous tensor copies them)."""
+
+
+class _Functions(TorchFunctionMode):
+    """Calls ``on_call(name, args, kwargs, out)`` after each torch function the forward calls
+    (``F.max_pool2d``, ``torch.flatten``, ``x.view``; not the calls inside a function:
+    PyTorch runs the handler with the mode off). The autograd graph keeps neither the pooling
+    arguments that matter to every torch version (adaptive pooling saves no output size) nor
+    the storages :func:`chain` links by; the call itself has both, with or without gradients."""
+
+    def __init__(self, on_call: Callable[[str, tuple, dict, Any], None]) -> None:
+        super().__init__()
+        self.on_call = on_call
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name and ("pool" in name or name in _RESHAPES):
+            self.on_call(name, args, kwargs, out)
+        return out
 
 
 def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
