@@ -159,11 +159,14 @@ FUNCTIONS: dict[str, tuple[type[nn.Module], tuple[str, ...]]] = {
     **{f"adaptive_max_pool{d}d": (_ADAPTIVE_MAX[d - 1], ("output_size", "return_indices"))
        for d in (1, 2, 3)},
     **{f"adaptive_avg_pool{d}d": (_ADAPTIVE_AVG[d - 1], ("output_size",)) for d in (1, 2, 3)},
+    **{name: (cls, ("p", "training", "inplace"))
+       for name, cls in zip(("dropout", "dropout1d", "dropout2d", "dropout3d"), _DROPOUT)},
 }
-"""The pooling functions (``torch.nn.functional``'s and ``torch``'s: ``F.max_pool2d``,
-``F.max_pool2d(..., return_indices=True)`` (``max_pool2d_with_indices``), ``torch.max_pool2d``,
-``F.avg_pool1d`` = ``torch.avg_pool1d``, ``F.adaptive_avg_pool2d``, ...) -> the module that
-computes the same (its class and the functions' argument names after ``input``, in order)."""
+"""The pooling and dropout functions (``torch.nn.functional``'s and ``torch``'s:
+``F.max_pool2d``, ``F.max_pool2d(..., return_indices=True)`` (``max_pool2d_with_indices``),
+``torch.max_pool2d``, ``F.avg_pool1d`` = ``torch.avg_pool1d``, ``F.adaptive_avg_pool2d``,
+``F.dropout(h, p, training)``, ...) -> the module that computes the same (its class and the
+functions' argument names after ``input``, in order)."""
 
 
 def function_module(name: str, args: tuple, kwargs: dict) -> nn.Module | None:
@@ -181,10 +184,11 @@ def function_module(name: str, args: tuple, kwargs: dict) -> nn.Module | None:
         return None
     given = {**dict(zip(names, args)), **kwargs}
     given.pop("return_indices", None)  # (the output: the first tensor of the pair)
+    training = bool(given.pop("training", True))
     if cls in (*_MAX, *_AVG) and not given.get("stride"):  # None or torch's [] default
         given["stride"] = None
     try:
-        return cls(**given)
+        return cls(**given).train(training)
     except (TypeError, ValueError):
         return None
 

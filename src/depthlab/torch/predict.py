@@ -105,7 +105,12 @@ functions a forward calls itself (``F.max_pool1d/2d/3d`` with or without ``retur
 found by a ``TorchFunctionMode`` during the forward, each modelled as the module of the same
 arguments, :func:`depthlab.torch.pooling.function_module`, so ``F.max_pool2d(F.relu(conv1(x)),
 2)`` gets exactly the prediction of ``nn.ReLU()`` then ``nn.MaxPool2d(2)``; the activation is
-the layer's when it comes before the pool): average pooling
+the layer's when it comes before the pool; ``F.dropout(h, p, training)`` is ``nn.Dropout(p)``).
+A non-decreasing activation *after* a max pool of a layer's (or BatchNorm's) output,
+``F.relu(F.max_pool2d(conv1(x), 2))`` or ``nn.MaxPool2d`` then ``nn.ReLU``, is the pool of
+the activation (``f(max_i s_i) = max_i f(s_i)``, and the gradient reaches the same entry with
+the same ``f'``): predicted as such, without ``act_std`` rows (no tensor holds ``f(s)``).
+Average pooling
 (``AvgPool*``, ``AdaptiveAvgPool*``; global average pooling before a CNN's head: each of the
 ``P`` inputs receives ``1/P`` of the gradient, ``Var(dL/dx) = Var(g) / P^2`` per input, exact),
 max pooling (``MaxPool*``, ``AdaptiveMaxPool*``: the maximum of a window's entries forward,
@@ -127,7 +132,8 @@ field, Xiao et al. 2018: each conv averages it over the kernel's offsets, each a
 maps it by its dual kernel), which predict() does not do.
 
 Anything else between layers (other pooling: ``LPPool*``, ``F.lp_pool2d``, fractional max
-pooling; an activation applied after pooling, ``F.relu(F.max_pool2d(conv(x), 2))``; an
+pooling; an activation after average pooling or a non-monotone one after max pooling,
+``F.gelu(F.max_pool2d(conv(x), 2))``; ``F.alpha_dropout``; an
 arithmetic operation such as ``h * 2``; a normalization other than BatchNorm or BatchNorm in
 eval mode, alpha dropout in training mode, nested blocks, a block with more than two paths, a
 layer called twice, a ``Linear``/``Conv`` subclass with its own ``forward`` such as a
@@ -155,7 +161,7 @@ from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
 from ..validators import keyword_hints
 from . import pooling
 from .accumulators import _first_tensor
-from .functional_acts import ACT_NODES, _below_views, chain_acts, inplace_act_of
+from .functional_acts import ACT_NODES, _below_views, _settings, chain_acts, inplace_act_of
 from .functional_acts import _tensors as output_tensors
 from .hooks import Recording
 from .layers import (
@@ -381,12 +387,18 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             at = next(seq)
             if b is not None:
                 betweens.append((_storage(t_in), _storage(t), b, at))
+                if t.grad_fn is not None:
+                    pool_nodes[(t.grad_fn, t.output_nr)] = betweens[-1]
             wrote(module, t_in, t, at)
 
     # pooling and reshapes the forward applies as functions (F.max_pool2d, torch.flatten,
     # x.view): found by _Functions, a TorchFunctionMode, with the call's own arguments and tensors
     fbetweens: list[tuple[int, int, pooling.Between, int]] = []
     fn_pools: dict[int, str] = {}  # output storage -> a pooling function predict() cannot model
+    # (grad_fn, slot) of each pooling call's output -> its betweens entry; the layer segments
+    # whose activation comes after a max pool (moved before it: max and f commute)
+    pool_nodes: dict[tuple[Any, int], tuple[int, int, pooling.Between, int]] = {}
+    moved: set[int] = set()
 
     def on_function(name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Bookkeeping for a torch function call ``name(*args, **kwargs) -> out``: a pooling
@@ -395,8 +407,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         values (as a Flatten module that copied)."""
         t_in = kwargs.get("input", args[0] if args else None)
         t = _first_tensor(out)
-        if not isinstance(t_in, torch.Tensor) or t is None or not t_in.is_floating_point():
-            return
+        if not isinstance(t_in, torch.Tensor) or t is None or not t_in.is_floating_point() \
+                or not t.requires_grad:  # (the hooks' own statistics: no graph, and freed
+            return  # storages whose addresses a later tensor may reuse)
         base = name.lstrip("_").removesuffix("_with_indices")
         if base in _RESHAPES:
             if t.numel() == t_in.numel() and _storage(t) != _storage(t_in):
@@ -404,17 +417,24 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 producers.setdefault(_storage(t), (_storage(t_in), f"the function {base}"))
                 sizes.setdefault(_storage(t), t.numel())
             return
-        if "pool" not in base:
+        if "pool" not in base and "dropout" not in base:
             return
         rest = args[1:] if "input" not in kwargs else args
         module = pooling.function_module(name, rest, {k: v for k, v in kwargs.items()
                                                       if k != "input"})
         who = f"the function F.{base}"
         b = None if module is None else pooling.between(module, t_in, t, who)
+        if b is None and _shape_only(module) and t.numel() == t_in.numel():
+            # F.dropout(h, training=False) or p = 0: the values themselves
+            if _storage(t) != _storage(t_in):
+                copies.setdefault(_storage(t), _storage(t_in))
+            return
         if b is None:
             fn_pools.setdefault(_storage(t), who)
             return
         fbetweens.append((_storage(t_in), _storage(t), b, next(seq)))
+        if t.grad_fn is not None:
+            pool_nodes[(t.grad_fn, t.output_nr)] = fbetweens[-1]
         if t_in.grad_fn is not None:
             ops.setdefault(_storage(t_in), t_in.grad_fn.name())
         sizes.setdefault(_storage(t), t.numel())
@@ -435,7 +455,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 " predict() has no theory for (modelled: "
                 f"{', '.join(sorted({c.__name__ for c in ACTIVATIONS}))})" if bad else "")
         op = ""
-        if path and storage != start and storage not in producers and storage in ops \
+        if path and storage != start and storage in fn_pools:  # F.alpha_dropout, F.lp_pool2d
+            op = (f", and {path[-1]} reads the output of {fn_pools[storage]}, which predict() "
+                  f"has no theory for (modelled: {_MODELLED_POOLS})")
+        elif path and storage != start and storage not in producers and storage in ops \
                 and not (isinstance(x, torch.Tensor) and storage == _storage(x)):
             node = ops[storage]  # the first module on the path reads a torch operation's result
             op = (f", and {path[-1]} reads the result of the torch operation "
@@ -540,6 +563,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             (by_storage.get(n[0]) for n in norms if n[2] is producer), None)
         if layer is not None and layer.activation is None:
             layer.activation = labels[at]
+    _act_after_max_pool(betweens, acts, fns, labels, made, by_storage, norms, pool_nodes,
+                        reads + [(o.grad_fn, _storage(o)) for o in outs
+                                 if o.grad_fn is not None], moved)
     after = {a[0]: a for a in acts}  # activation by input storage
     norm_after = {a[0]: a for a in norms}
 
@@ -598,8 +624,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 made = ("; it reads the model's input x itself (a second path from the input, "
                         "e.g. l1(x) + l2(x))")
             elif not made and calls[0] in fn_pools:  # F.lp_pool2d, F.fractional_max_pool2d
-                made = (f"; it is the output of {fn_pools[calls[0]]}, a pooling predict() has "
-                        f"no theory for (modelled: {_MODELLED_POOLS})")
+                made = (f"; it is the output of {fn_pools[calls[0]]}, which predict() has no "
+                        f"theory for (modelled: {_MODELLED_POOLS})")
             elif not made and id(info.owner) in in_ops:  # a torch function, not a module
                 made = _operation(in_ops[id(info.owner)])
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
@@ -629,7 +655,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             _, end, spec, at = after[end]
         return {"kind": "layer", "index": info.index, "name": info.name, "module": info.owner,
                 "in_shape": shapes.get(id(info.owner)), "norm": norm, "activation": spec,
-                "between": mids}, end, at
+                "between": mids, "pooled_act": end in moved}, end, at
 
     members = {key: {id(m) for m in b.module.modules()} for key, b in rec.blocks.items()}
     out: list[dict] = []
@@ -750,8 +776,75 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     return out
 
 
-_MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling, as modules "
-                   "(nn.MaxPool2d, ...) or functions (F.max_pool2d, ...)")
+def _monotone(spec: ActivationSpec) -> bool:
+    """Whether ``f`` is non-decreasing (ReLU, tanh, sigmoid, ELU, ...; not GELU, SiLU, Mish):
+    then ``max_i f(s_i) = f(max_i s_i)``, and the gradient goes to the same entry with the
+    same ``f'``."""
+    s = torch.linspace(-40.0, 40.0, 8001, dtype=torch.float64)
+    with torch.no_grad():
+        f = spec.function(s)
+    return bool(torch.isfinite(f).all()) and bool((f.diff() >= -1e-12 * (1 + f.abs().max())).all())
+
+
+def _act_after_max_pool(betweens: list, acts: list, fns: dict, labels: dict, made: dict,
+                        by_storage: dict, norms: list, pool_nodes: dict, reads: list,
+                        moved: set) -> None:
+    """A max pool between a layer (or BatchNorm) output ``s`` and its activation,
+    ``F.relu(F.max_pool2d(conv(x), 2))`` (pytorch/examples' MNIST net of 2018), or
+    ``nn.MaxPool2d`` then ``nn.ReLU``: for a non-decreasing ``f`` it is ``max_pool(f(s))``
+    exactly, forward and backward, so the activation is made the layer's and the pool put
+    after it (``acts`` and ``betweens`` rewritten in place, linked through a storage key of
+    their own, recorded in ``moved``). An average pool, or an activation that is not monotone
+    (GELU, SiLU), is left as it is: refused by name."""
+    outputs = {v[0]: v for v in made.values()}  # layer or norm output storage -> record
+    taken = {a[0] for a in acts}
+    for i, (p_in, p_out, b, p_seq) in enumerate(list(betweens)):
+        if b.kind != "max" or p_in not in outputs or p_in in taken:
+            continue
+        hit = None  # (index in acts or None, output storage, spec, node, label)
+        for j, a in enumerate(acts):  # an activation module reading the pool's output
+            if a[0] == p_out and a[3] > p_seq:
+                hit = (j, a[1], a[2], fns.get(a[3]), labels.get(a[3]))
+                break
+        node_key = next((k for k, v in pool_nodes.items() if v[3] == p_seq), None)
+        if hit is None and node_key is not None:
+            for fn, storage in reads:  # a function reading it (or a view of it)
+                node, _ = _below_views(fn)
+                if node is None or node.name() not in ACT_NODES or not node.next_functions:
+                    continue
+                src, nr = node.next_functions[0]
+                if _below_views(src, None, nr) != node_key:
+                    continue
+                key = _settings(node)
+                spec = None if key is None else activation_spec(key[0](*key[1:]))
+                if spec is not None:
+                    hit = (None, storage, spec, node, "the function "
+                           + re.sub(r"Backward[0-9]*$", "", node.name()).lower())
+                break
+        if hit is None:
+            continue
+        j, a_out, spec, node, who = hit
+        if not spec.scalar or spec.name in ("softshrink", "hardshrink") or not _monotone(spec):
+            continue
+        rec = outputs[p_in]
+        at = rec[1] + 0.5  # as a functional activation of the layer's output
+        key = -(1 << 40) - i  # a storage of its own: f(s), which no tensor of the model holds
+        if j is not None:
+            del acts[j]
+        acts.append((p_in, key, spec, at))
+        fns[at] = node
+        labels[at] = who or "the activation"
+        betweens[betweens.index((p_in, p_out, b, p_seq))] = (key, a_out, b, p_seq)
+        moved.add(key)
+        taken.add(p_in)
+        layer = by_storage.get(p_in) if not is_norm(rec[2]) else next(
+            (by_storage.get(n[0]) for n in norms if n[2] is rec[2]), None)
+        if layer is not None and layer.activation is None:
+            layer.activation = labels[at]
+
+
+_MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling and dropout, as "
+                   "modules (nn.MaxPool2d, ...) or functions (F.max_pool2d, F.dropout, ...)")
 
 
 def _operation(fn: Any) -> str:
@@ -766,9 +859,10 @@ def _operation(fn: Any) -> str:
     if name in ACT_NODES and below is not None and "Pool" in below.name():
         pool = re.sub(r"Backward[0-9]*$", "", below.name())
         return (f"; it is the output of the function {op.lower()} applied after the pooling "
-                f"{pool!r} (autograd node {below.name()}): predict() takes a layer's "
-                "activation on its output, before pooling (F.max_pool2d(F.relu(conv(x)), 2), "
-                "not F.relu(F.max_pool2d(conv(x), 2)))")
+                f"{pool!r} (autograd node {below.name()}): an activation after pooling is "
+                "modelled only after a max pool of a layer's (or BatchNorm's) own output and "
+                "for a non-decreasing activation (then f(max(s)) = max(f(s))); expected the "
+                "activation before the pool (F.avg_pool2d(F.gelu(conv(x)), 2))")
     return f"; it is computed by the torch operation {op!r} (autograd node {name}), not by a module"
 
 
@@ -793,7 +887,7 @@ class _Functions(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        if name and ("pool" in name or name in _RESHAPES):
+        if name and ("pool" in name or "dropout" in name or name in _RESHAPES):
             self.on_call(name, args, kwargs, out)
         return out
 
@@ -1412,7 +1506,10 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         dist = pooling.compress(a, s_w)
     rows.append({"layer": seg["index"], "module": seg["name"], "q": q, "shift": shift,
                  "sq": sq, "mean": mean, "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
-                 "fan_out": fan_out, "act": seg["activation"] is not None or norm is not None,
+                 "fan_out": fan_out,
+                 # (an activation after a max pool: no tensor of the model holds f(s))
+                 "act": (seg["activation"] is not None or norm is not None)
+                 and not seg.get("pooled_act"),
                  "nodes": nodes, "spec": spec, "between": seg["_between"],
                  "q_fin": tw / units, "a_fin": a_fin})
     return sq, mean, max(bvar, 0.0), dist
