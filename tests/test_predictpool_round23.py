@@ -300,6 +300,39 @@ def test_functional_dropout_equals_the_dropout_module():
     assert not np.array_equal(dlt.predict(f, x).predicted, dlt.predict(plain, x).predicted)
 
 
+class _Global(nn.Module):
+    def __init__(self, reduce):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.fc, self.reduce = nn.Linear(16, 5), reduce
+
+    def forward(self, x):
+        return self.fc(self.reduce(F.relu(self.c2(F.relu(self.c1(x))))))
+
+
+@pytest.mark.parametrize("reduce, twin", [
+    (lambda h: h.mean((2, 3)), nn.AdaptiveAvgPool2d(1)),  # torchvision's ShuffleNetV2
+    (lambda h: torch.mean(h, dim=[-1, -2]), nn.AdaptiveAvgPool2d(1)),
+    (lambda h: h.mean((2, 3), keepdim=True).flatten(1), nn.AdaptiveAvgPool2d(1)),
+    (lambda h: h.mean(-1).mean(-1), nn.AdaptiveAvgPool2d(1)),
+    (lambda h: h.amax((2, 3)), nn.AdaptiveMaxPool2d(1)),
+])
+def test_global_pooling_by_a_mean_over_the_positions(reduce, twin):
+    torch.manual_seed(0)
+    g = _Global(reduce).double()
+    x, y = _data((3, 8, 8), classes=5, n=16)
+    mod = nn.Sequential(g.c1, nn.ReLU(), g.c2, nn.ReLU(), twin, nn.Flatten(), g.fc)
+    a, b = dlt.predict(g, x, y, CE), dlt.predict(mod, x, y, CE)
+    assert np.array_equal(a.predicted.to_numpy(), b.predicted.to_numpy())
+    np.testing.assert_allclose(a.value, b.value, rtol=1e-12)
+
+
+def test_a_mean_over_the_channels_is_not_pooling():
+    g = _Global(lambda h: h.mean(1).flatten(1)[:, :16])
+    with pytest.raises(ValueError, match="not the previous layer's output"):
+        dlt.predict(g, torch.randn(4, 3, 8, 8))
+
+
 class _Pooled(nn.Module):
     def __init__(self, mid):
         super().__init__()

@@ -46,7 +46,7 @@ from torch import nn
 from ..theory.gaussian import normal_rule
 
 __all__ = ["FUNCTIONS", "NODES", "Between", "backward", "between", "compress", "forward",
-           "function_module", "mean_of", "table"]
+           "function_module", "global_module", "mean_of", "pool_dims", "table"]
 
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _ADAPTIVE_MAX = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
@@ -191,6 +191,34 @@ def function_module(name: str, args: tuple, kwargs: dict) -> nn.Module | None:
         return cls(**given).train(training)
     except (TypeError, ValueError):
         return None
+
+
+def pool_dims(module: nn.Module) -> int:
+    """The number of pooled (trailing) dimensions of a pooling module: 1, 2 or 3."""
+    return _dims(module)
+
+
+def global_module(name: str, ndim: int, args: tuple, kwargs: dict) -> nn.Module | None:
+    """``AdaptiveAvgPoolNd(1)`` for ``h.mean(dims)`` / ``torch.mean(h, dims)`` and
+    ``AdaptiveMaxPoolNd(1)`` for ``h.amax(dims)`` over the ``N`` = 1-3 trailing dimensions of
+    a tensor of ``ndim >= N + 2`` dimensions (batch, channels, positions: global pooling, as
+    torchvision's ShuffleNetV2 does with ``x.mean([2, 3])``; ``keepdim`` either way), else
+    None (a mean over the channels, over every dimension, with a ``dtype``, ...)."""
+    names = ("dim", "keepdim")
+    if len(args) > len(names) or any(k not in names for k in kwargs):
+        return None
+    dim = {**dict(zip(names, args)), **kwargs}.get("dim")
+    if dim is None:
+        return None
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    try:
+        got = sorted(int(v) % ndim for v in dims)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    n = len(got)
+    if not 1 <= n <= 3 or ndim < n + 2 or got != list(range(ndim - n, ndim)):
+        return None
+    return (_ADAPTIVE_AVG if name == "mean" else _ADAPTIVE_MAX)[n - 1](1)
 
 
 def _atoms(dist: Dist) -> tuple[np.ndarray, np.ndarray]:

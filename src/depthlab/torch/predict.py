@@ -105,7 +105,10 @@ functions a forward calls itself (``F.max_pool1d/2d/3d`` with or without ``retur
 found by a ``TorchFunctionMode`` during the forward, each modelled as the module of the same
 arguments, :func:`depthlab.torch.pooling.function_module`, so ``F.max_pool2d(F.relu(conv1(x)),
 2)`` gets exactly the prediction of ``nn.ReLU()`` then ``nn.MaxPool2d(2)``; the activation is
-the layer's when it comes before the pool; ``F.dropout(h, p, training)`` is ``nn.Dropout(p)``).
+the layer's when it comes before the pool; ``F.dropout(h, p, training)`` is ``nn.Dropout(p)``;
+``h.mean((2, 3))`` / ``h.amax((2, 3))`` over the trailing 1-3 dimensions, global pooling as in
+torchvision's ShuffleNetV2, is ``AdaptiveAvgPool2d(1)`` / ``AdaptiveMaxPool2d(1)``; amax shares
+a tie's gradient, max pooling gives it to one entry: the same where values are distinct).
 A non-decreasing activation *after* a max pool of a layer's (or BatchNorm's) output,
 ``F.relu(F.max_pool2d(conv1(x), 2))`` or ``nn.MaxPool2d`` then ``nn.ReLU``, is the pool of
 the activation (``f(max_i s_i) = max_i f(s_i)``, and the gradient reaches the same entry with
@@ -417,13 +420,22 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 producers.setdefault(_storage(t), (_storage(t_in), f"the function {base}"))
                 sizes.setdefault(_storage(t), t.numel())
             return
-        if "pool" not in base and "dropout" not in base:
-            return
         rest = args[1:] if "input" not in kwargs else args
-        module = pooling.function_module(name, rest, {k: v for k, v in kwargs.items()
-                                                      if k != "input"})
-        who = f"the function F.{base}"
-        b = None if module is None else pooling.between(module, t_in, t, who)
+        if base in ("mean", "amax"):  # h.mean((2, 3)): global pooling over the trailing dims
+            module = pooling.global_module(base, t_in.dim(), rest,
+                                           {k: v for k, v in kwargs.items() if k != "input"})
+            if module is None:
+                return
+            d = pooling.pool_dims(module)
+            who = f"the function {base}"  # (the pooled shape: keepdim or not)
+            b = pooling.between(module, t_in, t.reshape(*t_in.shape[:-d], *[1] * d), who)
+        elif "pool" not in base and "dropout" not in base:
+            return
+        else:
+            module = pooling.function_module(name, rest, {k: v for k, v in kwargs.items()
+                                                          if k != "input"})
+            who = f"the function F.{base}"
+            b = None if module is None else pooling.between(module, t_in, t, who)
         if b is None and _shape_only(module) and t.numel() == t_in.numel():
             # F.dropout(h, training=False) or p = 0: the values themselves
             if _storage(t) != _storage(t_in):
@@ -887,7 +899,8 @@ class _Functions(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        if name and ("pool" in name or "dropout" in name or name in _RESHAPES):
+        if name and ("pool" in name or "dropout" in name or name in _RESHAPES
+                     or name in ("mean", "amax")):
             self.on_call(name, args, kwargs, out)
         return out
 
