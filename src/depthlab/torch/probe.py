@@ -62,7 +62,7 @@ from ..probes.stats import PERCENTILES, check_percentiles
 from ..validators import did_you_mean, keyword_hints
 from .hooks import Recording
 from .layers import check_materialized, check_model, none_ran
-from .train import accuracy_output
+from .train import accuracy_output, binary_hits, binary_threshold, one_hot_labels
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
 """Columns of every depthlab.torch table."""
@@ -155,6 +155,28 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tens
     if ignore_index is not None:
         valid &= y != ignore_index
     return (hit & valid).to(wide).sum() / valid.to(wide).sum()
+
+
+def target_accuracy(output: Any, y: Any, loss_fn: Any) -> torch.Tensor | None:
+    """The ``acc`` row of a probe: the accuracy the doctor reads (``train.evaluate``), on the
+    output tensor :func:`~depthlab.torch.train.accuracy_output` picks. Class indices:
+    :func:`accuracy`; one-hot float rows of a ``CrossEntropyLoss`` (exact 0/1, one 1 per row or
+    map position): the same, on their class indices (``dl.probe`` of a bridged network and the
+    doctor scored them; this table had a loss row only); hard 0/1 targets of a binary
+    cross-entropy (``BCEWithLogitsLoss``, ``BCELoss``, the functions): the share of outputs on
+    the right side of the loss's threshold (0 for logits, 0.5 for probabilities), each column a
+    label of its own. Soft targets and other losses: None."""
+    threshold = binary_threshold(loss_fn)
+    if threshold is not None:
+        out = accuracy_output(output, y, threshold)
+        hits = binary_hits(out, y, threshold) if isinstance(out, torch.Tensor) else None
+        if hits is None or hits[1] == 0:
+            return None
+        return torch.tensor(hits[0] / hits[1], dtype=torch.float64)
+    labels = one_hot_labels(loss_fn, y)
+    if labels is not None:
+        y = labels
+    return accuracy(accuracy_output(output, y, None), y, loss_ignore_index(loss_fn))
 
 
 def loss_ignore_index(loss_fn: Any) -> int | None:
@@ -529,8 +551,13 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         loss = check_loss(loss_fn(output, y))
         # a tuple or dict output ((logits, aux), {'logits': ...}, its loss_fn taking the whole):
         # the accuracy of the tensor that holds the classes, as the doctor reads it
-        acc = accuracy(accuracy_output(output, y, None), y, loss_ignore_index(loss_fn))
+        acc = target_accuracy(output, y, loss_fn)
         grads: dict[int, torch.Tensor | None] = {}
+        if params and not loss.requires_grad:
+            warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
+                          "or the output it reads was computed under torch.no_grad()): the "
+                          "table has no gradient rows (grad_pre_*, weight_grad_*); return the "
+                          "loss tensor itself", RuntimeWarning, stacklevel=3)
         if loss.requires_grad and params:
             with rec.recomputing():
                 grads = _weight_grads(loss, params)
