@@ -901,7 +901,10 @@ class _Functions(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         if name and ("pool" in name or "dropout" in name or name in _RESHAPES
                      or name in ("mean", "amax")):
-            self.on_call(name, args, kwargs, out)
+            try:
+                self.on_call(name, args, kwargs, out)
+            except (TypeError, ValueError, RuntimeError, IndexError):  # arguments no module
+                pass  # takes: the call stays unrecorded, and a refusal names its operation
         return out
 
 
