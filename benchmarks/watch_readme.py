@@ -38,9 +38,11 @@ def _measured(data: dict, machine: str | None) -> str:
     """The sentence saying how one file's results were measured."""
     where = f" on {machine}" if machine else ""
     only = f" --only {data['only']}" if data.get("only") else ""
+    stats = ("statistics by torch operations on the GPU" if data.get("only") == "cuda"
+             else f"CPU statistics by {data['cpu_statistics']}")
     return (f"Measured{where} by `python benchmarks/torch_probe_overhead.py --rounds "
-            f"{data['rounds']}{only}` (torch {data['torch']}, CPU statistics by "
-            f"{data['cpu_statistics']}, {data['cores']} cores, load average "
+            f"{data['rounds']}{only}` (torch {data['torch']}, {stats}, "
+            f"{data['cores']} cores, load average "
             f"{', '.join(f'{v:.1f}' for v in data['load_before'])} before and "
             f"{', '.join(f'{v:.1f}' for v in data['load_after'])} after).")
 

@@ -98,9 +98,10 @@ def _case(name: str):
 
 
 CASES = ["mlp_inplace", "resnet18", "transformer", "lstm", "bn_cnn_eval", "text_cnn", "gru"]
-"""Models whose float64 forward gives the same values on both devices to ~1e-15 (an H200's
-grouped convolution and float64 GELU/Hardswish/SiLU differ from the CPU's by ~1e-9 relative:
-``_depthwise`` is checked against the autograd reference on the device instead)."""
+"""Models whose float64 forward gives the same values on both devices to ~1e-15. PyTorch's CUDA
+``Hardswish`` in float64 differs from the CPU's by 3e-8 relative (seen on an H200, torch
+2.11; every other module of ``_depthwise`` alone agrees to 3e-16), so ``_depthwise`` is checked
+against the autograd reference on the device instead."""
 
 
 @pytest.mark.parametrize("device", CUDA)

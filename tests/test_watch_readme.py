@@ -43,7 +43,7 @@ def test_results_of_two_machines_render_in_one_table(tmp_path):
     block = _renderer().render(*paths)
     assert "Measured by `python benchmarks/torch_probe_overhead.py --rounds 1` (torch" in block
     assert ("Measured on a lent GPU machine by `python benchmarks/torch_probe_overhead.py "
-            "--rounds 1 --only cuda` (torch 2.13.0, CPU statistics by torch operations, "
+            "--rounds 1 --only cuda` (torch 2.13.0, statistics by torch operations on the GPU, "
             "16 cores,") in block
     assert "| cpu, 1 thread | 1.5 | +4.0% (+4.0..+4.0) |" in block
     assert "| cuda (NVIDIA H200) | 1.7 | +30.0% (+30.0..+30.0) |" in block  # wall on CUDA
