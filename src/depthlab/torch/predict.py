@@ -402,6 +402,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # whose activation comes after a max pool (moved before it: max and f commute)
     pool_nodes: dict[tuple[Any, int], tuple[int, int, pooling.Between, int]] = {}
     moved: set[int] = set()
+    # output storage -> (input storage, "the function F.max_pool2d"): producers after the
+    # forward, where no module made that output (a module's own inner call is named by it)
+    fproducers: dict[int, tuple[int, str]] = {}
 
     def on_function(name: str, args: tuple, kwargs: dict, out: Any) -> None:
         """Bookkeeping for a torch function call ``name(*args, **kwargs) -> out``: a pooling
@@ -417,7 +420,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if base in _RESHAPES:
             if t.numel() == t_in.numel() and _storage(t) != _storage(t_in):
                 copies.setdefault(_storage(t), _storage(t_in))
-                producers.setdefault(_storage(t), (_storage(t_in), f"the function {base}"))
+                fproducers.setdefault(_storage(t), (_storage(t_in), f"the function {base}"))
                 sizes.setdefault(_storage(t), t.numel())
             return
         rest = args[1:] if "input" not in kwargs else args
@@ -450,7 +453,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if t_in.grad_fn is not None:
             ops.setdefault(_storage(t_in), t_in.grad_fn.name())
         sizes.setdefault(_storage(t), t.numel())
-        producers.setdefault(_storage(t), (_storage(t_in), who))
+        fproducers.setdefault(_storage(t), (_storage(t_in), who))
         if t_in.grad_fn is not None:  # a functional activation before it (chain_acts)
             reads.append((t_in.grad_fn, _storage(t_in)))
 
@@ -554,6 +557,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     # a pooling module's own call of its function is the module's (named by it)
     pairs = {(b[0], b[1]) for b in betweens}
     betweens.extend(f for f in fbetweens if (f[0], f[1]) not in pairs)
+    for k, v in fproducers.items():
+        producers.setdefault(k, v)
     order = rec.ran_layers()
     if not order:
         raise ValueError(none_ran(model, rec.layers))
