@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..probes.kernels import CANCELLATION_RATIO
 from ..probes.stats import PERCENTILES, percentile_names
 from .accumulators import (
     Acc,
@@ -1429,11 +1430,20 @@ class Recording:
             if (pre is not None and not pre.host) or (out is not None and not out.host) \
                     or (act is not None and not act.host) or (g is not None and not g.host):
                 return None
-            grads = [_weight_grad(w, weight_grads) for w in info.weights]
-            for w, gw in zip(info.weights, grads):
+            ws = info.weights
+            if len(ws) == 1 and weight_grads is None:  # the usual layer: one weight tensor
+                w = ws[0]
+                gw = w.grad if w.requires_grad else None  # (_weight_grad)
                 if not _host_float(w) or (gw is not None and not _host_float(gw)):
                     return None
                 pairs.append((w, gw))
+                grads = [gw]
+            else:
+                grads = [_weight_grad(w, weight_grads) for w in ws]
+                for w, gw in zip(ws, grads):
+                    if not _host_float(w) or (gw is not None and not _host_float(gw)):
+                        return None
+                    pairs.append((w, gw))
             layers.append((info, pre, out, act, g, grads))
         blocks = []
         for key, block in self.blocks.items():
@@ -1469,11 +1479,18 @@ class Recording:
             upd = self.update_sums
             for info in self.order:
                 ws = info.weights
-                if ws and all(id(w) in upd for w in ws):
+                if len(ws) == 1:  # one weight tensor: its two sums (sum() of one float is it)
+                    u = upd.get(id(ws[0]))
+                    if u is None:
+                        continue
+                    den, num = u
+                elif ws and all(id(w) in upd for w in ws):
                     den = sum(upd[id(w)][0] for w in ws)
                     num = sum(upd[id(w)][1] for w in ws)
-                    put(math.sqrt(num / den) if den > 0 else math.inf)
-                    sig.append((info.index, info.name, "update_ratio"))
+                else:
+                    continue
+                put(math.sqrt(num / den) if den > 0 else math.inf)
+                sig.append((info.index, info.name, "update_ratio"))
         for info, pre, out, act, g, grads in layers:
             npre = nact = -1
             if pre is not None and pre.ns:
@@ -1503,12 +1520,12 @@ class Recording:
             if len(ws) == 1:  # the usual layer: one weight tensor
                 m = sums[id(ws[0])]
                 r = math.sqrt(m[1])  # (as the general path: the same values to the bit)
-                put(_std(ws[0].numel(), (m[0],), (r * r,), ws))
+                put(_std1(ws[0].numel(), m[0], r * r, ws))
                 gm = (m,) if grads[0] is not None else ()
                 if gm:
                     n = grads[0].numel()
                     r = math.sqrt(m[3])
-                    put(_std(n, (m[2],), (r * r,), grads))
+                    put(_std1(n, m[2], r * r, grads))
                     put(m[4] / n)
             else:
                 m = [sums[id(w)] for w in ws]
@@ -1594,6 +1611,19 @@ class Recording:
             if w0 is not None:
                 self.update_sums[key] = (out[5], out[6])
         return sums
+
+
+def _std1(n: int, s1: float, s2: float, tensors: Sequence[torch.Tensor]) -> float:
+    """``_std(n, (s1,), (s2,), tensors)`` of one partial sum, to the bit, without the tuples:
+    ``sum`` of one float is that float (``-0.0`` aside, which only the sign of a zero mean
+    tells, and the mean is squared); the cancelling case is ``_std`` itself."""
+    mean = s1 / n
+    var = s2 / n - mean * mean
+    if not math.isfinite(var):
+        return math.nan
+    if mean * mean > CANCELLATION_RATIO * var:
+        return _std(n, (s1,), (s2,), tensors)
+    return math.sqrt(max(var, 0.0))
 
 
 def _mean_std(acc: Acc) -> tuple[float, float]:
