@@ -146,9 +146,12 @@ def partition_percentiles(v: np.ndarray, percentiles: Sequence[float]) -> torch.
 # immediate reductions (no extra memory for big activations).
 BATCH = True  # module switch (tests compare both paths): False = one reduction per tensor
 BATCH_MAX = 1 << 20  # entries: larger tensors are reduced at once
+BATCH_MAX_CPU = 1 << 14  # likewise on the CPU, where a reduction costs ~10 us, not a launch:
+# past this size the concatenation's extra copy costs more than the reduction calls it saves
 BATCH_GROUP = 1 << 24  # entries concatenated by one reduction at most (memory)
 HELD_MAX = 1 << 26  # entries of copies held for deferred reductions at once (memory)
 CHUNK = 1024  # entries per row
+HOST_MAX = 1 << 16  # entries of wide (float64) deferred tensors copied as they are, at most
 
 SUM, NORM, ABS, NONZERO = 0, 1, 2, 3  # sum x, sqrt(sum x^2), sum |x|, #{x != 0} (NaN counts)
 _HELD = [0]
@@ -196,7 +199,8 @@ def defer(t: torch.Tensor, copy: bool) -> Deferred | None:
     (a layer output, a gradient), so a copy is held (one launch instead of several
     reductions), within :data:`HELD_MAX`. None: reduce it now."""
     n = t.numel()
-    if not BATCH or n == 0 or n > BATCH_MAX or not t.is_floating_point() \
+    if not BATCH or n == 0 or n > (BATCH_MAX_CPU if t.is_cpu else BATCH_MAX) \
+            or not t.is_floating_point() \
             or t.layout != torch.strided or type(t) not in _PLAIN:
         return None
     if copy:
@@ -234,8 +238,15 @@ def _reduce_rows(lazies: list[Lazy]) -> tuple[list[torch.Tensor], list]:
     plan: list = []
     for (dtype, device), g in groups.items():
         wide = torch.float32 if device.type == "mps" else torch.float64
-        zeros = _zeros(dtype, device)
         entries = list(g.values())
+        if dtype == wide and sum(d.t.numel() for d, _ in entries) <= HOST_MAX:
+            # a few wide vectors (a ReLU's unit sums): the values themselves join the
+            # transfer's one concatenation, reduced on the host (no launch of their own)
+            for d, zs in entries:
+                vecs.append(d.t)
+                plan.append((None, None, zs))
+            continue
+        zeros = _zeros(dtype, device)
         i = 0
         while i < len(entries):  # groups of at most BATCH_GROUP entries
             parts, spans, rows, stats = [], [], 0, set()
@@ -264,6 +275,18 @@ def _reduce_rows(lazies: list[Lazy]) -> tuple[list[torch.Tensor], list]:
                 vecs.append(v)
                 plan.append((stat, starts, [[z for z in zs if z.stat == stat] for _, zs in spans]))
     return vecs, plan
+
+
+def _host_stat(v: np.ndarray, stat: int) -> float:
+    """A :class:`Lazy` statistic of the host values ``v`` (as :func:`_reduce_rows` takes it)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if stat == SUM:
+            return float(v.sum())
+        if stat == NORM:
+            return math.sqrt(float((v * v).sum()))
+        if stat == ABS:
+            return float(np.abs(v).sum())
+        return float(np.count_nonzero(v))  # NaN counts, as != 0 on the device
 
 
 class Transfer:
@@ -325,6 +348,10 @@ class Transfer:
         where = self.where
         for (stat, starts, users), (a, n) in zip(plan, self.starts[first:]):
             rows = np.asarray(host[a: a + n], dtype=np.float64)
+            if stat is None:  # the values of one tensor: its statistics here
+                for z in users:
+                    z.value = _host_stat(rows, z.stat)
+                continue
             if stat == NORM:
                 with np.errstate(over="ignore"):
                     rows = rows * rows
@@ -716,7 +743,7 @@ class ActAcc:
     ``s <= 0`` (ReLU family) and the units where ``f'(s) != 0`` somewhere."""
 
     __slots__ = ("out", "spec", "n", "saturated", "inactive", "n_active", "active", "alive",
-                 "dead_ok", "host", "kind", "mixed", "module")
+                 "units", "dead_ok", "host", "kind", "mixed", "module")
 
     def __init__(self, out: Acc) -> None:
         self.host = True  # counts and masks on the host only (the CPU kernels' ReLU path)
@@ -731,6 +758,7 @@ class ActAcc:
         self.n_active = 0
         self.active: list = []
         self.alive: torch.Tensor | np.ndarray | None = None
+        self.units: torch.Tensor | None = None  # a ReLU call's unit sums, pending (_settle)
         self.dead_ok = True
 
     def follower(self, module: nn.Module) -> None:
@@ -760,6 +788,11 @@ class ActAcc:
         self.inactive += other.inactive
         self.n_active += other.n_active
         self.active += other.active
+        if other.units is not None:
+            if self.alive is None and self.units is None:
+                self.units = other.units
+            else:
+                self._pool_alive(other.units != 0)
         if other.alive is not None:
             self._pool_alive(other.alive)
         self.dead_ok = self.dead_ok and other.dead_ok
@@ -773,6 +806,7 @@ class ActAcc:
 
     def _pool_alive(self, alive: torch.Tensor | np.ndarray) -> None:
         """OR a call's live-unit mask into the pass's (calls of other shapes: no dead_frac)."""
+        self._settle()
         if self.alive is None:
             self.alive = alive
         elif tuple(self.alive.shape) == tuple(alive.shape):
@@ -868,7 +902,35 @@ class ActAcc:
         if d is None:
             self._units(units)
             return units.sum()
-        # unit sums of entries >= 0 are 0 (dead) or > 0 or NaN (alive): one comparison
-        self._pool_alive(units != 0)
+        if a.dim() == 1:  # the units are the entries: read from the copy (a may change)
+            units = d.t
+        # unit sums of entries >= 0 are 0 (dead) or > 0 or NaN (alive): a unit is alive where
+        # its sum is != 0; a single call's count of them is left to the transfer (live)
+        if self.alive is None and self.units is None:
+            self.units = units
+        else:
+            self._pool_alive(units != 0)
         u = defer(units, False)
         return _Relu(Lazy(u, SUM) if u is not None else units.sum(), d)
+
+    def live(self, t: Transfer) -> tuple | None:
+        """``(handle of the number of live units, units)`` for the transfer ``t``, None
+        without a live-unit mask."""
+        if self.units is not None:
+            d = defer(self.units, False)
+            if d is not None:
+                return t.add(Lazy(d, NONZERO)), self.units.numel()
+            self._settle()
+        alive = self.alive
+        if alive is None:
+            return None
+        if isinstance(alive, np.ndarray):
+            return t.add(float(np.count_nonzero(alive))), alive.size
+        return t.add(alive.sum()), alive.numel()
+
+    def _settle(self) -> None:
+        """The pending unit sums of a ReLU call (:meth:`add_relu_output`) as a live-unit
+        mask."""
+        if self.units is not None:
+            units, self.units = self.units, None
+            self._pool_alive(units != 0)

@@ -1280,11 +1280,9 @@ class Recording:
                     item["off"] = t.add_all(act.inactive)
                 if act.active:
                     item["on"] = (t.add_all(act.active), act.n_active)
-                if act.dead_ok and act.alive is not None:
-                    alive = act.alive
-                    item["dead"] = (t.add(float(np.count_nonzero(alive))
-                                          if isinstance(alive, np.ndarray) else alive.sum()),
-                                    alive.size if isinstance(alive, np.ndarray) else alive.numel())
+                live = act.live(t) if act.dead_ok else None
+                if live is not None:
+                    item["dead"] = live
             g = p.grad.get(i)
             if g is not None and g.ns:
                 g.gather(t)
