@@ -31,8 +31,9 @@ from ..probes.kernels import CANCELLATION_RATIO
 from ..probes.stats import SATURATION_RATIO
 from .layers import ActivationSpec
 
-__all__ = ["Acc", "ActAcc", "Transfer", "cpu_kernels", "norm_dtype", "partition_percentiles",
-           "pooled_mean_std", "sorted_percentiles", "stat_dtype", "watch_kernels"]
+__all__ = ["Acc", "ActAcc", "Deferred", "Lazy", "Transfer", "cpu_kernels", "defer", "norm_dtype",
+           "partition_percentiles", "pooled_mean_std", "sorted_percentiles", "stat_dtype",
+           "watch_kernels", "weight_reductions"]
 
 
 def stat_dtype(t: torch.Tensor) -> torch.dtype:
@@ -133,6 +134,161 @@ def partition_percentiles(v: np.ndarray, percentiles: Sequence[float]) -> torch.
     return torch.tensor(out, dtype=torch.float64)
 
 
+# -- deferred reductions ------------------------------------------------------------------
+# On a device every small reduction is a kernel launch, and a launch-bound step (a small model
+# on a GPU) paid one per statistic per tensor (sum, norm, |x|, counts: ~74 per recorded MLP
+# step). Tensors of at most BATCH_MAX entries are therefore left to the record's end, as
+# :class:`Lazy` handles: :class:`Transfer` concatenates those of one dtype and device into one
+# buffer, each tensor zero-padded to whole rows of CHUNK entries (a row never mixes two
+# tensors), takes each statistic over all rows by one reduction (float64 accumulation, float32
+# on MPS), copies the row results to the host with the record's one transfer and sums each
+# tensor's rows there (NumPy, fixed order: reproducible run to run). Larger tensors keep their
+# immediate reductions (no extra memory for big activations).
+BATCH = True  # module switch (tests compare both paths): False = one reduction per tensor
+BATCH_MAX = 1 << 20  # entries: larger tensors are reduced at once
+BATCH_MAX_CPU = 1 << 14  # likewise on the CPU, where a reduction costs ~10 us, not a launch:
+# past this size the concatenation's extra copy costs more than the reduction calls it saves
+BATCH_GROUP = 1 << 24  # entries concatenated by one reduction at most (memory)
+HELD_MAX = 1 << 26  # entries of copies held for deferred reductions at once (memory)
+CHUNK = 1024  # entries per row
+HOST_MAX = 1 << 16  # entries of wide (float64) deferred tensors copied as they are, at most
+
+SUM, NORM, ABS, NONZERO = 0, 1, 2, 3  # sum x, sqrt(sum x^2), sum |x|, #{x != 0} (NaN counts)
+_HELD = [0]
+
+
+class Deferred:
+    """A tensor (1-d) whose reductions wait for the record's end; ``held``: entries of a copy
+    made for it, counted against :data:`HELD_MAX` until it is reduced or dropped."""
+
+    __slots__ = ("t", "held", "__weakref__")
+
+    def __init__(self, t: torch.Tensor, held: int = 0) -> None:
+        self.t = t
+        self.held = held
+        if held:
+            _HELD[0] += held
+
+    def release(self) -> None:
+        self.t = None
+        if self.held:
+            _HELD[0] -= self.held
+            self.held = 0
+
+    def __del__(self) -> None:
+        if self.held:
+            _HELD[0] -= self.held
+
+
+class Lazy:
+    """One statistic (:data:`SUM`, :data:`NORM`, :data:`ABS`, :data:`NONZERO`) of a
+    :class:`Deferred` tensor: a part of a :class:`Transfer` like a 0-d tensor; ``value`` holds
+    the host float once a transfer has reduced it (a norm kept for the next record)."""
+
+    __slots__ = ("d", "stat", "value")
+
+    def __init__(self, d: Deferred, stat: int) -> None:
+        self.d = d
+        self.stat = stat
+        self.value: float | None = None
+
+
+def defer(t: torch.Tensor, copy: bool) -> Deferred | None:
+    """``t`` (any shape) as a :class:`Deferred` when batching applies: a floating tensor of
+    1..BATCH_MAX entries; ``copy``: the values may change in place before the record's end
+    (a layer output, a gradient), so a copy is held (one launch instead of several
+    reductions), within :data:`HELD_MAX`. None: reduce it now."""
+    n = t.numel()
+    if not BATCH or n == 0 or n > (BATCH_MAX_CPU if t.is_cpu else BATCH_MAX) \
+            or not t.is_floating_point() \
+            or t.layout != torch.strided or type(t) not in _PLAIN:
+        return None
+    if copy:
+        if _HELD[0] + n > HELD_MAX:
+            return None
+        return Deferred(t.reshape(-1).clone(), n)
+    return Deferred(t.reshape(-1))
+
+
+_ZEROS: dict = {}
+
+
+def _zeros(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached row of CHUNK zeros (padding; never written)."""
+    z = _ZEROS.get((dtype, device))
+    if z is None:
+        z = _ZEROS[(dtype, device)] = torch.zeros(CHUNK, dtype=dtype, device=device)
+    return z
+
+
+def _reduce_rows(lazies: list[Lazy]) -> tuple[list[torch.Tensor], list]:
+    """The row reductions of the deferred tensors: device vectors (float64, float32 on MPS)
+    and the plan to read them back (per vector: the lazies it serves, with their row spans)."""
+    groups: dict = {}
+    for z in lazies:
+        if z.value is not None:
+            continue
+        t = z.d.t
+        g = groups.setdefault((t.dtype, t.device), {})
+        e = g.get(id(z.d))
+        if e is None:
+            g[id(z.d)] = e = (z.d, [])
+        e[1].append(z)
+    vecs: list[torch.Tensor] = []
+    plan: list = []
+    for (dtype, device), g in groups.items():
+        wide = torch.float32 if device.type == "mps" else torch.float64
+        entries = list(g.values())
+        if dtype == wide and sum(d.t.numel() for d, _ in entries) <= HOST_MAX:
+            # a few wide vectors (a ReLU's unit sums): the values themselves join the
+            # transfer's one concatenation, reduced on the host (no launch of their own)
+            for d, zs in entries:
+                vecs.append(d.t)
+                plan.append((None, None, zs))
+            continue
+        zeros = _zeros(dtype, device)
+        i = 0
+        while i < len(entries):  # groups of at most BATCH_GROUP entries
+            parts, spans, rows, stats = [], [], 0, set()
+            while i < len(entries) and (not parts or (rows + 1) * CHUNK + entries[i][0].t.numel()
+                                        <= BATCH_GROUP):
+                d, zs = entries[i]
+                t = d.t
+                n = t.numel()
+                r = -(-n // CHUNK)
+                parts.append(t)
+                if r * CHUNK > n:
+                    parts.append(zeros[: r * CHUNK - n])
+                spans.append((rows, zs))
+                rows += r
+                stats.update(z.stat for z in zs)
+                i += 1
+            x = (torch.cat(parts) if len(parts) > 1 else parts[0]).view(rows, CHUNK)
+            if x.dtype != wide:  # one cast: a reduction's dtype= casts its input each time
+                x = x.to(wide)
+            starts = np.array([a for a, _ in spans], dtype=np.int64)
+            for stat in sorted(stats):
+                if stat == SUM:
+                    v = x.sum(dim=1)
+                else:
+                    v = torch.linalg.vector_norm(x, (2, 1, 0)[stat - 1], dim=1)
+                vecs.append(v)
+                plan.append((stat, starts, [[z for z in zs if z.stat == stat] for _, zs in spans]))
+    return vecs, plan
+
+
+def _host_stat(v: np.ndarray, stat: int) -> float:
+    """A :class:`Lazy` statistic of the host values ``v`` (as :func:`_reduce_rows` takes it)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if stat == SUM:
+            return float(v.sum())
+        if stat == NORM:
+            return math.sqrt(float((v * v).sum()))
+        if stat == ABS:
+            return float(np.abs(v).sum())
+        return float(np.count_nonzero(v))  # NaN counts, as != 0 on the device
+
+
 class Transfer:
     """Device tensors (0-d or 1-d) gathered for one host copy: :meth:`add` returns a handle,
     :meth:`run` stacks the 0-d tensors (one ``stack`` when they share a dtype and device, the
@@ -148,9 +304,13 @@ class Transfer:
         self.parts: list[int] = []  # part k -> index in scalars (>= 0) or ~index in vectors
         self.where: list[tuple[int, int]] = []  # (start, size) of each part in ``host``
         self.host: list[float] = []
+        self.lazy: list[tuple[int, Lazy]] = []  # (part, handle): reduced by run
 
-    def _put(self, t: torch.Tensor) -> int:
-        if t.dim() == 0:
+    def _put(self, t: torch.Tensor | Lazy) -> int:
+        if type(t) is Lazy:
+            self.lazy.append((len(self.parts), t))
+            self.parts.append(0)  # its host position is set by run
+        elif t.dim() == 0:
             self.scalars.append(t)
             self.parts.append(len(self.scalars) - 1)
         else:
@@ -169,15 +329,50 @@ class Transfer:
                 break
         else:
             return ts if type(ts) is list else list(ts)
-        return tuple([self._put(v if isinstance(v, torch.Tensor)
+        return tuple([self._put(v if isinstance(v, (torch.Tensor, Lazy))
                                 else torch.tensor(v, dtype=torch.float64)) for v in ts])
 
     def run(self, device: torch.device) -> None:
         self.host = []
         if not self.parts:
             return
+        plan = None
+        if self.lazy:  # the deferred reductions: row results join the vectors
+            vecs, plan = _reduce_rows([z for _, z in self.lazy])
+            first = len(self.vectors)
+            self.vectors += vecs
+        self._run(device)
+        if plan is None:
+            return
+        host = self.host
+        where = self.where
+        for (stat, starts, users), (a, n) in zip(plan, self.starts[first:]):
+            rows = np.asarray(host[a: a + n], dtype=np.float64)
+            if stat is None:  # the values of one tensor: its statistics here
+                for z in users:
+                    z.value = _host_stat(rows, z.stat)
+                continue
+            if stat == NORM:
+                with np.errstate(over="ignore"):
+                    rows = rows * rows
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, as one sum
+                sums = np.add.reduceat(rows, starts).tolist() if n else []
+            for v, zs in zip(sums, users):
+                if stat == NORM:
+                    v = math.sqrt(v)
+                for z in zs:
+                    z.value = v
+        for _, z in self.lazy:
+            if z.d.t is not None:
+                z.d.release()
+        del self.vectors[first:]
+        for k, z in self.lazy:
+            where[k] = (len(host), 1)
+            host.append(z.value)
+
+    def _run(self, device: torch.device) -> None:
         scalars = self.scalars
-        if not self.vectors and len(scalars) <= 32 and device.type == "cpu" \
+        if not self.lazy and not self.vectors and len(scalars) <= 32 and device.type == "cpu" \
                 and accel.kernels() is not None:  # CPU kernels' path: a few losses are left
             self.where = [(k, 1) for k in self.parts]
             self.host = [float(v) for v in scalars]
@@ -206,9 +401,11 @@ class Transfer:
             starts.append((pos, v.numel()))
             pos += v.numel()
             flat.append(v.to(device, wide))
+        self.starts = starts
         self.where = [((k if at is None else at[k]), 1) if k >= 0 else starts[~k]
                       for k in self.parts]
-        self.host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
+        if flat:
+            self.host = (torch.cat(flat) if len(flat) > 1 else flat[0]).cpu().tolist()
 
     def get(self, handle: tuple[int, ...] | list[float]) -> list[float]:
         if type(handle) is list:
@@ -335,6 +532,35 @@ def _joined(parts: list):
     return np.concatenate([v if isinstance(v, np.ndarray) else v.cpu().numpy() for v in parts])
 
 
+def weight_reductions(ts: list[torch.Tensor], want_abs: bool) -> tuple[list, ...]:
+    """``sum x`` and ``||x||`` (and ``sum |x|``) of each weight or gradient in ``ts``: a
+    :class:`Lazy` each for the tensors that the transfer reduces
+    together, fused calls over the rest (``_foreach_norm``; ``|g|`` by one ``_foreach_abs``,
+    then sums: faster than ord=1 norms on CPU). Sums in float64 (float32 on MPS), as Acc's: the
+    std is sqrt(sum W^2 / n - mean^2), which a float32 sum W left 0.4% off for weights of mean
+    0.05 and std 1e-4 (3% after one SGD step)."""
+    ds = [defer(v, False) for v in ts]
+    rest = [v for v, d in zip(ts, ds) if d is None]
+    sums = [v.sum(dtype=norm_dtype(v)) if d is None else Lazy(d, SUM) for v, d in zip(ts, ds)]
+    it = iter(torch._foreach_norm(rest, 2, dtype=norm_dtype(rest[0])) if rest else ())
+    norms = [next(it) if d is None else Lazy(d, NORM) for d in ds]
+    if not want_abs:
+        return sums, norms
+    it = iter([a.sum(dtype=stat_dtype(a)) for a in torch._foreach_abs(rest)] if rest else ())
+    return sums, norms, [next(it) if d is None else Lazy(d, ABS) for d in ds]
+
+
+class _Relu:
+    """A ReLU output's ``sum x`` (from its unit sums) and the copy of its values that
+    :meth:`ActAcc.add_relu_output` deferred, for the output's :meth:`Acc.add`."""
+
+    __slots__ = ("total", "d")
+
+    def __init__(self, total, d: Deferred) -> None:
+        self.total = total
+        self.d = d
+
+
 class Acc:
     """Statistics of the entries of one or more tensors (the calls of a module), as partial
     sums on the device, combined on the host after the one transfer.
@@ -388,8 +614,10 @@ class Acc:
                 self.b.append(math.sqrt(s2))
             return
         f = x.detach()
+        owned = type(total) is _Relu  # a copy of the values made for the follower's counts
         if f.dtype not in _KERNEL_DTYPES:
             f = f.to(stat_dtype(f))  # bf16/fp16: statistics in float32
+            owned = True
         n = f.numel()
         if n == 0:
             return
@@ -412,6 +640,20 @@ class Acc:
             if self.want_abs:
                 self.abs.append(f.abs().sum())
                 self.host = False
+        elif type(total) is _Relu:  # the sum from ActAcc.add_relu_output, values copied there
+            self.host = False
+            self.cs.append(0.0)
+            self.a.append(total.total)
+            self.b.append(Lazy(total.d, NORM))
+            if self.want_abs:
+                self.abs.append(Lazy(total.d, ABS))
+        elif (d := defer(f, not owned)) is not None:  # left to the record's end
+            self.host = False
+            self.cs.append(0.0)
+            self.a.append(Lazy(d, SUM) if total is None else total)
+            self.b.append(Lazy(d, NORM))
+            if self.want_abs:
+                self.abs.append(Lazy(d, ABS))
         else:
             self.host = False
             self.cs.append(0.0)
@@ -501,7 +743,7 @@ class ActAcc:
     ``s <= 0`` (ReLU family) and the units where ``f'(s) != 0`` somewhere."""
 
     __slots__ = ("out", "spec", "n", "saturated", "inactive", "n_active", "active", "alive",
-                 "dead_ok", "host", "kind", "mixed", "module")
+                 "units", "dead_ok", "host", "kind", "mixed", "module")
 
     def __init__(self, out: Acc) -> None:
         self.host = True  # counts and masks on the host only (the CPU kernels' ReLU path)
@@ -516,6 +758,7 @@ class ActAcc:
         self.n_active = 0
         self.active: list = []
         self.alive: torch.Tensor | np.ndarray | None = None
+        self.units: torch.Tensor | None = None  # a ReLU call's unit sums, pending (_settle)
         self.dead_ok = True
 
     def follower(self, module: nn.Module) -> None:
@@ -545,6 +788,11 @@ class ActAcc:
         self.inactive += other.inactive
         self.n_active += other.n_active
         self.active += other.active
+        if other.units is not None:
+            if self.alive is None and self.units is None:
+                self.units = other.units
+            else:
+                self._pool_alive(other.units != 0)
         if other.alive is not None:
             self._pool_alive(other.alive)
         self.dead_ok = self.dead_ok and other.dead_ok
@@ -558,6 +806,7 @@ class ActAcc:
 
     def _pool_alive(self, alive: torch.Tensor | np.ndarray) -> None:
         """OR a call's live-unit mask into the pass's (calls of other shapes: no dead_frac)."""
+        self._settle()
         if self.alive is None:
             self.alive = alive
         elif tuple(self.alive.shape) == tuple(alive.shape):
@@ -620,7 +869,8 @@ class ActAcc:
         ``sum a``, ``sum a^2`` and ``#{a <= 0}`` instead (returned as host floats); ``wk``:
         :mod:`depthlab.torch.kernels` when the caller has looked it up for the pass."""
         a = a.detach()
-        if a.dtype not in _KERNEL_DTYPES:
+        copied = a.dtype not in _KERNEL_DTYPES
+        if copied:
             a = a.to(stat_dtype(a))  # bf16 sums of ones would round
         n = a.numel()
         if wk is None and a.dim() and cpu_kernels(a) is not None:
@@ -640,13 +890,47 @@ class ActAcc:
         self.n += n
         self.n_active += n
         self.host = False
+        d = defer(a, not copied) if a.dim() else None
         # a >= 0: the entries > 0, and NaN ones (not s <= 0, as on the kernels' path)
-        self.active.append((a != 0).sum())
+        self.active.append((a != 0).sum() if d is None else Lazy(d, NONZERO))
         if a.dim() == 0:
             self.dead_ok = False
             return None
         # float64 unit sums (Acc: sum x in float64), the moments' sum x is their sum
         units = a.sum(dim=self._dims(a, axis), dtype=norm_dtype(a)) if a.dim() > 1 \
             else a.to(norm_dtype(a))
-        self._units(units)
-        return units.sum()
+        if d is None:
+            self._units(units)
+            return units.sum()
+        if a.dim() == 1:  # the units are the entries: read from the copy (a may change)
+            units = d.t
+        # unit sums of entries >= 0 are 0 (dead) or > 0 or NaN (alive): a unit is alive where
+        # its sum is != 0; a single call's count of them is left to the transfer (live)
+        if self.alive is None and self.units is None:
+            self.units = units
+        else:
+            self._pool_alive(units != 0)
+        u = defer(units, False)
+        return _Relu(Lazy(u, SUM) if u is not None else units.sum(), d)
+
+    def live(self, t: Transfer) -> tuple | None:
+        """``(handle of the number of live units, units)`` for the transfer ``t``, None
+        without a live-unit mask."""
+        if self.units is not None:
+            d = defer(self.units, False)
+            if d is not None:
+                return t.add(Lazy(d, NONZERO)), self.units.numel()
+            self._settle()
+        alive = self.alive
+        if alive is None:
+            return None
+        if isinstance(alive, np.ndarray):
+            return t.add(float(np.count_nonzero(alive))), alive.size
+        return t.add(alive.sum()), alive.numel()
+
+    def _settle(self) -> None:
+        """The pending unit sums of a ReLU call (:meth:`add_relu_output`) as a live-unit
+        mask."""
+        if self.units is not None:
+            units, self.units = self.units, None
+            self._pool_alive(units != 0)

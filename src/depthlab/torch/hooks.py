@@ -57,10 +57,9 @@ from .accumulators import (
     _host_float,
     _std,
     _strided,
-    norm_dtype,
     pooled_mean_std,
-    stat_dtype,
     watch_kernels,
+    weight_reductions,
 )
 from .functional_acts import record_functional
 from .layers import (
@@ -1282,11 +1281,9 @@ class Recording:
                     item["off"] = t.add_all(act.inactive)
                 if act.active:
                     item["on"] = (t.add_all(act.active), act.n_active)
-                if act.dead_ok and act.alive is not None:
-                    alive = act.alive
-                    item["dead"] = (t.add(float(np.count_nonzero(alive))
-                                          if isinstance(alive, np.ndarray) else alive.sum()),
-                                    alive.size if isinstance(alive, np.ndarray) else alive.numel())
+                live = act.live(t) if act.dead_ok else None
+                if live is not None:
+                    item["dead"] = live
             g = p.grad.get(i)
             if g is not None and g.ns:
                 g.gather(t)
@@ -1318,17 +1315,14 @@ class Recording:
                 # sums in float64 (float32 on MPS), as Acc's: the std is sqrt(sum W^2 / n -
                 # mean^2), which a float32 sum W left 0.4% off for weights of mean 0.05 and
                 # std 1e-4 (3% after one SGD step)
-                w_sum = t.add_all([w.sum(dtype=norm_dtype(w)) for w in all_w])
-                norms = list(torch._foreach_norm(all_w, 2, dtype=norm_dtype(all_w[0])))
-                w_norm = t.add_all(norms)
+                # (tensors of at most BATCH_MAX entries: deferred, reduced together by the
+                # transfer, see depthlab.torch.accumulators.BATCH)
+                sums, norms = weight_reductions(all_w, False)
+                w_sum, w_norm = t.add_all(sums), t.add_all(norms)
                 self.weight_norms = {id(w): v for w, v in zip(all_w, norms)}
                 if all_g:
-                    g_sum = t.add_all([g.sum(dtype=norm_dtype(g)) for g in all_g])
-                    g_norm = t.add_all(list(torch._foreach_norm(all_g, 2,
-                                                                dtype=norm_dtype(all_g[0]))))
-                    # |g| by one fused call, then sums: faster than ord=1 norms on CPU
-                    g_abs = t.add_all([a.sum(dtype=stat_dtype(a))
-                                       for a in torch._foreach_abs(all_g)])
+                    g_sum, g_norm, g_abs = weight_reductions(all_g, True)
+                    g_sum, g_norm, g_abs = t.add_all(g_sum), t.add_all(g_norm), t.add_all(g_abs)
         blocks = []
         for key, block in self.blocks.items():
             g = p.block_grad.get(key)
