@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,9 +12,10 @@ import pytest
 
 from tests.helpers.cli import ENV
 
-# Imported at Python's start-up (PYTHONPATH): a Ctrl-C lands while the module named by
-# DEPTHLAB_TEST_INTERRUPT_AT is imported, inside code compiled from a string, as it does when
-# the import defines a dataclass or a namedtuple (their methods are exec'd source text).
+# Imported at Python's start-up (PYTHONPATH): the signal DEPTHLAB_TEST_SIGNAL lands while the
+# module named by DEPTHLAB_TEST_INTERRUPT_AT is imported, inside code compiled from a string,
+# as a Ctrl-C does when the import defines a dataclass or a namedtuple (their methods are
+# exec'd source text).
 SITECUSTOMIZE = textwrap.dedent("""\
     import os
     import signal
@@ -23,7 +25,7 @@ SITECUSTOMIZE = textwrap.dedent("""\
         def find_spec(self, name, path=None, target=None):
             if name == os.environ.get("DEPTHLAB_TEST_INTERRUPT_AT"):
                 sys.meta_path.remove(self)
-                exec("os.kill(os.getpid(), signal.SIGINT)")
+                exec("os.kill(os.getpid(), getattr(signal, os.environ['DEPTHLAB_TEST_SIGNAL']))")
             return None
 
     sys.meta_path.insert(0, _InterruptAt())
@@ -39,12 +41,33 @@ def test_ctrl_c_in_code_compiled_from_a_string_exits_130_under_python_m(tmp_path
     defined by a lazy import) was handled (``depthlab: interrupted``) and main returned 130,
     but CPython had flagged the KeyboardInterrupt as unhandled and the interpreter killed
     itself with SIGINT at exit (status -2, not 130)."""
+    proc = _signal_during_import(tmp_path, module, "SIGINT")
+    assert proc.stderr.strip().splitlines() == ["depthlab: interrupted"], proc.stderr
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+
+
+def _signal_during_import(tmp_path, module: str, sig: str) -> subprocess.CompletedProcess:
+    """``python -m depthlab datasets`` with signal ``sig`` landing while ``module`` is
+    imported."""
     (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
     env = {**ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path),
                                                               ENV.get("PYTHONPATH")])),
-           "DEPTHLAB_TEST_INTERRUPT_AT": module}
-    proc = subprocess.run([sys.executable, "-m", "depthlab", "datasets"], cwd=tmp_path,
+           "DEPTHLAB_TEST_INTERRUPT_AT": module, "DEPTHLAB_TEST_SIGNAL": sig}
+    return subprocess.run([sys.executable, "-m", "depthlab", "datasets"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120,
-                          preexec_fn=lambda: __import__("signal").signal(2, 0))
-    assert proc.stderr.strip().splitlines() == ["depthlab: interrupted"], proc.stderr
-    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+                          preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """Ctrl-C at its default in the child (a shell's background job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("module", ["depthlab.cli.datasets", "depthlab.experiments"])
+def test_sigterm_during_start_up_exits_143_with_one_line(tmp_path, module):
+    """SIGTERM in the first second or so of a command (while its modules are imported, before
+    its interrupt handlers were installed) killed the process silently with status -15; the
+    README promises status 143 and one line for SIGTERM at any moment."""
+    proc = _signal_during_import(tmp_path, module, "SIGTERM")
+    assert proc.stderr.strip().splitlines() == ["depthlab: terminated (SIGTERM)"], proc.stderr
+    assert proc.returncode == 143, (proc.returncode, proc.stderr)

@@ -335,10 +335,49 @@ def _forget_handled_interrupt() -> None:
             continue
 
 
+@contextlib.contextmanager
+def _sigterm_from_the_start(entry: bool) -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` from the command's first line: :func:`_interrupts`
+    is installed only once the command's modules are imported (a second or more on a loaded
+    machine), and a SIGTERM before that killed the process silently with status -15 (Ctrl-C
+    already raised KeyboardInterrupt there: Python's own handler). Only a SIGTERM left at its
+    default action is taken over (an ignored one stays ignored, a program's handler stays)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+    seen: list[bool] = []
+
+    def handler(_signum: int, _frame: object) -> None:
+        seen.append(True)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            # after an interrupt the process's own command ignores the signals while the
+            # interpreter shuts down, as _interrupts does (a late one changed the status)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN if seen and entry else signal.SIG_DFL)
+
+
+def _interrupted(e: BaseException) -> int:
+    """The line and exit status of a command stopped by Ctrl-C (130) or SIGTERM (143)."""
+    if _by_sigterm(e):
+        _tell("depthlab: terminated (SIGTERM)\n")
+        return 143
+    _tell("depthlab: interrupted\n")
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``depthlab`` command; returns the exit status."""
     try:
-        return _main(argv)
+        with _sigterm_from_the_start(entry=argv is None):
+            return _main(argv)
+    except KeyboardInterrupt as e:  # landed outside _main's own handlers (its first lines)
+        return _interrupted(e)
     finally:
         _forget_handled_interrupt()
 
@@ -371,9 +410,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     except OSError as failed:  # the help or version text could not be written
         return _report_output_failure(failed)
-    except KeyboardInterrupt:
-        _tell("depthlab: interrupted\n")
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         _tell("depthlab: error: give a command (see `depthlab --help`)\n")
@@ -392,11 +430,7 @@ def _main(argv: Sequence[str] | None) -> int:
             sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
         return code
     except KeyboardInterrupt as e:
-        if _by_sigterm(e):
-            _tell("depthlab: terminated (SIGTERM)\n")
-            return 143
-        _tell("depthlab: interrupted\n")
-        return 130
+        return _interrupted(e)
     except BrokenPipeError:
         _stdout_broken()  # the reader stopped (`| head`): not an error
         return 0
