@@ -631,6 +631,20 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
     traced = trace(model, x) if x is not None else []
     out = output_layer(traced)
     keep = out.activation if out is not None else None
+    if keep is not None and out is not None and not out.functional:
+        # one activation instance after hidden layers and the output layer (self.act(...)
+        # everywhere in a BCELoss model): kept for the output, so those hidden layers keep
+        # it too, and the swap was refused as 'no activation module of a hidden layer'
+        shared = [t for t in traced if t is not out and t.ran and t.activation is keep]
+        if shared and activation_name(keep) not in (None, new):
+            slot = next((n for n, m in model.named_modules() if m is keep), "?")
+            said = ", ".join(repr(t.name) for t in shared[:3]) + (
+                f" and {len(shared) - 3} more" if len(shared) > 3 else "")
+            raise NotApplicable(
+                f"the activation module {slot!r} ({type(keep).__name__}) follows the hidden "
+                f"layer(s) {said} and also the output layer {out.name!r}, whose activation "
+                f"is kept (the model's output): no swap to {new} changes those hidden layers "
+                "alone; give the output its own activation module")
     count = 0
     swapped: list[nn.Module] = []
     for parent in model.modules():
