@@ -526,12 +526,33 @@ def _as_tensor(v: Any, label: str) -> torch.Tensor:
             " (give x_val and y_val together, or neither)" if label.endswith("_val") else ""))
     try:
         a = np.asarray(v)
-        if not a.flags.writeable:  # a pandas column, np.load(mmap_mode="r"): torch warns
-            a = a.copy()  # that it cannot share a read-only array's memory
-        return torch.as_tensor(a)
     except (TypeError, ValueError, RuntimeError) as e:
         raise TypeError(f"{label} must be an array or a tensor, got {type(v).__name__}: "
                         f"{e}") from None
+    if a.dtype.kind == "O" and a.ndim == 0:  # not an array at all
+        raise TypeError(f"{label} must be an array or a tensor, got {type(v).__name__}")
+    if a.dtype.kind == "O":  # numbers held as Python objects (a pandas object column)
+        try:
+            b = np.array(a.tolist())
+        except (TypeError, ValueError):
+            b = a
+        a = b if b.dtype.kind in "biuf" and b.shape == a.shape else a
+    kinds = {"U": "strings", "S": "bytes", "O": "Python objects", "M": "datetimes",
+             "m": "timedeltas", "V": "records"}
+    if a.dtype.kind in kinds:  # was 'y must be an array or a tensor, got ndarray: can't
+        # convert np.ndarray of type numpy.str_. The only supported types are: ...'
+        hint = " (class names: give their indices, np.unique(y, return_inverse=True)[1])" \
+            if label.startswith("y") and (a.dtype.kind in "US" or (
+                a.size and isinstance(a.flat[0], (str, bytes)))) else ""
+        raise TypeError(f"{label} must hold numbers, got {type(v).__name__} of dtype "
+                        f"{a.dtype} ({kinds[a.dtype.kind]}){hint}")
+    if not a.flags.writeable:  # a pandas column, np.load(mmap_mode="r"): torch warns
+        a = a.copy()  # that it cannot share a read-only array's memory
+    try:
+        return torch.as_tensor(a)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{label} must be an array or a tensor of numbers, got "
+                        f"{type(v).__name__} of dtype {a.dtype}: {e}") from None
 
 
 _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
