@@ -71,3 +71,61 @@ def test_sigterm_during_start_up_exits_143_with_one_line(tmp_path, module):
     proc = _signal_during_import(tmp_path, module, "SIGTERM")
     assert proc.stderr.strip().splitlines() == ["depthlab: terminated (SIGTERM)"], proc.stderr
     assert proc.returncode == 143, (proc.returncode, proc.stderr)
+
+
+DEMO_TOO_BIG = """\
+[data]
+name = "clusters"
+n = 200
+[train]
+epochs = 1
+[probes]
+every = 0
+[[recipes]]
+name = "small"
+meaning = "fits"
+[recipes.model]
+sizes = ["auto", 8, "auto"]
+[[recipes]]
+name = "huge"
+meaning = "does not fit"
+[recipes.model]
+sizes = ["auto", 300000, 300000, "auto"]
+"""
+
+
+def test_demo_refuses_a_recipe_that_cannot_fit_in_memory_before_running(tmp_path, capsys,
+                                                                        monkeypatch):
+    """A demo recipe too large for memory trained the others, was stored as failed and the
+    demo exited 0 with "[failed]" and no reason; like `depthlab run` it is refused before
+    anything runs: one line naming the recipe and the bytes, exit 2, no store written."""
+    from tests.helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "4G")
+    config = tmp_path / "demo big.toml"
+    config.write_text(DEMO_TOO_BIG, encoding="utf-8")
+    code, _out, err = run_cli(capsys, "demo", "--config", config, "--out", tmp_path / "out",
+                              "--jobs", 1, "--no-report", "--quiet")
+    assert_one_line_error(code, err, "recipe 'huge'", "300000", "GiB", "nothing was allocated")
+    assert not (tmp_path / "out" / "depthlab.db").exists()
+
+
+def test_demo_says_why_a_recipe_failed_and_exits_1(tmp_path, capsys, monkeypatch):
+    """A recipe that failed (its first layer does not match the data) showed "[failed]" with
+    no reason and the demo exited 0; like `run` and `sweep` it now names the failure on stderr
+    (one line per failed recipe) and exits 1; the other recipes' results are kept."""
+    from tests.helpers.cli import one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "demo.toml"
+    config.write_text(DEMO_TOO_BIG.replace('sizes = ["auto", 300000, 300000, "auto"]',
+                                           'sizes = [5, 4, "auto"]'), encoding="utf-8")
+    code, out, err = run_cli(capsys, "demo", "--config", config, "--out", tmp_path / "out",
+                             "--jobs", 1, "--no-report")
+    assert code == 1, err
+    assert "[failed]" in out
+    lines = [ln for ln in err.splitlines() if "failed" in ln]
+    assert len(lines) == 1 and lines[0].startswith("depthlab: recipe 'huge' failed: "), err
+    assert "model.sizes[0] = 5" in lines[0]
+    assert "Traceback" not in err

@@ -37,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
                else "no such file")
         raise UserError(f"--config {args.config!r}: {why}")
     recipes = demo_recipes(args.config, epochs=args.epochs)
+    from ..experiments import ExperimentError
+    from ..experiments.runner import check_memory
+
+    for r in recipes:  # as `depthlab run`: refused before anything runs (it was stored as
+        try:  # failed beside the recipes trained, the demo exiting 0 with "[failed]")
+            check_memory(r.point.config)
+        except ExperimentError as e:
+            raise UserError(f"recipe {r.name!r}: {e}") from None
     echo = say(args)
     model = recipes[0].point.config["model"]
     hidden = len(model["sizes"]) - 2
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
          f"hidden layers of {model['sizes'][1]} units, {len(recipes)} recipes")
     run_points([r.point for r in recipes], args.out, sweep="demo", jobs=jobs, echo=echo,
                progress=progress_enabled(args))
-    rows = []
+    rows, failures = [], []
     with Store(args.out) as store:
         runs = store.runs()
         for r in recipes:
@@ -55,10 +63,17 @@ def run(args: argparse.Namespace) -> int:
             probes = store.probes(r.point.id)
             rows.append({"name": r.name, "meaning": r.meaning, "status": status,
                          "val_acc": val, "ratio": gradient_ratio(probes)})
+            if status == "failed":  # "[failed]" alone, and exit 0, did not say why
+                error = row["error"].iloc[0] if "error" in row else None
+                first = (str(error).strip() if error else "") or "unknown error"
+                failures.append(f"depthlab: recipe {r.name!r} failed: "
+                                f"{first.splitlines()[0]}")
     print(f"\nGradient ratio at initialization = std(dL/ds) in hidden layer 1 / in hidden layer "
           f"{hidden}: 1 means the gradient reaches the first layer intact.")
     for line in summary_lines(rows):
         print(line)
+    for line in failures:
+        print(line, file=sys.stderr, flush=True)
     if not args.no_report:
         from ..report import write_report
 
@@ -67,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(args.out, echo=None if args.quiet else progress)}")
     print(f"results: {Path(args.out) / 'depthlab.db'}")
-    return 0
+    return 1 if failures else 0  # as `run` and `sweep` with a failed run
 
 
 COMMAND = Command("demo", "one deep network, four recipes, the gradient ratio of each and a "
