@@ -125,3 +125,39 @@ def test_numbers_held_as_python_objects_train_as_numbers():
     assert objects.baseline["train_loss"] == plain.baseline["train_loss"]
     with pytest.raises(TypeError, match="^x must be an array or a tensor, got object$"):
         dlt.doctor(_mlp, (object(), y), steps=3, verify=False)
+
+
+class _DictOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 2), nn.Linear(2, 3)  # 2 features: no class scores
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return {"features": h, "logits": self.b(h)}
+
+
+class _TupleOut(_DictOut):
+    def forward(self, x):
+        out = super().forward(x)
+        return out["features"], out["logits"]
+
+
+@pytest.mark.parametrize("make, loss_fn, part", [
+    (_DictOut, None, "nn.CrossEntropyLoss()(out['logits'], y)"),
+    (_TupleOut, None, "nn.CrossEntropyLoss()(out[1], y)"),
+    (_DictOut, nn.NLLLoss(), "nn.NLLLoss()(out['logits'], y)"),
+])
+def test_a_model_returning_a_dict_or_tuple_is_told_the_loss_of_its_class_scores(make, loss_fn,
+                                                                               part):
+    # a dict was told 'e.g. lambda out, y: nn.functional.cross_entropy(out[0], y)': out[0] is a
+    # KeyError, and for a tuple out[0] was the features, not the class scores
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 30)
+    with pytest.raises(ValueError) as e:
+        dlt.doctor(make, (x, y), loss_fn=loss_fn, steps=2, verify=False)
+    assert str(e.value).endswith(f"give a loss_fn that takes it, e.g. lambda out, y: {part}")
+    fixed = eval("lambda out, y: " + part, {"nn": nn})  # the hint, as given, trains
+    assert np.isfinite(dlt.doctor(make, (x, y), loss_fn=fixed, steps=2,
+                                  verify=False).baseline["train_loss"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -1880,8 +1881,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         hint += _time_first_hint(model, d.x, out)
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
             hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
-                     "loss_fn that takes it, e.g. lambda out, y: "
-                     "nn.functional.cross_entropy(out[0], y)")
+                     f"loss_fn that takes it, e.g. {_loss_of_part(out, d, loss_fn)}")
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
                          f"{tuple(d.y.shape[1:])}, {str(d.y.dtype).removeprefix('torch.')}): "
@@ -1905,6 +1905,46 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             raise ValueError(f"the model or loss_fn fails on the validation set's single row "
                              f"(a batch of 1; it runs on 2 rows): {type(e).__name__}: {e}; "
                              "give at least 2 validation rows, or none") from None
+
+
+def _loss_of_part(out: Any, d: TensorData, loss_fn: Callable) -> str:
+    """``lambda out, y: LOSS(PART, y)`` for a model returning a tuple, dict or dataclass:
+    PART reads the tensor the accuracy would (``out['logits']``, ``out.logits``, ``out[0]``;
+    a dict was told ``out[0]``, a KeyError), LOSS is the given loss (its ``nn`` class, or
+    ``nn.functional.cross_entropy``)."""
+    from .train import accuracy_output
+
+    part = "out[0]"
+    try:
+        t = accuracy_output(out, d.y[:2], binary_threshold(loss_fn))
+        if isinstance(t, torch.Tensor) and not d.y.is_floating_point() and len(d.y) and \
+                t.dim() >= 2 and t.shape[1] <= int(d.y.max()):  # too few columns for the
+            t = None  # labels (features of a (features, logits) pair)
+    except Exception:  # noqa: BLE001 - only a hint
+        t = None
+    if t is None:
+        cands = list(out.values()) if isinstance(out, dict) else list(out) \
+            if isinstance(out, (tuple, list)) else []
+        t = next((v for v in cands if isinstance(v, torch.Tensor) and v.is_floating_point()
+                  and v.dim() >= 2 and (d.y.is_floating_point() or not len(d.y)
+                                        or v.shape[1] > int(d.y.max()))), None)
+    fields = ({f.name: getattr(out, f.name, None) for f in dataclasses.fields(out)}
+              if dataclasses.is_dataclass(out) and not isinstance(out, type) else None)
+    items = fields if fields is not None else out if isinstance(out, dict) else None
+    if items is not None:
+        tensors = [k for k, v in items.items() if isinstance(v, torch.Tensor)]
+        key = next((k for k, v in items.items() if v is t), tensors[0] if tensors else None)
+        if key is not None:
+            part = f"out.{key}" if fields is not None and str(key).isidentifier() else \
+                f"out[{key!r}]"
+    elif isinstance(out, (tuple, list)):
+        i = next((i for i, v in enumerate(out) if v is t), next(
+            (i for i, v in enumerate(out) if isinstance(v, torch.Tensor)), 0))
+        part = f"out[{i}]"
+    cls = type(loss_fn)
+    loss = f"nn.{cls.__name__}()" if isinstance(loss_fn, nn.Module) and \
+        getattr(nn, cls.__name__, None) is cls else "nn.functional.cross_entropy"
+    return f"lambda out, y: {loss}({part}, y)"
 
 
 def _time_first_hint(model: nn.Module, x: torch.Tensor, out: Any) -> str:
