@@ -129,3 +129,16 @@ def test_demo_says_why_a_recipe_failed_and_exits_1(tmp_path, capsys, monkeypatch
     assert len(lines) == 1 and lines[0].startswith("depthlab: recipe 'huge' failed: "), err
     assert "model.sizes[0] = 5" in lines[0]
     assert "Traceback" not in err
+
+
+def test_init_under_a_file_says_it_is_a_file(tmp_path, capsys, monkeypatch):
+    """`depthlab init notes.txt/exp` said "folder 'notes.txt' does not exist" of a file that
+    exists."""
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+    code, _out, err = run_cli(capsys, "init", "notes.txt/exp")
+    line = assert_one_line_error(code, err, "'notes.txt' is a file, not a folder")
+    assert "does not exist" not in line
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "x"

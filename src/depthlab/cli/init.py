@@ -84,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         target = target.with_name(target.name + suffix)
     if target.exists() and not args.force:
         raise UserError(f"{str(target)!r} already exists; pass --force to replace it")
+    if target.parent.exists() and not target.parent.is_dir():  # was "does not exist"
+        raise UserError(f"{str(target.parent)!r} is a file, not a folder")
     if not target.parent.is_dir():
         raise UserError(f"folder {str(target.parent)!r} does not exist")
     text = packaged_example(source).read_text(encoding="utf-8")
