@@ -161,3 +161,36 @@ def test_a_model_returning_a_dict_or_tuple_is_told_the_loss_of_its_class_scores(
     fixed = eval("lambda out, y: " + part, {"nn": nn})  # the hint, as given, trains
     assert np.isfinite(dlt.doctor(make, (x, y), loss_fn=fixed, steps=2,
                                   verify=False).baseline["train_loss"])
+
+
+class _FeaturesAndLogits(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return h, self.b(h)
+
+
+def test_the_accuracy_of_a_features_and_logits_pair_is_read_off_what_the_loss_reads():
+    # the first (N, C > 1) tensor 'fit' the labels: the 8 features' arg-max was scored
+    # (val acc 0.017 at train loss 0.43)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+
+    def loss_fn(out, t):
+        return nn.functional.cross_entropy(out[1], t)
+
+    d = dlt.doctor(_FeaturesAndLogits, (x[60:], y[60:], x[:60], y[:60]), loss_fn=loss_fn,
+                   steps=60, verify=False)
+    torch.manual_seed(0)
+    model = _FeaturesAndLogits()
+    assert d.baseline["val_acc"] > 0.6, d.baseline
+    table = dlt.probe(model, torch.as_tensor(x[:60]), torch.as_tensor(y[:60]), loss_fn)
+    acc = table[(table.layer == 0) & (table.quantity == "acc")]["value"].item()
+    with torch.no_grad():
+        expected = (model(torch.as_tensor(x[:60]))[1].argmax(1) ==
+                    torch.as_tensor(y[:60])).double().mean().item()
+    assert acc == pytest.approx(expected)

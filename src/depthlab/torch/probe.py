@@ -167,8 +167,9 @@ def target_accuracy(output: Any, y: Any, loss_fn: Any) -> torch.Tensor | None:
     the right side of the loss's threshold (0 for logits, 0.5 for probabilities), each column a
     label of its own. Soft targets and other losses: None."""
     threshold = binary_threshold(loss_fn)
+    loss = (loss_fn, y)  # the parts of a tuple/dict output that the loss reads come first
     if threshold is not None:
-        out = accuracy_output(output, y, threshold)
+        out = accuracy_output(output, y, threshold, loss)
         hits = binary_hits(out, y, threshold) if isinstance(out, torch.Tensor) else None
         if hits is None or hits[1] == 0:
             return None
@@ -176,7 +177,7 @@ def target_accuracy(output: Any, y: Any, loss_fn: Any) -> torch.Tensor | None:
     labels = one_hot_labels(loss_fn, y)
     if labels is not None:
         y = labels
-    return accuracy(accuracy_output(output, y, None), y, loss_ignore_index(loss_fn))
+    return accuracy(accuracy_output(output, y, None, loss), y, loss_ignore_index(loss_fn))
 
 
 def loss_ignore_index(loss_fn: Any) -> int | None:
