@@ -194,3 +194,28 @@ def test_the_accuracy_of_a_features_and_logits_pair_is_read_off_what_the_loss_re
         expected = (model(torch.as_tensor(x[:60]))[1].argmax(1) ==
                     torch.as_tensor(y[:60])).double().mean().item()
     assert acc == pytest.approx(expected)
+
+
+def test_the_part_the_loss_reads_is_found_in_tuples_lists_namedtuples_dicts_dataclasses():
+    import collections
+    import dataclasses
+
+    from depthlab.torch.train import accuracy_output
+
+    torch.manual_seed(0)
+    f, logits, y = torch.randn(6, 8), torch.randn(6, 3), torch.randint(0, 3, (6,))
+    pair = collections.namedtuple("Pair", "feat logits")
+
+    @dataclasses.dataclass
+    class Out:  # no 'logits' field: the accuracy's keys would pick that one first
+        feat: torch.Tensor
+        scores: torch.Tensor
+
+    ce = nn.functional.cross_entropy
+    for out, loss_fn in (((f, logits), lambda o, t: ce(o[1], t)),
+                         ([f, logits], lambda o, t: ce(o[1], t)),
+                         (pair(f, logits), lambda o, t: ce(o.logits, t)),
+                         ({"a": f, "b": logits}, lambda o, t: ce(o["b"], t)),
+                         (Out(f, logits), lambda o, t: ce(o.scores, t))):
+        assert accuracy_output(out, y, None) is f  # the first tensor that fits the labels
+        assert accuracy_output(out, y, None, (loss_fn, y)) is logits, type(out)

@@ -353,9 +353,12 @@ def _parts_the_loss_reads(out: Any, loss: tuple[Callable, Any] | None) -> set[in
     elif isinstance(out, (tuple, list)):
         keys = list(range(len(out)))
         get = out.__getitem__
-        put = lambda k, v: type(out)(v if i == k else p for i, p in enumerate(out)) \
-            if type(out) in (tuple, list) else tuple(  # noqa: E731
-                v if i == k else p for i, p in enumerate(out))
+        if hasattr(out, "_replace") and hasattr(out, "_fields"):  # a namedtuple
+            put = lambda k, v: out._replace(**{out._fields[k]: v})  # noqa: E731
+        else:
+            put = lambda k, v: type(out)(v if i == k else p for i, p in enumerate(out)) \
+                if type(out) in (tuple, list) else tuple(  # noqa: E731
+                    v if i == k else p for i, p in enumerate(out))
     else:
         return None
     parts = [(k, get(k)) for k in keys]
