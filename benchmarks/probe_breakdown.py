@@ -1,0 +1,189 @@
+"""Where a ``ProbeRecorder``'s time goes on the networks of ``probe_overhead.py`` (training-batch
+mode, every statistic): each part of a record timed call by call inside real training runs.
+
+Parts (wall time per call, medians, one BLAS thread):
+
+* ``layer kernel``: :func:`depthlab.probes.kernels.layer`, one probe point's statistics (per
+  shape of its feeding weights; it also copies ``W`` for the update ratio when the record and the
+  snapshot fall on the same step, i.e. with ``every=1``);
+* ``percentiles (replayed)``: the percentile selection alone (:func:`kernels.positions` on the
+  same pre-activations, run again right after the layer kernel: an estimate of the part of the
+  layer kernel's time it takes; its share is included in the layer kernel's, not added);
+* ``histograms``: one probe point's four histograms (``ProbeRecorder._histograms``);
+* ``W snapshot copy``: ``before_update`` on a step that only copies the weights (``every > 1``);
+* ``update_norms``: the update ratio's kernel, per weight shape;
+* ``hooks, rest``: every ``before_update``/``after_update`` call minus the parts above (Python,
+  dispatch, bookkeeping; on unrecorded steps only the schedule checks).
+
+The table gives the median per call, the calls per step and the share of the bare training step
+(median CPU time per step of interleaved runs without probes): the shares of the parts add up
+roughly to the overhead ``probe_overhead.py`` measures, minus what the records cost the training
+step itself (data and code they evict); a part's share is its median per call times its calls
+per step (medians: a call preempted by another process on a loaded host does not count). The
+first calls of a part (cold caches, buffers allocated) weigh in its mean but not its median;
+the share by the mean (given too) counts them, and preemptions.
+Each timed call adds ~0.1 us.
+
+    python benchmarks/probe_breakdown.py [--steps 300] [--rounds 3] [--only sigmoid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from depthlab.backend import rng as make_rng
+from depthlab.models import mlp
+from depthlab.probes import ProbeRecorder, accel
+from depthlab.probes import recorder as recorder_module
+from depthlab.training import fit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probe_overhead import NETWORKS  # noqa: E402
+
+clock = time.perf_counter_ns
+"""Per-call timer: wall time (~0.1 us a call); ``process_time_ns`` is a system call here (1.7 us
+a call, more than some of the parts). The runs' per-step totals are CPU time, as in
+``probe_overhead.py``."""
+
+
+class Timers:
+    """Per-call CPU times of the wrapped functions, by label (nested calls are subtracted from
+    the hook that contains them)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, list[int]] = collections.defaultdict(list)
+        self.inner = 0  # ns spent in timed parts inside the current hook call
+
+    def part(self, fn, label):
+        def timed(*args):
+            t = clock()
+            out = fn(*args)
+            dt = clock() - t
+            self.calls[label(args) if callable(label) else label].append(dt)
+            self.inner += dt
+            return out
+        return timed
+
+    def hook(self, fn, label):
+        def timed(*args):
+            self.inner = 0
+            t = clock()
+            out = fn(*args)
+            self.calls[label].append(clock() - t - self.inner)
+            return out
+        return timed
+
+
+def replay_positions(kernels, timers: Timers):
+    """Wrap ``kernels.layer`` so that each call is followed by the percentile selection alone
+    on the same pre-activations (timed as ``percentiles (replayed)``, not counted in the
+    hook)."""
+    layer = kernels.layer
+
+    def timed(s, a, d, how, thr, family, g, w, dw, ranks, t, monotone, w_copy):
+        t0 = clock()
+        out = layer(s, a, d, how, thr, family, g, w, dw, ranks, t, monotone, w_copy)
+        dt = clock() - t0
+        timers.calls[f"layer kernel, W {w.size}"].append(dt)
+        timers.inner += dt
+        if ranks.size and out[-1] == kernels.OK:
+            t1 = clock()
+            lo, hi = kernels.column_range(s)
+            if lo < hi:
+                t2 = clock()
+                kernels.positions(s.reshape(-1), ranks, lo, hi)
+                timers.calls["percentiles (replayed)"].append(clock() - t2)
+            timers.inner += clock() - t1  # the replay is not part of the hook's rest
+        return out
+    return timed
+
+
+def run(spec: dict, x, y, steps: int, recorder: ProbeRecorder | None) -> float:
+    """CPU seconds per step of one ``fit`` of ``steps`` steps (as ``probe_overhead.run``)."""
+    net = mlp(spec["sizes"], activation=spec["activation"], init=spec["init"], seed=0)
+    t = time.process_time()
+    fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.01, batch_size=spec["batch"],
+        epochs=None, max_steps=steps, eval_train=False,
+        callbacks=[] if recorder is None else [recorder])
+    return (time.process_time() - t) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", help="only the networks whose label contains this text")
+    args = ap.parse_args()
+    threadpool_limits(1)
+    accel.warm_up()
+    kernels = accel.kernels()
+    if kernels is None:
+        sys.exit("probe_breakdown: the compiled kernels (depthlab[fast]) are not installed")
+    gen = make_rng(0)
+    print(f"ProbeRecorder breakdown: us per call (median), {args.rounds} rounds of "
+          f"{args.steps} steps, one BLAS thread; load average {os.getloadavg()[0]:.1f}")
+    for label, spec in NETWORKS.items():
+        if args.only and args.only not in label:
+            continue
+        steps = max(10, int(args.steps * spec["steps"]))
+        d, n = spec["sizes"][0], spec["batch"] * 50
+        x = gen.standard_normal((n, d)).astype(np.float32)
+        y = gen.integers(0, spec["sizes"][-1], n)
+        run(spec, x, y, steps, None)  # warm-up
+        base = statistics.median(run(spec, x, y, steps, None) for _ in range(args.rounds))
+        print(f"\n{label}: bare step {1e3 * base:.3f} ms")
+        for every in (10, 1):
+            timers = Timers()
+            saved = {name: getattr(ProbeRecorder, name) for name in
+                     ("before_update", "after_update", "_histograms")}
+            saved_layer, saved_norms = kernels.layer, kernels.update_norms
+            try:
+                ProbeRecorder._histograms = timers.part(saved["_histograms"], "histograms")
+                ProbeRecorder.before_update = timers.hook(saved["before_update"],
+                                                          "before_update, rest")
+                ProbeRecorder.after_update = timers.hook(saved["after_update"],
+                                                         "after_update, rest")
+                kernels.layer = replay_positions(kernels, timers)
+                kernels.update_norms = timers.part(
+                    saved_norms, lambda a: f"update_norms, W {a[0].size}")
+                copyto = np.copyto
+                recorder_module.np = _NumpyWithTimedCopy(timers)
+                for _ in range(args.rounds):
+                    run(spec, x, y, steps, ProbeRecorder(every=every))
+            finally:
+                for name, fn in saved.items():
+                    setattr(ProbeRecorder, name, fn)
+                kernels.layer, kernels.update_norms = saved_layer, saved_norms
+                recorder_module.np = np
+                assert np.copyto is copyto
+            total_steps = steps * args.rounds
+            print(f"  every={every}")
+            for part, times in sorted(timers.calls.items()):
+                med = statistics.median(times) / 1e3
+                mean = statistics.fmean(times) / 1e3
+                rate = len(times) / total_steps
+                print(f"    {part:32s} {med:8.1f} us/call (mean {mean:8.1f})  {rate:5.2f} "
+                      f"calls/step  {100 * med * rate / (1e6 * base):5.1f}% of the step "
+                      f"(by the mean {100 * mean * rate / (1e6 * base):5.1f}%)")
+
+
+class _NumpyWithTimedCopy:
+    """NumPy for the recorder module, with ``copyto`` (the weights' snapshot) timed."""
+
+    def __init__(self, timers: Timers) -> None:
+        self._copy = timers.part(np.copyto, lambda a: f"W snapshot copy, W {a[0].size}")
+
+    def __getattr__(self, name):
+        return self._copy if name == "copyto" else getattr(np, name)
+
+
+if __name__ == "__main__":
+    main()
