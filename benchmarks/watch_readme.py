@@ -34,9 +34,10 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.median(values):+.1f}% ({min(values):+.1f}..{max(values):+.1f})"
 
 
-def _measured(data: dict, machine: str | None) -> str:
-    """The sentence saying how one file's results were measured."""
-    where = f" on {machine}" if machine else ""
+def _measured(data: dict) -> str:
+    """The sentence saying how one file's results were measured (on ``data["machine"]``, when
+    the run named it)."""
+    where = f" on {data['machine']}" if data.get("machine") else ""
     only = f" --only {data['only']}" if data.get("only") else ""
     stats = ("statistics by torch operations on the GPU" if data.get("only") == "cuda"
              else f"CPU statistics by {data['cpu_statistics']}")
@@ -54,7 +55,7 @@ def render(*paths: Path) -> str:
     results = [r for data in files for r in data["results"]]
     labels = list(results[0]["overhead_pct"]) if results else []
     lines = [BEGIN,
-             *[_measured(data, data.get("machine")) for data in files],
+             *[_measured(data) for data in files],
              "Overhead of `Watch` against the same loop without it, in the process's CPU time "
              "(wall time on CUDA), median (range) over interleaved rounds; step ms: the loop "
              "without `Watch`, CPU ms per step (all threads; wall on CUDA).",

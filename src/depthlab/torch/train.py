@@ -355,10 +355,11 @@ def _parts_the_loss_reads(out: Any, loss: tuple[Callable, Any] | None) -> set[in
         get = out.__getitem__
         if hasattr(out, "_replace") and hasattr(out, "_fields"):  # a namedtuple
             put = lambda k, v: out._replace(**{out._fields[k]: v})  # noqa: E731
-        else:
-            put = lambda k, v: type(out)(v if i == k else p for i, p in enumerate(out)) \
-                if type(out) in (tuple, list) else tuple(  # noqa: E731
-                    v if i == k else p for i, p in enumerate(out))
+        else:  # a plain tuple or list keeps its type; another sequence type becomes a tuple
+
+            def put(k: Any, v: Any) -> Any:
+                seq = [v if i == k else p for i, p in enumerate(out)]
+                return type(out)(seq) if type(out) in (tuple, list) else tuple(seq)
     else:
         return None
     parts = [(k, get(k)) for k in keys]
