@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks
 
 from ..probes.kernels import CANCELLATION_RATIO
 from ..probes.stats import PERCENTILES, percentile_names
@@ -235,6 +236,15 @@ def _call_note(args: tuple, kwargs: dict) -> str:
         what = " and ".join(parts)
     return (f"no theory: the model's forward was called with {what}, and predict() "
             "takes one input tensor x (it calls model(x))")
+
+
+def _other_forward_hooks(module: nn.Module) -> bool:
+    """Whether a forward hook that is not a :class:`Recording`'s runs on ``module`` (its own,
+    or a global one from ``register_module_forward_hook``): it may change the output."""
+    if _global_forward_hooks:
+        return True
+    hooks = module._forward_hooks
+    return len(hooks) > 1 and any(type(h) is not _Hook for h in hooks.values())
 
 
 def _inert(*args) -> None:
@@ -1053,8 +1063,12 @@ class Recording:
             return
         p = self.p
         fused = p.fused.pop(id(module), None) if p.fused else None
+        # another forward hook on this ReLU (the user's, or a global one) may change what it
+        # returns: its output is then not relu(x), so the counts come from its input
+        other = _other_forward_hooks(module)
         if fused is not None:
-            if fused[0] is x and (fused[1] == -1 or x._version == fused[1] + (x is out)):
+            if fused[0] is x and not other and (fused[1] == -1
+                                                or x._version == fused[1] + (x is out)):
                 info = fused[2]
                 acc = p.act.get(info.index)
                 if acc is None:
@@ -1085,6 +1099,11 @@ class Recording:
         if x is not out:  # the output's one follower (see _act_pre)
             p.links[id(x)] = (x, hit[1], info, "taken")
         layout = p.layouts.get(id(x)) if p.layouts else None
+        if other:  # (an in-place ReLU's x is its output as relu left it, before such hooks)
+            acc.add_derivative(x, spec, info.feature_axis, layout)
+            acc.out.add(out, None, self._wk)
+            p.links[id(out)] = (out, _ver(out), info, "act")
+            return
         if layout is not None:  # a reshaped layer output: units in the layer's layout
             acc.out.add(out, acc.add_relu_output(layout(out), spec, info.feature_axis, None))
             p.links[id(out)] = (out, _ver(out), info, "act")
