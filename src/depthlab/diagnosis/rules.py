@@ -81,7 +81,13 @@ Thresholds (module constants):
                               out: a fitted network's gradients (1e-12 .. 0) come from the few
                               examples it still gets wrong, their ratio says nothing of depth
                               (an exploding residual net starting at a loss of 126705 is not
-                              fitted at 93)
+                              fitted at 93). Step 0's ratio alone decides when it explodes
+                              past both thresholds (the chaotic phase): the first updates,
+                              largest in the first layers, saturate or kill them, and later
+                              probes' tiny gradients there are that damage (20 tanh layers of
+                              64, N(0, 1), sgd 0.01: 1.7e6x larger at step 0, a median of
+                              1500x smaller, was 'vanishing', cured by batch norm); no
+                              vanishing finding then
 ``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
                               0.5 batch std (averaged over units), or mean |log variance ratio|
                               above 0.5 (a factor ~1.65), judged on at least
@@ -391,8 +397,30 @@ def gradient_depth_scales(ratio: float, n_hidden: int) -> tuple[float, float]:
     return per_layer, 2.0 * n_hidden * math.log(ratio) / (n_hidden - 1)
 
 
+def _explosion_at_init(ctx: RunContext, pairs: list[tuple[int, float]]) -> float:
+    """The first/last gradient-std ratio at step 0 when it alone crosses both thresholds
+    growing towards the input (``GRADIENT_DEPTH_SCALES`` and ``GRADIENT_MIN_RATIO``), else NaN.
+    Such a network starts in the chaotic phase (Schoenholz et al. 2017: the gradient grows by
+    chi1 > 1 per layer at initialization); its first updates, the learning rate times these
+    gradients, are largest in the first layers and push them into the flat tails of a bounded
+    activation (or off, for ReLU), after which the same layers' gradients are tiny: the later
+    probes measure the damage, not the cause (20 tanh layers of 64, N(0, 1) init, sgd 0.01:
+    1.7e6x larger at step 0, then a median of 1500x smaller)."""
+    if not pairs or not ctx.steps or pairs[0][0] != ctx.steps[0]:
+        return math.nan
+    ratio = 1.0 / pairs[0][1]
+    _, metric = gradient_depth_scales(ratio, len(ctx.hidden))
+    if metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO:
+        return ratio
+    return math.nan
+
+
 def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
-    """Shared body of the vanishing and exploding rules (see GRADIENT_DEPTH_SCALES)."""
+    """Shared body of the vanishing and exploding rules (see GRADIENT_DEPTH_SCALES).
+
+    The median over the probes decides, except when the gradients explode past both
+    thresholds at initialization (:func:`_explosion_at_init`): that network's gradients
+    explode, whatever its wrecked layers' gradients do later (no vanishing finding)."""
     pairs = _step_ratios(ctx)
     ratios = [r if vanishing else 1.0 / r for _, r in pairs]
     if not ratios:
@@ -402,14 +430,23 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     ratio = float(np.exp(np.median(np.log(ratios))))
     n = len(ctx.hidden)
     per_layer, metric = gradient_depth_scales(ratio, n)
-    if not (metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO):
+    explosion = _explosion_at_init(ctx, pairs)
+    crosses = metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO
+    at_init = False
+    if vanishing and math.isfinite(explosion):
+        return metric, None
+    if not vanishing and not crosses and math.isfinite(explosion):
+        # the median does not say it, step 0 does: judged at initialization
+        at_init, median_ratio, ratio = True, ratio, explosion
+        per_layer, metric = gradient_depth_scales(ratio, n)
+    elif not crosses:
         return metric, None
     first, last = ctx.hidden[0], ctx.hidden[-1]
     g = ctx.table["grad_pre_std"]
     # the layers over the steps the ratio came from: a step whose gradients are all 0 (every
     # unit dead) made the last layer's median 0, and no layer was below a tenth of it
-    med = g[g.index.get_level_values("step").isin([t for t, _ in pairs])].groupby(
-        level="layer").median()
+    steps = [pairs[0][0]] if at_init else [t for t, _ in pairs]
+    med = g[g.index.get_level_values("step").isin(steps)].groupby(level="layer").median()
     if vanishing:
         layers = [int(i) for i in ctx.hidden if med.get(i, math.nan) < med.get(last) / 10.0]
     else:
@@ -422,19 +459,36 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
           "ratio_init": ratios[0], "ratio_init_step": pairs[0][0], "ratio_end": ratios[-1],
           "init_variance_ratio": init_ratio}
     word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
+    other = "larger" if vanishing else "smaller"
+    span = (f"a factor {per_layer:.3g} per layer: the {n} hidden layers span {metric:.3g} "
+            f"depth scales of {n / metric:.3g} layers (trainable up to about "
+            f"{GRADIENT_DEPTH_SCALES:g})")
+    if at_init:
+        ev["ratio_median"] = median_ratio
+        later = (f"{median_ratio:.3g}x larger" if median_ratio >= 1 else
+                 f"{1.0 / median_ratio:.3g}x smaller")
+        msg = (f"Back-propagated gradients explode at initialization: the std of dL/ds in "
+               f"layer {first} is {ratio:.3g}x larger than in layer {last} at step "
+               f"{pairs[0][0]}, {span}. The first updates are largest in the first "
+               f"layers and change them most; later probes see their gradients {later} "
+               f"than layer {last}'s (median over {_count(len(ratios), 'probe')}"
+               f"{_middle(len(ratios))}), a consequence of that start.")
+        kind = "exploding_gradients"
+        return metric, Finding(kind, layers, ev, msg, changes, text,
+                               _severity(metric, GRADIENT_DEPTH_SCALES, log=False))
     # the first ratio is the initialization's only when step 0 had one: gradients all 0 there
     # (a zero output layer) or not finite leave it out, and its value is a later step's
     when = ("at initialization" if pairs[0][0] == 0 else
             f"at step {pairs[0][0]}, the first probe with finite non-zero gradients at both "
             "ends")
+    # the other way round at first: "5.88e-07x at initialization" read as vanishing
+    first_ratio = (f"{ratios[0]:.3g}x {when}" if ratios[0] >= 1 else
+                   f"{1.0 / ratios[0]:.3g}x {other} {when}")
     msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
            f"{ratio:.3g}x {how} than in layer {last} (median over "
            f"{_count(len(ratios), 'probe')}"
            f"{_middle(len(ratios))}; "
-           f"{ratios[0]:.3g}x {when}), a factor "
-           f"{per_layer:.3g} per layer: the "
-           f"{n} hidden layers span {metric:.3g} depth scales of {n / metric:.3g} layers "
-           f"(trainable up to about {GRADIENT_DEPTH_SCALES:g}).")
+           f"{first_ratio}), {span}.")
     kind = "vanishing_gradients" if vanishing else "exploding_gradients"
     return metric, Finding(kind, layers, ev, msg, changes, text,
                            _severity(metric, GRADIENT_DEPTH_SCALES, log=False))

@@ -1,0 +1,81 @@
+"""Round 24 (huntnp24): the NumPy engine, doctor, theory, specs, runs, reports, CLI and
+playground on inputs nobody had tried."""
+
+import math
+
+import pandas as pd
+import pytest
+
+import depthlab as dl
+from depthlab.diagnosis import rules
+from depthlab.initializers import get_initializer
+
+
+def _digits():
+    from depthlab.data import load_dataset
+
+    return load_dataset("digits", seed=0, standardize=True)
+
+
+# -- the doctor: gradients that explode at initialization ------------------------------------
+@pytest.mark.parametrize("depth, std", [(20, 1.0), (30, 0.5)])
+def test_deep_tanh_with_too_large_init_is_diagnosed_as_exploding_gradients(depth, std):
+    """A deep tanh net with N(0, std^2) weights (sigma_w^2 = 64 std^2, the chaotic phase of
+    Schoenholz et al. 2017) has gradients 2.5e5x .. 1.7e6x larger in layer 1 than in the last
+    hidden layer at step 0. SGD's first updates, largest there, saturate the first layers, so
+    later probes see tiny gradients in them: the median over the probes said 'vanishing' (depth
+    20, prescribing batch norm) or nothing at all (depth 30: the median fell between the two)."""
+    net = dl.mlp([64] + [64] * depth + [10], activation="tanh",
+                 init=get_initializer("normal", std=std), seed=0)
+    d = dl.doctor(net, _digits(), steps=200)
+    assert "vanishing_gradients" not in d.kinds, str(d)
+    f = d.finding("exploding_gradients")
+    assert f is not None, str(d)
+    assert f.evidence["ratio"] == pytest.approx(f.evidence["ratio_init"])
+    assert f.evidence["ratio"] > 1e5 and f.evidence["metric"] > 6
+    assert "at initialization" in f.message and "at step 0" in f.message
+    assert f.prescription == {"init": "glorot_uniform"}
+    assert 1 in f.layers
+    p = d.probes
+    g = p[(p.quantity == "grad_pre_std") & (p.step == 0)].set_index("layer").value
+    assert g[1] / g[depth] == pytest.approx(f.evidence["ratio"])
+
+
+def _ctx(grads: dict[int, list[float]], sizes=(4, 8, 8, 8, 8, 2)):
+    """A RunContext whose probe table holds only grad_pre_std (step -> per hidden layer)."""
+    from depthlab.diagnosis.rules import RunContext
+
+    net = dl.mlp(list(sizes), activation="tanh", seed=0)
+    rows = [(step, layer + 1, "grad_pre_std", v) for step, gs in grads.items()
+            for layer, v in enumerate(gs)]
+    frame = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    return RunContext(net=net, config=dict(net.config), settings={}, frame=frame,
+                      history=None, metrics={})
+
+
+def test_a_first_probe_the_other_way_round_is_worded_that_way():
+    """A vanishing finding whose first probe had the gradients 4x larger in layer 1 said
+    '0.25x at initialization' (read: vanishing 0.25x at initialization)."""
+    ctx = _ctx({0: [4.0, 3.0, 2.0, 1.0], 10: [1e-6, 1e-4, 1e-2, 1.0],
+                20: [1e-6, 1e-4, 1e-2, 1.0]})
+    metric, f = rules.rule_vanishing(ctx)
+    assert f is not None and metric > 6
+    assert "0.25x" not in f.message
+    assert "4x larger at initialization" in f.message
+
+
+def test_an_explosion_below_the_thresholds_at_step_0_leaves_the_median_to_decide():
+    # 4x over 4 layers at step 0 (1.59x per layer, 5.5 depth scales: not past 6)
+    ctx = _ctx({0: [4.0, 3.0, 2.0, 1.0], 10: [1e-6, 1e-4, 1e-2, 1.0],
+                20: [1e-6, 1e-4, 1e-2, 1.0]})
+    assert rules.rule_exploding(ctx)[1] is None
+    # 1e3x at step 0: exploding, whatever later probes say; no vanishing finding
+    ctx = _ctx({0: [1e3, 1e2, 10.0, 1.0], 10: [1e-6, 1e-4, 1e-2, 1.0],
+                20: [1e-6, 1e-4, 1e-2, 1.0]})
+    metric, f = rules.rule_exploding(ctx)
+    assert f is not None and f.evidence["ratio"] == pytest.approx(1e3)
+    assert f.layers == [1, 2]
+    assert f.evidence["ratio_median"] == pytest.approx(1e-6)
+    assert "1e+06x smaller" in f.message
+    assert rules.rule_vanishing(ctx)[1] is None
+    assert math.isfinite(metric)
