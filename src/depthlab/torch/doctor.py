@@ -1112,13 +1112,95 @@ def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> 
 
     qs = PERCENTILES if percentiles else ()
     functional = [t for t in layers or [] if t.functional and t.ran]
+    normed = [t for t in layers or [] if t.norm is not None and t.activation is not None
+              and t.ran]
 
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
             ) -> pd.DataFrame:
-        table = probe(model, x, y, loss_fn, percentiles=qs)
-        return functional_act_rows(table, model, x, functional, qs) if functional else table
+        with _norm_gradients(normed) as grads:
+            table = probe(model, x, y, loss_fn, percentiles=qs)
+        table = functional_act_rows(table, model, x, functional, qs) if functional else table
+        return _with_norm_rows(table, grads) if grads else table
 
     return run
+
+
+NORM_GRAD = "grad_norm_std"
+"""The doctor's own probe rows (not stored): the std of dL/d(output of the normalization
+between a layer and its activation), :func:`_norm_gradients`; the gradient rules read it in
+place of ``grad_pre_std`` for those layers (:func:`_rules_frame`)."""
+
+
+@contextlib.contextmanager
+def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
+    """Within the block, the gradients reaching the output of each ``layers``' normalization
+    module (:attr:`~depthlab.torch.prescriptions.TracedLayer.norm`, e.g. the ``BatchNorm2d`` of
+    ``conv -> bn -> relu``): ``{layer name: [n, sum g, sum g^2]}`` (float64, every call
+    pooled). That is the gradient the rules judge for such a layer, as depthlab's probe points
+    of a batch-normalized network read it after the norm (the activation's input): the
+    gradient at the layer's own output is the norm's divided by the std of the norm's input
+    (Ioffe & Szegedy 2015), so it follows the input's scale alone (a batch-normalized MLP on
+    inputs x 0.05 trains as on x, and its first layer's output gradient is 20x larger)."""
+    grads: dict[str, list] = {}
+    by_norm: dict[nn.Module, list[str]] = {}
+    for t in layers:
+        by_norm.setdefault(t.norm, []).append(t.name)
+
+    def on_forward(m: nn.Module, _args: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return  # under no_grad (accuracy, a frozen part)
+
+        def take(g: torch.Tensor) -> None:
+            g = g.detach().to(torch.float64)
+            for name in by_norm[m]:
+                acc = grads.setdefault(name, [0, 0.0, 0.0])
+                acc[0] += g.numel()
+                acc[1] += float(g.sum())
+                acc[2] += float((g * g).sum())
+
+        out.register_hook(take)  # before an in-place activation: the gradient of this value
+
+    handles = [m.register_forward_hook(on_forward) for m in by_norm]
+    try:
+        yield grads
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _with_norm_rows(table: pd.DataFrame, grads: dict[str, list]) -> pd.DataFrame:
+    """``table`` with a :data:`NORM_GRAD` row per layer of ``grads`` (numbered as the table
+    numbers the layer's module)."""
+    index = {str(m): int(i) for i, m in zip(table["layer"], table["module"])
+             if i >= 1 and isinstance(m, str)}
+    rows = []
+    for name, (n, s1, s2) in grads.items():
+        if name in index and n:
+            mean = s1 / n
+            rows.append({"step": int(table["step"].iloc[0]) if len(table) else 0,
+                         "layer": index[name], "module": name, "quantity": NORM_GRAD,
+                         "value": math.sqrt(max(s2 / n - mean * mean, 0.0))})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows else table
+
+
+def _rules_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(frame the rules read, table kept)``: the probe table without its :data:`NORM_GRAD`
+    rows (kept), and for the rules each such layer's ``grad_pre_std`` replaced by its
+    :data:`NORM_GRAD` value at the same step (see :func:`_norm_gradients`)."""
+    extra = table["quantity"] == NORM_GRAD
+    if not extra.any():
+        return table, table
+    kept = table[~extra].reset_index(drop=True)
+    by = table[extra].set_index(["step", "layer"])["value"]
+    by = by[~by.index.duplicated(keep="last")]
+    rules = kept.copy()
+    g = rules["quantity"] == "grad_pre_std"
+    at = pd.MultiIndex.from_frame(rules.loc[g, ["step", "layer"]])
+    has = at.isin(by.index)
+    values = rules.loc[g, "value"].to_numpy(copy=True)
+    values[has] = by.reindex(at[has]).to_numpy()
+    rules.loc[g, "value"] = values
+    return rules, kept
 
 
 _ACT_ROWS = ("saturated_frac", "dead_frac", "inactive_frac")
@@ -1234,6 +1316,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         by_name = result.probes.loc[ratios, "module"].map(index)
         result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
+    rules_frame, result.probes = _rules_frame(result.probes)
     config = describe(model, layers)
     drift = [] if result.history.diverged else bn_drift(model, px)
     tt = None if before is None or result.history.diverged else through_time(model, px, py,
@@ -1245,7 +1328,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
                            (data.y - model.mean) / model.std)  # as the network learns them
     stats = {} if targets is None else {  # one column per target entry: (N,), (N, C) and
         "mean": np.ravel(targets["mean"]), "std": np.ravel(targets["std"])}  # (N, C, L) alike
-    ctx = TorchRunContext(net=None, config=config, settings=settings, frame=result.probes,
+    ctx = TorchRunContext(net=None, config=config, settings=settings, frame=rules_frame,
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,

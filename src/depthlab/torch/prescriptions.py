@@ -194,6 +194,11 @@ class TracedLayer:
     calls: int = 1
     """How many times the layer ran in the traced forward (2 for a layer shared by two
     places)."""
+    norm: nn.Module | None = None
+    """The normalization module between the layer and its activation whose input is the
+    layer's output itself (``conv -> bn -> relu``; through dropout, pooling or reshapes), the
+    last one when there are several; None when there is none (or a sum or another function
+    comes between, e.g. a post-norm residual ``norm(x + layer(h))``)."""
 
     @property
     def activation_name(self) -> str | None:
@@ -364,12 +369,12 @@ def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], l
 
 
 def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
-              ) -> tuple[nn.Module | None, bool, torch.Tensor | None]:
+              ) -> tuple[nn.Module | None, bool, torch.Tensor | None, nn.Module | None]:
     """What follows call ``i`` (a weight layer) of :func:`_hooked_calls`: ``(activation,
-    normalized, s)``: the activation module that runs next before any other weight layer, or
-    a stand-in for a function the forward applies itself, whose input ``s`` is then given
-    (None for a module)."""
-    act, normed = None, False
+    normalized, s, norm)``: the activation module that runs next before any other weight
+    layer, or a stand-in for a function the forward applies itself, whose input ``s`` is then
+    given (None for a module); ``norm``: see :attr:`TracedLayer.norm`."""
+    act, normed, norm = None, False, None
     # the tensor the forward may apply an activation to itself: the layer's output, then
     # the output of each normalization, dropout, pooling or reshaping module after it as
     # long as each takes the previous one's output unchanged (conv -> bn -> F.relu)
@@ -381,7 +386,7 @@ def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
                 and not _unchanged(last, nxt_in):  # (the usual case: checked first)
             act = functional_activation(last, nxt_in) or pooled_activation(last, nxt_in)
             if act is not None:
-                return act, normed, last
+                return act, normed, last, norm
             last = None  # something else between: a sum, a slice, a function
         if weight_tensors(nxt):
             break
@@ -390,10 +395,11 @@ def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
             break
         if isinstance(nxt, NORM_MODULES):
             normed = True
+            norm = nxt if last is not None else norm  # it takes the layer's output itself
         elif not isinstance(nxt, PASS_THROUGH):
             break
         last = seen_io[j][1] if last is not None else None
-    return act, normed, None
+    return act, normed, None, norm
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
@@ -415,9 +421,9 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         if m in seen or m not in layers:
             continue
         seen.add(m)
-        act, normed, s = _follower(calls, seen_io, i)
+        act, normed, s, norm = _follower(calls, seen_io, i)
         out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=s is not None,
-                               calls=runs[m]))
+                               calls=runs[m], norm=norm))
     for m in model.modules():
         if m not in seen and m in layers:
             out.append(TracedLayer(names.get(m, "?"), m, None, False, ran=False, calls=0))
@@ -437,7 +443,7 @@ def functional_inputs(model: nn.Module, x: torch.Tensor, layers: list[nn.Module]
     out: dict[nn.Module, list[torch.Tensor]] = {}
     for i, m in enumerate(calls):
         if m in wanted:
-            _act, _normed, s = _follower(calls, seen_io, i)
+            _act, _normed, s, _norm = _follower(calls, seen_io, i)
             if s is not None:
                 out.setdefault(m, []).append(s)
     return out

@@ -1,0 +1,86 @@
+"""Round 24 (doctorhunt24): the torch doctor's findings, cures and verifications."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+from depthlab.torch import prescriptions as rx  # noqa: E402
+
+tdoc = importlib.import_module("depthlab.torch.doctor")  # (depthlab.torch.doctor: the function)
+
+
+def _blobs(n: int = 480, d: int = 20, classes: int = 4, seed: int = 0):
+    g = np.random.default_rng(seed)
+    centers = g.normal(0.0, 1.5, (classes, d))
+    y = g.integers(0, classes, n)
+    x = (centers[y] + g.normal(0.0, 1.0, (n, d))).astype(np.float32)
+    return x, y
+
+
+def _bn_mlp(relu_inplace: bool = False) -> nn.Module:
+    layers: list[nn.Module] = []
+    width = 20
+    for _ in range(3):
+        layers += [nn.Linear(width, 32), nn.BatchNorm1d(32), nn.ReLU(inplace=relu_inplace)]
+        width = 32
+    return nn.Sequential(*layers, nn.Linear(32, 4))
+
+
+@pytest.mark.parametrize("scale", [0.02, 50.0])
+def test_a_batch_normalized_mlp_has_no_gradient_finding_whatever_its_input_scale(scale):
+    # batch norm makes the network invariant to its input's scale (it trains the same), but the
+    # gradient at the first layer's output is the norm's divided by the std of that output: the
+    # rules read it there and found exploding (inputs x 0.02) or vanishing (x 50) gradients
+    x, y = _blobs(n=320)
+    diag = dlt.doctor(_bn_mlp, (x * scale, y, x[:100] * scale, y[:100]),
+                      optimizer=("sgd", {"lr": 0.1}), steps=20, batch_size=64, verify=False)
+    kinds = [f.kind for f in diag.findings]
+    assert "exploding_gradients" not in kinds and "vanishing_gradients" not in kinds, kinds
+    # the stored table keeps the probe's own rows (the layer's output gradient), nothing else
+    assert tdoc.NORM_GRAD not in set(diag.probes["quantity"])
+    g = diag.probes[(diag.probes["quantity"] == "grad_pre_std") & (diag.probes["step"] == 0)]
+    assert len(g) == 4
+
+
+def test_the_norm_output_gradient_is_the_autograd_gradient_there():
+    torch.manual_seed(0)
+    model = _bn_mlp(relu_inplace=True)
+    x, y = _blobs(n=96)
+    xt, yt = torch.from_numpy(x) * 0.05, torch.from_numpy(y)
+    layers = rx.trace(model, xt)
+    assert [t.norm is model[i + 1] for i, t in zip((0, 3, 6), layers[:3])] == [True] * 3
+    assert layers[3].norm is None
+    table = tdoc._probe_fn(False, layers)(model, xt.clone(), yt, nn.CrossEntropyLoss())
+    got = table[table["quantity"] == tdoc.NORM_GRAD].set_index("layer")["value"]
+    # reference: the same weights without the in-place ReLU, the norms' outputs retained
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    outs = []
+
+    def keep(_m, _a, o):
+        o.retain_grad()
+        outs.append(o)
+
+    hooks = [ref[i].register_forward_hook(keep) for i in (1, 4, 7)]
+    nn.CrossEntropyLoss()(ref(xt.clone()), yt).backward()
+    for h in hooks:
+        h.remove()
+    want = [float(o.grad.double().std(unbiased=False)) for o in outs]
+    np.testing.assert_allclose(got.loc[[1, 2, 3]].to_numpy(), want, rtol=1e-5)
+    # and the rules read it in place of grad_pre_std, which the stored table keeps
+    rules, kept = tdoc._rules_frame(table.assign(step=0))
+    r = rules[rules["quantity"] == "grad_pre_std"].set_index("layer")["value"]
+    k = kept[kept["quantity"] == "grad_pre_std"].set_index("layer")["value"]
+    np.testing.assert_allclose(r.loc[[1, 2, 3]].to_numpy(), want, rtol=1e-5)
+    assert r.loc[4] == k.loc[4] and not np.allclose(k.loc[[1, 2, 3]].to_numpy(), want)
+    assert tdoc.NORM_GRAD not in set(kept["quantity"])
