@@ -84,3 +84,40 @@ def test_the_norm_output_gradient_is_the_autograd_gradient_there():
     np.testing.assert_allclose(r.loc[[1, 2, 3]].to_numpy(), want, rtol=1e-5)
     assert r.loc[4] == k.loc[4] and not np.allclose(k.loc[[1, 2, 3]].to_numpy(), want)
     assert tdoc.NORM_GRAD not in set(kept["quantity"])
+
+
+def test_the_switch_to_adam_keeps_the_l2_weight_decay_of_the_run():
+    # SGD(weight_decay) minimizes loss + wd/2 ||w||^2; its Adam cure trained without the
+    # penalty (all SGD arguments dropped), so a lower training loss was credited to Adam
+    from depthlab.torch.train import TorchTrainSpec
+
+    sgd = TorchTrainSpec(optimizer="sgd", lr=0.1, optimizer_kwargs={
+        "momentum": 0.9, "nesterov": True, "weight_decay": 0.05}, steps=20, batch_size=32)
+    adam = sgd.with_changes(optimizer="adam", lr=1e-3)
+    assert adam.optimizer_kwargs == {"weight_decay": 0.05}
+    assert sgd.with_changes(lr=0.01).optimizer_kwargs == sgd.optimizer_kwargs
+    assert sgd.with_changes(optimizer="adamw").optimizer_kwargs == {}  # decoupled: another rule
+    assert TorchTrainSpec(optimizer="sgd", optimizer_kwargs={"momentum": 0.9}).with_changes(
+        optimizer="adam").optimizer_kwargs == {}
+    # the doctor's verification of the Adam cure trains exactly Adam with that penalty
+    x, y = _blobs(n=160)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    d = tdoc.TensorData(xt, yt, xt[:40], yt[:40])
+
+    def fresh(seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    loss_fn = nn.CrossEntropyLoss()
+    run = tdoc._verify_run({"optimizer": "adam", "lr": 1e-3}, fresh, 0, sgd, d, loss_fn,
+                           {}, xt[:64])
+    assert run.ctx.settings["optimizer_kwargs"] == {"weight_decay": 0.05}
+    from depthlab.torch.train import train
+
+    by_hand = train(fresh(0), d, loss_fn, TorchTrainSpec(
+        optimizer="adam", lr=1e-3, optimizer_kwargs={"weight_decay": 0.05}, steps=20,
+        batch_size=32))
+    without = train(fresh(0), d, loss_fn, TorchTrainSpec(optimizer="adam", lr=1e-3, steps=20,
+                                                         batch_size=32))
+    assert run.result.history.step_loss == by_hand.history.step_loss
+    assert run.result.history.step_loss != without.history.step_loss

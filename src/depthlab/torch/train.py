@@ -64,6 +64,10 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 """Optimizer names accepted by :class:`TorchTrainSpec` (``torch.optim`` classes)."""
 
+L2_WEIGHT_DECAY = frozenset({"sgd", "adam", "nadam", "rmsprop", "adagrad", "adadelta"})
+"""Optimizers whose ``weight_decay`` adds ``wd * w`` to the gradient (an L2 penalty on the
+loss; NAdam unless ``decoupled_weight_decay=True``), unlike AdamW's decoupled decay."""
+
 EVAL_BATCH = 1024
 """Rows per forward pass when evaluating the final metrics."""
 
@@ -126,10 +130,18 @@ class TorchTrainSpec:
 
     def with_changes(self, **changes: Any) -> TorchTrainSpec:
         """A copy with ``changes``; a new optimizer drops the old one's extra arguments
-        (SGD's momentum means nothing to Adam)."""
+        (SGD's momentum means nothing to Adam) except the L2 penalty: a ``weight_decay`` that
+        both optimizers add to the gradient (:data:`L2_WEIGHT_DECAY`; AdamW's decoupled decay
+        is another rule) is part of the objective ``loss + wd/2 ||w||^2`` they minimize, and is
+        kept (switched to Adam, an SGD run with weight decay is trained without it, a lower
+        training loss credited to Adam)."""
         if "optimizer" in changes and changes["optimizer"] != self.optimizer \
                 and "optimizer_kwargs" not in changes:
-            changes["optimizer_kwargs"] = {}
+            new = str(changes["optimizer"]).lower()
+            wd = self.optimizer_kwargs.get("weight_decay")
+            coupled = self.optimizer in L2_WEIGHT_DECAY and new in L2_WEIGHT_DECAY \
+                and not self.optimizer_kwargs.get("decoupled_weight_decay")
+            changes["optimizer_kwargs"] = {"weight_decay": wd} if coupled and wd else {}
         return replace(self, **changes)
 
     def as_dict(self) -> dict[str, Any]:
