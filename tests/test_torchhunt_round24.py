@@ -66,3 +66,50 @@ def test_a_relu_whose_output_a_user_hook_changes_is_counted_on_its_input(hook):
     finally:
         if handle is not None:
             handle.remove()
+
+
+def _mlp3():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+@pytest.mark.parametrize("case", ["ce_int32", "nll_int16", "ce_name_int32", "bce_int64",
+                                  "bce_bool", "bce_fn_int64", "ce_numpy", "mse_list"])
+@pytest.mark.parametrize("api", ["probe", "predict"])
+def test_targets_a_known_loss_cannot_take_are_named_in_one_line(case, api):
+    # torch said 'expected target dtype to be Long or Byte, but got Int' (int32 class indices,
+    # RuntimeError), "result type Float can't be cast to the desired output type Long" (0/1
+    # targets of dtype int64 for a binary cross-entropy) and "cross_entropy_loss(): argument
+    # 'target' (position 2) must be Tensor, not numpy.ndarray", naming neither y nor the remedy
+    from torch.nn import functional as F
+
+    from depthlab.validators import ArgumentTypeError
+
+    m = _mlp3()
+    x = torch.randn(8, 10)
+    labels = torch.randint(0, 3, (8,))
+    flags = torch.randint(0, 2, (8, 3))
+    loss_fn, y, words = {
+        "ce_int32": (nn.CrossEntropyLoss(), labels.int(), ["torch.int32", "y.long()"]),
+        "nll_int16": (nn.NLLLoss(), labels.short(), ["torch.int16", "y.long()"]),
+        "ce_name_int32": ("cross_entropy", labels.int(), ["torch.int32", "y.long()"]),
+        "bce_int64": (nn.BCEWithLogitsLoss(), flags, ["torch.int64", "y.float()"]),
+        "bce_bool": (nn.BCEWithLogitsLoss(), flags.bool(), ["torch.bool", "y.float()"]),
+        "bce_fn_int64": (F.binary_cross_entropy_with_logits, flags,
+                         ["torch.int64", "F.binary_cross_entropy_with_logits"]),
+        "ce_numpy": (nn.CrossEntropyLoss(), labels.numpy(), ["ndarray", "torch.as_tensor(y)"]),
+        "mse_list": (nn.MSELoss(), flags.float().tolist(), ["list", "MSELoss"]),
+    }[case]
+    fn = dlt.probe if api == "probe" else dlt.predict
+    with pytest.raises(ArgumentTypeError) as info:
+        fn(m, x, y, loss_fn)
+    text = str(info.value)
+    assert "\n" not in text and text.startswith("y "), text
+    for w in words:
+        assert w in text, text
+    # what the losses take still runs: int64 and uint8 class indices, float 0/1 targets
+    for y_ok, loss_ok in ((labels, nn.CrossEntropyLoss()),
+                          (labels.to(torch.uint8), nn.CrossEntropyLoss()),
+                          (flags.float(), nn.BCEWithLogitsLoss()),
+                          (flags, nn.MSELoss())):
+        fn(m, x, y_ok, loss_ok)

@@ -238,6 +238,44 @@ def _check_elementwise_targets(output: Any, y: Any, loss_fn: Any) -> None:
                      f"({paired}); expected y of the output's shape{hint}")
 
 
+def _check_target_type(y: Any, loss_fn: Any) -> None:
+    """For a loss of :data:`LOSSES` (its module, ``F.`` function or name, also in a
+    ``functools.partial``): an :class:`~depthlab.validators.ArgumentTypeError` (a TypeError
+    and a ValueError) naming ``y``'s type or dtype when the loss cannot take it, before the
+    loss runs. torch said 'cross_entropy_loss(): argument 'target' (position 2) must be
+    Tensor, not numpy.ndarray', 'expected target dtype to be Long or Byte, but got Int' (class
+    indices of dtype int32) and, for 0/1 targets of dtype int64 of a binary cross-entropy,
+    'result type Float can't be cast to the desired output type Long', naming neither ``y``
+    nor the remedy."""
+    from ..validators import ArgumentTypeError
+    from .train import binary_threshold, class_index_loss, loss_parts
+
+    fn, _ = loss_parts(loss_fn)
+    classes = class_index_loss(loss_fn)
+    binary = binary_threshold(loss_fn) is not None
+    if classes is None and not binary and not isinstance(fn, _ELEMENTWISE_LOSSES):
+        try:
+            if fn not in _ELEMENTWISE_FUNCTIONS:
+                return
+        except TypeError:  # an unhashable callable
+            return
+    name = (classes or (type(fn).__name__ if isinstance(fn, nn.Module)
+                        else f"F.{getattr(fn, '__name__', type(fn).__name__)}"))
+    if not isinstance(y, torch.Tensor):
+        if type(y).__module__.split(".")[0] == "numpy" or isinstance(y, (list, tuple, int,
+                                                                          float)):
+            raise ArgumentTypeError(f"y must be a torch.Tensor for {name}, got "
+                                    f"{type(y).__name__} (torch.as_tensor(y) makes one)")
+        return
+    if classes is not None and not y.is_floating_point() and not y.is_complex() \
+            and y.dtype not in (torch.int64, torch.uint8):
+        raise ArgumentTypeError(f"y has dtype {y.dtype}, but {classes} takes class indices "
+                                "of dtype torch.int64 (y.long())")
+    if binary and not y.is_floating_point():
+        raise ArgumentTypeError(f"y has dtype {y.dtype}, but {name} takes targets in [0, 1] "
+                                "of a floating-point dtype (y.float(), or y.to(output.dtype))")
+
+
 def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     """For a class-index loss (``CrossEntropyLoss``/``NLLLoss``, ``F.cross_entropy``/
     ``F.nll_loss``, also in a ``functools.partial``) on an output ``(N, C, ...)`` with integer
@@ -249,6 +287,7 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     such a label is a device-side assert that leaves the process's CUDA context unusable."""
     from .train import class_index_loss
 
+    _check_target_type(y, loss_fn)
     _check_elementwise_targets(output, y, loss_fn)
     name = class_index_loss(loss_fn)
     if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
