@@ -79,3 +79,36 @@ def test_an_explosion_below_the_thresholds_at_step_0_leaves_the_median_to_decide
     assert "1e+06x smaller" in f.message
     assert rules.rule_vanishing(ctx)[1] is None
     assert math.isfinite(metric)
+
+
+# -- theory: a fixed point of the length map near a tiny bias variance -----------------------
+@pytest.mark.parametrize("name, sigma_w2, sigma_b2, q_star", [
+    # q_map(q) = sigma_w^2 q / 2 + sigma_b^2 (relu), sigma_w^2 q + sigma_b^2 near 0 (tanh,
+    # identity): q* = sigma_b^2 / (1 - slope)
+    ("relu", 1.0, 1e-300, 2e-300),
+    ("relu", 0.5, 1e-300, 1e-300 / 0.75),
+    ("tanh", 0.5, 1e-300, 2e-300),
+    ("identity", 0.5, 1e-300, 2e-300),
+    ("swish", 2.0, 1e-300, 2e-300),  # swish(x) ~ x / 2 near 0
+    ("gelu", 2.0, 1e-300, 2e-300),
+])
+def test_meanfield_finds_a_fixed_point_as_small_as_the_bias_variance(name, sigma_w2, sigma_b2,
+                                                                      q_star):
+    """RuntimeError 'Failed to converge after 100 iterations' from scipy's brentq: the bracket
+    spanned 300 decades and its tolerance was a subnormal number."""
+    mf = dl.theory.meanfield(name, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
+    assert mf.converged and mf.phase == "ordered"
+    assert mf.q_star == pytest.approx(q_star, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["elu", "softsign"])
+def test_meanfield_at_a_bias_variance_of_1e_30_is_a_root_of_the_length_map(name):
+    """The bracket (1e-20 .. 1e-3) was 17 decades wide: brentq gave up after 100 iterations."""
+    from depthlab.theory import q_map
+
+    mf = dl.theory.meanfield(name, sigma_w2=1.0, sigma_b2=1e-30)
+    q = mf.q_star
+    assert 1e-24 < q < 1e-14
+    # a root: the map moves q up just below it and down just above it
+    assert q_map(name, q * (1 - 1e-6), 1.0, 1e-30) > q * (1 - 1e-6)
+    assert q_map(name, q * (1 + 1e-6), 1.0, 1e-30) < q * (1 + 1e-6)

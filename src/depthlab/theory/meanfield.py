@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,6 +151,17 @@ def _q_eval(q: float) -> float:
     return q
 
 
+def _root(h: Callable[[float], float], a: float, b: float) -> float:
+    """The root of ``h`` in ``[a, b]`` (``0 < a < b <= 4 a``, a sign change), found by Brent's
+    method on ``h(a t) / a`` for ``t`` in ``[1, b / a]``: the bracket of the search's last two
+    points, in units of its lower end. Brent's method on ``h`` over ``(lo, q)`` failed to
+    converge in its 100 iterations for a ``q*`` near ``sigma_b^2 = 1e-30`` (elu, softsign at
+    ``sigma_w^2 = 1``: 19 decades to halve) or ``1e-300`` (every activation with
+    ``sigma_w^2 f'(0)^2 < 1``: the tolerance and the iterates were subnormal numbers)."""
+    t = brentq(lambda t: h(a * t) / a, 1.0, b / a, xtol=1e-15, rtol=1e-13)
+    return float(a * t)
+
+
 def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
                    max_iter: int = 200, tol: float = 1e-12) -> tuple[float, bool, float]:
     """Fixed point of the length map by iteration from q = 1; returns (q*, converged, last q).
@@ -181,17 +193,17 @@ def _q_fixed_point(fn: ScalarActivation, sigma_w2: float, sigma_b2: float,
         lo = q
         floor = Q_MIN if sigma_b2 == 0.0 else 0.0  # h(lo) > 0 once lo < sigma_b^2
         while lo > floor:
-            lo /= 4.0
+            lo, above = lo / 4.0, lo  # h(above) <= 0
             if h(lo) > 0:
-                return float(brentq(h, lo, q, xtol=1e-15 * min(1.0, lo), rtol=1e-13)), True, q
+                return _root(h, lo, above), True, q
         # no positive root: the iterates drift to 0 (e.g. tanh, sigma_b2 = 0, sigma_w2 <= 1)
         return (0.0, True, q) if sigma_b2 == 0.0 else (q, False, q)
     if h_q > 0:  # moving up: find hi > q with h(hi) < 0
         hi = q
         while hi < q_cap:
-            hi *= 4.0
+            hi, below = hi * 4.0, hi  # h(below) >= 0
             if h(hi) < 0:
-                return float(brentq(h, q, hi, xtol=1e-15, rtol=1e-13)), True, q
+                return _root(h, below, hi), True, q
         return math.inf, False, q
     return q, True, q
 
