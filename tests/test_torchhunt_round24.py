@@ -113,3 +113,58 @@ def test_targets_a_known_loss_cannot_take_are_named_in_one_line(case, api):
                           (flags.float(), nn.BCEWithLogitsLoss()),
                           (flags, nn.MSELoss())):
         fn(m, x, y_ok, loss_ok)
+
+
+def _tanh_mlp():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(32, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(),
+                         nn.Linear(128, 4))
+
+
+@pytest.mark.parametrize("kind", ["replaces", "in_place", "with_kwargs"])
+def test_predict_refuses_a_global_forward_hook_that_changes_an_output(kind):
+    # A global forward hook (register_module_forward_hook) doubling each Tanh's output: torch
+    # runs it before the modules' own hooks, so predict's check of what a module returned saw
+    # the doubled output as the Tanh's and predicted every later row at 0.3-0.5x the
+    # measurement, silently; a module's own such hook was refused
+    register = nn.modules.module.register_module_forward_hook
+    if kind == "replaces":
+        handle = register(lambda mod, args, out: out * 2 if isinstance(mod, nn.Tanh) else None)
+    elif kind == "in_place":
+        def doubles(mod, args, out):  # (a Tanh keeps its output for the backward)
+            if isinstance(mod, nn.Linear) and mod.out_features == 128:
+                out.mul_(2)
+        handle = register(doubles)
+    else:
+        handle = register(lambda mod, args, kwargs, out: out * 2 if isinstance(mod, nn.Tanh)
+                          else None, with_kwargs=True)
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(256, 32, generator=g), torch.randint(0, 4, (256,), generator=g)
+        m = _tanh_mlp()
+        first = r"'0' \(Linear\)" if kind == "in_place" else r"'1' \(Tanh\)"
+        with pytest.raises(ValueError, match="global forward hook .*" + first) as info:
+            dlt.predict(m, x, y, nn.CrossEntropyLoss())
+        assert "\n" not in str(info.value)
+        # a Watch says why it has no theory, and training goes on
+        loss_fn = nn.CrossEntropyLoss()
+        watch = dlt.Watch(m, every=1)
+        loss = loss_fn(m(x), y)
+        loss.backward()
+        watch.step(loss)
+        watch.close()
+        assert watch.theory is None and "global forward hook" in watch.theory_note
+    finally:
+        handle.remove()
+    # the hook wrapped for the forward is put back as it was, and a hook that only reads is
+    # no reason to refuse: the same predictions as without it
+    assert not nn.modules.module._global_forward_hooks
+    seen = []
+    reading = nn.modules.module.register_module_forward_hook(
+        lambda mod, args, out: seen.append(type(mod).__name__))
+    try:
+        got = dlt.predict(_tanh_mlp(), x, y, nn.CrossEntropyLoss())
+    finally:
+        reading.remove()
+    want = dlt.predict(_tanh_mlp(), x, y, nn.CrossEntropyLoss())
+    assert seen and got.predicted.tolist() == want.predicted.tolist()

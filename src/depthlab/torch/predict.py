@@ -508,7 +508,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     returns = _HookReturns(model, names)
     try:
         # gradients on: residual blocks are found in the autograd graph
-        with rec.isolated(), returns:
+        with rec.isolated(), returns, _GlobalForwardHooks(names):
             rec.arm()
             for info in layers:
                 reg_pre(info.owner, pre)
@@ -935,6 +935,51 @@ def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
                              f"hook (register_backward_hook) on {names.get(id(m), '')!r} "
                              f"({type(m).__name__}) may change the gradient it sends below, "
                              "which the theory does not see; expected the model without it")
+
+
+class _GlobalForwardHooks:
+    """The global forward hooks (``nn.modules.module.register_module_forward_hook``) wrapped for
+    one forward, so that one which replaces or changes in place the output of a module of the
+    model is refused, naming the module: torch runs them before every module's own hooks, so
+    the check of what a module's forward returned (``own_post``, prepended to the module's
+    hooks) saw the changed output as the module's (a global hook doubling every Tanh's output:
+    every row after the first layer predicted about 0.3-0.5x the measurement)."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        from torch.nn.modules import module as torch_module
+
+        self.table = getattr(torch_module, "_global_forward_hooks", {})
+        self.names = names
+        self.saved: list[tuple[Any, Any]] = []
+
+    def _wrap(self, hook: Callable) -> Callable:
+        def wrapped(module, *rest):
+            t = _first_tensor(rest[-1])
+            before = None if t is None else t._version
+            got = hook(module, *rest)
+            if id(module) in self.names and t is not None and (
+                    (got is not None and _first_tensor(got) is not t)
+                    or t._version != before):
+                raise ValueError(
+                    "predict() computes each module's output from its weights and input; a "
+                    "global forward hook (register_module_forward_hook) replaced or changed "
+                    f"the output of {self.names[id(module)]!r} ({type(module).__name__}), "
+                    "which the theory does not see; expected global forward hooks that only "
+                    "read (return None), or none while predicting")
+            return got
+        return wrapped
+
+    def __enter__(self) -> _GlobalForwardHooks:
+        for key, hook in list(self.table.items()):
+            self.saved.append((key, hook))
+            self.table[key] = self._wrap(hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for key, hook in self.saved:
+            if key in self.table:
+                self.table[key] = hook
+        self.saved = []
 
 
 class _HookReturns:
