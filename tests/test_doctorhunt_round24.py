@@ -121,3 +121,24 @@ def test_the_switch_to_adam_keeps_the_l2_weight_decay_of_the_run():
                                                          batch_size=32))
     assert run.result.history.step_loss == by_hand.history.step_loss
     assert run.result.history.step_loss != without.history.step_loss
+
+
+def test_an_optimizer_factory_with_parameter_groups_of_different_settings_is_refused():
+    # weight decay on the weights only: the factory's two groups were read as the optimizer's
+    # defaults, and the doctor trained every run without any weight decay, silently
+    def grouped(params):
+        params = list(params)
+        return torch.optim.SGD([
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": 1e-2},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+            lr=0.05, momentum=0.9)
+
+    x, y = _blobs(n=64)
+    with pytest.raises(ValueError, match=r"2 parameter groups with different settings "
+                                         r"\(weight_decay: 0\.01, 0\).*\('sgd', \{"):
+        dlt.doctor(_bn_mlp, (x, y), optimizer=grouped, steps=2, batch_size=16, verify=False)
+    # one group, or groups of one setting: that setting
+    same = tdoc._spec(lambda ps: torch.optim.SGD([{"params": list(ps)}, {"params": []}],
+                                                  lr=0.05, weight_decay=1e-3), 5, 8, 0, None)
+    assert (same.optimizer, same.lr, same.optimizer_kwargs) == ("sgd", 0.05,
+                                                                {"weight_decay": 1e-3})

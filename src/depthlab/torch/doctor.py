@@ -1042,10 +1042,26 @@ def _from_factory(make_opt: Callable) -> tuple[str, dict[str, Any]]:
                         "optimizer(params); expected a torch.optim optimizer")
     name = _optimizer_name(type(opt))  # a class outside OPTIMIZERS: refused by name
     signature = inspect.signature(type(opt)).parameters
-    kwargs: dict[str, Any] = {}
     # its parameter group: what it trains with (SGD([{"params": ps, "lr": 0.01}], lr=0.1)
     # trains at 0.01, its defaults say 0.1)
-    group = opt.param_groups[0] if len(opt.param_groups) == 1 else opt.defaults
+    settings = [_group_kwargs(g, signature) for g in opt.param_groups] or \
+        [_group_kwargs(opt.defaults, signature)]
+    differ = sorted({k for g in settings for k in set(g) | set(settings[0])
+                     if repr(g.get(k)) != repr(settings[0].get(k))})
+    if differ:  # (its defaults were taken: weight decay only on the weights was none at all)
+        said = "; ".join(f"{k}: " + ", ".join(repr(g.get(k, signature[k].default))
+                                             for g in settings) for k in differ[:3])
+        raise ValueError(f"optimizer {what} makes {len(settings)} parameter groups with "
+                         f"different settings ({said}); the doctor trains every fresh model "
+                         f"with one setting for all its parameters: give it as (name, kwargs), "
+                         f"e.g. ({name!r}, {settings[0]})")
+    return name or "", settings[0]
+
+
+def _group_kwargs(group: dict[str, Any], signature: Any) -> dict[str, Any]:
+    """The arguments of an optimizer's parameter group that the class takes, those equal to
+    the class's own defaults left out (``lr`` always kept, as a float)."""
+    kwargs: dict[str, Any] = {}
     for k, v in group.items():
         if k == "params" or k not in signature:
             continue
@@ -1061,7 +1077,7 @@ def _from_factory(make_opt: Callable) -> tuple[str, dict[str, Any]]:
             same = False
         if not same:
             kwargs[k] = v
-    return name or "", kwargs
+    return kwargs
 
 
 def _spec(optimizer: Any, steps: int, batch_size: int, seed: int,
