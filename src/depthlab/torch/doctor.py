@@ -1187,8 +1187,7 @@ def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
 def _with_norm_rows(table: pd.DataFrame, grads: dict[str, list]) -> pd.DataFrame:
     """``table`` with a :data:`NORM_GRAD` row per layer of ``grads`` (numbered as the table
     numbers the layer's module)."""
-    index = {str(m): int(i) for i, m in zip(table["layer"], table["module"])
-             if i >= 1 and isinstance(m, str)}
+    index = _layer_index(table, [])  # (weight_std rows: a block's rows name the block)
     rows = []
     for name, (n, s1, s2) in grads.items():
         if name in index and n:
