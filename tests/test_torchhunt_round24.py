@@ -168,3 +168,51 @@ def test_predict_refuses_a_global_forward_hook_that_changes_an_output(kind):
         reading.remove()
     want = dlt.predict(_tanh_mlp(), x, y, nn.CrossEntropyLoss())
     assert seen and got.predicted.tolist() == want.predicted.tolist()
+
+
+@pytest.mark.parametrize("where", ["layer", "activation", "model", "global"])
+def test_predict_names_a_forward_pre_hook_that_changes_an_input(where):
+    # A pre-hook returning 3 * input was refused as "the input of '2' is not the previous
+    # layer's output ...; it is computed by the torch operation 'Mul'", naming no hook, and a
+    # global one on the Tanh modules with a path going round in circles ("made by '2' (Linear)
+    # -> '1' (Tanh) -> '2' (Linear) -> '1' (Tanh) -> ...")
+    m = _tanh_mlp()
+
+    def triple(mod, args):
+        return (args[0] * 3,)
+
+    handle = None
+    if where == "layer":
+        m[2].register_forward_pre_hook(triple)
+        who = r"forward pre-hook .* of '2' \(Linear\)"
+    elif where == "activation":
+        m[1].register_forward_pre_hook(triple)
+        who = r"forward pre-hook .* of '1' \(Tanh\)"
+    elif where == "model":
+        m.register_forward_pre_hook(triple)
+        who = r"forward pre-hook .* of the model \(Sequential\)"
+    else:
+        handle = nn.modules.module.register_module_forward_pre_hook(
+            lambda mod, args: (args[0] * 3,) if isinstance(mod, nn.Tanh) else None)
+        who = r"global forward pre-hook \(register_module_forward_pre_hook\) .* of '1' \(Tanh\)"
+    try:
+        g = torch.Generator().manual_seed(0)
+        x, y = torch.randn(64, 32, generator=g), torch.randint(0, 4, (64,), generator=g)
+        with pytest.raises(ValueError, match=who) as info:
+            dlt.predict(m, x, y, nn.CrossEntropyLoss())
+        assert "\n" not in str(info.value)
+    finally:
+        if handle is not None:
+            handle.remove()
+    # put back as they were: the hooks still run, unwrapped
+    assert not nn.modules.module._global_forward_pre_hooks
+    if where == "layer":
+        hook = next(iter(m[2]._forward_pre_hooks.values()))
+        assert hook is triple
+    # a pre-hook that only reads is no reason to refuse: the same predictions
+    seen = []
+    m = _tanh_mlp()
+    m[2].register_forward_pre_hook(lambda mod, args: seen.append(1))
+    got = dlt.predict(m, x, y, nn.CrossEntropyLoss())
+    want = dlt.predict(_tanh_mlp(), x, y, nn.CrossEntropyLoss())
+    assert seen and got.predicted.tolist() == want.predicted.tolist()

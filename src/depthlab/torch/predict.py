@@ -508,7 +508,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     returns = _HookReturns(model, names)
     try:
         # gradients on: residual blocks are found in the autograd graph
-        with rec.isolated(), returns, _GlobalForwardHooks(names):
+        with rec.isolated(), returns, _GlobalForwardHooks(model, names):
             rec.arm()
             for info in layers:
                 reg_pre(info.owner, pre)
@@ -938,47 +938,66 @@ def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
 
 
 class _GlobalForwardHooks:
-    """The global forward hooks (``nn.modules.module.register_module_forward_hook``) wrapped for
-    one forward, so that one which replaces or changes in place the output of a module of the
-    model is refused, naming the module: torch runs them before every module's own hooks, so
-    the check of what a module's forward returned (``own_post``, prepended to the module's
-    hooks) saw the changed output as the module's (a global hook doubling every Tanh's output:
-    every row after the first layer predicted about 0.3-0.5x the measurement)."""
+    """The forward hooks that run before a module's own hooks, wrapped for one forward: the
+    global forward hooks (``nn.modules.module.register_module_forward_hook``), the global
+    forward pre-hooks and the forward pre-hooks of the model's modules. One that replaces or
+    changes in place a module's output (hooks) or input (pre-hooks) is refused, naming the
+    module and the hook: torch runs the global hooks before every module's own hooks, so the
+    check of what a module's forward returned (``own_post``, prepended to the module's hooks)
+    saw the changed output as the module's (a global hook doubling every Tanh's output: every
+    row after the first layer predicted about 0.3-0.5x the measurement); an input changed by a
+    pre-hook was refused as 'computed by the torch operation 'Mul'', naming no hook, or with a
+    path of modules going round in circles."""
 
-    def __init__(self, names: dict[int, str]) -> None:
+    def __init__(self, model: nn.Module, names: dict[int, str]) -> None:
         from torch.nn.modules import module as torch_module
 
-        self.table = getattr(torch_module, "_global_forward_hooks", {})
         self.names = names
-        self.saved: list[tuple[Any, Any]] = []
+        self.tables: list[tuple[dict, str, bool]] = []  # (hook dict, what, pre-hooks)
+        glob = getattr(torch_module, "_global_forward_hooks", {})
+        if glob:
+            self.tables.append((glob, "a global forward hook (register_module_forward_hook)",
+                                False))
+        glob_pre = getattr(torch_module, "_global_forward_pre_hooks", {})
+        if glob_pre:
+            self.tables.append((glob_pre, "a global forward pre-hook "
+                                "(register_module_forward_pre_hook)", True))
+        for m in model.modules():
+            if m._forward_pre_hooks:
+                self.tables.append((m._forward_pre_hooks, "a forward pre-hook", True))
+        self.saved: list[tuple[dict, Any, Any]] = []
 
-    def _wrap(self, hook: Callable) -> Callable:
+    def _wrap(self, hook: Callable, what: str, pre: bool) -> Callable:
         def wrapped(module, *rest):
-            t = _first_tensor(rest[-1])
+            t = _first_tensor(rest[0] if pre else rest[-1])
             before = None if t is None else t._version
             got = hook(module, *rest)
             if id(module) in self.names and t is not None and (
                     (got is not None and _first_tensor(got) is not t)
                     or t._version != before):
+                part = "input" if pre else "output"
+                name = self.names[id(module)]
+                who = repr(name) if name else "the model"
                 raise ValueError(
-                    "predict() computes each module's output from its weights and input; a "
-                    "global forward hook (register_module_forward_hook) replaced or changed "
-                    f"the output of {self.names[id(module)]!r} ({type(module).__name__}), "
-                    "which the theory does not see; expected global forward hooks that only "
-                    "read (return None), or none while predicting")
+                    f"predict() computes each module's output from its weights and input; "
+                    f"{what} replaced or changed the {part} of {who} "
+                    f"({type(module).__name__}), which the theory "
+                    f"does not see; expected {'pre-' if pre else ''}hooks that only read "
+                    "(return None), or the model without that hook")
             return got
         return wrapped
 
     def __enter__(self) -> _GlobalForwardHooks:
-        for key, hook in list(self.table.items()):
-            self.saved.append((key, hook))
-            self.table[key] = self._wrap(hook)
+        for table, what, pre in self.tables:
+            for key, hook in list(table.items()):
+                self.saved.append((table, key, hook))
+                table[key] = self._wrap(hook, what, pre)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for key, hook in self.saved:
-            if key in self.table:
-                self.table[key] = hook
+        for table, key, hook in self.saved:
+            if key in table:
+                table[key] = hook
         self.saved = []
 
 
