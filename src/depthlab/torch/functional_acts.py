@@ -184,6 +184,12 @@ def record_functional(rec, output) -> None:
     # the activation modules' own nodes: measured by their hooks (a module reading a view of
     # the output leaves the output's own link untaken)
     done: set = {link[0].grad_fn for link in p.links.values() if link[3] == "act"}
+    # what the activation modules read (a view of a layer output, ``act(h.view(...))``): a
+    # node reading one of them is such a module's own, also when a forward hook of the user's
+    # replaced the module's output (its grad_fn then not the activation's node): it was
+    # measured twice, pooled with the hooked output (act_std 1.17 where it is 0.72)
+    taken = {(link[0].grad_fn, link[0].output_nr) for link in p.links.values()
+             if link[3] == "taken" and link[0].grad_fn is not None}
     for t, v, info, inplace in todo:
         if inplace is not None:
             if inplace in done:
@@ -194,7 +200,8 @@ def record_functional(rec, output) -> None:
                 _add(rec, p, t, v, info, inplace, key, True)
             continue
         hit = _follower(t, consumers)
-        if hit is None or hit[0] in done:
+        if hit is None or hit[0] in done or (taken and hit[0].next_functions
+                                             and hit[0].next_functions[0] in taken):
             continue
         done.add(hit[0])
         _add(rec, p, t, v, info, hit[0], hit[1], False)
