@@ -142,3 +142,17 @@ def test_an_optimizer_factory_with_parameter_groups_of_different_settings_is_ref
                                                   lr=0.05, weight_decay=1e-3), 5, 8, 0, None)
     assert (same.optimizer, same.lr, same.optimizer_kwargs) == ("sgd", 0.05,
                                                                 {"weight_decay": 1e-3})
+
+
+def test_an_empty_validation_set_is_no_probe_source():
+    # `depthlab doctor --torch ... --n 2`: 2 training rows, 0 held out; the probe batch was
+    # taken from the empty held-out set ('failed in the probe at step 0 (the 0 probe rows)')
+    from depthlab.probes.stats import probe_held_out
+
+    assert not probe_held_out(0, 2) and not probe_held_out(0, 100)
+    assert probe_held_out(1, 2) and probe_held_out(3, 100) and not probe_held_out(2, 100)
+    x, y = _blobs(n=2)
+    diag = dlt.doctor(lambda: nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 4)),
+                      (x, y, x[:0], y[:0]), steps=3, verify=False)
+    assert diag.baseline["steps"] == 3 and np.isnan(diag.baseline["val_acc"])
+    assert len(diag.probes[diag.probes["quantity"] == "grad_pre_std"]) > 0

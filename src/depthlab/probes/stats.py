@@ -59,8 +59,10 @@ layers below it (a healthy 2-layer BN net: layer 1's grad_pre_std 125x below lay
 def probe_held_out(n_val: int | None, n_train: int, least: int = BN_PROBE_ROWS) -> bool:
     """Whether a probe batch is taken from the ``n_val`` held-out rows (rather than the
     ``n_train`` training rows): when there are at least ``least`` of them, or when the
-    training rows are no more numerous a source (fewer than ``least`` too)."""
-    return n_val is not None and (n_val >= least or n_train < least)
+    training rows are no more numerous a source (fewer than ``least`` too); never from an
+    empty held-out set (a 2-row data set split into 2 training rows and none held out: the
+    probe batch was empty, and the torch doctor failed at its first probe)."""
+    return n_val is not None and n_val > 0 and (n_val >= least or n_train < least)
 
 
 RELU_FAMILY = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "swish", "mish"})
