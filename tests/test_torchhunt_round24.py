@@ -261,3 +261,54 @@ def test_an_activation_module_on_a_view_with_a_hooked_output_is_measured_once(ac
         got = w[(w.layer == 1) & (w.step == step)].set_index("quantity").value
         for q, v in truth.items():
             assert got[q] == pytest.approx(v, rel=1e-9, abs=1e-12), (step, q)
+
+
+class _ViewTranspose(nn.Module):
+    """Linear -> .view(N, 4, 16).transpose(1, 2) -> activation module -> Linear."""
+
+    def __init__(self, act: nn.Module) -> None:
+        super().__init__()
+        self.a = nn.Linear(10, 64)
+        self.act = act
+        self.b = nn.Linear(64, 3)
+
+    def forward(self, x):
+        h = self.a(x).view(-1, 4, 16).transpose(1, 2)
+        return self.b(self.act(h).reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("act", ["relu_inplace", "leaky_inplace", "elu_inplace", "relu",
+                                 "tanh"])
+def test_an_activation_on_a_transposed_view_of_a_reshaped_output_is_the_layers(act):
+    # h.view(N, 4, 16).transpose(1, 2) then an in-place activation: the view is no plain
+    # reshape or permute of the layer output (two steps), so its follower was not linked and
+    # the layer had no act_*, inactive_frac or dead_frac rows (the out-of-place ones came from
+    # the autograd graph); the README lists '.transpose(1, 2)' among the reshapes handled
+    from torch.nn import functional as F
+
+    make, f = {"relu_inplace": (lambda: nn.ReLU(inplace=True), torch.relu),
+               "leaky_inplace": (lambda: nn.LeakyReLU(0.1, inplace=True),
+                                 lambda s: F.leaky_relu(s, 0.1)),
+               "elu_inplace": (lambda: nn.ELU(inplace=True), F.elu),
+               "relu": (nn.ReLU, torch.relu), "tanh": (nn.Tanh, torch.tanh)}[act]
+    torch.manual_seed(0)
+    m = _ViewTranspose(make()).double()
+    with torch.no_grad():
+        m.a.bias[:8] = -50.0  # 8 of the 64 units dead
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(64, 10, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,), generator=g)
+    with torch.no_grad():
+        s = m.a(x)
+        a = f(s)
+    truth = {"act_mean": a.mean().item(), "act_std": a.std(unbiased=False).item(),
+             "pre_std": s.std(unbiased=False).item()}
+    if act != "tanh":  # (f' of leaky ReLU and ELU is never 0)
+        truth["dead_frac"] = 8 / 64 if act in ("relu", "relu_inplace") else 0.0
+    if act in ("relu_inplace", "relu", "leaky_inplace", "elu_inplace"):
+        truth["inactive_frac"] = (s <= 0).double().mean().item()
+    df = dlt.probe(m, x, y, nn.CrossEntropyLoss())
+    got = df[df.layer == 1].set_index("quantity").value
+    for q, v in truth.items():
+        assert q in got.index, q
+        assert got[q] == pytest.approx(v, rel=1e-9, abs=1e-12), q

@@ -1662,7 +1662,19 @@ def _relayout(x: torch.Tensor, t: torch.Tensor):
     if x.is_contiguous() and t.is_contiguous():
         return functools.partial(torch.reshape, shape=tuple(t.shape))
     if x.dim() != t.dim():
-        return None
+        # a permuted view of a reshaped contiguous output (h.view(N, C, L).transpose(1, 2)):
+        # x's dimensions in the order of memory are a contiguous tensor of t's entries
+        if not t.is_contiguous() or x.storage_offset() != t.storage_offset():
+            return None
+        order = sorted((j for j in range(x.dim()) if x.shape[j] != 1),
+                       key=lambda j: -x.stride(j))
+        step = 1
+        for j in reversed(order):
+            if x.stride(j) != step:
+                return None
+            step *= x.shape[j]
+        order += [j for j in range(x.dim()) if x.shape[j] == 1]
+        return functools.partial(_permuted_reshape, dims=tuple(order), shape=tuple(t.shape))
     free = list(range(x.dim()))
     perm = []
     for size, stride in zip(t.shape, t.stride()):
@@ -1673,6 +1685,11 @@ def _relayout(x: torch.Tensor, t: torch.Tensor):
         free.remove(j)
         perm.append(j)
     return functools.partial(torch.permute, dims=tuple(perm))
+
+
+def _permuted_reshape(y: torch.Tensor, dims: tuple[int, ...], shape: tuple[int, ...]
+                      ) -> torch.Tensor:
+    return y.permute(dims).reshape(shape)
 
 
 def _compose(first, second, y: torch.Tensor) -> torch.Tensor:
