@@ -12,16 +12,16 @@ def _relu_truth(m, x):
     """inactive_frac, dead_frac (units of the layer), act_mean, act_std of m[1] on m[0](x)."""
     with torch.no_grad():
         s = m[0](x)
-        a = m[1](s)
+        a = m[1](s.clone())
     s, a = s.double(), a.double()
     return {"inactive_frac": (s <= 0).double().mean().item(),
             "dead_frac": (~(s > 0).any(0)).double().mean().item(),
             "act_mean": a.mean().item(), "act_std": a.std(unbiased=False).item()}
 
 
-def _hooked_relu_mlp(hook: str):
+def _hooked_relu_mlp(hook: str, inplace: bool = False):
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
+    m = nn.Sequential(nn.Linear(10, 32), nn.ReLU(inplace=inplace), nn.Linear(32, 3))
     with torch.no_grad():
         m[0].bias[:4] = -50.0  # four dead units
     handle = None
@@ -33,13 +33,16 @@ def _hooked_relu_mlp(hook: str):
     return m, handle
 
 
+@pytest.mark.parametrize("inplace", [False, True])
 @pytest.mark.parametrize("hook", ["module", "global"])
-def test_a_relu_whose_output_a_user_hook_changes_is_counted_on_its_input(hook):
+def test_a_relu_whose_output_a_user_hook_changes_is_counted_on_its_input(hook, inplace):
     # A forward hook on a ReLU (or a global one) that shifts its output: the probe counted the
     # inactive entries and live units on the shifted output (inactive_frac 0.0 where half the
     # entries are <= 0, no dead unit), and a Watch's later records took act_mean from relu(s)
-    # (0.24 where the module returned 0.34): the output is not relu(input) any more.
-    m, handle = _hooked_relu_mlp(hook)
+    # (0.24 where the module returned 0.34): the output is not relu(input) any more. An
+    # in-place ReLU's rows came from its autograd node: act_* of relu(s), not of what it
+    # returned.
+    m, handle = _hooked_relu_mlp(hook, inplace)
     try:
         g = torch.Generator().manual_seed(5)
         x, y = torch.randn(256, 10, generator=g), torch.randint(0, 3, (256,), generator=g)

@@ -1083,11 +1083,14 @@ class Recording:
                 p.links[id(out)] = (out, _ver(out), info, "act")
                 return
             self._relu_of.pop(id(fused[2]), None)  # it read another tensor: not fused again
+        # in place: x is out, one version on (or, with another hook that replaced the
+        # output, x is the ReLU's own output and out the hook's)
+        ahead = int(x is out or (other and getattr(module, "inplace", False)))
         hit = p.links.get(id(x)) or self._hooked_link(x)
-        if hit is None and x._is_view():  # in place: x is out, one version on
-            hit = self._view_link(x, x is out)
+        if hit is None and x._is_view():
+            hit = self._view_link(x, ahead)
         if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
-                or hit[1] != -1 and x._version != hit[1] + (x is out):
+                or hit[1] != -1 and x._version != hit[1] + ahead:
             return
         info = hit[2]
         acc = p.act.get(info.index)
@@ -1103,6 +1106,8 @@ class Recording:
             acc.add_derivative(x, spec, info.feature_axis, layout)
             acc.out.add(out, None, self._wk)
             p.links[id(out)] = (out, _ver(out), info, "act")
+            if ahead and x is not out:  # the relu's node: no activation of the forward's own
+                p.links[id(x)] = (x, _ver(x), info, "act")
             return
         if layout is not None:  # a reshaped layer output: units in the layer's layout
             acc.out.add(out, acc.add_relu_output(layout(out), spec, info.feature_axis, None))
