@@ -3,6 +3,7 @@ playground on inputs nobody had tried."""
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -112,3 +113,76 @@ def test_meanfield_at_a_bias_variance_of_1e_30_is_a_root_of_the_length_map(name)
     # a root: the map moves q up just below it and down just above it
     assert q_map(name, q * (1 - 1e-6), 1.0, 1e-30) > q * (1 - 1e-6)
     assert q_map(name, q * (1 + 1e-6), 1.0, 1e-30) < q * (1 + 1e-6)
+
+
+# -- the doctor trains what the config trains: loss arguments and weight penalties ----------
+def _blobs(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)
+    return x, y
+
+
+def test_doctor_applies_l1_l2_and_a_loss_object_as_fit_does():
+    """dl.doctor had no l1/l2: the penalties of a run could not be diagnosed at all."""
+    x, y = _blobs()
+    xv, yv = _blobs(40, seed=1)
+    loss = dl.loss("cross_entropy", label_smoothing=0.3)
+    net = dl.mlp([4, 16, 16, 3], activation="tanh", seed=0, dtype="float64")
+    d = dl.doctor(net, (x, y, xv, yv), steps=30, lr=0.1, loss=loss, l1=0.002, l2=0.05)
+    h = dl.fit(net, x, y, xv, yv, loss=loss, lr=0.1, max_steps=30, batch_size=32, seed=0,
+               l1=0.002, l2=0.05)
+    last = h.epochs_frame().iloc[-1]
+    assert d.baseline["train_loss"] == pytest.approx(last.train_loss, rel=1e-12)
+    assert d.baseline["val_acc"] == pytest.approx(last.val_acc)
+    assert d.settings["l1"] == 0.002 and d.settings["l2"] == 0.05
+    assert "l1 0.002, l2 0.05, batch 32" in str(d)
+    plain = dl.doctor(net, (x, y, xv, yv), steps=30, lr=0.1, loss=loss)
+    assert "l1" not in plain.settings and "l2" not in plain.settings
+    assert plain.baseline["train_loss"] != pytest.approx(d.baseline["train_loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="l2"):
+        dl.doctor(net, (x, y, xv, yv), steps=5, l2=-1.0)
+
+
+def test_doctor_of_a_config_trains_with_its_loss_kwargs_and_l2(tmp_path, capsys):
+    """`depthlab doctor CONFIG` dropped [train] loss_kwargs, l1 and l2: a config with
+    label_smoothing = 0.3 and l2 = 0.01 was diagnosed with plain cross-entropy and no penalty
+    (baseline train loss 2.059 where `depthlab run` of the same config, 50 steps, ends at
+    2.234); now the doctor's baseline is the run's."""
+    import json
+
+    from helpers.cli import run_cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "clusters"\nn = 300\n[model]\nsizes = ["auto", 16, "auto"]\n'
+                   'activation = "tanh"\n[train]\nlr = 0.05\nmax_steps = 20\n'
+                   'loss_kwargs = {label_smoothing = 0.3}\nl2 = 0.01\nl1 = 0.001\n')
+    code, out, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "o", "--json", "--quiet")
+    assert code == 0, err
+    run_loss = json.loads(out)["metrics"]["train_loss"]
+    code, out, err = run_cli(capsys, "doctor", cfg, "--steps", 20, "--out", tmp_path / "o",
+                             "--json", "--quiet")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["baseline"]["train_loss"] == pytest.approx(run_loss, rel=1e-12)
+    assert d["settings"]["l2"] == 0.01 and d["settings"]["l1"] == 0.001
+    assert "label_smoothing=0.3" in d["settings"]["loss"]
+
+
+def test_playground_doctor_keeps_the_pages_l2(monkeypatch):
+    from depthlab.experiments.runner import prepare
+    from depthlab.playground import doctor_task
+    from depthlab.playground.setup import parse_setup, to_config
+
+    setup = parse_setup({"model.depth": "2", "model.width": "8", "train.l2": "0.05"})
+    prep = prepare(to_config(setup))
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(doctor_task, "doctor", fake)
+    with pytest.raises(RuntimeError, match="stop here"):
+        doctor_task.run_doctor(prep, setup, steps=5)
+    assert seen["l2"] == 0.05 and seen["verify"] is True and seen["steps"] == 5

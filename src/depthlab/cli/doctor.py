@@ -62,13 +62,6 @@ class RunProgress:
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
-def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
-    """The config's ``[train]`` settings as :func:`depthlab.doctor` keyword arguments."""
-    return {"loss": train["loss"], "optimizer": train["optimizer"], "lr": train["lr"],
-            "batch_size": train["batch_size"], "seed": train["seed"],  # "full" included
-            "optimizer_kwargs": train["optimizer_kwargs"]}
-
-
 def _prepared_data(prep: Any) -> SimpleNamespace:
     """The data set with the targets in the form the config's loss takes, as ``depthlab run``
     trains on them (one-hot rows for mse/huber, 0/1 floats for binary cross-entropy): the
@@ -88,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from ..diagnosis import doctor
+    from ..diagnosis.doctor import doctor_train_kwargs
     from ..experiments import RunRecord, load_config, prepare, run_id
     from ..experiments.store import jsonable
 

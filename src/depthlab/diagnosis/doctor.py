@@ -243,6 +243,7 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
                       lr=settings["lr"], optimizer_kwargs=settings["optimizer_kwargs"],
                       batch_size=settings["batch_size"], epochs=None,
                       max_steps=settings["steps"], seed=settings["seed"],
+                      l1=settings.get("l1", 0.0), l2=settings.get("l2", 0.0),
                       callbacks=[rec, *callbacks])
     with np.errstate(all="ignore"):
         hist = trainer.fit(data.x, data.y, data.x_val, data.y_val)
@@ -540,6 +541,22 @@ def _improved(before: float, after: float, resolved: bool) -> bool:
     return after < before - METRIC_TOLERANCE * abs(before)
 
 
+def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
+    """The config's ``[train]`` settings as :func:`depthlab.doctor` keyword arguments: its
+    ``loss_kwargs`` (a Loss object built with them) and ``l1``/``l2`` too (both were left out:
+    a huber ``delta = 0.1`` or ``label_smoothing = 0.3`` config was diagnosed with the
+    default loss, an ``l2 = 0.1`` one without its penalty)."""
+    from ..losses import get_loss
+
+    loss = train["loss"]
+    if train.get("loss_kwargs"):
+        loss = get_loss(loss, **train["loss_kwargs"])
+    return {"loss": loss, "optimizer": train["optimizer"], "lr": train["lr"],
+            "batch_size": train["batch_size"], "seed": train["seed"],  # "full" included
+            "optimizer_kwargs": train["optimizer_kwargs"],
+            "l1": train.get("l1", 0.0), "l2": train.get("l2", 0.0)}
+
+
 @keyword_hints
 def doctor(
     net_or_config: Network | ModelSpec | dict[str, Any],
@@ -557,6 +574,8 @@ def doctor(
     callbacks: Sequence[Callback] = (),
     standardize: bool = False,
     standardize_targets: bool = False,
+    l1: float = 0.0,
+    l2: float = 0.0,
 ) -> Diagnosis:
     """Diagnose a network: train a copy for ``steps`` optimizer steps with a
     :class:`~depthlab.probes.ProbeRecorder` on a fixed probe batch (the first 300 validation
@@ -592,11 +611,16 @@ def doctor(
     with the training rows' mean and std, and reports its train/validation losses with the
     predictions mapped back to the targets' units (``settings["standardize_targets"]``). The
     ``unscaled_targets`` finding prescribes it.
+
+    ``l1``, ``l2``: the weight penalties of ``fit`` (``settings["l1"]``/``["l2"]`` when not 0),
+    applied in every run of the diagnosis; ``loss`` also takes a Loss object
+    (``dl.loss("huber", delta=0.1)``), as ``fit`` does.
     """
     steps, probe_every = (positive_int(label, v) for label, v in (
         ("steps", steps), ("probe_every", probe_every)))
     lr = check_field(TrainSpec, "lr", lr)  # the one learning-rate rule (a number > 0)
     batch_size = check_field(TrainSpec, "batch_size", batch_size)  # fit's rule: "full" too
+    l1, l2 = (check_field(TrainSpec, k, v) for k, v in (("l1", l1), ("l2", l2)))
     if not isinstance(verify, bool | np.bool_):
         raise TypeError(f"verify={verify!r} is not accepted; accepted: True or False")
     verify = bool(verify)
@@ -645,6 +669,9 @@ def doctor(
     settings = {"steps": steps, "loss": loss, "optimizer": optimizer, "lr": float(lr),
                 "optimizer_kwargs": dict(optimizer_kwargs or {}), "batch_size": batch_size,
                 "seed": seed, "probe_every": probe_every}
+    # only when set: the settings of a run without penalties stay as they were (a config's
+    # [train] l1/l2 were not passed, so `depthlab doctor` diagnosed another training)
+    settings.update({k: float(v) for k, v in (("l1", l1), ("l2", l2)) if v})
     if standardize:  # only then: the settings of a run on the data as given stay as they were
         settings["standardize"] = True
     if standardize_targets:

@@ -422,6 +422,7 @@ class Diagnosis:
             f"  run: {s.get('steps')} step{'' if s.get('steps') == 1 else 's'} of "
             f"{s.get('optimizer')} lr {s.get('lr')}"
             + "".join(f" {k} {v}" for k, v in (s.get("optimizer_kwargs") or {}).items())
+            + "".join(f", {k} {s[k]}" for k in ("l1", "l2") if s.get(k))
             + f", batch {s.get('batch_size')}, seed {s.get('seed')}"
             + (", inputs standardized" if s.get("standardize") else "")
             + (", targets standardized (losses in their units)"

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from ..diagnosis import doctor
+from ..diagnosis.doctor import doctor_train_kwargs
 from ..diagnosis.findings import jsonable
 from ..training.trainer import Callback
 from .setup import SetupError, apply_prescription, to_query
@@ -59,11 +60,10 @@ def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
     data = ((ds.x_train, prep.y_train, ds.x_val, prep.y_val) if prep.y_val is not None
             else (ds.x_train, prep.y_train))
     batch = t["batch_size"] if isinstance(t["batch_size"], int) else int(ds.x_train.shape[0])
-    diagnosis = doctor(dict(prep.net.config), data, steps=steps, loss=t["loss"],
-                       optimizer=t["optimizer"], lr=t["lr"],
-                       optimizer_kwargs=t["optimizer_kwargs"], batch_size=batch,
-                       seed=t["seed"], verify=True,
-                       callbacks=() if stop is None else (_StopWhenSet(stop),))
+    # the page's l2 too: the doctor diagnosed the setup's training without its penalty
+    train = {k: v for k, v in doctor_train_kwargs(t).items() if k != "batch_size"}
+    diagnosis = doctor(dict(prep.net.config), data, steps=steps, batch_size=batch, **train,
+                       verify=True, callbacks=() if stop is None else (_StopWhenSet(stop),))
     out = diagnosis.to_dict()
     out.pop("config", None)
     for v, obj in zip(out["verifications"], diagnosis.verifications):
