@@ -315,3 +315,12 @@ def test_an_activation_on_a_transposed_view_of_a_reshaped_output_is_the_layers(a
     for q, v in truth.items():
         assert q in got.index, q
         assert got[q] == pytest.approx(v, rel=1e-9, abs=1e-12), q
+
+
+def test_predict_names_a_loss_fn_that_is_not_callable():
+    # dlt.probe said "loss_fn must be callable (output, y) -> scalar tensor, got int";
+    # dlt.predict raised "TypeError: 'int' object is not callable" from inside its forward
+    m = _mlp3()
+    x, y = torch.randn(8, 10), torch.randint(0, 3, (8,))
+    with pytest.raises(TypeError, match=r"^loss_fn must be callable .* got int$"):
+        dlt.predict(m, x, y, 3)

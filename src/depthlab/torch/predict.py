@@ -1775,6 +1775,10 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     if (y is None) != (loss_fn is None):
         raise ValueError("give both y and loss_fn (to measure and anchor the gradient scale) "
                          "or neither")
+    if loss_fn is not None and not callable(loss_fn):  # (it failed inside the forward's
+        # bookkeeping: "'int' object is not callable"; dlt.probe said what was expected)
+        raise TypeError(f"loss_fn must be callable (output, y) -> scalar tensor, or a loss "
+                        f"name, got {type(loss_fn).__name__}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
     if not x.is_floating_point():
