@@ -156,3 +156,28 @@ def test_an_empty_validation_set_is_no_probe_source():
                       (x, y, x[:0], y[:0]), steps=3, verify=False)
     assert diag.baseline["steps"] == 3 and np.isnan(diag.baseline["val_acc"])
     assert len(diag.probes[diag.probes["quantity"] == "grad_pre_std"]) > 0
+
+
+def _frozen_backbone(frozen: int) -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 16), nn.Sigmoid(), nn.Linear(16, 16), nn.Sigmoid(),
+                          nn.Linear(16, 4))
+    for layer in (model[0], model[2])[:frozen]:
+        for p in layer.parameters():
+            p.requires_grad_(False)
+    return model
+
+
+def test_the_activation_swap_keeps_the_activations_of_frozen_layers():
+    # a frozen (pretrained) layer keeps its weights under every re-initialization; its
+    # activation was swapped all the same, so the cure trained a backbone whose fixed weights
+    # no longer met the activation they were made for
+    x = torch.from_numpy(_blobs(n=64)[0])
+    model, _ = rx.apply({"activation": "relu", "init": "matched"}, _frozen_backbone(1),
+                        tdoc.TorchTrainSpec(), x)
+    assert isinstance(model[1], nn.Sigmoid) and isinstance(model[3], nn.ReLU)
+    with pytest.raises(rx.NotApplicable, match="frozen"):
+        rx.apply({"activation": "relu", "init": "matched"}, _frozen_backbone(2),
+                 tdoc.TorchTrainSpec(), x)
+    model, _ = rx.apply({"activation": "tanh"}, _frozen_backbone(0), tdoc.TorchTrainSpec(), x)
+    assert isinstance(model[1], nn.Tanh) and isinstance(model[3], nn.Tanh)

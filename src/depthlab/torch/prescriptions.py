@@ -651,11 +651,22 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
                 f"layer(s) {said} and also the output layer {out.name!r}, whose activation "
                 f"is kept (the model's output): no swap to {new} changes those hidden layers "
                 "alone; give the output its own activation module")
+    # an activation after frozen layers only (a pretrained backbone, requires_grad False) is
+    # kept, as reinitialize keeps their weights: training could never adapt those weights to
+    # another activation, so the swap would break the features the model was given
+    trainable = {id(t.activation) for t in traced if t.ran and t.activation is not None
+                 and any(w.requires_grad for w in weight_tensors(t.module))}
+    frozen = {id(t.activation) for t in traced if t.ran and t.activation is not None
+              and id(t.activation) not in trainable}
     count = 0
     swapped: list[nn.Module] = []
+    kept_frozen: list[str] = []
     for parent in model.modules():
         for child_name, child in list(parent._modules.items()):
             if child is None or child is keep:
+                continue
+            if id(child) in frozen:
+                kept_frozen.append(child_name)
                 continue
             old = activation_name(child)
             if old is None or (old == new and not activation_kwargs(child)):
@@ -670,7 +681,9 @@ def swap_activations(model: nn.Module, new: str, x: torch.Tensor | None = None) 
         fn = next((t.activation_name for t in traced if t.functional), None)
         raise NotApplicable(f"no activation module of a hidden layer to replace by {new}" + (
             f": the forward applies its activations itself ({fn} as a function), which no "
-            "module swap changes" if fn else ""))
+            "module swap changes" if fn else
+            f": those after frozen layers (requires_grad False) are kept, their weights "
+            f"made for them ({len(kept_frozen)} module(s))" if kept_frozen else ""))
     if x is not None:  # modules the forward never calls (it applies torch.sigmoid itself)
         ran: set[int] = set()
         _forward_with_hook(model, x, swapped, lambda m, _i, _o: ran.add(id(m)))
