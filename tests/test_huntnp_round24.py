@@ -186,3 +186,18 @@ def test_playground_doctor_keeps_the_pages_l2(monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):
         doctor_task.run_doctor(prep, setup, steps=5)
     assert seen["l2"] == 0.05 and seen["verify"] is True and seen["steps"] == 5
+
+
+def test_report_of_a_diagnosis_names_its_weight_penalty(tmp_path, capsys):
+    from helpers.cli import run_cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "clusters"\nn = 200\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                   '[train]\nlr = 0.05\nl2 = 0.01\n')
+    code, out, err = run_cli(capsys, "doctor", cfg, "--steps", 10, "--out", tmp_path / "o")
+    assert code == 0, err
+    assert "l2 0.01, batch 32" in out + err
+    code, out, err = run_cli(capsys, "report", tmp_path / "o")
+    assert code == 0, err
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "Baseline run: 10 steps of sgd lr 0.05, l2 0.01, train loss" in html

@@ -780,6 +780,8 @@ def _findings_html(payload: dict) -> str:
     if base:
         run = (f"{settings.get('steps')} steps of {settings.get('optimizer')} lr "
                f"{H.fmt(settings.get('lr'))}, " if settings else "")
+        # the weight penalties the diagnosis trained with, as its text's run line names them
+        run += "".join(f"{k} {H.fmt(settings[k])}, " for k in ("l1", "l2") if settings.get(k))
         if base.get("diverged"):
             # was "train loss , val acc ." (both NaN, written as None)
             at = base.get("diverged_step")
