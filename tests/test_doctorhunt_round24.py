@@ -181,3 +181,22 @@ def test_the_activation_swap_keeps_the_activations_of_frozen_layers():
                  tdoc.TorchTrainSpec(), x)
     model, _ = rx.apply({"activation": "tanh"}, _frozen_backbone(0), tdoc.TorchTrainSpec(), x)
     assert isinstance(model[1], nn.Tanh) and isinstance(model[3], nn.Tanh)
+
+
+def test_a_bridged_batch_normalized_network_gets_the_numpy_doctors_gradient_findings():
+    # depthlab's probes read the gradient after the norm: the NumPy doctor finds nothing at
+    # any input scale; the torch doctor of the same network (to_torch) found vanishing
+    # gradients on inputs x 50
+    import depthlab as dl
+    from depthlab.bridge.torch_bridge import to_torch
+
+    x, y = _blobs(n=320)
+    x = x * 50.0
+    data = (x, y, x[:80], y[:80])
+    net = dl.mlp([20, 32, 32, 32, 4], "tanh", "he_normal", batchnorm=True, seed=0)
+    grads = {"vanishing_gradients", "exploding_gradients"}
+    numpy = dl.doctor(net, data, steps=30, lr=0.05, batch_size=32, verify=False)
+    torch_ = dlt.doctor(to_torch(net), data, optimizer=("sgd", {"lr": 0.05}), steps=30,
+                        batch_size=32, verify=False)
+    assert {f.kind for f in numpy.findings} & grads == set()
+    assert {f.kind for f in torch_.findings} & grads == set(), [f.kind for f in torch_.findings]
