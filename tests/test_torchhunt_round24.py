@@ -324,3 +324,24 @@ def test_predict_names_a_loss_fn_that_is_not_callable():
     x, y = torch.randn(8, 10), torch.randint(0, 3, (8,))
     with pytest.raises(TypeError, match=r"^loss_fn must be callable .* got int$"):
         dlt.predict(m, x, y, 3)
+
+
+@pytest.mark.parametrize("api", ["probe", "predict"])
+def test_float64_targets_of_a_probability_bce_for_a_float32_model_are_named(api):
+    # torch.from_numpy(labels) is float64: BCELoss on a float32 model's probabilities failed
+    # inside torch with 'Found dtype Double but expected Float'
+    from torch.nn import functional as F
+
+    from depthlab.validators import ArgumentTypeError
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3), nn.Sigmoid())
+    x = torch.randn(8, 10)
+    y = torch.randint(0, 2, (8, 3)).double()
+    fn = dlt.probe if api == "probe" else dlt.predict
+    for loss_fn in (nn.BCELoss(), F.binary_cross_entropy, "bce"):
+        with pytest.raises(ArgumentTypeError, match=r"^y has dtype torch.float64, .*"
+                           r"torch.float32 \(y.to\(torch.float32\)\)$"):
+            fn(m, x, y, loss_fn)
+    fn(m, x, y.float(), nn.BCELoss())
+    fn(m, x, y, nn.BCEWithLogitsLoss())  # (torch takes float64 targets there)

@@ -276,6 +276,24 @@ def _check_target_type(y: Any, loss_fn: Any) -> None:
                                 "of a floating-point dtype (y.float(), or y.to(output.dtype))")
 
 
+def _check_probability_targets(output: Any, y: Any, loss_fn: Any) -> None:
+    """``BCELoss``/``F.binary_cross_entropy`` (probabilities) take targets of the output's
+    dtype only: float64 targets (``torch.from_numpy`` of NumPy's default) for a float32 model
+    failed inside torch with 'Found dtype Double but expected Float', naming neither ``y``
+    nor the remedy; an :class:`~depthlab.validators.ArgumentTypeError` line instead."""
+    from ..validators import ArgumentTypeError
+    from .train import binary_threshold, loss_parts
+
+    if binary_threshold(loss_fn) != 0.5 or not isinstance(output, torch.Tensor) \
+            or not isinstance(y, torch.Tensor) or not y.is_floating_point() \
+            or not output.is_floating_point() or y.dtype == output.dtype:
+        return
+    fn, _ = loss_parts(loss_fn)
+    name = type(fn).__name__ if isinstance(fn, nn.Module) else "F.binary_cross_entropy"
+    raise ArgumentTypeError(f"y has dtype {y.dtype}, but {name} takes targets of the output's "
+                            f"dtype {output.dtype} (y.to({output.dtype}))")
+
+
 def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     """For a class-index loss (``CrossEntropyLoss``/``NLLLoss``, ``F.cross_entropy``/
     ``F.nll_loss``, also in a ``functools.partial``) on an output ``(N, C, ...)`` with integer
@@ -288,6 +306,7 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     from .train import class_index_loss
 
     _check_target_type(y, loss_fn)
+    _check_probability_targets(output, y, loss_fn)
     _check_elementwise_targets(output, y, loss_fn)
     name = class_index_loss(loss_fn)
     if name is None or not isinstance(output, torch.Tensor) or not isinstance(y, torch.Tensor) \
