@@ -137,7 +137,7 @@ def test_read_only_arrays_are_copied_not_shared():
     """Regression: a read-only array (a pandas column's values, ``np.load(mmap_mode='r')``)
     became a tensor sharing its memory, and torch warned 'The given NumPy array is not
     writable, and PyTorch does not support non-writable tensors'."""
-    from depthlab.torch.doctor import _as_tensor
+    from depthlab.torch.inputs import _as_tensor
 
     x, y = _xy()
     ro = x.copy()

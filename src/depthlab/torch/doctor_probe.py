@@ -1,0 +1,224 @@
+"""What the torch doctor measures at each probed step: ``dlt.probe``'s table, the rows of
+activations the forward applies as functions, and the gradient at the output of a
+normalization between a layer and its activation (``NORM_GRAD``), which the gradient
+rules read in place of ``grad_pre_std`` for that layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import prescriptions as rx
+from .layers import activation_spec
+
+
+def _layer_index(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> dict[str, int]:
+    """Module name -> layer number of the probe table (``module`` column; forward order of the
+    traced layers when the table has none)."""
+    if "module" in table.columns:
+        rows = (table["layer"] >= 1) & (table["quantity"] == "weight_std")  # one per layer
+        sub = table.loc[rows, ["layer", "module"]].drop_duplicates()
+        return {str(m): int(i) for i, m in zip(sub["layer"], sub["module"])}
+    return {t.name: i for i, t in enumerate(layers, 1)}
+
+
+def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> Callable:
+    """:func:`depthlab.torch.probe`; with ``percentiles=False`` no ``pre_pK``/``act_pK`` (the
+    rules read none; only the stored baseline keeps them for the report's figures). The
+    traced ``layers`` whose activation the forward applies itself (``F.relu(self.fc(x))``)
+    get their activation rows from :func:`functional_act_rows`."""
+    from ..probes.stats import PERCENTILES
+    from .probe import probe
+
+    qs = PERCENTILES if percentiles else ()
+    functional = [t for t in layers or [] if t.functional and t.ran]
+    normed = [t for t in layers or [] if t.norm is not None and t.activation is not None
+              and t.ran]
+
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable
+            ) -> pd.DataFrame:
+        with _norm_gradients(normed) as grads:
+            table = probe(model, x, y, loss_fn, percentiles=qs)
+        table = functional_act_rows(table, model, x, functional, qs) if functional else table
+        return _with_norm_rows(table, grads) if grads else table
+
+    return run
+
+
+NORM_GRAD = "grad_norm_std"
+"""The doctor's own probe rows (not stored): the std of dL/d(output of the normalization
+between a layer and its activation), :func:`_norm_gradients`; the gradient rules read it in
+place of ``grad_pre_std`` for those layers (:func:`_rules_frame`)."""
+
+
+@contextlib.contextmanager
+def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
+    """Within the block, the gradients reaching the output of each ``layers``' normalization
+    module (:attr:`~depthlab.torch.prescriptions.TracedLayer.norm`, e.g. the ``BatchNorm2d`` of
+    ``conv -> bn -> relu``): ``{layer name: [n, sum g, sum g^2]}`` (float64, every call
+    pooled). That is the gradient the rules judge for such a layer, as depthlab's probe points
+    of a batch-normalized network read it after the norm (the activation's input): the
+    gradient at the layer's own output is the norm's divided by the std of the norm's input
+    (Ioffe & Szegedy 2015), so it follows the input's scale alone (a batch-normalized MLP on
+    inputs x 0.05 trains as on x, and its first layer's output gradient is 20x larger)."""
+    grads: dict[str, list] = {}
+    by_norm: dict[nn.Module, list[str]] = {}
+    for t in layers:
+        by_norm.setdefault(t.norm, []).append(t.name)
+
+    def on_forward(m: nn.Module, _args: Any, out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or not out.requires_grad:
+            return  # under no_grad (accuracy, a frozen part)
+
+        def take(g: torch.Tensor) -> None:
+            g = g.detach().to(torch.float64)
+            for name in by_norm[m]:
+                acc = grads.setdefault(name, [0, 0.0, 0.0])
+                acc[0] += g.numel()
+                acc[1] += float(g.sum())
+                acc[2] += float((g * g).sum())
+
+        out.register_hook(take)  # before an in-place activation: the gradient of this value
+
+    handles = [m.register_forward_hook(on_forward) for m in by_norm]
+    try:
+        yield grads
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _with_norm_rows(table: pd.DataFrame, grads: dict[str, list]) -> pd.DataFrame:
+    """``table`` with a :data:`NORM_GRAD` row per layer of ``grads`` (numbered as the table
+    numbers the layer's module)."""
+    index = _layer_index(table, [])  # (weight_std rows: a block's rows name the block)
+    rows = []
+    for name, (n, s1, s2) in grads.items():
+        if name in index and n:
+            mean = s1 / n
+            rows.append({"step": int(table["step"].iloc[0]) if len(table) else 0,
+                         "layer": index[name], "module": name, "quantity": NORM_GRAD,
+                         "value": math.sqrt(max(s2 / n - mean * mean, 0.0))})
+    return pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows else table
+
+
+def _rules_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(frame the rules read, table kept)``: the probe table without its :data:`NORM_GRAD`
+    rows (kept), and for the rules each such layer's ``grad_pre_std`` replaced by its
+    :data:`NORM_GRAD` value at the same step (see :func:`_norm_gradients`)."""
+    extra = table["quantity"] == NORM_GRAD
+    if not extra.any():
+        return table, table
+    kept = table[~extra].reset_index(drop=True)
+    by = table[extra].set_index(["step", "layer"])["value"]
+    by = by[~by.index.duplicated(keep="last")]
+    rules = kept.copy()
+    g = rules["quantity"] == "grad_pre_std"
+    at = pd.MultiIndex.from_frame(rules.loc[g, ["step", "layer"]])
+    has = at.isin(by.index)
+    values = rules.loc[g, "value"].to_numpy(copy=True)
+    values[has] = by.reindex(at[has]).to_numpy()
+    rules.loc[g, "value"] = values
+    return rules, kept
+
+
+_ACT_ROWS = ("saturated_frac", "dead_frac", "inactive_frac")
+
+
+_ROW_RANK = {"saturated_frac": 2, "dead_frac": 3, "inactive_frac": 4}
+
+
+def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
+                        layers: list[rx.TracedLayer], percentiles: tuple = ()
+                        ) -> pd.DataFrame:
+    """The probe ``table`` of ``model`` on ``x`` with the activation rows of ``layers`` whose
+    activation the forward applies itself (a traced stand-in, ``functional=True``): the probe
+    sees activation modules only, so ``F.relu(self.fc(x))`` had no ``act_*``,
+    ``dead_frac``, ``inactive_frac`` (or, for a sigmoid, ``saturated_frac``) rows and the
+    dead-unit and saturation rules saw nothing (a ReLU MLP trained at lr 3: 'no findings'
+    with the loss at chance). One more forward on ``x`` (no gradients, in the model's mode,
+    buffers and random streams as found: the probe's dropout masks) gives the tensors ``s``
+    the function reads (:func:`depthlab.torch.prescriptions.functional_inputs`); ``a = f(s)``
+    by the stand-in, and with the probe's definitions (:mod:`depthlab.torch.probe`):
+    ``act_mean``/``act_std`` (population), ``act_pK``, ``saturated_frac`` (bounded ``f``),
+    ``dead_frac`` (units on the layer's feature axis with ``f'(s) = 0`` on every entry),
+    ``inactive_frac`` (ReLU family: ``s <= 0``), replacing the ``act_*`` rows of a norm in
+    between (a module activation's rows are its output's, not the norm's). A layer that has
+    such rows already, or whose function does not run on ``x``, is left as measured."""
+    from ..probes.stats import SATURATION_RATIO, percentile_names
+    from .accumulators import partition_percentiles
+    from .layers import feature_axis
+
+    index = _layer_index(table, layers)
+    todo = [t for t in layers if t.name in index and t.activation is not None
+            and activation_spec(t.activation) is not None
+            and not table["quantity"].isin(_ACT_ROWS)[table["layer"] == index[t.name]].any()]
+    if not todo:
+        return table
+    found = rx.functional_inputs(model, x, [t.module for t in todo])
+    step = int(table["step"].iloc[0]) if len(table) and "step" in table.columns else 0
+    rows: list[tuple] = []
+    replaced: list[int] = []
+    for t in todo:
+        ss = found.get(t.module)
+        if not ss:
+            continue
+        spec = activation_spec(t.activation)
+        axis = feature_axis(t.module)
+        vals, n, sat, off, alive, dead_ok = [], 0, 0, 0, None, True
+        with torch.no_grad():
+            for s in ss:
+                f = s.to(torch.float64 if s.dtype == torch.float64 else torch.float32)
+                vals.append(t.activation(f).reshape(-1))
+                n += f.numel()
+                d = spec.derivative(f).abs()
+                if spec.bounded:
+                    sat += int((d < SATURATION_RATIO * spec.max_derivative).sum())
+                if spec.relu_family:
+                    off += int((f <= 0).sum())
+                if d.dim() < 2:
+                    dead_ok = False
+                    continue
+                ax = axis % d.dim()
+                unit = ~(d.amax(dim=[k for k in range(d.dim()) if k != ax]) <= 0)
+                if alive is None:
+                    alive = unit
+                elif alive.shape == unit.shape:
+                    alive = alive | unit
+                else:
+                    dead_ok = False
+            a = torch.cat(vals)
+        if n == 0:
+            continue
+        i = index[t.name]
+        wide = a.double()
+        out = [("act_mean", float(wide.mean())), ("act_std", float(wide.std(unbiased=False)))]
+        if percentiles:  # the probe's rule, on the values in their dtype
+            pct = partition_percentiles(a.cpu().numpy().copy(), percentiles).tolist()
+            out += list(zip(percentile_names("act", percentiles), pct))
+        if spec.bounded:
+            out.append(("saturated_frac", sat / n))
+        if dead_ok and alive is not None:
+            out.append(("dead_frac", float((~alive).sum()) / alive.numel()))
+        if spec.relu_family:
+            out.append(("inactive_frac", off / n))
+        rows += [(step, i, t.name, q, v) for q, v in out]
+        replaced.append(i)
+    if not rows:
+        return table
+    keep = ~((table["layer"].isin(replaced)) & table["quantity"].str.startswith("act_"))
+    new = pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+    merged = pd.concat([table[keep], new.astype(table.dtypes.to_dict())], ignore_index=True)
+    # the probe's order within a layer: pre_*, act_*, saturated, dead, inactive, the rest
+    rank = merged["quantity"].map(lambda q: 0 if q.startswith("pre_") else 1 if
+                                  q.startswith("act_") else _ROW_RANK.get(q, 5))
+    order = np.lexsort((rank.to_numpy(), merged["layer"].to_numpy(), merged["step"].to_numpy()))
+    return merged.iloc[order].reset_index(drop=True)
