@@ -197,8 +197,14 @@ class TracedLayer:
     norm: nn.Module | None = None
     """The normalization module between the layer and its activation whose input is the
     layer's output itself (``conv -> bn -> relu``; through dropout, pooling or reshapes), the
-    last one when there are several; None when there is none (or a sum or another function
-    comes between, e.g. a post-norm residual ``norm(x + layer(h))``)."""
+    last one when there are several; when there is none, the one right after its activation
+    module that takes the activation's output itself (``conv -> relu -> bn``, the norm after
+    the activation); None when there is neither (or a sum or another function comes between,
+    e.g. a post-norm residual ``norm(x + layer(h))``). The doctor's gradient rules read the
+    gradient at its output: either way the norm's backward divides the gradient reaching
+    the layer's output by the std of the norm's input, which follows the scale of the
+    network's input (pixels 0..255 or x 0.05: 'vanishing' or 'exploding' in a network that
+    trains the same)."""
 
     @property
     def activation_name(self) -> str | None:
@@ -348,15 +354,16 @@ _IO = tuple[torch.Tensor | None, torch.Tensor | None]
 def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], list[_IO]]:
     """One forward of ``model`` on ``x`` (no gradients, inside :func:`untouched`): the
     modules called, in order (weight layers and leaf modules), and for each call of a weight
-    layer or pass-through module copies of its first input and output tensors (a later
-    in-place activation changes them), ``(None, None)`` for the others."""
+    layer, pass-through or activation module copies of its first input and output tensors (a
+    later in-place activation changes them), ``(None, None)`` for the others."""
     calls: list[nn.Module] = []
     seen_io: list[_IO] = []
     layers = _layer_modules(model)
 
     def hook(module: nn.Module, inp: Any, out: Any) -> None:
         calls.append(module)
-        if module in layers or isinstance(module, PASS_THROUGH):
+        if module in layers or isinstance(module, PASS_THROUGH) or \
+                activation_name(module) is not None:  # (a norm after it: _norm_after)
             i, o = _first_tensor(inp), _first_tensor(out)
             seen_io.append((None if i is None else i.detach().clone(),
                             None if o is None else o.detach().clone()))
@@ -392,6 +399,8 @@ def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
             break
         if activation_name(nxt) is not None:
             act = nxt
+            if norm is None:
+                norm = _norm_after(calls, seen_io, j)
             break
         if isinstance(nxt, NORM_MODULES):
             normed = True
@@ -400,6 +409,26 @@ def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
             break
         last = seen_io[j][1] if last is not None else None
     return act, normed, None, norm
+
+
+def _norm_after(calls: list[nn.Module], seen_io: list[_IO], j: int) -> nn.Module | None:
+    """The normalization module that takes the output of call ``j`` (an activation module)
+    itself, through dropout, pooling or reshaping modules, before any other weight layer,
+    activation or function (``conv -> relu -> bn``); None when there is none."""
+    last = seen_io[j][1]
+    for k in range(j + 1, len(calls)):
+        nxt = calls[k]
+        nxt_in = seen_io[k][0]
+        if last is None or nxt_in is None or not _unchanged(last, nxt_in):
+            return None  # something else between: a sum, a slice, a function
+        if weight_tensors(nxt) or activation_name(nxt) is not None:
+            return None
+        if isinstance(nxt, NORM_MODULES):
+            return nxt
+        if not isinstance(nxt, PASS_THROUGH):
+            return None
+        last = seen_io[k][1]
+    return None
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
