@@ -21,6 +21,15 @@ backward  ``Var(g_l) = m_{l+1} v_{l+1} E[f_l'(s)^2] Var(g_{l+1})``, ``g_l = dL/d
           ``m_{l+1}`` the number of outputs each input entry feeds (``out_features``;
           ``out_channels / groups * prod(kernel) / prod(stride)``); with zero padding both are
           averaged over positions (a border position reads fewer taps: :func:`_fans`).
+border    zero padding also lowers a conv output's variance at the border, which the next
+          conv's border outputs read with fewer taps: along a chain of zero-padded convs with
+          homogeneous activations (ReLU, leaky ReLU, none) and no BatchNorm, the relative map
+          ``u(p)`` of ``E[a^2]`` per position is carried (``q(p) ~ n v (A u)(p) + Var(b)``,
+          ``A`` the conv's tap count map, :func:`_tap_matrices`) and the fan-in multiplied by
+          ``mean(A u) / mean(A 1)``; backward likewise the map of ``Var(g)`` with ``A^T``
+          (averaged fans alone compound: 6 He/ReLU convs of 64 channels on 8x8 inputs had
+          pre_std of the 6th 0.88x and grad_pre_std of the 1st 0.90x the measurement, now
+          within 5% as with circular padding; other activations keep the average).
 unit      a unit's value is ``s = shift + b_j + W_j E_batch[a] + N(0, qb)``: its own bias (the
           layer's actual biases as quantile groups; PyTorch's default uniform bias is not
           Gaussian, and where it dominates a cubic-like Tanhshrink's ``E f(s)^2`` is 4x that of
@@ -1520,6 +1529,23 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     mb = 0.0 if b64 is None else float(b64.mean())
     fan_in, fan_out, spread = _fans(m, seg.get("in_shape"))
     mw = _weight_mean(seg["name"], w64.numel(), v, mw, max(fan_in, fan_out))
+    # zero padding: the input's E[a^2] is lower at the border, which fewer outputs read
+    mats = _tap_matrices(m, seg.get("in_shape")) if not seg["_between"] else None
+    prof_in = seg.pop("_prof_in", None)
+    prof_out = None
+    if mats is not None:
+        ones = np.ones([mm.shape[1] for mm in mats])
+        a1 = _along(mats, ones)
+        u = prof_in if prof_in is not None and prof_in.shape == ones.shape else ones
+        au = _along(mats, u)
+        fan_w = fan_in * (v - mw * mw) * prev_sq  # before the correction
+        fan_in *= float(au.mean()) / float(a1.mean())
+        if seg.get("norm") is None and (seg["activation"] is None
+                                        or _homogeneous(seg["activation"])):
+            qmap = fan_w * au / float(a1.mean()) + max(b2 - mb * mb, 0.0)
+            if qmap.mean() > 0:
+                prof_out = qmap / qmap.mean()
+    seg["_prof_out"] = prof_out
     # s ~ N(n mean(W) E[a] + mean(b), n Var(W) E[a^2] + Var(b)) over units and examples: the
     # weights' and biases' common means shift every unit alike (they were taken for random
     # ones: a constant bias 2 made ReLU gradients 2x off)
@@ -1596,7 +1622,8 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                  "act": (seg["activation"] is not None or norm is not None)
                  and not seg.get("pooled_act"),
                  "nodes": nodes, "spec": spec, "between": seg["_between"],
-                 "q_fin": tw / units, "a_fin": a_fin})
+                 "q_fin": tw / units, "a_fin": a_fin, "mats": mats,
+                 "plain": prof_out is not None})
     return sq, mean, max(bvar, 0.0), dist
 
 
@@ -1698,6 +1725,49 @@ def _tap_counts(module: nn.Module, in_shape: Sequence[int] | None
         s1, s2 = s1 * float(n_k.sum()), s2 * float((n_k * n_k).sum())
         p_out, p_in = p_out * o, p_in * L
     return s1, s2, p_out, p_in
+
+
+def _tap_matrices(module: nn.Module, in_shape: Sequence[int] | None
+                  ) -> list[np.ndarray] | None:
+    """Per spatial dimension of a zero-padded conv, ``M[o, i]`` = the number of its kernel's taps
+    by which output position ``o`` reads input position ``i`` (the conv's tap count map is
+    their Kronecker product); ``None`` for a Linear, without zero padding (or with no padding at
+    all) or an unknown input shape."""
+    if not isinstance(module, _CONV) or in_shape is None or module.padding_mode != "zeros":
+        return None
+    k = [int(d) for d in module.weight.shape[2:]]
+    if len(in_shape) < len(k):
+        return None
+    pad = module.padding
+    if pad == "valid":
+        return None
+    if pad == "same":
+        pads = [d * (kk - 1) // 2 for d, kk in zip(module.dilation, k)]
+    else:
+        pads = [int(q) for q in pad]
+    if not any(pads):
+        return None
+    mats = []
+    for L, K, S, P, D in zip([int(d) for d in in_shape[-len(k):]], k, module.stride, pads,
+                             module.dilation):
+        o = (L + 2 * P - D * (K - 1) - 1) // S + 1 if pad != "same" else L
+        if o <= 0:
+            return None
+        pos = np.arange(o)[:, None] * S - P + np.arange(K)[None, :] * D
+        mm = np.zeros((o, L))
+        for col in range(K):
+            ok = (pos[:, col] >= 0) & (pos[:, col] < L)
+            np.add.at(mm, (np.arange(o)[ok], pos[ok, col]), 1.0)
+        mats.append(mm)
+    return mats
+
+
+def _along(mats: list[np.ndarray], u: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """The tap count map of :func:`_tap_matrices` (or its transpose) applied to a per-position
+    map ``u``, one spatial dimension at a time."""
+    for d, mm in enumerate(mats):
+        u = np.moveaxis(np.tensordot(mm.T if transpose else mm, u, axes=([1], [d])), 0, d)
+    return u
 
 
 def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
@@ -1865,10 +1935,14 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
     """The rows of the forward pass from the input ``state`` and ``Var(dL/ds)`` per row
     (relative: ``Var(dL/da) = 1`` at the last segment's output)."""
     rows: list[dict] = []
+    prof = None  # E[a^2] per position (mean 1) out of a zero-padded conv chain
     for seg in segments:
         if seg["kind"] == "layer":
+            seg["_prof_in"] = prof
             state = _forward(seg, state, rows)
+            prof = seg.pop("_prof_out", None)
             continue
+        prof = None
         state = _between_forward(seg, state)
         first = len(rows)
         entry = state[3]
@@ -1892,6 +1966,7 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
     grad = [0.0] * len(rows)
     g_out = 1.0
     v_of_x = None  # Var(dL/dx | x) on the nodes of the stream's distribution (identity skips)
+    g_prof = None  # Var(dL/ds) per position (mean 1) in a zero-padded conv chain
     k = len(rows)
     for seg in reversed(segments):
         if seg["kind"] == "layer":
@@ -1899,7 +1974,18 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
             # a weight layer mixes units: no dependence on one unit's value, unless max
             # pooling before it sends the gradient to the largest entries
             g_out, v_of_x = _backward(rows, grad, k, g_out, v_of_x)
+            mats = rows[k].get("mats")
+            if mats is not None:  # zero padding: fewer outputs send a gradient to the border
+                ones = np.ones([mm.shape[0] for mm in mats])
+                gp = g_prof if g_prof is not None and g_prof.shape == ones.shape else ones
+                a1, ag = _along(mats, ones, True), _along(mats, gp, True)
+                g_out *= float(ag.mean()) / float(a1.mean())
+                plain_below = k > 0 and rows[k - 1].get("plain") and not rows[k]["between"]
+                g_prof = ag / float(ag.mean()) if plain_below and ag.mean() > 0 else None
+            else:
+                g_prof = None
             continue
+        g_prof = None
         first, mid, last, _ = seg["_rows"]
         (xv, xw), (fv, fw), _ = seg["_dist"]
         identity = mid == last
