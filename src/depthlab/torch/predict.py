@@ -948,7 +948,33 @@ def _check_backward_hooks(model: nn.Module, names: dict[int, str]) -> None:
                              "which the theory does not see; expected the model without it")
 
 
-class _GlobalForwardHooks:
+class _WrappedHooks:
+    """Hooks wrapped for one forward (a context manager): each entry of ``tables``,
+    ``(hook dict, *how)``, has its hooks replaced by ``self._wrap(hook, *how)`` on entry and
+    put back on exit."""
+
+    tables: list[tuple]
+    saved: list[tuple[dict, Any, Any]]
+
+    def _wrap(self, hook: Callable, *how: Any) -> Callable:
+        raise NotImplementedError
+
+    def __enter__(self) -> _WrappedHooks:
+        self.saved = []
+        for table, *how in self.tables:
+            for key, hook in list(table.items()):
+                self.saved.append((table, key, hook))
+                table[key] = self._wrap(hook, *how)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for table, key, hook in self.saved:
+            if key in table:
+                table[key] = hook
+        self.saved = []
+
+
+class _GlobalForwardHooks(_WrappedHooks):
     """The forward hooks that run before a module's own hooks, wrapped for one forward: the
     global forward hooks (``nn.modules.module.register_module_forward_hook``), the global
     forward pre-hooks and the forward pre-hooks of the model's modules. One that replaces or
@@ -998,21 +1024,8 @@ class _GlobalForwardHooks:
             return got
         return wrapped
 
-    def __enter__(self) -> _GlobalForwardHooks:
-        for table, what, pre in self.tables:
-            for key, hook in list(table.items()):
-                self.saved.append((table, key, hook))
-                table[key] = self._wrap(hook, what, pre)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        for table, key, hook in self.saved:
-            if key in table:
-                table[key] = hook
-        self.saved = []
-
-
-class _HookReturns:
+class _HookReturns(_WrappedHooks):
     """Full backward hooks and pre-hooks (``register_full_backward_hook``,
     ``register_full_backward_pre_hook``, on the model's modules or global) wrapped for one
     forward, so that what they return in a backward of it is known: ``None`` (or the
@@ -1046,19 +1059,6 @@ class _HookReturns:
                 self.changed = who
             return got
         return wrapped
-
-    def __enter__(self) -> _HookReturns:
-        for table, who in self.tables:
-            for key, hook in list(table.items()):
-                self.saved.append((table, key, hook))
-                table[key] = self._wrap(hook, who)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for table, key, hook in self.saved:
-            if key in table:
-                table[key] = hook
-        self.saved = []
 
     def check(self, end: torch.Tensor, x: Any) -> None:
         """Run the wrapped hooks by a backward of ``end`` (the loss, else the output's sum) to
