@@ -1542,17 +1542,18 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         au = _along(mats, u)
         fan_w = fan_in * (v - mw * mw) * prev_sq  # before the correction
         fan_in *= float(au.mean()) / float(a1.mean())
-        spec_ = seg["activation"]
-        if seg.get("norm") is None:
-            qmap = fan_w * au / float(a1.mean()) + max(b2 - mb * mb, 0.0)
-            if qmap.mean() > 0 and (spec_ is None or _homogeneous(spec_)):
-                prof_out = qmap / qmap.mean()
-            elif qmap.mean() > 0:  # E f^2 and E f'^2 per position, at ~1% levels of q(p)
-                rel = np.round(qmap / qmap.mean(), 2)
+        act = seg["activation"]
+        qmap = fan_w * au / float(a1.mean()) + max(b2 - mb * mb, 0.0)
+        q_mean = float(qmap.mean())
+        if seg.get("norm") is None and q_mean > 0:
+            if act is None or _homogeneous(act):
+                prof_out = qmap / q_mean
+            else:  # E f^2 and E f'^2 per position, at ~1% levels of q(p)
+                rel = np.round(qmap / q_mean, 2)
                 lv, inv = np.unique(rel, return_inverse=True)
-                mom = np.array([_moments(spec_, float(r) * float(qmap.mean()),
+                mom = np.array([_moments(act, float(r) * q_mean,
                                          fan_in * mw * prev_mean + mb)[1:] for r in lv])
-                a2, d2 = mom[inv.reshape(rel.shape), 0], mom[inv.reshape(rel.shape), 1]
+                a2, d2 = np.moveaxis(mom[inv.reshape(rel.shape)], -1, 0)
                 if a2.mean() > 0 and d2.mean() > 0:
                     prof_out = a2 / a2.mean()
                     d_prof = d2 / d2.mean()
@@ -1992,9 +1993,9 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
                 a1, ag = _along(mats, ones, True), _along(mats, gp, True)
                 g_out *= float(ag.mean()) / float(a1.mean())
                 plain_below = k > 0 and rows[k - 1].get("plain") and not rows[k]["between"]
-                if plain_below and rows[k - 1]["d_prof"] is not None:  # E f'^2 per position
-                    ag = ag * rows[k - 1]["d_prof"] if ag.shape == rows[k - 1]["d_prof"].shape \
-                        else ag
+                d_prof = rows[k - 1]["d_prof"] if plain_below else None
+                if d_prof is not None and d_prof.shape == ag.shape:  # E f'^2 per position
+                    ag = ag * d_prof
                 g_prof = ag / float(ag.mean()) if plain_below and ag.mean() > 0 else None
             else:
                 g_prof = None
