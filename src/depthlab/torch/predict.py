@@ -878,7 +878,8 @@ _MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling and 
 def _operation(fn: Any) -> str:
     """The refusal's words for a layer input made by the autograd node ``fn`` (a torch
     operation, not a module), named below the views on it (a flatten of ``h * 2`` is named by
-    ``Mul``, not by ``View``); an activation applied after pooling is named as such."""
+    ``Mul``, not by ``View``); an activation applied after pooling is named as such, one applied
+    to another operation's result names that operation (``tanh(h - h.mean(0))``: ``Sub``)."""
     node, _ = _below_views(fn)
     node = fn if node is None else node
     name = node.name()
@@ -891,6 +892,12 @@ def _operation(fn: Any) -> str:
                 "modelled only after a max pool of a layer's (or BatchNorm's) own output and "
                 "for a non-decreasing activation (then f(max(s)) = max(f(s))); expected the "
                 "activation before the pool (F.avg_pool2d(F.gelu(conv(x)), 2))")
+    if name in ACT_NODES and below is not None:  # tanh(h - h.mean(0)): name the Sub too
+        under = re.sub(r"Backward[0-9]*$", "", below.name())
+        return (f"; it is the output of the function {op.lower()} applied to the result of the "
+                f"torch operation {under!r} (autograd node {below.name()}), not to a layer's "
+                "(or normalization's) own output: an activation is modelled only on a layer's "
+                "or normalization's output")
     return f"; it is computed by the torch operation {op!r} (autograd node {name}), not by a module"
 
 
