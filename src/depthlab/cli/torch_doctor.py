@@ -4,8 +4,11 @@ factory in a user's file (options added to the ``doctor`` command by :func:`add_
 Inputs: images are kept as ``(N, C, H, W)`` when the data set has an image shape and the
 model's first weight layer is a ``Conv2d`` (a ``(H, W)`` shape gets one channel; ``(H, W, C)``
 whose C is the convolution's input channels, or for a lazy convolution at most 4 and less
-than H, is moved to channels-first); a ``Conv1d`` model
-gets ``(N, 1, D)``; a model whose first layer is an ``RNN``/``LSTM``/``GRU`` gets sequences
+than H, is moved to channels-first); a ``Conv1d`` or ``Conv3d`` model gets a data file's
+signals ``(N, C, L)`` or volumes ``(N, C, D, H, W)`` as they are (``(N, L, C)`` and
+``(N, D, H, W, C)`` channels-first, one channel for ``(N, L)``/``(N, D, H, W)``), other data
+``(N, 1, D)`` for a ``Conv1d``; a model whose first layer is an ``RNN``/``LSTM``/``GRU`` gets
+sequences
 ``(N, D / input_size, input_size)`` (examples on the first axis, as ``batch_first=True``; a
 model built with ``batch_first=False`` transposes them itself); anything else gets the
 flattened ``(N, D)`` rows (MLPs).

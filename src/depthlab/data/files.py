@@ -94,7 +94,8 @@ def _npz(path: Path) -> RawData:
             + "; ".join(NPZ_LAYOUTS)
         )
     info: dict[str, Any] = {"source": f"npz file {path}", "path": str(path)}
-    if parts["x"].ndim in (3, 4):  # images (N, H, W) or (N, H, W, C) / (N, C, H, W)
+    if parts["x"].ndim >= 3:  # images (N, H, W), (N, H, W, C) / (N, C, H, W); signals
+        # (N, C, L), volumes (N, C, D, H, W): each example's shape, for a torch model's input
         info["image_shape"] = tuple(int(s) for s in parts["x"].shape[1:])
     return RawData(
         x=parts["x"],

@@ -225,11 +225,44 @@ def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.
         if last:  # (H, W, C) files: channels first for torch (a lazy conv: C of 1 to 4)
             return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
         return x.reshape(n, *shape)
+    if isinstance(first, (nn.Conv1d, nn.Conv3d)) and image_shape and \
+            int(np.prod(image_shape)) == d:
+        shaped = _channels(first, x, tuple(int(s) for s in image_shape))
+        if shaped is not None:
+            return shaped
     if isinstance(first, nn.Conv1d):
         return x.reshape(n, 1, d)
+    if isinstance(first, nn.Conv3d):
+        return x.reshape(n, d)  # no (D, H, W) shape known: the model's own error names it
     if isinstance(first, nn.RNNBase) and d % first.input_size == 0:
         return x.reshape(n, d // first.input_size, first.input_size)
     return x.reshape(n, d)
+
+
+def _channels(first: nn.Module, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """Rows ``x`` as the examples of shape ``shape`` (a data file's, e.g. ``(C, L)`` signals
+    or ``(C, D, H, W)`` volumes) for a ``Conv1d`` (``k = 1``) or ``Conv3d`` (``k = 3``) first
+    layer: channels first as given when ``shape`` has ``k + 1`` axes and its first is the
+    layer's input channels, moved to the front when only its last is (channels-last files);
+    ``k`` axes: one channel; a lazy layer's channels (unknown) are a first or last axis of
+    at most 4 entries and fewer than the other axes'. None: the shape does not fit the layer."""
+    n, k = x.shape[0], 1 if isinstance(first, nn.Conv1d) else 3
+    if len(shape) == k:
+        return x.reshape(n, 1, *shape)
+    if len(shape) != k + 1:
+        return None
+    cin = first.in_channels
+    if isinstance(first, nn.modules.lazy.LazyModuleMixin) and first.has_uninitialized_params():
+        head = shape[0] <= 4 and shape[0] < min(shape[1:])
+        last = not head and shape[-1] <= 4 and shape[-1] < min(shape[:-1])
+    else:
+        head = shape[0] == cin
+        last = not head and shape[-1] == cin
+    if head:
+        return x.reshape(n, *shape)
+    if last:
+        return np.ascontiguousarray(np.moveaxis(x.reshape(n, *shape), -1, 1))
+    return None
 
 
 def _runs_on(model: nn.Module, x: np.ndarray) -> bool:
@@ -256,7 +289,9 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
     ``(N, C, H, W)`` when ``image_shape`` (``(H, W)``: one channel; ``(H, W, C)`` whose C is
     the convolution's input channels, or a lazy one's C of at most 4 and less than H: moved to
     channels-first) has D entries and the model's
-    first weight layer is a ``Conv2d``; ``(N, 1, D)`` for a ``Conv1d``; sequences
+    first weight layer is a ``Conv2d``; for a ``Conv1d``/``Conv3d`` a data file's examples of
+    shape ``(C, L)``/``(C, D, H, W)`` (channels last moved to the front, see
+    :func:`_channels`), else ``(N, 1, D)`` for a ``Conv1d``; sequences
     ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU``; else ``(N, D)``.
     The first weight layer is the first of ``model.modules()``; when the model holds layers
     of other kinds too (a custom ``forward`` may run a conv declared after its linear head),

@@ -1,0 +1,57 @@
+"""Round 25 (torchhunt25): depthlab.torch end to end on models nobody tried: the CLI doctor
+on data files of signals and volumes, Watch runs in a shared store, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from depthlab.torch.inputs import shape_inputs  # noqa: E402
+
+MODELS = '''
+from torch import nn
+def audio():
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+def volume():
+    return nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+'''
+
+
+@pytest.mark.parametrize("layer, shape, want", [
+    (nn.Conv1d(2, 4, 3), (2, 10), lambda x: x),                       # (N, C, L)
+    (nn.Conv1d(2, 4, 3), (10, 2), lambda x: x.transpose(0, 2, 1)),    # (N, L, C)
+    (nn.Conv1d(1, 4, 3), (10,), lambda x: x[:, None]),                # (N, L)
+    (nn.LazyConv1d(4, 3), (3, 10), lambda x: x),
+    (nn.Conv3d(2, 4, 3), (2, 3, 4, 5), lambda x: x),                  # (N, C, D, H, W)
+    (nn.Conv3d(2, 4, 3), (3, 4, 5, 2), lambda x: np.moveaxis(x, -1, 1)),
+    (nn.Conv3d(1, 4, 3), (3, 4, 5), lambda x: x[:, None]),            # (N, D, H, W)
+    (nn.LazyConv3d(4, 3), (3, 4, 5, 2), lambda x: np.moveaxis(x, -1, 1)),
+])
+def test_a_files_signals_and_volumes_keep_their_shape_for_conv1d_and_conv3d(layer, shape, want):
+    """A .npz of signals (N, C, L) or volumes (N, C, D, H, W) was given to a Conv1d model as
+    (N, 1, C*L) (channels concatenated into one) and to a Conv3d model as flat rows (fails)."""
+    x = np.arange(4 * int(np.prod(shape)), dtype=np.float32).reshape(4, *shape)
+    got = shape_inputs(x.reshape(4, -1), shape, nn.Sequential(layer))
+    np.testing.assert_array_equal(got, want(x))
+
+
+@pytest.mark.parametrize("name, shape", [("audio", (2, 16)), ("volume", (2, 3, 4, 4))])
+def test_cli_doctor_takes_npz_signals_and_volumes(tmp_path, name, shape, capsys):
+    """`depthlab doctor --torch` on a user's .npz of (N, 2, 16) signals for a Conv1d(2, ...)
+    and of (N, 2, 3, 4, 4) volumes for a Conv3d(2, ...): exit 2 ('expected input[2, 1, 32]
+    to have 2 channels', 'Expected 4D or 5D input to conv3d') before the fix."""
+    from depthlab.cli import main
+
+    (tmp_path / "models.py").write_text(MODELS)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, *shape)).astype(np.float32)
+    np.savez(tmp_path / f"{name}.npz", x=x, y=rng.integers(0, 3, 40))
+    code = main(["doctor", "--torch", f"{tmp_path / 'models.py'}:{name}", "--data",
+                 str(tmp_path / f"{name}.npz"), "--steps", "2", "--batch-size", "16",
+                 "--out", str(tmp_path / "out"), "-q"])
+    assert code == 0, capsys.readouterr().err
