@@ -212,21 +212,28 @@ def test_grid_size_and_lazy_points():
     # tracing started (7.7 MB once, after test_dask_round17, test_newuser_round15 and
     # test_report_progress in one pytest). A collection every 20 points leaves what is kept;
     # the least of three tries leaves out another thread's allocations (tracemalloc counts
-    # every thread's).
+    # every thread's). gc.freeze() sets the suite's earlier objects aside, so that each
+    # collection scans only this test's (a full collection over the whole suite's heap took
+    # most of this test's 23 s in CI).
     peaks = []
-    for _ in range(3):
-        gc.collect()
-        tracemalloc.start()
-        try:
-            n = 0
-            for _ in iter_points(raw, limit=200, check=False):
-                n += 1
-                if n % 20 == 0:
-                    gc.collect()
-            peaks.append(tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
-        assert n == 200
+    gc.collect()
+    gc.freeze()
+    try:
+        for _ in range(3):
+            gc.collect()
+            tracemalloc.start()
+            try:
+                n = 0
+                for _ in iter_points(raw, limit=200, check=False):
+                    n += 1
+                    if n % 20 == 0:
+                        gc.collect()
+                peaks.append(tracemalloc.get_traced_memory()[1])
+            finally:
+                tracemalloc.stop()
+            assert n == 200
+    finally:
+        gc.unfreeze()
     peak = min(peaks)
     assert peak < 300_000, f"{peak} bytes: points are kept, not streamed"  # a list: ~800 kB
     # a bad value at the very end of a 10^6-point grid fails before the first point
