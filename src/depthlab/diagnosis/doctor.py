@@ -16,6 +16,7 @@ from ..backend import data_array
 from ..backend import rng as make_rng
 from ..data.standardize import target_moments
 from ..jsonable import jsonable
+from ..layers import Activation, AlphaDropout, BatchNorm, Dropout, Layer, Residual, Sequential
 from ..losses import REGISTRY as LOSS_REGISTRY
 from ..losses import one_hot_labels
 from ..models import mlp
@@ -28,7 +29,7 @@ from ..training.trainer import Callback, Trainer, _check_callbacks
 from ..validators import keyword_hints, positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
-from .rules import RULES, RunContext, evaluate
+from .rules import NORM_GRAD, RULES, RunContext, evaluate, norm_gradient_frame
 
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
@@ -148,6 +149,7 @@ class _Run:
     ctx: RunContext
     findings: list[Finding]
     metrics_by_kind: dict[str, float]
+    probes: Any = None  # the probe table stored (ctx.frame: the rules' frame; see _Recorder)
 
     @property
     def final(self) -> dict[str, float]:
@@ -222,6 +224,54 @@ def _bn_losses(net: Network, x: np.ndarray, y: np.ndarray, loss: Any) -> dict[st
     return {"loss_batch_stats": batch, "loss_inference": inference}
 
 
+def _norms_before(net: Network) -> dict[int, BatchNorm]:
+    """``id(activation) -> the BatchNorm whose output it takes`` (through dropout, the
+    identity in a measurement pass): ``Dense -> BatchNorm -> act``, a pre-activation residual
+    branch's ``BatchNorm -> act``; not an activation of a residual block's sum."""
+    out: dict[int, BatchNorm] = {}
+
+    def walk(layer: Layer, prev: Layer | None) -> Layer | None:
+        if isinstance(layer, Residual):
+            walk(layer.branch, prev)
+            return layer  # its output is a sum, no norm's output
+        if isinstance(layer, Sequential):
+            for child in layer.layers:
+                prev = walk(child, prev)
+            return prev
+        if isinstance(layer, Dropout | AlphaDropout):
+            return prev
+        if isinstance(layer, Activation) and isinstance(prev, BatchNorm):
+            out[id(layer)] = prev
+        return layer
+
+    walk(net, None)
+    return out
+
+
+class _Recorder(ProbeRecorder):
+    """The doctor's :class:`ProbeRecorder`: at each statistics record also a
+    :data:`~depthlab.diagnosis.rules.NORM_GRAD` row per hidden layer whose activation takes a
+    batch norm's output, the std of dL/dxhat = gamma * dL/ds there (float64), which the gradient
+    rules read in place of ``grad_pre_std`` (:func:`~depthlab.diagnosis.rules.
+    norm_gradient_frame`; the stored table keeps the probe's own rows), as the torch doctor
+    does at a norm module."""
+
+    def _layer_records(self, step: int, hist: bool, stats: bool = True,
+                       snapshots: dict | None = None) -> set[int]:
+        copied = super()._layer_records(step, hist, stats, snapshots)
+        if stats and self._points:
+            norms = _norms_before(self._net)
+            for p in self._points:
+                bn, g = norms.get(id(p.activation)), p.activation.grad_s
+                if bn is None or g is None:
+                    continue
+                gx = np.asarray(g, dtype=np.float64) * np.asarray(bn.gamma.value,
+                                                                  dtype=np.float64)
+                with np.errstate(all="ignore"):
+                    self._add(step, p.index, NORM_GRAD, float(gx.std()) if gx.size else math.nan)
+        return copied
+
+
 def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any],
            callbacks: Sequence[Callback] = ()) -> _Run:
     # batch norm over a batch of 2 rows maps each unit to -1 and +1 whatever the inputs, so
@@ -237,8 +287,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     src_x = data.x_val if held_out else data.x
     src_y = data.y_val if held_out else data.y
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
-    rec = ProbeRecorder(px, py, settings["loss"], every=settings["probe_every"],
-                        histogram_steps=())
+    rec = _Recorder(px, py, settings["loss"], every=settings["probe_every"],
+                    histogram_steps=())
     trainer = Trainer(net, loss=settings["loss"], optimizer=settings["optimizer"],
                       lr=settings["lr"], optimizer_kwargs=settings["optimizer_kwargs"],
                       batch_size=settings["batch_size"], epochs=None,
@@ -254,14 +304,15 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     if data is not original and not hist.diverged:
         # in the targets' own units, as the runs it is compared with (and constant_loss) are
         metrics.update(_original_losses(net, original, data, settings["loss"]))
-    ctx = RunContext(net=net, config=config, settings=settings, frame=rec.frame(),
+    rules_frame, probes = norm_gradient_frame(rec.frame())
+    ctx = RunContext(net=net, config=config, settings=settings, frame=rules_frame,
                      history=hist, metrics=metrics,
                      bn_drift=drift, probe_examples=int(px.shape[0]), bn_losses=bn_losses,
                      chance_loss=constant_loss(settings["loss"], py, _outputs(config)),
                      input_stats=_input_stats(data.x),
                      target_stats=_target_stats(settings["loss"], data.y))
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
-    return _Run(ctx, findings, by_kind)
+    return _Run(ctx, findings, by_kind, probes)
 
 
 def _standardized(data: _Data) -> _Data:
@@ -686,7 +737,7 @@ def doctor(
     callbacks = tuple(callbacks)
     base = _train(net, config, d, settings, callbacks)
     diagnosis = Diagnosis(findings=base.findings, baseline=base.final,
-                          probes=base.ctx.frame, config=config, settings=settings,
+                          probes=base.probes, config=config, settings=settings,
                           bn_drift=base.ctx.bn_drift)
     if not verify or not base.findings:
         return diagnosis

@@ -95,6 +95,14 @@ Thresholds (module constants):
                               blocks of 64, He, step 0: 44.5x on 4 rows, 7.1x on 8, 2.4x on
                               32, 2.0x on 300: a healthy net was 'exploding at
                               initialization' on a 40-row data set's 4 validation rows)
+                              For a layer whose activation takes a normalization's output
+                              (``Dense -> BatchNorm -> act``) the doctor gives the rules
+                              dL/dxhat = gamma * dL/ds, the gradient before the norm's
+                              affine (:data:`NORM_GRAD`): scaling a norm's gamma and beta by
+                              c leaves the network's function and dL/dxhat as they were and
+                              divides dL/ds by c, so read at s a healthy net's ratio followed
+                              its learned gammas (a BatchNorm CNN under SGD momentum 0.9:
+                              13.9x, 'exploding'; 6-8x at xhat)
 ``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
                               0.5 batch std (averaged over units), or mean |log variance ratio|
                               above 0.5 (a factor ~1.65), judged on at least
@@ -202,6 +210,37 @@ INPUT_OFFSET = 5.0
 TARGET_SCALE = 10.0
 TARGET_OFFSET = 2.0
 TARGET_FIT = 0.2
+
+
+NORM_GRAD = "grad_norm_std"
+"""The doctors' own probe rows (never stored): per layer whose activation takes a
+normalization's output, the std of dL/dxhat = gamma * dL/dy at that norm (``y = gamma * xhat +
+beta``; gamma 1 without an affine), which the gradient rules read in place of
+``grad_pre_std`` (:func:`norm_gradient_frame`). dL/dxhat does not change when the norm's
+gamma and beta are scaled together, which leaves the network's function as it was (the next
+norm divides the scale out) and divides dL/dy by it."""
+
+
+def norm_gradient_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(frame the rules read, table kept)``: the probe table without its :data:`NORM_GRAD`
+    rows (kept, stored), and for the rules each such layer's ``grad_pre_std`` replaced by its
+    :data:`NORM_GRAD` value at the same step."""
+    if not len(table) or "quantity" not in table.columns:
+        return table, table
+    extra = table["quantity"] == NORM_GRAD
+    if not extra.any():
+        return table, table
+    kept = table[~extra].reset_index(drop=True)
+    by = table[extra].set_index(["step", "layer"])["value"]
+    by = by[~by.index.duplicated(keep="last")]
+    rules = kept.copy()
+    g = rules["quantity"] == "grad_pre_std"
+    at = pd.MultiIndex.from_frame(rules.loc[g, ["step", "layer"]])
+    has = at.isin(by.index)
+    values = rules.loc[g, "value"].to_numpy(copy=True)
+    values[has] = by.reindex(at[has]).to_numpy()
+    rules.loc[g, "value"] = values
+    return rules, kept
 
 
 def activation_name(configured: Any, fn: Any = None) -> str:

@@ -1,7 +1,7 @@
 """What the torch doctor measures at each probed step: ``dlt.probe``'s table, the rows of
-activations the forward applies as functions, and the gradient at the output of a
-normalization between a layer and its activation (``NORM_GRAD``), which the gradient
-rules read in place of ``grad_pre_std`` for that layer.
+activations the forward applies as functions, and the gradient at a normalization between
+a layer and its activation, before its affine (dL/dxhat = gamma * dL/d(norm output),
+``NORM_GRAD``), which the gradient rules read in place of ``grad_pre_std`` for that layer.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ..diagnosis.rules import NORM_GRAD, norm_gradient_frame
 from . import prescriptions as rx
 from .layers import activation_spec
 
@@ -53,10 +54,9 @@ def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> 
     return run
 
 
-NORM_GRAD = "grad_norm_std"
-"""The doctor's own probe rows (not stored): the std of dL/d(output of the normalization
-between a layer and its activation), :func:`_norm_gradients`; the gradient rules read it in
-place of ``grad_pre_std`` for those layers (:func:`_rules_frame`)."""
+# NORM_GRAD: the doctors' own probe rows (not stored), the std of dL/dxhat at the norm
+# (:func:`_norm_gradients`); the gradient rules read it in place of ``grad_pre_std`` for those
+# layers (:func:`_rules_frame`), in both engines alike
 
 
 @contextlib.contextmanager
@@ -68,7 +68,14 @@ def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
     of a batch-normalized network read it after the norm (the activation's input): the
     gradient at the layer's own output is the norm's divided by the std of the norm's input
     (Ioffe & Szegedy 2015), so it follows the input's scale alone (a batch-normalized MLP on
-    inputs x 0.05 trains as on x, and its first layer's output gradient is 20x larger)."""
+    inputs x 0.05 trains as on x, and its first layer's output gradient is 20x larger).
+
+    Read before the norm's affine ``y = gamma * xhat + beta``: ``dL/dxhat = gamma * dL/dy``
+    (gamma 1 for a norm without one). The network's function does not change when a norm's
+    gamma and beta are scaled by c (the next norm divides c out), and neither does dL/dxhat,
+    while dL/dy is divided by c: read at y, a layer's gradient followed its own learned gamma
+    against the last layer's (a BatchNorm CNN under SGD momentum 0.9, lr 0.1, healthy, its
+    second gamma grown 1 -> 2.1: 'exploding_gradients', 13.9x; at xhat 6-8x)."""
     grads: dict[str, list] = {}
     by_norm: dict[nn.Module, list[str]] = {}
     for t in layers:
@@ -77,9 +84,12 @@ def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
     def on_forward(m: nn.Module, _args: Any, out: Any) -> None:
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
             return  # under no_grad (accuracy, a frozen part)
+        gamma = _affine_scale(m, out)
 
         def take(g: torch.Tensor) -> None:
             g = g.detach().to(torch.float64)
+            if gamma is not None:
+                g = g * gamma  # dL/dxhat, before the affine
             for name in by_norm[m]:
                 acc = grads.setdefault(name, [0, 0.0, 0.0])
                 acc[0] += g.numel()
@@ -94,6 +104,29 @@ def _norm_gradients(layers: list[rx.TracedLayer]) -> Iterator[dict[str, list]]:
     finally:
         for h in handles:
             h.remove()
+
+
+def _affine_scale(m: nn.Module, out: torch.Tensor) -> torch.Tensor | None:
+    """The norm ``m``'s learned scale gamma (float64, a copy) shaped to multiply a gradient
+    of its output ``out``, or None when it has none (``affine=False``,
+    ``elementwise_affine=False``) or its shape does not fit ``out``: the trailing dimensions
+    of ``normalized_shape`` for LayerNorm/RMSNorm, the channel dimension (1; 0 for an
+    unbatched instance norm) for batch, group and instance norms."""
+    w = getattr(m, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.dim() == 0:
+        return None
+    w = w.detach().to(torch.float64).clone()
+    if not isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+                          nn.modules.instancenorm._InstanceNorm)):  # LayerNorm, RMSNorm
+        n = w.dim()
+        return w if out.dim() >= n and tuple(out.shape[-n:]) == tuple(w.shape) else None
+    dim = 1
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm) and \
+            out.dim() == m._get_no_batch_dim():
+        dim = 0
+    if w.dim() != 1 or out.dim() <= dim or out.shape[dim] != w.numel():
+        return None
+    return w.reshape((w.numel(),) + (1,) * (out.dim() - dim - 1))
 
 
 def _with_norm_rows(table: pd.DataFrame, grads: dict[str, list]) -> pd.DataFrame:
@@ -111,23 +144,10 @@ def _with_norm_rows(table: pd.DataFrame, grads: dict[str, list]) -> pd.DataFrame
 
 
 def _rules_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(frame the rules read, table kept)``: the probe table without its :data:`NORM_GRAD`
-    rows (kept), and for the rules each such layer's ``grad_pre_std`` replaced by its
-    :data:`NORM_GRAD` value at the same step (see :func:`_norm_gradients`)."""
-    extra = table["quantity"] == NORM_GRAD
-    if not extra.any():
-        return table, table
-    kept = table[~extra].reset_index(drop=True)
-    by = table[extra].set_index(["step", "layer"])["value"]
-    by = by[~by.index.duplicated(keep="last")]
-    rules = kept.copy()
-    g = rules["quantity"] == "grad_pre_std"
-    at = pd.MultiIndex.from_frame(rules.loc[g, ["step", "layer"]])
-    has = at.isin(by.index)
-    values = rules.loc[g, "value"].to_numpy(copy=True)
-    values[has] = by.reindex(at[has]).to_numpy()
-    rules.loc[g, "value"] = values
-    return rules, kept
+    """``(frame the rules read, table kept)``: :func:`depthlab.diagnosis.rules.
+    norm_gradient_frame` (each layer's ``grad_pre_std`` replaced by its :data:`NORM_GRAD`
+    value for the rules; the stored table without those rows)."""
+    return norm_gradient_frame(table)
 
 
 _ACT_ROWS = ("saturated_frac", "dead_frac", "inactive_frac")
