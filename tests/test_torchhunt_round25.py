@@ -55,3 +55,19 @@ def test_cli_doctor_takes_npz_signals_and_volumes(tmp_path, name, shape, capsys)
                  str(tmp_path / f"{name}.npz"), "--steps", "2", "--batch-size", "16",
                  "--out", str(tmp_path / "out"), "-q"])
     assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rnn, shape, want", [
+    (nn.GRU(5, 8, batch_first=True), (12, 5), lambda x: x),                      # (N, T, F)
+    (nn.LSTM(5, 8, batch_first=True), (5, 12), lambda x: x.transpose(0, 2, 1)),  # (N, F, T)
+    (nn.RNN(4, 8, batch_first=True), (3, 4), lambda x: x),
+    (nn.GRU(4, 8, batch_first=True), (4, 4), lambda x: x),                       # T == F
+    (nn.GRU(2, 8, batch_first=True), (3, 4), lambda x: x.reshape(len(x), 6, 2)),  # as before
+])
+def test_a_files_features_first_sequences_reach_a_recurrent_layer_as_time_steps(rnn, shape, want):
+    """A .npz of (N, F, T) sequences (features first, as for a Conv1d: mel bands x frames)
+    for a GRU/LSTM of input_size F was cut as x.reshape(N, F, T).reshape(N, T, F): each
+    'time step' a mix of features and times, trained on silently."""
+    x = np.arange(3 * int(np.prod(shape)), dtype=np.float32).reshape(3, *shape)
+    got = shape_inputs(x.reshape(3, -1), shape, nn.Sequential(rnn))
+    np.testing.assert_array_equal(got, want(x))

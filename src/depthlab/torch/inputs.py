@@ -234,6 +234,12 @@ def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.
         return x.reshape(n, 1, d)
     if isinstance(first, nn.Conv3d):
         return x.reshape(n, d)  # no (D, H, W) shape known: the model's own error names it
+    if isinstance(first, nn.RNNBase) and image_shape and len(image_shape) == 2 \
+            and int(np.prod(image_shape)) == d and first.input_size in image_shape:
+        steps, size = (int(s) for s in image_shape)  # a file's (T, F), or (F, T): transposed
+        if size == first.input_size:
+            return x.reshape(n, steps, size)
+        return np.ascontiguousarray(x.reshape(n, steps, size).transpose(0, 2, 1))
     if isinstance(first, nn.RNNBase) and d % first.input_size == 0:
         return x.reshape(n, d // first.input_size, first.input_size)
     return x.reshape(n, d)
@@ -292,7 +298,9 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
     first weight layer is a ``Conv2d``; for a ``Conv1d``/``Conv3d`` a data file's examples of
     shape ``(C, L)``/``(C, D, H, W)`` (channels last moved to the front, see
     :func:`_channels`), else ``(N, 1, D)`` for a ``Conv1d``; sequences
-    ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU``; else ``(N, D)``.
+    ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU`` (a data file's
+    ``(F, T)`` examples whose first axis is the ``input_size``: transposed to ``(T, F)``);
+    else ``(N, D)``.
     The first weight layer is the first of ``model.modules()``; when the model holds layers
     of other kinds too (a custom ``forward`` may run a conv declared after its linear head),
     each kind's shape is tried with one forward on two of ``rows`` (default ``x``; the
