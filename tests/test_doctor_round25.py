@@ -166,3 +166,35 @@ def test_the_numpy_doctor_reads_the_norm_gradient_as_the_torch_doctor_does():
     r = rules[(rules["quantity"] == "grad_pre_std") & (rules["step"] == 0)]
     np.testing.assert_allclose(r["value"].to_numpy(), numpy_rows["value"].to_numpy())
     assert NORM_GRAD not in set(kept["quantity"])
+
+
+def test_the_numpy_doctors_switch_of_optimizer_keeps_the_l2_weight_decay():
+    # a cure that switches the optimizer re-trained with none of the run's arguments: SGD's
+    # weight_decay (an L2 penalty, which Adam adds to the gradient alike) was dropped, so the
+    # cure trained another objective; the torch doctor keeps it (3ebd55b)
+    from depthlab.diagnosis import Finding
+
+    assert ddoc._kept_optimizer_kwargs("SGD", "adam", {"momentum": 0.9, "weight_decay": 0.01}
+                                       ) == {"weight_decay": 0.01}
+    assert ddoc._kept_optimizer_kwargs("sgd", "adamw", {"weight_decay": 0.01}) == {}
+    assert ddoc._kept_optimizer_kwargs("adam", "sgd", {"weight_decay": 0.01,
+                                                       "decoupled_weight_decay": True}) == {}
+    assert ddoc._kept_optimizer_kwargs("sgd", "adam", {"momentum": 0.9}) == {}
+    x, y = _blobs(n=200)
+    d = ddoc._unpack((x, y, x[:50], y[:50]), 0)
+    net = dl.mlp([20, 16, 16, 4], "relu", "he_normal", seed=0)
+    config = dict(net.config)
+    settings = {"steps": 20, "loss": "cross_entropy", "optimizer": "sgd", "lr": 0.05,
+                "optimizer_kwargs": {"momentum": 0.9, "weight_decay": 0.2}, "batch_size": 32,
+                "seed": 0, "probe_every": 10}
+    reference = ddoc._train(dl.mlp(**config), config, d, settings)
+    cure = {"optimizer": "adam", "lr": 0.01}
+    finding = Finding("lr_too_high", [1], {"metric": 1.0}, "a test finding", cure, "use adam")
+    (v,) = ddoc.verify_prescriptions([finding], reference, config, d, settings)
+    adam = {**settings, **cure}
+    with_l2 = ddoc._train(dl.mlp(**config), config, d, {**adam, "optimizer_kwargs": {
+        "weight_decay": 0.2}}).final["train_loss"]
+    without = ddoc._train(dl.mlp(**config), config, d, {**adam, "optimizer_kwargs": {}}
+                          ).final["train_loss"]
+    assert with_l2 != without
+    assert v.after["train_loss"] == with_l2

@@ -781,6 +781,31 @@ def _as_built(net: Network) -> dict[str, Any]:
     return {**out, "init": "as built"}
 
 
+L2_WEIGHT_DECAY = frozenset({"sgd", "adam", "nadam", "rmsprop", "adagrad", "adadelta"})
+"""Optimizers whose ``weight_decay`` adds ``wd * w`` to the gradient (an L2 penalty on the
+loss; Adam and NAdam unless ``decoupled_weight_decay=True``), unlike AdamW's decoupled decay
+(as ``depthlab.torch.train.L2_WEIGHT_DECAY``)."""
+
+
+def _kept_optimizer_kwargs(old: Any, new: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of the run's optimizer ``old`` that a cure switching to ``new`` keeps:
+    none (sgd's momentum means nothing to adam) but an L2 ``weight_decay`` that both add to
+    the gradient (:data:`L2_WEIGHT_DECAY`): it is part of the objective ``loss + wd/2
+    ||w||^2`` both minimize, so the cure is trained on the run's objective (dropped, an SGD
+    run with weight decay was compared with Adam without it, a lower training loss credited
+    to Adam), as the torch doctor keeps it."""
+    from ..optimizers import REGISTRY as OPTIMIZERS
+
+    try:
+        old_name, new_name = (OPTIMIZERS.key(n) for n in (old, new))
+    except (ValueError, TypeError):
+        return {}
+    wd = (kwargs or {}).get("weight_decay")
+    coupled = (old_name in L2_WEIGHT_DECAY and new_name in L2_WEIGHT_DECAY
+               and not (kwargs or {}).get("decoupled_weight_decay"))
+    return {"weight_decay": wd} if coupled and wd else {}
+
+
 def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[str, Any],
                          data: _Data, settings: dict[str, Any],
                          callbacks: Sequence[Callback] = (),
@@ -818,7 +843,9 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
                 continue
             new_settings = {**settings, **train_changes}
             if new_settings["optimizer"] != settings["optimizer"]:
-                new_settings["optimizer_kwargs"] = {}  # e.g. sgd's momentum means nothing to adam
+                new_settings["optimizer_kwargs"] = _kept_optimizer_kwargs(
+                    settings["optimizer"], new_settings["optimizer"],
+                    settings["optimizer_kwargs"])
             if (diagnosed is not None and new_settings == settings
                     and dict(variant.config) == dict(config)):
                 cache[key] = (reference, diagnosed)  # the fresh build: already trained
