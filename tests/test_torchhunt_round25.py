@@ -71,3 +71,17 @@ def test_a_files_features_first_sequences_reach_a_recurrent_layer_as_time_steps(
     x = np.arange(3 * int(np.prod(shape)), dtype=np.float32).reshape(3, *shape)
     got = shape_inputs(x.reshape(3, -1), shape, nn.Sequential(rnn))
     np.testing.assert_array_equal(got, want(x))
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+def test_a_watch_refuses_an_empty_out_path(tmp_path, monkeypatch, out):
+    """Watch(out="") (e.g. os.environ.get("RUNS", "")) made a store in the working folder,
+    Path("") being ".", where the store, the CLI and dlt.doctor refuse an empty path."""
+    import depthlab.torch as dlt
+
+    monkeypatch.chdir(tmp_path)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="empty path"):
+        dlt.Watch(model, out=out)
+    assert not list(tmp_path.iterdir())
+    assert not model._forward_hooks and not model[0]._forward_hooks

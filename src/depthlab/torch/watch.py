@@ -218,6 +218,9 @@ class Watch:
         self.model = model
         if out is not None and not isinstance(out, (str, os.PathLike)):
             raise TypeError(f"out must be a folder path or None, got {type(out).__name__}")
+        if out is not None and not os.fspath(out).strip():  # Path("") is the working folder
+            raise ValueError(f"out={out!r} is an empty path; expected a folder (e.g. 'runs/') "
+                             "or None")
         # a relative folder is the one under the working directory of now, where the store is
         # made: a loop that changes directory (os.chdir, a notebook's %cd) stored the run in
         # another folder at close; "~/runs" is the home folder's, as the store reads it
