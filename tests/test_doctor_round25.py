@@ -198,3 +198,61 @@ def test_the_numpy_doctors_switch_of_optimizer_keeps_the_l2_weight_decay():
                           ).final["train_loss"]
     assert with_l2 != without
     assert v.after["train_loss"] == with_l2
+
+
+def _post_norm_mlp(dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    width = 20
+    for _ in range(3):
+        layers += [nn.Linear(width, 32), nn.ReLU(), nn.BatchNorm1d(32)]
+        width = 32
+    return nn.Sequential(*layers, nn.Linear(32, 4)).to(dtype)
+
+
+@pytest.mark.parametrize("scale", [255.0, 0.05])
+def test_a_norm_after_the_activation_is_read_at_its_input_scale_free_gradient(scale):
+    # Dense -> relu -> BatchNorm (a network from_torch of Linear -> ReLU -> BatchNorm1d): the
+    # NumPy doctor read the gradient at the activation's input, which that norm's backward
+    # divides by the std of its input, following the input's scale: 'vanishing' on x 255
+    # (39x on digits), 'exploding' on x 0.05 (121x) in a network that trains the same; the
+    # torch doctor reads the norm's gradient there (f17dc8a), and now both read dL/dxhat
+    from depthlab.bridge.torch_bridge import from_torch
+
+    x, y = _blobs(n=320)
+    data = (x * scale, y, x[:80] * scale, y[:80])
+    net = from_torch(_post_norm_mlp())
+    numpy = dl.doctor(net, data, steps=40, lr=0.1, batch_size=32, probe_every=10)
+    assert {f.kind for f in numpy.findings} & GRADS == set(), numpy.kinds
+    assert NORM_GRAD not in set(numpy.probes["quantity"])
+    torch_ = dlt.doctor(_post_norm_mlp(), data, optimizer=("sgd", {"lr": 0.1}), steps=40,
+                        batch_size=32, probe_every=10, verify=False)
+    assert {f.kind for f in torch_.findings} & GRADS == set(), torch_.kinds
+
+
+def test_both_engines_read_the_same_gradient_at_a_norm_after_the_activation():
+    from depthlab.bridge.torch_bridge import from_torch
+
+    x, y = _blobs(n=64)
+    model = _post_norm_mlp(torch.float64)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g, dtype=torch.float64) * 3
+                               + 0.1)
+    net = from_torch(model)
+    rec = ddoc._Recorder(x, y, "cross_entropy", every=1, histogram_steps=())
+    Trainer(net, loss="cross_entropy", optimizer="sgd", lr=1e-9, batch_size=64, epochs=None,
+            max_steps=1, seed=0, callbacks=[rec]).fit(x, y)
+    frame = rec.frame()
+    numpy_rows = frame[(frame["quantity"] == NORM_GRAD) & (frame["step"] == 0)].sort_values(
+        "layer")
+    xt, yt = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(y)
+    table = tdoc._probe_fn(False, rx.trace(model, xt))(model, xt, yt, nn.CrossEntropyLoss())
+    torch_rows = table[table["quantity"] == NORM_GRAD].sort_values("layer")
+    assert list(numpy_rows["layer"]) == list(torch_rows["layer"]) == [1, 2, 3]
+    np.testing.assert_allclose(numpy_rows["value"].to_numpy(), torch_rows["value"].to_numpy(),
+                               rtol=1e-7)
+    # the wrapped backward is the class's again after the record
+    assert all("backward" not in vars(bn) for bn in net.batchnorms())

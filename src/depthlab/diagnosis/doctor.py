@@ -224,16 +224,19 @@ def _bn_losses(net: Network, x: np.ndarray, y: np.ndarray, loss: Any) -> dict[st
     return {"loss_batch_stats": batch, "loss_inference": inference}
 
 
-def _norms_before(net: Network) -> dict[int, BatchNorm]:
-    """``id(activation) -> the BatchNorm whose output it takes`` (through dropout, the
-    identity in a measurement pass): ``Dense -> BatchNorm -> act``, a pre-activation residual
-    branch's ``BatchNorm -> act``; not an activation of a residual block's sum."""
-    out: dict[int, BatchNorm] = {}
+def _point_norms(net: Network) -> tuple[dict[int, BatchNorm], dict[int, BatchNorm]]:
+    """``(before, after)``, each ``id(activation) -> BatchNorm``: ``before`` the norm whose
+    output the activation takes (``Dense -> BatchNorm -> act``, a pre-activation residual
+    branch's ``BatchNorm -> act``; not an activation of a residual block's sum), ``after``
+    the norm that takes the activation's output itself (``Dense -> act -> BatchNorm``), both
+    through dropout (the identity in a measurement pass)."""
+    before: dict[int, BatchNorm] = {}
+    after: dict[int, BatchNorm] = {}
 
     def walk(layer: Layer, prev: Layer | None) -> Layer | None:
         if isinstance(layer, Residual):
             walk(layer.branch, prev)
-            return layer  # its output is a sum, no norm's output
+            return layer  # its output is a sum, no norm's or activation's output
         if isinstance(layer, Sequential):
             for child in layer.layers:
                 prev = walk(child, prev)
@@ -241,35 +244,78 @@ def _norms_before(net: Network) -> dict[int, BatchNorm]:
         if isinstance(layer, Dropout | AlphaDropout):
             return prev
         if isinstance(layer, Activation) and isinstance(prev, BatchNorm):
-            out[id(layer)] = prev
+            before[id(layer)] = prev
+        if isinstance(layer, BatchNorm) and isinstance(prev, Activation):
+            after[id(prev)] = layer
         return layer
 
     walk(net, None)
-    return out
+    return before, after
 
 
 class _Recorder(ProbeRecorder):
     """The doctor's :class:`ProbeRecorder`: at each statistics record also a
     :data:`~depthlab.diagnosis.rules.NORM_GRAD` row per hidden layer whose activation takes a
-    batch norm's output, the std of dL/dxhat = gamma * dL/ds there (float64), which the gradient
-    rules read in place of ``grad_pre_std`` (:func:`~depthlab.diagnosis.rules.
-    norm_gradient_frame`; the stored table keeps the probe's own rows), as the torch doctor
-    does at a norm module."""
+    batch norm's output, or (when none) whose activation's output a batch norm takes: the std
+    of dL/dxhat = gamma * dL/dy at that norm (float64), which the gradient rules read in place
+    of ``grad_pre_std`` (:func:`~depthlab.diagnosis.rules.norm_gradient_frame`; the stored
+    table keeps the probe's own rows), as the torch doctor does at a norm module. Either way
+    the gradient at the layer's own output is the norm's divided by the std of the norm's
+    input, which follows the input's scale (``Dense -> relu -> BatchNorm`` on pixels 0..255:
+    'vanishing', 39x; on x 0.05 'exploding', 121x, in a network that trains the same)."""
+
+    def _probe_record(self, step: int, final: bool = False) -> None:
+        # the gradient reaching each norm after an activation, taken in its backward (a
+        # NumPy layer keeps no output gradient): the instance's backward wrapped meanwhile
+        before, after = _point_norms(self._net) if self._net is not None else ({}, {})
+        self._norms = (before, after)
+        self._after_grads: dict[int, float] = {}
+        wrapped = [bn for act_id, bn in after.items() if act_id not in before]
+
+        def wrap(bn: BatchNorm) -> Any:
+            inner = bn.backward
+
+            def backward(grad: Any, input_grad: bool = True) -> Any:
+                self._after_grads[id(bn)] = _xhat_std(grad, bn)
+                return inner(grad, input_grad)
+
+            return backward
+
+        for bn in wrapped:
+            bn.backward = wrap(bn)
+        try:
+            super()._probe_record(step, final)
+        finally:
+            for bn in wrapped:
+                del bn.backward
 
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
                        snapshots: dict | None = None) -> set[int]:
         copied = super()._layer_records(step, hist, stats, snapshots)
-        if stats and self._points:
-            norms = _norms_before(self._net)
+        before, after = getattr(self, "_norms", ({}, {}))
+        if stats and self._points and (before or after):
+            got = getattr(self, "_after_grads", {})
             for p in self._points:
-                bn, g = norms.get(id(p.activation)), p.activation.grad_s
-                if bn is None or g is None:
+                key = id(p.activation)
+                if key in before:
+                    g = p.activation.grad_s
+                    value = math.nan if g is None else _xhat_std(g, before[key])
+                elif key in after and id(after[key]) in got:
+                    value = got[id(after[key])]
+                else:
                     continue
-                gx = np.asarray(g, dtype=np.float64) * np.asarray(bn.gamma.value,
-                                                                  dtype=np.float64)
-                with np.errstate(all="ignore"):
-                    self._add(step, p.index, NORM_GRAD, float(gx.std()) if gx.size else math.nan)
+                self._add(step, p.index, NORM_GRAD, value)
         return copied
+
+
+def _xhat_std(grad: Any, bn: BatchNorm) -> float:
+    """The population std of dL/dxhat = gamma * ``grad`` (``grad`` = dL/dy at ``bn``'s
+    output), in float64."""
+    g = np.asarray(grad, dtype=np.float64)
+    if not g.size:
+        return math.nan
+    with np.errstate(all="ignore"):
+        return float((g * np.asarray(bn.gamma.value, dtype=np.float64)).std())
 
 
 def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str, Any],
