@@ -366,11 +366,19 @@ class DaskExecutor(Executor):
                                    else LOCAL_NO_WORKERS_S if m else None)
 
     def check(self) -> None:
-        """A remote scheduler's port must accept a connection (within ``connect_timeout``):
-        an unreachable address fails before the sweep creates its store."""
-        if self._given_client is None and self._given_cluster is None \
-                and not _LOCAL.fullmatch(self.address):
+        """Dask distributed must be installed, and a remote scheduler's port must accept a
+        connection and answer as a Dask scheduler (within ``connect_timeout``): a missing
+        Dask, an unreachable address or another server's port (the dashboard's HTTP port
+        8787, a port that never answers) fails before the sweep creates its store."""
+        if self._given_client is not None or self._given_cluster is not None:
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("distributed") is None:  # (not imported: a sweep whose
+            _import_distributed()  # points are all stored never starts it)
+        if not _LOCAL.fullmatch(self.address):
             _probe(self.address, self.connect_timeout)
+            _handshake(self.address, self.connect_timeout)
 
     def start(self) -> None:
         if self._given_client is not None or self._given_cluster is not None:

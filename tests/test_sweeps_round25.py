@@ -1,0 +1,115 @@
+"""Round 25 (sweeps, the run store, resume, the CLI around them): a user who outgrows one
+machine. Each test failed before the fix it names. Servers are loopback only."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+GRID = """\
+[data]
+name = "clusters"
+n = 60
+options = {{d = 4, n_classes = 2}}
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+max_steps = 2
+batch_size = 8
+[probes]
+every = 1
+batch = 5
+[sweep]
+{grid}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch):
+    one_blas_thread(monkeypatch)
+
+
+def _grid(tmp_path: Path, grid: str = '"train.seed" = [0, 1]') -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.format(grid=grid))
+    return path
+
+
+@contextmanager
+def _server(answer: bytes | None):
+    """A loopback port that is not a Dask scheduler: it sends ``answer`` and closes, or
+    (None) accepts and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.1)
+    stop, held = threading.Event(), []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            if answer is None:
+                held.append(conn)
+            else:
+                conn.sendall(answer)
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(2)
+        for c in held:
+            c.close()
+        srv.close()
+
+
+# -- a port that is not a scheduler's creates no store ---------------------------------------
+
+def test_a_port_of_another_server_creates_no_store(tmp_path, capsys):
+    """`--cluster tcp://head:8787` (the dashboard's HTTP port, a common slip) failed in one
+    line, exit 2, but only after `--out` and its depthlab.db were created: only the TCP
+    connect was tried before the store was opened, the scheduler handshake after."""
+    pytest.importorskip("distributed")
+    path = _grid(tmp_path)
+    with _server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10) as address:
+        code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "out",
+                               "--cluster", address)
+    assert_one_line_error(code, err, "did not answer as a Dask scheduler", address)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_port_that_never_answers_creates_no_store(tmp_path):
+    pytest.importorskip("distributed")
+    from depthlab.experiments import read_toml, run_sweep
+    from depthlab.experiments.executors import ClusterError
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    raw = read_toml(_grid(tmp_path))
+    with _server(None) as address:
+        with pytest.raises(ClusterError, match="no answer within 0.5 s"):
+            run_sweep(raw, tmp_path / "out", echo=None,
+                      executor=DaskExecutor(address, connect_timeout=0.5))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_dask_is_said_before_the_store_is_created(tmp_path, capsys, monkeypatch):
+    """Without Dask distributed installed, `--cluster local:2` said "pip install
+    'depthlab[cluster]'" only once `--out` and its store had been created."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails
+    code, _, err = run_cli(capsys, "sweep", _grid(tmp_path), "--out", tmp_path / "out",
+                           "--cluster", "local:2")
+    assert_one_line_error(code, err, "needs Dask distributed", "depthlab[cluster]")
+    assert not (tmp_path / "out").exists()
