@@ -86,6 +86,20 @@ def follow_edges(old: tuple[float, float] | None, new: tuple[float, float],
     return (lo, hi) if hi > lo and math.isfinite(lo) and math.isfinite(hi) else new
 
 
+def _norm(a: np.ndarray) -> float:
+    """The Frobenius norm of ``a`` without overflow or underflow of its squares in ``a``'s
+    dtype: ``max|a| * ||a / max|a|||``. ``np.linalg.norm`` of float32 weights of 1e20 (finite,
+    a net on its way to diverging) squared them to inf, and the panel drew no update ratio
+    without a word; weights of 1e-23 squared to 0 and read as norm 0."""
+    if a.size == 0:
+        return 0.0
+    with np.errstate(all="ignore"):
+        m = float(np.max(np.abs(a)))
+        if not m > 0 or not math.isfinite(m):
+            return m  # 0, inf or nan
+        return m * float(np.linalg.norm(a / a.dtype.type(m)))
+
+
 def _floats(values: list[float], digits: int = 5) -> list[float | None]:
     return [float(f"{v:.{digits}g}") if math.isfinite(v) else None for v in values]
 
@@ -213,16 +227,22 @@ class Monitor:
                 np.copyto(dst, src)
         self._w_step = step
 
-    def _update_ratio(self, step: int) -> list[float | None]:
+    def _update_ratio(self, step: int) -> tuple[list[float | None], list[int]]:
+        """The ratio per layer and the layers whose weights had norm 0 at ``since`` (no
+        ratio: ``0 / 0`` or ``x / 0``)."""
         now = self._weights()
         out: list[float] = []
+        zero: list[int] = []
         if self._w_prev is not None and step > self._w_step:
             k = step - self._w_step
-            for w, w0 in zip(now, self._w_prev):
-                n0 = float(np.linalg.norm(w0))
-                out.append(float(np.linalg.norm(w - w0)) / n0 / k if n0 > 0 else math.nan)
+            for j, (w, w0) in enumerate(zip(now, self._w_prev)):
+                n0 = _norm(w0)
+                if n0 == 0:
+                    zero.append(self.points[j].index)
+                with np.errstate(all="ignore"):
+                    out.append(_norm(w - w0) / n0 / k if n0 > 0 else math.nan)
         self.arm(step)
-        return _floats(out, 4)
+        return _floats(out, 4), zero
 
     # -- one measurement ---------------------------------------------------------------------
     def measure(self, step: int) -> dict[str, Any]:
@@ -252,11 +272,14 @@ class Monitor:
                 hists.append({"layer": layer, "lo": lo, "hi": hi,
                               "p": np.round(counts / total, 5).tolist()})
         since = self._w_step if self._w_prev is not None else None
+        ratio, zero = self._update_ratio(step)
         snap: dict[str, Any] = {
             "step": int(step), "probe_loss": loss, "probe_acc": acc,
             "layers": [p.index for p in self.points], **cols,
             # the ratio is taken over the steps since the previous measurement (``since``)
-            "update_ratio": self._update_ratio(step), "update_since": since, "hist": hists,
+            "update_ratio": ratio, "update_since": since, "hist": hists,
+            # the layers without a ratio because their weights were all 0 (a zeros init)
+            "update_zero_norm": zero,
         }
         self.net.clear_cache()
         return jsonable(snap)

@@ -815,7 +815,18 @@ function onUpdate(m) {
   // and where some layers' weights did not change, which: a 300-layer ReLU net's first 106
   // layers (updates below the float32 resolution of their weights) were a gap without a word
   const unchanged = layers.filter((l, i) => m.update_ratio[i] === 0);
+  // and where a layer has no ratio: weights of norm 0 (a zeros init: 0 / 0), or values that
+  // are not finite (a diverged step): the panel was empty without a word
+  const zeroNorm = new Set(m.update_zero_norm || []);
+  const none = layers.filter((l, i) => i < m.update_ratio.length && m.update_ratio[i] === null);
+  const noW = none.filter((l) => zeroNorm.has(l)), notFinite = none.filter((l) => !zeroNorm.has(l));
+  const noRatio = [noW.length ? `${fewLayers(noW, layers.length)}: no ratio (\u2016W\u2016 = 0 ` +
+    `at step ${m.update_since}, the weights were all 0)` : "",
+  notFinite.length ? `${fewLayers(notFinite, layers.length)}: ratio not finite (weights or ` +
+    "their update overflowed)" : ""].filter((t) => t).join("; ");
   $("update-note").textContent = !m.update_ratio.length ? "measured from the first step on" :
+    noRatio ? noRatio + (unchanged.length ? `; ${fewLayers(unchanged, layers.length)}: ` +
+      "weights unchanged (\u2016\u0394W\u2016 = 0)" : "") + "; not drawn on the log scale" :
     // over the steps since the previous measurement ("in the last step" understated 300 steps
     // of a dropout-0.999 net in which no weight moved)
     still ? `no hidden layer's weights changed ${m.update_since < m.step - 1 ?

@@ -1,0 +1,97 @@
+"""Round 25 of adversarial playground testing (a teacher preparing a class, in a real browser).
+
+* the weight update ratio panel took ``np.linalg.norm`` of float32 weights in float32: weights
+  of 1e35 (finite; the identity net with N(0, 1) weights of depth 50 after its first step)
+  squared past float32's largest number, every ratio read "not finite" and the panel was empty
+  without a word (the true ratios are about 1e34); weights of 1e-25 squared to 0 and read as
+  norm 0;
+* a layer without a ratio (weights of norm 0: a zeros init, whose ratio is 0 / 0; or weights
+  that overflowed) left the panel empty, or with a gap, without a note.
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+
+from depthlab.playground.measure import Monitor
+from depthlab.playground.setup import parse_setup, to_config
+
+MEASURED = "document.getElementById('grad-summary').dataset.step !== ''"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round25_screenshots"))
+
+
+def _monitor(**query: str) -> Monitor:
+    from depthlab.experiments.runner import prepare
+    from depthlab.losses import get_loss
+
+    setup = parse_setup({"model.depth": "3", "model.width": "8", **query})
+    prep = prepare(to_config(setup))
+    ds = prep.data
+    return Monitor(prep.net, ds.x_val, prep.y_val, get_loss("cross_entropy"), ds.x_train,
+                   prep.y_train)
+
+
+@pytest.mark.parametrize("scale", [1e25, 1e-25])
+def test_the_update_ratio_of_float32_weights_whose_squares_leave_float32(scale):
+    mon = _monitor()
+    weights = [p.dense.W.value for p in mon.points]
+    assert weights[0].dtype == np.float32
+    for w in weights:
+        w *= np.float32(scale)  # finite float32 numbers; their squares are not (inf or 0)
+    mon.measure(0)  # keeps these weights for the next ratio
+    before = [w.astype(np.float64) for w in weights]
+    for w in weights:
+        w *= np.float32(3.0)
+    snap = mon.measure(1)
+    expected = [np.linalg.norm(w.astype(np.float64) - w0) / np.linalg.norm(w0)
+                for w, w0 in zip(weights, before)]
+    # was [None, None, None] (1e25: inf / inf) and (1e-25: 0 / 0)
+    assert snap["update_ratio"] == pytest.approx(expected, rel=1e-3)
+    assert snap["update_ratio"] == pytest.approx([2.0] * 3, rel=1e-3)
+    assert snap["update_zero_norm"] == []
+
+
+def test_a_zeros_init_names_its_layers_without_a_ratio():
+    mon = _monitor(**{"model.init": "zeros"})
+    mon.measure(0)
+    snap = mon.measure(1)
+    assert snap["update_ratio"] == [None, None, None]
+    assert snap["update_zero_norm"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("query, said", [
+    # tanh with all-zero weights: every hidden gradient is 0, the weights stay 0 (0 / 0)
+    ("model.init=zeros&model.depth=4", "layers 1-4: no ratio (\u2016W\u2016 = 0"),
+    # identity, N(0, 1), depth 50: its first step moves the weights to ~1e35 (finite float32)
+    ("model.activation=identity&model.init=normal&model.depth=50", None),
+])
+def test_the_update_panel_is_never_empty_without_a_word(browser, server, shots, query, said):
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?" + query)
+        pg.wait_for_function(MEASURED, timeout=20_000)
+        pg.click("#step")
+        pg.wait_for_function("S.last && S.last.step >= 1 && S.last.update_ratio.length > 0",
+                             timeout=20_000)
+        ratios = pg.evaluate("S.last.update_ratio")
+        note = pg.locator("#update-note").text_content()
+        pg.locator("#panel-update").screenshot(
+            path=str(shots / f"round25_update_{query.split('&')[0].replace('=', '-')}.png"))
+        drawn = [r for r in ratios if r is not None]
+        # every layer is drawn, or the note says which are not and why
+        assert drawn or note, (ratios, note)
+        if said is None:
+            # the ratios of finite weights are numbers (were all None: float32 squares)
+            assert len(drawn) == len(ratios) and min(drawn) > 1e30, ratios
+        else:
+            assert said in note and "not drawn" in note, note
