@@ -86,7 +86,8 @@ def test_finite_unit_term_is_one_over_n_of_the_weights_part_only():
     b = model[0].bias.detach().double()
     x64 = x.double()
     v, mw = float(w.pow(2).mean()), float(w.mean())
-    mw = P._weight_mean("0", w.numel(), v, mw, 20.0)
+    mw = importlib.import_module("depthlab.torch.propagation")._weight_mean("0", w.numel(), v, mw,
+                                                                  20.0)
     q = 20 * (v - mw * mw) * float(x64.pow(2).mean()) + float(b.var(unbiased=False))
     qb = 20 * v * float(x64.var(dim=0, unbiased=False).mean())
     want = q - (20 * (v - mw * mw) * float(x64.pow(2).mean()) - qb) / 3

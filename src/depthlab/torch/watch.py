@@ -62,9 +62,10 @@ from torch import nn
 from ..probes.stats import check_percentiles
 from ..validators import keyword_hints, positive_int
 from .accumulators import norm_dtype, stat_dtype
+from .chain import unsupported_layer
 from .hooks import Recording
 from .layers import _attributes, _put_back, check_materialized, none_ran
-from .predict import theory_rows, unsupported_layer
+from .predict import theory_rows
 from .probe import COLUMNS, check_loss
 
 __all__ = ["Watch"]

@@ -1,0 +1,526 @@
+"""The variance propagation :func:`depthlab.torch.predict.predict` runs along a chain: forward
+``q_l = n_l Var(W_l) E[a_{l-1}^2] + Var(b_l)`` with each unit's own offset (its bias and the
+weights on the inputs' batch means), BatchNorm's batch moments, the zero-padding border map of
+conv chains (per-position tap counts), and backward
+``Var(g_{l-1}) = n_{l+1} Var(W_{l+1}) Var(g_l) E[f'(s_l)^2]``, each expectation a Gaussian
+quadrature (:func:`depthlab.theory.gaussian.normal_rule`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..theory.batchnorm import bn_moments
+from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
+from . import pooling
+from .chain import _CONV
+from .layers import ActivationSpec
+
+
+def _moments(spec: ActivationSpec | None, q: float, mean: float = 0.0
+             ) -> tuple[float, float, float]:
+    """``E[f(s)]``, ``E[f(s)^2]``, ``E[f'(s)^2]`` for ``s ~ N(mean, q)`` (identity without
+    f: ``mean``, ``mean^2 + q``, 1)."""
+    if spec is None:
+        return mean, mean * mean + q, 1.0
+    s, w = normal_rule(q)
+    st = torch.from_numpy(np.ascontiguousarray(s + mean))
+    a = spec.function(st).numpy()
+    d = spec.derivative(st).numpy()
+    return float(w @ a), float(w @ (a * a)), float(w @ (d * d))
+
+
+def _scalar(spec: ActivationSpec) -> ScalarActivation:
+    def f(s: np.ndarray) -> np.ndarray:
+        return spec.function(torch.from_numpy(np.ascontiguousarray(s, np.float64))).numpy()
+
+    def df(s: np.ndarray) -> np.ndarray:
+        return spec.derivative(torch.from_numpy(np.ascontiguousarray(s, np.float64))).numpy()
+
+    return ScalarActivation(spec.name, f, df)
+
+
+def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float,
+                denom: float | None = None) -> tuple[float, float, float, float]:
+    """Channel averages of ``E f(s)``, ``E f(s)^2``, ``Var f(s)`` and ``gamma^2 E f'(s)^2``
+    for ``s ~ N(beta_c, gamma_c^2 qb / (denom + eps))`` (BN of a unit whose batch variance is
+    ``denom``, default ``qb``, for examples whose variance about the batch mean is ``qb``; the
+    module's own ``gamma_c``, ``beta_c``; 1 and 0 without affine parameters)."""
+    denom = qb if denom is None else denom
+    c = int(norm.num_features)
+    if norm.affine:
+        g = norm.weight.detach().to(torch.float64).cpu().numpy()
+        b = norm.bias.detach().to(torch.float64).cpu().numpy()
+    else:
+        g, b = np.ones(c), np.zeros(c)
+    r = qb / (denom + float(norm.eps)) if denom + norm.eps > 0 else 0.0
+    pairs, counts = np.unique(np.stack([g, b], 1), axis=0, return_counts=True)
+    fn = None if spec is None else _scalar(spec)
+    acc = np.zeros(4)
+    for (gc, bc), k in zip(pairs, counts):
+        var = gc * gc * r
+        if fn is None:
+            m, sq, dsq = bc, bc * bc + var, 1.0
+        elif var == 0.0:
+            m = float(fn.f(np.array([bc]))[0])
+            sq, dsq = m * m, float(fn.df(np.array([bc]))[0]) ** 2
+        else:
+            m, sq, dsq, _ = bn_moments(fn, var, bc)
+        acc += k * np.array([m, sq, max(sq - m * m, 0.0), gc * gc * dsq])
+    return tuple(float(v) for v in acc / c)
+
+
+def _apply(spec: ActivationSpec | None, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``f(s)`` and ``f'(s)`` on nodes (identity without ``f``)."""
+    if spec is None:
+        return s, np.ones_like(s)
+    st = torch.from_numpy(np.ascontiguousarray(s, np.float64))
+    return spec.function(st).numpy(), spec.derivative(st).numpy()
+
+
+def _gauss_dist(spec: ActivationSpec | None, var: float, mean: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of ``f(s)``, ``s ~ N(mean, var)``."""
+    z, w = normal_rule(max(var, 0.0))
+    return _apply(spec, z + mean)[0], w
+
+
+def _dot(w: np.ndarray, a: np.ndarray) -> float:
+    """``sum_i w_i a_i`` without BLAS (a multithreaded BLAS dot of 10^4 nodes took 35 ms on
+    a busy 2-core machine, this 0.1 ms)."""
+    return float(np.multiply(w, a).sum())
+
+
+_UNIT_NODES = 32  # nodes of the distribution of a unit's mean over the batch (bias included)
+
+
+_HERMITE = np.polynomial.hermite_e.hermegauss(16)
+
+
+def _spread_nodes(vals: np.ndarray, w: np.ndarray, var: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """At most :data:`_UNIT_NODES` quantile groups of ``vals`` (weights ``w``), their
+    deviations from the mean rescaled so that the variance is ``var`` (default: that of
+    ``vals``; grouping alone loses the spread within each group)."""
+    w = w / w.sum()
+    m = _dot(w, vals)
+    if vals.max() == vals.min():  # one value (e.g. zero biases): one node
+        return np.array([m]), np.ones(1)
+    var = _dot(w, (vals - m) ** 2) if var is None else var
+    gv, gw = pooling.compress(vals, w, _UNIT_NODES)
+    gvar = float(gw @ (gv - m) ** 2)
+    if gvar > 0:
+        gv = m + (gv - m) * math.sqrt(var / gvar)
+    return gv, gw
+
+
+def _unit_nodes(qw: float, qb: float, shift: float, bias: torch.Tensor | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes and weights of ``s = shift + b_j + W_j E_batch[a] + N(0, qb)`` over units and
+    examples: the unit's mean over the batch is its own bias ``b_j`` (the layer's actual
+    biases, as quantile groups: a uniform bias is not Gaussian, and a cubic-like activation
+    such as Tanhshrink saw ``E f(s)^2`` 4x too large from a Gaussian of the same variance when
+    the bias dominates) plus ``N(0, qw - qb)`` (the weights acting on the inputs' batch means,
+    e.g. images in [0, 1]), and the example's deviation from it is ``N(0, qb)`` (``qb``: the
+    unit's batch variance, ``qw``: the weights' whole part of the variance). Returns the
+    nodes, their weights and where each unit mean's block of nodes starts."""
+    if bias is None:
+        mu, mw_ = np.zeros(1), np.ones(1)
+    else:
+        b = bias.reshape(-1).cpu().numpy()
+        mu, mw_ = _spread_nodes(b, np.full(b.size, 1.0 / b.size))
+    tw = max(qw - qb, 0.0)
+    if tw > 1e-12 * max(qw, 1e-300):
+        z, zw = _HERMITE
+        mu, mw_ = _spread_nodes((mu[:, None] + math.sqrt(tw) * z[None, :]).ravel(),
+                                (mw_[:, None] * zw[None, :]).ravel(),
+                                float(mw_ @ (mu - mw_ @ mu) ** 2) + tw)
+    if not qb > 0:
+        return mu + shift, mw_, np.arange(mu.size)
+    # rules with a breakpoint where s = 0 (a ReLU-family kink off a node was 5e-5 off)
+    parts = [shifted_normal_rule(qb, float(m) + shift) for m in mu]
+    s = np.concatenate([p[0] for p in parts])
+    w = np.concatenate([p[1] * wk for p, wk in zip(parts, mw_)])
+    return s, w, np.cumsum([0] + [p[0].size for p in parts[:-1]])
+
+
+def _gauss_nodes(var: float, mean: float) -> tuple[np.ndarray, np.ndarray]:
+    z, w = normal_rule(max(var, 0.0))
+    return z + mean, w
+
+
+def _weight_mean(name: str, numel: int, v: float, mw: float, fan: float) -> float:
+    """The mean of a layer's weights as the theory uses it: 0 when it is within 4 standard
+    errors of 0 (``mean^2 numel <= 16 Var(W)``: a zero-mean draw's sampling noise, which shifts
+    no unit systematically), else ``mw``. A ValueError when ``fan mean^2 >= Var(W)`` (``fan``
+    the larger of fan-in and fan-out): the common part of the units, ``mean(W) sum_j a_j`` per
+    example (and its backward twin), then grows from layer to layer by up to that ratio and
+    the independent-unit theory does not hold (weights N(0.02, 0.0625^2) in a 256-wide ReLU
+    chain: pre_std 12x, grad_pre_std 5x off; e.g. ``nn.init.uniform_`` without bounds)."""
+    var = max(v - mw * mw, 0.0)
+    if mw * mw * numel <= 16.0 * var:
+        return 0.0
+    if fan * mw * mw >= var:
+        raise ValueError(f"predict() models weights whose mean is small against their spread; "
+                         f"layer {name!r} has weights of mean {mw:.3g} and std "
+                         f"{math.sqrt(var):.3g} (fan {fan:g} * mean^2 / variance = "
+                         f"{fan * mw * mw / var if var > 0 else math.inf:.3g} >= 1: its units "
+                         "share a common part that grows with depth)")
+    return mw
+
+
+UNIT_SCALE_SPREAD = 0.05
+"""The largest excess relative variance ``Var_j(v_j) / mean(v)^2`` of a layer's units' mean
+squared weights ``v_j`` (rows; output channels of a conv) beyond i.i.d. sampling that
+:func:`predict` accepts before an activation (:func:`_check_unit_scales`): an rms spread of
+~22% of the units' weight scales. Measured, 5 tanh layers of 512 with rows scaled alternately
+``1 -/+ a`` (3 seeds): a = 0.1 (excess 0.04) within 1.1% everywhere, a = 0.2 (0.15) act_std
+0.967x and grad_pre_std 1.023x, a = 0.7 (0.88) act_std 0.75x and grad_pre_std 1.10x."""
+
+
+def _homogeneous(spec: ActivationSpec) -> bool:
+    """Whether ``f(c s) = c f(s)`` for ``c > 0`` (relu, leaky relu, a scalar PReLU): a unit's
+    weight scale then factors out of ``E f(s)^2`` and ``E f'(s)^2``."""
+    s = torch.tensor([-3.0, -1.0, -0.25, 0.25, 1.0, 3.0], dtype=torch.float64)
+    return bool(torch.allclose(spec.function(2.0 * s), 2.0 * spec.function(s), rtol=1e-12,
+                               atol=1e-12))
+
+
+def _row_spread(sq: np.ndarray) -> float:
+    """``Var_j(v_j) / mean(v)^2`` of the rows' means ``v_j`` of ``sq`` (ddof 1)."""
+    ms = sq.mean(1)
+    return float(ms.var(ddof=1)) / float(ms.mean()) ** 2
+
+
+def _check_unit_scales(name: str, w64: torch.Tensor, spec: ActivationSpec,
+                       offset: bool) -> None:
+    """A ValueError when the units of a layer followed by an activation have weights of
+    unequal scales beyond sampling noise, by more than :data:`UNIT_SCALE_SPREAD`: the theory
+    gives every unit the same pre-activation variance ``n v E[a^2]``, which a unit-dependent
+    scale (a custom init, rows rescaled by hand) breaks for any activation but a positively
+    homogeneous one without offsets. The rows' relative variance of mean squares ``Var_j(v_j) /
+    mean(v)^2`` is compared with its distribution when the same entries are shuffled over the
+    matrix (i.i.d. weights: 99 shuffles from a fixed seed, the global generators untouched):
+    refused when it exceeds their mean by :data:`UNIT_SCALE_SPREAD` and by 6 of their standard
+    deviations (small layers, whose rows' scales spread by sampling alone: PyTorch's default
+    init of Linear(12, 12) was refused 2 times in 300 at 99% confidence);
+    the shuffles only run past a margin over ``(kurtosis - 1) / row length``, the i.i.d.
+    expectation. Not checked below 32 rows or 32 entries per row."""
+    rows = w64.detach().reshape(w64.shape[0], -1).cpu().numpy()
+    m, k = rows.shape
+    if m < 32 or k < 32 or (_homogeneous(spec) and not offset):  # too few to tell
+        return
+    sq = rows * rows
+    v = float(sq.mean())
+    if not v > 0:
+        return
+    spread = _row_spread(sq)
+    if spread - max(float((sq * sq).mean()) / (v * v) - 1.0, 0.0) / k <= UNIT_SCALE_SPREAD:
+        return
+    gen = np.random.default_rng(0)
+    flat = sq.ravel()
+    null = np.array([_row_spread(gen.permutation(flat).reshape(m, k)) for _ in range(99)])
+    if spread - null.mean() > max(UNIT_SCALE_SPREAD, 6.0 * float(null.std(ddof=1))):
+        lo, hi = float(sq.mean(1).min()), float(sq.mean(1).max())
+        raise ValueError(f"predict() models layers whose units share one weight scale; the "
+                         f"{m} units of layer {name!r} have mean squared weights from "
+                         f"{lo:.3g} to {hi:.3g} (relative variance {spread:.3g}, i.i.d. "
+                         f"weights {null.mean():.3g}): with {spec.name} after it, units of "
+                         "unequal scales saturate unequally, which one variance per layer "
+                         "does not describe (a custom or hand-rescaled init)")
+
+
+def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
+    """Append the layer's row and return ``(E[a^2], E[a], batch variance of a, distribution
+    of a)`` of its output (the distribution, nodes and weights, is what a skip carries).
+    ``q = n Var(W) E[a_prev^2] + Var(b)`` (``pre_std``; ``s ~ N(n mean(W) E[a_prev] +
+    mean(b), q)``); the batch variance of a unit of ``s`` is
+    ``qb = n v qb_prev`` (a unit's mean ``W E[a]`` and the bias are constant over the batch);
+    after BatchNorm ``Var(dL/ds) = mean_c gamma_c^2 E[f'(s_c)^2] / (qb + eps)`` times
+    ``Var(dL/da)`` (``dsq``)."""
+    prev = _between_forward(seg, prev)
+    prev_sq, prev_mean, prev_bvar = prev[:3]
+    m = seg["module"]
+    w64 = m.weight.detach().to(torch.float64)
+    v, mw = float(w64.pow(2).mean()), float(w64.mean())
+    b64 = None if m.bias is None else m.bias.detach().to(torch.float64)
+    b2 = 0.0 if b64 is None else float(b64.pow(2).mean())
+    mb = 0.0 if b64 is None else float(b64.mean())
+    fan_in, fan_out, spread = _fans(m, seg.get("in_shape"))
+    mw = _weight_mean(seg["name"], w64.numel(), v, mw, max(fan_in, fan_out))
+    # zero padding: the input's E[a^2] is lower at the border, which fewer outputs read
+    mats = _tap_matrices(m, seg.get("in_shape")) if not seg["_between"] else None
+    prof_in = seg.pop("_prof_in", None)
+    prof_out = d_prof = None
+    if mats is not None:
+        ones = np.ones([mm.shape[1] for mm in mats])
+        a1 = _along(mats, ones)
+        u = prof_in if prof_in is not None and prof_in.shape == ones.shape else ones
+        au = _along(mats, u)
+        fan_w = fan_in * (v - mw * mw) * prev_sq  # before the correction
+        fan_in *= float(au.mean()) / float(a1.mean())
+        act = seg["activation"]
+        qmap = fan_w * au / float(a1.mean()) + max(b2 - mb * mb, 0.0)
+        q_mean = float(qmap.mean())
+        if seg.get("norm") is None and q_mean > 0:
+            if act is None or _homogeneous(act):
+                prof_out = qmap / q_mean
+            else:  # E f^2 and E f'^2 per position, at ~1% levels of q(p)
+                rel = np.round(qmap / q_mean, 2)
+                lv, inv = np.unique(rel, return_inverse=True)
+                mom = np.array([_moments(act, float(r) * q_mean,
+                                         fan_in * mw * prev_mean + mb)[1:] for r in lv])
+                a2, d2 = np.moveaxis(mom[inv.reshape(rel.shape)], -1, 0)
+                if a2.mean() > 0 and d2.mean() > 0:
+                    prof_out = a2 / a2.mean()
+                    d_prof = d2 / d2.mean()
+    seg["_prof_out"] = prof_out
+    # s ~ N(n mean(W) E[a] + mean(b), n Var(W) E[a^2] + Var(b)) over units and examples: the
+    # weights' and biases' common means shift every unit alike (they were taken for random
+    # ones: a constant bias 2 made ReLU gradients 2x off)
+    q = fan_in * (v - mw * mw) * prev_sq + b2 - mb * mb
+    shift = fan_in * mw * prev_mean + mb
+    qb = fan_in * v * prev_bvar + spread * v * prev_mean ** 2
+    # the part of each unit's mean over the batch that its random weights make (W_j E[a]):
+    # one draw per unit, whose spread the measurement takes about the layer's own average of
+    # them, so it sees (1 - 1/n) of it for n units (:func:`_finite_units`)
+    tw = max(max(fan_in * (v - mw * mw) * prev_sq, 0.0) - qb, 0.0)
+    units = max(int(m.weight.shape[0]), 1)
+    a_fin = 0.0  # BatchNorm: the channels' actual gamma and beta, an exact average
+    norm = seg.get("norm")
+    spec = seg["activation"]
+    if norm is not None:
+        # a group of examples (:func:`_input_groups`) is divided by the batch's variance,
+        # found by the run over the whole batch (``_bn_pool``); its own ``qb`` scales it
+        pool = seg.get("_bn_pool")
+        denom = qb if pool is None else pool[0]
+        mean, sq, bvar, gdsq = _bn_moments(norm, spec, qb, denom)
+        # each channel is divided by its own batch std: qb_c from the channel's own mean
+        # squared weight (E[1 / qb_c] > 1 / E[qb_c] when few inputs feed a channel, e.g. a
+        # first conv with 2 input channels: the gradient is larger than 1 / mean qb says)
+        v_c = m.weight.detach().to(torch.float64).pow(2).flatten(1).mean(1).cpu().numpy()
+        qb_c = fan_in * v_c * prev_bvar + spread * v_c * prev_mean ** 2
+        inv = float(np.mean(1.0 / (qb_c + float(norm.eps)))) if v_c.size == norm.num_features \
+            else 1.0 / (qb + float(norm.eps))
+        if pool is None:
+            seg["_bn_pool"] = (qb, inv)
+        else:
+            inv = pool[1]
+        dsq = gdsq * inv
+        # the channels' mixture of f(N(beta_c, gamma_c^2 r))
+        c = int(norm.num_features)
+        g = (norm.weight.detach().to(torch.float64).cpu().numpy() if norm.affine
+             else np.ones(c))
+        b = (norm.bias.detach().to(torch.float64).cpu().numpy() if norm.affine
+             else np.zeros(c))
+        r = qb / (denom + float(norm.eps)) if denom + norm.eps > 0 else 0.0
+        pairs, counts = np.unique(np.stack([g, b], 1), axis=0, return_counts=True)
+        parts = [_gauss_nodes(gc * gc * r, bc) for gc, bc in pairs]
+        s_nodes = np.concatenate([p[0] for p in parts])
+        s_w = np.concatenate([p[1] * k / c for p, k in zip(parts, counts)])
+        g2 = np.concatenate([np.full(p[0].size, gc * gc) for p, (gc, _) in zip(parts, pairs)])
+        nodes = (s_nodes, s_w, g2, inv)
+        dist = pooling.compress(_apply(spec, s_nodes)[0], s_w)
+    else:
+        if spec is not None:
+            _check_unit_scales(seg["name"], w64, spec,
+                               mw != 0.0 or (b64 is not None and bool(b64.any())))
+        qw = max(fan_in * (v - mw * mw) * prev_sq, 0.0)
+        s_nodes, s_w, starts = _unit_nodes(qw, min(qb, qw), fan_in * mw * prev_mean, b64)
+        a, d = _apply(spec, s_nodes)
+        if spec is None:
+            mean, sq, dsq, bvar = shift, shift * shift + q, 1.0, qb
+        else:
+            mean, sq, dsq = _dot(s_w, a), _dot(s_w, a * a), _dot(s_w, d * d)
+            # the batch variance of a unit: its variance around its own mean (bias and
+            # W_j E[a] held), averaged over the units
+            wu = np.add.reduceat(s_w, starts)
+            mu = np.add.reduceat(a * s_w, starts) / np.where(wu > 0, wu, 1.0)
+            bvar = sq - float(wu @ (mu * mu))
+        if spec is None:
+            a_fin = tw / units
+        elif tw > 0:  # the units' spread of E_batch f(s), the weights' share of it
+            varb = max(b2 - mb * mb, 0.0)
+            a_fin = max(float(wu @ (mu * mu)) - mean * mean, 0.0) * tw / (tw + varb) / units
+        nodes = (s_nodes, s_w, np.ones_like(s_nodes), 1.0)
+        dist = pooling.compress(a, s_w)
+    rows.append({"layer": seg["index"], "module": seg["name"], "q": q, "shift": shift,
+                 "sq": sq, "mean": mean, "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
+                 "fan_out": fan_out,
+                 # (an activation after a max pool: no tensor of the model holds f(s))
+                 "act": (seg["activation"] is not None or norm is not None)
+                 and not seg.get("pooled_act"),
+                 "nodes": nodes, "spec": spec, "between": seg["_between"],
+                 "q_fin": tw / units, "a_fin": a_fin, "mats": mats,
+                 "plain": prof_out is not None, "d_prof": d_prof})
+    return sq, mean, max(bvar, 0.0), dist
+
+
+def _finite_units(rows: list[dict]) -> list[tuple[float, float]]:
+    """Per row, what the measured ``pre_std^2`` and ``act_std^2`` miss of the predicted
+    variances: the measurement is the spread (ddof = 0) of all entries about their own mean,
+    and the units' means ``b_j + W_j E_batch[a]`` are ``n`` draws (``n`` = ``out_features`` or
+    ``out_channels``), whose average of squared deviations about their own average is
+    ``(1 - 1/n)`` of their variance ``tw`` (the biases are taken as they are: no loss). So
+    ``E[measured Var(s)] = q - tw / n`` (likewise for ``f(s)``, scaled by the weights' share of
+    the units' spread). A one-unit output after a ReLU layer: ``E[a]^2 / E[a^2] = 1/pi`` of
+    ``q`` is its mean over the batch, and pre_std was predicted 1.21x the measurement (3 units
+    1.08x, 10 units 1.02x; more where the examples are correlated, deep in a net)."""
+    return [(r.get("q_fin", 0.0), r.get("a_fin", 0.0)) for r in rows]
+
+
+def _between_forward(seg: dict, state: tuple) -> tuple:
+    """The state after the pooling/dropout modules before the segment (kept with the
+    distributions each reads and makes, ``seg["_between"]``, for the backward pass)."""
+    items = []
+    for b in seg.get("between", ()):
+        nxt = pooling.forward(b, state)
+        items.append((b, state[3], nxt[3]))
+        state = nxt
+    seg["_between"] = items
+    return state
+
+
+def _between_backward(items: list, g: float, t: pooling.Table | None
+                      ) -> tuple[float, pooling.Table | None]:
+    """``Var(dL/da)`` (mean and table of the unit's value) before the pooling/dropout modules
+    of a segment from the one after them (:func:`depthlab.torch.pooling.backward`)."""
+    for b, din, dout in reversed(items):
+        g, t = pooling.backward(b, g, t, din, dout)
+    return g, t
+
+
+def _backward(rows: list[dict], grad: list[float], j: int, g_out: float,
+              v_of_a: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> tuple[float, pooling.Table | None]:
+    """``Var(dL/ds_j) = Var(dL/da_j) E[f_j'^2]`` (through BN as in :func:`_forward`); returns
+    ``Var(dL/d input of layer j)`` = ``m_j v_j Var(dL/ds_j)``, taken back through the
+    pooling/dropout modules before the layer (mean, and table of the unit's value where it
+    depends on it: after max pooling). With ``v_of_a`` (the output
+    feeds identity skips, whose gradient depends on the unit's own value ``a``):
+    ``E[gamma^2 f'(s)^2 Var(dL/da | a = f(s))] / (qb + eps)`` (no BN: ``gamma = 1``, no
+    division) instead of the product of the means."""
+    if v_of_a is None:
+        grad[j] = g_out * rows[j]["dsq"]
+    else:
+        s_nodes, w, g2, scale = rows[j]["nodes"]
+        a, d = _apply(rows[j]["spec"], s_nodes)
+        grad[j] = scale * _dot(w, g2 * d * d * np.interp(a, v_of_a[0], v_of_a[1]))
+    return _between_backward(rows[j]["between"], rows[j]["fan_out"] * rows[j]["v"] * grad[j],
+                             None)
+
+
+def _path_forward(layers: list[dict], state: tuple, rows: list[dict]) -> tuple:
+    for layer in layers:
+        state = _forward(layer, state, rows)
+    return state
+
+
+def _path_backward(rows: list[dict], grad: list[float], first: int, last: int,
+                   g: float) -> float:
+    t = None
+    for j in range(last - 1, first - 1, -1):
+        g, t = _backward(rows, grad, j, g, t)
+    return g
+
+
+def _tap_counts(module: nn.Module, in_shape: Sequence[int] | None
+                ) -> tuple[float, float, int, int]:
+    """Zero padding: ``N_k`` = number of output positions at which kernel tap ``k`` reads
+    inside the input. Returns ``(sum_k N_k, sum_k N_k^2, P_out, P_in)`` (products over the
+    spatial dimensions); without zero padding (or without a known input shape) every tap is
+    always inside (``N_k = P_out``)."""
+    k = [int(d) for d in module.weight.shape[2:]]
+    if in_shape is None or len(in_shape) < len(k):
+        return float(math.prod(k)), float(math.prod(k)), 1, math.prod(module.stride)
+    size = [int(d) for d in in_shape[-len(k):]]
+    stride, dil = list(module.stride), list(module.dilation)
+    pad = module.padding
+    if pad == "valid":
+        pads = [(0, 0)] * len(k)
+    elif pad == "same":  # torch pads d (k - 1) in all, the odd one on the right
+        pads = [(d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2) for d, kk in zip(dil, k)]
+    else:
+        pads = [(int(p), int(p)) for p in pad]
+    s1 = s2 = 1.0
+    p_out = p_in = 1
+    zeros = module.padding_mode == "zeros"
+    for L, K, S, (P, P_right), D in zip(size, k, stride, pads, dil):
+        o = (L + P + P_right - D * (K - 1) - 1) // S + 1
+        if o <= 0:
+            raise ValueError(f"the input of {type(module).__name__} is too small for its kernel")
+        pos = np.arange(o)[:, None] * S - P + np.arange(K)[None, :] * D  # input index read
+        n_k = ((pos >= 0) & (pos < L)).sum(0) if zeros else np.full(K, o)
+        s1, s2 = s1 * float(n_k.sum()), s2 * float((n_k * n_k).sum())
+        p_out, p_in = p_out * o, p_in * L
+    return s1, s2, p_out, p_in
+
+
+def _tap_matrices(module: nn.Module, in_shape: Sequence[int] | None
+                  ) -> list[np.ndarray] | None:
+    """Per spatial dimension of a zero-padded conv, ``M[o, i]`` = the number of its kernel's taps
+    by which output position ``o`` reads input position ``i`` (the conv's tap count map is
+    their Kronecker product); ``None`` for a Linear, without zero padding (or with no padding at
+    all) or an unknown input shape."""
+    if not isinstance(module, _CONV) or in_shape is None or module.padding_mode != "zeros":
+        return None
+    k = [int(d) for d in module.weight.shape[2:]]
+    if len(in_shape) < len(k):
+        return None
+    pad = module.padding
+    if pad == "valid":
+        return None
+    if pad == "same":
+        pads = [d * (kk - 1) // 2 for d, kk in zip(module.dilation, k)]
+    else:
+        pads = [int(q) for q in pad]
+    if not any(pads):
+        return None
+    mats = []
+    for L, K, S, P, D in zip([int(d) for d in in_shape[-len(k):]], k, module.stride, pads,
+                             module.dilation):
+        o = (L + 2 * P - D * (K - 1) - 1) // S + 1 if pad != "same" else L
+        if o <= 0:
+            return None
+        pos = np.arange(o)[:, None] * S - P + np.arange(K)[None, :] * D
+        mm = np.zeros((o, L))
+        for col in range(K):
+            ok = (pos[:, col] >= 0) & (pos[:, col] < L)
+            np.add.at(mm, (np.arange(o)[ok], pos[ok, col]), 1.0)
+        mats.append(mm)
+    return mats
+
+
+def _along(mats: list[np.ndarray], u: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """The tap count map of :func:`_tap_matrices` (or its transpose) applied to a per-position
+    map ``u``, one spatial dimension at a time."""
+    for d, mm in enumerate(mats):
+        u = np.moveaxis(np.tensordot(mm.T if transpose else mm, u, axes=([1], [d])), 0, d)
+    return u
+
+
+def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
+          ) -> tuple[float, float, float]:
+    """(fan-in of an output entry, number of outputs an input entry feeds, mean spread).
+
+    Linear: ``in_features``, ``out_features``, 0. Conv (``c_in = in_channels / groups``,
+    ``N_k`` as in :func:`_tap_counts`): fan-in ``c_in sum_k N_k / P_out`` (averaged over the
+    output positions; a border position of a zero-padded conv reads fewer taps), fan-out
+    ``out_channels / groups * sum_k N_k / P_in``; the spread ``c_in (sum_k N_k / P_out -
+    sum_k N_k^2 / P_out^2)`` is ``E_W`` of the variance over output positions of a unit's
+    mean ``E[a] sum_{valid taps} W``, in units of ``v E[a]^2``: zero padding makes the unit's
+    mean depend on the position, which adds to the batch variance BatchNorm divides by."""
+    w = module.weight
+    if isinstance(module, nn.Linear):
+        return float(w.shape[1]), float(w.shape[0]), 0.0
+    groups = int(module.groups)
+    s1, s2, p_out, p_in = _tap_counts(module, in_shape)
+    c_in = int(w.shape[1])
+    fan_in = c_in * s1 / p_out
+    spread = c_in * (s1 / p_out - s2 / (p_out * p_out))
+    return fan_in, float(w.shape[0]) / groups * s1 / p_in, max(spread, 0.0)
