@@ -85,3 +85,41 @@ def test_a_watch_refuses_an_empty_out_path(tmp_path, monkeypatch, out):
         dlt.Watch(model, out=out)
     assert not list(tmp_path.iterdir())
     assert not model._forward_hooks and not model[0]._forward_hooks
+
+
+TOKENS = '''
+from torch import nn
+class Tok(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 4)
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+    def forward(self, x):
+        return self.head(self.gru(self.emb(x))[0][:, -1])
+def make():
+    return Tok()
+def make_bag():
+    return nn.Sequential(nn.EmbeddingBag(20, 4), nn.Linear(4, 3))
+'''
+
+
+@pytest.mark.parametrize("factory", ["make", "make_bag"])
+def test_cli_doctor_gives_a_files_token_ids_to_an_embedding_model(tmp_path, capsys, factory):
+    """A .npz of integer token ids (N, T) for an Embedding/EmbeddingBag model: the data set's
+    rows are float32, and the CLI handed them on as floats (exit 2: 'Expected tensor for
+    argument #1 'indices' to have one of the following scalar types: Long, Int')."""
+    from depthlab.cli import main
+
+    (tmp_path / "models.py").write_text(TOKENS)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, (40, 5))
+    np.savez(tmp_path / "tokens.npz", x=x, y=x[:, -1] % 3)
+    code = main(["doctor", "--torch", f"{tmp_path / 'models.py'}:{factory}", "--data",
+                 str(tmp_path / "tokens.npz"), "--steps", "2", "--batch-size", "16",
+                 "--out", str(tmp_path / "out"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    rows = shape_inputs(x.astype(np.float32), None, nn.Sequential(nn.Embedding(20, 4)))
+    assert rows.dtype == np.int64 and np.array_equal(rows, x)
+    frac = shape_inputs(x + 0.5, None, nn.Sequential(nn.Embedding(20, 4)))  # not ids: as given
+    assert frac.dtype == np.float64

@@ -10,8 +10,10 @@ signals ``(N, C, L)`` or volumes ``(N, C, D, H, W)`` as they are (``(N, L, C)`` 
 ``(N, 1, D)`` for a ``Conv1d``; a model whose first layer is an ``RNN``/``LSTM``/``GRU`` gets
 sequences
 ``(N, D / input_size, input_size)`` (examples on the first axis, as ``batch_first=True``; a
-model built with ``batch_first=False`` transposes them itself); anything else gets the
-flattened ``(N, D)`` rows (MLPs).
+model built with ``batch_first=False`` transposes them itself; a file's ``(N, F, T)`` whose F
+is the ``input_size`` is transposed to ``(N, T, F)``); a model whose first layer is an
+``Embedding``/``EmbeddingBag`` gets whole-number rows as int64 token ids; anything else gets
+the flattened ``(N, D)`` rows (MLPs).
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ def _joined_batches(batches: Any) -> tuple[torch.Tensor, torch.Tensor]:
                                                                    for t in ys])
 
 
-_FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.RNNBase)
+_FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.EmbeddingBag,
+                 nn.RNNBase)
 """Weight layers whose kind decides how :func:`shape_inputs` shapes a model's inputs."""
 
 
@@ -242,6 +243,9 @@ def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.
         return np.ascontiguousarray(x.reshape(n, steps, size).transpose(0, 2, 1))
     if isinstance(first, nn.RNNBase) and d % first.input_size == 0:
         return x.reshape(n, d // first.input_size, first.input_size)
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)) and x.dtype.kind == "f" \
+            and np.isfinite(x).all() and np.array_equal(x, np.round(x)):
+        return x.reshape(n, d).astype(np.int64)  # token ids (a data set's rows are floats)
     return x.reshape(n, d)
 
 
@@ -300,7 +304,8 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
     :func:`_channels`), else ``(N, 1, D)`` for a ``Conv1d``; sequences
     ``(N, D / input_size, input_size)`` for an ``RNN``/``LSTM``/``GRU`` (a data file's
     ``(F, T)`` examples whose first axis is the ``input_size``: transposed to ``(T, F)``);
-    else ``(N, D)``.
+    else ``(N, D)``, as int64 token ids for an ``Embedding``/``EmbeddingBag`` when every entry
+    is a whole number (a data set's rows are floats).
     The first weight layer is the first of ``model.modules()``; when the model holds layers
     of other kinds too (a custom ``forward`` may run a conv declared after its linear head),
     each kind's shape is tried with one forward on two of ``rows`` (default ``x``; the
