@@ -123,3 +123,18 @@ def test_cli_doctor_gives_a_files_token_ids_to_an_embedding_model(tmp_path, caps
     assert rows.dtype == np.int64 and np.array_equal(rows, x)
     frac = shape_inputs(x + 0.5, None, nn.Sequential(nn.Embedding(20, 4)))  # not ids: as given
     assert frac.dtype == np.float64
+
+
+@pytest.mark.parametrize("bad_rows", [slice(None), slice(30, 31)])
+def test_token_ids_beyond_the_vocabulary_are_named_also_in_the_first_rows(bad_rows):
+    """An id beyond the Embedding's vocabulary in the first two rows failed the two-row check
+    first, with torch's 'IndexError: index out of range in self' and a hint to give floats;
+    the vocabulary check (that names the id) ran only after it, for later rows."""
+    import depthlab.torch as dlt
+
+    x = torch.randint(0, 20, (40, 5))
+    x[bad_rows, 2] = 23  # every row (the two checked first among them), or one
+    model = nn.Sequential(nn.Embedding(20, 4), nn.Flatten(), nn.Linear(20, 3))
+    with pytest.raises(ValueError, match=r"token id 23 .* '0' has 20 embeddings; expected "
+                                         r"token ids 0 to 19"):
+        dlt.doctor(model, (x, x[:, 0] % 3), steps=2, batch_size=16, verify=False)

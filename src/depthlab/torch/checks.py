@@ -257,25 +257,26 @@ def _check_token_ids(model: nn.Module, d: TensorData) -> None:
     every training and validation entry in ``[0, num_embeddings)``, else a ValueError naming
     the first bad one. The two-row check sees only two rows, and torch's 'IndexError: index
     out of range in self' would otherwise come from whichever mini-batch (or the probe or
-    the final validation pass) first holds one, after training started."""
+    the final validation pass) first holds one, after training started; run before that
+    check (a pre-hook finds the embeddings even when the two rows hold a bad id)."""
     embs = [m for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
     if d.x.is_floating_point() or not embs:
         return
     x2 = d.x[:2].clone()
     direct: list[nn.Module] = []
 
-    def hook(m: nn.Module, inp: tuple, _out: Any) -> None:
-        if inp and inp[0] is x2 and m not in direct:
+    def hook(m: nn.Module, inp: tuple) -> None:  # a pre-hook: an id out of range then fails
+        if inp and inp[0] is x2 and m not in direct:  # in the module's own forward
             direct.append(m)
 
-    handles = [m.register_forward_hook(hook) for m in embs]
+    handles = [m.register_forward_pre_hook(hook) for m in embs]
     try:
         with torch.no_grad(), rx.untouched(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model.eval()
             model(x2)
-    except Exception:  # noqa: BLE001 - it ran in _check_runs; nothing more to check here
-        return
+    except Exception:  # noqa: BLE001 - _check_runs, next, names another failure
+        pass
     finally:
         for h in handles:
             h.remove()

@@ -864,8 +864,8 @@ def doctor(
         if population_layers(model):  # depthlab's bn_inference="population" (to_torch): eval
             fresh = _calibrating(fresh, d.x)  # mode needs the training set's statistics, at
             calibrate_population(model, d.x)  # the start too (train() sets them at the end)
+        _check_token_ids(model, d)  # first: else torch's 'index out of range in self'
         _check_runs(model, d, loss_fn)
-        _check_token_ids(model, d)
         _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
