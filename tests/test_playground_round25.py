@@ -95,3 +95,21 @@ def test_the_update_panel_is_never_empty_without_a_word(browser, server, shots, 
             assert len(drawn) == len(ratios) and min(drawn) > 1e30, ratios
         else:
             assert said in note and "not drawn" in note, note
+
+
+# -- the decision boundary is painted where it was computed ---------------------------------
+def test_the_boundary_grid_is_evaluated_at_the_centres_of_the_cells_the_page_paints():
+    mon = _monitor()
+    g = mon.grid
+    n, x0, x1, y0, y1 = g["n"], g["x0"], g["x1"], g["y0"], g["y1"]
+    # app.js drawBoundary: cell i = r * n + c covers [x0 + c w, x0 + (c + 1) w] horizontally
+    # and row r counts from the bottom (y0) up
+    w, h = (x1 - x0) / n, (y1 - y0) / n
+    r, c = np.divmod(np.arange(n * n), n)
+    centres = np.stack([x0 + (c + 0.5) * w, y0 + (r + 0.5) * h], axis=1)
+    # was linspace(x0, x1, n): the first and last cells evaluated on the box's edges, half a
+    # cell away from where they were painted
+    np.testing.assert_allclose(g["pts"], centres, rtol=0, atol=1e-5 * (x1 - x0))
+    b = mon.boundary()
+    out = mon.net.predict(centres.astype(mon.net.dtype))
+    assert b["cls"] == np.asarray(out).argmax(axis=1).tolist()

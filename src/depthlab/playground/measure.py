@@ -134,8 +134,12 @@ class Monitor:
         pad = 0.08 * (hi - lo + 1e-9)
         lo, hi = lo - pad, hi + pad
         n = GRID if len(self.points) <= DEEP else GRID_DEEP
-        gx = np.linspace(lo[0], hi[0], n)
-        gy = np.linspace(lo[1], hi[1], n)
+        # the centres of the n x n cells the page paints over [lo, hi]: linspace(lo, hi, n)
+        # put the first and last points on the box's edges, so the painted cells lay up to half
+        # a cell away from the points they showed (the shading squeezed by (n - 1) / n towards
+        # the middle, beside data points drawn where they are)
+        gx = lo[0] + (np.arange(n) + 0.5) * (hi[0] - lo[0]) / n
+        gy = lo[1] + (np.arange(n) + 0.5) * (hi[1] - lo[1]) / n
         xx, yy = np.meshgrid(gx, gy)  # row = y index, column = x index
         pts = np.stack([xx.ravel(), yy.ravel()], axis=1).astype(self.net.dtype)
         return {"n": n, "x0": lo[0], "x1": hi[0], "y0": lo[1], "y1": hi[1], "pts": pts}
