@@ -138,3 +138,25 @@ def test_token_ids_beyond_the_vocabulary_are_named_also_in_the_first_rows(bad_ro
     with pytest.raises(ValueError, match=r"token id 23 .* '0' has 20 embeddings; expected "
                                          r"token ids 0 to 19"):
         dlt.doctor(model, (x, x[:, 0] % 3), steps=2, batch_size=16, verify=False)
+
+
+def test_cli_doctor_on_a_model_returning_a_dict_says_what_the_command_line_can_do(
+        tmp_path, capsys):
+    """A factory whose model returns a dict: the doctor's hint (give a loss_fn that takes it)
+    names an option the command line does not have; the CLI adds its own remedy."""
+    from depthlab.cli import main
+
+    (tmp_path / "models.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class D(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = nn.Linear(64, 10)\n"
+        "    def forward(self, x):\n"
+        "        return {'logits': self.fc(x)}\n"
+        "def make():\n    return D()\n")
+    code = main(["doctor", "--torch", f"{tmp_path / 'models.py'}:make", "--data", "digits",
+                 "--n", "100", "--steps", "2", "--out", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "make return a module whose forward returns that tensor" in err

@@ -375,4 +375,9 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
         with runs_progress(progress_mode(args), "doctor"):
             return doctor(make_model, data, **kwargs)
     except (ValueError, TypeError) as e:
-        raise UserError(f"doctor: {e}") from None
+        text = str(e)
+        if ": give a loss_fn that takes it, e.g. " in text:  # --loss names a loss of a tensor
+            text += (f" (dlt.doctor's loss_fn=); --loss takes the output tensor: make "
+                     f"{args.torch.rpartition(':')[2]} return a module whose forward returns "
+                     "that tensor (a wrapper)")
+        raise UserError(f"doctor: {text}") from None
