@@ -102,7 +102,13 @@ Thresholds (module constants):
                               c leaves the network's function and dL/dxhat as they were and
                               divides dL/ds by c, so read at s a healthy net's ratio followed
                               its learned gammas (a BatchNorm CNN under SGD momentum 0.9:
-                              13.9x, 'exploding'; 6-8x at xhat)
+                              13.9x, 'exploding'; 6-8x at xhat). With batch norm an
+                              exploding finding also needs step 0's ratio past both
+                              thresholds: batch norm's own explosion is there at
+                              initialization (Yang et al. 2019); a growth that appears only
+                              in training is the learned weights', whose scale invariance
+                              lowers their effective step (3 conv-BN-ReLU layers: 2.4x at
+                              step 0, 10.6x median, val acc 0.98, no cure helped)
 ``BN_DRIFT`` 0.5              batch-norm running mean off the probe batch's mean by more than
                               0.5 batch std (averaged over units), or mean |log variance ratio|
                               above 0.5 (a factor ~1.65), judged on at least
