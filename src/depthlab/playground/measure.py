@@ -239,10 +239,11 @@ class Monitor:
         zero: list[int] = []
         if self._w_prev is not None and step > self._w_step:
             k = step - self._w_step
-            for j, (w, w0) in enumerate(zip(now, self._w_prev)):
+            layers = [p.index for p in self.points if p.dense is not None]  # as _weights
+            for layer, w, w0 in zip(layers, now, self._w_prev):
                 n0 = _norm(w0)
                 if n0 == 0:
-                    zero.append(self.points[j].index)
+                    zero.append(layer)
                 with np.errstate(all="ignore"):
                     out.append(_norm(w - w0) / n0 / k if n0 > 0 else math.nan)
         self.arm(step)
