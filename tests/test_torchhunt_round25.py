@@ -160,3 +160,36 @@ def test_cli_doctor_on_a_model_returning_a_dict_says_what_the_command_line_can_d
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "make return a module whose forward returns that tensor" in err
+
+
+class _StepEncoderGRU(nn.Module):  # a per-time-step Linear before a GRU
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(5, 8)
+        self.gru = nn.GRU(8, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.gru(torch.relu(self.enc(x)))[0][:, -1])
+
+
+class _StepMLP(nn.Module):  # Linear layers only, applied per time step, then a mean over time
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(5, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.enc(x)).mean(1))
+
+
+@pytest.mark.parametrize("model", [_StepEncoderGRU(), _StepMLP()], ids=["gru", "mlp"])
+def test_a_model_that_takes_a_files_own_example_shape_gets_it(model):
+    """(N, T, F) sequences of a .npz for a model whose first layer is a per-step Linear(F, H):
+    flattened (N, T*F) rows (the Linear's shape) and the GRU's (N, T*F/H, H) both fail, and
+    the file's own shape, on which the model runs, was never tried (exit 2)."""
+    x = np.arange(3 * 60, dtype=np.float32).reshape(3, 12, 5)
+    got = shape_inputs(x.reshape(3, -1), (12, 5), model)
+    np.testing.assert_array_equal(got, x)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(60, 3))  # runs on flat rows: flat, as before
+    assert shape_inputs(x.reshape(3, -1), (12, 5), mlp).shape == (3, 60)

@@ -310,7 +310,8 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
     of other kinds too (a custom ``forward`` may run a conv declared after its linear head),
     each kind's shape is tried with one forward on two of ``rows`` (default ``x``; the
     training rows when shaping the validation rows, so both get the same shape) and the first
-    that runs is taken (none: the first layer's)."""
+    that runs is taken, then a data file's own example shape ``image_shape`` (a per-step
+    ``Linear`` before a GRU on ``(N, T, F)`` sequences); none: the first layer's."""
     kinds = [m for m in model.modules() if isinstance(m, _FIRST_LAYERS)]
     firsts: list[nn.Module | None] = [kinds[0] if kinds else None]
     for cls in (nn.Conv2d, nn.Conv1d, nn.Conv3d, nn.RNNBase, nn.Linear):
@@ -319,7 +320,9 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
             firsts.append(m)
     shaped = _shaped_for(firsts[0], x, image_shape)
     trial = x if rows is None else rows
-    if len(firsts) == 1 or len(trial) == 0:
+    own = tuple(int(s) for s in image_shape) if image_shape and len(image_shape) >= 2 and \
+        int(np.prod(image_shape)) == int(np.prod(x.shape[1:])) else None
+    if (len(firsts) == 1 and own is None) or len(trial) == 0:
         return shaped
     seen: list[tuple[int, ...]] = []
     for first in firsts:
@@ -329,6 +332,9 @@ def shape_inputs(x: np.ndarray, image_shape: Any, model: nn.Module,
         seen.append(t.shape[1:])
         if _runs_on(model, t):
             return _shaped_for(first, x, image_shape)
+    if own is not None and own not in seen and _runs_on(
+            model, trial[:2].reshape(len(trial[:2]), *own)):
+        return x.reshape(len(x), *own)
     return shaped
 
 
