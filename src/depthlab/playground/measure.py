@@ -94,6 +94,10 @@ def _norm(a: np.ndarray) -> float:
     if a.size == 0:
         return 0.0
     with np.errstate(all="ignore"):
+        n = float(np.linalg.norm(a))
+        tiny = float(np.finfo(a.dtype).tiny) if a.dtype.kind == "f" else 0.0
+        if math.isfinite(n) and n * n > 1e6 * a.size * tiny:
+            return n  # no square overflowed, and those that underflowed do not count
         m = float(np.max(np.abs(a)))
         if not m > 0 or not math.isfinite(m):
             return m  # 0, inf or nan
