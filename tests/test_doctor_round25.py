@@ -269,7 +269,8 @@ def _ratio_ctx(batchnorm: bool, ratios: list[float]):
     for i, r in enumerate(ratios):
         step = 10 * i
         rows.append((step, 0, "loss", 2.3 * 0.8 ** i))  # falls, never below 1% of the start
-        for layer, g in ((1, 1e-3 * r), (2, 1e-3 * math.sqrt(r)), (3, 1e-3)):
+        for layer, g in ((1, 1e-3 * r), (2, 1e-3 * math.sqrt(r)), (3, 1e-3)) if r else (
+                (1, 0.0), (2, 0.0), (3, 0.0)):  # r 0: no gradient (a zero output layer)
             rows.append((step, layer, "grad_pre_std", g))
     frame = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
     config = {"activation": "relu", "batchnorm": batchnorm, "sizes": [8, 16, 16, 16, 4]}
@@ -290,3 +291,7 @@ def test_a_normalized_nets_gradient_growth_in_training_alone_is_not_exploding():
     at_init = [40.0] + [12.0] * 10  # explodes at step 0 past both thresholds: kept
     f = rule_exploding(_ratio_ctx(True, at_init))[1]
     assert f is not None and f.evidence["ratio"] == pytest.approx(12.0)
+    # no gradient at step 0 (a zero-initialized output layer): the first probe with one
+    # stands for the start
+    assert rule_exploding(_ratio_ctx(True, [0.0, 40.0] + [12.0] * 9))[1] is not None
+    assert rule_exploding(_ratio_ctx(True, [0.0, 2.4] + [12.0] * 9))[1] is None
