@@ -113,3 +113,52 @@ def test_a_missing_dask_is_said_before_the_store_is_created(tmp_path, capsys, mo
                            "--cluster", "local:2")
     assert_one_line_error(code, err, "needs Dask distributed", "depthlab[cluster]")
     assert not (tmp_path / "out").exists()
+
+
+# -- a grid too large to list has its workers' memory checked too ---------------------------
+
+BIG_NET = '["auto", 4000, 4000, "auto"]'  # 245 MiB with Adam on 60 rows
+
+
+def _big_grid(tmp_path: Path, seeds: int) -> Path:
+    return _grid(tmp_path, f'"model.sizes" = [["auto", 4, "auto"], {BIG_NET}]\n'
+                           f'"train.optimizer" = ["adam"]\n'
+                           f'"train.seed" = {list(range(seeds))}')
+
+
+def test_a_grid_above_2000_points_is_refused_when_its_workers_cannot_fit(tmp_path, capsys,
+                                                                         monkeypatch):
+    """`--jobs N` refuses a grid whose N largest points and the workers do not fit at once,
+    but only for grids of at most 2,000 points (those listed to weigh the time left): 2,001
+    points of 245 MiB ran two at once on 600 MiB (`--limit 2001` of a larger grid the same)."""
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "600M")
+    path = _big_grid(tmp_path, 1001)  # 2,002 points, half of them the large network
+    for extra in ([], ["--limit", "2001"]):
+        code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "out", "--jobs", "2",
+                               *extra)
+        assert_one_line_error(code, err, "2 points at once", "[4, 4000, 4000, 2]",
+                              "245 MiB", "use 1 worker process")
+        assert not (tmp_path / "out").exists()
+
+
+def test_the_grid_memory_check_counts_each_network_once_per_point(tmp_path, monkeypatch):
+    from depthlab.experiments import read_toml
+    from depthlab.experiments.config import validate
+    from depthlab.experiments.executors.local import LocalPool
+    from depthlab.experiments.runner import ExperimentError
+    from depthlab.experiments.sweep import check_grid_memory
+
+    raw = read_toml(_big_grid(tmp_path, 1001))
+    grid = validate(raw)["sweep"]
+    pool = LocalPool(2)  # not started
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "600M")
+    with pytest.raises(ExperimentError, match="2 points at once"):
+        check_grid_memory(pool, raw, grid)
+    # the first 1,001 points are the small network only (the seed varies fastest)
+    check_grid_memory(pool, raw, grid, limit=1001)
+    # one large point among them: it fits beside one small one
+    check_grid_memory(pool, raw, grid, limit=1002)
+    with pytest.raises(ExperimentError, match="2 points at once"):
+        check_grid_memory(pool, raw, grid, limit=1003)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "2G")
+    check_grid_memory(pool, raw, grid)

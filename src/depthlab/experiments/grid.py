@@ -285,3 +285,59 @@ def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
             seen.add(p.id)
             points.append(p)
     return points
+
+
+MEMORY_FREE_KEYS = frozenset({
+    "data.standardize", "data.seed", "data.val_fraction", "data.test_fraction",
+    "data.standardize_targets", "model.activation", "model.init", "model.batchnorm",
+    "model.dropout", "model.input_dropout", "model.dropout_type", "model.output_activation",
+    "model.output_init", "model.bias_init", "model.activation_kwargs", "model.bn_inference",
+    "model.bn_momentum", "model.bn_eps", "model.bn_ema_start", "train.loss_kwargs",
+    "train.lr", "train.epochs", "train.max_steps", "train.seed", "train.l1", "train.l2",
+    "train.eval_every", "train.dampening", "train.weight_decay", "train.nesterov",
+    "train.maximize", "train.lr_decay", "train.initial_accumulator_value", "train.eps",
+    "train.rho", "train.alpha", "train.centered", "train.betas", "train.amsgrad",
+    "train.decoupled_weight_decay", "train.momentum_decay", "probes.every",
+    "probes.histogram_steps", "probes.jacobian"})
+"""Grid keys that :func:`~depthlab.experiments.runner.memory_need` does not read (through the
+validated config): points differing only in these need the same memory."""
+MEMORY_TRIES = 3
+"""Points of one memory group validated at most, looking for one that is not refused."""
+
+
+def memory_groups(raw: dict[str, Any], grid: dict[str, list], *,
+                  base_dir: str | os.PathLike | None = None, limit: int | None = None,
+                  most: int = 2000) -> list[tuple[dict[str, Any], int]]:
+    """The points of the first ``limit`` of ``grid`` grouped by their values of the keys a
+    point's memory depends on (every key but :data:`MEMORY_FREE_KEYS`): ``(validated config of
+    one point of the group, points in the group)`` for each group with a point the config
+    checks accept, at most ``most`` groups. Walks the grid as value indices, validating only
+    a few points per group, so a grid of 10⁵ points of a few networks costs a fraction of a
+    second (expanding every point costs ~0.5 ms each)."""
+    keys = list(grid)
+    free = [k in MEMORY_FREE_KEYS for k in keys]
+    combos = itertools.product(*(range(len(grid[k])) for k in keys))
+    if limit is not None:
+        combos = itertools.islice(combos, min(int(limit), sys.maxsize))
+    groups: dict[tuple[int, ...], list] = {}  # key -> [count, candidate combos]
+    for combo in combos:
+        key = tuple(i for i, f in zip(combo, free) if not f)
+        entry = groups.get(key)
+        if entry is None:
+            if len(groups) >= most:
+                continue
+            groups[key] = entry = [0, []]
+        entry[0] += 1
+        if len(entry[1]) < MEMORY_TRIES:
+            entry[1].append(combo)
+    body = _body(raw)
+    out = []
+    for count, candidates in groups.values():
+        for combo in candidates:
+            overrides = {k: grid[k][i] for k, i in zip(keys, combo)}
+            try:
+                out.append((_point_config(body, overrides, base_dir), count))
+                break
+            except ConfigError:  # a refused combination: never run, needs no memory
+                continue
+    return out

@@ -115,6 +115,10 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     # every single value, before anything runs or is said: a bad one is the only line
     check_values(raw, grid, base_dir=base_dir)
     say(f"sweep {sid}: {total:,} points ({grid_shape(grid)})")
+    if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
+        if executor is None:
+            executor = make_executor(jobs, cluster)
+        check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, jobs=jobs, cluster=cluster,
@@ -131,8 +135,6 @@ def check_workers_memory(executor: Executor, points: list[SweepPoint], store: St
     workers = getattr(executor, "local_workers", 0) or 0
     if workers < 2:
         return
-    from ..memory import MemoryRefusal, available_memory, check_fits, format_bytes
-    from .executors.base import WORKER_BYTES
     from .runner import memory_need
 
     needs = []
@@ -145,7 +147,41 @@ def check_workers_memory(executor: Executor, points: list[SweepPoint], store: St
             need = None
         if need is not None:
             needs.append(need)
-    needs.sort(key=lambda n: -n[0])
+    _check_needs(executor, workers, needs)
+
+
+def check_grid_memory(executor: Executor, raw: dict[str, Any], grid: dict[str, list], *,
+                      base_dir: str | os.PathLike | None = None,
+                      limit: int | None = None) -> None:
+    """:func:`check_workers_memory` for a grid too large to list (above ``WORK_POINTS``
+    points, streamed): its points grouped by the values their memory depends on
+    (:func:`~depthlab.experiments.grid.memory_groups`), each group's need counted once per
+    point up to the number of workers; stored points are counted too (they are not looked
+    up one by one). A grid of 2,001 points of 258 MiB ran two at once on 600 MiB."""
+    workers = getattr(executor, "local_workers", 0) or 0
+    if workers < 2:
+        return
+    from .grid import memory_groups
+    from .runner import memory_need
+
+    needs = []
+    for config, count in memory_groups(raw, grid, base_dir=base_dir, limit=limit):
+        try:
+            need = memory_need(config)
+        except (KeyError, TypeError, ValueError):
+            need = None
+        if need is not None:
+            needs.extend([need] * min(count, workers))
+    _check_needs(executor, workers, needs)
+
+
+def _check_needs(executor: Executor, workers: int, needs: list[tuple[int, str]]) -> None:
+    """:class:`ExperimentError` unless the ``workers`` largest of ``needs`` (bytes, what)
+    fit in memory beside ``workers`` worker processes."""
+    from ..memory import MemoryRefusal, available_memory, check_fits, format_bytes
+    from .executors.base import WORKER_BYTES
+
+    needs = sorted(needs, key=lambda n: -n[0])
     k = min(workers, len(needs))
     if k < 2:  # one point at a time: the runner checks it
         return
