@@ -113,3 +113,49 @@ def test_the_boundary_grid_is_evaluated_at_the_centres_of_the_cells_the_page_pai
     b = mon.boundary()
     out = mon.net.predict(centres.astype(mon.net.dtype))
     assert b["cls"] == np.asarray(out).argmax(axis=1).tolist()
+
+
+# -- the doctor offers only apply buttons whose setup the page accepts ----------------------
+def test_a_prescription_the_page_would_refuse_gets_no_apply_button():
+    from depthlab.playground.doctor_task import applied_query
+
+    setup = parse_setup({"train.batch_size": "1"})
+    query, why = applied_query(setup, {"batchnorm": True})
+    # was an apply button whose click was refused (batch norm needs 2 rows per batch)
+    assert query is None and "no apply button" in why and "train.batch_size" in why, why
+    query, why = applied_query(parse_setup({"train.batch_size": "2"}), {"batchnorm": True})
+    assert why is None and query["model.batchnorm"] == "true"
+    query, why = applied_query(setup, {"no_such_setting": 1})
+    assert query is None and "no control here" in why
+
+
+@pytest.mark.filterwarnings("ignore:doctor. the cure:UserWarning")
+def test_every_apply_button_of_the_doctor_is_accepted(browser, server, shots):
+    # one 1-wide tanh layer trained one row per batch: the doctor finds saturation and
+    # prescribes batch norm, which needs two rows per batch
+    query = ("data.name=clusters&data.options.d=1&model.depth=1&model.width=1"
+             "&train.batch_size=1")
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?" + query)
+        pg.wait_for_function(MEASURED, timeout=20_000)
+        pg.click("#doctor")
+        pg.wait_for_function("!document.getElementById('doctor-cancel') && "
+                             "!document.getElementById('doctor').disabled && "
+                             "document.querySelector('#doctor-out .finding')", timeout=30_000)
+        pg.locator("#panel-doctor").screenshot(path=str(shots / "round25_doctor_apply.png"))
+        findings = pg.locator("#doctor-out .finding")
+        kinds = [findings.nth(i).get_attribute("data-kind") for i in range(findings.count())]
+        assert "saturation" in kinds, kinds  # the case this test is about
+        sat = pg.locator('#doctor-out .finding[data-kind="saturation"]')
+        # said without a button (was "apply: batchnorm true", refused when clicked, under a
+        # note "applied the saturation prescription")
+        assert sat.locator("button.apply").count() == 0
+        assert "no apply button" in sat.inner_text() and "train.batch_size" in sat.inner_text()
+        for box in [findings.nth(i) for i in range(findings.count())]:
+            button = box.locator("button.apply")
+            if not button.count():
+                continue
+            before = pg.evaluate("location.search")
+            button.click()
+            pg.wait_for_function("s => location.search !== s", arg=before, timeout=10_000)
+            assert pg.locator("#message").is_hidden(), pg.locator("#message").text_content()

@@ -17,7 +17,7 @@ from ..diagnosis import doctor
 from ..diagnosis.doctor import doctor_train_kwargs
 from ..diagnosis.findings import jsonable
 from ..training.trainer import Callback
-from .setup import SetupError, apply_prescription, to_query
+from .setup import SetupError, apply_prescription, parse_setup, to_config, to_query
 
 DOCTOR_STEPS = 200
 """The doctor's training budget per run (its own default)."""
@@ -47,6 +47,24 @@ class _StopWhenSet(Callback):
             raise DoctorStopped("the doctor was stopped")
 
 
+def applied_query(setup: dict[str, Any], prescription: dict[str, Any]
+                  ) -> tuple[dict[str, str] | None, str | None]:
+    """``(query, None)``: the page's query with ``prescription`` applied, a setup the
+    playground accepts; ``(None, why)`` when it has no control for it or refuses the setup
+    it makes. Batch norm prescribed for a setup of batch size 1 got an apply button whose
+    click was refused ('model.batchnorm = true needs at least 2 rows per batch'), under a
+    note saying the prescription had been applied."""
+    try:
+        applied = apply_prescription(setup, prescription)
+    except SetupError as e:
+        return None, str(e)
+    try:
+        to_config(parse_setup(to_query(applied)))  # the checks of the page's own changes
+    except SetupError as e:
+        return None, f"no apply button: the setup it makes is refused here: {e}"
+    return to_query(applied), None
+
+
 def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
                stop: threading.Event | None = None) -> dict[str, Any]:
     """Diagnose the prepared run ``prep`` (``experiments.runner.Prepared``) of ``setup``
@@ -71,11 +89,9 @@ def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
         # rose 2%"), as the doctor's own line says it: the page said only "helped"
         v["trade_off"] = obj.trade_off()
     for f in out["findings"]:
-        try:
-            f["apply"] = to_query(apply_prescription(setup, f["prescription"] or {}))
-        except SetupError as e:
-            f["apply"] = None
-            f["apply_error"] = str(e)
+        f["apply"], error = applied_query(setup, f["prescription"] or {})
+        if error is not None:
+            f["apply_error"] = error
         f["verifications"] = [v for v in out["verifications"] if v["kind"] == f["kind"]]
     out["text"] = str(diagnosis)
     out["steps"] = steps
