@@ -14,6 +14,7 @@ temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,36 @@ def test_every_apply_button_of_the_doctor_is_accepted(browser, server, shots):
             button.click()
             pg.wait_for_function("s => location.search !== s", arg=before, timeout=10_000)
             assert pg.locator("#message").is_hidden(), pg.locator("#message").text_content()
+
+
+# -- a port taken by a program that does not speak HTTP --------------------------------------
+def test_a_port_taken_by_a_program_that_answers_no_http_is_one_line(capsys):
+    import socket
+    import threading
+
+    from depthlab.playground.server import bind
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(4)
+    port = taken.getsockname()[1]
+
+    def answer_in_binary() -> None:  # as a Dask scheduler does (msgpack frames)
+        with contextlib.suppress(OSError):
+            conn, _ = taken.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"\x1a\x00\x00\x00\x82\xabcompression\xc0\xafpython-pickle\r\n")
+
+    thread = threading.Thread(target=answer_in_binary, daemon=True)
+    thread.start()
+    try:
+        # was http.client.BadStatusLine out of the probe for a playground already there
+        with pytest.raises(OSError) as e:
+            bind("127.0.0.1", port)
+    finally:
+        taken.close()
+        thread.join(5)
+    message = str(e.value)
+    assert f"cannot listen on 127.0.0.1:{port}" in message and "another program" in message
+    assert "\n" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import http.client
 import ipaddress
 import json
 import os
@@ -58,7 +59,10 @@ def _playground_at(addr: str, port: int) -> str | None:
     try:
         with opener.open(url + "api/schema", timeout=0.5) as r:
             body = json.loads(r.read(2_000_000))
-    except (OSError, ValueError):  # refused, timed out, not HTTP, not JSON
+    except (OSError, ValueError, http.client.HTTPException):
+        # refused, timed out, not JSON; or not HTTP at all (a Dask scheduler's port answers
+        # binary frames: BadStatusLine, an HTTPException, came out of `depthlab playground`
+        # as a traceback where "another program uses it" was meant)
         return None
     return url if isinstance(body, dict) and "fields" in body and "presets" in body else None
 
