@@ -198,6 +198,11 @@ class TorchRunContext(RunContext):
 
     points_override: list[_Point] = field(default_factory=list)
     through_time: dict[str, Any] | None = None  # :func:`through_time` of the trained model
+    residual_ends: frozenset[str] = frozenset()
+    """Names of the layers that end a residual branch (:func:`rx.residual_ends`): a smaller
+    initial variance than recommended, zeros included, is their design (a branch that starts
+    near 0 leaves the block near the identity: Fixup, SkipInit, torchvision's
+    ``zero_init_residual``, GPT-2's 1/sqrt(2 L)), not a mismatch; a larger one still is."""
 
     def __post_init__(self) -> None:
         self.net = _ModelView(self.points_override)
@@ -230,8 +235,11 @@ class TorchRunContext(RunContext):
             rec = recommended_init(activation or p.activation_name or "")
             if rec is None or p.dense is None or p.index not in w.index:
                 continue
-            out[p.index] = init_ratio(rec, float(w[p.index]) ** 2, p.dense.fan_in,
-                                      p.dense.fan_out)  # either He mode (fan_in / fan_out)
+            r = init_ratio(rec, float(w[p.index]) ** 2, p.dense.fan_in,
+                           p.dense.fan_out)  # either He mode (fan_in / fan_out)
+            if r < 1.0 and p.module in self.residual_ends:
+                continue  # a residual branch that starts small: its design
+            out[p.index] = r
         return out
 
 
@@ -687,6 +695,8 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
     NumPy doctor's do: a learning rate too low to move leaves the loss above it)."""
     px, py = (t[:PROBE_EXAMPLES] for t in data.probe_source)
     layers = rx.trace(model, px[:TRACE_EXAMPLES])
+    names = {m: n for n, m in model.named_modules()}
+    ends = frozenset(names.get(m, "?") for m in rx.residual_ends(model, px[:TRACE_EXAMPLES]))
     if not layers:
         raise ValueError(f"{type(model).__name__} has no weight layers (modules owning a "
                          "parameter of at least 2 dimensions) to diagnose")
@@ -716,7 +726,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,
-                          through_time=tt, target_stats=stats)
+                          through_time=tt, target_stats=stats, residual_ends=ends)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():

@@ -459,6 +459,81 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     return out
 
 
+_ADDS = (torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__,
+         torch.Tensor.__radd__, torch.Tensor.__iadd__)
+_ROUTES = tuple(m for m in PASS_THROUGH if m not in NORM_MODULES)
+
+
+def residual_ends(model: nn.Module, x: torch.Tensor) -> set[nn.Module]:
+    """The weight layers whose output the forward on ``x`` adds to another tensor of its
+    shape and uses for nothing else (itself or through dropout, identity, pooling or
+    reshaping modules; not through a normalization, which sets its own scale): the last layer
+    of a residual branch, ``x + conv2(relu(conv1(x)))``, a transformer's attention output
+    and second feed-forward projection; not the layer whose output is the skip path (``x``,
+    which the branch takes too). One forward without gradients, inside :func:`untouched`."""
+    layers = _layer_modules(model)
+    owner: dict[int, nn.Module] = {}
+    alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
+    summed: set[nn.Module] = set()
+    used: set[nn.Module] = set()
+    inside = [0]  # depth of route-module forwards running
+
+    def pre(module: nn.Module, _inp: Any) -> None:
+        if isinstance(module, _ROUTES):
+            inside[0] += 1
+
+    def hook(module: nn.Module, inp: Any, out: Any) -> None:
+        if isinstance(module, _ROUTES):
+            inside[0] -= 1
+        o = _first_tensor(out)
+        if o is None:
+            return
+        if module in layers:
+            owner[id(o)] = module
+            alive.append(o)
+        elif isinstance(module, _ROUTES):
+            i = _first_tensor(inp)
+            if i is not None and id(i) in owner:
+                owner[id(o)] = owner[id(i)]
+                alive.append(o)
+
+    def tensors(args: Any, kwargs: dict) -> list[torch.Tensor]:
+        out = []
+        for a in (*args, *kwargs.values()):
+            out.extend(t for t in (a if isinstance(a, (list, tuple)) else (a,))
+                       if isinstance(t, torch.Tensor))
+        return out
+
+    class _Sums(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            ts = [t for t in tensors(args, kwargs) if id(t) in owner]
+            if ts and func in _ADDS:
+                pair = [a for a in (*args[:2], kwargs.get("other"))
+                        if isinstance(a, torch.Tensor)]
+                if len(pair) == 2 and pair[0].shape == pair[1].shape and \
+                        pair[0] is not pair[1]:
+                    summed.update(owner[id(t)] for t in ts)
+                else:
+                    used.update(owner[id(t)] for t in ts)
+            elif ts and not inside[0] and getattr(func, "__name__", "") != "__get__":
+                used.update(owner[id(t)] for t in ts)
+            return func(*args, **kwargs)
+
+    modules = [m for m in model.modules() if m in layers or isinstance(m, _ROUTES)]
+    handles = [m.register_forward_pre_hook(pre) for m in modules]
+    try:
+        with _Sums():
+            _forward_with_hook(model, x, modules, hook)
+    except Exception:  # noqa: BLE001 -- a forward the mode cannot follow: no layer known
+        return set()
+    finally:
+        for h in handles:
+            h.remove()
+    return summed - used
+
+
 def functional_inputs(model: nn.Module, x: torch.Tensor, layers: list[nn.Module]
                       ) -> dict[nn.Module, list[torch.Tensor]]:
     """For each of ``layers``: the tensors (copies) that the forward on ``x`` applies an

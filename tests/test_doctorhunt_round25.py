@@ -1,0 +1,90 @@
+"""Round 25 (doctorhunt25): the torch doctor on the models practitioners bring.
+
+A residual network whose blocks end in a zero-initialized (or down-scaled) layer -- Fixup,
+SkipInit, torchvision's ``zero_init_residual``, GPT-2's 1/sqrt(2 L) -- starts each block near
+the identity by design; the zero layer's units do not stay identical (its output channels
+are the stream's, whose gradients differ), so ``init_mismatch`` ('its units start identical
+and receive identical updates, so they never differ') was a false finding there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import depthlab.torch as dlt
+from depthlab.torch import prescriptions as rx
+
+
+class Block(nn.Module):
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(w, w, 3, padding=1)
+        self.c2 = nn.Conv2d(w, w, 3, padding=1)
+        self.a1, self.a2 = nn.ReLU(), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.c2(self.a2(self.c1(self.a1(x))))
+
+
+class ResNet(nn.Module):
+    def __init__(self, w: int = 8, blocks: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, w, 3, padding=1)
+        self.blocks = nn.Sequential(*[Block(w) for _ in range(blocks)])
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(w, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+def resnet(last_scale: float):
+    def make() -> nn.Module:
+        m = ResNet()
+        for mod in m.modules():
+            if isinstance(mod, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                nn.init.zeros_(mod.bias)
+        with torch.no_grad():
+            for b in m.blocks:
+                b.c2.weight.mul_(last_scale)
+        return m
+    return make
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 1, 8, 8, generator=g)
+    return x, (x[:, 0, :4].sum((1, 2)) > 0).long() + 2 * (x[:, 0, 4:].sum((1, 2)) > 0).long()
+
+
+def test_residual_ends_are_the_branches_last_layers():
+    m = resnet(1.0)()
+    names = {v: k for k, v in m.named_modules()}
+    ends = sorted(names[e] for e in rx.residual_ends(m, torch.randn(2, 1, 8, 8)))
+    assert ends == [f"blocks.{i}.c2" for i in range(4)]  # not the stem (the skip path)
+    plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert rx.residual_ends(plain, torch.randn(3, 4)) == set()
+    for first in (False, True):
+        tf = nn.TransformerEncoder(nn.TransformerEncoderLayer(
+            8, 2, 16, dropout=0.1, batch_first=True, norm_first=first), 1,
+            enable_nested_tensor=False)
+        names = {v: k for k, v in tf.named_modules()}
+        ends = sorted(names[e] for e in rx.residual_ends(tf, torch.randn(2, 3, 8)))
+        assert ends == ["layers.0.linear2", "layers.0.self_attn"]
+
+
+@pytest.mark.parametrize("last_scale", [0.0, 0.1])
+def test_a_residual_branch_that_starts_small_is_no_init_mismatch(data, last_scale):
+    diag = dlt.doctor(resnet(last_scale), data, optimizer=("adam", {"lr": 0.003}), steps=20,
+                      probe_every=10, verify=False)
+    assert "init_mismatch" not in diag.kinds, [f.message for f in diag.findings]
+
+
+def test_a_residual_branch_that_starts_too_large_is_still_init_mismatch(data):
+    diag = dlt.doctor(resnet(3.0), data, optimizer=("adam", {"lr": 0.003}), steps=20,
+                      probe_every=10, verify=False)
+    f = next(f for f in diag.findings if f.kind == "init_mismatch")
+    assert f.evidence["variance_ratio"] > 4.0
