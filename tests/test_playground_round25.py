@@ -193,3 +193,28 @@ def test_a_port_taken_by_a_program_that_answers_no_http_is_one_line(capsys):
     message = str(e.value)
     assert f"cannot listen on 127.0.0.1:{port}" in message and "another program" in message
     assert "\n" not in message
+
+
+# -- reset pressed right after typing a value ------------------------------------------------
+@pytest.mark.parametrize("key, value", [("model.width", "8"), ("model.activation", "relu")])
+def test_reset_pressed_after_a_change_keeps_the_controls_and_the_network_together(
+        browser, server, key, value):
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?model.depth=3")
+        pg.wait_for_function(MEASURED, timeout=20_000)
+        el = pg.locator(f'[name="{key}"]')
+        if key == "model.width":
+            el.fill(value)  # typed, not committed: the press on reset sends it (blur)
+        else:
+            # a menu changed with the keyboard (sends at once), reset pressed before the answer
+            el.evaluate("(e, v) => { e.value = v; e.dispatchEvent(new Event('change')); }", value)
+        pg.click("#reset")
+        pg.wait_for_function(f"new URLSearchParams(location.search).get('{key}') === '{value}'",
+                             timeout=10_000)
+        pg.wait_for_function(MEASURED + " && +document.getElementById('grad-summary')"
+                             ".dataset.step === 0", timeout=20_000)
+        pg.wait_for_timeout(300)  # any later answer
+        # the network trained is the URL's; the control said the old value (32, tanh)
+        assert pg.evaluate(f"new URLSearchParams(location.search).get('{key}')") == value
+        assert el.input_value() == value
+        assert pg.locator("#message").is_hidden()

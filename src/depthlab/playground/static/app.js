@@ -231,7 +231,8 @@ async function choosePreset(name) {
 /* ---------------- session ---------------- */
 function sendSetup(query, play) {
   S.wantPlay = !!play;
-  send({ cmd: "setup", query, play: !!play });
+  // sent, not answered yet: reset pressed now restarts it once it is accepted (see reset)
+  if (send({ cmd: "setup", query, play: !!play })) S.pending = { ...query };
 }
 
 function send(msg) {
@@ -321,6 +322,7 @@ function handle(m) {
     case "error": {
       // a setting of the link with no control here (?foo=1): nothing on the page is marked, and
       // the next change of a control leaves it out (only the first setup sends such keys)
+      if (m.key) S.pending = null;  // a refused setup: the session keeps the last accepted one
       const linkOnly = !!m.key && !field(m.key);
       const key = linkOnly ? m.key : refusedKey(m.key, m.message);
       // a refused control leaves the last accepted setup in place (and training, if it was)
@@ -386,6 +388,7 @@ function showStep(step, epoch) {
 
 function onAccepted(m) {
   S.query = m.query;
+  S.pending = null;
   if (m.kept) {  // only a setting of the export changed (epochs): the session goes on
     showMessage(""); markInvalid(null);
     const qs = new URLSearchParams(m.query).toString();
@@ -1118,7 +1121,13 @@ async function main() {
   // "accepted" cleared the message that said so)
   $("reset").addEventListener("click", () => {
     S.wantPlay = false;
-    if (S.query && !sameQuery(readControls(), S.query)) { S.edits++; writeControls(S.query); }
+    // ... unless they read the setup just sent and not answered yet: a width typed and reset
+    // pressed (the press sends the change, then the reset) wrote the old width back into the
+    // control while the server restarted the new one, so the controls said 32 beside a
+    // network of width 8 (and the next change of any control rebuilt it at 32)
+    const now = readControls();
+    const sent = S.pending && Object.keys(now).every((k) => String(now[k]) === String(S.pending[k]));
+    if (S.query && !sent && !sameQuery(now, S.query)) { S.edits++; writeControls(S.query); }
     send({ cmd: "reset" });
   });
   // disabled at once: a double click started a second doctor ("already running")
