@@ -6,15 +6,13 @@ reached over loopback TCP only.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from helpers.cli import ENV
+from helpers.net import tcp_server
 
 distributed = pytest.importorskip("distributed")
 
@@ -54,40 +52,6 @@ def write(tmp_path, n=300, epochs=1, every=20) -> str:
 def sweep_cli(*args, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "depthlab", "sweep", *map(str, args)],
                           capture_output=True, text=True, env=ENV, timeout=timeout)
-
-
-@contextmanager
-def tcp_server(answer: bytes | None):
-    """A loopback TCP port that accepts connections and then says nothing (``None``) or
-    sends ``answer`` and closes: not a Dask scheduler."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    srv.settimeout(0.1)
-    stop, held = threading.Event(), []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            if answer is None:
-                held.append(conn)
-            else:
-                conn.sendall(answer)
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"tcp://127.0.0.1:{srv.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(2)
-        for c in held:
-            c.close()
-        srv.close()
 
 
 @pytest.fixture(scope="module")

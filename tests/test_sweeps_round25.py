@@ -3,13 +3,11 @@ machine. Each test failed before the fix it names. Servers are loopback only."""
 
 from __future__ import annotations
 
-import socket
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+from helpers.net import tcp_server
 
 GRID = """\
 [data]
@@ -40,40 +38,6 @@ def _grid(tmp_path: Path, grid: str = '"train.seed" = [0, 1]') -> Path:
     return path
 
 
-@contextmanager
-def _server(answer: bytes | None):
-    """A loopback port that is not a Dask scheduler: it sends ``answer`` and closes, or
-    (None) accepts and never answers."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    srv.settimeout(0.1)
-    stop, held = threading.Event(), []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            if answer is None:
-                held.append(conn)
-            else:
-                conn.sendall(answer)
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"tcp://127.0.0.1:{srv.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(2)
-        for c in held:
-            c.close()
-        srv.close()
-
-
 # -- a port that is not a scheduler's creates no store ---------------------------------------
 
 def test_a_port_of_another_server_creates_no_store(tmp_path, capsys):
@@ -82,7 +46,7 @@ def test_a_port_of_another_server_creates_no_store(tmp_path, capsys):
     connect was tried before the store was opened, the scheduler handshake after."""
     pytest.importorskip("distributed")
     path = _grid(tmp_path)
-    with _server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10) as address:
+    with tcp_server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10) as address:
         code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "out",
                                "--cluster", address)
     assert_one_line_error(code, err, "did not answer as a Dask scheduler", address)
@@ -96,7 +60,7 @@ def test_a_port_that_never_answers_creates_no_store(tmp_path):
     from depthlab.experiments.executors.dask import DaskExecutor
 
     raw = read_toml(_grid(tmp_path))
-    with _server(None) as address:
+    with tcp_server(None) as address:
         with pytest.raises(ClusterError, match="no answer within 0.5 s"):
             run_sweep(raw, tmp_path / "out", echo=None,
                       executor=DaskExecutor(address, connect_timeout=0.5))
