@@ -218,3 +218,30 @@ def test_reset_pressed_after_a_change_keeps_the_controls_and_the_network_togethe
         assert pg.evaluate(f"new URLSearchParams(location.search).get('{key}')") == value
         assert el.input_value() == value
         assert pg.locator("#message").is_hidden()
+
+
+# -- the doctor pressed while the setup just changed is loading ------------------------------
+def test_the_doctor_pressed_while_a_new_setup_loads_waits_for_it(browser, server, monkeypatch):
+    import time
+
+    from depthlab.playground import session as session_module
+
+    real = session_module.prepare
+
+    def slow_prepare(config, *, data=None):  # a data set that takes a second to load
+        time.sleep(1.0)
+        return real(config, data=data)
+
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?model.depth=2&model.width=16")
+        pg.wait_for_function(MEASURED, timeout=20_000)
+        monkeypatch.setattr(session_module, "prepare", slow_prepare)
+        pg.fill('[name="model.width"]', "8")
+        pg.click("#doctor")  # the press sends width 8 (blur), then the doctor
+        pg.wait_for_function("!document.getElementById('doctor').disabled && "
+                             "!document.getElementById('doctor-cancel')", timeout=20_000)
+        out = pg.locator("#doctor-out").inner_text()
+        # was "the doctor needs a network: wait until the setup has loaded"
+        assert "needs a network" not in out and "steps of this setup" in out, out
+        assert pg.evaluate("S.doctorQuery['model.width']") == "8"
+        assert pg.locator("#message").is_hidden(), pg.locator("#message").text_content()

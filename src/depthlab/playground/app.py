@@ -582,6 +582,13 @@ class _Tab:
         return emit
 
     async def _doctor(self) -> None:
+        # pressed right after a change (the press blurs the control: its setup is sent first),
+        # the new session is still loading its data: the doctor waits for it, where it answered
+        # "the doctor needs a network: wait until the setup has loaded" and had to be pressed
+        # again once the data set (seconds for mnist1d, fashion-mnist) was in
+        while (self.session is not None and self.session.prep is None and self.session.alive
+               and not self.closed):
+            await asyncio.sleep(0.05)
         session = self.session
         if session is None or session.prep is None or self.setup is None:
             # ``doctor``: the page enables its button again (disabled when pressed)
