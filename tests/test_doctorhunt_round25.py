@@ -88,3 +88,43 @@ def test_a_residual_branch_that_starts_too_large_is_still_init_mismatch(data):
                       probe_every=10, verify=False)
     f = next(f for f in diag.findings if f.kind == "init_mismatch")
     assert f.evidence["variance_ratio"] > 4.0
+
+
+class Recurrent(nn.Module):
+    def __init__(self, kind: str, std: float | None = None, **kw) -> None:
+        super().__init__()
+        self.rnn = getattr(nn, kind)(6, 16, batch_first=True, **kw)
+        self.fc = nn.Linear(16, 2)
+        if std is not None:
+            for n, p in self.rnn.named_parameters():
+                if "weight" in n:
+                    nn.init.normal_(p, 0.0, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.rnn(x)[0][:, -1])
+
+
+@pytest.fixture(scope="module")
+def sequences():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 8, 6, generator=g)
+    return x, (x[:, :, 0].sum(1) > 0).long()
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_recurrent_layer_drawn_too_large_is_init_mismatch(sequences, kind):
+    # N(0, 3^2) gates saturate: measured (T=12, 4 classes, Adam 0.01, 100 steps) LSTM 1.246 /
+    # GRU 1.282 against 1.386 at chance; the verified 'matched' (glorot) cure 0.018 / 0.009
+    diag = dlt.doctor(lambda: Recurrent(kind, 3.0), sequences, optimizer=("adam", {"lr": 0.01}),
+                      steps=10, probe_every=5, verify=False)
+    f = next(f for f in diag.findings if f.kind == "init_mismatch")
+    assert f.evidence["variance_ratio"] > 100 and "tanh units" in f.message
+    assert f.prescription == {"init": "matched"}  # glorot_uniform for a layer without one
+
+
+@pytest.mark.parametrize("kind, kw", [("LSTM", {}), ("GRU", {}), ("RNN", {}),
+                                      ("RNN", {"nonlinearity": "relu"})])
+def test_a_recurrent_layer_with_torchs_default_init_is_no_init_mismatch(sequences, kind, kw):
+    diag = dlt.doctor(lambda: Recurrent(kind, **kw), sequences,
+                      optimizer=("adam", {"lr": 0.01}), steps=10, probe_every=5, verify=False)
+    assert "init_mismatch" not in diag.kinds, [f.message for f in diag.findings]

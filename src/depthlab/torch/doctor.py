@@ -176,6 +176,11 @@ class _Point:
     activation: _Act | None
     module: str = ""
     activation_name: str | None = None
+    recurrent: str | None = None
+    """A recurrent layer's own nonlinearity (``tanh``; ``relu`` for ``nn.RNN(nonlinearity=
+    'relu')``) when no activation module follows it: its initializer (the first weight,
+    ``weight_ih_l0``) is judged for it, a too large variance only (saturated gates: an LSTM
+    drawn from N(0, 3^2) stays at chance)."""
 
 
 class _ModelView:
@@ -216,6 +221,9 @@ class TorchRunContext(RunContext):
             self.fn = _depthlab_fn(name, self.config.get("activation_kwargs") or {}) or next(
                 (p.activation.fn for p in self.points
                  if p.activation_name == name and p.activation is not None), None)
+        own = {p.recurrent for p in self.points}
+        if (not name or name == NO_ACTIVATION) and len(own) == 1 and None not in own:
+            self.activation = own.pop()  # recurrent layers only: their own nonlinearity's
 
     def at(self, step: int, quantity: str) -> pd.Series:
         """Per-hidden-layer values of ``quantity`` at ``step``: the output layer's row is left
@@ -232,13 +240,16 @@ class TorchRunContext(RunContext):
         if activation is None and recommended_init(self.activation) is None:
             return out  # the rules word their finding for the network's activation (hardtanh)
         for p in self.points:
-            rec = recommended_init(activation or p.activation_name or "")
+            rec = recommended_init(activation or p.activation_name or p.recurrent or "")
             if rec is None or p.dense is None or p.index not in w.index:
                 continue
             r = init_ratio(rec, float(w[p.index]) ** 2, p.dense.fan_in,
                            p.dense.fan_out)  # either He mode (fan_in / fan_out)
-            if r < 1.0 and p.module in self.residual_ends:
-                continue  # a residual branch that starts small: its design
+            if r < 1.0 and (p.module in self.residual_ends or p.recurrent):
+                # a residual branch that starts small: its design; a recurrent layer's small
+                # weights are PyTorch's default U(+-1/sqrt(hidden)) (0.17x He's in an
+                # nn.RNN(relu) that trains), their cost vanishing_through_time's to judge
+                continue
             out[p.index] = r
         return out
 
@@ -304,8 +315,11 @@ def _points(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> list[_Point]:
         judged = ws and ws[0].requires_grad and not isinstance(t.module, nn.Embedding) \
             and not scale_free(t.module)
         fan = _Fans(*rx.fans(ws[0])) if judged else None
+        own = None
+        if isinstance(t.module, nn.RNNBase) and t.activation_name is None:
+            own = "relu" if getattr(t.module, "nonlinearity", "tanh") == "relu" else "tanh"
         out.append(_Point(i, fan, _Act(_activation_fn(t.activation)), t.name,
-                          t.activation_name))
+                          t.activation_name, own))
     return out
 
 
