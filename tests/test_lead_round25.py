@@ -36,3 +36,34 @@ def test_predict_still_models_a_functional_activation_of_a_layer_output():
     torch.manual_seed(0)
     table = dlt.predict(_Centered(torch.tanh, lambda h: h), torch.randn(32, 8))
     assert "act_std" in set(table.quantity[table.layer == 1])
+
+
+# -- the update ratio of float32 weights far from 1 (NumPy engine) ----------------------------
+
+@pytest.mark.parametrize("scale", [1e35, 1e-25, 1.0])
+@pytest.mark.parametrize("path", ["kernels", "numpy"])
+def test_the_update_ratio_of_float32_weights_far_from_one_is_finite_and_exact(scale, path):
+    """float32 weights of 1e35 (a depth-50 identity net with N(0, 1) weights after one step,
+    found in the playground) squared past float32's range: the recorder's ``update_ratio`` was
+    NaN (inf / inf); weights of 1e-25 squared to 0 in float32 blocks and read a norm of 0. Both
+    paths now sum in float64 where the float32 sum overflowed or underflowed."""
+    import contextlib
+
+    import numpy as np
+
+    from depthlab.probes import accel
+    from depthlab.probes.recorder import _update_norms
+
+    if path == "kernels" and accel.kernels() is None:
+        pytest.skip("the compiled kernels (depthlab[fast]) are not installed")
+    rng = np.random.default_rng(0)
+    w0 = (rng.standard_normal((64, 300)) * scale).astype(np.float32)
+    w = (w0.astype(np.float64) + rng.standard_normal(w0.shape) * scale * 1e-2).astype(np.float32)
+    want0 = np.linalg.norm(w0.astype(np.float64))
+    want1 = np.linalg.norm(w.astype(np.float64) - w0.astype(np.float64))
+    with accel.numpy_only() if path == "numpy" else contextlib.nullcontext():
+        n0, n1 = _update_norms(w, w0.copy())
+    assert np.isfinite(n0) and np.isfinite(n1)
+    assert n0 == pytest.approx(want0, rel=1e-5)
+    assert n1 == pytest.approx(want1, rel=1e-4)
+    assert n1 / n0 == pytest.approx(want1 / want0, rel=1e-4)

@@ -661,7 +661,8 @@ def histogram(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: np.n
 def update_norms(w: np.ndarray, w0: np.ndarray) -> tuple[float, float]:
     """``(sum w0^2, sum (w - w0)^2)`` of two flat arrays of one shape (module docstring): each
     block of :data:`BLOCK` entries summed in the arrays' dtype, the blocks in float64 (all in
-    float64 when a mean square is below the dtype's ``TINY_SQUARE``: underflow)."""
+    float64 when a mean square is below the dtype's ``TINY_SQUARE``, underflow, or a sum is not
+    finite: float32 weights of 1e35 square past float32's range)."""
     n = w.size
     zero = w.dtype.type(0)
     n0 = 0.0
@@ -683,7 +684,7 @@ def update_norms(w: np.ndarray, w0: np.ndarray) -> tuple[float, float]:
         n0 += a * a
         n1 += d * d
     tiny = TINY_SQUARE_32 if w.itemsize == 4 else TINY_SQUARE_64
-    if n0 < tiny * n or n1 < tiny * n:
+    if n0 < tiny * n or n1 < tiny * n or not (n0 < np.inf and n1 < np.inf):
         n0 = 0.0
         n1 = 0.0
         for i in range(n):

@@ -48,6 +48,7 @@ from .fused import LayerStats
 from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
 from .jacobian import jacobian_singular_values
 from .stats import (
+    _TINY_SQUARE,
     PERCENTILES,
     check_percentiles,
     layer_quantities,
@@ -79,6 +80,18 @@ def _step_set(name: str, steps: Iterable[Any] | None) -> tuple[set[int], bool]:
     return out, end
 
 
+def _squares(f: Array) -> float:
+    """``sum f_i^2`` of a flat array by one BLAS dot product, again in float64 where the
+    dtype's own sum overflowed or may have lost squares to underflow (float32 weights of 1e35
+    read an infinite norm, and an update ratio of NaN; weights of 1e-25 a norm of 0)."""
+    s = float(np.dot(f, f))
+    if f.dtype != np.float64 and not (_TINY_SQUARE.get(f.dtype.itemsize, 0.0) * f.size <= s
+                                      < math.inf):
+        g = f.astype(np.float64)
+        s = float(np.dot(g, g))
+    return s
+
+
 def _update_norms(w: Array, w0: Array) -> tuple[float, float]:
     """``(||w0||, ||w - w0||)`` (Frobenius); ``w0`` may be overwritten."""
     kernels = accel.for_array(w0)
@@ -86,9 +99,9 @@ def _update_norms(w: Array, w0: Array) -> tuple[float, float]:
         sq0, sq1 = kernels.update_norms(w.reshape(-1), w0.reshape(-1))
         return math.sqrt(sq0), math.sqrt(sq1)
     f = w0.reshape(-1)
-    n0 = math.sqrt(float(np.dot(f, f)))
+    n0 = math.sqrt(_squares(f))
     np.subtract(w, w0, out=w0)  # w0 now holds the update
-    return n0, math.sqrt(float(np.dot(f, f)))
+    return n0, math.sqrt(_squares(f))
 
 
 def _update_ratio(weight: Any, w0: Array) -> float | None:
