@@ -60,11 +60,22 @@ def data():
     return x, (x[:, 0, :4].sum((1, 2)) > 0).long() + 2 * (x[:, 0, 4:].sum((1, 2)) > 0).long()
 
 
+class InPlaceBlock(Block):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # torchvision's BasicBlock, no BN
+        out = self.c2(self.a2(self.c1(x)))
+        out += x
+        return self.a1(out)
+
+
 def test_residual_ends_are_the_branches_last_layers():
     m = resnet(1.0)()
     names = {v: k for k, v in m.named_modules()}
     ends = sorted(names[e] for e in rx.residual_ends(m, torch.randn(2, 1, 8, 8)))
     assert ends == [f"blocks.{i}.c2" for i in range(4)]  # not the stem (the skip path)
+    m.blocks = nn.Sequential(*[InPlaceBlock(8) for _ in range(2)])
+    names = {v: k for k, v in m.named_modules()}
+    ends = sorted(names[e] for e in rx.residual_ends(m, torch.randn(2, 1, 8, 8)))
+    assert ends == ["blocks.0.c2", "blocks.1.c2"]  # the sum in place, then its activation
     plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     assert rx.residual_ends(plain, torch.randn(3, 4)) == set()
     for first in (False, True):

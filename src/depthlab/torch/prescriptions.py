@@ -519,7 +519,10 @@ def residual_ends(model: nn.Module, x: torch.Tensor) -> set[nn.Module]:
                     used.update(owner[id(t)] for t in ts)
             elif ts and not inside[0] and getattr(func, "__name__", "") != "__get__":
                 used.update(owner[id(t)] for t in ts)
-            return func(*args, **kwargs)
+            out = func(*args, **kwargs)
+            if func in _ADDS and isinstance(out, torch.Tensor):
+                owner.pop(id(out), None)  # ``out += x`` in place: the sum, no layer's output
+            return out
 
     modules = [m for m in model.modules() if m in layers or isinstance(m, _ROUTES)]
     handles = [m.register_forward_pre_hook(pre) for m in modules]
