@@ -67,3 +67,38 @@ def test_the_update_ratio_of_float32_weights_far_from_one_is_finite_and_exact(sc
     assert n0 == pytest.approx(want0, rel=1e-5)
     assert n1 == pytest.approx(want1, rel=1e-4)
     assert n1 / n0 == pytest.approx(want1 / want0, rel=1e-4)
+
+
+# -- a loss non-finite before any update (NumPy doctor) ---------------------------------------
+
+def test_a_loss_non_finite_before_any_update_prescribes_the_initializer_not_the_lr():
+    """A float32 ReLU net with N(0, 1) weights whose forward overflows on the first mini-batch
+    diverged 'at step 1 with learning rate 0.01', cured by '10x smaller learning rate' (verified:
+    did not help; the playground's own note says the learning rate plays no part there). The
+    finding now says so and prescribes the activation's initializer, as the torch doctor tries
+    re-initializations first."""
+    import numpy as np
+
+    import depthlab as dl
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((96, 32)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+    net = dl.mlp([32] + [256] * 40 + [3], activation="relu", init="normal", seed=0)
+    d = dl.doctor(net, (x, y), steps=3, batch_size=32)
+    div = next(f for f in d.findings if f.kind == "divergence")
+    assert div.prescription == {"init": "he_normal"}, div
+    assert "before any update" in div.message and "plays no part" in div.message
+    assert div.evidence["before_update"] is True
+    healthy = dl.doctor(dl.mlp([32, 64, 3], activation="relu", init="he_normal", seed=0),
+                        (x * 1e3, y), steps=30, lr=50.0, batch_size=32)
+    late = [f for f in healthy.findings if f.kind == "divergence"]
+    assert late and late[0].prescription == {"lr": 5.0}, healthy  # after updates: the lr
+
+
+def test_the_at_init_cure_falls_back_to_batch_norm_then_to_none():
+    from depthlab.diagnosis import prescriptions as rx
+
+    assert rx.for_divergence_at_init("tanh", {}, None)[0] == {"init": "glorot_uniform"}
+    assert rx.for_divergence_at_init("relu", {}, "he_normal")[0] == {"batchnorm": True}
+    assert rx.for_divergence_at_init("relu", {"batchnorm": True}, "he_normal") is None

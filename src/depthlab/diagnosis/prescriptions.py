@@ -160,6 +160,21 @@ def for_divergence(lr: float) -> tuple[dict[str, Any], str]:
     return {"lr": lr / 10.0}, f"Use a 10x smaller learning rate ({lr / 10.0:g})."
 
 
+def for_divergence_at_init(activation: str, config: dict[str, Any], matched: str | None
+                           ) -> tuple[dict[str, Any], str] | None:
+    """Cure for a loss already non-finite on the first mini-batch, before any update (no
+    learning rate changes that loss: the initial weights overflow the forward pass): the
+    initializer recommended for ``activation``, or batch normalization where the network
+    already has that initializer (``matched``); None where neither applies."""
+    why = "the loss is not finite before any update, so the initial weights overflow"
+    if recommended_init(activation) and not matched:
+        return _init_fix(activation, why + "; this initializer keeps the activations' variance "
+                                            "from layer to layer.")
+    if not config.get("batchnorm"):
+        return _bn(why + "; normalizing each layer's pre-activations bounds them.")
+    return None
+
+
 def for_bn_drift(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Cure for lagging batch-norm running statistics: whole-training-set (population)
     statistics, or a larger EMA momentum if already on population statistics."""

@@ -992,10 +992,20 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
     losses = np.asarray(hist.step_loss, dtype=np.float64)
     changes, text = rx.for_divergence(lr)
     if hist.diverged or not np.all(np.isfinite(losses)):
-        step = hist.divergence.step if hist.divergence is not None else int(losses.size)
+        div = hist.divergence
+        step = div.step if div is not None else int(losses.size)
         ev = {"metric": math.inf, "threshold": DIVERGENCE_RISE, "step": step, "lr": lr}
-        msg = (f"Training diverged: the loss became non-finite at step {step} with learning "
-               f"rate {lr:g}.")
+        at_init = div is not None and div.before_update and rx.for_divergence_at_init(
+            ctx.activation, ctx.config, div.matched_init)
+        if at_init:  # no learning rate changes the first loss: the initial weights' cure
+            changes, text = at_init
+            ev["before_update"] = True
+            msg = (f"Training diverged: the loss was non-finite on the first mini-batch, "
+                   f"before any update, so the initial weights overflow (the learning rate, "
+                   f"{lr:g}, plays no part).")
+        else:
+            msg = (f"Training diverged: the loss became non-finite at step {step} with "
+                   f"learning rate {lr:g}.")
         return math.inf, Finding("divergence", [], ev, msg, changes, text, "high")
     if losses.size < 2:
         return math.nan, None
