@@ -255,8 +255,9 @@ def layer_ticks(ax, axis: str, layers: Sequence[int], names: dict[int, str] | No
                 plain_max: int = 12, size: float | None = None) -> None:
     """Ticks at the layers on ``axis`` ("x" or "y"): module names when ``names`` has them
     (small font, x labels rotated 90 degrees), else the numbers when there are at most
-    ``plain_max``. Named ticks are thinned to what the axis holds (:func:`_spaced_layers`:
-    evenly, first and last kept, labels ``TICK_PITCH`` font sizes apart, at most
+    ``plain_max`` (more: automatic ticks, at whole layers only). Named ticks are thinned to
+    what the axis holds (:func:`_spaced_layers`: evenly, first and last kept, labels
+    ``TICK_PITCH`` font sizes apart, at most
     :data:`LAYER_TICKS_MAX`), so 60 rotated names do not print over each other. Call it
     after the data are drawn (it reads the axis limits). ``size``: the names' points (default
     :func:`tick_font_size` of the layers; give the one the figure's margin was made for)."""
@@ -273,6 +274,9 @@ def layer_ticks(ax, axis: str, layers: Sequence[int], names: dict[int, str] | No
             ax.set_yticks(shown, labels, fontsize=size)
     elif len(layers) <= plain_max:
         (ax.set_xticks if axis == "x" else ax.set_yticks)(layers)
+    else:  # automatic ticks, at whole layers only (a heatmap's rows read "layer 2.5, 7.5")
+        (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(
+            MaxNLocator(nbins="auto", integer=True))
 
 
 def _spaced_layers(ax, axis: str, layers: list[int], size: float) -> list[int]:
