@@ -452,6 +452,12 @@ def _not_the_torch_class(m: nn.Module) -> str:
     import torch.fx
 
     kind = type(m)
+    if kind in _PLAIN_KINDS:  # torch's own class, refused for its settings (Softmax(dim=0) was
+        # called 'torch.nn.modules.activation.Softmax, not torch.nn's')
+        if kind is nn.Softmax:
+            return (f": a softmax over dim {m.dim}; depthlab's softmax normalizes each row's "
+                    "features: Softmax(dim=1) or Softmax(dim=-1)")
+        return ": torch.nn's class with settings depthlab cannot express"
     if isinstance(m, torch.fx.GraphModule):
         return ": a torch.fx GraphModule running traced code; pass the model it was traced from"
     base = next((b for b in kind.__mro__[1:] if b in _PLAIN_KINDS), None)
