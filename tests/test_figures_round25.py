@@ -4,6 +4,7 @@ before its fix; they check the figures' data (ticks, lines, texts), not pixels."
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg")
@@ -30,3 +31,20 @@ def test_the_gradient_heatmap_numbers_its_rows_by_whole_layers():
     assert all(float(t).is_integer() for t in ticks), ticks
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert labels and all("." not in s for s in labels), labels
+
+
+def test_a_diverged_runs_gradient_profile_says_its_later_steps_were_not_finite():
+    # a run that diverged by its second probe (every layer's gradient NaN there) drew one
+    # panel, "at initialization", with not a word about the step recorded after it: the
+    # reader could not tell the run had been probed later at all
+    from depthlab import plot
+
+    table = _probe_rows(4, steps=(0, 3))
+    table.loc[table["step"] == 3, "value"] = np.nan
+    fig = plot.gradient_per_layer({"div": table})
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(fig.axes) == 2, titles
+    assert "step 0, the last finite" in titles[1], titles
+    # the drawn end line is step 0's, as the stored table holds it
+    line = fig.axes[1].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), table[table["step"] == 0]["value"])

@@ -318,6 +318,14 @@ def activation_per_layer(table_or_runs: Any, theory: Any = None, *,
                       title=title or "Activation std per layer")
 
 
+def _recorded_after(table: pd.DataFrame, quantity: str, step: Any) -> bool:
+    """Whether ``table`` has rows of ``quantity`` (hidden layers) at a step after ``step``."""
+    if not {"quantity", "layer", "step"} <= set(table.columns):
+        return False
+    sel = table.loc[(table["quantity"] == quantity) & (table["layer"] >= 1), "step"]
+    return bool(len(sel)) and bool((sel > step).any())
+
+
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
                scale_to_top: bool, ylabel: str, title: str) -> Figure:
     runs = _runs(table_or_runs)
@@ -332,7 +340,12 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # its loss rows only draws no layer and does not count)
     layered = [t for t in tables if "layer" in t.columns and bool((t["layer"] >= 1).any())]
     names = (_f.layer_names(*layered) if all("module" in t.columns for t in layered) else {})
-    has_end = any(not w.empty and w.index.max() != w.index.min() for w in wides.values())
+    # a run whose later steps are all NaN (diverged: the pivot drops those rows) still has an
+    # end: its right panel draws the last finite step and says so (was one panel, "at
+    # initialization", with no word about the steps recorded after it)
+    has_end = any(not w.empty and (w.index.max() != w.index.min()
+                                   or _recorded_after(runs[k][0], quantity, w.index.min()))
+                  for k, w in wides.items())
     ncols = 2 if has_end else 1
     # one panel: each legend entry ends in its step, " (step 0)", which the width must hold
     # ("sigmoid + glorot (step 0)", 25 characters at a limit of 24, read "sigmoid + gl…ot")
