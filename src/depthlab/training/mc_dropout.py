@@ -31,6 +31,7 @@ def mc_dropout_predict(
     n_out = net.dense_layers()[-1].W.value.shape[1]
     check_array((T, x.shape[0], n_out), net.dtype, f"mc_dropout_predict(T={T}) outputs")
     fn = get_activation(output) if output is not None else None
+    _check_not_applied_twice(net, fn)
     if seed is not None:
         gens = make_rng(seed).spawn(len(drops))
         saved = [d.rng for d in drops]
@@ -56,3 +57,17 @@ def mc_dropout_predict(
                 d.rng = g
     stack = np.stack(outs)
     return stack.mean(axis=0), stack.std(axis=0)
+
+
+def _check_not_applied_twice(net: Network, fn) -> None:
+    """A ValueError when ``output`` names the activation the network already ends in
+    (``output_activation="softmax"`` with ``output="softmax"``): the passes' outputs are
+    probabilities already and were silently squashed again (10 classes' mean probabilities
+    pulled towards 1/10)."""
+    from ..layers import Activation
+
+    last = next(iter(reversed(list(net.leaves()))), None)
+    if fn is not None and isinstance(last, Activation) and last.fn.name == fn.name:
+        raise ValueError(f"output={fn.name!r}: the network already ends in {fn.name} "
+                         f"(output_activation={fn.name!r}), so its outputs are "
+                         f"probabilities already; leave output=None")
