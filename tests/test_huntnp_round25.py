@@ -36,3 +36,36 @@ def test_mc_dropout_refuses_a_softmax_the_network_already_applies():
     logits = dl.mlp([4, 8, 3], dropout=0.5, seed=0)
     mean, _ = dl.mc_dropout_predict(logits, x, T=4, seed=0, output="softmax")
     np.testing.assert_allclose(mean.sum(1), 1, rtol=1e-5)
+
+
+def test_max_steps_set_by_on_epoch_end_stops_at_that_epoch():
+    # early stopping from on_epoch_end (trainer.max_steps = trainer.step) ran one more update
+    # and logged a spurious 1-step epoch (16 steps, epochs [5, 10, 15, 16] instead of 15)
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.training.trainer import Callback, Trainer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+
+    class StopAfter(Callback):
+        def __init__(self, last_epoch: int) -> None:
+            self.last_epoch = last_epoch
+
+        def on_epoch_end(self, trainer, epoch, metrics) -> None:
+            if epoch == self.last_epoch:
+                trainer.max_steps = trainer.step - trainer._first_step
+
+    net = dl.mlp([4, 8, 3], seed=0)
+    hist = dl.fit(net, x, y, x[:10], y[:10], batch_size=8, epochs=10,
+                  callbacks=[StopAfter(3)])
+    assert len(hist.step_loss) == 15
+    assert [int(e["step"]) for e in hist.epochs] == [5, 10, 15]
+    # the same stop within a second fit call of one Trainer (steps continue from 15)
+    trainer = Trainer(dl.mlp([4, 8, 3], seed=0), batch_size=8, epochs=3)
+    trainer.fit(x, y)
+    trainer.callbacks = [StopAfter(5)]
+    trainer.epochs = 10
+    trainer.fit(x, y)
+    assert trainer.step == 25 and [int(e["step"]) for e in trainer.history.epochs][-1] == 25

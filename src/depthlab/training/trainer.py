@@ -275,6 +275,10 @@ class Trainer:
             if stop or (self.epochs is not None
                         and self.epoch - self._first_epoch >= self.epochs):
                 return
+            # a callback's on_epoch_end may end the run (trainer.max_steps = trainer.step, as
+            # early stopping does): it ran one more update and logged a 1-step epoch
+            if self.max_steps is not None and self.step - self._first_step >= self.max_steps:
+                return
 
     def _epoch(self, x, y, n, bs, has_bn, params, bar) -> bool:
         """One pass over the data in shuffled batches (with batch norm a last batch of one
