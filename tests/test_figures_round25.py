@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pandas as pd
+import pytest
 
 matplotlib.use("Agg")
 
@@ -48,3 +49,34 @@ def test_a_diverged_runs_gradient_profile_says_its_later_steps_were_not_finite()
     # the drawn end line is step 0's, as the stored table holds it
     line = fig.axes[1].lines[0]
     np.testing.assert_allclose(line.get_ydata(), table[table["step"] == 0]["value"])
+
+
+def test_gradient_ratio_of_a_torch_table_leaves_its_output_layer_out_as_the_card_does():
+    # plot.gradient_ratio(watch) took the first layer against the head (0.066), the Watch's
+    # card, the report's table and the doctor the first against the last hidden layer (0.45)
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+    from depthlab import plot
+    from depthlab.report.notebook import _watch_ratio_text
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 8),
+                                torch.nn.Tanh(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).double()
+    x, y = torch.randn(32, 6, dtype=torch.float64), torch.randint(0, 3, (32,))
+    watch = dlt.Watch(model, every=1, theory=False)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    watch.step(loss)
+    frame = watch.frame()
+    grads = frame[frame["quantity"] == "grad_pre_std"].set_index("layer")["value"]
+    assert sorted(grads.index) == [1, 2, 3, 4]  # layer 4: the output layer
+    hidden = grads.loc[1] / grads.loc[3]
+    assert abs(grads.loc[1] / grads.loc[4] - hidden) > 0.05 * hidden  # the two differ here
+    assert plot.gradient_ratio(frame) == pytest.approx(hidden, rel=1e-12)
+    assert plot.gradient_ratio(watch) == pytest.approx(hidden, rel=1e-12)
+    assert f"{hidden:.4g}" in _watch_ratio_text(frame)  # the card says the same number
+    # a NumPy table (no module column) keeps its last layer: it is a hidden one
+    numpy_table = frame[frame["layer"] >= 1].drop(columns="module")
+    assert plot.gradient_ratio(numpy_table) == pytest.approx(
+        grads.loc[1] / grads.loc[4], rel=1e-12)

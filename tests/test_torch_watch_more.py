@@ -462,8 +462,10 @@ def test_gradient_ratio_of_a_diverged_run_is_nan_not_one():
     grads = frame[(frame.step == end) & (frame.quantity == "grad_pre_std")]
     assert np.isnan(grads[grads.layer == 1].value.item())
     assert np.isnan(plot.gradient_ratio(frame, end))
-    first, last = (_value(frame, 0, k, "grad_pre_std") for k in (1, 2))
-    assert plot.gradient_ratio(frame) == pytest.approx(first / last, rel=1e-12)
+    # layer 2 is the output layer, left out as the report and the card leave it out (round
+    # 25): the one hidden layer against itself
+    assert plot.gradient_ratio(frame) == 1.0
+    assert np.isfinite(_value(frame, 0, 2, "grad_pre_std"))
 
 
 def test_a_recorded_step_without_a_backward_since_the_last_call_is_refused():

@@ -256,7 +256,23 @@ def gradient_ratio(table: Any, step: int | None = None,
                    quantity: str = "grad_pre_std") -> float:
     """``std(dL/ds)`` of the first hidden layer over that of the last one at ``step`` (default:
     the first probed step, i.e. initialization). Far below 1: gradients vanish on their way
-    back to the input; far above 1: they explode; near 1: they flow. NaN when not recorded."""
+    back to the input; far above 1: they explode; near 1: they flow. NaN when not recorded.
+    A depthlab.torch table (a ``module`` column) holds its output layer too, the last to run:
+    it is left out, so the ratio is of the hidden layers, as a NumPy table holds them and as
+    the report, a Watch's card and the doctor take it (it was the first layer against the
+    head: 0.066 here, 0.45 on the same Watch's card)."""
+    t = probe_table(table)
+    if "module" in t.columns:
+        from .report.build import _without_output_layer
+
+        t = _without_output_layer(t)
+    return _first_last_ratio(t, step, quantity)
+
+
+def _first_last_ratio(table: Any, step: int | None = None,
+                      quantity: str = "grad_pre_std") -> float:
+    """:func:`gradient_ratio` of the layers ``table`` holds, its last one included (a torch
+    table whose output layer the caller has already left out)."""
     t = probe_table(table)
     sel = t[(t["quantity"] == quantity) & (t["layer"] >= 1)]
     if sel.empty:

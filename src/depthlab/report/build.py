@@ -467,8 +467,8 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                          "output layer): no first/last ratio to take", _cellnum(r["val_acc"])])
             continue
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
-        init_ratio = plot.gradient_ratio(t)
-        at_end = _cellnum(plot.gradient_ratio(t, end)) if end is not None else None
+        init_ratio = plot._first_last_ratio(t)
+        at_end = _cellnum(plot._first_last_ratio(t, end)) if end is not None else None
         end_ratio, when = at_end, "at the end"
         if at_end is None and end is not None:
             # a diverged run's last step is NaN: its last finite ratio (the one the figure's
@@ -573,7 +573,7 @@ def _last_finite_ratio(table: pd.DataFrame, steps: pd.Series) -> tuple[int, floa
     from .. import plot
 
     for step in sorted(set(steps), reverse=True):
-        ratio = plot.gradient_ratio(table, step)
+        ratio = plot._first_last_ratio(table, step)
         if math.isfinite(ratio) and ratio > 0:
             return int(step), float(ratio)
     return None

@@ -217,4 +217,4 @@ def _watch_ratio_text(table: Any) -> str:
     if grads["layer"].nunique() == 1:
         return f"Gradient ratio: one hidden layer ({out}): no first/last ratio to take."
     return (f"Gradient ratio (first / last hidden layer, at the first recorded step; {out}): "
-            f"<b>{_num(plot.gradient_ratio(hidden))}</b>.")
+            f"<b>{_num(plot._first_last_ratio(hidden))}</b>.")
