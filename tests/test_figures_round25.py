@@ -80,3 +80,27 @@ def test_gradient_ratio_of_a_torch_table_leaves_its_output_layer_out_as_the_card
     numpy_table = frame[frame["layer"] >= 1].drop(columns="module")
     assert plot.gradient_ratio(numpy_table) == pytest.approx(
         grads.loc[1] / grads.loc[4], rel=1e-12)
+
+
+def test_a_loss_reaching_zero_or_below_is_drawn_not_dropped_by_a_log_axis():
+    # the loss panel went to a log axis when its positive values spanned > 30x: the steps at
+    # exactly 0 (a fit to every example) or below 0 (a negative log-likelihood) vanished from
+    # the line without a word (a loss of 100 -> 0.01 -> -5 stopped at step 150 of 200)
+    from depthlab import plot
+
+    loss = np.r_[np.geomspace(100, 0.01, 150), -np.linspace(0.1, 5, 50)]
+    for y in (loss, np.r_[np.geomspace(1.0, 0.01, 38), 0.0, 0.0]):
+        steps = pd.DataFrame({"step": np.arange(1, len(y) + 1), "loss": y})
+        ax = plot.training_curves(steps).axes[0]
+        assert ax.get_yscale() == "symlog", ax.get_yscale()
+        raw = ax.lines[0]
+        np.testing.assert_array_equal(raw.get_ydata(), y)  # every step drawn, as recorded
+        lo, hi = ax.get_ylim()
+        assert lo <= y.min() and hi >= y.max()
+        assert "symlog" in ax.get_ylabel()
+    # all positive: still the log axis; a small range: linear
+    ax = plot.training_curves(pd.DataFrame({"step": [1, 2, 3, 4, 5, 6],
+                                            "loss": [100, 10, 1, 0.1, 0.01, 0.001]})).axes[0]
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss"
+    ax = plot.training_curves(pd.DataFrame({"step": [1, 2, 3], "loss": [1.0, 0.0, -1.0]})).axes[0]
+    assert ax.get_yscale() == "linear"

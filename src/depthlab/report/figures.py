@@ -382,6 +382,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     evals = evals if evals is not None else pd.DataFrame()
     has_loss = steps is not None and not steps.empty
     loss_note = ""
+    loss_label = "loss"
     has_acc = any(key in t and c in t and t[c].notna().any()
                   for t, key in ((epochs, "epoch"), (evals, "step"))
                   for c in ("train_acc", "val_acc", "test_acc"))
@@ -406,7 +407,16 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
             ax_l.plot(x, sm, color=OKABE_ITO[0], linewidth=1.8, label="smoothed (EMA)")
         pos = y[finite & (y > 0)]
         if pos.size and pos.max() / max(pos.min(), 1e-300) > 30:
-            ax_l.set_yscale("log")
+            if (y[finite] <= 0).any():
+                # a loss reaching 0 (a fit to the last example) or below (a negative
+                # log-likelihood): the log axis dropped those steps without a word (the line
+                # just stopped, or every negative step vanished); symlog keeps them, linear
+                # within the smallest positive loss
+                lin = float(max(pos.min(), pos.max() * 1e-8))
+                ax_l.set_yscale("symlog", linthresh=lin, linscale=0.5)
+                loss_label = f"loss (symlog: linear within ±{lin:.2g})"
+            else:
+                ax_l.set_yscale("log")
         has_loss = bool(finite.any())
         # a run that trained on past a NaN (a depthlab.torch Watch): the line just stopped
         if has_loss and not finite.all():
@@ -424,7 +434,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     else:
         step_ticks(ax_l, np.concatenate([ln.get_xdata() for ln in ax_l.lines]))
         ax_l.set_xlabel("training step")
-        ax_l.set_ylabel("loss")
+        ax_l.set_ylabel(loss_label)
         ax_l.set_title("Training loss" + loss_note)
         if loss_note:  # room for the title's second line
             fig.subplots_adjust(top=fig.subplotpars.top - 0.2 / fig.get_figheight())
