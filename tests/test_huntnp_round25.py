@@ -69,3 +69,33 @@ def test_max_steps_set_by_on_epoch_end_stops_at_that_epoch():
     trainer.epochs = 10
     trainer.fit(x, y)
     assert trainer.step == 25 and [int(e["step"]) for e in trainer.history.epochs][-1] == 25
+
+
+def test_recorder_standardizes_its_probe_batch_from_float64_as_fit_does():
+    # fit(standardize=True) on a float32 network standardizes in float64, but the recorder cast
+    # probe_x to float32 first: a feature 1e7 + N(0, 1) was rounded to integers, so the probes
+    # measured other inputs (step-0 loss 0.6176 where the network's inputs give 0.6433)
+    import copy
+
+    import numpy as np
+
+    import depthlab as dl
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    x[:, 0] += 1e7
+    x[:, 1] = x[:, 1] * 1e-3 + 5e4
+    y = (x[:, 0] - 1e7 > 0).astype(int)
+    net = dl.mlp([3, 8, 2], activation="tanh", seed=0)  # float32
+    before = copy.deepcopy(net)
+    rec = dl.ProbeRecorder(x[:50], y[:50], every=1)
+    hist = dl.fit(net, x, y, standardize=True, epochs=1, batch_size="full", lr=1e-3,
+                  callbacks=[rec])
+    z = (x[:50] - hist.standardizer.mean64) / hist.standardizer.std64
+    ref = dl.probe(before, z, y[:50], loss="cross_entropy")
+    got = rec.frame()
+    got = got[got.step == 0]
+    for quantity in ("loss", "pre_mean", "pre_std", "act_p50"):
+        a = got[got.quantity == quantity].sort_values("layer").value.to_numpy()
+        b = ref[ref.quantity == quantity].sort_values("layer").value.to_numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-5, err_msg=quantity)

@@ -355,8 +355,11 @@ class ProbeRecorder(Callback):
                 raise ValueError("batch normalization needs a probe batch of at least 2 rows")
             # the measurement pass's activations must fit, as dl.probe's on the same batch
             check_batch(net, self.probe_x.shape[0], "probe batch")
-            # NaN, inf or values too large for the network's dtype: refused, row and column
-            self._x = trainer.transform(finite_features(self.probe_x, net.dtype, "probe_x"))
+            # NaN, inf or values too large for the network's dtype: refused, row and column;
+            # standardized from float64 as fit's data are (cast to float32 first, a feature
+            # 1e7 + N(0, 1) was rounded to integers: the probes measured other inputs)
+            raw = np.float64 if getattr(trainer, "standardizer", None) is not None else net.dtype
+            self._x = trainer.transform(finite_features(self.probe_x, raw, "probe_x"))
             self._check_probe_y(net)
             self._probe_record(trainer.step)
 
