@@ -104,3 +104,19 @@ def test_a_loss_reaching_zero_or_below_is_drawn_not_dropped_by_a_log_axis():
     assert ax.get_yscale() == "log" and ax.get_ylabel() == "loss"
     ax = plot.training_curves(pd.DataFrame({"step": [1, 2, 3], "loss": [1.0, 0.0, -1.0]})).axes[0]
     assert ax.get_yscale() == "linear"
+
+
+def test_the_depth_ladders_bn_claim_quotes_no_measurement_in_its_paper_column():
+    # the paper column said "(this project: trained to depth 20, not 50)", written in by hand
+    # from one earlier run, beside the measured column's 10 of this run (quick, this machine)
+    from depthlab.reproduce import depth_ladder
+
+    deep = {k: 2 for k in depth_ladder.NAIVE} | {k: 20 for k in depth_ladder.GOOD}
+    for bn_depth in (10, 20, 50):
+        deep |= {depth_ladder.BN: bn_depth, depth_ladder.RES: 100}
+        claims = {c.claim: c for c in depth_ladder.claims(deep, [3, 10, 20, 50, 100])}
+        bn = claims["relu + he_normal + BN trains at depth ≥ 50"]
+        assert bn.measured == str(bn_depth)
+        assert "Yang et al. 2019" in bn.paper
+        # the paper cell states no number of this project's (the measured cell holds it)
+        assert not any(ch.isdigit() for ch in bn.paper.replace("2019", "")), bn.paper

@@ -200,8 +200,10 @@ def _fig(full: pd.DataFrame, depths: list[int], ref: float) -> Figure:
 
 
 BN_PAPER = ("no paper states a depth for plain BN nets; Yang et al. 2019: their gradients "
-            "explode with depth at init (this project: trained to depth 20, not 50)")
-"""The paper column of the BN claim: what the literature says (``papers.md``), not a depth."""
+            "explode with depth at init")
+"""The paper column of the BN claim: what the literature says (``papers.md``), not a depth.
+(It also said "this project: trained to depth 20, not 50", a number of one earlier run, beside
+a measured column that reads 10 on other machines; the measured column holds this run's.)"""
 
 
 def claims(deep: dict[str, int], depths: list[int]) -> list[Claim]:
