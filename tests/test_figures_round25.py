@@ -120,3 +120,21 @@ def test_the_depth_ladders_bn_claim_quotes_no_measurement_in_its_paper_column():
         assert "Yang et al. 2019" in bn.paper
         # the paper cell states no number of this project's (the measured cell holds it)
         assert not any(ch.isdigit() for ch in bn.paper.replace("2019", "")), bn.paper
+
+
+def test_a_heatmap_of_another_quantity_is_titled_by_that_quantity():
+    # plot.gradient_heatmap(table, "act_std") drew the activations' std under the title
+    # "Back-propagated gradient std per layer" and a colour bar "std of dL/ds"
+    from depthlab import plot
+
+    for quantity, word in (("act_std", "activations"), ("weight_grad_std", "dL/dW"),
+                           ("my_probe", "my_probe")):
+        fig = plot.gradient_heatmap(_probe_rows(5, quantity=quantity), quantity)
+        ax, bar = fig.axes
+        assert "Back-propagated" not in ax.get_title() and "dL/ds" not in bar.get_ylabel()
+        assert word in bar.get_ylabel(), bar.get_ylabel()
+        np.testing.assert_allclose(sorted(ax.collections[0].get_array().compressed()),
+                                   sorted(_probe_rows(5)["value"]))
+    fig = plot.gradient_heatmap(_probe_rows(5))
+    assert fig.axes[0].get_title() == "Back-propagated gradient std per layer"
+    assert fig.axes[1].get_ylabel() == "std of dL/ds (log scale)"

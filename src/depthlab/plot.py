@@ -827,7 +827,8 @@ def _hist_table(obj: Any) -> pd.DataFrame:
 
 
 def gradient_heatmap(table: Any, quantity: str = "grad_pre_std") -> Figure:
-    """Std of ``dL/ds`` per layer (rows) and probed step (columns), log colour scale."""
+    """Std of ``dL/ds`` per layer (rows) and probed step (columns), log colour scale; another
+    per-layer ``quantity`` (``act_std``, ``weight_grad_std``, ...) titled by its meaning."""
     return _f.gradient_heatmap(probe_table(table), quantity)
 
 

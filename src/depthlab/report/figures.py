@@ -598,9 +598,25 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     return fig
 
 
+HEATMAP_TEXTS = {
+    "grad_pre_std": ("Back-propagated gradient std per layer", "std of dL/ds"),
+    "grad_pre_absmean": ("Back-propagated gradient mean |dL/ds| per layer", "mean |dL/ds|"),
+    "act_std": ("Activation std per layer", "std of the activations"),
+    "pre_std": ("Pre-activation std per layer", "std of the pre-activations"),
+    "weight_std": ("Weight std per layer", "std of the weights"),
+    "weight_grad_std": ("Weight gradient std per layer", "std of dL/dW"),
+    "weight_grad_absmean": ("Weight gradient mean |dL/dW| per layer", "mean |dL/dW|"),
+    "update_ratio": ("Relative weight update per layer", "||ΔW|| / ||W||"),
+}
+"""Title and colour-bar label of :func:`gradient_heatmap` per quantity (another: its name)."""
+
+
 def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std") -> Figure:
     """Back-propagated gradient standard deviation per layer (rows) and step (columns), on a
-    logarithmic colour scale; zero or non-finite cells are left blank."""
+    logarithmic colour scale; zero or non-finite cells are left blank. Another ``quantity``
+    is drawn the same way, titled and labelled by :data:`HEATMAP_TEXTS` (a quantity not
+    there: by its name); it was titled "Back-propagated gradient std" whatever it drew."""
+    heading, what = HEATMAP_TEXTS.get(quantity, (f"{quantity} per layer", quantity))
     names = layer_names(probes)
     wide = _quantity(probes, quantity)
     size = tick_font_size(len(wide.columns))
@@ -623,7 +639,8 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     z = wide.to_numpy(dtype=float).T  # layers x steps
     valid = np.isfinite(z) & (z > 0)
     if not valid.any():
-        _empty(ax, "gradients are all zero or non-finite")
+        _empty(ax, "gradients are all zero or non-finite" if quantity == "grad_pre_std" else
+               f"'{quantity}' is zero or non-finite everywhere")
         return fig
     steps = wide.index.to_numpy(dtype=float)
     layers = np.asarray(wide.columns, dtype=float)
@@ -641,7 +658,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     ax.grid(False)
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
-    cb.set_label("std of dL/ds (log scale)")
+    cb.set_label(f"{what} (log scale)")
     notes = [f"blank: {len(missing)} layer{'s' * (len(missing) > 1)} with no {quantity} "
              "recorded"] if missing else []
     values = pd.to_numeric(sel["value"], errors="coerce")
@@ -660,7 +677,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
         notes.append(f"blank: {label} not recorded {steps_phrase(at, steps)}")
     elif gaps:
         notes.append(f"blank: {len(gaps)} layers not recorded at some steps")
-    ax.set_title("\n".join(["Back-propagated gradient std per layer", *notes]),
+    ax.set_title("\n".join([heading, *notes]),
                  fontsize=11 if notes else None)
     return fig
 
