@@ -8,26 +8,10 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import one_blas_thread
+from helpers.sweeps import TINY_GRID, tiny_grid
 
 from depthlab.experiments import Store, expand, read_toml, run_sweep
 from depthlab.experiments.executors import InProcess
-
-GRID = """\
-[data]
-name = "clusters"
-n = 60
-options = {{d = 4, n_classes = 2}}
-[model]
-sizes = ["auto", 4, "auto"]
-[train]
-max_steps = 2
-batch_size = 8
-[probes]
-every = 1
-batch = 5
-[sweep]
-{grid}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -36,9 +20,7 @@ def _one_thread(monkeypatch):
 
 
 def _raw(tmp_path: Path, grid: str = '"train.seed" = [0, 1, 2]') -> dict:
-    path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(grid=grid))
-    return read_toml(path)
+    return read_toml(tiny_grid(tmp_path, grid))
 
 
 class Started(InProcess):
@@ -84,7 +66,7 @@ def test_a_port_outside_1_to_65535_is_refused_as_malformed_before_anything(tmp_p
     with pytest.raises(ClusterError, match=r"port .* 1\.\.65535"):
         check_address(address)
     path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(grid='"train.seed" = [0, 1]'))
+    path.write_text(TINY_GRID.format(grid='"train.seed" = [0, 1]'))
     code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cluster", address])
     out, err = capsys.readouterr()
     assert code == 2
@@ -304,7 +286,7 @@ def test_an_unreachable_scheduler_creates_no_store(tmp_path, capsys):
     from depthlab.experiments.executors import ClusterError
 
     path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(grid='"train.seed" = [0, 1]'))
+    path.write_text(TINY_GRID.format(grid='"train.seed" = [0, 1]'))
     code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cluster",
                  "tcp://127.0.0.1:1"])
     err = capsys.readouterr().err
@@ -344,7 +326,7 @@ def test_a_port_answering_another_protocol_is_said_without_an_allocation_error(t
     thread.start()
     address = f"tcp://127.0.0.1:{srv.getsockname()[1]}"
     path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(grid='"train.seed" = [0, 1]'))
+    path.write_text(TINY_GRID.format(grid='"train.seed" = [0, 1]'))
     try:
         code = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--cluster", address])
     finally:

@@ -151,18 +151,7 @@ def test_the_numpy_doctor_reads_the_norm_gradient_as_the_torch_doctor_does():
         bn.gamma.value[...] = g.uniform(0.1, 3.0, bn.gamma.value.shape)
         bn.beta.value[...] = g.normal(0.0, 0.5, bn.beta.value.shape)
     model = to_torch(net)
-    rec = ddoc._Recorder(x, y, "cross_entropy", every=1, histogram_steps=())
-    Trainer(net, loss="cross_entropy", optimizer="sgd", lr=1e-9, batch_size=64, epochs=None,
-            max_steps=1, seed=0, callbacks=[rec]).fit(x, y)
-    frame = rec.frame()
-    numpy_rows = frame[(frame["quantity"] == NORM_GRAD) & (frame["step"] == 0)].sort_values(
-        "layer")
-    xt, yt = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(y)
-    table = tdoc._probe_fn(False, rx.trace(model, xt))(model, xt, yt, nn.CrossEntropyLoss())
-    torch_rows = table[table["quantity"] == NORM_GRAD].sort_values("layer")
-    assert list(numpy_rows["layer"]) == list(torch_rows["layer"]) == [1, 2, 3]
-    np.testing.assert_allclose(numpy_rows["value"].to_numpy(), torch_rows["value"].to_numpy(),
-                               rtol=1e-7)
+    frame, numpy_rows = _same_norm_rows(net, model, x, y)
     rules, kept = ddoc.norm_gradient_frame(frame)
     r = rules[(rules["quantity"] == "grad_pre_std") & (rules["step"] == 0)]
     np.testing.assert_allclose(r["value"].to_numpy(), numpy_rows["value"].to_numpy())
@@ -243,18 +232,7 @@ def test_both_engines_read_the_same_gradient_at_a_norm_after_the_activation():
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g, dtype=torch.float64) * 3
                                + 0.1)
     net = from_torch(model)
-    rec = ddoc._Recorder(x, y, "cross_entropy", every=1, histogram_steps=())
-    Trainer(net, loss="cross_entropy", optimizer="sgd", lr=1e-9, batch_size=64, epochs=None,
-            max_steps=1, seed=0, callbacks=[rec]).fit(x, y)
-    frame = rec.frame()
-    numpy_rows = frame[(frame["quantity"] == NORM_GRAD) & (frame["step"] == 0)].sort_values(
-        "layer")
-    xt, yt = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(y)
-    table = tdoc._probe_fn(False, rx.trace(model, xt))(model, xt, yt, nn.CrossEntropyLoss())
-    torch_rows = table[table["quantity"] == NORM_GRAD].sort_values("layer")
-    assert list(numpy_rows["layer"]) == list(torch_rows["layer"]) == [1, 2, 3]
-    np.testing.assert_allclose(numpy_rows["value"].to_numpy(), torch_rows["value"].to_numpy(),
-                               rtol=1e-7)
+    frame, numpy_rows = _same_norm_rows(net, model, x, y)
     # the wrapped backward is the class's again after the record
     assert all("backward" not in vars(bn) for bn in net.batchnorms())
 
@@ -295,3 +273,22 @@ def test_a_normalized_nets_gradient_growth_in_training_alone_is_not_exploding():
     # stands for the start
     assert rule_exploding(_ratio_ctx(True, [0.0, 40.0] + [12.0] * 9))[1] is not None
     assert rule_exploding(_ratio_ctx(True, [0.0, 2.4] + [12.0] * 9))[1] is None
+
+
+def _same_norm_rows(net, model, x, y):
+    """The NumPy doctor's recorder and the torch doctor's probe on one network (``net`` and
+    its torch twin ``model``) give the same NORM_GRAD rows at step 0, layers 1-3: ``(the
+    recorder's frame, its NORM_GRAD rows)``."""
+    rec = ddoc._Recorder(x, y, "cross_entropy", every=1, histogram_steps=())
+    Trainer(net, loss="cross_entropy", optimizer="sgd", lr=1e-9, batch_size=64, epochs=None,
+            max_steps=1, seed=0, callbacks=[rec]).fit(x, y)
+    frame = rec.frame()
+    numpy_rows = frame[(frame["quantity"] == NORM_GRAD) & (frame["step"] == 0)].sort_values(
+        "layer")
+    xt, yt = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(y)
+    table = tdoc._probe_fn(False, rx.trace(model, xt))(model, xt, yt, nn.CrossEntropyLoss())
+    torch_rows = table[table["quantity"] == NORM_GRAD].sort_values("layer")
+    assert list(numpy_rows["layer"]) == list(torch_rows["layer"]) == [1, 2, 3]
+    np.testing.assert_allclose(numpy_rows["value"].to_numpy(), torch_rows["value"].to_numpy(),
+                               rtol=1e-7)
+    return frame, numpy_rows

@@ -8,23 +8,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 from helpers.net import tcp_server
-
-GRID = """\
-[data]
-name = "clusters"
-n = 60
-options = {{d = 4, n_classes = 2}}
-[model]
-sizes = ["auto", 4, "auto"]
-[train]
-max_steps = 2
-batch_size = 8
-[probes]
-every = 1
-batch = 5
-[sweep]
-{grid}
-"""
+from helpers.sweeps import tiny_grid
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +17,7 @@ def _one_thread(monkeypatch):
 
 
 def _grid(tmp_path: Path, grid: str = '"train.seed" = [0, 1]') -> Path:
-    path = tmp_path / "grid.toml"
-    path.write_text(GRID.format(grid=grid))
-    return path
+    return tiny_grid(tmp_path, grid)
 
 
 # -- a port that is not a scheduler's creates no store ---------------------------------------
