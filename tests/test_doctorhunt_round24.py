@@ -78,7 +78,7 @@ def test_the_norm_output_gradient_is_the_autograd_gradient_there():
     want = [float(o.grad.double().std(unbiased=False)) for o in outs]
     np.testing.assert_allclose(got.loc[[1, 2, 3]].to_numpy(), want, rtol=1e-5)
     # and the rules read it in place of grad_pre_std, which the stored table keeps
-    rules, kept = tdoc._rules_frame(table.assign(step=0))
+    rules, kept = tdoc.norm_gradient_frame(table.assign(step=0))
     r = rules[rules["quantity"] == "grad_pre_std"].set_index("layer")["value"]
     k = kept[kept["quantity"] == "grad_pre_std"].set_index("layer")["value"]
     np.testing.assert_allclose(r.loc[[1, 2, 3]].to_numpy(), want, rtol=1e-5)

@@ -52,7 +52,7 @@ def test_the_update_ratio_of_float32_weights_far_from_one_is_finite_and_exact(sc
     import numpy as np
 
     from depthlab.probes import accel
-    from depthlab.probes.recorder import _update_norms
+    from depthlab.probes.recorder import update_norms
 
     if path == "kernels" and accel.kernels() is None:
         pytest.skip("the compiled kernels (depthlab[fast]) are not installed")
@@ -62,7 +62,7 @@ def test_the_update_ratio_of_float32_weights_far_from_one_is_finite_and_exact(sc
     want0 = np.linalg.norm(w0.astype(np.float64))
     want1 = np.linalg.norm(w.astype(np.float64) - w0.astype(np.float64))
     with accel.numpy_only() if path == "numpy" else contextlib.nullcontext():
-        n0, n1 = _update_norms(w, w0.copy())
+        n0, n1 = update_norms(w, w0.copy())
     assert np.isfinite(n0) and np.isfinite(n1)
     assert n0 == pytest.approx(want0, rel=1e-5)
     assert n1 == pytest.approx(want1, rel=1e-4)

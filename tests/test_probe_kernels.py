@@ -15,7 +15,7 @@ from depthlab.losses import get_loss
 from depthlab.models import mlp
 from depthlab.probes import ProbeRecorder, accel
 from depthlab.probes.histograms import HISTOGRAM_KINDS, histogram
-from depthlab.probes.recorder import _update_norms
+from depthlab.probes.recorder import update_norms
 from depthlab.probes.stats import layer_quantities, layer_stats
 from depthlab.training import Callback, fit
 
@@ -118,10 +118,10 @@ def test_update_norms_agree_with_the_numpy_path(dtype, step):
     exact = [np.linalg.norm(w0.astype(np.float64)),
              np.linalg.norm(w.astype(np.float64) - w0.astype(np.float64))]
     rtol = 1e-6 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(_update_norms(w, w0.copy()), exact, rtol=rtol)
+    np.testing.assert_allclose(update_norms(w, w0.copy()), exact, rtol=rtol)
     if step > 1e-10:  # the NumPy path sums float32 squares in float32 (BLAS)
         with accel.numpy_only():
-            np.testing.assert_allclose(_update_norms(w, w0.copy()), exact, rtol=10 * rtol)
+            np.testing.assert_allclose(update_norms(w, w0.copy()), exact, rtol=10 * rtol)
 
 
 class _Shrink(Callback):

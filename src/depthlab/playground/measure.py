@@ -41,6 +41,7 @@ from ..diagnosis.findings import jsonable
 from ..losses import Loss, one_hot_labels
 from ..network import Network
 from ..probes.histograms import activation_range, bin_counts, choose_edges
+from ..probes.recorder import update_norms
 from ..probes.stats import layer_quantities, measurement_pass, network_stats
 
 PROBE_ROWS = 300
@@ -84,24 +85,6 @@ def follow_edges(old: tuple[float, float] | None, new: tuple[float, float],
         lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     # float64 values near 1e308 have no headroom left (inf is no JSON number)
     return (lo, hi) if hi > lo and math.isfinite(lo) and math.isfinite(hi) else new
-
-
-def _norm(a: np.ndarray) -> float:
-    """The Frobenius norm of ``a`` without overflow or underflow of its squares in ``a``'s
-    dtype: ``max|a| * ||a / max|a|||``. ``np.linalg.norm`` of float32 weights of 1e20 (finite,
-    a net on its way to diverging) squared them to inf, and the panel drew no update ratio
-    without a word; weights of 1e-23 squared to 0 and read as norm 0."""
-    if a.size == 0:
-        return 0.0
-    with np.errstate(all="ignore"):
-        n = float(np.linalg.norm(a))
-        tiny = float(np.finfo(a.dtype).tiny) if a.dtype.kind == "f" else 0.0
-        if math.isfinite(n) and n * n > 1e6 * a.size * tiny:
-            return n  # no square overflowed, and those that underflowed do not count
-        m = float(np.max(np.abs(a)))
-        if not m > 0 or not math.isfinite(m):
-            return m  # 0, inf or nan
-        return m * float(np.linalg.norm(a / a.dtype.type(m)))
 
 
 def _floats(values: list[float], digits: int = 5) -> list[float | None]:
@@ -245,11 +228,11 @@ class Monitor:
             k = step - self._w_step
             layers = [p.index for p in self.points if p.dense is not None]  # as _weights
             for layer, w, w0 in zip(layers, now, self._w_prev):
-                n0 = _norm(w0)
+                with np.errstate(all="ignore"):  # (w0, a buffer arm() refills, overwritten)
+                    n0, n1 = update_norms(w, w0)
                 if n0 == 0:
                     zero.append(layer)
-                with np.errstate(all="ignore"):
-                    out.append(_norm(w - w0) / n0 / k if n0 > 0 else math.nan)
+                out.append(n1 / n0 / k if n0 > 0 else math.nan)
         self.arm(step)
         return _floats(out, 4), zero
 

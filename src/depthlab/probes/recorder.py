@@ -92,8 +92,11 @@ def _squares(f: Array) -> float:
     return s
 
 
-def _update_norms(w: Array, w0: Array) -> tuple[float, float]:
-    """``(||w0||, ||w - w0||)`` (Frobenius); ``w0`` may be overwritten."""
+def update_norms(w: Array, w0: Array) -> tuple[float, float]:
+    """``(||w0||, ||w - w0||)`` (Frobenius) of a weight ``w`` and its earlier value ``w0``,
+    finite wherever the float64 norms are (float32 squares that overflow or underflow are
+    summed again in float64); ``w0`` may be overwritten. The update ratio of the recorder and
+    of the playground."""
     kernels = accel.for_array(w0)
     if kernels is not None and w.dtype == w0.dtype and w.flags.c_contiguous:
         sq0, sq1 = kernels.update_norms(w.reshape(-1), w0.reshape(-1))
@@ -111,7 +114,7 @@ def _update_ratio(weight: Any, w0: Array) -> float | None:
     w = weight.value
     if w.shape != w0.shape or w.dtype != w0.dtype:
         return None
-    n0, n1 = _update_norms(w, w0)
+    n0, n1 = update_norms(w, w0)
     return n1 / n0 if n0 > 0 else math.inf
 
 

@@ -54,6 +54,7 @@ from ..diagnosis.rules import (
     RunContext,
     evaluate,
     init_ratio,
+    norm_gradient_frame,
 )
 from ..validators import did_you_mean, keyword_hints
 from . import prescriptions as rx
@@ -77,7 +78,6 @@ from .doctor_probe import (
     NORM_GRAD,
     _layer_index,
     _probe_fn,
-    _rules_frame,
     functional_act_rows,
 )
 from .inputs import (
@@ -724,7 +724,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         by_name = result.probes.loc[ratios, "module"].map(index)
         result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
-    rules_frame, result.probes = _rules_frame(result.probes)
+    rules_frame, result.probes = norm_gradient_frame(result.probes)
     config = describe(model, layers)
     drift = [] if result.history.diverged else bn_drift(model, px)
     tt = None if before is None or result.history.diverged else through_time(model, px, py,

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..diagnosis.rules import NORM_GRAD, norm_gradient_frame
+from ..diagnosis.rules import NORM_GRAD
 from . import prescriptions as rx
 from .layers import activation_spec
 
@@ -52,11 +52,6 @@ def _probe_fn(percentiles: bool, layers: list[rx.TracedLayer] | None = None) -> 
         return _with_norm_rows(table, grads) if grads else table
 
     return run
-
-
-# NORM_GRAD: the doctors' own probe rows (not stored), the std of dL/dxhat at the norm
-# (:func:`_norm_gradients`); the gradient rules read it in place of ``grad_pre_std`` for those
-# layers (:func:`_rules_frame`), in both engines alike
 
 
 @contextlib.contextmanager
@@ -141,13 +136,6 @@ def _with_norm_rows(table: pd.DataFrame, grads: dict[str, list]) -> pd.DataFrame
                          "layer": index[name], "module": name, "quantity": NORM_GRAD,
                          "value": math.sqrt(max(s2 / n - mean * mean, 0.0))})
     return pd.concat([table, pd.DataFrame(rows)], ignore_index=True) if rows else table
-
-
-def _rules_frame(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(frame the rules read, table kept)``: :func:`depthlab.diagnosis.rules.
-    norm_gradient_frame` (each layer's ``grad_pre_std`` replaced by its :data:`NORM_GRAD`
-    value for the rules; the stored table without those rows)."""
-    return norm_gradient_frame(table)
 
 
 _ACT_ROWS = ("saturated_frac", "dead_frac", "inactive_frac")

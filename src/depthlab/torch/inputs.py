@@ -213,24 +213,13 @@ _FIRST_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.Em
 def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.ndarray:
     """Rows ``x`` shaped for a model whose inputs go first into ``first``."""
     n, d = x.shape[0], int(np.prod(x.shape[1:]))
-    if isinstance(first, nn.Conv2d) and image_shape and len(image_shape) in (2, 3) \
-            and int(np.prod(image_shape)) == d:
+    if isinstance(first, _CONVS) and image_shape and int(np.prod(image_shape)) == d:
         shape = tuple(int(s) for s in image_shape)
-        if len(shape) == 2:
-            return x.reshape(n, 1, *shape)
-        cin = first.in_channels
-        lazy = isinstance(first, nn.modules.lazy.LazyModuleMixin) and \
-            first.has_uninitialized_params()  # in_channels 0 until its first forward
-        last = shape[-1] <= 4 and shape[-1] < shape[0] if lazy else \
-            shape[-1] == cin and shape[0] != cin
-        if last:  # (H, W, C) files: channels first for torch (a lazy conv: C of 1 to 4)
-            return np.ascontiguousarray(x.reshape(n, *shape).transpose(0, 3, 1, 2))
-        return x.reshape(n, *shape)
-    if isinstance(first, (nn.Conv1d, nn.Conv3d)) and image_shape and \
-            int(np.prod(image_shape)) == d:
-        shaped = _channels(first, x, tuple(int(s) for s in image_shape))
+        shaped = _channels(first, x, shape)
         if shaped is not None:
             return shaped
+        if isinstance(first, nn.Conv2d) and len(shape) == 3:
+            return x.reshape(n, *shape)  # (C, H, W) as given
     if isinstance(first, nn.Conv1d):
         return x.reshape(n, 1, d)
     if isinstance(first, nn.Conv3d):
@@ -249,14 +238,18 @@ def _shaped_for(first: nn.Module | None, x: np.ndarray, image_shape: Any) -> np.
     return x.reshape(n, d)
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 def _channels(first: nn.Module, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """Rows ``x`` as the examples of shape ``shape`` (a data file's, e.g. ``(C, L)`` signals
-    or ``(C, D, H, W)`` volumes) for a ``Conv1d`` (``k = 1``) or ``Conv3d`` (``k = 3``) first
-    layer: channels first as given when ``shape`` has ``k + 1`` axes and its first is the
-    layer's input channels, moved to the front when only its last is (channels-last files);
-    ``k`` axes: one channel; a lazy layer's channels (unknown) are a first or last axis of
-    at most 4 entries and fewer than the other axes'. None: the shape does not fit the layer."""
-    n, k = x.shape[0], 1 if isinstance(first, nn.Conv1d) else 3
+    """Rows ``x`` as the examples of shape ``shape`` (a data file's, e.g. ``(C, L)`` signals,
+    ``(H, W, C)`` images or ``(C, D, H, W)`` volumes) for a ``Conv1d``/``Conv2d``/``Conv3d``
+    first layer of ``k`` spatial axes: channels first as given when ``shape`` has ``k + 1``
+    axes and its first is the layer's input channels, moved to the front when only its last
+    is (channels-last files); ``k`` axes: one channel; a lazy layer's channels (unknown) are a
+    first axis of at most 4 entries and fewer than the other axes', or a last axis of at most
+    4 and fewer than the first's. None: the shape does not fit the layer."""
+    n, k = x.shape[0], next(i + 1 for i, c in enumerate(_CONVS) if isinstance(first, c))
     if len(shape) == k:
         return x.reshape(n, 1, *shape)
     if len(shape) != k + 1:
@@ -264,7 +257,7 @@ def _channels(first: nn.Module, x: np.ndarray, shape: tuple[int, ...]) -> np.nda
     cin = first.in_channels
     if isinstance(first, nn.modules.lazy.LazyModuleMixin) and first.has_uninitialized_params():
         head = shape[0] <= 4 and shape[0] < min(shape[1:])
-        last = not head and shape[-1] <= 4 and shape[-1] < min(shape[:-1])
+        last = not head and shape[-1] <= 4 and shape[-1] < shape[0]
     else:
         head = shape[0] == cin
         last = not head and shape[-1] == cin
