@@ -128,6 +128,12 @@ class Trainer:
         self.evals: list[dict[str, float]] = []
         self.step = 0
         self.epoch = 0
+        self._stop = False
+
+    def stop(self) -> None:
+        """End this ``fit`` call after the current step (from ``after_update``) or epoch (from
+        ``on_epoch_end``), with no further update; the next ``fit`` call trains again."""
+        self._stop = True
 
     # -- evaluation -------------------------------------------------------------------
     def evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
@@ -221,6 +227,7 @@ class Trainer:
         hist = self.history
         bar = _progress(total, self.progress)
         hist.interrupted = False
+        self._stop = False  # a stop() asked for in an earlier call does not carry over
         try:
             for cb in self.callbacks:
                 cb.on_train_begin(self)
@@ -277,7 +284,8 @@ class Trainer:
                 return
             # a callback's on_epoch_end may end the run (trainer.max_steps = trainer.step, as
             # early stopping does): it ran one more update and logged a 1-step epoch
-            if self.max_steps is not None and self.step - self._first_step >= self.max_steps:
+            if self._stop or (self.max_steps is not None
+                              and self.step - self._first_step >= self.max_steps):
                 return
 
     def _epoch(self, x, y, n, bs, has_bn, params, bar) -> bool:
@@ -299,7 +307,8 @@ class Trainer:
             if loss is None:
                 return True
             self._after_step(loss, bar)
-            if self.max_steps is not None and self.step - self._first_step >= self.max_steps:
+            if self._stop or (self.max_steps is not None
+                              and self.step - self._first_step >= self.max_steps):
                 return True
         return False
 

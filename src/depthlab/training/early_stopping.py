@@ -1,0 +1,141 @@
+"""Early stopping: end training when a monitored epoch metric stops improving.
+
+An epoch *improves* on the best value so far when, for a metric to minimise (a loss),
+
+    value < best - min_delta
+
+(for a metric to maximise, an accuracy: ``value > best + min_delta``). After ``patience``
+epochs in a row without an improvement the run ends with that epoch (no further update). A
+non-finite value never improves. With ``restore_best=True`` the network ends with the
+parameters, and the batch norms' running statistics, of its best epoch (the optimizer's state
+is not rewound).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .trainer import Callback
+
+if TYPE_CHECKING:
+    from .history import History
+    from .trainer import Trainer
+
+__all__ = ["EarlyStopping"]
+
+METRICS = ("val_loss", "val_acc", "train_loss", "train_acc")
+_BN_STATE = ("running_mean", "running_var", "num_batches", "population_mean", "population_var")
+
+
+class EarlyStopping(Callback):
+    """Stop a :class:`~depthlab.training.Trainer` when ``monitor`` has not improved by more
+    than ``min_delta`` for ``patience`` epochs.
+
+    ``monitor``: one of ``val_loss``, ``val_acc`` (these need ``x_val, y_val``),
+    ``train_loss``, ``train_acc`` (these need ``eval_train=True``). ``mode``: ``"min"``,
+    ``"max"`` or ``"auto"`` (min for a loss, max for an accuracy). After ``fit``:
+    :attr:`best` (the best value), :attr:`best_epoch`, :attr:`stopped_epoch` (the epoch that
+    ended the run, None when it ran its whole budget) and :attr:`restored` (whether the best
+    epoch's parameters were put back)."""
+
+    def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best: bool = True) -> None:
+        if monitor not in METRICS:
+            raise ValueError(f"monitor={monitor!r} is not accepted; accepted: "
+                             + ", ".join(METRICS))
+        if isinstance(patience, bool) or not isinstance(patience, int | np.integer) \
+                or patience < 1:
+            raise ValueError(f"patience={patience!r} is not accepted; accepted: an integer "
+                             ">= 1 (epochs without improvement before stopping)")
+        if isinstance(min_delta, bool) or not isinstance(min_delta, int | float | np.floating) \
+                or not math.isfinite(min_delta) or min_delta < 0:
+            raise ValueError(f"min_delta={min_delta!r} is not accepted; accepted: a finite "
+                             "number >= 0")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode={mode!r} is not accepted; accepted: 'auto', 'min', 'max'")
+        if not isinstance(restore_best, bool | np.bool_):
+            raise TypeError(f"restore_best={restore_best!r} is not accepted; accepted: True "
+                            "or False")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = float(min_delta)
+        self.mode = ("min" if monitor.endswith("loss") else "max") if mode == "auto" else mode
+        self.restore_best = bool(restore_best)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self.restored = False
+        self.wait = 0
+        self._snapshot: list[tuple[Any, str, Any]] | None = None
+
+    # -- the callback's hooks ---------------------------------------------------------------
+    def on_train_begin(self, trainer: Trainer) -> None:
+        """Refuse a monitor this run will not compute; start counting afresh."""
+        if self.monitor.startswith("val_") and trainer._xv is None:
+            raise ValueError(f"EarlyStopping(monitor={self.monitor!r}) needs validation data: "
+                             "give fit x_val and y_val, or monitor 'train_loss'")
+        if self.monitor.startswith("train_") and not trainer.eval_train:
+            raise ValueError(f"EarlyStopping(monitor={self.monitor!r}) needs eval_train=True "
+                             "(the training metrics are not computed)")
+        self._reset()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        value = metrics.get(self.monitor)
+        value = float("nan") if value is None else float(value)
+        if self.monitor.endswith("acc") and math.isnan(value):
+            raise ValueError(f"EarlyStopping(monitor={self.monitor!r}): this loss reports no "
+                             "accuracy (regression targets); monitor a loss instead")
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self._snapshot = _state(trainer.net)
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            trainer.stop()
+
+    def on_train_end(self, trainer: Trainer, history: History) -> None:
+        """Put the best epoch's state back when a later epoch ended the run."""
+        last = history.epochs[-1]["epoch"] if history.epochs else None
+        if self.restore_best and self._snapshot is not None and last != self.best_epoch:
+            for owner, attr, value in self._snapshot:
+                _put(owner, attr, value)
+            self.restored = True
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+def _copy(value: Any) -> Any:
+    return value.copy() if isinstance(value, np.ndarray) else value
+
+
+def _state(net: Any) -> list[tuple[Any, str, Any]]:
+    """Copies of every parameter's value and every batch norm's running statistics."""
+    out = [(p, "value", p.value.copy()) for p in net.parameters()]
+    for bn in net.batchnorms():
+        out += [(bn, attr, _copy(getattr(bn, attr))) for attr in _BN_STATE]
+    return out
+
+
+def _put(owner: Any, attr: str, value: Any) -> None:
+    """Restore in place where the array exists (the optimizer keeps referring to it)."""
+    current = getattr(owner, attr)
+    if isinstance(current, np.ndarray) and isinstance(value, np.ndarray) \
+            and current.shape == value.shape:
+        current[...] = value
+    else:
+        setattr(owner, attr, _copy(value))
