@@ -167,3 +167,17 @@ def test_missing_metric_refused_before_training():
     with pytest.raises(ValueError, match="reports no accuracy"):
         dl.fit(dl.mlp([6, 8, 2], seed=0), x, yr, x, yr, loss="mse",
                callbacks=[dl.EarlyStopping("val_acc")])
+
+
+def test_a_second_fit_call_keeps_the_first_calls_standardization():
+    """Continuing training on other data keeps the input scale the network learned on."""
+    x, y = _data()
+    tr = _trainer([], standardize=True, epochs=1)
+    tr.fit(x, y)
+    first = tr.standardizer
+    mean, std = first.mean64.copy(), first.std64.copy()
+    tr.fit(x * 10.0 + 3.0, y)
+    assert tr.standardizer is first and tr.history.standardizer is first
+    np.testing.assert_array_equal(tr.standardizer.mean64, mean)
+    np.testing.assert_array_equal(tr.standardizer.std64, std)
+    np.testing.assert_allclose(tr.transform(x), (x - mean) / std, rtol=1e-6, atol=1e-6)

@@ -58,6 +58,8 @@ class Trainer:
     updates); step and epoch numbers continue and the history accumulates. As in a
     ``[train]`` section, ``epochs`` is 1 only when ``max_steps`` is not given either: with
     ``max_steps`` alone the training runs that many updates, over as many epochs as it takes.
+    With ``standardize=True`` the first call fits the input standardization; later calls keep
+    it (the network was trained on that input scale).
     """
 
     def __init__(
@@ -197,7 +199,8 @@ class Trainer:
                 x_val, y_val, n_inputs=net.n_inputs, dtype=raw, what="validation"
             )
         if self.standardize:  # the data are standardized; the caller's network is not changed
-            self.standardizer = Standardize.fit(x, net.dtype)
+            if self.standardizer is None:  # a later call continues on the same input scale
+                self.standardizer = Standardize.fit(x, net.dtype)
             x = self.transform(x)
             x_val = None if x_val is None else self.transform(x_val)
         self.history.standardizer = self.standardizer
