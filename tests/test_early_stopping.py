@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,65 @@ def test_a_second_fit_call_keeps_the_first_calls_standardization():
     np.testing.assert_array_equal(tr.standardizer.mean64, mean)
     np.testing.assert_array_equal(tr.standardizer.std64, std)
     np.testing.assert_allclose(tr.transform(x), (x - mean) / std, rtol=1e-6, atol=1e-6)
+
+
+def test_train_section_patience_stops_a_run_and_stores_its_best_epoch(tmp_path, capsys):
+    """[train] patience: the run ends early, its stored metrics and saved network are the best
+    epoch's, the CLI line says so."""
+    from depthlab.cli import main
+    from depthlab.experiments.runner import prepare
+    from depthlab.experiments.store import Store
+    from depthlab.inference import model_path
+
+    cfg = tmp_path / "es.toml"
+    cfg.write_text('[data]\nname = "digits"\n[model]\nsizes = [64, 64, 64, 10]\n'
+                   'activation = "relu"\ninit = "he_normal"\n[train]\noptimizer = "adam"\n'
+                   'lr = 0.01\nepochs = 200\nbatch_size = 32\npatience = 3\n'
+                   '[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    line = capsys.readouterr().out
+    with Store(tmp_path / "out") as store:
+        run = store.runs().iloc[0]
+        epochs = store.table("epochs")
+    m = run["metrics"]
+    stopped, best = int(m["stopped_epoch"]), int(m["best_epoch"])
+    assert stopped == best + 3 and stopped < 200 and int(m["epochs"]) == stopped
+    val = {int(e): json.loads(v)["val_loss"] for e, v in zip(epochs["epoch"],
+                                                             epochs["metrics"], strict=True)}
+    assert m["val_loss"] == pytest.approx(val[best]) == pytest.approx(min(val.values()))
+    assert f"early stop after epoch {stopped}; metrics and network of epoch {best}" in line
+    # the saved network is the best epoch's: its validation loss is the stored one
+    prep = prepare(run["config"])
+    net = dl.load(model_path(tmp_path / "out", run["id"]))
+    val = dl.get_loss("cross_entropy").forward(net.predict(prep.data.x_val), prep.y_val)
+    assert float(val) == pytest.approx(m["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("train, data, match", [
+    ("patience = 0", "", "train.patience"),
+    ('patience = 2\nmonitor = "val_lossy"', "", "train.monitor"),
+    ("patience = 2\nmin_delta = -0.1", "", "train.min_delta"),
+    ("patience = 2", "val_fraction = 0.0\n", "data.val_fraction = 0"),
+])
+def test_train_section_early_stopping_refused_by_name(tmp_path, capsys, train, data, match):
+    from depthlab.cli import main
+
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[data]\nname = "digits"\n{data}[model]\nsizes = [64, 16, 10]\n'
+                   f'[train]\n{train}\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_accepts_the_train_section_keys():
+    x, y = _data(n=24, seed=3, noise=0.35)
+    xv, yv = _data(n=200, seed=4)
+    tr = Trainer(dl.mlp([6, 64, 64, 2], activation="relu", seed=0), loss="cross_entropy",
+                 optimizer="adam", lr=0.01, batch_size=8, epochs=200, seed=0, patience=3,
+                 monitor="val_loss", min_delta=0.0)
+    tr.fit(x, y, xv, yv)
+    assert tr.early_stopping.stopped_epoch is not None and tr.epoch < 200
+    with pytest.raises(ValueError, match="need"):
+        Trainer(dl.mlp([6, 2], seed=0), monitor="val_acc")

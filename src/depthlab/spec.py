@@ -503,6 +503,9 @@ def _check_depth_fits(sizes: tuple, depth: int, width: int, dtype: str, prefix: 
         raise ConfigError(str(e), prefix + "depth") from None
 
 
+EARLY_STOPPING_METRICS = ("val_loss", "val_acc", "train_loss", "train_acc")
+
+
 @_hinted
 @dataclass(frozen=True)
 class TrainSpec(_Section):
@@ -528,6 +531,13 @@ class TrainSpec(_Section):
     l1: float = option(0.0, Float(0.0), "L1 penalty on the weights")
     l2: float = option(0.0, Float(0.0), "L2 penalty on the weights")
     eval_every: int | None = option(None, Int(1, optional=True), "validation every k steps")
+    patience: int | None = option(None, Int(1, optional=True), "early stopping: end the run "
+                                  "when monitor has not improved for this many epochs; the "
+                                  "network keeps its best epoch's weights")
+    monitor: str = option("val_loss", Choice(*EARLY_STOPPING_METRICS),
+                          "early stopping's epoch metric")
+    min_delta: float = option(0.0, Float(0.0), "early stopping: the least change that counts "
+                              "as an improvement")
 
     @classmethod
     def keys(cls) -> list[str]:
@@ -696,6 +706,13 @@ class RunSpec:
                 "model.batchnorm = true needs at least 3 rows in the probe batch (over 2 rows "
                 f"batch norm passes no gradient) but probes.batch = {self.probes.batch}; "
                 "accepted: probes.batch >= 3 (or probes.every = 0)", "probes.batch")
+        t = self.train
+        if t.patience is not None and t.monitor.startswith("val_") \
+                and self.data.val_fraction == 0:
+            raise ConfigError(
+                f"train.monitor = \"{t.monitor}\" needs a validation split but "
+                "data.val_fraction = 0; accepted: data.val_fraction > 0 or train.monitor = "
+                "\"train_loss\"", "train.monitor")
         n_out = self.model.sizes[-1]
         if self.train.loss == "binary_cross_entropy" and n_out not in ("auto", 1):
             raise ConfigError(

@@ -115,7 +115,11 @@ def open_store(path: str, create: bool, readonly: bool = False):
 def metrics_line(metrics: dict[str, Any]) -> str:
     """``key=value`` pairs of the final metrics that are present."""
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "steps")
-    return " ".join(f"{k}={num(metrics.get(k))}" for k in keys if metrics.get(k) is not None)
+    line = " ".join(f"{k}={num(metrics.get(k))}" for k in keys if metrics.get(k) is not None)
+    if metrics.get("stopped_epoch") is not None:  # train.patience ended the run
+        line += (f" (early stop after epoch {int(metrics['stopped_epoch'])}; metrics and "
+                 f"network of epoch {int(metrics['best_epoch'])})")
+    return line
 
 
 def path_arg(text: str) -> str:

@@ -501,12 +501,17 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
 
 
 def _final_metrics(prep: Prepared, trainer: Any, hist: Any, seconds: float) -> dict[str, Any]:
-    """Last epoch's training/validation metrics, the test split's (unless diverged), steps,
-    seconds, epochs and the parameter count; None where a value does not exist."""
+    """Last epoch's training/validation metrics (the best epoch's when early stopping put its
+    weights back), the test split's (unless diverged), steps, seconds, epochs and the
+    parameter count (with early stopping also ``best_epoch`` and ``stopped_epoch``); None
+    where a value does not exist."""
     metrics: dict[str, Any] = dict.fromkeys(("train_loss", "train_acc", "val_loss", "val_acc",
                                              "test_loss", "test_acc"))
+    es = getattr(trainer, "early_stopping", None)
     if hist is not None:
-        final = hist.final()
+        # early stopping that put back its best epoch: that epoch's metrics describe the
+        # network the run keeps (and evaluates on the test split below)
+        final = es.best_metrics if es is not None and es.restored else hist.final()
         metrics.update({k: final[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")
                         if k in final})
         if hist.divergence is None and prep.y_test is not None and trainer is not None:
@@ -518,6 +523,8 @@ def _final_metrics(prep: Prepared, trainer: Any, hist: Any, seconds: float) -> d
     metrics["seconds"] = seconds
     metrics["epochs"] = len(hist.epochs) if hist is not None else 0
     metrics["n_parameters"] = prep.net.num_parameters()
+    if es is not None:
+        metrics.update(best_epoch=es.best_epoch, stopped_epoch=es.stopped_epoch)
     return metrics
 
 

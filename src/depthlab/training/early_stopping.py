@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..spec import EARLY_STOPPING_METRICS as METRICS
 from .trainer import Callback
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EarlyStopping"]
 
-METRICS = ("val_loss", "val_acc", "train_loss", "train_acc")
 _BN_STATE = ("running_mean", "running_var", "num_batches", "population_mean", "population_var")
 
 
@@ -37,9 +37,9 @@ class EarlyStopping(Callback):
     ``monitor``: one of ``val_loss``, ``val_acc`` (these need ``x_val, y_val``),
     ``train_loss``, ``train_acc`` (these need ``eval_train=True``). ``mode``: ``"min"``,
     ``"max"`` or ``"auto"`` (min for a loss, max for an accuracy). After ``fit``:
-    :attr:`best` (the best value), :attr:`best_epoch`, :attr:`stopped_epoch` (the epoch that
-    ended the run, None when it ran its whole budget) and :attr:`restored` (whether the best
-    epoch's parameters were put back)."""
+    :attr:`best` (the best value), :attr:`best_epoch`, :attr:`best_metrics` (that epoch's
+    row), :attr:`stopped_epoch` (the epoch that ended the run, None when it ran its whole
+    budget) and :attr:`restored` (whether the best epoch's parameters were put back)."""
 
     def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = True) -> None:
@@ -69,6 +69,7 @@ class EarlyStopping(Callback):
     def _reset(self) -> None:
         self.best: float | None = None
         self.best_epoch: int | None = None
+        self.best_metrics: dict[str, float] | None = None
         self.stopped_epoch: int | None = None
         self.restored = False
         self.wait = 0
@@ -93,6 +94,7 @@ class EarlyStopping(Callback):
                              "accuracy (regression targets); monitor a loss instead")
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best_metrics = dict(metrics)
             if self.restore_best:
                 self._snapshot = _state(trainer.net)
             return

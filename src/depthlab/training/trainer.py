@@ -58,6 +58,8 @@ class Trainer:
     updates); step and epoch numbers continue and the history accumulates. As in a
     ``[train]`` section, ``epochs`` is 1 only when ``max_steps`` is not given either: with
     ``max_steps`` alone the training runs that many updates, over as many epochs as it takes.
+    ``patience`` (with ``monitor`` and ``min_delta``) adds an
+    :class:`~depthlab.training.EarlyStopping` (:attr:`early_stopping`) after ``callbacks``.
     With ``standardize=True`` the first call fits the input standardization; later calls keep
     it (the network was trained on that input scale).
     """
@@ -79,6 +81,9 @@ class Trainer:
         optimizer_kwargs: dict[str, Any] | None = None,
         callbacks: Sequence[Callback] = (),
         eval_every: int | None = TrainSpec.eval_every,
+        patience: int | None = TrainSpec.patience,
+        monitor: str = TrainSpec.monitor,
+        min_delta: float = TrainSpec.min_delta,
         eval_train: bool = True,
         progress: bool | str = False,
         loss_kwargs: dict[str, Any] | None = None,
@@ -122,6 +127,16 @@ class Trainer:
         self.standardize = bool(standardize)
         self.standardizer: Standardize | None = None
         self.callbacks = _check_callbacks(callbacks)
+        self.early_stopping = None  # the [train] keys patience, monitor, min_delta
+        if patience is not None:
+            from .early_stopping import EarlyStopping
+
+            self.early_stopping = EarlyStopping(monitor, patience=check_field(
+                TrainSpec, "patience", patience), min_delta=min_delta)
+            self.callbacks.append(self.early_stopping)
+        elif monitor != TrainSpec.monitor or min_delta != TrainSpec.min_delta:
+            raise ValueError(f"monitor={monitor!r} and min_delta={min_delta!r} apply to early "
+                             "stopping, which needs patience (an integer >= 1)")
         self.eval_every = eval_every
         self.eval_train = eval_train
         self.progress = progress
