@@ -29,7 +29,7 @@ from ..training.trainer import Callback, Trainer, _check_callbacks
 from ..validators import keyword_hints, positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
-from .rules import NORM_GRAD, RULES, RunContext, evaluate, norm_gradient_frame
+from .rules import DIVERGENCE_RISE, NORM_GRAD, RULES, RunContext, evaluate, norm_gradient_frame
 
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
@@ -577,6 +577,22 @@ def _outputs(config: dict[str, Any]) -> int | None:
     return int(last) if isinstance(last, int) and not isinstance(last, bool) else None
 
 
+NOT_LEARNED_RISE = DIVERGENCE_RISE
+"""A run whose final train loss ends above this multiple of the best constant prediction's
+(:func:`constant_loss`) did not learn, whatever its accuracy: its cure never "helped" (the
+divergence rule's factor, :data:`depthlab.diagnosis.rules.DIVERGENCE_RISE`)."""
+
+
+def did_not_learn(after: dict[str, float], chance: float) -> bool:
+    """The run whose final metrics are ``after`` did not learn: its train loss is finite and
+    above ``NOT_LEARNED_RISE`` x ``chance`` (a NaN or non-positive ``chance``, not known:
+    False; a non-finite train loss is judged as the worst loss by :func:`_better`)."""
+    la = after.get("train_loss", math.nan)
+    return (isinstance(chance, (int, float)) and math.isfinite(chance) and chance > 0
+            and isinstance(la, (int, float)) and math.isfinite(la)
+            and la > NOT_LEARNED_RISE * chance)
+
+
 def _better(after: dict[str, float], before: dict[str, float], n_val: int | None = None,
             chance: float = math.nan, chance_acc: float = math.nan) -> bool:
     """Training improved: one of the final train loss ``L`` and the validation accuracy ``A``
@@ -606,11 +622,19 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     (:func:`constant_accuracy`). An accuracy that does not end above it by the tolerance is no
     improvement either: a diverged baseline's cure at chance ("train loss nan -> 2.383, val acc
     nan -> 0.1", ten classes) and a rise from below chance to it (0.028 -> 0.061, the constant
-    prediction's own accuracy) read "helped"."""
+    prediction's own accuracy) read "helped".
+
+    A run that did not learn never improved: its final train loss more than
+    ``NOT_LEARNED_RISE`` x ``chance`` (the divergence rule's factor), worse than predicting a
+    constant by half again, is no improvement whatever its accuracy (:func:`did_not_learn`: a
+    gradient-clipping cure of a diverged ResNet ended at a train loss of 1.4e12, chance 2.29,
+    and read "helped" for a validation accuracy 0.19 against a constant prediction's 0.14)."""
     def val(d: dict[str, float], key: str, worst: float) -> float:
         v = d.get(key, math.nan)
         return v if isinstance(v, (int, float)) and math.isfinite(v) else worst
 
+    if did_not_learn(after, chance):
+        return False
     lb, la = val(before, "train_loss", math.inf), val(after, "train_loss", math.inf)
     ab, aa = val(before, "val_acc", -math.inf), val(after, "val_acc", -math.inf)
     # not ">= chance", so that a NaN chance (not known) keeps the loss's verdict

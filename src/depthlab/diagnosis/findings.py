@@ -149,7 +149,8 @@ class Verification:
     (final train loss at least 1% lower, and below the loss of a constant prediction,
     ``chance_loss``, or
     validation accuracy more than one point and one example higher, and neither clearly worse:
-    :func:`depthlab.diagnosis.doctor._better`; a non-finite loss counts as worst).
+    :func:`depthlab.diagnosis.doctor._better`; a non-finite loss counts as worst; a run whose
+    train loss ends more than 1.5x ``chance_loss`` did not learn and never helped).
     """
 
     kind: str
@@ -259,8 +260,10 @@ class Verification:
         not count: it did not end beyond the best constant prediction's (``" (the train loss
         did not end below a constant prediction's, 0.6931)"``; '1.36 -> 0.7089: did not help'
         gave no reason; ``" (the validation accuracy did not end above a constant
-        prediction's, 0.1)"``), else ``""``."""
-        from .doctor import ACC_TOLERANCE, LOSS_TOLERANCE
+        prediction's, 0.1)"``); a run that did not learn (its train loss more than 1.5x that
+        prediction's: ``" (the train loss ended at 1.378e+12, more than 1.5x a constant
+        prediction's 2.292: the run did not learn)"``), else ``""``."""
+        from .doctor import ACC_TOLERANCE, LOSS_TOLERANCE, NOT_LEARNED_RISE, did_not_learn
 
         def num(d: dict[str, float], key: str, worst: float) -> float:
             v = d.get(key, math.nan)
@@ -269,6 +272,10 @@ class Verification:
         lb, la = num(self.before, "train_loss", math.inf), num(self.after, "train_loss", math.inf)
         ab, aa = num(self.before, "val_acc", -math.inf), num(self.after, "val_acc", -math.inf)
         c, ca = self.chance_loss, self.chance_acc
+        if did_not_learn(self.after, c):  # e.g. a clipped run that no longer diverged
+            gone = "the finding is gone, but " if self.resolved else ""
+            return (f" ({gone}the train loss ended at {la:.4g}, more than {NOT_LEARNED_RISE:g}x "
+                    f"a constant prediction's {c:.4g}: the run did not learn)")
         loss = (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)
                 and (1.0 - LOSS_TOLERANCE) * c <= la < (1.0 - LOSS_TOLERANCE) * lb)
         acc = (isinstance(ca, (int, float)) and math.isfinite(ca) and math.isfinite(aa)
