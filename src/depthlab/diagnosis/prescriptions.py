@@ -64,6 +64,16 @@ def for_vanishing(activation: str, init_ratio: float, config: dict[str, Any]
                "so the gradient no longer shrinks by f'(s) * ||W|| at every layer.")
 
 
+def for_shifted_units(activation: str) -> tuple[dict[str, Any], str]:
+    """Cure for vanishing gradients whose layers start with nearly every unit on the flat side
+    of a rectifier (``leaky_relu``, ``elu``, ``gelu``, ...) because of their biases: zero
+    biases (batch normalization, the general cure, also removes the shift, at a cost)."""
+    return {"bias_init": "zeros"}, (
+        f"Initialize biases at zero: they push the units onto the flat side of {activation}, "
+        "whose small slope there shrinks the gradient at every layer; at zero, half of the "
+        "units start on the steep side.")
+
+
 def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
                   ) -> tuple[dict[str, Any], str]:
     """Cure for exploding gradients: smaller (recommended) init, else batch normalization; in a

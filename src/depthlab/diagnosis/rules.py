@@ -18,6 +18,13 @@ Thresholds (module constants):
                               as much (the same ratio of its last value): the metric is the
                               smaller rise, so the noise of small mini-batches' losses (batch
                               size 1: 7 of 24 healthy runs) is no divergence
+``SHIFTED_FRAC`` 0.9          vanishing gradients in layers of a ReLU-family activation whose
+                              entries are more than 90% on the flat side (``inactive_frac`` at
+                              step 0, median over those layers) with a negative mean
+                              pre-activation and non-zero biases: the biases are the cause,
+                              the cure ``{"bias_init": "zeros"}`` (leaky_relu/elu, biases -5:
+                              23x / 13x smaller gradients per layer; zero biases trained to
+                              0.04 / 0.02, batch norm to 0.16 / 0.06)
 ``UPDATE_RATIO_HIGH`` 0.1     largest per-step median over layers of ``||dW|| / ||W||``: about
                               1e-3 is healthy, >= 1e-1 means each step rewrites a tenth of the
                               weights: the learning rate is too high (CS231n's rule of thumb),
@@ -192,6 +199,7 @@ from .findings import Finding
 DIVERGENCE_RISE = 1.5
 DIVERGENCE_FLOOR = 0.1
 UPDATE_RATIO_HIGH = 0.1
+SHIFTED_FRAC = 0.9
 LR_STEP_FALL = 0.01
 LR_SHORTFALL = 10.0
 UPDATE_RATIO_HEALTHY = 1e-3
@@ -475,6 +483,35 @@ def _explodes(ratio: float, n_hidden: int) -> bool:
     return bool(metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO)
 
 
+def biases_nonzero(config: dict[str, Any]) -> bool:
+    """Whether the network's hidden layers start with non-zero biases: the torch doctor's
+    ``config["biases"]`` (``"nonzero"``/``"zeros"``, read off the model), else a NumPy config's
+    ``bias_init`` (none with batch normalization: its Dense layers have no bias)."""
+    if "biases" in config:
+        return config["biases"] == "nonzero"
+    return not config.get("batchnorm") and not rx._zero_biases(config.get("bias_init", "zeros"))
+
+
+def _shifted_off(ctx: RunContext, layers: list[int]) -> dict[str, float] | None:
+    """For vanishing ``layers`` of a ReLU-family activation (``inactive_frac`` measured): their
+    median share of entries on the flat side (``s <= 0``) at step 0, their median pre-activation
+    mean and std there, when that share is above ``SHIFTED_FRAC``, the mean below 0 and the
+    biases not zero (the biases push the units off: leaky_relu or elu with biases at -5 have
+    every entry at slope 0.01 or exp(-5), 23x smaller gradients per layer, no batch norm
+    needed: zero biases train them to 0.04 / 0.02); else None."""
+    if not layers or not biases_nonzero(ctx.config):
+        return None
+    off, mean, std = (ctx.at(0, q).reindex(layers).dropna()
+                      for q in ("inactive_frac", "pre_mean", "pre_std"))
+    if off.empty or mean.empty:
+        return None
+    share, m = float(off.median()), float(mean.median())
+    if not (share > SHIFTED_FRAC and m < 0):
+        return None
+    return {"inactive": share, "pre_mean": m,
+            "pre_std": float(std.median()) if not std.empty else math.nan}
+
+
 def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     """Shared body of the vanishing and exploding rules (see GRADIENT_DEPTH_SCALES).
 
@@ -534,6 +571,17 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
           "per_layer_factor": per_layer, "depth_scale": n / metric, "n_hidden": n,
           "ratio_init": ratios[0], "ratio_init_step": pairs[0][0], "ratio_end": ratios[-1],
           "init_variance_ratio": init_ratio}
+    shifted = _shifted_off(ctx, layers) if vanishing else None
+    cause = ""
+    if shifted is not None:  # the biases hold the units on their flat side: zero them
+        changes, text = rx.for_shifted_units(ctx.activation)
+        ev.update(inactive_frac_init=shifted["inactive"], pre_mean_init=shifted["pre_mean"],
+                  pre_std_init=shifted["pre_std"])
+        cause = (f" At initialization {100 * shifted['inactive']:.3g}% of the entries of "
+                 f"{_count(len(layers), 'vanishing layer')} are on the flat side of "
+                 f"{ctx.activation} (pre-activation mean {shifted['pre_mean']:.3g}, std "
+                 f"{shifted['pre_std']:.3g}), where its slope is small at every layer: the "
+                 f"non-zero biases hold the units there, which makes the gradient vanish.")
     word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
     other = "larger" if vanishing else "smaller"
     span = (f"a factor {per_layer:.3g} per layer: the {n} hidden layers span {metric:.3g} "
@@ -564,7 +612,7 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
            f"{ratio:.3g}x {how} than in layer {last} (median over "
            f"{_count(len(ratios), 'probe')}"
            f"{_middle(len(ratios))}; "
-           f"{first_ratio}), {span}.")
+           f"{first_ratio}), {span}.{cause}")
     kind = "vanishing_gradients" if vanishing else "exploding_gradients"
     return metric, Finding(kind, layers, ev, msg, changes, text,
                            _severity(metric, GRADIENT_DEPTH_SCALES, log=False))

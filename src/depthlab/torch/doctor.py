@@ -396,6 +396,17 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
     return out
 
 
+def hidden_biases(layers: list[rx.TracedLayer]) -> str:
+    """``"nonzero"`` when a hidden layer (one an activation follows) has a bias with a non-zero
+    entry, else ``"zeros"``: read at initialization, it is ``config["biases"]``, which the
+    rules read (:func:`depthlab.diagnosis.rules.biases_nonzero`: biases that hold a
+    rectifier's units on its flat side are the cause of their vanishing gradients)."""
+    return "nonzero" if any(
+        isinstance(getattr(t.module, "bias", None), torch.Tensor)
+        and bool(torch.any(t.module.bias.detach() != 0)) for t in layers
+        if t.activation_name) else "zeros"
+
+
 def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
     """The diagnosis ``config`` of a torch model: class name, most common activation (and its
     parameters), whether normalization follows its layers (``batchnorm``, as the rules read it
@@ -421,6 +432,7 @@ def describe(model: nn.Module, layers: list[rx.TracedLayer]) -> dict[str, Any]:
         "n_weight_layers": len(layers),
         "modules": [t.name for t in layers],
         "parameters": int(sum(p.numel() for p in model.parameters())),
+        "biases": hidden_biases(layers),
         **({"bn_inference": "population"} if population else {}),
     }
 
@@ -716,6 +728,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
                          "parameter of at least 2 dimensions) to diagnose")
     weights = [(i, t.name, rx.weight_tensors(t.module)[0]) for i, t in enumerate(layers, 1)]
     before = through_time(model, px, py, loss_fn)
+    biases = hidden_biases(layers)  # at initialization (describe reads the trained model)
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
                    probe_batch=(px, py), weight_layers=weights)
     index = _layer_index(result.probes, layers)
@@ -725,7 +738,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
     rules_frame, result.probes = norm_gradient_frame(result.probes)
-    config = describe(model, layers)
+    config = {**describe(model, layers), "biases": biases}
     drift = [] if result.history.diverged else bn_drift(model, px)
     tt = None if before is None or result.history.diverged else through_time(model, px, py,
                                                                                loss_fn)

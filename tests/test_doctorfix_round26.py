@@ -1,0 +1,137 @@
+"""Round 26 (doctorfix26): the doctor's verdicts and findings, honest in both engines."""
+
+import math
+
+import pytest
+
+from depthlab.diagnosis.doctor import _better, _improved
+from depthlab.diagnosis.findings import Verification
+from depthlab.diagnosis.rules import RULES
+
+
+def _verification(kind, before, after, metric_before, metric_after, resolved, chance,
+                  chance_acc, n_val, better=_better):
+    improved = _improved(metric_before, metric_after, resolved)
+    return Verification(
+        kind=kind, prescription={"clip_grad_norm": 1.0}, before=before, after=after,
+        metric=RULES[kind].metric, metric_before=metric_before, metric_after=metric_after,
+        resolved=resolved, helped=bool(improved and better(after, before, n_val, chance,
+                                                           chance_acc)),
+        chance_loss=chance, chance_acc=chance_acc)
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_a_cure_whose_run_did_not_learn_never_helped(engine):
+    """Measured (torch doctor, 8-block N(0, 1) ResNet w16 on digits, sgd 0.1, 100 steps): the
+    baseline diverged at step 2; gradient clipping kept the loss finite, ending at a train loss
+    of 1.378e12 (a constant prediction's: 2.292) with a validation accuracy of 0.1938 against
+    that prediction's 0.1437, and read 'helped' for exploding gradients (metric 71.64 -> 68.63)
+    and 'helped (finding resolved)' for the divergence. A run whose train loss ends more than
+    1.5x a constant prediction's did not learn: 'did not help', the line says why."""
+    if engine == "torch":
+        pytest.importorskip("torch")
+        from depthlab.torch.doctor import _better as better
+    else:
+        better = _better
+    nan = math.nan
+    before = {"train_loss": nan, "val_acc": nan, "diverged": True}
+    after = {"train_loss": 1.378e12, "val_acc": 0.1938, "diverged": False}
+    chance, chance_acc, n_val = 2.292, 0.1437, 160
+    assert not better(after, before, n_val, chance, chance_acc)
+    v = _verification("exploding_gradients", before, after, 71.64, 68.63, False, chance,
+                      chance_acc, n_val, better)
+    assert not v.helped
+    assert v.verdict() == ("did not help (the train loss ended at 1.378e+12, more than 1.5x a "
+                           "constant prediction's 2.292: the run did not learn)"), v.verdict()
+    d = _verification("divergence", before, after, math.inf, 0.02753, True, chance, chance_acc,
+                      n_val, better)
+    assert not d.helped
+    assert d.verdict().startswith("did not help (the finding is gone, but the train loss "
+                                  "ended at 1.378e+12"), d.verdict()
+    # the verdict survives the stored record (the report's line reads it back)
+    assert Verification.from_dict(d.to_dict()).verdict() == d.verdict()
+    # a cure that learned (the matched init: 1.97, acc 0.31) still helped
+    ok = {"train_loss": 1.97, "val_acc": 0.3063, "diverged": False}
+    assert better(ok, before, n_val, chance, chance_acc)
+    # just above chance (a loss 0.722 against ln 2 = 0.693, accuracy up 16 points): the
+    # accuracy's verdict stands, as before
+    assert better({"train_loss": 0.722, "val_acc": 0.645},
+                  {"train_loss": 0.7076, "val_acc": 0.485}, 200, math.log(2), 0.5)
+    # chance unknown: no judgement of learning
+    assert better(after, before, n_val, nan, chance_acc)
+
+
+def _digits(n=400):
+    import numpy as np
+
+    from depthlab.data import load_dataset
+
+    ds = load_dataset("digits", seed=0)
+    x = ds.x_train[:n].astype(np.float32)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    return x, ds.y_train[:n], ds.x_val[:120].astype(np.float32), ds.y_val[:120]
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu"])
+def test_vanishing_gradients_from_negative_biases_are_cured_by_zero_biases_numpy(activation):
+    """Measured (dl.doctor, 64-64x5-10 He, biases Constant(-5), digits, sgd 0.1, 100 steps):
+    every entry of every hidden layer on the flat side (leaky_relu slope 0.01, elu's exp(-5)),
+    gradients 23x / 13x smaller per layer: the vanishing is real, but its cure read 'add
+    batch normalization' (verified 2.297 -> 0.156) and the message did not name the biases.
+    Zero biases trained to 0.043 / 0.019: the prescription is now the biases, and the
+    message names the shift."""
+    import depthlab as dl
+    from depthlab.initializers import get_initializer
+
+    x, y, xv, yv = _digits()
+    cfg = dict(sizes=[64, 32, 32, 32, 32, 32, 10], activation=activation, init="he_normal",
+               bias_init=get_initializer("constant", value=-5.0))
+    d = dl.doctor(cfg, (x, y, xv, yv), steps=30, lr=0.1, verify=False)
+    f = next(f for f in d.findings if f.kind == "vanishing_gradients")
+    assert f.prescription == {"bias_init": "zeros"}, f.prescription
+    assert "flat side" in f.message and "biases" in f.message, f.message
+    assert f.evidence["inactive_frac_init"] > 0.9 and f.evidence["pre_mean_init"] < -4
+    # zero biases: no such finding (the cause is gone)
+    d0 = dl.doctor(dict(cfg, bias_init="zeros"), (x, y, xv, yv), steps=30, lr=0.1,
+                   verify=False)
+    assert "vanishing_gradients" not in d0.kinds
+
+
+@pytest.mark.parametrize("activation", ["LeakyReLU", "ELU"])
+def test_vanishing_gradients_from_negative_biases_are_cured_by_zero_biases_torch(activation):
+    """The same in the torch doctor (its cure was LSUV: it also zeroes the biases, but the
+    message did not say why the gradients vanish); a torch model's default (non-zero, small)
+    biases are no such cause."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    import depthlab.torch as dlt
+
+    x, y, xv, yv = _digits()
+
+    def make(bias):
+        def build():
+            mods, c = [], 64
+            for _ in range(5):
+                mods += [nn.Linear(c, 32), getattr(nn, activation)()]
+                c = 32
+            m = nn.Sequential(*mods, nn.Linear(32, 10))
+            for mod in m.modules():
+                if isinstance(mod, nn.Linear):
+                    nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                    if bias is not None:
+                        nn.init.constant_(mod.bias, bias)
+            return m
+        return build
+
+    torch.manual_seed(0)
+    d = dlt.doctor(make(-5.0), (x, y, xv, yv), steps=30, verify=False)
+    f = next(f for f in d.findings if f.kind == "vanishing_gradients")
+    assert f.prescription == {"bias_init": "zeros"}, f.prescription
+    assert "flat side" in f.message and "biases" in f.message, f.message
+    assert d.config["biases"] == "nonzero"
+    default = dlt.doctor(make(None), (x, y, xv, yv), steps=30, verify=False)
+    assert "vanishing_gradients" not in default.kinds and default.config["biases"] == "nonzero"
+    # read at initialization (trained biases are never all 0)
+    assert dlt.doctor(make(0.0), (x, y, xv, yv), steps=30, verify=False).config["biases"] \
+        == "zeros"
