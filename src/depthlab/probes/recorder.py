@@ -210,9 +210,9 @@ class ProbeRecorder(Callback):
         self._stat_steps: set[int] = set()
         self._hist_done: set[int] = set()
         self._jac_done: set[int] = set()
-        self._w_before: dict[int, tuple[Any, Array]] = {}  # layer -> (W, its copy)
+        self._w_before: dict[int, tuple] = {}  # layer -> (W, its copy, ...): _snapshot_buffers
         self._w_buffers: dict[int, Any] = {}  # reused copies of W (no allocation per record)
-        self._snapshots: dict[int, tuple[Any, Array]] | None = None  # reused while valid
+        self._snapshots: dict[int, tuple] | None = None  # reused while valid
         self._snap_points: list = []  # the probe points of self._snapshots, in its order
         self._pending_loss: int | None = None
         self._net = None
@@ -276,7 +276,7 @@ class ProbeRecorder(Callback):
 
     # -- measurement -------------------------------------------------------------------
     def _layer_records(self, step: int, hist: bool, stats: bool = True,
-                       snapshots: dict[int, tuple[Any, Array]] | None = None) -> set[int]:
+                       snapshots: dict[int, tuple] | None = None) -> set[int]:
         """Statistics and/or histograms of every probe point at ``step``. ``snapshots``: layer
         index -> (its weights, the buffer that is to receive a copy of them); with the compiled
         kernels the copy is made in the statistics' pass over the weights. Returns the indices
@@ -396,20 +396,22 @@ class ProbeRecorder(Callback):
             copied = self._layer_records(label, self._wants_hist(label), snapshots=snapshots)
             self._pending_loss = label
         if snapshots is not None:  # W before this update, for its update_ratio
-            for layer, (weight, buf) in snapshots.items():
+            for layer, (weight, buf, *_) in snapshots.items():
                 if layer not in copied:
                     np.copyto(buf, weight.value)
             self._w_before = snapshots
 
-    def _snapshot_buffers(self) -> dict[int, tuple[Any, Array]]:
-        """Layer index -> (its weights, a reused buffer of their shape and dtype: no allocation
-        per record). The mapping itself is reused while every weight keeps its parameter,
-        shape and dtype (one check per layer and record)."""
+    def _snapshot_buffers(self) -> dict[int, tuple]:
+        """Layer index -> ``(weight, buf, w, w_flat, buf_flat)``: the weight parameter, a
+        reused buffer of its value's shape and dtype (no allocation per record), that value
+        ``w`` itself, and flat views of ``w`` and ``buf`` for the update-norm kernel (None where
+        the kernel cannot take ``w``: another dtype, too large, not C-ordered). The mapping is
+        reused while every parameter keeps its value array (one identity check per layer and
+        record; the optimizers update the values in place)."""
         out = self._snapshots
         if out is not None:
-            for p, (weight, buf) in zip(self._snap_points, out.values()):
-                w = weight.value
-                if p.dense.W is not weight or buf.shape != w.shape or buf.dtype != w.dtype:
+            for p, (weight, _, w, _, _) in zip(self._snap_points, out.values()):
+                if p.dense.W is not weight or weight.value is not w:
                     break
             else:
                 return out
@@ -422,7 +424,10 @@ class ProbeRecorder(Callback):
                 buf = self._w_buffers.get(p.index)
                 if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
                     buf = self._w_buffers[p.index] = np.empty_like(w, order="C")
-                out[p.index] = (weight, buf)
+                flat = (w.dtype in accel.KERNEL_DTYPES and w.size <= accel.MAX_ENTRIES
+                        and w.flags.c_contiguous)
+                out[p.index] = (weight, buf, w, w.reshape(-1) if flat else None,
+                                buf.reshape(-1) if flat else None)
                 points.append(p)
         self._snapshots, self._snap_points = out, points
         return out
@@ -436,9 +441,16 @@ class ProbeRecorder(Callback):
             self._w_before = {}
             # right after the update: W and its copy (made just before it) still in cache (a
             # ratio taken in the next record read the copy back from memory: slower)
+            kernels = accel.kernels()
             layers, ratios = [], []
-            for layer, (weight, w0) in before.items():
-                ratio = _update_ratio(weight, w0)
+            for layer, (weight, w0, w, wf, w0f) in before.items():
+                if kernels is not None and wf is not None and weight.value is w:
+                    # update_norms' kernel on the flat views made with the snapshot layout
+                    sq0, sq1 = kernels.update_norms(wf, w0f)
+                    n0 = math.sqrt(sq0)
+                    ratio = math.sqrt(sq1) / n0 if n0 > 0 else math.inf
+                else:
+                    ratio = _update_ratio(weight, w0)
                 if ratio is not None:  # (None: weights of another shape since the copy)
                     layers.append(layer)
                     ratios.append(ratio)
