@@ -116,8 +116,11 @@ def test_flatten_that_copies_a_non_contiguous_input_is_still_a_chain():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 4))
     df = dlt.predict(model, x, torch.randint(0, 4, (64,)), CE)
     assert set(df.layer) == {1, 2}
-    with pytest.raises(ValueError, match="'0' \\(Flatten\\) -> '1' \\(AlphaDropout\\)"):
-        dlt.predict(nn.Sequential(nn.Flatten(), nn.AlphaDropout(0.5), nn.Linear(64, 4)), x)
+    # an AlphaDropout there (no theory of its own; refused between layers) made the first
+    # layer's input without weights: the theory starts from the values that layer reads
+    # (torchhunt26; it was refused as "'0' (Flatten) -> '1' (AlphaDropout)")
+    assert set(dlt.predict(nn.Sequential(nn.Flatten(), nn.AlphaDropout(0.5), nn.Linear(64, 4)),
+                           x).layer) == {1}
     # train-mode dropout after the copying Flatten is modelled (E[a^2] / (1 - p))
     assert set(dlt.predict(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(64, 4)),
                            x).layer) == {1}
@@ -157,15 +160,28 @@ def test_scaled_or_functionally_activated_residual_is_refused(kw):
         dlt.predict(_res(**kw), torch.randn(64, 16), torch.randint(0, 4, (64,)), CE)
 
 
-@pytest.mark.parametrize("first, name", [(nn.Tanh(), "'0' (Tanh)"),
-                                         (nn.BatchNorm1d(16), "'0' (BatchNorm1d)")])
+@pytest.mark.parametrize("first, name", [(nn.BatchNorm1d(16), "'0' (BatchNorm1d)")])
 def test_a_module_before_the_first_layer_is_refused(first, name):
     """Regression: an activation or normalization before the first layer was ignored (pre_std
-    predicted from the raw input: 1.6x off after a tanh)."""
+    predicted from the raw input: 1.6x off after a tanh). A module without trainable weights
+    before the first layer (a Tanh) is now the chain's start: the theory starts from the values
+    the first layer reads (tests/test_torchhunt_round26.py); one with weights (a BatchNorm's
+    affine) is still refused."""
     model = nn.Sequential(first, nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
     with pytest.raises(ValueError, match="the input of '1' is not the model's input") as e:
         dlt.predict(model, torch.randn(64, 16))
     assert name in str(e.value)
+
+
+def test_an_activation_before_the_first_layer_is_predicted_from_its_output():
+    """The Tanh case of the test above: predicted from tanh(x), as the model without it on
+    tanh(x) (it was predicted from the raw input, 1.6x off, then refused)."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 4))
+    x = torch.randn(64, 16) * 3
+    got = dlt.predict(nn.Sequential(nn.Tanh(), *body), x)
+    want = dlt.predict(body, torch.tanh(x))
+    assert np.allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("model, fragment", [

@@ -92,6 +92,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     sizes: dict[int, int] = {}  # storage -> entries of the tensor first written there (x, a
     # module's output): a layer reading a view with fewer (a slice, one time step) reads a part
     in_sizes: dict[int, int] = {}  # layer or container -> entries of its (last) input
+    first_in: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # the first layer called ->
+    # (its input, a copy of its values): the start of the theory after a weight-free
+    # preprocessing of x in the forward (x / 255, a standardization), see peel()
     handles = []
     own: dict[int, tuple[torch.Tensor, int]] = {}  # module -> (its forward's output, version)
     out_tensors: dict[int, tuple[torch.Tensor, int]] = {}  # layer -> (output s, version)
@@ -141,6 +144,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     def pre(module, args):
         t = _first_tensor(args)
         inputs.setdefault(id(module), []).append(-1 if t is None else _storage(t))
+        if not first_in and t is not None:
+            first_in[id(module)] = (t, t.detach().clone())
         if t is not None and t.grad_fn is not None:
             reads.append((t.grad_fn, _storage(t)))
             if _storage(t) in versions and versions[_storage(t)] + 1 == t._version and \
@@ -455,12 +460,12 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         mids, reached = walk(calls[0], start, lo, outputs[id(info.owner)][1])
         if start is not None and mids and reached == start:
             # pooling or dropout in between: the first reads the whole of start
-            _whole(mids[0].label, mids[0].read, sizes.get(start), start == x_store)
+            _whole(mids[0].label, mids[0].read, sizes.get(start), start in x_starts)
         elif start is not None and not mids:
             calls = [reached]  # through copies of the values (a Flatten that copied)
         if start is not None and calls[0] == start and not mids:
             _whole(repr(info.name), in_sizes.get(id(info.owner)), sizes.get(start),
-                   start == x_store)
+                   start in x_starts)
         elif start is not None and calls[0] != start and not (mids and reached == start):
             what = "the model's input x" if start == x_store else "the previous layer's output"
             made = between(calls[0], start)
@@ -520,12 +525,39 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     x_store = _storage(x) if isinstance(x, torch.Tensor) else None
     prev_end: int | None = x_store  # the first layer reads x itself (or a view of it)
     prev_at = -1  # the call that made prev_end
+
+    def peel(info: LayerInfo) -> tuple[int, int, torch.Tensor] | None:
+        """The first layer's input as the chain's start, (its storage, the call that made
+        it, a copy of its values), when the forward computed it from ``x`` alone, without a
+        weight or another tensor that requires grad (``x / 255``, ``(x - mean) / std`` with
+        buffers, a bridged ``TorchStandardize``, an input clamp): the theory then starts from
+        the values the first layer reads (it was refused as 'the input of 'l1' is not the
+        model's input x'). None where the chain reaches ``x`` itself (its views, copies, and
+        the pooling and dropout modelled between), or the input depends on something else."""
+        calls = inputs.get(id(info.owner), [])
+        held = first_in.get(id(info.owner))
+        if len(calls) != 1 or held is None or calls[0] == x_store \
+                or not held[0].is_floating_point():
+            return None
+        hi = outputs[id(info.owner)][1]
+        if walk(calls[0], x_store, -1, hi)[1] == x_store or not _from_input_alone(held[0], x):
+            return None
+        lo = max([b[3] for b in betweens if b[1] == calls[0] and b[3] < hi], default=-1)
+        return calls[0], lo, held[1]
+
+    x_starts = {x_store}  # the chain's start (x, or the first layer's input: peel())
     i = 0
     while i < len(order):
         info = order[i]
         keys = [k for k, ids in members.items() if id(info.owner) in ids]
+        peeled = peel(info) if not keys and not out and x_store is not None else None
+        if peeled is not None:
+            prev_end, prev_at, _ = peeled
+            x_starts.add(prev_end)
         if not keys:
             seg, prev_end, at = link(info, prev_end, prev_at)
+            if peeled is not None:
+                seg["input"] = peeled[2]
             prev_at = at
             out.append(seg)
             last = (fns.get(at), outputs[id(info.owner)][1], info.name)
@@ -980,6 +1012,38 @@ def _check_instance_forward(m: nn.Module, label: str, what: str) -> None:
                          f"{label} ({type(m).__name__}) has its {n}() replaced on the instance "
                          f"(module.{n} = ...), which the theory does not see; expected "
                          f"{type(m).__name__}'s own {n}()")
+
+
+def _leaves(t: torch.Tensor, limit: int = 4096) -> set[int] | None:
+    """``id`` of every leaf tensor requiring grad that ``t`` is computed from (its autograd
+    graph's ``AccumulateGrad`` nodes; ``t`` itself when it is one), None beyond ``limit``
+    nodes."""
+    if t.grad_fn is None:
+        return {id(t)} if t.requires_grad else set()
+    found: set[int] = set()
+    seen: set[int] = set()
+    todo = [t.grad_fn]
+    while todo:
+        fn = todo.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if len(seen) > limit:
+            return None
+        var = getattr(fn, "variable", None)
+        if isinstance(var, torch.Tensor):
+            found.add(id(var))
+        todo.extend(f for f, _ in fn.next_functions)
+    return found
+
+
+def _from_input_alone(t: torch.Tensor, x: Any) -> bool:
+    """Whether ``t`` depends on the model's input ``x`` and on no other tensor that requires
+    grad (no trainable weight: a preprocessing of ``x`` by fixed operations)."""
+    if not isinstance(x, torch.Tensor) or not x.requires_grad or not t.requires_grad:
+        return False
+    mine, its = _leaves(x), _leaves(t)
+    return bool(mine) and its is not None and bool(its) and its <= mine
 
 
 def _whole(name: str, read: int | None, made: int | None, first: bool) -> None:

@@ -273,7 +273,8 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     segments = chain(model, x, y, loss_fn)
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
         _refresh_hook_weights(model)         # in training mode) updates its buffers
-        x64 = x.detach().to(torch.float64)
+        # the first layer's input when the forward computed it from x alone (x / 255)
+        x64 = segments[0].get("input", x).detach().to(torch.float64)
         bvar = float(x64.var(dim=0, unbiased=False).mean()) if x64.shape[0] > 1 else 0.0
         sq0, mean0 = float(x64.pow(2).mean()), float(x64.mean())
         state = (sq0, mean0, bvar, _gauss_dist(None, sq0 - mean0 ** 2, mean0))

@@ -1,0 +1,99 @@
+"""Round 26 hunt on depthlab.torch: models and loops nobody tried before (torchhunt26)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+from depthlab.bridge.torch_bridge import TorchStandardize  # noqa: E402
+
+CE = nn.CrossEntropyLoss()
+
+
+class _Prep(nn.Module):
+    """A tanh MLP whose forward first transforms its input without weights."""
+
+    def __init__(self, prep) -> None:
+        super().__init__()
+        self.prep = prep
+        self.register_buffer("mean", torch.full((32,), 3.0, dtype=torch.float64))
+        self.register_buffer("std", torch.full((32,), 2.0, dtype=torch.float64))
+        self.l1, self.l2, self.l3 = nn.Linear(32, 128), nn.Linear(128, 128), nn.Linear(128, 10)
+
+    def forward(self, x):
+        if self.prep is not None:
+            x = self.prep(self, x)
+        return self.l3(torch.tanh(self.l2(torch.tanh(self.l1(x)))))
+
+
+_PREPS = {
+    "x / 255": lambda m, x: x / 255.0,
+    "standardize with buffers": lambda m, x: (x - m.mean) / m.std,
+    "clamp": lambda m, x: x.clamp(-1.0, 1.0),
+    "x * x": lambda m, x: x * x,
+}
+
+
+@pytest.mark.parametrize("name", list(_PREPS))
+def test_predict_starts_at_a_weight_free_preprocessing_of_the_input(name):
+    """``dlt.predict`` refused every model whose forward transforms ``x`` before the first
+    layer without weights (``x / 255``, a standardization with buffers): "the input of 'l1' is
+    not the model's input x ... computed by the torch operation 'Div'". The theory now starts
+    from the values the first layer reads: the same prediction as the model without that
+    preprocessing given the preprocessed input."""
+    torch.manual_seed(0)
+    model = _Prep(_PREPS[name]).double()
+    plain = _Prep(None).double()
+    plain.load_state_dict(model.state_dict())
+    x = (torch.randn(256, 32, dtype=torch.float64) * 2 + 3) * (255 if "255" in name else 1)
+    y = torch.randint(0, 10, (256,))
+    got = dlt.predict(model, x, y, CE)
+    with torch.no_grad():
+        x_in = _PREPS[name](model, x)
+    want = dlt.predict(plain, x_in, y, CE)
+    assert list(got.quantity) == list(want.quantity)
+    assert np.allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-12)
+    assert np.allclose(got.value.to_numpy(), want.value.to_numpy(), rtol=1e-12)
+
+
+def test_predict_takes_a_bridged_standardization_before_the_first_layer():
+    """A ``TorchStandardize`` module first (what ``to_torch`` makes of a depthlab network's
+    input standardization) was refused: "it is the output of '0' (TorchStandardize)"."""
+    torch.manual_seed(0)
+    body = [nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 4)]
+    mean, std = torch.full((16,), 3.0), torch.full((16,), 2.0)
+    model = nn.Sequential(TorchStandardize(mean, std), *body)
+    x = torch.randn(256, 16) * 2 + 3
+    y = torch.randint(0, 4, (256,))
+    got = dlt.predict(model, x, y, CE)
+    want = dlt.predict(nn.Sequential(*body), (x - mean) / std, y, CE)
+    assert np.allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-6)
+    grad = got[got.quantity == "grad_pre_std"]
+    assert np.allclose(grad.predicted, grad.value, rtol=0.2)
+
+
+class _Scaled(nn.Module):
+    def __init__(self, trainable: bool) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((16,), 2.0), requires_grad=trainable)
+        self.l1, self.l2 = nn.Linear(16, 64), nn.Linear(64, 4)
+
+    def forward(self, x):
+        return self.l2(torch.relu(self.l1(x * self.scale)))
+
+
+def test_a_preprocessing_with_a_trainable_weight_is_still_refused():
+    """The start moves to the first layer's input only when that input depends on ``x`` and on
+    no tensor that requires grad: an input scale that is a trainable parameter (a layer the
+    theory does not model) is refused as before; frozen, it is a fixed transformation."""
+    x, y = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    with pytest.raises(ValueError, match="the input of 'l1' is not the model's input x"):
+        dlt.predict(_Scaled(True), x, y, CE)
+    torch.manual_seed(0)
+    frozen = _Scaled(False)
+    got = dlt.predict(frozen, x, y, CE)
+    assert got.predicted.notna().all() and len(got) == 5
