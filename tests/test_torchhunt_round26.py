@@ -97,3 +97,60 @@ def test_a_preprocessing_with_a_trainable_weight_is_still_refused():
     frozen = _Scaled(False)
     got = dlt.predict(frozen, x, y, CE)
     assert got.predicted.notna().all() and len(got) == 5
+
+
+class _Fn(nn.Module):
+    """Conv -> an activation the forward applies itself -> pool -> Linear."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.conv, self.head = nn.Conv2d(3, 8, 3), nn.Linear(8, 3)
+        with torch.no_grad():
+            self.conv.bias[:2] = -40.0  # two channels far below 0 (saturated, or nearly flat)
+
+    def forward(self, x):
+        return self.head(self.fn(self.conv(x)).mean((2, 3)))
+
+
+_IN_PLACE = {
+    "elu_": (lambda h: torch.nn.functional.elu_(h, 0.5),
+             lambda h: torch.nn.functional.elu(h, 0.5)),
+    "selu": (lambda h: torch.nn.functional.selu(h, inplace=True), torch.nn.functional.selu),
+    "celu": (lambda h: torch.nn.functional.celu(h, 2.0, inplace=True),
+             lambda h: torch.nn.functional.celu(h, 2.0)),
+    "hardsigmoid": (lambda h: torch.nn.functional.hardsigmoid(h, inplace=True),
+                    torch.nn.functional.hardsigmoid),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", list(_IN_PLACE))
+def test_an_in_place_functional_elu_family_activation_gets_its_rows(name, dtype):
+    """``F.elu_(h)``, ``F.selu(h, inplace=True)``, ``F.celu(h, inplace=True)`` and
+    ``F.hardsigmoid(h, inplace=True)`` on a layer output gave no ``act_*``,
+    ``inactive_frac``/``saturated_frac`` or ``dead_frac`` rows (only ReLU, LeakyReLU, Tanh,
+    Sigmoid and Hardtanh were read from the output an in-place activation leaves), while the
+    same function out of place had them: now the same table (their slopes are functions of
+    the output; a unit far below 0 is still alive, as autograd's e^s says)."""
+    in_place, plain = _IN_PLACE[name]
+    torch.manual_seed(0)
+    model = _Fn(in_place).to(dtype)
+    twin = _Fn(plain).to(dtype)
+    twin.load_state_dict(model.state_dict())
+    x, y = torch.randn(16, 3, 6, 6, dtype=dtype), torch.randint(0, 3, (16,))
+    got = dlt.probe(model, x, y, CE)
+    want = dlt.probe(twin, x, y, CE)
+    key = ["layer", "quantity"]
+    got, want = got.sort_values(key).reset_index(drop=True), want.sort_values(key).reset_index(
+        drop=True)
+    assert list(zip(got.layer, got.quantity)) == list(zip(want.layer, want.quantity))
+    assert "act_std" in set(got.quantity) and "dead_frac" in set(got.quantity)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert np.allclose(got.value.to_numpy(), want.value.to_numpy(), rtol=tol, atol=1e-30)
+    with dlt.Watch(model, every=1) as watch:  # the Watch's record: the same rows
+        loss = CE(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    rows = watch.frame()
+    assert set(rows.quantity) >= {"act_std", "dead_frac"}

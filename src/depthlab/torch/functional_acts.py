@@ -16,7 +16,9 @@ taken as a module's hooks take them, by the same accumulators, on the layer outp
 ``f(s)`` computed again by the equivalent module (the same torch function: the same values);
 an in-place activation (``F.relu(h, inplace=True)``, ``h.tanh_()``) is read from ``s``, which
 holds ``f(s)`` now (ReLU, LeakyReLU, Tanh, Sigmoid, Hardtanh/ReLU6: their ``f'(s)`` is a
-function of ``f(s)``; other in-place activations get no rows).
+function of ``f(s)``, and so are Hardsigmoid's and the slopes of ELU, SELU and CELU below 0;
+other in-place activations, SiLU, Mish, Hardswish, whose input ``f(s)`` does not tell, get no
+rows).
 
 Rules, as for modules: the first activation (in execution order) that reads an output is its
 follower; an output changed in place before the end of the forward (``h += skip``) by anything
@@ -117,6 +119,23 @@ def _out_derivative(spec: ActivationSpec, key: tuple) -> ActivationSpec | None:
         d = spec.derivative
     elif cls in (nn.Hardtanh, nn.ReLU6):  # lo < f(s) < hi exactly where lo < s < hi
         d = spec.derivative
+    elif cls is nn.Hardsigmoid:  # s / 6 + 1 / 2 clamped: 0 < f(s) < 1 where -3 < s < 3
+        def d(a):
+            return ((a > 0) & (a < 1)).to(a.dtype) / 6
+    elif cls in (nn.ELU, nn.SELU, nn.CELU) and (cls is nn.SELU or key[1] > 0):
+        # F.elu_(h), F.selu(h, inplace=True), F.celu(h, inplace=True): sign(f(s)) = sign(s),
+        # and below 0 the slope is the output plus a constant (ELU: alpha e^s = f(s) + alpha;
+        # SELU: scale alpha e^s = f(s) + scale alpha; CELU: e^(s / alpha) = f(s) / alpha + 1),
+        # never 0 (where f(s) rounds to its floor, e^s is below the rounding: a unit is dead
+        # only where its slope underflows, as for the module)
+        if cls is nn.SELU:
+            top, floor, div = _SELU_SCALE, _SELU_SCALE * _SELU_ALPHA, 1.0
+        else:
+            top, floor, div = 1.0, float(key[1]), float(key[1]) if cls is nn.CELU else 1.0
+
+        def d(a):
+            tiny = torch.finfo(a.dtype).tiny
+            return torch.where(a > 0, torch.full_like(a, top), ((a + floor) / div).clamp_min(tiny))
     else:
         return None
     return dataclasses.replace(spec, derivative=d)
@@ -156,30 +175,31 @@ def record_functional(rec, output) -> None:
     """Add the rows of the functional activations of the pass just forwarded (see the module
     docstring) to ``rec.p.act``; called by :meth:`Recording._model_post` before the pass's
     links are dropped and its percentiles frozen."""
-    from .hooks import _ver
-
     p = rec.p
-    cands: list[tuple] = []  # (tensor, version, info, in-place node or None)
+    outs: list[torch.Tensor] | None = None  # the tensors the model returns (when needed)
+    returned: set[int] = set()
+    todo: list[tuple] = []  # (tensor, version, info, in-place node or None)
     for t, v, info, kind in p.links.values():
-        if kind != "layer" and kind != "norm":
+        if kind != "layer" and kind != "norm" or v == -1:
             continue
-        fn = t.grad_fn
-        if fn is None or v == -1:
-            continue
-        now = _ver(t)
+        now = t._version  # (v is not -1: no inference tensor, which has no version counter)
         if now == v:
-            cands.append((t, v, info, None))
-        elif now == v + 1 and fn.name() in ACT_NODES:  # F.relu(h, inplace=True)
-            cands.append((t, v, info, fn))
-    if not cands:
-        return
-    outs: list[torch.Tensor] = []
-    _tensors(output, outs)
-    returned = {id(o) for o in outs}
-    # the outputs the model returns as they are have no follower inside the forward
-    todo = [c for c in cands if c[3] is not None or id(c[0]) not in returned]
+            if outs is None:
+                outs = []
+                _tensors(output, outs)
+                returned = {id(o) for o in outs}
+            # the outputs the model returns as they are have no follower inside the forward
+            if id(t) not in returned and t.grad_fn is not None:
+                todo.append((t, v, info, None))
+        elif now == v + 1:  # F.relu(h, inplace=True)
+            fn = t.grad_fn
+            if fn is not None and fn.name() in ACT_NODES:
+                todo.append((t, v, info, fn))
     if not todo:
         return
+    if outs is None:
+        outs = []
+        _tensors(output, outs)
     consumers = _consumers(rec, p, outs, [c for c in todo if c[3] is None])
     # the activation modules' own nodes: measured by their hooks (a module reading a view of
     # the output leaves the output's own link untaken)
