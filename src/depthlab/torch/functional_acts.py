@@ -175,31 +175,30 @@ def record_functional(rec, output) -> None:
     """Add the rows of the functional activations of the pass just forwarded (see the module
     docstring) to ``rec.p.act``; called by :meth:`Recording._model_post` before the pass's
     links are dropped and its percentiles frozen."""
+    from .hooks import _ver
+
     p = rec.p
-    outs: list[torch.Tensor] | None = None  # the tensors the model returns (when needed)
-    returned: set[int] = set()
-    todo: list[tuple] = []  # (tensor, version, info, in-place node or None)
+    cands: list[tuple] = []  # (tensor, version, info, in-place node or None)
     for t, v, info, kind in p.links.values():
-        if kind != "layer" and kind != "norm" or v == -1:
+        if kind != "layer" and kind != "norm":
             continue
-        now = t._version  # (v is not -1: no inference tensor, which has no version counter)
+        fn = t.grad_fn
+        if fn is None or v == -1:
+            continue
+        now = _ver(t)
         if now == v:
-            if outs is None:
-                outs = []
-                _tensors(output, outs)
-                returned = {id(o) for o in outs}
-            # the outputs the model returns as they are have no follower inside the forward
-            if id(t) not in returned and t.grad_fn is not None:
-                todo.append((t, v, info, None))
-        elif now == v + 1:  # F.relu(h, inplace=True)
-            fn = t.grad_fn
-            if fn is not None and fn.name() in ACT_NODES:
-                todo.append((t, v, info, fn))
+            cands.append((t, v, info, None))
+        elif now == v + 1 and fn.name() in ACT_NODES:  # F.relu(h, inplace=True)
+            cands.append((t, v, info, fn))
+    if not cands:
+        return
+    outs: list[torch.Tensor] = []
+    _tensors(output, outs)
+    returned = {id(o) for o in outs}
+    # the outputs the model returns as they are have no follower inside the forward
+    todo = [c for c in cands if c[3] is not None or id(c[0]) not in returned]
     if not todo:
         return
-    if outs is None:
-        outs = []
-        _tensors(output, outs)
     consumers = _consumers(rec, p, outs, [c for c in todo if c[3] is None])
     # the activation modules' own nodes: measured by their hooks (a module reading a view of
     # the output leaves the output's own link untaken)
