@@ -154,3 +154,43 @@ def test_an_in_place_functional_elu_family_activation_gets_its_rows(name, dtype)
         watch.step(loss)
     rows = watch.frame()
     assert set(rows.quantity) >= {"act_std", "dead_frac"}
+
+
+class _Pixels(nn.Module):
+    """An Atari DQN's layout: uint8 frames converted in the forward (x.float() / 255)."""
+
+    def __init__(self, convert: bool = True) -> None:
+        super().__init__()
+        self.convert = convert
+        self.c1, self.c2 = nn.Conv2d(2, 16, 4, stride=2), nn.Conv2d(16, 16, 3)
+        self.fc = nn.Linear(16 * 3 * 3, 6)
+
+    def forward(self, x):
+        if self.convert:
+            x = x.float() / 255.0
+        h = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.fc(h.flatten(1))
+
+
+def test_predict_takes_integer_pixels_that_the_forward_converts():
+    """``dlt.predict`` refused any integer ``x`` ("x must be a floating-point tensor, got dtype
+    torch.uint8"), also for a model that converts it itself before its first layer (the DQN
+    layout, ``x.float() / 255``; a Watch on it had no theory): now predicted from the values
+    the first layer reads, as the model without the conversion on ``x.float() / 255``. Token
+    ids into an Embedding, and integers read by a layer as they are, are still refused."""
+    torch.manual_seed(0)
+    model, plain = _Pixels(), _Pixels(convert=False)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randint(0, 256, (32, 2, 12, 12), dtype=torch.uint8)
+    y = torch.randn(32, 6)
+    got = dlt.predict(model, x, y, nn.MSELoss())
+    want = dlt.predict(plain, x.float() / 255.0, y, nn.MSELoss())
+    assert len(got) == len(want) == 8
+    assert np.allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-12)
+    assert np.allclose(got.value.to_numpy(), want.value.to_numpy(), rtol=1e-12)
+    embed = nn.Sequential(nn.Embedding(10, 8), nn.Flatten(), nn.Linear(24, 3))
+    with pytest.raises(TypeError, match="got dtype torch.int64 .*Embedding are not supported"):
+        dlt.predict(embed, torch.randint(0, 10, (16, 3)))
+    with pytest.raises(TypeError, match="got dtype torch.int64 .*before its first layer"):
+        dlt.predict(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)),
+                    torch.randint(0, 10, (16, 3)))

@@ -1039,8 +1039,14 @@ def _leaves(t: torch.Tensor, limit: int = 4096) -> set[int] | None:
 
 def _from_input_alone(t: torch.Tensor, x: Any) -> bool:
     """Whether ``t`` depends on the model's input ``x`` and on no other tensor that requires
-    grad (no trainable weight: a preprocessing of ``x`` by fixed operations)."""
-    if not isinstance(x, torch.Tensor) or not x.requires_grad or not t.requires_grad:
+    grad (no trainable weight: a preprocessing of ``x`` by fixed operations). For an integer
+    ``x`` (pixels 0-255 that the forward converts, ``x.float() / 255``), which no gradient
+    reaches: whether ``t`` is real and depends on no tensor that requires grad."""
+    if not isinstance(x, torch.Tensor) or not t.is_floating_point():
+        return False
+    if not x.is_floating_point() and not x.is_complex():
+        return not t.requires_grad
+    if not x.requires_grad or not t.requires_grad:
         return False
     mine, its = _leaves(x), _leaves(t)
     return bool(mine) and its is not None and bool(its) and its <= mine

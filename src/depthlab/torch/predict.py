@@ -244,16 +244,21 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                         f"name, got {type(loss_fn).__name__}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype} (predict() "
-                        "propagates variances from real-valued inputs; token ids into an "
-                        "Embedding are not supported)")
+    # integer x (uint8 pixels): predicted when the forward converts it before the first
+    # layer without weights (a DQN's x.float() / 255), from the values that layer reads
+    integer = not x.is_floating_point() and not x.is_complex()
+    not_real = (f"x must be a floating-point tensor, got dtype {x.dtype} (predict() "
+                "propagates variances from real-valued inputs, or from the real values a "
+                "forward makes of integer ones before its first layer, x.float() / 255; token "
+                "ids into an Embedding are not supported)")
+    if not x.is_floating_point() and not integer:
+        raise TypeError(not_real)
     check_batch(x)
     if x.dim() < 2:
         raise ValueError(f"x must be a batch of examples (N, features...), got shape "
                          f"{tuple(x.shape)}: its entries were taken for the examples "
                          "(x[None] is one example)")
-    bad = int((~torch.isfinite(x.detach())).sum())
+    bad = 0 if integer else int((~torch.isfinite(x.detach())).sum())
     if bad:
         raise ValueError(f"x has {bad} non-finite entries (NaN or inf) of {x.numel()}; expected "
                          "finite inputs (predict() propagates their mean and variance)")
@@ -267,10 +272,18 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                                  "diverged or corrupted model); expected finite weights "
                                  "(predict() propagates their mean and variance)")
     wdtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
-    if x.dtype != wdtype:
+    if x.dtype != wdtype and not integer:
         raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
                         f"x of the model's dtype (x.to({wdtype}))")
-    segments = chain(model, x, y, loss_fn)
+    try:
+        segments = chain(model, x, y, loss_fn)
+    except (TypeError, ValueError) as e:  # (a layer that read the integers themselves)
+        if integer and (str(e).startswith("x has dtype") or any(
+                isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())):
+            raise TypeError(not_real) from None
+        raise
+    if integer and "input" not in segments[0]:
+        raise TypeError(not_real)
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
         _refresh_hook_weights(model)         # in training mode) updates its buffers
         # the first layer's input when the forward computed it from x alone (x / 255)
