@@ -194,3 +194,28 @@ def test_predict_takes_integer_pixels_that_the_forward_converts():
     with pytest.raises(TypeError, match="got dtype torch.int64 .*before its first layer"):
         dlt.predict(nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 3)),
                     torch.randint(0, 10, (16, 3)))
+
+
+class _Converts(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(16, 128), nn.Linear(128, 4)
+
+    def forward(self, x):
+        return self.l2(torch.tanh(self.l1(x.float())))
+
+
+def test_predict_takes_float64_rows_that_the_forward_converts():
+    """Float64 rows (``torch.from_numpy``) for a float32 model whose forward converts them
+    (``x.float()``) were refused ("x has dtype torch.float64 but the model's weights are
+    torch.float32") though the model runs on them: now the prediction of ``x.float()``; a model
+    that does not convert still gets that TypeError."""
+    torch.manual_seed(0)
+    model = _Converts()
+    x, y = torch.randn(64, 16, dtype=torch.float64), torch.randint(0, 4, (64,))
+    got = dlt.predict(model, x, y, CE)
+    want = dlt.predict(model, x.float(), y, CE)
+    assert np.allclose(got.predicted.to_numpy(), want.predicted.to_numpy(), rtol=1e-12)
+    with pytest.raises(TypeError, match="x has dtype torch.float64 but the model's weights are "
+                                        r"torch.float32; expected x of the model's dtype"):
+        dlt.predict(nn.Sequential(nn.Linear(16, 4)), x)

@@ -272,18 +272,23 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                                  "diverged or corrupted model); expected finite weights "
                                  "(predict() propagates their mean and variance)")
     wdtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
-    if x.dtype != wdtype and not integer:
-        raise TypeError(f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected "
-                        f"x of the model's dtype (x.to({wdtype}))")
+    # x of another dtype than the weights: predicted when the forward converts it before the
+    # first layer (float64 rows from NumPy, x.float() in the forward), else refused
+    mismatch = x.dtype != wdtype and not integer
+    other_dtype = (f"x has dtype {x.dtype} but the model's weights are {wdtype}; expected x "
+                   f"of the model's dtype (x.to({wdtype})), or a forward that converts it "
+                   "before its first layer")
     try:
         segments = chain(model, x, y, loss_fn)
     except (TypeError, ValueError) as e:  # (a layer that read the integers themselves)
         if integer and (str(e).startswith("x has dtype") or any(
                 isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())):
             raise TypeError(not_real) from None
+        if mismatch and str(e).startswith("x has dtype"):
+            raise TypeError(other_dtype) from None
         raise
-    if integer and "input" not in segments[0]:
-        raise TypeError(not_real)
+    if (integer or mismatch) and "input" not in segments[0]:
+        raise TypeError(not_real if integer else other_dtype)
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
         _refresh_hook_weights(model)         # in training mode) updates its buffers
         # the first layer's input when the forward computed it from x alone (x / 255)
