@@ -67,11 +67,12 @@ CASES = {
     # biases at -3: every unit starts (and stays) off
     "dead units": (dict(sizes=SMALL, activation="relu", init="he_normal", bias_init=-3.0),
                    "X", dict(lr=0.05), "dead_relu", (0.9, 1.0)),
-    # loss 2.6 -> 17.8 and still finite; updates of 25% of the weights' norm
+    # loss 2.6 -> 17.8 and still finite; updates of 25% of the weights' norm (46% at one of
+    # the first 10 updates, measured since doctorfix26)
     "lr too high, finite": (dict(sizes=[64, 128, 128, 10], activation="tanh",
                                  init="glorot_uniform"), "digits",
                             dict(lr=2.0, optimizer_kwargs={"momentum": 0.9}), "lr_too_high",
-                            (0.15, 0.4)),
+                            (0.15, 0.6)),
     "lr too high, diverging": (dict(sizes=SMALL, activation="relu", init="he_normal"), "X",
                                dict(lr=3.0), "divergence", (np.inf, np.inf)),
     # running statistics start at (0, 1) and follow with momentum 0.001: variance off 1.9x

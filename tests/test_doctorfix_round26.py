@@ -135,3 +135,62 @@ def test_vanishing_gradients_from_negative_biases_are_cured_by_zero_biases_torch
     # read at initialization (trained biases are never all 0)
     assert dlt.doctor(make(0.0), (x, y, xv, yv), steps=30, verify=False).config["biases"] \
         == "zeros"
+
+
+def test_numpy_doctor_reads_the_first_updates_for_a_too_high_learning_rate():
+    """dl.doctor, 64-32-32-32-10 gelu He, standardized digits, Adam lr 0.3, 60 steps: the run
+    ended at chance (train loss 2.317, ln 10 = 2.303) with a clean bill of health: Adam's first
+    updates, its largest, rewrite the weights, but the update ratio was read only at the
+    probed steps 10, 20, ... Now the first 10 updates are measured too, and with the mean
+    training loss of those steps not below step 0's the learning rate is too high."""
+    import depthlab as dl
+
+    x, y, xv, yv = _digits(600)
+    cfg = dict(sizes=[64, 32, 32, 32, 10], activation="gelu", init="he_normal")
+    d = dl.doctor(cfg, (x, y, xv, yv), steps=60, optimizer="adam", lr=0.3, batch_size=32)
+    f = next((f for f in d.findings if f.kind == "lr_too_high"), None)
+    assert f is not None, d.kinds
+    assert "first updates" in f.message, f.message
+    assert f.evidence["metric"] >= 0.1 and f.evidence["early_loss_mean"] >= 0.99 * \
+        f.evidence["loss_step0"]
+    assert f.prescription == {"lr": 0.03}, f.prescription
+    # a learning rate whose large first steps lowered the loss: no finding
+    ok = dl.doctor(cfg, (x, y, xv, yv), steps=60, optimizer="adam", lr=0.03, batch_size=32)
+    assert "lr_too_high" not in ok.kinds, ok.kinds
+
+
+def test_torch_doctor_reads_the_first_updates_for_a_too_high_learning_rate():
+    """dlt.doctor, a post-norm nn.TransformerEncoder (2 layers, d 16, sequences of 12) at Adam
+    lr 0.1: train loss 1.33 at 4-class chance (ln 4 = 1.386; lr 0.01: 0.02) and no finding.
+    Its updates rewrote 0.67 of the weights at step 1, 0.26 at step 3, while the probed steps
+    (10, 20, ...) read 0.075 and less, and the training loss over the first 10 updates stayed
+    above step 0's (1.03-1.14x over seeds 0-2). Now lr_too_high; at lr 0.03, whose large first
+    steps lowered the loss (0.71-0.85x), none."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+    from torch import nn
+
+    import depthlab.torch as dlt
+
+    g = np.random.default_rng(0)
+    n, t, dim = 600, 12, 16
+    xs = g.normal(size=(n, t, dim)).astype(np.float32)
+    ys = (xs[:, :, 0].sum(1) > 0).astype(np.int64) + 2 * (xs[:, :, 1].sum(1) > 0)
+
+    class TF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = nn.TransformerEncoderLayer(dim, 2, 32, dropout=0.0, batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = nn.Linear(dim, 4)
+
+        def forward(self, x):
+            return self.head(self.enc(x).mean(1))
+
+    torch.manual_seed(0)
+    d = dlt.doctor(TF, (xs, ys), optimizer=("adam", {"lr": 0.1}), steps=100, verify=False)
+    f = next((f for f in d.findings if f.kind == "lr_too_high"), None)
+    assert f is not None, d.kinds
+    assert "first updates" in f.message and f.evidence["metric"] > 0.3, f.message
+    ok = dlt.doctor(TF, (xs, ys), optimizer=("adam", {"lr": 0.03}), steps=100, verify=False)
+    assert "lr_too_high" not in ok.kinds, ok.kinds

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..backend import data_array
 from ..backend import rng as make_rng
@@ -21,7 +22,7 @@ from ..losses import REGISTRY as LOSS_REGISTRY
 from ..losses import one_hot_labels
 from ..models import mlp
 from ..network import Network
-from ..probes.recorder import ProbeRecorder
+from ..probes.recorder import ProbeRecorder, _update_ratio
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
@@ -29,7 +30,15 @@ from ..training.trainer import Callback, Trainer, _check_callbacks
 from ..validators import keyword_hints, positive_int
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
-from .rules import DIVERGENCE_RISE, NORM_GRAD, RULES, RunContext, evaluate, norm_gradient_frame
+from .rules import (
+    DIVERGENCE_RISE,
+    EARLY_UPDATE_STEPS,
+    NORM_GRAD,
+    RULES,
+    RunContext,
+    evaluate,
+    norm_gradient_frame,
+)
 
 PROBE_EXAMPLES = 300
 """Size of the fixed probe batch (Glorot & Bengio's 300 held-out examples)."""
@@ -308,6 +317,41 @@ class _Recorder(ProbeRecorder):
         return copied
 
 
+class _EarlyRatios(Callback):
+    """``||W_k - W_(k-1)|| / ||W_(k-1)||`` of each probe point's Dense at the first
+    ``EARLY_UPDATE_STEPS`` updates that the recorder does not probe (step ``k`` not a multiple
+    of ``every``): the rules' ``RunContext.early_update_ratios`` (Adam's first steps are its
+    largest; the probed steps 10, 20, ... missed them). One weight copy per such update."""
+
+    def __init__(self, net: Network, every: int) -> None:
+        self.points = [p for p in net.probe_points() if p.dense is not None]
+        self.every = every
+        self.values: dict[tuple[int, int], float] = {}
+        self._before: dict[int, Any] = {}
+
+    def before_update(self, trainer: Trainer, step: int) -> None:
+        if step <= EARLY_UPDATE_STEPS and step % self.every:
+            self._before = {id(p.dense): p.dense.W.value.copy() for p in self.points}
+
+    def after_update(self, trainer: Trainer, step: int, loss: float) -> None:
+        if not self._before:
+            return
+        ratios: dict[int, float | None] = {}
+        for p in self.points:
+            key = id(p.dense)
+            if key not in ratios:  # w0 may be overwritten: one ratio per Dense
+                ratios[key] = _update_ratio(p.dense.W, self._before[key])
+            r = ratios[key]
+            self.values[(step, p.index)] = math.nan if r is None else float(r)
+        self._before = {}
+
+    def series(self) -> pd.Series | None:
+        if not self.values:
+            return None
+        return pd.Series(list(self.values.values()), index=pd.MultiIndex.from_tuples(
+            list(self.values), names=["step", "layer"]), dtype=np.float64)
+
+
 def _xhat_std(grad: Any, bn: BatchNorm) -> float:
     """The population std of dL/dxhat = gamma * ``grad`` (``grad`` = dL/dy at ``bn``'s
     output), in float64."""
@@ -335,12 +379,13 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
     px, py = src_x[:PROBE_EXAMPLES], src_y[:PROBE_EXAMPLES]
     rec = _Recorder(px, py, settings["loss"], every=settings["probe_every"],
                     histogram_steps=())
+    early = _EarlyRatios(net, settings["probe_every"])
     trainer = Trainer(net, loss=settings["loss"], optimizer=settings["optimizer"],
                       lr=settings["lr"], optimizer_kwargs=settings["optimizer_kwargs"],
                       batch_size=settings["batch_size"], epochs=None,
                       max_steps=settings["steps"], seed=settings["seed"],
                       l1=settings.get("l1", 0.0), l2=settings.get("l2", 0.0),
-                      callbacks=[rec, *callbacks])
+                      callbacks=[rec, early, *callbacks])
     with np.errstate(all="ignore"):
         hist = trainer.fit(data.x, data.y, data.x_val, data.y_val)
         drift = [] if hist.diverged else _bn_drift(net, px.astype(net.dtype, copy=False))
@@ -356,7 +401,8 @@ def _train(net: Network, config: dict[str, Any], data: _Data, settings: dict[str
                      bn_drift=drift, probe_examples=int(px.shape[0]), bn_losses=bn_losses,
                      chance_loss=constant_loss(settings["loss"], py, _outputs(config)),
                      input_stats=_input_stats(data.x),
-                     target_stats=_target_stats(settings["loss"], data.y))
+                     target_stats=_target_stats(settings["loss"], data.y),
+                     early_update_ratios=early.series())
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     return _Run(ctx, findings, by_kind, probes)
 

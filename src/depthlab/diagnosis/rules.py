@@ -34,7 +34,20 @@ Thresholds (module constants):
                               (a 4-16-1 tanh regression, sgd lr 0.1: ratios up to 0.36, the
                               16->1 output layer's weights growing to the targets' scale,
                               while the probe loss fell 6.6 -> 0.11 in 10 steps; lr 0.01
-                              left the train loss at 4.2)
+                              left the train loss at 4.2). The first ``EARLY_UPDATE_STEPS``
+                              (10) updates are measured too, probed or not
+                              (``RunContext.early_update_ratios``): Adam's first steps are its
+                              largest (about lr / rms(W) each), and a post-norm transformer
+                              at Adam lr 0.1 rewrote 0.67 of its weights at step 1, 0.26 at
+                              3, while its probed steps (10, 20, ...) read 0.075 and less;
+                              such large first steps count unless the mean training loss of
+                              the first 10 updates (every step's mini-batch loss, read after
+                              each) fell by more than ``LR_STEP_FALL`` below the loss at step
+                              0 (the probe batch's): it was 1.03-1.14x that loss (seeds 0-2)
+                              and the run ended at chance (train loss 1.29-1.33, ln 4 = 1.386;
+                              lr 0.01: 0.02), where lr 0.03's first steps (0.21 at step 1)
+                              lowered it to 0.71-0.85x (a run whose loss became non-finite
+                              is the divergence finding's)
 ``LR_SHORTFALL`` 10           the learning rate is too low: ``1e-3`` (a healthy ``||dW|| / ||W||``)
                               over the largest update ratio of any hidden layer at any probed
                               step, above 10 (no layer ever moved by 1e-4 of its weights),
@@ -200,6 +213,7 @@ DIVERGENCE_RISE = 1.5
 DIVERGENCE_FLOOR = 0.1
 UPDATE_RATIO_HIGH = 0.1
 SHIFTED_FRAC = 0.9
+EARLY_UPDATE_STEPS = 10
 LR_STEP_FALL = 0.01
 LR_SHORTFALL = 10.0
 UPDATE_RATIO_HEALTHY = 1e-3
@@ -299,6 +313,10 @@ class RunContext:
     # trained on them, for a regression loss (mse, huber) on targets that are not one-hot
     # rows; empty: not a regression, or not known (the torch doctor)
     target_stats: dict[str, Any] = field(default_factory=dict)
+    # ||dW|| / ||W|| of the hidden layers at the first updates that were not probed (at most
+    # EARLY_UPDATE_STEPS), indexed by (step, layer) as the probe table's update_ratio; None:
+    # not measured
+    early_update_ratios: pd.Series | None = None
 
     def __post_init__(self) -> None:
         f = self.frame
@@ -1108,32 +1126,94 @@ def _update_ratios(ctx: RunContext) -> pd.Series | None:
     return None if ur.empty else ur
 
 
+def _early_ratios(ctx: RunContext) -> pd.Series | None:
+    """The hidden layers' finite ``||dW|| / ||W||`` at the first, unprobed updates
+    (``ctx.early_update_ratios``, indexed by step and layer), or None when there are none."""
+    er = ctx.early_update_ratios
+    if er is None or not len(er):
+        return None
+    er = er.dropna()
+    er = er[(er.index.get_level_values("layer") >= 1) & np.isfinite(er.to_numpy())]
+    return None if er.empty else er
+
+
+def early_loss_fall(ctx: RunContext) -> tuple[float, float]:
+    """``(mean training loss after updates 1..EARLY_UPDATE_STEPS, loss at step 0)``: every
+    step's mini-batch loss (``ctx.history.step_loss[1:EARLY_UPDATE_STEPS + 1]``, each taken
+    after that many updates) against the fixed probe batch's loss at step 0 (the first
+    mini-batch's when not probed); NaN where not recorded."""
+    losses = np.asarray(ctx.history.step_loss, dtype=np.float64)
+    window = losses[1:EARLY_UPDATE_STEPS + 1]
+    start = math.nan
+    t = ctx.table
+    if not t.empty and "loss" in t.columns and ctx.steps and ctx.steps[0] == 0:
+        try:
+            start = float(t["loss"].xs(0, level="layer").get(0, math.nan))
+        except KeyError:
+            pass
+    if not math.isfinite(start) and losses.size:
+        start = float(losses[0])
+    mean = float(window.mean()) if window.size and np.all(np.isfinite(window)) else math.nan
+    return mean, start
+
+
 def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     """Steps that rewrite >= 10% of the weights: ``||dW|| / ||W||`` per layer (median over the
-    layers at each probed step, largest over the steps) at or above ``UPDATE_RATIO_HIGH``."""
-    ur = _update_ratios(ctx)
-    if ur is None:
+    layers at each probed step, and at each of the first unprobed updates when measured,
+    largest over the steps) at or above ``UPDATE_RATIO_HIGH``, unless the loss fell over them
+    (a probed step: the probe batch's loss since the probe before; the first updates: the
+    mean training loss over them and the next one below the loss at step 0)."""
+    ur, er = _update_ratios(ctx), _early_ratios(ctx)
+    if ur is None and er is None:
         return math.nan, None
-    per_step = ur.groupby(level="step").median()
-    metric = float(per_step.max())
-    if metric < UPDATE_RATIO_HIGH:
+    per_step = ur.groupby(level="step").median() if ur is not None else pd.Series(dtype=float)
+    early = er.groupby(level="step").median() if er is not None else pd.Series(dtype=float)
+    metric = float(pd.concat([per_step, early]).max())
+    if not metric >= UPDATE_RATIO_HIGH:
         return metric, None
-    if _large_steps_lowered_the_loss(ctx, [int(t) for t in per_step.index
-                                           if per_step[t] >= UPDATE_RATIO_HIGH]):
+    probed = [int(t) for t in per_step.index if per_step[t] >= UPDATE_RATIO_HIGH]
+    fire_probed = bool(probed) and not _large_steps_lowered_the_loss(ctx, probed)
+    # the first updates, probed ones too (steps 1..EARLY_UPDATE_STEPS)
+    first = pd.concat([early, per_step[(per_step.index >= 1)
+                                       & (per_step.index <= EARLY_UPDATE_STEPS)]])
+    big = [int(t) for t in early.index if early[t] >= UPDATE_RATIO_HIGH]
+    fire_early, mean, start = False, math.nan, math.nan
+    if big and not ctx.history.diverged:  # a non-finite loss: the divergence finding's
+        mean, start = early_loss_fall(ctx)
+        fire_early = (math.isfinite(mean) and math.isfinite(start) and start > 0
+                      and not mean < (1.0 - LR_STEP_FALL) * start)
+    if not (fire_probed or fire_early):
         return metric, None
-    step = int(per_step.idxmax())
-    at = ur.xs(step, level="step")
-    layers = [int(i) for i, v in at.items() if v >= UPDATE_RATIO_HIGH]
     lr = float(ctx.settings.get("lr", 0.01))
     changes, text = rx.for_lr_too_high(lr, metric)
+    if fire_probed:
+        step = int(per_step[probed].idxmax())
+        at = ur.xs(step, level="step")
+        value = float(per_step[step])
+    else:
+        step = int(early[big].idxmax())
+        at = er.xs(step, level="step")
+        value = float(early[step])
+    layers = [int(i) for i, v in at.items() if v >= UPDATE_RATIO_HIGH]
     ev = {"metric": metric, "threshold": UPDATE_RATIO_HIGH, "step": step, "lr": lr,
-          "median_update_ratio": float(per_step.median()),
-          "n_steps_above": int((per_step >= UPDATE_RATIO_HIGH).sum()),
-          "n_steps": int(per_step.size)}
-    msg = (f"The learning rate {lr:g} is too high: at step {step} an update changed the "
-           f"weights by {metric:.3g} of their norm (median over layers; about 1e-3 is healthy), "
-           f"and {ev['n_steps_above']} of {per_step.size} probed steps were at or above "
-           f"{UPDATE_RATIO_HIGH:g}.")
+          "median_update_ratio": float(per_step.median()) if len(per_step) else math.nan,
+          "n_steps_above": len(probed), "n_steps": int(per_step.size)}
+    if big:
+        ev.update(n_early_steps_above=int((first >= UPDATE_RATIO_HIGH).sum()),
+                  n_early_steps=int(first.size), early_loss_mean=mean, loss_step0=start)
+    if fire_probed:
+        msg = (f"The learning rate {lr:g} is too high: at step {step} an update changed the "
+               f"weights by {value:.3g} of their norm (median over layers; about 1e-3 is "
+               f"healthy), and {len(probed)} of {per_step.size} probed steps were at or above "
+               f"{UPDATE_RATIO_HIGH:g}.")
+    else:
+        last = min(EARLY_UPDATE_STEPS, len(ctx.history.step_loss) - 1)
+        msg = (f"The learning rate {lr:g} is too high: its first updates were large, "
+               f"{ev['n_early_steps_above']} of the first {first.size} changed the weights "
+               f"by {UPDATE_RATIO_HIGH:g} of their norm or more ({value:.3g} at step {step}, "
+               f"median over layers; about 1e-3 is healthy), and the training loss did not "
+               f"fall over them (mean {mean:.4g} after updates 1-{last}, {start:.4g} at step "
+               f"0): the steps overshoot.")
     return metric, Finding("lr_too_high", layers, ev, msg, changes, text,
                            _severity(metric, UPDATE_RATIO_HIGH, log=False))
 

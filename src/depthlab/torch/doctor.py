@@ -49,6 +49,7 @@ from ..diagnosis.doctor import _improved, rank_findings
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import (
+    EARLY_UPDATE_STEPS,
     RULES,
     Rule,
     RunContext,
@@ -730,7 +731,8 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
     before = through_time(model, px, py, loss_fn)
     biases = hidden_biases(layers)  # at initialization (describe reads the trained model)
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
-                   probe_batch=(px, py), weight_layers=weights)
+                   probe_batch=(px, py), weight_layers=weights,
+                   early_steps=EARLY_UPDATE_STEPS)
     index = _layer_index(result.probes, layers)
     ratios = result.probes["quantity"] == "update_ratio"
     if ratios.any():  # update ratios were numbered in trace order: renumber as the probe does
@@ -738,6 +740,7 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
         result.probes.loc[ratios, "layer"] = by_name.fillna(-1).astype(int)
         result.probes = result.probes[result.probes["layer"] >= 0].reset_index(drop=True)
     rules_frame, result.probes = norm_gradient_frame(result.probes)
+    early = _early_ratios(result.early_ratios, index)
     config = {**describe(model, layers), "biases": biases}
     drift = [] if result.history.diverged else bn_drift(model, px)
     tt = None if before is None or result.history.diverged else through_time(model, px, py,
@@ -753,7 +756,8 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
                           history=result.history, metrics=result.metrics, bn_drift=drift,
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,
-                          through_time=tt, target_stats=stats, residual_ends=ends)
+                          through_time=tt, target_stats=stats, residual_ends=ends,
+                          early_update_ratios=early)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():
@@ -761,6 +765,21 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
             if finding is not None:
                 findings.append(finding)
     return _Run(ctx, result, findings, by_kind)
+
+
+def _early_ratios(rows: pd.DataFrame | None, index: dict[str, int]) -> pd.Series | None:
+    """:class:`TrainResult`'s ``early_ratios`` rows numbered as the probe table (by module
+    name, ``index``), as a Series indexed by (step, layer) (None: none measured)."""
+    if rows is None or not len(rows):
+        return None
+    layer = rows["module"].map(index)
+    keep = layer.notna()
+    if not keep.any():
+        return None
+    return pd.Series(rows.loc[keep, "value"].to_numpy(dtype=np.float64),
+                     index=pd.MultiIndex.from_arrays(
+                         [rows.loc[keep, "step"].astype(int).to_numpy(),
+                          layer[keep].astype(int).to_numpy()], names=["step", "layer"]))
 
 
 def _apply_cure(changes: dict[str, Any], model: nn.Module, spec: TorchTrainSpec,

@@ -526,6 +526,9 @@ class TrainResult:
     history: History
     probes: pd.DataFrame
     metrics: dict[str, float]
+    # update_ratio rows (the probe table's columns) of the first unprobed updates, measured
+    # when train() is given ``early_steps``
+    early_ratios: pd.DataFrame | None = None
 
 
 class _UpdateRatios:
@@ -606,12 +609,15 @@ def train(
     probe: ProbeFn | None = None,
     probe_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     weight_layers: Sequence[tuple[int, str, torch.Tensor]] = (),
+    early_steps: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place for ``spec.steps`` updates on ``data`` (see the module doc).
 
     ``probe(model, x, y, loss_fn)`` returns a table with columns ``layer, module, quantity,
     value`` (a ``step`` column is overwritten) for the ``probe_batch`` ``(x, y)``;
-    ``weight_layers``: ``(layer index, module name, weight tensor)`` for ``update_ratio``.
+    ``weight_layers``: ``(layer index, module name, weight tensor)`` for ``update_ratio``;
+    ``early_steps``: the ``update_ratio`` of each of the first ``early_steps`` updates that are
+    not probed is measured too (``TrainResult.early_ratios``: a weight copy per update).
     """
     n = len(data.x)
     if n == 0:
@@ -626,6 +632,7 @@ def train(
     opt = make_optimizer(spec, params)
     ratios = _UpdateRatios(weight_layers)
     rows: list[tuple] = []
+    early_rows: list[tuple] = []
     frames: list[pd.DataFrame] = []
 
     def record(step: int) -> None:
@@ -671,11 +678,14 @@ def train(
         if spec.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, spec.clip_grad_norm)
         probed = step % spec.probe_every == 0 or step == spec.steps
-        if probed and weight_layers:
+        early = not probed and step <= early_steps
+        if (probed or early) and weight_layers:
             ratios.snapshot()
         opt.step()
         if bar is not None:
             bar.update(1)
+        if early:
+            early_rows.extend(ratios.rows(step))
         if probed:
             rows.extend(ratios.rows(step))
             record(step)
@@ -701,7 +711,9 @@ def train(
         if any(len(f) for f in frames) else pd.DataFrame({c: [] for c in TABLE_COLUMNS})
     table = table[list(TABLE_COLUMNS) + [c for c in table.columns if c not in TABLE_COLUMNS]]
     table = table.sort_values(["step", "layer"], kind="stable").reset_index(drop=True)
-    return TrainResult(history=hist, probes=table, metrics=metrics)
+    return TrainResult(history=hist, probes=table, metrics=metrics,
+                       early_ratios=pd.DataFrame(early_rows, columns=list(TABLE_COLUMNS))
+                       if early_steps else None)
 
 
 @torch.no_grad()
