@@ -219,3 +219,30 @@ def test_predict_takes_float64_rows_that_the_forward_converts():
     with pytest.raises(TypeError, match="x has dtype torch.float64 but the model's weights are "
                                         r"torch.float32; expected x of the model's dtype"):
         dlt.predict(nn.Sequential(nn.Linear(16, 4)), x)
+
+
+def test_a_watch_says_when_the_model_ran_only_inside_a_torch_func_transform():
+    """Per-example gradients by ``torch.func`` (``vmap(grad(...))`` of ``functional_call``, as
+    DP-SGD computes them) run the model only inside the transform, which is not measured: the
+    warning blamed a Watch created after the forward or a compiled model; it names the
+    transform."""
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(6, 5), torch.randint(0, 3, (6,))
+
+    def loss_one(params, xi, yi):
+        return CE(functional_call(model, params, (xi[None],)), yi[None])
+
+    with dlt.Watch(model, every=1) as watch:
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        grads = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
+        for k, p in model.named_parameters():
+            p.grad = grads[k].mean(0)
+        with torch.no_grad():
+            loss = CE(model(x), y)
+        with pytest.warns(RuntimeWarning, match="only inside a torch.func transform") as got:
+            watch.step(loss)
+    assert not any("created after" in str(w.message) for w in got)
+    assert set(watch.frame().quantity) == {"loss"}

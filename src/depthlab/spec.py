@@ -707,6 +707,13 @@ class RunSpec:
                 f"batch norm passes no gradient) but probes.batch = {self.probes.batch}; "
                 "accepted: probes.batch >= 3 (or probes.every = 0)", "probes.batch")
         t = self.train
+        if t.patience is None and (t.monitor != "val_loss" or t.min_delta != 0):
+            key = "train.monitor" if t.monitor != "val_loss" else "train.min_delta"
+            shown = f'"{t.monitor}"' if key == "train.monitor" else f"{t.min_delta:g}"
+            raise ConfigError(
+                f"{key} = {shown} applies to early stopping, which needs train.patience; "
+                "accepted: train.patience = an integer >= 1 (or leave out train.monitor and "
+                "train.min_delta)", key)
         if t.patience is not None and t.monitor.startswith("val_") \
                 and self.data.val_fraction == 0:
             raise ConfigError(

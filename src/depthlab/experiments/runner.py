@@ -344,6 +344,11 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     scaled = config["data"].get("standardize_targets")
     if scaled:
         check_standardize_targets(config, values)
+    monitor = config["train"].get("monitor") or "val_loss"
+    if config["train"].get("patience") is not None and monitor.endswith("_acc") and values:
+        raise ExperimentError(f"train.monitor = \"{monitor}\" is an accuracy, which real "
+                              "regression targets do not have; accepted: train.monitor = "
+                              "\"val_loss\" or \"train_loss\"")
     if config["model"].get("batchnorm") and ds.sizes["train"] < 2:
         name = config["data"].get("name") or config["data"].get("path")
         raise ExperimentError(

@@ -443,6 +443,7 @@ class Recording:
         self._model_idle = False  # the model's forward in progress runs without gradients
         self._in_model = False  # a forward of the model itself is in progress
         self.forwards = 0  # forwards of the model with gradients since new_pass()
+        self.transformed = 0  # forwards of the model inside a torch.func transform, likewise
         RECORDINGS.add(self)  # paused by untouched(): probes inside a watched loop
 
     # -- arming ----------------------------------------------------------------------------
@@ -600,7 +601,7 @@ class Recording:
         loops that call the model's submodules rather than the model. The passes of the
         forwards since the last call are dropped (see :meth:`settle`)."""
         self._earlier = []
-        self.forwards = 0
+        self.forwards = self.transformed = 0
         self._begin()
 
     def _begin(self) -> None:
@@ -707,6 +708,7 @@ class Recording:
         _FORWARDS.add(self)
         self._model_idle = not torch.is_grad_enabled() or _in_transform()
         if self._model_idle:
+            self.transformed += _in_transform()
             return
         self.forwards += 1
         if self.want_input:

@@ -604,13 +604,20 @@ class Watch:
             extra += self._update_ratios()
             self._rec.collect(extra=extra, also=self._pending, rows=False)  # one transfer
         ran = self._rec.forwards  # the model's forward ran while armed, no layer in it
+        transformed = self._rec.transformed  # ... or only inside vmap/grad (torch.func)
         self._rec.new_pass()  # the next record measures its own calls only
         if not self._rec.order and not self._warned_empty:
             self._warned_empty = True
             # the model ran and no layer did: weights used without their module's forward
             # (F.linear(x, self.fc.weight), a ParameterList); the guess about a late Watch
             # misled there
+            # per-example gradients by torch.func (vmap(grad(...)) of functional_call, as
+            # DP-SGD computes them) were blamed on a Watch created late or a compiled model
             why = (none_ran(self.model, self._rec.layers) if ran else
+                   f"the forward of {type(self.model).__name__} ran only inside a torch.func "
+                   "transform (vmap, grad: e.g. per-example gradients of functional_call), "
+                   "whose wrapped tensors are not measured (a forward with gradients outside "
+                   "the transform is)" if transformed else
                    f"no layer of {type(self.model).__name__} ran while its hooks were on (was "
                    "the Watch created after this step's forward?"
                    + (" Or does the loop call a torch.compile(model) compiled before the "

@@ -74,6 +74,7 @@ class EarlyStopping(Callback):
         self.restored = False
         self.wait = 0
         self._snapshot: list[tuple[Any, str, Any]] | None = None
+        self._updates = 0  # the history's update count when the snapshot was taken
 
     # -- the callback's hooks ---------------------------------------------------------------
     def on_train_begin(self, trainer: Trainer) -> None:
@@ -84,19 +85,21 @@ class EarlyStopping(Callback):
         if self.monitor.startswith("train_") and not trainer.eval_train:
             raise ValueError(f"EarlyStopping(monitor={self.monitor!r}) needs eval_train=True "
                              "(the training metrics are not computed)")
+        if self.monitor.endswith("acc") and not _has_accuracy(trainer, self.monitor):
+            raise ValueError(_NO_ACCURACY.format(self.monitor))
         self._reset()
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         value = metrics.get(self.monitor)
         value = float("nan") if value is None else float(value)
         if self.monitor.endswith("acc") and math.isnan(value):
-            raise ValueError(f"EarlyStopping(monitor={self.monitor!r}): this loss reports no "
-                             "accuracy (regression targets); monitor a loss instead")
+            raise ValueError(_NO_ACCURACY.format(self.monitor))
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             self.best_metrics = dict(metrics)
             if self.restore_best:
                 self._snapshot = _state(trainer.net)
+                self._updates = len(trainer.history.step_loss)
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -104,9 +107,10 @@ class EarlyStopping(Callback):
             trainer.stop()
 
     def on_train_end(self, trainer: Trainer, history: History) -> None:
-        """Put the best epoch's state back when a later epoch ended the run."""
-        last = history.epochs[-1]["epoch"] if history.epochs else None
-        if self.restore_best and self._snapshot is not None and last != self.best_epoch:
+        """Put the best epoch's state back when an update followed it (a later epoch, or the
+        steps of an epoch cut short by a non-finite loss, which logs no epoch)."""
+        if self.restore_best and self._snapshot is not None \
+                and len(history.step_loss) != self._updates:
             for owner, attr, value in self._snapshot:
                 _put(owner, attr, value)
             self.restored = True
@@ -119,6 +123,24 @@ class EarlyStopping(Callback):
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
+
+
+_NO_ACCURACY = ("EarlyStopping(monitor={!r}): this loss reports no accuracy on these targets "
+                "(regression targets); monitor a loss instead")
+
+
+def _has_accuracy(trainer: Trainer, monitor: str) -> bool:
+    """Whether the trainer's loss reports an accuracy on the monitored split's targets (a
+    zero prediction of the output width: mse/huber on real targets give none). A loss whose
+    accuracy cannot be asked this way is given the benefit of the doubt (checked per epoch)."""
+    y = trainer._yv if monitor.startswith("val_") else trainer._y
+    width = trainer.net.dense_layers()[-1].W.value.shape[1]
+    zeros = np.broadcast_to(np.zeros((), trainer.net.dtype), (len(y), width))
+    try:
+        with np.errstate(all="ignore"):
+            return trainer.loss.accuracy(zeros, y) is not None
+    except Exception:  # noqa: BLE001 - a custom loss: judged on the first epoch's metrics
+        return True
 
 
 def _copy(value: Any) -> Any:

@@ -1,0 +1,143 @@
+"""README promises of early stopping checked on new inputs (round 26, readmeuser26)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.training import Callback
+
+
+def _blobs(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    y = (x[:, 0] - x[:, 2] > 0).astype(np.int64)
+    return x, y
+
+
+class _BlowUpInEpoch(Callback):
+    """Huge gradients from the first update of ``epoch`` on: the loss turns non-finite a few
+    updates later, mid-epoch (no epoch row is logged after the last good one)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def before_update(self, trainer, step):
+        if trainer.epoch >= self.epoch:
+            for p in trainer.net.parameters():
+                p.grad[...] = 1e30
+
+
+def test_a_run_that_diverges_after_its_best_epoch_gets_the_best_epoch_back():
+    """README: EarlyStopping 'puts back the parameters and batch-norm statistics of the best
+    epoch'. A run whose loss turns non-finite mid-epoch right after its best epoch kept the
+    blown-up weights (only 'the last logged epoch is not the best' triggered the restore)."""
+    x, y = _blobs()
+    net = dl.mlp([5, 16, 16, 2], activation="identity", batchnorm=True, seed=0)
+    seen = {}
+
+    class Keep(Callback):
+        def on_epoch_end(self, trainer, epoch, metrics):
+            seen[epoch] = [p.value.copy() for p in trainer.net.parameters()]
+            seen[epoch, "bn"] = [bn.running_mean.copy() for bn in trainer.net.batchnorms()]
+
+    stop = dl.EarlyStopping("val_loss", patience=5)
+    hist = dl.fit(net, x[:120], y[:120], x[120:], y[120:], loss="cross_entropy",
+                  optimizer="sgd", lr=0.05, batch_size=16, epochs=10, seed=0,
+                  callbacks=[_BlowUpInEpoch(3), Keep(), stop])
+    assert hist.divergence is not None
+    assert [e["epoch"] for e in hist.epochs] == [1, 2] and stop.best_epoch == 2
+    assert stop.restored
+    for got, want in zip(net.parameters(), seen[2], strict=True):
+        np.testing.assert_array_equal(got.value, want)
+    for bn, want in zip(net.batchnorms(), seen[2, "bn"], strict=True):
+        np.testing.assert_array_equal(bn.running_mean, want)
+    out = net.predict(x[120:])
+    assert np.isfinite(out).all()
+    assert dl.loss("cross_entropy").forward(out, y[120:]) == pytest.approx(stop.best, rel=1e-6)
+
+
+def test_no_restore_reported_when_no_update_followed_the_best_epoch():
+    x, y = _blobs()
+    net = dl.mlp([5, 8, 2], activation="tanh", seed=0)
+    stop = dl.EarlyStopping("val_loss", patience=50)
+    dl.fit(net, x[:120], y[:120], x[120:], y[120:], loss="cross_entropy", optimizer="adam",
+           lr=0.01, batch_size=16, epochs=3, seed=0, callbacks=[stop])
+    assert stop.best_epoch == 3 and not stop.restored
+
+
+@pytest.mark.parametrize("monitor", ["val_acc", "train_acc"])
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_an_accuracy_monitor_on_regression_targets_is_refused_before_the_first_update(
+        monitor, loss):
+    """README: 'A monitor the run does not compute is refused before the first update'; an
+    accuracy monitor on real targets trained a whole epoch (the caller's network changed)
+    before the ValueError."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 4))
+    y = x @ rng.normal(size=(4, 2))
+    net = dl.mlp([4, 8, 2], activation="tanh", seed=0)
+    before = [p.value.copy() for p in net.parameters()]
+    with pytest.raises(ValueError, match=f"monitor='{monitor}'.*no accuracy"):
+        dl.fit(net, x[:60], y[:60], x[60:], y[60:], loss=loss, epochs=3, batch_size=10,
+               callbacks=[dl.EarlyStopping(monitor, patience=2)])
+    for p, b in zip(net.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p.value, b)
+
+
+def test_an_accuracy_monitor_on_one_hot_mse_targets_is_accepted():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(90, 4))
+    y = np.eye(3)[rng.integers(0, 3, 90)]
+    stop = dl.EarlyStopping("val_acc", patience=2)
+    dl.fit(dl.mlp([4, 8, 3], seed=0), x[:60], y[:60], x[60:], y[60:], loss="mse", epochs=4,
+           batch_size=10, callbacks=[stop])
+    assert stop.best is not None and 0 <= stop.best <= 1
+
+
+def _csv_regression(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 3))
+    y = x @ np.array([1.0, -2.0, 0.5])
+    rows = "".join(",".join(f"{v:.6f}" for v in (*r, t)) + "\n" for r, t in zip(x, y,
+                                                                                strict=True))
+    path = tmp_path / "reg.csv"
+    path.write_text("a,b,c,target\n" + rows)
+    return path
+
+
+@pytest.mark.parametrize("train, match", [
+    ('monitor = "val_acc"', "train.monitor"),
+    ("min_delta = 0.1", "train.min_delta"),
+])
+def test_monitor_or_min_delta_without_patience_is_refused_before_the_run(tmp_path, capsys,
+                                                                         train, match):
+    """README: 'every key is validated before anything starts (... exits with status 2 and
+    one line naming the key)'; monitor/min_delta without patience was a failed run (exit 1)
+    stored in the results."""
+    from depthlab.cli import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\nname = "digits"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                   f'[train]\nepochs = 1\n{train}\n[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and "patience" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_accuracy_monitor_on_a_regression_file_is_refused_with_exit_2(tmp_path, capsys):
+    from depthlab.cli import main
+
+    data = _csv_regression(tmp_path)
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(f'[data]\npath = "{data.as_posix()}"\nlabel = "target"\n[model]\n'
+                   'sizes = ["auto", 8, "auto"]\n[train]\nloss = "mse"\nepochs = 3\n'
+                   'patience = 1\nmonitor = "val_acc"\n[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.monitor" in err[0] and "val_loss" in err[0]
+    # a loss monitor on the same file runs
+    cfg.write_text(cfg.read_text().replace('"val_acc"', '"val_loss"'))
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
