@@ -194,3 +194,62 @@ def test_torch_doctor_reads_the_first_updates_for_a_too_high_learning_rate():
     assert "first updates" in f.message and f.evidence["metric"] > 0.3, f.message
     ok = dlt.doctor(TF, (xs, ys), optimizer=("adam", {"lr": 0.03}), steps=100, verify=False)
     assert "lr_too_high" not in ok.kinds, ok.kinds
+
+
+_NOT_LEARNED = (" (the finding is gone, but the train loss ended at 1.378e+12, more than 1.5x "
+                "a constant prediction's 2.292: the run did not learn)")
+
+
+def _not_learned_verification():
+    return Verification(
+        "divergence", {"clip_grad_norm": 1.0}, {"train_loss": math.nan, "val_acc": math.nan},
+        {"train_loss": 1.378e12, "val_acc": 0.1938}, RULES["divergence"].metric, math.inf,
+        0.02753, True, False, chance_loss=2.292, chance_acc=0.1437)
+
+
+def test_the_playground_doctor_sends_why_a_cure_did_not_help(monkeypatch):
+    """The command line and the report say why a cure did not help (a run that did not learn,
+    a loss at chance); the playground's doctor sent only 'helped' and the trade-off."""
+    from depthlab.experiments.runner import prepare
+    from depthlab.playground import doctor_task
+    from depthlab.playground.setup import parse_setup, to_config
+
+    setup = parse_setup({"model.depth": "2", "model.width": "8"})
+    prep = prepare(to_config(setup))
+    ver = [_not_learned_verification()]
+
+    class Fake:
+        verifications = ver
+
+        def to_dict(self):
+            return {"findings": [], "baseline": {}, "verifications": [v.to_dict() for v in ver]}
+
+        def __str__(self):
+            return "fake"
+
+    monkeypatch.setattr(doctor_task, "doctor", lambda *a, **k: Fake())
+    out = doctor_task.run_doctor(prep, setup, steps=5)
+    assert [v["reason"] for v in out["verifications"]] == [_NOT_LEARNED]
+    assert ver[0].verdict() == "did not help" + _NOT_LEARNED
+
+
+def test_the_playground_page_says_why_a_cure_did_not_help(browser, server):
+    from helpers.browser import checked_page
+
+    with checked_page(browser) as page:
+        page.goto(server.url + "?model.depth=3&model.width=8")
+        page.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''",
+                               timeout=60_000)
+        query = page.evaluate("S.query")
+        v = {"kind": "divergence", "prescription": {}, "metric": "loss rise",
+             "before": {"train_loss": None, "val_acc": None, "diverged": True, "steps": 2},
+             "after": {"train_loss": 1.378e12, "val_acc": 0.1938, "diverged": False},
+             "metric_before": None, "metric_after": 0.02753, "resolved": True,
+             "helped": False, "trade_off": "", "reason": _NOT_LEARNED}
+        page.evaluate("""([query, v]) => handle({type: "doctor", steps: 200, query,
+            baseline: {train_loss: null, val_acc: null, diverged: true},
+            findings: [{kind: "divergence", severity: "high", layers: [],
+                        message: "m", evidence: {}, prescription_text: "p",
+                        verifications: [v], prescription: {}, apply: null}]})""", [query, v])
+        text = page.locator("#doctor-out .verified").text_content()
+        assert text.endswith(": did not help" + _NOT_LEARNED), text

@@ -88,6 +88,9 @@ def run_doctor(prep: Any, setup: dict[str, Any], steps: int | None = None,
         # what the verdict weighed (", held-out accuracy up 16 points although the train loss
         # rose 2%"), as the doctor's own line says it: the page said only "helped"
         v["trade_off"] = obj.trade_off()
+        # and why a cure did not help (" (the train loss ended at 1.378e+12, more than 1.5x a
+        # constant prediction's 2.292: the run did not learn)"), as the command line says it
+        v["reason"] = "" if obj.helped else obj._chance_reason()
     for f in out["findings"]:
         f["apply"], error = applied_query(setup, f["prescription"] or {})
         if error is not None:

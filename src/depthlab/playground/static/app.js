@@ -990,7 +990,7 @@ function showDiagnosis(m, out) {
         (acc ? `held-out acc ${runAcc(v.before)} → ${runAcc(v.after)}, ` : "") +
         `${v.metric} ${fmtMetric(v.metric_before)} → ${fmtMetric(v.metric_after)}` +
         `${v.resolved ? " (resolved)" : ""}: ` +
-        (v.helped ? "helped" + (v.trade_off || "") : "did not help");
+        (v.helped ? "helped" + (v.trade_off || "") : "did not help" + (v.reason || ""));
       box.appendChild(el("div", `verified ${v.helped ? "helped" : "nothelped"}`, t));
     }
     if (f.apply && Object.keys(f.prescription || {}).length) {
