@@ -141,3 +141,22 @@ def test_an_accuracy_monitor_on_a_regression_file_is_refused_with_exit_2(tmp_pat
     # a loss monitor on the same file runs
     cfg.write_text(cfg.read_text().replace('"val_acc"', '"val_loss"'))
     assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+
+
+def test_gradient_heatmap_refuses_a_quantity_no_probe_measures():
+    """README: plot.gradient_heatmap(table, quantity) 'draws any per-layer quantity ...,
+    titled by what it draws'; a misspelled quantity ('act_sdt') gave an untitled figure
+    saying "no 'act_sdt' probes recorded", as if the probes had missed it."""
+    from depthlab import plot
+
+    x, y = _blobs(40)
+    table = dl.probe(dl.mlp([5, 6, 6, 2], activation="tanh", seed=0), x, y,
+                     loss="cross_entropy")
+    with pytest.raises(ValueError, match="'act_sdt'.*act_std"):
+        plot.gradient_heatmap(table, "act_sdt")
+    with pytest.raises(TypeError, match="quantity"):
+        plot.gradient_heatmap(table, 3)
+    # a real quantity this table lacks (no training: no update ratio) still draws its note
+    fig = plot.gradient_heatmap(table, "update_ratio")
+    assert "no 'update_ratio' probes recorded" in [t.get_text() for t in fig.axes[0].texts]
+    assert plot.gradient_heatmap(table, "act_p85").axes[0].get_title() == "act_p85 per layer"

@@ -828,8 +828,19 @@ def _hist_table(obj: Any) -> pd.DataFrame:
 
 def gradient_heatmap(table: Any, quantity: str = "grad_pre_std") -> Figure:
     """Std of ``dL/ds`` per layer (rows) and probed step (columns), log colour scale; another
-    per-layer ``quantity`` (``act_std``, ``weight_grad_std``, ...) titled by its meaning."""
-    return _f.gradient_heatmap(probe_table(table), quantity)
+    per-layer ``quantity`` (``act_std``, ``weight_grad_std``, ...) titled by its meaning. A
+    name that no probe measures (a typo) is a ValueError listing the table's quantities."""
+    probes = probe_table(table)
+    if not isinstance(quantity, str):
+        raise TypeError(f"quantity must be a per-layer probe quantity's name (a str), got "
+                        f"{type(quantity).__name__}")
+    from .probes.stats import layer_quantities
+
+    present = set(probes.loc[probes["layer"] >= 1, "quantity"]) if len(probes) else set()
+    if quantity not in present | set(_f.HEATMAP_TEXTS) | set(layer_quantities()):
+        raise ValueError(f"quantity={quantity!r} is not a per-layer probe quantity; this "
+                         f"table's: {', '.join(sorted(map(str, present))) or 'none'}")
+    return _f.gradient_heatmap(probes, quantity)
 
 
 def update_ratio(table: Any) -> Figure:
