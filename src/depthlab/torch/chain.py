@@ -48,7 +48,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     segments], "post": ActivationSpec | None}`` for a residual block ``y = post(x + F(x))``
     whose branch ``F`` is itself a chain and whose shortcut is the identity. Raises
     ValueError when the model is not such a chain: the first layer must read the input ``x``
-    itself (or a view of it), each layer the previous segment's output not changed in place
+    itself (or a view of it, or what the forward made of it without a tensor that requires
+    grad, ``x.float() / 255``: the first segment's ``"input"`` then holds those values, which
+    the theory starts from), each layer the previous segment's output not changed in place
     since, and a block's add must take the branch's and the shortcut's outputs as they are
     (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused); the loss
     (``loss_fn(model(x), y)``; without them the model's first output tensor) must depend on
