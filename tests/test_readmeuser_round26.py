@@ -160,3 +160,24 @@ def test_gradient_heatmap_refuses_a_quantity_no_probe_measures():
     fig = plot.gradient_heatmap(table, "update_ratio")
     assert "no 'update_ratio' probes recorded" in [t.get_text() for t in fig.axes[0].texts]
     assert plot.gradient_heatmap(table, "act_p85").axes[0].get_title() == "act_p85 per layer"
+
+
+def test_a_regression_runs_progress_line_shows_the_validation_loss_not_a_nan_accuracy(
+        tmp_path, capsys):
+    """The run's status line read 'val_acc nan' for a regression (README: regression runs
+    have no accuracy and are shown by their validation and test losses)."""
+    from depthlab.cli import main
+
+    data = _csv_regression(tmp_path)
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(f'[data]\npath = "{data.as_posix()}"\nlabel = "target"\n[model]\n'
+                   'sizes = ["auto", 8, "auto"]\n[train]\nloss = "mse"\nepochs = 2\n'
+                   '[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "step " in err and "val_loss " in err and "nan" not in err
+    # a classification run keeps its accuracy
+    cfg.write_text('[data]\nname = "digits"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                   '[train]\nepochs = 1\n[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
+    assert "val_acc 0." in capsys.readouterr().err

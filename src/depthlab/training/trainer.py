@@ -401,8 +401,10 @@ class Trainer:
         metrics["seconds"] = time.perf_counter() - t0
         self.history.epochs.append(metrics)
         if bar is not None and metrics.get("val_acc") is not None:
-            acc = f"{metrics['val_acc']:.4f}"
-            self._postfix = {**getattr(self, "_postfix", {}), "val_acc": acc}
+            # a regression (no accuracy: NaN) shows its validation loss instead
+            key = "val_loss" if math.isnan(metrics["val_acc"]) else "val_acc"
+            self._postfix = {**getattr(self, "_postfix", {}), key: f"{metrics[key]:.4g}"
+                             if key == "val_loss" else f"{metrics[key]:.4f}"}
             bar.set_postfix(self._postfix, refresh=True)
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, metrics)
