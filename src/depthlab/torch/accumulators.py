@@ -737,6 +737,10 @@ class Acc:
         return out
 
 
+_RELU_KIND = (nn.ReLU, "")
+"""What :meth:`ActAcc.follower` makes of any ``nn.ReLU``."""
+
+
 class ActAcc:
     """Statistics of a layer's follower: output moments/percentiles and, for an activation,
     counts on its input ``s``: saturated entries (bounded activations), inactive entries
@@ -768,7 +772,10 @@ class ActAcc:
         (:attr:`mixed`). One kind: the class and its settings (``inplace`` aside)."""
         if module is self.module:  # the usual case, and every step of a cell loop: no repr
             return
-        kind = (type(module), module.extra_repr().replace("inplace=True", "").strip(", "))
+        if type(module) is nn.ReLU and "extra_repr" not in module.__dict__:
+            kind = _RELU_KIND  # (its repr is 'inplace=True' or nothing)
+        else:
+            kind = (type(module), module.extra_repr().replace("inplace=True", "").strip(", "))
         if self.kind is None:
             self.kind = kind
         elif kind != self.kind:

@@ -171,32 +171,46 @@ def _seq(node) -> int:
         return -1
 
 
+def _candidates(p, output) -> tuple[list[tuple], list[torch.Tensor]]:
+    """The layer (or normalization) outputs of the pass ``p`` that a functional activation
+    may follow, as ``(tensor, its version at the link, LayerInfo, the in-place activation's
+    node or None)`` in link order, and the tensors the model returned (``output``'s; left
+    empty when there is no candidate). An output that no follower module took and that is
+    unchanged since its layer: a candidate unless the model returns it as it is (it has no
+    follower inside the forward). One changed once, in place, by an activation's node
+    (``F.relu(h, inplace=True)``): a candidate. Outputs of inference tensors (version -1) or
+    without a graph: none. The usual pass (every layer followed by a module, the last one's
+    output returned) reads no ``grad_fn``."""
+    outs: list[torch.Tensor] | None = None
+    returned: set[int] = set()
+    todo: list[tuple] = []
+    for t, v, info, kind in p.links.values():
+        if kind != "layer" and kind != "norm" or v == -1:
+            continue
+        now = t._version  # (v is not -1: no inference tensor, which has no version counter)
+        if now == v:
+            if outs is None:
+                outs = []
+                _tensors(output, outs)
+                returned = {id(o) for o in outs}
+            if id(t) not in returned and t.grad_fn is not None:
+                todo.append((t, v, info, None))
+        elif now == v + 1:
+            fn = t.grad_fn
+            if fn is not None and fn.name() in ACT_NODES:
+                todo.append((t, v, info, fn))
+    if todo and outs is None:
+        outs = []
+        _tensors(output, outs)
+    return todo, outs or []
+
+
 def record_functional(rec, output) -> None:
     """Add the rows of the functional activations of the pass just forwarded (see the module
     docstring) to ``rec.p.act``; called by :meth:`Recording._model_post` before the pass's
     links are dropped and its percentiles frozen."""
-    from .hooks import _ver
-
     p = rec.p
-    cands: list[tuple] = []  # (tensor, version, info, in-place node or None)
-    for t, v, info, kind in p.links.values():
-        if kind != "layer" and kind != "norm":
-            continue
-        fn = t.grad_fn
-        if fn is None or v == -1:
-            continue
-        now = _ver(t)
-        if now == v:
-            cands.append((t, v, info, None))
-        elif now == v + 1 and fn.name() in ACT_NODES:  # F.relu(h, inplace=True)
-            cands.append((t, v, info, fn))
-    if not cands:
-        return
-    outs: list[torch.Tensor] = []
-    _tensors(output, outs)
-    returned = {id(o) for o in outs}
-    # the outputs the model returns as they are have no follower inside the forward
-    todo = [c for c in cands if c[3] is not None or id(c[0]) not in returned]
+    todo, outs = _candidates(p, output)
     if not todo:
         return
     consumers = _consumers(rec, p, outs, [c for c in todo if c[3] is None])

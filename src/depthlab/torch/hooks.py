@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.module import _global_forward_hooks
+from torch.utils.hooks import RemovableHandle
 
 from ..probes.kernels import CANCELLATION_RATIO
 from ..probes.stats import PERCENTILES, percentile_names
@@ -140,6 +141,19 @@ def _others_in_forward(rec: Recording) -> bool:
             _FORWARDS.discard(r)
             r._in_model = r._model_idle = False
     return busy
+
+
+_ARMS = [0]
+"""How many times a :class:`Recording` has put its hooks back into its modules' hook dicts
+(:meth:`Recording.arm`, which does it without new handles) or moved them behind the others
+(:meth:`Recording._last`): with ``RemovableHandle.next_id``,
+which every hook registered through PyTorch's API advances, it tells whether any hook can have
+been put behind a recording's since it last made its own the last ones (:func:`_hook_stamp`)."""
+
+
+def _hook_stamp() -> tuple[int, int]:
+    """What changes whenever a hook is added to any module (see :data:`_ARMS`)."""
+    return RemovableHandle.next_id, _ARMS[0]
 
 
 _READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre"})
@@ -424,6 +438,7 @@ class Recording:
         self._slots: list = []  # (its hooks dict, handle id, hook, with_kwargs marks) per handle
         self._slots_plan: list | None = None
         self._armed = False
+        self._stamp: tuple[int, int] | None = None  # _hook_stamp() when ours were last moved last
         self._last_run = 0
         self._wk = None  # the compiled kernels of the pass (see _kernels)
         self.p = _Pass()
@@ -528,7 +543,10 @@ class Recording:
                                   if d is not None and h.id in d))
                            for h, fn in self._handles]
             self._slots_plan = plan
+        _ARMS[0] += 1
         self._armed = True
+        # every hook just put in went to the end of its dict, in plan order: what _last does
+        self._stamp = _hook_stamp()
 
     def _hook_plan(self) -> list[tuple[nn.Module, object, object]]:
         """``(module, pre-hook or None, hook or None)`` for every hook :meth:`arm` installs.
@@ -667,10 +685,16 @@ class Recording:
         input after a user's pre-hooks. A user's hook registered after the hooks were armed
         (after ``Watch(model)``, which arms for step 0) ran after depthlab's at that record
         and before them from the next arm on (which re-inserts them at the end): a hook
-        doubling a layer's output gave ``pre_std`` 0.207 at step 0 and 0.415 at step 2."""
+        doubling a layer's output gave ``pre_std`` 0.207 at step 0 and 0.415 at step 2.
+        Nothing to do when no hook was added anywhere since they were last put at the end
+        (:func:`_hook_stamp`: a Watch's recorded forward after its arming call)."""
+        if _hook_stamp() == self._stamp:
+            return
         for hooks, key, fn, _ in self._slots:
             if hooks is not None and hooks.get(key) is fn:
                 hooks.move_to_end(key)
+        _ARMS[0] += 1  # (another recording on these modules puts its own last again)
+        self._stamp = _hook_stamp()
 
     def _input(self, module: nn.Module, args: tuple, kwargs: dict
                ) -> tuple[torch.Tensor | None, int | str | None]:
@@ -733,9 +757,11 @@ class Recording:
         """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
         earlier = self._earlier
         p = self.p
-        p.cg_only = not p.plainly_graded() and p.graded()
-        p.open = not p.plainly_graded()
-        if p.graded():  # a later backward graded this pass and no ordinary one those only a
+        plain = p.plainly_graded()
+        graded = plain or p.graded()
+        p.cg_only = not plain and graded
+        p.open = not plain
+        if graded:  # a later backward graded this pass and no ordinary one those only a
             # create_graph backward had (a loop whose backwards all take create_graph): closed
             for q in earlier:
                 if q.open and q.cg_only and not q.plainly_graded():
