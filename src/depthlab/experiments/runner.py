@@ -344,11 +344,6 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     scaled = config["data"].get("standardize_targets")
     if scaled:
         check_standardize_targets(config, values)
-    monitor = config["train"].get("monitor") or "val_loss"
-    if config["train"].get("patience") is not None and monitor.endswith("_acc") and values:
-        raise ExperimentError(f"train.monitor = \"{monitor}\" is an accuracy, which real "
-                              "regression targets do not have; accepted: train.monitor = "
-                              "\"val_loss\" or \"train_loss\"")
     if config["model"].get("batchnorm") and ds.sizes["train"] < 2:
         name = config["data"].get("name") or config["data"].get("path")
         raise ExperimentError(
@@ -370,7 +365,38 @@ def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
     y_tr = targets(ds.y_train)
     y_va = targets(ds.y_val) if len(ds.y_val) else None
     y_te = targets(ds.y_test) if len(ds.y_test) else None
+    _check_monitor(cfg, y_tr, y_va, net)
     return Prepared(cfg, ds, net, y_tr, y_va, y_te, scale)
+
+
+def _check_monitor(config: dict[str, Any], y_train: np.ndarray, y_val: np.ndarray | None,
+                   net: Any) -> None:
+    """``train.patience``'s monitor must be a metric the run computes: a validation metric
+    needs validation rows, an accuracy targets that have one (real regression targets have
+    none; one-hot rows under mse/huber do)."""
+    train = config["train"]
+    monitor = train.get("monitor") or "val_loss"
+    if train.get("patience") is None:
+        return
+    if monitor.startswith("val_") and y_val is None:
+        raise ExperimentError(f"train.monitor = \"{monitor}\" needs validation rows, but the "
+                              "data leave none for validation; accepted: more data or "
+                              "data.val_fraction, or train.monitor = \"train_loss\"")
+    if not monitor.endswith("_acc"):
+        return
+    from ..losses import get_loss
+
+    y = y_val if monitor.startswith("val_") else y_train
+    width = net.dense_layers()[-1].W.value.shape[1]
+    zeros = np.broadcast_to(np.zeros((), net.dtype), (len(y), width))
+    with np.errstate(all="ignore"):
+        no_accuracy = get_loss(train["loss"], **(train.get("loss_kwargs") or {})).accuracy(
+            zeros, y) is None
+    if no_accuracy:
+        raise ExperimentError(f"train.monitor = \"{monitor}\" is an accuracy, which these "
+                              f"targets do not have under train.loss = \"{train['loss']}\" "
+                              "(real regression targets); accepted: train.monitor = "
+                              "\"val_loss\" or \"train_loss\"")
 
 
 def check_standardize_targets(config: dict[str, Any], values: bool) -> None:
