@@ -181,3 +181,21 @@ def test_a_regression_runs_progress_line_shows_the_validation_loss_not_a_nan_acc
                    '[train]\nepochs = 1\n[probes]\nevery = 0\n')
     assert main(["run", str(cfg), "--out", str(tmp_path / "out")]) == 0
     assert "val_acc 0." in capsys.readouterr().err
+
+
+def test_an_accuracy_monitor_on_one_hot_target_columns_under_mse_runs(tmp_path):
+    """Two 0/1 target columns under mse report the arg-max accuracy (README: 'mse and huber
+    on one-hot target rows report the arg-max accuracy'), so val_acc is a valid monitor."""
+    from depthlab.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 2))
+    k = (x[:, 0] > 0).astype(int)
+    data = tmp_path / "oh.csv"
+    data.write_text("a,b,y1,y2\n" + "".join(f"{a:.3f},{b:.3f},{1 - c},{c}\n"
+                                            for (a, b), c in zip(x, k, strict=True)))
+    cfg = tmp_path / "oh.toml"
+    cfg.write_text(f'[data]\npath = "{data.as_posix()}"\nlabel = ["y1", "y2"]\n[model]\n'
+                   'sizes = ["auto", 4, "auto"]\n[train]\nloss = "mse"\nepochs = 3\n'
+                   'patience = 1\nmonitor = "val_acc"\n[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
