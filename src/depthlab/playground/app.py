@@ -331,6 +331,9 @@ class _Tab:
         self.session: Session | None = None
         self.winding: Session | None = None  # stopped, still alive, no session started since
         self.setup: dict[str, Any] | None = None
+        # the last setup refused since a session last started (message, key): play, step or
+        # doctor pressed with no network (a refused link) repeat it, naming the control
+        self.refused: tuple[str, str | None] | None = None
         self.doctor_busy = False
         self.doctor_task: asyncio.Task | None = None
         self.key = id(self)
@@ -462,6 +465,14 @@ class _Tab:
             if self.setup is not None:
                 await self._start(to_query(self.setup), autoplay=False, fresh=True)
         elif cmd in ("play", "pause", "step"):
+            if self.session is None and self.refused is not None:
+                # a refused link: "fix the setup or press reset" (with no key) took the red mark
+                # off the refused control and replaced the reason, and reset restarts nothing
+                # when no setup was ever accepted
+                message, key = self.refused
+                self._error(f"nothing to train: the setup was refused: {message}", key)
+                self._enqueue({"type": "state", "state": "invalid"})
+                return
             if self.session is None or self.session.state in ("diverged", "failed"):
                 self._error("nothing to train: fix the setup or press reset")
                 # the page shows "running" as soon as play is pressed: correct it
@@ -498,6 +509,7 @@ class _Tab:
         try:
             setup, config, params = check(query, self.memory_limit)
         except SetupError as e:
+            self.refused = (str(e), e.key)
             self._error(str(e), e.key)
             return
         old = self.session
@@ -569,6 +581,7 @@ class _Tab:
         del previous, old  # the new session holds it only until it has prepared
         session.emit = self._emit_for(session)
         self.session = session
+        self.refused = None
         self.registry.put(self.key, session)
         self._enqueue({"type": "accepted", "query": to_query(setup), "parameters": params})
         session.start()
@@ -590,6 +603,14 @@ class _Tab:
                and not self.closed):
             await asyncio.sleep(0.05)
         session = self.session
+        if session is None and self.refused is not None:
+            # a refused link has no network to wait for ("wait until the setup has loaded"
+            # waited for nothing, and the red mark on the refused control was taken off)
+            message, key = self.refused
+            self._enqueue({"type": "error", "key": key, "doctor": True,
+                           "message": f"the doctor needs a network: the setup was refused: "
+                                      f"{message}"})
+            return
         if session is None or session.prep is None or self.setup is None:
             # ``doctor``: the page enables its button again (disabled when pressed)
             self._enqueue({"type": "error", "key": None, "doctor": True,

@@ -1,0 +1,81 @@
+"""Round 26 of adversarial playground testing (a teacher preparing a class, in a real browser).
+
+* a link whose setup is refused (binary cross-entropy on 5 clusters): the page marked the loss
+  control in red with the reason; pressing play or step (or the doctor) then answered "nothing
+  to train: fix the setup or press reset" without a key, which took the red mark and the reason
+  off the page (the gradient panel still said "change the control marked in red", none was) and
+  offered reset, which restarts nothing when no setup was ever accepted; the doctor said "wait
+  until the setup has loaded", a setup that never loads.
+
+Browser tests use Debian's Chromium (they fail, not skip, without it); screenshots go to a
+temporary folder (``DEPTHLAB_SCREENSHOTS=DIR`` keeps them in DIR).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+from helpers.browser import checked_page, screenshot_dir
+from websockets.sync.client import connect
+
+REFUSED = {"data.name": "clusters", "data.options.n_classes": "5",
+           "train.loss": "binary_cross_entropy"}
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return screenshot_dir(tmp_path_factory.mktemp("round26_screenshots"))
+
+
+def _receive(ws, predicate, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+        if predicate(m):
+            return m
+
+
+@pytest.mark.parametrize("cmd", ["play", "step", "doctor"])
+def test_a_command_on_a_refused_setup_repeats_the_refusal_naming_its_control(server, cmd):
+    with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": REFUSED}))
+        first = _receive(ws, lambda m: m["type"] == "error")
+        assert first["key"] == "train.loss" and "needs 2 classes" in first["message"]
+        ws.send(json.dumps({"cmd": cmd}))
+        m = _receive(ws, lambda m: m["type"] == "error")
+        # was key None and "nothing to train: fix the setup or press reset" (the doctor: "wait
+        # until the setup has loaded")
+        assert m["key"] == "train.loss", m
+        assert "needs 2 classes" in m["message"] and "press reset" not in m["message"]
+        # an accepted setup afterwards trains as before
+        ws.send(json.dumps({"cmd": "setup", "query": {**REFUSED, "train.loss": "cross_entropy",
+                                                      "model.depth": "2", "model.width": "4"}}))
+        _receive(ws, lambda m: m["type"] == "ready")
+        ws.send(json.dumps({"cmd": "step"}))
+        assert _receive(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
+
+
+def test_step_pressed_on_a_refused_link_keeps_the_red_mark_and_the_reason(browser, server,
+                                                                           shots):
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?" + urllib.parse.urlencode(REFUSED))
+        pg.wait_for_selector(".field.invalid[data-key='train.loss']", timeout=20_000)
+        for button in ("#step", "#play", "#doctor"):
+            pg.click(button)
+            pg.wait_for_function("document.getElementById('state').textContent.toLowerCase()"
+                                 " === 'invalid'", timeout=10_000)
+            time.sleep(0.5)  # the answer to the press
+            pg.screenshot(path=str(shots / f"refused_link_after_{button[1:]}.png"))
+            # was: no control marked, the message "nothing to train: fix the setup or press
+            # reset" under a gradient panel saying "change the control marked in red"
+            marked = pg.evaluate("[...document.querySelectorAll('.field.invalid')]"
+                                 ".map(e => e.dataset.key)")
+            assert marked == ["train.loss"], (button, marked)
+            note = pg.locator(".field[data-key='train.loss'] .field-error").text_content()
+            assert "needs 2 classes" in note
+            assert "needs 2 classes" in pg.text_content("#message")
+            assert "press reset" not in pg.text_content("#message")
