@@ -199,3 +199,31 @@ def test_an_accuracy_monitor_on_one_hot_target_columns_under_mse_runs(tmp_path):
                    'sizes = ["auto", 4, "auto"]\n[train]\nloss = "mse"\nepochs = 3\n'
                    'patience = 1\nmonitor = "val_acc"\n[probes]\nevery = 0\n')
     assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+
+
+def test_a_run_whose_monitor_is_never_finite_is_reported_not_crashed(tmp_path, capsys):
+    """Early stopping with no finite validation loss in any epoch (validation rows that
+    overflow the float32 network) stops after `patience` epochs with no best epoch: `depthlab
+    run` crashed printing its line (int(None): 'internal error', exit 1) after storing the
+    run, and the network was not saved."""
+    from depthlab.cli import main
+    from depthlab.inference import model_path
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    data = tmp_path / "inf.npz"
+    np.savez(data, x_train=x, y_train=y, x_val=np.full((20, 4), 3e38, np.float32),
+             y_val=y[:20], x_test=x[:20], y_test=y[:20])
+    cfg = tmp_path / "inf.toml"
+    cfg.write_text(f'[data]\npath = "{data.as_posix()}"\nstandardize = false\n[model]\n'
+                   'sizes = ["auto", 8, "auto"]\n[train]\nepochs = 6\npatience = 2\n'
+                   '[probes]\nevery = 0\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--json"]) == 0
+    out = capsys.readouterr()
+    import json
+
+    rec = json.loads(out.out)
+    assert rec["metrics"]["stopped_epoch"] == 2 and rec["metrics"]["best_epoch"] is None
+    assert "early stop after epoch 2" in out.err and "no epoch had a finite val_loss" in out.err
+    assert model_path(tmp_path / "out", rec["id"]).exists()

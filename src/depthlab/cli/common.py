@@ -112,13 +112,19 @@ def open_store(path: str, create: bool, readonly: bool = False):
     return Store(path, create=create, readonly=readonly)
 
 
-def metrics_line(metrics: dict[str, Any]) -> str:
-    """``key=value`` pairs of the final metrics that are present."""
+def metrics_line(metrics: dict[str, Any], monitor: str | None = None) -> str:
+    """``key=value`` pairs of the final metrics that are present (with early stopping, what
+    ended the run; ``monitor``: its metric's name)."""
     keys = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "steps")
     line = " ".join(f"{k}={num(metrics.get(k))}" for k in keys if metrics.get(k) is not None)
     if metrics.get("stopped_epoch") is not None:  # train.patience ended the run
-        line += (f" (early stop after epoch {int(metrics['stopped_epoch'])}; metrics and "
-                 f"network of epoch {int(metrics['best_epoch'])})")
+        stopped = int(metrics["stopped_epoch"])
+        if metrics.get("best_epoch") is None:  # no epoch's monitored value was finite
+            line += (f" (early stop after epoch {stopped}; no epoch had a finite "
+                     f"{monitor or 'monitored value'}: metrics and network of epoch {stopped})")
+        else:
+            line += (f" (early stop after epoch {stopped}; metrics and network of epoch "
+                     f"{int(metrics['best_epoch'])})")
     return line
 
 

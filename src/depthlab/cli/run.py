@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     echo = say(args)
-    echo(f"run {rec.id}: {rec.status} {metrics_line(rec.metrics)}")
+    echo(f"run {rec.id}: {rec.status} "
+         f"{metrics_line(rec.metrics, rec.config['train'].get('monitor'))}")
     network = None
     if rec.status == "finished":  # the trained network, for `depthlab predict RUN DATA`
         from ..atomic import AtomicWriteError
