@@ -227,3 +227,30 @@ def test_a_run_whose_monitor_is_never_finite_is_reported_not_crashed(tmp_path, c
     assert rec["metrics"]["stopped_epoch"] == 2 and rec["metrics"]["best_epoch"] is None
     assert "early stop after epoch 2" in out.err and "no epoch had a finite val_loss" in out.err
     assert model_path(tmp_path / "out", rec["id"]).exists()
+
+
+def test_a_npz_with_its_own_validation_split_early_stops_with_val_fraction_0(tmp_path,
+                                                                            capsys):
+    """README: a .npz's x_val/y_val are used as the validation split, so data.val_fraction
+    does not matter for it; `patience` with val_fraction = 0 was refused ('needs a validation
+    split but data.val_fraction = 0') although the file holds 15 validation rows. A .npz
+    without x_val still gets one line and exit 2."""
+    from depthlab.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    with_val = tmp_path / "split.npz"
+    np.savez(with_val, x_train=x[:70], y_train=y[:70], x_val=x[70:85], y_val=y[70:85],
+             x_test=x[85:], y_test=y[85:])
+    without = tmp_path / "train_only.npz"
+    np.savez(without, x_train=x[:85], y_train=y[:85], x_test=x[85:], y_test=y[85:])
+    for data, code in ((with_val, 0), (without, 2)):
+        cfg = tmp_path / f"{data.stem}.toml"
+        cfg.write_text(f'[data]\npath = "{data.as_posix()}"\nval_fraction = 0\n[model]\n'
+                       'sizes = ["auto", 8, "auto"]\n[train]\nepochs = 3\npatience = 1\n'
+                       '[probes]\nevery = 0\n')
+        assert main(["run", str(cfg), "--out", str(tmp_path / "out"), "--quiet"]) == code
+        err = capsys.readouterr().err.strip().splitlines()
+        if code:
+            assert len(err) == 1 and "train.monitor" in err[0] and "validation" in err[0]

@@ -714,8 +714,9 @@ class RunSpec:
                 f"{key} = {shown} applies to early stopping, which needs train.patience; "
                 "accepted: train.patience = an integer >= 1 (or leave out train.monitor and "
                 "train.min_delta)", key)
+        own_split = str(self.data.path or "").lower().endswith(".npz")  # x_val/y_val: its own
         if t.patience is not None and t.monitor.startswith("val_") \
-                and self.data.val_fraction == 0:
+                and self.data.val_fraction == 0 and not own_split:  # (prepare checks those)
             raise ConfigError(
                 f"train.monitor = \"{t.monitor}\" needs a validation split but "
                 "data.val_fraction = 0; accepted: data.val_fraction > 0 or train.monitor = "
