@@ -254,3 +254,28 @@ def test_a_npz_with_its_own_validation_split_early_stops_with_val_fraction_0(tmp
         err = capsys.readouterr().err.strip().splitlines()
         if code:
             assert len(err) == 1 and "train.monitor" in err[0] and "validation" in err[0]
+
+
+def test_a_refused_first_fit_call_does_not_fix_the_input_standardization():
+    """README: the standardization is 'fitted by a Trainer's first fit call and kept by its
+    later calls'. A first call refused before any update (no validation data for the early
+    stopping monitor, a bad label) kept a standardizer fitted on its arrays, and the next,
+    valid call trained on inputs scaled by the refused data's statistics."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    tr = dl.Trainer(dl.mlp([3, 4, 2], seed=0), standardize=True, epochs=1, patience=2)
+    with pytest.raises(ValueError, match="needs validation data"):
+        tr.fit(x * 1000 + 50, y)
+    bad = y.copy()
+    bad[3] = 7
+    with pytest.raises(ValueError, match="label 7"):
+        tr.fit(x * 1000 + 50, bad, x, y)
+    assert tr.standardizer is None and tr.step == 0
+    hist = tr.fit(x, y, x, y)
+    np.testing.assert_allclose(tr.standardizer.mean64, x.mean(axis=0))
+    assert hist.standardizer is tr.standardizer
+    # once a call has trained, a later call keeps it (even one that is refused)
+    with pytest.raises(ValueError, match="label 7"):
+        tr.fit(x * 1000 + 50, bad, x, y)
+    np.testing.assert_allclose(tr.standardizer.mean64, x.mean(axis=0))

@@ -203,6 +203,19 @@ class Trainer:
         ``(n, n_outputs)``), evaluating on ``x_val, y_val`` after each epoch when given;
         returns the :class:`History` (accumulated over calls). Bad data (shapes, NaN, empty,
         labels out of range) raise ValueError/TypeError before the first step."""
+        fitting = self.standardize and self.standardizer is None
+        step = self.step
+        try:
+            return self._fit(x, y, x_val, y_val)
+        except BaseException:
+            if fitting and self.step == step:  # refused before its first update: the input
+                # scale is fitted by the first call that trains (a refused call's arrays,
+                # perhaps the wrong ones, set it for every later call)
+                self.standardizer = self.history.standardizer = None
+            raise
+
+    def _fit(self, x: ArrayLike, y: ArrayLike, x_val: ArrayLike | None,
+             y_val: ArrayLike | None) -> History:
         net = self.net
         raw = np.float64 if self.standardize else net.dtype  # cast after standardizing
         x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=raw)
@@ -236,7 +249,7 @@ class Trainer:
         if merge:  # one row cannot be batch-normalized: it joins the batch before it
             warnings.warn(f"batch normalization: {n} rows in batches of {bs} leave 1 row for "
                           f"the last batch of each epoch; it is merged into the batch before "
-                          f"it ({bs + 1} rows)", stacklevel=2)
+                          f"it ({bs + 1} rows)", stacklevel=3)
         per_epoch = math.ceil(n / bs) - merge
         total = self.max_steps if self.epochs is None else per_epoch * self.epochs
         if self.max_steps is not None:
