@@ -79,3 +79,18 @@ def test_step_pressed_on_a_refused_link_keeps_the_red_mark_and_the_reason(browse
             assert "needs 2 classes" in note
             assert "needs 2 classes" in pg.text_content("#message")
             assert "press reset" not in pg.text_content("#message")
+
+
+def test_a_refused_data_set_switch_says_which_data_set_the_panels_still_show(browser, server):
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?train.loss=binary_cross_entropy&model.depth=2&model.width=4")
+        pg.wait_for_function("document.getElementById('grad-summary').dataset.step !== ''",
+                             timeout=20_000)
+        pg.select_option("select[name='data.name']", "mnist1d")  # 10 classes: refused
+        pg.wait_for_selector(".field.invalid", timeout=10_000)
+        message = pg.inner_text("#message")
+        assert "needs 2 classes but data set 'mnist1d' has 10" in message, message
+        # was "(train.loss = binary_cross_entropy)": the loss the control reads, while the menu
+        # read mnist1d over the panels of spirals
+        assert message.endswith("Still showing the last accepted setup (data.name = spirals)."), \
+            message

@@ -330,8 +330,7 @@ function handle(m) {
       showMessage(m.message + (linkOnly ? ". That setting came with the link and has no " +
         "control here: change any control (or choose a preset) to start without it" : "") +
         (key && !linkOnly && S.ready && S.query ?
-        ". Still showing the last accepted setup (" + (S.query[key] !== undefined ?
-          `${key} = ${S.query[key]}` : "unchanged") + ")." : ""));
+        ". Still showing the last accepted setup (" + shownInstead(key) + ")." : ""));
       markInvalid(key, m.message);
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
         const refocus = doctorFocusBack();
@@ -915,6 +914,22 @@ function el(tag, cls, text) {
 }
 
 /* findings of another setup than the one on the page (changed since the doctor ran) say so */
+/* What the panels show in place of the controls after a refusal: the accepted values of the
+   controls that now read otherwise. The refused key alone told a learner who switched the data
+   set to mnist1d beside a binary cross-entropy loss "Still showing the last accepted setup
+   (train.loss = binary_cross_entropy)", the loss the control reads, while the menu read mnist1d
+   over the panels of spirals. */
+function shownInstead(key) {
+  const now = readControls();
+  const same = (a, b) => {
+    const x = String(a).trim().toLowerCase(), y = String(b).trim().toLowerCase();
+    return x === y || (x !== "" && y !== "" && Number.isFinite(Number(x)) && Number(x) === Number(y));
+  };
+  const differ = Object.keys(now).filter((k) => S.query[k] !== undefined && !same(now[k], S.query[k]));
+  if (differ.length) return differ.map((k) => `${k} = ${S.query[k]}`).join(", ");
+  return S.query[key] !== undefined ? `${key} = ${S.query[key]}` : "unchanged";
+}
+
 function sameQuery(a, b) {
   // the epochs go into the export only: the doctor trains its own number of steps
   const keys = [...new Set([...Object.keys(a || {}), ...Object.keys(b || {})])]
