@@ -39,7 +39,7 @@ def _receive(ws, predicate, timeout: float = 20.0) -> dict:
             return m
 
 
-@pytest.mark.parametrize("cmd", ["play", "step", "doctor"])
+@pytest.mark.parametrize("cmd", ["play", "step", "doctor", "reset"])
 def test_a_command_on_a_refused_setup_repeats_the_refusal_naming_its_control(server, cmd):
     with connect(server.url.replace("http://", "ws://") + "ws") as ws:
         ws.send(json.dumps({"cmd": "setup", "query": REFUSED}))
@@ -50,6 +50,7 @@ def test_a_command_on_a_refused_setup_repeats_the_refusal_naming_its_control(ser
         # was key None and "nothing to train: fix the setup or press reset" (the doctor: "wait
         # until the setup has loaded")
         assert m["key"] == "train.loss", m
+        # (reset: no answer at all)
         assert "needs 2 classes" in m["message"] and "press reset" not in m["message"]
         # an accepted setup afterwards trains as before
         ws.send(json.dumps({"cmd": "setup", "query": {**REFUSED, "train.loss": "cross_entropy",

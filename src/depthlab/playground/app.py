@@ -464,6 +464,9 @@ class _Tab:
         elif cmd == "reset":
             if self.setup is not None:
                 await self._start(to_query(self.setup), autoplay=False, fresh=True)
+            elif self.refused is not None:  # no setup accepted yet: reset answered nothing
+                message, key = self.refused
+                self._error(f"nothing to reset: the setup was refused: {message}", key)
         elif cmd in ("play", "pause", "step"):
             if self.session is None and self.refused is not None:
                 # a refused link: "fix the setup or press reset" (with no key) took the red mark
