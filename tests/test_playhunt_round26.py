@@ -95,3 +95,36 @@ def test_a_refused_data_set_switch_says_which_data_set_the_panels_still_show(bro
         # read mnist1d over the panels of spirals
         assert message.endswith("Still showing the last accepted setup (data.name = spirals)."), \
             message
+
+
+CLUSTERS = {"data.name": "clusters", "model.depth": "2", "model.width": "4"}
+
+
+def test_the_held_out_numbers_are_those_of_the_probe_batch_and_the_page_says_so(server, browser):
+    from depthlab.experiments.runner import prepare
+    from depthlab.losses import get_loss
+    from depthlab.playground.setup import parse_setup, to_config
+
+    with connect(server.url.replace("http://", "ws://") + "ws") as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": CLUSTERS}))
+        ready = _receive(ws, lambda m: m["type"] == "ready")
+        first = _receive(ws, lambda m: m["type"] == "update")
+    assert (ready["probe_rows"], ready["probe_of"], ready["probe_held_out"]) == (300, 500, True)
+    # an independent forward of the same network: the page's held-out loss is that of the
+    # first 300 held-out rows, not of all 500 (what `depthlab run` reports as val_loss)
+    prep = prepare(to_config(parse_setup(CLUSTERS)))
+    loss = get_loss("cross_entropy")
+    x, y = prep.data.x_val, prep.y_val
+    on_300 = float(loss.forward(prep.net.forward(x[:300], training=False), y[:300]))
+    on_500 = float(loss.forward(prep.net.forward(x, training=False), y))
+    assert first["probe_loss"] == pytest.approx(on_300, rel=1e-5)
+    assert abs(on_500 - on_300) > 1e-3 * on_300
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?" + urllib.parse.urlencode({**CLUSTERS,
+                                                           "model.batchnorm": "true"}))
+        pg.wait_for_function("document.getElementById('loss-rows').textContent !== ''",
+                             timeout=20_000)
+        note = pg.inner_text("#loss-rows")
+        # was: no word on which examples "held-out loss" and "held-out acc" were measured on
+        assert "on the first 300 of the 500 held-out examples" in note, note
+        assert "training mode" in note and "inference mode" in note, note

@@ -353,6 +353,10 @@ class Session:
             "has_accuracy": self.monitor.has_accuracy,
             "hist_layers": self.monitor.hist_layers, "theory": theory_profile(cfg),
             "points": self.monitor.sample,
+            # the loss panel's "held-out" numbers are the probe batch's: the first 300 of the
+            # 500 held-out rows of clusters or mnist1d (`depthlab run` reports all of them)
+            "probe_rows": int(len(self.monitor.x)), "probe_of": int(px.shape[0]),
+            "probe_held_out": prep.y_val is not None,
         }
         self.emit(jsonable(info))
         hist = trainer.fit(ds.x_train, prep.y_train,

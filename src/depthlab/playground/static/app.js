@@ -423,6 +423,7 @@ function onAccepted(m) {
   // the page called "building the network" of a 10 x 32 net
   gs.textContent = "loading the data and building the network\u2026";
   $("loss-note").textContent = "";
+  $("loss-rows").textContent = "";
   S.hist = { step: [], train: [], probe: [], acc: [] };
   S.evo = { step: [], mean: [], std: [] };
 }
@@ -437,6 +438,23 @@ function onReady(m) {
   $("boundary-note").textContent = m.n_features === 2 ? "" :
     `decision boundary: ${m.n_features}-D inputs (shown for 2-D data sets: spirals, clusters with d = 2)`;
   buildPlots(m);
+  $("loss-rows").textContent = probeRowsNote(m);
+}
+
+/* Which examples the loss panel's "held-out" numbers are measured on: the probe batch of every
+   panel (the first 300 held-out rows), in training mode. Unsaid, a learner who exported the
+   setup compared them with `depthlab run`'s val_loss and val_acc over all 500 held-out rows of
+   clusters or mnist1d (in inference mode for batch norm) and found other numbers. */
+function probeRowsNote(m) {
+  if (typeof m.probe_rows !== "number") return "";
+  const where = m.probe_held_out === false ? `${m.probe_rows} training examples (the data set has ` +
+    `no held-out rows)` : m.probe_rows < m.probe_of ? `the first ${m.probe_rows} of the ` +
+    `${m.probe_of} held-out examples` : `the ${m.probe_rows} held-out examples`;
+  const bn = m.config && m.config.model && m.config.model.batchnorm ?
+    ", batch norm normalizing with their own statistics (training mode)" : "";
+  return `held-out loss and accuracy: on ${where}, the probe batch of every panel${bn}` +
+    (m.probe_held_out !== false && (m.probe_rows < m.probe_of || bn) ? `; \`depthlab run\` reports its val_loss and val_acc on ` +
+      `all ${m.probe_of}${bn ? " in inference mode" : ""}` : "");
 }
 
 function onDiverged(m) {
