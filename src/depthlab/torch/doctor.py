@@ -544,7 +544,12 @@ def _factory(make_model_or_model: Any
                                     "model in each call") from None
             model.load_state_dict(first[1])
         else:  # a factory drawing from an unseeded generator: every run (baseline and
-            _load_if_same(model, first[1])  # cures) starts from the same weights
+            if model is made:  # cures) starts from the same weights; trained as a copy too:
+                try:  # a new model around the caller's modules (a global pretrained
+                    model = copy.deepcopy(model)  # backbone) leaves those as built
+                except Exception:  # noqa: BLE001 - not copyable: trained itself
+                    pass
+            _load_if_same(model, first[1])
         return model
 
     return fresh, rows
