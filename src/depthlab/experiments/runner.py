@@ -285,7 +285,7 @@ def memory_need(config: dict[str, Any], sizes: list[int] | None = None,
     what they are for, e.g. ``"model.sizes = [64, 2000, 10] with train.batch_size = 32 on
     1797 rows of data"``; None when an option is bad (the loader names it)."""
     from ..data import find_builtin
-    from ..memory import dense_chain, run_bytes, sizes_text
+    from ..memory import dense_chain, parameter_count, run_bytes, sizes_text
 
     m, t, d = config["model"], config["train"], config["data"]
     written = sizes is None and not (d.get("name") and find_builtin(d.get("name")))
@@ -310,16 +310,20 @@ def memory_need(config: dict[str, Any], sizes: list[int] | None = None,
         rows = max(rows, min(probe_rows, n_rows))
     else:  # rows unknown until a file is loaded: the check after loading counts the batch
         rows = 1
-    need = run_bytes(dense_chain(sizes, bool(m.get("residual"))), n_rows=n_rows or 0,
+    chain = dense_chain(sizes, bool(m.get("residual")))
+    need = run_bytes(chain, n_rows=n_rows or 0,
                      dtype=m["dtype"], optimizer=t["optimizer"],
                      momentum=bool((t.get("optimizer_kwargs") or {}).get("momentum")),
                      batch_rows=rows, onehot=t["loss"] in ("mse", "huber"))
+    if t.get("patience") is not None:  # early stopping keeps a copy of the best epoch's
+        need += parameter_count(chain) * np.dtype(m["dtype"]).itemsize  # parameters
     # a file's rows are unknown before it is loaded: not "on 0 rows of data"
     data = (f"on {n_rows} rows of data" if n_rows else
             f"for the network alone (data file {d.get('path')!r} not loaded yet)")
     # before a file is read, its "auto" ends are placeholders: the sizes as written
     shown = sizes_text(m["sizes"] if written else sizes)
-    return need, f"model.sizes = {shown} with train.batch_size = {bs} " + data
+    kept = " (and early stopping's copy of the best weights)" if t.get("patience") else ""
+    return need, f"model.sizes = {shown} with train.batch_size = {bs} " + data + kept
 
 
 def prepare(config: dict[str, Any], *, data: Any = None) -> Prepared:
