@@ -732,7 +732,11 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
     if not layers:
         raise ValueError(f"{type(model).__name__} has no weight layers (modules owning a "
                          "parameter of at least 2 dimensions) to diagnose")
-    weights = [(i, t.name, rx.weight_tensors(t.module)[0]) for i, t in enumerate(layers, 1)]
+    # update ratios of the layers the optimizer updates: a frozen layer's ratio is 0 at every
+    # step, and four frozen backbone layers held the median over layers (lr_too_high's
+    # metric) at 0 while the trained head's updates rewrote its weights
+    weights = [(i, t.name, w) for i, t in enumerate(layers, 1)
+               for w in rx.weight_tensors(t.module)[:1] if w.requires_grad]
     before = through_time(model, px, py, loss_fn)
     biases = hidden_biases(layers)  # at initialization (describe reads the trained model)
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
