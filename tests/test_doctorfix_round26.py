@@ -210,25 +210,10 @@ def _not_learned_verification():
 def test_the_playground_doctor_sends_why_a_cure_did_not_help(monkeypatch):
     """The command line and the report say why a cure did not help (a run that did not learn,
     a loss at chance); the playground's doctor sent only 'helped' and the trade-off."""
-    from depthlab.experiments.runner import prepare
-    from depthlab.playground import doctor_task
-    from depthlab.playground.setup import parse_setup, to_config
+    from helpers.doctor import playground_doctor
 
-    setup = parse_setup({"model.depth": "2", "model.width": "8"})
-    prep = prepare(to_config(setup))
     ver = [_not_learned_verification()]
-
-    class Fake:
-        verifications = ver
-
-        def to_dict(self):
-            return {"findings": [], "baseline": {}, "verifications": [v.to_dict() for v in ver]}
-
-        def __str__(self):
-            return "fake"
-
-    monkeypatch.setattr(doctor_task, "doctor", lambda *a, **k: Fake())
-    out = doctor_task.run_doctor(prep, setup, steps=5)
+    out = playground_doctor(monkeypatch, ver)
     assert [v["reason"] for v in out["verifications"]] == [_NOT_LEARNED]
     assert ver[0].verdict() == "did not help" + _NOT_LEARNED
 

@@ -11,13 +11,10 @@ def test_run_doctor_sends_each_verdicts_trade_off(monkeypatch):
     """A cure that helped by the held-out accuracy while the train loss rose (batch norm on a
     10x32 sigmoid net: accuracy 0.485 -> 0.645, loss 0.7076 -> 0.722) showed only 'helped' in
     the page, while the doctor's own line says what it weighed (found by doctor17b)."""
-    from depthlab.diagnosis.findings import Verification
-    from depthlab.experiments.runner import prepare
-    from depthlab.playground import doctor_task
-    from depthlab.playground.setup import parse_setup, to_config
+    from helpers.doctor import playground_doctor
 
-    setup = parse_setup({"model.depth": "2", "model.width": "8"})
-    prep = prepare(to_config(setup))
+    from depthlab.diagnosis.findings import Verification
+
     ver = [Verification("vanishing_gradients", {"batchnorm": True},
                         {"train_loss": 0.7076, "val_acc": 0.485},
                         {"train_loss": 0.722, "val_acc": 0.645}, "ratio", 10.0, 1.0, True, True),
@@ -25,17 +22,7 @@ def test_run_doctor_sends_each_verdicts_trade_off(monkeypatch):
                         {"train_loss": 0.7, "val_acc": 0.5}, {"train_loss": 0.6, "val_acc": 0.6},
                         "ratio", 3.0, 1.0, True, True)]
 
-    class Fake:
-        verifications = ver
-
-        def to_dict(self):
-            return {"findings": [], "baseline": {}, "verifications": [v.to_dict() for v in ver]}
-
-        def __str__(self):
-            return "fake"
-
-    monkeypatch.setattr(doctor_task, "doctor", lambda *a, **k: Fake())
-    out = doctor_task.run_doctor(prep, setup, steps=5)
+    out = playground_doctor(monkeypatch, ver)
     assert [v["trade_off"] for v in out["verifications"]] == [
         ", held-out accuracy up 16 points although the train loss rose 2%", ""]
 

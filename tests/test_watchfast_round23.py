@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers.torchref import FunctionalReluNet
 from torch import nn
 
 from depthlab.probes import accel
@@ -26,15 +26,6 @@ pytestmark = pytest.mark.skipif(accel.kernels() is None,
 
 ACTIVATIONS = [nn.ReLU, lambda: nn.ReLU(inplace=True), nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
                nn.LeakyReLU, nn.ELU, nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Mish, nn.SELU]
-
-
-class _Functional(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.c(F.relu(self.b(F.relu(self.a(x), inplace=True))))
 
 
 class _Residual(nn.Module):
@@ -109,7 +100,7 @@ def _models():
         yield f"chain-{name}", _chain(act), act in (nn.ReLU,) or i == 1
     yield "dropout", _chain(nn.ReLU, dropout=True), True
     yield "cnn", _CNN, True
-    yield "functional", _Functional, False
+    yield "functional", FunctionalReluNet, False
     yield "residual", _Residual, False
     yield "shared", _Shared, False
     yield "batchnorm", lambda: nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(),

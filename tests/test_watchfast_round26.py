@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.torchref import FunctionalReluNet
 from torch import nn
 
 from depthlab.torch import Watch, functional_acts, hooks
@@ -97,15 +98,6 @@ def _plan_every_point(model, step, where):
         model[4].register_forward_hook(_doubling)
     if where == "start" and step == 4:
         torch.nn.modules.module.register_module_forward_hook(lambda m, a, o: None).remove()
-
-
-class _FunctionalNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.c(F.relu(self.b(F.relu(self.a(x), inplace=True))))
 
 
 class _Returned(nn.Module):
@@ -186,7 +178,7 @@ class _Head(nn.Module):
 MODELS = {
     "mlp": lambda: _mlp(),
     "mlp-inplace": lambda: _mlp(inplace=True),
-    "functional": _FunctionalNet,
+    "functional": FunctionalReluNet,
     "returned": _ReturnedLoss,
     "dict": lambda: _Head(_DictOut()),
     "inplace-other": _InPlaceOther,

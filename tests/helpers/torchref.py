@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -39,3 +40,15 @@ def call(model: nn.Module, x: Any) -> Any:
     if isinstance(x, dict):
         return model(**x)
     return model(x)
+
+
+class FunctionalReluNet(nn.Module):
+    """6 -> 16 -> 16 -> 3 with functional ReLUs (the first in place): activations the forward
+    applies itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(6, 16), nn.Linear(16, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.c(F.relu(self.b(F.relu(self.a(x), inplace=True))))
