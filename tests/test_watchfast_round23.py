@@ -13,7 +13,7 @@ import math
 
 import pytest
 import torch
-from helpers.torchref import FunctionalReluNet
+from helpers.torchref import FunctionalReluNet, ResidualReluNet
 from torch import nn
 
 from depthlab.probes import accel
@@ -26,18 +26,6 @@ pytestmark = pytest.mark.skipif(accel.kernels() is None,
 
 ACTIVATIONS = [nn.ReLU, lambda: nn.ReLU(inplace=True), nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU,
                nn.LeakyReLU, nn.ELU, nn.Softplus, nn.ReLU6, nn.Hardtanh, nn.Mish, nn.SELU]
-
-
-class _Residual(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp, self.f1, self.f2, self.out = (nn.Linear(6, 16), nn.Linear(16, 16),
-                                                nn.Linear(16, 16), nn.Linear(16, 3))
-
-    def forward(self, x):
-        h = torch.relu(self.inp(x))
-        h = h + self.f2(torch.relu(self.f1(h)))
-        return self.out(h)
 
 
 class _Shared(nn.Module):
@@ -101,7 +89,7 @@ def _models():
     yield "dropout", _chain(nn.ReLU, dropout=True), True
     yield "cnn", _CNN, True
     yield "functional", FunctionalReluNet, False
-    yield "residual", _Residual, False
+    yield "residual", ResidualReluNet, False
     yield "shared", _Shared, False
     yield "batchnorm", lambda: nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(),
                                              nn.Linear(16, 3)), False

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.torchref import FunctionalReluNet
+from helpers.torchref import FunctionalReluNet, ResidualReluNet
 from torch import nn
 
 from depthlab.torch import Watch, functional_acts, hooks
@@ -147,18 +147,6 @@ class _InPlaceOther(nn.Module):
         return self.b(F.gelu(h))
 
 
-class _Residual(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp, self.f1, self.f2, self.out = (nn.Linear(6, 16), nn.Linear(16, 16),
-                                                nn.Linear(16, 16), nn.Linear(16, 3))
-
-    def forward(self, x):
-        h = torch.relu(self.inp(x))
-        h = h + self.f2(torch.relu(self.f1(h)))
-        return self.out(h)
-
-
 def _first(model_out):
     return model_out[0] if isinstance(model_out, tuple) else (
         model_out["logits"] if isinstance(model_out, dict) else model_out)
@@ -182,7 +170,7 @@ MODELS = {
     "returned": _ReturnedLoss,
     "dict": lambda: _Head(_DictOut()),
     "inplace-other": _InPlaceOther,
-    "residual": _Residual,
+    "residual": ResidualReluNet,
     "bn-tanh": lambda: nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(),
                                      nn.Linear(16, 3)),
 }

@@ -52,3 +52,18 @@ class FunctionalReluNet(nn.Module):
 
     def forward(self, x):
         return self.c(F.relu(self.b(F.relu(self.a(x), inplace=True))))
+
+
+class ResidualReluNet(nn.Module):
+    """6 -> 16, one residual block ``h + f2(relu(f1(h)))`` of width 16, -> 3 (functional
+    ReLUs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.f1, self.f2, self.out = (nn.Linear(6, 16), nn.Linear(16, 16),
+                                                nn.Linear(16, 16), nn.Linear(16, 3))
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        h = h + self.f2(torch.relu(self.f1(h)))
+        return self.out(h)
