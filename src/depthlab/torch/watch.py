@@ -42,6 +42,7 @@ hooks only.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import numbers
 import os
@@ -81,12 +82,12 @@ WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 """Rows measured on the parameters' ``.grad``."""
 
 
-def _scaler_state(scaler: Any, mine: Collection[int] = ()) -> tuple[float, bool]:
+def _scaler_state(scaler: Any, optimizers: _OptimizersOf | None = None) -> tuple[float, bool]:
     """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
     ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
     disabled) and whether ``.grad`` is already divided by it: by ``scaler.unscale_`` (of any
     optimizer: unscale all or none), or by ``scaler.step`` (which unscales first, fused
-    optimizers too) of an optimizer of the watched weights (``mine``: their ids; a
+    optimizers too) of an optimizer of the watched weights (``optimizers.mine()``; a
     ``Watch.step`` between ``scaler.step`` and ``scaler.update`` read ``weight_grad_*``
     divided twice, 1/S of the gradient), not of another model's (a GAN's discriminator
     stepped before the generator's backward: its scaler state says nothing of the generator's
@@ -96,6 +97,10 @@ def _scaler_state(scaler: Any, mine: Collection[int] = ()) -> tuple[float, bool]
     from torch.amp.grad_scaler import OptState
 
     states = getattr(scaler, "_per_optimizer_states", {})
+    if optimizers is not None:  # a stepped optimizer that the step pre-hook never saw
+        optimizers.learn([key for key, st in states.items()
+                          if st.get("stage") is OptState.STEPPED])
+    mine = optimizers.mine() if optimizers is not None else set()
     unscaled = any(st.get("stage") is OptState.UNSCALED
                    or (st.get("stage") is OptState.STEPPED and key in mine)
                    for key, st in states.items())
@@ -128,6 +133,19 @@ class _OptimizersOf:
         ids = {id(p) for _, p in watch._weights}
         self.seen[id(opt)] = (weakref.ref(opt), any(
             id(p) in ids for group in opt.param_groups for p in group["params"]))
+
+    def learn(self, keys: Collection[int]) -> None:
+        """Note the optimizers of ``keys`` (ids) not seen yet: ``scaler.step`` unscales the
+        gradients and then skips ``optimizer.step`` when one is inf/NaN, so an optimizer whose
+        steps were all skipped so far (the first steps of fp16 training, at the scaler's
+        initial scale) never ran the step pre-hook, and its unscaled ``.grad`` was divided by
+        the scale again (1/S of the gradient). Found among the live objects (only then)."""
+        unknown = {k for k in keys if (e := self.seen.get(k)) is None or e[0]() is None}
+        if not unknown:
+            return
+        for obj in gc.get_objects():
+            if id(obj) in unknown and isinstance(obj, torch.optim.Optimizer):
+                self(obj, (), {})
 
     def mine(self) -> set[int]:
         return {key for key, (ref, holds) in self.seen.items() if holds and ref() is not None}
@@ -642,8 +660,7 @@ class Watch:
 
     def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
         """The record's values with the gradient rows divided by the GradScaler's scale."""
-        scale, unscaled = _scaler_state(
-            self.scaler, self._optimizers.mine() if self._optimizers is not None else ())
+        scale, unscaled = _scaler_state(self.scaler, self._optimizers)
         if scale == 1.0:
             return values
         rows = GRADIENT_ROWS if unscaled else GRADIENT_ROWS | WEIGHT_GRADIENT_ROWS
