@@ -74,3 +74,35 @@ def test_a_skipped_step_of_another_models_optimizer_is_not_taken_for_mine():
     scaler.update()
     watch.close()
     assert _row(watch, 0, 2, "weight_grad_std") == pytest.approx(true, rel=1e-5)
+
+
+def test_a_watch_step_after_scaler_update_is_refused_not_recorded_wrong():
+    # scaler.step(opt); scaler.update(); watch.step(loss): the .grad were unscaled by
+    # scaler.step and update() reset the scaler's state, so the rows were divided by the next
+    # step's scale (weight_grad_* a second time: 1/S of the gradient, silently)
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = _scaler()
+    watch = dlt.Watch(model, every=2, theory=False, scaler=scaler)
+    for step in range(4):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        if step < 2:  # the documented order, recorded right
+            true = model[2].weight.grad.std(unbiased=False).item() / scaler.get_scale()
+            watch.step(loss)
+            scaler.step(opt)
+            scaler.update()
+            if step == 0:
+                assert _row(watch, 0, 2, "weight_grad_std") == pytest.approx(true, rel=1e-5)
+            continue
+        scaler.step(opt)
+        scaler.update()
+        if step == 2:
+            with pytest.raises(ValueError, match=r"after scaler\.update\(\)"):
+                watch.step(loss)
+            break
+    watch.close()
+    assert 2 not in set(watch.frame().step)

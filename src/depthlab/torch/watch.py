@@ -121,18 +121,28 @@ class _OptimizersOf:
         self.limit = 64
 
     def __call__(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        holds = self.note(opt)
+        watch = self.watch()
+        if holds and watch is not None and watch._rec.armed:
+            # the gradients this step of the watched weights reads: unchanged at the record,
+            # it ran before Watch.step (see Watch._unscaled)
+            watch._stepped_marks = watch._marks()
+
+    def note(self, opt: torch.optim.Optimizer) -> bool:
+        """Note ``opt``; whether it holds one of the watched weights."""
         entry = self.seen.get(id(opt))
         if entry is not None and entry[0]() is opt:
-            return
+            return entry[1]
         watch = self.watch()
         if watch is None:
-            return
+            return False
         if len(self.seen) >= self.limit:  # an optimizer made per step: the dead ones go
             self.seen = {k: v for k, v in self.seen.items() if v[0]() is not None}
             self.limit = max(64, 2 * len(self.seen))  # amortized: many alive at once
         ids = {id(p) for _, p in watch._weights}
-        self.seen[id(opt)] = (weakref.ref(opt), any(
-            id(p) in ids for group in opt.param_groups for p in group["params"]))
+        holds = any(id(p) in ids for group in opt.param_groups for p in group["params"])
+        self.seen[id(opt)] = (weakref.ref(opt), holds)
+        return holds
 
     def learn(self, keys: Collection[int]) -> None:
         """Note the optimizers of ``keys`` (ids) not seen yet: ``scaler.step`` unscales the
@@ -145,7 +155,7 @@ class _OptimizersOf:
             return
         for obj in gc.get_objects():
             if id(obj) in unknown and isinstance(obj, torch.optim.Optimizer):
-                self(obj, (), {})
+                self.note(obj)
 
     def mine(self) -> set[int]:
         return {key for key, (ref, holds) in self.seen.items() if holds and ref() is not None}
@@ -263,6 +273,7 @@ class Watch:
         self._warned_twice = False
         self._warned_no_grad = False
         self._grad_marks: list | None = None  # the gradients at the call before a record
+        self._stepped_marks: list | None = None  # those an optimizer of the weights stepped on
         self._started = time.time()
         self._col_step = array("q")
         self._col_layer = array("i")
@@ -608,6 +619,8 @@ class Watch:
         """Record step ``n``; True when the weight pass also refreshed the snapshot
         (``refresh`` on the CPU kernels' path)."""
         self._check_backward()
+        if self.scaler is not None:
+            self._check_scaler_order()
         self._rec.settle()  # the pass that the backward ran through, read from here on
         extra = [(0, "", "loss", self._pending[-1])]
         if not self._warned_twice:
@@ -657,6 +670,21 @@ class Watch:
         self._col_q.extend(quantities)
         self._col_value.extend(values)
         return fused and refresh
+
+    def _check_scaler_order(self) -> None:
+        """Refuse a record after ``scaler.update()`` (see :class:`_OptimizersOf`)."""
+        marks, self._stepped_marks = self._stepped_marks, None
+        if (marks and self.scaler.is_enabled()
+                and not getattr(self.scaler, "_per_optimizer_states", None)
+                and all((g := p.grad) is not None and ref() is g and g._version == v
+                        for p, ref, v in marks)):
+            # scaler.step(opt) stepped on these very gradients (unscaled them) and
+            # scaler.update() has run since (its state reset, get_scale() the next step's):
+            # the rows were divided by the new scale, weight_grad_* twice
+            raise ValueError("Watch.step(loss) was called after scaler.update(): the "
+                             "gradients were unscaled by scaler.step and the scale is the next "
+                             "step's; call it before scaler.step(opt) (or between "
+                             "scaler.step and scaler.update)")
 
     def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
         """The record's values with the gradient rows divided by the GradScaler's scale."""
