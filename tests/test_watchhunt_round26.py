@@ -106,3 +106,55 @@ def test_a_watch_step_after_scaler_update_is_refused_not_recorded_wrong():
             break
     watch.close()
     assert 2 not in set(watch.frame().step)
+
+
+@pytest.mark.parametrize("where", ["before", "after_step"])
+def test_a_validation_forward_of_the_model_is_not_pooled_with_a_training_pass_through_submodules(
+        where):
+    # a loop that trains through the model's submodules (model[0], model[1], ...) and
+    # validates with model(x_val), gradients left on and no backward: the training forward
+    # that followed the validation was pooled with it (pre_std 0.965 where the batch's is 0.618)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 6, dtype=torch.float64), torch.randint(0, 3, (16,))
+    xv = 2 * torch.randn(7, 6, dtype=torch.float64)
+    watch = dlt.Watch(model, every=2, theory=False)
+    for step in range(3):
+        if where == "before" and step == 2:
+            model.eval()
+            nn.functional.cross_entropy(model(xv), y[:7])
+            model.train()
+        opt.zero_grad()
+        h = model[0](x)
+        h.retain_grad()
+        loss = nn.functional.cross_entropy(model[2](model[1](h)), y)
+        loss.backward()
+        watch.step(loss)
+        if where == "after_step" and step == 1:
+            model.eval()
+            nn.functional.cross_entropy(model(xv), y[:7])
+            model.train()
+        opt.step()
+    watch.close()
+    assert _row(watch, 2, 1, "pre_std") == pytest.approx(h.std(unbiased=False).item(), rel=1e-9)
+    assert _row(watch, 2, 1, "grad_pre_std") == pytest.approx(
+        h.grad.std(unbiased=False).item(), rel=1e-9)
+
+
+def test_a_forward_of_the_model_and_a_submodule_call_under_one_loss_are_still_pooled():
+    # model(a) and model[0](b) graded by one backward: both calls of layer 1 pooled
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    a, b = torch.randn(9, 5, dtype=torch.float64), 3 * torch.randn(4, 5, dtype=torch.float64)
+    watch = dlt.Watch(model, every=1, theory=False)
+    outs = []
+    hook = model[0].register_forward_hook(lambda m, i, o: outs.append(o))
+    loss = model(a).pow(2).mean() + model[0](b).pow(2).mean()
+    loss.backward()
+    watch.step(loss)
+    hook.remove()
+    watch.close()
+    pooled = torch.cat(outs).detach()
+    assert _row(watch, 0, 1, "pre_std") == pytest.approx(pooled.std(unbiased=False).item(),
+                                                         rel=1e-9)

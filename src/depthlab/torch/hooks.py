@@ -299,7 +299,7 @@ class _Pass:
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
                  "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
-                 "cg_only", "swapped")
+                 "cg_only", "swapped", "whole")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -334,6 +334,8 @@ class _Pass:
         # the forward ran with other weights than the model's parameters
         # (torch.func.functional_call(model, fast_weights, x): MAML's adapted forward)
         self.swapped = False
+        # a forward of the model itself ended in this pass (see Recording._idle)
+        self.whole = False
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
@@ -504,6 +506,13 @@ class Recording:
                 return True
             if torch._C._current_graph_task_id() == -1:
                 self._roll()
+        elif self.p.whole and torch.is_grad_enabled() \
+                and torch._C._current_graph_task_id() == -1:
+            # a forward of the whole model ended in this pass and no backward ran through it
+            # yet (a validation model(x_val) with gradients left on, before a loop's training
+            # forward through its submodules, model.encoder(x)): another pass, pooled with it
+            # only if one backward grades both (settle); the training pass was pooled with it
+            self._roll()
         return False
 
     def arm(self) -> None:
@@ -783,6 +792,7 @@ class Recording:
             self._model_idle = False
             return
         p = self.p
+        p.whole = True
         p.swapped = any(m._parameters.get(n) is not w for m, n, w in self._weight_slots)
         if p.links:  # activations the forward applies itself: F.relu(self.fc(x))
             record_functional(self, output)
