@@ -158,3 +158,37 @@ def test_a_forward_of_the_model_and_a_submodule_call_under_one_loss_are_still_po
     pooled = torch.cat(outs).detach()
     assert _row(watch, 0, 1, "pre_std") == pytest.approx(pooled.std(unbiased=False).item(),
                                                          rel=1e-9)
+
+
+def test_a_refused_watch_step_is_not_counted_as_a_step():
+    # a notebook: watch.step refused (no backward since the previous call), the loop fixed and
+    # run again: the refused call's loss was kept, numbered as the next step, and the next
+    # real loss took the number of the step before it (two losses at step 2, 99.0 at step 3)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    watch = dlt.Watch(model, every=2, theory=False)
+    seen = []
+
+    def train_step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        seen.append(loss.item())
+        opt.step()
+
+    for _ in range(4):
+        train_step()
+    for _ in range(2):  # refused twice: each time no backward since the previous call
+        with pytest.raises(ValueError, match="without a backward"):
+            watch.step(torch.tensor(99.0))
+    for _ in range(2):
+        train_step()
+    watch.close()
+    losses = watch.losses()
+    assert list(losses["step"]) == list(range(6))
+    assert list(losses["loss"]) == pytest.approx(seen, rel=1e-6)
+    assert watch.steps_seen == 6
+    assert sorted(set(watch.frame().step)) == [0, 2, 4]

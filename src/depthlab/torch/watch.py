@@ -336,6 +336,13 @@ class Watch:
                 self._rec.order = self._present_layers()
             try:
                 refreshed = self._record(n, refresh=(n + 1) % self.every == 0)
+            except BaseException:
+                # a refused call (no backward since the previous one, ...) is not a step: its
+                # loss was kept and given the number of the step before the next call's (two
+                # losses at one step, the refused value at the next)
+                if self._pending and self._pending[-1] is value:
+                    self._pending.pop()
+                raise
             finally:
                 self._rec.order = order
             if self._theory_pending and self._rec.order:  # else: nothing ran while armed yet
@@ -488,7 +495,7 @@ class Watch:
                 if (g := p.grad) is not None and not g.is_sparse]
 
     def _check_backward(self) -> None:
-        marks, self._grad_marks = self._grad_marks, None
+        marks = self._grad_marks  # kept when refused: a call again is refused again
         # a weight whose gradient was cleared and not given a new one (a branch that did not
         # run this step) has changed too (its dead reference matched the None: AttributeError)
         if marks and all((g := p.grad) is not None and ref() is g and g._version == v
@@ -497,6 +504,7 @@ class Watch:
                              "previous call: every weight's .grad is the one it had then (a "
                              "record of it would be stale); call it once per step, after "
                              "loss.backward()")
+        self._grad_marks = None
         trainable = False
         for _, p in self._weights:  # stops at the first gradient (the usual case)
             if p.requires_grad:
