@@ -681,7 +681,7 @@ class Watch:
 
     def _check_scaler_order(self) -> None:
         """Refuse a record after ``scaler.update()`` (see :class:`_OptimizersOf`)."""
-        marks, self._stepped_marks = self._stepped_marks, None
+        marks = self._stepped_marks  # kept when refused: a call again is refused again
         if (marks and self.scaler.is_enabled()
                 and not getattr(self.scaler, "_per_optimizer_states", None)
                 and all((g := p.grad) is not None and ref() is g and g._version == v
@@ -693,6 +693,7 @@ class Watch:
                              "gradients were unscaled by scaler.step and the scale is the next "
                              "step's; call it before scaler.step(opt) (or between "
                              "scaler.step and scaler.update)")
+        self._stepped_marks = None
 
     def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
         """The record's values with the gradient rows divided by the GradScaler's scale."""
