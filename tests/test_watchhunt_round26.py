@@ -15,6 +15,17 @@ def _scaler():
         pytest.skip(f"no CPU GradScaler: {e}")
 
 
+def _amp_loop(seed, every):
+    """A 6-8-3 ReLU classifier on 16 rows, its SGD optimizer, a GradScaler and a Watch of it."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = _scaler()
+    watch = dlt.Watch(model, every=every, theory=False, scaler=scaler)
+    return model, x, y, opt, scaler, watch
+
+
 def _row(watch, step, layer, quantity):
     f = watch.frame()
     v = f[(f.step == step) & (f.layer == layer) & (f.quantity == quantity)].value
@@ -26,12 +37,7 @@ def test_a_skipped_first_scaler_step_records_the_unscaled_gradient_once():
     # fp16 training skips its first steps (inf gradients at the initial scale): scaler.step
     # unscales .grad and never calls optimizer.step, so the optimizer was unknown to the Watch,
     # which divided the already unscaled weight gradients by the scale again (1/S of them)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = _scaler()
-    watch = dlt.Watch(model, every=1, theory=False, scaler=scaler)
+    model, x, y, opt, scaler, watch = _amp_loop(seed=0, every=1)
     for step in range(3):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)
@@ -80,12 +86,7 @@ def test_a_watch_step_after_scaler_update_is_refused_not_recorded_wrong():
     # scaler.step(opt); scaler.update(); watch.step(loss): the .grad were unscaled by
     # scaler.step and update() reset the scaler's state, so the rows were divided by the next
     # step's scale (weight_grad_* a second time: 1/S of the gradient, silently)
-    torch.manual_seed(2)
-    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
-    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = _scaler()
-    watch = dlt.Watch(model, every=2, theory=False, scaler=scaler)
+    model, x, y, opt, scaler, watch = _amp_loop(seed=2, every=2)
     for step in range(4):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(x), y)

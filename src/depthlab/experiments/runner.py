@@ -389,14 +389,11 @@ def _check_monitor(config: dict[str, Any], y_train: np.ndarray, y_val: np.ndarra
     if not monitor.endswith("_acc"):
         return
     from ..losses import get_loss
+    from ..training.early_stopping import reports_accuracy
 
     y = y_val if monitor.startswith("val_") else y_train
-    width = net.dense_layers()[-1].W.value.shape[1]
-    zeros = np.broadcast_to(np.zeros((), net.dtype), (len(y), width))
-    with np.errstate(all="ignore"):
-        no_accuracy = get_loss(train["loss"], **(train.get("loss_kwargs") or {})).accuracy(
-            zeros, y) is None
-    if no_accuracy:
+    loss = get_loss(train["loss"], **(train.get("loss_kwargs") or {}))
+    if not reports_accuracy(loss, net, y):
         raise ExperimentError(f"train.monitor = \"{monitor}\" is an accuracy, which these "
                               f"targets do not have under train.loss = \"{train['loss']}\" "
                               "(real regression targets); accepted: train.monitor = "

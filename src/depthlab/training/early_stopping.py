@@ -85,7 +85,8 @@ class EarlyStopping(Callback):
         if self.monitor.startswith("train_") and not trainer.eval_train:
             raise ValueError(f"EarlyStopping(monitor={self.monitor!r}) needs eval_train=True "
                              "(the training metrics are not computed)")
-        if self.monitor.endswith("acc") and not _has_accuracy(trainer, self.monitor):
+        y = trainer._yv if self.monitor.startswith("val_") else trainer._y
+        if self.monitor.endswith("acc") and not reports_accuracy(trainer.loss, trainer.net, y):
             raise ValueError(_NO_ACCURACY.format(self.monitor))
         self._reset()
 
@@ -129,16 +130,16 @@ _NO_ACCURACY = ("EarlyStopping(monitor={!r}): this loss reports no accuracy on t
                 "(regression targets); monitor a loss instead")
 
 
-def _has_accuracy(trainer: Trainer, monitor: str) -> bool:
-    """Whether the trainer's loss reports an accuracy on the monitored split's targets (a
-    zero prediction of the output width: mse/huber on real targets give none). A loss whose
-    accuracy cannot be asked this way is given the benefit of the doubt (checked per epoch)."""
-    y = trainer._yv if monitor.startswith("val_") else trainer._y
-    width = trainer.net.dense_layers()[-1].W.value.shape[1]
-    zeros = np.broadcast_to(np.zeros((), trainer.net.dtype), (len(y), width))
+def reports_accuracy(loss: Any, net: Any, y: Any) -> bool:
+    """Whether ``loss`` reports an accuracy on targets ``y`` for ``net``'s outputs (asked of a
+    zero prediction of the output width, a broadcast view: mse/huber on real targets give
+    none, on one-hot rows they do). A loss whose accuracy cannot be asked this way is given
+    the benefit of the doubt (checked per epoch)."""
+    width = net.dense_layers()[-1].W.value.shape[1]
+    zeros = np.broadcast_to(np.zeros((), net.dtype), (len(y), width))
     try:
         with np.errstate(all="ignore"):
-            return trainer.loss.accuracy(zeros, y) is not None
+            return loss.accuracy(zeros, y) is not None
     except Exception:  # noqa: BLE001 - a custom loss: judged on the first epoch's metrics
         return True
 
