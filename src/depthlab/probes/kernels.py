@@ -506,6 +506,188 @@ def tail_select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float
     return out, True
 
 
+EXTREME_FROM = 2048
+"""Arrays of this many entries up to :data:`TAIL_FROM` select their extreme order statistics
+(the histogram's 0.1% and 99.9% percentiles) by :func:`extreme_select` first; smaller ones by
+:func:`select` (round 27, float32, both tails: 78400 entries 65 -> 21 us, 6000 entries 7.8 ->
+4-5 us)."""
+
+EXTREME_ROWS = 64
+"""Entries per group of :func:`extreme_select` (a column of the array viewed as about this
+many rows)."""
+
+
+KTH_INSERT_UP_TO = 32
+"""Largest ``k`` whose ``k``-th smallest group extreme :func:`extreme_select` finds by
+insertion (1216 minima: k = 7 1.3 us, partition 1.6; k = 80 5.7 us, partition 4.6)."""
+
+
+@numba.njit(**_JIT)
+def _kth_smallest(m: np.ndarray, k: int):
+    """The ``k``-th smallest entry of ``m`` (``1 <= k <= m.size``, no NaN): the ``k`` smallest
+    so far kept sorted, a later entry inserted only when it is below the largest of them
+    (NumPy's partition for ``k`` above :data:`KTH_INSERT_UP_TO`)."""
+    if k > KTH_INSERT_UP_TO:
+        return np.partition(m, k - 1)[k - 1]
+    buf = np.sort(m[:k])
+    last = buf[k - 1]
+    for i in range(k, m.size):
+        v = m[i]
+        if v < last:
+            j = k - 1
+            while j > 0 and buf[j - 1] > v:
+                buf[j] = buf[j - 1]
+                j -= 1
+            buf[j] = v
+            last = buf[k - 1]
+    return last
+
+
+@numba.njit(**_JIT)
+def _kth_largest(m: np.ndarray, k: int):
+    """The ``k``-th largest entry of ``m`` (as :func:`_kth_smallest`)."""
+    if k > KTH_INSERT_UP_TO:
+        return np.partition(m, m.size - k)[m.size - k]
+    buf = np.sort(m[m.size - k:])[::-1].copy()  # the last k entries, largest first
+    last = buf[k - 1]
+    for i in range(m.size - k):
+        v = m[i]
+        if v > last:
+            j = k - 1
+            while j > 0 and buf[j - 1] < v:
+                buf[j] = buf[j - 1]
+                j -= 1
+            buf[j] = v
+            last = buf[k - 1]
+    return last
+
+
+@numba.njit(**_JIT)
+def _column_extremes(x: np.ndarray, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum and maximum of each column ``j`` of the flat ``x`` viewed as rows of ``cols``
+    entries, ``{x[b cols + j]}``, the last (partial) row included (elementwise running
+    extremes: vector lanes)."""
+    n = x.size
+    rows = n // cols
+    cmin = x[:cols].copy()
+    cmax = x[:cols].copy()
+    for b in range(1, rows):
+        xr = x[b * cols:(b + 1) * cols]
+        for j in range(cols):
+            v = xr[j]
+            cmin[j] = v if v < cmin[j] else cmin[j]
+            cmax[j] = v if v > cmax[j] else cmax[j]
+    xr = x[rows * cols:]
+    for j in range(xr.size):
+        v = xr[j]
+        cmin[j] = v if v < cmin[j] else cmin[j]
+        cmax[j] = v if v > cmax[j] else cmax[j]
+    return cmin, cmax
+
+
+@numba.njit(**_JIT)
+def _pick(v: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """``sort(v)[r]`` for each ``r`` in ``ranks`` (:func:`_small_select` for a large ``v``)."""
+    if v.size > 512:
+        return _small_select(v, ranks)
+    s = np.sort(v)
+    out = np.empty(ranks.size, dtype=v.dtype)
+    for j in range(ranks.size):
+        out[j] = s[ranks[j]]
+    return out
+
+
+@numba.njit(**_JIT)
+def extreme_select(x: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(v[r] for r in ranks, True)`` as :func:`select` when every rank lies in a thin tail
+    of the flat ``x`` (every entry finite), else ``(_, False)``. No sample, no guess: the
+    entries are split into ``C`` groups (the columns of ``x`` viewed as about
+    :data:`EXTREME_ROWS` rows of ``C`` entries, ``C`` a multiple of 16) and one pass takes
+    each group's minimum and maximum. ``k`` groups have a minimum at most the ``k``-th
+    smallest group minimum ``t``, so at least ``k`` entries are ``<= t``: the ``k`` lowest
+    order statistics of ``x`` are the lowest of the entries ``<= t``, which lie in the groups
+    whose minimum is ``<= t`` and are gathered from those alone (likewise above the ``k``-th
+    largest group maximum). ``False`` when a rank is not in a thin tail (``8 k > C``) or the
+    groups to read hold more than a quarter of the entries (many ties at ``t``)."""
+    n = x.size
+    out = np.empty(ranks.size, dtype=x.dtype)
+    half = n // 2
+    rlo = -1  # highest low rank, lowest high rank
+    rhi = n
+    nbelow = 0
+    for r in ranks:
+        if r < half:
+            rlo = max(rlo, r)
+            nbelow += 1
+        else:
+            rhi = min(rhi, r)
+    kl = rlo + 1  # entries wanted from the low end, from the high end
+    kh = n - rhi
+    cols = (n // EXTREME_ROWS) // 16 * 16
+    if cols == 0 or 8 * max(kl, kh) > cols:
+        return out, False
+    rows = n // cols  # full rows; a column j below n - rows cols has one entry more
+    cmin, cmax = _column_extremes(x, cols)
+    cap = n // 4
+    vlo = x[:0]
+    vhi = x[:0]
+    if kl > 0:
+        t = _kth_smallest(cmin, kl)
+        read = 0
+        for j in range(cols):
+            read += cmin[j] <= t
+        if read * rows > cap:
+            return out, False
+        vlo = np.empty(read * (rows + 1), dtype=x.dtype)
+        m = 0
+        for j in range(cols):
+            if cmin[j] <= t:
+                for i in range(j, n, cols):
+                    v = x[i]
+                    if v <= t:
+                        vlo[m] = v
+                        m += 1
+        vlo = vlo[:m]
+    if kh > 0:
+        t = _kth_largest(cmax, kh)
+        read = 0
+        for j in range(cols):
+            read += cmax[j] >= t
+        if read * rows > cap:
+            return out, False
+        vhi = np.empty(read * (rows + 1), dtype=x.dtype)
+        m = 0
+        for j in range(cols):
+            if cmax[j] >= t:
+                for i in range(j, n, cols):
+                    v = x[i]
+                    if v >= t:
+                        vhi[m] = v
+                        m += 1
+        vhi = vhi[:m]
+    below = np.empty(nbelow, dtype=ranks.dtype)
+    above = np.empty(ranks.size - nbelow, dtype=ranks.dtype)
+    ib = ia = 0
+    for r in ranks:
+        if r < half:
+            below[ib] = r
+            ib += 1
+        else:
+            above[ia] = r - (n - vhi.size)
+            ia += 1
+    vb = _pick(vlo, below)
+    va = _pick(vhi, above)
+    ib = ia = 0
+    for j in range(ranks.size):
+        if ranks[j] < half:
+            out[j] = vb[ib]
+            ib += 1
+        else:
+            out[j] = va[ia]
+            ia += 1
+    return out, True
+
+
 @numba.njit(**_JIT)
 def _small_select(v: np.ndarray, ranks: np.ndarray) -> np.ndarray:
     """:func:`select` of ``ranks`` in the gathered ``v`` (a sort where its range is one
@@ -626,6 +808,8 @@ def _robust_edges(x: np.ndarray, low: float, high: float, ranks: np.ndarray, t: 
         ok = False
         if x.size >= TAIL_FROM:
             v, ok = tail_select(x, r, low, high)
+        elif x.size >= EXTREME_FROM:
+            v, ok = extreme_select(x, r)
         if not ok:
             v = select(x, r, low, high)
     else:
