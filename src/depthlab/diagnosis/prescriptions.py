@@ -159,10 +159,46 @@ def for_mean_shift(init_ratio_tanh: float) -> tuple[dict[str, Any], str]:
                      "(Glorot & Bengio 2010).")
 
 
+INIT_DERIVATION: dict[str, tuple[str, tuple[str, ...]]] = {
+    "he_normal": ("He et al. (2015)'s Var(W) = 2 / fan_in, derived for ReLU units",
+                  ("relu",)),
+    "glorot_uniform": ("Glorot & Bengio (2010)'s Var(W) = 2 / (fan_in + fan_out), derived in "
+                       "the linear regime of units with f(0) = 0 and f'(0) = 1",
+                       ("tanh", "softsign", "identity")),
+    "lecun_normal": ("Var(W) = 1 / fan_in, which keeps SELU units at their fixed point of "
+                     "mean 0 and variance 1 (Klambauer et al. 2017)", ("selu",)),
+}
+"""What each recommended initializer's variance was derived for: its sentence and the
+activations it was derived for (others share the recommendation without the derivation)."""
+
+
+def linear_regime_factor(activation: str) -> float:
+    """``1 / E[f'(0)^2]`` (the mean of the squared one-sided slopes at 0): the multiple of a
+    Glorot variance that keeps variances through a layer in ``activation``'s linear regime
+    (Xu et al. 2016; sigmoid 16, tanh 1); NaN when unknown."""
+    from ..theory.taylor import taylor
+
+    try:
+        return float(taylor(activation, order=1).weight_variance_factor_vs_tanh)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def for_init_mismatch(activation: str) -> tuple[dict[str, Any], str]:
-    """Cure for a mismatched initializer: the recommended one."""
+    """Cure for a mismatched initializer: the recommended one, with what its variance was
+    derived for (it was "the variance derived for sigmoid units", which Glorot's is not: the
+    sigmoid's slope at 0 is 1/4, and its linear regime asks 16x that variance)."""
     rec = recommended_init(activation)
-    return {"init": rec}, f"Use {rec}, the variance derived for {activation} units."
+    why, derived_for = INIT_DERIVATION.get(rec, (f"the variance recommended for {activation} "
+                                                  "units", (activation,)))
+    text = f"Use {rec}, {why}"
+    if activation not in derived_for:
+        text += f"; recommended for {activation} units too"
+        factor = linear_regime_factor(activation) if rec == "glorot_uniform" else float("nan")
+        if factor == factor and abs(factor - 1.0) > 0.1:  # not NaN, and the slope at 0 is not 1
+            text += (f", though {activation}'s slope at 0 makes its linear regime keep "
+                     f"variances at {factor:.3g}x this variance (Xu et al. 2016)")
+    return {"init": rec}, text + "."
 
 
 def for_divergence(lr: float) -> tuple[dict[str, Any], str]:
