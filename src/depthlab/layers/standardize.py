@@ -24,18 +24,20 @@ class Standardize(Layer):
     @classmethod
     def fit(cls, x: Array, dtype) -> Standardize:
         """Mean and population std of ``x`` per feature (in float64; kept as ``mean64`` and
-        ``std64`` for :meth:`forward`, ``mean`` and ``std`` in ``dtype``). A constant feature
-        (max = min) gets its value as the mean and std 1, so it maps to exactly 0: its float64
-        mean may differ from the value by rounding, leaving a std of ~1e-17 to divide by."""
-        x = xp.asarray(x, dtype="float64")
-        mean, std = x.mean(axis=0), x.std(axis=0)
-        constant = x.max(axis=0) == x.min(axis=0)
-        mean[constant] = x[0, constant]
-        std[constant] = 1.0
-        narrow = std.astype(dtype)
-        layer = cls(mean.astype(dtype), narrow)
+        ``std64`` for :meth:`forward`, ``mean`` and ``std`` in ``dtype``): the statistics of
+        :func:`depthlab.data.fit_standardizer`, as ``load_dataset(standardize=True)`` computes
+        them. A constant feature (up to the rounding of its mean) gets std 1 and maps to 0; a
+        feature whose squares overflow or underflow float64 (``|x|`` about 1e160 or 1e-170)
+        keeps its spread (its std was inf, every value then 0, or 0, the feature left
+        unscaled). ``std64`` is the float64 std even where ``dtype``'s is 0 (a spread of
+        1e-300 in float32): float64 data are divided by it before the cast."""
+        from ..data.standardize import fit_standardizer
+
+        mean, std = fit_standardizer(xp.asarray(x, dtype="float64"))
+        with np.errstate(over="ignore"):  # a mean of 1e160 is inf in float32 (float64 data
+            layer = cls(mean.astype(dtype), std.astype(dtype))  # use mean64, std64)
         layer.mean64 = mean
-        layer.std64 = xp.where(narrow > 0, std, 1.0)  # 1 where the dtype's std was 0, as std
+        layer.std64 = std
         return layer
 
     def forward(self, x: Array, training: bool = True) -> Array:
