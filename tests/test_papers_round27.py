@@ -101,3 +101,21 @@ def test_a_sigmoid_net_at_xu_s_variance_is_told_what_glorot_assumes():
     f = dg.finding("init_mismatch")
     assert f is not None and f.prescription == {"init": "glorot_uniform"}
     assert "derived for sigmoid" not in f.prescription_text and "16x" in f.prescription_text
+
+
+def test_the_init_cures_qualify_keeps_the_variance_constant_for_other_units():
+    # "Initialize with glorot_uniform: its variance keeps the back-propagated gradient's
+    # variance constant from layer to layer" is Glorot's derivation for f'(0) = 1 units; for the
+    # sigmoid at Glorot's variance mean field gives chi1 = 0.056 per layer (a 64-wide square
+    # layer: sigma_w^2 = 1), so the sentence says what it was derived for
+    from depthlab.diagnosis.prescriptions import for_divergence_at_init, for_vanishing
+
+    assert meanfield("sigmoid", 1.0, 0.0).chi1 == pytest.approx(0.0557, abs=1e-3)
+    changes, text = for_vanishing("sigmoid", 0.1, {})
+    assert changes == {"init": "glorot_uniform"}
+    assert "f'(0) = 1" in text and "16x" in text
+    changes, text = for_divergence_at_init("gelu", {}, None)
+    assert changes == {"init": "he_normal"} and "derived for ReLU units" in text
+    for act in ("tanh", "relu", "selu"):  # what the variances were derived for: no caveat
+        _, text = for_vanishing(act, 0.1, {})
+        assert "(" not in text and text.endswith("constant from layer to layer.")

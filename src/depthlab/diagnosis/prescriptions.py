@@ -39,8 +39,13 @@ def recommended_init(activation: str) -> str | None:
     return RECOMMENDED_INIT.get(activation)
 
 
-def _init_fix(activation: str, why: str) -> tuple[dict[str, Any], str]:
+def _init_fix(activation: str, why: str, derived: bool = False) -> tuple[dict[str, Any], str]:
+    """``{"init": rec}`` and its sentence; ``derived``: ``why`` states what the variance was
+    derived to do, which is qualified where it was derived for other units (sigmoid)."""
     rec = recommended_init(activation)
+    caveat = _not_derived_for(activation) if derived else ""
+    if caveat:
+        why = f"{why.rstrip('.')} ({INIT_DERIVATION[rec][0]}; {caveat})."
     return {"init": rec}, f"Initialize with {rec}: {why}"
 
 
@@ -59,7 +64,7 @@ def for_vanishing(activation: str, init_ratio: float, config: dict[str, Any]
         return {}, "Batch normalization is already on; reduce depth or add skip connections."
     if recommended_init(activation) and init_ratio < INIT_SHORTFALL:
         return _init_fix(activation, "its variance keeps the back-propagated gradient's "
-                                     "variance constant from layer to layer.")
+                                     "variance constant from layer to layer.", derived=True)
     return _bn("it rescales each layer's back-propagated gradient by 1/std of its input, "
                "so the gradient no longer shrinks by f'(s) * ||W|| at every layer.")
 
@@ -184,21 +189,30 @@ def linear_regime_factor(activation: str) -> float:
         return float("nan")
 
 
+def _not_derived_for(activation: str) -> str:
+    """``""`` where the recommended initializer's variance was derived for ``activation``
+    (:data:`INIT_DERIVATION`), else what it shares: ``"recommended for X units too"``, with the
+    linear-regime factor where the slope at 0 is not 1 (sigmoid: 16x)."""
+    rec = recommended_init(activation)
+    if rec not in INIT_DERIVATION or activation in INIT_DERIVATION[rec][1]:
+        return ""
+    text = f"recommended for {activation} units too"
+    factor = linear_regime_factor(activation) if rec == "glorot_uniform" else float("nan")
+    if factor == factor and abs(factor - 1.0) > 0.1:  # not NaN, and the slope at 0 is not 1
+        text += (f", though {activation}'s slope at 0 makes its linear regime keep variances "
+                 f"at {factor:.3g}x this variance (Xu et al. 2016)")
+    return text
+
+
 def for_init_mismatch(activation: str) -> tuple[dict[str, Any], str]:
     """Cure for a mismatched initializer: the recommended one, with what its variance was
     derived for (it was "the variance derived for sigmoid units", which Glorot's is not: the
     sigmoid's slope at 0 is 1/4, and its linear regime asks 16x that variance)."""
     rec = recommended_init(activation)
-    why, derived_for = INIT_DERIVATION.get(rec, (f"the variance recommended for {activation} "
-                                                  "units", (activation,)))
-    text = f"Use {rec}, {why}"
-    if activation not in derived_for:
-        text += f"; recommended for {activation} units too"
-        factor = linear_regime_factor(activation) if rec == "glorot_uniform" else float("nan")
-        if factor == factor and abs(factor - 1.0) > 0.1:  # not NaN, and the slope at 0 is not 1
-            text += (f", though {activation}'s slope at 0 makes its linear regime keep "
-                     f"variances at {factor:.3g}x this variance (Xu et al. 2016)")
-    return {"init": rec}, text + "."
+    why = INIT_DERIVATION[rec][0] if rec in INIT_DERIVATION else (
+        f"the variance recommended for {activation} units")
+    caveat = _not_derived_for(activation)
+    return {"init": rec}, f"Use {rec}, {why}" + (f"; {caveat}" if caveat else "") + "."
 
 
 def for_divergence(lr: float) -> tuple[dict[str, Any], str]:
@@ -215,7 +229,7 @@ def for_divergence_at_init(activation: str, config: dict[str, Any], matched: str
     why = "the loss is not finite before any update, so the initial weights overflow"
     if recommended_init(activation) and not matched:
         return _init_fix(activation, why + "; this initializer keeps the activations' variance "
-                                            "from layer to layer.")
+                                            "from layer to layer.", derived=True)
     if not config.get("batchnorm"):
         return _bn(why + "; normalizing each layer's pre-activations bounds them.")
     return None
