@@ -43,3 +43,68 @@ def test_fit_standardize_keeps_features_whose_squares_leave_float64(scale, dtype
     mean, std = fit_standardizer(x * scale)
     np.testing.assert_allclose(hist.standardizer.mean64, mean, rtol=1e-12)
     np.testing.assert_allclose(hist.standardizer.std64, std, rtol=1e-12)
+
+
+# -- sweeps: the base's value of a swept key -------------------------------------------------
+
+_SWEEP_BASE = """
+[data]
+name = "clusters"
+n = 80
+[model]
+sizes = ["auto", 8, "auto"]
+{model}
+[train]
+epochs = 1
+{train}
+[probes]
+every = 0
+[sweep]
+{sweep}
+"""
+
+
+def _sweep_file(tmp_path, model="", train="", sweep=""):
+    path = tmp_path / "grid.toml"
+    path.write_text(_SWEEP_BASE.format(model=model, train=train, sweep=sweep))
+    return path
+
+
+def test_a_sweep_runs_when_only_the_base_value_of_a_swept_key_is_refused(tmp_path, capsys):
+    # batchnorm with the base's batch_size = 1 is refused, but every point sets batch_size:
+    # the grid was refused naming train.batch_size = 1, a value no point trains with
+    from depthlab.experiments import Store
+    from tests.helpers.cli import run_cli
+
+    path = _sweep_file(tmp_path, model="batchnorm = true", train="batch_size = 1",
+                       sweep='"train.batch_size" = [8, 16]')
+    code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "out")
+    assert code == 0, err
+    runs = Store(tmp_path / "out").runs()
+    assert sorted(runs.status) == ["finished", "finished"]
+    assert sorted(c["train"]["batch_size"] for c in runs.config) == [8, 16]
+
+
+def test_a_sweep_of_the_monitor_over_data_without_validation_rows(tmp_path):
+    # readmeuser26's case: data.val_fraction = 0 with patience refuses the base's default
+    # monitor val_loss; the grid sweeps the monitor over training metrics only
+    from depthlab.experiments import read_toml
+    from depthlab.experiments.grid import expand
+
+    path = _sweep_file(tmp_path, train="patience = 2",
+                       sweep='"train.monitor" = ["train_loss", "train_acc"]')
+    raw = read_toml(path)
+    raw["data"]["val_fraction"] = 0.0
+    points = expand(raw, base_dir=tmp_path)
+    assert [p.config["train"]["monitor"] for p in points] == ["train_loss", "train_acc"]
+    assert all(p.error is None for p in points)
+
+
+def test_a_refused_base_value_of_a_key_the_grid_does_not_sweep_still_refuses(tmp_path, capsys):
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    path = _sweep_file(tmp_path, model="batchnorm = true", train="batch_size = 1",
+                       sweep='"train.seed" = [0, 1]')
+    code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "train.batch_size = 1")
+    assert not (tmp_path / "out").exists()

@@ -135,9 +135,9 @@ def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments import ConfigError, read_toml, validate
+    from ..experiments import ConfigError, read_toml
     from ..experiments.executors import make_executor
-    from ..experiments.grid import grid_shape, grid_size
+    from ..experiments.grid import grid_shape, grid_size, validate_base
     from ..experiments.store import resolve_db_path
     from ..experiments.sweep import SweepInterrupted, run_sweep
 
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     echo = say(args)
     with _signals() as seen:
         try:
-            cfg = validate(raw, base_dir=base_dir)
+            cfg = validate_base(raw, base_dir=base_dir)
             if not cfg.get("sweep"):
                 what = "the [sweep] table is empty" if "sweep" in raw else "no [sweep] table"
                 raise UserError(f"{args.config}: {what}; add e.g. \"model.activation\""

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..spec import SPECS
+from ..spec import SPECS, _check_sweep
 from .config import ConfigError, canonical_json, data_digest, run_id, set_dotted, validate
 
 
@@ -64,6 +64,35 @@ def grid_shape(grid: dict[str, list] | None) -> str:
 def sweep_id(raw: dict[str, Any]) -> str:
     """Stable id of a sweep: a hash of its validated base config and grid."""
     return "sw-" + hashlib.sha256(canonical_json(raw).encode()).hexdigest()[:10]
+
+
+def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """:func:`~depthlab.experiments.config.validate` of a sweep's config. Every point replaces
+    the base's values of the swept keys, so a base refused for one of them (``train.batch_size
+    = 1`` beside ``model.batchnorm = true``, the grid sweeping ``"train.batch_size" = [8,
+    16]``) does not refuse the grid: the base is validated with that key set to the first of
+    its swept values that the base accepts (the points are built from ``raw`` as given). A
+    refusal of a key the grid does not sweep, or of every swept value, is raised as it is."""
+    try:
+        return validate(raw, base_dir=base_dir)
+    except ConfigError as e:
+        swept = raw.get("sweep") if isinstance(raw, dict) else None
+        if not isinstance(swept, dict) or not swept:
+            raise
+        try:
+            grid = _check_sweep(swept)  # its keys and lists (as RunSpec.from_dict checks them)
+        except ConfigError:
+            raise e from None
+        if e.key not in grid:
+            raise
+        body = _body(raw)
+        for v in itertools.islice(_distinct(grid[e.key]), FULL_CHECKS):
+            try:
+                return validate({**_point_raw(body, {e.key: v}), "sweep": raw["sweep"]},
+                                base_dir=base_dir)
+            except ConfigError:
+                continue
+        raise
 
 
 def _short(key: str, keys: list[str]) -> str:
@@ -201,7 +230,7 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
     check_limit(limit)
     if invalid not in ("raise", "fail"):
         raise ValueError(f"invalid = {invalid!r} is not accepted; accepted: 'raise', 'fail'")
-    base = validate(_with_grid(raw, grid), base_dir=base_dir)  # a given grid checked too
+    base = validate_base(_with_grid(raw, grid), base_dir=base_dir)  # a given grid checked too
     grid = base.get("sweep") or {}
     if check:
         check_values(raw, grid, base_dir=base_dir)
@@ -274,7 +303,7 @@ def expand(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = None,
     (:data:`POINT_BYTES` per point) is refused before the first point is built."""
     from ..memory import check_fits
 
-    grid = validate(_with_grid(raw, grid), base_dir=base_dir).get("sweep") or {}
+    grid = validate_base(_with_grid(raw, grid), base_dir=base_dir).get("sweep") or {}
     size = grid_size(grid)
     check_fits(size * POINT_BYTES, f"expand() of a grid of {size:,} points (iter_points "
                "yields them one at a time)")

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import data_digest, validate
+from .config import data_digest
 from .executors import Executor, Task, make_executor
 from .grid import (
     SweepPoint,
@@ -38,6 +38,7 @@ from .grid import (
     grid_size,
     iter_points,
     sweep_id,
+    validate_base,
 )
 from .progress import WORK_POINTS, SweepProgress, point_work
 from .runner import ExperimentError, failed_record
@@ -107,7 +108,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     ``if __name__ == "__main__":``; ``jobs=N`` workers do not import it.
     """
     check_limit(limit)
-    base = validate(raw, base_dir=base_dir)
+    base = validate_base(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
     sid = sweep_id({k: v for k, v in base.items() if k != "name"})
     total = grid_size(grid) if limit is None else min(grid_size(grid), limit)
