@@ -1,0 +1,52 @@
+"""Round 27 (torchhunt27): dlt.probe / dlt.predict on models nobody had tried."""
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _ratio(make, layer, quantity, seeds=2):
+    """sqrt(sum predicted^2 / sum measured^2) of one row over seeds."""
+    num = den = 0.0
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        model = make()
+        x = torch.randn(64, 64, 8, 8, dtype=torch.float64)
+        y = torch.randint(0, 10, (64,))
+        df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+        row = df[(df.layer == layer) & (df.quantity == quantity)].iloc[0]
+        num += row.predicted ** 2
+        den += row.value ** 2
+    return math.sqrt(num / den)
+
+
+@pytest.mark.parametrize("pool", ["global", "avg4"])
+@pytest.mark.parametrize("bias_std", [1.0, 0.0])
+def test_average_pooling_keeps_each_channels_own_mean(pool, bias_std):
+    """A window of an average pool reads one channel, whose mean over the batch is its own
+    (its bias, the weights on the inputs' means): that part is averaged like a constant and
+    only the batch variance shrinks. With the layer's mean squared as the constant part, the
+    channels' spread of means shrank with the window: 1x1 convs (independent positions) with
+    biases of std 1 before a global average pool had the next layer's pre_std predicted 0.78x
+    the measurement (AvgPool2d(4): 0.82x); the zero-bias twin is the control."""
+    def make():
+        conv = nn.Conv2d(64, 128, 1).double()
+        nn.init.kaiming_normal_(conv.weight)
+        nn.init.normal_(conv.bias, 0.0, bias_std)
+        layers = [conv, nn.ReLU()]
+        if pool == "global":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 128)]
+        else:
+            layers += [nn.AvgPool2d(4), nn.Conv2d(128, 128, 1), nn.Flatten()]
+        layers += [nn.Tanh(), nn.LazyLinear(10)]
+        model = nn.Sequential(*layers).double()
+        model(torch.randn(2, 64, 8, 8, dtype=torch.float64))
+        return model
+
+    ratio = _ratio(make, 2, "pre_std")
+    assert 0.94 < ratio < 1.06, ratio
