@@ -13,7 +13,10 @@ Average pooling (``AvgPool*``, ``AdaptiveAvgPool*``): ``out_i = sum_j A_ij x_j``
 divisor, ``n_i`` with ``count_include_pad=False``, the padded window size with ``True``, or
 ``divisor_override``); ``R_i = sum_j A_ij`` (1 without padding in the divisor),
 ``S_i = sum_j A_ij^2 = R_i^2 / n_i``. Forward ``E[out] = mean_i(R_i) E[a]``,
-``E[out^2] = mean_i(R_i^2) E[a]^2 + mean_i(S_i) Var(a)`` (a Gaussian of those moments);
+``E[out^2] = mean_i(R_i^2) E_c[mu_c^2] + mean_i(S_i) Var_batch(a)`` (a Gaussian of those
+moments): a window reads one channel ``c``, whose mean ``mu_c`` over the batch is its own (its
+bias, the weights on the inputs' means), so ``E_c[mu_c^2] = E[a^2] - Var_batch(a)`` (the
+state's batch variance) is kept like a constant and only the batch variance shrinks;
 backward ``Var(dL/da) = r mean_i(S_i) Var(dL/d out)`` (``g_in = A^T g_out``).
 
 Max pooling (``MaxPool*``, ``AdaptiveMaxPool*``; padding never wins): a window of ``n``
