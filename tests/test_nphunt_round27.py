@@ -108,3 +108,26 @@ def test_a_refused_base_value_of_a_key_the_grid_does_not_sweep_still_refuses(tmp
     code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "out")
     assert_one_line_error(code, err, "train.batch_size = 1")
     assert not (tmp_path / "out").exists()
+
+
+def test_fit_standardize_where_x_minus_mean_overflows_trains_as_load_dataset_scales():
+    # a column whose x - mean overflows float64 (1.7e308 beside a mean of -1.4e308): the data
+    # loader's apply_standardizer computes it as x/std - mean/std, dl.fit refused the finite x
+    # ("standardized x contains NaN or infinity") after an overflow RuntimeWarning, and
+    # History.standardizer.forward gave inf
+    from depthlab.data import apply_standardizer
+
+    x = np.full((20, 2), -1.5e308)
+    x[0, 0] = 1.7e308
+    x[:, 1] = np.arange(20.0)
+    y = np.arange(20) % 2
+    z = apply_standardizer(x, *fit_standardizer(x))
+    assert np.isfinite(z).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hist = dl.fit(dl.mlp([2, 4, 2], seed=0, dtype="float64"), x, y, standardize=True,
+                      epochs=1, batch_size=5, seed=0)
+        ref = dl.fit(dl.mlp([2, 4, 2], seed=0, dtype="float64"), z, y, epochs=1,
+                     batch_size=5, seed=0)
+        np.testing.assert_allclose(hist.step_loss, ref.step_loss, rtol=1e-12)
+        np.testing.assert_allclose(hist.standardizer.forward(x), z, rtol=1e-12)

@@ -41,16 +41,24 @@ class Standardize(Layer):
         return layer
 
     def forward(self, x: Array, training: bool = True) -> Array:
-        """``(x - mean) / std``. After :meth:`fit`, an ``x`` of a wider dtype than the layer's
-        (float64 data, float32 layer) is standardized with the float64 statistics, then cast
-        to the layer's dtype (a float32 mean of 1e8 + 3.7 is 1e8: such a feature came out
+        """``(x - mean) / std``. After :meth:`fit`, float64 data (also for a float32 layer) are
+        standardized with the float64 statistics (:meth:`standardize64`), then cast to the
+        layer's dtype (a float32 mean of 1e8 + 3.7 is 1e8: such a feature came out
         centred at 3.7 instead of 0)."""
         self.x = x
-        if getattr(self, "mean64", None) is None or xp.asarray(x).dtype == self.mean.dtype:
+        if getattr(self, "mean64", None) is None or (
+                xp.asarray(x).dtype == self.mean.dtype != np.float64):
             return (x - self.mean) / self.std
-        z = xp.subtract(xp.asarray(x, dtype=np.float64), self.mean64)
-        z /= self.std64
-        return z.astype(self.mean.dtype, copy=False)
+        return self.standardize64(x).astype(self.mean.dtype, copy=False)
+
+    def standardize64(self, x: Array) -> Array:
+        """``(x - mean64) / std64`` in float64 (a new array) with
+        :func:`depthlab.data.apply_standardizer`, as ``load_dataset(standardize=True)``: a column
+        where ``x - mean`` overflows (1.7e308 beside a mean of -1.4e308) is computed as
+        ``x / std - mean / std``."""
+        from ..data.standardize import apply_standardizer
+
+        return apply_standardizer(xp.asarray(x, dtype=np.float64), self.mean64, self.std64)
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array:
         """``dL/dx = dL/dz / std``."""

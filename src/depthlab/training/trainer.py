@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..backend import Array, xp
+from ..backend import Array
 from ..backend import rng as make_rng
 from ..layers import Standardize
 from ..losses import get_loss
@@ -169,9 +169,7 @@ class Trainer:
             return x
         # a new array (x is kept), with the float64 statistics: a float32 mean of 1e8 + 3.7 is
         # 1e8 (the feature was centred at 3.7)
-        z = xp.subtract(xp.asarray(x, dtype=np.float64), s.mean64)
-        z /= s.std64
-        return finite_features(z, self.net.dtype, "standardized x")
+        return finite_features(s.standardize64(x), self.net.dtype, "standardized x")
 
     def _evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
         out = self.net.predict(x, batch_size)
