@@ -131,3 +131,38 @@ def test_fit_standardize_where_x_minus_mean_overflows_trains_as_load_dataset_sca
                      batch_size=5, seed=0)
         np.testing.assert_allclose(hist.step_loss, ref.step_loss, rtol=1e-12)
         np.testing.assert_allclose(hist.standardizer.forward(x), z, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predict_on_the_runs_own_csv_where_x_minus_mean_overflows(tmp_path, capsys, dtype):
+    # the run standardized a column of -1.5e308 with one 1.7e308 (apply_standardizer: x/std -
+    # mean/std where x - mean overflows) and trained; `depthlab predict RUN its.csv` computed
+    # (x - mean) / std: 'overflow encountered in subtract', exit 2 ('contains NaN or infinity')
+    import json
+
+    from depthlab.data import apply_standardizer
+    from depthlab.persist import load_meta
+    from tests.helpers.cli import run_cli
+
+    rng = np.random.default_rng(0)
+    x = np.full((40, 3), -1.5e308)
+    x[0, 0] = 1.7e308
+    x[:, 1:] = rng.normal(size=(40, 2))
+    y = (x[:, 1] > 0).astype(int)
+    csv = tmp_path / "huge.csv"
+    csv.write_text("a,b,c,label\n" + "".join(
+        ",".join(repr(float(v)) for v in row) + f",{lab}\n" for row, lab in zip(x, y)))
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[data]\npath = "{csv.as_posix()}"\n[model]\nsizes = ["auto", 8, "auto"]\n'
+                   f'dtype = "{dtype}"\n[train]\nepochs = 1\n[probes]\nevery = 0\n')
+    code, _, err = run_cli(capsys, "run", cfg, "--out", tmp_path / "out")
+    assert code == 0, err
+    (model,) = (tmp_path / "out" / "models").glob("*.npz")
+    code, out, err = run_cli(capsys, "predict", model, csv, "--json")
+    assert code == 0, err
+    got = np.asarray(json.loads(out)["outputs"])
+    meta = load_meta(model)  # the run's training statistics (float64)
+    z = apply_standardizer(x, np.asarray(meta["input_mean"]), np.asarray(meta["input_std"]))
+    assert np.isfinite(z).all()
+    net = dl.load(model)
+    np.testing.assert_array_equal(got, net.predict(z.astype(dtype)))  # bit for bit

@@ -34,6 +34,7 @@ from .data.files import (
     read_csv_frame,
     refuse_objects,
 )
+from .data.standardize import apply_standardizer
 from .memory import MemoryRefusal, check_array
 from .training.data_checks import finite_features
 
@@ -557,14 +558,16 @@ def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",
         # its spread; 1e39 fits float32 once standardized). Also inputs that a cast would not
         # change (integers, float32): standardized in float32 they were 3.6e-7 off the outputs
         # the run computes for its own rows of a CSV of pixel values
-        x64 = finite_features(x, np.float64, source)
-        x = finite_features((x64 - mean) / std, dtype, f"{source} (standardized)")
+        x64 = finite_features(x, np.float64, source)  # x - mean overflowing (1.7e308 beside
+        # a mean of -1.4e308) is x/std - mean/std there, as the run standardized its data
+        x = finite_features(apply_standardizer(x64, mean, std), dtype,
+                            f"{source} (standardized)")
     else:
         if where is not None:  # a CSV's value too large for the dtype: its line and column
             _refuse_too_large(x, dtype, source, where)
         x = finite_features(x, dtype, source)  # NaN, inf or too large for dtype: row and column
         if mean is not None:
-            x = ((x - mean.astype(dtype)) / std.astype(dtype)).astype(dtype, copy=False)
+            x = apply_standardizer(x, mean.astype(dtype), std.astype(dtype))
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
         out = net.predict(x)
     if not np.isfinite(out).all():  # the inputs are finite: the weights or an overflow
