@@ -167,7 +167,9 @@ an activation)."""
 
 OPEN_PASSES = 4096
 """The most passes kept while no backward has closed any of them (a watched submodule called
-in a loop: each call a forward, all graded by one backward and pooled)."""
+in a loop: each call a forward, all graded by one backward and pooled). A pass that no backward
+graded and whose autograd graph is gone (a validation forward with gradients) is dropped at the
+next forward (see ``_Pass.taps``): it held its percentile copies and its input."""
 
 
 def _needs_grad(obj) -> bool:
@@ -299,7 +301,7 @@ class _Pass:
 
     __slots__ = ("pre", "grad", "act", "norm", "block_grad", "links", "pending", "block_inputs",
                  "device", "input", "fused", "layouts", "open", "grad_cg", "block_grad_cg",
-                 "cg_only", "swapped", "whole")
+                 "cg_only", "swapped", "whole", "taps")
 
     def __init__(self) -> None:
         self.pre: dict[int, Acc] = {}
@@ -336,6 +338,14 @@ class _Pass:
         self.swapped = False
         # a forward of the model itself ended in this pass (see Recording._idle)
         self.whole = False
+        # weak references to the gradient hooks of its layer outputs, which the autograd graph
+        # holds: all dead (the graph freed) and none fired, no backward can grade it any more
+        self.taps: list[weakref.ref] = []
+
+    def gradeable(self) -> bool:
+        """Whether a backward has graded this pass or still can: some of its gradient hooks
+        are alive (its autograd graph, or a part of it, is still held)."""
+        return self.graded() or any(r() is not None for r in self.taps)
 
     def graded(self) -> bool:
         """Whether a backward has run through this pass (a layer output got its gradient)."""
@@ -445,6 +455,9 @@ class Recording:
         self._wk = None  # the compiled kernels of the pass (see _kernels)
         self.p = _Pass()
         self._earlier: list[_Pass] = []  # the passes of earlier forwards since new_pass()
+        # set (from a weak reference's callback) when a pass's gradient hook died with its
+        # graph: _roll then drops the earlier passes no backward can grade any more
+        self._tap_died = [False]
         self.weight_norms: dict[int, torch.Tensor] = {}
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
@@ -766,6 +779,14 @@ class Recording:
         """Keep the pass so far among the earlier ones (see :meth:`settle`) and begin another."""
         earlier = self._earlier
         p = self.p
+        if self._tap_died[0] and earlier:
+            # forwards with gradients but no backward whose graphs are gone (a validation
+            # loop without no_grad while armed): none can be pooled or measured, and each kept
+            # its partial sums, its percentile copies of every layer output and, before the
+            # first record, a copy of its input, up to OPEN_PASSES of them (a 50-batch
+            # validation of a small MLP held 201 MiB with percentiles)
+            self._tap_died[0] = False
+            earlier[:] = [q for q in earlier if q.gradeable()]
         plain = p.plainly_graded()
         graded = plain or p.graded()
         p.cg_only = not plain and graded
@@ -777,7 +798,8 @@ class Recording:
                     q.open = False
         if self.percentiles and not p.open and not (earlier and earlier[-1].open):
             p.release()  # pooled with no other pass (see settle): its copies dropped
-        earlier.append(p)
+        if p.gradeable() or not p.whole:  # (no gradient hook at all: no backward reaches it)
+            earlier.append(p)
         if len(earlier) > EARLIER_PASSES:  # gradient accumulation over many micro-batches
             # (while none is closed, the open passes are kept: a cell called in a loop, each
             # call a forward, is pooled; the oldest pass is never part of a later run)
@@ -857,7 +879,9 @@ class Recording:
         fn = out.grad_fn
         aside = self.p.aside(table)  # a create_graph backward's (grad mode on in its hooks)
         if fn is None or out._is_view():
-            out.register_hook(self._grad_hook(table, index, aside))
+            hook = self._grad_hook(table, index, aside)
+            out.register_hook(hook)
+            self._tap(hook)
             return
         slot = out.output_nr
         k = self._wk
@@ -871,6 +895,12 @@ class Recording:
                     acc = t[index] = Acc(want_abs=True)
                 acc.add(g, None, k)
         fn.register_prehook(prehook)
+        self._tap(prehook)
+
+    def _tap(self, hook) -> None:
+        """Note a gradient hook of the pass (held by the autograd graph; see _Pass.taps)."""
+        died = self._tap_died
+        self.p.taps.append(weakref.ref(hook, lambda _r: died.__setitem__(0, True)))
 
     # -- weight layers ---------------------------------------------------------------------
     def _transformed_in_model(self) -> bool:
