@@ -102,6 +102,7 @@ from .train import (
     TensorData,
     TorchTrainSpec,
     TrainResult,
+    bn_channel_dim,
     calibrate_population,
     model_device_dtype,
     population_layers,
@@ -361,7 +362,8 @@ def bn_drift(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
     def hook(m: nn.Module, inp: tuple, kwargs: dict, _out: Any) -> None:
         if m not in seen:
             t = (inp or tuple(kwargs.values()))[0].detach().double()  # bn(input=h) too
-            dims = [d for d in range(t.dim()) if d != 1]
+            ch = bn_channel_dim(m, t)  # FeatureBatchNorm on (N, T, C): the last axis
+            dims = [d for d in range(t.dim()) if d != ch]
             seen[m] = (t.mean(dim=dims), t.var(dim=dims, unbiased=False))
 
     saved = {bn: [b.clone() for b in bn.buffers()] for bn in bns}

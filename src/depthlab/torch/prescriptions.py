@@ -824,6 +824,8 @@ class FeatureBatchNorm(nn.BatchNorm1d):
     ``(N, C)`` as ``BatchNorm1d``; ``(N, ..., C)`` (e.g. a sequence ``(N, T, C)``) with every
     leading position a sample. ``BatchNorm1d`` itself would take ``T`` for the channels."""
 
+    channels_last = True  # its statistics are per entry of the last axis (bn_channel_dim)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() <= 2:
             return super().forward(x)

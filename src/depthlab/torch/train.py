@@ -716,6 +716,24 @@ def train(
                        if early_steps else None)
 
 
+def bn_channel_dim(bn: torch.nn.Module, v: torch.Tensor) -> int:
+    """The axis of ``bn``'s input ``v`` that holds its channels, over whose other axes its
+    statistics are taken: 1 for torch's batch norms (``(N, C, ...)``); the last for one over
+    the features of ``(N, ..., C)`` inputs (``channels_last = True``, as
+    :class:`depthlab.torch.prescriptions.FeatureBatchNorm`, the batch-norm cure's norm after a
+    Linear layer applied to sequences), or where only the last axis has ``num_features``
+    entries (a subclass that reshapes its input itself). Read as axis 1, such a norm's
+    population statistics and BN drift were taken per sequence position (or failed on a
+    shape mismatch)."""
+    if v.dim() <= 2:
+        return min(1, v.dim() - 1)
+    last = v.dim() - 1
+    if getattr(bn, "channels_last", False):
+        return last
+    c = getattr(bn, "num_features", None)
+    return last if c is not None and v.shape[1] != c and v.shape[last] == c else 1
+
+
 @torch.no_grad()
 def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
     """Recompute every batch norm's running statistics over all of ``x``: one pass in
@@ -737,12 +755,13 @@ def population_batchnorm(model: torch.nn.Module, x: torch.Tensor) -> int:
 
     def accumulate(bn: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         v = (args or tuple(kwargs.values()))[0].detach().to(torch.float64)  # bn(input=h) too
-        dims = [d for d in range(v.dim()) if d != 1]
+        ch = bn_channel_dim(bn, v)
+        dims = [d for d in range(v.dim()) if d != ch]
         acc = sums[bn]
         if acc[3] is None:  # sums of v - K, K the first batch's mean: S2 - S1^2 / n cancels
             acc[3] = v.mean(dim=dims)  # only to |mean - K| / std (mean 1e7, std 1: 2% off)
-        v = v - acc[3].reshape([-1 if d == 1 else 1 for d in range(v.dim())])
-        acc[0] += v.numel() // max(v.shape[1], 1)
+        v = v - acc[3].reshape([-1 if d == ch else 1 for d in range(v.dim())])
+        acc[0] += v.numel() // max(v.shape[ch], 1)
         acc[1] = acc[1] + v.sum(dim=dims)
         acc[2] = acc[2] + (v * v).sum(dim=dims)
 
@@ -818,11 +837,12 @@ def calibrate_population(model: torch.nn.Module, x: torch.Tensor) -> int:
                 if bn is not target:
                     return
                 v = (args or tuple(kwargs.values()))[0].detach().to(torch.float64)
-                dims = [d for d in range(v.dim()) if d != 1]
+                ch = bn_channel_dim(bn, v)
+                dims = [d for d in range(v.dim()) if d != ch]
                 if acc[3] is None:  # sums of v - K (K the first batch's mean): no cancellation
                     acc[3] = v.mean(dim=dims)
-                v = v - acc[3].reshape([-1 if d == 1 else 1 for d in range(v.dim())])
-                acc[0] += v.numel() // max(v.shape[1], 1)
+                v = v - acc[3].reshape([-1 if d == ch else 1 for d in range(v.dim())])
+                acc[0] += v.numel() // max(v.shape[ch], 1)
                 acc[1] = acc[1] + v.sum(dim=dims)
                 acc[2] = acc[2] + (v * v).sum(dim=dims)
                 raise _Reached

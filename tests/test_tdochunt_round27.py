@@ -1,0 +1,92 @@
+"""Round 27 hunt of dlt.doctor: the batch-norm statistics read by the doctor (BN drift, the
+population-statistics cure) on a batch norm over a sequence's features (FeatureBatchNorm,
+the batch-norm cure's norm after a Linear applied to (N, T, C) inputs)."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+from depthlab.torch import prescriptions as rx  # noqa: E402
+from depthlab.torch.doctor import bn_drift  # noqa: E402
+from depthlab.torch.train import population_batchnorm  # noqa: E402
+
+
+class _SeqNet(nn.Module):
+    """Linear layers on (N, T, C) sequences (a per-position MLP), mean over positions."""
+
+    def __init__(self, t: int, c: int = 6) -> None:
+        super().__init__()
+        self.t, self.c = t, c
+        self.net = nn.Sequential(nn.Linear(c, c), nn.Sigmoid(), nn.Linear(c, c), nn.Sigmoid())
+        self.o = nn.Linear(c, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.o(self.net(x.view(len(x), self.t, self.c)).mean(1))
+
+
+def _feature_stats(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = h.detach().double().reshape(-1, h.shape[-1])
+    return flat.mean(0), flat.var(0, unbiased=False)
+
+
+@pytest.mark.parametrize("t", [3, 6])  # T != C (was a RuntimeError), T == C (wrong axis)
+def test_bn_statistics_of_a_feature_batch_norm_are_per_feature(t: int) -> None:
+    torch.manual_seed(0)
+    model = _SeqNet(t)
+    x = torch.randn(64, t * 6) * 2 + 1
+    assert rx.insert_batchnorm(model, x) == 2
+    norms = [m for m in model.modules() if isinstance(m, rx.FeatureBatchNorm)]
+    assert len(norms) == 2
+    inputs: dict[nn.Module, torch.Tensor] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, a: inputs.setdefault(m, a[0]))
+             for m in norms]
+    model.train()  # as population_batchnorm's pass (one batch of 64 rows): batch statistics
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    # population statistics: per feature (last axis) over every row and position
+    assert population_batchnorm(model, x) == 2
+    for m in norms:
+        mean, var = _feature_stats(inputs[m])
+        n = inputs[m].numel() // inputs[m].shape[-1]
+        torch.testing.assert_close(m.running_mean.double(), mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(m.running_var.double(), var * n / (n - 1), rtol=1e-5,
+                                   atol=1e-6)
+    # BN drift against running statistics set by hand: per feature too
+    for m in norms:
+        mean, var = _feature_stats(inputs[m])
+        m.running_mean.copy_((mean + 0.5 * var.sqrt()).float())
+        m.running_var.copy_((var * 4).float())
+    drift = bn_drift(model, x)
+    assert len(drift) == 2
+    for d, m in zip(drift, norms):
+        mean, var = _feature_stats(inputs[m])
+        sd = (var + m.eps).sqrt()
+        want_shift = float((0.5 * var.sqrt() / sd).mean())
+        want_lv = float(torch.log((var * 4 + m.eps) / (var + m.eps)).abs().mean())
+        assert d["mean_shift"] == pytest.approx(want_shift, rel=1e-4)
+        assert d["log_var_ratio"] == pytest.approx(want_lv, rel=1e-4)
+
+
+def test_the_batch_norm_cure_verifies_on_a_model_of_sequences() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(160, 8)
+    y = (x[:, 0] - x[:, 5] > 0).long()
+
+    def make() -> nn.Module:
+        m = _SeqNet(2, 4)
+        m.net = nn.Sequential(*[layer for _ in range(8)
+                                for layer in (nn.Linear(4, 4), nn.Sigmoid())])
+        for p in m.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, 0.0, 1.0)
+        return m
+
+    d = dlt.doctor(make, (x, y), optimizer=("sgd", {"lr": 0.5}), steps=20, batch_size=32,
+                   verify=True, max_cures=3)  # raised RuntimeError in bn_drift
+    tried = [v.prescription for v in d.verifications]
+    assert {"normalization": "batchnorm"} in tried
