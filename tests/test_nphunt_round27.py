@@ -166,3 +166,23 @@ def test_predict_on_the_runs_own_csv_where_x_minus_mean_overflows(tmp_path, caps
     assert np.isfinite(z).all()
     net = dl.load(model)
     np.testing.assert_array_equal(got, net.predict(z.astype(dtype)))  # bit for bit
+
+
+def test_one_hot_label_rows_declare_their_class_count(tmp_path):
+    # a (n, 3) one-hot y whose rows use classes 0 and 1 only was read as max label + 1 = 2
+    # classes: the network had no output for the third class the data's columns name
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    path = tmp_path / "onehot3.npz"
+    np.savez(path, x=x, y=np.eye(3)[y])
+    ds = load_dataset(path)
+    assert ds.n_classes == 3
+    np.testing.assert_array_equal(np.unique(ds.y_train), [0, 1])
+    # integer labels keep max label + 1; a two-column one-hot is two classes
+    np.savez(path, x=x, y=y)
+    assert load_dataset(path).n_classes == 2
+    np.savez(path, x=x, y=np.eye(2)[y])
+    assert load_dataset(path).n_classes == 2

@@ -357,7 +357,7 @@ def build_dataset(
                              "expected the same number in each")
         n_classes = widths.pop()
     else:
-        n_classes = _n_classes(raw.n_classes, parts, out, source)
+        n_classes = _n_classes(raw.n_classes or _one_hot_width(raw), parts, out, source)
 
     info = dict(raw.info)
     info.update(
@@ -452,6 +452,17 @@ def _split(name: str, parts: Parts, want: dict[str, int], split_rng: np.random.G
         out["val"] = _take(x, y, perm[n_test : n_test + n_val], dt, scale)
     out["train"] = _take(x, y, perm[n_test + n_val :], dt, scale)
     return out
+
+
+def _one_hot_width(raw: RawData) -> int | None:
+    """The class count that one-hot label rows declare: their width (the widest part's), so a
+    (n, 3) one-hot ``y`` whose rows use classes 0 and 1 only still gives 3 outputs (was max
+    label + 1 = 2: the network had no output for the third class its data name); None when
+    no part holds one-hot rows."""
+    widths = [int(y.shape[1]) for y in (raw.y, raw.y_val, raw.y_test)
+              if y is not None and np.ndim(y) == 2 and np.shape(y)[1] > 1
+              and _one_hot(np.asarray(y))]
+    return max(widths) if widths else None
 
 
 def _n_classes(declared: int | None, parts: Parts, out: Parts, source: str) -> int:
