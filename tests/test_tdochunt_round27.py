@@ -90,3 +90,19 @@ def test_the_batch_norm_cure_verifies_on_a_model_of_sequences() -> None:
                    verify=True, max_cures=3)  # raised RuntimeError in bn_drift
     tried = [v.prescription for v in d.verifications]
     assert {"normalization": "batchnorm"} in tried
+
+
+@pytest.mark.parametrize("t", [3, 5])  # T != C: gamma was dropped; T == C: wrong axis
+def test_the_norm_gradient_of_a_feature_batch_norm_is_read_before_its_per_feature_gamma(
+        t: int) -> None:
+    from depthlab.torch.doctor_probe import _affine_scale
+
+    bn = rx.FeatureBatchNorm(5)
+    with torch.no_grad():
+        bn.weight.copy_(torch.arange(1.0, 6.0))
+    out = bn(torch.randn(4, t, 5))
+    gamma = _affine_scale(bn, out)
+    assert gamma is not None
+    scaled = torch.ones_like(out, dtype=torch.float64) * gamma  # dL/dxhat = gamma * dL/dy
+    for k in range(5):
+        assert bool((scaled[..., k] == k + 1).all())

@@ -19,6 +19,7 @@ from torch import nn
 from ..diagnosis.rules import NORM_GRAD
 from . import prescriptions as rx
 from .layers import activation_spec
+from .train import bn_channel_dim
 
 
 def _layer_index(table: pd.DataFrame, layers: list[rx.TracedLayer]) -> dict[str, int]:
@@ -115,7 +116,10 @@ def _affine_scale(m: nn.Module, out: torch.Tensor) -> torch.Tensor | None:
                           nn.modules.instancenorm._InstanceNorm)):  # LayerNorm, RMSNorm
         n = w.dim()
         return w if out.dim() >= n and tuple(out.shape[-n:]) == tuple(w.shape) else None
-    dim = 1
+    # (a batch norm over the features of (N, T, C) sequences, the batch-norm cure's
+    # FeatureBatchNorm: the last axis; read on axis 1, gamma was dropped (T != C) or
+    # multiplied along the positions (T == C))
+    dim = bn_channel_dim(m, out) if isinstance(m, nn.modules.batchnorm._BatchNorm) else 1
     if isinstance(m, nn.modules.instancenorm._InstanceNorm) and \
             out.dim() == m._get_no_batch_dim():
         dim = 0
