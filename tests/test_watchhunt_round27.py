@@ -70,3 +70,44 @@ def test_validation_forwards_with_gradients_while_armed_are_not_kept(percentiles
     assert a[["step", "layer", "quantity"]].equals(b[["step", "layer", "quantity"]])
     assert a.value.to_numpy() == pytest.approx(b.value.to_numpy(), rel=1e-6, abs=0)
     assert watch.theory_note == clean.theory_note
+
+
+def _percentile_table(percentiles, steps=(0, 3, 6, 9)):
+    import pandas as pd
+
+    rows = []
+    for step in steps:
+        for k in percentiles:
+            rows.append((step, 1, f"pre_p{k:g}", step * 0.1 + (k - 50) / 25))
+        rows.append((step, 1, "act_mean", 0.0))
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+@pytest.mark.parametrize("percentiles, bands, lines", [
+    ((5, 50, 95), ["5–95th pct"], []),
+    ((10, 25, 50, 75, 90), ["10–90th pct", "25–75th pct"], []),
+    ((2, 15, 50, 85, 98), ["2–98th pct", "15–85th pct"], []),
+    ((1, 50, 90, 99), ["1–99th pct"], ["90th pct"]),
+])
+def test_the_percentile_figure_draws_the_percentiles_the_run_recorded(percentiles, bands, lines):
+    # a Watch (or dlt.probe) with percentiles=(5, 50, 95) stored pre_p5/pre_p95 rows that the
+    # report's percentile figure ignored: it drew only 2-98 and 15-85 bands, so its figure
+    # showed the median alone
+    from matplotlib.collections import PolyCollection
+
+    from depthlab.report import figures
+
+    table = _percentile_table(percentiles)
+    ax = figures.percentile_bands(table).axes[0]
+    filled = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert [c.get_label() for c in filled] == bands
+    # each band spans its two recorded percentiles
+    lo, hi = (float(k) for k in bands[0].split("th")[0].split("–"))
+    top = filled[0].get_paths()[0].vertices[:, 1]
+    assert top.min() == pytest.approx((lo - 50) / 25)
+    assert top.max() == pytest.approx(0.9 + (hi - 50) / 25)
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert "median" in labels and all(k in labels for k in lines)
+    # few recorded steps: the innermost pair as error bars
+    few = figures.percentile_bands(_percentile_table(percentiles, steps=(0, 5))).axes[0]
+    assert any(c.get_label() == f"{bands[-1]} (few steps)" for c in few.containers)

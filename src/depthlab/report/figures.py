@@ -524,11 +524,31 @@ def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
     return fig
 
 
+def _percentile_of(quantity: str, prefix: str) -> float | None:
+    """``K`` of a ``{prefix}_pK`` quantity name (``pre_p2``, ``act_p97.5``), else None."""
+    head = f"{prefix}_p"
+    if not quantity.startswith(head):
+        return None
+    try:
+        k = float(quantity[len(head):])
+    except ValueError:
+        return None
+    return k if 0 <= k <= 100 else None
+
+
+def _pct(k: float) -> str:
+    """The quantity suffix of percentile ``k`` (``p2``, ``p97.5``), as the probes name it."""
+    return f"p{k:g}"
+
+
 def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
                      prefix: str = "pre") -> Figure:
     """Ioffe & Szegedy (2015) Fig. 1b/c style: the 15th, 50th and 85th percentiles (and a
     lighter 2nd-98th band when recorded) of one layer's pre-activation over training.
-    ``layer`` defaults to the last hidden layer."""
+    ``layer`` defaults to the last hidden layer. Other recorded percentiles (a ``Watch`` or
+    ``dlt.probe`` with ``percentiles=(5, 50, 95)`` or ``(10, 25, 50, 75, 90)``) are drawn the
+    same way: each pair ``(lo, hi)`` around the median a band, outermost lightest; one
+    without a partner a dashed line."""
     fig, (ax,) = _new_figure()
     layers = hidden_layers(probes)
     if not layers:
@@ -558,7 +578,7 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
         return pd.to_numeric(rows["value"], errors="coerce").groupby(rows["step"]).mean() \
             .reindex(at)
 
-    p15, p50, p85, p2, p98 = q("p15"), q("p50"), q("p85"), q("p2"), q("p98")
+    p50 = q("p50")
     if p50 is None:
         _empty(ax, f"no '{prefix}_p50' probes recorded")
         return fig
@@ -572,21 +592,37 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
         return fig
     color = OKABE_ITO[0]
     few = len(x) < 3
-    if p2 is not None and p98 is not None and not few:
-        ax.fill_between(x, p2.to_numpy(float), p98.to_numpy(float), color=color, alpha=0.12,
-                        linewidth=0, label="2–98th pct")
-    if p15 is not None and p85 is not None and not few:
-        ax.fill_between(x, p15.to_numpy(float), p85.to_numpy(float), color=color, alpha=0.28,
-                        linewidth=0, label="15–85th pct")
-        ax.plot(x, p15.to_numpy(float), color=color, linewidth=0.9, linestyle="--")
-        ax.plot(x, p85.to_numpy(float), color=color, linewidth=0.9, linestyle="--")
+    # the recorded percentiles around the median, paired from the outside in (2-98 and 15-85
+    # by default; a Watch's percentiles=(5, 50, 95) drew its median alone, p5/p95 not shown)
+    ks = sorted({k for k in (_percentile_of(str(n), prefix) for n in mine["quantity"].unique())
+                 if k is not None and k != 50.0})
+    lows, highs = [k for k in ks if k < 50], [k for k in ks if k > 50][::-1]
+    pairs = list(zip(lows, highs))
+    alone = lows[len(pairs):] + highs[len(pairs):]
+    for i, (lo, hi) in enumerate(pairs):
+        inner = i == len(pairs) - 1
+        if not few:
+            ax.fill_between(x, q(_pct(lo)).to_numpy(float), q(_pct(hi)).to_numpy(float),
+                            color=color, alpha=0.28 if inner else 0.12, linewidth=0,
+                            label=f"{lo:g}–{hi:g}th pct")
+            if inner:
+                for k in (lo, hi):
+                    ax.plot(x, q(_pct(k)).to_numpy(float), color=color, linewidth=0.9,
+                            linestyle="--")
+    if not few:
+        for k in alone:
+            ax.plot(x, q(_pct(k)).to_numpy(float), color=color, linewidth=0.9, linestyle=":",
+                    label=f"{k:g}th pct")
     ax.plot(x, p50.to_numpy(float), "o-" if len(x) < 3 else "-", color=OKABE_ITO[3],
             linewidth=1.8, markersize=4, label="median")
-    if few and p15 is not None and p85 is not None:
+    if few and pairs:
+        lo, hi = pairs[-1]
         with np.errstate(invalid="ignore"):  # inf - inf at a step not drawn
             m = p50.to_numpy(float)
-            ax.errorbar(x, m, yerr=[m - p15.to_numpy(float), p85.to_numpy(float) - m],
-                        fmt="none", ecolor=color, capsize=4, label="15–85th pct (few steps)")
+            ax.errorbar(x, m, yerr=[m - q(_pct(lo)).to_numpy(float),
+                                    q(_pct(hi)).to_numpy(float) - m],
+                        fmt="none", ecolor=color, capsize=4,
+                        label=f"{lo:g}–{hi:g}th pct (few steps)")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
     step_ticks(ax, x[finite])
