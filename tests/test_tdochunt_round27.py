@@ -106,3 +106,17 @@ def test_the_norm_gradient_of_a_feature_batch_norm_is_read_before_its_per_featur
     scaled = torch.ones_like(out, dtype=torch.float64) * gamma  # dL/dxhat = gamma * dL/dy
     for k in range(5):
         assert bool((scaled[..., k] == k + 1).all())
+
+
+def test_several_model_inputs_given_as_x_are_refused_by_what_they_are() -> None:
+    x1, x2, y = torch.randn(30, 4), torch.randn(30, 4), torch.randint(0, 2, (30,))
+
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    with pytest.raises(ValueError, match=r"^x is a tuple of 2 arrays of 30 rows each; expected "
+                                         r"one array or tensor x, as the doctor calls model\(x\)"):
+        dlt.doctor(make, ((x1, x2), y), steps=2, verify=False)
+    with pytest.raises(ValueError, match=r"^x has 30 rows \(shape \(30, 4\)\) but y has 29 "
+                                         r"\(shape \(29,\)\); expected the same number of rows"):
+        dlt.doctor(make, (x1, y[:29]), steps=2, verify=False)

@@ -117,9 +117,22 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
     ts = [_as_tensor(v, label) for v, label in zip(parts, ("x", "y", "x_val", "y_val"))]
     for xs, ys, label in ((ts[0], ts[1], ""), *(((ts[2], ts[3], "_val"),) if len(ts) == 4
                                                  else ())):
+        raw = parts[0 if not label else 2]
+        if isinstance(raw, (tuple, list)) and xs.dim() >= 2 and ys.dim() >= 1 and \
+                xs.shape[0] != ys.shape[0] and xs.shape[1] == ys.shape[0] and \
+                all(isinstance(v, (torch.Tensor, np.ndarray)) for v in raw):
+            # (x1, x2) for a model of several inputs: was 'x has (2, 200, 4) rows but y has
+            # (200,)', the two inputs stacked into one array
+            raise ValueError(f"x{label} is a {type(raw).__name__} of {len(raw)} arrays of "
+                             f"{ys.shape[0]} rows each; expected one array or tensor x, as the "
+                             "doctor calls model(x) (a model of several inputs: give one tensor "
+                             "and split it in a wrapper's forward, e.g. torch.cat of the inputs)")
         if xs.dim() < 1 or ys.dim() < 1 or xs.shape[0] != ys.shape[0]:
-            raise ValueError(f"x{label} has {tuple(xs.shape)} rows but y{label} has "
-                             f"{tuple(ys.shape)}; expected the same number of rows")
+            n_x = xs.shape[0] if xs.dim() else 0
+            n_y = ys.shape[0] if ys.dim() else 0
+            raise ValueError(f"x{label} has {n_x} rows (shape {tuple(xs.shape)}) but y{label} "
+                             f"has {n_y} (shape {tuple(ys.shape)}); expected the same number "
+                             "of rows")
     if ts[0].shape[0] == 0:
         raise ValueError("the training data are empty")
     for k, label in ((2, "x"), (3, "y")):
