@@ -120,3 +120,25 @@ def test_several_model_inputs_given_as_x_are_refused_by_what_they_are() -> None:
     with pytest.raises(ValueError, match=r"^x has 30 rows \(shape \(30, 4\)\) but y has 29 "
                                          r"\(shape \(29,\)\); expected the same number of rows"):
         dlt.doctor(make, (x1, y[:29]), steps=2, verify=False)
+
+
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_a_functional_elu_of_another_alpha_is_traced_with_its_alpha(alpha: float) -> None:
+    import torch.nn.functional as F
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.o = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.o(F.elu(self.b(F.elu(self.a(x), alpha)), alpha))
+
+    torch.manual_seed(0)
+    traced = rx.trace(Net(), torch.randn(64, 16))  # was: no activation (a linear layer)
+    hidden = [t for t in traced if t.name in ("a", "b")]
+    assert [t.activation_name for t in hidden] == ["elu", "elu"]
+    for t in hidden:
+        assert rx.activation_kwargs(t.activation)["alpha"] == pytest.approx(alpha, rel=1e-6)
+    assert rx.trace(nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 2)),
+                    torch.randn(8, 16))[0].activation is None  # the identity: none

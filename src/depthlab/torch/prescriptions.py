@@ -235,7 +235,8 @@ FUNCTIONAL_CANDIDATES: tuple[Callable[[], nn.Module], ...] = (
 )
 """Activations :func:`functional_activation` recognizes, tried in this order (the first that
 reproduces the data wins: ReLU before ReLU6 and Hardtanh, which agree with it on small
-values); a leaky ReLU is recognized with the slope its negative entries show."""
+values); a leaky ReLU is recognized with the slope its negative entries show, an ELU with
+their alpha."""
 
 
 def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
@@ -274,6 +275,12 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | Non
         slope = float(slopes.median())
         if 0.0 < slope < 1.0 and same(torch.where(neg, slope * a, a)):
             return nn.LeakyReLU(slope)
+    if neg.any() and same(torch.where(neg, b, a)):  # ELU of another alpha (F.elu(h, 0.5)):
+        em = torch.expm1(a[neg])  # alpha (e^s - 1) on the negative side; was read as no
+        alpha = float((b[neg] / em).median())  # activation, its layer judged as linear
+        if 0.0 < alpha and math.isfinite(alpha) and \
+                same(torch.where(neg, alpha * torch.expm1(a), a)):
+            return nn.ELU(alpha)
     return _dropped_activation(a, b, tol)
 
 
