@@ -104,6 +104,14 @@ _VIEW = re.compile(r"(View|UnsafeView|ReshapeAlias|Permute|Transpose|T|Squeeze|U
 _HOOK_NODE = "BackwardHookFunctionBackward"  # a user's full backward hook: identity per slot
 
 
+def _alpha(node) -> float | None:
+    """A ``SubBackward0``'s ``alpha`` (``torch.sub(a, b, alpha=...)``), None where unreadable."""
+    try:
+        return float(node._saved_alpha)
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return None
+
+
 def _out_derivative(spec: ActivationSpec, key: tuple) -> ActivationSpec | None:
     """The spec whose ``derivative`` reads ``f(s)`` instead of ``s`` (an in-place activation
     left only its output): the same values as ``f'(s)`` for these activations; None for the
@@ -295,14 +303,21 @@ def _follower(t: torch.Tensor, cons: dict) -> tuple | None:
     key = _settings(act)
     if key is None:
         return None
-    # a product with the very tensor it reads: x * sigmoid(x) (SiLU), x * tanh(softplus(x))
-    # (Mish), or a gate (no activation of the layer)
+    # combined with the very tensor it reads: x * sigmoid(x) (SiLU), x - tanh(x) (Tanhshrink:
+    # F.tanhshrink is that in Python, whose tanh the next layer does not read),
+    # x * tanh(softplus(x)) (Mish, below); any other product with it is a gate (no activation
+    # of the layer); a sum with it (F.relu(k) + k) keeps the activation's rows
     for c, j, _out_nr in cons.get(act, ()):
-        if c.name() != "MulBackward0":
+        name = c.name()
+        if name not in ("MulBackward0", "SubBackward0"):
             continue
         others = [e for k, e in enumerate(c.next_functions) if k != j]
-        if (src, nr) in others:
+        if (src, nr) not in others:
+            continue
+        if name == "MulBackward0":
             return (act, (nn.SiLU,)) if key == (nn.Sigmoid,) else None
+        if j == 1 and key == (nn.Tanh,) and _alpha(c) == 1.0:
+            return act, (nn.Tanhshrink,)
     if key == (nn.Softplus, 1.0, 20.0):
         for c, _j, _nr in cons.get(act, ()):
             if c.name() == "TanhBackward0":
