@@ -142,3 +142,23 @@ def test_a_functional_elu_of_another_alpha_is_traced_with_its_alpha(alpha: float
         assert rx.activation_kwargs(t.activation)["alpha"] == pytest.approx(alpha, rel=1e-6)
     assert rx.trace(nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 2)),
                     torch.randn(8, 16))[0].activation is None  # the identity: none
+
+
+def test_a_namedtuple_output_is_named_with_its_article() -> None:
+    import collections
+
+    out_type = collections.namedtuple("Out", "logits hidden")
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l, self.o = nn.Linear(8, 16), nn.Linear(16, 2)
+
+        def forward(self, x: torch.Tensor) -> tuple:
+            h = torch.relu(self.l(x))
+            return out_type(self.o(h), h)
+
+    x = torch.randn(40, 8)
+    with pytest.raises(ValueError, match=r"; the model returns an Out, not a tensor: give a "
+                                         r"loss_fn that takes it"):
+        dlt.doctor(Net, (x, (x[:, 0] > 0).long()), steps=2, verify=False)

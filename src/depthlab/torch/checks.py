@@ -110,7 +110,9 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
             hint += _keyword_forward_hint(model)
         hint += _time_first_hint(model, d.x, out)
         if out is not None and not isinstance(out, torch.Tensor):  # (logits, aux), a dict
-            hint += (f"; the model returns a {type(out).__name__}, not a tensor: give a "
+            what = type(out).__name__  # (an Out namedtuple, a dict)
+            hint += (f"; the model returns {'an' if what[:1].lower() in 'aeiou' else 'a'} "
+                     f"{what}, not a tensor: give a "
                      f"loss_fn that takes it, e.g. {_loss_of_part(out, d, loss_fn)}")
         raise ValueError(f"the model or loss_fn fails on inputs of shape "
                          f"{tuple(d.x.shape[1:])} per example (targets: shape "
