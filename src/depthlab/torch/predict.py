@@ -358,9 +358,9 @@ def _run(segments: list[dict], state: tuple) -> tuple[list[dict], list[float]]:
         state = _between_forward(seg, state)
         first = len(rows)
         entry = state[3]
-        _, _, a_bvar, (av, aw) = _path_forward(seg["layers"], state, rows)
+        _, _, a_bvar, (av, aw) = _path_forward(seg["layers"], state, rows)[:4]
         mid = len(rows)
-        _, _, b_bvar, (bv, bw) = _path_forward(seg["shortcut"], state, rows)
+        _, _, b_bvar, (bv, bw) = _path_forward(seg["shortcut"], state, rows)[:4]
         # x + F(x) (or P(x) + F(x)): the paths are independent at init (independent
         # weights), so a unit's value is the sum of two independent values: the
         # distribution of the sum (a convolution on the nodes; the skip keeps e.g. a ReLU

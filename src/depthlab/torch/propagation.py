@@ -383,7 +383,12 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         s_w = np.concatenate([p[1] * k / c for p, k in zip(parts, counts)])
         g2 = np.concatenate([np.full(p[0].size, gc * gc) for p, (gc, _) in zip(parts, pairs)])
         nodes = (s_nodes, s_w, g2, inv)
-        dist = pooling.compress(_apply(spec, s_nodes)[0], s_w)
+        a_all = _apply(spec, s_nodes)[0]
+        dist = pooling.compress(a_all, s_w)
+        # each channel's own distribution (a max pool's window reads one channel)
+        at = np.cumsum([0] + [pv.size for pv, _ in parts])
+        per_unit = [(k / c, a_all[i:j], pw) for (_, pw), k, i, j in zip(parts, counts, at[:-1],
+                                                                         at[1:])]
     else:
         if spec is not None:
             _check_unit_scales(seg["name"], w64, spec,
@@ -407,6 +412,12 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
             a_fin = max(float(wu @ (mu * mu)) - mean * mean, 0.0) * tw / (tw + varb) / units
         nodes = (s_nodes, s_w, np.ones_like(s_nodes), 1.0)
         dist = pooling.compress(a, s_w)
+        # each unit's own distribution (its mean over the batch held: a max pool's window
+        # reads one unit, not draws of the mixture over units)
+        ends = np.append(starts[1:], s_w.size)
+        per_unit = [(float(s_w[i:j].sum()), a[i:j],
+                     s_w[i:j] / max(float(s_w[i:j].sum()), 1e-300))
+                    for i, j in zip(starts, ends) if j > i]
     rows.append({"layer": seg["index"], "module": seg["name"], "q": q, "shift": shift,
                  "sq": sq, "mean": mean, "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
                  "fan_out": fan_out,
@@ -416,7 +427,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                  "nodes": nodes, "spec": spec, "between": seg["_between"],
                  "q_fin": tw / units, "a_fin": a_fin, "mats": mats,
                  "plain": prof_out is not None, "d_prof": d_prof})
-    return sq, mean, max(bvar, 0.0), dist
+    return sq, mean, max(bvar, 0.0), dist, per_unit
 
 
 def _finite_units(rows: list[dict]) -> list[tuple[float, float]]:
@@ -438,7 +449,7 @@ def _between_forward(seg: dict, state: tuple) -> tuple:
     items = []
     for b in seg.get("between", ()):
         nxt = pooling.forward(b, state)
-        items.append((b, state[3], nxt[3]))
+        items.append((b, state[3], nxt[3], state[4] if len(state) > 4 else None))
         state = nxt
     seg["_between"] = items
     return state
@@ -448,8 +459,8 @@ def _between_backward(items: list, g: float, t: pooling.Table | None
                       ) -> tuple[float, pooling.Table | None]:
     """``Var(dL/da)`` (mean and table of the unit's value) before the pooling/dropout modules
     of a segment from the one after them (:func:`depthlab.torch.pooling.backward`)."""
-    for b, din, dout in reversed(items):
-        g, t = pooling.backward(b, g, t, din, dout)
+    for b, din, dout, units in reversed(items):
+        g, t = pooling.backward(b, g, t, din, dout, units)
     return g, t
 
 
