@@ -67,3 +67,20 @@ def test_a_tanh_subtracted_with_another_weight_is_no_tanhshrink():
         act_std = torch.tanh(fn.a(x)).std(unbiased=False).item()
     assert got[(1, "act_std")] == pytest.approx(act_std, rel=1e-9)
     assert (1, "saturated_frac") in got.index
+
+
+@pytest.mark.parametrize("f, name", [(F.softshrink, "softshrink"), (F.hardshrink, "hardshrink")])
+def test_predict_refuses_a_functional_shrink_by_name_as_its_module(f, name):
+    # README: "Softshrink and Hardshrink are measured, and dlt.predict refuses them by name:
+    # their flat zone makes sparse outputs whose sums are not Gaussian". Applied as a function
+    # to a layer's output, the refusal said the function was "applied to the result of the
+    # torch operation 'Addmm' ..., not to a layer's (or normalization's) own output": untrue
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (32,), generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(1)
+    with pytest.raises(ValueError) as err:
+        dlt.predict(_Functional(f), x, y, "cross_entropy")
+    msg = str(err.value)
+    assert f"the function {name} on the output of 'a' (Linear)" in msg
+    assert "flat zone" in msg and "not to a layer" not in msg
+    assert "\n" not in msg

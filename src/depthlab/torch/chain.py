@@ -368,16 +368,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                     raise ValueError(f"predict() needs one activation function per layer; "
                                      f"{label(m)} has a learned slope "
                                      f"per channel ({m.weight.numel()} of them)")
-                if spec is not None and spec.name in ("softshrink", "hardshrink"):
-                    # a flat zone around 0: sparse outputs, whose sums in the next layer are
-                    # not Gaussian (Softshrink(0.5) at torch's default init: 0.78x measured)
-                    modelled = ", ".join(sorted(
-                        c.__name__ for c in ACTIVATIONS if "shrink" not in c.__name__.lower()
-                        or c.__name__ == "Tanhshrink"))
-                    raise ValueError(f"predict() does not model {label(m)}: its flat zone "
-                                     "makes sparse outputs whose sums in the next layer are "
-                                     "not Gaussian, so it is an activation predict() has no "
-                                     f"theory for (dlt.probe measures it; modelled: {modelled})")
+                if spec is not None and spec.name in _SHRINKS:
+                    raise ValueError(_shrink_refusal(label(m)))
                 if type(m) in ACTIVATIONS or is_norm(m):  # (a replaced forward: no spec)
                     _check_instance_forward(m, repr(names.get(id(m), "")),
                                             "norm" if is_norm(m) else "activation")
@@ -417,9 +409,12 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     for (s_store, s_at, producer), a_store, act, node in chain_acts(
             reads + [(o.grad_fn, _storage(o)) for o in outs if o.grad_fn is not None], made):
         spec = activation_spec(act)
-        if spec is None or not spec.scalar or spec.name in ("softshrink", "hardshrink") \
-                or (s_store, a_store) in module_acts:
+        if spec is None or not spec.scalar or (s_store, a_store) in module_acts:
             continue
+        if spec.name in _SHRINKS:  # F.softshrink(self.fc(x)): as the module, by name
+            raise ValueError(_shrink_refusal(
+                f"the function {re.sub(r'Backward[0-9]*$', '', node.name()).lower()} on the "
+                f"output of {labels.get(s_at, 'a layer')}"))
         at = s_at + 0.5  # between the call that made s and the next one
         acts.append((s_store, a_store, spec, at))
         fns[at] = node
@@ -733,6 +728,22 @@ def _act_after_max_pool(betweens: list, acts: list, fns: dict, labels: dict, mad
             (by_storage.get(n[0]) for n in norms if n[2] is rec[2]), None)
         if layer is not None and layer.activation is None:
             layer.activation = labels[at]
+
+
+_SHRINKS = ("softshrink", "hardshrink")
+"""Activations with a flat zone around 0 (:func:`_shrink_refusal`)."""
+
+
+def _shrink_refusal(what: str) -> str:
+    """The refusal of a Softshrink/Hardshrink (module or function) after a layer: a flat zone
+    around 0 makes sparse outputs, whose sums in the next layer are not Gaussian
+    (Softshrink(0.5) at torch's default init: 0.78x measured)."""
+    modelled = ", ".join(sorted(c.__name__ for c in ACTIVATIONS
+                                if "shrink" not in c.__name__.lower()
+                                or c.__name__ == "Tanhshrink"))
+    return (f"predict() does not model {what}: its flat zone makes sparse outputs whose sums in "
+            "the next layer are not Gaussian, so it is an activation predict() has no theory "
+            f"for (dlt.probe measures it; modelled: {modelled})")
 
 
 _MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling and dropout, as "
