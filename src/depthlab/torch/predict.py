@@ -138,14 +138,18 @@ the whole gradient to the largest entry backward, so the layer before sees it wh
 activation's derivative is that of a large value) and dropout in training mode
 (``E[a^2] / (1 - p)``). A window's entries are taken as independent draws: exact where they
 are (measured within 6%, tests/test_torch_pooling.py); neighbouring positions of a CNN are
-correlated, so near a pool the prediction is less exact (a ReLU CNN with two 2x2 max pools:
-the layer after them pre_std 1.26x the measurement, the convs' grad_pre_std 1.16x; with 2x2
-average pools 0.77x and 0.94x; ResNet-18 at 64x64 pre_std 0.93-1.11x, grad_pre_std 0.78-1.0x,
-at 32x32, where layer4 runs on 1x1 positions, grad_pre_std 0.66-1.0x). The cause: an average
-of ``k`` entries with mean pairwise correlation ``rho`` has variance ``Var(a) (1 + (k - 1)
-rho) / k``, not ``Var(a) / k`` (0.77x in std for 2x2 is ``rho ~ 0.23``; backward the same
-factor), and the maximum of correlated entries is smaller than that of independent ones
-(1.26x). Neighbouring outputs of a 3x3 conv share 6 of their 9 taps, so ``rho`` is set by
+correlated, so near a pool the prediction is less exact (ResNet-18 at 64x64 pre_std
+0.93-1.11x, grad_pre_std 0.78-1.0x, at 32x32, where layer4 runs on 1x1 positions,
+grad_pre_std 0.66-1.0x). A window reads one channel, whose own mean over the batch (its bias,
+a BatchNorm's beta, the weights on the inputs' means) a pool keeps: averaged as a constant,
+maxima per channel (:mod:`depthlab.torch.pooling`); taken for noise of the mixture over
+channels, a default-init ReLU CNN (3x3 convs 3 -> 32 -> 64 on 16x16, two 2x2 pools, Linear
+128; 3 seeds) had the Linear's pre_std predicted 0.78x (average pools) and 1.15x (max pools)
+the measurement and the convs' grad_pre_std 1.13x (max), now 0.95x, 0.97x and 1.01x. The
+rest: an average of ``k`` entries with mean pairwise correlation ``rho`` has variance
+``Var(a) (1 + (k - 1) rho) / k``, not ``Var(a) / k`` (backward the same factor), and the
+maximum of correlated entries is smaller than that of independent ones. Neighbouring
+outputs of a 3x3 conv share 6 of their 9 taps, so ``rho`` is set by
 the kernels and by the input's own spatial correlation; a principled estimate would carry
 the covariance between positions ``delta`` apart through the chain (random-weight CNN mean
 field, Xiao et al. 2018: each conv averages it over the kernel's offsets, each activation
