@@ -162,3 +162,26 @@ def test_a_namedtuple_output_is_named_with_its_article() -> None:
     with pytest.raises(ValueError, match=r"; the model returns an Out, not a tensor: give a "
                                          r"loss_fn that takes it"):
         dlt.doctor(Net, (x, (x[:, 0] > 0).long()), steps=2, verify=False)
+
+
+def test_the_batch_norm_cure_keeps_frozen_layers_as_the_other_cures_do() -> None:
+    from depthlab.torch.train import TorchTrainSpec
+
+    spec = TorchTrainSpec(optimizer="sgd", lr=0.1, steps=2, batch_size=8)
+    x = torch.randn(16, 8)
+
+    def make(frozen: int) -> nn.Module:
+        torch.manual_seed(0)
+        m = nn.Sequential(*[layer for i in range(3) for layer in
+                            (nn.Linear(8, 8), nn.Sigmoid())], nn.Linear(8, 2))
+        for layer in list(m)[:2 * frozen:2]:
+            layer.requires_grad_(False)  # a pretrained backbone
+        return m
+
+    m, _ = rx.apply({"normalization": "batchnorm"}, make(2), spec, x)
+    kinds = [type(c).__name__ for c in m]
+    assert kinds == ["Linear", "Sigmoid", "Linear", "Sigmoid", "Linear", "BatchNorm1d",
+                     "Sigmoid", "Linear"]  # was a BatchNorm1d after the frozen layers too
+    with pytest.raises(rx.NotApplicable, match=r"but for frozen layers \(requires_grad "
+                                               r"False\), which are kept \('0', '2', '4'\)"):
+        rx.apply({"normalization": "batchnorm"}, make(3), spec, x)

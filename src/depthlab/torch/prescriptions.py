@@ -930,6 +930,13 @@ def chrono_init(model: nn.Module, x: torch.Tensor) -> int:
     return changed
 
 
+def _frozen(module: nn.Module) -> bool:
+    """A weight layer none of whose weights trains (``requires_grad`` False: a pretrained
+    backbone), whose function the cures keep."""
+    ws = weight_tensors(module)
+    return bool(ws) and not any(w.requires_grad for w in ws)
+
+
 def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     """Insert a batch norm after every Linear/Conv layer that an activation follows; returns
     how many were inserted. A child of an ``nn.Sequential`` directly followed by its
@@ -940,7 +947,9 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     activation. ``x`` also shows a Linear applied to sequences ``(N, T, C)``, which gets a
     :class:`FeatureBatchNorm` (``BatchNorm1d`` would normalize over ``T``), and the output
     layer (:func:`output_layer`), which gets none (its activation, e.g. a ``BCELoss``
-    model's sigmoid, is the model's output)."""
+    model's sigmoid, is the model's output). Frozen layers (every weight ``requires_grad``
+    False, a pretrained backbone) get none, as the re-initializations and the activation swap
+    keep them: a norm after them would change the features they were trained to give."""
     ranks = _linear_output_ranks(model, x)
     traced = trace(model, x) if x is not None else []
     out = output_layer(traced)
@@ -957,7 +966,8 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
         for i, (name, child) in enumerate(items):
             new.append((name, child))
             nxt = items[i + 1][1] if i + 1 < len(items) else None
-            bn = _norm_for(child, ranks.get(id(child), 2)) if child is not last else None
+            bn = _norm_for(child, ranks.get(id(child), 2)) \
+                if child is not last and not _frozen(child) else None
             if bn is not None and nxt is not None and activation_name(nxt) is not None:
                 new.append((f"{name}_bn", bn.to(device=device, dtype=dtype)))
                 inserted.append((child, bn))
@@ -970,8 +980,12 @@ def insert_batchnorm(model: nn.Module, x: torch.Tensor | None = None) -> int:
     if x is not None:
         count += _wrap_with_norms(model, x, last, ranks, device, dtype, inserted)
     if not count:
+        kept = [t.name for t in traced if t.ran and t.activation is not None
+                and not t.normalized and t.module is not last and _frozen(t.module)]
         raise NotApplicable("no Linear/Conv layer followed by an activation (a module or a "
-                            "function of the forward) without a normalization before it")
+                            "function of the forward) without a normalization before it" + (
+                                f", but for frozen layers (requires_grad False), which are "
+                                f"kept ({', '.join(map(repr, kept[:3]))})" if kept else ""))
     if x is not None:
         _check_norms_run(model, x, traced, inserted)
     return count
@@ -1006,7 +1020,8 @@ def _refuse_unnormalized_repeats(model: nn.Module, x: torch.Tensor) -> None:
     last = output_layer(traced)
     hidden = [t for t in traced if t.ran and t.activation is not None and t is not last]
     left = [t for t in hidden if t.calls > 1 and not t.normalized
-            and _norm_for(t.module) is not None]  # (an LSTMCell in a loop gets none anyway)
+            and _norm_for(t.module) is not None  # (an LSTMCell in a loop gets none anyway)
+            and not _frozen(t.module)]
     if not left:
         return
     said = ", ".join(f"{t.name!r}: it runs {t.calls} times per forward" for t in left[:3])
@@ -1027,7 +1042,7 @@ def _wrap_with_norms(model: nn.Module, x: torch.Tensor, last: nn.Module | None,
     wrap = {}
     for t in trace(model, x):
         if not t.ran or t.activation is None or t.normalized or t.module is last \
-                or t.calls != 1:
+                or t.calls != 1 or _frozen(t.module):
             continue
         bn = _norm_for(t.module, ranks.get(id(t.module), 2))
         if bn is not None:
