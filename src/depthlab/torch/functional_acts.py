@@ -22,8 +22,9 @@ rows).
 
 Rules, as for modules: the first activation (in execution order) that reads an output is its
 follower; an output changed in place before the end of the forward (``h += skip``) by anything
-but that activation has no follower; ``x * torch.sigmoid(x)`` is SiLU and
-``x * torch.tanh(F.softplus(x))`` Mish (a sigmoid gating its own input is no sigmoid
+but that activation has no follower; ``x * torch.sigmoid(x)`` is SiLU,
+``x * torch.tanh(F.softplus(x))`` Mish and ``x - torch.tanh(x)`` (``F.tanhshrink``) Tanhshrink
+(a sigmoid gating its own input is no sigmoid activation, nor is that tanh a tanh
 activation); calls of one layer with activations of different kinds get no rows (the module
 case's ``mixed``). Parts without a graph (``torch.no_grad``, frozen layers fed data without
 gradients, a reentrant checkpoint's inside) have no nodes to read: no functional rows there.
