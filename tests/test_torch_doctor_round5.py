@@ -252,7 +252,7 @@ def test_labels_are_checked_for_one_output_and_per_position_outputs():
     y = np.zeros(80, np.int64)
     y[70] = 1  # in the validation part only
     one = lambda: nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 1))  # noqa: E731
-    with pytest.raises(ValueError, match=r"the labels hold 1 .* the model has 1 outputs"):
+    with pytest.raises(ValueError, match=r"the labels hold 1 .* the model has 1 output; "):
         dlt.doctor(one, (x[:60], y[:60], x[60:], y[60:]), steps=2, verify=False)
 
     def seq():

@@ -357,7 +357,8 @@ def _check_labels(out: Any, d: TensorData, loss_fn: Callable) -> None:
     bad = labels[((labels < 0) | (labels >= classes)) & (labels != ignore)]
     if len(bad):
         raise _LabelError(f"the labels hold {int(bad[0])} ({len(bad)} of {len(labels)} outside "
-                          f"0 to {classes - 1}) but the model has {classes} outputs; expected "
+                          f"0 to {classes - 1}) but the model has {classes} "
+                          f"output{'s' * (classes != 1)}; expected "
                           f"class indices 0 to {classes - 1}")
     if bool((d.y == ignore).all()):  # the loss is 0 / 0 = NaN at every step,
         raise _LabelError(f"every training label is the loss's ignore_index "  # a 'divergence'
