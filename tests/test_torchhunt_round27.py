@@ -99,3 +99,26 @@ def test_a_max_pool_takes_the_maximum_within_one_channel(pool, layer, quantity):
         num += row.predicted ** 2
         den += row.value ** 2
     assert 0.92 < math.sqrt(num / den) < 1.08, math.sqrt(num / den)
+
+
+def test_a_dropout_before_a_max_pool_passes_each_units_gradient():
+    """Dropout (training) then a max pool after BatchNorm with spread betas: the dropout's
+    backward read the max pool's per-unit gradient table at the compressed mixture's group
+    means, mixing units: layer 1's grad_pre_std was predicted 1.10x the measurement (6 seeds),
+    now 1.00x."""
+    num = den = 0.0
+    for seed in range(4):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU(),
+                              nn.Dropout(0.3), nn.MaxPool2d(2), nn.Conv2d(64, 256, 1),
+                              nn.Tanh(), nn.Flatten(), nn.LazyLinear(10)).double()
+        model(torch.randn(2, 64, 8, 8, dtype=torch.float64))
+        with torch.no_grad():
+            model[1].bias.normal_(0.0, 1.0)
+        x = torch.randn(64, 64, 8, 8, dtype=torch.float64)
+        y = torch.randint(0, 10, (64,))
+        df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+        row = df[(df.layer == 1) & (df.quantity == "grad_pre_std")].iloc[0]
+        num += row.predicted ** 2
+        den += row.value ** 2
+    assert 0.95 < math.sqrt(num / den) < 1.05, math.sqrt(num / den)

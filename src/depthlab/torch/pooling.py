@@ -350,6 +350,10 @@ def backward(b: Between, g: float, t: Table | None, dist_in: Dist, dist_out: Dis
         dsum = np.bincount(inv, weights=np.concatenate(den), minlength=u.size)
         vin = b.ratio * np.divide(nsum, dsum, out=np.zeros_like(nsum), where=dsum > 0)
         return float(b.ratio * nsum.sum() / max(dsum.sum(), 1e-300)), (u, vin)
+    if units:  # the units' own values, not the compressed mixture's group means (a dropout
+        # before a max pool read the max's table, one value per unit's atom, at group means)
+        dist_in = (np.concatenate([np.asarray(v) for _, v, _ in units]),
+                   np.concatenate([k * np.asarray(w) for k, _, w in units]))
     u, p = _atoms(dist_in)
     if b.kind == "dropout":
         keep = 1.0 - b.p
