@@ -423,6 +423,58 @@ def _tail_margin(q: float) -> int:
 
 
 @numba.njit(**_JIT)
+def _tail_ranks(ranks: np.ndarray, n: int) -> tuple[int, int, int]:
+    """``(rlo, rhi, nbelow)`` of the ranks of an ``n``-entry array: the highest rank below
+    ``n // 2`` (-1 if none), the lowest at or above it (``n`` if none), how many are below."""
+    half = n // 2
+    rlo = -1
+    rhi = n
+    nbelow = 0
+    for r in ranks:
+        if r < half:
+            rlo = max(rlo, r)
+            nbelow += 1
+        else:
+            rhi = min(rhi, r)
+    return rlo, rhi, nbelow
+
+
+@numba.njit(**_JIT)
+def _split_ranks(ranks: np.ndarray, n: int, nbelow: int, ntop: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The ranks below ``n // 2`` as they are, and the others as ranks among the ``ntop``
+    largest entries (``r - (n - ntop)``), each in the order given."""
+    half = n // 2
+    below = np.empty(nbelow, dtype=ranks.dtype)
+    above = np.empty(ranks.size - nbelow, dtype=ranks.dtype)
+    ib = ia = 0
+    for r in ranks:
+        if r < half:
+            below[ib] = r
+            ib += 1
+        else:
+            above[ia] = r - (n - ntop)
+            ia += 1
+    return below, above
+
+
+@numba.njit(**_JIT)
+def _interleave(out: np.ndarray, ranks: np.ndarray, n: int, vb: np.ndarray,
+                va: np.ndarray) -> None:
+    """``out[j]``: the next of ``vb`` for a rank below ``n // 2``, else the next of ``va``
+    (the values :func:`_split_ranks`' two lists selected, back in the ranks' order)."""
+    half = n // 2
+    ib = ia = 0
+    for j in range(ranks.size):
+        if ranks[j] < half:
+            out[j] = vb[ib]
+            ib += 1
+        else:
+            out[j] = va[ia]
+            ia += 1
+
+
+@numba.njit(**_JIT)
 def tail_select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float
                 ) -> tuple[np.ndarray, bool]:
     """``(v[r] for r in ranks, True)`` as :func:`select` when every rank lies in a thin tail
@@ -435,16 +487,7 @@ def tail_select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float
     few entries beyond a threshold), gathered too many, or a rank is not in a thin tail."""
     n = x.size
     out = np.empty(ranks.size, dtype=x.dtype)
-    half = n // 2
-    rlo = -1  # highest low rank, lowest high rank
-    rhi = n
-    nbelow = 0
-    for r in ranks:
-        if r < half:
-            rlo = max(rlo, r)
-            nbelow += 1
-        else:
-            rhi = min(rhi, r)
+    rlo, rhi, nbelow = _tail_ranks(ranks, n)
     step = TAIL_STEP
     sample = x[::step].copy()
     m = sample.size
@@ -483,26 +526,8 @@ def tail_select(x: np.ndarray, ranks: np.ndarray, lo: float, hi: float
                     nhi += 1
     if rlo >= nlo or n - rhi > nhi:  # the sample missed
         return out, False
-    below = np.empty(nbelow, dtype=ranks.dtype)
-    above = np.empty(ranks.size - nbelow, dtype=ranks.dtype)
-    ib = ia = 0
-    for r in ranks:
-        if r < half:
-            below[ib] = r
-            ib += 1
-        else:
-            above[ia] = r - (n - nhi)
-            ia += 1
-    vb = _small_select(vlo[:nlo], below)
-    va = _small_select(vhi[:nhi], above)
-    ib = ia = 0
-    for j in range(ranks.size):
-        if ranks[j] < half:
-            out[j] = vb[ib]
-            ib += 1
-        else:
-            out[j] = va[ia]
-            ia += 1
+    below, above = _split_ranks(ranks, n, nbelow, nhi)
+    _interleave(out, ranks, n, _small_select(vlo[:nlo], below), _small_select(vhi[:nhi], above))
     return out, True
 
 
@@ -611,16 +636,7 @@ def extreme_select(x: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, bool]:
     groups to read hold more than a quarter of the entries (many ties at ``t``)."""
     n = x.size
     out = np.empty(ranks.size, dtype=x.dtype)
-    half = n // 2
-    rlo = -1  # highest low rank, lowest high rank
-    rhi = n
-    nbelow = 0
-    for r in ranks:
-        if r < half:
-            rlo = max(rlo, r)
-            nbelow += 1
-        else:
-            rhi = min(rhi, r)
+    rlo, rhi, nbelow = _tail_ranks(ranks, n)
     kl = rlo + 1  # entries wanted from the low end, from the high end
     kh = n - rhi
     cols = (n // EXTREME_ROWS) // 16 * 16
@@ -665,26 +681,8 @@ def extreme_select(x: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, bool]:
                         vhi[m] = v
                         m += 1
         vhi = vhi[:m]
-    below = np.empty(nbelow, dtype=ranks.dtype)
-    above = np.empty(ranks.size - nbelow, dtype=ranks.dtype)
-    ib = ia = 0
-    for r in ranks:
-        if r < half:
-            below[ib] = r
-            ib += 1
-        else:
-            above[ia] = r - (n - vhi.size)
-            ia += 1
-    vb = _pick(vlo, below)
-    va = _pick(vhi, above)
-    ib = ia = 0
-    for j in range(ranks.size):
-        if ranks[j] < half:
-            out[j] = vb[ib]
-            ib += 1
-        else:
-            out[j] = va[ia]
-            ia += 1
+    below, above = _split_ranks(ranks, n, nbelow, vhi.size)
+    _interleave(out, ranks, n, _pick(vlo, below), _pick(vhi, above))
     return out, True
 
 
