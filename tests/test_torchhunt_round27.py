@@ -10,19 +10,32 @@ nn = torch.nn
 import depthlab.torch as dlt  # noqa: E402
 
 
-def _ratio(make, layer, quantity, seeds=2):
-    """sqrt(sum predicted^2 / sum measured^2) of one row over seeds."""
+def _ratio(make, layer, quantity, seeds=2, channels=64):
+    """sqrt(sum predicted^2 / sum measured^2) of one row over seeds (each seed: the model,
+    then a batch of 64 (channels, 8, 8) inputs and labels, in that order)."""
     num = den = 0.0
     for seed in range(seeds):
         torch.manual_seed(seed)
         model = make()
-        x = torch.randn(64, 64, 8, 8, dtype=torch.float64)
+        x = torch.randn(64, channels, 8, 8, dtype=torch.float64)
         y = torch.randint(0, 10, (64,))
         df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
         row = df[(df.layer == layer) & (df.quantity == quantity)].iloc[0]
         num += row.predicted ** 2
         den += row.value ** 2
     return math.sqrt(num / den)
+
+
+def _spread_bn(*between):
+    """Conv 1x1 -> BatchNorm2d whose betas are N(0, 1) -> ReLU -> ``between`` -> Conv 1x1 ->
+    Tanh -> head (the lazy head materialized)."""
+    model = nn.Sequential(nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU(), *between,
+                          nn.Conv2d(64, 256, 1), nn.Tanh(), nn.Flatten(),
+                          nn.LazyLinear(10)).double()
+    model(torch.randn(2, 64, 8, 8, dtype=torch.float64))
+    with torch.no_grad():
+        model[1].bias.normal_(0.0, 1.0)
+    return model
 
 
 @pytest.mark.parametrize("pool", ["global", "avg4"])
@@ -57,22 +70,17 @@ def test_average_pooling_keeps_the_channels_batchnorm_offsets():
     BN -> ReLU -> global average pool -> head): the Linear after the pool had pre_std predicted
     0.77x the measurement over these 4 seeds, now 1.01x (each channel's mean, set by its
     beta_c, was averaged like noise)."""
-    num = den = 0.0
-    for seed in range(4):
-        torch.manual_seed(seed)
+    def make():
         model = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 512),
                               nn.Tanh(), nn.Linear(512, 10)).double()
         with torch.no_grad():
             model[1].bias.normal_(0.0, 1.0)
             model[1].weight.uniform_(0.5, 1.5)
-        x = torch.randn(64, 16, 8, 8, dtype=torch.float64)
-        y = torch.randint(0, 10, (64,))
-        df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
-        row = df[(df.layer == 2) & (df.quantity == "pre_std")].iloc[0]
-        num += row.predicted ** 2
-        den += row.value ** 2
-    assert 0.92 < math.sqrt(num / den) < 1.08, math.sqrt(num / den)
+        return model
+
+    ratio = _ratio(make, 2, "pre_std", seeds=4, channels=16)
+    assert 0.92 < ratio < 1.08, ratio
 
 
 @pytest.mark.parametrize("pool, layer, quantity", [("max4", 2, "pre_std"),
@@ -82,23 +90,12 @@ def test_a_max_pool_takes_the_maximum_within_one_channel(pool, layer, quantity):
     distribution, not of the mixture over channels (wider where the channels' means differ:
     BatchNorm with spread betas, biases). Before: the 1x1 conv after MaxPool2d(4) had pre_std
     predicted 1.23x the measurement (global max pool: 1.3x), now 1.0x."""
-    num = den = 0.0
-    for seed in range(3):
-        torch.manual_seed(seed)
+    def make():
         mp = nn.MaxPool2d(4) if pool == "max4" else nn.AdaptiveMaxPool2d(1)
-        model = nn.Sequential(nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU(), mp,
-                              nn.Conv2d(64, 256, 1), nn.Tanh(), nn.Flatten(),
-                              nn.LazyLinear(10)).double()
-        model(torch.randn(2, 64, 8, 8, dtype=torch.float64))
-        with torch.no_grad():
-            model[1].bias.normal_(0.0, 1.0)
-        x = torch.randn(64, 64, 8, 8, dtype=torch.float64)
-        y = torch.randint(0, 10, (64,))
-        df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
-        row = df[(df.layer == layer) & (df.quantity == quantity)].iloc[0]
-        num += row.predicted ** 2
-        den += row.value ** 2
-    assert 0.92 < math.sqrt(num / den) < 1.08, math.sqrt(num / den)
+        return _spread_bn(mp)
+
+    ratio = _ratio(make, layer, quantity, seeds=3)
+    assert 0.92 < ratio < 1.08, ratio
 
 
 def test_a_dropout_before_a_max_pool_passes_each_units_gradient():
@@ -106,19 +103,6 @@ def test_a_dropout_before_a_max_pool_passes_each_units_gradient():
     backward read the max pool's per-unit gradient table at the compressed mixture's group
     means, mixing units: layer 1's grad_pre_std was predicted 1.10x the measurement (6 seeds),
     now 1.00x."""
-    num = den = 0.0
-    for seed in range(4):
-        torch.manual_seed(seed)
-        model = nn.Sequential(nn.Conv2d(64, 64, 1), nn.BatchNorm2d(64), nn.ReLU(),
-                              nn.Dropout(0.3), nn.MaxPool2d(2), nn.Conv2d(64, 256, 1),
-                              nn.Tanh(), nn.Flatten(), nn.LazyLinear(10)).double()
-        model(torch.randn(2, 64, 8, 8, dtype=torch.float64))
-        with torch.no_grad():
-            model[1].bias.normal_(0.0, 1.0)
-        x = torch.randn(64, 64, 8, 8, dtype=torch.float64)
-        y = torch.randint(0, 10, (64,))
-        df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
-        row = df[(df.layer == 1) & (df.quantity == "grad_pre_std")].iloc[0]
-        num += row.predicted ** 2
-        den += row.value ** 2
-    assert 0.95 < math.sqrt(num / den) < 1.05, math.sqrt(num / den)
+    ratio = _ratio(lambda: _spread_bn(nn.Dropout(0.3), nn.MaxPool2d(2)), 1, "grad_pre_std",
+                   seeds=4)
+    assert 0.95 < ratio < 1.05, ratio
