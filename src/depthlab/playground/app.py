@@ -14,7 +14,8 @@ Routes:
   for a bad setup);
 * ``WS /ws``: the session protocol. The tab sends ``{"cmd": "setup", "query": {...}}`` (a new
   session: validated, memory-checked, then built and paused at step 0; a setup that differs
-  from the session's in :data:`EXPORT_ONLY` settings only keeps the session and is answered
+  from the session's only in settings it does not use (:func:`_inert`: the export's epochs,
+  batch norm's settings without batch norm, ...) keeps the session and is answered
   ``accepted`` with ``kept: true``), ``play``, ``pause``,
   ``step``, ``reset`` (the same setup from scratch), ``doctor`` and ``cancel_doctor``; the
   server sends ``state``, ``waiting`` (a new setup waits for the previous network to be
@@ -60,7 +61,7 @@ from .doctor_task import doctor_steps, run_doctor
 from .memory_check import check_doctor_memory, check_setup_memory, data_shape
 from .presets import PRESETS, apply_preset, kept
 from .session import DataCache, Session
-from .setup import FIELDS, SetupError, parse_setup, to_config, to_query, to_toml
+from .setup import FIELDS, SetupError, active, parse_setup, to_config, to_query, to_toml
 
 STATIC = Path(__file__).with_name("static")
 
@@ -270,10 +271,30 @@ EXPORT_ONLY = ("train.epochs",)
 """Settings that only go into the exported TOML: a session does not use them."""
 
 
+BATCHNORM_ONLY = ("model.bn_momentum", "model.bn_inference")
+"""Settings a network without batch norm does not use."""
+
+
+def _inert(setup: dict[str, Any]) -> set[str]:
+    """The settings of ``setup`` that change nothing its session trains or shows:
+    :data:`EXPORT_ONLY`, a data option of another data set or the momentum of an optimizer
+    without one (``setup.active``), and batch norm's settings on a network without it."""
+    out = {f.key for f in FIELDS if f.key in setup and not active(setup, f)}
+    out.update(EXPORT_ONLY)
+    if not setup.get("model.batchnorm"):
+        out.update(BATCHNORM_ONLY)
+    return out
+
+
 def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two setups train the same session (they differ in :data:`EXPORT_ONLY` at most)."""
-    return ({k: v for k, v in a.items() if k not in EXPORT_ONLY} ==
-            {k: v for k, v in b.items() if k not in EXPORT_ONLY})
+    """Whether two setups train the same session: they differ at most in settings that are
+    inert in both (:func:`_inert`; the settings deciding which are inert, the data set, the
+    optimizer and batch norm, are compared). A teacher who looked through *more settings*
+    and changed the batch-norm momentum of a network without batch norm lost the 8,000 steps
+    trained so far to a rebuilt identical network."""
+    skip = _inert(a) & _inert(b)
+    return ({k: v for k, v in a.items() if k not in skip} ==
+            {k: v for k, v in b.items() if k not in skip})
 
 
 def _is_cmd(text: Any, cmd: str) -> bool:
@@ -524,8 +545,9 @@ class _Tab:
                 and self.setup is not None and setup != self.setup
                 and _same_network(setup, self.setup)):
             # (the same setup again, e.g. a preset chosen twice, starts afresh as before)
-            # only a setting of the export changed (epochs: the playground trains until
-            # paused): the network trained so far stays (it was rebuilt from step 0)
+            # only a setting the session does not use changed (the export's epochs: the
+            # playground trains until paused; see _inert): the network trained so far stays
+            # (it was rebuilt from step 0)
             self.setup = setup
             self._enqueue({"type": "accepted", "query": to_query(setup), "parameters": params,
                            "kept": True})

@@ -388,7 +388,8 @@ function showStep(step, epoch) {
 function onAccepted(m) {
   S.query = m.query;
   S.pending = null;
-  if (m.kept) {  // only a setting of the export changed (epochs): the session goes on
+  if (m.kept) {  // only a setting the session does not use changed (epochs, bn momentum
+    // without batch norm, ...): the session goes on
     showMessage(""); markInvalid(null);
     const qs = new URLSearchParams(m.query).toString();
     history.replaceState(null, "", "?" + qs);
