@@ -71,8 +71,10 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
     the base's values of the swept keys, so a base refused for one of them (``train.batch_size
     = 1`` beside ``model.batchnorm = true``, the grid sweeping ``"train.batch_size" = [8,
     16]``) does not refuse the grid: the base is validated with that key set to the first of
-    its swept values that the base accepts (the points are built from ``raw`` as given). A
-    refusal of a key the grid does not sweep, or of every swept value, is raised as it is."""
+    its swept values that the base accepts (the points are built from ``raw`` as given); a
+    value refused for another swept key sets that key too (several base values refused at
+    once). A refusal of a key the grid does not sweep, or of every swept value, is raised as
+    it is."""
     try:
         return validate(raw, base_dir=base_dir)
     except ConfigError as e:
@@ -86,13 +88,35 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
         if e.key not in grid:
             raise
         body = _body(raw)
-        for v in itertools.islice(_distinct(grid[e.key]), FULL_CHECKS):
-            try:
-                return validate({**_point_raw(body, {e.key: v}), "sweep": raw["sweep"]},
-                                base_dir=base_dir)
-            except ConfigError:
-                continue
-        raise
+        tries = 0
+
+        def search(overrides: dict[str, Any], key: str) -> dict[str, Any] | None:
+            # the first accepted value of ``key``; a value refused for another swept key
+            # (both base values refused: batch_size 1 with batchnorm, the default monitor
+            # val_loss with val_fraction 0) sets that key too, at most FULL_CHECKS tries
+            nonlocal tries
+            for v in itertools.islice(_distinct(grid[key]), FULL_CHECKS):
+                if tries >= FULL_CHECKS:
+                    return None
+                tries += 1
+                point = {**overrides, key: v}
+                try:
+                    return validate({**_point_raw(body, point), "sweep": raw["sweep"]},
+                                    base_dir=base_dir)
+                except ConfigError as again:
+                    if again.key in grid and again.key not in point:
+                        found = search(point, again.key)
+                        if found is not None:
+                            return found
+                    elif again.key not in grid:
+                        unswept.append(again)
+            return None
+
+        unswept: list[ConfigError] = []  # refusals of keys no point sets: said as they are
+        found = search({}, e.key)
+        if found is None:
+            raise (unswept[0] if unswept else e) from None
+        return found
 
 
 def _short(key: str, keys: list[str]) -> str:

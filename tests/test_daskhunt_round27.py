@@ -1,0 +1,67 @@
+"""Round 27 (daskhunt27): sweeps on the local pool and Dask."""
+from __future__ import annotations
+
+_TWO_REFUSED = """\
+name = "two"
+[data]
+name = "digits"
+val_fraction = 0.0
+[model]
+sizes = ["auto", 8, "auto"]
+batchnorm = true
+[train]
+epochs = 1
+max_steps = 3
+batch_size = 1
+patience = 2
+[probes]
+every = 0
+[sweep]
+"train.batch_size" = [8, 16]
+{monitor}
+"""
+
+
+def _grid(tmp_path, monitor='"train.monitor" = ["train_loss", "train_acc"]'):
+    path = tmp_path / "grid.toml"
+    path.write_text(_TWO_REFUSED.format(monitor=monitor))
+    return path
+
+
+def test_a_base_refused_for_two_swept_keys_at_once_is_not_refused(tmp_path):
+    # batch_size 1 beside batchnorm AND the default monitor val_loss with val_fraction 0:
+    # every point sets both keys, but the base was validated with only the first refused
+    # key replaced, so the grid was refused naming train.batch_size = 1
+    from depthlab.experiments import read_toml
+    from depthlab.experiments.grid import expand, validate_base
+
+    raw = read_toml(_grid(tmp_path))
+    base = validate_base(raw, base_dir=tmp_path)
+    assert base["train"]["batch_size"] == 8 and base["train"]["monitor"] == "train_loss"
+    points = expand(raw, base_dir=tmp_path)
+    assert all(p.error is None for p in points)
+    assert sorted((p.config["train"]["batch_size"], p.config["train"]["monitor"])
+                  for p in points) == [(8, "train_acc"), (8, "train_loss"),
+                                       (16, "train_acc"), (16, "train_loss")]
+
+
+def test_a_sweep_of_a_base_refused_for_two_swept_keys_runs_every_point(tmp_path, capsys):
+    from depthlab.experiments import Store
+    from tests.helpers.cli import run_cli
+
+    code, _, err = run_cli(capsys, "sweep", _grid(tmp_path), "--out", tmp_path / "out")
+    assert code == 0, err
+    runs = Store(tmp_path / "out").runs()
+    assert sorted(runs.status) == ["finished"] * 4
+
+
+def test_a_base_refused_for_a_key_the_grid_does_not_sweep_names_that_key(tmp_path, capsys):
+    # the swept batch_size = 1 is replaced; what no point can train with is the monitor (not
+    # swept): the refusal named train.batch_size = 1, a value no point uses
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    code, _, err = run_cli(capsys, "sweep", _grid(tmp_path, monitor=""), "--out",
+                           tmp_path / "out")
+    assert_one_line_error(code, err, 'train.monitor = "val_loss"')
+    assert "batch_size = 1" not in err
+    assert not (tmp_path / "out").exists()
