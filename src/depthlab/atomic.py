@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -164,8 +165,41 @@ def _raise_named(exc: BaseException, path: Path) -> None:
             and exc.errno is not None:
         # "the previous version is kept" only when there is one (a first save that failed
         # said it of a file that never existed)
-        kept = " (the previous version is kept)" if path.exists() else ""
+        kept = " (the previous version is kept)" if path.is_file() else ""
         raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)}{kept}",
+                               str(path)) from exc
+
+
+def _resolve(path: Path) -> tuple[Path, bool]:
+    """``(where to write, whether it is a stream)``. An existing path that is not a regular
+    file or a folder (``/dev/null``, ``/dev/stdout``, a FIFO, a terminal) is written in place:
+    renaming a temporary onto it would replace the device node or the pipe by a plain file (as
+    root, ``--to /dev/null --force`` turned /dev/null into a file for the whole machine). A
+    symbolic link to a file is followed: its target is replaced atomically and the link
+    stays a link."""
+    try:
+        st = os.stat(path)  # follows links
+    except OSError:
+        return path, False
+    if stat.S_ISDIR(st.st_mode):
+        return path, False
+    if not stat.S_ISREG(st.st_mode):
+        return path, True
+    if path.is_symlink():
+        return Path(os.path.realpath(path)), False
+    return path, False
+
+
+def _write_stream(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write into an existing device, FIFO or terminal in place (it cannot be replaced)."""
+    try:
+        with open(path, "wb") as fh:
+            write(fh)
+            fh.flush()
+    except OSError as exc:
+        if isinstance(exc, AtomicWriteError) or exc.errno is None:
+            raise
+        raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {_reason(exc)}",
                                str(path)) from exc
 
 
@@ -175,8 +209,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 
     Stale temporaries of killed writers in the folder are removed first. An ``OSError`` while
     creating, writing or renaming becomes :class:`AtomicWriteError` ("cannot write PATH: no
-    space left on device"); ``path`` keeps its previous content."""
+    space left on device"); ``path`` keeps its previous content. An existing device, FIFO or
+    terminal (``/dev/null``) is written in place, never replaced; a symbolic link to a file
+    keeps the link and replaces its target."""
     path = Path(path)
+    where, stream = _resolve(path)
+    if stream:
+        _write_stream(where, write)
+        return path
+    path = where
     tmp = _stage(path, write)
     try:
         os.replace(tmp, path)
@@ -197,9 +238,15 @@ def atomic_write_all(items: Iterable[tuple[str | os.PathLike,
     ``items`` may be a generator (each write's data made only when its turn comes). Returns
     the paths."""
     staged: list[tuple[str, Path]] = []
+    given: list[Path] = []
     try:
         for path, write in items:
-            staged.append((_stage(Path(path), write), Path(path)))
+            given.append(Path(path))
+            where, stream = _resolve(Path(path))
+            if stream:  # a device or FIFO: written in place, in its turn
+                _write_stream(where, write)
+                continue
+            staged.append((_stage(where, write), where))
     except BaseException:
         for tmp, _ in staged:
             _unlink(tmp)
@@ -219,7 +266,7 @@ def atomic_write_all(items: Iterable[tuple[str | os.PathLike,
             _unlink(tmp)
         _raise_named(exc, staged[done][1])
         raise
-    return [path for _, path in staged]
+    return given
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
