@@ -1026,7 +1026,10 @@ MAX_TICK_CHARS = 32
 
 
 SHARED_PREFIX_SEPARATORS = (":", ",", ";", "/", "|")
-"""Where a start that every label shares may end to be dropped by :func:`cut_labels`."""
+"""Where a start that every label shares may end to be dropped by :func:`cut_labels`; when the
+labels still do not fit, a shared start may also end at ``=`` (a key every label starts with,
+``activation=`` of ``activation=tanh, lr=1e+07`` and ``activation=sigmoid, lr=1e+07``, whose
+middle cut read ``activation…, lr=1e+07`` twice)."""
 
 
 def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
@@ -1042,10 +1045,17 @@ def cut_labels(labels: Sequence[str], limit: int) -> list[str]:
         # a start every label shares up to a separator (a sweep's "name:" before each
         # point's values) tells no label apart: dropped before cutting, as the middle cut
         # of "mixed:depth=2,lr=50,activation=tanh" kept the shared start and lost the values
-        shared = os.path.commonprefix(texts)
-        cut = max(shared.rfind(c) for c in SHARED_PREFIX_SEPARATORS) + 1
-        if cut and all(t[cut:].strip() for t in texts):
-            texts = ["…" + t[cut:].lstrip() for t in texts]  # "…": a start was dropped
+        whole = texts
+        shared = os.path.commonprefix(whole)
+        for seps in (SHARED_PREFIX_SEPARATORS, SHARED_PREFIX_SEPARATORS + ("=",)):
+            cut = max(shared.rfind(c) for c in seps) + 1
+            if cut and all(t[cut:].strip() for t in whole):
+                dropped = ["…" + t[cut:].lstrip() for t in whole]  # "…": a start was dropped
+                # a key ("=") is dropped only where that makes every label fit
+                if seps is SHARED_PREFIX_SEPARATORS or all(len(t) <= limit for t in dropped):
+                    texts = dropped
+            if all(len(t) <= limit for t in texts):
+                break
     out = [t if len(t) <= limit else t[:(keep + 1) // 2] + "…" + t[len(t) - keep // 2:]
            for t in texts]
     seen: dict[str, int] = {}

@@ -1,0 +1,37 @@
+"""Round 27 report hunt: what `depthlab report` and the figure functions show for stores
+nobody tried (one-point sweeps, diverged points, regression, early stopping, torch runs)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from depthlab import plot
+from depthlab.report import figures
+
+
+def test_labels_sharing_only_a_key_are_cut_to_the_values_that_tell_them_apart():
+    # two runs of a sweep over activation x lr, both with zero gradients at the end: the
+    # panel title cut both to "activation…, lr=1e+07" (then "activation=sigmoid…#1"),
+    # naming neither activation
+    cut = figures.cut_labels(["activation=tanh, lr=1e+07", "activation=sigmoid, lr=1e+07"], 21)
+    assert cut == ["…tanh, lr=1e+07", "…sigmoid, lr=1e+07"]
+
+
+def _zero_at_end(name: str, top: float) -> pd.DataFrame:
+    rows = []
+    for step, scale in ((0, 1.0), (10, 0.0)):
+        for layer in (1, 2):
+            rows.append({"step": step, "layer": layer, "quantity": "grad_pre_std",
+                         "value": scale * top * layer})
+    return pd.DataFrame(rows)
+
+
+def test_the_overlay_names_each_run_whose_gradients_are_zero():
+    tables = {"activation=tanh, lr=1e+07": _zero_at_end("t", 1e-3),
+              "activation=sigmoid, lr=1e+07": _zero_at_end("s", 1e-4),
+              "activation=relu, lr=0.05": _zero_at_end("r", 1e-3).assign(
+                  value=lambda d: d.value.where(d.value > 0, 5e-4))}
+    fig = plot.gradient_per_layer(tables)
+    title = fig.axes[1].get_title()
+    assert "tanh" in title and "sigmoid" in title and "lr=1e+07" in title, title
+    assert "#1" not in title, title
