@@ -35,3 +35,31 @@ def test_the_overlay_names_each_run_whose_gradients_are_zero():
     title = fig.axes[1].get_title()
     assert "tanh" in title and "sigmoid" in title and "lr=1e+07" in title, title
     assert "#1" not in title, title
+
+
+def test_an_early_stopped_run_says_its_metrics_are_the_best_epochs(tmp_path):
+    # train.patience: the stored metrics and network are the best epoch's (3) while the
+    # curves run to the stopping epoch (4); the run's line and the training figure's caption
+    # said nothing of it ("val acc 0.85" beside curves ending at 0.9)
+    import dataclasses
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments import Store
+    from depthlab.report import build
+
+    r = synthetic_record("es1", sweep=None, depth=2, probes=False)
+    r = dataclasses.replace(r, metrics={**r.metrics, "val_acc": 0.85, "best_epoch": 3,
+                                        "stopped_epoch": 4})
+    plain = synthetic_record("plain1", sweep=None, depth=2, probes=False)
+    plain = dataclasses.replace(plain, name="plain", metrics={**plain.metrics,
+                                                              "best_epoch": 4,
+                                                              "stopped_epoch": None})
+    with Store(tmp_path) as store:
+        store.add_run(r)
+        store.add_run(plain)
+    text = build.write_report(tmp_path).read_text()
+    note = "early stop after epoch 4; metrics and network of epoch 3"
+    assert f"val acc 0.85, test acc 0.89 ({note})" in text
+    assert "Early stopping: the curves run to the epoch that ended training" in text
+    assert text.count("early stop after") == 2  # the line and the caption; not the plain run

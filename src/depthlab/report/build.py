@@ -948,6 +948,12 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                 "; this run recorded its accuracy at the end only (above), so no accuracy "
                 "curve is drawn." if final else
                 "; this run recorded no accuracy, so none is drawn."))
+        stop = _early_stop_note(((store.run(rid) or {}).get("metrics") if hasattr(
+            store, "run") else None), config)
+        if stop:  # the curves run to the stopping epoch, the stated metrics are the best's
+            cap += (f" Early stopping: the curves run to the epoch that ended training; the "
+                    f"run's stated metrics and saved network are not the curves' last point "
+                    f"({stop}).")
         blocks.append(H.figure_block(png, FIG_TRAINING, cap, wide=True))
     # a torch model whose layers feed no recognised activation or normalization module (an
     # LSTM, a transformer's functional activations) records no act_* and no saturation rows:
@@ -1012,6 +1018,22 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
     return blocks, probes
 
 
+def _early_stop_note(metrics: Any, config: Any) -> str:
+    """``early stop after epoch 16; metrics and network of epoch 14`` for a run that
+    ``train.patience`` ended (as ``depthlab run`` says it), else ``""``."""
+    metrics = metrics if isinstance(metrics, dict) else {}
+    stopped, best = metrics.get("stopped_epoch"), metrics.get("best_epoch")
+    if not isinstance(stopped, (int, float)) or isinstance(stopped, bool) \
+            or not math.isfinite(stopped):
+        return ""
+    if not isinstance(best, (int, float)) or isinstance(best, bool) or not math.isfinite(best):
+        monitor = _section(config if isinstance(config, dict) else {}, "train").get(
+            "monitor") or "monitored value"
+        return (f"early stop after epoch {int(stopped)}; no epoch had a finite {monitor}: "
+                f"metrics and network of epoch {int(stopped)}")
+    return f"early stop after epoch {int(stopped)}; metrics and network of epoch {int(best)}"
+
+
 def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _Pngs,
                  keys: list[str], percentile_layer: int | None, label: str = "") -> str:
     rid = str(row["id"])
@@ -1028,6 +1050,9 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
                                   METRIC_COLUMNS[1:]) else ("train_loss", *REGRESSION_COLUMNS)
     sub = ", ".join(f"{m.replace('_', ' ')} {H.fmt(row[m])}" for m in shown
                     if math.isfinite(as_number(row.get(m))))
+    stop = _early_stop_note(row.get("metrics"), row.get("config"))
+    if stop and sub:  # the metrics are the best epoch's, not those the curves end on
+        sub += f" ({stop})"
     if keys:
         sub = "; ".join(f"{k}={H.fmt(_cell(row['cfg:' + k]))}" for k in keys[:4]) + (
             f" — {sub}" if sub else "")
