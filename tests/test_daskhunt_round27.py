@@ -65,3 +65,36 @@ def test_a_base_refused_for_a_key_the_grid_does_not_sweep_names_that_key(tmp_pat
     assert_one_line_error(code, err, 'train.monitor = "val_loss"')
     assert "batch_size = 1" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _csv(path, shift=0.0):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)) + shift
+    rows = "".join(f"{a:.6f},{b:.6f},{c:.6f},{int(a > shift)}\n" for a, b, c in x)
+    path.write_text("a,b,c,label\n" + rows)
+
+
+def test_a_sweep_resumed_after_its_data_file_changed_holds_only_the_new_datas_runs(tmp_path):
+    # the run ids name the file's content, so the rerun after the edit ran every point again;
+    # but the sweep id did not, so the old data's runs stayed points of "the" sweep: its
+    # runs (and report) held 6 runs for a 4-point grid, two data sets mixed
+    from depthlab.experiments import Store, read_toml
+    from depthlab.experiments.sweep import run_sweep
+
+    _csv(tmp_path / "d.csv")
+    (tmp_path / "g.toml").write_text(
+        'name = "r"\n[data]\npath = "d.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[train]\nepochs = 1\n[probes]\nevery = 0\n[sweep]\n"train.seed" = [0, 1, 2, 3]\n')
+    raw = read_toml(tmp_path / "g.toml")
+    first = run_sweep(raw, tmp_path / "out", base_dir=tmp_path, limit=2)
+    again = run_sweep(raw, tmp_path / "out", base_dir=tmp_path, limit=3)
+    assert again.sweep == first.sweep and again.skipped == 2  # same file: resumed
+    _csv(tmp_path / "d.csv", shift=0.5)
+    new = run_sweep(raw, tmp_path / "out", base_dir=tmp_path)
+    assert new.sweep != first.sweep and new.skipped == 0
+    store = Store(tmp_path / "out", create=False)
+    assert len(store.runs(sweep=new.sweep)) == 4
+    assert len(store.runs(sweep=first.sweep)) == 3
+    assert not set(store.runs(sweep=new.sweep).id) & set(store.runs(sweep=first.sweep).id)

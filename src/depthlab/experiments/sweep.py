@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import data_digest
+from .config import ConfigError, data_digest
 from .executors import Executor, Task, make_executor
 from .grid import (
     SweepPoint,
@@ -110,11 +110,12 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     check_limit(limit)
     base = validate_base(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
-    sid = sweep_id({k: v for k, v in base.items() if k != "name"})
     total = grid_size(grid) if limit is None else min(grid_size(grid), limit)
     say = echo or (lambda _line: None)
     # every single value, before anything runs or is said: a bad one is the only line
     check_values(raw, grid, base_dir=base_dir)
+    sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
+                    **data_contents(base, grid, base_dir=base_dir)})
     say(f"sweep {sid}: {total:,} points ({grid_shape(grid)})")
     if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
         if executor is None:
@@ -124,6 +125,34 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, jobs=jobs, cluster=cluster,
                       executor=executor, echo=echo, progress=progress, kind=kind, total=total)
+
+
+def data_contents(base: dict[str, Any], grid: dict[str, list], *,
+                  base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``{"data_contents": [[path, fingerprint], ...]}`` of the data files the grid's points
+    read (the validated ``base``'s ``data.path`` and each swept ``"data.path"``), mixed into
+    the sweep id as the run ids take them: the same grid over an edited file is another sweep
+    (rerun after the edit, its points ran under new ids but the old data's runs still counted
+    as points of the sweep: 6 runs of a 4-point grid in its report). Empty without a file (the
+    id is unchanged). Each file is sized from its header first (a file too large is refused
+    before it is read whole)."""
+    from .grid import _body, _distinct, _point_config
+    from .runner import check_data_file
+
+    configs = [base]
+    if "data.path" in grid:
+        for v in _distinct(grid["data.path"]):
+            try:
+                configs.append(_point_config(_body(base), {"data.path": v}, base_dir))
+            except ConfigError:  # refused alone (check_values said so) or with another value
+                continue
+    contents: dict[str, str | None] = {}
+    for cfg in configs:
+        path = cfg["data"].get("path")
+        if isinstance(path, str) and path and path not in contents:
+            check_data_file(cfg)
+            contents[path] = data_digest(cfg)
+    return {"data_contents": sorted(contents.items())} if contents else {}
 
 
 def check_workers_memory(executor: Executor, points: list[SweepPoint], store: Store) -> None:
