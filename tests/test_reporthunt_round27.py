@@ -63,3 +63,27 @@ def test_an_early_stopped_run_says_its_metrics_are_the_best_epochs(tmp_path):
     assert f"val acc 0.85, test acc 0.89 ({note})" in text
     assert "Early stopping: the curves run to the epoch that ended training" in text
     assert text.count("early stop after") == 2  # the line and the caption; not the plain run
+
+
+def test_percentile_bands_pair_each_percentile_with_its_mirror():
+    # a Watch's percentiles=(10, 50, 90, 99): paired outside-in, the band read "10–99th pct"
+    # (not around the median) with the 90th dotted inside it
+    import numpy as np
+
+    rows = []
+    for step in (0, 5, 10):
+        for k, v in ((10, -1.3), (50, 0.0), (90, 1.3), (99, 2.3)):
+            rows.append({"step": step, "layer": 1, "quantity": f"pre_p{k}", "value": v})
+        rows.append({"step": step, "layer": 1, "quantity": "act_mean", "value": 0.0})
+    fig = figures.percentile_bands(pd.DataFrame(rows))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "10–90th pct" in labels and "99th pct" in labels, labels
+    band = next(c for c in fig.axes[0].collections if c.get_label() == "10–90th pct")
+    ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+    assert np.isclose(ys.min(), -1.3) and np.isclose(ys.max(), 1.3)
+    # the default pairs are unchanged: 2–98 outside, 15–85 inside
+    rows = [{"step": s, "layer": 1, "quantity": f"pre_p{k}", "value": (k - 50) / 30}
+            for s in (0, 5, 10) for k in (2, 15, 50, 85, 98)]
+    labels = [t.get_text() for t in
+              figures.percentile_bands(pd.DataFrame(rows)).axes[0].get_legend().get_texts()]
+    assert labels[:2] == ["2–98th pct", "15–85th pct"], labels

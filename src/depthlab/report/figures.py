@@ -596,9 +596,16 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     # by default; a Watch's percentiles=(5, 50, 95) drew its median alone, p5/p95 not shown)
     ks = sorted({k for k in (_percentile_of(str(n), prefix) for n in mine["quantity"].unique())
                  if k is not None and k != 50.0})
+    # a percentile and its mirror (k and 100 - k) first: outside-in alone paired (10, 90,
+    # 99) as a "10-99th" band with the 90th dotted inside it; the others outside-in, as before
     lows, highs = [k for k in ks if k < 50], [k for k in ks if k > 50][::-1]
-    pairs = list(zip(lows, highs))
-    alone = lows[len(pairs):] + highs[len(pairs):]
+    pairs = [(lo, hi) for lo in lows for hi in highs if abs(lo + hi - 100) < 1e-9]
+    lows = [k for k in lows if all(k != lo for lo, _ in pairs)]
+    highs = [k for k in highs if all(k != hi for _, hi in pairs)]
+    n = min(len(lows), len(highs))
+    pairs += list(zip(lows, highs))
+    alone = lows[n:] + highs[n:]
+    pairs.sort(key=lambda p: p[0] - p[1])  # outermost (lightest) first, the inner one last
     for i, (lo, hi) in enumerate(pairs):
         inner = i == len(pairs) - 1
         if not few:
