@@ -98,3 +98,20 @@ def test_a_sweep_resumed_after_its_data_file_changed_holds_only_the_new_datas_ru
     assert len(store.runs(sweep=new.sweep)) == 4
     assert len(store.runs(sweep=first.sweep)) == 3
     assert not set(store.runs(sweep=new.sweep).id) & set(store.runs(sweep=first.sweep).id)
+
+
+def test_a_base_data_file_no_point_reads_is_not_read_for_the_sweep_id(tmp_path, monkeypatch):
+    # the grid sweeps data.path: the base's file (too large for the memory limit) is read by
+    # no point, so naming the sweep by the data's content must not refuse it
+    from depthlab.experiments import read_toml
+    from depthlab.experiments.sweep import run_sweep
+
+    _csv(tmp_path / "small.csv")
+    (tmp_path / "huge.csv").write_text("a,b,c,d,e,label\n" + "0.1,0.2,0.3,0.4,0.5,1\n" * 400_000)
+    (tmp_path / "g.toml").write_text(
+        'name = "r"\n[data]\npath = "huge.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        '[train]\nepochs = 1\n[probes]\nevery = 0\n[sweep]\n"data.path" = ["small.csv"]\n'
+        '"train.seed" = [0, 1]\n')
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "20M")
+    res = run_sweep(read_toml(tmp_path / "g.toml"), tmp_path / "out", base_dir=tmp_path)
+    assert res.counts == {"finished": 2}

@@ -134,13 +134,14 @@ def data_contents(base: dict[str, Any], grid: dict[str, list], *,
     the sweep id as the run ids take them: the same grid over an edited file is another sweep
     (rerun after the edit, its points ran under new ids but the old data's runs still counted
     as points of the sweep: 6 runs of a 4-point grid in its report). Empty without a file (the
-    id is unchanged). Each file is sized from its header first (a file too large is refused
-    before it is read whole)."""
+    id is unchanged). Each file is sized from its header first: one too large for memory is
+    not read (its points refuse it, those within ``--limit``)."""
     from .grid import _body, _distinct, _point_config
     from .runner import check_data_file
 
     configs = [base]
-    if "data.path" in grid:
+    if "data.path" in grid:  # the base's file is read by no point
+        configs = []
         for v in _distinct(grid["data.path"]):
             try:
                 configs.append(_point_config(_body(base), {"data.path": v}, base_dir))
@@ -150,7 +151,11 @@ def data_contents(base: dict[str, Any], grid: dict[str, list], *,
     for cfg in configs:
         path = cfg["data"].get("path")
         if isinstance(path, str) and path and path not in contents:
-            check_data_file(cfg)
+            try:
+                check_data_file(cfg)
+            except ExperimentError:  # too large to read: its points (if any run) refuse it
+                contents[path] = None
+                continue
             contents[path] = data_digest(cfg)
     return {"data_contents": sorted(contents.items())} if contents else {}
 
