@@ -87,3 +87,19 @@ def test_percentile_bands_pair_each_percentile_with_its_mirror():
     labels = [t.get_text() for t in
               figures.percentile_bands(pd.DataFrame(rows)).axes[0].get_legend().get_texts()]
     assert labels[:2] == ["2–98th pct", "15–85th pct"], labels
+
+
+def test_the_percentile_caption_names_the_percentiles_the_run_recorded():
+    # the caption always read "15/50/85th percentiles (and 2–98th band)", also for a Watch
+    # that recorded percentiles=(10, 50, 90, 99)
+    from depthlab.report import build
+
+    def table(ks):
+        return pd.DataFrame([{"step": 0, "layer": 1, "quantity": f"pre_p{k:g}", "value": 0.0}
+                             for k in ks])
+
+    assert build._percentiles_text(table((2, 15, 50, 85, 98))) == \
+        "Median, 15–85th percentile band (and 2–98th, lighter)"
+    assert build._percentiles_text(table((10, 50, 90, 99))) == \
+        "Median, 10–90th percentile band, 99th percentile dotted"
+    assert build._percentiles_text(table((50,))) == "Median"

@@ -536,6 +536,30 @@ def _percentile_of(quantity: str, prefix: str) -> float | None:
     return k if 0 <= k <= 100 else None
 
 
+def percentile_pairs(ks: Sequence[float]) -> tuple[list[tuple[float, float]], list[float]]:
+    """The bands (``(lo, hi)``, outermost first) and the lone percentiles that
+    :func:`percentile_bands` draws of the recorded percentiles ``ks`` (the median left out):
+    each percentile with its mirror (``k``, ``100 - k``) first, the others paired from the
+    outside in (outside-in alone paired ``(10, 90, 99)`` as a 10–99 band, the 90th dotted
+    inside it)."""
+    lows = sorted(k for k in ks if k < 50)
+    highs = sorted((k for k in ks if k > 50), reverse=True)
+    pairs = [(lo, hi) for lo in lows for hi in highs if abs(lo + hi - 100) < 1e-9]
+    lows = [k for k in lows if all(k != lo for lo, _ in pairs)]
+    highs = [k for k in highs if all(k != hi for _, hi in pairs)]
+    n = min(len(lows), len(highs))
+    pairs += list(zip(lows, highs))
+    pairs.sort(key=lambda p: p[0] - p[1])  # outermost (lightest) first, the inner one last
+    return pairs, lows[n:] + highs[n:]
+
+
+def percentiles_recorded(probes: pd.DataFrame, prefix: str = "pre") -> list[float]:
+    """The ``K`` of every ``{prefix}_pK`` quantity in ``probes`` but the median, sorted."""
+    return sorted({k for k in (_percentile_of(str(n), prefix)
+                               for n in probes["quantity"].unique())
+                   if k is not None and k != 50.0})
+
+
 def _pct(k: float) -> str:
     """The quantity suffix of percentile ``k`` (``p2``, ``p97.5``), as the probes name it."""
     return f"p{k:g}"
@@ -596,16 +620,7 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     # by default; a Watch's percentiles=(5, 50, 95) drew its median alone, p5/p95 not shown)
     ks = sorted({k for k in (_percentile_of(str(n), prefix) for n in mine["quantity"].unique())
                  if k is not None and k != 50.0})
-    # a percentile and its mirror (k and 100 - k) first: outside-in alone paired (10, 90,
-    # 99) as a "10-99th" band with the 90th dotted inside it; the others outside-in, as before
-    lows, highs = [k for k in ks if k < 50], [k for k in ks if k > 50][::-1]
-    pairs = [(lo, hi) for lo in lows for hi in highs if abs(lo + hi - 100) < 1e-9]
-    lows = [k for k in lows if all(k != lo for lo, _ in pairs)]
-    highs = [k for k in highs if all(k != hi for _, hi in pairs)]
-    n = min(len(lows), len(highs))
-    pairs += list(zip(lows, highs))
-    alone = lows[n:] + highs[n:]
-    pairs.sort(key=lambda p: p[0] - p[1])  # outermost (lightest) first, the inner one last
+    pairs, alone = percentile_pairs(ks)
     for i, (lo, hi) in enumerate(pairs):
         inner = i == len(pairs) - 1
         if not few:
