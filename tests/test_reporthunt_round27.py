@@ -99,7 +99,7 @@ def test_the_percentile_caption_names_the_percentiles_the_run_recorded():
                              for k in ks])
 
     assert build._percentiles_text(table((2, 15, 50, 85, 98))) == \
-        "Median, 15–85th percentile band (and 2–98th, lighter)"
+        "median, 15–85th band (and 2–98th, lighter)"
     assert build._percentiles_text(table((10, 50, 90, 99))) == \
-        "Median, 10–90th percentile band, 99th percentile dotted"
-    assert build._percentiles_text(table((50,))) == "Median"
+        "median, 10–90th band, 99th dotted"
+    assert build._percentiles_text(table((50,))) == "median"

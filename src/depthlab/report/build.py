@@ -982,9 +982,9 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         if (probes["quantity"] == "pre_p50").any():  # not recorded: no empty figure
             png = pngs.add(f"{safe}_percentiles.png", figures.percentile_bands, probes, layer)
             blocks.append(H.figure_block(
-                png, FIG_PERCENTILES, f"{_percentiles_text(probes)} of one layer's input to "
-                "its nonlinearity (Ioffe & Szegedy 2015, Fig. 1b/c): a drifting band is "
-                "internal covariate shift."))
+                png, FIG_PERCENTILES, "Percentiles of one layer's input to its nonlinearity "
+                f"({_percentiles_text(probes)}; Ioffe & Szegedy 2015, Fig. 1b/c): a drifting "
+                "band is internal covariate shift."))
         png = pngs.add(f"{safe}_gradient_heatmap.png", plot.gradient_heatmap, probes)
         blocks.append(H.figure_block(
             png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer (rows) and step (columns), log "
@@ -1020,16 +1020,16 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
 
 def _percentiles_text(probes: pd.DataFrame) -> str:
     """What the percentile figure draws, from the percentiles the run recorded:
-    ``Median, 15–85th percentile band (and 2–98th, lighter)`` by default (was always "15/50/85th
+    ``median, 15–85th band (and 2–98th, lighter)`` by default (was always "15/50/85th
     percentiles (and 2–98th band)", also of a Watch that recorded 10, 50, 90 and 99)."""
     pairs, alone = figures.percentile_pairs(figures.percentiles_recorded(probes))
-    bits = ["Median"]
+    bits = ["median"]
     if pairs:
-        inner = f"{pairs[-1][0]:g}–{pairs[-1][1]:g}th percentile band"
+        inner = f"{pairs[-1][0]:g}–{pairs[-1][1]:g}th band"
         outer = [f"{lo:g}–{hi:g}th" for lo, hi in pairs[:-1]]
         bits.append(inner + (f" (and {', '.join(outer)}, lighter)" if outer else ""))
     if alone:
-        bits.append(", ".join(f"{k:g}th" for k in alone) + " percentile dotted")
+        bits.append(", ".join(f"{k:g}th" for k in alone) + " dotted")
     return ", ".join(bits)
 
 
