@@ -115,3 +115,21 @@ def test_a_base_data_file_no_point_reads_is_not_read_for_the_sweep_id(tmp_path, 
     monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "20M")
     res = run_sweep(read_toml(tmp_path / "g.toml"), tmp_path / "out", base_dir=tmp_path)
     assert res.counts == {"finished": 2}
+
+
+def test_jobs_beside_a_cluster_is_refused_as_on_the_command_line(tmp_path):
+    # run_sweep(jobs=4, cluster="local:2") ran on 2 Dask workers, the 4 silently ignored
+    # (the CLI refuses --jobs with --cluster)
+    import pytest
+
+    from depthlab.experiments.executors import make_executor
+    from depthlab.experiments.sweep import run_sweep
+
+    raw = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"epochs": 1}, "sweep": {"train.seed": [0, 1]}}
+    with pytest.raises(ValueError, match=r"jobs = 4 and cluster = 'local:2' do not go together"):
+        run_sweep(raw, tmp_path / "out", jobs=4, cluster="local:2")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="jobs = 3"):
+        make_executor(3, "tcp://127.0.0.1:1")
+    assert make_executor(1, "local:2").description  # jobs' default beside a cluster

@@ -108,6 +108,8 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     ``if __name__ == "__main__":``; ``jobs=N`` workers do not import it.
     """
     check_limit(limit)
+    if executor is None:  # a bad jobs/cluster before the grid is said
+        executor = make_executor(jobs, cluster)
     base = validate_base(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
     total = grid_size(grid) if limit is None else min(grid_size(grid), limit)
@@ -118,8 +120,6 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
                     **data_contents(base, grid, base_dir=base_dir)})
     say(f"sweep {sid}: {total:,} points ({grid_shape(grid)})")
     if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
-        if executor is None:
-            executor = make_executor(jobs, cluster)
         check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")

@@ -15,8 +15,8 @@ __all__ = ["ClusterError", "Compute", "Executor", "InProcess", "LocalPool", "Tas
 
 def make_executor(jobs: int = 1, cluster: Any = None) -> Executor:
     """``cluster`` (``local:N`` / ``tcp://HOST:PORT``, or the caller's ``distributed.Client``
-    or Dask cluster object, left open): a Dask executor (Dask imported only then); else
-    ``jobs`` processes (1: this process)."""
+    or Dask cluster object, left open): a Dask executor (Dask imported only then; ``jobs``
+    other than 1 beside it is refused); else ``jobs`` processes (1: this process)."""
     if cluster is not None:
         from .dask import DaskExecutor, _given  # neither imports Dask
 
@@ -24,6 +24,10 @@ def make_executor(jobs: int = 1, cluster: Any = None) -> Executor:
             raise TypeError(f"cluster = {cluster!r} has the wrong type; accepted: \"local:N\" "
                             "or \"tcp://HOST:PORT\", a distributed.Client or a Dask cluster "
                             "object (or None)")
+        if jobs != 1:  # as the CLI's --jobs with --cluster: not silently ignored
+            raise ValueError(f"jobs = {jobs!r} and cluster = {cluster!r} do not go together; "
+                             "give one (with cluster=\"local:N\" the cluster has N worker "
+                             "processes)")
         return DaskExecutor(cluster)
     if isinstance(jobs, bool) or not isinstance(jobs, int):
         raise TypeError(f"jobs = {jobs!r} has the wrong type; accepted: an integer >= 1")
