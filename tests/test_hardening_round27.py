@@ -71,3 +71,39 @@ def test_predict_to_a_fifo_with_force_keeps_the_fifo(tmp_path):
         assert os.read(rfd, 10000).decode().startswith("class,output_0,output_1\n")
     finally:
         os.close(rfd)
+
+
+def test_the_memory_groups_of_a_whole_grid_walk_only_the_memory_keys(monkeypatch):
+    # `sweep --jobs 2 --yes` of a 729,000,000-point grid walked every point in Python to group
+    # them by memory before its first point (~25 min here, silent); the whole grid's groups
+    # are the memory keys' product, each holding the product of the free keys' sizes
+    import itertools
+
+    from depthlab.experiments import grid as grid_mod
+
+    walked = [0]
+    real_product = itertools.product
+
+    class _Counting:
+        def __getattr__(self, name):
+            return getattr(itertools, name)
+
+        @staticmethod
+        def product(*its):
+            for combo in real_product(*its):
+                walked[0] += 1
+                yield combo
+
+    monkeypatch.setattr(grid_mod, "itertools", _Counting())
+    raw = {"name": "g", "data": {"name": "spirals", "n": 64},
+           "model": {"sizes": ["auto", "auto"], "depth": 1, "width": 4},
+           "train": {"epochs": 1}}
+    grid = {"model.width": [4, 8], "train.seed": list(range(300)),
+            "train.lr": [0.1 * (i + 1) for i in range(100)], "data.seed": list(range(10))}
+    raw["sweep"] = grid
+    groups = grid_mod.memory_groups(raw, grid)
+    assert [(cfg["model"]["width"], n) for cfg, n in groups] == [(4, 300_000), (8, 300_000)]
+    assert walked[0] < 100  # not the 600,000 points
+    # a --limit still counts the first N points of each group
+    groups = grid_mod.memory_groups(raw, grid, limit=300_001)
+    assert [(cfg["model"]["width"], n) for cfg, n in groups] == [(4, 300_000), (8, 1)]

@@ -369,6 +369,24 @@ def memory_groups(raw: dict[str, Any], grid: dict[str, list], *,
     second (expanding every point costs ~0.5 ms each)."""
     keys = list(grid)
     free = [k in MEMORY_FREE_KEYS for k in keys]
+    sizes = [len(grid[k]) for k in keys]
+    if limit is None or limit >= math.prod(sizes):
+        # the whole grid: each group (one value index per memory key) holds the same number
+        # of points, the product of the free keys' sizes, so only the memory keys are walked
+        # (walking all 729,000,000 points of a --yes grid kept `sweep --jobs 2` silent for
+        # half an hour before its first point); same groups, counts and order as the walk
+        groups: dict[tuple[int, ...], list] = {}
+        tries = list(itertools.islice(itertools.product(
+            *(range(n) for n, f in zip(sizes, free) if f)), MEMORY_TRIES))
+        count = math.prod(n for n, f in zip(sizes, free) if f)
+        for key in itertools.islice(itertools.product(
+                *(range(n) for n, f in zip(sizes, free) if not f)), most):
+            cands = []
+            for t in tries:
+                it_key, it_free = iter(key), iter(t)
+                cands.append(tuple(next(it_free) if f else next(it_key) for f in free))
+            groups[key] = [count, cands]
+        return _group_configs(raw, grid, keys, groups, base_dir)
     combos = itertools.product(*(range(len(grid[k])) for k in keys))
     if limit is not None:
         combos = itertools.islice(combos, min(int(limit), sys.maxsize))
@@ -383,6 +401,13 @@ def memory_groups(raw: dict[str, Any], grid: dict[str, list], *,
         entry[0] += 1
         if len(entry[1]) < MEMORY_TRIES:
             entry[1].append(combo)
+    return _group_configs(raw, grid, keys, groups, base_dir)
+
+
+def _group_configs(raw: dict[str, Any], grid: dict[str, list], keys: list[str],
+                   groups: dict[tuple[int, ...], list],
+                   base_dir: str | os.PathLike | None) -> list[tuple[dict[str, Any], int]]:
+    """:func:`memory_groups`' answer: the first accepted candidate of each group."""
     body = _body(raw)
     out = []
     for count, candidates in groups.values():
