@@ -103,3 +103,29 @@ def test_the_percentile_caption_names_the_percentiles_the_run_recorded():
     assert build._percentiles_text(table((10, 50, 90, 99))) == \
         "median, 10–90th band, 99th dotted"
     assert build._percentiles_text(table((50,))) == "median"
+
+
+def test_a_regression_sweeps_gradient_flow_table_shows_its_validation_loss(tmp_path):
+    # mse on real targets: no accuracy; the gradient-flow table's "val acc" column was blank
+    # in every row while the runs table beside it showed the validation loss
+    import dataclasses
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments import Store
+    from depthlab.report import build
+
+    with Store(tmp_path) as store:
+        for k, lr in enumerate((0.01, 0.1)):
+            r = synthetic_record(f"reg{k}", lr=lr, depth=2)
+            store.add_run(dataclasses.replace(
+                r, metrics={"train_loss": 1.0 + k, "val_loss": 1.25 + k, "test_loss": 1.5,
+                            "steps": 200, "seconds": 1.0},
+                epochs=r.epochs.drop(columns=["train_acc", "val_acc"])))
+    text = build.write_report(tmp_path, max_runs=0).read_text()
+    flow = text[text.index("ratio at init"):]
+    flow = flow[:flow.index("</table>")]
+    assert "val loss" in flow and "val acc" not in flow, flow[:300]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", flow)
+    assert "1.25" in cells and "2.25" in cells, cells

@@ -361,6 +361,13 @@ OVERLAY_DIVERGED = 4
 for diverged runs (the best finished runs take the others)."""
 
 
+def _finite_any(runs: pd.DataFrame, column: str) -> bool:
+    """Whether ``runs[column]`` holds a finite number (a missing column: no)."""
+    if column not in runs:
+        return False
+    return bool(np.isfinite(pd.to_numeric(runs[column], errors="coerce")).any())
+
+
 def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     """The overlaid per-layer gradient and activation figures and the first/last-layer gradient
     ratio of each run (at initialization and at the end)."""
@@ -440,6 +447,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         + capped, wide=True, alt="activation std per layer for every run"))
     rows = []
     outputs_left_out = []
+    # a sweep of regressions (no accuracy) shows its validation loss, as its runs table does
+    # (the "val acc" column was blank in every row)
+    score = "val_acc" if _finite_any(group.runs, "val_acc") or not _finite_any(
+        group.runs, "val_loss") else "val_loss"
     for rid, t in tables.items():
         r = group.runs[group.runs["id"].astype(str) == rid].iloc[0]
         names = _module_names(r["config"])
@@ -458,13 +469,13 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             # its own first and last layer: a ratio of 1 by construction ("flows: within a
             # factor 1 of 1" read as measured)
             rows.append([labels[rid], None, None, "one hidden layer: no first/last ratio to "
-                         "take", _cellnum(r["val_acc"])])
+                         "take", _cellnum(r.get(score))])
             continue
         if names and grads.empty and not tables[rid].empty:
             # a model of one layer (nn.Linear): its only layer is its output layer (the row
             # read "not measured", although the figures draw it)
             rows.append([labels[rid], None, None, "no hidden layer (its one layer is the "
-                         "output layer): no first/last ratio to take", _cellnum(r["val_acc"])])
+                         "output layer): no first/last ratio to take", _cellnum(r.get(score))])
             continue
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot._first_last_ratio(t)
@@ -515,7 +526,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                 and r["status"] == "finished") and math.isfinite(init_ratio):
             meaning = f"at init, {meaning}"  # the first reading is the init's, not the run's
         rows.append([labels[rid], _cellnum(init_ratio), at_end, meaning,
-                     _cellnum(r["val_acc"])])
+                     _cellnum(r.get(score))])
     if outputs_left_out:
         shown = ", ".join(f"<code>{H.esc(n)}</code>" for n in dict.fromkeys(outputs_left_out))
         torch_note = (" A PyTorch run's last hidden layer is the one before its output layer "
@@ -526,7 +537,8 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     note = ("<p class=\"note\">Gradient ratio = std(dL/ds) in the first hidden layer / in the "
             "last: 1 means the gradient reaches the first layer intact, far below 1 that it "
             f"vanishes on the way, far above 1 that it explodes.{torch_note}{capped}</p>")
-    table = H.table(["run", "ratio at init", "ratio at end", "meaning", "val acc"], rows)
+    table = H.table(["run", "ratio at init", "ratio at end", "meaning",
+                     score.replace("_", " ")], rows)
     return (f"<h3>{H.esc(SECTION_FLOW)}</h3>{note}<div class=\"card\">{table}</div>"
             f"<div class=\"grid\">{''.join(blocks)}</div>")
 
