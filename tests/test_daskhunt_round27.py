@@ -133,3 +133,20 @@ def test_jobs_beside_a_cluster_is_refused_as_on_the_command_line(tmp_path):
     with pytest.raises(ValueError, match="jobs = 3"):
         make_executor(3, "tcp://127.0.0.1:1")
     assert make_executor(1, "local:2").description  # jobs' default beside a cluster
+
+
+def test_an_executor_beside_jobs_or_a_cluster_is_refused(tmp_path):
+    import pytest
+
+    from depthlab.experiments.executors import InProcess
+    from depthlab.experiments.sweep import run_points, run_sweep
+
+    raw = {"data": {"name": "digits"}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"epochs": 1}, "sweep": {"train.seed": [0, 1]}}
+    with pytest.raises(ValueError, match=r"executor = .* and cluster = 'local:2' do not go"):
+        run_sweep(raw, tmp_path / "out", executor=InProcess(), cluster="local:2")
+    with pytest.raises(ValueError, match=r"executor = .* and jobs = 2 do not go together"):
+        run_points([], tmp_path / "out", sweep="s", executor=InProcess(), jobs=2)
+    assert not (tmp_path / "out").exists()
+    res = run_sweep(raw, tmp_path / "out", executor=InProcess(), echo=None)
+    assert res.counts == {"finished": 2}

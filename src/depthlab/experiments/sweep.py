@@ -108,8 +108,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     ``if __name__ == "__main__":``; ``jobs=N`` workers do not import it.
     """
     check_limit(limit)
-    if executor is None:  # a bad jobs/cluster before the grid is said
-        executor = make_executor(jobs, cluster)
+    executor = _executor(executor, jobs, cluster)  # a bad one before the grid is said
     base = validate_base(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
     total = grid_size(grid) if limit is None else min(grid_size(grid), limit)
@@ -123,8 +122,19 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
         check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")
-    return run_points(points, out_dir, sweep=sid, jobs=jobs, cluster=cluster,
-                      executor=executor, echo=echo, progress=progress, kind=kind, total=total)
+    return run_points(points, out_dir, sweep=sid, executor=executor, echo=echo,
+                      progress=progress, kind=kind, total=total)
+
+
+def _executor(executor: Executor | None, jobs: int, cluster: Any) -> Executor:
+    """``executor``, or :func:`make_executor` of ``jobs`` and ``cluster``; ``executor`` beside
+    a ``cluster`` or ``jobs`` other than 1 is refused (one of them was silently ignored)."""
+    if executor is None:
+        return make_executor(jobs, cluster)
+    if cluster is not None or jobs != 1:
+        given = f"cluster = {cluster!r}" if cluster is not None else f"jobs = {jobs!r}"
+        raise ValueError(f"executor = {executor!r} and {given} do not go together; give one")
+    return executor
 
 
 def data_contents(base: dict[str, Any], grid: dict[str, list], *,
@@ -244,8 +254,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     ``total`` is the number of points when ``points`` is a generator."""
     if kind not in KINDS:  # refused before the store is opened or a point computed
         raise ValueError(f"kind = {kind!r} is not a run kind; accepted: {', '.join(KINDS)}")
-    if executor is None:
-        executor = make_executor(jobs, cluster)
+    executor = _executor(executor, jobs, cluster)
     if total is None:
         points = list(points)
         total = len(points)
