@@ -206,9 +206,11 @@ def predict(model: nn.Module, x: Any, y: Any = None,
     """Predicted ``pre_std``, ``act_std`` and ``grad_pre_std`` per layer (see the module
     docstring) beside the values measured by :func:`depthlab.torch.probe` on ``(x, y)``
     (``value``; NaN without ``y``/``loss_fn``; ``loss_fn`` may be a loss name such as
-    ``"cross_entropy"``, see :data:`depthlab.torch.probe.LOSSES`). ``x`` must be a floating
-    tensor. Called inside ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the
-    autograd graph it needs (inference tensors are copied)."""
+    ``"cross_entropy"``, see :data:`depthlab.torch.probe.LOSSES`). ``x``: the model's input
+    tensor, real-valued, or integer pixels the forward converts before its first layer
+    (``x.float() / 255``; token ids into an Embedding are not covered). Called inside
+    ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the autograd graph it
+    needs (inference tensors are copied)."""
     with torch.inference_mode(False), torch.enable_grad():
         x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
                 for t in (x, y))
