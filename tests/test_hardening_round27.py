@@ -107,3 +107,21 @@ def test_the_memory_groups_of_a_whole_grid_walk_only_the_memory_keys(monkeypatch
     # a --limit still counts the first N points of each group
     groups = grid_mod.memory_groups(raw, grid, limit=300_001)
     assert [(cfg["model"]["width"], n) for cfg, n in groups] == [(4, 300_000), (8, 1)]
+
+
+def test_a_failed_export_leaves_no_new_empty_folder(tmp_path, monkeypatch):
+    # an export that failed (a full disk, a Ctrl-C) left the folders it had created, empty
+    from depthlab.experiments import store as store_mod
+    from depthlab.experiments.store import Store
+
+    st = Store(tmp_path / "res")
+
+    def boom(self, out, fmt):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_mod.Store, "_export", boom)
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError):
+        st.export(tmp_path / "kept" / "a" / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "res"]
+    assert list((tmp_path / "kept").iterdir()) == []

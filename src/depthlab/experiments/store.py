@@ -1019,9 +1019,20 @@ class Store:
             except ImportError:
                 raise StoreError("parquet export needs pyarrow (pip install pyarrow)") from None
         out = Path(out_path)
+        # the folders this export creates: removed again (when still empty) if it fails, so a
+        # full disk or a Ctrl-C leaves no empty export folder behind
+        created = [p for p in (out, *out.parents) if not p.exists()]
         out.mkdir(parents=True, exist_ok=True)
-        with self.snapshot():  # every table as of one moment, while a sweep goes on writing
-            return self._export(out, fmt)
+        try:
+            with self.snapshot():  # every table as of one moment, while a sweep goes on writing
+                return self._export(out, fmt)
+        except BaseException:
+            for folder in created:  # deepest first
+                try:
+                    folder.rmdir()  # only an empty folder
+                except OSError:
+                    break
+            raise
 
     def _export(self, out: Path, fmt: str) -> list[Path]:
         def tables() -> Iterator[tuple[Path, Callable[[Any], object]]]:
