@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers.browser import checked_page, screenshot_dir
+from helpers.ws import receive_matching
 from websockets.sync.client import connect
 
 REFUSED = {"data.name": "clusters", "data.options.n_classes": "5",
@@ -31,22 +32,14 @@ def shots(tmp_path_factory) -> Path:
     return screenshot_dir(tmp_path_factory.mktemp("round26_screenshots"))
 
 
-def _receive(ws, predicate, timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-        if predicate(m):
-            return m
-
-
 @pytest.mark.parametrize("cmd", ["play", "step", "doctor", "reset"])
 def test_a_command_on_a_refused_setup_repeats_the_refusal_naming_its_control(server, cmd):
     with connect(server.url.replace("http://", "ws://") + "ws") as ws:
         ws.send(json.dumps({"cmd": "setup", "query": REFUSED}))
-        first = _receive(ws, lambda m: m["type"] == "error")
+        first = receive_matching(ws, lambda m: m["type"] == "error")
         assert first["key"] == "train.loss" and "needs 2 classes" in first["message"]
         ws.send(json.dumps({"cmd": cmd}))
-        m = _receive(ws, lambda m: m["type"] == "error")
+        m = receive_matching(ws, lambda m: m["type"] == "error")
         # was key None and "nothing to train: fix the setup or press reset" (the doctor: "wait
         # until the setup has loaded")
         assert m["key"] == "train.loss", m
@@ -55,9 +48,9 @@ def test_a_command_on_a_refused_setup_repeats_the_refusal_naming_its_control(ser
         # an accepted setup afterwards trains as before
         ws.send(json.dumps({"cmd": "setup", "query": {**REFUSED, "train.loss": "cross_entropy",
                                                       "model.depth": "2", "model.width": "4"}}))
-        _receive(ws, lambda m: m["type"] == "ready")
+        receive_matching(ws, lambda m: m["type"] == "ready")
         ws.send(json.dumps({"cmd": "step"}))
-        assert _receive(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
+        assert receive_matching(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
 
 
 def test_step_pressed_on_a_refused_link_keeps_the_red_mark_and_the_reason(browser, server,
@@ -107,8 +100,8 @@ def test_the_held_out_numbers_are_those_of_the_probe_batch_and_the_page_says_so(
 
     with connect(server.url.replace("http://", "ws://") + "ws") as ws:
         ws.send(json.dumps({"cmd": "setup", "query": CLUSTERS}))
-        ready = _receive(ws, lambda m: m["type"] == "ready")
-        first = _receive(ws, lambda m: m["type"] == "update")
+        ready = receive_matching(ws, lambda m: m["type"] == "ready")
+        first = receive_matching(ws, lambda m: m["type"] == "update")
     assert (ready["probe_rows"], ready["probe_of"], ready["probe_held_out"]) == (300, 500, True)
     # an independent forward of the same network: the page's held-out loss is that of the
     # first 300 held-out rows, not of all 500 (what `depthlab run` reports as val_loss)

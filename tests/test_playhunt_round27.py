@@ -9,28 +9,20 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+from helpers.ws import receive_matching
 from websockets.sync.client import connect
 
 SMALL = {"model.depth": "2", "model.width": "4"}
 
 
-def _receive(ws, predicate, timeout: float = 20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-        if predicate(m):
-            return m
-
-
 def _stepped(ws, query: dict) -> None:
     ws.send(json.dumps({"cmd": "setup", "query": query}))
-    _receive(ws, lambda m: m["type"] == "ready")
+    receive_matching(ws, lambda m: m["type"] == "ready")
     for n in (1, 2, 3):
         ws.send(json.dumps({"cmd": "step"}))
-        _receive(ws, lambda m, n=n: m["type"] == "update" and m["step"] == n)
+        receive_matching(ws, lambda m, n=n: m["type"] == "update" and m["step"] == n)
 
 
 @pytest.mark.parametrize("base, change", [
@@ -44,13 +36,13 @@ def test_a_setting_without_effect_on_the_network_keeps_its_training(server, base
     with connect(server.url.replace("http://", "ws://") + "ws") as ws:
         _stepped(ws, {**SMALL, **base})
         ws.send(json.dumps({"cmd": "setup", "query": {**SMALL, **base, **change}}))
-        m = _receive(ws, lambda m: m["type"] in ("accepted", "error"))
+        m = receive_matching(ws, lambda m: m["type"] in ("accepted", "error"))
         # was: accepted without "kept", a new network built and trained from step 0
         assert m["type"] == "accepted" and m.get("kept") is True, m
         key, value = next(iter(change.items()))
         assert m["query"][key] == value  # the export and the link carry the new value
         ws.send(json.dumps({"cmd": "step"}))
-        assert _receive(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 4
+        assert receive_matching(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 4
 
 
 @pytest.mark.parametrize("change", [{"model.bn_momentum": "0.5"},
@@ -61,8 +53,8 @@ def test_a_setting_that_changes_the_network_still_restarts_it(server, change):
     with connect(server.url.replace("http://", "ws://") + "ws") as ws:
         _stepped(ws, base)
         ws.send(json.dumps({"cmd": "setup", "query": {**base, **change}}))
-        m = _receive(ws, lambda m: m["type"] in ("accepted", "error"))
+        m = receive_matching(ws, lambda m: m["type"] in ("accepted", "error"))
         assert m["type"] == "accepted" and not m.get("kept"), m
-        _receive(ws, lambda m: m["type"] == "ready")
+        receive_matching(ws, lambda m: m["type"] == "ready")
         ws.send(json.dumps({"cmd": "step"}))
-        assert _receive(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
+        assert receive_matching(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
