@@ -618,9 +618,7 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     few = len(x) < 3
     # the recorded percentiles around the median, paired from the outside in (2-98 and 15-85
     # by default; a Watch's percentiles=(5, 50, 95) drew its median alone, p5/p95 not shown)
-    ks = sorted({k for k in (_percentile_of(str(n), prefix) for n in mine["quantity"].unique())
-                 if k is not None and k != 50.0})
-    pairs, alone = percentile_pairs(ks)
+    pairs, alone = percentile_pairs(percentiles_recorded(mine, prefix))
     for i, (lo, hi) in enumerate(pairs):
         inner = i == len(pairs) - 1
         if not few:

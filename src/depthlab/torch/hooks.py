@@ -458,6 +458,8 @@ class Recording:
         # set (from a weak reference's callback) when a pass's gradient hook died with its
         # graph: _roll then drops the earlier passes no backward can grade any more
         self._tap_died = [False]
+        # the weak references' one callback (holding the flag, not the recording: no cycle)
+        self._on_tap_died = lambda _r, died=self._tap_died: died.__setitem__(0, True)
         self.weight_norms: dict[int, torch.Tensor] = {}
         self.update_sums: dict[int, tuple[float, float]] = {}
         self.refreshed = False
@@ -899,8 +901,7 @@ class Recording:
 
     def _tap(self, hook) -> None:
         """Note a gradient hook of the pass (held by the autograd graph; see _Pass.taps)."""
-        died = self._tap_died
-        self.p.taps.append(weakref.ref(hook, lambda _r: died.__setitem__(0, True)))
+        self.p.taps.append(weakref.ref(hook, self._on_tap_died))
 
     # -- weight layers ---------------------------------------------------------------------
     def _transformed_in_model(self) -> bool:

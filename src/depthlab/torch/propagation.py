@@ -415,9 +415,11 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         # each unit's own distribution (its mean over the batch held: a max pool's window
         # reads one unit, not draws of the mixture over units)
         ends = np.append(starts[1:], s_w.size)
-        per_unit = [(float(s_w[i:j].sum()), a[i:j],
-                     s_w[i:j] / max(float(s_w[i:j].sum()), 1e-300))
-                    for i, j in zip(starts, ends) if j > i]
+        per_unit = []
+        for i, j in zip(starts, ends):
+            if j > i:
+                share = float(s_w[i:j].sum())
+                per_unit.append((share, a[i:j], s_w[i:j] / max(share, 1e-300)))
     rows.append({"layer": seg["index"], "module": seg["name"], "q": q, "shift": shift,
                  "sq": sq, "mean": mean, "act_var": max(sq - mean * mean, 0.0), "dsq": dsq, "v": v,
                  "fan_out": fan_out,
