@@ -105,7 +105,7 @@ class Network(Sequential):
         self.config = dict(config or {})
 
     # -- checked entry points ---------------------------------------------------------
-    def check_input(self, x: Array, finite: bool = False) -> Array:
+    def check_input(self, x: Array, finite: bool = False, through: bool = False) -> Array:
         """``x`` as a (batch, n_inputs) array of the network's dtype; ValueError naming the
         shape otherwise (or an empty batch). With ``finite=True`` (:meth:`predict`,
         :meth:`calibrate`, ``lsuv``, ``mc_dropout_predict``: one pass over data a user hands
@@ -124,6 +124,7 @@ class Network(Sequential):
             )
         if x.shape[0] == 0:
             raise ValueError("input batch is empty (0 rows)")
+        self._check_memory(x, finite, through)
         if finite:  # NaN/inf gave NaN outputs, 1e300 an 'overflow encountered in cast' warning
             from .training.data_checks import finite_features
 
@@ -132,11 +133,34 @@ class Network(Sequential):
             x = x.astype(self.dtype)
         return x
 
+    def _check_memory(self, x: Array, finite: bool, through: bool) -> None:
+        """Refuse (:class:`~depthlab.memory.MemoryRefusal`, before allocating) an input whose
+        cast to the network's dtype, finite check (a mask of ``x.size`` bytes) and, with
+        ``through`` (all its rows go through the network at once: :meth:`forward`), every
+        layer's outputs and gradients cannot fit in the memory available (a batch of 10**10
+        rows was numpy's ``MemoryError: Unable to allocate 3.64 TiB`` from inside a layer)."""
+        need = (x.size * self.dtype.itemsize if x.dtype != self.dtype else 0) + (
+            x.size if finite else 0)
+        if through:
+            row = self.__dict__.get("_row_bytes")
+            if row is None:  # the widths are fixed once built: walked once, not every step
+                row = self._row_bytes = batch_bytes(self, 1)
+            need += x.shape[0] * row
+        if need >= CHECK_FROM_BYTES:
+            parts = ["every layer's outputs and gradients"] if through else []
+            if x.dtype != self.dtype:
+                parts.append(f"its {self.dtype.name} copy")
+            if finite:
+                parts.append("its finite check")
+            check_fits(need, f"x of {x.shape[0]:,} rows x {x.shape[1]:,} features ("
+                       f"{', '.join(parts)})")
+
     def forward(self, x: Array, training: bool = True) -> Array:
         """The network's output (logits unless ``output_activation`` names one) for a batch
-        ``x`` of shape ``(batch, n_inputs)``, checked first (:meth:`check_input`); every layer
-        caches what :meth:`backward` needs."""
-        y = super().forward(self.check_input(x), training)
+        ``x`` of shape ``(batch, n_inputs)``, checked first (:meth:`check_input`, also that the
+        batch's layer outputs fit in memory); every layer caches what :meth:`backward`
+        needs."""
+        y = super().forward(self.check_input(x, through=True), training)
         self._out_shape = y.shape  # what backward's gradient must match (no walk per step)
         return y
 

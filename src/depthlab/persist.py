@@ -86,7 +86,7 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
         raise ValueError(f"save() path {str(path)!r} is a folder; expected a file name, e.g. "
                          f"{str(path / 'net.npz')!r}")
     if path.suffix.lower() != ".npz":  # "NET.NPZ" stays NET.NPZ, not NET.NPZ.npz
-        path = path.with_name(path.name + ".npz")
+        path = _check_name_lengths(path.with_name(path.name + ".npz"), "save")
     arrays: dict[str, np.ndarray] = {}
     plain_meta: dict[str, Any] = {}
     if meta is not None and not isinstance(meta, dict):
@@ -142,7 +142,45 @@ def _path_arg(path: Any, caller: str) -> Path:
     if not str(os.fspath(path)).strip():
         raise ValueError(f"{caller}() path {os.fspath(path)!r} is empty; expected a file name "
                          "such as 'net.npz'")
-    return Path(path)
+    return _check_name_lengths(Path(path), caller)
+
+
+def _name_limits(path: Path) -> tuple[int, int]:
+    """The longest file name and path (bytes) the file system under ``path`` accepts (its
+    nearest existing folder's ``pathconf``; 255 and 4096, Linux's, where it cannot say)."""
+    folder = path.expanduser().absolute().parent
+    while True:
+        try:
+            if folder.is_dir():
+                return (int(os.pathconf(folder, "PC_NAME_MAX")),
+                        int(os.pathconf(folder, "PC_PATH_MAX")))
+        except (OSError, ValueError):
+            break
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    return 255, 4096
+
+
+def _check_name_lengths(path: Path, caller: str) -> Path:
+    """``path``, or a ValueError when one of its names (or the whole path) is longer than
+    the file system accepts (it was a raw ``OSError: [Errno 36] File name too long`` from
+    ``is_dir``, with the 300-character name in it)."""
+    text = os.fspath(path)
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)), default="")
+    if len(os.fsencode(longest)) <= 255 and len(os.fsencode(text)) <= 1024:
+        return path  # fits every file system's limits: no pathconf per call
+    name_max, path_max = _name_limits(path)
+    size = len(os.fsencode(longest))
+    if size > name_max:
+        raise ValueError(f"{caller}() path has a name of {size} bytes ({longest[:24]!r}...); "
+                         f"expected names of at most {name_max} bytes (this file system's "
+                         "limit)")
+    size = len(os.fsencode(str(path.expanduser().absolute())))
+    if size >= path_max:
+        raise ValueError(f"{caller}() path {text[:24]!r}... is {size} bytes long; expected "
+                         f"at most {path_max - 1} bytes (this file system's limit)")
+    return path
 
 
 @contextlib.contextmanager

@@ -137,9 +137,21 @@ def path_arg(text: str) -> str:
     return text
 
 
+def folder_arg(text: str) -> str:
+    """An output folder option's value (``--out``, ``export --to``): a :func:`path_arg` that
+    is not ``-``, which means stdout to ``predict --to`` (``export --to -`` wrote its tables
+    into a new folder named ``-``); ``./-`` names such a folder."""
+    text = path_arg(text)
+    if text.strip() == "-":
+        raise argparse.ArgumentTypeError("'-' (stdout) is not accepted: this option names a "
+                                         "folder that files are written into; expected a "
+                                         "folder name ('./-' for a folder named '-')")
+    return text
+
+
 def add_out(p: argparse.ArgumentParser) -> None:
     """The ``--out DIR`` option of the commands that write a store."""
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", type=path_arg,
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", type=folder_arg,
                    help=f"results folder (store DIR/depthlab.db; default ./{DEFAULT_OUT})")
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, UserError, add_dir, open_store, path_arg
+from .common import Command, UserError, add_dir, folder_arg, open_store
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dir(p)
     p.add_argument("--format", choices=("csv", "parquet"), default="csv",
                    help="file format (default csv)")
-    p.add_argument("--to", metavar="PATH", type=path_arg,
+    p.add_argument("--to", metavar="PATH", type=folder_arg,
                    help="output folder (default DIR/export; beside the file for a DIR.db)")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, UserError, path_arg, progress_mode, say
+from .common import Command, UserError, folder_arg, progress_mode, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--quick", action="store_true",
                    help="reduced version that still tests every claim (minutes for all)")
-    p.add_argument("--out", default=None, type=path_arg, metavar="DIR",
+    p.add_argument("--out", default=None, type=folder_arg, metavar="DIR",
                    help="output folder (default: reproduce-out/NAME; with 'all', DIR/NAME for "
                    "each experiment); claims.json + report.html")
     p.add_argument("--data", default=None,

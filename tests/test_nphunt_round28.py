@@ -1,0 +1,83 @@
+"""Round 28 (nphunt28): NumPy engine and command line regressions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.memory import MemoryRefusal
+from tests.helpers.cli import assert_one_line_error, run_cli
+
+_RUN = """
+[data]
+name = "clusters"
+n = 60
+[model]
+sizes = ["auto", 4, "auto"]
+[train]
+epochs = 1
+"""
+
+
+# -- output folders named '-' ----------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [("export", "st", "--to", "-"), ("export", "st", "--to=-"),
+                                  ("run", "c.toml", "--out", "-")])
+def test_a_folder_option_refuses_dash(tmp_path, capsys, monkeypatch, args):
+    # `depthlab export DIR --to -` wrote its nine tables into a new folder named '-' (exit 0),
+    # while '-' is stdout to `predict --to`; every option naming an output folder refuses it
+    # in one line (exit 2) and writes nothing; './-' still names such a folder.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text(_RUN)
+    code, _, err = run_cli(capsys, "run", "c.toml", "--out", "st", "--quiet")
+    assert code == 0, err
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, "'-'", "folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if args[0] == "export":
+        code, _, err = run_cli(capsys, "export", "st", "--to", "./-")
+        assert code == 0, err
+        assert (tmp_path / "-" / "runs.csv").is_file()
+
+
+# -- dl.save / dl.load of a name longer than the file system takes ----------------------------
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".npz", "a" * 253, "sub/" + "b" * 300 + "/net.npz"])
+def test_save_of_a_too_long_file_name_is_one_clear_value_error(tmp_path, monkeypatch, name):
+    # dl.save(net, 300-character name) raised pathlib's raw "OSError: [Errno 36] File name too
+    # long" (a 253-character name became too long only with the '.npz' appended); a name in a
+    # new folder left that folder behind, empty.
+    monkeypatch.chdir(tmp_path)
+    net = dl.mlp([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match=r"save\(\) path has a name of \d+ bytes .*at most 255"):
+        dl.save(net, name)
+    if max(map(len, name.split("/"))) > 255:
+        with pytest.raises(ValueError, match=r"load\(\) path has a name of \d+ bytes"):
+            dl.load(name)
+    assert list(tmp_path.iterdir()) == []
+    assert dl.save(net, "a" * 251).name == "a" * 251 + ".npz"  # 255 bytes: accepted
+
+
+# -- a batch too large for memory through net.forward ------------------------------------------
+
+def _huge(dtype, rows=10**10):
+    return np.broadcast_to(np.zeros((1, 4), dtype), (rows, 4))  # no memory behind it
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_of_a_batch_too_large_is_refused_before_allocating(dtype):
+    # net.forward (the training step's entry) on 10**10 rows raised numpy's "MemoryError: Unable
+    # to allocate 3.64 TiB for an array with shape (10000000000, 100)" from inside a Dense layer;
+    # net.predict's finite check raised "Unable to allocate 37.3 GiB ... bool". Both are refused
+    # before allocating, naming the rows and the bytes.
+    net = dl.mlp([4, 100, 2], seed=0)
+    with pytest.raises(MemoryRefusal, match=r"x of 10,000,000,000 rows x 4 features .*TiB of "
+                       r"memory but only .* is available; nothing was allocated"):
+        net.forward(_huge(dtype), training=True)
+    with pytest.raises(MemoryRefusal, match=r"x of 10,000,000,000 rows .*nothing was allocated"):
+        net.predict(_huge(dtype))
+    # ordinary batches are unchanged
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(dtype)
+    np.testing.assert_array_equal(net.forward(x, training=False), net.predict(x))
