@@ -529,6 +529,11 @@ class DaskExecutor(Executor):
                 _LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, silence_logs=logging.CRITICAL, loop=loop,
+                    # no memory limit per worker: Dask's "auto" (the machine's memory / N)
+                    # made the nanny kill a worker whose point needs more than that share
+                    # (stored failed, KilledWorker) where `--jobs N` runs it; the points'
+                    # memory is checked by depthlab before any starts, as for --jobs N
+                    memory_limit=0,
                     # its HTTP routes (health, metrics) on a free loopback port, not on :8787
                     scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
             except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
