@@ -342,6 +342,13 @@ def _recorded_after(table: pd.DataFrame, quantity: str, step: Any) -> bool:
     return bool(len(sel)) and bool((sel > step).any())
 
 
+def _own_scales(ranges: Sequence[tuple[float, float]], whole: tuple[float, float]) -> bool:
+    """Whether panels drawing the positive ``ranges`` (lo, hi) each need a y axis of their own:
+    together they span more than 3 decades and some panel fills under a third of that."""
+    span = math.log10(whole[1] / whole[0])
+    return span > 3 and min(math.log10(h / lo) for lo, h in ranges) < span / 3
+
+
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
                scale_to_top: bool, ylabel: str, title: str) -> Figure:
     runs = _runs(table_or_runs)
@@ -371,9 +378,9 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     size = _f.tick_font_size(len(names))  # rotated module names: the margin for this size
     bottom = _f.names_margin(names, size=size) + 0.45 if names else None
     fig, axes = _f._new_figure(5.0 * ncols + legend_w, 3.9 + (bottom or 0.55) - 0.55,
-                               ncols=ncols, sharey=True, right=legend_w + 0.1, top=0.7,
-                               bottom=bottom)
+                               ncols=ncols, right=legend_w + 0.1, top=0.7, bottom=bottom)
     all_vals: list[float] = []
+    panel_vals: list[list[float]] = [[] for _ in axes]  # what each panel draws (its y range)
     all_layers: set[int] = set()
     stale: list[tuple[str, Any, str]] = []  # runs whose last recorded step has nothing to draw
     # per panel, the layers recorded as exactly 0 (a layer below a dead one): a log axis
@@ -438,6 +445,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             if k == 0:
                 measured = drawn
             all_vals.extend(row.to_numpy(float))
+            panel_vals[k].extend(row.to_numpy(float))
         th = theories.get(label)
         init = wide.loc[first].dropna()
         init = init[init > 0]
@@ -473,11 +481,22 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             axes[0].plot(measured.get_xdata(), measured.get_ydata(), linestyle="none",
                          marker=marker, markersize=4, color=color, zorder=4)
         all_vals.extend(pred.to_numpy(float))
+        panel_vals[0].extend(pred.to_numpy(float))
     if not all_vals:
         for ax in axes:
             _f._empty(ax, f"no positive '{quantity}' probes recorded")
         return fig
     lo, hi = min(all_vals), max(all_vals)
+    # one y axis for both panels, so the eye compares the start with the end; but not when
+    # one panel's range is a sliver of the other's: a diverged run's activations of 1e32 at
+    # its last finite step drew every run's profile at initialization (0.3 .. 0.7) as one
+    # flat line at the bottom of a 33-decade axis. Then each panel has its own scale, said
+    ranges = [(min(v), max(v)) for v in panel_vals if v]
+    own = ncols == 2 and len(ranges) == 2 and _own_scales(ranges, (lo, hi))
+    if ncols == 2 and not own:
+        axes[1].sharey(axes[0])
+        axes[1].yaxis.set_tick_params(which="both", labelleft=False)
+        axes[1].yaxis.offsetText.set_visible(False)
     # the first panel draws each run's first step with values: when no run has values at its
     # first recorded step (an fp16 run's overflowed gradients), that is not initialization
     late = [int(w.index.min()) for k, w in wides.items() if not w.empty
@@ -529,12 +548,14 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             pad = 0.04 * (span[1] - span[0])
             ax.set_xlim(span[0] - pad, span[1] + pad)
         ax.set_yscale("log")
-        _f._tidy_log_axis(ax.yaxis, lo, hi)
+        _f._tidy_log_axis(ax.yaxis, *(ranges[k] if own else (lo, hi)))
         ax.set_xlabel("module (nearest the input on the left)" if names else
                       "layer (1 = first hidden, nearest the input)")
         ax.set_title(when)
         _f.layer_ticks(ax, "x", sorted(all_layers), names, size=size)
     axes[0].set_ylabel(ylabel)
+    if own:
+        axes[1].set_ylabel("own scale (log)")
     fig.suptitle(title, fontsize=11)
     # the 0.7 in top margin holds the figure's title and two lines of a panel's: a third (a
     # diverged run's last finite step and another run's zero layers) ran into the title
