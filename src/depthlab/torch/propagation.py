@@ -32,7 +32,8 @@ def _moments(spec: ActivationSpec | None, q: float, mean: float = 0.0
     st = torch.from_numpy(np.ascontiguousarray(s + mean))
     a = spec.function(st).numpy()
     d = spec.derivative(st).numpy()
-    return float(w @ a), float(w @ (a * a)), float(w @ (d * d))
+    am = a if spec.mean_function is None else spec.mean_function(st).numpy()
+    return float(w @ am), float(w @ (a * a)), float(w @ (d * d))
 
 
 def _scalar(spec: ActivationSpec) -> ScalarActivation:
@@ -399,11 +400,15 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         if spec is None:
             mean, sq, dsq, bvar = shift, shift * shift + q, 1.0, qb
         else:
-            mean, sq, dsq = _dot(s_w, a), _dot(s_w, a * a), _dot(s_w, d * d)
+            # E f over an activation's random draws (RReLU in training: the mean slope's;
+            # ``a`` holds the root-mean-square slope's values, the draws' E f^2)
+            am = a if spec.mean_function is None else spec.mean_function(
+                torch.from_numpy(np.ascontiguousarray(s_nodes, np.float64))).numpy()
+            mean, sq, dsq = _dot(s_w, am), _dot(s_w, a * a), _dot(s_w, d * d)
             # the batch variance of a unit: its variance around its own mean (bias and
             # W_j E[a] held), averaged over the units
             wu = np.add.reduceat(s_w, starts)
-            mu = np.add.reduceat(a * s_w, starts) / np.where(wu > 0, wu, 1.0)
+            mu = np.add.reduceat(am * s_w, starts) / np.where(wu > 0, wu, 1.0)
             bvar = sq - float(wu @ (mu * mu))
         if spec is None:
             a_fin = tw / units
