@@ -44,3 +44,45 @@ def test_panels_of_one_range_still_share_their_axis():
     init, end = fig.axes[:2]
     assert init.get_ylim() == end.get_ylim()
     assert end.get_ylabel() == ""
+
+
+def _grid(values: list[list[float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"train.lr": lr, "model.activation": act, "train_loss": v,
+                          "status": "finished"}
+                         for act, row in zip(("tanh", "relu", "sigmoid", "selu"), values)
+                         for lr, v in zip((0.001, 0.01, 0.1, 1.0, 50.0), row)])
+
+
+def _cell_colours(fig) -> np.ndarray:
+    mesh = fig.axes[0].collections[0]
+    return mesh.cmap(mesh.norm(mesh.get_array()))
+
+
+def test_one_runaway_loss_does_not_paint_every_other_cell_of_the_heatmap_one_colour():
+    # an lr sweep where one relu run "finished" with a train loss of 8.5e17: a linear colour
+    # scale 0 .. 8.5e17 painted the 19 other cells (0.64 .. 31) the very same yellow
+    values = [[2.38, 2.32, 1.9, 0.643, 31.1], [2.35, 2.33, 2.16, 1.23, 8.52e17],
+              [2.42, 2.41, 2.35, 2.3, 14.6], [2.86, 2.48, 1.1, 3.61, 2.5]]
+    fig = plot.sweep_metric(_grid(values), ["train.lr", "model.activation"], "train_loss",
+                            higher_is_better=False)
+    rgba = _cell_colours(fig).reshape(4, 5, 4)
+    best, typical = rgba[0, 3, :3], rgba[2, 0, :3]  # 0.643 and 2.42
+    assert np.abs(best - typical).max() > 0.3, (best, typical)
+    # the runaway cells take the scale's end colour, the bar says the scale stops (an arrow)
+    cb = fig.axes[-1]
+    assert len(fig.axes) == 2 and cb is not fig.axes[0]
+    mesh = fig.axes[0].collections[0]
+    assert mesh.norm.vmax < 100 and mesh.colorbar.extend in ("max", "both")
+    # the numbers written in the cells stay the measured ones
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "8.52e+17" in texts and "0.643" in texts
+
+
+def test_a_heatmap_without_a_runaway_value_keeps_its_full_colour_range():
+    values = [[2.38, 2.32, 1.9, 0.643, 3.1], [2.35, 2.33, 2.16, 1.23, 4.0],
+              [2.42, 2.41, 2.35, 2.3, 2.6], [2.86, 2.48, 1.1, 3.61, 2.5]]
+    fig = plot.sweep_metric(_grid(values), ["train.lr", "model.activation"], "train_loss",
+                            higher_is_better=False)
+    mesh = fig.axes[0].collections[0]
+    assert (mesh.norm.vmin, mesh.norm.vmax) == (0.643, 4.0)
+    assert mesh.colorbar.extend == "neither"

@@ -1145,7 +1145,8 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     fig, (ax,) = _new_figure(w, h, fixed=False)
     ax.grid(False)
     finite = np.isfinite(z)
-    norm = Normalize(vmin=np.nanmin(z), vmax=np.nanmax(z)) if finite.any() else Normalize(0, 1)
+    vmin, vmax, extend = _colour_limits(z[finite]) if finite.any() else (0.0, 1.0, "neither")
+    norm = Normalize(vmin=vmin, vmax=vmax)
     cmap = colormaps["viridis" if higher_is_better else "viridis_r"].with_extremes(bad="#dddddd")
     mesh = ax.pcolormesh(np.arange(len(xs) + 1), np.arange(len(ys) + 1),
                          np.ma.masked_invalid(z), cmap=cmap, norm=norm, edgecolors="white",
@@ -1177,10 +1178,32 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     alone = all(len(c) == 1 for c in cells.values())
     ax.set_title(f"{metric} (one run per cell)" if alone else
                  f"{metric} ({best} over the other keys)")
-    cb = fig.colorbar(mesh, ax=ax, pad=0.01)
-    cb.set_label(metric)
+    cb = fig.colorbar(mesh, ax=ax, pad=0.01, extend=extend)
+    cb.set_label(metric if extend == "neither" else f"{metric} (arrow: cells beyond the bar)")
     _fit_status_texts(fig, ax, len(xs))
     return fig
+
+
+def _colour_limits(values: np.ndarray) -> tuple[float, float, str]:
+    """The colour scale of a heatmap of ``values`` (finite): their range, unless a few runaway
+    values (a run that "finished" with a loss of 8.5e17 beside losses of 0.6 .. 3.6) stretch it
+    more than tenfold; then the range of the values within 10 median absolute deviations of the
+    median, and which ends the colour bar extends past (``"max"``, ``"min"``, ``"both"``):
+    those cells take its end colour, their numbers written as measured. Was always the full
+    range, which painted every cell but the runaway one in one colour."""
+    v = np.asarray(values, float)
+    lo, hi = float(v.min()), float(v.max())
+    if len(v) >= 4:
+        med = float(np.median(v))
+        mad = float(np.median(np.abs(v - med)))
+        inside = v[np.abs(v - med) <= 10 * mad]
+        if mad > 0 and len(inside) >= 2:
+            klo, khi = float(inside.min()), float(inside.max())
+            if khi > klo and hi - lo > 10 * (khi - klo):
+                extend = {(True, True): "both", (True, False): "min",
+                          (False, True): "max"}[(lo < klo, hi > khi)]
+                return klo, khi, extend
+    return lo, hi, "neither"
 
 
 def _fit_status_texts(fig: Figure, ax, n_columns: int) -> None:
