@@ -86,3 +86,21 @@ def test_a_heatmap_without_a_runaway_value_keeps_its_full_colour_range():
     mesh = fig.axes[0].collections[0]
     assert (mesh.norm.vmin, mesh.norm.vmax) == (0.643, 4.0)
     assert mesh.colorbar.extend == "neither"
+
+
+def test_one_runaway_loss_does_not_flatten_the_other_bars():
+    # one key swept: bars. The run that "finished" with a loss of 8.5e17 made the other bars
+    # (0.6 .. 2.3) slivers at the bottom of a 1e17 axis
+    runs = pd.DataFrame({"train.lr": [0.001, 0.01, 0.1, 1.0, 50.0, 100.0],
+                         "train_loss": [2.3, 2.1, 1.2, 0.6, 8.5e17, np.nan],
+                         "status": ["finished"] * 5 + ["diverged"]})
+    fig = plot.sweep_metric(runs, ["train.lr"], "train_loss", higher_is_better=False)
+    ax = fig.axes[0]
+    assert ax.get_ylim()[1] < 10, ax.get_ylim()
+    texts = [t.get_text() for t in ax.texts]
+    assert "8.5e+17 ↑" in texts and "0.6" in texts and "✗ diverged" in texts
+    assert "cut" in ax.get_title()
+    # without a runaway value: the bars' own heights, no mark
+    fig = plot.sweep_metric(runs.iloc[:4], ["train.lr"], "train_loss", higher_is_better=False)
+    assert not any("↑" in t.get_text() for t in fig.axes[0].texts)
+    assert fig.axes[0].get_title() == "train_loss by train.lr"

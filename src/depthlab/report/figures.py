@@ -1258,11 +1258,28 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     hv = np.array(heights, dtype=float)
     ok_mask = np.isfinite(hv)
     texts = len(xs) <= MAX_LABELLED_CELLS  # more bars: their labels would overlap
-    ax.bar(pos[ok_mask], hv[ok_mask], color=OKABE_ITO[0], width=0.7)
-    if texts:
-        for p, v in zip(pos[ok_mask], hv[ok_mask]):
-            ax.text(p, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8.5)
-    ymax = np.nanmax(hv) if ok_mask.any() else 1.0
+    # a runaway bar (a run that "finished" with a train loss of 8.5e17 beside 0.6 .. 2.3) made
+    # every other bar a sliver at the bottom of a 1e17 axis: it is cut at the top of an axis
+    # fitted to the others, marked ↑, its value written (the heatmap's colour rule)
+    shown = hv.copy()
+    cut = np.zeros(len(hv), bool)
+    if ok_mask.any():
+        _, khi, extend = _colour_limits(hv[ok_mask])
+        if extend in ("max", "both") and khi > 0:
+            cut = ok_mask & (hv > khi)
+            shown[cut] = khi * 1.12
+    ax.bar(pos[ok_mask], shown[ok_mask], color=OKABE_ITO[0], width=0.7)
+    if cut.any():
+        ax.bar(pos[cut], shown[cut] * 0.04, bottom=shown[cut] * 0.9, color="white",
+               width=0.72, hatch="////", edgecolor=OKABE_ITO[0], linewidth=0)
+        ax.set_title(f"{metric} by {key}\n↑: bar cut at the axis top, its value written",
+                     fontsize=10.5)
+    if texts or cut.any():
+        for p, v, top, c in zip(pos[ok_mask], hv[ok_mask], shown[ok_mask], cut[ok_mask]):
+            if texts or c:
+                ax.text(p, top, f"{v:.3g}" + (" ↑" if c else ""), ha="center", va="bottom",
+                        fontsize=8.5, fontweight="bold" if c else "normal")
+    ymax = np.nanmax(shown) if ok_mask.any() else 1.0
     for p, note in zip(pos, notes):
         if note:
             ax.bar([p], [ymax * 0.15 if ymax > 0 else 0.1], color="none", edgecolor="#c77",
@@ -1282,7 +1299,8 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     _set_category_ticks(ax, "x", xs, fig.get_figwidth(), offset=0.0)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} by {key}")
+    if not cut.any():
+        ax.set_title(f"{metric} by {key}")
     ax.grid(True, axis="y", alpha=0.25)
     ax.grid(False, axis="x")
     return fig
