@@ -54,6 +54,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils import parametrize
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, recommended_init
@@ -239,7 +240,9 @@ values); a leaky ReLU is recognized with the slope its negative entries show, an
 their alpha."""
 
 
-def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
+def functional_activation(s: torch.Tensor, nxt: torch.Tensor,
+                          extra: tuple[nn.Module, ...] | list[nn.Module] = ()
+                          ) -> nn.Module | None:
     """The activation ``f`` with ``f(s) = nxt`` entry by entry, for a layer output ``s`` and
     the next weight layer's input ``nxt`` (same entries in the same order, e.g. through a
     ``flatten``), as a module: one of :data:`FUNCTIONAL_CANDIDATES`, or ``nn.LeakyReLU(a)``
@@ -265,8 +268,7 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | Non
 
     if same(a):
         return None  # the identity: no activation between the layers
-    for make in FUNCTIONAL_CANDIDATES:
-        module = make()
+    for module in (*(make() for make in FUNCTIONAL_CANDIDATES), *extra):
         if same(module(a)):
             return module
     neg = a < 0
@@ -310,7 +312,9 @@ POOLED_MAX_ENTRIES = 2**18
 sort per candidate activation: larger outputs, e.g. 64 x 112 x 112, are left unmatched)."""
 
 
-def pooled_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
+def pooled_activation(s: torch.Tensor, nxt: torch.Tensor,
+                      extra: tuple[nn.Module, ...] | list[nn.Module] = ()
+                      ) -> nn.Module | None:
     """The activation ``f`` of :data:`FUNCTIONAL_CANDIDATES` whose values ``f(s)`` hold every
     entry of ``nxt``, a smaller tensor: ``f`` applied before (or, for a non-decreasing ``f``,
     after) a max pooling the forward applies itself, which picks entries
@@ -345,8 +349,8 @@ def pooled_activation(s: torch.Tensor, nxt: torch.Tensor) -> nn.Module | None:
     if among(a):
         return None
     with torch.no_grad():
-        return next((m for m in (make() for make in FUNCTIONAL_CANDIDATES) if among(m(a))),
-                    None)
+        return next((m for m in (*(make() for make in FUNCTIONAL_CANDIDATES), *extra)
+                     if among(m(a))), None)
 
 
 def _unchanged(s: torch.Tensor, nxt: torch.Tensor) -> bool:
@@ -358,11 +362,59 @@ def _unchanged(s: torch.Tensor, nxt: torch.Tensor) -> bool:
 _IO = tuple[torch.Tensor | None, torch.Tensor | None]
 
 
-def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], list[_IO]]:
+def _param(args: tuple, kwargs: dict, name: str, position: int, default: float) -> float:
+    """Argument ``name`` (or positional ``position``) of a call, as a float."""
+    v = kwargs.get(name, args[position] if len(args) > position else default)
+    return float(v.item() if isinstance(v, torch.Tensor) else v)
+
+
+_PARAMETRIZED: dict[Any, Callable[[tuple, dict], nn.Module]] = {
+    F.leaky_relu: lambda a, k: nn.LeakyReLU(_param(a, k, "negative_slope", 1, 0.01)),
+    F.elu: lambda a, k: nn.ELU(_param(a, k, "alpha", 1, 1.0)),
+    F.celu: lambda a, k: nn.CELU(_param(a, k, "alpha", 1, 1.0)),
+    torch.celu: lambda a, k: nn.CELU(_param(a, k, "alpha", 1, 1.0)),
+    F.softplus: lambda a, k: nn.Softplus(_param(a, k, "beta", 1, 1.0),
+                                         _param(a, k, "threshold", 2, 20.0)),
+    F.hardtanh: lambda a, k: nn.Hardtanh(_param(a, k, "min_val", 1, -1.0),
+                                         _param(a, k, "max_val", 2, 1.0)),
+}
+"""Activation functions with a parameter (a leaky ReLU's slope, an ELU's alpha, ...): the
+parameters a forward calls them with are candidates of :func:`functional_activation` and
+:func:`pooled_activation` (``F.max_pool2d(F.leaky_relu(self.conv(x), 0.2), 2)``: a max pooling
+keeps no negative entry beside its pre-activation to read a slope from)."""
+
+
+class _ActivationCalls(torch.overrides.TorchFunctionMode):
+    """Records, as modules, the parametrized activation functions a forward calls
+    (:data:`_PARAMETRIZED`), each setting once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modules: list[nn.Module] = []
+        self._seen: set[str] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        make = _PARAMETRIZED.get(func)
+        if make is not None:
+            try:
+                module = make(tuple(args), kwargs)
+            except (TypeError, ValueError, RuntimeError):
+                module = None
+            if module is not None and repr(module) not in self._seen:
+                self._seen.add(repr(module))
+                self.modules.append(module)
+        return func(*args, **kwargs)
+
+
+def _hooked_calls(model: nn.Module, x: torch.Tensor
+                  ) -> tuple[list[nn.Module], list[_IO], list[nn.Module]]:
     """One forward of ``model`` on ``x`` (no gradients, inside :func:`untouched`): the
     modules called, in order (weight layers and leaf modules), and for each call of a weight
     layer, pass-through or activation module copies of its first input and output tensors (a
-    later in-place activation changes them), ``(None, None)`` for the others."""
+    later in-place activation changes them), ``(None, None)`` for the others; and the
+    parametrized activation functions the forward called (:class:`_ActivationCalls`)."""
     calls: list[nn.Module] = []
     seen_io: list[_IO] = []
     layers = _layer_modules(model)
@@ -377,17 +429,27 @@ def _hooked_calls(model: nn.Module, x: torch.Tensor) -> tuple[list[nn.Module], l
         else:
             seen_io.append((None, None))
 
-    _forward_with_hook(model, x, [m for m in model.modules()
-                                  if m in layers or not list(m.children())], hook)
-    return calls, seen_io
+    watched = [m for m in model.modules() if m in layers or not list(m.children())]
+    recorded = _ActivationCalls()
+    try:
+        with recorded:
+            _forward_with_hook(model, x, watched, hook)
+    except Exception:  # noqa: BLE001 - a forward the mode cannot follow: again without it
+        calls.clear()
+        seen_io.clear()
+        recorded.modules.clear()
+        _forward_with_hook(model, x, watched, hook)
+    return calls, seen_io, recorded.modules
 
 
-def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
+def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int,
+              extra: tuple[nn.Module, ...] | list[nn.Module] = ()
               ) -> tuple[nn.Module | None, bool, torch.Tensor | None, nn.Module | None]:
     """What follows call ``i`` (a weight layer) of :func:`_hooked_calls`: ``(activation,
     normalized, s, norm)``: the activation module that runs next before any other weight
     layer, or a stand-in for a function the forward applies itself, whose input ``s`` is then
-    given (None for a module); ``norm``: see :attr:`TracedLayer.norm`."""
+    given (None for a module); ``norm``: see :attr:`TracedLayer.norm`. ``extra``: further
+    candidate functions (the parametrized ones the forward called)."""
     act, normed, norm = None, False, None
     # the tensor the forward may apply an activation to itself: the layer's output, then
     # the output of each normalization, dropout, pooling or reshaping module after it as
@@ -398,7 +460,8 @@ def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int
         nxt_in = seen_io[j][0]
         if last is not None and nxt_in is not None and activation_name(nxt) is None \
                 and not _unchanged(last, nxt_in):  # (the usual case: checked first)
-            act = functional_activation(last, nxt_in) or pooled_activation(last, nxt_in)
+            act = functional_activation(last, nxt_in, extra) or \
+                pooled_activation(last, nxt_in, extra)
             if act is not None:
                 return act, normed, last, norm
             last = None  # something else between: a sum, a slice, a function
@@ -448,7 +511,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     normalization, dropout or pooling module, ``F.relu(self.bn(self.conv(x)))``) gets that
     function as a stand-in module (:func:`functional_activation`, ``functional=True``)."""
     names = {m: n for n, m in model.named_modules()}
-    calls, seen_io = _hooked_calls(model, x)
+    calls, seen_io, extra = _hooked_calls(model, x)
     layers = _layer_modules(model)
     runs = Counter(calls)
     out: list[TracedLayer] = []
@@ -457,7 +520,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         if m in seen or m not in layers:
             continue
         seen.add(m)
-        act, normed, s, norm = _follower(calls, seen_io, i)
+        act, normed, s, norm = _follower(calls, seen_io, i, extra)
         out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=s is not None,
                                calls=runs[m], norm=norm))
     for m in model.modules():
@@ -553,11 +616,11 @@ def functional_inputs(model: nn.Module, x: torch.Tensor, layers: list[nn.Module]
     streams as found, so in training mode the dropout masks are those of a forward that
     follows)."""
     wanted = set(layers)
-    calls, seen_io = _hooked_calls(model, x)
+    calls, seen_io, extra = _hooked_calls(model, x)
     out: dict[nn.Module, list[torch.Tensor]] = {}
     for i, m in enumerate(calls):
         if m in wanted:
-            _act, _normed, s, _norm = _follower(calls, seen_io, i)
+            _act, _normed, s, _norm = _follower(calls, seen_io, i, extra)
             if s is not None:
                 out.setdefault(m, []).append(s)
     return out

@@ -1,0 +1,71 @@
+"""Round 28 hunt of the torch doctor (dlt.doctor, its cures, `depthlab doctor --torch`)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from depthlab.torch import prescriptions as rx  # noqa: E402
+from depthlab.torch.train import TorchTrainSpec  # noqa: E402
+
+
+class _PooledConvs(nn.Module):
+    """Six convolutions, each followed by an activation function the forward applies itself;
+    a max pooling after every second one (a common functional CNN)."""
+
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.act = act
+        self.cs = nn.ModuleList([nn.Conv2d(1 if i == 0 else 8, 8, 3, padding=1)
+                                 for i in range(6)])
+        self.o = nn.Linear(8, 10)
+        for c in self.cs:
+            nn.init.normal_(c.weight, 0.0, 0.05)
+
+    def forward(self, x):
+        for i, c in enumerate(self.cs):
+            x = self.act(c(x))
+            if i % 2:
+                x = F.max_pool2d(x, 2)
+        return self.o(x.flatten(1))
+
+
+@pytest.mark.parametrize(("act", "expected"), [
+    (lambda t: F.leaky_relu(t, 0.2), nn.LeakyReLU(0.2)),
+    (F.leaky_relu, nn.LeakyReLU()),
+    (lambda t: F.elu(t, 0.5), nn.ELU(0.5)),
+    (lambda t: F.celu(t, 2.0), nn.CELU(2.0)),
+    (lambda t: F.softplus(t, beta=2.0), nn.Softplus(beta=2.0)),
+])
+def test_a_parametrized_activation_function_before_a_max_pooling_is_recognized(act, expected):
+    # F.max_pool2d(F.leaky_relu(conv(x), 0.2), 2): the pooled layers had no activation (the
+    # pooled activation was searched among fixed candidates only), so the batch-norm cure
+    # followed 3 of the 6 hidden convolutions and the matched init gave them Glorot
+    torch.manual_seed(0)
+    model = _PooledConvs(act)
+    x = torch.randn(64, 1, 8, 8)
+    traced = rx.trace(model, x)
+    assert [t.name for t in traced][:6] == [f"cs.{i}" for i in range(6)]
+    for t in traced[:6]:
+        assert repr(t.activation) == repr(expected), t.name
+        assert t.functional
+    assert traced[6].activation is None  # the output layer
+
+
+def test_the_cures_reach_every_layer_of_a_pooled_functional_leaky_relu_cnn():
+    x = torch.randn(64, 1, 8, 8)
+    torch.manual_seed(0)
+    model, _ = rx.apply({"normalization": "batchnorm"},
+                        _PooledConvs(lambda t: F.leaky_relu(t, 0.2)), TorchTrainSpec(), x)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 6
+    torch.manual_seed(0)
+    model, _ = rx.apply({"init": "matched"}, _PooledConvs(lambda t: F.leaky_relu(t, 0.2)),
+                        TorchTrainSpec(), x)
+    for c in model.cs:  # He for a leaky ReLU of slope 0.2: 2 / ((1 + 0.2^2) fan_in)
+        want = math.sqrt(2.0 / (1.04 * c.weight[0].numel()))
+        assert float(c.weight.std()) == pytest.approx(want, rel=0.12)
