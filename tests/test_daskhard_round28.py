@@ -30,3 +30,38 @@ def test_a_local_cluster_runs_a_point_that_fits_in_memory_as_the_local_pool_does
     res = run_sweep(_big_point(), tmp_path / "out", cluster="local:1", echo=None)
     assert res.counts == {"finished": 1}, res.failures
     assert list(Store(tmp_path / "out").runs().status) == ["finished"]
+
+
+_TINY = {"name": "tiny", "data": {"name": "clusters", "n": 120},
+         "model": {"sizes": ["auto", 8, "auto"]},
+         "train": {"lr": 0.05, "batch_size": 32, "epochs": 1},
+         "probes": {"every": 0},
+         "sweep": {"train.seed": [0, 1]}}
+
+
+def test_a_run_stored_by_another_process_while_its_point_computes_is_kept(tmp_path):
+    # `depthlab run --name mine` of a point's config (or a sweep of an overlapping grid)
+    # stored the run while the sweep computed it: the sweep's commit replaced it silently
+    # (the user's named run became a sweep point, its name and kind lost)
+    import dataclasses
+
+    from depthlab.experiments import Store, run_sweep
+    from depthlab.experiments.executors import InProcess, compute_point
+
+    out = tmp_path / "out"
+
+    def compute(task):
+        rec = compute_point(task)
+        if task.name.endswith("seed=0"):  # meanwhile, another process stores it
+            with Store(out) as other:
+                other.add_run(dataclasses.replace(rec, name="mine", kind="run", sweep=None),
+                              replace=False)
+        return rec
+
+    res = run_sweep(_TINY, out, executor=InProcess(compute), echo=None)
+    assert res.counts == {"finished": 1} and res.skipped == 1
+    with Store(out) as store:
+        runs = store.runs().set_index("name")
+        assert sorted(runs.index) == ["mine", "tiny:seed=1"]
+        assert runs.loc["mine", "kind"] == "run"
+        assert sorted(store.sweep_points()[res.sweep]) == sorted(runs.id)

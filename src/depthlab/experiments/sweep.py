@@ -321,9 +321,15 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         if task.id not in in_flight:
             return  # delivered again (a re-run batch of points): committed already
         in_flight.discard(task.id)
-        if rec.status == "failed" and store.has_run(task.id, DONE_STATUSES):
+        if store.has_run(task.id, DONE_STATUSES):
+            # stored meanwhile by another process (`depthlab run` of the same config, a sweep
+            # of an overlapping grid): kept, a point of this sweep too. It was replaced: a
+            # user's named run became this sweep's point (its name and kind lost), and a
+            # failed retry would have replaced a finished run
             remember(task.id)
-            return  # never replace a finished run with a failed retry
+            result.skipped += 1
+            prog.skip(task.id)
+            return
         commit(rec)
 
     def commit(rec: RunRecord) -> None:
