@@ -60,3 +60,18 @@ def test_predict_takes_a_training_rrelus_random_slope_at_its_mean_square(lower, 
     assert set(q for _, q in ratios) == {"pre_std", "act_std", "grad_pre_std"}
     for k, v in ratios.items():
         assert 0.9 < v < 1.1, (k, v, ratios)
+
+
+def test_predicts_refusal_of_an_unmodelled_activation_lists_only_modelled_ones():
+    """A Softmax between layers is refused with the list of modelled activations; that list
+    named Hardshrink and Softshrink, which predict() refuses in turn ('does not model')."""
+    model = nn.Sequential(nn.Linear(6, 16), nn.Softmax(-1), nn.Linear(16, 3))
+    with pytest.raises(ValueError, match="Softmax") as err:
+        dlt.predict(model, torch.randn(8, 6))
+    listed = str(err.value).split("modelled: ")[1]
+    assert "Tanhshrink" in listed and "ReLU" in listed
+    assert "Hardshrink" not in listed and "Softshrink" not in listed
+    with pytest.raises(ValueError, match="does not model") as err:
+        dlt.predict(nn.Sequential(nn.Linear(6, 16), nn.Hardshrink(), nn.Linear(16, 3)),
+                    torch.randn(8, 6))
+    assert "Hardshrink" not in str(err.value).split("modelled: ")[1]

@@ -315,8 +315,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         bad = sorted({p for p in [*path, who] if p in foreign})
         # Threshold, RReLU, Softshrink, ...: not 'another operation' but an activation
         note = (f"; {', '.join(bad)} {'is an activation' if len(bad) == 1 else 'are activations'}"
-                " predict() has no theory for (modelled: "
-                f"{', '.join(sorted({c.__name__ for c in ACTIVATIONS}))})" if bad else "")
+                f" predict() has no theory for (modelled: {_modelled_acts()})" if bad else "")
         op = ""
         if path and storage != start and storage in fn_pools:  # F.alpha_dropout, F.lp_pool2d
             op = (f", and {path[-1]} reads the output of {fn_pools[storage]}, which predict() "
@@ -738,12 +737,17 @@ def _shrink_refusal(what: str) -> str:
     """The refusal of a Softshrink/Hardshrink (module or function) after a layer: a flat zone
     around 0 makes sparse outputs, whose sums in the next layer are not Gaussian
     (Softshrink(0.5) at torch's default init: 0.78x measured)."""
-    modelled = ", ".join(sorted(c.__name__ for c in ACTIVATIONS
-                                if "shrink" not in c.__name__.lower()
-                                or c.__name__ == "Tanhshrink"))
     return (f"predict() does not model {what}: its flat zone makes sparse outputs whose sums in "
             "the next layer are not Gaussian, so it is an activation predict() has no theory "
-            f"for (dlt.probe measures it; modelled: {modelled})")
+            f"for (dlt.probe measures it; modelled: {_modelled_acts()})")
+
+
+def _modelled_acts() -> str:
+    """The activation modules predict() models, named in its refusals: every probed one but
+    Softshrink/Hardshrink (:func:`_shrink_refusal`; the refusal of a Softmax between layers
+    listed them as modelled)."""
+    return ", ".join(sorted(c.__name__ for c in ACTIVATIONS
+                            if "shrink" not in c.__name__.lower() or c.__name__ == "Tanhshrink"))
 
 
 _MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling and dropout, as "
