@@ -104,3 +104,27 @@ def test_one_runaway_loss_does_not_flatten_the_other_bars():
     fig = plot.sweep_metric(runs.iloc[:4], ["train.lr"], "train_loss", higher_is_better=False)
     assert not any("↑" in t.get_text() for t in fig.axes[0].texts)
     assert fig.axes[0].get_title() == "train_loss by train.lr"
+
+
+def _percentile_rows(steps: dict[int, float]) -> pd.DataFrame:
+    rows = []
+    for s, scale in steps.items():
+        for k, z in ((2, -2.0), (15, -1.0), (50, 0.1), (85, 1.0), (98, 2.0)):
+            rows.append({"step": s, "layer": 1, "quantity": f"pre_p{k}", "value": z * scale})
+        rows.append({"step": s, "layer": 1, "quantity": "act_std", "value": scale})
+    return pd.DataFrame(rows)
+
+
+def test_a_diverged_runs_percentiles_keep_the_first_steps_readable():
+    # the percentile bands of a diverged run: 1e29 at its last finite step drew every earlier
+    # step's band (about ±2) as a flat line on 0 of a linear axis; the activation figure beside
+    # it already switches to symlog for this
+    from depthlab.report import figures
+
+    for steps in ({0: 1.0, 10: 1.2, 20: 1.1, 30: 7e28}, {0: 1.0, 3: 7e28}):  # band, few steps
+        ax = figures.percentile_bands(_percentile_rows(steps), layer=1).axes[0]
+        assert ax.get_yscale() == "symlog", (steps, ax.get_yscale())
+        assert "symlog" in ax.get_ylabel() and "±1" in ax.get_ylabel()
+    # a run that stays in range: linear as before
+    ax = figures.percentile_bands(_percentile_rows({0: 1.0, 10: 3.0, 20: 5.0}), 1).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "pre-activation value"

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patheffects import Normal, Stroke
-from matplotlib.ticker import FixedLocator, NullLocator
 
 from .report import figures as _f
 
@@ -673,20 +672,7 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     ax.set_ylabel(f"{what} value")
     # a diverged run's values grow by decades (0.6 at step 0, 3.5e32 at step 4): on a linear
     # axis every earlier step lay flat on 0; symlog keeps the first step's range linear
-    reach = [np.abs(ln.get_ydata()[np.isfinite(ln.get_ydata())]) for ln in ax.lines]
-    top = max((float(r.max()) for r in reach if r.size), default=0.0)
-    start = max((float(np.abs(ln.get_ydata()[0])) for ln in ax.lines
-                 if np.isfinite(ln.get_ydata()[0])), default=0.0)
-    if start > 0 and top > 1e3 * start:
-        lin = 10.0 ** math.ceil(math.log10(start))  # a power of ten: ticks 0, ±1, ±10^k
-        ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
-        # 0 and at most four powers of ten each side (±lin and the default ticks crowded 0)
-        k_top = math.floor(math.log10(top / lin))  # the highest power within the data
-        ks = range(k_top, 0, -max(1, math.ceil(k_top / 4)))
-        ticks = [0.0] + [sign * lin * 10.0 ** k for k in ks for sign in (1, -1)]
-        ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
-        ax.yaxis.set_minor_locator(NullLocator())
-        ax.set_ylabel(f"{what} value (symlog: linear within ±{lin:g})")
+    _f.symlog_if_runaway(ax, f"{what} value")
     # a layer whose values overflowed (a diverged run's last steps) has no point there: its
     # line stopped at step 0 without a word (the heatmap and the update ratio say where)
     sel = probes[(probes["quantity"] == f"{prefix}_mean") & probes["layer"].isin(shown)

@@ -17,6 +17,7 @@ layer number: :func:`layer_names`, :func:`layer_label`, :func:`layer_ticks`.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 
@@ -31,6 +32,7 @@ from matplotlib.ticker import (
     FuncFormatter,
     MaxNLocator,
     NullFormatter,
+    NullLocator,
     ScalarFormatter,
 )
 
@@ -645,6 +647,10 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
                         label=f"{lo:g}–{hi:g}th pct (few steps)")
     ax.set_xlabel("training step")
     ax.set_ylabel(f"{what} value")
+    # a diverged run's band at its last finite step (±1e29) drew every earlier step's (±2)
+    # flat on 0 of a linear axis; symlog keeps the first step's range linear, as the
+    # activation figure beside it does
+    symlog_if_runaway(ax, f"{what} value")
     step_ticks(ax, x[finite])
     note = f"\nnot drawn: not finite (NaN/inf) {steps_phrase(x[~finite], x)}" \
         if not finite.all() else ""
@@ -652,6 +658,28 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
                  f"training{note}", fontsize=10 if note else None)
     _legend(ax, loc="best")
     return fig
+
+
+def symlog_if_runaway(ax, label: str) -> None:
+    """A y axis whose lines reach more than 1000x their largest value at their first point (a
+    diverged run: 0.6 at step 0, 3.5e32 at step 4) becomes symlog, linear within the first
+    step's power of ten, ticks at 0 and at most four powers of ten each side; its label
+    ``label`` then says so ("... (symlog: linear within ±1)"). Otherwise left as it is."""
+    ys = [np.asarray(pd.to_numeric(np.ravel(ln.get_ydata()), errors="coerce"), float)
+          for ln in ax.lines]
+    top = max((float(np.abs(y[np.isfinite(y)]).max()) for y in ys if np.isfinite(y).any()),
+              default=0.0)
+    start = max((abs(float(y[0])) for y in ys if len(y) and np.isfinite(y[0])), default=0.0)
+    if start > 0 and top > 1e3 * start:
+        lin = 10.0 ** math.ceil(math.log10(start))  # a power of ten: ticks 0, ±1, ±10^k
+        ax.set_yscale("symlog", linthresh=lin, linscale=0.5)
+        # 0 and at most four powers of ten each side (±lin and the default ticks crowded 0)
+        k_top = math.floor(math.log10(top / lin))  # the highest power within the data
+        ks = range(k_top, 0, -max(1, math.ceil(k_top / 4)))
+        ticks = [0.0] + [sign * lin * 10.0 ** k for k in ks for sign in (1, -1)]
+        ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
+        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_ylabel(f"{label} (symlog: linear within ±{lin:g})")
 
 
 HEATMAP_TEXTS = {
