@@ -65,3 +65,26 @@ def test_a_run_stored_by_another_process_while_its_point_computes_is_kept(tmp_pa
         assert sorted(runs.index) == ["mine", "tiny:seed=1"]
         assert runs.loc["mine", "kind"] == "run"
         assert sorted(store.sweep_points()[res.sweep]) == sorted(runs.id)
+
+
+def _boom(task):
+    from depthlab.experiments.executors import compute_point
+
+    if task.name.endswith("seed=1"):
+        raise ValueError(f"boom in {task.name}")
+    return compute_point(task)
+
+
+def test_a_point_whose_compute_raises_in_this_process_is_failed_as_on_a_pool(tmp_path):
+    # LocalPool and Dask store such a point failed with "ValueError: boom ..." and run the
+    # others; InProcess (jobs=1) let the exception end the whole sweep
+    from depthlab.experiments import Store, run_sweep
+    from depthlab.experiments.executors import InProcess
+
+    raw = {**_TINY, "sweep": {"train.seed": [0, 1, 2]}}
+    res = run_sweep(raw, tmp_path / "out", executor=InProcess(_boom), echo=None)
+    assert res.counts == {"finished": 2, "failed": 1}
+    assert [f[2] for f in res.failures] == ["ValueError: boom in tiny:seed=1"]
+    with Store(tmp_path / "out") as store:
+        runs = store.runs().set_index("name")
+        assert runs.loc["tiny:seed=1", "error"] == "ValueError: boom in tiny:seed=1"

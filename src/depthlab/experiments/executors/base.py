@@ -165,4 +165,10 @@ class InProcess(Executor):
 
     def run(self, tasks: Iterator[Task], done: Done) -> None:
         for task in tasks:
-            done(task, self.compute(task))
+            try:
+                record = self.compute(task)
+            except Exception as e:  # noqa: BLE001 - as on a pool or Dask worker: that point
+                # is failed with its message and the others run (a compute that raised
+                # ended the whole sweep here, with a traceback)
+                record = crash_record(task, f"{type(e).__name__}: {e}")
+            done(task, record)
