@@ -69,3 +69,39 @@ def test_the_cures_reach_every_layer_of_a_pooled_functional_leaky_relu_cnn():
     for c in model.cs:  # He for a leaky ReLU of slope 0.2: 2 / ((1 + 0.2^2) fan_in)
         want = math.sqrt(2.0 / (1.04 * c.weight[0].numel()))
         assert float(c.weight.std()) == pytest.approx(want, rel=0.12)
+
+
+class _AvgPooledConvs(nn.Module):
+    """LeNet-style: each convolution's activation applied by the forward, then an average
+    pooling (``F.avg_pool2d(torch.tanh(self.conv(x)), 2)``)."""
+
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.act = act
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 2 * 2, 16)
+        self.o = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.avg_pool2d(self.act(self.c1(x)), 2)
+        x = F.adaptive_avg_pool2d(self.act(self.c2(x)), 2)
+        return self.o(self.act(self.fc(x.flatten(1))))
+
+
+@pytest.mark.parametrize(("act", "expected"), [
+    (F.relu, nn.ReLU()), (torch.tanh, nn.Tanh()), (lambda t: t.sigmoid(), nn.Sigmoid()),
+    (lambda t: F.leaky_relu(t, 0.1), nn.LeakyReLU(0.1)),
+])
+def test_an_activation_function_before_an_average_pooling_is_recognized(act, expected):
+    # a pooled mean is no entry of f(s): the convolutions were judged linear (Glorot as the
+    # matched init for ReLU units, no batch norm after them)
+    torch.manual_seed(0)
+    model = _AvgPooledConvs(act)
+    traced = rx.trace(model, torch.randn(32, 1, 8, 8))
+    assert [(t.name, repr(t.activation)) for t in traced] == [
+        ("c1", repr(expected)), ("c2", repr(expected)), ("fc", repr(expected)), ("o", "None")]
+    torch.manual_seed(0)
+    model, _ = rx.apply({"normalization": "batchnorm"}, _AvgPooledConvs(act),
+                        TorchTrainSpec(), torch.randn(32, 1, 8, 8))
+    assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules()) == 3

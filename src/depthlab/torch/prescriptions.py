@@ -46,6 +46,7 @@ weight layers run and which activation module follows each one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -384,84 +385,144 @@ parameters a forward calls them with are candidates of :func:`functional_activat
 keeps no negative entry beside its pre-activation to read a slope from)."""
 
 
+_GELU_TANH = {"approximate": "tanh"}
+_ACTIVATION_FUNCTIONS: dict[Any, Callable[[tuple, dict], nn.Module]] = {
+    **_PARAMETRIZED,
+    **{f: (lambda a, k: nn.ReLU()) for f in (F.relu, F.relu_, torch.relu, torch.relu_,
+                                              torch.Tensor.relu, torch.Tensor.relu_)},
+    **{f: (lambda a, k: nn.Sigmoid()) for f in (torch.sigmoid, torch.Tensor.sigmoid,
+                                                 torch.Tensor.sigmoid_, F.sigmoid)},
+    **{f: (lambda a, k: nn.Tanh()) for f in (torch.tanh, torch.Tensor.tanh,
+                                              torch.Tensor.tanh_, F.tanh)},
+    F.gelu: lambda a, k: nn.GELU(**(_GELU_TANH if k.get("approximate") == "tanh" else {})),
+    F.silu: lambda a, k: nn.SiLU(), F.mish: lambda a, k: nn.Mish(),
+    F.selu: lambda a, k: nn.SELU(), torch.selu: lambda a, k: nn.SELU(),
+    F.hardswish: lambda a, k: nn.Hardswish(), F.hardsigmoid: lambda a, k: nn.Hardsigmoid(),
+    F.relu6: lambda a, k: nn.ReLU6(), F.softsign: lambda a, k: nn.Softsign(),
+    F.leaky_relu_: lambda a, k: nn.LeakyReLU(_param(a, k, "negative_slope", 1, 0.01)),
+    F.elu_: lambda a, k: nn.ELU(_param(a, k, "alpha", 1, 1.0)),
+    F.celu_: lambda a, k: nn.CELU(_param(a, k, "alpha", 1, 1.0)),
+    F.hardtanh_: lambda a, k: nn.Hardtanh(_param(a, k, "min_val", 1, -1.0),
+                                          _param(a, k, "max_val", 2, 1.0)),
+}
+"""Activation functions a forward may apply to a layer's output itself, as modules: the one
+applied to a layer's output tensor is its activation also where no value match shows it (an
+average pooling after it, ``F.avg_pool2d(F.relu(self.conv(x)), 2)``: a pooled mean is no
+entry of ``f(s)``)."""
+
+
 class _ActivationCalls(torch.overrides.TorchFunctionMode):
     """Records, as modules, the parametrized activation functions a forward calls
-    (:data:`_PARAMETRIZED`), each setting once."""
+    (:data:`_PARAMETRIZED`), each setting once (``modules``), and the activation function
+    (:data:`_ACTIVATION_FUNCTIONS`) applied to each tensor of ``watched`` (by ``id``; the
+    caller keeps those tensors alive) as its first argument (``applied``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.modules: list[nn.Module] = []
         self._seen: set[str] = set()
+        self.watched: set[int] = set()
+        self.applied: dict[int, nn.Module] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (),
                            kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        make = _PARAMETRIZED.get(func)
+        try:
+            make = _ACTIVATION_FUNCTIONS.get(func)
+        except TypeError:  # an unhashable callable
+            make = None
         if make is not None:
+            first = args[0] if args else kwargs.get("input", kwargs.get("self"))
             try:
                 module = make(tuple(args), kwargs)
-            except (TypeError, ValueError, RuntimeError):
+            except (TypeError, ValueError, RuntimeError, IndexError):
                 module = None
-            if module is not None and repr(module) not in self._seen:
+            if module is not None and func in _PARAMETRIZED and \
+                    repr(module) not in self._seen:
                 self._seen.add(repr(module))
                 self.modules.append(module)
+            if module is not None and id(first) in self.watched:
+                self.applied.setdefault(id(first), module)
         return func(*args, **kwargs)
 
 
-def _hooked_calls(model: nn.Module, x: torch.Tensor
-                  ) -> tuple[list[nn.Module], list[_IO], list[nn.Module]]:
-    """One forward of ``model`` on ``x`` (no gradients, inside :func:`untouched`): the
-    modules called, in order (weight layers and leaf modules), and for each call of a weight
-    layer, pass-through or activation module copies of its first input and output tensors (a
-    later in-place activation changes them), ``(None, None)`` for the others; and the
-    parametrized activation functions the forward called (:class:`_ActivationCalls`)."""
-    calls: list[nn.Module] = []
-    seen_io: list[_IO] = []
+@dataclass
+class _Calls:
+    """:func:`_hooked_calls`' record of one forward."""
+
+    calls: list[nn.Module]
+    """The modules called, in order (weight layers and leaf modules)."""
+    seen_io: list[_IO]
+    """Per call of a weight layer, pass-through or activation module: copies of its first
+    input and output tensors (a later in-place activation changes them); ``(None, None)``
+    for the others."""
+    extra: list[nn.Module]
+    """The parametrized activation functions the forward called (:data:`_PARAMETRIZED`)."""
+    applied: dict[int, nn.Module]
+    """Call index -> the activation function the forward applied to that call's output
+    tensor itself (weight layers and pass-through modules)."""
+
+
+def _hooked_calls(model: nn.Module, x: torch.Tensor) -> _Calls:
+    """One forward of ``model`` on ``x`` (no gradients, inside :func:`untouched`) with hooks
+    and an :class:`_ActivationCalls` mode (without it when the forward fails under it)."""
     layers = _layer_modules(model)
-
-    def hook(module: nn.Module, inp: Any, out: Any) -> None:
-        calls.append(module)
-        if module in layers or isinstance(module, PASS_THROUGH) or \
-                activation_name(module) is not None:  # (a norm after it: _norm_after)
-            i, o = _first_tensor(inp), _first_tensor(out)
-            seen_io.append((None if i is None else i.detach().clone(),
-                            None if o is None else o.detach().clone()))
-        else:
-            seen_io.append((None, None))
-
     watched = [m for m in model.modules() if m in layers or not list(m.children())]
-    recorded = _ActivationCalls()
-    try:
-        with recorded:
-            _forward_with_hook(model, x, watched, hook)
-    except Exception:  # noqa: BLE001 - a forward the mode cannot follow: again without it
-        calls.clear()
-        seen_io.clear()
-        recorded.modules.clear()
-        _forward_with_hook(model, x, watched, hook)
-    return calls, seen_io, recorded.modules
+    for mode in (True, False):
+        calls: list[nn.Module] = []
+        seen_io: list[_IO] = []
+        outputs: list[tuple[int, torch.Tensor]] = []  # alive during the forward: ids unique
+        recorded = _ActivationCalls()
+
+        def hook(module: nn.Module, inp: Any, out: Any, calls: list = calls,
+                 seen_io: list = seen_io, outputs: list = outputs,
+                 recorded: _ActivationCalls = recorded) -> None:
+            calls.append(module)
+            if module in layers or isinstance(module, PASS_THROUGH) or \
+                    activation_name(module) is not None:  # (a norm after it: _norm_after)
+                i, o = _first_tensor(inp), _first_tensor(out)
+                seen_io.append((None if i is None else i.detach().clone(),
+                                None if o is None else o.detach().clone()))
+                if o is not None and activation_name(module) is None:
+                    outputs.append((len(calls) - 1, o))
+                    recorded.watched.add(id(o))
+            else:
+                seen_io.append((None, None))
+
+        try:
+            with recorded if mode else contextlib.nullcontext():
+                _forward_with_hook(model, x, watched, hook)
+        except Exception:  # noqa: BLE001 - a forward the mode cannot follow: again without
+            if mode:
+                continue
+            raise
+        applied = {k: recorded.applied[id(o)] for k, o in outputs if id(o) in recorded.applied}
+        return _Calls(calls, seen_io, recorded.modules, applied)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int,
-              extra: tuple[nn.Module, ...] | list[nn.Module] = ()
+def _follower(record: _Calls, i: int
               ) -> tuple[nn.Module | None, bool, torch.Tensor | None, nn.Module | None]:
     """What follows call ``i`` (a weight layer) of :func:`_hooked_calls`: ``(activation,
     normalized, s, norm)``: the activation module that runs next before any other weight
     layer, or a stand-in for a function the forward applies itself, whose input ``s`` is then
-    given (None for a module); ``norm``: see :attr:`TracedLayer.norm`. ``extra``: further
-    candidate functions (the parametrized ones the forward called)."""
+    given (None for a module); ``norm``: see :attr:`TracedLayer.norm`. The function is found
+    by its values (:func:`functional_activation`, :func:`pooled_activation`, also with the
+    parametrized functions the forward called), else as the activation function the forward
+    applied to that tensor itself (:attr:`_Calls.applied`: an average pooling after it)."""
+    calls, seen_io, extra = record.calls, record.seen_io, record.extra
     act, normed, norm = None, False, None
     # the tensor the forward may apply an activation to itself: the layer's output, then
     # the output of each normalization, dropout, pooling or reshaping module after it as
     # long as each takes the previous one's output unchanged (conv -> bn -> F.relu)
-    last = seen_io[i][1]
+    last, at = seen_io[i][1], i
     for j in range(i + 1, len(calls)):
         nxt = calls[j]
         nxt_in = seen_io[j][0]
         if last is not None and nxt_in is not None and activation_name(nxt) is None \
                 and not _unchanged(last, nxt_in):  # (the usual case: checked first)
             act = functional_activation(last, nxt_in, extra) or \
-                pooled_activation(last, nxt_in, extra)
+                pooled_activation(last, nxt_in, extra) or record.applied.get(at)
             if act is not None:
                 return act, normed, last, norm
             last = None  # something else between: a sum, a slice, a function
@@ -477,7 +538,7 @@ def _follower(calls: list[nn.Module], seen_io: list[_IO], i: int,
             norm = nxt if last is not None else norm  # it takes the layer's output itself
         elif not isinstance(nxt, PASS_THROUGH):
             break
-        last = seen_io[j][1] if last is not None else None
+        last, at = (seen_io[j][1], j) if last is not None else (None, at)
     return act, normed, None, norm
 
 
@@ -511,7 +572,8 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
     normalization, dropout or pooling module, ``F.relu(self.bn(self.conv(x)))``) gets that
     function as a stand-in module (:func:`functional_activation`, ``functional=True``)."""
     names = {m: n for n, m in model.named_modules()}
-    calls, seen_io, extra = _hooked_calls(model, x)
+    record = _hooked_calls(model, x)
+    calls = record.calls
     layers = _layer_modules(model)
     runs = Counter(calls)
     out: list[TracedLayer] = []
@@ -520,7 +582,7 @@ def trace(model: nn.Module, x: torch.Tensor) -> list[TracedLayer]:
         if m in seen or m not in layers:
             continue
         seen.add(m)
-        act, normed, s, norm = _follower(calls, seen_io, i, extra)
+        act, normed, s, norm = _follower(record, i)
         out.append(TracedLayer(names.get(m, "?"), m, act, normed, functional=s is not None,
                                calls=runs[m], norm=norm))
     for m in model.modules():
@@ -616,11 +678,11 @@ def functional_inputs(model: nn.Module, x: torch.Tensor, layers: list[nn.Module]
     streams as found, so in training mode the dropout masks are those of a forward that
     follows)."""
     wanted = set(layers)
-    calls, seen_io, extra = _hooked_calls(model, x)
+    record = _hooked_calls(model, x)
     out: dict[nn.Module, list[torch.Tensor]] = {}
-    for i, m in enumerate(calls):
+    for i, m in enumerate(record.calls):
         if m in wanted:
-            _act, _normed, s, _norm = _follower(calls, seen_io, i, extra)
+            _act, _normed, s, _norm = _follower(record, i)
             if s is not None:
                 out.setdefault(m, []).append(s)
     return out
