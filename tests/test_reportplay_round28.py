@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
+import pytest
+from helpers.ws import receive_matching
+from websockets.sync.client import connect
 
 from depthlab import plot
 
@@ -128,3 +132,21 @@ def test_a_diverged_runs_percentiles_keep_the_first_steps_readable():
     # a run that stays in range: linear as before
     ax = figures.percentile_bands(_percentile_rows({0: 1.0, 10: 3.0, 20: 5.0}), 1).axes[0]
     assert ax.get_yscale() == "linear" and ax.get_ylabel() == "pre-activation value"
+
+
+@pytest.mark.parametrize("frame", [
+    '{"cmd": "setup", "query": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "[" * 100_000 + "]" * 100_000])
+def test_a_json_frame_nested_too_deeply_is_one_error_and_the_tab_goes_on(server, frame):
+    # JSON nested 100,000 deep makes json.loads raise RecursionError (not ValueError): a frame
+    # naming "setup" killed the tab's loop (the connection dropped, a traceback in the server's
+    # log); another one was answered "RecursionError: maximum recursion depth exceeded ..."
+    with connect(server.url.replace("http://", "ws://") + "ws", max_size=None) as ws:
+        ws.send(json.dumps({"cmd": "setup", "query": {"model.depth": "2", "model.width": "4"}}))
+        receive_matching(ws, lambda m: m["type"] == "ready")
+        ws.send(frame)
+        m = receive_matching(ws, lambda m: m["type"] == "error")
+        assert m["message"].startswith("not a command"), m["message"][:200]
+        assert "Recursion" not in m["message"]
+        ws.send(json.dumps({"cmd": "step"}))
+        assert receive_matching(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1

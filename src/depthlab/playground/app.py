@@ -303,8 +303,8 @@ def _is_cmd(text: Any, cmd: str) -> bool:
         return False
     try:
         msg = json.loads(text)
-    except ValueError:
-        return False
+    except (ValueError, RecursionError):  # JSON nested 100,000 deep: RecursionError, which
+        return False  # ended the tab's loop (the connection dropped) when the frame said "setup"
     return isinstance(msg, dict) and msg.get("cmd") == cmd
 
 
@@ -470,7 +470,7 @@ class _Tab:
         try:
             msg = json.loads(text)
             cmd = msg["cmd"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # (nested too deeply)
             self._error(f"not a command: {text[:80]!r}")
             return
         if cmd == "setup":
