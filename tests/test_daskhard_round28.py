@@ -88,3 +88,35 @@ def test_a_point_whose_compute_raises_in_this_process_is_failed_as_on_a_pool(tmp
     with Store(tmp_path / "out") as store:
         runs = store.runs().set_index("name")
         assert runs.loc["tiny:seed=1", "error"] == "ValueError: boom in tiny:seed=1"
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_a_store_path_that_is_a_pipe_or_a_device_is_named_as_such(tmp_path, readonly):
+    # SQLite said "disk I/O error" (a FIFO, a link to /dev/null) and the read-only open
+    # "no results store at ..." where a pipe was
+    import os
+
+    from depthlab.experiments.store import Store, StoreError
+
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    device = tmp_path / "null.db"
+    device.symlink_to(os.devnull)
+    for path, kind in ((fifo, "a named pipe (FIFO)"), (device, "a device")):
+        with pytest.raises(StoreError) as e:
+            Store(path, readonly=readonly)
+        assert f"it is {kind}, not a database file" in str(e.value)
+        assert "\n" not in str(e.value)
+
+
+def test_a_sweep_into_a_pipe_says_so_in_one_line(tmp_path, capsys):
+    import os
+
+    from tests.helpers.cli import assert_one_line_error, run_cli
+
+    os.mkfifo(tmp_path / "fifo.db")
+    config = tmp_path / "grid.toml"
+    config.write_text('[data]\nname = "clusters"\nn = 120\n[model]\nsizes = ["auto", 8, "auto"]'
+                      '\n[train]\nepochs = 1\n[sweep]\n"train.seed" = [0, 1]\n')
+    code, _, err = run_cli(capsys, "sweep", config, "--out", tmp_path / "fifo.db")
+    assert_one_line_error(code, err, "it is a named pipe (FIFO), not a database file")

@@ -197,6 +197,23 @@ def _read_only_disk(path: Path) -> bool:
         return False
 
 
+def _not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a folder (a FIFO, a
+    device, a socket; through a symbolic link too), in words; else None."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "not a regular file")
+    return f"it is {kind}"
+
+
 def _storage_error(e: BaseException) -> bool:
     """An error of the file or its disk (full, read-only, damaged), not of the caller's data."""
     if isinstance(e, sqlite3.ProgrammingError | sqlite3.IntegrityError | sqlite3.DataError):
@@ -318,6 +335,10 @@ class Store:
             raise StoreError(f"cannot open results store {str(self.path)!r}: its file name is "
                              f"{len(os.fsencode(self.path.name))} bytes; accepted: at most "
                              f"{STORE_NAME_MAX} (SQLite adds -journal, -wal and -shm to it)")
+        special = _not_a_file(self.path)
+        if special:  # SQLite opened it: "disk I/O error", or a device taken for an empty store
+            raise StoreError(f"cannot open results store {str(self.path)!r}: {special}, not a "
+                             "database file; use another --out (a folder or a .db file)")
         if readonly:
             self._open_readonly(timeout)
             return
