@@ -105,3 +105,14 @@ def test_an_activation_function_before_an_average_pooling_is_recognized(act, exp
     model, _ = rx.apply({"normalization": "batchnorm"}, _AvgPooledConvs(act),
                         TorchTrainSpec(), torch.randn(32, 1, 8, 8))
     assert sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules()) == 3
+
+
+@pytest.mark.parametrize("data", ["digits", "house.csv"])
+def test_data_given_by_name_says_how_to_load_it(data):
+    # the command line takes --data NAME_OR_PATH; the API refused a name by its type alone
+    import depthlab.torch as dlt
+
+    with pytest.raises(TypeError) as e:
+        dlt.doctor(lambda: nn.Linear(64, 10), data, steps=1, verify=False)
+    said = str(e.value)
+    assert "\n" not in said and f"depthlab.data.load_dataset({data!r})" in said, said

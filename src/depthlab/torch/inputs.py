@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import warnings
 from typing import Any
 
@@ -111,9 +112,13 @@ def tensor_data(data: Any, device: torch.device, dtype: torch.dtype, seed: int,
         if len(parts) == 4 and parts[2] is None and parts[3] is None:
             parts = parts[:2]  # no validation set given: held out as for (x, y)
     else:
+        hint = ""
+        if isinstance(data, (str, os.PathLike)):  # the command line's --data NAME_OR_PATH
+            hint = (f" {os.fspath(data)!r}: load a data set by name or path first, "
+                    f"depthlab.data.load_dataset({os.fspath(data)!r})")
         raise TypeError("data must be a Dataset (x_train, y_train, x_val, y_val), a tuple "
                         "(x, y) or (x, y, x_val, y_val), or a torch Dataset/DataLoader of (x, y) "
-                        f"pairs, got {type(data).__name__}")
+                        f"pairs, got {type(data).__name__}{hint}")
     ts = [_as_tensor(v, label) for v, label in zip(parts, ("x", "y", "x_val", "y_val"))]
     for xs, ys, label in ((ts[0], ts[1], ""), *(((ts[2], ts[3], "_val"),) if len(ts) == 4
                                                  else ())):
