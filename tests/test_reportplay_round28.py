@@ -150,3 +150,19 @@ def test_a_json_frame_nested_too_deeply_is_one_error_and_the_tab_goes_on(server,
         assert "Recursion" not in m["message"]
         ws.send(json.dumps({"cmd": "step"}))
         assert receive_matching(ws, lambda m: m["type"] == "update" and m["step"] > 0)["step"] == 1
+
+
+def test_the_best_runs_of_a_sweep_where_most_failed_keep_their_place_on_the_scale():
+    # eight runs that learned nothing (accuracy about 0.1) and four that learned: the runaway
+    # rule must not cut the good runs' bars or give them the bar's end colour
+    acc = [0.098, 0.1, 0.102, 0.11, 0.095, 0.1, 0.105, 0.099, 0.85, 0.9, 0.88, 0.3]
+    runs = pd.DataFrame({"train.lr": [10.0 ** -k for k in range(12)], "val_acc": acc,
+                         "status": ["finished"] * 12})
+    ax = plot.sweep_metric(runs, ["train.lr"], "val_acc").axes[0]
+    assert ax.get_ylim()[1] >= 0.9 and not any("↑" in t.get_text() for t in ax.texts)
+    grid = _grid([[0.098, 0.1, 0.102, 0.11, 0.095], [0.1, 0.105, 0.099, 0.85, 0.9],
+                  [0.88, 0.3, 0.1, 0.1, 0.101], [0.097, 0.1, 0.1, 0.103, 0.1]])
+    grid = grid.rename(columns={"train_loss": "val_acc"})
+    mesh = plot.sweep_metric(grid, ["train.lr", "model.activation"], "val_acc").axes[0] \
+        .collections[0]
+    assert mesh.norm.vmax == 0.9 and mesh.colorbar.extend == "neither"

@@ -1173,7 +1173,8 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     fig, (ax,) = _new_figure(w, h, fixed=False)
     ax.grid(False)
     finite = np.isfinite(z)
-    vmin, vmax, extend = _colour_limits(z[finite]) if finite.any() else (0.0, 1.0, "neither")
+    vmin, vmax, extend = (_colour_limits(z[finite], "min" if higher_is_better else "max")
+                          if finite.any() else (0.0, 1.0, "neither"))
     norm = Normalize(vmin=vmin, vmax=vmax)
     cmap = colormaps["viridis" if higher_is_better else "viridis_r"].with_extremes(bad="#dddddd")
     mesh = ax.pcolormesh(np.arange(len(xs) + 1), np.arange(len(ys) + 1),
@@ -1212,13 +1213,15 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     return fig
 
 
-def _colour_limits(values: np.ndarray) -> tuple[float, float, str]:
+def _colour_limits(values: np.ndarray, worse: str) -> tuple[float, float, str]:
     """The colour scale of a heatmap of ``values`` (finite): their range, unless a few runaway
-    values (a run that "finished" with a loss of 8.5e17 beside losses of 0.6 .. 3.6) stretch it
-    more than tenfold; then the range of the values within 10 median absolute deviations of the
-    median, and which ends the colour bar extends past (``"max"``, ``"min"``, ``"both"``):
-    those cells take its end colour, their numbers written as measured. Was always the full
-    range, which painted every cell but the runaway one in one colour."""
+    values on the ``worse`` side (``"max"`` for a loss: a run that "finished" with a loss of
+    8.5e17 beside losses of 0.6 .. 3.6) stretch it more than tenfold; then it stops at the
+    values within 10 median absolute deviations of the median, and the third item says which
+    end the colour bar extends past (else ``"neither"``): those cells take its end colour, their
+    numbers written as measured. Was always the full range, which painted every cell but the
+    runaway one in one colour. The better side is never cut: the best runs of a sweep where
+    most failed (accuracy 0.85 beside many 0.1) keep their place on the scale."""
     v = np.asarray(values, float)
     lo, hi = float(v.min()), float(v.max())
     if len(v) >= 4:
@@ -1227,10 +1230,10 @@ def _colour_limits(values: np.ndarray) -> tuple[float, float, str]:
         inside = v[np.abs(v - med) <= 10 * mad]
         if mad > 0 and len(inside) >= 2:
             klo, khi = float(inside.min()), float(inside.max())
-            if khi > klo and hi - lo > 10 * (khi - klo):
-                extend = {(True, True): "both", (True, False): "min",
-                          (False, True): "max"}[(lo < klo, hi > khi)]
-                return klo, khi, extend
+            if worse == "max" and hi > khi and hi - lo > 10 * (khi - lo):
+                return lo, khi, "max"
+            if worse == "min" and lo < klo and hi - lo > 10 * (hi - klo):
+                return klo, hi, "min"
     return lo, hi, "neither"
 
 
@@ -1292,8 +1295,8 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     shown = hv.copy()
     cut = np.zeros(len(hv), bool)
     if ok_mask.any():
-        _, khi, extend = _colour_limits(hv[ok_mask])
-        if extend in ("max", "both") and khi > 0:
+        _, khi, extend = _colour_limits(hv[ok_mask], "min" if higher_is_better else "max")
+        if extend == "max" and khi > 0:
             cut = ok_mask & (hv > khi)
             shown[cut] = khi * 1.12
     ax.bar(pos[ok_mask], shown[ok_mask], color=OKABE_ITO[0], width=0.7)
