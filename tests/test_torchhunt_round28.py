@@ -75,3 +75,50 @@ def test_predicts_refusal_of_an_unmodelled_activation_lists_only_modelled_ones()
         dlt.predict(nn.Sequential(nn.Linear(6, 16), nn.Hardshrink(), nn.Linear(16, 3)),
                     torch.randn(8, 6))
     assert "Hardshrink" not in str(err.value).split("modelled: ")[1]
+
+
+def _channel_dropout_ratio(pool, layer, quantity, functional=False):
+    """sqrt(sum predicted^2 / sum measured^2) of one row over 2 seeds: Conv 3x3 (circular) ->
+    ReLU -> Dropout2d(0.5) -> ``pool`` -> Flatten -> Linear(256) -> Tanh -> Linear(10)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(16, 64, 3, padding=1, padding_mode="circular")
+            self.drop = nn.Dropout2d(0.5)
+            self.pool = pool
+            self.fc = nn.LazyLinear(256)
+            self.out = nn.Linear(256, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            h = (nn.functional.dropout2d(h, 0.5, self.training) if functional
+                 else self.drop(h))
+            h = self.pool(h).flatten(1)
+            return self.out(torch.tanh(self.fc(h)))
+
+    num = den = 0.0
+    for seed in range(2):
+        torch.manual_seed(seed)
+        model = Net().double()
+        model(torch.randn(2, 16, 8, 8, dtype=torch.float64))
+        x = torch.randn(64, 16, 8, 8, dtype=torch.float64)
+        y = torch.randint(0, 10, (64,))
+        df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
+        row = df[(df.layer == layer) & (df.quantity == quantity)].iloc[0]
+        num += row.predicted ** 2
+        den += row.value ** 2
+    return math.sqrt(num / den)
+
+
+@pytest.mark.parametrize("pool, layer, quantity, functional", [
+    (nn.AdaptiveAvgPool2d(1), 2, "pre_std", False),  # was 0.78
+    (nn.AdaptiveAvgPool2d(1), 2, "pre_std", True),
+    (nn.AvgPool2d(2), 2, "pre_std", False),  # was 0.90
+    (nn.MaxPool2d(2), 1, "grad_pre_std", False),  # was 1.20
+], ids=["gap", "gap-functional", "avg2", "max2"])
+def test_channel_dropout_before_a_pool_keeps_one_mask_per_window(pool, layer, quantity,
+                                                                 functional):
+    """Dropout2d zeroes a whole channel of an example: a pool's window shares its mask, so the
+    pool of the dropped channel is the dropped pool of the channel (the mask is not averaged
+    away over the window)."""
+    assert 0.92 < _channel_dropout_ratio(pool, layer, quantity, functional) < 1.08

@@ -52,8 +52,8 @@ from torch import nn
 
 from ..theory.gaussian import normal_rule
 
-__all__ = ["FUNCTIONS", "NODES", "Between", "backward", "between", "compress", "forward",
-           "function_module", "global_module", "mean_of", "pool_dims", "table"]
+__all__ = ["FUNCTIONS", "NODES", "Between", "backward", "between", "commuted", "compress",
+           "forward", "function_module", "global_module", "mean_of", "pool_dims", "table"]
 
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 _ADAPTIVE_MAX = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
@@ -87,6 +87,29 @@ class Between:
     mean_r2: float = 1.0
     mean_s: float = 1.0
     p: float = 0.0
+    channel: bool = False
+    """Dropout1d/2d/3d: one mask per channel of an example, shared by its positions, so it
+    commutes with the pools after it (:func:`commuted`)."""
+
+
+def commuted(betweens: list[Between]) -> list[Between]:
+    """``betweens`` in an order with the same result, each channel dropout (``Dropout2d``, ...)
+    moved after the pools that follow it: a pool's window reads one channel of one example,
+    whose mask is one number ``m >= 0``, so ``pool(m a) = m pool(a)`` (average and max, and the
+    gradient reaches the same entries); taken entry by entry before an average pool, the mask
+    was averaged away (Conv -> ReLU -> Dropout2d(0.5) -> global average pool -> Linear: that
+    Linear's pre_std predicted 0.78x the measurement, 2x2 average pool 0.90x; 2x2 max pool: the
+    conv's grad_pre_std 1.2x)."""
+    out = list(betweens)
+    i = 0
+    while i < len(out):
+        j = i
+        if out[i].kind == "dropout" and out[i].channel:
+            while j + 1 < len(out) and out[j + 1].kind in ("avg", "max"):
+                out[j], out[j + 1] = out[j + 1], out[j]
+                j += 1
+        i = j + 1
+    return out
 
 
 def _dims(module: nn.Module) -> int:
@@ -125,7 +148,8 @@ def between(module: nn.Module, x: torch.Tensor, out: torch.Tensor, label: str
     if isinstance(module, _DROPOUT):
         if not module.training or module.p == 0:
             return None
-        return Between("dropout", label, x.numel(), p=float(module.p))
+        return Between("dropout", label, x.numel(), p=float(module.p),
+                       channel=isinstance(module, _DROPOUT[1:]) and x.dim() >= 3)
     if not isinstance(module, (*_MAX, *_ADAPTIVE_MAX, *_AVG, *_ADAPTIVE_AVG)):
         return None
     d = _dims(module)

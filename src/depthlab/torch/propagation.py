@@ -454,7 +454,7 @@ def _between_forward(seg: dict, state: tuple) -> tuple:
     """The state after the pooling/dropout modules before the segment (kept with the
     distributions each reads and makes, ``seg["_between"]``, for the backward pass)."""
     items = []
-    for b in seg.get("between", ()):
+    for b in pooling.commuted(seg.get("between", [])):
         nxt = pooling.forward(b, state)
         items.append((b, state[3], nxt[3], state[4] if len(state) > 4 else None))
         state = nxt
