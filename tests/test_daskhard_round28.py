@@ -120,3 +120,44 @@ def test_a_sweep_into_a_pipe_says_so_in_one_line(tmp_path, capsys):
                       '\n[train]\nepochs = 1\n[sweep]\n"train.seed" = [0, 1]\n')
     code, _, err = run_cli(capsys, "sweep", config, "--out", tmp_path / "fifo.db")
     assert_one_line_error(code, err, "it is a named pipe (FIFO), not a database file")
+
+
+class _Hung(BaseException):
+    """Not an Exception: nothing of the sweep's may swallow it."""
+
+
+def test_an_interrupted_sweep_does_not_wait_for_another_process_lock(tmp_path):
+    # after Ctrl-C the sweep records the stored points it found as its own; with another
+    # process holding the store's lock (a sweep committing, an open sqlite3 session) it
+    # waited for it up to the store's 120 s timeout, saying "waiting ... Ctrl-C stops"
+    import signal
+    import sqlite3
+
+    from depthlab.experiments import Store, run_sweep
+    from depthlab.experiments.executors import InProcess
+    from depthlab.experiments.sweep import SweepInterrupted
+
+    out = tmp_path / "out"
+    raw = {**_TINY, "sweep": {"train.seed": [0, 1, 2]}}
+    run_sweep(raw, out, limit=1, echo=None)  # seed 0 stored: found by the next sweep
+    other = sqlite3.connect(out / "depthlab.db", isolation_level=None)
+
+    def compute(task):  # Ctrl-C while another process holds the lock
+        other.execute("BEGIN IMMEDIATE")
+        raise KeyboardInterrupt
+
+    def hung(*_):
+        raise _Hung("the interrupted sweep still waited for the lock after 20 s")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(SweepInterrupted):
+            run_sweep(raw, out, executor=InProcess(compute), echo=None)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        other.execute("ROLLBACK")
+        other.close()
+    with Store(out) as store:
+        assert list(store.runs().status) == ["finished"]

@@ -587,6 +587,20 @@ class Store:
             raise
 
     @contextmanager
+    def lock_wait(self, seconds: float) -> Iterator[None]:
+        """Inside, another process's lock is waited for at most ``seconds`` (then
+        :class:`StoreError`), not the store's ``timeout``: what an interrupted command still
+        writes must not keep it from stopping."""
+        old = self._timeout
+        self._timeout = min(old, max(0.0, float(seconds)))
+        self._conn.execute(f"PRAGMA busy_timeout={_busy_ms(self._timeout)}")
+        try:
+            yield
+        finally:
+            self._timeout = old
+            self._conn.execute(f"PRAGMA busy_timeout={_busy_ms(old)}")
+
+    @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Reads inside see the store as of their first read: one read transaction, so runs
         that other processes commit meanwhile appear in none of the tables rather than in some

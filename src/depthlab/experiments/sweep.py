@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,9 @@ __all__ = ["DONE_STATUSES", "SweepInterrupted", "SweepPoint", "SweepResult", "ex
 
 DONE_STATUSES: tuple[str, ...] = ("finished", "diverged")
 MAX_FAILURES_KEPT = 20
+INTERRUPT_LOCK_WAIT_S = 1.0
+"""After an interrupt, the sweep waits at most this long for another process's lock on the
+store to record the stored points it found as its own (then it stops without)."""
 MEMBERS_BATCH = 1000
 """Stored points a sweep finds (skips) are recorded as its points in transactions of this many
 (:meth:`~depthlab.experiments.store.Store.add_sweep_points`)."""
@@ -367,7 +371,12 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
         if len(listed) != total:  # every point met: the distinct ones are the sweep's size
             store.set_sweep_size(sweep, len(listed))
     except KeyboardInterrupt as e:
-        with contextlib.suppress(StoreError):  # the stored points it found count as its own
+        # the stored points it found count as its own, unless another process holds the
+        # store's lock: the interrupt waited for it (up to the store's 120 s, "Ctrl-C stops"
+        # said after the Ctrl-C); a rerun finds them again
+        with contextlib.suppress(StoreError), warnings.catch_warnings(), \
+                store.lock_wait(INTERRUPT_LOCK_WAIT_S):
+            warnings.simplefilter("ignore")
             record_found()
         if isinstance(e, SweepInterrupted):
             raise
