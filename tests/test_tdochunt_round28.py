@@ -116,3 +116,27 @@ def test_data_given_by_name_says_how_to_load_it(data):
         dlt.doctor(lambda: nn.Linear(64, 10), data, steps=1, verify=False)
     said = str(e.value)
     assert "\n" not in said and f"depthlab.data.load_dataset({data!r})" in said, said
+
+
+class _SqueezeExcite(nn.Module):
+    """A conv whose channels a squeeze-excitation gate scales: ``x * torch.sigmoid(fc2(...))``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.a = nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()
+        self.f1, self.f2 = nn.Linear(8, 4), nn.Linear(4, 8)
+        self.c2, self.a2, self.o = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.a(self.c(x))
+        g = torch.sigmoid(self.f2(F.relu(self.f1(F.adaptive_avg_pool2d(x, 1).flatten(1)))))
+        return self.o(self.a2(self.c2(x * g[:, :, None, None])).mean((2, 3)))
+
+
+def test_a_gate_applied_by_the_forward_is_no_activation_of_its_layer():
+    # the activation function applied to a layer's output is its activation only where the
+    # next layer's input can be a pooling of it: a gate's product is not (f2 stays without one)
+    torch.manual_seed(0)
+    traced = rx.trace(_SqueezeExcite(), torch.randn(16, 1, 8, 8))
+    assert [(t.name, t.activation_name) for t in traced] == [
+        ("c", "relu"), ("f1", "relu"), ("f2", None), ("c2", "relu"), ("o", None)]

@@ -501,6 +501,24 @@ def _hooked_calls(model: nn.Module, x: torch.Tensor) -> _Calls:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _pooled_after(act: nn.Module | None, s: torch.Tensor, nxt: torch.Tensor
+                  ) -> nn.Module | None:
+    """``act``, the activation function the forward applied to ``s`` itself, when ``nxt``
+    can be a pooling of ``act(s)``: as many examples, fewer entries each, every entry within
+    the range of that example's ``act(s)`` (an average pooling's means are); None otherwise
+    (a gate, ``x * torch.sigmoid(self.fc(s))``, whose product is no pooling of it)."""
+    if act is None or s.dim() == 0 or nxt.dim() == 0 or s.shape[0] != nxt.shape[0] \
+            or not s.shape[0] or not (0 < nxt[0].numel() < s[0].numel()) \
+            or not s.is_floating_point() or not nxt.is_floating_point():
+        return None
+    with torch.no_grad():
+        a = act(s.detach().double()).reshape(len(s), -1)
+        b = nxt.detach().double().reshape(len(nxt), -1)
+        tol = 16.0 * FUNCTIONAL_EPS * (a.abs().amax(1, keepdim=True) + 1e-30)
+        inside = (b >= a.amin(1, keepdim=True) - tol) & (b <= a.amax(1, keepdim=True) + tol)
+    return act if bool(inside.all()) else None
+
+
 def _follower(record: _Calls, i: int
               ) -> tuple[nn.Module | None, bool, torch.Tensor | None, nn.Module | None]:
     """What follows call ``i`` (a weight layer) of :func:`_hooked_calls`: ``(activation,
@@ -522,7 +540,8 @@ def _follower(record: _Calls, i: int
         if last is not None and nxt_in is not None and activation_name(nxt) is None \
                 and not _unchanged(last, nxt_in):  # (the usual case: checked first)
             act = functional_activation(last, nxt_in, extra) or \
-                pooled_activation(last, nxt_in, extra) or record.applied.get(at)
+                pooled_activation(last, nxt_in, extra) or \
+                _pooled_after(record.applied.get(at), last, nxt_in)
             if act is not None:
                 return act, normed, last, norm
             last = None  # something else between: a sum, a slice, a function
