@@ -124,23 +124,23 @@ class Network(Sequential):
             )
         if x.shape[0] == 0:
             raise ValueError("input batch is empty (0 rows)")
-        self._check_memory(x, finite, through)
         if finite:  # NaN/inf gave NaN outputs, 1e300 an 'overflow encountered in cast' warning
+            # (the cast's memory is checked there; the finite check goes a block at a time)
             from .training.data_checks import finite_features
 
             return finite_features(x, self.dtype, "x")
+        self._check_memory(x, through)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         return x
 
-    def _check_memory(self, x: Array, finite: bool, through: bool) -> None:
+    def _check_memory(self, x: Array, through: bool) -> None:
         """Refuse (:class:`~depthlab.memory.MemoryRefusal`, before allocating) an input whose
-        cast to the network's dtype, finite check (a mask of ``x.size`` bytes) and, with
-        ``through`` (all its rows go through the network at once: :meth:`forward`), every
-        layer's outputs and gradients cannot fit in the memory available (a batch of 10**10
-        rows was numpy's ``MemoryError: Unable to allocate 3.64 TiB`` from inside a layer)."""
-        need = (x.size * self.dtype.itemsize if x.dtype != self.dtype else 0) + (
-            x.size if finite else 0)
+        cast to the network's dtype and, with ``through`` (all its rows go through the network
+        at once: :meth:`forward`), every layer's outputs and gradients cannot fit in the memory
+        available (a batch of 10**10 rows was numpy's ``MemoryError: Unable to allocate 3.64
+        TiB`` from inside a layer)."""
+        need = x.size * self.dtype.itemsize if x.dtype != self.dtype else 0
         if through:
             row = self.__dict__.get("_row_bytes")
             if row is None:  # the widths are fixed once built: walked once, not every step
@@ -150,8 +150,6 @@ class Network(Sequential):
             parts = ["every layer's outputs and gradients"] if through else []
             if x.dtype != self.dtype:
                 parts.append(f"its {self.dtype.name} copy")
-            if finite:
-                parts.append("its finite check")
             check_fits(need, f"x of {x.shape[0]:,} rows x {x.shape[1]:,} features ("
                        f"{', '.join(parts)})")
 
@@ -195,8 +193,10 @@ class Network(Sequential):
         """Inference-mode outputs (dropout off, batch norm on its inference statistics),
         computed ``batch_size`` rows at a time."""
         batch_size = positive_int("batch_size", batch_size)
+        if isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[0]:
+            self._fitting_batch(x.shape[0], batch_size)  # refused before scanning 1e10 rows
         x = self.check_input(x, finite=True)
-        batch_size = self._fitting_batch(x, batch_size)
+        batch_size = self._fitting_batch(x.shape[0], batch_size)
         outs = [
             Sequential.forward(self, x[i : i + batch_size], False)
             for i in range(0, x.shape[0], batch_size)
@@ -204,15 +204,15 @@ class Network(Sequential):
         self.clear_cache()
         return outs[0] if len(outs) == 1 else xp.concatenate(outs)
 
-    def _fitting_batch(self, x: Array, batch_size: int) -> int:
+    def _fitting_batch(self, x: Array | int, batch_size: int) -> int:
         """``batch_size``, or fewer rows when a batch's cached layer outputs (pre-activation
         and activation of every layer) and the result would not fit in the memory available
         (the outputs do not depend on the batching: ``batch_size=10**7`` on a wide net asked
         for GBs); refused before allocating when not even one row fits."""
-        n = x.shape[0]
+        n = x if isinstance(x, int) else x.shape[0]  # ``x``: the rows, or their number
         rows = min(batch_size, n)
         per_row = batch_bytes(self, 1) * 2 // 3
-        result = n * self.n_outputs * x.itemsize
+        result = n * self.n_outputs * self.dtype.itemsize
         if per_row * rows + result < CHECK_FROM_BYTES:
             return batch_size
         avail = available_memory()

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, data_array
+from ..memory import CHECK_FROM_BYTES, check_fits
 
 
 def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Array, Array]:
@@ -31,9 +32,38 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{what} x has {x.shape[0]} rows but y has {y.shape[0]}")
     x = finite_features(x, dtype, f"{what} x")
-    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+    if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
         raise ValueError(f"{what} y contains NaN or infinity")
     return x, y
+
+
+_CHUNK = 1 << 22
+"""Entries checked at once by :func:`all_finite` (a 4 MiB mask)."""
+
+
+def all_finite(a: Array) -> bool:
+    """``np.isfinite(a).all()`` a block of rows at a time: the mask of a whole array (one byte
+    per entry) was allocated at once, 24 GB for 6e9 x 4 features (a broadcast or memory-mapped
+    ``x``), beyond the memory of the host, where the data themselves take none or are read
+    from disk."""
+    return first_nonfinite(a) is None
+
+
+def first_nonfinite(a: Array) -> tuple[int, ...] | None:
+    """The index of ``a``'s first NaN or infinite entry (None: all finite), found a block of
+    rows at a time (see :func:`all_finite`)."""
+    a = np.asarray(a)
+    if a.size <= _CHUNK or a.ndim == 0:
+        starts, rows = [0], max(1, a.shape[0] if a.ndim else 1)
+    else:
+        rows = max(1, _CHUNK // max(1, a.size // a.shape[0]))
+        starts = range(0, a.shape[0], rows)
+    for i in starts:
+        block = a[i:i + rows] if a.ndim else a
+        if not np.isfinite(block).all():
+            bad = tuple(int(j) for j in np.argwhere(~np.isfinite(block))[0])
+            return (bad[0] + i, *bad[1:]) if a.ndim else ()
+    return None
 
 
 def finite_features(x: Array, dtype: Any, what: str) -> Array:
@@ -42,10 +72,13 @@ def finite_features(x: Array, dtype: Any, what: str) -> Array:
     x = data_array(x)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{what} of dtype {x.dtype} is not accepted; accepted: real numbers")
+    if x.dtype != np.dtype(dtype) and x.size * np.dtype(dtype).itemsize >= CHECK_FROM_BYTES:
+        check_fits(x.size * np.dtype(dtype).itemsize,
+                   f"{what} ({' x '.join(f'{d:,}' for d in x.shape)}) as {np.dtype(dtype).name}")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below
         cast = x.astype(dtype, copy=False)
-    if not np.isfinite(cast).all():
-        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(cast))[0])
+    bad = first_nonfinite(cast)
+    if bad is not None:
         where = f"row {bad[0]}, column {bad[1]}" if len(bad) == 2 else f"index {bad}"
         if np.isfinite(x[bad]):
             raise ValueError(
