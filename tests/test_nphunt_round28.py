@@ -107,3 +107,28 @@ def test_the_finite_check_of_a_large_x_does_not_allocate_a_mask_of_it():
     with pytest.raises(ValueError, match=r"contains NaN or infinity \(first at row 6291455, "
                        r"column 1\)"):
         check_xy(bad, np.zeros(len(bad)), n_inputs=2, dtype=np.float32)
+
+
+def test_a_failed_save_leaves_no_new_empty_folder(tmp_path, monkeypatch):
+    # dl.save(net, "new/sub/net.npz") (and every atomic write: predict --to, report, ...) on a
+    # full disk raised "cannot write ...: no space left on device" but left the folders it had
+    # created, new/sub, behind, empty. They are removed again; a folder that existed stays.
+    import errno
+
+    import depthlab.atomic as atomic
+    from depthlab.atomic import AtomicWriteError
+
+    net = dl.mlp([3, 4, 2], seed=0)
+    (tmp_path / "old").mkdir()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    for target in (tmp_path / "new" / "sub" / "net.npz", tmp_path / "old" / "sub" / "net.npz"):
+        with pytest.raises(AtomicWriteError, match="no space left on device"):
+            dl.save(net, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+    assert list((tmp_path / "old").iterdir()) == []
+    monkeypatch.undo()
+    assert dl.load(dl.save(net, tmp_path / "new" / "sub" / "net.npz")).config == net.config

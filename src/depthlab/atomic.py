@@ -128,6 +128,7 @@ def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
     if path.is_dir():  # os.replace's "Is a directory (the previous version is kept)"
         raise AtomicWriteError(errno.EISDIR, f"cannot write {str(path)!r}: it is a folder; "
                                "expected a file name", str(path))
+    made = _missing_folders(path.parent)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path.parent)
@@ -138,6 +139,7 @@ def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
         blocker = in_the_way(path.parent) if isinstance(
             exc, FileExistsError | NotADirectoryError) else None
         reason = blocker or _reason(exc)
+        _remove_empty(made)
         raise AtomicWriteError(exc.errno, f"cannot write {str(path)!r}: {reason}",
                                str(path)) from exc
     try:
@@ -148,9 +150,30 @@ def _stage(path: Path, write: Callable[[BinaryIO], object]) -> str:
             os.fsync(fh.fileno())
     except BaseException as exc:
         _unlink(tmp)
+        _remove_empty(made)
         _raise_named(exc, path)
         raise
     return tmp
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders ``mkdir(parents=True)`` of ``folder`` would create, deepest first."""
+    out: list[Path] = []
+    with contextlib.suppress(OSError, ValueError):
+        while not os.path.lexists(folder) and folder != folder.parent:
+            out.append(folder)
+            folder = folder.parent
+    return out
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), as long as they are empty:
+    ``dl.save(net, "new/sub/net.npz")`` on a full disk left ``new/sub`` behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another writer), or not created after all
+            return
 
 
 def _unlink(tmp: str) -> None:
