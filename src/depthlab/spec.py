@@ -463,6 +463,8 @@ class ModelSpec(_Section):
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{prefix}activation_kwargs = {fmt(self.activation_kwargs)}: "
                                   f"{e}", prefix + "activation_kwargs") from None
+            self._set(activation_kwargs=plain_arguments(self.activation_kwargs, ACTIVATIONS,
+                                                        self.activation))
         _check_bias_init(self.bias_init, prefix)
 
     @property
@@ -474,6 +476,32 @@ class ModelSpec(_Section):
         """This spec with new layer ``sizes`` (``depth`` and ``width`` follow them; a plain
         ``replace(spec, sizes=...)`` would let the old depth and width rebuild them)."""
         return dataclasses.replace(self, sizes=sizes, depth=None, width=None)
+
+
+def plain_arguments(kwargs: dict[str, Any], registry: Any, name: Any) -> dict[str, Any]:
+    """Accepted keyword arguments of a registered activation or loss in one form: NumPy
+    scalars as Python numbers, and a number given where the constructor's default is a float
+    as that float (``alpha = 2`` and ``alpha = 2.0`` are one setting, one run id, as an
+    optimizer's ``momentum = 1`` is; ``-0.0`` as ``0.0``). A NumPy scalar was kept as is:
+    ``dl.save`` then refused the network's recipe as not plain JSON."""
+    import inspect
+
+    import numpy as np
+
+    try:
+        factory = registry[name]
+        target = factory.__init__ if isinstance(factory, type) else factory
+        defaults = {k: p.default for k, p in inspect.signature(target).parameters.items()}
+    except (KeyError, TypeError, ValueError):  # an object passed through: no arguments
+        defaults = {}
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if is_num(v) and isinstance(defaults.get(k), float):
+            v = float(v) + 0.0
+        out[k] = v
+    return out
 
 
 def _check_bias_init(bias_init: Any, prefix: str) -> None:
@@ -606,6 +634,7 @@ class TrainSpec(_Section):
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{prefix}loss_kwargs = {fmt(self.loss_kwargs)}: {e}",
                                   prefix + "loss_kwargs") from None
+            self._set(loss_kwargs=plain_arguments(self.loss_kwargs, LOSSES, self.loss))
         if self.epochs is None and self.max_steps is None:
             self._set(epochs=1)
 

@@ -188,7 +188,7 @@ def _parse_value(f: Field, raw: Any) -> Any:
             return False
         raise bad
     if f.kind == "choice":
-        text = str(raw).strip().lower()
+        text = _canonical_name(f, str(raw).strip())
         if text not in f.choices:
             raise bad
         return text
@@ -210,6 +210,26 @@ def _parse_value(f: Field, raw: Any) -> Any:
     if f.hi is not None and (v > f.hi or (f.hi_open and v == f.hi)):
         raise bad
     return v
+
+
+def _canonical_name(f: Field, text: str) -> str:
+    """A choice as the spec reads it (``leaky-relu``, ``LeakyReLU``, ``xavier_uniform``,
+    ``CrossEntropyLoss``, ``fashion_mnist``: the canonical name a config file, ``dl.mlp`` and
+    ``dl.fit`` make of them, refused here before); lower case when the spec knows no such
+    name (the message then lists the control's choices)."""
+    from ..spec import SPECS, check_field
+
+    section, _, name = f.key.partition(".")
+    try:
+        if f.key == "data.name":
+            from ..data import find_builtin
+
+            found = find_builtin(text)
+            return found.name if found is not None else text.lower()
+        canonical = check_field(SPECS[section], name, text)
+    except (KeyError, TypeError, ValueError):
+        return text.lower()
+    return canonical if isinstance(canonical, str) else text.lower()
 
 
 def _comma_hint(f: Field, raw: Any) -> str:

@@ -43,6 +43,8 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = True) -> None:
+        if isinstance(monitor, str):  # "VAL_LOSS", " val_loss": as a [train] monitor reads
+            monitor = monitor.strip().lower()
         if monitor not in METRICS:
             raise ValueError(f"monitor={monitor!r} is not accepted; accepted: "
                              + ", ".join(METRICS))

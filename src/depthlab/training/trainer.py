@@ -128,6 +128,9 @@ class Trainer:
         self.standardizer: Standardize | None = None
         self.callbacks = _check_callbacks(callbacks)
         self.early_stopping = None  # the [train] keys patience, monitor, min_delta
+        # the [train] rules (monitor = "VAL_LOSS" was accepted by a config, refused by fit)
+        monitor = check_field(TrainSpec, "monitor", monitor)
+        min_delta = check_field(TrainSpec, "min_delta", min_delta)
         if patience is not None:
             from .early_stopping import EarlyStopping
 

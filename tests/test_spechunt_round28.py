@@ -1,0 +1,94 @@
+"""Round 28, the recipe spec and what is built on it: one rule for every key through dl.mlp,
+dl.fit, a config file, the playground's setup and a stored run's round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.experiments.config import run_id, validate
+
+
+def _config(model=None, train=None):
+    return {"data": {"name": "digits"},
+            "model": {"sizes": ["auto", 8, "auto"], **(model or {})},
+            "train": dict(train or {})}
+
+
+@pytest.mark.parametrize("a, b", [
+    (_config({"activation": "elu", "activation_kwargs": {"alpha": 2}}),
+     _config({"activation": "elu", "activation_kwargs": {"alpha": 2.0}})),
+    (_config({"activation": "leaky_relu", "activation_kwargs": {"negative_slope": -0.0}}),
+     _config({"activation": "leaky_relu", "activation_kwargs": {"negative_slope": 0.0}})),
+    (_config(train={"loss": "huber", "loss_kwargs": {"delta": 2}}),
+     _config(train={"loss": "huber", "loss_kwargs": {"delta": 2.0}})),
+])
+def test_an_activation_or_loss_argument_written_as_an_int_is_the_same_run(a, b):
+    # alpha = 2 and alpha = 2.0 build the same network and train it the same way, but hashed
+    # as "2" and "2.0" they had two run ids (a stored run was trained again); an optimizer's
+    # momentum = 1 was already the float 1.0
+    ca, cb = validate(a), validate(b)
+    assert ca == cb
+    assert run_id(ca) == run_id(cb)
+    kwargs = ca["model"]["activation_kwargs"] or ca["train"]["loss_kwargs"]
+    assert all(type(v) is float for v in kwargs.values())
+
+
+def test_a_numpy_number_in_activation_kwargs_leaves_a_recipe_dl_save_writes(tmp_path):
+    # mlp(activation_kwargs={"alpha": np.float32(0.5)}) kept the NumPy scalar in net.config:
+    # dl.save refused the network ("the network's recipe ... is not plain JSON")
+    net = dl.mlp([4, 8, 3], "elu", activation_kwargs={"alpha": np.float32(0.5)})
+    assert net.config["activation_kwargs"] == {"alpha": 0.5}
+    assert type(net.config["activation_kwargs"]["alpha"]) is float
+    dl.save(net, tmp_path / "n.npz")
+    back = dl.load(tmp_path / "n.npz")
+    assert back.config == net.config
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    assert np.array_equal(back.predict(x), net.predict(x))
+    assert dl.mlp(**net.config).config == net.config
+
+
+def test_fit_reads_monitor_and_min_delta_by_the_train_sections_rules():
+    # a config accepted monitor = "VAL_LOSS" (a choice, case ignored) while fit refused it;
+    # min_delta = "0.1" was a ValueError from fit, a TypeError from a config
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 4)), np.arange(40) % 3
+    assert validate(_config(train={"patience": 2, "monitor": "VAL_LOSS"}))["train"][
+        "monitor"] == "val_loss"
+    tr = dl.Trainer(dl.mlp([4, 6, 3]), patience=2, monitor="VAL_LOSS", max_steps=2)
+    assert tr.early_stopping.monitor == "val_loss"
+    tr.fit(x, y, x, y)
+    assert dl.Trainer(dl.mlp([4, 6, 3]), monitor="Val_Loss").early_stopping is None
+    with pytest.raises(TypeError, match=r'^min_delta = "0.1" has the wrong type'):
+        dl.Trainer(dl.mlp([4, 6, 3]), patience=2, min_delta="0.1")
+    with pytest.raises(ValueError, match=r'^monitor = "loss" is not accepted; accepted: '
+                                         r'"val_loss"'):
+        dl.Trainer(dl.mlp([4, 6, 3]), patience=2, monitor="loss")
+    from depthlab.training.early_stopping import EarlyStopping
+
+    assert EarlyStopping(" Train_Loss ").monitor == "train_loss"
+
+
+@pytest.mark.parametrize("key, given, canonical", [
+    ("model.activation", "LeakyReLU", "leaky_relu"),
+    ("model.activation", "leaky-relu", "leaky_relu"),
+    ("model.init", "xavier_uniform", "glorot_uniform"),
+    ("train.loss", "CrossEntropyLoss", "cross_entropy"),
+    ("data.name", "fashion_mnist", "fashion-mnist"),
+    ("model.bias_init", "Zeros", "zeros"),
+])
+def test_the_playground_reads_a_name_as_a_config_does(key, given, canonical):
+    # a URL query ?model.activation=leaky-relu was refused ("expected one of ... leaky_relu")
+    # while a config file, dl.mlp and dl.fit read it
+    from depthlab.playground.setup import SetupError, parse_setup
+
+    section, _, name = key.partition(".")
+    raw = _config()
+    raw.setdefault(section, {})[name] = given
+    if section == "data":
+        raw["data"] = {"name": given}
+    assert validate(raw)[section][name] == canonical
+    assert parse_setup({key: given})[key] == canonical
+    with pytest.raises(SetupError, match="is not accepted; expected one of"):
+        parse_setup({key: "no_such_name"})
