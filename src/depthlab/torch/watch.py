@@ -113,7 +113,10 @@ class _OptimizersOf:
     Watch with a ``scaler`` (``scaler.step`` calls ``optimizer.step``): ``seen`` maps
     ``id(optimizer)`` to (a weak reference to it, whether it holds one of the weights);
     :meth:`mine` gives the ids of the live ones that do. The Watch is held weakly (a global
-    hook)."""
+    hook). While the Watch is armed, a step of such an optimizer marks the gradients it read
+    (``Watch._stepped_marks``): unchanged at the record, the optimizer stepped before
+    ``Watch.step`` (after ``scaler.update()``: refused; without a scaler: warned, the weight
+    rows being those after the update)."""
 
     def __init__(self, watch: Watch) -> None:
         self.watch = weakref.ref(watch)
@@ -121,11 +124,15 @@ class _OptimizersOf:
         self.limit = 64
 
     def __call__(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        holds = self.note(opt)
         watch = self.watch()
-        if holds and watch is not None and watch._rec.armed:
+        if watch is None:
+            return
+        if watch.scaler is None and (watch._warned_order or not watch._rec.armed):
+            return  # without a scaler only the armed steps matter (Watch._check_step_order)
+        holds = self.note(opt)
+        if holds and watch._rec.armed:
             # the gradients this step of the watched weights reads: unchanged at the record,
-            # it ran before Watch.step (see Watch._unscaled)
+            # it ran before Watch.step (see Watch._unscaled, Watch._check_step_order)
             watch._stepped_marks = watch._marks()
 
     def note(self, opt: torch.optim.Optimizer) -> bool:
@@ -295,13 +302,14 @@ class Watch:
         self.theory_note = "no theory: not computed (theory=False)" if not theory else \
             "no theory: not computed yet (computed at the first recorded step)"
         self._theory_pending = self._rec.want_input = bool(theory)
-        self._optimizers: _OptimizersOf | None = None
-        self._optimizers_hook = None
-        if scaler is not None:  # which optimizers step these weights (see _scaler_state)
-            from torch.optim.optimizer import register_optimizer_step_pre_hook
+        self._warned_order = False
+        self._warned_zero = False
+        # which optimizers step these weights (see _scaler_state), and whether one stepped
+        # before Watch.step (_check_scaler_order, _check_step_order)
+        from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-            self._optimizers = _OptimizersOf(self)
-            self._optimizers_hook = register_optimizer_step_pre_hook(self._optimizers)
+        self._optimizers: _OptimizersOf | None = _OptimizersOf(self)
+        self._optimizers_hook = register_optimizer_step_pre_hook(self._optimizers)
         self._rec.arm()  # step 0 is recorded
 
     # -- training loop -----------------------------------------------------------------------
@@ -442,6 +450,11 @@ class Watch:
         live = {id(p) for _, p in self._weights}
         if self._grad_marks:  # the replaced weights' gradients do not tell a backward ran
             self._grad_marks = [m for m in self._grad_marks if id(m[0]) in live]
+        if self._stepped_marks:  # nor that an optimizer stepped on this step's gradients
+            # (all weights re-assigned after an optimizer step, load_state_dict(assign=True)
+            # and a new optimizer: their old .grad unchanged was refused as after
+            # scaler.update())
+            self._stepped_marks = [m for m in self._stepped_marks if id(m[0]) in live]
         return present
 
     def _relayer(self, n: int) -> None:
@@ -629,6 +642,8 @@ class Watch:
         self._check_backward()
         if self.scaler is not None:
             self._check_scaler_order()
+        else:
+            self._check_step_order(n)
         self._rec.settle()  # the pass that the backward ran through, read from here on
         extra = [(0, "", "loss", self._pending[-1])]
         if not self._warned_twice:
@@ -672,6 +687,8 @@ class Watch:
         values = self._rec.values
         if self.scaler is not None:
             values = self._unscaled(values, quantities)
+        if not self._warned_zero:
+            self._check_zeroed(n, layers, quantities, values)
         self._col_step.extend([n] * len(values))
         self._col_layer.extend(layers)
         self._col_module.extend(modules)
@@ -694,6 +711,56 @@ class Watch:
                              "step's; call it before scaler.step(opt) (or between "
                              "scaler.step and scaler.update)")
         self._stepped_marks = None
+
+    def _check_step_order(self, n: int) -> None:
+        """Warn (once) when an optimizer of the watched weights stepped on the very gradients
+        of this record (its step pre-hook's marks unchanged: no backward since): Watch.step
+        came after ``optimizer.step()``, so the weight rows are of the updated weights."""
+        marks, self._stepped_marks = self._stepped_marks, None
+        if (marks and not self._warned_order
+                and all((g := p.grad) is not None and ref() is g and g._version == v
+                        for p, ref, v in marks)):
+            self._warned_order = True
+            warnings.warn(f"Watch: optimizer.step() ran on the gradients of step {n} before "
+                          "Watch.step(loss): its weight_std and update_ratio rows are of the "
+                          "weights after that update, not of those its forward ran with; "
+                          "call Watch.step(loss) after loss.backward() and before "
+                          "optimizer.step() (with a torch.amp.GradScaler: pass "
+                          "scaler=scaler and call it before scaler.step(opt))",
+                          RuntimeWarning, stacklevel=4)
+
+    def _check_zeroed(self, n: int, layers: Sequence[int], quantities: Sequence[str],
+                      values: Sequence[float]) -> None:
+        """Warn (once) when every weight's ``.grad`` is zero while the backward carried a
+        gradient to the outputs of two layers or more: ``optimizer.zero_grad(set_to_none=
+        False)`` between the backward and Watch.step (set_to_none=True leaves no ``.grad``,
+        which :meth:`_check_backward` says). A layer whose output has a gradient has a zero
+        weight gradient only when its input is zero (the output layer of a network whose
+        hidden units are all dead or all-zero weights: one layer), so a model that trains
+        is not warned about."""
+        try:
+            first = quantities.index("weight_grad_absmean")
+        except ValueError:  # no weight has a .grad
+            return
+        if values[first] != 0.0:  # the usual case: one look
+            return
+        zero, graded = set(), set()
+        for layer, q, v in zip(layers, quantities, values):
+            if q == "weight_grad_absmean":
+                if v != 0.0:
+                    return
+                zero.add(layer)
+            elif q == "grad_pre_absmean" and v > 0.0:
+                graded.add(layer)
+        if len(graded & zero) >= 2:
+            self._warned_zero = True
+            warnings.warn(f"Watch: at step {n} every weight's .grad is zero while the backward "
+                          f"carried gradients through {len(graded & zero)} layers "
+                          "(grad_pre_absmean > 0): were they zeroed "
+                          "(optimizer.zero_grad(set_to_none=False)) between loss.backward() "
+                          "and Watch.step(loss)? Its weight_grad_* rows are those zeros; call "
+                          "Watch.step(loss) after loss.backward() and before "
+                          "optimizer.step() and zero_grad()", RuntimeWarning, stacklevel=4)
 
     def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
         """The record's values with the gradient rows divided by the GradScaler's scale."""
