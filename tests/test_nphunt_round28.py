@@ -132,3 +132,19 @@ def test_a_failed_save_leaves_no_new_empty_folder(tmp_path, monkeypatch):
     assert list((tmp_path / "old").iterdir()) == []
     monkeypatch.undo()
     assert dl.load(dl.save(net, tmp_path / "new" / "sub" / "net.npz")).config == net.config
+
+
+def test_fit_standardize_refuses_copies_that_cannot_fit_before_allocating(monkeypatch):
+    # dl.fit(standardize=True) makes a float64 copy of x, (x - mean) / std in float64 and its
+    # cast to the network's dtype: on a 1e9 x 4 float32 x (20 GB) that was numpy's MemoryError
+    # from inside the statistics. Refused first, naming the work; within memory it trains.
+    x = np.random.default_rng(0).normal(size=(200_000, 4)).astype(np.float32)  # 3.2 MB
+    y = (x[:, 0] > 0).astype(np.int64)
+    net = dl.mlp([4, 2], seed=0)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "10M")  # the copies take 16 MB
+    with pytest.raises(MemoryRefusal, match=r"standardize=True on the training x \(200,000 x 4: "
+                       r"float64 copies and the float32 result\) needs about 15\.3 MiB"):
+        dl.fit(net, x, y, standardize=True, max_steps=1, batch_size=8, eval_train=False)
+    hist = dl.fit(net, x[:20_000], y[:20_000], standardize=True, max_steps=1, batch_size=8,
+                  eval_train=False)
+    assert hist.steps == 1

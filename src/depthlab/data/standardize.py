@@ -50,8 +50,10 @@ def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
     with np.errstate(over="ignore", invalid="ignore"):  # such columns: below
         out = xp.subtract(x, m)
         xp.divide(out, s, out=out)
-    if out.ndim == 2 and out.dtype.kind == "f" and not np.isfinite(out).all() and (
-            np.isfinite(x).all() and np.isfinite(m).all() and np.isfinite(s).all()):
+    from depthlab.training.data_checks import all_finite  # block by block: no n x d mask
+
+    if out.ndim == 2 and out.dtype.kind == "f" and not all_finite(out) and (
+            all_finite(x) and np.isfinite(m).all() and np.isfinite(s).all()):
         bad = ~np.isfinite(out).all(axis=0)
         out[:, bad] = x[:, bad] / s[bad] - m[bad] / s[bad]
     return out

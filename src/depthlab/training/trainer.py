@@ -15,7 +15,7 @@ from ..backend import Array
 from ..backend import rng as make_rng
 from ..layers import Standardize
 from ..losses import get_loss
-from ..memory import check_batch
+from ..memory import CHECK_FROM_BYTES, check_batch, check_fits
 from ..network import Network
 from ..optimizers import Optimizer, get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
@@ -219,6 +219,9 @@ class Trainer:
              y_val: ArrayLike | None) -> History:
         net = self.net
         raw = np.float64 if self.standardize else net.dtype  # cast after standardizing
+        if self.standardize:
+            for part, what in ((x, "training"), (x_val, "validation")):
+                _check_standardize_memory(part, net.dtype, what)
         x, y = check_xy(x, y, n_inputs=net.n_inputs, dtype=raw)
         if (x_val is None) != (y_val is None):
             raise ValueError("give both x_val and y_val, or neither; got only "
@@ -556,3 +559,16 @@ def fit(net: Network, x: ArrayLike, y: ArrayLike, x_val: ArrayLike | None = None
         y_val: ArrayLike | None = None, **kwargs: Any) -> History:
     """Train ``net`` (see :class:`Trainer` for the options) and return its :class:`History`."""
     return Trainer(net, **kwargs).fit(x, y, x_val, y_val)
+
+
+def _check_standardize_memory(x: Any, dtype: Any, what: str) -> None:
+    """Refuse ``fit(standardize=True)`` on an ``x`` whose standardized copies cannot fit,
+    before allocating: its float64 copy (unless it is float64), ``(x - mean) / std`` in
+    float64 and that cast to the network's ``dtype`` are alive at once (a 1e9 x 4 float32 x:
+    20 GB; it was numpy's MemoryError from inside the statistics or the subtraction)."""
+    if not isinstance(x, np.ndarray) or x.ndim != 2:
+        return  # a list or a wrong shape: check_xy names it
+    per = (0 if x.dtype == np.float64 else 8) + 8 + np.dtype(dtype).itemsize
+    if x.size * per >= CHECK_FROM_BYTES:
+        check_fits(x.size * per, f"standardize=True on the {what} x ({x.shape[0]:,} x "
+                   f"{x.shape[1]:,}: float64 copies and the {np.dtype(dtype).name} result)")
