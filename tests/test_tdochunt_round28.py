@@ -140,3 +140,38 @@ def test_a_gate_applied_by_the_forward_is_no_activation_of_its_layer():
     traced = rx.trace(_SqueezeExcite(), torch.randn(16, 1, 8, 8))
     assert [(t.name, t.activation_name) for t in traced] == [
         ("c", "relu"), ("f1", "relu"), ("f2", None), ("c2", "relu"), ("o", None)]
+
+
+class _NoGradBackbone(nn.Module):
+    """A fixed feature extractor run under torch.no_grad() in the forward (its weights still
+    require grad) and a trained head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
+                                      nn.Linear(64, 64), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.backbone(x)
+        return self.head(h)
+
+
+def test_layers_run_under_no_grad_do_not_hide_a_too_high_learning_rate():
+    # their update ratio was 0 at every step (the backward never reaches them), so three
+    # backbone layers held lr_too_high's median over layers at 0 at Adam lr 0.3, which the
+    # same model with requires_grad=False backbone gets (lr 0.03: 1.40 -> 0.23, 100 steps)
+    import depthlab.torch as dlt
+    from depthlab.data import load_dataset
+
+    data = load_dataset("digits", seed=0, n=400)
+    d = dlt.doctor(_NoGradBackbone, data, optimizer=("adam", {"lr": 0.3}), steps=40,
+                   verify=False)
+    assert "lr_too_high" in [f.kind for f in d.findings]
+    ratios = d.probes[d.probes["quantity"] == "update_ratio"]
+    assert sorted(ratios["module"].unique()) == ["head.0", "head.2"]

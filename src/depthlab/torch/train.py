@@ -533,26 +533,32 @@ class TrainResult:
 
 class _UpdateRatios:
     """Copies the weight layers' tensors before a probed update, then computes
-    ``||W_k - W_(k-1)|| / ||W_(k-1)||`` on the device with one host transfer."""
+    ``||W_k - W_(k-1)|| / ||W_(k-1)||`` on the device with one host transfer; only for the
+    weights the backward reached (``.grad`` set): a layer the forward runs under
+    ``torch.no_grad()`` (a fixed backbone whose weights still require grad) is no more
+    updated than a frozen one, and its ratio of 0 at every step held the median over layers
+    (lr_too_high's metric) at 0 while the trained head's updates rewrote its weights."""
 
     def __init__(self, layers: Sequence[tuple[int, str, torch.Tensor]]) -> None:
         self.layers = list(layers)
-        self.before: list[torch.Tensor] = []
+        self.before: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []
 
     def snapshot(self) -> None:
-        self.before = [w.detach().clone() for _, _, w in self.layers]
+        self.before = [(idx, name, w, w.detach().clone()) for idx, name, w in self.layers
+                       if w.grad is not None]
 
     def rows(self, step: int) -> list[tuple]:
         if not self.before:
             return []
         with torch.no_grad():
-            n0 = torch.stack([b.float().norm() for b in self.before])
+            n0 = torch.stack([b.float().norm() for *_, b in self.before])
             n1 = torch.stack([(w.detach().float() - b.float()).norm()
-                              for (_, _, w), b in zip(self.layers, self.before)])
+                              for _, _, w, b in self.before])
             ratio = (n1 / n0).cpu().numpy().astype(np.float64)
+        rows = [(step, idx, name, "update_ratio", float(r))
+                for (idx, name, _, _), r in zip(self.before, ratio)]
         self.before = []
-        return [(step, idx, name, "update_ratio", float(r))
-                for (idx, name, _), r in zip(self.layers, ratio)]
+        return rows
 
 
 _RUN_PROGRESS: contextvars.ContextVar[list | None] = contextvars.ContextVar(
