@@ -166,3 +166,15 @@ def test_the_best_runs_of_a_sweep_where_most_failed_keep_their_place_on_the_scal
     mesh = plot.sweep_metric(grid, ["train.lr", "model.activation"], "val_acc").axes[0] \
         .collections[0]
     assert mesh.norm.vmax == 0.9 and mesh.colorbar.extend == "neither"
+
+
+def test_a_float64_runs_activations_near_the_largest_float_are_on_the_axis():
+    # a float64 run diverging: act_std 1e300 at its last finite step. matplotlib's log margin
+    # above 1e300 overflowed and the axis fell back to 1 .. 10: no line of either run shown
+    fig = plot.activation_per_layer({
+        "lr=0.1": _table({0: [0.6, 0.5, 0.4], 10: [0.7, 0.6, 0.5]}),
+        "lr=1e3": _table({0: [0.6, 0.5, 0.4], 10: [np.inf, 1e300, 2.0]})})
+    fig.canvas.draw()
+    end = fig.axes[1]
+    lo, hi = end.get_ylim()
+    assert lo <= 0.5 and 1e300 <= hi < np.inf, (lo, hi)

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patheffects import Normal, Stroke
+from matplotlib.ticker import FixedLocator, NullLocator
 
 from .report import figures as _f
 
@@ -341,11 +342,31 @@ def _recorded_after(table: pd.DataFrame, quantity: str, step: Any) -> bool:
     return bool(len(sel)) and bool((sel > step).any())
 
 
+def _fit_huge_log_axis(ax, lo: float, hi: float) -> None:
+    """Limits of a log y axis drawing ``lo`` .. ``hi`` (> 0) when the top is near the largest
+    float (a float64 run's diverging activations of 1e300): matplotlib's margin above it
+    overflowed to inf and the axis fell back to 1 .. 10, showing none of the lines. The same
+    5% margin in decades, the top kept below 1e308."""
+    a, b = math.log10(lo), math.log10(hi)
+    pad = 0.05 * (b - a) if b > a else 0.5
+    if b + pad > 300:
+        bottom, top = a - pad, min(b + pad, 308.0)
+        ax.set_ylim(10.0 ** bottom, max(10.0 ** top, hi) if hi < math.inf else 10.0 ** top)
+        # ticks at finite powers of ten only: matplotlib's locator put one a decade step
+        # past the top (10^320 = inf), which its formatter could not write (OverflowError)
+        step = next(k for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 1000)
+                    if k >= (top - bottom) / 8)
+        first = math.ceil(bottom / step) * step
+        ax.yaxis.set_major_locator(FixedLocator(
+            [10.0 ** k for k in range(first, math.floor(top) + 1, step)]))
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
 def _own_scales(ranges: Sequence[tuple[float, float]], whole: tuple[float, float]) -> bool:
     """Whether panels drawing the positive ``ranges`` (lo, hi) each need a y axis of their own:
     together they span more than 3 decades and some panel fills under a third of that."""
-    span = math.log10(whole[1] / whole[0])
-    return span > 3 and min(math.log10(h / lo) for lo, h in ranges) < span / 3
+    span = math.log10(whole[1]) - math.log10(whole[0])  # (1e300 / 1e-20 overflows)
+    return span > 3 and min(math.log10(h) - math.log10(lo) for lo, h in ranges) < span / 3
 
 
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
@@ -548,6 +569,7 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             ax.set_xlim(span[0] - pad, span[1] + pad)
         ax.set_yscale("log")
         _f._tidy_log_axis(ax.yaxis, *(ranges[k] if own else (lo, hi)))
+        _fit_huge_log_axis(ax, *(ranges[k] if own else (lo, hi)))
         ax.set_xlabel("module (nearest the input on the left)" if names else
                       "layer (1 = first hidden, nearest the input)")
         ax.set_title(when)
