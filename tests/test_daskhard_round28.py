@@ -161,3 +161,21 @@ def test_an_interrupted_sweep_does_not_wait_for_another_process_lock(tmp_path):
         other.close()
     with Store(out) as store:
         assert list(store.runs().status) == ["finished"]
+
+
+def test_numpy_grid_values_are_named_as_their_python_values():
+    # np.float32(0.1) trains with lr 0.10000000149011612 (its own run id) but its point was
+    # named "lr=0.1", the name of the point of 0.1; an array of sizes read "[5 8 4]"
+    import numpy as np
+
+    from depthlab.experiments.sweep import iter_points
+
+    raw = {**_TINY, "sweep": {"train.lr": [0.1, np.float32(0.1)],
+                              "model.sizes": [np.array([64, 8, 4]), [64, 8, 4]]}}
+    points = list(iter_points(raw))
+    names = [p.name.split(":", 1)[1] for p in points]
+    assert names[0] == "lr=0.1,sizes=[64,8,4]"
+    assert names[2] == "lr=0.10000000149011612,sizes=[64,8,4]"
+    assert names[1] == names[0] and points[1].id == points[0].id  # the same point twice
+    assert points[2].config["train"]["lr"] == float(np.float32(0.1))
+    assert len({p.id for p in points}) == 2

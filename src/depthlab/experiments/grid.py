@@ -127,7 +127,11 @@ def _short(key: str, keys: list[str]) -> str:
 def value_str(v: Any) -> str:
     """A grid value as it appears in point names (``true``, ``0.1``, ``[64,32]``,
     ``{negative_slope=0.2}``): a float as ``{:g}`` when that reads back as the same number,
-    else in full (``0.1000001``), so distinct values never share a name."""
+    else in full (``0.1000001``), so distinct values never share a name. A NumPy scalar or
+    array is named as its Python value (``np.float32(0.1)``, 0.10000000149011612, was named
+    ``0.1`` as the point of ``0.1`` was; an array ``[5 8 4]``)."""
+    if callable(getattr(v, "tolist", None)) and not isinstance(v, str | bytes):
+        v = v.tolist()
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
