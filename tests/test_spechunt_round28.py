@@ -92,3 +92,23 @@ def test_the_playground_reads_a_name_as_a_config_does(key, given, canonical):
     assert parse_setup({key: given})[key] == canonical
     with pytest.raises(SetupError, match="is not accepted; expected one of"):
         parse_setup({key: "no_such_name"})
+
+
+@pytest.mark.parametrize("options, same", [
+    ({"noise": 0}, {"noise": 0.0}),
+    ({"noise": -0.0}, {"noise": 0.0}),
+    ({"turns": 2}, {"turns": 2.0}),
+    ({"n_classes": np.int64(3)}, {"n_classes": 3}),
+])
+def test_a_generated_data_sets_options_are_read_as_its_generator_reads_them(options, same):
+    # options = {noise = 0} and {noise = 0.0} generate the same spirals, but were kept as
+    # given: two run ids for one run (a NumPy integer was hashed as its str())
+    def cfg(o):
+        return validate({"data": {"name": "spirals", "options": o},
+                         "model": {"sizes": ["auto", 8, "auto"]}})
+
+    a, b = cfg(options), cfg(same)
+    assert a == b and run_id(a) == run_id(b)
+    assert [type(v) for v in a["data"]["options"].values()] == \
+        [type(v) for v in same.values()]
+    assert validate(a) == a

@@ -316,15 +316,20 @@ class DataSpec(_Section):
                         f"{', '.join(builtin.options) or '(none)'}", prefix + "options")
             from .data.synthetic import OPTION_CHECKS
 
+            options = dict(self.options)
             for k, v in self.options.items():  # the generator's checks, before it runs
                 check = OPTION_CHECKS.get(builtin.name, {}).get(k)
                 try:
                     if check is not None:
-                        check(v)
+                        # the value as the generator reads it: noise = 0 and 0.0 (or -0.0)
+                        # make the same data, one config (they had two run ids)
+                        checked = check(v)
+                        options[k] = checked + 0.0 if isinstance(checked, float) else checked
                 except (TypeError, ValueError) as e:
                     error = ConfigTypeError if isinstance(e, TypeError) else ConfigError
                     raise error(f"{prefix}options.{k} = {fmt(v)} is not accepted: {e}",
                                 f"{prefix}options.{k}") from None
+            self._set(options=options)
             if self.label is not None:
                 raise ConfigError(
                     f"{prefix}label = {fmt(self.label)} applies only to {prefix}path files; "
