@@ -179,3 +179,18 @@ def test_numpy_grid_values_are_named_as_their_python_values():
     assert names[1] == names[0] and points[1].id == points[0].id  # the same point twice
     assert points[2].config["train"]["lr"] == float(np.float32(0.1))
     assert len({p.id for p in points}) == 2
+
+
+def test_jobs_follow_one_rule_with_or_without_a_cluster():
+    # jobs=True alone was refused (wrong type) but beside a cluster it was taken for 1
+    # (True == 1) and the cluster started; a NumPy integer was refused where limit takes one
+    import numpy as np
+
+    from depthlab.experiments.executors import InProcess, LocalPool, make_executor
+
+    for cluster in (None, "local:2"):
+        with pytest.raises(TypeError, match="jobs = True has the wrong type"):
+            make_executor(True, cluster)
+    pool = make_executor(np.int64(2))
+    assert isinstance(pool, LocalPool) and pool.workers == 2 and type(pool.workers) is int
+    assert isinstance(make_executor(np.int32(1)), InProcess)

@@ -4,6 +4,7 @@ the sweep client commits each returned record to the store (the single writer)."
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from .base import ClusterError, Compute, Executor, InProcess, Task, compute_point, crash_record
@@ -17,6 +18,11 @@ def make_executor(jobs: int = 1, cluster: Any = None) -> Executor:
     """``cluster`` (``local:N`` / ``tcp://HOST:PORT``, or the caller's ``distributed.Client``
     or Dask cluster object, left open): a Dask executor (Dask imported only then; ``jobs``
     other than 1 beside it is refused); else ``jobs`` processes (1: this process)."""
+    # one rule with or without a cluster: jobs=True beside a cluster was taken for 1 (True ==
+    # 1) where it alone was refused; a NumPy integer (as limit takes one) was refused
+    if isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral):
+        raise TypeError(f"jobs = {jobs!r} has the wrong type; accepted: an integer >= 1")
+    jobs = int(jobs)
     if cluster is not None:
         from .dask import DaskExecutor, _given  # neither imports Dask
 
@@ -29,8 +35,6 @@ def make_executor(jobs: int = 1, cluster: Any = None) -> Executor:
                              "give one (with cluster=\"local:N\" the cluster has N worker "
                              "processes)")
         return DaskExecutor(cluster)
-    if isinstance(jobs, bool) or not isinstance(jobs, int):
-        raise TypeError(f"jobs = {jobs!r} has the wrong type; accepted: an integer >= 1")
     if jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     return InProcess() if jobs == 1 else LocalPool(jobs)
