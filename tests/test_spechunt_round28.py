@@ -112,3 +112,21 @@ def test_a_generated_data_sets_options_are_read_as_its_generator_reads_them(opti
     assert [type(v) for v in a["data"]["options"].values()] == \
         [type(v) for v in same.values()]
     assert validate(a) == a
+
+
+def test_the_probe_recorder_reads_end_as_a_probes_section_does():
+    # [probes] histogram_steps = [0, "End"] was accepted (spec: case and blanks ignored) while
+    # ProbeRecorder(histogram_steps=[0, "End"]) refused it
+    from depthlab.probes.recorder import ProbeRecorder
+
+    cfg = validate({**_config(), "probes": {"histogram_steps": [0, "End"],
+                                            "jacobian": [" END "]}})
+    assert cfg["probes"]["histogram_steps"] == [0, "end"]
+    assert cfg["probes"]["jacobian"] == ["end"]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(24, 4)), np.arange(24) % 3
+    rec = ProbeRecorder(probe_x=x, probe_y=y, every=2, histogram_steps=[0, "End"],
+                        jacobian_steps=[" END "])
+    dl.fit(dl.mlp([4, 6, 3]), x, y, max_steps=3, callbacks=[rec])
+    assert sorted(rec.histograms()["step"].unique()) == [0, 3]  # 3: the end
+    assert list(rec.jacobian()["step"].unique()) == [3]

@@ -69,7 +69,7 @@ def _step_set(name: str, steps: Iterable[Any] | None) -> tuple[set[int], bool]:
     out: set[int] = set()
     end = False
     for s in steps:
-        if isinstance(s, str) and s == "end":
+        if isinstance(s, str) and s.strip().lower() == "end":  # as a [probes] list reads it
             end = True
         elif isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0:
             out.add(int(s))
