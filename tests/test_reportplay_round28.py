@@ -178,3 +178,22 @@ def test_a_float64_runs_activations_near_the_largest_float_are_on_the_axis():
     end = fig.axes[1]
     lo, hi = end.get_ylim()
     assert lo <= 0.5 and 1e300 <= hi < np.inf, (lo, hi)
+
+
+@pytest.mark.parametrize("big", [1e300, 1e307])
+def test_values_near_the_largest_float_stay_on_the_one_run_figures_axes(big):
+    # a float64 run diverging: its loss, activation means and percentiles reach 1e300 at the
+    # last finite step. matplotlib's margins beyond that overflowed, and the axes fell back to
+    # 1 .. 10 (the loss, log) or -0.001 .. 0.001 (symlog): not one value drawn in view
+    from depthlab.report import figures
+
+    rows = _percentile_rows({0: 1.0, 10: 1.2, 20: big / 3})
+    rows = pd.concat([rows, rows[rows.quantity == "act_std"].assign(quantity="act_mean")])
+    loss = pd.DataFrame({"step": np.arange(1, 21),
+                         "loss": np.r_[np.linspace(2, 1, 10), np.geomspace(10, big, 10)]})
+    for fig in (figures.percentile_bands(rows, 1), plot.activation_bands(rows),
+                figures.training_curves(loss, None, None)):
+        fig.canvas.draw()  # (ticks at 10^320 = inf raised OverflowError)
+        ax = fig.axes[0]
+        lo, hi = ax.get_ylim()
+        assert np.isfinite([lo, hi]).all() and hi >= big * 0.99 and lo <= 1.0, (ax.title, lo, hi)

@@ -435,6 +435,7 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
                "no finite loss: every step's loss is NaN or inf")
     else:
         step_ticks(ax_l, np.concatenate([ln.get_xdata() for ln in ax_l.lines]))
+        fit_huge_y(ax_l)
         ax_l.set_xlabel("training step")
         ax_l.set_ylabel(loss_label)
         ax_l.set_title("Training loss" + loss_note)
@@ -660,6 +661,43 @@ def percentile_bands(probes: pd.DataFrame | None, layer: int | None = None,
     return fig
 
 
+HUGE = 1e290
+"""Drawn values beyond this reach float64's largest (1.8e308): see :func:`fit_huge_y`."""
+
+
+def fit_huge_y(ax) -> None:
+    """Y limits of ``ax`` when what it draws reaches float64's largest values (a float64 run's
+    loss or activations of 1e300 at its last finite step): matplotlib's margins beyond them
+    overflowed, and the axis fell back to 1 .. 10 (log) or -0.001 .. 0.001 (symlog), with not
+    one value in view. Then the limits are set here (log: 5% of the decades each side; else
+    half the largest magnitude beyond it), at most the largest float, a log axis's ticks at
+    finite powers of ten (the locator's 10^320 = inf raised OverflowError in its formatter)."""
+    parts = [np.ravel(ln.get_ydata()) for ln in ax.lines]
+    parts += [p.vertices[:, 1] for c in ax.collections for p in c.get_paths()]
+    vals = np.asarray(pd.to_numeric(np.concatenate(parts) if parts else np.array([]),
+                                    errors="coerce"), float)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size or float(np.abs(vals).max()) <= HUGE:
+        return
+    big = np.finfo(np.float64).max
+    if ax.get_yscale() == "log":
+        pos = vals[vals > 0]
+        a, b = math.log10(float(pos.min())), math.log10(float(pos.max()))
+        pad = 0.05 * (b - a) if b > a else 0.5
+        bottom, top = a - pad, min(b + pad, 308.0)
+        ax.set_ylim(10.0 ** bottom, max(10.0 ** top, float(pos.max())))
+        step = next(k for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 1000)
+                    if k >= (top - bottom) / 8)
+        ax.yaxis.set_major_locator(FixedLocator(
+            [10.0 ** k for k in range(math.ceil(bottom / step) * step, math.floor(top) + 1,
+                                      step)]))
+        ax.yaxis.set_minor_locator(NullLocator())
+        return
+    lo, hi = float(vals.min()), float(vals.max())
+    ax.set_ylim(max(lo * 1.5, -big) if lo < 0 else lo * 0.5,
+                min(hi * 1.5, big) if hi > 0 else hi * 0.5)
+
+
 def symlog_if_runaway(ax, label: str) -> None:
     """A y axis whose lines reach more than 1000x their largest value at their first point (a
     diverged run: 0.6 at step 0, 3.5e32 at step 4) becomes symlog, linear within the first
@@ -680,6 +718,7 @@ def symlog_if_runaway(ax, label: str) -> None:
         ax.yaxis.set_major_locator(FixedLocator(sorted(ticks)))
         ax.yaxis.set_minor_locator(NullLocator())
         ax.set_ylabel(f"{label} (symlog: linear within ±{lin:g})")
+    fit_huge_y(ax)
 
 
 HEATMAP_TEXTS = {
