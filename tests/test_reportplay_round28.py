@@ -197,3 +197,17 @@ def test_values_near_the_largest_float_stay_on_the_one_run_figures_axes(big):
         ax = fig.axes[0]
         lo, hi = ax.get_ylim()
         assert np.isfinite([lo, hi]).all() and hi >= big * 0.99 and lo <= 1.0, (ax.title, lo, hi)
+
+
+def test_gradients_near_the_largest_float_are_drawn_in_the_heatmap_and_update_figure():
+    # a float64 run's gradients / update ratios of 1e300..1.7e308: the heatmap's colour bar put
+    # a tick at 10^310 = inf (OverflowError, no figure); the update ratio's log axis fell back
+    # to 1 .. 10 with no line in view
+    for q, draw in (("grad_pre_std", plot.gradient_heatmap), ("update_ratio", plot.update_ratio)):
+        table = _table({0: [1e-3, 1e-2, 1e-1], 10: [1e100, 1e200, 1e300],
+                        20: [1e301, 1e305, 1.7e308]}, q)
+        fig = draw(table)
+        fig.canvas.draw()
+        if q == "update_ratio":
+            lo, hi = fig.axes[0].get_ylim()
+            assert lo <= 1e-3 and 1.7e308 <= hi < np.inf, (lo, hi)

@@ -665,6 +665,17 @@ HUGE = 1e290
 """Drawn values beyond this reach float64's largest (1.8e308): see :func:`fit_huge_y`."""
 
 
+def _decade_ticks(axis, bottom: float, top: float) -> None:
+    """Major ticks of a log ``axis`` at finite powers of ten from 10^``bottom`` to 10^``top``
+    (a step of 1, 2, 5, 10, ... decades, about 8 ticks), no minor ones: matplotlib's locator put
+    one beyond float64's largest (10^320 = inf), which its formatter could not write."""
+    step = next((k for k in (1, 2, 5, 10, 20, 25, 50, 100, 200) if k >= (top - bottom) / 8),
+                1000)
+    axis.set_major_locator(FixedLocator(
+        [10.0 ** k for k in range(math.ceil(bottom / step) * step, math.floor(top) + 1, step)]))
+    axis.set_minor_locator(NullLocator())
+
+
 def fit_huge_y(ax) -> None:
     """Y limits of ``ax`` when what it draws reaches float64's largest values (a float64 run's
     loss or activations of 1e300 at its last finite step): matplotlib's margins beyond them
@@ -686,12 +697,7 @@ def fit_huge_y(ax) -> None:
         pad = 0.05 * (b - a) if b > a else 0.5
         bottom, top = a - pad, min(b + pad, 308.0)
         ax.set_ylim(10.0 ** bottom, max(10.0 ** top, float(pos.max())))
-        step = next(k for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 1000)
-                    if k >= (top - bottom) / 8)
-        ax.yaxis.set_major_locator(FixedLocator(
-            [10.0 ** k for k in range(math.ceil(bottom / step) * step, math.floor(top) + 1,
-                                      step)]))
-        ax.yaxis.set_minor_locator(NullLocator())
+        _decade_ticks(ax.yaxis, bottom, top)
         return
     lo, hi = float(vals.min()), float(vals.max())
     ax.set_ylim(max(lo * 1.5, -big) if lo < 0 else lo * 0.5,
@@ -781,6 +787,8 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     ax.grid(False)
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)
+    if hi > HUGE:  # a float64 run's gradients of 1e300: ticks within float64 (was OverflowError)
+        _decade_ticks(cb.ax.yaxis, math.log10(lo), math.log10(hi))
     cb.set_label(f"{what} (log scale)")
     notes = [f"blank: {len(missing)} layer{'s' * (len(missing) > 1)} with no {quantity} "
              "recorded"] if missing else []
@@ -1031,6 +1039,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
                 linewidth=1.4, markersize=3.5, label=layer_label(layer, names))
     ax.set_yscale("log")
     _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
+    fit_huge_y(ax)  # (1e300: the axis fell back to 1 .. 10)
     step_ticks(ax, wide.index)
     ax.set_xlabel("training step")
     ax.set_ylabel("||ΔW|| / ||W|| (log scale)")
