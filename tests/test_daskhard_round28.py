@@ -194,3 +194,26 @@ def test_jobs_follow_one_rule_with_or_without_a_cluster():
     pool = make_executor(np.int64(2))
     assert isinstance(pool, LocalPool) and pool.workers == 2 and type(pool.workers) is int
     assert isinstance(make_executor(np.int32(1)), InProcess)
+
+
+def test_a_point_beyond_a_dask_workers_memory_limit_is_refused_not_killed(tmp_path):
+    # a worker started with a memory limit (dask worker --memory-limit, dask-jobqueue's
+    # memory=) is restarted by its nanny above 95% of it: such a point was killed in each of
+    # 4 tries and stored failed "KilledWorker: Attempted to run task ..."; the others ran
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    from depthlab.experiments import Store, run_sweep
+
+    raw = _big_point()
+    raw["sweep"] = {"model.sizes": [["auto", 3500, 3500, "auto"], ["auto", 8, "auto"]]}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="300MiB",
+                      dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        res = run_sweep(raw, tmp_path / "out", cluster=client, echo=None)
+    assert res.counts == {"failed": 1, "finished": 1}, res.failures
+    with Store(tmp_path / "out") as store:
+        runs = store.runs()
+    error = runs.loc[runs.status == "failed", "error"].iloc[0]
+    assert error.startswith("MemoryRefusal: model.sizes = [64, 3500, 3500, 10]"), error
+    assert "memory limit of 300 MiB" in error and "\n" not in error

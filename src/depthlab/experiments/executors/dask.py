@@ -251,7 +251,9 @@ def run_chunk(expected: dict[str, str] | None, compute: Compute, tasks: list[Tas
     """:func:`~depthlab.experiments.executors.base.compute_chunk` on a worker whose
     :func:`environment` is ``expected`` (the client's; None: not checked); on another one
     (a worker that joined after the sweep's start) every point is ``failed`` saying how the
-    worker differs, and none is computed."""
+    worker differs, and none is computed. A point whose memory need exceeds what this worker's
+    nanny lets it use (:func:`_nanny_budget`) is ``failed`` with a ``MemoryRefusal`` before it
+    allocates (its nanny killed the worker in every try: ``KilledWorker``)."""
     if expected is not None:
         if "env" not in _WORKER_ENV:
             _WORKER_ENV["env"] = environment()
@@ -260,7 +262,62 @@ def run_chunk(expected: dict[str, str] | None, compute: Compute, tasks: list[Tas
             error = (f"WorkerMismatch: this Dask worker has {diff}, so it would not give "
                      "this machine's results; install the same versions on it")
             return [crash_record(t, error) for t in tasks], 0.0
-    return compute_chunk(compute, tasks, tries)
+    refused = _over_budget(tasks)
+    if not refused:
+        return compute_chunk(compute, tasks, tries)
+    records, seconds = compute_chunk(compute, [t for t in tasks if t.id not in refused], tries)
+    computed = iter(records)
+    return [refused[t.id] if t.id in refused else next(computed) for t in tasks], seconds
+
+
+def _nanny_budget() -> tuple[int, int, float] | None:
+    """``(bytes, memory_limit, fraction)`` on a Dask worker whose nanny restarts it above
+    ``fraction`` of its ``memory_limit`` (``dask worker --memory-limit``, dask-jobqueue's
+    ``memory=``; Dask's ``distributed.worker.memory.terminate``): the bytes a point may still
+    allocate here; None elsewhere (no limit, no nanny, not a Dask worker)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return None
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if not limit or getattr(worker, "nanny", None) is None:
+        return None
+    import dask
+    import psutil
+
+    fraction = dask.config.get("distributed.worker.memory.terminate", 0.95)
+    if not fraction:
+        return None
+    used = psutil.Process().memory_info().rss
+    return max(0, int(float(fraction) * limit) - used), int(limit), float(fraction)
+
+
+def _over_budget(tasks: list[Task]) -> dict[str, Any]:
+    """``{id: failed record}`` of the ``tasks`` whose memory need exceeds
+    :func:`_nanny_budget` (empty when there is none)."""
+    budget = _nanny_budget()
+    if budget is None:
+        return {}
+    from ...memory import format_bytes
+    from ..runner import memory_need
+
+    left, limit, fraction = budget
+    out = {}
+    for task in tasks:
+        try:
+            need = memory_need(task.config)
+        except (KeyError, TypeError, ValueError):  # a bad config: the runner says why
+            need = None
+        if need is not None and need[0] > left:
+            out[task.id] = crash_record(
+                task, f"MemoryRefusal: {need[1]} needs about {format_bytes(need[0])} of memory "
+                f"but this Dask worker may use only about {format_bytes(left)} more: its nanny "
+                f"restarts it above {fraction:.0%} of its memory limit of "
+                f"{format_bytes(limit)}; nothing was allocated (give the workers more memory, "
+                "e.g. `dask worker --memory-limit`)")
+    return out
 
 
 def _import_distributed() -> Any:
