@@ -148,3 +148,26 @@ def test_fit_standardize_refuses_copies_that_cannot_fit_before_allocating(monkey
     hist = dl.fit(net, x[:20_000], y[:20_000], standardize=True, max_steps=1, batch_size=8,
                   eval_train=False)
     assert hist.steps == 1
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta",
+                                  "nadam"])
+def test_a_step_with_a_grad_the_rule_cannot_use_is_one_line_and_changes_nothing(name):
+    # p.grad = None (what torch's zero_grad() leaves) was NumPy's "Cannot cast ufunc 'multiply'
+    # output from dtype('O') ..." and a .grad of another shape a broadcast error, raised after
+    # the parameters before it had been updated (and their optimizer state advanced).
+    from depthlab.parameter import Parameter
+
+    first, second = Parameter("a", np.ones(2)), Parameter("w", np.ones(3))
+    opt = dl.optimizer(name, [first, second], lr=0.1, weight_decay=0.1)
+    for bad, said in ((None, "None"), (np.ones(4), r"of shape \(4,\)")):
+        first.grad[...] = 1.0
+        second.grad = bad
+        with pytest.raises(ValueError, match=rf"{name} step: parameter 'w' has \.grad {said}; "
+                           r"expected an array of its value's shape \(3,\)"):
+            opt.step()
+        np.testing.assert_array_equal(first.value, np.ones(2))
+        assert opt.step_count == 0 and not any(opt.state.get(first, {}).values())
+    second.grad = [1.0, 1.0, 1.0]  # a list of the right shape is taken, as before
+    opt.step()
+    assert opt.step_count == 1 and np.all(first.value != 1.0) and np.all(second.value != 1.0)

@@ -17,6 +17,8 @@ import numbers
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+import numpy as np
+
 from ..backend import Array, xp
 from ..parameter import Parameter
 from ..validators import to_float
@@ -181,12 +183,40 @@ class Optimizer:
         ``weight_decay`` set from 0 (or back) changes how many scratch slots the rule needs,
         which are reallocated then (one slot doubled as ``g + wd*w`` and the rule's temporary:
         Adam's steps came out 0.087 away from torch's, SGD with Nesterov 0.53)."""
+        params = self.params
+        for i in range(len(params)):  # before any update: nothing changes when one is refused
+            p = params[i]  # (indexed: a list subclass hooking iteration sees one pass per step)
+            g = p.grad
+            if g.__class__ is not np.ndarray or g.shape != p.value.shape:
+                self._refuse_grad(p)
         if not self.state:
             self._allocate()
         elif self._n_scratch() != self._scratch_slots:
             self._allocate_scratch()
         self.step_count += 1
         self._update(self.step_count)
+
+    def _refuse_grad(self, p: Parameter) -> None:
+        """A ValueError naming a parameter whose ``.grad`` the rule cannot use (``None``, as
+        torch's ``zero_grad()`` leaves it, or another shape): it was NumPy's "Cannot cast ufunc
+        'multiply' output from dtype('O')" or a broadcast error, after the parameters before it
+        had been updated."""
+        g = p.grad
+        if isinstance(g, np.ndarray) and g.shape == p.value.shape:
+            return  # an ndarray subclass (a memmap): NumPy takes it
+        if g is not None and not isinstance(g, np.ndarray):  # a list, a NumPy scalar of a 0-d
+            arr = np.asarray(g)  # parameter: taken as before, as an array
+            if arr.dtype.kind in "biuf" and arr.shape == p.value.shape:
+                p.grad = arr.astype(p.value.dtype)
+                return
+        got = ("None" if g is None else f"of shape {np.shape(g)}" if isinstance(g, np.ndarray)
+               else f"a {type(g).__name__} of shape {np.shape(g)}"
+               if isinstance(g, list | tuple | np.generic | float | int) else
+               f"a {type(g).__name__}")
+        raise ValueError(f"{self.name} step: parameter {p.name!r} has .grad {got}; expected "
+                         f"an array of its value's shape {p.value.shape} (zeros for no "
+                         "gradient; a parameter that is not trained is left out of the "
+                         "optimizer); no parameter was updated")
 
     def zero_grad(self) -> None:
         """Fill every ``.grad`` with zeros (in place)."""
