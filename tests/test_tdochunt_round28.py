@@ -175,3 +175,37 @@ def test_layers_run_under_no_grad_do_not_hide_a_too_high_learning_rate():
     assert "lr_too_high" in [f.kind for f in d.findings]
     ratios = d.probes[d.probes["quantity"] == "update_ratio"]
     assert sorted(ratios["module"].unique()) == ["head.0", "head.2"]
+
+
+class _OwnSwish(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+class _OwnGELU(nn.Module):  # a transformer library's tanh-approximated GELU class
+    def forward(self, x):
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+class _OwnSigmoid(nn.Module):
+    def forward(self, x):
+        return torch.sigmoid(x)
+
+
+@pytest.mark.parametrize(("cls", "name"), [(_OwnSwish, "swish"), (_OwnGELU, "gelu"),
+                                           (_OwnSigmoid, "sigmoid")])
+def test_an_activation_module_of_the_models_own_class_is_recognized(cls, name):
+    # nn.Sequential(Linear, Swish(), ...) with Swish a class of the user's: no activation, the
+    # layers judged linear, no init judgement, no batch norm cure ('no Linear/Conv layer
+    # followed by an activation'); a deep N(0, 1) sigmoid net of them had no finding at all
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), cls(), nn.Linear(16, 16), cls(),
+                             nn.Linear(16, 3))
+
+    x = torch.randn(32, 8)
+    traced = rx.trace(make(), x)
+    assert [t.activation_name for t in traced] == [name, name, None]
+    model, _ = rx.apply({"normalization": "batchnorm"}, make(), TorchTrainSpec(), x)
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == 2
+    assert model(x).shape == (32, 3)

@@ -479,7 +479,9 @@ def _hooked_calls(model: nn.Module, x: torch.Tensor) -> _Calls:
                  recorded: _ActivationCalls = recorded) -> None:
             calls.append(module)
             if module in layers or isinstance(module, PASS_THROUGH) or \
-                    activation_name(module) is not None:  # (a norm after it: _norm_after)
+                    activation_name(module) is not None or \
+                    next(module.parameters(), None) is None:  # (a norm after it:
+                # _norm_after; a module of no parameters may be an activation of its own)
                 i, o = _first_tensor(inp), _first_tensor(out)
                 seen_io.append((None if i is None else i.detach().clone(),
                                 None if o is None else o.detach().clone()))
@@ -556,6 +558,14 @@ def _follower(record: _Calls, i: int
             normed = True
             norm = nxt if last is not None else norm  # it takes the layer's output itself
         elif not isinstance(nxt, PASS_THROUGH):
+            out_j = seen_io[j][1]
+            if last is not None and nxt_in is not None and out_j is not None and \
+                    next(nxt.parameters(), None) is None:  # (its input is ``last`` itself)
+                # an activation module of the model's own (``x * torch.sigmoid(x)``, a
+                # transformer library's GELU class), known by its values as a function is
+                act = functional_activation(nxt_in, out_j, extra)
+                if act is not None:
+                    return act, normed, last, norm
             break
         last, at = (seen_io[j][1], j) if last is not None else (None, at)
     return act, normed, None, norm
