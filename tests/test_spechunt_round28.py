@@ -130,3 +130,31 @@ def test_the_probe_recorder_reads_end_as_a_probes_section_does():
     dl.fit(dl.mlp([4, 6, 3]), x, y, max_steps=3, callbacks=[rec])
     assert sorted(rec.histograms()["step"].unique()) == [0, 3]  # 3: the end
     assert list(rec.jacobian()["step"].unique()) == [3]
+
+
+@pytest.mark.parametrize("base, grid", [
+    ({"optimizer_kwargs": {"momentum": 0.5, "nesterov": False}},
+     {"train.momentum": [0.0, 0.9]}),
+    ({"momentum": 0.5, "dampening": 0.1},
+     {"train.optimizer_kwargs": [{"momentum": 0.0}, {"momentum": 0.9}]}),
+])
+def test_a_swept_hyperparameter_replaces_the_bases_in_its_other_spelling(base, grid):
+    # "train.momentum" = [...] over a base with optimizer_kwargs = {momentum = 0.5} (or a
+    # swept optimizer_kwargs table over a base with momentum = 0.5) refused the whole grid:
+    # "sweep point (...): train.momentum is given twice"
+    from depthlab.experiments.grid import iter_points
+
+    raw = {**_config(train=base), "sweep": grid}
+    points = list(iter_points(raw))
+    assert [p.config["train"]["optimizer_kwargs"]["momentum"] for p in points] == [0.0, 0.9]
+    kept = {k: v for k, v in (base.get("optimizer_kwargs") or base).items() if k != "momentum"}
+    for p in points:  # the base's other hyperparameters stay
+        assert {k: p.config["train"]["optimizer_kwargs"][k] for k in kept} == kept
+    # one spelling written out as the point means it: the same run
+    for p, m in zip(points, (0.0, 0.9), strict=True):
+        alone = validate(_config(train={**kept, "momentum": m}))
+        assert run_id(alone) == p.id
+    both = {**_config(), "sweep": {"train.momentum": [0.9],
+                                   "train.optimizer_kwargs": [{"momentum": 0.5}]}}
+    with pytest.raises(ValueError, match="given twice"):
+        list(iter_points(both))

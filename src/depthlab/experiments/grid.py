@@ -157,9 +157,32 @@ def _point_raw(body: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
         for key in ("depth", "width"):
             if f"model.{key}" not in overrides:
                 point_raw["model"].pop(key, None)
+    if isinstance(point_raw.get("train"), dict):
+        _replace_base_hyperparameters(point_raw["train"], overrides)
     for k, v in overrides.items():
         set_dotted(point_raw, k, v)
     return point_raw
+
+
+def _replace_base_hyperparameters(train: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """An optimizer hyperparameter the point sets replaces the base's, whichever of its two
+    spellings each uses: ``"train.momentum" = [0.0, 0.9]`` over a base with
+    ``optimizer_kwargs = {momentum = 0.5}`` (or a swept ``train.optimizer_kwargs`` table over a
+    base with ``momentum = 0.5``) refused every point as "given twice" (a grid sweeping both
+    spellings of one hyperparameter still is)."""
+    from ..spec import all_optimizer_hyperparameters
+
+    swept_table = overrides.get("train.optimizer_kwargs")
+    if isinstance(swept_table, dict):
+        for h in swept_table:
+            if f"train.{h}" not in overrides:
+                train.pop(h, None)
+    base_table = train.get("optimizer_kwargs")
+    if isinstance(base_table, dict) and "train.optimizer_kwargs" not in overrides:
+        direct = {k.partition(".")[2] for k in overrides if k.startswith("train.")}
+        direct &= set(all_optimizer_hyperparameters())
+        if direct & set(base_table):
+            train["optimizer_kwargs"] = {k: v for k, v in base_table.items() if k not in direct}
 
 
 def _point_config(body: dict[str, Any], overrides: dict[str, Any],
