@@ -158,3 +158,24 @@ def test_a_swept_hyperparameter_replaces_the_bases_in_its_other_spelling(base, g
                                    "train.optimizer_kwargs": [{"momentum": 0.5}]}}
     with pytest.raises(ValueError, match="given twice"):
         list(iter_points(both))
+
+
+@pytest.mark.parametrize("optimizer, given, stored", [
+    ("adam", {"amsgrad": np.bool_(True)}, {"amsgrad": True}),
+    ("sgd", {"momentum": 0.9, "nesterov": np.bool_(True)}, {"momentum": 0.9, "nesterov": True}),
+    ("adam", {"betas": np.array([0.8, 0.99])}, {"betas": [0.8, 0.99]}),
+    ("adam", {"betas": (0.8, 0.99)}, {"betas": [0.8, 0.99]}),
+])
+def test_optimizer_hyperparameters_fit_takes_are_taken_by_a_config(optimizer, given, stored):
+    # fit(optimizer="adam", amsgrad=np.True_) trained; the same [train] values refused as
+    # 'train.amsgrad = true has the wrong type; accepted: true or false' (a NumPy bool), and
+    # betas as a NumPy array as 'train.betas = array([0.8 , 0.99]) is not accepted'
+    rng = np.random.default_rng(0)
+    dl.fit(dl.mlp([4, 5, 3]), rng.normal(size=(12, 4)), np.arange(12) % 3,
+           optimizer=optimizer, max_steps=1, **given)
+    cfg = validate(_config(train={"optimizer": optimizer, **given}))
+    assert cfg["train"]["optimizer_kwargs"] == stored
+    assert [type(v) for v in cfg["train"]["optimizer_kwargs"].values()] == \
+        [type(v) for v in stored.values()]
+    with pytest.raises(ValueError, match=r"^train\.betas = \[0\.9, 1\.0\] is not accepted"):
+        validate(_config(train={"optimizer": "adam", "betas": np.array([0.9, 1.0])}))

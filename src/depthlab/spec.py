@@ -612,12 +612,14 @@ class TrainSpec(_Section):
         flags = _optimizer_flags(name)
         for k, v in kwargs.items():
             if k == "betas":
-                if not (isinstance(v, list | tuple) and len(v) == 2
-                        and all(is_num(b) and 0 <= b < 1 for b in v)):
-                    raise bad(f"{prefix}betas", v, "two numbers in [0, 1), e.g. [0.9, 0.999]")
-                kwargs[k] = [float(b) for b in v]
-            elif isinstance(v, bool):
-                pass
+                pair = as_list(v)  # a tuple or a NumPy array too, as fit takes them
+                if not (pair is not None and len(pair) == 2
+                        and all(is_num(b) and 0 <= b < 1 for b in pair)):
+                    raise bad(f"{prefix}betas", pair if pair is not None else v,
+                              "two numbers in [0, 1), e.g. [0.9, 0.999]")
+                kwargs[k] = [float(b) + 0.0 for b in pair]
+            elif _is_bool(v):  # a NumPy bool too (fit took it; the config called true wrong)
+                kwargs[k] = bool(v)
             elif k in flags:  # a switch (amsgrad, nesterov, ...) given as a number
                 raise bad(f"{prefix}{k}", v, "true or false", "has the wrong type")
             elif is_num(v):  # SGD's dampening may be negative (torch.optim.SGD, dl.fit)
@@ -642,6 +644,13 @@ class TrainSpec(_Section):
             self._set(loss_kwargs=plain_arguments(self.loss_kwargs, LOSSES, self.loss))
         if self.epochs is None and self.max_steps is None:
             self._set(epochs=1)
+
+
+def _is_bool(v: Any) -> bool:
+    """A Python or NumPy bool (``np.bool_`` is no ``bool``)."""
+    import numpy as np
+
+    return isinstance(v, bool | np.bool_)
 
 
 # Optimizer hyperparameters that may be negative (the others are numbers >= 0).
