@@ -29,7 +29,8 @@ def test_a_local_cluster_runs_a_point_that_fits_in_memory_as_the_local_pool_does
     monkeypatch.setattr(system, "MEMORY_LIMIT", 300 * 2**20)
     res = run_sweep(_big_point(), tmp_path / "out", cluster="local:1", echo=None)
     assert res.counts == {"finished": 1}, res.failures
-    assert list(Store(tmp_path / "out").runs().status) == ["finished"]
+    with Store(tmp_path / "out") as store:
+        assert list(store.runs().status) == ["finished"]
 
 
 _TINY = {"name": "tiny", "data": {"name": "clusters", "n": 120},
