@@ -171,3 +171,17 @@ def test_a_step_with_a_grad_the_rule_cannot_use_is_one_line_and_changes_nothing(
     second.grad = [1.0, 1.0, 1.0]  # a list of the right shape is taken, as before
     opt.step()
     assert opt.step_count == 1 and np.all(first.value != 1.0) and np.all(second.value != 1.0)
+
+
+@pytest.mark.parametrize("grad", [None, "dL/dy", np.ones((5, 2), dtype=complex)])
+def test_backward_of_a_gradient_that_is_not_real_numbers_is_one_clear_type_error(grad):
+    # net.backward(None) was AttributeError "'NoneType' object has no attribute 'shape'" (a
+    # list of lists too, though it is an array once converted); a complex gradient trained on
+    # its real part after a ComplexWarning.
+    net = dl.mlp([3, 4, 2], seed=0)
+    net.forward(np.ones((5, 3), np.float32))
+    with pytest.raises(TypeError, match=r"gradient.* is not accepted; expected .*output shape "
+                       r"\(5, 2\)"):
+        net.backward(grad)
+    np.testing.assert_array_equal(net.backward([[1.0, 2.0]] * 5),
+                                  net.backward(np.array([[1.0, 2.0]] * 5)))

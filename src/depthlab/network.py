@@ -170,6 +170,14 @@ class Network(Sequential):
         if self.layers[0].cached_input() is None:
             raise RuntimeError("backward called before forward")
         out = getattr(self, "_out_shape", None) or self.output_cache_shape
+        if not isinstance(grad, np.ndarray):  # None, a str: "'NoneType' object has no
+            if grad is None or isinstance(grad, str | bytes | dict):  # attribute 'shape'"
+                raise TypeError(f"gradient={grad!r:.40} is not accepted; expected dL/dy, an "
+                                f"array of the output shape {out}")
+            grad = np.asarray(grad)  # a list of lists
+        if grad.dtype.kind in "cUSVmM":  # complex: the imaginary part dropped with a warning
+            raise TypeError(f"gradient of dtype {grad.dtype} is not accepted; expected real "
+                            f"numbers of the output shape {out}")
         if grad.shape != out:
             raise ValueError(f"gradient has shape {grad.shape}; expected the output shape {out}")
         g = grad.astype(self.dtype, copy=True) if copy or grad.dtype != self.dtype else grad
