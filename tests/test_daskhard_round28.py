@@ -218,3 +218,27 @@ def test_a_point_beyond_a_dask_workers_memory_limit_is_refused_not_killed(tmp_pa
     error = runs.loc[runs.status == "failed", "error"].iloc[0]
     assert error.startswith("MemoryRefusal: model.sizes = [64, 3500, 3500, 10]"), error
     assert "memory limit of 300 MiB" in error and "\n" not in error
+
+
+def test_a_local_cluster_from_a_script_read_from_stdin_is_one_line_before_any_store(
+        tmp_path, monkeypatch):
+    # `python - <<EOF` calling run_sweep(cluster="local:2"): every worker process failed to
+    # start (it imports __main__ again from '<stdin>', FileNotFoundError), "RuntimeError:
+    # Nanny failed to start." after ~7 s with the workers' tracebacks
+    import sys
+
+    pytest.importorskip("distributed")
+    from depthlab.experiments import run_sweep
+    from depthlab.experiments.executors.base import ClusterError
+
+    main = sys.modules["__main__"]
+    monkeypatch.setattr(main, "__spec__", None, raising=False)
+    monkeypatch.setattr(main, "__file__", "<stdin>", raising=False)
+    with pytest.raises(ClusterError, match=r"from '<stdin>', which is not a file .* or use "
+                                           r"jobs=N"):
+        run_sweep(_TINY, tmp_path / "out", cluster="local:2", echo=None)
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(main, "__file__", __file__)  # a script file: accepted
+    from depthlab.experiments.executors.dask import DaskExecutor
+
+    DaskExecutor("local:2").check()

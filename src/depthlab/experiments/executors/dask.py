@@ -339,6 +339,19 @@ def _forkserver_available() -> bool:
     return "forkserver" in multiprocessing.get_all_start_methods()
 
 
+def _main_not_a_file() -> str | None:
+    """The file name of this program's ``__main__`` when the worker processes that Python's
+    fork server or spawn start would import it again from there and it is not a file
+    (``'<stdin>'``); None otherwise (a file, a module run with ``-m``, ``-c``, a notebook)."""
+    main = sys.modules.get("__main__")
+    if main is None or getattr(main, "__spec__", None) is not None:
+        return None
+    path = getattr(main, "__file__", None)
+    if not isinstance(path, str) or os.path.isfile(path):
+        return None
+    return path
+
+
 class DaskExecutor(Executor):
     """Points as Dask tasks on ``address`` (see the module docstring).
 
@@ -439,6 +452,16 @@ class DaskExecutor(Executor):
         if not _LOCAL.fullmatch(self.address):
             _probe(self.address, self.connect_timeout)
             _handshake(self.address, self.connect_timeout)
+            return
+        script = _main_not_a_file()
+        if script is not None:  # each worker failed to start: "RuntimeError: Nanny failed
+            # to start." after ~7 s, with its tracebacks (FileNotFoundError: .../<stdin>)
+            raise ClusterError(
+                f"cluster {self.address!r} cannot start its worker processes from this "
+                f"program: they import its main script again, from {script!r}, which is not a "
+                "file (a script read from standard input, `python - <<EOF`); save the script "
+                "to a file and run that, or use jobs=N")
+
 
     def start(self) -> None:
         if self._given_client is not None or self._given_cluster is not None:
