@@ -211,3 +211,17 @@ def test_gradients_near_the_largest_float_are_drawn_in_the_heatmap_and_update_fi
         if q == "update_ratio":
             lo, hi = fig.axes[0].get_ylim()
             assert lo <= 1e-3 and 1.7e308 <= hi < np.inf, (lo, hi)
+
+
+def test_layers_not_finite_at_every_step_are_named_not_dropped_from_the_report_figures():
+    # the report reads inf as NaN: a float64 run whose first layers' gradients overflowed at
+    # every recorded step lost those layers from the wide table, so its gradient figure and
+    # heatmap started at layer 4 of 6 and said nothing about layers 1-3
+    from depthlab.report import build, figures
+
+    table = build._clean_probes(_table({0: [np.inf, np.inf, np.inf, 1e150, 1e100, 1e50],
+                                        5: [np.nan] * 6}, "grad_pre_std"))
+    fig = plot.gradient_per_layer(table)
+    assert "layers 1-3: not finite" in fig.axes[0].get_title(), fig.axes[0].get_title()
+    heat = figures.gradient_heatmap(table)
+    assert min(heat.axes[0].get_ylim()) <= 1, heat.axes[0].get_ylim()  # rows from layer 1

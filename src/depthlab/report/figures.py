@@ -214,7 +214,12 @@ def _quantity(probes: pd.DataFrame | None, quantity: str) -> pd.DataFrame:
     sel = probes[(probes["quantity"] == quantity) & (probes["layer"] >= 1)]
     if sel.empty:
         return pd.DataFrame()
-    wide = sel.pivot_table(index="step", columns="layer", values="value", aggfunc="mean")
+    # a layer not finite at every step stays a column (of NaN): the report reads inf as NaN,
+    # and pivot_table's dropna left out the first 83 layers of a float64 run whose gradients
+    # overflowed there, every figure starting at layer 84 without a word. Steps with no
+    # value in any layer are still left out (a diverged run's last steps: see _per_layer)
+    wide = sel.pivot_table(index="step", columns="layer", values="value", aggfunc="mean",
+                           dropna=False).dropna(how="all")
     wide = wide.sort_index()
     return wide[sorted(wide.columns)]
 
