@@ -47,13 +47,13 @@ def test_predict_takes_a_training_rrelus_random_slope_at_its_mean_square(lower, 
     num: dict = {}
     for seed in range(2):
         torch.manual_seed(seed)
-        layers = [nn.Linear(32, 256), nn.RReLU(lower, upper)]
+        layers = [nn.Linear(32, 128), nn.RReLU(lower, upper)]
         for _ in range(4):
-            layers += [nn.Linear(256, 256), *([nn.BatchNorm1d(256)] if bn else []),
+            layers += [nn.Linear(128, 128), *([nn.BatchNorm1d(128)] if bn else []),
                        nn.RReLU(lower, upper)]
-        model = nn.Sequential(*layers, nn.Linear(256, 10)).double()
-        x = torch.randn(256, 32, dtype=torch.float64)
-        y = torch.randint(0, 10, (256,))
+        model = nn.Sequential(*layers, nn.Linear(128, 10)).double()
+        x = torch.randn(128, 32, dtype=torch.float64)
+        y = torch.randint(0, 10, (128,))
         df = dlt.predict(model, x, y, nn.CrossEntropyLoss())
         for r in df[df.layer <= 5].itertuples():
             a = num.setdefault((r.layer, r.quantity), [0.0, 0.0])
