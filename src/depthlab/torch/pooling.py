@@ -37,7 +37,9 @@ on ReLU -> MaxPool2d(2) of independent positions, tests/test_torch_pooling.py).
 Dropout in training mode (``p > 0``): ``a' = a m / (1 - p)``, ``m ~ Bernoulli(1 - p)``:
 ``E[a'^2] = E[a^2] / (1 - p)``, the distribution gets an atom ``0`` of weight ``p``;
 backward ``V_in(u) = V_out(u / (1 - p)) / (1 - p)``. With ``p = 1`` every entry is 0 and
-no gradient passes (it raised ZeroDivisionError).
+no gradient passes (it raised ZeroDivisionError). A channel dropout (``Dropout1d/2d/3d``: one
+mask per channel of an example) before pools is applied after them (:func:`commuted`: the pool
+of a dropped channel is the dropped pool of the channel).
 """
 
 from __future__ import annotations
