@@ -179,3 +179,33 @@ def test_optimizer_hyperparameters_fit_takes_are_taken_by_a_config(optimizer, gi
         [type(v) for v in stored.values()]
     with pytest.raises(ValueError, match=r"^train\.betas = \[0\.9, 1\.0\] is not accepted"):
         validate(_config(train={"optimizer": "adam", "betas": np.array([0.9, 1.0])}))
+
+
+def test_a_width_without_a_hidden_layer_is_refused_not_dropped():
+    # mlp([4, 3], width=64) and [model] sizes = ["auto", "auto"] + width = 64 built a linear
+    # model, the width silently dropped (a sweep of model.width ran one network N times)
+    with pytest.raises(ValueError, match=r"^width = 64 has no hidden layer to size"):
+        dl.mlp([4, 3], width=64)
+    with pytest.raises(ValueError, match=r"^model\.width = 64 has no hidden layer to size"):
+        validate(_config({"sizes": ["auto", "auto"], "width": 64}))
+    # depth given (0 too) keeps its meaning; a net's own recipe rebuilds it
+    assert validate(_config({"sizes": ["auto", "auto"], "width": 64, "depth": 0}))[
+        "model"]["sizes"] == ["auto", "auto"]
+    assert dl.mlp(**dl.mlp([4, 3]).config).config["sizes"] == [4, 3]
+    from depthlab.experiments.grid import iter_points
+
+    with pytest.raises(ValueError, match="has no hidden layer to size"):
+        list(iter_points({**_config({"sizes": ["auto", "auto"]}),
+                          "sweep": {"model.width": [8, 16]}}))
+
+
+@pytest.mark.parametrize("model", [{"width": 16}, {"sizes": ["auto", "auto"], "width": 16}])
+def test_a_grid_of_depths_over_a_base_with_only_a_width_runs(model):
+    # [model] width = 16 with "model.depth" = [1, 2] swept: the base alone has no depth, and
+    # was refused ("[model] needs sizes ... or depth and width") although every point has one
+    from depthlab.experiments.grid import iter_points
+
+    points = list(iter_points({**_config(), "model": model,
+                               "sweep": {"model.depth": [1, 2]}}))
+    assert [p.config["model"]["sizes"] for p in points] == [["auto", 16, "auto"],
+                                                            ["auto", 16, 16, "auto"]]

@@ -422,7 +422,8 @@ class ModelSpec(_Section):
         if sizes is None and depth is None:
             raise ConfigError(
                 "[model] needs sizes (e.g. sizes = [\"auto\", 128, 128, \"auto\"]) or depth "
-                "and width", prefix + "sizes")
+                "and width", prefix + ("depth" if self.width is not None else "sizes"))
+            # (width given: depth is the key missing, which a grid sweeping it supplies)
         if sizes is None:
             sizes = ("auto", "auto")
         hidden = sizes[1:-1]
@@ -443,6 +444,13 @@ class ModelSpec(_Section):
                 prefix + ("depth" if self.depth is not None else "width"))
         if not consistent:
             if depth is None:
+                if not hidden:  # width = 64 beside sizes = [4, 3]: a linear model was built,
+                    # the width silently dropped (a sweep of widths ran one network N times)
+                    raise ConfigError(
+                        f"{prefix}width = {width} has no hidden layer to size: {prefix}sizes = "
+                        f"{fmt(sizes)} has none and {prefix}depth is not given; accepted: "
+                        f"{prefix}depth >= 1 beside {prefix}width (or leave out {prefix}width)",
+                        prefix + "depth")  # the missing key: a grid sweeping depth lifts it
                 depth = len(hidden)
             if width is None:
                 if not hidden and depth > 0:
