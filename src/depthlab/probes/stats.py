@@ -175,7 +175,32 @@ def mean_std(x: Array) -> tuple[float, float]:
             var = float(np.dot(d, d)) / n - e * e
             if math.isfinite(var) and var > tiny and e * e <= _CANCELLATION_RATIO * var:
                 return float(shift) + e, math.sqrt(var)
-    return float(f.mean(dtype=np.float64)), float(f.std(dtype=np.float64))
+    mean, std = float(f.mean(dtype=np.float64)), float(f.std(dtype=np.float64))
+    if not (math.isfinite(mean) and math.isfinite(std)) and f.dtype.kind == "f":
+        return _scaled_mean_std(f, mean, std)
+    return mean, std
+
+
+def _power_scale(f: Array) -> int | None:
+    """The exponent ``e`` with ``max |f| < 2^e`` of an array with a finite nonzero entry
+    and no NaN or infinite one; None otherwise (the sums' inf/NaN are the array's own)."""
+    with np.errstate(all="ignore"):
+        top = float(np.max(np.abs(f)))
+    if not math.isfinite(top) or top == 0.0:
+        return None
+    return math.frexp(top)[1]
+
+
+def _scaled_mean_std(f: Array, mean: float, std: float) -> tuple[float, float]:
+    """Mean and std of a float array whose float64 sums overflowed (squares of entries above
+    ~1e154, a sum of entries near 1.8e308) although every entry is finite: the two-pass
+    float64 ``mean``/``std`` of ``f / 2^e`` (an exact scaling, ``max |f| < 2^e``), scaled
+    back. ``(mean, std)`` as given where an entry is NaN or infinite."""
+    e = _power_scale(f)
+    if e is None:
+        return mean, std
+    g = np.ldexp(f.astype(np.float64), -e)
+    return math.ldexp(float(g.mean()), e), math.ldexp(float(g.std()), e)
 
 
 _SCRATCH = threading.local()
@@ -197,7 +222,12 @@ def abs_mean(x: Array) -> float:
     f = x.reshape(-1)
     if f.dtype.kind != "f":
         return float(np.abs(f).sum()) / f.size
-    return float(np.abs(f, out=_scratch(f.size, f.dtype)).sum()) / f.size
+    out = float(np.abs(f, out=_scratch(f.size, f.dtype)).sum()) / f.size
+    if not math.isfinite(out):  # a sum past the dtype's range (float32 entries of 1e35)
+        e = _power_scale(f)
+        if e is not None:
+            out = math.ldexp(float(np.abs(np.ldexp(f.astype(np.float64), -e)).mean()), e)
+    return out
 
 
 def layer_stats(point: ProbePoint, percentiles: Sequence[float] = PERCENTILES) -> list[float]:
