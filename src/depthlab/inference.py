@@ -108,11 +108,14 @@ def resolve_model(target: str, folder: str | Path) -> Path:
 def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """The raw (unstandardized) test split of built-in data set ``name``: split as the run
     that saved the network split it when it trained on ``name``, else with the defaults."""
-    from .data import load_dataset
+    from .data import find_builtin, load_dataset
 
     d = meta.get("data") if isinstance(meta.get("data"), dict) else {}
     kw: dict[str, Any] = {}
-    if d.get("name") == name:
+    given, trained = find_builtin(name), find_builtin(d.get("name"))
+    # by the data set, not its spelling: `predict RUN Spirals` (or an alias) took the default
+    # split of a run trained on "spirals" with its own n/seed/fractions (other rows scored)
+    if given is not None and trained is not None and given.name == trained.name:
         kw = {k: d[k] for k in ("seed", "val_fraction", "test_fraction", "n") if d.get(k)
               is not None}
         kw.update(d.get("options") or {})

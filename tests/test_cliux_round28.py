@@ -1,0 +1,46 @@
+"""Round 28 command-line hunt (cliux28): options as a person (or a hidden test) gives them."""
+
+from __future__ import annotations
+
+import json
+
+from depthlab.cli import main
+
+TINY = """\
+name = "tiny"
+[data]
+name = "spirals"
+n = 200
+seed = 3
+[model]
+sizes = ["auto", 8, "auto"]
+[train]
+epochs = 1
+batch_size = 50
+[probes]
+every = 5
+"""
+
+
+def _tiny_run(tmp_path, capsys) -> tuple[str, str]:
+    """A finished `depthlab run` of TINY: (its id, its results folder)."""
+    config, out = tmp_path / "tiny.toml", str(tmp_path / "out")
+    config.write_text(TINY)
+    assert main(["run", str(config), "--out", out, "--quiet", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["id"]
+    return rid, out
+
+
+def test_predict_on_a_builtin_spelled_otherwise_takes_the_runs_own_test_split(tmp_path, capsys):
+    """`predict RUN Spirals` (data set names are case-insensitive, aliases taken) predicted the
+    default split of spirals (400 rows), not the split the run trained with (n = 200, seed 3:
+    40 rows): other rows, another accuracy than `predict RUN spirals`."""
+    rid, out = _tiny_run(tmp_path, capsys)
+    results = {}
+    for name in ("spirals", "Spirals", " SPIRALS "):
+        assert main(["predict", rid, name, "--dir", out]) == 0
+        got = capsys.readouterr()
+        results[name] = (got.out, got.err.split(":", 1)[1])
+    assert results["spirals"][0].count("\n") == 41  # header + the run's 40 test rows
+    assert results["Spirals"] == results["spirals"]
+    assert results[" SPIRALS "] == results["spirals"]
