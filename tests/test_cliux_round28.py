@@ -44,3 +44,16 @@ def test_predict_on_a_builtin_spelled_otherwise_takes_the_runs_own_test_split(tm
     assert results["spirals"][0].count("\n") == 41  # header + the run's 40 test rows
     assert results["Spirals"] == results["spirals"]
     assert results[" SPIRALS "] == results["spirals"]
+
+
+def test_demo_into_a_db_file_names_that_store(tmp_path, capsys):
+    """`demo --out results.db` (a store file, as run, sweep and report take it) printed
+    `results: results.db/depthlab.db`, a path that does not exist."""
+    config = tmp_path / "demo.toml"
+    config.write_text(TINY.replace("n = 200", "n = 60") + '[[recipes]]\nname = "tanh"\n'
+                      'meaning = "plain"\nmodel = {activation = "tanh"}\n')
+    db = tmp_path / "my results.db"
+    assert main(["demo", "--config", str(config), "--out", str(db), "--jobs", "1",
+                 "--no-report", "--quiet"]) == 0
+    assert db.is_file()
+    assert capsys.readouterr().out.splitlines()[-1] == f"results: {db}"

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
         print(f"report: {write_report(args.out, echo=None if args.quiet else progress)}")
-    print(f"results: {Path(args.out) / 'depthlab.db'}")
+    from ..experiments.store import resolve_db_path
+
+    print(f"results: {resolve_db_path(args.out)}")  # an --out DIR.db is the store itself
     return 1 if failures else 0  # as `run` and `sweep` with a failed run
 
 
