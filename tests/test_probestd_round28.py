@@ -9,8 +9,10 @@ import pytest
 
 from depthlab.losses import get_loss
 from depthlab.models import mlp
-from depthlab.probes import accel
+from depthlab.probes import ProbeRecorder, accel
+from depthlab.probes.recorder import update_norms
 from depthlab.probes.stats import abs_mean, layer_quantities, layer_stats, mean_std
+from depthlab.training import Callback, fit
 
 
 def _reference(x):
@@ -100,3 +102,70 @@ def test_non_finite_entries_still_read_non_finite():
         assert not math.isfinite(mean_std(x)[1])
         assert math.isnan(mean_std(np.array([1e200, np.nan]))[1])
         assert abs_mean(x) == math.inf
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e300])
+@pytest.mark.parametrize("path", ["kernels", "numpy"])
+def test_update_norms_of_huge_finite_weights_are_finite_and_correct(scale, path):
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((30, 20)) * scale
+    w = w0 + rng.standard_normal((30, 20)) * (scale * 1e-3)
+    m = max(np.abs(w).max(), np.abs(w0).max())
+    want0 = m * np.linalg.norm(w0 / m)
+    want1 = m * np.linalg.norm(w / m - w0 / m)
+    with np.errstate(all="ignore"):
+        if path == "numpy":
+            with accel.numpy_only():
+                n0, n1 = update_norms(w, w0.copy())
+        else:
+            n0, n1 = update_norms(w, w0.copy())
+    assert n0 == pytest.approx(want0, rel=1e-12)
+    assert n1 == pytest.approx(want1, rel=1e-9)
+
+
+def test_update_norms_of_non_finite_or_empty_weights_are_as_before():
+    w0 = np.array([1e200, np.inf, 1.0])
+    with np.errstate(all="ignore"):
+        n0, _ = update_norms(w0.copy(), w0.copy())
+        assert n0 == math.inf
+        assert update_norms(np.zeros(0), np.zeros(0)) == (0.0, 0.0)
+
+
+class _Grow(Callback):
+    """Multiplies every weight by 1.001 in place after the optimizer (before the recorder's
+    after_update): an update ratio of ~1e-3 whatever the weights' size."""
+
+    def after_update(self, trainer, step, loss):
+        for d in trainer.net.dense_layers():
+            d.W.value *= 1.001
+
+
+def _record(scale):
+    g = np.random.default_rng(3)
+    x, y = g.standard_normal((40, 5)), g.integers(0, 3, 40)
+    net = mlp([5, 16, 12, 3], activation="identity", init="glorot_uniform", seed=0,
+              dtype="float64")
+    net.dense_layers()[0].W.value *= scale
+    rec = ProbeRecorder(every=1, probe_x=x[:20], probe_y=y[:20], percentiles=())
+    with np.errstate(all="ignore"):
+        fit(net, x, y, lr=1e-200, batch_size=20, epochs=None, max_steps=3,
+            callbacks=[_Grow(), rec])
+    return rec.frame()
+
+
+@pytest.mark.parametrize("path", ["kernels", "numpy"])
+def test_a_recorded_float64_run_with_huge_finite_layers_reads_finite_statistics(path):
+    if path == "numpy":
+        with accel.numpy_only():
+            frame = _record(1e160)
+    else:
+        frame = _record(1e160)
+    wanted = ["pre_std", "act_std", "weight_std", "pre_mean", "grad_pre_std", "update_ratio"]
+    rows = frame[frame.quantity.isin(wanted)]
+    assert len(rows) and np.isfinite(rows.value).all(), rows[~np.isfinite(rows.value)]
+    ratio = frame[(frame.quantity == "update_ratio") & (frame.layer == 1)].value
+    assert len(ratio) and np.allclose(ratio, 1e-3, rtol=1e-6)
+    pre = frame[(frame.quantity == "pre_std") & (frame.layer == 1)].value.to_numpy()
+    plain = _record(1.0)
+    pre1 = plain[(plain.quantity == "pre_std") & (plain.layer == 1)].value.to_numpy()
+    np.testing.assert_allclose(pre, pre1 * 1e160, rtol=1e-12)

@@ -50,6 +50,7 @@ from .jacobian import jacobian_singular_values
 from .stats import (
     _TINY_SQUARE,
     PERCENTILES,
+    _power_scale,
     check_percentiles,
     layer_quantities,
     layer_stats,
@@ -100,11 +101,36 @@ def update_norms(w: Array, w0: Array) -> tuple[float, float]:
     kernels = accel.for_array(w0)
     if kernels is not None and w.dtype == w0.dtype and w.flags.c_contiguous:
         sq0, sq1 = kernels.update_norms(w.reshape(-1), w0.reshape(-1))
-        return math.sqrt(sq0), math.sqrt(sq1)
+        if sq0 < math.inf and sq1 < math.inf:
+            return math.sqrt(sq0), math.sqrt(sq1)
+        return _scaled_update_norms(w, w0, math.sqrt(sq0), math.sqrt(sq1))
     f = w0.reshape(-1)
-    n0 = math.sqrt(_squares(f))
+    sq0 = _squares(f)
+    if not sq0 < math.inf:
+        return _scaled_update_norms(w, w0, math.sqrt(sq0), math.nan)
+    n0 = math.sqrt(sq0)
     np.subtract(w, w0, out=w0)  # w0 now holds the update
-    return n0, math.sqrt(_squares(f))
+    sq1 = _squares(f)
+    if not sq1 < math.inf:
+        return n0, _scaled_update_norms(f, np.zeros_like(f), math.nan, math.sqrt(sq1))[1]
+    return n0, math.sqrt(sq1)
+
+
+def _scaled_update_norms(w: Array, w0: Array, n0: float, n1: float) -> tuple[float, float]:
+    """:func:`update_norms` of finite weights whose sums of squares overflowed (float64
+    entries above ~1e154): taken on ``w / 2^e`` and ``w0 / 2^e`` (exact power-of-two scaling,
+    ``max(|w|, |w0|) < 2^e``) and scaled back; ``(n0, n1)`` as given where an entry is NaN
+    or infinite (the norms' inf/NaN are the weights' own)."""
+    ew, e0 = _power_scale(w), _power_scale(w0)
+    if (ew is None and w.size and np.abs(w).max() != 0) or (e0 is None and w0.size
+                                                            and np.abs(w0).max() != 0):
+        return n0, n1  # a NaN or infinite entry
+    e = max(x for x in (ew, e0, 0) if x is not None)
+    a = np.ldexp(w0.reshape(-1).astype(np.float64), -e)
+    b = np.ldexp(w.reshape(-1).astype(np.float64), -e)
+    b -= a
+    return (math.ldexp(math.sqrt(float(np.dot(a, a))), e),
+            math.ldexp(math.sqrt(float(np.dot(b, b))), e))
 
 
 def _update_ratio(weight: Any, w0: Array) -> float | None:
@@ -447,8 +473,10 @@ class ProbeRecorder(Callback):
                 if kernels is not None and wf is not None and weight.value is w:
                     # update_norms' kernel on the flat views made with the snapshot layout
                     sq0, sq1 = kernels.update_norms(wf, w0f)
-                    n0 = math.sqrt(sq0)
-                    ratio = math.sqrt(sq1) / n0 if n0 > 0 else math.inf
+                    n0, n1 = math.sqrt(sq0), math.sqrt(sq1)
+                    if not (sq0 < math.inf and sq1 < math.inf):  # squares past float64's range
+                        n0, n1 = _scaled_update_norms(wf, w0f, n0, n1)
+                    ratio = n1 / n0 if n0 > 0 else math.inf
                 else:
                     ratio = _update_ratio(weight, w0)
                 if ratio is not None:  # (None: weights of another shape since the copy)

@@ -184,6 +184,8 @@ def mean_std(x: Array) -> tuple[float, float]:
 def _power_scale(f: Array) -> int | None:
     """The exponent ``e`` with ``max |f| < 2^e`` of an array with a finite nonzero entry
     and no NaN or infinite one; None otherwise (the sums' inf/NaN are the array's own)."""
+    if f.size == 0:
+        return None
     with np.errstate(all="ignore"):
         top = float(np.max(np.abs(f)))
     if not math.isfinite(top) or top == 0.0:
