@@ -57,3 +57,26 @@ def test_demo_into_a_db_file_names_that_store(tmp_path, capsys):
                  "--no-report", "--quiet"]) == 0
     assert db.is_file()
     assert capsys.readouterr().out.splitlines()[-1] == f"results: {db}"
+
+
+def test_every_option_taking_a_value_names_its_default_in_the_help():
+    """`--help` names each option's default (sweep --limit and --cluster, runs --kind,
+    --sweep and --status, doctor --steps "the doctor's", reproduce --data, predict --to and
+    init --example named none). Excluded: doctor's --torch and --data, which choose the torch
+    mode (a CONFIG otherwise) rather than have a default."""
+    import argparse
+
+    from depthlab.cli import _subparsers as subparsers
+    from depthlab.cli import build_parser
+
+    missing = []
+    for name, parser in subparsers(build_parser()).items():
+        for a in parser._actions:
+            if (not a.option_strings or a.nargs == 0 or isinstance(a, argparse._HelpAction)
+                    or (name, a.dest) in {("doctor", "torch"), ("doctor", "data")}):
+                continue
+            if "default" not in (a.help or "").lower():
+                missing.append(f"{name} {a.option_strings[0]}")
+    assert not missing
+    assert "(default 200)" in " ".join(
+        a.help for a in subparsers(build_parser())["doctor"]._actions if a.dest == "steps")

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true",
                    help="verify each prescription with a short training run")
     p.add_argument("--steps", type=int, default=None, metavar="N",
-                   help="training steps the doctor may use (default: the doctor's)")
+                   help="training steps the doctor may use (default 200)")
     add_out(p)
     p.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
     p.add_argument("--quiet", "-q", action="store_true",

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="file to create: NAME.toml (its name field is NAME); with --example, "
                    "NAME plus the example's suffix (default: the example's own file name)")
     p.add_argument("--example", metavar="EX",
-                   help="copy a shipped example (see --list) instead of the starter config")
+                   help="copy a shipped example (see --list) instead of the starter config "
+                   "(default: the starter config)")
     p.add_argument("--list", action="store_true", help="list the shipped examples and exit")
     p.add_argument("--force", action="store_true", help="replace an existing file")
 

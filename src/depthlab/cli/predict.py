@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"results folder holding the runs (default ./{DEFAULT_OUT})")
     p.add_argument("--to", metavar="FILE", type=path_arg,
                    help="write the CSV (or the --json output) here instead of stdout "
-                   "('-': stdout)")
+                   "('-': stdout; default: stdout)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: {\"outputs\": [[...]], \"classes\": [...]}")
     p.add_argument("--force", action="store_true",

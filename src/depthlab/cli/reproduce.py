@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "each experiment); claims.json + report.html")
     p.add_argument("--data", default=None,
                    help="alternative data set where the experiment supports one "
-                        "(e.g. ioffe2015 --data fashion-mnist)")
+                        "(e.g. ioffe2015 --data fashion-mnist; default: the experiment's own)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 when a claim does not hold")
     p.add_argument("--json", action="store_true",

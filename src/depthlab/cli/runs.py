@@ -17,12 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
     # reproductions are not stored runs: they write claims.json and report.html to their folder
     p.add_argument("--kind", choices=("run", "sweep-point", "doctor"),
-                   help="only runs of this kind")
+                   help="only runs of this kind (default: all kinds)")
     p.add_argument("--sweep", metavar="ID",
                    help="only the points of this sweep (sw-..., or the start of its id: "
-                   "those it ran and those it found stored)")
+                   "those it ran and those it found stored; default: all runs)")
     p.add_argument("--status", choices=("finished", "diverged", "failed"),
-                   help="only runs with this status")
+                   help="only runs with this status (default: any status)")
 
 
 def run(args: argparse.Namespace) -> int:
