@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from depthlab.cli import main
 
 TINY = """\
@@ -80,3 +82,33 @@ def test_every_option_taking_a_value_names_its_default_in_the_help():
     assert not missing
     assert "(default 200)" in " ".join(
         a.help for a in subparsers(build_parser())["doctor"]._actions if a.dest == "steps")
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["reproduce", "he2015", "--list"], "'he2015'"),
+    (["reproduce", "--quick"], "--quick"),
+    (["reproduce", "--strict", "--json"], "--strict"),
+    (["reproduce", "--list", "--data", "digits"], "--data"),
+    (["init", "mine", "--list"], "'mine'"),
+    (["init", "--list", "--example", "demo"], "--example"),
+])
+def test_list_beside_a_name_and_run_options_without_a_name_are_refused(tmp_path, capsys,
+                                                                        monkeypatch, argv,
+                                                                        named):
+    """`reproduce he2015 --list` and `init mine --list` printed the list (status 0) and
+    dropped the name; `reproduce --quick` listed the experiments and ran nothing: one line
+    naming the option, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    got = capsys.readouterr()
+    assert got.out == ""
+    assert got.err.startswith("depthlab: error: ") and named in got.err
+    assert got.err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_alone_still_lists(capsys):
+    assert main(["reproduce", "--list", "--json"]) == 0
+    assert "he2015" in [e["name"] for e in json.loads(capsys.readouterr().out)]
+    assert main(["init", "--list"]) == 0
+    assert "demo.toml" in capsys.readouterr().out.split()

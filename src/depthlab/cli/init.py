@@ -60,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import packaged_example
 
     if args.list:
+        # a NAME, --example or --force beside --list was dropped silently (nothing written)
+        given = [o for o, v in ((repr(args.name), args.name is not None),
+                                ("--example", args.example is not None),
+                                ("--force", args.force)) if v]
+        if given:
+            raise UserError(f"--list does not go with {given[0]}: it lists the shipped "
+                            "examples and writes nothing; give either --list or NAME / "
+                            "--example EX")
         for name in shipped_examples():
             print(name)
         return 0

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce import list_experiments, run_experiment
     from ..reproduce.base import ExperimentDataError, takes_data
 
+    _refuse_conflicts(args)
     exps = list_experiments()
     if (args.list or args.name is None) and args.json:  # the list as JSON, not the table
         import json
@@ -123,6 +124,22 @@ def experiment_seconds(name: str, quick: bool) -> float:
     known = EXPERIMENT_SECONDS.get(name)
     return float(known[col] if known else statistics.median(
         v[col] for v in EXPERIMENT_SECONDS.values()))
+
+
+def _refuse_conflicts(args: argparse.Namespace) -> None:
+    """``--list`` beside an experiment NAME, and the options of a run (``--quick``, ``--out``,
+    ``--data``, ``--strict``) with ``--list`` or without a NAME: one line, exit 2 (the list
+    was printed with status 0 and the NAME or option silently dropped: `reproduce --quick`
+    ran nothing)."""
+    if args.list and args.name is not None:
+        raise UserError(f"--list does not go with an experiment name ({args.name!r}); give "
+                        "either --list (to list them) or NAME (to run one)")
+    given = [o for o, v in (("--quick", args.quick), ("--out", args.out is not None),
+                            ("--data", args.data is not None), ("--strict", args.strict)) if v]
+    if given and (args.list or args.name is None):
+        raise UserError(f"{given[0]} applies to running an experiment; expected an experiment "
+                        "NAME (or 'all'; see `depthlab reproduce --list`)"
+                        + ("" if not args.list else ", without --list"))
 
 
 def _check_data(data: str, experiments: list) -> None:
