@@ -112,3 +112,15 @@ def test_list_alone_still_lists(capsys):
     assert "he2015" in [e["name"] for e in json.loads(capsys.readouterr().out)]
     assert main(["init", "--list"]) == 0
     assert "demo.toml" in capsys.readouterr().out.split()
+
+
+def test_predict_with_a_file_as_dir_says_it_is_a_file(tmp_path, capsys):
+    """`predict RUN DATA --dir notes.txt` said "no run with a saved network in
+    'notes.txt/models'", as if the folder were empty: a file given where the results folder
+    is expected is named as such (runs/report/export say so too)."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    assert main(["predict", "abc123", "spirals", "--dir", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert f"--dir {str(notes)!r} is a file, not a results folder" in err
+    assert err.count("\n") == 1

@@ -98,6 +98,10 @@ def resolve_model(target: str, folder: str | Path) -> Path:
     found = sorted(models.glob(f"{glob.escape(target)}*.npz")) if models.is_dir() else []
     if len(found) == 1:
         return found[0]
+    store = models.parent
+    if not found and store.exists() and not store.is_dir():  # --dir notes.txt: a file, not
+        raise ValueError(f"{target!r} is not a .npz file, and --dir {str(store)!r} is a file, "
+                         "not a results folder; expected the folder of `depthlab run --out`")
     if not found:
         raise ValueError(f"{target!r} is neither a .npz file nor a run with a saved network in "
                         f"{str(models)!r} (networks are saved by `depthlab run`)")
