@@ -59,6 +59,12 @@ def demo_recipes(path: str | os.PathLike | None = None, *, epochs: int | None = 
     if not isinstance(recipes, list) or not recipes:
         raise ConfigError(f"{src}: no [[recipes]] entries; each needs name, meaning and a "
                           "model table", "recipes")
+    if raw.get("sweep"):  # was validated, then dropped: each recipe ran once, nothing said
+        keys = ", ".join(map(str, raw["sweep"])) if isinstance(raw["sweep"], dict) else None
+        raise ConfigError(f"{src}: a demo config takes no [sweep] table (got "
+                          f"{keys or fmt(raw['sweep'])}); the demo trains one run per recipe: "
+                          "vary the recipes' model keys, or run the grid with `depthlab "
+                          "sweep`", "sweep")
     for section in ("model", "train"):  # merged into below: a table, or an error naming it
         if section in raw and not isinstance(raw[section], dict):
             raise ConfigError(f"{src}: {section} = {fmt(raw[section])} must be a table "

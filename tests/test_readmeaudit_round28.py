@@ -1,0 +1,52 @@
+"""Round 28 README audit: behaviour the README states, checked where it drifted."""
+
+from __future__ import annotations
+
+import pytest
+
+from depthlab.demo import demo_recipes
+from depthlab.experiments import ConfigError
+
+DEMO_BASE = """name = "mine"
+[data]
+name = "clusters"
+[model]
+sizes = ["auto", "auto"]
+depth = 2
+width = 4
+[train]
+epochs = 1
+
+[[recipes]]
+name = "relu"
+meaning = "a cure"
+model = { activation = "relu", init = "he_normal" }
+"""
+
+
+def test_a_demo_config_with_a_sweep_table_is_refused_not_silently_run_once(tmp_path):
+    """`depthlab demo --config FILE` trains one run per recipe. A [sweep] table in FILE (five
+    seeds of each recipe, say) was validated and then dropped: each recipe ran once, exit 0,
+    nothing said. It is refused in one line naming the table (exit 2 from the CLI)."""
+    path = tmp_path / "demo.toml"
+    path.write_text(DEMO_BASE + '\n[sweep]\n"train.seed" = [0, 1, 2]\n')
+    with pytest.raises(ConfigError, match=r"\[sweep\].*train\.seed.*one run per recipe"):
+        demo_recipes(path)
+    # without it the same recipes load; an empty [sweep] table asks for nothing
+    path.write_text(DEMO_BASE)
+    assert [r.name for r in demo_recipes(path)] == ["relu"]
+    path.write_text(DEMO_BASE + "\n[sweep]\n")
+    assert [r.name for r in demo_recipes(path)] == ["relu"]
+
+
+def test_the_demo_cli_refuses_a_sweep_table_with_exit_2_before_any_store(tmp_path, capsys):
+    from depthlab.cli import main
+
+    path = tmp_path / "demo.toml"
+    path.write_text(DEMO_BASE + '\n[sweep]\n"model.width" = [4, 8]\n')
+    code = main(["demo", "--config", str(path), "--out", str(tmp_path / "out"), "--no-report",
+                 "-q", "--jobs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "[sweep]" in err and "model.width" in err
+    assert not (tmp_path / "out").exists()
