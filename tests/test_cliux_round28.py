@@ -124,3 +124,21 @@ def test_predict_with_a_file_as_dir_says_it_is_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"--dir {str(notes)!r} is a file, not a results folder" in err
     assert err.count("\n") == 1
+
+
+def test_predict_to_a_name_too_long_is_worded_as_other_commands_word_it(tmp_path, capsys):
+    """`predict NET DATA --to <300 characters>.csv`: "[Errno 36] File name too long: '...'"
+    (the raw OSError text) where run, export and report say "cannot use '...': File name
+    too long"."""
+    import numpy as np
+
+    import depthlab as dl
+
+    net = tmp_path / "net.npz"
+    dl.save(dl.mlp([2, 3, 2]), net)
+    np.save(tmp_path / "x.npy", np.zeros((2, 2)))
+    to = tmp_path / ("b" * 300 + ".csv")
+    assert main(["predict", str(net), str(tmp_path / "x.npy"), "--to", str(to)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("depthlab: error: cannot use ") and "[Errno" not in err
+    assert err.rstrip().endswith("File name too long")

@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from .common import DEFAULT_OUT, Command, UserError, path_arg
+from .common import DEFAULT_OUT, Command, UserError, one_line, path_arg
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,8 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         model, x, labels, labelled, out, classes, targets = _predict(args)
-    except (ValueError, TypeError, OSError) as exc:
-        raise UserError(str(exc)) from None
+    except (ValueError, TypeError, OSError) as exc:  # an OSError as every command words it
+        raise UserError(one_line(exc)) from None  # (was "[Errno 36] File name too long: ...")
     if args.json:
         payload = {"model": str(model), "outputs": out.tolist(),
                    "classes": None if classes is None else classes.tolist()}
