@@ -142,3 +142,19 @@ def test_predict_to_a_name_too_long_is_worded_as_other_commands_word_it(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("depthlab: error: cannot use ") and "[Errno" not in err
     assert err.rstrip().endswith("File name too long")
+
+
+def test_fixed_choices_are_read_in_any_case(tmp_path, capsys):
+    """`runs --kind Run`, `--status FINISHED`, `--kind sweep_point`, `export --format CSV`:
+    "invalid choice" (exit 2), while data set, experiment and example names are read in any
+    case; now read as the choices spell them. A value that is no choice is still refused."""
+    rid, out = _tiny_run(tmp_path, capsys)
+    assert main(["runs", out, "--json", "--kind", " Run", "--status", "FINISHED"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [rid]
+    assert main(["runs", out, "--json", "--kind", "Sweep_Point"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["export", out, "--format", "CSV", "--to", str(tmp_path / "ex")]) == 0
+    assert (tmp_path / "ex" / "runs.csv").is_file()
+    capsys.readouterr()
+    assert main(["runs", out, "--kind", "runn"]) == 2
+    assert "invalid choice: 'runn'" in capsys.readouterr().err

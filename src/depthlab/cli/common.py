@@ -149,6 +149,13 @@ def folder_arg(text: str) -> str:
     return text
 
 
+def choice_arg(text: str) -> str:
+    """A fixed-choice option's value as the choices spell it: blanks stripped, lower case,
+    ``_`` as ``-`` (``--format PARQUET``, ``--kind sweep_point`` were "invalid choice", while
+    data set, experiment and example names are read in any case)."""
+    return text.strip().lower().replace("_", "-")
+
+
 def add_out(p: argparse.ArgumentParser) -> None:
     """The ``--out DIR`` option of the commands that write a store."""
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", type=folder_arg,

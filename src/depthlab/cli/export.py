@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import Command, UserError, add_dir, folder_arg, open_store
+from .common import Command, UserError, add_dir, choice_arg, folder_arg, open_store
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dir(p)
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv",
+    p.add_argument("--format", choices=("csv", "parquet"), type=choice_arg, default="csv",
                    help="file format (default csv)")
     p.add_argument("--to", metavar="PATH", type=folder_arg,
                    help="output folder (default DIR/export; beside the file for a DIR.db)")

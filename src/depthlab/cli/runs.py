@@ -6,7 +6,7 @@ import argparse
 import json
 import re
 
-from .common import Command, UserError, add_dir, format_table, open_store
+from .common import Command, UserError, add_dir, choice_arg, format_table, open_store
 
 ERROR_WIDTH = 100
 """The table's error column: at most this many characters of a run's first error line."""
@@ -16,12 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dir(p)
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per run")
     # reproductions are not stored runs: they write claims.json and report.html to their folder
-    p.add_argument("--kind", choices=("run", "sweep-point", "doctor"),
+    p.add_argument("--kind", choices=("run", "sweep-point", "doctor"), type=choice_arg,
                    help="only runs of this kind (default: all kinds)")
     p.add_argument("--sweep", metavar="ID",
                    help="only the points of this sweep (sw-..., or the start of its id: "
                    "those it ran and those it found stored; default: all runs)")
-    p.add_argument("--status", choices=("finished", "diverged", "failed"),
+    p.add_argument("--status", choices=("finished", "diverged", "failed"), type=choice_arg,
                    help="only runs with this status (default: any status)")
 
 
