@@ -624,12 +624,14 @@ class Recording:
         return self._specs[key]
 
     @contextlib.contextmanager
-    def isolated(self) -> Iterator[None]:
+    def isolated(self, *also: object) -> Iterator[None]:
         """Within the block the model's buffers, mode, ``.grad`` tensors and the random number
-        generators are saved; on exit they are restored and the hooks removed."""
+        generators are saved; on exit they are restored and the hooks removed. ``also``: a loss
+        module whose state (a call counter, a running average) is restored likewise
+        (:func:`~depthlab.torch.layers.untouched`)."""
         grads = [(p, p.grad) for p in self.model.parameters()]
         try:
-            with untouched(self.model):
+            with untouched(self.model, *also):
                 yield
         finally:
             self.disarm()

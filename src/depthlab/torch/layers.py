@@ -30,6 +30,7 @@ Residual blocks
 from __future__ import annotations
 
 import math
+import random
 import sys
 import weakref
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -794,26 +796,46 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
 
 
 @contextmanager
-def untouched(model: nn.Module) -> Iterator[None]:
+def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     """Forward passes inside the block leave no trace: buffers (batch-norm running
-    statistics), module modes and the random number generators are restored on exit, and so
-    are the weights an ``nn.Embedding(max_norm=...)`` renormalizes in its forward; the
-    hooks of other armed recordings of the model are off within it (:func:`_paused`)."""
+    statistics; a buffer the forward re-assigned, ``self.ema = 0.9 * self.ema + ...``, or
+    registered is put back as found), module modes, the modules' own attributes and the random
+    number generators (torch's, and Python's and NumPy's global ones, which a forward may draw
+    from) are restored on exit, and so are the weights an ``nn.Embedding(max_norm=...)``
+    renormalizes in its forward; a buffer is written back only when the block changed it (its
+    version), so a graph the caller holds that saved it (an ``eval()`` batch norm's running
+    statistics) can still be back-propagated. The modules among ``also`` (a loss module with
+    its own state) are restored likewise. The hooks of other armed recordings of the model are
+    off within it (:func:`_paused`)."""
     paused = _paused(model)
-    attributes = _attributes(model)
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    mods = [model, *(a for a in also if isinstance(a, nn.Module) and a is not model)]
+    attributes = [a for m in mods for a in _attributes(m)]
+    slots = [(m, dict(m._buffers)) for mod in mods for m in mod.modules()]
+    buffers = [(b, _ver(b), b.detach().clone()) for mod in mods for b in mod.buffers()]
     renormed = _renormed_weights(model)
-    modes = [(m, m.training) for m in model.modules()]
+    modes = [(m, m.training) for mod in mods for m in mod.modules()]
     devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
                       if t.device.type == "cuda" and t.device.index is not None})
+    np_state, py_state = np.random.get_state(), random.getstate()
     try:
         with torch.random.fork_rng(devices=devices):
             yield
     finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+        for m, found in slots:  # re-assigned, added or removed buffers
+            now = m._buffers
+            if len(now) != len(found) or any(now.get(k, _put_back) is not b
+                                             for k, b in found.items()):
+                now.clear()
+                now.update(found)
         with torch.no_grad():
-            for b, saved in buffers:
-                if b.shape == saved.shape:
-                    b.copy_(saved)
+            for b, version, saved in buffers:  # only if changed, and through .data: no
+                # version bump (batch norm's kernel updates its running statistics in place
+                # without one; a copy_ of every buffer broke the caller's held graph)
+                if b.shape == saved.shape and (version == -1 or _ver(b) != version
+                                               or not torch.equal(b, saved)):
+                    (b if version == -1 else b.data).copy_(saved)
             for w, version, saved in renormed:
                 if _ver(w) != version and w.shape == saved.shape:
                     w.copy_(saved)

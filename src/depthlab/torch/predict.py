@@ -170,6 +170,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -214,7 +215,11 @@ def predict(model: nn.Module, x: Any, y: Any = None,
     with torch.inference_mode(False), torch.enable_grad():
         x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
                 for t in (x, y))
-        return _predict(model, x, y, resolve_loss(loss_fn), percentiles)
+        loss_fn = resolve_loss(loss_fn)
+        # the model and a loss module with its own state as found, also where the loss runs
+        # outside the probe's isolation (chain's), and the global random generators
+        with untouched(model, loss_fn) if isinstance(model, nn.Module) else nullcontext():
+            return _predict(model, x, y, loss_fn, percentiles)
 
 
 _WEIGHT_HOOKS = frozenset({"WeightNorm", "SpectralNorm"})

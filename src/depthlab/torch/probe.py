@@ -600,7 +600,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     check_batch(x)
     rec = Recording(model, qs)
     params = [p for p in model.parameters() if p.requires_grad]
-    with rec.isolated():
+    with rec.isolated(loss_fn):
         rec.arm()
         with no_fast_path():
             output = forward(model, x)

@@ -1,0 +1,136 @@
+"""Round 28 (probeclean): dlt.probe and dlt.predict leave the model, a loss module with its
+own state and the global random generators exactly as found."""
+
+import random
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _data(n=8, d=4, c=3):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+
+
+def _probe(model, x, y, loss_fn="cross_entropy"):
+    return dlt.probe(model, x, y, loss_fn)
+
+
+def _predict(model, x, y, loss_fn="cross_entropy"):
+    return dlt.predict(model, x, y, loss_fn)
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+def test_a_graph_the_caller_holds_through_batch_norm_statistics_still_back_propagates(call):
+    # restoring every buffer with copy_ bumped its version: a loss computed before the call
+    # through an eval-mode batch norm (which saves running_var for its backward) failed with
+    # 'modified by an inplace operation'
+    x, y = _data()
+    model = _mlp()
+    bn = model[1]
+    held = nn.functional.batch_norm(model[0](x), bn.running_mean, bn.running_var,
+                                    bn.weight, bn.bias, training=False)
+    before = bn.running_mean.clone()
+    call(model, x, y)
+    assert torch.equal(bn.running_mean, before)
+    held.sum().backward()  # raised RuntimeError
+    assert model[0].weight.grad is not None
+
+
+class _EMA(nn.Module):
+    """A buffer the forward re-assigns (not updated in place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 6)
+        self.act = nn.ReLU()
+        self.out = nn.Linear(6, 3)
+        self.register_buffer("ema", torch.zeros(3))
+
+    def forward(self, x):
+        o = self.out(self.act(self.lin(x)))
+        if self.training:
+            self.ema = 0.9 * self.ema + 0.1 * o.detach().mean(0)
+        return o
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+def test_a_buffer_the_forward_reassigns_is_put_back(call):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = _EMA()
+    ema = model.ema
+    call(model, x, y)
+    assert model.ema is ema  # was the probe's new tensor, 0.1 * the batch's mean output
+    assert torch.equal(model.ema, torch.zeros(3))
+    assert [n for n, _ in model.named_buffers()] == ["ema"]
+
+
+class _HostNoise(nn.Module):
+    """Draws from Python's and NumPy's global generators in training (as stochastic depth or
+    noise written with random / np.random would; the draws are not used here, so that
+    predict's chain of layers stays a chain)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.act = nn.Tanh()
+        self.b = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.act(self.a(x))
+        if self.training:
+            random.random()
+            np.random.randn()
+        return self.b(h)
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+def test_python_and_numpy_global_generators_are_left_as_found(call):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = _HostNoise()
+    random.seed(5)
+    np.random.seed(5)
+    py, npy = random.getstate(), np.random.get_state()[1].copy()
+    call(model, x, y)
+    # the next training step's draws are those it would have made without the call
+    assert random.getstate() == py
+    assert np.array_equal(np.random.get_state()[1], npy)
+
+
+class _CountingLoss(nn.Module):
+    """A loss module with its own state: a call counter and a running average buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+        self.register_buffer("avg", torch.zeros(()))
+
+    def forward(self, output, y):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(output, y)
+        self.avg.mul_(0.9).add_(0.1 * loss.detach())
+        return loss
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+def test_a_loss_modules_own_state_is_left_as_found(call):
+    x, y = _data()
+    model = _mlp()
+    loss_fn = _CountingLoss()
+    df = call(model, x, y, loss_fn)
+    assert len(df)
+    assert loss_fn.calls == 0
+    assert float(loss_fn.avg) == 0.0
+    assert loss_fn.training
