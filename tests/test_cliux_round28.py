@@ -158,3 +158,13 @@ def test_fixed_choices_are_read_in_any_case(tmp_path, capsys):
     capsys.readouterr()
     assert main(["runs", out, "--kind", "runn"]) == 2
     assert "invalid choice: 'runn'" in capsys.readouterr().err
+
+
+def test_demo_config_empty_is_an_empty_path_not_a_folder(tmp_path, capsys, monkeypatch):
+    """`demo --config ""` (an unset variable) said "--config '': is a folder" (Path('') is the
+    current folder); refused as an empty path, as every other path option is."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--config", ""]) == 2
+    err = capsys.readouterr().err
+    assert "argument --config: an empty path is not accepted" in err
+    assert "folder;" not in err and list(tmp_path.iterdir()) == []

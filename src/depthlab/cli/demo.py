@@ -8,12 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from .common import Command, UserError, add_out, check_jobs, progress_enabled, say
+from .common import Command, UserError, add_out, check_jobs, path_arg, progress_enabled, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_out(p)
-    p.add_argument("--config", metavar="TOML", default=None,
+    p.add_argument("--config", metavar="TOML", default=None, type=path_arg,
                    help="demo config with [[recipes]] (default: the packaged examples/demo.toml)")
     p.add_argument("--jobs", "-j", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                    help="parallel processes (default: 2, or 1 on a one-core machine)")
