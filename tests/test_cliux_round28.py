@@ -168,3 +168,19 @@ def test_demo_config_empty_is_an_empty_path_not_a_folder(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert "argument --config: an empty path is not accepted" in err
     assert "folder;" not in err and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["report", "results", "--out", "x"], "depthlab report takes the results folder as its "
+                                          "argument: `depthlab report DIR`"),
+    (["runs", "--out=results"], "`depthlab runs DIR`"),
+    (["export", "--dir", "results"], "`depthlab export DIR`"),
+    (["predict", "abc", "spirals", "--out", "results"], "(did you mean --dir?)"),
+])
+def test_out_given_to_a_command_reading_a_store_says_how_it_takes_the_folder(capsys, argv,
+                                                                               hint):
+    """`depthlab report --out results` (as `run --out results` wrote it) said only
+    "unrecognized arguments: --out" with no word of how report takes its folder."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --" in err and hint in err and err.count("\n") == 1

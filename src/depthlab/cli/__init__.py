@@ -99,6 +99,13 @@ class _Parser(argparse.ArgumentParser):
         if unknown:
             options = [o[2:] for a in self._actions for o in a.option_strings
                        if o.startswith("--")]
+            if unknown[1] == "--out" and "dir" in options:  # predict's results folder
+                return " (did you mean --dir?)"
+            if unknown[1] in ("--out", "--dir") and any(a.dest == "dir" and not
+                                                        a.option_strings for a in self._actions):
+                # `report --out results` as `run --out results` wrote it: no such option
+                return (f" ({self.prog} takes the results folder as its argument: "
+                        f"`{self.prog} DIR`)")
             close = closest_name(unknown[1][2:], options)
             return f" (did you mean --{close}?)" if close else ""
         return ""
