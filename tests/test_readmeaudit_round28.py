@@ -50,3 +50,46 @@ def test_the_demo_cli_refuses_a_sweep_table_with_exit_2_before_any_store(tmp_pat
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "[sweep]" in err and "model.width" in err
     assert not (tmp_path / "out").exists()
+
+
+DEPTHS = DEMO_BASE + """
+[[recipes]]
+name = "deep"
+meaning = "deeper"
+model = { activation = "tanh", depth = 6 }
+
+[[recipes]]
+name = "wide"
+meaning = "wider"
+model = { activation = "tanh", depth = 3, width = 16 }
+"""
+
+
+def test_the_demo_names_each_recipes_last_layer_when_depths_differ(tmp_path, capsys):
+    """`depthlab demo --config FILE` with recipes of other depths said "2 hidden layers of 4
+    units" and "std(dL/ds) in hidden layer 1 / in hidden layer 2" for all of them (the first
+    recipe's network), under ratios taken at layers 6 and 3."""
+    from depthlab.cli import main
+
+    path = tmp_path / "demo.toml"
+    path.write_text(DEPTHS)
+    code = main(["demo", "--config", str(path), "--out", str(tmp_path / "out"), "--no-report",
+                 "--jobs", "1"])
+    assert code == 0
+    out, err = capsys.readouterr()
+    assert "2-6 hidden layers of 4-16 units, 3 recipes" in out + err
+    assert "in hidden layer 1 / in its network's last hidden layer:" in out
+    assert "in hidden layer 2" not in out
+
+
+def test_the_demo_header_of_recipes_of_one_network_shape_is_unchanged(tmp_path):
+    from depthlab.demo import network_phrase, ratio_header
+
+    path = tmp_path / "demo.toml"
+    path.write_text(DEMO_BASE + '\n[[recipes]]\nname = "tanh"\nmodel = { activation = "tanh" }\n')
+    recipes = demo_recipes(path)
+    assert network_phrase(recipes) == "2 hidden layers of 4 units"
+    assert "/ in hidden layer 2:" in ratio_header(recipes)
+    packaged = demo_recipes()
+    assert network_phrase(packaged) == "20 hidden layers of 64 units"
+    assert "/ in hidden layer 20:" in ratio_header(packaged)

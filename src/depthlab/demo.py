@@ -129,6 +129,38 @@ def describe_ratio(ratio: float | None) -> str:
     return f"flows: within a factor {text} of 1"
 
 
+def _hidden(recipe: Recipe) -> list[int]:
+    """The hidden layers' widths of ``recipe``'s network."""
+    return list(recipe.point.config["model"]["sizes"][1:-1])
+
+
+def _span(values: list[int]) -> str:
+    return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+
+def network_phrase(recipes: list[Recipe]) -> str:
+    """The recipes' networks in a few words, true of every one: ``20 hidden layers of 64
+    units``; recipes of other depths or widths give the ranges (``2-6 hidden layers of 4-8
+    units``), a network of varying widths ``3 hidden layers of 8-16 units``."""
+    layers = [_hidden(r) for r in recipes]
+    depths = [len(h) for h in layers]
+    widths = [w for h in layers for w in h]
+    if not widths:
+        return "no hidden layer"
+    return f"{_span(depths)} hidden layers of {_span(widths)} units"
+
+
+def ratio_header(recipes: list[Recipe]) -> str:
+    """The line above the recipes' gradient ratios, naming the last hidden layer each is
+    taken at (the first recipe's depth named for all of them said "in hidden layer 2" of a
+    6-layer recipe's ratio)."""
+    depths = {len(_hidden(r)) for r in recipes}
+    last = (f"in hidden layer {depths.pop()}" if len(depths) == 1
+            else "in its network's last hidden layer")
+    return (f"Gradient ratio at initialization = std(dL/ds) in hidden layer 1 / {last}: 1 means "
+            "the gradient reaches the first layer intact.")
+
+
 def summary_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per recipe: name, gradient ratio at init and what it means, accuracy.
 

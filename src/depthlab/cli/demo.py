@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import demo_recipes, summary_lines
+    from ..demo import demo_recipes, network_phrase, ratio_header, summary_lines
     from ..experiments import Store, run_points
     from ..plot import gradient_ratio
 
@@ -46,11 +46,9 @@ def run(args: argparse.Namespace) -> int:
         except ExperimentError as e:
             raise UserError(f"recipe {r.name!r}: {e}") from None
     echo = say(args)
-    model = recipes[0].point.config["model"]
-    hidden = len(model["sizes"]) - 2
     data = recipes[0].point.config["data"]  # a built-in name, or a file (was "None")
-    echo(f"depthlab demo: {data.get('name') or Path(str(data.get('path'))).name}, {hidden} "
-         f"hidden layers of {model['sizes'][1]} units, {len(recipes)} recipes")
+    echo(f"depthlab demo: {data.get('name') or Path(str(data.get('path'))).name}, "
+         f"{network_phrase(recipes)}, {len(recipes)} recipes")
     run_points([r.point for r in recipes], args.out, sweep="demo", jobs=jobs, echo=echo,
                progress=progress_enabled(args))
     rows, failures = [], []
@@ -68,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
                 first = (str(error).strip() if error else "") or "unknown error"
                 failures.append(f"depthlab: recipe {r.name!r} failed: "
                                 f"{first.splitlines()[0]}")
-    print(f"\nGradient ratio at initialization = std(dL/ds) in hidden layer 1 / in hidden layer "
-          f"{hidden}: 1 means the gradient reaches the first layer intact.")
+    print(f"\n{ratio_header(recipes)}")
     for line in summary_lines(rows):
         print(line)
     for line in failures:
