@@ -695,8 +695,10 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
     worst = int(dead.idxmax())
     d0 = ctx.at(0, "dead_frac")
     dead_init = float(d0.max()) if not d0.empty else math.nan
+    worst_init = float(d0.get(worst, math.nan)) if not d0.empty else math.nan
     changes, text = rx.for_dead_relu(ctx.mean_init_ratio(), dead_init, DEAD_FRAC,
-                                     float(ctx.settings.get("lr", 0.01)), ctx.config)
+                                     float(ctx.settings.get("lr", 0.01)), ctx.config,
+                                     worst_layer=(worst_init, metric))
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
           "dead_frac_init_max": dead_init, "n_layers": len(layers)}
     msg = (f"{100 * metric:.0f}% of the units of layer {worst} are dead (zero derivative on "
