@@ -184,3 +184,15 @@ def test_out_given_to_a_command_reading_a_store_says_how_it_takes_the_folder(cap
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments: --" in err and hint in err and err.count("\n") == 1
+
+
+def test_doctor_of_a_sweep_config_says_its_sweep_is_ignored(tmp_path, capsys):
+    """`depthlab doctor grid.toml` diagnosed the base config and dropped the [sweep] table
+    without a word, where `depthlab run` notes it."""
+    config = tmp_path / "grid.toml"
+    config.write_text(TINY + '[sweep]\n"model.activation" = ["tanh", "relu"]\n')
+    assert main(["doctor", str(config), "--steps", "3", "--out", str(tmp_path / "o"),
+                 "--json"]) == 0
+    got = capsys.readouterr()
+    assert "[sweep] table is ignored by `depthlab doctor`" in got.err
+    json.loads(got.out)  # stdout holds the JSON only

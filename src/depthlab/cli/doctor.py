@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("doctor needs a CONFIG file or --torch FILE.py:FUNCTION --data NAME")
     torch_doctor.refuse_without_torch(args)
     cfg = load_config(args.config)
-    cfg.pop("sweep", None)
+    ignored_sweep = cfg.pop("sweep", None) is not None
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps} is not accepted; accepted: an integer >= 1")
     prep = prepare(cfg)
@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.out, create=True)
     try:
         store.check_writable()
+        if ignored_sweep and not args.quiet:  # as `depthlab run` says it (it was silent)
+            print("depthlab: note: the [sweep] table is ignored by `depthlab doctor`, which "
+                  "diagnoses the base config", file=sys.stderr)
         t0 = time.perf_counter()
         progress = RunProgress(progress_mode(args))
         try:
