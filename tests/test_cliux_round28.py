@@ -196,3 +196,15 @@ def test_doctor_of_a_sweep_config_says_its_sweep_is_ignored(tmp_path, capsys):
     got = capsys.readouterr()
     assert "[sweep] table is ignored by `depthlab doctor`" in got.err
     json.loads(got.out)  # stdout holds the JSON only
+
+
+def test_init_of_a_name_with_control_characters_writes_a_config_that_reads(tmp_path, capsys,
+                                                                            monkeypatch):
+    """`depthlab init $'a\\x7fb'` wrote DEL raw into the name string and the comment lines
+    (TOML refuses control characters in both): `depthlab run` of it was a TOML syntax error."""
+    from depthlab.experiments import load_config
+
+    monkeypatch.chdir(tmp_path)
+    name = "del\x7fesc\x1bone\x01tab\tend"
+    assert main(["init", name]) == 0
+    assert load_config(f"{name}.toml")["name"] == name

@@ -8,6 +8,7 @@ import argparse
 import json
 import re
 import shlex
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -101,12 +102,17 @@ def run(args: argparse.Namespace) -> int:
     if source == STARTER:
         # a TOML basic string (JSON escapes are valid TOML): a name with \\ or " stays valid;
         # a function as the replacement, so backslashes are not read as regex escapes
-        name = json.dumps(target.stem)
+        # DEL (U+007F) too, which JSON leaves as is and TOML refuses in a string
+        name = json.dumps(target.stem).replace("\x7f", "\\u007f")
         text = re.sub(r'^name = "starter"', lambda _m: f"name = {name}", text, count=1,
                       flags=re.M)
         # the commands in its comments, ready to paste; a replacement that is kept in a
         # comment line: a file name with a newline could otherwise break out of it
-        text = text.replace("THIS_FILE", " ".join(_pasteable(target).splitlines()))
+        # (a line break) or make the file unreadable: TOML refuses control characters in a
+        # comment (DEL, ESC: `init $'a\x7f'` wrote a config that `depthlab run` refused)
+        text = text.replace("THIS_FILE", "".join(
+            "?" if c != "\t" and unicodedata.category(c) == "Cc" else c
+            for c in " ".join(_pasteable(target).splitlines())))
     atomic_write_text(target, text)
     print(f"wrote {target}; {_next_step(source, target)}")
     return 0
