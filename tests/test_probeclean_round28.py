@@ -185,3 +185,24 @@ def test_a_watch_leaves_training_bit_identical_for_a_forward_drawing_from_python
     w_losses, w_params = _train(True)
     assert w_losses == losses
     assert all(torch.equal(p, q) for p, q in zip(params, w_params))
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+@pytest.mark.parametrize("first", ["dropout", "relu", "mul_"])
+def test_a_forward_that_works_on_its_input_in_place_leaves_the_callers_x_as_found(call, first):
+    # a model that starts with nn.Dropout(inplace=True) dropped and rescaled the caller's x:
+    # a second probe of the same batch read x dropped twice (pre_std 1/0.7 times the first)
+    class InPlace(nn.Module):
+        def forward(self, x):
+            return x.mul_(3.0)
+
+    head = {"dropout": nn.Dropout(0.3, inplace=True), "relu": nn.ReLU(inplace=True),
+            "mul_": InPlace()}[first]
+    torch.manual_seed(0)
+    model = nn.Sequential(head, nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    x, y = _data()
+    x0 = x.clone()
+    first_df = call(model, x, y)
+    assert torch.equal(x, x0)
+    second = call(model, x, y)
+    assert first_df.equals(second)

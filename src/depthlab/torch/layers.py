@@ -795,6 +795,36 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
                 v.update(old)
 
 
+def _input_tensors(v: Any) -> list[torch.Tensor]:
+    """The tensors in ``v`` (a tensor, or nested tuples, lists and dicts of them)."""
+    if isinstance(v, torch.Tensor):
+        return [v]
+    if isinstance(v, (tuple, list)):
+        return [t for u in v for t in _input_tensors(u)]
+    if isinstance(v, dict):
+        return [t for u in v.values() for t in _input_tensors(u)]
+    return []
+
+
+@contextmanager
+def inputs_kept(*values: Any) -> Iterator[None]:
+    """The tensors in ``values`` (the caller's ``x`` and ``y``) hold on exit the values they
+    held on entry: a forward that works on its input in place (a model that starts with
+    ``nn.Dropout(inplace=True)`` or ``nn.ReLU(inplace=True)``, an ``x.mul_(...)``) changed the
+    caller's batch, so the next probe of the same batch (or the training step after it) read
+    a doubly dropped and rescaled ``x``. Written back (through ``.data``: no version bump) only
+    when their version changed."""
+    saved = [(t, _ver(t), t.detach().clone()) for t in _input_tensors(values)
+             if not t.is_inference()]  # (an inference tensor cannot be changed outside it)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for t, version, copy in saved:
+                if _ver(t) != version and t.shape == copy.shape:
+                    t.data.copy_(copy)
+
+
 @contextmanager
 def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     """Forward passes inside the block leave no trace: buffers (batch-norm running

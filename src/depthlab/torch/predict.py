@@ -181,7 +181,13 @@ from torch import nn
 from ..validators import keyword_hints
 from . import pooling
 from .chain import chain
-from .layers import check_initialized, check_materialized, check_model, untouched
+from .layers import (
+    check_initialized,
+    check_materialized,
+    check_model,
+    inputs_kept,
+    untouched,
+)
 from .probe import check_batch, probe, resolve_loss
 from .propagation import (
     _along,
@@ -212,7 +218,7 @@ def predict(model: nn.Module, x: Any, y: Any = None,
     (``x.float() / 255``; token ids into an Embedding are not covered). Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the autograd graph it
     needs (inference tensors are copied)."""
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y):
         x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
                 for t in (x, y))
         loss_fn = resolve_loss(loss_fn)

@@ -61,7 +61,7 @@ from torch.nn import functional as F
 from ..probes.stats import PERCENTILES, check_percentiles
 from ..validators import did_you_mean, keyword_hints
 from .hooks import Recording
-from .layers import check_materialized, check_model, none_ran
+from .layers import check_materialized, check_model, inputs_kept, none_ran
 from .train import accuracy_output, binary_hits, binary_threshold, one_hot_labels
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
@@ -586,7 +586,7 @@ def probe(model: nn.Module, x: Any, y: Any,
     ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``. Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still back-propagates (the gradient
     rows were NaN); ``torch.no_grad()`` *inside* the model's forward keeps its meaning."""
-    with torch.inference_mode(False), torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y):
         return _probe(model, trackable(x), trackable(y), resolve_loss(loss_fn), percentiles)
 
 
