@@ -93,3 +93,15 @@ def test_the_demo_header_of_recipes_of_one_network_shape_is_unchanged(tmp_path):
     packaged = demo_recipes()
     assert network_phrase(packaged) == "20 hidden layers of 64 units"
     assert "/ in hidden layer 20:" in ratio_header(packaged)
+
+
+def test_the_demo_of_networks_without_a_hidden_layer_names_no_layer_0(tmp_path):
+    """A demo config of linear models said "std(dL/ds) in hidden layer 1 / in hidden layer 0"."""
+    from depthlab.demo import network_phrase, ratio_header
+
+    path = tmp_path / "demo.toml"
+    path.write_text(DEMO_BASE.replace("depth = 2\nwidth = 4\n", ""))
+    recipes = demo_recipes(path)
+    assert network_phrase(recipes) == "no hidden layer"
+    assert "hidden layer 0" not in ratio_header(recipes)
+    assert "no hidden layer" in ratio_header(recipes)

@@ -155,6 +155,10 @@ def ratio_header(recipes: list[Recipe]) -> str:
     taken at (the first recipe's depth named for all of them said "in hidden layer 2" of a
     6-layer recipe's ratio)."""
     depths = {len(_hidden(r)) for r in recipes}
+    if depths == {0}:  # was "in hidden layer 1 / in hidden layer 0"
+        return ("Gradient ratio at initialization: not measured, the networks have no hidden "
+                "layer (give model.depth and model.width, or hidden sizes).")
+    depths.discard(0)  # a linear recipe beside deeper ones has its own "not measured"
     last = (f"in hidden layer {depths.pop()}" if len(depths) == 1
             else "in its network's last hidden layer")
     return (f"Gradient ratio at initialization = std(dL/ds) in hidden layer 1 / {last}: 1 means "
