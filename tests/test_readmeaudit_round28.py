@@ -105,3 +105,18 @@ def test_the_demo_of_networks_without_a_hidden_layer_names_no_layer_0(tmp_path):
     assert network_phrase(recipes) == "no hidden layer"
     assert "hidden layer 0" not in ratio_header(recipes)
     assert "no hidden layer" in ratio_header(recipes)
+
+
+def test_the_readme_sweep_example_is_the_example_files_grid():
+    """README's second TOML block is headed `# examples/digits_sweep.toml`: its grid must be
+    that file's (the run example's block is pinned the same way in test_readme_audit)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```toml\n(.*?)```", (root / "README.md").read_text(encoding="utf-8"),
+                        flags=re.S)
+    block = next(b for b in blocks if b.startswith("# examples/digits_sweep.toml"))
+    with open(root / "examples" / "digits_sweep.toml", "rb") as f:
+        assert tomllib.loads(block)["sweep"] == tomllib.load(f)["sweep"]
