@@ -206,3 +206,34 @@ def test_a_forward_that_works_on_its_input_in_place_leaves_the_callers_x_as_foun
     assert torch.equal(x, x0)
     second = call(model, x, y)
     assert first_df.equals(second)
+
+
+class _PlainTensorState(nn.Module):
+    """State kept in plain tensor attributes (not registered buffers) that the forward
+    updates in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.r = nn.ReLU()
+        self.b = nn.Linear(6, 3)
+        self.steps = torch.zeros(())
+        self.memory = torch.zeros(6)
+
+    def forward(self, x):
+        self.steps += 1
+        h = self.r(self.a(x))
+        self.memory.mul_(0.9).add_(h.detach().mean(0))
+        return self.b(h)
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+def test_a_plain_tensor_attribute_the_forward_updates_in_place_is_left_as_found(call):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = _PlainTensorState()
+    steps, memory = model.steps, model.memory
+    call(model, x, y)
+    assert model.steps is steps and model.memory is memory
+    assert float(model.steps) == 0.0  # was 1 after probe, 2 after predict (its own probe)
+    assert torch.equal(model.memory, torch.zeros(6))

@@ -762,25 +762,30 @@ _MODULE_KEYS = frozenset(nn.Module().__dict__)
 _CONTAINERS = (list, dict, set)
 
 
-def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list]]:
+def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list, list]]:
     """Per module of ``model``: its own attributes (``self.calls``, ``self.seen``,
-    ``self.last_attention``: not those of :data:`_MODULE_KEYS`) and the contents of those that
-    are lists, dicts or sets, for :func:`_put_back` after a forward that must leave no trace
-    (:func:`untouched`)."""
+    ``self.last_attention``: not those of :data:`_MODULE_KEYS`), the contents of those that
+    are lists, dicts or sets, and a copy of those that are tensors (not registered as buffers:
+    ``self.steps = torch.zeros(())`` that the forward increments in place), for
+    :func:`_put_back` after a forward that must leave no trace (:func:`untouched`)."""
     saved = []
     for m in model.modules():
         own = {k: v for k, v in m.__dict__.items() if k not in _MODULE_KEYS}
         contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
-        saved.append((m, own, contents))
+        tensors = [(v, _ver(v), v.detach().clone()) for v in own.values()
+                   if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
+                   and not v.is_inference()]
+        saved.append((m, own, contents, tensors))
     return saved
 
 
-def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
+def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list, list]]) -> None:
     """Undo what a forward did to the modules' own attributes (a call counter the forward
-    increments, a list it appends to, a tensor it caches, an attribute it adds): the theory's
-    forward left a model whose forward reads them training differently from one without a
-    Watch (a counter one ahead), and so did every ``dlt.probe``/``dlt.predict`` in a loop."""
-    for m, own, contents in saved:
+    increments, a list it appends to, a tensor it caches or updates in place, an attribute it
+    adds): the theory's forward left a model whose forward reads them training differently
+    from one without a Watch (a counter one ahead), and so did every
+    ``dlt.probe``/``dlt.predict`` in a loop."""
+    for m, own, contents, tensors in saved:
         now = m.__dict__
         for k in [k for k in now if k not in _MODULE_KEYS and k not in own]:
             del now[k]
@@ -793,6 +798,10 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list]]) -> None:
             else:
                 v.clear()
                 v.update(old)
+        with torch.no_grad():
+            for t, version, copy in tensors:  # changed in place (version): written back
+                if _ver(t) != version and t.shape == copy.shape:
+                    t.data.copy_(copy)
 
 
 def _input_tensors(v: Any) -> list[torch.Tensor]:
