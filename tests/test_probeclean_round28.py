@@ -237,3 +237,31 @@ def test_a_plain_tensor_attribute_the_forward_updates_in_place_is_left_as_found(
     assert model.steps is steps and model.memory is memory
     assert float(model.steps) == 0.0  # was 1 after probe, 2 after predict (its own probe)
     assert torch.equal(model.memory, torch.zeros(6))
+
+
+class _OwnGenerator(nn.Module):
+    """Draws from the module's own torch.Generator (not used here, so that predict's chain
+    stays a chain)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.t = nn.Tanh()
+        self.b = nn.Linear(6, 3)
+        self.gen = torch.Generator().manual_seed(7)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.training:
+            torch.randn(h.shape, generator=self.gen)
+        return self.b(self.t(h))
+
+
+@pytest.mark.parametrize("call", [_probe, _predict], ids=["probe", "predict"])
+def test_a_modules_own_generator_is_left_as_found(call):
+    x, y = _data()
+    torch.manual_seed(0)
+    model = _OwnGenerator()
+    state = model.gen.get_state()
+    call(model, x, y)
+    assert torch.equal(model.gen.get_state(), state)

@@ -766,7 +766,8 @@ def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list,
     """Per module of ``model``: its own attributes (``self.calls``, ``self.seen``,
     ``self.last_attention``: not those of :data:`_MODULE_KEYS`), the contents of those that
     are lists, dicts or sets, and a copy of those that are tensors (not registered as buffers:
-    ``self.steps = torch.zeros(())`` that the forward increments in place), for
+    ``self.steps = torch.zeros(())`` that the forward increments in place) or the state of
+    those that are ``torch.Generator``s (a module drawing its noise from its own), for
     :func:`_put_back` after a forward that must leave no trace (:func:`untouched`)."""
     saved = []
     for m in model.modules():
@@ -775,6 +776,8 @@ def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list,
         tensors = [(v, _ver(v), v.detach().clone()) for v in own.values()
                    if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
                    and not v.is_inference()]
+        tensors += [(v, None, v.get_state()) for v in own.values()  # a module's own
+                    if isinstance(v, torch.Generator)]  # generator (its dropout/noise draws)
         saved.append((m, own, contents, tensors))
     return saved
 
@@ -800,7 +803,9 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list, list]]) -> None
                 v.update(old)
         with torch.no_grad():
             for t, version, copy in tensors:  # changed in place (version): written back
-                if _ver(t) != version and t.shape == copy.shape:
+                if version is None:
+                    t.set_state(copy)
+                elif _ver(t) != version and t.shape == copy.shape:
                     t.data.copy_(copy)
 
 
