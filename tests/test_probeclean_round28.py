@@ -265,3 +265,32 @@ def test_a_modules_own_generator_is_left_as_found(call):
     state = model.gen.get_state()
     call(model, x, y)
     assert torch.equal(model.gen.get_state(), state)
+
+
+def test_the_doctor_starts_every_run_from_the_loss_modules_state_and_leaves_it_as_found():
+    seen = []
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+            self.register_buffer("avg", torch.zeros(()))
+
+        def forward(self, output, y):
+            seen.append(self.calls)
+            self.calls += 1
+            loss = nn.functional.cross_entropy(output, y)
+            self.avg.mul_(0.9).add_(0.1 * loss.detach())
+            return loss
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    loss_fn = Counting()
+    dlt.doctor(model, (x, y), loss_fn=loss_fn, steps=5, batch_size=16, seed=0, verify=False)
+    assert loss_fn.calls == 0  # was 9
+    assert float(loss_fn.avg) == 0.0
+    # the checks before the training call the loss too; the training run starts from the
+    # state the caller gave (it started from the checks' count)
+    assert seen.count(0) >= 2

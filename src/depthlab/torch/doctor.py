@@ -89,7 +89,7 @@ from .inputs import (
     shape_inputs,
     tensor_data,
 )
-from .layers import activation_spec, check_materialized, check_model
+from .layers import activation_spec, check_materialized, check_model, kept_state
 from .predict import theory_rows
 from .probe import LOSSES, loss_by_name
 from .through_time import (
@@ -726,7 +726,16 @@ def _run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrain
          ) -> _Run:
     """Train ``model`` with probes and apply the rules (``chance``: the best constant
     prediction's loss, :func:`constant_loss`, which the rules judge a loss against, as the
-    NumPy doctor's do: a learning rate too low to move leaves the loss above it)."""
+    NumPy doctor's do: a learning rate too low to move leaves the loss above it). A loss module
+    with its own state (a call counter, a running average buffer) starts every run from the
+    state the caller gave it (each prescription's run started from the state the previous run
+    left: not the same training as the baseline's) and is left so (:func:`kept_state`)."""
+    with kept_state(loss_fn):
+        return _train_run(model, data, loss_fn, spec, settings, percentiles, chance)
+
+
+def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: TorchTrainSpec,
+               settings: dict[str, Any], percentiles: bool, chance: float) -> _Run:
     px, py = (t[:PROBE_EXAMPLES] for t in data.probe_source)
     layers = rx.trace(model, px[:TRACE_EXAMPLES])
     names = {m: n for n, m in model.named_modules()}
@@ -913,7 +922,7 @@ def doctor(
     cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     # the caller's random streams left as found; training needs autograd even when the call
     # sits inside torch.no_grad() or torch.inference_mode()
-    with torch.random.fork_rng(devices=cuda), _host_generators(seed), \
+    with torch.random.fork_rng(devices=cuda), _host_generators(seed), kept_state(loss_fn), \
             torch.inference_mode(False), torch.enable_grad(), runs_progress(progress, "doctor"):
         t0 = time.perf_counter()
         model = check_model(fresh(seed))  # TorchScript, compiled, DataParallel: by name
@@ -932,19 +941,22 @@ def doctor(
             fresh = _calibrating(fresh, d.x)  # mode needs the training set's statistics, at
             calibrate_population(model, d.x)  # the start too (train() sets them at the end)
         _check_token_ids(model, d)  # first: else torch's 'index out of range in self'
-        _check_runs(model, d, loss_fn)
-        _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
+        with kept_state(loss_fn):  # the checks leave a stateful loss module as given
+            _check_runs(model, d, loss_fn)
+            _check_step(_scratch_copy(model, fresh, seed), spec, d, loss_fn)
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
-        chance = constant_loss(loss_fn, d.y, _sample_output(model, d))
+        with kept_state(loss_fn):
+            chance = constant_loss(loss_fn, d.y, _sample_output(model, d))
         base = _run(model, d, loss_fn, spec, settings, percentiles=True, chance=chance)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
                               bn_drift=base.ctx.bn_drift)
         xs = d.x[:LSUV_EXAMPLES]
         n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
-        chance_acc = constant_accuracy(loss_fn, d.y, d.y_val) if verify else math.nan
+        with kept_state(loss_fn):
+            chance_acc = constant_accuracy(loss_fn, d.y, d.y_val) if verify else math.nan
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
             skipped: list[str] = []
@@ -1052,7 +1064,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
             try:  # the changed model must also take a training step (e.g. inserted batch
                 model, new = _apply_cure(changes, fresh(seed), spec, xs, d,  # norms: not
                                          loss_fn)  # on 1-row
-                _check_step(model, new, d, loss_fn)  # mini-batches)
+                with kept_state(loss_fn):
+                    _check_step(model, new, d, loss_fn)  # mini-batches)
             except (ValueError, RuntimeError, NotImplementedError) as e:  # NotApplicable, or
                 if skipped is not None:  # a change this model cannot take (e.g. an operation
                     said = " ".join(str(e).split()) or type(e).__name__  # its dtype lacks)

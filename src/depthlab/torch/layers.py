@@ -839,6 +839,50 @@ def inputs_kept(*values: Any) -> Iterator[None]:
                     t.data.copy_(copy)
 
 
+def _module_state(mods: list[nn.Module]) -> Callable[[], None]:
+    """Save what a forward may change in the modules ``mods`` (and their submodules): their
+    buffers (values; re-assigned, added or removed ones), modes and own attributes
+    (:func:`_attributes`); the function returned puts them back."""
+    attributes = [a for m in mods for a in _attributes(m)]
+    slots = [(m, dict(m._buffers)) for mod in mods for m in mod.modules()]
+    buffers = [(b, _ver(b), b.detach().clone()) for mod in mods for b in mod.buffers()]
+    modes = [(m, m.training) for mod in mods for m in mod.modules()]
+
+    def restore() -> None:
+        for m, found in slots:  # re-assigned, added or removed buffers
+            now = m._buffers
+            if len(now) != len(found) or any(now.get(k, _put_back) is not b
+                                             for k, b in found.items()):
+                now.clear()
+                now.update(found)
+        with torch.no_grad():
+            for b, version, saved in buffers:  # only if changed, and through .data: no
+                # version bump (batch norm's kernel updates its running statistics in place
+                # without one; a copy_ of every buffer broke the caller's held graph)
+                if b.shape == saved.shape and (version == -1 or _ver(b) != version
+                                               or not torch.equal(b, saved)):
+                    (b if version == -1 else b.data).copy_(saved)
+        for m, mode in modes:
+            m.training = mode
+        _put_back(attributes)  # a call counter the forward increments, a list it appends to
+
+    return restore
+
+
+@contextmanager
+def kept_state(module: Any) -> Iterator[None]:
+    """A module's buffers, modes and own attributes as found on exit (:func:`_module_state`;
+    nothing for a plain function): the doctor's loss module, which every run starts from."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    restore = _module_state([module])
+    try:
+        yield
+    finally:
+        restore()
+
+
 @contextmanager
 def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     """Forward passes inside the block leave no trace: buffers (batch-norm running
@@ -853,11 +897,8 @@ def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     off within it (:func:`_paused`)."""
     paused = _paused(model)
     mods = [model, *(a for a in also if isinstance(a, nn.Module) and a is not model)]
-    attributes = [a for m in mods for a in _attributes(m)]
-    slots = [(m, dict(m._buffers)) for mod in mods for m in mod.modules()]
-    buffers = [(b, _ver(b), b.detach().clone()) for mod in mods for b in mod.buffers()]
+    restore = _module_state(mods)
     renormed = _renormed_weights(model)
-    modes = [(m, m.training) for mod in mods for m in mod.modules()]
     devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
                       if t.device.type == "cuda" and t.device.index is not None})
     np_state, py_state = np.random.get_state(), random.getstate()
@@ -867,24 +908,10 @@ def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     finally:
         np.random.set_state(np_state)
         random.setstate(py_state)
-        for m, found in slots:  # re-assigned, added or removed buffers
-            now = m._buffers
-            if len(now) != len(found) or any(now.get(k, _put_back) is not b
-                                             for k, b in found.items()):
-                now.clear()
-                now.update(found)
         with torch.no_grad():
-            for b, version, saved in buffers:  # only if changed, and through .data: no
-                # version bump (batch norm's kernel updates its running statistics in place
-                # without one; a copy_ of every buffer broke the caller's held graph)
-                if b.shape == saved.shape and (version == -1 or _ver(b) != version
-                                               or not torch.equal(b, saved)):
-                    (b if version == -1 else b.data).copy_(saved)
             for w, version, saved in renormed:
                 if _ver(w) != version and w.shape == saved.shape:
                     w.copy_(saved)
-        for m, mode in modes:
-            m.training = mode
-        _put_back(attributes)  # a call counter the forward increments, a list it appends to
+        restore()
         for r in paused:
             r.arm()
