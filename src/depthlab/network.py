@@ -201,10 +201,10 @@ class Network(Sequential):
         """Inference-mode outputs (dropout off, batch norm on its inference statistics),
         computed ``batch_size`` rows at a time."""
         batch_size = positive_int("batch_size", batch_size)
-        if isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[0]:
-            self._fitting_batch(x.shape[0], batch_size)  # refused before scanning 1e10 rows
+        fitting = self._fitting_batch(x.shape[0], batch_size) if isinstance(
+            x, np.ndarray) and x.ndim == 2 and x.shape[0] else None  # before scanning 1e10 rows
         x = self.check_input(x, finite=True)
-        batch_size = self._fitting_batch(x.shape[0], batch_size)
+        batch_size = fitting or self._fitting_batch(x.shape[0], batch_size)
         outs = [
             Sequential.forward(self, x[i : i + batch_size], False)
             for i in range(0, x.shape[0], batch_size)

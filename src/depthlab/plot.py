@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patheffects import Normal, Stroke
-from matplotlib.ticker import FixedLocator, NullLocator
 
 from .report import figures as _f
 
@@ -343,23 +342,12 @@ def _recorded_after(table: pd.DataFrame, quantity: str, step: Any) -> bool:
 
 
 def _fit_huge_log_axis(ax, lo: float, hi: float) -> None:
-    """Limits of a log y axis drawing ``lo`` .. ``hi`` (> 0) when the top is near the largest
-    float (a float64 run's diverging activations of 1e300): matplotlib's margin above it
-    overflowed to inf and the axis fell back to 1 .. 10, showing none of the lines. The same
-    5% margin in decades, the top kept below 1e308."""
-    a, b = math.log10(lo), math.log10(hi)
-    pad = 0.05 * (b - a) if b > a else 0.5
-    if b + pad > 300:
-        bottom, top = a - pad, min(b + pad, 308.0)
-        ax.set_ylim(10.0 ** bottom, max(10.0 ** top, hi) if hi < math.inf else 10.0 ** top)
-        # ticks at finite powers of ten only: matplotlib's locator put one a decade step
-        # past the top (10^320 = inf), which its formatter could not write (OverflowError)
-        step = next(k for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 1000)
-                    if k >= (top - bottom) / 8)
-        first = math.ceil(bottom / step) * step
-        ax.yaxis.set_major_locator(FixedLocator(
-            [10.0 ** k for k in range(first, math.floor(top) + 1, step)]))
-        ax.yaxis.set_minor_locator(NullLocator())
+    """Limits of a log y axis drawing ``lo`` .. ``hi`` (> 0) when its top margin passes 1e300
+    (a float64 run's diverging activations): :func:`~depthlab.report.figures.huge_log_limits`
+    (matplotlib's margin overflowed to inf and the axis fell back to 1 .. 10, showing none of
+    the lines)."""
+    if _f.log_margins(lo, hi)[1] > 300:
+        _f.huge_log_limits(ax, lo, hi)
 
 
 def _own_scales(ranges: Sequence[tuple[float, float]], whole: tuple[float, float]) -> bool:

@@ -82,11 +82,21 @@ class Registry(Generic[T]):
             return False
         return True
 
-    def arguments(self, name: str) -> list[str]:
-        """The keyword arguments the factory of ``name`` accepts (from its signature)."""
+    def _parameters(self, name: str) -> list[inspect.Parameter]:
+        """The keyword parameters of the factory of ``name`` (from its signature)."""
         factory = self[name]
         target = factory.__init__ if isinstance(factory, type) else factory
-        return [p for p in inspect.signature(target).parameters if p not in _NOT_ARGUMENTS]
+        return [p for p in inspect.signature(target).parameters.values()
+                if p.name not in _NOT_ARGUMENTS]
+
+    def arguments(self, name: str) -> list[str]:
+        """The keyword arguments the factory of ``name`` accepts (from its signature)."""
+        return [p.name for p in self._parameters(name)]
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The keyword arguments of the factory of ``name`` that have a default, with it."""
+        return {p.name: p.default for p in self._parameters(name)
+                if p.default is not inspect.Parameter.empty}
 
     def check_arguments(self, name: str, kwargs: Mapping[str, Any]) -> None:
         """TypeError naming the first keyword argument the factory of ``name`` does not take."""

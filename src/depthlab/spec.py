@@ -497,14 +497,10 @@ def plain_arguments(kwargs: dict[str, Any], registry: Any, name: Any) -> dict[st
     as that float (``alpha = 2`` and ``alpha = 2.0`` are one setting, one run id, as an
     optimizer's ``momentum = 1`` is; ``-0.0`` as ``0.0``). A NumPy scalar was kept as is:
     ``dl.save`` then refused the network's recipe as not plain JSON."""
-    import inspect
-
     import numpy as np
 
     try:
-        factory = registry[name]
-        target = factory.__init__ if isinstance(factory, type) else factory
-        defaults = {k: p.default for k, p in inspect.signature(target).parameters.items()}
+        defaults = registry.defaults(name)
     except (KeyError, TypeError, ValueError):  # an object passed through: no arguments
         defaults = {}
     out = {}

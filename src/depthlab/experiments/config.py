@@ -217,14 +217,11 @@ object they are given to)."""
 def _defaults(registry: str, name: Any) -> dict[str, Any]:
     """The keyword defaults of the registered ``name``'s constructor ({} when unknown)."""
     import importlib
-    import inspect
 
     try:
-        factory = importlib.import_module(f"depthlab.{registry}").REGISTRY[name]
-        params = inspect.signature(factory).parameters.values()
+        return importlib.import_module(f"depthlab.{registry}").REGISTRY.defaults(name)
     except (KeyError, TypeError, ValueError, ImportError):
         return {}
-    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -111,8 +111,9 @@ def update_norms(w: Array, w0: Array) -> tuple[float, float]:
     n0 = math.sqrt(sq0)
     np.subtract(w, w0, out=w0)  # w0 now holds the update
     sq1 = _squares(f)
-    if not sq1 < math.inf:
-        return n0, _scaled_update_norms(f, np.zeros_like(f), math.nan, math.sqrt(sq1))[1]
+    if not sq1 < math.inf:  # (the update alone overflowed: its norm, w0 of zeros)
+        return n0, _scaled_update_norms(f, np.zeros(1, f.dtype), math.nan,
+                                        math.sqrt(sq1))[1]
     return n0, math.sqrt(sq1)
 
 
@@ -121,14 +122,12 @@ def _scaled_update_norms(w: Array, w0: Array, n0: float, n1: float) -> tuple[flo
     entries above ~1e154): taken on ``w / 2^e`` and ``w0 / 2^e`` (exact power-of-two scaling,
     ``max(|w|, |w0|) < 2^e``) and scaled back; ``(n0, n1)`` as given where an entry is NaN
     or infinite (the norms' inf/NaN are the weights' own)."""
-    ew, e0 = _power_scale(w), _power_scale(w0)
-    if (ew is None and w.size and np.abs(w).max() != 0) or (e0 is None and w0.size
-                                                            and np.abs(w0).max() != 0):
-        return n0, n1  # a NaN or infinite entry
-    e = max(x for x in (ew, e0, 0) if x is not None)
+    if not (np.isfinite(w).all() and np.isfinite(w0).all()):
+        return n0, n1
+    e = max(_power_scale(w) or 0, _power_scale(w0) or 0)  # (None: all zeros)
     a = np.ldexp(w0.reshape(-1).astype(np.float64), -e)
     b = np.ldexp(w.reshape(-1).astype(np.float64), -e)
-    b -= a
+    b -= a  # (a w0 of one zero broadcasts)
     return (math.ldexp(math.sqrt(float(np.dot(a, a))), e),
             math.ldexp(math.sqrt(float(np.dot(b, b))), e))
 

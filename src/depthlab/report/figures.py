@@ -681,6 +681,23 @@ def _decade_ticks(axis, bottom: float, top: float) -> None:
     axis.set_minor_locator(NullLocator())
 
 
+def log_margins(lo: float, hi: float) -> tuple[float, float]:
+    """The decades (``bottom``, ``top``) a log axis drawing ``lo`` .. ``hi`` (> 0) spans: 5% of
+    the data's decades beyond each end (half a decade for one value), the top not past 308."""
+    a, b = math.log10(lo), math.log10(hi)
+    pad = 0.05 * (b - a) if b > a else 0.5
+    return a - pad, min(b + pad, 308.0)
+
+
+def huge_log_limits(ax, lo: float, hi: float) -> None:
+    """Limits and ticks of a log y axis drawing ``lo`` .. ``hi`` (> 0) up to float64's largest
+    values (:func:`log_margins`; ticks at finite powers of ten, :func:`_decade_ticks`), where
+    matplotlib's own margin above the top overflowed to inf and the axis fell back to 1 .. 10."""
+    bottom, top = log_margins(lo, hi)
+    ax.set_ylim(10.0 ** bottom, max(10.0 ** top, hi) if hi < math.inf else 10.0 ** top)
+    _decade_ticks(ax.yaxis, bottom, top)
+
+
 def fit_huge_y(ax) -> None:
     """Y limits of ``ax`` when what it draws reaches float64's largest values (a float64 run's
     loss or activations of 1e300 at its last finite step): matplotlib's margins beyond them
@@ -698,11 +715,7 @@ def fit_huge_y(ax) -> None:
     big = np.finfo(np.float64).max
     if ax.get_yscale() == "log":
         pos = vals[vals > 0]
-        a, b = math.log10(float(pos.min())), math.log10(float(pos.max()))
-        pad = 0.05 * (b - a) if b > a else 0.5
-        bottom, top = a - pad, min(b + pad, 308.0)
-        ax.set_ylim(10.0 ** bottom, max(10.0 ** top, float(pos.max())))
-        _decade_ticks(ax.yaxis, bottom, top)
+        huge_log_limits(ax, float(pos.min()), float(pos.max()))
         return
     lo, hi = float(vals.min()), float(vals.max())
     ax.set_ylim(max(lo * 1.5, -big) if lo < 0 else lo * 0.5,

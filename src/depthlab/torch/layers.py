@@ -743,6 +743,20 @@ def _ver(t: torch.Tensor) -> int:
         return -1
 
 
+def _saved(t: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """``(t, its version, a copy of it)``, which :func:`_write_back` puts back."""
+    return t, _ver(t), t.detach().clone()
+
+
+def _write_back(saved: list[tuple[torch.Tensor, int, torch.Tensor]]) -> None:
+    """Each saved tensor (:func:`_saved`) changed in place since (its version) gets its copy
+    back, through ``.data``: no version bump, so a graph that saved it still back-propagates."""
+    with torch.no_grad():
+        for t, version, copy in saved:
+            if _ver(t) != version and t.shape == copy.shape:
+                t.data.copy_(copy)
+
+
 def _renormed_weights(model: nn.Module) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
     """``(weight, version, copy)`` of the ``nn.Embedding``/``nn.EmbeddingBag`` modules with
     ``max_norm``: their forward rescales the rows it looks up in place (``embedding_renorm_``),
@@ -753,7 +767,7 @@ def _renormed_weights(model: nn.Module) -> list[tuple[torch.Tensor, int, torch.T
         if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.max_norm is not None \
                 and not parametrize.is_parametrized(m):
             w = m.weight
-            out.append((w, _ver(w), w.detach().clone()))
+            out.append(_saved(w))
     return out
 
 
@@ -762,7 +776,7 @@ _MODULE_KEYS = frozenset(nn.Module().__dict__)
 _CONTAINERS = (list, dict, set)
 
 
-def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list, list]]:
+def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list, list, list]]:
     """Per module of ``model``: its own attributes (``self.calls``, ``self.seen``,
     ``self.last_attention``: not those of :data:`_MODULE_KEYS`), the contents of those that
     are lists, dicts or sets, and a copy of those that are tensors (not registered as buffers:
@@ -773,22 +787,22 @@ def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list,
     for m in model.modules():
         own = {k: v for k, v in m.__dict__.items() if k not in _MODULE_KEYS}
         contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
-        tensors = [(v, _ver(v), v.detach().clone()) for v in own.values()
+        tensors = [_saved(v) for v in own.values()
                    if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
                    and not v.is_inference()]
-        tensors += [(v, None, v.get_state()) for v in own.values()  # a module's own
-                    if isinstance(v, torch.Generator)]  # generator (its dropout/noise draws)
-        saved.append((m, own, contents, tensors))
+        generators = [(v, v.get_state()) for v in own.values()  # a module's own generator
+                      if isinstance(v, torch.Generator)]  # (its dropout or noise draws)
+        saved.append((m, own, contents, tensors, generators))
     return saved
 
 
-def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list, list]]) -> None:
+def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list, list, list]]) -> None:
     """Undo what a forward did to the modules' own attributes (a call counter the forward
     increments, a list it appends to, a tensor it caches or updates in place, an attribute it
     adds): the theory's forward left a model whose forward reads them training differently
     from one without a Watch (a counter one ahead), and so did every
     ``dlt.probe``/``dlt.predict`` in a loop."""
-    for m, own, contents, tensors in saved:
+    for m, own, contents, tensors, generators in saved:
         now = m.__dict__
         for k in [k for k in now if k not in _MODULE_KEYS and k not in own]:
             del now[k]
@@ -801,12 +815,9 @@ def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list, list]]) -> None
             else:
                 v.clear()
                 v.update(old)
-        with torch.no_grad():
-            for t, version, copy in tensors:  # changed in place (version): written back
-                if version is None:
-                    t.set_state(copy)
-                elif _ver(t) != version and t.shape == copy.shape:
-                    t.data.copy_(copy)
+        _write_back(tensors)  # changed in place (their version)
+        for g, state in generators:
+            g.set_state(state)
 
 
 def _input_tensors(v: Any) -> list[torch.Tensor]:
@@ -828,15 +839,12 @@ def inputs_kept(*values: Any) -> Iterator[None]:
     caller's batch, so the next probe of the same batch (or the training step after it) read
     a doubly dropped and rescaled ``x``. Written back (through ``.data``: no version bump) only
     when their version changed."""
-    saved = [(t, _ver(t), t.detach().clone()) for t in _input_tensors(values)
+    saved = [_saved(t) for t in _input_tensors(values)
              if not t.is_inference()]  # (an inference tensor cannot be changed outside it)
     try:
         yield
     finally:
-        with torch.no_grad():
-            for t, version, copy in saved:
-                if _ver(t) != version and t.shape == copy.shape:
-                    t.data.copy_(copy)
+        _write_back(saved)
 
 
 def _module_state(mods: list[nn.Module]) -> Callable[[], None]:
@@ -845,7 +853,7 @@ def _module_state(mods: list[nn.Module]) -> Callable[[], None]:
     (:func:`_attributes`); the function returned puts them back."""
     attributes = [a for m in mods for a in _attributes(m)]
     slots = [(m, dict(m._buffers)) for mod in mods for m in mod.modules()]
-    buffers = [(b, _ver(b), b.detach().clone()) for mod in mods for b in mod.buffers()]
+    buffers = [_saved(b) for mod in mods for b in mod.buffers()]
     modes = [(m, m.training) for mod in mods for m in mod.modules()]
 
     def restore() -> None:

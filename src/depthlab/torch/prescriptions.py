@@ -399,11 +399,9 @@ _ACTIVATION_FUNCTIONS: dict[Any, Callable[[tuple, dict], nn.Module]] = {
     F.selu: lambda a, k: nn.SELU(), torch.selu: lambda a, k: nn.SELU(),
     F.hardswish: lambda a, k: nn.Hardswish(), F.hardsigmoid: lambda a, k: nn.Hardsigmoid(),
     F.relu6: lambda a, k: nn.ReLU6(), F.softsign: lambda a, k: nn.Softsign(),
-    F.leaky_relu_: lambda a, k: nn.LeakyReLU(_param(a, k, "negative_slope", 1, 0.01)),
-    F.elu_: lambda a, k: nn.ELU(_param(a, k, "alpha", 1, 1.0)),
-    F.celu_: lambda a, k: nn.CELU(_param(a, k, "alpha", 1, 1.0)),
-    F.hardtanh_: lambda a, k: nn.Hardtanh(_param(a, k, "min_val", 1, -1.0),
-                                          _param(a, k, "max_val", 2, 1.0)),
+    # the in-place variants: the same settings (recorded as calls only, not as candidates)
+    F.leaky_relu_: _PARAMETRIZED[F.leaky_relu], F.elu_: _PARAMETRIZED[F.elu],
+    F.celu_: _PARAMETRIZED[F.celu], F.hardtanh_: _PARAMETRIZED[F.hardtanh],
 }
 """Activation functions a forward may apply to a layer's output itself, as modules: the one
 applied to a layer's output tensor is its activation also where no value match shows it (an
