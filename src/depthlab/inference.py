@@ -129,7 +129,10 @@ def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.
 
 def input_key(keys: list[str]) -> str | None:
     """The inputs of a ``.npz`` holding arrays ``keys``: ``x`` or ``X`` (the keys a training
-    ``.npz`` uses), or its only array (``np.savez(f, a)`` names it ``arr_0``)."""
+    ``.npz`` uses), or its only array (``np.savez(f, a)`` names it ``arr_0``). Both ``x`` and
+    ``X`` is a ValueError (which one holds the inputs? training refuses such a file too)."""
+    if "x" in keys and "X" in keys:
+        raise ValueError("it holds both 'x' and 'X'; accepted: one of them (the inputs)")
     for key in ("x", "X"):
         if key in keys:
             return key

@@ -55,6 +55,25 @@ def refuse_objects(dtype: np.dtype, what: str) -> None:
                          "numeric arrays (save x.astype(float), y.astype(int))")
 
 
+def _one_layout(keys: set[str], path: Path) -> None:
+    """Refuse a ``.npz`` whose arrays mix layouts (:data:`NPZ_LAYOUTS`): both ``x`` and ``X``,
+    ``x``/``y`` beside ``x_train``/``y_train``, or ``x_val``/``x_test`` parts beside ``x``/``y``.
+    Each was read one way and silently dropped the rest (training took ``x_train`` while
+    ``depthlab predict`` on the same file took ``x``; an ``x_val`` beside ``x`` was ignored and
+    the validation rows drawn at random)."""
+    plain = sorted({"x", "X"} & keys)
+    if len(plain) == 2:
+        raise ValueError(f"{str(path)!r} holds both 'x' and 'X'; accepted: one of them (the "
+                         "inputs), so that training and `depthlab predict` read the same array")
+    split = sorted(k for k in keys if k.startswith(("x_", "y_"))
+                   and k[2:] in ("train", "val", "test"))
+    if plain and "y" in keys and split:
+        raise ValueError(
+            f"{str(path)!r} holds {plain[0]!r}/'y' and also {', '.join(map(repr, split))}: two "
+            "layouts; accepted: one of " + "; ".join(NPZ_LAYOUTS) + " (for given splits, save "
+            "the training rows as x_train, y_train)")
+
+
 def _npz(path: Path) -> RawData:
     check_npz(path, repr(str(path)))
     try:
@@ -72,6 +91,7 @@ def _npz(path: Path) -> RawData:
             raise
         raise ValueError(f"{str(path)!r}: cannot read as .npz ({exc})") from exc
     keys = set(arrays)
+    _one_layout(keys, path)
     parts: dict[str, np.ndarray] = {}
     if {"x_train", "y_train"} <= keys:
         parts["x"], parts["y"] = arrays["x_train"], arrays["y_train"]

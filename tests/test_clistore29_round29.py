@@ -1,0 +1,67 @@
+"""Round 29 hunt of the command line, the config, the data files and the store (clistore29)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from depthlab.cli import main
+from depthlab.data.files import load_file
+
+TINY = """\
+name = "tiny"
+[data]
+name = "spirals"
+n = 200
+seed = 3
+[model]
+sizes = ["auto", 8, "auto"]
+[train]
+epochs = 1
+batch_size = 50
+[probes]
+every = 5
+"""
+
+
+def _tiny_run(tmp_path, capsys) -> tuple[str, str]:
+    """A finished `depthlab run` of TINY: (its id, its results folder)."""
+    config, out = tmp_path / "tiny.toml", str(tmp_path / "out")
+    config.write_text(TINY)
+    assert main(["run", str(config), "--out", out, "--quiet", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["id"]
+    return rid, out
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"x_train": 2, "y_train": 1}, "x_train"),  # trained on x_train, predict read x
+    ({"X": 3}, "'X'"),  # x taken, X silently dropped
+    ({"x_val": 2, "y_val": 1}, "x_val"),  # the validation split silently ignored
+    ({"x_test": 2, "y_test": 1}, "x_test"),
+])
+def test_an_npz_holding_two_layouts_is_refused_naming_them(tmp_path, extra, named):
+    """A .npz with x/y and also x_train/y_train trained on x_train while `depthlab predict` on
+    the same file read x (30 training rows, 60 predicted rows); with x_val/y_val beside x/y
+    the validation split was silently drawn at random instead. One layout per file."""
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.normal(size=(12, 3)), "y": np.arange(12) % 2}
+    for key, what in extra.items():
+        arrays[key] = arrays["x"] * 10 if what in (2, 3) else arrays["y"]
+    path = tmp_path / "two.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=named) as info:
+        load_file(path)
+    assert "\n" not in str(info.value)
+
+
+def test_predict_refuses_an_npz_holding_both_x_and_upper_x(tmp_path, capsys):
+    """`predict RUN f.npz` with arrays x and X predicted x silently (training on such a file
+    is refused: which one holds the inputs?)."""
+    rid, out = _tiny_run(tmp_path, capsys)
+    data = tmp_path / "xX.npz"
+    np.savez(data, x=np.zeros((4, 2)), X=np.ones((4, 2)))
+    assert main(["predict", rid, str(data), "--dir", out]) == 2
+    err = capsys.readouterr().err
+    assert "'x' and 'X'" in err and err.count("\n") == 1
