@@ -65,3 +65,14 @@ def test_predict_refuses_an_npz_holding_both_x_and_upper_x(tmp_path, capsys):
     assert main(["predict", rid, str(data), "--dir", out]) == 2
     err = capsys.readouterr().err
     assert "'x' and 'X'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("to", [[], ["--to", "-"]])
+def test_predict_force_without_a_file_to_replace_is_refused(tmp_path, capsys, to):
+    """`predict RUN DATA --force` (no --to: stdout) printed the predictions and ignored
+    --force, which only replaces an existing --to FILE: a forgotten `--to` went unnoticed."""
+    rid, out = _tiny_run(tmp_path, capsys)
+    assert main(["predict", rid, "spirals", "--dir", out, "--force", *to]) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and "--force" in got.err and "--to" in got.err
+    assert got.err.count("\n") == 1

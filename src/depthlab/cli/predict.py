@@ -43,10 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="print JSON: {\"outputs\": [[...]], \"classes\": [...]}")
     p.add_argument("--force", action="store_true",
                    help="replace an existing --to FILE (without it such a file is refused, "
-                   "before any prediction)")
+                   "before any prediction; refused without --to FILE)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "force", False) and (not args.to or args.to == "-"):
+        raise UserError("--force replaces an existing --to FILE, but the predictions go to "
+                        "stdout (no --to FILE); accepted: --force with --to FILE, or no --force")
     try:
         model, x, labels, labelled, out, classes, targets = _predict(args)
     except (ValueError, TypeError, OSError) as exc:  # an OSError as every command words it
