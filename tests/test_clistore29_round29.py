@@ -76,3 +76,28 @@ def test_predict_force_without_a_file_to_replace_is_refused(tmp_path, capsys, to
     got = capsys.readouterr()
     assert got.out == "" and "--force" in got.err and "--to" in got.err
     assert got.err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["runs", "{out}", "--kind", "run", "--kind", "doctor"], "--kind"),
+    (["export", "{out}", "--format", "csv", "--format", "parquet"], "--format"),
+    (["run", "{config}", "--out", "{out}", "--out", "{out}2"], "--out"),
+    (["runs", "{out}", "--threads", "1", "--threads", "2"], "--threads"),
+])
+def test_an_option_given_twice_with_two_values_is_refused(tmp_path, capsys, argv, named):
+    """`runs --kind run --kind doctor` listed only doctor runs ("no doctor runs"), `export
+    --format csv --format parquet` wrote Parquet: the last value won silently. Two different
+    values of one option are refused in one line naming both (nothing written)."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "out"
+    argv = [a.format(out=out, config=config) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and "twice" in err and err.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "out2").exists()
+
+
+def test_an_option_repeated_with_the_same_value_is_accepted(tmp_path, capsys):
+    assert main(["datasets", "--json", "--threads", "1", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)

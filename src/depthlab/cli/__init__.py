@@ -58,8 +58,30 @@ def _tell(text: str) -> None:
         pass
 
 
+class _Once(argparse._StoreAction):
+    """An option that takes one value: given twice with two values (``--kind run --kind
+    doctor``) it is refused, naming both; argparse let the last one win silently. The same
+    value twice is the same request and is accepted."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        given = namespace.__dict__.setdefault("_given", {})
+        if option_string is not None and self.dest in given and given[self.dest][1] != values:
+            first, value = given[self.dest]
+            parser.error(f"{option_string} is given twice ({first} {value!r} and "
+                         f"{option_string} {values!r}); accepted: one value")
+        given[self.dest] = (option_string, values)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``depthlab: error: ...`` and exit status 2."""
+    """argparse with one-line errors: ``depthlab: error: ...`` and exit status 2; an option
+    given twice with different values is refused (:class:`_Once`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _Once)
+        self.register("action", "store", _Once)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         _tell(f"depthlab: error: {message}{self._hint(message)} "
@@ -113,7 +135,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``depthlab`` parser with one subparser per command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks")
     common.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
