@@ -178,6 +178,18 @@ def _error_text(error: BaseException, steps: int) -> str:
     return f"{type(error).__name__}: {message}"
 
 
+def _kept(loss: torch.Tensor) -> torch.Tensor:
+    """The value of ``loss`` now, kept until the losses are copied to the host: a detached view
+    of a fresh autograd result (``grad_fn`` set, never written in place: version 0, not a
+    view), which no loop writes again; else a copy. A running-loss tensor that the loop
+    reuses (``total.zero_(); total += part.detach()`` per micro-batch, or ``total += part``
+    in the graph) gave every unrecorded step the value it held at the next record."""
+    value = loss.detach()
+    if loss.grad_fn is None or loss._version != 0 or loss._is_view():
+        value = value.clone()
+    return value
+
+
 def _own_params(m: nn.Module) -> list[tuple[str, int]]:
     """``(name, id)`` of the parameters ``m`` registers itself: what :meth:`Watch._changed`
     compares to find a re-assigned or re-registered parameter."""
@@ -323,9 +335,9 @@ class Watch:
         if self._closed:
             raise RuntimeError("Watch.step() after close()")
         if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
-            value = loss.detach()  # the usual case, checked in place
+            value = _kept(loss)  # the usual case, checked in place
         elif isinstance(loss, torch.Tensor):
-            value = check_loss(loss).detach()
+            value = _kept(check_loss(loss))
         elif isinstance(loss, numbers.Real) and not isinstance(loss, bool):  # numpy's too
             value = torch.tensor(float(loss), dtype=torch.float64)
         else:

@@ -1,0 +1,47 @@
+"""Round 29 hunt of depthlab.torch.Watch in real training loops (watchhunt29)."""
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+dlt = pytest.importorskip("depthlab.torch")
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+
+
+@pytest.mark.parametrize("in_graph", [False, True])
+def test_losses_of_a_loss_tensor_the_loop_reuses_in_place_are_each_steps_own(in_graph):
+    # gradient accumulation into one running-loss tensor zeroed each step: the Watch kept a
+    # view of it for the unrecorded steps, and losses() gave each of them the value the tensor
+    # held at the next record (steps 1, 2: 0.231 where they were 1.504 and 0.721)
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    total = torch.zeros(())
+    true = []
+    with dlt.Watch(model, every=3, theory=False) as watch:
+        for _ in range(7):
+            opt.zero_grad()
+            if in_graph:
+                total = torch.zeros(())
+            else:
+                total.zero_()
+            for _ in range(2):  # two micro-batches
+                x, y = torch.randn(4, 3, generator=g), torch.randn(4, 1, generator=g)
+                part = nn.functional.mse_loss(model(x), y) / 2
+                if in_graph:
+                    total += part  # in place, in the graph: one backward of the sum
+                else:
+                    part.backward()
+                    total += part.detach()
+            if in_graph:
+                total.backward()
+            true.append(total.item())
+            watch.step(total)
+            opt.step()
+            total.mul_(0.0) if in_graph else None  # the loop reuses it
+    assert watch.losses()["loss"].tolist() == true
+    recorded = watch.frame().query("quantity == 'loss'")["value"].tolist()
+    assert recorded == [true[0], true[3], true[6]]
