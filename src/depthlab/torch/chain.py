@@ -52,7 +52,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     grad, ``x.float() / 255``: the first segment's ``"input"`` then holds those values, which
     the theory starts from), each layer the previous segment's output not changed in place
     since, and a block's add must take the branch's and the shortcut's outputs as they are
-    (``x + 0.1 * F(x)`` or a functional ``relu`` after the add is refused); the loss
+    (``x + 0.1 * F(x)`` is refused; a sum on a copy, ``x = x.clone(); x += F(x)``, is the sum;
+    an activation the block applies itself to the sum, ``F.relu(x + F(x))``, is its ``post``
+    as the module would be); the loss
     (``loss_fn(model(x), y)``; without them the model's first output tensor) must depend on
     the layers only through the last segment (a skip or an auxiliary output after the last
     layer would add gradient paths that the chain does not have); a forward hook of the
@@ -615,6 +617,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         # and that ran after both paths (torchvision adds in place, so storages coincide)
         hit = [a for a in acts if a[1] == b_out and a[3] > done]
         in_fn, out_fn = box_fns.get(key, (None, None))
+        if not hit:  # F.relu(x + F(x)) in the block's forward (kuangliu's BasicBlock)
+            spec = _functional_post(out_fn, block.name)
+            if spec is not None:
+                hit = [(b_out, b_out, spec, done)]
         _check_add(block.name, out_fn, bool(hit), ends[0], ends[1] if len(ends) > 1 else in_fn,
                    {fn: labels[at] for at, fn in fns.items() if fn is not None})
         readers = [a for a in acts if a[0] == b_out and a[1] != b_out and a[3] > done]
@@ -1177,6 +1183,38 @@ def _shape_only(module: nn.Module) -> bool:
         isinstance(module, _DROPOUT) and (not module.training or module.p == 0))
 
 
+def _functional_post(out_fn: Any, name: str) -> ActivationSpec | None:
+    """The activation a block's forward applies itself to the residual sum as its last
+    operation, ``F.relu(x + F(x))`` or ``F.relu(out, inplace=True)`` after ``out += x``
+    (``out_fn``: the block output's autograd node, an activation node reading an add): the
+    spec of the equivalent module (the settings read from the node, as
+    :func:`~depthlab.torch.functional_acts.chain_acts` reads them after a layer), or None.
+    Such a block was refused as 'not the plain sum of the branch and the shortcut'."""
+    if out_fn is None or out_fn.name() not in ACT_NODES or len(out_fn.next_functions) != 1:
+        return None
+    below = out_fn.next_functions[0][0]
+    if below is None or not below.name().startswith("AddBackward"):
+        return None
+    key = _settings(out_fn)
+    spec = None if key is None else activation_spec(key[0](*key[1:]))
+    if spec is None or not spec.scalar:
+        return None
+    if spec.name in _SHRINKS:
+        raise ValueError(_shrink_refusal(
+            f"the function {re.sub(r'Backward[0-9]*$', '', out_fn.name()).lower()} on the "
+            f"residual sum of {name!r}"))
+    return spec
+
+
+def _copies_below(node: Any) -> Any:
+    """``node`` under ``x.clone()`` nodes (the same values: ``x = x.clone(); x += F(x)``)."""
+    for _ in range(16):
+        if node is None or node.name() != "CloneBackward0" or len(node.next_functions) != 1:
+            break
+        node = node.next_functions[0][0]
+    return node
+
+
 def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
                made: dict | None = None) -> None:
     """The block's output is ``post(a + b)`` (``post`` an activation module when ``post``) of
@@ -1191,7 +1229,8 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
         # after the block, outside it, ran after the block's output was recorded)
         nxt = [n for n, _ in out_fn.next_functions if n is not None]
         add = nxt[0] if len(nxt) == 1 else None
-    operands = [] if add is None else [n for n, _ in add.next_functions if n is not None]
+    operands = [] if add is None else [_copies_below(n) for n, _ in add.next_functions
+                                       if n is not None]
     if (add is None or not add.name().startswith("AddBackward") or len(operands) != 2
             or {id(n) for n in operands} != {id(branch_fn), id(skip_fn)}):
         other = [n for n in operands if n is not branch_fn] if branch_fn in operands else []
@@ -1203,9 +1242,9 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
                              "nor a Linear/Conv layer, which is not modelled; expected an "
                              "identity or a projection-layer shortcut")
         raise ValueError(f"predict() models residual blocks y = f(x + F(x)) or f(P(x) + F(x)) "
-                         f"with an activation module f (or none); in {name!r} the output is "
-                         f"not the plain sum of the branch and the shortcut (a scale, another "
-                         f"operation or a functional activation in between)")
+                         f"with an activation f (a module or a function, or none); in {name!r} "
+                         f"the output is not the plain sum of the branch and the shortcut (a "
+                         f"scale or another operation in between)")
     alpha = getattr(add, "_saved_alpha", 1)
     if alpha != 1:  # x.add(F(x), alpha=0.5): one operand scaled, as 0.5 * F(x) would be (the
         # sum was modelled as x + F(x): grad_pre_std of the layer below 2.0x the measurement)

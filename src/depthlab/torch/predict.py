@@ -91,7 +91,9 @@ better; the NumPy nets of ``dl.mlp(..., batchnorm=True)`` show the same, 0.92x).
 
 Residual blocks ``y = post(x + F(x))`` or ``post(P(x) + F(x))`` (``F`` a chain as above, BN
 included; ``P`` the identity or a projection shortcut, e.g. torchvision's 1x1 conv + BN
-``downsample``; ``post`` an optional activation). The two paths have independent weights, so
+``downsample``; ``post`` an optional activation, a module or a function the block applies to
+the sum, ``F.relu(out)`` after ``out += shortcut``; the sum may be built on a copy,
+``x = x.clone(); x += F(x)``). The two paths have independent weights, so
 at initialization a unit's two summands are independent: the distribution of the unit's value
 (nodes and weights: :func:`_gauss_dist`, kept to :data:`depthlab.torch.pooling.NODES`
 quantile groups by :func:`depthlab.torch.pooling.compress`) is carried along the skip and

@@ -1,0 +1,72 @@
+"""Round 29 (torchhunt29): dlt.probe / dlt.predict on models nobody had shown them."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+class _Block(nn.Module):
+    """A residual block ``post(x + c2(relu(c1(x))))`` written in one of several styles."""
+
+    def __init__(self, c: int, style: str) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(c, c, 3, padding=1)
+        self.c2 = nn.Conv2d(c, c, 3, padding=1)
+        self.style = style
+        if style == "module":
+            self.act = nn.LeakyReLU(0.1)
+
+    def forward(self, x):
+        h = self.c2(F.relu(self.c1(x)))
+        if self.style == "module":
+            return self.act(x + h)
+        if self.style == "functional":  # kuangliu's pytorch-cifar BasicBlock: F.relu(out)
+            return F.leaky_relu(x + h, 0.1)
+        if self.style == "inplace":
+            h += x
+            return F.leaky_relu(h, 0.1, inplace=True)
+        x = x.clone()  # "clone": the sum built in place on a copy of the input
+        x += h
+        return F.leaky_relu(x, 0.1)
+
+
+class _Net(nn.Module):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.b1 = _Block(8, style)
+        self.pool = nn.MaxPool2d(2)
+        self.b2 = _Block(8, style)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.b2(self.pool(self.b1(F.relu(self.stem(x))))).mean((2, 3)))
+
+
+_X = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+_Y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def module_post_prediction():
+    torch.manual_seed(0)
+    return dlt.predict(_Net("module"), _X, _Y, nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize("style", ["functional", "inplace", "clone"])
+def test_predict_takes_a_functional_activation_after_a_residual_add(style,
+                                                                    module_post_prediction):
+    """F.leaky_relu(x + F(x)) (also in place, and x = x.clone(); x += h) was refused as 'not
+    the plain sum of the branch and the shortcut'; it is the block with the module."""
+    x, y, ref = _X, _Y, module_post_prediction
+    torch.manual_seed(0)
+    got = dlt.predict(_Net(style), x, y, nn.CrossEntropyLoss())
+    assert got[["layer", "module", "quantity"]].equals(ref[["layer", "module", "quantity"]])
+    assert got["predicted"].to_numpy() == pytest.approx(ref["predicted"].to_numpy(), rel=1e-9)
+    assert got["value"].to_numpy() == pytest.approx(ref["value"].to_numpy(), rel=1e-6)
