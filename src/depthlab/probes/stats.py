@@ -176,9 +176,15 @@ def mean_std(x: Array) -> tuple[float, float]:
             if math.isfinite(var) and var > tiny and e * e <= _CANCELLATION_RATIO * var:
                 return float(shift) + e, math.sqrt(var)
     mean, std = float(f.mean(dtype=np.float64)), float(f.std(dtype=np.float64))
-    if not (math.isfinite(mean) and math.isfinite(std)) and f.dtype.kind == "f":
+    if not (math.isfinite(mean) and _TINY_STD <= std < math.inf) and f.dtype.kind == "f":
         return _scaled_mean_std(f, mean, std)
     return mean, std
+
+
+_TINY_STD = 1e-145
+"""Below this std the float64 squares of the two-pass ``std`` may have underflowed (entries of
+1e-300 read std 0.0): taken again by :func:`_scaled_mean_std` (a constant array, whose std is 0,
+costs one more pass on this slow path)."""
 
 
 def _power_scale(f: Array) -> int | None:
@@ -195,7 +201,8 @@ def _power_scale(f: Array) -> int | None:
 
 def _scaled_mean_std(f: Array, mean: float, std: float) -> tuple[float, float]:
     """Mean and std of a float array whose float64 sums overflowed (squares of entries above
-    ~1e154, a sum of entries near 1.8e308) although every entry is finite: the two-pass
+    ~1e154, a sum of entries near 1.8e308) or underflowed (squares of entries below ~1e-154)
+    although every entry is finite: the two-pass
     float64 ``mean``/``std`` of ``f / 2^e`` (an exact scaling, ``max |f| < 2^e``), scaled
     back. ``(mean, std)`` as given where an entry is NaN or infinite."""
     e = _power_scale(f)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..probes import accel
-from ..probes.kernels import CANCELLATION_RATIO
+from ..probes.kernels import CANCELLATION_RATIO, TINY_SQUARE_64
 from ..probes.stats import SATURATION_RATIO
 from .layers import ActivationSpec
 
@@ -289,6 +289,21 @@ def _host_stat(v: np.ndarray, stat: int) -> float:
         return float(np.count_nonzero(v))  # NaN counts, as != 0 on the device
 
 
+def _rescale_norms(lazies: list[Lazy]) -> None:
+    """Deferred norms whose squares left float64's range (entries beyond ~1e154, or below
+    ~1e-154, so that the norm is 0 although a ``sum x`` or ``sum |x|`` of the same tensor is
+    not) taken again by :func:`scaled_norm` of the values still held; a norm of 0 with no
+    other statistic of its tensor is checked too."""
+    hint: dict[int, bool] = {}  # id(Deferred) -> some sum of it is nonzero (or NaN)
+    for z in lazies:
+        if z.stat != NORM and z.stat is not None:
+            hint[id(z.d)] = hint.get(id(z.d), False) or z.value != 0.0
+    for z in lazies:
+        if z.stat == NORM and z.d.t is not None and z.value is not None and (
+                not _norm_in_range(z.value) or z.value == 0.0 and hint.get(id(z.d), True)):
+            z.value = scaled_norm(z.d.t, z.value)
+
+
 class Transfer:
     """Device tensors (0-d or 1-d) gathered for one host copy: :meth:`add` returns a handle,
     :meth:`run` stacks the 0-d tensors (one ``stack`` when they share a dtype and device, the
@@ -362,6 +377,7 @@ class Transfer:
                     v = math.sqrt(v)
                 for z in zs:
                     z.value = v
+        _rescale_norms([z for _, z in self.lazy])
         for _, z in self.lazy:
             if z.d.t is not None:
                 z.d.release()
@@ -436,7 +452,12 @@ def _std(n: int, s1: Sequence[float], s2: Sequence[float],
     e.g. a (1, 7) learned scale of ones, had ``weight_std`` 1.5e-8 instead of 0; a float64
     weight of mean 1 and std 1e-7 had 7.1e-8). Only then: no cost in the usual case."""
     mean = sum(s1) / n
-    var = sum(s2) / n - mean * mean
+    total = sum(s2)
+    var = total / n - mean * mean
+    if tensors and (not math.isfinite(var) or total < TINY_SQUARE_64 * n
+                    and (total > 0.0 or any(v != 0.0 for v in s1))):
+        return scaled_std(tensors, math.nan if not math.isfinite(var)
+                          else math.sqrt(max(var, 0.0)))
     if not math.isfinite(var):
         return math.nan
     if tensors and mean * mean > CANCELLATION_RATIO * var:
@@ -449,6 +470,21 @@ def _std(n: int, s1: Sequence[float], s2: Sequence[float],
         e = t1 / n
         var = t2 / n - e * e
     return math.sqrt(max(var, 0.0))
+
+
+def scaled_std(tensors: Sequence[torch.Tensor], std: float) -> float:
+    """Population std of the entries of ``tensors`` whose float64 sums of squares overflowed
+    (entries beyond ~1e154) or underflowed (below ~1e-154): the std of every entry times
+    ``2^-e`` (``max |x| < 2^e``: exact), times ``2^e``, as the NumPy probes'
+    ``_scaled_mean_std``; ``std`` as given where an entry is NaN or infinite (NaN: the
+    tensor's own) or every entry is 0."""
+    with torch.no_grad():
+        flat = torch.cat([_strided(t).detach().reshape(-1).to(norm_dtype(t)) for t in tensors])
+        top = float(flat.abs().amax()) if flat.numel() else 0.0
+        if not math.isfinite(top) or top == 0.0:
+            return std
+        e = math.frexp(top)[1]
+        return math.ldexp(float(torch.std(_times_pow2(flat, -e), correction=0)), e)
 
 
 def pooled_mean_std(ns: Sequence[int], cs: Sequence[float], s1: Sequence[float],
@@ -490,6 +526,76 @@ def _centered(x: torch.Tensor | np.ndarray, n: int, s1: float, s2: float
         t1, t2, _, _ = moments(x, e)
         return e, t1, t2
     return 0.0, s1, s2
+
+
+# -- sums of squares past float64's range ---------------------------------------------------
+# A norm R = sqrt(sum x^2) of float64 entries beyond ~1e154 overflows (its square does), and
+# one of entries below ~1e-154 underflows; the statistics are then taken as the NumPy probes
+# take them (depthlab.probes.stats._scaled_mean_std): on x / 2^e with max |x| < 2^e, an exact
+# power-of-two scaling, scaled back. Only where a norm leaves [NORM_LOW, NORM_HIGH]: the usual
+# case costs a comparison.
+NORM_HIGH = 1e150  # norms whose squares (and sums of a few of them) stay below 1.8e308
+NORM_LOW = 1e-140  # norms whose squares stay normal numbers (1e-280 > 2.2e-308)
+
+
+def _norm_in_range(r: float) -> bool:
+    """True where ``r * r`` neither overflows nor loses digits to underflow (NaN: as given)."""
+    return NORM_LOW <= r <= NORM_HIGH or r == 0.0 or r != r
+
+
+def _times_pow2(t: torch.Tensor, e: int) -> torch.Tensor:
+    """``t * 2^e`` exactly (two factors, each a normal float64: ``2.0 ** e`` alone overflows
+    for ``|e| > 1023``)."""
+    h = e // 2
+    return t * (2.0 ** h) * (2.0 ** (e - h))
+
+
+def scaled_norm(x: torch.Tensor | np.ndarray, norm: float) -> float:
+    """``||x||`` (Frobenius, float64) of an array whose sum of squares overflowed or
+    underflowed: ``2^e ||x / 2^e||`` with ``max |x| < 2^e`` (exact scaling); ``norm`` as given
+    where an entry is NaN or infinite (the norm's inf/NaN are the tensor's own) or every entry
+    is 0."""
+    with torch.no_grad():
+        t = torch.as_tensor(x).detach().reshape(-1)
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.to(norm_dtype(t))
+        if t.numel() == 0:
+            return norm
+        top = float(t.abs().amax())
+        if not math.isfinite(top) or top == 0.0:
+            return norm
+        e = math.frexp(top)[1]
+        return math.ldexp(float(torch.linalg.vector_norm(_times_pow2(t, -e))), e)
+
+
+def host_norm(x: torch.Tensor | np.ndarray, s2: float, hint: float) -> float:
+    """``sqrt(s2)`` for the fast ``s2 = sum x^2`` of the CPU array or tensor ``x`` where its
+    square is in range, else :func:`scaled_norm` of ``x``. ``hint``: a sum that is 0 when every
+    entry is (``sum |x|``, or ``sum x``): an ``s2`` of 0 with a nonzero ``hint`` underflowed
+    (entries of 1e-300), one of 0 with a zero ``hint`` is an all-zero tensor (no extra pass)."""
+    r = math.sqrt(s2)
+    if _norm_in_range(r) and (r != 0.0 or hint == 0.0):
+        return r
+    return scaled_norm(x, r)
+
+
+def pooled_mean_std_norms(ns: Sequence[int], cs: Sequence[float], s1: Sequence[float],
+                          norms: Sequence[float]) -> tuple[float, float]:
+    """:func:`pooled_mean_std` of calls given by their norms ``R_k = sqrt(S2_k)``: the squares
+    ``R_k^2`` as they are where they stay in float64's range, else everything (``c_k``,
+    ``S1_k``, ``R_k``) divided by ``2^e`` (``2^e`` above every one of them; exact) and the mean
+    and std multiplied back (both are homogeneous of degree 1)."""
+    if all(_norm_in_range(r) for r in norms):
+        return pooled_mean_std(ns, cs, s1, [r * r for r in norms])
+    top = max([abs(v) for v in (*cs, *s1, *norms) if math.isfinite(v)], default=0.0)
+    if top == 0.0:
+        return pooled_mean_std(ns, cs, s1, [r * r for r in norms])
+    e = math.frexp(top)[1]
+    mean, std = pooled_mean_std(ns, [math.ldexp(c, -e) for c in cs],
+                                [math.ldexp(a, -e) for a in s1],
+                                [math.ldexp(r, -e) ** 2 for r in norms])
+    return math.ldexp(mean, e), math.ldexp(std, e)
 
 
 def _strided(g: torch.Tensor | None) -> torch.Tensor | None:
@@ -546,7 +652,7 @@ def weight_reductions(ts: list[torch.Tensor], want_abs: bool) -> tuple[list, ...
     norms = [next(it) if d is None else Lazy(d, NORM) for d in ds]
     if not want_abs:
         return sums, norms
-    it = iter([a.sum(dtype=stat_dtype(a)) for a in torch._foreach_abs(rest)] if rest else ())
+    it = iter([a.sum(dtype=norm_dtype(a)) for a in torch._foreach_abs(rest)] if rest else ())
     return sums, norms, [next(it) if d is None else Lazy(d, ABS) for d in ds]
 
 
@@ -611,7 +717,7 @@ class Acc:
                 self.ns.append(n)
                 self.cs.append(c)
                 self.a.append(s1)
-                self.b.append(math.sqrt(s2))
+                self.b.append(host_norm(x, s2, s1) if c == 0.0 else math.sqrt(s2))
             return
         f = x.detach()
         owned = type(total) is _Relu  # a copy of the values made for the follower's counts
@@ -629,16 +735,16 @@ class Acc:
             c, s1, s2 = _centered(host, n, s1, s2)
             self.cs.append(c)
             self.a.append(s1)
-            self.b.append(math.sqrt(s2))
+            self.b.append(host_norm(host, s2, sabs) if c == 0.0 else math.sqrt(s2))
             if self.want_abs:
                 self.abs.append(sabs)
         elif type(total) is tuple:
             c, s1, s2 = _centered(f, n, *total) if f.is_cpu else (0.0, *total)
             self.cs.append(c)
             self.a.append(s1)
-            self.b.append(math.sqrt(s2))
+            self.b.append(host_norm(f, s2, s1) if c == 0.0 and f.is_cpu else math.sqrt(s2))
             if self.want_abs:
-                self.abs.append(f.abs().sum())
+                self.abs.append(f.abs().sum(dtype=norm_dtype(f)))
                 self.host = False
         elif type(total) is _Relu:  # the sum from ActAcc.add_relu_output, values copied there
             self.host = False
@@ -660,9 +766,14 @@ class Acc:
             f = f.reshape(-1)
             wide = norm_dtype(f)
             self.a.append(f.sum(dtype=wide) if total is None else total)
-            self.b.append(torch.linalg.vector_norm(f, dtype=wide))
-            if self.want_abs:
-                self.abs.append(f.abs().sum())
+            r = torch.linalg.vector_norm(f, dtype=wide)
+            if f.is_cpu:  # (a host float at once: its range checked while f is as it was)
+                r = float(r)
+                if not _norm_in_range(r) or r == 0.0:
+                    r = scaled_norm(f, r)
+            self.b.append(r)
+            if self.want_abs:  # (float64: a float32 sum of |x| overflows past 3.4e38)
+                self.abs.append(f.abs().sum(dtype=wide))
         self.ns.append(n)
         if self.want_sorted:  # a copy: later in-place operations must not change it
             if f.device.type == "cpu":
@@ -728,7 +839,7 @@ class Acc:
         """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""
         ha, hb, habs, hpct = self._h
         n = sum(self.ns)
-        mean, std = pooled_mean_std(self.ns, self.cs, t.get(ha), [v * v for v in t.get(hb)])
+        mean, std = pooled_mean_std_norms(self.ns, self.cs, t.get(ha), t.get(hb))
         out: dict[str, float | list[float]] = {"mean": mean, "std": std}
         if habs is not None:
             out["absmean"] = sum(t.get(habs)) / n

@@ -49,9 +49,11 @@ from torch import nn
 from torch.nn.modules.module import _global_forward_hooks
 from torch.utils.hooks import RemovableHandle
 
-from ..probes.kernels import CANCELLATION_RATIO
+from ..probes.kernels import CANCELLATION_RATIO, TINY_SQUARE_64
 from ..probes.stats import PERCENTILES, percentile_names
 from .accumulators import (
+    NORM_HIGH,
+    NORM_LOW,
     Acc,
     ActAcc,
     Transfer,
@@ -59,7 +61,7 @@ from .accumulators import (
     _host_float,
     _std,
     _strided,
-    pooled_mean_std,
+    pooled_mean_std_norms,
     watch_kernels,
     weight_reductions,
 )
@@ -1630,7 +1632,7 @@ class Recording:
             sig.append((info.index, info.name, npre, nact, False, dead, inactive, grad,
                         bool(gm)))
         for block, g in blocks:
-            put(pooled_mean_std(g.ns, g.cs, g.a, [v * v for v in g.b])[1])
+            put(pooled_mean_std_norms(g.ns, g.cs, g.a, g.b)[1])
             sig.append((block.layer, block.name, "block_grad_std"))
         self.layout = self._layout(tuple(sig))
         self.values = values
@@ -1708,9 +1710,8 @@ def _std1(n: int, s1: float, s2: float, tensors: Sequence[torch.Tensor]) -> floa
     tells, and the mean is squared); the cancelling case is ``_std`` itself."""
     mean = s1 / n
     var = s2 / n - mean * mean
-    if not math.isfinite(var):
-        return math.nan
-    if mean * mean > CANCELLATION_RATIO * var:
+    if not math.isfinite(var) or mean * mean > CANCELLATION_RATIO * var \
+            or s2 < TINY_SQUARE_64 * n:  # (squares out of float64's range: _std's rule)
         return _std(n, (s1,), (s2,), tensors)
     return math.sqrt(max(var, 0.0))
 
@@ -1720,10 +1721,12 @@ def _mean_std(acc: Acc) -> tuple[float, float]:
     by the same operations inline, without the lists of squares."""
     ns = acc.ns
     if len(ns) != 1:
-        return pooled_mean_std(ns, acc.cs, acc.a, [v * v for v in acc.b])
+        return pooled_mean_std_norms(ns, acc.cs, acc.a, acc.b)
     n = ns[0]
     e = acc.a[0] / n
     b = acc.b[0]
+    if not NORM_LOW <= b <= NORM_HIGH:  # b * b out of float64's range (or 0, or NaN)
+        return pooled_mean_std_norms(ns, acc.cs, acc.a, acc.b)
     var = b * b / n - e * e
     return acc.cs[0] + e, (math.sqrt(max(var, 0.0)) if math.isfinite(var) else math.nan)
 
