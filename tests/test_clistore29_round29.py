@@ -101,3 +101,19 @@ def test_an_option_given_twice_with_two_values_is_refused(tmp_path, capsys, argv
 def test_an_option_repeated_with_the_same_value_is_accepted(tmp_path, capsys):
     assert main(["datasets", "--json", "--threads", "1", "--threads", "1"]) == 0
     assert json.loads(capsys.readouterr().out)
+
+
+def test_bn_momentum_null_in_a_json_config_means_what_mlp_none_means(tmp_path):
+    """`dl.mlp(..., bn_momentum=None)` is torch's momentum=None (a cumulative average), while
+    the same spelling in a JSON config (`"bn_momentum": null`) or `ModelSpec(bn_momentum=None)`
+    silently trained with the default EMA momentum 0.01: another network for the same recipe."""
+    import depthlab as dl
+    from depthlab.experiments import load_config
+    from depthlab.spec import ModelSpec
+
+    built = dl.mlp([4, 8, 2], batchnorm=True, bn_momentum=None).config["bn_momentum"]
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"data": {"name": "spirals"}, "model": {
+        "sizes": ["auto", 8, "auto"], "batchnorm": True, "bn_momentum": None}}))
+    assert load_config(str(config))["model"]["bn_momentum"] == built == "cumulative"
+    assert ModelSpec(sizes=(4, 8, 2), bn_momentum=None).bn_momentum == built

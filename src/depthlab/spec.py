@@ -201,7 +201,9 @@ class _Section:
         prefix = _PREFIX.get()
         for f in fields(self):  # type: ignore[arg-type]
             v = getattr(self, f.name)
-            if v is None:
+            if v is None and getattr(f.metadata["check"], "none_means", None) is not None:
+                v = f.metadata["check"].none_means  # None is a value of its own here
+            elif v is None:
                 v = _default(f)
             else:
                 v = f.metadata["check"](prefix + f.name, v)
@@ -363,10 +365,14 @@ class BnMomentum(Float):
     running statistics being the plain mean of every training batch's so far (``BatchNorm``
     builds it with ``momentum=None``; a network from ``from_torch`` with it has this recipe)."""
 
+    none_means: ClassVar[str] = CUMULATIVE
+    """``None`` (JSON ``null``) is torch's ``momentum=None``, as in :func:`depthlab.mlp`: not
+    the default 0.01, which a ``None`` of another field stands for."""
+
     def __init__(self) -> None:
         super().__init__(0.0, 1.0, lo_open=True, hi_open=False)
-        self.accepted += (f' or "{CUMULATIVE}" (torch\'s momentum=None: the plain mean of the '
-                          "batch statistics)")
+        self.accepted += (f' or "{CUMULATIVE}" (torch\'s momentum=None, JSON null: the plain '
+                          "mean of the batch statistics)")
 
     def __call__(self, key: str, v: Any) -> Any:
         if isinstance(v, str) and v.strip().lower() == CUMULATIVE:
