@@ -117,3 +117,19 @@ def test_bn_momentum_null_in_a_json_config_means_what_mlp_none_means(tmp_path):
         "sizes": ["auto", 8, "auto"], "batchnorm": True, "bn_momentum": None}}))
     assert load_config(str(config))["model"]["bn_momentum"] == built == "cumulative"
     assert ModelSpec(sizes=(4, 8, 2), bn_momentum=None).bn_momentum == built
+
+
+def test_probing_a_batch_norm_network_on_two_rows_is_refused_as_the_config_refuses_it():
+    """A config refuses probes.batch = 2 with batch norm (over 2 rows batch norm maps each unit
+    to -1 and +1: no gradient reaches the layers below), but dl.probe and a ProbeRecorder's
+    probe_x took 2 rows and reported those vanished gradients as the network's."""
+    import depthlab as dl
+    from depthlab.probes.recorder import ProbeRecorder
+
+    net = dl.mlp([3, 6, 6, 2], "tanh", batchnorm=True, seed=0)
+    x, y = np.random.default_rng(0).normal(size=(8, 3)), np.arange(8) % 2
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        dl.probe(net, x[:2], y[:2])
+    dl.probe(net, x[:3], y[:3])
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        dl.fit(net, x, y, max_steps=2, callbacks=[ProbeRecorder(probe_x=x[:2], probe_y=y[:2])])

@@ -70,7 +70,7 @@ from .fieldcheck import (
 from .initializers import REGISTRY as INITIALIZERS
 from .losses import REGISTRY as LOSSES
 from .optimizers import REGISTRY as OPTIMIZERS
-from .validators import closest_name, keyword_hints
+from .validators import BN_PROBE_ROWS, closest_name, keyword_hints
 
 __all__ = [
     "ConfigError", "DataSpec", "ModelSpec", "ProbeSpec", "RunSpec", "TrainSpec", "check_field",
@@ -752,13 +752,14 @@ class RunSpec:
                 "model.batchnorm = true needs at least 2 rows per batch but train.batch_size "
                 "= 1; accepted: train.batch_size >= 2 or \"full\" (or model.batchnorm = "
                 "false)", "train.batch_size")
-        if self.model.batchnorm and self.probes.every and self.probes.batch < 3:
+        if self.model.batchnorm and self.probes.every and self.probes.batch < BN_PROBE_ROWS:
             # over 2 rows batch norm maps each unit to -1 and +1 whatever its inputs: no
             # gradient reaches the layers below it, which the probes would show as vanishing
             raise ConfigError(
-                "model.batchnorm = true needs at least 3 rows in the probe batch (over 2 rows "
-                f"batch norm passes no gradient) but probes.batch = {self.probes.batch}; "
-                "accepted: probes.batch >= 3 (or probes.every = 0)", "probes.batch")
+                f"model.batchnorm = true needs at least {BN_PROBE_ROWS} rows in the probe batch "
+                f"(over 2 rows batch norm passes no gradient) but probes.batch = "
+                f"{self.probes.batch}; accepted: probes.batch >= {BN_PROBE_ROWS} (or "
+                "probes.every = 0)", "probes.batch")
         t = self.train
         if t.patience is None and (t.monitor != "val_loss" or t.min_delta != 0):
             key = "train.monitor" if t.monitor != "val_loss" else "train.min_delta"

@@ -136,3 +136,17 @@ def closest_name(word: str, names: Iterable[str]) -> str | None:
     lowered = {n.lower(): n for n in names}
     close = difflib.get_close_matches(w, list(lowered), n=1, cutoff=0.6)
     return lowered[close[0]] if close else None
+
+
+BN_PROBE_ROWS = 3
+"""Fewest rows of a probe batch through batch normalization: over 2 rows it maps each unit to
+-1 and +1 whatever its inputs, so no gradient reaches the layers below it (the probes would
+report them as vanishing). The config's ``probes.batch``, :func:`depthlab.probe` and a
+``ProbeRecorder``'s ``probe_x`` share this rule."""
+
+
+def check_bn_probe_rows(rows: int, what: str) -> None:
+    """Refuse a probe batch of ``rows`` < :data:`BN_PROBE_ROWS` rows through batch norm."""
+    if rows < BN_PROBE_ROWS:
+        raise ValueError(f"batch normalization needs at least {BN_PROBE_ROWS} rows in {what} "
+                         f"(over 2 rows it passes no gradient), got {rows}")

@@ -13,7 +13,7 @@ from ..memory import check_batch
 from ..network import Network
 from ..threads import blas_threads
 from ..training.data_checks import finite_features
-from ..validators import keyword_hints
+from ..validators import check_bn_probe_rows, keyword_hints
 from .stats import (
     PERCENTILES,
     check_percentiles,
@@ -54,8 +54,8 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
         raise ValueError(f"y has {y.shape[0]} rows but x has {x.shape[0]}")
     finite_features(x, net.dtype, "x")  # NaN, inf or too large for the dtype: refused
     check_batch(net, x.shape[0], "probe")  # the measurement pass's activations must fit
-    if net.batchnorms() and x.shape[0] < 2:
-        raise ValueError("batch normalization needs a batch of at least 2 rows to probe")
+    if net.batchnorms():
+        check_bn_probe_rows(x.shape[0], "the batch to probe")
     qs = check_percentiles(percentiles)
     loss_fn = get_loss(loss)
     # the training loop's BLAS threads for this work (depthlab.threads): with the default pool

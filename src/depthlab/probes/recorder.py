@@ -42,7 +42,7 @@ from ..losses import Loss, get_loss
 from ..memory import check_batch
 from ..training.data_checks import finite_features
 from ..training.trainer import Callback
-from ..validators import keyword_hints, positive_int
+from ..validators import check_bn_probe_rows, keyword_hints, positive_int
 from . import accel
 from .fused import LayerStats
 from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
@@ -379,8 +379,8 @@ class ProbeRecorder(Callback):
             if self.probe_x.shape[1] != net.n_inputs:
                 raise ValueError(f"probe_x has {self.probe_x.shape[1]} features; the network "
                                  f"expects {net.n_inputs}")
-            if net.batchnorms() and self.probe_x.shape[0] < 2:
-                raise ValueError("batch normalization needs a probe batch of at least 2 rows")
+            if net.batchnorms():
+                check_bn_probe_rows(self.probe_x.shape[0], "probe_x")
             # the measurement pass's activations must fit, as dl.probe's on the same batch
             check_batch(net, self.probe_x.shape[0], "probe batch")
             # NaN, inf or values too large for the network's dtype: refused, row and column;
