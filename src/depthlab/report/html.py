@@ -59,6 +59,11 @@ td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 /* a number is never split over two lines ("1.464e-" above "12" in a phone-wide table, which
    scrolls sideways instead) */
 td.num { white-space:nowrap; }
+/* a text cell with a long unbroken word (class "long", set by the script below) breaks at the
+   punctuation inside it and, where that is not enough, anywhere: a table that fits its box at all
+   no longer scrolls for want of a line break; 9em keeps such a column readable */
+td.long { overflow-wrap:anywhere; min-width:9em; }
+td.long code, td.long .badge { white-space:nowrap; }
 thead th { background:#eef1f5; position: sticky; top: 0; }
 table.sortable thead th { cursor:pointer; user-select:none; white-space:nowrap; }
 table.sortable thead th:focus-visible { outline:2px solid var(--accent); outline-offset:-2px; }
@@ -113,6 +118,30 @@ document.querySelectorAll('table.sortable').forEach(function (t) {
 });
 """
 
+
+# A text cell with a word of 16 or more characters (a sweep point's name
+# "base:activation=relu,lr=0.1", a module "encoder.layers.11.self_attn.out_proj") gets class
+# "long" and a <wbr> after each , = : ; / _ | and each "." that is no decimal point of its text
+# (not inside an id's <code>, a link or a badge): the line breaks there first. The written HTML
+# is unchanged (a search for "<td>NAME</td>" finds the name) and so is each cell's textContent.
+JS += r"""
+document.querySelectorAll('td:not(.num)').forEach(function (td) {
+  if (!/\S{16}/.test(td.textContent)) return;
+  td.classList.add('long');
+  var walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT), texts = [];
+  for (var n = walker.nextNode(); n; n = walker.nextNode()) texts.push(n);
+  texts.forEach(function (n) {
+    if (n.parentNode.closest('code, a, .badge') || !/\S{16}/.test(n.data)) return;
+    var parts = n.data.split(/(?<=[,=:;\/_|])(?=\S)|(?<=\D\.)(?=\S)|(?<=\.)(?=\D)/);
+    if (parts.length < 2) return;
+    var frag = document.createDocumentFragment();
+    parts.forEach(function (part, k) {
+      if (k) frag.appendChild(document.createElement('wbr'));
+      frag.appendChild(document.createTextNode(part)); });
+    n.parentNode.replaceChild(frag, n);
+  });
+});
+"""
 
 def esc(value: Any) -> str:
     """HTML-escape ``str(value)`` (quotes included)."""

@@ -1,0 +1,79 @@
+"""Round 29 (reportplay29): what a person sees in the HTML report and the browser playground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers.browser import checked_page
+
+from depthlab.report import html as H
+
+SWEEP_NAMES = ["base:activation=tanh,lr=0.01", "base:activation=sigmoid,lr=10000",
+               "base:activation=relu,lr=10000", "base:activation=tanh,lr=10000"]
+
+
+def _runs_table_page(tmp_path: Path, names: list[str]) -> Path:
+    """A report page holding a sweep's runs table as build._group_section writes it (ten
+    columns: a linked id, the name, a status badge, two swept values and five metrics)."""
+    cols = ["id", "name", "status", "model.activation", "train.lr", "train loss", "val acc",
+            "test acc", "steps", "seconds"]
+    rows = [[f"<a href=\"#run-{k:012x}\"><code>{k:012x}</code></a>", name, H.badge("finished"),
+             "sigmoid", 1e4, 2.534e4, 0.515, 0.5925, 44, 0.02445] for k, name in enumerate(names)]
+    body = "<div class=\"card\">" + H.table(cols, rows, sortable=True, table_id="runs-table-t",
+                                             raw_html_columns=("id", "status")) + "</div>"
+    path = tmp_path / "report.html"
+    path.write_text(H.page("t", [], body), encoding="utf-8")
+    return path
+
+
+def test_a_sweeps_runs_table_fits_a_1400_px_page_without_scrolling(browser, tmp_path):
+    # the runs table of a 3 x 3 sweep (names "base:activation=sigmoid,lr=10000", no space to
+    # break at) was 17 px wider than its 1146 px box at 1400 px: the seconds column was cut off
+    # behind a scroll bar although the names could wrap at their commas
+    path = _runs_table_page(tmp_path, SWEEP_NAMES)
+    with checked_page(browser, width=1400) as pg:
+        pg.goto(path.as_uri())
+        box = pg.eval_on_selector(".scroll", "e => [e.scrollWidth, e.clientWidth]")
+        assert box[0] <= box[1], box
+        # a name breaks at its punctuation, never in the middle of a word; the id stays whole
+        lines = pg.eval_on_selector_all("#runs-table-t tbody tr td:nth-child(2)", """tds =>
+            tds.map(td => { const r = document.createRange(); r.selectNodeContents(td);
+                            const tops = Array.from(r.getClientRects(), q => Math.round(q.top));
+                            return new Set(tops).size; })""")
+        ids = pg.eval_on_selector_all("#runs-table-t code", "cs => cs.map(c => "
+                                      "c.getClientRects().length)")
+        assert set(ids) == {1}, ids
+        assert max(lines) <= 2, lines
+
+
+def test_a_name_wraps_at_its_punctuation_and_a_long_unbroken_name_does_not_squeeze_the_text(
+        browser, tmp_path):
+    # a 100-character run name without a space took 680 of the gradient-flow table's 1146 px
+    # and left the "meaning" column 130 px wide (seven lines of text per row)
+    long = "a_very_long_run_name_that_keeps_going_and_going_without_any_spaces_at_all_x" * 2
+    path = _runs_table_page(tmp_path, [long, *SWEEP_NAMES])
+    # the written page keeps each name whole in its cell: a search for it finds it
+    assert f"<td>{long}</td>" in path.read_text(encoding="utf-8")
+    with checked_page(browser, width=1400) as pg:
+        pg.goto(path.as_uri())
+        box = pg.eval_on_selector(".scroll", "e => [e.scrollWidth, e.clientWidth]")
+        assert box[0] <= box[1], box
+        # the name's text is all there (a <wbr> is no character: sorting and copying see it)
+        text = pg.eval_on_selector("#runs-table-t tbody td:nth-child(2)", "td => td.textContent")
+        assert text == long
+    with checked_page(browser, width=390) as pg:
+        pg.goto(path.as_uri())
+        # the comma-separated name breaks at ",": "base:activation=sigmoid," then "lr=10000"
+        words = pg.eval_on_selector_all("#runs-table-t tbody tr:nth-child(3) td:nth-child(2)",
+                                        """tds => { const t = tds[0].firstChild ? tds[0] : null;
+            const r = document.createRange(); const out = []; let top = null, cur = '';
+            const walker = document.createTreeWalker(t, NodeFilter.SHOW_TEXT);
+            for (let n = walker.nextNode(); n; n = walker.nextNode())
+              for (let i = 0; i < n.length; i++) { r.setStart(n, i); r.setEnd(n, i + 1);
+                const y = r.getBoundingClientRect().top;
+                if (top !== null && Math.abs(y - top) > 2) { out.push(cur); cur = ''; }
+                top = y; cur += n.data[i]; }
+            out.push(cur); return out; }""")
+        assert len(words) >= 2, words
+        for line in words[:-1]:
+            assert line[-1] in ",=:._/", words
