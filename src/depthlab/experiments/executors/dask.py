@@ -34,6 +34,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import os
 import re
 import signal
@@ -81,10 +82,17 @@ FETCH_WAIT_S = 10.0
 FETCH_FIRST_WAIT_S = 1.0
 """A result fetch's first wait, doubled at each retry up to ``FETCH_WAIT_S``."""
 WORKERS_POLL_S = 1.0
+"""While the sweep waits for chunks, it asks the scheduler how many workers it has this often."""
 WORKERS_ASK_S = 0.5
 """The most that asking the scheduler for its workers may take (a scheduler lost meanwhile
 would keep the question, and the sweep, waiting for the client's reconnect to fail)."""
-"""While the sweep waits for chunks, it asks the scheduler how many workers it has this often."""
+THREADS_ASK_S = 2.0
+"""The most that asking the scheduler for its workers' threads (the window's size) may take:
+Dask's ``scheduler_info`` has no time limit, and a scheduler that stopped answering kept the
+sweep waiting there without end."""
+LAST_ASK_S = 5.0
+"""Before a silent scheduler fails the sweep it is asked once more, waiting up to this long
+(a busy scheduler answering slower than ``WORKERS_ASK_S`` is not taken for a stopped one)."""
 LOST_WORKER_S = 24 * 3600.0
 """``distributed.deploy.lost-worker-timeout`` held by a ``local:N`` cluster: Dask's 15 s
 default hard-closes, for good, the nanny of a worker that died and was not back within 15 s
@@ -112,6 +120,18 @@ def _masked_thread(target: Any, name: str) -> threading.Thread:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return thread
+
+
+def _timeout(name: str, value: Any) -> float | None:
+    """``value`` as seconds: None stays None, ``math.inf`` means no limit, anything else must
+    be a finite number > 0 (a bool, a string or a negative number is refused naming it)."""
+    if value is None:
+        return None
+    if isinstance(value, float | int) and not isinstance(value, bool) and value == math.inf:
+        return math.inf
+    from ...validators import real
+
+    return real(name, value, positive=True)
 
 
 def check_address(address: str) -> str:
@@ -374,6 +394,7 @@ class DaskExecutor(Executor):
                  retries: int = 1,
                  allowed_failures: int = 3, connect_timeout: float = 5.0,
                  no_workers_timeout: float | None = None,
+                 scheduler_timeout: float | None = None,
                  compute: Compute = compute_point) -> None:
         from ...validators import positive_int, real
 
@@ -434,6 +455,10 @@ class DaskExecutor(Executor):
                             else f"Dask LocalCluster of {m.group(1)} worker process(es)" if m
                             else f"Dask scheduler {address}")
         #: seconds without any worker before ClusterError (None: waited for without limit)
+        #: seconds the scheduler may answer nothing before ClusterError (None: Dask's
+        #: distributed.comm.timeouts.tcp, read at run time; inf: no limit)
+        self.scheduler_timeout = _timeout("scheduler_timeout", scheduler_timeout)
+        self._answered = time.monotonic()  # when the scheduler last answered
         self.no_workers_timeout = (None if unlimited else no_workers_timeout
                                    if no_workers_timeout is not None
                                    else LOCAL_NO_WORKERS_S if m else None)
@@ -697,10 +722,67 @@ class DaskExecutor(Executor):
             instances.discard(cluster)
         self.cluster = None
 
-    def threads(self) -> int:
-        """Worker threads the scheduler has now (at least 1)."""
-        info = self.client.scheduler_info(n_workers=-1) if self.client is not None else {}
+    def threads(self) -> int | None:
+        """Worker threads the scheduler has now (at least 1); None if it did not answer within
+        ``THREADS_ASK_S`` (Dask's ``scheduler_info`` waited without end on a stopped one)."""
+        client = self.client
+        if client is None:
+            return 1
+        try:
+            info = client.sync(client.scheduler.identity, n_workers=-1,
+                               callback_timeout=THREADS_ASK_S)
+        except Exception:  # noqa: BLE001 - silent or lost: judged by _check_answers / chunks
+            return None
+        self._heard()
         return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+
+    def _heard(self) -> None:
+        """The scheduler answered (a question, a finished chunk): its silence starts again."""
+        self._answered = time.monotonic()
+
+    def _silence_limit(self) -> float | None:
+        """Seconds the scheduler may answer nothing before the sweep stops (None: no limit):
+        ``scheduler_timeout``, else Dask's ``distributed.comm.timeouts.tcp`` (30 s by default,
+        Dask's own time "before calling an unresponsive connection dead")."""
+        if self.scheduler_timeout is not None:
+            return None if self.scheduler_timeout == math.inf else self.scheduler_timeout
+        import dask
+        from dask.utils import parse_timedelta
+
+        try:
+            limit = parse_timedelta(dask.config.get("distributed.comm.timeouts.tcp", "30s"),
+                                    default="seconds")
+        except (TypeError, ValueError, KeyError):
+            limit = 30.0
+        return float(limit) if limit and limit > 0 else None
+
+    def _check_answers(self) -> None:
+        """:class:`ClusterError` when the scheduler has answered nothing (no worker count, no
+        finished chunk, no result) for :meth:`_silence_limit` seconds while this client still
+        holds its connection: a scheduler process stopped (SIGSTOP, a debugger), hung, or on
+        a machine that froze or left the network keeps the connection open and the sweep
+        waited for it without end. It is asked once more (``LAST_ASK_S``) first. A client
+        that lost its connection is judged by its chunks (:meth:`_check_scheduler`)."""
+        limit = self._silence_limit()
+        client = self.client
+        if (limit is None or client is None or time.monotonic() - self._answered < limit
+                or getattr(client, "status", "running") != "running"):
+            return
+        try:
+            client.sync(client.scheduler.identity, n_workers=0,
+                        callback_timeout=min(LAST_ASK_S, limit))
+        except Exception:  # noqa: BLE001 - no answer again
+            pass
+        else:
+            self._heard()
+            return
+        local = self.cluster is not None and self._given_cluster is None
+        where = (f"the Dask scheduler of the {self.address} cluster" if local
+                 else f"the Dask scheduler at {self.address}")
+        raise ClusterError(f"{where} has not answered for {limit:g} s (its process stopped or "
+                           "hung, or its machine is unreachable): the points stored so far "
+                           "are kept, the rest were not run; run the same command again once "
+                           "it answers")
 
     def _kill_local_workers(self) -> None:
         """SIGKILL the worker processes of our own LocalCluster (an interrupt: their running
@@ -789,6 +871,8 @@ class DaskExecutor(Executor):
                     # the scheduler was lost during the fetch: said by the chunks at once, not
                     # after the client's reconnect has failed (~10 s, Dask's ERROR log)
                     raise TimeoutError("the scheduler was lost during the fetch") from None
+                if self._workers_now() is None:  # a stopped scheduler: waited for no more
+                    self._check_answers()  # than its silence bound (it waited without end)
                 wait = min(2 * wait, FETCH_WAIT_S)  # all still there: fetched again
 
     def chunk_size(self, remaining: int | None, threads: int) -> int:
@@ -818,10 +902,15 @@ class DaskExecutor(Executor):
         def window() -> int:  # follows the cluster as workers join (dask-jobqueue scaling)
             if time.monotonic() - sized[0] > 5.0:
                 threads = self.threads()
-                sized[:] = [time.monotonic(), max(4, 2 * threads), threads]
+                if threads is None:  # no answer: the last size kept, asked again in 5 s
+                    sized[0] = time.monotonic()
+                    self._check_answers()
+                else:
+                    sized[:] = [time.monotonic(), max(4, 2 * threads), threads]
             return self.window or int(sized[1])
 
         tag = uuid.uuid4().hex[:8]
+        self._heard()  # connected (start() asked it): its silence counts from here
         pending: dict[str, tuple[list[Task], Any]] = {}
         refetched: dict[str, int] = {}  # key -> times its lost result was waited for again
         ac = distributed.as_completed(loop=self.client.loop)
@@ -925,6 +1014,7 @@ class DaskExecutor(Executor):
             if not isinstance(n, int):  # an older scheduler: its workers listed
                 n = len(client.sync(client.scheduler.identity,
                                     callback_timeout=WORKERS_ASK_S).get("workers", {}))
+            self._heard()
             return n
         except Exception:  # noqa: BLE001 - a lost scheduler is judged by its chunks
             return None
@@ -945,6 +1035,7 @@ class DaskExecutor(Executor):
         looked = time.monotonic()
         while True:
             if ac.has_ready():
+                self._heard()  # a chunk finished: the scheduler said so
                 yield ac.next_batch(block=False)
                 continue
             if ac.is_empty():
@@ -959,6 +1050,8 @@ class DaskExecutor(Executor):
                 continue
             looked = now
             workers = self._workers_now()
+            if workers is None:  # a scheduler silent for too long stops the sweep
+                self._check_answers()
             if workers is None or workers > 0:
                 since, said = None, said and workers is None
                 continue
