@@ -70,3 +70,46 @@ def test_predict_takes_a_functional_activation_after_a_residual_add(style,
     assert got[["layer", "module", "quantity"]].equals(ref[["layer", "module", "quantity"]])
     assert got["predicted"].to_numpy() == pytest.approx(ref["predicted"].to_numpy(), rel=1e-9)
     assert got["value"].to_numpy() == pytest.approx(ref["value"].to_numpy(), rel=1e-6)
+
+
+class _Sum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return x + self.l(x)
+
+
+class _OuterAct(nn.Module):
+    """Blocks returning the plain sum, the activation applied by the model's forward."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.a, self.b1, self.b2, self.h = nn.Linear(8, 16), _Sum(), _Sum(), nn.Linear(16, 2)
+        self.r = nn.ELU(0.5)
+        self.mode = mode
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        if self.mode == "module":
+            h = self.r(self.b1(h))
+        elif self.mode == "function":
+            h = F.elu(self.b1(h), 0.5)
+        else:  # in place on the block's output
+            h = F.elu(self.b1(h), 0.5, inplace=True)
+        return self.h(self.b2(h))
+
+
+@pytest.mark.parametrize("mode", ["function", "inplace"])
+def test_predict_takes_a_functional_activation_on_a_blocks_output(mode):
+    """F.elu(block(h), 0.5) was refused ('the input of residual block 'b2' is not the previous
+    layer's output') and its in-place form too ('changed in place after x made it'), while
+    nn.ELU(0.5) after the block was its post activation: now the same prediction."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(3))
+    y = torch.randint(0, 2, (64,), generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    ref = dlt.predict(_OuterAct("module"), x, y, nn.CrossEntropyLoss())
+    torch.manual_seed(0)
+    got = dlt.predict(_OuterAct(mode), x, y, nn.CrossEntropyLoss())
+    assert got["predicted"].to_numpy() == pytest.approx(ref["predicted"].to_numpy(), rel=1e-9)

@@ -82,6 +82,10 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     seq = iter(range(1 << 62))
     containers: dict[int, list[tuple[int, int]]] = {}
     box_fns: dict[int, tuple[Any, Any]] = {}  # block -> (input's grad_fn, output's grad_fn)
+    held: list[torch.Tensor] = []  # containers' outputs
+    box_made: dict[tuple, None] = {}  # (grad_fn, slot) of each container's output: an
+    # activation applied in place to a block's output, F.relu(block(h), inplace=True), is its
+    # post (_functional_reader), not a change of the next layer's input
     fns: dict[int, Any] = {}  # call sequence number -> grad_fn of that call's output
     labels: dict[int, str] = {}  # call sequence number -> "'name' (Class)"
     producers: dict[int, tuple[int, str]] = {}  # output storage -> (input storage, "'n' (C)")
@@ -152,8 +156,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             first_in[id(module)] = (t, t.detach().clone())
         if t is not None and t.grad_fn is not None:
             reads.append((t.grad_fn, _storage(t)))
-            if _storage(t) in versions and versions[_storage(t)] + 1 == t._version and \
-                    inplace_act_of(t, made):  # F.relu(h, inplace=True) on the layer output
+            if _storage(t) in versions and versions[_storage(t)] + 1 == t._version and (
+                    inplace_act_of(t, made) or inplace_act_of(t, box_made)):
+                # F.relu(h, inplace=True) on the layer output (or a residual block's)
                 versions[_storage(t)] = t._version
         if t is not None:
             shapes[id(module)] = tuple(t.shape)
@@ -225,6 +230,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if t is not None:
             versions[_storage(t)] = t._version
             sizes.setdefault(_storage(t), t.numel())
+            if t.grad_fn is not None:
+                box_made[(t.grad_fn, t.output_nr)] = None
+            held.append(t)  # alive: its storage is the block's key (not reused by a later one)
 
     def other_post(module, args, out):
         t = _first_tensor(out)
@@ -629,6 +637,14 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             # outside it, is its f in f(x + F(x)) (refused before: "the input of '4' is not the
             # previous layer's output; it is the output of '3' (ReLU)")
             hit, b_out = readers, readers[0][1]
+        if not hit and not readers:
+            # F.relu(block(h)), also in place: the activation the forward applies to the
+            # block's output (read by nothing else: a layer reading it in place reads f's)
+            found = _functional_reader(out_fn, reads + [(o.grad_fn, _storage(o)) for o in outs
+                                                        if o.grad_fn is not None], block.name)
+            if found is not None and (found[1] == b_out
+                                      or not any(b_out in c for c in inputs.values())):
+                hit, b_out = [(b_out, found[1], found[0], done)], found[1]
         last = (out_fn, min(outputs[id(s["module"])][1] for s in paths[0] + paths[-1]),
                 block.name)
         out.append({"kind": "block", "name": block.name, "layers": paths[0],
@@ -1183,17 +1199,20 @@ def _shape_only(module: nn.Module) -> bool:
         isinstance(module, _DROPOUT) and (not module.training or module.p == 0))
 
 
-def _functional_post(out_fn: Any, name: str) -> ActivationSpec | None:
+def _functional_post(out_fn: Any, name: str, add: Any = None) -> ActivationSpec | None:
     """The activation a block's forward applies itself to the residual sum as its last
     operation, ``F.relu(x + F(x))`` or ``F.relu(out, inplace=True)`` after ``out += x``
     (``out_fn``: the block output's autograd node, an activation node reading an add): the
     spec of the equivalent module (the settings read from the node, as
     :func:`~depthlab.torch.functional_acts.chain_acts` reads them after a layer), or None.
-    Such a block was refused as 'not the plain sum of the branch and the shortcut'."""
+    Such a block was refused as 'not the plain sum of the branch and the shortcut'.
+    ``add``: the node the activation must read (the block's output) instead of an add."""
     if out_fn is None or out_fn.name() not in ACT_NODES or len(out_fn.next_functions) != 1:
         return None
-    below = out_fn.next_functions[0][0]
-    if below is None or not below.name().startswith("AddBackward"):
+    below = _below_views(out_fn.next_functions[0][0])[0] if add is not None \
+        else out_fn.next_functions[0][0]
+    if below is None or (below is not add if add is not None
+                         else not below.name().startswith("AddBackward")):
         return None
     key = _settings(out_fn)
     spec = None if key is None else activation_spec(key[0](*key[1:]))
@@ -1204,6 +1223,27 @@ def _functional_post(out_fn: Any, name: str) -> ActivationSpec | None:
             f"the function {re.sub(r'Backward[0-9]*$', '', out_fn.name()).lower()} on the "
             f"residual sum of {name!r}"))
     return spec
+
+
+def _functional_reader(out_fn: Any, reads: list[tuple[Any, int]], name: str
+                       ) -> tuple[ActivationSpec, int] | None:
+    """The activation a forward applies itself to a block's output outside the block,
+    ``F.relu(block(h))`` (``reads``: ``(grad_fn, storage)`` of the tensors later layers,
+    pooling and the model's output read; ``out_fn``: the block output's node): its spec (as
+    :func:`_functional_post`) and the storage of its output, or None. Refused before as 'the
+    input of residual block ... is not the previous layer's output', while ``nn.ReLU()`` after
+    the block was its ``post``."""
+    if out_fn is None:
+        return None
+    for fn, storage in reads:
+        node, _ = _below_views(fn)
+        if node is None or node.name() not in ACT_NODES or len(node.next_functions) != 1:
+            continue
+        if _below_views(node.next_functions[0][0])[0] is not out_fn:
+            continue
+        spec = _functional_post(node, name, out_fn)
+        return None if spec is None else (spec, storage)
+    return None
 
 
 def _copies_below(node: Any) -> Any:
