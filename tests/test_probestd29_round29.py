@@ -140,3 +140,42 @@ def test_numpy_mean_std_of_subnormal_scale_entries():
     want = float(np.std(x.astype(np.longdouble)))
     assert mean_std(x)[1] == pytest.approx(want, rel=1e-9, abs=0.0)
     assert abs_mean(x) == pytest.approx(float(np.abs(x).mean()), rel=1e-12, abs=0.0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("every", [1, 2])
+@pytest.mark.parametrize("scale", [1e200, 1e-300])
+def test_watch_update_ratio_of_float64_weights_out_of_the_squares_range(path, every, scale,
+                                                                      monkeypatch):
+    """update_ratio of weights of ~1e200 read NaN (||W0||^2 and ||W - W0||^2 overflowed) and
+    of weights of ~1e-300 read inf (||W0||^2 underflowed to 0); the ratio is scale free."""
+    with _path(path, monkeypatch), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = _scaled(torch.float64, scale)
+        watch = dlt.Watch(model, every=every)
+        x = torch.randn(9, 12, dtype=torch.float64)
+        gen = torch.Generator().manual_seed(1)
+        want = []
+        for _ in range(2 * every + 1):
+            for p in model.parameters():
+                p.grad = None
+            loss = model(x).sum() / scale
+            loss.backward()
+            before = [model[i].weight.detach().clone() for i in (0, 2, 4)]
+            watch.step(loss)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * 1e-3 * scale)
+            want.append([float(np.sqrt(
+                ((model[i].weight.detach().numpy().astype(np.longdouble)
+                  - w0.numpy().astype(np.longdouble)) ** 2).sum()
+                / (w0.numpy().astype(np.longdouble) ** 2).sum()))
+                for i, w0 in zip((0, 2, 4), before)])
+        watch.close()
+        df = watch.frame()
+        rows = df[df.quantity == "update_ratio"].sort_values(["step", "layer"])
+        got = rows.value.to_numpy().reshape(-1, 3)
+        steps = rows.step.unique()
+        expected = [want[s - 1] for s in steps]  # (step n: ||W_n - W_{n-1}|| / ||W_{n-1}||)
+        assert len(got) >= 1
+        np.testing.assert_allclose(got, expected, rtol=1e-9)

@@ -580,6 +580,38 @@ def host_norm(x: torch.Tensor | np.ndarray, s2: float, hint: float) -> float:
     return scaled_norm(x, r)
 
 
+def update_ratio(*norms: float) -> float:
+    """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating
+    (``||W_{n-1}||``, ``||W_n - W_{n-1}||``) norms of a layer's weight tensors (``inf`` where
+    every ``||W_{n-1}||`` is 0). The ratio is scale free: norms whose squares leave float64's
+    range (weights beyond ~1e154 or below ~1e-154) are divided by ``2^e`` first (``2^e``
+    above every one of them)."""
+    if not all(_norm_in_range(v) for v in norms):
+        top = max([abs(v) for v in norms if math.isfinite(v)], default=0.0)
+        if top > 0.0:
+            e = math.frexp(top)[1]
+            norms = tuple(math.ldexp(v, -e) for v in norms)
+    den, num = sum(v * v for v in norms[0::2]), sum(v * v for v in norms[1::2])
+    return math.sqrt(num / den) if den > 0 else math.inf
+
+
+def update_norms(w: np.ndarray, w0: np.ndarray, s02: float, sd2: float, refresh: bool
+                 ) -> tuple[float, float]:
+    """``(||W0||, ||W - W0||)`` of a flat weight ``w`` and its snapshot ``w0`` from the weight
+    pass's ``s02 = sum W0^2`` and ``sd2 = sum (W - W0)^2``
+    (:func:`depthlab.torch.kernels.weight_sums`): their roots where ``s02`` is in
+    ``[TINY_SQUARE_64 n, inf)`` and ``sd2`` finite (then the pass copied ``w`` into ``w0``
+    when asked), else :func:`scaled_norm` of ``w0`` and of ``w - w0`` (in float64) and, with
+    ``refresh``, the copy the pass left undone."""
+    if TINY_SQUARE_64 * w.size <= s02 < math.inf and sd2 < math.inf:
+        return math.sqrt(s02), math.sqrt(sd2)
+    n0 = scaled_norm(w0, math.sqrt(s02))
+    n1 = scaled_norm(w.astype(np.float64) - w0, math.sqrt(sd2))
+    if refresh:
+        w0[:] = w
+    return n0, n1
+
+
 def pooled_mean_std_norms(ns: Sequence[int], cs: Sequence[float], s1: Sequence[float],
                           norms: Sequence[float]) -> tuple[float, float]:
     """:func:`pooled_mean_std` of calls given by their norms ``R_k = sqrt(S2_k)``: the squares

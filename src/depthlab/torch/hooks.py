@@ -62,6 +62,8 @@ from .accumulators import (
     _std,
     _strided,
     pooled_mean_std_norms,
+    update_norms,
+    update_ratio,
     watch_kernels,
     weight_reductions,
 )
@@ -1330,7 +1332,8 @@ class Recording:
 
         ``previous`` (CPU kernels only, see :meth:`host_weights`): ``id(parameter)`` -> a
         contiguous copy ``W0`` of its earlier values; the weight pass also sums ``W0^2`` and
-        ``(W - W0)^2``, left in ``self.update_sums`` (``id(parameter)`` -> the two sums), and
+        ``(W - W0)^2``, left in ``self.update_sums`` (``id(parameter)`` -> the norms
+        ``(||W0||, ||W - W0||)``, see :func:`~depthlab.torch.accumulators.update_norms`), and
         with ``refresh`` overwrites ``W0`` by ``W``; the update ratios
         ``sqrt(sum (W - W0)^2 / sum W0^2)`` per layer then follow the ``extra`` rows.
 
@@ -1442,9 +1445,7 @@ class Recording:
             for info in self.order:
                 ws = info.weights
                 if ws and all(id(w) in self.update_sums for w in ws):
-                    den = sum(self.update_sums[id(w)][0] for w in ws)
-                    num = sum(self.update_sums[id(w)][1] for w in ws)
-                    values.append(math.sqrt(num / den) if den > 0 else math.inf)
+                    values.append(update_ratio(*(v for w in ws for v in self.update_sums[id(w)])))
                     sig.append((info.index, info.name, "update_ratio"))
         ws1, ws2 = t.get(w_sum), t.get(w_norm)
         gs1, gs2, gab = (t.get(g_sum), t.get(g_norm), t.get(g_abs)) if all_g else ([], [], [])
@@ -1570,17 +1571,15 @@ class Recording:
             upd = self.update_sums
             for info in self.order:
                 ws = info.weights
-                if len(ws) == 1:  # one weight tensor: its two sums (sum() of one float is it)
+                if len(ws) == 1:  # one weight tensor: its two norms
                     u = upd.get(id(ws[0]))
                     if u is None:
                         continue
-                    den, num = u
                 elif ws and all(id(w) in upd for w in ws):
-                    den = sum(upd[id(w)][0] for w in ws)
-                    num = sum(upd[id(w)][1] for w in ws)
+                    u = [v for w in ws for v in upd[id(w)]]
                 else:
                     continue
-                put(math.sqrt(num / den) if den > 0 else math.inf)
+                put(update_ratio(*u))
                 sig.append((info.index, info.name, "update_ratio"))
         for info, pre, out, act, g, grads in layers:
             npre = nact = -1
@@ -1699,8 +1698,9 @@ class Recording:
             sums[key] = out = kernel(  # w stands in for a missing g or w0
                 flat, flat if gf is None else gf, flat if w0 is None else w0.numpy().reshape(-1),
                 refresh and w0 is not None)
-            if w0 is not None:
-                self.update_sums[key] = (out[5], out[6])
+            if w0 is not None:  # (||W0||, ||W - W0||), scaled where a square left the range
+                self.update_sums[key] = update_norms(
+                    flat, w0.numpy().reshape(-1), out[5], out[6], refresh)
         return sums
 
 

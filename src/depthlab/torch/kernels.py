@@ -212,7 +212,9 @@ def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tup
         float, float, float, float, float, float, float]:
     """The seven sums of the module docstring for flat arrays ``w``, ``g``, ``w0`` of one size and
     dtype, in one loop; a caller without a gradient or snapshot passes ``w`` in its place and
-    ignores those sums. ``copy``: ``w0[:] = w`` afterwards. Each block of
+    ignores those sums. ``copy``: ``w0[:] = w`` afterwards, where ``sum W0^2`` is in
+    ``[TINY_SQUARE_64 n, inf)`` and ``sum (W - W0)^2`` finite (else the caller takes the update's
+    norms again on ``W / 2^e``, ``W0 / 2^e`` and copies: ``W0`` is still needed). Each block of
     :data:`depthlab.probes.kernels.BLOCK` entries is summed in the arrays' dtype (float32 vector
     lanes: four times the rate of float64 accumulators) and the blocks in float64; when a mean
     square falls below the dtype's ``TINY_SQUARE`` (vanishing gradients or updates, whose float32
@@ -254,7 +256,7 @@ def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tup
     if sw2 < tiny or sg2 < tiny or s02 < tiny or sd2 < tiny \
             or sw2 == np.inf or sg2 == np.inf or s02 == np.inf or sd2 == np.inf:
         sw, sw2, sg, sg2, sga, s02, sd2 = _weight_sums64(w, g, w0, 0)
-    if copy:
+    if copy and TINY_SQUARE_64 * n <= s02 < np.inf and sd2 < np.inf:
         for i in range(n):
             w0[i] = w[i]
     return sw, sw2, sg, sg2, sga, s02, sd2

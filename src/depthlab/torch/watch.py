@@ -42,6 +42,7 @@ hooks only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import math
 import numbers
@@ -62,7 +63,7 @@ from torch import nn
 
 from ..probes.stats import check_percentiles
 from ..validators import keyword_hints, positive_int
-from .accumulators import norm_dtype, stat_dtype
+from .accumulators import NORM_HIGH, NORM_LOW, norm_dtype, scaled_norm, stat_dtype, update_ratio
 from .chain import unsupported_layer
 from .hooks import Recording
 from .layers import _attributes, _put_back, check_materialized, none_ran
@@ -196,11 +197,31 @@ def _own_params(m: nn.Module) -> list[tuple[str, int]]:
     return [(k, id(p)) for k, p in m._parameters.items()]
 
 
-def _ratio(*norms: float) -> float:
-    """``sqrt(sum ||W_n - W_{n-1}||^2 / sum ||W_{n-1}||^2)`` from alternating
-    (``||W_{n-1}||``, ``||W_n - W_{n-1}||``) norms of a layer's weight tensors."""
-    den, num = sum(v * v for v in norms[0::2]), sum(v * v for v in norms[1::2])
-    return math.sqrt(num / den) if den > 0 else math.inf
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def _added(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``W0 = (W0 - W) + W`` in float64 from the snapshot overwritten by the difference."""
+    return d.to(norm_dtype(d)) + w.detach().to(norm_dtype(d))
+
+
+def _checked_ratio(parts: list, *norms: float) -> float:
+    """:func:`~depthlab.torch.accumulators.update_ratio` (``sqrt(sum ||W_n - W_{n-1}||^2 /
+    sum ||W_{n-1}||^2)``, scale free) of the host norms (``||W0||``, ``||W - W0||`` per weight
+    tensor), where a ``||W0||`` is 0 or its square leaves float64's range (weights beyond
+    ~1e154 or below ~1e-154), or a ``||W - W0||`` overflowed, both norms of that tensor taken
+    again by
+    :func:`~depthlab.torch.accumulators.scaled_norm` of ``W0`` and ``W - W0`` (``parts``: per
+    tensor a callable giving ``W0`` and the difference; read at the record's transfer, before
+    the optimizer step). The usual case: range comparisons only, no device read."""
+    out = list(norms)
+    for k, (w0, d) in enumerate(parts):
+        n0, n1 = out[2 * k], out[2 * k + 1]
+        if not (NORM_LOW <= n0 <= NORM_HIGH or n0 != n0) or n1 > NORM_HIGH:
+            out[2 * k] = scaled_norm(w0(), n0)
+            out[2 * k + 1] = scaled_norm(d, n1)
+    return update_ratio(*out)
 
 
 class Watch:
@@ -638,13 +659,16 @@ class Watch:
                     diffs = torch._foreach_sub([o.to(stat_dtype(o)) for o in olds],
                                                [p.detach().to(stat_dtype(p)) for p in params])
                     after = torch._foreach_norm(diffs, 2, dtype=norm_dtype(diffs[0]))
+                    parts = [(functools.partial(_same, o), d) for o, d in zip(olds, diffs)]
                 else:
                     torch._foreach_sub_(olds, params)
                     after = torch._foreach_norm(olds, 2, dtype=norm_dtype(olds[0]))
+                    parts = [(functools.partial(_added, o, p), o) for o, p in zip(olds, params)]
             for info, pairs in layers:
                 norms = [v for _, w0 in pairs for v in (before[slot[id(w0)]],
                                                         after[slot[id(w0)]])]
-                rows.append((info.index, info.name, "update_ratio", (norms, _ratio)))
+                ratio = functools.partial(_checked_ratio, [parts[slot[id(w0)]] for _, w0 in pairs])
+                rows.append((info.index, info.name, "update_ratio", (norms, ratio)))
         self._snap.clear()
         return rows
 
