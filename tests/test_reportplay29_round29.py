@@ -77,3 +77,34 @@ def test_a_name_wraps_at_its_punctuation_and_a_long_unbroken_name_does_not_squee
         assert len(words) >= 2, words
         for line in words[:-1]:
             assert line[-1] in ",=:._/", words
+
+
+def test_a_refusal_while_a_deep_network_is_built_neither_says_invalid_nor_outlives_its_fix(
+        browser, server):
+    from test_playground_browser import set_field
+
+    with checked_page(browser, width=1300) as pg:
+        pg.goto(server.url)
+        pg.wait_for_selector("#f-model-depth")
+        pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+        set_field(pg, "model.width", "128")
+        pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+        set_field(pg, "model.depth", "1000")  # a network that takes seconds to build
+        pg.wait_for_function("document.body.dataset.state === 'loading'", timeout=10_000)
+        set_field(pg, "model.depth", "0")
+        pg.wait_for_function("!document.getElementById('message').hidden", timeout=10_000)
+        # the 1000-layer network is still being built: the state said "invalid" (as if nothing
+        # were accepted) and the message did not say which setup goes on
+        state = pg.evaluate("document.body.dataset.state")
+        message = pg.text_content("#message")
+        assert state == "loading", state
+        assert "model.depth = 1000" in message, message
+        # corrected while the deep network is still built: the server checks the new setup,
+        # then answers "waiting" until the old network is built; the refusal of depth 0 stayed
+        # above it (it no longer applied) and depth stayed marked in red. The answer is given
+        # to the page's handler here: when it comes depends on the machine's speed
+        pg.fill('[name="model.depth"]', "3")
+        pg.evaluate("() => handle({type: 'waiting', message: 'waiting for the previous "
+                    "session to stop; this setup starts then'})")
+        assert pg.is_hidden("#message")
+        assert pg.locator(".field.invalid").count() == 0

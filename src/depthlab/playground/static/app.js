@@ -306,6 +306,9 @@ function handle(m) {
       break;
     case "waiting":  // the previous setup's network is still being built
       setState("waiting");
+      // the setup that waits passed the server's checks: a refusal shown before it (a value
+      // since corrected) no longer applies, and stayed up until the old network was built
+      showMessage(""); markInvalid(null);
       $("grad-summary").textContent = m.message;
       // a full server (its --max-sessions): said at the top too, where a student looks first;
       // the network's "accepted" clears it once a place is free
@@ -329,8 +332,9 @@ function handle(m) {
       // (the server's message names the key, shortened: a tampered link's key may be long)
       showMessage(m.message + (linkOnly ? ". That setting came with the link and has no " +
         "control here: change any control (or choose a preset) to start without it" : "") +
-        (key && !linkOnly && S.ready && S.query ?
-        ". Still showing the last accepted setup (" + shownInstead(key) + ")." : ""));
+        (key && !linkOnly && S.query ? (S.ready ? ". Still showing" :
+          // refused while the accepted setup's network is being built: that one goes on
+          ". Still building") + " the last accepted setup (" + shownInstead(key) + ")." : ""));
       markInvalid(key, m.message);
       if (m.doctor) {  // the doctor's run ended without a diagnosis: say so, allow a retry
         const refocus = doctorFocusBack();
@@ -338,7 +342,8 @@ function handle(m) {
         $("doctor-out").replaceChildren(el("p", "note", m.message));
         refocus();
       }
-      if (S.ready === null) setState("invalid");
+      // nothing accepted yet; a network being built ("loading") goes on and says so itself
+      if (S.query === null) setState("invalid");
       // a refused link (nothing accepted yet) measures nothing until a control changes: the
       // gradient panel said "waiting for the first measurement" over empty panels
       if (S.query === null && m.key) {
