@@ -80,3 +80,66 @@ def test_a_stopped_scheduler_fails_the_sweep_within_its_bound(tmp_path):
         os.killpg(sched.pid, signal.SIGCONT)
         os.killpg(sched.pid, signal.SIGKILL)
         sched.wait(timeout=30)
+
+
+class _ChunkedExecutor:
+    """Delivers its points as Dask does: in chunks of 4 whose records arrive together, two
+    workers (a chunk each at a time), each point 1 s of work on the fake clock."""
+
+    description = "fake chunks"
+    local_workers = 2
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def check(self): pass
+
+    def expect(self, total): pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def run(self, tasks, done):
+        import dataclasses
+
+        from depthlab.experiments.executors import crash_record
+        tasks = list(tasks)
+        for start in range(0, len(tasks), 8):  # both workers' chunks end about together
+            self.clock[0] += 4.0
+            for offset in (0, 4):
+                self.clock[0] += 0.05
+                for task in tasks[start + offset:start + offset + 4]:
+                    self.clock[0] += 0.001  # the commit
+                    done(task, dataclasses.replace(crash_record(task, "x"), status="finished",
+                                                   error=None))
+
+
+def test_time_left_is_not_taken_from_a_chunk_delivered_at_once(tmp_path, monkeypatch):
+    """On Dask a chunk's records come back together: the rate's anchor was the second
+    record (SweepProgress(workers=2)), inside the first chunk, so the third, a millisecond
+    later, said '[3/20] ... (0 failed, ~0 s left)' with 17 points (~9 s) to go (seen on
+    --cluster local:2). Records that arrive within a tenth of the first wave's time after
+    the anchor came with it and give no estimate."""
+    import functools
+    import re
+
+    from depthlab.experiments import sweep as sweep_module
+    from depthlab.experiments.sweep import run_sweep
+
+    clock = [0.0]
+    monkeypatch.setattr(sweep_module, "SweepProgress",
+                        functools.partial(sweep_module.SweepProgress, clock=lambda: clock[0]))
+    raw = {"data": {"name": "clusters", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+           "train": {"epochs": 1}, "probes": {"every": 0},
+           "sweep": {"train.seed": list(range(24))}}
+    lines: list[str] = []
+    run_sweep(raw, tmp_path / "out", executor=_ChunkedExecutor(clock), echo=lines.append)
+    said = [(int(m.group(1)), float(m.group(2))) for line in lines
+            if (m := re.match(r"\[(\d+)/24\].*~(\d+) s left\)$", line))]
+    assert said, lines
+    for done, left in said:  # 8 points every ~4.1 s: (24 - done) / 8 * 4.1 s to go
+        truth = (24 - done) / 8 * 4.1
+        assert truth / 2.5 <= left <= truth * 2.5, (done, left, lines)

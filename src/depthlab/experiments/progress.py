@@ -36,6 +36,11 @@ result, or the first point sent), at least :data:`RATE_MIN_S` seconds: the worke
 points (imports, the data's first load) and Dask's first small chunks made the rate since the
 first result 2-3x too slow for most of a sweep."""
 RATE_MIN_S = 5.0
+TOGETHER = 0.1
+"""Results that arrive within this fraction of the first wave's time (from the first point
+sent to the rate's anchor) after the anchor arrived with it and give no estimate: a Dask
+chunk's records come back together, so its third record, a millisecond after the anchor, said
+"~0 s left" with 17 of 20 points (~9 s) to go."""
 POINT_FIXED = 400
 """A point's own fixed part (building, data, final metrics, storing), in layer-steps of width
 64 on a batch of 32 (each 1.25 units): a depth sweep on digits, 80 steps, took 0.2 s at depth
@@ -141,6 +146,8 @@ class SweepProgress:
             # estimate before a second result
             if self._first is None or self.work_ran <= self._first[1]:
                 return None
+            if now - self._first[0] < TOGETHER * (self._first[0] - self.t0):
+                return None  # delivered with the anchor: no time measured since
             since, rate = self._rate(self._first, self.work_ran, now)
             return max(self.work_left, 0.0) * since / rate
         since, rate = self._rate((self.t0, 0.0), float(self.ran), now)
