@@ -1264,6 +1264,7 @@ def _check_add(name: str, out_fn: Any, post: bool, branch_fn: Any, skip_fn: Any,
     (``x.add(F(x), alpha=0.5)``, ``torch.add(x, F(x), alpha=2)``), a scale inside the add."""
     if out_fn is None or branch_fn is None or skip_fn is None:
         return
+    branch_fn, skip_fn = _copies_below(branch_fn), _copies_below(skip_fn)
     add = out_fn
     if post and not out_fn.name().startswith("AddBackward"):  # (an in-place activation module
         # after the block, outside it, ran after the block's output was recorded)
