@@ -133,3 +133,27 @@ def test_probing_a_batch_norm_network_on_two_rows_is_refused_as_the_config_refus
     dl.probe(net, x[:3], y[:3])
     with pytest.raises(ValueError, match="at least 3 rows"):
         dl.fit(net, x, y, max_steps=2, callbacks=[ProbeRecorder(probe_x=x[:2], probe_y=y[:2])])
+
+
+def test_rerunning_a_runs_stored_config_is_the_same_run(tmp_path, capsys):
+    """The stored config (`runs --json`, `run --json`) holds `sizes = [2, 8, 2]` where the file
+    said `["auto", 8, "auto"]`: the same network (only the data's sizes are accepted at the
+    ends), yet `depthlab run` of it trained and stored a second copy under another id. It is
+    refused as already stored, and `--overwrite` replaces that run (one run in the store)."""
+    rid, out = _tiny_run(tmp_path, capsys)
+    assert main(["runs", out, "--json"]) == 0
+    config = next(r["config"] for r in json.loads(capsys.readouterr().out) if r["id"] == rid)
+    assert config["model"]["sizes"] == [2, 8, 2]
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps(config))
+    assert main(["run", str(again), "--out", out, "--quiet"]) == 2
+    assert rid in capsys.readouterr().err
+    assert main(["run", str(again), "--out", out, "--quiet", "--overwrite", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == rid
+    assert main(["runs", out, "--json"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [rid]
+    mixed = tmp_path / "mixed.json"  # one end written, the other "auto": the same run too
+    mixed.write_text(json.dumps({**config, "model": {**config["model"],
+                                                     "sizes": ["auto", 8, 2]}}))
+    assert main(["run", str(mixed), "--out", out, "--quiet"]) == 2
+    assert rid in capsys.readouterr().err

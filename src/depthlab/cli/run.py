@@ -35,6 +35,21 @@ def _name(text: str) -> str:
     return text
 
 
+def _stored_twin(store, cfg: dict, sizes: list[int], rid: str) -> tuple[str, str | None]:
+    """(id, description) of the stored run that is this config's run with ``model.sizes``'
+    ends written the other way (``"auto"`` or the data's numbers, as a stored config holds
+    them: :func:`depthlab.experiments.config.same_run_ids`); ``(rid, None)`` when none is
+    stored. The run keeps that id: refused without ``--overwrite``, replaced with it (it was
+    trained and stored a second time under another id)."""
+    from ..experiments.config import same_run_ids
+
+    for twin in same_run_ids(cfg, list(sizes)):
+        described = store.describe(twin)
+        if described is not None:
+            return twin, described
+    return rid, None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..experiments import load_config, prepare, run_id, train
     from ..experiments.runner import check_memory
@@ -48,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     # (whose record would be replaced) fail early
     store = open_store(args.out, create=True)
     store.check_writable()
+    existing = store.describe(rid)
+    if existing is None:  # stored under its ids with model.sizes' ends written the other way
+        rid, existing = _stored_twin(store, cfg, prep.config["model"]["sizes"], rid)
     from ..inference import model_path, models_folder
 
     models = models_folder(args.out)  # where the trained network goes, checked before training
@@ -60,7 +78,6 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         raise UserError(f"{str(network_file)!r} is a folder; the trained network is saved as "
                         "a file of that name (move the folder, or use another --out)")
-    existing = store.describe(rid)
     if existing is not None and not args.overwrite:
         store.close()
         raise UserError(f"{existing} has this config and is stored in {str(store.path)!r}; "

@@ -273,6 +273,27 @@ def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
 
 
+def same_run_ids(config: dict[str, Any], sizes: list[int]) -> list[str]:
+    """The other run ids of the run of the validated ``config`` whose ``model.sizes`` the data
+    resolved to ``sizes``: its ends written as ``"auto"`` or as those numbers (the only ends
+    a run accepts, so the same network; a stored run's config holds the numbers). Ids are of
+    the config as written (:func:`run_id`, unchanged for stored runs); a command that must not
+    store one run twice looks for each of these too."""
+    written = (config.get("model") or {}).get("sizes")
+    if not isinstance(written, list) or len(written) < 2 or len(sizes) != len(written):
+        return []
+    own = run_id(config)
+    ids: list[str] = []
+    for first in ("auto", sizes[0]):
+        for last in ("auto", sizes[-1]):
+            variant = {**config, "model": {**config["model"],
+                                           "sizes": [first, *written[1:-1], last]}}
+            rid = run_id(variant)
+            if rid != own and rid not in ids:
+                ids.append(rid)
+    return ids
+
+
 def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
     """``config[section][key] = value`` for ``key = "section.key"`` (sections created)."""
     section, _, name = key.partition(".")
