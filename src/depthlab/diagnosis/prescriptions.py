@@ -224,6 +224,20 @@ def _not_derived_for(activation: str) -> str:
     return text
 
 
+def init_caveat(activation: str) -> str:
+    """The caveat of :func:`for_init_mismatch` where the recommended initializer is Glorot's
+    but ``activation``'s slope at 0 is not 1, so its linear regime keeps variances at another
+    multiple of Glorot's (:func:`linear_regime_factor`, off 1 by more than 10%): ``"recommended
+    for sigmoid units too, though sigmoid's slope at 0 makes its linear regime keep variances
+    at 16x this variance (Xu et al. 2016)"``; else ``""`` (the torch doctor's cure says it
+    too)."""
+    rec = recommended_init(activation)
+    if rec != "glorot_uniform" or activation in INIT_DERIVATION[rec][1]:
+        return ""
+    factor = linear_regime_factor(activation)
+    return _not_derived_for(activation) if factor == factor and abs(factor - 1.0) > 0.1 else ""
+
+
 def for_init_mismatch(activation: str) -> tuple[dict[str, Any], str]:
     """Cure for a mismatched initializer: the recommended one, with what its variance was
     derived for (it was "the variance derived for sigmoid units", which Glorot's is not: the
