@@ -45,3 +45,22 @@ def test_losses_of_a_loss_tensor_the_loop_reuses_in_place_are_each_steps_own(in_
     assert watch.losses()["loss"].tolist() == true
     recorded = watch.frame().query("quantity == 'loss'")["value"].tolist()
     assert recorded == [true[0], true[3], true[6]]
+
+
+@pytest.mark.parametrize("name", ["", "   ", "run\udcff"])
+def test_a_name_the_store_cannot_hold_is_refused_before_training(tmp_path, name):
+    # a blank name (refused by `depthlab run --name`) made a run the report titled "Run    ",
+    # and a name with a lone surrogate (os.fsdecode of a non-UTF-8 file name) trained, then
+    # failed at close() with UnicodeEncodeError, and again at every close() after
+    with pytest.raises(ValueError, match="name"):
+        dlt.Watch(_mlp(), out=tmp_path, name=name)
+    assert not (tmp_path / "depthlab.db").exists()
+
+
+def test_the_torch_doctor_refuses_a_name_the_store_cannot_hold_before_its_runs(tmp_path):
+    # the doctor trained and diagnosed, then failed to store with UnicodeEncodeError
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        dlt.doctor(lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), (x, y),
+                   steps=2, batch_size=8, out=tmp_path, name="doc\udcff")
+    assert not (tmp_path / "depthlab.db").exists()

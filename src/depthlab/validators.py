@@ -150,3 +150,25 @@ def check_bn_probe_rows(rows: int, what: str) -> None:
     if rows < BN_PROBE_ROWS:
         raise ValueError(f"batch normalization needs at least {BN_PROBE_ROWS} rows in {what} "
                          f"(over 2 rows it passes no gradient), got {rows}")
+
+
+def run_name(value: Any, what: str = "name") -> str | None:
+    """A run's name as the store keeps it: None (the default name), or a string that is not
+    blank (``depthlab run --name`` refuses one too) and is UTF-8 text (a lone surrogate, as
+    ``os.fsdecode`` gives for a non-UTF-8 file name, fails in SQLite only when the run is
+    stored, after the training). TypeError for a non-string, ValueError naming the value."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string (the run's name in the store) or None, got "
+                        f"{type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{what}={value!r} is blank; expected a non-empty name, or None for "
+                         "the default name")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what}={ascii(value)} is not UTF-8 text (it holds the undecodable "
+                         f"{ascii(value[e.start])[1:-1]}); expected a name the store can "
+                         "hold") from None
+    return value

@@ -57,7 +57,7 @@ from ..diagnosis.rules import (
     init_ratio,
     norm_gradient_frame,
 )
-from ..validators import did_you_mean, keyword_hints
+from ..validators import did_you_mean, keyword_hints, run_name
 from . import prescriptions as rx
 from .baselines import (
     StandardizedTargets,
@@ -903,6 +903,7 @@ def doctor(
     max_cures, seed = int(max_cures), int(seed)  # NumPy integers too
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string or None, got {type(name).__name__}")
+    name = run_name(name)  # a blank or non-UTF-8 name: refused before the runs, not at the store
     if out is not None:
         _check_out(out)
     if not isinstance(verify, (bool, np.bool_)):

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from ..probes.stats import check_percentiles
-from ..validators import keyword_hints, positive_int
+from ..validators import keyword_hints, positive_int, run_name
 from .accumulators import NORM_HIGH, NORM_LOW, norm_dtype, scaled_norm, stat_dtype, update_ratio
 from .chain import unsupported_layer
 from .hooks import Recording
@@ -239,7 +239,8 @@ class Watch:
         :class:`depthlab.experiments.store.RunRecord` that ``depthlab report out`` renders,
         layers labelled by module name). None keeps it in memory only.
     name:
-        The run's name in the store (default: the model's class name).
+        The run's name in the store (default: the model's class name); a blank name or one
+        that is not UTF-8 text is a ValueError here, not at :meth:`close`.
     percentiles:
         ``pre_pK``/``act_pK`` percentiles to record, e.g.
         :data:`depthlab.probes.stats.PERCENTILES`. Default ``()``: none, because each costs
@@ -272,9 +273,7 @@ class Watch:
                  percentiles: Sequence[float] = (), scaler: Any = None,
                  theory: bool = True) -> None:
         self.every = positive_int("every", every)
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a string (the run's name in the store) or None, got "
-                            f"{type(name).__name__}")
+        name = run_name(name)  # before the store is made: a blank or non-UTF-8 name
         if not isinstance(theory, (bool, np.bool_)):
             raise TypeError(f"theory must be True or False, got {type(theory).__name__}")
         if scaler is not None and not (callable(getattr(scaler, "get_scale", None))
