@@ -108,3 +108,29 @@ def test_a_refusal_while_a_deep_network_is_built_neither_says_invalid_nor_outliv
                     "session to stop; this setup starts then'})")
         assert pg.is_hidden("#message")
         assert pg.locator(".field.invalid").count() == 0
+
+
+def _texts(fig) -> str:
+    return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+
+
+def test_an_update_ratio_of_zero_at_every_step_is_said_not_called_unrecorded():
+    # a tanh net at lr=1e6 saturated at once: its 68 update_ratio probes were all exactly 0
+    # (no gradient, the weights never moved) and the report's figure said "no 'update_ratio'
+    # probes recorded", the one thing it could not mean
+    import pandas as pd
+
+    from depthlab.report import figures as F
+
+    def ratios(values) -> pd.DataFrame:
+        return pd.DataFrame([{"step": s, "layer": la, "quantity": "update_ratio",
+                              "value": float("nan") if s == 0 else v}
+                             for s, v in zip((0, 5, 10, 15), values) for la in (1, 2, 3)])
+
+    text = _texts(F.update_ratio(ratios([0.0, 0.0, 0.0, 0.0])))
+    assert "not recorded" not in text and "no 'update_ratio'" not in text, text
+    assert "0 at every" in text and "never changed" in text, text
+    text = _texts(F.update_ratio(ratios([0.0, float("inf"), float("nan"), float("inf")])))
+    assert "not finite" in text and "no 'update_ratio'" not in text, text
+    # none recorded at all still says so
+    assert "no 'update_ratio' probes recorded" in _texts(F.update_ratio(None))

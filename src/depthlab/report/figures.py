@@ -1035,6 +1035,26 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     return fig
 
 
+def _no_update_ratio_drawn(wide: pd.DataFrame) -> str:
+    """Why the update-ratio figure, a log axis, draws no line: no probes; the ratio exactly 0
+    at every probed step after the first (the weights never changed: a saturated or dead net's
+    zero gradients, or steps below the weights' float resolution); not finite at every one;
+    or 0 where finite. The first probed step's NaN (no weights before it) is no value."""
+    if wide.empty:
+        return "no 'update_ratio' probes recorded"
+    # the first probed step's NaN row: no weights before it (step 0 of a NumPy run)
+    later = wide.iloc[1:] if wide.iloc[0].isna().all() else wide
+    if later.empty:
+        return "update ratio: one probed step only (the ratio needs the weights before it)"
+    vals = later.to_numpy(float).ravel()
+    if (vals == 0).all():
+        return ("update ratio 0 at every probed step:\nthe weights never changed (zero gradients,"
+                "\nor steps below their float resolution); a log axis has no 0")
+    if (~np.isfinite(vals)).all():
+        return "update ratio not finite (NaN/inf)\nat every probed step: not drawn"
+    return "update ratio 0 or not finite (NaN/inf)\nat every probed step: nothing to draw"
+
+
 def update_ratio(probes: pd.DataFrame | None) -> Figure:
     """Per layer over training: ``update_ratio = ||W_n - W_{n-1}|| / ||W_{n-1}||`` (the
     relative size of one optimizer step, log scale; ~1e-3 is the usual healthy order). The
@@ -1046,7 +1066,7 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     vals = wide.to_numpy(float) if not wide.empty else np.empty(0)
     pos = vals[np.isfinite(vals) & (vals > 0)]
     if not pos.size:
-        _empty(ax, "no 'update_ratio' probes recorded")
+        _empty(ax, _no_update_ratio_drawn(wide))
         return fig
     layers = list(wide.columns)
     shown = _pick_layers(layers)
