@@ -387,7 +387,11 @@ class DaskExecutor(Executor):
     remote scheduler or a given client/cluster (said once as a warning; Ctrl-C stops);
     ``math.inf``: no limit. A chunk the scheduler itself failed for want of workers (its
     ``distributed.scheduler.no-workers-timeout``: ``NoWorkerError``) is the same error, its
-    points not stored ``failed``.
+    points not stored ``failed``. ``scheduler_timeout``: seconds the scheduler may answer
+    nothing at all (no finished chunk, no worker count) while its connection stays open (its
+    process stopped or hung, its machine frozen or cut off) before the sweep stops with
+    :class:`ClusterError`, points stored so far kept; None (default): Dask's
+    ``distributed.comm.timeouts.tcp`` (30 s); ``math.inf``: no limit.
     """
 
     def __init__(self, address: str | Any, *, window: int | None = None, chunk: int | None = None,
