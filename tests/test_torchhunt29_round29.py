@@ -113,3 +113,66 @@ def test_predict_takes_a_functional_activation_on_a_blocks_output(mode):
     torch.manual_seed(0)
     got = dlt.predict(_OuterAct(mode), x, y, nn.CrossEntropyLoss())
     assert got["predicted"].to_numpy() == pytest.approx(ref["predicted"].to_numpy(), rel=1e-9)
+
+
+class _LazyHead(nn.Module):
+    """Creates a submodule and a parameter in its first forward (a lazily built head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+
+    def forward(self, x):
+        if not hasattr(self, "head"):
+            self.head = nn.Linear(8, 3)
+        if "scale" not in self._parameters:
+            self.scale = nn.Parameter(torch.ones(()))
+        return self.head(torch.relu(self.a(x))) * self.scale
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_a_submodule_the_forward_creates_is_not_left_behind(fn):
+    """A submodule and a parameter created in the model's first forward stayed after
+    dlt.probe/dlt.predict (the model grew a 'head' the caller's optimizer never saw)."""
+    model = _LazyHead()
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    if fn == "probe":  # not measured, and said so
+        with pytest.warns(RuntimeWarning, match="created the weight layer.*'head'"):
+            df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+        assert set(df.module) == {"", "a"}
+    else:
+        try:
+            dlt.predict(model, x, y, nn.CrossEntropyLoss())
+        except ValueError:
+            pass  # predict may refuse the model; it must still leave it as found
+    assert not hasattr(model, "head") and "scale" not in model._parameters
+    assert [n for n, _ in model.named_parameters()] == ["a.weight", "a.bias"]
+
+
+class _CountingLoss:
+    """A loss that is no nn.Module and keeps state: a counter, a list, a tensor, a module."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seen: list[int] = []
+        self.total = torch.zeros(())
+        self.inner = nn.CrossEntropyLoss()
+        self.inner.register_buffer("n", torch.zeros(()))
+
+    def __call__(self, out, y):
+        self.calls += 1
+        self.seen.append(len(y))
+        self.total += 1
+        self.inner.n += 1
+        return self.inner(out, y)
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_a_stateful_loss_object_that_is_no_module_is_left_as_found(fn):
+    """A callable loss object (not an nn.Module) had its counter, list, tensor and inner
+    module's buffer advanced by dlt.probe (1) and dlt.predict (3 calls)."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    loss = _CountingLoss()
+    getattr(dlt, fn)(model, x, y, loss)
+    assert (loss.calls, loss.seen, float(loss.total), float(loss.inner.n)) == (0, [], 0.0, 0.0)

@@ -29,11 +29,13 @@ Residual blocks
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import random
 import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -783,17 +785,47 @@ def _attributes(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any], list,
     ``self.steps = torch.zeros(())`` that the forward increments in place) or the state of
     those that are ``torch.Generator``s (a module drawing its noise from its own), for
     :func:`_put_back` after a forward that must leave no trace (:func:`untouched`)."""
-    saved = []
-    for m in model.modules():
-        own = {k: v for k, v in m.__dict__.items() if k not in _MODULE_KEYS}
-        contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
-        tensors = [_saved(v) for v in own.values()
-                   if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
-                   and not v.is_inference()]
-        generators = [(v, v.get_state()) for v in own.values()  # a module's own generator
-                      if isinstance(v, torch.Generator)]  # (its dropout or noise draws)
-        saved.append((m, own, contents, tensors, generators))
-    return saved
+    return [_own_state(m) for m in model.modules()]
+
+
+def _own_state(obj: Any) -> tuple[Any, dict[str, Any], list, list, list]:
+    """One object's entry of :func:`_attributes` (a module, or a plain object with a
+    ``__dict__``: a loss that is no module, :func:`_state_holders`)."""
+    own = {k: v for k, v in obj.__dict__.items() if k not in _MODULE_KEYS}
+    contents = [(v, type(v)(v)) for v in own.values() if type(v) in _CONTAINERS]
+    tensors = [_saved(v) for v in own.values()
+               if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter)
+               and not v.is_inference()]
+    generators = [(v, v.get_state()) for v in own.values()  # a module's own generator
+                  if isinstance(v, torch.Generator)]  # (its dropout or noise draws)
+    return obj, own, contents, tensors, generators
+
+
+def _state_holders(obj: Any, depth: int = 0) -> tuple[list[nn.Module], list[Any]]:
+    """The modules and the plain objects whose state a call of ``obj`` (a loss) may change:
+    a module itself; an instance of a class of the user's (a callable object with its own
+    ``__dict__``: a call counter, a running average) and the modules among its attributes;
+    the function and arguments of a ``functools.partial``; the instance of a bound method. A
+    plain function's closure is not reached (its cells are no object's attributes)."""
+    if depth > 4 or obj is None or isinstance(obj, (torch.Tensor, type)):
+        return [], []
+    if isinstance(obj, nn.Module):
+        return [obj], []
+    if isinstance(obj, functools.partial):
+        parts = [obj.func, *obj.args, *obj.keywords.values()]
+    elif inspect.ismethod(obj):
+        parts = [obj.__self__]
+    elif inspect.isroutine(obj) or not hasattr(obj, "__dict__") or inspect.ismodule(obj):
+        return [], []
+    else:
+        return [v for v in vars(obj).values() if isinstance(v, nn.Module)], [obj]
+    mods: list[nn.Module] = []
+    objs: list[Any] = []
+    for part in parts:
+        m, o = _state_holders(part, depth + 1)
+        mods += m
+        objs += o
+    return mods, objs
 
 
 def _put_back(saved: list[tuple[nn.Module, dict[str, Any], list, list, list]]) -> None:
@@ -847,22 +879,32 @@ def inputs_kept(*values: Any) -> Iterator[None]:
         _write_back(saved)
 
 
-def _module_state(mods: list[nn.Module]) -> Callable[[], None]:
+def _slots_as_found(now: dict, found: dict) -> None:
+    """``now`` (a module's ``_buffers``, ``_modules`` or ``_parameters``) made ``found``
+    again where an entry was added, removed or re-assigned."""
+    if len(now) != len(found) or any(now.get(k, _put_back) is not v for k, v in found.items()):
+        now.clear()
+        now.update(found)
+
+
+def _module_state(mods: list[nn.Module], objects: Sequence[Any] = ()) -> Callable[[], None]:
     """Save what a forward may change in the modules ``mods`` (and their submodules): their
-    buffers (values; re-assigned, added or removed ones), modes and own attributes
-    (:func:`_attributes`); the function returned puts them back."""
-    attributes = [a for m in mods for a in _attributes(m)]
-    slots = [(m, dict(m._buffers)) for mod in mods for m in mod.modules()]
+    buffers (values; re-assigned, added or removed ones), submodules and parameters (added
+    or re-assigned ones: a head the forward builds on its first call, ``self.head =
+    nn.Linear(...)``, stayed on the caller's model), modes and own attributes
+    (:func:`_attributes`), and the own attributes of the plain ``objects`` (a loss that is no
+    module); the function returned puts them back."""
+    attributes = [a for m in mods for a in _attributes(m)] + [_own_state(o) for o in objects]
+    slots = [(m, dict(m._buffers), dict(m._modules), dict(m._parameters))
+             for mod in mods for m in mod.modules()]
     buffers = [_saved(b) for mod in mods for b in mod.buffers()]
     modes = [(m, m.training) for mod in mods for m in mod.modules()]
 
     def restore() -> None:
-        for m, found in slots:  # re-assigned, added or removed buffers
-            now = m._buffers
-            if len(now) != len(found) or any(now.get(k, _put_back) is not b
-                                             for k, b in found.items()):
-                now.clear()
-                now.update(found)
+        for m, found, kids, params in slots:  # re-assigned, added or removed entries
+            _slots_as_found(m._buffers, found)
+            _slots_as_found(m._modules, kids)
+            _slots_as_found(m._parameters, params)
         with torch.no_grad():
             for b, version, saved in buffers:  # only if changed, and through .data: no
                 # version bump (batch norm's kernel updates its running statistics in place
@@ -879,12 +921,15 @@ def _module_state(mods: list[nn.Module]) -> Callable[[], None]:
 
 @contextmanager
 def kept_state(module: Any) -> Iterator[None]:
-    """A module's buffers, modes and own attributes as found on exit (:func:`_module_state`;
-    nothing for a plain function): the doctor's loss module, which every run starts from."""
-    if not isinstance(module, nn.Module):
+    """A loss's state as found on exit: a module's buffers, modes and own attributes
+    (:func:`_module_state`), a callable object's own attributes and modules
+    (:func:`_state_holders`; nothing for a plain function): the doctor's loss, which every
+    run starts from."""
+    mods, objects = _state_holders(module)
+    if not mods and not objects:
         yield
         return
-    restore = _module_state([module])
+    restore = _module_state(mods, objects)
     try:
         yield
     finally:
@@ -904,8 +949,12 @@ def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     its own state) are restored likewise. The hooks of other armed recordings of the model are
     off within it (:func:`_paused`)."""
     paused = _paused(model)
-    mods = [model, *(a for a in also if isinstance(a, nn.Module) and a is not model)]
-    restore = _module_state(mods)
+    mods, objects = [model], []
+    for a in also:  # a loss module, or a loss object of the user's class with its own state
+        held = _state_holders(a)
+        mods += [m for m in held[0] if all(m is not k for k in mods)]
+        objects += [o for o in held[1] if all(o is not k for k in objects)]
+    restore = _module_state(mods, objects)
     renormed = _renormed_weights(model)
     devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
                       if t.device.type == "cuda" and t.device.index is not None})

@@ -61,7 +61,7 @@ from torch.nn import functional as F
 from ..probes.stats import PERCENTILES, check_percentiles
 from ..validators import did_you_mean, keyword_hints
 from .hooks import Recording
-from .layers import check_materialized, check_model, inputs_kept, none_ran
+from .layers import check_materialized, check_model, inputs_kept, none_ran, weight_modules
 from .train import accuracy_output, binary_hits, binary_threshold, one_hot_labels
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
@@ -606,6 +606,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
             output = forward(model, x)
         rec.disarm()
         rec.drop_kept()
+        _warn_new_layers(model, rec.layers)
         check_targets(output, y, loss_fn)
         loss = check_loss(loss_fn(output, y))
         # a tuple or dict output ((logits, aux), {'logits': ...}, its loss_fn taking the whole):
@@ -627,6 +628,20 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         if not rec.order:
             raise ValueError(none_ran(model, rec.layers))
     return rows_frame([(0, *r) for r in rows])
+
+
+def _warn_new_layers(model: nn.Module, layers: Sequence[Any]) -> None:
+    """A RuntimeWarning naming the weight layers the forward created (``self.head =
+    nn.Linear(...)`` on its first call): they were not there to be hooked, so they have no
+    rows (and the probe removes them again, leaving the model as found)."""
+    known = {id(w) for info in layers for w in info.weights}
+    new = [info.name for info in weight_modules(model)
+           if not any(id(w) in known for w in info.weights)]
+    if new:
+        warnings.warn(f"the model's forward created the weight layer(s) {', '.join(map(repr, new))}"
+                      " during the probe: they are not measured (and are removed again, the "
+                      "model left as found); run one forward of the model before probing it",
+                      RuntimeWarning, stacklevel=4)
 
 
 def _weight_grads(loss: torch.Tensor, params: list[torch.Tensor]
