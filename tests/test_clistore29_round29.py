@@ -157,3 +157,14 @@ def test_rerunning_a_runs_stored_config_is_the_same_run(tmp_path, capsys):
                                                      "sizes": ["auto", 8, 2]}}))
     assert main(["run", str(mixed), "--out", out, "--quiet"]) == 2
     assert rid in capsys.readouterr().err
+
+
+def test_a_toml_key_given_twice_is_named(tmp_path, capsys):
+    """A TOML config with `epochs` twice in [train] said only "TOML syntax error: Cannot
+    overwrite a value (at line 10, column 13)": which key, and why, was left to the reader."""
+    config = tmp_path / "twice.toml"
+    config.write_text(TINY.replace("epochs = 1", "epochs = 1\n  epochs = 5"))
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "'epochs'" in err and "twice" in err and "line 10" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,22 @@ def _not_toml(p: Path, text: str, e: Exception) -> ConfigError:
         return ConfigError(f"{p}: TOML syntax error: {e} (the file looks like JSON: a .json "
                            "name reads it as JSON)")
     read_as = "" if suffix == ".toml" else f" (read as TOML; accepted: {READ_FORMATS})"
-    return ConfigError(f"{p}: TOML syntax error: {e}{read_as}")
+    return ConfigError(f"{p}: TOML syntax error: {e}{_given_twice(text, e)}{read_as}")
+
+
+def _given_twice(text: str, e: Exception) -> str:
+    """What tomllib's "Cannot overwrite a value (at line N, ...)" is about: the key (or table
+    header) on line N names a key that its table already holds; ``""`` for other errors."""
+    found = re.match(r"Cannot overwrite a value \(at line (\d+),", str(e))
+    lines = text.splitlines()
+    if not found or not 1 <= int(found[1]) <= len(lines):
+        return ""
+    line = lines[int(found[1]) - 1].strip()
+    if line.startswith("["):
+        return (f": table {line.split('#')[0].strip()} names a key that already holds a value; "
+                "accepted: each key once")
+    key = line.split("=", 1)[0].strip()
+    return f": key {key!r} is given twice in its table; accepted: each key once"
 
 MAX_CONFIG_DEPTH = 32
 """Deepest nesting of lists and tables a config may have (a sweep of layer-size lists needs 4):
