@@ -21,6 +21,7 @@ of rows whose largest output is at the row's 1 (:func:`one_hot_labels`); other t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -72,12 +73,29 @@ _CHUNK = 8192
 
 def _sum_squares(flat: Array) -> float:
     """``sum(flat**2)`` of a 1-D array (float32 ones of over :data:`_CHUNK` entries as float64
-    sums of chunk dots)."""
-    if flat.dtype != np.float32 or flat.size <= _CHUNK:
-        return float(xp.dot(flat, flat))
+    sums of chunk dots). A float32 sum that is not finite is taken again with each chunk cast
+    to float64 (:func:`_sum_squares64`): entries above ~1.8e19, which float32 holds, have
+    squares past its range (a float32 network's MSE on targets of 1e20 was inf, 'diverged'
+    before any update, where float64's is 1.5e40: the sum is a Python float)."""
+    with np.errstate(over="ignore"):
+        if flat.dtype != np.float32 or flat.size <= _CHUNK:
+            total = float(xp.dot(flat, flat))
+        else:
+            total = 0.0
+            for start in range(0, flat.size, _CHUNK):
+                part = flat[start:start + _CHUNK]
+                total += float(xp.dot(part, part))
+    if flat.dtype == np.float32 and not math.isfinite(total):
+        return _sum_squares64(flat)
+    return total
+
+
+def _sum_squares64(flat: Array) -> float:
+    """``sum(flat**2)`` of a 1-D array with each chunk of :data:`_CHUNK` entries cast to
+    float64 first (a float32 array whose squares overflow float32)."""
     total = 0.0
     for start in range(0, flat.size, _CHUNK):
-        part = flat[start:start + _CHUNK]
+        part = flat[start:start + _CHUNK].astype(np.float64)
         total += float(xp.dot(part, part))
     return total
 
