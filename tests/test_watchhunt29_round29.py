@@ -64,3 +64,44 @@ def test_the_torch_doctor_refuses_a_name_the_store_cannot_hold_before_its_runs(t
         dlt.doctor(lambda: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), (x, y),
                    steps=2, batch_size=8, out=tmp_path, name="doc\udcff")
     assert not (tmp_path / "depthlab.db").exists()
+
+
+def test_a_ctrl_c_in_the_theory_run_of_the_first_record_leaves_the_step_counted_once():
+    # the theory's forward (one more forward of the model inside the first recorded
+    # watch.step) interrupted: the step's record was kept but the call not counted, so the
+    # loop going on (a notebook cell run again) gave step 0 twice (losses() steps [0, 0]) and
+    # the stored run said "after 0 steps"
+    calls = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            calls.append(1)
+            if len(calls) == 2:  # the theory's forward
+                raise KeyboardInterrupt
+            return self.b(torch.tanh(self.a(x)))
+
+    torch.manual_seed(0)
+    model = Net()
+    watch = dlt.Watch(model, every=1)
+    x = torch.randn(6, 3)
+    losses = []
+    for step in range(3):
+        model.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        losses.append(loss.item())
+        if step == 0:
+            with pytest.raises(KeyboardInterrupt):
+                watch.step(loss)
+            assert watch.steps_seen == 1
+        else:
+            watch.step(loss)
+    watch.close()
+    assert watch.losses()["step"].tolist() == [0, 1, 2]
+    assert watch.losses()["loss"].tolist() == losses
+    assert not watch.frame().duplicated(["step", "layer", "quantity"]).any()  # recorded once
+    assert watch.theory is not None  # computed at the next record

@@ -385,8 +385,8 @@ class Watch:
                 raise
             finally:
                 self._rec.order = order
-            if self._theory_pending and self._rec.order:  # else: nothing ran while armed yet
-                self._predict_theory()
+        # else: nothing ran while armed yet
+        theory = n % self.every == 0 and self._theory_pending and bool(self._rec.order)
         if changed:
             self._relayer(n)
             refreshed = False
@@ -401,6 +401,8 @@ class Watch:
         self._calls += 1
         if len(self._pending) >= PENDING_LOSSES:
             self._flush_losses()
+        if theory:  # last: a Ctrl-C in its forward leaves this step recorded and counted once
+            self._predict_theory()
 
     @property
     def theory(self) -> pd.DataFrame | None:
@@ -431,6 +433,9 @@ class Watch:
             rows, self.theory_note = theory_rows(self.model, x)
         except Exception as exc:  # the theory is an addition: never the end of the training
             rows, self.theory_note = None, f"no theory: {type(exc).__name__}: {exc}"
+        except BaseException:  # a Ctrl-C: the next record's input is taken
+            self._theory_pending = self._rec.want_input = True
+            raise
         finally:
             _put_back(saved)
             if armed:
@@ -509,6 +514,7 @@ class Watch:
         rec.order.sort(key=lambda info: info.index)
         rec.numbered = max(old.numbered, max(before.values(), default=0))
         rec.want_input, rec.first_input = old.want_input, old.first_input
+        rec.input_seen, rec.input_note = old.input_seen, old.input_note  # for the theory's note
         self._rec = rec
         self._weights = [(info, p) for info in rec.layers for p in info.weights]
         self._snap.clear()
