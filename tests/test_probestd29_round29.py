@@ -179,3 +179,33 @@ def test_watch_update_ratio_of_float64_weights_out_of_the_squares_range(path, ev
         expected = [want[s - 1] for s in steps]  # (step n: ||W_n - W_{n-1}|| / ||W_{n-1}||)
         assert len(got) >= 1
         np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("path", ["kernels", "numpy"])
+@pytest.mark.parametrize("scale", [1e-300, 1e-200])
+def test_numpy_layer_stats_of_float64_layers_of_vanishing_scale(path, scale):
+    """The NumPy probes' layer_stats of float64 caches of ~1e-300 (and 1e-200, whose squares
+    underflow as well): every std read 0.0 on the compiled kernels' path."""
+    from depthlab.losses import get_loss
+    from depthlab.models import mlp
+    from depthlab.probes.stats import layer_quantities, layer_stats
+
+    rng = np.random.default_rng(0)
+    net = mlp([5, 12, 3], activation="identity", seed=0, dtype="float64")
+    loss = get_loss("cross_entropy")
+    loss.forward(net.forward(rng.standard_normal((10, 5)), training=True), rng.integers(0, 3, 10))
+    net.backward(loss.backward(), input_grad=False)
+    for p in net.probe_points():
+        p.activation.s = (p.activation.s + 0.3) * scale
+        p.activation.a = p.activation.s.copy()
+        p.activation.grad_s = p.activation.grad_s * scale
+        p.dense.W.value *= scale
+        p.dense.W.grad[...] *= scale
+    with accel.numpy_only() if path == "numpy" else nullcontext():
+        rows = [dict(zip(layer_quantities(()), layer_stats(p, ()))) for p in net.probe_points()]
+    for p, got in zip(net.probe_points(), rows):
+        for name, x in (("pre_std", p.activation.s), ("act_std", p.activation.a),
+                        ("grad_pre_std", p.activation.grad_s), ("weight_std", p.dense.W.value),
+                        ("weight_grad_std", p.dense.W.grad)):
+            want = float(np.std(x.astype(np.longdouble)))
+            assert got[name] == pytest.approx(want, rel=1e-9, abs=0.0), (p.index, name)

@@ -24,7 +24,7 @@ from . import accel
 from .histograms import HISTOGRAM_KINDS, ROBUST_PERCENTILE, activation_range, bin_counts
 from .quantiles import percentile_values, plan, select_ranks
 from .quantiles import percentiles as quantile_values
-from .stats import SATURATION_RATIO, activation_family, is_nondecreasing
+from .stats import _TINY_STD, SATURATION_RATIO, activation_family, is_nondecreasing
 
 _FAMILY = {"other": 0, "bounded": 1, "relu": 2}  # kernels.FAMILY_*
 
@@ -133,6 +133,9 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
     out = kernels.layer(s2, a2, d2, how, thr, family, g, w, dw, ranks, t, monotone, wc)
     status = out[-1]
     values = out[:-1]
+    if dtype == np.float64 and status != kernels.NOT_FINITE \
+            and _squares_underflowed(values, t.size, w):
+        return None
     if status == kernels.OK:
         return values if monotone or not percentiles else _act_percentiles(values, a2, percentiles)
     if status == kernels.NOT_FINITE:
@@ -147,6 +150,23 @@ def kernel_layer_stats(point: ProbePoint, percentiles: tuple[float, ...],
     if p and not monotone:
         _act_percentiles(values, a2, percentiles)
     return values
+
+
+def _squares_underflowed(values: np.ndarray, p: int, w: np.ndarray) -> bool:
+    """True where a float64 std of the kernel may have lost its squares to underflow (entries
+    below ~1e-154: a layer of 1e-300 read std 0.0): a std in ``(0, _TINY_STD)``, or a std of 0
+    beside a nonzero mean or mean ``|x|`` (for ``W``: a nonzero entry). The NumPy path then
+    decides (:func:`depthlab.probes.stats.mean_std`'s scaled rule). ``p``: percentiles per
+    part."""
+    act = 2 + p
+    rest = act + 2 + p
+    for std, size in ((values[1], values[0]), (values[act + 1], values[act]),
+                      (values[rest + 3], values[rest + 4]), (values[rest + 5], None),
+                      (values[rest + 6], values[rest + 7])):
+        if 0.0 < std < _TINY_STD or std == 0.0 and (
+                size != 0.0 if size is not None else bool(w.any())):
+            return True
+    return False
 
 
 def _act_percentiles(values: np.ndarray, a2: np.ndarray, percentiles: tuple[float, ...]
