@@ -134,3 +134,21 @@ def test_an_update_ratio_of_zero_at_every_step_is_said_not_called_unrecorded():
     assert "not finite" in text and "no 'update_ratio'" not in text, text
     # none recorded at all still says so
     assert "no 'update_ratio' probes recorded" in _texts(F.update_ratio(None))
+
+
+def test_the_loss_panels_accuracy_and_the_gradient_panels_dashed_lines_read_in_the_legend(
+        browser, server):
+    # held-out loss (#ff7f0e) and held-out acc (#2ca02c) become two olive-yellows for a
+    # deuteranope (195,174,5 and 150,136,56): both solid lines with solid legend squares. And
+    # the gradient panel's dashed "at init" and dotted "theory" had solid legend squares too
+    with checked_page(browser, width=1300) as pg:
+        pg.goto(server.url)
+        pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+        styles = pg.evaluate("""() => Object.fromEntries([...document.querySelectorAll(
+            '#panel-loss .u-legend .u-series, #panel-grad .u-legend .u-series')].map(row => {
+              const m = row.querySelector('.u-marker');
+              return [row.textContent.trim(), m && getComputedStyle(m).borderTopStyle]; }))""")
+        assert styles["held-out acc"] == "dashed", styles
+        assert styles["held-out loss"] == "solid" and styles["train loss"] == "solid", styles
+        assert styles["at init"] == "dashed" and styles["theory"] == "dotted", styles
+        assert styles["now"] == "solid", styles

@@ -527,10 +527,20 @@ function setLossData() {
 // no narrower than 200 px (260 ran 3 px past a 280 px wide phone's screen)
 function plotWidth(id) { return Math.max(200, $(id).parentElement.clientWidth - 20); }
 
+/* A legend square drawn as its line is: dotted for short dashes ([2, 3]: the theory), dashed
+   for longer ones, solid for none. uPlot's default drew every square solid, so a dashed line
+   was told from a solid one of a similar colour (orange and green for a deuteranope) by
+   nothing in the legend. */
+const markerDash = (u, i) => {
+  const d = u.series[i].dash;
+  return !d || !d.length ? "solid" : d[0] <= 2 ? "dotted" : "dashed";
+};
+
 function makePlot(id, opts, data) {
   if (S.plots[id]) S.plots[id].destroy();
   $(id).innerHTML = "";
-  const u = new uPlot({ width: plotWidth(id), height: 210, legend: { live: false }, ...opts }, data, $(id));
+  const legend = { live: false, markers: { dash: markerDash }, ...(opts.legend || {}) };
+  const u = new uPlot({ width: plotWidth(id), height: 210, ...opts, legend }, data, $(id));
   S.plots[id] = u;
   // a name for screen readers: the panel's title (the numbers are in the text beside it)
   u.ctx.canvas.setAttribute("role", "img");
@@ -657,7 +667,8 @@ function buildPlots(m) {
       // a regression loss (mse, huber) measures no accuracy: a legend entry without a line
       // would look like a drawing fault
       { label: m.has_accuracy === false ? `held-out acc: none for ${m.config.train.loss}` :
-        "held-out acc", stroke: "#2ca02c", width: 1.5, scale: "acc", points: firstPoints }],
+        "held-out acc", stroke: "#2ca02c", width: 1.5, dash: [6, 3], scale: "acc",
+        points: firstPoints }],  // dashed: another axis, and a colour close to the loss's
   }, [[], [], [], []]);
   const hl = m.hist_layers;
   makePlot("plot-hist", {
