@@ -168,3 +168,29 @@ def test_a_toml_key_given_twice_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'epochs'" in err and "twice" in err and "line 10" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_reads_a_1d_array_as_training_does_for_a_one_input_network(tmp_path, capsys):
+    """A run trained on a .npz whose x is 1-D (40 rows of one feature, as training reads it)
+    could not predict that same file nor a .npy of its x: predict read a 1-D array as one row
+    ("has 40 features per row; the network expects 1"). For a one-input network a 1-D array
+    is one value per row; for others it stays one row of features."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    data = tmp_path / "one.npz"
+    np.savez(data, x=x, y=(x > 0).astype(int))
+    config = tmp_path / "one.toml"
+    config.write_text(TINY.replace('name = "spirals"\nn = 200\nseed = 3',
+                                   f"path = {json.dumps(str(data))}"))
+    out = str(tmp_path / "out")
+    assert main(["run", str(config), "--out", out, "--quiet", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["id"]
+    np.save(tmp_path / "x.npy", x)
+    for given in (data, tmp_path / "x.npy"):
+        assert main(["predict", rid, str(given), "--dir", out]) == 0
+        assert capsys.readouterr().out.count("\n") == 41  # header + 40 rows
+    (tmp_path / "two").mkdir()
+    two, two_out = _tiny_run(tmp_path / "two", capsys)  # spirals: 2 inputs, one row of 2
+    np.save(tmp_path / "row.npy", np.array([0.5, -0.5]))
+    assert main(["predict", two, str(tmp_path / "row.npy"), "--dir", two_out]) == 0
+    assert capsys.readouterr().out.count("\n") == 2

@@ -227,7 +227,8 @@ def _stripped(exc: BaseException, path: str, p: Path) -> str:
 
 def read_input_file(path: str, label: str | int | list | None = None,
                     features: list[str] | None = None, *, values: bool = False,
-                    unnamed: tuple[Any, int] | None = None) -> InputFile:
+                    unnamed: tuple[Any, int] | None = None,
+                    n_inputs: int | None = None) -> InputFile:
     """:func:`read_labeled_inputs` with, for a CSV, the namer of its cells
     (:class:`InputFile`); a CSV's empty cells, short rows and non-finite numbers are refused
     here by line and column. ``features``: the training CSV's feature names; a CSV holding
@@ -235,7 +236,8 @@ def read_input_file(path: str, label: str | int | list | None = None,
     (label index or indices, columns) of a training CSV without a header row: a headerless
     CSV of that many columns has those dropped (and scored). ``label`` may
     be a list of columns (a regression's targets); ``values``: the label columns hold real
-    targets (:attr:`InputFile.targets`), not classes."""
+    targets (:attr:`InputFile.targets`), not classes. A 1-D array is one row of features, or,
+    when ``n_inputs`` (the network's) is 1, one value per row, as training reads a 1-D ``x``."""
     labels = labelled = unlabelled = targets = None
     text: list[str] = []  # a CSV's non-numeric columns
     dropped: list[int] = []  # the file's columns of the labels, not among the inputs
@@ -378,8 +380,8 @@ def read_input_file(path: str, label: str | int | list | None = None,
     x = np.asarray(x)
     if x.dtype.kind == "b":  # 0/1 features, as a training .npz of booleans is read
         x = x.astype(np.uint8)
-    if x.ndim == 1:
-        x = x[None, :]
+    if x.ndim == 1:  # a one-input network's rows (as training reads it), else one row
+        x = x[:, None] if n_inputs == 1 else x[None, :]
     elif x.ndim > 2:  # images (N, H, W[, C]): flattened per row, as training flattens them
         x = x.reshape(x.shape[0], -1)
     if x.ndim == 2 and x.shape[0] == 0:
@@ -542,6 +544,15 @@ def _check_standardization(model: Path, mean: Any, std: Any, n_in: int) -> None:
     if not (std > 0).all():
         raise ValueError(f"{model}: its meta input_std holds {float(std.min())!r}; expected "
                          "every value > 0")
+
+
+def saved_inputs(model: Path) -> int:
+    """The number of inputs of the network saved at ``model`` (its recipe's ``sizes[0]``),
+    read without building it."""
+    from .persist import _open
+
+    with _open(model) as (recipe, _data):
+        return int(recipe["config"]["sizes"][0])
 
 
 def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",

@@ -148,6 +148,7 @@ def _predict(args: argparse.Namespace):
         predict_saved,
         read_input_file,
         resolve_model,
+        saved_inputs,
     )
     from ..persist import load_meta
 
@@ -172,7 +173,7 @@ def _predict(args: argparse.Namespace):
                    if meta.get("label_index") is not None and meta.get("csv_columns") else None)
         found = read_input_file(args.data, label_column(meta),
                                 names if isinstance(names, list) else None, values=values,
-                                unnamed=unnamed)
+                                unnamed=unnamed, n_inputs=saved_inputs(model))
         targets = found.targets
         x, labels, where = found.x, found.labels, found.where  # (a CSV's cells by line)
         labelled = found.labelled  # rows with an empty label cell are not scored
