@@ -961,7 +961,8 @@ def doctor(
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
             skipped: list[str] = []
-            cures = _cures(f, base, spec, fresh, seed, xs, d, loss_fn, skipped)
+            passed_over: list[str] = []  # cures that come before the first applicable one
+            cures = _cures(f, base, spec, fresh, seed, xs, d, loss_fn, skipped, passed_over)
             own = rx.translate(f.prescription, spec) if f.prescription else None
             key = json.dumps(own, sort_keys=True, default=str) + " " if own else None
             own_skipped = next((r for r in skipped if key and r.startswith(key)), None)
@@ -970,6 +971,10 @@ def doctor(
                 f.prescription, f.prescription_text = cures[0]
                 if own_skipped:  # the rule's own cure did not apply: say why, not silently
                     f.prescription_text += f" (the rule's own cure {own_skipped})"
+                elif passed_over and not own:  # a rule with advice but no transform of its
+                    # own (vanishing_through_time: chrono init, which a plain nn.RNN cannot
+                    # take): its first cures' reasons, not a silent switch to the next one
+                    f.prescription_text += f" (the first cure for it, {passed_over[0]})"
             else:
                 f.prescription, f.prescription_text = {}, (
                     f.prescription_text + f" (no module transform applies to this model{why})")
@@ -1023,11 +1028,13 @@ def _host_generators(seed: int) -> Iterator[None]:
 
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
            seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable,
-           skipped: list[str] | None = None) -> list[tuple[dict[str, Any], str]]:
+           skipped: list[str] | None = None, passed_over: list[str] | None = None
+           ) -> list[tuple[dict[str, Any], str]]:
     """Applicable cures for finding ``f``: the rule's prescription translated, then the torch
     alternatives, duplicates, transforms that change nothing in this model and training
     changes whose step fails on it (:func:`_check_step`, e.g. Adam for sparse gradients) left
-    out, each of those with its reason in ``skipped`` (``'{changes} does not apply: why'``)."""
+    out, each of those with its reason in ``skipped`` (``'{changes} does not apply: why'``),
+    and in ``passed_over`` too when it came before the first applicable cure."""
     config = base.ctx.config
     candidates: list[tuple[dict[str, Any], str]] = []
     first = rx.translate(f.prescription, spec) if f.prescription else None
@@ -1068,10 +1075,13 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                 with kept_state(loss_fn):
                     _check_step(model, new, d, loss_fn)  # mini-batches)
             except (ValueError, RuntimeError, NotImplementedError) as e:  # NotApplicable, or
-                if skipped is not None:  # a change this model cannot take (e.g. an operation
-                    said = " ".join(str(e).split()) or type(e).__name__  # its dtype lacks)
-                    skipped.append(f"{json.dumps(changes, sort_keys=True, default=str)} does "
-                                   f"not apply: {said[:300]}")
+                said = " ".join(str(e).split()) or type(e).__name__  # a change this model
+                reason = (f"{json.dumps(changes, sort_keys=True, default=str)} does "  # cannot
+                          f"not apply: {said[:300]}")  # take (an operation its dtype lacks)
+                if skipped is not None:
+                    skipped.append(reason)
+                if passed_over is not None and not out:
+                    passed_over.append(reason)
                 continue
         out.append((changes, text))
     return out
