@@ -34,6 +34,7 @@ from .layers import (
 from .probe import check_loss, check_targets, forward, trackable
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -523,7 +524,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if info.activation is not None and end in after:
             _, end, spec, at = after[end]
         return {"kind": "layer", "index": info.index, "name": info.name, "module": info.owner,
-                "in_shape": shapes.get(id(info.owner)), "norm": norm, "activation": spec,
+                "in_shape": shapes.get(id(info.owner)),
+                "out_shape": tuple(out_tensors[id(info.owner)][0].shape)
+                if id(info.owner) in out_tensors else None, "norm": norm, "activation": spec,
                 "between": mids, "pooled_act": end in moved}, end, at
 
     members = {key: {id(m) for m in b.module.modules()} for key, b in rec.blocks.items()}
@@ -1029,8 +1032,8 @@ def _check_stock_forward(info: LayerInfo) -> None:
     parametrization (``torch.nn.utils.parametrize``) changes ``weight`` itself and is
     modelled."""
     m = info.owner
-    base = next(c for c in (nn.Linear, *_CONV) if isinstance(m, c))
-    names = ("forward", "_conv_forward") if base is not nn.Linear else ("forward",)
+    base = next(c for c in (nn.Linear, *_CONV, *_CONVT) if isinstance(m, c))
+    names = ("forward", "_conv_forward") if base in _CONV else ("forward",)
     own = next((n for n in names if getattr(type(m), n) is not getattr(base, n)), None)
     if own is not None:
         raise ValueError(f"predict() models nn.Linear/Conv layers as torch computes them; layer "
@@ -1312,7 +1315,8 @@ def unsupported_layer(layers) -> str:
     """The refusal of the first of ``layers`` (``LayerInfo``) that is no ``Linear``/``Conv``
     layer, or ``""``."""
     for info in layers:
-        if not isinstance(info.owner, (nn.Linear, *_CONV)):
-            return (f"predict() supports chains of Linear/Conv layers; layer {info.name!r} is a "
+        if not isinstance(info.owner, (nn.Linear, *_CONV, *_CONVT)):
+            return (f"predict() supports chains of Linear/Conv/ConvTranspose layers; layer "
+                    f"{info.name!r} is a "
                     f"{info.kind}")
     return ""

@@ -21,6 +21,12 @@ backward  ``Var(g_l) = m_{l+1} v_{l+1} E[f_l'(s)^2] Var(g_{l+1})``, ``g_l = dL/d
           ``m_{l+1}`` the number of outputs each input entry feeds (``out_features``;
           ``out_channels / groups * prod(kernel) / prod(stride)``); with zero padding both are
           averaged over positions (a border position reads fewer taps: :func:`_fans`).
+          ``ConvTranspose1d/2d/3d`` (weight ``(in_channels, out_channels / groups,
+          *kernel)``): the other way round, fan-in ``in_channels / groups * prod(kernel) /
+          prod(stride)`` and fan-out ``out_channels / groups * prod(kernel)`` in the interior,
+          with the map of taps each output position receives (kernel 3, stride 2: 1 and 2 in
+          turn; fewer at the cropped border) carried as a zero-padded conv's border below
+          (not ``torch.nn.init``'s fans, which read its weight as a conv's).
 border    zero padding also lowers a conv output's variance at the border, which the next
           conv's border outputs read with fewer taps: along a chain of zero-padded convs
           without BatchNorm or pooling between them, the relative map ``u(p)`` of ``E[a^2]``

@@ -18,7 +18,7 @@ from torch import nn
 from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
 from . import pooling
-from .chain import _CONV
+from .chain import _CONV, _CONVT
 from .layers import ActivationSpec
 
 
@@ -86,16 +86,17 @@ def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float,
     return tuple(float(v) for v in acc / c)
 
 
-def _bn_count(module: nn.Module, in_shape: Sequence[int] | None) -> int | None:
+def _bn_count(module: nn.Module, in_shape: Sequence[int] | None,
+              out_shape: Sequence[int] | None = None) -> int | None:
     """The number of values BatchNorm normalizes each channel over after ``module``: the batch
     times the output positions (None where the input's shape is unknown)."""
     if in_shape is None or len(in_shape) < 2:
         return None
-    if isinstance(module, _CONV):
+    if isinstance(module, (*_CONV, *_CONVT)):
         k = len(module.weight.shape) - 2
         if len(in_shape) < k + 2:
             return None
-        return int(math.prod(in_shape[:-k - 1])) * _tap_counts(module, in_shape)[2]
+        return int(math.prod(in_shape[:-k - 1])) * _tap_counts(module, in_shape, out_shape)[2]
     return int(math.prod(in_shape[:-1]))
 
 
@@ -319,10 +320,11 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     b64 = None if m.bias is None else m.bias.detach().to(torch.float64)
     b2 = 0.0 if b64 is None else float(b64.pow(2).mean())
     mb = 0.0 if b64 is None else float(b64.mean())
-    fan_in, fan_out, spread = _fans(m, seg.get("in_shape"))
+    fan_in, fan_out, spread = _fans(m, seg.get("in_shape"), seg.get("out_shape"))
     mw = _weight_mean(seg["name"], w64.numel(), v, mw, max(fan_in, fan_out))
     # zero padding: the input's E[a^2] is lower at the border, which fewer outputs read
-    mats = _tap_matrices(m, seg.get("in_shape")) if not seg["_between"] else None
+    mats = (_tap_matrices(m, seg.get("in_shape"), seg.get("out_shape"))
+            if not seg["_between"] else None)
     prof_in = seg.pop("_prof_in", None)
     prof_out = d_prof = None
     if mats is not None:
@@ -358,7 +360,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     # one draw per unit, whose spread the measurement takes about the layer's own average of
     # them, so it sees (1 - 1/n) of it for n units (:func:`_finite_units`)
     tw = max(max(fan_in * (v - mw * mw) * prev_sq, 0.0) - qb, 0.0)
-    units = max(int(m.weight.shape[0]), 1)
+    units = max(int(_unit_rows(m, w64).shape[0]), 1)
     a_fin = 0.0  # BatchNorm: the channels' actual gamma and beta, an exact average
     norm = seg.get("norm")
     spec = seg["activation"]
@@ -371,9 +373,9 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         # each channel is divided by its own batch std: qb_c from the channel's own mean
         # squared weight (E[1 / qb_c] > 1 / E[qb_c] when few inputs feed a channel, e.g. a
         # first conv with 2 input channels: the gradient is larger than 1 / mean qb says)
-        v_c = m.weight.detach().to(torch.float64).pow(2).flatten(1).mean(1).cpu().numpy()
+        v_c = _unit_rows(m, w64).pow(2).mean(1).cpu().numpy()
         qb_c = fan_in * v_c * prev_bvar + spread * v_c * prev_mean ** 2
-        count = _bn_count(m, seg.get("in_shape"))
+        count = _bn_count(m, seg.get("in_shape"), seg.get("out_shape"))
         inv = _bn_inverse(qb_c if v_c.size == norm.num_features else np.array([qb]),
                           float(norm.eps), count, int(norm.num_features))
         if pool is None:
@@ -402,7 +404,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                                                                          at[1:])]
     else:
         if spec is not None:
-            _check_unit_scales(seg["name"], w64, spec,
+            _check_unit_scales(seg["name"], _unit_rows(m, w64), spec,
                                mw != 0.0 or (b64 is not None and bool(b64.any())))
         qw = max(fan_in * (v - mw * mw) * prev_sq, 0.0)
         s_nodes, s_w, starts = _unit_nodes(qw, min(qb, qw), fan_in * mw * prev_mean, b64)
@@ -515,12 +517,63 @@ def _path_backward(rows: list[dict], grad: list[float], first: int, last: int,
     return g
 
 
-def _tap_counts(module: nn.Module, in_shape: Sequence[int] | None
-                ) -> tuple[float, float, int, int]:
+def _transposed_taps(module: nn.Module, in_shape: Sequence[int] | None,
+                     out_shape: Sequence[int] | None) -> list[np.ndarray] | None:
+    """Per spatial dimension of a ``ConvTranspose``, ``M[o, i]`` = the number of its kernel's
+    taps by which output position ``o`` receives input position ``i`` (``o = i S - P + k D``
+    for tap ``k``, ``0 <= o < L_out``; ``L_out`` the output's own length, else torch's
+    ``(L - 1) S - 2 P + D (K - 1) + output_padding + 1``); None without a known input shape.
+    Unlike a conv's, its counts differ between interior positions too (kernel 3, stride 2:
+    1 and 2 taps in turn), and the cropped border (``padding``) reads fewer."""
+    k = [int(d) for d in module.weight.shape[2:]]
+    if in_shape is None or len(in_shape) < len(k):
+        return None
+    size = [int(d) for d in in_shape[-len(k):]]
+    outs = ([int(d) for d in out_shape[-len(k):]] if out_shape is not None
+            and len(out_shape) >= len(k) else
+            [(L - 1) * S - 2 * P + D * (K - 1) + op + 1 for L, K, S, P, D, op in
+             zip(size, k, module.stride, module.padding, module.dilation,
+                 module.output_padding)])
+    mats = []
+    for L, K, S, P, D, o in zip(size, k, module.stride, module.padding, module.dilation, outs):
+        pos = np.arange(L)[:, None] * S - P + np.arange(K)[None, :] * D  # output written
+        mm = np.zeros((o, L))
+        for col in range(K):
+            ok = (pos[:, col] >= 0) & (pos[:, col] < o)
+            np.add.at(mm, (pos[ok, col], np.arange(L)[ok]), 1.0)
+        mats.append(mm)
+    return mats
+
+
+def _transposed_counts(module: nn.Module, in_shape: Sequence[int] | None,
+                       out_shape: Sequence[int] | None) -> tuple[float, float, int, int]:
+    """:func:`_tap_counts` of a ``ConvTranspose``: ``N_k`` = the number of input positions
+    whose tap ``k`` lands inside the output; without a known shape every tap lands
+    (``N_k = P_in``, an output position receives ``prod(K) / prod(S)`` taps on average)."""
+    k = [int(d) for d in module.weight.shape[2:]]
+    mats = _transposed_taps(module, in_shape, out_shape)
+    if mats is None:
+        return float(math.prod(k)), float(math.prod(k)), math.prod(module.stride), 1
+    s1 = s2 = 1.0
+    p_out = p_in = 1
+    for mm, L, K, S, P, D in zip(mats, [int(d) for d in in_shape[-len(k):]], k, module.stride,
+                                 module.padding, module.dilation):
+        o = mm.shape[0]
+        pos = np.arange(L)[:, None] * S - P + np.arange(K)[None, :] * D
+        n_k = ((pos >= 0) & (pos < o)).sum(0)
+        s1, s2 = s1 * float(n_k.sum()), s2 * float((n_k * n_k).sum())
+        p_out, p_in = p_out * o, p_in * L
+    return s1, s2, p_out, p_in
+
+
+def _tap_counts(module: nn.Module, in_shape: Sequence[int] | None,
+                out_shape: Sequence[int] | None = None) -> tuple[float, float, int, int]:
     """Zero padding: ``N_k`` = number of output positions at which kernel tap ``k`` reads
     inside the input. Returns ``(sum_k N_k, sum_k N_k^2, P_out, P_in)`` (products over the
     spatial dimensions); without zero padding (or without a known input shape) every tap is
-    always inside (``N_k = P_out``)."""
+    always inside (``N_k = P_out``). A ``ConvTranspose``: :func:`_transposed_counts`."""
+    if isinstance(module, _CONVT):
+        return _transposed_counts(module, in_shape, out_shape)
     k = [int(d) for d in module.weight.shape[2:]]
     if in_shape is None or len(in_shape) < len(k):
         return float(math.prod(k)), float(math.prod(k)), 1, math.prod(module.stride)
@@ -547,12 +600,14 @@ def _tap_counts(module: nn.Module, in_shape: Sequence[int] | None
     return s1, s2, p_out, p_in
 
 
-def _tap_matrices(module: nn.Module, in_shape: Sequence[int] | None
-                  ) -> list[np.ndarray] | None:
+def _tap_matrices(module: nn.Module, in_shape: Sequence[int] | None,
+                  out_shape: Sequence[int] | None = None) -> list[np.ndarray] | None:
     """Per spatial dimension of a zero-padded conv, ``M[o, i]`` = the number of its kernel's taps
     by which output position ``o`` reads input position ``i`` (the conv's tap count map is
     their Kronecker product); ``None`` for a Linear, without zero padding (or with no padding at
-    all) or an unknown input shape."""
+    all) or an unknown input shape. A ``ConvTranspose``: :func:`_transposed_taps`, always."""
+    if isinstance(module, _CONVT):
+        return _transposed_taps(module, in_shape, out_shape)
     if not isinstance(module, _CONV) or in_shape is None or module.padding_mode != "zeros":
         return None
     k = [int(d) for d in module.weight.shape[2:]]
@@ -590,8 +645,8 @@ def _along(mats: list[np.ndarray], u: np.ndarray, transpose: bool = False) -> np
     return u
 
 
-def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
-          ) -> tuple[float, float, float]:
+def _fans(module: nn.Module, in_shape: Sequence[int] | None = None,
+          out_shape: Sequence[int] | None = None) -> tuple[float, float, float]:
     """(fan-in of an output entry, number of outputs an input entry feeds, mean spread).
 
     Linear: ``in_features``, ``out_features``, 0. Conv (``c_in = in_channels / groups``,
@@ -600,13 +655,31 @@ def _fans(module: nn.Module, in_shape: Sequence[int] | None = None
     ``out_channels / groups * sum_k N_k / P_in``; the spread ``c_in (sum_k N_k / P_out -
     sum_k N_k^2 / P_out^2)`` is ``E_W`` of the variance over output positions of a unit's
     mean ``E[a] sum_{valid taps} W``, in units of ``v E[a]^2``: zero padding makes the unit's
-    mean depend on the position, which adds to the batch variance BatchNorm divides by."""
+    mean depend on the position, which adds to the batch variance BatchNorm divides by.
+    ``ConvTranspose`` (weight ``(in_channels, out_channels / groups, *kernel)``, the reverse of
+    a conv's, whose ``torch.nn.init`` fans are the conv's read the other way round): ``c_in =
+    in_channels / groups`` and ``out_channels / groups`` from that layout, the same formulas
+    with its own ``N_k`` (:func:`_transposed_counts`): fan-in ``c_in prod(K) / prod(S)`` in
+    the interior on average, fan-out ``out_channels / groups * prod(K)``."""
     w = module.weight
     if isinstance(module, nn.Linear):
         return float(w.shape[1]), float(w.shape[0]), 0.0
     groups = int(module.groups)
-    s1, s2, p_out, p_in = _tap_counts(module, in_shape)
-    c_in = int(w.shape[1])
+    s1, s2, p_out, p_in = _tap_counts(module, in_shape, out_shape)
+    if isinstance(module, _CONVT):
+        c_in, c_out = int(w.shape[0]) / groups, float(w.shape[1])
+    else:
+        c_in, c_out = int(w.shape[1]), float(w.shape[0]) / groups
     fan_in = c_in * s1 / p_out
     spread = c_in * (s1 / p_out - s2 / (p_out * p_out))
-    return fan_in, float(w.shape[0]) / groups * s1 / p_in, max(spread, 0.0)
+    return fan_in, c_out * s1 / p_in, max(spread, 0.0)
+
+
+def _unit_rows(module: nn.Module, w64: torch.Tensor) -> torch.Tensor:
+    """The weights as one row per output unit (feature, channel): a ``ConvTranspose``'s
+    output channel ``g * out_channels / groups + j`` holds ``w[group g's inputs, j]``."""
+    if isinstance(module, _CONVT):
+        g = int(module.groups)
+        c_in, c_out = int(w64.shape[0]) // g, int(w64.shape[1])
+        return w64.reshape(g, c_in, c_out, -1).transpose(1, 2).reshape(g * c_out, -1)
+    return w64.reshape(w64.shape[0], -1)
