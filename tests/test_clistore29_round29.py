@@ -194,3 +194,16 @@ def test_predict_reads_a_1d_array_as_training_does_for_a_one_input_network(tmp_p
     np.save(tmp_path / "row.npy", np.array([0.5, -0.5]))
     assert main(["predict", two, str(tmp_path / "row.npy"), "--dir", two_out]) == 0
     assert capsys.readouterr().out.count("\n") == 2
+
+
+def test_a_store_that_is_a_broken_symbolic_link_is_named_as_such(tmp_path, capsys):
+    """`--out DIR` whose depthlab.db is a symbolic link to a file in a missing folder said
+    only SQLite's "unable to open database file"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "depthlab.db").symlink_to(tmp_path / "gone" / "x.db")
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "symbolic link" in err and "gone" in err and err.count("\n") == 1

@@ -148,6 +148,9 @@ def _reason(e: BaseException, path: Path | None = None) -> str:
     text = str(e) or type(e).__name__
     if path is not None and path.is_dir():  # SQLite says "unable to open database file"
         return f"{str(path)!r} is a folder, not a database file: {text}"
+    if path is not None and path.is_symlink() and not path.exists():  # the same words
+        return (f"it is a symbolic link to {os.readlink(path)!r}, which cannot be opened "
+                f"(its folder is missing, or the links form a loop): {text}")
     if path is not None and _read_only_disk(path):  # SQLite says "unable to open database file"
         return f"the file system is read-only: {text}"
     if path is not None and "database or disk is full" not in text:
