@@ -207,3 +207,14 @@ def test_a_store_that_is_a_broken_symbolic_link_is_named_as_such(tmp_path, capsy
     assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "symbolic link" in err and "gone" in err and err.count("\n") == 1
+
+
+def test_threads_before_and_after_the_command_with_two_values_is_refused(tmp_path, capsys):
+    """`depthlab --threads 1 runs DIR --threads 2` ran with 2 threads, silently (the two are
+    parsed by different parsers); one value, or the same twice, is fine."""
+    assert main(["--threads", "1", "datasets", "--threads", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--threads" in err and "twice" in err and err.count("\n") == 1
+    assert main(["--threads", "1", "datasets", "--threads", "1", "--json"]) == 0
+    assert main(["--threads", "1", "datasets", "--json"]) == 0
+    capsys.readouterr()

@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "vanish or explode: runs, sweeps, probes, reports.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
+                        dest="threads_first",  # merged by _threads_before_and_after
                         help=THREADS_HELP)  # before or after the command: both work
     parser.add_argument("--version", action="version", version=f"depthlab {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -152,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
+
+
+def _threads_before_and_after(args: argparse.Namespace,
+                              parser: argparse.ArgumentParser) -> None:
+    """``args.threads`` from ``--threads`` given before the command or after it (parsed by
+    different parsers: the one after silently won); two different values are refused."""
+    first = getattr(args, "threads_first", None)
+    if first is None:
+        return
+    del args.threads_first
+    after = getattr(args, "threads", None)
+    if after is not None and after != first:
+        parser.error(f"--threads is given twice (--threads {first} before the command and "
+                     f"--threads {after} after it); accepted: one value")
+    args.threads = first
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -427,6 +443,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if extra:  # the command's own parser names it and its options (was `depthlab --help`)
             command = _subparsers(parser).get(getattr(args, "command", None) or "", parser)
             command.error(f"unrecognized arguments: {' '.join(extra)}")
+        _threads_before_and_after(args, parser)
     except SystemExit as e:
         if e.code:
             return int(e.code)
