@@ -79,6 +79,33 @@ def test_a_name_wraps_at_its_punctuation_and_a_long_unbroken_name_does_not_squee
             assert line[-1] in ",=:._/", words
 
 
+
+def test_a_table_of_long_underscored_headers_fits_a_1400_px_page(browser, tmp_path):
+    # he2015's results table: eleven columns headed "loss_max_late", "grad_w30_step0",
+    # "final/initial" (never wrapped) was 1253 px in its 1146 px box at 1400 px: the last
+    # column cut off behind a scroll bar
+    cols = ["init", "seed", "loss_first", "loss_last", "loss_min10", "loss_max_late",
+            "grad_w1_step0", "grad_w30_step0", "diverged", "seconds", "final/initial"]
+    rows = [["glorot_uniform", 1, 2.302596, 2.301984, 2.300802, 2.310977, 1.704437e-07,
+             6.952167e-08, False, 102.805399, 0.999734],
+            ["he_normal", 1, 2.361, 0.06067, 0.04261, 0.5999, 0.002904, 0.001798, False,
+             83.35, 0.0257]]
+    path = tmp_path / "page.html"
+    path.write_text(H.page("t", [], "<div class=\"card\">" + H.table(cols, rows, sortable=True)
+                           + "</div>"), encoding="utf-8")
+    with checked_page(browser, width=1400) as pg:
+        pg.goto(path.as_uri())
+        box = pg.eval_on_selector(".scroll", "e => [e.scrollWidth, e.clientWidth]")
+        assert box[0] <= box[1], box
+        headers = pg.eval_on_selector_all("thead th", "ths => ths.map(t => t.textContent)")
+        assert headers == cols  # the text itself is unchanged
+        # a header breaks at its underscore, never inside a word
+        lines = pg.eval_on_selector_all("thead th", """ths => ths.map(th => {
+            const r = document.createRange(); r.selectNodeContents(th);
+            return new Set(Array.from(r.getClientRects(), q => Math.round(q.top))).size; })""")
+        assert max(lines) <= 2, lines
+
+
 def test_a_refusal_while_a_deep_network_is_built_neither_says_invalid_nor_outlives_its_fix(
         browser, server):
     from test_playground_browser import set_field

@@ -70,6 +70,8 @@ table.sortable thead th:focus-visible { outline:2px solid var(--accent); outline
 table.sortable thead th::after { content:" \\21C5"; color:#9aa3ae; font-size:11px; }
 table.sortable thead th.asc::after { content:" \\25B2"; color:var(--fg); }
 table.sortable thead th.desc::after { content:" \\25BC"; color:var(--fg); }
+/* a long header ("grad_w30_step0") breaks at the <wbr> after its punctuation (script below) */
+table thead th.long { white-space:normal; }
 tr.diverged td { background:#fdecea; } tr.failed td { background:#f9d6d3; }
 td p.cure { margin: 0 0 .45em; } td p.cure:last-child { margin-bottom: 0; }
 .scroll { overflow-x:auto; max-width:100%; }
@@ -120,27 +122,32 @@ document.querySelectorAll('table.sortable').forEach(function (t) {
 
 
 # A text cell with a word of 16 or more characters (a sweep point's name
-# "base:activation=relu,lr=0.1", a module "encoder.layers.11.self_attn.out_proj") gets class
-# "long" and a <wbr> after each , = : ; / _ | and each "." that is no decimal point of its text
-# (not inside an id's <code>, a link or a badge): the line breaks there first. The written HTML
-# is unchanged (a search for "<td>NAME</td>" finds the name) and so is each cell's textContent.
+# "base:activation=relu,lr=0.1", a module "encoder.layers.11.self_attn.out_proj"), and a column
+# header with one of 10 or more ("grad_w30_step0", "final/initial"), get class "long" and a
+# <wbr> after each , = : ; / _ | and each "." that is no decimal point of its text (not inside
+# an id's <code>, a link or a badge): the line breaks there first. The written HTML is unchanged
+# (a search for "<td>NAME</td>" finds the name) and so is each cell's textContent.
 JS += r"""
-document.querySelectorAll('td:not(.num)').forEach(function (td) {
-  if (!/\S{16}/.test(td.textContent)) return;
-  td.classList.add('long');
-  var walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT), texts = [];
+function breakAtPunctuation(cell, longest) {
+  var word = new RegExp('\\S{' + longest + '}');
+  if (!word.test(cell.textContent)) return;
+  var walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT), texts = [];
   for (var n = walker.nextNode(); n; n = walker.nextNode()) texts.push(n);
   texts.forEach(function (n) {
-    if (n.parentNode.closest('code, a, .badge') || !/\S{16}/.test(n.data)) return;
+    if (n.parentNode.closest('code, a, .badge') || !word.test(n.data)) return;
     var parts = n.data.split(/(?<=[,=:;\/_|])(?=\S)|(?<=\D\.)(?=\S)|(?<=\.)(?=\D)/);
     if (parts.length < 2) return;
+    cell.classList.add('long');
     var frag = document.createDocumentFragment();
     parts.forEach(function (part, k) {
       if (k) frag.appendChild(document.createElement('wbr'));
       frag.appendChild(document.createTextNode(part)); });
     n.parentNode.replaceChild(frag, n);
   });
-});
+  if (cell.tagName === 'TD') cell.classList.add('long');
+}
+document.querySelectorAll('td:not(.num)').forEach(function (td) { breakAtPunctuation(td, 16); });
+document.querySelectorAll('thead th').forEach(function (th) { breakAtPunctuation(th, 10); });
 """
 
 def esc(value: Any) -> str:
