@@ -105,3 +105,22 @@ def test_a_ctrl_c_in_the_theory_run_of_the_first_record_leaves_the_step_counted_
     assert watch.losses()["loss"].tolist() == losses
     assert not watch.frame().duplicated(["step", "layer", "quantity"]).any()  # recorded once
     assert watch.theory is not None  # computed at the next record
+
+
+def test_a_store_that_refuses_the_runs_rows_is_refused_before_training(tmp_path):
+    # a store that opens but refuses writes (read-only, full, or a later version's tables:
+    # here a trigger) passed Watch(out=...) and failed at close(), after the training, as the
+    # doctor and `depthlab run` refuse it before theirs (Store.check_writable)
+    import sqlite3
+
+    from depthlab.experiments.store import Store
+
+    with Store(tmp_path):
+        pass
+    con = sqlite3.connect(tmp_path / "depthlab.db")
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON probes "
+                "BEGIN SELECT RAISE(ABORT, 'this store takes no rows'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="cannot hold the run.*not writable"):
+        dlt.Watch(_mlp(), out=tmp_path)

@@ -234,8 +234,9 @@ class Watch:
     every:
         Record every ``every``-th step (steps 0, every, 2 every, ...).
     out:
-        A folder (created, with its store, here: an unusable one is a ValueError before any
-        training): :meth:`close` stores the run in ``out/depthlab.db`` (a
+        A folder (created, with its store, here: an unusable one, a read-only or full store
+        too, is a ValueError before any training): :meth:`close` stores the run in
+        ``out/depthlab.db`` (a
         :class:`depthlab.experiments.store.RunRecord` that ``depthlab report out`` renders,
         layers labelled by module name). None keeps it in memory only.
     name:
@@ -296,9 +297,9 @@ class Watch:
         if self.out is not None:  # an unusable folder fails now, not after the training
             from ..experiments.store import Store, StoreError
 
-            try:
-                with Store(self.out):
-                    pass
+            try:  # opened and a scratch row written: a read-only or full store too
+                with Store(self.out) as store:
+                    store.check_writable()
             except StoreError as e:
                 raise ValueError(f"out={str(out)!r} cannot hold the run: {e}") from None
         self.name = name if name is not None else type(model).__name__
