@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from helpers.browser import checked_page
 
 from depthlab.report import html as H
@@ -179,3 +180,32 @@ def test_the_loss_panels_accuracy_and_the_gradient_panels_dashed_lines_read_in_t
         assert styles["held-out loss"] == "solid" and styles["train loss"] == "solid", styles
         assert styles["at init"] == "dashed" and styles["theory"] == "dotted", styles
         assert styles["now"] == "solid", styles
+
+
+def test_the_worst_sane_cell_and_a_runaway_cell_of_a_heatmap_differ_in_colour():
+    # a 3 x 3 sweep (lr 0.01, 0.1, 1e4): the colour bar stops at the sane losses' largest,
+    # 0.705, and the runaway 7416 and 25340 beyond it took the bar's end colour, the very
+    # purple of the two 0.705 cells: by colour, the worst good run read as a blown-up one
+    import pandas as pd
+
+    from depthlab import plot
+
+    loss = {("sigmoid", 0.01): 0.7046, ("tanh", 0.01): 0.6764, ("relu", 0.01): 0.7046,
+            ("sigmoid", 0.1): 0.6931, ("tanh", 0.1): 0.6719, ("relu", 0.1): 0.6738,
+            ("sigmoid", 1e4): 7416.0, ("tanh", 1e4): 25340.0}
+    runs = pd.DataFrame([{"model.activation": a, "train.lr": lr, "train_loss": v,
+                          "status": "finished"} for (a, lr), v in loss.items()]
+                        + [{"model.activation": "relu", "train.lr": 1e4,
+                            "train_loss": float("nan"), "status": "diverged"}])
+    fig = plot.sweep_metric(runs, ["model.activation", "train.lr"], "train_loss",
+                            higher_is_better=False)
+    mesh = fig.axes[0].collections[0]
+    assert mesh.colorbar.extend == "max"
+    worst_sane = np.array(mesh.cmap(mesh.norm(0.7046)))
+    runaway = np.array(mesh.cmap(mesh.norm(7416.0)))
+    assert np.abs(worst_sane[:3] - runaway[:3]).max() > 0.25, (worst_sane, runaway)
+    # and the cell's number stays readable on it
+    texts = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    rgb = runaway[:3]
+    lum = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    assert texts["7.42e+03"] == ("black" if lum > 0.55 else "white")

@@ -1262,7 +1262,11 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     vmin, vmax, extend = (_colour_limits(z[finite], "min" if higher_is_better else "max")
                           if finite.any() else (0.0, 1.0, "neither"))
     norm = Normalize(vmin=vmin, vmax=vmax)
-    cmap = colormaps["viridis" if higher_is_better else "viridis_r"].with_extremes(bad="#dddddd")
+    # cells beyond the bar (runaway values) in a grey of their own, lighter than viridis's
+    # purple end and darker than its yellow one and than the missing cells' light grey: they
+    # took the bar's end colour, that of the worst (or best) cell on the scale
+    cmap = colormaps["viridis" if higher_is_better else "viridis_r"].with_extremes(
+        bad="#dddddd", over=BEYOND_BAR, under=BEYOND_BAR)
     mesh = ax.pcolormesh(np.arange(len(xs) + 1), np.arange(len(ys) + 1),
                          np.ma.masked_invalid(z), cmap=cmap, norm=norm, edgecolors="white",
                          linewidth=1.5)
@@ -1299,15 +1303,19 @@ def sweep_heatmap(runs: pd.DataFrame, x_key: str, y_key: str, metric: str = "val
     return fig
 
 
+BEYOND_BAR = "#a0a0a0"  # a sweep heatmap's cells beyond its colour bar (see _colour_limits)
+
+
 def _colour_limits(values: np.ndarray, worse: str) -> tuple[float, float, str]:
     """The colour scale of a heatmap of ``values`` (finite): their range, unless a few runaway
     values on the ``worse`` side (``"max"`` for a loss: a run that "finished" with a loss of
     8.5e17 beside losses of 0.6 .. 3.6) stretch it more than tenfold; then it stops at the
     values within 10 median absolute deviations of the median, and the third item says which
-    end the colour bar extends past (else ``"neither"``): those cells take its end colour, their
-    numbers written as measured. Was always the full range, which painted every cell but the
-    runaway one in one colour. The better side is never cut: the best runs of a sweep where
-    most failed (accuracy 0.85 beside many 0.1) keep their place on the scale."""
+    end the colour bar extends past (else ``"neither"``): those cells take the grey
+    :data:`BEYOND_BAR` (the bar's arrow), their numbers written as measured. Was always the
+    full range, which painted every cell but the runaway one in one colour. The better side
+    is never cut: the best runs of a sweep where most failed (accuracy 0.85 beside many 0.1)
+    keep their place on the scale."""
     v = np.asarray(values, float)
     lo, hi = float(v.min()), float(v.max())
     if len(v) >= 4:
