@@ -55,3 +55,18 @@ def test_a_float32_network_on_targets_of_1e20_trains_instead_of_diverging_at_ste
     assert hist.status == "finished" and hist.steps == 1
     assert hist.step_loss[0] == pytest.approx(ref.step_loss[0], rel=1e-4)
     assert hist.final()["train_loss"] == pytest.approx(ref.final()["train_loss"], rel=1e-3)
+
+
+def test_a_float32_sigmoid_net_whose_first_gradients_underflow_to_0_has_vanishing_gradients():
+    # 70 sigmoid layers of 32, Glorot (the known vanishing case, 4.3x smaller per layer): in
+    # float32 the gradients of layers 1-2 underflow to exactly 0 (layer 3: 1.2e-45, the last
+    # 2.5e-4); the rule skipped every probe whose first-layer gradient was not > 0, so the
+    # float32 doctor found no vanishing gradients where float64's finds 8e49x (80 layers)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 16)), rng.integers(0, 4, 200)
+    net = dl.mlp([16] + [32] * 70 + [4], "sigmoid", "glorot_uniform", seed=0)
+    d = dl.doctor(net, (x, y), steps=10)
+    f = d.finding("vanishing_gradients")
+    assert f is not None
+    assert f.evidence["ratio"] > 1e30 and 1 in f.layers and 2 in f.layers
+    assert "at least" in f.message and "float32" in f.message
