@@ -218,3 +218,16 @@ def test_threads_before_and_after_the_command_with_two_values_is_refused(tmp_pat
     assert main(["--threads", "1", "datasets", "--threads", "1", "--json"]) == 0
     assert main(["--threads", "1", "datasets", "--json"]) == 0
     capsys.readouterr()
+
+
+def test_fashion_mnist_env_folder_without_the_files_is_an_error_naming_it(tmp_path,
+                                                                          monkeypatch):
+    """DEPTHLAB_FASHION_MNIST set to a folder without the IDX files (a typo, an empty copy)
+    fell back to /usr/share/datasets/fashion-mnist silently: another data set than the one
+    asked for. The folder the variable names is the only one searched."""
+    from depthlab.data import load_dataset
+
+    monkeypatch.setenv("DEPTHLAB_FASHION_MNIST", str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="DEPTHLAB_FASHION_MNIST") as info:
+        load_dataset("fashion-mnist", n=100)
+    assert "missing" in str(info.value) and "/usr/share" not in str(info.value).split(";")[0]

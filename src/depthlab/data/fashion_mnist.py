@@ -2,8 +2,10 @@
 
 Read from the four IDX files (gzip or not): ``train-images-idx3-ubyte``,
 ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte`` (each
-optionally ending in ``.gz``), looked up in ``path=``, then ``$DEPTHLAB_FASHION_MNIST``, then
-``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
+optionally ending in ``.gz``), looked up in ``path=``, else in ``$DEPTHLAB_FASHION_MNIST`` (when
+set, only there: a folder without the files is an error naming the variable, not the system
+copy read silently), else in ``/usr/share/datasets/fashion-mnist`` (Debian package
+``dataset-fashion-mnist``).
 The official test set is the test split; validation is drawn from the training part.
 """
 
@@ -36,17 +38,16 @@ HOW_TO_GET = (
 
 
 def candidate_dirs(path: str | os.PathLike | None = None) -> list[Path]:
-    """Folders searched, in order."""
+    """Folders searched, in order: ``path``, else ``$DEPTHLAB_FASHION_MNIST``, else the
+    system folder (one folder each time)."""
     if path is not None:
         if not isinstance(path, str | os.PathLike) or not str(path).strip():
             raise ValueError(f"path={path!r} is not accepted; accepted: a folder holding the "
                              "Fashion-MNIST IDX files")
         return [Path(path).expanduser()]
-    dirs = []
-    if os.environ.get(ENV):
-        dirs.append(Path(os.environ[ENV]).expanduser())
-    dirs.append(SYSTEM_DIR)
-    return dirs
+    if os.environ.get(ENV, "").strip():  # the user's choice: no silent fallback
+        return [Path(os.environ[ENV]).expanduser()]
+    return [SYSTEM_DIR]
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -78,6 +79,8 @@ def load(
     files = find_files(path)
     if files is None:
         searched = ", ".join(str(d) for d in candidate_dirs(path))
+        if path is None and os.environ.get(ENV, "").strip():
+            searched += f" (from {ENV}; unset it to read {SYSTEM_DIR})"
         raise FileNotFoundError(
             f"Fashion-MNIST files not found (searched: {searched}); expected "
             f"{', '.join(FILES.values())} (optionally .gz). To get them: {HOW_TO_GET}."
