@@ -469,34 +469,40 @@ def _step_ratios(ctx: RunContext) -> list[tuple[int, float]]:
 
 
 def _lowest_gradient(g: pd.Series, hidden: list[int]) -> tuple[float, int]:
-    """``(std, layer)``: the first hidden layer's gradient std, or, where it is exactly 0,
-    that of the lowest layer below the last whose std is finite and > 0 (the layers under it
-    read 0: their gradient fell below the float type's smallest number on the way down)."""
+    """``(std, layer)``: the first hidden layer's gradient std, or, where it is exactly 0 or
+    not finite, that of the lowest layer below the last whose std is finite and > 0, every
+    layer under it reading the same (all 0: the gradient fell below the float type's smallest
+    number on its way down; all inf or NaN: it overflowed the type's largest)."""
     a = float(g.get(hidden[0], math.nan))
-    if a == 0.0:
+    if a == 0.0 or not math.isfinite(a):
+        under = a == 0.0
         for i in hidden[1:-1]:
             v = float(g.get(i, math.nan))
-            if not math.isfinite(v):
-                break
-            if v > 0:
+            if math.isfinite(v) and v > 0:
                 return v, int(i)
+            if (v == 0.0) != under:  # 0 above inf or the reverse: no one under/overflow
+                break
     return a, int(hidden[0])
 
 
-def _underflow_note(ctx: RunContext, steps: list[int]) -> str:
+def _out_of_range_note(ctx: RunContext, steps: list[int]) -> str:
     """The message's words for a ratio that is a lower bound (:func:`_lowest_gradient` had to
     step up from the first layer at one of ``steps``), else ``""``."""
-    lowest = [_lowest_gradient(ctx.at(t, "grad_pre_std"), ctx.hidden)[1] for t in steps]
-    if all(i == ctx.hidden[0] for i in lowest):
+    first = ctx.hidden[0]
+    stepped = [(t, _lowest_gradient(ctx.at(t, "grad_pre_std"), ctx.hidden)[1]) for t in steps]
+    stepped = [(t, i) for t, i in stepped if i != first]
+    if not stepped:
         return ""
     dtype = getattr(ctx.net, "dtype", None)
     try:
         kind = np.dtype(dtype).name if dtype is not None else "the network's float type"
     except TypeError:
         kind = "the network's float type"
-    return (f"; at least: layer {ctx.hidden[0]}'s gradient is 0 in {kind} (below its smallest "
-            f"number), so the ratio is taken from layer {max(lowest)}, the lowest with a "
-            "non-zero one")
+    under = float(ctx.at(stepped[0][0], "grad_pre_std").get(first, math.nan)) == 0.0
+    what = ("is 0 in {} (below its smallest number)" if under else
+            "is not finite in {} (it overflowed)").format(kind)
+    return (f"; at least: layer {first}'s gradient {what}, so the ratio is taken from layer "
+            f"{max(i for _, i in stepped)}, the lowest with a finite non-zero one")
 
 
 def _middle(n: int) -> str:
@@ -573,7 +579,8 @@ def _shifted_off(ctx: RunContext, layers: list[int]) -> dict[str, float] | None:
 
 def _relative_log_gradients(ctx: RunContext, steps: list[int]) -> dict[int, float]:
     """Per hidden layer ``i``: ``median over steps of ln(g_i(t) / g_last(t))``, ``g`` the
-    std of dL/ds at probed step ``t`` (0 where a layer got no gradient), over the ``steps``
+    std of dL/ds at probed step ``t`` (0 where a layer got no gradient; ``+inf`` where it is not
+    finite under the lowest finite one, :func:`_lowest_gradient`: it overflowed), over the ``steps``
     whose last-layer gradient is finite and > 0: the statistic of the vanishing and exploding
     rules' headline ratio, layer by layer. Comparing each layer's median raw std with the last
     layer's instead let the step of the largest gradients decide (6 tanh layers at Adam lr 0.5,
@@ -585,10 +592,13 @@ def _relative_log_gradients(ctx: RunContext, steps: list[int]) -> dict[int, floa
         ref = float(g.get(ctx.hidden[-1], math.nan))
         if not (math.isfinite(ref) and ref > 0):
             continue
+        low = _lowest_gradient(g, ctx.hidden)[1]  # the layers under it overflowed: +inf
         for i in ctx.hidden:
             v = float(g.get(i, math.nan))
             if math.isfinite(v) and v >= 0:
                 logs.setdefault(int(i), []).append(math.log(v / ref) if v > 0 else -math.inf)
+            elif i < low:
+                logs.setdefault(int(i), []).append(math.inf)
     return {i: float(np.median(v)) for i, v in logs.items()}
 
 
@@ -671,7 +681,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
                  f"{1.0 / median_ratio:.3g}x smaller")
         msg = (f"Back-propagated gradients explode at initialization: the std of dL/ds in "
                f"layer {first} is {ratio:.3g}x larger than in layer {last} at step "
-               f"{pairs[0][0]}, {span}. The first updates are largest in the first "
+               f"{pairs[0][0]}{_out_of_range_note(ctx, steps)}, {span}. The first updates "
+               f"are largest in the first "
                f"layers and change them most; later probes see their gradients {later} "
                f"than layer {last}'s (median over {_count(len(ratios), 'probe')}"
                f"{_middle(len(ratios))}), a consequence of that start.")
@@ -690,7 +701,7 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
            f"{ratio:.3g}x {how} than in layer {last} (median over "
            f"{_count(len(ratios), 'probe')}"
            f"{_middle(len(ratios))}; "
-           f"{first_ratio}{_underflow_note(ctx, steps)}), {span}.{cause}")
+           f"{first_ratio}{_out_of_range_note(ctx, steps)}), {span}.{cause}")
     kind = "vanishing_gradients" if vanishing else "exploding_gradients"
     return metric, Finding(kind, layers, ev, msg, changes, text,
                            _severity(metric, GRADIENT_DEPTH_SCALES, log=False))
