@@ -209,3 +209,27 @@ def test_the_worst_sane_cell_and_a_runaway_cell_of_a_heatmap_differ_in_colour():
     rgb = runaway[:3]
     lum = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
     assert texts["7.42e+03"] == ("black" if lum > 0.55 else "white")
+
+
+def test_figures_of_probes_that_are_all_nan_say_so_not_that_none_were_recorded():
+    # a run whose every probe is NaN (an fp16 run's overflowed gradients, a diverged run's
+    # activations): the heatmap, the profile and the activation bands said "no 'grad_pre_std'
+    # probes recorded" of a table holding 12 such rows
+    import pandas as pd
+
+    from depthlab import plot
+    from depthlab.report import figures as F
+
+    table = pd.DataFrame([{"step": s, "layer": la, "quantity": q, "value": float("nan")}
+                          for s in (0, 10) for la in (1, 2, 3)
+                          for q in ("grad_pre_std", "act_mean", "act_std", "update_ratio")])
+    for fig, q in ((F.gradient_heatmap(table), "grad_pre_std"),
+                   (F.gradient_profile(table), "grad_pre_std"),
+                   (plot.activation_bands(table), "act_mean"),
+                   (F.activation_mean_std(table), "act_mean"),
+                   (F.update_ratio(table), "update_ratio")):
+        text = _texts(fig)
+        assert f"every '{q}' probe is NaN or inf" in text, text
+    # a quantity with no rows at all is still "not recorded"
+    assert "no 'grad_pre_std' probes recorded" in _texts(F.gradient_heatmap(
+        table[table.quantity != "grad_pre_std"]))

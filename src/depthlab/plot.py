@@ -647,7 +647,7 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     mean, std = _f._quantity(probes, f"{prefix}_mean"), _f._quantity(probes, f"{prefix}_std")
     fig, (ax,) = _f._new_figure(7.6, 3.8, right=1.75, top=0.6)
     if mean.empty:
-        _f._empty(ax, f"no '{prefix}_mean' probes recorded")
+        _f._empty(ax, _f.nothing_recorded(probes, f"{prefix}_mean"))
         return fig
     steps = mean.index.to_numpy()
     keep = np.unique(np.round(np.linspace(0, len(steps) - 1,

@@ -224,6 +224,16 @@ def _quantity(probes: pd.DataFrame | None, quantity: str) -> pd.DataFrame:
     return wide[sorted(wide.columns)]
 
 
+def nothing_recorded(probes: pd.DataFrame | None, quantity: str) -> str:
+    """The note of a figure with no value of ``quantity`` to draw: ``every 'QUANTITY' probe is
+    NaN or inf`` when the probes hold rows of it (layers >= 1) and none finite (a diverged or
+    overflowed run: recorded, not missing), else ``no 'QUANTITY' probes recorded``."""
+    if probes is not None and not probes.empty and {"quantity", "layer"} <= set(probes.columns):
+        if ((probes["quantity"] == quantity) & (probes["layer"] >= 1)).any():
+            return f"every '{quantity}' probe is NaN or inf: nothing to draw"
+    return f"no '{quantity}' probes recorded"
+
+
 def layer_names(*tables: pd.DataFrame | None) -> dict[int, str]:
     """Layer number -> module label from the ``module`` column of the tables (layers >= 1
     with a non-empty name; a name that is only digits, a ``Sequential`` index, reads
@@ -505,7 +515,7 @@ def activation_mean_std(probes: pd.DataFrame | None, prefix: str = "act",
     fig, (ax,) = _new_figure()
     mean, std = _quantity(probes, f"{prefix}_mean"), _quantity(probes, f"{prefix}_std")
     if mean.empty:
-        _empty(ax, f"no '{prefix}_mean' probes recorded")
+        _empty(ax, nothing_recorded(probes, f"{prefix}_mean"))
         return fig
     layers = list(mean.columns)
     shown = _pick_layers(layers)
@@ -771,7 +781,7 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     height = max(3.8, 1.0 + 0.16 * len(wide.columns)) if names else 3.8
     fig, (ax,) = _new_figure(6.4 + (left or 0.85) - 0.85, height, right=1.3, left=left)
     if wide.empty:
-        _empty(ax, f"no '{quantity}' probes recorded")
+        _empty(ax, nothing_recorded(probes, quantity))
         return fig
     # every recorded step a column: one whose values are all NaN (an fp16 run's overflowed
     # gradients) is blank, not left out (the axis started at the first finite step)
@@ -868,7 +878,7 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     fig, (ax,) = _new_figure()
     wide = _quantity(probes, quantity)
     if wide.empty:
-        _empty(ax, f"no '{quantity}' probes recorded")
+        _empty(ax, nothing_recorded(probes, quantity))
         return fig
     names = layer_names(probes)
     size = tick_font_size(len(wide.columns))
@@ -1066,7 +1076,8 @@ def update_ratio(probes: pd.DataFrame | None) -> Figure:
     vals = wide.to_numpy(float) if not wide.empty else np.empty(0)
     pos = vals[np.isfinite(vals) & (vals > 0)]
     if not pos.size:
-        _empty(ax, _no_update_ratio_drawn(wide))
+        _empty(ax, _no_update_ratio_drawn(wide) if not wide.empty else
+               nothing_recorded(probes, "update_ratio"))
         return fig
     layers = list(wide.columns)
     shown = _pick_layers(layers)
