@@ -226,3 +226,35 @@ def test_predict_of_a_strided_conv_transpose_chain_matches_the_measurement():
     df = dlt.predict(model, x, y, nn.MSELoss())
     ratio = (df.predicted / df.value).to_numpy()
     assert len(df) == 11 and ratio.min() > 0.9 and ratio.max() < 1.1, df
+
+
+class _ClipsInForward(nn.Module):
+    """Clips and rescales its own weights in place inside the forward (a WGAN critic's clipping
+    or a max-norm constraint written into ``forward``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.a.weight.clamp_(-0.1, 0.1)
+            self.b.weight.data.mul_(0.5)
+            torch.clamp(self.b.bias, -0.01, 0.01, out=self.b.bias)
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_weights_the_forward_changes_in_place_are_left_as_found(fn):
+    """dlt.probe/dlt.predict left the weights a forward clips or rescales in place changed
+    (the docstring promises the parameters as found)."""
+    torch.manual_seed(0)
+    model = _ClipsInForward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x, y = torch.randn(5, 4), torch.randint(0, 2, (5,))
+    try:
+        getattr(dlt, fn)(model, x, y, nn.CrossEntropyLoss())
+    except ValueError:
+        pass  # predict may refuse the model; it must still leave it as found
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.overrides import TorchFunctionMode
 
 from ..activations import get_activation
 
@@ -773,6 +774,58 @@ def _renormed_weights(model: nn.Module) -> list[tuple[torch.Tensor, int, torch.T
     return out
 
 
+_IN_PLACE_DUNDERS = frozenset({"__iadd__", "__isub__", "__imul__", "__itruediv__",
+                               "__ifloordiv__", "__imod__", "__ipow__", "__iand__", "__ior__",
+                               "__ixor__", "__ilshift__", "__irshift__", "__setitem__"})
+
+
+def _writes_first_argument(name: str) -> bool:
+    """Whether the torch function or tensor method ``name`` writes its first argument in place
+    (``clamp_``, ``mul_``, ``copy_``, ``normal_``; ``w += ...``, ``w[i] = ...``)."""
+    return (name.endswith("_") and not name.endswith("__")) or name in _IN_PLACE_DUNDERS
+
+
+class _ParameterWrites(TorchFunctionMode):
+    """Copy-on-write of the model's parameters while a forward that must leave no trace runs:
+    the first in-place write to one (weight clipping or a max-norm constraint inside the
+    forward, ``self.fc.weight.clamp_(-c, c)``, ``w.data.mul_(0.5)``, ``torch.clamp(w, ...,
+    out=w)``), found by its storage, saves a copy of it first, which :func:`untouched` writes
+    back (a probe left such weights clipped). Only the parameters written are copied."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.by_storage: dict[int, torch.Tensor] = {}
+        for prm in params:
+            ptr = _storage_ptr(prm)
+            if ptr:
+                self.by_storage.setdefault(ptr, prm)
+        self.saved: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
+
+    def _note(self, t: Any) -> None:
+        if isinstance(t, torch.Tensor):
+            prm = self.by_storage.get(_storage_ptr(t))
+            if prm is not None and id(prm) not in self.saved:
+                self.saved[id(prm)] = _saved(prm)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.by_storage:
+            if args and _writes_first_argument(getattr(func, "__name__", "")):
+                self._note(args[0])
+            out = kwargs.get("out")
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                self._note(t)
+        return func(*args, **kwargs)
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    """The address of ``t``'s storage, 0 where it has none (a functorch wrapper, meta)."""
+    try:
+        return int(t.untyped_storage().data_ptr())
+    except (RuntimeError, NotImplementedError, TypeError):
+        return 0
+
+
 _MODULE_KEYS = frozenset(nn.Module().__dict__)
 """The attributes every ``nn.Module`` has (its parameters, buffers, children and hooks)."""
 _CONTAINERS = (list, dict, set)
@@ -959,8 +1012,9 @@ def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
     devices = sorted({t.device.index for t in [*model.parameters(), *model.buffers()]
                       if t.device.type == "cuda" and t.device.index is not None})
     np_state, py_state = np.random.get_state(), random.getstate()
+    writes = _ParameterWrites([*model.parameters()])
     try:
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), writes:
             yield
     finally:
         np.random.set_state(np_state)
@@ -969,6 +1023,10 @@ def untouched(model: nn.Module, *also: Any) -> Iterator[None]:
             for w, version, saved in renormed:
                 if _ver(w) != version and w.shape == saved.shape:
                     w.copy_(saved)
+        with torch.no_grad():  # weights the forward wrote in place (through .data too,
+            for w, _, saved in writes.saved.values():  # which bumps no version)
+                if w.shape == saved.shape and not torch.equal(w, saved):
+                    w.data.copy_(saved)
         restore()
         for r in paused:
             r.arm()
