@@ -70,3 +70,21 @@ def test_a_float32_sigmoid_net_whose_first_gradients_underflow_to_0_has_vanishin
     assert f is not None
     assert f.evidence["ratio"] > 1e30 and 1 in f.layers and 2 in f.layers
     assert "at least" in f.message and "float32" in f.message
+
+
+def test_a_float32_tanh_net_whose_first_gradients_overflow_has_exploding_gradients_at_init():
+    # 200 tanh layers of 32 with N(0, 1) weights (the chaotic phase): in float32 the gradients
+    # of layers 1-18 overflow (their std reads NaN; layer 19 ~1e38, the last 1.8e-3); the rule
+    # skipped every probe whose first-layer gradient was not finite, and the doctor said only
+    # 'divergence: use a 10x smaller learning rate', where float64's finds exploding gradients
+    # at initialization (2.7e40x) with the initializer's cure
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 16)), rng.integers(0, 4, 200)
+    net = dl.mlp([16] + [32] * 200 + [4], "tanh", "normal", seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the overflowing backward pass
+        d = dl.doctor(net, (x, y), steps=10)
+    f = d.finding("exploding_gradients")
+    assert f is not None and f.evidence["ratio"] > 1e30 and 1 in f.layers
+    assert f.prescription == {"init": "glorot_uniform"}
+    assert "at least" in f.message and "float32" in f.message
