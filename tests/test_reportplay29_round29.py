@@ -222,7 +222,8 @@ def test_figures_of_probes_that_are_all_nan_say_so_not_that_none_were_recorded()
 
     table = pd.DataFrame([{"step": s, "layer": la, "quantity": q, "value": float("nan")}
                           for s in (0, 10) for la in (1, 2, 3)
-                          for q in ("grad_pre_std", "act_mean", "act_std", "update_ratio")])
+                          for q in ("grad_pre_std", "act_mean", "act_std", "update_ratio",
+                                    "saturated_frac", "dead_frac")])
     for fig, q in ((F.gradient_heatmap(table), "grad_pre_std"),
                    (F.gradient_profile(table), "grad_pre_std"),
                    (plot.activation_bands(table), "act_mean"),
@@ -230,6 +231,7 @@ def test_figures_of_probes_that_are_all_nan_say_so_not_that_none_were_recorded()
                    (F.update_ratio(table), "update_ratio")):
         text = _texts(fig)
         assert f"every '{q}' probe is NaN or inf" in text, text
+    assert "every saturation and dead-unit probe is NaN or inf" in _texts(F.saturation_dead(table))
     # a quantity with no rows at all is still "not recorded"
     assert "no 'grad_pre_std' probes recorded" in _texts(F.gradient_heatmap(
         table[table.quantity != "grad_pre_std"]))

@@ -999,7 +999,10 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     fig, axes = _new_figure(4.8 * max(len(present), 1) + (right or 0), 3.4,
                             ncols=max(len(present), 1), right=right)
     if not present:
-        _empty(axes[0], "no saturation or dead-unit probes recorded")
+        recorded = probes is not None and not probes.empty and bool((probes["quantity"].isin(
+            [q for q, *_ in SATURATION_QUANTITIES]) & (probes["layer"] >= 1)).any())
+        _empty(axes[0], "every saturation and dead-unit probe is NaN or inf: nothing to draw"
+               if recorded else "no saturation or dead-unit probes recorded")
         return fig
     all_steps = np.array(sorted(set(probes["step"])), dtype=float)
     edges = _edges(all_steps) if bad else np.empty(0)
