@@ -143,3 +143,80 @@ def test_time_left_is_not_taken_from_a_chunk_delivered_at_once(tmp_path, monkeyp
     for done, left in said:  # 8 points every ~4.1 s: (24 - done) / 8 * 4.1 s to go
         truth = (24 - done) / 8 * 4.1
         assert truth / 2.5 <= left <= truth * 2.5, (done, left, lines)
+
+
+_STOPPED_WORKER = """\
+import sys, time, warnings
+from depthlab.experiments import run_sweep
+from depthlab.experiments.executors import dask as D
+
+D.ENV_CHECK_S = 3.0
+address, out = sys.argv[1], sys.argv[2]
+raw = {"data": {"name": "clusters", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+       "train": {"epochs": 1}, "probes": {"every": 0}, "sweep": {"train.seed": [0, 1]}}
+t0 = time.monotonic()
+
+def echo(line):
+    if "running on" in line:  # past the start: stop here (the only worker is stopped)
+        raise KeyboardInterrupt
+
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    try:
+        run_sweep(raw, out, cluster=address, echo=echo)
+    except KeyboardInterrupt:
+        print(f"STARTED {time.monotonic() - t0:.1f}")
+for w in seen:
+    print("WARNING", w.message)
+"""
+
+
+def test_a_stopped_worker_does_not_hold_the_sweeps_start(tmp_path):
+    """A worker process that does not answer (SIGSTOP, a frozen node) held the sweep at its
+    start without end: the workers' version check (``Client.run``) waited for its answer
+    (killed after 100 s with no line after the grid's size). Now the check waits at most
+    ``ENV_CHECK_S`` and says which workers did not answer; their points are checked as they
+    run (``run_chunk``)."""
+    pytest.importorskip("distributed")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--dashboard-address", "127.0.0.1:0"], env=ENV,
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        _wait_for_port(port)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+             "--no-nanny", "--no-dashboard"], env=ENV, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        for line in procs[1].stderr:  # registered with the scheduler
+            if "Registered to" in line:
+                break
+        os.killpg(procs[1].pid, signal.SIGSTOP)
+        try:
+            done = subprocess.run([sys.executable, "-c", _STOPPED_WORKER, address,
+                                   str(tmp_path / "out")], env=ENV, capture_output=True,
+                                  text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the sweep's start still waited on the stopped worker after 60 s")
+        lines = done.stdout.strip().splitlines()
+        assert lines and lines[0].startswith("STARTED"), (done.stdout, done.stderr[-2000:])
+        warned = [line for line in lines if line.startswith("WARNING")]
+        assert any("did not answer" in line and "within 3 s" in line for line in warned), lines
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGCONT)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "the scheduler did not start"
+            time.sleep(0.2)

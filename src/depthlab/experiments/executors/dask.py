@@ -93,6 +93,10 @@ sweep waiting there without end."""
 LAST_ASK_S = 5.0
 """Before a silent scheduler fails the sweep it is asked once more, waiting up to this long
 (a busy scheduler answering slower than ``WORKERS_ASK_S`` is not taken for a stopped one)."""
+ENV_CHECK_S = 20.0
+"""The most that the workers' version check at the start (:meth:`DaskExecutor._check_workers`)
+waits for their answers (then once more for each worker on its own); a worker that does not
+answer (stopped, hung) has its points checked as they run."""
 LOST_WORKER_S = 24 * 3600.0
 """``distributed.deploy.lost-worker-timeout`` held by a ``local:N`` cluster: Dask's 15 s
 default hard-closes, for good, the nanny of a worker that died and was not back within 15 s
@@ -573,10 +577,20 @@ class DaskExecutor(Executor):
         NumPy or probe-kernel code, is :class:`ClusterError` naming it and the difference
         (points were all stored ``failed`` with a ``ModuleNotFoundError``, or computed with
         other numbers than a local run's). Workers that join later are checked by
-        :func:`run_chunk`."""
+        :func:`run_chunk`, and so are those that do not answer within ``ENV_CHECK_S`` (a
+        worker process stopped or hung: ``Client.run`` waited for it without end), said in
+        a warning."""
         here = environment()
         self._environment = here
-        there = self.client.run(environment, on_error="return")
+        there, silent = self._environments()
+        if silent:
+            import warnings
+
+            shown = ", ".join(silent[:3]) + (f" and {len(silent) - 3} more" if len(silent) > 3
+                                             else "")
+            warnings.warn(f"the Dask worker(s) {shown} of {self.address} did not answer the "
+                          f"version check within {ENV_CHECK_S:g} s (stopped, hung or busy); "
+                          "their points are checked as they run", UserWarning, stacklevel=3)
         bad = []
         for address, env in sorted(there.items()):
             if isinstance(env, BaseException):
@@ -589,8 +603,8 @@ class DaskExecutor(Executor):
             elif differences(env, here):
                 bad.append(f"{address} has {differences(env, here)}; install the same "
                            "versions there")
-        if not there:  # dask-jobqueue's workers may still be queued: wait, but say so
-            import warnings
+        if not there and not silent:  # dask-jobqueue's workers may still be queued: wait,
+            import warnings  # but say so
 
             self._said_no_workers = True
             warnings.warn(f"the Dask scheduler at {self.address} has no workers yet; the "
@@ -600,6 +614,36 @@ class DaskExecutor(Executor):
             more = f" (and {len(bad) - 1} more worker(s) do not either)" if len(bad) > 1 else ""
             raise ClusterError(f"the Dask workers of {self.address} do not compute as this "
                                f"machine does: {bad[0]}{more}")
+
+    def _environments(self) -> tuple[dict[str, Any], list[str]]:
+        """``({worker: environment() or its exception}, [workers that did not answer])``:
+        asked of all workers at once within ``ENV_CHECK_S``; if that times out, of each
+        worker on its own (concurrently), again within ``ENV_CHECK_S``."""
+        client = self.client
+        try:
+            return client.sync(client._run, environment, on_error="return",
+                               callback_timeout=ENV_CHECK_S), []
+        except TimeoutError:
+            pass
+        import asyncio
+
+        async def ask_each() -> list[tuple[str, Any]]:
+            info = await client.scheduler.identity(n_workers=-1)
+            workers = sorted(info.get("workers", {}))
+
+            async def one(worker: str) -> tuple[str, Any]:
+                try:
+                    answer = await asyncio.wait_for(client._run(
+                        environment, workers=[worker], on_error="return"), ENV_CHECK_S)
+                except TimeoutError:
+                    return worker, None
+                return worker, answer.get(worker)
+
+            return list(await asyncio.gather(*(one(w) for w in workers)))
+
+        answers = client.sync(ask_each, callback_timeout=2 * ENV_CHECK_S)
+        return ({w: env for w, env in answers if env is not None},
+                [w for w, env in answers if env is None])
 
     def _start_local(self, distributed: Any, workers: int) -> None:
         """A ``LocalCluster`` of ``workers`` processes on 127.0.0.1, and a client of it.
