@@ -124,3 +124,17 @@ def test_a_store_that_refuses_the_runs_rows_is_refused_before_training(tmp_path)
     con.close()
     with pytest.raises(ValueError, match="cannot hold the run.*not writable"):
         dlt.Watch(_mlp(), out=tmp_path)
+
+
+def test_a_stored_watch_run_has_its_parameter_count_as_the_numpy_runs_do(tmp_path):
+    # runs()/export's n_parameters column (METRIC_KEYS) was empty for a Watch run, though its
+    # config holds model.parameters
+    from depthlab.experiments.store import Store
+
+    model = _mlp()
+    with dlt.Watch(model, every=1, out=tmp_path, theory=False) as watch:
+        loss = model(torch.randn(4, 3)).pow(2).mean()
+        loss.backward()
+        watch.step(loss)
+    with Store(tmp_path) as store:
+        assert store.runs()["n_parameters"].tolist() == [3 * 8 + 8 + 8 + 1]

@@ -924,12 +924,13 @@ class Watch:
         named = table[table["layer"] >= 1].drop_duplicates("layer")
         layers = {**dict(zip(named["layer"].astype(str), named["module"])),
                   **{str(k): v for k, v in self.layer_names().items()}}
+        parameters = int(sum(p.numel() for p in self.model.parameters()))  # tied ones once
         config = {
             "source": "depthlab.torch.Watch",
             "model": {"class": type(self.model).__name__,
                       "layers": dict(sorted(layers.items(), key=lambda kv: int(kv[0]))),
                       "blocks": {b.name: b.layer for b in self._rec.blocks.values()},
-                      "parameters": int(sum(p.numel() for p in self.model.parameters())),
+                      "parameters": parameters,
                       **({"theory": self._theory_rows} if self._theory_rows else
                          {"theory_note": self.theory_note})},
             "probes": {"every": self.every, "percentiles": list(self._rec.percentiles)},
@@ -947,7 +948,7 @@ class Watch:
         return RunRecord(
             id=self.run_id, name=self.name, kind="run", status=status, config=config,
             metrics={"train_loss": last, "steps": self._calls,
-                     "seconds": seconds},
+                     "seconds": seconds, "n_parameters": parameters},
             seconds=seconds, steps=losses, probes=probes,
             error=error, created=self._started)
 
