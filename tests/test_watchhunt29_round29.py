@@ -138,3 +138,49 @@ def test_a_stored_watch_run_has_its_parameter_count_as_the_numpy_runs_do(tmp_pat
         watch.step(loss)
     with Store(tmp_path) as store:
         assert store.runs()["n_parameters"].tolist() == [3 * 8 + 8 + 8 + 1]
+
+
+def _stored(tmp_path):
+    from depthlab.experiments.store import Store
+
+    with Store(tmp_path) as store:
+        runs = store.runs()
+    return runs["status"].tolist(), runs["error"].tolist()
+
+
+def test_a_with_block_left_by_a_clean_exit_stores_a_finished_run(tmp_path):
+    # sys.exit(0) (early stopping in a script) and GeneratorExit (a generator-based loop whose
+    # consumer stops, as a `break` would) stored a 'failed' run: "SystemExit: 0"
+    import sys
+
+    model = _mlp()
+
+    def one_step(watch):
+        model.zero_grad()
+        loss = model(torch.randn(4, 3)).pow(2).mean()
+        loss.backward()
+        watch.step(loss)
+        return loss
+
+    with pytest.raises(SystemExit):
+        with dlt.Watch(model, every=1, out=tmp_path / "exit", theory=False) as watch:
+            one_step(watch)
+            sys.exit(0)
+    assert _stored(tmp_path / "exit") == (["finished"], [None])
+
+    def loop():
+        with dlt.Watch(model, every=1, out=tmp_path / "gen", theory=False) as watch:
+            while True:
+                yield one_step(watch)
+
+    steps = loop()
+    next(steps)
+    next(steps)
+    steps.close()
+    assert _stored(tmp_path / "gen") == (["finished"], [None])
+
+    with pytest.raises(SystemExit):  # an exit with an error status is a failure
+        with dlt.Watch(model, every=1, out=tmp_path / "fail", theory=False) as watch:
+            one_step(watch)
+            sys.exit("out of data")
+    assert _stored(tmp_path / "fail") == (["failed"], ["SystemExit: out of data"])

@@ -179,6 +179,15 @@ def _error_text(error: BaseException, steps: int) -> str:
     return f"{type(error).__name__}: {message}"
 
 
+def _clean_exit(error: BaseException | None) -> bool:
+    """Whether the exception that left a ``with`` block ends the run as a ``break`` would:
+    ``sys.exit(0)``/``sys.exit()`` (early stopping in a script) or ``GeneratorExit`` (a
+    generator-based loop whose consumer stopped). Stored as ``failed`` before ("SystemExit:
+    0"); an exit with an error status (``sys.exit(1)``, ``sys.exit("message")``) still is."""
+    return isinstance(error, GeneratorExit) or (isinstance(error, SystemExit)
+                                                 and error.code in (0, None))
+
+
 def _kept(loss: torch.Tensor) -> torch.Tensor:
     """The value of ``loss`` now, kept until the losses are copied to the host: a detached view
     of a fresh autograd result (``grad_fn`` set, never written in place: version 0, not a
@@ -879,7 +888,7 @@ class Watch:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.close(error=exc)
+        self.close(error=None if _clean_exit(exc) else exc)
 
     # -- results -----------------------------------------------------------------------------
     def __repr__(self) -> str:
