@@ -235,3 +235,24 @@ def test_figures_of_probes_that_are_all_nan_say_so_not_that_none_were_recorded()
     # a quantity with no rows at all is still "not recorded"
     assert "no 'grad_pre_std' probes recorded" in _texts(F.gradient_heatmap(
         table[table.quantity != "grad_pre_std"]))
+
+
+def test_activation_bands_of_an_overflowed_run_warn_nothing():
+    # a diverged network's act_mean and act_std of inf in one layer: the band's mean - std
+    # computed inf - inf, and plot.activation_bands leaked "RuntimeWarning: invalid value
+    # encountered in subtract"
+    import warnings
+
+    import pandas as pd
+
+    from depthlab import plot
+
+    vals = {(0, 1): (0.1, 0.6), (0, 2): (0.0, 0.4), (5, 1): (np.inf, np.inf),
+            (5, 2): (3.0, 2.0), (10, 1): (np.inf, np.inf), (10, 2): (4.0, 2.5)}
+    table = pd.DataFrame([{"step": s, "layer": la, "quantity": q, "value": v}
+                          for (s, la), pair in vals.items()
+                          for q, v in zip(("act_mean", "act_std"), pair)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fig = plot.activation_bands(table)
+    assert "not finite" in fig.axes[0].get_title()

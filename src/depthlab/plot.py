@@ -673,8 +673,12 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
             if len(x) == 1:  # one probed step: an error bar (a band over one x is invisible)
                 ax.errorbar(x, m, yerr=sd, color=colors[layer], capsize=4, linewidth=1.2)
                 continue
-            ax.fill_between(x, m - sd, m + sd, color=colors[layer], alpha=0.1, linewidth=0)
-            for edge in (m - sd, m + sd):  # the band's edges, so overlapping bands stay legible
+            # an overflowed step (inf - inf, 1e308 + 1e308) is no point of the band: not
+            # drawn, and the title says so (was a RuntimeWarning leaked to the caller)
+            with np.errstate(invalid="ignore", over="ignore"):
+                low, high = m - sd, m + sd
+            ax.fill_between(x, low, high, color=colors[layer], alpha=0.1, linewidth=0)
+            for edge in (low, high):  # the band's edges, so overlapping bands stay legible
                 ax.plot(x, edge, color=colors[layer], linewidth=0.8, alpha=0.8)
     what = "activation" if prefix == "act" else "pre-activation"
     _f.step_ticks(ax, x)
