@@ -29,6 +29,19 @@ class Parameter:
         self.grad = xp.zeros_like(value)
         self.kind = kind
 
+    def grad_buffer(self) -> Array:
+        """The array a backward pass writes dL/d(value) into: ``.grad`` itself when it is a
+        writable ndarray of the value's shape and dtype, else a new zeros array of those, set
+        as ``.grad``. A ``p.grad = None`` (torch's ``zero_grad()`` habit) or an array of
+        another shape or dtype is replaced, so every backward fills every ``.grad`` (a None
+        stayed None: ``matmul(out=None)`` dropped the result)."""
+        g = self.grad
+        if (isinstance(g, xp.ndarray) and g.shape == self.value.shape
+                and g.dtype == self.value.dtype and g.flags.writeable):
+            return g
+        self.grad = xp.zeros_like(self.value)
+        return self.grad
+
     @property
     def regularized(self) -> bool:
         return self.kind == "weight"

@@ -183,11 +183,11 @@ class BatchNorm(Layer):
         if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
             # float32 sums down a column of 60000 rows: dL/dbeta 5.6e-6 relative off (torch
             # 2.4e-6), dL/dgamma 7e-6; in float64 as Dense's dL/db and the batch moments
-            self.gamma.grad[...] = np.einsum("ij,ij->j", grad, self.xhat, dtype=np.float64)
-            self.beta.grad[...] = grad.sum(axis=0, dtype=np.float64)
+            self.gamma.grad_buffer()[...] = np.einsum("ij,ij->j", grad, self.xhat, dtype=np.float64)
+            self.beta.grad_buffer()[...] = grad.sum(axis=0, dtype=np.float64)
         else:
-            np.einsum("ij,ij->j", grad, self.xhat, out=self.gamma.grad)
-            np.sum(grad, axis=0, out=self.beta.grad)
+            np.einsum("ij,ij->j", grad, self.xhat, out=self.gamma.grad_buffer())
+            np.sum(grad, axis=0, out=self.beta.grad_buffer())
         if not input_grad:
             return None
         dxhat = grad * self.gamma.value

@@ -72,13 +72,13 @@ class Dense(Layer):
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
         """With ``g = dL/dy``: ``dL/dW = x^T g``, ``dL/db = sum_batch g`` (into ``W.grad``,
         ``b.grad``); returns ``dL/dx = g W^T`` (None with ``input_grad=False``)."""
-        np.matmul(self.x.T, grad, out=self.W.grad)
+        np.matmul(self.x.T, grad, out=self.W.grad_buffer())
         if self.b is not None:
             if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
                 # float32 sums down a column of 60000 rows erred by 1e-5 relative (torch 8e-8)
-                self.b.grad[...] = grad.sum(axis=0, dtype=np.float64)
+                self.b.grad_buffer()[...] = grad.sum(axis=0, dtype=np.float64)
             else:
-                np.sum(grad, axis=0, out=self.b.grad)
+                np.sum(grad, axis=0, out=self.b.grad_buffer())
         if not input_grad:
             return None
         return grad @ self.W.value.T

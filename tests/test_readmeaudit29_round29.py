@@ -1,0 +1,36 @@
+"""readmeaudit29: README claims of "Python API" and "PyTorch models" checked against the code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+
+@pytest.mark.parametrize("bad", [None, "shape", "int"], ids=["none", "other_shape", "int_dtype"])
+def test_backward_fills_every_grad_even_one_a_user_set_to_none_or_another_array(bad):
+    """README: ``net.backward(...)`` -- "every parameter's .grad is filled". A ``p.grad = None``
+    (torch's ``zero_grad()`` habit) stayed None after backward (Dense W: ``matmul(out=None)``
+    discarded the result; its bias raised 'NoneType' ... item assignment); a grad of another
+    shape or an int dtype raised numpy's matmul/cast error."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4))
+    g = rng.normal(size=(5, 3))
+    ref = dl.mlp([4, 6, 6, 3], activation="tanh", batchnorm=True, dtype="float64", seed=0)
+    ref.forward(x, training=True)
+    ref.backward(g)
+    net = dl.mlp([4, 6, 6, 3], activation="tanh", batchnorm=True, dtype="float64", seed=0)
+    for p in net.parameters():
+        if bad is None:
+            p.grad = None
+        elif bad == "shape":
+            p.grad = np.zeros(p.value.shape + (1,))
+        else:
+            p.grad = np.zeros(p.value.shape, dtype=np.int64)
+    net.forward(x, training=True)
+    net.backward(g)
+    for p, q in zip(net.parameters(), ref.parameters()):
+        assert isinstance(p.grad, np.ndarray), p.name
+        assert p.grad.shape == p.value.shape and p.grad.dtype == p.value.dtype, p.name
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=p.name)
