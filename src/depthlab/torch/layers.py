@@ -794,18 +794,18 @@ class _ParameterWrites(TorchFunctionMode):
 
     def __init__(self, params: list[torch.Tensor]) -> None:
         super().__init__()
-        self.by_storage: dict[int, torch.Tensor] = {}
+        self.by_storage: dict[int, list[torch.Tensor]] = {}  # (views of one flat buffer: all)
         for prm in params:
             ptr = _storage_ptr(prm)
             if ptr:
-                self.by_storage.setdefault(ptr, prm)
+                self.by_storage.setdefault(ptr, []).append(prm)
         self.saved: dict[int, tuple[torch.Tensor, int, torch.Tensor]] = {}
 
     def _note(self, t: Any) -> None:
         if isinstance(t, torch.Tensor):
-            prm = self.by_storage.get(_storage_ptr(t))
-            if prm is not None and id(prm) not in self.saved:
-                self.saved[id(prm)] = _saved(prm)
+            for prm in self.by_storage.get(_storage_ptr(t), ()):
+                if id(prm) not in self.saved:
+                    self.saved[id(prm)] = _saved(prm)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
