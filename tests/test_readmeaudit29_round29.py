@@ -34,3 +34,20 @@ def test_backward_fills_every_grad_even_one_a_user_set_to_none_or_another_array(
         assert isinstance(p.grad, np.ndarray), p.name
         assert p.grad.shape == p.value.shape and p.grad.dtype == p.value.dtype, p.name
         np.testing.assert_array_equal(p.grad, q.grad, err_msg=p.name)
+
+
+def test_optimizer_zero_grad_fills_a_grad_the_user_set_to_none_with_zeros():
+    """``opt.zero_grad()`` ("fill every .grad with zeros") raised AttributeError 'NoneType'
+    object has no attribute 'fill' on a ``p.grad = None``; then ``opt.step()`` is a no-op
+    step on zero gradients, as the README's remedy for None ("fill it with zeros") says."""
+    net = dl.mlp([3, 4, 2], activation="tanh", dtype="float64", seed=0)
+    opt = dl.optimizer("sgd", net.parameters(), lr=0.1)
+    before = [p.value.copy() for p in net.parameters()]
+    net.parameters()[0].grad = None
+    opt.zero_grad()
+    for p in net.parameters():
+        assert isinstance(p.grad, np.ndarray) and p.grad.shape == p.value.shape
+        assert not p.grad.any()
+    opt.step()
+    for b, p in zip(before, net.parameters()):
+        np.testing.assert_array_equal(b, p.value)

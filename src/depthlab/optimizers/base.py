@@ -219,9 +219,11 @@ class Optimizer:
                          "optimizer); no parameter was updated")
 
     def zero_grad(self) -> None:
-        """Fill every ``.grad`` with zeros (in place)."""
+        """Fill every ``.grad`` with zeros (in place; a ``.grad`` set to None or to an array
+        of another shape or dtype is replaced by zeros of the value's:
+        ``Parameter.grad_buffer``)."""
         for p in self.params:
-            p.grad.fill(0)
+            p.grad_buffer().fill(0)
 
     @classmethod
     def hyperparameter_names(cls) -> list[str]:
