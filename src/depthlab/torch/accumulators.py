@@ -586,6 +586,9 @@ def update_ratio(*norms: float) -> float:
     every ``||W_{n-1}||`` is 0). The ratio is scale free: norms whose squares leave float64's
     range (weights beyond ~1e154 or below ~1e-154) are divided by ``2^e`` first (``2^e``
     above every one of them)."""
+    den, num = sum(v * v for v in norms[0::2]), sum(v * v for v in norms[1::2])
+    if TINY_SQUARE_64 < den < math.inf and num < math.inf:  # the usual case: squares in range
+        return math.sqrt(num / den)
     if not all(_norm_in_range(v) for v in norms):
         top = max([abs(v) for v in norms if math.isfinite(v)], default=0.0)
         if top > 0.0:
@@ -749,7 +752,9 @@ class Acc:
                 self.ns.append(n)
                 self.cs.append(c)
                 self.a.append(s1)
-                self.b.append(host_norm(x, s2, s1) if c == 0.0 else math.sqrt(s2))
+                r = math.sqrt(s2)
+                self.b.append(r if NORM_LOW <= r <= NORM_HIGH or c != 0.0
+                              else host_norm(x, s2, s1))
             return
         f = x.detach()
         owned = type(total) is _Relu  # a copy of the values made for the follower's counts
@@ -767,7 +772,9 @@ class Acc:
             c, s1, s2 = _centered(host, n, s1, s2)
             self.cs.append(c)
             self.a.append(s1)
-            self.b.append(host_norm(host, s2, sabs) if c == 0.0 else math.sqrt(s2))
+            r = math.sqrt(s2)
+            self.b.append(r if NORM_LOW <= r <= NORM_HIGH or c != 0.0
+                          else host_norm(host, s2, sabs))
             if self.want_abs:
                 self.abs.append(sabs)
         elif type(total) is tuple:

@@ -1699,8 +1699,11 @@ class Recording:
                 flat, flat if gf is None else gf, flat if w0 is None else w0.numpy().reshape(-1),
                 refresh and w0 is not None)
             if w0 is not None:  # (||W0||, ||W - W0||), scaled where a square left the range
-                self.update_sums[key] = update_norms(
-                    flat, w0.numpy().reshape(-1), out[5], out[6], refresh)
+                s02, sd2 = out[5], out[6]
+                self.update_sums[key] = (
+                    (math.sqrt(s02), math.sqrt(sd2))
+                    if TINY_SQUARE_64 * flat.size <= s02 < math.inf and sd2 < math.inf
+                    else update_norms(flat, w0.numpy().reshape(-1), s02, sd2, refresh))
         return sums
 
 
