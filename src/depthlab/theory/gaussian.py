@@ -86,8 +86,8 @@ def hermite_rule(n: int = DEFAULT_NODES) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=256)
-def _standard_rule(scale: float) -> tuple[np.ndarray, np.ndarray]:
-    gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
+def _standard_breaks(scale: float) -> np.ndarray:
+    """Panel edges ``0 = b_0 < b_1 < ... <= 10`` of :func:`standard_rule` (mirrored there)."""
     step = _PANEL / scale if scale > 1.0 else _PANEL
     z_near = min(_Z_MAX, _S_NEAR / scale) if scale > 0 else _Z_MAX
     n_near = max(1, int(np.ceil(z_near / step)))
@@ -100,10 +100,25 @@ def _standard_rule(scale: float) -> tuple[np.ndarray, np.ndarray]:
         z = min(_Z_MAX, z * growth, z + _PANEL)
         breaks.append(z)
     b = np.asarray(breaks)
-    lo, hi = b[:-1, None], b[1:, None]
+    b.setflags(write=False)
+    return b
+
+
+def _panel_nodes(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-point Gauss-Legendre nodes on the panels between consecutive ``breaks`` (last axis;
+    leading axes are kept), with weights ``phi(z)`` (unnormalised; zero on empty panels)."""
+    gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
+    lo, hi = breaks[..., :-1, None], breaks[..., 1:, None]
     half = 0.5 * (hi - lo)
-    nodes = (lo + half * (1.0 + gl_x)).ravel()
-    weights = (half * gl_w * np.exp(-0.5 * (lo + half * (1.0 + gl_x)) ** 2)).ravel()
+    nodes = lo + half * (1.0 + gl_x)
+    weights = half * gl_w * np.exp(-0.5 * nodes ** 2)
+    shape = breaks.shape[:-1] + (-1,)
+    return nodes.reshape(shape), weights.reshape(shape)
+
+
+@lru_cache(maxsize=256)
+def _standard_rule(scale: float) -> tuple[np.ndarray, np.ndarray]:
+    nodes, weights = _panel_nodes(_standard_breaks(scale))
     nodes = np.concatenate([-nodes[::-1], nodes])
     weights = np.concatenate([weights[::-1], weights])
     weights /= weights.sum()
@@ -120,13 +135,17 @@ def standard_rule(scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """
     if not (np.isfinite(scale) and scale >= 0):
         raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
-    # Round the scale up to 3 significant digits (finer panels never hurt) so that nearby
-    # calls share a cached rule.
+    return _standard_rule(_rule_key(scale))
+
+
+def _rule_key(scale: float) -> float:
+    """``scale`` rounded up to 3 significant digits (finer panels never hurt), so that nearby
+    calls share a cached rule."""
     key = 0.0
     if scale > 0:
         unit = 10.0 ** (math.floor(math.log10(scale)) - 2)
         key = math.ceil(scale / unit) * unit
-    return _standard_rule(max(key, float(scale)))
+    return max(key, float(scale))
 
 
 def normal_rule(var: float) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +219,12 @@ def correlated_pair(q1: float, q2: float, c: float) -> tuple[np.ndarray, np.ndar
     """Grid ``(u1, u2, W)`` with ``E[g(u1, u2)] ~= sum(W * g(u1, u2))`` for a Gaussian pair.
 
     ``u1 = sqrt(q1) z1``, ``u2 = sqrt(q2) (c z1 + sqrt(1 - c^2) z2)``: variances ``q1, q2``,
-    correlation ``c`` in [-1, 1]; product of :func:`standard_rule` grids.
+    correlation ``c`` in [-1, 1]. ``z1``: the :func:`standard_rule` grid (break at
+    ``u1 = 0``); for each ``z1`` node, ``z2``: the :func:`standard_rule` panels plus one more
+    break at ``z2 = -c z1 / sqrt(1 - c^2)``, where ``u2 = 0``, so that a kink of ``f`` or a
+    jump of ``f'`` at 0 (relu family, selu, penalized tanh) is a panel edge in both variables
+    (on the product grid the line ``u2 = 0`` crossed panels: ``E[relu'(u1) relu'(u2)]`` 1.8e-3
+    low at ``c = 0.5``, penalized tanh's ``xi_c`` 1.3% off).
     """
     if not -1.0 <= c <= 1.0:
         raise ValueError(f"correlation must lie in [-1, 1], got {c!r}")
@@ -208,13 +232,24 @@ def correlated_pair(q1: float, q2: float, c: float) -> tuple[np.ndarray, np.ndar
         if not (np.isfinite(q) and q >= 0):
             raise ValueError(f"{label} must be finite and >= 0, got {q!r}")
     r1, r2 = float(np.sqrt(q1)), float(np.sqrt(q2))
+    sc = math.sqrt(max(0.0, 1.0 - c * c))
     z1, w1 = standard_rule(r1)
-    z2, w2 = standard_rule(r2)
-    z1 = z1[:, None]
-    z2 = z2[None, :]
-    u1 = np.broadcast_to(r1 * z1, (z1.shape[0], z2.shape[1]))
-    u2 = r2 * (c * z1 + np.sqrt(max(0.0, 1.0 - c * c)) * z2)
-    return u1, u2, np.outer(w1, w2)
+    if sc == 0.0:  # u2 = +-u1 / r1 * r2: z2 plays no part
+        z2, w2 = standard_rule(r2)
+        z1c, z2r = z1[:, None], z2[None, :]
+        u1 = np.broadcast_to(r1 * z1c, (z1.shape[0], z2.shape[0]))
+        return u1, r2 * (c * z1c + 0.0 * z2r), np.outer(w1, w2)
+    half = _standard_breaks(_rule_key(r2))
+    base = np.concatenate([-half[::-1], half[1:]])  # panel edges on [-10, 10]
+    kink = np.clip(-c * z1 / sc, -_Z_MAX, _Z_MAX)[:, None]
+    breaks = np.sort(np.concatenate([np.broadcast_to(base, (z1.shape[0], base.size)), kink],
+                                    axis=1), axis=1)
+    z2, w2 = _panel_nodes(breaks)
+    w2 = w2 / w2.sum(axis=1, keepdims=True)
+    z1c = z1[:, None]
+    u1 = np.broadcast_to(r1 * z1c, z2.shape)
+    u2 = r2 * (c * z1c + sc * z2)
+    return u1, u2, w1[:, None] * w2
 
 
 # ----------------------------------------------------------------------------------------------
