@@ -18,7 +18,9 @@ All theory modules reduce to integrals ``E[g(s)]`` with ``s ~ N(0, q)`` or
 * :func:`hermite_rule`: the probabilists' Gauss-Hermite rule (exact for polynomials of degree
   ``2n - 1``), kept for smooth integrands at moderate variance.
 
-2-D expectations use product rules: ``E[g(z1, z2)] ~= sum_ij w_i w_j g(z_i, z_j)``.
+2-D expectations: :func:`gauss_expect_2d` uses the product rule
+``E[g(z1, z2)] ~= sum_ij w_i w_j g(z_i, z_j)``; :func:`correlated_pair` (the correlation map)
+adds, for each ``z1`` node, a ``z2`` break where the correlated variable ``u2`` is 0.
 """
 
 from __future__ import annotations
