@@ -209,3 +209,27 @@ def test_numpy_layer_stats_of_float64_layers_of_vanishing_scale(path, scale):
                         ("weight_grad_std", p.dense.W.grad)):
             want = float(np.std(x.astype(np.longdouble)))
             assert got[name] == pytest.approx(want, rel=1e-9, abs=0.0), (p.index, name)
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.float64, 1e200), (torch.float64, 1e-300),
+                                         (torch.float64, 1e-50), (torch.float32, 1e20)])
+def test_the_doctors_update_ratios_of_weights_out_of_float32_range(dtype, scale):
+    """The torch doctor's training (early_ratios, lr_too_high's metric) took the update ratio
+    in float32: float64 weights of 1e200 read NaN, of 1e-50 or 1e-300 inf (or NaN), float32
+    weights of 1e20 NaN (squares past 3.4e38)."""
+    from depthlab.torch.train import _UpdateRatios
+
+    gen = torch.Generator().manual_seed(0)
+    w = nn.Parameter(torch.randn(6, 5, generator=gen, dtype=torch.float64).to(dtype) * scale)
+    w.grad = torch.zeros_like(w)
+    ratios = _UpdateRatios([(1, "fc", w)])
+    ratios.snapshot()
+    w0 = w.detach().clone()
+    with torch.no_grad():
+        w.add_(torch.randn(6, 5, generator=gen, dtype=torch.float64).to(dtype) * 1e-3 * scale)
+    (row,) = ratios.rows(3)
+    a = w.detach().double().numpy().astype(np.longdouble)
+    b = w0.double().numpy().astype(np.longdouble)
+    want = float(np.sqrt(((a - b) ** 2).sum() / (b ** 2).sum()))
+    assert row[:4] == (3, 1, "fc", "update_ratio")
+    assert row[4] == pytest.approx(want, rel=1e-9 if dtype == torch.float64 else 1e-5, abs=0.0)

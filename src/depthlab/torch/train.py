@@ -52,6 +52,7 @@ import torch
 from ..probes.stats import probe_held_out
 from ..training.history import DivergenceReport, History
 from ..validators import did_you_mean, positive_int
+from .accumulators import NORM_HIGH, NORM_LOW, norm_dtype, scaled_norm
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -531,6 +532,24 @@ class TrainResult:
     early_ratios: pd.DataFrame | None = None
 
 
+def _difference(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``W - W0`` in the norms' dtype (float64; float32 on MPS)."""
+    wide = norm_dtype(b)
+    return w.detach().to(wide) - b.to(wide)
+
+
+def _ratio_of(w: torch.Tensor, b: torch.Tensor, n0: float, n1: float) -> float:
+    """``||W - W0|| / ||W0||`` from the host norms; where ``||W0||`` (or a too large
+    ``||W - W0||``) leaves the range whose squares float64 holds, both taken again by
+    :func:`~depthlab.torch.accumulators.scaled_norm` (exact power-of-two scaling), as the
+    Watch does. ``||W0|| = 0``: inf, or NaN when the update is 0 too (``0 / 0``, as before)."""
+    if not NORM_LOW <= n0 <= NORM_HIGH or n1 > NORM_HIGH:
+        n0, n1 = scaled_norm(b, n0), scaled_norm(_difference(w, b), n1)
+    if n0 == 0.0:
+        return math.nan if n1 == 0.0 or n1 != n1 else math.inf
+    return n1 / n0
+
+
 class _UpdateRatios:
     """Copies the weight layers' tensors before a probed update, then computes
     ``||W_k - W_(k-1)|| / ||W_(k-1)||`` on the device with one host transfer; only for the
@@ -551,12 +570,15 @@ class _UpdateRatios:
         if not self.before:
             return []
         with torch.no_grad():
-            n0 = torch.stack([b.float().norm() for *_, b in self.before])
-            n1 = torch.stack([(w.detach().float() - b.float()).norm()
+            # float64 norms (float32 on MPS), one transfer: float32 ones read NaN for float64
+            # weights of 1e200 (and inf for weights of 1e-50), or float32 weights of 1e20
+            n0 = torch.stack([torch.linalg.vector_norm(b, dtype=norm_dtype(b))
+                              for *_, b in self.before])
+            n1 = torch.stack([torch.linalg.vector_norm(_difference(w, b))
                               for _, _, w, b in self.before])
-            ratio = (n1 / n0).cpu().numpy().astype(np.float64)
-        rows = [(step, idx, name, "update_ratio", float(r))
-                for (idx, name, _, _), r in zip(self.before, ratio)]
+            norms = torch.stack([n0, n1], dim=1).cpu().tolist()
+        rows = [(step, idx, name, "update_ratio", _ratio_of(w, b, *pair))
+                for (idx, name, w, b), pair in zip(self.before, norms)]
         self.before = []
         return rows
 
