@@ -51,3 +51,16 @@ def test_optimizer_zero_grad_fills_a_grad_the_user_set_to_none_with_zeros():
     opt.step()
     for b, p in zip(before, net.parameters()):
         np.testing.assert_array_equal(b, p.value)
+
+
+def test_backward_after_predict_says_predict_kept_no_forward_for_it():
+    """``net.forward(x, training=True)``, then ``net.predict(...)`` (which frees the layers'
+    cache), then ``net.backward(g)`` said 'backward called before forward', though forward
+    had been called; the message now names predict/calibrate and the remedy."""
+    net = dl.mlp([4, 8, 3], activation="tanh", seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 4))
+    net.forward(x, training=True)
+    net.predict(x[:1])
+    with pytest.raises(RuntimeError, match=r"before forward.*predict.*net\.forward\(x") as e:
+        net.backward(np.ones((2, 3)))
+    assert "\n" not in str(e.value)

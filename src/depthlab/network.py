@@ -75,6 +75,11 @@ class ProbePoint:
     dense: Dense | None
 
 
+NO_FORWARD = ("backward called before forward: no forward pass is cached (net.predict, "
+              "net.calibrate, dl.lsuv and dl.mc_dropout_predict free the cache); call "
+              "net.forward(x, training=True) first")
+
+
 class Network(Sequential):
     """A feed-forward network. ``forward``/``backward`` follow the layer protocol;
     ``backward`` copies the caller's gradient once so the caller's array is never changed.
@@ -168,7 +173,7 @@ class Network(Sequential):
         rule); fills every parameter's ``.grad``. ``grad`` is left unchanged (copied first)
         unless ``copy=False``."""
         if self.layers[0].cached_input() is None:
-            raise RuntimeError("backward called before forward")
+            raise RuntimeError(NO_FORWARD)
         out = getattr(self, "_out_shape", None) or self.output_cache_shape
         if not isinstance(grad, np.ndarray):  # None, a str: "'NoneType' object has no
             if grad is None or isinstance(grad, str | bytes | dict):  # attribute 'shape'"
@@ -187,7 +192,7 @@ class Network(Sequential):
     def output_cache_shape(self) -> tuple[int, ...] | None:
         x = self.layers[0].cached_input()
         if x is None:
-            raise RuntimeError("backward called before forward")
+            raise RuntimeError(NO_FORWARD)
         return (x.shape[0], self.n_outputs)
 
     @property
