@@ -258,3 +258,33 @@ def test_weights_the_forward_changes_in_place_are_left_as_found(fn):
         pass  # predict may refuse the model; it must still leave it as found
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+class _ActBranch(nn.Module):
+    """``x + f(l(x))``: a branch that ends with its activation."""
+
+    def __init__(self, functional: bool) -> None:
+        super().__init__()
+        self.l = nn.Linear(16, 16)
+        self.act = nn.Tanh()
+        self.functional = functional
+
+    def forward(self, x):
+        return x + (torch.tanh(self.l(x)) if self.functional else self.act(self.l(x)))
+
+
+def test_predict_takes_a_branch_ending_with_a_functional_activation():
+    """x + torch.tanh(self.l(x)) was refused ('not the plain sum of the branch and the
+    shortcut': only what layers read was searched for functional activations) while
+    x + nn.Tanh()(self.l(x)) was predicted: now the same prediction."""
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(7))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(8))
+    preds = []
+    for functional in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), _ActBranch(functional),
+                              _ActBranch(functional), nn.Linear(16, 3))
+        preds.append(dlt.predict(model, x, y, nn.CrossEntropyLoss()))
+    assert preds[1][["layer", "quantity"]].equals(preds[0][["layer", "quantity"]])
+    assert preds[1]["predicted"].to_numpy() == pytest.approx(preds[0]["predicted"].to_numpy(),
+                                                             rel=1e-9)

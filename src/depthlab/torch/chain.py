@@ -270,6 +270,13 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         function as its module (:func:`depthlab.torch.pooling.function_module`: the same
         :class:`~depthlab.torch.pooling.Between`), a reshape that copied as a copy of the
         values (as a Flatten module that copied)."""
+        if name in _ADDS:  # a residual sum's operands: x + F.relu(self.l(x)), a branch
+            # ending with an activation the forward applies itself (chain_acts reads them;
+            # only layer inputs were read, so the add's operand was 'another operation')
+            for a in (*args, *kwargs.values()):
+                if isinstance(a, torch.Tensor) and a.grad_fn is not None:
+                    reads.append((a.grad_fn, _storage(a)))
+            return
         t_in = kwargs.get("input", args[0] if args else None)
         t = _first_tensor(out)
         if not isinstance(t_in, torch.Tensor) or t is None or not t_in.is_floating_point() \
@@ -805,6 +812,9 @@ def _operation(fn: Any) -> str:
     return f"; it is computed by the torch operation {op!r} (autograd node {name}), not by a module"
 
 
+_ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
+"""Torch functions and tensor methods of a sum (a residual block's add)."""
+
 _RESHAPES = frozenset({"flatten", "view", "reshape", "view_as", "reshape_as", "contiguous",
                        "unflatten", "squeeze", "unsqueeze"})
 """Functions (``torch.flatten``, tensor methods) whose output holds every value of their input in
@@ -827,7 +837,7 @@ class _Functions(TorchFunctionMode):
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if name and ("pool" in name or "dropout" in name or name in _RESHAPES
-                     or name in ("mean", "amax")):
+                     or name in ("mean", "amax") or name in _ADDS):
             try:
                 self.on_call(name, args, kwargs, out)
             except (TypeError, ValueError, RuntimeError, IndexError):  # arguments no module
