@@ -233,3 +233,40 @@ def test_the_doctors_update_ratios_of_weights_out_of_float32_range(dtype, scale)
     want = float(np.sqrt(((a - b) ** 2).sum() / (b ** 2).sum()))
     assert row[:4] == (3, 1, "fc", "update_ratio")
     assert row[4] == pytest.approx(want, rel=1e-9 if dtype == torch.float64 else 1e-5, abs=0.0)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-300])
+def test_the_doctors_functional_activation_rows_of_float64_extremes(scale):
+    """The torch doctor's act_std of an activation the forward applies itself (F.relu) was
+    torch.std's: inf for float64 entries of 1e200, 0.0 for entries of 1e-300."""
+    import torch.nn.functional as F
+
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.doctor_probe import functional_act_rows
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(6, 8)
+            self.b = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.b(F.relu(self.a(x)))
+
+    torch.manual_seed(0)
+    model = Net().double()
+    with torch.no_grad():
+        model.a.weight.mul_(scale)
+        model.a.bias.mul_(scale)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = dlt.probe(model, x, None, lambda o, y: o.sum() / scale, percentiles=())
+        # (rows of a probe that did not see the activation: the doctor measures it itself)
+        table = table[~table.quantity.str.startswith("act_")
+                      & ~table.quantity.isin(["dead_frac", "inactive_frac"])]
+        out = functional_act_rows(table, model, x, rx.trace(model, x))
+    got = float(out[(out.module == "a") & (out.quantity == "act_std")].value.iloc[0])
+    with torch.no_grad():
+        want = _ld(F.relu(model.a(x)))[1]
+    assert got == pytest.approx(want, rel=1e-9, abs=0.0)

@@ -166,7 +166,7 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
     between (a module activation's rows are its output's, not the norm's). A layer that has
     such rows already, or whose function does not run on ``x``, is left as measured."""
     from ..probes.stats import SATURATION_RATIO, percentile_names
-    from .accumulators import partition_percentiles
+    from .accumulators import NORM_HIGH, NORM_LOW, partition_percentiles, scaled_std
     from .layers import feature_axis
 
     index = _layer_index(table, layers)
@@ -212,7 +212,10 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
             continue
         i = index[t.name]
         wide = a.double()
-        out = [("act_mean", float(wide.mean())), ("act_std", float(wide.std(unbiased=False)))]
+        std = float(wide.std(unbiased=False))
+        if not NORM_LOW <= std <= NORM_HIGH:  # squares out of float64's range (or 0, NaN):
+            std = scaled_std([wide], std)  # the probe's rule (entries of 1e200 read inf)
+        out = [("act_mean", float(wide.mean())), ("act_std", std)]
         if percentiles:  # the probe's rule, on the values in their dtype
             pct = partition_percentiles(a.cpu().numpy().copy(), percentiles).tolist()
             out += list(zip(percentile_names("act", percentiles), pct))
