@@ -256,3 +256,29 @@ def test_activation_bands_of_an_overflowed_run_warn_nothing():
         warnings.simplefilter("error", RuntimeWarning)
         fig = plot.activation_bands(table)
     assert "not finite" in fig.axes[0].get_title()
+
+
+def test_the_training_figure_of_a_run_that_diverged_after_its_last_step_says_so(
+        tmp_path, monkeypatch):
+    # a NumPy run that diverged at step 121 stores its losses to step 120: its training
+    # figure's curve just ended there, nothing in the figure (a PNG also written alone to
+    # figures/) saying why
+    from test_report import synthetic_record
+
+    from depthlab import plot
+    from depthlab.experiments.store import Store
+    from depthlab.report import write_report
+
+    titles: list[str] = []
+    original = plot.training_curves
+
+    def recording(*args, **kwargs):
+        fig = original(*args, **kwargs)
+        titles.append(fig._suptitle.get_text() if fig._suptitle else "")
+        return fig
+
+    monkeypatch.setattr(plot, "training_curves", recording)
+    with Store(tmp_path) as store:
+        store.add_run(synthetic_record("d1", status="diverged", sweep=None, probes=False))
+    write_report(tmp_path)
+    assert titles == ["diverged at step 121 (loss not finite): not drawn"], titles

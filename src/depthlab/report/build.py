@@ -920,6 +920,24 @@ def _wide_note(text_html: str) -> str:
     return f"<p class=\"note\" style=\"grid-column: 1 / -1\">{text_html}</p>"
 
 
+def _divergence_title(store: Any, rid: str, steps: pd.DataFrame) -> str:
+    """The training figure's title for a run that diverged after its last recorded step (a
+    NumPy run stops there: its loss curve just ended, the figure saying nothing of why):
+    ``diverged at step N (loss not finite): not drawn``; empty otherwise (a depthlab.torch
+    Watch records the non-finite steps, which the figure names itself)."""
+    run = store.run(rid) if hasattr(store, "run") else None
+    div = _as_dict((run or {}).get("divergence"))
+    at = div.get("step")
+    if not isinstance(at, int) or isinstance(at, bool):
+        return ""
+    if "step" in steps and (pd.to_numeric(steps["step"], errors="coerce") >= at).any():
+        return ""
+    loss = div.get("loss")
+    what = ("loss not finite" if not isinstance(loss, (int, float)) or isinstance(loss, bool)
+            or not math.isfinite(loss) else f"loss {H.fmt(float(loss))}")
+    return f"diverged at step {at} ({what}): not drawn"
+
+
 def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                  percentile_layer: int | None) -> tuple[list[str], pd.DataFrame]:
     from .. import plot
@@ -944,7 +962,8 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             f"initialization and at the end; {'ring' if one else 'dashed'}: theory. A line "
             f"falling towards layer 1 means vanishing gradients. {note}.", wide=True))
     if not (steps.empty and epochs.empty and evals.empty):
-        png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals)
+        png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals,
+                       title=_divergence_title(store, rid, steps))
         has_acc = any(c in t and t[c].notna().any() for t in (epochs, evals)
                       for c in ("train_acc", "val_acc", "test_acc"))
         # no accuracy (a torch Watch run, a regression loss): the loss panel alone (was: an
