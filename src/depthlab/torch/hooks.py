@@ -1779,9 +1779,41 @@ def _compose(first, second, y: torch.Tensor) -> torch.Tensor:
     return first(second(y))
 
 
+_MIXING_NODE_PARTS = ("mm", "convolution", "attention", "embedding", "linear", "rnn",
+                      "lstm", "gru")
+"""Parts of the autograd node names of the operations that mix a tensor through weights or
+other positions (matrix products, convolutions, attention, embeddings, recurrent layers)."""
+
+
+def _is_mixing(node) -> bool:
+    """True for an autograd node of a mixing operation (:data:`_MIXING_NODE_PARTS`, matched
+    case-insensitively: ``MmBackward0``, ``AddmmBackward0``, ``ConvolutionBackward0``)."""
+    name = node.name().lower()
+    return any(part in name for part in _MIXING_NODE_PARTS)
+
+
+def _output_tail(out_fn, in_fn) -> set:
+    """The nodes from ``out_fn`` back to the last mixing operations (not included): what a
+    module does to a sum after its last matrix product / convolution / attention (a ReLU, a
+    normalization, a scale), where the add of a residual block lies."""
+    tail: set = set()
+    stack = [out_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node is in_fn or node in tail or _is_mixing(node):
+            continue
+        tail.add(node)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return tail
+
+
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:
     """Add nodes between ``out_fn`` and ``in_fn`` (autograd graph) both of whose operands
-    depend on ``in_fn`` and that no inner block has claimed."""
+    depend on ``in_fn``, that no inner block has claimed and that no mixing operation follows
+    on the way to the output (:func:`_output_tail`): the module's output is its input (or a
+    shortcut of it) plus a branch. An add inside the branch (a rotary embedding's
+    ``a sin + b cos`` before the attention and output projection) does not make a block."""
+    tail = _output_tail(out_fn, in_fn)
     reach: dict = {in_fn: True}
     stack: list = [(out_fn, False)]
     order: list = []
@@ -1803,7 +1835,7 @@ def _residual_adds(out_fn, in_fn, claimed: set) -> list:
                           if nxt is not None)
     adds = []
     for node in order:
-        if node.name() in _ADD_NODES and node not in claimed:
+        if node.name() in _ADD_NODES and node not in claimed and node in tail:
             branches = [reach.get(nxt, False) for nxt, _ in node.next_functions if nxt is not None]
             if len(branches) >= 2 and all(branches):
                 adds.append(node)
