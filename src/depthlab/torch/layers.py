@@ -819,10 +819,13 @@ class _ParameterWrites(TorchFunctionMode):
 
 
 def _storage_ptr(t: torch.Tensor) -> int:
-    """The address of ``t``'s storage, 0 where it has none (a functorch wrapper, meta)."""
+    """The address of ``t``'s storage, 0 where it has none (a functorch wrapper, meta, an
+    uninitialized lazy parameter)."""
+    if nn.parameter.is_lazy(t):  # an uninitialized lazy parameter: no storage yet
+        return 0
     try:
         return int(t.untyped_storage().data_ptr())
-    except (RuntimeError, NotImplementedError, TypeError):
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return 0
 
 
