@@ -48,14 +48,17 @@ def test_a_change_within_run_to_run_noise_is_not_help(before, after, helped):
 
 
 def test_a_cure_that_leaves_training_at_chance_did_not_help():
-    # 20 sigmoid layers with N(0, 1) weights; Glorot's init resolves the init_mismatch but the
-    # net stays at chance: train loss 1.381 -> 1.381, val acc 0.2375 -> 0.2375 was "helped"
+    # 20 sigmoid layers with N(0, 1) weights; Glorot's init resolved the init_mismatch but the
+    # net stayed at chance: train loss 1.381 -> 1.381, val acc 0.2375 -> 0.2375 was "helped".
+    # N(0, 1) at width 16 is no init_mismatch now (16x Glorot's, below the sigmoid's critical
+    # 103x); N(0, 36) is (576x, chaotic), and Glorot's cure leaves it at chance (ln 4 = 1.386)
     x, y = clusters(n=400)
-    dg = doctor(dict(sizes=[20] + [16] * 20 + [4], activation="sigmoid", init="normal"),
+    dg = doctor(dict(sizes=[20] + [16] * 20 + [4], activation="sigmoid",
+                     init=get_initializer("normal", std=6.0)),
                 (x, y), steps=50, lr=0.05, verify=True)
     v = next(v for v in dg.verifications if v.kind == "init_mismatch")
     assert v.resolved and not v.helped
-    assert abs(v.after["train_loss"] - v.before["train_loss"]) < 0.01 * v.before["train_loss"]
+    assert v.after["train_loss"] > 0.99 * np.log(4)
     assert "init_mismatch" not in [f.kind for f in dg.findings[:1]] or len(dg.findings) == 1
     for v in dg.verifications:  # whatever helped is a clear improvement
         if v.helped:

@@ -98,9 +98,15 @@ def test_a_sigmoid_net_at_xu_s_variance_is_told_what_glorot_assumes():
     net = dl.mlp([64] + [64] * 5 + [10], activation="sigmoid",
                  init=variance_scaling(16.0, "fan_avg", "uniform"), seed=0)
     dg = dl.doctor(net, data, steps=20, verify=False)
-    f = dg.finding("init_mismatch")
+    # Xu's 16x Glorot's variance lies below the sigmoid's critical one (103x Glorot's, where
+    # its mean field's chi1 reaches 1; Glorot's chi1 is 0.056): no mismatch (siginit29)
+    assert dg.finding("init_mismatch") is None
+    net = dl.mlp([64] + [64] * 5 + [10], activation="sigmoid",
+                 init=variance_scaling(800.0, "fan_avg", "uniform"), seed=0)
+    f = dl.doctor(net, data, steps=20, verify=False).finding("init_mismatch")
     assert f is not None and f.prescription == {"init": "glorot_uniform"}
     assert "derived for sigmoid" not in f.prescription_text and "16x" in f.prescription_text
+    assert "chi1 = 0.056, the ordered phase" in f.prescription_text
 
 
 def test_the_init_cures_qualify_keeps_the_variance_constant_for_other_units():

@@ -8,6 +8,7 @@ A prescription is a dict of ``mlp()`` arguments (``init``, ``activation``, ``bat
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -35,9 +36,74 @@ INIT_EXCESS = 1.33
 choosing the cure for exploding gradients or saturation."""
 
 
+ORDERED_CHI1 = 0.25
+"""An activation whose recommended initializer gives its mean field a slope ``chi1`` below this
+(each layer passes back under half of the gradient's std) has that variance deep in the ordered
+phase: a larger variance, up to the critical one (``chi1 = 1``), is no init mismatch
+(:func:`ordered_init`). Of depthlab's activations only the sigmoid (Glorot's variance: chi1
+0.056); gelu and swish at He's (0.5), penalized_tanh at Glorot's (0.53), mish at He's (0.72)
+are above it."""
+
+
 def recommended_init(activation: str) -> str | None:
     """The initializer recommended for ``activation`` (None when there is no rule)."""
     return RECOMMENDED_INIT.get(activation)
+
+
+@functools.lru_cache(maxsize=64)
+def ordered_init(activation: str) -> tuple[float, float] | None:
+    """``(chi1, critical)`` where the recommended initializer's variance lies deep in the
+    ordered phase of ``activation``'s mean field (zero biases, a square layer, whose
+    ``sigma_w^2 = n Var(W)``: Glorot's 1, He's 2, LeCun's 1): ``chi1 = sigma_w^2
+    E[f'(sqrt(q*) z)^2]`` at that ``sigma_w^2`` is below :data:`ORDERED_CHI1`, and ``critical``
+    is the critical ``sigma_w^2`` (``chi1 = 1``, :func:`~depthlab.theory.meanfield.
+    critical_sigma_w2`) as a multiple of it (sigmoid at Glorot's: chi1 = 0.0557, critical
+    103x); None otherwise (also where no critical variance exists)."""
+    rec = recommended_init(activation)
+    if rec is None:
+        return None
+    from ..initializers import weight_variance
+    from ..theory.meanfield import critical_sigma_w2, slope_chi1
+
+    n = 1000  # any square layer: n Var(W) does not depend on n for these initializers
+    try:
+        sigma_w2 = n * weight_variance(rec, n, n)
+        chi1 = slope_chi1(activation, sigma_w2)
+        if not chi1 < ORDERED_CHI1:
+            return None
+        return float(chi1), float(critical_sigma_w2(activation) / sigma_w2)
+    except (TypeError, ValueError):
+        return None
+
+
+def init_upper_ratio(activation: str) -> float:
+    """The largest initial Var(W), as a multiple of the recommended initializer's, that is not
+    too large for ``activation``: the critical variance's multiple (:func:`ordered_init`) where
+    the recommended one is deep in the ordered phase (sigmoid: 103), else 1."""
+    ordered = ordered_init(activation) if isinstance(activation, str) else None
+    return max(1.0, ordered[1]) if ordered else 1.0
+
+
+def mean_field_note(activation: str) -> str:
+    """What the mean field predicts at the recommended variance where it is deep in the ordered
+    phase (:func:`ordered_init`): ``"at glorot_uniform's variance the mean field has a sigmoid
+    layer pass back 0.24x of the gradient's std (chi1 = 0.056, the ordered phase); the critical
+    variance (chi1 = 1) is 103x it"``; else ``""``."""
+    ordered = ordered_init(activation) if isinstance(activation, str) else None
+    if not ordered:
+        return ""
+    chi1, critical = ordered
+    return (f"at {recommended_init(activation)}'s variance the mean field has a {activation} "
+            f"layer pass back {math.sqrt(chi1):.2g}x of the gradient's std (chi1 = {chi1:.2g}, "
+            f"the ordered phase); the critical variance (chi1 = 1) is {critical:.3g}x it")
+
+
+def _too_large(activation: str, init_ratio: float) -> bool:
+    """Whether weights of ``init_ratio`` times the recommended variance are too large for
+    ``activation``: above :data:`INIT_EXCESS` and above :func:`init_upper_ratio` (a sigmoid
+    net's N(0, 1) weights at width 64, 64x Glorot's, are below its critical 103x: Glorot's
+    variance moves it deep into the ordered phase, a measured 'did not help')."""
+    return init_ratio > max(INIT_EXCESS, init_upper_ratio(activation))
 
 
 def _init_fix(activation: str, why: str, derived: bool = False) -> tuple[dict[str, Any], str]:
@@ -85,7 +151,8 @@ def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
     """Cure for exploding gradients: smaller (recommended) init, else batch normalization; in a
     plain batch-normalized network (where batch norm itself makes gradients grow about
     sqrt(pi/(pi-1)) per ReLU layer, Yang et al. 2019) residual connections."""
-    if recommended_init(activation) and init_ratio > INIT_EXCESS and not config.get("batchnorm"):
+    if recommended_init(activation) and _too_large(activation, init_ratio) \
+            and not config.get("batchnorm"):
         return _init_fix(activation, "the current weights amplify the gradient at every layer.")
     if not config.get("batchnorm"):
         return _bn("it normalizes each layer's scale, bounding the per-layer gradient gain.")
@@ -119,7 +186,8 @@ def for_saturation(activation: str, init_ratio: float, config: dict[str, Any]
                    ) -> tuple[dict[str, Any], str]:
     """Cure for saturated units: the recommended init when the weights are too large, else
     batch normalization (keeps pre-activations in the linear range)."""
-    if recommended_init(activation) and init_ratio > INIT_EXCESS and not config.get("batchnorm"):
+    if recommended_init(activation) and _too_large(activation, init_ratio) \
+            and not config.get("batchnorm"):
         return _init_fix(activation, "smaller initial weights keep pre-activations out of the "
                                      "flat tails of the nonlinearity.")
     if not config.get("batchnorm"):
@@ -221,7 +289,8 @@ def _not_derived_for(activation: str) -> str:
     if factor == factor and abs(factor - 1.0) > 0.1:  # not NaN, and the slope at 0 is not 1
         text += (f", though {activation}'s slope at 0 makes its linear regime keep variances "
                  f"at {factor:.3g}x this variance (Xu et al. 2016)")
-    return text
+    note = mean_field_note(activation)
+    return f"{text}; {note}" if note else text
 
 
 def init_caveat(activation: str) -> str:

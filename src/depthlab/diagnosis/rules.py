@@ -68,7 +68,10 @@ Thresholds (module constants):
                               1e-5 -> 1e-2, adam 1e-6 -> 1e-3)
 ``INIT_MISMATCH`` 4           measured initial Var(W) / the recommended initializer's variance
                               (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
-                              above 4 or below 1/4, or 0 (zeros/constant: symmetric units;
+                              above 4 or below 1/4 (above: 4x the critical variance of the
+                              mean field where the recommended one is deep in its ordered
+                              phase, chi1 < 0.25: sigmoid, Glorot's chi1 0.056, critical
+                              103x Glorot's), or 0 (zeros/constant: symmetric units;
                               not checked with batch normalization); a variance is judged on
                               at least ``INIT_MIN_WEIGHTS`` (20) weights (sample variances of
                               fewer scatter by factors: a 2x2 Glorot layer measured 0.19x; a
@@ -803,15 +806,33 @@ def rule_mean_shift(ctx: RunContext) -> RuleResult:
                            _severity(metric, MEAN_SHIFT, log=False))
 
 
+def _mismatch_log(ratio: float, upper: float = 1.0) -> float:
+    """``|ln|`` of the factor by which ``ratio`` (Var(W) / the recommended variance) lies
+    outside ``[1, upper]``: ``ln(1 / ratio)`` below 1, ``ln(ratio / upper)`` above ``upper``,
+    0 within; ``inf`` for a ratio of 0 (all weights equal)."""
+    if not ratio > 0:
+        return math.inf
+    if ratio < 1.0:
+        return -math.log(ratio)
+    return math.log(ratio / upper) if ratio > upper else 0.0
+
+
 def rule_init_mismatch(ctx: RunContext) -> RuleResult:
+    """Init mismatch: the worst layer's factor outside ``[1, upper]`` times the recommended
+    variance (``upper``: :func:`~depthlab.diagnosis.prescriptions.init_upper_ratio`, the
+    critical variance's multiple where the recommended one is deep in the ordered phase of the
+    activation's mean field, sigmoid 103; else 1) above ``INIT_MISMATCH``."""
     if ctx.config.get("batchnorm"):
         return math.nan, None
     ratios = ctx.judged_init_ratios()
     if not ratios:
         return math.nan, None
     # a variance of 0 (init zeros or constant: every unit of the layer starts identical and
-    # stays so, the symmetry nothing in training breaks) is an infinite mismatch
-    logs = {k: abs(math.log(v)) if v > 0 else math.inf for k, v in ratios.items()}
+    # stays so, the symmetry nothing in training breaks) is an infinite mismatch; a larger
+    # variance up to the critical one is none where the recommended one lies deep in the
+    # ordered phase (sigmoid: up to 103x Glorot's, rx.init_upper_ratio)
+    upper = rx.init_upper_ratio(ctx.activation)
+    logs = {k: _mismatch_log(v, upper) for k, v in ratios.items()}
     worst = max(logs, key=logs.get)
     metric = math.exp(logs[worst])  # the worst factor, >= 1 either way
     if metric <= INIT_MISMATCH:
@@ -830,6 +851,10 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     else:
         msg = (f"The initial weight variance of layer {worst} is {r:.3g}x the {rec} variance "
                f"recommended for {ctx.activation} units (init {ctx.config.get('init', '?')}).")
+        if upper > 1.0 and r > upper:
+            ev["critical_ratio"] = upper
+            msg = (f"{msg[:-2]}), {r / upper:.3g}x the critical variance of their mean field "
+                   f"({upper:.3g}x {rec}'s, chi1 = 1): the chaotic phase.")
     return metric, Finding("init_mismatch", layers, ev, msg, changes, text,
                            _severity(metric, INIT_MISMATCH))
 
