@@ -288,3 +288,18 @@ def test_predict_takes_a_branch_ending_with_a_functional_activation():
     assert preds[1][["layer", "quantity"]].equals(preds[0][["layer", "quantity"]])
     assert preds[1]["predicted"].to_numpy() == pytest.approx(preds[0]["predicted"].to_numpy(),
                                                              rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_transpose"])
+def test_predict_of_one_unbatched_image_is_that_of_a_batch_of_one(kind):
+    """An unbatched image, which torch's convs take ((C, H, W) for a Conv2d), had its first
+    dimension read as the examples (channels taken for examples): the second layer's pre_std
+    was predicted 1.17x that of the same image as a batch of one."""
+    torch.manual_seed(0)
+    first = nn.Conv2d(3, 6, 3) if kind == "conv" else nn.ConvTranspose2d(3, 6, 3, padding=2)
+    model = nn.Sequential(first, nn.Tanh(), nn.Conv2d(6, 2, 3))
+    x = torch.randn(3, 7, 7) * torch.tensor([0.2, 1.0, 3.0])[:, None, None]
+    y = torch.randn(2, 3, 3)
+    got = dlt.predict(model, x, y, nn.MSELoss())
+    ref = dlt.predict(model, x[None], y[None], nn.MSELoss())
+    assert got["predicted"].to_numpy() == pytest.approx(ref["predicted"].to_numpy(), rel=1e-9)

@@ -317,7 +317,7 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
     with torch.no_grad(), untouched(model):  # reading a parametrized weight (spectral_norm
         _refresh_hook_weights(model)         # in training mode) updates its buffers
         # the first layer's input when the forward computed it from x alone (x / 255)
-        x64 = segments[0].get("input", x).detach().to(torch.float64)
+        x64 = _batched(segments[0].get("input", x).detach().to(torch.float64), segments[0])
         bvar = float(x64.var(dim=0, unbiased=False).mean()) if x64.shape[0] > 1 else 0.0
         sq0, mean0 = float(x64.pow(2).mean()), float(x64.mean())
         state = (sq0, mean0, bvar, _gauss_dist(None, sq0 - mean0 ** 2, mean0))
@@ -452,6 +452,21 @@ GROUPS = 4
 """Groups of examples (by quantiles of their mean square) that :func:`predict` propagates
 separately (:func:`_input_groups`)."""
 _SAME = 0.02
+
+
+def _batched(x64: torch.Tensor, first: dict) -> torch.Tensor:
+    """``x64`` with a batch dimension of one where it is one example without it (a conv's
+    unbatched input, which torch takes: ``(C, H, W)`` for a Conv2d): its first dimension was
+    read as the examples, channels taken for examples (a Conv2d on one (3, 7, 7) image: the
+    second layer's pre_std predicted 1.17x that of the same image as a batch of one). (A
+    Linear's ``(D,)`` is refused before, as a batch of D examples.)"""
+    seg = first if first["kind"] == "layer" else (first["layers"] or first["shortcut"])[0]
+    module = seg["module"]
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                           nn.ConvTranspose2d, nn.ConvTranspose3d)) \
+            and x64.dim() == module.weight.dim() - 1:
+        return x64.unsqueeze(0)
+    return x64
 
 
 def _input_groups(x64: torch.Tensor) -> list[tuple[float, tuple]]:
