@@ -58,3 +58,33 @@ def test_rotary_add_inside_attention_is_not_a_residual_block() -> None:
     df = dlt.probe(model, x, y, nn.MSELoss())
     rows = df[df.quantity == "block_grad_std"]
     assert list(rows.module) == ["0"]
+
+
+def test_relu6_inactive_side_is_not_saturation() -> None:
+    """ReLU6 is flat on both sides: s <= 0 is its inactive side (inactive_frac), as for ReLU
+    ("an inactive ReLU is not saturated", the NumPy probes); only s >= 6 is saturated. The
+    zero side was counted in saturated_frac too (0.60 = inactive_frac on a MobileNet stem with
+    no entry near 6), and the doctor called a plain ReLU6 MLP 'saturation'."""
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 32)
+    model = nn.Sequential(lin, nn.ReLU6(), nn.Linear(32, 2)).double()
+    with torch.no_grad():
+        lin.weight.mul_(20.0)
+    x = torch.randn(64, 6, dtype=torch.float64)
+    y = torch.randint(0, 2, (64,))
+    df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    s = model[0](x)
+    row = df[df.module == "0"].set_index("quantity").value
+    assert row["saturated_frac"] == pytest.approx(float((s >= 6).double().mean()))
+    assert row["inactive_frac"] == pytest.approx(float((s <= 0).double().mean()))
+    assert 0 < row["saturated_frac"] < row["inactive_frac"] + row["saturated_frac"] < 1
+
+    X = torch.randn(128, 20)
+    Y = (X[:, 0] > 0).long()
+
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(20, 32), nn.ReLU6(), nn.Linear(32, 32), nn.ReLU6(),
+                             nn.Linear(32, 2))
+    d = dlt.doctor(make, (X, Y), loss_fn=nn.CrossEntropyLoss(), optimizer=("sgd", {"lr": 0.1}),
+                   steps=10, batch_size=32, seed=0, verify=False)
+    assert "saturation" not in {f.kind for f in d.findings}, d.findings

@@ -168,7 +168,10 @@ def reference(model, x, y, loss_fn, layers, followers, blocks=(), sup=None, feat
             d = np.concatenate([np.abs(v).ravel() for v in ds])
             sv = np.concatenate([v.ravel() for v in ss])
             if kind in BOUNDED:
-                expected[(li, "saturated_frac")] = np.mean(d < 0.05 * sup[kind])
+                sat = d < 0.05 * sup[kind]
+                if kind in RELU_FAMILY:  # ReLU6: s <= 0 is inactive, not saturated
+                    sat &= sv > 0
+                expected[(li, "saturated_frac")] = np.mean(sat)
             if kind in RELU_FAMILY:
                 expected[(li, "inactive_frac")] = np.mean(sv <= 0)
             alive = None

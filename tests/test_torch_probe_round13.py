@@ -152,6 +152,8 @@ class _Tap:
         d_all, s_all = _cat(ds), _cat(self.fin[i])
         if spec.bounded:
             sat = d_all.abs() < SATURATION_RATIO * spec.max_derivative
+            if spec.relu_family:  # ReLU6: s <= 0 is inactive, not saturated
+                sat &= s_all > 0
             out[(i, "saturated_frac")] = float(sat.double().mean())
         if spec.relu_family:
             out[(i, "inactive_frac")] = float((s_all <= 0).double().mean())

@@ -131,8 +131,11 @@ def reference(model, x, y, loss_fn, layers, followers=None, axes=None) -> dict:
             ds.append(torch.autograd.grad(act(leaf.clone()).sum(), leaf)[0].abs())
         n = sum(d.numel() for d in ds)
         if type(act) in BOUNDED:
+            # ReLU6: its s <= 0 side is inactive, not saturated
+            up = isinstance(act, RELU_FAMILY)
             exp[(i, "saturated_frac")] = sum(
-                float((d < SAT * BOUNDED[type(act)]).sum()) for d in ds) / n
+                float(((d < SAT * BOUNDED[type(act)]) & ((s > 0) if up else True)).sum())
+                for d, s in zip(ds, ins)) / n
         if isinstance(act, RELU_FAMILY):
             exp[(i, "inactive_frac")] = sum(float((s <= 0).sum()) for s in ins) / n
         ax = axes.get(name, -1)

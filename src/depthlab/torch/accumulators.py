@@ -28,7 +28,6 @@ from torch import nn
 
 from ..probes import accel
 from ..probes.kernels import CANCELLATION_RATIO, TINY_SQUARE_64
-from ..probes.stats import SATURATION_RATIO
 from .layers import ActivationSpec
 
 __all__ = ["Acc", "ActAcc", "Deferred", "Lazy", "Transfer", "cpu_kernels", "defer", "norm_dtype",
@@ -995,7 +994,7 @@ class ActAcc:
         self.n += f.numel()
         d = spec.derivative(f).abs()
         if spec.bounded:
-            self.saturated.append((d < SATURATION_RATIO * spec.max_derivative).sum())
+            self.saturated.append(spec.saturated(f, d).sum())
         if spec.relu_family:
             self.inactive.append((f <= 0).sum())
         if layout is not None:

@@ -165,7 +165,7 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
     ``inactive_frac`` (ReLU family: ``s <= 0``), replacing the ``act_*`` rows of a norm in
     between (a module activation's rows are its output's, not the norm's). A layer that has
     such rows already, or whose function does not run on ``x``, is left as measured."""
-    from ..probes.stats import SATURATION_RATIO, percentile_names
+    from ..probes.stats import percentile_names
     from .accumulators import NORM_HIGH, NORM_LOW, partition_percentiles, scaled_std
     from .layers import feature_axis
 
@@ -193,7 +193,7 @@ def functional_act_rows(table: pd.DataFrame, model: nn.Module, x: torch.Tensor,
                 n += f.numel()
                 d = spec.derivative(f).abs()
                 if spec.bounded:
-                    sat += int((d < SATURATION_RATIO * spec.max_derivative).sum())
+                    sat += int(spec.saturated(f, d).sum())
                 if spec.relu_family:
                     off += int((f <= 0).sum())
                 if d.dim() < 2:

@@ -47,6 +47,7 @@ from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from ..activations import get_activation
+from ..probes.stats import SATURATION_RATIO
 
 __all__ = [
     "ACTIVATIONS",
@@ -98,6 +99,15 @@ class ActivationSpec:
     """For an activation with random draws (RReLU in training mode), ``E f(s)`` over the
     draws where ``function`` gives their root-mean-square value (the theory's ``E f^2``);
     None: ``function`` is both."""
+
+    def saturated(self, s: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the saturated entries of input ``s`` (``d = |f'(s)|``): ``d <
+        SATURATION_RATIO * max_derivative``; for a ReLU-family activation with a bounded
+        range (ReLU6) only on its upper side ``s > 0``, its flat side ``s <= 0`` being
+        *inactive* (``inactive_frac``): an inactive unit is not saturated, as in the NumPy
+        probes."""
+        mask = d < SATURATION_RATIO * self.max_derivative
+        return mask & (s > 0) if self.relu_family else mask
 
 
 def _max_deriv(name: str, **kw) -> float:

@@ -22,6 +22,8 @@ quantity                  definition (population statistics over all entries)
                           ``linear`` rule)
 ``act_mean/act_std``      the same for ``a`` (``act_pK`` percentiles); only with a follower
 ``saturated_frac``        fraction of entries with ``|f'(s)| < SATURATION_RATIO * sup|f'|``
+                          (bounded activations; ReLU6: only ``s > 0``, its ``s <= 0`` side
+                          is inactive, not saturated)
 ``inactive_frac``         ReLU-family activations: the same count (entries on the flat side)
 ``dead_frac``             fraction of units (features; channels for convolutions) with
                           ``f'(s) == 0`` on every entry of the batch
