@@ -517,7 +517,8 @@ def test_doctor_summary_leaves_out_an_accuracy_it_did_not_measure():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((120, 4)).astype(np.float32)
     y = np.eye(2, dtype=np.float32)[rng.integers(0, 2, 120)]
-    d = dl.doctor({"sizes": [4, 8, 8, 2], "activation": "sigmoid", "init": "normal"},
+    init = dl.initializers.get_initializer("normal", std=10.0)  # 800x Glorot's: a mismatch
+    d = dl.doctor({"sizes": [4, 8, 8, 2], "activation": "sigmoid", "init": init},
                   (x, y), loss="mse", steps=20, batch_size=16, seed=0, verify=True)
     text = str(d)
     assert "nan" not in text.lower(), text

@@ -17,8 +17,16 @@ def test_a_cure_that_only_reaches_a_constant_predictions_loss_did_not_help():
     # the playground's sigmoid net (10 x 32, N(0, 1) weights, lr 0.1, momentum 0.9) on the
     # 2-D spirals: glorot_uniform took the train loss 0.7076 -> 0.6932 (ln 2: 50/50 for every
     # input) with the held-out accuracy unchanged at 0.485, and read "helped"
+    # (siginit29: N(0, 1) at width 32 is 32x Glorot's variance, below the sigmoid's critical
+    # 103x, so Glorot's is no longer prescribed for it; N(0, 36), 1152x, chaotic, still gets it)
     data = load_dataset("spirals", seed=0, standardize=True, n_classes=2, noise=0.1)
     cfg = dict(sizes=[2] + [32] * 10 + [2], activation="sigmoid", init="normal", seed=0)
+    dg = dl.doctor(cfg, data, steps=200, lr=0.1, optimizer_kwargs={"momentum": 0.9},
+                   verify=True)
+    assert not [v for v in dg.verifications if v.prescription == {"init": "glorot_uniform"}]
+    # a cure that learned something still helped (batch norm: held-out accuracy up)
+    assert any(v.helped for v in dg.verifications if v.prescription.get("batchnorm"))
+    cfg["init"] = dl.initializers.get_initializer("normal", std=6.0)
     dg = dl.doctor(cfg, data, steps=200, lr=0.1, optimizer_kwargs={"momentum": 0.9},
                    verify=True)
     glorot = [v for v in dg.verifications if v.prescription == {"init": "glorot_uniform"}]
@@ -26,11 +34,8 @@ def test_a_cure_that_only_reaches_a_constant_predictions_loss_did_not_help():
     chance = constant_loss("cross_entropy", data.y_train, 2)
     assert abs(chance - math.log(2)) < 1e-3
     for v in glorot:
-        assert v.after["val_acc"] == v.before["val_acc"]
         assert v.after["train_loss"] > 0.99 * chance  # no better than a constant prediction
         assert not v.helped, v.summary()
-    # a cure that learned something still helped (batch norm: held-out accuracy up)
-    assert any(v.helped for v in dg.verifications if v.prescription.get("batchnorm"))
 
 
 def test_constant_loss_is_the_loss_of_the_best_constant_prediction():
