@@ -830,11 +830,15 @@ class _ParameterWrites(TorchFunctionMode):
 
 def _storage_ptr(t: torch.Tensor) -> int:
     """The address of ``t``'s storage, 0 where it has none (a functorch wrapper, meta, an
-    uninitialized lazy parameter)."""
+    uninitialized lazy parameter). Read with torch-function dispatch off: called from
+    :class:`_ParameterWrites`' handler, ``untyped_storage()`` would otherwise reach the modes
+    below it (``prescriptions.residual_ends``' sum tracker took the lookup for a use of the
+    tensor, and an in-place residual sum, ``out += x``, was no longer found)."""
     if nn.parameter.is_lazy(t):  # an uninitialized lazy parameter: no storage yet
         return 0
     try:
-        return int(t.untyped_storage().data_ptr())
+        with torch._C.DisableTorchFunction():
+            return int(t.untyped_storage().data_ptr())
     except (RuntimeError, NotImplementedError, TypeError, ValueError):
         return 0
 
