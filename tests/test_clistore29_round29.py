@@ -6,33 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers.cli import TINY
+from helpers.cli import tiny_run as _tiny_run
 
 from depthlab.cli import main
 from depthlab.data.files import load_file
-
-TINY = """\
-name = "tiny"
-[data]
-name = "spirals"
-n = 200
-seed = 3
-[model]
-sizes = ["auto", 8, "auto"]
-[train]
-epochs = 1
-batch_size = 50
-[probes]
-every = 5
-"""
-
-
-def _tiny_run(tmp_path, capsys) -> tuple[str, str]:
-    """A finished `depthlab run` of TINY: (its id, its results folder)."""
-    config, out = tmp_path / "tiny.toml", str(tmp_path / "out")
-    config.write_text(TINY)
-    assert main(["run", str(config), "--out", out, "--quiet", "--json"]) == 0
-    rid = json.loads(capsys.readouterr().out)["id"]
-    return rid, out
 
 
 @pytest.mark.parametrize("extra, named", [

@@ -5,32 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers.cli import TINY
+from helpers.cli import tiny_run as _tiny_run
 
 from depthlab.cli import main
-
-TINY = """\
-name = "tiny"
-[data]
-name = "spirals"
-n = 200
-seed = 3
-[model]
-sizes = ["auto", 8, "auto"]
-[train]
-epochs = 1
-batch_size = 50
-[probes]
-every = 5
-"""
-
-
-def _tiny_run(tmp_path, capsys) -> tuple[str, str]:
-    """A finished `depthlab run` of TINY: (its id, its results folder)."""
-    config, out = tmp_path / "tiny.toml", str(tmp_path / "out")
-    config.write_text(TINY)
-    assert main(["run", str(config), "--out", out, "--quiet", "--json"]) == 0
-    rid = json.loads(capsys.readouterr().out)["id"]
-    return rid, out
 
 
 def test_predict_on_a_builtin_spelled_otherwise_takes_the_runs_own_test_split(tmp_path, capsys):

@@ -71,3 +71,34 @@ every = 10
 "model.activation" = ["tanh", "relu"]
 "train.seed" = [0, 1]
 """
+
+
+TINY = """\
+name = "tiny"
+[data]
+name = "spirals"
+n = 200
+seed = 3
+[model]
+sizes = ["auto", 8, "auto"]
+[train]
+epochs = 1
+batch_size = 50
+[probes]
+every = 5
+"""
+"""A run of a few milliseconds: 200 spirals, one hidden layer of 8, one epoch."""
+
+
+def tiny_run(tmp_path, capsys) -> tuple[str, str]:
+    """A finished `depthlab run` of :data:`TINY` (in this process): (its id, its results
+    folder)."""
+    import json
+
+    from depthlab.cli import main
+
+    config, out = tmp_path / "tiny.toml", str(tmp_path / "out")
+    config.write_text(TINY)
+    assert main(["run", str(config), "--out", out, "--quiet", "--json"]) == 0
+    rid = json.loads(capsys.readouterr().out)["id"]
+    return rid, out
