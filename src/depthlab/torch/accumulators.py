@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -479,11 +479,7 @@ def scaled_std(tensors: Sequence[torch.Tensor], std: float) -> float:
     tensor's own) or every entry is 0."""
     with torch.no_grad():
         flat = torch.cat([_strided(t).detach().reshape(-1).to(norm_dtype(t)) for t in tensors])
-        top = float(flat.abs().amax()) if flat.numel() else 0.0
-        if not math.isfinite(top) or top == 0.0:
-            return std
-        e = math.frexp(top)[1]
-        return math.ldexp(float(torch.std(_times_pow2(flat, -e), correction=0)), e)
+        return _pow2_measured(flat, std, lambda s: torch.std(s, correction=0))
 
 
 def pooled_mean_std(ns: Sequence[int], cs: Sequence[float], s1: Sequence[float],
@@ -558,14 +554,27 @@ def scaled_norm(x: torch.Tensor | np.ndarray, norm: float) -> float:
         t = torch.as_tensor(x).detach().reshape(-1)
         if t.layout != torch.strided:
             t = t.to_dense()
-        t = t.to(norm_dtype(t))
-        if t.numel() == 0:
-            return norm
-        top = float(t.abs().amax())
-        if not math.isfinite(top) or top == 0.0:
-            return norm
-        e = math.frexp(top)[1]
-        return math.ldexp(float(torch.linalg.vector_norm(_times_pow2(t, -e))), e)
+        return _pow2_measured(t.to(norm_dtype(t)), norm, torch.linalg.vector_norm)
+
+
+def _pow2_measured(flat: torch.Tensor, fallback: float,
+                   measure: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """``2^e measure(flat / 2^e)`` with ``max |flat| < 2^e`` (exact scaling) for a statistic
+    homogeneous of degree 1 (a norm, a std); ``fallback`` where ``flat`` is empty, an entry is
+    NaN or infinite, or every entry is 0."""
+    top = float(flat.abs().amax()) if flat.numel() else 0.0
+    if not math.isfinite(top) or top == 0.0:
+        return fallback
+    e = math.frexp(top)[1]
+    return math.ldexp(float(measure(_times_pow2(flat, -e))), e)
+
+
+def _pow2_exponent(values: Sequence[float]) -> int | None:
+    """``e`` with ``2^e`` above every finite ``|v|`` of ``values`` (``frexp``'s exponent of the
+    largest), None where none is finite and nonzero: the exact scale that brings squares of
+    ``values / 2^e`` into float64's range."""
+    top = max([abs(v) for v in values if math.isfinite(v)], default=0.0)
+    return math.frexp(top)[1] if top > 0.0 else None
 
 
 def host_norm(x: torch.Tensor | np.ndarray, s2: float, hint: float) -> float:
@@ -589,9 +598,8 @@ def update_ratio(*norms: float) -> float:
     if TINY_SQUARE_64 < den < math.inf and num < math.inf:  # the usual case: squares in range
         return math.sqrt(num / den)
     if not all(_norm_in_range(v) for v in norms):
-        top = max([abs(v) for v in norms if math.isfinite(v)], default=0.0)
-        if top > 0.0:
-            e = math.frexp(top)[1]
+        e = _pow2_exponent(norms)
+        if e is not None:
             norms = tuple(math.ldexp(v, -e) for v in norms)
     den, num = sum(v * v for v in norms[0::2]), sum(v * v for v in norms[1::2])
     return math.sqrt(num / den) if den > 0 else math.inf
@@ -622,10 +630,9 @@ def pooled_mean_std_norms(ns: Sequence[int], cs: Sequence[float], s1: Sequence[f
     and std multiplied back (both are homogeneous of degree 1)."""
     if all(_norm_in_range(r) for r in norms):
         return pooled_mean_std(ns, cs, s1, [r * r for r in norms])
-    top = max([abs(v) for v in (*cs, *s1, *norms) if math.isfinite(v)], default=0.0)
-    if top == 0.0:
+    e = _pow2_exponent((*cs, *s1, *norms))
+    if e is None:
         return pooled_mean_std(ns, cs, s1, [r * r for r in norms])
-    e = math.frexp(top)[1]
     mean, std = pooled_mean_std(ns, [math.ldexp(c, -e) for c in cs],
                                 [math.ldexp(a, -e) for a in s1],
                                 [math.ldexp(r, -e) ** 2 for r in norms])
