@@ -452,6 +452,9 @@ class DaskExecutor(Executor):
         self._config: Any = None  # dask.config.set(...) held from start() to close()
         self._loop: tuple[Any, Any, threading.Thread] | None = None  # local:N: its event loop
         self._quiet = False  # its loop's task errors not logged (an abandoned start-up)
+        #: the "distributed" logger's level before start() raised it to WARNING (a client
+        #: made here for a remote scheduler), restored by close(); None: not raised
+        self._log_level: int | None = None
         self._forkserver_pid: int | None = None  # the fork server running before start()
         m = None if given else _LOCAL.fullmatch(address)
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
@@ -518,6 +521,14 @@ class DaskExecutor(Executor):
                 self._start_local(distributed, int(m.group(1)))
             else:
                 _handshake(self.address, self.connect_timeout)
+                # Dask's INFO lines are its own chatter, not the sweep's: a scheduler killed
+                # mid-sweep had the client's batched stream log "Batched Comm Closed" and a
+                # CommClosedError traceback (INFO) before depthlab's one line said so. A
+                # LocalCluster is silenced by its silence_logs; a given client is the caller's.
+                log = logging.getLogger("distributed")
+                if self._log_level is None:
+                    self._log_level = log.level
+                    log.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
                 self.client = distributed.Client(self.address, set_as_default=False,
                                                  timeout=max(self.connect_timeout, 10.0))
                 self._check_workers()
@@ -874,6 +885,9 @@ class DaskExecutor(Executor):
         # that still ran would start its next worker with Dask's default method (spawn)
         if self._stop_loop() and config is not None:
             config.__exit__(None, None, None)
+        if self._log_level is not None:  # Dask's INFO lines again (start() raised the level)
+            logging.getLogger("distributed").setLevel(self._log_level)
+            self._log_level = None
 
     def _gather(self, futures: list[Any]) -> dict[str, Any]:
         """``{key: result}`` of those ``futures`` that are finished, in one round trip; one by
