@@ -288,6 +288,14 @@ def _host_stat(v: np.ndarray, stat: int) -> float:
         return float(np.count_nonzero(v))  # NaN counts, as != 0 on the device
 
 
+def _synced(f: torch.Tensor) -> bool:
+    """True where :meth:`Acc.add` reads a large tensor's sums back at once: on the CPU (no
+    cost), and for float64 tensors on any device (their squares may leave float64's range,
+    rescaled from the values, which later in-place operations may change); a device's float32
+    tensor takes :func:`_shifted_sums` instead (tests force that branch on the CPU)."""
+    return f.is_cpu or f.dtype == torch.float64
+
+
 def _rescale_norms(lazies: list[Lazy]) -> None:
     """Deferred norms whose squares left float64's range (entries beyond ~1e154, or below
     ~1e-154, so that the norm is 0 although a ``sum x`` or ``sum |x|`` of the same tensor is
@@ -319,6 +327,8 @@ class Transfer:
         self.where: list[tuple[int, int]] = []  # (start, size) of each part in ``host``
         self.host: list[float] = []
         self.lazy: list[tuple[int, Lazy]] = []  # (part, handle): reduced by run
+        self.held: list[Callable[[Transfer], None]] = []  # called by run while the
+        # deferred values are still held (Acc: cancelling sums taken again)
 
     def _put(self, t: torch.Tensor | Lazy) -> int:
         if type(t) is Lazy:
@@ -377,13 +387,15 @@ class Transfer:
                 for z in zs:
                     z.value = v
         _rescale_norms([z for _, z in self.lazy])
-        for _, z in self.lazy:
-            if z.d.t is not None:
-                z.d.release()
         del self.vectors[first:]
         for k, z in self.lazy:
             where[k] = (len(host), 1)
             host.append(z.value)
+        for fn in self.held:
+            fn(self)
+        for _, z in self.lazy:
+            if z.d.t is not None:
+                z.d.release()
 
     def _run(self, device: torch.device) -> None:
         scalars = self.scalars
@@ -521,6 +533,46 @@ def _centered(x: torch.Tensor | np.ndarray, n: int, s1: float, s2: float
         t1, t2, _, _ = moments(x, e)
         return e, t1, t2
     return 0.0, s1, s2
+
+
+def _cancels(n: int, s1: float, r: float) -> bool:
+    """True where ``var = r^2 / n - mean^2`` (``mean = s1 / n``) cancels:
+    ``mean^2 > CANCELLATION_RATIO var``, compared without squares (``mean^2 (1 + K) > K r^2 / n``
+    as ``|s1| sqrt(1 + K) > r sqrt(K n)``: no overflow for entries of 1e200; NaN: False)."""
+    return abs(s1) * _CANCEL_L > r * math.sqrt(CANCELLATION_RATIO * n)
+
+
+_CANCEL_L = math.sqrt(1.0 + CANCELLATION_RATIO)
+
+
+def _recentered(x: torch.Tensor, n: int, s1: float) -> tuple[float, float, float]:
+    """``(c, S1, R)``: ``sum (x - c)`` and ``||x - c||`` of the ``n`` entries of ``x`` (any
+    device) in float64 (float32 on MPS) around ``c = s1 / n`` (their mean, from the first
+    pass's ``s1 = sum x``): the two-pass sums of :func:`pooled_mean_std`, for calls whose
+    ``sum x^2 / n - mean^2`` cancels (float32 outputs ``1000 + 1e-3 z`` had a ``pre_std`` 1-7%
+    off from the torch operations' one-pass sums). A host synchronisation, taken only then."""
+    c = s1 / n
+    with torch.no_grad():
+        d = _strided(x).detach().reshape(-1).to(norm_dtype(x)) - c
+        t1 = float(d.sum())
+        r = float(torch.linalg.vector_norm(d))
+        if not _norm_in_range(r) or r == 0.0 and t1 != 0.0:
+            r = scaled_norm(d, r)
+    return c, t1, r
+
+
+def _shifted_sums(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(c, sum (x - c), ||x - c||)`` of the 1-d float32 tensor ``f`` as device tensors (no
+    host synchronisation), ``c = f[0]`` (a copy: ``f`` may change in place before the record's
+    end): the one-pass sums of a device's large float32 outputs, shifted so that ``var =
+    R^2 / n - (S1 / n)^2`` no longer cancels where ``|mean| >> std`` (``(f[0] - mean)^2 / var
+    <= n - 1`` whatever the entries). ``x - c`` is taken in float32 (within ``2^-24 |x - c|``
+    of the exact difference: a relative error of the std of that order), the sums in float64
+    (float32 on MPS)."""
+    wide = norm_dtype(f)
+    c = f[0].to(wide, copy=True)
+    d = f - c  # (a 0-d c does not promote f: float32)
+    return c, d.sum(dtype=wide), torch.linalg.vector_norm(d, dtype=wide)
 
 
 # -- sums of squares past float64's range ---------------------------------------------------
@@ -725,7 +777,7 @@ class Acc:
     """
 
     __slots__ = ("ns", "cs", "a", "b", "abs", "sorted", "pct", "want_abs", "want_sorted", "_h",
-                 "host", "kept")
+                 "host", "kept", "_fix")
 
     def __init__(self, want_abs: bool = False, want_sorted: bool = False) -> None:
         self.host = not want_sorted  # every partial sum a host float (the CPU kernels' path)
@@ -739,6 +791,7 @@ class Acc:
         self.want_abs = want_abs
         self.want_sorted = want_sorted
         self.kept = None  # the values frozen with keep=True, for a merge
+        self._fix: dict[int, tuple[float, float, float]] | None = None  # see _recenter
 
     @property
     def n(self) -> int:
@@ -807,15 +860,21 @@ class Acc:
                 self.abs.append(Lazy(d, ABS))
         else:
             self.host = False
-            self.cs.append(0.0)
             f = f.reshape(-1)
             wide = norm_dtype(f)
-            self.a.append(f.sum(dtype=wide) if total is None else total)
-            r = torch.linalg.vector_norm(f, dtype=wide)
-            if f.is_cpu:  # (a host float at once: its range checked while f is as it was)
-                r = float(r)
+            if _synced(f):  # host floats at once, checked while f is as it was: squares out
+                # of float64's range rescaled, cancelling sums taken again around the mean
+                s1 = float(f.sum(dtype=wide) if total is None else total)
+                r = float(torch.linalg.vector_norm(f, dtype=wide))
                 if not _norm_in_range(r) or r == 0.0:
                     r = scaled_norm(f, r)
+                c = 0.0
+                if _cancels(n, s1, r):
+                    c, s1, r = _recentered(f, n, s1)
+            else:  # a device's float32 tensor: shifted sums, no synchronisation
+                c, s1, r = _shifted_sums(f)
+            self.cs.append(c)
+            self.a.append(s1)
             self.b.append(r)
             if self.want_abs:  # (float64: a float32 sum of |x| overflows past 3.4e38)
                 self.abs.append(f.abs().sum(dtype=wide))
@@ -876,15 +935,40 @@ class Acc:
         return _joined(self.sorted) if self.sorted else None
 
     def gather(self, t: Transfer) -> None:
-        """Queue the partial sums (and percentiles) for the transfer."""
+        """Queue the partial sums (and percentiles) for the transfer; calls whose values the
+        transfer holds (deferred) are checked for cancellation there (:meth:`_recenter`)."""
         self._h = [t.add_all(self.a), t.add_all(self.b), t.add_all(self.abs) if self.abs else None,
-                   t.add(self.pct) if self.pct is not None else None]
+                   t.add(self.pct) if self.pct is not None else None,
+                   t.add_all(self.cs) if not self.host else None]
+        self._fix = None
+        if not self.host:
+            for v in self.b:
+                if type(v) is Lazy:
+                    t.held.append(self._recenter)
+                    break
+
+    def _recenter(self, t: Transfer) -> None:
+        """The calls whose norm was deferred and whose ``sum x^2 / n - mean^2`` cancels
+        (:func:`_cancels`): their sums taken again around their mean from the values the
+        transfer still holds (:func:`_recentered`), kept in ``_fix`` for :meth:`result`."""
+        ha, hb, _, _, hc = self._h
+        a, b = t.get(ha), t.get(hb)
+        for k, z in enumerate(self.b):
+            if type(z) is Lazy and z.d.t is not None and _cancels(self.ns[k], a[k], b[k]):
+                if self._fix is None:
+                    self._fix = {}
+                self._fix[k] = _recentered(z.d.t, self.ns[k], a[k])
 
     def result(self, t: Transfer) -> dict[str, float | list[float]]:
         """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""
-        ha, hb, habs, hpct = self._h
+        ha, hb, habs, hpct, hc = self._h
         n = sum(self.ns)
-        mean, std = pooled_mean_std_norms(self.ns, self.cs, t.get(ha), t.get(hb))
+        cs, s1, norms = (self.cs if hc is None else t.get(hc)), t.get(ha), t.get(hb)
+        if self._fix:
+            cs, s1, norms = list(cs), list(s1), list(norms)
+            for k, (c, a, r) in self._fix.items():
+                cs[k], s1[k], norms[k] = c, a, r
+        mean, std = pooled_mean_std_norms(self.ns, cs, s1, norms)
         out: dict[str, float | list[float]] = {"mean": mean, "std": std}
         if habs is not None:
             out["absmean"] = sum(t.get(habs)) / n

@@ -1,0 +1,76 @@
+"""Round 30 hunt of the statistics depthlab.torch takes on the model's device (torchnum30):
+probe / Watch quantities against a direct float64 computation of the same tensors."""
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+dlt = pytest.importorskip("depthlab.torch")
+from depthlab.probes import accel  # noqa: E402
+from depthlab.torch import accumulators  # noqa: E402
+
+
+def _identity_net(d: int, act: type) -> nn.Module:
+    """Linear(d, d) with W = I, b = 0 (its output is its input, exactly), act, Linear(d, 2)."""
+    fc = nn.Linear(d, d)
+    with torch.no_grad():
+        fc.weight.copy_(torch.eye(d))
+        fc.bias.zero_()
+    torch.manual_seed(1)
+    return nn.Sequential(fc, act(), nn.Linear(d, 2))
+
+
+def _layer1(model: nn.Module, x: torch.Tensor) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = dlt.probe(model, x, torch.zeros(x.shape[0], dtype=torch.long), "cross_entropy",
+                       percentiles=())
+    return df[df.layer == 1].set_index("quantity")["value"].to_dict()
+
+
+def _std64(t: torch.Tensor) -> float:
+    return t.double().std(unbiased=False).item()
+
+
+# shapes: 64x128 (8192 entries: deferred to the record's end), 128x256 (32768: reduced at once)
+@pytest.mark.parametrize("rows, d", [(64, 128), (128, 256)])
+def test_pre_and_act_std_of_outputs_far_from_zero_match_float64_on_the_torch_path(rows, d):
+    # float32 outputs 1000 + 1e-3 z (a net with large biases): the torch operations' one-pass
+    # sum x^2 / n - mean^2 cancelled, pre_std 1.2e-3 (deferred) and 1.0e-2 (at once) off, and
+    # act_std after a ReLU (positive outputs, the ReLU's own path) likewise
+    g = torch.Generator().manual_seed(0)
+    x = 1000.0 + 1e-3 * torch.randn(rows, d, generator=g)
+    with accel.numpy_only():  # the torch operations (CUDA's), not the compiled kernels
+        r = _layer1(_identity_net(d, nn.ReLU), x)
+    assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-12)
+    assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-6)
+    assert r["act_std"] == pytest.approx(_std64(torch.relu(x)), rel=1e-6)
+
+
+def test_the_device_branch_of_large_float32_outputs_matches_float64(monkeypatch):
+    # the branch a GPU's float32 tensors of more than 2^20 entries take (no host
+    # synchronisation), forced on the CPU: same cancellation as above (1.0e-2 off)
+    monkeypatch.setattr(accumulators, "_synced", lambda f: f.dtype == torch.float64)
+    g = torch.Generator().manual_seed(2)
+    x = -50.0 + 1e-4 * torch.randn(128, 256, generator=g)
+    with accel.numpy_only():
+        r = _layer1(_identity_net(256, nn.Tanh), x)
+    assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-12)
+    assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-6)
+    assert r["act_std"] == pytest.approx(_std64(torch.tanh(x)), rel=1e-5)
+
+
+def test_a_watch_records_the_std_of_outputs_far_from_zero_on_the_torch_path():
+    g = torch.Generator().manual_seed(3)
+    x = 1000.0 + 1e-3 * torch.randn(128, 256, generator=g)
+    model = _identity_net(256, nn.ReLU)
+    with accel.numpy_only(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with dlt.Watch(model, every=1, theory=False) as watch:
+            loss = nn.functional.cross_entropy(model(x), torch.zeros(128, dtype=torch.long))
+            loss.backward()
+            watch.step(loss)
+    f = watch.frame()
+    got = f[(f.layer == 1) & (f.quantity == "pre_std")]["value"].iloc[0]
+    assert got == pytest.approx(_std64(x), rel=1e-6)
