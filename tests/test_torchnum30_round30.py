@@ -74,3 +74,18 @@ def test_a_watch_records_the_std_of_outputs_far_from_zero_on_the_torch_path():
     f = watch.frame()
     got = f[(f.layer == 1) & (f.quantity == "pre_std")]["value"].iloc[0]
     assert got == pytest.approx(_std64(x), rel=1e-6)
+
+
+def test_float32_outputs_near_float32s_limit_have_their_mean_and_std_on_the_kernels_path():
+    # std 3e37 (an exploding float32 net, entries below 3.4e38): the compiled kernels' float32
+    # block sums overflowed to inf - inf, and pre_mean/pre_std read NaN (the torch operations
+    # and a float64 computation: -4.8e35 and 3.0e37)
+    pytest.importorskip("numba")
+    if not accel.available():
+        pytest.skip("compiled kernels disabled")
+    g = torch.Generator().manual_seed(4)
+    x = 3e37 * torch.randn(64, 64, generator=g)
+    r = _layer1(_identity_net(64, nn.Tanh), x)
+    assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-9)
+    assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-9)
+    assert r["act_std"] == pytest.approx(_std64(torch.tanh(x)), rel=1e-9)

@@ -41,9 +41,12 @@ def sums(x: np.ndarray) -> tuple[float, float, float]:
     :data:`depthlab.probes.kernels.BLOCK` entries summed in ``x``'s dtype (float32 vector lanes,
     :func:`depthlab.probes.kernels.block_moments` around 0), the blocks in float64; everything
     again in float64 (:func:`depthlab.probes.kernels.moments`) when the mean square falls below
-    the dtype's ``TINY_SQUARE`` (squares of vanishing gradients underflow in float32)."""
+    the dtype's ``TINY_SQUARE`` (squares of vanishing gradients underflow in float32) or is not
+    finite: a float32 block's ``sum x`` past 3.4e38 is ``inf - inf = NaN`` in the lanes (and so
+    is ``S2``, moved by ``0 * S1``), which float32 outputs of std 3e37 read as ``pre_mean`` and
+    ``pre_std`` NaN; float64 sums are finite there (NaN entries: NaN again)."""
     s1, s2, ab = block_moments(x, 0.0, x[:0])
-    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * x.size or s2 == np.inf:
+    if s2 < (TINY_SQUARE_32 if x.itemsize == 4 else TINY_SQUARE_64) * x.size or not s2 < np.inf:
         s1, s2, ab, _ = moments(x, 0.0)
     return s1, s2, ab
 
