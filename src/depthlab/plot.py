@@ -357,6 +357,37 @@ def _own_scales(ranges: Sequence[tuple[float, float]], whole: tuple[float, float
     return span > 3 and min(math.log10(h) - math.log10(lo) for lo, h in ranges) < span / 3
 
 
+DEPTH_RATIO_LOG_X = 8.0
+"""Deepest / shallowest run of an overlay beyond which its layer axis is logarithmic: on a
+linear axis the shallow run fills 1 / ratio of the panel (2 layers beside 200: 1%)."""
+
+
+def _depths_differ(wides: Any) -> bool:
+    """Whether the overlaid wide tables (``step x layer``) are of runs so different in depth
+    (their deepest hidden layer numbers, ``max / min > DEPTH_RATIO_LOG_X``) that a linear
+    layer axis squeezes the shallow ones."""
+    depths = [float(max(w.columns)) for w in wides if not w.empty and len(w.columns)]
+    return len(depths) > 1 and min(depths) >= 1 and max(depths) / min(depths) > DEPTH_RATIO_LOG_X
+
+
+def _log_layer_ticks(axis: Any, span: tuple[int, int]) -> None:
+    """Ticks of a logarithmic layer axis over ``span`` (first, last layer): whole layers at
+    1, 2, 5 times the powers of 10 (1, 2, 5, 10, 20, 50, 100, 200), written as plain numbers
+    (not 10^2), no minor labels."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, StrMethodFormatter
+
+    lo, hi = span
+    ticks = [m * 10 ** e for e in range(0, int(math.log10(max(hi, 1))) + 1)
+             for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
+    if lo not in ticks:
+        ticks.insert(0, lo)
+    if hi not in ticks and hi / ticks[-1] > 1.25:  # the deepest layer, unless crowding a tick
+        ticks.append(hi)
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(StrMethodFormatter("{x:.0f}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
                scale_to_top: bool, ylabel: str, title: str) -> Figure:
     runs = _runs(table_or_runs)
@@ -371,6 +402,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     # its loss rows only draws no layer and does not count)
     layered = [t for t in tables if "layer" in t.columns and bool((t["layer"] >= 1).any())]
     names = (_f.layer_names(*layered) if all("module" in t.columns for t in layered) else {})
+    # runs of very different depths (2, 10 and 200 layers) on a linear layer axis: the 2-layer
+    # run was one dot and the 10-layer one a smudge of 19 px beside the 200 layers. Then the
+    # numbered axis is logarithmic (still in layer numbers), each run spread over its share
+    log_x = not names and _depths_differ(wides.values())
     # a run whose later steps are all NaN (diverged: the pivot drops those rows) still has an
     # end: its right panel draws the last finite step and says so (was one panel, "at
     # initialization", with no word about the steps recorded after it)
@@ -553,15 +588,25 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             elif runs:
                 when += f"\n{len(runs)} runs: some layers {why}"
         if span is not None and span[1] > span[0]:  # every panel the same layers' range
-            pad = 0.04 * (span[1] - span[0])
-            ax.set_xlim(span[0] - pad, span[1] + pad)
+            if log_x and span[0] > 0:
+                pad = (span[1] / span[0]) ** 0.04  # 4% of the axis, as the linear one
+                ax.set_xscale("log")
+                ax.set_xlim(span[0] / pad, span[1] * pad)
+            else:
+                pad = 0.04 * (span[1] - span[0])
+                ax.set_xlim(span[0] - pad, span[1] + pad)
         ax.set_yscale("log")
         _f._tidy_log_axis(ax.yaxis, *(ranges[k] if own else (lo, hi)))
         _fit_huge_log_axis(ax, *(ranges[k] if own else (lo, hi)))
         ax.set_xlabel("module (nearest the input on the left)" if names else
+                      "layer (log scale; 1 = first hidden, nearest the input)"
+                      if ax.get_xscale() == "log" else
                       "layer (1 = first hidden, nearest the input)")
         ax.set_title(when)
-        _f.layer_ticks(ax, "x", sorted(all_layers), names, size=size)
+        if ax.get_xscale() == "log":
+            _log_layer_ticks(ax.xaxis, span)
+        else:
+            _f.layer_ticks(ax, "x", sorted(all_layers), names, size=size)
     axes[0].set_ylabel(ylabel)
     if own:
         axes[1].set_ylabel("own scale (log)")

@@ -269,21 +269,23 @@ def tick_font_size(n_layers: int) -> float:
 
 
 def layer_ticks(ax, axis: str, layers: Sequence[int], names: dict[int, str] | None,
-                plain_max: int = 12, size: float | None = None) -> None:
+                plain_max: int = 12, size: float | None = None,
+                max_ticks: int = LAYER_TICKS_MAX) -> None:
     """Ticks at the layers on ``axis`` ("x" or "y"): module names when ``names`` has them
     (small font, x labels rotated 90 degrees), else the numbers when there are at most
     ``plain_max`` (more: automatic ticks, at whole layers only). Named ticks are thinned to
     what the axis holds (:func:`_spaced_layers`: evenly, first and last kept, labels
     ``TICK_PITCH`` font sizes apart, at most
-    :data:`LAYER_TICKS_MAX`), so 60 rotated names do not print over each other. Call it
-    after the data are drawn (it reads the axis limits). ``size``: the names' points (default
-    :func:`tick_font_size` of the layers; give the one the figure's margin was made for)."""
+    ``max_ticks``, default :data:`LAYER_TICKS_MAX`), so 60 rotated names do not print over each
+    other. Call it after the data are drawn (it reads the axis limits). ``size``: the names'
+    points (default :func:`tick_font_size` of the layers; give the one the figure's margin was
+    made for)."""
     layers = sorted(int(v) for v in layers)
     if not layers:
         return
     if names and any(la in names for la in layers):
         size = size or tick_font_size(len(layers))
-        shown = _spaced_layers(ax, axis, layers, size)
+        shown = _spaced_layers(ax, axis, layers, size, max_ticks)
         labels = [layer_label(la, names) for la in shown]
         if axis == "x":
             ax.set_xticks(shown, labels, rotation=90, fontsize=size)
@@ -296,9 +298,10 @@ def layer_ticks(ax, axis: str, layers: Sequence[int], names: dict[int, str] | No
             MaxNLocator(nbins="auto", integer=True))
 
 
-def _spaced_layers(ax, axis: str, layers: list[int], size: float) -> list[int]:
+def _spaced_layers(ax, axis: str, layers: list[int], size: float,
+                   max_ticks: int = LAYER_TICKS_MAX) -> list[int]:
     """The sorted ``layers`` whose labels of ``size`` points fit along ``axis`` of ``ax``:
-    consecutive ticks at least ``gap = max(size * TICK_PITCH / 72 in, span / (MAX - 1))``
+    consecutive ticks at least ``gap = max(size * TICK_PITCH / 72 in, span / (max_ticks - 1))``
     apart in data units (``in_per_unit`` = the axis length in inches over its data range),
     chosen greedily from the first; the last layer replaces the one before it when too close.
     (Thinning to a count alone left neighbours one layer apart: 0.065 in for 62 layers on a
@@ -309,8 +312,8 @@ def _spaced_layers(ax, axis: str, layers: list[int], size: float) -> list[int]:
     lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
     span = layers[-1] - layers[0]
     if not (length > 0 and hi > lo) or span == 0:
-        return _pick_layers(layers, LAYER_TICKS_MAX)
-    gap = max(size * TICK_PITCH / 72 / (length / (hi - lo)), span / (LAYER_TICKS_MAX - 1))
+        return _pick_layers(layers, max_ticks)
+    gap = max(size * TICK_PITCH / 72 / (length / (hi - lo)), span / (max_ticks - 1))
     shown = [layers[0]]
     for la in layers[1:]:
         if la - shown[-1] >= gap - 1e-9:
@@ -768,6 +771,12 @@ HEATMAP_TEXTS = {
 """Title and colour-bar label of :func:`gradient_heatmap` per quantity (another: its name)."""
 
 
+HEATMAP_NAMED_ROWS = 80
+"""Rows of a heatmap of named modules (a PyTorch run) that each get their name: the figure grows
+one label's pitch a row up to this many (a 20-block transformer); beyond, names are thinned and
+the axis label says how many of them are shown."""
+
+
 def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std") -> Figure:
     """Back-propagated gradient standard deviation per layer (rows) and step (columns), on a
     logarithmic colour scale; zero or non-finite cells are left blank. Another ``quantity``
@@ -778,7 +787,14 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     wide = _quantity(probes, quantity)
     size = tick_font_size(len(wide.columns))
     left = max(0.85, names_margin(names, list(wide.columns), size) + 0.35) if names else None
-    height = max(3.8, 1.0 + 0.16 * len(wide.columns)) if names else 3.8
+    # named rows: every row drawn (the blank ones of layers without this quantity included)
+    # one label's pitch tall, up to HEATMAP_NAMED_ROWS rows. Sized by the measured layers
+    # alone, a 6-block transformer's 24 rows got 0.130 in each for labels 0.131 in apart, and
+    # every other module went unnamed ('encoder.layers.N.linear1' appeared nowhere)
+    rows = int(max(wide.columns) - min(wide.columns) + 1) if len(wide.columns) else 0
+    pitch = size * TICK_PITCH / 72
+    height = (max(3.8, 1.0 + pitch * 1.05 * min(rows, HEATMAP_NAMED_ROWS)) if names
+              else 3.8)
     fig, (ax,) = _new_figure(6.4 + (left or 0.85) - 0.85, height, right=1.3, left=left)
     if wide.empty:
         _empty(ax, nothing_recorded(probes, quantity))
@@ -811,7 +827,13 @@ def gradient_heatmap(probes: pd.DataFrame | None, quantity: str = "grad_pre_std"
     step_ticks(ax, steps, limit=12)
     ax.set_xlabel("training step")
     ax.set_ylabel("module (first at the bottom)" if names else "layer (1 = first hidden)")
-    layer_ticks(ax, "y", [int(v) for v in layers], names, size=size)
+    layer_ticks(ax, "y", [int(v) for v in layers], names, size=size,
+                max_ticks=max(LAYER_TICKS_MAX, HEATMAP_NAMED_ROWS))
+    if names:
+        named = [int(v) for v in layers if int(v) in names]
+        ticks = [int(v) for v in ax.get_yticks() if int(v) in names]
+        if len(ticks) < len(named):  # beyond HEATMAP_NAMED_ROWS rows: say the rows are thinned
+            ax.set_ylabel(f"module (first at the bottom; {len(ticks)} of {len(named)} named)")
     ax.grid(False)
     cb = fig.colorbar(mesh, cax=_side_axis(fig, ax))
     _tidy_log_axis(cb.ax.yaxis, lo, hi)

@@ -1,0 +1,92 @@
+"""Round 30 (reportplay30): what a teacher sees in the report's figures and the playground."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")
+
+
+def _profile(depth: int, steps=(0, 10), decay: float = 0.97) -> pd.DataFrame:
+    """A NumPy probe table of ``depth`` hidden layers: a gradient std shrinking towards layer 1
+    by ``decay`` a layer and an activation std of 0.5, at ``steps``."""
+    rows = []
+    for s in steps:
+        for la in range(1, depth + 1):
+            rows.append((s, la, "grad_pre_std", 1e-3 * decay ** (depth - la)))
+            rows.append((s, la, "act_std", 0.5))
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def _line_width_px(fig, label: str) -> float:
+    """Horizontal extent, in pixels, of the first panel's line labelled ``label``."""
+    ax = fig.axes[0]
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == label)
+    x = np.asarray(line.get_xdata(), float)
+    px = ax.transData.transform(np.column_stack([x, np.ones_like(x)]))[:, 0]
+    return float(px.max() - px.min())
+
+
+def test_a_shallow_run_beside_a_200_layer_run_is_not_squeezed_into_a_dot():
+    # depth 2 and depth 10 beside depth 200 on one linear layer axis: the 2-layer run was one
+    # dot (its two layers 2 px apart) and the 10-layer run a smudge of 19 px on a 400 px panel
+    from depthlab import plot
+
+    runs = {"depth2": _profile(2), "depth10": _profile(10), "depth200": _profile(200)}
+    for draw in (plot.gradient_per_layer, plot.activation_per_layer):
+        fig = draw(runs, theory=False)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        panel = ax.get_window_extent().width
+        assert _line_width_px(fig, "depth2") > 0.08 * panel, draw
+        assert _line_width_px(fig, "depth10") > 0.3 * panel, draw
+        # the axis says it is not linear, and still reads in layer numbers
+        assert "log" in ax.get_xlabel() and "layer" in ax.get_xlabel(), ax.get_xlabel()
+        ticks = {t.get_text() for t in ax.get_xticklabels() if t.get_text()}
+        assert {"1", "10", "100"} <= ticks, ticks
+    # runs of similar depths keep the linear axis (3 beside 12 reads well)
+    fig = plot.gradient_per_layer({"a": _profile(3), "b": _profile(12)}, theory=False)
+    assert fig.axes[0].get_xscale() == "linear"
+
+
+def _transformer_table(blocks: int) -> pd.DataFrame:
+    """A probe table shaped like a ``depthlab.torch`` Watch of an ``nn.TransformerEncoder`` of
+    ``blocks`` layers and a head: per block ``self_attn`` (weights only: its in-projection has
+    no output of its own, so no ``grad_pre_std``), ``self_attn.out_proj``, ``linear1``,
+    ``linear2``; steps 0 and 2."""
+    rows, layer = [], 0
+    for b in range(blocks):
+        for part in ("self_attn", "self_attn.out_proj", "linear1", "linear2"):
+            layer += 1
+            name = f"encoder.layers.{b}.{part}"
+            for s in (0, 2):
+                rows.append((s, layer, name, "weight_std", 0.1))
+                if part != "self_attn":
+                    rows.append((s, layer, name, "grad_pre_std", 1e-3 * (1 + layer % 3)))
+    layer += 1
+    for s in (0, 2):
+        rows.append((s, layer, "head", "weight_std", 0.1))
+        rows.append((s, layer, "head", "grad_pre_std", 3e-2))
+    return pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+
+
+def test_every_module_of_a_transformers_gradient_heatmap_is_named():
+    # a 6-block encoder's heatmap (24 rows, 5 of them blank self_attn rows) named every other
+    # row: 'encoder.layers.N.linear1' appeared nowhere, so its row could not be identified;
+    # a 12-block one (49 rows) lost half its names to the 40-tick cap too
+    from depthlab.report import figures as F
+
+    for blocks in (6, 12):
+        table = _transformer_table(blocks)
+        fig = F.gradient_heatmap(table)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        shown = {t.get_text() for t in ax.get_yticklabels() if t.get_text()}
+        measured = set(table.loc[table["quantity"] == "grad_pre_std", "module"])
+        assert measured <= shown, (blocks, sorted(measured - shown))
+        # and the names do not print over each other
+        boxes = sorted((t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()),
+                       key=lambda b: b.y0)
+        assert all(a.y1 <= b.y0 + 0.5 for a, b in zip(boxes, boxes[1:])), blocks
