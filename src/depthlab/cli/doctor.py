@@ -17,7 +17,7 @@ from .common import Command, UserError, add_out, open_store, progress_mode
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=None,
                    help="TOML (or .json) config whose [model] and [data] are diagnosed "
-                        "(or use --torch)")
+                        "('-': read from standard input; or use --torch)")
     p.add_argument("--verify", action="store_true",
                    help="verify each prescription with a short training run")
     p.add_argument("--steps", type=int, default=None, metavar="N",
@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from ..diagnosis import doctor
     from ..diagnosis.doctor import doctor_train_kwargs
     from ..experiments import RunRecord, load_config, prepare, run_id
+    from ..experiments.config import config_name
     from ..experiments.store import jsonable
 
     if args.torch is not None:
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         metrics["seconds"] = seconds
         # a file name of bytes that are not UTF-8 (\udcff in Python) could not be stored
         # after the diagnosis (exit 1): such bytes are shown as U+FFFD
-        file_name = os.fsencode(Path(args.config).name).decode("utf-8", "replace")
+        file_name = os.fsencode(Path(config_name(args.config)).name).decode("utf-8",
+                                                                            "replace")
         rec = RunRecord(id=rid, name=cfg.get("name") or f"doctor {file_name}",
                         kind="doctor", status="finished", config=prep.config, metrics=metrics,
                         seconds=seconds, findings=payload, probes=diag.probes)

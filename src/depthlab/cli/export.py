@@ -14,6 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="file format (default csv)")
     p.add_argument("--to", metavar="PATH", type=folder_arg,
                    help="output folder (default DIR/export; beside the file for a DIR.db)")
+    p.add_argument("--force", action="store_true",
+                   help="replace files of the tables' names (runs.csv, ...) in a --to folder "
+                   "that no export wrote (without it they are refused; an earlier export's "
+                   "tables are always replaced)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,11 +26,34 @@ def run(args: argparse.Namespace) -> int:
     target = Path(args.to) if args.to else store.path.parent / "export"
     if target.exists() and not target.is_dir():
         raise UserError(f"--to {str(target)!r} is a file; expected a folder")
+    if args.to and not args.force:
+        foreign = _not_an_export(target, args.format)
+        if foreign is not None:
+            store.close()
+            raise UserError(f"--to {str(target)!r} holds {foreign.name!r}, which no `depthlab "
+                            "export` wrote there; pass --force to replace it, or choose "
+                            "another folder")
     paths = store.export(target, args.format)
     store.close()
     for p in paths:
         print(p)
     return 0
+
+
+def _not_an_export(folder: Path, fmt: str) -> Path | None:
+    """The first file of ``folder`` that an export in ``fmt`` would replace although no export
+    wrote it (the folder has no :data:`~depthlab.experiments.store.EXPORT_MARKER`): a user's
+    own ``runs.csv`` in ``--to .`` was replaced without a word. A device or FIFO is written in
+    place (nothing replaced); ``None`` when nothing would be lost."""
+    from ..experiments.store import EXPORT_MARKER, EXPORTED
+
+    if not folder.is_dir() or (folder / EXPORT_MARKER).exists():
+        return None
+    for name in EXPORTED:
+        path = folder / f"{name}.{fmt}"
+        if path.is_file():  # a regular file, or a link to one (its target would be replaced)
+            return path
+    return None
 
 
 COMMAND = Command("export", "write the result tables as CSV or Parquet", add_arguments, run)

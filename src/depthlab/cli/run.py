@@ -10,7 +10,8 @@ from .common import Command, UserError, add_out, metrics_line, open_store, progr
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config file ([data], [model], [train], [probes]), "
-                                  "or the same sections as a .json object")
+                                  "or the same sections as a .json object ('-': read from "
+                                  "standard input)")
     add_out(p)
     p.add_argument("--name", type=_name, help="a name for the run (default: the config's name)")
     p.add_argument("--overwrite", action="store_true",
@@ -19,6 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or summary")
     p.add_argument("--json", action="store_true",
                    help="print the run's record as JSON on stdout (messages go to stderr)")
+    p.epilog = ("exit status: 0 finished; 1 failed (stored as failed); 2 bad input (nothing "
+                f"trained) or a store that cannot be written; {DIVERGED_STATUS} diverged "
+                "(stored as diverged, no network saved); "
+                "130 Ctrl-C, 143 SIGTERM (nothing stored)")
 
 
 def _name(text: str) -> str:
@@ -123,7 +128,20 @@ def run(args: argparse.Namespace) -> int:
         first = (rec.error or "unknown error").splitlines()[0]
         print(f"depthlab: run {rec.id} failed: {first}", file=sys.stderr)
     echo(f"results: {store.path}")
-    return 1 if rec.status == "failed" else 0
+    return run_status(rec.status)
+
+
+DIVERGED_STATUS = 3
+"""Exit status of ``depthlab run`` whose training diverged (its loss became NaN or infinite):
+the run is stored as ``diverged`` but no network is saved, so a script must not go on as after
+a finished run (it exited 0, as a finished run did). 1: the run failed (an exception, stored as
+``failed``); 2: bad input, nothing trained."""
+
+
+def run_status(status: str) -> int:
+    """The exit status of ``depthlab run`` for a stored run's status: 0 finished, 1 failed,
+    :data:`DIVERGED_STATUS` diverged."""
+    return {"failed": 1, "diverged": DIVERGED_STATUS}.get(status, 0)
 
 
 COMMAND = Command("run", "train one config and store the results", add_arguments, run)

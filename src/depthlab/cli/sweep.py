@@ -42,7 +42,8 @@ _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="TOML config with a [sweep] table of \"section.key\" = [...] "
-                                  "(or a .json object with a \"sweep\" object)")
+                                  "(or a .json object with a \"sweep\" object; '-': read from "
+                                  "standard input)")
     add_out(p)
     p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
                    help="parallel processes on this machine (default 1)")
@@ -57,6 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary on stdout at the end (messages go to stderr)")
+    p.epilog = ("exit status: 0 every point finished or diverged (a diverged point is a "
+                "result, stored as diverged); 1 some point failed; 2 bad input; 130 Ctrl-C, "
+                "143 SIGTERM (the points stored stay; the same command finishes the grid)")
 
 
 class _Interrupts(list):
@@ -137,6 +141,7 @@ def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments import ConfigError, read_toml
+    from ..experiments.config import config_name
     from ..experiments.executors import make_executor
     from ..experiments.grid import grid_shape, grid_size, validate_base
     from ..experiments.store import resolve_db_path
@@ -162,13 +167,13 @@ def run(args: argparse.Namespace) -> int:
             cfg = validate_base(raw, base_dir=base_dir)
             if not cfg.get("sweep"):
                 what = "the [sweep] table is empty" if "sweep" in raw else "no [sweep] table"
-                raise UserError(f"{args.config}: {what}; add e.g. \"model.activation\""
+                raise UserError(f"{config_name(args.config)}: {what}; add e.g. \"model.activation\""
                                 " = [\"tanh\", \"relu\"] (or use `depthlab run`)")
             _confirm(grid_size(cfg["sweep"]), grid_shape(cfg["sweep"]), args)
             res = run_sweep(raw, args.out, executor=executor, base_dir=base_dir,
                             limit=args.limit, echo=echo, progress=progress_enabled(args))
         except ConfigError as e:
-            raise ConfigError(f"{args.config}: {e}", e.key) from None
+            raise ConfigError(f"{config_name(args.config)}: {e}", e.key) from None
         except KeyboardInterrupt as e:
             seen.taken = True
             name = signal.Signals(seen[0]).name if seen else "SIGINT"

@@ -58,20 +58,34 @@ MAX_CONFIG_BYTES = 64 * 2**20
 """A config larger than this is not read (a sweep grid of a million values is ~10 MiB)."""
 
 
+STDIN = "-"
+"""The config path that means standard input (``depthlab run -``, ``sweep -``, ``doctor -``)."""
+STDIN_NAME = "<stdin>"
+"""How messages name a config read from standard input."""
+
+
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a TOML config file, or a JSON one (a ``.json`` name: the same sections as a
     top-level object, e.g. ``{"model": {"sizes": [64, 32, 10]}}``); a missing file or a syntax
-    error is a one-line :class:`ConfigError`."""
+    error is a one-line :class:`ConfigError`. ``"-"`` reads the config from standard input
+    (JSON when it starts with ``{``, else TOML; a relative ``data.path`` in it is then relative
+    to the current folder, which ``Path("-").resolve().parent`` is)."""
     if not str(path).strip():  # Path("") is "." (the current folder): name what was given
         raise ConfigError(f"config path {str(path)!r} is empty; expected a .toml file")
-    p = Path(path)
-    if not p.exists():
+    stdin = os.fspath(path) == STDIN
+    p = Path(STDIN_NAME if stdin else path)
+    if not stdin and not p.exists():
         raise ConfigError(f"config file {str(p)!r} not found")
-    if p.is_dir():
+    if not stdin and p.is_dir():
         raise ConfigError(f"config path {str(p)!r} is a folder; expected a .toml file")
     try:
-        with open(p, "rb") as f:  # bounded: /dev/zero or an endless pipe is not read forever
-            data = f.read(MAX_CONFIG_BYTES + 1)
+        if stdin:  # `depthlab run -`: the config piped in (was "config file '-' not found")
+            import sys
+
+            data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
+        else:
+            with open(p, "rb") as f:  # bounded: /dev/zero or an endless pipe is not read forever
+                data = f.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
             raise ConfigError(f"config file {str(p)!r} is larger than "
                               f"{MAX_CONFIG_BYTES // 2**20} MiB; accepted: a TOML config file")
@@ -86,7 +100,9 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
                                   "(re-save the file as UTF-8)")
         # utf-8-sig: a byte-order mark (written by some Windows editors) is not a syntax error
         text = data.decode("utf-8-sig")
-        raw = _json_config(p, text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+        # standard input has no name: a JSON object is told by its "{" (no TOML starts so)
+        json_text = text.lstrip().startswith("{") if stdin else p.suffix.lower() == ".json"
+        raw = _json_config(p, text) if json_text else tomllib.loads(text)
         _check_nesting(raw, p)
         return raw
     except RecursionError:  # the parser's own recursion: [[[[... thousands deep
@@ -187,7 +203,12 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return validate(raw, base_dir=Path(path).resolve().parent)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}", e.key) from None
+        raise ConfigError(f"{config_name(path)}: {e}", e.key) from None
+
+
+def config_name(path: str | os.PathLike) -> str:
+    """How messages name the config at ``path`` (:data:`STDIN_NAME` for ``"-"``)."""
+    return STDIN_NAME if os.fspath(path) == STDIN else os.fspath(path)
 
 
 def canonical_json(obj: Any) -> str:

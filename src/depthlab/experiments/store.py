@@ -51,6 +51,12 @@ TABLES: tuple[str, ...] = ("runs", "steps", "epochs", "evals", "probes", "histog
 EXPORTED: tuple[str, ...] = (*TABLES, "sweep_points")
 """What :meth:`Store.table` reads and :meth:`Store.export` writes: every table, ``sweep_points``
 (the runs each sweep holds) too."""
+EXPORT_MARKER = ".depthlab-export"
+"""The file :meth:`Store.export` writes beside its tables: the folder's ``runs.csv`` etc. are an
+export's, which the next export may replace (``depthlab export --to`` refuses to replace files
+of those names in a folder without it, unless ``--force``)."""
+EXPORT_MARKER_TEXT = (b"This folder holds tables written by `depthlab export`; the next export "
+                      b"to it replaces them.\n")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -1087,10 +1093,14 @@ class Store:
                 writer = df.to_csv if fmt == "csv" else df.to_parquet
                 yield out / f"{name}.{fmt}", lambda fh, w=writer: w(fh, index=False)
 
+        def with_marker() -> Iterator[tuple[Path, Callable[[Any], object]]]:
+            yield from tables()
+            yield out / EXPORT_MARKER, lambda fh: fh.write(EXPORT_MARKER_TEXT)
+
         # every table written first, then all renamed: an export interrupted after a few
         # tables left them new beside the previous export's others (runs.csv listing 34 runs,
         # histograms.csv still of 10)
-        return atomic_write_all(tables())
+        return [p for p in atomic_write_all(with_marker()) if p.name != EXPORT_MARKER]
 
 
 def _sql_name(name: str) -> str:
