@@ -89,3 +89,17 @@ def test_float32_outputs_near_float32s_limit_have_their_mean_and_std_on_the_kern
     assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-9)
     assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-9)
     assert r["act_std"] == pytest.approx(_std64(torch.tanh(x)), rel=1e-9)
+
+
+@pytest.mark.parametrize("torch_ops", [False, True])
+def test_a_constant_layer_output_has_std_exactly_zero(torch_ops):
+    # bias 3.7 (or 1000.3) on zero weights: every entry equal; the kernels' path summed again
+    # around the float32 sums' rounded mean and read pre_std 7e-15 (3.7) and 1e-10-ish (1000.3)
+    # where the NumPy probes (and a float64 computation) give 0
+    for value in (3.7, 1000.3):
+        x = torch.full((96, 200), value)
+        ctx = accel.numpy_only() if torch_ops else warnings.catch_warnings()
+        with ctx:
+            r = _layer1(_identity_net(200, nn.Tanh), x)
+        assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-15)
+        assert (r["pre_std"], r["act_std"]) == (0.0, 0.0), value

@@ -517,11 +517,13 @@ def pooled_mean_std(ns: Sequence[int], cs: Sequence[float], s1: Sequence[float],
 def _centered(x: torch.Tensor | np.ndarray, n: int, s1: float, s2: float
               ) -> tuple[float, float, float]:
     """``(c, S1, S2)``: the sums ``s1 = sum x``, ``s2 = sum x^2`` of the CPU tensor or array ``x``
-    as they are when they do not cancel, else taken again in float64 around ``c`` = their mean
-    (:func:`depthlab.probes.kernels.moments`), as the NumPy probes do: a float32 block sum of
+    as they are when they do not cancel, else taken again in float64 around ``c`` = an entry
+    (:func:`depthlab.probes.kernels.moments`), and once more around ``c`` + their mean where
+    those still cancel (an outlying entry), as the NumPy probes do: a float32 block sum of
     squares is within ~1e-5 of ``sum x^2``, so ``sum x^2 / n - mean^2`` lost the variance of
     entries whose mean is far from 0 (a saturated sigmoid's ``act_std`` 9.6e-5 where it is
-    5.2e-5)."""
+    5.2e-5). Around an entry a constant tensor's sums are 0 exactly (around its rounded mean
+    a constant float32 output of 3.7 had ``pre_std`` 7e-15, the NumPy probes' 0)."""
     e = s1 / n
     var = s2 / n - e * e
     if math.isfinite(var) and e * e > CANCELLATION_RATIO * var:
@@ -530,8 +532,13 @@ def _centered(x: torch.Tensor | np.ndarray, n: int, s1: float, s2: float
         if isinstance(x, torch.Tensor):
             f = x.detach()
             x = (f if f.dtype in _KERNEL_DTYPES else f.to(stat_dtype(f))).numpy().ravel("K")
-        t1, t2, _, _ = moments(x, e)
-        return e, t1, t2
+        c = float(x[0])
+        t1, t2, _, _ = moments(x, c)
+        e = t1 / n
+        if e * e > CANCELLATION_RATIO * (t2 / n - e * e):
+            c += e
+            t1, t2, _, _ = moments(x, c)
+        return c, t1, t2
     return 0.0, s1, s2
 
 
@@ -547,17 +554,23 @@ _CANCEL_L = math.sqrt(1.0 + CANCELLATION_RATIO)
 
 def _recentered(x: torch.Tensor, n: int, s1: float) -> tuple[float, float, float]:
     """``(c, S1, R)``: ``sum (x - c)`` and ``||x - c||`` of the ``n`` entries of ``x`` (any
-    device) in float64 (float32 on MPS) around ``c = s1 / n`` (their mean, from the first
-    pass's ``s1 = sum x``): the two-pass sums of :func:`pooled_mean_std`, for calls whose
-    ``sum x^2 / n - mean^2`` cancels (float32 outputs ``1000 + 1e-3 z`` had a ``pre_std`` 1-7%
-    off from the torch operations' one-pass sums). A host synchronisation, taken only then."""
-    c = s1 / n
+    device) in float64 (float32 on MPS) around ``c`` = its first entry, and once more around
+    ``c`` + their mean where those still cancel (:func:`_centered`'s rule; a constant tensor's
+    sums are 0 exactly): for calls whose one-pass ``sum x^2 / n - mean^2`` cancels (float32
+    outputs ``1000 + 1e-3 z`` had a ``pre_std`` 1-7% off from the torch operations' one-pass
+    sums). A host synchronisation, taken only then. ``s1``: unused (the caller's first pass)."""
     with torch.no_grad():
-        d = _strided(x).detach().reshape(-1).to(norm_dtype(x)) - c
-        t1 = float(d.sum())
-        r = float(torch.linalg.vector_norm(d))
-        if not _norm_in_range(r) or r == 0.0 and t1 != 0.0:
-            r = scaled_norm(d, r)
+        flat = _strided(x).detach().reshape(-1).to(norm_dtype(x))
+        c = float(flat[0])
+        for _ in range(2):
+            d = flat - c
+            t1 = float(d.sum())
+            r = float(torch.linalg.vector_norm(d))
+            if not _norm_in_range(r) or r == 0.0 and t1 != 0.0:
+                r = scaled_norm(d, r)
+            if not _cancels(n, t1, r):
+                break
+            c += t1 / n
     return c, t1, r
 
 
