@@ -26,14 +26,13 @@ def test_units_off_from_initialization_are_not_said_to_have_died_in_training():
 
 def test_the_doctor_reads_the_worst_layer_at_initialization():
     # 8 He ReLU layers of 32 on digits, adam 1e-3, seed 1: layer 6 25% dead at step 0 and 31%
-    # after 200 steps (loss 0.21, val acc 0.85: a healthy run); the cure was lr 1e-4
+    # after 200 steps (loss 0.21, val acc 0.85: a healthy run); the cure was lr 1e-4.
+    # (dochealth30: 31% of 32 zero-bias units is within chance, below 1/2, and 2 units more
+    # than at step 0 is no die-off: no finding at all, so no false cure)
     data = load_dataset("digits")
     dg = dl.doctor(dict(sizes=[64] + [32] * 8 + [10], activation="relu", init="he_normal"),
                    data, steps=200, optimizer="adam", lr=1e-3, seed=1)
-    f = dg.finding("dead_relu")
-    assert f is not None and f.evidence["dead_frac_init_max"] <= 0.3, dg.kinds
-    assert "lr" not in f.prescription, (f.prescription, f.prescription_text)
-    assert "died during training" not in f.prescription_text
+    assert dg.finding("dead_relu") is None, str(dg)
     # units a too-large learning rate kills (8% dead at init, 70% after 100 steps of sgd 1)
     dg = dl.doctor(dict(sizes=[64, 64, 64, 64, 10], activation="relu", init="he_normal"),
                    data, steps=100, optimizer="sgd", lr=1.0, seed=0)

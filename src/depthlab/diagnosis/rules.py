@@ -78,10 +78,39 @@ Thresholds (module constants):
                               1x1 layer's std is 0); a variance of 0 in any layer of >= 2
                               units (equal values are no random draw)
 ``DEAD_FRAC`` 0.3             fraction of units with f'(s) = 0 on every probe example at the end
-                              (activations with a zero-derivative region: ReLU, step), judged
-                              on at least ``DEAD_MIN_EXAMPLES`` (10) probe examples: a healthy
-                              unit, active on half the inputs, is off on all of ``n`` examples
-                              with probability 2^-n (50% of the units "dead" on 1 example)
+``DEAD_CHANCE_SD`` 2          (activations with a zero-derivative region: ReLU, step), judged
+``DEAD_DIEOFF_Z`` 3           on at least ``DEAD_MIN_EXAMPLES`` (10) probe examples: a unit off
+                              on each of ``n`` independent examples with probability 1/2 is
+                              "dead" on all with probability 2^-n (50% of the units on 1
+                              example). A layer above 0.3 is a finding when that is beyond
+                              chance: a unit whose weights and bias start symmetric about 0 is
+                              off on any one example with probability 1/2, so on every example
+                              with at most 1/2, reached when the examples' representations
+                              coincide, as they nearly do deep in a ReLU net (its correlation
+                              map's fixed point is c* = 1). Healthy zero-bias He ReLU nets
+                              (200 steps, sgd 0.05 / adam 1e-3; depth 4-20, width 16-128;
+                              digits, clusters, spirals, mnist1d, fashion-mnist; 126 runs,
+                              seeds 0-4): the most-dead layer up to 0.44 at step 0 and 0.50 /
+                              0.41 / 0.34 / 0.29 at the end for widths 16 / 32 / 64 / 128, 25
+                              runs above 0.3 (deep, narrow or 2-feature nets; 11 of 74 and 14
+                              of 52 were flagged), none with a cure that reliably helped
+                              (w16, depth 16, digits: leaky_relu 0.46 -> 0.31, 0.19 -> 0.35,
+                              0.49 -> 0.59 val acc). So a layer counts when (a) above 1/2 by
+                              ``DEAD_CHANCE_SD`` binomial standard deviations, ``1/2 + 2 *
+                              sqrt(1/4 / units)`` (0.75 / 0.68 / 0.625 / 0.59), or (b) its
+                              units died in training: the fraction above its own at step 0 by
+                              more than ``DEAD_DIEOFF_Z`` standard errors of a difference of
+                              two proportions, ``(d - d0) / sqrt(2 p (1 - p) / units)``, ``p =
+                              (d + d0) / 2`` (healthy: at most 1.7 in a layer above 0.3, 2.9
+                              in any layer; sgd lr 0.5-1, adam lr 0.05, N(0, 1) or N(0, 0.05)
+                              weights: 2.7 (also lr_too_high), 3.5, then 4.4 .. 16), or (c)
+                              every unit of the layer is dead (it passes no signal), or (d)
+                              the hidden layers start with non-zero biases
+                              (``biases_nonzero``), for which 1/2 is no bound (biases -1: 48%
+                              of a layer at step 0, 52% at the end, val acc at chance). Sick
+                              runs: biases -3 0.92-1.0 dead; large steps / N(0, 1) weights
+                              0.38-1.0 (0-0.25 at step 0). A layer whose units are not known
+                              (no Dense before it) is judged by 0.3 alone
 ``FORWARD_GROWTH`` 10         residual networks without batch normalization: the activation
                               std of the last hidden layer over the first's at step 0 above
                               10 (100x in variance): each pre-activation block adds its
@@ -229,6 +258,8 @@ INIT_MISMATCH = 4.0
 INIT_MIN_WEIGHTS = 20
 DEAD_FRAC = 0.3
 DEAD_MIN_EXAMPLES = 10
+DEAD_CHANCE_SD = 2.0
+DEAD_DIEOFF_Z = 3.0
 SATURATION_FRAC = 0.5
 FORWARD_GROWTH = 10.0
 GRADIENT_DEPTH_SCALES = 6.0
@@ -753,11 +784,63 @@ def _has_dead_region(ctx: RunContext) -> bool:
     return bool(np.all(np.asarray(d) == 0))
 
 
+def _layer_units(ctx: RunContext) -> dict[int, int]:
+    """Units (``fan_out`` of the Dense layer before it) of each hidden layer that has one."""
+    return {p.index: int(p.dense.fan_out) for p in ctx.points
+            if getattr(p, "dense", None) is not None and getattr(p.dense, "fan_out", 0) >= 1}
+
+
+def dead_chance_limit(units: int) -> float:
+    """``1/2 + DEAD_CHANCE_SD * sqrt(1/4 / units)``: the largest dead fraction a layer of
+    ``units`` units whose weights and biases start symmetric about 0 shows by chance (each unit
+    is off on every example of a batch with probability at most 1/2; see ``DEAD_FRAC``)."""
+    return 0.5 + DEAD_CHANCE_SD * math.sqrt(0.25 / units)
+
+
+def dead_dieoff_z(dead: float, dead_init: float, units: int) -> float:
+    """``(d - d0) / sqrt(2 p (1 - p) / units)``, ``p = (d + d0) / 2`` (at least ``1 / (2
+    units)``, half a unit): how many standard errors of a difference of two proportions of
+    ``units`` units the dead fraction ``d`` at the end lies above ``d0`` at step 0; NaN when
+    either is unknown."""
+    if not (math.isfinite(dead) and math.isfinite(dead_init) and units >= 1):
+        return math.nan
+    p = min(max((dead + dead_init) / 2.0, 0.5 / units), 1.0 - 0.5 / units) if units > 1 else 0.5
+    return (dead - dead_init) / math.sqrt(2.0 * p * (1.0 - p) / units)
+
+
+def _dead_beyond_chance(ctx: RunContext, dead: pd.Series, d0: pd.Series
+                        ) -> dict[int, str]:
+    """The layers above ``DEAD_FRAC`` whose dead fraction is beyond chance (see
+    ``DEAD_FRAC``), each with its reason: ``"biases"`` (non-zero initial biases: 0.3 alone
+    decides; ``"threshold"`` where the layer's units are not known), ``"all"`` (every unit
+    dead), ``"died"`` (died in training, ``DEAD_DIEOFF_Z``), ``"chance"`` (above
+    :func:`dead_chance_limit`)."""
+    units = _layer_units(ctx)
+    nonzero = biases_nonzero(ctx.config)
+    out: dict[int, str] = {}
+    for i, v in dead.items():
+        if not v > DEAD_FRAC:
+            continue
+        n = units.get(int(i))
+        if nonzero or n is None:
+            out[int(i)] = "biases" if nonzero else "threshold"
+        elif v >= 1.0:
+            out[int(i)] = "all"
+        elif dead_dieoff_z(float(v), float(d0.get(i, math.nan)), n) > DEAD_DIEOFF_Z:
+            out[int(i)] = "died"
+        elif v > dead_chance_limit(n):
+            out[int(i)] = "chance"
+    return out
+
+
 def rule_dead_relu(ctx: RunContext) -> RuleResult:
-    """More than ``DEAD_FRAC`` of a layer's units have f'(s) = 0 on every probe example. The
-    metric is measured for every activation (0 for leaky_relu: a cure that switches to it is
-    compared with a number); the rule fires only for activations with a zero-derivative region
-    and a probe batch of at least ``DEAD_MIN_EXAMPLES`` examples (when known)."""
+    """More than ``DEAD_FRAC`` of a layer's units have f'(s) = 0 on every probe example, beyond
+    chance (:func:`_dead_beyond_chance`: above :func:`dead_chance_limit`, died in training by
+    :func:`dead_dieoff_z` > ``DEAD_DIEOFF_Z``, every unit dead, or non-zero initial biases).
+    The metric, the largest dead fraction, is measured for every activation (0 for
+    leaky_relu: a cure that switches to it is compared with a number); the rule fires only for
+    activations with a zero-derivative region and a probe batch of at least
+    ``DEAD_MIN_EXAMPLES`` examples (when known)."""
     dead = ctx.at(ctx.end, "dead_frac").dropna()
     if dead.empty:
         return math.nan, None
@@ -765,23 +848,46 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
     few = ctx.probe_examples is not None and ctx.probe_examples < DEAD_MIN_EXAMPLES
     if metric <= DEAD_FRAC or few or not _has_dead_region(ctx):
         return metric, None
-    layers = [int(i) for i, v in dead.items() if v > DEAD_FRAC]
-    worst = int(dead.idxmax())
     d0 = ctx.at(0, "dead_frac")
+    judged = _dead_beyond_chance(ctx, dead, d0)
+    if not judged:  # off by chance: the healthy share of a deep or low-dimensional net
+        return metric, None
+    layers = sorted(judged)
+    worst = max(layers, key=lambda i: float(dead[i]))
+    value = float(dead[worst])
     dead_init = float(d0.max()) if not d0.empty else math.nan
     worst_init = float(d0.get(worst, math.nan)) if not d0.empty else math.nan
     changes, text = rx.for_dead_relu(ctx.mean_init_ratio(), dead_init, DEAD_FRAC,
                                      float(ctx.settings.get("lr", 0.01)), ctx.config,
-                                     worst_layer=(worst_init, metric))
+                                     worst_layer=(worst_init, value))
+    n = _layer_units(ctx).get(worst)
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
-          "dead_frac_init_max": dead_init, "n_layers": len(layers)}
-    msg = (f"{100 * metric:.0f}% of the units of layer {worst} are dead (zero derivative on "
-           f"every probe example) after {_count(ctx.end, 'step')} ({100 * dead_init:.0f}% at "
+          "dead_frac_init_max": dead_init, "n_layers": len(layers),
+          "dead_frac_worst": value, "dead_frac_worst_init": worst_init,
+          "units_worst": n if n is not None else math.nan, "reason": judged[worst]}
+    why = judged[worst]
+    if why == "died" and n is not None:
+        z = dead_dieoff_z(value, worst_init, n)
+        ev["dieoff_z"] = z
+        reason = (f" They died in training: {100 * value:.0f}% against {100 * worst_init:.0f}% "
+                  f"at initialization, {z:.3g} standard errors more in a layer of {n} units.")
+    elif why == "all":
+        reason = " No signal passes that layer: the network's output does not depend on its input."
+    elif why == "chance" and n is not None:
+        lim = dead_chance_limit(n)
+        ev["chance_limit"] = lim
+        reason = (f" That is beyond chance: a unit whose weights and bias start symmetric about 0 "
+                  f"is off for every example with probability at most 1/2 ({100 * lim:.0f}% of "
+                  f"{n} units, allowing for sampling).")
+    else:
+        reason = ""
+    msg = (f"{100 * value:.0f}% of the units of layer {worst} are dead (zero derivative on "
+           f"every probe example) after {_count(ctx.end, 'step')} ({100 * worst_init:.0f}% at "
            f"initialization); {len(layers)} "
            f"{'layer has' if len(layers) == 1 else 'layers have'} more than "
-           f"{100 * DEAD_FRAC:.0f}%.")
+           f"{100 * DEAD_FRAC:.0f}%.{reason}")
     return metric, Finding("dead_relu", layers, ev, msg, changes, text,
-                           _severity(metric, DEAD_FRAC, log=False))
+                           _severity(value, DEAD_FRAC, log=False))
 
 
 def rule_mean_shift(ctx: RunContext) -> RuleResult:
