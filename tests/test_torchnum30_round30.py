@@ -59,6 +59,12 @@ def test_the_device_branch_of_large_float32_outputs_matches_float64(monkeypatch)
     assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-12)
     assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-6)
     assert r["act_std"] == pytest.approx(_std64(torch.tanh(x)), rel=1e-5)
+    # and a mean small against the std keeps its float64 precision there (float32 x - c)
+    x = 1e-3 + torch.randn(128, 256, generator=g)
+    with accel.numpy_only():
+        r = _layer1(_identity_net(256, nn.Tanh), x)
+    assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-9)
+    assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-6)
 
 
 def test_a_watch_records_the_std_of_outputs_far_from_zero_on_the_torch_path():

@@ -574,18 +574,20 @@ def _recentered(x: torch.Tensor, n: int, s1: float) -> tuple[float, float, float
     return c, t1, r
 
 
-def _shifted_sums(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _shifted_sums(f: torch.Tensor, total: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(c, sum (x - c), ||x - c||)`` of the 1-d float32 tensor ``f`` as device tensors (no
     host synchronisation), ``c = f[0]`` (a copy: ``f`` may change in place before the record's
     end): the one-pass sums of a device's large float32 outputs, shifted so that ``var =
     R^2 / n - (S1 / n)^2`` no longer cancels where ``|mean| >> std`` (``(f[0] - mean)^2 / var
-    <= n - 1`` whatever the entries). ``x - c`` is taken in float32 (within ``2^-24 |x - c|``
-    of the exact difference: a relative error of the std of that order), the sums in float64
-    (float32 on MPS)."""
+    <= n - 1`` whatever the entries). ``||x - c||`` from ``x - c`` in float32 (within
+    ``2^-24 |x - c|`` of the exact difference: a relative error of the std of that order);
+    ``sum (x - c) = sum x - n c`` from the float64 ``sum x`` (``total`` where the caller has it),
+    so that a mean small against the std keeps the float64 sum's precision."""
     wide = norm_dtype(f)
     c = f[0].to(wide, copy=True)
-    d = f - c  # (a 0-d c does not promote f: float32)
-    return c, d.sum(dtype=wide), torch.linalg.vector_norm(d, dtype=wide)
+    s = f.sum(dtype=wide) if total is None else total.to(wide)
+    return c, torch.sub(s, c, alpha=f.numel()), torch.linalg.vector_norm(f - c, dtype=wide)
 
 
 # -- sums of squares past float64's range ---------------------------------------------------
@@ -885,7 +887,7 @@ class Acc:
                 if _cancels(n, s1, r):
                     c, s1, r = _recentered(f, n, s1)
             else:  # a device's float32 tensor: shifted sums, no synchronisation
-                c, s1, r = _shifted_sums(f)
+                c, s1, r = _shifted_sums(f, total)
             self.cs.append(c)
             self.a.append(s1)
             self.b.append(r)
