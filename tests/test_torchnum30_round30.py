@@ -65,6 +65,13 @@ def test_the_device_branch_of_large_float32_outputs_matches_float64(monkeypatch)
         r = _layer1(_identity_net(256, nn.Tanh), x)
     assert r["pre_mean"] == pytest.approx(x.double().mean().item(), rel=1e-9)
     assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-6)
+    # an infinite first entry (the shift): the mean is inf, as the entries' own
+    model = _identity_net(256, nn.Tanh)
+    with torch.no_grad():
+        model[0].bias[0] = float("inf")
+    with accel.numpy_only():
+        r = _layer1(model, x)
+    assert r["pre_mean"] == float("inf")
 
 
 def test_a_watch_records_the_std_of_outputs_far_from_zero_on_the_torch_path():
