@@ -90,3 +90,50 @@ def test_every_module_of_a_transformers_gradient_heatmap_is_named():
         boxes = sorted((t.get_window_extent() for t in ax.get_yticklabels() if t.get_text()),
                        key=lambda b: b.y0)
         assert all(a.y1 <= b.y0 + 0.5 for a, b in zip(boxes, boxes[1:])), blocks
+
+
+def test_a_shallow_run_with_the_same_values_as_a_deeper_one_is_not_hidden_under_it():
+    # runs of one seed and width share their first layers' weights: at initialization the
+    # activation std of the 2-, 10- and 50-layer runs equals the 200-layer run's on their
+    # layers, and the deepest run, drawn last, covered them all: the teacher saw one orange
+    # line and four names in the legend
+    from matplotlib.colors import to_rgb
+
+    from depthlab import plot
+
+    runs = {"depth2": _profile(2), "depth200": _profile(200, decay=0.99)}
+    fig = plot.activation_per_layer(runs, theory=False)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    shallow = next(ln for ln in ax.get_lines() if ln.get_label() == "depth2")
+    x, y = ax.transData.transform((1.0, 0.5))  # its first point, pixels from the bottom left
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    pixel = rgba[int(round(rgba.shape[0] - y)), int(round(x)), :3] / 255
+    assert np.allclose(pixel, to_rgb(shallow.get_color()), atol=0.1), pixel
+    # and the panel says why the deeper run's line starts in another colour
+    assert "same values" in ax.get_title(), ax.get_title()
+
+
+def _sequential_table(n: int = 9) -> pd.DataFrame:
+    """A depthlab.torch table of an ``nn.Sequential`` of ``n`` Linear + Sigmoid pairs: layer k
+    is module ``2 (k - 1)``, as the report names it ``[0], [2], [4], ...``; steps 0 and 5."""
+    rows = []
+    for s in (0, 5):
+        for la in range(1, n + 1):
+            mod = str(2 * (la - 1))
+            rows += [(s, la, mod, "act_mean", 0.5), (s, la, mod, "act_std", 0.2)]
+    return pd.DataFrame(rows, columns=["step", "layer", "module", "quantity", "value"])
+
+
+def test_a_figure_naming_modules_does_not_list_layer_numbers_that_read_as_other_modules():
+    # the activation bands of a 9-layer nn.Sequential were titled 'layers 1, 3, 5, 7, 9 of
+    # 9' above a legend '[0], [4], [8], [12], [16]': a student read '[4]' and 'layer 3' as
+    # two layers (module [4] is layer 3), and looked for layers 1, 3, 5 in the legend
+    from depthlab import plot
+
+    fig = plot.activation_bands(_sequential_table())
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:2] == ["[0]", "[4]"], legend
+    assert "layers 1, 3" not in ax.get_title(), ax.get_title()
+    assert "5 of 9 layers" in ax.get_title(), ax.get_title()

@@ -388,6 +388,23 @@ def _log_layer_ticks(axis: Any, span: tuple[int, int]) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _covered_runs(drawn: Sequence[tuple[str, pd.Series]]) -> dict[str, str]:
+    """Of the lines a panel drew (label, values by layer), each one whose every layer another
+    line with more layers also drew with the same values (``rtol = 1e-6``: runs sharing their
+    first layers' weights, at initialization) -> that deeper run's label."""
+    found: dict[str, str] = {}
+    for label, row in drawn:
+        for other, deeper in drawn:
+            if other == label or len(deeper) <= len(row) or not row.index.isin(
+                    deeper.index).all():
+                continue
+            if np.allclose(row.to_numpy(float), deeper.loc[row.index].to_numpy(float),
+                           rtol=1e-6, atol=0.0):
+                found[label] = other
+                break
+    return found
+
+
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
                scale_to_top: bool, ylabel: str, title: str) -> Figure:
     runs = _runs(table_or_runs)
@@ -435,6 +452,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
     gaps: list[list[tuple[str, list[int]]]] = [[] for _ in axes]
     # per panel, the runs with layers that have no row at that step (recorded at others)
     absent: list[list[tuple[str, list[int]]]] = [[] for _ in axes]
+    # the runs with fewer layers drawn over those with more: runs of one seed and width share
+    # their first layers' weights, so at initialization the 2-, 10- and 50-layer runs'
+    # activation std equals the 200-layer run's there, and the deepest, drawn last, hid them
+    # all (one line on the panel, four names in the legend). Measured lines keep their place
+    # under the theory's (zorder 2..2.9, theory 3..3.9, redrawn markers 4..4.9)
+    by_size = sorted((k for k, w in wides.items() if not w.empty),
+                     key=lambda k: -len(wides[k].columns))
+    lift = {k: 0.9 * r / max(1, len(by_size) - 1) for r, k in enumerate(by_size)}
+    drawn_rows: list[list[tuple[str, pd.Series]]] = [[] for _ in axes]  # what each run drew
     for i, (label, wide) in enumerate(wides.items()):
         color, marker, linestyle = run_style(i)
         if wide.empty:
@@ -482,9 +508,10 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
             x = row.index.to_numpy()
             all_layers.update(int(v) for v in x)
             drawn = ax.plot(x, row.to_numpy(float), marker=marker, linestyle=linestyle,
-                            color=color, linewidth=1.8, markersize=4,
+                            color=color, linewidth=1.8, markersize=4, zorder=2 + lift[label],
                             label=f"{label} (step {step})" if ax is axes[-1] or ncols == 1
                             else label)[0]
+            drawn_rows[k].append((label, row))
             if k == 0:
                 measured = drawn
             all_vals.extend(row.to_numpy(float))
@@ -515,14 +542,14 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
         if not one and i >= len(RUN_COLORS):  # a colour's second run: its marker, hollow
             one = {"marker": marker, "markersize": 5, "fillstyle": "none"}
         axes[0].plot(pred.index.to_numpy(), pred.to_numpy(float), "--", color=color,
-                     linewidth=1.3, label=f"{label}: theory", zorder=3,
+                     linewidth=1.3, label=f"{label}: theory", zorder=3 + lift[label],
                      path_effects=[Stroke(linewidth=3.3, foreground="white"), Normal()], **one)
         # the measured points again, over the theory and its halo: where the two agree the
         # halo bit each marker it crossed into a "C". Not when they are dense (beyond
         # MAX_REDRAWN_POINTS on a panel): their markers touch and would hide every dash
         if measured is not None and len(measured.get_xdata()) <= MAX_REDRAWN_POINTS:
             axes[0].plot(measured.get_xdata(), measured.get_ydata(), linestyle="none",
-                         marker=marker, markersize=4, color=color, zorder=4)
+                         marker=marker, markersize=4, color=color, zorder=4 + lift[label])
         all_vals.extend(pred.to_numpy(float))
         panel_vals[0].extend(pred.to_numpy(float))
     if not all_vals:
@@ -578,6 +605,15 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                      f"{', '.join(cut)}:\n" if len(cut) <= 3 else  # a line of their own:
                      f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
             when += f"\n{whose}{span_text}: zero (a log axis has no 0)"
+        covered = _covered_runs(drawn_rows[k])
+        if len(covered) == 1:
+            (short, deep), = covered.items()
+            a, b = _f.cut_labels([short, deep], 20)
+            line = f"{a}: same values as {b} (drawn on top)"  # a panel holds ~46 characters
+            when += f"\n{line}" if len(line) <= 46 else \
+                f"\n{a}: same values as\n{b} (drawn on top)"
+        elif covered:
+            when += f"\n{len(covered)} runs: same values as a deeper run (drawn on top)"
         for runs, why in ((gaps[k], "not finite (NaN/inf)"),
                           (absent[k], "not recorded at this step")):
             if len(runs) == 1:
@@ -744,17 +780,22 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
             f" in layer{'s' * (len(which) > 1)} {_f.number_runs(which)}"
         note = (f"\nnot drawn: not finite (NaN/inf){where} "
                 f"{_f.steps_phrase(sel.loc[bad, 'step'], x)}")
-    ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers)}{note}",
+    ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers, bool(names))}{note}",
                  fontsize=9.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
 
 
-def _layers_text(shown: Sequence[int], total: Sequence[int]) -> str:
+def _layers_text(shown: Sequence[int], total: Sequence[int], named: bool = False) -> str:
     """Which of the ``total`` layers a figure draws. Numbers only when the layers with values
     are 1..N: a torch run's activations start after its stem and stop before its head
-    (layers 2..9 of 10), which read 'layers 2, 4, 6, 7, 9 of 8' (the legend names them)."""
+    (layers 2..9 of 10), which read 'layers 2, 4, 6, 7, 9 of 8' (the legend names them).
+    ``named``: the legend or panels name modules, not numbers; a count then (a 9-layer
+    ``nn.Sequential``'s 'layers 1, 3, 5, 7, 9 of 9' above modules '[0], [4], [8]' read as
+    other layers: module [4] is layer 3)."""
     numbered = list(total) == list(range(1, len(total) + 1))
+    if named and len(shown) < len(total):
+        return f"{len(shown)} of {len(total)} layers: first, last and evenly spaced"
     if len(total) == 1:  # "all 1 layers" under a one-hidden-layer network's figures
         return f"layer {total[0]}, the only one" if numbered else "the one layer with values"
     if len(shown) == len(total):
@@ -860,7 +901,8 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
     # ran past both edges of its 8.4 in figure ("Histograms" and "bins" cut off)
     import textwrap
 
-    heading = (f"Histograms of the {what} ({_layers_text(shown, layers)}); each panel on "
+    named = any(la in names for la in shown)  # panels titled by module name
+    heading = (f"Histograms of the {what} ({_layers_text(shown, layers, named)}); each panel on "
                "its own bins")
     fig.suptitle(textwrap.fill(heading, max(30, int((w - 0.3) / 0.085))), fontsize=10)
     return fig
