@@ -151,7 +151,14 @@ Thresholds (module constants):
                               smaller-batch network than the one trained (15 residual BN
                               blocks of 64, He, step 0: 44.5x on 4 rows, 7.1x on 8, 2.4x on
                               32, 2.0x on 300: a healthy net was 'exploding at
-                              initialization' on a 40-row data set's 4 validation rows)
+                              initialization' on a 40-row data set's 4 validation rows).
+                              The ``n`` positions are ``RunContext.gradient_layers``: the
+                              hidden layers of a chain; the torch doctor's stages of a module
+                              graph (a residual block's output, layers reading one input
+                              pooled, :mod:`depthlab.torch.gradient_path`): a pre-norm SwiGLU
+                              decoder read its embedding against the last block's ``w3``,
+                              257x, 'exploding', on a healthy model (its blocks' outputs:
+                              within 1%).
                               For a layer whose activation takes a normalization's output
                               (``Dense -> BatchNorm -> act``) the doctor gives the rules
                               dL/dxhat = gamma * dL/ds, the gradient before the norm's
@@ -372,6 +379,31 @@ class RunContext:
     def end(self) -> int:
         return self.steps[-1] if self.steps else 0
 
+    @property
+    def gradient_layers(self) -> list[int]:
+        """The positions, in series from the input, at which the vanishing and exploding
+        rules read the gradient (their depth is these positions' count): the hidden layers of
+        a chain. The torch doctor's view of a model that is not a chain groups a residual
+        block, or layers run in parallel on one input, into one position
+        (:mod:`depthlab.torch.gradient_path`)."""
+        return self.hidden
+
+    def gradient_stds(self, step: int) -> pd.Series:
+        """The gradient std at each of :attr:`gradient_layers` at ``step`` (index: position):
+        ``grad_pre_std``, std(dL/ds) at the layer's pre-activation."""
+        return self.at(step, "grad_pre_std")
+
+    def gradient_where(self, position: int) -> str:
+        """The words a finding names a position of :attr:`gradient_layers` by."""
+        return f"layer {position}"
+
+    def gradient_members(self, position: int) -> list[int]:
+        """The hidden layers a position of :attr:`gradient_layers` stands for."""
+        return [position]
+
+    gradient_unit = "layer"
+    """What one position of :attr:`gradient_layers` is called in the messages."""
+
     def at(self, step: int, quantity: str) -> pd.Series:
         """Per-hidden-layer values of ``quantity`` at ``step`` (index: layer)."""
         if self.table.empty or quantity not in self.table.columns:
@@ -489,14 +521,15 @@ def _step_ratios(ctx: RunContext) -> list[tuple[int, float]]:
     lowest layer with a non-zero gradient, a lower bound (70 float32 sigmoid layers, Glorot:
     layers 1-2 read 0, layer 3 1.2e-45, the last 2.5e-4; those probes were skipped and the
     doctor found no vanishing gradients)."""
-    if len(ctx.hidden) < 2:
+    path = ctx.gradient_layers
+    if len(path) < 2:
         return []
-    first, last = ctx.hidden[0], ctx.hidden[-1]
+    first, last = path[0], path[-1]
     out = []
     for t in _gradient_steps(ctx):
-        g = ctx.at(t, "grad_pre_std")
+        g = ctx.gradient_stds(t)
         if first in g.index and last in g.index:
-            a, b = _lowest_gradient(g, ctx.hidden)[0], float(g[last])
+            a, b = _lowest_gradient(g, path)[0], float(g[last])
             if math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0:
                 out.append((t, b / a))
     return out
@@ -522,8 +555,9 @@ def _lowest_gradient(g: pd.Series, hidden: list[int]) -> tuple[float, int]:
 def _out_of_range_note(ctx: RunContext, steps: list[int]) -> str:
     """The message's words for a ratio that is a lower bound (:func:`_lowest_gradient` had to
     step up from the first layer at one of ``steps``), else ``""``."""
-    first = ctx.hidden[0]
-    stepped = [(t, _lowest_gradient(ctx.at(t, "grad_pre_std"), ctx.hidden)[1]) for t in steps]
+    path = ctx.gradient_layers
+    first = path[0]
+    stepped = [(t, _lowest_gradient(ctx.gradient_stds(t), path)[1]) for t in steps]
     stepped = [(t, i) for t, i in stepped if i != first]
     if not stepped:
         return ""
@@ -532,11 +566,12 @@ def _out_of_range_note(ctx: RunContext, steps: list[int]) -> str:
         kind = np.dtype(dtype).name if dtype is not None else "the network's float type"
     except TypeError:
         kind = "the network's float type"
-    under = float(ctx.at(stepped[0][0], "grad_pre_std").get(first, math.nan)) == 0.0
+    under = float(ctx.gradient_stds(stepped[0][0]).get(first, math.nan)) == 0.0
     what = ("is 0 in {} (below its smallest number)" if under else
             "is not finite in {} (it overflowed)").format(kind)
-    return (f"; at least: layer {first}'s gradient {what}, so the ratio is taken from layer "
-            f"{max(i for _, i in stepped)}, the lowest with a finite non-zero one")
+    return (f"; at least: the gradient at {ctx.gradient_where(first)} {what}, so the ratio is "
+            f"taken from {ctx.gradient_where(max(i for _, i in stepped))}, the lowest with a "
+            "finite non-zero one")
 
 
 def _middle(n: int) -> str:
@@ -569,7 +604,7 @@ def _explosion_at_init(ctx: RunContext, pairs: list[tuple[int, float]]) -> float
     if not pairs or not ctx.steps or pairs[0][0] != ctx.steps[0]:
         return math.nan
     ratio = 1.0 / pairs[0][1]
-    _, metric = gradient_depth_scales(ratio, len(ctx.hidden))
+    _, metric = gradient_depth_scales(ratio, len(ctx.gradient_layers))
     if metric > GRADIENT_DEPTH_SCALES and ratio >= GRADIENT_MIN_RATIO:
         return ratio
     return math.nan
@@ -621,13 +656,14 @@ def _relative_log_gradients(ctx: RunContext, steps: list[int]) -> dict[int, floa
     step 0 even, step 15 layer 1 6.9e4x below layer 6: 'layer 1 is 354x smaller than layer
     6', with no layer listed). A layer is listed past a factor of ``GRADIENT_MIN_RATIO``."""
     logs: dict[int, list[float]] = {}
+    path = ctx.gradient_layers
     for t in steps:
-        g = ctx.at(t, "grad_pre_std")
-        ref = float(g.get(ctx.hidden[-1], math.nan))
+        g = ctx.gradient_stds(t)
+        ref = float(g.get(path[-1], math.nan))
         if not (math.isfinite(ref) and ref > 0):
             continue
-        low = _lowest_gradient(g, ctx.hidden)[1]  # the layers under it overflowed: +inf
-        for i in ctx.hidden:
+        low = _lowest_gradient(g, path)[1]  # the layers under it overflowed: +inf
+        for i in path:
             v = float(g.get(i, math.nan))
             if math.isfinite(v) and v >= 0:
                 logs.setdefault(int(i), []).append(math.log(v / ref) if v > 0 else -math.inf)
@@ -649,7 +685,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     # the median of the logs: with an even number of probes the geometric mean of the middle
     # two (their arithmetic mean made [1.05, 4.2e6] a ratio of 2.1e6, half the larger probe)
     ratio = float(np.exp(np.median(np.log(ratios))))
-    n = len(ctx.hidden)
+    path = ctx.gradient_layers
+    n = len(path)
     per_layer, metric = gradient_depth_scales(ratio, n)
     if (ctx.config.get("batchnorm") and ctx.probe_examples is not None
             and ctx.probe_examples < GRADIENT_BN_MIN_EXAMPLES):
@@ -678,14 +715,15 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
         # (The first probe with finite non-zero gradients at both ends stands for step 0 when
         # step 0 has none, e.g. a zero-initialized output layer.)
         return metric, None
-    first, last = ctx.hidden[0], ctx.hidden[-1]
+    first, last = path[0], path[-1]
     # the layers over the steps the ratio came from: a step whose gradients are all 0 (every
     # unit dead) made the last layer's median 0, and no layer was below a tenth of it
     steps = [pairs[0][0]] if at_init else [t for t, _ in pairs]
     rel = _relative_log_gradients(ctx, steps)
     bound = math.log(GRADIENT_MIN_RATIO)
     sign = -1.0 if vanishing else 1.0
-    layers = [int(i) for i in ctx.hidden if sign * rel.get(int(i), math.nan) > bound]
+    layers = sorted({int(k) for i in path if sign * rel.get(int(i), math.nan) > bound
+                     for k in ctx.gradient_members(int(i))})
     init_ratio = ctx.mean_init_ratio()
     cure = rx.for_vanishing if vanishing else rx.for_exploding
     changes, text = cure(ctx.activation, init_ratio, ctx.config)
@@ -706,19 +744,21 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
                  f"non-zero biases hold the units there, which makes the gradient vanish.")
     word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
     other = "larger" if vanishing else "smaller"
-    span = (f"a factor {per_layer:.3g} per layer: the {n} hidden layers span {metric:.3g} "
-            f"depth scales of {n / metric:.3g} layers (trainable up to about "
+    unit = ctx.gradient_unit
+    span = (f"a factor {per_layer:.3g} per {unit}: the {n} hidden {unit}s span {metric:.3g} "
+            f"depth scales of {n / metric:.3g} {unit}s (trainable up to about "
             f"{GRADIENT_DEPTH_SCALES:g})")
+    at_first, at_last = ctx.gradient_where(first), ctx.gradient_where(last)
     if at_init:
         ev["ratio_median"] = median_ratio
         later = (f"{median_ratio:.3g}x larger" if median_ratio >= 1 else
                  f"{1.0 / median_ratio:.3g}x smaller")
         msg = (f"Back-propagated gradients explode at initialization: the std of dL/ds in "
-               f"layer {first} is {ratio:.3g}x larger than in layer {last} at step "
+               f"{at_first} is {ratio:.3g}x larger than in {at_last} at step "
                f"{pairs[0][0]}{_out_of_range_note(ctx, steps)}, {span}. The first updates "
                f"are largest in the first "
                f"layers and change them most; later probes see their gradients {later} "
-               f"than layer {last}'s (median over {_count(len(ratios), 'probe')}"
+               f"than in {at_last} (median over {_count(len(ratios), 'probe')}"
                f"{_middle(len(ratios))}), a consequence of that start.")
         kind = "exploding_gradients"
         return metric, Finding(kind, layers, ev, msg, changes, text,
@@ -731,8 +771,8 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     # the other way round at first: "5.88e-07x at initialization" read as vanishing
     first_ratio = (f"{ratios[0]:.3g}x {when}" if ratios[0] >= 1 else
                    f"{1.0 / ratios[0]:.3g}x {other} {when}")
-    msg = (f"Back-propagated gradients {word}: the std of dL/ds in layer {first} is "
-           f"{ratio:.3g}x {how} than in layer {last} (median over "
+    msg = (f"Back-propagated gradients {word}: the std of dL/ds in {at_first} is "
+           f"{ratio:.3g}x {how} than in {at_last} (median over "
            f"{_count(len(ratios), 'probe')}"
            f"{_middle(len(ratios))}; "
            f"{first_ratio}{_out_of_range_note(ctx, steps)}), {span}.{cause}")

@@ -10,6 +10,15 @@ hidden layer's fans come from its weight (``torch.nn.init``'s convention, conv: 
 kernel size) and its initializer is judged against the one recommended for *its own* following
 activation. The network's ``activation`` is the most common one.
 
+The vanishing/exploding rules measure depth along the gradient's path
+(:mod:`depthlab.torch.gradient_path`): with ``g_k`` the gradient std at stage ``k`` of ``n``
+stages in forward order, ``R = g_n / g_1`` (median over probes), the per-stage factor
+``R^(1/(n-1))`` and the depth ``2 n ln(R) / (n - 1)`` depth scales. A residual block is one
+stage (``g`` at its output, the residual stream: ``block_grad_std``), hidden layers outside
+blocks that read the same input tensor are one stage (``g = sqrt(sum m_i sigma_i^2 /
+sum m_i)``, ``m_i`` output entries per example), any other hidden layer a stage of its own;
+a chain's stages are its hidden layers, read as the NumPy doctor reads them.
+
 Verification (``verify=True``): for each finding, the rule's prescription translated to a
 module transform (:func:`depthlab.torch.prescriptions.translate`) and then the torch
 alternatives for that kind (:func:`~depthlab.torch.prescriptions.alternatives`) are applied to
@@ -81,6 +90,7 @@ from .doctor_probe import (
     _probe_fn,
     functional_act_rows,
 )
+from .gradient_path import gradient_stages, parallel_layers, stage_stds
 from .inputs import (
     VAL_FRACTION,
     _has_lazy,
@@ -211,6 +221,11 @@ class TorchRunContext(RunContext):
     near 0 leaves the block near the identity: Fixup, SkipInit, torchvision's
     ``zero_init_residual``, GPT-2's 1/sqrt(2 L)), not a mismatch; a larger one still is."""
 
+    parallel: list[list[str]] = field(default_factory=list)
+    """Names of the hidden layers that read the same input tensor (:func:`parallel_layers`)."""
+    output_sizes: dict[str, int] = field(default_factory=dict)
+    """Output entries per example of each layer (pooling a parallel group's gradients)."""
+
     def __post_init__(self) -> None:
         self.net = _ModelView(self.points_override)
         frame = self.frame
@@ -218,6 +233,18 @@ class TorchRunContext(RunContext):
             self.frame = frame.drop(columns=["module"])
         super().__post_init__()
         self.frame = frame
+        self.stages = gradient_stages(self.points, frame, self.parallel)
+        self._stage = {s.layer: s for s in self.stages}
+        if all(s.block is None and len(s.members) == 1 for s in self.stages):
+            self.stages = []  # a chain: its hidden layers, read as the NumPy doctor reads them
+        else:
+            self.gradient_unit = "stage"
+        self._block_grads = pd.Series(dtype=float)
+        if len(frame) and "module" in frame.columns:
+            rows = frame[frame["quantity"] == "block_grad_std"]
+            if len(rows):
+                self._block_grads = rows.drop_duplicates(["step", "module"], keep="last") \
+                    .set_index(["step", "module"])["value"]
         name = self.config.get("activation")
         if name and name != NO_ACTIVATION:
             self.fn = _depthlab_fn(name, self.config.get("activation_kwargs") or {}) or next(
@@ -226,6 +253,33 @@ class TorchRunContext(RunContext):
         own = {p.recurrent for p in self.points}
         if (not name or name == NO_ACTIVATION) and len(own) == 1 and None not in own:
             self.activation = own.pop()  # recurrent layers only: their own nonlinearity's
+
+    @property
+    def gradient_layers(self) -> list[int]:
+        """The stages of the gradient path (:mod:`depthlab.torch.gradient_path`) by their
+        layer numbers; a chain's hidden layers."""
+        return [s.layer for s in self.stages] if self.stages else self.hidden
+
+    def gradient_stds(self, step: int) -> pd.Series:
+        """Each stage's gradient std at ``step`` (:func:`stage_stds`): a residual block's
+        ``block_grad_std``, a layer's ``grad_pre_std`` (dL/dxhat at a norm before its
+        activation), the pooled std of layers run in parallel."""
+        grads = self.at(step, "grad_pre_std")
+        if not self.stages:
+            return grads
+        try:
+            blocks = self._block_grads.xs(step, level="step")
+        except (KeyError, TypeError):
+            blocks = pd.Series(dtype=float)
+        return stage_stds(self.stages, grads, blocks, self.output_sizes)
+
+    def gradient_where(self, position: int) -> str:
+        s = self._stage.get(position) if self.stages else None
+        return s.where() if s is not None else f"layer {position}"
+
+    def gradient_members(self, position: int) -> list[int]:
+        s = self._stage.get(position) if self.stages else None
+        return list(s.members or [s.layer]) if s is not None else [position]
 
     def at(self, step: int, quantity: str) -> pd.Series:
         """Per-hidden-layer values of ``quantity`` at ``step``: the output layer's row is left
@@ -748,6 +802,7 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
     # metric) at 0 while the trained head's updates rewrote its weights
     weights = [(i, t.name, w) for i, t in enumerate(layers, 1)
                for w in rx.weight_tensors(t.module)[:1] if w.requires_grad]
+    parallel, sizes = parallel_layers(model, px[:TRACE_EXAMPLES], layers)
     before = through_time(model, px, py, loss_fn)
     biases = hidden_biases(layers)  # at initialization (describe reads the trained model)
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
@@ -777,7 +832,7 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,
                           through_time=tt, target_stats=stats, residual_ends=ends,
-                          early_update_ratios=early)
+                          early_update_ratios=early, parallel=parallel, output_sizes=sizes)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():
