@@ -794,8 +794,6 @@ def _layers_text(shown: Sequence[int], total: Sequence[int], named: bool = False
     ``nn.Sequential``'s 'layers 1, 3, 5, 7, 9 of 9' above modules '[0], [4], [8]' read as
     other layers: module [4] is layer 3)."""
     numbered = list(total) == list(range(1, len(total) + 1))
-    if named and len(shown) < len(total):
-        return f"{len(shown)} of {len(total)} layers: first, last and evenly spaced"
     if len(total) == 1:  # "all 1 layers" under a one-hidden-layer network's figures
         return f"layer {total[0]}, the only one" if numbered else "the one layer with values"
     if len(shown) == len(total):
@@ -804,6 +802,8 @@ def _layers_text(shown: Sequence[int], total: Sequence[int], named: bool = False
     if not numbered:
         return (f"{len(shown)} of the {len(total)} layers with values: first, last and evenly "
                 "spaced")
+    if named:
+        return f"{len(shown)} of {len(total)} layers: first, last and evenly spaced"
     return (f"layers {', '.join(map(str, shown))} of {len(total)}: first, last and evenly "
             "spaced")
 
