@@ -107,3 +107,7 @@ def test_export_to_a_folder_holding_the_users_own_runs_csv_is_refused(tmp_path, 
     for _ in range(2):
         code, _, err = run_cli(capsys, "export", out)
         assert code == 0, err
+    # the default folder named with --to, as an older depthlab left it (no marker): its own
+    (tmp_path / "out" / "export" / ".depthlab-export").unlink()
+    code, _, err = run_cli(capsys, "export", out, "--to", tmp_path / "out" / "export")
+    assert code == 0, err

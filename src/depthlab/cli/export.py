@@ -23,10 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     store = open_store(args.dir, create=False, readonly=True)
     # default: DIR/export, or beside the store file for a DIR naming one (results.db)
-    target = Path(args.to) if args.to else store.path.parent / "export"
+    default = store.path.parent / "export"
+    target = Path(args.to) if args.to else default
     if target.exists() and not target.is_dir():
         raise UserError(f"--to {str(target)!r} is a file; expected a folder")
-    if args.to and not args.force:
+    # the default folder is the export's own (also when named, and one an older depthlab
+    # wrote without the marker)
+    if args.to and not args.force and target.resolve() != default.resolve():
         foreign = _not_an_export(target, args.format)
         if foreign is not None:
             store.close()
