@@ -142,3 +142,36 @@ def test_sigmoid_gated_chain_vanishes_over_its_stages_with_the_pooled_gradient()
     assert ev["ratio_init_step"] == 0
     assert ev["ratio_init"] == pytest.approx(pooled / sd["inp"], rel=2e-3)
     assert ev["per_layer_factor"] == pytest.approx(ev["ratio"] ** (1 / 8), rel=1e-9)
+
+
+class _GPTPosFirst(_GPT):
+    """The decoder with a learned position embedding looked up first: ``wpe(arange(T)) +
+    wte(x)``."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.pos = nn.Embedding(T, 16)
+        nn.init.normal_(self.pos.weight, 0, 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pos(torch.arange(x.shape[1])) + self.emb(x)
+        for b in self.blocks:
+            h = b(h)
+        return F.linear(self.nf(h), self.emb.weight)[:, -1]
+
+
+def test_a_position_embedding_is_no_stage_of_the_gradient_path() -> None:
+    # wpe(arange(T)) has the same output for any batch: its gradient is the sum over the probe
+    # batch's 300 examples, sqrt(300) ~ 17x a stream position's. Read as the path's first
+    # stage it made the healthy decoder 'exploding_gradients' ('the std of dL/ds in layer 1 is
+    # 17.7x larger than in the output of residual block blocks.1', 4 stages); the stages are
+    # the token embedding and the blocks, whose gradients at step 0 agree within 1%.
+    x, y = _tokens(364)
+    d = dlt.doctor(_GPTPosFirst, (x[:64], y[:64], x[64:], y[64:]),
+                   loss_fn=nn.CrossEntropyLoss(), optimizer=("adam", {"lr": 1e-3}), steps=4,
+                   batch_size=32, seed=0, verify=False, probe_every=2)
+    assert not {"exploding_gradients", "vanishing_gradients"} & set(d.kinds), d.kinds
+    g = d.probes[(d.probes["step"] == 0) & (d.probes["quantity"].isin(
+        ["grad_pre_std", "block_grad_std"]))].set_index("module")["value"]
+    assert g["pos"] / g["emb"] == pytest.approx(math.sqrt(300), rel=0.1)  # the sum of 300
+    assert g["blocks.1"] / g["emb"] == pytest.approx(1.0, abs=0.01)

@@ -90,7 +90,7 @@ from .doctor_probe import (
     _probe_fn,
     functional_act_rows,
 )
-from .gradient_path import gradient_stages, parallel_layers, stage_stds
+from .gradient_path import LayerGraph, gradient_stages, parallel_layers, stage_stds
 from .inputs import (
     VAL_FRACTION,
     _has_lazy,
@@ -221,10 +221,9 @@ class TorchRunContext(RunContext):
     near 0 leaves the block near the identity: Fixup, SkipInit, torchvision's
     ``zero_init_residual``, GPT-2's 1/sqrt(2 L)), not a mismatch; a larger one still is."""
 
-    parallel: list[list[str]] = field(default_factory=list)
-    """Names of the hidden layers that read the same input tensor (:func:`parallel_layers`)."""
-    output_sizes: dict[str, int] = field(default_factory=dict)
-    """Output entries per example of each layer (pooling a parallel group's gradients)."""
+    graph: LayerGraph = field(default_factory=LayerGraph)
+    """The hidden layers that read one input tensor, each layer's output entries per example
+    and the layers whose output does not follow the examples (:func:`parallel_layers`)."""
 
     def __post_init__(self) -> None:
         self.net = _ModelView(self.points_override)
@@ -233,9 +232,10 @@ class TorchRunContext(RunContext):
             self.frame = frame.drop(columns=["module"])
         super().__post_init__()
         self.frame = frame
-        self.stages = gradient_stages(self.points, frame, self.parallel)
+        self.stages = gradient_stages(self.points, frame, self.graph.groups, self.graph.shared)
         self._stage = {s.layer: s for s in self.stages}
-        if all(s.block is None and len(s.members) == 1 for s in self.stages):
+        if all(s.block is None and len(s.members) == 1 for s in self.stages) \
+                and not any(p.module in self.graph.shared for p in self.points):
             self.stages = []  # a chain: its hidden layers, read as the NumPy doctor reads them
         else:
             self.gradient_unit = "stage"
@@ -271,7 +271,7 @@ class TorchRunContext(RunContext):
             blocks = self._block_grads.xs(step, level="step")
         except (KeyError, TypeError):
             blocks = pd.Series(dtype=float)
-        return stage_stds(self.stages, grads, blocks, self.output_sizes)
+        return stage_stds(self.stages, grads, blocks, self.graph.sizes)
 
     def gradient_where(self, position: int) -> str:
         s = self._stage.get(position) if self.stages else None
@@ -802,7 +802,7 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
     # metric) at 0 while the trained head's updates rewrote its weights
     weights = [(i, t.name, w) for i, t in enumerate(layers, 1)
                for w in rx.weight_tensors(t.module)[:1] if w.requires_grad]
-    parallel, sizes = parallel_layers(model, px[:TRACE_EXAMPLES], layers)
+    graph = parallel_layers(model, px[:TRACE_EXAMPLES], layers)
     before = through_time(model, px, py, loss_fn)
     biases = hidden_biases(layers)  # at initialization (describe reads the trained model)
     result = train(model, data, loss_fn, spec, probe=_probe_fn(percentiles, layers),
@@ -832,7 +832,7 @@ def _train_run(model: nn.Module, data: TensorData, loss_fn: Callable, spec: Torc
                           probe_examples=int(px.shape[0]),  # dead units, BN drift: not on 2
                           points_override=_points(result.probes, layers), chance_loss=chance,
                           through_time=tt, target_stats=stats, residual_ends=ends,
-                          early_update_ratios=early, parallel=parallel, output_sizes=sizes)
+                          early_update_ratios=early, graph=graph)
     findings, by_kind = evaluate(ctx)  # in the rules' priority order
     with np.errstate(all="ignore"):
         for kind, rule in TORCH_RULES.items():

@@ -20,7 +20,10 @@ positions (*stages*) of the path are, in forward order:
   of their outputs' gradients pooled as one fused layer's output,
   ``sqrt(sum_i m_i sigma_i^2 / sum_i m_i)`` with ``m_i`` entries per example of layer ``i``'s
   output (what a fused ``Linear(d, 3d)`` would read);
-* every other hidden layer is a stage of its own.
+* every other hidden layer is a stage of its own, except a layer whose output does not
+  follow the examples (a learned position embedding of ``arange(T)``, the same shape for any
+  batch size): its gradient is the sum of the batch's examples' (sqrt(N) times a stream
+  position's), on no example's path, and it is no stage.
 
 A chain has neither blocks nor layers reading one input: its stages are its hidden layers,
 one each, and its readings are the NumPy doctor's.
@@ -38,7 +41,7 @@ from torch import nn
 
 from . import prescriptions as rx
 
-__all__ = ["Stage", "parallel_layers", "gradient_stages", "stage_stds"]
+__all__ = ["Stage", "LayerGraph", "parallel_layers", "gradient_stages", "stage_stds"]
 
 
 @dataclass
@@ -73,17 +76,25 @@ def _first_tensor(v: Any) -> torch.Tensor | None:
     return None
 
 
-def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLayer]
-                    ) -> tuple[list[list[str]], dict[str, int]]:
-    """``(groups, sizes)`` from one forward of ``model`` on ``x`` (no gradients, buffers,
-    modes and generators left as found): ``groups``, the traced layers' names grouped by the
-    input tensor of their first call (the same tensor object at the same version: q, k and v
-    of ``attn(norm(x))``; a tensor changed in place in between is another input), only groups
-    of two or more; ``sizes``, each layer's output entries per example at its first call."""
-    names = {t.module: t.name for t in layers if t.ran}
+@dataclass
+class LayerGraph:
+    """What :func:`parallel_layers` reads of a model's forward: ``groups`` of hidden layers
+    that read one input tensor, each layer's output entries per example (``sizes``), and the
+    layers whose output does not follow the examples (``shared``: a position embedding of
+    ``arange(T)``, the same for every batch size; its gradient is the sum over the batch's
+    examples, on no example's path)."""
+
+    groups: list[list[str]] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    shared: frozenset[str] = frozenset()
+
+
+def _first_calls(model: nn.Module, x: torch.Tensor, names: dict[nn.Module, str]
+                 ) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, ...]]]:
+    """``(input key, output shape)`` of each layer's first call in one forward on ``x``."""
     inputs: list[torch.Tensor] = []  # alive during the forward: ids stay unique
     keys: dict[str, tuple[int, int]] = {}
-    sizes: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def hook(module: nn.Module, inp: Any, out: Any) -> None:
         name = names.get(module)
@@ -94,21 +105,44 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
             return
         inputs.append(i)
         keys[name] = (id(i), int(getattr(i, "_version", 0)))
-        if o is not None and o.dim() >= 1 and o.shape[0]:
-            sizes[name] = int(o[0].numel()) if o.dim() > 1 else 1
+        if o is not None:
+            shapes[name] = tuple(o.shape)
 
     rx._forward_with_hook(model, x, list(names), hook)
+    return keys, shapes
+
+
+def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLayer]
+                    ) -> LayerGraph:
+    """The :class:`LayerGraph` of ``model`` from forwards on ``x`` and on ``x`` less its last
+    row (no gradients; buffers, modes and generators left as found): ``groups``, the traced
+    layers' names grouped by the input tensor of their first call (the same tensor object at
+    the same version: q, k and v of ``attn(norm(x))``; a tensor changed in place in between is
+    another input), only groups of two or more; ``sizes``, output entries / rows; ``shared``,
+    the layers whose output shape is the same for both row counts."""
+    names = {t.module: t.name for t in layers if t.ran}
+    n = int(x.shape[0]) if x.dim() else 0
+    keys, shapes = _first_calls(model, x, names)
+    shared: set[str] = set()
+    if n >= 3:
+        try:
+            _, fewer = _first_calls(model, x[:n - 1], names)
+        except Exception:  # noqa: BLE001 - a forward that needs its batch size: none known
+            fewer = {}
+        shared = {k for k, v in fewer.items() if shapes.get(k) == v}
+    sizes = {k: max(1, math.prod(v) // n) for k, v in shapes.items() if n and k not in shared}
     by: dict[tuple[int, int], list[str]] = {}
     for name, key in keys.items():
         by.setdefault(key, []).append(name)
-    return [g for g in by.values() if len(g) > 1], sizes
+    return LayerGraph([g for g in by.values() if len(g) > 1], sizes, frozenset(shared))
 
 
-def gradient_stages(points: list[Any], frame: pd.DataFrame, groups: list[list[str]]
-                    ) -> list[Stage]:
+def gradient_stages(points: list[Any], frame: pd.DataFrame, groups: list[list[str]],
+                    shared: frozenset[str] = frozenset()) -> list[Stage]:
     """The stages (module docstring) of hidden ``points`` (``index``, ``module``) given the
     probe ``frame`` (its ``block_grad_std`` rows name the residual blocks) and the parallel
-    ``groups`` of :func:`parallel_layers`, in forward order."""
+    ``groups`` of :func:`parallel_layers`, in forward order; the ``shared`` layers (whose
+    output does not follow the examples) are no stage."""
     blocks: dict[str, int] = {}
     if len(frame) and "module" in frame.columns:
         rows = frame[frame["quantity"] == "block_grad_std"]
@@ -120,6 +154,8 @@ def gradient_stages(points: list[Any], frame: pd.DataFrame, groups: list[list[st
     group_of = {n: k for k, g in enumerate(groups) for n in g}
     stages: dict[Any, Stage] = {b: Stage(i, [], [], b) for b, i in top.items()}
     for p in points:
+        if p.module in shared:
+            continue
         block = next((b for b in top if p.module.startswith(b + ".")), None)
         key = block if block is not None else ("group", group_of[p.module]) \
             if p.module in group_of else ("layer", p.module)
