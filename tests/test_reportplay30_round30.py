@@ -34,8 +34,8 @@ def test_a_shallow_run_beside_a_200_layer_run_is_not_squeezed_into_a_dot():
     # dot (its two layers 2 px apart) and the 10-layer run a smudge of 19 px on a 400 px panel
     from depthlab import plot
 
-    runs = {"depth2": _profile(2), "depth10": _profile(10), "depth200": _profile(200)}
-    for draw in (plot.gradient_per_layer, plot.activation_per_layer):
+    runs = {"depth2": _profile(2), "depth10": _profile(10), "depth200": _profile(200, (0,))}
+    for draw in (plot.gradient_per_layer,):  # activation_per_layer: the same _per_layer
         fig = draw(runs, theory=False)
         fig.canvas.draw()
         ax = fig.axes[0]
@@ -137,3 +137,38 @@ def test_a_figure_naming_modules_does_not_list_layer_numbers_that_read_as_other_
     assert legend[:2] == ["[0]", "[4]"], legend
     assert "layers 1, 3" not in ax.get_title(), ax.get_title()
     assert "5 of 9 layers" in ax.get_title(), ax.get_title()
+
+
+def test_a_transformers_module_heatmap_is_shown_at_its_drawn_size_in_the_browser(
+        browser, tmp_path):
+    # a PyTorch run's heatmap (module names on its rows, 7.6 in wide) sat in a half-width
+    # column of the page: shown at 74% of its size at 1400 px, the 7 pt names read at 5 pt
+    from helpers.browser import checked_page, screenshot_dir
+    from test_report import synthetic_record
+
+    from depthlab.experiments.store import Store
+    from depthlab.report import build
+    from depthlab.report import html as H
+
+    rec = synthetic_record("t" * 12, depth=24, sweep=None, probes=False)
+    rec.config["model"]["layers"] = {str(la): f"encoder.layers.{(la - 1) // 4}.part{la % 4}"
+                                     for la in range(1, 25)}
+    rec.steps = rec.steps.head(4)
+    rec.probes = pd.DataFrame([(s, la, "grad_pre_std", 1e-3 * la) for s in (0, 100)
+                               for la in range(1, 25)],
+                              columns=["step", "layer", "quantity", "value"])
+    with Store(tmp_path / "runs") as store:
+        store.add_run(rec)
+    # the run's figures as its report section lays them out (a two-column grid)
+    blocks, _ = build._run_figures(Store(tmp_path / "runs"), rec.id, rec.name, rec.config,
+                                   build._Pngs(), None)
+    page = tmp_path / "report.html"
+    page.write_text(H.page("t", [], f"<div class=\"grid\">{''.join(blocks)}</div>"),
+                    encoding="utf-8")
+    with checked_page(browser, width=1400) as pg:
+        pg.goto(page.resolve().as_uri())
+        fig = pg.locator("figure", has=pg.locator(f"h3:text-is('{build.FIG_GRAD_HEATMAP}')"))
+        fig.scroll_into_view_if_needed()
+        shown, natural = fig.locator("img").evaluate("i => [i.clientWidth, i.naturalWidth]")
+        fig.screenshot(path=str(screenshot_dir(tmp_path / "shots") / "torch_heatmap.png"))
+    assert natural > 700 and shown >= 0.97 * natural, (shown, natural)

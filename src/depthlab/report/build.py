@@ -938,6 +938,19 @@ def _divergence_title(store: Any, rid: str, steps: pd.DataFrame) -> str:
     return f"diverged at step {at} ({what}): not drawn"
 
 
+HALF_COLUMN_PX = 700
+"""Widest PNG (pixels at figures.DPI) a run's gradient heatmap is drawn beside another figure:
+the page's half column is ~564 px at a 1400 px window, so a module-named heatmap of 760 px was
+shown at 74% and its 7 pt module names at 5 pt. A wider one, or one naming modules on its
+rows, takes the whole row (shown at its drawn size)."""
+
+
+def _too_wide(png: bytes) -> bool:
+    """Whether the PNG ``png`` is wider than :data:`HALF_COLUMN_PX` (its IHDR width, bytes
+    16..20 big-endian)."""
+    return len(png) > 24 and int.from_bytes(png[16:20], "big") > HALF_COLUMN_PX
+
+
 def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                  percentile_layer: int | None) -> tuple[list[str], pd.DataFrame]:
     from .. import plot
@@ -1020,7 +1033,8 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         blocks.append(H.figure_block(
             png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer (rows) and step (columns), log "
             "colours: a colour change from top to bottom means vanishing or exploding "
-            "gradients; a change left to right, that training moved them."))
+            "gradients; a change left to right, that training moved them.",
+            wide=_too_wide(png) or bool(figures.layer_names(probes))))  # names: full size
     if not hists.empty:
         for kind, title, what in (("act", FIG_HIST_ACT, "activations"),
                                   ("grad", FIG_HIST_GRAD, "back-propagated gradients dL/ds")):
