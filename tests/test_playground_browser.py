@@ -56,7 +56,7 @@ def wait_query(pg, **expected: str) -> None:
     for key, value in expected.items():
         pg.wait_for_function(
             "([k, v]) => new URLSearchParams(location.search).get(k) === v",
-            arg=[key, value], timeout=30_000)
+            arg=[key, value], timeout=60_000)
 
 
 def test_vanishing_then_residual_batchnorm(page, tmp_path):

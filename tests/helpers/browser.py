@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
+WAIT_MS = 60_000
+"""Playwright's default wait (its own is 30 s): a page waits on the playground's server, which
+on a loaded 2-core host took more than 30 s to answer a setup changed four times in a row (a
+stopped session builds its network first). A wait with a timeout of its own keeps it."""
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -24,7 +28,15 @@ def chromium() -> Iterator:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (see .ci/run)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=WAIT_MS)
+        new_context = b.new_context
+
+        def waiting_context(*args, **kwargs):  # every page of the tests waits up to WAIT_MS
+            context = new_context(*args, **kwargs)
+            context.set_default_timeout(WAIT_MS)
+            return context
+
+        b.new_context = waiting_context
         try:
             yield b
         finally:
