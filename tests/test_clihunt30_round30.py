@@ -111,3 +111,18 @@ def test_export_to_a_folder_holding_the_users_own_runs_csv_is_refused(tmp_path, 
     (tmp_path / "out" / "export" / ".depthlab-export").unlink()
     code, _, err = run_cli(capsys, "export", out, "--to", tmp_path / "out" / "export")
     assert code == 0, err
+
+
+def test_a_built_in_data_set_subsampled_to_one_class_is_refused_as_a_file_of_one_class(
+        tmp_path, capsys, monkeypatch):
+    # digits with n = 1 trained a classifier on one row of one class ("finished", train_acc
+    # 1), while a data file of one class is refused when loaded
+    one_blas_thread(monkeypatch)
+    (tmp_path / "one.toml").write_text(TINY.replace('name = "spirals"\nn = 200',
+                                                    'name = "digits"\nn = 1'))
+    code, _, err = run_cli(capsys, "run", tmp_path / "one.toml", "--out", tmp_path / "o")
+    assert_one_line_error(code, err, "digits (n=1)", "a single class", "at least 2 classes")
+    from depthlab.data import load_dataset
+
+    d = load_dataset("digits", n=10, seed=0)  # more than one class: as before
+    assert len(np.unique(np.concatenate([d.y_train, d.y_val, d.y_test]))) > 1

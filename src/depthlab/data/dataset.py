@@ -350,6 +350,10 @@ def build_dataset(
     parts = _checked_parts(raw, source, dt, values)
     want = _wanted_sizes(name, parts, n, raw.sized)
     out = _split(name, parts, want, split_rng, vf, tf, dt, raw.scale)
+    if not values and n is not None and not raw.sized:
+        # the rows kept, as the whole data was checked: digits with n = 1 trained a
+        # "classifier" on one row of one class (train_acc 1), which a file of one class is not
+        check_classes(out, f"{source} (n={n})")
     if values:
         widths = {v[1].shape[1] for v in parts.values()}
         if len(widths) > 1:
