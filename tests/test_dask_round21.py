@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 
 import pytest
 from helpers.cli import ENV, assert_one_line_error
+from helpers.scheduler import start_scheduler
 
 distributed = pytest.importorskip("distributed")
 
@@ -35,12 +35,6 @@ every = 20
 "model.dtype" = ["float32", "float64"]
 "train.seed" = [0, 1, 2, 3]
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rows(db) -> list[tuple]:
@@ -72,20 +66,9 @@ def test_a_scheduler_killed_mid_sweep_is_one_line_and_stores_no_point_failed(tmp
     traceback of the client's cancelled reconnect on stderr. Now: exit 2, one line naming
     the scheduler, only the finished points stored; a rerun finishes the grid."""
     (tmp_path / "grid.toml").write_text(GRID)
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    port = address.rsplit(":", 1)[1]
-    sched = _start("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", port,
-                   "--dashboard-address", "127.0.0.1:0")
+    sched, address = start_scheduler()  # listening, on a port of its own choosing
     workers = None
     try:
-        deadline = time.monotonic() + 60
-        while True:  # the scheduler listens
-            try:
-                socket.create_connection(("127.0.0.1", int(port)), 1).close()
-                break
-            except OSError:
-                assert sched.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
         workers = _start("distributed.cli.dask_worker", address, "--nworkers", "2",
                          "--nthreads", "1", "--no-dashboard")
         db = tmp_path / "o" / "depthlab.db"

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from helpers.cli import ENV
+from helpers.scheduler import start_scheduler
 
 _STOPPED_SCHEDULER = """\
 import os, signal, sys, time
@@ -36,12 +35,6 @@ except ClusterError as e:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_stopped_scheduler_fails_the_sweep_within_its_bound(tmp_path):
     """A remote scheduler that stops answering mid-sweep (SIGSTOP, a hung or frozen head
     node: its TCP connection stays open) kept the sweep waiting without end (in
@@ -49,21 +42,8 @@ def test_a_stopped_scheduler_fails_the_sweep_within_its_bound(tmp_path):
     Now: ``ClusterError`` naming the scheduler after ``scheduler_timeout`` seconds of
     silence."""
     pytest.importorskip("distributed")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    sched = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", str(port), "--dashboard-address", "127.0.0.1:0"], env=ENV,
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sched, address = start_scheduler()  # listening, on a port of its own choosing
     try:
-        deadline = time.monotonic() + 60
-        while True:  # the scheduler listens
-            try:
-                socket.create_connection(("127.0.0.1", port), 1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the scheduler did not start"
-                time.sleep(0.2)
         try:
             done = subprocess.run([sys.executable, "-c", _STOPPED_SCHEDULER, address,
                                    str(sched.pid), str(tmp_path / "out")], env=ENV,
@@ -178,14 +158,9 @@ def test_a_stopped_worker_does_not_hold_the_sweeps_start(tmp_path):
     ``ENV_CHECK_S`` and says which workers did not answer; their points are checked as they
     run (``run_chunk``)."""
     pytest.importorskip("distributed")
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", str(port), "--dashboard-address", "127.0.0.1:0"], env=ENV,
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    sched, address = start_scheduler()  # listening, on a port of its own choosing
+    procs = [sched]
     try:
-        _wait_for_port(port)
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
              "--no-nanny", "--no-dashboard"], env=ENV, start_new_session=True,
@@ -210,13 +185,3 @@ def test_a_stopped_worker_does_not_hold_the_sweeps_start(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
 
-
-def _wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "the scheduler did not start"
-            time.sleep(0.2)
