@@ -119,10 +119,14 @@ def parallel_layers(model: nn.Module, x: torch.Tensor, layers: list[rx.TracedLay
     layers' names grouped by the input tensor of their first call (the same tensor object at
     the same version: q, k and v of ``attn(norm(x))``; a tensor changed in place in between is
     another input), only groups of two or more; ``sizes``, output entries / rows; ``shared``,
-    the layers whose output shape is the same for both row counts."""
+    the layers whose output shape is the same for both row counts. A forward that fails under
+    the hooks gives an empty graph (the hidden layers read as a chain, as before)."""
     names = {t.module: t.name for t in layers if t.ran}
     n = int(x.shape[0]) if x.dim() else 0
-    keys, shapes = _first_calls(model, x, names)
+    try:
+        keys, shapes = _first_calls(model, x, names)
+    except Exception:  # noqa: BLE001 - the trace's forward ran; this one is no requirement
+        return LayerGraph()
     shared: set[str] = set()
     if n >= 3:
         try:
