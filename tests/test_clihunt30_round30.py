@@ -9,10 +9,22 @@ import sys
 
 import numpy as np
 import pandas as pd
-from helpers.cli import TINY, assert_one_line_error, one_blas_thread, run_cli, tiny_run
+from helpers.cli import TINY, assert_one_line_error, one_blas_thread, run_cli
 
-DIVERGES = TINY.replace("batch_size = 50\n", 'batch_size = 50\nlr = 1e9\nloss = "mse"\n')
+QUICK = TINY.replace("every = 5", "every = 0")
+"""The tiny run without probes (no probe kernels to load: milliseconds)."""
+DIVERGES = QUICK.replace("batch_size = 50\n", 'batch_size = 50\nlr = 1e9\nloss = "mse"\n')
 """The tiny run with a step of 1e9: its loss is infinite at the third step."""
+
+
+def tiny_run(tmp_path, capsys) -> tuple[str, str]:
+    """A finished `depthlab run` of :data:`QUICK`: (its id, its results folder)."""
+    (tmp_path / "tiny.toml").write_text(QUICK)
+    out = str(tmp_path / "out")
+    code, printed, err = run_cli(capsys, "run", tmp_path / "tiny.toml", "--out", out,
+                                 "--quiet", "--json")
+    assert code == 0, err
+    return json.loads(printed)["id"], out
 
 
 class _Stdin(io.TextIOWrapper):
@@ -27,13 +39,13 @@ def test_run_reads_its_config_from_stdin_as_the_same_run_as_the_file(tmp_path, c
     # `generate | depthlab run -` said "config file '-' not found" (exit 2)
     one_blas_thread(monkeypatch)
     rid, out = tiny_run(tmp_path, capsys)  # the file's run
-    monkeypatch.setattr(sys, "stdin", _Stdin(TINY))
+    monkeypatch.setattr(sys, "stdin", _Stdin(QUICK))
     code, _, err = run_cli(capsys, "run", "-", "--out", tmp_path / "piped", "--quiet", "--json")
     piped = json.loads(_)
     assert code == 0, err
     assert piped["id"] == rid and piped["status"] == "finished"
     # the same run: refused as already stored in the file's store
-    monkeypatch.setattr(sys, "stdin", _Stdin(TINY))
+    monkeypatch.setattr(sys, "stdin", _Stdin(QUICK))
     code, _, err = run_cli(capsys, "run", "-", "--out", out, "--quiet")
     assert_one_line_error(code, err, rid, "--overwrite")
 
@@ -47,7 +59,7 @@ def test_a_json_config_from_stdin_and_its_errors_name_stdin(tmp_path, capsys, mo
     assert_one_line_error(code, err, "<stdin>: train.lr = -1", "> 0")
     assert not (tmp_path / "o").exists()
     # a sweep from stdin: its grid's points stored
-    grid = TINY + '[sweep]\n"train.seed" = [0, 1]\n'
+    grid = QUICK + '[sweep]\n"train.seed" = [0, 1]\n'
     monkeypatch.setattr(sys, "stdin", _Stdin(grid))
     code, out, err = run_cli(capsys, "sweep", "-", "--out", tmp_path / "s", "--quiet", "--json")
     assert code == 0, err
@@ -113,16 +125,30 @@ def test_export_to_a_folder_holding_the_users_own_runs_csv_is_refused(tmp_path, 
     assert code == 0, err
 
 
-def test_a_built_in_data_set_subsampled_to_one_class_is_refused_as_a_file_of_one_class(
-        tmp_path, capsys, monkeypatch):
-    # digits with n = 1 trained a classifier on one row of one class ("finished", train_acc
-    # 1), while a data file of one class is refused when loaded
+def test_data_subsampled_to_one_class_is_refused_as_a_file_of_one_class(tmp_path, capsys,
+                                                                       monkeypatch):
+    # data.n = 1 (digits, or a file of two classes) trained a classifier on one row of one
+    # class ("finished", train_acc 1), while a data file of one class is refused when loaded
     one_blas_thread(monkeypatch)
-    (tmp_path / "one.toml").write_text(TINY.replace('name = "spirals"\nn = 200',
-                                                    'name = "digits"\nn = 1'))
+    rows = "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20))
+    (tmp_path / "two.csv").write_text("a,b,label\n" + rows)
+    (tmp_path / "one.toml").write_text(QUICK.replace('name = "spirals"\nn = 200',
+                                                    'path = "two.csv"\nn = 1'))
     code, _, err = run_cli(capsys, "run", tmp_path / "one.toml", "--out", tmp_path / "o")
-    assert_one_line_error(code, err, "digits (n=1)", "a single class", "at least 2 classes")
+    assert_one_line_error(code, err, "two.csv (n=1)", "a single class", "at least 2 classes")
     from depthlab.data import load_dataset
 
-    d = load_dataset("digits", n=10, seed=0)  # more than one class: as before
-    assert len(np.unique(np.concatenate([d.y_train, d.y_val, d.y_test]))) > 1
+    d = load_dataset(str(tmp_path / "two.csv"), n=10, seed=0)  # both classes kept: as before
+    assert len(np.unique(np.concatenate([d.y_train, d.y_val, d.y_test]))) == 2
+
+
+def test_init_dash_prints_the_starter_config_that_run_dash_reads(tmp_path, capsys,
+                                                                 monkeypatch):
+    # `depthlab init -` wrote a file named "-.toml"; with `run -` reading stdin, it prints
+    import tomllib
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "init", "-")
+    assert code == 0, err
+    assert tomllib.loads(out)["name"] == "starter" and "THIS_FILE" not in out
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ import argparse
 import json
 import re
 import shlex
+import sys
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -26,7 +27,8 @@ def shipped_examples() -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", nargs="?",
                    help="file to create: NAME.toml (its name field is NAME); with --example, "
-                   "NAME plus the example's suffix (default: the example's own file name)")
+                   "NAME plus the example's suffix (default: the example's own file name); "
+                   "'-': print it on stdout")
     p.add_argument("--example", metavar="EX",
                    help="copy a shipped example (see --list) instead of the starter config "
                    "(default: the starter config)")
@@ -85,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         name = Path(source).stem
     if not (name or "").strip():  # "" or "  " (not a file named "  .toml")
         raise UserError("give NAME: `depthlab init NAME` writes NAME.toml (or see --list)")
+    if name == "-":  # stdout, as `depthlab run -` reads stdin: `depthlab init - | ... run -`
+        text = packaged_example(source).read_text(encoding="utf-8")  # (it wrote "-.toml")
+        sys.stdout.write(text.replace("THIS_FILE", "FILE.toml") if source == STARTER else text)
+        return 0
     suffix = Path(source).suffix
     target = Path(name)
     if target.name in ("", ".", ".."):  # '.', '/', '..': a folder, no file name (was exit 1)
