@@ -172,3 +172,21 @@ def test_a_transformers_module_heatmap_is_shown_at_its_drawn_size_in_the_browser
         shown, natural = fig.locator("img").evaluate("i => [i.clientWidth, i.naturalWidth]")
         fig.screenshot(path=str(screenshot_dir(tmp_path / "shots") / "torch_heatmap.png"))
     assert natural > 700 and shown >= 0.97 * natural, (shown, natural)
+
+
+def test_the_playground_takes_no_first_last_ratio_of_a_single_hidden_layer(browser, server):
+    # depth 1: 'layer 1 0.001194, layer 1 0.001194; first / last = 1 (10^0.0)', a ratio of 1
+    # by construction read as a gradient that flows perfectly (the report says "one hidden
+    # layer: no first/last ratio to take")
+    from helpers.browser import checked_page
+
+    with checked_page(browser, width=1300) as pg:
+        pg.goto(server.url + "?model.depth=1&model.width=8")
+        pg.wait_for_function("document.getElementById('grad-summary').textContent"
+                             ".startsWith('step ')", timeout=30_000)
+        text = pg.text_content("#grad-summary")
+        assert "first / last =" not in text, text
+        assert "one hidden layer" in text and "no first / last ratio" in text, text
+        value = pg.evaluate("S.last.grad_std[0]")  # the layer's value is still shown
+        shown = float(text.split("layer 1 ", 1)[1].split(";", 1)[0])
+        assert abs(shown - value) <= 0.01 * value, (text, value)

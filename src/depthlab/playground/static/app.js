@@ -762,11 +762,17 @@ function onUpdate(m) {
       "nothing to scale it to");
   }
   const first = m.grad_std[0], last = m.grad_std[m.grad_std.length - 1];
-  const ratio = first !== null && last ? first / last : null;
+  // one hidden layer (depth 1) is its own first and last: a ratio of 1 by construction read
+  // as a gradient that flows perfectly ("first / last = 1 (10^0.0)"); none is taken, as the
+  // report's "one hidden layer: no first/last ratio to take"
+  const single = layers.length === 1;
+  const ratio = !single && first !== null && last ? first / last : null;
   const gs = $("grad-summary");
   gs.dataset.first = first; gs.dataset.last = last; gs.dataset.ratio = ratio; gs.dataset.step = m.step;
   const fmtg = (v) => (v === null || v === undefined ? "not finite" : fmt(v));
-  gs.innerHTML = `step ${m.step}: ${unit()} 1 <b>${fmtg(first)}</b>, ${unit()} ${layers.length} <b>${fmtg(last)}</b>; ` +
+  gs.innerHTML = single ? `step ${m.step}: ${unit()} 1 <b>${fmtg(first)}</b>; one hidden ` +
+    `${unit()}: no first / last ratio to take` :
+    `step ${m.step}: ${unit()} 1 <b>${fmtg(first)}</b>, ${unit()} ${layers.length} <b>${fmtg(last)}</b>; ` +
     // (a projected "undefined" read as the page's own fault)
     `first / last = ${last === 0 ? `<b>no ratio</b> (the last ${unit()}'s is 0)` : `<b>${fmtg(ratio)}</b>`}` + (ratio ? ` (10<sup>${decade(ratio)}</sup>)` : "");
   // a log scale cannot draw 0: say where the gradient is exactly 0 (underflow, dead units)
