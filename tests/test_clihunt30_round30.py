@@ -152,3 +152,24 @@ def test_init_dash_prints_the_starter_config_that_run_dash_reads(tmp_path, capsy
     assert code == 0, err
     assert tomllib.loads(out)["name"] == "starter" and "THIS_FILE" not in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_parquet_export_does_not_make_the_users_csv_files_an_exports(tmp_path, capsys,
+                                                                       monkeypatch):
+    # the marker names the files exports wrote: a Parquet export beside the user's runs.csv
+    # leaves that file the user's
+    import pytest
+
+    pytest.importorskip("pyarrow")
+    one_blas_thread(monkeypatch)
+    _, out = tiny_run(tmp_path, capsys)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "runs.csv").write_text("my,own\n")
+    code, _, err = run_cli(capsys, "export", out, "--to", mine, "--format", "parquet")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "export", out, "--to", mine)
+    assert_one_line_error(code, err, "runs.csv", "--force")
+    assert (mine / "runs.csv").read_text() == "my,own\n"
+    code, _, err = run_cli(capsys, "export", out, "--to", mine, "--format", "parquet")
+    assert code == 0, err  # its own files: replaced

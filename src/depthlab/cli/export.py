@@ -45,17 +45,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _not_an_export(folder: Path, fmt: str) -> Path | None:
     """The first file of ``folder`` that an export in ``fmt`` would replace although no export
-    wrote it (the folder has no :data:`~depthlab.experiments.store.EXPORT_MARKER`): a user's
-    own ``runs.csv`` in ``--to .`` was replaced without a word. A device or FIFO is written in
-    place (nothing replaced); ``None`` when nothing would be lost."""
-    from ..experiments.store import EXPORT_MARKER, EXPORTED
+    wrote it (not named in the folder's :data:`~depthlab.experiments.store.EXPORT_MARKER`): a
+    user's own ``runs.csv`` in ``--to .`` was replaced without a word. A device or FIFO is
+    written in place (nothing replaced); ``None`` when nothing would be lost."""
+    from ..experiments.store import EXPORTED, exported_files
 
-    if not folder.is_dir() or (folder / EXPORT_MARKER).exists():
+    if not folder.is_dir():
         return None
+    ours = exported_files(folder)
     for name in EXPORTED:
         path = folder / f"{name}.{fmt}"
-        if path.is_file():  # a regular file, or a link to one (its target would be replaced)
-            return path
+        if path.name not in ours and path.is_file():  # a regular file, or a link to one
+            return path  # (its target would be replaced)
     return None
 
 

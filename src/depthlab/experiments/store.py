@@ -52,11 +52,21 @@ EXPORTED: tuple[str, ...] = (*TABLES, "sweep_points")
 """What :meth:`Store.table` reads and :meth:`Store.export` writes: every table, ``sweep_points``
 (the runs each sweep holds) too."""
 EXPORT_MARKER = ".depthlab-export"
-"""The file :meth:`Store.export` writes beside its tables: the folder's ``runs.csv`` etc. are an
-export's, which the next export may replace (``depthlab export --to`` refuses to replace files
-of those names in a folder without it, unless ``--force``)."""
-EXPORT_MARKER_TEXT = (b"This folder holds tables written by `depthlab export`; the next export "
-                      b"to it replaces them.\n")
+"""The file :meth:`Store.export` writes beside its tables, naming the files exports wrote there
+(one a line, after a comment line): the next export may replace those (``depthlab export --to``
+refuses to replace any other file of a table's name, unless ``--force``)."""
+_MARKER_HEAD = "# files written by `depthlab export`; the next export to this folder replaces them"
+
+
+def exported_files(folder: str | os.PathLike) -> set[str]:
+    """The names of the files that exports wrote in ``folder`` (its :data:`EXPORT_MARKER`;
+    empty without one)."""
+    try:
+        text = (Path(folder) / EXPORT_MARKER).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {line.strip() for line in text.splitlines()
+            if line.strip() and not line.startswith("#")}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -1094,8 +1104,12 @@ class Store:
                 yield out / f"{name}.{fmt}", lambda fh, w=writer: w(fh, index=False)
 
         def with_marker() -> Iterator[tuple[Path, Callable[[Any], object]]]:
-            yield from tables()
-            yield out / EXPORT_MARKER, lambda fh: fh.write(EXPORT_MARKER_TEXT)
+            names = exported_files(out)
+            for path, write in tables():
+                names.add(path.name)
+                yield path, write
+            text = "\n".join([_MARKER_HEAD, *sorted(names)]) + "\n"
+            yield out / EXPORT_MARKER, lambda fh: fh.write(text.encode("utf-8"))
 
         # every table written first, then all renamed: an export interrupted after a few
         # tables left them new beside the previous export's others (runs.csv listing 34 runs,
