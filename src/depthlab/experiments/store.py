@@ -1064,7 +1064,8 @@ class Store:
         """Write every table to ``out_path/<table>.csv`` (or ``.parquet``); the runs table also
         gets its final metrics as columns. Every file is written to a temporary name and only
         then are they all renamed, so an interrupted export never leaves a half-written file,
-        nor new tables beside an earlier export's (:func:`depthlab.atomic.atomic_write_all`)."""
+        nor new tables beside an earlier export's (:func:`depthlab.atomic.atomic_write_all`).
+        :data:`EXPORT_MARKER` is written with them, naming the files exports wrote there."""
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"unknown export format {fmt!r}; expected 'csv' or 'parquet'")
         if fmt == "parquet":
