@@ -58,6 +58,12 @@ def test_a_json_config_from_stdin_and_its_errors_name_stdin(tmp_path, capsys, mo
     code, _, err = run_cli(capsys, "run", "-", "--out", tmp_path / "o", "--quiet")
     assert_one_line_error(code, err, "<stdin>: train.lr = -1", "> 0")
     assert not (tmp_path / "o").exists()
+    # nothing piped in, or stdin closed (`<&-`: sys.stdin is None, was an internal error)
+    for stdin, said in ((_Stdin(""), "standard input is empty"),
+                        (None, "standard input is closed")):
+        monkeypatch.setattr(sys, "stdin", stdin)
+        code, _, err = run_cli(capsys, "run", "-", "--out", tmp_path / "o", "--quiet")
+        assert_one_line_error(code, err, f"<stdin>: {said}")
     # a sweep from stdin: its grid's points stored
     grid = QUICK + '[sweep]\n"train.seed" = [0, 1]\n'
     monkeypatch.setattr(sys, "stdin", _Stdin(grid))

@@ -82,7 +82,13 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         if stdin:  # `depthlab run -`: the config piped in (was "config file '-' not found")
             import sys
 
-            data = sys.stdin.buffer.read(MAX_CONFIG_BYTES + 1)
+            stream = getattr(sys.stdin, "buffer", None)
+            data = b"" if stream is None else stream.read(MAX_CONFIG_BYTES + 1)  # closed: None
+            if not data.strip():
+                raise ConfigError(f"{STDIN_NAME}: standard input is "
+                                  f"{'closed' if stream is None else 'empty'}; expected a TOML "
+                                  "or JSON config on it (e.g. `depthlab init - | depthlab run "
+                                  "-`), or give a config file")
         else:
             with open(p, "rb") as f:  # bounded: /dev/zero or an endless pipe is not read forever
                 data = f.read(MAX_CONFIG_BYTES + 1)
