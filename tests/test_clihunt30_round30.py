@@ -179,3 +179,16 @@ def test_a_parquet_export_does_not_make_the_users_csv_files_an_exports(tmp_path,
     assert (mine / "runs.csv").read_text() == "my,own\n"
     code, _, err = run_cli(capsys, "export", out, "--to", mine, "--format", "parquet")
     assert code == 0, err  # its own files: replaced
+
+
+def test_a_large_grid_with_stdin_closed_asks_for_limit_or_yes(tmp_path, capsys, monkeypatch):
+    # `depthlab sweep big.toml <&-` (a cron job, nohup): sys.stdin is None and the
+    # confirmation's isatty() was an internal error (exit 1)
+    values = ", ".join(str(v) for v in range(400))
+    (tmp_path / "big.toml").write_text(
+        '[data]\nname = "spirals"\n[model]\nsizes = ["auto", 4, "auto"]\n[sweep]\n'
+        f'"train.seed" = [{values}]\n"data.seed" = [{values}]\n')
+    monkeypatch.setattr(sys, "stdin", None)
+    code, _, err = run_cli(capsys, "sweep", tmp_path / "big.toml", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "160,000 points", "--limit N", "--yes")
+    assert not (tmp_path / "out").exists()

@@ -127,7 +127,7 @@ def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
     if size <= CONFIRM_ABOVE or args.yes or args.limit is not None:
         return
     what = f"the grid has {size:,} points ({shape}), more than {CONFIRM_ABOVE:,}"
-    if not sys.stdin.isatty():
+    if sys.stdin is None or not sys.stdin.isatty():  # None: stdin closed (`<&-`)
         raise UserError(f"{what}; pass --limit N to run the first N points, or --yes to run "
                         "them all")
     try:
