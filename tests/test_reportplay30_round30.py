@@ -144,31 +144,20 @@ def test_a_transformers_module_heatmap_is_shown_at_its_drawn_size_in_the_browser
     # a PyTorch run's heatmap (module names on its rows, 7.6 in wide) sat in a half-width
     # column of the page: shown at 74% of its size at 1400 px, the 7 pt names read at 5 pt
     from helpers.browser import checked_page, screenshot_dir
-    from test_report import synthetic_record
 
-    from depthlab.experiments.store import Store
-    from depthlab.report import build
+    from depthlab.report import build, figures
     from depthlab.report import html as H
 
-    rec = synthetic_record("t" * 12, depth=24, sweep=None, probes=False)
-    rec.config["model"]["layers"] = {str(la): f"encoder.layers.{(la - 1) // 4}.part{la % 4}"
-                                     for la in range(1, 25)}
-    rec.steps = rec.steps.head(4)
-    rec.probes = pd.DataFrame([(s, la, "grad_pre_std", 1e-3 * la) for s in (0, 100)
-                               for la in range(1, 25)],
-                              columns=["step", "layer", "quantity", "value"])
-    with Store(tmp_path / "runs") as store:
-        store.add_run(rec)
-    # the run's figures as its report section lays them out (a two-column grid)
-    blocks, _ = build._run_figures(Store(tmp_path / "runs"), rec.id, rec.name, rec.config,
-                                   build._Pngs(), None)
-    page = tmp_path / "report.html"
+    table = _transformer_table(6)
+    beside = figures.figure_png(figures._new_figure(6.4, 3.8)[0])  # the activations' place
+    blocks = [build._heatmap_block(table, "t", build._Pngs()),
+              H.figure_block(beside, "a figure beside it", "its caption")]
+    page = tmp_path / "report.html"  # a run's figures as its report section lays them out
     page.write_text(H.page("t", [], f"<div class=\"grid\">{''.join(blocks)}</div>"),
                     encoding="utf-8")
     with checked_page(browser, width=1400) as pg:
         pg.goto(page.resolve().as_uri())
         fig = pg.locator("figure", has=pg.locator(f"h3:text-is('{build.FIG_GRAD_HEATMAP}')"))
-        fig.scroll_into_view_if_needed()
         shown, natural = fig.locator("img").evaluate("i => [i.clientWidth, i.naturalWidth]")
         fig.screenshot(path=str(screenshot_dir(tmp_path / "shots") / "torch_heatmap.png"))
     assert natural > 700 and shown >= 0.97 * natural, (shown, natural)

@@ -951,6 +951,19 @@ def _too_wide(png: bytes) -> bool:
     return len(png) > 24 and int.from_bytes(png[16:20], "big") > HALF_COLUMN_PX
 
 
+def _heatmap_block(probes: pd.DataFrame, safe: str, pngs: _Pngs) -> str:
+    """The run's gradient heatmap (layer x step) as a figure block: across the whole row when
+    it names modules or is wider than :data:`HALF_COLUMN_PX` (:func:`_too_wide`)."""
+    from .. import plot
+
+    png = pngs.add(f"{safe}_gradient_heatmap.png", plot.gradient_heatmap, probes)
+    return H.figure_block(
+        png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer (rows) and step (columns), log "
+        "colours: a colour change from top to bottom means vanishing or exploding "
+        "gradients; a change left to right, that training moved them.",
+        wide=_too_wide(png) or bool(figures.layer_names(probes)))
+
+
 def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                  percentile_layer: int | None) -> tuple[list[str], pd.DataFrame]:
     from .. import plot
@@ -1029,12 +1042,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
                 png, FIG_PERCENTILES, "Percentiles of one layer's input to its nonlinearity "
                 f"({_percentiles_text(probes)}; Ioffe & Szegedy 2015, Fig. 1b/c): a drifting "
                 "band is internal covariate shift."))
-        png = pngs.add(f"{safe}_gradient_heatmap.png", plot.gradient_heatmap, probes)
-        blocks.append(H.figure_block(
-            png, FIG_GRAD_HEATMAP, "Std of dL/ds per layer (rows) and step (columns), log "
-            "colours: a colour change from top to bottom means vanishing or exploding "
-            "gradients; a change left to right, that training moved them.",
-            wide=_too_wide(png) or bool(figures.layer_names(probes))))  # names: full size
+        blocks.append(_heatmap_block(probes, safe, pngs))
     if not hists.empty:
         for kind, title, what in (("act", FIG_HIST_ACT, "activations"),
                                   ("grad", FIG_HIST_GRAD, "back-propagated gradients dL/ds")):
