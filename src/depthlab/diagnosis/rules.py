@@ -122,6 +122,17 @@ Thresholds (module constants):
                               init judgement per layer cannot see it (every layer is He's)
 ``SATURATION_FRAC`` 0.5       fraction of entries with |f'(s)| < 5% of sup|f'| in a layer at the
                               end of training (bounded activations only)
+``SATURATION_FIT`` 0.2        and flagged only when the probe batch's loss ends above
+                              ``SATURATION_FIT`` x a constant prediction's (or is not finite,
+                              or either is unknown): saturation is a state, the finding claims
+                              harm. A net that fits while saturated is left alone (digits,
+                              200 steps, 3 seeds, end loss / constant's: residual tanh 12x64,
+                              adam / sgd momentum, 0.058-0.073, val acc 0.95-0.97, batch norm
+                              did not help; tanh 8x64 on inputs x10 0.11-0.17, 0.89-0.92;
+                              sigmoid 3x64 on x10 0.12-0.15, 0.92-0.94; 20-32-32-32-4 tanh on
+                              clusters x10 0.010-0.013, val acc 1.0 as unscaled; all 52-99%
+                              saturated); sick: sigmoid N(0, 1) 20x64 0.80-0.96, tanh N(0, 1)
+                              2.5-4.4, tanh 20x64 on inputs x100 0.21-0.23, tanh lr 2 6.2-8.0
 ``GRADIENT_DEPTH_SCALES`` 6   vanishing / exploding gradients: with ``R`` the ratio of the std of
 ``GRADIENT_MIN_RATIO`` 10     dL/ds between the last and the first hidden layer (median over the
                               probed steps, of ``ln R``: with an even number of probes the
@@ -268,6 +279,7 @@ DEAD_MIN_EXAMPLES = 10
 DEAD_CHANCE_SD = 2.0
 DEAD_DIEOFF_Z = 3.0
 SATURATION_FRAC = 0.5
+SATURATION_FIT = 0.2
 FORWARD_GROWTH = 10.0
 GRADIENT_DEPTH_SCALES = 6.0
 GRADIENT_MIN_RATIO = 10.0
@@ -791,14 +803,27 @@ def rule_exploding(ctx: RunContext) -> RuleResult:
     return _gradient_flow(ctx, vanishing=False)
 
 
+def saturation_harmless(ctx: RunContext) -> bool:
+    """Whether the net fitted in spite of its saturated units: the probe batch's loss ``L``
+    ended at or below ``SATURATION_FIT`` x a constant prediction's ``L_c`` (``ctx.chance_loss``);
+    False when either is unknown or not finite."""
+    end, chance = probe_loss_ends(ctx)[1], ctx.chance_loss
+    return (math.isfinite(end) and math.isfinite(chance) and chance > 0
+            and end <= SATURATION_FIT * chance)
+
+
 def rule_saturation(ctx: RunContext) -> RuleResult:
+    """More than ``SATURATION_FRAC`` of a bounded activation's entries have ``|f'(s)| < 5%``
+    of ``sup |f'|`` at the end, while the probe batch's loss ends above ``SATURATION_FIT`` x a
+    constant prediction's (:func:`saturation_harmless`). The metric, the largest saturated
+    fraction, is measured whether or not the net fitted."""
     if ctx.fn is None or activation_range(ctx.fn) is None:
         return math.nan, None
     sat = ctx.at(ctx.end, "saturated_frac").dropna()
     if sat.empty:
         return math.nan, None
     metric = float(sat.max())
-    if metric <= SATURATION_FRAC:
+    if metric <= SATURATION_FRAC or saturation_harmless(ctx):
         return metric, None
     layers = [int(i) for i, v in sat.items() if v > SATURATION_FRAC]
     worst = int(sat.idxmax())
@@ -808,9 +833,15 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
     ev = {"metric": metric, "threshold": SATURATION_FRAC, "worst_layer": worst,
           "saturated_frac_init_max": float(sat0.max()) if not sat0.empty else math.nan,
           "n_layers_saturated": len(layers), "init_variance_ratio": ratio}
+    end, chance = probe_loss_ends(ctx)[1], ctx.chance_loss
+    ev.update(loss_end=end, chance_loss=chance, fit_threshold=SATURATION_FIT)
+    fit = (f" The probe batch's loss ended at {end:.4g}, {end / chance:.3g}x a constant "
+           f"prediction's {chance:.4g} (a net that fits ends below {SATURATION_FIT:g}x): the "
+           f"flat units pass little gradient back." if math.isfinite(end)
+           and math.isfinite(chance) and chance > 0 else "")
     msg = (f"{len(layers)} of {len(ctx.hidden)} hidden {ctx.activation} layers are saturated "
            f"after {_count(ctx.end, 'step')}: up to {100 * metric:.0f}% of entries (layer "
-           f"{worst}) have |f'(s)| below 5% of its maximum.")
+           f"{worst}) have |f'(s)| below 5% of its maximum.{fit}")
     return metric, Finding("saturation", layers, ev, msg, changes, text,
                            _severity(metric, SATURATION_FRAC, log=False))
 
