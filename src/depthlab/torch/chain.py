@@ -31,6 +31,8 @@ from .layers import (
     none_ran,
     replaced_forward,
 )
+from .norms import PER_EXAMPLE
+from .norms import between as norm_between
 from .probe import check_loss, check_targets, forward, trackable
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -73,6 +75,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     outputs: dict[int, tuple[int, int]] = {}  # layer -> (output storage, call sequence number)
     acts: list[tuple[int, int, ActivationSpec, int]] = []  # (input, output, spec, seq) per call
     norms: list[tuple[int, int, nn.Module, int]] = []  # (input, output, module, seq) per call
+    norm_ins: dict[int, torch.Tensor] = {}  # output storage -> input of a per-example norm
     shapes: dict[int, tuple[int, ...]] = {}  # layer -> input shape
     others: dict[int, str] = {}  # output storage -> "'name' (Class)" of other leaf modules
     foreign: set[str] = set()  # labels of torch activation modules the theory has no f for
@@ -210,6 +213,12 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(out)
         if t is not None and hasattr(module, "_dl_in"):
             norms.append((module._dl_in, _storage(t), module, next(seq)))
+            t_in = _first_tensor(args)
+            nb = None if t_in is None else norm_between(module, t_in, label(module))
+            if nb is not None:  # a LayerNorm/GroupNorm/RMSNorm that may read a block's output
+                # or an activation's (pre-norm branch, final norm): modelled between segments
+                betweens.append((module._dl_in, _storage(t), nb, norms[-1][3]))
+                norm_ins[_storage(t)] = t_in
             if t.grad_fn is not None:
                 made[(t.grad_fn, t.output_nr)] = (_storage(t), norms[-1][3], module)
             seg_outs.append((label(module), t))
@@ -587,6 +596,15 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         b_in, b_out = containers[key][0]
         first_call = min(outputs[id(o.owner)][1] for o in order[i:]
                          if id(o.owner) in members[key])
+        if (prev_end is not None and b_in != prev_end and out and out[-1]["kind"] == "layer"
+                and isinstance(out[-1]["norm"], PER_EXAMPLE) and out[-1]["activation"] is None
+                and id(out[-1]["norm"]) in members[key]
+                and outputs[id(out[-1]["module"])][0] == b_in):
+            # a pre-norm block x + F(LN(x)) after a layer (a transformer's embedding): the
+            # LayerNorm is the branch's, between the block's input and its first layer (the
+            # probe's hooks took it for the layer's follower)
+            out[-1]["norm"] = None
+            prev_end, prev_at = b_in, outputs[id(out[-1]["module"])][1]
         mids, reached = walk(b_in, prev_end, prev_at, first_call)
         if prev_end is not None and mids and reached == prev_end:
             _whole(mids[0].label, mids[0].read, sizes.get(prev_end), prev_end == x_store)
@@ -635,6 +653,13 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         # and that ran after both paths (torchvision adds in place, so storages coincide)
         hit = [a for a in acts if a[1] == b_out and a[3] > done]
         in_fn, out_fn = box_fns.get(key, (None, None))
+        post_norm = next((b for b in betweens if b[1] == b_out and b[2].kind == "norm"
+                          and b[3] > done and b_out in norm_ins), None)
+        if post_norm is not None:
+            # a post-norm block LN(x + F(x)): the block is the sum, the norm is modelled
+            # between it and the next segment (which walk() finds)
+            out_fn = norm_ins[b_out].grad_fn
+            b_out = post_norm[0]
         if not hit:  # F.relu(x + F(x)) in the block's forward (kuangliu's BasicBlock)
             spec = _functional_post(out_fn, block.name)
             if spec is not None:
@@ -1312,10 +1337,13 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _check_norm(norm: nn.Module, name: str) -> None:
-    """BatchNorm in training mode (batch statistics) is modelled; anything else is refused."""
+    """BatchNorm in training mode (batch statistics), LayerNorm, GroupNorm and RMSNorm are
+    modelled; anything else is refused."""
+    if isinstance(norm, PER_EXAMPLE):
+        return
     if not isinstance(norm, _BN):
-        raise ValueError(f"predict() models BatchNorm1d/2d/3d after a layer; {name!r} is a "
-                         f"{type(norm).__name__}")
+        raise ValueError(f"predict() models BatchNorm1d/2d/3d, LayerNorm, GroupNorm and RMSNorm "
+                         f"after a layer; {name!r} is a {type(norm).__name__}")
     if not norm.training and norm.track_running_stats:
         raise ValueError(f"predict() models BatchNorm in training mode (batch statistics); "
                          f"{name!r} is in eval mode: call model.train() first")
@@ -1326,7 +1354,11 @@ def unsupported_layer(layers) -> str:
     layer, or ``""``."""
     for info in layers:
         if not isinstance(info.owner, (nn.Linear, *_CONV, *_CONVT)):
+            why = (" (attention: its softmax mixes the positions with weights that depend on "
+                   "the inputs, which no variance propagation here models; LayerNorm, "
+                   "GroupNorm, RMSNorm and pre-/post-norm residual MLP blocks are)"
+                   if isinstance(info.owner, nn.MultiheadAttention) else "")
             return (f"predict() supports chains of Linear/Conv/ConvTranspose layers; layer "
                     f"{info.name!r} is a "
-                    f"{info.kind}")
+                    f"{info.kind}{why}")
     return ""

@@ -92,6 +92,9 @@ class Between:
     channel: bool = False
     """Dropout1d/2d/3d: one mask per channel of an example, shared by its positions, so it
     commutes with the pools after it (:func:`commuted`)."""
+    norm: Any = None
+    """kind ``"norm"``: the :class:`depthlab.torch.norms.NormSpec` of a per-example
+    normalization (LayerNorm, GroupNorm, RMSNorm) between segments."""
 
 
 def commuted(betweens: list[Between]) -> list[Between]:

@@ -17,9 +17,9 @@ from torch import nn
 
 from ..theory.batchnorm import bn_moments
 from ..theory.gaussian import ScalarActivation, normal_rule, shifted_normal_rule
-from . import pooling
+from . import norms, pooling
 from .chain import _CONV, _CONVT
-from .layers import ActivationSpec
+from .layers import ActivationSpec, feature_axis
 
 
 def _moments(spec: ActivationSpec | None, q: float, mean: float = 0.0
@@ -61,6 +61,14 @@ def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float,
         g, b = np.ones(c), np.zeros(c)
     r = qb / (denom + float(norm.eps)) if denom + norm.eps > 0 else 0.0
     pairs, counts = np.unique(np.stack([g, b], 1), axis=0, return_counts=True)
+    return _pair_moments(pairs[:, 0], pairs[:, 1], counts / c, spec, r)
+
+
+def _pair_moments(gs: np.ndarray, bs: np.ndarray, share: np.ndarray,
+                  spec: ActivationSpec | None, r: float) -> tuple[float, float, float, float]:
+    """The averages over the units' ``(gamma, beta)`` pairs (``share`` of the units each) of
+    ``E f(s)``, ``E f(s)^2``, ``Var f(s)`` and ``gamma^2 E f'(s)^2`` for ``s ~ N(beta,
+    gamma^2 r)`` (:func:`_bn_moments`)."""
     fn = None if spec is None else _scalar(spec)
     # E f over an activation's random draws (RReLU in training: fn holds the root-mean-square
     # slope, the mean slope here; with fn's own mean Var f after BN(beta 0) -> RReLU(-1, 1) was
@@ -69,7 +77,7 @@ def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float,
         spec.name, lambda t: spec.mean_function(torch.from_numpy(np.ascontiguousarray(
             t, np.float64))).numpy(), fn.df)
     acc = np.zeros(4)
-    for (gc, bc), k in zip(pairs, counts):
+    for gc, bc, k in zip(gs, bs, share):
         var = gc * gc * r
         if fn is None:
             m, sq, dsq = bc, bc * bc + var, 1.0
@@ -83,7 +91,7 @@ def _bn_moments(norm: nn.Module, spec: ActivationSpec | None, qb: float,
             if fm is not None:
                 m = bn_moments(fm, var, bc)[0]
         acc += k * np.array([m, sq, max(sq - m * m, 0.0), gc * gc * dsq])
-    return tuple(float(v) for v in acc / c)
+    return tuple(float(v) for v in acc)
 
 
 def _bn_count(module: nn.Module, in_shape: Sequence[int] | None,
@@ -104,7 +112,7 @@ _CHI2_NODES = 4000  # log-spaced nodes of the batch variance's chi-square distri
 
 
 def _bn_inverse(qb_c: np.ndarray, eps: float, count: int | None,
-                channels: int = 1) -> float:
+                channels: int = 1, centered: bool = True) -> float:
     """``E |J^T g|^2 / (count Var(g))`` for BatchNorm's Jacobian ``J = (P - xhat xhat^T /
     count) / sigma`` (``P`` removes the batch mean, ``sigma^2 = var + eps``), averaged over the
     channels: ``E[(count - 2 + r^2) / (count (var + eps))]`` with ``r = eps / (var + eps)``
@@ -118,14 +126,16 @@ def _bn_inverse(qb_c: np.ndarray, eps: float, count: int | None,
     channels rarer than the ``channels`` draws a measurement averages: the part of ``var``'s
     distribution below the ``1 / channels`` quantile is left out (the typical measurement;
     with it, 8 BN layers of 256 at 2 rows: layer 1's grad_pre_std 29x the 6 seeds' mean
-    square)."""
+    square). ``centered=False`` (RMSNorm: no mean removed): ``(count - 1 + r^2) / (count
+    (ms + eps))`` with ``ms = qb_c chi2_count / count`` (:mod:`depthlab.torch.norms`)."""
     qb_c = np.asarray(qb_c, np.float64)
+    c = 1 if centered else 0
     if count is None or count > 100_000:
         return float(np.mean(1.0 / (qb_c + eps)))
-    if count < 2:
+    if count < 1 + c:
         return 0.0
     from scipy.stats import chi2
-    k = count - 1
+    k = count - c
     # 2-3 rows: E[1 / var] is infinite but for eps, and set by channels rarer than the
     # measurement's draws; 4 or more: the mean over networks (what seeds' mean squares give)
     tail = 1.0 / channels if k <= 2 and channels > 1 else 1e-14
@@ -139,8 +149,8 @@ def _bn_inverse(qb_c: np.ndarray, eps: float, count: int | None,
     pos = qb_c > 0
     lv, inv = np.unique(np.round(np.log(np.where(pos, qb_c, 1.0)), 2), return_inverse=True)
     den = np.exp(lv)[:, None] * xs[None, :] / count + eps
-    per = ((count - 2 + (eps / den) ** 2) / (count * den)) @ w
-    zero = (count - 2 + 1.0) / (count * eps) if eps > 0 else np.inf  # var = 0
+    per = ((count - 1 - c + (eps / den) ** 2) / (count * den)) @ w
+    zero = (count - c) / (count * eps) if eps > 0 else np.inf  # var = 0
     return float(np.mean(np.where(pos, per[inv.reshape(-1)], zero)))
 
 
@@ -364,7 +374,32 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     a_fin = 0.0  # BatchNorm: the channels' actual gamma and beta, an exact average
     norm = seg.get("norm")
     spec = seg["activation"]
-    if norm is not None:
+    if norm is not None and isinstance(norm, norms.PER_EXAMPLE):
+        # LayerNorm/GroupNorm/RMSNorm after the layer: each example divided by its own
+        # sigma^2 over its n values (:mod:`depthlab.torch.norms`), no batch pool
+        nspec = norms.norm_spec(norm, seg.get("out_shape"), feature_axis(m))
+        s2 = norms.sigma2(nspec, q + shift * shift, shift, qb)
+        den = s2 + nspec.eps
+        r = (s2 if nspec.centered else max(q, 0.0)) / den if den > 0 else 0.0
+        mhat = 0.0 if nspec.centered or not den > 0 else shift / math.sqrt(den)
+        g_p, b_p, share = nspec.pairs()
+        b_p = b_p + g_p * mhat  # RMSNorm keeps the mean: E[xhat] = shift / sqrt(ms + eps)
+        mean, sq, var_f, gdsq = _pair_moments(g_p, b_p, share, spec, r)
+        # a unit's batch variance: the part of sigma^2 that varies over the batch
+        bvar = var_f * (min(qb / s2, 1.0) if s2 > 0 else 0.0)
+        inv = norms.inverse(nspec, s2)
+        dsq = gdsq * inv
+        parts = [_gauss_nodes(gc * gc * r, bc) for gc, bc in zip(g_p, b_p)]
+        s_nodes = np.concatenate([p[0] for p in parts])
+        s_w = np.concatenate([p[1] * k for p, k in zip(parts, share)])
+        g2 = np.concatenate([np.full(p[0].size, gc * gc) for p, gc in zip(parts, g_p)])
+        nodes = (s_nodes, s_w, g2, inv)
+        a_all = _apply(spec, s_nodes)[0]
+        dist = pooling.compress(a_all, s_w)
+        at = np.cumsum([0] + [pv.size for pv, _ in parts])
+        per_unit = [(k, a_all[i:j], pw) for (_, pw), k, i, j in zip(parts, share, at[:-1],
+                                                                     at[1:])]
+    elif norm is not None:
         # a group of examples (:func:`_input_groups`) is divided by the batch's variance,
         # found by the run over the whole batch (``_bn_pool``); its own ``qb`` scales it
         pool = seg.get("_bn_pool")
@@ -467,8 +502,12 @@ def _between_forward(seg: dict, state: tuple) -> tuple:
     distributions each reads and makes, ``seg["_between"]``, for the backward pass)."""
     items = []
     for b in pooling.commuted(seg.get("between", [])):
-        nxt = pooling.forward(b, state)
-        items.append((b, state[3], nxt[3], state[4] if len(state) > 4 else None))
+        if b.kind == "norm":  # LayerNorm/GroupNorm/RMSNorm: the backward reads the state
+            nxt = norms.forward(b.norm, state)
+            items.append((b, state[3], nxt[3], state))
+        else:
+            nxt = pooling.forward(b, state)
+            items.append((b, state[3], nxt[3], state[4] if len(state) > 4 else None))
         state = nxt
     seg["_between"] = items
     return state
@@ -479,7 +518,10 @@ def _between_backward(items: list, g: float, t: pooling.Table | None
     """``Var(dL/da)`` (mean and table of the unit's value) before the pooling/dropout modules
     of a segment from the one after them (:func:`depthlab.torch.pooling.backward`)."""
     for b, din, dout, units in reversed(items):
-        g, t = pooling.backward(b, g, t, din, dout, units)
+        if b.kind == "norm":
+            g, t = norms.backward(b.norm, g, t, din, dout, units)
+        else:
+            g, t = pooling.backward(b, g, t, din, dout, units)
     return g, t
 
 
