@@ -62,6 +62,9 @@ _REMOTE = re.compile(r"(tcp|tls)://([^\s/:\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+")  # IP
 #: chunk sizing (see :meth:`DaskExecutor.chunk_size`)
 WAVES, FIRST_CHUNK, MAX_CHUNK, CHUNK_SECONDS = 4, 4, 256, 2.0
 REFETCH = ("lost", "pending", "finished")
+_DASK_LOGS = ("distributed", "distributed.client")
+"""Dask's loggers with a level of their own in its default configuration (``distributed.client``
+at WARNING, the rest under ``distributed``), held at CRITICAL while a sweep's own client runs."""
 LOST_SCHEDULER_S = 3.0
 """How long a result fetch that met a closed connection waits for the client to say whether
 it lost its scheduler (a worker's closed connection leaves the client running)."""
@@ -452,9 +455,9 @@ class DaskExecutor(Executor):
         self._config: Any = None  # dask.config.set(...) held from start() to close()
         self._loop: tuple[Any, Any, threading.Thread] | None = None  # local:N: its event loop
         self._quiet = False  # its loop's task errors not logged (an abandoned start-up)
-        #: the "distributed" logger's level before start() raised it to WARNING (a client
+        #: Dask's loggers and their levels before start() raised them to CRITICAL (a client
         #: made here for a remote scheduler), restored by close(); None: not raised
-        self._log_level: int | None = None
+        self._log_levels: list[tuple[logging.Logger, int]] | None = None
         self._forkserver_pid: int | None = None  # the fork server running before start()
         m = None if given else _LOCAL.fullmatch(address)
         if m:  # a LocalCluster's worker processes must fit here, refused before any starts
@@ -521,14 +524,17 @@ class DaskExecutor(Executor):
                 self._start_local(distributed, int(m.group(1)))
             else:
                 _handshake(self.address, self.connect_timeout)
-                # Dask's INFO lines are its own chatter, not the sweep's: a scheduler killed
-                # mid-sweep had the client's batched stream log "Batched Comm Closed" and a
-                # CommClosedError traceback (INFO) before depthlab's one line said so. A
-                # LocalCluster is silenced by its silence_logs; a given client is the caller's.
-                log = logging.getLogger("distributed")
-                if self._log_level is None:
-                    self._log_level = log.level
-                    log.setLevel(max(logging.WARNING, log.getEffectiveLevel()))
+                # Dask's log lines are its own account of what depthlab says in one line: a
+                # scheduler killed mid-sweep had the client's batched stream log "Batched
+                # Comm Closed" and a CommClosedError traceback (INFO), a lost result "Couldn't
+                # gather ... rescheduling" (WARNING), before depthlab's line. Held at CRITICAL
+                # until close(), as a local:N cluster's silence_logs holds them; a given client
+                # is the caller's, its logging too.
+                if self._log_levels is None:
+                    logs = [logging.getLogger(n) for n in _DASK_LOGS]
+                    self._log_levels = [(log, log.level) for log in logs]
+                    for log in logs:
+                        log.setLevel(logging.CRITICAL)
                 self.client = distributed.Client(self.address, set_as_default=False,
                                                  timeout=max(self.connect_timeout, 10.0))
                 self._check_workers()
@@ -867,7 +873,7 @@ class DaskExecutor(Executor):
         # traceback) after that. Dask's loggers stay at CRITICAL until both closes return.
         # So is distributed.client, which has a level of its own: a client that lost its
         # scheduler logs its cancelled reconnect attempt (ERROR, a traceback) as it closes.
-        logs = [logging.getLogger(n) for n in ("distributed", "distributed.client")]
+        logs = [logging.getLogger(n) for n in _DASK_LOGS]
         levels = [log.level for log in logs]
         for log in logs:
             log.setLevel(logging.CRITICAL)
@@ -885,9 +891,10 @@ class DaskExecutor(Executor):
         # that still ran would start its next worker with Dask's default method (spawn)
         if self._stop_loop() and config is not None:
             config.__exit__(None, None, None)
-        if self._log_level is not None:  # Dask's INFO lines again (start() raised the level)
-            logging.getLogger("distributed").setLevel(self._log_level)
-            self._log_level = None
+        if self._log_levels is not None:  # Dask's log lines again (start() raised them)
+            for log, level in self._log_levels:
+                log.setLevel(level)
+            self._log_levels = None
 
     def _gather(self, futures: list[Any]) -> dict[str, Any]:
         """``{key: result}`` of those ``futures`` that are finished, in one round trip; one by
