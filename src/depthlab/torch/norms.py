@@ -34,6 +34,9 @@ backward  ``J = d xhat / dx = (I - 1 1^T / n - xhat xhat^T (1 - r) / n) / s`` (`
           ``Var(dL/dx) = mean(gamma^2) Var(dL/dy) E[(n - 1 - c + r'^2) / (n (sigma^2 + eps))]``
           (:func:`depthlab.torch.propagation._bn_inverse` with ``centered``), the same
           factor as BatchNorm's with the example's ``n`` values for the batch's ``B``.
+A residual sum whose skip carries a norm's output (post-norm ``LN(x + F(x))`` stacks) has that
+share of its variance fixed per example, so the next norm's ``sigma^2`` fluctuates less:
+``chi2`` with ``k / (1 - fixed^2)`` degrees of freedom (:class:`Fixed`, :func:`inverse`).
 Not modelled: the correlation of ``gamma_j`` with the gradient that reaches unit ``j`` (a
 trained net's), and a GroupNorm group's positions taken as independent values (``chi2``).
 """

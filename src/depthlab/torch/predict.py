@@ -176,8 +176,11 @@ it), where the input's distribution of a unit's value is standardized and mapped
 ``(gamma_j, beta_j)`` and the gradient multiplied by ``mean(gamma^2)`` times the same factor.
 Measured (3 seeds, the measured / predicted grad_pre_std over all layers below the anchor):
 pre-norm MLP residual stacks (GELU, LayerNorm or RMSNorm, final norm, depth 4-12, width
-64-128) 0.98-1.03x, a token stack (N, 8, 64) 1.02-1.04x, post-norm ``LN(x + F(x))`` 0.98-1.00x
-at depth 4, 0.91-0.99x at depth 12; Conv -> GroupNorm -> ReLU with a Flatten head 0.93-1.07x.
+64-128) 0.98-1.03x, a token stack (N, 8, 64) 1.02-1.04x, post-norm ``LN(x + F(x))`` 0.98-1.02x
+at depth 4, 0.97-1.08x at depth 12 (the skip carries the previous norm's output, whose
+variance is the same in every example: the next norm's ``sigma^2`` fluctuates less than a
+fresh layer's, :class:`depthlab.torch.norms.Fixed`; taken as ``chi2_{n-1}``, 0.91-0.99x),
+``x + LN(F(x))`` 0.94-1.10x; Conv -> GroupNorm -> ReLU with a Flatten head 0.93-1.07x.
 Not modelled: a pool before the head makes the gradient alike over a channel's positions (a
 global average pool: the same value at every position), so GroupNorm's mean over a group's
 positions removes more of it, and the direction of ``xhat``, which the ReLU mask correlates
