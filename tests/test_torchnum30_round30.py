@@ -72,6 +72,13 @@ def test_the_device_branch_of_large_float32_outputs_matches_float64(monkeypatch)
     with accel.numpy_only():
         r = _layer1(model, x)
     assert r["pre_mean"] == float("inf")
+    # entries of both signs near float32's limit: x - c must not overflow (std 3.4e38 here)
+    x = torch.full((128, 256), 3.0e38)
+    x[:, 1::2] = -3.0e38
+    x[0, 0] = -3.4e38
+    with accel.numpy_only():
+        r = _layer1(_identity_net(256, nn.Tanh), x)
+    assert r["pre_std"] == pytest.approx(_std64(x), rel=1e-6)
 
 
 def test_a_watch_records_the_std_of_outputs_far_from_zero_on_the_torch_path():

@@ -578,16 +578,17 @@ def _shifted_sums(f: torch.Tensor, total: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(c, sum (x - c), ||x - c||)`` of the 1-d float32 tensor ``f`` as device tensors (no
     host synchronisation), ``c = f[0]`` (a copy: ``f`` may change in place before the record's
-    end; 0 where ``f[0]`` is not finite): the one-pass sums of a device's large float32
-    outputs, shifted so that ``var = R^2 / n - (S1 / n)^2`` no longer cancels where
-    ``|mean| >> std`` (``(f[0] - mean)^2 / var <= n - 1`` whatever the entries).
+    end; 0 where ``f[0]`` is not finite, clamped to ``[-1e30, 1e30]``): the one-pass sums of a
+    device's large float32 outputs, shifted so that ``var = R^2 / n - (S1 / n)^2`` no longer
+    cancels where ``|mean| >> std`` (``(f[0] - mean)^2 / var <= n - 1`` whatever the entries).
     ``||x - c||`` from ``x - c`` in float32 (within ``2^-24 |x - c|`` of the exact difference:
     a relative error of the std of that order);
     ``sum (x - c) = sum x - n c`` from the float64 ``sum x`` (``total`` where the caller has it),
     so that a mean small against the std keeps the float64 sum's precision."""
     wide = norm_dtype(f)
-    c = torch.nan_to_num(f[0].to(wide), nan=0.0, posinf=0.0, neginf=0.0)  # a finite copy:
-    # around an infinite c, entries of inf read NaN (a mean of inf, NaN)
+    c = torch.nan_to_num(f[0].to(wide), nan=0.0, posinf=0.0, neginf=0.0).clamp_(-1e30, 1e30)
+    # a finite copy (around an infinite c, entries of inf read NaN: a mean of inf, NaN), of at
+    # most 1e30 (below half a float32 ulp of 3.4e38: x - c stays finite for every finite x)
     s = f.sum(dtype=wide) if total is None else total.to(wide)
     return c, torch.sub(s, c, alpha=f.numel()), torch.linalg.vector_norm(f - c, dtype=wide)
 
