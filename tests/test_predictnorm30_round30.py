@@ -172,3 +172,22 @@ def test_attention_refusal_names_the_module_and_says_why():
         dlt.predict(Att(), torch.randn(4, 5, 8))
     msg = str(e.value)
     assert "'att' is a MultiheadAttention" in msg and "softmax" in msg and "\n" not in msg
+
+
+def test_an_activation_after_a_post_norm_is_refused_naming_the_norm():
+    """F.relu(LN(x + F(x))): refused before as 'the output is not the plain sum of the branch
+    and the shortcut (a scale or another operation in between)', which did not name the norm."""
+    class PostAct(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln, self.fc = nn.LayerNorm(8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            return F.relu(self.ln(x + self.fc(x)))
+
+    model = nn.Sequential(nn.Linear(4, 8), PostAct(), nn.Linear(8, 2))
+    with pytest.raises(ValueError) as e:
+        dlt.predict(model, torch.randn(8, 4))
+    msg = str(e.value)
+    assert "post-norm blocks that end with their norm" in msg and "'1.ln' (LayerNorm)" in msg
+    assert "\n" not in msg

@@ -660,6 +660,15 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             # between it and the next segment (which walk() finds)
             out_fn = norm_ins[b_out].grad_fn
             b_out = post_norm[0]
+        else:
+            late = [b for b in betweens if b[2].kind == "norm" and b[3] > done
+                    and b[0] not in (b_in,) and any(id(m) in members[key] for _, _, m, at
+                                                    in norms if at == b[3])]
+            if late:  # F.relu(self.ln(x + F(x))): an operation after the block's norm
+                raise ValueError(f"predict() models post-norm blocks that end with their norm, "
+                                 f"LN(x + F(x)); in residual block {block.name!r} the output "
+                                 f"of {late[-1][2].label} goes through another operation (an "
+                                 "activation after the norm?), which is not modelled")
         if not hit:  # F.relu(x + F(x)) in the block's forward (kuangliu's BasicBlock)
             spec = _functional_post(out_fn, block.name)
             if spec is not None:
