@@ -205,14 +205,11 @@ def test_a_first_layer_with_no_gradient_at_the_end_is_vanishing_not_unmeasured(
 
 @pytest.fixture(scope="module")
 def saxe_exchanged():
-    """saxe2013 (quick) with the inits exchanged: the orthogonal nets drawn Gaussian."""
-    from depthlab.reproduce import saxe2013
+    """saxe2013 (quick) with the inits exchanged: the orthogonal nets drawn Gaussian (run
+    once per session, shared with test_reproduce_more.py)."""
+    from helpers.background import saxe_inits_exchanged
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(saxe2013, "INITS", {"orthogonal": "lecun_normal",
-                                       "scaled Gaussian N(0, 1/n)": "orthogonal"})
-        mp.setattr(saxe2013, "LR_C", (1.0,))
-        return saxe2013.run(quick=True)
+    return saxe_inits_exchanged()
 
 
 def test_saxe_learning_time_texts_bound_a_ratio_on_the_side_that_never_learned(

@@ -10,11 +10,11 @@ explained in the experiment's notes. The README's results table is compared with
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import background
 from helpers.scripts import load_script
 from threadpoolctl import threadpool_limits
 
@@ -119,22 +119,13 @@ EXPECTED: dict[str, list[tuple[str, bool, tuple[float, float] | None]]] = {
 
 SANITY_CHECKS = {"xu2016": 5, "saxe2013": 1}
 
-_results: dict[str, Result] = {}
-
-
 def quick(name: str) -> Result:
-    """The quick run of ``name`` (once per test session, one BLAS thread)."""
-    from depthlab.reproduce import experiments  # noqa: F401  (registers every experiment)
-
-    if name not in _results:
-        with threadpool_limits(1):
-            t0 = time.process_time()
-            res = REGISTRY[name].run(quick=True, data=None, progress=False)
-            res.seconds = time.process_time() - t0
-            res.quick = True
-        print(f"{name} quick: {res.seconds:.1f} s CPU")
-        _results[name] = res
-    return _results[name]
+    """The quick run of ``name`` (once per test session, one BLAS thread; computed ahead in a
+    background process when the session collected the tests that use it: helpers.background).
+    A test that calls it is listed in ``background.USERS``."""
+    res = background.quick(name)
+    print(f"{name} quick: {res.seconds:.1f} s CPU")
+    return res
 
 
 def test_every_registered_experiment_has_expected_outcomes():

@@ -246,13 +246,13 @@ def test_xu_training_claim_fails_when_the_rescaled_sigmoid_is_the_sigmoid(digits
 
 
 # -- saxe2013 -----------------------------------------------------------------------------------
-def test_saxe_product_claims_fail_with_the_inits_swapped(monkeypatch):
+def test_saxe_product_claims_fail_with_the_inits_swapped():
     """The 'scaled Gaussian' factors drawn orthogonal and the 'orthogonal' ones Gaussian: the
-    heavy tail, the crushed bulk and the exploding condition number are not seen."""
-    monkeypatch.setattr(saxe2013, "INITS", {"orthogonal": "lecun_normal",
-                                            "scaled Gaussian N(0, 1/n)": "orthogonal"})
-    monkeypatch.setattr(saxe2013, "LR_C", (1.0,))
-    wrong = saxe2013.run(quick=True)
+    heavy tail, the crushed bulk and the exploding condition number are not seen (the run is
+    shared with test_report_round18.py)."""
+    from helpers.background import saxe_inits_exchanged
+
+    wrong = saxe_inits_exchanged()
     for prefix in ("...but the bulk is crushed", "heavy tail", "Gaussian: condition number"):
         c = claim(wrong, prefix)
         assert not c.holds, (prefix, c.measured)
