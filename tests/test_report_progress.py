@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers.cli import cli
+from helpers.cli import clis
 
 from depthlab.progress import Stages, StatusLines, make_progress, mode
 
@@ -56,12 +56,12 @@ def test_run_into_a_pipe_prints_status_lines_not_a_bar(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[data]\nname = "digits"\n[model]\nsizes = ["auto", 8, "auto"]\n'
                    '[train]\nloss = "cross_entropy"\nbatch_size = 64\nepochs = 1\n')
-    r = cli("run", cfg, "--out", tmp_path / "out")
+    r, quiet = clis(("run", cfg, "--out", tmp_path / "out"),
+                    ("run", cfg, "--out", tmp_path / "out2", "--quiet"))
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stderr
     assert "step 20/20 (100%)" in r.stderr and "elapsed" in r.stderr
-    r = cli("run", cfg, "--out", tmp_path / "out2", "--quiet")
-    assert r.returncode == 0 and r.stderr == "" and r.stdout == ""
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
 
 
 def test_experiment_progress_plans_labels_and_skips():
@@ -122,7 +122,9 @@ def test_run_experiment_hands_stages_to_an_experiment_and_checks_its_plan(capsys
 def test_reproduce_into_a_pipe_labels_every_stage(tmp_path):
     import re
 
-    r = cli("reproduce", "xu2016", "--quick", "--out", tmp_path / "xu")
+    # the run with its stage lines and the one with --quiet at once (independent processes)
+    r, quiet = clis(("reproduce", "xu2016", "--quick", "--out", tmp_path / "xu"),
+                    ("reproduce", "xu2016", "--quick", "--out", tmp_path / "xu-q", "--quiet"))
     assert r.returncode == 0, r.stderr
     assert "\r" not in r.stderr and "\r" not in r.stdout
     stages = re.findall(r"^stage (\d+)/(\d+): (.+)$", r.stderr, flags=re.M)
@@ -134,5 +136,4 @@ def test_reproduce_into_a_pipe_labels_every_stage(tmp_path):
     assert "20 layers, penalized tanh, seed 3" in labels[-1]
     assert all("overall ~" in label and "left" in label for label in labels[1:])
     assert "experiment 1/1: xu2016" in r.stderr
-    r = cli("reproduce", "xu2016", "--quick", "--out", tmp_path / "xu-q", "--quiet")
-    assert r.returncode == 0 and r.stderr == "" and "stage" not in r.stdout
+    assert quiet.returncode == 0 and quiet.stderr == "" and "stage" not in quiet.stdout

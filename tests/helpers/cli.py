@@ -18,6 +18,17 @@ def cli(*args, cwd=None, timeout: float = 180) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
+def clis(*commands, cwd=None, timeout: float = 180) -> list[subprocess.CompletedProcess]:
+    """Several independent ``python -m depthlab ARGS`` at once (each a tuple of arguments), in
+    subprocesses as :func:`cli`: on a machine of two cores the second one runs beside the
+    first. Their results in the order given."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = [pool.submit(cli, *args, cwd=cwd, timeout=timeout) for args in commands]
+        return [f.result() for f in futures]
+
+
 def run_cli(capsys, *args) -> tuple[int, str, str]:
     """``depthlab ARGS`` in this process (``depthlab.cli.main``): (exit code, stdout, stderr)."""
     from depthlab.cli import main
