@@ -184,7 +184,12 @@ def quick(name: str):
 
 def _work(folder: Path, parent: int) -> None:
     """The background process: the kernels, then each planned run nobody claimed, pickled as
-    ``NAME.pkl``."""
+    ``NAME.pkl``. At the lowest CPU priority: it takes the core the tests leave idle, never
+    time from the tests' own processes (timed subprocesses, schedulers, browsers)."""
+    try:
+        os.nice(19)
+    except OSError:
+        pass
     try:
         from depthlab.probes import accel
 
