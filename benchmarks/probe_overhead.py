@@ -15,12 +15,14 @@ BLAS thread it counts only this process's own work, not the time other processes
 The table gives the median per step over the rounds with the range, and the overhead as the ratio
 of medians minus one.
 
-    python benchmarks/probe_overhead.py [--rounds 5] [--steps 300] [--quick]
+    python benchmarks/probe_overhead.py [--rounds 5] [--steps 300] [--quick] [--no-startup]
 
 Statistics are computed by the compiled kernels of ``depthlab[fast]`` (Numba) when installed;
 the ``NumPy path`` modes run the same recorder with them switched off
 (:func:`depthlab.probes.accel.numpy_only`), and the first line gives what a fresh process spends
 on the kernels (Numba's import; compiling them into an empty cache; loading them when cached).
+``--no-startup`` leaves that line out (the compilation into an empty cache costs about a minute
+of CPU: skip it for quick A/B comparisons on a shared machine).
 
 Goals (issue 14): training-batch mode (``ProbeRecorder()``, every statistic, default percentiles
 and histograms) at ``every=10`` <= 5% and at ``every=1`` <= 25%.
@@ -128,13 +130,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="only the two small networks")
     ap.add_argument("--only", help="only the networks whose label contains this text")
     ap.add_argument("--json", help="also write the per-run times to this file")
+    ap.add_argument("--no-startup", action="store_true",
+                    help="skip the kernel start-up line (compiling into an empty cache: ~1 min)")
     args = ap.parse_args()
     threadpool_limits(1)
     print(f"ProbeRecorder overhead: CPU ms per step, median (min-max) over {args.rounds} "
           f"interleaved rounds, one BLAS thread, {os.cpu_count()} cores")
-    startup = kernel_startup()
+    startup = {} if args.no_startup else kernel_startup()
     accel.warm_up()  # Numba's import and the kernels' cache load, outside the timings
-    print(startup["line"])
+    if startup:
+        print(startup["line"])
     gen = make_rng(0)
     load_before = os.getloadavg()
     results: dict[str, dict] = {}
