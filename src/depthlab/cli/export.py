@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from .common import Command, UserError, add_dir, choice_arg, folder_arg, open_store
@@ -29,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--to {str(target)!r} is a file; expected a folder")
     # the default folder is the export's own (also when named, and one an older depthlab
     # wrote without the marker)
-    if args.to and not args.force and target.resolve() != default.resolve():
+    # (realpath, not Path.resolve: a loop of links raised RuntimeError, an internal error,
+    # before store.export could name it)
+    if args.to and not args.force and os.path.realpath(target) != os.path.realpath(default):
         foreign = _not_an_export(target, args.format)
         if foreign is not None:
             store.close()
