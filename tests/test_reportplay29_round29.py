@@ -115,10 +115,16 @@ def test_a_refusal_while_a_deep_network_is_built_neither_says_invalid_nor_outliv
         pg.goto(server.url)
         pg.wait_for_selector("#f-model-depth")
         pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+        # each wait also needs the change accepted (the page's URL is the accepted setup):
+        # the state alone was still the previous setup's under load (CI: the width-128
+        # network's "loading" passed for the 1000-layer one's, whose refusal message then
+        # named the setup before it)
         set_field(pg, "model.width", "128")
-        pg.wait_for_function("document.body.dataset.state === 'paused'", timeout=30_000)
+        pg.wait_for_function("location.search.includes('model.width=128') && "
+                             "document.body.dataset.state === 'paused'", timeout=60_000)
         set_field(pg, "model.depth", "1000")  # a network that takes seconds to build
-        pg.wait_for_function("document.body.dataset.state === 'loading'", timeout=10_000)
+        pg.wait_for_function("location.search.includes('model.depth=1000') && "
+                             "document.body.dataset.state === 'loading'", timeout=30_000)
         set_field(pg, "model.depth", "0")
         pg.wait_for_function("!document.getElementById('message').hidden", timeout=10_000)
         # the 1000-layer network is still being built: the state said "invalid" (as if nothing
