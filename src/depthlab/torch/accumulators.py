@@ -552,13 +552,13 @@ def _cancels(n: int, s1: float, r: float) -> bool:
 _CANCEL_L = math.sqrt(1.0 + CANCELLATION_RATIO)
 
 
-def _recentered(x: torch.Tensor, n: int, s1: float) -> tuple[float, float, float]:
+def _recentered(x: torch.Tensor, n: int) -> tuple[float, float, float]:
     """``(c, S1, R)``: ``sum (x - c)`` and ``||x - c||`` of the ``n`` entries of ``x`` (any
     device) in float64 (float32 on MPS) around ``c`` = its first entry, and once more around
     ``c`` + their mean where those still cancel (:func:`_centered`'s rule; a constant tensor's
     sums are 0 exactly): for calls whose one-pass ``sum x^2 / n - mean^2`` cancels (float32
     outputs ``1000 + 1e-3 z`` had a ``pre_std`` 1-7% off from the torch operations' one-pass
-    sums). A host synchronisation, taken only then. ``s1``: unused (the caller's first pass)."""
+    sums). A host synchronisation, taken only then."""
     with torch.no_grad():
         flat = _strided(x).detach().reshape(-1).to(norm_dtype(x))
         c = float(flat[0])
@@ -888,7 +888,7 @@ class Acc:
                     r = scaled_norm(f, r)
                 c = 0.0
                 if _cancels(n, s1, r):
-                    c, s1, r = _recentered(f, n, s1)
+                    c, s1, r = _recentered(f, n)
             else:  # a device's float32 tensor: shifted sums, no synchronisation
                 c, s1, r = _shifted_sums(f, total)
             self.cs.append(c)
@@ -975,7 +975,7 @@ class Acc:
             if type(z) is Lazy and z.d.t is not None and _cancels(self.ns[k], a[k], b[k]):
                 if self._fix is None:
                     self._fix = {}
-                self._fix[k] = _recentered(z.d.t, self.ns[k], a[k])
+                self._fix[k] = _recentered(z.d.t, self.ns[k])
 
     def result(self, t: Transfer) -> dict[str, float | list[float]]:
         """``mean``, ``std`` (population), ``absmean``, ``pct`` from the host values."""

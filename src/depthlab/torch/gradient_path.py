@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from . import prescriptions as rx
+from .accumulators import _first_tensor
 
 __all__ = ["Stage", "LayerGraph", "parallel_layers", "gradient_stages", "stage_stds"]
 
@@ -63,17 +64,6 @@ class Stage:
             return (f"layers {', '.join(str(i) for i in self.members)} (run in parallel on "
                     "one input)")
         return f"layer {self.layer}"
-
-
-def _first_tensor(v: Any) -> torch.Tensor | None:
-    if isinstance(v, torch.Tensor):
-        return v
-    if isinstance(v, (tuple, list)):
-        for x in v:
-            t = _first_tensor(x)
-            if t is not None:
-                return t
-    return None
 
 
 @dataclass
