@@ -238,10 +238,79 @@ def _stdout_broken() -> bool:
         return False
     except (OSError, ValueError):
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, sys.stdout.fileno())
+            finally:
+                os.close(null)
         except (OSError, ValueError, AttributeError):
             pass
         return True
+
+
+class _OutputMayFail:
+    """``sys.stdout`` while a command runs: output that cannot be written loses the output,
+    not the work. The first write or flush that fails (a reader that stopped: ``depthlab
+    sweep grid | head -1`` once ``head`` exited; a full disk: ``> /dev/full``) points stdout
+    at ``os.devnull`` and the command goes on. A stopped reader is not an error (the exit
+    status is the work's); any other failure is kept in :attr:`failed` for one line and exit
+    status 2 at the end. It used to end the command wherever it printed: ``run`` stored its
+    run but never saved its network (its first line comes after the store), ``sweep`` ran
+    none of its points (its first line is the grid's size), and a closed pipe exited 0."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.failed: OSError | None = None
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            self._lost(e)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            self._lost(e)
+
+    def _lost(self, e: OSError) -> None:
+        """After ``e``: the stream's file descriptor onto ``os.devnull`` (what it still
+        buffers goes there); ``e`` again when it is not the output's failure."""
+        if e.filename is not None or not (isinstance(e, BrokenPipeError) or e.errno in (
+                errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)):
+            raise e
+        if not isinstance(e, BrokenPipeError) and self.failed is None:
+            self.failed = e
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self._stream.fileno())
+            finally:
+                os.close(null)
+            self._stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _output_may_fail() -> Iterator[_OutputMayFail | None]:
+    """:class:`_OutputMayFail` as ``sys.stdout`` while the command runs (None: stdout is
+    already one, or there is none)."""
+    stream = sys.stdout
+    if stream is None or isinstance(stream, _OutputMayFail):
+        yield None
+        return
+    sys.stdout = guard = _OutputMayFail(stream)
+    try:
+        yield guard
+    finally:
+        if sys.stdout is guard:
+            sys.stdout = stream
 
 
 def _by_sigterm(e: BaseException | None) -> bool:
@@ -470,10 +539,15 @@ def _main(argv: Sequence[str] | None) -> int:
         user_errors = _user_errors()
         _check_environment()  # a bad DEPTHLAB_* setting fails here, before anything is written
         with _thread_limit(getattr(args, "threads", None)), _warnings_as_lines(debug), \
-                _interrupts(entry=argv is None):
+                _interrupts(entry=argv is None), _output_may_fail() as guard:
             code = int(args._run(args) or 0)
-        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
-            sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
+            if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+                sys.stdout.flush()  # a full disk or a closed pipe fails here, not in the exit
+        if guard is not None and guard.failed is not None:  # the work is done, its output lost
+            failed = guard.failed
+            _tell("depthlab: error: cannot write the output to stdout: "
+                  f"{failed.strerror or one_line(failed)}\n")
+            return code or 2
         return code
     except KeyboardInterrupt as e:
         return _interrupted(e)

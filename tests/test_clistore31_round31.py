@@ -1,0 +1,79 @@
+"""Round 31 hunt of the command line, the store and the sweeps (clistore31)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from helpers.cli import TINY, one_blas_thread
+
+from depthlab.cli import main
+from depthlab.experiments import Store
+
+QUICK = TINY.replace("every = 5", "every = 0")
+"""The tiny run without probes (milliseconds)."""
+
+
+class _ClosedPipe:
+    """A ``sys.stdout`` whose reader has gone (``depthlab ... | head -1`` once head exited):
+    every write past its buffer raises BrokenPipeError, as a real pipe's does."""
+
+    def __init__(self) -> None:
+        read, self._fd = os.pipe()
+        os.close(read)
+        self._stream = os.fdopen(self._fd, "w", buffering=1)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except OSError:
+            pass
+
+
+def test_a_closed_stdout_does_not_stop_the_work_of_run_and_sweep(tmp_path, monkeypatch):
+    """`depthlab run cfg | head -1`: the run was stored but its network was never saved (the
+    first line after the store raised BrokenPipeError, caught as "not an error": exit 0), so
+    `predict` failed and `run` again was refused as stored. `depthlab sweep grid | head -1`
+    ran none of its points and exited 0 (its first line is the grid's size). The output is
+    lost, the work is done, the exit status is the work's."""
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "tiny.toml"
+    config.write_text(QUICK + '[sweep]\n"train.seed" = [0, 1, 2]\n')
+    pipe = _ClosedPipe()
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        assert main(["run", str(config), "--out", str(tmp_path / "r")]) == 0
+        assert main(["sweep", str(config), "--out", str(tmp_path / "s")]) == 0
+    finally:
+        monkeypatch.undo()
+        pipe.close()
+    with Store(tmp_path / "r", create=False) as store:
+        (rid,) = store.runs()["id"]
+    assert (tmp_path / "r" / "models" / f"{rid}.npz").is_file()
+    with Store(tmp_path / "s", create=False) as store:
+        assert sorted(store.runs()["status"]) == ["finished"] * 3
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_run_whose_output_cannot_be_written_still_saves_its_network(tmp_path, monkeypatch,
+                                                                        capsys):
+    """`depthlab run cfg > /dev/full` (a full disk): stored, network not saved, exit 2 "cannot
+    write the output", and `run` again refused as stored. Now the network is saved too; the
+    lost output is still one line and exit status 2."""
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "tiny.toml"
+    config.write_text(QUICK)
+    with open("/dev/full", "w") as full:  # noqa: PTH123
+        monkeypatch.setattr(sys, "stdout", full)
+        code = main(["run", str(config), "--out", str(tmp_path / "r")])
+        monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == ("depthlab: error: cannot write the output to stdout: No "
+                                     "space left on device")
+    with Store(tmp_path / "r", create=False) as store:
+        (rid,) = store.runs()["id"]
+    assert (tmp_path / "r" / "models" / f"{rid}.npz").is_file()
