@@ -131,12 +131,40 @@ def _confirm(size: int, shape: str, args: argparse.Namespace) -> None:
         raise UserError(f"{what}; pass --limit N to run the first N points, or --yes to run "
                         "them all")
     try:
-        answer = input(f"{what}. Run them all? [y/N] ").strip().lower()
+        answer = _ask(f"{what}. Run them all? [y/N] ").strip().lower()
     except EOFError:  # Ctrl-D (or the input closed) at the prompt: not a yes
         sys.stderr.write("\n")
         answer = ""
     if answer not in ("y", "yes"):
         raise UserError(f"{what}; not confirmed (use --limit N or --yes)")
+
+
+ASK_POLL_S = 0.1
+"""How often :func:`_ask` wakes while it waits for the answer (the latest an interrupt that
+landed just before it began to wait is acted on)."""
+
+
+def _ask(prompt: str) -> str:
+    """``input(prompt)`` from a terminal that a Ctrl-C stops at any moment: it waits for the
+    answer with ``select`` every :data:`ASK_POLL_S` seconds, so Python runs the signal's
+    handler between two waits. ``input()`` checks for signals only when its blocking read is
+    interrupted: a Ctrl-C landing between the prompt's write and that read (a script sending
+    SIGINT as the prompt appears: 3 of 4 tries) left the sweep waiting for a line for good.
+    Raises EOFError at the end of the input (Ctrl-D), as ``input()``."""
+    import select
+
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a program's stream)
+        return input(prompt)
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    while not select.select([fd], [], [], ASK_POLL_S)[0]:
+        pass
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
 
 
 def run(args: argparse.Namespace) -> int:
