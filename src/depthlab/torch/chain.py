@@ -353,6 +353,15 @@ def chain(model: nn.Module, x: Any, y: Any = None,
             op = (f", and {path[-1]} reads the result of the torch operation "
                   f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node {node}), not the "
                   "previous layer's output")
+        elif not path and who and storage != start and storage in ops \
+                and not (isinstance(x, torch.Tensor) and storage == _storage(x)):
+            # a view module (an nn.Flatten of a contiguous tensor shares its storage, so it is
+            # no producer) reading a torch operation's result, h * w of a squeeze-excitation
+            # gate: the refusal named the Flatten only, a module predict() models
+            node = ops[storage]
+            op = (f", which reads the result of the torch operation "
+                  f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node {node}), not the "
+                  "previous layer's output")
         if len(path) > 1:
             return "; it is made by " + " -> ".join(reversed(path)) + op + note
         return f"; it is the output of {who}{op}{note}" if who else ""
