@@ -37,3 +37,50 @@ def test_predict_refusal_names_the_gate_not_the_flatten_module_after_it():
     message = str(info.value)
     assert "\n" not in message
     assert "'3' (Flatten)" in message and "'Mul'" in message, message
+
+
+class _TokenTagger(nn.Module):
+    """Per-token classes on the last axis: ``(N, T, C)`` scores, as a sequence model gives."""
+
+    def __init__(self, vocab: int, classes: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 8)
+        self.out = nn.Linear(8, classes)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.emb(x)))
+
+
+def _last_axis_loss(out, y):
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+@pytest.mark.parametrize("classes_last", [True, False])
+def test_acc_of_scores_whose_time_steps_equal_the_classes_is_read_on_the_losss_axis(
+        classes_last):
+    # (N, T, C) scores with T == C read as (N, C, T): acc was the arg-max over the time steps
+    # (0.05 where the per-token accuracy was 0.0625 at seed 0), a number no loss computed
+    torch.manual_seed(0)
+    model = _TokenTagger(20, 20)
+    x, y = torch.randint(0, 20, (4, 20)), torch.randint(0, 20, (4, 20))
+    if classes_last:
+        wrapped, loss_fn, axis = model, _last_axis_loss, -1
+    else:
+        wrapped = nn.Sequential(model)
+        wrapped.forward = lambda x: model(x).transpose(1, 2)  # (N, C, T), torch's layout
+        loss_fn, axis = (lambda out, y: F.cross_entropy(out, y)), 1
+    with torch.no_grad():
+        expected = (wrapped(x).argmax(axis) == y).double().mean().item()
+    df = dlt.probe(wrapped, x, y, loss_fn)
+    assert df[df.quantity == "acc"].value.tolist() == pytest.approx([expected], abs=1e-12)
+
+
+def test_doctor_evaluate_reads_the_same_class_axis_as_the_loss():
+    from depthlab.torch.train import evaluate
+
+    torch.manual_seed(0)
+    model = _TokenTagger(20, 20)
+    x, y = torch.randint(0, 20, (4, 20)), torch.randint(0, 20, (4, 20))
+    with torch.no_grad():
+        expected = (model(x).argmax(-1) == y).double().mean().item()
+    assert evaluate(model, x, y, _last_axis_loss)["acc"] == pytest.approx(expected, abs=1e-12)

@@ -64,7 +64,13 @@ from ..probes.stats import PERCENTILES, check_percentiles
 from ..validators import did_you_mean, keyword_hints
 from .hooks import Recording
 from .layers import check_materialized, check_model, inputs_kept, none_ran, weight_modules
-from .train import accuracy_output, binary_hits, binary_threshold, one_hot_labels
+from .train import (
+    accuracy_output,
+    binary_hits,
+    binary_threshold,
+    class_axis,
+    one_hot_labels,
+)
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
 """Columns of every depthlab.torch table."""
@@ -137,9 +143,12 @@ def check_loss(loss: Any) -> torch.Tensor:
     return loss if loss.dim() == 0 else loss.reshape(())
 
 
-def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tensor | None:
+def accuracy(output: Any, y: Any, ignore_index: int | None = None,
+             axis: int = 1) -> torch.Tensor | None:
     """Fraction of argmax(output, dim=1) == y when ``y`` holds class indices for an output of
-    shape ``(N, C, ...)``, ``C >= 2`` (``y`` of shape ``(N, ...)``), else None. Targets that
+    shape ``(N, C, ...)``, ``C >= 2`` (``y`` of shape ``(N, ...)``), else None; ``axis=-1``:
+    the arg-max over the last axis of ``(N, ..., C)`` scores (:func:`target_accuracy` reads
+    the axis from the loss, :func:`~depthlab.torch.train.class_axis`). Targets that
     are no class (negative, or the loss's ``ignore_index``, e.g. -100 for padding, read by
     :func:`loss_ignore_index`) are left out. One column (``C = 1``) is a binary logit or
     probability, whose threshold is the loss's: no ``acc`` (its argmax is always 0, which
@@ -148,11 +157,14 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None) -> torch.Tens
         return None
     if y.is_floating_point() or y.dtype == torch.bool or not output.is_floating_point():
         return None
-    if output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape \
+    if axis == -1:
+        if output.dim() != y.dim() + 1 or output.shape[:-1] != y.shape or output.shape[-1] < 2:
+            return None
+    elif output.dim() != y.dim() + 1 or output.shape[:1] + output.shape[2:] != y.shape \
             or output.shape[1] < 2:
         return None
     wide = torch.float32 if output.device.type == "mps" else torch.float64
-    hit = output.detach().argmax(dim=1) == y
+    hit = output.detach().argmax(dim=axis) == y
     valid = y >= 0
     if ignore_index is not None:
         valid &= y != ignore_index
@@ -179,7 +191,13 @@ def target_accuracy(output: Any, y: Any, loss_fn: Any) -> torch.Tensor | None:
     labels = one_hot_labels(loss_fn, y)
     if labels is not None:
         y = labels
-    return accuracy(accuracy_output(output, y, None, loss), y, loss_ignore_index(loss_fn))
+    scores = accuracy_output(output, y, None, loss)
+    axis = 1
+    if scores is output:  # (a part of a tuple or dict is not what the loss takes alone)
+        axis = class_axis(output, y, loss_fn)
+        if axis is None:
+            return None
+    return accuracy(scores, y, loss_ignore_index(loss_fn), axis)
 
 
 def loss_ignore_index(loss_fn: Any) -> int | None:
