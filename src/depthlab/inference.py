@@ -27,6 +27,7 @@ from .data.files import (
     check_csv_fits,
     check_npz,
     csv_row,
+    is_header_row,
     is_number,
     npy_header,
     npz_headers,
@@ -285,13 +286,15 @@ def read_input_file(path: str, label: str | int | list | None = None,
 
             check_csv_fits(p, f"DATA {path!r}")  # before pandas allocates it
             opener = gzip.open if lower.endswith(".gz") else open
-            with opener(p, "rt", encoding="utf-8-sig") as fh:  # a byte-order mark is not data
-                # its cells as pandas reads them: a quoted number ("1") is a number, so a
-                # headerless file of quoted numbers keeps its first row
-                first = next(csv.reader([fh.readline()]), [])
+            with opener(p, "rt", encoding="utf-8-sig", newline="") as fh:  # a byte-order
+                # mark is not data; its cells as pandas reads them: a quoted number ("1") is
+                # a number, so a headerless file of quoted numbers keeps its first row;
+                # blank lines skipped, as pandas skips them
+                first = next((row for row in csv.reader(fh)
+                              if len(row) > 1 or (row and row[0].strip())), [])
             if len(first) > 1 and not first[-1].strip():  # the cell after a trailing comma
                 first = first[:-1]
-            header = not all(is_number(c) for c in first)
+            header = is_header_row(first)  # training's rule: `0,1,2` names columns
             # lines ending with a comma: no shifted columns, no empty last column
             try:
                 frame = read_csv_frame(p, header=0 if header else None)

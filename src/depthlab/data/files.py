@@ -5,8 +5,9 @@
 * ``.csv`` (optionally ``.csv.gz``): comma-separated, with a header row (names stripped of
   spaces); the label column is ``label=`` (a column name, default ``"label"``, or a 0-based
   column index; a list of them: several regression targets), every other column is a numeric
-  feature. A file whose first row is numbers (not pandas' ``0, 1, 2, ...`` names) has no
-  header: its columns are named by their 0-based position, the label given by its index.
+  feature. A file whose first row is numbers (not pandas' ``0, 1, 2, ...`` names:
+  :func:`is_header_row`) has no header: its columns are named by their 0-based position, the
+  label given by its index.
 * IDX: an images file (``*-images-idx3-ubyte[.gz]``) whose labels file (``images`` -> ``labels``,
   ``idx3`` -> ``idx1``) lies next to it, or a folder holding ``train-images-idx3-ubyte[.gz]`` and
   ``train-labels-idx1-ubyte[.gz]`` (plus ``t10k-*`` or ``test-*`` files used as the test split).
@@ -426,8 +427,7 @@ def _csv(path: Path, label: str | int) -> RawData:
                                                keep_default_na=False).iloc[0]]
     counted = [str(i) for i in range(len(raw))]  # pandas' names of a frame from an array
     cells = raw[:-1] if len(raw) > 1 and not raw[-1] else raw  # (a trailing comma's cell)
-    header = not (cells and all(is_number(c) for c in cells) and cells not in (
-        counted[:len(cells)], [str(i + 1) for i in range(len(cells))]))
+    header = is_header_row(cells)
     if not header:  # no header row: read as data (the first data row was taken for the
         # column names: one row lost without a word, numbers for feature names); columns
         # named by their 0-based position, the label given by its index
@@ -547,6 +547,19 @@ def _label_cells(path: Path, raw: list[str], label: str, y: Any, header: bool = 
         line = found[1] if found is not None else row + 1 + header
         raise ValueError(f"{str(path)!r}: label column {label!r} holds {values[row]} on line "
                          f"{line}; accepted: finite numbers")
+
+
+def is_header_row(cells: list[str]) -> bool:
+    """Whether a CSV's first row ``cells`` (its first line that is not blank, a trailing
+    comma's empty cell left out) names the columns: it holds a cell that is no number, or it
+    is pandas' names of an array's columns, ``0, 1, ..., d-1`` (``pd.DataFrame(a).to_csv(
+    index=False)``). Any other row of numbers is data (``1, 2, 3`` too: training took it for
+    a header, one row lost without a word, where predict read it as data). The one rule of
+    training's reader and of ``depthlab predict`` (which read the header ``0,1,2`` as a row
+    of inputs: one prediction too many)."""
+    cells = [str(c).strip() for c in cells]
+    return not (cells and all(is_number(c) for c in cells)
+                and cells != [str(i) for i in range(len(cells))])
 
 
 def is_number(s: str) -> bool:

@@ -1,0 +1,71 @@
+"""Round 31, data hunt: user data files read the same way by training and by
+``depthlab predict``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+from helpers.cli import one_blas_thread, run_cli
+
+
+def _numbered_header_run(tmp_path, capsys, monkeypatch):
+    """A run trained on a CSV written by ``pd.DataFrame(array).to_csv(index=False)`` (header
+    row ``0,1,2,3``, the label column ``3``); (run id, results folder, features)."""
+    one_blas_thread(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(int)
+    pd.DataFrame(np.c_[x, y]).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "run.toml").write_text(
+        '[data]\npath = "train.csv"\nlabel = 3\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        "[train]\nepochs = 1\nbatch_size = 20\n[probes]\nevery = 0\n")
+    out = str(tmp_path / "out")
+    code, printed, err = run_cli(capsys, "run", tmp_path / "run.toml", "--out", out,
+                                 "--quiet", "--json")
+    assert code == 0, err
+    return json.loads(printed)["id"], out, x
+
+
+def test_predict_reads_a_numbered_header_row_as_training_does(tmp_path, capsys, monkeypatch):
+    # training reads the header `0,1,2` (pandas' names of an array's columns) as a header;
+    # predict read it as a row of data: 5 rows gave 6 predictions, the first of the inputs
+    # (0, 1, 2), and the training CSV itself was refused ("4 features per row")
+    run_id, out, x = _numbered_header_run(tmp_path, capsys, monkeypatch)
+    pd.DataFrame(x[:5]).to_csv(tmp_path / "new.csv", index=False)
+    code, printed, err = run_cli(capsys, "predict", run_id, tmp_path / "new.csv", "--dir", out,
+                                 "--json")
+    assert code == 0, err
+    outputs = np.asarray(json.loads(printed)["outputs"])
+    assert outputs.shape == (5, 2)
+    np.savez(tmp_path / "new.npz", x=x[:5])
+    code, printed, err = run_cli(capsys, "predict", run_id, tmp_path / "new.npz", "--dir", out,
+                                 "--json")
+    assert code == 0, err
+    np.testing.assert_allclose(outputs, json.loads(printed)["outputs"], rtol=1e-6)
+    code, printed, err = run_cli(capsys, "predict", run_id, tmp_path / "train.csv", "--dir",
+                                 out, "--json")
+    assert code == 0, err
+    assert len(json.loads(printed)["outputs"]) == 60
+
+
+def test_a_first_row_one_two_three_is_data_in_training_as_in_predict(tmp_path):
+    # training took a first row `1,2,3` for column names (one row of 4 lost without a word)
+    # where predict reads it as data; a row of numbers is data unless it is pandas' 0, 1, 2
+    import warnings
+
+    from depthlab.data import load_dataset
+
+    text = "1,2,3\n4,5,0\n6,7,1\n8,9,2\n"
+    (tmp_path / "t.csv").write_text(text)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ds = load_dataset(tmp_path / "t.csv", label=2, val_fraction=0, test_fraction=0,
+                          dtype="float64")
+    assert any("is read as data" in str(w.message) for w in seen)
+    table = np.loadtxt(tmp_path / "t.csv", delimiter=",")
+    order = np.argsort(ds.x_train[:, 0])
+    np.testing.assert_array_equal(ds.x_train[order], table[:, :2])
+    np.testing.assert_array_equal(ds.y_train[order], table[:, 2])
+    assert ds.n_classes == 4
