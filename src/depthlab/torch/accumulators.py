@@ -41,6 +41,9 @@ def stat_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
+KERNEL_LIKE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
+"""An empty array of each kernel dtype: the dtype argument of the kernels that read a tensor
+by its address (:func:`depthlab.torch.kernels.sums_at`, ``layer_relu_at``, ``weight_sums_at``)."""
 
 
 def cpu_kernels(f: torch.Tensor):
@@ -844,14 +847,18 @@ class Acc:
         host = None
         if total is None and _host_float(f) and (k is not None
                                                  or (k := watch_kernels()) is not None):
-            host = f.numpy().ravel("K")  # storage order: no copy for any dense layout
-            s1, s2, sabs = k.sums(host)  # one compiled pass, host floats
-            c, s1, s2 = _centered(host, n, s1, s2)
+            if self.want_sorted or f.is_neg() or not f.is_contiguous():
+                host = f.numpy().ravel("K")  # storage order: no copy for any dense layout
+                s1, s2, sabs = k.sums(host)  # one compiled pass, host floats
+            else:  # by address: no NumPy view to build and unbox (the same compiled pass)
+                s1, s2, sabs = k.sums_at(f.data_ptr(), n, KERNEL_LIKE[f.dtype])
+            c, s1, s2 = _centered(f if host is None else host, n, s1, s2)
             self.cs.append(c)
             self.a.append(s1)
             r = math.sqrt(s2)
             self.b.append(r if NORM_LOW <= r <= NORM_HIGH or c != 0.0
-                          else host_norm(host, s2, sabs))
+                          else host_norm(f.numpy().ravel("K") if host is None else host, s2,
+                                         sabs))
             if self.want_abs:
                 self.abs.append(sabs)
         elif type(total) is tuple:

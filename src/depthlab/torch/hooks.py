@@ -51,6 +51,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..probes.kernels import CANCELLATION_RATIO, TINY_SQUARE_64
 from ..probes.stats import PERCENTILES, percentile_names
+from .accumulators import KERNEL_LIKE as _LIKE
 from .accumulators import (
     NORM_HIGH,
     NORM_LOW,
@@ -992,9 +993,12 @@ class Recording:
         n = out.numel()
         if n == 0:
             return False
-        v = out.detach().numpy().reshape(-1, units)
         alive = np.zeros(units, dtype=bool)
-        p1, p2, r1, r2, z = wk.layer_relu(v, alive)
+        if out.is_neg():  # (a negative view's memory holds -x: .numpy() refuses it)
+            p1, p2, r1, r2, z = wk.layer_relu(out.detach().numpy().reshape(-1, units), alive)
+        else:  # by address: no NumPy view to build and unbox (the same compiled pass)
+            p1, p2, r1, r2, z = wk.layer_relu_at(out.data_ptr(), n // units, units,
+                                                 _LIKE[out.dtype], alive)
         acc.add(out, (p1, p2), wk)
         self.p.fused[relu] = (out, _ver(out), info, (n, r1, r2, z, alive))
         return True
@@ -1674,6 +1678,9 @@ class Recording:
                      ) -> dict[int, tuple[float, ...]]:
         """:func:`depthlab.torch.kernels.weight_sums` once per parameter (a weight tied between
         layers is read once): ``id(parameter)`` -> the seven sums."""
+        batched = self._weight_sums_at(wk, pairs, previous, refresh)
+        if batched is not None:
+            return batched
         sums: dict[int, tuple[float, ...]] = {}
         self.refreshed = refresh
         kernel = wk.weight_sums
@@ -1704,6 +1711,62 @@ class Recording:
                     (math.sqrt(s02), math.sqrt(sd2))
                     if TINY_SQUARE_64 * flat.size <= s02 < math.inf and sd2 < math.inf
                     else update_norms(flat, w0.numpy().reshape(-1), s02, sd2, refresh))
+        return sums
+
+    def _weight_sums_at(self, wk, pairs, previous: dict[int, torch.Tensor], refresh: bool
+                        ) -> dict[int, tuple[float, ...]] | None:
+        """:meth:`_weight_sums` in one compiled call over all weights
+        (:func:`depthlab.torch.kernels.weight_sums_at`, the arrays by address: no NumPy view
+        and no kernel dispatch per weight), the same seven sums per weight to the bit. None,
+        with nothing done, unless every weight, gradient and snapshot is contiguous and of the
+        first weight's dtype (then :meth:`_weight_sums` takes them one by one)."""
+        if not pairs:
+            return None
+        dt = pairs[0][0].dtype
+        keys: list[int] = []
+        seen: set[int] = set()
+        rows: list[tuple] = []  # (weight, its snapshot or None)
+        addresses: list[int] = []
+        sizes: list[int] = []
+        copy: list[bool] = []
+        fresh = False  # a weight without a usable snapshot: nothing refreshed
+        for w, g in pairs:
+            key = id(w)
+            if key in seen:  # a weight tied between layers: read once
+                continue
+            if w.dtype != dt or not w.is_contiguous() or w.is_neg() or (g is not None and (
+                    g.dtype != dt or not g.is_contiguous() or g.is_neg())):
+                return None  # (a negative view's memory holds -x: .numpy() refuses it)
+            n = w.numel()
+            w0 = previous.get(key)
+            if w0 is not None and w0.numel() != n:
+                w0 = None  # a buffer of another shape: the caller's snapshot must be redone
+            elif w0 is not None and (w0.dtype != dt or not w0.is_contiguous()):
+                return None
+            a = w.data_ptr()
+            seen.add(key)
+            keys.append(key)
+            rows.append((w, w0))
+            addresses += (a, a if g is None else g.data_ptr(), a if w0 is None else w0.data_ptr())
+            sizes.append(n)
+            copy.append(refresh and w0 is not None)
+            fresh = fresh or w0 is None
+        out = np.empty((len(sizes), 7))
+        wk.weight_sums_at(np.array(addresses, dtype=np.int64).reshape(-1, 3),
+                          np.array(sizes, dtype=np.int64), np.array(copy, dtype=np.bool_),
+                          _LIKE[dt], out)
+        self.refreshed = refresh and not fresh
+        sums = dict(zip(keys, map(tuple, out.tolist())))
+        upd = self.update_sums
+        for key, (w, w0), n in zip(keys, rows, sizes):
+            if w0 is not None:  # (||W0||, ||W - W0||), scaled where a square left the range
+                m = sums[key]
+                s02, sd2 = m[5], m[6]
+                upd[key] = (
+                    (math.sqrt(s02), math.sqrt(sd2))
+                    if TINY_SQUARE_64 * n <= s02 < math.inf and sd2 < math.inf
+                    else update_norms(w.detach().numpy().reshape(-1), w0.numpy().reshape(-1),
+                                      s02, sd2, refresh))
         return sums
 
 

@@ -23,12 +23,20 @@ is taken again in float64, as one that underflows is: a layer output of std 6e18
   previous step: ``(sum W, sum W^2, sum G, sum G^2, sum |G|, sum W0^2, sum (W - W0)^2)``
   in one loop, and with ``copy`` the snapshot is then overwritten by ``W`` (the next record's
   ``W0``).
+* :func:`weight_sums_at`: :func:`weight_sums` of every weight of a record in one call, the
+  arrays given by their addresses (no array objects to build and unbox per weight);
+  :func:`sums_at` and :func:`layer_relu_at`: :func:`sums` and :func:`layer_relu` of a
+  contiguous tensor given by its address, likewise (the same compiled functions on arrays of
+  the same type: the same values to the bit).
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ..probes.kernels import BLOCK, TINY_SQUARE_32, TINY_SQUARE_64, block_moments, moments
 
@@ -263,3 +271,48 @@ def weight_sums(w: np.ndarray, g: np.ndarray, w0: np.ndarray, copy: bool) -> tup
         for i in range(n):
             w0[i] = w[i]
     return sw, sw2, sg, sg2, sga, s02, sd2
+
+
+@intrinsic
+def _pointer(typingctx, address):
+    """The ``void *`` at the integer ``address`` (for :func:`numba.carray`)."""
+    sig = types.voidptr(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return sig, codegen
+
+
+@numba.njit(**_JIT)
+def weight_sums_at(addresses: np.ndarray, sizes: np.ndarray, copy: np.ndarray, like: np.ndarray,
+                   out: np.ndarray) -> None:
+    """:func:`weight_sums` of ``k`` weights in one call: row ``i`` of ``addresses`` (``k x 3``
+    int64) holds the addresses of the first entries of contiguous arrays ``W``, ``G``, ``W0``
+    of ``sizes[i]`` entries each, of ``like``'s dtype (a caller without a gradient or snapshot
+    gives ``W``'s address in its place); ``out[i]`` (``k x 7`` float64) receives their seven
+    sums, ``copy[i]`` as :func:`weight_sums`'s ``copy``. Each weight is summed by
+    :func:`weight_sums` itself on arrays of the same type, so the values are those of one call
+    per weight, to the bit. The caller keeps the tensors alive during the call."""
+    dt = like.dtype
+    for i in range(sizes.size):
+        n = sizes[i]
+        w = numba.carray(_pointer(addresses[i, 0]), n, dt)
+        g = numba.carray(_pointer(addresses[i, 1]), n, dt)
+        w0 = numba.carray(_pointer(addresses[i, 2]), n, dt)
+        r = weight_sums(w, g, w0, copy[i])
+        for j in range(7):
+            out[i, j] = r[j]
+
+
+@numba.njit(**_JIT)
+def sums_at(address: int, n: int, like: np.ndarray) -> tuple[float, float, float]:
+    """:func:`sums` of the ``n`` contiguous entries of ``like``'s dtype at ``address``."""
+    return sums(numba.carray(_pointer(address), n, like.dtype))
+
+
+@numba.njit(**_JIT)
+def layer_relu_at(address: int, outer: int, units: int, like: np.ndarray, alive: np.ndarray
+                  ) -> tuple[float, float, float, float, int]:
+    """:func:`layer_relu` of the C-contiguous ``(outer, units)`` array of ``like``'s dtype at
+    ``address``."""
+    return layer_relu(numba.carray(_pointer(address), (outer, units), like.dtype), alive)
