@@ -43,13 +43,15 @@ _CHUNK = 1 << 24
 
 
 def _open(path: Path) -> BinaryIO:
-    """The file's bytes as a stream, inflated on the fly when it starts with the gzip magic."""
+    """The file's bytes as a stream, inflated on the fly when it starts with the gzip magic
+    (opened by its path: closing a ``GzipFile`` given a ``fileobj`` left that file open, one
+    descriptor leaked per file read)."""
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {str(path)!r}")
     fh = open(path, "rb")  # noqa: SIM115 - returned to the caller's ``with``
     if fh.read(2) == _GZIP_MAGIC:
-        fh.seek(0)
-        return gzip.GzipFile(fileobj=fh, mode="rb")  # type: ignore[return-value]
+        fh.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     fh.seek(0)
     return fh
 
