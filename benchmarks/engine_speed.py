@@ -61,8 +61,10 @@ def _data(sizes, batch, dtype, seed=0):
 def depthlab_step(sizes, activation, init, batch, dtype="float32", own_threads=False):
     """depthlab's step; ``own_threads``: under the BLAS thread count ``fit`` would choose."""
     import depthlab as dl
+    from depthlab import accel
     from depthlab.threads import blas_threads, choose_threads
 
+    accel.warm_up((dtype,))  # a long run's path (DEPTHLAB_ENGINE_KERNELS=numpy: NumPy)
     net = dl.mlp(sizes, activation=activation, init=init, seed=0, dtype=dtype)
     x, y = _data(sizes, batch, dtype)
     loss = dl.loss("cross_entropy")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import accel
 from .backend import Array, expit, ndtr, xp
 from .registry import Registry
 from .validators import real
@@ -138,8 +139,13 @@ class Sigmoid(ActivationFn):
         return d
 
     def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        grad_a *= a
-        grad_a *= 1 - a
+        """``dL/ds = (grad_a a)(1 - a)`` in place."""
+        k = accel.fits(grad_a, a)
+        if k is None or grad_a.shape != a.shape:
+            grad_a *= a
+            grad_a *= 1 - a
+        else:
+            k.sigmoid_backward(grad_a, a)  # the same, one pass (depthlab.kernels)
         return grad_a
 
 
@@ -165,6 +171,15 @@ class Tanh(ActivationFn):
 
     def derivative(self, s: Array, a: Array) -> Array:
         return _one_minus_square(a)
+
+    def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
+        """``dL/ds = grad_a ((1 - a)(1 + a))`` in place."""
+        k = accel.fits(grad_a, a)
+        if k is None or grad_a.shape != a.shape:
+            grad_a *= _one_minus_square(a)
+        else:
+            k.tanh_backward(grad_a, a)  # the same, one pass (depthlab.kernels)
+        return grad_a
 
 
 class Identity(ActivationFn):
@@ -221,11 +236,16 @@ class ReLU(ActivationFn):
         return xp.logical_not(s <= 0).astype(s.dtype)
 
     def backward(self, s: Array, a: Array, grad_a: Array) -> Array:
-        keep = s <= 0
-        xp.logical_not(keep, out=keep)
-        grad_a *= keep  # bool operand: the float dtype of grad_a is kept
-        if xp.isnan(grad_a).any():  # inf or NaN times 0 at an inactive unit: 0 there, as torch
-            grad_a[~keep] = 0
+        """``dL/ds = grad_a * 1[s > 0]`` in place; 0 at inactive units whatever ``grad_a``."""
+        k = accel.fits(grad_a, s)
+        if k is None or grad_a.shape != s.shape:
+            keep = s <= 0
+            xp.logical_not(keep, out=keep)
+            grad_a *= keep  # bool operand: the float dtype of grad_a is kept
+            if xp.isnan(grad_a).any():  # inf or NaN times 0 at an inactive unit: 0 there, as torch
+                grad_a[~keep] = 0
+        else:
+            k.relu_backward(grad_a, s)  # the same, one pass (depthlab.kernels)
         return grad_a
 
 

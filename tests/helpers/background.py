@@ -5,8 +5,9 @@ The suite runs in one process and leaves the second core of a 2-core machine mos
 while a fresh checkout compiles the kernels (about 55 s of one core, spread over the first
 tests that record probes) and the nine quick runs take about 100 s. ``conftest.py`` calls
 :func:`start` when the session starts (before collection): the background process loads or
-compiles every kernel (:func:`depthlab.probes.accel.warm_up`; the tests' own processes then
-load the cached machine code instead of compiling it, as any later process does), then waits
+compiles every kernel (:func:`depthlab.probes.accel.warm_up`, then the engine's,
+:func:`depthlab.accel.warm_up`; the tests' own processes then load the cached machine code
+instead of compiling it, as any later process does), then waits
 for the plan that :func:`plan` writes once the tests are collected: the quick runs the
 collected tests use, in the order they first need them. It computes each as the tests do
 (``REGISTRY[name].run(quick=True)`` under one BLAS thread) and pickles it into the session's
@@ -191,9 +192,11 @@ def _work(folder: Path, parent: int) -> None:
     except OSError:
         pass
     try:
+        from depthlab import accel as engine_accel
         from depthlab.probes import accel
 
         accel.warm_up()
+        engine_accel.warm_up()  # the engine's kernels (depthlab.kernels), loaded after 3 s
     except Exception as err:  # noqa: BLE001  (the tests' processes compile it then)
         print(f"kernels not warmed up: {err!r}", file=sys.stderr)
     while not (folder / "plan.json").exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .. import accel
 from ..backend import xp
 from ..parameter import Parameter
 from .base import Optimizer, axpy, check_flag, check_number
@@ -46,8 +47,12 @@ class SGD(Optimizer):
             tmp = work[0]
             d, sign = self._direction(p, work[-1])
             if mu == 0:
-                xp.multiply(d, lr * sign, out=tmp)
-                w -= tmp
+                k = accel.fits(w, d)
+                if k is None:
+                    xp.multiply(d, lr * sign, out=tmp)
+                    w -= tmp
+                else:  # the same, one pass (depthlab.kernels)
+                    k.sub_scaled(w, d, w.dtype.type(lr * sign))
                 continue
             st = self.state[p]
             buf = st.get("momentum_buffer")
@@ -62,5 +67,9 @@ class SGD(Optimizer):
                 axpy(tmp, sign, d, None)           # d + mu*b
                 tmp *= lr
             else:
+                k = accel.fits(w, buf)
+                if k is not None:  # w -= lr b in one pass (depthlab.kernels)
+                    k.sub_scaled(w, buf, w.dtype.type(lr))
+                    continue
                 xp.multiply(buf, lr, out=tmp)
             w -= tmp

@@ -1,0 +1,107 @@
+"""Compiled fast paths of the engine's elementwise work (Numba; the optional ``depthlab[fast]``).
+
+Imported only through :func:`depthlab.accel.kernels` (``import depthlab`` never loads Numba).
+Each kernel is one pass over its arrays in place of the few NumPy calls (one pass and a few
+microseconds of call overhead each) of the expression it replaces. That NumPy expression, kept
+beside each caller, is the definition: every kernel performs the same IEEE operations in the
+same order on the same dtype (no fused multiply-add, no reassociation: ``fastmath`` is off), so
+its results are bit-for-bit those of the NumPy path, NaN and infinity included. The callers pass
+C-contiguous arrays of one dtype (float32 or float64, each compiled on first use and cached on
+disk with ``cache=True``, see :mod:`depthlab.accel`).
+
+Formulas (``y``, ``g`` of shape ``(batch, n)``, ``b`` of shape ``(n,)``):
+
+* :func:`add_rows`: ``y += b`` (the bias of every row; ``Dense.forward``);
+* :func:`column_sum`: ``out = sum_batch g``, rows added in order to 0,
+  ``out = ((0 + g_0) + g_1) + ...`` as NumPy reduces a C-contiguous array of two or more
+  columns along axis 0 (a single column is a contiguous run, which NumPy sums pairwise);
+  ``Dense.backward``'s ``dL/db``;
+* :func:`sigmoid_backward`: ``g = g a (1 - a)`` as ``(g a)(1 - a)``;
+* :func:`tanh_backward`: ``g = g ((1 - a)(1 + a))``;
+* :func:`relu_backward`: ``g = g * 1[not s <= 0]``: ``g`` where ``s > 0`` or ``s`` is NaN,
+  ``g * 0`` where ``s <= 0``, and ``+0`` at every such unit when the result holds a NaN (an ``inf``
+  or NaN gradient at an inactive unit gives 0, as torch's ``threshold_backward``);
+* :func:`sub_scaled`: ``w -= c v`` with the product rounded before the subtraction (the SGD
+  step ``w -= lr d``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = dict(nogil=True, cache=True)
+"""No ``fastmath``: the IEEE operations of the NumPy definition, in its order."""
+
+
+@numba.njit(**_JIT)
+def add_rows(y: np.ndarray, b: np.ndarray) -> None:
+    """``y[i, j] += b[j]`` for a C-contiguous ``(batch, n)`` ``y`` and an ``(n,)`` ``b``."""
+    rows, n = y.shape
+    for i in range(rows):
+        for j in range(n):
+            y[i, j] += b[j]
+
+
+@numba.njit(**_JIT)
+def column_sum(g: np.ndarray, out: np.ndarray) -> None:
+    """``out[j] = ((0 + g[0, j]) + g[1, j]) + ...`` (rows in order from NumPy's start, 0)."""
+    rows, n = g.shape
+    for j in range(n):
+        out[j] = 0
+    for i in range(rows):
+        for j in range(n):
+            out[j] += g[i, j]
+
+
+@numba.njit(**_JIT)
+def sigmoid_backward(g: np.ndarray, a: np.ndarray) -> None:
+    """``g = (g a)(1 - a)`` in place (``g``, ``a`` C-contiguous, one shape)."""
+    gf = g.reshape(-1)
+    af = a.reshape(-1)
+    one = gf.dtype.type(1)
+    for i in range(gf.size):
+        ai = af[i]
+        gf[i] = gf[i] * ai * (one - ai)
+
+
+@numba.njit(**_JIT)
+def tanh_backward(g: np.ndarray, a: np.ndarray) -> None:
+    """``g = g ((1 - a)(1 + a))`` in place (``g``, ``a`` C-contiguous, one shape)."""
+    gf = g.reshape(-1)
+    af = a.reshape(-1)
+    one = gf.dtype.type(1)
+    for i in range(gf.size):
+        ai = af[i]
+        gf[i] = gf[i] * ((one - ai) * (one + ai))
+
+
+@numba.njit(**_JIT)
+def relu_backward(g: np.ndarray, s: np.ndarray) -> None:
+    """``g = g * 1[not s <= 0]`` in place; ``+0`` at every inactive unit when the product holds a
+    NaN anywhere (as the NumPy definition: ``grad_a *= keep``, then ``grad_a[~keep] = 0``)."""
+    gf = g.reshape(-1)
+    sf = s.reshape(-1)
+    zero = gf.dtype.type(0)
+    nan = False
+    for i in range(gf.size):
+        if not sf[i] <= 0:  # s > 0 or NaN (f'(NaN) = 1, as torch)
+            v = gf[i]
+        else:
+            v = gf[i] * zero
+            gf[i] = v
+        if v != v:
+            nan = True
+    if nan:
+        for i in range(gf.size):
+            if sf[i] <= 0:
+                gf[i] = zero
+
+
+@numba.njit(**_JIT)
+def sub_scaled(w: np.ndarray, v: np.ndarray, c: float) -> None:
+    """``w -= c v`` in place, ``c v`` rounded to the dtype first (``c`` of the arrays' dtype)."""
+    wf = w.reshape(-1)
+    vf = v.reshape(-1)
+    for i in range(wf.size):
+        wf[i] -= c * vf[i]
