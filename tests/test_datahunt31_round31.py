@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -53,8 +54,6 @@ def test_predict_reads_a_numbered_header_row_as_training_does(tmp_path, capsys, 
 def test_a_first_row_one_two_three_is_data_in_training_as_in_predict(tmp_path):
     # training took a first row `1,2,3` for column names (one row of 4 lost without a word)
     # where predict reads it as data; a row of numbers is data unless it is pandas' 0, 1, 2
-    import warnings
-
     from depthlab.data import load_dataset
 
     text = "1,2,3\n4,5,0\n6,7,1\n8,9,2\n"
@@ -75,7 +74,6 @@ def test_reading_a_gzip_idx_file_closes_it(tmp_path):
     # the .gz stream was opened on a file object that closing it left open: one file
     # descriptor leaked per IDX file read (4 per Fashion-MNIST load; ResourceWarning)
     import gc
-    import warnings
 
     from depthlab.data.idx import idx_header, read_idx, write_idx
 
@@ -90,3 +88,37 @@ def test_reading_a_gzip_idx_file_closes_it(tmp_path):
     np.testing.assert_array_equal(got, images)
     assert not [w for w in seen if issubclass(w.category, ResourceWarning)], \
         [str(w.message) for w in seen]
+
+
+def test_predict_reads_the_training_csvs_numeric_column_names_as_its_header(tmp_path, capsys,
+                                                                          monkeypatch):
+    # a run trained on columns named by numbers (wavelengths "400,410,420" beside "label")
+    # given new rows under the same header: the header was predicted as a row of inputs
+    # (the first output 536 on inputs 400, 410, 420; one row too many)
+    one_blas_thread(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    frame = pd.DataFrame(x, columns=["400", "410", "420"])
+    frame["label"] = (x[:, 0] > 0).astype(int)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "run.toml").write_text(
+        '[data]\npath = "train.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        "[train]\nepochs = 1\nbatch_size = 20\n[probes]\nevery = 0\n")
+    out = str(tmp_path / "out")
+    code, printed, err = run_cli(capsys, "run", tmp_path / "run.toml", "--out", out,
+                                 "--quiet", "--json")
+    assert code == 0, err
+    run_id = json.loads(printed)["id"]
+    frame.iloc[:4, [2, 0, 1]].to_csv(tmp_path / "new.csv", index=False)  # another order too
+    np.savez(tmp_path / "new.npz", x=x[:4])
+    got = []
+    for name in ("new.csv", "new.npz"):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            code, printed, err = run_cli(capsys, "predict", run_id, tmp_path / name, "--dir",
+                                         out, "--json")
+        assert code == 0, err
+        got.append(np.asarray(json.loads(printed)["outputs"]))
+        assert any("in another order" in str(w.message) for w in seen) == (name == "new.csv")
+    assert got[0].shape == (4, 2)
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-6)

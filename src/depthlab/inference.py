@@ -295,6 +295,10 @@ def read_input_file(path: str, label: str | int | list | None = None,
             if len(first) > 1 and not first[-1].strip():  # the cell after a trailing comma
                 first = first[:-1]
             header = is_header_row(first)  # training's rule: `0,1,2` names columns
+            if not header and features:  # names that are numbers (wavelengths "400,410"):
+                # the training CSV's feature names, in any order, name the columns here too
+                # (read as data, the header was one more row of inputs, 400, 410, ...)
+                header = set(map(str, features)) <= {c.strip() for c in first}
             # lines ending with a comma: no shifted columns, no empty last column
             try:
                 frame = read_csv_frame(p, header=0 if header else None)
