@@ -123,3 +123,33 @@ def test_ctrl_c_as_the_sweeps_prompt_appears_stops_it(tmp_path):
     after = seen.split(b"[y/N] ", 1)[1].decode().strip().splitlines()
     assert len(after) == 1 and after[0].startswith("depthlab: interrupted"), seen
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_whose_step_history_cannot_fit_in_memory_is_refused_before_training(
+        tmp_path, monkeypatch, capsys):
+    """`train.epochs = 10**12` trained "forever" while the per-step loss history grew until
+    the machine ran out of memory, everything then lost. The history of the steps the config
+    asks for (32 bytes of list and 16 of table per step, about 500 per epoch's row) is counted
+    before training: refused in one line, nothing stored; `max_steps` bounds it."""
+    import depthlab.experiments
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
+    trained = depthlab.experiments.train
+
+    def train_unless_forever(prep, **kwargs):  # the unrefused run would never end
+        assert prep.config["train"].get("max_steps"), "trained a run of 10**12 epochs"
+        return trained(prep, **kwargs)
+
+    monkeypatch.setattr(depthlab.experiments, "train", train_unless_forever)
+    config = tmp_path / "forever.toml"
+    config.write_text(QUICK.replace("epochs = 1", "epochs = 1000000000000"))
+    code = main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    # 200 spirals: 140 training rows in batches of 50, 3 steps per epoch
+    assert "train.epochs = 1000000000000" in err[0] and "3 steps each" in err[0], err
+    assert "only 1 GiB is available" in err[0] and "max_steps" in err[0], err
+    assert not (tmp_path / "out" / "models").exists()
+    config.write_text(QUICK.replace("epochs = 1", "epochs = 1000000000000\nmax_steps = 4"))
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0

@@ -57,13 +57,14 @@ def _stored_twin(store, cfg: dict, sizes: list[int], rid: str) -> tuple[str, str
 
 def run(args: argparse.Namespace) -> int:
     from ..experiments import load_config, prepare, run_id, train
-    from ..experiments.runner import check_memory
+    from ..experiments.runner import check_history, check_memory
 
     cfg = load_config(args.config)
     ignored_sweep = cfg.pop("sweep", None) is not None
     check_memory(cfg)  # before the run id reads a data file whole for its fingerprint
     rid = run_id(cfg)
     prep = prepare(cfg)
+    check_history(prep.config, prep.data.sizes["train"])  # epochs = 10**12: refused, not OOM
     # before training: a bad, read-only or full --out and a stored run with this config
     # (whose record would be replaced) fail early
     store = open_store(args.out, create=True)

@@ -259,6 +259,56 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         raise ExperimentError(str(e)) from None
 
 
+HISTORY_STEP_BYTES = 48
+"""Memory of one training step's history, at least: its loss in ``History.step_loss`` (a
+list slot, 8 bytes, and a Python float, 24) and its row of the steps table the record is
+built from at the end (int64 step and float64 loss, 16)."""
+HISTORY_EPOCH_BYTES = 500
+"""Memory of one epoch's row of the history, at least (a dict of its 6-8 metrics)."""
+
+
+def planned_steps(config: dict[str, Any], n_train: int) -> tuple[int, int]:
+    """``(steps, steps per epoch)`` a validated ``config`` trains on ``n_train`` rows, as the
+    trainer counts them: ``ceil(n_train / batch)`` per epoch (one fewer where batch norm merges
+    a last batch of one row into the one before), times ``epochs``, at most ``max_steps``."""
+    t = config["train"]
+    n = max(int(n_train), 1)
+    bs = n if t.get("batch_size") in (None, "full") else min(int(t["batch_size"]), n)
+    merge = bool(config["model"].get("batchnorm")) and bs < n and n % bs == 1
+    per_epoch = -(-n // bs) - merge
+    epochs, max_steps = t.get("epochs"), t.get("max_steps")
+    steps = max_steps if epochs is None else per_epoch * int(epochs)
+    if max_steps is not None:
+        steps = min(steps, int(max_steps))
+    return int(steps), per_epoch
+
+
+def check_history(config: dict[str, Any], n_train: int) -> None:
+    """Refuse a run whose training history cannot fit in memory: ``steps x``
+    :data:`HISTORY_STEP_BYTES` ``+ epochs x`` :data:`HISTORY_EPOCH_BYTES` (a lower bound;
+    probes add to it) against the memory available. ``train.epochs = 10**12`` trained until
+    the history grew past the machine's memory, everything then lost. Not with
+    ``train.patience``: early stopping ends the run when it stops improving. Called after
+    :func:`prepare` by ``depthlab run`` and :func:`execute` (sweep points), not by
+    :func:`prepare` itself: the doctor keeps its own step budget."""
+    from ..memory import MemoryRefusal, check_fits
+
+    t = config["train"]
+    if t.get("patience") is not None:
+        return
+    steps, per_epoch = planned_steps(config, n_train)
+    epochs = -(-steps // max(per_epoch, 1))
+    need = steps * HISTORY_STEP_BYTES + epochs * HISTORY_EPOCH_BYTES
+    plan = (f"train.epochs = {t['epochs']} ({per_epoch} step{'s' * (per_epoch != 1)} each on "
+            f"{n_train} training rows)" if t.get("epochs") is not None and steps != t.get(
+                "max_steps") else f"train.max_steps = {t.get('max_steps')}")
+    try:
+        check_fits(need, f"{plan}: the training history of {steps:,} steps")
+    except MemoryRefusal as e:
+        raise ExperimentError(f"{e}; accepted: fewer epochs, train.max_steps, or "
+                              "train.patience to stop early") from None
+
+
 def check_data_file(config: dict[str, Any]) -> None:
     """Refuse a validated ``config`` whose ``data.path`` cannot fit in memory, sized from its
     headers alone (:func:`depthlab.data.files.file_bytes`): to be called before its content
@@ -635,6 +685,7 @@ def execute(config: dict[str, Any], *, run_id: str | None = None, name: str | No
     rid = run_id or make_run_id(config)
     try:
         prep = prepare(config)
+        check_history(prep.config, prep.data.sizes["train"])
     except (ExperimentError, ConfigError) as e:
         if not catch:
             raise
