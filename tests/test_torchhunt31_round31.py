@@ -84,3 +84,29 @@ def test_doctor_evaluate_reads_the_same_class_axis_as_the_loss():
     with torch.no_grad():
         expected = (model(x).argmax(-1) == y).double().mean().item()
     assert evaluate(model, x, y, _last_axis_loss)["acc"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_watch_first_step_without_a_backward_since_creation_is_refused(tmp_path):
+    # .grad left by a backward before the Watch was made (a loop that trained without it, or
+    # a forgotten backward): the first step recorded that earlier gradient as this step's
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    loss_fn = nn.CrossEntropyLoss()
+    loss_fn(model(x), y).backward()
+    watch = dlt.Watch(model, every=1, out=None, theory=False)
+    loss = loss_fn(model(x), y)
+    with pytest.raises(ValueError, match="since the Watch was created") as info:
+        watch.step(loss)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError):  # refused again: not a step
+        watch.step(loss)
+    model.zero_grad()
+    loss.backward()
+    watch.step(loss)  # now the step's own gradient
+    watch.close()
+    table = watch.frame()
+    rows = table[(table.module == "0") & (table.quantity == "weight_grad_std")]
+    assert rows.step.tolist() == [0]
+    expected = model[0].weight.grad.double().std(unbiased=False).item()
+    assert rows.value.item() == pytest.approx(expected, rel=1e-9)

@@ -352,6 +352,10 @@ class Watch:
 
         self._optimizers: _OptimizersOf | None = _OptimizersOf(self)
         self._optimizers_hook = register_optimizer_step_pre_hook(self._optimizers)
+        # the gradients now: a first step whose forward ran while watched but no backward since
+        # (their .grad an earlier backward's, from before the Watch) is refused as a later one
+        # is (it was recorded)
+        self._grad_marks = self._marks()
         self._rec.arm()  # step 0 is recorded
 
     # -- training loop -----------------------------------------------------------------------
@@ -560,7 +564,16 @@ class Watch:
         # a weight whose gradient was cleared and not given a new one (a branch that did not
         # run this step) has changed too (its dead reference matched the None: AttributeError)
         if marks and all((g := p.grad) is not None and ref() is g and g._version == v
-                         for p, ref, v in marks):
+                         for p, ref, v in marks) and (self._calls or self._rec.forwards):
+            # (at the first call: the model's forward ran with gradients since the Watch was
+            # created; a Watch created between the step's backward and this call records
+            # the step's loss only, as it did)
+            if self._calls == 0:
+                raise ValueError("Watch.step(loss) was called without a backward since the "
+                                 "Watch was created: every weight's .grad is the one it had "
+                                 "then, an earlier backward's (a record of it would be stale); "
+                                 "create the Watch before the step's forward and call "
+                                 "Watch.step(loss) after loss.backward()")
             raise ValueError("Watch.step(loss) was called again without a backward since the "
                              "previous call: every weight's .grad is the one it had then (a "
                              "record of it would be stale); call it once per step, after "
