@@ -122,3 +122,23 @@ def test_predict_reads_the_training_csvs_numeric_column_names_as_its_header(tmp_
         assert any("in another order" in str(w.message) for w in seen) == (name == "new.csv")
     assert got[0].shape == (4, 2)
     np.testing.assert_allclose(got[0], got[1], rtol=1e-6)
+
+
+def test_standardizer_of_integer_features_is_exact_float64():
+    # depthlab.data.fit_standardizer on uint8 pixels returned its mean and std cast back to
+    # uint8 (mean 2.33 -> 2, std 1.25 -> 1) and apply_standardizer raised NumPy's
+    # "Cannot cast ufunc 'divide' output from float64 to uint8"
+    from depthlab.data import apply_standardizer, fit_standardizer
+
+    x = np.array([[1, 10, 7], [2, 30, 7], [4, 50, 7]], dtype=np.uint8)
+    for given in (x, x.astype(np.int64), x.astype(bool)):
+        mean, std = fit_standardizer(given)
+        direct = given.astype(np.float64)
+        spread = np.where(direct.std(axis=0) > 0, direct.std(axis=0), 1.0)
+        assert mean.dtype == std.dtype == np.float64
+        np.testing.assert_allclose(mean, direct.mean(axis=0), rtol=1e-15)
+        np.testing.assert_allclose(std, spread, rtol=1e-15)
+        z = apply_standardizer(given, mean, std)
+        assert z.dtype == np.float64
+        np.testing.assert_allclose(z, (direct - direct.mean(axis=0)) / spread, rtol=1e-12,
+                                   atol=1e-15)

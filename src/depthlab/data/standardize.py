@@ -14,14 +14,17 @@ from depthlab.backend import xp
 def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of ``x_train`` (population std, computed in float64).
 
-    Returns ``(mean, std)`` in ``x_train``'s dtype; ``std`` is 1 where the feature is constant,
-    or constant up to the rounding of its mean: ``std <= n eps |mean|`` (``eps`` of float64, the
-    bound scikit-learn uses), whatever the feature's scale (a feature of about 1e-13 keeps its
-    spread; an absolute 1e-12 erased it). A column whose squares overflow or underflow float64
-    (``|x|`` above about 1e150 or below about 1e-150) gets ``mean = s mean(x / s)`` and
-    ``std = s std(x / s)`` with ``s = max |x|``.
+    Returns ``(mean, std)`` in ``x_train``'s float dtype (float64 for integer or boolean
+    features, such as uint8 pixels: cast to theirs, a mean of 2.33 was 2); ``std`` is 1 where
+    the feature is constant, or constant up to the rounding of its mean: ``std <= n eps
+    |mean|`` (``eps`` of float64, the bound scikit-learn uses), whatever the feature's scale
+    (a feature of about 1e-13 keeps its spread; an absolute 1e-12 erased it). A column whose
+    squares overflow or underflow float64 (``|x|`` above about 1e150 or below about 1e-150)
+    gets ``mean = s mean(x / s)`` and ``std = s std(x / s)`` with ``s = max |x|``.
     """
     x = xp.asarray(x_train)
+    if x.dtype.kind in "biu":  # exact in float64 (integers up to 2**53)
+        x = x.astype(np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"fit_standardizer needs a non-empty 2-D array, got shape {x.shape}")
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # such columns: below
@@ -44,8 +47,11 @@ def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Return ``(x - mean) / std`` as a new array in ``x``'s dtype; a column where ``x - mean``
+    """Return ``(x - mean) / std`` as a new array in ``x``'s float dtype (float64 for integer
+    or boolean ``x``: NumPy refused to divide into theirs); a column where ``x - mean``
     overflows (``x`` = 1.7e308 with a mean of -1e308) gets ``x / std - mean / std``."""
+    if np.asarray(x).dtype.kind in "biu":
+        x = np.asarray(x, dtype=np.float64)
     m, s = mean.astype(x.dtype, copy=False), std.astype(x.dtype, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):  # such columns: below
         out = xp.subtract(x, m)
