@@ -142,3 +142,24 @@ def test_standardizer_of_integer_features_is_exact_float64():
         assert z.dtype == np.float64
         np.testing.assert_allclose(z, (direct - direct.mean(axis=0)) / spread, rtol=1e-12,
                                    atol=1e-15)
+
+
+def test_a_data_file_replaced_keeping_size_and_time_gets_a_new_fingerprint(tmp_path):
+    # the fingerprint cache was keyed by (path, size, mtime): a file replaced by one of the
+    # same size with its time kept (cp -p, rsync -a, tar x) kept the old digest in a running
+    # process (the playground, a sweep): the new data's runs took the old data's ids
+    import hashlib
+    import os
+
+    from depthlab.data.fingerprint import digest
+
+    data = tmp_path / "d.csv"
+    data.write_text("a,label\n1,0\n2,1\n")
+    first = digest(data)
+    stamp = data.stat().st_mtime_ns
+    other = tmp_path / "other.csv"
+    other.write_text("a,label\n3,0\n4,1\n")
+    os.utime(other, ns=(stamp, stamp))
+    os.replace(other, data)  # as cp -p / rsync write a new file into place
+    assert data.stat().st_mtime_ns == stamp
+    assert digest(data) == hashlib.sha256(data.read_bytes()).hexdigest()[:16] != first

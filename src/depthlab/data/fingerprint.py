@@ -2,7 +2,9 @@
 
 ``digest(path)``: the first 16 hex digits of sha256 over the file's bytes; for a folder (of IDX
 files) over each regular file's name and digest, in name order. Each file is read once per
-process while its size and modification time stay the same (a cache keyed by both), in 1 MiB
+process while its size, modification and status-change times and inode stay the same (a cache
+keyed by them: the status-change time, which no tool sets back, also follows a file replaced
+or rewritten with its modification time kept, as ``cp -p``, ``rsync -a`` and ``tar x`` do), in 1 MiB
 pieces (no whole-file copy in memory). A path that cannot be read gives None (validation has
 said what is wrong with it already).
 """
@@ -16,12 +18,13 @@ from pathlib import Path
 __all__ = ["digest"]
 
 _CHUNK = 1 << 20
-_CACHE: dict[tuple[str, int, int], str] = {}
+_CACHE: dict[tuple[str, int, int, int, int, int], str] = {}
 
 
 def _file_digest(path: Path) -> str:
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino,
+           st.st_dev)
     hit = _CACHE.get(key)
     if hit is None:
         h = hashlib.sha256()
