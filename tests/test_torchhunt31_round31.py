@@ -110,3 +110,22 @@ def test_watch_first_step_without_a_backward_since_creation_is_refused(tmp_path)
     assert rows.step.tolist() == [0]
     expected = model[0].weight.grad.double().std(unbiased=False).item()
     assert rows.value.item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_closed_watch_is_not_re_entered():
+    # `with watch:` again after its block (a second epoch) entered silently; the refusal came
+    # only at the first step, with no remedy
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 3))
+    x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
+    with dlt.Watch(model, every=1, out=None, theory=False) as watch:
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+    with pytest.raises(RuntimeError, match="after close.*new dlt.Watch") as info:
+        with watch:
+            pass
+    assert "\n" not in str(info.value)
+    with pytest.raises(RuntimeError, match="after close.*new dlt.Watch"):
+        watch.step(loss)
+    assert watch.frame().step.unique().tolist() == [0]

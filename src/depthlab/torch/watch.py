@@ -233,6 +233,10 @@ def _checked_ratio(parts: list, *norms: float) -> float:
     return update_ratio(*out)
 
 
+_CLOSED = ("{what} after close(): this Watch's hooks are removed and its run is ended; create a "
+           "new dlt.Watch(model, ...) to record more steps (one Watch per run)")
+
+
 class Watch:
     """Attach to a model; call :meth:`step` after each backward; :meth:`close` at the end.
 
@@ -367,7 +371,7 @@ class Watch:
     def step(self, loss: torch.Tensor | float) -> None:
         """Mark the end of one training step's backward (call before ``optimizer.step()``)."""
         if self._closed:
-            raise RuntimeError("Watch.step() after close()")
+            raise RuntimeError(_CLOSED.format(what="Watch.step()"))
         if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
             value = _kept(loss)  # the usual case, checked in place
         elif isinstance(loss, torch.Tensor):
@@ -898,6 +902,8 @@ class Watch:
                         "out= to store the run")
 
     def __enter__(self) -> Watch:
+        if self._closed:  # a second `with watch:` (the next epoch) entered, refused at its step
+            raise RuntimeError(_CLOSED.format(what="with watch: (re-entered)"))
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
