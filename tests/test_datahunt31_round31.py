@@ -163,3 +163,35 @@ def test_a_data_file_replaced_keeping_size_and_time_gets_a_new_fingerprint(tmp_p
     os.replace(other, data)  # as cp -p / rsync write a new file into place
     assert data.stat().st_mtime_ns == stamp
     assert digest(data) == hashlib.sha256(data.read_bytes()).hexdigest()[:16] != first
+
+
+def test_predict_scales_integer_pixels_as_training_scaled_its_idx_file(tmp_path, capsys,
+                                                                       monkeypatch):
+    # a run trained on IDX uint8 images (read as pixels / 255) given the same uint8 images in
+    # a .npz predicted them unscaled: outputs of about 1000 instead of about 1, other classes
+    from depthlab.data.idx import write_idx
+
+    one_blas_thread(monkeypatch)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(80, 3, 3), dtype=np.uint8)
+    (tmp_path / "d").mkdir()
+    write_idx(tmp_path / "d" / "train-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "d" / "train-labels-idx1-ubyte.gz",
+              (images[:, 0, 0] > 127).astype(np.uint8))
+    (tmp_path / "run.toml").write_text(
+        '[data]\npath = "d"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+        "[train]\nepochs = 1\nbatch_size = 20\n[probes]\nevery = 0\n")
+    out = str(tmp_path / "out")
+    code, printed, err = run_cli(capsys, "run", tmp_path / "run.toml", "--out", out,
+                                 "--quiet", "--json")
+    assert code == 0, err
+    run_id = json.loads(printed)["id"]
+    np.savez(tmp_path / "raw.npz", x=images[:6])
+    np.savez(tmp_path / "scaled.npz", x=images[:6].astype(np.float32) / np.float32(255))
+    got = []
+    for name in ("raw.npz", "scaled.npz"):
+        code, printed, err = run_cli(capsys, "predict", run_id, tmp_path / name, "--dir", out,
+                                     "--json")
+        assert code == 0, err
+        got.append(np.asarray(json.loads(printed)["outputs"]))
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-6, atol=1e-7)

@@ -78,6 +78,8 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
         # position, dropped by predict from a file of the same width
         meta["label_index"] = info["label_index"]
         meta["csv_columns"] = int(info["n_columns"])
+    if info.get("input_scale"):  # integer pixels read as pixels * scale (IDX: / 255)
+        meta["input_scale"] = float(info["input_scale"])
     std = info.get("standardization")
     if std:  # the float64 statistics when the data were standardized before a float32 cast
         meta["input_mean"] = np.asarray(std.get("mean64", std["mean"]))
@@ -562,6 +564,22 @@ def saved_inputs(model: Path) -> int:
         return int(recipe["config"]["sizes"][0])
 
 
+def scaled_inputs(x: np.ndarray, scale: Any, dtype: Any) -> np.ndarray:
+    """Integer inputs ``x`` (a ``.npy``/``.npz`` of uint8 pixels) of a network trained on data
+    read as ``value * scale`` (IDX files and the image sets: ``scale = 1/255``) multiplied by
+    ``scale`` as training multiplied them: ``x / round(1/scale)`` in ``dtype`` when ``1/scale``
+    is a whole number, else ``x * scale`` (unscaled, pixels of 0..255 gave outputs of about 1000
+    where the run's own rows gave about 1). Float inputs are taken as already scaled."""
+    if (scale is None or isinstance(scale, bool) or not isinstance(scale, int | float)
+            or scale == 1.0 or np.asarray(x).dtype.kind not in "iu"):
+        return x
+    dt = np.dtype(dtype) if np.dtype(dtype).kind == "f" else np.dtype(np.float64)
+    inv = 1.0 / float(scale)
+    if inv == round(inv):
+        return np.asarray(x).astype(dt) / dt.type(round(inv))
+    return np.asarray(x).astype(dt) * dt.type(scale)
+
+
 def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",
                   where: Callable[[int, int | None], str] | None = None
                   ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -579,6 +597,7 @@ def predict_saved(model: Path, x: np.ndarray, source: str = "DATA",
         raise ValueError(f"{source} has {x.shape[1]} features per row; the network expects "
                          f"{n_in}{hint}")
     dtype = net.parameters()[0].value.dtype
+    x = scaled_inputs(x, meta.get("input_scale"), dtype)
     mean, std = meta.get("input_mean"), meta.get("input_std")
     _check_standardization(model, mean, std, n_in)
     if mean is not None and np.dtype(mean.dtype).itemsize > np.dtype(dtype).itemsize:

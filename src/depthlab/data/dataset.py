@@ -375,6 +375,9 @@ def build_dataset(
     )
     if values:
         info["targets"] = "values"
+    if raw.scale != 1.0 and np.asarray(raw.x).dtype.kind in "biu":  # e.g. uint8 pixels / 255:
+        # predict multiplies integer inputs (the file's raw values) by it, as done here
+        info["input_scale"] = float(raw.scale)
     return Dataset(
         name=name,
         x_train=out["train"][0],
