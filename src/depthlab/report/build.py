@@ -656,7 +656,7 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
                            m, higher_is_better=hib)
             blocks.append(H.figure_block(png, f"{m} by run", f"{m} of each run. Hatched ✗ "
                                          "bars: no value (the run diverged or failed, or "
-                                         "did not measure it)."))
+                                         "did not measure it).", wide=_too_wide(png)))
     elif keys:
         use = keys[:2] if len(keys) == 2 and plot.forms_grid(
             _plain(runs, tuple(keys)), keys[0], keys[1]) else keys
@@ -693,7 +693,10 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
             else:
                 cap = (f"{m} of each combination of {', '.join(use)} (the values do not form "
                        f"a full grid, so bars instead of a heatmap). Hatched ✗ bars: {missing}")
-            blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap))
+            # wider than a half column (many bars or columns, up to 11 in): across the row (a
+            # half column showed a 32-bar sweep at 50%, its run names at ~4 pt)
+            blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap,
+                                         wide=_too_wide(png)))
     if blocks:
         parts.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     return "".join(parts)
@@ -945,10 +948,20 @@ shown at 74% and its 7 pt module names at 5 pt. A wider one, or one naming modul
 rows, takes the whole row (shown at its drawn size)."""
 
 
+ACTIVATIONS_HALF_PX = 800
+"""Widest activation-bands PNG shown in a half column (its own size is 760 px, layer numbers in
+its legend); module names that widen it beyond take the whole row."""
+
+
+def _png_width(png: bytes) -> int:
+    """The width in pixels of the PNG ``png`` (its IHDR width, bytes 16..20 big-endian; 0 when
+    too short to hold one)."""
+    return int.from_bytes(png[16:20], "big") if len(png) > 24 else 0
+
+
 def _too_wide(png: bytes) -> bool:
-    """Whether the PNG ``png`` is wider than :data:`HALF_COLUMN_PX` (its IHDR width, bytes
-    16..20 big-endian)."""
-    return len(png) > 24 and int.from_bytes(png[16:20], "big") > HALF_COLUMN_PX
+    """Whether the PNG ``png`` is wider than :data:`HALF_COLUMN_PX`."""
+    return _png_width(png) > HALF_COLUMN_PX
 
 
 def _heatmap_block(probes: pd.DataFrame, safe: str, pngs: _Pngs) -> str:
@@ -962,6 +975,22 @@ def _heatmap_block(probes: pd.DataFrame, safe: str, pngs: _Pngs) -> str:
         "colours: a colour change from top to bottom means vanishing or exploding "
         "gradients; a change left to right, that training moved them.",
         wide=_too_wide(png) or bool(figures.layer_names(probes)))
+
+
+def _activations_block(probes: pd.DataFrame, safe: str, pngs: _Pngs) -> str:
+    """The run's activation bands (mean ± std per layer over training) as a figure block:
+    across the whole row when its legend's module names widened it beyond
+    :data:`ACTIVATIONS_HALF_PX` (a PyTorch run's ``encoder.layers.3.linear1``: 9 in and more,
+    which a half column showed at ~60%, its 7.5 pt names at 4.5 pt), else in a half column
+    beside the percentile bands."""
+    from .. import plot
+
+    png = pngs.add(f"{safe}_activations.png", plot.activation_bands, probes)
+    return H.figure_block(
+        png, FIG_ACTIVATIONS, "Line: mean activation of each shown layer; shaded: ± one "
+        "standard deviation (Glorot & Bengio 2010, Fig. 2). Look for a layer whose band "
+        "collapses (saturation) or drifts away from the others.",
+        wide=_png_width(png) > ACTIVATIONS_HALF_PX)
 
 
 def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
@@ -1028,11 +1057,7 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         blocks.append(_wide_note("No saturation figure: no layer's activation is bounded "
                                  "(sigmoid, tanh) or of the ReLU family."))
     if has_act:
-        png = pngs.add(f"{safe}_activations.png", plot.activation_bands, probes)
-        blocks.append(H.figure_block(
-            png, FIG_ACTIVATIONS, "Line: mean activation of each shown layer; shaded: ± one "
-            "standard deviation (Glorot & Bengio 2010, Fig. 2). Look for a layer whose band "
-            "collapses (saturation) or drifts away from the others."))
+        blocks.append(_activations_block(probes, safe, pngs))
     if layered:
         layers = figures.hidden_layers(probes)
         layer = percentile_layer if percentile_layer in layers else None

@@ -1246,12 +1246,16 @@ texts would overlap, so the axis and colours carry the values alone."""
 
 
 def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
-                        offset: float = 0.5) -> None:
+                        offset: float = 0.5, upright: bool = False) -> None:
     """Category tick labels at cell centres, rotated when they would collide; of more than
-    :data:`MAX_CATEGORY_TICKS` categories every k-th is labelled (k = ceil(n / max))."""
+    :data:`MAX_CATEGORY_TICKS` categories every k-th is labelled (k = ceil(n / max)), unless
+    ``upright``: then every one, turned 90° (:func:`_upright_labels` says when they fit)."""
     labels = [_fmt_value(v) for v in values]
     labels = cut_labels(labels, MAX_TICK_CHARS)
     pos = np.arange(len(labels)) + offset
+    if axis == "x" and upright:
+        ax.set_xticks(pos, labels, rotation=90, ha="center", va="top")
+        return
     every = -(-len(labels) // MAX_CATEGORY_TICKS)
     pos, labels = pos[::every], labels[::every]
     if axis == "y":
@@ -1392,17 +1396,38 @@ def _hatch_rect(x: float, y: float):
     return Rectangle((x, y), 1, 1, fill=False, hatch="///", edgecolor="#c77", linewidth=0)
 
 
+UPRIGHT_PITCH_IN = 0.16
+"""Narrowest bar pitch (inches) at which every bar's label is written turned 90° (an 8.5 pt line
+is ~0.12 in): thinning to every k-th label of a sweep's bars named every 2nd run of a grid
+whose last key has two values, so one value's bars (a sweep's best runs) stood unnamed."""
+
+
+def _upright_labels(n: int, width_in: float) -> bool:
+    """Whether ``n`` bars across a figure ``width_in`` wide name each bar (turned 90°) rather
+    than every k-th: more than :data:`MAX_CATEGORY_TICKS` of them, at a pitch of at least
+    :data:`UPRIGHT_PITCH_IN` (the axes take the width less ~1.5 in of margins)."""
+    return n > MAX_CATEGORY_TICKS and (width_in - 1.5) / n >= UPRIGHT_PITCH_IN
+
+
 def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
                higher_is_better: bool = True) -> Figure:
     """Bar chart of ``metric`` against one configuration key (best run per value); values whose
     runs all diverged or failed get a marked placeholder bar. Beyond
-    :data:`MAX_LABELLED_CELLS` bars the per-bar texts give way to one legend entry and every
-    k-th value is labelled, so hundreds of values stay readable."""
+    :data:`MAX_LABELLED_CELLS` bars the per-bar texts give way to one legend entry; beyond
+    :data:`MAX_CATEGORY_TICKS` each bar keeps its name, turned 90°, while the bars are at least
+    :data:`UPRIGHT_PITCH_IN` apart, and past that every k-th value is labelled, so hundreds of
+    values stay readable."""
     for col in (key, metric, "status"):
         if col not in runs:
             raise ValueError(f"column {col!r} not in the runs table; columns: {list(runs.columns)}")
     xs = _ordered_values(runs[key])
-    fig, (ax,) = _new_figure(max(5.0, min(11.0, 1.5 + 0.7 * len(xs))), 3.6, fixed=False)
+    width = max(5.0, min(11.0, 1.5 + 0.7 * len(xs)))
+    upright = _upright_labels(len(xs), width)
+    # upright labels (~0.065 in a character at 8.5 pt) take more height than the 30° ones
+    longest = max((len(t) for t in cut_labels([_fmt_value(v) for v in xs], MAX_TICK_CHARS)),
+                  default=0)
+    fig, (ax,) = _new_figure(width, 3.6 + (max(0.0, 0.065 * longest - 1.0) if upright else 0.0),
+                             fixed=False)
     heights, notes = [], []
     cells = dict(iter(runs.groupby(runs[key].map(value_key).to_numpy(), sort=False)))
     for xv in xs:
@@ -1457,7 +1482,7 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
         ax.legend([Patch(facecolor="none", edgecolor="#c77", hatch="///")],
                   [f"✗ every run {what}"], fontsize=8.5, loc="lower right",
                   bbox_to_anchor=(1.0, 1.0), borderaxespad=0.2)
-    _set_category_ticks(ax, "x", xs, fig.get_figwidth(), offset=0.0)
+    _set_category_ticks(ax, "x", xs, fig.get_figwidth(), offset=0.0, upright=upright)
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
     if not cut.any():

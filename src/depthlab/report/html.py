@@ -66,10 +66,15 @@ td.long { overflow-wrap:anywhere; min-width:9em; }
 td.long code, td.long .badge { white-space:nowrap; }
 thead th { background:#eef1f5; position: sticky; top: 0; }
 table.sortable thead th { cursor:pointer; user-select:none; white-space:nowrap; }
+/* a table too wide for its box (saxe2013's "median condition number", "expected mean σ⁴
+   (Gaussian)": 1183 px in 1146 at 1400 px, its last column behind a scroll bar) gets class
+   "wrap-headers" from the script below: its headers then break between their words; the sort
+   mark is joined to the last word by a no-break space, never a line of its own */
+table.sortable.wrap-headers thead th { white-space:normal; }
 table.sortable thead th:focus-visible { outline:2px solid var(--accent); outline-offset:-2px; }
-table.sortable thead th::after { content:" \\21C5"; color:#9aa3ae; font-size:11px; }
-table.sortable thead th.asc::after { content:" \\25B2"; color:var(--fg); }
-table.sortable thead th.desc::after { content:" \\25BC"; color:var(--fg); }
+table.sortable thead th::after { content:"\\00A0\\21C5"; color:#9aa3ae; font-size:11px; }
+table.sortable thead th.asc::after { content:"\\00A0\\25B2"; color:var(--fg); }
+table.sortable thead th.desc::after { content:"\\00A0\\25BC"; color:var(--fg); }
 /* a long header ("grad_w30_step0") breaks at the <wbr> after its punctuation (script below) */
 table thead th.long { white-space:normal; }
 tr.diverged td { background:#fdecea; } tr.failed td { background:#f9d6d3; }
@@ -148,6 +153,22 @@ function breakAtPunctuation(cell, longest) {
 }
 document.querySelectorAll('td:not(.num)').forEach(function (td) { breakAtPunctuation(td, 16); });
 document.querySelectorAll('thead th').forEach(function (th) { breakAtPunctuation(th, 10); });
+"""
+
+# A sortable table's headers stay on one line while the table fits its box; one that does not
+# (also after the window narrows or a <details> opens) lets them break between their words.
+JS += r"""
+function fitHeaders() {
+  document.querySelectorAll('table.sortable').forEach(function (t) {
+    var box = t.parentElement;
+    t.classList.remove('wrap-headers');
+    if (box.clientWidth > 0 && box.scrollWidth > box.clientWidth + 1)
+      t.classList.add('wrap-headers');
+  });
+}
+fitHeaders();
+window.addEventListener('resize', fitHeaders);
+document.addEventListener('toggle', fitHeaders, true);
 """
 
 def esc(value: Any) -> str:
