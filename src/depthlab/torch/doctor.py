@@ -1089,7 +1089,11 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     alternatives, duplicates, transforms that change nothing in this model and training
     changes whose step fails on it (:func:`_check_step`, e.g. Adam for sparse gradients) left
     out, each of those with its reason in ``skipped`` (``'{changes} does not apply: why'``),
-    and in ``passed_over`` too when it came before the first applicable cure."""
+    and in ``passed_over`` too when it came before the first applicable cure. A
+    vanishing-gradient finding whose gradients vanished in training
+    (:func:`~depthlab.torch.prescriptions.vanished_in_training`) tries a 10x smaller learning
+    rate first, then the rule's own cure, then warm-up, as a divergence on the initial weights
+    tries the re-initializations first."""
     config = base.ctx.config
     candidates: list[tuple[dict[str, Any], str]] = []
     first = rx.translate(f.prescription, spec) if f.prescription else None
@@ -1097,8 +1101,12 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     # the loss of update 1 is computed on the initial weights: non-finite there, no training
     # setting can cure it, so the re-initializations are tried first
     at_init = f.kind == "divergence" and f.evidence.get("step") == 1
+    # gradients that vanished only in training (trainable at step 0): the step size first
+    in_training = (rx.vanished_in_training(f.evidence) if f.kind == "vanishing_gradients"
+                   else None)
     more = rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
-                           bool(config.get("batchnorm")), at_init=at_init)
+                           bool(config.get("batchnorm")), at_init=at_init,
+                           in_training=in_training)
     if first:
         # the shared rule's text speaks of NumPy's settings (unscaled_targets:
         # "standardize_targets=True in dl.doctor, [data] standardize_targets = true"): a torch
@@ -1106,7 +1114,10 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
         same = {json.dumps(c, sort_keys=True, default=str): t for c, t in more}
         candidates.append((first, same.get(json.dumps(first, sort_keys=True, default=str),
                                            f.prescription_text)))
-    candidates = more[:2] + candidates + more[2:] if at_init else candidates + more
+    # (a smaller learning rate, then the rule's own cure, then warm-up and the rest: the
+    # first two verified even at max_cures=2)
+    candidates = (more[:2] + candidates + more[2:] if at_init else
+                  more[:1] + candidates + more[1:] if in_training else candidates + more)
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()
     for changes, text in candidates:
