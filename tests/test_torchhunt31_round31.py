@@ -129,3 +129,17 @@ def test_a_closed_watch_is_not_re_entered():
     with pytest.raises(RuntimeError, match="after close.*new dlt.Watch"):
         watch.step(loss)
     assert watch.frame().step.unique().tolist() == [0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_class_axis_of_large_or_half_precision_scores(dtype):
+    # N(0, 1) shifts of scores of std 100 (or fp16 scores of std 10, rounded) moved the loss by
+    # less than its tolerance, or by their rounding more: the axis was not found, no acc
+    from depthlab.torch.train import class_axis
+
+    torch.manual_seed(0)
+    scale = 100.0 if dtype == torch.float32 else 10.0
+    out = (torch.randn(64, 50, 50) * scale).to(dtype)
+    y = torch.randint(0, 50, (64, 50))
+    assert class_axis(out, y, _last_axis_loss) == -1
+    assert class_axis(out, y, lambda out, y: F.cross_entropy(out, y)) == 1

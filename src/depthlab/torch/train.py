@@ -278,7 +278,8 @@ def class_axis(out: Any, y: Any, loss_fn: Callable) -> int | None:
     (a sequence model's ``(N, T, C)`` with ``T == C``), given to a loss other than a
     class-index loss called on them (:func:`class_index_loss`, which reads dim 1), are read on
     the axis the loss reads: a softmax cross-entropy is unchanged, ``L(s + r) = L(s)``, by a
-    shift ``r`` constant along its class axis, so the axis (1 or -1) whose random shift leaves
+    shift ``r`` constant along its class axis, so the axis (1 or -1) whose random shift (of
+    std ``1 + std(out)``, on float32 copies of half-precision scores) leaves
     ``loss_fn(out, y)`` unchanged (to ``1e-4 (1 + |L|)``) while the other's changes it; None
     when neither or both do (no accuracy). The arg-max over dim 1 of a loss reading the last
     axis gave 0.05 where the per-token accuracy was 0.0625."""
@@ -291,13 +292,19 @@ def class_axis(out: Any, y: Any, loss_fn: Callable) -> int | None:
     gen = torch.Generator().manual_seed(0)  # the global generators untouched
     with torch.no_grad():
         scores = out.detach()
+        if scores.dtype in (torch.float16, torch.bfloat16):  # (their rounding of s + r moved
+            scores = scores.float()  # the loss by more than the tolerance)
+        # shifts on the scale of the scores, so that one along the wrong axis moves the margins
+        # as much as the scores differ (N(0, 1) shifts of scores of std 100 moved a saturated
+        # loss by less than the tolerance: no acc)
+        spread = 1.0 + float(scores.double().std()) if scores.numel() > 1 else 1.0
         try:
             base = float(loss_fn(scores, y))
             changes = []
             for axis in (1, out.dim() - 1):
                 shape = list(scores.shape)
                 shape[axis] = 1
-                shift = torch.randn(shape, generator=gen, dtype=torch.float64)
+                shift = torch.randn(shape, generator=gen, dtype=torch.float64) * spread
                 moved = float(loss_fn(scores + shift.to(scores.device, scores.dtype), y))
                 changes.append(abs(moved - base))
         except Exception:  # a loss that takes no plain tensor of these scores
