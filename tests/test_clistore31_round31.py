@@ -39,21 +39,28 @@ def test_a_closed_stdout_does_not_stop_the_work_of_run_and_sweep(tmp_path, monke
     first line after the store raised BrokenPipeError, caught as "not an error": exit 0), so
     `predict` failed and `run` again was refused as stored. `depthlab sweep grid | head -1`
     ran none of its points and exited 0 (its first line is the grid's size). The output is
-    lost, the work is done, the exit status is the work's."""
+    lost, the work is done, the exit status is the work's. With stderr closed too
+    (`depthlab run cfg 2>&1 | head -1`) the run was stored as failed with "BrokenPipeError"
+    (its progress line raised it mid-run) and the command exited 0."""
     one_blas_thread(monkeypatch)
     config = tmp_path / "tiny.toml"
     config.write_text(QUICK + '[sweep]\n"train.seed" = [0, 1, 2]\n')
-    pipe = _ClosedPipe()
+    pipe, err = _ClosedPipe(), _ClosedPipe()
     monkeypatch.setattr(sys, "stdout", pipe)
     try:
         assert main(["run", str(config), "--out", str(tmp_path / "r")]) == 0
         assert main(["sweep", str(config), "--out", str(tmp_path / "s")]) == 0
+        monkeypatch.setattr(sys, "stderr", err)
+        assert main(["run", str(config), "--out", str(tmp_path / "e")]) == 0
     finally:
         monkeypatch.undo()
         pipe.close()
-    with Store(tmp_path / "r", create=False) as store:
-        (rid,) = store.runs()["id"]
-    assert (tmp_path / "r" / "models" / f"{rid}.npz").is_file()
+        err.close()
+    for out in ("r", "e"):
+        with Store(tmp_path / out, create=False) as store:
+            runs = store.runs()
+        assert list(runs["status"]) == ["finished"], runs.get("error")
+        assert (tmp_path / out / "models" / f"{runs['id'][0]}.npz").is_file()
     with Store(tmp_path / "s", create=False) as store:
         assert sorted(store.runs()["status"]) == ["finished"] * 3
 

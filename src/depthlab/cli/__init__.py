@@ -256,10 +256,13 @@ class _OutputMayFail:
     status is the work's); any other failure is kept in :attr:`failed` for one line and exit
     status 2 at the end. It used to end the command wherever it printed: ``run`` stored its
     run but never saved its network (its first line comes after the store), ``sweep`` ran
-    none of its points (its first line is the grid's size), and a closed pipe exited 0."""
+    none of its points (its first line is the grid's size), and a closed pipe exited 0.
+    As ``sys.stderr`` (``quiet``) every failure is silent: ``depthlab run cfg 2>&1 | head -1``
+    stored its run as failed with "BrokenPipeError" (the progress line raised it mid-run)."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, quiet: bool = False) -> None:
         self._stream = stream
+        self._quiet = quiet
         self.failed: OSError | None = None
 
     def write(self, text: str) -> int:
@@ -281,7 +284,7 @@ class _OutputMayFail:
         if e.filename is not None or not (isinstance(e, BrokenPipeError) or e.errno in (
                 errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)):
             raise e
-        if not isinstance(e, BrokenPipeError) and self.failed is None:
+        if not isinstance(e, BrokenPipeError) and self.failed is None and not self._quiet:
             self.failed = e
         try:
             null = os.open(os.devnull, os.O_WRONLY)
@@ -299,18 +302,21 @@ class _OutputMayFail:
 
 @contextlib.contextmanager
 def _output_may_fail() -> Iterator[_OutputMayFail | None]:
-    """:class:`_OutputMayFail` as ``sys.stdout`` while the command runs (None: stdout is
-    already one, or there is none)."""
-    stream = sys.stdout
-    if stream is None or isinstance(stream, _OutputMayFail):
-        yield None
-        return
-    sys.stdout = guard = _OutputMayFail(stream)
+    """:class:`_OutputMayFail` as ``sys.stdout`` and (quiet) ``sys.stderr`` while the command
+    runs; yields stdout's (None: stdout is already one, or there is none)."""
+    out, err = sys.stdout, sys.stderr
+    guard = quiet = None
+    if out is not None and not isinstance(out, _OutputMayFail):
+        sys.stdout = guard = _OutputMayFail(out)
+    if err is not None and not isinstance(err, _OutputMayFail):
+        sys.stderr = quiet = _OutputMayFail(err, quiet=True)
     try:
         yield guard
     finally:
-        if sys.stdout is guard:
-            sys.stdout = stream
+        if guard is not None and sys.stdout is guard:
+            sys.stdout = out
+        if quiet is not None and sys.stderr is quiet:
+            sys.stderr = err
 
 
 def _by_sigterm(e: BaseException | None) -> bool:
