@@ -115,3 +115,26 @@ def test_every_bar_of_a_three_key_sweep_is_named_under_it():
     # and the labels stay inside the figure, below the axes
     fig_box = fig.bbox
     assert all(b.y0 >= fig_box.y0 - 1 and b.y1 <= ax.get_window_extent().y0 + 1 for b in boxes)
+
+
+def test_a_doctor_run_of_a_config_is_told_apart_from_the_run_of_that_config(tmp_path):
+    # `depthlab run sig.toml` and `depthlab doctor sig.toml` store runs of one name: the
+    # overview's gradient-flow table and legend read "sig (id1)" and "sig (id2)", the doctor's
+    # 200-step baseline indistinguishable from the trained run (the torch doctor's runs are
+    # stored as "doctor FILE:FUNCTION" and read as doctor runs)
+    from test_report import synthetic_record
+
+    from depthlab.experiments import Store
+    from depthlab.report import build
+
+    store = Store(tmp_path)
+    run = synthetic_record("run0000abcd", sweep=None)
+    doc = synthetic_record("doc0000abcd", sweep=None)
+    doc.kind = "doctor"
+    for rec in (run, doc):
+        store.add_run(rec)
+    runs = build._runs_table(store)
+    html = build._flow_section(store, build._Group("all", "All runs", "overview", runs),
+                               build._Pngs())
+    rows = [r.split("</td>", 1)[0].rsplit(">", 1)[-1] for r in html.split("<tr")[2:]]
+    assert sorted(rows) == sorted([run.name, f"doctor {doc.name}"]), rows

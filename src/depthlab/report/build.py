@@ -335,8 +335,14 @@ def _labels(runs: pd.DataFrame) -> dict[str, str]:
     """A short unique label per run id: its name when names differ (a sweep's common
     ``<sweep name>:`` prefix removed); a name two runs share gets the id after it
     (``M (dc496c22f488)``: two Watch runs of one model class, told apart and still named,
-    where every run was labelled by its id alone); a run without a name, its id."""
+    where every run was labelled by its id alone); a run without a name, its id. A doctor's
+    run reads ``doctor NAME``, as the torch doctor names its own: ``depthlab doctor cfg.toml``
+    stores the config's name, and beside ``depthlab run cfg.toml``'s run the two read
+    ``NAME (id)``, the doctor's short baseline not told apart from the trained run."""
     names = [str(n) if n else "" for n in runs["name"]]
+    kinds = (runs["kind"] if "kind" in runs else pd.Series([None] * len(runs))).tolist()
+    names = [f"doctor {n}" if n and str(k) == "doctor" and not n.startswith("doctor ") else n
+             for n, k in zip(names, kinds)]
     ids = [str(r) for r in runs["id"]]
     unique = len(set(names)) == len(names) and all(names)
     if unique and len(names) > 1 and all(":" in n for n in names):
