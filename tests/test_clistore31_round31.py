@@ -160,3 +160,17 @@ def test_a_run_whose_step_history_cannot_fit_in_memory_is_refused_before_trainin
     assert not (tmp_path / "out" / "models").exists()
     config.write_text(QUICK.replace("epochs = 1", "epochs = 1000000000000\nmax_steps = 4"))
     assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+
+
+def test_probe_steps_after_the_runs_last_step_are_named(tmp_path, monkeypatch):
+    """`probes.jacobian = [0, 50]` in a run of 3 steps stored the step-0 spectrum only and said
+    nothing about step 50 (likewise histogram_steps): one warning names them (shown as
+    `depthlab: warning: ...`)."""
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "late.toml"
+    config.write_text(QUICK + "jacobian = [0, 50]\n")
+    with pytest.warns(UserWarning) as seen:
+        assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert [str(w.message) for w in seen] == [
+        "probes.jacobian step 50 comes after the run's last step, 3 (3 steps per epoch on 140 "
+        "training rows), and will not be recorded"]

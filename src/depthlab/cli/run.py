@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     rid = run_id(cfg)
     prep = prepare(cfg)
     check_history(prep.config, prep.data.sizes["train"])  # epochs = 10**12: refused, not OOM
+    _warn_unreached_steps(prep.config, prep.data.sizes["train"])
     # before training: a bad, read-only or full --out and a stored run with this config
     # (whose record would be replaced) fail early
     store = open_store(args.out, create=True)
@@ -130,6 +131,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"depthlab: run {rec.id} failed: {first}", file=sys.stderr)
     echo(f"results: {store.path}")
     return run_status(rec.status)
+
+
+def _warn_unreached_steps(cfg: dict, n_train: int) -> None:
+    """One warning naming the ``probes.jacobian`` and ``probes.histogram_steps`` steps after
+    the run's last step (``jacobian = [5000]`` in a run of 40 steps): they are never recorded,
+    and the run said nothing about it."""
+    import warnings
+
+    from ..experiments.runner import planned_steps
+
+    steps, per_epoch = planned_steps(cfg, n_train)
+    probes = cfg.get("probes") or {}
+    late = [f"probes.{key} step{'s' * (len(over) > 1)} {', '.join(map(str, over))}"
+            for key in ("jacobian", "histogram_steps")
+            if isinstance(probes.get(key), list | tuple)
+            and (over := sorted({int(v) for v in probes[key]
+                                 if isinstance(v, int) and not isinstance(v, bool)
+                                 and v > steps}))]
+    if late:
+        warnings.warn(f"{' and '.join(late)} come{'s' * (len(late) == 1 and ',' not in late[0])}"
+                      f" after the run's last step, {steps:,} ({per_epoch} step"
+                      f"{'s' * (per_epoch != 1)} per epoch on {n_train} training rows), and "
+                      "will not be recorded", stacklevel=2)
 
 
 DIVERGED_STATUS = 3
