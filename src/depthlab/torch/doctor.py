@@ -1101,12 +1101,17 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     # the loss of update 1 is computed on the initial weights: non-finite there, no training
     # setting can cure it, so the re-initializations are tried first
     at_init = f.kind == "divergence" and f.evidence.get("step") == 1
+    # a later divergence of a network whose gradients explode at initialization: the initial
+    # weights' doing too, so the re-initializations first as well
+    exploded = None if f.kind != "divergence" or at_init else next(
+        (r for g in base.findings if g.kind == "exploding_gradients"
+         and (r := rx.exploded_at_init(g.evidence)) is not None), None)
     # gradients that vanished only in training (trainable at step 0): the step size first
     in_training = (rx.vanished_in_training(f.evidence) if f.kind == "vanishing_gradients"
                    else None)
     more = rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
                            bool(config.get("batchnorm")), at_init=at_init,
-                           in_training=in_training)
+                           in_training=in_training, exploded=exploded)
     if first:
         # the shared rule's text speaks of NumPy's settings (unscaled_targets:
         # "standardize_targets=True in dl.doctor, [data] standardize_targets = true"): a torch
@@ -1116,7 +1121,7 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                                            f.prescription_text)))
     # (a smaller learning rate, then the rule's own cure, then warm-up and the rest: the
     # first two verified even at max_cures=2)
-    candidates = (more[:2] + candidates + more[2:] if at_init else
+    candidates = (more[:2] + candidates + more[2:] if at_init or exploded is not None else
                   more[:1] + candidates + more[1:] if in_training else candidates + more)
     out: list[tuple[dict[str, Any], str]] = []
     seen: set[str] = set()

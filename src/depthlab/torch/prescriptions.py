@@ -1319,8 +1319,8 @@ def _matched_caveat(activation: str | None) -> str:
 
 
 def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normalized: bool,
-                 at_init: bool = False, in_training: tuple[float, float] | None = None
-                 ) -> list[tuple[dict[str, Any], str]]:
+                 at_init: bool = False, in_training: tuple[float, float] | None = None,
+                 exploded: float | None = None) -> list[tuple[dict[str, Any], str]]:
     """Further cures to verify for a finding of ``kind`` (after the rule's own), each with
     the reason it may help. ``at_init``: a divergence whose first loss, on the initial weights
     before any update, was already non-finite (no learning rate, warm-up or clipping changes
@@ -1330,7 +1330,12 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
     the updates, not the initial weights, made it, so a 10x smaller learning rate and warm-up
     come first, their texts saying why (the doctor verifies the smaller rate before the rule's
     own cure; a post-norm residual stack at Adam lr 0.1: 1.1x at step 0, 2.6e4x later;
-    re-initializing and LSUV left it at a constant prediction's loss, lr/10 trained it)."""
+    re-initializing and LSUV left it at a constant prediction's loss, lr/10 trained it).
+    ``exploded``: the step-0 ratio of an exploding-gradient finding of the same run that
+    crosses both thresholds at initialization (:func:`exploded_at_init`): a divergence there
+    is the initial weights' too, so its re-initializations come first, as with ``at_init``
+    (8 ReLU layers at 8x He's variance, 1.4e3x at step 0, NaN at step 3: lr/10, warm-up and
+    clipping did not help, He's variance trained it)."""
     lower = {"lr": spec.lr / 10.0}, "A 10x smaller learning rate keeps each update small."
     if in_training is not None and kind == "vanishing_gradients":
         r0, r = in_training
@@ -1379,7 +1384,12 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
         "init_mismatch": [matched, lsuv],
         "divergence": ([({"init": "matched"}, "The loss is non-finite on the first "
                           "mini-batch, before any update: the initial weights overflow. "
-                          + matched[1]), lsuv] if at_init else [])
+                          + matched[1]), lsuv] if at_init else
+                       [({"init": "matched"}, f"The gradients explode at initialization "
+                         f"({exploded:.3g}x larger in the first hidden layer than in the "
+                         f"last at step 0): the first updates, largest in the first layers, "
+                         f"blow their weights up. " + matched[1]), lsuv]
+                       if exploded is not None else [])
         + [lower, warmup, clip, adam],
         "bn_drift": [({"bn_population": True}, "Recompute the batch-norm running statistics "
                       "over the whole training set after training (population statistics)."),
@@ -1401,6 +1411,23 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
     # Adam's variants already scale each step by the gradient's RMS: "switch to Adam" would
     # only drop AdamW's decoupled weight decay (NAdam's momentum) and change the lr
     return [c for c in cures if c is not adam] if spec.optimizer in ADAM_FAMILY else cures
+
+
+def exploded_at_init(evidence: dict[str, Any]) -> float | None:
+    """The step-0 first/last gradient ratio ``r0`` of an exploding-gradient finding's
+    ``evidence`` when it alone crosses both thresholds (``r0 >= GRADIENT_MIN_RATIO`` and
+    ``gradient_depth_scales(r0, n) > GRADIENT_DEPTH_SCALES``): the initial weights' explosion;
+    ``None`` otherwise, also when the first ratio is not step 0's."""
+    from ..diagnosis.rules import GRADIENT_DEPTH_SCALES, GRADIENT_MIN_RATIO, gradient_depth_scales
+
+    try:
+        r0, n = float(evidence["ratio_init"]), int(evidence["n_hidden"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if evidence.get("ratio_init_step", 0) != 0 or not (math.isfinite(r0)
+                                                       and r0 >= GRADIENT_MIN_RATIO):
+        return None
+    return r0 if gradient_depth_scales(r0, n)[1] > GRADIENT_DEPTH_SCALES else None
 
 
 def vanished_in_training(evidence: dict[str, Any]) -> tuple[float, float] | None:
