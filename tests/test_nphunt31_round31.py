@@ -83,3 +83,19 @@ def test_selu_fixed_point_off_the_domain_is_a_fixed_point(omega, tau):
     assert nu > 0
     m2, v2 = T.selu_map(mu, nu, omega, tau)
     assert m2 == pytest.approx(mu, rel=1e-9, abs=1e-12) and v2 == pytest.approx(nu, rel=1e-9)
+
+
+@pytest.mark.parametrize("name,exact", [("elu", (0.0, 1.0, 0.25, 1 / 12)),
+                                        ("tanh", (0.0, 1.0, 0.0, -1 / 3)),
+                                        ("softsign", (0.0, 1.0, 0.0, 1.0))])
+@pytest.mark.parametrize("radius", [1e-3, 5.0])
+def test_numerical_taylor_at_an_odd_radius_is_right_or_refused(name, exact, radius):
+    # radius 1e-3: elu c_3 = -1110, softsign -4441 (rounding noise / r^3); radius 5: tanh
+    # c_3 = -0.255, softsign 0.958 (the fit had not converged), all returned as coefficients
+    try:
+        got = T.numerical_taylor(name, 3, radius=radius).coefficients
+    except ValueError as err:
+        assert f"radius={radius!r}" in str(err) and "not stable" in str(err)
+        return
+    assert got == pytest.approx(exact, abs=1e-5)
+    assert T.numerical_taylor(name, 3).coefficients == pytest.approx(exact, abs=1e-6)

@@ -45,6 +45,8 @@ _DEG_SIDE = 14     # Chebyshev degree of the one-sided fits
 _SMOOTH_TOL = 1e-6
 _SNAP = 1e-9       # |c_k| below this is numerical noise
 _SMOOTH_ORDER = 4  # one-sided fits compared up to this order at least
+_STABLE_ORDER = 3  # c_0..c_3 must agree between the fits on [-r, r] and [-0.75 r, 0.75 r]
+_STABLE_TOL = 1e-6  # ... to this relative tolerance
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,24 @@ def numerical_taylor(activation: Any, order: int = 3, radius: float = _RADIUS,
     order = _check_order(order)
     r = real("radius", radius, positive=True)
     fn = resolve_activation(activation, **kw)
+    got = _fit(fn, r, order)
+    # the same fit on 3/4 of the interval must agree on c_0..c_3: a radius too small leaves
+    # rounding noise amplified by r^-k (elu at radius 1e-3: c_3 = -1110, softsign -4441), one
+    # too large a fit that has not converged (tanh at radius 5: c_3 = -0.255, at 20 c_1 = 1.053)
+    again = _fit(fn, 0.75 * r, order)
+    for k in range(min(order, _STABLE_ORDER) + 1):
+        a, b = got.coefficients[k], again.coefficients[k]
+        if not abs(a - b) <= _STABLE_TOL * (1.0 + abs(a)):
+            raise ValueError(
+                f"numerical_taylor({fn.name!r}, radius={radius!r}): the fit is not stable: "
+                f"c_{k} = {a:.6g} on [-r, r], {b:.6g} on [-0.75 r, 0.75 r] (a radius too small "
+                f"leaves rounding noise, one too large a fit that has not converged); the "
+                f"default radius is {_RADIUS}")
+    return got
+
+
+def _fit(fn: ScalarActivation, r: float, order: int) -> TaylorCoefficients:
+    """:func:`numerical_taylor`'s fit on ``[-r, r]``."""
     check = max(order, _SMOOTH_ORDER)
     central = _cheb_power(fn, -r, r, _DEG_CENTRAL, check)
     left = _cheb_power(fn, -r, 0.0, _DEG_SIDE, check)
