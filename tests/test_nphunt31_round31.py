@@ -99,3 +99,14 @@ def test_numerical_taylor_at_an_odd_radius_is_right_or_refused(name, exact, radi
         return
     assert got == pytest.approx(exact, abs=1e-5)
     assert T.numerical_taylor(name, 3).coefficients == pytest.approx(exact, abs=1e-6)
+
+
+@pytest.mark.parametrize("mu,nu", [(-30.0, 1.0), (-20.0, 0.25), (-12.0, 0.5)])
+def test_selu_map_variance_of_a_mean_far_below_0_is_not_lost_to_cancellation(mu, nu):
+    # z ~ N(mu, nu) with z > 0 beyond float64's reach: selu(z) = lam alpha (e^z - 1), whose
+    # variance is (lam alpha)^2 e^{2 mu + nu} (e^nu - 1); it was E[y^2] - mean^2 with both
+    # ~ (lam alpha)^2 = 3.09: 0.0 at (-30, 1) (exact 8.2e-26), 4.4e-16 at (-20, 0.25) (4.8e-18)
+    m, v = T.selu_map(mu, nu, 1.0, 1.0)
+    la = SELU_LAMBDA * SELU_ALPHA
+    assert m == pytest.approx(la * math.expm1(mu + nu / 2), rel=1e-12, abs=0)
+    assert v == pytest.approx(la**2 * math.exp(2 * mu + nu) * math.expm1(nu), rel=1e-9, abs=0)

@@ -27,7 +27,11 @@ mean of 1.05e10 with sd 1.05 gave 16384): ``y = lambda (z + d(z))`` with
 ``Cov(z, d) = s^2 E[d'(z)] = s^2 (alpha E[e^z 1(z<=0)] - Phi(-r))`` (Stein's lemma; d is continuous)
 and ``Var d`` from ``E[z 1(z<=0)] = m Phi(-r) - s phi(r)``, ``E[z^2 1(z<=0)] = (m^2 + s^2) Phi(-r)
 - m s phi(r)``, ``E[z e^z 1(z<=0)] = (m + s^2) E[e^z 1(z<=0)] - s phi(r)``: every term of ``d``
-is as small as the chance of ``z <= 0``.
+is as small as the chance of ``z <= 0``. Likewise for ``m + 2 s^2 < 0`` (a mean far below 0,
+where ``nu~`` is ``e^{2m}``-small against ``mu~^2 ~ (lambda alpha)^2``): ``y = lambda (alpha
+(e^z - 1) + u(z))``, ``u = (z - alpha (e^z - 1)) 1(z > 0)``, ``nu~ = lambda^2 (alpha^2 Var e^z +
+2 alpha Cov(e^z, u) + Var u)`` with ``Var e^z = e^{2m + s^2} (e^{s^2} - 1)`` and the terms of ``u``
+as small as the chance of ``z > 0``.
 """
 
 from __future__ import annotations
@@ -105,6 +109,21 @@ def selu_map(
                 ed = alpha * (e1 - p_neg) - ez
                 ed2 = alpha * alpha * (e2 - 2.0 * e1 + p_neg) - 2.0 * alpha * (eze - ez) + ez2
                 var = lam * lam * (s2 + 2.0 * cov + (ed2 - ed * ed))
+        elif m + 2.0 * s2 < 0.0:  # y = lam (alpha (e^z - 1) + u(z)), module doc: no
+            # cancellation against mean^2 ~ (lam alpha)^2 where the variance is e^{2m}-small
+            ee = math.exp(m + 0.5 * s2)                         # E[e^z]
+            eep = ee * float(ndtr(r + s))                       # E[e^z 1(z>0)]
+            ee2p = math.exp(2.0 * m + 2.0 * s2) * float(ndtr(r + 2.0 * s))
+            ezp = m * p_pos + s * dens                          # E[z 1(z>0)]
+            ez2p = (m * m + s2) * p_pos + m * s * dens          # E[z^2 1(z>0)]
+            ezep = (m + s2) * eep + s * dens                    # E[z e^z 1(z>0)]
+            eu = ezp - alpha * (eep - p_pos)
+            eu2 = ez2p - 2.0 * alpha * (ezep - ezp) + alpha * alpha * (
+                ee2p - 2.0 * eep + p_pos)
+            eeu = ezep - alpha * (ee2p - eep)
+            var_e = math.exp(2.0 * m + s2) * math.expm1(s2)   # Var(e^z)
+            var = lam * lam * (alpha * alpha * var_e + 2.0 * alpha * (eeu - ee * eu)
+                               + (eu2 - eu * eu))
         else:
             second = lam**2 * ((m * m + s2) * p_pos + m * s * dens) + (lam * alpha) ** 2 * (
                 e2 - 2.0 * e1 + p_neg
