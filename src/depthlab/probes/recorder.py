@@ -39,7 +39,7 @@ import pandas as pd
 
 from ..backend import Array, data_array
 from ..losses import Loss, get_loss
-from ..memory import check_batch
+from ..memory import CHECK_FROM_BYTES, check_batch, check_fits
 from ..training.data_checks import finite_features
 from ..training.trainer import Callback
 from ..validators import check_bn_probe_rows, keyword_hints, positive_int
@@ -371,6 +371,7 @@ class ProbeRecorder(Callback):
         self._net = net
         self._trainer = trainer
         self._points = net.probe_points()
+        self._check_record_memory(getattr(trainer, "planned_steps", None))
         # per point: the kernel's arguments kept from record to record (fused.LayerStats)
         self._kernel_stats = [LayerStats(p, self.percentiles) for p in self._points]
         self._snapshots = None  # new probe points: the snapshot layout is built again
@@ -390,6 +391,20 @@ class ProbeRecorder(Callback):
             self._x = trainer.transform(finite_features(self.probe_x, raw, "probe_x"))
             self._check_probe_y(net)
             self._probe_record(trainer.step)
+
+    def _check_record_memory(self, steps: int | None) -> None:
+        """Refuse (:class:`~depthlab.memory.MemoryRefusal`) before the first update a run
+        whose records cannot fit: at least ``(steps // every + 1) * layers * (8 q + 12)``
+        bytes for ``q`` per-layer quantities (a float64 each, and the record's step and layer)
+        (``every=1`` over 10**8 updates of a 6-layer network needs ~100 GB)."""
+        if not steps or not self._points:
+            return
+        records = steps // self.every + 1
+        nbytes = records * len(self._points) * (8 * len(self._layer_q) + 12)
+        if nbytes > CHECK_FROM_BYTES:
+            check_fits(nbytes, f"ProbeRecorder(every={self.every}) over {steps:,} updates "
+                       f"({records:,} records of {len(self._points)} layers; a larger every "
+                       "or fewer steps)")
 
     def _check_probe_y(self, net) -> None:
         """The loss's checks of ``probe_y`` (labels in range, shape, finiteness) against a zero

@@ -148,6 +148,7 @@ class Trainer:
         self.evals: list[dict[str, float]] = []
         self.step = 0
         self.epoch = 0
+        self.planned_steps: int | None = None  # the updates the running fit call plans
         self._stop = False
 
     def stop(self) -> None:
@@ -258,6 +259,8 @@ class Trainer:
         total = self.max_steps if self.epochs is None else per_epoch * self.epochs
         if self.max_steps is not None:
             total = min(total, self.max_steps)
+        self.planned_steps = total  # callbacks size their records by it (ProbeRecorder)
+        _check_history_memory(total, math.ceil(total / per_epoch), self.eval_every)
         params = net.parameters()
         hist = self.history
         bar = _progress(total, self.progress)
@@ -425,6 +428,24 @@ class Trainer:
             bar.set_postfix(self._postfix, refresh=True)
         for cb in self.callbacks:
             cb.on_epoch_end(self, self.epoch, metrics)
+
+
+# Python objects the History keeps: a float in a list per update (24 + 8 bytes), a dict of
+# about 7 floats per epoch (~400 bytes) and per evaluation row (~300 bytes)
+STEP_RECORD_BYTES = 32
+EPOCH_RECORD_BYTES = 400
+EVAL_RECORD_BYTES = 300
+
+
+def _check_history_memory(steps: int, epochs: int, eval_every: int | None) -> None:
+    """Refuse (:class:`~depthlab.memory.MemoryRefusal`) before the first update a run whose
+    History cannot fit: ``steps * 32 + epochs * 400 (+ steps // eval_every * 300)`` bytes
+    (``epochs=10**12`` grew the per-step list until the process was killed)."""
+    evals = steps // eval_every if eval_every else 0
+    nbytes = steps * STEP_RECORD_BYTES + epochs * EPOCH_RECORD_BYTES + evals * EVAL_RECORD_BYTES
+    if nbytes > CHECK_FROM_BYTES:
+        check_fits(nbytes, f"the training history of {steps:,} updates and {epochs:,} epochs "
+                   "(a loss per update, a row per epoch; fewer epochs or max_steps)")
 
 
 _HOOKS = ("on_train_begin", "before_update", "after_update", "on_epoch_end", "on_train_end")
