@@ -74,3 +74,18 @@ def test_probe_recorder_every_step_refused_when_its_records_cannot_fit(monkeypat
     hist = dl.fit(net, x, y, loss="cross_entropy", batch_size=4, max_steps=20, seed=0,
                   callbacks=[rec2])
     assert hist.steps == 20 and set(rec2.frame().step) == {0, 10, 20}
+
+
+def test_early_stopping_keeps_an_open_ended_run_allowed(monkeypatch):
+    # epochs=10**12 with early stopping means "until it stops improving" (as a config's
+    # train.patience): not refused, by the history check or the recorder's
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1G")
+    x, y = _data()
+    rec = dl.ProbeRecorder(x, y, every=1)
+    stop = dl.EarlyStopping("train_loss", patience=1, min_delta=1e9)
+    hist = dl.fit(dl.mlp([4, 5, 3], seed=0), x, y, loss="cross_entropy", batch_size=4,
+                  epochs=10**12, seed=0, callbacks=[rec, stop])
+    assert len(hist.epochs) == 2 and hist.steps == 8
+    hist = dl.fit(dl.mlp([4, 5, 3], seed=0), x, y, loss="cross_entropy", batch_size=4,
+                  epochs=10**12, seed=0, patience=1, min_delta=1e9, monitor="train_loss")
+    assert len(hist.epochs) == 2

@@ -259,8 +259,15 @@ class Trainer:
         total = self.max_steps if self.epochs is None else per_epoch * self.epochs
         if self.max_steps is not None:
             total = min(total, self.max_steps)
-        self.planned_steps = total  # callbacks size their records by it (ProbeRecorder)
-        _check_history_memory(total, math.ceil(total / per_epoch), self.eval_every)
+        # the updates planned, for callbacks to size their records (ProbeRecorder); None with
+        # early stopping, which ends the run when it stops improving (as a config's
+        # train.patience, depthlab.experiments.runner.check_history)
+        from .early_stopping import EarlyStopping
+
+        open_ended = any(isinstance(cb, EarlyStopping) for cb in self.callbacks)
+        self.planned_steps = None if open_ended else total
+        if not open_ended:
+            _check_history_memory(total, math.ceil(total / per_epoch), self.eval_every)
         params = net.parameters()
         hist = self.history
         bar = _progress(total, self.progress)
