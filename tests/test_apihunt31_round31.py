@@ -89,3 +89,18 @@ def test_early_stopping_keeps_an_open_ended_run_allowed(monkeypatch):
     hist = dl.fit(dl.mlp([4, 5, 3], seed=0), x, y, loss="cross_entropy", batch_size=4,
                   epochs=10**12, seed=0, patience=1, min_delta=1e9, monitor="train_loss")
     assert len(hist.epochs) == 2
+
+
+@pytest.mark.parametrize("call, fn, right", [
+    (lambda: dl.theory.q_map("tanh", 1.0, 1.0, sigmab2=0.1), "q_map", "sigma_b2"),
+    (lambda: dl.theory.meanfield("tanh", 1.0, sigmab2=0.1), "meanfield", "sigma_b2"),
+    (lambda: dl.theory.propagate([5, 6, 7], "tanh", input_vra=2.0), "propagate", "input_var"),
+])
+def test_a_theory_keyword_typo_names_the_function_not_the_activation(call, fn, right):
+    # was "unknown argument 'sigmab2' for activation 'tanh'; accepted: (none)": the typo of
+    # the function's own keyword was blamed on the activation, with no hint
+    with pytest.raises(TypeError, match=rf"^{fn}\(\) got an unexpected keyword argument "
+                                        rf"'\w+' \(did you mean '{right}'\?\)"):
+        call()
+    # a keyword of the activation still reaches it
+    assert dl.theory.q_map("leaky_relu", 1.0, 2.0, negative_slope=0.2) > 0

@@ -65,7 +65,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .gaussian import NOT_ELEMENTWISE, ScalarActivation, gaussian_rule, resolve_activation
+from .gaussian import (
+    NOT_ELEMENTWISE,
+    ScalarActivation,
+    activation_keywords,
+    gaussian_rule,
+    resolve_activation,
+)
 
 _AFFINE_TOL = 1e-9
 _NORM_TOL = 1e-9  # relu's D'(1) is exactly 1 (quadrature error ~1e-15)
@@ -130,6 +136,7 @@ def _check(label: str, value: Any, positive: bool = False) -> float:
     return v
 
 
+@activation_keywords
 def bn_gradient_factor(activation: Any, gamma: float = 1.0, beta: float = 0.0,
                        **kw: Any) -> BNGradientFactor:
     """Per-layer growth of the back-propagated gradient in ``Dense -> BN -> f`` stacks.
@@ -193,6 +200,7 @@ COLUMNS = ("layer", "fan_in", "fan_out", "weight_var", "dense_var", "pre_var", "
            "act_var", "act_sq", "deriv_sq", "grad_pre_var")
 
 
+@activation_keywords
 def propagate_batchnorm(
     sizes: Sequence[int],
     activation: Any,

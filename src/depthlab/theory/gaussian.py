@@ -26,6 +26,7 @@ adds, for each ``z1`` node, a ``z2`` break where the correlated variable ``u2`` 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -312,6 +313,36 @@ def _check_elementwise(obj: Any) -> None:
                          "for it")
 
 
+def activation_keywords(fn: Callable) -> Callable:
+    """``fn`` (a theory function passing its ``**kw`` on to the activation) naming itself
+    when an unknown keyword is close to one of its own parameters: ``q_map(..., sigmab2=)``
+    said "unknown argument 'sigmab2' for activation 'tanh'; accepted: (none)"; now
+    "q_map() got an unexpected keyword argument 'sigmab2' (did you mean 'sigma_b2'?)"."""
+    import functools
+    import inspect
+
+    from ..validators import did_you_mean
+
+    names = [p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as e:
+            msg = str(e)
+            for key in kwargs:
+                hint = did_you_mean(key, names) if key not in names else ""
+                if hint and (msg.startswith(f"unknown argument {key!r}") or re.match(
+                        rf"\w+\(\) got an unexpected keyword argument {re.escape(repr(key))}",
+                        msg)):
+                    raise TypeError(f"{fn.__name__}() got an unexpected keyword argument "
+                                    f"{key!r}{hint}") from None
+            raise
+    return checked
+
+
 def resolve_activation(activation: Any, **kw: Any) -> ScalarActivation:
     """Turn ``activation`` into a :class:`ScalarActivation`.
 
@@ -345,6 +376,7 @@ def resolve_activation(activation: Any, **kw: Any) -> ScalarActivation:
     )
 
 
+@activation_keywords
 def affine_activation(
     activation: Any, out_scale: float = 1.0, out_shift: float = 0.0, in_scale: float = 1.0,
     **kw: Any,

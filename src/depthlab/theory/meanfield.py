@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..validators import real
-from .gaussian import ScalarActivation, correlated_pair, normal_rule
+from .gaussian import ScalarActivation, activation_keywords, correlated_pair, normal_rule
 from .gaussian import resolve_activation as _resolve
 
 Q_MAX = 1e12       # q above this is reported as diverging (q* = inf)
@@ -111,6 +111,7 @@ def _chi_c(fn: ScalarActivation, c: float, q: float, sigma_w2: float) -> float:
     return float(sigma_w2 * np.sum(W * fn.df(u1) * fn.df(u2)))
 
 
+@activation_keywords
 def q_map(name: Any, q: float, sigma_w2: float, sigma_b2: float = 0.0, **kw: Any) -> float:
     """One step of the length map: ``sigma_w^2 E[f(sqrt(q) z)^2] + sigma_b^2``."""
     _check_sigmas(sigma_w2, sigma_b2)
@@ -118,6 +119,7 @@ def q_map(name: Any, q: float, sigma_w2: float, sigma_b2: float = 0.0, **kw: Any
     return _q_map(_fn(name, kw), float(q), sigma_w2, sigma_b2)
 
 
+@activation_keywords
 def c_map(name: Any, c: float, sigma_w2: float, sigma_b2: float = 0.0, q: float | None = None,
           **kw: Any) -> float:
     """One step of the correlation map ``(sigma_w^2 E[f(u1) f(u2)] + sigma_b^2) / q``.
@@ -244,6 +246,7 @@ def _c_fixed_point(fn: ScalarActivation, q: float, sigma_w2: float, sigma_b2: fl
     return float(brentq(h, lo, hi, xtol=1e-13, rtol=1e-13))
 
 
+@activation_keywords
 def meanfield(
     name: Any,
     sigma_w2: float,
@@ -297,6 +300,7 @@ def slope_chi1(name: Any, sigma_w2: float, sigma_b2: float = 0.0, **kw: Any) -> 
     return _chi1(fn, _q_eval(q_star), float(sigma_w2))
 
 
+@activation_keywords
 def critical_sigma_w2(
     name: Any,
     sigma_b2: float = 0.0,
@@ -349,6 +353,7 @@ def critical_sigma_w2(
     return root
 
 
+@activation_keywords
 def gradient_growth(name: Any, sigma_w2: float, sigma_b2: float, depth: int,
                     **kw: Any) -> float:
     """Predicted ratio of mean squared gradients, first over last of ``depth`` layers:

@@ -56,7 +56,7 @@ import pandas as pd
 
 from ..validators import positive_int, real
 from .batchnorm import NOT_ELEMENTWISE, bn_moments
-from .gaussian import resolve_activation
+from .gaussian import activation_keywords, resolve_activation
 from .variance import check_gradient
 
 COLUMNS = ("layer", "block", "site", "pre_var", "act_mean", "act_var", "act_sq", "deriv_sq",
@@ -66,6 +66,7 @@ COLUMNS = ("layer", "block", "site", "pre_var", "act_mean", "act_var", "act_sq",
 Var(dL/dx_b) relative to the head site."""
 
 
+@activation_keywords
 def propagate_residual(
     input_width: int,
     width: int,

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.polynomial import Chebyshev, Polynomial
 
 from ..validators import real
-from .gaussian import ScalarActivation, resolve_activation
+from .gaussian import ScalarActivation, activation_keywords, resolve_activation
 
 _EXACT: dict[str, tuple[Fraction, ...]] = {
     # sigmoid(x) = 1/2 + x/4 - x^3/48 + x^5/480 - 17 x^7/80640 + ...
@@ -124,6 +124,7 @@ def _check_order(order: Any) -> int:
     return int(order)
 
 
+@activation_keywords
 def numerical_taylor(activation: Any, order: int = 3, radius: float = _RADIUS,
                      **kw: Any) -> TaylorCoefficients:
     """Taylor coefficients ``c_0..c_order`` at 0 from Chebyshev interpolation (no tables).
@@ -167,6 +168,7 @@ def _fit(fn: ScalarActivation, r: float, order: int) -> TaylorCoefficients:
                  right=right[:n])
 
 
+@activation_keywords
 def taylor(name: Any, order: int = 3, **kw: Any) -> TaylorCoefficients:
     """Taylor coefficients ``c_0..c_order`` of activation ``name`` at 0, ``c_k = f^(k)(0)/k!``.
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..validators import real
-from .gaussian import ScalarActivation, normal_rule, resolve_activation
+from .gaussian import ScalarActivation, activation_keywords, normal_rule, resolve_activation
 from .taylor import taylor
 
 METHODS = ("exact", "linear")
@@ -174,6 +174,7 @@ def _moments_linear(left: Sequence[float], right: Sequence[float], q: float
     return mean, sq, 0.5 * (l1 * l1 + r1 * r1)
 
 
+@activation_keywords
 def propagate(
     sizes: Sequence[int],
     activation: Any,
@@ -245,6 +246,7 @@ def propagate(
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+@activation_keywords
 def gradient_ratio(
     sizes: Sequence[int],
     activation: Any,
@@ -263,6 +265,7 @@ def gradient_ratio(
     return float(df["grad_pre_var"].iloc[0] / df["grad_pre_var"].iloc[-1])
 
 
+@activation_keywords
 def preserving_weight_variance(
     activation: Any,
     fan_in: int,
