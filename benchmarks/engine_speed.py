@@ -183,9 +183,11 @@ def _best(fn, repeat: int) -> float:
 
 def breakdown(sizes, activation, batch, steps: int, rounds: int) -> dict[str, float]:
     """Split of one depthlab step: the matrix products alone on buffers of the step's shapes,
-    the elementwise work alone (activation forward and backward, softmax cross-entropy, bias
-    sums, the SGD update), and the step itself, interleaved in blocks of ``steps`` over
-    ``rounds`` rounds (medians); the overhead (Python and call costs) is the remainder."""
+    the elementwise work alone (bias adds, activation forward and backward, softmax
+    cross-entropy, bias sums, the SGD update; through the engine's compiled kernels where its
+    step runs them, :mod:`depthlab.accel`), and the step itself, interleaved in blocks of
+    ``steps`` over ``rounds`` rounds (medians); the overhead (Python and call costs) is the
+    remainder."""
     import depthlab as dl
 
     rng = np.random.default_rng(0)
@@ -206,17 +208,31 @@ def breakdown(sizes, activation, batch, steps: int, rounds: int) -> dict[str, fl
                 hs[i + 1] @ w.T
 
     bs = [np.zeros(b, np.float32) for b in sizes[1:]]
+    from depthlab import accel
+
+    k = accel.kernels()  # the engine's compiled kernels where its step uses them (else None)
+    lr = np.float32(1e-3)
 
     def elementwise():
+        for i in range(1, len(sizes)):
+            if k is None:
+                hs[i] += bs[i - 1]
+            else:
+                k.add_rows(hs[i], bs[i - 1])
         for i in range(1, len(sizes) - 1):
             a = fn.forward(hs[i])
             fn.backward(hs[i], a, hs[i].copy())
         loss.forward(hs[-1], y)
         loss.backward()
         for i, w in enumerate(ws):
-            np.sum(hs[i + 1], axis=0, out=bs[i])
-            w -= 1e-3 * gws[i]
-            bs[i] -= 1e-3 * bs[i]
+            if k is None:
+                np.sum(hs[i + 1], axis=0, out=bs[i])
+                w -= lr * gws[i]
+                bs[i] -= lr * bs[i]
+            else:
+                k.column_sum(hs[i + 1], bs[i])
+                k.sub_scaled(w, gws[i], lr)
+                k.sub_scaled(bs[i], bs[i], lr)
 
     def repeat(fn):
         def run(k: int) -> None:
