@@ -237,15 +237,22 @@ def _stdout_broken() -> bool:
         sys.stdout.flush()
         return False
     except (OSError, ValueError):
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(null, sys.stdout.fileno())
-            finally:
-                os.close(null)
-        except (OSError, ValueError, AttributeError):
-            pass
+        _onto_devnull(sys.stdout)
         return True
+
+
+def _onto_devnull(stream: Any) -> None:
+    """``stream``'s file descriptor pointed at ``os.devnull`` and what it still buffers
+    flushed there; nothing where it has no descriptor or that fails too."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, stream.fileno())
+        finally:
+            os.close(null)
+        stream.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class _OutputMayFail:
@@ -286,15 +293,7 @@ class _OutputMayFail:
             raise e
         if not isinstance(e, BrokenPipeError) and self.failed is None and not self._quiet:
             self.failed = e
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            try:
-                os.dup2(null, self._stream.fileno())
-            finally:
-                os.close(null)
-            self._stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass
+        _onto_devnull(self._stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

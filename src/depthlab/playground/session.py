@@ -106,6 +106,8 @@ class Stopped(Exception):
 
 
 class _Gate(Callback):
+    ends_run = True  # the user stops the session; after_update trims the history
+
     def __init__(self, session: Session) -> None:
         self.s = session
 

@@ -41,6 +41,8 @@ class EarlyStopping(Callback):
     row), :attr:`stopped_epoch` (the epoch that ended the run, None when it ran its whole
     budget) and :attr:`restored` (whether the best epoch's parameters were put back)."""
 
+    ends_run = True  # stops the run when it stops improving (Callback.ends_run)
+
     def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = True) -> None:
         if isinstance(monitor, str):  # "VAL_LOSS", " val_loss": as a [train] monitor reads

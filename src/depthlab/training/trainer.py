@@ -30,6 +30,12 @@ from .interrupts import DeferredInterrupts
 class Callback:
     """Hooks called by :class:`Trainer`. ``step`` counts optimizer updates from 1."""
 
+    ends_run: bool = False
+    """True for a callback that ends the run itself, whatever ``epochs``/``max_steps`` plan
+    (early stopping; the playground's session, stopped by its user, which also trims the
+    history): the run is open-ended, so its records are not sized by the planned length
+    (:attr:`Trainer.planned_steps` is None and the history's memory is not checked)."""
+
     def on_train_begin(self, trainer: Trainer) -> None:
         """Before the first step of a :meth:`Trainer.fit` call."""
 
@@ -259,12 +265,10 @@ class Trainer:
         total = self.max_steps if self.epochs is None else per_epoch * self.epochs
         if self.max_steps is not None:
             total = min(total, self.max_steps)
-        # the updates planned, for callbacks to size their records (ProbeRecorder); None with
-        # early stopping, which ends the run when it stops improving (as a config's
-        # train.patience, depthlab.experiments.runner.check_history)
-        from .early_stopping import EarlyStopping
-
-        open_ended = any(isinstance(cb, EarlyStopping) for cb in self.callbacks)
+        # the updates planned, for callbacks to size their records (ProbeRecorder); None when
+        # a callback ends the run itself (Callback.ends_run: early stopping, as a config's
+        # train.patience, depthlab.experiments.runner.check_history; the playground)
+        open_ended = any(getattr(cb, "ends_run", False) for cb in self.callbacks)
         self.planned_steps = None if open_ended else total
         if not open_ended:
             _check_history_memory(total, math.ceil(total / per_epoch), self.eval_every)
