@@ -1341,8 +1341,7 @@ def alternatives(kind: str, activation: str | None, spec: TorchTrainSpec, normal
         r0, r = in_training
         why = (f"The gradient path was trainable at initialization ({r0:.3g}x between its "
                f"ends at step 0) and vanished in training ({r:.3g}x, the median over its "
-               f"probes): the updates, not the "
-               f"initial weights, did it. ")
+               "probes): the updates, not the initial weights, did it. ")
         return [({"lr": spec.lr / 10.0}, why + "A 10x smaller learning rate keeps each "
                  "update small."),
                 ({"warmup": max(2, spec.steps // 10)}, why + "Linear learning-rate warm-up "
