@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..data.fingerprint import digest
 from ..data.standardize import target_moments
+from ..training.trainer import EPOCH_RECORD_BYTES, STEP_RECORD_BYTES
 from .config import ConfigError, canonical_json, validate
 from .config import run_id as make_run_id
 from .store import METRIC_KEYS, RunRecord, jsonable
@@ -259,12 +260,14 @@ def check_memory(config: dict[str, Any], sizes: list[int] | None = None,
         raise ExperimentError(str(e)) from None
 
 
-HISTORY_STEP_BYTES = 48
-"""Memory of one training step's history, at least: its loss in ``History.step_loss`` (a
-list slot, 8 bytes, and a Python float, 24) and its row of the steps table the record is
-built from at the end (int64 step and float64 loss, 16)."""
-HISTORY_EPOCH_BYTES = 500
-"""Memory of one epoch's row of the history, at least (a dict of its 6-8 metrics)."""
+HISTORY_STEP_BYTES = STEP_RECORD_BYTES + 16
+"""Memory of one training step's history, at least: the trainer's own
+(:data:`~depthlab.training.trainer.STEP_RECORD_BYTES`, its loss in ``History.step_loss``) and
+its row of the steps table the record is built from at the end (int64 step and float64
+loss, 16)."""
+HISTORY_EPOCH_BYTES = EPOCH_RECORD_BYTES
+"""Memory of one epoch's row of the history, at least: the trainer's estimate of its dict of
+6-8 metrics (:data:`~depthlab.training.trainer.EPOCH_RECORD_BYTES`)."""
 
 
 def planned_steps(config: dict[str, Any], n_train: int) -> tuple[int, int]:
