@@ -199,9 +199,14 @@ def for_saturation(activation: str, init_ratio: float, config: dict[str, Any]
 
 def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
                   lr: float, config: dict[str, Any],
-                  worst_layer: tuple[float, float] | None = None) -> tuple[dict[str, Any], str]:
+                  worst_layer: tuple[float, float] | None = None,
+                  flat: str | None = None) -> tuple[dict[str, Any], str]:
     """Cure for dead rectifiers: a zero bias, the He init, a smaller learning rate (units died
     during training) or a leaky rectifier.
+
+    ``flat``: the name of an activation whose derivative is 0 everywhere (the Heaviside
+    ``step``): no bias, init or learning rate gives its layers a gradient, only another
+    activation does (leaky_relu, as for rectifiers off from the start).
 
     ``worst_layer``: the most-dead layer's dead fraction ``(at initialization, at the end)``.
     "Units died during training" (the smaller learning rate) needs more than half of that
@@ -212,6 +217,10 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
     ~24% of a layer at depth 8, ~36% at depth 16, the most-dead layer, 20 seeds): a 28%-dead
     layer at initialization that ended 31% dead was told "large updates pushed their
     pre-activations negative"."""
+    if flat is not None:
+        return {"activation": "leaky_relu", "activation_kwargs": {}}, (
+            f"Use leaky_relu: {flat}'s derivative is 0 for every input, so back-propagation "
+            "cannot train the layers below the output; leaky_relu's is non-zero everywhere.")
     if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
         return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
     if dead_at_init > dead_threshold and init_ratio < INIT_SHORTFALL:

@@ -855,6 +855,18 @@ def _has_dead_region(ctx: RunContext) -> bool:
     return bool(np.all(np.asarray(d) == 0))
 
 
+def _flat_everywhere(ctx: RunContext) -> bool:
+    """Whether the activation's derivative is 0 on both sides of 0 (the Heaviside ``step``:
+    f' = 0 everywhere): its units read "dead" on every example although their outputs still
+    follow the input; what is missing is the gradient, not the signal."""
+    if ctx.fn is None:
+        return False
+    s = np.array([-100.0, -10.0, -1.0, -0.1, 0.1, 1.0, 10.0, 100.0])
+    with np.errstate(all="ignore"):
+        d = ctx.fn.derivative(s, ctx.fn.forward(s))
+    return bool(np.all(np.asarray(d) == 0))
+
+
 def _layer_units(ctx: RunContext) -> dict[int, int]:
     """Units (``fan_out`` of the Dense layer before it) of each hidden layer that has one."""
     return {p.index: int(p.dense.fan_out) for p in ctx.points
@@ -928,16 +940,24 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
     value = float(dead[worst])
     dead_init = float(d0.max()) if not d0.empty else math.nan
     worst_init = float(d0.get(worst, math.nan)) if not d0.empty else math.nan
+    flat = _flat_everywhere(ctx)
     changes, text = rx.for_dead_relu(ctx.mean_init_ratio(), dead_init, DEAD_FRAC,
                                      float(ctx.settings.get("lr", 0.01)), ctx.config,
-                                     worst_layer=(worst_init, value))
+                                     worst_layer=(worst_init, value),
+                                     flat=ctx.activation if flat else None)
     n = _layer_units(ctx).get(worst)
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
           "dead_frac_init_max": dead_init, "n_layers": len(layers),
           "dead_frac_worst": value, "dead_frac_worst_init": worst_init,
           "units_worst": n if n is not None else math.nan, "reason": judged[worst]}
     why = judged[worst]
-    if why == "died" and n is not None:
+    if flat:  # the step: its units are not off, no gradient passes it (f' = 0 everywhere)
+        ev["reason"] = "flat"
+        reason = (f" {ctx.activation} has f'(s) = 0 everywhere: back-propagation passes no "
+                  "gradient through its layers, so the loss gives no update to any layer below "
+                  "the output layer (the units are not off: their outputs still follow the "
+                  "input).")
+    elif why == "died" and n is not None:
         z = dead_dieoff_z(value, worst_init, n)
         ev["dieoff_z"] = z
         reason = (f" They died in training: {100 * value:.0f}% against {100 * worst_init:.0f}% "

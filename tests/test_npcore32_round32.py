@@ -1,0 +1,40 @@
+"""Round 32 (npcore32): the NumPy engine's researcher-facing API against direct computations.
+
+Each test checks what a user reads (a finding's text, a number) against a computation written
+here: a forward pass, a closed form.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import depthlab as dl
+
+
+def _blobs(n: int = 300, d: int = 8, k: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, d))
+    return x, (x @ rng.standard_normal((d, k))).argmax(1)
+
+
+def test_a_step_network_is_not_told_its_output_ignores_its_input():
+    """The Heaviside step has f' = 0 everywhere: every unit reads "dead" (zero derivative on
+    every probe example), but its output still follows the input. The finding said "No
+    signal passes that layer: the network's output does not depend on its input" and blamed
+    units "already off at initialization" as in deep ReLU nets; it must say that no gradient
+    passes the step, and not that the output ignores the input."""
+    x, y = _blobs()
+    cfg = dict(sizes=[8, 32, 32, 3], activation="step", init="glorot_uniform", seed=0)
+    net = dl.mlp(**cfg)
+    # a direct check of the claim: the step units' outputs (and the network's) vary with x
+    hidden = (x[:50] @ net.dense_layers()[0].W.value > 0).astype(float)
+    assert 0.1 < hidden.mean() < 0.9 and hidden.std(axis=0).min() > 0
+    out = net.predict(x[:50].astype(np.float32))
+    assert np.ptp(out, axis=0).min() > 0
+    d = dl.doctor(cfg, (x, y), steps=30, probe_every=10)
+    (f,) = [f for f in d.findings if f.kind == "dead_relu"]
+    assert "does not depend on its input" not in f.message
+    assert "f'(s) = 0 everywhere" in f.message and "no gradient" in f.message
+    assert "already off at initialization" not in f.prescription_text
+    assert "ReLU" not in f.prescription_text and "step" in f.prescription_text
+    assert f.prescription.get("activation") == "leaky_relu"
