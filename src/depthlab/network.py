@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,8 +11,14 @@ import numpy as np
 
 from .backend import Array, data_array, resolve_dtype, xp
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer, Sequential
-from .memory import CHECK_FROM_BYTES, available_memory, batch_bytes, check_fits
+from .memory import CHECK_FROM_BYTES, MEMORY_ENV, available_memory, batch_bytes, check_fits
 from .validators import keyword_hints, positive_int
+
+MEMORY_RECHECK_S = 1.0
+"""Seconds for which :meth:`Network.forward` trusts its last memory check: a batch needing no
+more memory than one found to fit, under the same ``DEPTHLAB_MEMORY_LIMIT``, is not checked
+again (the read of the available memory costs about 70 us, a training step of a small network
+a few hundred)."""
 
 
 def _network_dtype(dtype: Any, params: list[Any]) -> np.dtype:
@@ -144,7 +152,8 @@ class Network(Sequential):
         cast to the network's dtype and, with ``through`` (all its rows go through the network
         at once: :meth:`forward`), every layer's outputs and gradients cannot fit in the memory
         available (a batch of 10**10 rows was numpy's ``MemoryError: Unable to allocate 3.64
-        TiB`` from inside a layer)."""
+        TiB`` from inside a layer). A need no larger than the last one found to fit, under the
+        same ``DEPTHLAB_MEMORY_LIMIT``, is trusted for :data:`MEMORY_RECHECK_S` seconds."""
         need = x.size * self.dtype.itemsize if x.dtype != self.dtype else 0
         if through:
             row = self.__dict__.get("_row_bytes")
@@ -152,11 +161,22 @@ class Network(Sequential):
                 row = self._row_bytes = batch_bytes(self, 1)
             need += x.shape[0] * row
         if need >= CHECK_FROM_BYTES:
+            # Reading the available memory (/proc/meminfo and the cgroup's files) costs about
+            # 70 us, paid by every training step of a batch of 1 MiB or more (the float64
+            # 784-100-100-100-10 network at batch 60: 8% of its step). A need no larger than
+            # one found to fit, under the same DEPTHLAB_MEMORY_LIMIT, is not read again for
+            # MEMORY_RECHECK_S seconds.
+            now, limit = time.monotonic(), os.environ.get(MEMORY_ENV)
+            seen = self.__dict__.get("_fits_seen")
+            if seen is not None and need <= seen[0] and limit == seen[1] \
+                    and 0 <= now - seen[2] < MEMORY_RECHECK_S:
+                return
             parts = ["every layer's outputs and gradients"] if through else []
             if x.dtype != self.dtype:
                 parts.append(f"its {self.dtype.name} copy")
             check_fits(need, f"x of {x.shape[0]:,} rows x {x.shape[1]:,} features ("
                        f"{', '.join(parts)})")
+            self._fits_seen = (need, limit, now)
 
     def forward(self, x: Array, training: bool = True) -> Array:
         """The network's output (logits unless ``output_activation`` names one) for a batch
