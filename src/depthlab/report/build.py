@@ -163,24 +163,55 @@ def _runs_table(store) -> pd.DataFrame:
                          for s in sizes]
     runs["cfg:width"] = [s[1] if isinstance(s, tuple) and len(s) >= 3 and len(set(s[1:-1])) == 1
                          else None for s in sizes]
+    if "cfg:source" in runs:  # a PyTorch run's (Watch, doctor) beside depthlab's own
+        runs["cfg:source"] = [NUMPY_SOURCE if _missing(v) else v for v in runs["cfg:source"]]
     return runs
+
+
+def _missing(value: Any) -> bool:
+    """A config key a run does not have: None, or the NaN pandas puts in its place."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
+NUMPY_SOURCE = "depthlab (NumPy)"
+"""The ``source`` column of a run of depthlab's own engine (its config names none) in a store
+that also holds PyTorch runs (``depthlab.torch.Watch``, ``depthlab.torch.doctor``)."""
 
 
 NEVER_VARYING = ("name", "sweep")
 """Config keys that label a run rather than configure it: never listed as varying."""
 
+DESCRIPTIVE_KEYS = ("model.theory", "model.layers", "model.blocks")
+"""Config keys (and their dotted sub-keys) a PyTorch run records to describe its model, not to
+set it up: the theory's per-layer prediction from the weights at initialization and the module
+names (each run's details show them). Never listed as varying: the prediction differs between
+any two runs, and as a column its list of dicts made each row of a runs table 376 px tall."""
+
+
+def _descriptive(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in DESCRIPTIVE_KEYS)
+
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
     """Dotted config keys whose value differs between runs, most distinct values first.
 
-    ``name`` is never one; when ``model.sizes`` varies and the derived ``depth`` (hidden
-    layers) and ``width`` (hidden units, when all hidden layers share it) explain the
-    difference, the varying ones of them are listed in its place."""
+    ``name`` is never one, nor a key of :data:`DESCRIPTIVE_KEYS`; when ``model.sizes`` varies
+    and the derived ``depth`` (hidden layers) and ``width`` (hidden units, when all hidden
+    layers share it) explain the difference, the varying ones of them are listed in its place.
+    Runs of several engines (``source``: depthlab's NumPy runs beside PyTorch Watch or doctor
+    runs) list ``source`` first, and a key counts the values of the engines that have it: a
+    key one engine's configs never hold (``data.name`` of a Watch run) is no difference (the
+    43 keys of four runs, two of each, were all listed as varying)."""
+    engines = (runs["cfg:source"] if "cfg:source" in runs
+               else pd.Series([None] * len(runs), index=runs.index))
 
     def distinct(col: str) -> int:
         if col not in runs:
             return 0
         values = list(runs[col])
+        if col != "cfg:source" and engines.nunique(dropna=False) > 1:
+            held = {e for e, v in zip(engines, values) if not _missing(v)}
+            values = [v for e, v in zip(engines, values) if e in held]
         if col == "cfg:model.sizes" and any(isinstance(v, tuple) and "auto" in v
                                             for v in values):
             # a point refused before its data were read keeps "auto" ends where the others
@@ -189,12 +220,15 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
         return len({figures.value_key(v) for v in values})
 
     out = [(distinct(c), c[4:]) for c in runs.columns if c.startswith("cfg:")
-           and c[4:] not in (*NEVER_VARYING, "depth", "width") and distinct(c) > 1]
-    out.sort(key=lambda t: -t[0])  # stable: ties keep config order
+           and c[4:] not in (*NEVER_VARYING, "depth", "width") and not _descriptive(c[4:])
+           and distinct(c) > 1]
+    out.sort(key=lambda t: (t[1] != "source", -t[0]))  # stable: ties keep config order
     keys = [k for _, k in out]
     if "model.sizes" in keys:
         derived = [k for k in ("depth", "width") if distinct("cfg:" + k) > 1]
-        pairs = {figures.value_key(p) for p in zip(runs["cfg:depth"], runs["cfg:width"])}
+        # of the runs that have sizes (a PyTorch run's depth and width are missing)
+        pairs = {figures.value_key(p) for p in zip(runs["cfg:depth"], runs["cfg:width"])
+                 if not _missing(p[0])}
         if derived and len(pairs) == distinct("cfg:model.sizes"):
             i = keys.index("model.sizes")
             keys[i:i + 1] = derived

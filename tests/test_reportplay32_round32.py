@@ -1,0 +1,55 @@
+"""Round 32 (reportplay32): what a person sees in `depthlab report`'s pages.
+
+A store holding NumPy runs and PyTorch Watch runs (the README's "mixed" folder) grouped into
+one section ("N stand-alone runs") listed 43 "varying" keys: every key one kind of run has and
+the other lacks, and the Watch runs' per-layer theory prediction ``model.theory`` (a list of
+dicts) as a column, each torch row 376 px tall in a 5219 px table."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from test_report import synthetic_record
+
+from depthlab.experiments import Store
+from depthlab.report import write_report
+
+
+def _watch_config(scale: float) -> dict:
+    """A config as `depthlab.torch.Watch` stores it (module names, parameter count, the
+    theory's prediction from the model's weights at initialization)."""
+    return {"model": {"blocks": {}, "class": "Sequential",
+                      "layers": {"1": "0", "2": "2", "3": "4"}, "parameters": 467,
+                      "theory": [{"act_var": 0.22 * scale, "grad_pre_var": 0.015 * scale,
+                                  "layer": 1},
+                                 {"act_var": 0.085 * scale, "grad_pre_var": 0.062, "layer": 2},
+                                 {"act_var": None, "grad_pre_var": 1.0, "layer": 3}]},
+            "probes": {"every": 3, "percentiles": []}, "source": "depthlab.torch.Watch"}
+
+
+def test_a_store_of_numpy_and_torch_runs_lists_only_the_keys_that_vary(tmp_path):
+    store = Store(tmp_path)
+    for rid, lr, depth in (("np01aaaaaaaa", 0.1, 4), ("np02aaaaaaaa", 0.5, 6)):
+        store.add_run(synthetic_record(rid, lr=lr, depth=depth, sweep=None, probes=False))
+    for rid, scale in (("tx01aaaaaaaa", 1.0), ("tx02aaaaaaaa", 1.3)):
+        rec = synthetic_record(rid, sweep=None, probes=False)
+        store.add_run(dataclasses.replace(rec, name=f"watch {rid[:4]}",
+                                          config=_watch_config(scale)))
+    store.close()
+    html = write_report(tmp_path, max_runs=1).read_text(encoding="utf-8")
+    varying = re.search(r"Varying: ([^<]*?)\. Click", html)
+    assert varying, "the group's note names its varying keys"
+    keys = varying.group(1).split(", ")
+    # the runs differ in their engine (the one column telling NumPy and torch runs apart), the
+    # NumPy runs in their depth (not "model.sizes") and learning rate; a key only one kind of
+    # run has is no difference, and the theory's prediction from each model's weights is a
+    # measurement, not a setting
+    assert keys[0] == "source", keys
+    assert set(keys) == {"source", "depth", "train.lr"}, keys
+    table = html[html.index("runs-table-"):]
+    table = table[:table.index("</table>")]
+    assert "act_var" not in table
+    head = re.findall(r"<th[^>]*>(.*?)</th>", table)
+    assert len(head) == 3 + 3 + 5, head  # id, name, status; source, depth, train.lr; 5 metrics
+    assert "depthlab.torch.Watch" in table and "NumPy" in table
