@@ -149,10 +149,14 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None,
     shape ``(N, C, ...)``, ``C >= 2`` (``y`` of shape ``(N, ...)``), else None; ``axis=-1``:
     the arg-max over the last axis of ``(N, ..., C)`` scores (:func:`target_accuracy` reads
     the axis from the loss, :func:`~depthlab.torch.train.class_axis`). Targets that
-    are no class (negative, or the loss's ``ignore_index``, e.g. -100 for padding, read by
-    :func:`loss_ignore_index`) are left out. One column (``C = 1``) is a binary logit or
-    probability, whose threshold is the loss's: no ``acc`` (its argmax is always 0, which
-    gave the fraction of 0 labels, 0.49 where the logit's sign was right for 0.46)."""
+    are no class (negative, ``>= C``, or the loss's ``ignore_index``, e.g. -100 for padding,
+    read by :func:`loss_ignore_index`) are left out: ``acc = sum(hit & valid) / sum(valid)``.
+    A label ``>= C`` that the loss took without an error is one it ignored, also where its
+    ``ignore_index`` cannot be read (``lambda o, t: F.cross_entropy(o, t, ignore_index=255)``:
+    the void label 255 of segmentation masks counted as a miss, acc 0.24 for 0.30). One
+    column (``C = 1``) is a binary logit or probability, whose threshold is the loss's: no
+    ``acc`` (its argmax is always 0, which gave the fraction of 0 labels, 0.49 where the
+    logit's sign was right for 0.46)."""
     if not (isinstance(output, torch.Tensor) and isinstance(y, torch.Tensor)):
         return None
     if y.is_floating_point() or y.dtype == torch.bool or not output.is_floating_point():
@@ -165,7 +169,7 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None,
         return None
     wide = torch.float32 if output.device.type == "mps" else torch.float64
     hit = output.detach().argmax(dim=axis) == y
-    valid = y >= 0
+    valid = (y >= 0) & (y < output.shape[axis])  # a label past the classes is none either
     if ignore_index is not None:
         valid &= y != ignore_index
     return (hit & valid).to(wide).sum() / valid.to(wide).sum()

@@ -480,10 +480,10 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     :func:`_mean_mass`): no one-row batch at the end (1025 rows: 512 + 513, not 1024 + 1,
     which a model returning ``out.squeeze()`` turns into a scalar output); the model's mode
     is restored. Accuracy: the share of rows whose arg-max output is the integer
-    label (one output per class; rows labelled with the loss's ``ignore_index`` or a negative
-    number left out, as :func:`depthlab.torch.probe.accuracy` does), or for a binary
-    cross-entropy with hard 0/1 targets the share of entries on the right side of
-    :func:`binary_threshold`; else NaN. A model returning a
+    label (one output per class; rows labelled with the loss's ``ignore_index``, a negative
+    number or one past the classes left out, as :func:`depthlab.torch.probe.accuracy`
+    does), or for a binary cross-entropy with hard 0/1 targets the share of entries on the
+    right side of :func:`binary_threshold`; else NaN. A model returning a
     tuple or dict (its loss_fn taking the whole) gets the accuracy of the output
     :func:`accuracy_output` picks."""
     was_training = model.training
@@ -528,7 +528,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
                 # the loss's ignore_index left out (probe.accuracy's rule; the rows of
                 # CrossEntropyLoss(ignore_index=-1) labelled -1 counted as misses: train acc
                 # 0.5875 where 0.7966 of the labelled rows were right)
-                valid = yb >= 0
+                valid = (yb >= 0) & (yb < out.shape[axis])  # (255 of a lambda's loss)
                 if ignore is not None:
                     valid &= yb != ignore
                 correct += int(((out.argmax(dim=axis) == yb) & valid).sum())
