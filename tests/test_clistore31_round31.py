@@ -168,7 +168,7 @@ def test_probe_steps_after_the_runs_last_step_are_named(tmp_path, monkeypatch):
     `depthlab: warning: ...`)."""
     one_blas_thread(monkeypatch)
     config = tmp_path / "late.toml"
-    config.write_text(QUICK + "jacobian = [0, 50]\n")
+    config.write_text(TINY + "jacobian = [0, 50]\n")  # probes on (every = 5): step 0 stored
     with pytest.warns(UserWarning) as seen:
         assert main(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert [str(w.message) for w in seen] == [

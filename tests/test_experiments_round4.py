@@ -323,7 +323,7 @@ def test_sweep_on_a_full_disk_stops_before_computing_a_point(tmp_path):
     try:
         seeds = ", ".join(map(str, range(40)))
         raw = read_toml(_config(tmp_path, f'"train.seed" = [{seeds}]'))
-        raw["probes"]["every"] = 0
+        raw["probes"]["every"] = 1000  # (every = 0 recorded no histogram: refused now)
         raw["probes"]["histogram_steps"] = [0]  # ~20 KiB per point: the disk fills
         with pytest.raises(StoreError, match="no space left on device"):
             run_sweep(raw, mnt, echo=None)

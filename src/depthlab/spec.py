@@ -172,9 +172,49 @@ SECTION_SYNONYMS: dict[str, str] = {"optimizer": "train", "optim": "train", "tra
                                     "dataset": "data", "probe": "probes"}
 
 
+def _close_key(section: str | None, key: str, valid: list[str]) -> str | None:
+    """The key of ``[section]`` (among ``valid``) a mistyped ``key`` most likely meant: another
+    library's name of it (``learning_rate`` -> ``lr``), else the closest spelling, else the
+    key whose other name is spelled closest (``learnig_rate`` -> ``lr``); a ``[sweep]`` key
+    is read as ``"section.key"`` (:func:`_close_sweep_key`)."""
+    if section == "sweep":
+        return _close_sweep_key(key, valid)
+    synonyms = KEY_SYNONYMS.get(section or "", {})
+    synonym = synonyms.get(str(key).strip().lower().replace("-", "_"))
+    if synonym in valid:
+        return synonym
+    close = closest_name(key, valid)
+    if close is None:
+        near = closest_name(key, list(synonyms))
+        close = synonyms[near] if near is not None and synonyms[near] in valid else None
+    return close
+
+
+def _close_sweep_key(key: str, valid: list[str]) -> str | None:
+    """The ``"section.key"`` a mistyped grid key meant, found within its section as that
+    section's own keys are (``train.learning_rate`` -> ``train.lr``, ``optimizer.lr`` ->
+    ``train.lr``; the closest spelling over every section's keys said "train.dampening" and
+    "train.optimizer"), else the one section whose keys hold its last part (``lr``,
+    ``model.lr`` -> ``train.lr``), else the closest spelling among ``valid``."""
+    text = str(key).strip()
+    head, dot, name = text.rpartition(".")
+    head = head.strip().lower()
+    section = head if head in SPECS else SECTION_SYNONYMS.get(head)
+    if dot and section in SPECS:
+        close = _close_key(section, name, SPECS[section].keys())
+        if close is not None and f"{section}.{close}" in valid:
+            return f"{section}.{close}"
+    word = (name if dot else text).strip().lower().replace("-", "_")
+    holders = [f"{s}.{k}" for s, spec_cls in SPECS.items() for k in spec_cls.keys()
+               if word in (k, KEY_SYNONYMS.get(s, {}).get(word))]
+    holders = [h for h in holders if h in valid]
+    if len(holders) == 1:
+        return holders[0]
+    return closest_name(key, valid)
+
+
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
-    synonym = KEY_SYNONYMS.get(section or "", {}).get(str(key).strip().lower().replace("-", "_"))
-    close = synonym if synonym in valid else closest_name(key, valid)
+    close = _close_key(section, key, valid)
     hint = f" (did you mean {fmt(close)}?)" if close else ""
     if section == "train" and key in loss_arguments():  # "delta": not "did you mean betas?"
         hint = (f" ({key} is an argument of the loss {fmt(loss_arguments()[key])}: "
@@ -187,8 +227,32 @@ def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError
 
 def _hinted(cls: type) -> type:
     """A spec class whose constructor names a mistyped keyword and the closest field
-    (``TrainSpec(lrate=0.1)``: "did you mean 'lr'?")."""
-    cls.__init__ = keyword_hints(cls.__init__)  # type: ignore[method-assign]
+    (``TrainSpec(epoch=3)``: "did you mean 'epochs'?"), as its TOML section does: another
+    library's name (``TrainSpec(learning_rate=0.1)``, ``ModelSpec(bn=True)``) names the field
+    it means, and an optimizer hyperparameter given to ``TrainSpec`` names
+    ``optimizer_kwargs`` (both were "unexpected keyword argument" and the list of fields)."""
+    import functools
+
+    checked = keyword_hints(cls.__init__)
+    section = getattr(cls, "section", None)
+    own = [f.name for f in fields(cls)]
+
+    @functools.wraps(checked)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        unknown = next((k for k in kwargs if k not in own), None)
+        if unknown is not None and section is not None:
+            start = f"{cls.__name__}() got an unexpected keyword argument {unknown!r}"
+            if section == "train" and unknown in all_optimizer_hyperparameters():
+                raise TypeError(f"{start}: an optimizer hyperparameter, given as "
+                                f"optimizer_kwargs={{{unknown!r}: ...}} (a [train] table, "
+                                "TrainSpec.from_dict, takes it directly)")
+            close = _close_key(section, unknown, own)
+            if close is not None:
+                raise TypeError(f"{start} (did you mean {close!r}?)")
+        checked(self, *args, **kwargs)
+
+    init.__defaults__, init.__kwdefaults__ = checked.__defaults__, checked.__kwdefaults__
+    cls.__init__ = init  # type: ignore[method-assign]
     return cls
 
 
@@ -684,6 +748,17 @@ class ProbeSpec(_Section):
                                            '(ints and/or "end")')
     jacobian: tuple = option((), JacobianSteps(), "steps with input-output Jacobian "
                              "spectra (true: 0 and end)")
+
+    def _finish(self, prefix: str) -> None:
+        # every = 0 turns the recorder off: steps asked for Jacobian spectra or histograms
+        # were never recorded (the run finished, exit 0, its jacobian table empty)
+        asked = [k for k in ("jacobian", "histogram_steps") if getattr(self, k)]
+        if self.every == 0 and asked:
+            key = prefix + asked[0]
+            raise ConfigError(
+                f"{key} = {fmt(list(getattr(self, asked[0])))} is recorded by the probes, "
+                f"which {prefix}every = 0 turns off; accepted: {prefix}every >= 1 (or leave "
+                f"out {key})", key)
 
 
 # -- the whole run -------------------------------------------------------------------------

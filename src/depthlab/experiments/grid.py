@@ -303,8 +303,11 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
         except ConfigError as e:
             if invalid == "raise":
                 raise
-            # the validated base (every default filled in) with the point's values as given
-            point_cfg = _point_raw(_body(base), overrides)
+            # the validated base (every default filled in) with the point's values as each
+            # field reads them: lr 1 and 1.0, "SGD" and "sgd" are one point (each spelling
+            # was stored as a failed run of its own, though the accepted points were one)
+            point_cfg = _point_raw(_body(base), {k: _as_read(k, v) for k, v in
+                                                 overrides.items()})
             rid = run_id(point_cfg)
             yield SweepPoint(rid, name or rid, overrides, point_cfg, error=str(e))
             continue
@@ -318,6 +321,36 @@ def iter_points(raw: dict[str, Any], *, base_dir: str | os.PathLike | None = Non
         content = data_digest(cfg)
         rid = run_id(cfg)
         yield SweepPoint(rid, name or rid, overrides, cfg, data_digest=content)
+
+
+def _as_read(key: str, value: Any) -> Any:
+    """A swept ``value`` of ``"section.key"`` as the config reads it, alone: the field's own
+    check (``1`` -> ``1.0`` for ``train.lr``, ``"ReLU"`` -> ``"relu"``, step lists sorted), a
+    direct optimizer hyperparameter as its number (``1`` -> ``1.0``; lists of numbers
+    likewise); as given when that check refuses it or it is None (a default)."""
+    from ..spec import _is_bool, _plain
+
+    section, _, name = key.partition(".")
+    spec_field = SPECS[section].__dataclass_fields__.get(name) if section in SPECS else None
+    if value is None:
+        return value
+    try:
+        if spec_field is not None:
+            return _plain(spec_field.metadata["check"](key, value))
+    except (ConfigError, TypeError, ValueError):
+        return value
+
+    def number(v: Any) -> Any:  # as TrainSpec reads an optimizer hyperparameter
+        if isinstance(v, numbers.Real) and not _is_bool(v) and math.isfinite(v):
+            return float(v) + 0.0
+        return v
+
+    if section == "train" and spec_field is None:
+        listed = value.tolist() if callable(getattr(value, "tolist", None)) else value
+        if isinstance(listed, list | tuple):
+            return [number(v) for v in listed]
+        return bool(value) if _is_bool(value) else number(value)
+    return value
 
 
 def _with_grid(raw: Any, grid: Any) -> Any:

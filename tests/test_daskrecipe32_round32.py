@@ -1,0 +1,68 @@
+"""Round 32 (daskrecipe32): the recipe spec's conflicting fields and hints, and sweeps' refused
+combinations."""
+
+from __future__ import annotations
+
+import pytest
+
+from depthlab.experiments import run_sweep
+from depthlab.experiments.config import ConfigError, validate
+from depthlab.experiments.store import Store
+
+BASE = {"data": {"name": "digits", "n": 120}, "model": {"sizes": ["auto", 4, "auto"]},
+        "train": {"max_steps": 1}, "probes": {"every": 0}}
+
+
+@pytest.mark.parametrize("probes, key", [
+    ({"every": 0, "jacobian": True}, "probes.jacobian"),
+    ({"every": 0, "histogram_steps": [0, "end"]}, "probes.histogram_steps"),
+])
+def test_probe_steps_asked_with_probes_off_are_refused_not_silently_dropped(probes, key):
+    # every = 0 turns the recorder off: the Jacobian spectra / histograms asked for were never
+    # recorded, the run finished with exit 0 and an empty jacobian table
+    with pytest.raises(ConfigError) as err:
+        validate({**BASE, "probes": probes})
+    message = str(err.value)
+    assert err.value.key == key and message.startswith(key) and "probes.every = 0" in message
+    assert "\n" not in message
+    # nothing asked, or probes on: accepted as before
+    for ok in ({"every": 0, "jacobian": False, "histogram_steps": []},
+               {"every": 3, **{k: v for k, v in probes.items() if k != "every"}}):
+        validate({**BASE, "probes": ok})
+
+
+def test_a_refused_combination_listed_twice_in_equal_spellings_is_one_failed_point(tmp_path):
+    # lr 1 and 1.0 (and "SGD" and "sgd") are one config: the adam points were said repeated,
+    # but the refused sgd points got one id per spelling, each stored as its own failed run
+    raw = {**BASE, "sweep": {"train.lr": [1, 1.0], "train.optimizer": ["sgd", "SGD", "adam"],
+                             "train.betas": [[0.9, 0.99]]}}
+    result = run_sweep(raw, tmp_path, echo=None)
+    assert result.counts == {"failed": 1, "finished": 1}
+    assert result.repeated == 4
+    with Store(tmp_path) as store:
+        runs = store.runs()
+    assert sorted(runs["status"]) == ["failed", "finished"]
+
+
+@pytest.mark.parametrize("key, meant", [
+    ("train.learning_rate", "train.lr"),  # was: (did you mean "train.dampening"?)
+    ("optimizer.lr", "train.lr"),  # was: "train.optimizer"
+    ("train.bs", "train.batch_size"),
+    ("lr", "train.lr"),
+])
+def test_a_mistyped_sweep_key_gets_the_hint_its_section_gives(key, meant):
+    with pytest.raises(ConfigError) as err:
+        validate({**BASE, "sweep": {key: [0.1]}})
+    assert f'(did you mean "{meant}"?)' in str(err.value)
+
+
+def test_a_spec_constructor_names_the_field_another_librarys_keyword_means():
+    from depthlab.spec import ModelSpec, TrainSpec
+
+    with pytest.raises(TypeError, match=r"'learning_rate' \(did you mean 'lr'\?\)"):
+        TrainSpec(learning_rate=0.1)  # as [train] learning_rate = 0.1 and fit() say
+    with pytest.raises(TypeError, match=r"'bn' \(did you mean 'batchnorm'\?\)"):
+        ModelSpec(sizes=[2, 3, 2], bn=True)
+    with pytest.raises(TypeError, match=r"optimizer_kwargs=\{'momentum': \.\.\.\}"):
+        TrainSpec(momentum=0.9)
+    assert TrainSpec(optimizer_kwargs={"momentum": 0.9}) == TrainSpec.from_dict({"momentum": 0.9})
