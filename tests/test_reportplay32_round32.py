@@ -53,3 +53,33 @@ def test_a_store_of_numpy_and_torch_runs_lists_only_the_keys_that_vary(tmp_path)
     head = re.findall(r"<th[^>]*>(.*?)</th>", table)
     assert len(head) == 3 + 3 + 5, head  # id, name, status; source, depth, train.lr; 5 metrics
     assert "depthlab.torch.Watch" in table and "NumPy" in table
+
+
+def test_runs_of_one_depth_with_the_same_values_at_initialization_are_said_to_share_a_line():
+    """A learning-rate sweep of one seed: every run starts from the same weights, so at
+    initialization their profiles are one line, the last run's colour over the others, and the
+    legend named runs the panel did not show (the shorter-run case says "drawn on top")."""
+    import numpy as np
+    import pandas as pd
+    from test_report import synthetic_probes
+
+    from depthlab import plot
+
+    slow = synthetic_probes(4)
+    fast = slow.copy()
+    later = fast["step"] > 0
+    fast.loc[later, "value"] = fast.loc[later, "value"] * 3.0  # they part after the first step
+    other = synthetic_probes(4)
+    other["value"] = other["value"] * 0.5  # a run that differs from the start
+    fig = plot.gradient_per_layer({"lr=0.1": slow, "lr=10": fast, "lr=1": other}, theory=False)
+    start, end = (ax.get_title() for ax in fig.axes[:2])
+    # the panel draws lr=10 (later, on top) over lr=0.1: the title says which run is under it
+    assert "lr=0.1: same values as lr=10" in start, start
+    assert "lr=1:" not in start and "same values" not in end, (start, end)
+    # the lines drawn are the stored values (the title explains, nothing is moved)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    np.testing.assert_allclose(lines["lr=0.1"].get_ydata(), lines["lr=10"].get_ydata())
+    init = slow[(slow["step"] == 0) & (slow["quantity"] == "grad_pre_std")]
+    np.testing.assert_allclose(lines["lr=0.1"].get_ydata(),
+                               init.sort_values("layer")["value"].to_numpy())
+    assert isinstance(init, pd.DataFrame)

@@ -389,9 +389,10 @@ def _log_layer_ticks(axis: Any, span: tuple[int, int]) -> None:
 
 
 def _covered_runs(drawn: Sequence[tuple[str, pd.Series]]) -> dict[str, str]:
-    """Of the lines a panel drew (label, values by layer), each one whose every layer another
-    line with more layers also drew with the same values (``rtol = 1e-6``: runs sharing their
-    first layers' weights, at initialization) -> that deeper run's label."""
+    """Of the lines a panel drew (label, values by layer, in drawing order), each one whose
+    every layer another line with more layers also drew with the same values (``rtol =
+    1e-6``: runs sharing their first layers' weights, at initialization) -> that deeper run's
+    label. See :func:`_hidden_runs` for lines of the same layers."""
     found: dict[str, str] = {}
     for label, row in drawn:
         for other, deeper in drawn:
@@ -402,6 +403,21 @@ def _covered_runs(drawn: Sequence[tuple[str, pd.Series]]) -> dict[str, str]:
                            rtol=1e-6, atol=0.0):
                 found[label] = other
                 break
+    return found
+
+
+def _hidden_runs(drawn: Sequence[tuple[str, pd.Series]]) -> dict[str, str]:
+    """Of the lines a panel drew (label, values by layer), ordered by their zorder (the last on
+    top), each one that a later line of the same layers draws over with the same values
+    (``rtol = 1e-6``) -> that later run's label: the runs of a learning-rate sweep of one seed
+    start from the same weights, so at initialization the last run's line covered all the
+    others (one colour on the panel, every run in the legend)."""
+    found: dict[str, str] = {}
+    for i, (label, row) in enumerate(drawn):
+        for other, later in drawn[i + 1:]:
+            if len(later) == len(row) and row.index.equals(later.index) and np.allclose(
+                    row.to_numpy(float), later.to_numpy(float), rtol=1e-6, atol=0.0):
+                found[label] = other
     return found
 
 
@@ -606,6 +622,8 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                      f"{len(cut)} runs ({', '.join(cut[:2])}, …):\n")  # wider than a panel
             when += f"\n{whose}{span_text}: zero (a log axis has no 0)"
         covered = _covered_runs(drawn_rows[k])
+        hidden = {a: b for a, b in _hidden_runs(sorted(drawn_rows[k], key=lambda t: lift[t[0]])
+                                                ).items() if a not in covered}
         if len(covered) == 1:
             (short, deep), = covered.items()
             a, b = _f.cut_labels([short, deep], 20)
@@ -614,6 +632,16 @@ def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, 
                 f"\n{a}: same values as\n{b} (drawn on top)"
         elif covered:
             when += f"\n{len(covered)} runs: same values as a deeper run (drawn on top)"
+        if len(hidden) == 1:
+            (under, over), = hidden.items()
+            a, b = _f.cut_labels([under, over], 20)
+            line = f"{a}: same values as {b} (under it)"
+            when += f"\n{line}" if len(line) <= 46 else f"\n{a}: same values as\n{b} (under it)"
+        elif hidden:
+            # the last of them is drawn: name it (the reader sees its colour)
+            top = [b for b in hidden.values() if b not in hidden]
+            shown_as = _f.cut_labels([top[0]], 20)[0] if len(set(top)) == 1 else "another run"
+            when += f"\n{len(hidden)} runs: same values as {shown_as} (under it)"
         for runs, why in ((gaps[k], "not finite (NaN/inf)"),
                           (absent[k], "not recorded at this step")):
             if len(runs) == 1:
