@@ -302,6 +302,62 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+class Staged:
+    """A file written in full to its temporary next to ``path`` but not yet renamed onto it
+    (:func:`stage_bytes`): :meth:`commit` renames it (microseconds), :meth:`discard` removes
+    it and the folders its write created. What a second write must agree with (a results
+    store's record) is written between the two, so an interrupt during the long part, the
+    write, leaves neither (``depthlab run``: a Ctrl-C while a large network was written left
+    the run stored without it)."""
+
+    def __init__(self, path: Path, tmp: str | None, made: list[Path], data: bytes) -> None:
+        self.path = path
+        self._tmp = tmp  # None: a device or FIFO, written in place at commit
+        self._made = made
+        self._data = data if tmp is None else b""
+
+    def commit(self) -> Path:
+        """Rename the temporary onto ``path`` (a KeyboardInterrupt as it is renamed finishes
+        the rename before it goes on); returns ``path``."""
+        if self._tmp is None:
+            _write_stream(self.path, lambda fh: fh.write(self._data))
+            return self.path
+        tmp, self._tmp = self._tmp, None
+        try:
+            os.replace(tmp, self.path)
+        except KeyboardInterrupt:
+            with contextlib.suppress(FileNotFoundError):  # renamed as the interrupt came
+                os.replace(tmp, self.path)
+            raise
+        except BaseException as exc:
+            _unlink(tmp)
+            _raise_named(exc, self.path)
+            raise
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the temporary (``path`` keeps its previous content) and the empty folders
+        the write created."""
+        if self._tmp is not None:
+            _unlink(self._tmp)
+            self._tmp = None
+            _remove_empty(self._made)
+
+
+def stage_bytes(path: str | os.PathLike, data: bytes) -> Staged:
+    """Write ``data`` to a temporary next to ``path`` as :func:`atomic_write` does (missing
+    folders created, an ``OSError`` an :class:`AtomicWriteError` naming ``path``, nothing left
+    on failure or Ctrl-C) and return it :class:`Staged`: ``path`` is untouched until its
+    :meth:`Staged.commit`."""
+    path = Path(path)
+    where, stream = _resolve(path)
+    if stream:
+        return Staged(where, None, [], data)
+    made = _missing_folders(where.parent)
+    tmp = _stage(where, lambda fh: fh.write(data))
+    return Staged(where, tmp, made, b"")
+
+
 def replace_marked_block(path: str | os.PathLike, begin: str, end: str, block: str) -> Path:
     """Replace the text from the first ``begin`` marker through the next ``end`` marker in the
     UTF-8 file ``path`` by ``block`` (which carries its own markers), atomically; a file without

@@ -57,7 +57,14 @@ def model_path(out: str | Path, run_id: str) -> Path:
 
 def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     """Save a trained run's network with its loss and input standardization."""
-    from .persist import save
+    return stage_run_network(prep, out, run_id).commit()
+
+
+def stage_run_network(prep: Any, out: str | Path, run_id: str) -> Any:
+    """:func:`save_run_network`'s file written to its temporary, a
+    :class:`depthlab.atomic.Staged` that ``commit()`` renames into ``DIR/models/<id>.npz``
+    (``discard()`` removes): ``depthlab run`` commits it once the run is stored."""
+    from .persist import stage_save
 
     # a run classifies (mse/huber trained on one-hot rows of the classes) unless its data set
     # holds real regression targets (predict gives values then, and scores them by MSE)
@@ -84,7 +91,7 @@ def save_run_network(prep: Any, out: str | Path, run_id: str) -> Path:
     if std:  # the float64 statistics when the data were standardized before a float32 cast
         meta["input_mean"] = np.asarray(std.get("mean64", std["mean"]))
         meta["input_std"] = np.asarray(std.get("std64", std["std"]))
-    return save(prep.net, model_path(out, run_id), meta=meta)
+    return stage_save(prep.net, model_path(out, run_id), meta=meta)
 
 
 def resolve_model(target: str, folder: str | Path) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from .atomic import Staged, atomic_write_bytes, stage_bytes
 
 __all__ = ["FORMAT", "load", "load_meta", "save"]
 
@@ -66,6 +66,25 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
     ``{"loss": "cross_entropy", "input_mean": m, "input_std": s}``). Returns the path.
     A network without a recipe (e.g. ``from_torch``'s) is written with the ``dl.mlp`` recipe
     that builds the same layers (:func:`depthlab.recipe.infer_recipe`), if there is one."""
+    path, data = _encoded(net, path, meta)
+    atomic_write_bytes(path, data)  # creates missing folders; a file in the way is an
+    # AtomicWriteError naming it (one line), as for every other file depthlab writes
+    return path
+
+
+def stage_save(net: Any, path: str | os.PathLike, *,
+               meta: dict[str, Any] | None = None) -> Staged:
+    """:func:`save`, with the file written in full to a temporary next to ``path`` and
+    renamed onto it only by the returned :class:`~depthlab.atomic.Staged`'s ``commit()``
+    (``discard()`` removes it): ``depthlab run`` stores the run between the two, so a Ctrl-C
+    while a large network is written leaves neither the run nor its network."""
+    path, data = _encoded(net, path, meta)
+    return stage_bytes(path, data)
+
+
+def _encoded(net: Any, path: str | os.PathLike,
+             meta: dict[str, Any] | None) -> tuple[Path, bytes]:
+    """The file :func:`save` writes for ``net``: its checked path and its bytes."""
     config = getattr(net, "config", None)
     why = ""
     if not config and isinstance(getattr(net, "layers", None), list):
@@ -128,9 +147,7 @@ def save(net: Any, path: str | os.PathLike, *, meta: dict[str, Any] | None = Non
         arrays[f"bn:{k}:num_batches"] = np.asarray(int(bn.num_batches), dtype=np.int64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())  # creates missing folders; a file in the way is
-    # an AtomicWriteError naming it (one line), as for every other file depthlab writes
-    return path
+    return path, buf.getvalue()
 
 
 def _path_arg(path: Any, caller: str) -> Path:

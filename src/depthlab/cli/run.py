@@ -94,25 +94,16 @@ def run(args: argparse.Namespace) -> int:
               "(use `depthlab sweep`)", file=sys.stderr)
     rec = train(prep, run_id=rid, name=args.name or cfg.get("name"), kind="run",
                 progress=progress_mode(args))
-    try:
-        store.add_run(rec, replace=args.overwrite)
-    finally:
-        store.close()
+    network, unsaved = _store_with_network(store, rec, prep, args)
     echo = say(args)
     echo(f"run {rec.id}: {rec.status} "
          f"{metrics_line(rec.metrics, rec.config['train'].get('monitor'))}")
-    network = None
-    if rec.status == "finished":  # the trained network, for `depthlab predict RUN DATA`
-        from ..atomic import AtomicWriteError
-        from ..inference import save_run_network
-
-        try:
-            network = save_run_network(prep, args.out, rec.id)
-        except AtomicWriteError as exc:  # a full disk here said only "cannot write
-            # '.../models/ID.npz'": not that the run was stored, nor how to get its network
-            raise UserError(f"run {rec.id} ({rec.status}) is stored in {str(store.path)!r}, "
-                            f"but its network was not saved: {exc}; make room and run the "
-                            "config again with --overwrite to save it") from exc
+    if unsaved is not None:  # a full disk here said only "cannot write '.../models/ID.npz'":
+        # not that the run was stored, nor how to get its network
+        raise UserError(f"run {rec.id} ({rec.status}) is stored in {str(store.path)!r}, "
+                        f"but its network was not saved: {unsaved}; make room and run the "
+                        "config again with --overwrite to save it") from unsaved
+    if network is not None:
         echo(f"network: {network}")
     if args.json:
         import json
@@ -131,6 +122,53 @@ def run(args: argparse.Namespace) -> int:
         print(f"depthlab: run {rec.id} failed: {first}", file=sys.stderr)
     echo(f"results: {store.path}")
     return run_status(rec.status)
+
+
+def _store_with_network(store, rec, prep, args: argparse.Namespace):
+    """Store ``rec`` and save a finished run's network (for `depthlab predict RUN DATA`) as
+    one: the network is written to its temporary first (seconds for a large one), the run
+    stored, then the file renamed into place. A Ctrl-C while the network was written left the
+    run stored without it (exit 130; the same command was then refused as stored, and predict
+    had no network); now it leaves nothing stored, and a store write that fails or is
+    interrupted leaves no network. Whether the run is in the store decides, whenever the
+    interrupt comes. A network that cannot be written (a full disk) does not cost the run: it
+    is stored, and the error comes back. Returns ``(network path or None, AtomicWriteError or
+    None)``; closes the store."""
+    import dataclasses
+    import time
+
+    from ..atomic import AtomicWriteError
+
+    staged, unsaved, network = None, None, None
+    if rec.created is None:  # its row is told from the one it replaces (--overwrite)
+        rec = dataclasses.replace(rec, created=time.time())
+    try:
+        if rec.status == "finished":
+            from ..inference import stage_run_network
+
+            try:
+                staged = stage_run_network(prep, args.out, rec.id)
+            except AtomicWriteError as exc:
+                unsaved = exc
+        store.add_run(rec, replace=args.overwrite)
+    finally:
+        try:
+            if staged is not None:
+                if _stored(store, rec):
+                    network = staged.commit()
+                else:
+                    staged.discard()
+        finally:
+            store.close()
+    return network, unsaved
+
+
+def _stored(store, rec) -> bool:
+    """Whether ``rec`` itself (not an earlier run of its id) is in ``store``."""
+    try:
+        return store.run(rec.id)["created"] == rec.created
+    except Exception:  # noqa: BLE001 - not known to be stored: its network is not kept
+        return False
 
 
 def _warn_unreached_steps(cfg: dict, n_train: int) -> None:
