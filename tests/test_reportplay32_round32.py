@@ -83,3 +83,28 @@ def test_runs_of_one_depth_with_the_same_values_at_initialization_are_said_to_sh
     np.testing.assert_allclose(lines["lr=0.1"].get_ydata(),
                                init.sort_values("layer")["value"].to_numpy())
     assert isinstance(init, pd.DataFrame)
+
+
+def test_the_dead_unit_panel_says_dead_is_a_zero_derivative_not_an_inactive_unit():
+    """An ELU run: half its entries have s <= 0 ("inactive"), and a unit negative on every
+    example still passes a gradient (f'(s) = alpha e^s > 0), so it is never dead. The panel
+    titled "Dead units (inactive on every example)" beside "Inactive entries" 0.5 said the
+    opposite of what the probe measures (dead_frac: f'(s) == 0 on every example)."""
+    import numpy as np
+
+    from depthlab import mlp, plot
+    from depthlab.probes import probe
+
+    net = mlp([6, 16, 16, 3], activation="elu", seed=0)
+    x = np.random.default_rng(0).standard_normal((200, 6)) - 3.0  # most entries negative
+    table = probe(net, x, np.zeros(200, dtype=int))
+    wide = table[table["layer"] >= 1].pivot_table(index="layer", columns="quantity",
+                                                  values="value")
+    assert (wide["dead_frac"] == 0).all() and (wide["inactive_frac"] > 0.3).all()
+    steps = [table.assign(step=s) for s in (0, 10)]
+    import pandas as pd
+
+    fig = plot.saturation(pd.concat(steps, ignore_index=True))
+    titles = [ax.get_title() for ax in fig.axes]
+    dead = [t for t in titles if t.startswith("Dead units")]
+    assert dead and "inactive" not in dead[0] and "derivative" in dead[0], titles

@@ -987,8 +987,8 @@ def update_ratio(table: Any) -> Figure:
 
 def saturation(table: Any) -> Figure:
     """Per layer over training: the fraction of saturated entries (``saturated_frac``, bounded
-    activations), of inactive entries (``inactive_frac``, ReLU-family units on their flat
-    side) and of dead units (``dead_frac``: inactive on every probe example)."""
+    activations), of inactive entries (``inactive_frac``, ReLU-family entries with ``s <= 0``)
+    and of dead units (``dead_frac``: ``f'(s) == 0`` on every probe example)."""
     return _f.saturation_dead(probe_table(table))
 
 

@@ -1124,8 +1124,10 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         png = pngs.add(f"{safe}_saturation.png", plot.saturation, probes)
         blocks.append(H.figure_block(
             png, FIG_SATURATION, "Saturated: entries of a bounded unit (sigmoid, tanh) whose "
-            "derivative is below 5% of its maximum; inactive: ReLU-family entries on the flat "
-            "side; dead: units inactive on every probe example.", wide=True))
+            "derivative is below 5% of its maximum; inactive: ReLU-family entries with s ≤ 0 "
+            "(the flat or negative side); dead: units whose derivative is 0 on every probe "
+            "example (a ReLU unit inactive on all of them; an ELU or GELU unit passes a "
+            "gradient there).", wide=True))
     if layered and (probes["quantity"] == "update_ratio").any():
         png = pngs.add(f"{safe}_update_ratio.png", plot.update_ratio, probes)
         blocks.append(H.figure_block(

@@ -991,15 +991,17 @@ def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figu
 SATURATION_QUANTITIES = (
     ("saturated_frac", "Saturated entries (bounded units)", "fraction of entries"),
     ("inactive_frac", "Inactive entries (ReLU-family units)", "fraction of entries"),
-    ("dead_frac", "Dead units (inactive on every example)", "fraction of units"),
+    # dead is f'(s) == 0 on every example: an ELU/GELU unit negative on every example still
+    # passes a gradient and is not dead (the title "inactive on every example" said it was)
+    ("dead_frac", "Dead units (zero derivative on every example)", "fraction of units"),
 )
 
 
 def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     """Per layer over training, one panel per recorded quantity: ``saturated_frac`` (bounded
-    activations: |f'(s)| near 0), ``inactive_frac`` (ReLU-family units on their flat side) and
-    ``dead_frac`` (units inactive on every probe example). A quantity that is not defined for
-    the network's activation (all NaN) gets no panel."""
+    activations: |f'(s)| near 0), ``inactive_frac`` (ReLU-family entries with ``s <= 0``) and
+    ``dead_frac`` (units with ``f'(s) == 0`` on every probe example). A quantity that is not
+    defined for the network's activation (all NaN) gets no panel."""
     present = []
     for q, title, ylabel in SATURATION_QUANTITIES:
         wide = _quantity(probes, q)
