@@ -66,3 +66,17 @@ def test_a_spec_constructor_names_the_field_another_librarys_keyword_means():
     with pytest.raises(TypeError, match=r"optimizer_kwargs=\{'momentum': \.\.\.\}"):
         TrainSpec(momentum=0.9)
     assert TrainSpec(optimizer_kwargs={"momentum": 0.9}) == TrainSpec.from_dict({"momentum": 0.9})
+
+
+def test_a_data_files_unknown_option_is_refused_when_the_config_is_checked(tmp_path):
+    # validated, then each run (each sweep point) failed at its load: "file data: unknown
+    # option(s) ['noise']"; a grid over such a config stored every point failed
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 3)), y=np.arange(20) % 2)
+    raw = {**BASE, "data": {"path": str(tmp_path / "d.npz"), "options": {"nois": 0.1}}}
+    with pytest.raises(ConfigError) as err:
+        validate(raw)
+    assert err.value.key == "data.options" and "data.options.nois" in str(err.value)
+    assert "accepted: label, scale" in str(err.value)
+    validate({**raw, "data": {**raw["data"], "options": {"scale": 2.0}}})  # an IDX option

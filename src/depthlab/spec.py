@@ -401,6 +401,18 @@ class DataSpec(_Section):
                     f"{prefix}label = {fmt(self.label)} applies only to {prefix}path files; "
                     f"data set {builtin.name!r} has its own labels", prefix + "label")
         else:
+            from .data.registry import FILE_OPTIONS
+
+            # a file's loader takes these options only: another one was accepted here and
+            # failed every run (every sweep point) when its data were loaded
+            wrong = [k for k in self.options if k not in FILE_OPTIONS]
+            if wrong:
+                close = closest_name(wrong[0], FILE_OPTIONS)
+                hint = f" (did you mean {fmt(close)}?)" if close else ""
+                raise ConfigError(
+                    f"{prefix}options.{wrong[0]} is not an option of a data file{hint}; "
+                    f"accepted: {', '.join(FILE_OPTIONS)} (or leave out {prefix}options)",
+                    prefix + "options")
             p = Path(os.path.expanduser(self.path))
             base = _BASE_DIR.get()
             if not p.is_absolute() and base is not None:
