@@ -38,3 +38,34 @@ def test_a_step_network_is_not_told_its_output_ignores_its_input():
     assert "already off at initialization" not in f.prescription_text
     assert "ReLU" not in f.prescription_text and "step" in f.prescription_text
     assert f.prescription.get("activation") == "leaky_relu"
+
+
+def _dead_second_layer(residual: bool):
+    """A ReLU network whose second hidden layer is off for every input: its weights are made
+    negative, and its input (a ReLU layer's output, or relu(x) in a residual branch) is >= 0."""
+    net = dl.mlp([8, 32, 32, 32, 3], "relu", "he_normal", residual=residual, seed=0)
+    w = net.dense_layers()[1].W
+    w.value[...] = -np.abs(w.value)
+    return net
+
+
+def test_a_dead_layer_inside_a_residual_branch_is_not_said_to_cut_the_output_off():
+    """A residual block whose ReLU units are all off passes its input on through the skip
+    connection: the output still follows the input (checked directly) and the network learns.
+    The dead_relu finding said "the network's output does not depend on its input"; in a
+    plain network, where it is true (checked directly), it still says so."""
+    x, y = _blobs()
+    xs = x[:40].astype(np.float32)
+    res = _dead_second_layer(residual=True)
+    assert np.ptp(res.predict(xs), axis=0).min() > 0.1  # the output follows the input
+    d = dl.doctor(res, (x, y), steps=30, probe_every=10)
+    (f,) = [f for f in d.findings if f.kind == "dead_relu"]
+    assert f.evidence["dead_frac_worst"] == 1.0
+    assert "does not depend on its input" not in f.message
+    assert "skip connection" in f.message
+    plain = _dead_second_layer(residual=False)
+    assert np.ptp(plain.predict(xs), axis=0).max() == 0.0  # the claim is true here
+    d = dl.doctor(plain, (x, y), steps=30, probe_every=10)
+    (f,) = [f for f in d.findings if f.kind == "dead_relu"]
+    assert "the network's output does not depend on its input" in f.message
+

@@ -391,6 +391,32 @@ class RunContext:
     def end(self) -> int:
         return self.steps[-1] if self.steps else 0
 
+    def bypass(self, index: int) -> str | None:
+        """What carries the signal around hidden layer ``index``: ``""`` when every path from
+        the input to the output passes through it (a layer off for every example then leaves
+        the output constant), ``"a residual skip connection"`` for a layer inside a residual
+        block's branch (``y = x + F(x)``: with ``F`` constant the block still passes ``x``
+        on), None when not known."""
+        from ..layers import Residual, Sequential
+
+        point = next((p for p in self.points if p.index == index), None)
+        if point is None or not isinstance(self.net, Sequential):
+            return None
+
+        def branch_leaves(layer: Any, inside: bool) -> Any:
+            if isinstance(layer, Residual):
+                yield from ((leaf, True) for leaf in layer.leaves())
+            elif isinstance(layer, Sequential):
+                for child in layer.layers:
+                    yield from branch_leaves(child, inside)
+            else:
+                yield layer, inside
+
+        for leaf, inside in branch_leaves(self.net, False):
+            if leaf is point.activation:
+                return "a residual skip connection" if inside else ""
+        return None
+
     @property
     def gradient_layers(self) -> list[int]:
         """The positions, in series from the input, at which the vanishing and exploding
@@ -963,7 +989,16 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
         reason = (f" They died in training: {100 * value:.0f}% against {100 * worst_init:.0f}% "
                   f"at initialization, {z:.3g} standard errors more in a layer of {n} units.")
     elif why == "all":
-        reason = " No signal passes that layer: the network's output does not depend on its input."
+        around = ctx.bypass(worst)
+        if around == "":
+            reason = (" No signal passes that layer: the network's output does not depend on "
+                      "its input.")
+        elif around:  # a residual branch: the block still passes its input on
+            reason = (" No signal passes that layer, but the signal still goes around it "
+                      f"through {around}: the network's output follows its input, while the "
+                      "layers that feed it get no gradient.")
+        else:
+            reason = " No signal passes that layer."
     elif why == "chance" and n is not None:
         lim = dead_chance_limit(n)
         ev["chance_limit"] = lim

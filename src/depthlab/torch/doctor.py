@@ -281,6 +281,20 @@ class TorchRunContext(RunContext):
         s = self._stage.get(position) if self.stages else None
         return list(s.members or [s.layer]) if s is not None else [position]
 
+    def bypass(self, index: int) -> str | None:
+        """What carries the signal around hidden layer ``index`` (see
+        :meth:`RunContext.bypass`): ``""`` in a chain, ``"a residual skip connection"`` inside
+        a residual block, ``"the layers run in parallel with it"`` in a parallel group; None
+        when the layer is in no stage."""
+        if not self.stages:
+            return "" if index in self.hidden else None
+        for s in self.stages:
+            if index in (s.members or [s.layer]):
+                if s.block is not None:
+                    return "a residual skip connection"
+                return "the layers run in parallel with it" if len(s.members) > 1 else ""
+        return None
+
     def at(self, step: int, quantity: str) -> pd.Series:
         """Per-hidden-layer values of ``quantity`` at ``step``: the output layer's row is left
         out, also when an activation module follows it (a ``BCELoss`` model's sigmoid is the
