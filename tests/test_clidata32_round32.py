@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers.cli import TINY, one_blas_thread, run_cli
 
 
@@ -56,3 +57,46 @@ def test_ctrl_c_while_the_run_is_stored_leaves_no_network(tmp_path, capsys, monk
     code, _, err = run_cli(capsys, "run", config, "--out", out, "--quiet")
     assert code == 130, err
     assert not (out / "models").exists() or not any((out / "models").iterdir())
+
+
+def _three_class_network(tmp_path):
+    import depthlab as dl
+
+    return dl.save(dl.mlp([2, 4, 3], seed=0), tmp_path / "net.npz",
+                   meta={"loss": "cross_entropy"})
+
+
+def test_predict_names_labels_the_network_has_no_class_for(tmp_path, capsys, monkeypatch):
+    """Labels 3, 7, 9 given to a network of 3 classes (0..2) are never predicted: the
+    accuracy said 0.0000 without a word on why. A warning names them and says they count as
+    wrong; the accuracy itself is the direct computation."""
+    import depthlab as dl
+
+    one_blas_thread(monkeypatch)
+    net = _three_class_network(tmp_path)
+    x = np.random.default_rng(0).normal(size=(6, 2))
+    y = np.array([0, 1, 2, 7, 9, 7])
+    np.savez(tmp_path / "new.npz", x=x, y=y)
+    with pytest.warns(UserWarning) as seen:
+        code, out, err = run_cli(capsys, "predict", net, tmp_path / "new.npz")
+    assert code == 0, err
+    classes = dl.load(net).predict(x).argmax(axis=1)
+    assert f"accuracy {float((classes == y).mean()):.4f}" in err
+    (warning,) = [str(w.message) for w in seen]
+    assert "(7, 9)" in warning and "3 of 6" in warning and "0..2" in warning, warning
+
+
+def test_predict_says_why_an_npz_y_gives_no_accuracy(tmp_path, capsys, monkeypatch):
+    """A .npz whose `y` holds text (or has another number of rows than `x`) was silently not
+    scored; the CSV's label column of text says so in a warning, and so does the .npz now."""
+    one_blas_thread(monkeypatch)
+    net = _three_class_network(tmp_path)
+    x = np.zeros((4, 2))
+    for name, y, said in (("text.npz", np.array(["a", "b", "c", "d"]), "text"),
+                          ("short.npz", np.array([0, 1, 2]), "3 rows")):
+        np.savez(tmp_path / name, x=x, y=y)
+        with pytest.warns(UserWarning) as seen:
+            code, out, err = run_cli(capsys, "predict", net, tmp_path / name)
+        assert code == 0 and len(out.splitlines()) == 5 and not err.strip(), err
+        (warning,) = [str(w.message) for w in seen]
+        assert said in warning and "'y'" in warning and "not scored" in warning, warning

@@ -87,12 +87,31 @@ def run(args: argparse.Namespace) -> int:
         import numpy as np
 
         scored = np.ones(len(labels), bool) if labelled is None else labelled
+        _warn_classless(args.data, labels, scored, out.shape[1])
         acc = float((classes[scored] == labels[scored]).mean())
         split = " test split" if not Path(args.data).exists() else ""
         rows = (f"{len(labels)} rows" if labelled is None
                 else f"{int(scored.sum())} of {len(labels)} rows labelled")
         print(f"{args.data}{split}: {rows}, accuracy {acc:.4f}", file=sys.stderr)
     return 0
+
+
+def _warn_classless(data: str, labels, scored, outputs: int) -> None:
+    """Warn of labelled rows whose label is no class of the network (``outputs`` classes,
+    two for one binary output): they are never predicted and count as wrong (labels 3, 7, 9
+    given to a network of 3 classes read "accuracy 0.0000" without a word on why)."""
+    import warnings
+
+    import numpy as np
+
+    k = 2 if outputs == 1 else outputs
+    beyond = scored & (labels >= k)
+    if beyond.any():
+        found = np.unique(labels[beyond])
+        shown = ", ".join(map(str, found[:5].tolist())) + (", ..." if found.size > 5 else "")
+        warnings.warn(f"DATA {data!r}: {int(beyond.sum())} of {int(scored.sum())} labelled rows "
+                      f"hold labels ({shown}) that are no class of the network ({k} classes, "
+                      f"0..{k - 1}); they count as wrong predictions", UserWarning, stacklevel=2)
 
 
 def _check_target(text: str, inputs: dict[str, Path], force: bool = False) -> None:
@@ -196,10 +215,21 @@ def _npz_classes(path: Path, n: int) -> tuple[object, object]:
     from ..memory import check_array
 
     with np.load(path, allow_pickle=False) as z:
-        if input_key(z.files) not in ("x", "X") or "y" not in z.files:
+        key = input_key(z.files)
+        if key not in ("x", "X") or "y" not in z.files:
             return None, None
         shape, dtype = npz_headers(z)["y"]
-        if dtype.kind not in "biuf" or len(shape) not in (1, 2) or shape[0] != n:
+        why = ("holds text" if dtype.kind in "USO" else "does not hold numbers"
+               if dtype.kind not in "biuf" else f"has {len(shape)} dimensions"
+               if len(shape) not in (1, 2) else f"has {shape[0]} rows beside {n} in {key!r}"
+               if shape[0] != n else None)
+        if why is not None:  # (was silent: no accuracy and no word why, where a CSV's
+            # label column of text says so)
+            import warnings
+
+            warnings.warn(f"DATA {str(path)!r}: its 'y' {why} (dtype {dtype}, shape "
+                          f"{tuple(shape)}), not a class number per row: the predictions are "
+                          "not scored", UserWarning, stacklevel=2)
             return None, None
         check_array(shape, dtype, f"DATA {str(path)!r} array 'y'")
         y = z["y"]
