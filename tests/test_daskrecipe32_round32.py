@@ -80,3 +80,23 @@ def test_a_data_files_unknown_option_is_refused_when_the_config_is_checked(tmp_p
     assert err.value.key == "data.options" and "data.options.nois" in str(err.value)
     assert "accepted: label, scale" in str(err.value)
     validate({**raw, "data": {**raw["data"], "options": {"scale": 2.0}}})  # an IDX option
+
+
+@pytest.mark.parametrize("base, grid", [
+    # monitor without patience: every point sets train.patience
+    ({"train": {"max_steps": 1, "monitor": "train_loss"}}, {"train.patience": [1, 2]}),
+    # batch_size 1 beside batch norm: every point turns batch norm off
+    ({"model": {"sizes": ["auto", 4, "auto"], "batchnorm": True},
+      "train": {"max_steps": 1, "batch_size": 1}}, {"model.batchnorm": [False]}),
+    # the Jacobian asked with the probes off: every point turns them on
+    ({"probes": {"every": 0, "jacobian": True}}, {"probes.every": [5, 10]}),
+])
+def test_a_base_refusal_that_every_point_lifts_through_the_other_key_runs_the_grid(base, grid):
+    # the refusal names the key the grid does not sweep (train.monitor), its partner is swept:
+    # the whole grid was refused, though each of its points is accepted alone
+    from depthlab.experiments.grid import expand
+
+    raw = {**BASE, **base, "sweep": grid}
+    points = expand(raw)
+    assert len(points) == len(next(iter(grid.values())))
+    assert all(p.error is None for p in points)

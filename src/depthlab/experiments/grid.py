@@ -73,8 +73,11 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
     16]``) does not refuse the grid: the base is validated with that key set to the first of
     its swept values that the base accepts (the points are built from ``raw`` as given); a
     value refused for another swept key sets that key too (several base values refused at
-    once). A refusal of a key the grid does not sweep, or of every swept value, is raised as
-    it is."""
+    once); a refusal naming a key the grid does not sweep is lifted the same way when a swept
+    key's value lifts it (``train.monitor`` beside a swept ``train.patience``,
+    ``probes.jacobian`` beside a swept ``probes.every``, ``train.batch_size = 1`` beside a
+    swept ``model.batchnorm``: the grid was refused though each point is accepted). A refusal
+    that no swept value lifts is raised as it is."""
     try:
         return validate(raw, base_dir=base_dir)
     except ConfigError as e:
@@ -85,15 +88,15 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
             grid = _check_sweep(swept)  # its keys and lists (as RunSpec.from_dict checks them)
         except ConfigError:
             raise e from None
-        if e.key not in grid:
-            raise
         body = _body(raw)
         tries = 0
 
         def search(overrides: dict[str, Any], key: str) -> dict[str, Any] | None:
             # the first accepted value of ``key``; a value refused for another swept key
             # (both base values refused: batch_size 1 with batchnorm, the default monitor
-            # val_loss with val_fraction 0) sets that key too, at most FULL_CHECKS tries
+            # val_loss with val_fraction 0) sets that key too; a refusal naming a key no
+            # point sets may be one across fields that another swept key lifts (train.monitor
+            # beside a swept train.patience): those keys are set too; at most FULL_CHECKS tries
             nonlocal tries
             for v in itertools.islice(_distinct(grid[key]), FULL_CHECKS):
                 if tries >= FULL_CHECKS:
@@ -106,14 +109,31 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
                 except ConfigError as again:
                     if again.key in grid and again.key not in point:
                         found = search(point, again.key)
-                        if found is not None:
-                            return found
-                    elif again.key not in grid:
-                        unswept.append(again)
+                    else:
+                        if again.key not in grid:
+                            unswept.append(again)
+                        found = lift(point)
+                    if found is not None:
+                        return found
+            return None
+
+        def lift(overrides: dict[str, Any]) -> dict[str, Any] | None:
+            for other in grid:
+                if other not in overrides:
+                    found = search(overrides, other)
+                    if found is not None:
+                        return found
             return None
 
         unswept: list[ConfigError] = []  # refusals of keys no point sets: said as they are
-        found = search({}, e.key)
+        if e.key in grid:
+            found = search({}, e.key)
+        else:  # train.monitor (not swept) refused for want of train.patience (swept); a
+            # refusal no point lifts (data.val_fraction + test_fraction >= 1) is said after
+            # LIFT_CHECKS tries (0.05 s), not after FULL_CHECKS (0.5-1 s)
+            tries = FULL_CHECKS - LIFT_CHECKS
+            found = lift({})
+            unswept.insert(0, e)
         if found is None:
             raise (unswept[0] if unswept else e) from None
         return found
@@ -195,6 +215,10 @@ def _point_config(body: dict[str, Any], overrides: dict[str, Any],
         raise ConfigError(f"sweep point ({where}): {e}", e.key) from None
 
 
+LIFT_CHECKS = 100
+"""Points :func:`validate_base` validates looking for swept values that lift a refusal of the
+base naming a key the grid does not sweep (``train.monitor`` without ``train.patience``, the
+grid sweeping ``train.patience``)."""
 FULL_CHECKS = 1000
 """Values of one key validated on the whole base config (about 0.4 ms each); the numbers after
 them get their field's own check only (type and range, about 1 µs), so a key of 10⁶ values is
