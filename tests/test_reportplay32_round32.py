@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import pandas as pd
 from test_report import synthetic_record
 
 from depthlab.experiments import Store
@@ -108,3 +109,43 @@ def test_the_dead_unit_panel_says_dead_is_a_zero_derivative_not_an_inactive_unit
     titles = [ax.get_title() for ax in fig.axes]
     dead = [t for t in titles if t.startswith("Dead units")]
     assert dead and "inactive" not in dead[0] and "derivative" in dead[0], titles
+
+
+def test_a_residual_runs_figures_say_they_number_nonlinearities_not_hidden_layers(tmp_path):
+    """A NumPy run with residual = true, depth 3 (a stem and 2 residual blocks): its probes
+    number its 5 nonlinearities (two per block, then the one before the output layer), so its
+    figures drew "layer 1".."layer 5" under "depth (hidden layers) 3" with no word of why (the
+    playground labels the same axis "nonlinearity (two per residual block)")."""
+    import numpy as np
+
+    from depthlab import mlp
+    from depthlab.probes import probe
+    from depthlab.report import build
+
+    net = mlp([6, 8, 8, 8, 3], activation="relu", init="he_normal", batchnorm=True,
+              residual=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((64, 6))
+    table = probe(net, x, np.arange(64) % 3)
+    probes = pd.concat([table.assign(step=s) for s in (0, 10)], ignore_index=True)
+    assert probes.loc[probes["layer"] >= 1, "layer"].nunique() == 5
+    grads = probes[probes["quantity"] == "grad_pre_std"][["step", "layer", "quantity", "value"]]
+    rec = dataclasses.replace(synthetic_record("res1aaaaaaaa", sweep=None, probes=False),
+                              steps=None, epochs=None, probes=grads)  # two figures: fast
+    config = {**rec.config, "model": {**rec.config["model"], "sizes": [6, 8, 8, 8, 3],
+                                      "activation": "relu", "batchnorm": True,
+                                      "residual": True}}
+    plain = {**config, "model": {**config["model"], "residual": False}}
+    store = Store(tmp_path)
+    store.add_run(dataclasses.replace(rec, config=config))
+    store.add_run(dataclasses.replace(rec, id="plain1aaaaaa", config=plain,
+                                      probes=grads[grads["layer"] <= 3]))
+
+    def text(rid: str, cfg: dict) -> str:
+        blocks, _ = build._run_figures(store, rid, rid, cfg, build._Pngs(), None)
+        return re.sub(r"<[^>]+>", "", "".join(blocks))
+
+    said = text("res1aaaaaaaa", config)
+    assert "3 hidden layers" in said and "5 nonlinearities" in said, said[:400]
+    assert "two per residual block" in said
+    assert "nonlinearit" not in text("plain1aaaaaa", plain)
+    store.close()

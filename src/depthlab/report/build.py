@@ -958,6 +958,27 @@ FIG_TRAINING_CAP = ("Left: loss per step (over 50 steps faint, beside its expone
                     "not learning.")
 
 
+def _residual_note(config: Any, probes: pd.DataFrame) -> str:
+    """For a NumPy run of residual blocks, what its figures' layer numbers count: its probes
+    number the nonlinearities (the stem's Dense feeds the first block; two per block, then the
+    one before the output layer: 2 D - 1 for D hidden layers), so "layer 11" of a run of
+    "depth (hidden layers) 6" named a layer it does not have (the playground labels the same
+    axis "nonlinearity (two per residual block)"). Empty for any other run."""
+    cfg = _as_dict(config)
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    if not isinstance(model, dict) or model.get("residual") is not True or cfg.get("source"):
+        return ""
+    sizes = model.get("sizes")
+    depth = len(sizes) - 2 if isinstance(sizes, (list, tuple)) and len(sizes) >= 3 else None
+    n = int(probes.loc[probes["layer"] >= 1, "layer"].nunique())
+    if depth is None or n <= depth:
+        return ""
+    return (f"A residual network: its {depth} hidden layers are a stem and {depth - 1} "
+            f"residual block{'s' * (depth != 2)}, and its figures number its {n} "
+            "nonlinearities, two per residual block (then the one before the output layer; "
+            "1 is nearest the input), where they read \"layer\".")
+
+
 def _wide_note(text_html: str) -> str:
     """A note spanning the whole figure grid (``text_html`` is inserted as it is)."""
     return f"<p class=\"note\" style=\"grid-column: 1 / -1\">{text_html}</p>"
@@ -1045,6 +1066,9 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
     # Watch's hooks were on has its loss rows only (its figures were all empty)
     layered = not probes.empty and bool((probes["layer"] >= 1).any())
     blocks: list[str] = []
+    residual = _residual_note(config, probes) if layered else ""
+    if residual:
+        blocks.append(_wide_note(residual))
     if layered:
         th, note = theory_for(config)
         png = pngs.add(f"{safe}_gradient_per_layer.png", plot.gradient_per_layer,
