@@ -34,3 +34,24 @@ def test_acc_leaves_out_labels_no_class_can_have_when_the_loss_is_a_plain_functi
     df = dlt.probe(model, x, y, loss_fn)
     assert df[df.quantity == "acc"].value.item() == pytest.approx(want, abs=1e-12)
     assert evaluate(model, x, y, loss_fn)["acc"] == pytest.approx(want, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mask", "float", "int-cols"])
+def test_class_index_targets_of_a_wrong_shape_get_one_line_naming_both_shapes(kind):
+    # torch said 'only batches of spatial targets supported (3D tensors) but got targets of
+    # dimension: 4' / '0D or 1D target tensor expected, multi-target not supported'
+    torch.manual_seed(0)
+    if kind == "mask":  # a segmentation mask kept with its channel dimension
+        model, x, y = nn.Conv2d(3, 4, 1), torch.randn(2, 3, 5, 5), torch.randint(0, 4, (2, 1, 5, 5))
+        want, fix = "(2, 5, 5)", "y.squeeze(1)"
+    else:
+        model, x = nn.Linear(5, 3), torch.randn(4, 5)
+        y = torch.rand(4, 2) if kind == "float" else torch.randint(0, 3, (4, 2))
+        want, fix = "(4,)", None
+    with pytest.raises(ValueError) as info:
+        dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    msg = str(info.value)
+    assert "\n" not in msg and f"y has shape {tuple(y.shape)}" in msg and want in msg
+    assert str(tuple(model(x).shape)) in msg
+    if fix:
+        assert fix in msg

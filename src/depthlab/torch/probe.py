@@ -324,7 +324,9 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     targets ``(N, ...)``: a ValueError naming the first label outside ``[0, C)`` (and not the
     loss's ``ignore_index``) before the loss runs; also one line for labels of another number
     of examples, a column ``(N, 1)``, one-hot integer rows and floats of shape ``(N, ...)``
-    (torch's 'multi-target not supported', 'expected target dtype to be Long'). For the
+    (torch's 'multi-target not supported', 'expected target dtype to be Long'), and any other
+    shape than ``(N, ...)`` (integers) or the output's (float probabilities): a segmentation
+    mask ``(N, 1, H, W)`` (remedy ``y.squeeze(1)``), ``(N, k)`` columns. For the
     labels torch said only 'IndexError: Target 4 is out of bounds.' on the CPU, and on CUDA
     such a label is a device-side assert that leaves the process's CUDA context unusable."""
     from .train import class_index_loss
@@ -355,6 +357,19 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
         raise ValueError(f"y holds floats of shape {shape}, but {name} takes class indices "
                          f"(integers: y.long()) of shape {want}, or class probabilities of the "
                          f"output's shape {tuple(output.shape)}")
+    if y.dtype != torch.bool and shape != want and _library_forward(loss_fn) \
+            and not (y.is_floating_point() and shape == tuple(output.shape)):
+        # torch: 'only batches of spatial targets supported (3D tensors) but got targets of
+        # dimension: 4' for a (N, 1, H, W) mask, '0D or 1D target tensor expected,
+        # multi-target not supported' for (N, k) targets of an (N, C) output
+        where = " and output position" if output.dim() > 2 else ""
+        fix = ": give y.squeeze(1)" if y.dim() == output.dim() and y.shape[1] == 1 \
+            and (y.shape[0], *y.shape[2:]) == want else ""
+        probs = "" if name in ("NLLLoss", "F.nll_loss") else \
+            f", or class probabilities (floats) of the output's shape {tuple(output.shape)}"
+        raise ValueError(f"y has shape {shape}, but {name} takes class indices (integers) of "
+                         f"shape {want}, one per example{where}{probs}; the model's output "
+                         f"has shape {tuple(output.shape)}{fix}")
     if y.is_floating_point() or y.dtype == torch.bool \
             or output.dim() != y.dim() + 1 or output.shape[0] != y.shape[0] \
             or output.shape[2:] != y.shape[1:]:
@@ -368,6 +383,18 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
         raise ValueError(f"y holds the label {int(bad[0])} ({len(bad)} of {len(flat)} outside 0 "
                          f"to {classes - 1}), but the model's output has {classes} classes in "
                          f"dimension 1 for {name}; expected class indices 0 to {classes - 1}")
+
+
+def _library_forward(loss_fn: Any) -> bool:
+    """Whether ``loss_fn`` (a class-index loss, :func:`~depthlab.torch.train.class_index_loss`)
+    runs torch's own forward on the output and ``y`` as given: ``F.cross_entropy``/
+    ``F.nll_loss`` and the modules, not a subclass whose ``forward`` reshapes them first
+    (``super().forward(o.flatten(0, 1), y.flatten())`` takes ``(N, T, C)`` scores)."""
+    from .train import loss_parts
+
+    fn, _ = loss_parts(loss_fn)
+    return not isinstance(fn, nn.Module) \
+        or type(fn).forward in (nn.CrossEntropyLoss.forward, nn.NLLLoss.forward)
 
 
 @contextmanager
