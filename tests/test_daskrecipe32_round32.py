@@ -100,3 +100,20 @@ def test_a_base_refusal_that_every_point_lifts_through_the_other_key_runs_the_gr
     points = expand(raw)
     assert len(points) == len(next(iter(grid.values())))
     assert all(p.error is None for p in points)
+
+
+@pytest.mark.parametrize("raw, words", [
+    # a loss's / an activation's argument in the grid: "did you mean train.dampening?"
+    ({"sweep": {"train.label_smoothing": [0.1]}},
+     'sweep "train.loss_kwargs" = [{label_smoothing = ...}]'),
+    ({"sweep": {"model.negative_slope": [0.1]}},
+     'sweep "model.activation_kwargs" = [{negative_slope = ...}]'),
+    # beside the activation's other keys: no hint at all
+    ({"model": {"sizes": ["auto", 4, "auto"], "negative_slope": 0.1}},
+     "activation_kwargs = {negative_slope = ...}"),
+])
+def test_an_argument_of_the_loss_or_activation_given_as_a_key_names_its_table(raw, words):
+    with pytest.raises(ConfigError) as err:
+        validate({**BASE, **raw})
+    hint = str(err.value).split("; accepted keys:")[0]
+    assert words in hint and "did you mean" not in hint

@@ -121,10 +121,47 @@ def loss_arguments() -> dict[str, str]:
 
     out: dict[str, str] = {}
     for name in LOSSES.names:
-        for k in inspect.signature(LOSSES[name].__init__).parameters:
-            if k != "self":
-                out.setdefault(k, name)
+        for k, p in inspect.signature(LOSSES[name].__init__).parameters.items():
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                out.setdefault(k, name)  # (mse's *args, **kwargs: named as its arguments)
     return out
+
+
+def activation_arguments() -> dict[str, str]:
+    """The keyword arguments of the registered activations (``negative_slope``, ``alpha``),
+    each with the first activation that takes it: given as a ``[model]`` key (or a grid's
+    ``"model.negative_slope"``) they are named as ``activation_kwargs``."""
+    out: dict[str, str] = {}
+    for name in ACTIVATIONS.names:
+        for k in ACTIVATIONS.arguments(name):
+            out.setdefault(k, name)
+    return out
+
+
+_ARGUMENT_TABLES: dict[str, tuple[str, str, Any]] = {
+    "train": ("loss", "loss_kwargs", loss_arguments),
+    "model": ("activation", "activation_kwargs", activation_arguments),
+}
+"""A section's table of a registered object's keyword arguments: (what, table key, the
+arguments by name)."""
+
+
+def _argument_hint(section: str | None, key: str) -> str:
+    """`` (delta is an argument of the loss "huber": loss_kwargs = {delta = ...})`` for an
+    argument of a loss or activation given as a key of its section (in a ``[sweep]`` grid:
+    ``sweep "train.loss_kwargs" = [{delta = ...}]``), else ``""``."""
+    sweep = section == "sweep"
+    if sweep:
+        section, _, key = str(key).partition(".")
+    if section not in _ARGUMENT_TABLES:
+        return ""
+    what, table, arguments = _ARGUMENT_TABLES[section]
+    owner = arguments().get(key)
+    if owner is None:
+        return ""
+    usage = (f'sweep "{section}.{table}" = [{{{key} = ...}}]' if sweep else
+             f"{table} = {{{key} = ...}}")
+    return f" ({key} is an argument of the {what} {fmt(owner)}: {usage})"
 
 
 def check_field(spec_cls: type, name: str, value: Any) -> Any:
@@ -215,10 +252,8 @@ def _close_sweep_key(key: str, valid: list[str]) -> str | None:
 
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
     close = _close_key(section, key, valid)
-    hint = f" (did you mean {fmt(close)}?)" if close else ""
-    if section == "train" and key in loss_arguments():  # "delta": not "did you mean betas?"
-        hint = (f" ({key} is an argument of the loss {fmt(loss_arguments()[key])}: "
-                f"loss_kwargs = {{{key} = ...}})")
+    # "delta": not "did you mean betas?"; "label_smoothing" in a grid: not "train.dampening"
+    hint = _argument_hint(section, key) or (f" (did you mean {fmt(close)}?)" if close else "")
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
     return ConfigError(
