@@ -887,10 +887,11 @@ class Recording:
             out = base
         fn = out.grad_fn
         aside = self.p.aside(table)  # a create_graph backward's (grad mode on in its hooks)
+        fresh = self._stamp == _hook_stamp()  # no hook added since ours were put last
         if fn is None or out._is_view():
             hook = self._grad_hook(table, index, aside)
             out.register_hook(hook)
-            self._tap(hook)
+            self._tap(hook, fresh)
             return
         slot = out.output_nr
         k = self._wk
@@ -904,11 +905,17 @@ class Recording:
                     acc = t[index] = Acc(want_abs=True)
                 acc.add(g, None, k)
         fn.register_prehook(prehook)
-        self._tap(prehook)
+        self._tap(prehook, fresh)
 
-    def _tap(self, hook) -> None:
-        """Note a gradient hook of the pass (held by the autograd graph; see _Pass.taps)."""
+    def _tap(self, hook, fresh: bool = False) -> None:
+        """Note a gradient hook of the pass (held by the autograd graph; see _Pass.taps), just
+        registered. Its handle advanced ``RemovableHandle.next_id``; ``fresh`` (the stamp of
+        :meth:`_last` was current right before): the stamp moves past it, since a tensor or
+        node hook is put behind no module hook (every record re-ordered the module hooks at
+        the next forward for the gradient hooks of the one before: every=1)."""
         self.p.taps.append(weakref.ref(hook, self._on_tap_died))
+        if fresh:
+            self._stamp = _hook_stamp()
 
     # -- weight layers ---------------------------------------------------------------------
     def _transformed_in_model(self) -> bool:
@@ -1323,7 +1330,7 @@ class Recording:
                 extra: Sequence[tuple[int, str, str, torch.Tensor]] = (),
                 also: torch.Tensor | Sequence[torch.Tensor] | None = None,
                 previous: dict[int, torch.Tensor] | None = None,
-                refresh: bool = False, rows: bool = True,
+                refresh: bool = False, rows: bool = True, settled: bool = False,
                 ) -> list[tuple[int, str, str, float]] | None:
         """Rows ``(layer, module, quantity, value)`` of the last pass, with one host transfer.
 
@@ -1344,9 +1351,11 @@ class Recording:
         The same rows are left as columns: ``self.values`` and ``self.layout`` =
         ``(layers, modules, quantities)``, tuples reused while the record's structure repeats;
         ``rows=False`` (a caller that reads those columns, as ``Watch`` does): the rows are not
-        built and None is returned.
+        built and None is returned. ``settled``: the caller has just called :meth:`settle`
+        (no forward or backward since), which is then not repeated.
         """
-        self.settle()
+        if not settled:
+            self.settle()
         if self._wk is not None and not self.percentiles:
             if self._collect_host(weight_grads, extra, also, previous, refresh):
                 return self._rows() if rows else None
@@ -1714,7 +1723,7 @@ class Recording:
         return sums
 
     def _weight_sums_at(self, wk, pairs, previous: dict[int, torch.Tensor], refresh: bool
-                        ) -> dict[int, tuple[float, ...]] | None:
+                        ) -> dict[int, Sequence[float]] | None:
         """:meth:`_weight_sums` in one compiled call over all weights
         (:func:`depthlab.torch.kernels.weight_sums_at`, the arrays by address: no NumPy view
         and no kernel dispatch per weight), the same seven sums per weight to the bit. None,
@@ -1756,11 +1765,11 @@ class Recording:
                           np.array(sizes, dtype=np.int64), np.array(copy, dtype=np.bool_),
                           _LIKE[dt], out)
         self.refreshed = refresh and not fresh
-        sums = dict(zip(keys, map(tuple, out.tolist())))
+        sums = {}
         upd = self.update_sums
-        for key, (w, w0), n in zip(keys, rows, sizes):
+        for key, (w, w0), n, m in zip(keys, rows, sizes, out.tolist()):
+            sums[key] = m  # (a list: read by index only)
             if w0 is not None:  # (||W0||, ||W - W0||), scaled where a square left the range
-                m = sums[key]
                 s02, sd2 = m[5], m[6]
                 upd[key] = (
                     (math.sqrt(s02), math.sqrt(sd2))
