@@ -87,25 +87,16 @@ def test_runs_of_one_depth_with_the_same_values_at_initialization_are_said_to_sh
 
 
 def test_the_dead_unit_panel_says_dead_is_a_zero_derivative_not_an_inactive_unit():
-    """An ELU run: half its entries have s <= 0 ("inactive"), and a unit negative on every
-    example still passes a gradient (f'(s) = alpha e^s > 0), so it is never dead. The panel
-    titled "Dead units (inactive on every example)" beside "Inactive entries" 0.5 said the
-    opposite of what the probe measures (dead_frac: f'(s) == 0 on every example)."""
-    import numpy as np
+    """An ELU run: about half its entries have s <= 0 ("inactive"), and a unit negative on
+    every example still passes a gradient (f'(s) = alpha e^s > 0), so it is never dead
+    (dead_frac: f'(s) == 0 on every example). The panel titled "Dead units (inactive on every
+    example)" beside "Inactive entries" 0.5 said the opposite of what the probe measures."""
+    from depthlab import plot
 
-    from depthlab import mlp, plot
-    from depthlab.probes import probe
-
-    net = mlp([6, 16, 16, 3], activation="elu", seed=0)
-    x = np.random.default_rng(0).standard_normal((200, 6)) - 3.0  # most entries negative
-    table = probe(net, x, np.zeros(200, dtype=int))
-    wide = table[table["layer"] >= 1].pivot_table(index="layer", columns="quantity",
-                                                  values="value")
-    assert (wide["dead_frac"] == 0).all() and (wide["inactive_frac"] > 0.3).all()
-    steps = [table.assign(step=s) for s in (0, 10)]
-    import pandas as pd
-
-    fig = plot.saturation(pd.concat(steps, ignore_index=True))
+    rows = [(step, layer, q, v) for step in (0, 10) for layer in (1, 2)
+            for q, v in (("inactive_frac", 0.5), ("dead_frac", 0.0),
+                         ("saturated_frac", float("nan")))]
+    fig = plot.saturation(pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"]))
     titles = [ax.get_title() for ax in fig.axes]
     dead = [t for t in titles if t.startswith("Dead units")]
     assert dead and "inactive" not in dead[0] and "derivative" in dead[0], titles
@@ -147,5 +138,10 @@ def test_a_residual_runs_figures_say_they_number_nonlinearities_not_hidden_layer
     said = text("res1aaaaaaaa", config)
     assert "3 hidden layers" in said and "5 nonlinearities" in said, said[:400]
     assert "two per residual block" in said
-    assert "nonlinearit" not in text("plain1aaaaaa", plain)
+    assert build._residual_note(plain, grads) == ""  # a plain run's layers are its layers
+    # the overlaid figures of several runs (a sweep's, or many stand-alone runs') say so too
+    groups = build._groups(build._runs_table(store), fold_beyond=1)
+    flow = re.sub(r"<[^>]+>", "", build._flow_section(store, groups[0], build._Pngs()))
+    # the gradient-flow table (its ratio: first / last nonlinearity) and both figures
+    assert flow.count("numbers its nonlinearities, two per residual block") == 3, flow[:600]
     store.close()

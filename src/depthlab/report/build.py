@@ -468,6 +468,13 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         if n_unprobed:
             capped += f"; {n_unprobed} recorded no probes"
         capped += "."
+    # a NumPy residual run's probes number its nonlinearities (two per block), not its hidden
+    # layers: its line runs to layer 2 D - 1 (see _residual_note)
+    residual = [rid for rid, t in tables.items() if _residual_note(
+        group.runs.loc[group.runs["id"].astype(str) == rid, "config"].iloc[0], t)]
+    if residual:
+        capped += (" A residual network's line numbers its nonlinearities, two per residual "
+                   "block (2 D − 1 of them for D hidden layers), not its hidden layers.")
     png = pngs.add(f"{prefix}_gradient_per_layer.png", plot.gradient_per_layer, series,
                    theories or False)
     blocks = [H.figure_block(
