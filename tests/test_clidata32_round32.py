@@ -100,3 +100,29 @@ def test_predict_says_why_an_npz_y_gives_no_accuracy(tmp_path, capsys, monkeypat
         assert code == 0 and len(out.splitlines()) == 5 and not err.strip(), err
         (warning,) = [str(w.message) for w in seen]
         assert said in warning and "'y'" in warning and "not scored" in warning, warning
+
+
+def test_a_run_replaced_by_one_that_did_not_finish_keeps_no_network(tmp_path, capsys,
+                                                                    monkeypatch):
+    """`run --overwrite` whose new run diverged stored it as diverged but left the replaced
+    run's network in DIR/models: `predict RUN` answered with the old weights for a record that
+    has none."""
+    import dataclasses
+
+    import depthlab.experiments as experiments
+
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "results"
+    code, _, err = run_cli(capsys, "run", config, "--out", out, "--quiet")
+    assert code == 0, err
+    (rid,) = _runs(out)
+    real = experiments.train
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: dataclasses.replace(
+        real(*a, **k), status="diverged", divergence={"message": "loss = nan"}))
+    code, _, err = run_cli(capsys, "run", config, "--out", out, "--quiet", "--overwrite")
+    assert code == 3, err
+    assert not (out / "models" / f"{rid}.npz").exists()
+    code, out_, err = run_cli(capsys, "predict", rid, tmp_path / "tiny.toml", "--dir", out)
+    assert code == 2 and "no saved network" in err, err

@@ -134,12 +134,13 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
     interrupt comes. A network that cannot be written (a full disk) does not cost the run: it
     is stored, and the error comes back. Returns ``(network path or None, AtomicWriteError or
     None)``; closes the store."""
+    import contextlib
     import dataclasses
     import time
 
     from ..atomic import AtomicWriteError
 
-    staged, unsaved, network = None, None, None
+    staged, unsaved, network, internal = None, None, None, None
     if rec.created is None:  # its row is told from the one it replaces (--overwrite)
         rec = dataclasses.replace(rec, created=time.time())
     try:
@@ -150,6 +151,8 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
                 staged = stage_run_network(prep, args.out, rec.id)
             except AtomicWriteError as exc:
                 unsaved = exc
+            except Exception as exc:  # noqa: BLE001 - an unforeseen error: raised once the
+                internal = exc  # run is stored, as it was when the network came after it
         store.add_run(rec, replace=args.overwrite)
     finally:
         try:
@@ -158,8 +161,16 @@ def _store_with_network(store, rec, prep, args: argparse.Namespace):
                     network = staged.commit()
                 else:
                     staged.discard()
+            elif args.overwrite and _stored(store, rec):  # a run replaced by one that did not
+                # finish: the old network was predict's answer for the new record
+                from ..inference import model_path
+
+                with contextlib.suppress(FileNotFoundError):
+                    model_path(args.out, rec.id).unlink()
         finally:
             store.close()
+    if internal is not None:
+        raise internal
     return network, unsaved
 
 
