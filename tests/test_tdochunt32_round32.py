@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -56,3 +58,51 @@ def test_cli_nll_on_a_logits_model_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and "log-probabilities" in err[0], err
+
+
+def test_a_cure_whose_accuracy_leaves_chance_far_behind_learned_whatever_its_loss():
+    """Measured (torch doctor, 6 ReLU conv layers at 9x He's variance in nested modules,
+    digits, sgd 0.01, 40 steps): the baseline stayed at chance (train loss 2.300, val acc
+    0.084); the Adam cure of its dead_relu finding reached val acc 0.78 (train acc 0.77) with a
+    train loss of 4.27, its logits over-confident from the large weights: more than 1.5x a
+    constant prediction's 2.302, so 'did not help (... the run did not learn)', and warm-up's
+    2.268 at val acc 0.17 became the prescription. A run whose held-out error is at most half a
+    constant prediction's learned; the diverged ResNet whose clipped run ended at 1.4e12 with
+    val acc 0.19 against 0.14 (doctorfix26) still did not."""
+    from depthlab.diagnosis.doctor import _better, did_not_learn
+    from depthlab.diagnosis.findings import Verification
+    from depthlab.torch.doctor import _better as torch_better
+
+    before = {"train_loss": 2.3003, "val_acc": 0.0836}
+    after = {"train_loss": 3.668, "val_acc": 0.8552}
+    chance, chance_acc, n_val = 2.302, 0.117, 360
+    assert not did_not_learn(after, chance, chance_acc)
+    for better in (_better, torch_better):
+        assert better(after, before, n_val, chance, chance_acc)
+    v = Verification(kind="dead_relu", prescription={"optimizer": "adam", "lr": 1e-3},
+                     before=before, after=after, metric="dead fraction", metric_before=0.62,
+                     metric_after=0.1, resolved=True, helped=True, chance_loss=chance,
+                     chance_acc=chance_acc)
+    assert "did not learn" not in v.verdict()
+    # near chance it still did not learn (doctorfix26's ResNet; lead19's 6.8 at val acc 0.35)
+    resnet = {"train_loss": 1.378e12, "val_acc": 0.1938}
+    assert did_not_learn(resnet, 2.292, 0.1437)
+    assert not _better({"train_loss": 6.8, "val_acc": 0.35},
+                       {"train_loss": math.nan, "val_acc": math.nan}, 200, 2.303, 0.1)
+
+
+def test_a_cure_refused_for_its_loss_rise_says_so():
+    """Measured (the same nets, seed 1): the baseline at chance (train loss 2.303, val acc
+    0.078); Adam's run reached val acc 0.774 at a train loss of 5.615 (+144%): by the doctor's
+    rule (accuracy points must exceed the loss's rise in percent) it did not help, and the line
+    read 'did not help' with no reason for a run four times as accurate (before this round's
+    change it said 'the run did not learn', which was not true either)."""
+    from depthlab.diagnosis.findings import Verification
+
+    v = Verification(kind="dead_relu", prescription={"optimizer": "adam", "lr": 1e-3},
+                     before={"train_loss": 2.3029, "val_acc": 0.078},
+                     after={"train_loss": 5.6152, "val_acc": 0.7744}, metric="dead fraction",
+                     metric_before=0.62, metric_after=0.1, resolved=True, helped=False,
+                     chance_loss=2.302, chance_acc=0.117)
+    assert v.verdict() == ("did not help (the validation accuracy rose 69.6 points, but the "
+                           "train loss rose 144%, more than that)"), v.verdict()

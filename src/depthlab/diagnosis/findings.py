@@ -262,7 +262,10 @@ class Verification:
         gave no reason; ``" (the validation accuracy did not end above a constant
         prediction's, 0.1)"``); a run that did not learn (its train loss more than 1.5x that
         prediction's: ``" (the train loss ended at 1.378e+12, more than 1.5x a constant
-        prediction's 2.292: the run did not learn)"``), else ``""``."""
+        prediction's 2.292: the run did not learn)"``); an accuracy that rose by fewer points
+        than the train loss rose in percent (``" (the validation accuracy rose 69.6 points, but
+        the train loss rose 144%, more than that)"``, :func:`~.doctor._better`'s trade-off),
+        else ``""``."""
         from .doctor import ACC_TOLERANCE, LOSS_TOLERANCE, NOT_LEARNED_RISE, did_not_learn
 
         def num(d: dict[str, float], key: str, worst: float) -> float:
@@ -272,10 +275,17 @@ class Verification:
         lb, la = num(self.before, "train_loss", math.inf), num(self.after, "train_loss", math.inf)
         ab, aa = num(self.before, "val_acc", -math.inf), num(self.after, "val_acc", -math.inf)
         c, ca = self.chance_loss, self.chance_acc
-        if did_not_learn(self.after, c):  # e.g. a clipped run that no longer diverged
+        if did_not_learn(self.after, c, ca):  # e.g. a clipped run that no longer diverged
             gone = "the finding is gone, but " if self.resolved else ""
             return (f" ({gone}the train loss ended at {la:.4g}, more than {NOT_LEARNED_RISE:g}x "
                     f"a constant prediction's {c:.4g}: the run did not learn)")
+        if ab + ACC_TOLERANCE < aa and math.isfinite(lb) and lb > 0 and math.isfinite(la) \
+                and (1.0 + LOSS_TOLERANCE) * lb < la and aa - ab <= (la - lb) / lb:
+            # the accuracy rose, the train loss rose more (in percent than it in points):
+            # _better's trade-off refused it ("did not help" alone read as a run that
+            # changed nothing: val acc 0.078 -> 0.774 at a train loss 2.303 -> 5.615)
+            return (f" (the validation accuracy rose {100 * (aa - ab):.3g} points, but the "
+                    f"train loss rose {100 * (la - lb) / lb:.3g}%, more than that)")
         loss = (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)
                 and (1.0 - LOSS_TOLERANCE) * c <= la < (1.0 - LOSS_TOLERANCE) * lb)
         acc = (isinstance(ca, (int, float)) and math.isfinite(ca) and math.isfinite(aa)
