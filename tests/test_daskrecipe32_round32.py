@@ -117,3 +117,22 @@ def test_an_argument_of_the_loss_or_activation_given_as_a_key_names_its_table(ra
         validate({**BASE, **raw})
     hint = str(err.value).split("; accepted keys:")[0]
     assert words in hint and "did you mean" not in hint
+
+
+def test_a_base_refused_twice_over_still_runs_when_the_grid_also_sweeps_a_seed():
+    # batch_size 1 beside batch norm and the default monitor val_loss without validation
+    # rows, both lifted by swept keys (round 27): with a third key swept ("train.seed") each
+    # seed was checked beside ONE other swept value and the grid was refused
+    from depthlab.experiments.grid import iter_points
+
+    raw = {"data": {"name": "digits", "n": 120, "val_fraction": 0.0},
+           "model": {"sizes": ["auto", 4, "auto"], "batchnorm": True},
+           "train": {"max_steps": 1, "batch_size": 1, "patience": 2}, "probes": {"every": 0},
+           "sweep": {"train.batch_size": [8, 16], "train.monitor": ["train_loss", "train_acc"],
+                     "train.seed": [0, 1]}}
+    points = list(iter_points(raw))  # every single value checked first, as run_sweep does
+    assert len(points) == 8 and all(p.error is None for p in points)
+    # a value wrong whatever the others are is still named
+    raw["sweep"]["train.seed"] = [0, -1]
+    with pytest.raises(ConfigError, match=r"train\.seed = -1"):
+        next(iter_points(raw))

@@ -67,7 +67,16 @@ def sweep_id(raw: dict[str, Any]) -> str:
 
 
 def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """:func:`~depthlab.experiments.config.validate` of a sweep's config. Every point replaces
+    """:func:`~depthlab.experiments.config.validate` of a sweep's config (see
+    :func:`_lifted_base`)."""
+    return _lifted_base(raw, base_dir)[0]
+
+
+def _lifted_base(raw: Any, base_dir: str | os.PathLike | None
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The validated base of a sweep's config and the swept values it was validated with
+    (``{}`` when ``raw`` is valid as it is). :func:`~depthlab.experiments.config.validate` of
+    a sweep's config. Every point replaces
     the base's values of the swept keys, so a base refused for one of them (``train.batch_size
     = 1`` beside ``model.batchnorm = true``, the grid sweeping ``"train.batch_size" = [8,
     16]``) does not refuse the grid: the base is validated with that key set to the first of
@@ -79,7 +88,7 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
     swept ``model.batchnorm``: the grid was refused though each point is accepted). A refusal
     that no swept value lifts is raised as it is."""
     try:
-        return validate(raw, base_dir=base_dir)
+        return validate(raw, base_dir=base_dir), {}
     except ConfigError as e:
         swept = raw.get("sweep") if isinstance(raw, dict) else None
         if not isinstance(swept, dict) or not swept:
@@ -91,7 +100,7 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
         body = _body(raw)
         tries = 0
 
-        def search(overrides: dict[str, Any], key: str) -> dict[str, Any] | None:
+        def search(overrides: dict[str, Any], key: str) -> tuple[dict, dict] | None:
             # the first accepted value of ``key``; a value refused for another swept key
             # (both base values refused: batch_size 1 with batchnorm, the default monitor
             # val_loss with val_fraction 0) sets that key too; a refusal naming a key no
@@ -105,7 +114,7 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
                 point = {**overrides, key: v}
                 try:
                     return validate({**_point_raw(body, point), "sweep": raw["sweep"]},
-                                    base_dir=base_dir)
+                                    base_dir=base_dir), point
                 except ConfigError as again:
                     if again.key in grid and again.key not in point:
                         found = search(point, again.key)
@@ -117,7 +126,7 @@ def validate_base(raw: Any, *, base_dir: str | os.PathLike | None = None) -> dic
                         return found
             return None
 
-        def lift(overrides: dict[str, Any]) -> dict[str, Any] | None:
+        def lift(overrides: dict[str, Any]) -> tuple[dict, dict] | None:
             for other in grid:
                 if other not in overrides:
                     found = search(overrides, other)
@@ -233,6 +242,26 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
     :data:`FULL_CHECKS` of a key and every non-number on the whole config, later numbers by
     their field's check."""
     body = _body(raw)
+    lifted: list[dict[str, Any]] = []  # the swept values the base was validated with
+
+    def on_lifted_base(key: str, v: Any) -> bool:
+        # a base refused twice over (batch_size 1 beside batch norm, monitor val_loss without
+        # validation rows), both lifted by swept keys: a third key's value ("train.seed")
+        # was checked beside one other swept value only, and the grid refused
+        if not lifted:
+            try:
+                lifted.append(_lifted_base(raw, base_dir)[1])
+            except ConfigError:
+                lifted.append({})
+        point = {**{k: x for k, x in lifted[0].items() if k != key}, key: v}
+        if len(point) < 2:
+            return False
+        try:
+            _point_config(body, {k: point[k] for k in grid if k in point}, base_dir)
+        except ConfigError:
+            return False
+        return True
+
     for key, values in grid.items():
         section, name = key.split(".", 1)
         spec_field = SPECS[section].__dataclass_fields__.get(name) if section in SPECS else None
@@ -242,6 +271,8 @@ def check_values(raw: dict[str, Any], grid: dict[str, list], *,
                 try:
                     _point_config(body, {key: v}, base_dir)
                 except ConfigError as e:
+                    if on_lifted_base(key, v):
+                        continue
                     ok, other = _valid_with_another(body, grid, key, v, base_dir, str(e))
                     if not ok:
                         raise (other or e) from None
