@@ -69,3 +69,36 @@ def test_a_dead_layer_inside_a_residual_branch_is_not_said_to_cut_the_output_off
     (f,) = [f for f in d.findings if f.kind == "dead_relu"]
     assert "the network's output does not depend on its input" in f.message
 
+
+
+def _measured_relative_grad_std(net, x, y) -> np.ndarray:
+    df = dl.probe(net, x, y, percentiles=())
+    g = df[df.quantity == "grad_pre_std"].sort_values("layer")["value"].to_numpy()
+    return g / g[-1]
+
+
+def test_predict_gradients_of_a_network_whose_weights_left_its_recipe():
+    """dl.lsuv rescales a Glorot ReLU network's weights in place (its config still says
+    glorot_uniform); predict_gradients(net) predicted the recipe's vanishing gradients (layer 1
+    at 0.0014x the top in 20 layers) for a network whose gradients measure 0.93x. The
+    prediction must follow the weights the network has (each layer's E[W^2]), and say so; a
+    network still at its recipe keeps the recipe's numbers."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((256, 32)), rng.integers(0, 10, 256)
+    fresh = dl.mlp([32] + [128] * 12 + [10], "relu", "glorot_uniform", dtype="float64", seed=1)
+    recipe = dl.theory.predict_gradients(fresh.config)
+    assert dl.theory.predict_gradients(fresh).relative_std == recipe.relative_std
+    assert recipe.relative_std[0] < 0.03  # the recipe's vanishing profile
+    net = dl.mlp([32] + [128] * 12 + [10], "relu", "glorot_uniform", dtype="float64", seed=1)
+    dl.lsuv(net, x)
+    pred = dl.theory.predict_gradients(net)
+    meas = _measured_relative_grad_std(net, x, y)
+    assert pred.covered and "weights" in pred.note
+    assert np.allclose(pred.relative_std, meas, rtol=0.3)
+    # each layer scaled by its own factor, as a direct rescale
+    scaled = dl.mlp([32] + [128] * 12 + [10], "tanh", "glorot_uniform", dtype="float64", seed=1)
+    for k, d in enumerate(scaled.dense_layers()):
+        d.W.value *= 1.0 + 0.1 * k
+    pred = dl.theory.predict_gradients(scaled)
+    meas = _measured_relative_grad_std(scaled, x, y)
+    assert np.allclose(pred.relative_std, meas, rtol=0.3)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..equality import value_eq
@@ -103,6 +104,44 @@ def _model_spec(model: Any) -> Any:
         return ModelSpec.from_dict(raw)
     raise TypeError(f"expected a ModelSpec, a Network, a run config or its model table; got "
                     f"{type(model).__name__}: {model!r}")
+
+
+OFF_RECIPE_LOG = 0.2
+"""A hidden layer's ``ln(E[W^2] / recipe variance)`` beyond ``max(OFF_RECIPE_LOG, 6 sqrt(2 /
+entries))`` (six times the sampling noise of a variance estimate) means the network's weights
+are not its recipe's (trained, rescaled by hand, or :func:`depthlab.lsuv`)."""
+
+
+def _own_weight_moments(model: Any, init: Any, sizes: list[int]) -> tuple[list[float], str]:
+    """``(E[W^2] of each hidden layer's feeding weights, where they leave the recipe)`` for a
+    :class:`~depthlab.network.Network` whose weights are not its recipe's init (see
+    :data:`OFF_RECIPE_LOG`; the output layer only sets the common scale and is not read);
+    ``([], "")`` for a recipe, or a network still at it. ``E[W^2]`` is what the variance
+    recursion multiplies by (``Var(s) = n E[W^2] E[a^2]`` for weights independent of the
+    activations)."""
+    from ..network import Network
+    from .variance import _init_variance
+
+    if not isinstance(model, Network):
+        return [], ""
+    dense = model.dense_layers()
+    if len(dense) < len(sizes) - 1:
+        return [], ""
+    moments, worst = [], (0.0, 0, 1.0)
+    for k, d in enumerate(dense[: len(sizes) - 2], start=1):
+        w = np.asarray(d.W.value, dtype=np.float64)
+        m2 = float(np.mean(w * w))
+        moments.append(m2)
+        recipe = _init_variance(init, w.shape[0], w.shape[1], {})
+        if not (recipe > 0 and m2 > 0):
+            continue
+        off = abs(math.log(m2 / recipe))
+        if off > max(OFF_RECIPE_LOG, 6.0 * math.sqrt(2.0 / w.size)) and off > worst[0]:
+            worst = (off, k, m2 / recipe)
+    if worst[1] == 0:
+        return [], ""
+    return moments, (f"layer {worst[1]}'s E[W^2] is {worst[2]:.3g}x the variance of its "
+                     f"recipe's init {init!r}: trained, rescaled or dl.lsuv")
 
 
 def _uncovered(arch: str, points: int, note: str) -> GradientPrediction:
@@ -274,6 +313,12 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     :mod:`depthlab.theory.batchnorm` and the tests; then ``covered`` is False, as when every
     hidden gradient is exactly 0 at initialization (``E[f'(s)^2] = 0`` at the last hidden layer,
     as for ``step``, or an all-zero output layer: a profile relative to a zero top is 0/0).
+    A :class:`~depthlab.network.Network` is predicted from its recipe (``config``) while its
+    weights are that recipe's draw; once a hidden layer's ``E[W^2]`` has left the recipe's
+    variance (by more than ``OFF_RECIPE_LOG`` in log, or six sampling errors: trained,
+    rescaled by hand, or :func:`depthlab.lsuv`) a plain network is predicted from its own
+    weights (each layer's ``E[W^2]``; the note says so) and a residual one not at all
+    (``covered`` False); batch norm divides each layer's scale out.
     Raises ValueError for sizes that are not explicit integers (``"auto"``), OverflowError
     naming the layer where a variance passes float64's range (exploding gradients).
     """
@@ -309,6 +354,14 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
                                         f"(init {out_init!r}), so every hidden gradient is "
                                         "exactly 0 at initialization: no scale to compare")
     few = _few_inputs_note(int(sizes[0]), act, bn, **kw)
+    # a Network's weights may have left its recipe (dl.lsuv rescales them in place): the
+    # recipe's glorot prediction for an LSUV'd ReLU net read 0.0014 at layer 1, measured 0.93.
+    # Batch norm divides each layer's scale out (its recursion reads no weight variance).
+    own, own_note = ([], "") if bn else _own_weight_moments(model, init, list(sizes))
+    if own and residual:
+        return _uncovered(arch, points, "no prediction: the network's weights are not its "
+                                        f"recipe's ({own_note}), and the residual recursion "
+                                        "takes one weight variance for every block")
     if residual and bn:
         factor = bn_gradient_factor(act, **kw)
         if factor.whitening >= 1.0 - 1e-9:  # affine: as in a plain BN chain, no number
@@ -336,11 +389,16 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
         return GradientPrediction(arch, frame, factor.covered,
                                   factor.note + (few if factor.covered else ""), formula,
                                   factor.growth)
+    if own:  # each layer's own E[W^2], in the order propagate reads its layers
+        moments = iter(own)
+        init = lambda fan_in, fan_out: next(moments)  # noqa: E731
     frame = propagate([int(sizes[0]), *hidden], act, init, input_var, input_mean, **kw)
     dead = _zero_gradients(arch, frame, act)
     if dead is not None:
         return dead
-    note = "Gaussian variance propagation at initialization (wide layers)"
+    note = "Gaussian variance propagation at initialization (wide layers)" + (
+        f"; from the network's own weights (each hidden layer's E[W^2]; {own_note})"
+        if own else "")
     narrow = min(hidden)
     if narrow < NARROW_WIDTH:
         note += (f"; hidden layers as narrow as {narrow} unit{'s' if narrow != 1 else ''}: this "
