@@ -55,3 +55,15 @@ def test_class_index_targets_of_a_wrong_shape_get_one_line_naming_both_shapes(ki
     assert str(tuple(model(x).shape)) in msg
     if fix:
         assert fix in msg
+
+
+def test_chance_accuracy_leaves_out_the_labels_the_accuracy_leaves_out():
+    # the doctor's chance level (best constant prediction) counted the void label 255 of a
+    # plain-function loss as a class: 0.5 (the 255s) where the best class scores 0.4
+    from depthlab.torch.baselines import constant_accuracy
+
+    loss_fn = lambda o, t: F.cross_entropy(o, t, ignore_index=255)  # noqa: E731
+    y = torch.tensor([0, 1, 2, 1])
+    y_val = torch.tensor([255, 255, 255, 1, 1, 0, 255, 2, 255, 3])
+    sample = torch.zeros(2, 4)  # the model's output: 4 classes
+    assert constant_accuracy(loss_fn, y, y_val, sample) == pytest.approx(2 / 5)

@@ -194,7 +194,8 @@ def _robust_constant_loss(y: torch.Tensor, width: float) -> float:
     return float(_huber_loss(cols - c, width).mean(axis=0).mean())
 
 
-def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | None) -> float:
+def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | None,
+                      output: Any = None) -> float:
     """The validation accuracy of the best constant prediction (the most a network that learned
     nothing of its inputs scores on ``y_val``), as
     :func:`depthlab.diagnosis.doctor.constant_accuracy` computes it and as
@@ -203,7 +204,10 @@ def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | 
     entry for dense labels); for a binary cross-entropy with 0/1 targets, per position the share
     of validation entries of its more frequent value, averaged. NaN without validation targets
     or for targets of another kind (no accuracy then; ``y``, the training targets, is checked
-    for its kind)."""
+    for its kind). ``output``: the model's output on a few rows, ``(n, C, ...)``; labels
+    ``>= C`` are left out too, as the accuracy leaves them out (a label past the classes that
+    the loss took is one it ignored: ``lambda o, t: F.cross_entropy(o, t, ignore_index=255)``,
+    whose 255s were the most frequent 'class', 0.5 where the best class scores 0.4)."""
     from .probe import loss_ignore_index
 
     if not isinstance(y, torch.Tensor) or not isinstance(y_val, torch.Tensor) \
@@ -221,10 +225,14 @@ def constant_accuracy(loss_fn: Callable, y: torch.Tensor, y_val: torch.Tensor | 
     if y.is_floating_point() or y_val.is_floating_point() or y.is_complex() or y_val.is_complex():
         return math.nan
     ignore = loss_ignore_index(loss_fn)
+    classes = int(output.shape[1]) if isinstance(output, torch.Tensor) and output.dim() >= 2 \
+        and output.shape[1] >= 2 else None
 
     def kept(t: torch.Tensor) -> torch.Tensor:
         flat = t.reshape(-1)
         keep = flat >= 0
+        if classes is not None:
+            keep &= flat < classes
         if ignore is not None:
             keep &= flat != int(ignore)
         return flat[keep]

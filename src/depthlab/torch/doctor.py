@@ -1017,8 +1017,9 @@ def doctor(
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
+        sample = _sample_output(model, d)  # the classes, for the chance loss and accuracy
         with kept_state(loss_fn):
-            chance = constant_loss(loss_fn, d.y, _sample_output(model, d))
+            chance = constant_loss(loss_fn, d.y, sample)
         base = _run(model, d, loss_fn, spec, settings, percentiles=True, chance=chance)
         diagnosis = Diagnosis(findings=base.findings, baseline=dict(base.result.metrics),
                               probes=base.result.probes, config=base.ctx.config, settings=settings,
@@ -1026,7 +1027,8 @@ def doctor(
         xs = d.x[:LSUV_EXAMPLES]
         n_val = None if d.y_val is None else len(d.y_val)  # one example's flip is noise
         with kept_state(loss_fn):
-            chance_acc = constant_accuracy(loss_fn, d.y, d.y_val) if verify else math.nan
+            chance_acc = constant_accuracy(loss_fn, d.y, d.y_val, sample) if verify \
+                else math.nan
         runs: dict[str, _Run] = {}
         for f in diagnosis.findings:
             skipped: list[str] = []
