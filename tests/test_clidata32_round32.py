@@ -126,3 +126,19 @@ def test_a_run_replaced_by_one_that_did_not_finish_keeps_no_network(tmp_path, ca
     assert not (out / "models" / f"{rid}.npz").exists()
     code, out_, err = run_cli(capsys, "predict", rid, tmp_path / "tiny.toml", "--dir", out)
     assert code == 2 and "no saved network" in err, err
+
+
+def test_predict_on_a_builtin_test_split_the_run_left_empty_names_it(tmp_path, capsys,
+                                                                     monkeypatch):
+    """`predict RUN spirals` of a run trained with data.test_fraction = 0 said only "input
+    batch is empty (0 rows)": neither the DATA nor why."""
+    import depthlab as dl
+
+    one_blas_thread(monkeypatch)
+    net = dl.save(dl.mlp([2, 4, 2], seed=0), tmp_path / "net.npz", meta={
+        "loss": "cross_entropy", "data": {"name": "spirals", "n": 100, "seed": 0,
+                                          "val_fraction": 0.0, "test_fraction": 0.0}})
+    code, out, err = run_cli(capsys, "predict", net, "spirals")
+    assert code == 2 and not out, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("depthlab: error: DATA 'spirals'") and "test_fraction = 0" in line, line

@@ -134,6 +134,12 @@ def builtin_test_split(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, np.
               is not None}
         kw.update(d.get("options") or {})
     ds = load_dataset(name, **kw)
+    if not len(ds.y_test):  # said only "input batch is empty (0 rows)"
+        how = ", ".join(f"data.{k} = {kw[k]:g}" for k in ("test_fraction", "n") if k in kw)
+        how = f" (split as the run split it: {how})" if how else ""
+        raise ValueError(f"its test split is empty{how}; "
+                         "expected a test split of at least one row: give a file of inputs "
+                         "as DATA")
     return np.asarray(ds.x_test), np.asarray(ds.y_test)
 
 
