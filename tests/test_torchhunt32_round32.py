@@ -67,3 +67,22 @@ def test_chance_accuracy_leaves_out_the_labels_the_accuracy_leaves_out():
     y_val = torch.tensor([255, 255, 255, 1, 1, 0, 255, 2, 255, 3])
     sample = torch.zeros(2, 4)  # the model's output: 4 classes
     assert constant_accuracy(loss_fn, y, y_val, sample) == pytest.approx(2 / 5)
+
+
+@pytest.mark.parametrize("run", ["probe", "predict"])
+def test_a_forward_that_returns_nothing_is_named_in_one_line(run):
+    # a forward without its `return`: torch said "cross_entropy_loss(): argument 'input'
+    # (position 1) must be Tensor, not NoneType"
+    class NoReturn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            self.fc(x)
+
+    x, y = torch.randn(4, 5), torch.tensor([0, 1, 2, 1])
+    with pytest.raises(TypeError) as info:
+        getattr(dlt, run)(NoReturn(), x, y, nn.CrossEntropyLoss())
+    msg = str(info.value)
+    assert "\n" not in msg and "returned None" in msg and "return" in msg

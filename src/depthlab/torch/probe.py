@@ -324,13 +324,18 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
     targets ``(N, ...)``: a ValueError naming the first label outside ``[0, C)`` (and not the
     loss's ``ignore_index``) before the loss runs; also one line for labels of another number
     of examples, a column ``(N, 1)``, one-hot integer rows and floats of shape ``(N, ...)``
-    (torch's 'multi-target not supported', 'expected target dtype to be Long'), and any other
+    (torch's 'multi-target not supported', 'expected target dtype to be Long'), an output of
+    None (a forward without its ``return``: a TypeError), and any other
     shape than ``(N, ...)`` (integers) or the output's (float probabilities): a segmentation
     mask ``(N, 1, H, W)`` (remedy ``y.squeeze(1)``), ``(N, k)`` columns. For the
     labels torch said only 'IndexError: Target 4 is out of bounds.' on the CPU, and on CUDA
     such a label is a device-side assert that leaves the process's CUDA context unusable."""
     from .train import class_index_loss
 
+    if output is None:  # torch: "cross_entropy_loss(): argument 'input' (position 1) must be
+        # Tensor, not NoneType", which named neither the model nor the missing return
+        raise TypeError("the model's forward returned None (a missing `return`?); expected a "
+                        "tensor, or a tuple or dict of tensors that loss_fn reads")
     _check_target_type(y, loss_fn)
     _check_probability_targets(output, y, loss_fn)
     _check_elementwise_targets(output, y, loss_fn)
