@@ -102,3 +102,24 @@ def test_predict_gradients_of_a_network_whose_weights_left_its_recipe():
     pred = dl.theory.predict_gradients(scaled)
     meas = _measured_relative_grad_std(scaled, x, y)
     assert np.allclose(pred.relative_std, meas, rtol=0.3)
+
+
+def test_divergence_advice_does_not_credit_an_init_the_weights_have_left():
+    """A He-built ReLU network whose weights were scaled x10 by hand (100x He's variance)
+    diverges; the advice said "the network already has a variance-preserving initializer,
+    he_normal" from its recipe. It must not; a network still at its He draw keeps it."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 8)), rng.integers(0, 3, 200)
+    net = dl.mlp([8] + [64] * 10 + [3], "relu", "he_normal", seed=0)
+    for d in net.dense_layers():
+        d.W.value *= 10.0
+    w = net.dense_layers()[1].W.value
+    assert np.mean(w.astype(np.float64) ** 2) / (2.0 / 64) > 50  # far from He's variance
+    hist = dl.fit(net, x, y, epochs=2, lr=0.01)
+    assert hist.divergence is not None
+    assert "already has a variance-preserving initializer" not in hist.divergence.message
+    fresh = dl.mlp([8] + [64] * 10 + [3], "relu", "he_normal", seed=0)
+    hist = dl.fit(fresh, x * 1e3, y, epochs=2, lr=10.0)
+    assert hist.divergence is not None
+    assert "already has a variance-preserving initializer, he_normal" in \
+        hist.divergence.message

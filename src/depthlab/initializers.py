@@ -67,6 +67,7 @@ __all__ = [
     "orthogonal",
     "uniform",
     "variance_scaling",
+    "off_recipe_ratio",
     "weight_variance",
     "zeros",
 ]
@@ -461,3 +462,25 @@ def weight_variance(name: str | Initializer, fan_in: int, fan_out: int, **kwargs
         raise TypeError(f"no theoretical variance for the callable {init!r}")
     fan_in, fan_out = compute_fans((fan_in, fan_out))
     return float(init.variance(fan_in, fan_out))
+
+
+OFF_RECIPE_LOG = 0.2
+"""A weight array whose ``|ln(E[W^2] / Var_init(W))|`` exceeds ``max(OFF_RECIPE_LOG,
+6 sqrt(2 / entries))`` (six sampling errors of a variance estimate from that many entries) is
+not its initializer's draw: trained, rescaled by hand, or :func:`depthlab.lsuv`."""
+
+
+def off_recipe_ratio(w: Array, variance: float) -> float | None:
+    """``E[W^2] / variance`` of the array ``w`` when it departs from an initializer's
+    ``variance`` beyond sampling noise (:data:`OFF_RECIPE_LOG`), ``inf`` for non-finite
+    entries; None when ``w`` is consistent with it (or either is 0: nothing to compare)."""
+    a = np.asarray(w)
+    with np.errstate(all="ignore"):
+        m2 = float(np.mean(np.square(a, dtype=np.float64))) if a.size else 0.0
+    if not math.isfinite(m2):
+        return math.inf
+    if not (variance > 0 and m2 > 0):
+        return None
+    ratio = m2 / variance
+    return ratio if abs(math.log(ratio)) > max(OFF_RECIPE_LOG,
+                                               6.0 * math.sqrt(2.0 / a.size)) else None

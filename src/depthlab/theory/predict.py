@@ -106,19 +106,15 @@ def _model_spec(model: Any) -> Any:
                     f"{type(model).__name__}: {model!r}")
 
 
-OFF_RECIPE_LOG = 0.2
-"""A hidden layer's ``ln(E[W^2] / recipe variance)`` beyond ``max(OFF_RECIPE_LOG, 6 sqrt(2 /
-entries))`` (six times the sampling noise of a variance estimate) means the network's weights
-are not its recipe's (trained, rescaled by hand, or :func:`depthlab.lsuv`)."""
-
-
 def _own_weight_moments(model: Any, init: Any, sizes: list[int]) -> tuple[list[float], str]:
     """``(E[W^2] of each hidden layer's feeding weights, where they leave the recipe)`` for a
-    :class:`~depthlab.network.Network` whose weights are not its recipe's init (see
-    :data:`OFF_RECIPE_LOG`; the output layer only sets the common scale and is not read);
+    :class:`~depthlab.network.Network` whose weights are not its recipe's init
+    (:func:`depthlab.initializers.off_recipe_ratio`; the output layer only sets the common
+    scale and is not read);
     ``([], "")`` for a recipe, or a network still at it. ``E[W^2]`` is what the variance
     recursion multiplies by (``Var(s) = n E[W^2] E[a^2]`` for weights independent of the
     activations)."""
+    from ..initializers import off_recipe_ratio
     from ..network import Network
     from .variance import _init_variance
 
@@ -132,12 +128,10 @@ def _own_weight_moments(model: Any, init: Any, sizes: list[int]) -> tuple[list[f
         w = np.asarray(d.W.value, dtype=np.float64)
         m2 = float(np.mean(w * w))
         moments.append(m2)
-        recipe = _init_variance(init, w.shape[0], w.shape[1], {})
-        if not (recipe > 0 and m2 > 0):
-            continue
-        off = abs(math.log(m2 / recipe))
-        if off > max(OFF_RECIPE_LOG, 6.0 * math.sqrt(2.0 / w.size)) and off > worst[0]:
-            worst = (off, k, m2 / recipe)
+        ratio = off_recipe_ratio(w, _init_variance(init, w.shape[0], w.shape[1], {}))
+        off = abs(math.log(ratio)) if ratio is not None and 0 < ratio < math.inf else math.inf
+        if ratio is not None and off > worst[0]:
+            worst = (off, k, ratio)
     if worst[1] == 0:
         return [], ""
     return moments, (f"layer {worst[1]}'s E[W^2] is {worst[2]:.3g}x the variance of its "
@@ -315,7 +309,7 @@ def predict_gradients(model: Any, *, input_var: float = 1.0,
     as for ``step``, or an all-zero output layer: a profile relative to a zero top is 0/0).
     A :class:`~depthlab.network.Network` is predicted from its recipe (``config``) while its
     weights are that recipe's draw; once a hidden layer's ``E[W^2]`` has left the recipe's
-    variance (by more than ``OFF_RECIPE_LOG`` in log, or six sampling errors: trained,
+    variance (by more than ``initializers.OFF_RECIPE_LOG`` in log, or six sampling errors: trained,
     rescaled by hand, or :func:`depthlab.lsuv`) a plain network is predicted from its own
     weights (each layer's ``E[W^2]``; the note says so) and a residual one not at all
     (``covered`` False); batch norm divides each layer's scale out.

@@ -280,6 +280,9 @@ class Trainer:
         try:
             for cb in self.callbacks:
                 cb.on_train_begin(self)
+            # the initializer a divergence's advice may credit: judged on the weights this
+            # call starts from (a step that diverges has moved them)
+            self._start_init = _matched_init(net)
             t0 = time.perf_counter()
             shapes = [p.value.shape for p in params if p.value.ndim == 2]
             self._first_epoch, self._first_step = self.epoch, self.step  # this call's budget
@@ -377,7 +380,7 @@ class Trainer:
                 nonfinite_parameters=[p.name for p in params if not np.isfinite(p.value).all()],
                 batchnorm=bool(net.batchnorms()),
                 before_update=self.step - self._first_step == 1,
-                matched_init=_matched_init(net),
+                matched_init=getattr(self, "_start_init", None),
             )
             return None
         net.backward(loss_fn.backward(), input_grad=False, copy=False)
@@ -423,7 +426,7 @@ class Trainer:
         self.history.divergence = DivergenceReport(
             step=self.step, epoch=self.epoch, loss=float(loss), layer=layer,
             nonfinite_parameters=bad, batchnorm=bool(self.net.batchnorms()),
-            matched_init=_matched_init(self.net))
+            matched_init=getattr(self, "_start_init", None))
         return True
 
     def _end_epoch(self, t0: float, bar) -> None:
@@ -571,8 +574,12 @@ def _progress(total: int, progress: bool | str):
 
 def _matched_init(net: Network) -> str | None:
     """The network's initializer (``net.config``) when it is the variance-preserving one
-    matched to its activation (its normal or uniform form: ``he_uniform`` for ReLU too), for
-    a divergence's advice; None otherwise or when the config does not say."""
+    matched to its activation (its normal or uniform form: ``he_uniform`` for ReLU too) and
+    its weights are still that initializer's draw, for a divergence's advice (judged as
+    training starts: :meth:`Trainer.fit`); None otherwise or when the config does not say.
+    Weights that have left the recipe (scaled by hand, :func:`depthlab.lsuv`, trained before:
+    :func:`_weights_off_recipe`) are not credited to it: a He net scaled x10 that diverged was
+    told it "already has a variance-preserving initializer"."""
     from ..diagnosis.prescriptions import recommended_init
 
     config = getattr(net, "config", None) or {}
@@ -584,7 +591,26 @@ def _matched_init(net: Network) -> str | None:
     def family(name: str) -> str:
         return name.removesuffix("_normal").removesuffix("_uniform")
 
-    return init if family(init) == family(rec) else None
+    if family(init) != family(rec) or _weights_off_recipe(net, init):
+        return None
+    return init
+
+
+def _weights_off_recipe(net: Network, init: str) -> bool:
+    """Whether a hidden Dense layer's weights have left ``init``'s variance
+    (:func:`depthlab.initializers.off_recipe_ratio`; the output layer may have its own
+    ``output_init``)."""
+    from ..initializers import off_recipe_ratio, weight_variance
+
+    for d in net.dense_layers()[:-1]:
+        w = d.W.value
+        try:
+            v = weight_variance(init, w.shape[0], w.shape[1])
+        except (ValueError, TypeError):
+            return False
+        if off_recipe_ratio(w, v) is not None:
+            return True
+    return False
 
 
 def fit(net: Network, x: ArrayLike, y: ArrayLike, x_val: ArrayLike | None = None,
