@@ -475,8 +475,9 @@ def off_recipe_ratio(w: Array, variance: float) -> float | None:
     ``variance`` beyond sampling noise (:data:`OFF_RECIPE_LOG`), ``inf`` for non-finite
     entries; None when ``w`` is consistent with it (or either is 0: nothing to compare)."""
     a = np.asarray(w)
-    with np.errstate(all="ignore"):
-        m2 = float(np.mean(np.square(a, dtype=np.float64))) if a.size else 0.0
+    flat = a.ravel()  # a view of a contiguous array: no float64 copy of a large layer
+    with np.errstate(all="ignore"):  # float32 squares past its range: inf, judged off below
+        m2 = float(np.vdot(flat, flat).real) / a.size if a.size else 0.0
     if not math.isfinite(m2):
         return math.inf
     if not (variance > 0 and m2 > 0):
