@@ -790,7 +790,8 @@ class ProbeSpec(_Section):
     section: ClassVar[str] = "probes"
 
     every: int = option(10, Int(0), "measure every k steps (0: no probes)")
-    batch: int = option(300, Int(1), "examples in the probe batch (held-out rows first)")
+    batch: int = option(300, Int(1), "most examples in the probe batch: the first held-out "
+                        "(validation) rows, or training rows when fewer than 3 are held out")
     histogram_steps: tuple | None = option(None, Steps(), "steps with histograms "
                                            '(ints and/or "end")')
     jacobian: tuple = option((), JacobianSteps(), "steps with input-output Jacobian "
