@@ -15,7 +15,9 @@ Two sources of measurements:
 * **training batch** (``probe_x=None``): no extra pass; the statistics of step ``k`` are read
   from the caches of the forward/backward of update ``k + 1`` (the weights after ``k`` updates
   on that step's mini-batch, with its dropout masks) just before the optimizer uses them, and
-  ``loss`` is that mini-batch's training loss (no ``acc``). The final state (after the last
+  ``loss`` is that mini-batch's training loss (no ``acc``): the objective the optimizer
+  follows, so with ``fit(l1=, l2=)`` the loss and the weight gradients include the penalty
+  (``dl.probe`` and the probe batch measure the data loss alone). The final state (after the last
   update) has no mini-batch and is not measured. Cheapest; meant for ``every=1``.
 
 ``update_ratio`` at step ``k`` is ``||W_k - W_{k-1}|| / ||W_{k-1}||`` (Frobenius norms) of the
