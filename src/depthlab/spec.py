@@ -373,7 +373,8 @@ class DataSpec(_Section):
     name: str | None = option(None, Text(), "built-in data set (see `depthlab datasets`)")
     path: str | None = option(None, FilePath(), "a .npz, .csv or IDX file (instead of name); "
                               "relative to the TOML file")
-    n: int | None = option(None, Int(1, optional=True), "use only the first n examples")
+    n: int | None = option(None, Int(1, optional=True), "use n examples: a random subsample "
+                           "drawn with seed (a generated data set: its size)")
     standardize: bool = option(True, Bool(), "standardize features with training statistics")
     seed: int = option(0, Int(0), "seed of the train/validation/test split")
     val_fraction: float = option(0.1, Float(0.0, 1.0), "fraction held out for validation")
