@@ -388,7 +388,8 @@ class DataSpec(_Section):
     standardize_targets: bool = option(False, Bool(), "train on regression targets "
                                        "standardized with training statistics (predictions "
                                        "in the targets' units)")
-    options: dict = option({}, Table(), "options of the built-in data set")
+    options: dict = option({}, Table(), "options of the built-in data set (of a data file: "
+                           "label, scale)")
 
     def _finish(self, prefix: str) -> None:
         from .data import DATASETS, find_builtin
