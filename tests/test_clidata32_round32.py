@@ -142,3 +142,22 @@ def test_predict_on_a_builtin_test_split_the_run_left_empty_names_it(tmp_path, c
     assert code == 2 and not out, err
     (line,) = err.strip().splitlines()
     assert line.startswith("depthlab: error: DATA 'spirals'") and "test_fraction = 0" in line, line
+
+
+def test_an_npz_of_scikit_learn_style_names_trains_on_its_own_splits(tmp_path):
+    """`X, y` was read but scikit-learn's `X_train, y_train, X_test, y_test` (the names of
+    train_test_split's results) was "unrecognised .npz keys"; its X_test is the test split,
+    and X_train beside x_train is one line naming both."""
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    y = (x[:, 0] > 0).astype(np.int64)
+    path = tmp_path / "split.npz"
+    np.savez(path, X_train=x[:40], y_train=y[:40], X_test=x[40:], y_test=y[40:])
+    ds = load_dataset(path, seed=0, standardize=False, dtype="float64")
+    assert ds.sizes["test"] == 10 and ds.sizes["train"] + ds.sizes["val"] == 40
+    assert np.array_equal(np.sort(ds.x_test, axis=0), np.sort(x[40:], axis=0))
+    np.savez(path, X_train=x, x_train=x, y_train=y)
+    with pytest.raises(ValueError, match="'X_train'.*'x_train'|'x_train'.*'X_train'"):
+        load_dataset(path)

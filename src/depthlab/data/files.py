@@ -1,7 +1,8 @@
 """User data files: ``.npz``, ``.csv`` and MNIST-style IDX (a file or a folder).
 
 * ``.npz``: keys ``x``/``y``, ``X``/``y`` or ``x_train``/``y_train`` with optional
-  ``x_val``/``y_val`` and ``x_test``/``y_test`` (official held-out parts).
+  ``x_val``/``y_val`` and ``x_test``/``y_test`` (official held-out parts; ``X_train``,
+  ``X_val``, ``X_test``, scikit-learn's names, read as ``x_train``, ...).
 * ``.csv`` (optionally ``.csv.gz``): comma-separated, with a header row (names stripped of
   spaces); the label column is ``label=`` (a column name, default ``"label"``, or a 0-based
   column index; a list of them: several regression targets), every other column is a numeric
@@ -32,7 +33,8 @@ from depthlab.data.idx import idx_header, looks_like_idx, read_idx
 from depthlab.memory import MemoryRefusal, check_array, check_fits
 
 FILE_KINDS = (".npz", ".csv", "IDX file or folder")
-NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_test]")
+NPZ_LAYOUTS = ("x, y", "X, y", "x_train, y_train [, x_val, y_val] [, x_test, y_test] (or "
+               "X_train, X_val, X_test)")
 
 
 def check_npz(path: Path, what: str) -> None:
@@ -91,6 +93,16 @@ def _npz(path: Path) -> RawData:
         if isinstance(exc, MemoryRefusal) or "holds Python objects" in str(exc):
             raise
         raise ValueError(f"{str(path)!r}: cannot read as .npz ({exc})") from exc
+    spelled: dict[str, str] = {}  # x_test -> X_test: the file's own name, in messages
+    for split in ("train", "val", "test"):  # scikit-learn's names (train_test_split's
+        # X_train, X_test): as `X` beside `x`, one spelling per file
+        upper, lower = f"X_{split}", f"x_{split}"
+        if upper in arrays:
+            if lower in arrays:
+                raise ValueError(f"{str(path)!r} holds both {lower!r} and {upper!r}; accepted: "
+                                 "one of them (the inputs of that split)")
+            arrays[lower] = arrays.pop(upper)
+            spelled[lower] = upper
     keys = set(arrays)
     _one_layout(keys, path)
     parts: dict[str, np.ndarray] = {}
@@ -99,9 +111,10 @@ def _npz(path: Path) -> RawData:
         for split in ("val", "test"):
             have = {f"x_{split}", f"y_{split}"} & keys
             if len(have) == 1:
+                one = have.pop()
                 raise ValueError(
-                    f"{str(path)!r}: found {have.pop()!r} without its partner; "
-                    f"give both x_{split} and y_{split}"
+                    f"{str(path)!r}: found {spelled.get(one, one)!r} without its partner; "
+                    f"give both {spelled.get(f'x_{split}', f'x_{split}')} and y_{split}"
                 )
             if have:
                 parts[f"x_{split}"] = arrays[f"x_{split}"]
