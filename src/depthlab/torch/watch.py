@@ -953,7 +953,9 @@ class Watch:
         return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
 
     def losses(self) -> pd.DataFrame:
-        """``step, loss`` of every step seen (transferred at recorded steps and at close)."""
+        """``step, loss`` of every step seen so far: the losses kept on the device since the
+        last record are copied to the host first (one transfer, only when asked)."""
+        self._flush_losses()
         return pd.DataFrame({"step": pd.array(self._loss_steps, dtype="int64"),
                              "loss": pd.array(self._loss_values, dtype="float64")})
 
