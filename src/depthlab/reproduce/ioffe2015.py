@@ -161,7 +161,7 @@ def run(quick: bool = False, data: str | None = None,
     s_p, s_b = first_step(ev_p), first_step(ev_b)
     res.claims.append(Claim(
         f"BN reaches {TARGET_FRACTION:.0%} of the no-BN net's final test accuracy "
-        f"({target:.1%}) in fewer steps",
+        f"(target {target:.1%}) in fewer steps",
         "Fig. 1a: BN trains faster",
         f"BN at step {s_b:.0f}, without BN at step {s_p:.0f} ({s_p / s_b:.1f}× the steps)",
         bool(s_b < s_p), value=float(s_b / s_p) if s_p else None,
