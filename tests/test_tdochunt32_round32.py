@@ -118,3 +118,30 @@ def test_cross_entropy_on_softmax_outputs_is_refused_with_the_cause():
                                          r"probabilities.*Softmax"):
         dlt.doctor(lambda: nn.Sequential(_raw_scores(), nn.Softmax(dim=1)), (x, y), steps=3,
                    verify=False)
+    # probabilities in eval mode only (for the user's predictions): it trains on logits
+    d = dlt.doctor(_EvalProbs, (x, y), steps=2, verify=False)
+    assert d.baseline["steps"] == 2
+
+
+class _EvalProbs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _raw_scores()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.net(x)
+        return s if self.training else s.softmax(dim=1)
+
+
+def test_bce_with_logits_on_a_final_sigmoid_is_refused_with_the_cause():
+    # the double sigmoid: BCEWithLogitsLoss applies a sigmoid to the model's sigmoid output,
+    # p in (0, 1) read as a logit: its loss cannot fall below -ln sigmoid(1) = 0.313 for a 1
+    # and ln 2 for a 0
+    x, _ = _blobs()
+    y = (x[:, 0] > 0).float()[:, None]
+    make = lambda: nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1),  # noqa: E731
+                                 nn.Sigmoid())
+    with pytest.raises(ValueError, match=r"^BCEWithLogitsLoss takes logits and applies the "
+                                         r"sigmoid itself, but the model's output is that of "
+                                         r"its final nn\.Sigmoid \('3'\)"):
+        dlt.doctor(make, (x, y), loss_fn=nn.BCEWithLogitsLoss(), steps=3, verify=False)

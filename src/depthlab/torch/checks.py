@@ -128,7 +128,7 @@ def _check_runs(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
         raise ValueError(f"loss_fn broadcasts the model's outputs (shape {shape} per example) "
                          f"against the targets (shape {tuple(d.y.shape[1:])} per example); "
                          "expected the same shape: reshape the targets or the outputs")
-    _check_log_probabilities(out, loss_fn)
+    _check_score_kinds(model, d, loss_fn)
     if d.x_val is not None and d.y_val is not None and len(d.x_val) == 1:
         try:  # the final validation metrics see it as a batch of one row (out.squeeze(): a
             with torch.no_grad(), rx.untouched(model), warnings.catch_warnings():  # scalar)
@@ -384,6 +384,67 @@ def _check_logits(out: torch.Tensor, kind: str) -> None:
                      f"below {floor:.3g} and its gradients are squashed; remove the final "
                      f"nn.Softmax (predict with the arg-max of the logits), or end with "
                      f"nn.LogSoftmax(dim=1) and use nn.NLLLoss ('nll')")
+
+
+def _check_score_kinds(model: nn.Module, d: TensorData, loss_fn: Callable) -> None:
+    """The kind of scores the loss reads, on a forward of 2 rows in training mode (the mode
+    the loss trains in: a model that returns probabilities only in eval mode, for its
+    users' predictions, trains on logits; its state and the random streams left as found):
+    :func:`_check_log_probabilities` (NLL: log-probabilities; cross-entropy: not
+    probabilities) and :func:`_check_no_final_sigmoid` (a binary cross-entropy on logits:
+    no final ``nn.Sigmoid``)."""
+    if class_index_loss(loss_fn) is None and binary_threshold(loss_fn) != 0.0:
+        return
+    sigmoids = {m: n for n, m in model.named_modules() if isinstance(m, nn.Sigmoid)} \
+        if binary_threshold(loss_fn) == 0.0 else {}
+    seen: dict[nn.Module, torch.Tensor] = {}
+
+    def hook(m: nn.Module, _i: Any, o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            seen[m] = o
+
+    handles = [m.register_forward_hook(hook) for m in sigmoids]
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), rx.untouched(model), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.train()
+            out = model(d.x[:2].clone())
+    except Exception:  # noqa: BLE001 - it ran in eval mode in _check_runs; training names it
+        return
+    finally:
+        for h in handles:
+            h.remove()
+    _check_log_probabilities(out, loss_fn)
+    _check_no_final_sigmoid(out, loss_fn, sigmoids, seen)
+
+
+def _check_no_final_sigmoid(out: Any, loss_fn: Callable, sigmoids: dict[nn.Module, str],
+                            seen: dict[nn.Module, torch.Tensor]) -> None:
+    """For a binary cross-entropy on logits (``BCEWithLogitsLoss``,
+    ``F.binary_cross_entropy_with_logits``, :func:`binary_threshold` 0): a ValueError when the
+    model's output ``out`` is the output of one of its ``nn.Sigmoid`` modules (``seen``: each
+    one's output in that forward; the same storage and size, also after a reshape), the
+    double sigmoid: each probability ``p`` in (0, 1) is read as a logit, so the loss cannot
+    fall below ``-ln sigmoid(1) = 0.313`` for a 1 and ``ln 2`` for a 0, and every output is on
+    the 1 side of the logits' threshold 0."""
+    if binary_threshold(loss_fn) != 0.0 or not isinstance(out, torch.Tensor) \
+            or out.numel() == 0:
+        return
+    final = next((m for m, o in seen.items() if o.numel() == out.numel()
+                  and o.data_ptr() == out.data_ptr()), None)
+    if final is None:
+        return
+    fn, _ = loss_parts(loss_fn)
+    kind = type(fn).__name__ if isinstance(fn, nn.Module) else \
+        "F.binary_cross_entropy_with_logits"
+    raise ValueError(f"{kind} takes logits and applies the sigmoid itself, but the model's "
+                     f"output is that of its final nn.Sigmoid ({sigmoids[final]!r}): its "
+                     f"probabilities in (0, 1) read as logits, the loss cannot fall below "
+                     f"0.313 for a 1 and ln 2 = 0.693 for a 0, and every output predicts 1; "
+                     f"remove the final nn.Sigmoid, or use nn.BCELoss ('bce') on its "
+                     f"probabilities")
 
 
 class _LabelError(ValueError):
