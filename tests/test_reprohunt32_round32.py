@@ -60,3 +60,38 @@ def test_xu_like_tanh_claim_fails_for_nets_whose_gradients_vanish_against_tanhs(
     assert not sig16.holds, sig16.measured  # ... so it is not 'like tanh'
     # the rescaled sigmoid's own numbers (theory, width -> oo: R 0.2117 vs tanh 0.0791)
     assert xu2016.like_tanh(0.2117, 0.0791).holds
+
+
+@pytest.mark.parametrize("name, limit", [("xu2016", "20%"), ("yang2019", "50%"),
+                                         ("schoenholz2017", "90%")])
+def test_a_data_set_a_constant_guess_scores_on_is_refused_before_training(
+        monkeypatch, tmp_path, capsys, name, limit):
+    # Their claims read absolute training accuracies set for 10 balanced classes (chance
+    # 10%): xu2016 'the 20-layer sigmoid net fails to train (< 20%)', yang2019 'does not
+    # train (< 50%)', schoenholz2017 'trains (>= 90%)'. On spirals (2 classes) a net that
+    # learned nothing scores 50%: the failure claims cannot hold when the failure is there
+    # (yang's caption said 'chance is about 10%'); a set whose commonest class covers 90% of
+    # the rows 'trains' every net. Refused in one line, exit 2, before any stage runs.
+    from helpers.cli import run_cli
+
+    from depthlab.reproduce import schoenholz2017, yang2019
+
+    module = {"xu2016": xu2016, "yang2019": yang2019, "schoenholz2017": schoenholz2017}[name]
+    ran: list[str] = []
+    monkeypatch.setattr(module, "STAGES", (lambda d, res: ran.append("stage"),))
+    if name == "schoenholz2017":  # a set whose commonest class is 90% of the rows
+        import numpy as np
+
+        gen = np.random.default_rng(0)
+        x = gen.standard_normal((200, 5))
+        y = np.r_[np.zeros(180, int), np.ones(20, int)]
+        data = str(tmp_path / "skewed.npz")
+        np.savez(data, x=x, y=y)
+    else:
+        data = "spirals"
+    code, out, err = run_cli(capsys, "reproduce", name, "--quick", "--data", data,
+                             "--out", str(tmp_path / "out"))
+    assert ran == [], "the experiment ran on a data set its thresholds cannot judge"
+    assert code == 2, (code, err)
+    line = err.strip().splitlines()[-1]
+    assert name in line and "commonest class" in line and limit in line, line

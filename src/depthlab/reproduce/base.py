@@ -104,11 +104,25 @@ class ExperimentDataError(ValueError):
     """The data set asked of an experiment is not one it accepts, or cannot be loaded here."""
 
 
+def guess_rate(y: Any) -> float:
+    """The accuracy of always guessing the commonest class of labels ``y``: ``max_k n_k / n``
+    (1.0 for no labels)."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64).ravel())
+    return float(counts.max() / counts.sum()) if counts.sum() else 1.0
+
+
 def load_data(experiment: str, data: str | None, default: str, *,
-              accepted: tuple[str, ...] | None = None, **kwargs: Any) -> tuple[Any, str]:
+              accepted: tuple[str, ...] | None = None, guess_below: float | None = None,
+              threshold: str = "", **kwargs: Any) -> tuple[Any, str]:
     """``load_dataset(data or default, **kwargs)`` and its name; a data set outside
     ``accepted`` or one that fails to load raises :class:`ExperimentDataError` (never a silent
-    fallback to other data)."""
+    fallback to other data).
+
+    ``guess_below``: the experiment's claims read absolute training accuracies (``threshold``
+    says which, e.g. "'fails to train': accuracy < 20%") set for balanced 10-class data, so
+    a data set on which always guessing the commonest class scores ``max_k n_k / n >=
+    guess_below`` (``n_k`` the training rows of class k) is refused too: there a net that
+    learned nothing would pass that threshold (spirals' 2 classes: 50%)."""
     from depthlab.data import find_builtin, load_dataset
 
     name = data or default
@@ -117,10 +131,20 @@ def load_data(experiment: str, data: str | None, default: str, *,
         raise ExperimentDataError(f"{experiment}: data={name!r} is not accepted; expected one "
                                   f"of: {', '.join(accepted)}")
     try:
-        return load_dataset(name, **kwargs), name
+        ds = load_dataset(name, **kwargs)
     except (ValueError, OSError) as exc:
         raise ExperimentDataError(f"{experiment}: data set {name!r} could not be loaded: "
                                   f"{exc}") from exc
+    if guess_below is not None:
+        guess = guess_rate(ds.y_train)
+        if guess >= guess_below:
+            raise ExperimentDataError(
+                f"{experiment}: data={name!r} cannot test its claims: always guessing its "
+                f"commonest class scores {guess:.1%} training accuracy, not below the claims' "
+                f"threshold ({threshold or f'{guess_below:.0%}'}); expected a data set whose "
+                f"commonest class is under {guess_below:.0%} of the training rows (e.g. "
+                f"{default}: 10 classes)")
+    return ds, name
 
 
 def experiment_name(name: str) -> str:

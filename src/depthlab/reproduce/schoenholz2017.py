@@ -349,7 +349,9 @@ def run(quick: bool = False, data: str | None = None,
         progress: bool | str | ExperimentProgress = False) -> Result:
     """Trainability grid and gradient growth against mean-field theory."""
     res = Result("schoenholz2017", "Schoenholz et al. 2017: deep information propagation")
-    ds, dname = load_data("schoenholz2017", data, "digits", seed=0, standardize=True)
+    ds, dname = load_data("schoenholz2017", data, "digits", seed=0, standardize=True,
+                          guess_below=TRAIN_THRESHOLD,
+                          threshold=f"'trains': accuracy >= {TRAIN_THRESHOLD:.0%}")
     p = ExperimentProgress.of(progress)
     if quick:
         inputs = Inputs(quick, ds, dname, sw2_grid=[1.0, 1.5, 1.76, 2.5, 4.0],
