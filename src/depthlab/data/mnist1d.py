@@ -76,7 +76,9 @@ def load(*, n: int | None = None, seed: int = 0, dtype=None, rng=None, **options
     allowed = generator_options()
     for key, value in options.items():
         if key not in allowed:
-            raise TypeError(f"mnist1d: unknown option {key!r}; accepted: {sorted(allowed)}")
+            from depthlab.data.registry import unknown_option_message
+
+            raise TypeError(unknown_option_message("mnist1d", key, sorted(allowed)))
         setattr(args, key, _check_option(key, value))
     length, longest = int(args.final_seq_length), int(args.template_len) + int(args.padding[-1])
     # the generator keeps every sample (float64) and copies the stacked set about three

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,31 @@ def _check_seed(seed: Any) -> int:
     return int(seed)
 
 
+# load_dataset's own keywords: a typo of one of them reaches the loader's **kwargs, so the
+# loader's refusal names them too (with a "did you mean") instead of only the loader's options
+LOAD_KEYWORDS = ("seed", "val_fraction", "test_fraction", "n", "standardize", "dtype", "targets")
+
+
+def unknown_option_message(where: str, key: str, options: Iterable[str]) -> str:
+    """One line for an option ``key`` that neither ``load_dataset`` nor ``where``'s loader takes:
+    a "did you mean" (the loader's options first: ``n_clases`` -> ``n_classes``, then
+    ``load_dataset``'s own: ``standardise`` -> ``standardize``), then both lists."""
+    from depthlab.validators import closest_name
+
+    options = list(options)
+    close = closest_name(key, options) or closest_name(key, LOAD_KEYWORDS)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    own = ", ".join(options) if options else "none"
+    return (f"load_dataset() got an unknown option {key!r}{hint}; accepted: "
+            f"{', '.join(LOAD_KEYWORDS)}; and the options of {where}: {own}")
+
+
+def _check_options(where: str, kwargs: dict[str, Any], options: Iterable[str]) -> None:
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise TypeError(unknown_option_message(where, unknown[0], options))
+
+
 def load_dataset(
     name_or_path: str | os.PathLike,
     *,
@@ -195,20 +220,12 @@ def load_dataset(
                          "built-in data sets have classes")
     if spec is not None:
         if spec.options is not None:
-            unknown = sorted(set(kwargs) - set(spec.options))
-            if unknown:
-                raise TypeError(
-                    f"{spec.name}: unknown option(s) {unknown}; accepted: {list(spec.options)}"
-                )
+            _check_options(spec.name, kwargs, spec.options)
         _check_generated_memory(spec, n, kwargs)
         raw = spec.loader(n=n, seed=seed, rng=gen_rng, dtype=dt, **kwargs)
         name = spec.name
     elif isinstance(name_or_path, str | os.PathLike) and looks_like_path(name_or_path):
-        unknown = sorted(set(kwargs) - set(FILE_OPTIONS))
-        if unknown:
-            raise TypeError(
-                f"file data: unknown option(s) {unknown}; accepted: {list(FILE_OPTIONS)}"
-            )
+        _check_options("file data", kwargs, FILE_OPTIONS)
         raw = load_file(name_or_path, **kwargs)
         name = Path(name_or_path).name
     else:
