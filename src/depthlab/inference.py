@@ -367,6 +367,8 @@ def read_input_file(path: str, label: str | int | list | None = None,
                 targets, unlabelled = _csv_targets(ys, where, dropped)
             elif dropped and not values and len(dropped) == 1:
                 labels, labelled, unlabelled = _csv_labels(ys.iloc[:, 0], where, dropped[0])
+            elif dropped and not values and len(dropped) == wanted:  # one-hot columns
+                labels, labelled, unlabelled = _csv_one_hot(ys, where, dropped)
             # numeric columns (booleans among them) as float64, as training reads the CSV
             # (to_numpy() of floats beside booleans is an object array)
             text = [str(c) for c in frame.columns  # (no rows: named below as such)
@@ -487,6 +489,33 @@ def _csv_labels(y: Any, where: _CsvCells, column: int
     return (labels.astype(np.int64), whole,
             f"{said}, not a class number 0, 1, ... ({int((~whole).sum())} of {len(whole)} "
             f"rows without one): the accuracy is over the {int(whole.sum())} rows that have one")
+
+
+def _csv_one_hot(ys: Any, where: _CsvCells, columns: list[int]
+                 ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(labels, labelled, note) of a classification run's label columns ``ys`` (the file's
+    columns ``columns``, one-hot as training read them): the class of a one-hot row is the
+    position of its 1 (:func:`depthlab.data.dataset.one_hot_rows`, training's rule), -1 in
+    the other rows, which ``labelled`` marks False (None when every row is one-hot); the note
+    names the first other row and says which rows the accuracy is over."""
+    import pandas as pd
+
+    from .data.dataset import one_hot_rows
+
+    values = ys.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    ok = one_hot_rows(values)
+    labels = np.where(ok, values.argmax(axis=1) if values.size else 0, -1).astype(np.int64)
+    if ok.all():
+        return labels, None, None
+    first = int(np.argmin(ok))
+    cells, line = where.row(first)
+    shown = [cells[c].strip()[:20] if c < len(cells) else "" for c in columns]
+    names = [where.names[c] for c in columns]
+    said = f"line {line} holds {shown} in the label columns {names}, not a one-hot row"
+    if not ok.any():
+        return None, None, f"{said} (nor does any other row): no accuracy is computed"
+    return (labels, ok, f"{said} ({int((~ok).sum())} of {len(ok)} rows are not): the "
+            f"accuracy is over the {int(ok.sum())} one-hot rows")
 
 
 def _first_text_cell(frame: Any, column: str, where: _CsvCells | None) -> str:

@@ -235,8 +235,10 @@ def _npz_classes(path: Path, n: int) -> tuple[object, object]:
         y = z["y"]
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim == 2:  # one-hot rows: a single 1 among 0s
-        onehot = np.isin(y, (0, 1)).all(axis=1) & (y.sum(axis=1) == 1)
+    if y.ndim == 2:  # one-hot rows: a single 1 among 0s (training's rule)
+        from ..data.dataset import one_hot_rows
+
+        onehot = one_hot_rows(y)
         if not onehot.any():
             return None, None
         return y.argmax(axis=1).astype(np.int64), None if onehot.all() else onehot

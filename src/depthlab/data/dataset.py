@@ -181,8 +181,10 @@ def check_xy(x: Any, y: Any, source: str, part: str = "", *, values: bool = Fals
         elif y.ndim == 2 and y.shape[1] > 1 and _one_hot(y):
             y = y.argmax(axis=1)  # one-hot rows: the class of each row
         else:
+            why = not_one_hot(y) if y.ndim == 2 else None
             raise ValueError(f"{where}: labels must be 1-D, got shape {y.shape}; accepted: "
-                             "integer labels (n,) or one-hot rows (n, classes)")
+                             f"integer labels (n,) or one-hot rows (n, classes)"
+                             f"{': ' + why if why else ''}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(
             f"{where}: mismatched lengths: {x.shape[0]} feature rows but {y.shape[0]} labels"
@@ -216,11 +218,37 @@ def _as_targets(y: np.ndarray, where: str) -> np.ndarray:
     return y
 
 
+def one_hot_rows(y: Any) -> np.ndarray:
+    """Which rows of the 2-D labels ``y`` are one-hot: every entry 0 or 1, exactly one 1
+    (``y[i] in {0, 1}^k and sum(y[i]) == 1``); such a row's class is ``argmax(y[i])``, the
+    position of its 1. The one rule for training files (.npz ``y``, a CSV's list of label
+    columns) and for ``depthlab predict``'s scoring; all False for non-numbers."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf" or y.ndim != 2:
+        return np.zeros(len(y) if y.ndim else 0, dtype=bool)
+    return ((y == 0) | (y == 1)).all(axis=1) & (np.count_nonzero(y, axis=1) == 1)
+
+
+def not_one_hot(y: Any) -> str | None:
+    """Why the 2-D labels ``y`` are not one-hot rows (:func:`one_hot_rows`): ``row 7 (from 0)
+    is not one-hot: [1, 1, 0]`` for the first such row, None when every row is one-hot."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        return f"labels of dtype {y.dtype} are not one-hot rows of 0s and 1s"
+    ok = one_hot_rows(y)
+    if ok.all():
+        return None
+    row = int(np.argmin(ok))
+    cells = ", ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                      for v in y[row, :8].tolist())
+    more = ", ..." if y.shape[1] > 8 else ""
+    return (f"row {row} (from 0) is not one-hot: [{cells}{more}] (one 1 among 0s expected, "
+            f"{int((~ok).sum())} of {len(ok)} rows are not)")
+
+
 def _one_hot(y: np.ndarray) -> bool:
     """Whether the 2-D labels ``y`` are one-hot rows: every entry 0 or 1, one 1 per row."""
-    if y.dtype.kind not in "biuf" or y.size == 0:
-        return False
-    return bool(((y == 0) | (y == 1)).all() and (np.count_nonzero(y, axis=1) == 1).all())
+    return y.size > 0 and bool(one_hot_rows(y).all())
 
 
 LABEL_LIMIT = 2**63

@@ -109,12 +109,6 @@ def load_data(config: dict[str, Any]):
         raise ExperimentError(f"data.targets = \"values\" (real regression targets) needs "
                               f"train.loss = \"mse\" or \"huber\"; got {loss!r}, whose targets "
                               "are classes")
-    if isinstance(d.get("label"), list) and loss not in REGRESSION:
-        shown = ", ".join(map(repr, d["label"]))
-        raise ExperimentError(f"data.label = [{shown}] is a list of target columns, which "
-                              f"only a regression loss takes; train.loss = {loss!r} takes one "
-                              "column of classes (use train.loss = \"mse\" or \"huber\", or "
-                              "one label column)")
     if mode == "values" and d.get("path") is None:
         raise ExperimentError(f"data.targets = \"values\" applies to data.path files; data set "
                               f"{d.get('name')!r} has classes")
@@ -137,6 +131,17 @@ def load_data(config: dict[str, Any]):
     except (ValueError, TypeError, OSError, ImportError, KeyError) as e:
         what = d.get("name") or d.get("path")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(d.get("label"), list) and loss not in REGRESSION and (
+                "labels must be 1-D" in msg):  # columns that are no one-hot rows
+            shown = ", ".join(map(repr, d["label"]))
+            why = (msg.rsplit(" (n, classes): ", 1)[-1].replace(
+                " is not", f" of {str(what)!r} is not", 1)
+                if "not one-hot" in msg else msg)  # (the loader's words: one rule)
+            raise ExperimentError(
+                f"data.label = [{shown}] is a list of target columns, which train.loss = "
+                f"{loss!r} reads as classes only when every row is one-hot (the class: the "
+                f"position of its 1), but {why}; use train.loss = \"mse\" or \"huber\" for "
+                "real targets, or one label column of classes") from e
         if "non-integer values" in msg and loss not in REGRESSION:
             msg += (f"; train.loss = {loss!r} takes classes: for real-valued targets "
                     "(regression) use train.loss = \"mse\" or \"huber\"")
