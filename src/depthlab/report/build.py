@@ -1080,12 +1080,16 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         th, note = theory_for(config)
         png = pngs.add(f"{safe}_gradient_per_layer.png", plot.gradient_per_layer,
                        {_mpl(label or rid): probes}, th if th is not None else False)
-        # one layer: the theory is a ring around its one point (a dashed line needs two)
+        # one layer: the theory is a ring around its one point (a dashed line needs two);
+        # no theory (a Watch run of an attention model, a dropout config): no "dashed: theory"
+        # beside the note saying why none is drawn
         one = probes.loc[(probes["layer"] >= 1) & (probes["quantity"] == "grad_pre_std"),
                          "layer"].nunique() == 1
+        drawn = f"; {'ring' if one else 'dashed'}: theory" if th is not None else ""
         blocks.append(H.figure_block(
-            png, FIG_GRAD_PROFILE, "Std of dL/ds per hidden layer (log scale) at "
-            f"initialization and at the end; {'ring' if one else 'dashed'}: theory. A line "
+            png, FIG_GRAD_PROFILE if th is not None else FIG_GRAD_PROFILE.removesuffix(
+                " vs theory"), "Std of dL/ds per hidden layer (log scale) at "
+            f"initialization and at the end{drawn}. A line "
             f"falling towards layer 1 means vanishing gradients. {note}.", wide=True))
     if not (steps.empty and epochs.empty and evals.empty):
         png = pngs.add(f"{safe}_training.png", plot.training_curves, steps, epochs, evals,

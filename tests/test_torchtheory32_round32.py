@@ -1,0 +1,50 @@
+"""Round 32 (torchtheory32): theory beside the measurement in `depthlab report`.
+
+A Watch run whose model the theory does not cover (attention) stores no ``model.theory``
+rows, only its ``theory_note``; its gradient figure's caption said "dashed: theory." and then
+"no theory curve: ... MultiheadAttention ...": a dashed line that is not drawn."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pandas as pd
+from test_report import synthetic_record
+
+from depthlab.experiments import Store
+from depthlab.report import build
+
+NOTE = ("no theory: predict() supports chains of Linear/Conv/ConvTranspose layers; layer 'att' "
+        "is a MultiheadAttention.in_proj")
+
+
+def _caption(tmp_path, model: dict) -> str:
+    grads = pd.DataFrame({"step": [0, 0, 0, 9, 9, 9], "layer": [1, 2, 3] * 2,
+                          "quantity": "grad_pre_std",
+                          "value": [1e-3, 2e-3, 5e-3, 1.1e-3, 2.2e-3, 5e-3]})
+    rec = dataclasses.replace(synthetic_record("tth1aaaaaaaa", sweep=None, probes=False),
+                              steps=None, epochs=None, probes=grads)
+    config = {"model": {"blocks": {}, "class": "M", "layers": {"1": "e", "2": "att.in_proj",
+                                                              "3": "o"}, **model},
+              "probes": {"every": 3, "percentiles": []}, "source": "depthlab.torch.Watch"}
+    store = Store(tmp_path)
+    store.add_run(dataclasses.replace(rec, config=config))
+    blocks, _ = build._run_figures(store, rec.id, rec.id, config, build._Pngs(), None)
+    html = "".join(blocks)
+    assert "gradient_per_layer" in html or "Std of dL/ds" in html
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_a_watch_run_without_theory_rows_is_not_captioned_with_a_dashed_theory(tmp_path):
+    said = _caption(tmp_path, {"theory_note": NOTE})
+    assert "no theory curve" in said and "MultiheadAttention" in said, said[:600]
+    assert "dashed: theory" not in said and "ring: theory" not in said, said[:600]
+
+
+def test_a_watch_run_with_theory_rows_keeps_its_dashed_theory_caption(tmp_path):
+    rows = [{"layer": 1, "grad_pre_var": 0.04, "act_var": 0.2},
+            {"layer": 2, "grad_pre_var": 0.16, "act_var": 0.1},
+            {"layer": 3, "grad_pre_var": 1.0, "act_var": None}]
+    said = _caption(tmp_path, {"theory": rows})
+    assert "dashed: theory" in said and "depthlab.torch.predict" in said, said[:600]
