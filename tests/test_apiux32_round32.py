@@ -31,3 +31,32 @@ def test_load_dataset_file_keyword_typo_hints(tmp_path) -> None:
         load_dataset(path, sed=1)
     ds = load_dataset(path, label="label", seed=1)
     assert ds.x_train.shape[1] == 2 and np.isfinite(ds.x_train).all()
+
+
+def test_torch_tensors_are_taken_as_their_values_by_the_numpy_engine() -> None:
+    # a tensor that requires grad (a model's output, a torch Dataset's features) or holds
+    # bfloat16 failed inside NumPy's conversion: "Can't call numpy() on Tensor that requires
+    # grad" / "Got unsupported ScalarType BFloat16", from dl.fit, probe, doctor, predict, ...
+    torch = pytest.importorskip("torch")
+    import depthlab as dl
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    xt = torch.tensor(x, requires_grad=True) * 1.0  # a non-leaf tensor of a graph
+    xb = torch.tensor(x).bfloat16()
+    x_of_b = xb.float().numpy()  # bfloat16 -> float32 is exact
+
+    def losses(xx, yy, **kw):
+        net = dl.mlp([3, 5, 2], seed=0)
+        return dl.fit(net, xx, yy, epochs=2, batch_size=8, seed=0, **kw).step_loss
+
+    assert losses(xt, torch.tensor(y)) == losses(x, y)
+    assert losses(xb, y) == losses(x_of_b, y)
+    assert losses(x, y, x_val=xt, y_val=torch.tensor(y)) == losses(x, y, x_val=x, y_val=y)
+    net = dl.mlp([3, 5, 2], seed=0)
+    assert np.array_equal(net.predict(xt), net.predict(x))
+    pd_t, pd_n = dl.probe(net, xt, torch.tensor(y)), dl.probe(net, x, y)
+    assert pd_t.equals(pd_n)
+    assert repr(dl.doctor(net, (xt, torch.tensor(y)), steps=3)) == repr(
+        dl.doctor(net, (x, y), steps=3))

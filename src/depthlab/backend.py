@@ -69,10 +69,27 @@ def asarray(x, dtype=None) -> Array:
     return xp.asarray(x, dtype=dtype)
 
 
+def _torch_values(x: Any) -> Any:
+    """A torch tensor's values as a NumPy array (torch is not imported here: the tensor's own
+    methods do the work): detached (a tensor that requires grad refused ``numpy()``), on the
+    host (a GPU tensor), and bfloat16/float8 as float32, which holds each of their values
+    exactly (NumPy has no such dtype: "Got unsupported ScalarType BFloat16"). Anything else
+    is returned unchanged."""
+    if type(x).__module__.partition(".")[0] != "torch" or not callable(getattr(x, "detach", None)):
+        return x
+    t = x.detach().cpu()
+    if getattr(t, "is_floating_point", lambda: False)() and t.element_size() < 4 and str(
+            t.dtype) != "torch.float16":
+        t = t.float()
+    return t.numpy()
+
+
 def data_array(x: Any) -> Array:
     """``xp.asarray(x)`` of user data; a pandas DataFrame or Series of nullable numbers
     (``Float64``, ``Int64``, which NumPy reads as objects) becomes float64 with ``pd.NA`` as
-    NaN, so the checks name it as a number that is not finite, not as an object array."""
+    NaN, so the checks name it as a number that is not finite, not as an object array; a
+    torch tensor becomes its values (:func:`_torch_values`: detached, on the host)."""
+    x = _torch_values(x)
     arr = xp.asarray(x)
     if arr.dtype == object and hasattr(x, "to_numpy"):
         try:
