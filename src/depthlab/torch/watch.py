@@ -83,28 +83,43 @@ WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 """Rows measured on the parameters' ``.grad``."""
 
 
-def _scaler_state(scaler: Any, optimizers: _OptimizersOf | None = None) -> tuple[float, bool]:
+def _scaler_state(scaler: Any, optimizers: _OptimizersOf | None = None
+                  ) -> tuple[float, bool | set[int]]:
     """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
     ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
-    disabled) and whether ``.grad`` is already divided by it: by ``scaler.unscale_`` (of any
-    optimizer: unscale all or none), or by ``scaler.step`` (which unscales first, fused
-    optimizers too) of an optimizer of the watched weights (``optimizers.mine()``; a
-    ``Watch.step`` between ``scaler.step`` and ``scaler.update`` read ``weight_grad_*``
-    divided twice, 1/S of the gradient), not of another model's (a GAN's discriminator
-    stepped before the generator's backward: its scaler state says nothing of the generator's
-    ``.grad``)."""
+    disabled) and which ``.grad`` are already divided by it: those of the parameters of an
+    optimizer that ``scaler.unscale_`` took, or that ``scaler.step`` stepped (it unscales first,
+    fused optimizers too), as the ids of those parameters. Each optimizer is its own: unscaling a
+    GAN's discriminator optimizer (to clip it) before the generator's record leaves the
+    generator's ``.grad`` scaled (its rows were read unscaled, S times the gradient), and so
+    does unscaling one of two optimizers of one model for the other's weights. A
+    ``Watch.step`` between ``scaler.step`` and ``scaler.update`` reads the stepped weights'
+    ``.grad`` unscaled (divided again, it was 1/S of the gradient). ``True`` (all unscaled):
+    the scaler is disabled, or an optimizer it unscaled is not found among the live objects
+    (its parameters unknown: the rule before per-optimizer states, unscale all or none);
+    without ``optimizers``, whether any optimizer was unscaled."""
     if not scaler.is_enabled():
         return 1.0, True
     from torch.amp.grad_scaler import OptState
 
     states = getattr(scaler, "_per_optimizer_states", {})
-    if optimizers is not None:  # a stepped optimizer that the step pre-hook never saw
-        optimizers.learn([key for key, st in states.items()
-                          if st.get("stage") is OptState.STEPPED])
-    mine = optimizers.mine() if optimizers is not None else set()
-    unscaled = any(st.get("stage") is OptState.UNSCALED
-                   or (st.get("stage") is OptState.STEPPED and key in mine)
-                   for key, st in states.items())
+    done = [key for key, st in states.items()
+            if st.get("stage") in (OptState.UNSCALED, OptState.STEPPED)]
+    if optimizers is None:
+        return float(scaler.get_scale()), any(
+            st.get("stage") is OptState.UNSCALED for st in states.values())
+    unscaled: set[int] = set()
+    if done:
+        # an optimizer whose steps were all skipped so far (or one only unscaled) never ran the
+        # step pre-hook: found among the live objects, once
+        optimizers.learn(done)
+        for key in done:
+            opt = optimizers.live(key)
+            if opt is None:
+                if states[key].get("stage") is OptState.UNSCALED:
+                    return float(scaler.get_scale()), True
+                continue  # stepped, not found: not one of the watched weights' (see learn)
+            unscaled.update(id(p) for group in opt.param_groups for p in group["params"])
     return float(scaler.get_scale()), unscaled
 
 
@@ -167,6 +182,11 @@ class _OptimizersOf:
 
     def mine(self) -> set[int]:
         return {key for key, (ref, holds) in self.seen.items() if holds and ref() is not None}
+
+    def live(self, key: int) -> torch.optim.Optimizer | None:
+        """The live optimizer of id ``key`` noted so far, or None."""
+        entry = self.seen.get(key)
+        return entry[0]() if entry is not None else None
 
 
 def _error_text(error: BaseException, steps: int) -> str:
@@ -774,7 +794,7 @@ class Watch:
         layers, modules, quantities = self._rec.layout  # tuples reused while it repeats
         values = self._rec.values
         if self.scaler is not None:
-            values = self._unscaled(values, quantities)
+            values = self._unscaled(values, layers, quantities)
         if not self._warned_zero:
             self._check_zeroed(n, layers, quantities, values)
         self._col_step.extend([n] * len(values))
@@ -850,13 +870,23 @@ class Watch:
                           "Watch.step(loss) after loss.backward() and before "
                           "optimizer.step() and zero_grad()", RuntimeWarning, stacklevel=4)
 
-    def _unscaled(self, values: list[float], quantities: tuple[str, ...]) -> list[float]:
-        """The record's values with the gradient rows divided by the GradScaler's scale."""
+    def _unscaled(self, values: list[float], layers: Sequence[int],
+                  quantities: Sequence[str]) -> list[float]:
+        """The record's values with the gradient rows divided by the GradScaler's scale
+        ``S``: ``grad_pre_*``/``block_grad_std`` always (the backward ran on the scaled loss),
+        ``weight_grad_*`` of a layer unless its ``.grad`` was unscaled already, by the
+        optimizer that holds its weights (:func:`_scaler_state`; a layer pooling weights of
+        several optimizers counts as unscaled when one of them was)."""
         scale, unscaled = _scaler_state(self.scaler, self._optimizers)
         if scale == 1.0:
             return values
-        rows = GRADIENT_ROWS if unscaled else GRADIENT_ROWS | WEIGHT_GRADIENT_ROWS
-        return [v / scale if q in rows else v for v, q in zip(values, quantities)]
+        if isinstance(unscaled, bool):
+            rows = GRADIENT_ROWS if unscaled else GRADIENT_ROWS | WEIGHT_GRADIENT_ROWS
+            return [v / scale if q in rows else v for v, q in zip(values, quantities)]
+        done = {info.index for info, p in self._weights if id(p) in unscaled}
+        return [v / scale if q in GRADIENT_ROWS
+                or (q in WEIGHT_GRADIENT_ROWS and layer not in done) else v
+                for v, layer, q in zip(values, layers, quantities)]
 
     def close(self, error: BaseException | None = None) -> None:
         """Remove the hooks and, with ``out``, store the run (idempotent). ``error``: the

@@ -1,0 +1,66 @@
+"""Round 32 (torchwatch32): depthlab.torch.Watch inside practitioners' training loops."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = nn.functional
+dlt = pytest.importorskip("depthlab.torch")
+
+
+def _rows(watch, step, module, quantity):
+    f = watch.frame()
+    sel = f[(f.step == step) & (f.module == module) & (f.quantity == quantity)]
+    assert len(sel) == 1, (step, module, quantity)
+    return float(sel.value.iloc[0])
+
+
+def _std(g, scale):
+    return (g.detach().double() / scale).std(unbiased=False).item()
+
+
+def test_a_scaler_unscaling_another_optimizer_leaves_each_weights_rows_unscaled_by_its_own():
+    """One GradScaler, two optimizers: `scaler.unscale_(opt)` of one optimizer (to clip its
+    weights) does not unscale the `.grad` of the weights the other holds. The Watch divided
+    no weight gradient as soon as any optimizer was unscaled: a GAN's generator rows, with the
+    discriminator's optimizer unscaled first, were 1024x the gradient; a model split over two
+    optimizers likewise for the half not unscaled. Each weight's rows now follow the state of
+    the optimizer that holds it (against `.grad / scale` computed directly)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    gen = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    disc = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    opt_g = torch.optim.SGD(gen.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD(disc.parameters(), lr=0.1)
+    # one model, two optimizers: only the first layer's is unscaled (clipped) before the record
+    split = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt_a = torch.optim.SGD(split[0].parameters(), lr=0.1)
+    opt_b = torch.optim.Adam(split[2].parameters(), lr=0.01)
+    with dlt.Watch(gen, every=1, theory=False, scaler=scaler) as wg, \
+            dlt.Watch(split, every=1, theory=False, scaler=scaler) as ws:
+        for step in range(2):
+            for o in (opt_g, opt_d, opt_a, opt_b):
+                o.zero_grad()
+            scaler.scale(F.cross_entropy(disc(x), y)).backward()
+            scaler.unscale_(opt_d)
+            torch.nn.utils.clip_grad_norm_(disc.parameters(), 1.0)
+            loss = F.cross_entropy(gen(x), y)
+            scaler.scale(loss).backward()
+            s = scaler.get_scale()
+            wg.step(loss)
+            for name in ("0", "2"):
+                want = _std(gen.get_submodule(name).weight.grad, s)
+                assert _rows(wg, step, name, "weight_grad_std") == pytest.approx(want, rel=1e-5)
+            loss2 = F.cross_entropy(split(x), y)
+            scaler.scale(loss2).backward()
+            scaler.unscale_(opt_a)
+            torch.nn.utils.clip_grad_norm_(split[0].parameters(), 1.0)
+            ws.step(loss2)
+            assert _rows(ws, step, "0", "weight_grad_std") == pytest.approx(
+                _std(split[0].weight.grad, 1.0), rel=1e-5)
+            assert _rows(ws, step, "2", "weight_grad_std") == pytest.approx(
+                _std(split[2].weight.grad, s), rel=1e-5)
+            for o in (opt_d, opt_g, opt_a, opt_b):
+                scaler.step(o)
+            scaler.update()
