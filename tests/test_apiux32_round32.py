@@ -60,3 +60,18 @@ def test_torch_tensors_are_taken_as_their_values_by_the_numpy_engine() -> None:
     assert pd_t.equals(pd_n)
     assert repr(dl.doctor(net, (xt, torch.tensor(y)), steps=3)) == repr(
         dl.doctor(net, (x, y), steps=3))
+
+
+def test_doctor_called_like_fit_names_the_data_argument() -> None:
+    # dl.fit(net, x, y) and dl.probe(net, x, y) take x, y; dl.doctor(net, x, y) said only
+    # Python's "doctor() takes 2 positional arguments but 3 were given"
+    import depthlab as dl
+
+    x = np.random.default_rng(0).standard_normal((12, 3))
+    y = np.arange(12) % 2
+    net = dl.mlp([3, 4, 2], seed=0)
+    with pytest.raises(TypeError) as err:
+        dl.doctor(net, x, y, steps=2)
+    msg = str(err.value)
+    assert "3 were given" in msg and "dl.doctor(net, (x, y))" in msg
+    assert repr(dl.doctor(net, (x, y), steps=2)).startswith("Diagnosis(")

@@ -85,10 +85,15 @@ def did_you_mean(word: str, names: Iterable[str]) -> str:
     return f" (did you mean {close!r}?)" if close else ""
 
 
-def keyword_hints(fn: Callable) -> Callable:
+def keyword_hints(fn: Callable | None = None, *, positional_hint: str = "") -> Callable:
     """``fn`` (a function or a class's ``__init__``) refusing an unknown keyword argument with
     one TypeError line naming it and the closest accepted one (Python said only
-    "__init__() got an unexpected keyword argument 'evry'"), else the accepted ones."""
+    "__init__() got an unexpected keyword argument 'evry'"), else the accepted ones.
+    ``@keyword_hints(positional_hint="...")``: a call with more positional arguments than
+    ``fn`` takes is refused naming them and adding the hint (``dl.doctor(net, x, y)``: the
+    data is one argument)."""
+    if fn is None:
+        return functools.partial(keyword_hints, positional_hint=positional_hint)
     params = inspect.signature(fn).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return fn
@@ -96,9 +101,17 @@ def keyword_hints(fn: Callable) -> Callable:
              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     accepted = frozenset(names)
     label = fn.__qualname__.removesuffix(".__init__")
+    positional = [p.name for p in params
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    limit = None if any(p.kind is p.VAR_POSITIONAL for p in params) else len(positional)
 
     @functools.wraps(fn)
     def checked(*args: Any, **kwargs: Any) -> Any:
+        if positional_hint and limit is not None and len(args) > limit:
+            shown = [n for n in positional if n != "self"]
+            given = len(args) - (len(positional) - len(shown))
+            raise TypeError(f"{label}() takes {len(shown)} positional arguments "
+                            f"({', '.join(shown)}) but {given} were given; {positional_hint}")
         if not accepted.issuperset(kwargs):
             key = next(k for k in kwargs if k not in accepted)
             hint = did_you_mean(key, names) or f"; accepted: {', '.join(names)}"

@@ -747,7 +747,8 @@ def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
             "l1": train.get("l1", 0.0), "l2": train.get("l2", 0.0)}
 
 
-@keyword_hints
+@keyword_hints(positional_hint="the data is one argument: dl.doctor(net, (x, y)), "
+                               "dl.doctor(net, (x, y, x_val, y_val)) or dl.doctor(net, dataset)")
 def doctor(
     net_or_config: Network | ModelSpec | dict[str, Any],
     data: Any,
