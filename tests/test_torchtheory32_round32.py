@@ -7,6 +7,7 @@ rows, only its ``theory_note``; its gradient figure's caption said "dashed: theo
 from __future__ import annotations
 
 import dataclasses
+import html as html_module
 import re
 
 import pandas as pd
@@ -48,3 +49,38 @@ def test_a_watch_run_with_theory_rows_keeps_its_dashed_theory_caption(tmp_path):
             {"layer": 3, "grad_pre_var": 1.0, "act_var": None}]
     said = _caption(tmp_path, {"theory": rows})
     assert "dashed: theory" in said and "depthlab.torch.predict" in said, said[:600]
+
+
+def _overlay(tmp_path, models: list[dict]) -> str:
+    store = Store(tmp_path)
+    grads = pd.DataFrame({"step": [0, 0, 0, 9, 9, 9], "layer": [1, 2, 3] * 2,
+                          "quantity": "grad_pre_std",
+                          "value": [1e-3, 2e-3, 5e-3, 1.1e-3, 2.2e-3, 5e-3]})
+    for k, model in enumerate(models):
+        rec = synthetic_record(f"tta{k}aaaaaaaa", sweep=None, probes=False)
+        config = {"model": {"blocks": {}, "class": "M", **model,
+                            "layers": {"1": "e", "2": "att.in_proj", "3": "o"}},
+                  "probes": {"every": 3, "percentiles": []}, "source": "depthlab.torch.Watch"}
+        store.add_run(dataclasses.replace(rec, name=f"watch {k}", config=config, steps=None,
+                                          epochs=None, probes=grads * [1, 1, 1, 1 + k]))
+    runs = build._runs_table(store)
+    group = build._Group("g", "2 stand-alone runs", "runs", runs, by_run=True)
+    html = build._flow_section(store, group, build._Pngs())
+    return html_module.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)))
+
+
+def test_an_overlay_of_runs_without_theory_rows_says_no_dashed_theory(tmp_path):
+    """Two Watch runs of an attention model in one store: their overlaid per-layer figures said
+    "Dashed: the theory's prediction for the same network" and "dashed: theory for
+    unit-variance inputs" with no dashed line drawn (neither run stored theory rows)."""
+    said = _overlay(tmp_path, [{"theory_note": NOTE}] * 2)
+    assert "one colour per run" in said, said[:400]
+    assert "dashed" not in said.lower(), said[:1200]
+    # with theory rows: dashed, and the activation theory is from the recorded batch (a torch
+    # run's depthlab.torch.predict), not "for unit-variance inputs" (depthlab's recursion)
+    rows = [{"layer": 1, "grad_pre_var": 0.04, "act_var": 0.2},
+            {"layer": 2, "grad_pre_var": 0.16, "act_var": 0.1},
+            {"layer": 3, "grad_pre_var": 1.0, "act_var": None}]
+    said = _overlay(tmp_path / "b", [{"theory": rows}, {"theory_note": NOTE}])
+    assert "Dashed: the theory's prediction" in said and "drawn for 1 of the 2 runs" in said
+    assert "unit-variance" not in said and "from the recorded batch" in said, said[:1200]

@@ -442,12 +442,27 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     if not tables:
         return ""
     series = {_mpl(labels[rid]): t for rid, t in tables.items()}
-    theories = {}
+    theories, kinds = {}, set()
     for _, r in ranked.iterrows():
         if str(r["id"]) in tables:
             th, _ = theory_for(r["config"])
             if th is not None:
                 theories[_mpl(labels[str(r["id"])])] = th
+                source = _as_dict(r["config"]).get("source")
+                kinds.add(isinstance(source, str) and source.startswith("depthlab.torch"))
+    # the captions' "dashed" only where a theory is drawn (runs of an attention model or with
+    # dropout have none), and "unit-variance inputs" only for depthlab's own recursion
+    # (depthlab.torch.predict propagates the recorded batch itself)
+    n_th = len(theories)
+    dashed = "" if not n_th else (
+        " Dashed: the theory's prediction for the same network (scaled to its measured top "
+        "layer)" + ("" if n_th == len(tables) else f"; drawn for {n_th} of the "
+                    f"{len(tables)} runs") + ".")
+    act_dashed = "" if not n_th else "; dashed: theory " + {
+        frozenset({False}): "for unit-variance inputs",
+        frozenset({True}): "from the recorded batch (depthlab.torch.predict)",
+        frozenset({False, True}): "(depthlab runs: for unit-variance inputs; depthlab.torch "
+                                  "runs: from the recorded batch)"}[frozenset(kinds)]
     prefix = _safe_name(group.anchor)
     n_div = sum(str(r["status"]) == "diverged" for _, r in ranked.iterrows()
                 if str(r["id"]) in tables)
@@ -480,8 +495,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     blocks = [H.figure_block(
         png, FIG_GRAD_OVERLAY,
         "Std of dL/ds per hidden layer (log scale), one colour per run; left at "
-        "initialization, right at the end of training. Dashed: the theory's prediction for "
-        "the same network (scaled to its measured top layer). A line falling towards layer 1 "
+        f"initialization, right at the end of training.{dashed} A line falling towards layer 1 "
         "means vanishing gradients; a flat line means the gradient reaches the first layer "
         "intact." + capped, wide=True, alt="gradient std per layer for every run")]
     png = pngs.add(f"{prefix}_activation_per_layer.png", plot.activation_per_layer, series,
@@ -489,8 +503,8 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     blocks.append(H.figure_block(
         png, FIG_ACT_OVERLAY,
         "Std of each hidden layer's activations (log scale), one colour per run, at "
-        "initialization (left) and at the end (right); dashed: theory for unit-variance "
-        "inputs. Shrinking std with depth means the signal dies out going forward."
+        f"initialization (left) and at the end (right){act_dashed}. Shrinking std with depth "
+        "means the signal dies out going forward."
         + capped, wide=True, alt="activation std per layer for every run"))
     rows = []
     outputs_left_out = []
