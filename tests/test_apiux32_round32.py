@@ -75,3 +75,18 @@ def test_doctor_called_like_fit_names_the_data_argument() -> None:
     msg = str(err.value)
     assert "3 were given" in msg and "dl.doctor(net, (x, y))" in msg
     assert repr(dl.doctor(net, (x, y), steps=2)).startswith("Diagnosis(")
+
+
+@pytest.mark.parametrize("key", ["validation_data", "X_val", "val_data"])
+def test_fit_keyword_for_validation_data_points_to_x_val_y_val(key: str) -> None:
+    # Keras' validation_data=(xv, yv) and scikit-learn's X_val= were refused with no hint
+    # (val_data= even with "did you mean 'eval_train'?"): x_val/y_val are fit()'s own arguments
+    import depthlab as dl
+
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    y = np.arange(8) % 2
+    with pytest.raises(TypeError) as err:
+        dl.fit(dl.mlp([3, 2], seed=0), x, y, epochs=1, **{key: (x, y)})
+    msg = str(err.value)
+    assert f"'{key}'" in msg and "dl.fit(net, x, y, x_val, y_val)" in msg
+    assert "eval_train'?" not in msg

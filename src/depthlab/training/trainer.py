@@ -532,8 +532,15 @@ def _optimizer_kwargs(kwargs: dict[str, Any] | None, direct: dict[str, Any]) -> 
             own = [k for k in inspect.signature(Trainer).parameters if k not in (
                 "net", "hyperparameters")]
             synonym = KEY_SYNONYMS["train"].get(key.strip().lower().replace("-", "_"))
-            close = synonym if synonym in own else closest_name(key, own + known)
+            # the data arguments of fit() / Trainer.fit() are candidates too: Keras'
+            # validation_data=(xv, yv), scikit-learn's X_val= (val_data= hinted 'eval_train')
+            data_args = ["x_val", "y_val", "validation_data"]
+            close = synonym if synonym in own else closest_name(key, own + known + data_args)
             hint = f" (did you mean {close!r}?)" if close else ""
+            if close in data_args:
+                hint = (" (validation data are the data arguments x_val, y_val: "
+                        "dl.fit(net, x, y, x_val, y_val) or Trainer(net, ...).fit(x, y, x_val, "
+                        "y_val))")
             if key in _model_options():  # fit(..., dropout=0.2): the README's regularization
                 hint = f" ({key} is a model option: dl.mlp(..., {key}=...))"  # row lists both
             elif key in loss_arguments():  # fit(..., delta=2.0) hinted "did you mean 'betas'?"
