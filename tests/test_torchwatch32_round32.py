@@ -64,3 +64,34 @@ def test_a_scaler_unscaling_another_optimizer_leaves_each_weights_rows_unscaled_
             for o in (opt_d, opt_g, opt_a, opt_b):
                 scaler.step(o)
             scaler.update()
+
+
+def test_gradients_zeroed_by_clipping_an_overflowed_norm_are_not_blamed_on_zero_grad():
+    """AMP's recipe `scaler.unscale_(opt); clip_grad_norm_(...)` at a step whose gradients
+    overflowed (the scaler skips it): the total norm is inf, so clipping multiplies every finite
+    gradient by 0 (the inf entries, here a bias's, become NaN). The Watch warned "were they zeroed
+    (optimizer.zero_grad(set_to_none=False)) between loss.backward() and Watch.step(loss)?",
+    which the loop did not do. Its rows are still the zeros the `.grad` holds."""
+    import warnings
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with dlt.Watch(model, every=1, theory=False) as watch:
+            for step in range(2):
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                if step == 1:
+                    model[2].bias.grad[0] = float("inf")  # an overflow in a bias's gradient
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                watch.step(loss)
+                if torch.isfinite(norm):
+                    opt.step()
+    assert not torch.isfinite(norm)
+    for name in ("0", "2", "4"):
+        assert _rows(watch, 1, name, "weight_grad_absmean") == 0.0
+        assert _rows(watch, 1, name, "grad_pre_absmean") > 0.0

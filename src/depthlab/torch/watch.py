@@ -837,6 +837,16 @@ class Watch:
                           "scaler=scaler and call it before scaler.step(opt))",
                           RuntimeWarning, stacklevel=4)
 
+    def _overflowed(self) -> bool:
+        """Whether a parameter of the model holds a non-finite gradient: ``clip_grad_norm_``
+        of an overflowed total norm (inf: a step a GradScaler skips, after
+        ``scaler.unscale_(opt)``; a diverging step) multiplies every finite gradient by
+        ``max_norm / inf = 0`` and leaves the inf entries NaN, so all-zero weight gradients
+        then come from the clipping, not from ``zero_grad``. Read only when every weight's
+        gradient is zero (one device sync per parameter, rare)."""
+        return any(p.grad is not None and not bool(torch.isfinite(p.grad).all())
+                   for p in self.model.parameters())
+
     def _check_zeroed(self, n: int, layers: Sequence[int], quantities: Sequence[str],
                       values: Sequence[float]) -> None:
         """Warn (once) when every weight's ``.grad`` is zero while the backward carried a
@@ -845,7 +855,8 @@ class Watch:
         which :meth:`_check_backward` says). A layer whose output has a gradient has a zero
         weight gradient only when its input is zero (the output layer of a network whose
         hidden units are all dead or all-zero weights: one layer), so a model that trains
-        is not warned about."""
+        is not warned about; nor a loop that clipped a non-finite gradient norm
+        (:meth:`_overflowed`)."""
         try:
             first = quantities.index("weight_grad_absmean")
         except ValueError:  # no weight has a .grad
@@ -860,7 +871,7 @@ class Watch:
                 zero.add(layer)
             elif q == "grad_pre_absmean" and v > 0.0:
                 graded.add(layer)
-        if len(graded & zero) >= 2:
+        if len(graded & zero) >= 2 and not self._overflowed():
             self._warned_zero = True
             warnings.warn(f"Watch: at step {n} every weight's .grad is zero while the backward "
                           f"carried gradients through {len(graded & zero)} layers "
