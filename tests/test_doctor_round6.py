@@ -249,7 +249,8 @@ def test_an_empty_recorder_has_the_tables_column_types():
     rec = ProbeRecorder(X[:3], Y[:3])
     assert rec.frame().dtypes.astype(str).tolist() == ["int64", "int64", "object", "float64"]
     assert rec.histograms().dtypes.astype(str).tolist() == [
-        "int64", "int64", "object", "float64", "float64", "int64"]  # kind was float64
+        "int64", "int64", "object", "float64", "float64", "int64",  # kind was float64
+        "int64", "int64", "int64"]  # n_neginf, n_posinf, n_nan
 
 
 @pytest.mark.parametrize("seed,act,init", [(1, "relu", "he_normal"),

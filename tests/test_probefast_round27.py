@@ -181,7 +181,7 @@ def _recorded_histograms(numpy_path: bool):
     else:
         fit(net, x, y, loss="cross_entropy", optimizer="sgd", lr=0.5, batch_size=64,
             epochs=None, max_steps=12, eval_train=False, callbacks=[rec])
-    return [(s, i, kind, lo, hi, list(c)) for s, i, kind, lo, hi, c in rec._hist]
+    return [(s, i, kind, lo, hi, list(c)) for s, i, kind, lo, hi, c, *_ in rec._hist]
 
 
 @needs_kernels

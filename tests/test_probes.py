@@ -195,7 +195,8 @@ def test_histogram_counts_sum_to_entries_and_edges_follow_the_data():
     rec = ProbeRecorder(x[:25], y[:25], every=4, n_bins=12)
     fit(net, x, y, lr=0.05, batch_size=8, epochs=None, max_steps=17, callbacks=[rec])
     h = rec.histograms()
-    assert list(h.columns) == ["step", "layer", "kind", "bin_left", "bin_right", "count"]
+    assert list(h.columns) == ["step", "layer", "kind", "bin_left", "bin_right", "count",
+                               "n_neginf", "n_posinf", "n_nan"]
     assert {0, 4, 8, 16, 17} <= set(h.step)  # default: init, every * 2^j, end
     sums = h.groupby(["step", "layer", "kind"])["count"].sum()
     widths = {1: 10, 2: 7}

@@ -836,6 +836,34 @@ def _layers_text(shown: Sequence[int], total: Sequence[int], named: bool = False
             "spaced")
 
 
+def _nonfinite(hs: pd.DataFrame) -> tuple[int, int, int] | None:
+    """``(n_neginf, n_posinf, n_nan)`` of one histogram's rows, or None where the table does
+    not have them (a table recorded before they were kept, or NaN: an older store's run)."""
+    from .probes.histograms import NONFINITE_COLUMNS
+
+    if hs.empty or not all(c in hs.columns for c in NONFINITE_COLUMNS):
+        return None
+    row = hs[list(NONFINITE_COLUMNS)].iloc[0].to_numpy(float)
+    if not np.isfinite(row).all():
+        return None
+    neg, pos, nan = (int(v) for v in row)
+    return neg, pos, nan
+
+
+def _nonfinite_text(bad: tuple[int, int, int], finite: int) -> str:
+    """``"3,716 of 9,600 entries +inf/-inf, 5,884 NaN"``: a histogram's entries that are in no
+    bin (``finite`` entries are in its bins)."""
+    neg, pos, nan = bad
+    total = finite + neg + pos + nan
+    parts = []
+    if neg + pos:
+        sign = "+inf/-inf" if neg and pos else "+inf" if pos else "-inf"
+        parts.append(f"{neg + pos:,} of {total:,} entries {sign}")
+    if nan:
+        parts.append(f"{nan:,} NaN" if parts else f"{nan:,} of {total:,} entries NaN")
+    return ", ".join(parts)
+
+
 def _hist_entries(h: pd.DataFrame, kind: str) -> dict[tuple[int, int], int]:
     """The number of entries each ``(step, layer)`` histogram of ``kind`` was drawn from, NaN
     included (their counts leave NaN out): the largest count of that layer's ``act``, ``pre``
@@ -899,8 +927,12 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
             left, right = hs["bin_left"].to_numpy(float), hs["bin_right"].to_numpy(float)
             count = hs["count"].to_numpy(float)
             total = count.sum()
+            bad = _nonfinite(hs)
             if total <= 0:
-                _f._empty(ax, "no finite values")
+                title = f"{_f.layer_label(layer, names)}, step {step}: no finite entry"
+                _f._empty(ax, f"no finite entry: {_nonfinite_text(bad, 0)}" if bad is not None
+                          and sum(bad) else "no finite values")
+                ax.set_title(title, fontsize=8.5)
                 continue
             dens = count / (total * np.maximum(right - left, 1e-300))
             ax.stairs(dens, np.append(left, right[-1]), fill=True, alpha=0.45,
@@ -912,8 +944,12 @@ def activation_histograms(recorder: Any, kind: str = "act", steps: Sequence[int]
                      f"all in one bin [{left[full[0]]:.3g}, {right[full[0]]:.3g}]")
             # NaN entries are in no bin: a diverging run's last gradients read "all in one bin
             # [0, 0.02]" (its zeros) where 486 of 11,520 were NaN
-            nan = int(entries.get((step, layer), total) - total)
-            if nan > 0:
+            if bad is not None:  # counted when recorded: -inf, +inf and NaN are in no bin
+                if sum(bad):
+                    where += f"\n{_nonfinite_text(bad, int(total))}: not drawn"
+            elif (nan := int(entries.get((step, layer), total) - total)) > 0:
+                # a table without the counts (a store of an older depthlab): NaN entries guessed
+                # from the largest count of the layer's histograms at that step
                 where += f"\n{nan:,} of {nan + int(total):,} values NaN (in no bin)"
             ax.set_title(f"{_f.layer_label(layer, names)}, step {step}: {where}", fontsize=8.5)
             ax.tick_params(labelsize=7.5)

@@ -101,6 +101,18 @@ _TABLE_COLUMNS: dict[str, list[str]] = {
     m.group(1): [c.split()[0] for c in m.group(2).split(",")]
     for m in re.finditer(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\);", _SCHEMA, re.S)}
 
+_ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "histograms": ("n_neginf", "n_posinf", "n_nan"),
+}
+"""Columns (INTEGER) added to a table after stores were written without them: ``ALTER TABLE
+... ADD COLUMN`` on a writable open; a store without them (opened read-only, or written by an
+older depthlab) reads them as NaN (unknown), and its tables are not refused for lacking them.
+``histograms``: the counts of each histogram's ``-inf``, ``+inf`` and NaN entries (in no bin)."""
+
+_WRITE_COLUMNS: dict[str, list[str]] = {
+    t: [*cols, *_ADDED_COLUMNS.get(t, ())] for t, cols in _TABLE_COLUMNS.items()}
+"""The columns depthlab writes to each table (:func:`_insert`)."""
+
 _TEXT_COLUMNS = frozenset({"quantity", "kind"})
 """The columns of text in the per-run tables (:meth:`Store.probes` ...); the others hold
 numbers."""
@@ -108,7 +120,8 @@ numbers."""
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "steps": ("step", "loss"),
     "probes": ("step", "layer", "quantity", "value"),
-    "histograms": ("step", "layer", "kind", "bin_left", "bin_right", "count"),
+    "histograms": ("step", "layer", "kind", "bin_left", "bin_right", "count",
+                   *_ADDED_COLUMNS["histograms"]),
     "jacobian": ("step", "example", "idx", "value"),
 }
 
@@ -394,6 +407,11 @@ class Store:
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     self._conn.execute(stmt)
+            for table, added in _ADDED_COLUMNS.items():
+                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                for col in added:
+                    if col not in have:  # a store written before the column existed
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {col} INTEGER")
             if self._conn.execute("PRAGMA user_version").fetchone()[0] < STORE_VERSION:
                 self._conn.execute(f"PRAGMA user_version = {STORE_VERSION}")
 
@@ -562,7 +580,7 @@ class Store:
                           "VALUES ('.writecheck', 'run', 'failed', randomblob(65536), '{}', 0)")
                 c.execute("DELETE FROM runs WHERE id = '.writecheck'")
                 for table in TABLES[1:]:  # a table that refuses depthlab's rows fails here too
-                    width = len(_TABLE_COLUMNS[table])
+                    width = len(_WRITE_COLUMNS[table])
                     c.execute(_insert(table), (".writecheck", *[None] * (width - 1)))
                     c.execute(f"DELETE FROM {table} WHERE run_id = '.writecheck'")
         except (sqlite3.DatabaseError, OSError) as e:
@@ -696,7 +714,8 @@ class Store:
         rid = record.id
         steps = _rows(record.steps, _COLUMNS["steps"], rid)
         probes = _rows(record.probes, _COLUMNS["probes"], rid)
-        hists = _rows(record.histograms, _COLUMNS["histograms"], rid)
+        hists = _rows(record.histograms, _COLUMNS["histograms"], rid,
+                      optional=_ADDED_COLUMNS["histograms"])
         jac = _rows(record.jacobian, _COLUMNS["jacobian"], rid)
         epochs = [(rid, _int_or_none(m.get("epoch")), _int_or_none(m.get("step")), dumps(m))
                   for m in _records(record.epochs)]
@@ -894,8 +913,13 @@ class Store:
     @_reading
     def _frame(self, table: str, run_id: str, columns: tuple[str, ...],
                order: str) -> pd.DataFrame:
+        added = _ADDED_COLUMNS.get(table, ())
+        have = ({r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")} if added
+                else set())
+        # a column added later that this store lacks (an older store opened read-only): NULL
+        select = [c if c not in added or c in have else f"NULL AS {c}" for c in columns]
         cursor = self._conn.execute(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE run_id = ? ORDER BY {order}",
+            f"SELECT {', '.join(select)} FROM {table} WHERE run_id = ? ORDER BY {order}",
             (run_id,))
         # read ROW_CHUNK rows at a time, each chunk's columns made arrays at once (the rows of
         # a long run were all held as tuples, then a frame built from them)
@@ -951,7 +975,9 @@ class Store:
         return self._frame("probes", run_id, _COLUMNS["probes"], "step, layer, quantity")
 
     def histograms(self, run_id: str) -> pd.DataFrame:
-        """Histograms: columns step, layer, kind, bin_left, bin_right, count."""
+        """Histograms: columns step, layer, kind, bin_left, bin_right, count (finite entries),
+        n_neginf, n_posinf, n_nan (the histogram's ``-inf``, ``+inf`` and NaN entries, in no
+        bin; NaN where unknown: a run stored before depthlab kept them)."""
         return self._frame("histograms", run_id, _COLUMNS["histograms"],
                            "step, layer, kind, bin_left")
 
@@ -1128,7 +1154,7 @@ _ADD_MEMBER = "INSERT OR IGNORE INTO sweep_points (sweep, run_id) VALUES (?, ?)"
 
 def _insert(table: str) -> str:
     """``INSERT INTO table (its columns) VALUES (?, ...)`` with depthlab's columns named."""
-    cols = _TABLE_COLUMNS[table]
+    cols = _WRITE_COLUMNS[table]
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
 
@@ -1186,16 +1212,19 @@ def _column(values: pd.Series) -> list:
     return [_py(v) for v in items]
 
 
-def _rows(df: Any, columns: tuple[str, ...], run_id: str) -> Iterable[tuple]:
+def _rows(df: Any, columns: tuple[str, ...], run_id: str, optional: tuple[str, ...] = ()
+          ) -> Iterable[tuple]:
     """The rows of ``df`` for a table of ``columns`` (``run_id`` first), made
     :data:`ROW_CHUNK` rows at a time as they are read (``executemany`` inside the run's
-    transaction); a missing column is refused at once."""
+    transaction); a missing column is refused at once, except one of ``optional`` (NULL:
+    a frame made before the column existed)."""
     if df is None or len(df) == 0:
         return []
-    missing = [c for c in columns if c not in df.columns]
+    missing = [c for c in columns if c not in df.columns and c not in optional]
     if missing:
         raise ValueError(f"frame for the store lacks columns {missing}; has {list(df.columns)}")
-    series = [df[c] for c in columns]
+    series = [df[c] if c in df.columns else pd.Series([None] * len(df), dtype=object)
+              for c in columns]
     return _row_chunks(series, len(df), run_id)
 
 

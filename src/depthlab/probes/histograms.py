@@ -10,9 +10,13 @@ and a layer of ~1e-3 gradients is not one spike on another layer's range:
 * ``act`` of a bounded activation (sigmoid, tanh, softsign, ...) is clipped to the
   activation's range ``[f(-1e6), f(1e6)]``.
 
-Values outside the edges are counted in the outermost bins (so the counts of a histogram sum
-to the number of finite entries); NaN entries are not counted. The edges are stored with the
-counts (``bin_left``, ``bin_right``).
+Finite values outside the edges are counted in the outermost bins, so the counts of a
+histogram sum to the number of finite entries; ``-inf``, ``+inf`` and NaN entries are in no bin
+(an infinity in an end bin read as a value at the range's edge: a diverged layer's ``+inf``
+pre-activations drawn at ``+1``). :func:`histogram_nonfinite` also gives how many entries were
+``-inf``, ``+inf`` and NaN; the recorder keeps them with each histogram (``n_neginf``,
+``n_posinf``, ``n_nan``), beside its edges (``bin_left``, ``bin_right``). A histogram without a
+finite entry has all counts 0 on the placeholder range ``[-1, 1]``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ from .quantiles import percentiles
 
 HISTOGRAM_KINDS: tuple[str, ...] = ("pre", "act", "grad", "weight")
 """``pre`` = s, ``act`` = f(s), ``grad`` = dL/ds, ``weight`` = entries of the feeding W."""
+
+NONFINITE_COLUMNS: tuple[str, ...] = ("n_neginf", "n_posinf", "n_nan")
+"""The columns of a histogram table counting a histogram's ``-inf``, ``+inf`` and NaN entries
+(in no bin), repeated on each of its rows."""
+
+HISTOGRAM_COLUMNS: tuple[str, ...] = ("step", "layer", "kind", "bin_left", "bin_right", "count",
+                                      *NONFINITE_COLUMNS)
+"""The columns of ``ProbeRecorder.histograms()`` (one row per bin)."""
 
 ROBUST_PERCENTILE = 0.1
 """Percentile cut at each end of the data range (a few extreme entries do not squeeze the
@@ -70,13 +82,29 @@ def histogram(kind: str, x: Array, n_bins: int, fn: ActivationFn | None = None
     """``(lo, hi, counts)``: :func:`choose_edges` and :func:`bin_counts` of one array, its
     minimum and maximum found once for both (with the compiled kernels: one call,
     :func:`depthlab.probes.fused.kernel_histogram`)."""
+    return histogram_nonfinite(kind, x, n_bins, fn)[:3]
+
+
+def histogram_nonfinite(kind: str, x: Array, n_bins: int, fn: ActivationFn | None = None
+                        ) -> tuple[float, float, np.ndarray, tuple[int, int, int]]:
+    """``(lo, hi, counts, (n_neginf, n_posinf, n_nan))``: :func:`histogram` of ``x`` (counts of
+    its finite entries only) and how many entries of ``x`` are ``-inf``, ``+inf`` and NaN, so
+    ``counts.sum() + n_neginf + n_posinf + n_nan == x.size``. The all-finite case costs what
+    :func:`histogram` did (the compiled kernel's one pass finds it)."""
     from .fused import kernel_histogram
 
-    fast = kernel_histogram(kind, x, n_bins, fn)
+    fast = kernel_histogram(kind, x, n_bins, fn)  # None when some entry is not finite
     if fast is not None:
-        return fast
+        return (*fast, (0, 0, 0))
     (lo, hi), finite = _edges(kind, x, fn)
-    return lo, hi, bin_counts(x, lo, hi, n_bins, _finite=finite)
+    if finite:
+        return lo, hi, bin_counts(x, lo, hi, n_bins, _finite=True), (0, 0, 0)
+    flat = x.reshape(-1)
+    ok = np.isfinite(flat)
+    n_nan = int(np.count_nonzero(np.isnan(flat)))
+    n_pos = int(np.count_nonzero(flat == np.inf))
+    n_neg = int(flat.size - np.count_nonzero(ok)) - n_nan - n_pos
+    return lo, hi, bin_counts(flat[ok], lo, hi, n_bins, _finite=True), (n_neg, n_pos, n_nan)
 
 
 def _edges(kind: str, x: Array, fn: ActivationFn | None) -> tuple[tuple[float, float], bool]:
@@ -113,18 +141,21 @@ def _edges(kind: str, x: Array, fn: ActivationFn | None) -> tuple[tuple[float, f
 def bin_counts(x: Array, lo: float, hi: float, n_bins: int, *, _finite: bool = False
                ) -> np.ndarray:
     """Counts of the entries of ``x`` in ``n_bins`` equal bins over ``[lo, hi]``
-    (bin ``i`` = ``[lo + i w, lo + (i + 1) w)``, the last bin closed); values beyond the range go
-    to the end bins, NaNs are dropped. Returns int64 counts of length ``n_bins``. (The bin of
+    (bin ``i`` = ``[lo + i w, lo + (i + 1) w)``, the last bin closed); finite values beyond the
+    range go to the end bins, ``-inf``, ``+inf`` and NaN entries are dropped (so the counts sum
+    to the number of finite entries). Returns int64 counts of length ``n_bins``. (The bin of
     ``v`` is ``trunc(clip((v - lo) * n_bins / (hi - lo), 0, n_bins - 1))``, rounded in ``x``'s
-    dtype; the compiled kernel rounds the same way.)"""
+    dtype; the compiled kernel rounds the same way.) ``_finite``: the caller knows every entry
+    is finite."""
     if not hi > lo:
         raise ValueError(f"histogram range must have hi > lo, got ({lo}, {hi})")
     flat = x.reshape(-1)
     scale = n_bins / (hi - lo)
     kernels = accel.for_array(flat)
+    if not _finite and flat.size and flat.dtype.kind == "f" and not _all_finite(flat, kernels):
+        flat = flat[np.isfinite(flat)]  # then no bin position is NaN or an infinity's
     if (kernels is not None and flat.size and n_bins < 2**24
-            and _representable(scale, flat.dtype)
-            and (_finite or not np.isnan(flat.min()))):  # then no bin position is NaN
+            and _representable(scale, flat.dtype)):
         return kernels.bin_counts(np.ascontiguousarray(flat), lo, scale, n_bins)
     with np.errstate(all="ignore"):
         pos = flat - x.dtype.type(lo) if x.dtype.kind == "f" else flat - lo
@@ -135,6 +166,15 @@ def bin_counts(x: Array, lo: float, hi: float, n_bins: int, *, _finite: bool = F
     # float -> int32 converts several times faster than float -> int64
     idx = pos.astype(np.int32 if n_bins < 2**31 else np.intp)
     return np.bincount(idx, minlength=n_bins)[:n_bins].astype(np.int64)
+
+
+def _all_finite(flat: np.ndarray, kernels) -> bool:
+    """Whether every entry of the flat, non-empty float array is finite (one pass)."""
+    if kernels is not None:
+        low, high = kernels.finite_range(np.ascontiguousarray(flat))  # NaN if one is not
+        return bool(np.isfinite(low) and np.isfinite(high))
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(flat.min()) and np.isfinite(flat.max()))
 
 
 def _representable(v: float, dtype: np.dtype) -> bool:

@@ -47,7 +47,13 @@ from ..training.trainer import Callback
 from ..validators import check_bn_probe_rows, keyword_hints, positive_int
 from . import accel
 from .fused import LayerStats
-from .histograms import HISTOGRAM_KINDS, bin_edges, histogram
+from .histograms import (
+    HISTOGRAM_COLUMNS,
+    HISTOGRAM_KINDS,
+    NONFINITE_COLUMNS,
+    bin_edges,
+    histogram_nonfinite,
+)
 from .jacobian import jacobian_singular_values
 from .stats import (
     _TINY_SQUARE,
@@ -232,7 +238,7 @@ class ProbeRecorder(Callback):
         self._block_step = array("q")
         self._block_layer = array("i")
         self._block_values = array("d")
-        self._hist: list[tuple[int, int, str, float, float, array]] = []
+        self._hist: list[tuple[int, int, str, float, float, array, tuple[int, int, int]]] = []
         self._jac: list[tuple[int, int, int, float]] = []
         self._stat_steps: set[int] = set()
         self._hist_done: set[int] = set()
@@ -337,9 +343,10 @@ class ProbeRecorder(Callback):
             x = arrays[kind]
             if x is None:
                 continue
-            lo, hi, counts = histogram(kind, x, self.n_bins, act.fn)  # per layer, kind, step
+            # per layer, kind, step; counts of the finite entries, the others counted apart
+            lo, hi, counts, bad = histogram_nonfinite(kind, x, self.n_bins, act.fn)
             self._hist.append((step, point.index, kind, lo, hi,
-                               array("q", counts.astype(np.int64, copy=False).tobytes())))
+                               array("q", counts.astype(np.int64, copy=False).tobytes()), bad))
 
     def _probe_record(self, step: int, final: bool = False) -> None:
         stats = step not in self._stat_steps
@@ -559,11 +566,14 @@ class ProbeRecorder(Callback):
         return df.sort_values(["step", "layer"], kind="stable", ignore_index=True)
 
     def histograms(self) -> pd.DataFrame:
-        """Columns ``step, layer, kind, bin_left, bin_right, count`` (kinds: ``pre``, ``act``,
-        ``grad`` = dL/ds, ``weight``); one row per bin."""
-        cols: dict[str, list] = {k: [] for k in
-                                 ("step", "layer", "kind", "bin_left", "bin_right", "count")}
-        for step, layer, kind, lo, hi, counts in self._hist:
+        """Columns ``step, layer, kind, bin_left, bin_right, count, n_neginf, n_posinf,
+        n_nan`` (kinds: ``pre``, ``act``, ``grad`` = dL/ds, ``weight``); one row per bin.
+        ``count`` counts finite entries only; ``n_neginf``, ``n_posinf`` and ``n_nan`` (the
+        same on every row of one histogram) count its ``-inf``, ``+inf`` and NaN entries, so a
+        histogram's entries number ``sum(count) + n_neginf + n_posinf + n_nan``. A histogram
+        without a finite entry has zero counts on the placeholder range ``[-1, 1]``."""
+        cols: dict[str, list] = {k: [] for k in HISTOGRAM_COLUMNS}
+        for step, layer, kind, lo, hi, counts, bad in self._hist:
             n = len(counts)
             edges = bin_edges(lo, hi, n)
             cols["step"] += [step] * n
@@ -572,9 +582,12 @@ class ProbeRecorder(Callback):
             cols["bin_left"] += edges[:-1].tolist()
             cols["bin_right"] += edges[1:].tolist()
             cols["count"] += counts.tolist()
+            for name, v in zip(NONFINITE_COLUMNS, bad):
+                cols[name] += [v] * n
         df = pd.DataFrame(cols)
         return df.astype({"step": np.int64, "layer": np.int64, "kind": object,  # also empty
-                          "bin_left": np.float64, "bin_right": np.float64, "count": np.int64})
+                          "bin_left": np.float64, "bin_right": np.float64, "count": np.int64,
+                          **dict.fromkeys(NONFINITE_COLUMNS, np.int64)})
 
     def jacobian(self) -> pd.DataFrame:
         """Columns ``step, example, index, value``: singular value ``index`` (descending) of

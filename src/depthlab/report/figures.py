@@ -971,6 +971,8 @@ def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figu
             left = hl["bin_left"].to_numpy(float)
             right = hl["bin_right"].to_numpy(float)
             cnt = hl["count"].to_numpy(float)
+            if cnt.sum() <= 0:  # no finite entry (a diverged layer): its bins are a placeholder
+                continue
             width = np.where(right > left, right - left, np.nan)
             dens = cnt / max(cnt.sum(), 1) / width
             ax.stairs(np.nan_to_num(dens), np.append(left, right[-1]), color=colors[layer],
