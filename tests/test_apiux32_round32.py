@@ -90,3 +90,21 @@ def test_fit_keyword_for_validation_data_points_to_x_val_y_val(key: str) -> None
     msg = str(err.value)
     assert f"'{key}'" in msg and "dl.fit(net, x, y, x_val, y_val)" in msg
     assert "eval_train'?" not in msg
+
+
+def test_string_and_bool_labels_are_refused_with_the_encoding_that_works() -> None:
+    # y = ['cat', 'dog', ...] said only "target must be a numeric array, got dtype <U3";
+    # bool labels "labels must be integers, got a bool array": neither said what to pass
+    import depthlab as dl
+
+    x = np.random.default_rng(0).standard_normal((12, 3))
+    words = np.array(["cat", "dog", "emu"])[np.arange(12) % 3]
+    with pytest.raises(TypeError) as err:
+        dl.fit(dl.mlp([3, 4, 3], seed=0), x, words, epochs=1)
+    msg = str(err.value)
+    assert "(e.g. 'cat')" in msg and "np.unique(y, return_inverse=True)[1]" in msg
+    codes = np.unique(words, return_inverse=True)[1]  # the advice works
+    assert len(dl.fit(dl.mlp([3, 4, 3], seed=0), x, codes, epochs=1).step_loss) == 1
+    flags = np.arange(12) % 2 == 1
+    with pytest.raises(TypeError, match=r"y\.astype\(int\)"):
+        dl.fit(dl.mlp([3, 4, 2], seed=0), x, flags, epochs=1)

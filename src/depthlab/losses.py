@@ -46,6 +46,14 @@ __all__ = [
 def _as_float_array(x: Any, what: str) -> Array:
     arr = xp.asarray(x)
     if arr.dtype.kind not in "fiub":
+        first = arr.flat[0] if arr.size else None
+        first = first.item() if isinstance(first, np.generic) else first  # 'a', not np.str_('a')
+        if isinstance(first, str | bytes):  # class names as labels
+            raise TypeError(
+                f"{what} must be a numeric array, got dtype {arr.dtype} (e.g. {first!r}); "
+                "class labels are integers 0..C-1: np.unique(y, return_inverse=True)[1] "
+                "encodes names as such (in sorted order)"
+            )
         raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}")
     return arr
 
@@ -291,7 +299,8 @@ class CrossEntropy(Loss):
                         f"cross_entropy: labels must be integers, got {target[frac][0].item()!r}"
                     )
             elif target.dtype.kind == "b":
-                raise TypeError("cross_entropy: labels must be integers, got a bool array")
+                raise TypeError("cross_entropy: labels must be integers, got a bool array; "
+                                "y.astype(int) gives the labels 0 (False) and 1 (True)")
             if target.dtype.kind in "iu":
                 # one pass: read as unsigned, a negative label is larger than any class index
                 unsigned = target.view(target.dtype.str.replace("i", "u"))
