@@ -108,3 +108,21 @@ def test_string_and_bool_labels_are_refused_with_the_encoding_that_works() -> No
     flags = np.arange(12) % 2 == 1
     with pytest.raises(TypeError, match=r"y\.astype\(int\)"):
         dl.fit(dl.mlp([3, 4, 2], seed=0), x, flags, epochs=1)
+
+
+def test_one_dimensional_x_is_refused_with_the_reshape_that_works() -> None:
+    # one feature as a 1-D array (y = f(x) regression) and one example x[0] to predict: the
+    # refusals named the shape only
+    import depthlab as dl
+
+    t = np.linspace(-1, 1, 16)
+    net = dl.mlp([1, 4, 1], seed=0)
+    with pytest.raises(ValueError, match=r"x\.reshape\(-1, 1\)"):
+        dl.fit(net, t, 2 * t, loss="mse", epochs=1)
+    hist = dl.fit(net, t.reshape(-1, 1), 2 * t, loss="mse", epochs=1)
+    assert len(hist.step_loss) == 1
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    net3 = dl.mlp([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match=r"x\.reshape\(1, -1\)"):
+        net3.predict(x[0])
+    assert np.allclose(net3.predict(x[0].reshape(1, -1)), net3.predict(x)[:1], rtol=1e-5)

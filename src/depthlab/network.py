@@ -132,8 +132,11 @@ class Network(Sequential):
         if x.dtype.kind not in "biuf":
             raise TypeError(f"x of dtype {x.dtype} is not accepted; accepted: real numbers")
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            from .training.data_checks import reshape_hint
+
             raise ValueError(
                 f"input has shape {x.shape}; expected (batch, {self.n_inputs}) for this network"
+                + reshape_hint(x.shape, self.n_inputs)
             )
         if x.shape[0] == 0:
             raise ValueError("input batch is empty (0 rows)")

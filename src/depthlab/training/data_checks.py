@@ -26,7 +26,8 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     if x.size == 0 or x.shape[0] == 0:
         raise ValueError(f"{what} data is empty: x has shape {x.shape}")
     if x.ndim != 2:
-        raise ValueError(f"{what} x must be 2-D (samples, features), got shape {x.shape}")
+        raise ValueError(f"{what} x must be 2-D (samples, features), got shape {x.shape}"
+                         + reshape_hint(x.shape, n_inputs))
     if x.shape[1] != n_inputs:
         raise ValueError(f"{what} x has {x.shape[1]} features; the network expects {n_inputs}")
     if y.shape[0] != x.shape[0]:
@@ -35,6 +36,18 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
         raise ValueError(f"{what} y contains NaN or infinity")
     return x, y
+
+
+def reshape_hint(shape: tuple[int, ...], n_inputs: int) -> str:
+    """For a 1-D input of ``shape``: the reshape that makes it (rows, ``n_inputs``) -- one
+    feature per row, ``x.reshape(-1, 1)``, or one example, ``x.reshape(1, -1)`` -- else ""."""
+    if len(shape) != 1:
+        return ""
+    if n_inputs == 1:
+        return " (one feature per row: x.reshape(-1, 1))"
+    if shape[0] == n_inputs:
+        return " (one example: x.reshape(1, -1))"
+    return ""
 
 
 _CHUNK = 1 << 22
