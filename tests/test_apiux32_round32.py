@@ -126,3 +126,15 @@ def test_one_dimensional_x_is_refused_with_the_reshape_that_works() -> None:
     with pytest.raises(ValueError, match=r"x\.reshape\(1, -1\)"):
         net3.predict(x[0])
     assert np.allclose(net3.predict(x[0].reshape(1, -1)), net3.predict(x)[:1], rtol=1e-5)
+
+
+def test_a_column_of_labels_is_refused_with_ravel() -> None:
+    # y of shape (N, 1) (df[["label"]], scikit-learn style) for cross_entropy named the shapes
+    import depthlab as dl
+
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    y = np.arange(10) % 3
+    with pytest.raises(ValueError, match=r"y\.ravel\(\)"):
+        dl.fit(dl.mlp([3, 4, 3], seed=0), x, y[:, None], epochs=1)
+    a = dl.fit(dl.mlp([3, 4, 3], seed=0), x, y[:, None].ravel(), epochs=1, seed=0).step_loss
+    assert a == dl.fit(dl.mlp([3, 4, 3], seed=0), x, y, epochs=1, seed=0).step_loss

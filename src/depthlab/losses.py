@@ -316,9 +316,11 @@ class CrossEntropy(Loss):
                 )
             return pred, target.astype(np.intp, copy=False)
         if target.shape != pred.shape:
+            column = target.ndim == 2 and target.shape == (b, 1) and c > 1
             raise ValueError(
                 f"cross_entropy: pred shape {pred.shape} and target shape {target.shape} "
                 f"differ; expected target shape ({b},) (labels) or ({b}, {c}) (probabilities)"
+                + ("; a column of labels: y.ravel()" if column else "")
             )
         _check_finite_target(target)
         lo, hi = target.min().item(), target.max().item()
