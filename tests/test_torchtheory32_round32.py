@@ -84,3 +84,25 @@ def test_an_overlay_of_runs_without_theory_rows_says_no_dashed_theory(tmp_path):
     said = _overlay(tmp_path / "b", [{"theory": rows}, {"theory_note": NOTE}])
     assert "Dashed: the theory's prediction" in said and "drawn for 1 of the 2 runs" in said
     assert "unit-variance" not in said and "from the recorded batch" in said, said[:1200]
+
+
+def test_from_torch_keeps_a_final_softmax_an_output_activation_not_a_hidden_layer():
+    """``mlp(..., output_activation="softmax")`` copied to torch and back: ``dl.probe`` of the
+    copy had a third 'hidden' layer, the output Dense with the softmax's act_* rows (90 rows
+    for the original's 68), as if the softmax were a hidden nonlinearity; ``dl.save`` of the
+    copy (its recipe reads a final activation as the output's) gave the original's table."""
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.bridge.torch_bridge import from_torch, to_torch
+
+    g = np.random.default_rng(0)
+    x, y = g.standard_normal((40, 6)), g.integers(0, 3, 40)
+    net = dl.mlp([6, 12, 12, 3], activation="tanh", seed=1, dtype="float64",
+                 output_activation="softmax")
+    back = from_torch(to_torch(net))
+    want, got = dl.probe(net, x, y), dl.probe(back, x, y)
+    assert sorted(set(got.layer)) == sorted(set(want.layer)) == [0, 1, 2]
+    merged = want.merge(got, on=["layer", "quantity"], how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all()
+    np.testing.assert_allclose(merged.value_y, merged.value_x, rtol=1e-12, equal_nan=True)

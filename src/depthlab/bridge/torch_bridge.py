@@ -603,4 +603,11 @@ def from_torch(module: nn.Module) -> Network:
         raise TypeError("from_torch needs at least one Linear layer (the network's input size "
                         "comes from the first one)")
     n_inputs = first.fan_in if isinstance(first, Dense) else int(first.mean.shape[0])
+    if isinstance(layers[-1], Activation):
+        # an activation after the last weight layer is the output's (a final Softmax): as
+        # mlp(output_activation=...) marks it and the saved recipe reads it
+        # (recipe._candidate), so dl.probe takes no hidden layer there (the round trip of
+        # mlp(..., output_activation="softmax") had a third layer: the output Dense with the
+        # softmax's act_* rows)
+        layers[-1].is_output = True
     return Network(layers, n_inputs=n_inputs, dtype=np_dtype)
