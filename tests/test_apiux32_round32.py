@@ -138,3 +138,22 @@ def test_a_column_of_labels_is_refused_with_ravel() -> None:
         dl.fit(dl.mlp([3, 4, 3], seed=0), x, y[:, None], epochs=1)
     a = dl.fit(dl.mlp([3, 4, 3], seed=0), x, y[:, None].ravel(), epochs=1, seed=0).step_loss
     assert a == dl.fit(dl.mlp([3, 4, 3], seed=0), x, y, epochs=1, seed=0).step_loss
+
+
+def test_a_torch_module_given_to_the_numpy_api_is_pointed_to_depthlab_torch() -> None:
+    # dl.probe / dl.doctor / dl.fit of an nn.Module said "net must be a depthlab Network ...,
+    # got Sequential", not that depthlab.torch measures such a model
+    torch = pytest.importorskip("torch")
+    import depthlab as dl
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    x = np.zeros((4, 3), dtype=np.float32)
+    y = np.arange(4) % 2
+    for call, remedy in [(lambda: dl.probe(model, x, y), "dlt.probe(model, x, y, loss_fn)"),
+                         (lambda: dl.doctor(model, (x, y)), "dlt.doctor(model, data"),
+                         (lambda: dl.fit(model, x, y), "dlt.Watch(model)")]:
+        with pytest.raises(TypeError) as err:
+            call()
+        msg = str(err.value)
+        assert "torch.nn.Module" in msg and "import depthlab.torch as dlt" in msg
+        assert remedy in msg, msg

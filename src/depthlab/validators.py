@@ -85,6 +85,16 @@ def did_you_mean(word: str, names: Iterable[str]) -> str:
     return f" (did you mean {close!r}?)" if close else ""
 
 
+def torch_module_hint(obj: Any, remedy: str) -> str:
+    """For a PyTorch module handed to the NumPy engine's API (``dl.probe(model, ...)``): a
+    hint naming ``remedy`` of ``depthlab.torch`` (``dlt.probe(model, x, y, loss_fn)``), else
+    "". Read from the object's class and its bases' modules: torch is not imported."""
+    if not any(c.__module__.partition(".")[0] == "torch" and c.__name__ == "Module"
+               for c in type(obj).__mro__):
+        return ""
+    return f" (a torch.nn.Module: import depthlab.torch as dlt; {remedy})"
+
+
 def keyword_hints(fn: Callable | None = None, *, positional_hint: str = "") -> Callable:
     """``fn`` (a function or a class's ``__init__``) refusing an unknown keyword argument with
     one TypeError line naming it and the closest accepted one (Python said only

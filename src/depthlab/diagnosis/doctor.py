@@ -27,7 +27,7 @@ from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
 from ..training.history import History
 from ..training.trainer import Callback, Trainer, _check_callbacks
-from ..validators import keyword_hints, positive_int
+from ..validators import keyword_hints, positive_int, torch_module_hint
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
 from .rules import (
@@ -846,7 +846,9 @@ def doctor(
         config = dict(net.config)
     else:
         raise TypeError(f"net_or_config must be a Network, a dl.ModelSpec or a dict of mlp() "
-                        f"arguments, got {type(net_or_config).__name__}")
+                        f"arguments, got {type(net_or_config).__name__}"
+                        + torch_module_hint(net_or_config, "dlt.doctor(model, data, "
+                                            "loss_fn=...)"))
     if verify and "sizes" not in config:  # refused before training, not after it
         raise ValueError("verify=True needs a network built by mlp() (its config is empty), "
                          "or pass a dict of mlp() arguments")

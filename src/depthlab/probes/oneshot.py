@@ -13,7 +13,7 @@ from ..memory import check_batch
 from ..network import Network
 from ..threads import blas_threads
 from ..training.data_checks import finite_features
-from ..validators import check_bn_probe_rows, keyword_hints
+from ..validators import check_bn_probe_rows, keyword_hints, torch_module_hint
 from .stats import (
     PERCENTILES,
     check_percentiles,
@@ -41,7 +41,8 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
     is overwritten and the layers' caches are cleared.
     """
     if not isinstance(net, Network):
-        raise TypeError(f"net must be a depthlab Network (e.g. from mlp), got {type(net).__name__}")
+        raise TypeError(f"net must be a depthlab Network (e.g. from mlp), got {type(net).__name__}"
+                        + torch_module_hint(net, "dlt.probe(model, x, y, loss_fn)"))
     for name, v in (("x", x), ("y", y)):
         if isinstance(v, str | bytes | dict) or v is None:
             raise TypeError(f"{name}={v!r:.40} is not accepted; accepted: an array"

@@ -21,7 +21,7 @@ from ..optimizers import Optimizer, get_optimizer
 from ..regularizers import add_penalty_gradient, penalty
 from ..spec import TrainSpec, check_field
 from ..threads import blas_threads, check_threads
-from ..validators import closest_name
+from ..validators import closest_name, torch_module_hint
 from .data_checks import check_xy, finite_features
 from .history import DivergenceReport, History
 from .interrupts import DeferredInterrupts
@@ -99,6 +99,8 @@ class Trainer:
         if not isinstance(net, Network):
             raise TypeError(
                 f"net must be a depthlab Network (e.g. from dl.mlp), got {type(net).__name__}"
+                + torch_module_hint(net, "train it in your own loop inside "
+                                    "dlt.Watch(model) to record the same probes")
             )
         # the same rules as a [train] section (depthlab.spec.TrainSpec); None = full batch
         lr = check_field(TrainSpec, "lr", lr)
