@@ -95,3 +95,30 @@ def test_gradients_zeroed_by_clipping_an_overflowed_norm_are_not_blamed_on_zero_
     for name in ("0", "2", "4"):
         assert _rows(watch, 1, name, "weight_grad_absmean") == 0.0
         assert _rows(watch, 1, name, "grad_pre_absmean") > 0.0
+
+
+def test_a_scaler_that_never_scaled_a_loss_divides_no_gradient_row():
+    """`scaler=` given (a copied AMP config) while the loop never calls `scaler.scale(loss)`
+    (bf16 autocast needs no scaling): no backward ran on a scaled loss, yet the Watch divided
+    every gradient row by the scaler's initial scale (65536: rows 1/65536 of the gradient)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = {}
+
+    def keep(module, args, output):
+        output.register_hook(lambda g: out.__setitem__("g", g.detach()))
+
+    model[2].register_forward_hook(keep)
+    with dlt.Watch(model, every=1, theory=False, scaler=torch.amp.GradScaler("cpu")) as watch:
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        watch.step(loss)
+        opt.step()
+    assert _rows(watch, 0, "0", "weight_grad_std") == pytest.approx(
+        _std(model[0].weight.grad, 1.0), rel=1e-5)
+    assert _rows(watch, 0, "2", "grad_pre_std") == pytest.approx(
+        _std(out["g"].float(), 1.0), rel=1e-3)

@@ -86,19 +86,23 @@ WEIGHT_GRADIENT_ROWS = frozenset({"weight_grad_std", "weight_grad_absmean"})
 def _scaler_state(scaler: Any, optimizers: _OptimizersOf | None = None
                   ) -> tuple[float, bool | set[int]]:
     """``(S, unscaled)`` of a ``torch.amp.GradScaler`` between a backward and its
-    ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``, 1 when
-    disabled) and which ``.grad`` are already divided by it: those of the parameters of an
-    optimizer that ``scaler.unscale_`` took, or that ``scaler.step`` stepped (it unscales first,
-    fused optimizers too), as the ids of those parameters. Each optimizer is its own: unscaling a
-    GAN's discriminator optimizer (to clip it) before the generator's record leaves the
-    generator's ``.grad`` scaled (its rows were read unscaled, S times the gradient), and so
-    does unscaling one of two optimizers of one model for the other's weights. A
-    ``Watch.step`` between ``scaler.step`` and ``scaler.update`` reads the stepped weights'
-    ``.grad`` unscaled (divided again, it was 1/S of the gradient). ``True`` (all unscaled):
-    the scaler is disabled, or an optimizer it unscaled is not found among the live objects
-    (its parameters unknown: the rule before per-optimizer states, unscale all or none);
-    without ``optimizers``, whether any optimizer was unscaled."""
-    if not scaler.is_enabled():
+    ``scaler.update()``: the factor ``S`` the backward's gradients carry (``get_scale()``; 1
+    when disabled or before the first ``scaler.scale(loss)``: a scaler passed to a loop that
+    scales no loss, such as bf16 autocast's) and which ``.grad`` are already divided by it:
+    those of the parameters of an optimizer that ``scaler.unscale_`` took, or that
+    ``scaler.step`` stepped (it unscales first, fused optimizers too), as the ids of those
+    parameters. Each optimizer is its own: unscaling a GAN's discriminator optimizer (to clip
+    it) before the generator's record leaves the generator's ``.grad`` scaled (its rows were
+    read unscaled, S times the gradient), and so does unscaling one of two optimizers of one
+    model for the other's weights. A ``Watch.step`` between ``scaler.step`` and
+    ``scaler.update`` reads the stepped weights' ``.grad`` unscaled (divided again, it was 1/S
+    of the gradient). ``True`` (all unscaled): the scaler is disabled, or an optimizer it
+    unscaled is not found among the live objects (its parameters unknown: the rule before
+    per-optimizer states, unscale all or none); without ``optimizers``, whether any optimizer
+    was unscaled."""
+    if not scaler.is_enabled() or getattr(scaler, "_scale", 0.0) is None:
+        # disabled, or no scaler.scale(loss) yet (its scale tensor is made at the first):
+        # no backward ran on a scaled loss, get_scale() would be the initial scale
         return 1.0, True
     from torch.amp.grad_scaler import OptState
 
