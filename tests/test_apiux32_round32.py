@@ -157,3 +157,22 @@ def test_a_torch_module_given_to_the_numpy_api_is_pointed_to_depthlab_torch() ->
         msg = str(err.value)
         assert "torch.nn.Module" in msg and "import depthlab.torch as dlt" in msg
         assert remedy in msg, msg
+
+
+def test_a_text_column_of_a_dataframe_is_named() -> None:
+    # pd.DataFrame with a text column: "training x of dtype object is not accepted" did not
+    # say which column (or which entry of an object array) is not a number
+    pd = pytest.importorskip("pandas")
+    import depthlab as dl
+
+    x = pd.DataFrame({"age": [30.0, 41.0, 25.0, 33.0], "city": ["Paris", "Rome", "Oslo", "Rome"],
+                      "income": [1.0, 2.0, 3.0, 4.0]})
+    y = np.array([0, 1, 0, 1])
+    with pytest.raises(TypeError) as err:
+        dl.fit(dl.mlp([3, 2], seed=0), x, y, epochs=1)
+    assert "column 'city'" in str(err.value) and "'Paris'" in str(err.value)
+    rows = np.array([[1.0, 2.0, 3.0], [4.0, None, 6.0]], dtype=object)
+    with pytest.raises(TypeError, match=r"row 1, column 1.*None"):
+        dl.fit(dl.mlp([3, 2], seed=0), rows, y[:2], epochs=1)
+    with pytest.raises(TypeError, match=r"column 'city'"):
+        dl.mlp([3, 2], seed=0).predict(x)

@@ -128,9 +128,14 @@ class Network(Sequential):
             if isinstance(x, str | bytes | dict) or x is None:
                 raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
                                 f"(batch, {self.n_inputs})")
-            x = data_array(x)
+            x_in, x = x, data_array(x)
+        else:
+            x_in = x
         if x.dtype.kind not in "biuf":
-            raise TypeError(f"x of dtype {x.dtype} is not accepted; accepted: real numbers")
+            from .training.data_checks import not_a_number
+
+            raise TypeError(f"x of dtype {x.dtype} is not accepted{not_a_number(x_in)}; "
+                            "accepted: real numbers")
         if x.ndim != 2 or x.shape[1] != self.n_inputs:
             from .training.data_checks import reshape_hint
 

@@ -19,10 +19,11 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
             raise TypeError(f"{what} {name}={shown} is not accepted; accepted: an array of "
                             + ("shape (n_samples, n_inputs)" if name == "x" else
                                "n_samples labels or targets"))
-    x = data_array(x)
+    x_in, x = x, data_array(x)
     y = data_array(y)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise TypeError(f"{what} x of dtype {x.dtype} is not accepted; accepted: real numbers")
+        raise TypeError(f"{what} x of dtype {x.dtype} is not accepted{not_a_number(x_in)}; "
+                        "accepted: real numbers")
     if x.size == 0 or x.shape[0] == 0:
         raise ValueError(f"{what} data is empty: x has shape {x.shape}")
     if x.ndim != 2:
@@ -36,6 +37,45 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
         raise ValueError(f"{what} y contains NaN or infinity")
     return x, y
+
+
+def not_a_number(data: Any) -> str:
+    """Where user data that NumPy reads as objects or text holds its first entry that is not
+    a real number: `` (column 'city' holds 'Paris')`` for a pandas DataFrame's first column of
+    text (or other objects), `` (row 1, column 1 holds None)`` for an array, else ""."""
+    if hasattr(data, "dtypes") and hasattr(data, "columns"):  # a DataFrame: name the column
+        for col in data.columns:
+            values = data_array(data[col])  # nullable Int64/Float64 columns are numbers
+            if values.dtype.kind not in "biuf":
+                shown = next((v for v in values if not _is_real(v)), values[0] if len(values)
+                             else None)
+                return f" (column {col!r} holds {_short(shown)})"
+        return ""
+    try:
+        arr = np.asarray(data)
+    except Exception:  # noqa: BLE001 -- a message helper: no detail rather than a new error
+        return ""
+    if arr.dtype.kind not in "OUS" or arr.size == 0:
+        return ""
+    for flat, value in enumerate(arr.flat):  # the first million entries: an error path
+        if flat >= 1_000_000:
+            break
+        if not _is_real(value):
+            index = np.unravel_index(flat, arr.shape)
+            where = (f"row {index[0]}, column {index[1]}" if len(index) == 2
+                     else f"index {tuple(int(i) for i in index)}")
+            return f" ({where} holds {_short(value)})"
+    return " (numbers held as Python objects: np.asarray(x, dtype=float) converts them)"
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating | np.bool_)
+
+
+def _short(v: Any) -> str:
+    v = v.item() if isinstance(v, np.generic) else v
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def reshape_hint(shape: tuple[int, ...], n_inputs: int) -> str:
@@ -82,9 +122,10 @@ def first_nonfinite(a: Array) -> tuple[int, ...] | None:
 def finite_features(x: Array, dtype: Any, what: str) -> Array:
     """``x`` (2-D, real numbers) cast to ``dtype``, or a ValueError naming the first entry
     that is NaN, infinite or too large for ``dtype`` (row and column) and what is accepted."""
-    x = data_array(x)
+    x_in, x = x, data_array(x)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise TypeError(f"{what} of dtype {x.dtype} is not accepted; accepted: real numbers")
+        raise TypeError(f"{what} of dtype {x.dtype} is not accepted{not_a_number(x_in)}; "
+                        "accepted: real numbers")
     if x.dtype != np.dtype(dtype) and x.size * np.dtype(dtype).itemsize >= CHECK_FROM_BYTES:
         check_fits(x.size * np.dtype(dtype).itemsize,
                    f"{what} ({' x '.join(f'{d:,}' for d in x.shape)}) as {np.dtype(dtype).name}")
