@@ -42,3 +42,25 @@ def test_watch_losses_mid_run_lists_every_step_so_far():
     end = watch.losses()
     assert end["step"].tolist() == list(range(7))
     assert end["loss"].tolist() == pytest.approx(seen, rel=1e-7)
+
+
+def test_a_hand_built_networks_final_activation_is_its_output_not_a_hidden_layer(tmp_path):
+    """``dl.Network([Dense, tanh, Dense, softmax])`` probes one hidden layer, as the same
+    network built by ``dl.mlp(output_activation="softmax")`` and as its saved copy (the final
+    softmax was probed as a second hidden layer before saving and not after)."""
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab.layers import Activation, Dense
+
+    rng = np.random.default_rng(0)
+    net = dl.Network([Dense(4, 6, rng=rng, dtype="float64"), Activation("tanh"),
+                      Dense(6, 3, rng=rng, dtype="float64"), Activation("softmax")],
+                     n_inputs=4, dtype="float64")
+    x, y = rng.normal(size=(8, 4)), np.eye(3)[rng.integers(0, 3, 8)]
+    table = dl.probe(net, x, y, loss="mse")
+    assert sorted(set(table["layer"])) == [0, 1]
+    dl.save(net, tmp_path / "n.npz")
+    again = dl.probe(dl.load(tmp_path / "n.npz"), x, y, loss="mse")
+    assert table.shape == again.shape
+    np.testing.assert_array_equal(table["value"].to_numpy(), again["value"].to_numpy())

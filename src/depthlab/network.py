@@ -114,6 +114,10 @@ class Network(Sequential):
             raise ValueError(f"n_inputs={self.n_inputs} does not match the first Dense layer's "
                              f"{dense[0].W.value.shape[0]} inputs")
         _check_widths(self.layers, self.n_inputs, "layers")
+        if self.layers and isinstance(self.layers[-1], Activation):
+            # a final activation after the last Dense is the output activation, as mlp's
+            # output_activation and as save/load and the recipe read it: not a hidden layer
+            self.layers[-1].is_output = True
         self.dtype = _network_dtype(dtype, self.parameters())
         self.config = dict(config or {})
 
