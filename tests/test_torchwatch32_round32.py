@@ -122,3 +122,13 @@ def test_a_scaler_that_never_scaled_a_loss_divides_no_gradient_row():
         _std(model[0].weight.grad, 1.0), rel=1e-5)
     assert _rows(watch, 0, "2", "grad_pre_std") == pytest.approx(
         _std(out["g"].float(), 1.0), rel=1e-3)
+
+
+def test_the_gradscaler_class_itself_is_refused_when_the_watch_is_made():
+    """`scaler=torch.amp.GradScaler` (the parentheses forgotten) was taken: the class has
+    `get_scale` and `is_enabled` as attributes, so the check passed, and the loop then failed
+    at the first record with "GradScaler.is_enabled() missing 1 required positional argument"."""
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(TypeError, match=r"got the class GradScaler itself; expected an "
+                                        r"instance \(torch.amp.GradScaler\('cuda'\)\)"):
+        dlt.Watch(model, scaler=torch.amp.GradScaler)

@@ -326,6 +326,11 @@ class Watch:
         name = run_name(name)  # before the store is made: a blank or non-UTF-8 name
         if not isinstance(theory, (bool, np.bool_)):
             raise TypeError(f"theory must be True or False, got {type(theory).__name__}")
+        if isinstance(scaler, type):  # GradScaler without its parentheses: its methods
+            # are attributes of the class too, and failed at the first record (no `self`)
+            raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got the class "
+                            f"{scaler.__name__} itself; expected an instance "
+                            f"(torch.amp.GradScaler('cuda'))")
         if scaler is not None and not (callable(getattr(scaler, "get_scale", None))
                                        and callable(getattr(scaler, "is_enabled", None))):
             raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got "
