@@ -62,8 +62,8 @@ def test_fit_reads_monitor_and_min_delta_by_the_train_sections_rules():
     assert dl.Trainer(dl.mlp([4, 6, 3]), monitor="Val_Loss").early_stopping is None
     with pytest.raises(TypeError, match=r'^min_delta = "0.1" has the wrong type'):
         dl.Trainer(dl.mlp([4, 6, 3]), patience=2, min_delta="0.1")
-    with pytest.raises(ValueError, match=r'^monitor = "loss" is not accepted; accepted: '
-                                         r'"val_loss"'):
+    with pytest.raises(ValueError, match=r'^monitor = "loss" is not accepted \(did you mean '
+                                         r'"val_loss"\?\); accepted: "val_loss"'):
         dl.Trainer(dl.mlp([4, 6, 3]), patience=2, monitor="loss")
     from depthlab.training.early_stopping import EarlyStopping
 

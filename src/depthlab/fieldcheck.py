@@ -61,11 +61,25 @@ class ConfigTypeError(ConfigError, TypeError):
     """A setting of the wrong type (also a TypeError, as the Python API raises for those)."""
 
 
-def bad(key: str, value: Any, accepted: str, problem: str = "is not accepted") -> ConfigError:
-    """``key = value problem; accepted: accepted`` as a :class:`ConfigError` (a
-    :class:`ConfigTypeError` when the problem is the type)."""
+def did_you_mean(word: Any, names: Any) -> str:
+    """`` (did you mean "relu"?)``: the accepted name a mistyped ``word`` most likely meant
+    (:func:`~depthlab.validators.closest_name`), written as the config writes values
+    (:func:`fmt`), else ``""`` (also for a ``word`` that is not text). The one hint of every
+    field with named values: registries, fixed choices, data set names and options."""
+    if not isinstance(word, str):
+        return ""
+    close = closest_name(word, names)
+    return f" (did you mean {fmt(close)}?)" if close else ""
+
+
+def bad(key: str, value: Any, accepted: str, problem: str = "is not accepted",
+        names: Any = None) -> ConfigError:
+    """``key = value problem (did you mean ...?); accepted: accepted`` as a
+    :class:`ConfigError` (a :class:`ConfigTypeError` when the problem is the type); the hint
+    (:func:`did_you_mean`) when ``names`` lists the accepted words and ``value`` is text."""
     cls = ConfigTypeError if problem == "has the wrong type" else ConfigError
-    return cls(f"{key} = {fmt(value)} {problem}; accepted: {accepted}", key)
+    hint = did_you_mean(value, names) if names is not None else ""
+    return cls(f"{key} = {fmt(value)} {problem}{hint}; accepted: {accepted}", key)
 
 
 def is_int(v: Any) -> bool:
@@ -181,7 +195,7 @@ class Choice(Check):
         if not isinstance(v, str):
             raise bad(key, v, self.accepted, "has the wrong type")
         if v.strip().lower() not in self.choices:
-            raise bad(key, v, self.accepted)
+            raise bad(key, v, self.accepted, names=self.choices)
         return v.strip().lower()
 
     def schema(self) -> dict[str, Any]:
@@ -310,8 +324,7 @@ class Name(Check):
         try:
             return reg.key(v)
         except (ValueError, TypeError):
-            close = closest_name(v, reg.names)
-            hint = f" (did you mean {fmt(close)}?)" if close else ""
+            hint = did_you_mean(v, reg.names)
             raise ConfigError(f"{key} = {fmt(v)} is not a known {reg.kind}{hint}; accepted: "
                               f"{self.accepted}", key) from None
 
@@ -352,8 +365,8 @@ class BatchSize(Check):
     def __call__(self, key: str, v: Any) -> Any:
         if isinstance(v, str) and v.strip().lower() == "full":
             return "full"
-        if not is_int(v):
-            raise bad(key, v, self.accepted, "has the wrong type")
+        if not is_int(v):  # "ful": did you mean "full"?
+            raise bad(key, v, self.accepted, "has the wrong type", names=("full",))
         if v < 1:
             raise bad(key, v, self.accepted, "is out of range")
         return int(v)

@@ -37,6 +37,7 @@ from .data.files import (
 )
 from .data.standardize import apply_standardizer
 from .memory import MemoryRefusal, check_array
+from .progress import count as count_of
 from .training.data_checks import finite_features
 
 MODELS = "models"
@@ -455,8 +456,9 @@ def _csv_targets(ys: Any, where: _CsvCells, columns: list[int]
     scored = int((~bad.any(axis=1)).sum())
     if not scored:
         return None, f"{said}, not a number (nor does any other row): no error is computed"
-    return t, (f"{said}, not a number ({len(t) - scored} of {len(t)} rows without their "
-               f"targets): the mean squared error is over the {scored} rows that have them")
+    return t, (f"{said}, not a number ({len(t) - scored} of {count_of(len(t), 'row')} without "
+               f"their targets): the mean squared error is over the "
+               f"{count_of(scored, 'row')} that {'has' if scored == 1 else 'have'} them")
 
 
 def _csv_labels(y: Any, where: _CsvCells, column: int
@@ -487,8 +489,9 @@ def _csv_labels(y: Any, where: _CsvCells, column: int
                             "no accuracy is computed")
     labels = np.where(whole, np.nan_to_num(values, nan=-1, posinf=-1, neginf=-1), -1)
     return (labels.astype(np.int64), whole,
-            f"{said}, not a class number 0, 1, ... ({int((~whole).sum())} of {len(whole)} "
-            f"rows without one): the accuracy is over the {int(whole.sum())} rows that have one")
+            f"{said}, not a class number 0, 1, ... ({int((~whole).sum())} of "
+            f"{count_of(len(whole), 'row')} without one): the accuracy is over the "
+            f"{count_of(int(whole.sum()), 'row')} that {'has' if whole.sum() == 1 else 'have'} one")
 
 
 def _csv_one_hot(ys: Any, where: _CsvCells, columns: list[int]
@@ -514,8 +517,9 @@ def _csv_one_hot(ys: Any, where: _CsvCells, columns: list[int]
     said = f"line {line} holds {shown} in the label columns {names}, not a one-hot row"
     if not ok.any():
         return None, None, f"{said} (nor does any other row): no accuracy is computed"
-    return (labels, ok, f"{said} ({int((~ok).sum())} of {len(ok)} rows are not): the "
-            f"accuracy is over the {int(ok.sum())} one-hot rows")
+    return (labels, ok, f"{said} ({int((~ok).sum())} of {count_of(len(ok), 'row')} "
+            f"{'is' if (~ok).sum() == 1 else 'are'} not): the accuracy is over the "
+            f"{count_of(int(ok.sum()), 'one-hot row')}")
 
 
 def _first_text_cell(frame: Any, column: str, where: _CsvCells | None) -> str:

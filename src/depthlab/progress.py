@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LINE_EVERY_S", "ExperimentProgress", "Stages", "StatusLines", "duration",
+__all__ = ["LINE_EVERY_S", "ExperimentProgress", "Stages", "StatusLines", "count", "duration",
            "make_progress", "mode", "tqdm_bar", "warning_line"]
 
 LINE_EVERY_S = 5.0
@@ -47,6 +47,14 @@ def warning_line(message: Any, category: Any = None, filename: Any = None, linen
     line number and a line of source code)."""
     text = " ".join(str(message).split()).removeprefix("depthlab: ")
     return f"depthlab: warning: {text}\n"
+
+
+def count(n: int, noun: str, plural: str | None = None, *, thousands: bool = False) -> str:
+    """``n noun`` with the noun as English counts it: ``"1 row"``, ``"0 rows"``, ``"60 rows"``
+    (``plural``: ``noun + "s"`` unless given); ``thousands``: ``"1,000 points"`` (lines such
+    as predict's "1 rows, accuracy 1.0000" and the sweep's "1 points" read wrong)."""
+    shown = f"{n:,}" if thousands else f"{n}"
+    return f"{shown} {noun if n == 1 else (plural or noun + 's')}"
 
 
 def duration(seconds: float) -> str:

@@ -64,6 +64,7 @@ from .fieldcheck import (
     Text,
     as_list,
     bad,
+    did_you_mean,
     fmt,
     is_num,
 )
@@ -401,8 +402,7 @@ class DataSpec(_Section):
         if self.name is not None:
             builtin = find_builtin(self.name)
             if builtin is None:
-                close = closest_name(self.name, DATASETS)
-                hint = f" (did you mean {fmt(close)}?)" if close else ""
+                hint = did_you_mean(self.name, DATASETS)
                 raise ConfigError(
                     f"{prefix}name = {fmt(self.name)} is not a built-in data set{hint}; "
                     f"accepted: {', '.join(DATASETS)} (or use {prefix}path for a file)",
@@ -411,8 +411,7 @@ class DataSpec(_Section):
             if builtin.options is not None:
                 wrong = [k for k in self.options if k not in builtin.options]
                 if wrong:
-                    close = closest_name(wrong[0], builtin.options)
-                    hint = f" (did you mean {fmt(close)}?)" if close else ""
+                    hint = did_you_mean(wrong[0], builtin.options)
                     raise ConfigError(
                         f"{prefix}options.{wrong[0]} is not an option of data set "
                         f"{builtin.name!r}{hint}; accepted: "
@@ -444,8 +443,7 @@ class DataSpec(_Section):
             # failed every run (every sweep point) when its data were loaded
             wrong = [k for k in self.options if k not in FILE_OPTIONS]
             if wrong:
-                close = closest_name(wrong[0], FILE_OPTIONS)
-                hint = f" (did you mean {fmt(close)}?)" if close else ""
+                hint = did_you_mean(wrong[0], FILE_OPTIONS)
                 raise ConfigError(
                     f"{prefix}options.{wrong[0]} is not an option of a data file{hint}; "
                     f"accepted: {', '.join(FILE_OPTIONS)} (or leave out {prefix}options)",

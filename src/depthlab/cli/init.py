@@ -16,6 +16,11 @@ from pathlib import Path
 from .common import Command, UserError
 
 STARTER = "starter.toml"
+OTHER_FORMATS = frozenset((".json", ".yaml", ".yml", ".ini", ".cfg", ".conf", ".txt", ".py",
+                           ".toml", ".ipynb", ".csv", ".npz", ".db"))
+"""Suffixes of another kind of file: a NAME ending in one that is not the written file's
+suffix is refused (``init foo.json`` wrote a TOML file named ``foo.json.toml``); any other
+dot stays part of the name (``init run.v2`` writes ``run.v2.toml``)."""
 
 
 def shipped_examples() -> list[str]:
@@ -96,7 +101,17 @@ def run(args: argparse.Namespace) -> int:
     if target.name in ("", ".", ".."):  # '.', '/', '..': a folder, no file name (was exit 1)
         raise UserError(f"NAME {name!r} names a folder, not a file; expected a file name "
                         "such as my_run (written as my_run.toml)")
-    if target.suffix.lower() != suffix:  # "x.TOML" stays x.TOML
+    other = target.suffix.lower()
+    if other != suffix and other in OTHER_FORMATS:  # `init foo.json` wrote foo.json.toml
+        kind = ("a commented TOML config" if suffix == ".toml" else "a Jupyter notebook")
+        bare = str(target.with_suffix(""))
+        accepted = f"{bare!r} or {bare + suffix!r}"
+        note = (" (a .json config is read by `depthlab run`, but the starter's comments "
+                "need TOML)" if other == ".json" and suffix == ".toml" else "")
+        raise UserError(f"NAME {name!r} ends in {target.suffix}, but this writes {kind} "
+                        f"({suffix}); expected a name without a suffix or ending in "
+                        f"{suffix}, such as {accepted}{note}")
+    if other != suffix:  # "x.TOML" stays x.TOML; "run.v2" is run.v2.toml
         target = target.with_name(target.name + suffix)
     if target.exists() and not args.force:
         raise UserError(f"{str(target)!r} already exists; pass --force to replace it")

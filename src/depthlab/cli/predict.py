@@ -25,6 +25,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..progress import count as count_of
 from .common import DEFAULT_OUT, Command, UserError, one_line, path_arg
 
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         from ..atomic import atomic_write_text
 
         atomic_write_text(Path(args.to), text)
-        print(f"predictions for {out.shape[0]} rows: {args.to}", file=sys.stderr)
+        print(f"predictions for {count_of(out.shape[0], 'row')}: {args.to}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     if targets is not None and targets.shape == out.shape:
@@ -79,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
         scored = np.isfinite(targets).all(axis=1)
         err = ((out[scored].astype(np.float64) - targets[scored]) ** 2).mean()
-        rows = (f"{len(targets)} rows" if scored.all()
-                else f"{int(scored.sum())} of {len(targets)} rows with targets")
+        rows = (count_of(len(targets), "row") if scored.all()
+                else f"{int(scored.sum())} of {count_of(len(targets), 'row')} with targets")
         print(f"{args.data}: {rows}, mean squared error {err:.6g}", file=sys.stderr)
     if labels is not None and classes is not None and len(labels) == len(classes):
         # after the output is written: a failed --to leaves one line, the error
@@ -90,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
         _warn_classless(args.data, labels, scored, out.shape[1])
         acc = float((classes[scored] == labels[scored]).mean())
         split = " test split" if not Path(args.data).exists() else ""
-        rows = (f"{len(labels)} rows" if labelled is None
-                else f"{int(scored.sum())} of {len(labels)} rows labelled")
+        rows = (count_of(len(labels), "row") if labelled is None
+                else f"{int(scored.sum())} of {count_of(len(labels), 'row')} labelled")
         print(f"{args.data}{split}: {rows}, accuracy {acc:.4f}", file=sys.stderr)
     return 0
 
@@ -221,7 +222,8 @@ def _npz_classes(path: Path, n: int) -> tuple[object, object]:
         shape, dtype = npz_headers(z)["y"]
         why = ("holds text" if dtype.kind in "USO" else "does not hold numbers"
                if dtype.kind not in "biuf" else f"has {len(shape)} dimensions"
-               if len(shape) not in (1, 2) else f"has {shape[0]} rows beside {n} in {key!r}"
+               if len(shape) not in (1, 2)
+               else f"has {count_of(shape[0], 'row')} beside {n} in {key!r}"
                if shape[0] != n else None)
         if why is not None:  # (was silent: no accuracy and no word why, where a CSV's
             # label column of text says so)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..progress import count as count_of
 from .common import Command, UserError, add_out, metrics_line, open_store, progress_mode, say
 
 
@@ -201,8 +202,9 @@ def _warn_unreached_steps(cfg: dict, n_train: int) -> None:
     if late:
         warnings.warn(f"{' and '.join(late)} come{'s' * (len(late) == 1 and ',' not in late[0])}"
                       f" after the run's last step, {steps:,} ({per_epoch} step"
-                      f"{'s' * (per_epoch != 1)} per epoch on {n_train} training rows), and "
-                      "will not be recorded", stacklevel=2)
+                      f"{'s' * (per_epoch != 1)} per epoch on "
+                      f"{count_of(n_train, 'training row')}), and will not be recorded",
+                      stacklevel=2)
 
 
 DIVERGED_STATUS = 3

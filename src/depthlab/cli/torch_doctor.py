@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..progress import count as count_of
 from .common import UserError, open_store, progress_mode, say
 
 if TYPE_CHECKING:
@@ -218,7 +219,8 @@ def regression_dataset(path: str, *, seed: int, n: int | None, label: str | int 
     else:
         k_val, k_test = round(0.1 * len(x)), round(0.2 * len(x))
         if len(x) - k_val - k_test < 1:
-            raise ValueError(f"{len(x)} rows leave none to train on after the validation and "
+            raise ValueError(f"{count_of(len(x), 'row')} {'leaves' if len(x) == 1 else 'leave'} "
+                             "none to train on after the validation and "
                              "test parts")
         x_val, y_val = x[:k_val], y[:k_val]
         x, y = x[k_val + k_test:], y[k_val + k_test:]

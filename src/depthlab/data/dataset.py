@@ -22,6 +22,27 @@ TARGETS = ("classes", "values")
 """What a data set's labels are: integer classes, or real regression targets (values)."""
 
 
+def _cast(x: np.ndarray, dt: np.dtype, what: str) -> np.ndarray:
+    """``x.astype(dt)``, or a ValueError naming the first finite value that does not fit in
+    ``dt`` (its row and column): a test row of 3e38 standardized past float32's 3.4e38 became
+    inf, and the run failed after training with "x contains NaN or infinity" as an internal
+    error."""
+    from depthlab.training.data_checks import first_nonfinite
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = x.astype(dt)
+    if out.dtype.kind == "f" and np.dtype(x.dtype).kind == "f" and (
+            np.dtype(x.dtype).itemsize > out.dtype.itemsize):  # narrowed: checked by blocks
+        bad = first_nonfinite(out)
+        if bad is not None and np.isfinite(x[bad]):
+            row, *col = bad
+            where = f"row {row} of the split" + (f", column {col[0]}" if col else "")
+            raise ValueError(f"{what} holds {float(x[bad]):g} ({where}), which does "
+                             f"not fit in {dt.name}; accepted: |x| <= {np.finfo(dt).max:.3g} "
+                             "(or model.dtype = \"float64\")")
+    return out
+
+
 @dataclass(repr=False)
 class Dataset:
     """Train/validation/test arrays: ``x_*`` float (n, d) flattened, ``y_*`` int64 labels (n,);
@@ -108,11 +129,13 @@ class Dataset:
             with np.errstate(over="ignore"):  # 1e39 in float32: inf (mean64 keeps it)
                 st["mean"], st["std"] = st["mean"].astype(dt), st["std"].astype(dt)
             info["standardization"] = st
+        said = (", standardized with the training split's mean and std," if "standardization"
+                in info else "")
         return replace(
             self,
-            x_train=self.x_train.astype(dt),
-            x_val=self.x_val.astype(dt),
-            x_test=self.x_test.astype(dt),
+            x_train=_cast(self.x_train, dt, f"the training split's x{said}"),
+            x_val=_cast(self.x_val, dt, f"the validation split's x{said}"),
+            x_test=_cast(self.x_test, dt, f"the test split's x{said}"),
             info=info,
         )
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..data.fingerprint import digest
 from ..data.standardize import target_moments
+from ..progress import count as count_of
 from ..training.trainer import EPOCH_RECORD_BYTES, STEP_RECORD_BYTES
 from .config import ConfigError, canonical_json, validate
 from .config import run_id as make_run_id
@@ -376,7 +377,7 @@ def memory_need(config: dict[str, Any], sizes: list[int] | None = None,
     if t.get("patience") is not None:  # early stopping keeps a copy of the best epoch's
         need += parameter_count(chain) * np.dtype(m["dtype"]).itemsize  # parameters
     # a file's rows are unknown before it is loaded: not "on 0 rows of data"
-    data = (f"on {n_rows} rows of data" if n_rows else
+    data = (f"on {count_of(n_rows, 'row')} of data" if n_rows else
             f"for the network alone (data file {d.get('path')!r} not loaded yet)")
     # before a file is read, its "auto" ends are placeholders: the sizes as written
     shown = sizes_text(m["sizes"] if written else sizes)
@@ -574,6 +575,8 @@ def train(prep: Prepared, *, run_id: str, name: str | None = None, kind: str = "
             if not catch:
                 raise
             error, status = f"{type(e).__name__}: {e}", "failed"
+    if hist is not None and not hist.diverged and trainer is not None:
+        _warn_not_finite(prep, trainer, metrics, run_id)
     h = hist if hist is not None else (trainer.history if trainer is not None else None)
     tables, probe_error = _probe_tables(recorder, catch)
     if probe_error is not None:
@@ -616,6 +619,41 @@ def _final_metrics(prep: Prepared, trainer: Any, hist: Any, seconds: float) -> d
     if es is not None:
         metrics.update(best_epoch=es.best_epoch, stopped_epoch=es.stopped_epoch)
     return metrics
+
+
+def _warn_not_finite(prep: Prepared, trainer: Any, metrics: dict[str, Any],
+                     run_id: str) -> None:
+    """One warning, in depthlab's words, for a run that finished with a final loss that is not
+    a number on a split (the network's outputs overflow its dtype on some rows: a test row
+    far outside the training data, weights grown huge): that loss is stored as missing and
+    the line would omit it without a word. It names the run, the rows ``k of n`` whose
+    outputs are not finite (inference mode, the network as trained) and the first layer
+    whose outputs were not (:meth:`Network.first_nonfinite`)."""
+    import warnings
+
+    from ..layers.sequential import Sequential
+
+    net, ds, dtype = prep.net, prep.data, np.dtype(prep.net.dtype).name
+    for split in ("train", "val", "test"):
+        loss = metrics.get(f"{split}_loss")
+        if not isinstance(loss, float) or np.isfinite(loss):
+            continue
+        what = f"its final {split}_loss is {loss} (not stored)"
+        try:
+            with np.errstate(all="ignore"):
+                x = trainer.transform(getattr(ds, f"x_{split}"))
+                bad = ~np.isfinite(net.predict(x)).all(axis=1)
+                if bad.any():
+                    out = Sequential.forward(net, x[bad][:4096], False)
+                    layer = net.first_nonfinite(out)
+                    net.clear_cache()
+                    what += (f": the trained network's outputs are not finite on "
+                             f"{int(bad.sum())} of {len(bad)} {split} rows (they overflow "
+                             f"{dtype}" + (f"; first in layer '{layer}'" if layer else "")
+                             + ")")
+        except Exception:  # noqa: BLE001 - the warning without its detail
+            pass
+        warnings.warn(f"run {run_id}: {what}", RuntimeWarning, stacklevel=2)
 
 
 def _in_target_units(prep: Prepared, trainer: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..progress import count as count_of
 from .config import ConfigError, data_digest
 from .executors import Executor, Task, make_executor
 from .grid import (
@@ -121,7 +122,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     check_values(raw, grid, base_dir=base_dir)
     sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
                     **data_contents(base, grid, base_dir=base_dir)})
-    say(f"sweep {sid}: {total:,} points ({grid_shape(grid)})")
+    say(f"sweep {sid}: {count_of(total, 'point', thousands=True)} ({grid_shape(grid)})")
     if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
         check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,

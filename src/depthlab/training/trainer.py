@@ -184,9 +184,15 @@ class Trainer:
         return finite_features(s.standardize64(x), self.net.dtype, "standardized x")
 
     def _evaluate(self, x: Array, y: Array, batch_size: int = 4096) -> dict[str, float]:
-        out = self.net.predict(x, batch_size)
-        loss = self.loss.forward(out, y)
-        acc = self.loss.accuracy(out, y)
+        # an overflow in the forward pass is its result, not a NumPy warning: a hidden unit
+        # past the dtype's range is +-inf (ReLU of -inf: 0), and outputs that overflow give a
+        # loss of inf or NaN, which the metrics show (training's own evaluations run under
+        # the loop's errstate; the final test evaluation printed "overflow encountered in
+        # matmul" beside a run that finished with a finite test_loss)
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.net.predict(x, batch_size)
+            loss = self.loss.forward(out, y)
+            acc = self.loss.accuracy(out, y)
         return {"loss": float(loss), "acc": float("nan") if acc is None else float(acc)}
 
     def prepare_inference(self) -> None:
