@@ -176,3 +176,18 @@ def test_a_text_column_of_a_dataframe_is_named() -> None:
         dl.fit(dl.mlp([3, 2], seed=0), rows, y[:2], epochs=1)
     with pytest.raises(TypeError, match=r"column 'city'"):
         dl.mlp([3, 2], seed=0).predict(x)
+
+
+def test_load_finds_the_file_save_wrote_under_the_same_name(tmp_path) -> None:
+    # dl.save(net, "model") writes model.npz; dl.load("model") said "no saved network at
+    # 'model'"
+    import depthlab as dl
+
+    net = dl.mlp([3, 4, 2], seed=0)
+    written = dl.save(net, tmp_path / "model")
+    assert written.name == "model.npz"
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    assert np.array_equal(dl.load(tmp_path / "model").predict(x), net.predict(x))
+    assert np.array_equal(dl.load(str(tmp_path / "model")).predict(x), net.predict(x))
+    with pytest.raises(FileNotFoundError, match="no saved network"):
+        dl.load(tmp_path / "other")

@@ -206,8 +206,13 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
     file that is not one (empty, truncated, another program's ``.npz``) is a ValueError naming
     it."""
     path = _path_arg(path, "load").expanduser()
+    if not path.is_file() and path.suffix.lower() != ".npz":
+        # save() appends .npz to a name without it: load(NAME) reads the NAME.npz it wrote
+        written = path.with_name(path.name + ".npz")
+        path = written if written.is_file() else path
     if not path.is_file():
-        raise FileNotFoundError(f"no saved network at {str(path)!r}")
+        raise FileNotFoundError(f"no saved network at {str(path)!r}"
+                                + (" (a folder)" if path.is_dir() else ""))
 
     def refuse(why: Any) -> ValueError:
         return ValueError(f"{str(path)!r} is not a network saved by depthlab.save ({why})")
@@ -273,7 +278,8 @@ def load_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def load(path: str | os.PathLike) -> Any:
     """The network saved at ``path``: rebuilt from its recipe with :func:`depthlab.mlp`,
-    weights and batch-norm state copied back (bit-identical predictions)."""
+    weights and batch-norm state copied back (bit-identical predictions). A ``path`` without
+    ``.npz`` that is no file reads ``path + ".npz"``, the name :func:`save` wrote for it."""
     from .models import mlp
 
     with _open(path) as (recipe, data):
