@@ -191,3 +191,14 @@ def test_load_finds_the_file_save_wrote_under_the_same_name(tmp_path) -> None:
     assert np.array_equal(dl.load(str(tmp_path / "model")).predict(x), net.predict(x))
     with pytest.raises(FileNotFoundError, match="no saved network"):
         dl.load(tmp_path / "other")
+
+
+def test_nan_in_y_names_its_row() -> None:
+    # x's NaN was named by row and column, y's only as "training y contains NaN or infinity"
+    import depthlab as dl
+
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    y = np.linspace(0.0, 1.0, 8)
+    y[5] = np.nan
+    with pytest.raises(ValueError, match=r"training y contains NaN or infinity \(first at row 5\)"):
+        dl.fit(dl.mlp([3, 1], seed=0), x, y, loss="mse", epochs=1)

@@ -34,8 +34,11 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"{what} x has {x.shape[0]} rows but y has {y.shape[0]}")
     x = finite_features(x, dtype, f"{what} x")
-    if np.issubdtype(y.dtype, np.floating) and not all_finite(y):
-        raise ValueError(f"{what} y contains NaN or infinity")
+    bad = first_nonfinite(y) if np.issubdtype(y.dtype, np.floating) else None
+    if bad is not None:
+        where = f"row {bad[0]}" + (f", column {bad[1]}" if len(bad) == 2 else "")
+        raise ValueError(f"{what} y contains NaN or infinity (first at {where}); accepted: "
+                         "finite numbers")
     return x, y
 
 
