@@ -132,3 +132,25 @@ def test_the_gradscaler_class_itself_is_refused_when_the_watch_is_made():
     with pytest.raises(TypeError, match=r"got the class GradScaler itself; expected an "
                                         r"instance \(torch.amp.GradScaler\('cuda'\)\)"):
         dlt.Watch(model, scaler=torch.amp.GradScaler)
+
+
+def test_a_record_between_scaler_step_and_update_warns_that_its_weight_rows_are_updated():
+    """`scaler.step(opt); watch.step(loss); scaler.update()`: the gradient rows are right, but
+    `weight_std`/`update_ratio` are of the weights after that step's update (0.2577 where the
+    forward ran with 0.2552). Without a scaler the same order is warned about; with one it was
+    silent."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    with dlt.Watch(model, every=1, theory=False, scaler=scaler) as watch:
+        loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        with pytest.warns(RuntimeWarning, match=r"optimizer.step\(\) ran on the gradients of "
+                                                r"step 0 before Watch.step"):
+            watch.step(loss)
+        scaler.update()
+    assert _rows(watch, 0, "0", "weight_std") == pytest.approx(
+        model[0].weight.detach().double().std(unbiased=False).item(), rel=1e-6)

@@ -135,8 +135,8 @@ class _OptimizersOf:
     :meth:`mine` gives the ids of the live ones that do. The Watch is held weakly (a global
     hook). While the Watch is armed, a step of such an optimizer marks the gradients it read
     (``Watch._stepped_marks``): unchanged at the record, the optimizer stepped before
-    ``Watch.step`` (after ``scaler.update()``: refused; without a scaler: warned, the weight
-    rows being those after the update)."""
+    ``Watch.step`` (after ``scaler.update()``: refused; before it, or without a scaler: warned, the
+    weight rows being those after the update)."""
 
     def __init__(self, watch: Watch) -> None:
         self.watch = weakref.ref(watch)
@@ -757,9 +757,8 @@ class Watch:
         (``refresh`` on the CPU kernels' path)."""
         self._check_backward()
         if self.scaler is not None:
-            self._check_scaler_order()
-        else:
-            self._check_step_order(n)
+            self._check_scaler_order()  # after scaler.update(): refused
+        self._check_step_order(n)  # after optimizer.step() / scaler.step(): warned
         self._rec.settle()  # the pass that the backward ran through, read from here on
         extra = [(0, "", "loss", self._pending[-1])]
         if not self._warned_twice:
@@ -827,7 +826,6 @@ class Watch:
                              "gradients were unscaled by scaler.step and the scale is the next "
                              "step's; call it before scaler.step(opt) (or between "
                              "scaler.step and scaler.update)")
-        self._stepped_marks = None
 
     def _check_step_order(self, n: int) -> None:
         """Warn (once) when an optimizer of the watched weights stepped on the very gradients
