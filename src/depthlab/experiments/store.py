@@ -1223,7 +1223,7 @@ def _rows(df: Any, columns: tuple[str, ...], run_id: str, optional: tuple[str, .
     missing = [c for c in columns if c not in df.columns and c not in optional]
     if missing:
         raise ValueError(f"frame for the store lacks columns {missing}; has {list(df.columns)}")
-    series = [df[c] if c in df.columns else pd.Series([None] * len(df), dtype=object)
+    series = [df[c] if c in df.columns else pd.Series(np.full(len(df), np.nan))  # NULLs
               for c in columns]
     return _row_chunks(series, len(df), run_id)
 
