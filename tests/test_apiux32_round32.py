@@ -202,3 +202,26 @@ def test_nan_in_y_names_its_row() -> None:
     y[5] = np.nan
     with pytest.raises(ValueError, match=r"training y contains NaN or infinity \(first at row 5\)"):
         dl.fit(dl.mlp([3, 1], seed=0), x, y, loss="mse", epochs=1)
+
+
+def test_masked_entries_are_missing_values_and_a_sparse_matrix_is_named() -> None:
+    # a masked array trained on the values under its mask (fit == fit of the unmasked data);
+    # a scipy.sparse x was refused as "index () holds <Compressed Sparse Row sparse matrix ..."
+    import depthlab as dl
+
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    y = np.arange(8) % 2
+    masked = np.ma.masked_array(x, mask=np.zeros_like(x, dtype=bool))
+    masked[2, 1] = np.ma.masked
+    with pytest.raises(ValueError, match=r"training x contains NaN or infinity \(first at row 2, "
+                                         r"column 1\)"):
+        dl.fit(dl.mlp([3, 2], seed=0), masked, y, epochs=1)
+    nothing_masked = np.ma.masked_array(x, mask=False)
+    a = dl.fit(dl.mlp([3, 2], seed=0), nothing_masked, y, epochs=1, seed=0).step_loss
+    assert a == dl.fit(dl.mlp([3, 2], seed=0), x, y, epochs=1, seed=0).step_loss
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match=r"sparse matrix.*x\.toarray\(\)"):
+        dl.fit(dl.mlp([3, 2], seed=0), sparse.csr_matrix(x), y, epochs=1)
+    net = dl.mlp([3, 2], seed=0)
+    with pytest.raises(ValueError, match=r"row 2, column 1"):
+        net.predict(masked)

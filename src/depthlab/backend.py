@@ -88,8 +88,13 @@ def data_array(x: Any) -> Array:
     """``xp.asarray(x)`` of user data; a pandas DataFrame or Series of nullable numbers
     (``Float64``, ``Int64``, which NumPy reads as objects) becomes float64 with ``pd.NA`` as
     NaN, so the checks name it as a number that is not finite, not as an object array; a
-    torch tensor becomes its values (:func:`_torch_values`: detached, on the host)."""
+    torch tensor becomes its values (:func:`_torch_values`: detached, on the host); a NumPy
+    masked array with masked entries has NaN there (float64 or wider)."""
     x = _torch_values(x)
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
+        # a masked entry is a missing value, as pd.NA: NaN, which the checks name (asarray
+        # dropped the mask and trained on the values under it)
+        return x.astype(np.result_type(x.dtype, np.float64)).filled(np.nan)
     arr = xp.asarray(x)
     if arr.dtype == object and hasattr(x, "to_numpy"):
         try:

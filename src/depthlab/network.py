@@ -128,7 +128,7 @@ class Network(Sequential):
         :meth:`calibrate`, ``lsuv``, ``mc_dropout_predict``: one pass over data a user hands
         in) also a ValueError naming the first NaN, infinite or too large entry (row and
         column); the training step's ``forward`` leaves that to ``fit``'s data check."""
-        if not isinstance(x, np.ndarray):
+        if not isinstance(x, np.ndarray) or isinstance(x, np.ma.MaskedArray):  # masked: NaN
             if isinstance(x, str | bytes | dict) or x is None:
                 raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
                                 f"(batch, {self.n_inputs})")

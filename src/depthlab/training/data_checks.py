@@ -54,6 +54,8 @@ def not_a_number(data: Any) -> str:
                              else None)
                 return f" (column {col!r} holds {_short(shown)})"
         return ""
+    if callable(getattr(data, "toarray", None)) and type(data).__module__.startswith("scipy"):
+        return " (a scipy.sparse matrix: x.toarray() gives the dense array)"
     try:
         arr = np.asarray(data)
     except Exception:  # noqa: BLE001 -- a message helper: no detail rather than a new error
