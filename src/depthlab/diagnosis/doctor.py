@@ -647,18 +647,14 @@ def did_not_learn(after: dict[str, float], chance: float,
     wrong (6 ReLU conv layers at 9x He's variance, the baseline at chance, 2.30 and val acc
     0.08: Adam's run reached val acc 0.86 against a constant prediction's 0.12 at a train loss
     of 3.67, 1.6x the constant's 2.30, and read 'did not help (... the run did not learn)';
-    by :func:`_better`'s trade-off, 77 accuracy points for a 59% higher loss, it helped)."""
+    by :func:`_better`'s trade-off, which a run that left chance for learning passes, it
+    helped)."""
     la = after.get("train_loss", math.nan)
     if not (isinstance(chance, (int, float)) and math.isfinite(chance) and chance > 0
             and isinstance(la, (int, float)) and math.isfinite(la)
             and la > NOT_LEARNED_RISE * chance):
         return False
-    aa = after.get("val_acc", math.nan)
-    learned = (isinstance(aa, (int, float)) and math.isfinite(aa)
-               and isinstance(chance_acc, (int, float)) and math.isfinite(chance_acc)
-               and chance_acc < 1.0
-               and 1.0 - aa <= LEARNED_ERROR_SHARE * (1.0 - chance_acc))
-    return not learned
+    return not _learned_accuracy(after.get("val_acc", math.nan), chance_acc)
 
 
 def _better(after: dict[str, float], before: dict[str, float], n_val: int | None = None,
@@ -673,12 +669,16 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     flip is noise too: the accuracy tolerance is ``max(ACC_TOLERANCE, 1.5 / n_val)`` (a cure
     that cut the loss 29% "did not help" when one of 24 validation examples flipped).
 
-    When the two disagree, the held-out accuracy weighs more, as the generalization measure: a
-    clear rise of ``A`` by more points (``100 (A_after - A_before)``) than ``L`` rose in percent
-    (``100 (L_after - L_before) / L_before``) is an improvement (batch norm curing vanishing
-    gradients: held-out accuracy 0.485 -> 0.645 with the train loss 0.7076 -> 0.722, +2%, was
-    "did not help"); a fall of ``A`` never is (the loss halved with the accuracy 20 points down:
-    over-fitting).
+    When the two disagree, the held-out accuracy weighs more, as the generalization measure
+    (:func:`accuracy_outweighs`): a clear rise of ``A`` with ``L`` clearly worse is an
+    improvement when the run left chance for learning (its validation error at most half the
+    constant prediction's, the baseline's not), or when the validation error fell by a larger
+    factor than ``L`` rose, ``(1 - A_before) / (1 - A_after) > L_after / L_before`` (batch
+    norm curing vanishing gradients: held-out accuracy 0.485 -> 0.645 with the train loss
+    0.7076 -> 0.722, +2%, was "did not help"; Adam's val acc 0.078 -> 0.774 at a train loss
+    2.303 -> 5.615 was too, by the earlier points-vs-percent rule); a fall of ``A`` never is
+    (the loss halved with the accuracy 20 points down: over-fitting). Without an accuracy
+    (regression) the loss alone decides.
 
     ``chance``: the loss of the best constant prediction (:func:`constant_loss`). A train loss
     that does not end below it by ``LOSS_TOLERANCE`` is no improvement: a cure that took a
@@ -713,9 +713,49 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     # not "<= chance_acc + tol", so that a NaN chance_acc (not known) keeps the accuracy's verdict
     acc_better = aa > ab + tol and not aa <= chance_acc + tol
     acc_worse = aa < ab - tol
-    if acc_better and loss_worse and math.isfinite(la) and lb > 0:
-        return aa - ab > (la - lb) / lb
+    if acc_better and loss_worse:
+        return accuracy_outweighs(before, after, chance_acc)
     return (loss_better or acc_better) and not (loss_worse or acc_worse)
+
+
+def _learned_accuracy(acc: float, chance_acc: float) -> bool:
+    """The validation accuracy ``acc`` took away at least half of the best constant
+    prediction's error: ``1 - acc <= LEARNED_ERROR_SHARE (1 - chance_acc)`` (False when either
+    is not a finite number, or ``chance_acc`` is 1)."""
+    return (isinstance(acc, (int, float)) and math.isfinite(acc)
+            and isinstance(chance_acc, (int, float)) and math.isfinite(chance_acc)
+            and chance_acc < 1.0 and 1.0 - acc <= LEARNED_ERROR_SHARE * (1.0 - chance_acc))
+
+
+def accuracy_outweighs(before: dict[str, float], after: dict[str, float],
+                       chance_acc: float = math.nan) -> bool:
+    """The trade-off of a cure whose validation accuracy ``A`` rose while its final train loss
+    ``L`` rose too: the held-out result decides, as what a user trains for. The cure helped
+    when its run left chance for learning (its accuracy took away at least half of the
+    constant prediction's error, :data:`LEARNED_ERROR_SHARE`, and the baseline's had not:
+    the loss may then rise by any factor, that of over-confident logits on the examples still
+    wrong), or else when its validation error fell by a larger factor than the loss rose,
+    ``(1 - A_before) / (1 - A_after) > L_after / L_before`` (both factors scale-free; the rule
+    before compared accuracy points with the loss's rise in percent, so no accuracy could
+    outweigh a loss rise over 100%: Adam on a 6-layer ReLU CNN at chance, val acc 0.078 ->
+    0.774 with the train loss 2.303 -> 5.615, "did not help", and warm-up's val acc 0.159 was
+    prescribed). Never when the cure's loss or accuracy is not finite (a diverged run), nor
+    when the baseline's loss is not positive and finite."""
+    def num(d: dict[str, float], key: str) -> float:
+        v = d.get(key, math.nan)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
+
+    lb, la = num(before, "train_loss"), num(after, "train_loss")
+    ab, aa = num(before, "val_acc"), num(after, "val_acc")
+    if not (math.isfinite(la) and math.isfinite(aa)):
+        return False
+    if _learned_accuracy(aa, chance_acc) and not _learned_accuracy(ab, chance_acc):
+        return True  # a NaN baseline accuracy (diverged) has not learned either
+    if not (math.isfinite(lb) and lb > 0):
+        return not math.isfinite(lb)  # a non-finite baseline loss: every finite one is lower
+    if not math.isfinite(ab) or aa >= 1.0:
+        return True  # from no accuracy, or to no error left: a fall by an infinite factor
+    return (1.0 - ab) / (1.0 - aa) > la / lb
 
 
 def _improved(before: float, after: float, resolved: bool) -> bool:

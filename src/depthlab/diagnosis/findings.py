@@ -150,7 +150,10 @@ class Verification:
     ``chance_loss``, or
     validation accuracy more than one point and one example higher, and neither clearly worse:
     :func:`depthlab.diagnosis.doctor._better`; a non-finite loss counts as worst; a run whose
-    train loss ends more than 1.5x ``chance_loss`` did not learn and never helped).
+    train loss ends more than 1.5x ``chance_loss`` did not learn and never helped, unless its
+    validation error is at most half the constant prediction's; when the accuracy rose and the
+    loss rose too, it helped if the run left chance for learning, or its validation error fell
+    by a larger factor than the loss rose: :func:`depthlab.diagnosis.doctor.accuracy_outweighs`).
     """
 
     kind: str
@@ -241,8 +244,10 @@ class Verification:
         ab, aa = num(self.before, "val_acc"), num(self.after, "val_acc")
         if not (lb > 0 and la > (1.0 + LOSS_TOLERANCE) * lb and aa > ab):
             return ""
+        rise = 100 * (la - lb) / lb
+        pct = f"{rise:.2g}" if rise < 100 else f"{rise:.0f}"  # "144%", not "1.4e+02%"
         return (f", held-out accuracy up {100 * (aa - ab):.3g} points although the train loss "
-                f"rose {100 * (la - lb) / lb:.2g}%")
+                f"rose {pct}%")
 
     def _above_threshold(self) -> str:
         """The rule's threshold (``"0.25"``) when :attr:`metric_after` is finite and above
@@ -262,11 +267,18 @@ class Verification:
         gave no reason; ``" (the validation accuracy did not end above a constant
         prediction's, 0.1)"``); a run that did not learn (its train loss more than 1.5x that
         prediction's: ``" (the train loss ended at 1.378e+12, more than 1.5x a constant
-        prediction's 2.292: the run did not learn)"``); an accuracy that rose by fewer points
-        than the train loss rose in percent (``" (the validation accuracy rose 69.6 points, but
-        the train loss rose 144%, more than that)"``, :func:`~.doctor._better`'s trade-off),
-        else ``""``."""
-        from .doctor import ACC_TOLERANCE, LOSS_TOLERANCE, NOT_LEARNED_RISE, did_not_learn
+        prediction's 2.292: the run did not learn)"``); an accuracy that rose while the train
+        loss rose by a larger factor than the validation error fell
+        (:func:`~.doctor.accuracy_outweighs`: ``" (the validation accuracy rose 5 points, but
+        its error fell only 1.14x, 0.4 -> 0.35, while the train loss rose 2x)"``), else
+        ``""``."""
+        from .doctor import (
+            ACC_TOLERANCE,
+            LOSS_TOLERANCE,
+            NOT_LEARNED_RISE,
+            accuracy_outweighs,
+            did_not_learn,
+        )
 
         def num(d: dict[str, float], key: str, worst: float) -> float:
             v = d.get(key, math.nan)
@@ -279,13 +291,15 @@ class Verification:
             gone = "the finding is gone, but " if self.resolved else ""
             return (f" ({gone}the train loss ended at {la:.4g}, more than {NOT_LEARNED_RISE:g}x "
                     f"a constant prediction's {c:.4g}: the run did not learn)")
-        if ab + ACC_TOLERANCE < aa and math.isfinite(lb) and lb > 0 and math.isfinite(la) \
-                and (1.0 + LOSS_TOLERANCE) * lb < la and aa - ab <= (la - lb) / lb:
-            # the accuracy rose, the train loss rose more (in percent than it in points):
+        if ab + ACC_TOLERANCE < aa < 1.0 and math.isfinite(ab) and math.isfinite(lb) \
+                and lb > 0 and math.isfinite(la) and (1.0 + LOSS_TOLERANCE) * lb < la \
+                and not accuracy_outweighs(self.before, self.after, ca):
+            # the accuracy rose, the train loss rose by a larger factor than the error fell:
             # _better's trade-off refused it ("did not help" alone read as a run that
-            # changed nothing: val acc 0.078 -> 0.774 at a train loss 2.303 -> 5.615)
-            return (f" (the validation accuracy rose {100 * (aa - ab):.3g} points, but the "
-                    f"train loss rose {100 * (la - lb) / lb:.3g}%, more than that)")
+            # changed nothing)
+            return (f" (the validation accuracy rose {100 * (aa - ab):.3g} points, but its "
+                    f"error fell only {(1 - ab) / (1 - aa):.3g}x, {1 - ab:.3g} -> "
+                    f"{1 - aa:.3g}, while the train loss rose {la / lb:.3g}x)")
         loss = (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)
                 and (1.0 - LOSS_TOLERANCE) * c <= la < (1.0 - LOSS_TOLERANCE) * lb)
         acc = (isinstance(ca, (int, float)) and math.isfinite(ca) and math.isfinite(aa)

@@ -321,13 +321,28 @@ def one_hot_labels(loss_fn: Callable, y: Any) -> torch.Tensor | None:
     takes class probabilities of the outputs' shape) and ``y`` is a floating ``(N, C, ...)``
     tensor, ``C >= 2``, of exact 0/1 entries with one 1 in each row (per position of a map):
     such targets name a class as its index would (their accuracy was NaN, 'baseline: train
-    loss 0.467' without a val acc); else None (soft or smoothed targets name no class)."""
-    if class_index_loss(loss_fn) is None or not isinstance(y, torch.Tensor) \
-            or not y.is_floating_point() or y.dim() < 2 or y.shape[1] < 2 or y.numel() == 0:
+    loss 0.467' without a val acc); also for a squared-error loss (``MSELoss``/``F.mse_loss``,
+    ``HuberLoss``/``SmoothL1Loss`` and their functions) on such ``(N, C)`` rows, a classifier
+    trained on one-hot rows, scored by the arg-max as ``depthlab run`` and the NumPy doctor
+    score ``mse`` on one-hot rows (the torch doctor reported no val acc for ``--loss mse
+    --data digits``); else None (soft or smoothed targets name no class)."""
+    regression = _squared_error_loss(loss_fn)
+    if (class_index_loss(loss_fn) is None and not regression) \
+            or not isinstance(y, torch.Tensor) or not y.is_floating_point() or y.dim() < 2 \
+            or y.shape[1] < 2 or y.numel() == 0 or (regression and y.dim() != 2):
         return None
     if not bool(((y == 0) | (y == 1)).all()) or not bool((y.sum(dim=1) == 1).all()):
         return None
     return y.argmax(dim=1)
+
+
+def _squared_error_loss(loss_fn: Callable) -> bool:
+    """``loss_fn`` is a squared-error regression loss: ``MSELoss``, ``HuberLoss``,
+    ``SmoothL1Loss`` or their functions (also inside ``functools.partial``)."""
+    fn, _ = loss_parts(loss_fn)
+    f = torch.nn.functional
+    return isinstance(fn, (torch.nn.MSELoss, torch.nn.HuberLoss, torch.nn.SmoothL1Loss)) \
+        or fn is f.mse_loss or fn is f.huber_loss or fn is f.smooth_l1_loss
 
 
 def loss_parts(loss_fn: Callable) -> tuple[Callable, dict[str, Any]]:
