@@ -178,8 +178,9 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None,
 def target_accuracy(output: Any, y: Any, loss_fn: Any) -> torch.Tensor | None:
     """The ``acc`` row of a probe: the accuracy the doctor reads (``train.evaluate``), on the
     output tensor :func:`~depthlab.torch.train.accuracy_output` picks. Class indices:
-    :func:`accuracy`; one-hot float rows of a ``CrossEntropyLoss`` (exact 0/1, one 1 per row or
-    map position): the same, on their class indices (``dl.probe`` of a bridged network and the
+    :func:`accuracy`; one-hot float rows of a ``CrossEntropyLoss`` or of a squared-error
+    loss (``MSELoss``, ``HuberLoss``, ``SmoothL1Loss``; exact 0/1, one 1 per row or map
+    position): the same, on their class indices (``dl.probe`` of a bridged network and the
     doctor scored them; this table had a loss row only); hard 0/1 targets of a binary
     cross-entropy (``BCEWithLogitsLoss``, ``BCELoss``, the functions): the share of outputs on
     the right side of the loss's threshold (0 for logits, 0.5 for probabilities), each column a
