@@ -1060,6 +1060,12 @@ def sweep_metric(runs: pd.DataFrame, keys: Sequence[str], metric: str = "val_acc
                                 higher_is_better=higher_is_better)
     if len(keys) == 1:
         return _f.sweep_bars(runs, keys[0], metric, higher_is_better=higher_is_better)
+    # one bar per combination in the grid's order (the first key's values ascending when
+    # numbers, then the next key's, ...), not the store's order (the order in which the points
+    # finished, with --jobs N): rank each key's values as the heatmap orders its axes
+    ranks = [runs[k].map(_f.value_key).map(
+        {_f.value_key(v): i for i, v in enumerate(_f._ordered_values(runs[k]))}) for k in keys]
+    runs = runs.iloc[np.lexsort([r.to_numpy() for r in reversed(ranks)])]
     combo = [", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, vals))
              for vals in zip(*(runs[k] for k in keys))]
     names = list(runs["name"]) if "name" in runs else []

@@ -1,0 +1,42 @@
+"""Round 32 (sweepreport32): what a researcher reads from a finished sweep's report and exports."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from depthlab import plot  # noqa: E402
+
+
+def _bar_values(fig) -> list[float]:
+    """Heights of the drawn (blue, finite) bars from left to right."""
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if p.get_height() > 0 and p.get_facecolor()[3] > 0]
+    bars.sort(key=lambda p: p.get_x())
+    return [round(p.get_height(), 6) for p in bars]
+
+
+def test_a_three_key_sweeps_bars_follow_the_grid_in_numeric_order_not_finishing_order():
+    # a sweep of lr x optimizer x seed run with --jobs 2 stores its points in the order they
+    # finished; the bar chart drew them in that order (lr=0.01 between two lr=0.001 bars), and
+    # 1e-05 sorts after 0.0001 as text: the bars must follow lr ascending, then the other keys
+    rng = np.random.default_rng(0)
+    rows = [(lr, opt, seed) for lr in (1e-05, 0.0001, 0.01, 0.1) for opt in ("sgd", "adam")
+            for seed in (0, 1)]
+    order = rng.permutation(len(rows))
+    runs = pd.DataFrame(
+        [{"train.lr": rows[i][0], "train.optimizer": rows[i][1], "train.seed": rows[i][2],
+          "name": f"s:lr={rows[i][0]},optimizer={rows[i][1]},seed={rows[i][2]}",
+          "status": "finished", "val_acc": 0.01 * (i + 1)} for i in order])
+    fig = plot.sweep_metric(runs, ["train.lr", "train.optimizer", "train.seed"], "val_acc")
+    # text values keep the order in which they first appear; numbers ascend
+    first = list(dict.fromkeys(runs["train.optimizer"]))
+    grid = sorted(range(len(rows)), key=lambda i: (rows[i][0], first.index(rows[i][1]),
+                                                   rows[i][2]))
+    expected = [round(0.01 * (i + 1), 6) for i in grid]
+    assert _bar_values(fig) == expected
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert "lr=1e-05" in labels[0] and "lr=0.1" in labels[-1], labels
