@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import Staged, atomic_write_bytes, stage_bytes
+from .memory import MemoryRefusal
 
 __all__ = ["FORMAT", "load", "load_meta", "save"]
 
@@ -228,6 +229,13 @@ def _open(path: str | os.PathLike) -> Iterator[tuple[dict, Any]]:
         raise refuse("it holds a single .npy array, not a .npz archive" if head == b"\x93NUMPY"
                      else "its bytes are not a .npz (zip) archive")
     with contextlib.closing(data) if hasattr(data, "close") else contextlib.nullcontext():
+        if "recipe" in data.files:
+            try:
+                _declared(data, "recipe", path)
+            except MemoryRefusal:
+                raise
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise refuse(str(exc).removeprefix(f"{str(path)!r}: ")) from None
         try:
             recipe = json.loads(bytes(data["recipe"]).decode("utf-8"))
         except (ValueError, KeyError, IndexError, TypeError, OSError, EOFError,
@@ -258,9 +266,56 @@ def _format_refusal(path: Path, found: Any) -> str:
             "depthlab.save)")
 
 
-def _read(data: Any, key: str, path: str | os.PathLike) -> np.ndarray:
+def _declared(data: Any, key: str, path: str | os.PathLike) -> tuple[tuple[int, ...], Any, int]:
+    """Shape, dtype and bytes that entry ``key`` of the archive declares, read from its
+    ``.npy`` header before any array exists (``bytes = prod(shape) * itemsize``; an entry
+    that is no ``.npy`` declares its stored size). A header declaring more bytes than the
+    entry holds (a crafted or truncated archive) is a ValueError naming both; one that
+    cannot fit in memory a :class:`~depthlab.memory.MemoryRefusal`: numpy allocated either
+    first (a 200-byte entry declaring 10^11 bytes was a 93 GiB MemoryError)."""
+    from .memory import check_fits, format_bytes
+
+    member = getattr(data, "_files", {}).get(key, f"{key}.npy")
+    stored = data.zip.getinfo(member).file_size
+    shape: tuple[int, ...] = ()
+    dtype: Any = None
+    with data.zip.open(member) as fh:
+        if fh.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            need = stored
+        else:
+            fh.seek(0)
+            version = np.lib.format.read_magic(fh)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0 if version == (2, 0) else None)
+            if reader is None:  # a later .npy version: numpy's own reader checks it
+                return shape, dtype, 0
+            try:
+                shape, _, dtype = reader(fh)
+            except (ValueError, TypeError, SyntaxError) as exc:
+                raise ValueError(f"{str(path)!r}: {key} has a damaged .npy header ({exc}); "
+                                 "expected a numeric array") from None
+            need = int(np.prod([int(n) for n in shape], dtype=object)) * dtype.itemsize
+            if need > stored - fh.tell():
+                raise ValueError(
+                    f"{str(path)!r}: {key} declares shape {shape} {dtype} "
+                    f"({format_bytes(need)}) but its entry holds "
+                    f"{format_bytes(max(stored - fh.tell(), 0))} (a crafted or truncated "
+                    "archive); expected as many bytes as its header declares")
+    check_fits(need, f"{str(path)!r}: {key} (shape {shape}, {dtype})")
+    return shape, dtype, need
+
+
+def _read(data: Any, key: str, path: str | os.PathLike,
+          expect: tuple[tuple[int, ...], Any] | None = None) -> np.ndarray:
     """Array ``key`` of the archive; one holding Python objects (which ``allow_pickle=False``
-    refuses) is a ValueError naming the file and the entry."""
+    refuses) is a ValueError naming the file and the entry. Its header is checked first
+    (:func:`_declared`; with ``expect = (shape, dtype)`` a different one is refused), so no
+    array is allocated that cannot fit or that the recipe does not expect."""
+    shape, dtype, _ = _declared(data, key, path)
+    if expect is not None and dtype is not None and (shape, dtype) != (
+            tuple(expect[0]), np.dtype(expect[1])):
+        raise ValueError(f"{str(path)!r}: {key} has shape {shape} {dtype}; the recipe "
+                         f"expects {tuple(expect[0])} {np.dtype(expect[1])}")
     try:
         return data[key]
     except ValueError as exc:
@@ -317,7 +372,7 @@ def _restore(net: Any, data: Any, path: Path) -> None:
         raise ValueError(f"{str(path)!r}: its parameters are numbered {indices[:12]}; expected "
                          f"0 to {len(saved) - 1}, each once")
     for key, p in zip(saved, params):
-        value = _read(data, key, path)
+        value = _read(data, key, path, (p.value.shape, p.value.dtype))
         if value.shape != p.value.shape or value.dtype != p.value.dtype:
             raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} {value.dtype}; the "
                              f"recipe expects {p.value.shape} {p.value.dtype}")
@@ -328,7 +383,7 @@ def _restore(net: Any, data: Any, path: Path) -> None:
         for field in _BN_FIELDS:
             key = f"bn:{k}:{field}"
             if key in data.files:
-                value = _read(data, key, path)
+                value = _read(data, key, path, (want.shape, want.dtype))
                 if value.shape != want.shape or value.dtype != want.dtype:
                     raise ValueError(f"{str(path)!r}: {key} has shape {value.shape} "
                                      f"{value.dtype}; the recipe expects {want.shape} "

@@ -1,0 +1,55 @@
+"""Round-32 hardening: refuse work that cannot fit before allocating it (crafted archives)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab.memory import MemoryRefusal
+from depthlab.persist import load_meta
+
+
+def _npy_header(shape: tuple[int, ...], descr: str) -> bytes:
+    h = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape!r}, }}".ljust(118)
+    h += "\n"
+    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode()
+
+
+def _craft(tmp_path: Path, member: str, payload: bytes) -> Path:
+    """A network saved by depthlab.save whose entry ``member`` is replaced by ``payload``."""
+    good = tmp_path / "net.npz"
+    dl.save(dl.mlp([4, 8, 2], seed=0), good)
+    out = tmp_path / "crafted.npz"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, payload if name == member else zin.read(name))
+        if member not in zin.namelist():
+            zout.writestr(member, payload)
+    return out
+
+
+def test_load_refuses_an_entry_whose_header_declares_more_than_it_holds(tmp_path):
+    # a 200-byte recipe entry declaring 10^11 bytes: numpy allocated 93.1 GiB (MemoryError)
+    path = _craft(tmp_path, "recipe.npy", _npy_header((10**11,), "|u1") + b"\0" * 64)
+    with pytest.raises(ValueError) as info:
+        dl.load(path)
+    msg = str(info.value)
+    assert "crafted.npz" in msg and "recipe" in msg and "93.1 GiB" in msg, msg
+    assert "\n" not in msg
+
+
+def test_load_meta_refuses_an_entry_larger_than_the_memory_limit(tmp_path, monkeypatch):
+    big = np.zeros((512, 1024), np.float32)  # 2 MiB of zeros: a few KiB compressed
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, big)
+    path = _craft(tmp_path, "meta:huge.npy", buf.getvalue())
+    assert load_meta(path)["huge"].shape == (512, 1024)  # fits: read as before
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1M")
+    with pytest.raises(MemoryRefusal, match=r"meta:huge.*2 MiB.*1 MiB is available"):
+        load_meta(path)
