@@ -53,3 +53,33 @@ def test_load_meta_refuses_an_entry_larger_than_the_memory_limit(tmp_path, monke
     monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "1M")
     with pytest.raises(MemoryRefusal, match=r"meta:huge.*2 MiB.*1 MiB is available"):
         load_meta(path)
+
+
+def _wide_net() -> tuple[dl.Network, np.ndarray]:
+    net = dl.mlp([64, 512, 512], seed=0)  # 512 outputs: 16 examples need 8,192 backward rows
+    x = np.random.default_rng(0).normal(size=(16, 64)).astype(np.float32)
+    return net, x
+
+
+def test_jacobian_refusal_names_the_examples_and_outputs_before_allocating(monkeypatch):
+    from depthlab.probes import input_output_jacobian
+
+    net, x = _wide_net()
+    # 16 rows through the network fit in 4 MiB; their Jacobian's 8,192 rows need ~107 MiB
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "4M")
+    with pytest.raises(MemoryRefusal) as info:
+        input_output_jacobian(net, x)
+    msg = str(info.value)
+    assert "16 examples" in msg and "512 outputs" in msg and "8,192" in msg, msg
+
+
+def test_probe_recorder_refuses_an_end_jacobian_before_training(monkeypatch):
+    net, x = _wide_net()
+    y = np.arange(16) % 512
+    w0 = net.dense_layers()[0].W.value.copy()
+    rec = dl.ProbeRecorder(probe_x=x, probe_y=y, jacobian_steps=["end"], jacobian_examples=16)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "16M")
+    with pytest.raises(MemoryRefusal, match="Jacobian"):
+        dl.fit(net, x, y, epochs=2, batch_size=8, callbacks=[rec])
+    # refused before the first update (it trained to the end, then failed on the Jacobian)
+    np.testing.assert_array_equal(net.dense_layers()[0].W.value, w0)

@@ -16,7 +16,29 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import Array, xp
+from ..memory import batch_bytes, check_fits
 from ..network import Network
+
+
+def jacobian_bytes(net: Network, k: int) -> int:
+    """Memory of the Jacobians of ``k`` examples: ``r = k * n_outputs`` backward rows, i.e.
+    :func:`~depthlab.memory.batch_bytes` of ``r`` rows plus the repeated inputs and the
+    one-hot seeds (``r * (n_inputs + n_outputs) * itemsize``) and the float64 Jacobians the
+    singular values are computed from (``r * n_inputs * 8``)."""
+    rows = int(k) * int(net.n_outputs)
+    item = np.dtype(net.dtype).itemsize
+    return (batch_bytes(net, rows) + rows * (int(net.n_inputs) + int(net.n_outputs)) * item
+            + rows * int(net.n_inputs) * 8)
+
+
+def check_jacobian(net: Network, k: int, what: str = "input_output_jacobian") -> None:
+    """Refuse (:class:`~depthlab.memory.MemoryRefusal`, one line) the Jacobians of ``k``
+    examples when :func:`jacobian_bytes` cannot fit, naming the examples and outputs whose
+    product is the batch (a 784-4096-4096 network's 64 examples: 262,144 rows, ~28 GiB)."""
+    rows = int(k) * int(net.n_outputs)
+    check_fits(jacobian_bytes(net, k),
+               f"{what} of {int(k):,} examples x {int(net.n_outputs):,} outputs ({rows:,} "
+               "backward rows through the network; fewer examples)")
 
 
 def input_output_jacobian(net: Network, x: Array) -> np.ndarray:
@@ -30,6 +52,7 @@ def input_output_jacobian(net: Network, x: Array) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
         raise ValueError(f"x has shape {x.shape}; expected (k, {net.n_inputs})")
     k, n_out = x.shape[0], net.n_outputs
+    check_jacobian(net, k)
     xr = np.repeat(x.astype(net.dtype, copy=False), n_out, axis=0)
     with np.errstate(all="ignore"):
         out = net.forward(xr, training=False)

@@ -54,7 +54,7 @@ from .histograms import (
     bin_edges,
     histogram_nonfinite,
 )
-from .jacobian import jacobian_singular_values
+from .jacobian import check_jacobian, jacobian_singular_values
 from .stats import (
     _TINY_SQUARE,
     PERCENTILES,
@@ -393,6 +393,9 @@ class ProbeRecorder(Callback):
                 check_bn_probe_rows(self.probe_x.shape[0], "probe_x")
             # the measurement pass's activations must fit, as dl.probe's on the same batch
             check_batch(net, self.probe_x.shape[0], "probe batch")
+            if self._jac_steps or self._jac_end:  # refused now, not after the training
+                check_jacobian(net, min(self.jacobian_examples, self.probe_x.shape[0]),
+                               "ProbeRecorder's Jacobian (jacobian_examples)")
             # NaN, inf or values too large for the network's dtype: refused, row and column;
             # standardized from float64 as fit's data are (cast to float32 first, a feature
             # 1e7 + N(0, 1) was rounded to integers: the probes measured other inputs)
