@@ -40,3 +40,14 @@ def test_a_three_key_sweeps_bars_follow_the_grid_in_numeric_order_not_finishing_
     assert _bar_values(fig) == expected
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert "lr=1e-05" in labels[0] and "lr=0.1" in labels[-1], labels
+
+
+def test_a_key_mixing_numbers_and_a_word_orders_its_numbers_ascending():
+    # "train.batch_size" = [8, 16, 32, "full"] run with --jobs 2: a mixed key kept the store's
+    # (finishing) order, 32, full, 8, 16 on the axis; its numbers ascend, the word after them
+    runs = pd.DataFrame({"train.batch_size": [32, "full", 8, 16], "status": ["finished"] * 4,
+                         "val_acc": [0.3, 0.4, 0.1, 0.2]})
+    fig = plot.sweep_metric(runs, "train.batch_size", "val_acc")
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["8", "16", "32", "full"], labels
+    assert _bar_values(fig) == [0.1, 0.2, 0.3, 0.4]

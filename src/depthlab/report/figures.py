@@ -1504,15 +1504,21 @@ def value_key(v) -> str:
 
 
 def _ordered_values(col: pd.Series) -> list:
-    """Distinct values in a natural order: numbers ascending, else first appearance."""
+    """Distinct values in a natural order: numbers ascending (NaN last), then the other values
+    (``"full"`` beside batch sizes, names, lists) in the order they first appear. A key mixing
+    numbers and a word (``batch_size = [8, 16, "full"]``) kept the store's order, the order in
+    which a sweep's points finished."""
     seen: dict[str, object] = {}
     for v in col:
         seen.setdefault(value_key(v), v)
     vals = list(seen.values())
-    if all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-           for v in vals):
-        return sorted(vals)
-    return vals
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+    nums = [v for v in vals if number(v)]
+    return (sorted(nums, key=lambda v: (bool(np.isnan(v)), 0.0 if np.isnan(v) else v))
+            + [v for v in vals if not number(v)])
 
 
 __all__ = [
