@@ -580,6 +580,29 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return own
 
 
+def layer_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The weights a layer's ``weight_*`` and ``update_ratio`` rows are of: :func:`own_weights`,
+    except for a parametrized tensor whose original is frozen (``requires_grad=False``) while
+    the parametrization's own modules hold trainable parameters of >= 2 dims, a low-rank
+    adapter ``W + B A`` registered with ``torch.nn.utils.parametrize`` on a frozen pretrained
+    ``W`` (LoRA): then those trainable tensors, pooled (``A`` and ``B``), which are what
+    training changes (the frozen original gave a constant ``weight_std``, ``update_ratio``
+    0.0 at every step and no ``weight_grad_*`` rows while the weight the layer uses moved).
+    The re-initializations of the doctor keep :func:`own_weights` (a frozen original is
+    kept, and so is the adapter)."""
+    own = own_weights(module)
+    for tensor_name, plist in getattr(module, "parametrizations", {}).items():
+        prefix = f"parametrizations.{tensor_name}."
+        mine = [(n, p) for n, p in own if n.startswith(prefix)]
+        if not mine or mine[0][1].requires_grad:
+            continue
+        adapters = [(prefix + n, p) for n, p in plist.named_parameters()
+                    if "." in n and p.dim() >= 2 and p.is_floating_point() and p.requires_grad]
+        if adapters:
+            own = [(n, p) for n, p in own if not n.startswith(prefix)] + adapters
+    return own
+
+
 @dataclass
 class LayerInfo:
     """One weight layer.
@@ -658,7 +681,7 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
         # over several axes (LayerNorm((C, H, W))): it stays a normalization, the follower of
         # the layer before (it was a weight layer, which took that layer's norm and activation
         # rows and shifted the numbering of every later layer)
-        own = [] if is_norm(m) else own_weights(m)
+        own = [] if is_norm(m) else layer_weights(m)
         if own and (m is not model or next(iter(m.children()), None) is None):
             out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
                                  feature_axis(m)))
