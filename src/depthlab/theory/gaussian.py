@@ -313,6 +313,14 @@ def _check_elementwise(obj: Any) -> None:
                          "for it")
 
 
+SAME_QUANTITY = {"sigma_b2": "bias_var", "bias_var": "sigma_b2"}
+"""One quantity, two names in :mod:`depthlab.theory`: the bias variance is ``sigma_b2`` in the
+mean-field functions (``q_map``, ``meanfield``, ...: Poole et al. 2016) and ``bias_var`` in the
+variance propagation (``propagate``, ``gradient_ratio``, ...); either given to a function that
+takes the other is named as that one (it was blamed on the activation: "unknown argument
+'sigma_b2' for activation 'tanh'; accepted: (none)")."""
+
+
 def activation_keywords(fn: Callable) -> Callable:
     """``fn`` (a theory function passing its ``**kw`` on to the activation) naming itself
     when an unknown keyword is close to one of its own parameters: ``q_map(..., sigmab2=)``
@@ -334,6 +342,10 @@ def activation_keywords(fn: Callable) -> Callable:
             msg = str(e)
             for key in kwargs:
                 hint = did_you_mean(key, names) if key not in names else ""
+                other = SAME_QUANTITY.get(key)
+                if key not in names and other in names:  # the theory's other name for it
+                    hint = (f" (did you mean {other!r}? {fn.__name__}() names the bias "
+                            f"variance {other}, as {key} elsewhere in depthlab.theory)")
                 if hint and (msg.startswith(f"unknown argument {key!r}") or re.match(
                         rf"\w+\(\) got an unexpected keyword argument {re.escape(repr(key))}",
                         msg)):
