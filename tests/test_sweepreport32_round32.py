@@ -51,3 +51,34 @@ def test_a_key_mixing_numbers_and_a_word_orders_its_numbers_ascending():
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["8", "16", "32", "full"], labels
     assert _bar_values(fig) == [0.1, 0.2, 0.3, 0.4]
+
+
+def _store_with_a_sweep(tmp_path):
+    from test_report import synthetic_record
+
+    from depthlab.experiments import Store
+
+    s = Store(tmp_path / "st")
+    for k in range(2):
+        s.add_run(synthetic_record(f"pt{k}abcdef01", probes=True, sweep="sw-0123456789",
+                                   lr=0.1 * (k + 1)))
+    return s
+
+
+def test_store_reads_of_an_unknown_run_or_sweep_say_so_instead_of_an_empty_table(tmp_path):
+    # `depthlab runs --sweep sw-01` takes the start of a sweep's id; Store.runs(sweep="sw-01")
+    # returned an empty table, and Store.probes("nope") / steps(...) of a mistyped run id an
+    # empty one too, read as "this run recorded nothing"
+    import pytest
+
+    with _store_with_a_sweep(tmp_path) as s:
+        assert len(s.runs(sweep="sw-0123456789")) == 2
+        assert list(s.runs(sweep="sw-01")["id"]) == list(s.runs(sweep="sw-0123456789")["id"])
+        with pytest.raises(ValueError, match=r"'sw-99' is not a sweep of .*sw-0123456789"):
+            s.runs(sweep="sw-99")
+        assert len(s.probes("pt0abcdef01")) > 0
+        for read in (s.steps, s.probes, s.histograms, s.epochs, s.evals, s.jacobian):
+            with pytest.raises(KeyError, match="no run with id 'nope'"):
+                read("nope")
+        with pytest.raises(KeyError, match="'pt1abcdef01'"):  # the start of one run's id
+            s.steps("pt1")

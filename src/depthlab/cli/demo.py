@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
          f"{network_phrase(recipes)}, {len(recipes)} recipes")
     run_points([r.point for r in recipes], args.out, sweep="demo", jobs=jobs, echo=echo,
                progress=progress_enabled(args))
+    import pandas as pd
+
     rows, failures = [], []
     with Store(args.out) as store:
         runs = store.runs()
@@ -58,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
             row = runs[runs["id"] == r.point.id]
             status = str(row["status"].iloc[0]) if len(row) else "missing"
             val = float(row["val_acc"].iloc[0]) if len(row) else float("nan")
-            probes = store.probes(r.point.id)
+            # a recipe not stored (the sweep stopped before it) has no probes: Store.probes
+            # of an id it does not hold is a KeyError
+            probes = (store.probes(r.point.id) if len(row) else
+                      pd.DataFrame([], columns=["step", "layer", "quantity", "value"]))
             rows.append({"name": r.name, "meaning": r.meaning, "status": status,
                          "val_acc": val, "ratio": gradient_ratio(probes)})
             if status == "failed":  # "[failed]" alone, and exit 0, did not say why

@@ -840,6 +840,7 @@ class Store:
             cond.append("kind = ?")
             args.append(kind)
         if sweep is not None:  # the runs it computed and those it found stored
+            sweep = self._sweep_named(sweep)
             if self._has_table("sweep_points"):
                 cond.append("(sweep = ? OR id IN (SELECT run_id FROM sweep_points WHERE "
                             "sweep = ?))")
@@ -872,6 +873,44 @@ class Store:
             df[k] = pd.array([as_number(m.get(k)) for m in df["metrics"]], dtype="float64") \
                 if len(df) else pd.Series([], dtype="float64")
         return df
+
+    def _sweep_named(self, sweep: str) -> str:
+        """The id of the sweep ``sweep`` names: its id, or the start of exactly one sweep's id
+        (as ``depthlab runs --sweep`` reads it); a ValueError naming the store's sweeps
+        otherwise (was: an empty table, read as a sweep that stored nothing)."""
+        known = list(self.sweep_points())
+        if self._has_table("sweeps"):
+            known += [r[0] for r in self._conn.execute("SELECT id FROM sweeps ORDER BY created")
+                      if r[0] not in known]
+        if sweep in known:
+            return sweep
+        given = str(sweep).strip().lower()
+        matches = [k for k in known if given and str(k).lower().startswith(given)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ValueError(f"sweep = {sweep!r} is the start of {len(matches)} sweeps of "
+                             f"{str(self.path)!r} ({', '.join(map(str, matches[:10]))}"
+                             f"{', ...' if len(matches) > 10 else ''}); give more of its id")
+        shown = ", ".join(map(str, known[:10])) + (f" (and {len(known) - 10} more)"
+                                                   if len(known) > 10 else "")
+        raise ValueError(f"sweep = {sweep!r} is not a sweep of {str(self.path)!r}; its "
+                         f"sweeps: {shown or 'none'}")
+
+    def _no_run(self, run_id: str) -> KeyError:
+        """The error of a per-run table read for an id that names no stored run (was: an empty
+        table, read as a run that recorded nothing); the run it is the start of, if one."""
+        starts = [r[0] for r in self._conn.execute(
+            "SELECT id FROM runs WHERE substr(id, 1, ?) = ? LIMIT 2",
+            (len(str(run_id)), str(run_id)))] if str(run_id) else []
+        hint = (f"; did you mean {starts[0]!r} (the run id it starts)?" if len(starts) == 1
+                else "")
+        return KeyError(f"no run with id {run_id!r} in {str(self.path)!r}{hint}")
+
+    def _check_run(self, run_id: str) -> None:
+        """Raise :meth:`_no_run`'s KeyError unless a run ``run_id`` is stored."""
+        if self._conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+            raise self._no_run(run_id)
 
     @_reading
     def run(self, run_id: str) -> dict:
@@ -931,6 +970,7 @@ class Store:
                 for i, values in enumerate(zip(*rows)):
                     chunks[i].append(_read_chunk(values, columns[i] in _TEXT_COLUMNS))
         if not n:
+            self._check_run(run_id)
             return pd.DataFrame([], columns=list(columns))
         df = pd.DataFrame({c: _read_column(chunks[i], n) for i, c in enumerate(columns)})
         for c in df.columns:  # numbers (None: NaN) in a column of numbers, else damage
@@ -962,6 +1002,8 @@ class Store:
         rows = self._conn.execute(
             f"SELECT metrics FROM {table} WHERE run_id = ? ORDER BY {order}, rowid",
             (run_id,)).fetchall()
+        if not rows:
+            self._check_run(run_id)
         recs = [json.loads(r[0]) for r in rows]
         df = pd.DataFrame(recs)
         for c in df.columns:  # JSON null (a NaN metric) -> NaN, keep numeric columns float
