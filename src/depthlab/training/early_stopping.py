@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..spec import EARLY_STOPPING_METRICS as METRICS
+from ..spec import TrainSpec, check_field
 from .trainer import Callback
 
 if TYPE_CHECKING:
@@ -45,19 +45,15 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
                  mode: str = "auto", restore_best: bool = True) -> None:
-        if isinstance(monitor, str):  # "VAL_LOSS", " val_loss": as a [train] monitor reads
-            monitor = monitor.strip().lower()
-        if monitor not in METRICS:
-            raise ValueError(f"monitor={monitor!r} is not accepted; accepted: "
-                             + ", ".join(METRICS))
-        if isinstance(patience, bool) or not isinstance(patience, int | np.integer) \
-                or patience < 1:
-            raise ValueError(f"patience={patience!r} is not accepted; accepted: an integer "
-                             ">= 1 (epochs without improvement before stopping)")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, int | float | np.floating) \
-                or not math.isfinite(min_delta) or min_delta < 0:
-            raise ValueError(f"min_delta={min_delta!r} is not accepted; accepted: a finite "
-                             "number >= 0")
+        # the [train] section's rules, one per setting (dl.fit(patience=, min_delta=) and a
+        # config read them so): "VAL_LOSS" is val_loss, a wrong type a ConfigTypeError (a
+        # TypeError and a ValueError), a value out of range a ConfigError (a ValueError)
+        monitor = check_field(TrainSpec, "monitor", monitor)
+        min_delta = check_field(TrainSpec, "min_delta", min_delta)
+        patience = check_field(TrainSpec, "patience", patience)
+        if patience is None:  # the [train] key may be left out; here it is the stopping rule
+            raise ValueError("patience=None is not accepted; accepted: an integer >= 1 (epochs "
+                             "without improvement before stopping)")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode={mode!r} is not accepted; accepted: 'auto', 'min', 'max'")
         if not isinstance(restore_best, bool | np.bool_):
