@@ -1061,6 +1061,11 @@ function showDiagnosis(m, out) {
         const before = readControls();
         S.edits++; S.changed = null; writeControls(f.apply);
         showApplied(f.kind, m.query, f.apply, before, readControls());
+        // a preset's paragraph explained the setup before the click ("the textbook net of the
+        // 1990s: weights N(0, 1) ..." beside the tanh + glorot_uniform just applied), as a
+        // control changed by hand already cleared it
+        if (new URLSearchParams(readControls()).toString() !==
+            new URLSearchParams(before).toString()) $("preset-why").textContent = "";
         sendSetup(f.apply, false);
       });
       box.appendChild(a);
