@@ -83,3 +83,22 @@ def test_probe_recorder_refuses_an_end_jacobian_before_training(monkeypatch):
         dl.fit(net, x, y, epochs=2, batch_size=8, callbacks=[rec])
     # refused before the first update (it trained to the end, then failed on the Jacobian)
     np.testing.assert_array_equal(net.dense_layers()[0].W.value, w0)
+
+
+def test_torch_doctor_refuses_a_step_budget_whose_history_cannot_fit(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(64) % 3
+
+    def make() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    # 200,000 steps keep at least 200,000 x 48 B (9.2 MiB) of loss history: over 4 MiB it
+    # trained every step first (then grew without bound for steps=10**10, never refused)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "4M")
+    with pytest.raises(MemoryRefusal) as info:
+        dlt.doctor(make, (x, y), loss_fn="cross_entropy", steps=200_000, batch_size=64)
+    msg = str(info.value)
+    assert "200,000" in msg and "4 MiB is available" in msg and "steps" in msg, msg

@@ -692,6 +692,35 @@ def _end_bar(bar: Any) -> None:
             state[3] = None
 
 
+STEP_BYTES = 48
+"""Memory of one training step's history, at least: its loss in ``History.step_loss`` (a
+list slot and a float object, 32 B) and its row of the steps table built at the end (int64
+step and float64 loss, 16 B)."""
+RATIO_ROW_BYTES = 120
+"""Memory of one ``update_ratio`` row (a tuple of four values) per weight layer and probe."""
+
+
+def check_history_fits(spec: TorchTrainSpec, first_probe: pd.DataFrame | None,
+                       weight_layers: int = 0) -> None:
+    """Refuse (:class:`~depthlab.memory.MemoryRefusal`, one line) before the first update a
+    run whose records cannot fit: ``steps x`` :data:`STEP_BYTES` of loss history plus, for
+    the ``r = steps // probe_every + 1`` probe records, ``r x`` the bytes of the first probe
+    table (``first_probe``) and ``r x weight_layers x`` :data:`RATIO_ROW_BYTES`
+    (``dlt.doctor(steps=10**10)`` trained until its history outgrew the machine)."""
+    from ..memory import check_fits
+
+    steps = int(spec.steps)
+    records = steps // max(int(spec.probe_every), 1) + 1
+    per_probe = 0 if first_probe is None else int(first_probe.memory_usage(deep=True).sum())
+    need = steps * STEP_BYTES + records * (per_probe + weight_layers * RATIO_ROW_BYTES)
+    if need < (1 << 20):
+        return
+    probes = (f" and {records:,} probe records of {len(first_probe)} rows"
+              if first_probe is not None else "")
+    check_fits(need, f"training for {steps:,} steps (the loss history{probes}; fewer steps"
+               f"{' or a larger probe_every' if first_probe is not None else ''})")
+
+
 def train(
     model: torch.nn.Module,
     data: TensorData,
@@ -740,6 +769,7 @@ def train(
     t0 = time.perf_counter()
     model.train()
     record(0)
+    check_history_fits(spec, frames[0] if frames else None, len(weight_layers))
     perm = order_rng.permutation(n)
     pos = 0
     bs = min(spec.batch_size, n)
