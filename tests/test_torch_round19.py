@@ -227,7 +227,8 @@ def test_a_frozen_base_of_a_lora_block_has_no_gradient_rows_at_any_step():
     f = w.frame()
     grad = f[f.quantity == "grad_pre_std"].groupby("module").step.apply(list).to_dict()
     assert grad == {"0.A": [0, 1, 2], "0.B": [0, 1, 2], "2": [0, 1, 2]}
-    assert f[f.quantity == "block_grad_std"].step.tolist() == [0, 1, 2]
+    # base(x) + B(A(x)) is one linear map (W + B A) x, no residual block (round 32)
+    assert f[f.quantity == "block_grad_std"].step.tolist() == []
     assert "0.base" in set(f[f.quantity == "pre_std"].module)
     df = dlt.probe(m, x, y, "cross_entropy")
     assert sorted(set(df[df.quantity == "grad_pre_std"].module)) == ["0.A", "0.B", "2"]

@@ -63,3 +63,49 @@ def test_a_lora_parametrization_on_a_frozen_weight_is_measured_by_its_trainable_
     assert got["weight_std"] == pytest.approx(_pooled([lora.A, lora.B]).std(unbiased=False).item(),
                                               rel=1e-5)
     assert "weight_grad_std" in got
+
+
+class _PeftLinear(nn.Module):
+    """PEFT's LoRA wrapper of a frozen Linear: base(x) + B(A(dropout(x))) * scale, a
+    re-parametrized linear map (W + s B A) x, not a residual block."""
+
+    def __init__(self, in_f: int, out_f: int, r: int = 2) -> None:
+        super().__init__()
+        self.base = nn.Linear(in_f, out_f).requires_grad_(False)
+        self.lora_A = nn.Linear(in_f, r, bias=False)
+        self.lora_B = nn.Linear(r, out_f, bias=False)
+        self.drop = nn.Dropout(0.0)
+
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(self.drop(x))) * 0.5
+
+
+class _Projection(nn.Module):
+    """A residual block whose shortcut is a projection: relu(W2 relu(W1 x)) + P x."""
+
+    def __init__(self, in_f: int, out_f: int) -> None:
+        super().__init__()
+        self.l1, self.l2, self.sc = nn.Linear(in_f, out_f), nn.Linear(out_f, out_f), \
+            nn.Linear(in_f, out_f)
+
+    def forward(self, x):
+        return self.l2(F.relu(self.l1(x))) + self.sc(x)
+
+
+def test_a_lora_wrapper_adding_two_linear_paths_is_no_residual_block():
+    # base(x) + B A x was taken for a residual block (both operands of the add depend on x
+    # after a matrix product, as with a projection shortcut): block_grad_std rows for '0'
+    # and '2'; a projection-shortcut block with a non-linear branch keeps its row
+    torch.manual_seed(0)
+    model = nn.Sequential(_PeftLinear(8, 16), nn.ReLU(), _PeftLinear(16, 16), nn.Tanh(),
+                          _Projection(16, 8), nn.Linear(8, 3))
+    x, y = torch.randn(8, 8), torch.randint(0, 3, (8,))
+    df = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    blocks = df[df.quantity == "block_grad_std"]
+    assert list(blocks.module) == ["4"]
+    h = model[3](model[2](model[1](model[0](x)))).detach()
+    out = model[4](h)
+    out.retain_grad()
+    nn.CrossEntropyLoss()(model[5](out), y).backward()
+    want = out.grad.double().std(unbiased=False).item()
+    assert blocks.value.item() == pytest.approx(want, rel=1e-5)

@@ -1909,6 +1909,49 @@ def _residual_adds(out_fn, in_fn, claimed: set) -> list:
     for node in order:
         if node.name() in _ADD_NODES and node not in claimed and node in tail:
             branches = [reach.get(nxt, False) for nxt, _ in node.next_functions if nxt is not None]
-            if len(branches) >= 2 and all(branches):
+            if len(branches) >= 2 and all(branches) and not _one_linear_map(node, in_fn, reach):
                 adds.append(node)
     return adds
+
+
+_LINEAR_NODES = frozenset({
+    "AddBackward", "SubBackward", "MulBackward", "DivBackward", "NegBackward", "ViewBackward",
+    "ReshapeAliasBackward", "UnsafeViewBackward", "TBackward", "TransposeBackward",
+    "PermuteBackward", "ExpandBackward", "SqueezeBackward", "UnsqueezeBackward", "CloneBackward",
+    "ToCopyBackward", "AliasBackward", "NativeDropoutBackward", "MmBackward", "AddmmBackward",
+    "BmmBackward", "MvBackward", "ConvolutionBackward", "LinearBackward"})
+"""Autograd nodes (names without their trailing number) linear in the tensors they read;
+a product (:data:`_PRODUCT_NODES`) only when at most one factor depends on the input."""
+
+_PRODUCT_NODES = frozenset({"MulBackward", "DivBackward", "MmBackward", "BmmBackward",
+                            "MvBackward"})
+
+
+def _one_linear_map(add, in_fn, reach: dict) -> bool:
+    """True when the sum ``add`` is one linear map of the input, both of its operands
+    reaching the input only through matrix products or convolutions and every operation in
+    between linear (:data:`_LINEAR_NODES`): a low-rank adapter's ``base(x) + B(A(x)) * s``
+    (PEFT's LoRA wrapper of a frozen Linear) is ``(W + s B A) x``, one re-parametrized layer,
+    not a residual block (it was taken for one, as a projection shortcut's ``F(x) + P x``,
+    whose branch is non-linear); an identity shortcut, ``x + W x``, stays a block."""
+    free: dict = {in_fn: True}  # a path to the input without a matrix product / convolution
+    stack: list = [(add, False)]
+    order: list = []
+    seen: set = set()
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if node is None or node in seen or node is in_fn or not reach.get(node, False):
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        stack.extend((nxt, False) for nxt, _ in node.next_functions if nxt is not None)
+    for node in order:  # post-order: operands first
+        kids = [nxt for nxt, _ in node.next_functions if nxt is not None and reach.get(nxt, False)]
+        base = node.name().rstrip("0123456789")
+        if base not in _LINEAR_NODES or (base in _PRODUCT_NODES and len(kids) > 1):
+            return False
+        free[node] = not _is_mixing(node) and any(free.get(k, False) for k in kids)
+    return not free.get(add, True)
