@@ -64,3 +64,23 @@ def test_a_hand_built_networks_final_activation_is_its_output_not_a_hidden_layer
     again = dl.probe(dl.load(tmp_path / "n.npz"), x, y, loss="mse")
     assert table.shape == again.shape
     np.testing.assert_array_equal(table["value"].to_numpy(), again["value"].to_numpy())
+
+
+def test_runs_sweep_takes_the_hex_part_of_a_sweeps_id(tmp_path, capsys):
+    """``depthlab runs DIR --sweep 3477`` (the id as shown without its ``sw-``) lists that
+    sweep's points, as ``--sweep sw-3477`` does (it was 'not a sweep of DIR')."""
+    import json
+
+    from helpers.cli import assert_one_line_error, run_cli
+
+    from depthlab.experiments import Store
+    from depthlab.experiments.store import RunRecord
+
+    with Store(tmp_path) as s:
+        for sweep, rid in (("sw-3477bc", "r1"), ("sw-34aa00", "r2"), ("sw-bb33", "r3")):
+            s.add_run(RunRecord(id=rid, kind="sweep-point", sweep=sweep))
+    code, out, err = run_cli(capsys, "runs", tmp_path, "--sweep", "3477", "--json")
+    assert code == 0, err
+    assert [r["id"] for r in json.loads(out)] == ["r1"]
+    code, _, err = run_cli(capsys, "runs", tmp_path, "--sweep", "34")
+    assert_one_line_error(code, err, "'34' is the start of 2 sweeps")

@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
             known = list(store.sweep_points())
             # a unique prefix names its sweep, as a run id's prefix names its run (predict)
             given = args.sweep.strip()
-            matches = [k for k in known if k.lower().startswith(given.lower())] if given else []
+            # the hex part alone, as the sweep's points show it, names it too ('3477' for sw-3477..)
+            matches = [k for k in known if k.lower().startswith(given.lower())
+                       or k.lower().removeprefix("sw-").startswith(given.lower())] \
+                if given else []
             if args.sweep not in known and len(matches) == 1:
                 args.sweep = matches[0]
             elif args.sweep not in known and len(matches) > 1:
