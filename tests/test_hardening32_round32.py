@@ -102,3 +102,23 @@ def test_torch_doctor_refuses_a_step_budget_whose_history_cannot_fit(monkeypatch
         dlt.doctor(make, (x, y), loss_fn="cross_entropy", steps=200_000, batch_size=64)
     msg = str(info.value)
     assert "200,000" in msg and "4 MiB is available" in msg and "steps" in msg, msg
+
+
+def test_watch_refuses_a_weight_snapshot_that_cannot_fit(monkeypatch):
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 1024), torch.nn.ReLU(),
+                                torch.nn.Linear(1024, 1024))  # 4.1 MiB of float32 weights
+    x = torch.randn(4, 32)
+    watch = dlt.Watch(model, every=1)
+    # the snapshot for update_ratio copies every weight: 4.1 MiB more than a 2 MiB machine has
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "2M")
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    with pytest.raises(MemoryRefusal) as info:
+        watch.step(loss)
+    msg = str(info.value)
+    assert "Watch" in msg and "4.12 MiB" in msg and "2 MiB is available" in msg, msg
+    watch.close()

@@ -671,6 +671,32 @@ class Watch:
                               RuntimeWarning, stacklevel=4)
                 return
 
+    def _check_snapshot_fits(self) -> None:
+        """Refuse (:class:`~depthlab.memory.MemoryRefusal`, one line) the snapshot's new
+        buffers (a copy of every watched weight without one: ``sum numel x element_size`` per
+        device) when they exceed the memory available (CPU: :func:`depthlab.memory.
+        check_fits`; CUDA: ``torch.cuda.mem_get_info``), before any is allocated: a model
+        filling most of the memory was doubled by its ``update_ratio`` snapshot."""
+        from ..memory import CHECK_FROM_BYTES, check_fits
+
+        need: dict[torch.device, int] = {}
+        seen: set[int] = set()
+        for info in self._rec.layers:
+            for p in info.weights:
+                buf = self._buffers.get(id(p))
+                if id(p) in seen or (buf is not None and buf.shape == p.shape
+                                     and buf.dtype == p.dtype and buf.device == p.device):
+                    continue
+                seen.add(id(p))
+                need[p.device] = need.get(p.device, 0) + p.numel() * p.element_size()
+        for device, nbytes in need.items():
+            if nbytes < CHECK_FROM_BYTES or device.type not in ("cpu", "cuda"):
+                continue
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+            check_fits(nbytes, f"Watch's copy of the watched weights on {device} (the "
+                       "weights before each recorded update, for update_ratio)",
+                       available=free)
+
     def _snapshot(self, copy: bool = True) -> None:
         """Copy every layer's weights into buffers kept between records (no allocation).
         ``copy=False``: the record's weight pass has just copied them into the buffers of the
@@ -687,6 +713,7 @@ class Watch:
                 _copy_no_grad(bufs, params)
                 self._snap.update(self._pairs)
                 return
+        self._check_snapshot_fits()
         with torch.no_grad():
             fresh = []
             for info in self._rec.layers:
