@@ -60,8 +60,8 @@ def _store_with_a_sweep(tmp_path):
 
     s = Store(tmp_path / "st")
     for k in range(2):
-        s.add_run(synthetic_record(f"pt{k}abcdef01", probes=True, sweep="sw-0123456789",
-                                   lr=0.1 * (k + 1)))
+        s.add_run(synthetic_record(f"pt{k}abcdef01", sweep="sw-0123456789",
+                                   lr=0.1 * (k + 1), probes=k == 0))
     return s
 
 
@@ -82,3 +82,26 @@ def test_store_reads_of_an_unknown_run_or_sweep_say_so_instead_of_an_empty_table
                 read("nope")
         with pytest.raises(KeyError, match="'pt1abcdef01'"):  # the start of one run's id
             s.steps("pt1")
+
+
+def test_the_exported_runs_table_keeps_its_counts_whole_numbers(tmp_path):
+    # runs.csv wrote steps as "200.0" (and runs.parquet as float64) because a failed run
+    # has none: the counts are whole numbers, blank / null where a run has none
+    import csv
+    import dataclasses
+
+    from test_report import synthetic_record
+
+    with _store_with_a_sweep(tmp_path) as s:
+        failed = synthetic_record("failed000001", status="failed", sweep="sw-0123456789",
+                                  probes=False)
+        s.add_run(dataclasses.replace(failed, metrics={}))  # no step counted
+        s.export(tmp_path / "csv")
+        s.export(tmp_path / "pq", fmt="parquet")
+    with open(tmp_path / "csv" / "runs.csv", newline="") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    assert rows["pt0abcdef01"]["steps"] == "200", rows["pt0abcdef01"]["steps"]
+    assert rows["pt0abcdef01"]["seconds"] == "1.5" and rows["failed000001"]["steps"] == ""
+    pq = pd.read_parquet(tmp_path / "pq" / "runs.parquet").set_index("id")
+    assert str(pq["steps"].dtype).lower() == "int64", pq.dtypes
+    assert pq.loc["pt0abcdef01", "steps"] == 200 and pd.isna(pq.loc["failed000001", "steps"])

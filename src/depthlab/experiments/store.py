@@ -58,6 +58,11 @@ refuses to replace any other file of a table's name, unless ``--force``)."""
 _MARKER_HEAD = "# files written by `depthlab export`; the next export to this folder replaces them"
 
 
+COUNT_KEYS: tuple[str, ...] = ("steps", "epochs", "n_parameters")
+"""The final metrics that count (steps, epochs, parameters): whole numbers in an export's runs
+table, empty where a run has none."""
+
+
 def exported_files(folder: str | os.PathLike) -> set[str]:
     """The names of the files that exports wrote in ``folder`` (its :data:`EXPORT_MARKER`;
     empty without one)."""
@@ -1169,6 +1174,12 @@ class Store:
                                              and c not in METRIC_KEYS):
                     if k in flat.columns and k not in df.columns:
                         df[k] = flat.set_index("id")[k].reindex(df["id"]).to_numpy()
+                for k in COUNT_KEYS:  # whole numbers, blank/null where a run has none (they
+                    # were floats for a failed run's NaN: "15.0" in runs.csv, float64 Parquet)
+                    v = pd.to_numeric(df[k], errors="coerce") if k in df else None
+                    if v is not None and bool((((v % 1 == 0) & (v.abs() < 2 ** 53))
+                                               | v.isna()).all()):
+                        df[k] = v.astype("Int64")
                 writer = df.to_csv if fmt == "csv" else df.to_parquet
                 yield out / f"{name}.{fmt}", lambda fh, w=writer: w(fh, index=False)
 
