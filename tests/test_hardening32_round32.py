@@ -122,3 +122,25 @@ def test_watch_refuses_a_weight_snapshot_that_cannot_fit(monkeypatch):
     msg = str(info.value)
     assert "Watch" in msg and "4.12 MiB" in msg and "2 MiB is available" in msg, msg
     watch.close()
+
+
+def test_torch_probe_and_predict_name_the_batch_when_the_forward_runs_out_of_memory():
+    torch = pytest.importorskip("torch")
+    import depthlab.torch as dlt
+
+    class Greedy(torch.nn.Module):  # its forward asks the allocator for 256 TiB
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(x).repeat(1, 2**40)
+
+    x = torch.randn(16, 8)
+    y = torch.arange(16) % 4
+    for call in (lambda: dlt.probe(Greedy(), x, y, "cross_entropy"),
+                 lambda: dlt.predict(Greedy(), x)):
+        with pytest.raises(MemoryRefusal) as info:  # was torch's "[enforce fail at ...]"
+            call()
+        msg = str(info.value)
+        assert "16 examples" in msg and "256 TiB" in msg and "\n" not in msg, msg

@@ -237,6 +237,7 @@ from .propagation import (
     _path_backward,
     _path_forward,
 )
+from .train import out_of_memory
 
 __all__ = ["chain", "predict", "theory_rows"]
 
@@ -253,7 +254,8 @@ def predict(model: nn.Module, x: Any, y: Any = None,
     (``x.float() / 255``; token ids into an Embedding are not covered). Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still traces the autograd graph it
     needs (inference tensors are copied)."""
-    with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y):
+    with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y), \
+            out_of_memory("dlt.predict", x):
         x, y = (t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
                 for t in (x, y))
         loss_fn = resolve_loss(loss_fn)

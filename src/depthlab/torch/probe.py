@@ -70,6 +70,7 @@ from .train import (
     binary_threshold,
     class_axis,
     one_hot_labels,
+    out_of_memory,
 )
 
 COLUMNS = ("step", "layer", "module", "quantity", "value")
@@ -643,7 +644,8 @@ def probe(model: nn.Module, x: Any, y: Any,
     ``percentiles=()`` skips the sorts behind ``pre_pK``/``act_pK``. Called inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` it still back-propagates (the gradient
     rows were NaN); ``torch.no_grad()`` *inside* the model's forward keeps its meaning."""
-    with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y):
+    with torch.inference_mode(False), torch.enable_grad(), inputs_kept(x, y), \
+            out_of_memory("dlt.probe", x):
         return _probe(model, trackable(x), trackable(y), resolve_loss(loss_fn), percentiles)
 
 

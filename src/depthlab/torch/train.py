@@ -39,6 +39,7 @@ import functools
 import inspect
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -253,6 +254,34 @@ def named_failure(where: str, loss_fn: Callable) -> Iterator[None]:
         said = " ".join(str(e).split())
         raise ValueError(f"the model or loss_fn failed {where}: {type(e).__name__}: {said}"
                          f"{loss_hint(loss_fn, e)}") from e
+
+
+_TORCH_OOM = ("can't allocate memory", "out of memory")
+
+
+@contextlib.contextmanager
+def out_of_memory(what: str, x: Any) -> Iterator[None]:
+    """Torch running out of memory inside the block (``torch.OutOfMemoryError`` on a GPU, the
+    CPU allocator's multi-line ``RuntimeError: [enforce fail at alloc_cpu.cpp] ... can't
+    allocate memory: you tried to allocate N bytes``) as one
+    :class:`~depthlab.memory.MemoryRefusal` line naming ``what``, the batch ``x``'s examples
+    and the size torch asked for. The model's activations are unknown before its forward
+    runs, so this is where a batch that cannot fit is named."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        said = " ".join(str(e).split())
+        if not isinstance(e, torch.OutOfMemoryError) and not any(
+                k in said for k in _TORCH_OOM):
+            raise
+        from ..memory import MemoryRefusal, format_bytes
+
+        found = re.search(r"tried to allocate (\d+) bytes", said, re.IGNORECASE)
+        size = f" (torch asked for {format_bytes(int(found.group(1)))})" if found else ""
+        rows = len(x) if isinstance(x, torch.Tensor) and x.dim() > 0 else None
+        batch = f" on a batch of {rows:,} examples" if rows is not None else ""
+        raise MemoryRefusal(f"{what}{batch} ran out of memory{size}; expected a batch whose "
+                            "forward and backward fit: pass fewer examples") from None
 
 
 def is_classification(out: Any, y: Any) -> bool:
