@@ -31,12 +31,16 @@ from ..validators import keyword_hints, positive_int, torch_module_hint
 from .findings import Diagnosis, Finding, Verification
 from .prescriptions import TRAINING_KEYS
 from .rules import (
+    DATA_DRIVEN_INITS,
     DIVERGENCE_RISE,
     EARLY_UPDATE_STEPS,
+    INIT_MISMATCH,
+    INIT_SIGNAL_METRIC,
     NORM_GRAD,
     RULES,
     RunContext,
     evaluate,
+    init_signal_factor,
     norm_gradient_frame,
 )
 
@@ -771,6 +775,40 @@ def _improved(before: float, after: float, resolved: bool) -> bool:
     return after < before - METRIC_TOLERANCE * abs(before)
 
 
+def judged_metric(kind: str, changes: dict[str, Any], before: _Run | Any, after: _Run | Any,
+                  metric: str) -> tuple[str, float, float]:
+    """The metric a verified cure of a ``kind`` finding is judged by, and its values on the
+    baseline run ``before`` and the cure's ``after`` (runs with ``ctx`` and
+    ``metrics_by_kind``, either engine's): the finding's own ``metric``, except for an
+    init_mismatch cured by a data-driven init (``changes["init"]`` in
+    :data:`~depthlab.diagnosis.rules.DATA_DRIVEN_INITS`, LSUV): its weights are scaled for
+    the data, so their distance from the variance formula (the finding's metric: LSUV on a
+    tanh CNN with inputs in [0, 1], 15.1 -> 39.8 for the first layer scaled by E[x^2]) is not
+    what it is for; it is judged by the step-0 signal it gives,
+    :func:`~depthlab.diagnosis.rules.init_signal_factor` (6 tanh convolutions at 0.09x
+    Glorot's variance on digits: 550 -> 1.73, where the weight factor read 15.1 -> 39.8),
+    where both runs measured it (else by the finding's own metric)."""
+    if kind == "init_mismatch" and str(changes.get("init", "")).lower() in DATA_DRIVEN_INITS:
+        ctxs = getattr(before, "ctx", None), getattr(after, "ctx", None)
+        signal = [math.nan if c is None else init_signal_factor(c) for c in ctxs]
+        if not any(math.isnan(v) for v in signal):
+            return INIT_SIGNAL_METRIC, signal[0], signal[1]
+    return (metric, before.metrics_by_kind.get(kind, math.nan),
+            after.metrics_by_kind.get(kind, math.nan))
+
+
+def resolved_by(kind: str, changes: dict[str, Any], after_kinds: list[str], metric: str,
+                after_metric: float) -> bool:
+    """The cure's run no longer has the finding: ``kind`` is not among its findings; for a
+    data-driven init judged by its signal (:func:`judged_metric`), the signal factor is at
+    most ``INIT_MISMATCH`` (the rule's own threshold on a factor: the weight formula does not
+    apply to weights set from data)."""
+    if (kind == "init_mismatch" and str(changes.get("init", "")).lower() in DATA_DRIVEN_INITS
+            and metric == INIT_SIGNAL_METRIC):
+        return math.isfinite(after_metric) and after_metric <= INIT_MISMATCH
+    return kind not in after_kinds
+
+
 def doctor_train_kwargs(train: dict[str, Any]) -> dict[str, Any]:
     """The config's ``[train]`` settings as :func:`depthlab.doctor` keyword arguments: its
     ``loss_kwargs`` (a Loss object built with them) and ``l1``/``l2`` too (both were left out:
@@ -1036,14 +1074,14 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
         if cache[key] is None:
             continue
         run, ref = cache[key]
-        before_metric = ref.metrics_by_kind.get(f.kind, math.nan)
-        after_metric = run.metrics_by_kind.get(f.kind, math.nan)
+        metric, before_metric, after_metric = judged_metric(
+            f.kind, f.prescription, ref, run, RULES[f.kind].metric)
         after_kinds = [g.kind for g in run.findings]
-        resolved = f.kind not in after_kinds
+        resolved = resolved_by(f.kind, f.prescription, after_kinds, metric, after_metric)
         improved = _improved(before_metric, after_metric, resolved)
         out.append(Verification(
             kind=f.kind, prescription=dict(f.prescription), before=dict(ref.final),
-            after=dict(run.final), metric=RULES[f.kind].metric,
+            after=dict(run.final), metric=metric,
             metric_before=before_metric, metric_after=after_metric, resolved=resolved,
             helped=bool(improved and _better(run.final, ref.final, n_val, chance, chance_acc)),
             new_findings=[k for k in after_kinds

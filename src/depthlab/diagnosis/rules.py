@@ -1091,6 +1091,38 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
                            _severity(metric, INIT_MISMATCH))
 
 
+DATA_DRIVEN_INITS = frozenset({"lsuv"})
+"""Initializations whose weights are set from a data batch, not drawn from a fan-in/fan-out
+variance formula: LSUV (Mishkin & Matas 2016) scales every layer so that its output variance
+on the batch is 1, so its weight variance departs from the formula's by design (the first
+layer's by the inputs' second moment E[x^2], e.g. 27x Glorot's on digits in [0, 1]). A cure
+that re-initializes with one is judged by :func:`init_signal_factor`, what it is for."""
+
+INIT_SIGNAL_METRIC = "init signal factor (data-driven init: judged by its step-0 signal)"
+"""The metric's name of an init_mismatch cure judged by :func:`init_signal_factor`."""
+
+
+def init_signal_factor(ctx: RunContext) -> float:
+    """How far the initial weights' signal departs from one that keeps its scale through the
+    hidden layers, at step 0: ``exp(max(|ln(s_L / s_1)|, |ln(g_1 / g_L)|))``, ``s_l`` the
+    pre-activation std of hidden layer ``l`` (forward) and ``g_l`` the gradient std at the
+    pre-activation of the gradient path's position ``l`` (backward, ``grad_pre_std``); >= 1, 1
+    for a signal that neither shrinks nor grows; NaN when neither was measured or one hidden
+    layer only. This is what a variance formula's init is for (LeCun/Glorot/He keep both
+    ratios near 1), and what a data-driven init (:data:`DATA_DRIVEN_INITS`) is judged by."""
+    logs = []
+    for s in (ctx.at(0, "pre_std"), ctx.gradient_stds(0)):
+        s = s.dropna()
+        if len(s) < 2:
+            continue
+        first, last = float(s.iloc[0]), float(s.iloc[-1])
+        if first > 0 and last > 0 and math.isfinite(first) and math.isfinite(last):
+            logs.append(abs(math.log(last / first)))
+        elif first != last:
+            logs.append(math.inf)  # a signal that died (0) or overflowed on the way
+    return math.exp(max(logs)) if logs else math.nan
+
+
 def logit_floor(loss: Any, output_range: tuple[float, float], n_outputs: int) -> float:
     """The lowest loss one example can reach when ``loss`` (one taking logits) is fed values
     in ``output_range`` (a bounded output activation's): ``cross_entropy`` over ``n_outputs``

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from ..activations import get_activation
-from ..diagnosis.doctor import _improved, rank_findings
+from ..diagnosis.doctor import _improved, judged_metric, rank_findings, resolved_by
 from ..diagnosis.findings import Diagnosis, Finding, Verification
 from ..diagnosis.prescriptions import recommended_init
 from ..diagnosis.rules import (
@@ -1186,15 +1186,15 @@ def _verify_run(changes: dict[str, Any], fresh: Callable[[int], nn.Module], seed
 def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
                   n_val: int | None = None, chance: float = math.nan,
                   chance_acc: float = math.nan) -> Verification:
-    before_metric = base.metrics_by_kind.get(f.kind, math.nan)
-    after_metric = run.metrics_by_kind.get(f.kind, math.nan)
-    after_kinds = [g.kind for g in run.findings]
-    resolved = f.kind not in after_kinds
-    improved = _improved(before_metric, after_metric, resolved)
     rule = RULES.get(f.kind) or TORCH_RULES.get(f.kind)
+    metric, before_metric, after_metric = judged_metric(  # a data-driven init (LSUV): by its
+        f.kind, changes, base, run, str(getattr(rule, "metric", "metric")))  # step-0 signal
+    after_kinds = [g.kind for g in run.findings]
+    resolved = resolved_by(f.kind, changes, after_kinds, metric, after_metric)
+    improved = _improved(before_metric, after_metric, resolved)
     return Verification(
         kind=f.kind, prescription=dict(changes), before=dict(base.result.metrics),
-        after=dict(run.result.metrics), metric=str(getattr(rule, "metric", "metric")),
+        after=dict(run.result.metrics), metric=metric,
         metric_before=before_metric, metric_after=after_metric, resolved=resolved,
         helped=bool(improved and _better(run.result.metrics, base.result.metrics, n_val,
                                           chance, chance_acc)),
