@@ -1879,6 +1879,27 @@ def _output_tail(out_fn, in_fn) -> set:
     return tail
 
 
+def _post_order(root, stop, keep=None) -> list:
+    """The autograd nodes from ``root`` down to (not including) ``stop``, each after every node
+    it reads (post-order, iterative: graphs of thousands of nodes), each once; with ``keep``,
+    only through the nodes it accepts."""
+    order: list = []
+    seen: set = set()
+    stack: list = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            order.append(node)
+            continue
+        if node is None or node in seen or node is stop or (keep is not None and not keep(node)):
+            continue
+        seen.add(node)
+        stack.append((node, True))
+        stack.extend((nxt, False) for nxt, _ in node.next_functions
+                     if nxt is not None and nxt not in seen)
+    return order
+
+
 def _residual_adds(out_fn, in_fn, claimed: set) -> list:
     """Add nodes between ``out_fn`` and ``in_fn`` (autograd graph) both of whose operands
     depend on ``in_fn``, that no inner block has claimed and that no mixing operation follows
@@ -1887,21 +1908,7 @@ def _residual_adds(out_fn, in_fn, claimed: set) -> list:
     ``a sin + b cos`` before the attention and output projection) does not make a block."""
     tail = _output_tail(out_fn, in_fn)
     reach: dict = {in_fn: True}
-    stack: list = [(out_fn, False)]
-    order: list = []
-    seen: set = set()
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if node is None or node in seen or node is in_fn:
-            continue
-        seen.add(node)
-        stack.append((node, True))
-        for nxt, _ in node.next_functions:
-            if nxt is not None and nxt not in seen:
-                stack.append((nxt, False))
+    order = _post_order(out_fn, in_fn)
     for node in order:  # post-order: children first
         reach[node] = any(reach.get(nxt, False) for nxt, _ in node.next_functions
                           if nxt is not None)
@@ -1935,20 +1942,7 @@ def _one_linear_map(add, in_fn, reach: dict) -> bool:
     not a residual block (it was taken for one, as a projection shortcut's ``F(x) + P x``,
     whose branch is non-linear); an identity shortcut, ``x + W x``, stays a block."""
     free: dict = {in_fn: True}  # a path to the input without a matrix product / convolution
-    stack: list = [(add, False)]
-    order: list = []
-    seen: set = set()
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if node is None or node in seen or node is in_fn or not reach.get(node, False):
-            continue
-        seen.add(node)
-        stack.append((node, True))
-        stack.extend((nxt, False) for nxt, _ in node.next_functions if nxt is not None)
-    for node in order:  # post-order: operands first
+    for node in _post_order(add, in_fn, keep=lambda n: reach.get(n, False)):  # operands first
         kids = [nxt for nxt, _ in node.next_functions if nxt is not None and reach.get(nxt, False)]
         base = node.name().rstrip("0123456789")
         if base not in _LINEAR_NODES or (base in _PRODUCT_NODES and len(kids) > 1):
