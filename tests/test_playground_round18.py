@@ -242,6 +242,10 @@ def test_a_refused_value_is_said_at_once_while_a_network_is_built(page, server, 
                            "\"model.width = '0'\")", timeout=10_000)
     assert builds == [0.05]  # said while the first network is still being built
     builds.release.set()
+    # the outline waits for the key's release (afterRelease): waited for, not read at once
+    # (a loaded host read it before: [])
+    page.wait_for_function("document.querySelectorAll('.field.invalid').length > 0",
+                           timeout=10_000)
     assert page.evaluate("[...document.querySelectorAll('.field.invalid')]"
                          ".map((e) => e.dataset.key)") == ["model.width"]
     # and the setup it waited for starts as before; the refusal is still said once it has

@@ -312,6 +312,9 @@ def _read(data: Any, key: str, path: str | os.PathLike,
     (:func:`_declared`; with ``expect = (shape, dtype)`` a different one is refused), so no
     array is allocated that cannot fit or that the recipe does not expect."""
     shape, dtype, _ = _declared(data, key, path)
+    if dtype is not None and dtype.hasobject:  # Python objects: allow_pickle=False refuses them
+        raise ValueError(f"{str(path)!r}: {key} cannot be read (it holds Python objects, "
+                         f"dtype {dtype}); expected a numeric array")
     if expect is not None and dtype is not None and (shape, dtype) != (
             tuple(expect[0]), np.dtype(expect[1])):
         raise ValueError(f"{str(path)!r}: {key} has shape {shape} {dtype}; the recipe "

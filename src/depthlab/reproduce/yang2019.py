@@ -227,7 +227,7 @@ def stage_cures(d: Inputs, res: Result) -> None:
         f"Training accuracy of {TRAIN_DEPTH}-layer ReLU + BN nets on {dname} after the steps "
         "under each bar: plain, with residual connections (same lr and steps), and plain with "
         f"a 10× smaller lr and 5× the steps. Dotted: 'trains' (≥ {TRAINS:.0%}); dashed: 'does "
-        f"not train' (< {FAILS:.0%}); always guessing the commonest class scores "
+        f"not train' (< {FAILS:.0%}); chance, always guessing the commonest class, scores "
         f"{guess_rate(ds.y_train):.0%}."
     )
     res.notes.append(
