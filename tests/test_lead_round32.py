@@ -18,25 +18,23 @@ def test_watch_losses_mid_run_lists_every_step_so_far():
     loss_fn = torch.nn.CrossEntropyLoss()
     watch = dlt.Watch(model, every=3)
     seen = []
-    try:
-        for _ in range(5):
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             watch.step(loss)
             opt.step()
             seen.append(loss.item())
+
+    try:
+        train(5)
         mid = watch.losses()
         assert mid["step"].tolist() == [0, 1, 2, 3, 4]
         assert mid["loss"].tolist() == pytest.approx(seen, rel=1e-7)
         # and nothing is listed twice when the next record or close transfers again
-        for _ in range(2):
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            watch.step(loss)
-            opt.step()
-            seen.append(loss.item())
+        train(2)
     finally:
         watch.close()
     end = watch.losses()

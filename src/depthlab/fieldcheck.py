@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .validators import closest_name, to_float
+from . import validators
+from .validators import to_float
 
 __all__ = [
     "BatchSize", "Bool", "Check", "Choice", "ConfigError", "ConfigTypeError", "Dtype",
@@ -63,13 +64,10 @@ class ConfigTypeError(ConfigError, TypeError):
 
 def did_you_mean(word: Any, names: Any) -> str:
     """`` (did you mean "relu"?)``: the accepted name a mistyped ``word`` most likely meant
-    (:func:`~depthlab.validators.closest_name`), written as the config writes values
+    (:func:`depthlab.validators.did_you_mean`), written as the config writes values
     (:func:`fmt`), else ``""`` (also for a ``word`` that is not text). The one hint of every
     field with named values: registries, fixed choices, data set names and options."""
-    if not isinstance(word, str):
-        return ""
-    close = closest_name(word, names)
-    return f" (did you mean {fmt(close)}?)" if close else ""
+    return validators.did_you_mean(word, names, fmt) if isinstance(word, str) else ""
 
 
 def bad(key: str, value: Any, accepted: str, problem: str = "is not accepted",

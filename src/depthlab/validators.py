@@ -79,10 +79,12 @@ def to_float(value: numbers.Real) -> float:
         return math.inf if value > 0 else -math.inf
 
 
-def did_you_mean(word: str, names: Iterable[str]) -> str:
-    """`` (did you mean 'adam'?)`` naming :func:`closest_name` of ``word``, else ``""``."""
+def did_you_mean(word: str, names: Iterable[str], quote: Callable[[Any], str] = repr) -> str:
+    """`` (did you mean 'adam'?)`` naming :func:`closest_name` of ``word``, written by
+    ``quote`` (Python's ``repr``; the config's ``fmt`` in :func:`depthlab.fieldcheck.did_you_mean`),
+    else ``""``."""
     close = closest_name(word, names)
-    return f" (did you mean {close!r}?)" if close else ""
+    return f" (did you mean {quote(close)}?)" if close else ""
 
 
 def torch_module_hint(obj: Any, remedy: str) -> str:

@@ -170,10 +170,18 @@ def accuracy(output: Any, y: Any, ignore_index: int | None = None,
         return None
     wide = torch.float32 if output.device.type == "mps" else torch.float64
     hit = output.detach().argmax(dim=axis) == y
-    valid = (y >= 0) & (y < output.shape[axis])  # a label past the classes is none either
+    valid = labelled(y, output.shape[axis], ignore_index)
+    return (hit & valid).to(wide).sum() / valid.to(wide).sum()
+
+
+def labelled(y: torch.Tensor, classes: int, ignore_index: int | None = None) -> torch.Tensor:
+    """The mask of the class-index labels ``y`` that name a class: ``0 <= y < classes`` and
+    ``y != ignore_index`` (a label past the classes that the loss took without an error is one
+    it ignored). The one rule of :func:`accuracy` and the doctor's ``train.evaluate``."""
+    valid = (y >= 0) & (y < classes)
     if ignore_index is not None:
         valid &= y != ignore_index
-    return (hit & valid).to(wide).sum() / valid.to(wide).sum()
+    return valid
 
 
 def target_accuracy(output: Any, y: Any, loss_fn: Any) -> torch.Tensor | None:

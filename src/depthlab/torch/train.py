@@ -52,6 +52,7 @@ import torch
 
 from ..probes.stats import probe_held_out
 from ..training.history import DivergenceReport, History
+from ..training.trainer import STEP_RECORD_BYTES
 from ..validators import did_you_mean, positive_int
 from .accumulators import NORM_HIGH, NORM_LOW, norm_dtype, scaled_norm
 
@@ -533,7 +534,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
     was_training = model.training
     model.eval()
     threshold = binary_threshold(loss_fn)
-    from .probe import loss_ignore_index
+    from .probe import labelled, loss_ignore_index
 
     ignore = loss_ignore_index(loss_fn)
     try:
@@ -572,9 +573,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: 
                 # the loss's ignore_index left out (probe.accuracy's rule; the rows of
                 # CrossEntropyLoss(ignore_index=-1) labelled -1 counted as misses: train acc
                 # 0.5875 where 0.7966 of the labelled rows were right)
-                valid = (yb >= 0) & (yb < out.shape[axis])  # (255 of a lambda's loss)
-                if ignore is not None:
-                    valid &= yb != ignore
+                valid = labelled(yb, out.shape[axis], ignore)  # (255 of a lambda's loss)
                 correct += int(((out.argmax(dim=axis) == yb) & valid).sum())
                 entries += int(valid.sum())
             else:
@@ -721,10 +720,11 @@ def _end_bar(bar: Any) -> None:
             state[3] = None
 
 
-STEP_BYTES = 48
-"""Memory of one training step's history, at least: its loss in ``History.step_loss`` (a
-list slot and a float object, 32 B) and its row of the steps table built at the end (int64
-step and float64 loss, 16 B)."""
+STEP_BYTES = STEP_RECORD_BYTES + 16
+"""Memory of one training step's history, at least: its loss in ``History.step_loss`` (the
+trainer's :data:`~depthlab.training.trainer.STEP_RECORD_BYTES`) and its row of the steps table
+built at the end (int64 step and float64 loss, 16 B), as the runner's
+``HISTORY_STEP_BYTES``."""
 RATIO_ROW_BYTES = 120
 """Memory of one ``update_ratio`` row (a tuple of four values) per weight layer and probe."""
 
@@ -736,13 +736,13 @@ def check_history_fits(spec: TorchTrainSpec, first_probe: pd.DataFrame | None,
     the ``r = steps // probe_every + 1`` probe records, ``r x`` the bytes of the first probe
     table (``first_probe``) and ``r x weight_layers x`` :data:`RATIO_ROW_BYTES`
     (``dlt.doctor(steps=10**10)`` trained until its history outgrew the machine)."""
-    from ..memory import check_fits
+    from ..memory import CHECK_FROM_BYTES, check_fits
 
     steps = int(spec.steps)
     records = steps // max(int(spec.probe_every), 1) + 1
     per_probe = 0 if first_probe is None else int(first_probe.memory_usage(deep=True).sum())
     need = steps * STEP_BYTES + records * (per_probe + weight_layers * RATIO_ROW_BYTES)
-    if need < (1 << 20):
+    if need < CHECK_FROM_BYTES:
         return
     probes = (f" and {records:,} probe records of {len(first_probe)} rows"
               if first_probe is not None else "")
