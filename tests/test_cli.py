@@ -1,14 +1,16 @@
-"""The ``depthlab`` command line, run as ``python -m depthlab`` in subprocesses."""
+"""The ``depthlab`` command line, run as ``python -m depthlab`` in subprocesses (runs,
+sweeps, exit statuses of real processes); the listings that check what a run stored, and the
+one-line refusals of bad configs and arguments, in this process (``depthlab.cli.main``: the
+same status and output; ``test_debug_shows_traceback`` refuses a config in a real process)."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 
 import pandas as pd
 import pytest
-from helpers.cli import cli
+from helpers.cli import assert_one_line_error, cli, one_blas_thread, run_cli
 
 TINY = """\
 name = "tiny"
@@ -34,16 +36,6 @@ def tiny(tmp_path, name="c.toml", sizes='["auto", 8, "auto"]', lr=0.1, every=0,
     path = tmp_path / name
     path.write_text(TINY.format(sizes=sizes, lr=lr, every=every, act=act) + extra)
     return str(path)
-
-
-def assert_user_error(res: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert res.returncode == 2, (res.returncode, res.stderr)
-    assert "Traceback" not in res.stderr
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("depthlab: error:"), lines
-    for frag in fragments:
-        assert frag in lines[0], (frag, lines[0])
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +66,7 @@ def test_run_writes_store(store_dir):
     conn.close()
 
 
-def test_runs_json_structure(store_dir):
+def test_runs_json_structure(store_dir, capsys):
     res = cli("runs", store_dir, "--json")
     assert res.returncode == 0, res.stderr
     runs = json.loads(res.stdout)
@@ -87,16 +79,17 @@ def test_runs_json_structure(store_dir):
     assert r["config"]["model"]["sizes"] == [8, 8, 3]  # "auto" resolved from the data
     for k in ("train_loss", "val_acc", "test_acc"):
         assert r[k] == r["metrics"][k] and isinstance(r[k], float)
-    table = cli("runs", store_dir)
-    assert table.returncode == 0 and r["id"] in table.stdout and "test_acc" in table.stdout
+    code, table, err = run_cli(capsys, "runs", store_dir)
+    assert code == 0 and r["id"] in table and "test_acc" in table, err
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_export(store_dir, tmp_path, fmt):
+def test_export(store_dir, tmp_path, fmt, capsys, monkeypatch):
     if fmt == "parquet":
         import pyarrow  # noqa: F401  (a dev dependency: required)
-    res = cli("export", store_dir, "--format", fmt, "--to", tmp_path / "x")
-    assert res.returncode == 0, res.stderr
+    one_blas_thread(monkeypatch)
+    code, _, err = run_cli(capsys, "export", store_dir, "--format", fmt, "--to", tmp_path / "x")
+    assert code == 0, err
     read = pd.read_csv if fmt == "csv" else pd.read_parquet
     runs = read(tmp_path / "x" / f"runs.{fmt}")
     assert len(runs) == 1 and "test_acc" in runs.columns
@@ -105,20 +98,22 @@ def test_export(store_dir, tmp_path, fmt):
     assert len(probes) > 0
 
 
-def test_datasets():
+def test_datasets(capsys):
     res = cli("datasets")
     assert res.returncode == 0, res.stderr
     assert "digits" in res.stdout and "clusters" in res.stdout and "64" in res.stdout
-    js = json.loads(cli("datasets", "--json").stdout)
+    code, out, err = run_cli(capsys, "datasets", "--json")
+    assert code == 0, err
+    js = json.loads(out)
     assert {d["name"] for d in js} >= {"digits", "clusters"}
 
 
-def test_diverged_run_recorded(tmp_path):
+def test_diverged_run_recorded(tmp_path, capsys):
     cfg = tiny(tmp_path, lr=1e9, sizes='["auto", 8, 8, "auto"]', act="relu")
     res = cli("run", cfg, "--out", tmp_path / "o", "--quiet")
     assert res.returncode == 3, res.stderr  # round 30: a diverged run is no success (was 0)
     assert "diverged" in res.stderr
-    runs = json.loads(cli("runs", tmp_path / "o", "--json").stdout)
+    runs = json.loads(run_cli(capsys, "runs", tmp_path / "o", "--json")[1])
     assert [r["status"] for r in runs] == ["diverged"]
     assert runs[0]["divergence"]["step"] >= 1
 
@@ -139,12 +134,13 @@ BAD_CONFIGS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
-def test_bad_config_exit_2(tmp_path, case):
+def test_bad_config_exit_2(tmp_path, case, capsys, monkeypatch):
     text, fragments = BAD_CONFIGS[case]
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    res = cli("run", path, "--out", tmp_path / "o")
-    assert_user_error(res, *fragments)
+    one_blas_thread(monkeypatch)
+    code, _, err = run_cli(capsys, "run", path, "--out", tmp_path / "o")
+    assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "o").exists()  # nothing written for a rejected config
 
 
@@ -158,10 +154,12 @@ def test_bad_config_exit_2(tmp_path, case):
     (["sweep", "c.toml", "--jobs", "0"], ["--jobs 0"]),
     (["sweep", "c.toml"], ["no [sweep] table"]),
 ])
-def test_user_errors_exit_2(tmp_path, args, fragments):
+def test_user_errors_exit_2(tmp_path, args, fragments, capsys, monkeypatch):
     tiny(tmp_path)
-    res = cli(*args, cwd=tmp_path)
-    assert_user_error(res, *fragments)
+    monkeypatch.chdir(tmp_path)
+    one_blas_thread(monkeypatch)
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, *fragments)
 
 
 def test_debug_shows_traceback(tmp_path):
@@ -188,11 +186,11 @@ def test_every_command_module_is_one_subcommand(capsys):
     assert err.startswith("depthlab: error:") and len(err.strip().splitlines()) == 1
 
 
-def test_doctor_command(tmp_path):
+def test_doctor_command(tmp_path, capsys):
     cfg = tiny(tmp_path, sizes='["auto", 8, 8, 8, "auto"]')
     res = cli("doctor", cfg, "--out", tmp_path / "o", timeout=300)
     assert res.returncode == 0, res.stderr
-    runs = json.loads(cli("runs", tmp_path / "o", "--json").stdout)
+    runs = json.loads(run_cli(capsys, "runs", tmp_path / "o", "--json")[1])
     assert [r["kind"] for r in runs] == ["doctor"]
     conn = sqlite3.connect(tmp_path / "o" / "depthlab.db")
     (payload,), = conn.execute("SELECT payload FROM findings").fetchall()
@@ -203,13 +201,13 @@ def test_doctor_command(tmp_path):
     assert n_probes > 0
 
 
-def test_demo_quick(tmp_path):
+def test_demo_quick(tmp_path, capsys):
     res = cli("demo", "--out", tmp_path / "d", "--epochs", "1", "--no-report", "--jobs", "2")
     assert res.returncode == 0, res.stderr
     for recipe in ("sigmoid + glorot", "tanh + glorot", "relu + he",
                    "sigmoid + glorot + batchnorm"):  # the recipes of examples/demo.toml
         assert recipe in res.stdout
-    runs = json.loads(cli("runs", tmp_path / "d", "--json").stdout)
+    runs = json.loads(run_cli(capsys, "runs", tmp_path / "d", "--json")[1])
     assert len(runs) == 4 and {r["sweep"] for r in runs} == {"demo"}
     assert all(r["config"]["model"]["depth"] == 20 for r in runs)
     assert all(r["status"] == "finished" for r in runs)
