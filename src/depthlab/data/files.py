@@ -401,6 +401,33 @@ def read_csv_frame(path: Path, header: int | None = 0) -> Any:
         last = str(df.columns[-1])
         if header is None or last.startswith("Unnamed: "):  # a blank header cell
             df = df.iloc[:, :-1]
+    return _wide_integers(df)
+
+
+def _wide_integers(df: Any) -> Any:
+    """``df`` with each column of integers past 64 bits (``10**23``, ``-2**63 - 1``: pandas
+    keeps such a column as Python ints of dtype object, its other cells too) as the float64
+    numbers they are, ``float(v)`` (±inf beyond float64's range, refused later as any
+    infinite cell is). Was refused as text, the message naming another cell of the column
+    ("holds '2' on line 2, which is not a number"). A column holding any other object (text)
+    is left as read."""
+    for i in range(df.shape[1]):
+        column = df.iloc[:, i]
+        if column.dtype != object:
+            continue
+        cells = column.dropna()
+        if not len(cells) or not all(type(v) is int for v in cells):
+            continue
+
+        def number(v: Any) -> float:
+            try:
+                return float(v)
+            except OverflowError:  # an integer of more than 308 digits
+                return np.inf if v > 0 else -np.inf
+            except TypeError:  # a missing cell (NaN, None)
+                return float("nan")
+
+        df.isetitem(i, np.array([number(v) for v in column], dtype=np.float64))
     return df
 
 

@@ -1,0 +1,49 @@
+"""Round 33 (cliux33): the CLI, the run store and data loading as a demanding user meets them."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers.cli import one_blas_thread, run_cli
+
+# A CSV whose integers do not fit in 64 bits (an identifier, a byte count, 10**23): pandas
+# reads such a column as Python ints (object dtype), which was refused naming another cell
+# ("feature column 'b' holds '2' on line 2, which is not a number").
+BIG = 10**23
+NEG = -(2**63) - 1
+
+
+def _big_csv(path):
+    rows = [f"{i % 7},{BIG if i == 3 else i % 5},{NEG if i == 5 else i},{i % 2}" for i in range(40)]
+    path.write_text("a,b,c,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_integers_past_64_bits_in_a_csv_are_read_as_the_numbers_they_are(tmp_path, capsys,
+                                                                        monkeypatch):
+    from depthlab.data import load_dataset
+
+    one_blas_thread(monkeypatch)
+    csv = _big_csv(tmp_path / "big.csv")
+    data = load_dataset(csv, seed=0, val_fraction=0.0, test_fraction=0.0)
+    x = np.sort(data.x_train, axis=0)
+    want = np.array([[i % 7, BIG if i == 3 else i % 5, NEG if i == 5 else i] for i in range(40)],
+                    dtype=np.float64).astype(data.x_train.dtype)  # float32 by default
+    np.testing.assert_array_equal(x, np.sort(want, axis=0))
+    config = tmp_path / "big.toml"
+    config.write_text('[data]\npath = "big.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                      "[train]\nepochs = 1\n")
+    code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    assert code == 0, err
+
+
+def test_a_text_cell_beside_big_integers_is_the_cell_named(tmp_path, capsys, monkeypatch):
+    """A column that also holds text stays refused, naming the text cell, not a number."""
+    one_blas_thread(monkeypatch)
+    rows = [f"{i % 7},{BIG if i == 3 else ('x' if i == 6 else i % 5)},{i % 2}" for i in range(20)]
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "t.toml"
+    config.write_text('[data]\npath = "t.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                      "[train]\nepochs = 1\n")
+    code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    assert code == 2, err
+    assert "holds 'x' on line 8" in err, err
