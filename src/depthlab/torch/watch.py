@@ -246,6 +246,11 @@ def _same(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def _value(v: float) -> float:
+    """The value of an extra row of one host number (the loss of a CPU step)."""
+    return v
+
+
 def _added(d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``W0 = (W0 - W) + W`` in float64 from the snapshot overwritten by the difference."""
     return d.to(norm_dtype(d)) + w.detach().to(norm_dtype(d))
@@ -376,7 +381,10 @@ class Watch:
         self._col_value = array("d")
         self._loss_steps = array("q")
         self._loss_values = array("d")
-        self._pending: list[torch.Tensor] = []
+        # the losses since the last record: detached tensors (_kept), copied to the host at
+        # the record in one transfer, and host floats (the CPU loss of a step that records,
+        # read in Watch.step on the CPU kernels' path)
+        self._pending: list[torch.Tensor | float] = []
         self._snap: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._pairs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # last snapshot
         self._buffers: dict[int, torch.Tensor] = {}
@@ -413,8 +421,13 @@ class Watch:
         """Mark the end of one training step's backward (call before ``optimizer.step()``)."""
         if self._closed:
             raise RuntimeError(_CLOSED.format(what="Watch.step()"))
+        n = self._calls
         if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
-            value = _kept(loss)  # the usual case, checked in place
+            # the usual case, checked in place. A step that records on the CPU kernels' path
+            # reads its CPU loss now (no transfer: the record reads it anyway, twice before):
+            # a host float, not a tensor kept and checked (_kept)
+            value = (float(loss.detach()) if n % self.every == 0 and loss.is_cpu
+                     and self._rec._wk is not None else _kept(loss))
         elif isinstance(loss, torch.Tensor):
             value = _kept(check_loss(loss))
         elif isinstance(loss, numbers.Real) and not isinstance(loss, bool):  # numpy's too
@@ -422,7 +435,6 @@ class Watch:
         else:
             raise TypeError(f"loss must be a scalar tensor or a number, got "
                             f"{type(loss).__name__}")
-        n = self._calls
         self._pending.append(value)
         every = self.every
         if 0 < n % every < every - 1:  # neither records nor arms (every >= 3): nothing else
@@ -787,7 +799,9 @@ class Watch:
             self._check_scaler_order()  # after scaler.update(): refused
         self._check_step_order(n)  # after optimizer.step() / scaler.step(): warned
         self._rec.settle()  # the pass that the backward ran through, read from here on
-        extra = [(0, "", "loss", self._pending[-1])]
+        last = self._pending[-1]
+        # (a host float: a row of its one value, as collect takes host numbers)
+        extra = [(0, "", "loss", ([last], _value) if type(last) is float else last)]
         if not self._warned_twice:
             self._warn_several_backwards(n)
         fused = bool(self._snap) and self._rec.host_weights()
@@ -959,19 +973,25 @@ class Watch:
             self._store()
 
     def _flush_losses(self) -> None:
-        """Copy the losses of the steps since the last record to the host (one transfer)."""
-        if self._pending:
-            dev = self._pending[-1].device
-            wide = torch.float64 if dev.type != "mps" else torch.float32
-            try:  # one stack (dtypes promoted exactly), then one conversion
-                stacked = torch.stack(self._pending).to(wide)
-            except RuntimeError:  # losses on several devices (the model moved mid-run)
-                stacked = torch.stack([t.to(dev, wide) for t in self._pending])
-            host = stacked.cpu().tolist()
-            first = self._calls - len(self._pending)
+        """Copy the losses of the steps since the last record to the host (one transfer for
+        the device tensors among them; the host floats are taken as they are)."""
+        pending = self._pending
+        if pending:
+            kept = [t for t in pending if type(t) is not float]
+            host: list[float] = pending
+            if kept:
+                dev = kept[-1].device
+                wide = torch.float64 if dev.type != "mps" else torch.float32
+                try:  # one stack (dtypes promoted exactly), then one conversion
+                    stacked = torch.stack(kept).to(wide)
+                except RuntimeError:  # losses on several devices (the model moved mid-run)
+                    stacked = torch.stack([t.to(dev, wide) for t in kept])
+                values = iter(stacked.cpu().tolist())
+                host = [v if type(v) is float else next(values) for v in pending]
+            first = self._calls - len(pending)
             self._loss_steps.extend(range(first, self._calls))
             self._loss_values.extend(host)
-            self._pending.clear()
+            pending.clear()
 
     def _remove_optimizers_hook(self) -> None:
         hook = getattr(self, "_optimizers_hook", None)
