@@ -45,6 +45,11 @@ _PANEL = 0.5       # panel width in z, and in s near the origin
 _S_NEAR = 16.0     # |s| below which panels are at most _PANEL wide in s
 _GROWTH = 1.3      # geometric growth of panels beyond _S_NEAR
 _GL_POINTS = 8     # Gauss-Legendre points per panel
+# its nodes and weights on [-1, 1], computed once (leggauss solves an eigenproblem per call:
+# the per-channel BN moments asked for them ~20 000 times per prediction)
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(_GL_POINTS)
+_GL_X.setflags(write=False)
+_GL_W.setflags(write=False)
 _FAR_PANELS = 100  # cap on the geometric panels beyond |s| = _S_NEAR (q up to 1e300)
 
 
@@ -110,7 +115,7 @@ def _standard_breaks(scale: float) -> np.ndarray:
 def _panel_nodes(breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """8-point Gauss-Legendre nodes on the panels between consecutive ``breaks`` (last axis;
     leading axes are kept), with weights ``phi(z)`` (unnormalised; zero on empty panels)."""
-    gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
+    gl_x, gl_w = _GL_X, _GL_W
     lo, hi = breaks[..., :-1, None], breaks[..., 1:, None]
     half = 0.5 * (hi - lo)
     nodes = lo + half * (1.0 + gl_x)
@@ -168,7 +173,7 @@ def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray
     :func:`standard_rule` does about 0), so any ``sd`` from ~0 to ~1e12 is resolved."""
     if not (np.isfinite(var) and var > 0 and np.isfinite(mean)):
         raise ValueError(f"need a finite variance > 0 and a finite mean, got {var!r}, {mean!r}")
-    gl_x, gl_w = np.polynomial.legendre.leggauss(_GL_POINTS)
+    gl_x, gl_w = _GL_X, _GL_W
     sd = math.sqrt(var)
     z0 = -mean / sd
     parts = [np.arange(-_Z_MAX, _Z_MAX + _PANEL / 2, _PANEL), [z0]]
