@@ -204,17 +204,18 @@ def test_execute_and_prepare_refuse_a_data_file_too_large_before_reading_it(tmp_
     check_data_file(validate(cfg))
 
 
-def test_a_long_probe_table_is_read_back_a_chunk_at_a_time(tmp_path):
+def test_a_long_probe_table_is_read_back_a_chunk_at_a_time(tmp_path, monkeypatch):
     # reading a long run back held every row as a tuple, then built the frame from them (peak
-    # ~265 bytes a row of Python memory); the rows now come ROW_CHUNK at a time, each chunk's
-    # columns made arrays at once (~120 bytes a row here), with the same frame
+    # ~265-320 bytes a row of Python memory); the rows now come ROW_CHUNK at a time, each
+    # chunk's columns made arrays at once (~80 bytes a row here), with the same frame
     import gc
     import sqlite3
     import tracemalloc
 
     from depthlab.experiments import store as st
 
-    n = 250_000
+    monkeypatch.setattr(st, "ROW_CHUNK", 8192)
+    n = 60_000  # eight chunks
     probes = _long_probe_table(n)
     with st.Store(tmp_path) as s:
         s.add_run(st.RunRecord(id="long", probes=probes))

@@ -52,9 +52,9 @@ def test_export_writes_a_long_table_a_chunk_at_a_time_with_the_same_files(tmp_pa
 
     from depthlab.experiments import store as st
 
-    n = 100_000
+    n = 30_000  # 30 chunks (a table read whole: ~450 bytes a row here; chunks: ~25)
     _long_store(tmp_path, n)
-    monkeypatch.setattr(st, "ROW_CHUNK", 4096)
+    monkeypatch.setattr(st, "ROW_CHUNK", 1024)
     with st.Store(tmp_path, readonly=True) as s:
         want = _whole_table_files(s, tmp_path, "csv")
         tracemalloc.start()
