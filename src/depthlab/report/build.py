@@ -372,7 +372,10 @@ def _labels(runs: pd.DataFrame) -> dict[str, str]:
     where every run was labelled by its id alone); a run without a name, its id. A doctor's
     run reads ``doctor NAME``, as the torch doctor names its own: ``depthlab doctor cfg.toml``
     stores the config's name, and beside ``depthlab run cfg.toml``'s run the two read
-    ``NAME (id)``, the doctor's short baseline not told apart from the trained run."""
+    ``NAME (id)``, the doctor's short baseline not told apart from the trained run. Runs that
+    share a name are told apart by the settings that differ among them (``same (depth=6,
+    activation=relu)``, :func:`_telling_values`; the values alone when every run has that name)
+    where those tell each apart, else by their ids."""
     names = [str(n) if n else "" for n in runs["name"]]
     kinds = (runs["kind"] if "kind" in runs else pd.Series([None] * len(runs))).tolist()
     names = [f"doctor {n}" if n and str(k) == "doctor" and not n.startswith("doctor ") else n
@@ -385,9 +388,40 @@ def _labels(runs: pd.DataFrame) -> dict[str, str]:
             names = [n.split(":", 1)[1] for n in names]
     if unique:
         return dict(zip(ids, names))
-    labels = [n if n and names.count(n) == 1 else f"{n} ({r})" if n else r
-              for r, n in zip(ids, names)]
+    telling: dict[str, str] = {}
+    for n in {n for n in names if n and names.count(n) > 1}:
+        telling.update(_telling_values(runs[[m == n for m in names]]))
+    if len(set(names)) == 1 and len(telling) == len(ids):  # one name: it tells nothing apart
+        return {r: telling[r] for r in ids}
+    labels = [n if n and names.count(n) == 1 else
+              f"{n} ({telling.get(r, r)})" if n else r for r, n in zip(ids, names)]
     return dict(zip(ids, labels if len(set(labels)) == len(labels) else ids))
+
+
+MAX_LABEL_KEYS = 3
+"""At most this many settings tell runs of one name apart in their labels (else their ids)."""
+
+
+def _telling_values(runs: pd.DataFrame) -> dict[str, str]:
+    """``{id: "depth=6, activation=relu"}`` for runs that share a name: the values of the keys
+    that vary among them (:func:`varying_keys`, at most :data:`MAX_LABEL_KEYS`, each by its
+    last dotted part where those differ), when they tell every run apart; else ``{}`` (the
+    runs keep their ids). ``depthlab run cfg.toml`` again with another depth stores a second
+    run of the config's name: 30 such runs were "same (a3c391b49157)", "same (2261521b505b)",
+    ... in every legend, bar chart and table of the overview."""
+    if not any(str(c).startswith("cfg:") for c in runs.columns):
+        return {}
+    keys = varying_keys(runs)
+    if not keys or len(keys) > MAX_LABEL_KEYS:
+        return {}
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    shown = short if len(set(short)) == len(short) else keys
+    out = {}
+    for _, row in runs.iterrows():
+        parts = [f"{s}={H.fmt(_cell(row['cfg:' + k]))}" for s, k in zip(shown, keys)
+                 if not _missing(row["cfg:" + k])]
+        out[str(row["id"])] = ", ".join(parts)
+    return out if all(out.values()) and len(set(out.values())) == len(out) else {}
 
 
 # -- the headline: gradients and activations of every run, one figure --------------------------
@@ -432,8 +466,10 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
     keys = varying_keys(group.runs)
     if keys and max(len(v) for v in labels.values()) > 24 and all(
             "=" in v for v in labels.values()):  # long generated names: the varying values
-        labels = {str(r["id"]): ", ".join(f"{k.rsplit('.', 1)[-1]}={_plot_value(r['cfg:' + k])}"
+        values = {str(r["id"]): ", ".join(f"{k.rsplit('.', 1)[-1]}={_plot_value(r['cfg:' + k])}"
                                           for k in keys) for _, r in group.runs.iterrows()}
+        if len(set(values.values())) == len(values):  # (runs told apart by their names only
+            labels = values                           # keep them)
     tables = {}
     for _, r in ranked.iterrows():
         probes = _named(_clean_probes(_get(store.probes(str(r["id"])))), r["config"])
