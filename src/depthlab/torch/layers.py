@@ -206,20 +206,26 @@ def _threshold(m):
 
 def _prelu(m):
     """PReLU ``f(s) = s`` for ``s > 0``, ``a s`` otherwise, ``a`` learned: one slope, or one
-    per channel on axis 1 (torch's layout); read when called, so the spec follows training."""
+    per channel on axis 1 (torch's layout); read when called, so the spec follows training.
+    Per-channel slopes that are all equal (``nn.PReLU(C)`` at its init, every ``a_c = 0.25``)
+    are one function, ``scalar``, as ``nn.PReLU()`` is: the theory's integrals take it."""
     w = m.weight
 
     def slope(s: torch.Tensor) -> torch.Tensor:
         a = w.detach().to(device=s.device, dtype=s.dtype)
         if a.numel() == 1:
             return a.reshape(())
-        return a.reshape((1, -1) + (1,) * (s.dim() - 2)) if s.dim() >= 2 else a
+        if s.dim() >= 2:  # a layer's output: each channel its own slope
+            return a.reshape((1, -1) + (1,) * (s.dim() - 2))
+        # the theory's nodes (1-d): the one slope of equal ones
+        return a[0] if bool((a == a[0]).all()) else a
 
+    flat = w.detach().reshape(-1)
     return ActivationSpec(
         "prelu", lambda s: torch.where(s > 0, torch.ones_like(s), slope(s)),
         lambda s: torch.where(s > 0, s, slope(s) * s),
         max(1.0, float(w.detach().abs().max())) if w.numel() else 1.0, True, False,
-        scalar=w.numel() == 1)
+        scalar=w.numel() == 1 or (w.numel() > 1 and bool((flat == flat[0]).all())))
 
 
 def _neg_exp(s: torch.Tensor, scale: float = 1.0, alpha: float = 1.0) -> torch.Tensor:
