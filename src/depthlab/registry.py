@@ -15,11 +15,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 _NOT_ARGUMENTS = ("self", "params", "args", "kwargs")
+
+
+@lru_cache(maxsize=1024)
+def _keyword_parameters(target: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """The parameters of ``target``'s signature that a name's keyword arguments may fill, read
+    once per factory (``inspect.signature`` parses a built-in's text signature with the
+    tokenizer: it was most of the time of building a 3000-layer ``dl.mlp``)."""
+    return tuple(p for p in inspect.signature(target).parameters.values()
+                 if p.name not in _NOT_ARGUMENTS)
 
 
 class Registry(Generic[T]):
@@ -86,8 +96,10 @@ class Registry(Generic[T]):
         """The keyword parameters of the factory of ``name`` (from its signature)."""
         factory = self[name]
         target = factory.__init__ if isinstance(factory, type) else factory
-        return [p for p in inspect.signature(target).parameters.values()
-                if p.name not in _NOT_ARGUMENTS]
+        try:
+            return list(_keyword_parameters(target))
+        except TypeError:  # an unhashable callable: its signature read each time
+            return list(_keyword_parameters.__wrapped__(target))
 
     def arguments(self, name: str) -> list[str]:
         """The keyword arguments the factory of ``name`` accepts (from its signature)."""
