@@ -47,3 +47,18 @@ def test_a_text_cell_beside_big_integers_is_the_cell_named(tmp_path, capsys, mon
     code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
     assert code == 2, err
     assert "holds 'x' on line 8" in err, err
+
+
+def test_a_limited_sweep_says_its_points_are_the_first_of_the_grid(tmp_path, capsys,
+                                                                  monkeypatch):
+    """`sweep --limit 1` of a 2-point grid said "1 point (train.seed 2)": a size that its own
+    factors contradict; it names the grid's size it takes the first points of."""
+    from helpers.cli import TINY
+
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "grid.toml"
+    config.write_text(TINY + '[sweep]\n"train.seed" = [0, 1]\n')
+    code, out, err = run_cli(capsys, "sweep", config, "--out", tmp_path / "r", "--limit", "1")
+    assert code == 0, err
+    first = (out + err).splitlines()[0]
+    assert "1 point (the first 1 of the grid's 2: train.seed 2)" in first, first

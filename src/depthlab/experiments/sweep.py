@@ -116,13 +116,17 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     executor = _executor(executor, jobs, cluster)  # a bad one before the grid is said
     base = validate_base(raw, base_dir=base_dir)
     grid = base.get("sweep") or {}
-    total = grid_size(grid) if limit is None else min(grid_size(grid), limit)
+    full = grid_size(grid)
+    total = full if limit is None else min(full, limit)
     say = echo or (lambda _line: None)
     # every single value, before anything runs or is said: a bad one is the only line
     check_values(raw, grid, base_dir=base_dir)
     sid = sweep_id({**{k: v for k, v in base.items() if k != "name"},
                     **data_contents(base, grid, base_dir=base_dir)})
-    say(f"sweep {sid}: {count_of(total, 'point', thousands=True)} ({grid_shape(grid)})")
+    shape = grid_shape(grid)  # a limit's points named as the first of the grid's (was
+    # "3 points (train.lr 2 x train.seed 4)", a size its own factors contradict)
+    shape = shape if total == full else f"the first {total:,} of the grid's {full:,}: {shape}"
+    say(f"sweep {sid}: {count_of(total, 'point', thousands=True)} ({shape})")
     if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
         check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
