@@ -1078,7 +1078,7 @@ def doctor(
             diagnosis.verifications.sort(key=lambda v: order.get(v.kind, len(order)))
     if out is not None:
         _store(diagnosis, base, out, name, time.perf_counter() - t0, verify, theory,
-               theory_note)
+               theory_note, data_key=data_fingerprint(d), max_cures=max_cures)
     return diagnosis
 
 
@@ -1203,23 +1203,51 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
     )
 
 
+DATA_HASH_CHUNK = 1 << 26
+"""Bytes of a data tensor hashed at a time by :func:`data_fingerprint` (a GPU tensor is
+copied to the host in pieces of this size)."""
+
+
+def data_fingerprint(data: TensorData) -> str:
+    """SHA-256 (hex) of the training and validation tensors as the doctor trains on them
+    (after shaping and casting: channels-last images moved to channels-first hash as the
+    channels-first file does): each part's name, dtype, shape and bytes. Part of a stored
+    diagnosis's id: the step-0 probe table reads the first validation rows only, so the same
+    model on another training set (or another validation tail) took the first diagnosis's id
+    and replaced it."""
+    h = hashlib.sha256()
+    for label in ("x", "y", "x_val", "y_val"):
+        t = getattr(data, label)
+        h.update(f"{label}:{None if t is None else (str(t.dtype), tuple(t.shape))};".encode())
+        if t is None or t.numel() == 0:
+            continue
+        flat = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        for i in range(0, flat.numel(), DATA_HASH_CHUNK):
+            h.update(flat[i:i + DATA_HASH_CHUNK].cpu().numpy())
+    return h.hexdigest()
+
+
 def _store(diagnosis: Diagnosis, base: _Run, out: str | Path, name: str | None,
            seconds: float, verify: bool, theory: list[dict[str, Any]] | None = None,
-           theory_note: str = "") -> str:
+           theory_note: str = "", data_key: str = "", max_cures: int | None = None) -> str:
     """Write the diagnosis to the results store in ``out`` (one transaction); returns the id.
     ``theory``: :func:`theory_rows` of the untrained model, kept in ``config.model.theory``
     (the report draws it beside the measured gradients and activations); without it,
-    ``theory_note`` (why not) is kept in ``config.model.theory_note``, the report's caption."""
+    ``theory_note`` (why not) is kept in ``config.model.theory_note``, the report's caption.
+    ``data_key``: :func:`data_fingerprint` of the data; ``max_cures``: the cures verified per
+    finding (a verified diagnosis with more of them is another result)."""
     from ..experiments.store import RunRecord, Store
 
     payload = diagnosis.to_dict()
     # the config names the model's class and layers, not its weights or the data: the step-0
-    # probe table tells two models (or data sets) apart, so one diagnosis never replaces
+    # probe table tells two models apart, the data's fingerprint two data sets (the probe
+    # table reads the first validation rows only), so one diagnosis never replaces
     # another's; the same call again replaces its own
     first = diagnosis.probes[diagnosis.probes["step"] == 0]
     start = hashlib.sha256(pd.util.hash_pandas_object(first, index=False).values.tobytes())
     body = json.dumps({"config": payload["config"], "settings": payload["settings"],
-                       "verify": verify, "start": start.hexdigest()}, sort_keys=True,
+                       "verify": verify, "start": start.hexdigest(), "data": data_key,
+                       "max_cures": max_cures if verify else None}, sort_keys=True,
                       default=str)
     rid = "torch-" + hashlib.sha256(body.encode()).hexdigest()[:12]
     b = diagnosis.baseline
