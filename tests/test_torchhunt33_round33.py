@@ -32,3 +32,58 @@ def test_predict_takes_a_per_channel_prelu_whose_slopes_are_all_equal():
         model[1].weight[0] = 0.5
     with pytest.raises(ValueError, match=r"'1' \(PReLU\) has a learned slope per channel"):
         dlt.predict(model, x, y, nn.CrossEntropyLoss())
+
+
+class _GRUHead(nn.Module):
+    """A sequence model that returns its scores with the GRU's last state, (scores, h_n),
+    as nn.GRU/LSTM/MultiheadAttention return tuples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru, self.fc = nn.GRU(5, 3, batch_first=True), nn.Linear(5, 3)
+
+    def forward(self, x):
+        out, h = self.gru(x)
+        return out, h
+
+
+class _TupleMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x))
+        return self.fc2(h), h
+
+
+class _DictOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return {"logits": h, "h": h}
+
+
+@pytest.mark.parametrize("call", ["probe", "predict"])
+def test_a_tuple_output_given_to_a_torch_loss_is_one_line_naming_the_parts(call):
+    """A model whose output is a tuple or dict, given a torch loss that takes one tensor, got
+    torch's "cross_entropy_loss(): argument 'input' (position 1) must be Tensor, not tuple",
+    which named neither the model's output nor the remedy (a loss that picks the part)."""
+    torch.manual_seed(0)
+    with pytest.raises(TypeError, match=r"the model's output is a tuple of 2 tensors "
+                       r"\(shapes \(4, 3\), \(4, 8\)\), but CrossEntropyLoss takes one "
+                       r"tensor.*lambda out, y: .*\(out\[0\], y\)"):
+        getattr(dlt, call)(_TupleMLP(), torch.randn(4, 5), torch.randint(0, 3, (4,)),
+                           nn.CrossEntropyLoss())
+    if call == "probe":
+        with pytest.raises(TypeError, match=r"a tuple of 2 tensors \(shapes \(4, 6, 3\), "
+                           r"\(1, 4, 3\)\)"):
+            dlt.probe(_GRUHead(), torch.randn(4, 6, 5), torch.randint(0, 3, (4, 6)),
+                      nn.CrossEntropyLoss())
+        with pytest.raises(TypeError, match=r"a dict with keys \['logits', 'h'\].*"
+                           r"F.cross_entropy.*\(out\['logits'\], y\)"):
+            dlt.probe(_DictOut(), torch.randn(4, 5), torch.randint(0, 3, (4,)),
+                      torch.nn.functional.cross_entropy)

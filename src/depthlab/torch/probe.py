@@ -346,6 +346,7 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
         # Tensor, not NoneType", which named neither the model nor the missing return
         raise TypeError("the model's forward returned None (a missing `return`?); expected a "
                         "tensor, or a tuple or dict of tensors that loss_fn reads")
+    _check_structured_output(output, loss_fn)
     _check_target_type(y, loss_fn)
     _check_probability_targets(output, y, loss_fn)
     _check_elementwise_targets(output, y, loss_fn)
@@ -398,6 +399,55 @@ def check_targets(output: Any, y: Any, loss_fn: Any) -> None:
         raise ValueError(f"y holds the label {int(bad[0])} ({len(bad)} of {len(flat)} outside 0 "
                          f"to {classes - 1}), but the model's output has {classes} classes in "
                          f"dimension 1 for {name}; expected class indices 0 to {classes - 1}")
+
+
+def _torch_loss_name(loss_fn: Any) -> str | None:
+    """How the user wrote ``loss_fn`` when it is one of torch's own losses, which take one
+    tensor of outputs: ``"nn.CrossEntropyLoss()"`` for a module of ``torch.nn.modules.loss``
+    (not a subclass of the user's), ``"F.cross_entropy"`` for a function of
+    ``torch.nn.functional`` (also inside a ``functools.partial``); None for anything else."""
+    from .train import loss_parts
+
+    fn, _ = loss_parts(loss_fn)
+    if isinstance(fn, nn.Module):
+        cls = type(fn)
+        return f"nn.{cls.__name__}()" if cls.__module__ == "torch.nn.modules.loss" else None
+    if getattr(fn, "__module__", None) == "torch.nn.functional" and hasattr(fn, "__name__"):
+        return f"F.{fn.__name__}"
+    return None
+
+
+def _check_structured_output(output: Any, loss_fn: Any) -> None:
+    """A TypeError in one line for a tuple/list/dict output given to one of torch's losses
+    (:func:`_torch_loss_name`), which take one tensor: a model returning what ``nn.GRU``/
+    ``nn.LSTM``/``nn.MultiheadAttention`` return, ``(out, h)``, or ``{"logits": ...}``, got
+    torch's "cross_entropy_loss(): argument 'input' (position 1) must be Tensor, not tuple".
+    The message names the parts and a loss that picks one (the first tensor)."""
+    if isinstance(output, torch.Tensor) or not isinstance(output, (tuple, list, dict)):
+        return
+    call = _torch_loss_name(loss_fn)
+    if call is None:
+        return
+
+    def part(v: Any) -> str:
+        return str(tuple(v.shape)) if isinstance(v, torch.Tensor) else type(v).__name__
+
+    kind = type(output).__name__
+    if isinstance(output, dict):
+        keys = list(output)
+        what = f"a {kind} with keys {keys}"
+        pick = next((k for k in keys if isinstance(output[k], torch.Tensor)), keys[0] if keys
+                    else None)
+    else:
+        parts = list(output)
+        tensors = all(isinstance(v, torch.Tensor) for v in parts)
+        what = (f"a {kind} of {len(parts)} " + ("tensors (shapes " if tensors else "(")
+                + ", ".join(part(v) for v in parts) + ")")
+        pick = next((i for i, v in enumerate(parts) if isinstance(v, torch.Tensor)), 0)
+    name = call[3:-2] if call.startswith("nn.") else call
+    fix = f": give a loss_fn that picks the part it reads, e.g. lambda out, y: " \
+          f"{call}(out[{pick!r}], y)" if pick is not None else ""
+    raise TypeError(f"the model's output is {what}, but {name} takes one tensor{fix}")
 
 
 def _library_forward(loss_fn: Any) -> bool:
