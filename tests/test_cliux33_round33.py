@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers.cli import one_blas_thread, run_cli
+import pytest
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
 # A CSV whose integers do not fit in 64 bits (an identifier, a byte count, 10**23): pandas
 # reads such a column as Python ints (object dtype), which was refused naming another cell
@@ -62,3 +63,44 @@ def test_a_limited_sweep_says_its_points_are_the_first_of_the_grid(tmp_path, cap
     assert code == 0, err
     first = (out + err).splitlines()[0]
     assert "1 point (the first 1 of the grid's 2: train.seed 2)" in first, first
+
+
+def _wrapped_gz(path, total=2**32 + 2**26):
+    """A gzip CSV of more than 4 GiB (``total`` bytes of rows past its header) whose trailer
+    says its size modulo 2**32, as gzip writes it, built in well under a second: a deflate
+    chunk of 1 MiB of rows after a full flush (the compressor's bytes repeat), written again
+    and again. Returns its number of data rows. (Its CRC is left 0: nothing reads that far.)"""
+    import struct
+    import zlib
+
+    header, row = b"a,b,c,label\n", b"0.1234,0.5678,0.9012,1\n"
+    chunk = row * ((1 << 20) // len(row))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = deflate.compress(header) + deflate.flush(zlib.Z_FULL_FLUSH)
+    body = deflate.compress(chunk) + deflate.flush(zlib.Z_FULL_FLUSH)
+    n = total // len(chunk)
+    with open(path, "wb") as fh:
+        fh.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + head)
+        for _ in range(n):
+            fh.write(body)
+        fh.write(deflate.flush() + struct.pack("<II", 0, (len(header) + n * len(chunk)) % 2**32))
+    return n * (len(chunk) // len(row))
+
+
+def test_a_csv_gz_past_4_gib_is_sized_by_its_content_not_its_wrapped_trailer(tmp_path, capsys,
+                                                                            monkeypatch):
+    """gzip's trailer keeps the uncompressed size modulo 2**32: a CSV of 4.06 GiB in a .gz was
+    sized from 64 MiB (2,916,691 rows, 187 MB) and not refused under 4 GiB of memory; pandas
+    would then have read 190 million rows (12 GB)."""
+    from depthlab.data.files import check_csv_fits
+    from depthlab.memory import MemoryRefusal
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "4G")
+    rows = _wrapped_gz(tmp_path / "rows.csv.gz")
+    with pytest.raises(MemoryRefusal, match=f"CSV of about {rows:,} rows x 4 columns"):
+        check_csv_fits(tmp_path / "rows.csv.gz", "data 'rows.csv.gz'")
+    config = tmp_path / "rows.toml"
+    config.write_text('[data]\npath = "rows.csv.gz"\n[model]\nsizes = ["auto", 4, "auto"]\n')
+    code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    assert_one_line_error(code, err, f"{rows:,} rows", "nothing was allocated")

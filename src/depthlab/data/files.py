@@ -215,7 +215,8 @@ def csv_bytes(path: Path) -> tuple[int, int, int]:
     """(bytes, rows, columns): the memory that reading CSV ``path`` into float64 arrays
     needs, estimated before reading it from the file's size and its first data row: rows =
     (size - header) / the row's length, 8 bytes per cell, twice (pandas' frame and the NumPy
-    copy). A ``.gz``'s size is the uncompressed size in its trailer (modulo 2**32). A file
+    copy). A ``.gz``'s size is the uncompressed size in its trailer, which gzip keeps modulo
+    2**32 (:func:`_unwrapped_isize` adds the 4 GiB wraps its compression ratio implies). A file
     that cannot be sampled gives 0 (the reader then names the problem)."""
     gz = path.name.lower().endswith(".gz")
     try:
@@ -229,7 +230,7 @@ def csv_bytes(path: Path) -> tuple[int, int, int]:
                 isize = int.from_bytes(fh.read(4), "little")
             if isize > DEFLATE_RATIO * size:  # no trailer: a truncated file (named by pandas)
                 return 0, 0, 0
-            size = isize
+            size = _unwrapped_isize(path, size, isize)
     except (OSError, EOFError, zlib.error):
         return 0, 0, 0
     if not first.strip():
@@ -237,6 +238,38 @@ def csv_bytes(path: Path) -> tuple[int, int, int]:
     per_row = first.count(b",") + 1
     rows = max(1, (size - len(header)) // len(first))
     return 2 * 8 * rows * per_row, rows, per_row
+
+
+GZ_SAMPLE_OUT = 16 << 20
+"""How many uncompressed bytes :func:`_unwrapped_isize` inflates to measure a ``.gz``'s
+compression ratio."""
+
+
+def _unwrapped_isize(path: Path, size: int, isize: int) -> int:
+    """The uncompressed size of gzip file ``path`` (``size`` bytes on disk) whose trailer says
+    ``isize``: gzip keeps that size modulo 2**32, so a CSV of 4.06 GiB read as 64 MiB (its
+    memory then under-estimated 65 times, and never refused). The candidates are ``isize +
+    k 2**32``; k is the one nearest ``size x ratio``, the ratio measured by inflating the
+    file's start (at most :data:`GZ_SAMPLE_OUT` bytes out of at most :data:`SAMPLE_BYTES` in),
+    so a file under 4 GiB keeps its trailer's size (k = 0)."""
+    wrap = 1 << 32
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    used = out = 0
+    with open(path, "rb") as fh:
+        while used < SAMPLE_BYTES and out < GZ_SAMPLE_OUT and not inflate.eof:
+            piece = fh.read(1 << 16)
+            if not piece:
+                break
+            data = inflate.decompress(piece, GZ_SAMPLE_OUT - out)
+            while inflate.unconsumed_tail and out + len(data) < GZ_SAMPLE_OUT:
+                out += len(data)
+                data = inflate.decompress(inflate.unconsumed_tail, GZ_SAMPLE_OUT - out)
+            out += len(data)
+            used += len(piece) - len(inflate.unconsumed_tail) - len(inflate.unused_data)
+    if used <= 0 or out <= 0:
+        return isize
+    estimate = size * out / used
+    return isize + wrap * max(0, round((estimate - isize) / wrap))
 
 
 def _nul_line(path: Path) -> tuple[int, str | None] | None:
