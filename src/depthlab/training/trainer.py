@@ -119,6 +119,7 @@ class Trainer:
         opt_kwargs = _optimizer_kwargs(optimizer_kwargs, hyperparameters)
         if isinstance(optimizer, Optimizer):  # it keeps its own hyperparameters: fit's
             _check_unused(optimizer, lr, opt_kwargs)  # momentum=0.9 was silently not used
+            _check_built_on(optimizer, net)
             self.optimizer = get_optimizer(optimizer, net.parameters())
         else:
             self.optimizer = get_optimizer(optimizer, net.parameters(), lr=lr, **opt_kwargs)
@@ -577,6 +578,38 @@ def _check_unused(optimizer: Optimizer, lr: float, kwargs: dict[str, Any]) -> No
         raise TypeError(f"lr={lr!r} is not used: optimizer is an instance of {kind} with lr="
                         f"{optimizer.lr!r}; set optimizer.lr = {lr!r} or pass "
                         f"optimizer={optimizer.name!r}")
+
+
+def _check_built_on(optimizer: Optimizer, net: Network) -> None:
+    """A ValueError when an optimizer instance given to fit/Trainer was not built on exactly
+    ``net.parameters()`` (fit trains them all): one built on the last layer only, to freeze the
+    others as torch users do, read "SGD instance was built on other parameters than the ones
+    given", though fit's caller gave none. Names how many of the network's parameters it holds,
+    the first one it lacks, and the two ways on."""
+    mine = net.parameters()
+    if len(optimizer.params) == len(mine) and all(
+            a is b for a, b in zip(optimizer.params, mine)):
+        return
+    ids = {id(p) for p in optimizer.params}
+    held = sum(id(p) in ids for p in mine)
+    kind = type(optimizer).__name__
+    ways = ("build it on net.parameters() (dl.optimizer(" + repr(optimizer.name)
+            + ", net.parameters(), ...)), or, to train only some layers, step it in your own "
+            "loop (net.forward, loss.backward, net.backward, opt.step())")
+    if held == 0:
+        raise ValueError(f"the {kind} optimizer given is built on none of this network's "
+                         f"{len(mine)} parameters (another network's?); fit trains every "
+                         f"parameter of the network it is given: {ways}")
+    lacking = [p.name for p in mine if id(p) not in ids]
+    extra = len(optimizer.params) - held
+    why = [f"not on {lacking[0]}"] if lacking else []
+    if extra:
+        why.append(f"also on {extra} that are not the network's")
+    if not why:
+        why.append("in another order than net.parameters()")
+    raise ValueError(
+        f"the {kind} optimizer given is built on {held} of the network's {len(mine)} "
+        f"parameters ({'; '.join(why)}); fit trains every parameter of the network: {ways}")
 
 
 def _progress(total: int, progress: bool | str):
