@@ -44,3 +44,25 @@ def test_diagnoses_of_one_model_on_two_training_sets_are_both_stored(tmp_path):
     for d in (small, full, one, two):
         assert runs.loc[d.settings["run_id"], "train_loss"] == pytest.approx(
             d.baseline["train_loss"], rel=1e-6)
+
+
+def test_a_diverged_runs_lr_evidence_gives_the_loss_it_measured_at_step_0():
+    """Regression: in a run that diverged, lr_too_high's evidence carried ``loss_step0`` and
+    ``early_loss_mean`` as NaN (the report: 'loss_step0=not finite') although the probe batch's
+    loss at step 0 was 29.9 (a tanh regression on digits' labels at sgd lr 0.1, NaN at step
+    35); they are now the numbers measured (the rule still fires on the probed steps)."""
+    x, y, xv, yv = _digits()
+    y, yv = y.astype(np.float32)[:, None], yv.astype(np.float32)[:, None]
+
+    def reg() -> nn.Module:
+        return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 1))
+
+    d = dlt.doctor(reg, (x, y, xv, yv), loss_fn="mse", steps=50, verify=False)
+    found = {f.kind: f for f in d.findings}
+    assert "divergence" in found
+    ev = found["lr_too_high"].evidence
+    torch.manual_seed(0)
+    with torch.no_grad():
+        direct = float(nn.MSELoss()(reg()(torch.as_tensor(xv[:300])), torch.as_tensor(yv[:300])))
+    assert ev["loss_step0"] == pytest.approx(direct, rel=1e-5)
+    assert np.isfinite(ev["early_loss_mean"])  # its first 10 updates' losses were finite

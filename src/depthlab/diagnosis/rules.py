@@ -1540,9 +1540,10 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                                        & (per_step.index <= EARLY_UPDATE_STEPS)]])
     big = [int(t) for t in early.index if early[t] >= UPDATE_RATIO_HIGH]
     fire_early, mean, start = False, math.nan, math.nan
-    if big and not ctx.history.diverged:  # a non-finite loss: the divergence finding's
-        mean, start = early_loss_fall(ctx)
-        fire_early = (math.isfinite(mean) and math.isfinite(start) and start > 0
+    if big:  # measured for the evidence also in a run that diverged later (NaN only where
+        mean, start = early_loss_fall(ctx)  # a loss of the first updates was not finite)
+        fire_early = (not ctx.history.diverged  # a non-finite loss: the divergence finding's
+                      and math.isfinite(mean) and math.isfinite(start) and start > 0
                       and not mean < (1.0 - LR_STEP_FALL) * start)
     if not (fire_probed or fire_early):
         return metric, None
