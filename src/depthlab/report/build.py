@@ -600,8 +600,19 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
         # the meaning is of the ratio at init; when the end's ratio means something else
         # (a ResNet flowing at 0.5 at init, 41x less at the end) it says so too
         meaning = _describe_ratio(init_ratio)
+        start = int(grads["step"].min()) if len(grads) else None
+        dead_init = start is not None and bool(
+            (grads.loc[grads["step"] == start, "value"] == 0).all())
+        shown_init: float | str | None = _cellnum(init_ratio)
+        if dead_init:
+            # every layer's gradient exactly 0 at step 0 (weights initialized to zeros, every
+            # unit dead): measured, 0 / 0; the row read "not measured" beside a figure that
+            # draws it ("layers 1-6: zero")
+            shown_init = "0 / 0: no gradient in any layer"
+            meaning = ("no gradient at all, at init and at the end (0 in every layer)" if dead
+                       else "at init no gradient at all (0 in every layer)")
         kind = meaning.split(":")[0]
-        if dead:
+        if dead and not dead_init:
             meaning += "; at the end no gradient at all (0 in every layer)"
         if isinstance(end_ratio, float):
             end_meaning = _describe_ratio(end_ratio)
@@ -622,7 +633,7 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
                 and _describe_ratio(end_ratio).split(":")[0] == kind
                 and r["status"] == "finished") and math.isfinite(init_ratio):
             meaning = f"at init, {meaning}"  # the first reading is the init's, not the run's
-        rows.append([labels[rid], _cellnum(init_ratio), at_end, meaning,
+        rows.append([labels[rid], shown_init, at_end, meaning,
                      _cellnum(r.get(score))])
     if outputs_left_out:
         shown = ", ".join(f"<code>{H.esc(n)}</code>" for n in dict.fromkeys(outputs_left_out))
