@@ -104,3 +104,44 @@ def test_a_csv_gz_past_4_gib_is_sized_by_its_content_not_its_wrapped_trailer(tmp
     config.write_text('[data]\npath = "rows.csv.gz"\n[model]\nsizes = ["auto", 4, "auto"]\n')
     code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
     assert_one_line_error(code, err, f"{rows:,} rows", "nothing was allocated")
+
+
+def test_two_exports_into_one_folder_at_once_both_stay_named_in_its_marker(tmp_path,
+                                                                           monkeypatch):
+    """`depthlab export DIR --to X` and `depthlab export DIR --to X --format parquet` at the
+    same time (a `make -j`): each read the folder's .depthlab-export before writing its
+    tables and wrote it back after, so the last one dropped the other's names, and the next
+    export was refused: "--to 'X' holds 'runs.parquet', which no `depthlab export` wrote
+    there". Here both are held inside their table writing at once (at most 1 s)."""
+    import threading
+
+    from depthlab.cli import main
+    from depthlab.experiments import Store
+    from depthlab.experiments.store import exported_files
+
+    one_blas_thread(monkeypatch)
+    Store(tmp_path / "r").close()  # an empty store is enough: the tables are still written
+    together = threading.Barrier(2, timeout=1)
+    real = Store._write_table
+
+    def meet(self, *args, **kwargs):
+        try:
+            together.wait()  # both exports inside their tables (unless one waits its turn)
+        except threading.BrokenBarrierError:
+            pass
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "_write_table", meet)
+    codes: list[int] = []
+    target = tmp_path / "x"
+    threads = [threading.Thread(target=lambda f=f: codes.append(
+        main(["export", str(tmp_path / "r"), "--to", str(target), "--format", f])))
+        for f in ("csv", "parquet")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [0, 0]
+    named = exported_files(target)
+    assert {"runs.csv", "runs.parquet", "probes.csv", "probes.parquet"} <= named, named
+    assert main(["export", str(tmp_path / "r"), "--to", str(target), "--format", "parquet"]) == 0

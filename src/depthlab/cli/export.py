@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from .common import Command, UserError, add_dir, choice_arg, folder_arg, open_store
@@ -32,18 +34,51 @@ def run(args: argparse.Namespace) -> int:
     # wrote without the marker)
     # (realpath, not Path.resolve: a loop of links raised RuntimeError, an internal error,
     # before store.export could name it)
-    if args.to and not args.force and os.path.realpath(target) != os.path.realpath(default):
-        foreign = _not_an_export(target, args.format)
-        if foreign is not None:
-            store.close()
-            raise UserError(f"--to {str(target)!r} holds {foreign.name!r}, which no `depthlab "
-                            "export` wrote there; pass --force to replace it, or choose "
-                            "another folder")
-    paths = store.export(target, args.format)
+    with _one_export_at_a_time(target):
+        if (args.to and not args.force
+                and os.path.realpath(target) != os.path.realpath(default)):
+            foreign = _not_an_export(target, args.format)
+            if foreign is not None:
+                store.close()
+                raise UserError(f"--to {str(target)!r} holds {foreign.name!r}, which no "
+                                "`depthlab export` wrote there; pass --force to replace it, "
+                                "or choose another folder")
+        paths = store.export(target, args.format)
     store.close()
     for p in paths:
         print(p)
     return 0
+
+
+@contextlib.contextmanager
+def _one_export_at_a_time(target: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``target``'s parent folder (its nearest existing
+    ancestor) while one export checks and writes ``target``: each export reads the folder's
+    :data:`~depthlab.experiments.store.EXPORT_MARKER` before writing its tables and writes it
+    back after, so two at once (a CSV and a Parquet export, `make -j`) lost the first one's
+    names, and the next export was refused for files an export wrote. Where ``flock`` is not
+    available (no ``fcntl``, a file system without locks) the export goes on unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    folder = Path(os.path.abspath(target)).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks there: unlocked, as before
+            pass
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 def _not_an_export(folder: Path, fmt: str) -> Path | None:
