@@ -137,21 +137,29 @@ def _comparable(metrics: str) -> dict:
     return m
 
 
-@pytest.mark.parametrize("own", [False, True], ids=["scheduler", "local-cluster"])
-def test_same_records_as_the_local_pool(tmp_path, cluster, own):
-    cfg = write(tmp_path)
-    local = cli("sweep", cfg, "--out", tmp_path / "a", "--jobs", "2")
+@pytest.fixture(scope="module")
+def local_pool_db(tmp_path_factory):
+    """The store of :func:`write`'s grid swept by the local pool (``--jobs 2``): the reference
+    both Dask sweeps below are compared with (read only)."""
+    tmp = tmp_path_factory.mktemp("local-pool")
+    local = cli("sweep", write(tmp), "--out", tmp / "a", "--jobs", "2")
     assert local.returncode == 0, local.stderr
+    return tmp / "a" / "depthlab.db"
+
+
+@pytest.mark.parametrize("own", [False, True], ids=["scheduler", "local-cluster"])
+def test_same_records_as_the_local_pool(tmp_path, cluster, own, local_pool_db):
+    cfg = write(tmp_path)
     address = "local:2" if own else cluster.scheduler_address  # local:2: forked workers
     dask = cli("sweep", cfg, "--out", tmp_path / "b", "--cluster", address)
     assert dask.returncode == 0, dask.stderr
     assert "12 points" in dask.stdout.splitlines()[0]  # the grid size comes first
-    a, b = rows(tmp_path / "a" / "depthlab.db"), rows(tmp_path / "b" / "depthlab.db")
+    a, b = rows(local_pool_db), rows(tmp_path / "b" / "depthlab.db")
     assert len(a) == len(b) == 12
     assert [r[0] for r in a] == [r[0] for r in b] and {r[1] for r in b} == {"finished"}
     for ra, rb in zip(a, b):
         assert _comparable(ra[3]) == _comparable(rb[3])  # bit-identical floats via JSON repr
-        assert steps_rows(tmp_path / "a" / "depthlab.db", ra[0]) == \
+        assert steps_rows(local_pool_db, ra[0]) == \
             steps_rows(tmp_path / "b" / "depthlab.db", rb[0])
 
 
