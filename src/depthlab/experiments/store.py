@@ -93,6 +93,7 @@ CREATE TABLE IF NOT EXISTS sweep_points (sweep TEXT NOT NULL, run_id TEXT NOT NU
 CREATE UNIQUE INDEX IF NOT EXISTS sweep_points_key ON sweep_points(sweep, run_id);
 CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, points INTEGER NOT NULL,
     created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sweep_grids (id TEXT PRIMARY KEY, grid TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS steps_run ON steps(run_id);
 CREATE INDEX IF NOT EXISTS epochs_run ON epochs(run_id);
 CREATE INDEX IF NOT EXISTS evals_run ON evals(run_id);
@@ -779,6 +780,34 @@ class Store:
             c.execute("INSERT INTO sweeps (id, points, created) VALUES (?, ?, ?) ON "
                       "CONFLICT(id) DO UPDATE SET points = excluded.points",
                       (str(sweep), min(n, 2**63 - 1), time.time()))  # SQLite's
+
+    def set_sweep_grid(self, sweep: str, grid: dict[str, list]) -> None:
+        """Record the order of ``sweep``'s grid: ``{dotted key: [values, as the validated
+        configs hold them, in the grid's order]}`` (keys in the grid's order), so that a report
+        draws its points in that order whatever order they finished in (Dask, ``--jobs N``:
+        ``["sgd", "adam"]`` drawn adam first when an adam point was stored first)."""
+        text = json.dumps({str(k): list(v) for k, v in grid.items()}, default=str,
+                          allow_nan=True)
+        with self._recording(f"the grid of sweep {sweep}") as c:
+            c.execute("INSERT INTO sweep_grids (id, grid) VALUES (?, ?) ON CONFLICT(id) DO "
+                      "UPDATE SET grid = excluded.grid", (str(sweep), text))
+
+    @_reading
+    def sweep_grids(self) -> dict[str, dict[str, list]]:
+        """``{sweep id: {dotted key: [values in the grid's order]}}`` as
+        :meth:`set_sweep_grid` recorded them; a sweep stored by an earlier depthlab has no
+        entry (its points are drawn in the order they were stored)."""
+        if not self._has_table("sweep_grids"):  # a store written before it, read-only
+            return {}
+        out: dict[str, dict[str, list]] = {}
+        for k, text in self._conn.execute("SELECT id, grid FROM sweep_grids"):
+            try:
+                grid = json.loads(text)
+            except (TypeError, ValueError):  # damaged: no order known
+                continue
+            if isinstance(grid, dict):
+                out[str(k)] = {str(key): v for key, v in grid.items() if isinstance(v, list)}
+        return out
 
     @_reading
     def sweep_sizes(self) -> dict[str, int]:

@@ -132,7 +132,34 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, executor=executor, echo=echo,
-                      progress=progress, kind=kind, total=total)
+                      progress=progress, kind=kind, total=total,
+                      grid=grid_order(base, grid, base_dir=base_dir))
+
+
+def grid_order(base: dict[str, Any], grid: dict[str, list], *,
+               base_dir: str | os.PathLike | None = None) -> dict[str, list]:
+    """``{swept key: [its distinct values in the grid's order]}``, each value as the
+    validated configs hold it (``"SGD"`` is ``"sgd"``): the order a report draws the sweep's
+    points in (:meth:`~depthlab.experiments.store.Store.set_sweep_grid`), whatever order they
+    finished in. A value refused alone on the base (a swept combination lifts it) or one the
+    config stores elsewhere (``"train.momentum"`` in ``optimizer_kwargs``) is kept as given."""
+    from .grid import _body, _distinct, _point_config
+
+    body = _body(base)
+    out: dict[str, list] = {}
+    for key, values in grid.items():
+        read: list = []
+        for v in _distinct(list(values)):
+            try:
+                node: Any = _point_config(body, {key: v}, base_dir)
+                for part in key.split("."):
+                    node = node[part]
+            except (ConfigError, KeyError, TypeError):
+                node = v
+            if node not in read:
+                read.append(node)
+        out[key] = read
+    return out
 
 
 def _executor(executor: Executor | None, jobs: int, cluster: Any) -> Executor:
@@ -257,10 +284,12 @@ def _check_needs(executor: Executor, workers: int, needs: list[tuple[int, str]])
 def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, sweep: str,
                jobs: int = 1, cluster: Any = None, executor: Executor | None = None,
                echo: Callable[[str], None] | None = print, progress: bool = False,
-               kind: str = "sweep-point", total: int | None = None) -> SweepResult:
+               kind: str = "sweep-point", total: int | None = None,
+               grid: dict[str, list] | None = None) -> SweepResult:
     """Run the given points (skipping those stored as finished/diverged) like
     :func:`run_sweep`; for sweeps that are not a product grid (e.g. ``depthlab demo``).
-    ``total`` is the number of points when ``points`` is a generator."""
+    ``total`` is the number of points when ``points`` is a generator; ``grid`` (optional):
+    the order of the grid's values (:func:`grid_order`), recorded for its report."""
     if kind not in KINDS:  # refused before the store is opened or a point computed
         raise ValueError(f"kind = {kind!r} is not a run kind; accepted: {', '.join(KINDS)}")
     executor = _executor(executor, jobs, cluster)
@@ -275,6 +304,8 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     try:  # a read-only or full store fails before any point is computed (or Dask started)
         store.check_writable()
         store.set_sweep_size(sweep, total)  # a report of it running says "17 of 24"
+        if grid:  # its report draws the points in the grid's order, not as they finished
+            store.set_sweep_grid(sweep, grid)
     except BaseException:
         store.close()
         raise

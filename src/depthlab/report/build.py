@@ -1449,6 +1449,29 @@ def _group_section(store: Any, group: _Group, pngs: _Pngs, max_runs: int, max_di
     return "".join(body)
 
 
+def _in_grid_order(runs: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
+    """A sweep's ``runs`` in its grid's order (:meth:`Store.sweep_grids`: the first key's
+    values slowest, each key's values as the grid lists them), so that the figures' text
+    values (``optimizer``, ``activation``), which keep their first appearance's order, follow
+    the grid: on Dask or ``--jobs N`` the store holds the points in the order they finished.
+    A value the grid does not list (a run found stored by an extended grid) comes after."""
+    def frozen(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return tuple(frozen(x) for x in v)
+        return v
+
+    ranks = []
+    for key in reversed(list(grid)):  # np.lexsort: the last key given sorts first
+        col = "cfg:" + key
+        if col not in runs:
+            continue
+        pos = {repr(frozen(v)): i for i, v in enumerate(grid[key])}
+        ranks.append([pos.get(repr(frozen(v)), len(pos)) for v in runs[col]])
+    if not ranks:
+        return runs
+    return runs.iloc[np.lexsort([np.asarray(r) for r in ranks])]
+
+
 def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged: int,
            percentile_layer: int | None, echo: Callable[[str], None]) -> Path:
     runs = _runs_table(store)
@@ -1459,8 +1482,11 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
     members = store.sweep_points() if n and hasattr(store, "sweep_points") else {}
     groups = _groups(runs, fold_beyond=max_runs, members=members) if n else []
     sizes = store.sweep_sizes() if groups and hasattr(store, "sweep_sizes") else {}
+    grids = store.sweep_grids() if groups and hasattr(store, "sweep_grids") else {}
     for g in groups:  # a sweep still running (or stopped): "17 of 24 runs"
         g.planned = sizes.get(g.sweep) if g.sweep is not None else None
+        if g.sweep in grids:  # its figures in the grid's order, not the order it finished in
+            g.runs = _in_grid_order(g.runs, grids[g.sweep])
     detailed: set[str] = set()  # runs drawn in a section so far (a run in two sweeps: once)
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
