@@ -64,6 +64,7 @@ def test_a_long_probe_table_is_stored_by_column_not_value_by_value(tmp_path, mon
     calls = []
     real = st._py
     monkeypatch.setattr(st, "_py", lambda v: calls.append(1) or real(v))
+    monkeypatch.setattr(st, "ROW_CHUNK", 4096)  # (65536 by default: the same three chunks)
     n = st.ROW_CHUNK * 2 + 123  # three chunks
     probes = _long_probe_table(n)
     steps = pd.DataFrame({"step": np.arange(50), "loss": np.r_[np.linspace(2, 1, 49), np.nan]})
