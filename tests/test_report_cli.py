@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers.cli import cli
+from helpers.cli import cli, run_cli
 
 CONFIG = """\
 name = "tiny"
@@ -62,9 +62,19 @@ def test_doctor_json_is_pure(tmp_path, config):
     assert "stored in" in r.stderr
 
 
-def test_report_says_what_it_is_doing(tmp_path, config):
-    out = tmp_path / "out"
-    assert cli("run", config, "--out", out, "--quiet").returncode == 0
+@pytest.fixture(scope="module")
+def stored_run(tmp_path_factory):
+    """A results folder holding one finished run of :data:`CONFIG` (``run --quiet`` in a
+    subprocess), shared by the tests below, which add no run to it."""
+    tmp = tmp_path_factory.mktemp("stored")
+    (tmp / "tiny.toml").write_text(CONFIG)
+    r = cli("run", tmp / "tiny.toml", "--out", tmp / "out", "--quiet")
+    assert r.returncode == 0, r.stderr
+    return tmp / "out"
+
+
+def test_report_says_what_it_is_doing(stored_run):
+    out = stored_run
     r = cli("report", out)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("report.html")
@@ -72,13 +82,12 @@ def test_report_says_what_it_is_doing(tmp_path, config):
     assert "writing" in r.stderr
 
 
-def test_runs_offers_only_kinds_that_are_stored(tmp_path, config):
-    out = tmp_path / "out"
-    assert cli("run", config, "--out", out, "--quiet").returncode == 0
-    r = cli("runs", out, "--kind", "reproduce")
-    assert r.returncode == 2 and "invalid choice" in r.stderr
-    r = cli("runs", out, "--kind", "run", "--json")
-    assert [row["kind"] for row in json.loads(r.stdout)] == ["run"]
+def test_runs_offers_only_kinds_that_are_stored(stored_run, capsys):
+    code, _, err = run_cli(capsys, "runs", stored_run, "--kind", "reproduce")
+    assert code == 2 and "invalid choice" in err
+    code, out, err = run_cli(capsys, "runs", stored_run, "--kind", "run", "--json")
+    assert code == 0, err
+    assert [row["kind"] for row in json.loads(out)] == ["run"]
 
 
 def test_reproduce_json_is_pure_with_labelled_stages(tmp_path, monkeypatch, capsys):
