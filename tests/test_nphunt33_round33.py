@@ -34,3 +34,35 @@ def test_fit_names_an_optimizer_built_on_another_network():
     with pytest.raises(ValueError, match=r"none of this network's 4 parameters.*another "
                                          r"network.*net\.parameters\(\)"):
         dl.fit(net, x, y, optimizer=dl.optimizer("adam", other.parameters(), lr=0.1))
+
+
+def test_doctor_on_a_network_of_several_activations_names_each_layers_own():
+    # a hand-built tanh -> relu -> sigmoid net with N(0, 9) weights: "2 of 3 hidden tanh layers
+    # are saturated" (layer 3 is sigmoid) and "layer 2 is 158x the glorot_uniform variance
+    # recommended for tanh units" (layer 2 is relu: He's is recommended, 72x)
+    from depthlab.layers import Activation, Dense
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 8)), rng.integers(0, 4, 200)
+    big = dl.initializer("normal", std=3.0)
+    seeds = iter(range(10))
+    acts = ["tanh", "relu", "sigmoid"]
+    layers = [Dense(8, 16, init=big, rng=next(seeds))]
+    for i, name in enumerate(acts):
+        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=big, rng=next(seeds))]
+    net = dl.Network(layers, n_inputs=8)
+    found = {f.kind: f for f in dl.doctor(net, (x, y), steps=20).findings}
+    sat = found["saturation"]
+    assert sat.layers == [1, 3]
+    assert "tanh" in sat.message and "sigmoid" in sat.message
+    assert "hidden tanh layers" not in sat.message
+    mis = found["init_mismatch"]
+    worst = mis.evidence["worst_layer"]
+    own = acts[worst - 1]
+    assert f"recommended for {own} units" in mis.message
+    # the ratio is the layer's own: its Var(W) over its own activation's recommended variance
+    w = net.dense_layers()[worst - 1].W.value
+    rec = {"tanh": "glorot_uniform", "relu": "he_normal", "sigmoid": "glorot_uniform"}[own]
+    assert f"the {rec} variance" in mis.message
+    want = float(w.var()) / dl.initializers.weight_variance(rec, *w.shape)
+    assert mis.evidence["variance_ratio"] == pytest.approx(want, rel=0.05)

@@ -387,6 +387,27 @@ class RunContext:
         self.fn = self.points[0].activation.fn if self.points else None
         self.activation = activation_name(self.config.get("activation"), self.fn)
 
+    def layer_activation(self, index: int) -> str:
+        """The activation of hidden layer ``index`` by its registered name: the network's
+        (:attr:`activation`) unless its hidden layers use several (a hand-built
+        ``dl.Network`` of tanh, relu and sigmoid layers was described as all tanh: "2 of 3
+        hidden tanh layers are saturated", "layer 2 is 158x the glorot_uniform variance
+        recommended for tanh units" of a relu layer), then that layer's own."""
+        names = self.__dict__.get("_layer_activations")
+        if names is None:  # once per context: the rules ask per layer
+            names = {}
+            for p in self.points:  # a torch model's points carry their module's name
+                act = getattr(p, "activation", None)
+                name = getattr(p, "activation_name", None) or getattr(p, "recurrent", None) \
+                    or (activation_name(None, act.fn) if getattr(act, "fn", None) is not None
+                        else "")
+                if name:
+                    names[p.index] = name
+            if len(set(names.values())) < 2:
+                names = {}  # one activation: the network's name for it (configured spelling)
+            self.__dict__["_layer_activations"] = names
+        return names.get(index, self.activation)
+
     @property
     def end(self) -> int:
         return self.steps[-1] if self.steps else 0
@@ -455,13 +476,13 @@ class RunContext:
     def init_variance_ratios(self, activation: str | None = None) -> dict[int, float]:
         """Measured initial Var(W) (``weight_std`` at step 0 squared) / the variance of the
         initializer recommended for ``activation``, per hidden layer."""
-        rec = rx.recommended_init(activation or self.activation)
         w = self.at(0, "weight_std")
-        if rec is None or w.empty:
+        if w.empty or rx.recommended_init(activation or self.activation) is None:
             return {}
         out = {}
-        for p in self.points:
-            if p.dense is None or p.index not in w.index:
+        for p in self.points:  # each layer against its own activation's (layer_activation)
+            rec = rx.recommended_init(activation or self.layer_activation(p.index))
+            if rec is None or p.dense is None or p.index not in w.index:
                 continue
             out[p.index] = init_ratio(rec, float(w[p.index]) ** 2, p.dense.fan_in,
                                       p.dense.fan_out)
@@ -865,7 +886,10 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
            f"prediction's {chance:.4g} (a net that fits ends below {SATURATION_FIT:g}x): the "
            f"flat units pass little gradient back." if math.isfinite(end)
            and math.isfinite(chance) and chance > 0 else "")
-    msg = (f"{len(layers)} of {len(ctx.hidden)} hidden {ctx.activation} layers are saturated "
+    kinds = list(dict.fromkeys(ctx.layer_activation(i) for i in layers))
+    what = (f"hidden {ctx.activation} layers" if kinds == [ctx.activation] else "hidden layers ("
+            + ", ".join(f"layer {i}: {ctx.layer_activation(i)}" for i in layers) + ")")
+    msg = (f"{len(layers)} of {len(ctx.hidden)} {what} are saturated "
            f"after {_count(ctx.end, 'step')}: up to {100 * metric:.0f}% of entries (layer "
            f"{worst}) have |f'(s)| below 5% of its maximum.{fit}")
     return metric, Finding("saturation", layers, ev, msg, changes, text,
@@ -1063,14 +1087,15 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     # stays so, the symmetry nothing in training breaks) is an infinite mismatch; a larger
     # variance up to the critical one is none where the recommended one lies deep in the
     # ordered phase (sigmoid: up to 103x Glorot's, rx.init_upper_ratio)
-    upper = rx.init_upper_ratio(ctx.activation)
-    logs = {k: _mismatch_log(v, upper) for k, v in ratios.items()}
+    uppers = {k: rx.init_upper_ratio(ctx.layer_activation(k)) for k in ratios}
+    logs = {k: _mismatch_log(v, uppers[k]) for k, v in ratios.items()}
     worst = max(logs, key=logs.get)
     metric = math.exp(logs[worst])  # the worst factor, >= 1 either way
     if metric <= INIT_MISMATCH:
         return metric, None
     layers = [k for k, v in logs.items() if v > math.log(INIT_MISMATCH)]
-    rec = rx.recommended_init(ctx.activation)
+    own = ctx.layer_activation(worst)  # the worst layer's activation (several in a net)
+    rec, upper = rx.recommended_init(own), uppers[worst]
     r = ratios[worst]
     changes, text = rx.for_init_mismatch(ctx.activation)
     ev = {"metric": metric, "threshold": INIT_MISMATCH, "worst_layer": worst,
@@ -1079,10 +1104,10 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
         msg = (f"The initial weights of layer {worst} all have one value (variance 0, init "
                f"{ctx.config.get('init', '?')}): its units start identical and receive "
                f"identical updates, so they never differ; the {rec} variance is recommended "
-               f"for {ctx.activation} units.")
+               f"for {own} units.")
     else:
         msg = (f"The initial weight variance of layer {worst} is {r:.3g}x the {rec} variance "
-               f"recommended for {ctx.activation} units (init {ctx.config.get('init', '?')}).")
+               f"recommended for {own} units (init {ctx.config.get('init', '?')}).")
         if upper > 1.0 and r > upper:
             ev["critical_ratio"] = upper
             msg = (f"{msg[:-2]}), {r / upper:.3g}x the critical variance of their mean field "
