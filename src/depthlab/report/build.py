@@ -296,6 +296,7 @@ class _Group:
         self.by_run = by_run
         self.sweep: str | None = None  # the sweep's id (its points' ``sweep`` column)
         self.planned: int | None = None  # the points it is to run (Store.sweep_sizes)
+        self.grid_keys: list[str] = []  # its swept keys in the grid's order (sweep_grids)
 
 
 def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
@@ -769,6 +770,13 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
         use = keys[:2] if len(keys) == 2 and plot.forms_grid(
             _plain(runs, tuple(keys)), keys[0], keys[1]) else keys
         grid = len(use) == 2 and plot.forms_grid(_plain(runs, tuple(use)), use[0], use[1])
+        if not grid and group.grid_keys:  # bars: one per combination, in the grid's
+            # order of keys (they went by the ranking of varying_keys: labels naming the
+            # optimizer first read sgd, adam, sgd, adam along a sweep of optimizer x lr x ...)
+            at = {k: i for i, k in enumerate(group.grid_keys)}
+            at.update({k: at["model.sizes"] for k in ("depth", "width")
+                       if "model.sizes" in at and k not in at})
+            use = sorted(use, key=lambda k: at.get(k, len(at)))
         for m, hib in metrics:
             png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric,
                            _plain(runs, tuple(use)), use, m, higher_is_better=hib)
@@ -1487,6 +1495,7 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
         g.planned = sizes.get(g.sweep) if g.sweep is not None else None
         if g.sweep in grids:  # its figures in the grid's order, not the order it finished in
             g.runs = _in_grid_order(g.runs, grids[g.sweep])
+            g.grid_keys = list(grids[g.sweep])
     detailed: set[str] = set()  # runs drawn in a section so far (a run in two sweeps: once)
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"
