@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers.cli import ENV, ISSUE_EXAMPLE, cli
+from helpers.cli import ENV, ISSUE_EXAMPLE, cli, one_blas_thread, run_cli
 
 from depthlab.experiments.config import ConfigError, read_toml, run_id
 from depthlab.experiments.sweep import expand
@@ -242,14 +242,15 @@ def test_grid_size_and_lazy_points():
         next(iter_points(bad))
 
 
-def test_cli_guards_grids_above_100000_points(tmp_path):
+def test_cli_guards_grids_above_100000_points(tmp_path, capsys, monkeypatch):
     path = tmp_path / "big.toml"
     path.write_text(SWEEP.format(n=200, epochs=1, batch=16, every=0, sizes='["auto", 4, "auto"]',
                                  grid=f'"train.seed" = {list(range(1010))}\n'
                                       f'"train.lr" = {[0.01 * (i + 1) for i in range(100)]}\n'))
-    res = cli("sweep", path, "--out", tmp_path / "o")
-    assert res.returncode == 2
-    assert "the grid has 101,000 points" in res.stderr and "--limit" in res.stderr
+    one_blas_thread(monkeypatch)
+    code, _, err = run_cli(capsys, "sweep", path, "--out", tmp_path / "o")  # (in this process)
+    assert code == 2
+    assert "the grid has 101,000 points" in err and "--limit" in err
     assert not (tmp_path / "o").exists()  # refused before anything ran
     ok = cli("sweep", path, "--out", tmp_path / "o", "--limit", "2", "--jobs", "2", "--json")
     assert ok.returncode == 0, ok.stderr
