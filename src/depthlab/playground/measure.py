@@ -17,7 +17,10 @@ numbers are the ones ``depthlab run`` records. Per hidden layer ``l``:
   run`` records it; the net displacement over the ~200 steps between two measurements while
   training ran, divided by 200, read 5x below it on the default setup);
 * activation histograms of up to :data:`HIST_LAYERS` layers (first, last and evenly spaced
-  between), normalised to sum 1, over a range that follows the data (:func:`follow_edges`:
+  between): ``p[i] = counts[i] / (n - nonfinite)``, the fraction of the layer's finite entries
+  in bin ``i`` (sum 1; all 0 where no entry is finite), with ``n`` the number of entries and
+  ``nonfinite`` how many of them are inf or NaN (values that overflowed the dtype: in no
+  bin), over a range that follows the data (:func:`follow_edges`:
   kept from one measurement to the next while the robust range of
   :func:`depthlab.probes.histograms.choose_edges` stays inside it and fills at least
   :data:`HIST_SHRINK` of it, so the axis does not jitter; else chosen again with
@@ -259,10 +262,13 @@ class Monitor:
                 lo, hi = self.edges[layer] = follow_edges(
                     self.edges.get(layer), choose_edges("act", a, act.fn),
                     activation_range(act.fn))
-                counts = bin_counts(a, lo, hi, HIST_BINS)
-                total = max(int(counts.sum()), 1)
+                counts = bin_counts(a, lo, hi, HIST_BINS)  # of the finite entries only
+                finite = int(counts.sum())
+                # the entries that overflowed (inf, NaN) are in no bin: the page says how many
+                # (a layer without finite entries read as a flat line at 0 without a word)
                 hists.append({"layer": layer, "lo": lo, "hi": hi,
-                              "p": np.round(counts / total, 5).tolist()})
+                              "p": np.round(counts / max(finite, 1), 5).tolist(),
+                              "n": int(a.size), "nonfinite": int(a.size) - finite})
         since = self._w_step if self._w_prev is not None else None
         ratio, zero = self._update_ratio(step)
         snap: dict[str, Any] = {

@@ -816,21 +816,26 @@ function onUpdate(m) {
   }
   S.plots["plot-evo"].setData(evo);
 
+  // a layer whose values all overflowed (inf, NaN) has no histogram: no line (its bins, all 0,
+  // drew a flat line at 0 without a word), and its range takes no part in the common one
+  const empty = (hh) => hh.n > 0 && hh.nonfinite >= hh.n;
   if (m.hist.length) {
-    const h0 = m.hist[0], n = h0.p.length;
+    const shown = m.hist.filter((hh) => !empty(hh)), ref = shown.length ? shown : m.hist;
+    const h0 = ref[0], n = h0.p.length;
     const x = Array.from({ length: n }, (_, i) => h0.lo + (i + 0.5) * (h0.hi - h0.lo) / n);
     // every layer on the first layer's bins when they share a range (bounded activations)
-    const same = m.hist.every((hh) => hh.lo === h0.lo && hh.hi === h0.hi);
+    const same = ref.every((hh) => hh.lo === h0.lo && hh.hi === h0.hi && hh.p.length === n);
     if (same) {
-      S.plots["plot-hist"].setData([x, ...m.hist.map((hh) => hh.p)]);
+      S.plots["plot-hist"].setData([x, ...m.hist.map((hh) => empty(hh) ? x.map(() => null) : hh.p)]);
     } else {
-      const lo = Math.min(...m.hist.map((hh) => hh.lo)), hi = Math.max(...m.hist.map((hh) => hh.hi));
+      const lo = Math.min(...ref.map((hh) => hh.lo)), hi = Math.max(...ref.map((hh) => hh.hi));
       const N = 60, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
       // each layer's bin shares its fraction among the common bins it overlaps, in proportion
       // to the overlap (moving it whole to the bin of its centre left every other common bin
       // empty where a layer's bins are wider: a comb of spikes and zeros)
       const w = (hi - lo) / N;
       const ys = m.hist.map((hh) => {
+        if (empty(hh)) return new Array(N).fill(null);
         const out = new Array(N).fill(0), bw = (hh.hi - hh.lo) / hh.p.length;
         hh.p.forEach((p, i) => {
           const a = hh.lo + i * bw, b = a + bw;
@@ -845,6 +850,7 @@ function onUpdate(m) {
       S.plots["plot-hist"].setData([xs, ...ys]);
     }
   }
+  $("hist-note").textContent = histNote(m.hist, empty);
   S.plots["plot-sat"].setData([layers, m.saturated, m.inactive, m.dead]);
   // the server leaves out the fractions of a layer whose outputs overflowed (every layer has
   // a dead fraction otherwise): say which, rather than a line that stops without a word
@@ -1150,6 +1156,23 @@ function findingLayers(layers) {
   if (parts.length <= 8) return `layers ${parts.join(", ")}`;
   return `${layers.length} layers: ${parts.slice(0, 6).join(", ")}, \u2026, ` +
     `${parts.slice(-2).join(", ")}`;
+}
+
+/* Which histogram layers had values that overflowed (inf, NaN: in no bin), as the saturation
+   note says of its fractions: "layer 66: all 12,800 values not finite (overflowed): not drawn";
+   a layer partly overflowed is drawn over its finite values, and says so ("layer 53: 4,080 of
+   12,800 values not finite, drawn over the finite ones"). Layers of one kind and one size
+   share a clause. */
+function histNote(hist, empty) {
+  const num = (v) => v.toLocaleString("en-US");
+  const groups = new Map();
+  for (const hh of hist) {
+    if (!(hh.nonfinite > 0)) continue;
+    const key = empty(hh) ? `all ${num(hh.n)} values not finite (overflowed): not drawn` :
+      `${num(hh.nonfinite)} of ${num(hh.n)} values not finite, drawn over the finite ones`;
+    groups.set(key, [...(groups.get(key) || []), hh.layer]);
+  }
+  return [...groups].map(([text, ls]) => `${unit(ls.length)} ${ls.join(", ")}: ${text}`).join("; ");
 }
 
 function rangeText(layers) {
