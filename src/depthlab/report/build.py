@@ -1471,7 +1471,7 @@ def _in_grid_order(runs: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
     ranks = []
     for key in reversed(list(grid)):  # np.lexsort: the last key given sorts first
         col = "cfg:" + key
-        if col not in runs:
+        if col not in runs or not grid[key]:  # numbers only: the figures sort them
             continue
         pos = {repr(frozen(v)): i for i, v in enumerate(grid[key])}
         ranks.append([pos.get(repr(frozen(v)), len(pos)) for v in runs[col]])
