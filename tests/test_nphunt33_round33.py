@@ -66,3 +66,22 @@ def test_doctor_on_a_network_of_several_activations_names_each_layers_own():
     assert f"the {rec} variance" in mis.message
     want = float(w.var()) / dl.initializers.weight_variance(rec, *w.shape)
     assert mis.evidence["variance_ratio"] == pytest.approx(want, rel=0.05)
+
+
+def test_doctor_finds_saturated_layers_behind_a_first_relu_layer():
+    # relu -> tanh -> sigmoid with N(0, 9) weights: the tanh layer 97% saturated, the loss far
+    # above a constant prediction's; no saturation finding (the rule read the first layer's
+    # activation only, relu, which cannot saturate)
+    from depthlab.layers import Activation, Dense
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 8)), rng.integers(0, 4, 200)
+    big, seeds = dl.initializer("normal", std=3.0), iter(range(10))
+    layers = [Dense(8, 16, init=big, rng=next(seeds))]
+    for i, name in enumerate(["relu", "tanh", "sigmoid"]):
+        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=big, rng=next(seeds))]
+    net = dl.Network(layers, n_inputs=8)
+    found = {f.kind: f for f in dl.doctor(net, (x, y), steps=20).findings}
+    sat = found["saturation"]
+    assert 2 in sat.layers and 1 not in sat.layers
+    assert "layer 2: tanh" in sat.message

@@ -864,8 +864,10 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
     of ``sup |f'|`` at the end, while the probe batch's loss ends above ``SATURATION_FIT`` x a
     constant prediction's (:func:`saturation_harmless`). The metric, the largest saturated
     fraction, is measured whether or not the net fitted."""
-    if ctx.fn is None or activation_range(ctx.fn) is None:
-        return math.nan, None
+    if ctx.fn is None or activation_range(ctx.fn) is None and not any(
+            activation_range(p.activation.fn) is not None for p in ctx.points
+            if getattr(getattr(p, "activation", None), "fn", None) is not None):
+        return math.nan, None  # (a bounded layer behind a first relu one is read too)
     sat = ctx.at(ctx.end, "saturated_frac").dropna()
     if sat.empty:
         return math.nan, None
@@ -876,7 +878,7 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
     worst = int(sat.idxmax())
     sat0 = ctx.at(0, "saturated_frac")
     ratio = ctx.mean_init_ratio()
-    changes, text = rx.for_saturation(ctx.activation, ratio, ctx.config)
+    changes, text = rx.for_saturation(ctx.layer_activation(worst), ratio, ctx.config)
     ev = {"metric": metric, "threshold": SATURATION_FRAC, "worst_layer": worst,
           "saturated_frac_init_max": float(sat0.max()) if not sat0.empty else math.nan,
           "n_layers_saturated": len(layers), "init_variance_ratio": ratio}
