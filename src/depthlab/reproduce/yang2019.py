@@ -137,14 +137,22 @@ def stage_growth(d: Inputs, res: Result) -> None:
     gt = pd.concat(parts, ignore_index=True)
     res.tables["growth"] = gt
     wide = gt[gt["width"] >= TIGHT_WIDTH]
-    worst = float(wide["deviation"].abs().max())
+    # NumPy reductions, not pandas' (which skip NaN): a depth whose growth is not finite was
+    # not shown to match, so "at every depth" must not hold on the others (it did: depth 30
+    # NaN, "worst deviation 0.3%" from depth 10 alone)
+    dev_wide = wide["deviation"].to_numpy(dtype=float)
+    worst = float(np.max(np.abs(dev_wide))) if dev_wide.size else math.nan
+    n_bad = int((~np.isfinite(dev_wide)).sum())
     C = res.claims
     C.append(Claim(f"per-layer growth of ||dL/dW|| within {GROWTH_TOL:.0%} of √(π/(π−1)) at "
                    f"every depth {depths} for widths ≥ {TIGHT_WIDTH} (batch {BATCH})",
                    f"√(π/(π−1)) = {PREDICTED:.4f} per layer (ReLU, large batch)",
                    f"growth {wide['growth'].min():.4f}–{wide['growth'].max():.4f}; worst "
-                   f"deviation {worst:.1%}", worst <= GROWTH_TOL, value=worst))
-    by_width = gt.groupby("width")["deviation"].apply(lambda v: float(v.abs().mean()))
+                   f"deviation {worst:.1%}"
+                   + (f" ({n_bad} of {dev_wide.size} growths not finite)" if n_bad else ""),
+                   bool(worst <= GROWTH_TOL), value=worst))
+    by_width = gt.groupby("width")["deviation"].apply(
+        lambda v: float(np.mean(np.abs(v.to_numpy(dtype=float)))))  # NaN stays NaN
     narrow, widest = by_width.iloc[0], by_width.iloc[-1]
     C.append(Claim(f"the prediction tightens with width: mean |deviation| at width "
                    f"{widths[-1]} < at width {widths[0]}",
@@ -175,7 +183,10 @@ def stage_batch(d: Inputs, res: Result) -> None:
             parts.append(growth_table([50], [batch_width], seeds, batch=b))
     bt = pd.concat(parts)
     res.tables["batch"] = bt
-    by_batch = bt.groupby("batch")["growth"].mean()
+    # NaN stays NaN (pandas' mean skips it: a batch size with one seed unmeasured would be
+    # judged on the others)
+    by_batch = bt.groupby("batch")["growth"].apply(
+        lambda v: float(np.mean(v.to_numpy(dtype=float))))
     C.append(Claim(f"smaller batches explode faster (depth 50, width {batch_width}): growth at "
                    f"batch 8 > 32 > {BATCH}",
                    "gradient explosion is worse for smaller batches",
