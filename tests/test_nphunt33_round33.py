@@ -85,3 +85,21 @@ def test_doctor_finds_saturated_layers_behind_a_first_relu_layer():
     sat = found["saturation"]
     assert 2 in sat.layers and 1 not in sat.layers
     assert "layer 2: tanh" in sat.message
+
+
+def test_doctor_finds_dead_relu_layers_behind_a_first_tanh_layer():
+    # tanh -> relu -> relu, the first relu layer fed by biases of -3: 94% of its units dead on
+    # every example; the doctor said only "lr_too_low" (the rule read the first layer's tanh,
+    # which has no zero-derivative region)
+    from depthlab.layers import Activation, Dense
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 8)), rng.integers(0, 4, 200)
+    neg, seeds = dl.initializer("constant", value=-3.0), iter(range(10))
+    layers = [Dense(8, 16, init="he_normal", rng=next(seeds))]
+    for i, name in enumerate(["tanh", "relu", "relu"]):
+        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init="he_normal",
+                                           rng=next(seeds), bias_init=neg if i == 0 else "zeros")]
+    net = dl.Network(layers, n_inputs=8)
+    found = {f.kind: f for f in dl.doctor(net, (x, y), steps=20).findings}
+    assert 2 in found["dead_relu"].layers and 1 not in found["dead_relu"].layers

@@ -899,11 +899,16 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
 
 
 def _has_dead_region(ctx: RunContext) -> bool:
-    if ctx.fn is None:
+    return _dead_region(ctx.fn)
+
+
+def _dead_region(fn: Any) -> bool:
+    """Whether the activation ``fn`` has f'(s) = 0 for negative s (relu, step)."""
+    if fn is None:
         return False
     s = np.array([-1.0, -10.0, -100.0])
     with np.errstate(all="ignore"):
-        d = ctx.fn.derivative(s, ctx.fn.forward(s))
+        d = fn.derivative(s, fn.forward(s))
     return bool(np.all(np.asarray(d) == 0))
 
 
@@ -981,8 +986,14 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
         return math.nan, None
     metric = float(dead.max())
     few = ctx.probe_examples is not None and ctx.probe_examples < DEAD_MIN_EXAMPLES
-    if metric <= DEAD_FRAC or few or not _has_dead_region(ctx):
+    if metric <= DEAD_FRAC or few:
         return metric, None
+    if not _has_dead_region(ctx):  # the first activation has none: the layers behind it that
+        own = {p.index for p in ctx.points  # have one (tanh -> relu) are read, only those
+               if _dead_region(getattr(getattr(p, "activation", None), "fn", None))}
+        dead = dead[dead.index.isin(own)]
+        if dead.empty or float(dead.max()) <= DEAD_FRAC:
+            return metric, None
     d0 = ctx.at(0, "dead_frac")
     judged = _dead_beyond_chance(ctx, dead, d0)
     if not judged:  # off by chance: the healthy share of a deep or low-dimensional net
