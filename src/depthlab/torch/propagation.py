@@ -372,6 +372,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     tw = max(max(fan_in * (v - mw * mw) * prev_sq, 0.0) - qb, 0.0)
     units = max(int(_unit_rows(m, w64).shape[0]), 1)
     a_fin = 0.0  # BatchNorm: the channels' actual gamma and beta, an exact average
+    pool_fix = None  # a per-example norm's moments for a pool above it (:func:`pool_factor`)
     norm = seg.get("norm")
     spec = seg["activation"]
     if norm is not None and isinstance(norm, norms.PER_EXAMPLE):
@@ -394,11 +395,13 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         s_w = np.concatenate([p[1] * k for p, k in zip(parts, share)])
         g2 = np.concatenate([np.full(p[0].size, gc * gc) for p, gc in zip(parts, g_p)])
         nodes = (s_nodes, s_w, g2, inv)
-        a_all = _apply(spec, s_nodes)[0]
+        a_all, d_all = _apply(spec, s_nodes)
         dist = pooling.compress(a_all, s_w)
         at = np.cumsum([0] + [pv.size for pv, _ in parts])
         per_unit = [(k, a_all[i:j], pw) for (_, pw), k, i, j in zip(parts, share, at[:-1],
                                                                      at[1:])]
+        pool_fix = _pool_moments(nspec, g_p, b_p - g_p * mhat, share, s_nodes, d_all, at,
+                                 gdsq, r, den)
     elif norm is not None:
         # a group of examples (:func:`_input_groups`) is divided by the batch's variance,
         # found by the run over the whole batch (``_bn_pool``); its own ``qb`` scales it
@@ -480,8 +483,73 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                  and not seg.get("pooled_act"),
                  "nodes": nodes, "spec": spec, "between": seg["_between"],
                  "q_fin": tw / units, "a_fin": a_fin, "mats": mats,
-                 "plain": prof_out is not None, "d_prof": d_prof})
+                 "plain": prof_out is not None, "d_prof": d_prof, "pool_fix": pool_fix})
     return sq, mean, max(bvar, 0.0), dist, per_unit
+
+
+def _pool_moments(nspec: norms.NormSpec, g_p: np.ndarray, beta: np.ndarray, share: np.ndarray,
+                  s_nodes: np.ndarray, d_all: np.ndarray, at: np.ndarray, m2: float,
+                  r: float, den: float) -> tuple[float, ...]:
+    """The moments that :func:`pool_factor` needs of a per-example norm followed by the
+    activation ``f``, ``y_j = gamma_j xhat_j + beta_j``: ``A = mean_j gamma_j^2 E[f'(y_j)]^2``,
+    ``B = mean_j gamma_j^2 E[xhat_j f'(y_j)]^2``, ``D = mean_j gamma_j^2 E[xhat_j^2 f'(y_j)^2]``
+    (over the units' ``(gamma, beta)`` pairs), ``m2 = mean_j gamma_j^2 E[f'(y_j)^2]``, with
+    ``n``, ``c`` (1: centered), ``r = mean xhat^2``, ``r' = eps / (sigma^2 + eps)`` and ``k``
+    (units per group)."""
+    acc = np.zeros(3)
+    for gc, bc, k, i, j in zip(g_p, beta, share, at[:-1], at[1:]):
+        if gc == 0.0 or j <= i:
+            continue
+        _, w = _gauss_nodes(gc * gc * r, 0.0)
+        xh = (s_nodes[i:j] - bc) / gc
+        d = d_all[i:j]
+        acc += k * gc * gc * np.array([_dot(w, d) ** 2, _dot(w, xh * d) ** 2,
+                                       _dot(w, xh * xh * d * d)])
+    rp = nspec.eps / den if den > 0 else 1.0
+    return (*[float(v) for v in acc], float(m2), float(nspec.n), 1.0 if nspec.centered else 0.0,
+            float(r), float(rp), float(nspec.k))
+
+
+def pool_factor(moments: tuple[float, ...], ratio: float, phi: float = 1.0
+                ) -> tuple[float, float]:
+    """The factor on a per-example norm's ``Var(dL/dx)`` (:func:`depthlab.torch.norms.inverse`
+    takes ``dL/dxhat`` isotropic) when the gradient reaching its activation is, for a share
+    ``phi`` of its variance, alike over windows of ``S = 1 / ratio`` positions (an average
+    pool reads the activation: ``phi = 1``; a global average pool: ``S`` = all positions), and
+    the share of ``Var(dL/dx)`` that is alike over a channel's positions (what a conv under
+    it carries down: ``phi`` of the layer below). Returns ``(factor, phi_below)``.
+
+    The pool sends ``g_w`` alike to the ``S`` positions of window ``w``, so ``u_p =
+    dL/dxhat_p = gamma_j g_w f'(y_p)`` and ``J^T u = (u - mean(u) - xhat mean(u xhat)) / s``
+    gives, per value, ``E|J^T u|^2 s^2 / n = E u^2 - c E[mean(u)^2] - (2 - r) E[mean(u
+    xhat)^2]``. A group of ``n`` values holds ``n / S`` independent ``g_w`` (``k`` channels
+    times the windows), each averaged over its ``S`` positions: ``E[mean(u)^2] = Var(g) (A +
+    (m2 - A) / S) S / n``, ``E[mean(u xhat)^2] = Var(g) (B + (D - B) / S) S / n``
+    (:func:`_pool_moments`), ``E u^2 = Var(g) m2``; the isotropic rest (``1 - phi``) loses
+    ``(c + (2 - r) r) / n``:
+
+    ``kept = 1 - phi S (c (A + (m2 - A) / S) + (2 - r) (B + (D - B) / S)) / (n m2) - (1 -
+    phi) (c + (2 - r) r) / n``, ``factor = kept / ((n - 1 - c + r'^2) / n)``
+
+    (``r = 1 - r'``: the isotropic case's own ``(n - 1 - c + r'^2) / n`` at ``phi = 0``).
+    GroupNorm(C, C) -> ReLU -> global pool, ``S = n``: ``1 - 1/2 - 1/pi = 0.18``,
+    grad_pre_std ``0.43x`` the isotropic one; tanh ``1 - E[f']^2 / E[f'^2]``. What stays alike
+    over a channel's positions of ``dL/dx`` is its channel's ``gamma g E[f']`` less the group's
+    mean of them: ``phi_below = phi c' A (1 - 1/k) / (m2 kept)`` (``c' = 1`` where the group
+    mean is removed, ``1/k`` otherwise; 0 at one channel per group, which removes it all); a
+    conv's transposed taps keep the share (their ``9`` independent weights times one value
+    have the variance of ``9`` independent values)."""
+    a, b, d, m2, n, c, r, rp, k = moments
+    s = 1.0 / ratio if ratio > 0 else n
+    s = min(max(s, 1.0), n)
+    if m2 <= 0 or n <= 1:
+        return 1.0, 0.0
+    iso = (n - 1 - c + rp * rp) / n
+    pooled = s * (c * (a + (m2 - a) / s) + (2.0 - r) * (b + (d - b) / s)) / (n * m2)
+    kept = max(1.0 - phi * pooled - (1.0 - phi) * (c + (2.0 - r) * r) / n, 1e-12)
+    keep_c = (1.0 - 1.0 / k) if c else 1.0
+    below = min(max(phi * a * keep_c / (m2 * kept), 0.0), 1.0)
+    return (kept / iso if iso > 0 else 1.0), below
 
 
 def _finite_units(rows: list[dict]) -> list[tuple[float, float]]:
