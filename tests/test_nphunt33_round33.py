@@ -103,3 +103,22 @@ def test_doctor_finds_dead_relu_layers_behind_a_first_tanh_layer():
     net = dl.Network(layers, n_inputs=8)
     found = {f.kind: f for f in dl.doctor(net, (x, y), steps=20).findings}
     assert 2 in found["dead_relu"].layers and 1 not in found["dead_relu"].layers
+
+
+def test_doctor_finds_the_mean_shift_of_sigmoid_layers_behind_a_first_tanh_layer():
+    # tanh then five sigmoid layers, N(0, 1) weights: sigmoid means up to ~0.5, no mean_shift
+    # finding (the rule read the first layer's tanh, which is zero-centred)
+    from depthlab.layers import Activation, Dense
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 8)), rng.integers(0, 4, 200)
+    acts, seeds = ["tanh"] + ["sigmoid"] * 5, iter(range(20))
+    layers = [Dense(8, 32, init="normal", rng=next(seeds))]
+    for i, name in enumerate(acts):
+        layers += [Activation(name), Dense(32, 32 if i < 5 else 4, init="normal",
+                                           rng=next(seeds))]
+    net = dl.Network(layers, n_inputs=8)
+    found = {f.kind: f for f in dl.doctor(net, (x, y), steps=20).findings}
+    shift = found["mean_shift"]
+    assert 1 not in shift.layers and shift.layers
+    assert shift.message.startswith("sigmoid activations")

@@ -1056,23 +1056,29 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
 def rule_mean_shift(ctx: RunContext) -> RuleResult:
     if ctx.fn is None or ctx.config.get("batchnorm"):
         return math.nan, None
-    f0 = float(np.asarray(ctx.fn.forward(np.zeros(1)))[0])
     m = ctx.at(ctx.end, "act_mean").dropna().abs()
     if m.empty:
         return math.nan, None
     metric = float(m.max())  # measured for every activation, so a re-run can be compared
-    if abs(f0) < 1e-6 or len(ctx.hidden) < MEAN_SHIFT_MIN_LAYERS or metric <= MEAN_SHIFT:
+    f0s = {}  # f(0) of each hidden layer's own activation (the network's where not known):
+    for p in ctx.points:  # a tanh -> sigmoid net's sigmoid layers were not judged
+        fn = getattr(getattr(p, "activation", None), "fn", None) or ctx.fn
+        f0s[p.index] = float(np.asarray(fn.forward(np.zeros(1)))[0])
+    m = m[[abs(f0s.get(int(i), 0.0)) >= 1e-6 for i in m.index]]
+    if m.empty or len(ctx.hidden) < MEAN_SHIFT_MIN_LAYERS or float(m.max()) <= MEAN_SHIFT:
         return metric, None
     layers = [int(i) for i, v in m.items() if v > MEAN_SHIFT]
     worst = int(m.idxmax())
+    f0, shifted = f0s[worst], float(m.max())
     changes, text = rx.for_mean_shift(ctx.mean_init_ratio("tanh"))
     ev = {"metric": metric, "threshold": MEAN_SHIFT, "worst_layer": worst, "f0": f0,
           "n_layers": len(layers)}
-    msg = (f"{ctx.activation} activations are not zero-centred: the mean activation reaches "
-           f"{metric:.2f} (layer {worst}) in a {len(ctx.hidden)}-hidden-layer network, shifting "
+    names = ", ".join(dict.fromkeys(ctx.layer_activation(i) for i in layers))
+    msg = (f"{names} activations are not zero-centred: the mean activation reaches "
+           f"{shifted:.2f} (layer {worst}) in a {len(ctx.hidden)}-hidden-layer network, shifting "
            f"every next layer's input.")
     return metric, Finding("mean_shift", layers, ev, msg, changes, text,
-                           _severity(metric, MEAN_SHIFT, log=False))
+                           _severity(shifted, MEAN_SHIFT, log=False))
 
 
 def _mismatch_log(ratio: float, upper: float = 1.0) -> float:
