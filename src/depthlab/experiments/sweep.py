@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import time
 import warnings
@@ -161,6 +162,7 @@ def grid_order(base: dict[str, Any], grid: dict[str, list], *,
     for key, values in grid.items():
         values = list(values)
         read: list = []
+        seen: set[str] = set()  # (a list's `in` made 10,000 file names 50 million compares)
         if not all(number(v) for v in values):
             for k, v in enumerate(_distinct(values)):
                 node: Any = v
@@ -171,7 +173,9 @@ def grid_order(base: dict[str, Any], grid: dict[str, list], *,
                             node = node[part]
                     except (ConfigError, KeyError, TypeError):
                         node = v
-                if node not in read:
+                mark = json.dumps(node, sort_keys=True, default=str)
+                if mark not in seen:
+                    seen.add(mark)
                     read.append(node)
         out[key] = read
     return out
