@@ -6,6 +6,8 @@ reached over loopback TCP only.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from helpers.net import tcp_server
 from helpers.timed import timed_cli
@@ -57,26 +59,47 @@ def threads_cluster():
 
 # -- a scheduler address that is not a scheduler ------------------------------------------
 
-def test_a_port_that_never_answers_fails_within_the_timeout_naming_it(tmp_path):
+@pytest.fixture(scope="module")
+def port_sweeps(tmp_path_factory):
+    """``sweep --cluster`` at a port that never answers (``"silent"``) and at one that
+    answers an HTTP error (``"http"``), both run at once (the first one waits 5 s doing
+    nothing: the second one's imports fill that wait). Each: (address, Timed), timed from
+    the grid's size line, said just before the scheduler is tried (not from the start:
+    imports take seconds on a busy host)."""
+    results: dict[str, tuple[str, object]] = {}
+    with tcp_server(None) as silent, \
+            tcp_server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10) as http:
+        def sweep(name: str, address: str) -> None:
+            tmp = tmp_path_factory.mktemp(name)
+            results[name] = (address, timed_cli("sweep", write(tmp), "--out", tmp / "o",
+                                                "--cluster", address, mark="sweep ",
+                                                timeout=120))
+
+        threads = [threading.Thread(target=sweep, args=item)
+                   for item in (("silent", silent), ("http", http))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert set(results) == {"silent", "http"}, results
+    return results
+
+
+def test_a_port_that_never_answers_fails_within_the_timeout_naming_it(port_sweeps):
     """A port that accepts the connection and never answers (another program, a stuck
     proxy): Dask's Client waited without end (the sweep was still there after 90 s)."""
-    with tcp_server(None) as address:  # timed from the grid's size line, said just before
-        # the scheduler is tried (not from the start: imports take seconds on a busy host)
-        res = timed_cli("sweep", write(tmp_path), "--out", tmp_path / "o", "--cluster",
-                        address, mark="sweep ", timeout=120)
+    address, res = port_sweeps["silent"]
     assert res.returncode == 2, res.stderr
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and address in err[0] and "no answer within 5 s" in err[0], err
     assert res.after_mark is not None and res.after_mark < 15, res  # connect_timeout: 5 s
 
 
-def test_a_port_that_answers_something_else_is_one_line_not_an_internal_error(tmp_path):
+def test_a_port_that_answers_something_else_is_one_line_not_an_internal_error(port_sweeps):
     """An HTTP server's answer read as Dask frames: 'MemoryError: Unable to allocate 3.07
     EiB' as an internal error (exit 1), then 20 s in the Client's __del__ and its
     traceback."""
-    with tcp_server(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10) as address:
-        res = timed_cli("sweep", write(tmp_path), "--out", tmp_path / "o", "--cluster",
-                        address, mark="sweep ", timeout=120)
+    address, res = port_sweeps["http"]
     assert res.returncode == 2, res.stderr
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and address in err[0], err
