@@ -132,7 +132,7 @@ def test_depth_ladder_claims_do_not_hold_when_nothing_trains(monkeypatch):
         return float(np.mean(ds.y_train == 0)) + 0.004 * (seed % 3), False  # guess: 0.109
 
     monkeypatch.setattr(depth_ladder, "train_accuracy", at_chance)
-    monkeypatch.setattr(depth_ladder, "_fig", lambda full, depths, ref: None)
+    monkeypatch.setattr(depth_ladder, "_fig", lambda full, depths, ref, thr=None: None)
     res = depth_ladder.run(quick=True)
     assert not res.tables["runs"]["trains"].any()
     held = [c.claim for c in res.claims if c.holds]

@@ -40,6 +40,18 @@ def trains_threshold(ref: float, guess: float, n: int) -> float:
     return rel if rel >= floor else floor
 
 
+def threshold_rule(ref: float, guess: float, n: int) -> str:
+    """Which rule of :func:`trains_threshold` set the threshold, in words for the caption and
+    the figure: ``FRACTION ref`` when it is at least the floor ``guess + LEARNED_SE sqrt(guess
+    (1 - guess) / n)``, else the floor (a reference at or near chance)."""
+    floor = trains_threshold(0.0, guess, n)
+    if FRACTION * ref >= floor:
+        return f"{FRACTION:.0%} of the reference ({ref:.3f})"
+    return (f"the chance floor, {LEARNED_SE:g} standard errors above always guessing the "
+            f"commonest class ({guess:.3f}), higher than {FRACTION:.0%} of the reference "
+            f"({FRACTION * ref:.3f})")
+
+
 RECIPES: dict[str, dict[str, Any]] = {
     "sigmoid + normal(1)": dict(activation="sigmoid", init="normal"),
     "sigmoid + fan_in_uniform": dict(activation="sigmoid", init="fan_in_uniform"),
@@ -152,11 +164,15 @@ def run(quick: bool = False, data: str | None = None,
 
     res.claims.extend(claims(deep, depths))
 
-    res.figures["ladder"] = _fig(full, depths, ref)
+    rule = threshold_rule(ref, guess, n_rows)  # the caption names the rule that set thr
+    res.figures["ladder"] = _fig(full, depths, ref, thr=thr)
     res.captions["ladder"] = (
         f"Training accuracy on {dname} after {steps} SGD steps, relative to the best depth-"
         f"{depths[0]} net ({ref:.3f}), against depth in weight layers (log scale), one line "
-        f"per recipe; dashed: the {FRACTION:.0%} threshold for 'trains'. "
+        f"per recipe; dashed: the threshold for 'trains', training accuracy ≥ {thr:.3f}, set "
+        f"by {rule}"
+        + (f"; drawn at {thr / ref:.2f}× the reference"
+           if ref > 0 and thr > FRACTION * ref else "") + ". "
         + ("A line ends at its recipe's first failure (the quick version does not train "
            "deeper nets). " if quick else "")
         + "Deepest depth that trains: "
@@ -204,19 +220,29 @@ def run(quick: bool = False, data: str | None = None,
     return res
 
 
-def _fig(full: pd.DataFrame, depths: list[int], ref: float) -> Figure:
+def _fig(full: pd.DataFrame, depths: list[int], ref: float,
+         thr: float | None = None) -> Figure:
+    """Each recipe's training accuracy / ``ref`` against depth; dashed: the threshold the
+    claims used, ``thr / ref`` (``thr``: :func:`trains_threshold`, default ``FRACTION ref``;
+    above ``FRACTION`` when the chance floor binds, a reference near chance), labelled with
+    the rule that set it."""
+    thr = FRACTION * ref if thr is None else thr
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     for k, recipe in enumerate(RECIPES):
         sub = full[full["recipe"] == recipe]
         ax.plot(sub["depth"], sub["fraction of reference"], "o-", color=f"C{k}", label=recipe)
-    ax.axhline(FRACTION, color="grey", ls="--", lw=1, label=f"{FRACTION:.0%} of reference")
+    line = thr / ref if ref > 0 else math.nan
+    if math.isfinite(line):
+        why = (f"{LEARNED_SE:g} SE above chance" if thr > FRACTION * ref
+               else f"{FRACTION:.0%} of reference")
+        ax.axhline(line, color="grey", ls="--", lw=1, label=f"trains: ≥ {thr:.3f} ({why})")
     ax.set_xscale("log")
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.xaxis.set_minor_locator(NullLocator())  # the grid's depths only, not 3×10⁰ …
     ax.set_xlabel("depth (weight layers)")
     ax.set_ylabel(f"training accuracy / shallow reference ({ref:.3f})")
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, max(1.1, 1.05 * line) if math.isfinite(line) else 1.1)
     ax.set_title("Depth ladder: accuracy after a fixed budget")
     # outside the axes: inside, it covered the failing ladders' points (lower left)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -300,7 +300,10 @@ def stage_gradient_ratios(d: Inputs, res: Result) -> None:
                    value=R["sigmoid, 16x variance"] / R["tanh"]))
     C.append(like_tanh(R["rescaled sigmoid 4σ−2"], R["tanh"]))
     bad = [k for k in R if not _within(R[k], P[k], FACTOR_TOL)]
-    worst = max(abs(math.log10(R[k] / P[k])) for k in R if R[k] > 0 and P[k] > 0)
+    # over the nets with a positive R and P (the others are in ``bad``); none (every R NaN,
+    # an overflowing measurement): NaN, not "max() arg is an empty sequence"
+    worst = max((abs(math.log10(R[k] / P[k])) for k in R if R[k] > 0 and P[k] > 0),
+                default=math.nan)
     C.append(Claim("theory (variance propagation by quadrature) predicts the measured R within "
                    "a factor 2 for all five nets",
                    "Var(dL/ds_l) = n Var(W) E[f'(s_l)²] Var(dL/ds_{l+1})",
