@@ -1097,6 +1097,22 @@ def _host_generators(seed: int) -> Iterator[None]:
         random.setstate(py_state)
 
 
+def _without_reinit_for_bn_growth(f: Finding, cures: list[tuple[dict[str, Any], str]]
+                                  ) -> list[tuple[dict[str, Any], str]]:
+    """``cures`` less the re-initializations (``init`` changes) when ``f`` is an exploding
+    finding whose growth is batch norm's own at initialization
+    (:func:`depthlab.diagnosis.rules.batchnorm_own_growth`: its evidence holds
+    ``bn_growth_predicted``): batch norm divides the weights' scale out, so no initialization
+    changes that growth (a 16-layer ReLU + BN MLP: 1.22 per layer, Yang et al. 2019's 1.2113;
+    'Re-initialize (He / Glorot / LeCun)' did not help). The others' texts say so and name
+    residual connections, the cure no module transform here makes."""
+    if f.kind != "exploding_gradients" or "bn_growth_predicted" not in f.evidence:
+        return cures
+    why = ("No re-initialization changes batch norm's own growth; residual connections bound "
+           "it (Yang et al. 2019), a change to the model's code. ")
+    return [(c, why + text) for c, text in cures if "init" not in c]
+
+
 def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], nn.Module],
            seed: int, xs: torch.Tensor, d: TensorData, loss_fn: Callable,
            skipped: list[str] | None = None, passed_over: list[str] | None = None
@@ -1128,6 +1144,7 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
     more = rx.alternatives(f.kind, None if act == NO_ACTIVATION else act, spec,
                            bool(config.get("batchnorm")), at_init=at_init,
                            in_training=in_training, exploded=exploded)
+    more = _without_reinit_for_bn_growth(f, more)
     if first:
         # the shared rule's text speaks of NumPy's settings (unscaled_targets:
         # "standardize_targets=True in dl.doctor, [data] standardize_targets = true"): a torch
