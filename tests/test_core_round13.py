@@ -52,9 +52,11 @@ def test_config_run_of_a_residual_net_that_cannot_fit_exits_2(tmp_path, capsys, 
 def test_predict_gradients_of_an_exploding_net_raises_no_runtime_warning(kwargs, where):
     # N(0, 1) weights on width 4 (plain) or 8 (residual): the variance grows x2 (x9) per layer;
     # E[f(s)^2] overflowed inside the Gaussian quadrature first ("RuntimeWarning: overflow
-    # encountered in multiply" before the OverflowError), and the residual error named no layer
+    # encountered in multiply" before the OverflowError), and the residual error named no layer.
+    # 1100 layers (was 3000): the overflow is at layer 1018 (plain) and 500 (residual) whatever
+    # the depth past it; with the old code both cases still fail at this depth
     width = 8 if kwargs.get("residual") else 4
-    net = dl.mlp([3] + [width] * 3000 + [2], init="normal", **kwargs)
+    net = dl.mlp([3] + [width] * 1100 + [2], init="normal", **kwargs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(OverflowError, match=where):
