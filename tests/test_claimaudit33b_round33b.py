@@ -155,3 +155,32 @@ def test_xu_theory_claim_fails_not_crashes_when_every_measured_ratio_is_nan(monk
     c = _claim(res, "theory (variance propagation")
     assert not c.holds and "off: tanh, sigmoid," in c.measured, c.measured
     assert not any(c.holds for c in res.claims), [c.claim for c in res.claims if c.holds]
+
+
+def test_xu_training_claims_do_not_hold_on_a_seed_that_measured_nan(monkeypatch):
+    """Two seeds per net; one seed of the rescaled sigmoid and of the 16x sigmoid NaN: pandas'
+    groupby min judged "trains with the rescaled sigmoid" on the other seed (0.95, held), and
+    Python's max(0.1, nan) judged "the sigmoid fails" on the Glorot net alone (held)."""
+    from depthlab.reproduce import xu2016
+
+    def table(ds, width, steps, seeds, progress=None, lost=()):
+        return pd.DataFrame([
+            {"network": c["label"], "seed": s, "diverged": False,
+             "train_acc": np.nan if (c["label"], s) in lost
+             else 0.1 if "sigmoid" in c["label"] and "rescaled" not in c["label"] else 0.95}
+            for c in xu2016._train_configs() for s in seeds])
+
+    def stage(lost):
+        monkeypatch.setattr(xu2016, "training_table",
+                            lambda *a, **k: table(*a, **k, lost=lost))
+        d = xu2016.Inputs(width=8, seeds=[0], ds=None, dname="-", train_width=8,
+                          train_steps=1, train_seeds=[0, 1], progress=None)
+        res = Result("xu2016", "t")
+        xu2016.stage_training(d, res)
+        return {c.claim.split(" (")[0]: c for c in res.claims}
+
+    ok = stage(())
+    assert all(c.holds for c in ok.values()), ok  # the right input: all three hold
+    lost = stage((("rescaled sigmoid 4σ−2", 1), ("sigmoid, 16x variance", 1)))
+    held = [k for k, c in lost.items() if c.holds]
+    assert held == ["the same 20-layer net trains with the penalized tanh"], held
