@@ -195,6 +195,66 @@ def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray
     return mean + sd * z, w / w.sum()
 
 
+def _shifted_breaks(sd: np.ndarray, z0: np.ndarray) -> np.ndarray:
+    """:func:`shifted_normal_rule`'s panel edges for many ``(sd, z0 = -mean / sd)`` at once,
+    one row each, sorted, padded with repeats (empty panels) to a common length."""
+    grid = np.arange(-_Z_MAX, _Z_MAX + _PANEL / 2, _PANEL)
+    cols = [np.broadcast_to(grid, (sd.size, grid.size)), z0[:, None]]
+    wide = sd > 1.0
+    if wide.any():
+        near = np.where(wide, _S_NEAR / np.where(wide, sd, 1.0), 1.0)
+        k = np.where(wide, np.ceil(near * sd / _PANEL), 0.0)
+        steps = np.arange(-k.max(), k.max() + 1)
+        inner = z0[:, None] + np.clip(steps[None, :], -k[:, None], k[:, None]) * np.where(
+            wide, near / np.where(k > 0, k, 1.0), 0.0)[:, None]
+        cols.append(np.where(wide[:, None], inner, z0[:, None]))
+        growth = np.maximum(_GROWTH, (2 * _Z_MAX / near) ** (1.0 / _FAR_PANELS))
+        d, far = near.copy(), []
+        live = wide & (d < 2 * _Z_MAX)
+        while live.any():
+            d = np.where(live, np.minimum(d * growth, d + _PANEL), d)
+            far.append(np.where(live, d, np.nan))
+            live = live & (d < 2 * _Z_MAX)
+        if far:
+            f = np.stack(far, 1)
+            cols += [np.where(np.isnan(f), z0[:, None], z0[:, None] + f),
+                     np.where(np.isnan(f), z0[:, None], z0[:, None] - f)]
+    return np.sort(np.clip(np.concatenate(cols, 1), -_Z_MAX, _Z_MAX), axis=1)
+
+
+def gaussian_rules(var: np.ndarray, mean: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`gaussian_rule` for many ``(var_i, mean_i)`` at once: every rule's nodes and
+    weights concatenated, and where each rule's block starts. The same rules (to rounding of
+    the weights' normalising sums); the shifted ones (``mean != 0``, ``var > 0``) are built
+    for all pairs together instead of one Python call each."""
+    var = np.asarray(var, dtype=np.float64).reshape(-1)
+    mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+    if not (np.isfinite(var).all() and (var >= 0).all() and np.isfinite(mean).all()):
+        for v, m in zip(var, mean):  # the one-line error of the first bad pair
+            gaussian_rule(float(v), float(m))
+    shifted = (mean != 0.0) & (var != 0.0)
+    nodes: list[np.ndarray | None] = [None] * var.size
+    weights: list[np.ndarray | None] = [None] * var.size
+    for i in np.flatnonzero(~shifted):
+        nodes[i], weights[i] = gaussian_rule(float(var[i]), float(mean[i]))
+    idx = np.flatnonzero(shifted)
+    if idx.size:
+        sd = np.sqrt(var[idx])
+        breaks = _shifted_breaks(sd, -mean[idx] / sd)
+        lo, hi = breaks[:, :-1, None], breaks[:, 1:, None]
+        half = 0.5 * (hi - lo)
+        zs = lo + half * (1.0 + _GL_X)
+        ws = half * _GL_W * np.exp(-0.5 * zs ** 2)
+        keep = (hi > lo)[:, :, 0]  # the repeats' empty panels dropped
+        for row, i in enumerate(idx):
+            z, w = zs[row][keep[row]].ravel(), ws[row][keep[row]].ravel()
+            nodes[i], weights[i] = mean[i] + sd[row] * z, w / w.sum()
+    sizes = [n.size for n in nodes]
+    starts = np.cumsum([0] + sizes[:-1]).astype(np.intp)
+    return np.concatenate(nodes), np.concatenate(weights), starts
+
+
 def gaussian_rule(var: float, mean: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Nodes ``s`` and weights for ``s ~ N(mean, var)``: :func:`normal_rule` moved to ``mean``
     when ``mean = 0`` (or ``var = 0``), else :func:`shifted_normal_rule` (a breakpoint at
