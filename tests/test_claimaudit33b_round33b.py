@@ -184,3 +184,19 @@ def test_xu_training_claims_do_not_hold_on_a_seed_that_measured_nan(monkeypatch)
     lost = stage((("rescaled sigmoid 4σ−2", 1), ("sigmoid, 16x variance", 1)))
     held = [k for k, c in lost.items() if c.holds]
     assert held == ["the same 20-layer net trains with the penalized tanh"], held
+
+
+def test_depth_ladder_reference_is_the_best_measured_shallow_net(monkeypatch):
+    """The first recipe's depth-2 accuracy NaN, the others 0.95 at depth 2 and 0.30 deeper:
+    Python's max kept the leading NaN as the reference, so the threshold fell to the chance
+    floor (0.153) and every net at 0.30 'trained' to depth 100."""
+    calls = []
+
+    def acc(ds, seed):
+        calls.append(seed)
+        return np.nan if len(calls) == 1 else 0.95 if seed == 2 else 0.30
+
+    res = _ladder(monkeypatch, acc)
+    runs = res.tables["runs"]
+    assert not runs[runs.depth > 2].trains.any(), runs
+    assert "≥ 0.855, set by 90% of the reference (0.950)" in res.captions["ladder"]
