@@ -116,22 +116,68 @@ def _init_fix(activation: str, why: str, derived: bool = False) -> tuple[dict[st
     return {"init": rec}, f"Initialize with {rec}: {why}"
 
 
+PER_LAYER_INIT = "matched"
+"""The ``init`` of a cure that re-initializes each hidden layer with the initializer recommended
+for its own activation (:func:`per_layer_init`; a network of several activations), as the torch
+doctor's ``matched`` re-initialization does."""
+
+
+def several(layers: dict[int, str] | None) -> bool:
+    """Whether ``layers`` (hidden layer -> its activation) holds several activations."""
+    return bool(layers) and len(set(layers.values())) > 1
+
+
+def per_layer_init(layers: dict[int, str], why: str, derived: bool = False
+                   ) -> tuple[dict[str, Any], str]:
+    """``{"init": "matched"}`` and its sentence, for a network whose hidden layers use several
+    activations: each layer ``k`` re-initialized with ``recommended_init(layers[k])`` (He's
+    ``Var(W) = 2 / fan_in`` for a relu layer, Glorot's ``2 / (fan_in + fan_out)`` for a tanh or
+    sigmoid one, LeCun's ``1 / fan_in`` for selu), each layer named with its activation and
+    initializer; one initializer for the whole network (the first layer's) is wrong for the
+    others. ``derived``: as :func:`_init_fix`, the caveats of the activations the variance was
+    not derived for."""
+    # (an activation outside the registry, a torch model's Hardtanh: the initializer of its
+    # kin, torch's "matched" re-initialization)
+    named = "; ".join(f"layer {k} ({a}): {recommended_init(a) or 'the one matched to it'}"
+                      for k, a in sorted(layers.items()))
+    text = (f"Initialize each hidden layer with the initializer recommended for its own "
+            f"activation ({named}): {why}")
+    if derived:
+        caveats = [f"{a}: {c}" for a in dict.fromkeys(layers.values())
+                   if (c := _not_derived_for(a))]
+        if caveats:
+            text = f"{text.rstrip('.')} ({'; '.join(caveats)})."
+    return {"init": PER_LAYER_INIT}, text
+
+
+def _layers_too_large(layers: dict[int, str], ratios: dict[int, float]) -> bool:
+    """Whether some layer's initial variance (``ratios``: each over its own activation's
+    recommended one) is too large for its own activation (:func:`_too_large`)."""
+    return any(_too_large(layers[k], r) for k, r in ratios.items() if k in layers)
+
+
 def _bn(why: str) -> tuple[dict[str, Any], str]:
     return {"batchnorm": True}, f"Add batch normalization before each nonlinearity: {why}"
 
 
-def for_vanishing(activation: str, init_ratio: float, config: dict[str, Any]
-                  ) -> tuple[dict[str, Any], str]:
+def for_vanishing(activation: str, init_ratio: float, config: dict[str, Any],
+                  layers: dict[int, str] | None = None) -> tuple[dict[str, Any], str]:
     """Cure for vanishing gradients: a variance-preserving init when the weights are too small
-    for the activation, batch normalization otherwise (e.g. sigmoid: f' <= 1/4 per layer)."""
+    for the activation, batch normalization otherwise (e.g. sigmoid: f' <= 1/4 per layer).
+    ``layers``: each hidden layer's activation where they are several (:func:`several`):
+    the init is each layer's own (:func:`per_layer_init`)."""
     if config.get("batchnorm"):
         if not config.get("residual") and _equal_widths(config):
             return {"residual": True}, ("Add residual connections: the identity path carries "
                                         "the gradient past every layer (He et al. 2016).")
         return {}, "Batch normalization is already on; reduce depth or add skip connections."
+    why = "its variance keeps the back-propagated gradient's variance constant from layer to layer."
+    if several(layers) and init_ratio < INIT_SHORTFALL \
+            and any(recommended_init(a) for a in layers.values()):
+        return per_layer_init(layers, why.replace("its variance keeps", "their variances keep"),
+                              derived=True)
     if recommended_init(activation) and init_ratio < INIT_SHORTFALL:
-        return _init_fix(activation, "its variance keeps the back-propagated gradient's "
-                                     "variance constant from layer to layer.", derived=True)
+        return _init_fix(activation, why, derived=True)
     return _bn("it rescales each layer's back-propagated gradient by 1/std of its input, "
                "so the gradient no longer shrinks by f'(s) * ||W|| at every layer.")
 
@@ -146,13 +192,20 @@ def for_shifted_units(activation: str) -> tuple[dict[str, Any], str]:
         "units start on the steep side.")
 
 
-def for_exploding(activation: str, init_ratio: float, config: dict[str, Any]
-                  ) -> tuple[dict[str, Any], str]:
+def for_exploding(activation: str, init_ratio: float, config: dict[str, Any],
+                  layers: dict[int, str] | None = None,
+                  ratios: dict[int, float] | None = None) -> tuple[dict[str, Any], str]:
     """Cure for exploding gradients: smaller (recommended) init, else batch normalization; in a
     plain batch-normalized network (where batch norm itself makes gradients grow about
-    sqrt(pi/(pi-1)) per ReLU layer, Yang et al. 2019) residual connections."""
-    if recommended_init(activation) and _too_large(activation, init_ratio) \
-            and not config.get("batchnorm"):
+    sqrt(pi/(pi-1)) per ReLU layer, Yang et al. 2019) residual connections. ``layers`` (each
+    hidden layer's activation, several) and ``ratios`` (each layer's initial variance over its
+    own activation's recommended one): the init cure when some layer's is too large for its
+    own activation, each layer re-initialized for its own (:func:`per_layer_init`)."""
+    if several(layers) and not config.get("batchnorm") \
+            and _layers_too_large(layers, ratios or {}):
+        return per_layer_init(layers, "the current weights amplify the gradient at every layer.")
+    if not several(layers) and recommended_init(activation) \
+            and _too_large(activation, init_ratio) and not config.get("batchnorm"):
         return _init_fix(activation, "the current weights amplify the gradient at every layer.")
     if not config.get("batchnorm"):
         return _bn("it normalizes each layer's scale, bounding the per-layer gradient gain.")
@@ -182,12 +235,18 @@ def for_exploding_activations(config: dict[str, Any]) -> tuple[dict[str, Any], s
                "depth instead of geometrically; He et al. 2016's blocks: BN -> ReLU -> weight).")
 
 
-def for_saturation(activation: str, init_ratio: float, config: dict[str, Any]
-                   ) -> tuple[dict[str, Any], str]:
+def for_saturation(activation: str, init_ratio: float, config: dict[str, Any],
+                   layers: dict[int, str] | None = None,
+                   ratios: dict[int, float] | None = None) -> tuple[dict[str, Any], str]:
     """Cure for saturated units: the recommended init when the weights are too large, else
-    batch normalization (keeps pre-activations in the linear range)."""
-    if recommended_init(activation) and _too_large(activation, init_ratio) \
-            and not config.get("batchnorm"):
+    batch normalization (keeps pre-activations in the linear range). ``layers``, ``ratios``:
+    as :func:`for_exploding` (several activations: each layer's own init)."""
+    if several(layers) and not config.get("batchnorm") \
+            and _layers_too_large(layers, ratios or {}):
+        return per_layer_init(layers, "smaller initial weights keep pre-activations out of the "
+                                      "flat tails of the nonlinearities.")
+    if not several(layers) and recommended_init(activation) \
+            and _too_large(activation, init_ratio) and not config.get("batchnorm"):
         return _init_fix(activation, "smaller initial weights keep pre-activations out of the "
                                      "flat tails of the nonlinearity.")
     if not config.get("batchnorm"):
@@ -200,7 +259,8 @@ def for_saturation(activation: str, init_ratio: float, config: dict[str, Any]
 def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
                   lr: float, config: dict[str, Any],
                   worst_layer: tuple[float, float] | None = None,
-                  flat: str | None = None) -> tuple[dict[str, Any], str]:
+                  flat: str | None = None, layers: dict[int, str] | None = None
+                  ) -> tuple[dict[str, Any], str]:
     """Cure for dead rectifiers: a zero bias, the He init, a smaller learning rate (units died
     during training) or a leaky rectifier.
 
@@ -216,13 +276,21 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
     so a unit is off for every example of a batch more and more often (digits, width 64:
     ~24% of a layer at depth 8, ~36% at depth 16, the most-dead layer, 20 seeds): a 28%-dead
     layer at initialization that ended 31% dead was told "large updates pushed their
-    pre-activations negative"."""
+    pre-activations negative".
+
+    ``layers``: each hidden layer's activation where they are several: the He re-initializations
+    are each layer's own initializer (:func:`per_layer_init`; He's for a tanh layer was wrong)."""
     if flat is not None:
         return {"activation": "leaky_relu", "activation_kwargs": {}}, (
             f"Use leaky_relu: {flat}'s derivative is 0 for every input, so back-propagation "
             "cannot train the layers below the output; leaky_relu's is non-zero everywhere.")
     if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
         return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
+    if several(layers) and init_ratio < INIT_SHORTFALL and not config.get("batchnorm"):
+        why = (f"with weights of {init_ratio:.2g}x their variances the signal shrinks at "
+               "every layer, so the pre-activations of the top layers are too small to keep "
+               "units active.")
+        return per_layer_init(layers, why)
     if dead_at_init > dead_threshold and init_ratio < INIT_SHORTFALL:
         return {"init": "he_normal"}, ("Initialize with he_normal so that pre-activations are "
                                        "not too small to recover.")
@@ -316,10 +384,16 @@ def init_caveat(activation: str) -> str:
     return _not_derived_for(activation) if factor == factor and abs(factor - 1.0) > 0.1 else ""
 
 
-def for_init_mismatch(activation: str) -> tuple[dict[str, Any], str]:
+def for_init_mismatch(activation: str, layers: dict[int, str] | None = None
+                      ) -> tuple[dict[str, Any], str]:
     """Cure for a mismatched initializer: the recommended one, with what its variance was
     derived for (it was "the variance derived for sigmoid units", which Glorot's is not: the
-    sigmoid's slope at 0 is 1/4, and its linear regime asks 16x that variance)."""
+    sigmoid's slope at 0 is 1/4, and its linear regime asks 16x that variance). ``layers``
+    (each hidden layer's activation, several): each layer's own (:func:`per_layer_init`; a
+    relu layer's He variance was found wanting and Glorot's prescribed for it)."""
+    if several(layers):
+        return per_layer_init(layers, "each variance is the one derived for, or recommended "
+                                      "for, that layer's units.", derived=True)
     rec = recommended_init(activation)
     why = INIT_DERIVATION[rec][0] if rec in INIT_DERIVATION else (
         f"the variance recommended for {activation} units")
@@ -332,13 +406,17 @@ def for_divergence(lr: float) -> tuple[dict[str, Any], str]:
     return {"lr": lr / 10.0}, f"Use a 10x smaller learning rate ({lr / 10.0:g})."
 
 
-def for_divergence_at_init(activation: str, config: dict[str, Any], matched: str | None
+def for_divergence_at_init(activation: str, config: dict[str, Any], matched: str | None,
+                           layers: dict[int, str] | None = None
                            ) -> tuple[dict[str, Any], str] | None:
     """Cure for a loss already non-finite on the first mini-batch, before any update (no
     learning rate changes that loss: the initial weights overflow the forward pass): the
     initializer recommended for ``activation``, or batch normalization where the network
     already has that initializer (``matched``); None where neither applies."""
     why = "the loss is not finite before any update, so the initial weights overflow"
+    if several(layers) and not matched and any(recommended_init(a) for a in layers.values()):
+        return per_layer_init(layers, why + "; these initializers keep the activations' "
+                                            "variance from layer to layer.", derived=True)
     if recommended_init(activation) and not matched:
         return _init_fix(activation, why + "; this initializer keeps the activations' variance "
                                             "from layer to layer.", derived=True)

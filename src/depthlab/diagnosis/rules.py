@@ -416,6 +416,13 @@ class RunContext:
             self.__dict__["_layer_activations"] = names
         return names.get(index, self.activation)
 
+    def several_activations(self) -> dict[int, str]:
+        """Each hidden layer's activation (:meth:`layer_activation`) when the network's hidden
+        layers use several, else ``{}``: the cures that re-initialize then prescribe each
+        layer's own initializer (:func:`~depthlab.diagnosis.prescriptions.per_layer_init`)."""
+        acts = {p.index: self.layer_activation(p.index) for p in self.points}
+        return acts if rx.several(acts) else {}
+
     @property
     def end(self) -> int:
         return self.steps[-1] if self.steps else 0
@@ -854,8 +861,12 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
     layers = sorted({int(k) for i in path if sign * rel.get(int(i), math.nan) > bound
                      for k in ctx.gradient_members(int(i))})
     init_ratio = ctx.mean_init_ratio()
-    cure = rx.for_vanishing if vanishing else rx.for_exploding
-    changes, text = cure(ctx.activation, init_ratio, ctx.config)
+    mixed = ctx.several_activations()  # several: each layer's own init (per_layer_init)
+    if vanishing:
+        changes, text = rx.for_vanishing(ctx.activation, init_ratio, ctx.config, layers=mixed)
+    else:
+        changes, text = rx.for_exploding(ctx.activation, init_ratio, ctx.config, layers=mixed,
+                                         ratios=ctx.judged_init_ratios() if mixed else None)
     ev = {"metric": metric, "threshold": GRADIENT_DEPTH_SCALES, "ratio": ratio,
           "per_layer_factor": per_layer, "depth_scale": n / metric, "n_hidden": n,
           "ratio_init": ratios[0], "ratio_init_step": pairs[0][0], "ratio_end": ratios[-1],
@@ -865,19 +876,24 @@ def _gradient_flow(ctx: RunContext, vanishing: bool) -> RuleResult:
         ev.update(bn_own)
     shifted = _shifted_off(ctx, layers) if vanishing else None
     cause = _batchnorm_growth_note(ctx, bn_own)
+    flat_side = ", ".join(dict.fromkeys(ctx.layer_activation(i) for i in layers)) \
+        if mixed and layers else ctx.activation  # the vanishing layers' own activations
     if shifted is not None:  # the biases hold the units on their flat side: zero them
-        changes, text = rx.for_shifted_units(ctx.activation)
+        changes, text = rx.for_shifted_units(flat_side)
         ev.update(inactive_frac_init=shifted["inactive"], pre_mean_init=shifted["pre_mean"],
                   pre_std_init=shifted["pre_std"])
         cause = (f" At initialization {100 * shifted['inactive']:.3g}% of the entries of "
                  f"{_count(len(layers), 'vanishing layer')} are on the flat side of "
-                 f"{ctx.activation} (pre-activation mean {shifted['pre_mean']:.3g}, std "
+                 f"{flat_side} (pre-activation mean {shifted['pre_mean']:.3g}, std "
                  f"{shifted['pre_std']:.3g}), where its slope is small at every layer: the "
                  f"non-zero biases hold the units there, which makes the gradient vanish.")
     word, how = ("vanish", "smaller") if vanishing else ("explode", "larger")
     other = "larger" if vanishing else "smaller"
     unit = ctx.gradient_unit
-    span = (f"a factor {per_layer:.3g} per {unit}: the {n} hidden {unit}s span {metric:.3g} "
+    kinds = (" (" + ", ".join(f"layer {i}: {mixed[i]}" for i in path) + ")"
+             if mixed and all(i in mixed for i in path) else "")  # a chain of several
+    span = (f"a factor {per_layer:.3g} per {unit}: the {n} hidden {unit}s{kinds} span "
+            f"{metric:.3g} "
             f"depth scales of {n / metric:.3g} {unit}s (trainable up to about "
             f"{GRADIENT_DEPTH_SCALES:g})")
     at_first, at_last = ctx.gradient_where(first), ctx.gradient_where(last)
@@ -951,7 +967,10 @@ def rule_saturation(ctx: RunContext) -> RuleResult:
     worst = int(sat.idxmax())
     sat0 = ctx.at(0, "saturated_frac")
     ratio = ctx.mean_init_ratio()
-    changes, text = rx.for_saturation(ctx.layer_activation(worst), ratio, ctx.config)
+    mixed = ctx.several_activations()
+    changes, text = rx.for_saturation(ctx.layer_activation(worst), ratio, ctx.config,
+                                      layers=mixed,
+                                      ratios=ctx.judged_init_ratios() if mixed else None)
     ev = {"metric": metric, "threshold": SATURATION_FRAC, "worst_layer": worst,
           "saturated_frac_init_max": float(sat0.max()) if not sat0.empty else math.nan,
           "n_layers_saturated": len(layers), "init_variance_ratio": ratio}
@@ -985,15 +1004,19 @@ def _dead_region(fn: Any) -> bool:
     return bool(np.all(np.asarray(d) == 0))
 
 
-def _flat_everywhere(ctx: RunContext) -> bool:
+def _flat_everywhere(ctx: RunContext, index: int | None = None) -> bool:
     """Whether the activation's derivative is 0 on both sides of 0 (the Heaviside ``step``:
     f' = 0 everywhere): its units read "dead" on every example although their outputs still
-    follow the input; what is missing is the gradient, not the signal."""
-    if ctx.fn is None:
+    follow the input; what is missing is the gradient, not the signal. ``index``: hidden
+    layer ``index``'s own activation (a network of several: a step layer behind a relu one,
+    or a relu layer behind a first step one), else the network's (the first layer's)."""
+    point = next((p for p in ctx.points if p.index == index), None)
+    fn = getattr(getattr(point, "activation", None), "fn", None) or ctx.fn
+    if fn is None:
         return False
     s = np.array([-100.0, -10.0, -1.0, -0.1, 0.1, 1.0, 10.0, 100.0])
     with np.errstate(all="ignore"):
-        d = ctx.fn.derivative(s, ctx.fn.forward(s))
+        d = fn.derivative(s, fn.forward(s))
     return bool(np.all(np.asarray(d) == 0))
 
 
@@ -1076,11 +1099,13 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
     value = float(dead[worst])
     dead_init = float(d0.max()) if not d0.empty else math.nan
     worst_init = float(d0.get(worst, math.nan)) if not d0.empty else math.nan
-    flat = _flat_everywhere(ctx)
+    flat = _flat_everywhere(ctx, worst)  # the worst layer's own activation (several)
+    own = ctx.layer_activation(worst)
     changes, text = rx.for_dead_relu(ctx.mean_init_ratio(), dead_init, DEAD_FRAC,
                                      float(ctx.settings.get("lr", 0.01)), ctx.config,
                                      worst_layer=(worst_init, value),
-                                     flat=ctx.activation if flat else None)
+                                     flat=own if flat else None,
+                                     layers=ctx.several_activations())
     n = _layer_units(ctx).get(worst)
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
           "dead_frac_init_max": dead_init, "n_layers": len(layers),
@@ -1089,10 +1114,13 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
     why = judged[worst]
     if flat:  # the step: its units are not off, no gradient passes it (f' = 0 everywhere)
         ev["reason"] = "flat"
-        reason = (f" {ctx.activation} has f'(s) = 0 everywhere: back-propagation passes no "
-                  "gradient through its layers, so the loss gives no update to any layer below "
-                  "the output layer (the units are not off: their outputs still follow the "
-                  "input).")
+        # several activations: the weights above the topmost flat layer still learn
+        top = max((i for i in layers if _flat_everywhere(ctx, i)), default=worst)
+        below = (f"the weights into layer {top} or any layer below it"
+                 if ctx.several_activations() else "any layer below the output layer")
+        reason = (f" {own} has f'(s) = 0 everywhere: back-propagation passes no "
+                  f"gradient through its layers, so the loss gives no update to {below} (the "
+                  "units are not off: their outputs still follow the input).")
     elif why == "died" and n is not None:
         z = dead_dieoff_z(value, worst_init, n)
         ev["dieoff_z"] = z
@@ -1189,7 +1217,7 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     own = ctx.layer_activation(worst)  # the worst layer's activation (several in a net)
     rec, upper = rx.recommended_init(own), uppers[worst]
     r = ratios[worst]
-    changes, text = rx.for_init_mismatch(ctx.activation)
+    changes, text = rx.for_init_mismatch(ctx.activation, layers=ctx.several_activations())
     ev = {"metric": metric, "threshold": INIT_MISMATCH, "worst_layer": worst,
           "variance_ratio": r, "n_layers": len(layers)}
     if r == 0:
@@ -1541,7 +1569,7 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
         step = div.step if div is not None else int(losses.size)
         ev = {"metric": math.inf, "threshold": DIVERGENCE_RISE, "step": step, "lr": lr}
         at_init = div is not None and div.before_update and rx.for_divergence_at_init(
-            ctx.activation, ctx.config, div.matched_init)
+            ctx.activation, ctx.config, div.matched_init, layers=ctx.several_activations())
         if at_init:  # no learning rate changes the first loss: the initial weights' cure
             changes, text = at_init
             ev["before_update"] = True
