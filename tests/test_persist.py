@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from helpers.cli import cli
+from helpers.cli import assert_one_line_error, cli, one_blas_thread, run_cli
 
 import depthlab as dl
 
@@ -82,7 +82,7 @@ seed = 0
 """
 
 
-def test_run_then_predict_is_bit_identical(tmp_path):
+def test_run_then_predict_is_bit_identical(tmp_path, capsys, monkeypatch):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(RUN_CONFIG)
     out = tmp_path / "res"
@@ -109,11 +109,13 @@ def test_run_then_predict_is_bit_identical(tmp_path):
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.array(json.loads(r.stdout)["outputs"], dtype=np.float32),
                           expected)
+    # the two refusals in this process (same exit status, one line, no traceback)
+    one_blas_thread(monkeypatch)
     np.save(tmp_path / "wrong.npy", x[:, :10])
-    r = cli("predict", models[0], tmp_path / "wrong.npy")
-    assert r.returncode == 2 and "expects 64" in r.stderr
-    r = cli("predict", "nosuchrun", tmp_path / "x.npy", "--dir", out)
-    assert r.returncode == 2 and "nosuchrun" in r.stderr
+    code, _, err = run_cli(capsys, "predict", models[0], tmp_path / "wrong.npy")
+    assert_one_line_error(code, err, "expects 64")
+    code, _, err = run_cli(capsys, "predict", "nosuchrun", tmp_path / "x.npy", "--dir", out)
+    assert_one_line_error(code, err, "nosuchrun")
 
 
 def test_init_writes_a_config_that_validates(tmp_path):
