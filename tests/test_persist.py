@@ -118,7 +118,7 @@ def test_run_then_predict_is_bit_identical(tmp_path, capsys, monkeypatch):
     assert_one_line_error(code, err, "nosuchrun")
 
 
-def test_init_writes_a_config_that_validates(tmp_path):
+def test_init_writes_a_config_that_validates(tmp_path, capsys, monkeypatch):
     from depthlab.experiments import load_config
 
     r = cli("init", "exp1", cwd=tmp_path)
@@ -126,8 +126,9 @@ def test_init_writes_a_config_that_validates(tmp_path):
     cfg = load_config(tmp_path / "exp1.toml")
     assert cfg["name"] == "exp1" and len(cfg["model"]["sizes"]) == 12
     assert "#" in (tmp_path / "exp1.toml").read_text()  # commented
-    r = cli("init", "exp1", cwd=tmp_path)
-    assert r.returncode == 2 and "already exists" in r.stderr
+    monkeypatch.chdir(tmp_path)  # the refusal in this process (exit 2, one line)
+    code, _, err = run_cli(capsys, "init", "exp1")
+    assert_one_line_error(code, err, "already exists")
 
 
 def test_bridge_without_torch_says_how_to_install():
@@ -142,7 +143,8 @@ def test_bridge_without_torch_says_how_to_install():
     assert "pip install depthlab[torch]" in r.stdout, r.stdout + r.stderr
 
 
-def test_shipped_examples_match_the_repository_and_init_copies_them(tmp_path):
+def test_shipped_examples_match_the_repository_and_init_copies_them(tmp_path, capsys,
+                                                                    monkeypatch):
     from pathlib import Path
 
     from depthlab.cli.init import shipped_examples
@@ -159,5 +161,6 @@ def test_shipped_examples_match_the_repository_and_init_copies_them(tmp_path):
     r = cli("init", "grid", "--example", "digits_sweep", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert load_config(tmp_path / "grid.toml")["sweep"]
-    r = cli("init", "x", "--example", "nope", cwd=tmp_path)
-    assert r.returncode == 2 and "digits_sweep" in r.stderr
+    monkeypatch.chdir(tmp_path)  # the refusal in this process (exit 2, one line)
+    code, _, err = run_cli(capsys, "init", "x", "--example", "nope")
+    assert_one_line_error(code, err, "digits_sweep")
