@@ -106,3 +106,22 @@ def test_dead_relu_cure_of_a_mixed_net_reinitializes_each_layer_for_its_own_acti
     assert f.prescription == {"init": "matched"}
     assert ("layer 1 (tanh): glorot_uniform; layer 2 (relu): he_normal; layer 3 (relu): "
             "he_normal") in f.prescription_text
+
+
+def test_init_of_layers_behind_a_first_step_layer_is_judged():
+    # step -> relu -> tanh with N(0, 0.0004) weights: the relu layer at 0.0027x He's variance;
+    # no init_mismatch (the init ratios were read only when the first layer's activation, the
+    # step, has a recommended initializer)
+    from depthlab.layers import Activation, Dense
+    init, seeds = dl.initializer("normal", std=0.02), iter(range(10))
+    layers = [Dense(8, 16, init=init, rng=next(seeds))]
+    for i, name in enumerate(["step", "relu", "tanh"]):
+        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=init, rng=next(seeds))]
+    net = dl.Network(layers, n_inputs=8)
+    f = next(f for f in dl.doctor(net, _data(), steps=10).findings if f.kind == "init_mismatch")
+    assert f.layers == [2, 3]
+    w = net.dense_layers()[1].W.value
+    want = float(w.var()) / dl.initializers.weight_variance("he_normal", *w.shape)
+    assert f.evidence["worst_layer"] == 2
+    assert f.evidence["variance_ratio"] == pytest.approx(want, rel=0.05)
+    assert "recommended for relu units" in f.message

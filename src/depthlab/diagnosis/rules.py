@@ -492,7 +492,10 @@ class RunContext:
         """Measured initial Var(W) (``weight_std`` at step 0 squared) / the variance of the
         initializer recommended for ``activation``, per hidden layer."""
         w = self.at(0, "weight_std")
-        if w.empty or rx.recommended_init(activation or self.activation) is None:
+        # (no layer's activation with a recommended init; a first step layer's had none and
+        # left a step -> relu -> tanh net's other layers unjudged)
+        if w.empty or not any(rx.recommended_init(activation or self.layer_activation(p.index))
+                              for p in self.points):
             return {}
         out = {}
         for p in self.points:  # each layer against its own activation's (layer_activation)
