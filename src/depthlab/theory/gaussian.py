@@ -247,9 +247,17 @@ def gaussian_rules(var: np.ndarray, mean: np.ndarray
         zs = lo + half * (1.0 + _GL_X)
         ws = half * _GL_W * np.exp(-0.5 * zs ** 2)
         keep = (hi > lo)[:, :, 0]  # the repeats' empty panels dropped
+        count = keep.sum(1) * _GL_POINTS
+        at = np.cumsum(count) - count
+        z, w = zs[keep].ravel(), ws[keep].ravel()
+        rows = np.repeat(np.arange(idx.size), count)
+        s_all = mean[idx][rows] + sd[rows] * z
+        w_all = w / np.add.reduceat(w, at)[rows]
+        if idx.size == var.size:  # (the common case: every pair shifted)
+            return s_all, w_all, at.astype(np.intp)
         for row, i in enumerate(idx):
-            z, w = zs[row][keep[row]].ravel(), ws[row][keep[row]].ravel()
-            nodes[i], weights[i] = mean[i] + sd[row] * z, w / w.sum()
+            nodes[i] = s_all[at[row]:at[row] + count[row]]
+            weights[i] = w_all[at[row]:at[row] + count[row]]
     sizes = [n.size for n in nodes]
     starts = np.cumsum([0] + sizes[:-1]).astype(np.intp)
     return np.concatenate(nodes), np.concatenate(weights), starts
