@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -108,6 +109,23 @@ def _bn_count(module: nn.Module, in_shape: Sequence[int] | None,
 _CHI2_NODES = 4000  # log-spaced nodes of the batch variance's chi-square distribution
 
 
+@lru_cache(maxsize=64)
+def _chi2_grid(k: int, tail: float) -> tuple[np.ndarray, np.ndarray]:
+    """Log-spaced nodes ``x`` of ``chi2_k`` from its ``tail`` quantile to its ``1 - 1e-14``
+    one and weights ``pdf(x) x`` (normalised to 1): :func:`_bn_inverse`'s rule, computed once
+    per ``(k, tail)`` (SciPy's quantiles and pdf were ~2 ms a BatchNorm layer, every run)."""
+    from scipy.stats import chi2
+    lo = float(chi2.ppf(tail, k))
+    hi = float(chi2.isf(1e-14, k))
+    t = np.linspace(math.log(max(lo, 1e-300)), math.log(hi), _CHI2_NODES)
+    xs = np.exp(t)
+    w = chi2.pdf(xs, k) * xs
+    w = w / w.sum()
+    xs.setflags(write=False)
+    w.setflags(write=False)
+    return xs, w
+
+
 def _bn_inverse(qb_c: np.ndarray, eps: float, count: int | None,
                 channels: int = 1, centered: bool = True) -> float:
     """``E |J^T g|^2 / (count Var(g))`` for BatchNorm's Jacobian ``J = (P - xhat xhat^T /
@@ -131,17 +149,11 @@ def _bn_inverse(qb_c: np.ndarray, eps: float, count: int | None,
         return float(np.mean(1.0 / (qb_c + eps)))
     if count < 1 + c:
         return 0.0
-    from scipy.stats import chi2
     k = count - c
     # 2-3 rows: E[1 / var] is infinite but for eps, and set by channels rarer than the
     # measurement's draws; 4 or more: the mean over networks (what seeds' mean squares give)
     tail = 1.0 / channels if k <= 2 and channels > 1 else 1e-14
-    lo = float(chi2.ppf(tail, k))
-    hi = float(chi2.isf(1e-14, k))
-    t = np.linspace(math.log(max(lo, 1e-300)), math.log(hi), _CHI2_NODES)
-    xs = np.exp(t)
-    w = chi2.pdf(xs, k) * xs
-    w = w / w.sum()
+    xs, w = _chi2_grid(k, tail)
     # the channels' qb_c on 1% levels (rounding errors average out over the channels)
     pos = qb_c > 0
     lv, inv = np.unique(np.round(np.log(np.where(pos, qb_c, 1.0)), 2), return_inverse=True)
