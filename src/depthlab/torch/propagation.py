@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -323,6 +324,30 @@ def _check_unit_scales(name: str, w64: torch.Tensor, spec: ActivationSpec,
                          "does not describe (a custom or hand-rescaled init)")
 
 
+def _weight_stats(seg: dict, w64: torch.Tensor, rows: bool = False) -> Any:
+    """``mean(W^2)``, ``mean(W)``, ``mean(b^2)``, ``mean(b)`` of the layer (``w64``: its
+    weights in float64; ``rows``: each output unit's ``mean_j W_j^2``), computed once per
+    segment while its weight and bias are unchanged (same storage and in-place version
+    counter): :func:`~depthlab.torch.predict.predict` runs :func:`_forward` on each segment
+    for every group of examples, and squaring ResNet-18's weights each time was a large part of
+    it. Only these numbers are kept, no copy of the weights."""
+    m = seg["module"]
+    key = tuple((t.data_ptr(), t._version) if t is not None else None
+                for t in (m.weight, m.bias))
+    hit = seg.get("_weight_stats")
+    if hit is None or hit[0] != key:
+        b64 = None if m.bias is None else m.bias.detach().to(torch.float64)
+        stats = (float(w64.pow(2).mean()), float(w64.mean()),
+                 0.0 if b64 is None else float(b64.pow(2).mean()),
+                 0.0 if b64 is None else float(b64.mean()))
+        hit = seg["_weight_stats"] = [key, stats, None]
+    if not rows:
+        return hit[1]
+    if hit[2] is None:
+        hit[2] = _unit_rows(m, w64).pow(2).mean(1).cpu().numpy()
+    return hit[2]
+
+
 def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     """Append the layer's row and return ``(E[a^2], E[a], batch variance of a, distribution
     of a)`` of its output (the distribution, nodes and weights, is what a skip carries).
@@ -335,10 +360,8 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     prev_sq, prev_mean, prev_bvar = prev[:3]
     m = seg["module"]
     w64 = m.weight.detach().to(torch.float64)
-    v, mw = float(w64.pow(2).mean()), float(w64.mean())
     b64 = None if m.bias is None else m.bias.detach().to(torch.float64)
-    b2 = 0.0 if b64 is None else float(b64.pow(2).mean())
-    mb = 0.0 if b64 is None else float(b64.mean())
+    v, mw, b2, mb = _weight_stats(seg, w64)
     fan_in, fan_out, spread = _fans(m, seg.get("in_shape"), seg.get("out_shape"))
     mw = _weight_mean(seg["name"], w64.numel(), v, mw, max(fan_in, fan_out))
     # zero padding: the input's E[a^2] is lower at the border, which fewer outputs read
@@ -420,7 +443,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
         # each channel is divided by its own batch std: qb_c from the channel's own mean
         # squared weight (E[1 / qb_c] > 1 / E[qb_c] when few inputs feed a channel, e.g. a
         # first conv with 2 input channels: the gradient is larger than 1 / mean qb says)
-        v_c = _unit_rows(m, w64).pow(2).mean(1).cpu().numpy()
+        v_c = _weight_stats(seg, w64, rows=True)
         qb_c = fan_in * v_c * prev_bvar + spread * v_c * prev_mean ** 2
         count = _bn_count(m, seg.get("in_shape"), seg.get("out_shape"))
         inv = _bn_inverse(qb_c if v_c.size == norm.num_features else np.array([qb]),
