@@ -10,11 +10,12 @@ ACTS = ["tanh", "relu", "sigmoid"]
 REC = {"tanh": "glorot_uniform", "relu": "he_normal", "sigmoid": "glorot_uniform"}
 
 
-def _mixed(std):
+def _mixed(std, acts=tuple(ACTS)):
+    """8 -> 16 -> 16 -> 16 -> 4 with the hidden activations ``acts`` and N(0, std^2) weights."""
     from depthlab.layers import Activation, Dense
     init, seeds = dl.initializer("normal", std=std), iter(range(10))
     layers = [Dense(8, 16, init=init, rng=next(seeds))]
-    for i, name in enumerate(ACTS):
+    for i, name in enumerate(acts):
         layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=init, rng=next(seeds))]
     return dl.Network(layers, n_inputs=8)
 
@@ -79,12 +80,7 @@ def test_torch_cure_of_a_mixed_model_reinitializes_each_layer_for_its_own_activa
 def test_step_layer_behind_a_tanh_layer_is_told_flat_everywhere():
     # tanh -> step -> tanh: layer 2 (step) passes no gradient; the dead-unit text read the first
     # layer's activation (tanh, not flat) and told of units off, not of f' = 0 everywhere
-    from depthlab.layers import Activation, Dense
-    init, seeds = dl.initializer("normal", std=0.5), iter(range(10))
-    layers = [Dense(8, 16, init=init, rng=next(seeds))]
-    for i, name in enumerate(["tanh", "step", "tanh"]):
-        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=init, rng=next(seeds))]
-    net = dl.Network(layers, n_inputs=8)
+    net = _mixed(0.5, ("tanh", "step", "tanh"))
     f = next(f for f in dl.doctor(net, _data(), steps=10).findings if f.kind == "dead_relu")
     assert f.layers == [2]
     assert "step has f'(s) = 0 everywhere" in f.message
@@ -95,12 +91,7 @@ def test_step_layer_behind_a_tanh_layer_is_told_flat_everywhere():
 def test_dead_relu_cure_of_a_mixed_net_reinitializes_each_layer_for_its_own_activation():
     # tanh -> relu -> relu, N(0, 0.0025) weights, lr 0.5: layer 3's units die; the cure was
     # "Initialize with he_normal" for the whole net, the tanh layer included (Glorot's its own)
-    from depthlab.layers import Activation, Dense
-    init, seeds = dl.initializer("normal", std=0.05), iter(range(10))
-    layers = [Dense(8, 16, init=init, rng=next(seeds))]
-    for i, name in enumerate(["tanh", "relu", "relu"]):
-        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=init, rng=next(seeds))]
-    net = dl.Network(layers, n_inputs=8)
+    net = _mixed(0.05, ("tanh", "relu", "relu"))
     f = next(f for f in dl.doctor(net, _data(), steps=20, lr=0.5).findings
              if f.kind == "dead_relu")
     assert f.prescription == {"init": "matched"}
@@ -112,12 +103,7 @@ def test_init_of_layers_behind_a_first_step_layer_is_judged():
     # step -> relu -> tanh with N(0, 0.0004) weights: the relu layer at 0.0027x He's variance;
     # no init_mismatch (the init ratios were read only when the first layer's activation, the
     # step, has a recommended initializer)
-    from depthlab.layers import Activation, Dense
-    init, seeds = dl.initializer("normal", std=0.02), iter(range(10))
-    layers = [Dense(8, 16, init=init, rng=next(seeds))]
-    for i, name in enumerate(["step", "relu", "tanh"]):
-        layers += [Activation(name), Dense(16, 16 if i < 2 else 4, init=init, rng=next(seeds))]
-    net = dl.Network(layers, n_inputs=8)
+    net = _mixed(0.02, ("step", "relu", "tanh"))
     f = next(f for f in dl.doctor(net, _data(), steps=10).findings if f.kind == "init_mismatch")
     assert f.layers == [2, 3]
     w = net.dense_layers()[1].W.value

@@ -175,19 +175,7 @@ def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"need a finite variance > 0 and a finite mean, got {var!r}, {mean!r}")
     gl_x, gl_w = _GL_X, _GL_W
     sd = math.sqrt(var)
-    z0 = -mean / sd
-    parts = [np.arange(-_Z_MAX, _Z_MAX + _PANEL / 2, _PANEL), [z0]]
-    if sd > 1.0:  # features of width ~1 in s are narrower than a panel in z
-        near = _S_NEAR / sd
-        k = math.ceil(near * sd / _PANEL)
-        parts.append(z0 + np.arange(-k, k + 1) * (near / k))
-        far, d = [], near
-        growth = max(_GROWTH, (2 * _Z_MAX / near) ** (1.0 / _FAR_PANELS))
-        while d < 2 * _Z_MAX:
-            d = min(d * growth, d + _PANEL)
-            far.append(d)
-        parts += [z0 + np.asarray(far), z0 - np.asarray(far)]
-    breaks = np.unique(np.clip(np.concatenate(parts), -_Z_MAX, _Z_MAX))
+    breaks = np.unique(_shifted_breaks(np.array([sd]), np.array([-mean / sd]))[0])
     lo, hi = breaks[:-1, None], breaks[1:, None]
     half = 0.5 * (hi - lo)
     z = (lo + half * (1.0 + gl_x)).ravel()
@@ -197,7 +185,11 @@ def shifted_normal_rule(var: float, mean: float) -> tuple[np.ndarray, np.ndarray
 
 def _shifted_breaks(sd: np.ndarray, z0: np.ndarray) -> np.ndarray:
     """:func:`shifted_normal_rule`'s panel edges for many ``(sd, z0 = -mean / sd)`` at once,
-    one row each, sorted, padded with repeats (empty panels) to a common length."""
+    one row each, sorted, padded with repeats (empty panels) to a common length: every 0.5 in
+    ``z`` on ``|z| <= 10`` and ``z0``; where ``sd > 1`` (features of width ~1 in ``s`` are
+    narrower than a panel in ``z``) ``2k + 1`` edges spaced ``near / k`` about ``z0``
+    (``near = 16 / sd``, ``k = ceil(near sd / 0.5)``), then edges at ``z0 ± d`` with ``d``
+    growing by ``min(d g, d + 0.5)``, ``g = max(1.3, (20 / near)^(1/100))``, to ``2 z_max``."""
     grid = np.arange(-_Z_MAX, _Z_MAX + _PANEL / 2, _PANEL)
     cols = [np.broadcast_to(grid, (sd.size, grid.size)), z0[:, None]]
     wide = sd > 1.0
