@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers.gradcheck import fd_err, numeric_grad
+from helpers.torchref import depthlab_loss
 
 import depthlab as dl
 from depthlab.activations import REGISTRY as ACT_REGISTRY
@@ -423,16 +424,6 @@ def test_dense_gradients_by_finite_differences():
 # -- losses --------------------------------------------------------------------------------
 
 
-def _torch_loss(name, kw, z, y):
-    if name == "mse":
-        return F.mse_loss(z, y)
-    if name == "huber":
-        return F.huber_loss(z, y, delta=kw.get("delta", 1.0))
-    if name == "binary_cross_entropy":
-        return F.binary_cross_entropy_with_logits(z, y)
-    return F.cross_entropy(z, y, label_smoothing=kw.get("label_smoothing", 0.0))
-
-
 LOGITS = np.array([[1e4, -1e4, 0.0], [-800.0, 750.0, 1.0], [0.3, -0.2, 0.1],
                    [50.0, 50.0, -50.0], [-1e-9, 0.0, 1e-9]])
 LOSS_CASES = [
@@ -461,7 +452,7 @@ def test_loss_and_gradient_match_torch_at_extreme_logits(name, kw, z, y, dtype):
     assert isinstance(value, float) and grad.dtype == dtype and grad.shape == z.shape
     tz = torch.tensor(z.astype(np.float64), requires_grad=True)
     ty = torch.tensor(y) if y.dtype.kind == "i" else torch.tensor(y.astype(np.float64))
-    tl = _torch_loss(name, kw, tz, ty)
+    tl = depthlab_loss(name, kw, tz, ty)
     tl.backward()
     assert np.isfinite(value) and np.isfinite(grad).all()
     tol = 1e-12 if dtype == np.float64 else 1e-6

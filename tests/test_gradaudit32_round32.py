@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.gradcheck import fd_err, numeric_grad, rel_err
+from helpers.torchref import depthlab_loss
 
 from depthlab import regularizers
 from depthlab.activations import ACTIVATIONS, get_activation
@@ -111,16 +112,6 @@ def test_activation_backward_at_awkward_points(name, kwargs, tfn, kink):
     assert fd_err(got, num) < 1e-6, (name, got, num)
 
 
-def _torch_loss(name, kwargs, z, y):
-    if name == "mse":
-        return F.mse_loss(z, y)
-    if name == "huber":
-        return F.huber_loss(z, y, delta=kwargs.get("delta", 1.0))
-    if name == "binary_cross_entropy":
-        return F.binary_cross_entropy_with_logits(z, y)
-    return F.cross_entropy(z, y, label_smoothing=kwargs.get("label_smoothing", 0.0))
-
-
 Z = np.array([[1.0, -2.0, 0.5], [0.3, 0.3, -1.0]])
 # canonical name -> [(kwargs, logits, target)]
 LOSS_CASES = {
@@ -158,7 +149,7 @@ def test_loss_every_alias_matches_torch_and_finite_differences(name, kwargs, z, 
         yt = torch.tensor(y, dtype=torch.long)
     else:
         yt = _t(y).reshape(z.shape)
-    ref = _torch_loss(name, kwargs, zt, yt)
+    ref = depthlab_loss(name, kwargs, zt, yt)
     ref.backward()
     for alias in names:
         loss = get_loss(alias, **kwargs)

@@ -67,3 +67,17 @@ class ResidualReluNet(nn.Module):
         h = torch.relu(self.inp(x))
         h = h + self.f2(torch.relu(self.f1(h)))
         return self.out(h)
+
+
+def depthlab_loss(name: str, kwargs: dict[str, Any], z: torch.Tensor,
+                  y: torch.Tensor) -> torch.Tensor:
+    """PyTorch's twin of depthlab's loss ``name`` (canonical name, its keyword arguments) on
+    logits ``z`` and targets ``y``: mse, huber (``delta``), binary cross-entropy on logits,
+    else cross-entropy (``label_smoothing``)."""
+    if name == "mse":
+        return F.mse_loss(z, y)
+    if name == "huber":
+        return F.huber_loss(z, y, delta=kwargs.get("delta", 1.0))
+    if name == "binary_cross_entropy":
+        return F.binary_cross_entropy_with_logits(z, y)
+    return F.cross_entropy(z, y, label_smoothing=kwargs.get("label_smoothing", 0.0))
