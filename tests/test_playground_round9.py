@@ -140,7 +140,10 @@ def test_an_exploding_network_gets_numbers_on_its_axes_and_a_word_on_its_loss(pa
     # was: no number at all on the histograms' value axis and on the activation axis
     hist = axis_labels(page, "plot-hist", 0)
     evo = axis_labels(page, "plot-evo", 1)
-    assert len(hist) >= 2 and all("e3" in v for v in hist), hist
+    # (round 34: the layers' ranges, 6.3 to 1e38, differ too much for one linear axis: each is
+    # drawn over its own range, x = value / its largest |value|, those 1e3x scales in the note)
+    assert len(hist) >= 2, hist
+    assert "e+3" in page.locator("#hist-scale").text_content()
     assert len(evo) >= 2, evo
     # was: an empty loss panel without a word
     assert "held-out loss at step 0 is not finite" in page.locator("#loss-note").text_content()

@@ -819,6 +819,7 @@ function onUpdate(m) {
   // a layer whose values all overflowed (inf, NaN) has no histogram: no line (its bins, all 0,
   // drew a flat line at 0 without a word), and its range takes no part in the common one
   const empty = (hh) => hh.n > 0 && hh.nonfinite >= hh.n;
+  let scaleNote = "";
   if (m.hist.length) {
     const shown = m.hist.filter((hh) => !empty(hh)), ref = shown.length ? shown : m.hist;
     const h0 = ref[0], n = h0.p.length;
@@ -828,7 +829,14 @@ function onUpdate(m) {
     if (same) {
       S.plots["plot-hist"].setData([x, ...m.hist.map((hh) => empty(hh) ? x.map(() => null) : hh.p)]);
     } else {
-      const lo = Math.min(...ref.map((hh) => hh.lo)), hi = Math.max(...ref.map((hh) => hh.hi));
+      // layers whose ranges differ by more than HIST_SPREAD times (an exploding or vanishing
+      // net: ReLU with N(0, 1) weights, layer 1 up to 6.5, layer 20 up to 9.5e11) are drawn
+      // each over its own range, x = value / s with s = the layer's largest |value|
+      // (max(|lo|, |hi|)): on one linear axis every layer but the widest was a spike of
+      // fraction 1 in the first bin, read as "all activations 0"
+      const own = histScales(ref);
+      const lo = Math.min(...ref.map((hh) => hh.lo / (own ? own.get(hh) : 1)));
+      const hi = Math.max(...ref.map((hh) => hh.hi / (own ? own.get(hh) : 1)));
       const N = 60, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
       // each layer's bin shares its fraction among the common bins it overlaps, in proportion
       // to the overlap (moving it whole to the bin of its centre left every other common bin
@@ -836,9 +844,10 @@ function onUpdate(m) {
       const w = (hi - lo) / N;
       const ys = m.hist.map((hh) => {
         if (empty(hh)) return new Array(N).fill(null);
-        const out = new Array(N).fill(0), bw = (hh.hi - hh.lo) / hh.p.length;
+        const sc = own ? own.get(hh) : 1, hlo = hh.lo / sc;
+        const out = new Array(N).fill(0), bw = (hh.hi - hh.lo) / sc / hh.p.length;
         hh.p.forEach((p, i) => {
-          const a = hh.lo + i * bw, b = a + bw;
+          const a = hlo + i * bw, b = a + bw;
           const j0 = Math.max(0, Math.floor((a - lo) / w)), j1 = Math.min(N - 1, Math.floor((b - lo) / w));
           for (let j = j0; j <= j1; j++) {
             const o = Math.min(b, lo + (j + 1) * w) - Math.max(a, lo + j * w);
@@ -848,9 +857,12 @@ function onUpdate(m) {
         return out;
       });
       S.plots["plot-hist"].setData([xs, ...ys]);
+      scaleNote = own ? ownScaleNote(ref, own) : "";
     }
+    histAxisLabel(scaleNote ? "activation value / the layer's largest |value|" : "activation value");
   }
   $("hist-note").textContent = histNote(m.hist, empty);
+  $("hist-scale").textContent = scaleNote;
   S.plots["plot-sat"].setData([layers, m.saturated, m.inactive, m.dead]);
   // the server leaves out the fractions of a layer whose outputs overflowed (every layer has
   // a dead fraction otherwise): say which, rather than a line that stops without a word
@@ -1173,6 +1185,38 @@ function histNote(hist, empty) {
     groups.set(key, [...(groups.get(key) || []), hh.layer]);
   }
   return [...groups].map(([text, ls]) => `${unit(ls.length)} ${ls.join(", ")}: ${text}`).join("; ");
+}
+
+/* Layers' histogram ranges further apart than this factor (widest span / narrowest) are drawn
+   each over its own range: the narrowest then covered under 1/HIST_SPREAD of the common axis,
+   6 of its 60 bins, its shape a spike at the axis's start. */
+const HIST_SPREAD = 10;
+
+/* Each layer's scale s = max(|lo|, |hi|) (a Map keyed by the histogram entry) when the spans
+   hi - lo of the drawn layers differ by more than HIST_SPREAD times, else null. */
+function histScales(hist) {
+  const spans = hist.map((hh) => hh.hi - hh.lo).filter((d) => d > 0 && isFinite(d));
+  if (spans.length < 2 || Math.max(...spans) <= HIST_SPREAD * Math.min(...spans)) return null;
+  return new Map(hist.map((hh) => [hh, Math.max(Math.abs(hh.lo), Math.abs(hh.hi)) || 1]));
+}
+
+/* "The layers' ranges differ 1.48e+11 times: each is drawn over its own range, x = value / s,
+   s = its largest |value|: layer 1 s = 6.463, layer 5 s = 1201, ..." */
+function ownScaleNote(hist, own) {
+  const spans = hist.map((hh) => hh.hi - hh.lo).filter((d) => d > 0 && isFinite(d));
+  const f = Math.max(...spans) / Math.min(...spans);
+  return `The ${unit(2)}' ranges differ ${fmt(f)} times: each is drawn over its own range, ` +
+    `x = value / s, s = its largest |value|: ` +
+    hist.map((hh) => `${unit()} ${hh.layer} s = ${fmt(own.get(hh))}`).join(", ");
+}
+
+/* The histogram panel's x-axis title (it says when the values are scaled per layer); uPlot
+   draws it on the canvas from axes[0].label. */
+function histAxisLabel(text) {
+  const u = S.plots["plot-hist"];
+  if (!u || u.axes[0].label === text) return;
+  u.axes[0].label = text;
+  u.redraw(false, false);
 }
 
 function rangeText(layers) {
