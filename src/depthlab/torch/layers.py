@@ -10,7 +10,10 @@ Weight layers
     ``in_proj_weight`` or ``q/k/v_proj_weight``; its output is internal to the attention
     function, so only weight quantities are measured) and ``NAME.out_proj`` (whose output is
     the attention module's output). The model itself counts only when it has no children (a
-    parameter such as a learned position table on the top-level module is not a layer).
+    parameter such as a learned position table on the top-level module is not a layer), and
+    any other module only when none of its submodules owns such a weight (torchvision ViT's
+    ``Encoder.pos_embedding`` beside its blocks is no more a layer than a top-level one; a
+    custom layer with an activation or dropout module as its child still is).
     Layers are numbered 1, 2, ... in the order they first run
     in a forward pass (:func:`discover`); a module that never runs gets no number.
 
@@ -659,6 +662,31 @@ def check_initialized(model: nn.Module) -> None:
                          "attaching depthlab")
 
 
+def _weight_holders(model: nn.Module) -> set[int]:
+    """``id`` of every module of ``model`` that owns a weight a layer could be of (a real
+    floating-point parameter of >= 2 dims, normalizations excepted), the modules that compute
+    a parametrized weight left out (they belong to the parametrized module)."""
+    inner = {id(c) for m in model.modules() if parametrize.is_parametrized(m)
+             for c in m.parametrizations.modules()}
+    return {id(m) for m in model.modules()
+            if id(m) not in inner and not is_norm(m) and own_weights(m)}
+
+
+def _holds_layers(module: nn.Module, holders: set[int]) -> bool:
+    """Whether a submodule of ``module`` (not itself, not its parametrizations) owns a weight:
+    then ``module``'s own parameters sit beside layers, as the model's own do (torchvision
+    ViT's ``Encoder.pos_embedding`` ``(1, S, D)`` beside its encoder blocks, Swin's
+    ``relative_position_bias_table`` beside the attention's ``qkv``/``proj``, Mamba's
+    ``A_log``, a ``(1, D)`` shift in an MLP body): its output is its children's, not that of
+    a map by those parameters, and it is no layer (it gave a "layer" whose ``pre_*`` rows
+    repeated the last child's output, e.g. a LayerNorm's std 1.0, shifted the numbering of
+    every later layer, and made ``dlt.predict`` refuse the model by its name)."""
+    inner = {id(c) for c in module.parametrizations.modules()} \
+        if parametrize.is_parametrized(module) else set()
+    return any(id(c) in holders and id(c) not in inner
+               for c in module.modules() if c is not module)
+
+
 def weight_modules(model: nn.Module) -> list[LayerInfo]:
     """Every weight layer of ``model`` in ``named_modules()`` order (not yet numbered).
 
@@ -668,6 +696,7 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
     check_initialized(model)
     out: list[LayerInfo] = []
     skip: set[int] = set()
+    holders = _weight_holders(model)
     for name, m in model.named_modules():
         if id(m) in skip:
             continue
@@ -688,7 +717,8 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
         # the layer before (it was a weight layer, which took that layer's norm and activation
         # rows and shifted the numbering of every later layer)
         own = [] if is_norm(m) else layer_weights(m)
-        if own and (m is not model or next(iter(m.children()), None) is None):
+        if own and (m is not model or next(iter(m.children()), None) is None) \
+                and not _holds_layers(m, holders):
             out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
                                  feature_axis(m)))
     if not out:

@@ -1,0 +1,64 @@
+"""Round 34 (torchhunt34): dlt.probe / dlt.Watch on models earlier rounds did not use."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+class _Encoder(nn.Module):
+    """torchvision's ViT ``Encoder``: a learned position table beside its blocks."""
+
+    def __init__(self, seq: int, d: int) -> None:
+        super().__init__()
+        self.pos_embedding = nn.Parameter(torch.randn(1, seq, d) * 0.02)
+        self.fc = nn.Linear(d, d)
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, x):
+        return self.ln(torch.tanh(self.fc(x + self.pos_embedding)))
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.encoder = _Encoder(4, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.inp(x))[:, 0])
+
+
+class _Dense(nn.Module):
+    """A custom layer owning its weight, with an activation module as its only child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 6) * 0.4)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return self.act(x @ self.weight.t())
+
+
+def test_a_submodules_own_table_beside_its_layers_is_not_a_layer() -> None:
+    """A submodule's own >= 2-dim parameter beside child layers (ViT's pos_embedding) made the
+    submodule a "layer" whose pre_* rows were its children's output (LayerNorm: std 1.0)."""
+    torch.manual_seed(0)
+    model = _Net()
+    x, y = torch.randn(5, 4, 6), torch.randint(0, 3, (5,))
+    table = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    layers = table[table.layer > 0].drop_duplicates("layer")
+    assert list(zip(layers.layer, layers.module)) == [(1, "inp"), (2, "encoder.fc"), (3, "head")]
+    head = table[(table.module == "head") & (table.quantity == "pre_std")].value.item()
+    out = model(x).detach().double()
+    assert head == pytest.approx(out.std(unbiased=False).item(), rel=1e-6)
+    # a custom layer whose children hold no weights stays a layer
+    dense = nn.Sequential(_Dense(), nn.Linear(8, 3))
+    t2 = dlt.probe(dense, torch.randn(7, 6), torch.randint(0, 3, (7,)), nn.CrossEntropyLoss())
+    assert sorted(set(zip(t2.layer, t2.module)) - {(0, "")}) == [(1, "0"), (2, "1")]
