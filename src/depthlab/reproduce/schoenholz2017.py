@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -380,9 +381,7 @@ def _fig_grid(grid: pd.DataFrame, sw2_grid: list[float], depths: list[int],
     mesh = ax.pcolormesh(x_edges, y_edges, acc.to_numpy(), cmap="viridis", vmin=0, vmax=1)
     fig.colorbar(mesh, ax=ax, label=f"best training accuracy in {steps}·max(1, L/"
                  f"{PHASE_DEPTH}) steps")
-    sw = np.linspace(min(sw2_grid), max(sw2_grid), 200)
-    six_xi = np.array([6 * meanfield("tanh", v, SIGMA_B2).xi_c for v in sw])
-    six_xi = np.where(np.isfinite(six_xi), six_xi, 1e6)
+    sw, six_xi = _six_xi_c(float(min(sw2_grid)), float(max(sw2_grid)), SIGMA_B2)
     ax.plot(sw, six_xi, "w--", lw=2, label="6 ξ_c (mean field)")
     for i, depth in enumerate(depths):  # each point's accuracy, readable on any grid size
         for j, sw2 in enumerate(sw2_grid):
@@ -403,6 +402,19 @@ def _fig_grid(grid: pd.DataFrame, sw2_grid: list[float], depths: list[int],
               facecolor="0.45", labelcolor="white")  # grey: the white line must show
     fig.tight_layout()
     return fig
+
+
+@lru_cache(maxsize=8)
+def _six_xi_c(lo: float, hi: float, sigma_b2: float) -> tuple[np.ndarray, np.ndarray]:
+    """The trainability figure's curve: ``6 xi_c`` of tanh (``meanfield``) at 200 ``sigma_w^2``
+    from ``lo`` to ``hi`` (1e6 where ``xi_c`` is infinite). 200 correlation-map fixed points
+    (~5 s): computed once per range, not for every figure drawn on it; read-only arrays."""
+    sw = np.linspace(lo, hi, 200)
+    six_xi = np.array([6 * meanfield("tanh", v, sigma_b2).xi_c for v in sw])
+    six_xi = np.where(np.isfinite(six_xi), six_xi, 1e6)
+    sw.setflags(write=False)
+    six_xi.setflags(write=False)
+    return sw, six_xi
 
 
 def _edges(v: np.ndarray, log: bool) -> np.ndarray:
