@@ -62,3 +62,22 @@ def test_a_submodules_own_table_beside_its_layers_is_not_a_layer() -> None:
     dense = nn.Sequential(_Dense(), nn.Linear(8, 3))
     t2 = dlt.probe(dense, torch.randn(7, 6), torch.randint(0, 3, (7,)), nn.CrossEntropyLoss())
     assert sorted(set(zip(t2.layer, t2.module)) - {(0, "")}) == [(1, "0"), (2, "1")]
+
+
+def test_the_doctors_init_cures_leave_a_nested_position_table_alone() -> None:
+    """The init cures took torchvision ViT's Encoder.pos_embedding (beside its blocks) for a
+    weight matrix and re-initialized it (as they did a top-level one before round 16)."""
+    import copy
+
+    from depthlab.torch import prescriptions as rx
+    from depthlab.torch.train import TorchTrainSpec
+
+    torch.manual_seed(0)
+    model = _Net()
+    x = torch.randn(16, 4, 6)
+    traced = rx.trace(model, x[:8])
+    assert [t.name for t in traced] == ["inp", "encoder.fc", "head"]
+    for cure in ("lsuv", "matched"):
+        cured, _ = rx.apply({"init": cure}, copy.deepcopy(model), TorchTrainSpec(), x)
+        assert torch.equal(cured.encoder.pos_embedding, model.encoder.pos_embedding)
+        assert not torch.equal(cured.encoder.fc.weight, model.encoder.fc.weight)

@@ -59,7 +59,7 @@ from torch.nn import functional as F  # noqa: N812
 from torch.nn.utils import parametrize
 
 from ..diagnosis.prescriptions import RECOMMENDED_INIT, init_caveat, recommended_init
-from .layers import activation_spec, is_norm, own_weights, untouched
+from .layers import _holds_layers, _weight_holders, activation_spec, is_norm, own_weights, untouched
 from .train import TorchTrainSpec
 
 ACTIVATION_MODULES: dict[type[nn.Module], str] = {
@@ -165,9 +165,14 @@ def _layer_modules(model: nn.Module) -> set[nn.Module]:
     """The modules of ``model`` that are weight layers (:func:`weight_tensors`), the model
     itself not when it has submodules (its own parameters, e.g. a positional embedding
     ``nn.Parameter(torch.zeros(1, T, E))`` beside its layers, are no layer of the probe's;
-    taken for one, the ``init`` cures re-initialized the embedding as a weight matrix)."""
+    taken for one, the ``init`` cures re-initialized the embedding as a weight matrix), nor
+    any module one of whose submodules owns a weight (torchvision ViT's
+    ``Encoder.pos_embedding`` beside its blocks, re-initialized as a weight matrix before;
+    the probe's rule, :func:`depthlab.torch.layers.weight_modules`)."""
+    holders = _weight_holders(model)
     return {m for m in model.modules() if weight_tensors(m)
-            and (m is not model or next(iter(m.children()), None) is None)}
+            and (m is not model or next(iter(m.children()), None) is None)
+            and not _holds_layers(m, holders)}
 
 
 def fans(weight: torch.Tensor) -> tuple[int, int]:
