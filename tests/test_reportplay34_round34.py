@@ -4,9 +4,11 @@ A ReLU net with N(0, 1) weights, 32 wide and 20 deep (the lecture's "exploding" 
 shown layers' activations reach 6.5 (layer 1), 1.2e3, 2.0e5, 1.3e7, 4.1e9 and 9.5e11 (layer 20)
 at step 0. The panel drew them on one linear axis from 0 to 9.5e11: layers 1-16 were each a
 spike of fraction 1 in the first of 60 bins, read as "every activation is 0" (dead units) in a
-network whose activations explode. Now layers whose ranges differ by more than 10 times are
-drawn each over its own range, x = value / s (s = the layer's largest |value|), the axis says so
-and a note under the panel gives every layer's s.
+network whose activations explode. Now layers whose ranges differ by more than 1000 times
+(three decades, the loss panel's rule for a log scale) are drawn each over its own range,
+x = value / s (s = the layer's largest |value|), the axis says so and a note under the panel
+gives every layer's s; ranges closer than that keep one axis (a vanishing net's deeper layers
+narrowing towards 0 is the Glorot & Bengio figure's point).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def test_an_exploding_networks_histograms_are_each_drawn_over_their_own_range(br
         note = pg.evaluate("(document.getElementById('hist-scale') || {}).textContent")
         label = pg.evaluate("S.plots['plot-hist'].axes[0].label")  # drawn on the canvas
         pg.locator("#panel-hist").screenshot(path=str(shots / "exploding_hist.png"))
+        # the same snapshot with the ranges 100 times apart (layer 1's a hundredth): one axis
+        common = pg.evaluate("""() => { const m = JSON.parse(JSON.stringify(S.last));
+            const top = m.hist[m.hist.length - 1].hi;
+            m.hist.forEach((h, i) => { h.lo = 0; h.hi = top / (i ? 1 : 100); }); onUpdate(m);
+            return [(document.getElementById('hist-scale') || {}).textContent,
+                    S.plots['plot-hist'].axes[0].label, S.plots['plot-hist'].data[0].at(-1)]; }""")
     scales = {layer: max(abs(lo), abs(hi)) for layer, lo, hi, _ in hist}
     spans = [hi - lo for _, lo, hi, _ in hist]
     assert max(spans) > 1e9 * min(spans)  # the exploding net: ranges 1e11 apart
@@ -69,6 +77,8 @@ def test_an_exploding_networks_histograms_are_each_drawn_over_their_own_range(br
         # was: layers 1-16 a single spike (their whole mass in the first of 60 bins)
         assert np.count_nonzero(np.asarray(ys) > 1e-3) >= 10, (layer, ys)
     assert label == "activation value / the layer's largest |value|", label
+    top = hist[-1][2]
+    assert common == ["", "activation value", pytest.approx(top * (N_COMMON - 0.5) / N_COMMON)]
     ratio = max(spans) / min(spans)
     assert note.startswith(f"The layers' ranges differ {_fmt(ratio)} times: each is drawn over its "
                            "own range, x = value / s, s = its largest |value|: "), note

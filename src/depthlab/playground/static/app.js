@@ -837,7 +837,7 @@ function onUpdate(m) {
       const own = histScales(ref);
       const lo = Math.min(...ref.map((hh) => hh.lo / (own ? own.get(hh) : 1)));
       const hi = Math.max(...ref.map((hh) => hh.hi / (own ? own.get(hh) : 1)));
-      const N = 60, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
+      const N = HIST_COMMON_BINS, xs = Array.from({ length: N }, (_, i) => lo + (i + 0.5) * (hi - lo) / N);
       // each layer's bin shares its fraction among the common bins it overlaps, in proportion
       // to the overlap (moving it whole to the bin of its centre left every other common bin
       // empty where a layer's bins are wider: a comb of spikes and zeros)
@@ -1187,10 +1187,16 @@ function histNote(hist, empty) {
   return [...groups].map(([text, ls]) => `${unit(ls.length)} ${ls.join(", ")}: ${text}`).join("; ");
 }
 
-/* Layers' histogram ranges further apart than this factor (widest span / narrowest) are drawn
-   each over its own range: the narrowest then covered under 1/HIST_SPREAD of the common axis,
-   6 of its 60 bins, its shape a spike at the axis's start. */
-const HIST_SPREAD = 10;
+/* The histogram panel's common bins. */
+const HIST_COMMON_BINS = 60;
+
+/* Layers' ranges further apart than this factor (widest span / narrowest: three decades, as
+   the loss panel turns to a log scale past three decades) are drawn each over its own range: on
+   one linear axis every layer but the widest fits inside a bin or two, one spike of fraction 1
+   at the axis's start, read as "every value 0" (an exploding ReLU net's layers 1-16, 6.5 to
+   4e9, beside layer 20's 9.5e11). Ranges closer than that share the axis, where a vanishing
+   net's deeper layers narrowing towards 0 is the figure's point (Glorot & Bengio 2010). */
+const HIST_SPREAD = 1000;
 
 /* Each layer's scale s = max(|lo|, |hi|) (a Map keyed by the histogram entry) when the spans
    hi - lo of the drawn layers differ by more than HIST_SPREAD times, else null. */
