@@ -281,9 +281,12 @@ LABEL_LIMIT = 2**63
 def _as_int_labels(y: np.ndarray, where: str) -> np.ndarray:
     if y.dtype.kind == "b":
         return y.astype(np.int64)
-    if y.dtype.kind in "uf" and y.size and (
-            np.isfinite(y).all() if y.dtype.kind == "f" else True) and y.max() >= LABEL_LIMIT:
-        big = int(y.max()) if y.dtype.kind == "u" else f"{float(y.max()):g}"
+    # the largest label as a Python number: NumPy compares a float16 label with 2**63 in
+    # float16, where 2**63 overflows ("overflow encountered in cast" beside a finished run)
+    top = (y.max().item() if y.dtype.kind in "uf" and y.size and (
+        np.isfinite(y).all() if y.dtype.kind == "f" else True) else None)
+    if top is not None and top >= LABEL_LIMIT:
+        big = int(top) if y.dtype.kind == "u" else f"{float(top):g}"
         raise ValueError(f"{where}: label {big} is too large; accepted: integers "
                          "0 <= label < 2**63 (one output per class)")
     if y.dtype.kind in "iu":

@@ -1,0 +1,32 @@
+"""Round 34 (cliux34): the CLI, data loading and the run store as a demanding user meets them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from helpers.cli import one_blas_thread, run_cli
+
+
+def test_float16_labels_train_without_a_raw_numpy_warning(tmp_path, capsys, monkeypatch):
+    """A .npz of float16 class labels (0.0/1.0, as np.float16 arrays save them) printed
+    "depthlab: warning: overflow encountered in cast" beside a finished run: the label-size
+    check compared the float16 labels with 2**63, which float16 cannot hold. The labels are
+    read as the classes they are."""
+    from depthlab.data import load_dataset
+
+    one_blas_thread(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    y = (x[:, 0] > 0).astype(np.float16)
+    np.savez(tmp_path / "h.npz", x=x, y=y)
+    config = tmp_path / "h.toml"
+    config.write_text('[data]\npath = "h.npz"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                      "[train]\nepochs = 1\n")
+    code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    assert code == 0, err
+    assert "overflow" not in err and "warning" not in err, err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any NumPy warning fails the load
+        data = load_dataset(tmp_path / "h.npz", seed=0, val_fraction=0.0, test_fraction=0.0)
+    assert sorted(data.y_train.tolist()) == sorted(y.astype(int).tolist())
