@@ -2,7 +2,7 @@
 
 A prescription is a dict of ``mlp()`` arguments (``init``, ``activation``, ``batchnorm``,
 ``bias_init``, ``bn_inference``, ``bn_momentum``) and/or training settings (``lr``,
-``optimizer``, ``batch_size``, ``standardize``, ``standardize_targets``:
+``optimizer``, ``batch_size``, ``standardize``, ``standardize_targets``, ``l1``, ``l2``:
 :data:`TRAINING_KEYS`), plus a sentence saying why.
 """
 
@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size", "standardize",
-                           "standardize_targets"})
+                           "standardize_targets", "l1", "l2"})
 """Prescription keys that change training settings rather than the network config."""
 
 RECOMMENDED_INIT: dict[str, str] = {
@@ -501,6 +501,18 @@ def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]
         "config; before fit, transform y_train and y_val alike)"
         + ("; and the inputs, which are not standardized either (standardize=True)."
            if inputs_too else "."))
+
+
+def for_penalty_too_strong(penalties: dict[str, float], shrink: float
+                           ) -> tuple[dict[str, Any], str]:
+    """Cure for a weight penalty that drove the weights to 0: each given penalty (``l1``,
+    ``l2``) 10x smaller."""
+    new = {k: float(f"{v / 10:.12g}") for k, v in penalties.items()}
+    named = ", ".join(f"{k} = {v:g}" for k, v in new.items())
+    return new, (
+        f"Use a 10x weaker weight penalty ({named}): the penalty's pull towards 0 outweighed "
+        f"the data's gradient, shrinking the weights {shrink:.3g}x until the output no longer "
+        "depends on the input.")
 
 
 def for_lr_too_low(lr: float, factor: float, update_ratio: float) -> tuple[dict[str, Any], str]:

@@ -48,6 +48,14 @@ Thresholds (module constants):
                               lr 0.01: 0.02), where lr 0.03's first steps (0.21 at step 1)
                               lowered it to 0.71-0.85x (a run whose loss became non-finite
                               is the divergence finding's)
+``PENALTY_SHRINK`` 4          the weight penalty is too strong (``l1``/``l2`` given): the hidden
+                              layers' weight std shrank by 4x or more from step 0 to the end
+                              (median over layers) while the probe batch's loss did not end
+                              below a constant prediction's (by 1%): 5-16-16-3 relu, He, sgd
+                              lr 0.01, 200 steps, l2 = 1 (weights x0.98 per step): 55x,
+                              loss at ln 3; l1 = 1: 85x. Before: a clean bill of health (l2)
+                              or lr_too_high (l1: the penalty's own steps on weights near 0);
+                              lr_too_high defers to it unless the first updates were large too
 ``LR_SHORTFALL`` 3            the learning rate is too low: ``1e-3`` (a healthy ``||dW|| / ||W||``)
                               over the largest update ratio of any hidden layer at any probed
                               step, above 3 (no layer ever moved by a third of 1e-3 of its
@@ -279,6 +287,7 @@ SHIFTED_FRAC = 0.9
 EARLY_UPDATE_STEPS = 10
 LR_STEP_FALL = 0.01
 LR_SHORTFALL = 3.0
+PENALTY_SHRINK = 4.0
 UPDATE_RATIO_HEALTHY = 1e-3
 INIT_MISMATCH = 4.0
 INIT_MIN_WEIGHTS = 20
@@ -1695,6 +1704,11 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                       and not mean < (1.0 - LR_STEP_FALL) * start)
     if not (fire_probed or fire_early):
         return metric, None
+    # steps large only once an over-strong penalty had driven the weights to about 0 (the
+    # first updates were not) are the penalty's own (l1: lr * l1 per step whatever the
+    # weights): that finding's, not the learning rate's
+    if not fire_early and rule_penalty_too_strong(ctx)[1] is not None:
+        return metric, None
     lr = float(ctx.settings.get("lr", 0.01))
     changes, text = rx.for_lr_too_high(lr, metric)
     if fire_probed:
@@ -1727,6 +1741,48 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                f"0): the steps overshoot.")
     return metric, Finding("lr_too_high", layers, ev, msg, changes, text,
                            _severity(metric, UPDATE_RATIO_HIGH, log=False))
+
+
+def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
+    """The weight penalty holds the network at a constant prediction: ``fit``'s ``l1``/``l2``
+    were given (``ctx.settings``), the hidden layers' weight std shrank by ``PENALTY_SHRINK``
+    or more from step 0 to the end (``weight_std``, median over the layers of
+    ``std_0 / std_end``: the metric) and the probe batch's loss did not end below a constant
+    prediction's (:func:`stuck_at_chance`). An ``l2`` penalty alone scales the weights by
+    ``1 - 2 lr l2`` per SGD step, an ``l1`` moves each ``lr l1`` towards 0: when that outweighs
+    the data's gradient the weights go to 0 and the output to a constant. NaN when no penalty
+    was given or no weight std was probed (the torch doctor: its weight decay is the
+    optimizer's)."""
+    penalties = {k: float(ctx.settings.get(k, 0.0) or 0.0) for k in ("l1", "l2")}
+    penalties = {k: v for k, v in penalties.items() if v > 0}
+    if not penalties or not ctx.steps:
+        return math.nan, None
+    first, last = ctx.at(ctx.steps[0], "weight_std"), ctx.at(ctx.end, "weight_std")
+    both = pd.concat([first, last], axis=1, keys=["start", "end"]).dropna()
+    both = both[(both["start"] > 0) & np.isfinite(both["start"]) & np.isfinite(both["end"])]
+    if both.empty:
+        return math.nan, None
+    with np.errstate(divide="ignore"):
+        shrink = float(np.median(both["start"].to_numpy() / both["end"].to_numpy()))
+    if not shrink >= PENALTY_SHRINK:
+        return shrink, None
+    start, end = probe_loss_ends(ctx)
+    if not stuck_at_chance(ctx, end):
+        return shrink, None
+    changes, text = rx.for_penalty_too_strong(penalties, shrink)
+    named = ", ".join(f"{k} = {v:g}" for k, v in penalties.items())
+    ev = {"metric": shrink, "threshold": PENALTY_SHRINK, "weight_shrink": shrink,
+          "weight_std_start": float(np.median(both["start"])),
+          "weight_std_end": float(np.median(both["end"])), "loss_step0": start,
+          "loss_end": end, "chance_loss": ctx.chance_loss, **penalties}
+    msg = (f"The weight penalty ({named}) holds the network at a constant prediction: the "
+           f"hidden layers' weights shrank {shrink:.3g}x in {_count(ctx.end, 'step')} (weight "
+           f"std {ev['weight_std_start']:.3g} at the start, {ev['weight_std_end']:.3g} at the "
+           f"end, medians over layers), and the probe batch's loss went from {start:.4g} to "
+           f"{end:.4g}, not below a constant prediction's {ctx.chance_loss:.4g}.")
+    layers = [int(i) for i in both.index]
+    return shrink, Finding("penalty_too_strong", layers, ev, msg, changes, text,
+                           _severity(shrink, PENALTY_SHRINK))
 
 
 def rule_lr_too_low(ctx: RunContext) -> RuleResult:
@@ -1876,6 +1932,8 @@ RULES: dict[str, Rule] = {r.kind: r for r in (
          1.0, rule_unscaled_inputs),
     Rule("unscaled_targets", "target scale (larger of max column RMS / 10, mean offset / 2)",
          1.0, rule_unscaled_targets),
+    Rule("penalty_too_strong", "weight shrinkage (std at step 0 / at the end)",
+         PENALTY_SHRINK, rule_penalty_too_strong),
     Rule("lr_too_high", "largest update ratio ||dW||/||W||", UPDATE_RATIO_HIGH,
          rule_lr_too_high),
     Rule("divergence", "loss rise (end / min(step 0, best))", DIVERGENCE_RISE, rule_divergence),

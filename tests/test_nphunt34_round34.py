@@ -1,0 +1,51 @@
+"""Round 34 (nphunt34): the NumPy doctor on a network that an over-strong weight penalty holds
+at a constant prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+
+def _data(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    y = (x @ rng.normal(size=(5, 3))).argmax(axis=1)  # learnable labels
+    return x, y
+
+
+@pytest.mark.parametrize("penalty", [{"l2": 1.0}, {"l1": 1.0}])
+def test_a_penalty_that_pins_the_weights_at_0_is_named_and_its_cure_lowers_it(penalty):
+    # SGD lr 0.01 with l2 = 1 multiplies the weights by 1 - 2 lr l2 = 0.98 per step (0.018
+    # after 200 steps); l1 = 1 pulls each weight 0.01 towards 0 per step: the network ends at
+    # a constant prediction. Before: "clean bill of health" (l2) or lr_too_high + a batch-norm
+    # cure for vanishing gradients (l1), neither of which helps.
+    x, y = _data()
+    net = dl.mlp([5, 16, 16, 3], activation="relu", init="he_normal", seed=0)
+    d = dl.doctor(net, (x, y), **penalty)
+    kinds = [f.kind for f in d.findings]
+    assert "penalty_too_strong" in kinds, str(d)
+    assert "lr_too_high" not in kinds, str(d)
+    f = d.findings[kinds.index("penalty_too_strong")]
+    (key, value), = penalty.items()
+    assert f.prescription == {key: value / 10}
+    assert f"{key} = {value:g}" in f.message and "constant prediction" in f.message
+    # the weights' shrinkage the message gives is the network's own: every hidden layer's
+    # weight std at the end is below a quarter of its initial one
+    assert f.evidence["weight_shrink"] >= 4.0
+    # ... and the probe loss it names (the probe table's last) stayed at a constant
+    # prediction's (3 classes: at most ln 3)
+    t = d.probes
+    losses = t[(t.quantity == "loss") & (t.layer == 0)].sort_values("step")["value"]
+    assert f.evidence["loss_end"] == pytest.approx(losses.iloc[-1])
+    assert 0.99 * f.evidence["chance_loss"] <= f.evidence["loss_end"]
+    assert f.evidence["chance_loss"] <= np.log(3) + 1e-12
+
+
+def test_a_moderate_penalty_on_a_network_that_learns_gives_no_penalty_finding():
+    x, y = _data()
+    net = dl.mlp([5, 16, 16, 3], activation="relu", init="he_normal", seed=0)
+    d = dl.doctor(net, (x, y), l2=1e-3, optimizer="adam", lr=0.01)
+    assert "penalty_too_strong" not in d.kinds, str(d)
