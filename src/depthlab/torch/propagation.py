@@ -9,7 +9,7 @@ quadrature (:func:`depthlab.theory.gaussian.normal_rule`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -405,6 +405,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
     units = max(int(_unit_rows(m, w64).shape[0]), 1)
     a_fin = 0.0  # BatchNorm: the channels' actual gamma and beta, an exact average
     pool_fix = None  # a per-example norm's moments for a pool above it (:func:`pool_factor`)
+    pool_src = None  # ... and its (gamma, beta) nodes, for an activation after a residual sum
     norm = seg.get("norm")
     spec = seg["activation"]
     if norm is not None and isinstance(norm, norms.PER_EXAMPLE):
@@ -434,6 +435,7 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                                                                      at[1:])]
         pool_fix = _pool_moments(nspec, g_p, b_p - g_p * mhat, share, s_nodes, d_all, at,
                                  gdsq, r, den)
+        pool_src = (g_p, b_p - g_p * mhat, share, s_nodes, at, r)
     elif norm is not None:
         # a group of examples (:func:`_input_groups`) is divided by the batch's variance,
         # found by the run over the whole batch (``_bn_pool``); its own ``qb`` scales it
@@ -515,7 +517,8 @@ def _forward(seg: dict, prev: tuple, rows: list[dict]) -> tuple:
                  and not seg.get("pooled_act"),
                  "nodes": nodes, "spec": spec, "between": seg["_between"],
                  "q_fin": tw / units, "a_fin": a_fin, "mats": mats,
-                 "plain": prof_out is not None, "d_prof": d_prof, "pool_fix": pool_fix})
+                 "plain": prof_out is not None, "d_prof": d_prof, "pool_fix": pool_fix,
+                 "pool_src": pool_src})
     return sq, mean, max(bvar, 0.0), dist, per_unit
 
 
@@ -540,6 +543,36 @@ def _pool_moments(nspec: norms.NormSpec, g_p: np.ndarray, beta: np.ndarray, shar
     rp = nspec.eps / den if den > 0 else 1.0
     return (*[float(v) for v in acc], float(m2), float(nspec.n), 1.0 if nspec.centered else 0.0,
             float(r), float(rp), float(nspec.k))
+
+
+def sum_pool_moments(fix: tuple[float, ...], src: tuple,
+                     deriv: Callable[[np.ndarray], np.ndarray],
+                     xv: np.ndarray, xw: np.ndarray) -> tuple[float, ...]:
+    """:func:`_pool_moments` of a per-example norm that ends a residual branch, whose output
+    ``y_j = gamma_j xhat_j + beta_j`` is added to the other path's value ``x`` (independent at
+    initialization: nodes ``xv``, weights ``xw``) before the block's activation ``post``
+    (identity without one; ``deriv(s)`` = ``post'(s) h(post(s))``, ``h`` the relative size of
+    the pooled gradient at the block's output value, :func:`depthlab.torch.predict._run`):
+    ``u_p = gamma_j g post'(x_p + y_p)``, so ``A = mean_j gamma_j^2
+    E[post'(x + y_j)]^2``, ``B = mean_j gamma_j^2 E[xhat_j post'(x + y_j)]^2``, ``D = mean_j
+    gamma_j^2 E[xhat_j^2 post'^2]``, ``m2 = mean_j gamma_j^2 E[post'^2]`` (expectations over
+    ``xhat_j`` and ``x``); the other entries of ``fix`` (``n, c, r, r', k``) are the norm's.
+    Without ``post`` a spatially constant gradient is all mean: GroupNorm(C, C) passes none
+    of it (``A = m2``)."""
+    g_p, beta, share, s_nodes, at, r = src
+    acc = np.zeros(4)
+    xw = np.asarray(xw, float) / max(float(np.sum(xw)), 1e-300)
+    for gc, bc, k, i, j in zip(g_p, beta, share, at[:-1], at[1:]):
+        if gc == 0.0 or j <= i:
+            continue
+        _, w = _gauss_nodes(gc * gc * r, 0.0)
+        y = s_nodes[i:j]
+        xh = ((y - bc) / gc)[:, None]
+        d = deriv((y[:, None] + np.asarray(xv)[None, :]).ravel()).reshape(y.size, -1)
+        ww = w[:, None] * xw[None, :]
+        acc += k * gc * gc * np.array([_dot(ww, d) ** 2, _dot(ww, xh * d) ** 2,
+                                       _dot(ww, xh * xh * d * d), _dot(ww, d * d)])
+    return (*[float(v) for v in acc], *fix[4:])
 
 
 def pool_factor(moments: tuple[float, ...], ratio: float, phi: float = 1.0
