@@ -76,7 +76,7 @@ def test_an_exploding_networks_histograms_are_each_drawn_over_their_own_range(br
         np.testing.assert_allclose(ys, expected, atol=1e-9, err_msg=f"layer {layer}")
         # was: layers 1-16 a single spike (their whole mass in the first of 60 bins)
         assert np.count_nonzero(np.asarray(ys) > 1e-3) >= 10, (layer, ys)
-    assert label == "activation value / the layer's largest |value|", label
+    assert label == "value / the layer's max |value|", label
     top = hist[-1][2]
     assert common == ["", "activation value", pytest.approx(top * (N_COMMON - 0.5) / N_COMMON)]
     ratio = max(spans) / min(spans)

@@ -859,7 +859,7 @@ function onUpdate(m) {
       S.plots["plot-hist"].setData([xs, ...ys]);
       scaleNote = own ? ownScaleNote(ref, own) : "";
     }
-    histAxisLabel(scaleNote ? "activation value / the layer's largest |value|" : "activation value");
+    histAxisLabel(scaleNote ? "value / the layer's max |value|" : "activation value");
   }
   $("hist-note").textContent = histNote(m.hist, empty);
   $("hist-scale").textContent = scaleNote;
