@@ -49,3 +49,19 @@ def test_a_moderate_penalty_on_a_network_that_learns_gives_no_penalty_finding():
     net = dl.mlp([5, 16, 16, 3], activation="relu", init="he_normal", seed=0)
     d = dl.doctor(net, (x, y), l2=1e-3, optimizer="adam", lr=0.01)
     assert "penalty_too_strong" not in d.kinds, str(d)
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_class_labels_given_to_a_quadratic_loss_are_told_the_one_hot_rows_it_takes(loss):
+    # a classifier trained with the quadratic cost (the seed's digits setup): labels of shape
+    # (N,) for 3 output columns were only "pred shape (6, 3) and target shape (6,) differ"
+    x, y = _data(6)
+    with pytest.raises(ValueError) as e:
+        dl.fit(dl.mlp([5, 4, 3], seed=0), x, y, loss=loss)
+    assert "np.eye(3)[y]" in str(e.value) and "cross_entropy" in str(e.value)
+    # the one-hot rows it names train
+    assert dl.fit(dl.mlp([5, 4, 3], seed=0), x, np.eye(3)[y], loss=loss).step_loss
+    # real-valued regression targets of the wrong shape get no label advice
+    with pytest.raises(ValueError) as e:
+        dl.fit(dl.mlp([5, 4, 3], seed=0), x, x[:, 0], loss=loss)
+    assert "np.eye" not in str(e.value)

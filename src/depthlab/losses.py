@@ -132,8 +132,23 @@ def _match_shapes(pred: Array, target: Array, name: str) -> Array:
         return target.reshape(pred.shape)
     raise ValueError(
         f"{name}: pred shape {pred.shape} and target shape {target.shape} differ; expected "
-        f"equal shapes (or pred (B, 1) with target (B,))"
+        f"equal shapes (or pred (B, 1) with target (B,))" + _labels_hint(pred, target, name)
     )
+
+
+def _labels_hint(pred: Array, target: Array, name: str) -> str:
+    """The way out when ``target`` reads as class labels ``0..C-1`` of shape ``(B,)`` for ``C``
+    output columns (a classifier trained with the quadratic cost: one-hot rows), else ``""``."""
+    if not (pred.ndim == 2 and pred.shape[1] > 1 and target.shape == (pred.shape[0],)
+            and target.size and target.dtype.kind in "biuf"):
+        return ""
+    with np.errstate(invalid="ignore"):
+        t = target.astype(np.float64, copy=False)
+        labels = bool(np.isfinite(t).all() and (t == np.floor(t)).all() and t.min() >= 0
+                      and t.max() < pred.shape[1])
+    c = pred.shape[1]
+    return (f"; the targets look like class labels 0..{c - 1}: {name} takes one-hot rows "
+            f"(np.eye({c})[y]), or use loss='cross_entropy' on the labels" if labels else "")
 
 
 def one_hot_labels(target: Any) -> Array | None:
