@@ -81,3 +81,36 @@ def test_the_doctors_init_cures_leave_a_nested_position_table_alone() -> None:
         cured, _ = rx.apply({"init": cure}, copy.deepcopy(model), TorchTrainSpec(), x)
         assert torch.equal(cured.encoder.pos_embedding, model.encoder.pos_embedding)
         assert not torch.equal(cured.encoder.fc.weight, model.encoder.fc.weight)
+
+
+class _LayerScaleBlock(nn.Module):
+    """A pre-norm residual MLP block with a (1, C) LayerScale gain beside its layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n, self.l1, self.l2 = nn.LayerNorm(8), nn.Linear(8, 16), nn.Linear(16, 8)
+        self.gamma = nn.Parameter(torch.full((1, 8), 0.1))
+
+    def forward(self, x):
+        return x + self.gamma * self.l2(torch.relu(self.l1(self.n(x))))
+
+
+def test_a_residual_blocks_2d_layerscale_gain_does_not_make_the_block_a_layer() -> None:
+    """The block was a layer of its own (pre_* of its output, act rows of the next block's
+    LayerNorm, block_grad_std on its own number), not the documented 'last layer inside'."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), _LayerScaleBlock(), nn.Linear(8, 3))
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    table = dlt.probe(model, x, y, nn.CrossEntropyLoss())
+    block = table[table.module == "1"]
+    assert list(block.quantity) == ["block_grad_std"]
+    inner = table[table.module == "1.l2"].layer.iloc[0]
+    assert block.layer.item() == inner
+    out = {}
+
+    def keep(module, inputs, output) -> None:
+        output.register_hook(lambda g: out.update(g=g.double().std(unbiased=False).item()))
+
+    model[1].register_forward_hook(keep)
+    nn.CrossEntropyLoss()(model(x), y).backward()
+    assert block.value.item() == pytest.approx(out["g"], rel=1e-6)
