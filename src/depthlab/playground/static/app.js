@@ -859,7 +859,7 @@ function onUpdate(m) {
       S.plots["plot-hist"].setData([xs, ...ys]);
       scaleNote = own ? ownScaleNote(ref, own) : "";
     }
-    histAxisLabel(scaleNote ? "value / the layer's max |value|" : "activation value");
+    histAxisLabel(scaleNote ? `value / the ${unit()}'s max |value|` : "activation value");
   }
   $("hist-note").textContent = histNote(m.hist, empty);
   $("hist-scale").textContent = scaleNote;
