@@ -28,6 +28,8 @@ def test_a_penalty_that_pins_the_weights_at_0_is_named_and_its_cure_lowers_it(pe
     kinds = [f.kind for f in d.findings]
     assert "penalty_too_strong" in kinds, str(d)
     assert "lr_too_high" not in kinds, str(d)
+    # nor units "killed by large updates, use a 10x smaller learning rate": the penalty's doing
+    assert "dead_relu" not in kinds, str(d)
     f = d.findings[kinds.index("penalty_too_strong")]
     (key, value), = penalty.items()
     assert f.prescription == {key: value / 10}

@@ -1108,6 +1108,11 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
         return metric, None
     layers = sorted(judged)
     worst = max(layers, key=lambda i: float(dead[i]))
+    if judged[worst] == "died" and rule_penalty_too_strong(ctx)[1] is not None:
+        # units that died while an over-strong penalty shrank the weights towards 0 (each
+        # pre-activation left with its bias): the penalty's symptom, whose cure is not the
+        # smaller learning rate prescribed for units that large updates killed
+        return metric, None
     value = float(dead[worst])
     dead_init = float(d0.max()) if not d0.empty else math.nan
     worst_init = float(d0.get(worst, math.nan)) if not d0.empty else math.nan
