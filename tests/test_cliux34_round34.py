@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from helpers.cli import one_blas_thread, run_cli
+from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
 
 
 def test_float16_labels_train_without_a_raw_numpy_warning(tmp_path, capsys, monkeypatch):
@@ -30,3 +30,23 @@ def test_float16_labels_train_without_a_raw_numpy_warning(tmp_path, capsys, monk
         warnings.simplefilter("error")  # any NumPy warning fails the load
         data = load_dataset(tmp_path / "h.npz", seed=0, val_fraction=0.0, test_fraction=0.0)
     assert sorted(data.y_train.tolist()) == sorted(y.astype(int).tolist())
+
+
+def test_mnist1d_noise_past_float64_is_refused_not_trained_on_zeros(tmp_path, capsys,
+                                                                   monkeypatch):
+    """mnist1d with data.options.iid_noise_scale = 1e200 trained a run on features that were
+    all 0 (chance loss 2.303, exit 0): the generator divides by its features' std, which
+    overflows to inf, so every feature became 0 while the non-finite check saw nothing."""
+    from depthlab.data import load_dataset
+
+    one_blas_thread(monkeypatch)
+    ok = load_dataset("mnist1d", n=20, seed=0, val_fraction=0.0, test_fraction=0.0,
+                      standardize=False, iid_noise_scale=1e100)  # large, still in range
+    assert np.isfinite(ok.x_train).all() and float(np.std(ok.x_train)) > 0.5
+    config = tmp_path / "m.toml"
+    config.write_text('[data]\nname = "mnist1d"\nn = 20\n[data.options]\n'
+                      'iid_noise_scale = 1e200\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                      "[train]\nepochs = 1\n")
+    code, out, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    assert_one_line_error(code, err, "iid_noise_scale=1e+200")
+    assert not (tmp_path / "r" / "models").exists()
