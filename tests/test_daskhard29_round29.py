@@ -35,31 +35,78 @@ except ClusterError as e:
 """
 
 
-def test_a_stopped_scheduler_fails_the_sweep_within_its_bound(tmp_path):
+def _stopped_scheduler_sweep(folder) -> tuple[str, subprocess.CompletedProcess | None]:
+    """The sweep of ``_STOPPED_SCHEDULER`` against a scheduler of its own (stopped once the
+    sweep runs on it); (address, the sweep's process or None when it ran past 90 s)."""
+    sched, address = start_scheduler()  # listening, on a port of its own choosing
+    try:
+        try:
+            return address, subprocess.run(
+                [sys.executable, "-c", _STOPPED_SCHEDULER, address, str(sched.pid),
+                 str(folder / "out")], env=ENV, capture_output=True, text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            return address, None
+    finally:
+        os.killpg(sched.pid, signal.SIGCONT)
+        os.killpg(sched.pid, signal.SIGKILL)
+        sched.wait(timeout=30)
+
+
+def _stopped_worker_sweep(folder) -> subprocess.CompletedProcess | None:
+    """The sweep of ``_STOPPED_WORKER`` on a scheduler whose only worker is stopped (SIGSTOP)
+    once registered; the sweep's process, or None when its start ran past 60 s."""
+    sched, address = start_scheduler()  # listening, on a port of its own choosing
+    procs = [sched]
+    try:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+             "--no-nanny", "--no-dashboard"], env=ENV, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        for line in procs[1].stderr:  # registered with the scheduler
+            if "Registered to" in line:
+                break
+        os.killpg(procs[1].pid, signal.SIGSTOP)
+        try:
+            return subprocess.run([sys.executable, "-c", _STOPPED_WORKER, address,
+                                   str(folder / "out")], env=ENV, capture_output=True,
+                                  text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGCONT)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stopped_sweeps(tmp_path_factory) -> dict:
+    """The two sweeps on a stopped scheduler / a stopped worker, side by side (each mostly
+    waits: process starts and a 2 s / 3 s silence); each test below reads its own."""
+    pytest.importorskip("distributed")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        sched = pool.submit(_stopped_scheduler_sweep, tmp_path_factory.mktemp("sched"))
+        worker = pool.submit(_stopped_worker_sweep, tmp_path_factory.mktemp("worker"))
+        return {"scheduler": sched.result(), "worker": worker.result()}
+
+
+def test_a_stopped_scheduler_fails_the_sweep_within_its_bound(stopped_sweeps):
     """A remote scheduler that stops answering mid-sweep (SIGSTOP, a hung or frozen head
     node: its TCP connection stays open) kept the sweep waiting without end (in
     ``DaskExecutor.threads``' question and the result wait; killed by a 150 s timeout).
     Now: ``ClusterError`` naming the scheduler after ``scheduler_timeout`` seconds of
     silence."""
-    pytest.importorskip("distributed")
-    sched, address = start_scheduler()  # listening, on a port of its own choosing
-    try:
-        try:
-            done = subprocess.run([sys.executable, "-c", _STOPPED_SCHEDULER, address,
-                                   str(sched.pid), str(tmp_path / "out")], env=ENV,
-                                  capture_output=True, text=True, timeout=90)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the sweep still waited on the stopped scheduler after 90 s")
-        lines = done.stdout.strip().splitlines()
-        assert lines and lines[-1].startswith("CLUSTERERROR"), (done.stdout, done.stderr[-2000:])
-        _, seconds, message = lines[-1].split(" ", 2)
-        assert f"the Dask scheduler at {address} has not answered for 2 s" in message
-        assert "run the same command again" in message
-        assert float(seconds) < 30
-    finally:
-        os.killpg(sched.pid, signal.SIGCONT)
-        os.killpg(sched.pid, signal.SIGKILL)
-        sched.wait(timeout=30)
+    address, done = stopped_sweeps["scheduler"]
+    if done is None:
+        pytest.fail("the sweep still waited on the stopped scheduler after 90 s")
+    lines = done.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("CLUSTERERROR"), (done.stdout, done.stderr[-2000:])
+    _, seconds, message = lines[-1].split(" ", 2)
+    assert f"the Dask scheduler at {address} has not answered for 2 s" in message
+    assert "run the same command again" in message
+    assert float(seconds) < 30
 
 
 class _ChunkedExecutor:
@@ -151,37 +198,17 @@ for w in seen:
 """
 
 
-def test_a_stopped_worker_does_not_hold_the_sweeps_start(tmp_path):
+def test_a_stopped_worker_does_not_hold_the_sweeps_start(stopped_sweeps):
     """A worker process that does not answer (SIGSTOP, a frozen node) held the sweep at its
     start without end: the workers' version check (``Client.run``) waited for its answer
     (killed after 100 s with no line after the grid's size). Now the check waits at most
     ``ENV_CHECK_S`` and says which workers did not answer; their points are checked as they
     run (``run_chunk``)."""
-    pytest.importorskip("distributed")
-    sched, address = start_scheduler()  # listening, on a port of its own choosing
-    procs = [sched]
-    try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-             "--no-nanny", "--no-dashboard"], env=ENV, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-        for line in procs[1].stderr:  # registered with the scheduler
-            if "Registered to" in line:
-                break
-        os.killpg(procs[1].pid, signal.SIGSTOP)
-        try:
-            done = subprocess.run([sys.executable, "-c", _STOPPED_WORKER, address,
-                                   str(tmp_path / "out")], env=ENV, capture_output=True,
-                                  text=True, timeout=60)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the sweep's start still waited on the stopped worker after 60 s")
-        lines = done.stdout.strip().splitlines()
-        assert lines and lines[0].startswith("STARTED"), (done.stdout, done.stderr[-2000:])
-        warned = [line for line in lines if line.startswith("WARNING")]
-        assert any("did not answer" in line and "within 3 s" in line for line in warned), lines
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGCONT)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    done = stopped_sweeps["worker"]
+    if done is None:
+        pytest.fail("the sweep's start still waited on the stopped worker after 60 s")
+    lines = done.stdout.strip().splitlines()
+    assert lines and lines[0].startswith("STARTED"), (done.stdout, done.stderr[-2000:])
+    warned = [line for line in lines if line.startswith("WARNING")]
+    assert any("did not answer" in line and "within 3 s" in line for line in warned), lines
 
