@@ -67,3 +67,19 @@ def test_class_labels_given_to_a_quadratic_loss_are_told_the_one_hot_rows_it_tak
     with pytest.raises(ValueError) as e:
         dl.fit(dl.mlp([5, 4, 3], seed=0), x, x[:, 0], loss=loss)
     assert "np.eye" not in str(e.value)
+
+
+def test_the_optimizers_own_weight_decay_that_pins_the_weights_is_named_too():
+    # sgd weight_decay = 2 at lr 0.01: the weights x0.98 per step, as l2 = 1 (torch's
+    # weight_decay = wd is l2 = wd / 2); before: a clean bill of health at a constant prediction
+    x, y = _data()
+    net = dl.mlp([5, 16, 16, 3], activation="relu", init="he_normal", seed=0)
+    d = dl.doctor(net, (x, y), optimizer_kwargs={"momentum": 0.5, "weight_decay": 2.0},
+                  lr=0.005, verify=True)
+    f = next((f for f in d.findings if f.kind == "penalty_too_strong"), None)
+    assert f is not None, str(d)
+    assert "weight_decay = 2 (the optimizer's)" in f.message
+    # the cure keeps the optimizer's other settings and lowers only the decay
+    assert f.prescription == {"optimizer_kwargs": {"momentum": 0.5, "weight_decay": 0.2}}
+    v = next(v for v in d.verifications if v.kind == "penalty_too_strong")
+    assert v.resolved, str(d)

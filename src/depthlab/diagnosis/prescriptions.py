@@ -2,7 +2,8 @@
 
 A prescription is a dict of ``mlp()`` arguments (``init``, ``activation``, ``batchnorm``,
 ``bias_init``, ``bn_inference``, ``bn_momentum``) and/or training settings (``lr``,
-``optimizer``, ``batch_size``, ``standardize``, ``standardize_targets``, ``l1``, ``l2``:
+``optimizer``, ``batch_size``, ``standardize``, ``standardize_targets``, ``l1``, ``l2``,
+``optimizer_kwargs``:
 :data:`TRAINING_KEYS`), plus a sentence saying why.
 """
 
@@ -13,7 +14,7 @@ import math
 from typing import Any
 
 TRAINING_KEYS = frozenset({"lr", "optimizer", "batch_size", "standardize",
-                           "standardize_targets", "l1", "l2"})
+                           "standardize_targets", "l1", "l2", "optimizer_kwargs"})
 """Prescription keys that change training settings rather than the network config."""
 
 RECOMMENDED_INIT: dict[str, str] = {
@@ -503,12 +504,18 @@ def for_unscaled_targets(inputs_too: bool = False) -> tuple[dict[str, Any], str]
            if inputs_too else "."))
 
 
-def for_penalty_too_strong(penalties: dict[str, float], shrink: float
+def for_penalty_too_strong(penalties: dict[str, float], shrink: float,
+                           optimizer_kwargs: dict[str, Any] | None = None
                            ) -> tuple[dict[str, Any], str]:
     """Cure for a weight penalty that drove the weights to 0: each given penalty (``l1``,
-    ``l2``) 10x smaller."""
-    new = {k: float(f"{v / 10:.12g}") for k, v in penalties.items()}
-    named = ", ".join(f"{k} = {v:g}" for k, v in new.items())
+    ``l2``, the optimizer's ``weight_decay``, kept in ``optimizer_kwargs`` with the others)
+    10x smaller."""
+    smaller = {k: float(f"{v / 10:.12g}") for k, v in penalties.items()}
+    named = ", ".join(f"{k} = {v:g}" for k, v in smaller.items())
+    new: dict[str, Any] = {k: v for k, v in smaller.items() if k != "weight_decay"}
+    if "weight_decay" in smaller:
+        new["optimizer_kwargs"] = {**(optimizer_kwargs or {}),
+                                   "weight_decay": smaller["weight_decay"]}
     return new, (
         f"Use a 10x weaker weight penalty ({named}): the penalty's pull towards 0 outweighed "
         f"the data's gradient, shrinking the weights {shrink:.3g}x until the output no longer "

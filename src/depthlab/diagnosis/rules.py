@@ -1753,12 +1753,16 @@ def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
     were given (``ctx.settings``), the hidden layers' weight std shrank by ``PENALTY_SHRINK``
     or more from step 0 to the end (``weight_std``, median over the layers of
     ``std_0 / std_end``: the metric) and the probe batch's loss did not end below a constant
-    prediction's (:func:`stuck_at_chance`). An ``l2`` penalty alone scales the weights by
+    prediction's (:func:`stuck_at_chance`); the optimizer's ``weight_decay`` (in
+    ``optimizer_kwargs``) counts as a penalty too. An ``l2`` penalty alone scales the weights by
     ``1 - 2 lr l2`` per SGD step, an ``l1`` moves each ``lr l1`` towards 0: when that outweighs
     the data's gradient the weights go to 0 and the output to a constant. NaN when no penalty
     was given or no weight std was probed (the torch doctor: its weight decay is the
     optimizer's)."""
     penalties = {k: float(ctx.settings.get(k, 0.0) or 0.0) for k in ("l1", "l2")}
+    okw = ctx.settings.get("optimizer_kwargs") or {}
+    if isinstance(okw, dict):  # the optimizer's own weight decay shrinks the weights alike
+        penalties["weight_decay"] = float(okw.get("weight_decay", 0.0) or 0.0)
     penalties = {k: v for k, v in penalties.items() if v > 0}
     if not penalties or not ctx.steps:
         return math.nan, None
@@ -1774,8 +1778,9 @@ def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
     start, end = probe_loss_ends(ctx)
     if not stuck_at_chance(ctx, end):
         return shrink, None
-    changes, text = rx.for_penalty_too_strong(penalties, shrink)
-    named = ", ".join(f"{k} = {v:g}" for k, v in penalties.items())
+    changes, text = rx.for_penalty_too_strong(penalties, shrink, okw)
+    named = ", ".join(f"{k} = {v:g}" + (" (the optimizer's)" if k == "weight_decay" else "")
+                      for k, v in penalties.items())
     ev = {"metric": shrink, "threshold": PENALTY_SHRINK, "weight_shrink": shrink,
           "weight_std_start": float(np.median(both["start"])),
           "weight_std_end": float(np.median(both["end"])), "loss_step0": start,
