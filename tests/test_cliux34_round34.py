@@ -50,3 +50,23 @@ def test_mnist1d_noise_past_float64_is_refused_not_trained_on_zeros(tmp_path, ca
     code, out, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
     assert_one_line_error(code, err, "iid_noise_scale=1e+200")
     assert not (tmp_path / "r" / "models").exists()
+
+
+def test_a_bad_mnist1d_option_in_a_grid_is_refused_before_any_point_runs(tmp_path, capsys,
+                                                                         monkeypatch):
+    """mnist1d's generator options were checked only by its loader, when a point ran: a
+    [sweep] of data.options with a typo (foo) or a negative length ran the grid and stored
+    those points as failed ("load_dataset() got an unknown option 'foo'"), where a bad
+    option of clusters or spirals refuses the whole config before anything runs."""
+    one_blas_thread(monkeypatch)
+    config = tmp_path / "m.toml"
+    base = ('[data]\nname = "mnist1d"\nn = 20\n[model]\nsizes = ["auto", 4, "auto"]\n'
+            "[train]\nepochs = 1\n[sweep]\n")
+    config.write_text(base + '"data.options" = [{iid_noise_scale = 0.1}, {iid_nosie_scale = 1}]\n')
+    code, _, err = run_cli(capsys, "sweep", config, "--out", tmp_path / "r", "--quiet")
+    assert_one_line_error(code, err, "data.options.iid_nosie_scale", "'mnist1d'",
+                          'did you mean "iid_noise_scale"')
+    config.write_text(base + '"data.options" = [{}, {final_seq_length = -1}]\n')
+    code, _, err = run_cli(capsys, "sweep", config, "--out", tmp_path / "r", "--quiet")
+    assert_one_line_error(code, err, "data.options.final_seq_length = -1", "an integer >= 1")
+    assert not (tmp_path / "r" / "depthlab.db").exists()

@@ -4,13 +4,16 @@ Never downloads: only the procedural generator is called. Each sample is one of 
 templates padded, scaled, translated, given correlated and i.i.d. noise, sheared and resampled to
 40 points; the whole set is then centred and scaled to unit std by the generator. ``seed`` is the
 generator's seed (the reference MNIST-1D is ``n=5000, seed=42``). The package seeds NumPy's global
-RNG; its state is saved and restored around the call so nothing else is disturbed.
+RNG; its state is saved and restored around the call so nothing else is disturbed, and one
+thread at a time generates (``_GLOBAL_RNG``), so the data of a seed is the same whatever other
+threads of the process generate meanwhile.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,6 +22,10 @@ from depthlab.data.dataset import RawData
 from depthlab.memory import check_fits
 
 DEFAULT_N = 5000
+_GLOBAL_RNG = threading.Lock()
+"""Held while the generator runs: it seeds NumPy's (and Python's) global RNG and draws from
+it, so two threads generating at once (a Dask worker's threads running two sweep points, data
+seeds 0 and 1) drew from each other's streams and got other data than their seeds name."""
 _FIXED = ("num_samples", "seed", "train_split", "url")
 
 
@@ -33,11 +40,23 @@ _INTS = {"template_len": 1, "max_translation": 1, "final_seq_length": 1}  # the 
 _SCALES = ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale")
 
 
-def _check_option(key: str, value: Any) -> Any:
+def option_names() -> tuple[str, ...] | None:
+    """The generator options a config may set (``data.options``), or None when the mnist1d
+    package is missing (its loader then says how to install it)."""
+    try:
+        return tuple(generator_options())
+    except ImportError:
+        return None
+
+
+def _check_option(key: str, value: Any, said: str | None = None) -> Any:
     """``value`` of generator option ``key`` when it is one the generator can use (they went
-    to it unchecked: a negative length was accepted, a huge one allocated until killed)."""
+    to it unchecked: a negative length was accepted, a huge one allocated until killed).
+    ``said``: how the refusal names the value (default ``mnist1d: key=value``; a config's
+    check names its key)."""
     def refuse(accepted: str) -> ValueError:
-        return ValueError(f"mnist1d: {key}={value!r} is not accepted; accepted: {accepted}")
+        named = f"mnist1d: {key}={value!r}" if said is None else said
+        return ValueError(f"{named} is not accepted; accepted: {accepted}")
 
     def integer(v: Any) -> bool:
         return isinstance(v, int | np.integer) and not isinstance(v, bool)
@@ -89,18 +108,20 @@ def load(*, n: int | None = None, seed: int = 0, dtype=None, rng=None, **options
     args.num_samples = -(-n // 10) * 10  # the generator makes num_samples // 10 per class
     args.seed = int(seed)
     args.train_split = 1.0
-    np_state, py_state = np.random.get_state(), random.getstate()
     overflowed: list[str] = []
-    try:
-        # an overflowing option is named below; the overflow is recorded, not only looked
-        # for in the result: the generator ends with x / x.std(), and a std that overflowed
-        # to inf made every feature 0 (iid_noise_scale = 1e200 trained a run on zeros)
-        with np.errstate(all="ignore", over="call",
-                         call=lambda kind, _flag: overflowed.append(kind)):
-            data = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
+    with _GLOBAL_RNG:  # one generation at a time: it seeds and draws the process's global RNG
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            # an overflowing option is named below; the overflow is recorded, not only looked
+            # for in the result: the generator ends with x / x.std(), and a std that
+            # overflowed to inf made every feature 0 (iid_noise_scale = 1e200 trained a run
+            # on zeros)
+            with np.errstate(all="ignore", over="call",
+                             call=lambda kind, _flag: overflowed.append(kind)):
+                data = make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
     x = np.asarray(data["x"])[:n]
     if options and (overflowed or not np.isfinite(x).all()):  # was: features all 0, or
         given = ", ".join(f"{k}={v!r}" for k, v in options.items())  # 'contain NaN/inf'
