@@ -458,6 +458,9 @@ class Recording:
         self._stamp: tuple[int, int] | None = None  # _hook_stamp() when ours were last moved last
         self._last_run = 0
         self._wk = None  # the compiled kernels of the pass (see _kernels)
+        # (the ``previous`` dict last given to _weight_sums_at, {id(parameter): its buffer's
+        # (buffer, numel, dtype, contiguous, address)})
+        self._snap_facts: tuple[dict, dict] | None = None
         self.p = _Pass()
         self._earlier: list[_Pass] = []  # the passes of earlier forwards since new_pass()
         # set (from a weak reference's callback) when a pass's gradient hook died with its
@@ -1588,6 +1591,13 @@ class Recording:
                     u = upd.get(id(ws[0]))
                     if u is None:
                         continue
+                    # update_ratio(*u) inline where its squares are in range (the same
+                    # operations: a sum of one square is that square)
+                    den, num = u[0] * u[0], u[1] * u[1]
+                    put(math.sqrt(num / den) if TINY_SQUARE_64 < den < math.inf
+                        and num < math.inf else update_ratio(*u))
+                    sig.append((info.index, info.name, "update_ratio"))
+                    continue
                 elif ws and all(id(w) in upd for w in ws):
                     u = [v for w in ws for v in upd[id(w)]]
                 else:
@@ -1739,6 +1749,13 @@ class Recording:
         sizes: list[int] = []
         copy: list[bool] = []
         fresh = False  # a weight without a usable snapshot: nothing refreshed
+        # the snapshot buffers' (numel, dtype, contiguous, address), read once per buffer:
+        # ``previous`` is the caller's dict of its own buffers, which nothing else resizes or
+        # moves (a new snapshot is a new dict: the facts are read again)
+        facts = self._snap_facts
+        if facts is None or facts[0] is not previous:
+            facts = self._snap_facts = (previous, {})
+        facts = facts[1]
         for w, g in pairs:
             key = id(w)
             if key in seen:  # a weight tied between layers: read once
@@ -1748,15 +1765,20 @@ class Recording:
                 return None  # (a negative view's memory holds -x: .numpy() refuses it)
             n = w.numel()
             w0 = previous.get(key)
-            if w0 is not None and w0.numel() != n:
-                w0 = None  # a buffer of another shape: the caller's snapshot must be redone
-            elif w0 is not None and (w0.dtype != dt or not w0.is_contiguous()):
-                return None
+            if w0 is not None:
+                f = facts.get(key)
+                if f is None or f[0] is not w0:
+                    f = facts[key] = (w0, w0.numel(), w0.dtype, w0.is_contiguous(),
+                                      w0.data_ptr())
+                if f[1] != n:
+                    w0 = None  # a buffer of another shape: the caller's snapshot must be redone
+                elif f[2] != dt or not f[3]:
+                    return None
             a = w.data_ptr()
             seen.add(key)
             keys.append(key)
             rows.append((w, w0))
-            addresses += (a, a if g is None else g.data_ptr(), a if w0 is None else w0.data_ptr())
+            addresses += (a, a if g is None else g.data_ptr(), a if w0 is None else f[4])
             sizes.append(n)
             copy.append(refresh and w0 is not None)
             fresh = fresh or w0 is None

@@ -747,6 +747,7 @@ class Watch:
             unique = list({id(b): (b, p) for p, b in every}.values())  # tied weights: once
             self._copy_lists = ([b for b, _ in unique], [p for _, p in unique])
             self._previous = {id(p): b for p, b in every}
+            self._rec._snap_facts = None  # (it held the buffers replaced: freed now)
 
     def _update_ratios(self) -> list[tuple[int, str, str, torch.Tensor]]:
         """``||W_n - W_{n-1}|| / ||W_{n-1}||`` per layer: ``||W_{n-1}||`` from the record that
@@ -967,6 +968,7 @@ class Watch:
         self._pairs.clear()
         self._copy_lists = None
         self._previous = {}
+        self._rec._snap_facts = None  # (it held the buffers: freed with them)
         self._flush_losses()
         if self.out is not None:
             self._unstored = True
