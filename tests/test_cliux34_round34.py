@@ -70,3 +70,28 @@ def test_a_bad_mnist1d_option_in_a_grid_is_refused_before_any_point_runs(tmp_pat
     code, _, err = run_cli(capsys, "sweep", config, "--out", tmp_path / "r", "--quiet")
     assert_one_line_error(code, err, "data.options.final_seq_length = -1", "an integer >= 1")
     assert not (tmp_path / "r" / "depthlab.db").exists()
+
+
+def test_predict_refuses_a_header_that_names_a_column_twice(tmp_path, capsys, monkeypatch):
+    """Training refuses a CSV whose header names a column twice; predict read 'a,label,label'
+    with pandas' renaming ('label.1'), dropped the first label column and fed the second one
+    to the network as its feature 'b' ("columns ['label.1'] are not the network's features
+    ['a', 'b']; taken by position"), then scored the predictions."""
+    one_blas_thread(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    rows = [f"{a:.3f},{b:.3f},{int(a > 0)}" for a, b in x]
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "t.toml"
+    config.write_text('[data]\npath = "t.csv"\n[model]\nsizes = ["auto", 4, "auto"]\n'
+                      "[train]\nepochs = 1\n")
+    code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet", "--json")
+    assert code == 0, err
+    run = next((tmp_path / "r" / "models").glob("*.npz")).stem
+    dup = tmp_path / "dup.csv"
+    dup.write_text("a,label,label\n" + "\n".join(f"{a:.3f},{int(a > 0)},{int(a > 0)}"
+                                                 for a, _ in x) + "\n")
+    code, out, err = run_cli(capsys, "predict", run, dup, "--dir", tmp_path / "r",
+                             "--to", tmp_path / "p.csv")
+    assert_one_line_error(code, err, "dup.csv", "['label']", "more than once")
+    assert not (tmp_path / "p.csv").exists()

@@ -315,6 +315,13 @@ def read_input_file(path: str, label: str | int | list | None = None,
                 # the training CSV's feature names, in any order, name the columns here too
                 # (read as data, the header was one more row of inputs, 400, 410, ...)
                 header = set(map(str, features)) <= {c.strip() for c in first}
+            named = [c.strip() for c in first] if header else []
+            twice = sorted({c for c in named if c and named.count(c) > 1})
+            if twice:  # as training refuses them: pandas renamed the second 'label' to
+                # 'label.1', which was fed to the network as a feature, taken by position
+                raise ValueError(f"DATA {path!r}: column name(s) {twice[:5]} appear more than "
+                                 "once in the header; expected distinct column names (as "
+                                 "the training file's)")
             # lines ending with a comma: no shifted columns, no empty last column
             try:
                 frame = read_csv_frame(p, header=0 if header else None)
