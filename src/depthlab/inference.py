@@ -315,7 +315,7 @@ def read_input_file(path: str, label: str | int | list | None = None,
                 # the training CSV's feature names, in any order, name the columns here too
                 # (read as data, the header was one more row of inputs, 400, 410, ...)
                 header = set(map(str, features)) <= {c.strip() for c in first}
-            named = [c.strip() for c in first] if header else []
+            named = list(first) if header else []  # unstripped, as training compares them
             twice = sorted({c for c in named if c and named.count(c) > 1})
             if twice:  # as training refuses them: pandas renamed the second 'label' to
                 # 'label.1', which was fed to the network as a feature, taken by position
