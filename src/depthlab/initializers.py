@@ -143,6 +143,7 @@ class Initializer:
     ) -> Array:
         shape = _check_shape(shape)
         dt = resolve_dtype(dtype)
+        self._check_memory(shape, dt)
         with np.errstate(over="ignore"):  # a sample too large for dt: refused below
             w = xp.asarray(self.sample(shape, make_rng(rng)), dtype=dt)
             lim = self.limit(*compute_fans(shape))
@@ -157,6 +158,21 @@ class Initializer:
             raise ValueError(f"{self!r} drew values that do not fit in {dt.name} (|w| <= "
                              f"{largest:.3g}); expected smaller settings or dtype='float64'")
         return w
+
+    #: float64 arrays of the shape that :meth:`sample` holds at once (its draw)
+    sample_copies = 1
+
+    def _check_memory(self, shape: tuple[int, ...], dt: np.dtype) -> None:
+        """Refuse (:class:`~depthlab.memory.MemoryRefusal`, before drawing) a ``shape`` whose
+        float64 samples (``sample_copies`` of them), their cast to ``dt`` and the finite
+        check's mask cannot fit: ``init((10**6, 10**6))`` was NumPy's 'Unable to allocate
+        7.28 TiB'. Small shapes skip reading the memory."""
+        from .memory import CHECK_FROM_BYTES, check_fits
+
+        n = math.prod(shape)
+        need = n * (8 * self.sample_copies + dt.itemsize + 1)
+        if need >= CHECK_FROM_BYTES:
+            check_fits(need, f"{self!r} of shape {shape} ({n:,} {dt.name} values)")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
@@ -383,6 +399,7 @@ class Orthogonal(Initializer):
     (12, 15) give 1/15."""
 
     name = "orthogonal"
+    sample_copies = 3  # the Gaussian draw, LAPACK's copy of it and Q
 
     def __init__(self, gain: float = 1.0) -> None:
         self.gain = real("gain", gain)

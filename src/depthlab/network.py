@@ -194,7 +194,11 @@ class Network(Sequential):
         """The network's output (logits unless ``output_activation`` names one) for a batch
         ``x`` of shape ``(batch, n_inputs)``, checked first (:meth:`check_input`, also that the
         batch's layer outputs fit in memory); every layer caches what :meth:`backward`
-        needs."""
+        needs. ``training`` is a bool (NumPy's too): ``training="eval"`` was truthy, so
+        dropout and batch statistics were applied to what was meant as an evaluation."""
+        if training is not True and training is not False and not isinstance(training, np.bool_):
+            raise TypeError(f"training={training!r} is not accepted; accepted: True (dropout, "
+                            "batch statistics) or False (evaluation, as net.predict)")
         y = super().forward(self.check_input(x, through=True), training)
         self._out_shape = y.shape  # what backward's gradient must match (no walk per step)
         return y

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,9 @@ def run_id(config: dict[str, Any], kind: str = "run", extra: Any = None) -> str:
     ``extra``) are mixed in so e.g. a doctor diagnosis never replaces a training run. A data
     ``path`` adds the file's content fingerprint (:func:`depthlab.data.fingerprint.digest`):
     an edited data file gives new ids (its stored runs are not taken for finished points)."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"run_id needs a config (a dict of sections), got "
+                        f"{type(config).__name__} {config!r:.60}")
     body = {k: _hashed_section(k, v) for k, v in config.items() if k not in ("name", "sweep")}
     data = body.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:

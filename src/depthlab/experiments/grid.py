@@ -26,7 +26,7 @@ import math
 import numbers
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +62,11 @@ def grid_shape(grid: dict[str, list] | None) -> str:
 
 
 def sweep_id(raw: dict[str, Any]) -> str:
-    """Stable id of a sweep: a hash of its validated base config and grid."""
+    """Stable id of a sweep: a hash of its validated base config and grid (a dict; anything
+    else is a TypeError naming it, not the id of its JSON)."""
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"sweep_id needs a sweep config (a dict of sections), got "
+                        f"{type(raw).__name__} {raw!r:.60}")
     return "sw-" + hashlib.sha256(canonical_json(raw).encode()).hexdigest()[:10]
 
 

@@ -716,7 +716,7 @@ def execute(config: dict[str, Any], *, run_id: str | None = None, name: str | No
     try:
         config = validate(config)  # a raw config dict too (idempotent on a validated one)
     except ConfigError as e:
-        if not catch:
+        if not catch or not isinstance(config, dict):  # no dict: no record to make of it
             raise
         return failed_record(config, run_id or make_run_id(config), str(e), name=name,
                              kind=kind, sweep=sweep)

@@ -361,6 +361,9 @@ class Store:
     def __init__(self, path_or_dir: str | os.PathLike, *, create: bool = True,
                  readonly: bool = False, timeout: float = 120.0) -> None:
         self.path = resolve_db_path(path_or_dir)
+        for flag, value in (("create", create), ("readonly", readonly)):
+            if not isinstance(value, bool | np.bool_):  # create="no" was truthy: created
+                raise TypeError(f"{flag}={value!r:.40} is not accepted; accepted: True or False")
         self.readonly = readonly
         seconds = as_number(timeout) if not isinstance(timeout, bool) else math.nan
         if not 0 <= seconds < math.inf:  # 'x' or NaN: a raw float()/int() error later

@@ -36,7 +36,20 @@ class Residual(Layer):
         that array is what this block returns."""
         return self.branch.keeps_grad
 
-    def __init__(self, branch: Sequential, name: str = "res") -> None:
+    def __init__(self, branch: Sequential | list[Layer] | tuple[Layer, ...],
+                 name: str = "res") -> None:
+        """``branch``: the ``F`` of ``y = x + F(x)``, a ``Sequential`` (or one layer, or a
+        list/tuple of layers, chained into one; each entry checked by ``Sequential``).
+        Anything else is a TypeError naming it (``Residual(None)`` was accepted and failed
+        at its first use with "'NoneType' object has no attribute 'leaves'")."""
+        if isinstance(branch, list | tuple):
+            branch = Sequential(list(branch), name="branch")
+        elif isinstance(branch, Layer) and not isinstance(branch, Sequential):
+            branch = Sequential([branch], name="branch")  # one layer: its width is checked too
+        elif not isinstance(branch, Sequential):
+            raise TypeError(f"Residual branch = {branch!r:.60} is not accepted; accepted: a "
+                            "Sequential, a depthlab layer or a list of them (the F of "
+                            "y = x + F(x))")
         self.branch = branch
         self.name = name
 

@@ -126,9 +126,17 @@ def check_gradient(grad: float, layer: int, top: int) -> None:
 
 
 def _check_sizes(sizes: Sequence[int]) -> list[int]:
+    """``[int(n) for n in sizes]`` for >= 2 positive integer widths (integral floats such as
+    3.0 too); text is refused, not parsed: ``propagate("555", ...)`` was the widths
+    [5, 5, 5] and ``[5, "3", 5]`` a width of 3."""
     try:
+        if isinstance(sizes, str | bytes):
+            raise TypeError("text")
+        sizes = list(sizes)  # a generator is read once
+        if not all(isinstance(n, numbers.Real) for n in sizes):
+            raise TypeError("a non-number")
         out = [int(n) for n in sizes]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"sizes must be a sequence of positive integers, got {sizes!r}") from exc
     if len(out) < 2 or any(n < 1 for n in out) or any(  # 10**30 is an integer, 2.5 is not
         isinstance(n, bool) or (not isinstance(n, numbers.Integral) and float(n) != int(n))

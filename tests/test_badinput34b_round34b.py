@@ -1,0 +1,87 @@
+"""Round 34b (badinput34b): bad input to public functions refused at the boundary with one
+line naming the value (before: an AttributeError deep inside, NumPy's MemoryError, or a
+silently wrong result)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+from depthlab import layers as L
+from depthlab import theory
+from depthlab.memory import MemoryRefusal
+
+
+@pytest.mark.parametrize("name", ["glorot_uniform", "orthogonal"])
+def test_initializer_refuses_a_shape_that_cannot_fit_before_drawing(monkeypatch, name):
+    # 1000 x 1000: 8 MB of float64 samples (orthogonal: 3 such arrays) over a 4 MiB limit;
+    # before: drawn (or NumPy's "Unable to allocate 7.28 TiB" for (10**6, 10**6))
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "4M")
+    init = dl.initializer(name)
+    with pytest.raises(MemoryRefusal, match=r"of shape \(1000, 1000\) \(1,000,000 float32 "
+                                            r"values\) needs about .* nothing was allocated"):
+        init((1000, 1000), np.random.default_rng(0))
+    # a small shape is drawn as before: W^T W = I for orthogonal, glorot's bound kept
+    w = init((20, 10), np.random.default_rng(0), "float64")
+    if name == "orthogonal":
+        np.testing.assert_allclose(w.T @ w, np.eye(10), atol=1e-12)
+    else:
+        assert np.abs(w).max() <= np.sqrt(6.0 / 30.0)
+
+
+def test_residual_branch_checked_when_built_and_a_list_of_layers_is_a_branch():
+    x = np.random.default_rng(1).normal(size=(5, 4))
+    with pytest.raises(TypeError, match=r"Residual branch = None is not accepted; accepted: "
+                                        r"a Sequential, a depthlab layer or a list"):
+        L.Residual(None)  # before: accepted; "'NoneType' object has no attribute 'leaves'"
+    dense = L.Dense(4, 4, rng=0, dtype="float64")
+    net = dl.Network([L.Residual([dense])], n_inputs=4)
+    ref = x + (x @ dense.W.value + dense.b.value)  # y = x + F(x), F the Dense layer
+    np.testing.assert_allclose(net.predict(x), ref, rtol=1e-12)
+    with pytest.raises(ValueError, match="the residual branch ends with 5 features, its "
+                                         "input has 4"):
+        dl.Network([L.Residual(L.Dense(4, 5, rng=0))], n_inputs=4)
+
+
+@pytest.mark.parametrize("sizes", ["555", [5, "3", 5], [5, float("inf"), 3]])
+def test_theory_sizes_of_text_or_infinity_refused(sizes):
+    # before: "555" was the widths [5, 5, 5], "3" a width of 3; inf an OverflowError
+    with pytest.raises(TypeError, match="sizes must be a sequence of positive integers, got"):
+        theory.propagate(sizes, "tanh")
+
+
+def test_theory_sizes_from_a_generator_still_read():
+    a = theory.propagate((n for n in [5, 4, 3]), "tanh")
+    b = theory.propagate([5, 4, 3], "tanh")
+    assert a.equals(b)
+
+
+def test_execute_and_ids_of_something_that_is_not_a_config():
+    from depthlab.experiments import execute, run_id, sweep_id
+    from depthlab.experiments.config import ConfigError
+
+    # before: AttributeError "'NoneType' object has no attribute 'items'"
+    with pytest.raises(ConfigError, match=r"a config must be a table of sections \(a dict\), "
+                                          "got NoneType"):
+        execute(None)
+    with pytest.raises(TypeError, match="run_id needs a config"):
+        run_id(["model"])
+    with pytest.raises(TypeError, match="sweep_id needs a sweep config"):
+        sweep_id(None)  # before: the id of "null"
+
+
+def test_forward_training_must_be_a_bool():
+    net = dl.mlp([4, 8, 3], dropout=0.5, seed=0)
+    x = np.ones((6, 4), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"training='eval' is not accepted; accepted: True"):
+        net.forward(x, training="eval")  # before: truthy, dropout applied
+    np.testing.assert_array_equal(net.forward(x, training=np.bool_(False)), net.predict(x))
+
+
+def test_store_flags_must_be_bools(tmp_path):
+    from depthlab.experiments import Store
+
+    with pytest.raises(TypeError, match=r"create='no' is not accepted; accepted: True or False"):
+        Store(tmp_path / "s", create="no")
+    assert not (tmp_path / "s").exists()  # before: the store was created
