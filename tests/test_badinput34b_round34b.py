@@ -85,3 +85,31 @@ def test_store_flags_must_be_bools(tmp_path):
     with pytest.raises(TypeError, match=r"create='no' is not accepted; accepted: True or False"):
         Store(tmp_path / "s", create="no")
     assert not (tmp_path / "s").exists()  # before: the store was created
+
+
+def test_probe_recorder_refuses_histogram_bins_that_cannot_fit_before_training(monkeypatch):
+    # before: n_bins=10**9 was counted into 8 GB per histogram for minutes (no refusal);
+    # 10**6 bins x 4 kinds x (step 0 + end) x 1 layer is 64 MB + 24 MB over a 16 MiB limit
+    x = np.random.default_rng(0).normal(size=(8, 3))
+    y = np.arange(8) % 2
+    net = dl.mlp([3, 4, 2], seed=0)
+    w0 = net.parameters()[0].value.copy()
+    rec = dl.ProbeRecorder(x, y, n_bins=10**6, histogram_steps=[0, "end"])
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", "16M")
+    with pytest.raises(MemoryRefusal, match=r"ProbeRecorder\(n_bins=1,000,000\) histograms "
+                                            r"\(2 histogram steps x 1 layers x 4 kinds"):
+        dl.fit(net, x, y, epochs=1, callbacks=[rec])
+    np.testing.assert_array_equal(net.parameters()[0].value, w0)  # refused before training
+
+
+@pytest.mark.parametrize("bad, kind, text", [
+    (np.array([[1.0, 2.0], [3.0, np.nan]]), ValueError, r"row 1, column 1: nan\)"),
+    (np.array([["a", "b"]]), TypeError, r"dtype <U1 is not accepted \(row 0, column 0 holds"),
+])
+def test_fit_standardizer_refuses_nan_and_text(bad, kind, text):
+    from depthlab.data import fit_standardizer
+
+    # before: NaN -> a NaN mean and std returned (every standardized value NaN); text ->
+    # NumPy's "the resolved dtypes are not compatible with add.reduce"
+    with pytest.raises(kind, match=text):
+        fit_standardizer(bad)

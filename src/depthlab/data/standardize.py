@@ -27,6 +27,7 @@ def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = x.astype(np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"fit_standardizer needs a non-empty 2-D array, got shape {x.shape}")
+    _check_finite_numbers(x, "fit_standardizer's x_train")
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # such columns: below
         mean = x.mean(axis=0, dtype=np.float64)
         std = x.std(axis=0, dtype=np.float64)
@@ -44,6 +45,22 @@ def fit_standardizer(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     out = std.astype(x.dtype)
     out[out == 0] = 1.0  # a spread below the dtype's smallest number
     return mean.astype(x.dtype), out
+
+
+def _check_finite_numbers(x: np.ndarray, what: str) -> None:
+    """Refuse features that are not real numbers (text, objects, complex: NumPy's "the
+    resolved dtypes are not compatible with add.reduce") or hold NaN/inf (a NaN mean and
+    std were returned, and every standardized value became NaN), naming the first such
+    entry's row and column."""
+    from depthlab.training.data_checks import first_nonfinite, not_a_number
+
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{what} of dtype {x.dtype} is not accepted{not_a_number(x)}; "
+                        "accepted: real numbers")
+    bad = first_nonfinite(x) if x.dtype.kind == "f" else None
+    if bad is not None:
+        raise ValueError(f"{what} contains NaN or infinity (first at row {bad[0]}, column "
+                         f"{bad[1]}: {float(x[bad])}); accepted: finite numbers")
 
 
 def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

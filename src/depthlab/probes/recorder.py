@@ -409,6 +409,7 @@ class ProbeRecorder(Callback):
         whose records cannot fit: at least ``(steps // every + 1) * layers * (8 q + 12)``
         bytes for ``q`` per-layer quantities (a float64 each, and the record's step and layer)
         (``every=1`` over 10**8 updates of a 6-layer network needs ~100 GB)."""
+        self._check_histogram_memory(steps)
         if not steps or not self._points:
             return
         records = steps // self.every + 1
@@ -417,6 +418,30 @@ class ProbeRecorder(Callback):
             check_fits(nbytes, f"ProbeRecorder(every={self.every}) over {steps:,} updates "
                        f"({records:,} records of {len(self._points)} layers; a larger every "
                        "or fewer steps)")
+
+    def _check_histogram_memory(self, steps: int | None) -> None:
+        """Refuse before the first update histograms whose bins cannot fit: ``h * layers *
+        4 kinds * n_bins * 8`` bytes of int64 counts kept, plus ``3 * n_bins * 8`` while one
+        is counted, for ``h`` histogram steps (the default: step 0, ``every * 2^j`` and the
+        end; an open-ended run at least step 0). ``n_bins=10**9`` was counted for minutes,
+        8 GB per histogram, with no refusal."""
+        if not self._points:
+            return
+        if self._hist_default:
+            if steps:
+                h = 2 + (int(steps // self.every).bit_length() if steps >= self.every else 0)
+            else:
+                h = 1
+        else:
+            h = (sum(1 for t in self._hist_steps if not steps or t <= steps)
+                 + bool(self._hist_end))
+        if not h:
+            return
+        nbytes = (h * len(self._points) * len(HISTOGRAM_KINDS) + 3) * self.n_bins * 8
+        if nbytes > CHECK_FROM_BYTES:
+            check_fits(nbytes, f"ProbeRecorder(n_bins={self.n_bins:,}) histograms ({h:,} "
+                       f"histogram steps x {len(self._points)} layers x "
+                       f"{len(HISTOGRAM_KINDS)} kinds; fewer n_bins or histogram_steps)")
 
     def _check_probe_y(self, net) -> None:
         """The loss's checks of ``probe_y`` (labels in range, shape, finiteness) against a zero
