@@ -260,6 +260,15 @@ Thresholds (module constants):
 ``MEAN_SHIFT`` 0.25           |mean activation| at the end, for activations with f(0) != 0
                               (sigmoid) in networks with at least ``MEAN_SHIFT_MIN_LAYERS`` (4)
                               hidden layers and no batch normalization
+``MEAN_SHIFT_FIT`` 0.2        and flagged only when the probe batch's loss ends above
+                              ``MEAN_SHIFT_FIT`` x a constant prediction's (or either is
+                              unknown), as saturation: a sigmoid's mean output is about 0.5
+                              whatever the net does, so the state alone flagged every sigmoid
+                              net (digits, 200 steps, 4/8 sigmoid layers of 64, Glorot / 16x
+                              Glorot / N(0, 1), Adam 1e-2 / 1e-3, SGD 0.5 / 0.1: the 5 of 24
+                              that ended at 0.08-0.15x a constant's loss, val acc 0.89-0.94,
+                              4 of them at Adam 1e-2 where the tanh cure did not help, 0.93 ->
+                              0.90; the 19 others ended at 0.22-1.02x, the cure helped 18)
 ============================  ================================================================
 """
 
@@ -306,6 +315,7 @@ BN_DRIFT = 0.5
 BN_DRIFT_MIN_EXAMPLES = 20
 MEAN_SHIFT = 0.25
 MEAN_SHIFT_MIN_LAYERS = 4
+MEAN_SHIFT_FIT = 0.2
 LOGIT_FLOOR = 0.01
 INPUT_SCALE = 10.0
 INPUT_SCALE_LOGITS = 50.0
@@ -1171,7 +1181,21 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
                            _severity(value, DEAD_FRAC, log=False))
 
 
+def fitted(ctx: RunContext, factor: float) -> bool:
+    """Whether the probe batch's loss ``L`` ended at or below ``factor`` x a constant
+    prediction's ``L_c`` (``ctx.chance_loss``): the net fitted, whatever state its units are in;
+    False when either loss is unknown or not finite."""
+    end, chance = probe_loss_ends(ctx)[1], ctx.chance_loss
+    return (math.isfinite(end) and math.isfinite(chance) and chance > 0
+            and end <= factor * chance)
+
+
 def rule_mean_shift(ctx: RunContext) -> RuleResult:
+    """Activations with ``f(0) != 0`` (sigmoid) whose ``|mean activation|`` at the end exceeds
+    ``MEAN_SHIFT`` in a network of ``MEAN_SHIFT_MIN_LAYERS`` or more hidden layers without batch
+    norm, while the probe batch's loss ends above ``MEAN_SHIFT_FIT`` x a constant prediction's
+    (:func:`fitted`; a sigmoid's mean is about 0.5 in a net that fits too). The metric, the
+    largest ``|mean activation|``, is measured whether or not the net fitted."""
     if ctx.fn is None or ctx.config.get("batchnorm"):
         return math.nan, None
     m = ctx.at(ctx.end, "act_mean").dropna().abs()
@@ -1185,16 +1209,23 @@ def rule_mean_shift(ctx: RunContext) -> RuleResult:
     m = m[[abs(f0s.get(int(i), 0.0)) >= 1e-6 for i in m.index]]
     if m.empty or len(ctx.hidden) < MEAN_SHIFT_MIN_LAYERS or float(m.max()) <= MEAN_SHIFT:
         return metric, None
+    if fitted(ctx, MEAN_SHIFT_FIT):  # shifted, but the net fitted: nothing to cure
+        return metric, None
     layers = [int(i) for i, v in m.items() if v > MEAN_SHIFT]
     worst = int(m.idxmax())
     f0, shifted = f0s[worst], float(m.max())
     changes, text = rx.for_mean_shift(ctx.mean_init_ratio("tanh"))
+    end, chance = probe_loss_ends(ctx)[1], ctx.chance_loss
     ev = {"metric": metric, "threshold": MEAN_SHIFT, "worst_layer": worst, "f0": f0,
-          "n_layers": len(layers)}
+          "n_layers": len(layers), "loss_end": end, "chance_loss": chance,
+          "fit_threshold": MEAN_SHIFT_FIT}
     names = ", ".join(dict.fromkeys(ctx.layer_activation(i) for i in layers))
+    fit = (f" The probe batch's loss ended at {end:.4g}, {end / chance:.3g}x a constant "
+           f"prediction's {chance:.4g} (a net that fits ends below {MEAN_SHIFT_FIT:g}x)."
+           if math.isfinite(end) and math.isfinite(chance) and chance > 0 else "")
     msg = (f"{names} activations are not zero-centred: the mean activation reaches "
            f"{shifted:.2f} (layer {worst}) in a {len(ctx.hidden)}-hidden-layer network, shifting "
-           f"every next layer's input.")
+           f"every next layer's input.{fit}")
     return metric, Finding("mean_shift", layers, ev, msg, changes, text,
                            _severity(shifted, MEAN_SHIFT, log=False))
 
