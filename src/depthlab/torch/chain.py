@@ -522,7 +522,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                 made = (f"; it is the output of {fn_pools[calls[0]]}, which predict() has no "
                         f"theory for (modelled: {_MODELLED_POOLS})")
             elif not made and id(info.owner) in in_ops:  # a torch function, not a module
-                made = _operation(in_ops[id(info.owner)])
+                made = _operation(in_ops[id(info.owner)],
+                                  {fn: labels[at] for at, fn in fns.items() if fn is not None})
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} is not {what} (pooling or another "
                              f"operation in between){made}")
@@ -829,11 +830,55 @@ _MODELLED_POOLS = ("max, average, adaptive max and adaptive average pooling and 
                    "modules (nn.MaxPool2d, ...) or functions (F.max_pool2d, F.dropout, ...)")
 
 
-def _operation(fn: Any) -> str:
+def _operand(fn: Any, made_by: dict[Any, str]) -> str | None:
+    """Words for one input of a torch operation: the output of the module that made it
+    (``made_by``: autograd node of a module call's output -> "'name' (Class)"), below views on
+    it, or the function of an elementwise activation applied to such an output; None for a
+    constant or a parameter (no module's output)."""
+    node = _below_views(fn)[0] or fn
+    if node in made_by and not made_by[node].startswith("the "):  # a module's own output
+        return made_by[node]
+    if node.name() in ACT_NODES and node.next_functions and node.next_functions[0][0]:
+        inner = _below_views(node.next_functions[0][0])[0] or node.next_functions[0][0]
+        if inner in made_by:  # F.silu(self.c1(x)): named by the layer it reads
+            op = re.sub(r"Backward[0-9]*$", "", node.name()).lower()
+            return f"the function {op} of {made_by[inner]}"
+    return made_by.get(node)
+
+
+def _joined(node: Any, made_by: dict[Any, str]) -> str:
+    """`` from the outputs of A and B`` for a torch operation whose inputs are two or more
+    modules' outputs (a concatenation of skips, a gate's product), with why that is no chain;
+    empty otherwise (``h * 2``, ``h - h.mean(0)``)."""
+    parts: list[str] = []
+    for fn, _ in node.next_functions:
+        what = None if fn is None else _operand(fn, made_by)
+        if what is not None and what not in parts:
+            parts.append(what)
+    op = re.sub(r"Backward[0-9]*$", "", node.name())
+    words = (f" from the outputs of {', '.join(parts[:-1])} and {parts[-1]}" if len(parts) > 1
+             else f" from the output of {parts[0]}" if parts else "")
+    if op == "Cat":
+        return words + (" (a concatenation, as of DenseNet or U-Net skips, joins paths that "
+                        "one chain of layers does not describe)")
+    if len(parts) < 2:
+        return ""
+    if op == "Mul":
+        return words + (" (a product of two paths, a gate such as squeeze-and-excitation, "
+                        "multiplies variances that one chain of layers does not describe)")
+    return words
+
+
+def _operation(fn: Any, made_by: dict[Any, str] | None = None) -> str:
     """The refusal's words for a layer input made by the autograd node ``fn`` (a torch
     operation, not a module), named below the views on it (a flatten of ``h * 2`` is named by
     ``Mul``, not by ``View``); an activation applied after pooling is named as such, one applied
-    to another operation's result names that operation (``tanh(h - h.mean(0))``: ``Sub``)."""
+    to another operation's result names that operation (``tanh(h - h.mean(0))``: ``Sub``), one
+    applied to a module's output that is not a chain layer's (``relu(bn(torch.cat(...)))``, a
+    DenseNet layer) names that module and what made its input; an operation joining several
+    modules' outputs (``torch.cat``, a gate's ``x * w``) names them (``made_by``: autograd node
+    of each module call's output -> "'name' (Class)")."""
+    made_by = made_by or {}
     node, _ = _below_views(fn)
     node = fn if node is None else node
     name = node.name()
@@ -846,13 +891,24 @@ def _operation(fn: Any) -> str:
                 "modelled only after a max pool of a layer's (or BatchNorm's) own output and "
                 "for a non-decreasing activation (then f(max(s)) = max(f(s))); expected the "
                 "activation before the pool (F.avg_pool2d(F.gelu(conv(x)), 2))")
+    if name in ACT_NODES and below is not None and below in made_by \
+            and below.next_functions and below.next_functions[0][0] is not None:
+        # relu(bn(torch.cat(...))): a module's output whose input is no layer's
+        inner = _below_views(below.next_functions[0][0])[0] or below.next_functions[0][0]
+        under = re.sub(r"Backward[0-9]*$", "", inner.name())
+        source = (f"is the output of {made_by[inner]}" if inner in made_by else
+                  f"is computed by the torch operation {under!r} (autograd node "
+                  f"{inner.name()}){_joined(inner, made_by)}")
+        return (f"; it is the output of the function {op.lower()} applied to the output of "
+                f"{made_by[below]}, whose input {source}, not a layer's output")
     if name in ACT_NODES and below is not None:  # tanh(h - h.mean(0)): name the Sub too
         under = re.sub(r"Backward[0-9]*$", "", below.name())
         return (f"; it is the output of the function {op.lower()} applied to the result of the "
                 f"torch operation {under!r} (autograd node {below.name()}), not to a layer's "
                 "(or normalization's) own output: an activation is modelled only on a layer's "
                 "or normalization's output")
-    return f"; it is computed by the torch operation {op!r} (autograd node {name}), not by a module"
+    return (f"; it is computed by the torch operation {op!r} (autograd node {name})"
+            f"{_joined(node, made_by)}, not by a module")
 
 
 _ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})

@@ -1,0 +1,107 @@
+"""Round 34b (torchzoo34b): small practitioner architectures built from torch.nn modules only.
+
+dlt.predict refuses a DenseNet block (concatenated skips behind a BatchNorm-ReLU) and an
+EfficientNet block's squeeze-and-excitation gate (the features multiplied by a sigmoid of their
+pooled projection); the refusals named the wrong obstacle or none of the modules: the DenseNet
+one said the input of the next conv was "the function relu applied to the result of the torch
+operation 'NativeBatchNorm'", a module of the model (the norm) called a torch operation and the
+concatenation that stops the chain not named at all; the SE one named 'Mul' but neither path
+multiplied. Now each names the operation, the modules whose outputs it joins, and why that is
+no chain.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import depthlab.torch as dlt
+
+CE = nn.CrossEntropyLoss()
+
+
+class _DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cin)
+        self.conv = nn.Conv2d(cin, growth, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(F.relu(self.bn(x)))], 1)
+
+
+class _DenseNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.block = nn.Sequential(_DenseLayer(4, 2), _DenseLayer(6, 2))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.block(self.stem(x)).mean([2, 3]))
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, c // 2, 1), nn.Conv2d(c // 2, c, 1)
+
+    def forward(self, x):
+        w = torch.sigmoid(self.fc2(F.silu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        return x * w
+
+
+class _MBConv(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c),
+                                    nn.SiLU())
+        self.se = _SE(2 * c)
+        self.project = nn.Sequential(nn.Conv2d(2 * c, c, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return x + self.project(self.se(self.expand(x)))
+
+
+class _EffNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU())
+        self.blocks = nn.Sequential(_MBConv(4))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean([2, 3]))
+
+
+def _refusal(model: nn.Module) -> str:
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 4, 4), torch.randint(0, 3, (8,))
+    with pytest.raises(ValueError) as err:
+        dlt.predict(model, x, y, CE)
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_predict_names_the_concatenation_of_a_dense_block_not_a_torch_operation_batchnorm():
+    torch.manual_seed(0)
+    msg = _refusal(_DenseNet())
+    assert "the input of 'block.1.conv' is not the previous layer's output" in msg
+    assert "'NativeBatchNorm'" not in msg  # a module of the model, not a torch operation
+    assert "the output of 'block.1.bn' (BatchNorm2d)" in msg
+    assert ("computed by the torch operation 'Cat' (autograd node CatBackward0) from the "
+            "outputs of 'stem' (Conv2d) and 'block.0.conv' (Conv2d)") in msg
+    assert "concatenation" in msg
+
+
+def test_predict_names_the_gate_of_a_squeeze_and_excitation_block():
+    torch.manual_seed(0)
+    msg = _refusal(_EffNet())
+    assert "the input of 'blocks.0.project.0' is not the previous layer's output" in msg
+    assert ("computed by the torch operation 'Mul' (autograd node MulBackward0) from the "
+            "outputs of 'blocks.0.expand.2' (SiLU) and the function sigmoid of "
+            "'blocks.0.se.fc2' (Conv2d)") in msg
+    assert "product of two paths" in msg
