@@ -113,3 +113,30 @@ def test_fit_standardizer_refuses_nan_and_text(bad, kind, text):
     # NumPy's "the resolved dtypes are not compatible with add.reduce"
     with pytest.raises(kind, match=text):
         fit_standardizer(bad)
+
+
+def test_diagnosis_finding_of_a_misspelt_kind_is_named_not_none():
+    x = np.random.default_rng(0).normal(size=(16, 4))
+    y = np.arange(16) % 3
+    d = dl.doctor(dl.mlp([4, 5, 3], seed=0), (x, y), steps=3, probe_every=1)
+    # before: None, read as "no vanishing gradients" whatever the diagnosis found
+    with pytest.raises(ValueError, match=r"unknown finding kind 'vanishing_gradient' \(did you "
+                                         r"mean 'vanishing_gradients'\?\)"):
+        d.finding("vanishing_gradient")
+    assert d.finding("vanishing_through_time") is None  # dlt.doctor's own kind, not found here
+    for kind in d.kinds:
+        assert d.finding(kind).kind == kind
+
+
+def test_gauss_expect_names_an_integrand_that_is_not_elementwise():
+    # before: "'str' object is not callable" and NumPy's matmul "mismatch in its core
+    # dimension 0 ... (size 3 is different from 464)"
+    with pytest.raises(TypeError, match=r"gauss_expect: g must be a function of the Gaussian "
+                                        r"nodes .*got str 'tanh'"):
+        theory.gauss_expect("tanh", 1.0)
+    with pytest.raises(ValueError, match=r"g returned an array of shape \(3,\); expected g "
+                                         "applied elementwise"):
+        theory.gauss_expect(lambda s: np.ones(3), 1.0)
+    # E[s^2] = var; a constant g broadcasts: E[2] = 2
+    assert theory.gauss_expect(np.square, 2.5) == pytest.approx(2.5, rel=1e-12)
+    assert theory.gauss_expect(lambda s: 2.0, 2.5) == pytest.approx(2.0, rel=1e-12)

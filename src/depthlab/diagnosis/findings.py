@@ -12,6 +12,10 @@ import pandas as pd
 
 from ..jsonable import jsonable
 
+#: finding kinds only ``dlt.doctor`` gives (its recurrent-model rule,
+#: ``depthlab.torch.through_time``), beside the shared rules' ``KINDS``
+TORCH_ONLY_KINDS: tuple[str, ...] = ("vanishing_through_time",)
+
 SEVERITIES = ("low", "medium", "high")
 
 
@@ -379,7 +383,20 @@ class Diagnosis:
         return [f.kind for f in self.findings]
 
     def finding(self, kind: str) -> Finding | None:
-        """The finding of ``kind``, or None."""
+        """The finding of ``kind``, or None when the diagnosis has none of that kind. A name
+        that is no finding kind (:data:`~depthlab.diagnosis.rules.KINDS`) is a ValueError
+        naming it and the likely one: ``finding("vanishing_gradient")`` was None, read as
+        "no vanishing gradients" whatever the diagnosis found."""
+        from ..validators import did_you_mean
+        from .rules import KINDS
+
+        if not isinstance(kind, str):
+            raise TypeError(f"kind must be a finding kind's name (a str), got "
+                            f"{type(kind).__name__} {kind!r:.40}")
+        known = KINDS + TORCH_ONLY_KINDS
+        if kind not in known and kind not in self.kinds:
+            raise ValueError(f"unknown finding kind {kind!r}{did_you_mean(kind, known)}; "
+                             f"accepted: {', '.join(known)}")
         return next((f for f in self.findings if f.kind == kind), None)
 
     def __eq__(self, other: object) -> bool:

@@ -272,15 +272,48 @@ def gauss_expect(
     mean: float = 0.0,
 ) -> float:
     """``E[g(s)]`` for ``s ~ N(mean, var)`` by :func:`gaussian_rule`."""
+    _check_integrand(g, "gauss_expect")
     s, w = gaussian_rule(var, mean)
-    return float(w @ np.asarray(g(s), dtype=np.float64))
+    return float(w @ _integrand_values(g, "gauss_expect", s.shape, s))
 
 
 def gauss_expect_2d(g: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> float:
     """``E[g(z1, z2)]`` for independent standard normals, by the product rule."""
+    _check_integrand(g, "gauss_expect_2d")
     z, w = standard_rule(1.0)
-    vals = np.asarray(g(z[:, None], z[None, :]), dtype=np.float64)
+    vals = _integrand_values(g, "gauss_expect_2d", (z.shape[0], z.shape[0]), z[:, None],
+                             z[None, :])
     return float(w @ vals @ w)
+
+
+def _check_integrand(g: Any, fn: str) -> None:
+    """A TypeError naming ``g`` unless it is callable (``gauss_expect("tanh")`` was Python's
+    "'str' object is not callable")."""
+    if not callable(g):
+        hint = (" (an activation's name: depthlab.theory.resolve_activation(name).f)"
+                if isinstance(g, str) else "")
+        raise TypeError(f"{fn}: g must be a function of the Gaussian nodes (e.g. np.tanh), "
+                        f"got {type(g).__name__} {g!r:.40}{hint}")
+
+
+def _integrand_values(g: Callable, fn: str, shape: tuple[int, ...], *nodes: np.ndarray
+                      ) -> np.ndarray:
+    """``g(*nodes)`` as float64 of ``shape`` (a scalar broadcast), or a ValueError naming
+    what ``g`` returned: a function that reduced its input (``np.ones(3)``, ``np.mean``) was
+    NumPy's matmul 'mismatch in its core dimension' error."""
+    out = g(*nodes)
+    try:
+        vals = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{fn}: g returned {type(out).__name__} {out!r:.40}; expected real "
+                        f"numbers of the nodes' shape {shape}") from exc
+    if vals.shape != shape:
+        try:
+            vals = np.broadcast_to(vals, shape)
+        except ValueError:
+            raise ValueError(f"{fn}: g returned an array of shape {vals.shape}; expected "
+                             f"g applied elementwise, of the nodes' shape {shape}") from None
+    return vals
 
 
 def correlated_pair(q1: float, q2: float, c: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
