@@ -140,3 +140,11 @@ def test_gauss_expect_names_an_integrand_that_is_not_elementwise():
     # E[s^2] = var; a constant g broadcasts: E[2] = 2
     assert theory.gauss_expect(np.square, 2.5) == pytest.approx(2.5, rel=1e-12)
     assert theory.gauss_expect(lambda s: 2.0, 2.5) == pytest.approx(2.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("layers", [None, "abc"])
+def test_network_of_no_layer_list_named(layers):
+    # before: Python's "'NoneType' object is not iterable"; "abc": "layers[0] = 'a'"
+    with pytest.raises(TypeError, match=r"layers = (None|'abc') is not accepted; accepted: a "
+                                        "list of depthlab layers"):
+        dl.Network(layers, n_inputs=4)

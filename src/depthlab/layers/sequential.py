@@ -14,6 +14,10 @@ class Sequential(Layer):
     :meth:`~Layer.backward` in reverse order)."""
 
     def __init__(self, layers: list[Layer], name: str = "seq") -> None:
+        if isinstance(layers, str | bytes | Layer) or not hasattr(layers, "__iter__"):
+            # None: Python's "'NoneType' object is not iterable"; "abc": layers[0] = 'a'
+            raise TypeError(f"{name}: layers = {layers!r:.40} is not accepted; accepted: a "
+                            "list of depthlab layers (Dense, Activation, BatchNorm, ...)")
         self.layers = list(layers)
         self.name = name
         for i, layer in enumerate(self.layers):
