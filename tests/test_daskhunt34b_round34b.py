@@ -41,3 +41,24 @@ def test_a_threaded_dask_worker_trains_each_point_on_its_own_seeded_data(tmp_pat
     differ = {i: (one[i].get("train_loss"), dask[i].get("train_loss"))
               for i in one if one[i] != dask[i]}
     assert not differ, differ
+
+
+def test_swept_floats_that_print_alike_are_told_apart_on_the_sweep_figures():
+    # a grid computed in floats ("train.lr" = [0.1, 0.1 + 0.2, 0.3]) holds two learning rates
+    # that %g prints as 0.3: the heatmap's axis read "0.1, 0.3, 0.3#1" (which is which?), and
+    # 1-key bars likewise
+    import pandas as pd
+
+    from depthlab import plot
+
+    lrs = [0.1, 0.1 + 0.2, 0.3, 1234567.0, 1234568.0]
+    runs = pd.DataFrame([{"train.lr": lr, "model.activation": act, "val_acc": 0.5 + i / 20,
+                          "status": "finished", "name": f"p{i}"}
+                         for i, (lr, act) in enumerate((lr, act) for lr in lrs
+                                                       for act in ("tanh", "relu"))])
+    fig = plot.sweep_metric(runs, ["train.lr", "model.activation"])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["0.1", "0.3", "0.30000000000000004", "1234567.0", "1234568.0"], ticks
+    fig = plot.sweep_metric(runs[runs["model.activation"] == "tanh"], ["train.lr"])
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["0.1", "0.3", "0.30000000000000004", "1234567.0", "1234568.0"], ticks

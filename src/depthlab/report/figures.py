@@ -1173,10 +1173,12 @@ def number_runs(numbers: Sequence[int], shown: int = 4) -> str:
 
 
 # -- sweep figures -----------------------------------------------------------------------------
-def _fmt_value(v) -> str:
-    """Short tick label: floats with ``%g``; lists run-length encoded (``[64, 32×4, 10]``)."""
+def _fmt_value(v, exact: bool = False) -> str:
+    """Short tick label: floats with ``%g`` (``exact``: Python's shortest repr that reads back
+    as the same float, ``0.30000000000000004``); lists run-length encoded (``[64, 32×4,
+    10]``)."""
     if isinstance(v, float):
-        return f"{v:g}"
+        return repr(float(v)) if exact else f"{v:g}"
     if isinstance(v, (list, tuple)):
         parts: list[str] = []
         k = 0
@@ -1185,10 +1187,23 @@ def _fmt_value(v) -> str:
             while j + 1 < len(v) and v[j + 1] == v[k]:
                 j += 1
             n = j - k + 1
-            parts.append(_fmt_value(v[k]) + (f"×{n}" if n > 1 else ""))
+            parts.append(_fmt_value(v[k], exact) + (f"×{n}" if n > 1 else ""))
             k = j + 1
         return "[" + ", ".join(parts) + "]"
     return str(v)
+
+
+def _fmt_values(values: Sequence) -> list[str]:
+    """:func:`_fmt_value` of each of ``values`` (an axis's distinct categories), the values
+    whose ``%g`` texts coincide written exactly (a grid computed in floats: ``0.1 + 0.2`` and
+    ``0.3`` were both "0.3", told apart only as "0.3" and "0.3#1"; 1234567.0 and 1234568.0
+    both "1.23457e+06")."""
+    labels = [_fmt_value(v) for v in values]
+    seen: dict[str, set] = {}
+    for v, t in zip(values, labels):
+        seen.setdefault(t, set()).add(value_key(v))
+    return [_fmt_value(v, exact=True) if len(seen[t]) > 1 else t
+            for v, t in zip(values, labels)]
 
 
 MAX_CATEGORY_TICKS = 25
@@ -1254,8 +1269,7 @@ def _set_category_ticks(ax, axis: str, values: Sequence, width_in: float,
     """Category tick labels at cell centres, rotated when they would collide; of more than
     :data:`MAX_CATEGORY_TICKS` categories every k-th is labelled (k = ceil(n / max)), unless
     ``upright``: then every one, turned 90° (:func:`_upright_labels` says when they fit)."""
-    labels = [_fmt_value(v) for v in values]
-    labels = cut_labels(labels, MAX_TICK_CHARS)
+    labels = cut_labels(_fmt_values(values), MAX_TICK_CHARS)
     pos = np.arange(len(labels)) + offset
     if axis == "x" and upright:
         ax.set_xticks(pos, labels, rotation=90, ha="center", va="top")
@@ -1428,7 +1442,7 @@ def sweep_bars(runs: pd.DataFrame, key: str, metric: str = "val_acc",
     width = max(5.0, min(11.0, 1.5 + 0.7 * len(xs)))
     upright = _upright_labels(len(xs), width)
     # upright labels (~0.065 in a character at 8.5 pt) take more height than the 30° ones
-    longest = max((len(t) for t in cut_labels([_fmt_value(v) for v in xs], MAX_TICK_CHARS)),
+    longest = max((len(t) for t in cut_labels(_fmt_values(xs), MAX_TICK_CHARS)),
                   default=0)
     fig, (ax,) = _new_figure(width, 3.6 + (max(0.0, 0.065 * longest - 1.0) if upright else 0.0),
                              fixed=False)
