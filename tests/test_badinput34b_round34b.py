@@ -148,3 +148,13 @@ def test_network_of_no_layer_list_named(layers):
     with pytest.raises(TypeError, match=r"layers = (None|'abc') is not accepted; accepted: a "
                                         "list of depthlab layers"):
         dl.Network(layers, n_inputs=4)
+
+
+@pytest.mark.parametrize("value", ["0.1", None, False])
+def test_load_dataset_fraction_of_text_none_or_bool_refused(value):
+    from depthlab.data import load_dataset
+
+    # before: "0.1" parsed (a split of 10%), False a fraction of 0, None Python's float() error
+    with pytest.raises(TypeError, match=r"val_fraction=.* is not accepted; accepted: a "
+                                        r"fraction, a number in \[0, 1\)"):
+        load_dataset("spirals", n=40, val_fraction=value)

@@ -7,6 +7,7 @@ optionally an official test or validation part); :func:`build_dataset` validates
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -341,7 +342,13 @@ def check_classes(parts: dict[str, tuple[np.ndarray, np.ndarray]], source: str) 
 
 
 def check_fractions(val_fraction: float, test_fraction: float) -> tuple[float, float]:
-    """Validate ``0 <= val, test < 1`` and ``val + test < 1``."""
+    """Validate ``0 <= val, test < 1`` and ``val + test < 1``: real numbers (NumPy's too);
+    text, None and bools are a TypeError naming them (``val_fraction="0.1"`` was parsed,
+    ``None`` was Python's float() error)."""
+    for label, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{label}={value!r:.40} is not accepted; accepted: a fraction, a "
+                            "number in [0, 1)")
     v, t = float(val_fraction), float(test_fraction)
     if not (0.0 <= v < 1.0):
         raise ValueError(f"val_fraction={val_fraction!r} must be in [0, 1)")
