@@ -105,3 +105,26 @@ def test_predict_names_the_gate_of_a_squeeze_and_excitation_block():
             "outputs of 'blocks.0.expand.2' (SiLU) and the function sigmoid of "
             "'blocks.0.se.fc2' (Conv2d)") in msg
     assert "product of two paths" in msg
+
+
+class _Fire(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(c, c // 2, 1)
+        self.e1, self.e3 = nn.Conv2d(c // 2, c // 2, 1), nn.Conv2d(c // 2, c // 2, 3, padding=1)
+
+    def forward(self, x):
+        h = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.e1(h)), F.relu(self.e3(h))], 1)
+
+
+def test_predict_says_a_fire_modules_second_branch_reads_an_earlier_layer():
+    # SqueezeNet's Fire: e1 and e3 read relu(squeeze(x)) in parallel. The refusal said it was
+    # relu "applied to the result of the torch operation 'Convolution' ..., not to a layer's
+    # (or normalization's) own output": it is the output of the layer 'f.squeeze'
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Fire(4), nn.Flatten(),
+                          nn.Linear(64, 3))
+    msg = _refusal(model)
+    assert "the input of '1.e3' is not the previous layer's output" in msg
+    assert "the function relu applied to the output of '1.squeeze' (Conv2d), a layer" in msg
+    assert "in parallel" in msg and "'Convolution'" not in msg

@@ -523,7 +523,9 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                         f"theory for (modelled: {_MODELLED_POOLS})")
             elif not made and id(info.owner) in in_ops:  # a torch function, not a module
                 made = _operation(in_ops[id(info.owner)],
-                                  {fn: labels[at] for at, fn in fns.items() if fn is not None})
+                                  {fn: labels[at] for at, fn in fns.items() if fn is not None},
+                                  frozenset(t.grad_fn for t, _ in out_tensors.values()
+                                            if t.grad_fn is not None))
             raise ValueError(f"predict() needs a chain of layers and elementwise activations; "
                              f"the input of {info.name!r} is not {what} (pooling or another "
                              f"operation in between){made}")
@@ -869,7 +871,8 @@ def _joined(node: Any, made_by: dict[Any, str]) -> str:
     return words
 
 
-def _operation(fn: Any, made_by: dict[Any, str] | None = None) -> str:
+def _operation(fn: Any, made_by: dict[Any, str] | None = None,
+               layers: frozenset = frozenset()) -> str:
     """The refusal's words for a layer input made by the autograd node ``fn`` (a torch
     operation, not a module), named below the views on it (a flatten of ``h * 2`` is named by
     ``Mul``, not by ``View``); an activation applied after pooling is named as such, one applied
@@ -877,7 +880,9 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None) -> str:
     applied to a module's output that is not a chain layer's (``relu(bn(torch.cat(...)))``, a
     DenseNet layer) names that module and what made its input; an operation joining several
     modules' outputs (``torch.cat``, a gate's ``x * w``) names them (``made_by``: autograd node
-    of each module call's output -> "'name' (Class)")."""
+    of each module call's output -> "'name' (Class)"); one applied to a weight layer's output
+    that is not the previous layer's (``layers``: those layers' output nodes) says so (the
+    parallel branches of a Fire or Inception module read one activation)."""
     made_by = made_by or {}
     node, _ = _below_views(fn)
     node = fn if node is None else node
@@ -891,6 +896,11 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None) -> str:
                 "modelled only after a max pool of a layer's (or BatchNorm's) own output and "
                 "for a non-decreasing activation (then f(max(s)) = max(f(s))); expected the "
                 "activation before the pool (F.avg_pool2d(F.gelu(conv(x)), 2))")
+    if name in ACT_NODES and below is not None and below in made_by and below in layers:
+        return (f"; it is the output of the function {op.lower()} applied to the output of "
+                f"{made_by[below]}, a layer that is not the previous one (two layers reading "
+                "one input in parallel, as the branches of an Inception or Fire module, or a "
+                "skip over a layer)")
     if name in ACT_NODES and below is not None and below in made_by \
             and below.next_functions and below.next_functions[0][0] is not None:
         # relu(bn(torch.cat(...))): a module's output whose input is no layer's
