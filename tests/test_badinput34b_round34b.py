@@ -158,3 +158,19 @@ def test_load_dataset_fraction_of_text_none_or_bool_refused(value):
     with pytest.raises(TypeError, match=r"val_fraction=.* is not accepted; accepted: a "
                                         r"fraction, a number in \[0, 1\)"):
         load_dataset("spirals", n=40, val_fraction=value)
+
+
+def test_optimizer_step_refuses_a_complex_or_text_gradient_before_any_update():
+    net = dl.mlp([4, 5, 3], seed=0)
+    opt = dl.optimizer("adam", net.parameters(), lr=0.1)
+    net.forward(np.ones((6, 4), dtype=np.float32))
+    net.backward(np.ones((6, 3)))
+    before = [p.value.copy() for p in net.parameters()]
+    net.parameters()[1].grad = np.zeros(5, dtype=complex)
+    # before: NumPy's UFuncTypeError "Cannot cast ufunc 'multiply' output from
+    # dtype('complex128')", after the parameter before it had been updated
+    with pytest.raises(ValueError, match=r"parameter 'dense1.b' has .grad of dtype complex128 "
+                                         r".*no parameter was updated"):
+        opt.step()
+    for b, p in zip(before, net.parameters(), strict=True):
+        np.testing.assert_array_equal(p.value, b)

@@ -187,7 +187,8 @@ class Optimizer:
         for i in range(len(params)):  # before any update: nothing changes when one is refused
             p = params[i]  # (indexed: a list subclass hooking iteration sees one pass per step)
             g = p.grad
-            if g.__class__ is not np.ndarray or g.shape != p.value.shape:
+            if (g.__class__ is not np.ndarray or g.shape != p.value.shape
+                    or g.dtype.kind not in "biuf"):
                 self._refuse_grad(p)
         if not self.state:
             self._allocate()
@@ -198,25 +199,28 @@ class Optimizer:
 
     def _refuse_grad(self, p: Parameter) -> None:
         """A ValueError naming a parameter whose ``.grad`` the rule cannot use (``None``, as
-        torch's ``zero_grad()`` leaves it, or another shape): it was NumPy's "Cannot cast ufunc
-        'multiply' output from dtype('O')" or a broadcast error, after the parameters before it
-        had been updated."""
+        torch's ``zero_grad()`` leaves it, another shape, or complex/text/object values): it
+        was NumPy's "Cannot cast ufunc 'multiply' output from dtype('O')" or a broadcast
+        error, after the parameters before it had been updated."""
         g = p.grad
-        if isinstance(g, np.ndarray) and g.shape == p.value.shape:
+        if (isinstance(g, np.ndarray) and g.shape == p.value.shape
+                and g.dtype.kind in "biuf"):
             return  # an ndarray subclass (a memmap): NumPy takes it
         if g is not None and not isinstance(g, np.ndarray):  # a list, a NumPy scalar of a 0-d
             arr = np.asarray(g)  # parameter: taken as before, as an array
             if arr.dtype.kind in "biuf" and arr.shape == p.value.shape:
                 p.grad = arr.astype(p.value.dtype)
                 return
-        got = ("None" if g is None else f"of shape {np.shape(g)}" if isinstance(g, np.ndarray)
+        got = ("None" if g is None else f"of dtype {g.dtype} (complex, text or objects)"
+               if isinstance(g, np.ndarray) and g.shape == p.value.shape
+               else f"of shape {np.shape(g)}" if isinstance(g, np.ndarray)
                else f"a {type(g).__name__} of shape {np.shape(g)}"
                if isinstance(g, list | tuple | np.generic | float | int) else
                f"a {type(g).__name__}")
         raise ValueError(f"{self.name} step: parameter {p.name!r} has .grad {got}; expected "
-                         f"an array of its value's shape {p.value.shape} (zeros for no "
-                         "gradient; a parameter that is not trained is left out of the "
-                         "optimizer); no parameter was updated")
+                         f"an array of its value's shape {p.value.shape} of real numbers "
+                         "(zeros for no gradient; a parameter that is not trained is left out "
+                         "of the optimizer); no parameter was updated")
 
     def zero_grad(self) -> None:
         """Fill every ``.grad`` with zeros (in place; a ``.grad`` set to None or to an array
