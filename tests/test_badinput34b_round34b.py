@@ -176,3 +176,11 @@ def test_optimizer_step_refuses_a_complex_or_text_gradient_before_any_update():
         opt.step()
     for b, p in zip(before, net.parameters(), strict=True):
         np.testing.assert_array_equal(p.value, b)
+
+
+def test_boolean_features_refused_with_the_cast_that_takes_them():
+    x = np.random.default_rng(0).normal(size=(6, 4)) > 0
+    # before: "x of dtype bool is not accepted; accepted: real numbers" (no way out named)
+    with pytest.raises(TypeError, match=r"dtype bool is not accepted \(booleans: "
+                                        r"x.astype\(np.float32\) gives 0/1 features\)"):
+        dl.mlp([4, 5, 3], seed=0).predict(x)

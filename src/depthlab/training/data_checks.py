@@ -45,7 +45,8 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
 def not_a_number(data: Any) -> str:
     """Where user data that NumPy reads as objects or text holds its first entry that is not
     a real number: `` (column 'city' holds 'Paris')`` for a pandas DataFrame's first column of
-    text (or other objects), `` (row 1, column 1 holds None)`` for an array, else ""."""
+    text (or other objects), `` (row 1, column 1 holds None)`` for an array, the cast for
+    a boolean array, else ""."""
     if hasattr(data, "dtypes") and hasattr(data, "columns"):  # a DataFrame: name the column
         for col in data.columns:
             values = data_array(data[col])  # nullable Int64/Float64 columns are numbers
@@ -60,6 +61,8 @@ def not_a_number(data: Any) -> str:
         arr = np.asarray(data)
     except Exception:  # noqa: BLE001 -- a message helper: no detail rather than a new error
         return ""
+    if arr.dtype.kind == "b":  # binarized features (x > 0.5): say how to take them
+        return " (booleans: x.astype(np.float32) gives 0/1 features)"
     if arr.dtype.kind not in "OUS" or arr.size == 0:
         return ""
     for flat, value in enumerate(arr.flat):  # the first million entries: an error path
