@@ -62,3 +62,22 @@ def test_swept_floats_that_print_alike_are_told_apart_on_the_sweep_figures():
     fig = plot.sweep_metric(runs[runs["model.activation"] == "tanh"], ["train.lr"])
     ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert ticks == ["0.1", "0.3", "0.30000000000000004", "1234567.0", "1234568.0"], ticks
+
+
+@pytest.mark.parametrize("key, want", [
+    ("model.activation_kwargs.negative_slope",
+     '"model.activation_kwargs" = [{negative_slope = ...}, ...]'),
+    ("train.loss_kwargs.label_smoothing", '"train.loss_kwargs" = [{label_smoothing = ...}, ...]'),
+    ("data.options.noise", '"data.options" = [{noise = ...}, ...]'),
+])
+def test_a_grid_key_inside_a_table_setting_names_the_tables_grid(tmp_path, key, want):
+    # the nested dotted keys of other sweep tools (Hydra, W&B): "did you mean
+    # "model.activation"?" / "train.loss" sent the user to another setting
+    from depthlab.experiments.config import ConfigError
+
+    raw = {"data": {"name": "clusters", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+           "sweep": {key: [0.1, 0.2]}}
+    with pytest.raises(ConfigError) as e:
+        run_sweep(raw, tmp_path, echo=None)
+    assert want in str(e.value) and "did you mean" not in str(e.value), str(e.value)
+    assert not (tmp_path / "depthlab.db").exists()

@@ -251,10 +251,31 @@ def _close_sweep_key(key: str, valid: list[str]) -> str | None:
     return closest_name(key, valid)
 
 
+def _table_grid_hint(key: str, valid: list[str]) -> str:
+    """`` (model.activation_kwargs is one setting, a table: its values are swept as tables,
+    "model.activation_kwargs" = [{negative_slope = ...}, ...])`` for a grid key that names a
+    value inside a table setting (``data.options``, ``model.activation_kwargs``,
+    ``train.loss_kwargs``, ``train.optimizer_kwargs``), as other sweep tools' nested keys do;
+    ``""`` otherwise, or when the section has the value as a key of its own
+    (``"train.optimizer_kwargs.momentum"``: ``"train.momentum"``)."""
+    parts = str(key).strip().split(".")
+    if len(parts) < 3 or f"{parts[0]}.{parts[-1]}" in valid:
+        return ""
+    spec_cls, table = SPECS.get(parts[0]), parts[1]
+    f = next((f for f in fields(spec_cls) if f.name == table), None) if spec_cls else None
+    if f is None or not isinstance(_default(f), dict):
+        return ""
+    setting, inner = f"{parts[0]}.{table}", ".".join(parts[2:])
+    return (f" ({setting} is one setting, a table: its values are swept as tables, "
+            f"\"{setting}\" = [{{{inner} = ...}}, ...])")
+
+
 def _unknown_key(section: str | None, key: str, valid: list[str]) -> ConfigError:
     close = _close_key(section, key, valid)
-    # "delta": not "did you mean betas?"; "label_smoothing" in a grid: not "train.dampening"
-    hint = _argument_hint(section, key) or (f" (did you mean {fmt(close)}?)" if close else "")
+    # "delta": not "did you mean betas?"; "label_smoothing" in a grid: not "train.dampening";
+    # "model.activation_kwargs.negative_slope" in a grid: not "model.activation"
+    hint = ((_table_grid_hint(key, valid) if section == "sweep" else "")
+            or _argument_hint(section, key) or (f" (did you mean {fmt(close)}?)" if close else ""))
     where = f"[{section}]" if section else "the top level"
     full = f"{section}.{key}" if section else key
     return ConfigError(
