@@ -551,11 +551,17 @@ def init_ratio(rec: str, variance: float, fan_in: int, fan_out: int) -> float:
     variance with 1/fan_in or the back-propagated one with 1/fan_out, and either keeps a deep
     network trainable (He et al. 2015, sec. 2.2; ``torch.nn.init.kaiming_normal_(...,
     mode="fan_out")``, torchvision's ResNet): a variance between the two modes' is 1, one
-    outside both is divided by the nearer one (Glorot's fan_avg is the same both ways). It was
-    judged against the fan_in mode's alone: a fan_out-mode He init of a first convolution with
-    fan_in 9, fan_out 144 read as 0.0625x He, an init mismatch on a healthy CNN."""
-    a = weight_variance(rec, fan_in, fan_out)
-    b = weight_variance(rec, fan_out, fan_in)
+    outside both is divided by the nearer one. It was judged against the fan_in mode's alone: a
+    fan_out-mode He init of a first convolution with fan_in 9, fan_out 144 read as 0.0625x He,
+    an init mismatch on a healthy CNN. The two modes are the initializer's variance for a square
+    layer of ``fan_in`` and of ``fan_out`` units, ``a = v(fan_in, fan_in)``, ``b = v(fan_out,
+    fan_out)`` (He: 2/fan_in, 2/fan_out); for Glorot's fan_avg these are Glorot & Bengio's own
+    forward and backward conditions, ``fan_in Var(W) = 1`` and ``fan_out Var(W) = 1``, whose
+    compromise ``2 / (fan_in + fan_out)`` lies between them (it was the only one accepted:
+    LeCun's 1/fan_in, the forward condition, read as 8.5x Glorot's in a 16 -> 256 tanh layer of a
+    net that trained to val acc 0.92 against Glorot's 0.78)."""
+    a = weight_variance(rec, fan_in, fan_in)
+    b = weight_variance(rec, fan_out, fan_out)
     lo, hi = min(a, b), max(a, b)
     if not lo > 0 or math.isnan(variance):
         return math.nan
