@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -98,6 +99,22 @@ class Experiment:
 
 
 REGISTRY: dict[str, Experiment] = {}
+
+
+def readable(v: float, fmt: str) -> str:
+    """``v`` in ``fmt`` (``.3f``, ``+.3f``, ``.2%``, ``.2e``, ...) where that is readable; a
+    fixed-point or percent number that would print as 0 (``4.3e-05`` as "0.00") or with more
+    than four integer digits (a broken run's loss of 1.6e36 as "1585202142783466671454437589162
+    917888.000") in two significant digits instead ("4.3e-05", "1.6e+36"); nan/inf as such.
+    For the measured column of a claim that a deliberately broken setup makes fail."""
+    v = float(v)
+    m = re.fullmatch(r"(\+?)\.(\d+)([f%])", fmt)
+    if m is None or not math.isfinite(v):
+        return format(v, fmt)
+    shown, unit = (100 * v, "%") if m[3] == "%" else (v, "")
+    if shown != 0 and (abs(shown) < 10.0 ** -int(m[2]) or abs(shown) >= 1e4):
+        return f"{shown:{m[1]}.2g}{unit}"
+    return format(v, fmt)
 
 
 class ExperimentDataError(ValueError):

@@ -29,7 +29,7 @@ from depthlab.probes import ProbeRecorder
 from depthlab.training import Callback
 
 from ..progress import ExperimentProgress
-from .base import Claim, Result, register
+from .base import Claim, Result, readable, register
 
 DEPTH = 30
 LR = 1e-3
@@ -69,13 +69,16 @@ class StepDecay(Callback):
 
 
 def _loss(v: float) -> str:
-    """A loss for a caption: 3 decimals near ln 10 (2.303 vs 2.287), 2 digits when small."""
-    return f"{v:.3f}" if v >= 0.1 else f"{v:.2g}"
+    """A loss for a caption: 3 decimals near ln 10 (2.303 vs 2.287), 2 digits when small or
+    huge (a broken run)."""
+    return readable(v, ".3f") if v >= 0.1 else f"{v:.2g}"
 
 
 def _window_mean(values: list[float], n: int, head: bool) -> float:
+    """Mean of the first (``head``) or last ``n`` losses; NaN when there is none (a run that
+    diverged at its first step records no finite mini-batch loss)."""
     v = values[:n] if head else values[-n:]
-    return float(np.mean(v))
+    return float(np.mean(v)) if len(v) else math.nan
 
 
 @register(
@@ -126,13 +129,16 @@ def run(quick: bool = False, data: str | None = None,
     for (init, seed), r in runs.items():
         g0 = r["grad0"]
         wg = g0[g0.quantity == "weight_grad_absmean"].set_index("layer")["value"]
-        loss = r["hist"].step_loss
+        loss = np.asarray(r["hist"].step_loss, dtype=np.float64)
+        # an empty curve (diverged at the first step) summarizes to NaN: np.convolve and
+        # np.max of it raised, and a broken experiment crashed instead of failing its claims
         rows.append(dict(
             init=init, seed=seed,
             loss_first=_window_mean(loss, n_head, True),
             loss_last=_window_mean(loss, n_tail, False),
-            loss_min10=float(np.convolve(loss, np.ones(10) / 10, "valid").min()),
-            loss_max_late=float(np.max(loss[len(loss) // 2:])),
+            loss_min10=(float(np.convolve(loss, np.ones(10) / 10, "valid").min())
+                        if loss.size else math.nan),
+            loss_max_late=float(np.max(loss[loss.size // 2:])) if loss.size else math.nan,
             grad_w1_step0=float(wg.loc[1]),
             grad_w30_step0=float(wg.loc[DEPTH]),
             diverged=r["hist"].diverged,
@@ -144,21 +150,40 @@ def run(quick: bool = False, data: str | None = None,
     lo = table[table.init == "glorot_uniform"].set_index("seed")
     hi = table[table.init == "he_normal"].set_index("seed")
     stall, train = lo["final/initial"], hi["final/initial"]
+    # NumPy, not pandas (which skips NaN): a seed without a finite loss is not 'stalls/trains'
+    stall_min = float(np.min(stall.to_numpy(dtype=np.float64)))
+    train_max = float(np.max(train.to_numpy(dtype=np.float64)))
     ratio = (hi.grad_w1_step0 / lo.grad_w1_step0) / theory_ratio  # per seed, vs the theory
-    worst = float(ratio.loc[np.abs(np.log(ratio)).idxmax()])
+    r = ratio.to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = np.abs(np.log(r))
+    # the seed farthest from the theory; NaN when a seed was not measured (pandas' idxmax
+    # raised on an all-NaN ratio)
+    worst = math.nan if np.isnan(dev).any() else float(r[int(np.argmax(dev))])
     n = len(seeds)
     each = "" if n == 1 else f" on each of {n} seeds"
 
     def spread(v: pd.Series, fmt: str) -> str:
-        return format(v.iloc[0], fmt) if n == 1 else f"{v.min():{fmt}}–{v.max():{fmt}}"
+        """One seed's value, or the range over seeds (NumPy: a NaN seed shows as nan, pandas'
+        min/max skipped it); readable for a broken run (:func:`_num`)."""
+        a = v.to_numpy(dtype=np.float64)
+        if n == 1:
+            return readable(a[0], fmt)
+        return f"{readable(np.min(a), fmt)}–{readable(np.max(a), fmt)}"
+
+    def diverged(t: pd.DataFrame) -> str:
+        """"; diverged (seed 2)": the seeds whose loss became non-finite (their summaries are
+        of the finite steps before it, NaN when there was none)."""
+        bad = [str(k) for k, v in t.diverged.items() if v]
+        return f"; diverged (seed {', '.join(bad)})" if bad else ""
 
     res.claims.append(Claim(
         f"{DEPTH}-layer ReLU net, Xavier init: training stalls (final loss ≥ "
         f"{STALL_RATIO:.0%} of initial{each})",
         "'completely stalls'; NumPy check 2.303 → 2.287 in 1,500 steps",
         f"{spread(lo.loss_first, '.3f')} → {spread(lo.loss_last, '.3f')} in {steps} steps "
-        f"({spread(stall, '.1%')})",
-        bool(stall.min() >= STALL_RATIO and not lo.diverged.any()), value=float(stall.min()),
+        f"({spread(stall, '.1%')}){diverged(lo)}",
+        bool(stall_min >= STALL_RATIO and not lo.diverged.any()), value=stall_min,
     ))
     band = cfg["train_ratio"]
     res.claims.append(Claim(
@@ -166,8 +191,8 @@ def run(quick: bool = False, data: str | None = None,
         "converges; NumPy check 2.29 → 0.003 in 1,500 steps",
         f"{spread(hi.loss_first, '.3f')} → {spread(hi.loss_last, '.4f')} in {steps} steps "
         f"({spread(train, '.2%')}; largest loss in the second half "
-        f"{hi.loss_max_late.max():.3f})",
-        bool(train.max() <= band and not hi.diverged.any()), value=float(train.max()),
+        f"{readable(np.max(hi.loss_max_late.to_numpy()), '.3f')}){diverged(hi)}",
+        bool(train_max <= band and not hi.diverged.any()), value=train_max,
     ))
     res.claims.append(Claim(
         f"first-layer mean |dL/dW| at step 0: He / Xavier within {GRAD_FACTOR:g}× of the "
@@ -178,12 +203,13 @@ def run(quick: bool = False, data: str | None = None,
         f"({spread(ratio, '.2f')}× the theory)",
         bool(((1 / GRAD_FACTOR <= ratio) & (ratio <= GRAD_FACTOR)).all()), value=worst,
     ))
-    if train.max() > band or stall.min() < STALL_RATIO:
+    if not (train_max <= band and stall_min >= STALL_RATIO):  # NaN: not shown to hold
         res.notes.append(
             f"A training claim does not hold: He's final/initial loss "
             f"{spread(train, '.2%')} against the band {band:.0%} (lowest 10-step mean "
-            f"{hi.loss_min10.min():.4f}, largest loss in the second half "
-            f"{hi.loss_max_late.max():.3f}); Xavier's {spread(stall, '.1%')}."
+            f"{readable(np.min(hi.loss_min10.to_numpy()), '.4f')}, largest loss in the second half "
+            f"{readable(np.max(hi.loss_max_late.to_numpy()), '.3f')}); Xavier's "
+            f"{spread(stall, '.1%')}."
         )
     res.notes.append(
         f"Setup: {DEPTH} hidden ReLU layers of {cfg['width']} units, clusters (64-dim, 10 "

@@ -75,7 +75,8 @@ def gradient_growth_measured(sigma_w2: float, width: int, depth: int, seeds: lis
         pts = net.probe_points()
         first += float(np.mean(pts[0].activation.grad_s ** 2))
         last += float(np.mean(pts[-1].activation.grad_s ** 2))
-    return first / last
+    with np.errstate(divide="ignore", invalid="ignore"):  # a last-layer gradient of 0: inf
+        return float(np.float64(first) / last)
 
 
 
@@ -314,13 +315,13 @@ def stage_gradient_growth(d: Inputs, res: Result) -> None:
                    value=c["measured"]))
     # np.max, not max(): max([0.1, nan]) is 0.1 (a NaN chaotic ratio passed), max([nan, 0.1])
     # nan; a phase not measured is not within the factor
-    errs = float(np.max([abs(math.log10(r["measured"] / r["predicted chi1^(L-1)"]))
+    errs = float(np.max([factor_error(r["measured"], r["predicted chi1^(L-1)"])
                          for r in (o, h)]))
     C.append(Claim(f"measured ratio within a factor {GRAD_FACTOR:g} of χ₁^(L−1) in the ordered "
                    "and chaotic phase",
                    "gradient growth χ₁^(L−1) (mean field)",
-                   f"ordered {o['measured'] / o['predicted chi1^(L-1)']:.2f}×, chaotic "
-                   f"{h['measured'] / h['predicted chi1^(L-1)']:.2f}× the prediction",
+                   f"ordered {_times(o['measured'], o['predicted chi1^(L-1)'])}, chaotic "
+                   f"{_times(h['measured'], h['predicted chi1^(L-1)'])} the prediction",
                    bool(errs <= math.log10(GRAD_FACTOR)), value=10 ** errs))
 
     res.figures["gradient_growth"] = _fig_growth(gdf, sw_c)
@@ -335,6 +336,25 @@ def stage_gradient_growth(d: Inputs, res: Result) -> None:
         f"start at q*, {len(gseeds)} seed(s), a standard-normal gradient at a 10-way output; "
         "ratio = E[(dL/ds_1)²] / E[(dL/ds_50)²]."
     )
+
+
+def factor_error(measured: float, predicted: float) -> float:
+    """``|log10(measured / predicted)|``, the factor by which a measured gradient ratio misses
+    the mean-field ``chi1^(L-1)`` (as a power of 10): ``inf`` for a measured ratio of 0 or
+    ``inf`` (a first- or last-layer gradient of exactly 0, every tanh unit saturated by a
+    wrong gain), ``nan`` for one not measured or not positive. ``math.log10(0)`` raised
+    ``ValueError: math domain error`` and the whole run was lost instead of the claim failing."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = np.float64(measured) / np.float64(predicted)
+        return float(np.abs(np.log10(r))) if r >= 0 else math.nan
+
+
+def _times(measured: float, predicted: float) -> str:
+    """``measured / predicted`` for the claims table, "0.34×" (two significant digits outside
+    [0.01, 1000), so a miss reads "4.3e-05×", not "0.00×")."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = float(np.float64(measured) / np.float64(predicted))
+    return f"{r:.2f}×" if 0.01 <= abs(r) < 1e3 else f"{r:.2g}×"
 
 
 STAGES: tuple[Callable[[Inputs, Result], None], ...] = (
