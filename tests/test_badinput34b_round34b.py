@@ -184,3 +184,20 @@ def test_boolean_features_refused_with_the_cast_that_takes_them():
     with pytest.raises(TypeError, match=r"dtype bool is not accepted \(booleans: "
                                         r"x.astype\(np.float32\) gives 0/1 features\)"):
         dl.mlp([4, 5, 3], seed=0).predict(x)
+
+
+def test_plot_quantity_typo_refused_not_nan_or_an_empty_figure():
+    from depthlab import plot
+
+    x = np.random.default_rng(0).normal(size=(8, 4))
+    table = dl.probe(dl.mlp([4, 5, 5, 3], seed=0), x, np.arange(8) % 3)
+    # before: NaN (read as "not recorded") and an empty figure
+    with pytest.raises(ValueError, match=r"quantity='grad_std' is not a per-layer probe "
+                                         r"quantity; this table's: .*grad_pre_std"):
+        plot.gradient_ratio(table, quantity="grad_std")
+    with pytest.raises(ValueError, match=r"quantity='act_sd' is not a per-layer"):
+        plot.activation_per_layer(table, quantity="act_sd")
+    # a known quantity this table does not hold is still NaN, as documented
+    assert np.isnan(plot.gradient_ratio(table, quantity="update_ratio"))
+    g = table[table.quantity == "grad_pre_std"].set_index("layer").value
+    assert plot.gradient_ratio(table) == pytest.approx(g.loc[1] / g.loc[2], rel=1e-12)

@@ -261,6 +261,7 @@ def gradient_ratio(table: Any, step: int | None = None,
     the report, a Watch's card and the doctor take it (it was the first layer against the
     head: 0.066 here, 0.45 on the same Watch's card)."""
     t = probe_table(table)
+    _check_quantity([t], quantity)
     if "module" in t.columns:
         from .report.build import _without_output_layer
 
@@ -424,6 +425,7 @@ def _hidden_runs(drawn: Sequence[tuple[str, pd.Series]]) -> dict[str, str]:
 def _per_layer(table_or_runs: Any, theory: Any, quantity: str, theory_col: str, *,
                scale_to_top: bool, ylabel: str, title: str) -> Figure:
     runs = _runs(table_or_runs)
+    _check_quantity([t for t, _ in runs.values()], quantity)
     theories = _theories(runs, theory)
     wides = {k: _f._quantity(t, quantity) for k, (t, _) in runs.items()}
     # the rows this figure draws: a run without this quantity (a transformer's or an LSTM's
@@ -753,6 +755,9 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     steps; the legend sits outside the axes."""
     _positive_int(max_steps, "max_steps")
     probes = probe_table(table)
+    if prefix not in ("act", "pre"):  # prefix="x": an empty figure, "nothing recorded"
+        raise ValueError(f"prefix={prefix!r} is not accepted; accepted: 'act' (activations) "
+                         "or 'pre' (pre-activations)")
     mean, std = _f._quantity(probes, f"{prefix}_mean"), _f._quantity(probes, f"{prefix}_std")
     fig, (ax,) = _f._new_figure(7.6, 3.8, right=1.75, top=0.6)
     if mean.empty:
@@ -1003,16 +1008,29 @@ def gradient_heatmap(table: Any, quantity: str = "grad_pre_std") -> Figure:
     per-layer ``quantity`` (``act_std``, ``weight_grad_std``, ...) titled by its meaning. A
     name that no probe measures (a typo) is a ValueError listing the table's quantities."""
     probes = probe_table(table)
+    _check_quantity([probes], quantity)
+    return _f.gradient_heatmap(probes, quantity)
+
+
+def _check_quantity(tables: Sequence[pd.DataFrame], quantity: Any,
+                    label: str = "quantity") -> None:
+    """A TypeError (not a str) or ValueError (a name that no probe measures, a typo) naming
+    ``quantity`` and the per-layer quantities ``tables`` hold; a known quantity a table does
+    not hold passes (it draws nothing, or its ratio is NaN, as documented). Shared by the
+    heatmap, :func:`gradient_ratio`, the per-layer figures and :func:`activation_bands`
+    (``gradient_ratio(t, quantity="grad_std")`` was NaN, read as "not recorded")."""
     if not isinstance(quantity, str):
-        raise TypeError(f"quantity must be a per-layer probe quantity's name (a str), got "
+        raise TypeError(f"{label} must be a per-layer probe quantity's name (a str), got "
                         f"{type(quantity).__name__}")
     from .probes.stats import layer_quantities
 
-    present = set(probes.loc[probes["layer"] >= 1, "quantity"]) if len(probes) else set()
+    present: set = set()
+    for t in tables:
+        if len(t) and {"quantity", "layer"} <= set(t.columns):
+            present |= set(t.loc[t["layer"] >= 1, "quantity"])
     if quantity not in present | set(_f.HEATMAP_TEXTS) | set(layer_quantities()):
-        raise ValueError(f"quantity={quantity!r} is not a per-layer probe quantity; this "
+        raise ValueError(f"{label}={quantity!r} is not a per-layer probe quantity; this "
                          f"table's: {', '.join(sorted(map(str, present))) or 'none'}")
-    return _f.gradient_heatmap(probes, quantity)
 
 
 def update_ratio(table: Any) -> Figure:
