@@ -680,7 +680,11 @@ def _holds_layers(module: nn.Module, holders: set[int]) -> bool:
     ``A_log``, a ``(1, D)`` shift in an MLP body): its output is its children's, not that of
     a map by those parameters, and it is no layer (it gave a "layer" whose ``pre_*`` rows
     repeated the last child's output, e.g. a LayerNorm's std 1.0, shifted the numbering of
-    every later layer, and made ``dlt.predict`` refuse the model by its name)."""
+    every later layer, and made ``dlt.predict`` refuse the model by its name).
+    ``MultiheadAttention`` holds none in this sense: its ``in_proj`` weight is a layer of its
+    own beside ``out_proj`` (the doctor's ``init`` cures and residual ends kept it only so)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return False
     inner = {id(c) for c in module.parametrizations.modules()} \
         if parametrize.is_parametrized(module) else set()
     return any(id(c) in holders and id(c) not in inner
