@@ -201,3 +201,18 @@ def test_plot_quantity_typo_refused_not_nan_or_an_empty_figure():
     assert np.isnan(plot.gradient_ratio(table, quantity="update_ratio"))
     g = table[table.quantity == "grad_pre_std"].set_index("layer").value
     assert plot.gradient_ratio(table) == pytest.approx(g.loc[1] / g.loc[2], rel=1e-12)
+
+
+def test_store_has_run_statuses_of_a_str_or_unknown_name_refused(tmp_path):
+    from depthlab.experiments import Store
+
+    store = Store(tmp_path)
+    # before: "finished" was read letter by letter and "finishd" matched nothing: both
+    # answered False, also for a finished run
+    with pytest.raises(TypeError, match=r"statuses='finished' is not accepted; accepted: a "
+                                        r"list of run statuses, e.g. \['finished'\]"):
+        store.has_run("abc", "finished")
+    with pytest.raises(ValueError, match=r"'finishd' is not a run status; accepted: finished"):
+        store.has_run("abc", ["finishd"])
+    assert store.has_run("abc", ["finished"]) is False
+    store.close()

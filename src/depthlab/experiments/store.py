@@ -851,11 +851,22 @@ class Store:
 
     @_reading
     def has_run(self, run_id: str, statuses: Iterable[str] | None = None) -> bool:
-        """Whether a run with this id is stored (with one of ``statuses`` if given)."""
+        """Whether a run with this id is stored (with one of ``statuses`` if given: names of
+        :data:`STATUSES`; a str, which was read letter by letter, and an unknown name, which
+        matched nothing, are refused: both answered False for a finished run)."""
+        if statuses is not None:
+            if isinstance(statuses, str | bytes):
+                raise TypeError(f"statuses={statuses!r:.40} is not accepted; accepted: a list "
+                                f"of run statuses, e.g. [{statuses!r:.40}]")
+            statuses = tuple(statuses)
+            unknown = [st for st in statuses if st not in STATUSES]
+            if unknown:
+                raise ValueError(f"statuses: {unknown[0]!r:.40} is not a run status; "
+                                 f"accepted: {', '.join(STATUSES)}")
         row = self._conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return False
-        return statuses is None or row[0] in tuple(statuses)
+        return statuses is None or row[0] in statuses
 
     @_reading
     def statuses(self) -> dict[str, str]:
