@@ -145,3 +145,28 @@ def test_klambauer_smoothness_claim_needs_an_snn_that_trained(monkeypatch):
     for c in res.claims:
         assert not LONG_NUMBER.search(c.measured), c.measured
     assert "1.6e+36" in _claim(res, "16-layer SNN trains").measured
+
+
+def test_glorot_table1_mnist5k_says_the_papers_numbers_are_of_the_full_mnist():
+    """mnist5k is 5,000 MNIST digits; the paper's Table 1 MNIST errors (1.64-2.21%) are of the
+    full 60,000-image training set after millions of updates. The claim's paper column and the
+    figure's bars showed them as 'paper (Table 1)' beside 'mnist5k' as if measured on it."""
+    import pandas as pd
+
+    from depthlab.reproduce import glorot2010
+
+    rows = [dict(data=d, net=k, test_error=0.1, paper_error=v / 100, chance_error=0.89,
+                 learned=True) for d in glorot2010.TABLE_DATA
+            for k, v in glorot2010.PAPER_TABLE1[d].items()]
+    table = pd.DataFrame(rows)
+    wrong = {(d, k, 1): np.zeros(50, dtype=bool) for d in glorot2010.TABLE_DATA
+             for k in glorot2010.PAPER_TABLE1[d]}
+    c = glorot2010._sigmoid_claim(table[table.data == "mnist5k"].set_index("net"), wrong,
+                                  "mnist5k")
+    assert "60,000" in c.paper and "2.21%" in c.paper
+    assert "60,000" not in glorot2010._sigmoid_claim(
+        table[table.data == "shapeset"].set_index("net"), wrong, "shapeset").paper
+    fig = glorot2010._plot_table(table)
+    mnist_ax = [ax for ax in fig.axes if "mnist5k" in ax.get_title()][0]
+    labels = [t.get_text() for t in mnist_ax.get_legend().get_texts()]
+    assert any("60,000" in t for t in labels), labels
