@@ -76,9 +76,10 @@ class _EffNet(nn.Module):
         return self.fc(self.blocks(self.stem(x)).mean([2, 3]))
 
 
-def _refusal(model: nn.Module) -> str:
+def _refusal(model: nn.Module, dtype: torch.dtype = torch.float32) -> str:
     torch.manual_seed(0)
-    x, y = torch.randn(8, 3, 4, 4), torch.randint(0, 3, (8,))
+    x, y = torch.randn(8, 3, 4, 4, dtype=dtype), torch.randint(0, 3, (8,))
+    model = model.to(dtype)
     with pytest.raises(ValueError) as err:
         dlt.predict(model, x, y, CE)
     msg = str(err.value)
@@ -128,3 +129,47 @@ def test_predict_says_a_fire_modules_second_branch_reads_an_earlier_layer():
     assert "the input of '1.e3' is not the previous layer's output" in msg
     assert "the function relu applied to the output of '1.squeeze' (Conv2d), a layer" in msg
     assert "in parallel" in msg and "'Convolution'" not in msg
+
+
+class _CheckpointedDenseLayer(nn.Module):
+    """torchvision's _DenseLayer with memory_efficient=True: the bottleneck under a
+    non-reentrant checkpoint, its input a list of the block's features so far."""
+
+    def __init__(self, cin: int, growth: int) -> None:
+        super().__init__()
+        self.norm1, self.relu1 = nn.BatchNorm2d(cin), nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(cin, 2 * growth, 1, bias=False)
+        self.norm2, self.relu2 = nn.BatchNorm2d(2 * growth), nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(2 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, features):
+        def bottleneck(*inputs):
+            return self.conv1(self.relu1(self.norm1(torch.cat(inputs, 1))))
+        b = torch.utils.checkpoint.checkpoint(bottleneck, *features, use_reentrant=False)
+        return self.conv2(self.relu2(self.norm2(b)))
+
+
+class _CheckpointedDenseNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                                  nn.ReLU(inplace=True))
+        self.layers = nn.ModuleList([_CheckpointedDenseLayer(4 + 2 * i, 2) for i in range(3)])
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        features = [self.stem(x)]
+        for layer in self.layers:
+            features.append(layer(features))
+        return self.fc(torch.cat(features, 1).mean([2, 3]))
+
+
+def test_predict_names_the_concatenation_of_a_checkpointed_dense_block():
+    # the storages of tensors a checkpointed segment freed were taken by later outputs, and
+    # the refusal walked in a circle: "it is made by 'layers.0.conv1' (Conv2d) ->
+    # 'layers.0.norm1' (BatchNorm2d) -> 'layers.0.conv1' (Conv2d) -> ..." (conv1's input made
+    # by conv1; float64 here, where the CPU allocator reused them)
+    msg = _refusal(_CheckpointedDenseNet(), torch.float64)
+    assert "the input of 'layers.0.conv1' is not the previous layer's output" in msg
+    assert "'layers.0.norm1' (BatchNorm2d) reads the result of the torch operation 'Cat'" in msg
+    assert "-> 'layers.0.conv1'" not in msg

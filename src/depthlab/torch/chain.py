@@ -156,6 +156,8 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     def pre(module, args):
         t = _first_tensor(args)
         inputs.setdefault(id(module), []).append(-1 if t is None else _storage(t))
+        if t is not None:  # alive, so no later tensor takes its storage (a torch.cat's
+            held.append(t)  # result that a checkpointed segment frees: producers looped)
         if not first_in and t is not None:
             first_in[id(module)] = (t, t.detach().clone())
         if t is not None and t.grad_fn is not None:
@@ -190,6 +192,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(args)
         if t is not None:
             module._dl_in = _storage(t)
+            held.append(t)
             fn = _custom_function(t.grad_fn, set(fns.values()))
             if fn is not None:
                 custom.setdefault(id(module), fn)
@@ -207,6 +210,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         t = _first_tensor(args)
         if t is not None:
             module._dl_in = _storage(t)
+            held.append(t)
 
     def norm_post(module, args, out):
         unhooked(module, out)
@@ -335,9 +339,14 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     def between(storage: int, start: int | None = None) -> str:
         """The modules that produced ``storage`` from ``start`` (walked back), named."""
         path: list[str] = []
+        seen = {storage}  # a storage freed and reused by a later tensor (an in-place ReLU
+        # inside a checkpointed segment) can make the walk come back: stop there
         while storage in producers and storage != start and len(path) < 8:
             storage, who = producers[storage]
             path.append(who)
+            if storage in seen:
+                break
+            seen.add(storage)
         who = path[0] if path else others.get(storage)
         bad = sorted({p for p in [*path, who] if p in foreign})
         # Threshold, RReLU, Softshrink, ...: not 'another operation' but an activation
