@@ -331,6 +331,7 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
               ) -> Any:
     """The user's factory and data set, shaped for the model, through the torch doctor."""
     from ..data.files import LABEL_HINT
+    from ..data.registry import VALUES_HINT
 
     make_model = load_factory(args.torch)
     label = {} if args.label is None else {"label": args.label}
@@ -340,13 +341,15 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
         except ValueError as e:
             if args.loss not in REGRESSION or "labels must be" not in str(e):
                 if "non-integer values" in str(e):
-                    raise ValueError(f"{e}; for real-valued targets (regression) give --loss "
+                    raise ValueError(f"{str(e).replace(VALUES_HINT, '')}; for real-valued "
+                                     f"targets (regression) give --loss "
                                      f"{', '.join(REGRESSION)}") from None
                 raise
             ds = regression_dataset(args.data, seed=args.seed, n=args.n, **label)
     except (ValueError, TypeError, OSError) as e:  # the config's hint becomes the option's
         raise UserError(f"--data {args.data!r}: "
-                        + str(e).replace(LABEL_HINT, "name it with --label COLUMN.")
+                        + str(e).replace(VALUES_HINT, "")
+                        .replace(LABEL_HINT, "name it with --label COLUMN.")
                         .replace(f"label={args.label!r}", f"--label {args.label!r}")) from None
     try:
         torch.manual_seed(args.seed)  # an instance in the file is diagnosed as a deep copy

@@ -156,6 +156,14 @@ def _check_seed(seed: Any) -> int:
 
 # load_dataset's own keywords: a typo of one of them reaches the loader's **kwargs, so the
 # loader's refusal names them too (with a "did you mean") instead of only the loader's options
+VALUES_HINT = ("; a file's real-valued targets (a regression) load with targets='values'")
+"""The end of ``load_dataset``'s message for a file whose labels are no class numbers
+(fractional or negative) under ``targets="classes"``; the config runner and ``depthlab doctor
+--torch`` name their own remedies (``train.loss = "mse"``, ``--loss mse``) in its place."""
+
+NOT_CLASS_NUMBERS = ("labels must be integers, got non-integer", "labels must be non-negative")
+"""The loader's messages about file labels that real regression targets give."""
+
 LOAD_KEYWORDS = ("seed", "val_fraction", "test_fraction", "n", "standardize", "dtype", "targets")
 
 
@@ -242,16 +250,22 @@ def load_dataset(
     wide = standardize and not all(
         np.can_cast(a.dtype, dt, "safe") for a in (raw.x, raw.x_val, raw.x_test) if a is not None
     )
-    ds = build_dataset(
-        name,
-        raw,
-        split_rng=split_rng,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        n=n,
-        dtype=np.float64 if wide else dt,
-        targets=targets,
-    )
+    try:
+        ds = build_dataset(
+            name,
+            raw,
+            split_rng=split_rng,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            n=n,
+            dtype=np.float64 if wide else dt,
+            targets=targets,
+        )
+    except ValueError as e:  # a regression file read as classes: name the keyword that reads it
+        msg = str(e)
+        if spec is None and targets == "classes" and any(k in msg for k in NOT_CLASS_NUMBERS):
+            raise ValueError(msg + VALUES_HINT) from None
+        raise
     ds.info["seed"] = seed
     if not standardize:
         return ds

@@ -99,6 +99,7 @@ def load_data(config: dict[str, Any]):
     """``depthlab.data.load_dataset`` called with the ``[data]`` section (dtype from the model);
     any failure becomes an :class:`ExperimentError`."""
     from ..data import load_dataset
+    from ..data.registry import VALUES_HINT
 
     d = config["data"]
     kwargs = dict(d.get("options") or {})
@@ -132,6 +133,7 @@ def load_data(config: dict[str, Any]):
     except (ValueError, TypeError, OSError, ImportError, KeyError) as e:
         what = d.get("name") or d.get("path")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = msg.replace(VALUES_HINT, "")  # the config's remedies follow, not the keyword
         if isinstance(d.get("label"), list) and loss not in REGRESSION and (
                 "labels must be 1-D" in msg):  # columns that are no one-hot rows
             shown = ", ".join(map(repr, d["label"]))
