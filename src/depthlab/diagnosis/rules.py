@@ -60,7 +60,9 @@ Thresholds (module constants):
                               over the largest update ratio of any hidden layer at any probed
                               step, above 3 (no layer ever moved by a third of 1e-3 of its
                               weights), when the probe batch's loss at the end is not below a
-                              constant prediction's (by 1%): training got nowhere. Digits
+                              constant prediction's (by 1%) nor 10x above it
+                              (``CHANCE_ABOVE``: an exploded net's loss, not a near-constant
+                              prediction's): training got nowhere. Digits
                               64-64-64-10 relu, sgd, 200 steps: lr 1e-2 ratios up to 1.9e-3,
                               loss 0.57; lr 1e-3 2.4e-4 (2.22, below ln 10 = 2.30: not
                               flagged); lr 1e-4 2.6e-5 (2.90), lr 1e-5 2.7e-6 (2.99), adam 1e-6
@@ -296,6 +298,7 @@ SHIFTED_FRAC = 0.9
 EARLY_UPDATE_STEPS = 10
 LR_STEP_FALL = 0.01
 LR_SHORTFALL = 3.0
+CHANCE_ABOVE = 10.0
 PENALTY_SHRINK = 4.0
 UPDATE_RATIO_HEALTHY = 1e-3
 INIT_MISMATCH = 4.0
@@ -1138,7 +1141,9 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
                                      float(ctx.settings.get("lr", 0.01)), ctx.config,
                                      worst_layer=(worst_init, value),
                                      flat=own if flat else None,
-                                     layers=ctx.several_activations())
+                                     layers=ctx.several_activations(),
+                                     large_updates=judged[worst] == "died"
+                                     and rule_lr_too_high(ctx)[1] is not None)
     n = _layer_units(ctx).get(worst)
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
           "dead_frac_init_max": dead_init, "n_layers": len(layers),
@@ -1477,11 +1482,22 @@ def probe_loss_ends(ctx: RunContext) -> tuple[float, float]:
 
 
 def stuck_at_chance(ctx: RunContext, end: float) -> bool:
-    """Whether the probe loss ``end`` did not fall below a constant prediction's
-    (``ctx.chance_loss``) by more than ``LR_STEP_FALL`` of it (False when either is unknown)."""
+    """Whether the probe loss ``end`` is at a constant prediction's ``L_c``
+    (``ctx.chance_loss``): ``(1 - LR_STEP_FALL) L_c <= end <= CHANCE_ABOVE L_c`` (False when
+    either is unknown). The lower bound: it did not fall below ``L_c`` by more than
+    ``LR_STEP_FALL``. The upper bound: the rules that read this (lr_too_low, the weight penalty,
+    the gradient through time) say the network sits at a near-constant prediction, and a
+    network whose outputs are near-constant (small logits, outputs near the targets' mean)
+    has a loss near ``L_c`` (measured 1.0-1.8x: default-init ReLU nets at lr 1e-4 .. 1e-7,
+    2.90-4.2 against ln 10 = 2.30). A loss ``CHANCE_ABOVE`` (10) times ``L_c`` or more is not
+    that: its outputs are large and far from constant (cross-entropy ``L`` means the true
+    class's probability averages ``e^-L``, ``C^-10`` at 10x ``ln C``), an exploded or diverged
+    network whose small updates its own findings explain (N(0, 4) ReLU weights at lr 1e-8: loss
+    1306 = 567x ln 10; a clip_grad_norm re-run of such a net: 1.1e9). It was the lower bound
+    alone, and those read as 'the learning rate is too low'."""
     chance = ctx.chance_loss
     return (math.isfinite(chance) and chance > 0 and math.isfinite(end)
-            and end >= (1.0 - LR_STEP_FALL) * chance)
+            and (1.0 - LR_STEP_FALL) * chance <= end <= CHANCE_ABOVE * chance)
 
 
 def rule_unscaled_targets(ctx: RunContext) -> RuleResult:
