@@ -134,7 +134,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
                          invalid="fail")
     return run_points(points, out_dir, sweep=sid, executor=executor, echo=echo,
                       progress=progress, kind=kind, total=total,
-                      grid=grid_order(base, grid, base_dir=base_dir))
+                      grid=grid_order(base, grid, base_dir=base_dir), limited=total < full)
 
 
 GRID_ORDER_CHECKS = 100
@@ -304,11 +304,14 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                jobs: int = 1, cluster: Any = None, executor: Executor | None = None,
                echo: Callable[[str], None] | None = print, progress: bool = False,
                kind: str = "sweep-point", total: int | None = None,
-               grid: dict[str, list] | None = None) -> SweepResult:
+               grid: dict[str, list] | None = None, limited: bool = False) -> SweepResult:
     """Run the given points (skipping those stored as finished/diverged) like
     :func:`run_sweep`; for sweeps that are not a product grid (e.g. ``depthlab demo``).
     ``total`` is the number of points when ``points`` is a generator; ``grid`` (optional):
-    the order of the grid's values (:func:`grid_order`), recorded for its report."""
+    the order of the grid's values (:func:`grid_order`), recorded for its report.
+    ``limited``: the points are the first of a larger grid (``--limit``); the sweep's recorded
+    size (:meth:`Store.set_sweep_size`) is then ``max(recorded, points here)``, so a
+    ``--limit 4`` run after a longer one leaves its report saying how many are left."""
     if kind not in KINDS:  # refused before the store is opened or a point computed
         raise ValueError(f"kind = {kind!r} is not a run kind; accepted: {', '.join(KINDS)}")
     executor = _executor(executor, jobs, cluster)
@@ -322,7 +325,14 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
     store = Store(out_dir)
     try:  # a read-only or full store fails before any point is computed (or Dask started)
         store.check_writable()
-        store.set_sweep_size(sweep, total)  # a report of it running says "17 of 24"
+        # a limited run of a sweep run further before keeps the larger size ("6 of 16", not
+        # "6 of 4" read as finished)
+        prior = store.sweep_sizes().get(sweep, 0) if limited else 0
+
+        def set_size(n: int) -> None:
+            store.set_sweep_size(sweep, max(n, prior))
+
+        set_size(total)  # a report of it running says "17 of 24"
         if grid:  # its report draws the points in the grid's order, not as they finished
             store.set_sweep_grid(sweep, grid)
     except BaseException:
@@ -408,7 +418,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
             check_workers_memory(executor, points, store)
             distinct = len({p.id for p in points})  # a grid listing a point twice ([7, 7, 8])
             if distinct != total:  # stores it once: "2 of 3 points stored" read as unfinished
-                store.set_sweep_size(sweep, distinct)
+                set_size(distinct)
         # the stored points are skipped (and refused combinations stored) before the executor
         # starts, and it starts only if a point is left: the same sweep again started a
         # LocalCluster (4-9 s here) or connected to a scheduler to compute nothing
@@ -424,7 +434,7 @@ def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, swee
                 executor.run(itertools.chain([first], todo), done)
         record_found()
         if len(listed) != total:  # every point met: the distinct ones are the sweep's size
-            store.set_sweep_size(sweep, len(listed))
+            set_size(len(listed))
     except KeyboardInterrupt as e:
         # the stored points it found count as its own, unless another process holds the
         # store's lock: the interrupt waited for it (up to the store's 120 s, "Ctrl-C stops"

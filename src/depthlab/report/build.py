@@ -297,6 +297,7 @@ class _Group:
         self.sweep: str | None = None  # the sweep's id (its points' ``sweep`` column)
         self.planned: int | None = None  # the points it is to run (Store.sweep_sizes)
         self.grid_keys: list[str] = []  # its swept keys in the grid's order (sweep_grids)
+        self.grid: dict[str, list] = {}  # its grid's values per key (sweep_grids)
 
 
 def _groups(runs: pd.DataFrame, fold_beyond: int | None = None,
@@ -766,6 +767,33 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
             blocks.append(H.figure_block(png, f"{m} by run", f"{m} of each run. Hatched ✗ "
                                          "bars: no value (the run diverged or failed, or "
                                          "did not measure it).", wide=_too_wide(png)))
+    composite = _grid_columns(runs, keys, group.grid)
+    if not group.by_run and metrics and composite is not None:
+        # a grid over tables or lists ("train.optimizer_kwargs" x "model.sizes"): drawn over
+        # one column per swept key, its values the grid's (momentum=0.9, [auto, 8×2, auto]),
+        # a heatmap when full; its sub-keys (momentum, nesterov) and depth/width made 6 bars
+        # labelled "optimizer_kwargs={momentum=0.…#1"
+        frame, use = composite
+        grid = len(use) == 2 and plot.forms_grid(frame, use[0], use[1])
+        for m, hib in metrics:
+            png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric, frame, use, m,
+                           higher_is_better=hib)
+            missing = ("no value: every run there diverged or failed (as marked), or "
+                       "finished without a finite value (n/a).")
+            if grid:
+                once = not frame[list(use)].map(figures.value_key).duplicated().any()
+                cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run"
+                       + ("; each cell is that pair's run" if once else
+                          "; each cell holds the best run of the pair"))
+            elif len(use) == 1:
+                cap = f"{m} for each value of {use[0]} (the best run of each)"
+            else:
+                cap = (f"{m} of each combination of {', '.join(use)}: one bar per "
+                       "combination, the best run of each")
+            cap += (". Tables are labelled by their differing entries, lists as the grid "
+                    f"lists them. Hatched ✗ {'cells' if grid else 'bars'}: {missing}")
+            blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap,
+                                         wide=_too_wide(png)))
     elif keys:
         use = keys[:2] if len(keys) == 2 and plot.forms_grid(
             _plain(runs, tuple(keys)), keys[0], keys[1]) else keys
@@ -816,6 +844,77 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     if blocks:
         parts.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     return "".join(parts)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether config value ``a`` (a run's, lists as tuples) is the grid's value ``b`` (lists
+    as lists; ``"auto"`` in a list matches the width a run found there)."""
+    if isinstance(b, (list, tuple)):
+        return (isinstance(a, (list, tuple)) and len(a) == len(b)
+                and all(y == "auto" or _same(x, y) for x, y in zip(a, b)))
+    if isinstance(a, (list, tuple)) or isinstance(a, bool) != isinstance(b, bool):
+        return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def _grid_value(row: pd.Series, key: str, values: list, scalars: dict[str, Any]) -> Any:
+    """The value of the grid's ``values`` for ``key`` that run ``row`` holds (a table: the one
+    whose entries all match, the most specific first), or None when none matches.
+    ``scalars``: the values that are neither tables nor lists, by :func:`figures.value_key`."""
+    if "cfg:" + key in row and not isinstance(row["cfg:" + key], (list, tuple)):
+        # a scalar: looked up (a grid of thousands of values beside thousands of runs)
+        got = scalars.get(figures.value_key(row["cfg:" + key]))
+        if got is not None:
+            return got
+    best, size = None, -1
+    for v in values:
+        if isinstance(v, dict):
+            flat = _flatten(v, key + ".")
+            ok = all(_same(row.get("cfg:" + k), x) for k, x in flat.items())
+            if ok and len(flat) > size:
+                best, size = v, len(flat)
+        elif "cfg:" + key in row and _same(row["cfg:" + key], v) and size < 0:
+            best, size = v, 0
+    return best
+
+
+def _grid_columns(runs: pd.DataFrame, keys: list[str],
+                  grid: dict[str, list]) -> tuple[pd.DataFrame, list[str]] | None:
+    """A sweep's figure columns over its grid's keys when some swept values are tables or
+    lists (``"train.optimizer_kwargs" = [{momentum = 0.9}, ...]``, ``"model.sizes"``), which
+    :func:`varying_keys` splits into their entries (momentum, nesterov; depth, width): one
+    column per swept key holding the grid's value each run has, rows in the grid's order
+    (the first key's values slowest). None when the grid is unknown, has no such key, a varying
+    key is not one of its keys or their entries, or a run holds a value it does not list."""
+    if not grid or runs.empty or not any(
+            isinstance(v, (dict, list)) for vals in grid.values() for v in vals):
+        return None
+
+    def covered(k: str) -> bool:
+        return any(k == g or k.startswith(g + ".")
+                   or (g == "model.sizes" and k in ("depth", "width")) for g in grid)
+    if not keys or not all(covered(k) for k in keys):
+        return None
+    cols: dict[str, list] = {}
+    ranks: list[list[int]] = []
+    for g, values in grid.items():
+        scalars = {figures.value_key(v): v for v in values if not isinstance(v, (dict, list))}
+        picked = [_grid_value(row, g, values, scalars) for _, row in runs.iterrows()]
+        if any(p is None for p in picked):
+            return None
+        at = {figures.value_key(v): i for i, v in enumerate(values)}
+        if len({figures.value_key(p) for p in picked}) > 1:  # a key of one value: no axis
+            cols[g] = [_mpl(p) for p in picked]
+            ranks.append([at[figures.value_key(p)] for p in picked])
+    if not cols or len(cols) >= len(keys):  # no key split in two (depth and width): the
+        return None  # varying keys' own axes (numbers sorted) say as much
+    order = np.lexsort([np.asarray(r) for r in reversed(ranks)])
+    frame = pd.DataFrame(cols).iloc[order].reset_index(drop=True)
+    rest = _plain(runs, ()).iloc[order].reset_index(drop=True)
+    return pd.concat([frame, rest], axis=1), list(cols)
 
 
 def _plain(runs: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
@@ -1496,6 +1595,7 @@ def _write(out: Path, store: Any, title: str | None, max_runs: int, max_diverged
         if g.sweep in grids:  # its figures in the grid's order, not the order it finished in
             g.runs = _in_grid_order(g.runs, grids[g.sweep])
             g.grid_keys = list(grids[g.sweep])
+            g.grid = grids[g.sweep]
     detailed: set[str] = set()  # runs drawn in a section so far (a run in two sweeps: once)
     if n == 0:
         body.append(f"<h2 id=\"runs\">{H.esc(SECTION_RUNS)}</h2>"

@@ -1190,6 +1190,8 @@ def _fmt_value(v, exact: bool = False) -> str:
             parts.append(_fmt_value(v[k], exact) + (f"×{n}" if n > 1 else ""))
             k = j + 1
         return "[" + ", ".join(parts) + "]"
+    if isinstance(v, dict):  # a table (optimizer_kwargs): its entries, "momentum=0.9"
+        return ", ".join(f"{k}={_fmt_value(x, exact)}" for k, x in v.items()) or "{}"
     return str(v)
 
 
@@ -1197,7 +1199,21 @@ def _fmt_values(values: Sequence) -> list[str]:
     """:func:`_fmt_value` of each of ``values`` (an axis's distinct categories), the values
     whose ``%g`` texts coincide written exactly (a grid computed in floats: ``0.1 + 0.2`` and
     ``0.3`` were both "0.3", told apart only as "0.3" and "0.3#1"; 1234567.0 and 1234568.0
-    both "1.23457e+06")."""
+    both "1.23457e+06"). Tables (dicts) are written by the entries that differ between them
+    (``{momentum = 0.9, dampening = 0}`` beside ``{momentum = 0, dampening = 0}``:
+    "momentum=0.9", "momentum=0"), every entry when that leaves two alike."""
+    tables = [v for v in values if isinstance(v, dict)]
+    if len(tables) > 1:
+        shared = {k for k in tables[0]
+                  if all(k in t and value_key(t[k]) == value_key(tables[0][k]) for t in tables)}
+        short = [{k: x for k, x in v.items() if k not in shared} if isinstance(v, dict)
+                 else v for v in values]
+        texts = [_fmt_value(v) for v in short]
+        # a table of shared entries alone: all written ("nesterov=True" beside "momentum=0.9"
+        # read as if the first had no momentum)
+        if all(s for s in short if isinstance(s, dict)) and len(set(texts)) == len(
+                {value_key(v) for v in values}):
+            values = short
     labels = [_fmt_value(v) for v in values]
     seen: dict[str, set] = {}
     for v, t in zip(values, labels):
