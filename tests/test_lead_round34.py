@@ -26,3 +26,19 @@ def test_the_init_cures_reinitialize_attention_in_projections() -> None:
         got = cured[0].layers[0].self_attn
         assert not torch.equal(got.in_proj_weight, attn.in_proj_weight), cure
         assert not torch.equal(got.out_proj.weight, attn.out_proj.weight), cure
+
+
+def test_units_killed_by_large_updates_get_the_smaller_learning_rate() -> None:
+    """A Glorot-initialized relu net (0.6x He's variance) whose units large updates killed
+    was prescribed He's init (readmewalk34b: it did not help, val acc 0.12 -> 0.12), not the
+    10x smaller learning rate that cures it (0.12 -> 0.96)."""
+    import depthlab as dl
+    from depthlab.data import load_dataset
+
+    data = load_dataset("digits", seed=0, standardize=True)
+    dg = dl.doctor(dict(sizes=[64, 16, 16, 10], activation="relu", init="glorot_uniform"),
+                   data, steps=200, lr=2.0)
+    dead = [f for f in dg.findings if f.kind == "dead_relu"]
+    assert dead and dead[0].evidence["reason"] == "died"
+    assert dead[0].prescription == {"lr": 0.2}
+    assert "smaller learning rate" in dead[0].prescription_text

@@ -260,8 +260,8 @@ def for_saturation(activation: str, init_ratio: float, config: dict[str, Any],
 def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
                   lr: float, config: dict[str, Any],
                   worst_layer: tuple[float, float] | None = None,
-                  flat: str | None = None, layers: dict[int, str] | None = None
-                  ) -> tuple[dict[str, Any], str]:
+                  flat: str | None = None, layers: dict[int, str] | None = None,
+                  large_updates: bool = False) -> tuple[dict[str, Any], str]:
     """Cure for dead rectifiers: a zero bias, the He init, a smaller learning rate (units died
     during training) or a leaky rectifier.
 
@@ -280,13 +280,23 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
     pre-activations negative".
 
     ``layers``: each hidden layer's activation where they are several: the He re-initializations
-    are each layer's own initializer (:func:`per_layer_init`; He's for a tanh layer was wrong)."""
+    are each layer's own initializer (:func:`per_layer_init`; He's for a tanh layer was wrong).
+
+    ``large_updates``: the learning rate's first or probed updates rewrote >= 10% of the
+    weights (the lr_too_high rule's finding): units that were alive at initialization and died
+    then were killed by those updates, whatever the init's shortfall, so the cure is the
+    smaller learning rate (a Glorot-initialized 64-16-16-10 relu net at lr 2, 0.6x He's
+    variance: He's init 'did not help', val acc 0.12 -> 0.12, lr / 10 took it to 0.96)."""
     if flat is not None:
         return {"activation": "leaky_relu", "activation_kwargs": {}}, (
             f"Use leaky_relu: {flat}'s derivative is 0 for every input, so back-propagation "
             "cannot train the layers below the output; leaky_relu's is non-zero everywhere.")
     if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
         return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
+    if large_updates and dead_at_init <= dead_threshold:
+        return {"lr": lr / 10.0}, ("Units died during training: large updates pushed their "
+                                   "pre-activations negative for every input; use a 10x "
+                                   "smaller learning rate.")
     if several(layers) and init_ratio < INIT_SHORTFALL and not config.get("batchnorm"):
         why = (f"with weights of {init_ratio:.2g}x their variances the signal shrinks at "
                "every layer, so the pre-activations of the top layers are too small to keep "
