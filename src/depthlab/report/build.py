@@ -901,8 +901,15 @@ def _grid_columns(runs: pd.DataFrame, keys: list[str],
     cols: dict[str, list] = {}
     ranks: list[list[int]] = []
     for g, values in grid.items():
-        scalars = {figures.value_key(v): v for v in values if not isinstance(v, (dict, list))}
-        picked = [_grid_value(row, g, values, scalars) for _, row in runs.iterrows()]
+        if not values:  # numbers, recorded without an order (the figures sort them)
+            if "cfg:" + g not in runs or any(_missing(v) for v in runs["cfg:" + g]):
+                return None
+            picked = list(runs["cfg:" + g])
+            values = figures._ordered_values(runs["cfg:" + g])
+        else:
+            scalars = {figures.value_key(v): v for v in values
+                       if not isinstance(v, (dict, list))}
+            picked = [_grid_value(row, g, values, scalars) for _, row in runs.iterrows()]
         if any(p is None for p in picked):
             return None
         at = {figures.value_key(v): i for i, v in enumerate(values)}
