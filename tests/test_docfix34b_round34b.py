@@ -71,3 +71,35 @@ def test_too_low_learning_rate_near_chance_is_still_named() -> None:
     assert math.isclose(f.evidence["chance_loss"], chance, rel_tol=1e-6)
     assert f.evidence["loss_end"] < 10 * chance
     assert "1e-05 is too low" in f.message
+
+
+def _he_low_net(factor: float):
+    """64-32-32-10 relu: layer 1's weights rescaled so that their measured variance is exactly
+    1 / factor of He's smaller mode (2 / fan_in = 1/32 for 64 -> 32), layer 2 He's."""
+    def make() -> nn.Module:
+        net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                            nn.Linear(32, 10))
+        with torch.no_grad():
+            for lin, var in ((net[0], (2.0 / 64) / factor), (net[2], 2.0 / 32)):
+                w = torch.randn_like(lin.weight)
+                w = (w - w.mean()) / w.std(unbiased=False)
+                lin.weight.copy_(w * math.sqrt(var))
+                lin.bias.zero_()
+        return net
+    return make
+
+
+def test_init_mismatch_needs_more_than_the_sample_variances_noise() -> None:
+    # 2048 weights: a sample variance's relative sd is sqrt(2/2048) = 3.1% (Gaussian); a
+    # measured 4.1x (2.5% past INIT_MISMATCH 4) is what a layer drawn at exactly 4x shows by
+    # chance, 4.6x (15% past) is not
+    x, y, xv, yv = _digits()
+    kinds = {}
+    for factor in (4.1, 4.6):
+        d = dlt.doctor(_he_low_net(factor), (x, y, xv, yv), steps=5, verify=False,
+                       optimizer=("sgd", {"lr": 0.05}))
+        kinds[factor] = {f.kind: f for f in d.findings}
+    assert "init_mismatch" not in kinds[4.1]
+    f = kinds[4.6]["init_mismatch"]
+    assert f.layers == [1]
+    assert math.isclose(f.evidence["variance_ratio"], 1 / 4.6, rel_tol=2e-3)
