@@ -216,3 +216,16 @@ def test_store_has_run_statuses_of_a_str_or_unknown_name_refused(tmp_path):
         store.has_run("abc", ["finishd"])
     assert store.has_run("abc", ["finished"]) is False
     store.close()
+
+
+def test_apply_standardizer_checks_its_statistics():
+    from depthlab.data import apply_standardizer, fit_standardizer
+
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    mean, std = fit_standardizer(x)
+    # before: NumPy's broadcast error; std 0: all-NaN output, no error
+    with pytest.raises(ValueError, match=r"mean of shape \(3,\) .*expected 4 finite numbers"):
+        apply_standardizer(np.ones((5, 4)), mean, std)
+    with pytest.raises(ValueError, match=r"std holds 0.0 \(feature 1\); expected numbers > 0"):
+        apply_standardizer(x, mean, np.array([1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(apply_standardizer(x, mean, std), (x - mean) / std, rtol=1e-15)

@@ -67,7 +67,22 @@ def apply_standardizer(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.n
     """Return ``(x - mean) / std`` as a new array in ``x``'s float dtype (float64 for integer
     or boolean ``x``: NumPy refused to divide into theirs); a column where ``x - mean``
     overflows (``x`` = 1.7e308 with a mean of -1e308) gets ``x / std - mean / std``."""
-    if np.asarray(x).dtype.kind in "biu":
+    x = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if x.dtype.kind not in "biuf" or x.ndim == 0:
+        raise TypeError(f"apply_standardizer: x of dtype {x.dtype} and shape {x.shape} is not "
+                        "accepted; accepted: an array of real numbers (n, d)")
+    mean, std = np.asarray(mean), np.asarray(std)
+    for label, v in (("mean", mean), ("std", std)):
+        # another length was NumPy's broadcast error, std 0 or NaN all-NaN output, None an
+        # AttributeError: the statistics of fit_standardizer(x_train) are expected
+        if v.dtype.kind not in "biuf" or v.shape != (x.shape[-1],) or not np.isfinite(v).all():
+            raise ValueError(f"apply_standardizer: {label} of shape {v.shape} ({v!r:.40}) is "
+                             f"not accepted; expected {x.shape[-1]} finite numbers, one per "
+                             "feature (fit_standardizer(x_train))")
+    if not (std > 0).all():
+        raise ValueError(f"apply_standardizer: std holds {float(std[~(std > 0)][0])} (feature "
+                         f"{int(np.argmin(std > 0))}); expected numbers > 0")
+    if x.dtype.kind in "biu":
         x = np.asarray(x, dtype=np.float64)
     m, s = mean.astype(x.dtype, copy=False), std.astype(x.dtype, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):  # such columns: below
