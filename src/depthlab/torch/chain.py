@@ -446,6 +446,13 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     order = rec.ran_layers()
     if not order:
         raise ValueError(none_ran(model, rec.layers))
+    for info in order:  # a module beside child layers that its forward showed to be a layer
+        # (a LoRALinear's F.linear(x, self.weight): hooks.Recording._holder_post), not hooked
+        # above: refused by its kind, as the layers above are ('ran 0 times' said nothing)
+        if id(info.owner) not in layer_ids:
+            kind = unsupported_layer([info])
+            if kind:
+                raise ValueError(kind)
     outs: list[torch.Tensor] = []
     output_tensors(output, outs)
     by_storage = {outputs[id(i.owner)][0]: i for i in order if id(i.owner) in outputs}

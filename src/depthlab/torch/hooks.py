@@ -70,12 +70,15 @@ from .accumulators import (
 )
 from .functional_acts import record_functional
 from .layers import (
+    MAPPED,
     RECORDINGS,
     ActivationSpec,
     LayerInfo,
+    MapWatch,
     activation_spec,
     check_model,
     is_norm,
+    layer_weights,
     output_feature_axis,
     untouched,
     weight_modules,
@@ -417,7 +420,17 @@ class Recording:
 
     def __init__(self, model: nn.Module, percentiles: Sequence[float] = PERCENTILES) -> None:
         self.model = check_model(model)
-        self.layers: list[LayerInfo] = weight_modules(model)
+        holders: list[LayerInfo] = []
+        self.layers: list[LayerInfo] = weight_modules(model, holders)
+        # modules that own a >= 2-dim parameter beside child layers (weight_modules'
+        # holders_out): a layer only if their forward uses such a parameter as the weight of a
+        # linear map, which a MapWatch mode tells in their first armed call (_holder_pre/_post;
+        # none: no mode, no hook, nothing paid)
+        self._holders = {id(info.owner): info for info in holders}
+        self._holder_params = {id(w): id(info.owner) for info in holders for w in info.weights}
+        self._holder_active: list[int] = []  # the holders whose forward is in progress
+        self._holder_mode: MapWatch | None = None
+        self.grown = False  # a holder joined self.layers (Watch reads its weights anew)
         self.percentiles = tuple(float(q) for q in percentiles)
         self.order: list[LayerInfo] = []
         self.numbered = 0  # the largest layer number given (numbers kept by Watch.relayer)
@@ -566,8 +579,10 @@ class Recording:
                                           pre))
                 if post is not None:
                     kw = post.__name__ in _READS_INPUT
+                    always = post.__name__ == "_holder_post"
                     post = _Hook(post)
-                    self._handles.append((m.register_forward_hook(post, with_kwargs=kw), post))
+                    self._handles.append((m.register_forward_hook(
+                        post, with_kwargs=kw, always_call=always), post))
             # (hooks dict, id, hook, the dicts that mark it a with_kwargs hook): disarm takes
             # the id out of both, arm puts it back
             self._slots = [(h.hooks_dict_ref(), h.id, fn,
@@ -592,6 +607,8 @@ class Recording:
                 # the pre-hook only numbers layers that produce no output of their own
                 needs_pre = any(not info.has_output for info in self._owners[key])
                 plan.append((m, self._layer_pre if needs_pre else None, self._layer_post))
+            elif key in self._holders:  # (its hook runs even when its forward raises)
+                plan.append((m, self._holder_pre, self._holder_post))
             spec = self._spec(m)
             if spec is not None and spec.name == "relu":  # measured from its output alone
                 plan.append((m, None, self._relu_post))
@@ -616,6 +633,7 @@ class Recording:
         """Remove every hook (as ``handle.remove()`` does); the last pass's statistics stay
         readable."""
         _FORWARDS.discard(self)  # closed inside a forward that raised: not in one any more
+        self._holder_exit()
         if not self._armed:
             return
         for hooks, key, _, marks in self._slots:
@@ -928,6 +946,72 @@ class Recording:
         wrapper (all vmapped calls, pooled): it was skipped as :attr:`_idle`, so it had no
         number and no row at all, not even its weights'."""
         return self._in_model and not self._model_idle and _in_transform()
+
+    def _holder_pre(self, module, args) -> None:
+        """A module owning a >= 2-dim parameter beside child layers starts its forward: the
+        :class:`~depthlab.torch.layers.MapWatch` mode is on (from the outermost such call)
+        until its forward ends (:meth:`_holder_post`)."""
+        key = id(module)
+        if key not in self._holders:
+            return
+        self._holder_active.append(key)
+        if self._holder_mode is None:
+            active = self._holder_active
+            self._holder_mode = MapWatch(self._holder_params, active.__contains__)
+        if len(self._holder_active) == 1:
+            self._holder_mode.__enter__()
+
+    def _holder_exit(self) -> None:
+        """Turn the mode off (the outermost holder's forward ended, or a disarm found it on
+        after a forward that raised where no hook could)."""
+        self._holder_active.clear()
+        mode = self._holder_mode
+        if mode is not None and torch.overrides._get_current_function_mode() is mode:
+            mode.__exit__(None, None, None)
+
+    def _holder_post(self, module, args, output) -> None:
+        """The end of a holder's forward (or its exception, output None): it is a layer if one
+        of its own weights was a linear map's in that forward (a LoRA's frozen ``F.linear(x,
+        self.weight)`` beside its adapters, CLIP's ``x @ self.proj``): it joins the layers,
+        is numbered and measured now, as a layer's own hook would have, and
+        :data:`~depthlab.torch.layers.MAPPED` keeps it one for later recordings. Otherwise
+        (its parameters only added, multiplied or indexed: ViT's position table, a LayerScale
+        gain, Swin's bias table) it is none and no longer watched."""
+        key = id(module)
+        if key in self._owners:  # made a layer earlier in this arming
+            self._layer_post(module, args, output)
+            return
+        if key not in self._holders or key not in self._holder_active:
+            return
+        active = self._holder_active
+        del active[len(active) - 1 - active[::-1].index(key)]
+        mode = self._holder_mode
+        seen = mode.seen.pop(key, set()) if mode is not None else set()
+        used = bool(seen)
+        if not active:
+            self._holder_exit()
+        if output is None and not used:  # raised before telling: asked again next time
+            return
+        info = self._holders.pop(key)
+        self._holder_params = {k: v for k, v in self._holder_params.items() if v != key}
+        if mode is not None:
+            mode.params = self._holder_params
+        self._plan = None  # the next arming hooks it as a layer, or not at all
+        if not used:
+            return
+        own = dict(layer_weights(module))
+        MAPPED[module] = frozenset(n for n, w in own.items() if id(w) in seen)
+        info.weights = [w for w in info.weights if id(w) in seen] or info.weights
+        self.layers.append(info)
+        self.grown = True
+        self._owners.setdefault(key, []).append(info)
+        w = info.weights[0]
+        for n, q in module._parameters.items():
+            if q is w:
+                self._weight_slots.append((module, n, q))
+                break
+        if output is not None:
+            self._layer_post(module, args, output)
 
     def _layer_pre(self, module, args) -> None:
         if self._idle and not self._transformed_in_model():

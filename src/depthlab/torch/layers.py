@@ -13,7 +13,16 @@ Weight layers
     parameter such as a learned position table on the top-level module is not a layer), and
     any other module only when none of its submodules owns such a weight (torchvision ViT's
     ``Encoder.pos_embedding`` beside its blocks is no more a layer than a top-level one; a
-    custom layer with an activation or dropout module as its child still is).
+    custom layer with an activation or dropout module as its child still is), unless its
+    forward uses one of its own such weights as the weight of a linear map (``F.linear``,
+    ``conv*``, ``@``/``matmul``, ``mm``/``bmm``/``addmm``, ``einsum``, ``bilinear``,
+    ``embedding``: :data:`MAP_OPERATIONS`), as a hand-written ``LoRALinear`` with its own
+    frozen ``weight`` beside its adapters, or OpenAI CLIP's ``visual`` returning
+    ``x @ self.proj``: then it is a layer of those weights alone (``proj``, not the added
+    ``positional_embedding``). A forward tells: the first armed pass of
+    :class:`~depthlab.torch.hooks.Recording` watches such modules' calls with a
+    ``TorchFunctionMode`` (:class:`MapWatch`; no mode where the model has no such module),
+    and :data:`MAPPED` keeps the answer for :func:`weight_modules`.
     Layers are numbered 1, 2, ... in the order they first run
     in a forward pass (:func:`discover`); a module that never runs gets no number.
 
@@ -691,9 +700,74 @@ def _holds_layers(module: nn.Module, holders: set[int]) -> bool:
                for c in module.modules() if c is not module)
 
 
-def weight_modules(model: nn.Module) -> list[LayerInfo]:
+MAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Modules holding child layers that a forward pass showed to be layers all the same: one of
+their own >= 2-dim parameters was the weight of a linear map during their own forward
+(:data:`MAP_OPERATIONS`; a hand-written ``LoRALinear``'s ``F.linear(x, self.weight) +
+self.lora_B(self.lora_A(x))``, OpenAI CLIP's ``visual`` returning ``x @ self.proj``) ->
+the names of those parameters, the layer's weights (CLIP's ``positional_embedding``, only
+added, is not pooled with ``proj``). Added by :class:`depthlab.torch.hooks.Recording` in
+its first armed pass; :func:`weight_modules` counts them as layers from then on."""
+
+MAP_OPERATIONS: dict[str, tuple[int, ...] | None] = {
+    **dict.fromkeys(("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                     "conv_transpose2d", "conv_transpose3d", "embedding", "embedding_bag"),
+                    (1,)),
+    "bilinear": (2,),
+    **dict.fromkeys(("matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "mv", "tensordot"),
+                    (0, 1)),
+    **dict.fromkeys(("addmm", "baddbmm", "addbmm", "addmv"), (1, 2)),
+    "einsum": None,
+}
+"""The torch functions (by ``__name__``) that apply a weight as a linear map, and the
+positions of their arguments a weight can take (None: every tensor operand, ``einsum``);
+the keyword arguments ``weight``, ``other``, ``mat2``, ``vec``, ``mat1``, ``batch1``,
+``batch2`` count too. Addition, multiplication and indexing (a position table added to the
+input, a LayerScale gain, Swin's bias table looked up) do not."""
+
+MAP_KEYWORDS = ("weight", "other", "mat2", "vec", "mat1", "batch1", "batch2")
+
+
+class MapWatch(TorchFunctionMode):
+    """A ``TorchFunctionMode`` that notes, while active, which of the tensors in ``params``
+    (``id(parameter)`` -> key) was the weight of a linear map (:data:`MAP_OPERATIONS`; a view
+    of it, ``self.proj.T``, too) while ``active(key)`` holds: ``seen[key]`` gets its id."""
+
+    def __init__(self, params: dict[int, int], active: Callable[[int], bool]) -> None:
+        super().__init__()
+        self.params = params
+        self.active = active
+        self.seen: dict[int, set[int]] = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", None)
+        if name in MAP_OPERATIONS:
+            pos = MAP_OPERATIONS[name]
+            if pos is None:
+                operands = [a for b in args[1:] for a in (b if isinstance(b, (list, tuple))
+                                                          else (b,))]
+            else:
+                operands = [args[i] for i in pos if i < len(args)]
+            operands += [kwargs[k] for k in MAP_KEYWORDS if k in kwargs]
+            for t in operands:
+                if not isinstance(t, torch.Tensor):
+                    continue
+                if id(t) not in self.params and t._is_view():
+                    t = t._base
+                key = self.params.get(id(t))
+                if key is not None and self.active(key):
+                    self.seen.setdefault(key, set()).add(id(t))
+        return func(*args, **kwargs)
+
+
+def weight_modules(model: nn.Module, holders_out: list | None = None) -> list[LayerInfo]:
     """Every weight layer of ``model`` in ``named_modules()`` order (not yet numbered).
 
+    ``holders_out``: a list that gets a :class:`LayerInfo` for every module (the model itself
+    excepted) left out only because submodules of it own weights (:func:`_holds_layers`) and
+    not yet known to use its own weight as a linear map (:data:`MAPPED`): whether it is a
+    layer is for a forward pass to tell (:class:`depthlab.torch.hooks.Recording`).
     Raises ValueError when the model has none.
     """
     check_model(model)
@@ -721,10 +795,16 @@ def weight_modules(model: nn.Module) -> list[LayerInfo]:
         # the layer before (it was a weight layer, which took that layer's norm and activation
         # rows and shifted the numbering of every later layer)
         own = [] if is_norm(m) else layer_weights(m)
-        if own and (m is not model or next(iter(m.children()), None) is None) \
-                and not _holds_layers(m, holders):
-            out.append(LayerInfo(name, m, [p for _, p in own], type(m).__name__,
-                                 feature_axis(m)))
+        if own and (m is not model or next(iter(m.children()), None) is None):
+            info = LayerInfo(name, m, [p for _, p in own], type(m).__name__, feature_axis(m))
+            used = MAPPED.get(m)
+            if used is not None and m is not model:
+                info.weights = [p for n, p in own if n in used] or info.weights
+                out.append(info)
+            elif not _holds_layers(m, holders):
+                out.append(info)
+            elif holders_out is not None and m is not model:
+                holders_out.append(info)
     if not out:
         kind = type(model).__name__
         root = [n for n, _ in own_weights(model)] if not is_norm(model) else []

@@ -444,6 +444,10 @@ class Watch:
             if len(self._pending) >= PENDING_LOSSES:
                 self._flush_losses()
             return
+        if self._rec.grown:  # a module beside child layers found a layer by its forward
+            # (hooks.Recording._holder_post: CLIP's visual.proj): its weights watched too
+            self._rec.grown = False
+            self._weights = [(info, p) for info in self._rec.layers for p in info.weights]
         refreshed = False
         # a module or weight added or replaced since the layers were found (checked on the
         # calls that record or arm only): found again after this call's record
