@@ -761,12 +761,9 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
     if group.by_run and metrics:
         labels = _labels(runs)
         frame = _plain(runs, ()).assign(run=[_mpl(labels[str(r)]) for r in runs["id"]])
-        for m, hib in metrics:
-            png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric, frame, ["run"],
-                           m, higher_is_better=hib)
-            blocks.append(H.figure_block(png, f"{m} by run", f"{m} of each run. Hatched ✗ "
-                                         "bars: no value (the run diverged or failed, or "
-                                         "did not measure it).", wide=_too_wide(png)))
+        blocks += _metric_figures(pngs, prefix, metrics, frame, ["run"], lambda m: (
+            f"{m} of each run. Hatched ✗ bars: no value (the run diverged or failed, or did "
+            "not measure it)."))
     composite = _grid_columns(runs, keys, group.grid)
     if not group.by_run and metrics and composite is not None:
         # a grid over tables or lists ("train.optimizer_kwargs" x "model.sizes"): drawn over
@@ -775,11 +772,8 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
         # labelled "optimizer_kwargs={momentum=0.…#1"
         frame, use = composite
         grid = len(use) == 2 and plot.forms_grid(frame, use[0], use[1])
-        for m, hib in metrics:
-            png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric, frame, use, m,
-                           higher_is_better=hib)
-            missing = ("no value: every run there diverged or failed (as marked), or "
-                       "finished without a finite value (n/a).")
+
+        def caption(m: str) -> str:
             if grid:
                 once = not frame[list(use)].map(figures.value_key).duplicated().any()
                 cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run"
@@ -790,10 +784,9 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
             else:
                 cap = (f"{m} of each combination of {', '.join(use)}: one bar per "
                        "combination, the best run of each")
-            cap += (". Tables are labelled by their differing entries, lists as the grid "
-                    f"lists them. Hatched ✗ {'cells' if grid else 'bars'}: {missing}")
-            blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap,
-                                         wide=_too_wide(png)))
+            return cap + (". Tables are labelled by their differing entries, lists as the grid "
+                          f"lists them. Hatched ✗ {'cells' if grid else 'bars'}: {_MISSING}")
+        blocks += _metric_figures(pngs, prefix, metrics, frame, use, caption)
     elif keys:
         use = keys[:2] if len(keys) == 2 and plot.forms_grid(
             _plain(runs, tuple(keys)), keys[0], keys[1]) else keys
@@ -805,13 +798,8 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
             at.update({k: at["model.sizes"] for k in ("depth", "width")
                        if "model.sizes" in at and k not in at})
             use = sorted(use, key=lambda k: at.get(k, len(at)))
-        for m, hib in metrics:
-            png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric,
-                           _plain(runs, tuple(use)), use, m, higher_is_better=hib)
-            # a hatched cell names its runs' status: diverged, failed, or n/a (finished
-            # runs that have no finite value of the metric)
-            missing = ("no value: every run there diverged or failed (as marked), or "
-                       "finished without a finite value (n/a).")
+
+        def caption(m: str) -> str:
             if grid:
                 # "the best run of the pair" where each pair was run once read as if runs
                 # were hidden
@@ -819,10 +807,10 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
                 cap = (f"{m} over {use[1]} × {use[0]}: every pair of values was run"
                        + ("; each cell is that pair's run" if once else
                           "; each cell holds the best run of the pair")
-                       + f". Hatched ✗ cells: {missing}")
+                       + f". Hatched ✗ cells: {_MISSING}")
             elif len(use) == 1:
                 cap = (f"{m} for each value of {use[0]} (the best run of each). Hatched ✗ "
-                       f"bars: {missing}")
+                       f"bars: {_MISSING}")
             elif len(use) > 2:
                 # a heatmap has two axes: three keys are bars whether or not every combination
                 # ran (was: "the values do not form a full grid" beside a full 2 x 2 x 2 grid)
@@ -833,17 +821,38 @@ def _sweep_overview(group: _Group, keys: list[str], pngs: _Pngs, shown: set[str]
                        + ("every combination was run" if full else
                           "not every combination was run")
                        + f"): one bar per combination, the best run of each. Hatched ✗ bars: "
-                       f"{missing}")
+                       f"{_MISSING}")
             else:
                 cap = (f"{m} of each combination of {', '.join(use)} (the values do not form "
-                       f"a full grid, so bars instead of a heatmap). Hatched ✗ bars: {missing}")
-            # wider than a half column (many bars or columns, up to 11 in): across the row (a
-            # half column showed a 32-bar sweep at 50%, its run names at ~4 pt)
-            blocks.append(H.figure_block(png, f"{m} by {' × '.join(use)}", cap,
-                                         wide=_too_wide(png)))
+                       f"a full grid, so bars instead of a heatmap). Hatched ✗ bars: {_MISSING}")
+            return cap
+        blocks += _metric_figures(pngs, prefix, metrics, _plain(runs, tuple(use)), use, caption)
     if blocks:
         parts.append("<div class=\"grid\">" + "".join(blocks) + "</div>")
     return "".join(parts)
+
+
+_MISSING = ("no value: every run there diverged or failed (as marked), or finished without a "
+            "finite value (n/a).")
+"""What a hatched cell or bar of a sweep's metric figure means: its runs' status."""
+
+
+def _metric_figures(pngs: Any, prefix: str, metrics: list, frame: pd.DataFrame,
+                    use: list[str], caption: Callable[[str], str]) -> list[str]:
+    """One figure block per ``(metric, higher_is_better)`` of ``metrics``: ``frame``'s
+    metric over the keys ``use`` (:func:`depthlab.plot.sweep_metric`: a heatmap of two keys
+    that form a full grid, else bars), captioned by ``caption(metric)``; wider than a half
+    column (many bars or columns, up to 11 in) it spans the row (a half column showed a
+    32-bar sweep at 50%, its run names at ~4 pt)."""
+    from .. import plot
+
+    out = []
+    for m, hib in metrics:
+        png = pngs.add(f"{prefix}_{_safe_name(m)}.png", plot.sweep_metric, frame, use, m,
+                       higher_is_better=hib)
+        out.append(H.figure_block(png, f"{m} by {' × '.join(use)}", caption(m),
+                                  wide=_too_wide(png)))
+    return out
 
 
 def _same(a: Any, b: Any) -> bool:
