@@ -419,12 +419,24 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         few = finite.sum() <= 5
         # an EMA of span n/50 <= 1 is the raw loss itself: under 51 steps none is drawn
         smooth = not few and len(y) / 50 > 1
-        ax_l.plot(x[finite], y[finite], "o-" if few else "-", color=OKABE_ITO[0],
+        # the steps from the first finite loss to the last, a non-finite one inside as NaN: the
+        # line breaks there (a Watch loop that skipped bad batches, NaN at steps 5 and 6, was
+        # drawn as a straight segment from step 4 to step 7, losses never recorded)
+        inside = np.flatnonzero(finite)
+        span = slice(inside[0], inside[-1] + 1) if inside.size else slice(0, 0)
+        gap_y = np.where(finite, y, np.nan)
+        ax_l.plot(x[span], gap_y[span], "o-" if few else "-", color=OKABE_ITO[0],
                   alpha=0.25 if smooth else 1.0, linewidth=0.8 if smooth else 1.2,
                   markersize=4, label="per step")
+        # a finite step between two that are not is no segment of the line: a dot
+        alone = finite & ~np.r_[False, finite[:-1]] & ~np.r_[finite[1:], False]
+        if not few and alone.any():
+            ax_l.plot(x[alone], y[alone], "o", color=OKABE_ITO[0], markersize=2.5,
+                      alpha=0.5 if smooth else 1.0)
         if smooth:
-            sm = _ema(np.where(finite, y, np.nan), len(y) / 50)
-            ax_l.plot(x, sm, color=OKABE_ITO[0], linewidth=1.8, label="smoothed (EMA)")
+            sm = _ema(gap_y, len(y) / 50)
+            ax_l.plot(x[span], np.where(finite, sm, np.nan)[span], color=OKABE_ITO[0],
+                      linewidth=1.8, label="smoothed (EMA)")
         pos = y[finite & (y > 0)]
         if pos.size and pos.max() / max(pos.min(), 1e-300) > 30:
             if (y[finite] <= 0).any():
