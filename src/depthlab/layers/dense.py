@@ -77,8 +77,26 @@ class Dense(Layer):
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
         """With ``g = dL/dy``: ``dL/dW = x^T g``, ``dL/db = sum_batch g`` (into ``W.grad``,
-        ``b.grad``); returns ``dL/dx = g W^T`` (None with ``input_grad=False``)."""
-        np.matmul(self.x.T, grad, out=self.W.grad_buffer())
+        ``b.grad``); returns ``dL/dx = g W^T`` (None with ``input_grad=False``).
+
+        An input of shape ``(*, fan_in)`` (as ``nn.Linear`` takes; the forward maps it to
+        ``(*, fan_out)``) is read as ``prod(*)`` rows: ``x`` and ``g`` are flattened to 2-D
+        for the sums over every leading dimension (``x.T`` of a 3-D ``x`` reversed all its
+        axes: a matmul error)."""
+        x = self.x
+        if x.ndim != 2:
+            x = x.reshape(-1, self.fan_in)
+            grad_rows = grad.reshape(-1, self.fan_out)
+        else:
+            grad_rows = grad
+        self._weight_grads(x, grad_rows)
+        if not input_grad:
+            return None
+        return grad @ self.W.value.T
+
+    def _weight_grads(self, x: Array, grad: Array) -> None:
+        """``W.grad = x^T g`` and ``b.grad = sum_rows g`` for 2-D ``x`` and ``g``."""
+        np.matmul(x.T, grad, out=self.W.grad_buffer())
         if self.b is not None:
             if grad.dtype == np.float32 and grad.shape[0] >= F64_SUMS_FROM:
                 # float32 sums down a column of 60000 rows erred by 1e-5 relative (torch 8e-8)
@@ -90,9 +108,6 @@ class Dense(Layer):
                     np.sum(grad, axis=0, out=out)  # one column: summed pairwise (contiguous)
                 else:
                     k.column_sum(grad, out)  # the same, rows added in order (depthlab.kernels)
-        if not input_grad:
-            return None
-        return grad @ self.W.value.T
 
     def parameters(self) -> list[Parameter]:
         """``[W, b]`` (``[W]`` without a bias)."""

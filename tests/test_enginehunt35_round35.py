@@ -1,0 +1,36 @@
+"""Round 35 (enginehunt35): the NumPy engine against PyTorch on inputs not tried before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from depthlab.layers import Activation, Dense, Sequential
+
+
+def test_dense_takes_leading_dimensions_as_torch_linear_does() -> None:
+    """``nn.Linear`` maps (*, in) to (*, out); depthlab's Dense forward did too, but its backward
+    crashed (matmul core-dimension mismatch) on a (2, 5, 4) input."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    seq = Sequential([Dense(4, 3, dtype="float64", rng=1), Activation("tanh"),
+                      Dense(3, 2, dtype="float64", rng=2)])
+    x = rng.standard_normal((2, 5, 4))
+    gy = rng.standard_normal((2, 5, 2))
+    out = seq.forward(x.copy())
+    gx = seq.backward(gy.copy())
+    d1, d2 = seq.layers[0], seq.layers[2]
+    lin1 = torch.nn.Linear(4, 3, dtype=torch.float64)
+    lin2 = torch.nn.Linear(3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        for lin, d in ((lin1, d1), (lin2, d2)):
+            lin.weight.copy_(torch.from_numpy(d.W.value.T.copy()))
+            lin.bias.copy_(torch.from_numpy(d.b.value.copy()))
+    tx = torch.tensor(x, requires_grad=True)
+    tout = lin2(torch.tanh(lin1(tx)))
+    tout.backward(torch.from_numpy(gy))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-12, atol=1e-14)
+    for d, lin in ((d1, lin1), (d2, lin2)):
+        np.testing.assert_allclose(d.W.grad, lin.weight.grad.numpy().T, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(d.b.grad, lin.bias.grad.numpy(), rtol=1e-12, atol=1e-14)
