@@ -84,24 +84,81 @@ def _torch_values(x: Any) -> Any:
     return t.numpy()
 
 
-def data_array(x: Any) -> Array:
+def data_array(x: Any, what: str = "data") -> Array:
     """``xp.asarray(x)`` of user data; a pandas DataFrame or Series of nullable numbers
     (``Float64``, ``Int64``, which NumPy reads as objects) becomes float64 with ``pd.NA`` as
     NaN, so the checks name it as a number that is not finite, not as an object array; a
     torch tensor becomes its values (:func:`_torch_values`: detached, on the host); a NumPy
-    masked array with masked entries has NaN there (float64 or wider)."""
+    masked array with masked entries has NaN there (float64 or wider). Nested lists whose
+    rows differ in length (NumPy: "setting an array element with a sequence ...
+    inhomogeneous shape") are a ValueError naming ``what`` and the first row that differs
+    (:func:`ragged_where`)."""
     x = _torch_values(x)
     if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
         # a masked entry is a missing value, as pd.NA: NaN, which the checks name (asarray
         # dropped the mask and trained on the values under it)
         return x.astype(np.result_type(x.dtype, np.float64)).filled(np.nan)
-    arr = xp.asarray(x)
+    try:
+        arr = xp.asarray(x)
+    except ValueError as exc:
+        if "inhomogeneous" not in str(exc) and "with a sequence" not in str(exc):
+            raise
+        raise ValueError(f"{what} has rows of different lengths ({ragged_where(x)}); "
+                         "accepted: an array whose rows all have one length (n_samples, "
+                         "n_features)") from None
     if arr.dtype == object and hasattr(x, "to_numpy"):
         try:
             return xp.asarray(x.to_numpy(dtype=np.float64, na_value=np.nan))
         except (TypeError, ValueError):  # strings and the like stay objects (refused)
             return arr
     return arr
+
+
+def ragged_where(x: Any, limit: int = 1_000_000) -> str:
+    """Where nested sequences ``x`` first differ in length, as NumPy reads them: "row 2 has
+    2 values, row 0 has 4" (rows of ``x``), "row 1, column 3 holds a sequence of 2 values,
+    row 0, column 0 a single value" (entries of its rows); "" when none is found among the
+    first ``limit`` entries (an error path: never an unbounded walk)."""
+
+    def length(v: Any) -> int | None:
+        if isinstance(v, str | bytes) or isinstance(v, np.ndarray) and v.ndim == 0:
+            return None
+        try:
+            return len(v)
+        except TypeError:  # a number, or an object without a length
+            return None
+
+    def said(n: int | None) -> str:
+        return "a single value" if n is None else f"{n} value{'s' if n != 1 else ''}"
+
+    def held(n: int | None) -> str:
+        return "a single value" if n is None else f"a sequence of {said(n)}"
+
+    try:
+        rows = list(x)
+    except TypeError:
+        return ""
+    if not rows:
+        return ""
+    first = length(rows[0])
+    for i, row in enumerate(rows[:limit]):
+        if length(row) != first:
+            return f"row {i} has {said(length(row))}, row 0 has {said(first)}"
+    if first is None:
+        return ""
+    seen, base = 0, None
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            n = length(v)
+            if base is None:
+                base = (n,)
+            elif n != base[0]:
+                return (f"row {i}, column {j} holds {held(n)}, row 0, column 0 "
+                        f"{held(base[0])}")
+            seen += 1
+            if seen >= limit:
+                return ""
+    return ""
 
 
 def to_numpy(x) -> np.ndarray:

@@ -132,7 +132,7 @@ class Network(Sequential):
             if isinstance(x, str | bytes | dict) or x is None:
                 raise TypeError(f"x={x!r:.40} is not accepted; accepted: an array of shape "
                                 f"(batch, {self.n_inputs})")
-            x_in, x = x, data_array(x)
+            x_in, x = x, data_array(x, "x")
         else:
             x_in = x
         if x.dtype.kind not in "biuf":

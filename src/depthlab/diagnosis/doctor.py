@@ -77,19 +77,19 @@ def _unpack(data: Any, seed: int | None) -> _Data:
     tuple ``(x, y)`` / ``(x, y, x_val, y_val)``. A bare pair is split: a seeded permutation holds
     out ``VAL_FRACTION`` of the rows for validation (when there are at least 10)."""
     if hasattr(data, "x_train") and hasattr(data, "y_train"):
-        x, y = data_array(data.x_train), data_array(data.y_train)
+        x, y = data_array(data.x_train, "x_train"), data_array(data.y_train, "y_train")
         xv, yv = getattr(data, "x_val", None), getattr(data, "y_val", None)
         if xv is None or yv is None or len(xv) == 0:
             xv = yv = None
-        return _Data(x, y, None if xv is None else data_array(xv),
-                     None if yv is None else data_array(yv))
+        return _Data(x, y, None if xv is None else data_array(xv, "x_val"),
+                     None if yv is None else data_array(yv, "y_val"))
     if isinstance(data, (tuple, list)) and len(data) in (2, 4):
-        x, y = data_array(data[0]), data_array(data[1])
+        x, y = data_array(data[0], "x"), data_array(data[1], "y")
         n = x.shape[0] if x.ndim else 0
         if y.ndim == 0 or n != y.shape[0]:
             raise ValueError(f"x has {n} rows but y has {y.shape[0] if y.ndim else 0}")
         if len(data) == 4:
-            xv, yv = data_array(data[2]), data_array(data[3])
+            xv, yv = data_array(data[2], "validation x"), data_array(data[3], "validation y")
             nv = xv.shape[0] if xv.ndim else 0
             if yv.ndim == 0 or nv != yv.shape[0]:
                 raise ValueError(f"validation x has {nv} rows but validation y has "

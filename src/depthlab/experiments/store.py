@@ -1193,6 +1193,10 @@ class Store:
         # the folders this export creates: removed again (when still empty) if it fails, so a
         # full disk or a Ctrl-C leaves no empty export folder behind
         created = [p for p in (out, *out.parents) if not p.exists()]
+        blocked = in_the_way(out)  # mkdir's raw "[Errno 17] File exists" otherwise
+        if blocked:
+            raise StoreError(f"cannot export to {str(out)!r}: {blocked}; expected a folder "
+                             "(or a path where one can be created)")
         out.mkdir(parents=True, exist_ok=True)
         try:
             with self.snapshot():  # every table as of one moment, while a sweep goes on writing

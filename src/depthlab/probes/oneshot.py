@@ -47,8 +47,8 @@ def probe(net: Network, x: Array, y: Array, loss: str | Loss = "cross_entropy",
         if isinstance(v, str | bytes | dict) or v is None:
             raise TypeError(f"{name}={v!r:.40} is not accepted; accepted: an array"
                             + (f" of shape (batch, {net.n_inputs})" if name == "x" else ""))
-    x = data_array(x)
-    y = data_array(y)
+    x = data_array(x, "x")
+    y = data_array(y, "y")
     if x.ndim != 2 or x.shape[1] != net.n_inputs:
         raise ValueError(f"x has shape {x.shape}; expected (batch, {net.n_inputs})")
     if y.shape[0] != x.shape[0]:

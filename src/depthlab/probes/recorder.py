@@ -196,8 +196,8 @@ class ProbeRecorder(Callback):
         if (probe_x is None) != (probe_y is None):
             raise ValueError("give both probe_x and probe_y, or neither (training-batch mode)")
         if probe_x is not None:
-            probe_x = data_array(probe_x)
-            probe_y = data_array(probe_y)
+            probe_x = data_array(probe_x, "probe_x")
+            probe_y = data_array(probe_y, "probe_y")
             if probe_x.ndim != 2 or probe_x.shape[0] == 0:
                 raise ValueError(f"probe_x must be a non-empty (n, d) array, got shape "
                                  f"{probe_x.shape}")

@@ -14,13 +14,13 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
     """Return ``(x, y)`` as arrays (x in the network's dtype) or raise a clear error naming
     the argument, its value and what is accepted."""
     for name, v in (("x", x), ("y", y)):
-        if isinstance(v, str | bytes | dict) or v is None or np.ndim(v) == 0:
+        if isinstance(v, str | bytes | dict) or v is None or _ndim(v) == 0:
             shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
             raise TypeError(f"{what} {name}={shown} is not accepted; accepted: an array of "
                             + ("shape (n_samples, n_inputs)" if name == "x" else
                                "n_samples labels or targets"))
-    x_in, x = x, data_array(x)
-    y = data_array(y)
+    x_in, x = x, data_array(x, f"{what} x")
+    y = data_array(y, f"{what} y")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{what} x of dtype {x.dtype} is not accepted{not_a_number(x_in)}; "
                         "accepted: real numbers")
@@ -40,6 +40,15 @@ def check_xy(x, y, *, n_inputs: int, dtype, what: str = "training") -> tuple[Arr
         raise ValueError(f"{what} y contains NaN or infinity (first at {where}); accepted: "
                          "finite numbers")
     return x, y
+
+
+def _ndim(v: Any) -> int:
+    """``np.ndim(v)``; 1 for nested lists NumPy cannot make an array of (rows of different
+    lengths: :func:`~depthlab.backend.data_array` names them)."""
+    try:
+        return np.ndim(v)
+    except ValueError:
+        return 1
 
 
 def not_a_number(data: Any) -> str:
@@ -130,7 +139,7 @@ def first_nonfinite(a: Array) -> tuple[int, ...] | None:
 def finite_features(x: Array, dtype: Any, what: str) -> Array:
     """``x`` (2-D, real numbers) cast to ``dtype``, or a ValueError naming the first entry
     that is NaN, infinite or too large for ``dtype`` (row and column) and what is accepted."""
-    x_in, x = x, data_array(x)
+    x_in, x = x, data_array(x, what)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{what} of dtype {x.dtype} is not accepted{not_a_number(x_in)}; "
                         "accepted: real numbers")

@@ -30,7 +30,10 @@ def mc_dropout_predict(
     # they cannot fit
     n_out = net.dense_layers()[-1].W.value.shape[1]
     check_array((T, x.shape[0], n_out), net.dtype, f"mc_dropout_predict(T={T}) outputs")
-    fn = get_activation(output) if output is not None else None
+    try:  # the error names output=, the argument given (not "activation")
+        fn = get_activation(output) if output is not None else None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"output={output!r:.40}: {exc}") from None
     _check_not_applied_twice(net, fn)
     if seed is not None:
         gens = make_rng(seed).spawn(len(drops))

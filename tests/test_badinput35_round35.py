@@ -1,0 +1,68 @@
+"""Round 35 (badinput35): bad input at the CLI and the public API, on inputs not tried before."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import depthlab as dl
+
+
+def test_ragged_python_lists_are_refused_naming_the_argument_and_the_rows():
+    """x (or y) given as Python lists of rows of different lengths came back as NumPy's
+    "setting an array element with a sequence. The requested array has an inhomogeneous
+    shape after 1 dimensions ..." from fit, probe, lsuv, mc_dropout_predict, doctor and
+    net.predict: neither the argument nor the offending row was named."""
+    net = dl.mlp([4, 3, 2], seed=0)
+    ragged = [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]
+    calls = {
+        "fit": lambda: dl.fit(net, ragged, [0, 1, 0], epochs=1),
+        "probe": lambda: dl.probe(net, ragged, [0, 1, 0]),
+        "predict": lambda: net.predict(ragged),
+        "doctor": lambda: dl.doctor(net, (ragged, [0, 1, 0])),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as info:
+            call()
+        msg = str(info.value)
+        assert "\n" not in msg and "inhomogeneous" not in msg, (name, msg)
+        assert "x" in msg and "row 2" in msg and "2 values" in msg and "4" in msg, (name, msg)
+    with pytest.raises(ValueError, match=r"y .*row 1 .*2 values") as info:
+        dl.fit(net, np.ones((3, 4)), [[1, 0], [0, 1, 0], [1, 0]], epochs=1, loss="mse")
+    # a rectangular list of lists still trains, as before
+    assert dl.fit(net, [[1.0, 2.0, 3.0, 4.0]] * 4, [0, 1, 0, 1], epochs=1).steps
+
+
+def test_store_export_to_a_file_says_it_is_a_file_and_keeps_it(tmp_path):
+    """Store.export(path) where path (or a folder above it) is a file: Python's raw
+    "[Errno 17] File exists: '.../notes.txt'" (and "[Errno 20] Not a directory" below it),
+    as if the export had refused to replace something. It is one StoreError naming the file
+    in the way and what was expected; the file is unchanged."""
+    from depthlab.experiments import Store, StoreError
+
+    store = Store(tmp_path / "res")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    for target in (notes, notes / "export"):
+        with pytest.raises(StoreError) as info:
+            store.export(target)
+        msg = str(info.value)
+        assert "\n" not in msg and "Errno" not in msg, msg
+        assert "notes.txt' is a file, not a folder" in msg and "expected a folder" in msg, msg
+    assert notes.read_text() == "keep me\n"
+
+
+def test_mc_dropout_output_typo_names_the_output_argument():
+    """mc_dropout_predict(..., output="sofmax") said "unknown activation 'sofmax'", an
+    argument the call does not have (the network's activations are fine): the message names
+    output= and keeps the list of accepted names."""
+    net = dl.mlp([4, 6, 3], dropout=0.5, seed=0)
+    x = np.ones((5, 4))
+    with pytest.raises(ValueError) as info:
+        dl.mc_dropout_predict(net, x, T=2, output="sofmax")
+    msg = str(info.value)
+    assert msg.startswith("output='sofmax'") and "softmax" in msg and "\n" not in msg, msg
+    with pytest.raises(TypeError, match=r"^output=5"):
+        dl.mc_dropout_predict(net, x, T=2, output=5)
+    mean, _ = dl.mc_dropout_predict(net, x, T=2, output="softmax", seed=0)
+    assert np.allclose(mean.sum(axis=1), 1.0)
