@@ -66,3 +66,20 @@ def test_mc_dropout_output_typo_names_the_output_argument():
         dl.mc_dropout_predict(net, x, T=2, output=5)
     mean, _ = dl.mc_dropout_predict(net, x, T=2, output="softmax", seed=0)
     assert np.allclose(mean.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_an_integer_of_thousands_of_digits_in_a_config_is_one_line(tmp_path, capsys, suffix):
+    """A config holding an integer longer than Python's 4,300-digit string limit (a pasted
+    number, a runaway generator: data.n = 1000...0) ended as "depthlab: error: ValueError:
+    Exceeds the limit (4300 digits) for integer string conversion ... (internal error; run
+    with --debug ...)", exit 1, from run, sweep and doctor alike."""
+    from helpers.cli import assert_one_line_error, run_cli
+
+    big = "1" + "0" * 5000
+    config = tmp_path / f"big{suffix}"
+    config.write_text(f'[data]\nname = "digits"\nn = {big}\n' if suffix == ".toml" else
+                      f'{{"data": {{"name": "digits", "n": {big}}}}}')
+    code, out, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    line = assert_one_line_error(code, err, f"big{suffix}", "5001 digits", "4300")
+    assert "ValueError" not in line and not (tmp_path / "r").exists(), line

@@ -119,6 +119,15 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise _not_toml(p, text, e) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not a UTF-8 text file ({e.reason})") from None
+    except ValueError as e:  # int() of a literal past Python's int_max_str_digits (4300)
+        if "integer string conversion" not in str(e):
+            raise
+        import sys
+
+        found = re.search(r"has (\d+) digits", str(e))
+        raise ConfigError(f"{p}: an integer of {found.group(1) if found else 'too many'} "
+                          "digits cannot be read; accepted: integers of at most "
+                          f"{sys.get_int_max_str_digits()} digits") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {str(p)!r}: {e.strerror}") from None
 
