@@ -34,3 +34,20 @@ def test_dense_takes_leading_dimensions_as_torch_linear_does() -> None:
     for d, lin in ((d1, lin1), (d2, lin2)):
         np.testing.assert_allclose(d.W.grad, lin.weight.grad.numpy().T, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(d.b.grad, lin.bias.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_from_torch_reads_the_module_a_wrapper_holds() -> None:
+    """``nn.DataParallel(model)`` (and ``torch.compile(model)``, not run here: importing
+    torch._dynamo takes seconds) computes what the model it holds computes, with its
+    parameters: from_torch refused it as 'cannot express the model itself (DataParallel)'."""
+    torch = pytest.importorskip("torch")
+    from depthlab.bridge import from_torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    net = from_torch(torch.nn.DataParallel(model))
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(net.predict(x), expected, rtol=1e-5, atol=1e-6)
+    assert [type(la).__name__ for la in net.layers] == ["Dense", "Activation", "Dense"]

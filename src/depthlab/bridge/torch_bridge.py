@@ -545,6 +545,21 @@ def _refuse_hooks_and_parametrizations(module: nn.Module) -> None:
                                 f"{_hook_remedy(hook)}")
 
 
+def _held_module(module: nn.Module) -> nn.Module:
+    """The module a wrapper computes with: ``torch.compile(model)`` (an ``OptimizedModule``,
+    ``._orig_mod``) and ``nn.DataParallel`` / ``DistributedDataParallel`` (``.module``) run the
+    model they hold, with its parameters; anything else is itself. Told by the class name
+    and attribute for ``OptimizedModule`` (``torch._dynamo`` is not imported for it)."""
+    while True:
+        if type(module).__name__ == "OptimizedModule" and isinstance(
+                getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        elif isinstance(module, nn.DataParallel | nn.parallel.DistributedDataParallel):
+            module = module.module
+        else:
+            return module
+
+
 def from_torch(module: nn.Module) -> Network:
     """The depthlab ``Network`` computing what ``module`` computes, weights, biases and
     batch-norm statistics copied (torch -> depthlab; ``to_torch`` goes back): forward outputs
@@ -552,9 +567,15 @@ def from_torch(module: nn.Module) -> Network:
     (nested allowed) of the modules in :data:`ACCEPTED_FROM_TORCH` with float32 or float64
     parameters; anything else is a TypeError naming the module and its path. The network has
     no recipe (``config`` is empty); :func:`depthlab.save` writes it when its layers are what
-    :func:`depthlab.mlp` builds (:func:`depthlab.recipe.infer_recipe`)."""
+    :func:`depthlab.mlp` builds (:func:`depthlab.recipe.infer_recipe`). A
+    ``torch.compile(model)`` or ``nn.DataParallel(model)`` is read as the ``model`` it holds
+    (their own hooks refused as the model's are)."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
+    held = _held_module(module)
+    if held is not module:
+        _refuse_hooks_and_parametrizations(module)  # the wrapper's own hooks too
+        module = held
     tensors = list(module.parameters()) + list(module.buffers())
     # complex ones too: cast to a float dtype they would lose their imaginary parts
     dtypes = {t.dtype for t in tensors if t.is_floating_point() or t.is_complex()}
