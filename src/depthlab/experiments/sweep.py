@@ -228,7 +228,9 @@ def data_contents(base: dict[str, Any], grid: dict[str, list], *,
 def check_workers_memory(executor: Executor, points: list[SweepPoint], store: Store) -> None:
     """The points left to compute (not stored as finished/diverged, not refused) that run at
     once on ``executor.local_workers`` processes of this machine must fit in memory together
-    with the workers: the largest ``workers`` of them plus ``WORKER_BYTES`` per worker. Raises
+    with the workers: the largest ``workers`` of them plus ``executor.worker_bytes`` per worker
+    (``WORKER_BYTES``; 0 for a caller's running Dask cluster, whose workers on this machine
+    count one point per thread). Raises
     :class:`ExperimentError` naming the largest point and how many workers fit (each point
     alone passed the runner's check, so ``--jobs 4`` of 3 GiB points on 8 GiB started them
     all and ran out of memory)."""
@@ -285,19 +287,25 @@ def _check_needs(executor: Executor, workers: int, needs: list[tuple[int, str]])
     k = min(workers, len(needs))
     if k < 2:  # one point at a time: the runner checks it
         return
+    # workers started for the sweep cost their own memory; a caller's running cluster's
+    # are already counted by the memory available
+    per_worker = getattr(executor, "worker_bytes", WORKER_BYTES)
 
     def total(n: int) -> int:
-        return n * WORKER_BYTES + sum(b for b, _ in needs[:n])
+        return n * per_worker + sum(b for b, _ in needs[:n])
 
+    beside = (f" beside {workers} worker processes of {format_bytes(per_worker)}"
+              if per_worker else "")
     try:
         check_fits(total(k), f"{executor.description}: {k} points at once (the largest, "
-                   f"{needs[0][1]}, {format_bytes(needs[0][0])}) beside {workers} worker "
-                   "processes of 100 MiB")
+                   f"{needs[0][1]}, {format_bytes(needs[0][0])}){beside}")
     except MemoryRefusal as e:
         avail = available_memory()
         fit = max((n for n in range(1, k) if total(n) <= avail), default=1)
-        raise ExperimentError(f"{e}; at most {fit} of these points fit at once: use "
-                              f"{fit} worker process{'es' * (fit > 1)}") from None
+        use = (f"use {fit} worker process{'es' * (fit > 1)}" if per_worker else
+               f"give its workers on this machine {fit} thread{'s' * (fit > 1)} in all")
+        raise ExperimentError(f"{e}; at most {fit} of these points fit at once: "
+                              f"{use}") from None
 
 
 def run_points(points: Iterable[SweepPoint], out_dir: str | os.PathLike, *, sweep: str,

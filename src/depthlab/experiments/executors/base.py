@@ -125,6 +125,9 @@ class Executor(ABC):
     #: adds up here (0: points are computed in this process, checked one by one by the
     #: runner, or on other machines)
     local_workers: int = 0
+    #: memory each of those workers takes once started, beside its points (0: the workers
+    #: already run, a caller's Dask cluster, so the memory available already counts them)
+    worker_bytes: int = WORKER_BYTES
 
     def __enter__(self) -> Executor:
         self.start()

@@ -175,6 +175,42 @@ def _given(thing: Any) -> tuple[Any, Any] | None:
     return None
 
 
+def _this_machine() -> set[str]:
+    """The host names and addresses of this machine (loopback, its name, every interface's
+    address), as a scheduler names its workers' hosts."""
+    import socket
+
+    hosts = {"localhost", "::1", socket.gethostname()}
+    with contextlib.suppress(OSError):
+        hosts.add(socket.getfqdn())
+        hosts.add(socket.gethostbyname(socket.gethostname()))
+    try:
+        import psutil
+
+        for addrs in psutil.net_if_addrs().values():
+            hosts.update(a.address.split("%")[0] for a in addrs
+                         if a.family in (socket.AF_INET, socket.AF_INET6))
+    except (ImportError, OSError):
+        pass
+    return hosts
+
+
+def local_threads(workers: dict[str, Any]) -> int:
+    """Threads of the ``workers`` (a scheduler's ``{address: info}``) that run on this machine
+    (an ``inproc://`` worker, in this process, or one whose host is one of this machine's
+    names or addresses): the points they compute at once share this machine's memory."""
+    here = _this_machine()
+    n = 0
+    for address, info in workers.items():
+        info = info if isinstance(info, dict) else {}
+        host = str(info.get("host") or "")
+        if (str(address).startswith("inproc://") or host.startswith("127.")
+                or host in here):
+            threads = info.get("nthreads", 1)
+            n += threads if isinstance(threads, int) and threads > 0 else 1
+    return n
+
+
 def _probe(address: str, timeout: float) -> None:
     """Open and close a TCP connection to the scheduler's port, so a refused or unreachable
     address fails at once (or after ``timeout`` s) instead of after Dask's connect retries."""
@@ -422,6 +458,9 @@ class DaskExecutor(Executor):
                      else getattr(thing, "scheduler_address", None))
             self.address = where if isinstance(where, str) else repr(thing)
             self._check_given()  # a closed one: refused before the store is opened
+            # its workers on this machine: their points' memory checked before any is sent
+            # (a large grid's by check_grid_memory, before the sweep opens its store)
+            self._count_local_workers()
         # every option checked here, before a cluster starts: a window of -1 took no point
         # from the grid and the sweep ended "0 finished" with nothing said; a retries,
         # allowed_failures or connect_timeout of a wrong type or sign went to Dask as given
@@ -501,6 +540,25 @@ class DaskExecutor(Executor):
                 "file (a script read from standard input, `python - <<EOF`); save the script "
                 "to a file and run that, or use jobs=N")
 
+
+    def _count_local_workers(self) -> None:
+        """A caller's client or cluster: ``local_workers`` = the threads of its workers on
+        this machine (a notebook's ``LocalCluster``, threads or processes), whose points at
+        once must fit in this machine's memory (:func:`~depthlab.experiments.sweep.
+        check_workers_memory`); they run already (``worker_bytes`` 0). Asked within
+        ``THREADS_ASK_S``; no answer: 0 (each point checked alone, as on remote workers)."""
+        self.worker_bytes = 0
+        try:
+            if self._given_client is not None:
+                client = self._given_client
+                info = client.sync(client.scheduler.identity, n_workers=-1,
+                                   callback_timeout=THREADS_ASK_S)
+            else:
+                info = getattr(self._given_cluster, "scheduler_info", None) or {}
+            workers = info.get("workers", {}) if isinstance(info, dict) else {}
+            self.local_workers = local_threads(workers)
+        except Exception:  # noqa: BLE001 - a silent scheduler is judged when the sweep runs
+            self.local_workers = 0
 
     def start(self) -> None:
         if self._given_client is not None or self._given_cluster is not None:

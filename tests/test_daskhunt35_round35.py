@@ -1,0 +1,45 @@
+"""Round 35 (daskhunt35): sweeps that outgrow one machine's memory or one process.
+
+A caller's Dask cluster whose workers live on this machine (a notebook's
+``LocalCluster(processes=False)``, ``LocalCluster(n_workers=4)``) runs as many points at once as
+its workers have threads, all in this machine's memory: those points must fit together, as
+``--jobs N`` and ``--cluster local:N`` check before anything runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from depthlab.experiments import run_sweep
+from depthlab.experiments.grid import iter_points
+from depthlab.experiments.runner import ExperimentError, memory_need
+
+distributed = pytest.importorskip("distributed")
+
+
+def _stored(out) -> int:
+    db = out / "depthlab.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_a_callers_threaded_cluster_is_refused_points_that_do_not_fit_at_once(
+        tmp_path, monkeypatch):
+    raw = {"data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 600, "auto"]},
+           "train": {"max_steps": 1, "batch_size": 8}, "probes": {"every": 0},
+           "sweep": {"train.seed": [0, 1, 2, 3]}}
+    need = memory_need(next(iter(iter_points(raw))).config)[0]
+    # one point fits, three at once do not: the cluster's 3 threads in this process would
+    # hold three points' arrays at once (each point passed its own check alone)
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", str(int(2.5 * need)))
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=3,
+                                  dashboard_address=None) as lc, distributed.Client(lc) as c:
+        with pytest.raises(ExperimentError, match=r"3 points at once.*at most 2 of these "
+                                                  r"points fit at once"):
+            run_sweep(raw, tmp_path / "out", cluster=c, echo=None)
+        assert not c.futures  # nothing was submitted
+    assert _stored(tmp_path / "out") == 0
