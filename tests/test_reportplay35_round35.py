@@ -43,3 +43,40 @@ def test_the_training_loss_is_not_drawn_across_steps_whose_loss_was_not_finite()
         assert finite <= drawn  # step 61 (NaN at 60 and 62) is still drawn
         import matplotlib.pyplot as plt
         plt.close(fig)
+
+
+def test_a_runs_validation_every_k_steps_is_drawn_beside_its_epochs():
+    """`train.eval_every = 25` records a validation every 25 steps (Store.evals); the report's
+    training figure drew only the per-epoch values when the run also had epochs (every NumPy
+    run does): the 12 evaluations a user asked for appeared nowhere in the report. Now both
+    panels draw them over training steps, the epochs' values at their steps beside them."""
+    import matplotlib.pyplot as plt
+
+    from depthlab.report import figures
+
+    x = np.arange(1, 301)
+    steps = pd.DataFrame({"step": x, "loss": 1.0 / np.sqrt(x)})
+    ep_steps = np.array([44, 88, 132, 176, 220, 264, 300])
+    epochs = pd.DataFrame({"epoch": np.arange(1, 8), "step": ep_steps,
+                           "train_loss": 1 / np.sqrt(ep_steps), "val_loss": 1.1 / np.sqrt(ep_steps),
+                           "train_acc": 0.6 + ep_steps / 2000, "val_acc": 0.58 + ep_steps / 2000})
+    ev_steps = np.arange(25, 301, 25)
+    evals = pd.DataFrame({"step": ev_steps, "epoch": np.ceil(ev_steps / 44),
+                          "val_loss": 1.2 / np.sqrt(ev_steps), "val_acc": 0.5 + ev_steps / 1500})
+    fig = figures.training_curves(steps, epochs, evals)
+    loss_ax, acc_ax = fig.axes[:2]
+
+    def has_line(ax, xs, ys) -> bool:
+        return any(len(ln.get_xdata()) == len(xs)
+                   and np.allclose(np.asarray(ln.get_xdata(), float), xs)
+                   and np.allclose(np.asarray(ln.get_ydata(), float), ys)
+                   for ln in ax.lines)
+
+    assert has_line(acc_ax, ev_steps, evals["val_acc"]), "the evaluations' accuracy"
+    assert has_line(loss_ax, ev_steps, evals["val_loss"]), "the evaluations' loss"
+    # the epochs' accuracy, on the same axis of training steps (at the step each epoch ended)
+    assert has_line(acc_ax, ep_steps, epochs["val_acc"])
+    assert acc_ax.get_xlabel() == "training step"
+    labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert any("every 25 steps" in t for t in labels), labels
+    plt.close(fig)

@@ -458,6 +458,11 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
         if col in epochs and "step" in epochs and epochs[col].notna().any():
             ax_l.plot(epochs["step"], epochs[col], "o-", color=color, markersize=3.5,
                       linewidth=1.0, label=lab)
+    every = _eval_period(evals)
+    if "val_loss" in evals and "step" in evals and evals["val_loss"].notna().any():
+        # `train.eval_every`'s validations: beside the epochs' they were drawn nowhere
+        ax_l.plot(evals["step"], evals["val_loss"], "s--", color=OKABE_ITO[3], markersize=2.5,
+                  linewidth=0.9, label=f"val ({every})")
     if not has_loss and not any(len(line.get_xdata()) for line in ax_l.lines):
         ax_l.clear()
         _style(ax_l)
@@ -481,23 +486,36 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     acc_cols = [(c, col, lab) for c, col, lab in (("train_acc", OKABE_ITO[1], "train"),
                                                   ("val_acc", OKABE_ITO[3], "validation"),
                                                   ("test_acc", OKABE_ITO[2], "test"))]
-    if not epochs.empty and "epoch" in epochs:
-        for c, color, lab in acc_cols:
-            if c in epochs and epochs[c].notna().any():
-                ax_a.plot(epochs["epoch"], epochs[c], "o-", color=color, markersize=4,
-                          linewidth=1.4, label=lab)
-                plotted = True
-        if plotted:
-            ax_a.set_xlabel("epoch")
-            if epochs["epoch"].nunique() <= 12:
-                ax_a.set_xticks(sorted(epochs["epoch"].unique()))
-    if not plotted and not evals.empty and "step" in evals:
-        for c, color, lab in acc_cols:
-            if c in evals and evals[c].notna().any():
-                ax_a.plot(evals["step"], evals[c], "o-", color=color, markersize=3,
-                          linewidth=1.2, label=lab)
-                plotted = True
-                step_ticks(ax_a, evals["step"])
+    ev_cols = [a for a in acc_cols if "step" in evals and a[0] in evals
+               and evals[a[0]].notna().any()]
+    ep_cols = [a for a in acc_cols if "epoch" in epochs and a[0] in epochs
+               and epochs[a[0]].notna().any()]
+    if ep_cols and ev_cols and "step" in epochs:
+        # epochs and `train.eval_every`'s validations (every 25 steps: 12 points beside 7
+        # epochs, which were all the panel drew): both over training steps, each epoch's
+        # values at the step it ended, as in the loss panel beside
+        for c, color, lab in ep_cols:
+            ax_a.plot(epochs["step"], epochs[c], "o-", color=color, markersize=4,
+                      linewidth=1.4, label=f"{lab} (epoch)")
+        for c, color, lab in ev_cols:
+            ax_a.plot(evals["step"], evals[c], "s--", color=color, markersize=2.5,
+                      linewidth=0.9, label=f"{lab} ({every})")
+        plotted = True
+        ax_a.set_xlabel("training step")
+    elif ep_cols:
+        for c, color, lab in ep_cols:
+            ax_a.plot(epochs["epoch"], epochs[c], "o-", color=color, markersize=4,
+                      linewidth=1.4, label=lab)
+        plotted = True
+        ax_a.set_xlabel("epoch")
+        if epochs["epoch"].nunique() <= 12:
+            ax_a.set_xticks(sorted(epochs["epoch"].unique()))
+    elif ev_cols:
+        for c, color, lab in ev_cols:
+            ax_a.plot(evals["step"], evals[c], "o-", color=color, markersize=3,
+                      linewidth=1.2, label=lab)
+            step_ticks(ax_a, evals["step"])
+        plotted = True
         ax_a.set_xlabel("training step")
     if plotted:
         ax_a.set_ylabel("accuracy")
@@ -517,6 +535,20 @@ def training_curves(steps: pd.DataFrame | None, epochs: pd.DataFrame | None = No
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _eval_period(evals: pd.DataFrame) -> str:
+    """How often the periodic validations ran, for a legend: ``every 25 steps`` when the
+    recorded steps are evenly spaced (the first may be the period itself or step 0), else
+    ``periodic``."""
+    if "step" not in evals:
+        return "periodic"
+    gaps = np.unique(np.diff(np.sort(pd.to_numeric(evals["step"], errors="coerce").dropna()
+                                     .unique())))
+    if gaps.size == 1 and gaps[0] > 0:
+        k = int(gaps[0]) if float(gaps[0]).is_integer() else gaps[0]
+        return f"every {k} steps" if k != 1 else "every step"
+    return "periodic"
 
 
 ACC_MIN_SPAN = 0.1
