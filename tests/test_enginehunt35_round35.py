@@ -51,3 +51,18 @@ def test_from_torch_reads_the_module_a_wrapper_holds() -> None:
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(net.predict(x), expected, rtol=1e-5, atol=1e-6)
     assert [type(la).__name__ for la in net.layers] == ["Dense", "Activation", "Dense"]
+
+
+def test_batchnorm_refuses_an_input_of_another_width_or_rank() -> None:
+    """BatchNorm(4) in eval mode broadcast a (3, 1) input against its 4 statistics and
+    returned a (3, 4) output (torch: 'running_mean should contain 1 elements not 4'); a
+    (3, 5) or (2, 5, 4) input in training was a NumPy broadcast/einsum message."""
+    from depthlab.layers import BatchNorm
+
+    bn = BatchNorm(4, dtype="float64")
+    bn.forward(np.random.default_rng(0).standard_normal((3, 4)))  # running statistics set
+    for x, training in ((np.ones((3, 1)), False), (np.ones((3, 5)), True),
+                        (np.ones((2, 5, 4)), True), (np.ones((2, 5, 4)), False)):
+        with pytest.raises(ValueError, match=r"expected \(batch, 4\)") as info:
+            bn.forward(x, training=training)
+        assert str(x.shape) in str(info.value)

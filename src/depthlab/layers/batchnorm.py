@@ -143,6 +143,8 @@ class BatchNorm(Layer):
         """``y = gamma * xhat + beta`` with ``xhat = (x - mu) / sqrt(var + eps)``: the batch's
         mean and biased variance in training (at least 2 rows; the moving averages updated),
         the inference statistics otherwise."""
+        if x.ndim != 2 or x.shape[1] != self.n:
+            self._refuse_shape(x)
         self.x = x
         self._training = training
         if training:
@@ -162,6 +164,15 @@ class BatchNorm(Layer):
         xhat = xc * inv_std
         self.xc, self.inv_std, self.xhat = xc, inv_std, xhat
         return xhat * self.gamma.value + self.beta.value
+
+    def _refuse_shape(self, x: Array) -> None:
+        """A ValueError naming an input that is not ``(batch, n)`` rows: a ``(B, 1)`` input in
+        eval mode was broadcast against the ``n`` statistics (a ``(B, n)`` output), others
+        failed inside NumPy (torch's BatchNorm1d reads a 3-D input's axis 1 as channels,
+        which this layer does not: its features are the columns of rows)."""
+        raise ValueError(f"{self.name}: input of shape {tuple(x.shape)}; expected (batch, "
+                         f"{self.n}) (BatchNorm({self.n}) normalizes each of {self.n} "
+                         "features, the columns, over the rows)")
 
     def backward(self, grad: Array, input_grad: bool = True) -> Array | None:
         """The seed's chain rule, term by term (``g = dL/dy``)::
@@ -210,6 +221,8 @@ class BatchNorm(Layer):
         ``mu = (1/N) sum_i x_i``, ``var = (1/N) sum_i (x_i - mu)^2``, summed as a training
         batch is (:func:`batch_moments`: in float64 for float32 sets of at least
         :data:`F64_SUMS_FROM` rows; float32 sums down 60000 rows erred by 1.4e-5 relative)."""
+        if x.ndim != 2 or x.shape[1] != self.n:
+            self._refuse_shape(x)
         mu, xc, var = batch_moments(x)
         self.population_mean = mu
         self.population_var = var
