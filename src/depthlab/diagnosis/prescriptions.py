@@ -532,6 +532,29 @@ def for_penalty_too_strong(penalties: dict[str, float], shrink: float,
         "depends on the input.")
 
 
+def for_dropout_too_strong(rates: list[float], noise_limit: float, hidden: float,
+                           input_rate: float) -> tuple[dict[str, Any], str]:
+    """Cure for dropout whose compounded noise buries the signal: one rate ``p'`` for the ``k``
+    dropout layers such that ``(1 / (1 - p'))^k - 1 <= noise_limit``, i.e. ``p' = 1 - (1 +
+    noise_limit)^(-1/k)`` rounded down to 0.01 (6 layers: 0.1, noise 0.88), as the hidden
+    ``dropout`` where it is on (``hidden`` > 0, or neither rate is known) and as the
+    ``input_dropout`` where that is on and larger."""
+    k = len(rates)
+    new = math.floor((1.0 - (1.0 + noise_limit) ** (-1.0 / k)) * 100.0) / 100.0
+    changes: dict[str, Any] = {}
+    if hidden > 0 or not input_rate > 0:
+        changes["dropout"] = new
+    if input_rate > new:
+        changes["input_dropout"] = new
+    noise = (1.0 / (1.0 - new)) ** k - 1.0
+    return changes, (
+        f"Use dropout {new:g}: through {k} dropout layers its noise compounds to "
+        f"(1/(1 - p))^{k} - 1 = {noise:.2g}x the signal's variance, below the signal. Each "
+        "inverted dropout layer multiplies its input by a mask of variance p/(1 - p), and "
+        "these multiply layer after layer, so the top layers saw mostly noise and the "
+        "network settled on a constant prediction.")
+
+
 def for_lr_too_low(lr: float, factor: float, update_ratio: float) -> tuple[dict[str, Any], str]:
     """Cure for steps too small to train: the learning rate times ``factor`` (the smallest
     power of 10 that brings the largest update ratio to 1e-3 or more)."""

@@ -59,13 +59,12 @@ Thresholds (module constants):
 ``LR_SHORTFALL`` 3            the learning rate is too low: ``1e-3`` (a healthy ``||dW|| / ||W||``)
                               over the largest update ratio of any hidden layer at any probed
                               step, above 3 (no layer ever moved by a third of 1e-3 of its
-                              weights), when the probe batch's loss at the end is not below a
-                              constant prediction's (by 1%) nor 10x above it
+                              weights), when the probe batch's loss at the end is not below
+                              ``LR_LOW_FIT`` (0.5) x a constant prediction's nor 10x above it
                               (``CHANCE_ABOVE``: an exploded net's loss, not a near-constant
                               prediction's): training got nowhere. Digits
                               64-64-64-10 relu, sgd, 200 steps: lr 1e-2 ratios up to 1.9e-3,
-                              loss 0.57; lr 1e-3 2.4e-4 (2.22, below ln 10 = 2.30: not
-                              flagged); lr 1e-4 2.6e-5 (2.90), lr 1e-5 2.7e-6 (2.99), adam 1e-6
+                              loss 0.57; lr 1e-4 2.6e-5 (2.90), lr 1e-5 2.7e-6 (2.99), adam 1e-6
                               3.3e-6: a clean bill of health before. It was 10: 8 He SiLU
                               layers of 16, sgd lr 0.01 (the forward signal shrinking 1.4x per
                               layer), largest ratios 2.3e-4 and 1.7e-4 at seeds 0 and 2, ended
@@ -76,6 +75,18 @@ Thresholds (module constants):
                               the learning rate times ``10^ceil(log10(metric))``, the smallest
                               power of 10 that brings the largest ratio to 1e-3 or more (lr
                               1e-5 -> 1e-2, adam 1e-6 -> 1e-3)
+``LR_LOW_FIT`` 0.5            lr_too_low's loss gate: "not below a constant prediction's"
+                              reads "not below 0.5x it" (with the upper bound 10x as above):
+                              such small steps leave a net far from fitted, not only at
+                              chance. Digits 64-64-64-10 relu, sgd lr 1e-3: ratios up to 2.4e-4,
+                              loss 2.22 = 0.96x ln 10, val acc 0.38 (lr 1e-2: 0.82) was a clean
+                              bill of health; so were (200 steps, largest ratio < 3.3e-4, loss
+                              0.53-0.98x a constant's) tanh sgd 1e-3 (val 0.26 -> 0.80 at 10x
+                              the lr), tanh adam 3e-5 (0.85x -> 0.87), elu sgd 1e-3 (0.59 ->
+                              0.88), relu sgd momentum 7e-4 on mnist1d (0.26 -> 0.44), gelu
+                              256 sgd momentum 6e-4 on clusters (0.51 -> 0.84). A net this slow
+                              that fits anyway ends lower (a 1024-unit relu layer on clusters,
+                              sgd 0.01: ratios 3.1e-4, loss 0.27x, val 0.81; 10x: 0.82)
 ``INIT_MISMATCH`` 4           measured initial Var(W) / the recommended initializer's variance
                               (He: relu family, Glorot: tanh/sigmoid/softsign, LeCun: selu)
                               above 4 or below 1/4 (above: 4x the critical variance of the
@@ -91,6 +102,34 @@ Thresholds (module constants):
                               its sample variance, sqrt(2 / N) for N weights: PyTorch's
                               default init in a relu Linear(64, 96) is exactly 4x below He's
                               and was flagged at 98 of 200 seeds (the bound is now 4.15)
+``INIT_MISMATCH_FIT`` 0.2     and flagged only when the probe batch's loss ends above
+                              ``INIT_MISMATCH_FIT`` x a constant prediction's (or is not finite,
+                              or either is unknown), as saturation and mean shift: the finding
+                              claims the initializer held training back, and a net that fits
+                              is not held back. A variance of 0 is flagged whatever the loss
+                              (symmetric units). PyTorch's default init (1/6 He's) in a
+                              64-64-64-10 relu net, digits, adam 1e-3: loss 0.092x, val acc
+                              0.939, He's 0.928 (did not help); under sgd 0.05 0.213x, 0.878
+                              (He: 0.933, still flagged). Measured (digits, mnist1d, clusters,
+                              spirals; 2 or 4 layers of 64/128; adam 1e-3, sgd 0.05; default,
+                              Glorot, N(0, 0.01) relu, N(0, 0.25) tanh): every other flagged net
+                              ended at 0.21-1.8x
+``DROPOUT_NOISE`` 1           dropout too strong: the dropout layers the signal passes in turn (the
+                              network's own layers, not those inside a residual branch, which
+                              the skip path passes by) compound their noise: an inverted mask
+                              ``m / (1 - p)`` has mean 1 and variance ``p / (1 - p)``, and a
+                              product of independent ones ``prod 1 / (1 - p_i) - 1`` (the
+                              metric: the noise's variance over the signal's). Flagged above 1
+                              (more noise than signal) when the probe batch's loss stays at a
+                              constant prediction's (:func:`stuck_at_chance`) although the
+                              steps were not too small for training (lr_too_low's shortfall
+                              at most ``LR_SHORTFALL``). Digits, 6 relu He layers of 64, Adam
+                              1e-3, 200 steps: dropout 0.5 (noise 63x) ended at 2.304 = ln 10,
+                              val acc 0.09, the eval-mode activation std falling 0.80 -> 0.05
+                              from layer 1 to 6, and a clean bill of health (1000 steps: the
+                              top layers die); dropout 0.2 (2.8x): 0.65x, val 0.49; 0.1
+                              (0.88x): val 0.85; none: 0.89. Cure: the rate whose compounded
+                              noise is at most 1x the signal, ``1 - 2^(-1/k)`` for ``k`` layers
 ``DEAD_FRAC`` 0.3             fraction of units with f'(s) = 0 on every probe example at the end
 ``DEAD_CHANCE_SD`` 2          (activations with a zero-derivative region: ReLU, step), judged
 ``DEAD_DIEOFF_Z`` 3           on at least ``DEAD_MIN_EXAMPLES`` (10) probe examples: a unit off
@@ -289,6 +328,7 @@ import numpy as np
 import pandas as pd
 
 from ..initializers import weight_variance
+from ..layers.dropout import Dropout
 from ..network import Network
 from ..probes.histograms import activation_range
 from ..training.history import History
@@ -303,11 +343,14 @@ EARLY_UPDATE_STEPS = 10
 LR_STEP_FALL = 0.01
 LR_SHORTFALL = 3.0
 CHANCE_ABOVE = 10.0
+LR_LOW_FIT = 0.5
 PENALTY_SHRINK = 4.0
 UPDATE_RATIO_HEALTHY = 1e-3
 INIT_MISMATCH = 4.0
 INIT_MIN_WEIGHTS = 20
 INIT_MISMATCH_SD = 2.0
+INIT_MISMATCH_FIT = 0.2
+DROPOUT_NOISE = 1.0
 DEAD_FRAC = 0.3
 DEAD_MIN_EXAMPLES = 10
 DEAD_CHANCE_SD = 2.0
@@ -1270,7 +1313,9 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
     exactly 4x below He's fan_out mode in a relu Linear(64, 96): the finding fired or not with
     the draw (measured factor 3.88-4.12 over 200 seeds, relative sd 1.2%, 98 of them above 4;
     the flagged bound is now 4.15, none above it); at 2 sd a layer drawn at the threshold fires
-    by chance with probability < 2.3% (Gaussian), < 0.1% (uniform)."""
+    by chance with probability < 2.3% (Gaussian), < 0.1% (uniform). A non-zero variance is
+    flagged only while the probe batch's loss ends above ``INIT_MISMATCH_FIT`` x a constant
+    prediction's (:func:`fitted`): a net that fits was not held back by its initializer."""
     if ctx.config.get("batchnorm"):
         return math.nan, None
     ratios = ctx.judged_init_ratios()
@@ -1291,6 +1336,8 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
               + INIT_MISMATCH_SD * math.sqrt(2.0 / max(n_w.get(k, 0), 1))]
     if not layers:
         return metric, None
+    if fitted(ctx, INIT_MISMATCH_FIT) and all(ratios[k] > 0 for k in layers):
+        return metric, None  # off the recipe, but the net fitted: nothing held it back
     worst = max(layers, key=logs.get)  # the worst layer beyond its noise
     own = ctx.layer_activation(worst)  # the worst layer's activation (several in a net)
     rec, upper = rx.recommended_init(own), uppers[worst]
@@ -1310,6 +1357,12 @@ def rule_init_mismatch(ctx: RunContext) -> RuleResult:
             ev["critical_ratio"] = upper
             msg = (f"{msg[:-2]}), {r / upper:.3g}x the critical variance of their mean field "
                    f"({upper:.3g}x {rec}'s, chi1 = 1): the chaotic phase.")
+        end, chance = probe_loss_ends(ctx)[1], ctx.chance_loss
+        ev.update(loss_end=end, chance_loss=chance, fit_threshold=INIT_MISMATCH_FIT)
+        if math.isfinite(end) and math.isfinite(chance) and chance > 0:
+            msg += (f" The probe batch's loss ended at {end:.4g}, {end / chance:.3g}x a "
+                    f"constant prediction's {chance:.4g} (a net that fits ends below "
+                    f"{INIT_MISMATCH_FIT:g}x).")
     return metric, Finding("init_mismatch", layers, ev, msg, changes, text,
                            _severity(metric, INIT_MISMATCH))
 
@@ -1504,8 +1557,9 @@ def stuck_at_chance(ctx: RunContext, end: float) -> bool:
     """Whether the probe loss ``end`` is at a constant prediction's ``L_c``
     (``ctx.chance_loss``): ``(1 - LR_STEP_FALL) L_c <= end <= CHANCE_ABOVE L_c`` (False when
     either is unknown). The lower bound: it did not fall below ``L_c`` by more than
-    ``LR_STEP_FALL``. The upper bound: the rules that read this (lr_too_low, the weight penalty,
-    the gradient through time) say the network sits at a near-constant prediction, and a
+    ``LR_STEP_FALL``. The upper bound: the rules that read this (the weight penalty, the
+    gradient through time, dropout too strong; lr_too_low reads :func:`far_from_fitted`) say
+    the network sits at a near-constant prediction, and a
     network whose outputs are near-constant (small logits, outputs near the targets' mean)
     has a loss near ``L_c`` (measured 1.0-1.8x: digits ReLU nets at lr 1e-4 .. 1e-7, He's
     variance 2.90-2.99, 4x He's 4.16, against ln 10 = 2.30). A loss ``CHANCE_ABOVE`` (10)
@@ -1875,10 +1929,77 @@ def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
                            _severity(shrink, PENALTY_SHRINK))
 
 
+def far_from_fitted(ctx: RunContext, end: float) -> bool:
+    """Whether the probe loss ``end`` lies in ``[LR_LOW_FIT L_c, CHANCE_ABOVE L_c]``, ``L_c`` a
+    constant prediction's loss (``ctx.chance_loss``): not fitted (a net that learns ends below
+    half a constant prediction's) and not exploded (:func:`stuck_at_chance`'s upper bound);
+    False when either is unknown."""
+    chance = ctx.chance_loss
+    return (math.isfinite(chance) and chance > 0 and math.isfinite(end)
+            and LR_LOW_FIT * chance <= end <= CHANCE_ABOVE * chance)
+
+
+def chained_dropout_rates(net: Network) -> list[float]:
+    """The rates of the dropout layers (inverted and alpha) among ``net``'s own layers, in
+    order: those the signal passes one after another (a residual branch's dropout is
+    passed by on the skip path and is not listed)."""
+    if not isinstance(net, Network):
+        return []
+    return [float(layer.p) for layer in net.layers
+            if isinstance(layer, Dropout) and float(layer.p) > 0.0]
+
+
+def dropout_noise(rates: list[float]) -> float:
+    """The compounded noise of inverted dropout layers of ``rates``, as a multiple of the
+    signal's variance: ``prod_i 1 / (1 - p_i) - 1`` (a mask ``m / (1 - p)``, ``m`` Bernoulli
+    with ``P(m = 1) = 1 - p``, has mean 1 and second moment ``1 / (1 - p)``; independent ones
+    multiply)."""
+    return math.prod(1.0 / (1.0 - p) for p in rates) - 1.0
+
+
+def rule_dropout_too_strong(ctx: RunContext) -> RuleResult:
+    """Dropout whose compounded noise (:func:`dropout_noise` of
+    :func:`chained_dropout_rates`: the metric) exceeds ``DROPOUT_NOISE`` times the signal
+    while the probe batch's loss stays at a constant prediction's (:func:`stuck_at_chance`) and
+    the steps were not too small (lr_too_low's ``1e-3 / largest update ratio`` at most
+    ``LR_SHORTFALL``): the top layers see mostly noise and the network settles on the
+    constant prediction. NaN without dropout (or without the network's layers: the torch
+    doctor)."""
+    rates = chained_dropout_rates(ctx.net)
+    if not rates:
+        return math.nan, None
+    noise = dropout_noise(rates)
+    if not noise > DROPOUT_NOISE:
+        return noise, None
+    start, end = probe_loss_ends(ctx)
+    if not stuck_at_chance(ctx, end):
+        return noise, None
+    ur = _update_ratios(ctx)
+    if ur is None or not UPDATE_RATIO_HEALTHY / float(ur.max()) <= LR_SHORTFALL:
+        return noise, None  # steps too small to learn anything: the learning rate's finding
+    changes, text = rx.for_dropout_too_strong(
+        rates, DROPOUT_NOISE, float(ctx.config.get("dropout") or 0.0),
+        float(ctx.config.get("input_dropout") or 0.0))
+    chance = ctx.chance_loss
+    ev = {"metric": noise, "threshold": DROPOUT_NOISE, "rates": rates,
+          "n_dropout_layers": len(rates), "loss_step0": start, "loss_end": end,
+          "chance_loss": chance}
+    shown = (f"rate {rates[0]:g}" if len(set(rates)) == 1
+             else "rates " + ", ".join(f"{p:g}" for p in rates))
+    msg = (f"Dropout at {shown} in {_count(len(rates), 'layer')} the signal passes in turn "
+           f"buries it: each inverted dropout mask adds noise of variance p/(1 - p) relative "
+           f"to its input, compounding to {noise:.3g}x the signal's variance; the probe "
+           f"batch's loss went from {start:.4g} to {end:.4g}, {end / chance:.3g}x a constant "
+           f"prediction's {chance:.4g}: the network settled on a constant prediction.")
+    return noise, Finding("dropout_too_strong", [], ev, msg, changes, text,
+                          _severity(noise, DROPOUT_NOISE))
+
+
 def rule_lr_too_low(ctx: RunContext) -> RuleResult:
     """No hidden layer's update ever reached ``1e-3 / LR_SHORTFALL`` of its weights' norm and
-    the probe batch's loss did not end below a constant prediction's (see ``LR_SHORTFALL``).
-    The metric, ``1e-3 / largest update ratio``, is measured whenever update ratios are."""
+    the probe batch's loss ended at ``LR_LOW_FIT`` (0.5) x a constant prediction's or above
+    (:func:`far_from_fitted`; see ``LR_SHORTFALL``, ``LR_LOW_FIT``). The metric, ``1e-3 /
+    largest update ratio``, is measured whenever update ratios are."""
     ur = _update_ratios(ctx)
     if ur is None:
         return math.nan, None
@@ -1893,17 +2014,19 @@ def rule_lr_too_low(ctx: RunContext) -> RuleResult:
         return metric, None
     chance = ctx.chance_loss
     start, end = probe_loss_ends(ctx)
-    if not stuck_at_chance(ctx, end):
+    if not far_from_fitted(ctx, end):
         return metric, None
     lr = float(ctx.settings.get("lr", 0.01))
     factor = 10.0 ** max(1, math.ceil(math.log10(metric)))
     changes, text = rx.for_lr_too_low(lr, factor, largest)
     ev = {"metric": metric, "threshold": LR_SHORTFALL, "largest_update_ratio": largest,
-          "lr": lr, "loss_step0": start, "loss_end": end, "chance_loss": chance}
+          "lr": lr, "loss_step0": start, "loss_end": end, "chance_loss": chance,
+          "fit_threshold": LR_LOW_FIT}
     msg = (f"The learning rate {lr:g} is too low: no hidden layer's update exceeded "
            f"{largest:.2g} of its weights' norm in {_count(ctx.end, 'step')} (about 1e-3 is "
-           f"healthy), and the probe batch's loss went from {start:.4g} to {end:.4g}, not below "
-           f"a constant prediction's {chance:.4g}.")
+           f"healthy), and the probe batch's loss went from {start:.4g} to {end:.4g}, "
+           f"{end / chance:.3g}x a constant prediction's {chance:.4g} (a net that learns ends "
+           f"below {LR_LOW_FIT:g}x).")
     return metric, Finding("lr_too_low", [], ev, msg, changes, text,
                            _severity(metric, LR_SHORTFALL))
 
@@ -2030,6 +2153,8 @@ RULES: dict[str, Rule] = {r.kind: r for r in (
     Rule("init_mismatch", "init variance factor", INIT_MISMATCH, rule_init_mismatch),
     Rule("exploding_activations", "activation std growth (last / first hidden layer, step 0)",
          FORWARD_GROWTH, rule_exploding_activations),
+    Rule("dropout_too_strong", "dropout noise (prod 1 / (1 - p) - 1)", DROPOUT_NOISE,
+         rule_dropout_too_strong),
     Rule("lr_too_low", "update shortfall (1e-3 / largest ||dW||/||W||)", LR_SHORTFALL,
          rule_lr_too_low),
     Rule("saturation", "max saturated fraction", SATURATION_FRAC, rule_saturation),
