@@ -43,3 +43,21 @@ def test_a_callers_threaded_cluster_is_refused_points_that_do_not_fit_at_once(
             run_sweep(raw, tmp_path / "out", cluster=c, echo=None)
         assert not c.futures  # nothing was submitted
     assert _stored(tmp_path / "out") == 0
+
+
+def test_a_schedulers_workers_on_this_machine_are_refused_points_that_do_not_fit_at_once(
+        tmp_path, monkeypatch):
+    # `dask scheduler` and `dask worker --nthreads 3` started on this machine, the sweep given
+    # their scheduler's tcp:// address: the same three points at once in this machine's memory
+    raw = {"data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 600, "auto"]},
+           "train": {"max_steps": 1, "batch_size": 8}, "probes": {"every": 0},
+           "sweep": {"train.seed": [0, 1, 2, 3]}}
+    need = memory_need(next(iter(iter_points(raw))).config)[0]
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", str(int(2.5 * need)))
+    with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=3,
+                                  protocol="tcp", dashboard_address=None) as lc:
+        assert lc.scheduler_address.startswith("tcp://")
+        with pytest.raises(ExperimentError, match=r"3 points at once.*at most 2 of these "
+                                                  r"points fit at once"):
+            run_sweep(raw, tmp_path / "out", cluster=lc.scheduler_address, echo=None)
+    assert _stored(tmp_path / "out") == 0

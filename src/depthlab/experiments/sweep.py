@@ -129,6 +129,7 @@ def run_sweep(raw: dict[str, Any], out_dir: str | os.PathLike, *, jobs: int = 1,
     shape = shape if total == full else f"the first {total:,} of the grid's {full:,}: {shape}"
     say(f"sweep {sid}: {count_of(total, 'point', thousands=True)} ({shape})")
     if total > WORK_POINTS:  # streamed, not listed: its workers' memory checked by group
+        executor.check()  # (a scheduler's workers on this machine are counted here)
         check_grid_memory(executor, raw, grid, base_dir=base_dir, limit=limit)
     points = iter_points(raw, base_dir=base_dir, grid=grid, limit=limit, check=False,
                          invalid="fail")

@@ -227,9 +227,10 @@ def _probe(address: str, timeout: float) -> None:
                            "with `dask scheduler`, or check the address)") from None
 
 
-def _handshake(address: str, timeout: float) -> None:
-    """Ask the server at ``address`` who it is (Dask's ``identity``) within ``timeout``
-    seconds; :class:`ClusterError` unless it answers as a Dask scheduler. Dask's ``Client``
+def _handshake(address: str, timeout: float) -> dict[str, Any]:
+    """Ask the server at ``address`` who it is (Dask's ``identity``, its workers included)
+    within ``timeout`` seconds and return the answer; :class:`ClusterError` unless it answers
+    as a Dask scheduler. Dask's ``Client``
     waits without end for a server that accepts the connection and never answers (a port
     of another program, a stuck proxy), and a server that answers something else (an HTTP
     port) made its frame reader allocate exabytes: a ``MemoryError`` "internal error"."""
@@ -279,7 +280,7 @@ def _handshake(address: str, timeout: float) -> None:
         why = (f"that is a Dask {kind}, not a scheduler" if isinstance(kind, str)
                else "it did not answer as a Dask scheduler")
     else:
-        return
+        return reply
     raise ClusterError(f"cannot use {where}: {why}")
 
 
@@ -529,7 +530,11 @@ class DaskExecutor(Executor):
             _import_distributed()  # points are all stored never starts it)
         if not _LOCAL.fullmatch(self.address):
             _probe(self.address, self.connect_timeout)
-            _handshake(self.address, self.connect_timeout)
+            reply = _handshake(self.address, self.connect_timeout)
+            # its workers on this machine (`dask worker` started here too): their points'
+            # memory is checked together before any is sent, as a caller's cluster's
+            self.local_workers = local_threads(reply.get("workers") or {})
+            self.worker_bytes = 0
             return
         script = _main_not_a_file()
         if script is not None:  # each worker failed to start: "RuntimeError: Nanny failed
