@@ -864,7 +864,12 @@ def _first_tensor(out: Any) -> torch.Tensor | None:
 
 def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) -> None:
     """LSUV's second phase: per layer in forward order, divide its weights by the std of its
-    output on ``x`` until ``|Var - 1| < LSUV_TOL`` (at most ``LSUV_ITERS`` passes)."""
+    output on ``x`` until ``|Var - 1| < LSUV_TOL`` (at most ``LSUV_ITERS`` passes).
+    Recurrent layers (``nn.RNN``/``GRU``/``LSTM``) keep the first phase's orthogonal
+    matrices: their output, the hidden state (tanh-bounded, an LSTM's ``o * tanh(c)``), has a
+    variance below 1 at any weight scale, so the division multiplied their weights up on
+    every pass (an LSTM's weights 1.5e9x the recommended variance after the cure), into
+    saturation; orthogonal recurrent weights (singular values 1) are the recurrent cure."""
     seen: list[float] = []
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> None:
@@ -873,7 +878,8 @@ def _lsuv_scale(model: nn.Module, layers: list[TracedLayer], x: torch.Tensor) ->
             seen.append(float(o.detach().float().var(unbiased=False)))
 
     for t in layers:
-
+        if isinstance(t.module, nn.RNNBase):
+            continue
         h = t.module.register_forward_hook(hook)
         try:
             for _ in range(LSUV_ITERS):
