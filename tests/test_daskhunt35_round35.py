@@ -61,3 +61,24 @@ def test_a_schedulers_workers_on_this_machine_are_refused_points_that_do_not_fit
                                                   r"points fit at once"):
             run_sweep(raw, tmp_path / "out", cluster=lc.scheduler_address, echo=None)
     assert _stored(tmp_path / "out") == 0
+
+
+def test_the_sweep_summary_says_how_many_failed_points_it_does_not_list(tmp_path, capsys):
+    # 22 refused combinations (betas with sgd) are stored failed: the summary said "22 failed"
+    # and listed 20 of them, nothing telling the other 2 exist or where to find them
+    import json
+
+    from depthlab.cli import main
+
+    cfg = tmp_path / "grid.json"
+    cfg.write_text(json.dumps({
+        "data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 4, "auto"]},
+        "train": {"max_steps": 1}, "probes": {"every": 0},
+        "sweep": {"train.optimizer": ["sgd", "adam"], "train.betas": [[0.9, 0.99]],
+                  "train.seed": list(range(22))}}))  # its first 22 points: sgd, refused
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--limit", "22"]) == 1
+    out = capsys.readouterr().out
+    summary = out[out.index("22 failed"):]
+    assert summary.count("\n  failed ") == 20
+    assert "and 2 more failed points" in summary
+    assert "depthlab runs" in summary and "--status failed" in summary

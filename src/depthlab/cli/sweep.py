@@ -225,6 +225,16 @@ def run(args: argparse.Namespace) -> int:
     from ..experiments.progress import without_point
 
     failed = "".join(f"\n  failed {i} {n}: {without_point(err)}" for i, n, err in res.failures)
+    # the summary keeps the first MAX_FAILURES_KEPT: "25 failed" listed 20, nothing saying the
+    # other 5 exist or where they are
+    unlisted = res.count("failed") - len(res.failures)
+    more = ""
+    if unlisted > 0:
+        import shlex
+
+        more = (f"and {unlisted} more failed point{'s' * (unlisted != 1)}: depthlab runs "
+                f"{shlex.quote(str(args.out))} --sweep {res.sweep} --status failed")
+        failed += f"\n  {more}"
     # a value listed twice in the grid ([7, 7, 8]) was "skipped 1 already stored" on a new store
     repeated = (f" and {res.repeated} repeated grid point{'s' * (res.repeated != 1)}"
                 if res.repeated else "")
@@ -236,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
             first = (err or "unknown error").strip().splitlines()[-1:] or ["unknown error"]
             sys.stderr.write(f"depthlab: sweep point {i} ({n}) failed: "
                              f"{without_point(first[0])}\n")
+        if more:
+            sys.stderr.write(f"depthlab: {more}\n")
     return 1 if res.count("failed") else 0
 
 
