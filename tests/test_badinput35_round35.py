@@ -83,3 +83,24 @@ def test_an_integer_of_thousands_of_digits_in_a_config_is_one_line(tmp_path, cap
     code, out, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
     line = assert_one_line_error(code, err, f"big{suffix}", "5001 digits", "4300")
     assert "ValueError" not in line and not (tmp_path / "r").exists(), line
+
+
+def test_torch_loss_names_of_the_numpy_engine_and_of_torch_are_accepted():
+    """dlt.probe(..., "ce") said "unknown loss 'ce' (did you mean 'bce'?)": binary cross-entropy
+    for a 10-class model, where the NumPy engine reads "ce" as cross_entropy; torch's own names
+    ("binary_cross_entropy" is F.binary_cross_entropy, "CrossEntropyLoss", "mse_loss") were
+    refused too, by dlt and by `depthlab doctor --torch --loss`."""
+    torch = pytest.importorskip("torch")
+    from depthlab.torch.probe import loss_by_name
+
+    nn = torch.nn
+    for name, cls in (("ce", nn.CrossEntropyLoss), ("CrossEntropyLoss", nn.CrossEntropyLoss),
+                      ("categorical_cross_entropy", nn.CrossEntropyLoss),
+                      ("mse_loss", nn.MSELoss), ("mean_squared_error", nn.MSELoss),
+                      ("binary_cross_entropy", nn.BCELoss),
+                      ("binary_cross_entropy_with_logits", nn.BCEWithLogitsLoss),
+                      ("nll_loss", nn.NLLLoss), ("HuberLoss", nn.HuberLoss)):
+        assert type(loss_by_name(name)) is cls, name
+    with pytest.raises(ValueError) as info:
+        loss_by_name("cee")
+    assert "did you mean 'cross_entropy'?" in str(info.value), str(info.value)

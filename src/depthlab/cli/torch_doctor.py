@@ -301,10 +301,12 @@ def run(args: argparse.Namespace) -> int:
     if args.lr is not None and not 0 < args.lr < float("inf"):  # nan, inf: one rule
         raise UserError(f"--lr {args.lr} is not accepted; accepted: a finite number > 0")
     from ..torch.doctor import LOSSES
+    from ..torch.probe import loss_key
 
-    args.loss = args.loss.strip().lower().replace("-", "_")
-    if args.loss not in LOSSES:
+    key = loss_key(args.loss)  # also "ce", "mse_loss", "CrossEntropyLoss" (LOSS_ALIASES)
+    if key is None:
         raise UserError(f"--loss {args.loss!r} is not accepted; accepted: {', '.join(LOSSES)}")
+    args.loss = key
     args.label = label_column(args.label, args.data)
     threads = getattr(args, "threads", None)
     if threads is not None and threads >= 1:

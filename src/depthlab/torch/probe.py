@@ -61,7 +61,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..probes.stats import PERCENTILES, check_percentiles
-from ..validators import did_you_mean, keyword_hints
+from ..validators import closest_name, keyword_hints
 from .hooks import Recording
 from .layers import check_materialized, check_model, inputs_kept, none_ran, weight_modules
 from .train import (
@@ -96,13 +96,42 @@ LOSSES: dict[str, type[nn.Module]] = {
 ``torch.nn`` loss with its defaults (mean over the batch)."""
 
 
+LOSS_ALIASES: dict[str, str] = {
+    # the NumPy engine's names (train.loss) and torch's function and class names
+    "ce": "cross_entropy", "categorical_cross_entropy": "cross_entropy",
+    "cross_entropy_loss": "cross_entropy", "crossentropyloss": "cross_entropy",
+    "nll_loss": "nll", "nllloss": "nll",
+    "mean_squared_error": "mse", "mse_loss": "mse", "mseloss": "mse",
+    "l1_loss": "l1", "l1loss": "l1", "mean_absolute_error": "l1", "mae": "l1",
+    "smooth_l1_loss": "smooth_l1", "smoothl1loss": "smooth_l1",
+    "huber_loss": "huber", "huberloss": "huber",
+    "binary_cross_entropy_with_logits": "bce_with_logits",
+    "bcewithlogitsloss": "bce_with_logits", "bce_with_logits_loss": "bce_with_logits",
+    "binary_cross_entropy": "bce", "bceloss": "bce", "bce_loss": "bce",
+}
+"""Other spellings of the :data:`LOSSES` names (lower case, ``_`` for ``-``): the NumPy
+engine's (``"ce"``, ``"mean_squared_error"``) and torch's (``F.binary_cross_entropy``, which
+is ``nn.BCELoss`` on probabilities; ``"CrossEntropyLoss"``)."""
+
+
+def loss_key(name: str) -> str | None:
+    """The :data:`LOSSES` name that ``name`` spells (case-insensitive, ``-`` or a space as
+    ``_``, :data:`LOSS_ALIASES`), or None."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_")
+    key = LOSS_ALIASES.get(key, key)
+    return key if key in LOSSES else None
+
+
 def loss_by_name(name: str) -> nn.Module:
-    """The loss module of a :data:`LOSSES` name (case-insensitive, ``-`` as ``_``); a
+    """The loss module of a :data:`LOSSES` name or one of its :data:`LOSS_ALIASES`; a
     ValueError naming the accepted ones for any other."""
-    key = name.strip().lower().replace("-", "_")
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}{did_you_mean(key, LOSSES)}; expected one of "
-                         f"{', '.join(LOSSES)} (or a callable loss_fn(output, target))")
+    key = loss_key(name)
+    if key is None:
+        close = closest_name(name.strip().lower().replace("-", "_"),
+                             [*LOSSES, *LOSS_ALIASES])  # an alias is said as its name
+        hint = f" (did you mean {LOSS_ALIASES.get(close, close)!r}?)" if close else ""
+        raise ValueError(f"unknown loss {name!r}{hint}; expected one of {', '.join(LOSSES)} "
+                         "(or a callable loss_fn(output, target))")
     return LOSSES[key]()
 
 
