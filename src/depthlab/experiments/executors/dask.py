@@ -177,13 +177,11 @@ def _given(thing: Any) -> tuple[Any, Any] | None:
 
 def _this_machine() -> set[str]:
     """The host names and addresses of this machine (loopback, its name, every interface's
-    address), as a scheduler names its workers' hosts."""
+    address), as a scheduler names its workers' hosts; no name lookup (a machine with a
+    broken DNS waits seconds for one)."""
     import socket
 
     hosts = {"localhost", "::1", socket.gethostname()}
-    with contextlib.suppress(OSError):
-        hosts.add(socket.getfqdn())
-        hosts.add(socket.gethostbyname(socket.gethostname()))
     try:
         import psutil
 
