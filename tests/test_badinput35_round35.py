@@ -104,3 +104,28 @@ def test_torch_loss_names_of_the_numpy_engine_and_of_torch_are_accepted():
     with pytest.raises(ValueError) as info:
         loss_by_name("cee")
     assert "did you mean 'cross_entropy'?" in str(info.value), str(info.value)
+
+
+def test_sizes_past_float64_in_a_config_are_memory_refusals_not_internal_errors(tmp_path, capsys):
+    """TOML integers have no size limit: model.width, model.depth, train.epochs, a hidden size
+    or spirals' n_classes of 10**400 (beyond float64) ended as "depthlab: error: OverflowError:
+    int too large to convert to float (internal error ...)", exit 1: the memory refusal's
+    byte count could not be formatted. It is the refusal line, exit 2."""
+    from helpers.cli import assert_one_line_error, run_cli
+
+    from depthlab.memory import format_bytes
+
+    assert format_bytes(3 * 2**60) == "3 EiB"
+    assert format_bytes(10**400) == "8.67e+381 EiB"  # 10**400 / 2**60, three digits
+    big = "1" + "0" * 400
+    config = tmp_path / "w.toml"
+    config.write_text(f'[data]\nname = "digits"\nn = 100\n[model]\ndepth = 2\nwidth = {big}\n'
+                      "[train]\nepochs = 1\n")
+    code, _, err = run_cli(capsys, "run", config, "--out", tmp_path / "r", "--quiet")
+    assert_one_line_error(code, err, "model.width = 1000", "e+", "EiB", "nothing was allocated")
+    # dl.fit(epochs=10**400): "OverflowError: integer division result too large for a float"
+    net = dl.mlp([2, 3, 2], seed=0)
+    from depthlab.memory import MemoryRefusal
+
+    with pytest.raises(MemoryRefusal, match="nothing was allocated"):
+        dl.fit(net, np.ones((4, 2)), [0, 1, 0, 1], epochs=10**400)

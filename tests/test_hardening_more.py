@@ -183,7 +183,7 @@ def test_file_where_a_folder_is_expected_is_a_user_error(tmp_path, capsys):
     assert code == 0, err
     blocker = write(tmp_path, "plain-file", "x")
     code, _, err = run_cli(capsys, "export", tmp_path / "res", "--to", blocker / "sub")
-    assert_one_line_error(code, err, str(blocker / "sub"), "Not a directory")
+    assert_one_line_error(code, err, str(blocker / "sub"), "is a file, not a folder")
     (tmp_path / "res" / "figures").write_text("not a folder")
     code, _, err = run_cli(capsys, "report", tmp_path / "res", "--quiet")
     assert_one_line_error(code, err, "figures", "a file with that name exists")

@@ -50,8 +50,18 @@ class MemoryRefusal(ValueError):
 
 
 def format_bytes(n: float) -> str:
-    """``1234567`` -> ``"1.18 MiB"`` (binary units, three significant digits)."""
-    n = float(n)
+    """``1234567`` -> ``"1.18 MiB"`` (binary units, three significant digits); an integer
+    past float64 (a config's ``width = 10**400``: TOML integers have no bound) as
+    ``"8.67e+381 EiB"``, from ``log10(n) - 60 log10(2)``."""
+    try:
+        n = float(n)
+    except OverflowError:
+        exp = math.log10(abs(n)) - 60 * math.log10(2)
+        whole = math.floor(exp)
+        mantissa = f"{10 ** (exp - whole):.3g}"
+        if mantissa == "10":  # rounded up to the next power of ten
+            mantissa, whole = "1", whole + 1
+        return f"{'-' if n < 0 else ''}{mantissa}e+{whole} EiB"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         if abs(n) < 1024 or unit == "EiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"

@@ -270,7 +270,7 @@ class Trainer:
             warnings.warn(f"batch normalization: {n} rows in batches of {bs} leave 1 row for "
                           f"the last batch of each epoch; it is merged into the batch before "
                           f"it ({bs + 1} rows)", stacklevel=3)
-        per_epoch = math.ceil(n / bs) - merge
+        per_epoch = -(-n // bs) - merge  # integer ceilings: epochs of 10**400 stay exact
         total = self.max_steps if self.epochs is None else per_epoch * self.epochs
         if self.max_steps is not None:
             total = min(total, self.max_steps)
@@ -280,7 +280,7 @@ class Trainer:
         open_ended = any(getattr(cb, "ends_run", False) for cb in self.callbacks)
         self.planned_steps = None if open_ended else total
         if not open_ended:
-            _check_history_memory(total, math.ceil(total / per_epoch), self.eval_every)
+            _check_history_memory(total, -(-total // per_epoch), self.eval_every)
         params = net.parameters()
         hist = self.history
         bar = _progress(total, self.progress)
