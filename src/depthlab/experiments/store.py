@@ -1195,8 +1195,7 @@ class Store:
         created = [p for p in (out, *out.parents) if not p.exists()]
         blocked = in_the_way(out)  # mkdir's raw "[Errno 17] File exists" otherwise
         if blocked:
-            raise StoreError(f"cannot export to {str(out)!r}: {blocked}; expected a folder "
-                             "(or a path where one can be created)")
+            raise StoreError(f"cannot create folder {str(out)!r}: {blocked}")  # as the CLI says
         out.mkdir(parents=True, exist_ok=True)
         try:
             with self.snapshot():  # every table as of one moment, while a sweep goes on writing
