@@ -456,13 +456,16 @@ def output_feature_axis(module: nn.Module, weights: list[torch.Tensor], x: objec
     ``x`` of ``(N, G C_in, *spatial)`` to ``(N, C_out, *spatial')`` (or unbatched, without
     ``N``; the output's last axis then not of size ``C_out``) has its units on the channel
     axis, as ``nn.ConvNd``: a weight-standardized conv written with ``F.conv2d`` had
-    ``dead_frac`` counted along the image width (0.0 with one of its 4 channels dead).
+    ``dead_frac`` counted along the image width (0.0 with one of its 4 channels dead); one
+    matrix applied from the left, ``W @ x`` (:func:`_left_product_axis`), likewise on axis -2.
     Else :func:`feature_axis`."""
     axis = feature_axis(module)
     if isinstance(module, _KNOWN_LAYOUT) or len(weights) != 1:
         return axis
     w = weights[0]
     d = w.dim()
+    if d == 2:
+        return _left_product_axis(w, x, out, axis)
     if d < 3 or out.dim() not in (d, d - 1) or out.shape[-(d - 1)] != w.shape[0]:
         return axis
     if not (isinstance(x, torch.Tensor) and x.dim() == out.dim() and w.shape[1] > 0
@@ -471,6 +474,21 @@ def output_feature_axis(module: nn.Module, weights: list[torch.Tensor], x: objec
     if out.dim() == d - 1 and out.shape[-1] == weights[0].shape[0]:
         return axis  # (N, C_out) of a bilinear-like weight (C_out, in1, in2)
     return -(d - 1)
+
+
+def _left_product_axis(w: torch.Tensor, x: object, out: torch.Tensor, axis: int) -> int:
+    """The units' axis of a custom module with one matrix ``W`` applied from the left,
+    ``W @ x`` on ``x`` of ``(..., I, L)`` giving ``(..., O, L)`` (a 1x1 convolution or a
+    channel mixing written as a product, ``W`` of ``(O, I)`` or ``(I, O)``): -2, where the
+    last axis keeps ``x``'s length and is of neither of ``W``'s sizes, so it cannot hold the
+    units (``dead_frac`` was counted along the positions: 0.0 with 1 of 4 channels dead).
+    Else ``axis``."""
+    if not isinstance(x, torch.Tensor) or out.dim() < 2 or x.dim() != out.dim():
+        return axis
+    if out.shape[-1] in w.shape or x.shape[-1] != out.shape[-1]:
+        return axis
+    pair = (out.shape[-2], x.shape[-2])
+    return -2 if tuple(w.shape) in (pair, pair[::-1]) else axis
 
 
 def check_model(model: object) -> nn.Module:
@@ -576,7 +594,10 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     not weights of its input projection. Only real floating-point parameters are weights: a
     complex one (``nn.Linear(..., dtype=torch.cfloat)``) is not measured (its module's output
     is complex too); ``dlt.probe`` and ``Watch`` ran the model and then failed inside torch
-    ('linalg.vector_norm: dtype should be complex for complex inputs')."""
+    ('linalg.vector_norm: dtype should be complex for complex inputs'). A module of a class
+    not from torch with a matrix or kernel beside parameters shaped to broadcast (at most one
+    dimension > 1: a bias ``(1, out)`` or ``(1, C, 1, 1)``, :func:`_broadcast_vector`) owns
+    only the former."""
     own = [(n, p) for n, p in module.named_parameters(recurse=False)
            if p.dim() >= 2 and p.is_floating_point()]
     if isinstance(module, nn.MultiheadAttention):  # pooled with the projections, they moved
@@ -595,7 +616,22 @@ def own_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
                      if p.dim() >= 2 and p.is_floating_point()]
         if originals:
             own.append(max(originals, key=lambda np_: np_[1].numel()))
+    if len(own) > 1 and not type(module).__module__.startswith("torch."):
+        # a hand-written layer's bias or gain shaped to broadcast, (1, out) beside W (in, out),
+        # (1, C, 1, 1) beside a kernel, is no weight of its map: pooled with the kernel it
+        # made weight_std 4.71 (the kernel's 0.21, a bias of -50 in it) and, two weights being
+        # no convolution layout, dead_frac was counted along the image width (0.0, 1 of 4
+        # channels dead). torch's own layers keep theirs (a GRU's weight_hh (3, 1) at hidden 1)
+        matrices = [(n, p) for n, p in own if not _broadcast_vector(p)]
+        if matrices:
+            own = matrices
     return own
+
+
+def _broadcast_vector(p: torch.Tensor) -> bool:
+    """A parameter of >= 2 dims with at most one of size > 1: a vector shaped to broadcast
+    (a bias ``(1, out)`` or ``(1, C, 1, 1)``, a per-channel gain), not a matrix or kernel."""
+    return sum(1 for s in p.shape if s > 1) <= 1
 
 
 def layer_weights(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
