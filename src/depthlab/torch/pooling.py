@@ -95,6 +95,11 @@ class Between:
     norm: Any = None
     """kind ``"norm"``: the :class:`depthlab.torch.norms.NormSpec` of a per-example
     normalization (LayerNorm, GroupNorm, RMSNorm) between segments."""
+    overlap: bool = False
+    """Pools whose windows share entries (``sum_i n_i > N_in``: ``MaxPool2d(3, 2, 1)``,
+    ``AvgPool2d(3, 2, 1)``, ``AdaptiveAvgPool2d(3)`` of 8 positions)."""
+    out_positions: int = 0
+    """Pools: output positions per channel (1: a global pool)."""
 
 
 def commuted(betweens: list[Between]) -> list[Between]:
@@ -168,10 +173,12 @@ def between(module: nn.Module, x: torch.Tensor, out: torch.Tensor, label: str
     if counts.size != n_out or (counts <= 0).any():
         return None
     ratio = n_out / n_in
+    overlap = bool(counts.sum() > n_in)
     if isinstance(module, (*_MAX, *_ADAPTIVE_MAX)):
         sizes, k = np.unique(counts.astype(np.int64), return_counts=True)
         return Between("max", label, x.numel(), ratio, tuple(int(v) for v in sizes),
-                       tuple(float(v) for v in k / counts.size))
+                       tuple(float(v) for v in k / counts.size), overlap=overlap,
+                       out_positions=n_out)
     if isinstance(module, _AVG):  # R_i: the module on ones (its own divisor rule)
         with torch.no_grad():
             ones = torch.ones((1, 1, *size), dtype=torch.float64)
@@ -182,7 +189,8 @@ def between(module: nn.Module, x: torch.Tensor, out: torch.Tensor, label: str
         return None
     s = r * r / counts
     return Between("avg", label, x.numel(), ratio, mean_r=float(r.mean()),
-                   mean_r2=float((r * r).mean()), mean_s=float(s.mean()))
+                   mean_r2=float((r * r).mean()), mean_s=float(s.mean()), overlap=overlap,
+                   out_positions=n_out)
 
 
 _MAX_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
