@@ -130,3 +130,20 @@ def test_sizes_past_float64_in_a_config_are_memory_refusals_not_internal_errors(
 
     with pytest.raises(MemoryRefusal, match="nothing was allocated"):
         dl.fit(net, np.ones((4, 2)), [0, 1, 0, 1], epochs=10**400)
+
+
+def test_a_typo_in_depthlab_engine_kernels_is_refused_as_probe_kernels_is(tmp_path, capsys,
+                                                                          monkeypatch):
+    """DEPTHLAB_PROBE_KERNELS=nmupy is refused before a command starts, but
+    DEPTHLAB_ENGINE_KERNELS=nmupy (meant: numpy, the NumPy path) was silently read as "auto":
+    the compiled engine kernels were loaded after 3 s, the opposite of what was asked."""
+    from helpers.cli import assert_one_line_error, one_blas_thread, run_cli
+
+    one_blas_thread(monkeypatch)
+    monkeypatch.setenv("DEPTHLAB_ENGINE_KERNELS", "nmupy")
+    code, out, err = run_cli(capsys, "datasets")
+    assert_one_line_error(code, err, "DEPTHLAB_ENGINE_KERNELS='nmupy'", "numpy, numba, auto")
+    assert out == ""
+    monkeypatch.setenv("DEPTHLAB_ENGINE_KERNELS", " NumPy ")  # case and spaces, as read
+    code, out, err = run_cli(capsys, "datasets")
+    assert code == 0 and "digits" in out, err

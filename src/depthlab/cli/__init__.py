@@ -207,8 +207,9 @@ def _thread_limit(n: int | None) -> Iterator[None]:
 
 
 PROBE_KERNELS_VALUES = ("numpy", "numba", "auto")
-"""Values of ``DEPTHLAB_PROBE_KERNELS`` (``numpy``: the NumPy path; the others, as unset: the
-compiled kernels when Numba is installed)."""
+"""Values of ``DEPTHLAB_PROBE_KERNELS`` and ``DEPTHLAB_ENGINE_KERNELS`` (``numpy``: the NumPy
+path; the others, as unset: the compiled kernels when Numba is installed; the engine's load
+them at the first step with ``numba``, after 3 s with ``auto``)."""
 
 
 def _check_environment() -> None:
@@ -222,10 +223,11 @@ def _check_environment() -> None:
         from ..memory import available_memory  # imports NumPy: only when the variable is set
 
         available_memory()
-    kernels = os.environ.get("DEPTHLAB_PROBE_KERNELS", "")
-    if kernels.strip() and kernels.strip().lower() not in PROBE_KERNELS_VALUES:
-        raise UserError(f"DEPTHLAB_PROBE_KERNELS={kernels!r} is not accepted; accepted: "
-                        f"{', '.join(PROBE_KERNELS_VALUES)} (or unset it)")
+    for name in ("DEPTHLAB_PROBE_KERNELS", "DEPTHLAB_ENGINE_KERNELS"):  # read by *.accel
+        kernels = os.environ.get(name, "")
+        if kernels.strip() and kernels.strip().lower() not in PROBE_KERNELS_VALUES:
+            raise UserError(f"{name}={kernels!r} is not accepted; accepted: "
+                            f"{', '.join(PROBE_KERNELS_VALUES)} (or unset it)")
 
 
 def _stdout_broken() -> bool:
