@@ -80,3 +80,42 @@ def test_a_runs_validation_every_k_steps_is_drawn_beside_its_epochs():
     labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
     assert any("every 25 steps" in t for t in labels), labels
     plt.close(fig)
+
+
+def test_the_report_shows_the_recorded_input_output_jacobian_singular_values(tmp_path):
+    """`[probes] jacobian = true` (README's example config, examples/digits_run.toml) records
+    the input-output Jacobian's singular values at the start and the end (Store.jacobian);
+    the report drew them nowhere. Now a run's section has a figure of them, and its caption
+    gives each step's mean σ² (the quantity variance propagation predicts) and range, equal
+    to a direct computation from the stored values."""
+    import dataclasses
+    import re
+
+    from test_report import synthetic_record
+
+    from depthlab.experiments import Store
+    from depthlab.report import write_report
+
+    g = np.random.default_rng(3)
+    rows = []
+    for step, scale in ((0, 0.7), (200, 1.3)):
+        for example in range(4):
+            for idx, v in enumerate(np.sort(scale * g.lognormal(0, 0.8, 10))[::-1]):
+                rows.append((step, example, idx, float(v)))
+    jac = pd.DataFrame(rows, columns=["step", "example", "idx", "value"])
+    store = Store(tmp_path)
+    rec = synthetic_record("jj01aaaaaaaa", depth=3, sweep=None, probes=False)
+    store.add_run(dataclasses.replace(rec, name="with-jacobian", jacobian=jac))
+    store.close()
+    html = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "Input–output Jacobian singular values" in html
+    assert (tmp_path / "figures" / "with-jacobian_jacobian.png").is_file()
+    cap = html[html.index("Input–output Jacobian singular values"):]
+    cap = cap[:cap.index("</figcaption>")]
+    for step, vals in jac.groupby("step")["value"]:
+        v = vals.to_numpy()
+        num = r"([0-9.e+-]*[0-9])"
+        m = re.search(rf"step {step}: mean σ² {num}, σ {num} to {num}", cap)
+        assert m, cap
+        got = [float(t) for t in m.groups()]
+        np.testing.assert_allclose(got, [np.mean(v ** 2), v.min(), v.max()], rtol=6e-4)

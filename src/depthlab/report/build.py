@@ -35,6 +35,7 @@ FIG_HIST_ACT = "Histograms of activations"
 FIG_HIST_GRAD = "Histograms of back-propagated gradients"
 FIG_SATURATION = "Saturation and dead units"
 FIG_UPDATE_RATIO = "Relative weight update per layer"
+FIG_JACOBIAN = "Input–output Jacobian singular values"
 SECTION_FINDINGS = "Doctor findings"
 SECTION_DIVERGENCE = "Divergence"
 SECTION_ERROR = "Error"
@@ -1354,6 +1355,21 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             "per recorded step (log scale): the relative size of one optimizer step. "
             "Around 1e-3 is the usual order; far above, the step is too large; far "
             "below, that layer barely learns.", wide=has_sat))  # after saturation: alone
+    # `[probes] jacobian = true`: recorded at the start and the end, drawn nowhere before
+    jac = _get(store.jacobian(rid)) if hasattr(store, "jacobian") else pd.DataFrame()
+    if not jac.empty:
+        png = pngs.add(f"{safe}_jacobian.png", figures.jacobian_spectrum, jac)
+        per_step = "; ".join(
+            f"step {step}: mean σ² {H.fmt(ms)}, σ {H.fmt(lo)} to {H.fmt(hi)}"
+            + (f" ({bad} not finite)" if bad else "")
+            for step, n, ms, lo, hi, bad in figures.jacobian_summary(jac) if n)
+        blocks.append(H.figure_block(
+            png, FIG_JACOBIAN, "Singular values σ of the input–output Jacobian ∂(outputs)/∂"
+            "(inputs) of each probe example, pooled, as a cumulative distribution (log σ): "
+            "every σ near 1 is dynamical isometry (Saxe et al. 2014; Pennington et al. 2017), "
+            "a spectrum far below 1 a vanishing, far above an exploding input–output map. "
+            + (f"{per_step}." if per_step else "No finite singular value."),
+            wide=True))
     return blocks, probes
 
 

@@ -1138,6 +1138,85 @@ def _no_update_ratio_drawn(wide: pd.DataFrame) -> str:
     return "update ratio 0 or not finite (NaN/inf)\nat every probed step: nothing to draw"
 
 
+JACOBIAN_MAX_STEPS = 5
+"""The most recorded steps the Jacobian figure draws (the first, the last, evenly between)."""
+
+
+def jacobian_summary(jac: pd.DataFrame) -> list[tuple[int, int, float, float, float, int]]:
+    """Per recorded step of a run's input-output Jacobian singular values (``Store.jacobian``:
+    step, example, idx, value), pooled over its examples: ``(step, n, mean σ², min σ, max σ,
+    n_bad)`` over the ``n`` finite values; ``n_bad`` counts those that are not finite. The mean
+    of σ² is (1/n) Σ σ_i², i.e. the mean over the examples of ||J||_F² / min(n_in, n_out) (for a
+    square Jacobian of a wide net at initialization, mean-field theory's product of the layers'
+    χ, Pennington et al. 2017)."""
+    out = []
+    for step, rows in jac.groupby("step", sort=True):
+        v = pd.to_numeric(rows["value"], errors="coerce").to_numpy(float)
+        ok = v[np.isfinite(v)]
+        with np.errstate(over="ignore"):
+            out.append((int(step), int(ok.size), float(np.mean(ok ** 2)) if ok.size else np.nan,
+                        float(ok.min()) if ok.size else np.nan,
+                        float(ok.max()) if ok.size else np.nan, int(v.size - ok.size)))
+    return out
+
+
+def jacobian_spectrum(jac: pd.DataFrame | None) -> Figure:
+    """The input-output Jacobian's singular values σ of each shown recorded step, pooled over
+    the probe examples, as a cumulative distribution (fraction of σ ≤ x) on a log σ axis,
+    with σ = 1 marked: dynamical isometry (Saxe et al. 2014, Pennington et al. 2017) is every σ
+    near 1; a spectrum far below 1 is a vanishing, far above an exploding input-output map."""
+    fig, (ax,) = _new_figure(6.4, 3.6, right=2.6)
+    if jac is None or jac.empty:
+        _empty(ax, "no Jacobian singular values recorded")
+        return fig
+    stats = {s[0]: s for s in jacobian_summary(jac)}
+    steps = sorted(stats)
+    if len(steps) > JACOBIAN_MAX_STEPS:
+        pick = np.unique(np.linspace(0, len(steps) - 1, JACOBIAN_MAX_STEPS).round().astype(int))
+        steps = [steps[i] for i in pick]
+    colors = plt_colors(len(steps))
+    drawn, zero, bad = 0, 0, 0
+    for color, step in zip(colors, steps, strict=True):
+        v = pd.to_numeric(jac.loc[jac["step"] == step, "value"], errors="coerce").to_numpy(float)
+        pos = np.sort(v[np.isfinite(v) & (v > 0)])
+        zero += int(np.sum(v == 0))
+        bad += int(np.sum(~np.isfinite(v)))
+        if not pos.size:
+            continue
+        _, n, ms, lo, hi, _ = stats[step]
+        frac = np.arange(1, pos.size + 1) / pos.size
+        ax.step(pos, frac, where="post", color=color, linewidth=1.6,
+                label=f"step {step}: mean σ² {ms:.3g}\nσ {lo:.3g} to {hi:.3g}")
+        drawn += 1
+    if not drawn:
+        ax.clear()
+        _style(ax)
+        _empty(ax, "no finite, nonzero singular value: nothing to draw on a log axis")
+        return fig
+    ax.set_xscale("log")
+    ax.axvline(1.0, color="#555555", linestyle=":", linewidth=1.0, label="σ = 1 (isometry)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("singular value σ of ∂(outputs)/∂(inputs) (log scale)")
+    ax.set_ylabel("fraction of σ ≤ x")
+    note = []
+    if zero:
+        note.append(f"{zero} zero")
+    if bad:
+        note.append(f"{bad} not finite")
+    n_ex = int(jac["example"].nunique()) if "example" in jac else 0
+    ax.set_title("Input–output Jacobian singular values" + (f" ({n_ex} examples)" if n_ex else "")
+                 + (f"\nnot drawn: {', '.join(note)}" if note else ""), fontsize=10)
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return fig
+
+
+def plt_colors(n: int) -> list:
+    """``n`` colours from viridis, dark (first) to light (last), as the layer figures use."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.85, max(n, 1))][:n]
+
+
 def update_ratio(probes: pd.DataFrame | None) -> Figure:
     """Per layer over training: ``update_ratio = ||W_n - W_{n-1}|| / ||W_{n-1}||`` (the
     relative size of one optimizer step, log scale; ~1e-3 is the usual healthy order). The
