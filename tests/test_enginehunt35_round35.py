@@ -66,3 +66,23 @@ def test_batchnorm_refuses_an_input_of_another_width_or_rank() -> None:
         with pytest.raises(ValueError, match=r"expected \(batch, 4\)") as info:
             bn.forward(x, training=training)
         assert str(x.shape) in str(info.value)
+
+
+def test_one_layer_object_used_twice_is_refused() -> None:
+    """torch reuses a stateless module (one nn.Tanh at two places) correctly; a depthlab layer
+    keeps its forward's values for backward, so one Activation object at two places gave the
+    first place the second's values: dL/dW of the first Dense -0.8177 where finite
+    differences give -0.8570, silently."""
+    from depthlab.layers import Residual
+    from depthlab.network import Network
+
+    act = Activation("tanh")
+
+    def dense(i: int, o: int) -> Dense:
+        return Dense(i, o, dtype="float64", rng=1)
+
+    with pytest.raises(ValueError, match=r"layers\[3\].*same.*layers\[1\]") as info:
+        Network([dense(3, 4), act, dense(4, 4), act, dense(4, 2)], n_inputs=3)
+    assert "Activation('tanh')" in str(info.value)
+    with pytest.raises(ValueError, match="same"):
+        Network([dense(3, 4), act, Residual([act, dense(4, 4)]), dense(4, 2)], n_inputs=3)

@@ -9,6 +9,26 @@ from ..parameter import Parameter
 from .base import Layer
 
 
+def _refuse_shared(layers: list[Layer], name: str) -> None:
+    """A ValueError naming a layer object found at two places of ``layers`` (residual
+    branches included). torch runs one stateless module at two places correctly; a depthlab
+    layer keeps what its forward computed (its input, output, mask, batch statistics) for
+    its backward, so the first place was differentiated with the second's values: wrong
+    gradients, silently (one ``Activation('tanh')`` twice: dL/dW -0.818 against finite
+    differences' -0.857)."""
+    seen: dict[int, int] = {}
+    for i, layer in enumerate(layers):
+        for leaf in layer.leaves():
+            j = seen.setdefault(id(leaf), i)
+            if j != i:
+                raise ValueError(
+                    f"{name}: the layer {leaf!r:.60} at layers[{i}] is the same object as the "
+                    f"one at layers[{j}]; a depthlab layer keeps what its forward computed for "
+                    "its backward, so one object at two places gives wrong gradients: give each "
+                    "place its own layer (a new Activation, Dropout, ...; a Dense's weights "
+                    "cannot be shared)")
+
+
 class Sequential(Layer):
     """``y = f_L(... f_1(x))``; backward ``dL/dx = J_1^T ... J_L^T dL/dy`` (each layer's
     :meth:`~Layer.backward` in reverse order)."""
@@ -24,6 +44,7 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"{name}: layers[{i}] = {layer!r:.40} is not accepted; accepted: "
                                 "depthlab layers (Dense, Activation, BatchNorm, Dropout, ...)")
+        _refuse_shared(self.layers, name)
 
     @property
     def overwrites_grad(self) -> bool:  # type: ignore[override]
