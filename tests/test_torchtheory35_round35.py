@@ -69,3 +69,17 @@ def test_the_approximation_note_names_an_overlapping_pool_under_a_global_average
     assert "1.44x" in note, note
     flat = dlt.predict(build([nn.Flatten(), nn.Linear(8 * 16, 10)]), x)
     assert "overlap" not in flat.attrs["approximation"]
+
+
+def test_a_single_image_into_conv_batchnorm_is_normalized_over_its_positions():
+    # BatchNorm2d normalizes a channel over the batch and the positions: one image still has
+    # 64 values per channel. The input's batch variance was taken over the examples only, 0
+    # for a batch of one, so BN's 1 / (qb + eps) was eps's: layer 1's grad_pre_std predicted
+    # ~150x the measurement
+    def build():
+        return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                             nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(16 * 64, 10))
+
+    r = _ratio(build, lambda: torch.randn(1, 3, 8, 8, dtype=torch.float64), (0, 1), 1)
+    assert 0.8 < r < 1.25, r

@@ -394,12 +394,13 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
         _refresh_hook_weights(model)         # in training mode) updates its buffers
         # the first layer's input when the forward computed it from x alone (x / 255)
         x64 = _batched(segments[0].get("input", x).detach().to(torch.float64), segments[0])
-        bvar = float(x64.var(dim=0, unbiased=False).mean()) if x64.shape[0] > 1 else 0.0
+        dev = _deviation(x64, segments[0])
+        bvar = float(dev.pow(2).mean())
         sq0, mean0 = float(x64.pow(2).mean()), float(x64.mean())
         state = (sq0, mean0, bvar, _gauss_dist(None, sq0 - mean0 ** 2, mean0))
         rows, grad = _run(segments, state)
         fin = _finite_units(rows)
-        groups = _input_groups(x64)
+        groups = _input_groups(x64, dev)
         if len(groups) > 1:  # after the whole batch's run: BatchNorm's variances are known
             rows, grad = _combine([(w, *_run(segments, st)) for w, st in groups])
     measured = None
@@ -762,10 +763,29 @@ def _batched(x64: torch.Tensor, first: dict) -> torch.Tensor:
     return x64
 
 
-def _input_groups(x64: torch.Tensor) -> list[tuple[float, tuple]]:
+def _deviation(x64: torch.Tensor, first: dict) -> torch.Tensor:
+    """``x`` less the mean that a unit of the first layer holds over the batch: a feature's
+    mean over the examples before a ``Linear``; before a conv, whose unit is a channel, an
+    input channel's mean over the examples and its positions (a BatchNorm after the conv
+    normalizes over both). Taken over the examples only, a batch of one image had no batch
+    variance at all (``Conv2d -> BatchNorm2d``: layer 1's grad_pre_std predicted 150x the
+    measurement), and an image's mean pattern over positions counted as the units' means."""
+    seg = first if first["kind"] == "layer" else (first["layers"] or first["shortcut"])[0]
+    module = seg["module"]
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+                           nn.ConvTranspose2d, nn.ConvTranspose3d)) \
+            and x64.dim() == module.weight.dim():
+        dims = [0, *range(2, x64.dim())]
+        return x64 - x64.mean(dim=dims, keepdim=True)
+    return x64 - x64.mean(dim=0, keepdim=True)
+
+
+def _input_groups(x64: torch.Tensor, dev: torch.Tensor | None = None
+                  ) -> list[tuple[float, tuple]]:
     """The batch as at most :data:`GROUPS` groups of examples of similar mean square
     ``|x_i|^2 / d`` (equal counts, by quantiles), each with its weight (its share of the
-    batch) and its input state ``(E[x^2], E[x], E|x - mean_batch(x)|^2 / d, distribution)``
+    batch) and its input state ``(E[x^2], E[x], E|dev_i|^2 / d, distribution)`` (``dev``:
+    :func:`_deviation`)
     over its examples. An activation whose ``E f(s)^2`` is not proportional to ``Var(s)``
     (tanh, sigmoid, gelu, Tanhshrink) gives a batch of varied example lengths other moments
     than one example of the average length (``E_i[E f(sqrt(q_i) z)^2] !=
@@ -779,7 +799,9 @@ def _input_groups(x64: torch.Tensor) -> list[tuple[float, tuple]]:
     if n < 2 or sq.std() <= _SAME * sq.mean():
         return []
     means = flat.mean(1).cpu().numpy()
-    cen = (flat - flat.mean(0, keepdim=True)).pow(2).mean(1).cpu().numpy()
+    if dev is None:
+        dev = x64 - x64.mean(dim=0, keepdim=True)
+    cen = dev.reshape(n, -1).pow(2).mean(1).cpu().numpy()
     out = []
     for idx in np.array_split(np.argsort(sq, kind="stable"), min(GROUPS, n)):
         sq_g, m_g = float(sq[idx].mean()), float(means[idx].mean())
