@@ -147,3 +147,14 @@ def test_a_typo_in_depthlab_engine_kernels_is_refused_as_probe_kernels_is(tmp_pa
     monkeypatch.setenv("DEPTHLAB_ENGINE_KERNELS", " NumPy ")  # case and spaces, as read
     code, out, err = run_cli(capsys, "datasets")
     assert code == 0 and "digits" in out, err
+
+
+def test_load_config_of_a_non_path_names_the_argument():
+    """experiments.load_config(None) / read_toml(5): Python's "expected str, bytes or
+    os.PathLike object, not NoneType", naming neither the argument nor what it is for."""
+    from depthlab.experiments import load_config, read_toml
+
+    for call in (lambda: load_config(None), lambda: read_toml(5)):
+        with pytest.raises(TypeError, match=r"^config path (None|5) has the wrong type; "
+                                            r"accepted: a \.toml or \.json file path"):
+            call()

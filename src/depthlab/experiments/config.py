@@ -71,6 +71,9 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     error is a one-line :class:`ConfigError`. ``"-"`` reads the config from standard input
     (JSON when it starts with ``{``, else TOML; a relative ``data.path`` in it is then relative
     to the current folder, which ``Path("-").resolve().parent`` is)."""
+    if not isinstance(path, str | os.PathLike):  # os.fspath's "expected str, bytes or ..."
+        raise TypeError(f"config path {path!r:.40} has the wrong type; accepted: a .toml or "
+                        ".json file path (str or os.PathLike), or \"-\" for standard input")
     if not str(path).strip():  # Path("") is "." (the current folder): name what was given
         raise ConfigError(f"config path {str(path)!r} is empty; expected a .toml file")
     stdin = os.fspath(path) == STDIN
