@@ -49,3 +49,37 @@ def test_lsuv_cure_leaves_a_recurrent_layers_weights_at_their_orthogonal_scale()
                    if p.dim() == 2])
     assert lsuv[0].metric_before == pytest.approx(float(w.var()) * 8, rel=0.02)
     assert lsuv[0].resolved and not lsuv[0].metric_after > 2.0, lsuv[0].metric_after
+
+
+class _ConvLSTM(nn.Module):
+    """A CRNN: Conv1d, a ReLU applied in the forward, channels moved last into an LSTM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(8, 16, 3, padding=1)
+        self.lstm = nn.LSTM(16, 16, batch_first=True)
+        self.head = nn.Linear(16, 2)
+        for w in (self.lstm.weight_ih_l0, self.lstm.weight_hh_l0):
+            nn.init.normal_(w, 0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x.transpose(1, 2)))
+        out, _ = self.lstm(h.transpose(1, 2))
+        return self.head(out[:, -1])
+
+
+def test_a_functional_relu_before_a_transpose_is_the_conv_layers_activation():
+    # torch.relu(conv(x)).transpose(1, 2): the LSTM reads the ReLU's entries in another order,
+    # and the entry-by-entry match read the conv as linear: the network had no activation,
+    # so no initialization was judged, the LSTM drawn from N(0, 1) (16x Glorot's 1/16) too.
+    x, y = _memory_task(96)
+    diag = dlt.doctor(_ConvLSTM, (x[:64], y[:64], x[64:], y[64:]), steps=3, batch_size=32,
+                      verify=False)
+    found = {f.kind: f for f in diag.findings}
+    assert "init_mismatch" in found, [f.kind for f in diag.findings]
+    assert found["init_mismatch"].layers == [2]
+    torch.manual_seed(0)
+    w = torch.cat([p.detach().double().flatten() for p in _ConvLSTM().lstm.parameters()
+                   if p.dim() == 2])
+    assert found["init_mismatch"].evidence["metric"] == pytest.approx(float(w.var()) * 16,
+                                                                      rel=0.02)

@@ -249,7 +249,8 @@ their alpha."""
 def functional_activation(s: torch.Tensor, nxt: torch.Tensor,
                           extra: tuple[nn.Module, ...] | list[nn.Module] = ()
                           ) -> nn.Module | None:
-    """The activation ``f`` with ``f(s) = nxt`` entry by entry, for a layer output ``s`` and
+    """The activation ``f`` with ``f(s) = nxt`` entry by entry (or in another order, a
+    transpose after it: :func:`_permuted_activation`), for a layer output ``s`` and
     the next weight layer's input ``nxt`` (same entries in the same order, e.g. through a
     ``flatten``), as a module: one of :data:`FUNCTIONAL_CANDIDATES`, or ``nn.LeakyReLU(a)``
     when ``nxt = s`` for ``s >= 0`` and ``nxt = a s`` with one slope ``0 < a < 1`` for
@@ -274,9 +275,12 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor,
 
     if same(a):
         return None  # the identity: no activation between the layers
+    sums: list[tuple[nn.Module, float, float]] = []  # for _permuted_activation
     for module in (*(make() for make in FUNCTIONAL_CANDIDATES), *extra):
-        if same(module(a)):
+        v = module(a)
+        if same(v):
             return module
+        sums.append((module, float(v.sum()), float(v.abs().sum())))
     neg = a < 0
     if neg.any() and same(torch.where(neg, b, a)):  # leaky: one slope on the negative side
         slopes = b[neg] / a[neg]
@@ -289,7 +293,35 @@ def functional_activation(s: torch.Tensor, nxt: torch.Tensor,
         if 0.0 < alpha and math.isfinite(alpha) and \
                 same(torch.where(neg, alpha * torch.expm1(a), a)):
             return nn.ELU(alpha)
-    return _dropped_activation(a, b, tol)
+    return _dropped_activation(a, b, tol) or _permuted_activation(a, b, eps, sums)
+
+
+def _permuted_activation(a: torch.Tensor, b: torch.Tensor, eps: float,
+                         sums: list[tuple[nn.Module, float, float]]) -> nn.Module | None:
+    """:func:`functional_activation` of a next input whose entries are ``f(s)``'s in another
+    order: a transpose or permute after the function (``torch.relu(conv(x)).transpose(1, 2)``
+    into an ``nn.LSTM``, channels moved last), compared sorted, ``sort(f(a)) = sort(b)``
+    within the same rounding; None when the sorted entries are ``a``'s own (a permute with no
+    activation) or no candidate's. (Read entry by entry, the conv's ReLU was no activation:
+    the network had none, and no initialization was judged.) The sums, which a permutation
+    keeps (``|sum f(a) - sum b| <= 16 eps sum(|f(a)| + |b|)`` follows from the entries'
+    bound), are compared first (``sums``: each candidate with ``sum f(a)``, ``sum |f(a)|``):
+    the sort only for a candidate that passes."""
+    total, scale = float(b.sum()), float(b.abs().sum())
+
+    def close(v_sum: float, v_abs: float) -> bool:
+        return abs(v_sum - total) <= 16.0 * eps * (v_abs + scale)
+
+    def same(v: torch.Tensor) -> bool:
+        vs, bs = v.sort().values, b.sort().values
+        return bool(((vs - bs).abs() <= 16.0 * eps * (vs.abs() + bs.abs())).all())
+
+    if close(float(a.sum()), float(a.abs().sum())) and same(a):
+        return None  # a permute with no activation
+    for module, v_sum, v_abs in sums:
+        if close(v_sum, v_abs) and same(module(a)):
+            return module
+    return None
 
 
 def _dropped_activation(a: torch.Tensor, b: torch.Tensor, tol: torch.Tensor
