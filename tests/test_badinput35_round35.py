@@ -158,3 +158,19 @@ def test_load_config_of_a_non_path_names_the_argument():
         with pytest.raises(TypeError, match=r"^config path (None|5) has the wrong type; "
                                             r"accepted: a \.toml or \.json file path"):
             call()
+
+
+def test_gradient_ratio_step_of_the_wrong_type_is_a_type_error():
+    """plot.gradient_ratio(table, step="0") said "step '0' has no 'grad_pre_std' probes;
+    recorded steps: 0" - a recorded step refused as missing; step=True was read as step 1."""
+    import depthlab.plot as plot
+
+    net = dl.mlp([3, 4, 4, 2], activation="tanh", seed=0)
+    rng = np.random.default_rng(0)
+    table = dl.probe(net, rng.normal(size=(16, 3)), rng.integers(0, 2, 16))
+    for bad in ("0", True, 0.5):
+        with pytest.raises(TypeError, match=r"^step=.* is not accepted; accepted: a probed "
+                                            r"step number \(an integer\) or None"):
+            plot.gradient_ratio(table, step=bad)
+    assert plot.gradient_ratio(table, step=0) == plot.gradient_ratio(table)
+    assert plot.gradient_ratio(table, step=np.int64(0)) == plot.gradient_ratio(table)
