@@ -808,13 +808,29 @@ function onUpdate(m) {
   $("loss-note").textContent = m.probe_loss === null || m.probe_loss === undefined ?
     `held-out loss at step ${m.step} is not finite (the network's outputs overflow): not drawn` : "";
   const e = S.evo, k = m.hist.length;
+  // layers whose scales differ more than HIST_SPREAD times (an exploding net: layer 1's mean
+  // 0.46 beside layer 20's 7.1e10) are each divided by their own scale, as the histograms are:
+  // on one linear axis every layer but the largest lay flat on 0
+  const own = evoScales(e, k);
+  const sc = (j, v) => (v === null || v === undefined ? null : own ? v / own[j] : v);
   const evo = [e.step];
-  for (let j = 0; j < k; j++) evo.push(e.mean.map((r) => r[j]));
+  for (let j = 0; j < k; j++) evo.push(e.mean.map((r) => sc(j, r[j])));
   for (let j = 0; j < k; j++) {
-    evo.push(e.mean.map((r, i) => (r[j] === null || e.std[i][j] === null) ? null : r[j] + e.std[i][j]));
-    evo.push(e.mean.map((r, i) => (r[j] === null || e.std[i][j] === null) ? null : r[j] - e.std[i][j]));
+    evo.push(e.mean.map((r, i) => (r[j] === null || e.std[i][j] === null) ? null : sc(j, r[j] + e.std[i][j])));
+    evo.push(e.mean.map((r, i) => (r[j] === null || e.std[i][j] === null) ? null : sc(j, r[j] - e.std[i][j])));
   }
   S.plots["plot-evo"].setData(evo);
+  axisLabel("plot-evo", 1, own ? "activation / s" : "activation");
+  // a layer whose mean or std overflowed at the latest step has no point there: say so
+  const at = e.mean.length - 1, gone = [];
+  for (let j = 0; j < k && at >= 0; j++) {
+    if (e.mean[at][j] === null || e.std[at][j] === null) gone.push(m.hist[j].layer);
+  }
+  $("evo-scale").textContent = (gone.length ? `${unit(gone.length)} ${rangeText(gone)}: mean ` +
+    `or std not finite at step ${e.step[at]} (overflowed): not drawn there. ` : "") +
+    (own ? `The ${unit(2)}' scales differ ${fmt(Math.max(...own) / Math.min(...own))} times: ` +
+      `each is drawn divided by its own s, its largest |mean| + std over the steps shown: ` +
+      m.hist.map((hh, j) => `${unit()} ${hh.layer} s = ${fmt(own[j])}`).join(", ") : "");
 
   // a layer whose values all overflowed (inf, NaN) has no histogram: no line (its bins, all 0,
   // drew a flat line at 0 without a word), and its range takes no part in the common one
@@ -1214,6 +1230,32 @@ function ownScaleNote(hist, own) {
   return `The ${unit(2)}' ranges differ ${fmt(f)} times: each is drawn over its own range, ` +
     `x = value / s, s = its largest |value|: ` +
     hist.map((hh) => `${unit()} ${hh.layer} s = ${fmt(own.get(hh))}`).join(", ");
+}
+
+/* Each shown layer's scale in the "activations over training" panel, s = the largest |mean| +
+   std over its finite steps, when those of the layers with one differ by more than HIST_SPREAD
+   times, else null (a layer without a finite step gets s = 1: nothing of it is drawn). */
+function evoScales(e, k) {
+  const s = [];
+  for (let j = 0; j < k; j++) {
+    let top = 0;
+    e.mean.forEach((r, i) => {
+      const v = Math.abs(r[j]) + Math.abs(e.std[i][j]);
+      if (r[j] !== null && e.std[i][j] !== null && isFinite(v)) top = Math.max(top, v);
+    });
+    s.push(top);
+  }
+  const pos = s.filter((v) => v > 0);
+  if (pos.length < 2 || Math.max(...pos) <= HIST_SPREAD * Math.min(...pos)) return null;
+  return s.map((v) => v || 1);
+}
+
+/* A panel's axis title (uPlot draws it on the canvas from axes[i].label). */
+function axisLabel(id, i, text) {
+  const u = S.plots[id];
+  if (!u || u.axes[i].label === text) return;
+  u.axes[i].label = text;
+  u.redraw(false, false);
 }
 
 /* The histogram panel's x-axis title (it says when the values are scaled per layer); uPlot
