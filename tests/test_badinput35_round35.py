@@ -174,3 +174,4 @@ def test_gradient_ratio_step_of_the_wrong_type_is_a_type_error():
             plot.gradient_ratio(table, step=bad)
     assert plot.gradient_ratio(table, step=0) == plot.gradient_ratio(table)
     assert plot.gradient_ratio(table, step=np.int64(0)) == plot.gradient_ratio(table)
+    assert plot.gradient_ratio(table, step=0.0) == plot.gradient_ratio(table)

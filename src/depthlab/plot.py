@@ -260,10 +260,11 @@ def gradient_ratio(table: Any, step: int | None = None,
     it is left out, so the ratio is of the hidden layers, as a NumPy table holds them and as
     the report, a Watch's card and the doctor take it (it was the first layer against the
     head: 0.066 here, 0.45 on the same Watch's card)."""
-    if step is not None and (isinstance(step, bool | np.bool_)
-                             or not isinstance(step, int | np.integer)):
+    if step is not None and (isinstance(step, bool | np.bool_) or not (
+            isinstance(step, int | np.integer)
+            or isinstance(step, float | np.floating) and float(step).is_integer())):
         raise TypeError(f"step={step!r:.40} is not accepted; accepted: a probed step number "
-                        "(an integer) or None (the first probed step)")
+                        "(an integer) or None (the first probed step)")  # 200.0 still is one
     t = probe_table(table)
     _check_quantity([t], quantity)
     if "module" in t.columns:
