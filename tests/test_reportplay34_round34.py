@@ -84,3 +84,50 @@ def test_an_exploding_networks_histograms_are_each_drawn_over_their_own_range(br
                            "own range, x = value / s, s = its largest |value|: "), note
     for layer, s in scales.items():
         assert f"layer {layer} s = {_fmt(s)}" in note, (layer, s, note)
+
+
+def test_the_playgrounds_activations_over_training_of_an_exploding_net_are_each_in_view(
+        browser, server):
+    """The playground's "activations over training" panel of the lecture's exploding net (ReLU,
+    N(0, 1) weights, 20 layers of 32): layer means 0.46 (layer 1) to 7.1e10 (layer 20) on one
+    linear axis up to 2e11, so layers 1-16 lay flat on 0, read as "no activation" in a net
+    whose activations explode; and a layer whose mean overflowed (null) just had no point,
+    without a word. Now, as the histogram panel beside it does, layers whose scales differ
+    more than 1000 times are each divided by their own s (the largest |mean| + std), the axis
+    and a note say so, and the note names the layers not drawn at the latest step."""
+    pytest.importorskip("playwright")
+    from helpers.browser import checked_page
+
+    with checked_page(browser) as pg:
+        pg.goto(server.url + "?" + EXPLODING)
+        pg.wait_for_function("S.last && S.last.hist.length === 6", timeout=30_000)
+        # the panel drawn afresh from the page's own step-0 snapshot (histories emptied)
+        pg.evaluate("""() => { window.fresh = () => {
+            S.evo = {step: [], mean: [], std: []};
+            S.hist = {step: [], train: [], probe: [], acc: []}; };
+            window.shown = () => [S.plots['plot-evo'].data, S.plots['plot-evo'].axes[1].label,
+                                  (document.getElementById('evo-scale') || {}).textContent]; }""")
+        evo, (data, label, note) = pg.evaluate("fresh(), onUpdate(S.last), [S.evo, shown()]")
+        # scales 100 times apart keep one axis; a layer's mean overflowed: named
+        near = pg.evaluate("""() => { const m = JSON.parse(JSON.stringify(S.last));
+            m.step = 99; fresh();
+            m.hist.forEach((h, j) => { m.act_mean[h.layer - 1] = 0.5 * (j ? 1 : 0.01);
+                                       m.act_std[h.layer - 1] = 0.5 * (j ? 1 : 0.01); });
+            m.act_mean[19] = null; onUpdate(m); const [d, l, n] = shown();
+            return [d[1][0], l, n]; }""")
+    mean, std = np.array(evo["mean"], float), np.array(evo["std"], float)
+    s = (np.abs(mean) + np.abs(std)).max(axis=0)
+    assert s.max() > 1e9 * s.min()  # the exploding net
+    k = mean.shape[1]
+    for j in range(k):
+        np.testing.assert_allclose(data[1 + j], mean[:, j] / s[j], rtol=1e-9)
+        np.testing.assert_allclose(data[1 + k + 2 * j], (mean[:, j] + std[:, j]) / s[j], rtol=1e-9)
+        # was: layers 1-16 at most 4e-3 of the axis's top (flat on 0)
+        assert np.abs(data[1 + j]).max() > 0.1, (j, data[1 + j])
+    assert label == "activation / s"
+    for layer, sj in zip([1, 5, 9, 12, 16, 20], s, strict=True):
+        assert f"layer {layer} s = {_fmt(sj)}" in note, (layer, sj, note)
+    assert near[0] == pytest.approx(0.005)  # layer 1 unscaled: 0.5 x 0.01
+    assert near[1] == "activation"
+    assert near[2] == ("layer 20: mean or std not finite at step 99 (overflowed): not drawn "
+                       "there. "), near[2]
