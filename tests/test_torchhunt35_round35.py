@@ -108,3 +108,65 @@ def test_dead_frac_of_a_channel_mixing_product_counts_its_channels():
     s = model[0](x).detach()
     dead = (s <= 0).all(dim=2).all(dim=0).double().mean()  # channel 1: 1 of 4
     assert _rows(df, "0")["dead_frac"] == pytest.approx(float(dead)) == 0.25  # was 0.0
+
+
+class _Dense(nn.Module):
+    """A Keras-style layer written by hand: its own weight and its activation as a child."""
+
+    def __init__(self, n_in: int, n_out: int, act: nn.Module) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(n_out, n_in, dtype=torch.float64) / n_in ** 0.5)
+        self.b = nn.Parameter(torch.randn(n_out, dtype=torch.float64) * 0.5)
+        self.act = act
+
+    def forward(self, x):
+        return self.act(F.linear(x, self.W, self.b))
+
+
+def _twin(dense: nn.Sequential) -> nn.Sequential:
+    """The same network of nn.Linear and activation modules."""
+    mods = []
+    for d in dense:
+        lin = nn.Linear(d.W.shape[1], d.W.shape[0]).double()
+        with torch.no_grad():
+            lin.weight.copy_(d.W)
+            lin.bias.copy_(d.b)
+        mods += [lin, type(d.act)(**({"inplace": True} if isinstance(d.act, nn.ReLU) else {}))]
+    return nn.Sequential(*mods[:-1])
+
+
+def _by_layer(df) -> dict:
+    return {(int(s), int(l), q): v for s, l, q, v in zip(df.step, df.layer, df.quantity, df.value)}
+
+
+def test_a_dense_layer_calling_its_activation_child_is_measured_as_linear_then_activation():
+    torch.manual_seed(3)
+    model = nn.Sequential(_Dense(6, 16, nn.ReLU(inplace=True)), _Dense(16, 16, nn.Tanh()),
+                          _Dense(16, 3, nn.Identity()))
+    twin = _twin(model)
+    x = torch.randn(32, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (32,))
+    got = _by_layer(dlt.probe(model, x, y, nn.CrossEntropyLoss()))
+    want = _by_layer(dlt.probe(twin, x, y, nn.CrossEntropyLoss()))
+    # pre_* were the activation's output (pre_p15 0.0 after the ReLU), no act_*/dead_frac
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-15), k
+    losses = []
+    for net in (model, twin):
+        opt = torch.optim.SGD(net.parameters(), lr=0.2)
+        with dlt.Watch(net, every=1, theory=False) as watch:
+            for _ in range(2):
+                opt.zero_grad()
+                loss = nn.CrossEntropyLoss()(net(x), y)
+                loss.backward()
+                watch.step(loss)
+                opt.step()
+        losses.append(watch.losses())
+        rows = _by_layer(watch.frame())
+        if net is model:
+            got = rows
+    assert losses[0].equals(losses[1])
+    assert set(got) == set(rows)
+    for k, v in rows.items():
+        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-15), k

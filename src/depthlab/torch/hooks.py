@@ -34,11 +34,13 @@ Correctness rules implemented here:
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import inspect
 import math
 import sys
+import textwrap
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -75,6 +77,7 @@ from .layers import (
     ActivationSpec,
     LayerInfo,
     MapWatch,
+    _input_tensors,
     activation_spec,
     check_model,
     is_norm,
@@ -164,7 +167,8 @@ def _hook_stamp() -> tuple[int, int]:
     return RemovableHandle.next_id, _ARMS[0]
 
 
-_READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre"})
+_READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre",
+                          "_inner_parent_pre", "_inner_pre"})
 """The :class:`Recording` hooks that read their module's input: registered ``with_kwargs``, so a
 call by keyword (``act(input=s)``, ``blk(hidden=h)``) is measured as a positional one."""
 
@@ -463,6 +467,13 @@ class Recording:
         # layer's output is measured for both at once (kernels.layer_relu)
         self._relu_of: dict[int, int] = {}
         self._axes: set[int] = set()  # id(LayerInfo) whose feature axis its output refined
+        # a layer module of the user's own class calling its activation child on its map's
+        # output (a Keras-style Dense: return self.act(F.linear(x, self.W, self.b))):
+        # id(activation child) -> the layer module; the inputs of the layer's running call;
+        # the calls whose output was measured at that activation's input (_inner_pre)
+        self._inner_of: dict[int, nn.Module] = {}
+        self._inner_calls: dict[int, tuple] = {}
+        self._inner_taken: dict[int, int] = {}
         self._handles: list = []  # (handle, hook) of the plan last registered
         self._first_params: dict[int, tuple] = {}  # id(module) -> _first_parameter
         self._slots: list = []  # (its hooks dict, handle id, hook, with_kwargs marks) per handle
@@ -560,6 +571,8 @@ class Recording:
         if self._armed:
             return
         self._in_model = self._model_idle = False  # a forward that raised left them set
+        self._inner_calls.clear()  # (a forward that raised left its layer's call open)
+        self._inner_taken.clear()
         _FORWARDS.discard(self)
         plan = self._plan if self._plan is not None else self._hook_plan()
         if plan is self._slots_plan:
@@ -601,14 +614,25 @@ class Recording:
         ``nn.GRU``, ``nn.MultiheadAttention``) is measured before the pass is closed."""
         model = self.model
         plan: list[tuple[nn.Module, object, object]] = [(model, self._model_pre, None)]
+        self._inner_of.clear()
         for m in model.modules():
             key = id(m)
             if key in self._owners:
                 # the pre-hook only numbers layers that produce no output of their own
                 needs_pre = any(not info.has_output for info in self._owners[key])
                 plan.append((m, self._layer_pre if needs_pre else None, self._layer_post))
+                if not type(m).__module__.startswith("torch.") and any(
+                        info.has_output for info in self._owners[key]):
+                    returned = _returned_children(type(m))
+                    inner = [c for n, c in m.named_children()
+                             if n in returned and self._spec(c) is not None]
+                    if inner:
+                        plan.append((m, self._inner_parent_pre, None))
+                        self._inner_of.update((id(c), m) for c in inner)
             elif key in self._holders:  # (its hook runs even when its forward raises)
                 plan.append((m, self._holder_pre, self._holder_post))
+            if key in self._inner_of:
+                plan.append((m, self._inner_pre, None))
             spec = self._spec(m)
             if spec is not None and spec.name == "relu":  # measured from its output alone
                 plan.append((m, None, self._relu_post))
@@ -1030,6 +1054,13 @@ class Recording:
         self._layer_output(module, args, output)
 
     def _layer_output(self, module, args, output) -> None:
+        if self._inner_taken:
+            key = id(module)
+            taken = self._inner_taken.get(key, 0)
+            if taken:  # measured at its activation child's input (_inner_pre)
+                self._inner_taken[key] = taken - 1
+                return
+            self._inner_calls.pop(key, None)
         out = output if type(output) is torch.Tensor else _first_tensor(output)
         p = self.p
         for info in self._owners[id(module)]:
@@ -1059,6 +1090,36 @@ class Recording:
             p.links[id(out)] = (out, _ver(out), info, "layer")
             if out.requires_grad and not (self._copied and self._from_copy(module, args, out)):
                 self._watch_grad(out, p.grad, index)
+
+    def _inner_parent_pre(self, module, args, kwargs) -> None:
+        if self._idle:
+            return
+        self._inner_calls[id(module)] = (args, kwargs)
+
+    def _inner_pre(self, module, args, kwargs) -> None:
+        """The activation child of a layer module of the user's own class, called inside its
+        forward on the output of its map (a Keras-style ``Dense`` returning
+        ``self.act(F.linear(x, self.W, self.b))``): the layer's output is measured here, at the
+        activation's input, as for ``Linear -> ReLU`` (its ``pre_*`` rows were of the
+        activation's output, ``pre_p15`` 0.0 after a ReLU, with no ``act_*``, ``dead_frac``
+        or ``inactive_frac`` rows); the layer's own hook then takes nothing. Only for the
+        first such call in a call of the layer, and not on the layer's own input (an
+        activation before its map)."""
+        if self._idle:
+            return
+        parent = self._inner_of.get(id(module))
+        call = self._inner_calls.pop(id(parent), None) if parent is not None else None
+        if call is None:
+            return
+        s = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
+        if not isinstance(s, torch.Tensor) or self._source(s) is not None:
+            return
+        given = {id(t) for t in _input_tensors(call)}
+        if id(s) in given or (s._is_view() and id(s._base) in given):
+            return
+        self._layer_output(parent, call[0], s)
+        self._inner_taken[id(parent)] = self._inner_taken.get(id(parent), 0) + 1
 
     def _from_copy(self, module: nn.Module, args: tuple, out: torch.Tensor) -> bool:
         """Whether ``out`` of a frozen ``module`` requires grad only because its input is a
@@ -1955,6 +2016,34 @@ def _permuted_reshape(y: torch.Tensor, dims: tuple[int, ...], shape: tuple[int, 
 def _compose(first, second, y: torch.Tensor) -> torch.Tensor:
     """``first(second(y))``: a view of a view into the layer output's layout."""
     return first(second(y))
+
+
+@functools.cache
+def _returned_children(cls: type) -> frozenset[str]:
+    """The attribute whose call ``cls.forward`` returns, ``return self.act(...)`` or ``h =
+    self.act(...)`` then ``return h`` (a Keras-style ``Dense`` layer of the user's, its
+    activation a child module), read from its source; empty where the source cannot be read
+    or the forward returns anything else (a recurrent cell's ``(1 - z) * n + z * h``, whose
+    activation children make gates, is measured at its output as before)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls.forward)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return frozenset()
+    f = tree.body[0] if tree.body else None
+    body = f.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+    if not body or not isinstance(body[-1], ast.Return) or body[-1].value is None \
+            or not f.args.args:
+        return frozenset()
+    me = f.args.args[0].arg  # (self)
+    v = body[-1].value
+    if isinstance(v, ast.Name) and len(body) >= 2 and isinstance(body[-2], ast.Assign) \
+            and len(body[-2].targets) == 1 and isinstance(body[-2].targets[0], ast.Name) \
+            and body[-2].targets[0].id == v.id:
+        v = body[-2].value
+    if isinstance(v, ast.Call) and isinstance(v.func, ast.Attribute) \
+            and isinstance(v.func.value, ast.Name) and v.func.value.id == me:
+        return frozenset({v.func.attr})
+    return frozenset()
 
 
 _MIXING_NODE_PARTS = ("mm", "convolution", "attention", "embedding", "linear", "rnn",
