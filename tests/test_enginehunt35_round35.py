@@ -86,3 +86,17 @@ def test_one_layer_object_used_twice_is_refused() -> None:
     assert "Activation('tanh')" in str(info.value)
     with pytest.raises(ValueError, match="same"):
         Network([dense(3, 4), act, Residual([act, dense(4, 4)]), dense(4, 2)], n_inputs=3)
+
+
+def test_standardize_refuses_an_input_of_another_width() -> None:
+    """Standardize(mean, std) of 3 features broadcast a (2, 1) input into a (2, 3) output; a
+    fitted one said 'apply_standardizer: mean of shape (3,) ... expected 1 finite numbers'."""
+    from depthlab.layers import Standardize
+
+    fitted = Standardize.fit(np.random.default_rng(0).standard_normal((5, 3)), "float64")
+    given = Standardize(np.zeros(3), np.ones(3))
+    for layer in (fitted, given):
+        for x in (np.ones((2, 1)), np.ones((2, 4))):
+            with pytest.raises(ValueError, match=r"expected \(batch, 3\)") as info:
+                layer.forward(x)
+            assert str(x.shape) in str(info.value)

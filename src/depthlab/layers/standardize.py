@@ -44,7 +44,13 @@ class Standardize(Layer):
         """``(x - mean) / std``. After :meth:`fit`, float64 data (also for a float32 layer) are
         standardized with the float64 statistics (:meth:`standardize64`), then cast to the
         layer's dtype (a float32 mean of 1e8 + 3.7 is 1e8: such a feature came out
-        centred at 3.7 instead of 0)."""
+        centred at 3.7 instead of 0). An input whose last axis is not the features is a
+        ValueError naming its shape (a ``(B, 1)`` input was broadcast against the
+        statistics)."""
+        shape = np.shape(x)
+        if not shape or shape[-1] != self.mean.shape[0]:
+            raise ValueError(f"{self.name}: input of shape {tuple(shape)}; expected (batch, "
+                             f"{self.mean.shape[0]}) (one column per standardized feature)")
         self.x = x
         if getattr(self, "mean64", None) is None or (
                 xp.asarray(x).dtype == self.mean.dtype != np.float64):
