@@ -115,6 +115,25 @@ def test_dropout_whose_compounded_noise_buries_the_signal_is_named_and_lowered(d
     assert (1 / 0.9) ** 6 - 1 < 1 < (1 / 0.89) ** 6 - 1
     v = d.verifications[0]
     assert v.helped and v.resolved and v.after["val_acc"] > v.before["val_acc"] + 0.3
-    # three such layers (noise 7x) still learn (val acc 0.66): no finding
+    # three such layers (noise 7x) still learn (val acc 0.54 after 100 steps): no finding
     net3 = dl.mlp([64, 64, 64, 64, 10], activation="relu", init="he_normal", seed=0, dropout=0.5)
-    assert dl.doctor(net3, digits, optimizer="adam", lr=1e-3, steps=200).healthy
+    assert dl.doctor(net3, digits, optimizer="adam", lr=1e-3, steps=100).healthy
+
+
+def test_a_shallow_sigmoid_net_at_the_doctors_default_lr_is_too_slow(digits):
+    # 64-32-32-10 sigmoid, Glorot, the doctor's default sgd 0.01: the hidden layers move at most
+    # 6e-4 of their weights' norm per step (the sigmoid's slope is 1/4), the probe loss ends at
+    # 1.0x a constant prediction's, val acc 0.19, and was a clean bill of health (the bar was a
+    # third of 1e-3); lr 0.1 trains it to 0.59
+    warnings.simplefilter("ignore")
+    net = dl.mlp([64, 32, 32, 10], activation="sigmoid", init="glorot_uniform", seed=0)
+    d = dl.doctor(net, digits, verify=True)
+    assert d.kinds == ["lr_too_low"]
+    f = d.findings[0]
+    p = d.probes
+    largest = p[(p.layer >= 1) & (p.quantity == "update_ratio")].value.max()
+    assert 1e-3 / 3 < largest < 1e-3
+    assert f"exceeded {largest:.2g} of its weights' norm in 200 steps" in f.message
+    assert f.prescription == {"lr": 0.1}
+    v = d.verifications[0]
+    assert v.helped and v.after["val_acc"] > v.before["val_acc"] + 0.3
