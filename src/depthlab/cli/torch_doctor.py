@@ -329,6 +329,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_file_prefix(message: str, data: str) -> str:
+    """``message`` without the data file's name the loader starts it with (``'d.csv': ``,
+    ``'/abs/d.csv': ``, ``d.csv: ``): the line already begins ``--data 'd.csv': ``, which
+    named the file twice."""
+    head, sep, rest = message.partition(": ")
+    name = head.strip("'\"")
+    return rest if sep and name and Path(name).name == Path(data).name else message
+
+
 def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doctor: Callable
               ) -> Any:
     """The user's factory and data set, shaped for the model, through the torch doctor."""
@@ -350,9 +359,10 @@ def _diagnose(args: argparse.Namespace, torch: Any, load_dataset: Callable, doct
             ds = regression_dataset(args.data, seed=args.seed, n=args.n, **label)
     except (ValueError, TypeError, OSError) as e:  # the config's hint becomes the option's
         raise UserError(f"--data {args.data!r}: "
-                        + str(e).replace(VALUES_HINT, "")
+                        + _without_file_prefix(str(e), args.data).replace(VALUES_HINT, "")
                         .replace(LABEL_HINT, "name it with --label COLUMN.")
-                        .replace(f"label={args.label!r}", f"--label {args.label!r}")) from None
+                        .replace(f"label={args.label!r}", f"--label {args.label!r}")
+                        .replace(f"n={args.n} ", f"--n {args.n} ")) from None
     try:
         torch.manual_seed(args.seed)  # an instance in the file is diagnosed as a deep copy
         probe_model = make_model if isinstance(make_model, torch.nn.Module) else make_model()

@@ -1,0 +1,37 @@
+"""Round 35b, readmewalk35b: the README's `depthlab doctor --torch ... --data FILE` refusals.
+
+The data loader's message starts with the file (``'d.csv': no label column 'label'``, ``d.csv:
+n=500 is larger than ...``) and the CLI put ``--data 'd.csv': `` before it, so the line named
+the file twice (``--data 'd.csv': 'd.csv': no label column ...``) and the option a user gave as
+``--n 500`` as the Python keyword ``n=500``."""
+
+import pytest
+
+pytest.importorskip("torch")
+
+from depthlab.cli import main  # noqa: E402
+
+MODELS = """
+import torch.nn as nn
+def make_model():
+    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+"""
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    ([], "no label column 'label'"),
+    (["--label", "cls", "--n", "500"], "--n 500 is larger than the 40 samples available"),
+])
+def test_a_csv_refusal_names_the_file_once_and_the_option_as_typed(tmp_path, capsys, monkeypatch,
+                                                                  extra, fragment):
+    (tmp_path / "models.py").write_text(MODELS)
+    rows = ["cls,a,b,c"] + [f"{i % 2},{i * 0.1:.2f},{-i * 0.2:.2f},{(i % 5) * 0.3:.2f}"
+                            for i in range(40)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.chdir(tmp_path)
+    code = main(["doctor", "--torch", "models.py:make_model", "--data", "d.csv", "-q", *extra])
+    assert code == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and fragment in line, line
+    assert line.count("d.csv") == 1, line  # "--data 'd.csv': 'd.csv': ..." named it twice
+    assert "n=" not in line, line
