@@ -170,3 +170,38 @@ def test_a_dense_layer_calling_its_activation_child_is_measured_as_linear_then_a
     assert set(got) == set(rows)
     for k, v in rows.items():
         assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-15), k
+
+
+class _DenseBN(nn.Module):
+    """``h = F.linear(x, W); h = self.bn(h); h = self.act(h); return h``."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(n_out, n_in, dtype=torch.float64) / n_in ** 0.5)
+        self.bn = nn.BatchNorm1d(n_out).double()
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        h = F.linear(x, self.W)
+        h = self.bn(h)
+        h = self.act(h)
+        return h
+
+
+def test_a_dense_layer_with_a_norm_before_its_activation_child_is_its_module_twin():
+    torch.manual_seed(4)
+    model = nn.Sequential(_DenseBN(6, 16), _DenseBN(16, 16), nn.Linear(16, 3).double())
+    twin = nn.Sequential(nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 3)).double()
+    with torch.no_grad():
+        twin[0].weight.copy_(model[0].W)
+        twin[3].weight.copy_(model[1].W)
+        twin[6].load_state_dict(model[2].state_dict())
+    x = torch.randn(32, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (32,))
+    got = _by_layer(dlt.probe(model, x, y, nn.CrossEntropyLoss()))
+    want = _by_layer(dlt.probe(twin, x, y, nn.CrossEntropyLoss()))
+    assert set(got) == set(want)  # pre_* were the BatchNorm's output (pre_std 0.99998)
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-15), k

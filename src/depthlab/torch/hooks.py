@@ -625,7 +625,9 @@ class Recording:
                         info.has_output for info in self._owners[key]):
                     returned = _returned_children(type(m))
                     inner = [c for n, c in m.named_children()
-                             if n in returned and self._spec(c) is not None]
+                             if n in returned and (self._spec(c) is not None or is_norm(c))]
+                    if inner:  # a norm before the returned activation: where the map ends
+                        inner += [c for c in m.children() if is_norm(c) and c not in inner]
                     if inner:
                         plan.append((m, self._inner_parent_pre, None))
                         self._inner_of.update((id(c), m) for c in inner)
@@ -1097,18 +1099,18 @@ class Recording:
         self._inner_calls[id(module)] = (args, kwargs)
 
     def _inner_pre(self, module, args, kwargs) -> None:
-        """The activation child of a layer module of the user's own class, called inside its
-        forward on the output of its map (a Keras-style ``Dense`` returning
-        ``self.act(F.linear(x, self.W, self.b))``): the layer's output is measured here, at the
-        activation's input, as for ``Linear -> ReLU`` (its ``pre_*`` rows were of the
-        activation's output, ``pre_p15`` 0.0 after a ReLU, with no ``act_*``, ``dead_frac``
-        or ``inactive_frac`` rows); the layer's own hook then takes nothing. Only for the
-        first such call in a call of the layer, and not on the layer's own input (an
-        activation before its map)."""
+        """The activation (or normalization) child of a layer module of the user's own class,
+        called inside its forward on the output of its map (a Keras-style ``Dense`` returning
+        ``self.act(F.linear(x, self.W, self.b))``, or ``self.act(self.bn(...))``): the layer's
+        output is measured here, at that child's input, as for ``Linear -> ReLU`` (its
+        ``pre_*`` rows were of the activation's output, ``pre_p15`` 0.0 after a ReLU, with no
+        ``act_*``, ``dead_frac`` or ``inactive_frac`` rows); the layer's own hook then takes
+        nothing. Only for the first such call in a call of the layer, and not on the layer's
+        own input (an activation or norm before its map)."""
         if self._idle:
             return
         parent = self._inner_of.get(id(module))
-        call = self._inner_calls.pop(id(parent), None) if parent is not None else None
+        call = self._inner_calls.get(id(parent)) if parent is not None else None
         if call is None:
             return
         s = args[0] if args and type(args[0]) is torch.Tensor else \
@@ -1118,6 +1120,7 @@ class Recording:
         given = {id(t) for t in _input_tensors(call)}
         if id(s) in given or (s._is_view() and id(s._base) in given):
             return
+        del self._inner_calls[id(parent)]
         self._layer_output(parent, call[0], s)
         self._inner_taken[id(parent)] = self._inner_taken.get(id(parent), 0) + 1
 
