@@ -100,3 +100,14 @@ def test_standardize_refuses_an_input_of_another_width() -> None:
             with pytest.raises(ValueError, match=r"expected \(batch, 3\)") as info:
                 layer.forward(x)
             assert str(x.shape) in str(info.value)
+
+
+def test_one_weight_in_two_layers_is_refused() -> None:
+    """d2.W = d1.W (tied weights): each backward overwrote W.grad, so the shared weight got the
+    first layer's gradient only (torch sums both uses); refused naming the weight."""
+    from depthlab.network import Network
+
+    d1, d2 = Dense(4, 4, dtype="float64", rng=1), Dense(4, 4, dtype="float64", rng=2)
+    d2.W = d1.W
+    with pytest.raises(ValueError, match=r"layers\[2\].*same.*layers\[0\]"):
+        Network([d1, Activation("tanh"), d2], n_inputs=4)

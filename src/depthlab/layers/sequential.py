@@ -15,8 +15,12 @@ def _refuse_shared(layers: list[Layer], name: str) -> None:
     layer keeps what its forward computed (its input, output, mask, batch statistics) for
     its backward, so the first place was differentiated with the second's values: wrong
     gradients, silently (one ``Activation('tanh')`` twice: dL/dW -0.818 against finite
-    differences' -0.857)."""
+    differences' -0.857).
+
+    A :class:`~depthlab.parameter.Parameter` in two layers (tied weights, ``d2.W = d1.W``)
+    is refused too: each layer's backward overwrites its ``.grad`` (torch sums the uses)."""
     seen: dict[int, int] = {}
+    owner: dict[int, int] = {}
     for i, layer in enumerate(layers):
         for leaf in layer.leaves():
             j = seen.setdefault(id(leaf), i)
@@ -27,6 +31,14 @@ def _refuse_shared(layers: list[Layer], name: str) -> None:
                     "its backward, so one object at two places gives wrong gradients: give each "
                     "place its own layer (a new Activation, Dropout, ...; a Dense's weights "
                     "cannot be shared)")
+            for p in leaf.parameters():
+                k = owner.setdefault(id(p), i)
+                if k != i:
+                    raise ValueError(
+                        f"{name}: the parameter {p.name!r} of layers[{i}] is the same object as "
+                        f"one of layers[{k}] (tied weights); each layer's backward overwrites "
+                        "its .grad, so it would get one use's gradient, not their sum: give "
+                        "each layer its own weights (a copy: Parameter(name, w.value.copy()))")
 
 
 class Sequential(Layer):
