@@ -359,6 +359,10 @@ class Sizes(Check):
 class BatchSize(Check):
     kind = "batch_size"
     accepted = 'an integer >= 1 or "full" (full-batch gradient descent)'
+    none_means = "full"
+    """``None`` (JSON ``null``) is full-batch gradient descent, as ``fit(batch_size=None)`` and
+    ``Trainer`` read it: a spec field read None as its default 32, so one recipe trained
+    mini-batches of 32 from a config, a ``TrainSpec`` or a grid and full batches from ``fit``."""
 
     def __call__(self, key: str, v: Any) -> Any:
         if isinstance(v, str) and v.strip().lower() == "full":

@@ -192,6 +192,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _plain_values(value: Any) -> Any:
+    """``_plain(value)`` with NumPy values as Python ones, recursively: a scalar's ``item()``
+    (``np.float32(0.5)`` -> 0.5, ``np.int64(2)`` -> 2, ``np.bool_`` -> bool) and a NumPy
+    array's ``tolist()``. A ``[sweep]`` grid built in Python (``np.arange``, an array's
+    elements) kept them: ``to_toml`` wrote ``np.float64(1e-07)`` (no TOML) or refused the
+    value, and ``to_dict`` was no JSON. The numbers are unchanged (``float(np.float32(x))``
+    is what the fields' checks read)."""
+    if isinstance(value, tuple | list):
+        return [_plain_values(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_values(v) for k, v in value.items()}
+    item, tolist = getattr(value, "item", None), getattr(value, "tolist", None)
+    if type(value).__module__ == "numpy" and callable(tolist) and callable(item):
+        return _plain_values(value.tolist()) if getattr(value, "ndim", 0) else value.item()
+    return value
+
+
 KEY_SYNONYMS: dict[str, dict[str, str]] = {
     "data": {"dataset": "name", "file": "path", "filename": "path", "val_split": "val_fraction",
              "validation_split": "val_fraction", "test_split": "test_fraction",
@@ -991,7 +1008,7 @@ def _check_sweep(raw: Any) -> dict[str, list]:
         if not listed:
             raise bad(f"sweep.{key}", values, "a non-empty list of values to try",
                       "has the wrong type" if listed is None else "is empty")
-        out[key] = listed
+        out[key] = _plain_values(listed)
     return out
 
 
@@ -1005,12 +1022,13 @@ def _toml_key(key: str) -> str:
 
 
 def _toml_value(v: Any) -> str:
+    v = _plain_values(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return repr(v) if v == v and abs(v) != float("inf") else (
+        return str(int(v))
+    if isinstance(v, float):  # (a float subclass's repr is no TOML: np.float64(0.1))
+        return repr(float(v)) if v == v and abs(v) != float("inf") else (
             "nan" if v != v else ("inf" if v > 0 else "-inf"))
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
@@ -1022,8 +1040,35 @@ def _toml_value(v: Any) -> str:
                      "(e.g. init = \"he_normal\") instead of an object")
 
 
+def _sweep_none(key: str) -> Any:
+    """What a ``None`` in the grid list of ``"section.key"`` is written as in TOML, which has
+    no null: the value None stands for in that section (``"full"`` for ``train.batch_size``,
+    ``"cumulative"`` for ``model.bn_momentum``, the field's default, ``"none"`` for an
+    optional name); a field whose None has no spelling (``train.patience``: no early
+    stopping) raises a ValueError naming the key."""
+    section, _, name = key.partition(".")
+    f = SPECS[section].__dataclass_fields__.get(name) if section in SPECS else None
+    if f is not None:
+        check = f.metadata["check"]
+        word = getattr(check, "none_means", None)
+        if word is not None:
+            return word
+        default = _default(f)
+        if default is not None:
+            return _plain(default)
+        try:
+            if check(key, "none") is None:
+                return "none"
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f'cannot write sweep "{key}" to TOML: its list holds null (None), which '
+                     "TOML cannot write and this key has no word for; accepted: a JSON config "
+                     "(null), or a grid without None")
+
+
 def to_toml(config: dict[str, Any]) -> str:
-    """A validated config dict as TOML text (None values left out)."""
+    """A validated config dict as TOML text (None values left out; a None in a ``[sweep]``
+    list written as the value it stands for, :func:`_sweep_none`)."""
     lines: list[str] = []
     if config.get("name") is not None:
         lines += [f"name = {_toml_value(config['name'])}", ""]
@@ -1031,6 +1076,9 @@ def to_toml(config: dict[str, Any]) -> str:
         body = config.get(section)
         if not body:
             continue
+        if section == "sweep" and isinstance(body, dict):
+            body = {k: [_sweep_none(k) if x is None else x for x in v]
+                    if isinstance(v, list | tuple) else v for k, v in body.items()}
         lines.append(f"[{section}]")
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None]
         lines.append("")
