@@ -78,3 +78,19 @@ def test_sweep_null_without_a_toml_spelling_is_one_clear_line():
             for v in back.sweep["model.output_activation"]] == \
         [validate({**BASE, "model": {**BASE["model"], "output_activation": v}})
          for v in only.sweep["model.output_activation"]]
+
+
+def test_a_raw_config_written_as_toml_keeps_nones_that_are_values(tmp_path):
+    # to_toml left every None out: a raw config's bn_momentum None (torch's cumulative
+    # average) or batch_size None (full batch) came back from the TOML file as 0.01 and 32
+    from depthlab.spec import to_toml
+
+    raw = json.loads(json.dumps(BASE))
+    raw["model"].update(batchnorm=True, bn_momentum=None, output_init=None)
+    raw["train"].update(batch_size=None, patience=None)
+    (tmp_path / "r.toml").write_text(to_toml(raw))
+    (tmp_path / "r.json").write_text(json.dumps(raw))
+    from_toml = load_config(tmp_path / "r.toml")
+    assert from_toml == load_config(tmp_path / "r.json") == validate(raw)
+    assert (from_toml["model"]["bn_momentum"], from_toml["train"]["batch_size"]) == \
+        ("cumulative", "full")

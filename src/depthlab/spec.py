@@ -1067,8 +1067,9 @@ def _sweep_none(key: str) -> Any:
 
 
 def to_toml(config: dict[str, Any]) -> str:
-    """A validated config dict as TOML text (None values left out; a None in a ``[sweep]``
-    list written as the value it stands for, :func:`_sweep_none`)."""
+    """A config dict as TOML text (None values left out, except a field's whose None is a
+    value of its own: ``bn_momentum`` "cumulative", ``batch_size`` "full"; a None in a
+    ``[sweep]`` list written as the value it stands for, :func:`_sweep_none`)."""
     lines: list[str] = []
     if config.get("name") is not None:
         lines += [f"name = {_toml_value(config['name'])}", ""]
@@ -1079,6 +1080,11 @@ def to_toml(config: dict[str, Any]) -> str:
         if section == "sweep" and isinstance(body, dict):
             body = {k: [_sweep_none(k) if x is None else x for x in v]
                     if isinstance(v, list | tuple) else v for k, v in body.items()}
+        elif section in SPECS and isinstance(body, dict):  # a raw config's None: the word
+            # it stands for (bn_momentum "cumulative", batch_size "full"), not left out
+            owned = SPECS[section].__dataclass_fields__
+            body = {k: (getattr(owned[k].metadata["check"], "none_means", None)
+                        if v is None and k in owned else v) for k, v in body.items()}
         lines.append(f"[{section}]")
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None]
         lines.append("")
