@@ -94,3 +94,14 @@ def test_a_raw_config_written_as_toml_keeps_nones_that_are_values(tmp_path):
     assert from_toml == load_config(tmp_path / "r.json") == validate(raw)
     assert (from_toml["model"]["bn_momentum"], from_toml["train"]["batch_size"]) == \
         ("cumulative", "full")
+
+
+def test_doctor_takes_batch_size_none_as_fit_does():
+    # fit(batch_size=None) trains full-batch; dl.doctor(batch_size=None) raised
+    # 'batch_size = None has the wrong type; accepted: an integer >= 1 or "full"'
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 2)).astype(np.float32), np.arange(40) % 2
+    none = dl.doctor(dl.mlp([2, 4, 2], seed=1), (x, y), batch_size=None, steps=3)
+    full = dl.doctor(dl.mlp([2, 4, 2], seed=1), (x, y), batch_size="full", steps=3)
+    assert none.settings["batch_size"] == "full"
+    assert none.baseline["train_loss"] == full.baseline["train_loss"]

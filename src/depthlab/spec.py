@@ -172,7 +172,10 @@ def check_field(spec_cls: type, name: str, value: Any) -> Any:
     if f is None:  # (StopIteration would escape, or become RuntimeError in a generator)
         raise ValueError(f"{name!r} is not a field of {spec_cls.__name__}; accepted: "
                          f"{', '.join(x.name for x in fields(spec_cls))}")
-    return f.metadata["check"](name, value)
+    check = f.metadata["check"]
+    if value is None and getattr(check, "none_means", None) is not None:
+        return check.none_means  # as a spec reads it (batch_size None: "full", as in fit)
+    return check(name, value)
 
 
 # -- the base class ------------------------------------------------------------------------
