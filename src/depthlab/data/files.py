@@ -668,6 +668,24 @@ def labels_file_for(images: Path) -> Path:
     return found
 
 
+def companion_files(path: str | os.PathLike) -> list[Path]:
+    """The files besides ``path`` itself that :func:`load_file` reads for it: an IDX images
+    file's labels file (:func:`labels_file_for`); none for a ``.npz``, a ``.csv`` or a folder
+    (nor when no labels file is found: the loader names the problem). The run id's content
+    fingerprint covers them (it hashed the images file alone: relabelled data kept the old
+    run's id)."""
+    p = Path(path).expanduser()
+    lower = p.name.lower()
+    if not p.is_file() or lower.endswith((".npz", ".csv", ".csv.gz", ".npy")):
+        return []
+    if not ("idx" in lower or "ubyte" in lower or looks_like_idx(p)):
+        return []
+    try:
+        return [labels_file_for(p)]
+    except (OSError, ValueError):
+        return []
+
+
 def _idx_pair(images: Path) -> tuple[np.ndarray, np.ndarray, Path]:
     labels = labels_file_for(images)
     x = read_idx(images)

@@ -1,7 +1,8 @@
 """Content fingerprints of user data files, so that a run id changes when its data do.
 
 ``digest(path)``: the first 16 hex digits of sha256 over the file's bytes; for a folder (of IDX
-files) over each regular file's name and digest, in name order. Each file is read once per
+files) over each regular file's name and digest, in name order; for an IDX images file over its
+and its labels file's (read with it) name and digest. Each file is read once per
 process while its size, modification and status-change times and inode stay the same (a cache
 keyed by them: the status-change time, which no tool sets back, also follows a file replaced
 or rewritten with its modification time kept, as ``cp -p``, ``rsync -a`` and ``tar x`` do), in 1 MiB
@@ -35,6 +36,14 @@ def _file_digest(path: Path) -> str:
     return hit
 
 
+def _companions(path: Path) -> list[Path]:
+    """The other files the loader reads for the data file ``path`` (an IDX images file's
+    labels file), :func:`depthlab.data.files.companion_files`."""
+    from depthlab.data.files import companion_files
+
+    return companion_files(path)
+
+
 def digest(path: str | os.PathLike) -> str | None:
     """The content fingerprint of the data file or folder ``path`` (None when unreadable)."""
     p = Path(path)
@@ -45,6 +54,12 @@ def digest(path: str | os.PathLike) -> str | None:
                 if child.is_file():
                     h.update(f"{child.name}\0{_file_digest(child)}\0".encode())
             return h.hexdigest()[:16]
-        return _file_digest(p)
+        companions = _companions(p)
+        if not companions:
+            return _file_digest(p)
+        h = hashlib.sha256()  # an IDX images file and the labels file read with it
+        for f in (p, *companions):
+            h.update(f"{f.name}\0{_file_digest(f)}\0".encode())
+        return h.hexdigest()[:16]
     except OSError:
         return None
