@@ -399,7 +399,6 @@ class Watch:
         self._theory_pending = self._rec.want_input = bool(theory)
         self._warned_order = False
         self._warned_zero = False
-        self._warned_scaled = False  # a loss given as scaler.scale(loss) (warned once)
         # which optimizers step these weights (see _scaler_state), and whether one stepped
         # before Watch.step (_check_scaler_order, _check_step_order)
         from torch.optim.optimizer import register_optimizer_step_pre_hook
@@ -423,8 +422,6 @@ class Watch:
         if self._closed:
             raise RuntimeError(_CLOSED.format(what="Watch.step()"))
         n = self._calls
-        if self.scaler is not None and not self._warned_scaled:
-            self._check_scaled_loss(loss)
         if type(loss) is torch.Tensor and loss.dim() == 0 and loss.is_floating_point():
             # the usual case, checked in place. A step that records on the CPU kernels' path
             # reads its CPU loss now (no transfer: the record reads it anyway, twice before):
@@ -489,32 +486,6 @@ class Watch:
             self._flush_losses()
         if theory:  # last: a Ctrl-C in its forward leaves this step recorded and counted once
             self._predict_theory()
-
-    def _check_scaled_loss(self, loss: Any) -> None:
-        """Warn (once) when the loss given looks like ``scaler.scale(loss)``: a product
-        ``L * S`` by a constant tensor (the second factor of its ``MulBackward0`` needs no
-        gradient) while the scaler has scaled a loss. The factor itself cannot be read (autograd
-        frees it at the backward), so the loss is recorded as given, not divided."""
-        fn = getattr(loss, "grad_fn", None)
-        if fn is None or type(fn).__name__ != "MulBackward0":
-            return
-        following = fn.next_functions
-        if len(following) != 2 or following[0][0] is None or following[1][0] is not None:
-            return
-        scaler = self.scaler
-        try:
-            if not scaler.is_enabled() or getattr(scaler, "_scale", None) is None:
-                return
-            scale = float(scaler.get_scale())
-        except Exception:  # a scaler-like object of another make: nothing to say
-            return
-        self._warned_scaled = True
-        warnings.warn(f"Watch: the loss given to watch.step at step {self._calls} is a product "
-                      f"by a constant tensor, as scaler.scale(loss) returns: losses() and the "
-                      f"report record it as given, {scale:g} times the loss if it is the scaled "
-                      f"one; call scaler.scale(loss).backward() and then watch.step(loss) with "
-                      f"the loss itself (the gradient rows are divided by the scale either way)",
-                      RuntimeWarning, stacklevel=3)
 
     @property
     def theory(self) -> pd.DataFrame | None:
