@@ -89,6 +89,9 @@ from .layers import (
 
 __all__ = ["BlockInfo", "Recording"]
 
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+             nn.FeatureAlphaDropout)
+"""Dropout modules: their output is linked to the layer output they drop (``_dropout_post``)."""
 _ADD_NODES = frozenset({"AddBackward0", "AddBackward1"})
 _FORWARDS: weakref.WeakSet = weakref.WeakSet()
 """The recordings whose model's forward is in progress: a module shared by two watched models
@@ -168,7 +171,7 @@ def _hook_stamp() -> tuple[int, int]:
 
 
 _READS_INPUT = frozenset({"_model_pre", "_norm_pre", "_act_pre", "_relu_post", "_block_pre",
-                          "_inner_parent_pre", "_inner_pre"})
+                          "_inner_parent_pre", "_inner_pre", "_dropout_post"})
 """The :class:`Recording` hooks that read their module's input: registered ``with_kwargs``, so a
 call by keyword (``act(input=s)``, ``blk(hidden=h)``) is measured as a positional one."""
 
@@ -473,6 +476,9 @@ class Recording:
         # the calls whose output was measured at that activation's input (_inner_pre)
         self._inner_of: dict[int, nn.Module] = {}
         self._inner_calls: dict[int, tuple] = {}
+        # id(output of a dropout module) -> that output, linked to the layer (or norm) output
+        # it dropped (_dropout_post): a ReLU reading it is not fused with the layer's pass
+        self._carried: dict[int, torch.Tensor] = {}
         self._inner_taken: dict[int, int] = {}
         self._handles: list = []  # (handle, hook) of the plan last registered
         self._first_params: dict[int, tuple] = {}  # id(module) -> _first_parameter
@@ -642,6 +648,8 @@ class Recording:
                 plan.append((m, self._act_pre, self._act_post))
             elif is_norm(m):
                 plan.append((m, self._norm_pre, self._norm_post))
+            elif isinstance(m, _DROPOUTS):
+                plan.append((m, None, self._dropout_post))
             has_children = next(iter(m.children()), None) is not None
             if (not self._blocks_found and has_children) or key in self.blocks:
                 plan.append((m, self._block_pre, self._block_post))
@@ -704,6 +712,7 @@ class Recording:
         self.p = _Pass()
         self._last_run = 0
         self._copied.clear()  # (a forward that raised did not reach _model_post)
+        self._carried.clear()
         self._saved_copies.clear()
         self._kernels()
 
@@ -1250,6 +1259,42 @@ class Recording:
             if fn is not None:  # a norm of a reshaped layer output: its output alike
                 p.layouts[id(out)] = fn
 
+    def _dropout_post(self, module, args, kwargs, output) -> None:
+        """A dropout module (``nn.Dropout``, ``AlphaDropout``, ``FeatureAlphaDropout``,
+        ``Dropout1d/2d/3d``) between a layer (or its norm) and the activation: in training mode
+        its output, ``m * s / (1 - p)`` (or alpha dropout's ``a (m s + (1 - m) alpha') + b``),
+        is what the activation takes, so the output is linked to the layer as the dropped
+        tensor was: ``act_*``, ``saturated_frac``, ``inactive_frac`` and ``dead_frac`` are of
+        the activation module's output (``Linear -> Dropout -> ReLU`` had none;
+        ``Linear -> BatchNorm1d -> Dropout -> Tanh`` had act_* of the norm's output, act_std
+        1.0 for the Tanh's 0.56). ``pre_*`` stay the layer's own output. In eval mode (the
+        input returned as is) nothing changes; in place (``inplace=True``) the link moves to
+        the dropped version."""
+        if self._idle:
+            return
+        x = args[0] if args and type(args[0]) is torch.Tensor else \
+            self._input(module, args, kwargs)[0]
+        out = output if type(output) is torch.Tensor else None
+        if type(x) is not torch.Tensor or out is None or x.is_nested or out.is_nested \
+                or out.shape != x.shape:  # (a nested tensor: a transformer's fast path)
+            return
+        p = self.p
+        ahead = int(out is x)
+        hit = p.links.get(id(x)) or self._hooked_link(x)
+        if hit is None and x._is_view():
+            hit = self._view_link(x, ahead)
+        if hit is None or hit[0] is not x or hit[3] not in ("layer", "norm") \
+                or hit[1] != -1 and _ver(x) != hit[1] + ahead:
+            return  # (also eval mode: the same tensor, unchanged, still linked)
+        if out is not x:  # the output's one follower (see _act_pre)
+            p.links[id(x)] = (x, hit[1], hit[2], "taken")
+        p.links[id(out)] = (out, _ver(out), hit[2], hit[3])
+        self._carried[id(out)] = out
+        if p.layouts:
+            fn = p.layouts.get(id(x))
+            if fn is not None:  # a dropout of a reshaped layer output: its output alike
+                p.layouts[id(out)] = fn
+
     def _act_pre(self, module, args, kwargs) -> None:
         if self._idle:
             return
@@ -1352,7 +1397,8 @@ class Recording:
             return
         acc.out.add(out, acc.add_relu_output(out, spec, info.feature_axis, self._wk))
         p.links[id(out)] = (out, _ver(out), info, "act")
-        if hit[3] == "layer" and hit[1] != -1:  # the next pass measures both in one read
+        if hit[3] == "layer" and hit[1] != -1 and self._carried.get(id(x)) is not x:
+            # the next pass measures both in one read (not through a dropout)
             self._relu_of[id(info)] = id(module)
 
     # -- residual blocks -------------------------------------------------------------------
