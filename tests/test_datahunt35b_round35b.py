@@ -32,3 +32,29 @@ def test_an_idx_images_files_labels_are_part_of_the_run_id(tmp_path, capsys, mon
         assert code == 0, err
         runs.append(json.loads(printed))
     assert runs[0]["id"] != runs[1]["id"]
+
+
+def test_idx_colour_images_keep_their_shape_for_a_conv_model(tmp_path):
+    # an IDX file of colour images (N, H, W, C) (type 08, 4 dimensions, named idx4-ubyte as
+    # IDX converters of CIFAR/SVHN name them): its labels file idx1 was not found (only
+    # "idx3" was renamed to "idx1"), a folder of them held "no IDX training images", and a
+    # 4-D file's example shape was dropped (kept only for 3-D), so `doctor --torch` gave a
+    # Conv2d model flat rows of 192 numbers ("Expected 3D or 4D input to conv2d")
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (30, 8, 8, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, 30).astype(np.uint8)
+    write_idx(tmp_path / "train-images-idx4-ubyte", pixels)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    for path in (tmp_path / "train-images-idx4-ubyte", tmp_path):
+        ds = load_dataset(path, val_fraction=0, test_fraction=0, dtype="float64")
+        assert ds.info["image_shape"] == (8, 8, 3)
+        # the rows are the file's images (pixels / 255) in the split's order, each example
+        # of that shape (what `doctor --torch` moves to (N, C, H, W) for a Conv2d model)
+        shaped = ds.x_train.reshape(-1, *ds.info["image_shape"])
+        direct = pixels.astype(np.float64) / 255
+        order = [int(np.argmin(np.abs(direct - s).sum(axis=(1, 2, 3)))) for s in shaped]
+        assert sorted(order) == list(range(30))
+        np.testing.assert_allclose(shaped, direct[order], rtol=0, atol=1e-15)
+        assert (ds.y_train == labels[order]).all()

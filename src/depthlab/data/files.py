@@ -652,8 +652,12 @@ def _with_gz(p: Path) -> Path | None:
 
 
 def labels_file_for(images: Path) -> Path:
-    """Labels file next to an IDX images file (``images`` -> ``labels``, ``idx3`` -> ``idx1``)."""
-    name = images.name.replace("images", "labels").replace("idx3", "idx1")
+    """Labels file next to an IDX images file (``images`` -> ``labels``, ``idx3`` -> ``idx1``;
+    also ``idx4`` -> ``idx1``, colour images (N, H, W, C), whose labels file was looked for as
+    ``*-labels-idx4-ubyte``)."""
+    import re
+
+    name = re.sub(r"idx[2-9]", "idx1", images.name.replace("images", "labels"))
     if name == images.name:
         raise ValueError(
             f"{str(images)!r}: cannot derive the labels file name; an IDX images file name must "
@@ -704,12 +708,18 @@ def _idx_scale(x: np.ndarray, scale: float | None) -> float:
     return 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
 
 
+IDX_IMAGE_DIMS = ("idx3", "idx4")
+"""The images files' name parts looked for in a folder: grey (N, H, W) and colour (N, H, W, C)
+images."""
+
+
 def _find_in_folder(folder: Path, prefixes: tuple[str, ...]) -> Path | None:
     for prefix in prefixes:
         for sep in ("-", "."):
-            p = _with_gz(folder / f"{prefix}-images{sep}idx3-ubyte")
-            if p is not None:
-                return p
+            for dims in IDX_IMAGE_DIMS:
+                p = _with_gz(folder / f"{prefix}-images{sep}{dims}-ubyte")
+                if p is not None:
+                    return p
     return None
 
 
@@ -718,7 +728,8 @@ def _idx_folder(folder: Path, scale: float | None) -> RawData:
     if train is None:
         raise FileNotFoundError(
             f"no IDX training images in folder {str(folder)!r}: expected "
-            "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz]"
+            "train-images-idx3-ubyte[.gz] (idx4: colour images) and "
+            "train-labels-idx1-ubyte[.gz]"
         )
     x, y, labels = _idx_pair(train)
     raw = RawData(x=x, y=y, scale=_idx_scale(x, scale))
@@ -728,7 +739,7 @@ def _idx_folder(folder: Path, scale: float | None) -> RawData:
         raw.x_test, raw.y_test, test_labels = _idx_pair(test)
         files.update(x_test=str(test), y_test=str(test_labels))
     raw.info = {"source": f"IDX folder {folder}", "path": str(folder), "files": files}
-    if x.ndim == 3:
+    if x.ndim >= 3:  # each example's shape: (H, W), or (H, W, C) / (C, H, W) of idx4 files
         raw.info["image_shape"] = tuple(int(s) for s in x.shape[1:])
     return raw
 
@@ -740,7 +751,7 @@ def _idx_file(images: Path, scale: float | None) -> RawData:
         "path": str(images),
         "files": {"x": str(images), "y": str(labels)},
     }
-    if x.ndim == 3:
+    if x.ndim >= 3:  # (H, W), or (H, W, C) / (C, H, W), as a .npz's images
         info["image_shape"] = tuple(int(s) for s in x.shape[1:])
     return RawData(x=x, y=y, scale=_idx_scale(x, scale), info=info)
 
