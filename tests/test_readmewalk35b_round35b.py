@@ -35,3 +35,18 @@ def test_a_csv_refusal_names_the_file_once_and_the_option_as_typed(tmp_path, cap
     assert "\n" not in line and fragment in line, line
     assert line.count("d.csv") == 1, line  # "--data 'd.csv': 'd.csv': ..." named it twice
     assert "n=" not in line, line
+
+
+def test_a_config_runs_csv_refusal_names_the_file_once(tmp_path, capsys, monkeypatch):
+    # `depthlab run` said "data '/abs/d.csv': d.csv: n=500 is larger than ..."
+    rows = ["cls,a,b,c"] + [f"{i % 2},{i * 0.1:.2f},{-i * 0.2:.2f},{(i % 5) * 0.3:.2f}"
+                            for i in range(40)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.toml").write_text('[data]\npath = "d.csv"\nlabel = "cls"\nn = 500\n[model]\n'
+                                     'sizes = ["auto", 4, "auto"]\n[train]\nepochs = 1\n')
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "c.toml", "--out", "out", "-q"])
+    assert code == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "n=500 is larger than the 40 samples available" in line, line
+    assert line.count("d.csv") == 1, line

@@ -8,6 +8,7 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,6 +155,9 @@ def load_data(config: dict[str, Any]):
                     "\"auto\") reads them as real regression targets")
         if str(what) in msg:  # the loader named the file already: not twice
             raise ExperimentError(msg) from e
+        head, sep, rest = msg.partition(": ")  # ... nor by its bare name ("d.csv: n=500 ...")
+        if sep and head.strip("'\"") and Path(head.strip("'\"")).name == Path(str(what)).name:
+            msg = rest
         raise ExperimentError(f"data {what!r}: {msg}") from e
     # a file edited while it was read has no key: its arrays match neither fingerprint
     if before is not None and data_key(config) == before:
