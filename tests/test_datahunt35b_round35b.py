@@ -58,3 +58,32 @@ def test_idx_colour_images_keep_their_shape_for_a_conv_model(tmp_path):
         assert sorted(order) == list(range(30))
         np.testing.assert_allclose(shaped, direct[order], rtol=0, atol=1e-15)
         assert (ds.y_train == labels[order]).all()
+
+
+def test_torch_doctor_regression_file_split_as_depthlab_run_splits_it(tmp_path):
+    # `depthlab doctor --torch --data FILE --loss mse` read real-valued targets with its own
+    # split: a .npz's official x_test was ignored and 20% of x_train dropped as a "test"
+    # part instead (28 of 40 rows trained on), IDX pixels were not scaled by 1/255 (the
+    # classes path and `depthlab run` scale them), and --n beyond the rows was taken silently
+    import pytest
+
+    from depthlab.cli.torch_doctor import regression_dataset
+    from depthlab.data import load_dataset
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 3))
+    y = x @ [1.0, 2.0, 3.0] + 0.25
+    np.savez(tmp_path / "r.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    ds = regression_dataset(str(tmp_path / "r.npz"), seed=3, n=None)
+    assert len(ds.x_train) + len(ds.x_val) == 40  # every training row, none held for a test
+    run = load_dataset(tmp_path / "r.npz", seed=3, targets="values")
+    np.testing.assert_array_equal(ds.x_val, run.x_val)  # `depthlab run`'s validation rows
+    np.testing.assert_array_equal(ds.y_train.reshape(-1), run.y_train.reshape(-1).astype(
+        np.float32))
+    pixels = rng.integers(0, 256, (20, 2, 2), dtype=np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte", pixels)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", rng.random(20).astype(np.float32))
+    ds = regression_dataset(str(tmp_path / "train-images-idx3-ubyte"), seed=0, n=None)
+    assert ds.x_train.max() <= 1.0 and ds.info["image_shape"] == (2, 2)
+    with pytest.raises(ValueError, match="n=500 is larger than the 50"):
+        regression_dataset(str(tmp_path / "r.npz"), seed=0, n=500)

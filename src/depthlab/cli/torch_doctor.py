@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..progress import count as count_of
 from .common import UserError, open_store, progress_mode, say
 
 if TYPE_CHECKING:
@@ -192,41 +191,33 @@ REGRESSION = ("mse", "l1", "smooth_l1", "huber")
 
 def regression_dataset(path: str, *, seed: int, n: int | None, label: str | int | None = None
                        ) -> Any:
-    """A data file (``.csv``, ``.npz``) with real-valued targets as a regression data set:
-    ``x_train``/``y_train``/``x_val``/``y_val`` (float32; the file's own validation part, or
-    ``round(0.1 N)`` rows, and ``round(0.2 N)`` test rows left out, by a permutation seeded
-    with ``seed``, as :func:`depthlab.data.load_dataset` splits), ``n`` rows subsampled
-    first, and its ``info`` (``image_shape``); ``label``: a CSV's label column."""
+    """A data file (``.csv``, ``.npz``, IDX) with real-valued targets as a regression data
+    set: ``x_train``/``y_train``/``x_val``/``y_val`` (float32) split exactly as ``depthlab
+    run`` splits it, :func:`depthlab.data.load_dataset` with ``targets="values"`` (the file's
+    own validation and test parts used, else ``round(0.1 N)`` validation and ``round(0.2 N)``
+    test rows drawn from ``seed``; ``n`` rows subsampled, at most the file's; IDX pixels
+    scaled as for classes); its own split dropped a ``.npz``'s official ``x_test`` and 20% of
+    the training rows instead, and left IDX pixels at 0..255. ``info`` holds
+    ``image_shape``; ``label``: a CSV's label column. A target column of one value per row
+    is given as ``(N,)``."""
     from types import SimpleNamespace
 
     import numpy as np
 
-    from ..data.files import load_file, looks_like_path
+    from ..data import load_dataset
+    from ..data.files import looks_like_path
 
     if not looks_like_path(path):
         raise ValueError(f"unknown data set {path!r}")
-    raw = load_file(path, label=label)
-    x, y = np.asarray(raw.x), np.asarray(raw.y, dtype=np.float64)
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} examples but {len(y)} targets")
-    if not np.isfinite(y).all():
-        raise ValueError(f"the targets hold {y[~np.isfinite(y)][0]}; accepted: finite numbers")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))[:n]
-    x, y = x[order], y[order]
-    if raw.x_val is not None and raw.y_val is not None:
-        x_val, y_val = np.asarray(raw.x_val), np.asarray(raw.y_val, dtype=np.float64)
-    else:
-        k_val, k_test = round(0.1 * len(x)), round(0.2 * len(x))
-        if len(x) - k_val - k_test < 1:
-            raise ValueError(f"{count_of(len(x), 'row')} {'leaves' if len(x) == 1 else 'leave'} "
-                             "none to train on after the validation and "
-                             "test parts")
-        x_val, y_val = x[:k_val], y[:k_val]
-        x, y = x[k_val + k_test:], y[k_val + k_test:]
-    flat = [a.reshape(len(a), -1).astype(np.float32) for a in (x, x_val)]
-    return SimpleNamespace(x_train=flat[0], y_train=y.astype(np.float32), x_val=flat[1],
-                           y_val=y_val.astype(np.float32), info=dict(raw.info))
+    kwargs = {} if label is None else {"label": label}
+    ds = load_dataset(path, seed=seed, n=n, targets="values", **kwargs)
+
+    def targets(y: np.ndarray) -> np.ndarray:
+        return (y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y).astype(np.float32)
+
+    return SimpleNamespace(x_train=ds.x_train.astype(np.float32), y_train=targets(ds.y_train),
+                           x_val=ds.x_val.astype(np.float32), y_val=targets(ds.y_val),
+                           info=dict(ds.info))
 
 
 def _output_shape(model: Any, x: np.ndarray, torch: Any) -> tuple[int, ...] | None:
