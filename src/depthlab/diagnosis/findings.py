@@ -325,8 +325,20 @@ class Verification:
         val = (f"val acc {_fmt(b.get('val_acc'))} -> {_fmt(a.get('val_acc'))}, "
                if _measured(b.get("val_acc")) or _measured(a.get("val_acc")) else "")
         return (f"train loss {_loss(b)} -> {_loss(a)}, "
-                f"{val}{self.metric} {_fmt(self.metric_before)} -> {_fmt(self.metric_after)}"
+                f"{val}{self.metric} {_fmt(self.metric_before)} -> {self._metric_after()}"
                 f": {self.verdict()}")
+
+    def _metric_after(self) -> str:
+        """The finding's metric after the cure; NaN after a run that trained (finite loss,
+        not diverged) while it was measured before is the cure removing what it measures (a
+        relu swap: no saturating layer left for the saturated fraction; LSUV's orthogonal
+        recurrent matrices: no ratio judged), said so: a bare 'nan' read as a broken
+        measurement."""
+        after = self.metric_after
+        if (isinstance(after, float) and math.isnan(after) and _measured(self.metric_before)
+                and not self.after.get("diverged") and _measured(self.after.get("train_loss"))):
+            return "none (the cure left nothing this metric measures)"
+        return _fmt(after)
 
     def verdict(self) -> str:
         """The end of :meth:`summary`: ``helped`` or ``did not help`` with what decided it (the

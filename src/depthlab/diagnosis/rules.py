@@ -48,6 +48,23 @@ Thresholds (module constants):
                               lr 0.01: 0.02), where lr 0.03's first steps (0.21 at step 1)
                               lowered it to 0.71-0.85x (a run whose loss became non-finite
                               is the divergence finding's)
+``UPDATE_RATIO_ROSE`` 0.03     lr_too_high's lower threshold, for first updates that made the
+                              loss worse: some of the first ``EARLY_UPDATE_STEPS`` updates at
+                              or above it (median over layers) while the mean training loss
+                              over them rose ``LOSS_ROSE`` (1.1) x above the loss at step 0,
+                              and the probe batch's loss ended at a constant prediction's
+                              (:func:`stuck_at_chance`) or not below its start: the steps
+                              overshot and training never recovered. A post-norm transformer
+                              classifier (2 layers, d 32) at sgd lr 1.0 on digits: medians
+                              0.091, 0.094 (max over layers 0.85; q/k/v's small steps hold the
+                              median), the loss 2.45 -> 3.68 in 2 steps, mean 1.15x, ended at
+                              ln 10 (val 0.06; lr 0.1: 0.45) with only dead_relu's "initialize
+                              with he_normal". Healthy or merely slow nets (mlp/tanh/gelu/
+                              lstm/cnn/bn/pre- and post-norm transformers, sgd 0.03 .. 3,
+                              adam 1e-3 .. 3e-2) had a mean of 0.33 .. 1.033x, those at
+                              chance 1.007x at most, moving 3e-3 or less; the NumPy doctor on
+                              96 digits runs (relu/tanh/sigmoid/gelu, 3 and 7 hidden layers,
+                              sgd 0.03 .. 3, adam 3e-4 .. 3e-2): never
 ``PENALTY_SHRINK`` 4          the weight penalty is too strong (``l1``/``l2`` given): the hidden
                               layers' weight std shrank by 4x or more from step 0 to the end
                               (median over layers) while the probe batch's loss did not end
@@ -355,6 +372,8 @@ UPDATE_RATIO_HIGH = 0.1
 SHIFTED_FRAC = 0.9
 EARLY_UPDATE_STEPS = 10
 LR_STEP_FALL = 0.01
+UPDATE_RATIO_ROSE = 0.03
+LOSS_ROSE = 1.1
 LR_SHORTFALL = 1.0
 CHANCE_ABOVE = 10.0
 LR_LOW_FIT = 0.5
@@ -1753,9 +1772,19 @@ def rule_divergence(ctx: RunContext) -> RuleResult:
     # best of 0.1175 "1.98x", where they rose 2.69x and the probe batch's loss 1.98x)
     probe = (f", and the fixed probe batch's loss {probe_rise:.3g}x from its start or best"
              if math.isfinite(probe_rise) else "")
-    msg = (f"Training loss rose to {tr['loss_end']:.4g} (mean of the last {tr['window']} "
-           f"steps) from {tr['loss_step0']:.4g} at step 0 and a best moving average of "
-           f"{tr['loss_best']:.4g}: {tr['rise']:.3g}x{probe}, with learning rate {lr:g}.")
+    # said in the order it happened: "rose to 1.174 ... from 2.42 at step 0 and a best moving
+    # average of 0.7604" read as a fall from 2.42 to 1.174 (the loss fell to 0.76 first)
+    start, best, end, w = tr["loss_step0"], tr["loss_best"], tr["loss_end"], tr["window"]
+    floor = (f" (from {DIVERGENCE_FLOOR:g}x its start, the floor for a best near 0)"
+             if best < DIVERGENCE_FLOOR * start else "")
+    if best < start:
+        msg = (f"Training loss rose to {end:.4g} (mean of the last {w} steps) after falling "
+               f"from {start:.4g} at step 0 to a best moving average of {best:.4g}: "
+               f"{tr['rise']:.3g}x{floor}{probe}, with learning rate {lr:g}.")
+    else:
+        msg = (f"Training loss rose from {start:.4g} at step 0 to {end:.4g} (mean of the last "
+               f"{w} steps) without ever falling below its start: {tr['rise']:.3g}x{probe}, "
+               f"with learning rate {lr:g}.")
     return metric, Finding("divergence", [], ev, msg, changes, text,
                            _severity(metric, DIVERGENCE_RISE, log=False))
 
@@ -1828,20 +1857,23 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
     layers at each probed step, and at each of the first unprobed updates when measured,
     largest over the steps) at or above ``UPDATE_RATIO_HIGH``, unless the loss fell over them
     (a probed step: the probe batch's loss since the probe before; the first updates: the
-    mean training loss over them and the next one below the loss at step 0)."""
+    mean training loss over them and the next one below the loss at step 0); or first updates
+    at or above ``UPDATE_RATIO_ROSE`` that made the loss worse for good (:func:`_overshot`)."""
     ur, er = _update_ratios(ctx), _early_ratios(ctx)
     if ur is None and er is None:
         return math.nan, None
     per_step = ur.groupby(level="step").median() if ur is not None else pd.Series(dtype=float)
     early = er.groupby(level="step").median() if er is not None else pd.Series(dtype=float)
     metric = float(pd.concat([per_step, early]).max())
-    if not metric >= UPDATE_RATIO_HIGH:
-        return metric, None
-    probed = [int(t) for t in per_step.index if per_step[t] >= UPDATE_RATIO_HIGH]
-    fire_probed = bool(probed) and not _large_steps_lowered_the_loss(ctx, probed)
     # the first updates, probed ones too (steps 1..EARLY_UPDATE_STEPS)
     first = pd.concat([early, per_step[(per_step.index >= 1)
                                        & (per_step.index <= EARLY_UPDATE_STEPS)]])
+    rose = _overshot(ctx, first) if metric >= UPDATE_RATIO_ROSE else None
+    if not metric >= UPDATE_RATIO_HIGH:
+        return (metric, None) if rose is None else (metric, _lr_overshot_finding(
+            ctx, rose, first, ur, er, early, per_step, metric))
+    probed = [int(t) for t in per_step.index if per_step[t] >= UPDATE_RATIO_HIGH]
+    fire_probed = bool(probed) and not _large_steps_lowered_the_loss(ctx, probed)
     big = [int(t) for t in early.index if early[t] >= UPDATE_RATIO_HIGH]
     fire_early, mean, start = False, math.nan, math.nan
     if big:  # measured for the evidence also in a run that diverged later (NaN only where
@@ -1850,7 +1882,8 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                       and math.isfinite(mean) and math.isfinite(start) and start > 0
                       and not mean < (1.0 - LR_STEP_FALL) * start)
     if not (fire_probed or fire_early):
-        return metric, None
+        return (metric, None) if rose is None else (metric, _lr_overshot_finding(
+            ctx, rose, first, ur, er, early, per_step, metric))
     # steps large only once an over-strong penalty had driven the weights to about 0 (the
     # first updates were not) are the penalty's own (l1: lr * l1 per step whatever the
     # weights): that finding's, not the learning rate's
@@ -1895,6 +1928,60 @@ def rule_lr_too_high(ctx: RunContext) -> RuleResult:
                     f"{UPDATE_RATIO_HIGH:g} too.")
     return metric, Finding("lr_too_high", layers, ev, msg, changes, text,
                            _severity(metric, UPDATE_RATIO_HIGH, log=False))
+
+
+def _overshot(ctx: RunContext, first: pd.Series) -> dict[str, float] | None:
+    """Whether the first updates overshot for good: some of ``first`` (median update ratio
+    over layers at steps 1..``EARLY_UPDATE_STEPS``) at or above ``UPDATE_RATIO_ROSE``, the mean
+    training loss over those updates ``m >= LOSS_ROSE * L_0`` (the loss at step 0, see
+    :func:`early_loss_fall`), and the probe batch's loss at the end at a constant prediction's
+    (:func:`stuck_at_chance`) or ``>= (1 - LR_STEP_FALL) L_0``; not for a run whose loss became
+    non-finite (the divergence finding's). The numbers (``mean``, ``start``, ``end``,
+    ``peak``: the largest of those losses) when so, None otherwise."""
+    if ctx.history.diverged or not (first >= UPDATE_RATIO_ROSE).any():
+        return None
+    mean, start = early_loss_fall(ctx)
+    end = probe_loss_ends(ctx)[1]
+    if not (math.isfinite(mean) and math.isfinite(start) and start > 0 and math.isfinite(end)
+            and mean >= LOSS_ROSE * start):
+        return None
+    if not (stuck_at_chance(ctx, end) or end >= (1.0 - LR_STEP_FALL) * start):
+        return None
+    losses = np.asarray(ctx.history.step_loss, dtype=np.float64)[1:EARLY_UPDATE_STEPS + 1]
+    return {"mean": mean, "start": start, "end": end, "peak": float(losses.max())}
+
+
+def _lr_overshot_finding(ctx: RunContext, rose: dict[str, float], first: pd.Series,
+                         ur: pd.Series | None, er: pd.Series | None, early: pd.Series,
+                         per_step: pd.Series, metric: float) -> Finding:
+    """lr_too_high's finding for first updates that made the loss worse for good
+    (:func:`_overshot`): the largest of ``first``, its layers at or above
+    ``UPDATE_RATIO_ROSE``, severity against that threshold."""
+    lr = float(ctx.settings.get("lr", 0.01))
+    changes, text = rx.for_lr_too_high(lr, metric)
+    step = int(first.idxmax())
+    value = float(first.max())
+    at = er.xs(step, level="step") if step in early.index else ur.xs(step, level="step")
+    layers = [int(i) for i, v in at.items() if v >= UPDATE_RATIO_ROSE]
+    n_above = int((first >= UPDATE_RATIO_ROSE).sum())
+    last = min(EARLY_UPDATE_STEPS, len(ctx.history.step_loss) - 1)
+    chance = ctx.chance_loss
+    ended = (f"ended at {rose['end']:.4g}, a constant prediction's loss ({chance:.4g})"
+             if stuck_at_chance(ctx, rose["end"]) else
+             f"ended at {rose['end']:.4g}, no lower than at the start")
+    ev = {"metric": metric, "threshold": UPDATE_RATIO_ROSE, "step": step, "lr": lr,
+          "median_update_ratio": float(per_step.median()) if len(per_step) else math.nan,
+          "n_early_steps_above": n_above, "n_early_steps": int(first.size),
+          "early_loss_mean": rose["mean"], "loss_step0": rose["start"],
+          "early_loss_peak": rose["peak"], "loss_end": rose["end"]}
+    msg = (f"The learning rate {lr:g} is too high: its first updates made the training loss "
+           f"worse, from {rose['start']:.4g} at step 0 up to {rose['peak']:.4g} (mean "
+           f"{rose['mean']:.4g} after updates 1-{last}), {n_above} of the first {first.size} "
+           f"changed the weights by {UPDATE_RATIO_ROSE:g} of their norm or more ({value:.3g} "
+           f"at step {step}, median over layers; about 1e-3 is healthy), and the probe loss "
+           f"{ended}: the steps overshot and training did not recover.")
+    return Finding("lr_too_high", layers, ev, msg, changes, text,
+                   _severity(metric, UPDATE_RATIO_ROSE, log=False))
 
 
 def rule_penalty_too_strong(ctx: RunContext) -> RuleResult:
