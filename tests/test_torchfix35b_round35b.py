@@ -65,3 +65,31 @@ def test_a_dropout_between_a_linear_and_its_relu_gives_the_relus_rows():
     # pre_* stays the layer's own output, before the dropout
     lin = model[0](x).detach()
     assert got["pre_std"] == pytest.approx(float(lin.std(unbiased=False)), rel=1e-9)
+
+
+class _Held(nn.Module):
+    """Hidden weights kept in a ParameterList beside an nn.Linear head: ``relu(h @ w)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ws = nn.ParameterList([nn.Parameter(torch.randn(4, 4, dtype=torch.float64) * 0.5)
+                                    for _ in range(2)])
+        self.extra = nn.ParameterDict({"unused": nn.Parameter(torch.ones(3, 3))})
+        self.head = nn.Linear(4, 2).double()
+
+    def forward(self, x):
+        for w in self.ws:
+            x = torch.relu(x @ w)
+        return self.head(x)
+
+
+def test_weights_used_from_a_parameter_list_beside_a_layer_are_named_in_a_warning():
+    torch.manual_seed(3)
+    model = _Held()
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    # before: the head's rows alone, no word about the two hidden weights
+    with pytest.warns(RuntimeWarning, match=r"'ws' \(ParameterList, 2 weights\)") as caught:
+        df = dlt.probe(model, x, y, nn.MSELoss(), percentiles=())
+    text = " ".join(str(w.message) for w in caught)
+    assert "extra" not in text  # not used by the forward: nothing to say
+    assert set(df.module) == {"", "head"}

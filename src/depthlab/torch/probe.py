@@ -773,7 +773,28 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
         rows = rec.collect(weight_grads=grads, extra=extra)
         if not rec.order:
             raise ValueError(none_ran(model, rec.layers))
+        _warn_held_weights(rec, grads)
     return rows_frame([(0, *r) for r in rows])
+
+
+def _warn_held_weights(rec: Recording, grads: dict[int, torch.Tensor | None]) -> None:
+    """A RuntimeWarning naming the ``nn.ParameterList``/``nn.ParameterDict`` whose weights the
+    loss depends on (a gradient reached them: the forward used them, ``h @ w`` for ``w`` in
+    ``self.ws``) beside layers that ran: such a holder has no forward of its own, so there is
+    no layer output to read and those weights had no rows and no word (with no other layer
+    the probe refuses the model, naming them, :func:`none_ran`)."""
+    ran = {id(info) for info in rec.order}
+    held = [info for info in rec.layers
+            if isinstance(info.owner, (nn.ParameterList, nn.ParameterDict))
+            and id(info) not in ran and any(grads.get(id(w)) is not None for w in info.weights)]
+    if held:
+        names = ", ".join(f"{info.name!r} ({type(info.owner).__name__}, {len(info.weights)} "
+                          f"weight{'s' if len(info.weights) > 1 else ''})" for info in held)
+        warnings.warn(f"the forward used the weights in {names} but they are not measured: a "
+                      "ParameterList/ParameterDict has no forward of its own, so there is no "
+                      "layer output to read (no pre_*, act_*, weight_* rows); expected each "
+                      "weight in a module that forward calls (e.g. an nn.Linear)",
+                      RuntimeWarning, stacklevel=4)
 
 
 def _warn_new_layers(model: nn.Module, layers: Sequence[Any]) -> None:
