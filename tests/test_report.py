@@ -171,9 +171,10 @@ def test_sweep_report(sweep_store):
     assert text.count("<details") == len(ids)
     assert "vanishing_gradients" in text and "he_normal" in text
     pngs = sorted((out / "figures").glob("*.png"))
-    # 5 finished runs x 8 figures, the diverged run without histograms (6), the failed run's
-    # training curves, two sweep heatmaps and the two overlaid per-layer figures
-    assert len(pngs) == 5 * 8 + 6 + 1 + 2 + 2
+    # 5 finished runs x 9 figures, the diverged run without histograms (7), the failed run's
+    # training curves, two sweep heatmaps and the two overlaid per-layer figures (round 35b:
+    # + each probed run's weight std per layer, its probes recording weight_std)
+    assert len(pngs) == 5 * 9 + 7 + 1 + 2 + 2
     names = {p.name for p in pngs}
     assert {"sweep-s1_val_acc.png", "sweep-s1_train_loss.png",
             "sweep-s1_gradient_per_layer.png", "depth4-lr0.01_gradient_per_layer.png",

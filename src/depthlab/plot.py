@@ -1044,6 +1044,16 @@ def update_ratio(table: Any) -> Figure:
     return _f.update_ratio(probe_table(table))
 
 
+def weight_std(table: Any, init_std: Mapping[int, float] | None = None,
+               init_label: str = "initializer") -> Figure:
+    """Per layer: the std of its weight entries (``weight_std``, log scale) at the first and
+    the last probed step, beside ``init_std`` (layer -> the initializer's ``sqrt(Var(W))``,
+    e.g. He's ``sqrt(2 / fan_in)``; :func:`depthlab.report.build.init_weight_std` computes it
+    from a depthlab config), drawn dotted and labelled ``init_label``."""
+    return _f.weight_std_profile(probe_table(table), dict(init_std) if init_std else None,
+                                 init_label)
+
+
 def saturation(table: Any) -> Figure:
     """Per layer over training: the fraction of saturated entries (``saturated_frac``, bounded
     activations), of inactive entries (``inactive_frac``, ReLU-family entries with ``s <= 0``)

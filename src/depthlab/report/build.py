@@ -36,6 +36,9 @@ FIG_HIST_GRAD = "Histograms of back-propagated gradients"
 FIG_SATURATION = "Saturation and dead units"
 FIG_UPDATE_RATIO = "Relative weight update per layer"
 FIG_JACOBIAN = "Input–output Jacobian singular values"
+FIG_WEIGHT_STD = "Weight std per layer vs initializer"
+FIG_WEIGHT_GRAD = "Weight gradients per layer"
+FIG_HIST_WEIGHT = "Histograms of weights"
 SECTION_FINDINGS = "Doctor findings"
 SECTION_DIVERGENCE = "Divergence"
 SECTION_ERROR = "Error"
@@ -259,6 +262,38 @@ def theory_for(config: dict) -> tuple[pd.DataFrame | None, str]:
     from .. import plot
 
     return plot.theory_for_config(_as_dict(config))
+
+
+def init_weight_std(config: Any) -> tuple[dict[int, float], str]:
+    """Hidden layer ``l`` -> the std ``sqrt(Var(W))`` its initializer draws from, for a
+    depthlab config with integer ``model.sizes`` (``l`` maps ``sizes[l-1] -> sizes[l]``:
+    ``sqrt(2 / fan_in)`` for ``he_*``, ``sqrt(2 / (fan_in + fan_out))`` for ``glorot_*``,
+    ``initializers.weight_variance``), and a label naming it; ``({}, reason)`` for a torch
+    run (its init is the model's code), a residual net (its probes number nonlinearities), or
+    an initializer without a theoretical variance."""
+    from ..initializers import weight_variance
+
+    cfg = _as_dict(config)
+    model = _as_dict(cfg.get("model"))
+    source = cfg.get("source")
+    if isinstance(source, str) and source.startswith("depthlab.torch"):
+        return {}, "a PyTorch model's initialization is its own code: no initializer line"
+    sizes = model.get("sizes")
+    if not isinstance(sizes, (list, tuple)) or len(sizes) < 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+        return {}, "no explicit integer layer sizes: no initializer line"
+    if model.get("residual"):
+        return {}, ("a residual network's probes number its nonlinearities, not its weight "
+                    "matrices: no initializer line")
+    init = model.get("init", "glorot_uniform")
+    if not isinstance(init, str):
+        return {}, f"init = {init!r:.40}: no initializer line"
+    try:
+        std = {layer: math.sqrt(weight_variance(init, int(sizes[layer - 1]), int(sizes[layer])))
+               for layer in range(1, len(sizes) - 1)}
+    except (TypeError, ValueError, KeyError) as exc:
+        return {}, f"init = {init!r}: no theoretical variance ({exc})"
+    return std, f"{init}: sqrt(Var(W))"
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -1330,7 +1365,8 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
         blocks.append(_heatmap_block(probes, safe, pngs))
     if not hists.empty:
         for kind, title, what in (("act", FIG_HIST_ACT, "activations"),
-                                  ("grad", FIG_HIST_GRAD, "back-propagated gradients dL/ds")):
+                                  ("grad", FIG_HIST_GRAD, "back-propagated gradients dL/ds"),
+                                  ("weight", FIG_HIST_WEIGHT, "weights W")):
             if not (hists["kind"] == kind).any():
                 continue
             png = pngs.add(f"{safe}_histograms_{kind}.png", plot.activation_histograms,
@@ -1348,6 +1384,37 @@ def _run_figures(store: Any, rid: str, label: str, config: dict, pngs: _Pngs,
             "(the flat or negative side); dead: units whose derivative is 0 on every probe "
             "example (a ReLU unit inactive on all of them; an ELU or GELU unit passes a "
             "gradient there).", wide=True))
+    # the weight std and dL/dW figures: a pair of half columns, or both across the row when
+    # the map is wide (module names, many steps) or absent, so neither sits alone in half
+    weight_blocks: list[str] = []
+    pair_wide = True
+    if layered and (probes["quantity"] == "weight_grad_std").any():
+        png = pngs.add(f"{safe}_weight_grad_heatmap.png", plot.gradient_heatmap, probes,
+                       "weight_grad_std")
+        pair_wide = _too_wide(png) or bool(figures.layer_names(probes))
+        weight_blocks.append(H.figure_block(
+            png, FIG_WEIGHT_GRAD, "Std of dL/dW per layer (rows) and step (columns), log "
+            "colours: what the optimizer actually steps each weight matrix with. A colour "
+            "change from top to bottom means some layers' weights get vanishing or exploding "
+            "gradients (they learn orders of magnitude slower or faster); blank: zero or not "
+            "finite (the title says where).",
+            wide=pair_wide))
+    if layered and (probes["quantity"] == "weight_std").any():
+        init_std, init_label = init_weight_std(config)
+        png = pngs.add(f"{safe}_weight_std.png", figures.weight_std_profile, probes,
+                       init_std, init_label)
+        weight_blocks.insert(0, H.figure_block(
+            png, FIG_WEIGHT_STD, "Std of each layer's weight entries (log scale) at the "
+            "first and the last probed step"
+            + ("; dotted: the initializer's std sqrt(Var(W)) for each layer's fans ("
+               f"{_as_dict(_as_dict(config).get('model')).get('init')}; He: "
+               "sqrt(2 / fan_in), Glorot: sqrt(2 / (fan_in + fan_out))). The first step's "
+               "points on the dotted line: the layers start at their initializer's scale"
+               if init_std else f" ({init_label})")
+            + ". A layer far from the scale its fans call for, or moving far from its start "
+            "by the end, scales every signal that passes it (forward and backward): look "
+            "for the layer where the gradient figures above change.", wide=pair_wide))
+    blocks += weight_blocks
     if layered and (probes["quantity"] == "update_ratio").any():
         png = pngs.add(f"{safe}_update_ratio.png", plot.update_ratio, probes)
         blocks.append(H.figure_block(

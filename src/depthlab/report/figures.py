@@ -988,6 +988,82 @@ def gradient_profile(probes: pd.DataFrame | None, theory: pd.DataFrame | None = 
     return fig
 
 
+def weight_std_profile(probes: pd.DataFrame | None,
+                       init_std: dict[int, float] | None = None,
+                       init_label: str = "initializer") -> Figure:
+    """Std of each layer's weight entries (``weight_std``, log y) at the first and the last
+    probed step, beside the initializer's ``sqrt(Var(W))`` per layer (``init_std``: layer ->
+    std, e.g. He's ``sqrt(2 / fan_in)``, Glorot's ``sqrt(2 / (fan_in + fan_out))``; drawn
+    dotted, labelled ``init_label``). A layer whose value is not finite at a drawn step has no
+    point there and is named in the title; a weight std of exactly 0 (all-equal weights, a
+    zeros init) cannot sit on the log axis and is named too."""
+    fig, (ax,) = _new_figure()
+    wide = _quantity(probes, "weight_std")
+    if wide.empty:
+        _empty(ax, nothing_recorded(probes, "weight_std"))
+        return fig
+    names = layer_names(probes)
+    layers = [int(v) for v in wide.columns]
+    size = tick_font_size(len(layers))
+    if names:  # room for the rotated module names under the axis
+        bottom = names_margin(names, layers, size) + 0.45
+        fig.set_figheight(fig.get_figheight() + bottom - 0.55)
+        fig.subplots_adjust(bottom=bottom / fig.get_figheight(),
+                            top=1 - 0.38 / fig.get_figheight())
+    first, last = wide.index.min(), wide.index.max()
+    notes = []
+    if init_std:
+        th = pd.Series({int(k): float(v) for k, v in init_std.items()
+                        if int(k) in layers}).sort_index()
+        th = th[np.isfinite(th) & (th > 0)]
+        if len(th):
+            ax.plot(th.index.to_numpy(), th.to_numpy(float), ":", color=OKABE_ITO[3],
+                    linewidth=1.8, marker="_" if len(th) == 1 else None, markersize=14,
+                    label=init_label, zorder=3)  # over the measured line it matches
+    for step, style, colour, width, msize in ((first, "o-", OKABE_ITO[0], 1.8, 5),
+                                              (last, "s--", OKABE_ITO[1], 1.4, 4)):
+        if step == last and last == first:
+            break
+        row = wide.loc[step].astype(float)
+        # non-finite and zero values: no point (a log axis), named in the title
+        shown = row.where(np.isfinite(row) & (row > 0))
+        ax.plot(np.asarray(layers, float), shown.to_numpy(float), style, color=colour,
+                linewidth=width, markersize=msize, label=f"measured, step {step}")
+        bad = [la for la, v in row.items() if not np.isfinite(v)]
+        zero = [la for la, v in row.items() if v == 0]
+        if bad:
+            notes.append(f"step {step}: not finite in {_span_text(bad, names)}")
+        if zero:
+            notes.append(f"step {step}: 0 (all weights equal) in {_span_text(zero, names)}")
+    measured = [ln for ln in ax.lines if str(ln.get_label()).startswith("measured")]
+    vals = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in measured])
+    if not np.isfinite(vals).any():  # every weight std 0 or not finite: no point to draw
+        ax.clear()
+        _style(ax)
+        _empty(ax, "no weight std to draw on a log axis:\n" + "\n".join(notes))
+        return fig
+    vals = np.concatenate([np.asarray(ln.get_ydata(), float) for ln in ax.lines])
+    pos = vals[np.isfinite(vals) & (vals > 0)]
+    ax.set_yscale("log")
+    _tidy_log_axis(ax.yaxis, pos.min(), pos.max())
+    ax.set_xlabel("module (nearest the input on the left)" if names else
+                  "layer (1 = first hidden)")
+    ax.set_ylabel("std of the weights W")
+    layer_ticks(ax, "x", layers, names, size=size)
+    if notes:  # room above the axes for the title's extra lines
+        extra = 0.19 * len(notes)
+        height = fig.get_figheight()
+        top_in = (1 - fig.subplotpars.top) * height + extra
+        bottom_in = fig.subplotpars.bottom * height
+        fig.set_figheight(height + extra)
+        fig.subplots_adjust(top=1 - top_in / (height + extra),
+                            bottom=bottom_in / (height + extra))
+    ax.set_title("\n".join(["Weight std per layer: initialization and end", *notes]),
+                 fontsize=10 if notes else 10.5)
+    _legend(ax, loc="best")
+    return fig
+
+
 def layer_histograms(histograms: pd.DataFrame | None, kind: str = "act") -> Figure:
     """Glorot & Bengio (2010) Figs. 6-7 style: normalized histograms (density), one curve per
     layer, at initialisation (left) and at the last recorded step (right)."""
