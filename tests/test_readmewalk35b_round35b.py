@@ -50,3 +50,21 @@ def test_a_config_runs_csv_refusal_names_the_file_once(tmp_path, capsys, monkeyp
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and "n=500 is larger than the 40 samples available" in line, line
     assert line.count("d.csv") == 1, line
+
+
+def test_a_layer_killed_whole_by_large_updates_gets_the_smaller_learning_rate():
+    # readmewalk35b: on digits as load_dataset gives it (not standardized) the Glorot relu net
+    # at lr 2 ends with layer 2 100% dead (6% at initialization): reason "all", not "died",
+    # so the cure was He's init although large updates killed the units (lr_too_high found);
+    # README: "whatever the init's shortfall when the first or probed updates rewrote 10%"
+    import depthlab as dl
+    from depthlab.data import load_dataset
+
+    data = load_dataset("digits", seed=0)
+    dg = dl.doctor(dict(sizes=[64, 16, 16, 10], activation="relu", init="glorot_uniform"),
+                   data, steps=200, lr=2.0)
+    kinds = [f.kind for f in dg.findings]
+    assert "lr_too_high" in kinds, kinds
+    dead = next(f for f in dg.findings if f.kind == "dead_relu")
+    assert dead.evidence["dead_frac_worst"] == 1.0 and dead.evidence["dead_frac_worst_init"] < 0.3
+    assert dead.prescription == {"lr": 0.2}, dead.prescription

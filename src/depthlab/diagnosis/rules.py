@@ -1224,7 +1224,8 @@ def rule_dead_relu(ctx: RunContext) -> RuleResult:
                                      worst_layer=(worst_init, value),
                                      flat=own if flat else None,
                                      layers=ctx.several_activations(),
-                                     large_updates=judged[worst] == "died"
+                                     # a layer whose every unit died ("all") died too
+                                     large_updates=judged[worst] in ("died", "all")
                                      and rule_lr_too_high(ctx)[1] is not None)
     n = _layer_units(ctx).get(worst)
     ev = {"metric": metric, "threshold": DEAD_FRAC, "worst_layer": worst,
