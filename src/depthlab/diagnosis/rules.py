@@ -271,7 +271,7 @@ Thresholds (module constants):
 ``BN_GROWTH_TOL`` 0.1         an exploding finding's growth is batch norm's own (Yang et al.
                               2019, :func:`batchnorm_own_growth`) when the per-layer factor at
                               step 0 of a plain batch-normalized net is within 10% of
-                              ``sqrt(E[f'(s)^2] / Var f(s))``, ``s ~ N(0, 1)`` (ReLU 1.2113):
+                              ``sqrt(E[f'(s)^2] / Var f(s))``, ``s ~ N(0, 1)`` (ReLU 1.2112):
                               16 ReLU + BN layers of 64 at init, 3 seeds: 1.25-1.29 per
                               layer on 20 rows, 1.22-1.24 on 32, 1.21-1.22 on 300; its
                               evidence and message name both, re-initializations are not
@@ -813,7 +813,7 @@ def batchnorm_own_growth(ctx: RunContext, pairs: list[tuple[int, float]]
     (non-residual) ``Dense -> BatchNorm -> f`` stack the gradient grows towards the input by
     ``lambda = sqrt(E[f'(s)^2] / Var f(s))``, ``s ~ N(0, 1)``, per layer
     (:func:`depthlab.theory.batchnorm.bn_gradient_factor`; ReLU ``sqrt(pi / (pi - 1)) =
-    1.2113``), whatever the initial weights (batch norm divides their scale out). Returns
+    1.2112``), whatever the initial weights (batch norm divides their scale out). Returns
     ``{"bn_growth_predicted": lambda, "bn_growth_measured": m, "bn_growth_tolerance":
     BN_GROWTH_TOL, "bn_growth_trained": 0/1}`` when the network is batch-normalized (a
     BatchNorm, not another norm), not residual, the first ratio is step 0's ``r0`` and its

@@ -1103,7 +1103,7 @@ def _without_reinit_for_bn_growth(f: Finding, cures: list[tuple[dict[str, Any], 
     finding whose growth is batch norm's own at initialization
     (:func:`depthlab.diagnosis.rules.batchnorm_own_growth`: its evidence holds
     ``bn_growth_predicted``): batch norm divides the weights' scale out, so no initialization
-    changes that growth (a 16-layer ReLU + BN MLP: 1.22 per layer, Yang et al. 2019's 1.2113;
+    changes that growth (a 16-layer ReLU + BN MLP: 1.22 per layer, Yang et al. 2019's 1.2112;
     'Re-initialize (He / Glorot / LeCun)' did not help). The others' texts say so and name
     residual connections, the cure no module transform here makes."""
     if f.kind != "exploding_gradients" or "bn_growth_predicted" not in f.evidence:
