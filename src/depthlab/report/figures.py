@@ -1020,10 +1020,8 @@ def weight_std_profile(probes: pd.DataFrame | None,
             ax.plot(th.index.to_numpy(), th.to_numpy(float), ":", color=OKABE_ITO[3],
                     linewidth=1.8, marker="_" if len(th) == 1 else None, markersize=14,
                     label=init_label, zorder=3)  # over the measured line it matches
-    for step, style, colour, width, msize in ((first, "o-", OKABE_ITO[0], 1.8, 5),
-                                              (last, "s--", OKABE_ITO[1], 1.4, 4)):
-        if step == last and last == first:
-            break
+    drawn = ((first, "o-", OKABE_ITO[0], 1.8, 5), (last, "s--", OKABE_ITO[1], 1.4, 4))
+    for step, style, colour, width, msize in drawn[:1 if last == first else 2]:
         row = wide.loc[step].astype(float)
         # non-finite and zero values: no point (a log axis), named in the title
         shown = row.where(np.isfinite(row) & (row > 0))
