@@ -286,14 +286,25 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
     weights (the lr_too_high rule's finding): units that were alive at initialization and died
     then were killed by those updates, whatever the init's shortfall, so the cure is the
     smaller learning rate (a Glorot-initialized 64-16-16-10 relu net at lr 2, 0.6x He's
-    variance: He's init 'did not help', val acc 0.12 -> 0.12, lr / 10 took it to 0.96)."""
+    variance: He's init 'did not help', val acc 0.12 -> 0.12, lr / 10 took it to 0.96). The
+    units' death is judged on the most-dead layer (``worst_layer``: more than half of its dead
+    units, ``end - start > end / 2``, died after initialization), not on ``dead_at_init``, the
+    largest fraction of any layer at initialization, which is read only when ``worst_layer``
+    is unknown."""
     if flat is not None:
         return {"activation": "leaky_relu", "activation_kwargs": {}}, (
             f"Use leaky_relu: {flat}'s derivative is 0 for every input, so back-propagation "
             "cannot train the layers below the output; leaky_relu's is non-zero everywhere.")
     if not config.get("batchnorm") and not _zero_biases(config.get("bias_init", "zeros")):
         return {"bias_init": "zeros"}, "Initialize biases at zero so units start active."
-    if large_updates and dead_at_init <= dead_threshold:
+    start, end = worst_layer if worst_layer is not None else (math.nan, math.nan)
+    known = math.isfinite(start) and math.isfinite(end)
+    off_from_start = known and end - start <= end / 2
+    # the most-dead layer's own units (another layer's 31% at initialization vetoed the
+    # smaller rate for a top layer that went 16% -> 100% dead under updates of 0.24 of the
+    # weights' norm: He's init did not help, val acc 0.061 -> 0.061, lr / 10 reached 0.41)
+    died = not off_from_start if known else dead_at_init <= dead_threshold
+    if large_updates and died:
         return {"lr": lr / 10.0}, ("Units died during training: large updates pushed their "
                                    "pre-activations negative for every input; use a 10x "
                                    "smaller learning rate.")
@@ -314,15 +325,14 @@ def for_dead_relu(init_ratio: float, dead_at_init: float, dead_threshold: float,
             f"Initialize with he_normal: with weights of {init_ratio:.2g}x its variance the "
             "signal shrinks at every layer, so the pre-activations of the top layers are too "
             "small to keep units active once the biases move.")
-    start, end = worst_layer if worst_layer is not None else (math.nan, math.nan)
-    off_from_start = math.isfinite(start) and math.isfinite(end) and end - start <= end / 2
     if off_from_start:
         return {"activation": "leaky_relu", "activation_kwargs": {}}, (
             f"The units were already off at initialization ({100 * start:.0f}% of the layer, "
             f"{100 * end:.0f}% at the end): deep ReLU layers start with many units off for "
             "every example, the examples' representations growing correlated with depth. Use "
             "leaky_relu: its negative slope keeps a gradient flowing to inactive units.")
-    if dead_at_init <= dead_threshold:
+    if died:  # the most-dead layer's units died in training (a 16-wide layer 6% -> 100%
+        # at SGD lr 2 beside one 31% dead at initialization was told leaky_relu)
         return {"lr": lr / 10.0}, ("Units died during training: large updates pushed their "
                                    "pre-activations negative for every input; use a 10x "
                                    "smaller learning rate.")
