@@ -202,6 +202,8 @@ def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.print_png(buf)
+    for ax in list(fig.axes):  # dropped, not cleared first: Axes.clear rebuilds every tick
+        fig.delaxes(ax)        # (a tenth of the rendering time)
     fig.clear()
     return buf.getvalue()
 
