@@ -27,15 +27,21 @@ def _stored(out) -> int:
         return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
 
 
-def test_a_callers_threaded_cluster_is_refused_points_that_do_not_fit_at_once(
-        tmp_path, monkeypatch):
+def _two_fit(monkeypatch) -> dict:
+    """A grid of 4 points of which 2 fit in memory at once (DEPTHLAB_MEMORY_LIMIT 2.5 points)."""
     raw = {"data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 600, "auto"]},
            "train": {"max_steps": 1, "batch_size": 8}, "probes": {"every": 0},
            "sweep": {"train.seed": [0, 1, 2, 3]}}
     need = memory_need(next(iter(iter_points(raw))).config)[0]
+    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", str(int(2.5 * need)))
+    return raw
+
+
+def test_a_callers_threaded_cluster_is_refused_points_that_do_not_fit_at_once(
+        tmp_path, monkeypatch):
     # one point fits, three at once do not: the cluster's 3 threads in this process would
     # hold three points' arrays at once (each point passed its own check alone)
-    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", str(int(2.5 * need)))
+    raw = _two_fit(monkeypatch)
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=3,
                                   dashboard_address=None) as lc, distributed.Client(lc) as c:
         with pytest.raises(ExperimentError, match=r"3 points at once.*at most 2 of these "
@@ -49,11 +55,7 @@ def test_a_schedulers_workers_on_this_machine_are_refused_points_that_do_not_fit
         tmp_path, monkeypatch):
     # `dask scheduler` and `dask worker --nthreads 3` started on this machine, the sweep given
     # their scheduler's tcp:// address: the same three points at once in this machine's memory
-    raw = {"data": {"name": "digits", "n": 60}, "model": {"sizes": ["auto", 600, "auto"]},
-           "train": {"max_steps": 1, "batch_size": 8}, "probes": {"every": 0},
-           "sweep": {"train.seed": [0, 1, 2, 3]}}
-    need = memory_need(next(iter(iter_points(raw))).config)[0]
-    monkeypatch.setenv("DEPTHLAB_MEMORY_LIMIT", str(int(2.5 * need)))
+    raw = _two_fit(monkeypatch)
     with distributed.LocalCluster(processes=False, n_workers=1, threads_per_worker=3,
                                   protocol="tcp", dashboard_address=None) as lc:
         assert lc.scheduler_address.startswith("tcp://")
