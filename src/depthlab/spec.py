@@ -187,29 +187,22 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    """Tuples as lists and dicts copied, recursively (the form of a validated config dict)."""
+    """Tuples as lists and dicts copied, recursively (the form of a validated config dict),
+    with NumPy values as Python ones: a scalar's ``item()`` (``np.float32(0.5)`` -> 0.5,
+    ``np.int64(2)`` -> 2, ``np.bool_`` -> bool) and an array's ``tolist()``. A ``[sweep]`` grid
+    built in Python (``np.arange``, an array's elements) kept them: ``to_toml`` wrote
+    ``np.float64(1e-07)`` (no TOML) or refused the value, and ``to_dict`` was no JSON. The
+    numbers are unchanged (``float(np.float32(x))`` is what the fields' checks read)."""
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)) \
+            and callable(getattr(value, "item", None)):
+        return _plain(value.tolist()) if getattr(value, "ndim", 0) else value.item()
     return value
 
 
-def _plain_values(value: Any) -> Any:
-    """``_plain(value)`` with NumPy values as Python ones, recursively: a scalar's ``item()``
-    (``np.float32(0.5)`` -> 0.5, ``np.int64(2)`` -> 2, ``np.bool_`` -> bool) and a NumPy
-    array's ``tolist()``. A ``[sweep]`` grid built in Python (``np.arange``, an array's
-    elements) kept them: ``to_toml`` wrote ``np.float64(1e-07)`` (no TOML) or refused the
-    value, and ``to_dict`` was no JSON. The numbers are unchanged (``float(np.float32(x))``
-    is what the fields' checks read)."""
-    if isinstance(value, tuple | list):
-        return [_plain_values(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain_values(v) for k, v in value.items()}
-    item, tolist = getattr(value, "item", None), getattr(value, "tolist", None)
-    if type(value).__module__ == "numpy" and callable(tolist) and callable(item):
-        return _plain_values(value.tolist()) if getattr(value, "ndim", 0) else value.item()
-    return value
 
 
 KEY_SYNONYMS: dict[str, dict[str, str]] = {
@@ -1011,7 +1004,7 @@ def _check_sweep(raw: Any) -> dict[str, list]:
         if not listed:
             raise bad(f"sweep.{key}", values, "a non-empty list of values to try",
                       "has the wrong type" if listed is None else "is empty")
-        out[key] = _plain_values(listed)
+        out[key] = _plain(listed)
     return out
 
 
@@ -1025,7 +1018,7 @@ def _toml_key(key: str) -> str:
 
 
 def _toml_value(v: Any) -> str:
-    v = _plain_values(v)
+    v = _plain(v)
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):
