@@ -119,6 +119,15 @@ def _module_names(config: Any) -> dict[int, str]:
     return out
 
 
+def _no_hidden_layer(config: Any) -> bool:
+    """A depthlab (NumPy) run whose ``model.sizes`` holds its input and output sizes only
+    (``depth = 0``: a linear or logistic model): its probes measure hidden layers, so it has
+    none to draw. False for depthlab.torch runs and configs without explicit sizes."""
+    cfg = _as_dict(config)
+    sizes = _as_dict(cfg.get("model")).get("sizes")
+    return (not cfg.get("source") and isinstance(sizes, (list, tuple)) and len(sizes) == 2)
+
+
 def _named(table: pd.DataFrame, config: Any) -> pd.DataFrame:
     """``table`` with a ``module`` column from the run's module names (the figures label
     layers by it); unchanged for NumPy runs or when the table has one already."""
@@ -611,6 +620,11 @@ def _flow_section(store: Any, group: _Group, pngs: _Pngs) -> str:
             # read "not measured", although the figures draw it)
             rows.append([labels[rid], None, None, "no hidden layer (its one layer is the "
                          "output layer): no first/last ratio to take", _cellnum(r.get(score))])
+            continue
+        if grads.empty and _no_hidden_layer(r["config"]):
+            # depth 0 (sizes = [in, out]): the row read "not measured" as if the probes failed
+            rows.append([labels[rid], None, None, "no hidden layer (depth 0): no gradient "
+                         "ratio to take", _cellnum(r.get(score))])
             continue
         end = int(grads["step"].max()) if len(grads) else None  # a step of NaNs too
         init_ratio = plot._first_last_ratio(t)
@@ -1544,6 +1558,11 @@ def _run_section(store, row: pd.Series, rank_label: str, is_open: bool, pngs: _P
                 if isinstance(source, str) and source.startswith("depthlab.torch")
                 else "enable them with <code>[probes] every = N</code>")
         body.append(f"<p class=\"note\">No probes were recorded for this run ({hint}).</p>")
+    elif not (probes["layer"] >= 1).any() and _no_hidden_layer(config):
+        # a depth-0 network was told its Watch was created too late, a depthlab.torch hint
+        body.append("<p class=\"note\">This network has no hidden layer (depth 0): the probes "
+                    "measure hidden layers, so only its loss (and, when probed, its "
+                    "input–output Jacobian) is drawn.</p>")
     elif not (probes["layer"] >= 1).any() and status != "failed":
         body.append("<p class=\"note\">Only the loss was probed: no layer ran while the hooks "
                     "were on (a Watch created after its step's forward, or a loop that calls the "
