@@ -274,6 +274,11 @@ class Huber(Loss):
         return _one_hot_accuracy(pred, target)
 
 
+# a softmax over one column is 1 whatever the logit: cross_entropy on it is 0, untrainable
+_ONE_COLUMN = ("; one output column: binary_cross_entropy takes its 0/1 labels (a logit per "
+               "example), or give the network one output per class")
+
+
 class CrossEntropy(Loss):
     """Softmax cross-entropy on logits (B, C) with integer labels (B,) or probability rows
     (B, C): -(1/B) sum y log softmax(z); grad (softmax(z) sum_c y - y) / B (PyTorch
@@ -327,7 +332,7 @@ class CrossEntropy(Loss):
                 bad = lo if lo < 0 else hi
                 raise ValueError(
                     f"cross_entropy: label {bad!r} out of range; expected labels in 0..{c - 1} "
-                    f"for pred shape {pred.shape}"
+                    f"for pred shape {pred.shape}" + (_ONE_COLUMN if c == 1 else "")
                 )
             return pred, target.astype(np.intp, copy=False)
         if target.shape != pred.shape:
