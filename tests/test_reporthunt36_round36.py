@@ -43,3 +43,38 @@ def test_a_network_without_hidden_layer_is_not_told_its_watch_came_too_late(tmp_
     row = flow[flow.index("depth=0"):]
     row = row[:row.index("depth=2")]
     assert "not measured" not in row and "no hidden layer (depth 0)" in row, row
+
+
+class _Runs:
+    """A store's ``runs()`` alone: what the report's runs table is built from."""
+
+    def __init__(self, configs: list[dict]) -> None:
+        self.configs = configs
+
+    def runs(self):
+        import pandas as pd
+
+        return pd.DataFrame({"id": [f"r{i}" for i in range(len(self.configs))],
+                             "config": self.configs, "status": "finished",
+                             "val_acc": [0.5 + 0.01 * i for i in range(len(self.configs))]})
+
+
+def test_a_depth_sweep_from_depth_0_is_drawn_over_depth_and_lr_not_a_phantom_width():
+    """A sweep of model.depth [0, 1, 4] x train.lr (the depth ladder's bottom rung is a
+    linear model): the depth-0 net has no width, and its blank beside the others' 16 listed
+    "width" as a varying key: the runs table got a width column, and the sweep's figures were
+    bars "by train.lr × depth × width: 3 keys vary (not every combination was run)" instead
+    of the full depth × lr heatmap."""
+    from depthlab import plot
+    from depthlab.report import build
+
+    configs = [{"name": "g", "model": {"sizes": [2, *[16] * d, 2], "activation": "relu"},
+                "train": {"lr": lr}} for d in (0, 1, 4) for lr in (0.001, 0.5)]
+    runs = build._runs_table(_Runs(configs))
+    keys = build.varying_keys(runs)
+    assert keys == ["depth", "train.lr"], keys
+    assert plot.forms_grid(build._plain(runs, tuple(keys)), *keys)
+    # unequal widths still vary (a width of None there is "not one width", not "no width")
+    configs.append({"name": "g", "model": {"sizes": [2, 16, 8, 2], "activation": "relu"},
+                    "train": {"lr": 0.5}})
+    assert "width" in build.varying_keys(build._runs_table(_Runs(configs)))

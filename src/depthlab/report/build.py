@@ -221,10 +221,18 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     def distinct(col: str) -> int:
         if col not in runs:
             return 0
-        values = list(runs[col])
+        values, kinds = list(runs[col]), list(engines)
+        if col == "cfg:width":
+            # a net without hidden layers (depth 0) has no width: its None beside the others'
+            # 16 listed "width" as varying in a sweep of depth [0, 1, 4] x lr, which then drew
+            # bars of "not every combination was run" instead of its full depth x lr heatmap
+            has = [d != 0 for d in runs["cfg:depth"]]
+            if any(has):
+                values = [v for v, h in zip(values, has, strict=True) if h]
+                kinds = [e for e, h in zip(kinds, has, strict=True) if h]
         if col != "cfg:source" and engines.nunique(dropna=False) > 1:
-            held = {e for e, v in zip(engines, values) if not _missing(v)}
-            values = [v for e, v in zip(engines, values) if e in held]
+            held = {e for e, v in zip(kinds, values) if not _missing(v)}
+            values = [v for e, v in zip(kinds, values) if e in held]
         if col == "cfg:model.sizes" and any(isinstance(v, tuple) and "auto" in v
                                             for v in values):
             # a point refused before its data were read keeps "auto" ends where the others
