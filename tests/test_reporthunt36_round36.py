@@ -78,3 +78,28 @@ def test_a_depth_sweep_from_depth_0_is_drawn_over_depth_and_lr_not_a_phantom_wid
     configs.append({"name": "g", "model": {"sizes": [2, 16, 8, 2], "activation": "relu"},
                     "train": {"lr": 0.5}})
     assert "width" in build.varying_keys(build._runs_table(_Runs(configs)))
+
+
+def test_a_probe_recorders_card_gives_no_ratio_for_one_hidden_layer():
+    """A ProbeRecorder on a net of one hidden layer: its Jupyter card read "Gradient ratio
+    (first / last hidden layer) at the first probed step: 1" (the layer against itself, read
+    as a gradient that flows intact), where the Watch card and the report say there is none;
+    two hidden layers still give their measured ratio."""
+    import numpy as np
+
+    import depthlab as dl
+    from depthlab import plot
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    for sizes in ([3, 6, 2], [3, 6, 6, 2]):
+        net = dl.mlp(sizes, activation="tanh", seed=0)
+        rec = dl.ProbeRecorder(x, y, every=1)
+        dl.fit(net, x, y, loss="cross_entropy", epochs=1, batch_size=40, callbacks=[rec])
+        card = rec._repr_html_()
+        if len(sizes) == 3:
+            assert "one hidden layer: no first/last ratio to take" in card
+            assert "<b>1</b>" not in card
+        else:
+            ratio = plot.gradient_ratio(rec.frame())
+            assert ratio != 1.0 and f"<b>{ratio:.4g}</b>" in card, card[:600]

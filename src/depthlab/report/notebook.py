@@ -97,10 +97,16 @@ def recorder_html(recorder: Any) -> str:
     table = recorder.frame()
     if table.empty:
         return _card("ProbeRecorder", "<p class=\"note\">nothing recorded yet</p>")
-    ratio = plot.gradient_ratio(table)
+    layers = table.loc[(table["quantity"] == "grad_pre_std") & (table["layer"] >= 1), "layer"]
+    if layers.nunique() == 1:
+        # its one layer against itself: "1" read as a gradient that flows intact (the Watch
+        # card and the report say there is no ratio)
+        said = "Gradient ratio: one hidden layer: no first/last ratio to take."
+    else:
+        said = ("Gradient ratio (first / last hidden layer) at the first probed step: "
+                f"<b>{_num(plot.gradient_ratio(table))}</b>.")
     parts = [f"<p class=\"note\">{recorder_repr(recorder)}</p>",
-             f"<p>Gradient ratio (first / last hidden layer) at the first probed step: "
-             f"<b>{_num(ratio)}</b>. Tables: <code>.frame()</code>, <code>.histograms()</code>, "
+             f"<p>{said} Tables: <code>.frame()</code>, <code>.histograms()</code>, "
              "<code>.jacobian()</code>.</p>",
              _img(plot.gradient_per_layer({"recorded": table}, False),
                   "gradient std per layer")]
