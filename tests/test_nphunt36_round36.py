@@ -62,3 +62,33 @@ def test_two_class_labels_for_one_output_column_name_binary_cross_entropy():
     assert "binary_cross_entropy" in str(e.value)
     # the loss it names trains on those labels
     assert dl.fit(dl.mlp([5, 4, 1], seed=0), x, y, loss="binary_cross_entropy").step_loss
+
+
+def _toml_error(**model) -> str:
+    from depthlab.spec import RunSpec
+
+    net = dl.mlp([4, 6, 3], seed=0, **model)
+    config = {k: v for k, v in net.config.items() if k != "seed"}
+    spec = RunSpec.from_dict({"data": {"name": "digits"}, "model": config})
+    with pytest.raises(ValueError) as e:
+        spec.to_toml()
+    return str(e.value)
+
+
+def test_an_object_in_a_recipe_that_toml_cannot_hold_is_named_with_its_spelling():
+    # every object was 'use a registered name (e.g. init = "he_normal")', also for an
+    # activation, without the key or the config's spelling of the same network
+    msg = _toml_error(activation=dl.activation("leaky_relu", negative_slope=0.2))
+    assert "model.activation" in msg
+    assert 'activation = "leaky_relu" with activation_kwargs = {negative_slope = 0.2}' in msg
+    msg = _toml_error(init=dl.initializer("he_normal"))
+    assert "model.init" in msg and 'write init = "he_normal"' in msg
+    msg = _toml_error(output_init=dl.initializer("orthogonal", gain=2.0))
+    assert "model.output_init" in msg and "{gain = 2.0}" in msg
+    # the spelling it gives writes and builds the same network
+    from depthlab.spec import RunSpec
+
+    spec = RunSpec.from_dict({"data": {"name": "digits"}, "model": {
+        "sizes": [4, 6, 3], "activation": "leaky_relu",
+        "activation_kwargs": {"negative_slope": 0.2}}})
+    assert "negative_slope = 0.2" in spec.to_toml()

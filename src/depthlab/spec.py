@@ -1082,9 +1082,46 @@ def to_toml(config: dict[str, Any]) -> str:
             body = {k: (getattr(owned[k].metadata["check"], "none_means", None)
                         if v is None and k in owned else v) for k, v in body.items()}
         lines.append(f"[{section}]")
-        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None]
+        lines += [_toml_line(section, k, v) for k, v in body.items() if v is not None]
         lines.append("")
     return "\n".join(lines)
+
+
+def _toml_line(section: str, key: str, value: Any) -> str:
+    """``key = value``; an activation or initializer object (which TOML cannot hold) is a
+    ValueError naming ``section.key`` and its spelling in a config: its registered name, and
+    for a hidden activation with arguments the ``activation_kwargs`` table
+    (:func:`_object_spelling`)."""
+    try:
+        return f"{_toml_key(key)} = {_toml_value(value)}"
+    except ValueError:
+        spelling = _object_spelling(key, value)
+        if spelling is None:
+            raise
+        raise ValueError(f"cannot write {section}.{key} = {value!r} ({type(value).__name__}) "
+                         f"to TOML, which holds names, not objects; {spelling}") from None
+
+
+def _object_spelling(key: str, obj: Any) -> str | None:
+    """How a config writes the activation or initializer object ``obj`` given as ``key``:
+    ``write key = "name"`` when its constructor arguments are at their defaults (or, for
+    ``activation``, with ``activation_kwargs``); otherwise which arguments a config cannot
+    give. None when ``obj`` is no registered kind's object."""
+    registry = ACTIVATIONS if key.endswith("activation") else INITIALIZERS
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or name not in registry:
+        return None
+    defaults = registry.defaults(name)
+    given = {k: getattr(obj, k) for k in registry.arguments(name) if hasattr(obj, k)}
+    changed = {k: v for k, v in given.items() if k in defaults and v != defaults[k]}
+    if not changed:
+        return f'write {key} = "{name}" (the same {registry.kind})'
+    if key == "activation":
+        return (f'write activation = "{name}" with activation_kwargs = '
+                f"{_toml_value(changed)}")
+    return (f'a config names {key} = "{name}" with its default arguments only '
+            f"({_toml_value(defaults)}), not {_toml_value(changed)}: keep this recipe in "
+            "Python (dl.mlp)")
 
 
 # -- for user interfaces ---------------------------------------------------------------------
