@@ -103,3 +103,32 @@ def test_a_probe_recorders_card_gives_no_ratio_for_one_hidden_layer():
         else:
             ratio = plot.gradient_ratio(rec.frame())
             assert ratio != 1.0 and f"<b>{ratio:.4g}</b>" in card, card[:600]
+
+
+def test_saturation_lines_of_layers_that_overflowed_are_not_drawn_falling_to_zero():
+    """A ReLU net that diverged at step 1: layers 2-3's pre-activations are NaN there, so
+    their inactive and dead fractions are measured as 0 (a NaN is not <= 0). The figure shaded
+    the step but still drew those lines falling to 0 inside the shading, the picture of a
+    healthy net; layer 1, still finite, keeps its value."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from depthlab.report import figures
+
+    rows = []
+    for step in (0, 1, 2):
+        for layer in (1, 2, 3):
+            nan = step >= 1 and layer >= 2
+            rows += [(step, layer, "pre_std", np.nan if nan else 1.0 + layer),
+                     (step, layer, "inactive_frac", 0.0 if nan else 0.4 + 0.01 * layer),
+                     (step, layer, "dead_frac", 0.0 if nan else 0.2)]
+    probes = pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+    fig = figures.saturation_dead(probes)
+    for ax in fig.axes[:2]:
+        lines = {ln.get_label(): np.asarray(ln.get_ydata(), float) for ln in ax.lines}
+        assert np.isfinite(lines["layer 1"]).all(), lines  # finite everywhere: drawn
+        for name in ("layer 2", "layer 3"):
+            y = lines[name]
+            assert np.isfinite(y[0]) and np.isnan(y[1:]).all(), (name, y)  # was 0, 0
+    plt.close(fig)

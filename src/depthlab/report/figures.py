@@ -1134,8 +1134,16 @@ def saturation_dead(probes: pd.DataFrame | None) -> Figure:
     # fall to 0, which reads as healthy; those steps are shaded and the legend says why
     pre = (probes[(probes["quantity"] == "pre_std") & (probes["layer"] >= 1)]
            if present else pd.DataFrame(columns=["step", "value"]))
-    bad = sorted(set(pre.loc[~np.isfinite(pd.to_numeric(pre["value"], errors="coerce")),
-                             "step"]))
+    overflowed = pre[~np.isfinite(pd.to_numeric(pre["value"], errors="coerce"))]
+    bad = sorted(set(overflowed["step"]))
+    if bad:
+        # and those layers' values there are left out (a NaN breaks the line): a 60-layer
+        # net diverged at step 1 drew every overflowed layer's line falling to 0 inside the
+        # shading, the picture of a healthy net
+        pairs = set(zip(overflowed["step"], overflowed["layer"]))
+        present = [(q, title, ylabel, wide.mask(pd.DataFrame(
+            [[(s, la) in pairs for la in wide.columns] for s in wide.index],
+            index=wide.index, columns=wide.columns))) for q, title, ylabel, wide in present]
     names = layer_names(probes)
     # one legend for all panels, outside the last one (inside, "best" still covered lines
     # that span the whole panel)
