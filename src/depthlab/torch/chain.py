@@ -110,7 +110,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
     handles = []
     own: dict[int, tuple[torch.Tensor, int]] = {}  # module -> (its forward's output, version)
     out_tensors: dict[int, tuple[torch.Tensor, int]] = {}  # layer -> (output s, version)
-    ops: dict[int, str] = {}  # storage a module read -> autograd node of the torch operation
+    ops: dict[int, Any] = {}  # storage a module read -> autograd node of the torch operation
     # that made it (not a module): 'MulBackward0' for act(l1(x) * 3)
     # activations the forward applies itself (F.relu(self.fc1(x))): the (grad_fn, slot) of
     # each layer or norm call's output -> (storage, seq, module), and the grad_fn and storage
@@ -147,7 +147,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         versions[_storage(t)] = t._version
         sizes.setdefault(_storage(t), t.numel())
         if t_in is not None and t_in.grad_fn is not None:
-            ops.setdefault(_storage(t_in), t_in.grad_fn.name())
+            ops.setdefault(_storage(t_in), t_in.grad_fn)
         if t_in is not None and _storage(t_in) != _storage(t):  # not in place
             producers.setdefault(_storage(t), (_storage(t_in), label(module)))
             if _shape_only(module):  # e.g. Flatten of a non-contiguous tensor
@@ -330,7 +330,7 @@ def chain(model: nn.Module, x: Any, y: Any = None,
         if t.grad_fn is not None:
             pool_nodes[(t.grad_fn, t.output_nr)] = fbetweens[-1]
         if t_in.grad_fn is not None:
-            ops.setdefault(_storage(t_in), t_in.grad_fn.name())
+            ops.setdefault(_storage(t_in), t_in.grad_fn)
         sizes.setdefault(_storage(t), t.numel())
         fproducers.setdefault(_storage(t), (_storage(t_in), who))
         if t_in.grad_fn is not None:  # a functional activation before it (chain_acts)
@@ -358,19 +358,21 @@ def chain(model: nn.Module, x: Any, y: Any = None,
                   f"has no theory for (modelled: {_MODELLED_POOLS})")
         elif path and storage != start and storage not in producers and storage in ops \
                 and not (isinstance(x, torch.Tensor) and storage == _storage(x)):
-            node = ops[storage]  # the first module on the path reads a torch operation's result
+            fn = ops[storage]  # the first module on the path reads a torch operation's result
+            node = fn.name()
             op = (f", and {path[-1]} reads the result of the torch operation "
                   f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node {node}), not the "
-                  "previous layer's output")
+                  f"previous layer's output{_add_hint(fn)}")
         elif not path and who and storage != start and storage in ops \
                 and not (isinstance(x, torch.Tensor) and storage == _storage(x)):
             # a view module (an nn.Flatten of a contiguous tensor shares its storage, so it is
             # no producer) reading a torch operation's result, h * w of a squeeze-excitation
             # gate: the refusal named the Flatten only, a module predict() models
-            node = ops[storage]
+            fn = ops[storage]
+            node = fn.name()
             op = (f", which reads the result of the torch operation "
                   f"{re.sub(r'Backward[0-9]*$', '', node)!r} (autograd node {node}), not the "
-                  "previous layer's output")
+                  f"previous layer's output{_add_hint(fn)}")
         if len(path) > 1:
             return "; it is made by " + " -> ".join(reversed(path)) + op + note
         return f"; it is the output of {who}{op}{note}" if who else ""
@@ -934,7 +936,23 @@ def _operation(fn: Any, made_by: dict[Any, str] | None = None,
                 "(or normalization's) own output: an activation is modelled only on a layer's "
                 "or normalization's output")
     return (f"; it is computed by the torch operation {op!r} (autograd node {name})"
-            f"{_joined(node, made_by)}, not by a module")
+            f"{_joined(node, made_by)}, not by a module{_add_hint(node)}")
+
+
+def _add_hint(node: Any) -> str:
+    """For a sum of two computed paths (autograd node ``node``; not ``h + self.pos``, whose
+    other operand is a parameter) that no residual block owns, ``h = h + block(h)`` in a loop
+    of the model's own forward where ``block`` is an ``nn.Sequential``, the remedy: predict()
+    takes a residual block to be a module whose forward returns ``post(x + F(x))``."""
+    if not re.match(r"AddBackward[0-9]*$", node.name()):
+        return ""
+    operands = [fn for fn, _ in node.next_functions]
+    if len(operands) != 2 or any(fn is None or fn.name() == "torch::autograd::AccumulateGrad"
+                                 for fn in operands):
+        return ""
+    return ("; a residual sum outside a block module (h = h + block(h) in the model's own "
+            "forward) is not modelled: predict() takes a residual block to be a module whose "
+            "forward returns x + F(x); move the add into such a module's forward")
 
 
 _ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})

@@ -562,7 +562,7 @@ def _pool_moments(nspec: norms.NormSpec, g_p: np.ndarray, beta: np.ndarray, shar
     (over the units' ``(gamma, beta)`` pairs), ``m2 = mean_j gamma_j^2 E[f'(y_j)^2]``, with
     ``n``, ``c`` (1: centered), ``r = mean xhat^2``, ``r' = eps / (sigma^2 + eps)`` and ``k``
     (units per group)."""
-    acc = np.zeros(3)
+    acc = np.zeros(5)
     for gc, bc, k, i, j in zip(g_p, beta, share, at[:-1], at[1:]):
         if gc == 0.0 or j <= i:
             continue
@@ -570,10 +570,25 @@ def _pool_moments(nspec: norms.NormSpec, g_p: np.ndarray, beta: np.ndarray, shar
         xh = (s_nodes[i:j] - bc) / gc
         d = d_all[i:j]
         acc += k * gc * gc * np.array([_dot(w, d) ** 2, _dot(w, xh * d) ** 2,
-                                       _dot(w, xh * xh * d * d)])
+                                       _dot(w, xh * xh * d * d),
+                                       *_explained(w, xh, d, r)])
     rp = nspec.eps / den if den > 0 else 1.0
-    return (*[float(v) for v in acc], float(m2), float(nspec.n), 1.0 if nspec.centered else 0.0,
-            float(r), float(rp), float(nspec.k))
+    a, b, d, el, em = (float(v) for v in acc)
+    return (a, b, d, float(m2), float(nspec.n), 1.0 if nspec.centered else 0.0,
+            float(r), float(rp), float(nspec.k), el, em)
+
+
+def _explained(w: np.ndarray, xh: np.ndarray, d: np.ndarray, r: float) -> tuple[float, float]:
+    """The parts of ``Var(d)`` and ``Var(xhat d)`` (over the nodes ``xhat ~ N(0, r)``, weights
+    ``w``) that are linear in ``xhat`` and in ``(xhat, xhat^2 - r)``: ``L = E[xhat d]^2 / r``,
+    ``M = E[xhat^2 d]^2 / r + (E[xhat^3 d] - r E[xhat d])^2 / (2 r^2)``. A group's ``xhat``
+    sums to 0 and its squares to ``n r``, so these parts of a window's mean do not vary as
+    independent draws would: :func:`pool_factor` takes them with the finite-population factor
+    ``1 - S / n``."""
+    if r <= 0:
+        return 0.0, 0.0
+    e1, e2, e3 = _dot(w, xh * d), _dot(w, xh * xh * d), _dot(w, xh ** 3 * d)
+    return e1 * e1 / r, e2 * e2 / r + (e3 - r * e1) ** 2 / (2.0 * r * r)
 
 
 def sum_pool_moments(fix: tuple[float, ...], src: tuple,
@@ -591,7 +606,7 @@ def sum_pool_moments(fix: tuple[float, ...], src: tuple,
     Without ``post`` a spatially constant gradient is all mean: GroupNorm(C, C) passes none
     of it (``A = m2``)."""
     g_p, beta, share, s_nodes, at, r = src
-    acc = np.zeros(4)
+    acc = np.zeros(6)
     xw = np.asarray(xw, float) / max(float(np.sum(xw)), 1e-300)
     for gc, bc, k, i, j in zip(g_p, beta, share, at[:-1], at[1:]):
         if gc == 0.0 or j <= i:
@@ -602,8 +617,10 @@ def sum_pool_moments(fix: tuple[float, ...], src: tuple,
         d = deriv((y[:, None] + np.asarray(xv)[None, :]).ravel()).reshape(y.size, -1)
         ww = w[:, None] * xw[None, :]
         acc += k * gc * gc * np.array([_dot(ww, d) ** 2, _dot(ww, xh * d) ** 2,
-                                       _dot(ww, xh * xh * d * d), _dot(ww, d * d)])
-    return (*[float(v) for v in acc], *fix[4:])
+                                       _dot(ww, xh * xh * d * d), _dot(ww, d * d),
+                                       *_explained(ww, xh, d, r)])
+    a, b, d2, m2, el, em = (float(v) for v in acc)
+    return (a, b, d2, m2, *fix[4:9], el, em)
 
 
 def pool_factor(moments: tuple[float, ...], ratio: float, phi: float = 1.0
@@ -635,13 +652,15 @@ def pool_factor(moments: tuple[float, ...], ratio: float, phi: float = 1.0
     mean is removed, ``1/k`` otherwise; 0 at one channel per group, which removes it all); a
     conv's transposed taps keep the share (their ``9`` independent weights times one value
     have the variance of ``9`` independent values)."""
-    a, b, d, m2, n, c, r, rp, k = moments
+    a, b, d, m2, n, c, r, rp, k = moments[:9]
+    el, em = moments[9:11] if len(moments) >= 11 else (0.0, 0.0)
     s = 1.0 / ratio if ratio > 0 else n
     s = min(max(s, 1.0), n)
     if m2 <= 0 or n <= 1:
         return 1.0, 0.0
     iso = (n - 1 - c + rp * rp) / n
-    pooled = s * (c * (a + (m2 - a) / s) + (2.0 - r) * (b + (d - b) / s)) / (n * m2)
+    pooled = s * (c * (a + (m2 - a) / s - el / n)
+                  + (2.0 - r) * (b + (d - b) / s - em / n)) / (n * m2)
     kept = max(1.0 - phi * pooled - (1.0 - phi) * (c + (2.0 - r) * r) / n, 1e-12)
     keep_c = (1.0 - 1.0 / k) if c else 1.0
     below = min(max(phi * a * keep_c / (m2 * kept), 0.0), 1.0)
