@@ -132,3 +132,44 @@ def test_saturation_lines_of_layers_that_overflowed_are_not_drawn_falling_to_zer
             y = lines[name]
             assert np.isfinite(y[0]) and np.isnan(y[1:]).all(), (name, y)  # was 0, 0
     plt.close(fig)
+
+
+def _bands_table(scales: dict[int, float], steps: tuple = (0, 2, 4)):
+    import pandas as pd
+
+    rows = []
+    for step in steps:
+        for layer, s in scales.items():
+            rows += [(step, layer, "act_mean", 0.4 * s), (step, layer, "act_std", 0.6 * s)]
+    return pd.DataFrame(rows, columns=["step", "layer", "quantity", "value"])
+
+
+def test_activation_bands_of_an_exploding_net_draw_each_layer_over_its_own_scale():
+    """The report's "Activations over training" of a ReLU net with N(0, 1) weights, 20 layers
+    (act std 0.28 in layer 1, 4.6e10 in layer 20): one linear axis up to 7e10 drew layers 1-15
+    as one flat line on 0, read as dead layers in a net whose activations explode. Layers
+    whose scales (max |mean| + std) are more than 1000x apart are now each divided by their
+    own s (the playground's rule), the axis, title and legend say so; closer scales keep one
+    axis of values."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from depthlab import plot
+
+    exploding = {1: 0.3, 6: 2e2, 11: 3e5, 16: 5e7, 20: 7e10}
+    fig = plot.activation_bands(_bands_table(exploding))
+    ax = fig.axes[0]
+    means = {ln.get_label(): np.asarray(ln.get_ydata(), float) for ln in ax.lines
+             if not ln.get_label().startswith("_")}
+    assert len(means) == 5, list(means)
+    for layer, s in exploding.items():
+        label = next(k for k in means if k.startswith(f"layer {layer} "))
+        assert f"s = {s:.2g}" in label, label
+        np.testing.assert_allclose(means[label], 0.4, rtol=1e-9)  # mean / (|mean| + std)
+    assert "own scale" in ax.get_ylabel() and "divided by its s" in ax.get_title()
+    plt.close(fig)
+    fig = plot.activation_bands(_bands_table({1: 0.3, 6: 2.0, 11: 90.0}))  # 300x apart
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "activation value" and "divided" not in ax.get_title()
+    assert max(np.nanmax(np.abs(ln.get_ydata())) for ln in ax.lines) > 50
+    plt.close(fig)

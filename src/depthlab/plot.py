@@ -776,20 +776,27 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     shown = _f._pick_layers(layers, HIST_MAX_LAYERS)
     colors = _f._layer_colors(shown)
     names = _f.layer_names(probes)
-    if names:  # a wider legend for the module names: their width at the legend's 8 pt plus
-        # the line sample and pads (0.062 in a character + 0.3 cut a 40-character name)
-        extra = _f.names_margin(names, shown, size=8) + 0.45 - 1.75
+    scales = _band_scales(mean, std, shown, keep)
+    if names or scales:  # a wider legend for the module names (and the scales): their width
+        # at the legend's 8 pt plus the line sample and pads (0.062 in a character + 0.3 cut
+        # a 40-character name)
+        tail = 14 if scales else 0  # " (s = 7.1e+10)"
+        extra = max(_f.names_margin(names, shown, size=8) if names else 0.0,
+                    max(len(_f.layer_label(la, names)) for la in shown) * 0.062) \
+            + tail * 0.062 + 0.45 - 1.75
         if extra > 0:
             fig.set_figwidth(fig.get_figwidth() + extra)
             fig.subplots_adjust(left=0.85 / fig.get_figwidth(),
                                 right=1 - (1.75 + extra) / fig.get_figwidth())
     x = steps[keep]
     for layer in shown:
-        m = mean[layer].to_numpy(float)[keep]
+        s = scales.get(layer, 1.0)
+        m = mean[layer].to_numpy(float)[keep] / s
+        label = _f.layer_label(layer, names)
         ax.plot(x, m, "o-" if len(x) < 4 else "-", color=colors[layer], linewidth=1.5,
-                markersize=3.5, label=_f.layer_label(layer, names))
+                markersize=3.5, label=f"{label} (s = {s:.2g})" if scales else label)
         if not std.empty and layer in std:
-            sd = std[layer].reindex(mean.index).to_numpy(float)[keep]
+            sd = std[layer].reindex(mean.index).to_numpy(float)[keep] / s
             if len(x) == 1:  # one probed step: an error bar (a band over one x is invisible)
                 ax.errorbar(x, m, yerr=sd, color=colors[layer], capsize=4, linewidth=1.2)
                 continue
@@ -803,10 +810,11 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
     what = "activation" if prefix == "act" else "pre-activation"
     _f.step_ticks(ax, x)
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"{what} value")
+    ylabel = f"{what} / s (each layer's own scale)" if scales else f"{what} value"
+    ax.set_ylabel(ylabel)
     # a diverged run's values grow by decades (0.6 at step 0, 3.5e32 at step 4): on a linear
     # axis every earlier step lay flat on 0; symlog keeps the first step's range linear
-    _f.symlog_if_runaway(ax, f"{what} value")
+    _f.symlog_if_runaway(ax, ylabel)
     # a layer whose values overflowed (a diverged run's last steps) has no point there: its
     # line stopped at step 0 without a word (the heatmap and the update ratio say where)
     sel = probes[(probes["quantity"] == f"{prefix}_mean") & probes["layer"].isin(shown)
@@ -819,10 +827,41 @@ def activation_bands(table: Any, prefix: str = "act", max_steps: int = 12) -> Fi
             f" in layer{'s' * (len(which) > 1)} {_f.number_runs(which)}"
         note = (f"\nnot drawn: not finite (NaN/inf){where} "
                 f"{_f.steps_phrase(sel.loc[bad, 'step'], x)}")
+    if scales:
+        spread = max(scales.values()) / min(scales.values())
+        note += (f"\nscales {spread:.2g} times apart: each layer divided by its s = "
+                 "max(|mean| + std)")
     ax.set_title(f"Mean ± std of the {what}s\n{_layers_text(shown, layers, bool(names))}{note}",
                  fontsize=9.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig
+
+
+BAND_SCALE_SPREAD = 1e3
+"""Shown layers' activation scales further apart than this (three decades, the playground's
+rule) are each drawn divided by their own scale in :func:`activation_bands`."""
+
+
+def _band_scales(mean: pd.DataFrame, std: pd.DataFrame, shown: Sequence[int],
+                 keep: np.ndarray) -> dict[int, float]:
+    """Each shown layer's scale ``s = max over the drawn steps of (|mean| + std)`` (finite
+    values only) when the largest is more than :data:`BAND_SCALE_SPREAD` times the smallest
+    nonzero one, else ``{}`` (one common axis). An exploding ReLU net with N(0, 1) weights,
+    20 layers: 0.28 in layer 1, 4.6e10 in layer 20, where one linear axis drew layers 1-15 as
+    a flat line on 0. A layer of scale 0 (or none finite) is drawn as it is (s = 1)."""
+    scales: dict[int, float] = {}
+    for layer in shown:
+        m = np.abs(mean[layer].to_numpy(float)[keep])
+        sd = (std[layer].reindex(mean.index).to_numpy(float)[keep]
+              if not std.empty and layer in std else np.zeros_like(m))
+        with np.errstate(invalid="ignore", over="ignore"):
+            top = m + np.nan_to_num(sd, nan=0.0, posinf=np.nan, neginf=np.nan)
+        top = top[np.isfinite(top)]
+        if len(top) and top.max() > 0:
+            scales[int(layer)] = float(top.max())
+    if len(scales) < 2 or max(scales.values()) <= BAND_SCALE_SPREAD * min(scales.values()):
+        return {}
+    return {la: scales.get(int(la), 1.0) for la in shown}
 
 
 def _layers_text(shown: Sequence[int], total: Sequence[int], named: bool = False) -> str:
