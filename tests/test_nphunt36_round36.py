@@ -92,3 +92,14 @@ def test_an_object_in_a_recipe_that_toml_cannot_hold_is_named_with_its_spelling(
         "sizes": [4, 6, 3], "activation": "leaky_relu",
         "activation_kwargs": {"negative_slope": 0.2}}})
     assert "negative_slope = 0.2" in spec.to_toml()
+
+
+def test_the_step_activation_has_no_critical_line_and_is_told_why():
+    # chi1 = sigma_w2 E[f'(s)^2] = 0 at any sigma_w2 for the step: "pass a wider bracket"
+    # sent the user after a root that does not exist
+    with pytest.raises(ValueError) as e:
+        dl.theory.critical_sigma_w2("step", sigma_b2=0.1, bracket=(1e-3, 1e6))
+    assert "wider bracket" not in str(e.value)
+    assert "'step' has no critical sigma_w2" in str(e.value) and "chi1" in str(e.value)
+    # an activation with a critical line is unchanged (Schoenholz et al.: tanh, 0.05 -> 1.76)
+    assert dl.theory.critical_sigma_w2("tanh", sigma_b2=0.05) == pytest.approx(1.7609546, 1e-6)

@@ -330,6 +330,11 @@ def critical_sigma_w2(
         raise ValueError(f"bracket must satisfy 0 < lo < hi, got {bracket!r}")
     g_lo, g_hi = g(lo), g(hi)
     if g_lo * g_hi > 0:
+        if g_lo == g_hi == -1.0:  # chi1 = sigma_w^2 E[f'(s)^2] with f' = 0 almost everywhere
+            raise ValueError(
+                f"{fn.name!r} has no critical sigma_w2: its derivative is 0 almost everywhere, "
+                "so chi1 = sigma_w2 E[f'(s)^2] = 0 for every sigma_w2 (no gradient passes "
+                "back; the order-to-chaos transition needs a differentiable activation)")
         raise ValueError(
             f"chi1 - 1 does not change sign on sigma_w2 in {bracket} for {fn.name!r} "
             f"(values {g_lo + 1:.4g} and {g_hi + 1:.4g}); pass a wider bracket"
