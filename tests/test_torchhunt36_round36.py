@@ -86,3 +86,61 @@ def test_adding_a_parameter_is_no_residual_sum():
         dlt.predict(_PlusParameter(), torch.randn(8, 8), torch.randint(0, 3, (8,)),
                     nn.CrossEntropyLoss())
     assert "residual" not in str(err.value)
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _cnn() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3))
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_one_image_without_batch_dimension_is_named(fn):
+    """A (C, H, W) image into a CNN with a flatten head: torch said only 'mat1 and mat2
+    shapes cannot be multiplied (4x16 and 64x3)'."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"x has shape \(3, 6, 6\), one example without its "
+                                         r"batch dimension for the first layer '0' \(Conv2d\); "
+                                         r"expected a batch of shape \(N, 3, 6, 6\)"):
+        getattr(dlt, fn)(_cnn(), torch.randn(3, 6, 6), torch.randint(0, 3, (1,)),
+                         nn.CrossEntropyLoss())
+
+
+def test_one_vector_without_batch_dimension_is_named():
+    """(in_features,) with a label of shape (1,): torch's cross-entropy took the pair and
+    failed in the backward with 'size mismatch (got input: [3], target: [1])'."""
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match=r"x has shape \(5,\), one example without its batch "
+                                         r"dimension .* expected a batch of shape \(N, 5\)"):
+        dlt.probe(_mlp(), torch.randn(5), torch.randint(0, 3, (1,)), nn.CrossEntropyLoss())
+
+
+def test_an_unbatched_image_that_the_model_takes_is_still_measured():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    df = dlt.probe(model, torch.randn(3, 6, 6), torch.randn(2, 4, 4), nn.MSELoss())
+    assert set(df.module[df.layer >= 1]) == {"0", "2"}
+
+
+@pytest.mark.parametrize("fn", ["probe", "predict"])
+def test_a_loss_class_without_parentheses_is_named(fn):
+    """``loss_fn=nn.CrossEntropyLoss``: called as nn.CrossEntropyLoss(output, y) it took the
+    output for its class weights: 'Boolean value of Tensor with more than one value is
+    ambiguous'."""
+    torch.manual_seed(0)
+    with pytest.raises(TypeError, match=r"loss_fn is the class CrossEntropyLoss; expected a "
+                                        r"loss module \(an instance: CrossEntropyLoss\(\)\)"):
+        getattr(dlt, fn)(_mlp(), torch.randn(6, 5), torch.randint(0, 3, (6,)),
+                         nn.CrossEntropyLoss)
+
+
+def test_no_targets_for_a_loss_that_needs_them_is_named():
+    """y=None for CrossEntropyLoss: torch said "cross_entropy_loss(): argument 'target'
+    (position 2) must be Tensor, not NoneType"; a loss_fn of the output alone still runs."""
+    torch.manual_seed(0)
+    with pytest.raises(TypeError, match="y is None, but CrossEntropyLoss needs the targets"):
+        dlt.probe(_mlp(), torch.randn(6, 5), None, nn.CrossEntropyLoss())
+    df = dlt.probe(_mlp(), torch.randn(6, 5), None, lambda out, _: out.pow(2).mean())
+    assert (df.quantity == "grad_pre_std").sum() == 2

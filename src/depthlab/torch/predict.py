@@ -268,7 +268,7 @@ from .layers import (
     inputs_kept,
     untouched,
 )
-from .probe import check_batch, probe, resolve_loss
+from .probe import check_batch, probe, resolve_loss, unbatched_named
 from .propagation import (
     _along,
     _apply,
@@ -380,7 +380,8 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
                    f"of the model's dtype (x.to({wdtype})), or a forward that converts it "
                    "before its first layer")
     try:
-        segments = chain(model, x, y, loss_fn)
+        with unbatched_named(model, x):  # a conv's (C, H, W) that fails later: said so
+            segments = chain(model, x, y, loss_fn)
     except (TypeError, ValueError) as e:  # (a layer that read the integers themselves)
         if integer and (str(e).startswith("x has dtype") or any(
                 isinstance(m, (nn.Embedding, nn.EmbeddingBag)) for m in model.modules())):

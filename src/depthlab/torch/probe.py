@@ -137,7 +137,14 @@ def loss_by_name(name: str) -> nn.Module:
 
 def resolve_loss(loss_fn: Any) -> Any:
     """``loss_fn`` itself, or the loss module of a :data:`LOSSES` name given as a string
-    (``"cross_entropy"``, ``"mse"``; :func:`loss_by_name`'s ValueError for another name)."""
+    (``"cross_entropy"``, ``"mse"``; :func:`loss_by_name`'s ValueError for another name);
+    a TypeError for a loss module's class given in place of a module (``nn.CrossEntropyLoss``
+    without parentheses: called as ``nn.CrossEntropyLoss(output, y)`` it took the output for
+    its class weights and failed with 'Boolean value of Tensor with more than one value is
+    ambiguous')."""
+    if isinstance(loss_fn, type) and issubclass(loss_fn, nn.Module):
+        raise TypeError(f"loss_fn is the class {loss_fn.__name__}; expected a loss module "
+                        f"(an instance: {loss_fn.__name__}()) or a callable loss_fn(output, y)")
     return loss_by_name(loss_fn) if isinstance(loss_fn, str) else loss_fn
 
 
@@ -324,6 +331,11 @@ def _check_target_type(y: Any, loss_fn: Any) -> None:
             return
     name = (classes or (type(fn).__name__ if isinstance(fn, nn.Module)
                         else f"F.{getattr(fn, '__name__', type(fn).__name__)}"))
+    if y is None:  # torch: "cross_entropy_loss(): argument 'target' (position 2) must be
+        # Tensor, not NoneType"
+        raise ArgumentTypeError(f"y is None, but {name} needs the targets; expected a "
+                                "torch.Tensor of targets (a loss_fn of the output alone may "
+                                "take y=None)")
     if not isinstance(y, torch.Tensor):
         if type(y).__module__.split(".")[0] == "numpy" or isinstance(y, (list, tuple, int,
                                                                           float)):
@@ -708,6 +720,47 @@ def _wrong_shape(model: nn.Module, x: Any, exc: BaseException, said: str) -> str
     return None
 
 
+def unbatched_input(model: nn.Module, x: Any) -> str | None:
+    """One line when ``x`` is one example without its batch dimension for the model's first
+    layer (the first ``Linear`` or convolution it registers, whose input ``x`` fits exactly):
+    ``(in_features,)`` for a ``Linear``, ``(C, H, W)`` for a ``Conv2d``. torch runs such a
+    layer on the unbatched example, and a later layer or the loss may fail on its output
+    ('mat1 and mat2 shapes cannot be multiplied (4x16 and 64x3)' after a flatten, 'size
+    mismatch (got input: [3], target: [1])'); None otherwise."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        return None
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, *_CONVS))), None)
+    if first is None:
+        return None
+    name = next((n for n, mod in model.named_modules() if mod is first), "")
+    if isinstance(first, nn.Linear):
+        fits, want = x.dim() == 1 and x.shape[0] == first.in_features, f"(N, {first.in_features})"
+    else:
+        dims = len(first.kernel_size)
+        fits = x.dim() == dims + 1 and x.shape[0] == first.in_channels
+        want = f"(N, {first.in_channels}, {', '.join(map(str, x.shape[1:]))})"
+    if not fits:
+        return None
+    where = f"the first layer {name!r} ({type(first).__name__})" if name else "the model"
+    return (f"x has shape {tuple(x.shape)}, one example without its batch dimension for "
+            f"{where}; expected a batch of shape {want} (x[None] for one example)")
+
+
+@contextmanager
+def unbatched_named(model: nn.Module, x: Any) -> Iterator[None]:
+    """A forward or loss that failed on an unbatched ``x`` (:func:`unbatched_input`) fails
+    with that line (and torch's); a model that takes an unbatched example is measured as
+    before (a conv's ``(C, H, W)``: its channels on axis 0)."""
+    try:
+        yield
+    except (RuntimeError, IndexError) as exc:  # torch's; depthlab's own lines stay
+        said = unbatched_input(model, x)
+        if said is None:
+            raise
+        torch_said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{said} (torch: {torch_said})") from exc
+
+
 def trackable(v: Any) -> Any:
     """``v`` with every inference-mode tensor (also inside a tuple, list or dict) copied to an
     ordinary one, which autograd can record."""
@@ -748,16 +801,17 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
     params = [p for p in model.parameters() if p.requires_grad]
     with rec.isolated(loss_fn):
         rec.arm()
-        with no_fast_path():
+        with no_fast_path(), unbatched_named(model, x):
             output = forward(model, x)
         rec.disarm()
         rec.drop_kept()
         _warn_new_layers(model, rec.layers)
-        check_targets(output, y, loss_fn)
-        loss = check_loss(loss_fn(output, y))
-        # a tuple or dict output ((logits, aux), {'logits': ...}, its loss_fn taking the whole):
-        # the accuracy of the tensor that holds the classes, as the doctor reads it
-        acc = target_accuracy(output, y, loss_fn)
+        with unbatched_named(model, x):  # (CrossEntropyLoss of (3,) and (1,) fails backward)
+            check_targets(output, y, loss_fn)
+            loss = check_loss(loss_fn(output, y))
+            # a tuple or dict output ((logits, aux), {'logits': ...}, its loss_fn taking the
+            # whole): the accuracy of the tensor that holds the classes, as the doctor reads it
+            acc = target_accuracy(output, y, loss_fn)
         grads: dict[int, torch.Tensor | None] = {}
         if params and not loss.requires_grad:
             warnings.warn("the loss does not require grad (loss_fn returned a detached tensor, "
@@ -765,7 +819,7 @@ def _probe(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], torch
                           "table has no gradient rows (grad_pre_*, weight_grad_*); return the "
                           "loss tensor itself", RuntimeWarning, stacklevel=3)
         if loss.requires_grad and params:
-            with rec.recomputing():
+            with rec.recomputing(), unbatched_named(model, x):
                 grads = _weight_grads(loss, params)
         extra = [(0, "", "loss", loss.detach())]
         if acc is not None:
