@@ -103,3 +103,17 @@ def test_the_step_activation_has_no_critical_line_and_is_told_why():
     assert "'step' has no critical sigma_w2" in str(e.value) and "chi1" in str(e.value)
     # an activation with a critical line is unchanged (Schoenholz et al.: tanh, 0.05 -> 1.76)
     assert dl.theory.critical_sigma_w2("tanh", sigma_b2=0.05) == pytest.approx(1.7609546, 1e-6)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_targets_held_as_python_objects_are_told_the_conversion(loss):
+    # a pandas column of dtype object holding numbers: x was told np.asarray(x, dtype=float),
+    # y only "must be a numeric array, got dtype object"
+    x, y = _data(30)
+    target = y if loss == "cross_entropy" else x[:, :3]
+    with pytest.raises(TypeError) as e:
+        dl.fit(dl.mlp([5, 4, 3], seed=0), x, target.astype(object), loss=loss)
+    assert "training y" in str(e.value) and "np.asarray(y, dtype=int)" in str(e.value)
+    dl.fit(dl.mlp([5, 4, 3], seed=0), x, np.asarray(target.astype(object),
+                                                    dtype=int if loss == "cross_entropy"
+                                                    else float), loss=loss)

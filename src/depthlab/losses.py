@@ -54,7 +54,10 @@ def _as_float_array(x: Any, what: str) -> Array:
                 "class labels are integers 0..C-1: np.unique(y, return_inverse=True)[1] "
                 "encodes names as such (in sorted order)"
             )
-        raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}")
+        held = (" (numbers held as Python objects, as a pandas column of dtype object: "
+                "np.asarray(y, dtype=int) converts class labels, dtype=float targets)"
+                if arr.dtype == object and isinstance(first, int | float) else "")
+        raise TypeError(f"{what} must be a numeric array, got dtype {arr.dtype}{held}")
     return arr
 
 
