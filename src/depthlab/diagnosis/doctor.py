@@ -22,6 +22,7 @@ from ..losses import REGISTRY as LOSS_REGISTRY
 from ..losses import one_hot_labels
 from ..models import mlp
 from ..network import Network
+from ..optimizers import Optimizer
 from ..probes.recorder import ProbeRecorder, _update_ratio
 from ..probes.stats import measurement_mode, probe_held_out
 from ..spec import ModelSpec, TrainSpec, check_field
@@ -57,6 +58,13 @@ hurt (run-to-run noise: a loss of 0.008158 -> 0.008156 is no improvement)."""
 ACC_TOLERANCE = 0.01
 """Change of the validation accuracy (a fraction) within which a verified cure neither helped
 nor hurt."""
+
+CHANCE_ACC_Z = 2.0
+"""Standard errors above the best constant prediction's validation accuracy ``a`` that an
+accuracy must end to count as above it, on ``n`` validation examples:
+``a + CHANCE_ACC_Z sqrt(a (1 - a) / n)`` (a guess's accuracy spreads about that much; after
+one SGD step a cure's 0.15 against a constant prediction's 0.122 on 180 digits, 1.2 standard
+errors, with its train loss above the constant's, read 'helped')."""
 
 METRIC_TOLERANCE = 0.01
 """Relative change of a finding's own metric within which a verified cure that left the
@@ -694,7 +702,8 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     (:func:`constant_accuracy`). An accuracy that does not end above it by the tolerance is no
     improvement either: a diverged baseline's cure at chance ("train loss nan -> 2.383, val acc
     nan -> 0.1", ten classes) and a rise from below chance to it (0.028 -> 0.061, the constant
-    prediction's own accuracy) read "helped".
+    prediction's own accuracy) read "helped". With ``n_val`` the margin above ``chance_acc`` is
+    at least :data:`CHANCE_ACC_Z` standard errors of an accuracy there (:func:`_chance_noise`).
 
     A run that did not learn never improved: its final train loss more than
     ``NOT_LEARNED_RISE`` x ``chance`` (the divergence rule's factor), worse than predicting a
@@ -714,12 +723,21 @@ def _better(after: dict[str, float], before: dict[str, float], n_val: int | None
     loss_better = la < (1.0 - LOSS_TOLERANCE) * lb and not la >= (1.0 - LOSS_TOLERANCE) * chance
     loss_worse = la > (1.0 + LOSS_TOLERANCE) * lb
     tol = max(ACC_TOLERANCE, 1.5 / n_val) if n_val else ACC_TOLERANCE
-    # not "<= chance_acc + tol", so that a NaN chance_acc (not known) keeps the accuracy's verdict
-    acc_better = aa > ab + tol and not aa <= chance_acc + tol
+    # not "<= chance_acc + ...", so that a NaN chance_acc (not known) keeps the accuracy's verdict
+    acc_better = aa > ab + tol and not aa <= chance_acc + _chance_noise(chance_acc, n_val, tol)
     acc_worse = aa < ab - tol
     if acc_better and loss_worse:
         return accuracy_outweighs(before, after, chance_acc)
     return (loss_better or acc_better) and not (loss_worse or acc_worse)
+
+
+def _chance_noise(chance_acc: float, n_val: int | None, tol: float) -> float:
+    """How far above the constant prediction's accuracy ``a`` an accuracy on ``n_val``
+    examples must end to be above it: ``max(tol, CHANCE_ACC_Z sqrt(a (1 - a) / n_val))``
+    (``tol`` without ``n_val`` or a finite ``a`` in [0, 1])."""
+    if not n_val or not (isinstance(chance_acc, (int, float)) and 0.0 <= chance_acc <= 1.0):
+        return tol
+    return max(tol, CHANCE_ACC_Z * math.sqrt(chance_acc * (1.0 - chance_acc) / n_val))
 
 
 def _learned_accuracy(acc: float, chance_acc: float) -> bool:
@@ -833,7 +851,7 @@ def doctor(
     *,
     steps: int = 200,
     loss: str = "cross_entropy",
-    optimizer: str = "sgd",
+    optimizer: str | Optimizer = "sgd",
     lr: float = 0.01,
     optimizer_kwargs: dict[str, Any] | None = None,
     batch_size: int | str = 32,
@@ -883,7 +901,9 @@ def doctor(
 
     ``l1``, ``l2``: the weight penalties of ``fit`` (``settings["l1"]``/``["l2"]`` when not 0),
     applied in every run of the diagnosis; ``loss`` also takes a Loss object
-    (``dl.loss("huber", delta=0.1)``), as ``fit`` does.
+    (``dl.loss("huber", delta=0.1)``), as ``fit`` does, and ``optimizer`` an optimizer object
+    (``dl.optimizer("adam", net.parameters(), lr=1e-3)``): its name, ``lr`` and other settings
+    build a fresh one for each run (:func:`_optimizer_settings`).
     """
     steps, probe_every = (positive_int(label, v) for label, v in (
         ("steps", steps), ("probe_every", probe_every)))
@@ -899,6 +919,8 @@ def doctor(
     if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
         raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} is not accepted; accepted: "
                         "a dict of the optimizer's arguments, e.g. {'momentum': 0.9}, or None")
+    if isinstance(optimizer, Optimizer):
+        optimizer, lr, optimizer_kwargs = _optimizer_settings(optimizer, optimizer_kwargs)
     if isinstance(callbacks, str | bytes) or not isinstance(callbacks, Iterable):
         raise TypeError(f"callbacks={callbacks!r:.60} is not accepted; accepted: a list of "
                         "depthlab.training.Callback objects")
@@ -1007,6 +1029,25 @@ loss; Adam and NAdam unless ``decoupled_weight_decay=True``), unlike AdamW's dec
 (as ``depthlab.torch.train.L2_WEIGHT_DECAY``)."""
 
 
+def _optimizer_settings(opt: Optimizer, optimizer_kwargs: dict[str, Any] | None
+                        ) -> tuple[str, float, dict[str, Any]]:
+    """An optimizer object given to the doctor as ``(name, lr, kwargs)``: its registered name,
+    its ``lr`` and its other hyperparameters that differ from the defaults. The doctor trains
+    copies (the baseline and each cure), each with a fresh optimizer of these settings; the
+    object itself steps the original network's parameters, which were refused as "another
+    network's"."""
+    if optimizer_kwargs:
+        raise TypeError(f"optimizer_kwargs={optimizer_kwargs!r:.60} beside the optimizer "
+                        f"object {opt!r:.80}: give its settings once (on the object, or its "
+                        f"name {opt.name!r} with optimizer_kwargs)")
+    from ..optimizers import REGISTRY as OPTIMIZERS
+
+    defaults = OPTIMIZERS.defaults(opt.name)
+    kwargs = {k: v for k, v in opt.hyperparameters().items()
+              if k != "lr" and (k not in defaults or v != defaults[k])}
+    return opt.name, opt.lr, kwargs
+
+
 def _kept_optimizer_kwargs(old: Any, new: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The arguments of the run's optimizer ``old`` that a cure switching to ``new`` keeps:
     none (sgd's momentum means nothing to adam) but an L2 ``weight_decay`` that both add to
@@ -1086,7 +1127,7 @@ def verify_prescriptions(findings: list[Finding], reference: _Run, config: dict[
             helped=bool(improved and _better(run.final, ref.final, n_val, chance, chance_acc)),
             new_findings=[k for k in after_kinds
                           if k not in {g.kind for g in ref.findings}],
-            chance_loss=chance, chance_acc=chance_acc,
+            chance_loss=chance, chance_acc=chance_acc, n_val=n_val,
         ))
     return out
 

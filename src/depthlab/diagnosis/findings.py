@@ -176,6 +176,9 @@ class Verification:
     # that constant prediction's validation accuracy (NaN: not known), the level an accuracy
     # must end above for its rise to count (doctor.constant_accuracy)
     chance_acc: float = math.nan
+    # validation examples the accuracies were measured on (None: not known): an accuracy
+    # counts as above chance_acc only beyond its noise there (doctor._chance_noise)
+    n_val: int | None = None
 
     def __post_init__(self) -> None:
         """A gradient-flow metric below 0 says which way the gradients now go: the depth in
@@ -197,6 +200,7 @@ class Verification:
             "metric_after": self.metric_after, "resolved": self.resolved,
             "helped": self.helped, "new_findings": self.new_findings,
             "chance_loss": self.chance_loss, "chance_acc": self.chance_acc,
+            "n_val": self.n_val,
         }), _infinities(before=self.before, after=self.after,
                         metric_before=self.metric_before, metric_after=self.metric_after))
 
@@ -212,7 +216,8 @@ class Verification:
                    resolved=bool(d.get("resolved")), helped=bool(d.get("helped")),
                    new_findings=list(d.get("new_findings") or []),
                    chance_loss=_number(d.get("chance_loss")),
-                   chance_acc=_number(d.get("chance_acc")))
+                   chance_acc=_number(d.get("chance_acc")),
+                   n_val=d["n_val"] if isinstance(d.get("n_val"), int) else None)
 
     @property
     def gain(self) -> tuple[float, float]:
@@ -278,8 +283,10 @@ class Verification:
         ``""``."""
         from .doctor import (
             ACC_TOLERANCE,
+            CHANCE_ACC_Z,
             LOSS_TOLERANCE,
             NOT_LEARNED_RISE,
+            _chance_noise,
             accuracy_outweighs,
             did_not_learn,
         )
@@ -306,16 +313,19 @@ class Verification:
                     f"{1 - aa:.3g}, while the train loss rose {la / lb:.3g}x)")
         loss = (isinstance(c, (int, float)) and math.isfinite(c) and math.isfinite(la)
                 and (1.0 - LOSS_TOLERANCE) * c <= la < (1.0 - LOSS_TOLERANCE) * lb)
+        margin = _chance_noise(ca, self.n_val, ACC_TOLERANCE)
         acc = (isinstance(ca, (int, float)) and math.isfinite(ca) and math.isfinite(aa)
-               and ab + ACC_TOLERANCE < aa <= ca + ACC_TOLERANCE)
+               and ab + ACC_TOLERANCE < aa <= ca + margin)
+        noise = (f" by more than {margin:.2g}, {CHANCE_ACC_Z:g} standard errors of an accuracy "
+                 f"on {self.n_val} examples" if margin > ACC_TOLERANCE else "")
         if loss and acc:
             return (f" (the train loss did not end below a constant prediction's, {c:.4g}, nor "
-                    f"the validation accuracy above its {ca:.4g})")
+                    f"the validation accuracy above its {ca:.4g}{noise})")
         if loss:
             return f" (the train loss did not end below a constant prediction's, {c:.4g})"
         if acc:
             return (" (the validation accuracy did not end above a constant prediction's, "
-                    f"{ca:.4g})")
+                    f"{ca:.4g}{noise})")
         return ""
 
     def summary(self) -> str:

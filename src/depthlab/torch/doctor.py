@@ -62,6 +62,7 @@ from ..diagnosis.rules import (
     RULES,
     Rule,
     RunContext,
+    _count,
     evaluate,
     init_ratio,
     norm_gradient_frame,
@@ -567,7 +568,8 @@ def _factory(make_model_or_model: Any
         raise TypeError(f"expected a torch.nn.Module or a function returning one, got "
                         f"{type(make_model_or_model).__name__}")
     make = make_model_or_model
-    first: list[Any] = []  # the first model built and its state as built (host memory)
+    first: list[Any] = []  # the first model built, its state as built (host memory), kinds
+    calls = [0]  # models built, lazy ones once materialized
 
     def fresh(seed: int) -> nn.Module:
         torch.manual_seed(seed)
@@ -593,10 +595,11 @@ def _factory(make_model_or_model: Any
             if not rows:
                 return model  # doctor() builds it again once it has the data
             model = _materialized(copy.deepcopy(model), rows[0], seed)
+        calls[0] += 1
         if not first:
             check_materialized(model)  # a 'meta' model: by name, before copying its values
             first.extend((made, {k: v.detach().to("cpu", copy=True)
-                                 for k, v in model.state_dict().items()}))
+                                 for k, v in model.state_dict().items()}, _kinds(model)))
             if model is not made:
                 return model
             try:  # the object returned is trained as a copy: a global instance that the
@@ -619,10 +622,46 @@ def _factory(make_model_or_model: Any
                     model = copy.deepcopy(model)  # backbone) leaves those as built
                 except Exception:  # noqa: BLE001 - not copyable: trained itself
                     pass
+            _check_same_model(model, first[1], first[2], calls[0])
             _load_if_same(model, first[1])
         return model
 
     return fresh, rows
+
+
+class DifferentModel(ValueError):
+    """A factory built another architecture than on its first call: the doctor's runs
+    (baseline and cures) would not start from the same model."""
+
+
+def _kinds(model: nn.Module) -> dict[str, str]:
+    """Each submodule's dotted name -> its class name."""
+    return {name: type(m).__name__ for name, m in model.named_modules()}
+
+
+def _check_same_model(model: nn.Module, state: dict[str, torch.Tensor],
+                      kinds: dict[str, str], call: int) -> None:
+    """Refuse (:class:`DifferentModel`) a factory's model whose modules or state
+    (names, classes, shapes) differ from its first model's ``kinds`` and ``state``."""
+    own, diff, now_kinds = model.state_dict(), "", _kinds(model)
+    if now_kinds != kinds:
+        name = next(n for n in [*now_kinds, *kinds] if now_kinds.get(n) != kinds.get(n))
+        was, now = kinds.get(name, "no such module"), now_kinds.get(name, "no such module")
+        diff = f"module {name or '(the model)'!r} is {now} ({was} in the first call)"
+    elif own.keys() != state.keys():
+        name = next(iter(set(own) ^ set(state)))
+        diff = (f"state entry {name!r} is " + ("new" if name in own else "missing")
+                + " (unlike the first call)")
+    else:
+        name = next((k for k, v in state.items() if own[k].shape != v.shape), "")
+        if name:
+            diff = (f"{name!r} has shape {tuple(own[name].shape)} "
+                    f"({tuple(state[name].shape)} in the first call)")
+    if diff:
+        raise DifferentModel(f"make_model() built a different model on its call {call}: "
+                             f"{diff}; the doctor's runs (the baseline and each cure) must "
+                             "start from the same model: expected a function that builds the "
+                             "same architecture on every call")
 
 
 def _calibrating(fresh: Callable[[int], nn.Module], x: torch.Tensor
@@ -1017,6 +1056,8 @@ def doctor(
         settings = _settings(spec, loss_fn, device)
         theory, theory_note = (theory_rows(model, d.probe_source[0][:PROBE_EXAMPLES].clone())
                                if out is not None else (None, ""))
+        if verify and not isinstance(make_model_or_model, nn.Module):
+            fresh(seed)  # a factory that builds another model each call: refused before training
         sample = _sample_output(model, d)  # the classes, for the chance loss and accuracy
         with kept_state(loss_fn):
             chance = constant_loss(loss_fn, d.y, sample)
@@ -1067,7 +1108,7 @@ def doctor(
             elif tried:  # the prescription line alone read as a recommendation that works
                 which = "the cure verified did not help" if len(tried) == 1 else \
                     f"none of the {len(tried)} cures verified helped"
-                f.prescription_text += f" ({which} within {spec.steps} steps)"  # why: in
+                f.prescription_text += f" ({which} within {_count(spec.steps, 'step')})"  # why: in
                 # each verified line (a higher val acc with a clearly worse train loss too)
         if verify and diagnosis.verifications:
             best = {}  # each finding ranked by its best cure, as the NumPy doctor ranks
@@ -1178,6 +1219,8 @@ def _cures(f: Finding, base: _Run, spec: TorchTrainSpec, fresh: Callable[[int], 
                                          loss_fn)  # on 1-row
                 with kept_state(loss_fn):
                     _check_step(model, new, d, loss_fn)  # mini-batches)
+            except DifferentModel:
+                raise
             except (ValueError, RuntimeError, NotImplementedError) as e:  # NotApplicable, or
                 said = " ".join(str(e).split()) or type(e).__name__  # a change this model
                 reason = (f"{json.dumps(changes, sort_keys=True, default=str)} does "  # cannot
@@ -1217,6 +1260,7 @@ def _verification(f: Finding, changes: dict[str, Any], base: _Run, run: _Run,
                                           chance, chance_acc)),
         new_findings=[k for k in after_kinds if k not in {g.kind for g in base.findings}],
         chance_loss=chance, chance_acc=chance_acc,  # the summary's reasons for a 'did not help'
+        n_val=n_val,
     )
 
 

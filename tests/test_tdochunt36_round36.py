@@ -1,0 +1,62 @@
+"""Round 36 torch-doctor hunt (tdochunt36): unfair verifications and misleading verdicts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+import depthlab.torch as dlt  # noqa: E402
+
+
+def _data(n: int = 96, d: int = 8, k: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (np.abs(x[:, :k]).argmax(1)).astype(np.int64)
+    return x, y
+
+
+def test_factory_building_another_architecture_each_call_is_refused():
+    """Before: the cures' models were another width than the baseline's, whose weights
+    were silently not loaded, so 'verified' compared two different models."""
+    calls = [0]
+
+    def make_model():
+        calls[0] += 1
+        width = 8 * calls[0]
+        return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 3))
+
+    with pytest.raises(ValueError, match=r"different model on its call 2: '0.weight' has "
+                                         r"shape \(16, 8\) \(\(8, 8\) in the first call\)"):
+        dlt.doctor(make_model, _data(), steps=2, batch_size=32, verify=True)
+
+
+def test_factory_swapping_its_activation_is_refused():
+    acts = iter([nn.Tanh, nn.ReLU, nn.ReLU, nn.ReLU, nn.ReLU, nn.ReLU])
+
+    def make_model():
+        return nn.Sequential(nn.Linear(8, 8), next(acts)(), nn.Linear(8, 3))
+
+    with pytest.raises(ValueError, match=r"module '1' is ReLU \(Tanh in the first call\)"):
+        dlt.doctor(make_model, _data(), steps=2, batch_size=32, verify=True)
+
+
+def test_accuracy_within_a_guess_spread_of_chance_is_not_above_it():
+    """Before: one SGD step, LSUV's val acc 0.0278 -> 0.15 on 180 digits against a constant
+    prediction's 0.1222 (1.2 standard errors), its train loss above the constant's, 'helped'."""
+    from depthlab.diagnosis.doctor import _better
+    from depthlab.diagnosis.findings import Verification
+
+    before = {"train_loss": 2.317, "val_acc": 0.02778}
+    after = {"train_loss": 2.494, "val_acc": 0.15}
+    assert not _better(after, before, 180, 2.301, 0.1222)
+    assert _better({"train_loss": 2.494, "val_acc": 0.2056}, before, 180, 2.301, 0.1222)
+    assert _better(after, before, None, 2.301, 0.1222)  # no n_val: the one-point tolerance
+    v = Verification(kind="init_mismatch", prescription={"init": "lsuv"}, before=before,
+                     after=after, metric="m", metric_before=5.9, metric_after=1.1,
+                     resolved=True, helped=False, chance_loss=2.301, chance_acc=0.1222,
+                     n_val=180)
+    assert ("did not end above a constant prediction's, 0.1222 by more than 0.049, 2 standard "
+            "errors of an accuracy on 180 examples" in v.summary())
+    assert Verification.from_dict(v.to_dict()).n_val == 180
