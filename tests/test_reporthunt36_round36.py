@@ -194,3 +194,21 @@ def test_activation_bands_of_an_exploding_net_draw_each_layer_over_its_own_scale
     assert ax.get_ylabel() == "activation value" and "divided" not in ax.get_title()
     assert max(np.nanmax(np.abs(ln.get_ydata())) for ln in ax.lines) > 50
     plt.close(fig)
+
+
+def test_a_run_records_card_of_a_depth_0_net_draws_no_empty_gradient_panel():
+    """``execute(config)`` of a net without hidden layers: its RunRecord card (Jupyter) drew
+    the gradient-per-layer figure as an empty panel reading "no positive 'grad_pre_std'
+    probes recorded", as if its gradients had vanished; it now says it has no hidden layer,
+    and a net of 2 hidden layers keeps its figure."""
+    import re
+
+    from depthlab.experiments import execute
+
+    for depth in (0, 2):
+        card = execute(_tiny_config(depth))._repr_html_()
+        images = len(re.findall(r"<img ", card))
+        if depth == 0:
+            assert "No hidden layer (depth 0)" in card and images == 1, images  # training
+        else:
+            assert "No hidden layer" not in card and images == 2, images

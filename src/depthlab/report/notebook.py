@@ -152,7 +152,20 @@ def run_record_html(record: Any) -> str:
         parts.append(H.table(["final metric", "value"], rows))
     if record.steps is not None and len(record.steps):
         parts.append(_img(plot.training_curves(record), "training loss and accuracy"))
-    if record.probes is not None and len(record.probes):
+    import pandas as pd
+
+    layered = record.probes is not None and len(record.probes) > 0 and bool(
+        (pd.to_numeric(record.probes["layer"], errors="coerce") >= 1).any())
+    if record.probes is not None and len(record.probes) and not layered:
+        from .build import _no_hidden_layer
+
+        # an empty panel read "no positive 'grad_pre_std' probes recorded", as if the
+        # gradients had vanished
+        parts.append("<p class=\"note\">" + (
+            "No hidden layer (depth 0): no per-layer gradients to draw." if _no_hidden_layer(
+                record.config) else "Only the loss was probed: no per-layer gradients to "
+            "draw.") + "</p>")
+    if layered:
         from .build import _mpl, _named
 
         probes = _named(record.probes, record.config)  # a torch run: its module names
