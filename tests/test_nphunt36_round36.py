@@ -117,3 +117,20 @@ def test_targets_held_as_python_objects_are_told_the_conversion(loss):
     dl.fit(dl.mlp([5, 4, 3], seed=0), x, np.asarray(target.astype(object),
                                                     dtype=int if loss == "cross_entropy"
                                                     else float), loss=loss)
+
+
+def test_the_doctor_takes_an_optimizer_built_on_the_network_it_diagnoses():
+    # the doctor trains copies; the object stepped the original's parameters and was refused
+    # as "built on none of this network's parameters (another network's?)"
+    x, y = _data()
+    net = dl.mlp([5, 16, 3], activation="relu", init="he_normal", seed=0)
+    opt = dl.optimizer("sgd", net.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    d = dl.doctor(net, (x, y), optimizer=opt, steps=30)
+    by_name = dl.doctor(net, (x, y), optimizer="sgd", lr=0.05, steps=30,
+                        optimizer_kwargs={"momentum": 0.9, "nesterov": True})
+    assert d.settings["optimizer"] == "sgd" and d.settings["lr"] == 0.05
+    assert d.settings["optimizer_kwargs"] == {"momentum": 0.9, "nesterov": True}
+    assert d.baseline["train_loss"] == by_name.baseline["train_loss"]  # the same training
+    with pytest.raises(TypeError, match="give its settings once"):
+        dl.doctor(net, (x, y), optimizer=opt, optimizer_kwargs={"momentum": 0.5})
+
