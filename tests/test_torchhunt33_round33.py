@@ -102,5 +102,5 @@ def test_the_approximation_note_of_a_groupnorm_cnn_under_a_pool_names_its_group_
                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 3))
     x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 3, (8,))
     note = dlt.predict(model, x, y, nn.CrossEntropyLoss()).attrs["approximation"]
-    assert "0.99-1.06x the prediction at 1 channel per group" in note
+    assert "0.96-1.06x the prediction at 1 channel per group" in note  # (torchhunt36)
     assert "this model's GroupNorm has 1 channel per group" in note

@@ -208,8 +208,12 @@ channels per group, for the isotropic ``1 / n`` each
 gradient still alike over a channel's positions (``k > 1``: the group keeps each channel's
 deviation from the group mean) reaches the GroupNorm layers below through their convs. Measured
 (Conv -> GroupNorm -> ReLU/Tanh x4, 64 channels, 8x8, batch 64, 3 seeds, every conv):
-one channel per group 0.99-1.06x (was 0.41-0.48x), 2: ReLU 0.87-1.03x, tanh 0.96-1.11x (was
-0.62-0.81x), 4 and 8: 0.89-1.08x (was 0.77-0.96x). Inside residual blocks
+one channel per group 0.96-1.06x (was 0.41-0.48x), 2: ReLU 0.87-1.03x, tanh 0.96-1.11x (was
+0.62-0.81x), 4 and 8: 0.89-1.08x (was 0.77-0.96x); SiLU and GELU at one channel per group
+1.00-1.20x and 0.99-1.12x (they were ~1.4e5x and 1.22-1.37x: the parts of ``f'`` linear in
+``xhat``, and of ``xhat f'`` in ``xhat, xhat^2``, whose window means the group's fixed sums
+hold, were taken as independent draws, :func:`depthlab.torch.propagation._explained`).
+Inside residual blocks
 ``post(x + GN(conv(...)))`` under a global pool the sum's gradient holds ``g_c post'(s)
 h(post(s))``, ``h`` the relative size of the pooled gradient at the block output's value
 (1 under the pool): the norm ending the branch sees ``deriv(s) = post'(s) h(post(s))`` at
@@ -449,8 +453,9 @@ def _predict(model: nn.Module, x: Any, y: Any, loss_fn: Callable[[Any, Any], tor
         notes.append("a GroupNorm or LayerNorm over positions takes the mean of a gradient "
                      "that a pool makes alike over positions, modelled to first order over "
                      "independent channels and positions (GroupNorm CNNs with a global "
-                     "average pool: grad_pre_std 0.99-1.06x the prediction at 1 channel per "
-                     "group, GroupNorm(C, C), 0.87-1.11x at 2, 0.89-1.08x at 4 or more; inside "
+                     "average pool: grad_pre_std 0.96-1.06x the prediction at 1 channel per "
+                     "group, GroupNorm(C, C) (SiLU, GELU up to 1.2x), 0.87-1.11x at 2, "
+                     "0.89-1.08x at 4 or more; inside "
                      "residual blocks 0.91-1.13x, up to 1.3x at 4x4 positions and 1.8x "
                      "after a max pool between blocks"
                      f"{here})")
